@@ -1,0 +1,180 @@
+//! Envelopes on the wire: one transport message carries one envelope holding one or
+//! more messages.
+//!
+//! Outbound, [`encode_batch`] turns an outbox [`Batch`] into one `ServerEnvelope`
+//! without re-encoding anything: reliable messages are already-encoded
+//! `ServerMessage`s, and a state frame is its shared body plus the member's
+//! `last_input_seq` field (protobuf allows a message's fields to be concatenated).
+//! Inbound, [`decode_client`] and [`decode_server`] turn arbitrary bytes into an
+//! envelope or a typed [`DecodeError`]; they never panic.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+use crate::delta;
+use crate::outbox::{Batch, PendingState};
+use crate::proto::{ClientEnvelope, ServerEnvelope, ServerMessage, server_message};
+
+/// `ServerEnvelope.messages` and `ServerMessage.state` field numbers.
+const ENVELOPE_MESSAGES: u32 = 1;
+const MESSAGE_STATE: u32 = 5;
+
+/// Why an inbound message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The bytes are not a valid envelope (close 1007).
+    #[error("undecodable envelope: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// The envelope holds no messages.
+    #[error("empty envelope")]
+    Empty,
+    /// A message of a kind this server does not know (a newer client, or garbage that
+    /// happened to decode): answered with an error, not a close.
+    #[error("message {index} of the envelope has no known kind")]
+    UnknownKind {
+        /// Position of the message in the envelope.
+        index: usize,
+    },
+}
+
+/// Decodes a client envelope.
+pub fn decode_client(bytes: &[u8]) -> Result<ClientEnvelope, DecodeError> {
+    let envelope = ClientEnvelope::decode(bytes)?;
+    if envelope.messages.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if let Some(index) = envelope.messages.iter().position(|m| m.kind.is_none()) {
+        return Err(DecodeError::UnknownKind { index });
+    }
+    Ok(envelope)
+}
+
+/// Decodes a server envelope (client side).
+pub fn decode_server(bytes: &[u8]) -> Result<ServerEnvelope, DecodeError> {
+    let envelope = ServerEnvelope::decode(bytes)?;
+    if envelope.messages.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if let Some(index) = envelope.messages.iter().position(|m| m.kind.is_none()) {
+        return Err(DecodeError::UnknownKind { index });
+    }
+    Ok(envelope)
+}
+
+/// Encodes one server message for an outbox's reliable queue.
+pub fn encode_message(kind: server_message::Kind) -> Bytes {
+    ServerMessage { kind: Some(kind) }.encode_to_vec().into()
+}
+
+/// Encoded size of `batch` as a `ServerEnvelope`.
+pub fn batch_len(batch: &Batch) -> usize {
+    let reliable: usize = batch.reliable.iter().map(|m| nested_len(ENVELOPE_MESSAGES, m.len())).sum();
+    let states: usize = batch
+        .states
+        .iter()
+        .map(|s| nested_len(ENVELOPE_MESSAGES, state_message_len(s)))
+        .sum();
+    reliable + states
+}
+
+/// Appends `batch` to `buf` as one `ServerEnvelope`: reliable messages first, in
+/// order, then the state frames.
+pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
+    buf.reserve(batch_len(batch));
+    for message in &batch.reliable {
+        encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
+        encode_varint(message.len() as u64, buf);
+        buf.put_slice(message);
+    }
+    for state in &batch.states {
+        let frame_len = state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
+        encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
+        encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, buf);
+        encode_key(MESSAGE_STATE, WireType::LengthDelimited, buf);
+        encode_varint(frame_len as u64, buf);
+        buf.put_slice(&state.body);
+        delta::encode_member_part(state.baseline, state.last_input_seq, buf);
+    }
+}
+
+fn state_message_len(state: &PendingState) -> usize {
+    nested_len(
+        MESSAGE_STATE,
+        state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq),
+    )
+}
+
+fn nested_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proto::{Ping, StateFrame, client_message};
+
+    #[test]
+    fn batch_encodes_as_one_server_envelope() {
+        let body = {
+            let mut buf = Vec::new();
+            StateFrame {
+                room: "r".into(),
+                tick: 9,
+                ..Default::default()
+            }
+            .encode(&mut buf)
+            .unwrap();
+            Bytes::from(buf)
+        };
+        let batch = Batch {
+            reliable: vec![encode_message(server_message::Kind::Ping(Ping {
+                nonce: 1,
+                sent_time_us: 2,
+            }))],
+            states: vec![PendingState {
+                room: 1,
+                tick: 9,
+                baseline: 8,
+                body,
+                last_input_seq: 300,
+            }],
+        };
+        let mut buf = BytesMut::new();
+        encode_batch(&batch, &mut buf);
+        assert_eq!(buf.len(), batch_len(&batch));
+        let envelope = decode_server(&buf).unwrap();
+        assert_eq!(envelope.messages.len(), 2);
+        match &envelope.messages[1].kind {
+            Some(server_message::Kind::State(s)) => {
+                assert_eq!((s.room.as_str(), s.tick, s.baseline_tick, s.last_input_seq), ("r", 9, 8, 300));
+            }
+            other => panic!("expected a state frame, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn typed_errors() {
+        assert_eq!(decode_client(&[]), Err(DecodeError::Empty));
+        assert!(matches!(decode_client(&[0xff]), Err(DecodeError::Protobuf(_))));
+        // One message with no kind set.
+        assert_eq!(decode_client(&[0x0a, 0x00]), Err(DecodeError::UnknownKind { index: 0 }));
+        let ok = ClientEnvelope {
+            messages: vec![crate::proto::ClientMessage {
+                kind: Some(client_message::Kind::Ping(Ping::default())),
+            }],
+        };
+        assert!(decode_client(&ok.encode_to_vec()).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_client(&bytes);
+            let _ = decode_server(&bytes);
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! tickrelay: a multiplayer game state relay.
+//!
+//! # Layout
+//!
+//! The crate is a set of sans-IO cores (no sockets, no clock reads: time is passed in)
+//! and thin drivers around them.
+//!
+//! - [`proto`]: the generated `tickrelay.v1` protobuf types.
+//! - [`frame`]: envelopes on the wire; typed decoding of arbitrary bytes.
+//! - [`error`]: [`error::CloseReason`] (every way a session ends, one close code each).
+//! - [`state`]: entities, typed fields, the [`state::World`] with change ticks and the
+//!   incremental checksum.
+//! - [`delta`]: the delta codec: a state frame against any recent baseline, encoded
+//!   straight from the world.
+//! - [`mirror`]: the client-side [`mirror::StateMirror`] that applies frames and
+//!   detects desyncs.
+//! - [`simulation`]: the [`simulation::Simulation`] trait and the built-in relay and
+//!   arena games.
+//! - [`room`]: the room engine: members, input dedup, events, tick, fan-out.
+//! - [`outbox`]: a session's bounded outbox, where rooms leave frames for transports.
+//! - [`schedule`]: fixed-rate tick scheduling without drift, on an injected clock.
+//! - [`sim_pool`]: the dedicated simulation threads that own and tick the rooms.
+//!
+//! `docs/PROTOCOL.md` is the wire reference.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod delta;
+pub mod error;
+pub mod frame;
+pub mod mirror;
+pub mod outbox;
+pub mod proto;
+pub mod room;
+pub mod schedule;
+pub mod sim_pool;
+pub mod simulation;
+pub mod state;

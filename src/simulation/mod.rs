@@ -1,0 +1,127 @@
+//! What a room runs each tick. A [`Simulation`] receives member joins and leaves and
+//! each member's inputs, and advances the room's [`World`] in [`Simulation::step`].
+//!
+//! Two ship with tickrelay: [`Relay`] (members write the entities they own; the server
+//! only checks ownership and limits) and [`Arena`] (authoritative: inputs are
+//! movement intents and the server moves everything). A game plugs in its own by
+//! implementing the trait.
+
+mod arena;
+mod relay;
+
+pub use arena::{Arena, ArenaConfig};
+pub use relay::Relay;
+
+use crate::proto::{ErrorCode, input};
+use crate::state::{EntityId, MemberId, Tick, World, WorldError};
+
+/// Per-room caps on what members may put into the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntityLimits {
+    /// Entities one member may own at once.
+    pub max_entities_per_member: usize,
+    /// Fields per entity.
+    pub max_fields_per_entity: usize,
+    /// Bytes per bytes/string field value.
+    pub max_field_bytes: usize,
+}
+
+impl Default for EntityLimits {
+    fn default() -> Self {
+        Self {
+            max_entities_per_member: 64,
+            max_fields_per_entity: 32,
+            max_field_bytes: 1024,
+        }
+    }
+}
+
+/// What a simulation may touch during a callback.
+#[derive(Debug)]
+pub struct SimContext<'a> {
+    /// The room's state; mutations are stamped with the tick being built.
+    pub world: &'a mut World,
+    /// The tick being built.
+    pub tick: Tick,
+    /// Simulated seconds per tick (1 / tick rate).
+    pub dt: f32,
+    /// The room's entity limits.
+    pub limits: EntityLimits,
+}
+
+/// Why a simulation refused an input. Sent to the member as an `Error` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The member tried to change an entity it does not own.
+    #[error("entity {0} is not owned by this member")]
+    NotOwner(EntityId),
+    /// Create of an id that exists.
+    #[error("entity {0} already exists")]
+    EntityExists(EntityId),
+    /// Update or remove of an unknown id.
+    #[error("entity {0} does not exist")]
+    EntityNotFound(EntityId),
+    /// The payload kind does not fit this room (intent for relay, writes for arena).
+    #[error("this room type expects {expected} inputs")]
+    WrongPayload {
+        /// The payload kind the room expects.
+        expected: &'static str,
+    },
+    /// A per-room limit was hit.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(&'static str),
+    /// A write is malformed (for example a field without a value).
+    #[error("malformed write: {0}")]
+    Malformed(&'static str),
+    /// The intent bytes are malformed.
+    #[error("invalid intent: {0}")]
+    InvalidIntent(&'static str),
+}
+
+impl SimError {
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotOwner(_) => ErrorCode::NotOwner,
+            Self::EntityExists(_) => ErrorCode::EntityExists,
+            Self::EntityNotFound(_) => ErrorCode::EntityNotFound,
+            Self::WrongPayload { .. } => ErrorCode::WrongPayload,
+            Self::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            Self::Malformed(_) => ErrorCode::BadRequest,
+            Self::InvalidIntent(_) => ErrorCode::InvalidIntent,
+        }
+    }
+}
+
+impl From<WorldError> for SimError {
+    fn from(e: WorldError) -> Self {
+        match e {
+            WorldError::Exists(id) => Self::EntityExists(id),
+            WorldError::NotFound(id) => Self::EntityNotFound(id),
+        }
+    }
+}
+
+/// A room's game logic. Callbacks run on the room's simulation thread, in this order
+/// within a tick: joins and leaves since the last tick, then every member's queued
+/// inputs (members in join order, inputs in sequence order), then [`Simulation::step`].
+pub trait Simulation: Send + 'static {
+    /// A member joined. Authoritative games typically spawn its avatar here.
+    fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId);
+
+    /// A member left (or its resume grace period ended).
+    fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId);
+
+    /// Applies one input of `member`. An error is reported to the member and counted;
+    /// the input still counts as applied (it is not retried).
+    fn input(
+        &mut self,
+        ctx: &mut SimContext<'_>,
+        member: MemberId,
+        payload: &input::Payload,
+    ) -> Result<(), SimError>;
+
+    /// Advances the simulation by one tick.
+    fn step(&mut self, ctx: &mut SimContext<'_>);
+}

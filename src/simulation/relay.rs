@@ -1,0 +1,108 @@
+use rustc_hash::FxHashMap;
+
+use super::{SimContext, SimError, Simulation};
+use crate::proto::{EntityWrites, input};
+use crate::state::{EntityId, MemberId, Value, value_len};
+
+/// The built-in relay simulation: each member creates, updates and removes only the
+/// entities it owns; the server checks ownership and limits and relays the result.
+/// A member's entities are removed when it leaves.
+#[derive(Debug, Default)]
+pub struct Relay {
+    owned: FxHashMap<MemberId, usize>,
+}
+
+impl Relay {
+    /// A relay simulation with no entities.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn apply(&mut self, ctx: &mut SimContext<'_>, member: MemberId, writes: &EntityWrites) -> Result<(), SimError> {
+        let limits = ctx.limits;
+        let check_value = |value: &Option<Value>| match value {
+            Some(v) if value_len(v) > limits.max_field_bytes => Err(SimError::LimitExceeded("bytes per field")),
+            Some(_) => Ok(()),
+            None => Err(SimError::Malformed("a field must have a value")),
+        };
+        for create in &writes.create {
+            let owned = self.owned.entry(member).or_default();
+            if *owned >= limits.max_entities_per_member {
+                return Err(SimError::LimitExceeded("entities per member"));
+            }
+            if create.fields.len() > limits.max_fields_per_entity {
+                return Err(SimError::LimitExceeded("fields per entity"));
+            }
+            create.fields.iter().try_for_each(|f| check_value(&f.value))?;
+            let fields = create.fields.iter().filter_map(|f| Some((f.id, f.value.clone()?)));
+            ctx.world.spawn(create.id, member, create.kind, fields)?;
+            *owned += 1;
+        }
+        for update in &writes.update {
+            let entity = self.owned_entity(ctx, member, update.id)?;
+            let new_fields = update
+                .fields
+                .iter()
+                .filter(|f| entity.get(f.id).is_none())
+                .count();
+            if entity.fields().len() + new_fields > limits.max_fields_per_entity {
+                return Err(SimError::LimitExceeded("fields per entity"));
+            }
+            update.fields.iter().try_for_each(|f| check_value(&f.value))?;
+            for field in &update.fields {
+                if let Some(value) = &field.value {
+                    ctx.world.set(update.id, field.id, value.clone())?;
+                }
+            }
+        }
+        for &id in &writes.remove {
+            self.owned_entity(ctx, member, id)?;
+            ctx.world.despawn(id)?;
+            if let Some(owned) = self.owned.get_mut(&member) {
+                *owned -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn owned_entity<'w>(
+        &self,
+        ctx: &'w SimContext<'_>,
+        member: MemberId,
+        id: EntityId,
+    ) -> Result<&'w crate::state::Entity, SimError> {
+        let entity = ctx.world.get(id).ok_or(SimError::EntityNotFound(id))?;
+        if entity.owner() != member {
+            return Err(SimError::NotOwner(id));
+        }
+        Ok(entity)
+    }
+}
+
+impl Simulation for Relay {
+    fn join(&mut self, _ctx: &mut SimContext<'_>, _member: MemberId) {}
+
+    fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        if self.owned.remove(&member).is_none() {
+            return;
+        }
+        let owned: Vec<EntityId> = ctx
+            .world
+            .entities()
+            .filter(|e| e.owner() == member)
+            .map(|e| e.id())
+            .collect();
+        for id in owned {
+            let _ = ctx.world.despawn(id);
+        }
+    }
+
+    fn input(&mut self, ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
+        match payload {
+            input::Payload::Writes(writes) => self.apply(ctx, member, writes),
+            input::Payload::Intent(_) => Err(SimError::WrongPayload { expected: "entity writes" }),
+        }
+    }
+
+    fn step(&mut self, _ctx: &mut SimContext<'_>) {}
+}
