@@ -80,7 +80,10 @@ pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mu
             encode_entity(entity, buf);
         } else {
             let changed = || entity.fields.iter().filter(|f| f.changed > baseline);
-            let len = id_len(entity.id) + changed().map(|f| nested_len(2, field_len(f))).sum::<usize>();
+            let len = id_len(entity.id)
+                + changed()
+                    .map(|f| nested_len(2, field_len(f)))
+                    .sum::<usize>();
             encode_key(tag::CHANGED, WireType::LengthDelimited, buf);
             encode_varint(len as u64, buf);
             encode_id(entity.id, buf);
@@ -102,7 +105,13 @@ pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mu
 
 /// Encoded length of the per-member part of a state frame.
 pub fn member_part_len(baseline: Tick, last_input_seq: u64) -> usize {
-    let varint = |tag, v| if v == 0 { 0 } else { key_len(tag) + encoded_len_varint(v) };
+    let varint = |tag, v| {
+        if v == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(v)
+        }
+    };
     varint(tag::BASELINE, baseline) + varint(tag::LAST_INPUT_SEQ, last_input_seq)
 }
 
@@ -111,7 +120,10 @@ pub fn member_part_len(baseline: Tick, last_input_seq: u64) -> usize {
 /// per member because members on different baselines with no change between them
 /// share one body.
 pub fn encode_member_part(baseline: Tick, last_input_seq: u64, buf: &mut impl BufMut) {
-    for (tag, value) in [(tag::BASELINE, baseline), (tag::LAST_INPUT_SEQ, last_input_seq)] {
+    for (tag, value) in [
+        (tag::BASELINE, baseline),
+        (tag::LAST_INPUT_SEQ, last_input_seq),
+    ] {
         if value != 0 {
             encode_key(tag, WireType::Varint, buf);
             encode_varint(value, buf);
@@ -131,7 +143,11 @@ fn nested_len(tag: u32, len: usize) -> usize {
 }
 
 fn id_len(id: u64) -> usize {
-    if id == 0 { 0 } else { 1 + encoded_len_varint(id) }
+    if id == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(id)
+    }
 }
 
 fn encode_id(id: u64, buf: &mut impl BufMut) {
@@ -146,7 +162,10 @@ fn entity_len(e: &Entity) -> usize {
     id_len(e.id)
         + id_len(e.owner)
         + id_len(u64::from(e.kind))
-        + e.fields.iter().map(|f| nested_len(4, field_len(f))).sum::<usize>()
+        + e.fields
+            .iter()
+            .map(|f| nested_len(4, field_len(f)))
+            .sum::<usize>()
 }
 
 fn encode_entity(e: &Entity, buf: &mut impl BufMut) {

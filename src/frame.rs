@@ -70,7 +70,11 @@ pub fn encode_message(kind: server_message::Kind) -> Bytes {
 
 /// Encoded size of `batch` as a `ServerEnvelope`.
 pub fn batch_len(batch: &Batch) -> usize {
-    let reliable: usize = batch.reliable.iter().map(|m| nested_len(ENVELOPE_MESSAGES, m.len())).sum();
+    let reliable: usize = batch
+        .reliable
+        .iter()
+        .map(|m| nested_len(ENVELOPE_MESSAGES, m.len()))
+        .sum();
     let states: usize = batch
         .states
         .iter()
@@ -89,7 +93,8 @@ pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
         buf.put_slice(message);
     }
     for state in &batch.states {
-        let frame_len = state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
+        let frame_len =
+            state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
         encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
         encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, buf);
         encode_key(MESSAGE_STATE, WireType::LengthDelimited, buf);
@@ -150,7 +155,10 @@ mod tests {
         assert_eq!(envelope.messages.len(), 2);
         match &envelope.messages[1].kind {
             Some(server_message::Kind::State(s)) => {
-                assert_eq!((s.room.as_str(), s.tick, s.baseline_tick, s.last_input_seq), ("r", 9, 8, 300));
+                assert_eq!(
+                    (s.room.as_str(), s.tick, s.baseline_tick, s.last_input_seq),
+                    ("r", 9, 8, 300)
+                );
             }
             other => panic!("expected a state frame, got {other:?}"),
         }
@@ -159,9 +167,15 @@ mod tests {
     #[test]
     fn typed_errors() {
         assert_eq!(decode_client(&[]), Err(DecodeError::Empty));
-        assert!(matches!(decode_client(&[0xff]), Err(DecodeError::Protobuf(_))));
+        assert!(matches!(
+            decode_client(&[0xff]),
+            Err(DecodeError::Protobuf(_))
+        ));
         // One message with no kind set.
-        assert_eq!(decode_client(&[0x0a, 0x00]), Err(DecodeError::UnknownKind { index: 0 }));
+        assert_eq!(
+            decode_client(&[0x0a, 0x00]),
+            Err(DecodeError::UnknownKind { index: 0 })
+        );
         let ok = ClientEnvelope {
             messages: vec![crate::proto::ClientMessage {
                 kind: Some(client_message::Kind::Ping(Ping::default())),

@@ -158,7 +158,10 @@ fn fields(entity: EntityId, fields: &[proto::Field]) -> Result<Vec<(FieldId, Val
         .iter()
         .map(|f| match &f.value {
             Some(v) => Ok((f.id, v.clone())),
-            None => Err(Desync::EmptyField { entity, field: f.id }),
+            None => Err(Desync::EmptyField {
+                entity,
+                field: f.id,
+            }),
         })
         .collect()
 }

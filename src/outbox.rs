@@ -255,7 +255,11 @@ mod tests {
 
         // The client stops reading: ticks 2..=50 each replace the previous one.
         for tick in 2..=50 {
-            assert_eq!(outbox.supersede_state(1), 1, "baseline stays at what was taken");
+            assert_eq!(
+                outbox.supersede_state(1),
+                1,
+                "baseline stays at what was taken"
+            );
             outbox.push_state(state(1, tick));
         }
         assert_eq!(outbox.superseded(), 48);
@@ -273,13 +277,22 @@ mod tests {
         });
         outbox.push_reliable(Bytes::from_static(b"a")).unwrap();
         outbox.push_reliable(Bytes::from_static(b"b")).unwrap();
-        assert_eq!(outbox.push_reliable(Bytes::from_static(b"c")), Err(Overflow));
+        assert_eq!(
+            outbox.push_reliable(Bytes::from_static(b"c")),
+            Err(Overflow)
+        );
         assert!(outbox.is_overflowed());
         let mut batch = Batch::default();
         outbox.drain(&mut batch);
-        assert_eq!(batch.reliable, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(
+            batch.reliable,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+        );
         // Overflow is sticky: the session is closed, not resumed from a gap.
-        assert_eq!(outbox.push_reliable(Bytes::from_static(b"d")), Err(Overflow));
+        assert_eq!(
+            outbox.push_reliable(Bytes::from_static(b"d")),
+            Err(Overflow)
+        );
     }
 
     #[test]

@@ -91,7 +91,10 @@ mod tests {
             assert_eq!(s.poll(due), 1);
             ran += 1;
         }
-        assert_eq!(s.next_deadline(), start + Duration::from_secs(3600) + slot_offset(1, 30));
+        assert_eq!(
+            s.next_deadline(),
+            start + Duration::from_secs(3600) + slot_offset(1, 30)
+        );
         assert_eq!(ran, 108_000);
         assert_eq!(s.overruns(), 0);
     }

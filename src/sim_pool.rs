@@ -40,7 +40,9 @@ pub struct RoomType {
 
 impl std::fmt::Debug for RoomType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoomType").field("config", &self.config).finish()
+        f.debug_struct("RoomType")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -307,7 +309,13 @@ impl SimPool {
             max_members: spec.config.max_members as u32,
             members: AtomicU32::new(0),
         });
-        let room = Room::new(key, id.clone(), type_name, spec.config.clone(), (spec.factory)());
+        let room = Room::new(
+            key,
+            id.clone(),
+            type_name,
+            spec.config.clone(),
+            (spec.factory)(),
+        );
         let thread = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].rooms.load(Ordering::Relaxed))
             .unwrap_or(0);
@@ -344,7 +352,10 @@ impl SimPool {
 
     /// Sends a command to the room's thread without blocking.
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
-        self.workers[room.thread].tx.try_send(command).map_err(send_error)
+        self.workers[room.thread]
+            .tx
+            .try_send(command)
+            .map_err(send_error)
     }
 
     /// Stops every thread and waits for them.
@@ -430,7 +441,8 @@ impl SimThread {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Create(room, shared) => {
-                let schedule = TickSchedule::new(Instant::now(), room.config().tick_rate, self.max_catch_up);
+                let schedule =
+                    TickSchedule::new(Instant::now(), room.config().tick_rate, self.max_catch_up);
                 self.rooms.push(OwnedRoom {
                     room: *room,
                     shared,
@@ -451,7 +463,12 @@ impl SimThread {
                     r.sync_members();
                 }
                 None => {
-                    let error = error_message(ErrorCode::RoomClosed, "room closed; join again", request_id, "");
+                    let error = error_message(
+                        ErrorCode::RoomClosed,
+                        "room closed; join again",
+                        request_id,
+                        "",
+                    );
                     let _ = outbox.push_reliable(error);
                 }
             },
@@ -475,7 +492,11 @@ impl SimThread {
                     r.room.push_input(member, seq, payload);
                 }
             }
-            Command::Event { room, member, event } => {
+            Command::Event {
+                room,
+                member,
+                event,
+            } => {
                 if let Some(r) = self.room_mut(room) {
                     r.room.push_event(member, event);
                 }
@@ -516,7 +537,8 @@ impl SimThread {
                         m.ticks.fetch_add(1, Ordering::Relaxed);
                         m.tick_nanos
                             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        m.frames.fetch_add(u64::from(report.frames), Ordering::Relaxed);
+                        m.frames
+                            .fetch_add(u64::from(report.frames), Ordering::Relaxed);
                         m.full_frames
                             .fetch_add(u64::from(report.full_frames), Ordering::Relaxed);
                         m.bytes_encoded.fetch_add(
@@ -525,7 +547,10 @@ impl SimThread {
                         );
                     }
                     Err(_) => {
-                        tracing::error!(room = owned.room.id(), "simulation panicked; closing the room");
+                        tracing::error!(
+                            room = owned.room.id(),
+                            "simulation panicked; closing the room"
+                        );
                         self.metrics.room_panics.fetch_add(1, Ordering::Relaxed);
                         healthy = false;
                         break;
@@ -533,7 +558,9 @@ impl SimThread {
                 }
             }
             let expired = owned.room.member_count() == 0
-                && owned.empty_since.is_some_and(|t| now.duration_since(t) >= self.empty_room_ttl);
+                && owned
+                    .empty_since
+                    .is_some_and(|t| now.duration_since(t) >= self.empty_room_ttl);
             if healthy && !expired {
                 i += 1;
                 continue;
@@ -556,7 +583,9 @@ impl SimThread {
         self.room_count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.rooms.fetch_sub(1, Ordering::Relaxed);
         if !healthy {
-            closed.room.close(ErrorCode::RoomClosed, "room closed after an internal error");
+            closed
+                .room
+                .close(ErrorCode::RoomClosed, "room closed after an internal error");
         }
     }
 }
@@ -565,7 +594,11 @@ impl OwnedRoom {
     fn sync_members(&mut self) {
         let count = self.room.member_count();
         self.shared.members.store(count as u32, Ordering::Relaxed);
-        self.empty_since = if count == 0 { Some(Instant::now()) } else { None };
+        self.empty_since = if count == 0 {
+            Some(Instant::now())
+        } else {
+            None
+        };
     }
 }
 
@@ -598,7 +631,12 @@ mod tests {
     impl Simulation for Gated {
         fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
         fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
-        fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        fn input(
+            &mut self,
+            _: &mut SimContext<'_>,
+            _: MemberId,
+            _: &input::Payload,
+        ) -> Result<(), SimError> {
             Ok(())
         }
         fn step(&mut self, _: &mut SimContext<'_>) {
@@ -690,7 +728,10 @@ mod tests {
         let (mut seen, mut reliable) = (0, Vec::new());
         let mut batch = Batch::default();
         while seen < frames {
-            assert!(Instant::now() < deadline, "only {seen} of {frames} frames arrived");
+            assert!(
+                Instant::now() < deadline,
+                "only {seen} of {frames} frames arrived"
+            );
             if outbox.drain(&mut batch) {
                 seen += batch.states.len();
                 for m in &batch.reliable {
@@ -713,7 +754,10 @@ mod tests {
         assert!(matches!(messages[0], server_message::Kind::Joined(ref j) if j.room == "lobby"));
         assert_eq!(pool.list_rooms()[0].members, 1);
         assert_eq!(pool.list_rooms()[0].room_type, "relay");
-        assert_eq!(pool.get_or_create("x", "nope").unwrap_err(), PoolError::UnknownRoomType("nope".into()));
+        assert_eq!(
+            pool.get_or_create("x", "nope").unwrap_err(),
+            PoolError::UnknownRoomType("nope".into())
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use rustc_hash::FxHashMap;
 
 use crate::delta::{self, FrameMeta};
 use crate::frame::encode_message;
@@ -108,7 +109,10 @@ pub struct Room {
     config: RoomConfig,
     sim: Box<dyn Simulation>,
     world: World,
+    /// Members in join order (the order inputs are applied in).
     members: Vec<Member>,
+    /// Member id → position in `members`.
+    index: FxHashMap<MemberId, usize>,
     sim_calls: Vec<SimCall>,
     events: Vec<QueuedEvent>,
     event_seq: u64,
@@ -148,6 +152,7 @@ impl Room {
             config,
             sim,
             members: Vec::new(),
+            index: FxHashMap::default(),
             sim_calls: Vec::new(),
             events: Vec::new(),
             event_seq: 0,
@@ -209,11 +214,11 @@ impl Room {
     }
 
     fn member(&self, id: MemberId) -> Option<&Member> {
-        self.members.iter().find(|m| m.id == id)
+        self.index.get(&id).map(|&i| &self.members[i])
     }
 
     fn member_mut(&mut self, id: MemberId) -> Option<&mut Member> {
-        self.members.iter_mut().find(|m| m.id == id)
+        self.index.get(&id).map(|&i| &mut self.members[i])
     }
 
     /// Adds a member and answers it with `Joined` (or an `Error`) through its outbox;
@@ -240,8 +245,13 @@ impl Room {
                 user_id: user_id.to_string(),
             };
             self.broadcast_presence(info, PresenceChange::Joined);
-            self.members
-                .push(Member::new(member, user_id, outbox, self.config.input_queue));
+            self.index.insert(member, self.members.len());
+            self.members.push(Member::new(
+                member,
+                user_id,
+                outbox,
+                self.config.input_queue,
+            ));
             self.sim_calls.push(SimCall::Join(member));
         }
         let joined = Kind::Joined(proto::Joined {
@@ -271,10 +281,13 @@ impl Room {
     /// answered with `Left` when `request_id` is set; the others get presence; the
     /// simulation learns of it at the next tick.
     pub fn leave(&mut self, member: MemberId, request_id: u64) -> bool {
-        let Some(index) = self.members.iter().position(|m| m.id == member) else {
+        let Some(index) = self.index.remove(&member) else {
             return false;
         };
         let gone = self.members.remove(index);
+        for later in &self.members[index..] {
+            self.index.insert(later.id, self.index[&later.id] - 1);
+        }
         gone.outbox.forget_room(self.key);
         if request_id != 0 {
             let left = Kind::Left(proto::Left {
@@ -305,7 +318,11 @@ impl Room {
             InputVerdict::Duplicate => self.stats.inputs_duplicate += 1,
             InputVerdict::QueueFull => {
                 self.stats.inputs_overflowed += 1;
-                let error = self.error(ErrorCode::InputQueueFull, "input queue full; input dropped", seq);
+                let error = self.error(
+                    ErrorCode::InputQueueFull,
+                    "input queue full; input dropped",
+                    seq,
+                );
                 self.send_to(member, error);
             }
         }
@@ -318,7 +335,11 @@ impl Room {
             return;
         }
         if self.events.len() >= self.config.max_pending_events {
-            let error = self.error(ErrorCode::ServerBusy, "too many events pending in this room", 0);
+            let error = self.error(
+                ErrorCode::ServerBusy,
+                "too many events pending in this room",
+                0,
+            );
             self.send_to(sender, error);
             return;
         }
@@ -440,8 +461,8 @@ impl Room {
             tick,
             ..Default::default()
         };
-        let idle_frame = tick % self.config.idle_frame_interval() == 0;
-        let with_checksum = idle_frame || tick % self.config.checksum_interval == 0;
+        let idle_frame = tick.is_multiple_of(self.config.idle_frame_interval());
+        let with_checksum = idle_frame || tick.is_multiple_of(self.config.checksum_interval);
         let checksum = self.world.checksum();
         let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
         self.bodies.clear();
@@ -456,7 +477,12 @@ impl Room {
             let (key, baseline) = if full {
                 (BodyKey::Full, 0)
             } else {
-                let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
+                let changes = self
+                    .change_ticks
+                    .iter()
+                    .rev()
+                    .take_while(|&&t| t > delivered)
+                    .count();
                 (BodyKey::Delta(changes), delivered)
             };
             let body = match self.bodies.iter().find(|(k, _)| *k == key) {
@@ -473,7 +499,9 @@ impl Room {
                     self.stats.bytes_encoded += body.len() as u64;
                     match key {
                         BodyKey::Full => report.full_bytes = body.len(),
-                        BodyKey::Delta(_) => report.delta_bytes = report.delta_bytes.max(body.len()),
+                        BodyKey::Delta(_) => {
+                            report.delta_bytes = report.delta_bytes.max(body.len())
+                        }
                     }
                     self.bodies.push((key, body.clone()));
                     body

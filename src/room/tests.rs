@@ -10,7 +10,9 @@ use super::*;
 use crate::frame::{decode_server, encode_batch};
 use crate::mirror::{Desync, StateMirror};
 use crate::outbox::{Batch, OutboxLimits};
-use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
+use crate::proto::{
+    Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message,
+};
 use crate::simulation::{Arena, ArenaConfig, Relay};
 use crate::state::Value;
 
@@ -68,12 +70,23 @@ impl Client {
 }
 
 fn relay_room(config: RoomConfig) -> Room {
-    Room::new(1, "room".into(), "relay".into(), config, Box::new(Relay::new()))
+    Room::new(
+        1,
+        "room".into(),
+        "relay".into(),
+        config,
+        Box::new(Relay::new()),
+    )
 }
 
 fn join(room: &mut Room, client: &Client) {
-    room.join(client.id, format!("user-{}", client.id).into(), client.outbox.clone(), 1)
-        .unwrap();
+    room.join(
+        client.id,
+        format!("user-{}", client.id).into(),
+        client.outbox.clone(),
+        1,
+    )
+    .unwrap();
 }
 
 fn float(id: u32, v: f32) -> Field {
@@ -111,7 +124,9 @@ fn join_answers_and_first_frame_is_a_full_snapshot() {
     room.push_input(10, 1, create(1, vec![float(1, 1.0)]));
     room.tick(0);
     assert_eq!(a.read(), 1);
-    assert!(matches!(a.take_received()[0], server_message::Kind::Joined(ref j) if j.member_id == 10));
+    assert!(
+        matches!(a.take_received()[0], server_message::Kind::Joined(ref j) if j.member_id == 10)
+    );
 
     join(&mut room, &b);
     room.tick(0);
@@ -167,7 +182,10 @@ fn relay_members_write_only_their_own_entities() {
         ]
     );
     assert_eq!(room.stats().inputs_rejected, 4);
-    assert_eq!(room.world().get(100).unwrap().get(1), Some(&Value::Float(0.0)));
+    assert_eq!(
+        room.world().get(100).unwrap().get(1),
+        Some(&Value::Float(0.0))
+    );
     assert!(a.errors().is_empty());
     // Rejected inputs still count as applied: the client must not replay them.
     assert_eq!(b.mirror.last_input_seq(), 4);
@@ -185,7 +203,11 @@ fn relay_limits_are_enforced() {
     room.push_input(1, 1, create(1, vec![]));
     room.push_input(1, 2, create(2, vec![]));
     room.push_input(1, 3, create(3, vec![]));
-    room.push_input(1, 4, update(1, vec![float(1, 0.0), float(2, 0.0), float(3, 0.0)]));
+    room.push_input(
+        1,
+        4,
+        update(1, vec![float(1, 0.0), float(2, 0.0), float(3, 0.0)]),
+    );
     room.push_input(
         1,
         5,
@@ -202,7 +224,10 @@ fn relay_limits_are_enforced() {
     a.read();
     let codes: Vec<_> = a.errors().iter().map(|e| e.code).collect();
     let limit = ErrorCode::LimitExceeded as i32;
-    assert_eq!(codes, vec![limit, limit, limit, ErrorCode::BadRequest as i32]);
+    assert_eq!(
+        codes,
+        vec![limit, limit, limit, ErrorCode::BadRequest as i32]
+    );
     assert_eq!(room.world().len(), 2);
 }
 
@@ -233,8 +258,26 @@ fn inputs_are_applied_exactly_once_across_replays() {
     let mut room = relay_room(RoomConfig::default());
     let mut a = Client::new(1);
     join(&mut room, &a);
-    room.push_input(1, 1, create(1, vec![Field { id: 1, value: Some(Value::Int(0)) }]));
-    let bump = |n| update(1, vec![Field { id: 1, value: Some(Value::Int(n)) }]);
+    room.push_input(
+        1,
+        1,
+        create(
+            1,
+            vec![Field {
+                id: 1,
+                value: Some(Value::Int(0)),
+            }],
+        ),
+    );
+    let bump = |n| {
+        update(
+            1,
+            vec![Field {
+                id: 1,
+                value: Some(Value::Int(n)),
+            }],
+        )
+    };
     room.push_input(1, 2, bump(1));
     room.push_input(1, 3, bump(2));
     room.tick(0);
@@ -247,7 +290,10 @@ fn inputs_are_applied_exactly_once_across_replays() {
     room.push_input(1, 4, bump(3));
     room.tick(0);
     a.read();
-    assert!(a.errors().is_empty(), "no EntityExists: the replayed create was ignored");
+    assert!(
+        a.errors().is_empty(),
+        "no EntityExists: the replayed create was ignored"
+    );
     assert_eq!(room.stats().inputs_duplicate, 3);
     assert_eq!(room.stats().inputs_applied, 4);
     assert_eq!(room.world().get(1).unwrap().get(1), Some(&Value::Int(3)));
@@ -270,7 +316,10 @@ fn a_full_input_queue_refuses_with_a_typed_error() {
     a.read();
     let errors = a.errors();
     assert_eq!(errors.len(), 1);
-    assert_eq!((errors[0].code, errors[0].request_id), (ErrorCode::InputQueueFull as i32, 3));
+    assert_eq!(
+        (errors[0].code, errors[0].request_id),
+        (ErrorCode::InputQueueFull as i32, 3)
+    );
     assert_eq!(room.world().len(), 2);
     // The refused input can be sent again.
     room.push_input(1, 3, create(3, vec![]));
@@ -310,7 +359,10 @@ fn events_reach_exactly_their_targets_in_order() {
     }
     assert_eq!(seen[0], vec![]);
     assert_eq!(seen[1], vec![("all".to_string(), 1, 1)]);
-    assert_eq!(seen[2], vec![("all".to_string(), 1, 1), ("dm".to_string(), 2, 2)]);
+    assert_eq!(
+        seen[2],
+        vec![("all".to_string(), 1, 1), ("dm".to_string(), 2, 2)]
+    );
     assert_eq!(seen[3], vec![("all".to_string(), 1, 1)]);
 }
 
@@ -323,10 +375,16 @@ fn member_cap_is_enforced() {
     let mut room = relay_room(config);
     join(&mut room, &Client::new(1));
     let mut late = Client::new(2);
-    assert_eq!(room.join(2, "u".into(), late.outbox.clone(), 5), Err(JoinError::Full));
+    assert_eq!(
+        room.join(2, "u".into(), late.outbox.clone(), 5),
+        Err(JoinError::Full)
+    );
     late.read();
     let errors = late.errors();
-    assert_eq!((errors[0].code, errors[0].request_id), (ErrorCode::RoomFull as i32, 5));
+    assert_eq!(
+        (errors[0].code, errors[0].request_id),
+        (ErrorCode::RoomFull as i32, 5)
+    );
 }
 
 #[test]
@@ -343,13 +401,19 @@ fn in_sync_members_share_one_encoding_per_tick() {
         join(&mut room, c);
     }
     let first = room.tick(0);
-    assert_eq!((first.encodes, first.full_frames, first.frames), (1, 10, 10));
+    assert_eq!(
+        (first.encodes, first.full_frames, first.frames),
+        (1, 10, 10)
+    );
     for c in &mut clients {
         c.read();
     }
     for _ in 0..5 {
         let report = room.tick(0);
-        assert_eq!((report.encodes, report.frames, report.full_frames), (1, 10, 0));
+        assert_eq!(
+            (report.encodes, report.frames, report.full_frames),
+            (1, 10, 0)
+        );
         for c in &mut clients {
             assert_eq!(c.read(), 1);
         }
@@ -373,7 +437,13 @@ fn a_slow_member_gets_one_delta_from_what_it_last_took_then_a_full_snapshot() {
         history: 8,
         ..Default::default()
     };
-    let mut room = Room::new(1, "a".into(), "arena".into(), config, Box::new(Arena::new(ArenaConfig::default())));
+    let mut room = Room::new(
+        1,
+        "a".into(),
+        "arena".into(),
+        config,
+        Box::new(Arena::new(ArenaConfig::default())),
+    );
     let mut fast = Client::new(1);
     let mut slow = Client::new(2);
     join(&mut room, &fast);
@@ -456,7 +526,13 @@ fn resync_sends_a_full_snapshot() {
 
 #[test]
 fn a_skipped_or_corrupted_frame_is_detected() {
-    let mut room = Room::new(1, "a".into(), "arena".into(), RoomConfig::default(), Box::new(Arena::new(ArenaConfig::default())));
+    let mut room = Room::new(
+        1,
+        "a".into(),
+        "arena".into(),
+        RoomConfig::default(),
+        Box::new(Arena::new(ArenaConfig::default())),
+    );
     let mut a = Client::new(1);
     join(&mut room, &a);
     room.tick(0);
@@ -477,14 +553,23 @@ fn a_skipped_or_corrupted_frame_is_detected() {
     }
     // Skipping frame 0 (tick 2): frame 1 is against tick 2, the mirror is at tick 1.
     let mut skipped = a.mirror.clone();
-    assert!(matches!(skipped.apply(&frames[1]), Err(Desync::BaselineMismatch { .. })));
-    assert!(matches!(skipped.apply(&frames[2]), Err(Desync::AwaitingSnapshot)));
+    assert!(matches!(
+        skipped.apply(&frames[1]),
+        Err(Desync::BaselineMismatch { .. })
+    ));
+    assert!(matches!(
+        skipped.apply(&frames[2]),
+        Err(Desync::AwaitingSnapshot)
+    ));
 
     // Corrupting a value: the checksum catches it.
     let mut corrupted = a.mirror.clone();
     let mut bad = frames[0].clone();
     bad.changed[0].fields[0].value = Some(Value::Float(-1.0));
-    assert!(matches!(corrupted.apply(&bad), Err(Desync::Checksum { .. })));
+    assert!(matches!(
+        corrupted.apply(&bad),
+        Err(Desync::Checksum { .. })
+    ));
     assert!(!corrupted.is_synced());
 
     for f in &frames {
@@ -500,9 +585,21 @@ fn a_skipped_or_corrupted_frame_is_detected() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { member: usize, id: u64, fields: Vec<(u32, Value)> },
-    Set { member: usize, id: u64, field: u32, value: Value },
-    Remove { member: usize, id: u64 },
+    Create {
+        member: usize,
+        id: u64,
+        fields: Vec<(u32, Value)>,
+    },
+    Set {
+        member: usize,
+        id: u64,
+        field: u32,
+        value: Value,
+    },
+    Remove {
+        member: usize,
+        id: u64,
+    },
 }
 
 fn value() -> impl Strategy<Value = Value> {
@@ -520,13 +617,19 @@ fn op() -> impl Strategy<Value = Op> {
     let id = 1u64..24;
     let member = 0usize..3;
     prop_oneof![
-        (member.clone(), id.clone(), proptest::collection::vec((0u32..6, value()), 0..4))
+        (
+            member.clone(),
+            id.clone(),
+            proptest::collection::vec((0u32..6, value()), 0..4)
+        )
             .prop_map(|(member, id, fields)| Op::Create { member, id, fields }),
-        (member.clone(), id.clone(), 0u32..6, value()).prop_map(|(member, id, field, value)| Op::Set {
-            member,
-            id,
-            field,
-            value
+        (member.clone(), id.clone(), 0u32..6, value()).prop_map(|(member, id, field, value)| {
+            Op::Set {
+                member,
+                id,
+                field,
+                value,
+            }
         }),
         (member, id).prop_map(|(member, id)| Op::Remove { member, id }),
     ]
@@ -542,8 +645,17 @@ fn payload(op: &Op) -> (usize, input::Payload) {
             .collect()
     };
     match op {
-        Op::Create { member, id, fields: fs } => (*member, create(*id, fields(fs))),
-        Op::Set { member, id, field, value } => (*member, update(*id, fields(&[(*field, value.clone())]))),
+        Op::Create {
+            member,
+            id,
+            fields: fs,
+        } => (*member, create(*id, fields(fs))),
+        Op::Set {
+            member,
+            id,
+            field,
+            value,
+        } => (*member, update(*id, fields(&[(*field, value.clone())]))),
         Op::Remove { member, id } => (
             *member,
             input::Payload::Writes(EntityWrites {

@@ -93,11 +93,17 @@ impl Arena {
     fn spawn_npcs(&mut self, ctx: &mut SimContext<'_>) {
         for _ in 0..self.config.npcs {
             let id = self.allocate_id();
-            let (x, y) = (self.rng.f32() * self.config.width, self.rng.f32() * self.config.height);
+            let (x, y) = (
+                self.rng.f32() * self.config.width,
+                self.rng.f32() * self.config.height,
+            );
             let (vx, vy) = self.random_heading(self.config.npc_speed);
-            let _ = ctx
-                .world
-                .spawn(id, SERVER, KIND_NPC, [(FIELD_X, Value::Float(x)), (FIELD_Y, Value::Float(y))]);
+            let _ = ctx.world.spawn(
+                id,
+                SERVER,
+                KIND_NPC,
+                [(FIELD_X, Value::Float(x)), (FIELD_Y, Value::Float(y))],
+            );
             self.npcs.push(Mover { id, x, y, vx, vy });
         }
     }
@@ -123,10 +129,22 @@ impl Simulation for Arena {
     fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
         let id = self.allocate_id();
         let (x, y) = (self.config.width / 2.0, self.config.height / 2.0);
-        let _ = ctx
-            .world
-            .spawn(id, member, KIND_AVATAR, [(FIELD_X, Value::Float(x)), (FIELD_Y, Value::Float(y))]);
-        self.avatars.insert(member, Mover { id, x, y, vx: 0.0, vy: 0.0 });
+        let _ = ctx.world.spawn(
+            id,
+            member,
+            KIND_AVATAR,
+            [(FIELD_X, Value::Float(x)), (FIELD_Y, Value::Float(y))],
+        );
+        self.avatars.insert(
+            member,
+            Mover {
+                id,
+                x,
+                y,
+                vx: 0.0,
+                vy: 0.0,
+            },
+        );
     }
 
     fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
@@ -135,7 +153,12 @@ impl Simulation for Arena {
         }
     }
 
-    fn input(&mut self, _ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
+    fn input(
+        &mut self,
+        _ctx: &mut SimContext<'_>,
+        member: MemberId,
+        payload: &input::Payload,
+    ) -> Result<(), SimError> {
         let input::Payload::Intent(intent) = payload else {
             return Err(SimError::WrongPayload { expected: "intent" });
         };
@@ -203,7 +226,9 @@ mod tests {
         }
         // One second at full speed to the right: 10 units from the centre.
         let avatar = world.entities().find(|e| e.owner() == 7).unwrap();
-        let Some(Value::Float(x)) = avatar.get(FIELD_X) else { panic!("no x") };
+        let Some(Value::Float(x)) = avatar.get(FIELD_X) else {
+            panic!("no x")
+        };
         assert!((x - 60.0).abs() < 1e-3, "x = {x}");
         assert_eq!(avatar.get(FIELD_Y), Some(&Value::Float(50.0)));
         for tick in 31..=3000 {
@@ -212,10 +237,14 @@ mod tests {
         }
         assert_eq!(world.len(), 5);
         for e in world.entities() {
-            let (Some(Value::Float(x)), Some(Value::Float(y))) = (e.get(FIELD_X), e.get(FIELD_Y)) else {
+            let (Some(Value::Float(x)), Some(Value::Float(y))) = (e.get(FIELD_X), e.get(FIELD_Y))
+            else {
                 panic!("entity {} lacks a position", e.id());
             };
-            assert!((0.0..=100.0).contains(x) && (0.0..=100.0).contains(y), "{x},{y}");
+            assert!(
+                (0.0..=100.0).contains(x) && (0.0..=100.0).contains(y),
+                "{x},{y}"
+            );
         }
         arena.leave(&mut ctx(&mut world, 3001), 7);
         assert_eq!(world.len(), 4);

@@ -290,9 +290,19 @@ mod tests {
     #[test]
     fn spawn_keeps_last_duplicate_and_sorts_fields() {
         let mut w = World::new(8);
-        w.spawn(1, 0, 0, [(3, Value::Int(3)), (1, Value::Int(1)), (3, Value::Int(4))])
-            .unwrap();
-        let fields: Vec<_> = w.get(1).unwrap().fields().map(|(f, v)| (f, v.clone())).collect();
+        w.spawn(
+            1,
+            0,
+            0,
+            [(3, Value::Int(3)), (1, Value::Int(1)), (3, Value::Int(4))],
+        )
+        .unwrap();
+        let fields: Vec<_> = w
+            .get(1)
+            .unwrap()
+            .fields()
+            .map(|(f, v)| (f, v.clone()))
+            .collect();
         assert_eq!(fields, vec![(1, Value::Int(1)), (3, Value::Int(4))]);
         assert_eq!(w.spawn(1, 0, 0, []), Err(WorldError::Exists(1)));
         assert_eq!(w.set(9, 1, Value::Int(0)), Err(WorldError::NotFound(9)));
