@@ -20,20 +20,38 @@
 //! - [`outbox`]: a session's bounded outbox, where rooms leave frames for transports.
 //! - [`schedule`]: fixed-rate tick scheduling without drift, on an injected clock.
 //! - [`sim_pool`]: the dedicated simulation threads that own and tick the rooms.
+//! - [`session`]: one client session, sans IO: inbound messages to room commands
+//!   and replies, and close decisions.
+//!
+//! Drivers and operations:
+//!
+//! - [`server`]: TCP, TLS, HTTP (`/ws`, `/healthz`, `/metrics`), shutdown.
+//! - `ws`: the WebSocket driver around a session.
+//! - [`tls`]: certificates, including the generated development certificate.
+//! - [`config`]: the TOML/env/flags configuration.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`clock`]: wall-clock time for drivers.
 //!
 //! `docs/PROTOCOL.md` is the wire reference.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clock;
+pub mod config;
 pub mod delta;
 pub mod error;
 pub mod frame;
+pub mod metrics;
 pub mod mirror;
 pub mod outbox;
 pub mod proto;
 pub mod room;
 pub mod schedule;
+pub mod server;
+pub mod session;
 pub mod sim_pool;
 pub mod simulation;
 pub mod state;
+pub mod tls;
+mod ws;

@@ -15,6 +15,7 @@
 //! a simulation thread never waits on a transport.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -98,6 +99,7 @@ struct Inner {
 pub struct Outbox {
     inner: Mutex<Inner>,
     limits: OutboxLimits,
+    closed: AtomicBool,
 }
 
 impl Outbox {
@@ -106,7 +108,19 @@ impl Outbox {
         Self {
             inner: Mutex::new(Inner::default()),
             limits,
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the session as gone for good: rooms evict members whose outbox is
+    /// closed at their next tick, so a seat cannot leak even if a leave was lost.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Outbox::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Queues a reliable message. Over the bound the message is dropped, the outbox is

@@ -14,11 +14,15 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
+use crate::clock::unix_micros;
 use crate::outbox::{Outbox, RoomKey};
 use crate::proto::{self, ErrorCode, SendEvent, input};
 use crate::room::{Room, RoomConfig, error_message};
@@ -98,27 +102,47 @@ impl PoolError {
     }
 }
 
-/// Server-wide simulation counters (read by the metrics endpoint).
-#[derive(Debug, Default)]
+/// Server-wide simulation metrics (exported by the `/metrics` endpoint).
+#[derive(Debug)]
 pub struct SimMetrics {
     /// Ticks run.
-    pub ticks: AtomicU64,
+    pub ticks: Counter,
     /// Ticks that were not run on time.
-    pub overruns: AtomicU64,
+    pub overruns: Counter,
     /// Ticks dropped after falling too far behind.
-    pub dropped_ticks: AtomicU64,
-    /// Total time spent in ticks, in nanoseconds.
-    pub tick_nanos: AtomicU64,
+    pub dropped_ticks: Counter,
+    /// Time spent in each tick, in seconds.
+    pub tick_duration: Histogram,
     /// State frames handed to outboxes.
-    pub frames: AtomicU64,
+    pub frames: Counter,
     /// Of which full snapshots.
-    pub full_frames: AtomicU64,
+    pub full_frames: Counter,
     /// Bytes of encoded state bodies.
-    pub bytes_encoded: AtomicU64,
+    pub bytes_encoded: Counter,
     /// Rooms currently open.
-    pub rooms: AtomicU64,
+    pub rooms: Gauge,
+    /// Members in all rooms (seats held for resume included).
+    pub members: Gauge,
     /// Rooms closed because their simulation panicked.
-    pub room_panics: AtomicU64,
+    pub room_panics: Counter,
+}
+
+impl Default for SimMetrics {
+    fn default() -> Self {
+        Self {
+            ticks: Counter::default(),
+            overruns: Counter::default(),
+            dropped_ticks: Counter::default(),
+            // 10 µs to ~80 ms.
+            tick_duration: Histogram::new(exponential_buckets(0.000_01, 2.0, 14)),
+            frames: Counter::default(),
+            full_frames: Counter::default(),
+            bytes_encoded: Counter::default(),
+            rooms: Gauge::default(),
+            members: Gauge::default(),
+            room_panics: Counter::default(),
+        }
+    }
 }
 
 /// A message to a simulation thread.
@@ -449,7 +473,7 @@ impl SimThread {
                     schedule,
                     empty_since: Some(Instant::now()),
                 });
-                self.metrics.rooms.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rooms.inc();
             }
             Command::Join {
                 room,
@@ -457,10 +481,10 @@ impl SimThread {
                 user_id,
                 outbox,
                 request_id,
-            } => match self.room_mut(room) {
+            } => match self.rooms.iter_mut().find(|r| r.room.key() == room) {
                 Some(r) => {
                     let _ = r.room.join(member, user_id, outbox, request_id);
-                    r.sync_members();
+                    r.sync_members(&self.metrics);
                 }
                 None => {
                     let error = error_message(
@@ -477,9 +501,10 @@ impl SimThread {
                 member,
                 request_id,
             } => {
+                let metrics = self.metrics.clone();
                 if let Some(r) = self.room_mut(room) {
                     r.room.leave(member, request_id);
-                    r.sync_members();
+                    r.sync_members(&metrics);
                 }
             }
             Command::Input {
@@ -523,10 +548,10 @@ impl SimThread {
             let due = owned.schedule.poll(now);
             self.metrics
                 .overruns
-                .fetch_add(owned.schedule.overruns() - overruns, Ordering::Relaxed);
+                .inc_by(owned.schedule.overruns() - overruns);
             self.metrics
                 .dropped_ticks
-                .fetch_add(owned.schedule.dropped() - dropped, Ordering::Relaxed);
+                .inc_by(owned.schedule.dropped() - dropped);
             let mut healthy = true;
             for _ in 0..due {
                 let started = Instant::now();
@@ -534,24 +559,19 @@ impl SimThread {
                 match result {
                     Ok(report) => {
                         let m = &self.metrics;
-                        m.ticks.fetch_add(1, Ordering::Relaxed);
-                        m.tick_nanos
-                            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        m.frames
-                            .fetch_add(u64::from(report.frames), Ordering::Relaxed);
-                        m.full_frames
-                            .fetch_add(u64::from(report.full_frames), Ordering::Relaxed);
-                        m.bytes_encoded.fetch_add(
-                            (report.delta_bytes + report.full_bytes) as u64,
-                            Ordering::Relaxed,
-                        );
+                        m.ticks.inc();
+                        m.tick_duration.observe(started.elapsed().as_secs_f64());
+                        m.frames.inc_by(u64::from(report.frames));
+                        m.full_frames.inc_by(u64::from(report.full_frames));
+                        m.bytes_encoded
+                            .inc_by((report.delta_bytes + report.full_bytes) as u64);
                     }
                     Err(_) => {
                         tracing::error!(
                             room = owned.room.id(),
                             "simulation panicked; closing the room"
                         );
-                        self.metrics.room_panics.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.room_panics.inc();
                         healthy = false;
                         break;
                     }
@@ -581,7 +601,9 @@ impl SimThread {
             }
         }
         self.room_count.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.rooms.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.rooms.dec();
+        let members = closed.shared.members.load(Ordering::Relaxed);
+        self.metrics.members.dec_by(i64::from(members));
         if !healthy {
             closed
                 .room
@@ -591,21 +613,16 @@ impl SimThread {
 }
 
 impl OwnedRoom {
-    fn sync_members(&mut self) {
-        let count = self.room.member_count();
-        self.shared.members.store(count as u32, Ordering::Relaxed);
+    fn sync_members(&mut self, metrics: &SimMetrics) {
+        let count = self.room.member_count() as u32;
+        let before = self.shared.members.swap(count, Ordering::Relaxed);
+        metrics.members.inc_by(i64::from(count) - i64::from(before));
         self.empty_since = if count == 0 {
             Some(Instant::now())
         } else {
             None
         };
     }
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Re-exported for drivers that answer pool errors.
@@ -768,7 +785,7 @@ mod tests {
         // Least-loaded placement puts the second room on the other thread.
         let outbox = join(&pool, "light", "arena", 2);
         wait_for_frames(&outbox, 50);
-        assert!(pool.metrics().ticks.load(Ordering::Relaxed) >= 50);
+        assert!(pool.metrics().ticks.get() >= 50);
         drop(gate);
     }
 
@@ -793,6 +810,6 @@ mod tests {
         assert!(left, "members are told the room closed");
         // The same thread keeps ticking the healthy room.
         wait_for_frames(&healthy, 20);
-        assert_eq!(pool.metrics().room_panics.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.metrics().room_panics.get(), 1);
     }
 }

@@ -375,8 +375,18 @@ impl Room {
         }
     }
 
-    /// Runs one tick; `server_time_us` is stamped on the frames.
+    /// Runs one tick; `server_time_us` is stamped on the frames. Members whose
+    /// session is gone (closed outbox) are removed first.
     pub fn tick(&mut self, server_time_us: u64) -> TickReport {
+        let gone: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|m| m.outbox.is_closed())
+            .map(|m| m.id)
+            .collect();
+        for member in gone {
+            self.leave(member, 0);
+        }
         let tick = self.world.tick() + 1;
         self.world.begin_tick(tick);
         self.run_simulation(tick);

@@ -254,6 +254,25 @@ fn leaving_removes_the_members_entities_and_tells_the_room() {
 }
 
 #[test]
+fn members_whose_session_closed_are_evicted_at_the_next_tick() {
+    let mut room = relay_room(RoomConfig::default());
+    let a = Client::new(1);
+    let mut b = Client::new(2);
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(1, 1, create(9, vec![]));
+    room.tick(0);
+    a.outbox.close();
+    room.tick(0);
+    assert_eq!(room.member_count(), 1);
+    b.read();
+    assert!(
+        b.mirror.world().is_empty(),
+        "the member's entities went with it"
+    );
+}
+
+#[test]
 fn inputs_are_applied_exactly_once_across_replays() {
     let mut room = relay_room(RoomConfig::default());
     let mut a = Client::new(1);

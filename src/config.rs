@@ -1,0 +1,444 @@
+//! Server configuration: built-in defaults, overridden by a TOML file, then by
+//! `TICKRELAY_*` environment variables, then by command-line flags (the binary's
+//! `--help` lists them). [`DEFAULT_CONFIG`] is the commented default file that
+//! `tickrelay config --print-default` prints.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::outbox::OutboxLimits;
+use crate::room::RoomConfig;
+use crate::sim_pool::{PoolConfig, RoomType};
+use crate::simulation::{Arena, ArenaConfig, EntityLimits, Relay};
+
+/// The whole server configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTPS listener (WebSocket at `/ws`, `/healthz`, `/metrics`).
+    pub listen: SocketAddr,
+    /// TLS settings.
+    pub tls: TlsConfig,
+    /// WebSocket settings.
+    pub websocket: WebSocketConfig,
+    /// Simulation threads; 0 means one per core.
+    pub sim_threads: usize,
+    /// Maximum number of open rooms.
+    pub max_rooms: usize,
+    /// Seconds an empty room stays open before it is closed.
+    pub empty_room_ttl_secs: u64,
+    /// Room type used when a join names none.
+    pub default_room_type: String,
+    /// Room types by name.
+    pub room_types: BTreeMap<String, RoomTypeConfig>,
+    /// Rooms created at start-up.
+    pub rooms: Vec<PrecreatedRoom>,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain. With neither `cert` nor `key`, a self-signed development
+    /// certificate is generated at start-up.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Where the generated development certificate is written, for clients to trust.
+    pub dev_cert_path: PathBuf,
+    /// Serve plain `ws://` and `http://` instead of TLS (only behind a TLS-terminating
+    /// proxy).
+    pub insecure_plain: bool,
+}
+
+/// WebSocket settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Largest inbound message; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Per-connection read buffer (tungstenite's default of 128 KiB is far too much
+    /// for many idle connections).
+    pub read_buffer_bytes: usize,
+    /// Outbound bytes that may wait in a connection's write buffer.
+    pub max_write_buffer_bytes: usize,
+    /// Reliable messages that may wait in a session's outbox.
+    pub outbox_max_messages: usize,
+    /// Bytes of reliable messages that may wait in a session's outbox.
+    pub outbox_max_bytes: usize,
+}
+
+/// Which built-in simulation a room type runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimulationKind {
+    /// Members write the entities they own.
+    Relay,
+    /// The example authoritative game.
+    Arena,
+}
+
+/// A room type.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomTypeConfig {
+    /// The simulation.
+    pub simulation: SimulationKind,
+    /// Ticks per second, 1–128.
+    pub tick_rate: u32,
+    /// Member cap.
+    pub max_members: usize,
+    /// Ticks a delta baseline may lag before a full snapshot is sent instead.
+    pub history: u64,
+    /// Send the state checksum every this many ticks.
+    pub checksum_interval: u64,
+    /// Inputs a member may queue for one tick.
+    pub input_queue: usize,
+    /// Entities one member may own (relay).
+    pub max_entities_per_member: usize,
+    /// Fields per entity (relay).
+    pub max_fields_per_entity: usize,
+    /// Bytes per bytes/string field (relay).
+    pub max_field_bytes: usize,
+    /// Arena width (arena).
+    pub arena_width: f32,
+    /// Arena height (arena).
+    pub arena_height: f32,
+    /// Wandering NPCs (arena).
+    pub arena_npcs: u32,
+}
+
+/// A room created at start-up.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecreatedRoom {
+    /// Room id.
+    pub id: String,
+    /// Room type name.
+    #[serde(rename = "type")]
+    pub room_type: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let room_types = [
+            ("relay".to_string(), RoomTypeConfig::default()),
+            (
+                "arena".to_string(),
+                RoomTypeConfig {
+                    simulation: SimulationKind::Arena,
+                    ..Default::default()
+                },
+            ),
+        ];
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            tls: TlsConfig::default(),
+            websocket: WebSocketConfig::default(),
+            sim_threads: 0,
+            max_rooms: 10_000,
+            empty_room_ttl_secs: 30,
+            default_room_type: "relay".into(),
+            room_types: room_types.into_iter().collect(),
+            rooms: Vec::new(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            dev_cert_path: "tickrelay-dev-cert.pem".into(),
+            insecure_plain: false,
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        let outbox = OutboxLimits::default();
+        Self {
+            max_message_bytes: 16 * 1024,
+            read_buffer_bytes: 4 * 1024,
+            max_write_buffer_bytes: 1024 * 1024,
+            outbox_max_messages: outbox.max_messages,
+            outbox_max_bytes: outbox.max_bytes,
+        }
+    }
+}
+
+impl Default for RoomTypeConfig {
+    fn default() -> Self {
+        let room = RoomConfig::default();
+        let arena = ArenaConfig::default();
+        Self {
+            simulation: SimulationKind::Relay,
+            tick_rate: room.tick_rate,
+            max_members: room.max_members,
+            history: room.history,
+            checksum_interval: room.checksum_interval,
+            input_queue: room.input_queue,
+            max_entities_per_member: room.limits.max_entities_per_member,
+            max_fields_per_entity: room.limits.max_fields_per_entity,
+            max_field_bytes: room.limits.max_field_bytes,
+            arena_width: arena.width,
+            arena_height: arena.height,
+            arena_npcs: arena.npcs,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A setting is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; settings it leaves out keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls.cert and tls.key must be given together".into());
+        }
+        if !self.room_types.contains_key(&self.default_room_type) {
+            return invalid(format!(
+                "default_room_type `{}` is not in room_types",
+                self.default_room_type
+            ));
+        }
+        for (name, t) in &self.room_types {
+            t.room_config()
+                .validate()
+                .or_else(|e| invalid(format!("room type `{name}`: {e}")))?;
+        }
+        for room in &self.rooms {
+            if !self.room_types.contains_key(&room.room_type) {
+                return invalid(format!(
+                    "room `{}` has unknown type `{}`",
+                    room.id, room.room_type
+                ));
+            }
+        }
+        if self.websocket.max_message_bytes < 64 || self.websocket.read_buffer_bytes < 256 {
+            return invalid(
+                "websocket.max_message_bytes must be >= 64 and read_buffer_bytes >= 256".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The simulation pool settings this configuration describes.
+    pub fn pool_config(&self) -> PoolConfig {
+        let threads = match self.sim_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        PoolConfig {
+            threads,
+            channel_capacity: 65_536,
+            max_rooms: self.max_rooms,
+            max_catch_up: 3,
+            empty_room_ttl: Duration::from_secs(self.empty_room_ttl_secs),
+            default_room_type: self.default_room_type.clone(),
+            room_types: self
+                .room_types
+                .iter()
+                .map(|(name, t)| (name.clone(), t.room_type()))
+                .collect(),
+        }
+    }
+
+    /// Outbox bounds for each session.
+    pub fn outbox_limits(&self) -> OutboxLimits {
+        OutboxLimits {
+            max_messages: self.websocket.outbox_max_messages,
+            max_bytes: self.websocket.outbox_max_bytes,
+        }
+    }
+}
+
+impl RoomTypeConfig {
+    /// The room settings of this type.
+    pub fn room_config(&self) -> RoomConfig {
+        RoomConfig {
+            tick_rate: self.tick_rate,
+            max_members: self.max_members,
+            history: self.history,
+            checksum_interval: self.checksum_interval,
+            input_queue: self.input_queue,
+            limits: EntityLimits {
+                max_entities_per_member: self.max_entities_per_member,
+                max_fields_per_entity: self.max_fields_per_entity,
+                max_field_bytes: self.max_field_bytes,
+            },
+            ..RoomConfig::default()
+        }
+    }
+
+    fn room_type(&self) -> RoomType {
+        let factory: crate::sim_pool::SimFactory = match self.simulation {
+            SimulationKind::Relay => Arc::new(|| Box::new(Relay::new())),
+            SimulationKind::Arena => {
+                let arena = ArenaConfig {
+                    width: self.arena_width,
+                    height: self.arena_height,
+                    npcs: self.arena_npcs,
+                    ..ArenaConfig::default()
+                };
+                Arc::new(move || Box::new(Arena::new(arena)))
+            }
+        };
+        RoomType {
+            config: self.room_config(),
+            factory,
+        }
+    }
+}
+
+/// The default configuration file, with every setting explained.
+pub const DEFAULT_CONFIG: &str = r#"# tickrelay configuration (TOML). Every setting is optional; these are the defaults.
+# Precedence, lowest first: this file, TICKRELAY_* environment variables, flags.
+
+# HTTPS listener: WebSocket upgrade at /ws, plus /healthz and /metrics.
+listen = "127.0.0.1:7443"
+
+# Simulation threads that tick the rooms; 0 = one per core.
+sim_threads = 0
+# Maximum number of open rooms.
+max_rooms = 10000
+# Seconds an empty room stays open before it is closed.
+empty_room_ttl_secs = 30
+# Room type used when a join does not name one.
+default_room_type = "relay"
+
+[tls]
+# PEM certificate chain and private key. Leave both out to generate a self-signed
+# development certificate for localhost/127.0.0.1 at start-up.
+# cert = "/etc/tickrelay/cert.pem"
+# key = "/etc/tickrelay/key.pem"
+# Where the development certificate is written so clients can trust it.
+dev_cert_path = "tickrelay-dev-cert.pem"
+# Serve plain ws:// and http:// (only behind a TLS-terminating proxy).
+insecure_plain = false
+
+[websocket]
+# Largest inbound message in bytes; larger ones close the connection with 1009.
+max_message_bytes = 16384
+# Per-connection read buffer in bytes.
+read_buffer_bytes = 4096
+# Outbound bytes that may wait in a connection's write buffer.
+max_write_buffer_bytes = 1048576
+# Reliable messages (events, presence, replies) that may wait for a slow client,
+# by count and by bytes; beyond either, the client is closed as a slow consumer.
+outbox_max_messages = 1024
+outbox_max_bytes = 262144
+
+# Room types. `simulation` is "relay" (members write the entities they own) or
+# "arena" (the example authoritative game).
+[room_types.relay]
+simulation = "relay"
+tick_rate = 30                 # ticks per second, 1-128
+max_members = 64
+history = 32                   # ticks a delta baseline may lag before a full snapshot
+checksum_interval = 1          # send the state checksum every N ticks
+input_queue = 32               # inputs a member may queue for one tick
+max_entities_per_member = 64
+max_fields_per_entity = 32
+max_field_bytes = 1024
+arena_width = 100.0            # arena settings are ignored by relay rooms
+arena_height = 100.0
+arena_npcs = 16
+
+[room_types.arena]
+simulation = "arena"
+tick_rate = 30
+max_members = 64
+history = 32
+checksum_interval = 1
+input_queue = 32
+max_entities_per_member = 64
+max_fields_per_entity = 32
+max_field_bytes = 1024
+arena_width = 100.0
+arena_height = 100.0
+arena_npcs = 16
+
+# Rooms created at start-up (others are created by the first join):
+# [[rooms]]
+# id = "lobby"
+# type = "relay"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_is_the_default() {
+        let parsed: Config = toml::from_str(DEFAULT_CONFIG).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn partial_files_keep_defaults_and_typos_are_refused() {
+        let c: Config =
+            toml::from_str("listen = \"0.0.0.0:9000\"\n[room_types.fast]\ntick_rate = 60\n")
+                .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.room_types["fast"].tick_rate, 60);
+        assert_eq!(c.room_types["fast"].max_members, 64);
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn invalid_settings_are_explained() {
+        let mut c = Config::default();
+        c.room_types.get_mut("relay").unwrap().tick_rate = 500;
+        assert!(c.validate().unwrap_err().to_string().contains("tick_rate"));
+        let c = Config {
+            default_room_type: "nope".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! The `tickrelay` binary: `tickrelay [serve]` runs the relay; `tickrelay config
+//! --print-default` prints the commented default configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tickrelay::config::{Config, DEFAULT_CONFIG};
+use tickrelay::server::Server;
+use tokio_util::sync::CancellationToken;
+
+/// tickrelay: a multiplayer game state relay. Clients connect over wss:// to /ws, join
+/// rooms and receive delta-compressed state every tick. With no options it serves on
+/// 127.0.0.1:7443 with a generated development certificate.
+///
+/// Settings come from built-in defaults, then the TOML file (--config), then
+/// TICKRELAY_* environment variables, then flags. `tickrelay config --print-default`
+/// prints every file setting with its default.
+#[derive(Parser, Debug)]
+#[command(name = "tickrelay", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the relay (the default).
+    Serve(Box<ServeArgs>),
+    /// Configuration helpers.
+    Config {
+        /// Print the default configuration file, with every setting explained.
+        #[arg(long)]
+        print_default: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short, env = "TICKRELAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (HTTPS: /ws, /healthz, /metrics) [default: 127.0.0.1:7443].
+    #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// PEM certificate chain (needs --tls-key). Without both, a development
+    /// certificate is generated.
+    #[arg(long, env = "TICKRELAY_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (needs --tls-cert).
+    #[arg(long, env = "TICKRELAY_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Where the generated development certificate is written [default:
+    /// tickrelay-dev-cert.pem].
+    #[arg(long, env = "TICKRELAY_DEV_CERT_PATH", value_name = "FILE")]
+    dev_cert_path: Option<PathBuf>,
+    /// Serve plain ws:// and http:// without TLS (only behind a TLS-terminating proxy).
+    #[arg(long, env = "TICKRELAY_INSECURE_PLAIN")]
+    insecure_plain: bool,
+    /// Simulation threads; 0 = one per core [default: 0].
+    #[arg(long, env = "TICKRELAY_SIM_THREADS", value_name = "N")]
+    sim_threads: Option<usize>,
+    /// Maximum number of open rooms [default: 10000].
+    #[arg(long, env = "TICKRELAY_MAX_ROOMS", value_name = "N")]
+    max_rooms: Option<usize>,
+    /// Room type used when a join names none [default: relay].
+    #[arg(long, env = "TICKRELAY_DEFAULT_ROOM_TYPE", value_name = "NAME")]
+    default_room_type: Option<String>,
+    /// Largest inbound message in bytes; larger ones close with 1009 [default: 16384].
+    #[arg(long, env = "TICKRELAY_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Seconds to wait for sessions to close on shutdown.
+    #[arg(
+        long,
+        env = "TICKRELAY_SHUTDOWN_GRACE_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    shutdown_grace_secs: u64,
+    /// Log filter (tracing EnvFilter syntax, for example `info` or `tickrelay=debug`).
+    #[arg(
+        long,
+        env = "TICKRELAY_LOG",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
+    log: String,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<Config, tickrelay::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &self.tls_cert {
+            config.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            config.tls.key = Some(v.clone());
+        }
+        if let Some(v) = &self.dev_cert_path {
+            config.tls.dev_cert_path = v.clone();
+        }
+        config.tls.insecure_plain |= self.insecure_plain;
+        if let Some(v) = self.sim_threads {
+            config.sim_threads = v;
+        }
+        if let Some(v) = self.max_rooms {
+            config.max_rooms = v;
+        }
+        if let Some(v) = &self.default_room_type {
+            config.default_room_type = v.clone();
+        }
+        if let Some(v) = self.max_message_bytes {
+            config.websocket.max_message_bytes = v;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Config { print_default }) => {
+            if print_default {
+                print!("{DEFAULT_CONFIG}");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("nothing to do: try `tickrelay config --print-default`");
+            return ExitCode::from(2);
+        }
+        Some(Command::Serve(args)) => *args,
+        None => cli.serve,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .init();
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signal_shutdown(shutdown.clone()));
+        server
+            .run(shutdown, Duration::from_secs(args.shutdown_grace_secs))
+            .await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn signal_shutdown(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,168 @@
+//! The Prometheus `/metrics` endpoint: simulation metrics from the pool plus the
+//! transport's counters, in the text exposition format.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::error::CloseReason;
+use crate::sim_pool::SimMetrics;
+
+/// Label of [`Metrics::closes`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// The close code.
+    pub code: u16,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Simulation metrics (shared with the pool).
+    pub sim: Arc<SimMetrics>,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// WebSocket connections accepted.
+    pub connections_accepted: Counter,
+    /// Inbound WebSocket messages.
+    pub messages_in: Counter,
+    /// Inbound WebSocket payload bytes.
+    pub bytes_in: Counter,
+    /// Outbound WebSocket messages (each carries one envelope).
+    pub messages_out: Counter,
+    /// Outbound WebSocket payload bytes.
+    pub bytes_out: Counter,
+    /// State frames replaced before a slow client took them.
+    pub frames_superseded: Counter,
+    /// Sessions closed by the server, by close code.
+    pub closes: Family<CloseLabels, Counter>,
+    /// TLS handshakes that failed.
+    pub tls_failures: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new(sim: Arc<SimMetrics>) -> Self {
+        let mut registry = Registry::with_prefix("tickrelay");
+        let m = Self {
+            registry: Registry::default(),
+            sim,
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            messages_in: Counter::default(),
+            bytes_in: Counter::default(),
+            messages_out: Counter::default(),
+            bytes_out: Counter::default(),
+            frames_superseded: Counter::default(),
+            closes: Family::default(),
+            tls_failures: Counter::default(),
+        };
+        let s = &m.sim;
+        registry.register("ticks", "Room ticks run", s.ticks.clone());
+        registry.register(
+            "tick_overruns",
+            "Room ticks not run on time",
+            s.overruns.clone(),
+        );
+        registry.register(
+            "ticks_dropped",
+            "Room ticks skipped after falling behind",
+            s.dropped_ticks.clone(),
+        );
+        registry.register(
+            "tick_duration_seconds",
+            "Time spent in one room tick",
+            s.tick_duration.clone(),
+        );
+        registry.register(
+            "state_frames",
+            "State frames handed to sessions",
+            s.frames.clone(),
+        );
+        registry.register(
+            "full_snapshots",
+            "Full snapshot state frames",
+            s.full_frames.clone(),
+        );
+        registry.register(
+            "state_bytes_encoded",
+            "Bytes of encoded state bodies",
+            s.bytes_encoded.clone(),
+        );
+        registry.register("rooms", "Open rooms", s.rooms.clone());
+        registry.register("members", "Members in all rooms", s.members.clone());
+        registry.register(
+            "room_panics",
+            "Rooms closed after their simulation panicked",
+            s.room_panics.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "WebSocket connections accepted",
+            m.connections_accepted.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Inbound WebSocket messages",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Inbound WebSocket payload bytes",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Outbound WebSocket messages",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Outbound WebSocket payload bytes",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "frames_superseded",
+            "State frames replaced before a slow client took them",
+            m.frames_superseded.clone(),
+        );
+        registry.register(
+            "closes",
+            "Sessions closed by the server, by close code",
+            m.closes.clone(),
+        );
+        registry.register(
+            "tls_failures",
+            "Failed TLS handshakes",
+            m.tls_failures.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts a server-initiated close.
+    pub fn count_close(&self, reason: CloseReason) {
+        self.closes
+            .get_or_create(&CloseLabels {
+                code: reason.code(),
+            })
+            .inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
