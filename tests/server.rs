@@ -1,0 +1,341 @@
+//! The WebSocket server over real sockets: TLS with the generated certificate, real
+//! tokio-tungstenite clients, real protobuf.
+
+mod common;
+
+use bytes::Bytes;
+use common::{TestClient, start, start_with};
+use tickrelay::proto::{
+    self, EntityUpdate, EntityWrites, ErrorCode, Field, PresenceChange, client_message, input,
+    request, response, server_message::Kind,
+};
+use tickrelay::state::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+fn int_field(id: u32, v: i64) -> Field {
+    Field {
+        id,
+        value: Some(Value::Int(v)),
+    }
+}
+
+fn create(id: u64, value: i64) -> input::Payload {
+    input::Payload::Writes(EntityWrites {
+        create: vec![proto::Entity {
+            id,
+            owner: 0,
+            kind: 1,
+            fields: vec![int_field(1, value)],
+        }],
+        ..Default::default()
+    })
+}
+
+fn set(id: u64, value: i64) -> input::Payload {
+    input::Payload::Writes(EntityWrites {
+        update: vec![EntityUpdate {
+            id,
+            fields: vec![int_field(1, value)],
+        }],
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches() {
+    let server = start().await;
+    let mut a = TestClient::connect(&server).await;
+    assert_eq!(a.welcome.protocol_version, proto::PROTOCOL_VERSION);
+    assert_eq!(a.welcome.limits.unwrap().max_message_bytes, 16 * 1024);
+    let joined = a.join("r1", "relay").await;
+    assert_eq!(
+        (joined.member_id, joined.tick_rate),
+        (a.welcome.session_id, 60)
+    );
+
+    a.input("r1", create(1, 0)).await;
+    let mut last = 0;
+    for v in 1..=20 {
+        last = a.input("r1", set(1, v)).await;
+    }
+    while a
+        .mirrors
+        .get("r1")
+        .is_none_or(|m| m.last_input_seq() < last)
+    {
+        a.next().await;
+    }
+    let frames = &a.frames["r1"];
+    assert_eq!(
+        frames[0].baseline_tick, 0,
+        "the first frame is a full snapshot"
+    );
+    assert!(
+        frames[1..].iter().all(|f| f.baseline_tick != 0),
+        "then deltas"
+    );
+    let mirror = &a.mirrors["r1"];
+    assert_eq!(mirror.world().get(1).unwrap().get(1), Some(&Value::Int(20)));
+    assert!(mirror.checksums_verified() as usize >= frames.len() - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arena_members_see_the_same_verified_state() {
+    let server = start().await;
+    let mut a = TestClient::connect(&server).await;
+    let mut b = TestClient::connect(&server).await;
+    a.join("arena-1", "arena").await;
+    b.join("arena-1", "arena").await;
+    a.input(
+        "arena-1",
+        input::Payload::Intent(Bytes::from_static(&[127, 0])),
+    )
+    .await;
+    a.frames_in("arena-1", 30).await;
+    b.frames_in("arena-1", 30).await;
+    for client in [&a, &b] {
+        let mirror = &client.mirrors["arena-1"];
+        assert!(mirror.is_synced());
+        assert!(mirror.checksums_verified() >= 30);
+        // 16 NPCs and two avatars.
+        assert_eq!(mirror.world().len(), 18);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_isolated() {
+    let server = start().await;
+    let mut a = TestClient::connect(&server).await;
+    let mut b = TestClient::connect(&server).await;
+    a.join("left", "relay").await;
+    b.join("right", "relay").await;
+    let seq = a.input("left", create(5, 1)).await;
+    while a
+        .mirrors
+        .get("left")
+        .is_none_or(|m| m.last_input_seq() < seq)
+    {
+        a.next().await;
+    }
+    assert_eq!(a.mirrors["left"].world().len(), 1);
+    // b's room stays empty; its idle frame (once a second) carries a checksum.
+    b.frames_in("right", 2).await;
+    assert!(b.mirrors["right"].world().is_empty());
+    assert!(!b.mirrors.contains_key("left"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_announces_joins_and_leaves() {
+    let server = start().await;
+    let mut a = TestClient::connect(&server).await;
+    a.join("lobby", "relay").await;
+    let mut b = TestClient::connect(&server).await;
+    let joined = b.join("lobby", "relay").await;
+    assert_eq!(joined.members.len(), 2);
+    let b_id = b.welcome.session_id;
+    let change = |k: &Kind| match k {
+        Kind::Presence(p) if p.member.as_ref().unwrap().member_id == b_id => Some(p.change),
+        _ => None,
+    };
+    assert_eq!(a.until(change).await, PresenceChange::Joined as i32);
+    drop(b);
+    assert_eq!(a.until(change).await, PresenceChange::Left as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_exactly_their_targets() {
+    let server = start().await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = TestClient::connect(&server).await;
+        c.join("ev", "relay").await;
+        clients.push(c);
+    }
+    let ids: Vec<u64> = clients.iter().map(|c| c.welcome.session_id).collect();
+    let event = |kind: &str, targets: Vec<u64>| {
+        client_message::Kind::Event(proto::SendEvent {
+            room: "ev".into(),
+            kind: kind.into(),
+            payload: Bytes::from_static(b"boom"),
+            targets,
+        })
+    };
+    // A whisper to the third client, then a broadcast, in one envelope.
+    clients[0]
+        .send(vec![event("whisper", vec![ids[2]]), event("shout", vec![])])
+        .await;
+    let first_event = |k: &Kind| match k {
+        Kind::Event(e) => Some((e.kind.clone(), e.seq, e.sender)),
+        _ => None,
+    };
+    // Events are ordered per room, so the second client's first event being the
+    // shout proves it never got the whisper.
+    let got_b = clients[1].until(first_event).await;
+    let got_c1 = clients[2].until(first_event).await;
+    let got_c2 = clients[2].until(first_event).await;
+    assert_eq!(got_b.0, "shout");
+    assert_eq!(got_c1, ("whisper".to_string(), got_b.1 - 1, ids[0]));
+    assert_eq!(got_c2, got_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_answered_with_their_correlation_ids() {
+    let server = start().await;
+    let mut a = TestClient::connect(&server).await;
+    a.join("req", "arena").await;
+    // Wait for the join's own full snapshot, so the resync's is a second one.
+    a.frames_in("req", 1).await;
+    let first_tick = a.frames["req"][0].tick;
+    a.send(vec![
+        client_message::Kind::Request(proto::Request {
+            request_id: 77,
+            kind: Some(request::Kind::ListRooms(proto::ListRooms {})),
+        }),
+        client_message::Kind::Request(proto::Request {
+            request_id: 78,
+            kind: Some(request::Kind::Resync(proto::Resync { room: "req".into() })),
+        }),
+        client_message::Kind::Ping(proto::Ping {
+            nonce: 9,
+            sent_time_us: 1234,
+        }),
+    ])
+    .await;
+    // The three answers come from different places (the session, the room's thread),
+    // so their relative order is not fixed: collect all of them.
+    let (mut rooms, mut resync, mut pong) = (None, false, None);
+    while rooms.is_none() || !resync || pong.is_none() {
+        match a.next().await.kind {
+            Some(Kind::Response(r)) if r.request_id == 77 => rooms = r.kind,
+            Some(Kind::Response(r)) if r.request_id == 78 => resync = true,
+            Some(Kind::Pong(p)) => pong = Some(p),
+            _ => {}
+        }
+    }
+    let Some(response::Kind::Rooms(list)) = rooms else {
+        panic!("a room list")
+    };
+    assert_eq!(list.rooms[0].room, "req");
+    assert_eq!(list.rooms[0].members, 1);
+    let pong = pong.unwrap();
+    assert_eq!((pong.nonce, pong.ping_sent_time_us), (9, 1234));
+    assert!(pong.time_us > 0);
+    // The resync produces a second full snapshot.
+    a.until(|k| {
+        matches!(k, Kind::State(s) if s.baseline_tick == 0 && s.tick > first_tick).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_get_typed_errors_and_the_session_continues() {
+    let server = start_with(|c| c.room_types.get_mut("relay").unwrap().max_members = 1).await;
+    let mut a = TestClient::connect(&server).await;
+    let error = |k: &Kind| match k {
+        Kind::Error(e) => Some((e.code, e.request_id)),
+        _ => None,
+    };
+    a.input("nowhere", set(1, 1)).await;
+    assert_eq!(a.until(error).await, (ErrorCode::NotAMember as i32, 1));
+    a.send(vec![client_message::Kind::Join(proto::JoinRoom {
+        request_id: 5,
+        room: "x".into(),
+        room_type: "chess".into(),
+    })])
+    .await;
+    assert_eq!(a.until(error).await, (ErrorCode::UnknownRoomType as i32, 5));
+    a.join("solo", "relay").await;
+    a.input("solo", create(1, 0)).await;
+    a.input("solo", create(1, 0)).await;
+    assert_eq!(a.until(error).await, (ErrorCode::EntityExists as i32, 2));
+    let mut b = TestClient::connect(&server).await;
+    b.send(vec![client_message::Kind::Join(proto::JoinRoom {
+        request_id: 3,
+        room: "solo".into(),
+        room_type: String::new(),
+    })])
+    .await;
+    assert_eq!(b.until(error).await, (ErrorCode::RoomFull as i32, 3));
+    // An envelope with no messages is a bad request, not a close.
+    a.send(vec![]).await;
+    assert_eq!(a.until(error).await, (ErrorCode::BadRequest as i32, 0));
+    a.frames_in("solo", 1).await;
+}
+
+/// Each kind of bad input closes the offender with its documented code; another
+/// client of the same room keeps receiving ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_closes_only_the_offender() {
+    let server = start().await;
+    let mut good = TestClient::connect(&server).await;
+    good.join("shared", "arena").await;
+    let cases: Vec<(Message, u16)> = vec![
+        (Message::Text("hello".into()), 1003),
+        (
+            Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff])),
+            1007,
+        ),
+        (Message::Binary(vec![0u8; 17 * 1024].into()), 1009),
+    ];
+    for (bad_message, code) in cases {
+        let mut bad = TestClient::connect(&server).await;
+        bad.join("shared", "arena").await;
+        bad.send_raw(bad_message).await;
+        let (got, reason) = bad.close_frame().await;
+        assert_eq!(got, code, "{reason}");
+        assert!(!reason.is_empty(), "every close carries a reason");
+        good.frames_in("shared", 10).await;
+    }
+    assert!(good.mirrors["shared"].is_synced());
+    let closes = server.metrics.render();
+    for code in ["1003", "1007", "1009"] {
+        assert!(
+            closes.contains(&format!("tickrelay_closes_total{{code=\"{code}\"}} 1")),
+            "{closes}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints() {
+    let server = start().await;
+    assert_eq!(
+        common::https_get(&server, "/healthz").await,
+        (200, "ok\n".into())
+    );
+    let _client = TestClient::connect(&server).await;
+    let (status, metrics) = common::https_get(&server, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "tickrelay_connections 1",
+        "tickrelay_ticks_total",
+        "tickrelay_tick_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from {metrics}");
+    }
+    assert_eq!(common::https_get(&server, "/nope").await.0, 404);
+    // A plain GET to /ws is not an upgrade.
+    assert_eq!(common::https_get(&server, "/ws").await.0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_session_with_1001() {
+    let mut server = start().await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = TestClient::connect(&server).await;
+        c.join("bye", "arena").await;
+        clients.push(c);
+    }
+    server.shutdown.cancel();
+    for c in &mut clients {
+        assert_eq!(
+            c.close_frame().await,
+            (1001, "server shutting down".to_string())
+        );
+    }
+    tokio::time::timeout(common::WAIT, server.task.take().unwrap())
+        .await
+        .expect("the server stops within its deadline")
+        .unwrap();
+}
