@@ -1,0 +1,158 @@
+//! A minimal tickrelay client: connects over wss://, trusting the relay's development
+//! certificate, joins an arena room, steers its avatar in a circle and prints what
+//! arrives once a second (the state is verified against the server's checksums).
+//!
+//! ```sh
+//! cargo run --example watch -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tickrelay::frame::decode_server;
+use tickrelay::mirror::StateMirror;
+use tickrelay::proto::{self, ClientEnvelope, ClientMessage, client_message::Kind as Out, server_message::Kind as In};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Args {
+    url: String,
+    cert: String,
+    room: String,
+    seconds: u64,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        url: "wss://127.0.0.1:7443/ws".into(),
+        cert: "tickrelay-dev-cert.pem".into(),
+        room: "demo".into(),
+        seconds: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--url" => args.url = value,
+            "--cert" => args.cert = value,
+            "--room" => args.room = value,
+            "--seconds" => args.seconds = value.parse().expect("--seconds N"),
+            _ => panic!("usage: watch [--url URL] [--cert PEM] [--room ID] [--seconds N]"),
+        }
+    }
+    args
+}
+
+fn envelope(kinds: Vec<Out>) -> Message {
+    let messages = kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
+    Message::Binary(ClientEnvelope { messages }.encode_to_vec().into())
+}
+
+fn now_us() -> u64 {
+    tickrelay::clock::unix_micros()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = args();
+    let rest = args.url.strip_prefix("wss://").ok_or("the URL must start with wss://")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+
+    // Trust exactly the relay's certificate file, nothing else.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&args.cert)? {
+        roots.add(cert?)?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(authority).await?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from(host.to_string())?, tcp)
+        .await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(args.url.as_str(), stream).await?;
+    println!("connected to {}", args.url);
+
+    ws.send(envelope(vec![Out::Join(proto::JoinRoom {
+        request_id: 1,
+        room: args.room.clone(),
+        room_type: "arena".into(),
+    })]))
+    .await?;
+
+    let mut mirror = StateMirror::new();
+    let (mut frames, mut bytes, mut seq, mut rtt_ms) = (0u64, 0usize, 0u64, f64::NAN);
+    let mut member = 0;
+    let started = Instant::now();
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = second.tick() => {
+                let elapsed = started.elapsed().as_secs();
+                if elapsed > 0 {
+                    let me = mirror.world().entities().find(|e| e.owner() == member);
+                    let position = me.map(|e| format!("{:?}", (e.get(1), e.get(2)))).unwrap_or_default();
+                    println!(
+                        "t={elapsed}s tick={} entities={} frames={frames} bytes={bytes} checksums_ok={} rtt={rtt_ms:.2}ms avatar={position}",
+                        mirror.tick(), mirror.world().len(), mirror.checksums_verified(),
+                    );
+                    frames = 0;
+                    bytes = 0;
+                }
+                if elapsed >= args.seconds {
+                    ws.close(None).await?;
+                    return Ok(());
+                }
+                // Steer in a circle and measure the round trip.
+                seq += 1;
+                let angle = seq as f32 * 0.8;
+                let intent = vec![(angle.cos() * 127.0) as i8 as u8, (angle.sin() * 127.0) as i8 as u8];
+                ws.send(envelope(vec![
+                    Out::Input(proto::Input { room: args.room.clone(), seq, payload: Some(proto::input::Payload::Intent(intent.into())) }),
+                    Out::Ping(proto::Ping { nonce: seq, sent_time_us: now_us() }),
+                ])).await?;
+            }
+            message = ws.next() => {
+                let Some(message) = message else { return Err("connection closed".into()) };
+                match message? {
+                    Message::Binary(data) => {
+                        bytes += data.len();
+                        for m in decode_server(&data)?.messages {
+                            match m.kind {
+                                Some(In::Joined(j)) => {
+                                    member = j.member_id;
+                                    println!("joined room {} ({}) as member {} at {} Hz", j.room, j.room_type, j.member_id, j.tick_rate);
+                                }
+                                Some(In::State(frame)) => {
+                                    frames += 1;
+                                    if let Err(desync) = mirror.apply(&frame) {
+                                        println!("desync: {desync}; asking for a full snapshot");
+                                        let resync = proto::Request {
+                                            request_id: 2,
+                                            kind: Some(proto::request::Kind::Resync(proto::Resync { room: args.room.clone() })),
+                                        };
+                                        ws.send(envelope(vec![Out::Request(resync)])).await?;
+                                    }
+                                }
+                                Some(In::Pong(p)) => rtt_ms = (now_us().saturating_sub(p.ping_sent_time_us)) as f64 / 1000.0,
+                                Some(In::Error(e)) => println!("error {}: {}", e.code, e.message),
+                                _ => {}
+                            }
+                        }
+                    }
+                    Message::Close(frame) => {
+                        println!("closed by the server: {frame:?}");
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
