@@ -46,18 +46,11 @@ impl Workload {
             },
             ..Default::default()
         };
-        let mut room = Room::new(
-            1,
-            "bench".into(),
-            "relay".into(),
-            config,
-            Box::new(Relay::new()),
-        );
+        let mut room = Room::new(1, "bench".into(), "relay".into(), config, Box::new(Relay::new()));
         let outboxes: Vec<_> = (0..members)
             .map(|m| {
                 let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
-                room.join(m + 1, format!("bot-{m}").into(), outbox.clone(), 1)
-                    .unwrap();
+                room.join(m + 1, format!("bot-{m}").into(), outbox.clone(), 1).unwrap();
                 outbox
             })
             .collect();
@@ -123,10 +116,7 @@ impl Workload {
                 .filter(|id| (id + self.tick).is_multiple_of(4))
                 .map(|id| EntityUpdate {
                     id,
-                    fields: vec![
-                        float(1, (id + self.tick) as f32),
-                        float(2, self.tick as f32 * 0.5),
-                    ],
+                    fields: vec![float(1, (id + self.tick) as f32), float(2, self.tick as f32 * 0.5)],
                 })
                 .collect();
             if update.is_empty() {
@@ -172,26 +162,20 @@ fn t1_tick(c: &mut Criterion) {
     let mut group = c.benchmark_group("t1_tick");
     for members in [64u64, 512] {
         let mut w = Workload::new(members);
-        group.bench_function(
-            BenchmarkId::from_parameter(format!("{members}_members")),
-            |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let inputs = w.inputs();
-                        let start = Instant::now();
-                        let report = w.run(inputs);
-                        total += start.elapsed();
-                        assert_eq!(
-                            report.encodes, 1,
-                            "one encoding per tick for every member count"
-                        );
-                        w.drain();
-                    }
-                    total
-                });
-            },
-        );
+        group.bench_function(BenchmarkId::from_parameter(format!("{members}_members")), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let inputs = w.inputs();
+                    let start = Instant::now();
+                    let report = w.run(inputs);
+                    total += start.elapsed();
+                    assert_eq!(report.encodes, 1, "one encoding per tick for every member count");
+                    w.drain();
+                }
+                total
+            });
+        });
     }
     group.finish();
 }
@@ -226,9 +210,7 @@ fn t2_fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("t2_fanout");
     let body = Bytes::from(vec![0u8; 6 * 1024]);
     for n in [100usize, 1_000, 10_000] {
-        let outboxes: Vec<_> = (0..n)
-            .map(|_| Outbox::new(OutboxLimits::default()))
-            .collect();
+        let outboxes: Vec<_> = (0..n).map(|_| Outbox::new(OutboxLimits::default())).collect();
         let mut batch = Batch::default();
         let mut tick = 0;
         group.throughput(criterion::Throughput::Elements(n as u64));
@@ -299,10 +281,7 @@ fn t3_bytes(_: &mut Criterion) {
     println!("|---|---|");
     println!("| full snapshot | {full} |");
     println!("| delta (median of 64 ticks) | {median} |");
-    println!(
-        "| delta / full | {:.1} % |",
-        100.0 * median as f64 / full as f64
-    );
+    println!("| delta / full | {:.1} % |", 100.0 * median as f64 / full as f64);
     println!(
         "| idle room, one member, one second (30 ticks) | {idle_bytes} bytes in {} frame(s) per member |",
         idle_frames / 64

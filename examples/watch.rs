@@ -59,7 +59,10 @@ fn now_us() -> u64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args();
-    let rest = args.url.strip_prefix("wss://").ok_or("the URL must start with wss://")?;
+    let rest = args
+        .url
+        .strip_prefix("wss://")
+        .ok_or("the URL must start with wss://")?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
 

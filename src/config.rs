@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
+use crate::limits::RateLimits;
+use crate::origin::OriginConfig;
 use crate::outbox::OutboxLimits;
 use crate::room::RoomConfig;
+use crate::session::SessionSettings;
 use crate::sim_pool::{PoolConfig, RoomType};
 use crate::simulation::{Arena, ArenaConfig, EntityLimits, Relay};
 
@@ -26,6 +30,14 @@ pub struct Config {
     pub tls: TlsConfig,
     /// WebSocket settings.
     pub websocket: WebSocketConfig,
+    /// Authentication at the upgrade.
+    pub auth: AuthConfig,
+    /// The `Origin` allowlist.
+    pub origins: OriginConfig,
+    /// Per-session protections: heartbeats, rate limits, resume, slow consumers.
+    pub session: SessionConfig,
+    /// Listener protections: connection caps and handshake rate.
+    pub connections: ConnectionLimits,
     /// Simulation threads; 0 means one per core.
     pub sim_threads: usize,
     /// Maximum number of open rooms.
@@ -71,6 +83,74 @@ pub struct WebSocketConfig {
     pub outbox_max_messages: usize,
     /// Bytes of reliable messages that may wait in a session's outbox.
     pub outbox_max_bytes: usize,
+}
+
+/// Per-session protections (`[session]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Seconds without inbound traffic before the server pings.
+    pub heartbeat_interval_secs: f64,
+    /// Seconds to wait for any answer to a ping before dropping the peer (4502).
+    pub heartbeat_timeout_secs: f64,
+    /// Seconds a dropped session's seats are held for resume.
+    pub resume_grace_secs: f64,
+    /// Seconds a write to a client may stay blocked before it is closed as a slow
+    /// consumer (4501).
+    pub slow_consumer_secs: f64,
+    /// Sustained inbound messages per second.
+    pub messages_per_second: f64,
+    /// Inbound message burst.
+    pub message_burst: f64,
+    /// Sustained inbound bytes per second.
+    pub bytes_per_second: f64,
+    /// Inbound byte burst.
+    pub byte_burst: f64,
+    /// Milliseconds a client may stay over the rate limit before it is closed (1008).
+    pub flood_window_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let rate = RateLimits::default();
+        let s = SessionSettings::default();
+        Self {
+            heartbeat_interval_secs: s.heartbeat_interval.as_secs_f64(),
+            heartbeat_timeout_secs: s.heartbeat_timeout.as_secs_f64(),
+            resume_grace_secs: s.resume_grace.as_secs_f64(),
+            slow_consumer_secs: 5.0,
+            messages_per_second: rate.messages_per_second,
+            message_burst: rate.message_burst,
+            bytes_per_second: rate.bytes_per_second,
+            byte_burst: rate.byte_burst,
+            flood_window_ms: rate.flood_window.as_millis() as u64,
+        }
+    }
+}
+
+/// Listener protections (`[connections]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// Open WebSocket connections at most; more get HTTP 503 at the upgrade.
+    pub max_connections: usize,
+    /// Open WebSocket connections per client IP; more get HTTP 429.
+    pub max_per_ip: usize,
+    /// Sustained upgrade requests per second per client IP; more get HTTP 429.
+    pub handshakes_per_ip_per_second: f64,
+    /// Upgrade request burst per client IP.
+    pub handshake_burst: f64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 20_000,
+            max_per_ip: 4_096,
+            handshakes_per_ip_per_second: 200.0,
+            handshake_burst: 400.0,
+        }
+    }
 }
 
 /// Which built-in simulation a room type runs.
@@ -140,6 +220,10 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             tls: TlsConfig::default(),
             websocket: WebSocketConfig::default(),
+            auth: AuthConfig::default(),
+            origins: OriginConfig::default(),
+            session: SessionConfig::default(),
+            connections: ConnectionLimits::default(),
             sim_threads: 0,
             max_rooms: 10_000,
             empty_room_ttl_secs: 30,
@@ -252,16 +336,35 @@ impl Config {
         }
         for room in &self.rooms {
             if !self.room_types.contains_key(&room.room_type) {
-                return invalid(format!(
-                    "room `{}` has unknown type `{}`",
-                    room.id, room.room_type
-                ));
+                return invalid(format!("room `{}` has unknown type `{}`", room.id, room.room_type));
             }
         }
+        crate::auth::Authenticator::new(&self.auth).map_err(ConfigError::Invalid)?;
+        let s = &self.session;
+        let positive = [
+            ("session.heartbeat_interval_secs", s.heartbeat_interval_secs),
+            ("session.heartbeat_timeout_secs", s.heartbeat_timeout_secs),
+            ("session.slow_consumer_secs", s.slow_consumer_secs),
+            ("session.messages_per_second", s.messages_per_second),
+            ("session.message_burst", s.message_burst),
+            ("session.bytes_per_second", s.bytes_per_second),
+            ("session.byte_burst", s.byte_burst),
+            (
+                "connections.handshakes_per_ip_per_second",
+                self.connections.handshakes_per_ip_per_second,
+            ),
+            ("connections.handshake_burst", self.connections.handshake_burst),
+        ];
+        for (name, value) in positive {
+            if !(value > 0.0 && value.is_finite()) {
+                return invalid(format!("{name} must be a positive number"));
+            }
+        }
+        if !(s.resume_grace_secs >= 0.0 && s.resume_grace_secs.is_finite()) {
+            return invalid("session.resume_grace_secs must be 0 or more".into());
+        }
         if self.websocket.max_message_bytes < 64 || self.websocket.read_buffer_bytes < 256 {
-            return invalid(
-                "websocket.max_message_bytes must be >= 64 and read_buffer_bytes >= 256".into(),
-            );
+            return invalid("websocket.max_message_bytes must be >= 64 and read_buffer_bytes >= 256".into());
         }
         Ok(())
     }
@@ -284,6 +387,24 @@ impl Config {
                 .iter()
                 .map(|(name, t)| (name.clone(), t.room_type()))
                 .collect(),
+        }
+    }
+
+    /// The settings every session runs with.
+    pub fn session_settings(&self) -> SessionSettings {
+        let s = &self.session;
+        SessionSettings {
+            max_message_bytes: self.websocket.max_message_bytes as u32,
+            rate: RateLimits {
+                messages_per_second: s.messages_per_second,
+                message_burst: s.message_burst,
+                bytes_per_second: s.bytes_per_second,
+                byte_burst: s.byte_burst,
+                flood_window: Duration::from_millis(s.flood_window_ms),
+            },
+            heartbeat_interval: Duration::from_secs_f64(s.heartbeat_interval_secs),
+            heartbeat_timeout: Duration::from_secs_f64(s.heartbeat_timeout_secs),
+            resume_grace: Duration::from_secs_f64(s.resume_grace_secs),
         }
     }
 
@@ -372,6 +493,56 @@ max_write_buffer_bytes = 1048576
 outbox_max_messages = 1024
 outbox_max_bytes = 262144
 
+[auth]
+# "anonymous" accepts everyone (local development only; logged as a warning) or
+# "jwt" requires a token at the upgrade: `Authorization: Bearer <jwt>`, the `token`
+# query parameter, or a `tickrelay.bearer.<jwt>` WebSocket subprotocol entry.
+mode = "anonymous"
+# HS256 (shared secret), RS256 or EdDSA (PEM public key).
+algorithm = "HS256"
+# hs256_secret = "change-me"
+# public_key = "/etc/tickrelay/jwt-public.pem"
+# issuer = "https://auth.example.com"
+# audience = "tickrelay"
+# Clock skew tolerated on `exp`, in seconds.
+leeway_secs = 5
+# A second connection of the same user: "allow", or "replace" (the older one is
+# closed with 4002).
+duplicate_sessions = "allow"
+
+[origins]
+# Browser origins allowed to connect: exact ("https://game.example.com"), wildcard
+# subdomains ("https://*.example.com") or any port ("http://localhost:*"). Others
+# get HTTP 403.
+allowed = ["http://localhost:*", "https://localhost:*", "http://127.0.0.1:*", "https://127.0.0.1:*"]
+# Requests without an Origin header (non-browser clients).
+allow_missing = true
+
+[session]
+# Ping after this many seconds without inbound traffic; drop the peer (4502) if
+# nothing arrives within the timeout after the ping.
+heartbeat_interval_secs = 30.0
+heartbeat_timeout_secs = 5.0
+# Seconds a dropped session's seats and entities are held for resume.
+resume_grace_secs = 20.0
+# Seconds a write may stay blocked before the client is closed as slow (4501).
+slow_consumer_secs = 5.0
+# Inbound rate limits per connection. Over them: an error with a retry hint;
+# still over them after flood_window_ms: close 1008.
+messages_per_second = 50.0
+message_burst = 100.0
+bytes_per_second = 65536.0
+byte_burst = 131072.0
+flood_window_ms = 1000
+
+[connections]
+# Open connections at most (HTTP 503 beyond), per client IP (HTTP 429 beyond),
+# and upgrade requests per second per client IP (HTTP 429 beyond).
+max_connections = 20000
+max_per_ip = 4096
+handshakes_per_ip_per_second = 200.0
+handshake_burst = 400.0
+
 # Room types. `simulation` is "relay" (members write the entities they own) or
 # "arena" (the example authoritative game).
 [room_types.relay]
@@ -421,9 +592,7 @@ mod tests {
 
     #[test]
     fn partial_files_keep_defaults_and_typos_are_refused() {
-        let c: Config =
-            toml::from_str("listen = \"0.0.0.0:9000\"\n[room_types.fast]\ntick_rate = 60\n")
-                .unwrap();
+        let c: Config = toml::from_str("listen = \"0.0.0.0:9000\"\n[room_types.fast]\ntick_rate = 60\n").unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.room_types["fast"].tick_rate, 60);
         assert_eq!(c.room_types["fast"].max_members, 64);

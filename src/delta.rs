@@ -80,10 +80,7 @@ pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mu
             encode_entity(entity, buf);
         } else {
             let changed = || entity.fields.iter().filter(|f| f.changed > baseline);
-            let len = id_len(entity.id)
-                + changed()
-                    .map(|f| nested_len(2, field_len(f)))
-                    .sum::<usize>();
+            let len = id_len(entity.id) + changed().map(|f| nested_len(2, field_len(f))).sum::<usize>();
             encode_key(tag::CHANGED, WireType::LengthDelimited, buf);
             encode_varint(len as u64, buf);
             encode_id(entity.id, buf);
@@ -120,10 +117,7 @@ pub fn member_part_len(baseline: Tick, last_input_seq: u64) -> usize {
 /// per member because members on different baselines with no change between them
 /// share one body.
 pub fn encode_member_part(baseline: Tick, last_input_seq: u64, buf: &mut impl BufMut) {
-    for (tag, value) in [
-        (tag::BASELINE, baseline),
-        (tag::LAST_INPUT_SEQ, last_input_seq),
-    ] {
+    for (tag, value) in [(tag::BASELINE, baseline), (tag::LAST_INPUT_SEQ, last_input_seq)] {
         if value != 0 {
             encode_key(tag, WireType::Varint, buf);
             encode_varint(value, buf);
@@ -143,11 +137,7 @@ fn nested_len(tag: u32, len: usize) -> usize {
 }
 
 fn id_len(id: u64) -> usize {
-    if id == 0 {
-        0
-    } else {
-        1 + encoded_len_varint(id)
-    }
+    if id == 0 { 0 } else { 1 + encoded_len_varint(id) }
 }
 
 fn encode_id(id: u64, buf: &mut impl BufMut) {
@@ -162,10 +152,7 @@ fn entity_len(e: &Entity) -> usize {
     id_len(e.id)
         + id_len(e.owner)
         + id_len(u64::from(e.kind))
-        + e.fields
-            .iter()
-            .map(|f| nested_len(4, field_len(f)))
-            .sum::<usize>()
+        + e.fields.iter().map(|f| nested_len(4, field_len(f))).sum::<usize>()
 }
 
 fn encode_entity(e: &Entity, buf: &mut impl BufMut) {
@@ -283,8 +270,7 @@ mod tests {
         let mut w = World::new(32);
         w.begin_tick(1);
         for id in 1..=4 {
-            w.spawn(id, 0, 1, [(1, Value::Int(0)), (2, Value::Int(0))])
-                .unwrap();
+            w.spawn(id, 0, 1, [(1, Value::Int(0)), (2, Value::Int(0))]).unwrap();
         }
         w.finish_tick();
         w.begin_tick(2);

@@ -93,8 +93,7 @@ pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
         buf.put_slice(message);
     }
     for state in &batch.states {
-        let frame_len =
-            state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
+        let frame_len = state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
         encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
         encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, buf);
         encode_key(MESSAGE_STATE, WireType::LengthDelimited, buf);
@@ -167,15 +166,9 @@ mod tests {
     #[test]
     fn typed_errors() {
         assert_eq!(decode_client(&[]), Err(DecodeError::Empty));
-        assert!(matches!(
-            decode_client(&[0xff]),
-            Err(DecodeError::Protobuf(_))
-        ));
+        assert!(matches!(decode_client(&[0xff]), Err(DecodeError::Protobuf(_))));
         // One message with no kind set.
-        assert_eq!(
-            decode_client(&[0x0a, 0x00]),
-            Err(DecodeError::UnknownKind { index: 0 })
-        );
+        assert_eq!(decode_client(&[0x0a, 0x00]), Err(DecodeError::UnknownKind { index: 0 }));
         let ok = ClientEnvelope {
             messages: vec![crate::proto::ClientMessage {
                 kind: Some(client_message::Kind::Ping(Ping::default())),

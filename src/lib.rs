@@ -22,12 +22,18 @@
 //! - [`sim_pool`]: the dedicated simulation threads that own and tick the rooms.
 //! - [`session`]: one client session, sans IO: inbound messages to room commands
 //!   and replies, and close decisions.
+//! - [`limits`]: token-bucket rate limits and flood detection.
+//! - [`heartbeat`]: ping and timeout decisions.
+//! - [`auth`]: JWT at the upgrade, token refresh, room restrictions.
+//! - [`origin`]: the `Origin` allowlist.
+//! - [`registry`]: sessions parked for resume; live sessions per user.
 //!
 //! Drivers and operations:
 //!
 //! - [`server`]: TCP, TLS, HTTP (`/ws`, `/healthz`, `/metrics`), shutdown.
 //! - `ws`: the WebSocket driver around a session.
 //! - [`tls`]: certificates, including the generated development certificate.
+//! - [`gate`]: connection caps and handshake rate at the upgrade.
 //! - [`config`]: the TOML/env/flags configuration.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`clock`]: wall-clock time for drivers.
@@ -37,15 +43,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod delta;
 pub mod error;
 pub mod frame;
+pub mod gate;
+pub mod heartbeat;
+pub mod limits;
 pub mod metrics;
 pub mod mirror;
+pub mod origin;
 pub mod outbox;
 pub mod proto;
+pub mod registry;
 pub mod room;
 pub mod schedule;
 pub mod server;

@@ -19,6 +19,20 @@ pub struct CloseLabels {
     pub code: u16,
 }
 
+/// Label of [`Metrics::auth_failures`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// What was wrong with the token.
+    pub kind: &'static str,
+}
+
+/// Label of [`Metrics::upgrades_refused`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// The HTTP status of the refusal.
+    pub status: u16,
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -43,6 +57,16 @@ pub struct Metrics {
     pub closes: Family<CloseLabels, Counter>,
     /// TLS handshakes that failed.
     pub tls_failures: Counter,
+    /// Upgrades refused for a bad or missing token, by kind.
+    pub auth_failures: Family<AuthLabels, Counter>,
+    /// Upgrades refused with an HTTP status (401, 403, 429, 503).
+    pub upgrades_refused: Family<StatusLabels, Counter>,
+    /// Inbound messages dropped by the rate limiter.
+    pub messages_rate_limited: Counter,
+    /// Sessions resumed with a resume token.
+    pub resumes: Counter,
+    /// Sessions currently parked, waiting for a resume.
+    pub sessions_parked: Gauge,
 }
 
 impl Metrics {
@@ -61,14 +85,15 @@ impl Metrics {
             frames_superseded: Counter::default(),
             closes: Family::default(),
             tls_failures: Counter::default(),
+            auth_failures: Family::default(),
+            upgrades_refused: Family::default(),
+            messages_rate_limited: Counter::default(),
+            resumes: Counter::default(),
+            sessions_parked: Gauge::default(),
         };
         let s = &m.sim;
         registry.register("ticks", "Room ticks run", s.ticks.clone());
-        registry.register(
-            "tick_overruns",
-            "Room ticks not run on time",
-            s.overruns.clone(),
-        );
+        registry.register("tick_overruns", "Room ticks not run on time", s.overruns.clone());
         registry.register(
             "ticks_dropped",
             "Room ticks skipped after falling behind",
@@ -79,16 +104,8 @@ impl Metrics {
             "Time spent in one room tick",
             s.tick_duration.clone(),
         );
-        registry.register(
-            "state_frames",
-            "State frames handed to sessions",
-            s.frames.clone(),
-        );
-        registry.register(
-            "full_snapshots",
-            "Full snapshot state frames",
-            s.full_frames.clone(),
-        );
+        registry.register("state_frames", "State frames handed to sessions", s.frames.clone());
+        registry.register("full_snapshots", "Full snapshot state frames", s.full_frames.clone());
         registry.register(
             "state_bytes_encoded",
             "Bytes of encoded state bodies",
@@ -101,36 +118,16 @@ impl Metrics {
             "Rooms closed after their simulation panicked",
             s.room_panics.clone(),
         );
-        registry.register(
-            "connections",
-            "Open WebSocket connections",
-            m.connections.clone(),
-        );
+        registry.register("connections", "Open WebSocket connections", m.connections.clone());
         registry.register(
             "connections_accepted",
             "WebSocket connections accepted",
             m.connections_accepted.clone(),
         );
-        registry.register(
-            "messages_in",
-            "Inbound WebSocket messages",
-            m.messages_in.clone(),
-        );
-        registry.register(
-            "bytes_in",
-            "Inbound WebSocket payload bytes",
-            m.bytes_in.clone(),
-        );
-        registry.register(
-            "messages_out",
-            "Outbound WebSocket messages",
-            m.messages_out.clone(),
-        );
-        registry.register(
-            "bytes_out",
-            "Outbound WebSocket payload bytes",
-            m.bytes_out.clone(),
-        );
+        registry.register("messages_in", "Inbound WebSocket messages", m.messages_in.clone());
+        registry.register("bytes_in", "Inbound WebSocket payload bytes", m.bytes_in.clone());
+        registry.register("messages_out", "Outbound WebSocket messages", m.messages_out.clone());
+        registry.register("bytes_out", "Outbound WebSocket payload bytes", m.bytes_out.clone());
         registry.register(
             "frames_superseded",
             "State frames replaced before a slow client took them",
@@ -141,19 +138,25 @@ impl Metrics {
             "Sessions closed by the server, by close code",
             m.closes.clone(),
         );
-        registry.register(
-            "tls_failures",
-            "Failed TLS handshakes",
-            m.tls_failures.clone(),
-        );
+        registry.register("tls_failures", "Failed TLS handshakes", m.tls_failures.clone());
         Self { registry, ..m }
     }
 
     /// Counts a server-initiated close.
     pub fn count_close(&self, reason: CloseReason) {
-        self.closes
-            .get_or_create(&CloseLabels {
-                code: reason.code(),
+        self.closes.get_or_create(&CloseLabels { code: reason.code() }).inc();
+    }
+
+    /// Counts an upgrade refused for a bad or missing token.
+    pub fn count_auth_failure(&self, kind: &'static str) {
+        self.auth_failures.get_or_create(&AuthLabels { kind }).inc();
+    }
+
+    /// Counts an upgrade refused with an HTTP status.
+    pub fn count_refused_upgrade(&self, status: hyper::StatusCode) {
+        self.upgrades_refused
+            .get_or_create(&StatusLabels {
+                status: status.as_u16(),
             })
             .inc();
     }

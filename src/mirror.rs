@@ -125,8 +125,7 @@ impl StateMirror {
         }
         for entity in &frame.added {
             let fields = fields(entity.id, &entity.fields)?;
-            self.world
-                .replace(entity.id, entity.owner, entity.kind, fields);
+            self.world.replace(entity.id, entity.owner, entity.kind, fields);
         }
         for update in &frame.changed {
             for (field, value) in fields(update.id, &update.fields)? {
@@ -158,10 +157,7 @@ fn fields(entity: EntityId, fields: &[proto::Field]) -> Result<Vec<(FieldId, Val
         .iter()
         .map(|f| match &f.value {
             Some(v) => Ok((f.id, v.clone())),
-            None => Err(Desync::EmptyField {
-                entity,
-                field: f.id,
-            }),
+            None => Err(Desync::EmptyField { entity, field: f.id }),
         })
         .collect()
 }

@@ -141,6 +141,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a reliable message ahead of everything waiting (a resumed session's
+    /// `Welcome`). Not bounded: at most one per connection.
+    pub fn push_reliable_first(&self, message: Bytes) {
+        let mut inner = self.inner.lock();
+        inner.reliable_bytes += message.len();
+        inner.reliable.push_front(message);
+        wake(&mut inner);
+    }
+
     /// First half of replacing a room's state frame: drops the room's pending
     /// (untaken) frame, if any, and returns the tick of the last frame the transport
     /// took for that room (0: none, so the next frame must be a full snapshot).
@@ -231,11 +240,7 @@ impl Outbox {
 }
 
 fn delivered(inner: &Inner, room: RoomKey) -> Tick {
-    inner
-        .delivered
-        .iter()
-        .find(|(r, _)| *r == room)
-        .map_or(0, |(_, t)| *t)
+    inner.delivered.iter().find(|(r, _)| *r == room).map_or(0, |(_, t)| *t)
 }
 
 fn wake(inner: &mut Inner) {
@@ -269,11 +274,7 @@ mod tests {
 
         // The client stops reading: ticks 2..=50 each replace the previous one.
         for tick in 2..=50 {
-            assert_eq!(
-                outbox.supersede_state(1),
-                1,
-                "baseline stays at what was taken"
-            );
+            assert_eq!(outbox.supersede_state(1), 1, "baseline stays at what was taken");
             outbox.push_state(state(1, tick));
         }
         assert_eq!(outbox.superseded(), 48);
@@ -291,22 +292,13 @@ mod tests {
         });
         outbox.push_reliable(Bytes::from_static(b"a")).unwrap();
         outbox.push_reliable(Bytes::from_static(b"b")).unwrap();
-        assert_eq!(
-            outbox.push_reliable(Bytes::from_static(b"c")),
-            Err(Overflow)
-        );
+        assert_eq!(outbox.push_reliable(Bytes::from_static(b"c")), Err(Overflow));
         assert!(outbox.is_overflowed());
         let mut batch = Batch::default();
         outbox.drain(&mut batch);
-        assert_eq!(
-            batch.reliable,
-            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
-        );
+        assert_eq!(batch.reliable, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
         // Overflow is sticky: the session is closed, not resumed from a gap.
-        assert_eq!(
-            outbox.push_reliable(Bytes::from_static(b"d")),
-            Err(Overflow)
-        );
+        assert_eq!(outbox.push_reliable(Bytes::from_static(b"d")), Err(Overflow));
     }
 
     #[test]

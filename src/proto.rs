@@ -2,11 +2,7 @@
 //!
 //! `docs/PROTOCOL.md` documents every message; the schema is the source of truth.
 
-#![allow(
-    missing_docs,
-    clippy::doc_lazy_continuation,
-    clippy::large_enum_variant
-)]
+#![allow(missing_docs, clippy::doc_lazy_continuation, clippy::large_enum_variant)]
 
 include!(concat!(env!("OUT_DIR"), "/tickrelay.v1.rs"));
 

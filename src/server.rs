@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    CONNECTION, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_VERSION, UPGRADE,
+    AUTHORIZATION, CONNECTION, CONTENT_TYPE, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,11 +30,15 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{self, AuthMode, Authenticator};
 use crate::config::{Config, ConfigError};
+use crate::gate::Gate;
 use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::session::{Session, SessionContext};
 use crate::sim_pool::SimPool;
 use crate::tls::{self, TlsError};
-use crate::ws;
+use crate::ws::{self, Start};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,10 @@ pub enum ServerError {
 pub(crate) struct Shared {
     pub config: Config,
     pub pool: Arc<SimPool>,
+    pub session_ctx: SessionContext,
+    pub registry: Registry<Session>,
+    pub gate: Arc<Gate>,
+    pub slow_consumer: Duration,
     pub metrics: Arc<Metrics>,
     pub ws_config: WebSocketConfig,
     pub next_session: AtomicU64,
@@ -75,9 +83,7 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
-            .finish()
+        f.debug_struct("Server").field("local_addr", &self.local_addr).finish()
     }
 }
 
@@ -87,9 +93,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
         let tls = if config.tls.insecure_plain {
-            tracing::warn!(
-                "serving plain ws:// and http:// without TLS: only do this behind a TLS-terminating proxy"
-            );
+            tracing::warn!("serving plain ws:// and http:// without TLS: only do this behind a TLS-terminating proxy");
             None
         } else {
             let tls = tls::load(&config.tls)?;
@@ -119,7 +123,20 @@ impl Server {
             .max_message_size(Some(config.websocket.max_message_bytes))
             .max_frame_size(Some(config.websocket.max_message_bytes));
         let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
-        tracing::warn!("authentication is not configured: every connection is anonymous");
+        let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
+        if auth.mode() == AuthMode::Anonymous {
+            tracing::warn!(
+                "auth.mode = \"anonymous\": every connection is accepted without a token (development only)"
+            );
+        }
+        let session_ctx = SessionContext {
+            pool: pool.clone(),
+            auth,
+            settings: Arc::new(config.session_settings()),
+        };
+        let registry = Registry::new(config.connections.max_connections);
+        let gate = Gate::new(config.connections.clone());
+        let slow_consumer = Duration::from_secs_f64(config.session.slow_consumer_secs);
         Ok(Self {
             listener,
             local_addr,
@@ -127,6 +144,10 @@ impl Server {
             shared: Arc::new(Shared {
                 config,
                 pool,
+                session_ctx,
+                registry,
+                gate,
+                slow_consumer,
                 metrics,
                 ws_config,
                 next_session: AtomicU64::new(1),
@@ -161,11 +182,9 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         tracing::info!("listening on {scheme}://{}/ws", self.local_addr);
-        let acceptor = self
-            .tls
-            .as_ref()
-            .map(|t| TlsAcceptor::from(t.config.clone()));
+        let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let shared = self.shared;
+        shared.tracker.spawn(reap_parked_sessions(shared.clone()));
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -189,26 +208,37 @@ impl Server {
         tracing::info!("shutting down: closing every session");
         shared.shutdown.cancel();
         shared.tracker.close();
-        if tokio::time::timeout(grace, shared.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
             tracing::warn!("shutdown deadline reached with sessions still open");
+        }
+        // Sessions parked for resume end now (their members leave their rooms).
+        drop(shared.registry.expire_all());
+    }
+}
+
+/// Ends parked sessions whose resume grace is over, every 100 ms.
+async fn reap_parked_sessions(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = every.tick() => {
+                let expired = shared.registry.expire(std::time::Instant::now());
+                if !expired.is_empty() {
+                    tracing::debug!(count = expired.len(), "resume grace over; ending sessions");
+                }
+                drop(expired);
+                shared.metrics.sessions_parked.set(shared.registry.parked() as i64);
+            }
         }
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     match acceptor {
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(tls)) => serve_http(tls, peer, shared).await,
                 Ok(Err(e)) => {
@@ -262,30 +292,22 @@ fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> HttpR
             let mut response = text(StatusCode::OK, shared.metrics.render());
             response.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
             );
             response
         }
         (&Method::GET, "/ws") => upgrade(req, peer, shared),
-        (_, "/healthz" | "/metrics" | "/ws") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; the WebSocket endpoint is /ws\n",
-        ),
+        (_, "/healthz" | "/metrics" | "/ws") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
     }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -298,27 +320,16 @@ fn header_has_token(req: &Request<Incoming>, name: hyper::header::HeaderName, to
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Validates a WebSocket upgrade request (RFC 6455 §4.2.1), answers 101 and hands the
-/// upgraded connection to the WebSocket driver.
+/// Validates a WebSocket upgrade request (RFC 6455 §4.2.1) and the server's
+/// protections, in this order: the request itself (400/426), the `Origin` (403), the
+/// connection caps and handshake rate (503/429), the token (401). Then it answers 101
+/// and hands the upgraded connection to the WebSocket driver.
 fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> HttpResponse {
-    if !header_has_token(&req, CONNECTION, "upgrade")
-        || !header_has_token(&req, UPGRADE, "websocket")
-    {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade request\n",
-        );
+    if !header_has_token(&req, CONNECTION, "upgrade") || !header_has_token(&req, UPGRADE, "websocket") {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request\n");
     }
-    if req
-        .headers()
-        .get(SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        let mut response = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported WebSocket version; use 13\n",
-        );
+    if req.headers().get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        let mut response = text(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version; use 13\n");
         response
             .headers_mut()
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
@@ -328,18 +339,64 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
     let accept = derive_accept_key(key.as_bytes());
+    let metrics = &shared.metrics;
+
+    let origin = req.headers().get(ORIGIN).map(|v| v.to_str().unwrap_or("invalid"));
+    if !shared.config.origins.allows(origin) {
+        metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
+        tracing::debug!(%peer, ?origin, "origin refused");
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let permit = match shared.gate.admit(peer.ip(), std::time::Instant::now()) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            metrics.count_refused_upgrade(refusal.status);
+            return text(refusal.status, format!("{}\n", refusal.message));
+        }
+    };
+    let query = req.uri().query();
+    let protocols = req
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let authorization = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = auth::token_from_request(authorization, query, protocols);
+    let identity = match shared.session_ctx.auth.authenticate(token) {
+        Ok(identity) => identity,
+        Err(e) => {
+            metrics.count_auth_failure(e.kind());
+            metrics.count_refused_upgrade(StatusCode::UNAUTHORIZED);
+            let mut response = text(StatusCode::UNAUTHORIZED, format!("{e}\n"));
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tickrelay\", error=\"invalid_token\""),
+            );
+            return response;
+        }
+    };
+    let start = match query.and_then(|q| auth::query_param(q, "resume")) {
+        None => Start::New(identity),
+        Some(token) => {
+            // Anonymous sessions are identified by the resume token alone.
+            let user = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
+            match shared.registry.take(token, user, std::time::Instant::now()) {
+                Some(session) => Start::Resume(Box::new(session), identity),
+                None => Start::ResumeFailed,
+            }
+        }
+    };
+    let offered_protocol = header_has_token(&req, SEC_WEBSOCKET_PROTOCOL, auth::PROTOCOL);
+
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(task_shared.ws_config),
-                )
-                .await;
-                ws::serve(ws, peer, task_shared).await;
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(task_shared.ws_config))
+                        .await;
+                ws::serve(ws, peer, task_shared, start, permit).await;
             }
             Err(e) => tracing::debug!(%peer, "upgrade failed: {e}"),
         }
@@ -353,5 +410,9 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
         SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
+    // Browsers that offered subprotocols (to carry a token) require one back.
+    if offered_protocol {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(auth::PROTOCOL));
+    }
     response
 }

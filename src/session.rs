@@ -7,15 +7,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::auth::{Authenticator, Identity};
+use crate::clock::Now;
 use crate::error::CloseReason;
 use crate::frame::{DecodeError, decode_client, encode_message};
+use crate::heartbeat::{Beat, Heartbeat};
+use crate::limits::{RateLimiter, RateLimits, Verdict};
 use crate::outbox::Outbox;
 use crate::proto::{
-    self, ClientMessage, ErrorCode, PROTOCOL_VERSION, client_message, request, response,
-    server_message::Kind,
+    self, ClientMessage, ErrorCode, PROTOCOL_VERSION, client_message, request, response, server_message::Kind,
 };
 use crate::room::error_message;
 use crate::sim_pool::{Command, PoolError, RoomHandle, SimPool};
@@ -30,21 +34,59 @@ pub enum Inbound<'a> {
     Text,
     /// A message over the size limit (the driver refused to buffer it).
     TooBig,
+    /// A transport-level control frame (ping, pong): liveness only.
+    Control,
 }
 
 /// Settings announced in `Welcome` and enforced by the session.
 #[derive(Debug, Clone)]
-pub struct SessionLimits {
-    /// Largest inbound message in bytes.
+pub struct SessionSettings {
+    /// Largest inbound message in bytes (enforced by the driver's transport).
     pub max_message_bytes: u32,
+    /// Message and byte rate limits.
+    pub rate: RateLimits,
+    /// Ping after this long without inbound traffic.
+    pub heartbeat_interval: Duration,
+    /// Drop the peer if nothing arrives this long after a ping.
+    pub heartbeat_timeout: Duration,
+    /// How long a dropped session is held for resume.
+    pub resume_grace: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024,
+            rate: RateLimits::default(),
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(5),
+            resume_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What a session needs from the server.
+#[derive(Clone)]
+pub struct SessionContext {
+    /// The rooms.
+    pub pool: Arc<SimPool>,
+    /// Verifies refreshed tokens.
+    pub auth: Arc<Authenticator>,
+    /// Limits and timers.
+    pub settings: Arc<SessionSettings>,
 }
 
 /// See the module documentation.
 pub struct Session {
     id: MemberId,
-    user_id: Arc<str>,
+    identity: Identity,
+    /// When the token expires, on the driver's clock.
+    expires_at: Option<Instant>,
+    resume_token: String,
     outbox: Arc<Outbox>,
-    pool: Arc<SimPool>,
+    ctx: SessionContext,
+    heartbeat: Heartbeat,
+    limiter: RateLimiter,
     /// Rooms this session joined, by room id.
     rooms: HashMap<String, RoomHandle>,
 }
@@ -53,41 +95,103 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("id", &self.id)
-            .field("user_id", &self.user_id)
+            .field("user_id", &self.identity.user_id)
             .field("rooms", &self.rooms.len())
             .finish()
     }
 }
 
+/// Converts a Unix expiry to a deadline on the monotonic clock.
+fn deadline(expires_at_unix: Option<u64>, now: Now) -> Option<Instant> {
+    let remaining_us = expires_at_unix?.saturating_mul(1_000_000).saturating_sub(now.unix_us);
+    Some(now.instant + Duration::from_micros(remaining_us))
+}
+
 impl Session {
     /// Starts a session and queues its `Welcome`.
-    pub fn new(
-        id: MemberId,
-        user_id: Arc<str>,
-        outbox: Arc<Outbox>,
-        pool: Arc<SimPool>,
-        limits: &SessionLimits,
-        now_us: u64,
-    ) -> Self {
-        let welcome = Kind::Welcome(proto::Welcome {
-            protocol_version: PROTOCOL_VERSION,
-            session_id: id,
-            resume_token: String::new(),
-            limits: Some(proto::Limits {
-                max_message_bytes: limits.max_message_bytes,
-                ..Default::default()
-            }),
-            server_time_us: now_us,
-            user_id: user_id.to_string(),
-            ..Default::default()
-        });
-        let _ = outbox.push_reliable(encode_message(welcome));
-        Self {
+    pub fn new(id: MemberId, identity: Identity, outbox: Arc<Outbox>, ctx: SessionContext, now: Now) -> Self {
+        let settings = &ctx.settings;
+        let session = Self {
             id,
-            user_id,
+            expires_at: deadline(identity.expires_at, now),
+            identity,
+            resume_token: crate::registry::resume_token(),
             outbox,
-            pool,
+            heartbeat: Heartbeat::new(settings.heartbeat_interval, settings.heartbeat_timeout, now.instant),
+            limiter: RateLimiter::new(settings.rate, now.instant),
+            ctx,
             rooms: HashMap::new(),
+        };
+        session.reply(session.welcome(false, now));
+        session
+    }
+
+    fn welcome(&self, resumed: bool, now: Now) -> Bytes {
+        let s = &self.ctx.settings;
+        encode_message(Kind::Welcome(proto::Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            session_id: self.id,
+            resume_token: self.resume_token.clone(),
+            limits: Some(proto::Limits {
+                max_message_bytes: s.max_message_bytes,
+                messages_per_second: s.rate.messages_per_second as u32,
+                message_burst: s.rate.message_burst as u32,
+                bytes_per_second: s.rate.bytes_per_second as u32,
+            }),
+            heartbeat_interval_ms: s.heartbeat_interval.as_millis() as u32,
+            heartbeat_timeout_ms: s.heartbeat_timeout.as_millis() as u32,
+            resume_grace_ms: s.resume_grace.as_millis() as u32,
+            server_time_us: now.unix_us,
+            user_id: self.identity.user_id.to_string(),
+            resumed,
+        }))
+    }
+
+    /// Continues this session on a new connection: fresh timers and buckets, a
+    /// `Welcome` with `resumed` set ahead of anything that waited in the outbox, and
+    /// a full snapshot of every room at its next tick.
+    pub fn resume(&mut self, identity: Option<Identity>, now: Now) {
+        if let Some(identity) = identity {
+            self.expires_at = deadline(identity.expires_at, now);
+            self.identity = identity;
+        }
+        let s = &self.ctx.settings;
+        self.heartbeat = Heartbeat::new(s.heartbeat_interval, s.heartbeat_timeout, now.instant);
+        self.limiter = RateLimiter::new(s.rate, now.instant);
+        self.outbox.reset_delivered();
+        self.outbox.push_reliable_first(self.welcome(true, now));
+    }
+
+    /// The resume token announced in `Welcome`.
+    pub fn resume_token(&self) -> &str {
+        &self.resume_token
+    }
+
+    /// Who this session is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Inbound messages refused by the rate limiter so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.limiter.refused()
+    }
+
+    /// When [`Session::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        let heartbeat = self.heartbeat.deadline();
+        self.expires_at.map_or(heartbeat, |e| e.min(heartbeat))
+    }
+
+    /// Advances the timers. `Ok(Beat::Ping)`: send a transport-level ping now.
+    /// `Err`: close the connection with this reason.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<Beat, CloseReason> {
+        if self.expires_at.is_some_and(|e| now >= e) {
+            return Err(CloseReason::TokenExpired);
+        }
+        match self.heartbeat.poll(now) {
+            Beat::TimedOut => Err(CloseReason::HeartbeatTimeout),
+            beat => Ok(beat),
         }
     }
 
@@ -102,11 +206,13 @@ impl Session {
     }
 
     /// Handles one inbound message. `Err` means: close the connection with this reason.
-    pub fn handle(&mut self, inbound: Inbound<'_>, now_us: u64) -> Result<(), CloseReason> {
+    pub fn handle(&mut self, inbound: Inbound<'_>, now: Now) -> Result<(), CloseReason> {
+        self.heartbeat.on_inbound(now.instant);
         let bytes = match inbound {
             Inbound::Binary(bytes) => bytes,
             Inbound::Text => return Err(CloseReason::TextFrame),
             Inbound::TooBig => return Err(CloseReason::MessageTooBig),
+            Inbound::Control => return Ok(()),
         };
         let envelope = match decode_client(bytes) {
             Ok(envelope) => envelope,
@@ -116,9 +222,24 @@ impl Session {
                 return Ok(());
             }
         };
+        match self.limiter.check(envelope.messages.len(), bytes.len(), now.instant) {
+            Verdict::Allow => {}
+            Verdict::Flood => return Err(CloseReason::RateLimited),
+            Verdict::Refuse { notify, retry_after } => {
+                if notify {
+                    self.reply(encode_message(Kind::Error(proto::Error {
+                        code: ErrorCode::RateLimited as i32,
+                        message: "over the rate limit; messages dropped".into(),
+                        retry_after_ms: retry_after.as_millis().max(1) as u32,
+                        ..Default::default()
+                    })));
+                }
+                return Ok(());
+            }
+        }
         for ClientMessage { kind } in envelope.messages {
             if let Some(kind) = kind {
-                self.handle_message(kind, now_us);
+                self.handle_message(kind, now);
             }
         }
         if self.outbox.is_overflowed() {
@@ -127,7 +248,7 @@ impl Session {
         Ok(())
     }
 
-    fn handle_message(&mut self, kind: client_message::Kind, now_us: u64) {
+    fn handle_message(&mut self, kind: client_message::Kind, now: Now) {
         use client_message::Kind as K;
         match kind {
             K::Join(join) => self.join(join),
@@ -147,12 +268,7 @@ impl Session {
                     return self.not_a_member(&input.room, input.seq);
                 };
                 let Some(payload) = input.payload else {
-                    let error = error_message(
-                        ErrorCode::BadRequest,
-                        "input without payload",
-                        input.seq,
-                        &input.room,
-                    );
+                    let error = error_message(ErrorCode::BadRequest, "input without payload", input.seq, &input.room);
                     return self.reply(error);
                 };
                 let command = Command::Input {
@@ -179,7 +295,7 @@ impl Session {
                 let pong = Kind::Pong(proto::Pong {
                     nonce: ping.nonce,
                     ping_sent_time_us: ping.sent_time_us,
-                    time_us: now_us,
+                    time_us: now.unix_us,
                 });
                 self.reply(encode_message(pong));
             }
@@ -187,9 +303,28 @@ impl Session {
             K::Pong(_) => {}
             // Acks matter only on unreliable transports.
             K::Ack(_) => {}
-            K::RefreshToken(refresh) => self.reply(error_message(
-                ErrorCode::BadRequest,
-                "token refresh needs JWT authentication, which this server does not use",
+            K::RefreshToken(refresh) => self.refresh(refresh, now),
+        }
+    }
+
+    fn refresh(&mut self, refresh: proto::RefreshToken, now: Now) {
+        if self.ctx.auth.mode() == crate::auth::AuthMode::Anonymous {
+            let message = "token refresh needs JWT authentication; this server runs in anonymous mode";
+            return self.reply(error_message(ErrorCode::BadRequest, message, refresh.request_id, ""));
+        }
+        match self.ctx.auth.refresh(&self.identity.user_id, &refresh.token) {
+            Ok(identity) => {
+                self.expires_at = deadline(identity.expires_at, now);
+                let expires_at_unix = identity.expires_at.unwrap_or_default();
+                self.identity = identity;
+                self.reply(encode_message(Kind::TokenRefreshed(proto::TokenRefreshed {
+                    request_id: refresh.request_id,
+                    expires_at_unix,
+                })));
+            }
+            Err(e) => self.reply(error_message(
+                ErrorCode::Forbidden,
+                &format!("token refused: {e}"),
                 refresh.request_id,
                 "",
             )),
@@ -206,14 +341,23 @@ impl Session {
             );
             return self.reply(error);
         }
-        let room = match self.pool.get_or_create(&join.room, &join.room_type) {
+        if !self.identity.may_join(&join.room) {
+            let message = "the token does not allow this room";
+            return self.reply(error_message(
+                ErrorCode::Forbidden,
+                message,
+                join.request_id,
+                &join.room,
+            ));
+        }
+        let room = match self.ctx.pool.get_or_create(&join.room, &join.room_type) {
             Ok(room) => room,
             Err(e) => return self.pool_error(&e, join.request_id, &join.room),
         };
         let command = Command::Join {
             room: room.key,
             member: self.id,
-            user_id: self.user_id.clone(),
+            user_id: self.identity.user_id.clone(),
             outbox: self.outbox.clone(),
             request_id: join.request_id,
         };
@@ -226,7 +370,7 @@ impl Session {
         let id = request.request_id;
         match request.kind {
             Some(request::Kind::ListRooms(_)) => {
-                let rooms = self.pool.list_rooms();
+                let rooms = self.ctx.pool.list_rooms();
                 let response = Kind::Response(proto::Response {
                     request_id: id,
                     kind: Some(response::Kind::Rooms(proto::RoomList { rooms })),
@@ -244,18 +388,13 @@ impl Session {
                 };
                 self.send(&room, command, id);
             }
-            None => self.reply(error_message(
-                ErrorCode::BadRequest,
-                "request of unknown kind",
-                id,
-                "",
-            )),
+            None => self.reply(error_message(ErrorCode::BadRequest, "request of unknown kind", id, "")),
         }
     }
 
     /// Sends a command to a room's thread; a refusal is answered with an error.
     fn send(&mut self, room: &RoomHandle, command: Command, request_id: u64) -> bool {
-        match self.pool.send(room, command) {
+        match self.ctx.pool.send(room, command) {
             Ok(()) => true,
             Err(e) => {
                 self.pool_error(&e, request_id, &room.shared.id);
@@ -265,12 +404,7 @@ impl Session {
     }
 
     fn pool_error(&self, error: &PoolError, request_id: u64, room: &str) {
-        self.reply(error_message(
-            error.code(),
-            &error.to_string(),
-            request_id,
-            room,
-        ));
+        self.reply(error_message(error.code(), &error.to_string(), request_id, room));
     }
 
     fn not_a_member(&self, room: &str, request_id: u64) {
@@ -297,7 +431,7 @@ impl Session {
                 member: self.id,
                 request_id: 0,
             };
-            let _ = self.pool.send(&room, command);
+            let _ = self.ctx.pool.send(&room, command);
         }
     }
 }

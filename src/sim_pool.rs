@@ -44,9 +44,7 @@ pub struct RoomType {
 
 impl std::fmt::Debug for RoomType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoomType")
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("RoomType").field("config", &self.config).finish()
     }
 }
 
@@ -333,13 +331,7 @@ impl SimPool {
             max_members: spec.config.max_members as u32,
             members: AtomicU32::new(0),
         });
-        let room = Room::new(
-            key,
-            id.clone(),
-            type_name,
-            spec.config.clone(),
-            (spec.factory)(),
-        );
+        let room = Room::new(key, id.clone(), type_name, spec.config.clone(), (spec.factory)());
         let thread = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].rooms.load(Ordering::Relaxed))
             .unwrap_or(0);
@@ -376,10 +368,7 @@ impl SimPool {
 
     /// Sends a command to the room's thread without blocking.
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
-        self.workers[room.thread]
-            .tx
-            .try_send(command)
-            .map_err(send_error)
+        self.workers[room.thread].tx.try_send(command).map_err(send_error)
     }
 
     /// Stops every thread and waits for them.
@@ -465,8 +454,7 @@ impl SimThread {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Create(room, shared) => {
-                let schedule =
-                    TickSchedule::new(Instant::now(), room.config().tick_rate, self.max_catch_up);
+                let schedule = TickSchedule::new(Instant::now(), room.config().tick_rate, self.max_catch_up);
                 self.rooms.push(OwnedRoom {
                     room: *room,
                     shared,
@@ -487,12 +475,7 @@ impl SimThread {
                     r.sync_members(&self.metrics);
                 }
                 None => {
-                    let error = error_message(
-                        ErrorCode::RoomClosed,
-                        "room closed; join again",
-                        request_id,
-                        "",
-                    );
+                    let error = error_message(ErrorCode::RoomClosed, "room closed; join again", request_id, "");
                     let _ = outbox.push_reliable(error);
                 }
             },
@@ -517,11 +500,7 @@ impl SimThread {
                     r.room.push_input(member, seq, payload);
                 }
             }
-            Command::Event {
-                room,
-                member,
-                event,
-            } => {
+            Command::Event { room, member, event } => {
                 if let Some(r) = self.room_mut(room) {
                     r.room.push_event(member, event);
                 }
@@ -546,12 +525,8 @@ impl SimThread {
             let owned = &mut self.rooms[i];
             let (overruns, dropped) = (owned.schedule.overruns(), owned.schedule.dropped());
             let due = owned.schedule.poll(now);
-            self.metrics
-                .overruns
-                .inc_by(owned.schedule.overruns() - overruns);
-            self.metrics
-                .dropped_ticks
-                .inc_by(owned.schedule.dropped() - dropped);
+            self.metrics.overruns.inc_by(owned.schedule.overruns() - overruns);
+            self.metrics.dropped_ticks.inc_by(owned.schedule.dropped() - dropped);
             let mut healthy = true;
             for _ in 0..due {
                 let started = Instant::now();
@@ -563,14 +538,10 @@ impl SimThread {
                         m.tick_duration.observe(started.elapsed().as_secs_f64());
                         m.frames.inc_by(u64::from(report.frames));
                         m.full_frames.inc_by(u64::from(report.full_frames));
-                        m.bytes_encoded
-                            .inc_by((report.delta_bytes + report.full_bytes) as u64);
+                        m.bytes_encoded.inc_by((report.delta_bytes + report.full_bytes) as u64);
                     }
                     Err(_) => {
-                        tracing::error!(
-                            room = owned.room.id(),
-                            "simulation panicked; closing the room"
-                        );
+                        tracing::error!(room = owned.room.id(), "simulation panicked; closing the room");
                         self.metrics.room_panics.inc();
                         healthy = false;
                         break;
@@ -617,11 +588,7 @@ impl OwnedRoom {
         let count = self.room.member_count() as u32;
         let before = self.shared.members.swap(count, Ordering::Relaxed);
         metrics.members.inc_by(i64::from(count) - i64::from(before));
-        self.empty_since = if count == 0 {
-            Some(Instant::now())
-        } else {
-            None
-        };
+        self.empty_since = if count == 0 { Some(Instant::now()) } else { None };
     }
 }
 
@@ -648,12 +615,7 @@ mod tests {
     impl Simulation for Gated {
         fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
         fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
-        fn input(
-            &mut self,
-            _: &mut SimContext<'_>,
-            _: MemberId,
-            _: &input::Payload,
-        ) -> Result<(), SimError> {
+        fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
             Ok(())
         }
         fn step(&mut self, _: &mut SimContext<'_>) {
@@ -745,10 +707,7 @@ mod tests {
         let (mut seen, mut reliable) = (0, Vec::new());
         let mut batch = Batch::default();
         while seen < frames {
-            assert!(
-                Instant::now() < deadline,
-                "only {seen} of {frames} frames arrived"
-            );
+            assert!(Instant::now() < deadline, "only {seen} of {frames} frames arrived");
             if outbox.drain(&mut batch) {
                 seen += batch.states.len();
                 for m in &batch.reliable {

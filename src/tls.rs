@@ -49,12 +49,8 @@ pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
         (Some(cert), Some(key)) => (read_chain(cert)?, read_key(key)?, None),
         _ => {
             let (chain, key, pem) = generate_dev_cert()?;
-            std::fs::write(&config.dev_cert_path, &pem).map_err(|e| {
-                TlsError::DevCert(format!(
-                    "cannot write {}: {e}",
-                    config.dev_cert_path.display()
-                ))
-            })?;
+            std::fs::write(&config.dev_cert_path, &pem)
+                .map_err(|e| TlsError::DevCert(format!("cannot write {}: {e}", config.dev_cert_path.display())))?;
             (chain, key, Some(pem))
         }
     };
@@ -106,13 +102,8 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 type Generated = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String);
 
 fn generate_dev_cert() -> Result<Generated, TlsError> {
-    let names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    let certified =
-        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::DevCert(e.to_string()))?;
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::DevCert(e.to_string()))?;
     let pem = certified.cert.pem();
     let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
     Ok((vec![certified.cert.der().clone()], key.into(), pem))

@@ -6,8 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::{TestClient, start, start_with};
 use tickrelay::proto::{
-    self, EntityUpdate, EntityWrites, ErrorCode, Field, PresenceChange, client_message, input,
-    request, response, server_message::Kind,
+    self, EntityUpdate, EntityWrites, ErrorCode, Field, PresenceChange, client_message, input, request, response,
+    server_message::Kind,
 };
 use tickrelay::state::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -48,32 +48,19 @@ async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches() {
     assert_eq!(a.welcome.protocol_version, proto::PROTOCOL_VERSION);
     assert_eq!(a.welcome.limits.unwrap().max_message_bytes, 16 * 1024);
     let joined = a.join("r1", "relay").await;
-    assert_eq!(
-        (joined.member_id, joined.tick_rate),
-        (a.welcome.session_id, 60)
-    );
+    assert_eq!((joined.member_id, joined.tick_rate), (a.welcome.session_id, 60));
 
     a.input("r1", create(1, 0)).await;
     let mut last = 0;
     for v in 1..=20 {
         last = a.input("r1", set(1, v)).await;
     }
-    while a
-        .mirrors
-        .get("r1")
-        .is_none_or(|m| m.last_input_seq() < last)
-    {
+    while a.mirrors.get("r1").is_none_or(|m| m.last_input_seq() < last) {
         a.next().await;
     }
     let frames = &a.frames["r1"];
-    assert_eq!(
-        frames[0].baseline_tick, 0,
-        "the first frame is a full snapshot"
-    );
-    assert!(
-        frames[1..].iter().all(|f| f.baseline_tick != 0),
-        "then deltas"
-    );
+    assert_eq!(frames[0].baseline_tick, 0, "the first frame is a full snapshot");
+    assert!(frames[1..].iter().all(|f| f.baseline_tick != 0), "then deltas");
     let mirror = &a.mirrors["r1"];
     assert_eq!(mirror.world().get(1).unwrap().get(1), Some(&Value::Int(20)));
     assert!(mirror.checksums_verified() as usize >= frames.len() - 1);
@@ -86,11 +73,8 @@ async fn arena_members_see_the_same_verified_state() {
     let mut b = TestClient::connect(&server).await;
     a.join("arena-1", "arena").await;
     b.join("arena-1", "arena").await;
-    a.input(
-        "arena-1",
-        input::Payload::Intent(Bytes::from_static(&[127, 0])),
-    )
-    .await;
+    a.input("arena-1", input::Payload::Intent(Bytes::from_static(&[127, 0])))
+        .await;
     a.frames_in("arena-1", 30).await;
     b.frames_in("arena-1", 30).await;
     for client in [&a, &b] {
@@ -110,11 +94,7 @@ async fn rooms_are_isolated() {
     a.join("left", "relay").await;
     b.join("right", "relay").await;
     let seq = a.input("left", create(5, 1)).await;
-    while a
-        .mirrors
-        .get("left")
-        .is_none_or(|m| m.last_input_seq() < seq)
-    {
+    while a.mirrors.get("left").is_none_or(|m| m.last_input_seq() < seq) {
         a.next().await;
     }
     assert_eq!(a.mirrors["left"].world().len(), 1);
@@ -138,8 +118,35 @@ async fn presence_announces_joins_and_leaves() {
         _ => None,
     };
     assert_eq!(a.until(change).await, PresenceChange::Joined as i32);
-    drop(b);
+    // A normal close leaves at once.
+    b.ws.close(None).await.unwrap();
     assert_eq!(a.until(change).await, PresenceChange::Left as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_keeps_its_seat_for_the_grace_period_only() {
+    let server = start_with(|c| c.session.resume_grace_secs = 0.5).await;
+    let mut a = TestClient::connect(&server).await;
+    a.join("lobby", "relay").await;
+    let mut b = TestClient::connect(&server).await;
+    b.join("lobby", "relay").await;
+    let b_id = b.welcome.session_id;
+    let left = |k: &Kind| match k {
+        Kind::Presence(p)
+            if p.member.as_ref().unwrap().member_id == b_id && p.change == PresenceChange::Left as i32 =>
+        {
+            Some(())
+        }
+        _ => None,
+    };
+    let dropped = std::time::Instant::now();
+    drop(b); // no close frame: the connection is simply lost
+    a.until(left).await;
+    let held = dropped.elapsed();
+    assert!(
+        held >= std::time::Duration::from_millis(500),
+        "seat released after {held:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,10 +228,8 @@ async fn requests_are_answered_with_their_correlation_ids() {
     assert_eq!((pong.nonce, pong.ping_sent_time_us), (9, 1234));
     assert!(pong.time_us > 0);
     // The resync produces a second full snapshot.
-    a.until(|k| {
-        matches!(k, Kind::State(s) if s.baseline_tick == 0 && s.tick > first_tick).then_some(())
-    })
-    .await;
+    a.until(|k| matches!(k, Kind::State(s) if s.baseline_tick == 0 && s.tick > first_tick).then_some(()))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,10 +276,7 @@ async fn bad_input_closes_only_the_offender() {
     good.join("shared", "arena").await;
     let cases: Vec<(Message, u16)> = vec![
         (Message::Text("hello".into()), 1003),
-        (
-            Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff])),
-            1007,
-        ),
+        (Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff])), 1007),
         (Message::Binary(vec![0u8; 17 * 1024].into()), 1009),
     ];
     for (bad_message, code) in cases {
@@ -299,10 +301,7 @@ async fn bad_input_closes_only_the_offender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints() {
     let server = start().await;
-    assert_eq!(
-        common::https_get(&server, "/healthz").await,
-        (200, "ok\n".into())
-    );
+    assert_eq!(common::https_get(&server, "/healthz").await, (200, "ok\n".into()));
     let _client = TestClient::connect(&server).await;
     let (status, metrics) = common::https_get(&server, "/metrics").await;
     assert_eq!(status, 200);
@@ -329,10 +328,7 @@ async fn shutdown_closes_every_session_with_1001() {
     }
     server.shutdown.cancel();
     for c in &mut clients {
-        assert_eq!(
-            c.close_frame().await,
-            (1001, "server shutting down".to_string())
-        );
+        assert_eq!(c.close_frame().await, (1001, "server shutting down".to_string()));
     }
     tokio::time::timeout(common::WAIT, server.task.take().unwrap())
         .await

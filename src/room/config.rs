@@ -58,28 +58,12 @@ impl RoomConfig {
                 Err(ConfigError { field, problem })
             }
         };
-        check(
-            (1..=128).contains(&self.tick_rate),
-            "tick_rate",
-            "must be 1-128",
-        )?;
+        check((1..=128).contains(&self.tick_rate), "tick_rate", "must be 1-128")?;
         check(self.max_members >= 1, "max_members", "must be at least 1")?;
-        check(
-            (1..=1024).contains(&self.history),
-            "history",
-            "must be 1-1024",
-        )?;
-        check(
-            self.checksum_interval >= 1,
-            "checksum_interval",
-            "must be at least 1",
-        )?;
+        check((1..=1024).contains(&self.history), "history", "must be 1-1024")?;
+        check(self.checksum_interval >= 1, "checksum_interval", "must be at least 1")?;
         check(self.input_queue >= 1, "input_queue", "must be at least 1")?;
-        check(
-            self.max_pending_events >= 1,
-            "max_pending_events",
-            "must be at least 1",
-        )
+        check(self.max_pending_events >= 1, "max_pending_events", "must be at least 1")
     }
 
     /// `idle_frame_every` with 0 resolved to one second's worth of ticks.

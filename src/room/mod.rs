@@ -23,8 +23,7 @@ use crate::delta::{self, FrameMeta};
 use crate::frame::encode_message;
 use crate::outbox::{Outbox, PendingState, RoomKey};
 use crate::proto::{
-    self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input,
-    server_message::Kind,
+    self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
 };
 use crate::simulation::{SimContext, Simulation};
 use crate::state::{MemberId, Tick, World};
@@ -137,13 +136,7 @@ impl std::fmt::Debug for Room {
 
 impl Room {
     /// A new, empty room. `key` must be unique among the rooms sharing outboxes.
-    pub fn new(
-        key: RoomKey,
-        id: Arc<str>,
-        room_type: Arc<str>,
-        config: RoomConfig,
-        sim: Box<dyn Simulation>,
-    ) -> Self {
+    pub fn new(key: RoomKey, id: Arc<str>, room_type: Arc<str>, config: RoomConfig, sim: Box<dyn Simulation>) -> Self {
         Self {
             key,
             id,
@@ -246,12 +239,8 @@ impl Room {
             };
             self.broadcast_presence(info, PresenceChange::Joined);
             self.index.insert(member, self.members.len());
-            self.members.push(Member::new(
-                member,
-                user_id,
-                outbox,
-                self.config.input_queue,
-            ));
+            self.members
+                .push(Member::new(member, user_id, outbox, self.config.input_queue));
             self.sim_calls.push(SimCall::Join(member));
         }
         let joined = Kind::Joined(proto::Joined {
@@ -318,11 +307,7 @@ impl Room {
             InputVerdict::Duplicate => self.stats.inputs_duplicate += 1,
             InputVerdict::QueueFull => {
                 self.stats.inputs_overflowed += 1;
-                let error = self.error(
-                    ErrorCode::InputQueueFull,
-                    "input queue full; input dropped",
-                    seq,
-                );
+                let error = self.error(ErrorCode::InputQueueFull, "input queue full; input dropped", seq);
                 self.send_to(member, error);
             }
         }
@@ -335,11 +320,7 @@ impl Room {
             return;
         }
         if self.events.len() >= self.config.max_pending_events {
-            let error = self.error(
-                ErrorCode::ServerBusy,
-                "too many events pending in this room",
-                0,
-            );
+            let error = self.error(ErrorCode::ServerBusy, "too many events pending in this room", 0);
             self.send_to(sender, error);
             return;
         }
@@ -440,10 +421,7 @@ impl Room {
             self.event_seq += 1;
             self.stats.events += 1;
             let SendEvent {
-                kind,
-                payload,
-                targets,
-                ..
+                kind, payload, targets, ..
             } = queued.event;
             let message = encode_message(Kind::Event(RoomEvent {
                 room: self.id.to_string(),
@@ -487,12 +465,7 @@ impl Room {
             let (key, baseline) = if full {
                 (BodyKey::Full, 0)
             } else {
-                let changes = self
-                    .change_ticks
-                    .iter()
-                    .rev()
-                    .take_while(|&&t| t > delivered)
-                    .count();
+                let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
                 (BodyKey::Delta(changes), delivered)
             };
             let body = match self.bodies.iter().find(|(k, _)| *k == key) {
@@ -509,9 +482,7 @@ impl Room {
                     self.stats.bytes_encoded += body.len() as u64;
                     match key {
                         BodyKey::Full => report.full_bytes = body.len(),
-                        BodyKey::Delta(_) => {
-                            report.delta_bytes = report.delta_bytes.max(body.len())
-                        }
+                        BodyKey::Delta(_) => report.delta_bytes = report.delta_bytes.max(body.len()),
                     }
                     self.bodies.push((key, body.clone()));
                     body

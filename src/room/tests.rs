@@ -10,9 +10,7 @@ use super::*;
 use crate::frame::{decode_server, encode_batch};
 use crate::mirror::{Desync, StateMirror};
 use crate::outbox::{Batch, OutboxLimits};
-use crate::proto::{
-    Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message,
-};
+use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
 use crate::simulation::{Arena, ArenaConfig, Relay};
 use crate::state::Value;
 
@@ -70,13 +68,7 @@ impl Client {
 }
 
 fn relay_room(config: RoomConfig) -> Room {
-    Room::new(
-        1,
-        "room".into(),
-        "relay".into(),
-        config,
-        Box::new(Relay::new()),
-    )
+    Room::new(1, "room".into(), "relay".into(), config, Box::new(Relay::new()))
 }
 
 fn join(room: &mut Room, client: &Client) {
@@ -124,9 +116,7 @@ fn join_answers_and_first_frame_is_a_full_snapshot() {
     room.push_input(10, 1, create(1, vec![float(1, 1.0)]));
     room.tick(0);
     assert_eq!(a.read(), 1);
-    assert!(
-        matches!(a.take_received()[0], server_message::Kind::Joined(ref j) if j.member_id == 10)
-    );
+    assert!(matches!(a.take_received()[0], server_message::Kind::Joined(ref j) if j.member_id == 10));
 
     join(&mut room, &b);
     room.tick(0);
@@ -182,10 +172,7 @@ fn relay_members_write_only_their_own_entities() {
         ]
     );
     assert_eq!(room.stats().inputs_rejected, 4);
-    assert_eq!(
-        room.world().get(100).unwrap().get(1),
-        Some(&Value::Float(0.0))
-    );
+    assert_eq!(room.world().get(100).unwrap().get(1), Some(&Value::Float(0.0)));
     assert!(a.errors().is_empty());
     // Rejected inputs still count as applied: the client must not replay them.
     assert_eq!(b.mirror.last_input_seq(), 4);
@@ -203,11 +190,7 @@ fn relay_limits_are_enforced() {
     room.push_input(1, 1, create(1, vec![]));
     room.push_input(1, 2, create(2, vec![]));
     room.push_input(1, 3, create(3, vec![]));
-    room.push_input(
-        1,
-        4,
-        update(1, vec![float(1, 0.0), float(2, 0.0), float(3, 0.0)]),
-    );
+    room.push_input(1, 4, update(1, vec![float(1, 0.0), float(2, 0.0), float(3, 0.0)]));
     room.push_input(
         1,
         5,
@@ -224,10 +207,7 @@ fn relay_limits_are_enforced() {
     a.read();
     let codes: Vec<_> = a.errors().iter().map(|e| e.code).collect();
     let limit = ErrorCode::LimitExceeded as i32;
-    assert_eq!(
-        codes,
-        vec![limit, limit, limit, ErrorCode::BadRequest as i32]
-    );
+    assert_eq!(codes, vec![limit, limit, limit, ErrorCode::BadRequest as i32]);
     assert_eq!(room.world().len(), 2);
 }
 
@@ -266,10 +246,7 @@ fn members_whose_session_closed_are_evicted_at_the_next_tick() {
     room.tick(0);
     assert_eq!(room.member_count(), 1);
     b.read();
-    assert!(
-        b.mirror.world().is_empty(),
-        "the member's entities went with it"
-    );
+    assert!(b.mirror.world().is_empty(), "the member's entities went with it");
 }
 
 #[test]
@@ -378,10 +355,7 @@ fn events_reach_exactly_their_targets_in_order() {
     }
     assert_eq!(seen[0], vec![]);
     assert_eq!(seen[1], vec![("all".to_string(), 1, 1)]);
-    assert_eq!(
-        seen[2],
-        vec![("all".to_string(), 1, 1), ("dm".to_string(), 2, 2)]
-    );
+    assert_eq!(seen[2], vec![("all".to_string(), 1, 1), ("dm".to_string(), 2, 2)]);
     assert_eq!(seen[3], vec![("all".to_string(), 1, 1)]);
 }
 
@@ -394,16 +368,10 @@ fn member_cap_is_enforced() {
     let mut room = relay_room(config);
     join(&mut room, &Client::new(1));
     let mut late = Client::new(2);
-    assert_eq!(
-        room.join(2, "u".into(), late.outbox.clone(), 5),
-        Err(JoinError::Full)
-    );
+    assert_eq!(room.join(2, "u".into(), late.outbox.clone(), 5), Err(JoinError::Full));
     late.read();
     let errors = late.errors();
-    assert_eq!(
-        (errors[0].code, errors[0].request_id),
-        (ErrorCode::RoomFull as i32, 5)
-    );
+    assert_eq!((errors[0].code, errors[0].request_id), (ErrorCode::RoomFull as i32, 5));
 }
 
 #[test]
@@ -420,19 +388,13 @@ fn in_sync_members_share_one_encoding_per_tick() {
         join(&mut room, c);
     }
     let first = room.tick(0);
-    assert_eq!(
-        (first.encodes, first.full_frames, first.frames),
-        (1, 10, 10)
-    );
+    assert_eq!((first.encodes, first.full_frames, first.frames), (1, 10, 10));
     for c in &mut clients {
         c.read();
     }
     for _ in 0..5 {
         let report = room.tick(0);
-        assert_eq!(
-            (report.encodes, report.frames, report.full_frames),
-            (1, 10, 0)
-        );
+        assert_eq!((report.encodes, report.frames, report.full_frames), (1, 10, 0));
         for c in &mut clients {
             assert_eq!(c.read(), 1);
         }
@@ -576,19 +538,13 @@ fn a_skipped_or_corrupted_frame_is_detected() {
         skipped.apply(&frames[1]),
         Err(Desync::BaselineMismatch { .. })
     ));
-    assert!(matches!(
-        skipped.apply(&frames[2]),
-        Err(Desync::AwaitingSnapshot)
-    ));
+    assert!(matches!(skipped.apply(&frames[2]), Err(Desync::AwaitingSnapshot)));
 
     // Corrupting a value: the checksum catches it.
     let mut corrupted = a.mirror.clone();
     let mut bad = frames[0].clone();
     bad.changed[0].fields[0].value = Some(Value::Float(-1.0));
-    assert!(matches!(
-        corrupted.apply(&bad),
-        Err(Desync::Checksum { .. })
-    ));
+    assert!(matches!(corrupted.apply(&bad), Err(Desync::Checksum { .. })));
     assert!(!corrupted.is_synced());
 
     for f in &frames {
@@ -664,11 +620,7 @@ fn payload(op: &Op) -> (usize, input::Payload) {
             .collect()
     };
     match op {
-        Op::Create {
-            member,
-            id,
-            fields: fs,
-        } => (*member, create(*id, fields(fs))),
+        Op::Create { member, id, fields: fs } => (*member, create(*id, fields(fs))),
         Op::Set {
             member,
             id,

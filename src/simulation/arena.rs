@@ -93,10 +93,7 @@ impl Arena {
     fn spawn_npcs(&mut self, ctx: &mut SimContext<'_>) {
         for _ in 0..self.config.npcs {
             let id = self.allocate_id();
-            let (x, y) = (
-                self.rng.f32() * self.config.width,
-                self.rng.f32() * self.config.height,
-            );
+            let (x, y) = (self.rng.f32() * self.config.width, self.rng.f32() * self.config.height);
             let (vx, vy) = self.random_heading(self.config.npc_speed);
             let _ = ctx.world.spawn(
                 id,
@@ -153,12 +150,7 @@ impl Simulation for Arena {
         }
     }
 
-    fn input(
-        &mut self,
-        _ctx: &mut SimContext<'_>,
-        member: MemberId,
-        payload: &input::Payload,
-    ) -> Result<(), SimError> {
+    fn input(&mut self, _ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
         let input::Payload::Intent(intent) = payload else {
             return Err(SimError::WrongPayload { expected: "intent" });
         };
@@ -237,14 +229,10 @@ mod tests {
         }
         assert_eq!(world.len(), 5);
         for e in world.entities() {
-            let (Some(Value::Float(x)), Some(Value::Float(y))) = (e.get(FIELD_X), e.get(FIELD_Y))
-            else {
+            let (Some(Value::Float(x)), Some(Value::Float(y))) = (e.get(FIELD_X), e.get(FIELD_Y)) else {
                 panic!("entity {} lacks a position", e.id());
             };
-            assert!(
-                (0.0..=100.0).contains(x) && (0.0..=100.0).contains(y),
-                "{x},{y}"
-            );
+            assert!((0.0..=100.0).contains(x) && (0.0..=100.0).contains(y), "{x},{y}");
         }
         arena.leave(&mut ctx(&mut world, 3001), 7);
         assert_eq!(world.len(), 4);

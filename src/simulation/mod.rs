@@ -115,12 +115,7 @@ pub trait Simulation: Send + 'static {
 
     /// Applies one input of `member`. An error is reported to the member and counted;
     /// the input still counts as applied (it is not retried).
-    fn input(
-        &mut self,
-        ctx: &mut SimContext<'_>,
-        member: MemberId,
-        payload: &input::Payload,
-    ) -> Result<(), SimError>;
+    fn input(&mut self, ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError>;
 
     /// Advances the simulation by one tick.
     fn step(&mut self, ctx: &mut SimContext<'_>);

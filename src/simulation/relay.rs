@@ -18,17 +18,10 @@ impl Relay {
         Self::default()
     }
 
-    fn apply(
-        &mut self,
-        ctx: &mut SimContext<'_>,
-        member: MemberId,
-        writes: &EntityWrites,
-    ) -> Result<(), SimError> {
+    fn apply(&mut self, ctx: &mut SimContext<'_>, member: MemberId, writes: &EntityWrites) -> Result<(), SimError> {
         let limits = ctx.limits;
         let check_value = |value: &Option<Value>| match value {
-            Some(v) if value_len(v) > limits.max_field_bytes => {
-                Err(SimError::LimitExceeded("bytes per field"))
-            }
+            Some(v) if value_len(v) > limits.max_field_bytes => Err(SimError::LimitExceeded("bytes per field")),
             Some(_) => Ok(()),
             None => Err(SimError::Malformed("a field must have a value")),
         };
@@ -40,31 +33,18 @@ impl Relay {
             if create.fields.len() > limits.max_fields_per_entity {
                 return Err(SimError::LimitExceeded("fields per entity"));
             }
-            create
-                .fields
-                .iter()
-                .try_for_each(|f| check_value(&f.value))?;
-            let fields = create
-                .fields
-                .iter()
-                .filter_map(|f| Some((f.id, f.value.clone()?)));
+            create.fields.iter().try_for_each(|f| check_value(&f.value))?;
+            let fields = create.fields.iter().filter_map(|f| Some((f.id, f.value.clone()?)));
             ctx.world.spawn(create.id, member, create.kind, fields)?;
             *owned += 1;
         }
         for update in &writes.update {
             let entity = self.owned_entity(ctx, member, update.id)?;
-            let new_fields = update
-                .fields
-                .iter()
-                .filter(|f| entity.get(f.id).is_none())
-                .count();
+            let new_fields = update.fields.iter().filter(|f| entity.get(f.id).is_none()).count();
             if entity.fields().len() + new_fields > limits.max_fields_per_entity {
                 return Err(SimError::LimitExceeded("fields per entity"));
             }
-            update
-                .fields
-                .iter()
-                .try_for_each(|f| check_value(&f.value))?;
+            update.fields.iter().try_for_each(|f| check_value(&f.value))?;
             for field in &update.fields {
                 if let Some(value) = &field.value {
                     ctx.world.set(update.id, field.id, value.clone())?;
@@ -113,12 +93,7 @@ impl Simulation for Relay {
         }
     }
 
-    fn input(
-        &mut self,
-        ctx: &mut SimContext<'_>,
-        member: MemberId,
-        payload: &input::Payload,
-    ) -> Result<(), SimError> {
+    fn input(&mut self, ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
         match payload {
             input::Payload::Writes(writes) => self.apply(ctx, member, writes),
             input::Payload::Intent(_) => Err(SimError::WrongPayload {

@@ -80,10 +80,7 @@ mod tests {
     /// check itself against these, and a change to the algorithm fails here first.
     #[test]
     fn known_answers() {
-        assert_eq!(
-            entity_hash(0, 0, 0, std::iter::empty()),
-            0xe443_fe8a_bfe9_a4f7
-        );
+        assert_eq!(entity_hash(0, 0, 0, std::iter::empty()), 0xe443_fe8a_bfe9_a4f7);
         let fields = [
             (1, Value::Int(-5)),
             (2, Value::Float(1.5)),
@@ -101,14 +98,8 @@ mod tests {
         let a = entity_hash(1, 0, 0, int.iter().map(|(f, v)| (*f, v)));
         let b = entity_hash(1, 0, 0, boolean.iter().map(|(f, v)| (*f, v)));
         assert_ne!(a, b);
-        let s1 = [
-            (1, Value::String("ab".into())),
-            (2, Value::String("c".into())),
-        ];
-        let s2 = [
-            (1, Value::String("a".into())),
-            (2, Value::String("bc".into())),
-        ];
+        let s1 = [(1, Value::String("ab".into())), (2, Value::String("c".into()))];
+        let s2 = [(1, Value::String("a".into())), (2, Value::String("bc".into()))];
         let a = entity_hash(1, 0, 0, s1.iter().map(|(f, v)| (*f, v)));
         let b = entity_hash(1, 0, 0, s2.iter().map(|(f, v)| (*f, v)));
         assert_ne!(a, b);

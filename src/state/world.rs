@@ -198,10 +198,7 @@ impl World {
 
     /// Removes an entity and returns it.
     pub fn despawn(&mut self, id: EntityId) -> Result<Entity, WorldError> {
-        let entity = self
-            .entities
-            .swap_remove(&id)
-            .ok_or(WorldError::NotFound(id))?;
+        let entity = self.entities.swap_remove(&id).ok_or(WorldError::NotFound(id))?;
         if !entity.dirty {
             self.checksum = self.checksum.wrapping_sub(entity.hash);
         }
@@ -258,8 +255,7 @@ mod tests {
     fn incremental_checksum_matches_recomputation() {
         let mut w = World::new(8);
         w.begin_tick(1);
-        w.spawn(1, 0, 1, [(1, Value::Int(1)), (2, Value::Float(0.5))])
-            .unwrap();
+        w.spawn(1, 0, 1, [(1, Value::Int(1)), (2, Value::Float(0.5))]).unwrap();
         w.spawn(2, 5, 2, [(1, Value::Bool(true))]).unwrap();
         w.finish_tick();
         assert_eq!(w.checksum(), full_checksum(&w));
@@ -290,19 +286,9 @@ mod tests {
     #[test]
     fn spawn_keeps_last_duplicate_and_sorts_fields() {
         let mut w = World::new(8);
-        w.spawn(
-            1,
-            0,
-            0,
-            [(3, Value::Int(3)), (1, Value::Int(1)), (3, Value::Int(4))],
-        )
-        .unwrap();
-        let fields: Vec<_> = w
-            .get(1)
-            .unwrap()
-            .fields()
-            .map(|(f, v)| (f, v.clone()))
-            .collect();
+        w.spawn(1, 0, 0, [(3, Value::Int(3)), (1, Value::Int(1)), (3, Value::Int(4))])
+            .unwrap();
+        let fields: Vec<_> = w.get(1).unwrap().fields().map(|(f, v)| (f, v.clone())).collect();
         assert_eq!(fields, vec![(1, Value::Int(1)), (3, Value::Int(4))]);
         assert_eq!(w.spawn(1, 0, 0, []), Err(WorldError::Exists(1)));
         assert_eq!(w.set(9, 1, Value::Int(0)), Err(WorldError::NotFound(9)));

@@ -17,9 +17,7 @@ use tickrelay::config::{Config, RoomTypeConfig, SimulationKind};
 use tickrelay::frame::decode_server;
 use tickrelay::metrics::Metrics;
 use tickrelay::mirror::StateMirror;
-use tickrelay::proto::{
-    self, ClientEnvelope, ClientMessage, ServerMessage, client_message, server_message::Kind,
-};
+use tickrelay::proto::{self, ClientEnvelope, ClientMessage, ServerMessage, client_message, server_message::Kind};
 use tickrelay::server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -68,19 +66,12 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         tick_rate: 60,
         ..RoomTypeConfig::default()
     };
-    config
-        .room_types
-        .insert("relay".into(), fast(SimulationKind::Relay));
-    config
-        .room_types
-        .insert("arena".into(), fast(SimulationKind::Arena));
+    config.room_types.insert("relay".into(), fast(SimulationKind::Relay));
+    config.room_types.insert("arena".into(), fast(SimulationKind::Arena));
     adjust(&mut config);
     let server = Server::bind(config).await.expect("server starts");
     let addr = server.local_addr();
-    let cert_pem = server
-        .dev_certificate()
-        .expect("dev certificate")
-        .to_string();
+    let cert_pem = server.dev_certificate().expect("dev certificate").to_string();
     let metrics = server.metrics();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(5)));
@@ -127,10 +118,7 @@ pub async fn https_get(server: &TestServer, path: &str) -> (u16, String) {
         .unwrap()
         .unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     (status, body)
 }
 
@@ -149,9 +137,7 @@ impl TestClient {
     pub async fn connect(server: &TestServer) -> Self {
         let tls = tls_connect(server).await;
         let url = format!("wss://localhost:{}/ws", server.addr.port());
-        let (ws, _) = tokio_tungstenite::client_async(url, tls)
-            .await
-            .expect("upgrade");
+        let (ws, _) = tokio_tungstenite::client_async(url, tls).await.expect("upgrade");
         let mut client = Self {
             ws,
             pending: VecDeque::new(),
@@ -172,13 +158,9 @@ impl TestClient {
 
     pub async fn send(&mut self, kinds: Vec<client_message::Kind>) {
         let envelope = ClientEnvelope {
-            messages: kinds
-                .into_iter()
-                .map(|k| ClientMessage { kind: Some(k) })
-                .collect(),
+            messages: kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect(),
         };
-        self.send_raw(Message::Binary(envelope.encode_to_vec().into()))
-            .await;
+        self.send_raw(Message::Binary(envelope.encode_to_vec().into())).await;
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -205,19 +187,11 @@ impl TestClient {
             let Message::Binary(bytes) = message else {
                 panic!("unexpected message {message:?}");
             };
-            for m in decode_server(&bytes)
-                .expect("server envelope decodes")
-                .messages
-            {
+            for m in decode_server(&bytes).expect("server envelope decodes").messages {
                 if let Some(Kind::State(frame)) = &m.kind {
                     let mirror = self.mirrors.entry(frame.room.clone()).or_default();
-                    mirror
-                        .apply(frame)
-                        .expect("state frame applies to the mirror");
-                    self.frames
-                        .entry(frame.room.clone())
-                        .or_default()
-                        .push(frame.clone());
+                    mirror.apply(frame).expect("state frame applies to the mirror");
+                    self.frames.entry(frame.room.clone()).or_default().push(frame.clone());
                 }
                 self.pending.push_back(m);
             }

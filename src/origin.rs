@@ -1,0 +1,109 @@
+//! The `Origin` allowlist checked at the WebSocket upgrade. A refused origin gets
+//! HTTP 403, not a WebSocket.
+//!
+//! Patterns: an exact origin (`https://game.example.com`), a wildcard subdomain
+//! (`https://*.example.com`, which does not match `https://example.com` itself), and
+//! a wildcard port (`http://localhost:*`). Requests without an `Origin` header come
+//! from non-browser clients; whether they are allowed is a separate setting.
+
+use serde::Deserialize;
+
+/// `[origins]` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OriginConfig {
+    /// Allowed origin patterns.
+    pub allowed: Vec<String>,
+    /// Whether requests without an `Origin` header (non-browser clients) are allowed.
+    pub allow_missing: bool,
+}
+
+impl Default for OriginConfig {
+    /// Local development: pages served from this machine, and non-browser clients.
+    fn default() -> Self {
+        Self {
+            allowed: [
+                "http://localhost:*",
+                "https://localhost:*",
+                "http://127.0.0.1:*",
+                "https://127.0.0.1:*",
+            ]
+            .map(String::from)
+            .to_vec(),
+            allow_missing: true,
+        }
+    }
+}
+
+impl OriginConfig {
+    /// Whether a request with this `Origin` header (or none) may upgrade.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => self.allow_missing,
+            Some(origin) => self.allowed.iter().any(|p| matches(p, origin)),
+        }
+    }
+}
+
+fn split(origin: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let (host, port) = match rest.rsplit_once(':') {
+        // IPv6 literals carry colons inside brackets.
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    Some((scheme, host, port))
+}
+
+fn matches(pattern: &str, origin: &str) -> bool {
+    let (Some((p_scheme, p_host, p_port)), Some((scheme, host, port))) = (split(pattern), split(origin)) else {
+        return false;
+    };
+    let host_ok = match p_host.strip_prefix("*.") {
+        Some(domain) => host
+            .strip_suffix(domain)
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => p_host.eq_ignore_ascii_case(host),
+    };
+    let port_ok = p_port == Some("*") || p_port == port;
+    p_scheme.eq_ignore_ascii_case(scheme) && host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let c = OriginConfig {
+            allowed: vec![
+                "https://game.example.com".into(),
+                "https://*.studio.io".into(),
+                "http://localhost:*".into(),
+            ],
+            allow_missing: false,
+        };
+        assert!(c.allows(Some("https://game.example.com")));
+        assert!(!c.allows(Some("http://game.example.com")), "scheme matters");
+        assert!(!c.allows(Some("https://game.example.com:8443")), "port matters");
+        assert!(!c.allows(Some("https://evil-game.example.com")));
+        assert!(c.allows(Some("https://eu.play.studio.io")));
+        assert!(
+            !c.allows(Some("https://studio.io")),
+            "the bare domain is not a subdomain"
+        );
+        assert!(!c.allows(Some("https://evilstudio.io")));
+        assert!(c.allows(Some("http://localhost:5173")));
+        assert!(!c.allows(Some("http://localhost.evil.com:5173")));
+        assert!(!c.allows(None));
+        assert!(!c.allows(Some("null")));
+    }
+
+    #[test]
+    fn default_allows_local_pages_and_non_browsers() {
+        let c = OriginConfig::default();
+        assert!(c.allows(None));
+        assert!(c.allows(Some("http://127.0.0.1:8080")));
+        assert!(!c.allows(Some("https://example.com")));
+    }
+}

@@ -1,0 +1,186 @@
+//! Sessions between connections: parked sessions waiting to be resumed, and the live
+//! sessions of each user (for the "newest replaces oldest" policy).
+//!
+//! Parking is sans IO (`now` is passed in): a dropped connection's session is parked
+//! under its resume token until `now + grace`; a reconnect presenting the token takes
+//! it back; [`Registry::expire`] hands out the ones whose grace ended so the caller
+//! can end them (their members leave their rooms).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+struct Parked<T> {
+    item: T,
+    user: Arc<str>,
+    until: Instant,
+}
+
+/// A live session: its id and the token that tells it it was replaced.
+type LiveSession = (u64, CancellationToken);
+
+/// See the module documentation. `T` is the parked session.
+pub struct Registry<T> {
+    parked: Mutex<HashMap<String, Parked<T>>>,
+    live: Mutex<HashMap<Arc<str>, Vec<LiveSession>>>,
+    max_parked: usize,
+}
+
+impl<T> std::fmt::Debug for Registry<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("parked", &self.parked.lock().len())
+            .finish()
+    }
+}
+
+impl<T> Registry<T> {
+    /// An empty registry holding at most `max_parked` parked sessions.
+    pub fn new(max_parked: usize) -> Self {
+        Self {
+            parked: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            max_parked,
+        }
+    }
+
+    /// Parks `item` of `user` under `token` until `until`. When the registry is full
+    /// the item is handed back (the caller ends it instead).
+    pub fn park(&self, token: String, user: Arc<str>, item: T, until: Instant) -> Result<(), T> {
+        let mut parked = self.parked.lock();
+        if parked.len() >= self.max_parked {
+            return Err(item);
+        }
+        parked.insert(token, Parked { item, user, until });
+        Ok(())
+    }
+
+    /// Takes back the session parked under `token`, if its grace has not ended and it
+    /// belongs to `user` (`None` for `user` skips that check: anonymous sessions are
+    /// identified by the token alone).
+    pub fn take(&self, token: &str, user: Option<&str>, now: Instant) -> Option<T> {
+        let mut parked = self.parked.lock();
+        let entry = parked.get(token)?;
+        if now >= entry.until || user.is_some_and(|u| u != &*entry.user) {
+            return None;
+        }
+        parked.remove(token).map(|p| p.item)
+    }
+
+    /// Removes and returns every session whose grace ended by `now`.
+    pub fn expire(&self, now: Instant) -> Vec<T> {
+        let mut parked = self.parked.lock();
+        let expired: Vec<String> = parked
+            .iter()
+            .filter(|(_, p)| now >= p.until)
+            .map(|(token, _)| token.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|token| parked.remove(&token).map(|p| p.item))
+            .collect()
+    }
+
+    /// Removes and returns every parked session (at shutdown).
+    pub fn expire_all(&self) -> Vec<T> {
+        self.parked.lock().drain().map(|(_, p)| p.item).collect()
+    }
+
+    /// Number of parked sessions.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().len()
+    }
+
+    /// Records a live session of `user`. With `replace`, every other live session of
+    /// the user is told to close (its token is cancelled).
+    pub fn go_live(&self, user: &Arc<str>, session: u64, replaced: CancellationToken, replace: bool) {
+        let mut live = self.live.lock();
+        let sessions = live.entry(user.clone()).or_default();
+        if replace {
+            for (_, older) in sessions.drain(..) {
+                older.cancel();
+            }
+        }
+        sessions.push((session, replaced));
+    }
+
+    /// Forgets a live session.
+    pub fn leave_live(&self, user: &Arc<str>, session: u64) {
+        let mut live = self.live.lock();
+        if let Some(sessions) = live.get_mut(user) {
+            sessions.retain(|(id, _)| *id != session);
+            if sessions.is_empty() {
+                live.remove(user);
+            }
+        }
+    }
+}
+
+/// A fresh resume token: 128 random bits from the operating system, as hex.
+pub fn resume_token() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_parked_session_is_resumable_within_its_grace_only() {
+        let t0 = Instant::now();
+        let r = Registry::new(10);
+        r.park("tok".into(), "alice".into(), 1, t0 + 20 * S).unwrap();
+        assert_eq!(r.take("nope", None, t0), None);
+        assert_eq!(r.take("tok", Some("mallory"), t0 + S), None, "another user's token");
+        assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), Some(1));
+        assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), None, "taken once");
+
+        r.park("tok2".into(), "bob".into(), 2, t0 + 20 * S).unwrap();
+        assert_eq!(r.take("tok2", None, t0 + 20 * S), None, "grace over");
+        assert!(r.expire(t0 + 19 * S).is_empty());
+        assert_eq!(r.expire(t0 + 20 * S), vec![2]);
+        assert_eq!(r.parked(), 0);
+    }
+
+    #[test]
+    fn parking_is_bounded() {
+        let t0 = Instant::now();
+        let r = Registry::new(1);
+        r.park("a".into(), "u".into(), 1, t0).unwrap();
+        assert_eq!(r.park("b".into(), "u".into(), 2, t0), Err(2));
+    }
+
+    #[test]
+    fn replace_cancels_older_live_sessions() {
+        let r: Registry<()> = Registry::new(1);
+        let user: Arc<str> = "carol".into();
+        let (first, second, third) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        r.go_live(&user, 1, first.clone(), false);
+        r.go_live(&user, 2, second.clone(), false);
+        assert!(!first.is_cancelled() && !second.is_cancelled());
+        r.go_live(&user, 3, third.clone(), true);
+        assert!(first.is_cancelled() && second.is_cancelled() && !third.is_cancelled());
+        r.leave_live(&user, 3);
+        assert!(r.live.lock().is_empty());
+    }
+
+    #[test]
+    fn resume_tokens_are_unique() {
+        let a = resume_token();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, resume_token());
+    }
+}
