@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tickrelay::config::{Config, DEFAULT_CONFIG};
+use tickrelay::auth::{AuthMode, Claims, mint_hs256};
+use tickrelay::config::{Config, ConfigError, DEFAULT_CONFIG};
 use tickrelay::server::Server;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,22 @@ enum Command {
         /// Print the default configuration file, with every setting explained.
         #[arg(long)]
         print_default: bool,
+    },
+    /// Mint an HS256 token for development and tests (use the server's
+    /// `auth.hs256_secret`).
+    Token {
+        /// The shared secret.
+        #[arg(long, env = "TICKRELAY_JWT_SECRET")]
+        secret: String,
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        /// Restrict the token to these rooms (repeatable; `prefix*` matches by prefix).
+        #[arg(long = "room")]
+        rooms: Vec<String>,
     },
 }
 
@@ -73,6 +90,12 @@ struct ServeArgs {
     /// Largest inbound message in bytes; larger ones close with 1009 [default: 16384].
     #[arg(long, env = "TICKRELAY_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     max_message_bytes: Option<usize>,
+    /// Authentication: `anonymous` (development only) or `jwt` [default: anonymous].
+    #[arg(long, env = "TICKRELAY_AUTH", value_name = "MODE")]
+    auth: Option<String>,
+    /// HS256 shared secret for JWT authentication (prefer the environment variable).
+    #[arg(long, env = "TICKRELAY_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
     /// Seconds to wait for sessions to close on shutdown.
     #[arg(
         long,
@@ -87,7 +110,7 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn config(&self) -> Result<Config, tickrelay::config::ConfigError> {
+    fn config(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -117,6 +140,20 @@ impl ServeArgs {
         if let Some(v) = self.max_message_bytes {
             config.websocket.max_message_bytes = v;
         }
+        if let Some(v) = &self.auth {
+            config.auth.mode = match v.as_str() {
+                "anonymous" => AuthMode::Anonymous,
+                "jwt" => AuthMode::Jwt,
+                other => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--auth must be anonymous or jwt, not `{other}`"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = &self.jwt_secret {
+            config.auth.hs256_secret = Some(v.clone());
+        }
         Ok(config)
     }
 }
@@ -131,6 +168,17 @@ fn main() -> ExitCode {
             }
             eprintln!("nothing to do: try `tickrelay config --print-default`");
             return ExitCode::from(2);
+        }
+        Some(Command::Token {
+            secret,
+            sub,
+            ttl_secs,
+            rooms,
+        }) => {
+            let exp = tickrelay::clock::unix_micros() / 1_000_000 + ttl_secs;
+            let rooms = (!rooms.is_empty()).then_some(rooms);
+            println!("{}", mint_hs256(&secret, &Claims { sub, exp, rooms }));
+            return ExitCode::SUCCESS;
         }
         Some(Command::Serve(args)) => *args,
         None => cli.serve,

@@ -139,6 +139,27 @@ impl Metrics {
             m.closes.clone(),
         );
         registry.register("tls_failures", "Failed TLS handshakes", m.tls_failures.clone());
+        registry.register(
+            "auth_failures",
+            "Upgrades refused for a bad or missing token",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "upgrades_refused",
+            "Upgrades refused, by HTTP status",
+            m.upgrades_refused.clone(),
+        );
+        registry.register(
+            "messages_rate_limited",
+            "Inbound messages dropped by the rate limiter",
+            m.messages_rate_limited.clone(),
+        );
+        registry.register("resumes", "Sessions resumed with a resume token", m.resumes.clone());
+        registry.register(
+            "sessions_parked",
+            "Sessions waiting to be resumed",
+            m.sessions_parked.clone(),
+        );
         Self { registry, ..m }
     }
 

@@ -197,9 +197,9 @@ impl Outbox {
         self.inner.lock().overflowed
     }
 
-    /// State frames replaced before the transport took them.
-    pub fn superseded(&self) -> u64 {
-        self.inner.lock().superseded
+    /// State frames replaced before the transport took them, since the last call.
+    pub fn take_superseded(&self) -> u64 {
+        std::mem::take(&mut self.inner.lock().superseded)
     }
 
     /// Moves everything pending into `batch` (cleared first) and returns `Ready`, or
@@ -277,7 +277,8 @@ mod tests {
             assert_eq!(outbox.supersede_state(1), 1, "baseline stays at what was taken");
             outbox.push_state(state(1, tick));
         }
-        assert_eq!(outbox.superseded(), 48);
+        assert_eq!(outbox.take_superseded(), 48);
+        assert_eq!(outbox.take_superseded(), 0);
         assert!(outbox.drain(&mut batch));
         assert_eq!(batch.states.len(), 1);
         assert_eq!(batch.states[0].tick, 50);

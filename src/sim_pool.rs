@@ -561,25 +561,24 @@ impl SimThread {
         }
     }
 
+    /// Tells the members (when the room failed), then unlists the room, so anyone
+    /// who sees it gone from the directory also finds the `Left` in its outbox.
     fn close_room(&mut self, closed: OwnedRoom, healthy: bool) {
+        let OwnedRoom { room, shared, .. } = closed;
+        let key = room.key();
+        if !healthy {
+            room.close(ErrorCode::RoomClosed, "room closed after an internal error");
+        }
         {
             let mut directory = self.directory.lock();
-            if directory
-                .get(&closed.shared.id)
-                .is_some_and(|h| h.key == closed.room.key())
-            {
-                directory.remove(&closed.shared.id);
+            if directory.get(&shared.id).is_some_and(|h| h.key == key) {
+                directory.remove(&shared.id);
             }
         }
         self.room_count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.rooms.dec();
-        let members = closed.shared.members.load(Ordering::Relaxed);
+        let members = shared.members.load(Ordering::Relaxed);
         self.metrics.members.dec_by(i64::from(members));
-        if !healthy {
-            closed
-                .room
-                .close(ErrorCode::RoomClosed, "room closed after an internal error");
-        }
     }
 }
 

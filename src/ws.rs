@@ -94,7 +94,6 @@ pub(crate) async fn serve<S>(
     let slow = shared.slow_consumer;
     let mut batch = Batch::default();
     let mut buf = BytesMut::new();
-    let mut superseded = outbox.superseded();
     let mut rate_limited = session.rate_limited();
     let end = loop {
         let timer = tokio::time::Instant::from_std(session.poll_timeout());
@@ -120,9 +119,7 @@ pub(crate) async fn serve<S>(
                 let message = buf.split().freeze();
                 metrics.messages_out.inc();
                 metrics.bytes_out.inc_by(message.len() as u64);
-                let now_superseded = outbox.superseded();
-                metrics.frames_superseded.inc_by(now_superseded - superseded);
-                superseded = now_superseded;
+                metrics.frames_superseded.inc_by(outbox.take_superseded());
                 if !send(&mut sink, Message::Binary(message), slow).await {
                     break End::Close(CloseReason::SlowConsumer);
                 }
@@ -163,6 +160,7 @@ pub(crate) async fn serve<S>(
     };
     shared.registry.leave_live(&user, id);
     metrics.connections.dec();
+    metrics.frames_superseded.inc_by(outbox.take_superseded());
     drop(permit);
     let park = match end {
         End::Close(reason) => {

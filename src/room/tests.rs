@@ -436,7 +436,7 @@ fn a_slow_member_gets_one_delta_from_what_it_last_took_then_a_full_snapshot() {
         room.tick(0);
         fast.read(); // slow does not read
     }
-    assert_eq!(slow.outbox.superseded(), 4, "frames replaced, not queued");
+    assert_eq!(slow.outbox.take_superseded(), 4, "frames replaced, not queued");
     assert_eq!(slow.read(), 1);
     let frame = last_state(&mut slow);
     assert_eq!((frame.baseline_tick, frame.tick), (1, 6));

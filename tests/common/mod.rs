@@ -135,9 +135,28 @@ pub struct TestClient {
 
 impl TestClient {
     pub async fn connect(server: &TestServer) -> Self {
+        Self::connect_with(server, "", &[]).await.expect("upgrade")
+    }
+
+    /// Connects with a query string (`token=...`, `resume=...`) and extra request
+    /// headers; a refused upgrade returns its HTTP status.
+    pub async fn connect_with(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
         let tls = tls_connect(server).await;
-        let url = format!("wss://localhost:{}/ws", server.addr.port());
-        let (ws, _) = tokio_tungstenite::client_async(url, tls).await.expect("upgrade");
+        let url = format!("wss://localhost:{}/ws?{query}", server.addr.port());
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request
+                .headers_mut()
+                .append(name, HeaderValue::from_str(value).unwrap());
+        }
+        let ws = match tokio_tungstenite::client_async(request, tls).await {
+            Ok((ws, _)) => ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => return Err(response.status().as_u16()),
+            Err(e) => panic!("upgrade failed: {e}"),
+        };
         let mut client = Self {
             ws,
             pending: VecDeque::new(),
@@ -153,7 +172,14 @@ impl TestClient {
                 _ => None,
             })
             .await;
-        client
+        Ok(client)
+    }
+
+    /// Connects without waiting for `Welcome` (for connections closed at once).
+    pub async fn connect_raw(server: &TestServer, query: &str) -> WebSocketStream<TlsStream<TcpStream>> {
+        let tls = tls_connect(server).await;
+        let url = format!("wss://localhost:{}/ws?{query}", server.addr.port());
+        tokio_tungstenite::client_async(url, tls).await.expect("upgrade").0
     }
 
     pub async fn send(&mut self, kinds: Vec<client_message::Kind>) {

@@ -1,0 +1,431 @@
+//! Session protections over real `wss://`: authentication and Origin at the upgrade,
+//! connection caps, rate limits, heartbeats, token expiry, replacement, slow readers
+//! and resume.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{TestClient, TestServer, start_with};
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tickrelay::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
+use tickrelay::config::Config;
+use tickrelay::proto::{self, ErrorCode, client_message, input, server_message::Kind};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "test-secret";
+
+fn jwt(config: &mut Config) {
+    config.auth.mode = AuthMode::Jwt;
+    config.auth.hs256_secret = Some(SECRET.into());
+    config.auth.leeway_secs = 0;
+}
+
+fn unix_now() -> u64 {
+    tickrelay::clock::unix_micros() / 1_000_000
+}
+
+fn token(secret: &str, sub: &str, ttl: i64, rooms: Option<Vec<&str>>) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        exp: (unix_now() as i64 + ttl) as u64,
+        rooms: rooms.map(|r| r.into_iter().map(String::from).collect()),
+    };
+    mint_hs256(secret, &claims)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The value of one labelled sample in the metrics text, 0 if absent.
+fn metric(server: &TestServer, sample: &str) -> u64 {
+    let text = server.metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_for_metric(server: &TestServer, sample: &str, at_least: u64) -> Duration {
+    let start = Instant::now();
+    while metric(server, sample) < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{sample} stayed below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_at_the_upgrade() {
+    let server = start_with(jwt).await;
+    let status = |r: Result<TestClient, u16>| r.err();
+    assert_eq!(
+        status(TestClient::connect_with(&server, "", &[]).await),
+        Some(401),
+        "missing"
+    );
+    let forged = bearer(&token("guessed", "alice", 60, None));
+    let forged = TestClient::connect_with(&server, "", &[("authorization", &forged)]).await;
+    assert_eq!(status(forged), Some(401));
+    let expired = bearer(&token(SECRET, "alice", -60, None));
+    let expired = TestClient::connect_with(&server, "", &[("authorization", &expired)]).await;
+    assert_eq!(status(expired), Some(401));
+    assert_eq!(metric(&server, "tickrelay_auth_failures_total{kind=\"missing\"}"), 1);
+    assert_eq!(
+        metric(&server, "tickrelay_auth_failures_total{kind=\"bad_signature\"}"),
+        1
+    );
+    assert_eq!(metric(&server, "tickrelay_auth_failures_total{kind=\"expired\"}"), 1);
+
+    // The three places a token may come from.
+    let good = token(SECRET, "alice", 60, None);
+    let by_header = TestClient::connect_with(&server, "", &[("authorization", &bearer(&good))]).await;
+    assert_eq!(&*by_header.unwrap().welcome.user_id, "alice");
+    let by_query = TestClient::connect_with(&server, &format!("token={good}"), &[]).await;
+    assert_eq!(&*by_query.unwrap().welcome.user_id, "alice");
+    let protocols = format!("tickrelay.v1, tickrelay.bearer.{good}");
+    let by_protocol = TestClient::connect_with(&server, "", &[("sec-websocket-protocol", &protocols)]).await;
+    assert_eq!(&*by_protocol.unwrap().welcome.user_id, "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_restricted_to_rooms_cannot_join_others() {
+    let server = start_with(jwt).await;
+    let t = bearer(&token(SECRET, "bob", 60, Some(vec!["lobby", "match-*"])));
+    let mut c = TestClient::connect_with(&server, "", &[("authorization", &t)])
+        .await
+        .unwrap();
+    c.join("match-7", "relay").await;
+    c.send(vec![client_message::Kind::Join(proto::JoinRoom {
+        request_id: 9,
+        room: "admin".into(),
+        room_type: String::new(),
+    })])
+    .await;
+    let error = c
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == 9 => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(error, ErrorCode::Forbidden as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_closed_unless_refreshed() {
+    let server = start_with(jwt).await;
+    let short = bearer(&token(SECRET, "carol", 2, None));
+    let mut lazy = TestClient::connect_with(&server, "", &[("authorization", &short)])
+        .await
+        .unwrap();
+    let mut diligent = TestClient::connect_with(&server, "", &[("authorization", &short)])
+        .await
+        .unwrap();
+    diligent
+        .send(vec![client_message::Kind::RefreshToken(proto::RefreshToken {
+            request_id: 4,
+            token: token(SECRET, "carol", 600, None),
+        })])
+        .await;
+    let refreshed = diligent
+        .until(|k| match k {
+            Kind::TokenRefreshed(t) if t.request_id == 4 => Some(t.expires_at_unix),
+            _ => None,
+        })
+        .await;
+    assert!(refreshed > unix_now() + 500);
+    // A token for somebody else is refused and changes nothing.
+    diligent
+        .send(vec![client_message::Kind::RefreshToken(proto::RefreshToken {
+            request_id: 5,
+            token: token(SECRET, "mallory", 600, None),
+        })])
+        .await;
+    let refused = diligent
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == 5 => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, ErrorCode::Forbidden as i32);
+
+    let (code, _) = lazy.close_frame().await;
+    assert_eq!(code, 4500);
+    // The refreshed session is still open: a ping is answered.
+    diligent
+        .send(vec![client_message::Kind::Ping(proto::Ping {
+            nonce: 1,
+            sent_time_us: 1,
+        })])
+        .await;
+    diligent.until(|k| matches!(k, Kind::Pong(_)).then_some(())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_session_replaces_the_older_one_when_configured() {
+    let server = start_with(|c| {
+        jwt(c);
+        c.auth.duplicate_sessions = DuplicateSessions::Replace;
+    })
+    .await;
+    let t = bearer(&token(SECRET, "dave", 60, None));
+    let mut first = TestClient::connect_with(&server, "", &[("authorization", &t)])
+        .await
+        .unwrap();
+    let _second = TestClient::connect_with(&server, "", &[("authorization", &t)])
+        .await
+        .unwrap();
+    assert_eq!(first.close_frame().await.0, 4002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_outside_the_allowlist_get_403() {
+    let server = start_with(|c| {
+        c.origins.allowed = vec!["https://*.example.com".into()];
+        c.origins.allow_missing = false;
+    })
+    .await;
+    let with_origin = |o: &'static str| [("origin", o)];
+    let refused = TestClient::connect_with(&server, "", &with_origin("https://evil.test")).await;
+    assert_eq!(refused.err(), Some(403));
+    assert_eq!(
+        TestClient::connect_with(&server, "", &[]).await.err(),
+        Some(403),
+        "missing origin"
+    );
+    assert!(
+        TestClient::connect_with(&server, "", &with_origin("https://play.example.com"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(metric(&server, "tickrelay_upgrades_refused_total{status=\"403\"}"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_answer_at_the_upgrade() {
+    let server = start_with(|c| {
+        c.connections.max_connections = 2;
+        c.connections.max_per_ip = 2;
+    })
+    .await;
+    let a = TestClient::connect(&server).await;
+    let _b = TestClient::connect(&server).await;
+    // Loopback is one address, so the per-IP cap answers first (429).
+    assert_eq!(TestClient::connect_with(&server, "", &[]).await.err(), Some(429));
+    drop(a);
+    // The slot is given back when the connection ends.
+    let start = Instant::now();
+    loop {
+        match TestClient::connect_with(&server, "", &[]).await {
+            Ok(_) => break,
+            Err(status) => assert!(start.elapsed() < Duration::from_secs(5), "still refused with {status}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let server = start_with(|c| c.connections.max_connections = 1).await;
+    let _a = TestClient::connect(&server).await;
+    assert_eq!(TestClient::connect_with(&server, "", &[]).await.err(), Some(503));
+}
+
+/// A client sending 500 messages per second is told to slow down, then closed with
+/// 1008 about one second into the flood; a client in the same room is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_closed_with_1008_and_others_are_unaffected() {
+    let server = start_with(|_| {}).await;
+    let mut good = TestClient::connect(&server).await;
+    good.join("busy", "arena").await;
+    let mut bad = TestClient::connect(&server).await;
+    bad.join("busy", "arena").await;
+    let (mut sink, mut stream) = bad.ws.split();
+    let flood_started = Instant::now();
+    let flooder = tokio::spawn(async move {
+        for seq in 1..=5_000u64 {
+            let input = proto::Input {
+                room: "busy".into(),
+                seq,
+                payload: Some(input::Payload::Intent(Bytes::from_static(&[1, 1]))),
+            };
+            let envelope = proto::ClientEnvelope {
+                messages: vec![proto::ClientMessage {
+                    kind: Some(client_message::Kind::Input(input)),
+                }],
+            };
+            if sink
+                .send(Message::Binary(envelope.encode_to_vec().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let mut told_to_slow_down = false;
+    let close = loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("closed within 5 s")
+            .expect("open")
+            .expect("no error");
+        match message {
+            Message::Binary(bytes) => {
+                for m in tickrelay::frame::decode_server(&bytes).unwrap().messages {
+                    if let Some(Kind::Error(e)) = m.kind {
+                        told_to_slow_down |= e.code == ErrorCode::RateLimited as i32 && e.retry_after_ms > 0;
+                    }
+                }
+            }
+            Message::Close(frame) => break frame.unwrap(),
+            _ => {}
+        }
+    };
+    let elapsed = flood_started.elapsed();
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(told_to_slow_down, "a RATE_LIMITED error with a retry hint came first");
+    // Burst (100 messages at ~2 ms) + the 1 s flood window, with slack for a busy machine.
+    assert!(elapsed < Duration::from_millis(2500), "closed after {elapsed:?}");
+    flooder.abort();
+    good.frames_in("busy", 60).await;
+    assert!(good.mirrors["busy"].is_synced());
+    assert!(metric(&server, "tickrelay_messages_rate_limited_total") > 0);
+}
+
+/// A peer that stops answering (it never reads, so never answers pings) is dropped
+/// one heartbeat interval plus one timeout after its last message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_peer_is_dropped_on_time() {
+    let server = start_with(|c| {
+        c.session.heartbeat_interval_secs = 0.3;
+        c.session.heartbeat_timeout_secs = 0.3;
+    })
+    .await;
+    let mut c = TestClient::connect(&server).await;
+    c.join("quiet", "relay").await;
+    let silent_since = Instant::now();
+    // From here on the client neither sends nor reads.
+    let waited = wait_for_metric(&server, "tickrelay_closes_total{code=\"4502\"}", 1).await;
+    let dropped_after = silent_since.elapsed();
+    assert!(
+        dropped_after >= Duration::from_millis(600),
+        "dropped too early: {dropped_after:?}"
+    );
+    assert!(
+        dropped_after < Duration::from_millis(1500),
+        "dropped late: {dropped_after:?} (waited {waited:?})"
+    );
+    assert_eq!(c.close_frame().await.0, 4502);
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// 100 clients join a busy room and stop reading. Their state frames are replaced,
+/// not queued; they are closed as slow consumers; memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_do_not_grow_server_memory() {
+    let server = start_with(|c| {
+        c.session.slow_consumer_secs = 1.0;
+        let arena = c.room_types.get_mut("arena").unwrap();
+        arena.arena_npcs = 2_000; // about 25 KB of changes per tick, 60 ticks per second
+        arena.max_members = 200;
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let mut c = TestClient::connect(&server).await;
+        c.join("flood", "arena").await;
+        stalled.push(c); // never read again
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_bytes();
+    // Without superseding, 100 readers × 1.5 MB/s would queue 450 MB in 3 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_bytes();
+    let growth = after.saturating_sub(before);
+    assert!(growth < 40 << 20, "memory grew by {} MiB", growth >> 20);
+    wait_for_metric(&server, "tickrelay_closes_total{code=\"4501\"}", 1).await;
+    assert!(metric(&server, "tickrelay_frames_superseded_total") > 0);
+    drop(stalled);
+}
+
+/// A client loses its connection with inputs in flight, resumes with its token and
+/// replays every input it had sent: each is applied exactly once, none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice() {
+    let server = start_with(|_| {}).await;
+    let create = |id: u64| {
+        input::Payload::Writes(proto::EntityWrites {
+            create: vec![proto::Entity {
+                id,
+                owner: 0,
+                kind: 1,
+                fields: vec![],
+            }],
+            ..Default::default()
+        })
+    };
+    let mut a = TestClient::connect(&server).await;
+    a.join("keep", "relay").await;
+    for id in 1..=3 {
+        a.input("keep", create(id)).await;
+    }
+    while a.mirrors.get("keep").is_none_or(|m| m.last_input_seq() < 3) {
+        a.next().await;
+    }
+    for id in 4..=6 {
+        a.input("keep", create(id)).await;
+    }
+    let (session_id, resume_token) = (a.welcome.session_id, a.welcome.resume_token.clone());
+    drop(a); // lost with inputs 4..=6 unacknowledged
+
+    let query = format!("resume={resume_token}");
+    let mut b = TestClient::connect_with(&server, &query, &[]).await.unwrap();
+    assert!(b.welcome.resumed);
+    assert_eq!(b.welcome.session_id, session_id, "same identity");
+    b.frames_in("keep", 1).await;
+    assert_eq!(b.frames["keep"][0].baseline_tick, 0, "a full snapshot first");
+    // Replay everything, acknowledged or not, then one new input.
+    for seq in 1..=6 {
+        b.send(vec![client_message::Kind::Input(proto::Input {
+            room: "keep".into(),
+            seq,
+            payload: Some(create(seq)),
+        })])
+        .await;
+    }
+    b.send(vec![client_message::Kind::Input(proto::Input {
+        room: "keep".into(),
+        seq: 7,
+        payload: Some(create(7)),
+    })])
+    .await;
+    let mut errors = Vec::new();
+    while b.mirrors["keep"].last_input_seq() < 7 {
+        if let Some(Kind::Error(e)) = b.next().await.kind {
+            errors.push(e);
+        }
+    }
+    assert!(errors.is_empty(), "a replayed input was applied twice: {errors:?}");
+    let mut ids: Vec<u64> = b.mirrors["keep"].world().entities().map(|e| e.id()).collect();
+    ids.sort();
+    assert_eq!(ids, (1..=7).collect::<Vec<_>>());
+    assert_eq!(metric(&server, "tickrelay_resumes_total"), 1);
+
+    // A token that is unknown (or already used) is refused with 4504.
+    let mut stale = TestClient::connect_raw(&server, &query).await;
+    let close = loop {
+        match stale.next().await.unwrap().unwrap() {
+            Message::Close(frame) => break frame.unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(u16::from(close.code), 4504);
+}
