@@ -222,13 +222,14 @@ fn t2_fanout(c: &mut Criterion) {
                     let start = Instant::now();
                     for outbox in &outboxes {
                         let baseline = outbox.supersede_state(1);
-                        outbox.push_state(PendingState {
+                        let state = PendingState {
                             room: 1,
                             tick,
-                            baseline,
+                            baseline: baseline.tick,
                             body: body.clone(),
                             last_input_seq: tick,
-                        });
+                        };
+                        black_box(outbox.push_state(state, baseline));
                     }
                     total += start.elapsed();
                     for outbox in &outboxes {

@@ -89,7 +89,8 @@ pub struct Claims {
 pub struct Identity {
     /// The user id (`sub`, or `anonymous-<n>`).
     pub user_id: Arc<str>,
-    /// Token expiry, seconds since the Unix epoch (none when anonymous).
+    /// When the session must end, seconds since the Unix epoch: the token's `exp` plus
+    /// the configured leeway (none when anonymous).
     pub expires_at: Option<u64>,
     /// Allowed room patterns (none: any room).
     pub rooms: Option<Vec<String>>,
@@ -144,6 +145,7 @@ impl AuthError {
 /// Checks tokens according to an [`AuthConfig`].
 pub struct Authenticator {
     mode: AuthMode,
+    leeway_secs: u64,
     key: Option<(DecodingKey, Validation)>,
     anonymous: AtomicU64,
 }
@@ -203,6 +205,7 @@ impl Authenticator {
         };
         Ok(Self {
             mode: config.mode,
+            leeway_secs: config.leeway_secs,
             key,
             anonymous: AtomicU64::new(0),
         })
@@ -238,7 +241,8 @@ impl Authenticator {
                 }
                 Ok(Identity {
                     user_id: claims.sub.into(),
-                    expires_at: Some(claims.exp),
+                    // Accepted up to `exp + leeway`, so enforced until then too.
+                    expires_at: Some(claims.exp.saturating_add(self.leeway_secs)),
                     rooms: claims.rooms,
                 })
             }

@@ -108,6 +108,8 @@ pub struct SessionConfig {
     pub byte_burst: f64,
     /// Milliseconds a client may stay over the rate limit before it is closed (1008).
     pub flood_window_ms: u64,
+    /// Rooms one session may be in at once.
+    pub max_rooms_per_session: usize,
 }
 
 impl Default for SessionConfig {
@@ -124,6 +126,7 @@ impl Default for SessionConfig {
             bytes_per_second: rate.bytes_per_second,
             byte_burst: rate.byte_burst,
             flood_window_ms: rate.flood_window.as_millis() as u64,
+            max_rooms_per_session: s.max_rooms_per_session,
         }
     }
 }
@@ -405,6 +408,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs_f64(s.heartbeat_interval_secs),
             heartbeat_timeout: Duration::from_secs_f64(s.heartbeat_timeout_secs),
             resume_grace: Duration::from_secs_f64(s.resume_grace_secs),
+            max_rooms_per_session: s.max_rooms_per_session,
         }
     }
 
@@ -534,6 +538,8 @@ message_burst = 100.0
 bytes_per_second = 65536.0
 byte_burst = 131072.0
 flood_window_ms = 1000
+# Rooms one session may be in at once.
+max_rooms_per_session = 16
 
 [connections]
 # Open connections at most (HTTP 503 beyond), per client IP (HTTP 429 beyond),

@@ -42,13 +42,19 @@ pub enum DecodeError {
 /// Decodes a client envelope.
 pub fn decode_client(bytes: &[u8]) -> Result<ClientEnvelope, DecodeError> {
     let envelope = ClientEnvelope::decode(bytes)?;
+    validate_client(&envelope)?;
+    Ok(envelope)
+}
+
+/// Checks a decoded client envelope: at least one message, each of a known kind.
+pub fn validate_client(envelope: &ClientEnvelope) -> Result<(), DecodeError> {
     if envelope.messages.is_empty() {
         return Err(DecodeError::Empty);
     }
     if let Some(index) = envelope.messages.iter().position(|m| m.kind.is_none()) {
         return Err(DecodeError::UnknownKind { index });
     }
-    Ok(envelope)
+    Ok(())
 }
 
 /// Decodes a server envelope (client side).

@@ -45,6 +45,20 @@ impl TokenBucket {
         Err(Duration::from_secs_f64((missing / self.rate).max(0.0)))
     }
 
+    /// Takes as many whole tokens as available, at most `max`; returns how many.
+    pub fn take_up_to(&mut self, max: u64, now: Instant) -> u64 {
+        self.refill(now);
+        let n = (self.tokens.floor().max(0.0) as u64).min(max);
+        self.tokens -= n as f64;
+        n
+    }
+
+    /// How long until one token is available (zero if one is).
+    pub fn wait_for_one(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+    }
+
     /// True when the bucket is full (nothing to remember about this key).
     pub fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
@@ -194,6 +208,17 @@ mod tests {
         assert!(b.try_take(1.0, t0 + ms(20)).is_err());
         // Refills to the burst, not beyond.
         assert!(b.is_full(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn take_up_to_takes_whole_tokens() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 5.0, t0);
+        assert_eq!(b.take_up_to(3, t0), 3);
+        assert_eq!(b.take_up_to(10, t0), 2);
+        assert_eq!(b.take_up_to(10, t0), 0);
+        assert_eq!(b.wait_for_one(t0), ms(100));
+        assert_eq!(b.take_up_to(10, t0 + ms(250)), 2);
     }
 
     #[test]

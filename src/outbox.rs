@@ -60,6 +60,16 @@ pub struct PendingState {
     pub last_input_seq: u64,
 }
 
+/// What [`Outbox::supersede_state`] found: the tick to encode against, and the
+/// outbox's epoch at that moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Baseline {
+    /// The baseline tick (0: full snapshot).
+    pub tick: Tick,
+    epoch: u64,
+}
+
 /// Everything taken from an outbox in one go; the transport writes it as one message.
 /// Reuse one per connection: [`Outbox::poll_drain`] clears it first.
 #[derive(Debug, Default)]
@@ -91,6 +101,9 @@ struct Inner {
     delivered: Vec<(RoomKey, Tick)>,
     overflowed: bool,
     superseded: u64,
+    /// Incremented by [`Outbox::reset_delivered`]: a frame encoded against a baseline
+    /// read before a reset must not be delivered after it.
+    epoch: u64,
     waker: Option<Waker>,
 }
 
@@ -151,24 +164,36 @@ impl Outbox {
     }
 
     /// First half of replacing a room's state frame: drops the room's pending
-    /// (untaken) frame, if any, and returns the tick of the last frame the transport
-    /// took for that room (0: none, so the next frame must be a full snapshot).
-    /// Follow with [`Outbox::push_state`]; until then the baseline cannot move.
-    pub fn supersede_state(&self, room: RoomKey) -> Tick {
+    /// (untaken) frame, if any, and returns the baseline the next frame must be
+    /// encoded against: the tick of the last frame the transport took for that room,
+    /// or 0 (a full snapshot) when there is none or when the dropped frame was itself a
+    /// full snapshot (the client is waiting for one). Follow with
+    /// [`Outbox::push_state`], passing the returned [`Baseline`].
+    pub fn supersede_state(&self, room: RoomKey) -> Baseline {
         let mut inner = self.inner.lock();
+        let mut dropped_full = false;
         if let Some(i) = inner.states.iter().position(|s| s.room == room) {
-            inner.states.swap_remove(i);
+            dropped_full = inner.states.swap_remove(i).baseline == 0;
             inner.superseded += 1;
         }
-        delivered(&inner, room)
+        Baseline {
+            tick: if dropped_full { 0 } else { delivered(&inner, room) },
+            epoch: inner.epoch,
+        }
     }
 
-    /// Second half: queues the room's new state frame.
-    pub fn push_state(&self, state: PendingState) {
+    /// Second half: queues the room's new state frame, encoded against `baseline`. If
+    /// the outbox was reset in between (a resume), the frame is dropped and `false`
+    /// returned: the caller must send a full snapshot instead.
+    pub fn push_state(&self, state: PendingState, baseline: Baseline) -> bool {
         let mut inner = self.inner.lock();
+        if inner.epoch != baseline.epoch && state.baseline != 0 {
+            return false;
+        }
         debug_assert!(inner.states.iter().all(|s| s.room != state.room));
         inner.states.push(state);
         wake(&mut inner);
+        true
     }
 
     /// The tick of the last state frame the transport took for `room` (0: none).
@@ -190,6 +215,7 @@ impl Outbox {
         let mut inner = self.inner.lock();
         inner.delivered.clear();
         inner.states.clear();
+        inner.epoch += 1;
     }
 
     /// True once a reliable push went over the bound.
@@ -253,11 +279,11 @@ fn wake(inner: &mut Inner) {
 mod tests {
     use super::*;
 
-    fn state(room: RoomKey, tick: Tick) -> PendingState {
+    fn state(room: RoomKey, tick: Tick, baseline: Tick) -> PendingState {
         PendingState {
             room,
             tick,
-            baseline: 0,
+            baseline,
             body: Bytes::new(),
             last_input_seq: 0,
         }
@@ -267,15 +293,17 @@ mod tests {
     fn state_frames_are_superseded_against_the_delivered_tick() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        assert_eq!(outbox.supersede_state(1), 0);
-        outbox.push_state(state(1, 1));
+        let b = outbox.supersede_state(1);
+        assert_eq!(b.tick, 0);
+        assert!(outbox.push_state(state(1, 1, 0), b));
         assert!(outbox.drain(&mut batch));
         assert_eq!(outbox.delivered(1), 1);
 
         // The client stops reading: ticks 2..=50 each replace the previous one.
         for tick in 2..=50 {
-            assert_eq!(outbox.supersede_state(1), 1, "baseline stays at what was taken");
-            outbox.push_state(state(1, tick));
+            let b = outbox.supersede_state(1);
+            assert_eq!(b.tick, 1, "baseline stays at what was taken");
+            assert!(outbox.push_state(state(1, tick, 1), b));
         }
         assert_eq!(outbox.take_superseded(), 48);
         assert_eq!(outbox.take_superseded(), 0);
@@ -283,6 +311,33 @@ mod tests {
         assert_eq!(batch.states.len(), 1);
         assert_eq!(batch.states[0].tick, 50);
         assert_eq!(outbox.delivered(1), 50);
+    }
+
+    #[test]
+    fn an_untaken_full_snapshot_is_only_replaced_by_a_full_snapshot() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 1, 0), b));
+        outbox.drain(&mut batch);
+        // A resync queues a full snapshot at tick 2, not taken before tick 3.
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 2, 0), b));
+        assert_eq!(outbox.supersede_state(1).tick, 0, "tick 3 must be full too");
+    }
+
+    #[test]
+    fn a_reset_between_the_halves_refuses_a_stale_delta() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 1, 0), b));
+        outbox.drain(&mut batch);
+        let stale = outbox.supersede_state(1);
+        assert_eq!(stale.tick, 1);
+        outbox.reset_delivered(); // a resume, on another thread
+        assert!(!outbox.push_state(state(1, 2, 1), stale));
+        assert_eq!(outbox.supersede_state(1).tick, 0);
     }
 
     #[test]

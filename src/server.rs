@@ -111,7 +111,7 @@ impl Server {
         };
         let pool = Arc::new(SimPool::start(config.pool_config())?);
         for room in &config.rooms {
-            pool.get_or_create(&room.id, &room.room_type)
+            pool.create_persistent(&room.id, &room.room_type)
                 .map_err(|e| ServerError::Room(room.id.clone(), e))?;
         }
         let listener = TcpListener::bind(config.listen).await?;

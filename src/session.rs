@@ -10,16 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prost::Message;
 
 use crate::auth::{Authenticator, Identity};
 use crate::clock::Now;
 use crate::error::CloseReason;
-use crate::frame::{DecodeError, decode_client, encode_message};
+use crate::frame::{encode_message, validate_client};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::limits::{RateLimiter, RateLimits, Verdict};
 use crate::outbox::Outbox;
 use crate::proto::{
-    self, ClientMessage, ErrorCode, PROTOCOL_VERSION, client_message, request, response, server_message::Kind,
+    self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, client_message, request, response,
+    server_message::Kind,
 };
 use crate::room::error_message;
 use crate::sim_pool::{Command, PoolError, RoomHandle, SimPool};
@@ -51,6 +53,8 @@ pub struct SessionSettings {
     pub heartbeat_timeout: Duration,
     /// How long a dropped session is held for resume.
     pub resume_grace: Duration,
+    /// Rooms one session may be in at once.
+    pub max_rooms_per_session: usize,
 }
 
 impl Default for SessionSettings {
@@ -61,6 +65,7 @@ impl Default for SessionSettings {
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(5),
             resume_grace: Duration::from_secs(20),
+            max_rooms_per_session: 16,
         }
     }
 }
@@ -160,6 +165,15 @@ impl Session {
         self.limiter = RateLimiter::new(s.rate, now.instant);
         self.outbox.reset_delivered();
         self.outbox.push_reliable_first(self.welcome(true, now));
+        // A full snapshot of every room at its next tick (request id 0: no answer).
+        for room in self.rooms.values() {
+            let command = Command::Resync {
+                room: room.key,
+                member: self.id,
+                request_id: 0,
+            };
+            let _ = self.ctx.pool.send(room, command);
+        }
     }
 
     /// The resume token announced in `Welcome`.
@@ -214,15 +228,15 @@ impl Session {
             Inbound::TooBig => return Err(CloseReason::MessageTooBig),
             Inbound::Control => return Ok(()),
         };
-        let envelope = match decode_client(bytes) {
-            Ok(envelope) => envelope,
-            Err(DecodeError::Protobuf(_)) => return Err(CloseReason::Undecodable),
-            Err(e) => {
-                self.reply(error_message(ErrorCode::BadRequest, &e.to_string(), 0, ""));
-                return Ok(());
-            }
+        let Ok(envelope) = ClientEnvelope::decode(bytes) else {
+            return Err(CloseReason::Undecodable);
         };
-        match self.limiter.check(envelope.messages.len(), bytes.len(), now.instant) {
+        // Every envelope is charged, even one that is then refused, and at most a
+        // burst's worth, so an oversized envelope is refused below instead of never
+        // fitting the bucket.
+        let burst = self.limiter.limits().message_burst as usize;
+        let charged = envelope.messages.len().clamp(1, burst.max(1));
+        match self.limiter.check(charged, bytes.len(), now.instant) {
             Verdict::Allow => {}
             Verdict::Flood => return Err(CloseReason::RateLimited),
             Verdict::Refuse { notify, retry_after } => {
@@ -236,6 +250,15 @@ impl Session {
                 }
                 return Ok(());
             }
+        }
+        if envelope.messages.len() > burst {
+            let message = format!("an envelope may hold at most {burst} messages");
+            self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
+            return Ok(());
+        }
+        if let Err(e) = validate_client(&envelope) {
+            self.reply(error_message(ErrorCode::BadRequest, &e.to_string(), 0, ""));
+            return Ok(());
         }
         for ClientMessage { kind } in envelope.messages {
             if let Some(kind) = kind {
@@ -253,7 +276,7 @@ impl Session {
         match kind {
             K::Join(join) => self.join(join),
             K::Leave(leave) => {
-                let Some(room) = self.rooms.remove(&leave.room) else {
+                let Some(room) = self.rooms.get(&leave.room).cloned() else {
                     return self.not_a_member(&leave.room, leave.request_id);
                 };
                 let command = Command::Leave {
@@ -261,7 +284,10 @@ impl Session {
                     member: self.id,
                     request_id: leave.request_id,
                 };
-                self.send(&room, command, leave.request_id);
+                // Forget the room only once the leave is on its way.
+                if self.send(&room, command, leave.request_id) {
+                    self.rooms.remove(&leave.room);
+                }
             }
             K::Input(input) => {
                 let Some(room) = self.rooms.get(&input.room).cloned() else {
@@ -346,6 +372,18 @@ impl Session {
             return self.reply(error_message(
                 ErrorCode::Forbidden,
                 message,
+                join.request_id,
+                &join.room,
+            ));
+        }
+        if !self.rooms.contains_key(&join.room) && self.rooms.len() >= self.ctx.settings.max_rooms_per_session {
+            let message = format!(
+                "a session may be in at most {} rooms",
+                self.ctx.settings.max_rooms_per_session
+            );
+            return self.reply(error_message(
+                ErrorCode::LimitExceeded,
+                &message,
                 join.request_id,
                 &join.room,
             ));

@@ -146,8 +146,8 @@ impl Default for SimMetrics {
 /// A message to a simulation thread.
 #[non_exhaustive]
 pub enum Command {
-    /// Take ownership of a new room.
-    Create(Box<Room>, Arc<RoomShared>),
+    /// Take ownership of a new room (`true`: keep it open while empty).
+    Create(Box<Room>, Arc<RoomShared>, bool),
     /// A member joins (answered through `outbox`).
     Join {
         /// Room.
@@ -305,6 +305,15 @@ impl SimPool {
     /// The room with this id, created with `room_type` (or the default type when
     /// empty) if it does not exist. The new room goes to the least loaded thread.
     pub fn get_or_create(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
+        self.open_room(id, room_type, false)
+    }
+
+    /// Creates a room that stays open while empty (rooms from the configuration).
+    pub fn create_persistent(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
+        self.open_room(id, room_type, true)
+    }
+
+    fn open_room(&self, id: &str, room_type: &str, persistent: bool) -> Result<RoomHandle, PoolError> {
         let mut directory = self.directory.lock();
         if let Some(handle) = directory.get(id) {
             return Ok(handle.clone());
@@ -342,7 +351,7 @@ impl SimPool {
         };
         self.workers[thread]
             .tx
-            .try_send(Command::Create(Box::new(room), shared))
+            .try_send(Command::Create(Box::new(room), shared, persistent))
             .map_err(send_error)?;
         self.workers[thread].rooms.fetch_add(1, Ordering::Relaxed);
         directory.insert(id, handle.clone());
@@ -401,6 +410,8 @@ fn send_error<T>(e: TrySendError<T>) -> PoolError {
 struct OwnedRoom {
     room: Room,
     shared: Arc<RoomShared>,
+    /// Created from the configuration: stays open while empty.
+    persistent: bool,
     schedule: TickSchedule,
     empty_since: Option<Instant>,
 }
@@ -453,11 +464,12 @@ impl SimThread {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Create(room, shared) => {
+            Command::Create(room, shared, persistent) => {
                 let schedule = TickSchedule::new(Instant::now(), room.config().tick_rate, self.max_catch_up);
                 self.rooms.push(OwnedRoom {
                     room: *room,
                     shared,
+                    persistent,
                     schedule,
                     empty_since: Some(Instant::now()),
                 });
@@ -548,7 +560,12 @@ impl SimThread {
                     }
                 }
             }
-            let expired = owned.room.member_count() == 0
+            // Ticks evict members whose session is gone: keep the count current.
+            if owned.room.member_count() as u32 != owned.shared.members.load(Ordering::Relaxed) {
+                owned.sync_members(&self.metrics);
+            }
+            let expired = !owned.persistent
+                && owned.room.member_count() == 0
                 && owned
                     .empty_since
                     .is_some_and(|t| now.duration_since(t) >= self.empty_room_ttl);

@@ -97,33 +97,21 @@ pub(crate) async fn serve<S>(
     let mut rate_limited = session.rate_limited();
     let end = loop {
         let timer = tokio::time::Instant::from_std(session.poll_timeout());
+        // Biased: shutdown and timers first, then inbound before outbound, so a
+        // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break End::Close(CloseReason::ShuttingDown),
             _ = replaced.cancelled() => break End::Close(CloseReason::Replaced),
             _ = tokio::time::sleep_until(timer) => match session.handle_timeout(Instant::now()) {
                 Ok(Beat::Ping) => {
-                    if !send(&mut sink, Message::Ping(Bytes::new()), slow).await {
-                        break End::Close(CloseReason::SlowConsumer);
+                    if let Some(end) = send(&mut sink, Message::Ping(Bytes::new()), slow).await {
+                        break end;
                     }
                 }
                 Ok(_) => {}
                 Err(reason) => break End::Close(reason),
             },
-            () = poll_fn(|cx| outbox.poll_drain(cx, &mut batch)) => {
-                if outbox.is_overflowed() {
-                    break End::Close(CloseReason::SlowConsumer);
-                }
-                buf.clear();
-                encode_batch(&batch, &mut buf);
-                let message = buf.split().freeze();
-                metrics.messages_out.inc();
-                metrics.bytes_out.inc_by(message.len() as u64);
-                metrics.frames_superseded.inc_by(outbox.take_superseded());
-                if !send(&mut sink, Message::Binary(message), slow).await {
-                    break End::Close(CloseReason::SlowConsumer);
-                }
-            }
             inbound = stream.next() => {
                 let now = Now::system();
                 let result = match inbound {
@@ -156,6 +144,20 @@ pub(crate) async fn serve<S>(
                     break End::Close(reason);
                 }
             }
+            () = poll_fn(|cx| outbox.poll_drain(cx, &mut batch)) => {
+                if outbox.is_overflowed() {
+                    break End::Close(CloseReason::SlowConsumer);
+                }
+                buf.clear();
+                encode_batch(&batch, &mut buf);
+                let message = buf.split().freeze();
+                metrics.messages_out.inc();
+                metrics.bytes_out.inc_by(message.len() as u64);
+                metrics.frames_superseded.inc_by(outbox.take_superseded());
+                if let Some(end) = send(&mut sink, Message::Binary(message), slow).await {
+                    break end;
+                }
+            }
         }
     };
     shared.registry.leave_live(&user, id);
@@ -167,8 +169,9 @@ pub(crate) async fn serve<S>(
             metrics.count_close(reason);
             tracing::debug!(%peer, session = id, code = reason.code(), reason = reason.reason(), "closing");
             send_close(&mut sink, reason).await;
-            // The peer stopped answering: it may come back on another connection.
-            reason == CloseReason::HeartbeatTimeout
+            // The peer stopped answering or reading but lost nothing: it may come back
+            // on another connection.
+            matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer)
         }
         End::ClientClosed => {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
@@ -187,12 +190,18 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// Sends one message, giving up after `limit` (the client is not reading).
-async fn send<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, message: Message, limit: Duration) -> bool
+/// Sends one message. `Some(end)` ends the connection: a write error means the
+/// connection is lost; a write still blocked after `limit` means the client is not
+/// reading (slow consumer).
+async fn send<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, message: Message, limit: Duration) -> Option<End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    matches!(tokio::time::timeout(limit, sink.send(message)).await, Ok(Ok(())))
+    match tokio::time::timeout(limit, sink.send(message)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some(End::Lost),
+        Err(_) => Some(End::Close(CloseReason::SlowConsumer)),
+    }
 }
 
 async fn send_close<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, reason: CloseReason)
@@ -203,6 +212,6 @@ where
         code: reason.code().into(),
         reason: reason.reason().into(),
     };
-    let _ = send(sink, Message::Close(Some(frame)), Duration::from_secs(1)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }

@@ -327,12 +327,16 @@ impl Room {
         self.events.push(QueuedEvent { sender, event });
     }
 
-    /// Schedules a full snapshot for `member` at the next tick and answers the request.
+    /// Schedules a full snapshot for `member` at the next tick and answers the request
+    /// (unless `request_id` is 0).
     pub fn resync(&mut self, member: MemberId, request_id: u64) {
         let Some(m) = self.member_mut(member) else {
             return;
         };
         m.needs_full = true;
+        if request_id == 0 {
+            return;
+        }
         let response = Kind::Response(proto::Response {
             request_id,
             kind: Some(proto::response::Kind::Resync(proto::ResyncScheduled {
@@ -460,7 +464,8 @@ impl Room {
             if !(changed || news || idle_frame) {
                 continue;
             }
-            let delivered = m.outbox.supersede_state(self.key);
+            let found = m.outbox.supersede_state(self.key);
+            let delivered = found.tick;
             let full = m.needs_full || delivered < oldest_baseline;
             let (key, baseline) = if full {
                 (BodyKey::Full, 0)
@@ -488,13 +493,21 @@ impl Room {
                     body
                 }
             };
-            m.outbox.push_state(PendingState {
-                room: self.key,
-                tick,
-                baseline,
-                body,
-                last_input_seq: m.last_applied,
-            });
+            let pushed = m.outbox.push_state(
+                PendingState {
+                    room: self.key,
+                    tick,
+                    baseline,
+                    body,
+                    last_input_seq: m.last_applied,
+                },
+                found,
+            );
+            if !pushed {
+                // The session was reset (resumed) meanwhile: a full snapshot next tick.
+                m.needs_full = true;
+                continue;
+            }
             m.last_sent_seq = m.last_applied;
             m.needs_full = false;
             report.frames += 1;
