@@ -1,0 +1,461 @@
+//! The bot fleet: many [`tickrelay_client::Client`]s following one scenario, checking
+//! invariants as they play, and a report.
+//!
+//! Every bot joins its room, sends inputs at the scenario's rate and mirrors the
+//! room's state, verified against the server's checksums. Tick-to-client latency (the
+//! frame's server tick time to its arrival) goes into an HDR histogram. Churn drops
+//! connections (resumed by the client) or replaces bots with new players.
+//!
+//! Invariants, any of which makes the run fail: no desync, no close the scenario did
+//! not cause, no client giving up, no input lost (every bot's last input is
+//! acknowledged at the end), no input applied twice (relay rooms: each input creates
+//! a new entity and removes the previous one, so a replayed input would be refused).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Serializer as _;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
+use tokio::task::JoinSet;
+
+/// What the fleet does.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Relay URL.
+    pub url: String,
+    /// Certificate trust.
+    pub trust: Trust,
+    /// JWT for every bot (none in anonymous mode).
+    pub token: Option<String>,
+    /// Number of rooms.
+    pub rooms: usize,
+    /// Bots per room.
+    pub members: usize,
+    /// Room type (`arena` or `relay`).
+    pub room_type: String,
+    /// Room ids are `<prefix>-<n>`.
+    pub room_prefix: String,
+    /// Inputs per second per bot (0: idle bots).
+    pub input_rate: f64,
+    /// How long the bots play, ramp-up included.
+    pub duration: Duration,
+    /// Bots connect evenly over this time.
+    pub ramp_up: Duration,
+    /// Share of bots that churn per minute (0.1: a tenth of the bots each minute).
+    pub churn_per_minute: f64,
+    /// Of the churning bots, the share that drop their connection and resume; the
+    /// others leave for good and are replaced by new players.
+    pub churn_resume_share: f64,
+    /// Print a progress line this often (none: silent).
+    pub progress: Option<Duration>,
+    /// This process runs the bots whose index modulo `workers` is `worker`.
+    pub worker: usize,
+    /// Number of worker processes.
+    pub workers: usize,
+}
+
+/// Counters, summed over bots.
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicU64,
+    max_connected: AtomicU64,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    inputs_sent: AtomicU64,
+    reconnects: AtomicU64,
+    resumes: AtomicU64,
+    desyncs: AtomicU64,
+    gave_up: AtomicU64,
+    lost_inputs: AtomicU64,
+    replaced_players: AtomicU64,
+}
+
+/// The result of a run (mergeable across worker processes).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Bots started (new players from churn included).
+    pub bots: u64,
+    /// Most bots connected at once.
+    pub max_connected: u64,
+    /// Seconds the scenario ran.
+    pub seconds: f64,
+    /// State frames applied.
+    pub frames: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Inputs sent.
+    pub inputs_sent: u64,
+    /// Reconnections.
+    pub reconnects: u64,
+    /// Of which resumed.
+    pub resumes: u64,
+    /// Desyncs detected.
+    pub desyncs: u64,
+    /// Clients that gave up.
+    pub gave_up: u64,
+    /// Inputs never acknowledged at the end.
+    pub lost_inputs: u64,
+    /// Players replaced by churn.
+    pub replaced_players: u64,
+    /// Closes not caused by the scenario, by close code.
+    pub unexpected_closes: BTreeMap<u16, u64>,
+    /// Error messages from the server, by error code.
+    pub errors: BTreeMap<i32, u64>,
+    /// Tick-to-client latency histogram (HDR V2, base64), microseconds.
+    pub latency: String,
+}
+
+impl Report {
+    /// Adds another worker's report.
+    pub fn merge(&mut self, other: &Report) {
+        self.bots += other.bots;
+        self.max_connected += other.max_connected;
+        self.seconds = self.seconds.max(other.seconds);
+        self.frames += other.frames;
+        self.bytes += other.bytes;
+        self.inputs_sent += other.inputs_sent;
+        self.reconnects += other.reconnects;
+        self.resumes += other.resumes;
+        self.desyncs += other.desyncs;
+        self.gave_up += other.gave_up;
+        self.lost_inputs += other.lost_inputs;
+        self.replaced_players += other.replaced_players;
+        for (k, v) in &other.unexpected_closes {
+            *self.unexpected_closes.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.errors {
+            *self.errors.entry(*k).or_default() += v;
+        }
+        let mut merged = self.histogram();
+        merged.add(other.histogram()).expect("same histogram bounds");
+        self.latency = encode_histogram(&merged);
+    }
+
+    /// The latency histogram.
+    pub fn histogram(&self) -> Histogram<u64> {
+        decode_histogram(&self.latency)
+    }
+
+    /// Every invariant the run violated (empty: success).
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.desyncs > 0 {
+            v.push(format!("{} desyncs", self.desyncs));
+        }
+        if self.gave_up > 0 {
+            v.push(format!("{} clients gave up", self.gave_up));
+        }
+        if self.lost_inputs > 0 {
+            v.push(format!("{} inputs never acknowledged", self.lost_inputs));
+        }
+        let closes: u64 = self.unexpected_closes.values().sum();
+        if closes > 0 {
+            v.push(format!("{closes} unexpected closes {:?}", self.unexpected_closes));
+        }
+        let duplicates = [proto::ErrorCode::EntityExists, proto::ErrorCode::EntityNotFound]
+            .iter()
+            .map(|c| self.errors.get(&(*c as i32)).copied().unwrap_or(0))
+            .sum::<u64>();
+        if duplicates > 0 {
+            v.push(format!("{duplicates} inputs applied twice or out of order"));
+        }
+        let errors: u64 = self.errors.values().sum();
+        if errors > duplicates {
+            v.push(format!("server errors {:?}", self.errors));
+        }
+        v
+    }
+
+    /// A readable table.
+    pub fn table(&self) -> String {
+        let h = self.histogram();
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let per_client = self.bots.max(1) as f64 * self.seconds.max(0.001);
+        let rows = [
+            ("bots started", self.bots.to_string()),
+            ("connections held (max)", self.max_connected.to_string()),
+            ("duration", format!("{:.1} s", self.seconds)),
+            (
+                "state frames / s",
+                format!("{:.0}", self.frames as f64 / self.seconds.max(0.001)),
+            ),
+            ("bytes / s per client", format!("{:.0}", self.bytes as f64 / per_client)),
+            ("inputs sent", self.inputs_sent.to_string()),
+            ("latency p50", format!("{:.2} ms", ms(0.5))),
+            ("latency p90", format!("{:.2} ms", ms(0.9))),
+            ("latency p99", format!("{:.2} ms", ms(0.99))),
+            ("latency p99.9", format!("{:.2} ms", ms(0.999))),
+            ("latency max", format!("{:.2} ms", h.max() as f64 / 1000.0)),
+            ("latency samples", h.len().to_string()),
+            ("reconnects", self.reconnects.to_string()),
+            ("of which resumed", self.resumes.to_string()),
+            ("players replaced", self.replaced_players.to_string()),
+            ("desyncs", self.desyncs.to_string()),
+            ("inputs lost", self.lost_inputs.to_string()),
+            ("unexpected closes", format!("{:?}", self.unexpected_closes)),
+            ("server errors", format!("{:?}", self.errors)),
+        ];
+        let mut out = String::from("| metric | value |\n|---|---|\n");
+        for (k, v) in rows {
+            out.push_str(&format!("| {k} | {v} |\n"));
+        }
+        out
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 1 minute, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn encode_histogram(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    let mut buf = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(h, &mut buf)
+        .expect("serializing to memory");
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+fn decode_histogram(text: &str) -> Histogram<u64> {
+    use base64::Engine;
+    if text.is_empty() {
+        return new_histogram();
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64 histogram");
+    let mut h: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .expect("HDR histogram");
+    h.auto(true);
+    h
+}
+
+/// Shared by all bots of a process.
+struct Fleet {
+    scenario: Scenario,
+    counters: Counters,
+    /// Sharded so thousands of bots do not contend on one lock.
+    latency: Vec<Mutex<Histogram<u64>>>,
+    closes: Mutex<BTreeMap<u16, u64>>,
+    errors: Mutex<BTreeMap<i32, u64>>,
+    bots_started: AtomicU64,
+    stop_at: Instant,
+}
+
+/// Runs the scenario in this process and returns its report.
+pub async fn run_scenario(scenario: Scenario) -> Report {
+    let started = Instant::now();
+    let fleet = Arc::new(Fleet {
+        counters: Counters::default(),
+        latency: (0..32).map(|_| Mutex::new(new_histogram())).collect(),
+        closes: Mutex::new(BTreeMap::new()),
+        errors: Mutex::new(BTreeMap::new()),
+        bots_started: AtomicU64::new(0),
+        stop_at: started + scenario.duration,
+        scenario,
+    });
+    let total = fleet.scenario.rooms * fleet.scenario.members;
+    let mine: Vec<usize> = (0..total)
+        .filter(|i| i % fleet.scenario.workers.max(1) == fleet.scenario.worker)
+        .collect();
+    let mut bots = JoinSet::new();
+    let ramp_step = fleet.scenario.ramp_up.as_secs_f64() / mine.len().max(1) as f64;
+    let progress = fleet
+        .scenario
+        .progress
+        .map(|every| tokio::spawn(progress(fleet.clone(), every, started)));
+    for (n, index) in mine.into_iter().enumerate() {
+        let fleet = fleet.clone();
+        let start_at = started + Duration::from_secs_f64(ramp_step * n as f64);
+        bots.spawn(async move {
+            tokio::time::sleep_until(start_at.into()).await;
+            let mut generation = 0;
+            // A bot replaced by churn starts again as a new player in the same seat.
+            while bot(&fleet, index, generation).await {
+                generation += 1;
+                fleet.counters.replaced_players.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    while bots.join_next().await.is_some() {}
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let c = &fleet.counters;
+    let mut latency = new_histogram();
+    for shard in &fleet.latency {
+        latency.add(&*shard.lock()).expect("same bounds");
+    }
+    Report {
+        bots: fleet.bots_started.load(Ordering::Relaxed),
+        max_connected: c.max_connected.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        frames: c.frames.load(Ordering::Relaxed),
+        bytes: c.bytes.load(Ordering::Relaxed),
+        inputs_sent: c.inputs_sent.load(Ordering::Relaxed),
+        reconnects: c.reconnects.load(Ordering::Relaxed),
+        resumes: c.resumes.load(Ordering::Relaxed),
+        desyncs: c.desyncs.load(Ordering::Relaxed),
+        gave_up: c.gave_up.load(Ordering::Relaxed),
+        lost_inputs: c.lost_inputs.load(Ordering::Relaxed),
+        replaced_players: c.replaced_players.load(Ordering::Relaxed),
+        unexpected_closes: fleet.closes.lock().clone(),
+        errors: fleet.errors.lock().clone(),
+        latency: encode_histogram(&latency),
+    }
+}
+
+async fn progress(fleet: Arc<Fleet>, every: Duration, started: Instant) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let c = &fleet.counters;
+        let mut latency = new_histogram();
+        for shard in &fleet.latency {
+            latency.add(&*shard.lock()).expect("same bounds");
+        }
+        eprintln!(
+            "[worker {}] t={:>4.0}s connected={} frames={} p99={:.2}ms reconnects={} desyncs={} errors={:?} closes={:?}",
+            fleet.scenario.worker,
+            started.elapsed().as_secs_f64(),
+            c.connected.load(Ordering::Relaxed),
+            c.frames.load(Ordering::Relaxed),
+            latency.value_at_quantile(0.99) as f64 / 1000.0,
+            c.reconnects.load(Ordering::Relaxed),
+            c.desyncs.load(Ordering::Relaxed),
+            fleet.errors.lock(),
+            fleet.closes.lock(),
+        );
+    }
+}
+
+/// One player: plays until the scenario ends (returns false) or churn replaces it
+/// (returns true).
+async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
+    let s = &fleet.scenario;
+    fleet.bots_started.fetch_add(1, Ordering::Relaxed);
+    let room = format!("{}-{}", s.room_prefix, index / s.members.max(1));
+    let mut config = ClientConfig::new(&s.url, s.trust.clone());
+    config.token = s.token.clone();
+    config.backoff = Backoff {
+        initial: Duration::from_millis(250),
+        max: Duration::from_secs(5),
+        max_attempts: Some(8),
+    };
+    config.ping_interval = Duration::from_secs(5);
+    config.quiet_timeout = Duration::from_secs(15);
+    let Ok((client, mut events)) = Client::connect(config) else {
+        fleet.counters.gave_up.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    client.join(&room, &s.room_type);
+    let mut rng = fastrand::Rng::with_seed((index as u64) << 16 | generation);
+    let input_every = (s.input_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / s.input_rate));
+    let mut inputs = tokio::time::interval(input_every.unwrap_or(Duration::from_secs(3600)));
+    inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Churn is decided once a second: probability churn_per_minute / 60.
+    let mut churn_clock = tokio::time::interval(Duration::from_secs(1));
+    churn_clock.tick().await;
+    let relay = s.room_type == "relay";
+    let entity_base = ((index as u64) << 32) | (generation << 24);
+    let mut sent = 0u64;
+    let mut joined = false;
+    let mut dropping = false;
+    let mut connected = false;
+    let stop_at = tokio::time::Instant::from_std(fleet.stop_at);
+    let c = &fleet.counters;
+    let set_connected = |now: bool, connected: &mut bool| {
+        if now != *connected {
+            *connected = now;
+            if now {
+                let n = c.connected.fetch_add(1, Ordering::Relaxed) + 1;
+                c.max_connected.fetch_max(n, Ordering::Relaxed);
+            } else {
+                c.connected.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    };
+    let replaced = loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(stop_at) => break false,
+            _ = inputs.tick(), if joined && input_every.is_some() => {
+                sent += 1;
+                let payload = if relay {
+                    // Create a new entity, remove the previous: a replay would fail.
+                    let create = vec![proto::Entity { id: entity_base + sent, owner: 0, kind: 1, fields: vec![] }];
+                    let remove = if sent > 1 { vec![entity_base + sent - 1] } else { vec![] };
+                    proto::input::Payload::Writes(proto::EntityWrites { create, remove, ..Default::default() })
+                } else {
+                    let intent = [rng.i8(..) as u8, rng.i8(..) as u8];
+                    proto::input::Payload::Intent(Bytes::copy_from_slice(&intent))
+                };
+                client.send_input(&room, payload);
+                c.inputs_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            _ = churn_clock.tick(), if joined => {
+                if rng.f64() < s.churn_per_minute / 60.0 {
+                    if rng.f64() < s.churn_resume_share {
+                        dropping = true;
+                        client.drop_connection();
+                    } else {
+                        break true; // leave for good; a new player takes the seat
+                    }
+                }
+            }
+            event = events.recv() => match event {
+                None => break false,
+                Some(Event::Connected { .. }) => set_connected(true, &mut connected),
+                Some(Event::Joined(_)) => joined = true,
+                Some(Event::State { server_time_us, received_us, .. }) => {
+                    c.frames.fetch_add(1, Ordering::Relaxed);
+                    let latency = received_us.saturating_sub(server_time_us).max(1);
+                    let _ = fleet.latency[index % fleet.latency.len()].lock().record(latency);
+                }
+                Some(Event::Disconnected { code, .. }) => {
+                    set_connected(false, &mut connected);
+                    if !(dropping && code == 1006) {
+                        *fleet.closes.lock().entry(code).or_default() += 1;
+                    }
+                    dropping = false;
+                }
+                Some(Event::Error(e)) => *fleet.errors.lock().entry(e.code).or_default() += 1,
+                Some(Event::GaveUp { .. }) => {
+                    c.gave_up.fetch_add(1, Ordering::Relaxed);
+                    break false;
+                }
+                Some(Event::Desync { .. }) => {}
+                Some(_) => {}
+            },
+        }
+    };
+    // Let the last inputs be acknowledged, then check none was lost.
+    if sent > 0 && connected {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while client.with_mirror(&room, |m| m.last_input_seq()) < Some(sent) && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, events.recv()).await;
+        }
+        let acked = client.with_mirror(&room, |m| m.last_input_seq()).unwrap_or(0);
+        c.lost_inputs.fetch_add(sent.saturating_sub(acked), Ordering::Relaxed);
+    }
+    let stats = client.stats();
+    c.bytes
+        .fetch_add(stats.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
+    c.reconnects
+        .fetch_add(stats.reconnects.load(Ordering::Relaxed), Ordering::Relaxed);
+    c.resumes
+        .fetch_add(stats.resumes.load(Ordering::Relaxed), Ordering::Relaxed);
+    c.desyncs
+        .fetch_add(stats.desyncs.load(Ordering::Relaxed), Ordering::Relaxed);
+    client.close();
+    set_connected(false, &mut connected);
+    replaced
+}

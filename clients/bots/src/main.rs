@@ -1,0 +1,182 @@
+//! `tickrelay-bots`: runs a scenario of headless clients against a relay and prints a
+//! report (a table, and JSON with `--json`). Exits 1 when an invariant was violated.
+//!
+//! ```sh
+//! tickrelay-bots --rooms 100 --members 20 --duration-secs 600
+//! ```
+//!
+//! Above about 19,000 bots one process runs out of file descriptors; `--processes N`
+//! (or the automatic choice) spreads the bots over N worker processes of this binary.
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use tickrelay_bots::{Report, Scenario, run_scenario};
+use tickrelay_client::Trust;
+use tokio::io::AsyncReadExt;
+
+/// Bots per worker process at most (the per-process open-file limit is 20,000).
+const BOTS_PER_PROCESS: usize = 18_000;
+
+/// Headless bot fleet for tickrelay soak and load tests.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tickrelay-bots", version)]
+struct Args {
+    /// Relay WebSocket URL.
+    #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
+    url: String,
+    /// Trust the certificates in this PEM file (the relay's development certificate
+    /// by default).
+    #[arg(long, default_value = "tickrelay-dev-cert.pem")]
+    cert: PathBuf,
+    /// Trust exactly the certificate with this SHA-256 fingerprint instead of --cert.
+    #[arg(long)]
+    fingerprint: Option<String>,
+    /// JWT for every bot (when the relay requires one).
+    #[arg(long, env = "TICKRELAY_BOT_TOKEN")]
+    token: Option<String>,
+    /// Number of rooms.
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Bots per room.
+    #[arg(long, default_value_t = 20)]
+    members: usize,
+    /// Room type: arena (movement intents) or relay (entity writes).
+    #[arg(long, default_value = "arena")]
+    room_type: String,
+    /// Room ids are PREFIX-N.
+    #[arg(long, default_value = "bots")]
+    room_prefix: String,
+    /// Inputs per second per bot; 0 for idle bots.
+    #[arg(long, default_value_t = 30.0)]
+    input_rate: f64,
+    /// How long to run, ramp-up included.
+    #[arg(long, default_value_t = 30.0)]
+    duration_secs: f64,
+    /// Connect the bots evenly over this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    ramp_up_secs: f64,
+    /// Share of bots that churn per minute (0.1 = a tenth each minute).
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Of the churning bots, the share that drop the connection and resume; the rest
+    /// are replaced by new players.
+    #[arg(long, default_value_t = 0.5)]
+    churn_resume_share: f64,
+    /// Worker processes (0: one per 18,000 bots).
+    #[arg(long, default_value_t = 0)]
+    processes: usize,
+    /// Seconds between progress lines (0: none).
+    #[arg(long, default_value_t = 10.0)]
+    progress_secs: f64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Internal: run as worker K of N and print the JSON report on stdout.
+    #[arg(long, hide = true, num_args = 2, value_names = ["K", "N"])]
+    worker: Option<Vec<usize>>,
+}
+
+impl Args {
+    fn scenario(&self, worker: usize, workers: usize) -> Scenario {
+        Scenario {
+            url: self.url.clone(),
+            trust: match &self.fingerprint {
+                Some(f) => Trust::Fingerprint(f.clone()),
+                None => Trust::CertFile(self.cert.clone()),
+            },
+            token: self.token.clone(),
+            rooms: self.rooms,
+            members: self.members,
+            room_type: self.room_type.clone(),
+            room_prefix: self.room_prefix.clone(),
+            input_rate: self.input_rate,
+            duration: Duration::from_secs_f64(self.duration_secs),
+            ramp_up: Duration::from_secs_f64(self.ramp_up_secs),
+            churn_per_minute: self.churn,
+            churn_resume_share: self.churn_resume_share,
+            progress: (self.progress_secs > 0.0).then(|| Duration::from_secs_f64(self.progress_secs)),
+            worker,
+            workers,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(worker) = &args.worker {
+        let report = run_scenario(args.scenario(worker[0], worker[1])).await;
+        println!("{}", serde_json::to_string(&report).expect("report serializes"));
+        return ExitCode::SUCCESS;
+    }
+    let bots = args.rooms * args.members;
+    let processes = match args.processes {
+        0 => bots.div_ceil(BOTS_PER_PROCESS).max(1),
+        n => n,
+    };
+    eprintln!(
+        "tickrelay-bots: {bots} bots in {} rooms of {} ({}) against {}, {} s, {processes} process(es)",
+        args.rooms, args.members, args.room_type, args.url, args.duration_secs
+    );
+    let report = if processes == 1 {
+        run_scenario(args.scenario(0, 1)).await
+    } else {
+        match run_workers(processes).await {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("tickrelay-bots: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).expect("report serializes");
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("tickrelay-bots: cannot write {}: {e}", path.display());
+        }
+    }
+    let violations = report.violations();
+    if violations.is_empty() {
+        println!("OK: no invariant violated");
+        ExitCode::SUCCESS
+    } else {
+        for v in &violations {
+            println!("VIOLATED: {v}");
+        }
+        ExitCode::from(1)
+    }
+}
+
+/// Runs this binary as `n` workers with the same arguments and merges their reports.
+async fn run_workers(n: usize) -> Result<Report, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut children = Vec::new();
+    for k in 0..n {
+        let child = tokio::process::Command::new(&exe)
+            .args(&args)
+            .args(["--worker", &k.to_string(), &n.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start worker {k}: {e}"))?;
+        children.push(child);
+    }
+    let mut merged = Report::default();
+    for (k, mut child) in children.into_iter().enumerate() {
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            stdout.read_to_string(&mut out).await.map_err(|e| e.to_string())?;
+        }
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        let report: Report =
+            serde_json::from_str(out.trim()).map_err(|e| format!("worker {k} ({status}) printed no report: {e}"))?;
+        merged.merge(&report);
+    }
+    Ok(merged)
+}

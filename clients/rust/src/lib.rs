@@ -1,0 +1,363 @@
+//! `tickrelay-client`: an async client for the tickrelay game state relay.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use tickrelay_client::{Client, ClientConfig, Event, Trust};
+//!
+//! let config = ClientConfig::new("wss://127.0.0.1:7443/ws", Trust::CertFile("tickrelay-dev-cert.pem".into()));
+//! let (client, mut events) = Client::connect(config)?;
+//! client.join("demo", "arena");
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::State { room, tick, .. } => {
+//!             let entities = client.with_mirror(&room, |m| m.world().len());
+//!             println!("{room} at tick {tick}: {entities:?} entities");
+//!         }
+//!         Event::GaveUp { .. } => break,
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! What the client does for you:
+//! - **Connection**: `wss://` with a token, trusting the relay's certificate by file,
+//!   PEM or fingerprint (never any certificate silently).
+//! - **Rooms and inputs**: inputs get sequence numbers per room; each room's state is
+//!   mirrored ([`StateMirror`]) and verified against the server's checksums; on a
+//!   mismatch the client asks for a full snapshot by itself.
+//! - **Reconnection**: exponential backoff with full jitter (1 s, 2 s, 4 s … 30 s),
+//!   giving up after a configurable number of attempts ([`Event::GaveUp`]); close codes
+//!   that mean "do not reconnect" are honoured; the session is resumed with its resume
+//!   token, inputs not yet acknowledged are replayed (the server applies each once),
+//!   other messages sent while disconnected are buffered (bounded) and sent in order,
+//!   and full snapshots are awaited instead of assuming deltas suffice.
+//! - **Liveness**: application pings measure the round-trip time and a watchdog
+//!   reconnects when the server goes quiet.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+mod driver;
+mod trust;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+pub use backoff::Backoff;
+pub use tickrelay::mirror::{Desync, StateMirror};
+pub use tickrelay::proto;
+pub use trust::{Trust, TrustError};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The relay's WebSocket URL, `wss://host:port/ws`.
+    pub url: String,
+    /// Which certificate to trust.
+    pub trust: Trust,
+    /// A JWT, sent as `Authorization: Bearer` (none in anonymous mode).
+    pub token: Option<String>,
+    /// Reconnection policy.
+    pub backoff: Backoff,
+    /// Messages (other than inputs, which are replayed) kept while disconnected.
+    pub buffer_limit: usize,
+    /// Inputs kept until the server acknowledges them, per room.
+    pub unacked_input_limit: usize,
+    /// Send an application ping this often (round-trip time, liveness).
+    pub ping_interval: Duration,
+    /// Reconnect when nothing arrived from the server for this long.
+    pub quiet_timeout: Duration,
+    /// How long [`Client::request`] waits for its response.
+    pub request_timeout: Duration,
+    /// Capacity of the event channel; state events are dropped (and counted) when it
+    /// is full, other events wait.
+    pub event_capacity: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for `url` and `trust`.
+    pub fn new(url: impl Into<String>, trust: Trust) -> Self {
+        Self {
+            url: url.into(),
+            trust,
+            token: None,
+            backoff: Backoff::default(),
+            buffer_limit: 1024,
+            unacked_input_limit: 1024,
+            ping_interval: Duration::from_secs(2),
+            quiet_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
+            event_capacity: 4096,
+        }
+    }
+}
+
+/// What happens to a client, in order.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// Connected (again). `resumed`: the server kept the session; rooms continue.
+    Connected {
+        /// Session id (the member id in every room).
+        session_id: u64,
+        /// The user id the server assigned or read from the token.
+        user_id: String,
+        /// Whether the earlier session was resumed.
+        resumed: bool,
+    },
+    /// A room was joined.
+    Joined(proto::Joined),
+    /// A room was left (on request, or the server closed it).
+    Left(proto::Left),
+    /// A state frame was applied to the room's mirror.
+    State {
+        /// The room.
+        room: String,
+        /// The frame's tick.
+        tick: u64,
+        /// Whether it was a full snapshot.
+        full: bool,
+        /// The server's time of the tick, µs since the Unix epoch.
+        server_time_us: u64,
+        /// When the frame arrived, µs since the Unix epoch.
+        received_us: u64,
+    },
+    /// A room event.
+    RoomEvent(proto::RoomEvent),
+    /// A member joined or left a room.
+    Presence(proto::Presence),
+    /// The server refused something.
+    Error(proto::Error),
+    /// A room's mirror disagreed with the server; a full snapshot was requested.
+    Desync {
+        /// The room.
+        room: String,
+        /// What went wrong.
+        error: Desync,
+    },
+    /// The connection ended.
+    Disconnected {
+        /// Close code (1006 when the connection was lost without one).
+        code: u16,
+        /// Close reason.
+        reason: String,
+        /// Whether the client will try again.
+        will_reconnect: bool,
+    },
+    /// Waiting before reconnection attempt `attempt`.
+    Reconnecting {
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// The delay before it.
+        delay: Duration,
+    },
+    /// The client stopped trying; it is finished.
+    GaveUp {
+        /// Failed attempts in a row.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+}
+
+/// Counters of one client.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// WebSocket messages received.
+    pub messages_in: AtomicU64,
+    /// Bytes received.
+    pub bytes_in: AtomicU64,
+    /// State frames applied.
+    pub frames: AtomicU64,
+    /// Successful reconnections.
+    pub reconnects: AtomicU64,
+    /// Of which resumed the session.
+    pub resumes: AtomicU64,
+    /// Mirror desyncs detected.
+    pub desyncs: AtomicU64,
+    /// Checksums verified.
+    pub checksums: AtomicU64,
+    /// State events dropped because the event channel was full.
+    pub events_dropped: AtomicU64,
+    /// Last round-trip time in microseconds (0: none yet).
+    pub rtt_us: AtomicU64,
+}
+
+/// Failures the caller sees directly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not a `wss://` URL.
+    #[error("invalid URL `{0}`: expected wss://host:port/path")]
+    Url(String),
+    /// The trust settings are unusable.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The request got no answer in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The server answered with an error.
+    #[error("server error {}: {}", .0.code, .0.message)]
+    Server(proto::Error),
+    /// The client has stopped.
+    #[error("client closed")]
+    Closed,
+}
+
+pub(crate) enum Command {
+    Join {
+        room: String,
+        room_type: String,
+    },
+    Leave {
+        room: String,
+    },
+    Input {
+        room: String,
+        payload: proto::input::Payload,
+    },
+    Event(proto::SendEvent),
+    Request {
+        kind: proto::request::Kind,
+        reply: oneshot::Sender<Result<proto::Response, proto::Error>>,
+    },
+    SetToken(String),
+    DropConnection,
+    Close,
+}
+
+pub(crate) struct Shared {
+    pub mirrors: Mutex<HashMap<String, StateMirror>>,
+    pub stats: Stats,
+}
+
+/// A handle to a client; cheap to clone. The connection lives in a background task
+/// that ends when [`Client::close`] is called or the client gives up.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts connecting in the background and returns the handle and the event
+    /// stream. Must be called inside a tokio runtime.
+    pub fn connect(config: ClientConfig) -> Result<(Client, mpsc::Receiver<Event>), ClientError> {
+        let target = driver::Target::parse(&config.url)?;
+        let tls = trust::client_config(&config.trust)?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(config.event_capacity);
+        let shared = Arc::new(Shared {
+            mirrors: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        });
+        let client = Client {
+            commands,
+            shared: shared.clone(),
+            request_timeout: config.request_timeout,
+        };
+        tokio::spawn(driver::run(config, target, tls, command_rx, event_tx, shared));
+        Ok((client, events))
+    }
+
+    fn command(&self, command: Command) {
+        // A closed driver means the client is finished; callers learn it from events.
+        let _ = self.commands.send(command);
+    }
+
+    /// Joins a room (created with `room_type` if it does not exist; empty: the
+    /// server's default). Answered with [`Event::Joined`] or [`Event::Error`]. Rooms
+    /// are joined again automatically after a reconnect that could not resume.
+    pub fn join(&self, room: &str, room_type: &str) {
+        self.command(Command::Join {
+            room: room.into(),
+            room_type: room_type.into(),
+        });
+    }
+
+    /// Leaves a room.
+    pub fn leave(&self, room: &str) {
+        self.command(Command::Leave { room: room.into() });
+    }
+
+    /// Sends an input for the room's next tick; its sequence number is assigned for
+    /// you. It is kept until the server acknowledges it and replayed after a
+    /// reconnect.
+    pub fn send_input(&self, room: &str, payload: proto::input::Payload) {
+        self.command(Command::Input {
+            room: room.into(),
+            payload,
+        });
+    }
+
+    /// Sends a room event to `targets` (empty: everyone else in the room).
+    pub fn send_event(&self, room: &str, kind: &str, payload: Bytes, targets: Vec<u64>) {
+        self.command(Command::Event(proto::SendEvent {
+            room: room.into(),
+            kind: kind.into(),
+            payload,
+            targets,
+        }));
+    }
+
+    /// Sends a request and waits for its response (with the configured timeout).
+    pub async fn request(&self, kind: proto::request::Kind) -> Result<proto::Response, ClientError> {
+        let (reply, response) = oneshot::channel();
+        self.command(Command::Request { kind, reply });
+        match tokio::time::timeout(self.request_timeout, response).await {
+            Err(_) => Err(ClientError::Timeout),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Ok(Ok(result)) => result.map_err(ClientError::Server),
+        }
+    }
+
+    /// Replaces the token used for reconnecting and refreshes it on the live
+    /// session (answered with `TokenRefreshed` or an error event).
+    pub fn set_token(&self, token: &str) {
+        self.command(Command::SetToken(token.into()));
+    }
+
+    /// Reads a room's mirror (`None` if the client is not in the room).
+    pub fn with_mirror<T>(&self, room: &str, read: impl FnOnce(&StateMirror) -> T) -> Option<T> {
+        self.shared.mirrors.lock().get(room).map(read)
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The last measured round-trip time.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.shared.stats.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Drops the connection without a close frame, as a network failure would (for
+    /// tests and churn): the client reconnects and resumes.
+    pub fn drop_connection(&self) {
+        self.command(Command::DropConnection);
+    }
+
+    /// Closes the connection normally (code 1000) and stops the client.
+    pub fn close(&self) {
+        self.command(Command::Close);
+    }
+}

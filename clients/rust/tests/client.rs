@@ -1,0 +1,211 @@
+//! The client against the real relay on 127.0.0.1:0.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tickrelay::config::{Config, RoomTypeConfig, SimulationKind};
+use tickrelay::server::Server;
+use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
+use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
+
+struct Relay {
+    url: String,
+    cert: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn relay(adjust: impl FnOnce(&mut Config)) -> Relay {
+    let dir = std::env::temp_dir().join(format!(
+        "tickrelay-client-test-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sim_threads: 2,
+        ..Config::default()
+    };
+    config.tls.dev_cert_path = dir.join("cert.pem");
+    for (name, simulation) in [("relay", SimulationKind::Relay), ("arena", SimulationKind::Arena)] {
+        let room_type = RoomTypeConfig {
+            simulation,
+            tick_rate: 60,
+            ..RoomTypeConfig::default()
+        };
+        config.room_types.insert(name.into(), room_type);
+    }
+    adjust(&mut config);
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("wss://localhost:{}/ws", server.local_addr().port());
+    let cert = server.dev_certificate().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(2)));
+    Relay { url, cert, shutdown }
+}
+
+fn config(relay: &Relay) -> ClientConfig {
+    let mut config = ClientConfig::new(&relay.url, Trust::CertPem(relay.cert.clone()));
+    config.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        max_attempts: Some(5),
+    };
+    config.ping_interval = Duration::from_millis(100);
+    config
+}
+
+/// Waits for the first event `pick` accepts.
+async fn until<T>(events: &mut Receiver<Event>, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the expected event within 10 s")
+            .expect("the client is running");
+        if let Some(t) = pick(&event) {
+            return t;
+        }
+    }
+}
+
+fn create(id: u64) -> proto::input::Payload {
+    proto::input::Payload::Writes(proto::EntityWrites {
+        create: vec![proto::Entity {
+            id,
+            owner: 0,
+            kind: 1,
+            fields: vec![],
+        }],
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_mirrors_verified_state_and_measures_rtt() {
+    let relay = relay(|_| {}).await;
+    let (client, mut events) = Client::connect(config(&relay)).unwrap();
+    client.join("arena-1", "arena");
+    let joined = until(&mut events, |e| match e {
+        Event::Joined(j) => Some(j.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined.room, "arena-1");
+    client.send_input("arena-1", proto::input::Payload::Intent(Bytes::from_static(&[127, 0])));
+    let mut frames = 0;
+    until(&mut events, |e| {
+        frames += matches!(e, Event::State { .. }) as u32;
+        (frames >= 30).then_some(())
+    })
+    .await;
+    assert!(client.with_mirror("arena-1", |m| m.is_synced()).unwrap());
+    assert!(client.stats().checksums.load(std::sync::atomic::Ordering::Relaxed) >= 29);
+    assert!(client.rtt().is_some(), "pings measured a round trip");
+    let response = client
+        .request(proto::request::Kind::ListRooms(proto::ListRooms {}))
+        .await
+        .unwrap();
+    assert!(matches!(response.kind, Some(proto::response::Kind::Rooms(ref r)) if r.rooms.len() == 1));
+    client.close();
+}
+
+/// A dropped connection resumes the session; inputs sent while disconnected are
+/// buffered and applied once after the reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected() {
+    let relay = relay(|_| {}).await;
+    let (client, mut events) = Client::connect(config(&relay)).unwrap();
+    client.join("r", "relay");
+    client.send_input("r", create(1));
+    until(&mut events, |e| matches!(e, Event::State { .. }).then_some(())).await;
+
+    client.drop_connection();
+    // Sent while the connection is down.
+    for id in 2..=5 {
+        client.send_input("r", create(id));
+    }
+    let resumed = until(&mut events, |e| match e {
+        Event::Connected { resumed, .. } => Some(*resumed),
+        Event::Error(err) => panic!("unexpected error {err:?}"),
+        _ => None,
+    })
+    .await;
+    assert!(resumed, "the server kept the session");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if client.with_mirror("r", |m| m.world().len() == 5 && m.last_input_seq() == 5) == Some(true) {
+            break;
+        }
+        let event = tokio::time::timeout_at(deadline, events.recv()).await.unwrap().unwrap();
+        assert!(!matches!(event, Event::Error(_) | Event::Desync { .. }), "{event:?}");
+    }
+    let stats = client.stats();
+    assert_eq!(stats.resumes.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(stats.desyncs.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_after_the_configured_attempts() {
+    let relay = relay(|_| {}).await;
+    let (client, mut events) = Client::connect(config(&relay)).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    relay.shutdown.cancel();
+    let disconnect = until(&mut events, |e| match e {
+        Event::Disconnected {
+            code, will_reconnect, ..
+        } => Some((*code, *will_reconnect)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(disconnect, (1001, true), "shutdown says: come back later");
+    let mut attempts = Vec::new();
+    let gave_up = until(&mut events, |e| match e {
+        Event::Reconnecting { attempt, delay } => {
+            assert!(*delay <= Duration::from_millis(200));
+            attempts.push(*attempt);
+            None
+        }
+        Event::GaveUp { attempts, .. } => Some(*attempts),
+        _ => None,
+    })
+    .await;
+    assert_eq!(attempts, vec![1, 2, 3, 4, 5]);
+    assert_eq!(gave_up, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusts_a_pinned_fingerprint_and_nothing_else() {
+    use rustls_pki_types::pem::PemObject;
+    use sha2::Digest;
+    let relay = relay(|_| {}).await;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(relay.cert.as_bytes()).unwrap();
+    let fingerprint: String = sha2::Sha256::digest(der.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut good = config(&relay);
+    good.trust = Trust::Fingerprint(fingerprint);
+    let (_client, mut events) = Client::connect(good).unwrap();
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+
+    let mut bad = config(&relay);
+    bad.trust = Trust::Fingerprint("00".repeat(32));
+    bad.backoff.max_attempts = Some(1);
+    let (_client, mut events) = Client::connect(bad).unwrap();
+    let reason = until(&mut events, |e| match e {
+        Event::Connected { .. } => panic!("connected to an untrusted certificate"),
+        Event::GaveUp { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("TLS"), "{reason}");
+}
