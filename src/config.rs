@@ -557,7 +557,7 @@ tick_rate = 30                 # ticks per second, 1-128
 max_members = 64
 history = 32                   # ticks a delta baseline may lag before a full snapshot
 checksum_interval = 1          # send the state checksum every N ticks
-input_queue = 32               # inputs a member may queue for one tick
+input_queue = 128              # inputs a member may queue for one tick (>= message_burst)
 max_entities_per_member = 64
 max_fields_per_entity = 32
 max_field_bytes = 1024
@@ -571,7 +571,7 @@ tick_rate = 30
 max_members = 64
 history = 32
 checksum_interval = 1
-input_queue = 32
+input_queue = 128
 max_entities_per_member = 64
 max_fields_per_entity = 32
 max_field_bytes = 1024

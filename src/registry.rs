@@ -26,6 +26,9 @@ type LiveSession = (u64, CancellationToken);
 pub struct Registry<T> {
     parked: Mutex<HashMap<String, Parked<T>>>,
     live: Mutex<HashMap<Arc<str>, Vec<LiveSession>>>,
+    /// Live sessions by resume token: a resume that arrives before the server noticed
+    /// the old connection died takes the session over (see [`Registry::take_over`]).
+    live_tokens: Mutex<HashMap<String, (Arc<str>, CancellationToken)>>,
     max_parked: usize,
 }
 
@@ -43,6 +46,7 @@ impl<T> Registry<T> {
         Self {
             parked: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            live_tokens: Mutex::new(HashMap::new()),
             max_parked,
         }
     }
@@ -105,6 +109,31 @@ impl<T> Registry<T> {
             }
         }
         sessions.push((session, replaced));
+    }
+
+    /// Records the resume token of a live connection; cancelling `take_over` asks
+    /// that connection to end and park its session.
+    pub fn register_token(&self, token: &str, user: Arc<str>, take_over: CancellationToken) {
+        self.live_tokens.lock().insert(token.to_string(), (user, take_over));
+    }
+
+    /// Forgets a live connection's resume token (before parking its session).
+    pub fn unregister_token(&self, token: &str) {
+        self.live_tokens.lock().remove(token);
+    }
+
+    /// If a live connection holds `token` (and belongs to `user`, when given), asks
+    /// it to end and park its session, and returns true: the caller then waits for
+    /// the session to appear in [`Registry::take`].
+    pub fn take_over(&self, token: &str, user: Option<&str>) -> bool {
+        let live = self.live_tokens.lock();
+        match live.get(token) {
+            Some((owner, take_over)) if user.is_none_or(|u| u == &**owner) => {
+                take_over.cancel();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets a live session.
@@ -175,6 +204,22 @@ mod tests {
         assert!(first.is_cancelled() && second.is_cancelled() && !third.is_cancelled());
         r.leave_live(&user, 3);
         assert!(r.live.lock().is_empty());
+    }
+
+    #[test]
+    fn a_resume_can_take_over_a_connection_not_yet_known_dead() {
+        let t0 = Instant::now();
+        let r = Registry::new(10);
+        let take_over = CancellationToken::new();
+        r.register_token("tok", "alice".into(), take_over.clone());
+        assert!(!r.take_over("tok", Some("mallory")), "not another user's");
+        assert!(!r.take_over("other", None));
+        assert!(r.take_over("tok", Some("alice")));
+        assert!(take_over.is_cancelled());
+        // The old connection parks its session; the new one then takes it.
+        r.unregister_token("tok");
+        r.park("tok".into(), "alice".into(), 7, t0 + 20 * S).unwrap();
+        assert_eq!(r.take("tok", Some("alice"), t0), Some(7));
     }
 
     #[test]

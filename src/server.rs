@@ -377,14 +377,10 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
     };
     let start = match query.and_then(|q| auth::query_param(q, "resume")) {
         None => Start::New(identity),
-        Some(token) => {
-            // Anonymous sessions are identified by the resume token alone.
-            let user = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
-            match shared.registry.take(token, user, std::time::Instant::now()) {
-                Some(session) => Start::Resume(Box::new(session), identity),
-                None => Start::ResumeFailed,
-            }
-        }
+        Some(token) => Start::Resume {
+            token: token.to_string(),
+            identity,
+        },
     };
     let offered_protocol = header_has_token(&req, SEC_WEBSOCKET_PROTOCOL, auth::PROTOCOL);
 

@@ -33,10 +33,37 @@ use crate::session::{Inbound, Session};
 pub(crate) enum Start {
     /// A new session for this identity.
     New(Identity),
-    /// A parked session taken back with its resume token.
-    Resume(Box<Session>, Identity),
-    /// The resume token was unknown or expired: close with 4504.
-    ResumeFailed,
+    /// Resume the session with this resume token.
+    Resume {
+        /// The resume token.
+        token: String,
+        /// Who is connecting (with JWT, must be the session's user).
+        identity: Identity,
+    },
+}
+
+/// How long a resume waits for a connection it takes over to park its session.
+const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Finds the session for a resume token: parked, or still held by a connection the
+/// server has not yet noticed is dead (that connection is told to end and park it).
+async fn find_session(shared: &Shared, token: &str, identity: &Identity) -> Option<Session> {
+    // Anonymous sessions are identified by the resume token alone.
+    let user = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
+    if let Some(session) = shared.registry.take(token, user, Instant::now()) {
+        return Some(session);
+    }
+    if !shared.registry.take_over(token, user) {
+        return None;
+    }
+    let deadline = Instant::now() + TAKE_OVER_WAIT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Some(session) = shared.registry.take(token, user, Instant::now()) {
+            return Some(session);
+        }
+    }
+    None
 }
 
 /// How the connection ended.
@@ -47,6 +74,9 @@ enum End {
     ClientClosed,
     /// The connection was lost or the client went away: keep the seat for resume.
     Lost,
+    /// Another connection resumed this session: tell this one (4002), keep the
+    /// session for the new connection.
+    TakenOver,
 }
 
 /// Runs one WebSocket connection to its end.
@@ -68,24 +98,31 @@ pub(crate) async fn serve<S>(
             let outbox = Arc::new(Outbox::new(shared.config.outbox_limits()));
             Session::new(id, identity, outbox, shared.session_ctx.clone(), now)
         }
-        Start::Resume(mut session, identity) => {
-            let identity = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(identity);
-            session.resume(identity, now);
-            metrics.resumes.inc();
-            *session
-        }
-        Start::ResumeFailed => {
-            let reason = CloseReason::ResumeFailed;
-            metrics.count_close(reason);
-            send_close(&mut sink, reason).await;
-            return;
-        }
+        Start::Resume { token, identity } => match find_session(&shared, &token, &identity).await {
+            Some(mut session) => {
+                let identity = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(identity);
+                session.resume(identity, Now::system());
+                metrics.resumes.inc();
+                session
+            }
+            None => {
+                let reason = CloseReason::ResumeFailed;
+                metrics.count_close(reason);
+                send_close(&mut sink, reason).await;
+                return;
+            }
+        },
     };
     let id = session.id();
     let user = session.identity().user_id.clone();
     let replaced = CancellationToken::new();
     let replace = shared.config.auth.duplicate_sessions == DuplicateSessions::Replace;
     shared.registry.go_live(&user, id, replaced.clone(), replace);
+    let take_over = CancellationToken::new();
+    let resume_token = session.resume_token().to_string();
+    shared
+        .registry
+        .register_token(&resume_token, user.clone(), take_over.clone());
     metrics.connections.inc();
     metrics.connections_accepted.inc();
     tracing::debug!(%peer, session = id, user = %user, "session started");
@@ -103,6 +140,8 @@ pub(crate) async fn serve<S>(
             biased;
             _ = shared.shutdown.cancelled() => break End::Close(CloseReason::ShuttingDown),
             _ = replaced.cancelled() => break End::Close(CloseReason::Replaced),
+            // A resume on another connection: this one is dead to the client.
+            _ = take_over.cancelled() => break End::TakenOver,
             _ = tokio::time::sleep_until(timer) => match session.handle_timeout(Instant::now()) {
                 Ok(Beat::Ping) => {
                     if let Some(end) = send(&mut sink, Message::Ping(Bytes::new()), slow).await {
@@ -161,6 +200,7 @@ pub(crate) async fn serve<S>(
         }
     };
     shared.registry.leave_live(&user, id);
+    shared.registry.unregister_token(&resume_token);
     metrics.connections.dec();
     metrics.frames_superseded.inc_by(outbox.take_superseded());
     drop(permit);
@@ -178,6 +218,10 @@ pub(crate) async fn serve<S>(
             false
         }
         End::Lost => true,
+        End::TakenOver => {
+            send_close(&mut sink, CloseReason::Replaced).await;
+            true
+        }
     };
     let grace = shared.session_ctx.settings.resume_grace;
     if park && !grace.is_zero() && !outbox.is_overflowed() && !shared.shutdown.is_cancelled() {

@@ -419,13 +419,26 @@ async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(ids, (1..=7).collect::<Vec<_>>());
     assert_eq!(metric(&server, "tickrelay_resumes_total"), 1);
 
-    // A token that is unknown (or already used) is refused with 4504.
-    let mut stale = TestClient::connect_raw(&server, &query).await;
-    let close = loop {
-        match stale.next().await.unwrap().unwrap() {
-            Message::Close(frame) => break frame.unwrap(),
-            _ => continue,
+    // An unknown (or expired) token is refused with 4504.
+    let mut stale = TestClient::connect_raw(&server, "resume=0123456789abcdef").await;
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Message::Close(frame) = stale.next().await.unwrap().unwrap() {
+                break frame.unwrap();
+            }
         }
-    };
+    })
+    .await
+    .expect("closed within 5 s");
     assert_eq!(u16::from(close.code), 4504);
+
+    // Resuming while the old connection still looks alive (the server has not yet
+    // noticed it died) takes the session over: the old connection is closed with
+    // 4002 and the new one continues the same session.
+    let mut c = TestClient::connect_with(&server, &query, &[]).await.unwrap();
+    assert!(c.welcome.resumed);
+    assert_eq!(c.welcome.session_id, session_id);
+    assert_eq!(b.close_frame().await.0, 4002);
+    c.frames_in("keep", 1).await;
+    assert_eq!(metric(&server, "tickrelay_resumes_total"), 2);
 }

@@ -31,7 +31,9 @@ impl Default for RoomConfig {
             history: 32,
             checksum_interval: 1,
             idle_frame_every: 0,
-            input_queue: 32,
+            // At least the default message burst (100), so a client within its rate limit
+            // never overflows the queue of one tick.
+            input_queue: 128,
             max_pending_events: 1024,
             limits: EntityLimits::default(),
         }
