@@ -308,16 +308,47 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// A configuration for tests and local tools: listens on `127.0.0.1:0` (any free
+    /// port), two simulation threads, the built-in room types at `tick_rate`, and a
+    /// development certificate written to a fresh directory under the system's
+    /// temporary directory.
+    pub fn loopback(tick_rate: u32) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tickrelay-{}-{n}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let mut config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sim_threads: 2,
+            ..Config::default()
+        };
+        config.tls.dev_cert_path = dir.join("cert.pem");
+        for room_type in config.room_types.values_mut() {
+            room_type.tick_rate = tick_rate;
+        }
+        config
+    }
+
     /// Reads a TOML file; settings it leaves out keep their defaults.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
             path: path.into(),
             source: Box::new(source),
         })
+    }
+
+    /// Parses a TOML configuration. Room types in it are added to the built-in
+    /// `relay` and `arena` types (or redefine them); they do not remove them.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        let mut config: Config = toml::from_str(text)?;
+        for (name, room_type) in Config::default().room_types {
+            config.room_types.entry(name).or_insert(room_type);
+        }
+        Ok(config)
     }
 
     /// Checks every setting.
@@ -591,17 +622,23 @@ mod tests {
 
     #[test]
     fn the_printed_default_is_the_default() {
-        let parsed: Config = toml::from_str(DEFAULT_CONFIG).unwrap();
+        let parsed = Config::from_toml(DEFAULT_CONFIG).unwrap();
         assert_eq!(parsed, Config::default());
         parsed.validate().unwrap();
     }
 
     #[test]
     fn partial_files_keep_defaults_and_typos_are_refused() {
-        let c: Config = toml::from_str("listen = \"0.0.0.0:9000\"\n[room_types.fast]\ntick_rate = 60\n").unwrap();
+        let c = Config::from_toml("listen = \"0.0.0.0:9000\"\n[room_types.fast]\ntick_rate = 60\n").unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.room_types["fast"].tick_rate, 60);
         assert_eq!(c.room_types["fast"].max_members, 64);
+        // Defining one room type keeps the built-in ones.
+        assert!(c.room_types.contains_key("relay") && c.room_types.contains_key("arena"));
+        c.validate().unwrap();
+        let c = Config::from_toml("[room_types.arena]\nsimulation = \"arena\"\ntick_rate = 10\n").unwrap();
+        assert_eq!(c.room_types["arena"].tick_rate, 10);
+        c.validate().unwrap();
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
     }
 

@@ -6,14 +6,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tickrelay::config::{Config, RoomTypeConfig, SimulationKind};
+use tickrelay::config::Config;
 use tickrelay::frame::decode_server;
 use tickrelay::metrics::Metrics;
 use tickrelay::mirror::StateMirror;
@@ -44,30 +43,10 @@ impl Drop for TestServer {
     }
 }
 
-static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
-
 /// The server with test defaults: 60 Hz rooms, a relay and an arena type, two
 /// simulation threads; `adjust` may change anything.
 pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-    let dir = std::env::temp_dir().join(format!(
-        "tickrelay-test-{}-{}",
-        std::process::id(),
-        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sim_threads: 2,
-        ..Config::default()
-    };
-    config.tls.dev_cert_path = dir.join("cert.pem");
-    let fast = |simulation| RoomTypeConfig {
-        simulation,
-        tick_rate: 60,
-        ..RoomTypeConfig::default()
-    };
-    config.room_types.insert("relay".into(), fast(SimulationKind::Relay));
-    config.room_types.insert("arena".into(), fast(SimulationKind::Arena));
+    let mut config = Config::loopback(60);
     adjust(&mut config);
     let server = Server::bind(config).await.expect("server starts");
     let addr = server.local_addr();

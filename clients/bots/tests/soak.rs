@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use tickrelay::config::{Config, RoomTypeConfig, SimulationKind};
+use tickrelay::config::Config;
 use tickrelay::server::Server;
 use tickrelay_bots::{Scenario, run_scenario};
 use tickrelay_client::Trust;
@@ -20,21 +20,7 @@ fn rss_bytes() -> u64 {
 }
 
 async fn relay() -> (String, String, CancellationToken) {
-    let dir = std::env::temp_dir().join(format!("tickrelay-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sim_threads: 2,
-        ..Config::default()
-    };
-    config.tls.dev_cert_path = dir.join("cert.pem");
-    for (name, simulation) in [("relay", SimulationKind::Relay), ("arena", SimulationKind::Arena)] {
-        let room_type = RoomTypeConfig {
-            simulation,
-            ..RoomTypeConfig::default()
-        };
-        config.room_types.insert(name.into(), room_type);
-    }
+    let config = Config::loopback(30);
     let server = Server::bind(config).await.unwrap();
     let url = format!("wss://localhost:{}/ws", server.local_addr().port());
     let cert = server.dev_certificate().unwrap().to_string();

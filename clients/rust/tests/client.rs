@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tickrelay::config::{Config, RoomTypeConfig, SimulationKind};
+use tickrelay::config::Config;
 use tickrelay::server::Server;
 use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
 use tokio::sync::mpsc::Receiver;
@@ -22,26 +22,7 @@ impl Drop for Relay {
 }
 
 async fn relay(adjust: impl FnOnce(&mut Config)) -> Relay {
-    let dir = std::env::temp_dir().join(format!(
-        "tickrelay-client-test-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sim_threads: 2,
-        ..Config::default()
-    };
-    config.tls.dev_cert_path = dir.join("cert.pem");
-    for (name, simulation) in [("relay", SimulationKind::Relay), ("arena", SimulationKind::Arena)] {
-        let room_type = RoomTypeConfig {
-            simulation,
-            tick_rate: 60,
-            ..RoomTypeConfig::default()
-        };
-        config.room_types.insert(name.into(), room_type);
-    }
+    let mut config = Config::loopback(60);
     adjust(&mut config);
     let server = Server::bind(config).await.unwrap();
     let url = format!("wss://localhost:{}/ws", server.local_addr().port());
