@@ -254,6 +254,11 @@ impl Driver {
     }
 
     fn buffer_offline(&mut self, out: Out) {
+        // Joins and inputs are restored from `rooms` (joins, unacknowledged inputs)
+        // when the connection is up; buffering them too would send them twice.
+        if matches!(out, Out::Join(_) | Out::Input(_)) {
+            return;
+        }
         if self.buffer.len() >= self.config.buffer_limit {
             self.buffer.pop_front();
         }

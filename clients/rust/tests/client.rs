@@ -83,6 +83,10 @@ async fn joins_mirrors_verified_state_and_measures_rtt() {
     client.send_input("arena-1", proto::input::Payload::Intent(Bytes::from_static(&[127, 0])));
     let mut frames = 0;
     until(&mut events, |e| {
+        assert!(
+            !matches!(e, Event::Joined(_)),
+            "joined once, not again from an offline buffer"
+        );
         frames += matches!(e, Event::State { .. }) as u32;
         (frames >= 30).then_some(())
     })
