@@ -2,7 +2,7 @@
 //! against a baseline tick, straight from the [`World`] into a reused buffer.
 //!
 //! A delta against baseline `B` holds the entities created after `B` in full
-//! (`added`), the entities that existed at `B` and were removed since (`removed`), and
+//! (`added`), the entities removed after `B` (`removed`), and
 //! for the other entities only the fields that changed after `B` (`changed`). Baseline
 //! 0 means a full snapshot. The encoded bytes are the "shared" part of a state frame:
 //! every member whose delta holds the same changes receives the same bytes; the
@@ -53,13 +53,15 @@ pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mu
     encode_key(tag::TICK, WireType::Varint, buf);
     encode_varint(tick, buf);
 
-    // `removed`: packed varints of entities that existed at the baseline and are gone.
-    // An entity removed and re-created since is sent in `added`, which replaces it.
+    // `removed`: packed varints of entities removed after the baseline and not
+    // re-created (a re-created one is sent in `added`, which replaces it). This includes
+    // entities created after the baseline, so the delta also applies to a mirror that
+    // is ahead of the baseline (acknowledged-baseline deltas over QUIC datagrams).
     let removed = || {
         world
             .removals()
             .iter()
-            .filter(move |r| baseline != 0 && r.tick > baseline && r.created <= baseline)
+            .filter(move |r| baseline != 0 && r.tick > baseline)
             .filter(|r| world.get(r.id).is_none())
             .map(|r| r.id)
     };
@@ -301,6 +303,23 @@ mod tests {
         let mut changed: Vec<_> = d.changed.iter().map(|e| e.id).collect();
         changed.sort();
         assert_eq!(changed, vec![1, 3]);
+    }
+
+    #[test]
+    fn entities_created_and_removed_after_the_baseline_are_listed_as_removed() {
+        // A mirror that is ahead of the baseline may hold such an entity.
+        let mut w = World::new(32);
+        w.begin_tick(1);
+        w.finish_tick();
+        w.begin_tick(2);
+        w.spawn(9, 0, 1, []).unwrap();
+        w.finish_tick();
+        w.begin_tick(3);
+        w.despawn(9).unwrap();
+        w.finish_tick();
+        let d = decode(&w, 1);
+        assert_eq!(d.removed, vec![9]);
+        assert!(d.added.is_empty());
     }
 
     #[test]

@@ -76,13 +76,17 @@ pub fn encode_message(kind: server_message::Kind) -> Bytes {
 
 /// Encoded size of `batch` as a `ServerEnvelope`.
 pub fn batch_len(batch: &Batch) -> usize {
-    let reliable: usize = batch
-        .reliable
-        .iter()
-        .map(|m| nested_len(ENVELOPE_MESSAGES, m.len()))
-        .sum();
-    let states: usize = batch
-        .states
+    envelope_len(&batch.reliable, &batch.states)
+}
+
+/// Encoded size of a `ServerEnvelope` holding only `state` (a QUIC datagram).
+pub fn state_envelope_len(state: &PendingState) -> usize {
+    envelope_len(&[], std::slice::from_ref(state))
+}
+
+fn envelope_len(reliable: &[Bytes], states: &[PendingState]) -> usize {
+    let reliable: usize = reliable.iter().map(|m| nested_len(ENVELOPE_MESSAGES, m.len())).sum();
+    let states: usize = states
         .iter()
         .map(|s| nested_len(ENVELOPE_MESSAGES, state_message_len(s)))
         .sum();
@@ -92,13 +96,19 @@ pub fn batch_len(batch: &Batch) -> usize {
 /// Appends `batch` to `buf` as one `ServerEnvelope`: reliable messages first, in
 /// order, then the state frames.
 pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
-    buf.reserve(batch_len(batch));
-    for message in &batch.reliable {
+    encode_envelope(&batch.reliable, &batch.states, buf);
+}
+
+/// Appends one `ServerEnvelope` holding the already-encoded `reliable` messages, in
+/// order, then the `states`.
+pub fn encode_envelope(reliable: &[Bytes], states: &[PendingState], buf: &mut BytesMut) {
+    buf.reserve(envelope_len(reliable, states));
+    for message in reliable {
         encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
         encode_varint(message.len() as u64, buf);
         buf.put_slice(message);
     }
-    for state in &batch.states {
+    for state in states {
         let frame_len = state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
         encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
         encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, buf);

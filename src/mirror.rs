@@ -97,26 +97,56 @@ impl StateMirror {
         self.checksums_verified
     }
 
-    /// Applies one state frame. A full snapshot (baseline 0) is always accepted; a
-    /// delta must be against the mirror's current tick.
+    /// Applies one state frame from an ordered, reliable transport (WebSocket). A full
+    /// snapshot (baseline 0) is always accepted; a delta must be against the mirror's
+    /// current tick.
     pub fn apply(&mut self, frame: &StateFrame) -> Result<(), Desync> {
-        let result = self.try_apply(frame);
+        if frame.baseline_tick != 0 {
+            if !self.synced {
+                return Err(Desync::AwaitingSnapshot);
+            }
+            if frame.baseline_tick != self.world.tick() {
+                self.synced = false;
+                return Err(Desync::BaselineMismatch {
+                    baseline: frame.baseline_tick,
+                    mirror: self.world.tick(),
+                });
+            }
+        }
+        self.apply_checked(frame)
+    }
+
+    /// Applies one state frame from a transport that may lose and reorder frames (QUIC
+    /// datagrams), where deltas are against the last tick the client acknowledged.
+    /// Returns `Ok(true)` when applied and `Ok(false)` when skipped: a frame not newer
+    /// than the mirror (late or duplicated), or a delta the mirror cannot use yet (its
+    /// baseline is newer than the mirror, or no full snapshot arrived yet; the server
+    /// repeats full snapshots until one is acknowledged). A delta against any tick at
+    /// or before the mirror's applies: it holds every change since its baseline.
+    /// Acknowledge a tick only when this returned `Ok(true)`.
+    pub fn apply_unordered(&mut self, frame: &StateFrame) -> Result<bool, Desync> {
+        let usable = if frame.baseline_tick == 0 {
+            !self.synced || frame.tick > self.world.tick()
+        } else {
+            self.synced && frame.baseline_tick <= self.world.tick() && frame.tick > self.world.tick()
+        };
+        if !usable {
+            return Ok(false);
+        }
+        self.apply_checked(frame).map(|()| true)
+    }
+
+    fn apply_checked(&mut self, frame: &StateFrame) -> Result<(), Desync> {
+        let result = self.apply_contents(frame);
         if result.is_err() {
             self.synced = false;
         }
         result
     }
 
-    fn try_apply(&mut self, frame: &StateFrame) -> Result<(), Desync> {
+    fn apply_contents(&mut self, frame: &StateFrame) -> Result<(), Desync> {
         if frame.baseline_tick == 0 {
             self.world.clear();
-        } else if !self.synced {
-            return Err(Desync::AwaitingSnapshot);
-        } else if frame.baseline_tick != self.world.tick() {
-            return Err(Desync::BaselineMismatch {
-                baseline: frame.baseline_tick,
-                mirror: self.world.tick(),
-            });
         }
         self.world.begin_tick(frame.tick);
         for &id in &frame.removed {

@@ -7,9 +7,14 @@
 //!   bound marks the outbox overflowed and the transport closes the session as a slow
 //!   consumer.
 //! - **State frames** are superseded, never queued: at most one per room is pending.
-//!   A room replacing an untaken frame encodes the new one against the last frame the
-//!   transport actually took (the client's real baseline), so memory stays flat for a
-//!   client that stops reading.
+//!   A room replacing an untaken frame encodes the new one against the client's
+//!   baseline, so memory stays flat for a client that stops reading.
+//!
+//! What counts as the client's baseline depends on the transport ([`Delivery`]): over
+//! an ordered, reliable transport (WebSocket) every frame the transport took reaches
+//! the client, so the last frame taken is the baseline. Over an unreliable one (QUIC
+//! datagrams) frames may be lost or reordered, so the baseline is the last tick the
+//! client acknowledged ([`Outbox::ack`]).
 //!
 //! The lock is held only to move handles in or out (never during I/O or encoding), so
 //! a simulation thread never waits on a transport.
@@ -70,6 +75,31 @@ pub struct Baseline {
     epoch: u64,
 }
 
+/// How state frames reach the client, which decides what its baseline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Ordered and reliable: a frame the transport took is the client's baseline.
+    #[default]
+    Reliable,
+    /// Possibly lost or reordered: the client's baseline is the last tick it
+    /// acknowledged, and only acknowledgements at or after the last full snapshot
+    /// taken count (the full snapshot restarts the client's mirror).
+    Acknowledged,
+}
+
+/// Per room: what the client has, as far as the outbox knows.
+#[derive(Debug, Clone, Copy)]
+struct RoomDelivery {
+    room: RoomKey,
+    /// The client's baseline (0: none; the next frame is a full snapshot).
+    baseline: Tick,
+    /// The tick of the last frame taken.
+    taken: Tick,
+    /// The tick of the last full snapshot taken: acknowledgements of older ticks are
+    /// ignored.
+    floor: Tick,
+}
+
 /// Everything taken from an outbox in one go; the transport writes it as one message.
 /// Reuse one per connection: [`Outbox::poll_drain`] clears it first.
 #[derive(Debug, Default)]
@@ -97,8 +127,8 @@ struct Inner {
     reliable: VecDeque<Bytes>,
     reliable_bytes: usize,
     states: Vec<PendingState>,
-    /// Per room: the tick of the last state frame the transport took.
-    delivered: Vec<(RoomKey, Tick)>,
+    delivery: Delivery,
+    rooms: Vec<RoomDelivery>,
     overflowed: bool,
     superseded: u64,
     /// Incremented by [`Outbox::reset_delivered`]: a frame encoded against a baseline
@@ -163,10 +193,17 @@ impl Outbox {
         wake(&mut inner);
     }
 
+    /// An empty outbox for a transport with the given delivery.
+    pub fn with_delivery(limits: OutboxLimits, delivery: Delivery) -> Self {
+        let outbox = Self::new(limits);
+        outbox.inner.lock().delivery = delivery;
+        outbox
+    }
+
     /// First half of replacing a room's state frame: drops the room's pending
     /// (untaken) frame, if any, and returns the baseline the next frame must be
-    /// encoded against: the tick of the last frame the transport took for that room,
-    /// or 0 (a full snapshot) when there is none or when the dropped frame was itself a
+    /// encoded against: the client's baseline for that room (see [`Delivery`]), or 0
+    /// (a full snapshot) when there is none or when the dropped frame was itself a
     /// full snapshot (the client is waiting for one). Follow with
     /// [`Outbox::push_state`], passing the returned [`Baseline`].
     pub fn supersede_state(&self, room: RoomKey) -> Baseline {
@@ -196,9 +233,27 @@ impl Outbox {
         true
     }
 
-    /// The tick of the last state frame the transport took for `room` (0: none).
+    /// The client's baseline for `room` (0: none).
     pub fn delivered(&self, room: RoomKey) -> Tick {
         delivered(&self.inner.lock(), room)
+    }
+
+    /// The client acknowledged `tick` of `room` (or the transport knows it arrived).
+    /// Only counts with [`Delivery::Acknowledged`], for a tick between the last full
+    /// snapshot taken and the last frame taken, and newer than the current baseline;
+    /// anything else is ignored (a late, duplicate or made-up acknowledgement).
+    pub fn ack(&self, room: RoomKey, tick: Tick) {
+        let mut inner = self.inner.lock();
+        if inner.delivery != Delivery::Acknowledged {
+            return;
+        }
+        if let Some(r) = inner.rooms.iter_mut().find(|r| r.room == room)
+            && tick >= r.floor
+            && tick <= r.taken
+            && tick > r.baseline
+        {
+            r.baseline = tick;
+        }
     }
 
     /// Forgets a room (after leaving it): a pending frame is dropped and the next
@@ -206,15 +261,18 @@ impl Outbox {
     pub fn forget_room(&self, room: RoomKey) {
         let mut inner = self.inner.lock();
         inner.states.retain(|s| s.room != room);
-        inner.delivered.retain(|(r, _)| *r != room);
+        inner.rooms.retain(|r| r.room != room);
     }
 
     /// Forgets what was delivered in every room, so each room's next frame is a full
-    /// snapshot (after a reconnect, the new connection's mirror starts empty).
-    pub fn reset_delivered(&self) {
+    /// snapshot (after a reconnect, the new connection's mirror starts empty), and
+    /// switches to the new connection's delivery (a session may resume over another
+    /// transport).
+    pub fn reset_delivered(&self, delivery: Delivery) {
         let mut inner = self.inner.lock();
-        inner.delivered.clear();
+        inner.rooms.clear();
         inner.states.clear();
+        inner.delivery = delivery;
         inner.epoch += 1;
     }
 
@@ -247,7 +305,9 @@ impl Outbox {
     }
 
     /// Moves everything pending into `batch` (cleared first); returns whether anything
-    /// was moved. Taking a state frame records its tick as the room's delivered tick.
+    /// was moved. Taking a state frame records its tick: with [`Delivery::Reliable`]
+    /// it becomes the room's baseline; with [`Delivery::Acknowledged`] a full snapshot
+    /// resets the baseline until the client acknowledges a tick at or after it.
     pub fn drain(&self, batch: &mut Batch) -> bool {
         batch.reliable.clear();
         batch.states.clear();
@@ -255,10 +315,28 @@ impl Outbox {
         batch.reliable.extend(inner.reliable.drain(..));
         inner.reliable_bytes = 0;
         std::mem::swap(&mut batch.states, &mut inner.states);
+        let reliable = inner.delivery == Delivery::Reliable;
         for state in &batch.states {
-            match inner.delivered.iter_mut().find(|(r, _)| *r == state.room) {
-                Some(entry) => entry.1 = state.tick,
-                None => inner.delivered.push((state.room, state.tick)),
+            let i = match inner.rooms.iter().position(|r| r.room == state.room) {
+                Some(i) => i,
+                None => {
+                    let fresh = RoomDelivery {
+                        room: state.room,
+                        baseline: 0,
+                        taken: 0,
+                        floor: 0,
+                    };
+                    inner.rooms.push(fresh);
+                    inner.rooms.len() - 1
+                }
+            };
+            let r = &mut inner.rooms[i];
+            r.taken = state.tick;
+            if reliable {
+                r.baseline = state.tick;
+            } else if state.baseline == 0 {
+                r.baseline = 0;
+                r.floor = state.tick;
             }
         }
         !batch.is_empty()
@@ -266,7 +344,7 @@ impl Outbox {
 }
 
 fn delivered(inner: &Inner, room: RoomKey) -> Tick {
-    inner.delivered.iter().find(|(r, _)| *r == room).map_or(0, |(_, t)| *t)
+    inner.rooms.iter().find(|r| r.room == room).map_or(0, |r| r.baseline)
 }
 
 fn wake(inner: &mut Inner) {
@@ -335,9 +413,63 @@ mod tests {
         outbox.drain(&mut batch);
         let stale = outbox.supersede_state(1);
         assert_eq!(stale.tick, 1);
-        outbox.reset_delivered(); // a resume, on another thread
+        outbox.reset_delivered(Delivery::Reliable); // a resume, on another thread
         assert!(!outbox.push_state(state(1, 2, 1), stale));
         assert_eq!(outbox.supersede_state(1).tick, 0);
+    }
+
+    #[test]
+    fn acknowledged_delivery_uses_the_last_acknowledged_tick() {
+        let outbox = Outbox::with_delivery(OutboxLimits::default(), Delivery::Acknowledged);
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 10, 0), b));
+        outbox.drain(&mut batch);
+        // Taken but not acknowledged: still no baseline, the next frame is full too.
+        assert_eq!(outbox.supersede_state(1).tick, 0);
+        outbox.ack(1, 10);
+        assert_eq!(outbox.delivered(1), 10);
+        for tick in 11..=14 {
+            let b = outbox.supersede_state(1);
+            assert_eq!(b.tick, 10);
+            assert!(outbox.push_state(state(1, tick, 10), b));
+            outbox.drain(&mut batch);
+        }
+        outbox.ack(1, 13);
+        outbox.ack(1, 12); // late: older than the baseline
+        assert_eq!(outbox.delivered(1), 13);
+        outbox.ack(1, 99); // never sent
+        assert_eq!(outbox.delivered(1), 13);
+        outbox.ack(2, 13); // another room
+        assert_eq!(outbox.delivered(2), 0);
+
+        // A full snapshot (a resync) restarts the mirror: older acknowledgements
+        // that arrive afterwards do not count.
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 15, 0), b));
+        outbox.drain(&mut batch);
+        assert_eq!(outbox.delivered(1), 0);
+        outbox.ack(1, 14);
+        assert_eq!(outbox.delivered(1), 0);
+        outbox.ack(1, 15);
+        assert_eq!(outbox.delivered(1), 15);
+    }
+
+    #[test]
+    fn reliable_delivery_ignores_acknowledgements() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 3, 0), b));
+        outbox.drain(&mut batch);
+        outbox.ack(1, 2);
+        assert_eq!(outbox.delivered(1), 3);
+        // A resume over a lossy transport switches the rule.
+        outbox.reset_delivered(Delivery::Acknowledged);
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 4, 0), b));
+        outbox.drain(&mut batch);
+        assert_eq!(outbox.delivered(1), 0);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::limits::{RateLimiter, RateLimits, Verdict};
-use crate::outbox::Outbox;
+use crate::outbox::{Delivery, Outbox};
 use crate::proto::{
     self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, client_message, request, response,
     server_message::Kind,
@@ -106,6 +106,10 @@ impl std::fmt::Debug for Session {
     }
 }
 
+fn is_ack(message: &ClientMessage) -> bool {
+    matches!(message.kind, Some(client_message::Kind::Ack(_)))
+}
+
 /// Converts a Unix expiry to a deadline on the monotonic clock.
 fn deadline(expires_at_unix: Option<u64>, now: Now) -> Option<Instant> {
     let remaining_us = expires_at_unix?.saturating_mul(1_000_000).saturating_sub(now.unix_us);
@@ -154,8 +158,9 @@ impl Session {
 
     /// Continues this session on a new connection: fresh timers and buckets, a
     /// `Welcome` with `resumed` set ahead of anything that waited in the outbox, and
-    /// a full snapshot of every room at its next tick.
-    pub fn resume(&mut self, identity: Option<Identity>, now: Now) {
+    /// a full snapshot of every room at its next tick. `delivery` is the new
+    /// connection's (a session may resume over another transport).
+    pub fn resume(&mut self, identity: Option<Identity>, delivery: Delivery, now: Now) {
         if let Some(identity) = identity {
             self.expires_at = deadline(identity.expires_at, now);
             self.identity = identity;
@@ -163,7 +168,7 @@ impl Session {
         let s = &self.ctx.settings;
         self.heartbeat = Heartbeat::new(s.heartbeat_interval, s.heartbeat_timeout, now.instant);
         self.limiter = RateLimiter::new(s.rate, now.instant);
-        self.outbox.reset_delivered();
+        self.outbox.reset_delivered(delivery);
         self.outbox.push_reliable_first(self.welcome(true, now));
         // A full snapshot of every room at its next tick (request id 0: no answer).
         for room in self.rooms.values() {
@@ -233,9 +238,16 @@ impl Session {
         };
         // Every envelope is charged, even one that is then refused, and at most a
         // burst's worth, so an oversized envelope is refused below instead of never
-        // fitting the bucket.
+        // fitting the bucket. Acknowledgements (one per state frame on an unreliable
+        // transport) are charged their bytes only.
         let burst = self.limiter.limits().message_burst as usize;
-        let charged = envelope.messages.len().clamp(1, burst.max(1));
+        let acks = envelope.messages.iter().filter(|m| is_ack(m)).count();
+        let counted = envelope.messages.len() - acks;
+        let charged = if counted == 0 && acks > 0 {
+            0
+        } else {
+            counted.clamp(1, burst.max(1))
+        };
         match self.limiter.check(charged, bytes.len(), now.instant) {
             Verdict::Allow => {}
             Verdict::Flood => return Err(CloseReason::RateLimited),
@@ -327,8 +339,12 @@ impl Session {
             }
             // Answers to server pings; liveness is tracked by the driver.
             K::Pong(_) => {}
-            // Acks matter only on unreliable transports.
-            K::Ack(_) => {}
+            // The outbox ignores acks on a reliable transport.
+            K::Ack(ack) => {
+                if let Some(room) = self.rooms.get(&ack.room) {
+                    self.outbox.ack(room.key, ack.tick);
+                }
+            }
             K::RefreshToken(refresh) => self.refresh(refresh, now),
         }
     }

@@ -101,7 +101,7 @@ pub(crate) async fn serve<S>(
         Start::Resume { token, identity } => match find_session(&shared, &token, &identity).await {
             Some(mut session) => {
                 let identity = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(identity);
-                session.resume(identity, Now::system());
+                session.resume(identity, crate::outbox::Delivery::Reliable, Now::system());
                 metrics.resumes.inc();
                 session
             }

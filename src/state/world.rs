@@ -24,9 +24,6 @@ pub struct Removal {
     pub tick: Tick,
     /// The removed entity.
     pub id: EntityId,
-    /// Tick at which the removed entity had been created: a baseline older than this
-    /// never saw it, so a delta against that baseline need not mention the removal.
-    pub created: Tick,
 }
 
 /// The entities of a room, with the change bookkeeping that delta encoding and the
@@ -203,11 +200,7 @@ impl World {
             self.checksum = self.checksum.wrapping_sub(entity.hash);
         }
         self.last_change = self.tick;
-        self.removals.push_back(Removal {
-            tick: self.tick,
-            id,
-            created: entity.created,
-        });
+        self.removals.push_back(Removal { tick: self.tick, id });
         Ok(entity)
     }
 
