@@ -31,7 +31,8 @@
 //! Drivers and operations:
 //!
 //! - [`server`]: TCP, TLS, HTTP (`/ws`, `/healthz`, `/metrics`), shutdown.
-//! - `ws`: the WebSocket driver around a session.
+//! - `connection`: the loop around a session that every transport shares.
+//! - `ws`: the WebSocket transport.
 //! - [`tls`]: certificates, including the generated development certificate.
 //! - [`gate`]: connection caps and handshake rate at the upgrade.
 //! - [`config`]: the TOML/env/flags configuration.
@@ -46,6 +47,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+mod connection;
 pub mod delta;
 pub mod error;
 pub mod frame;

@@ -32,13 +32,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, AuthMode, Authenticator};
 use crate::config::{Config, ConfigError};
+use crate::connection::{self, Start};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::session::{Session, SessionContext};
 use crate::sim_pool::SimPool;
 use crate::tls::{self, TlsError};
-use crate::ws::{self, Start};
+use crate::ws::WebSocket;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -392,7 +393,7 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(task_shared.ws_config))
                         .await;
-                ws::serve(ws, peer, task_shared, start, permit).await;
+                connection::serve(WebSocket::new(ws), peer, task_shared, start, permit).await;
             }
             Err(e) => tracing::debug!(%peer, "upgrade failed: {e}"),
         }

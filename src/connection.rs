@@ -1,0 +1,265 @@
+//! The connection loop every transport shares: start or resume the session, feed it
+//! what the peer sends, sleep until its next timer, write everything pending in its
+//! outbox in one go, and end with the session's [`CloseReason`]. A connection that
+//! drops without a close is parked for resume.
+//!
+//! A transport ([`Transport`]: WebSocket in `ws`, QUIC in `quic`) only moves bytes:
+//! it reads inbound messages, writes a [`Batch`], pings and closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AuthMode, DuplicateSessions, Identity};
+use crate::clock::Now;
+use crate::error::CloseReason;
+use crate::gate::Permit;
+use crate::heartbeat::Beat;
+use crate::outbox::{Batch, Delivery, Outbox};
+use crate::server::Shared;
+use crate::session::{Inbound, Session};
+
+/// How a session starts, decided when the connection authenticated.
+pub(crate) enum Start {
+    /// A new session for this identity.
+    New(Identity),
+    /// Resume the session with this resume token.
+    Resume {
+        /// The resume token.
+        token: String,
+        /// Who is connecting (with JWT, must be the session's user).
+        identity: Identity,
+    },
+}
+
+/// What a transport read from the peer.
+pub(crate) enum Received {
+    /// One binary message (one `ClientEnvelope`).
+    Binary(bytes::Bytes),
+    /// Anything else the session judges ([`Inbound::Text`], [`Inbound::TooBig`],
+    /// [`Inbound::Control`]).
+    Other(Inbound<'static>),
+    /// The peer broke the transport's framing.
+    ProtocolError,
+    /// The peer closed normally: it is done, nothing to resume.
+    ClientClosed,
+    /// The connection was lost or closed abnormally: keep the seat for resume.
+    Lost,
+}
+
+/// A written batch, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sent {
+    /// Transport messages written (WebSocket messages, QUIC stream frames and datagrams).
+    pub messages: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// The write failed: the connection is gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Broken;
+
+/// One transport's connection. Every method is called from one task; `recv` must be
+/// cancel-safe (it races the timers and the outbox).
+pub(crate) trait Transport {
+    /// How state frames reach the client over this transport.
+    const DELIVERY: Delivery;
+
+    /// The next thing the peer sent.
+    async fn recv(&mut self) -> Received;
+
+    /// Writes `batch` (everything pending for the session) with as few writes as the
+    /// transport allows. `outbox` is the session's, for transports that learn
+    /// delivery from the write.
+    async fn send(&mut self, batch: &Batch, outbox: &Outbox) -> Result<Sent, Broken>;
+
+    /// Sends a liveness probe the peer must answer.
+    async fn ping(&mut self) -> Result<(), Broken>;
+
+    /// Closes with `reason` (a bounded wait for the peer).
+    async fn close(&mut self, reason: CloseReason);
+
+    /// Completes a close the peer started.
+    async fn finish(&mut self);
+}
+
+/// How long a resume waits for a connection it takes over to park its session.
+const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Finds the session for a resume token: parked, or still held by a connection the
+/// server has not yet noticed is dead (that connection is told to end and park it).
+async fn find_session(shared: &Shared, token: &str, identity: &Identity) -> Option<Session> {
+    // Anonymous sessions are identified by the resume token alone.
+    let user = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
+    if let Some(session) = shared.registry.take(token, user, Instant::now()) {
+        return Some(session);
+    }
+    if !shared.registry.take_over(token, user) {
+        return None;
+    }
+    let deadline = Instant::now() + TAKE_OVER_WAIT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Some(session) = shared.registry.take(token, user, Instant::now()) {
+            return Some(session);
+        }
+    }
+    None
+}
+
+/// How the connection ended.
+enum End {
+    /// The server closes with this reason.
+    Close(CloseReason),
+    /// The client closed normally: it is done, nothing to resume.
+    ClientClosed,
+    /// The connection was lost or the client went away: keep the seat for resume.
+    Lost,
+    /// Another connection resumed this session: tell this one (4002), keep the
+    /// session for the new connection.
+    TakenOver,
+}
+
+/// Runs one authenticated connection to its end.
+pub(crate) async fn serve<T: Transport>(
+    mut transport: T,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    start: Start,
+    permit: Permit,
+) {
+    let now = Now::system();
+    let metrics = &shared.metrics;
+    let mut session = match start {
+        Start::New(identity) => {
+            let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+            let outbox = Arc::new(Outbox::with_delivery(shared.config.outbox_limits(), T::DELIVERY));
+            Session::new(id, identity, outbox, shared.session_ctx.clone(), now)
+        }
+        Start::Resume { token, identity } => match find_session(&shared, &token, &identity).await {
+            Some(mut session) => {
+                let identity = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(identity);
+                session.resume(identity, T::DELIVERY, Now::system());
+                metrics.resumes.inc();
+                session
+            }
+            None => {
+                let reason = CloseReason::ResumeFailed;
+                metrics.count_close(reason);
+                transport.close(reason).await;
+                return;
+            }
+        },
+    };
+    let id = session.id();
+    let user = session.identity().user_id.clone();
+    let replaced = CancellationToken::new();
+    let replace = shared.config.auth.duplicate_sessions == DuplicateSessions::Replace;
+    shared.registry.go_live(&user, id, replaced.clone(), replace);
+    let take_over = CancellationToken::new();
+    let resume_token = session.resume_token().to_string();
+    shared
+        .registry
+        .register_token(&resume_token, user.clone(), take_over.clone());
+    metrics.connections.inc();
+    metrics.connections_accepted.inc();
+    tracing::debug!(%peer, session = id, user = %user, "session started");
+
+    let outbox = session.outbox().clone();
+    let slow = shared.slow_consumer;
+    let mut batch = Batch::default();
+    let mut rate_limited = session.rate_limited();
+    let end = loop {
+        let timer = tokio::time::Instant::from_std(session.poll_timeout());
+        // Biased: shutdown and timers first, then inbound before outbound, so a
+        // client whose writes back up is still read (and its inputs applied).
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => break End::Close(CloseReason::ShuttingDown),
+            _ = replaced.cancelled() => break End::Close(CloseReason::Replaced),
+            // A resume on another connection: this one is dead to the client.
+            _ = take_over.cancelled() => break End::TakenOver,
+            _ = tokio::time::sleep_until(timer) => match session.handle_timeout(Instant::now()) {
+                Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(Broken)) => break End::Lost,
+                    Err(_) => break End::Close(CloseReason::SlowConsumer),
+                },
+                Ok(_) => {}
+                Err(reason) => break End::Close(reason),
+            },
+            received = transport.recv() => {
+                let now = Now::system();
+                let result = match received {
+                    Received::Binary(bytes) => {
+                        metrics.messages_in.inc();
+                        metrics.bytes_in.inc_by(bytes.len() as u64);
+                        session.handle(Inbound::Binary(&bytes), now)
+                    }
+                    Received::Other(inbound) => session.handle(inbound, now),
+                    Received::ProtocolError => Err(CloseReason::ProtocolError),
+                    Received::ClientClosed => break End::ClientClosed,
+                    Received::Lost => break End::Lost,
+                };
+                let now_limited = session.rate_limited();
+                metrics.messages_rate_limited.inc_by(now_limited - rate_limited);
+                rate_limited = now_limited;
+                if let Err(reason) = result {
+                    break End::Close(reason);
+                }
+            }
+            () = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut batch)) => {
+                if outbox.is_overflowed() {
+                    break End::Close(CloseReason::SlowConsumer);
+                }
+                metrics.frames_superseded.inc_by(outbox.take_superseded());
+                // A write still blocked after `slow` means the client is not reading.
+                match tokio::time::timeout(slow, transport.send(&batch, &outbox)).await {
+                    Ok(Ok(sent)) => {
+                        metrics.messages_out.inc_by(sent.messages);
+                        metrics.bytes_out.inc_by(sent.bytes);
+                    }
+                    Ok(Err(Broken)) => break End::Lost,
+                    Err(_) => break End::Close(CloseReason::SlowConsumer),
+                }
+            }
+        }
+    };
+    shared.registry.leave_live(&user, id);
+    shared.registry.unregister_token(&resume_token);
+    metrics.connections.dec();
+    metrics.frames_superseded.inc_by(outbox.take_superseded());
+    drop(permit);
+    let park = match end {
+        End::Close(reason) => {
+            metrics.count_close(reason);
+            tracing::debug!(%peer, session = id, code = reason.code(), reason = reason.reason(), "closing");
+            transport.close(reason).await;
+            // The peer stopped answering or reading but lost nothing: it may come back
+            // on another connection.
+            matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer)
+        }
+        End::ClientClosed => {
+            transport.finish().await;
+            false
+        }
+        End::Lost => true,
+        End::TakenOver => {
+            transport.close(CloseReason::Replaced).await;
+            true
+        }
+    };
+    let grace = shared.session_ctx.settings.resume_grace;
+    if park && !grace.is_zero() && !outbox.is_overflowed() && !shared.shutdown.is_cancelled() {
+        let token = session.resume_token().to_string();
+        match shared.registry.park(token, user, session, Instant::now() + grace) {
+            Ok(()) => tracing::debug!(session = id, "parked for resume"),
+            // The registry is full: end the session now (it leaves its rooms).
+            Err(session) => drop(session),
+        }
+    }
+}
