@@ -30,6 +30,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// WebSocket settings.
     pub websocket: WebSocketConfig,
+    /// QUIC settings.
+    pub quic: QuicConfig,
     /// Authentication at the upgrade.
     pub auth: AuthConfig,
     /// The `Origin` allowlist.
@@ -83,6 +85,36 @@ pub struct WebSocketConfig {
     pub outbox_max_messages: usize,
     /// Bytes of reliable messages that may wait in a session's outbox.
     pub outbox_max_bytes: usize,
+}
+
+/// QUIC settings (`[quic]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Serve QUIC (needs TLS: off with `tls.insecure_plain`).
+    pub enabled: bool,
+    /// UDP address; unset means the same address and port as `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Outbound datagram bytes a connection may buffer; older datagrams are dropped
+    /// first when it is full (they hold superseded state anyway).
+    pub datagram_send_buffer_bytes: usize,
+    /// Bytes a client may have in flight on its control stream.
+    pub stream_receive_window_bytes: u32,
+    /// Outbound control-stream bytes that may wait for the client; a write blocked
+    /// longer than `session.slow_consumer_secs` closes it as a slow consumer.
+    pub send_window_bytes: u32,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            datagram_send_buffer_bytes: 64 * 1024,
+            stream_receive_window_bytes: 64 * 1024,
+            send_window_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// Per-session protections (`[session]`).
@@ -223,6 +255,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             tls: TlsConfig::default(),
             websocket: WebSocketConfig::default(),
+            quic: QuicConfig::default(),
             auth: AuthConfig::default(),
             origins: OriginConfig::default(),
             session: SessionConfig::default(),
@@ -515,6 +548,18 @@ default_room_type = "relay"
 dev_cert_path = "tickrelay-dev-cert.pem"
 # Serve plain ws:// and http:// (only behind a TLS-terminating proxy).
 insecure_plain = false
+
+[quic]
+# QUIC on UDP, ALPN "tickrelay/1", same certificate (needs TLS).
+enabled = true
+# UDP address; leave out to use the same address and port as `listen`.
+# listen = "127.0.0.1:7443"
+# Outbound datagram bytes a connection may buffer (oldest dropped first).
+datagram_send_buffer_bytes = 65536
+# Bytes a client may have in flight on its control stream.
+stream_receive_window_bytes = 65536
+# Outbound control-stream bytes that may wait for the client.
+send_window_bytes = 1048576
 
 [websocket]
 # Largest inbound message in bytes; larger ones close the connection with 1009.

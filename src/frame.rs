@@ -119,6 +119,54 @@ pub fn encode_envelope(reliable: &[Bytes], states: &[PendingState], buf: &mut By
     }
 }
 
+/// Appends one control-stream frame (QUIC): the envelope's length as a protobuf
+/// varint, then the envelope, as [`encode_envelope`] writes it.
+pub fn encode_stream_frame(reliable: &[Bytes], states: &[PendingState], buf: &mut BytesMut) {
+    let len = envelope_len(reliable, states);
+    buf.reserve(len + encoded_len_varint(len as u64));
+    encode_varint(len as u64, buf);
+    encode_envelope(reliable, states, buf);
+}
+
+/// Why a control-stream frame could not be split off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announces more than the limit.
+    #[error("frame over the size limit")]
+    TooBig,
+    /// The length prefix is not a valid varint.
+    #[error("invalid frame length")]
+    BadLength,
+}
+
+/// Splits the first whole length-delimited frame (a protobuf varint length, then that
+/// many bytes) off the front of `buf`. `Ok(None)`: not all of it has arrived yet. A
+/// length over `max` is refused as soon as the prefix is read, before the body is
+/// buffered.
+pub fn split_stream_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    let mut len: u64 = 0;
+    for (i, &byte) in buf.iter().enumerate().take(10) {
+        len |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if len > max as u64 {
+                return Err(FrameError::TooBig);
+            }
+            let start = i + 1;
+            let end = start + len as usize;
+            if buf.len() < end {
+                return Ok(None);
+            }
+            let mut frame = buf.split_to(end);
+            return Ok(Some(frame.split_off(start).freeze()));
+        }
+    }
+    if buf.len() >= 10 {
+        Err(FrameError::BadLength)
+    } else {
+        Ok(None)
+    }
+}
+
 fn state_message_len(state: &PendingState) -> usize {
     nested_len(
         MESSAGE_STATE,
@@ -136,6 +184,34 @@ mod tests {
 
     use super::*;
     use crate::proto::{Ping, StateFrame, client_message};
+
+    #[test]
+    fn stream_frames_split_whole_and_refuse_oversized_lengths() {
+        let mut wire = BytesMut::new();
+        let message = encode_message(server_message::Kind::Ping(Ping::default()));
+        encode_stream_frame(std::slice::from_ref(&message), &[], &mut wire);
+        encode_stream_frame(&[], &[], &mut wire);
+        let whole = wire.clone();
+        // Byte by byte: nothing until a frame is complete, then exactly it.
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for &byte in whole.iter() {
+            buf.extend_from_slice(&[byte]);
+            while let Some(frame) = split_stream_frame(&mut buf, 1024).unwrap() {
+                frames.push(frame);
+            }
+        }
+        assert!(buf.is_empty());
+        assert_eq!(frames.len(), 2);
+        assert_eq!(decode_server(&frames[0]).unwrap().messages.len(), 1);
+        assert!(frames[1].is_empty());
+
+        let mut big = BytesMut::new();
+        encode_varint(2000, &mut big);
+        assert_eq!(split_stream_frame(&mut big, 1024), Err(FrameError::TooBig));
+        let mut bad = BytesMut::from(&[0xff; 10][..]);
+        assert_eq!(split_stream_frame(&mut bad, 1024), Err(FrameError::BadLength));
+    }
 
     #[test]
     fn batch_encodes_as_one_server_envelope() {

@@ -32,7 +32,7 @@
 //!
 //! - [`server`]: TCP, TLS, HTTP (`/ws`, `/healthz`, `/metrics`), shutdown.
 //! - `connection`: the loop around a session that every transport shares.
-//! - `ws`: the WebSocket transport.
+//! - `ws`: the WebSocket transport; [`quic`]: the QUIC transport.
 //! - [`tls`]: certificates, including the generated development certificate.
 //! - [`gate`]: connection caps and handshake rate at the upgrade.
 //! - [`config`]: the TOML/env/flags configuration.
@@ -59,6 +59,7 @@ pub mod mirror;
 pub mod origin;
 pub mod outbox;
 pub mod proto;
+pub mod quic;
 pub mod registry;
 pub mod room;
 pub mod schedule;

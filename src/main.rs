@@ -76,8 +76,15 @@ struct ServeArgs {
     #[arg(long, env = "TICKRELAY_DEV_CERT_PATH", value_name = "FILE")]
     dev_cert_path: Option<PathBuf>,
     /// Serve plain ws:// and http:// without TLS (only behind a TLS-terminating proxy).
+    /// Turns QUIC off (QUIC always needs TLS).
     #[arg(long, env = "TICKRELAY_INSECURE_PLAIN")]
     insecure_plain: bool,
+    /// Do not serve QUIC.
+    #[arg(long, env = "TICKRELAY_NO_QUIC")]
+    no_quic: bool,
+    /// UDP address for QUIC [default: the address and port of --listen].
+    #[arg(long, env = "TICKRELAY_QUIC_LISTEN", value_name = "ADDR")]
+    quic_listen: Option<SocketAddr>,
     /// Simulation threads; 0 = one per core [default: 0].
     #[arg(long, env = "TICKRELAY_SIM_THREADS", value_name = "N")]
     sim_threads: Option<usize>,
@@ -128,6 +135,10 @@ impl ServeArgs {
             config.tls.dev_cert_path = v.clone();
         }
         config.tls.insecure_plain |= self.insecure_plain;
+        config.quic.enabled &= !self.no_quic;
+        if let Some(v) = self.quic_listen {
+            config.quic.listen = Some(v);
+        }
         if let Some(v) = self.sim_threads {
             config.sim_threads = v;
         }

@@ -35,6 +35,7 @@ use crate::config::{Config, ConfigError};
 use crate::connection::{self, Start};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
+use crate::quic;
 use crate::registry::Registry;
 use crate::session::{Session, SessionContext};
 use crate::sim_pool::SimPool;
@@ -80,6 +81,7 @@ pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<tls::Tls>,
+    quic: Option<quinn::Endpoint>,
 }
 
 impl std::fmt::Debug for Server {
@@ -117,6 +119,14 @@ impl Server {
         }
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        let quic = match (&tls, config.quic.enabled) {
+            (Some(tls), true) => Some(bind_quic(&config, tls, local_addr)?),
+            (None, true) => {
+                tracing::warn!("QUIC needs TLS: not serving QUIC with tls.insecure_plain");
+                None
+            }
+            (_, false) => None,
+        };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(config.websocket.read_buffer_bytes)
             .write_buffer_size(0)
@@ -142,6 +152,7 @@ impl Server {
             listener,
             local_addr,
             tls,
+            quic,
             shared: Arc::new(Shared {
                 config,
                 pool,
@@ -161,6 +172,11 @@ impl Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound QUIC address, when QUIC is served.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref()?.local_addr().ok()
     }
 
     /// The generated development certificate (PEM), if one was generated.
@@ -186,6 +202,12 @@ impl Server {
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let shared = self.shared;
         shared.tracker.spawn(reap_parked_sessions(shared.clone()));
+        if let Some(endpoint) = self.quic {
+            if let Ok(addr) = endpoint.local_addr() {
+                tracing::info!("listening on quic://{addr} (ALPN tickrelay/1)");
+            }
+            shared.tracker.spawn(quic::accept(endpoint, shared.clone()));
+        }
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -214,6 +236,19 @@ impl Server {
         }
         // Sessions parked for resume end now (their members leave their rooms).
         drop(shared.registry.expire_all());
+    }
+}
+
+/// Binds QUIC on `quic.listen`, by default the TCP listener's address and port. With
+/// an ephemeral TCP port (`listen` port 0) whose number is taken on UDP, any free UDP
+/// port is used instead.
+fn bind_quic(config: &Config, tls: &tls::Tls, tcp: SocketAddr) -> Result<quinn::Endpoint, ServerError> {
+    let addr = config.quic.listen.unwrap_or(tcp);
+    match quic::bind(config, tls, addr) {
+        Err(_) if config.quic.listen.is_none() && config.listen.port() == 0 => {
+            Ok(quic::bind(config, tls, SocketAddr::new(tcp.ip(), 0))?)
+        }
+        result => Ok(result?),
     }
 }
 

@@ -1,0 +1,305 @@
+//! The QUIC transport (quinn): the same sessions as over WebSocket, with state frames
+//! as datagrams.
+//!
+//! A client opens one bidirectional **control stream**. Its first frame is a
+//! [`Hello`] (token and optional resume token), checked before anything else; then
+//! both directions carry length-delimited envelopes (a protobuf varint length, then
+//! the envelope), exactly what a WebSocket binary message carries. Everything
+//! reliable travels there, in order.
+//!
+//! State frames travel as **datagrams** (one `ServerEnvelope` holding one
+//! `StateFrame`) when they fit the connection's maximum datagram size, otherwise on
+//! the control stream. Datagrams may be lost or reordered, so the outbox runs with
+//! [`Delivery::Acknowledged`]: the client acknowledges each frame it applied (`Ack`,
+//! usually in a datagram) and its next delta is against the newest acknowledged tick.
+//! A frame written on the control stream counts as acknowledged once written (the
+//! stream is reliable).
+//!
+//! The connection closes with an application error code equal to the WebSocket
+//! close code for the same [`CloseReason`], and the same reason string.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use prost::Message;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{
+    Connection, ConnectionError, Endpoint, IdleTimeout, Incoming, ReadError, RecvStream, SendStream, TransportConfig,
+    VarInt,
+};
+
+use crate::auth::AuthError;
+use crate::clock::unix_micros;
+use crate::config::Config;
+use crate::connection::{self, Broken, Received, Sent, Start, Transport};
+use crate::error::CloseReason;
+use crate::frame::{
+    FrameError, encode_envelope, encode_message, encode_stream_frame, split_stream_frame, state_envelope_len,
+};
+use crate::outbox::{Batch, Delivery, Outbox, PendingState};
+use crate::proto::{Hello, Ping, server_message::Kind};
+use crate::server::Shared;
+use crate::session::Inbound;
+use crate::tls::Tls;
+
+/// The ALPN protocol id a client must offer.
+pub const ALPN: &[u8] = b"tickrelay/1";
+
+/// How long a client has, after the QUIC handshake, to open its control stream and
+/// send its `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest frame a server sends on the control stream (a full snapshot of a big
+/// room); clients refuse larger ones.
+pub const MAX_SERVER_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Binds the QUIC endpoint with the listener's certificate.
+pub(crate) fn bind(config: &Config, tls: &Tls, addr: SocketAddr) -> std::io::Result<Endpoint> {
+    let mut crypto = (*tls.config).clone();
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(crypto).map_err(std::io::Error::other)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(config)));
+    Endpoint::server(server, addr)
+}
+
+fn transport_config(config: &Config) -> TransportConfig {
+    let session = config.session_settings();
+    let quic = &config.quic;
+    let mut transport = TransportConfig::default();
+    // Consistent with the WebSocket heartbeat: a peer silent for a heartbeat interval
+    // plus its timeout is gone (the session's own heartbeat pings before that).
+    let idle = session.heartbeat_interval + session.heartbeat_timeout;
+    transport.max_idle_timeout(IdleTimeout::try_from(idle).ok());
+    transport.max_concurrent_bidi_streams(1u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    transport.stream_receive_window(VarInt::from_u32(quic.stream_receive_window_bytes));
+    transport.receive_window(VarInt::from_u32(quic.stream_receive_window_bytes));
+    transport.send_window(quic.send_window_bytes as u64);
+    transport.datagram_receive_buffer_size(Some(session.max_message_bytes as usize * 4));
+    transport.datagram_send_buffer_size(quic.datagram_send_buffer_bytes);
+    transport
+}
+
+/// Accepts QUIC connections until shutdown.
+pub(crate) async fn accept(endpoint: Endpoint, shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let peer = incoming.remote_address();
+        // The same caps and handshake rate as the WebSocket listener, checked before
+        // the handshake costs anything.
+        let permit = match shared.gate.admit(peer.ip(), std::time::Instant::now()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                shared.metrics.count_refused_upgrade(refusal.status);
+                tracing::debug!(%peer, "QUIC connection refused: {}", refusal.message);
+                incoming.refuse();
+                continue;
+            }
+        };
+        let task_shared = shared.clone();
+        shared.tracker.spawn(async move {
+            if let Some((transport, start)) = handshake(incoming, peer, &task_shared).await {
+                connection::serve(transport, peer, task_shared, start, permit).await;
+            }
+        });
+    }
+    // Sessions close themselves with 1001 on shutdown; wait for those closes to go out.
+    endpoint.close(
+        VarInt::from_u32(CloseReason::ShuttingDown.code().into()),
+        b"server shutting down",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+/// Completes the QUIC handshake, accepts the control stream and checks the `Hello`.
+async fn handshake(incoming: Incoming, peer: SocketAddr, shared: &Shared) -> Option<(Quic, Start)> {
+    let max_message = shared.session_ctx.settings.max_message_bytes as usize;
+    let opened = async {
+        let conn = incoming.await.ok()?;
+        let (send, recv) = conn.accept_bi().await.ok()?;
+        Some((conn, send, recv))
+    };
+    let (conn, send, recv) = tokio::time::timeout(HELLO_TIMEOUT, opened).await.ok().flatten()?;
+    let mut quic = Quic::new(conn, send, recv, max_message);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, quic.recv()).await {
+        Ok(Received::Binary(bytes)) => Hello::decode(bytes),
+        Ok(Received::Other(Inbound::TooBig)) => return quic.refuse(CloseReason::MessageTooBig).await,
+        Ok(_) => return None,
+        Err(_) => return quic.refuse(CloseReason::HeartbeatTimeout).await,
+    };
+    let Ok(hello) = hello else {
+        return quic.refuse(CloseReason::Undecodable).await;
+    };
+    let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
+    let identity = match shared.session_ctx.auth.authenticate(token) {
+        Ok(identity) => identity,
+        Err(e) => {
+            shared.metrics.count_auth_failure(e.kind());
+            tracing::debug!(%peer, "QUIC authentication failed: {e}");
+            return quic.refuse_auth(&e).await;
+        }
+    };
+    let start = if hello.resume_token.is_empty() {
+        Start::New(identity)
+    } else {
+        Start::Resume {
+            token: hello.resume_token,
+            identity,
+        }
+    };
+    Some((quic, start))
+}
+
+/// One QUIC connection with its control stream.
+pub(crate) struct Quic {
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    /// Control-stream bytes read but not yet a whole frame.
+    inbound: BytesMut,
+    outbound: BytesMut,
+    max_message: usize,
+    /// State frames too big for a datagram, written on the stream instead.
+    on_stream: Vec<PendingState>,
+}
+
+impl Quic {
+    fn new(conn: Connection, send: SendStream, recv: RecvStream, max_message: usize) -> Self {
+        Self {
+            conn,
+            send,
+            recv,
+            inbound: BytesMut::new(),
+            outbound: BytesMut::new(),
+            max_message,
+            on_stream: Vec::new(),
+        }
+    }
+
+    async fn refuse<T>(&mut self, reason: CloseReason) -> Option<T> {
+        self.close(reason).await;
+        None
+    }
+
+    async fn refuse_auth<T>(&mut self, error: &AuthError) -> Option<T> {
+        let reason = format!("authentication failed: {error}");
+        close_with(&self.conn, CloseReason::AuthFailed.code(), &reason);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.closed()).await;
+        None
+    }
+}
+
+fn close_with(conn: &Connection, code: u16, reason: &str) {
+    // Like a WebSocket close reason: at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    conn.close(VarInt::from_u32(code.into()), &reason.as_bytes()[..end]);
+}
+
+impl Transport for Quic {
+    const DELIVERY: Delivery = Delivery::Acknowledged;
+
+    async fn recv(&mut self) -> Received {
+        loop {
+            match split_stream_frame(&mut self.inbound, self.max_message) {
+                Ok(Some(frame)) => return Received::Binary(frame),
+                Ok(None) => {}
+                Err(FrameError::TooBig) => return Received::Other(Inbound::TooBig),
+                Err(FrameError::BadLength) => return Received::ProtocolError,
+            }
+            // Both reads are cancel-safe: a dropped read consumes nothing.
+            tokio::select! {
+                chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
+                    Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
+                    // The client finished its control stream: it is done.
+                    Ok(None) => return Received::ClientClosed,
+                    Err(ReadError::ConnectionLost(e)) => return lost(e),
+                    Err(_) => return Received::Lost,
+                },
+                datagram = self.conn.read_datagram() => match datagram {
+                    Ok(datagram) => return Received::Binary(datagram),
+                    Err(e) => return lost(e),
+                },
+            }
+        }
+    }
+
+    async fn send(&mut self, batch: &Batch, outbox: &Outbox) -> Result<Sent, Broken> {
+        let mut sent = Sent::default();
+        let max_datagram = self.conn.max_datagram_size().unwrap_or(0);
+        self.on_stream.clear();
+        for state in &batch.states {
+            if state_envelope_len(state) > max_datagram {
+                self.on_stream.push(state.clone());
+                continue;
+            }
+            encode_envelope(&[], std::slice::from_ref(state), &mut self.outbound);
+            let datagram = self.outbound.split().freeze();
+            sent.bytes += datagram.len() as u64;
+            sent.messages += 1;
+            match self.conn.send_datagram(datagram) {
+                Ok(()) => {}
+                Err(quinn::SendDatagramError::ConnectionLost(_)) => return Err(Broken),
+                // The peer's limit shrank meanwhile: the stream takes it.
+                Err(_) => self.on_stream.push(state.clone()),
+            }
+        }
+        if batch.reliable.is_empty() && self.on_stream.is_empty() {
+            return Ok(sent);
+        }
+        encode_stream_frame(&batch.reliable, &self.on_stream, &mut self.outbound);
+        let frame = self.outbound.split().freeze();
+        sent.bytes += frame.len() as u64;
+        sent.messages += 1;
+        self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+        // The stream is reliable and ordered: these frames will arrive.
+        for state in &self.on_stream {
+            outbox.ack(state.room, state.tick);
+        }
+        Ok(sent)
+    }
+
+    async fn ping(&mut self) -> Result<(), Broken> {
+        // QUIC has no application-visible ping: an application `Ping` the client
+        // answers with a `Pong` (any inbound traffic counts as liveness).
+        let ping = encode_message(Kind::Ping(Ping {
+            nonce: 0,
+            sent_time_us: unix_micros(),
+        }));
+        encode_stream_frame(&[ping], &[], &mut self.outbound);
+        let frame = self.outbound.split().freeze();
+        self.send.write_chunk(frame).await.map_err(|_| Broken)
+    }
+
+    async fn close(&mut self, reason: CloseReason) {
+        // Let what was already written reach the client before the close.
+        let _ = self.send.finish();
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.send.stopped()).await;
+        close_with(&self.conn, reason.code(), reason.reason());
+    }
+
+    async fn finish(&mut self) {
+        close_with(&self.conn, CloseReason::Normal.code(), CloseReason::Normal.reason());
+    }
+}
+
+/// A closed connection: normal when the client closed it with 1000.
+fn lost(error: ConnectionError) -> Received {
+    match error {
+        ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(1000) => {
+            Received::ClientClosed
+        }
+        _ => Received::Lost,
+    }
+}
