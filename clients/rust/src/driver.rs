@@ -6,65 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
-use prost::Message as _;
-use rustls_pki_types::ServerName;
 use tickrelay::clock::unix_micros;
 use tickrelay::error::reconnect_allowed;
 use tickrelay::frame::decode_server;
 use tickrelay::limits::TokenBucket;
 use tickrelay::mirror::StateMirror;
-use tickrelay::proto::{self, ClientEnvelope, ClientMessage, client_message::Kind as Out, server_message::Kind as In};
-use tokio::net::TcpStream;
+use tickrelay::proto::{self, client_message::Kind as Out, server_message::Kind as In};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::{ClientConfig, ClientError, Command, Event, Shared};
+use crate::link::{self, Broken, Failure, Link, Received, Target};
+use crate::{ClientConfig, Command, Event, Shared};
 
-type Ws = WebSocketStream<TlsStream<TcpStream>>;
 type Reply = oneshot::Sender<Result<proto::Response, proto::Error>>;
-
-/// Where to connect.
-pub(crate) struct Target {
-    host: String,
-    authority: String,
-    url: String,
-}
-
-impl Target {
-    pub fn parse(url: &str) -> Result<Self, ClientError> {
-        let bad = || ClientError::Url(url.to_string());
-        let rest = url.strip_prefix("wss://").ok_or_else(bad)?;
-        let authority = rest
-            .split(['/', '?'])
-            .next()
-            .filter(|a| !a.is_empty())
-            .ok_or_else(bad)?;
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if port.parse::<u16>().is_ok() => host,
-            _ => authority,
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let authority = if authority.contains(':') && !authority.ends_with(']') {
-            authority.to_string()
-        } else {
-            format!("{authority}:443")
-        };
-        Ok(Self {
-            host: host.to_string(),
-            authority,
-            url: url.to_string(),
-        })
-    }
-}
 
 struct RoomState {
     room_type: String,
@@ -80,12 +34,6 @@ enum End {
     Reconnect { reason: String, now: bool },
     /// Stop the client.
     Stop,
-}
-
-/// Why a connection attempt failed, and whether to keep trying.
-struct Failure {
-    reason: String,
-    fatal: bool,
 }
 
 struct Driver {
@@ -144,9 +92,9 @@ pub(crate) async fn run(
     let mut attempt = 0u32;
     loop {
         let reason = match d.connect().await {
-            Ok(ws) => {
+            Ok(link) => {
                 attempt = 0;
-                match d.serve(ws).await {
+                match d.serve(link).await {
                     End::Stop => return,
                     End::Reconnect { now: true, .. } => continue,
                     End::Reconnect { reason, .. } => reason,
@@ -179,59 +127,23 @@ pub(crate) async fn run(
     }
 }
 
-fn envelope(kinds: impl IntoIterator<Item = Out>) -> Message {
-    let messages = kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
-    Message::Binary(ClientEnvelope { messages }.encode_to_vec().into())
-}
-
 impl Driver {
     async fn emit(&self, event: Event) {
         let _ = self.events.send(event).await;
     }
 
-    async fn connect(&mut self) -> Result<Ws, Failure> {
-        let retry = |reason: String| Failure { reason, fatal: false };
-        let tcp = TcpStream::connect(&self.target.authority)
+    async fn connect(&mut self) -> Result<Link, Failure> {
+        let resume = self.session.as_ref().map(|(_, token)| token.as_str());
+        let token = self.config.token.as_deref();
+        let connecting = link::connect(&self.target, &self.tls, token, resume, self.config.quiet_timeout);
+        tokio::time::timeout(self.config.connect_timeout, connecting)
             .await
-            .map_err(|e| retry(format!("connect: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(self.target.host.clone()).map_err(|e| Failure {
-            reason: format!("server name: {e}"),
-            fatal: true,
-        })?;
-        let tls = TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| retry(format!("TLS: {e}")))?;
-        let mut url = self.target.url.clone();
-        if let Some((_, token)) = &self.session {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str("resume=");
-            url.push_str(token);
-        }
-        let mut request = url.into_client_request().map_err(|e| Failure {
-            reason: e.to_string(),
-            fatal: true,
-        })?;
-        if let Some(token) = &self.config.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| Failure {
-                reason: format!("token: {e}"),
-                fatal: true,
-            })?;
-            request.headers_mut().insert("authorization", value);
-        }
-        match tokio_tungstenite::client_async(request, tls).await {
-            Ok((ws, _)) => Ok(ws),
-            Err(WsError::Http(response)) => {
-                let status = response.status().as_u16();
-                // Refused for who we are (401, 403): retrying cannot help.
+            .unwrap_or_else(|_| {
                 Err(Failure {
-                    reason: format!("upgrade refused with HTTP {status}"),
-                    fatal: matches!(status, 400 | 401 | 403 | 404),
+                    reason: format!("no answer within {:?}", self.config.connect_timeout),
+                    fatal: false,
                 })
-            }
-            Err(e) => Err(retry(format!("upgrade: {e}"))),
-        }
+            })
     }
 
     /// Handles commands while waiting to reconnect. Returns false if the client
@@ -335,8 +247,7 @@ impl Driver {
     }
 
     /// Runs one connection until it ends.
-    async fn serve(&mut self, ws: Ws) -> End {
-        let (mut sink, mut stream) = ws.split();
+    async fn serve(&mut self, mut link: Link) -> End {
         let mut ping = tokio::time::interval(self.config.ping_interval);
         let mut last_inbound = Instant::now();
         let mut welcomed = false;
@@ -346,7 +257,7 @@ impl Driver {
             let pace = Instant::now() + self.pacer.wait_for_one(std::time::Instant::now());
             let outcome = tokio::select! {
                 _ = tokio::time::sleep_until(pace), if welcomed && !self.queue.is_empty() => {
-                    self.flush(&mut sink).await
+                    self.flush(&mut link).await
                 }
                 _ = tokio::time::sleep_until(quiet) => return End::Reconnect {
                     reason: "server went quiet".into(),
@@ -354,13 +265,11 @@ impl Driver {
                 },
                 _ = ping.tick(), if welcomed => {
                     self.queue.push_back(Out::Ping(proto::Ping { nonce: 0, sent_time_us: unix_micros() }));
-                    self.flush(&mut sink).await
+                    self.flush(&mut link).await
                 }
                 command = self.commands.recv() => match command {
                     None | Some(Command::Close) => {
-                        let frame = CloseFrame { code: 1000.into(), reason: "client closing".into() };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                        let _ = sink.close().await;
+                        link.close().await;
                         return End::Stop;
                     }
                     Some(Command::DropConnection) => return End::Reconnect {
@@ -370,15 +279,15 @@ impl Driver {
                     Some(command) => match self.command(command) {
                         Some(out) if welcomed => {
                             self.queue.push_back(out);
-                            self.flush(&mut sink).await
+                            self.flush(&mut link).await
                         }
                         Some(out) => { self.buffer_offline(out); Ok(()) }
                         None => Ok(()),
                     },
                 },
-                inbound = stream.next() => {
+                received = link.recv() => {
                     last_inbound = Instant::now();
-                    match self.inbound(inbound, &mut sink, &mut welcomed).await {
+                    match self.inbound(received, &mut link, &mut welcomed).await {
                         Ok(None) => Ok(()),
                         Ok(Some(end)) => return end,
                         Err(e) => Err(e),
@@ -403,22 +312,15 @@ impl Driver {
 
     async fn inbound(
         &mut self,
-        inbound: Option<Result<Message, WsError>>,
-        sink: &mut SplitSink<Ws, Message>,
+        received: Received,
+        link: &mut Link,
         welcomed: &mut bool,
-    ) -> Result<Option<End>, WsError> {
-        let message = match inbound {
-            None => return Ok(Some(self.lost("connection closed".into()).await)),
-            Some(Err(e)) => return Ok(Some(self.lost(e.to_string()).await)),
-            Some(Ok(message)) => message,
-        };
-        let bytes = match message {
-            Message::Binary(bytes) => bytes,
-            Message::Close(frame) => {
-                let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-                return Ok(Some(self.closed_by_server(code, reason).await));
-            }
-            _ => return Ok(None),
+    ) -> Result<Option<End>, Broken> {
+        let bytes = match received {
+            Received::Envelope(bytes) => bytes,
+            Received::Closed { code, reason } => return Ok(Some(self.closed_by_server(code, reason).await)),
+            Received::Lost(reason) => return Ok(Some(self.lost(reason).await)),
+            Received::Nothing => return Ok(None),
         };
         let stats = self.shared.clone();
         let stats = &stats.stats;
@@ -434,9 +336,9 @@ impl Driver {
             match kind {
                 In::Welcome(welcome) => {
                     *welcomed = true;
-                    self.welcomed(welcome, sink).await?;
+                    self.welcomed(welcome, link).await?;
                 }
-                In::State(frame) => self.state(frame, received_us, sink).await?,
+                In::State(frame) => self.state(frame, received_us, link).await?,
                 In::Joined(joined) => self.emit(Event::Joined(joined)).await,
                 In::Left(left) => {
                     if left.reason != 0 {
@@ -469,7 +371,7 @@ impl Driver {
                         ping_sent_time_us: ping.sent_time_us,
                         time_us: received_us,
                     }));
-                    self.flush(sink).await?;
+                    self.flush(link).await?;
                 }
                 In::TokenRefreshed(_) => {}
             }
@@ -506,7 +408,7 @@ impl Driver {
 
     /// A new connection is established: restore rooms, replay inputs, flush the
     /// buffer, in that order.
-    async fn welcomed(&mut self, welcome: proto::Welcome, sink: &mut SplitSink<Ws, Message>) -> Result<(), WsError> {
+    async fn welcomed(&mut self, welcome: proto::Welcome, link: &mut Link) -> Result<(), Broken> {
         let resumed = welcome.resumed;
         if self.connected_before {
             self.shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -561,22 +463,23 @@ impl Driver {
         })
         .await;
         self.queue.extend(out);
-        self.flush(sink).await
+        self.flush(link).await
     }
 
-    async fn state(
-        &mut self,
-        frame: proto::StateFrame,
-        received_us: u64,
-        sink: &mut SplitSink<Ws, Message>,
-    ) -> Result<(), WsError> {
+    async fn state(&mut self, frame: proto::StateFrame, received_us: u64, link: &mut Link) -> Result<(), Broken> {
         let applied = {
             let mut mirrors = self.shared.mirrors.lock();
             let Some(mirror) = mirrors.get_mut(&frame.room) else {
                 return Ok(()); // a room we left
             };
             let verified = mirror.checksums_verified();
-            let result = mirror.apply(&frame);
+            // Over QUIC, frames may be lost or reordered: a frame that cannot be used
+            // is skipped (the server repeats full snapshots until one is acknowledged).
+            let result = if link.acknowledged() {
+                mirror.apply_unordered(&frame)
+            } else {
+                mirror.apply(&frame).map(|()| true)
+            };
             if mirror.checksums_verified() > verified {
                 self.shared.stats.checksums.fetch_add(1, Ordering::Relaxed);
             }
@@ -592,7 +495,11 @@ impl Driver {
             }
         }
         match applied {
-            Ok(()) => {
+            Ok(false) => {
+                self.shared.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(true) => {
+                link.ack(&frame.room, frame.tick);
                 self.shared.stats.frames.fetch_add(1, Ordering::Relaxed);
                 let event = Event::State {
                     room: frame.room,
@@ -613,12 +520,12 @@ impl Driver {
                     .get(&frame.room)
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 if due {
-                    self.request_resync(&frame.room, sink).await?;
+                    self.request_resync(&frame.room, link).await?;
                 }
             }
             Err(error) => {
                 self.shared.stats.desyncs.fetch_add(1, Ordering::Relaxed);
-                self.request_resync(&frame.room, sink).await?;
+                self.request_resync(&frame.room, link).await?;
                 self.emit(Event::Desync {
                     room: frame.room,
                     error,
@@ -631,7 +538,7 @@ impl Driver {
 }
 
 impl Driver {
-    async fn request_resync(&mut self, room: &str, sink: &mut SplitSink<Ws, Message>) -> Result<(), WsError> {
+    async fn request_resync(&mut self, room: &str, link: &mut Link) -> Result<(), Broken> {
         self.resync_asked.insert(room.to_string(), Instant::now());
         let request_id = self.request_id();
         let resync = Out::Request(proto::Request {
@@ -639,39 +546,17 @@ impl Driver {
             kind: Some(proto::request::Kind::Resync(proto::Resync { room: room.into() })),
         });
         self.queue.push_back(resync);
-        self.flush(sink).await
+        self.flush(link).await
     }
 
     /// Sends what the pacer allows now, as one envelope of at most `max_batch`.
-    async fn flush(&mut self, sink: &mut SplitSink<Ws, Message>) -> Result<(), WsError> {
+    async fn flush(&mut self, link: &mut Link) -> Result<(), Broken> {
         let wanted = (self.queue.len() as u64).min(self.max_batch);
         let n = self.pacer.take_up_to(wanted, std::time::Instant::now()) as usize;
         if n == 0 {
             return Ok(());
         }
         let batch: Vec<Out> = self.queue.drain(..n).collect();
-        send(sink, batch).await
-    }
-}
-
-async fn send(sink: &mut SplitSink<Ws, Message>, out: impl IntoIterator<Item = Out>) -> Result<(), WsError> {
-    sink.send(envelope(out)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let t = Target::parse("wss://127.0.0.1:7443/ws").unwrap();
-        assert_eq!((t.host.as_str(), t.authority.as_str()), ("127.0.0.1", "127.0.0.1:7443"));
-        let t = Target::parse("wss://relay.example.com/ws?x=1").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.authority.as_str()),
-            ("relay.example.com", "relay.example.com:443")
-        );
-        assert!(Target::parse("ws://plain/ws").is_err());
-        assert!(Target::parse("wss:///ws").is_err());
+        link.send(batch).await
     }
 }

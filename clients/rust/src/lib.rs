@@ -21,8 +21,9 @@
 //! ```
 //!
 //! What the client does for you:
-//! - **Connection**: `wss://` with a token, trusting the relay's certificate by file,
-//!   PEM or fingerprint (never any certificate silently).
+//! - **Connection**: `wss://` or `quic://` (the same API; over QUIC state frames
+//!   arrive as datagrams and are acknowledged), with a token, trusting the relay's
+//!   certificate by file, PEM or fingerprint (never any certificate silently).
 //! - **Rooms and inputs**: inputs get sequence numbers per room; each room's state is
 //!   mirrored ([`StateMirror`]) and verified against the server's checksums; on a
 //!   mismatch the client asks for a full snapshot by itself.
@@ -40,6 +41,7 @@
 
 mod backoff;
 mod driver;
+mod link;
 mod trust;
 
 use std::collections::HashMap;
@@ -59,7 +61,8 @@ pub use trust::{Trust, TrustError};
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The relay's WebSocket URL, `wss://host:port/ws`.
+    /// The relay's URL: `wss://host:port/ws` (WebSocket) or `quic://host:port`
+    /// (QUIC, state frames as datagrams).
     pub url: String,
     /// Which certificate to trust.
     pub trust: Trust,
@@ -75,6 +78,9 @@ pub struct ClientConfig {
     pub ping_interval: Duration,
     /// Reconnect when nothing arrived from the server for this long.
     pub quiet_timeout: Duration,
+    /// Give up on one connection attempt after this long (a QUIC handshake to a
+    /// closed port gets no answer at all).
+    pub connect_timeout: Duration,
     /// How long [`Client::request`] waits for its response.
     pub request_timeout: Duration,
     /// Capacity of the event channel; state events are dropped (and counted) when it
@@ -94,6 +100,7 @@ impl ClientConfig {
             unacked_input_limit: 1024,
             ping_interval: Duration::from_secs(2),
             quiet_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             event_capacity: 4096,
         }
@@ -171,12 +178,15 @@ pub enum Event {
 /// Counters of one client.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// WebSocket messages received.
+    /// Messages received (WebSocket messages, QUIC stream frames and datagrams).
     pub messages_in: AtomicU64,
     /// Bytes received.
     pub bytes_in: AtomicU64,
     /// State frames applied.
     pub frames: AtomicU64,
+    /// State frames skipped over QUIC: late, duplicated, or not usable by the mirror
+    /// yet (normal under loss and reordering; not a desync).
+    pub frames_skipped: AtomicU64,
     /// Successful reconnections.
     pub reconnects: AtomicU64,
     /// Of which resumed the session.
@@ -195,8 +205,8 @@ pub struct Stats {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The URL is not a `wss://` URL.
-    #[error("invalid URL `{0}`: expected wss://host:port/path")]
+    /// The URL is not a `wss://` or `quic://` URL.
+    #[error("invalid URL `{0}`: expected wss://host:port/path or quic://host:port")]
     Url(String),
     /// The trust settings are unusable.
     #[error(transparent)]
@@ -258,7 +268,7 @@ impl Client {
     /// Starts connecting in the background and returns the handle and the event
     /// stream. Must be called inside a tokio runtime.
     pub fn connect(config: ClientConfig) -> Result<(Client, mpsc::Receiver<Event>), ClientError> {
-        let target = driver::Target::parse(&config.url)?;
+        let target = link::Target::parse(&config.url)?;
         let tls = trust::client_config(&config.trust)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::channel(config.event_capacity);

@@ -1,4 +1,5 @@
-//! The client against the real relay on 127.0.0.1:0.
+//! The client against the real relay on 127.0.0.1:0. Every scenario runs over both
+//! transports (`wss://` and `quic://`) from one test body.
 
 use std::time::Duration;
 
@@ -9,8 +10,44 @@ use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
 use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    WebSocket,
+    Quic,
+}
+
+/// Runs a scenario once per transport, as two tests.
+macro_rules! both_transports {
+    ($($scenario:ident),* $(,)?) => {
+        mod websocket {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Transport::WebSocket).await;
+                }
+            )*
+        }
+        mod quic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Transport::Quic).await;
+                }
+            )*
+        }
+    };
+}
+
+both_transports!(
+    joins_mirrors_verified_state_and_measures_rtt,
+    reconnects_resumes_and_replays_inputs_sent_while_disconnected,
+    gives_up_after_the_configured_attempts,
+    trusts_a_pinned_fingerprint_and_nothing_else,
+);
+
 struct Relay {
-    url: String,
+    ws_url: String,
+    quic_url: String,
     cert: String,
     shutdown: CancellationToken,
 }
@@ -25,21 +62,33 @@ async fn relay(adjust: impl FnOnce(&mut Config)) -> Relay {
     let mut config = Config::loopback(60);
     adjust(&mut config);
     let server = Server::bind(config).await.unwrap();
-    let url = format!("wss://localhost:{}/ws", server.local_addr().port());
+    let ws_url = format!("wss://localhost:{}/ws", server.local_addr().port());
+    let quic_url = format!("quic://localhost:{}", server.quic_addr().unwrap().port());
     let cert = server.dev_certificate().unwrap().to_string();
     let shutdown = CancellationToken::new();
     tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(2)));
-    Relay { url, cert, shutdown }
+    Relay {
+        ws_url,
+        quic_url,
+        cert,
+        shutdown,
+    }
 }
 
-fn config(relay: &Relay) -> ClientConfig {
-    let mut config = ClientConfig::new(&relay.url, Trust::CertPem(relay.cert.clone()));
+fn config(relay: &Relay, transport: Transport) -> ClientConfig {
+    let url = match transport {
+        Transport::WebSocket => &relay.ws_url,
+        Transport::Quic => &relay.quic_url,
+    };
+    let mut config = ClientConfig::new(url, Trust::CertPem(relay.cert.clone()));
     config.backoff = Backoff {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(200),
         max_attempts: Some(5),
     };
     config.ping_interval = Duration::from_millis(100);
+    // Nothing answers a QUIC handshake to a closed port: fail attempts fast.
+    config.connect_timeout = Duration::from_millis(500);
     config
 }
 
@@ -69,10 +118,9 @@ fn create(id: u64) -> proto::input::Payload {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn joins_mirrors_verified_state_and_measures_rtt() {
+async fn joins_mirrors_verified_state_and_measures_rtt(transport: Transport) {
     let relay = relay(|_| {}).await;
-    let (client, mut events) = Client::connect(config(&relay)).unwrap();
+    let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
     client.join("arena-1", "arena");
     let joined = until(&mut events, |e| match e {
         Event::Joined(j) => Some(j.clone()),
@@ -104,10 +152,9 @@ async fn joins_mirrors_verified_state_and_measures_rtt() {
 
 /// A dropped connection resumes the session; inputs sent while disconnected are
 /// buffered and applied once after the reconnect.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected() {
+async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport: Transport) {
     let relay = relay(|_| {}).await;
-    let (client, mut events) = Client::connect(config(&relay)).unwrap();
+    let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
     client.join("r", "relay");
     client.send_input("r", create(1));
     until(&mut events, |e| matches!(e, Event::State { .. }).then_some(())).await;
@@ -137,10 +184,9 @@ async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected() {
     assert_eq!(stats.desyncs.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gives_up_after_the_configured_attempts() {
+async fn gives_up_after_the_configured_attempts(transport: Transport) {
     let relay = relay(|_| {}).await;
-    let (client, mut events) = Client::connect(config(&relay)).unwrap();
+    let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
     client.join("r", "relay");
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
     relay.shutdown.cancel();
@@ -167,8 +213,7 @@ async fn gives_up_after_the_configured_attempts() {
     assert_eq!(gave_up, 6);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trusts_a_pinned_fingerprint_and_nothing_else() {
+async fn trusts_a_pinned_fingerprint_and_nothing_else(transport: Transport) {
     use rustls_pki_types::pem::PemObject;
     use sha2::Digest;
     let relay = relay(|_| {}).await;
@@ -177,12 +222,12 @@ async fn trusts_a_pinned_fingerprint_and_nothing_else() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut good = config(&relay);
+    let mut good = config(&relay, transport);
     good.trust = Trust::Fingerprint(fingerprint);
     let (_client, mut events) = Client::connect(good).unwrap();
     until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
 
-    let mut bad = config(&relay);
+    let mut bad = config(&relay, transport);
     bad.trust = Trust::Fingerprint("00".repeat(32));
     bad.backoff.max_attempts = Some(1);
     let (_client, mut events) = Client::connect(bad).unwrap();

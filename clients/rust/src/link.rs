@@ -1,0 +1,366 @@
+//! One connection to the relay over either transport, as the driver sees it: send an
+//! envelope, receive the next envelope, acknowledge state frames, close.
+//!
+//! - `wss://host:port/path`: WebSocket over TLS; the token goes in the
+//!   `Authorization` header and the resume token in the `resume` query parameter.
+//! - `quic://host:port`: QUIC (ALPN `tickrelay/1`); a control stream carries a `Hello`
+//!   (token, resume token) and then length-delimited envelopes both ways; state frames
+//!   arrive as datagrams, and each applied one is acknowledged in a datagram.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{ConnectionError, IdleTimeout, ReadError, TransportConfig};
+use rustls_pki_types::ServerName;
+use tickrelay::frame::split_stream_frame;
+use tickrelay::proto::{self, ClientEnvelope, ClientMessage, client_message::Kind as Out};
+use tickrelay::quic::{ALPN, MAX_SERVER_FRAME_BYTES};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::ClientError;
+
+/// Which transport a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    WebSocket,
+    Quic,
+}
+
+/// Where to connect.
+pub(crate) struct Target {
+    pub scheme: Scheme,
+    pub host: String,
+    pub authority: String,
+    pub url: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self, ClientError> {
+        let bad = || ClientError::Url(url.to_string());
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("wss://") {
+            (Scheme::WebSocket, rest)
+        } else if let Some(rest) = url.strip_prefix("quic://") {
+            (Scheme::Quic, rest)
+        } else {
+            return Err(bad());
+        };
+        let authority = rest
+            .split(['/', '?'])
+            .next()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(bad)?;
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => host,
+            _ => authority,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let authority = if authority.contains(':') && !authority.ends_with(']') {
+            authority.to_string()
+        } else {
+            format!("{authority}:443")
+        };
+        Ok(Self {
+            scheme,
+            host: host.to_string(),
+            authority,
+            url: url.to_string(),
+        })
+    }
+}
+
+/// A failed connection attempt, and whether trying again could help.
+pub(crate) struct Failure {
+    pub reason: String,
+    pub fatal: bool,
+}
+
+fn retry(reason: String) -> Failure {
+    Failure { reason, fatal: false }
+}
+
+fn fatal(reason: String) -> Failure {
+    Failure { reason, fatal: true }
+}
+
+/// What the server sent.
+pub(crate) enum Received {
+    /// One `ServerEnvelope`.
+    Envelope(Bytes),
+    /// The server closed the connection with this code and reason.
+    Closed { code: u16, reason: String },
+    /// The connection broke.
+    Lost(String),
+    /// Nothing for the driver (a WebSocket ping or pong).
+    Nothing,
+}
+
+/// The connection broke while writing.
+#[derive(Debug)]
+pub(crate) struct Broken(pub String);
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub(crate) enum Link {
+    WebSocket(Box<WebSocketStream<TlsStream<TcpStream>>>),
+    Quic(Box<QuicLink>),
+}
+
+pub(crate) struct QuicLink {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    inbound: BytesMut,
+}
+
+/// Opens a connection: TLS and the WebSocket upgrade, or the QUIC handshake, control
+/// stream and `Hello`.
+pub(crate) async fn connect(
+    target: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    token: Option<&str>,
+    resume: Option<&str>,
+    idle_timeout: Duration,
+) -> Result<Link, Failure> {
+    let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
+    match target.scheme {
+        Scheme::WebSocket => connect_ws(target, tls, name, token, resume).await,
+        Scheme::Quic => connect_quic(target, tls, token, resume, idle_timeout).await,
+    }
+}
+
+async fn connect_ws(
+    target: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+    token: Option<&str>,
+    resume: Option<&str>,
+) -> Result<Link, Failure> {
+    let tcp = TcpStream::connect(&target.authority)
+        .await
+        .map_err(|e| retry(format!("connect: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let tls = TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| retry(format!("TLS: {e}")))?;
+    let mut url = target.url.clone();
+    if let Some(resume) = resume {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str("resume=");
+        url.push_str(resume);
+    }
+    let mut request = url.into_client_request().map_err(|e| fatal(e.to_string()))?;
+    if let Some(token) = token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| fatal(format!("token: {e}")))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    match tokio_tungstenite::client_async(request, tls).await {
+        Ok((ws, _)) => Ok(Link::WebSocket(Box::new(ws))),
+        Err(WsError::Http(response)) => {
+            let status = response.status().as_u16();
+            // Refused for who we are (401, 403): retrying cannot help.
+            Err(Failure {
+                reason: format!("upgrade refused with HTTP {status}"),
+                fatal: matches!(status, 400 | 401 | 403 | 404),
+            })
+        }
+        Err(e) => Err(retry(format!("upgrade: {e}"))),
+    }
+}
+
+async fn connect_quic(
+    target: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    token: Option<&str>,
+    resume: Option<&str>,
+    idle_timeout: Duration,
+) -> Result<Link, Failure> {
+    let addr: SocketAddr = tokio::net::lookup_host(&target.authority)
+        .await
+        .map_err(|e| retry(format!("resolve: {e}")))?
+        .next()
+        .ok_or_else(|| retry(format!("resolve: no address for {}", target.authority)))?;
+    let mut crypto = (**tls).clone();
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(crypto).map_err(|e| fatal(format!("QUIC TLS: {e}")))?;
+    let mut transport = TransportConfig::default();
+    transport.max_idle_timeout(IdleTimeout::try_from(idle_timeout).ok());
+    transport.keep_alive_interval(Some(idle_timeout / 3));
+    transport.datagram_receive_buffer_size(Some(256 * 1024));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    let local: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("valid address")
+    } else {
+        "0.0.0.0:0".parse().expect("valid address")
+    };
+    let mut endpoint = quinn::Endpoint::client(local).map_err(|e| retry(format!("UDP socket: {e}")))?;
+    endpoint.set_default_client_config(config);
+    let conn = endpoint
+        .connect(addr, &target.host)
+        .map_err(|e| fatal(format!("QUIC: {e}")))?
+        .await
+        .map_err(|e| retry(format!("QUIC handshake (TLS): {e}")))?;
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| retry(format!("QUIC stream: {e}")))?;
+    let hello = proto::Hello {
+        token: token.unwrap_or_default().to_string(),
+        resume_token: resume.unwrap_or_default().to_string(),
+    };
+    send.write_all(&hello.encode_length_delimited_to_vec())
+        .await
+        .map_err(|e| retry(format!("QUIC hello: {e}")))?;
+    Ok(Link::Quic(Box::new(QuicLink {
+        endpoint,
+        conn,
+        send,
+        recv,
+        inbound: BytesMut::new(),
+    })))
+}
+
+impl Link {
+    /// Whether state frames arrive unordered and must be acknowledged.
+    pub fn acknowledged(&self) -> bool {
+        matches!(self, Link::Quic(_))
+    }
+
+    /// Sends one envelope of `messages`.
+    pub async fn send(&mut self, messages: impl IntoIterator<Item = Out>) -> Result<(), Broken> {
+        let messages = messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
+        let envelope = ClientEnvelope { messages };
+        match self {
+            Link::WebSocket(ws) => ws
+                .send(Message::Binary(envelope.encode_to_vec().into()))
+                .await
+                .map_err(|e| Broken(e.to_string())),
+            Link::Quic(q) => q
+                .send
+                .write_all(&envelope.encode_length_delimited_to_vec())
+                .await
+                .map_err(|e| Broken(e.to_string())),
+        }
+    }
+
+    /// Acknowledges a state frame (QUIC only; a lost acknowledgement is harmless).
+    pub fn ack(&mut self, room: &str, tick: u64) {
+        if let Link::Quic(q) = self {
+            let ack = Out::Ack(proto::Ack {
+                room: room.into(),
+                tick,
+            });
+            let envelope = ClientEnvelope {
+                messages: vec![ClientMessage { kind: Some(ack) }],
+            };
+            let _ = q.conn.send_datagram(envelope.encode_to_vec().into());
+        }
+    }
+
+    /// The next thing the server sent. Cancel-safe.
+    pub async fn recv(&mut self) -> Received {
+        match self {
+            Link::WebSocket(ws) => match ws.next().await {
+                None => Received::Lost("connection closed".into()),
+                Some(Err(e)) => Received::Lost(e.to_string()),
+                Some(Ok(Message::Binary(bytes))) => Received::Envelope(bytes),
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) =
+                        frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                    Received::Closed { code, reason }
+                }
+                Some(Ok(_)) => Received::Nothing,
+            },
+            Link::Quic(q) => q.recv().await,
+        }
+    }
+
+    /// Closes normally (1000) and lets the close reach the server.
+    pub async fn close(self) {
+        match self {
+            Link::WebSocket(mut ws) => {
+                let frame = CloseFrame {
+                    code: 1000.into(),
+                    reason: "client closing".into(),
+                };
+                let _ = ws.send(Message::Close(Some(frame))).await;
+                let _ = SinkExt::close(&mut ws).await;
+            }
+            Link::Quic(q) => {
+                q.conn.close(1000u32.into(), b"client closing");
+                let _ = tokio::time::timeout(Duration::from_secs(1), q.endpoint.wait_idle()).await;
+            }
+        }
+    }
+}
+
+impl QuicLink {
+    async fn recv(&mut self) -> Received {
+        loop {
+            match split_stream_frame(&mut self.inbound, MAX_SERVER_FRAME_BYTES) {
+                Ok(Some(bytes)) => return Received::Envelope(bytes),
+                Ok(None) => {}
+                Err(e) => return Received::Lost(format!("control stream: {e}")),
+            }
+            tokio::select! {
+                chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
+                    Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
+                    Ok(None) => return Received::Lost("control stream finished".into()),
+                    Err(ReadError::ConnectionLost(e)) => return closed(e),
+                    Err(e) => return Received::Lost(e.to_string()),
+                },
+                datagram = self.conn.read_datagram() => match datagram {
+                    Ok(bytes) => return Received::Envelope(bytes),
+                    Err(e) => return closed(e),
+                },
+            }
+        }
+    }
+}
+
+fn closed(error: ConnectionError) -> Received {
+    match error {
+        ConnectionError::ApplicationClosed(close) => Received::Closed {
+            code: u16::try_from(close.error_code.into_inner()).unwrap_or(1002),
+            reason: String::from_utf8_lossy(&close.reason).into_owned(),
+        },
+        e => Received::Lost(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = Target::parse("wss://127.0.0.1:7443/ws").unwrap();
+        assert_eq!((t.host.as_str(), t.authority.as_str()), ("127.0.0.1", "127.0.0.1:7443"));
+        assert_eq!(t.scheme, Scheme::WebSocket);
+        let t = Target::parse("wss://relay.example.com/ws?x=1").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.authority.as_str()),
+            ("relay.example.com", "relay.example.com:443")
+        );
+        let t = Target::parse("quic://[::1]:7443").unwrap();
+        assert_eq!((t.host.as_str(), t.authority.as_str()), ("::1", "[::1]:7443"));
+        assert_eq!(t.scheme, Scheme::Quic);
+        assert!(Target::parse("ws://plain/ws").is_err());
+        assert!(Target::parse("wss:///ws").is_err());
+    }
+}
