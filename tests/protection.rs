@@ -1,19 +1,23 @@
-//! Session protections over real `wss://`: authentication and Origin at the upgrade,
-//! connection caps, rate limits, heartbeats, token expiry, replacement, slow readers
-//! and resume.
+//! Session protections over real `wss://` and QUIC: authentication and Origin at the
+//! upgrade (and in the QUIC `Hello`), connection caps, rate limits, heartbeats, token
+//! expiry, replacement, slow readers and resume (also across transports).
 
 mod common;
+
+both_transports!(
+    a_flood_is_closed_with_1008_and_others_are_unaffected,
+    a_half_open_peer_is_dropped_on_time,
+    resume_with_input_replay_loses_nothing_and_applies_nothing_twice,
+);
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestClient, TestServer, start_with};
-use futures_util::{SinkExt, StreamExt};
+use common::{Incoming, TestClient, TestServer, Transport, start_with};
 use prost::Message as _;
 use tickrelay::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
 use tickrelay::config::Config;
 use tickrelay::proto::{self, ErrorCode, client_message, input, server_message::Kind};
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "test-secret";
 
@@ -34,6 +38,18 @@ fn token(secret: &str, sub: &str, ttl: i64, rooms: Option<Vec<&str>>) -> String 
         rooms: rooms.map(|r| r.into_iter().map(String::from).collect()),
     };
     mint_hs256(secret, &claims)
+}
+
+fn create(id: u64) -> input::Payload {
+    input::Payload::Writes(proto::EntityWrites {
+        create: vec![proto::Entity {
+            id,
+            owner: 0,
+            kind: 1,
+            fields: vec![],
+        }],
+        ..Default::default()
+    })
 }
 
 fn bearer(token: &str) -> String {
@@ -234,62 +250,52 @@ async fn connection_caps_answer_at_the_upgrade() {
 
 /// A client sending 500 messages per second is told to slow down, then closed with
 /// 1008 about one second into the flood; a client in the same room is unaffected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_is_closed_with_1008_and_others_are_unaffected() {
+async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transport) {
     let server = start_with(|_| {}).await;
-    let mut good = TestClient::connect(&server).await;
+    let mut good = TestClient::connect_over(&server, transport).await;
     good.join("busy", "arena").await;
-    let mut bad = TestClient::connect(&server).await;
+    let mut bad = TestClient::connect_over(&server, transport).await;
     bad.join("busy", "arena").await;
-    let (mut sink, mut stream) = bad.ws.split();
     let flood_started = Instant::now();
-    let flooder = tokio::spawn(async move {
-        for seq in 1..=5_000u64 {
-            let input = proto::Input {
-                room: "busy".into(),
-                seq,
-                payload: Some(input::Payload::Intent(Bytes::from_static(&[1, 1]))),
-            };
-            let envelope = proto::ClientEnvelope {
-                messages: vec![proto::ClientMessage {
-                    kind: Some(client_message::Kind::Input(input)),
-                }],
-            };
-            if sink
-                .send(Message::Binary(envelope.encode_to_vec().into()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
     let mut told_to_slow_down = false;
+    let mut seq = 0u64;
+    // An input every ~2 ms, reading in between, until the server closes.
     let close = loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("closed within 5 s")
-            .expect("open")
-            .expect("no error");
-        match message {
-            Message::Binary(bytes) => {
+        assert!(
+            flood_started.elapsed() < Duration::from_secs(5),
+            "not closed within 5 s"
+        );
+        seq += 1;
+        let input = proto::Input {
+            room: "busy".into(),
+            seq,
+            payload: Some(input::Payload::Intent(Bytes::from_static(&[1, 1]))),
+        };
+        let envelope = proto::ClientEnvelope {
+            messages: vec![proto::ClientMessage {
+                kind: Some(client_message::Kind::Input(input)),
+            }],
+        };
+        // Writes fail once the server has closed; the close is read below.
+        let _ = bad.conn.send_bytes(&envelope.encode_to_vec()).await;
+        match bad.conn.recv(Duration::from_millis(2)).await {
+            None => {}
+            Some(Incoming::Envelope(bytes)) => {
                 for m in tickrelay::frame::decode_server(&bytes).unwrap().messages {
                     if let Some(Kind::Error(e)) = m.kind {
                         told_to_slow_down |= e.code == ErrorCode::RateLimited as i32 && e.retry_after_ms > 0;
                     }
                 }
             }
-            Message::Close(frame) => break frame.unwrap(),
-            _ => {}
+            Some(Incoming::Closed(code, _)) => break code,
+            Some(Incoming::Ended(e)) => panic!("ended without a close code: {e}"),
         }
     };
     let elapsed = flood_started.elapsed();
-    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close, 1008);
     assert!(told_to_slow_down, "a RATE_LIMITED error with a retry hint came first");
     // Burst (100 messages at ~2 ms) + the 1 s flood window, with slack for a busy machine.
     assert!(elapsed < Duration::from_millis(2500), "closed after {elapsed:?}");
-    flooder.abort();
     good.frames_in("busy", 60).await;
     assert!(good.mirrors["busy"].is_synced());
     assert!(metric(&server, "tickrelay_messages_rate_limited_total") > 0);
@@ -297,14 +303,13 @@ async fn a_flood_is_closed_with_1008_and_others_are_unaffected() {
 
 /// A peer that stops answering (it never reads, so never answers pings) is dropped
 /// one heartbeat interval plus one timeout after its last message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_half_open_peer_is_dropped_on_time() {
+async fn a_half_open_peer_is_dropped_on_time(transport: Transport) {
     let server = start_with(|c| {
         c.session.heartbeat_interval_secs = 0.3;
         c.session.heartbeat_timeout_secs = 0.3;
     })
     .await;
-    let mut c = TestClient::connect(&server).await;
+    let mut c = TestClient::connect_over(&server, transport).await;
     c.join("quiet", "relay").await;
     let silent_since = Instant::now();
     // From here on the client neither sends nor reads.
@@ -358,21 +363,9 @@ async fn stalled_readers_do_not_grow_server_memory() {
 
 /// A client loses its connection with inputs in flight, resumes with its token and
 /// replays every input it had sent: each is applied exactly once, none is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice() {
+async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice(transport: Transport) {
     let server = start_with(|_| {}).await;
-    let create = |id: u64| {
-        input::Payload::Writes(proto::EntityWrites {
-            create: vec![proto::Entity {
-                id,
-                owner: 0,
-                kind: 1,
-                fields: vec![],
-            }],
-            ..Default::default()
-        })
-    };
-    let mut a = TestClient::connect(&server).await;
+    let mut a = TestClient::connect_over(&server, transport).await;
     a.join("keep", "relay").await;
     for id in 1..=3 {
         a.input("keep", create(id)).await;
@@ -386,8 +379,9 @@ async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice() {
     let (session_id, resume_token) = (a.welcome.session_id, a.welcome.resume_token.clone());
     drop(a); // lost with inputs 4..=6 unacknowledged
 
-    let query = format!("resume={resume_token}");
-    let mut b = TestClient::connect_with(&server, &query, &[]).await.unwrap();
+    let mut b = TestClient::resume_over(&server, transport, &resume_token)
+        .await
+        .unwrap();
     assert!(b.welcome.resumed);
     assert_eq!(b.welcome.session_id, session_id, "same identity");
     b.frames_in("keep", 1).await;
@@ -420,25 +414,96 @@ async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(metric(&server, "tickrelay_resumes_total"), 1);
 
     // An unknown (or expired) token is refused with 4504.
-    let mut stale = TestClient::connect_raw(&server, "resume=0123456789abcdef").await;
-    let close = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Message::Close(frame) = stale.next().await.unwrap().unwrap() {
-                break frame.unwrap();
-            }
-        }
-    })
-    .await
-    .expect("closed within 5 s");
-    assert_eq!(u16::from(close.code), 4504);
+    let stale = TestClient::resume_over(&server, transport, "0123456789abcdef").await;
+    assert_eq!(stale.err(), Some(4504));
 
     // Resuming while the old connection still looks alive (the server has not yet
     // noticed it died) takes the session over: the old connection is closed with
     // 4002 and the new one continues the same session.
-    let mut c = TestClient::connect_with(&server, &query, &[]).await.unwrap();
+    let mut c = TestClient::resume_over(&server, transport, &resume_token)
+        .await
+        .unwrap();
     assert!(c.welcome.resumed);
     assert_eq!(c.welcome.session_id, session_id);
     assert_eq!(b.close_frame().await.0, 4002);
     c.frames_in("keep", 1).await;
     assert_eq!(metric(&server, "tickrelay_resumes_total"), 2);
+}
+
+/// A session started over one transport resumes over the other, both ways, keeping
+/// its identity and its room state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_works_across_transports() {
+    let server = start_with(|_| {}).await;
+    let mut a = TestClient::connect_over(&server, Transport::WebSocket).await;
+    a.join("both", "relay").await;
+    let seq = a.input("both", create(1)).await;
+    while a.mirrors.get("both").is_none_or(|m| m.last_input_seq() < seq) {
+        a.next().await;
+    }
+    let (session_id, token) = (a.welcome.session_id, a.welcome.resume_token.clone());
+    drop(a);
+    let mut seq_base = 0;
+    for transport in [Transport::Quic, Transport::WebSocket, Transport::Quic] {
+        let mut b = TestClient::resume_over(&server, transport, &token).await.unwrap();
+        assert!(b.welcome.resumed);
+        assert_eq!(b.welcome.session_id, session_id, "same identity over {transport:?}");
+        b.frames_in("both", 1).await;
+        assert_eq!(b.frames["both"][0].baseline_tick, 0, "a full snapshot first");
+        assert_eq!(
+            b.mirrors["both"].world().len(),
+            1,
+            "the state is back over {transport:?}"
+        );
+        // Deltas continue over the new transport: create an entity, then remove it.
+        let id = 10 + seq_base;
+        let create_seq = b.input_with_seq("both", 100 + seq_base, create(id)).await;
+        b.applied("both", create_seq).await;
+        assert!(b.mirrors["both"].world().get(id).is_some());
+        let remove = input::Payload::Writes(proto::EntityWrites {
+            remove: vec![id],
+            ..Default::default()
+        });
+        let remove_seq = b.input_with_seq("both", 101 + seq_base, remove).await;
+        b.applied("both", remove_seq).await;
+        assert_eq!(b.mirrors["both"].world().len(), 1);
+        seq_base += 10;
+        drop(b);
+    }
+}
+
+/// Over QUIC the token comes in the `Hello` on the control stream and is checked
+/// before anything else: a missing, forged or expired token closes the connection with
+/// 4000 and a reason; a good one starts the session as that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_tokens_are_checked_in_the_hello() {
+    let server = start_with(jwt).await;
+    for bad in [
+        String::new(),
+        token("guessed", "alice", 60, None),
+        token(SECRET, "alice", -60, None),
+    ] {
+        let (code, reason) = TestClient::connect_quic(&server, &bad, "").await.err().unwrap();
+        assert_eq!(code, 4000, "{reason}");
+        assert!(reason.contains("authentication failed"), "{reason}");
+    }
+    assert_eq!(metric(&server, "tickrelay_connections"), 0);
+    let good = token(SECRET, "alice", 60, Some(vec!["lobby"]));
+    let mut c = TestClient::connect_quic(&server, &good, "").await.unwrap();
+    assert_eq!(&*c.welcome.user_id, "alice");
+    c.join("lobby", "relay").await;
+    // The room claim holds over QUIC too.
+    c.send(vec![client_message::Kind::Join(proto::JoinRoom {
+        request_id: 9,
+        room: "elsewhere".into(),
+        room_type: "relay".into(),
+    })])
+    .await;
+    let code = c
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == 9 => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, ErrorCode::Forbidden as i32);
 }

@@ -1,10 +1,24 @@
-//! The WebSocket server over real sockets: TLS with the generated certificate, real
-//! tokio-tungstenite clients, real protobuf.
+//! The server over real sockets: TLS with the generated certificate, real
+//! tokio-tungstenite and quinn clients, real protobuf. Every scenario but the HTTP one
+//! runs over both transports from one body.
 
 mod common;
 
+both_transports!(
+    welcome_join_full_snapshot_then_deltas_and_the_mirror_matches,
+    arena_members_see_the_same_verified_state,
+    rooms_are_isolated,
+    presence_announces_joins_and_leaves,
+    a_lost_connection_keeps_its_seat_for_the_grace_period_only,
+    events_reach_exactly_their_targets,
+    requests_are_answered_with_their_correlation_ids,
+    mistakes_get_typed_errors_and_the_session_continues,
+    bad_input_closes_only_the_offender,
+    shutdown_closes_every_session_with_1001,
+);
+
 use bytes::Bytes;
-use common::{TestClient, start, start_with};
+use common::{TestClient, Transport, start, start_with};
 use tickrelay::proto::{
     self, EntityUpdate, EntityWrites, ErrorCode, Field, PresenceChange, client_message, input, request, response,
     server_message::Kind,
@@ -41,10 +55,9 @@ fn set(id: u64, value: i64) -> input::Payload {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches() {
+async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches(transport: Transport) {
     let server = start().await;
-    let mut a = TestClient::connect(&server).await;
+    let mut a = TestClient::connect_over(&server, transport).await;
     assert_eq!(a.welcome.protocol_version, proto::PROTOCOL_VERSION);
     assert_eq!(a.welcome.limits.unwrap().max_message_bytes, 16 * 1024);
     let joined = a.join("r1", "relay").await;
@@ -66,11 +79,10 @@ async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches() {
     assert!(mirror.checksums_verified() as usize >= frames.len() - 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arena_members_see_the_same_verified_state() {
+async fn arena_members_see_the_same_verified_state(transport: Transport) {
     let server = start().await;
-    let mut a = TestClient::connect(&server).await;
-    let mut b = TestClient::connect(&server).await;
+    let mut a = TestClient::connect_over(&server, transport).await;
+    let mut b = TestClient::connect_over(&server, transport).await;
     a.join("arena-1", "arena").await;
     b.join("arena-1", "arena").await;
     a.input("arena-1", input::Payload::Intent(Bytes::from_static(&[127, 0])))
@@ -86,11 +98,10 @@ async fn arena_members_see_the_same_verified_state() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rooms_are_isolated() {
+async fn rooms_are_isolated(transport: Transport) {
     let server = start().await;
-    let mut a = TestClient::connect(&server).await;
-    let mut b = TestClient::connect(&server).await;
+    let mut a = TestClient::connect_over(&server, transport).await;
+    let mut b = TestClient::connect_over(&server, transport).await;
     a.join("left", "relay").await;
     b.join("right", "relay").await;
     let seq = a.input("left", create(5, 1)).await;
@@ -104,12 +115,11 @@ async fn rooms_are_isolated() {
     assert!(!b.mirrors.contains_key("left"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_announces_joins_and_leaves() {
+async fn presence_announces_joins_and_leaves(transport: Transport) {
     let server = start().await;
-    let mut a = TestClient::connect(&server).await;
+    let mut a = TestClient::connect_over(&server, transport).await;
     a.join("lobby", "relay").await;
-    let mut b = TestClient::connect(&server).await;
+    let mut b = TestClient::connect_over(&server, transport).await;
     let joined = b.join("lobby", "relay").await;
     assert_eq!(joined.members.len(), 2);
     let b_id = b.welcome.session_id;
@@ -119,16 +129,15 @@ async fn presence_announces_joins_and_leaves() {
     };
     assert_eq!(a.until(change).await, PresenceChange::Joined as i32);
     // A normal close leaves at once.
-    b.ws.close(None).await.unwrap();
+    b.close_normally().await;
     assert_eq!(a.until(change).await, PresenceChange::Left as i32);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_connection_keeps_its_seat_for_the_grace_period_only() {
+async fn a_lost_connection_keeps_its_seat_for_the_grace_period_only(transport: Transport) {
     let server = start_with(|c| c.session.resume_grace_secs = 0.5).await;
-    let mut a = TestClient::connect(&server).await;
+    let mut a = TestClient::connect_over(&server, transport).await;
     a.join("lobby", "relay").await;
-    let mut b = TestClient::connect(&server).await;
+    let mut b = TestClient::connect_over(&server, transport).await;
     b.join("lobby", "relay").await;
     let b_id = b.welcome.session_id;
     let left = |k: &Kind| match k {
@@ -149,12 +158,11 @@ async fn a_lost_connection_keeps_its_seat_for_the_grace_period_only() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_reach_exactly_their_targets() {
+async fn events_reach_exactly_their_targets(transport: Transport) {
     let server = start().await;
     let mut clients = Vec::new();
     for _ in 0..3 {
-        let mut c = TestClient::connect(&server).await;
+        let mut c = TestClient::connect_over(&server, transport).await;
         c.join("ev", "relay").await;
         clients.push(c);
     }
@@ -185,10 +193,9 @@ async fn events_reach_exactly_their_targets() {
     assert_eq!(got_c2, got_b);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_are_answered_with_their_correlation_ids() {
+async fn requests_are_answered_with_their_correlation_ids(transport: Transport) {
     let server = start().await;
-    let mut a = TestClient::connect(&server).await;
+    let mut a = TestClient::connect_over(&server, transport).await;
     a.join("req", "arena").await;
     // Wait for the join's own full snapshot, so the resync's is a second one.
     a.frames_in("req", 1).await;
@@ -232,10 +239,9 @@ async fn requests_are_answered_with_their_correlation_ids() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mistakes_get_typed_errors_and_the_session_continues() {
+async fn mistakes_get_typed_errors_and_the_session_continues(transport: Transport) {
     let server = start_with(|c| c.room_types.get_mut("relay").unwrap().max_members = 1).await;
-    let mut a = TestClient::connect(&server).await;
+    let mut a = TestClient::connect_over(&server, transport).await;
     let error = |k: &Kind| match k {
         Kind::Error(e) => Some((e.code, e.request_id)),
         _ => None,
@@ -253,7 +259,7 @@ async fn mistakes_get_typed_errors_and_the_session_continues() {
     a.input("solo", create(1, 0)).await;
     a.input("solo", create(1, 0)).await;
     assert_eq!(a.until(error).await, (ErrorCode::EntityExists as i32, 2));
-    let mut b = TestClient::connect(&server).await;
+    let mut b = TestClient::connect_over(&server, transport).await;
     b.send(vec![client_message::Kind::Join(proto::JoinRoom {
         request_id: 3,
         room: "solo".into(),
@@ -269,20 +275,22 @@ async fn mistakes_get_typed_errors_and_the_session_continues() {
 
 /// Each kind of bad input closes the offender with its documented code; another
 /// client of the same room keeps receiving ticks.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_closes_only_the_offender() {
+async fn bad_input_closes_only_the_offender(transport: Transport) {
     let server = start().await;
-    let mut good = TestClient::connect(&server).await;
+    let mut good = TestClient::connect_over(&server, transport).await;
     good.join("shared", "arena").await;
-    let cases: Vec<(Message, u16)> = vec![
-        (Message::Text("hello".into()), 1003),
-        (Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff])), 1007),
-        (Message::Binary(vec![0u8; 17 * 1024].into()), 1009),
-    ];
-    for (bad_message, code) in cases {
-        let mut bad = TestClient::connect(&server).await;
+    let mut cases: Vec<(Option<Message>, &[u8], u16)> =
+        vec![(None, &[0xff, 0xff, 0xff], 1007), (None, &[0; 17 * 1024], 1009)];
+    if transport == Transport::WebSocket {
+        cases.push((Some(Message::Text("hello".into())), &[], 1003));
+    }
+    for (ws_message, bytes, code) in cases {
+        let mut bad = TestClient::connect_over(&server, transport).await;
         bad.join("shared", "arena").await;
-        bad.send_raw(bad_message).await;
+        match ws_message {
+            Some(message) => bad.send_raw(message).await,
+            None => bad.conn.send_bytes(bytes).await.unwrap(),
+        }
         let (got, reason) = bad.close_frame().await;
         assert_eq!(got, code, "{reason}");
         assert!(!reason.is_empty(), "every close carries a reason");
@@ -290,7 +298,11 @@ async fn bad_input_closes_only_the_offender() {
     }
     assert!(good.mirrors["shared"].is_synced());
     let closes = server.metrics.render();
-    for code in ["1003", "1007", "1009"] {
+    let codes: &[&str] = match transport {
+        Transport::WebSocket => &["1003", "1007", "1009"],
+        Transport::Quic => &["1007", "1009"],
+    };
+    for code in codes {
         assert!(
             closes.contains(&format!("tickrelay_closes_total{{code=\"{code}\"}} 1")),
             "{closes}"
@@ -317,12 +329,11 @@ async fn http_endpoints() {
     assert_eq!(common::https_get(&server, "/ws").await.0, 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_every_session_with_1001() {
+async fn shutdown_closes_every_session_with_1001(transport: Transport) {
     let mut server = start().await;
     let mut clients = Vec::new();
     for _ in 0..3 {
-        let mut c = TestClient::connect(&server).await;
+        let mut c = TestClient::connect_over(&server, transport).await;
         c.join("bye", "arena").await;
         clients.push(c);
     }
