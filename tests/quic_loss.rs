@@ -1,0 +1,154 @@
+//! QUIC under packet loss: a lossy UDP forwarder on loopback between a client and the
+//! server drops a fixed share of packets in both directions (state datagrams, stream
+//! packets, acknowledgements). The client's mirror must stay correct through
+//! acknowledged-baseline deltas, with full snapshots rare and counted.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{TestClient, start};
+use tickrelay::proto::input;
+use tokio::net::UdpSocket;
+
+/// Counters of the forwarder.
+#[derive(Default)]
+struct Counters {
+    /// Packets from the server to the client: forwarded, dropped.
+    down: AtomicU64,
+    down_dropped: AtomicU64,
+    down_bytes: AtomicU64,
+    /// Packets from the client to the server: forwarded, dropped.
+    up: AtomicU64,
+    up_dropped: AtomicU64,
+}
+
+struct Forwarder {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Forwards one client's UDP packets to `server` and back, dropping `loss` of them
+/// in each direction, chosen by a seeded generator (the same packets every run for
+/// the same traffic).
+async fn lossy_forwarder(server: SocketAddr, loss: f64, seed: u64) -> Forwarder {
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(server).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let counters = Arc::new(Counters::default());
+    let c = counters.clone();
+    let task = tokio::spawn(async move {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut client = None;
+        let mut up = vec![0u8; 65536];
+        let mut down = vec![0u8; 65536];
+        loop {
+            tokio::select! {
+                received = front.recv_from(&mut up) => {
+                    let Ok((n, from)) = received else { return };
+                    client = Some(from);
+                    if rng.f64() < loss {
+                        c.up_dropped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        c.up.fetch_add(1, Ordering::Relaxed);
+                        let _ = back.send(&up[..n]).await;
+                    }
+                }
+                received = back.recv(&mut down) => {
+                    let Ok(n) = received else { return };
+                    let Some(to) = client else { continue };
+                    if rng.f64() < loss {
+                        c.down_dropped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        c.down.fetch_add(1, Ordering::Relaxed);
+                        c.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        let _ = front.send_to(&down[..n], to).await;
+                    }
+                }
+            }
+        }
+    });
+    Forwarder { addr, counters, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_stay_correct_under_five_percent_loss() {
+    lossy_session(0.05, 7, 85).await;
+}
+
+/// Heavy loss: handshakes, full snapshots and acknowledgements get lost too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_stay_correct_under_twenty_five_percent_loss() {
+    lossy_session(0.25, 11, 60).await;
+}
+
+/// Runs an arena member through the forwarder for 4 s; at least `min_applied_pct`
+/// of the ticks must be applied.
+async fn lossy_session(loss: f64, seed: u64, min_applied_pct: u64) {
+    let server = start().await;
+    let forwarder = lossy_forwarder(server.quic_addr, loss, seed).await;
+    let mut c = TestClient::connect_quic_via(&server, forwarder.addr, "", "")
+        .await
+        .expect("a session through the forwarder");
+    let joined = c.join("lossy", "arena").await;
+    let tick_rate = u64::from(joined.tick_rate);
+    // Keep the avatar moving so every tick changes state.
+    c.input("lossy", input::Payload::Intent(Bytes::from_static(&[127, 64])))
+        .await;
+    c.frames_in("lossy", 1).await;
+    let first_tick = c.frames["lossy"][0].tick;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        // Every applied frame was checked by the mirror (a desync fails the test),
+        // including its checksum when it carried one.
+        c.next().await;
+    }
+    let mirror = &c.mirrors["lossy"];
+    assert!(mirror.is_synced());
+    let applied = c.frames["lossy"].len() as u64;
+    let last_tick = c.frames["lossy"].last().unwrap().tick;
+    let ticks = last_tick - first_tick + 1;
+    let counters = &forwarder.counters;
+    let dropped = counters.down_dropped.load(Ordering::Relaxed);
+    let forwarded = counters.down.load(Ordering::Relaxed);
+    assert!(dropped > 0, "the forwarder dropped packets");
+    let bytes_per_tick = counters.down_bytes.load(Ordering::Relaxed) / ticks;
+    eprintln!(
+        "{:.0} % loss: {ticks} ticks at {tick_rate} Hz; {} frames received, {applied} applied, {} full snapshots; \
+         {} checksums verified; server->client packets {forwarded} forwarded, {dropped} dropped; \
+         client->server {} forwarded, {} dropped; {bytes_per_tick} bytes per tick on the wire",
+        loss * 100.0,
+        c.frames_received,
+        c.full_snapshots,
+        mirror.checksums_verified(),
+        counters.up.load(Ordering::Relaxed),
+        counters.up_dropped.load(Ordering::Relaxed),
+    );
+    // Lost datagrams are not resent (the next delta covers them), so about the loss
+    // share of ticks is missing, and the rest applied.
+    assert!(
+        applied * 100 >= ticks * min_applied_pct,
+        "{applied} of {ticks} ticks applied"
+    );
+    assert!(mirror.checksums_verified() >= applied / 2);
+    // Full snapshots are the exception: the join's, and one more each time a full
+    // snapshot or its acknowledgement is lost.
+    assert!(
+        c.full_snapshots * 20 <= c.frames_received.max(20),
+        "{} full snapshots in {} frames",
+        c.full_snapshots,
+        c.frames_received
+    );
+}
