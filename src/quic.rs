@@ -48,7 +48,7 @@ use crate::tls::Tls;
 pub const ALPN: &[u8] = b"tickrelay/1";
 
 /// How long a client has, after the QUIC handshake, to open its control stream and
-/// send its `Hello`.
+/// send its `Hello` (the handshake itself is bounded by the idle timeout).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest frame a server sends on the control stream (a full snapshot of a big
@@ -123,16 +123,22 @@ pub(crate) async fn accept(endpoint: Endpoint, shared: Arc<Shared>) {
 /// Completes the QUIC handshake, accepts the control stream and checks the `Hello`.
 async fn handshake(incoming: Incoming, peer: SocketAddr, shared: &Shared) -> Option<(Quic, Start)> {
     let max_message = shared.session_ctx.settings.max_message_bytes as usize;
-    let opened = async {
-        let conn = incoming.await.ok()?;
-        let (send, recv) = conn.accept_bi().await.ok()?;
-        Some((conn, send, recv))
+    let conn = incoming.await.ok()?;
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let (send, recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) => return None,
+        Err(_) => {
+            let reason = CloseReason::HeartbeatTimeout;
+            close_with(&conn, reason.code(), "no control stream in time");
+            return None;
+        }
     };
-    let (conn, send, recv) = tokio::time::timeout(HELLO_TIMEOUT, opened).await.ok().flatten()?;
     let mut quic = Quic::new(conn, send, recv, max_message);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, quic.recv()).await {
+    let hello = match tokio::time::timeout_at(deadline, quic.recv()).await {
         Ok(Received::Binary(bytes)) => Hello::decode(bytes),
         Ok(Received::Other(Inbound::TooBig)) => return quic.refuse(CloseReason::MessageTooBig).await,
+        Ok(Received::ProtocolError) => return quic.refuse(CloseReason::ProtocolError).await,
         Ok(_) => return None,
         Err(_) => return quic.refuse(CloseReason::HeartbeatTimeout).await,
     };
@@ -222,8 +228,9 @@ impl Transport for Quic {
             tokio::select! {
                 chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
-                    // The client finished its control stream: it is done.
-                    Ok(None) => return Received::ClientClosed,
+                    // A finished control stream without a close: the connection is
+                    // going away (a normal close is an application close with 1000).
+                    Ok(None) => return Received::Lost,
                     Err(ReadError::ConnectionLost(e)) => return lost(e),
                     Err(_) => return Received::Lost,
                 },

@@ -24,7 +24,8 @@ const BOTS_PER_PROCESS: usize = 18_000;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tickrelay-bots", version)]
 struct Args {
-    /// Relay WebSocket URL.
+    /// Relay URL: `wss://host:port/ws` (WebSocket) or `quic://host:port` (QUIC, state
+    /// frames as datagrams).
     #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
     url: String,
     /// Trust the certificates in this PEM file (the relay's development certificate

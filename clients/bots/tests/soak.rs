@@ -1,4 +1,5 @@
-//! Soak: the relay plus a few hundred bots with churn for 30 seconds, in one process.
+//! Soak: the relay plus a few hundred bots with churn for 30 seconds, in one process,
+//! half of them over WebSocket and half over QUIC.
 //!
 //! Asserts every invariant the bots check (no desync, no input lost or applied twice,
 //! no unexpected close, no client giving up) and that memory does not grow over the
@@ -19,17 +20,31 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-async fn relay() -> (String, String, CancellationToken) {
+struct Relay {
+    wss: String,
+    quic: String,
+    cert: String,
+    shutdown: CancellationToken,
+}
+
+async fn relay() -> Relay {
     let config = Config::loopback(30);
     let server = Server::bind(config).await.unwrap();
-    let url = format!("wss://localhost:{}/ws", server.local_addr().port());
+    let wss = format!("wss://localhost:{}/ws", server.local_addr().port());
+    let quic = format!("quic://localhost:{}", server.quic_addr().unwrap().port());
     let cert = server.dev_certificate().unwrap().to_string();
     let shutdown = CancellationToken::new();
     tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(5)));
-    (url, cert, shutdown)
+    Relay {
+        wss,
+        quic,
+        cert,
+        shutdown,
+    }
 }
 
 fn scenario(url: &str, cert: &str, room_type: &str, rooms: usize) -> Scenario {
+    let transport = url.split(':').next().unwrap_or_default();
     Scenario {
         url: url.into(),
         trust: Trust::CertPem(cert.into()),
@@ -37,7 +52,7 @@ fn scenario(url: &str, cert: &str, room_type: &str, rooms: usize) -> Scenario {
         rooms,
         members: 20,
         room_type: room_type.into(),
-        room_prefix: format!("soak-{room_type}"),
+        room_prefix: format!("soak-{transport}-{room_type}"),
         input_rate: 10.0,
         duration: Duration::from_secs(30),
         ramp_up: Duration::from_secs(3),
@@ -52,22 +67,37 @@ fn scenario(url: &str, cert: &str, room_type: &str, rooms: usize) -> Scenario {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_churn_keeps_every_invariant_and_flat_memory() {
-    let (url, cert, shutdown) = relay().await;
-    // 200 arena bots and 100 relay bots (relay inputs detect double application).
-    let arena = tokio::spawn(run_scenario(scenario(&url, &cert, "arena", 10)));
-    let relay = tokio::spawn(run_scenario(scenario(&url, &cert, "relay", 5)));
+    let r = relay().await;
+    // 200 arena bots and 100 relay bots (relay inputs detect double application),
+    // half over each transport.
+    let runs: Vec<_> = [
+        (&r.wss, "arena", 5),
+        (&r.quic, "arena", 5),
+        (&r.wss, "relay", 3),
+        (&r.quic, "relay", 2),
+    ]
+    .into_iter()
+    .map(|(url, room_type, rooms)| {
+        let name = format!("{room_type} over {url}");
+        (
+            name,
+            tokio::spawn(run_scenario(scenario(url, &r.cert, room_type, rooms))),
+        )
+    })
+    .collect();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let early = rss_bytes();
-    let arena = arena.await.unwrap();
-    let relay = relay.await.unwrap();
-    let late = rss_bytes();
-    shutdown.cancel();
-    for (name, report) in [("arena", &arena), ("relay", &relay)] {
+    let mut reconnects = 0;
+    for (name, run) in runs {
+        let report = run.await.unwrap();
         println!("{name}:\n{}", report.table());
         assert!(report.violations().is_empty(), "{name}: {:?}", report.violations());
         assert!(report.frames > 0 && report.inputs_sent > 0, "{name} did play");
+        reconnects += report.reconnects;
     }
-    assert!(arena.reconnects + relay.reconnects > 0, "churn happened");
+    let late = rss_bytes();
+    r.shutdown.cancel();
+    assert!(reconnects > 0, "churn happened");
     let growth = late.saturating_sub(early);
     println!("memory: {} MiB at 10 s, {} MiB at the end", early >> 20, late >> 20);
     assert!(growth < 48 << 20, "memory grew by {} MiB", growth >> 20);

@@ -418,10 +418,12 @@ impl Driver {
         }
         self.connected_before = true;
         self.session = Some((welcome.session_id, welcome.resume_token.clone()));
-        // Pace below the server's limits (a tenth of headroom for pings and timing).
+        // Pace below the server's limits, with headroom for pings and for messages
+        // that the network delivers bunched together (the server's bucket sees them
+        // arrive at once): 80 % of the rate, half the burst.
         if let Some(limits) = &welcome.limits {
-            let rate = f64::from(limits.messages_per_second.max(1)) * 0.9;
-            let burst = f64::from(limits.message_burst.max(1)) * 0.9;
+            let rate = f64::from(limits.messages_per_second.max(1)) * 0.8;
+            let burst = f64::from(limits.message_burst.max(1)) * 0.5;
             self.pacer = TokenBucket::new(rate, burst.max(1.0), std::time::Instant::now());
             self.max_batch = burst.max(1.0) as u64;
         }

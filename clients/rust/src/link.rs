@@ -335,7 +335,8 @@ impl QuicLink {
 
 fn closed(error: ConnectionError) -> Received {
     match error {
-        ConnectionError::ApplicationClosed(close) => Received::Closed {
+        // Code 0: the server dropped the connection without saying why.
+        ConnectionError::ApplicationClosed(close) if close.error_code.into_inner() != 0 => Received::Closed {
             code: u16::try_from(close.error_code.into_inner()).unwrap_or(1002),
             reason: String::from_utf8_lossy(&close.reason).into_owned(),
         },
