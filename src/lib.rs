@@ -37,6 +37,7 @@
 //! - [`config`]: the TOML/env/flags configuration.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`clock`]: wall-clock time for drivers.
+//! - [`fd_limit`]: raising the open-file limit at start.
 //!
 //! `docs/PROTOCOL.md` is the wire reference.
 
@@ -48,6 +49,7 @@ pub mod clock;
 pub mod config;
 pub mod delta;
 pub mod error;
+pub mod fd_limit;
 pub mod frame;
 pub mod gate;
 pub mod heartbeat;

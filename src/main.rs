@@ -193,6 +193,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match tickrelay::fd_limit::raise() {
+        Ok(r) if r.from != r.to => tracing::info!(from = ?r.from, to = ?r.to, "raised the open file limit"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
