@@ -52,6 +52,10 @@ pub struct Config {
     pub room_types: BTreeMap<String, RoomTypeConfig>,
     /// Rooms created at start-up.
     pub rooms: Vec<PrecreatedRoom>,
+    /// Benchmark baseline, never for players: every room sends every member a full
+    /// snapshot every tick, encoded for that member alone, and the transport writes
+    /// each message separately ([`RoomConfig::naive_fanout`] in every room type).
+    pub naive_fanout: bool,
 }
 
 /// TLS settings.
@@ -266,6 +270,7 @@ impl Default for Config {
             default_room_type: "relay".into(),
             room_types: room_types.into_iter().collect(),
             rooms: Vec::new(),
+            naive_fanout: false,
         }
     }
 }
@@ -452,7 +457,11 @@ impl Config {
             room_types: self
                 .room_types
                 .iter()
-                .map(|(name, t)| (name.clone(), t.room_type()))
+                .map(|(name, t)| {
+                    let mut room_type = t.room_type();
+                    room_type.config.naive_fanout = self.naive_fanout;
+                    (name.clone(), room_type)
+                })
                 .collect(),
         }
     }
@@ -538,6 +547,9 @@ max_rooms = 10000
 empty_room_ttl_secs = 30
 # Room type used when a join does not name one.
 default_room_type = "relay"
+# Benchmark baseline, never for players: every member gets a full snapshot every tick,
+# encoded for it alone, each message written separately (compare with the default).
+naive_fanout = false
 
 [tls]
 # PEM certificate chain and private key. Leave both out to generate a self-signed
@@ -697,5 +709,20 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn naive_fanout_reaches_every_room_type() {
+        let c = Config::from_toml("naive_fanout = true\n[room_types.fast]\ntick_rate = 60\n").unwrap();
+        let pool = c.pool_config();
+        assert_eq!(pool.room_types.len(), 3);
+        assert!(pool.room_types.values().all(|t| t.config.naive_fanout));
+        assert!(
+            Config::default()
+                .pool_config()
+                .room_types
+                .values()
+                .all(|t| !t.config.naive_fanout)
+        );
     }
 }

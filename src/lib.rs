@@ -38,6 +38,7 @@
 //! - [`config`]: the TOML/env/flags configuration.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`clock`]: wall-clock time for drivers.
+//! - [`fd_limit`]: raising the open-file limit at start.
 //!
 //! `docs/PROTOCOL.md` is the wire reference.
 
@@ -50,6 +51,7 @@ pub mod config;
 mod connection;
 pub mod delta;
 pub mod error;
+pub mod fd_limit;
 pub mod frame;
 pub mod gate;
 pub mod heartbeat;

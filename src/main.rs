@@ -103,6 +103,11 @@ struct ServeArgs {
     /// HS256 shared secret for JWT authentication (prefer the environment variable).
     #[arg(long, env = "TICKRELAY_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Benchmark baseline, never for players: every room sends every member a full
+    /// snapshot every tick, encoded for that member alone, and each message is written
+    /// separately. Compare a load run with and without it.
+    #[arg(long, env = "TICKRELAY_NAIVE_FANOUT")]
+    naive_fanout: bool,
     /// Seconds to wait for sessions to close on shutdown.
     #[arg(
         long,
@@ -139,6 +144,7 @@ impl ServeArgs {
         if let Some(v) = self.quic_listen {
             config.quic.listen = Some(v);
         }
+        config.naive_fanout |= self.naive_fanout;
         if let Some(v) = self.sim_threads {
             config.sim_threads = v;
         }
@@ -204,6 +210,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match tickrelay::fd_limit::raise() {
+        Ok(r) if r.from != r.to => tracing::info!(from = ?r.from, to = ?r.to, "raised the open file limit"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
+    if config.naive_fanout {
+        tracing::warn!("naive_fanout: a full snapshot per member per tick, encoded per member (benchmark baseline)");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -21,6 +21,10 @@ pub struct RoomConfig {
     pub max_pending_events: usize,
     /// Caps on entities, fields and field sizes.
     pub limits: EntityLimits,
+    /// Benchmark baseline, never for players: every member gets a full snapshot every
+    /// tick, changed or not, encoded separately for each member (no shared bodies, no
+    /// deltas). It measures what delta compression and encode-once fan-out save.
+    pub naive_fanout: bool,
 }
 
 impl Default for RoomConfig {
@@ -36,6 +40,7 @@ impl Default for RoomConfig {
             input_queue: 128,
             max_pending_events: 1024,
             limits: EntityLimits::default(),
+            naive_fanout: false,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! sequence order) → [`Simulation::step`] → checksum → relay events → fan out state.
 //! The fan-out encodes one body per distinct delta content (in practice: one for the
 //! in-sync members, one full snapshot for members that need it) and hands every
-//! member a cheap clone of it. Nothing here blocks, sleeps or reads a clock: the
+//! member a cheap clone of it. With [`RoomConfig::naive_fanout`] (a benchmark baseline)
+//! every member instead gets its own full snapshot, encoded for it alone, every tick.
+//! Nothing here blocks, sleeps or reads a clock: the
 //! driver ([`crate::sim_pool`]) calls [`Room::tick`] when the tick is due.
 
 mod config;
@@ -457,23 +459,30 @@ impl Room {
         let with_checksum = idle_frame || tick.is_multiple_of(self.config.checksum_interval);
         let checksum = self.world.checksum();
         let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
+        let naive = self.config.naive_fanout;
         self.bodies.clear();
 
         for m in &mut self.members {
             let news = m.needs_full || m.last_applied != m.last_sent_seq;
-            if !(changed || news || idle_frame) {
+            if !(naive || changed || news || idle_frame) {
                 continue;
             }
             let found = m.outbox.supersede_state(self.key);
             let delivered = found.tick;
-            let full = m.needs_full || delivered < oldest_baseline;
+            let full = naive || m.needs_full || delivered < oldest_baseline;
             let (key, baseline) = if full {
                 (BodyKey::Full, 0)
             } else {
                 let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
                 (BodyKey::Delta(changes), delivered)
             };
-            let body = match self.bodies.iter().find(|(k, _)| *k == key) {
+            // The naive baseline shares nothing: one encoding per member.
+            let shared = if naive {
+                None
+            } else {
+                self.bodies.iter().find(|(k, _)| *k == key)
+            };
+            let body = match shared {
                 Some((_, body)) => body.clone(),
                 None => {
                     let meta = FrameMeta {

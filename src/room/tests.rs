@@ -482,6 +482,32 @@ fn in_sync_members_share_one_encoding_per_tick() {
 }
 
 #[test]
+fn naive_fanout_encodes_a_full_snapshot_per_member_every_tick() {
+    let config = RoomConfig {
+        naive_fanout: true,
+        ..Default::default()
+    };
+    let mut room = relay_room(config);
+    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    room.push_input(1, 1, create(1, vec![float(1, 1.0)]));
+    // Ticks with a change, then idle ticks: the same full snapshots either way.
+    for tick in 1..=4 {
+        let report = room.tick(0);
+        assert_eq!((report.encodes, report.frames, report.full_frames), (3, 3, 3));
+        for c in &mut clients {
+            assert_eq!(c.read(), 1);
+            let frame = last_state(c);
+            assert_eq!((frame.tick, frame.baseline_tick), (tick, 0));
+            assert!(frame.checksum.is_some());
+            assert!(c.mirror.world().same_state(room.world()));
+        }
+    }
+}
+
+#[test]
 fn a_slow_member_gets_one_delta_from_what_it_last_took_then_a_full_snapshot() {
     let config = RoomConfig {
         history: 8,

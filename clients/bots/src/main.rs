@@ -5,8 +5,9 @@
 //! tickrelay-bots --rooms 100 --members 20 --duration-secs 600
 //! ```
 //!
-//! Above about 19,000 bots one process runs out of file descriptors; `--processes N`
-//! (or the automatic choice) spreads the bots over N worker processes of this binary.
+//! One process holds at most 18,000 bots (fewer when the open-file limit is lower);
+//! more are spread over worker processes of this binary (`--processes N`, or
+//! automatically).
 
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -17,8 +18,10 @@ use tickrelay_bots::{Report, Scenario, run_scenario};
 use tickrelay_client::Trust;
 use tokio::io::AsyncReadExt;
 
-/// Bots per worker process at most (the per-process open-file limit is 20,000).
+/// Bots per worker process at most (with this machine's open-file limit of 20,000).
 const BOTS_PER_PROCESS: usize = 18_000;
+/// Open files a bot process needs besides its bots' sockets.
+const FILES_SPARE: u64 = 512;
 
 /// Headless bot fleet for tickrelay soak and load tests.
 #[derive(Parser, Debug, Clone)]
@@ -66,7 +69,8 @@ struct Args {
     /// are replaced by new players.
     #[arg(long, default_value_t = 0.5)]
     churn_resume_share: f64,
-    /// Worker processes (0: one per 18,000 bots).
+    /// Worker processes (0: one per 18,000 bots, or fewer bots per process when the
+    /// open-file limit is below 18,512).
     #[arg(long, default_value_t = 0)]
     processes: usize,
     /// Seconds between progress lines (0: none).
@@ -108,6 +112,15 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // Every bot holds a socket: raise the soft limit, and fit the bots per process to it.
+    let open_files = match tickrelay::fd_limit::raise() {
+        Ok(raised) => raised.to.unwrap_or(u64::MAX),
+        Err(e) => {
+            eprintln!("tickrelay-bots: cannot raise the open file limit: {e}");
+            1024
+        }
+    };
+    let per_process = BOTS_PER_PROCESS.min((open_files.saturating_sub(FILES_SPARE) as usize).max(1));
     if let Some(worker) = &args.worker {
         let report = run_scenario(args.scenario(worker[0], worker[1])).await;
         println!("{}", serde_json::to_string(&report).expect("report serializes"));
@@ -115,7 +128,7 @@ async fn main() -> ExitCode {
     }
     let bots = args.rooms * args.members;
     let processes = match args.processes {
-        0 => bots.div_ceil(BOTS_PER_PROCESS).max(1),
+        0 => bots.div_ceil(per_process).max(1),
         n => n,
     };
     eprintln!(
