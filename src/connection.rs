@@ -171,7 +171,9 @@ pub(crate) async fn serve<T: Transport>(
 
     let outbox = session.outbox().clone();
     let slow = shared.slow_consumer;
+    let naive = shared.config.naive_fanout;
     let mut batch = Batch::default();
+    let mut single = Batch::default();
     let mut rate_limited = session.rate_limited();
     let end = loop {
         let timer = tokio::time::Instant::from_std(session.poll_timeout());
@@ -218,7 +220,14 @@ pub(crate) async fn serve<T: Transport>(
                 }
                 metrics.frames_superseded.inc_by(outbox.take_superseded());
                 // A write still blocked after `slow` means the client is not reading.
-                match tokio::time::timeout(slow, transport.send(&batch, &outbox)).await {
+                let sending = async {
+                    if naive {
+                        send_separately(&mut transport, &batch, &mut single, &outbox).await
+                    } else {
+                        transport.send(&batch, &outbox).await
+                    }
+                };
+                match tokio::time::timeout(slow, sending).await {
                     Ok(Ok(sent)) => {
                         metrics.messages_out.inc_by(sent.messages);
                         metrics.bytes_out.inc_by(sent.bytes);
@@ -262,4 +271,30 @@ pub(crate) async fn serve<T: Transport>(
             Err(session) => drop(session),
         }
     }
+}
+
+/// The naive baseline's writes (`naive_fanout`, for benchmarks only): every message
+/// of `batch` in a write of its own, as a relay without coalescing would do.
+async fn send_separately<T: Transport>(
+    transport: &mut T,
+    batch: &Batch,
+    single: &mut Batch,
+    outbox: &Outbox,
+) -> Result<Sent, Broken> {
+    let mut total = Sent::default();
+    let writes = batch
+        .reliable
+        .iter()
+        .map(|m| (Some(m), None))
+        .chain(batch.states.iter().map(|s| (None, Some(s))));
+    for (reliable, state) in writes {
+        single.reliable.clear();
+        single.states.clear();
+        single.reliable.extend(reliable.cloned());
+        single.states.extend(state.cloned());
+        let sent = transport.send(single, outbox).await?;
+        total.messages += sent.messages;
+        total.bytes += sent.bytes;
+    }
+    Ok(total)
 }

@@ -346,3 +346,31 @@ async fn shutdown_closes_every_session_with_1001(transport: Transport) {
         .expect("the server stops within its deadline")
         .unwrap();
 }
+
+/// The naive baseline (benchmarks only): every frame is a full snapshot and every
+/// message travels in a write of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naive_fanout_sends_full_snapshots_one_message_per_write() {
+    let server = start_with(|c| c.naive_fanout = true).await;
+    let mut a = TestClient::connect(&server).await;
+    a.join("naive", "arena").await;
+    // Five pings in one envelope: answered in one write normally, in five here.
+    let ping = |nonce| client_message::Kind::Ping(proto::Ping { nonce, sent_time_us: 0 });
+    a.send((1..=5).map(ping).collect()).await;
+    let (mut writes, mut pongs) = (0, 0);
+    while writes < 20 || pongs < 5 {
+        match a.conn.recv(common::WAIT).await.expect("a message") {
+            common::Incoming::Envelope(bytes) => {
+                let envelope = tickrelay::frame::decode_server(&bytes).unwrap();
+                assert_eq!(envelope.messages.len(), 1, "one message per write");
+                match &envelope.messages[0].kind {
+                    Some(Kind::State(frame)) => assert_eq!(frame.baseline_tick, 0, "a full snapshot every tick"),
+                    Some(Kind::Pong(_)) => pongs += 1,
+                    _ => {}
+                }
+                writes += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
