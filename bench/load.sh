@@ -16,7 +16,7 @@
 #   --ramp-up SECS       connect the bots over this time (t4/t6: 10, t5: 90)
 #   --naive              run the relay with --naive-fanout (full snapshot per member
 #                        per tick, encoded per member): the baseline to compare with
-#   --transport NAME     passed to the bots as --transport NAME (t6: quic)
+#   --transport NAME     wss or quic: the URL scheme the bots connect with (t6: quic)
 #   --processes N        bot worker processes (default: the bots decide)
 #   --server-arg ARG     extra relay flag (repeatable)
 #   --bots-arg ARG       extra bots flag (repeatable)
@@ -68,15 +68,16 @@ if ((build)); then
 fi
 relay_bin=$target_dir/release/tickrelay
 bots_bin=$target_dir/release/tickrelay-bots
-if [[ -n $transport ]] && ! "$bots_bin" --help | grep -q -- '--transport'; then
-    echo "load.sh: these bots have no --transport option yet (needed for $scenario)" >&2
-    exit 2
-fi
+case ${transport:-wss} in
+    wss | quic) ;;
+    *) echo "load.sh: unknown transport '$transport' (wss or quic)" >&2; exit 2 ;;
+esac
 
 # --- a private directory, port and configuration ---------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/tickrelay-load.XXXXXX")
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url=wss://127.0.0.1:$port/ws
+if [[ $transport == quic ]]; then url=quic://127.0.0.1:$port; fi
 cat >"$work/relay.toml" <<EOF
 listen = "127.0.0.1:$port"
 empty_room_ttl_secs = 600
@@ -145,7 +146,6 @@ sampler_pid=$!
 bots_cmd=("$bots_bin" --url "$url" --cert "$work/cert.pem" --rooms "$rooms" --members "$members"
     --room-type "$room_type" --input-rate "$input_rate" --duration-secs "$duration"
     --ramp-up-secs "$ramp" --progress-secs 10 --json "$work/bots.json")
-if [[ -n $transport ]]; then bots_cmd+=(--transport "$transport"); fi
 if [[ -n $processes ]]; then bots_cmd+=(--processes "$processes"); fi
 bots_cmd+=("${bots_args[@]}")
 
