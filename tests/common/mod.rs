@@ -508,16 +508,8 @@ impl TestClient {
 
     /// Sends an input with the next sequence number of that room; returns the seq.
     pub async fn input(&mut self, room: &str, payload: proto::input::Payload) -> u64 {
-        let seq = self.seqs.entry(room.into()).or_default();
-        *seq += 1;
-        let seq = *seq;
-        self.send(vec![client_message::Kind::Input(proto::Input {
-            room: room.into(),
-            seq,
-            payload: Some(payload),
-        })])
-        .await;
-        seq
+        let seq = self.seqs.get(room).copied().unwrap_or_default() + 1;
+        self.input_with_seq(room, seq, payload).await
     }
 
     /// Sends an input with an explicit sequence number; returns it.
