@@ -107,6 +107,9 @@ pub struct QuicConfig {
     /// Outbound control-stream bytes that may wait for the client; a write blocked
     /// longer than `session.slow_consumer_secs` closes it as a slow consumer.
     pub send_window_bytes: u32,
+    /// Kernel receive and send buffer of the UDP socket that carries every QUIC
+    /// connection (capped by `net.core.rmem_max` / `wmem_max`).
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for QuicConfig {
@@ -117,6 +120,7 @@ impl Default for QuicConfig {
             datagram_send_buffer_bytes: 64 * 1024,
             stream_receive_window_bytes: 64 * 1024,
             send_window_bytes: 1024 * 1024,
+            socket_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -572,6 +576,9 @@ datagram_send_buffer_bytes = 65536
 stream_receive_window_bytes = 65536
 # Outbound control-stream bytes that may wait for the client.
 send_window_bytes = 1048576
+# Kernel buffers of the UDP socket shared by every QUIC connection (capped by
+# net.core.rmem_max / wmem_max; the log warns when the kernel grants less).
+socket_buffer_bytes = 4194304
 
 [websocket]
 # Largest inbound message in bytes; larger ones close the connection with 1009.

@@ -62,7 +62,39 @@ pub(crate) fn bind(config: &Config, tls: &Tls, addr: SocketAddr) -> std::io::Res
     let crypto = QuicServerConfig::try_from(crypto).map_err(std::io::Error::other)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(config)));
-    Endpoint::server(server, addr)
+    let socket = udp_socket(addr, config.quic.socket_buffer_bytes)?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// One UDP socket carries every QUIC connection: with the kernel's default buffer
+/// (about 200 KiB, a few hundred small packets) a busy moment overflows it, and the
+/// dropped packets (handshakes, inputs, acks) come back only after retransmission
+/// timeouts. The kernel caps the size at `net.core.rmem_max` / `wmem_max`.
+fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_recv_buffer_size(buffer_bytes)?;
+    socket.set_send_buffer_size(buffer_bytes)?;
+    let granted = socket.recv_buffer_size()?;
+    // Linux reports twice the usable size it granted.
+    if granted < buffer_bytes {
+        tracing::warn!(
+            requested = buffer_bytes,
+            granted,
+            "the kernel limits the QUIC socket's receive buffer (raise net.core.rmem_max)"
+        );
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 fn transport_config(config: &Config) -> TransportConfig {

@@ -338,6 +338,11 @@ impl Driver {
                     *welcomed = true;
                     self.welcomed(welcome, link).await?;
                 }
+                // Over QUIC a state datagram can overtake the `Welcome` on the control
+                // stream; the mirrors are reset at the `Welcome`, so an earlier frame
+                // must not be applied (or acknowledged). The server repeats the full
+                // snapshot until one is acknowledged.
+                In::State(_) if !*welcomed => {}
                 In::State(frame) => self.state(frame, received_us, link).await?,
                 In::Joined(joined) => self.emit(Event::Joined(joined)).await,
                 In::Left(left) => {
@@ -499,6 +504,16 @@ impl Driver {
         match applied {
             Ok(false) => {
                 self.shared.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+                // Still no snapshot after a second of deltas: ask for one.
+                let unsynced = self
+                    .shared
+                    .mirrors
+                    .lock()
+                    .get(&frame.room)
+                    .is_some_and(|m| !m.is_synced());
+                if unsynced {
+                    self.resync_if_due(&frame.room, link).await?;
+                }
             }
             Ok(true) => {
                 link.ack(&frame.room, frame.tick);
@@ -516,15 +531,7 @@ impl Driver {
             }
             // Waiting for a snapshot: the server sends one after a join or resume; ask
             // again if it is slow to come (at most once a second).
-            Err(tickrelay::mirror::Desync::AwaitingSnapshot) => {
-                let due = self
-                    .resync_asked
-                    .get(&frame.room)
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                if due {
-                    self.request_resync(&frame.room, link).await?;
-                }
-            }
+            Err(tickrelay::mirror::Desync::AwaitingSnapshot) => self.resync_if_due(&frame.room, link).await?,
             Err(error) => {
                 self.shared.stats.desyncs.fetch_add(1, Ordering::Relaxed);
                 self.request_resync(&frame.room, link).await?;
@@ -540,6 +547,15 @@ impl Driver {
 }
 
 impl Driver {
+    /// Asks for a full snapshot unless one was asked for in the last second.
+    async fn resync_if_due(&mut self, room: &str, link: &mut Link) -> Result<(), Broken> {
+        let asked = self.resync_asked.entry(room.to_string()).or_insert_with(Instant::now);
+        if asked.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        self.request_resync(room, link).await
+    }
+
     async fn request_resync(&mut self, room: &str, link: &mut Link) -> Result<(), Broken> {
         self.resync_asked.insert(room.to_string(), Instant::now());
         let request_id = self.request_id();
