@@ -7,46 +7,117 @@
 //!   the transport's work.
 //! - `t1_encode/{delta,full}/{64,512}_members`: the encoding alone, for the same world.
 //! - `t2_fanout/N`: handing one encoded tick to N member outboxes.
+//! - `fanout_mode/{shared,naive}/64_members`: the T1 tick with the shared fan-out
+//!   against the naive baseline (a full snapshot encoded per member per tick).
+//! - `matrix/{relay,arena}/<M>m_<E>e_<P>pct`: the same timed tick for 16, 64 and 512
+//!   members × 64, 1,024 and 8,192 entities × 5, 25 and 100 % of them changing per
+//!   tick, on both simulations (short measurements: 54 workloads, less the arena
+//!   with fewer entities than avatars). Relay: each member moves its share of the
+//!   entities it owns with one input. Arena: that share of the avatars (by intent) and
+//!   of the NPCs move.
+//! - `codec/{decode,apply}/{delta,full}`: the client side of the T1 frames: prost
+//!   decoding into `StateFrame`, and applying a decoded frame to a `StateMirror`.
 //!
-//! The same run prints target T3: bytes of the full snapshot, the delta, and an idle
-//! room. Run: `cargo bench --bench tick`.
+//! The same run prints target T3 (bytes of the full snapshot, the delta, and an idle
+//! room) and a bytes table for every matrix workload. Run: `cargo bench --bench tick`;
+//! one part: `cargo bench --bench tick -- matrix/relay`.
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use bytes::{Bytes, BytesMut};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
 use tickrelay::delta::{self, FrameMeta};
+use tickrelay::mirror::StateMirror;
 use tickrelay::outbox::{Batch, Outbox, OutboxLimits, PendingState};
-use tickrelay::proto::{Entity, EntityUpdate, EntityWrites, Field, input};
+use tickrelay::proto::{Entity, EntityUpdate, EntityWrites, Field, StateFrame, input};
 use tickrelay::room::{Room, RoomConfig, TickReport};
-use tickrelay::simulation::{EntityLimits, Relay};
+use tickrelay::simulation::{Arena, ArenaConfig, EntityLimits, Relay, Simulation};
 use tickrelay::state::Value;
 
-const ENTITIES: u64 = 1024;
+/// Which simulation a workload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sim {
+    Relay,
+    Arena,
+}
+
+/// A workload: one room, its members, how many entities and how many change per tick.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    sim: Sim,
+    members: u64,
+    /// Entities in the world (arena: avatars included).
+    entities: u64,
+    /// Share of the entities that change per tick, in percent: 5, 25 or 100 (any
+    /// divisor of 100 for the relay).
+    changing_pct: u64,
+    naive: bool,
+}
+
+impl Shape {
+    /// The T1 workload: a relay room with 1,024 entities, 25 % changing.
+    fn t1(members: u64) -> Self {
+        Self {
+            sim: Sim::Relay,
+            members,
+            entities: 1024,
+            changing_pct: 25,
+            naive: false,
+        }
+    }
+
+    /// An arena has one avatar per member, so it needs at least that many entities.
+    fn feasible(&self) -> bool {
+        self.sim == Sim::Relay || self.entities >= self.members
+    }
+
+    fn name(&self) -> String {
+        let sim = match self.sim {
+            Sim::Relay => "relay",
+            Sim::Arena => "arena",
+        };
+        format!("{sim}/{}m_{}e_{}pct", self.members, self.entities, self.changing_pct)
+    }
+}
 
 struct Workload {
+    shape: Shape,
     room: Room,
     outboxes: Vec<Arc<Outbox>>,
-    members: u64,
+    /// Relay: the entities each member owns (entity `i` belongs to member
+    /// `(i - 1) * members / entities`: contiguous blocks, or one entity for some
+    /// members when there are fewer entities than members).
+    owned: Vec<Vec<u64>>,
     seq: u64,
     tick: u64,
     batch: Batch,
 }
 
 impl Workload {
-    /// A relay room with `members` members owning 1,024 entities between them.
-    fn new(members: u64) -> Self {
+    fn new(shape: Shape) -> Self {
+        let Shape { members, entities, .. } = shape;
         let config = RoomConfig {
+            naive_fanout: shape.naive,
             max_members: members as usize,
             limits: EntityLimits {
-                max_entities_per_member: ENTITIES as usize,
+                max_entities_per_member: entities as usize,
                 ..Default::default()
             },
             ..Default::default()
         };
-        let mut room = Room::new(1, "bench".into(), "relay".into(), config, Box::new(Relay::new()));
+        let sim: Box<dyn Simulation> = match shape.sim {
+            Sim::Relay => Box::new(Relay::new()),
+            Sim::Arena => Box::new(Arena::new(ArenaConfig {
+                npcs: (entities - members) as u32,
+                npc_moving_share: shape.changing_pct as f32 / 100.0,
+                ..Default::default()
+            })),
+        };
+        let mut room = Room::new(1, "bench".into(), "bench".into(), config, sim);
         let outboxes: Vec<_> = (0..members)
             .map(|m| {
                 let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
@@ -54,19 +125,25 @@ impl Workload {
                 outbox
             })
             .collect();
+        let mut owned = vec![Vec::new(); members as usize];
+        if shape.sim == Sim::Relay {
+            for id in 1..=entities {
+                owned[((id - 1) * members / entities) as usize].push(id);
+            }
+        }
         let mut w = Self {
+            shape,
             room,
             outboxes,
-            members,
-            seq: 0,
+            owned,
+            seq: 1,
             tick: 0,
             batch: Batch::default(),
         };
-        w.seq += 1;
-        for m in 0..members {
-            let create = w
-                .owned(m)
-                .map(|id| Entity {
+        for (m, ids) in w.owned.iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
+            let create = ids
+                .iter()
+                .map(|&id| Entity {
                     id,
                     owner: 0,
                     kind: 1,
@@ -84,51 +161,62 @@ impl Workload {
                     ],
                 })
                 .collect();
-            w.room.push_input(
-                m + 1,
-                w.seq,
-                input::Payload::Writes(EntityWrites {
-                    create,
-                    ..Default::default()
-                }),
-            );
+            let writes = EntityWrites {
+                create,
+                ..Default::default()
+            };
+            w.room.push_input(m as u64 + 1, w.seq, input::Payload::Writes(writes));
         }
         w.room.tick(0);
         w.drain();
         w
     }
 
-    fn owned(&self, member: u64) -> impl Iterator<Item = u64> + use<> {
-        let per_member = ENTITIES / self.members;
-        (member * per_member..(member + 1) * per_member).map(|i| i + 1)
-    }
-
-    /// Each member sends one input moving its entities whose index is due this tick:
-    /// a quarter of all entities, rotating. Building the inputs is the transport's
-    /// decoding work, so it is not part of the timed tick.
+    /// The inputs of the next tick, one per member. Relay: each member moves its
+    /// entities whose id is due this tick (rotating, `changing_pct` % of all). Arena:
+    /// the first `changing_pct` % of the members steer (reversing every two seconds,
+    /// so avatars never pin against a wall), the others send a standstill intent.
+    /// Building the inputs is the transport's decoding work, so it is not timed.
     fn inputs(&mut self) -> Vec<(u64, u64, input::Payload)> {
         self.tick += 1;
         self.seq += 1;
-        let mut inputs = Vec::new();
-        for m in 0..self.members {
-            let update: Vec<_> = self
-                .owned(m)
-                .filter(|id| (id + self.tick).is_multiple_of(4))
-                .map(|id| EntityUpdate {
-                    id,
-                    fields: vec![float(1, (id + self.tick) as f32), float(2, self.tick as f32 * 0.5)],
-                })
-                .collect();
-            if update.is_empty() {
-                continue;
+        let (tick, seq) = (self.tick, self.seq);
+        match self.shape.sim {
+            Sim::Relay => {
+                let period = 100 / self.shape.changing_pct;
+                let mut inputs = Vec::new();
+                for (m, ids) in self.owned.iter().enumerate() {
+                    let update: Vec<_> = ids
+                        .iter()
+                        .filter(|&&id| (id + tick).is_multiple_of(period))
+                        .map(|&id| EntityUpdate {
+                            id,
+                            fields: vec![float(1, (id + tick) as f32), float(2, tick as f32 * 0.5)],
+                        })
+                        .collect();
+                    if update.is_empty() {
+                        continue;
+                    }
+                    let writes = EntityWrites {
+                        update,
+                        ..Default::default()
+                    };
+                    inputs.push((m as u64 + 1, seq, input::Payload::Writes(writes)));
+                }
+                inputs
             }
-            let writes = EntityWrites {
-                update,
-                ..Default::default()
-            };
-            inputs.push((m + 1, self.seq, input::Payload::Writes(writes)));
+            Sim::Arena => {
+                let moving = (self.shape.members * self.shape.changing_pct).div_ceil(100);
+                let sign: i8 = if (tick / 60).is_multiple_of(2) { 1 } else { -1 };
+                (0..self.shape.members)
+                    .map(|m| {
+                        let intent = if m < moving { [100 * sign, 60 * sign] } else { [0, 0] };
+                        let intent = Bytes::copy_from_slice(&intent.map(|v| v as u8));
+                        (m + 1, seq, input::Payload::Intent(intent))
+                    })
+                    .collect()
+            }
         }
-        inputs
     }
 
     /// Pushes the inputs and runs the tick.
@@ -149,6 +237,48 @@ impl Workload {
             outbox.drain(&mut self.batch);
         }
     }
+
+    /// Runs `iters` ticks and returns the time spent in the timed part (see the module
+    /// documentation), checking that each tick encoded `encodes` bodies.
+    fn timed_ticks(&mut self, iters: u64, encodes: u32) -> Duration {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let inputs = self.inputs();
+            let start = Instant::now();
+            let report = self.run(inputs);
+            total += start.elapsed();
+            assert_eq!(report.encodes, encodes, "{}: encodings per tick", self.shape.name());
+            self.drain();
+        }
+        total
+    }
+
+    /// Bytes of this workload's frames: the median delta over `ticks` ticks, then the
+    /// full snapshot (sent to a member that asked for a resync).
+    fn frame_bytes(&mut self, ticks: usize) -> FrameBytes {
+        let mut deltas: Vec<usize> = (0..ticks)
+            .map(|_| {
+                let report = self.step();
+                self.drain();
+                report.delta_bytes
+            })
+            .collect();
+        deltas.sort_unstable();
+        self.room.resync(1, 1);
+        let full = self.step().full_bytes;
+        self.drain();
+        FrameBytes {
+            full,
+            delta: deltas[deltas.len() / 2],
+        }
+    }
+}
+
+/// Sizes of a workload's encoded frame bodies.
+#[derive(Debug, Clone, Copy)]
+struct FrameBytes {
+    full: usize,
+    delta: usize,
 }
 
 fn float(id: u32, v: f32) -> Field {
@@ -161,29 +291,89 @@ fn float(id: u32, v: f32) -> Field {
 fn t1_tick(c: &mut Criterion) {
     let mut group = c.benchmark_group("t1_tick");
     for members in [64u64, 512] {
-        let mut w = Workload::new(members);
+        let mut w = Workload::new(Shape::t1(members));
         group.bench_function(BenchmarkId::from_parameter(format!("{members}_members")), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let inputs = w.inputs();
-                    let start = Instant::now();
-                    let report = w.run(inputs);
-                    total += start.elapsed();
-                    assert_eq!(report.encodes, 1, "one encoding per tick for every member count");
-                    w.drain();
-                }
-                total
-            });
+            // One encoding per tick for every member count.
+            b.iter_custom(|iters| w.timed_ticks(iters, 1))
         });
     }
     group.finish();
 }
 
+/// Issue 7's baseline: the T1 tick with the shared fan-out (one delta encoded per
+/// tick) against the naive one (a full snapshot encoded per member per tick).
+fn naive_vs_shared(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_mode");
+    for (name, naive, encodes) in [("shared", false, 1), ("naive", true, 64)] {
+        let mut w = Workload::new(Shape { naive, ..Shape::t1(64) });
+        group.bench_function(BenchmarkId::new(name, "64_members"), |b| {
+            b.iter_custom(|iters| w.timed_ticks(iters, encodes))
+        });
+    }
+    group.finish();
+}
+
+/// The tick for every workload of the matrix, then a bytes table for each.
+fn matrix(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matrix");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(800));
+    let rows = RefCell::new(Vec::new());
+    for sim in [Sim::Relay, Sim::Arena] {
+        for members in [16, 64, 512] {
+            for entities in [64, 1024, 8192] {
+                for changing_pct in [5, 25, 100] {
+                    let shape = Shape {
+                        sim,
+                        members,
+                        entities,
+                        changing_pct,
+                        naive: false,
+                    };
+                    if !shape.feasible() {
+                        continue;
+                    }
+                    // Built on first use, so a filtered run skips the set-up.
+                    let mut w = None;
+                    group.bench_function(shape.name(), |b| {
+                        let w = w.get_or_insert_with(|| {
+                            let mut w = Workload::new(shape);
+                            rows.borrow_mut().push((shape, w.frame_bytes(16)));
+                            w
+                        });
+                        b.iter_custom(|iters| w.timed_ticks(iters, 1))
+                    });
+                }
+            }
+        }
+    }
+    group.finish();
+    let rows = rows.into_inner();
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!("Bytes per frame body for each matrix workload (median delta of 16 ticks; full snapshot)");
+    println!("| workload | full snapshot | delta | delta / full |");
+    println!("|---|---|---|---|");
+    for (shape, bytes) in rows {
+        println!(
+            "| {} | {} | {} | {:.1} % |",
+            shape.name(),
+            bytes.full,
+            bytes.delta,
+            100.0 * bytes.delta as f64 / bytes.full as f64
+        );
+    }
+    println!();
+}
+
 fn t1_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("t1_encode");
     for members in [64u64, 512] {
-        let mut w = Workload::new(members);
+        let mut w = Workload::new(Shape::t1(members));
         w.step();
         let world = w.room.world();
         let baseline = world.tick() - 1;
@@ -194,6 +384,9 @@ fn t1_encode(c: &mut Criterion) {
         };
         let mut buf = Vec::with_capacity(64 * 1024);
         for (name, baseline) in [("delta", baseline), ("full", 0)] {
+            buf.clear();
+            delta::encode_state(world, baseline, meta, &mut buf);
+            group.throughput(Throughput::Bytes(buf.len() as u64));
             group.bench_function(BenchmarkId::new(name, format!("{members}_members")), |b| {
                 b.iter(|| {
                     buf.clear();
@@ -213,7 +406,7 @@ fn t2_fanout(c: &mut Criterion) {
         let outboxes: Vec<_> = (0..n).map(|_| Outbox::new(OutboxLimits::default())).collect();
         let mut batch = Batch::default();
         let mut tick = 0;
-        group.throughput(criterion::Throughput::Elements(n as u64));
+        group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -243,28 +436,65 @@ fn t2_fanout(c: &mut Criterion) {
     group.finish();
 }
 
+/// The client side of the T1 frames: decoding (prost, into `StateFrame`) and applying
+/// a decoded frame to a `StateMirror`.
+fn codec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("codec");
+    group.measurement_time(Duration::from_secs(2));
+    let mut w = Workload::new(Shape::t1(64));
+    w.step();
+    let baseline = w.room.world().tick();
+    // The mirror a client has at the baseline: the full snapshot of that tick.
+    let mut at_baseline = StateMirror::new();
+    at_baseline
+        .apply(&StateFrame::decode(wire_frame(&w, 0)).unwrap())
+        .unwrap();
+    w.step();
+    for (name, frame_baseline) in [("delta", baseline), ("full", 0)] {
+        let wire = wire_frame(&w, frame_baseline);
+        group.throughput(Throughput::Bytes(wire.len() as u64));
+        group.bench_function(BenchmarkId::new("decode", name), |b| {
+            b.iter(|| StateFrame::decode(black_box(&wire[..])).unwrap())
+        });
+        let frame = StateFrame::decode(wire).unwrap();
+        group.bench_function(BenchmarkId::new("apply", name), |b| {
+            b.iter_batched(
+                || at_baseline.clone(),
+                |mut mirror| {
+                    mirror.apply(&frame).unwrap();
+                    mirror
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// The `StateFrame` a member of `w`'s room receives for the current tick against
+/// `baseline` (0: full snapshot): the shared body and the per-member part.
+fn wire_frame(w: &Workload, baseline: u64) -> Bytes {
+    let world = w.room.world();
+    let meta = FrameMeta {
+        room: "bench",
+        server_time_us: 1,
+        checksum: Some(world.checksum()),
+    };
+    let mut buf = BytesMut::new();
+    delta::encode_state(world, baseline, meta, &mut buf);
+    delta::encode_member_part(baseline, w.seq, &mut buf);
+    buf.freeze()
+}
+
 /// Target T3, printed as a table: criterion measures time, not bytes.
 fn t3_bytes(_: &mut Criterion) {
-    let mut w = Workload::new(64);
-    let mut deltas = Vec::new();
-    let mut full = 0;
-    for _ in 0..64 {
-        let report = w.step();
-        deltas.push(report.delta_bytes);
-        w.drain();
-    }
-    // A member that needs a full snapshot: one more body, the full state.
-    w.room.resync(1, 1);
-    let report = w.step();
-    full = full.max(report.full_bytes);
-    w.drain();
-    deltas.sort_unstable();
-    let median = deltas[deltas.len() / 2];
+    let mut w = Workload::new(Shape::t1(64));
+    let FrameBytes { full, delta: median } = w.frame_bytes(64);
 
     // The same room idle for one second (30 ticks): only the once-a-second idle frame.
     let mut idle_frames = 0;
     let mut idle_bytes = 0;
-    let mut wire = bytes::BytesMut::new();
+    let mut wire = BytesMut::new();
     for _ in 0..30 {
         let report = w.room.tick(1);
         idle_frames += report.frames;
@@ -290,5 +520,14 @@ fn t3_bytes(_: &mut Criterion) {
     println!();
 }
 
-criterion_group!(benches, t3_bytes, t1_tick, t1_encode, t2_fanout);
+criterion_group!(
+    benches,
+    t3_bytes,
+    t1_tick,
+    t1_encode,
+    t2_fanout,
+    naive_vs_shared,
+    codec,
+    matrix
+);
 criterion_main!(benches);

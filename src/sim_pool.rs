@@ -1,6 +1,7 @@
 //! The simulation threads: a fixed pool of dedicated OS threads (not the async
 //! runtime), each owning a set of rooms and ticking each on its own
-//! [`TickSchedule`].
+//! [`TickSchedule`], all on one phase per thread (rooms of a tick rate are due
+//! together, so a thread wakes once per period rather than once per room).
 //!
 //! Transports talk to rooms through [`SimPool`]: every call turns into a [`Command`]
 //! on the owning thread's bounded crossbeam channel (`try_send`, so an async task
@@ -267,6 +268,7 @@ impl SimPool {
                     metrics: metrics.clone(),
                     max_catch_up: config.max_catch_up,
                     empty_room_ttl: config.empty_room_ttl,
+                    epoch: Instant::now(),
                 };
                 let join = std::thread::Builder::new()
                     .name(format!("tickrelay-sim-{i}"))
@@ -424,6 +426,9 @@ struct SimThread {
     metrics: Arc<SimMetrics>,
     max_catch_up: u32,
     empty_room_ttl: Duration,
+    /// The phase every room's schedule on this thread shares: rooms of one tick rate
+    /// are due together, so the thread wakes once per period, not once per room.
+    epoch: Instant,
 }
 
 /// Commands handled per wake-up before ticking again, so a command flood cannot
@@ -465,7 +470,8 @@ impl SimThread {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Create(room, shared, persistent) => {
-                let schedule = TickSchedule::new(Instant::now(), room.config().tick_rate, self.max_catch_up);
+                let rate = room.config().tick_rate;
+                let schedule = TickSchedule::on_grid(self.epoch, Instant::now(), rate, self.max_catch_up);
                 self.rooms.push(OwnedRoom {
                     room: *room,
                     shared,

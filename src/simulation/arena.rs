@@ -26,6 +26,9 @@ pub struct ArenaConfig {
     pub avatar_speed: f32,
     /// NPC speed, units per second.
     pub npc_speed: f32,
+    /// Share of the NPCs that wander (0.0–1.0); the others stand still, like guards.
+    /// Benchmarks use it to set how much of the world changes per tick.
+    pub npc_moving_share: f32,
     /// Seed of the NPCs' random walk (deterministic per seed).
     pub seed: u64,
 }
@@ -38,6 +41,7 @@ impl Default for ArenaConfig {
             npcs: 16,
             avatar_speed: 10.0,
             npc_speed: 4.0,
+            npc_moving_share: 1.0,
             seed: 1,
         }
     }
@@ -171,7 +175,8 @@ impl Simulation for Arena {
             self.spawn_npcs(ctx);
         }
         let (w, h, dt) = (self.config.width, self.config.height, ctx.dt);
-        for i in 0..self.npcs.len() {
+        let moving = (self.npcs.len() as f32 * self.config.npc_moving_share.clamp(0.0, 1.0)).round() as usize;
+        for i in 0..moving {
             // Turn now and then: about once every two seconds on average.
             if self.rng.f32() < dt / 2.0 {
                 let (vx, vy) = self.random_heading(self.config.npc_speed);
@@ -236,6 +241,24 @@ mod tests {
         }
         arena.leave(&mut ctx(&mut world, 3001), 7);
         assert_eq!(world.len(), 4);
+    }
+
+    #[test]
+    fn only_the_moving_share_of_npcs_changes() {
+        let mut world = World::new(32);
+        let mut arena = Arena::new(ArenaConfig {
+            npcs: 8,
+            npc_moving_share: 0.25,
+            ..Default::default()
+        });
+        arena.step(&mut ctx(&mut world, 1));
+        world.finish_tick();
+        for tick in 2..=10 {
+            arena.step(&mut ctx(&mut world, tick));
+            world.finish_tick();
+        }
+        let moved = world.entities().filter(|e| e.changed > 1).count();
+        assert_eq!((world.len(), moved), (8, 2));
     }
 
     #[test]
