@@ -227,13 +227,21 @@ pub(crate) async fn serve<T: Transport>(
                         transport.send(&batch, &outbox).await
                     }
                 };
-                match tokio::time::timeout(slow, sending).await {
-                    Ok(Ok(sent)) => {
+                // A resume elsewhere must not wait for a write that is stuck here.
+                let sending = async {
+                    tokio::select! {
+                        sent = tokio::time::timeout(slow, sending) => Some(sent),
+                        _ = take_over.cancelled() => None,
+                    }
+                };
+                match sending.await {
+                    None => break End::TakenOver,
+                    Some(Ok(Ok(sent))) => {
                         metrics.messages_out.inc_by(sent.messages);
                         metrics.bytes_out.inc_by(sent.bytes);
                     }
-                    Ok(Err(Broken)) => break End::Lost,
-                    Err(_) => break End::Close(CloseReason::SlowConsumer),
+                    Some(Ok(Err(Broken))) => break End::Lost,
+                    Some(Err(_)) => break End::Close(CloseReason::SlowConsumer),
                 }
             }
         }
