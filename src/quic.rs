@@ -144,7 +144,8 @@ pub(crate) async fn accept(endpoint: Endpoint, shared: Arc<Shared>) {
             }
         });
     }
-    // Sessions close themselves with 1001 on shutdown; wait for those closes to go out.
+    // Every session closes itself with 1001 on shutdown; closing the endpoint closes
+    // whatever is left the same way, and waiting lets those closes go out.
     endpoint.close(
         VarInt::from_u32(CloseReason::ShuttingDown.code().into()),
         b"server shutting down",
