@@ -158,10 +158,16 @@ impl StateMirror {
             self.world.replace(entity.id, entity.owner, entity.kind, fields);
         }
         for update in &frame.changed {
-            for (field, value) in fields(update.id, &update.fields)? {
-                self.world
-                    .set(update.id, field, value)
-                    .map_err(|_| Desync::UnknownEntity(update.id))?;
+            let mut target = self
+                .world
+                .entity_mut(update.id)
+                .ok_or(Desync::UnknownEntity(update.id))?;
+            for field in &update.fields {
+                let value = field.value.as_ref().ok_or(Desync::EmptyField {
+                    entity: update.id,
+                    field: field.id,
+                })?;
+                target.set(field.id, value.clone());
             }
         }
         self.world.finish_tick();

@@ -122,8 +122,10 @@ fn advance(m: &mut Mover, dt: f32, width: f32, height: f32, ctx: &mut SimContext
         m.vy = -m.vy;
         m.y = m.y.clamp(0.0, height);
     }
-    let _ = ctx.world.set(m.id, FIELD_X, Value::Float(m.x));
-    let _ = ctx.world.set(m.id, FIELD_Y, Value::Float(m.y));
+    if let Some(mut entity) = ctx.world.entity_mut(m.id) {
+        entity.set(FIELD_X, Value::Float(m.x));
+        entity.set(FIELD_Y, Value::Float(m.y));
+    }
 }
 
 impl Simulation for Arena {

@@ -2,7 +2,7 @@ use rustc_hash::FxHashMap;
 
 use super::{SimContext, SimError, Simulation};
 use crate::proto::{EntityWrites, input};
-use crate::state::{EntityId, MemberId, Value, value_len};
+use crate::state::{Entity, EntityId, MemberId, Value, value_len};
 
 /// The built-in relay simulation: each member creates, updates and removes only the
 /// entities it owns; the server checks ownership and limits and relays the result.
@@ -39,7 +39,11 @@ impl Relay {
             *owned += 1;
         }
         for update in &writes.update {
-            let entity = self.owned_entity(ctx, member, update.id)?;
+            let mut target = ctx
+                .world
+                .entity_mut(update.id)
+                .ok_or(SimError::EntityNotFound(update.id))?;
+            let entity = owned_by(target.get(), member)?;
             let new_fields = update.fields.iter().filter(|f| entity.get(f.id).is_none()).count();
             if entity.fields().len() + new_fields > limits.max_fields_per_entity {
                 return Err(SimError::LimitExceeded("fields per entity"));
@@ -47,12 +51,12 @@ impl Relay {
             update.fields.iter().try_for_each(|f| check_value(&f.value))?;
             for field in &update.fields {
                 if let Some(value) = &field.value {
-                    ctx.world.set(update.id, field.id, value.clone())?;
+                    target.set(field.id, value.clone());
                 }
             }
         }
         for &id in &writes.remove {
-            self.owned_entity(ctx, member, id)?;
+            owned_by(ctx.world.get(id).ok_or(SimError::EntityNotFound(id))?, member)?;
             ctx.world.despawn(id)?;
             if let Some(owned) = self.owned.get_mut(&member) {
                 *owned -= 1;
@@ -60,19 +64,14 @@ impl Relay {
         }
         Ok(())
     }
+}
 
-    fn owned_entity<'w>(
-        &self,
-        ctx: &'w SimContext<'_>,
-        member: MemberId,
-        id: EntityId,
-    ) -> Result<&'w crate::state::Entity, SimError> {
-        let entity = ctx.world.get(id).ok_or(SimError::EntityNotFound(id))?;
-        if entity.owner() != member {
-            return Err(SimError::NotOwner(id));
-        }
-        Ok(entity)
+/// `entity`, if `member` owns it.
+fn owned_by(entity: &Entity, member: MemberId) -> Result<&Entity, SimError> {
+    if entity.owner() != member {
+        return Err(SimError::NotOwner(entity.id()));
     }
+    Ok(entity)
 }
 
 impl Simulation for Relay {

@@ -11,7 +11,7 @@ mod world;
 
 pub use checksum::entity_hash;
 pub use entity::{Entity, Field, same_value, value_len};
-pub use world::{Removal, World, WorldError};
+pub use world::{EntityMut, Removal, World, WorldError};
 
 /// A room tick number. Tick 0 is "before the first tick"; a baseline of 0 means "full".
 pub type Tick = u64;

@@ -166,31 +166,26 @@ impl World {
     /// Sets one field, creating it if absent. Returns whether the value changed;
     /// writing the same value again is not a change and costs no bytes on the wire.
     pub fn set(&mut self, id: EntityId, field: FieldId, value: Value) -> Result<bool, WorldError> {
-        let tick = self.tick;
-        let entity = self.entities.get_mut(&id).ok_or(WorldError::NotFound(id))?;
-        match entity.position(field) {
-            Ok(i) if same_value(&entity.fields[i].value, &value) => return Ok(false),
-            Ok(i) => {
-                entity.fields[i].value = value;
-                entity.fields[i].changed = tick;
-            }
-            Err(i) => entity.fields.insert(
-                i,
-                Field {
-                    id: field,
-                    value,
-                    changed: tick,
-                },
-            ),
-        }
-        entity.changed = tick;
-        self.last_change = tick;
-        if !entity.dirty {
-            entity.dirty = true;
-            self.checksum = self.checksum.wrapping_sub(entity.hash);
-            self.dirty.push(id);
-        }
-        Ok(true)
+        Ok(self.entity_mut(id).ok_or(WorldError::NotFound(id))?.set(field, value))
+    }
+
+    /// A handle to write several fields of one entity with a single lookup.
+    pub fn entity_mut(&mut self, id: EntityId) -> Option<EntityMut<'_>> {
+        let World {
+            entities,
+            tick,
+            last_change,
+            checksum,
+            dirty,
+            ..
+        } = self;
+        Some(EntityMut {
+            entity: entities.get_mut(&id)?,
+            tick: *tick,
+            last_change,
+            checksum,
+            dirty,
+        })
     }
 
     /// Removes an entity and returns it.
@@ -231,6 +226,52 @@ impl World {
             && self
                 .entities()
                 .all(|e| other.get(e.id).is_some_and(|o| e.same_state(o)))
+    }
+}
+
+/// Writes fields of one entity of a [`World`] (see [`World::entity_mut`]).
+pub struct EntityMut<'w> {
+    entity: &'w mut Entity,
+    tick: Tick,
+    last_change: &'w mut Tick,
+    checksum: &'w mut u64,
+    dirty: &'w mut Vec<EntityId>,
+}
+
+impl EntityMut<'_> {
+    /// The entity as it is now.
+    pub fn get(&self) -> &Entity {
+        self.entity
+    }
+
+    /// Sets one field, creating it if absent. Returns whether the value changed;
+    /// writing the same value again is not a change and costs no bytes on the wire.
+    pub fn set(&mut self, field: FieldId, value: Value) -> bool {
+        let tick = self.tick;
+        let entity = &mut *self.entity;
+        match entity.position(field) {
+            Ok(i) if same_value(&entity.fields[i].value, &value) => return false,
+            Ok(i) => {
+                entity.fields[i].value = value;
+                entity.fields[i].changed = tick;
+            }
+            Err(i) => entity.fields.insert(
+                i,
+                Field {
+                    id: field,
+                    value,
+                    changed: tick,
+                },
+            ),
+        }
+        entity.changed = tick;
+        *self.last_change = tick;
+        if !entity.dirty {
+            entity.dirty = true;
+            *self.checksum = self.checksum.wrapping_sub(entity.hash);
+            self.dirty.push(entity.id);
+        }
+        true
     }
 }
 
