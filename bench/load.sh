@@ -18,6 +18,9 @@
 #                        per tick, encoded per member): the baseline to compare with
 #   --transport NAME     wss or quic: the URL scheme the bots connect with (t6: quic)
 #   --processes N        bot worker processes (default: the bots decide)
+#   --verify-share S     share of bots that mirror their room in full and verify every
+#                        checksum (default 1); the rest follow ticks and input acks only,
+#                        which leaves more of a shared machine to the relay
 #   --server-arg ARG     extra relay flag (repeatable)
 #   --bots-arg ARG       extra bots flag (repeatable)
 #   --out FILE           also write the table here [default: load-SCENARIO-UTCSTAMP.md]
@@ -31,7 +34,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-scenario="" duration="" ramp="" naive=0 transport="" processes="" out="" build=1 keep=0
+scenario="" duration="" ramp="" naive=0 transport="" processes="" verify="" out="" build=1 keep=0
 server_args=() bots_args=()
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -40,6 +43,7 @@ while [[ $# -gt 0 ]]; do
         --naive) naive=1 ;;
         --transport) transport=$2; shift ;;
         --processes) processes=$2; shift ;;
+        --verify-share) verify=$2; shift ;;
         --server-arg) server_args+=("$2"); shift ;;
         --bots-arg) bots_args+=("$2"); shift ;;
         --out) out=$2; shift ;;
@@ -147,6 +151,7 @@ bots_cmd=("$bots_bin" --url "$url" --cert "$work/cert.pem" --rooms "$rooms" --me
     --room-type "$room_type" --input-rate "$input_rate" --duration-secs "$duration"
     --ramp-up-secs "$ramp" --progress-secs 10 --json "$work/bots.json")
 if [[ -n $processes ]]; then bots_cmd+=(--processes "$processes"); fi
+if [[ -n $verify ]]; then bots_cmd+=(--verify-share "$verify"); fi
 bots_cmd+=("${bots_args[@]}")
 
 metrics >"$work/metrics.before"
@@ -190,16 +195,17 @@ read -r cores rss_per_conn <<<"$(awk -v c0="$cpu0" -v c1="$cpu1" -v t0="$t0" -v 
 mode=shared short_cmd="bench/load.sh $scenario --duration $duration"
 if ((naive)); then mode=naive short_cmd+=" --naive"; fi
 if [[ -n $transport ]]; then short_cmd+=" --transport $transport"; fi
+if [[ -n $verify ]]; then short_cmd+=" --verify-share $verify"; fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 : "${out:=load-$scenario-$stamp.md}"
 
 {
-    echo "| scenario | command | duration | connections | latency p50 / p99 / max | frames/s | bytes/s per client | desyncs | overruns | server CPU | RSS start / peak | RSS per connection |"
+    echo "| scenario | command | duration | connections | latency p50 / p99 / max | frames/s | bytes/s per client | desyncs (checksums verified) | overruns | server CPU | RSS start / peak | RSS per connection |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-    printf '| %s %s %s | `%s` | %s s | %s | %s / %s / %s ms | %s | %s | %s | %s of %s | %s cores | %d / %d MiB | %s KiB |\n' \
+    printf '| %s %s %s | `%s` | %s s | %s | %s / %s / %s ms | %s | %s | %s (%s) | %s of %s | %s cores | %d / %d MiB | %s KiB |\n' \
         "$scenario" "${transport:-wss}" "$mode" "$short_cmd" "$(bot duration)" "$held" \
         "$(bot 'latency p50')" "$(bot 'latency p99')" "$(bot 'latency max')" \
-        "$(bot 'state frames / s')" "$(bot 'bytes / s per client')" "$(bot desyncs)" \
+        "$(bot 'state frames / s')" "$(bot 'bytes / s per client')" "$(bot desyncs)" "$(bot 'checksums verified')" \
         "$overruns" "$ticks" "$cores" $((rss0 / 1024)) $((hwm / 1024)) "$rss_per_conn"
     echo
     echo "- $stamp, bots exit status $bots_status ($(grep -E '^(OK|VIOLATED)' "$work/bots.out" | paste -sd';' -))"

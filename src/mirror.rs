@@ -50,6 +50,8 @@ pub enum Desync {
 #[derive(Debug, Clone)]
 pub struct StateMirror {
     world: World,
+    /// False: follow ticks, baselines and input acknowledgements only.
+    contents: bool,
     synced: bool,
     last_input_seq: u64,
     checksums_verified: u64,
@@ -66,9 +68,22 @@ impl StateMirror {
     pub fn new() -> Self {
         Self {
             world: World::new(0),
+            contents: true,
             synced: false,
             last_input_seq: 0,
             checksums_verified: 0,
+        }
+    }
+
+    /// A mirror that follows the frames' ticks, baselines and input acknowledgements
+    /// (so it accepts, skips and acknowledges exactly the frames a full mirror would)
+    /// but keeps no entities and verifies no checksum: for a load generator that
+    /// verifies a sample of its clients and cannot afford a real client's work for
+    /// every one of them. Its [`StateMirror::world`] stays empty.
+    pub fn headers_only() -> Self {
+        Self {
+            contents: false,
+            ..Self::new()
         }
     }
 
@@ -145,6 +160,12 @@ impl StateMirror {
     }
 
     fn apply_contents(&mut self, frame: &StateFrame) -> Result<(), Desync> {
+        if !self.contents {
+            self.world.begin_tick(frame.tick);
+            self.synced = true;
+            self.last_input_seq = frame.last_input_seq;
+            return Ok(());
+        }
         if frame.baseline_tick == 0 {
             self.world.clear();
         }

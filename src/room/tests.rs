@@ -81,6 +81,8 @@ struct LossyClient {
     id: MemberId,
     outbox: Arc<Outbox>,
     mirror: StateMirror,
+    /// Fed the same frames: must accept and skip exactly what `mirror` does.
+    headers: StateMirror,
     /// A datagram held back to arrive after the next one.
     delayed: Option<StateFrame>,
     full_snapshots: u32,
@@ -93,6 +95,7 @@ impl LossyClient {
             id,
             outbox: Arc::new(outbox),
             mirror: StateMirror::new(),
+            headers: StateMirror::headers_only(),
             delayed: None,
             full_snapshots: 0,
         }
@@ -125,7 +128,17 @@ impl LossyClient {
         }
         let mut applied = Vec::new();
         for frame in arriving {
-            if self.mirror.apply_unordered(&frame).expect("no desync") {
+            let used = self.mirror.apply_unordered(&frame).expect("no desync");
+            assert_eq!(
+                self.headers.apply_unordered(&frame),
+                Ok(used),
+                "headers-only mirror agrees"
+            );
+            assert_eq!(
+                (self.headers.tick(), self.headers.last_input_seq()),
+                (self.mirror.tick(), self.mirror.last_input_seq())
+            );
+            if used {
                 applied.push(frame.tick);
                 if fate != FATE_DROP_ACK {
                     self.outbox.ack(1, frame.tick);

@@ -58,6 +58,21 @@ pub struct Scenario {
     pub worker: usize,
     /// Number of worker processes.
     pub workers: usize,
+    /// Share of bots that mirror their room in full and verify every checksum; the
+    /// others follow ticks and input acknowledgements only, which costs a fraction of
+    /// the CPU (see [`tickrelay_client::StateMirror::headers_only`]). Verifying bots
+    /// are spread evenly over the seats, so with 20 members per room a share of 0.1
+    /// verifies every room twice.
+    pub verify_share: f64,
+}
+
+impl Scenario {
+    /// Whether the bot in seat `index` verifies its room's state.
+    pub fn verifies(&self, index: usize) -> bool {
+        let share = self.verify_share.clamp(0.0, 1.0);
+        // Seat i verifies when the running count floor(i * share) steps up at i.
+        ((index + 1) as f64 * share).floor() > (index as f64 * share).floor()
+    }
 }
 
 /// Counters, summed over bots.
@@ -71,6 +86,7 @@ struct Counters {
     reconnects: AtomicU64,
     resumes: AtomicU64,
     desyncs: AtomicU64,
+    checksums: AtomicU64,
     gave_up: AtomicU64,
     lost_inputs: AtomicU64,
     replaced_players: AtomicU64,
@@ -97,6 +113,9 @@ pub struct Report {
     pub resumes: u64,
     /// Desyncs detected.
     pub desyncs: u64,
+    /// State checksums verified (by the verifying bots).
+    #[serde(default)]
+    pub checksums: u64,
     /// Clients that gave up.
     pub gave_up: u64,
     /// Inputs never acknowledged at the end.
@@ -123,6 +142,7 @@ impl Report {
         self.reconnects += other.reconnects;
         self.resumes += other.resumes;
         self.desyncs += other.desyncs;
+        self.checksums += other.checksums;
         self.gave_up += other.gave_up;
         self.lost_inputs += other.lost_inputs;
         self.replaced_players += other.replaced_players;
@@ -197,6 +217,7 @@ impl Report {
             ("of which resumed", self.resumes.to_string()),
             ("players replaced", self.replaced_players.to_string()),
             ("desyncs", self.desyncs.to_string()),
+            ("checksums verified", self.checksums.to_string()),
             ("inputs lost", self.lost_inputs.to_string()),
             ("unexpected closes", format!("{:?}", self.unexpected_closes)),
             ("server errors", format!("{:?}", self.errors)),
@@ -304,6 +325,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         reconnects: c.reconnects.load(Ordering::Relaxed),
         resumes: c.resumes.load(Ordering::Relaxed),
         desyncs: c.desyncs.load(Ordering::Relaxed),
+        checksums: c.checksums.load(Ordering::Relaxed),
         gave_up: c.gave_up.load(Ordering::Relaxed),
         lost_inputs: c.lost_inputs.load(Ordering::Relaxed),
         replaced_players: c.replaced_players.load(Ordering::Relaxed),
@@ -353,6 +375,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     };
     config.ping_interval = Duration::from_secs(5);
     config.quiet_timeout = Duration::from_secs(15);
+    config.mirror_contents = s.verifies(index);
     let Ok((client, mut events)) = Client::connect(config) else {
         fleet.counters.gave_up.fetch_add(1, Ordering::Relaxed);
         return false;
@@ -455,6 +478,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         .fetch_add(stats.resumes.load(Ordering::Relaxed), Ordering::Relaxed);
     c.desyncs
         .fetch_add(stats.desyncs.load(Ordering::Relaxed), Ordering::Relaxed);
+    c.checksums
+        .fetch_add(stats.checksums.load(Ordering::Relaxed), Ordering::Relaxed);
     client.close();
     set_connected(false, &mut connected);
     replaced

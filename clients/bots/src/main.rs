@@ -73,6 +73,12 @@ struct Args {
     /// open-file limit is below 18,512).
     #[arg(long, default_value_t = 0)]
     processes: usize,
+    /// Share of bots that mirror their room in full and verify every state checksum
+    /// (spread evenly over the seats); the others follow ticks and input
+    /// acknowledgements only. Below 1, the fleet spends less CPU per bot, so more of
+    /// the machine is left to the relay when both share it.
+    #[arg(long, default_value_t = 1.0, value_parser = share)]
+    verify_share: f64,
     /// Seconds between progress lines (0: none).
     #[arg(long, default_value_t = 10.0)]
     progress_secs: f64,
@@ -105,7 +111,15 @@ impl Args {
             progress: (self.progress_secs > 0.0).then(|| Duration::from_secs_f64(self.progress_secs)),
             worker,
             workers,
+            verify_share: self.verify_share,
         }
+    }
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{text}' is not a share between 0 and 1")),
     }
 }
 

@@ -62,6 +62,7 @@ fn scenario(url: &str, cert: &str, room_type: &str, rooms: usize) -> Scenario {
         progress: None,
         worker: 0,
         workers: 1,
+        verify_share: 1.0,
     }
 }
 

@@ -196,7 +196,7 @@ impl Driver {
                 });
                 state.joined = true;
                 // The join's full snapshot goes to a fresh mirror.
-                self.shared.mirrors.lock().insert(room.clone(), StateMirror::new());
+                self.shared.mirrors.lock().insert(room.clone(), self.new_mirror());
                 Some(self.join_message(&room, &room_type))
             }
             Command::Leave { room } => {
@@ -234,6 +234,14 @@ impl Driver {
                 Some(Out::RefreshToken(proto::RefreshToken { request_id, token }))
             }
             Command::DropConnection | Command::Close => None,
+        }
+    }
+
+    fn new_mirror(&self) -> StateMirror {
+        if self.config.mirror_contents {
+            StateMirror::new()
+        } else {
+            StateMirror::headers_only()
         }
     }
 
@@ -444,7 +452,7 @@ impl Driver {
             let mut mirrors = self.shared.mirrors.lock();
             mirrors.clear();
             for room in self.rooms.keys() {
-                mirrors.insert(room.clone(), StateMirror::new());
+                mirrors.insert(room.clone(), self.new_mirror());
             }
         }
         let mut out = Vec::new();

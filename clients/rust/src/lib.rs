@@ -86,6 +86,10 @@ pub struct ClientConfig {
     /// Capacity of the event channel; state events are dropped (and counted) when it
     /// is full, other events wait.
     pub event_capacity: usize,
+    /// Keep each room's entities and verify the server's checksums (the default).
+    /// False: follow ticks and input acknowledgements only
+    /// ([`StateMirror::headers_only`]); for load generators.
+    pub mirror_contents: bool,
 }
 
 impl ClientConfig {
@@ -103,6 +107,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             event_capacity: 4096,
+            mirror_contents: true,
         }
     }
 }

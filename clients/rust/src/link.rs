@@ -26,10 +26,13 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::ClientError;
+
+/// The WebSocket read buffer: a few typical state frames.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Which transport a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +174,11 @@ async fn connect_ws(
         let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| fatal(format!("token: {e}")))?;
         request.headers_mut().insert("authorization", value);
     }
-    match tokio_tungstenite::client_async(request, tls).await {
+    // tungstenite zeroes its whole read buffer before every read: the default
+    // (128 KiB) costs microseconds per state frame and memory per connection; frames
+    // larger than the buffer take several reads.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    match tokio_tungstenite::client_async_with_config(request, tls, Some(config)).await {
         Ok((ws, _)) => Ok(Link::WebSocket(Box::new(ws))),
         Err(WsError::Http(response)) => {
             let status = response.status().as_u16();
