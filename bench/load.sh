@@ -21,6 +21,9 @@
 #   --verify-share S     share of bots that mirror their room in full and verify every
 #                        checksum (default 1); the rest follow ticks and input acks only,
 #                        which leaves more of a shared machine to the relay
+#   --nice-bots          run the bots at the lowest CPU priority (nice 19), so that on a
+#                        machine they saturate the relay still runs first: the relay
+#                        send delay then shows the relay's own delay
 #   --server-arg ARG     extra relay flag (repeatable)
 #   --bots-arg ARG       extra bots flag (repeatable)
 #   --out FILE           also write the table here [default: load-SCENARIO-UTCSTAMP.md]
@@ -34,7 +37,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-scenario="" duration="" ramp="" naive=0 transport="" processes="" verify="" out="" build=1 keep=0
+scenario="" duration="" ramp="" naive=0 transport="" processes="" verify="" nice_bots=0 out="" build=1 keep=0
 server_args=() bots_args=()
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -44,6 +47,7 @@ while [[ $# -gt 0 ]]; do
         --transport) transport=$2; shift ;;
         --processes) processes=$2; shift ;;
         --verify-share) verify=$2; shift ;;
+        --nice-bots) nice_bots=1 ;;
         --server-arg) server_args+=("$2"); shift ;;
         --bots-arg) bots_args+=("$2"); shift ;;
         --out) out=$2; shift ;;
@@ -158,7 +162,9 @@ metrics >"$work/metrics.before"
 before=$(sample)
 echo "load.sh: $scenario: $bots bots for ${duration} s against $url (relay pid $relay_pid)" >&2
 bots_status=0
-setsid "${bots_cmd[@]}" >"$work/bots.out" &
+bots_prefix=()
+if ((nice_bots)); then bots_prefix=(nice -n 19); fi
+setsid "${bots_prefix[@]}" "${bots_cmd[@]}" >"$work/bots.out" &
 bots_pid=$!
 # The bots stop on their own after --duration-secs; give them a minute more at most.
 limit=$(awk -v d="$duration" 'BEGIN { printf "%d", d + 60 }')
@@ -184,6 +190,22 @@ delta() { echo $(($(metric "$1" <"$work/metrics.after") - $(metric "$1" <"$work/
 
 read -r t0 cpu0 rss0 _ <<<"$before"
 read -r t1 cpu1 rss1 hwm <<<"$after"
+# A quantile of the relay's state send delay while the bots ran, as the upper bound of
+# the histogram bucket it falls in ("<= 15 ms").
+send_delay() {
+    awk -v q="$1" -F'[{}" ]+' '
+        $1 == "tickrelay_state_send_delay_seconds_bucket" { if (FILENAME ~ /before$/) b[$3] = $4; else a[$3] = $4; les[$3] = 1 }
+        END {
+            n = 0; for (le in les) order[++n] = le
+            # Sort the bounds numerically (+Inf last).
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (order[j] + 0 < order[i] + 0 || order[i] == "+Inf") { t = order[i]; order[i] = order[j]; order[j] = t }
+            total = a["+Inf"] - b["+Inf"]
+            if (total <= 0) { print "-"; exit }
+            for (i = 1; i <= n; i++) if (a[order[i]] - b[order[i]] >= q * total) {
+                print (order[i] == "+Inf" ? "> 5000" : "<= " order[i] * 1000); exit
+            }
+        }' "$work/metrics.before" "$work/metrics.after"
+}
 ticks=$(delta tickrelay_ticks_total)
 overruns=$(delta tickrelay_tick_overruns_total)
 held=$(sort -n "$work/connections" | tail -1)
@@ -196,15 +218,16 @@ mode=shared short_cmd="bench/load.sh $scenario --duration $duration"
 if ((naive)); then mode=naive short_cmd+=" --naive"; fi
 if [[ -n $transport ]]; then short_cmd+=" --transport $transport"; fi
 if [[ -n $verify ]]; then short_cmd+=" --verify-share $verify"; fi
+if ((nice_bots)); then short_cmd+=" --nice-bots"; fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 : "${out:=load-$scenario-$stamp.md}"
 
 {
-    echo "| scenario | command | duration | connections | latency p50 / p99 / max | frames/s | bytes/s per client | desyncs (checksums verified) | overruns | server CPU | RSS start / peak | RSS per connection |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-    printf '| %s %s %s | `%s` | %s s | %s | %s / %s / %s ms | %s | %s | %s (%s) | %s of %s | %s cores | %d / %d MiB | %s KiB |\n' \
+    echo "| scenario | command | duration | connections | latency p50 / p99 / max | relay send delay p50 / p99 | frames/s | bytes/s per client | desyncs (checksums verified) | overruns | server CPU | RSS start / peak | RSS per connection |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    printf '| %s %s %s | `%s` | %s s | %s | %s / %s / %s ms | %s / %s ms | %s | %s | %s (%s) | %s of %s | %s cores | %d / %d MiB | %s KiB |\n' \
         "$scenario" "${transport:-wss}" "$mode" "$short_cmd" "$(bot duration)" "$held" \
-        "$(bot 'latency p50')" "$(bot 'latency p99')" "$(bot 'latency max')" \
+        "$(bot 'latency p50')" "$(bot 'latency p99')" "$(bot 'latency max')" "$(send_delay 0.5)" "$(send_delay 0.99)" \
         "$(bot 'state frames / s')" "$(bot 'bytes / s per client')" "$(bot desyncs)" "$(bot 'checksums verified')" \
         "$overruns" "$ticks" "$cores" $((rss0 / 1024)) $((hwm / 1024)) "$rss_per_conn"
     echo
@@ -212,6 +235,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
     echo "- relay: \`${relay_cmd[*]/#$work\//}\` (tickrelay $("$relay_bin" --version | cut -d' ' -f2), $(nproc) cores)"
     echo "- bots: \`${bots_cmd[*]/#$work\//}\`"
     echo "- connections = most held at once (the relay's \`tickrelay_connections\` gauge, sampled each second);" \
+        "relay send delay = from a tick's time stamp to its frame written to the socket (tickrelay_state_send_delay_seconds, bucket bound);" \
         "server CPU = CPU time over wall time while the bots ran; RSS per connection = (RSS at the most connections - RSS before the bots) / connections"
 } | tee "$out"
 echo "load.sh: written to $out" >&2

@@ -421,6 +421,7 @@ fn t2_fanout(c: &mut Criterion) {
                             baseline: baseline.tick,
                             body: body.clone(),
                             last_input_seq: tick,
+                            server_time_us: 0,
                         };
                         black_box(outbox.push_state(state, baseline));
                     }

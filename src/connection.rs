@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthMode, DuplicateSessions, Identity};
-use crate::clock::Now;
+use crate::clock::{Now, unix_micros};
 use crate::error::CloseReason;
 use crate::gate::Permit;
 use crate::heartbeat::Beat;
@@ -239,6 +239,13 @@ pub(crate) async fn serve<T: Transport>(
                     Some(Ok(Ok(sent))) => {
                         metrics.messages_out.inc_by(sent.messages);
                         metrics.bytes_out.inc_by(sent.bytes);
+                        if !batch.states.is_empty() {
+                            let now_us = unix_micros();
+                            for state in &batch.states {
+                                let delay_us = now_us.saturating_sub(state.server_time_us);
+                                metrics.state_send_delay.observe(delay_us as f64 / 1e6);
+                            }
+                        }
                     }
                     Some(Ok(Err(Broken))) => break End::Lost,
                     Some(Err(_)) => break End::Close(CloseReason::SlowConsumer),

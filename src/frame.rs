@@ -237,6 +237,7 @@ mod tests {
                 baseline: 8,
                 body,
                 last_input_seq: 300,
+                server_time_us: 0,
             }],
         };
         let mut buf = BytesMut::new();

@@ -63,6 +63,9 @@ pub struct PendingState {
     pub body: Bytes,
     /// The member's last applied input sequence number.
     pub last_input_seq: u64,
+    /// The tick's server time stamp (microseconds since the Unix epoch), to measure
+    /// how long the frame took to reach the transport.
+    pub server_time_us: u64,
 }
 
 /// What [`Outbox::supersede_state`] found: the tick to encode against, and the
@@ -364,6 +367,7 @@ mod tests {
             baseline,
             body: Bytes::new(),
             last_input_seq: 0,
+            server_time_us: 0,
         }
     }
 

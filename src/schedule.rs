@@ -5,9 +5,9 @@
 //! most `max_catch_up` ticks at once and drops the rest of the backlog; every due
 //! tick that was not run on time counts as an overrun.
 //!
-//! Rooms that share a thread and a tick rate should share a phase
-//! ([`TickSchedule::on_grid`]): then they are all due at the same instants and the
-//! thread wakes once per period for all of them, not once per room.
+//! Rooms that share a thread and a tick rate should share a few phases
+//! ([`TickSchedule::on_grid`] with a few epochs): then they are due at a few instants
+//! per period and the thread wakes that often, not once per room.
 
 use std::time::{Duration, Instant};
 

@@ -314,7 +314,9 @@ async fn bad_input_closes_only_the_offender(transport: Transport) {
 async fn http_endpoints() {
     let server = start().await;
     assert_eq!(common::https_get(&server, "/healthz").await, (200, "ok\n".into()));
-    let _client = TestClient::connect(&server).await;
+    let mut client = TestClient::connect(&server).await;
+    client.join("metered", "arena").await;
+    client.frames_in("metered", 3).await;
     let (status, metrics) = common::https_get(&server, "/metrics").await;
     assert_eq!(status, 200);
     for name in [
@@ -324,6 +326,14 @@ async fn http_endpoints() {
     ] {
         assert!(metrics.contains(name), "{name} missing from {metrics}");
     }
+    // Every state frame written is timed from its tick: three frames arrived, so at
+    // least three were counted.
+    let sent: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tickrelay_state_send_delay_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no send delay count in {metrics}"));
+    assert!(sent >= 3, "{sent} frames timed");
     assert_eq!(common::https_get(&server, "/nope").await.0, 404);
     // A plain GET to /ws is not an upgrade.
     assert_eq!(common::https_get(&server, "/ws").await.0, 400);

@@ -509,6 +509,7 @@ impl Room {
                     baseline,
                     body,
                     last_input_seq: m.last_applied,
+                    server_time_us,
                 },
                 found,
             );
