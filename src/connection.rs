@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
 use crate::auth::{AuthMode, DuplicateSessions, Identity};
 use crate::clock::{Now, unix_micros};
 use crate::error::CloseReason;
 use crate::gate::Permit;
 use crate::heartbeat::Beat;
 use crate::outbox::{Batch, Delivery, Outbox};
+use crate::registry::{Stop, StopReason};
 use crate::server::Shared;
 use crate::session::{Inbound, Session};
 
@@ -157,14 +156,14 @@ pub(crate) async fn serve<T: Transport>(
     };
     let id = session.id();
     let user = session.identity().user_id.clone();
-    let replaced = CancellationToken::new();
+    // Shutdown, a newer session replacing this one, or a resume taking it over.
+    let stop = Stop::child_of(&shared.shutdown);
     let replace = shared.config.auth.duplicate_sessions == DuplicateSessions::Replace;
-    shared.registry.go_live(&user, id, replaced.clone(), replace);
-    let take_over = CancellationToken::new();
+    shared.registry.go_live(&user, id, stop.clone(), replace);
     let resume_token = session.resume_token().to_string();
     shared
         .registry
-        .register_token(&resume_token, user.clone(), take_over.clone());
+        .register_token(&resume_token, user.clone(), stop.clone());
     metrics.connections.inc();
     metrics.connections_accepted.inc();
     tracing::debug!(%peer, session = id, user = %user, "session started");
@@ -181,10 +180,7 @@ pub(crate) async fn serve<T: Transport>(
         // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => break End::Close(CloseReason::ShuttingDown),
-            _ = replaced.cancelled() => break End::Close(CloseReason::Replaced),
-            // A resume on another connection: this one is dead to the client.
-            _ = take_over.cancelled() => break End::TakenOver,
+            () = stop.stopped() => break stopped(&stop),
             _ = tokio::time::sleep_until(timer) => match session.handle_timeout(Instant::now()) {
                 Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
                     Ok(Ok(())) => {}
@@ -227,15 +223,16 @@ pub(crate) async fn serve<T: Transport>(
                         transport.send(&batch, &outbox).await
                     }
                 };
-                // A resume elsewhere must not wait for a write that is stuck here.
+                // A resume elsewhere (or shutdown) must not wait for a write that is
+                // stuck here.
                 let sending = async {
                     tokio::select! {
                         sent = tokio::time::timeout(slow, sending) => Some(sent),
-                        _ = take_over.cancelled() => None,
+                        () = stop.stopped() => None,
                     }
                 };
                 match sending.await {
-                    None => break End::TakenOver,
+                    None => break stopped(&stop),
                     Some(Ok(Ok(sent))) => {
                         metrics.messages_out.inc_by(sent.messages);
                         metrics.bytes_out.inc_by(sent.bytes);
@@ -285,6 +282,16 @@ pub(crate) async fn serve<T: Transport>(
             // The registry is full: end the session now (it leaves its rooms).
             Err(session) => drop(session),
         }
+    }
+}
+
+/// How a connection ends when its [`Stop`] fired.
+fn stopped(stop: &Stop) -> End {
+    match stop.reason() {
+        StopReason::Shutdown => End::Close(CloseReason::ShuttingDown),
+        StopReason::Replaced => End::Close(CloseReason::Replaced),
+        // A resume on another connection: this one is dead to the client.
+        StopReason::TakenOver => End::TakenOver,
     }
 }
 

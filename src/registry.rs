@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -19,8 +20,70 @@ struct Parked<T> {
     until: Instant,
 }
 
-/// A live session: its id and the token that tells it it was replaced.
-type LiveSession = (u64, CancellationToken);
+/// Why a live connection was asked to stop (see [`Stop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The server is shutting down.
+    Shutdown,
+    /// A newer session of the same user replaced this one.
+    Replaced,
+    /// A resume on another connection took this session over.
+    TakenOver,
+}
+
+/// Tells one live connection to stop, and why: one token per connection (a child of
+/// the server's shutdown token), so the connection loop waits on a single future
+/// whatever the reason. The first reason given wins.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    token: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+impl Stop {
+    /// A signal that also fires when `shutdown` is cancelled.
+    pub fn child_of(shutdown: &CancellationToken) -> Self {
+        Self {
+            token: shutdown.child_token(),
+            reason: Arc::new(AtomicU8::new(0)),
+        }
+    }
+
+    /// Asks the connection to stop for `reason` (a second request keeps the first reason).
+    pub fn stop(&self, reason: StopReason) {
+        let code = match reason {
+            StopReason::Shutdown => 0,
+            StopReason::Replaced => 1,
+            StopReason::TakenOver => 2,
+        };
+        let _ = self
+            .reason
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// Resolves once the connection should stop.
+    pub async fn stopped(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// Whether the connection was asked to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Why the connection was asked to stop (meaningful once [`Stop::is_stopped`]).
+    pub fn reason(&self) -> StopReason {
+        match self.reason.load(Ordering::Acquire) {
+            1 => StopReason::Replaced,
+            2 => StopReason::TakenOver,
+            _ => StopReason::Shutdown,
+        }
+    }
+}
+
+/// A live session: its id and the signal that tells it it was replaced.
+type LiveSession = (u64, Stop);
 
 /// See the module documentation. `T` is the parked session.
 pub struct Registry<T> {
@@ -28,7 +91,7 @@ pub struct Registry<T> {
     live: Mutex<HashMap<Arc<str>, Vec<LiveSession>>>,
     /// Live sessions by resume token: a resume that arrives before the server noticed
     /// the old connection died takes the session over (see [`Registry::take_over`]).
-    live_tokens: Mutex<HashMap<String, (Arc<str>, CancellationToken)>>,
+    live_tokens: Mutex<HashMap<String, (Arc<str>, Stop)>>,
     max_parked: usize,
 }
 
@@ -99,22 +162,22 @@ impl<T> Registry<T> {
     }
 
     /// Records a live session of `user`. With `replace`, every other live session of
-    /// the user is told to close (its token is cancelled).
-    pub fn go_live(&self, user: &Arc<str>, session: u64, replaced: CancellationToken, replace: bool) {
+    /// the user is told to close ([`StopReason::Replaced`]).
+    pub fn go_live(&self, user: &Arc<str>, session: u64, stop: Stop, replace: bool) {
         let mut live = self.live.lock();
         let sessions = live.entry(user.clone()).or_default();
         if replace {
             for (_, older) in sessions.drain(..) {
-                older.cancel();
+                older.stop(StopReason::Replaced);
             }
         }
-        sessions.push((session, replaced));
+        sessions.push((session, stop));
     }
 
-    /// Records the resume token of a live connection; cancelling `take_over` asks
-    /// that connection to end and park its session.
-    pub fn register_token(&self, token: &str, user: Arc<str>, take_over: CancellationToken) {
-        self.live_tokens.lock().insert(token.to_string(), (user, take_over));
+    /// Records the resume token of a live connection; a take-over stops it with
+    /// [`StopReason::TakenOver`], so that it ends and parks its session.
+    pub fn register_token(&self, token: &str, user: Arc<str>, stop: Stop) {
+        self.live_tokens.lock().insert(token.to_string(), (user, stop));
     }
 
     /// Forgets a live connection's resume token (before parking its session).
@@ -128,8 +191,8 @@ impl<T> Registry<T> {
     pub fn take_over(&self, token: &str, user: Option<&str>) -> bool {
         let live = self.live_tokens.lock();
         match live.get(token) {
-            Some((owner, take_over)) if user.is_none_or(|u| u == &**owner) => {
-                take_over.cancel();
+            Some((owner, stop)) if user.is_none_or(|u| u == &**owner) => {
+                stop.stop(StopReason::TakenOver);
                 true
             }
             _ => false,
@@ -192,16 +255,24 @@ mod tests {
     fn replace_cancels_older_live_sessions() {
         let r: Registry<()> = Registry::new(1);
         let user: Arc<str> = "carol".into();
+        let shutdown = CancellationToken::new();
         let (first, second, third) = (
-            CancellationToken::new(),
-            CancellationToken::new(),
-            CancellationToken::new(),
+            Stop::child_of(&shutdown),
+            Stop::child_of(&shutdown),
+            Stop::child_of(&shutdown),
         );
         r.go_live(&user, 1, first.clone(), false);
         r.go_live(&user, 2, second.clone(), false);
-        assert!(!first.is_cancelled() && !second.is_cancelled());
+        assert!(!first.is_stopped() && !second.is_stopped());
         r.go_live(&user, 3, third.clone(), true);
-        assert!(first.is_cancelled() && second.is_cancelled() && !third.is_cancelled());
+        assert!(first.is_stopped() && second.is_stopped() && !third.is_stopped());
+        assert_eq!(first.reason(), StopReason::Replaced);
+        // A later reason does not overwrite the first; shutdown stops the rest.
+        first.stop(StopReason::TakenOver);
+        assert_eq!(first.reason(), StopReason::Replaced);
+        shutdown.cancel();
+        assert!(third.is_stopped());
+        assert_eq!(third.reason(), StopReason::Shutdown);
         r.leave_live(&user, 3);
         assert!(r.live.lock().is_empty());
     }
@@ -210,12 +281,13 @@ mod tests {
     fn a_resume_can_take_over_a_connection_not_yet_known_dead() {
         let t0 = Instant::now();
         let r = Registry::new(10);
-        let take_over = CancellationToken::new();
+        let take_over = Stop::child_of(&CancellationToken::new());
         r.register_token("tok", "alice".into(), take_over.clone());
         assert!(!r.take_over("tok", Some("mallory")), "not another user's");
         assert!(!r.take_over("other", None));
         assert!(r.take_over("tok", Some("alice")));
-        assert!(take_over.is_cancelled());
+        assert!(take_over.is_stopped());
+        assert_eq!(take_over.reason(), StopReason::TakenOver);
         // The old connection parks its session; the new one then takes it.
         r.unregister_token("tok");
         r.park("tok".into(), "alice".into(), 7, t0 + 20 * S).unwrap();
