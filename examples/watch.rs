@@ -118,7 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let intent = vec![(angle.cos() * 127.0) as i8 as u8, (angle.sin() * 127.0) as i8 as u8];
                 ws.send(envelope(vec![
                     Out::Input(proto::Input { room: args.room.clone(), seq, payload: Some(proto::input::Payload::Intent(intent.into())) }),
-                    Out::Ping(proto::Ping { nonce: seq, sent_time_us: now_us() }),
+                    Out::Ping(proto::Ping { nonce: seq, sent_time_us: now_us(), ..Default::default() }),
                 ])).await?;
             }
             message = ws.next() => {

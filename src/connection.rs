@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::auth::{AuthMode, DuplicateSessions, Identity};
 use crate::clock::{Now, unix_micros};
 use crate::error::CloseReason;
 use crate::gate::Permit;
 use crate::heartbeat::Beat;
-use crate::outbox::{Batch, Delivery, Outbox};
+use crate::outbox::{Batch, Delivery, Outbox, PendingState};
 use crate::registry::{Stop, StopReason};
 use crate::server::Shared;
 use crate::session::{Inbound, Session};
@@ -31,6 +33,8 @@ pub(crate) enum Start {
         token: String,
         /// Who is connecting (with JWT, must be the session's user).
         identity: Identity,
+        /// The last numbered server message the client received.
+        received: u64,
     },
 }
 
@@ -139,11 +143,16 @@ pub(crate) async fn serve<T: Transport>(
             let outbox = Arc::new(Outbox::with_delivery(shared.config.outbox_limits(), T::DELIVERY));
             Session::new(id, identity, outbox, shared.session_ctx.clone(), now)
         }
-        Start::Resume { token, identity } => match find_session(&shared, &token, &identity).await {
+        Start::Resume {
+            token,
+            identity,
+            received,
+        } => match find_session(&shared, &token, &identity).await {
             Some(mut session) => {
                 let identity = (shared.session_ctx.auth.mode() == AuthMode::Jwt).then_some(identity);
-                session.resume(identity, T::DELIVERY, Now::system());
+                let replayed = session.resume(identity, T::DELIVERY, received, Now::system());
                 metrics.resumes.inc();
+                metrics.messages_replayed.inc_by(replayed as u64);
                 session
             }
             None => {
@@ -303,17 +312,29 @@ async fn send_separately<T: Transport>(
     single: &mut Batch,
     outbox: &Outbox,
 ) -> Result<Sent, Broken> {
+    enum One<'a> {
+        Welcome(&'a Bytes),
+        Reliable(u64, &'a Bytes),
+        State(&'a PendingState),
+    }
     let mut total = Sent::default();
-    let writes = batch
-        .reliable
-        .iter()
-        .map(|m| (Some(m), None))
-        .chain(batch.states.iter().map(|s| (None, Some(s))));
-    for (reliable, state) in writes {
-        single.reliable.clear();
-        single.states.clear();
-        single.reliable.extend(reliable.cloned());
-        single.states.extend(state.cloned());
+    let writes = (batch.welcome.iter().map(One::Welcome))
+        .chain(
+            (batch.first_seq..)
+                .zip(&batch.reliable)
+                .map(|(seq, m)| One::Reliable(seq, m)),
+        )
+        .chain(batch.states.iter().map(One::State));
+    for one in writes {
+        single.clear();
+        match one {
+            One::Welcome(m) => single.welcome = Some(m.clone()),
+            One::Reliable(seq, m) => {
+                single.first_seq = seq;
+                single.reliable.push(m.clone());
+            }
+            One::State(s) => single.states.push(s.clone()),
+        }
         let sent = transport.send(single, outbox).await?;
         total.messages += sent.messages;
         total.bytes += sent.bytes;

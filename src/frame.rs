@@ -16,9 +16,66 @@ use crate::delta;
 use crate::outbox::{Batch, PendingState};
 use crate::proto::{ClientEnvelope, ServerEnvelope, ServerMessage, server_message};
 
-/// `ServerEnvelope.messages` and `ServerMessage.state` field numbers.
+/// `ServerEnvelope.messages`, `ServerEnvelope.first_seq` and `ServerMessage.state`
+/// field numbers.
 const ENVELOPE_MESSAGES: u32 = 1;
+const ENVELOPE_FIRST_SEQ: u32 = 2;
 const MESSAGE_STATE: u32 = 5;
+
+/// The already-encoded, reliable part of an envelope: the connection's `Welcome` (not
+/// numbered) and the numbered messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reliable<'a> {
+    /// The `Welcome`, first.
+    pub welcome: Option<&'a Bytes>,
+    /// Encoded `ServerMessage`s, in order.
+    pub messages: &'a [Bytes],
+    /// The sequence number of `messages[0]`; 0: the messages are not numbered (a
+    /// transport's own ping).
+    pub first_seq: u64,
+}
+
+impl Reliable<'_> {
+    fn first_seq_written(&self) -> Option<u64> {
+        (self.first_seq != 0 && !self.messages.is_empty()).then_some(self.first_seq)
+    }
+
+    fn len(&self) -> usize {
+        let messages: usize = self
+            .welcome
+            .into_iter()
+            .chain(self.messages)
+            .map(|m| nested_len(ENVELOPE_MESSAGES, m.len()))
+            .sum();
+        let seq = self
+            .first_seq_written()
+            .map_or(0, |s| key_len(ENVELOPE_FIRST_SEQ) + encoded_len_varint(s));
+        messages + seq
+    }
+
+    fn encode(&self, buf: &mut BytesMut) {
+        if let Some(seq) = self.first_seq_written() {
+            encode_key(ENVELOPE_FIRST_SEQ, WireType::Varint, buf);
+            encode_varint(seq, buf);
+        }
+        for message in self.welcome.into_iter().chain(self.messages) {
+            encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
+            encode_varint(message.len() as u64, buf);
+            buf.put_slice(message);
+        }
+    }
+}
+
+impl Batch {
+    /// The reliable part of this batch.
+    pub fn reliable_part(&self) -> Reliable<'_> {
+        Reliable {
+            welcome: self.welcome.as_ref(),
+            messages: &self.reliable,
+            first_seq: self.first_seq,
+        }
+    }
+}
 
 /// Why an inbound message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,16 +133,16 @@ pub fn encode_message(kind: server_message::Kind) -> Bytes {
 
 /// Encoded size of `batch` as a `ServerEnvelope`.
 pub fn batch_len(batch: &Batch) -> usize {
-    envelope_len(&batch.reliable, &batch.states)
+    envelope_len(batch.reliable_part(), &batch.states)
 }
 
 /// Encoded size of a `ServerEnvelope` holding only `state` (a QUIC datagram).
 pub fn state_envelope_len(state: &PendingState) -> usize {
-    envelope_len(&[], std::slice::from_ref(state))
+    envelope_len(Reliable::default(), std::slice::from_ref(state))
 }
 
-fn envelope_len(reliable: &[Bytes], states: &[PendingState]) -> usize {
-    let reliable: usize = reliable.iter().map(|m| nested_len(ENVELOPE_MESSAGES, m.len())).sum();
+fn envelope_len(reliable: Reliable<'_>, states: &[PendingState]) -> usize {
+    let reliable = reliable.len();
     let states: usize = states
         .iter()
         .map(|s| nested_len(ENVELOPE_MESSAGES, state_message_len(s)))
@@ -96,18 +153,14 @@ fn envelope_len(reliable: &[Bytes], states: &[PendingState]) -> usize {
 /// Appends `batch` to `buf` as one `ServerEnvelope`: reliable messages first, in
 /// order, then the state frames.
 pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
-    encode_envelope(&batch.reliable, &batch.states, buf);
+    encode_envelope(batch.reliable_part(), &batch.states, buf);
 }
 
 /// Appends one `ServerEnvelope` holding the already-encoded `reliable` messages, in
 /// order, then the `states`.
-pub fn encode_envelope(reliable: &[Bytes], states: &[PendingState], buf: &mut BytesMut) {
+pub fn encode_envelope(reliable: Reliable<'_>, states: &[PendingState], buf: &mut BytesMut) {
     buf.reserve(envelope_len(reliable, states));
-    for message in reliable {
-        encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
-        encode_varint(message.len() as u64, buf);
-        buf.put_slice(message);
-    }
+    reliable.encode(buf);
     for state in states {
         let frame_len = state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
         encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
@@ -121,7 +174,7 @@ pub fn encode_envelope(reliable: &[Bytes], states: &[PendingState], buf: &mut By
 
 /// Appends one control-stream frame (QUIC): the envelope's length as a protobuf
 /// varint, then the envelope, as [`encode_envelope`] writes it.
-pub fn encode_stream_frame(reliable: &[Bytes], states: &[PendingState], buf: &mut BytesMut) {
+pub fn encode_stream_frame(reliable: Reliable<'_>, states: &[PendingState], buf: &mut BytesMut) {
     let len = envelope_len(reliable, states);
     buf.reserve(len + encoded_len_varint(len as u64));
     encode_varint(len as u64, buf);
@@ -189,8 +242,13 @@ mod tests {
     fn stream_frames_split_whole_and_refuse_oversized_lengths() {
         let mut wire = BytesMut::new();
         let message = encode_message(server_message::Kind::Ping(Ping::default()));
-        encode_stream_frame(std::slice::from_ref(&message), &[], &mut wire);
-        encode_stream_frame(&[], &[], &mut wire);
+        let one = Reliable {
+            messages: std::slice::from_ref(&message),
+            first_seq: 7,
+            ..Reliable::default()
+        };
+        encode_stream_frame(one, &[], &mut wire);
+        encode_stream_frame(Reliable::default(), &[], &mut wire);
         let whole = wire.clone();
         // Byte by byte: nothing until a frame is complete, then exactly it.
         let mut buf = BytesMut::new();
@@ -226,11 +284,15 @@ mod tests {
             .unwrap();
             Bytes::from(buf)
         };
+        let welcome = encode_message(server_message::Kind::Welcome(Default::default()));
         let batch = Batch {
+            welcome: Some(welcome),
             reliable: vec![encode_message(server_message::Kind::Ping(Ping {
                 nonce: 1,
                 sent_time_us: 2,
+                received_seq: 0,
             }))],
+            first_seq: 300,
             states: vec![PendingState {
                 room: 1,
                 tick: 9,
@@ -244,8 +306,13 @@ mod tests {
         encode_batch(&batch, &mut buf);
         assert_eq!(buf.len(), batch_len(&batch));
         let envelope = decode_server(&buf).unwrap();
-        assert_eq!(envelope.messages.len(), 2);
-        match &envelope.messages[1].kind {
+        assert_eq!(envelope.messages.len(), 3);
+        assert_eq!(envelope.first_seq, 300);
+        assert!(matches!(
+            envelope.messages[0].kind,
+            Some(server_message::Kind::Welcome(_))
+        ));
+        match &envelope.messages[2].kind {
             Some(server_message::Kind::State(s)) => {
                 assert_eq!(
                     (s.room.as_str(), s.tick, s.baseline_tick, s.last_input_seq),

@@ -75,6 +75,9 @@ pub struct Metrics {
     pub messages_rate_limited: Counter,
     /// Sessions resumed with a resume token.
     pub resumes: Counter,
+    /// Reliable messages sent again on a resume (taken by a connection that died
+    /// before the client confirmed them).
+    pub messages_replayed: Counter,
     /// Sessions currently parked, waiting for a resume.
     pub sessions_parked: Gauge,
 }
@@ -100,6 +103,7 @@ impl Metrics {
             upgrades_refused: Family::default(),
             messages_rate_limited: Counter::default(),
             resumes: Counter::default(),
+            messages_replayed: Counter::default(),
             sessions_parked: Gauge::default(),
         };
         let s = &m.sim;
@@ -171,6 +175,11 @@ impl Metrics {
             m.messages_rate_limited.clone(),
         );
         registry.register("resumes", "Sessions resumed with a resume token", m.resumes.clone());
+        registry.register(
+            "messages_replayed",
+            "Reliable messages sent again on a resume",
+            m.messages_replayed.clone(),
+        );
         registry.register(
             "sessions_parked",
             "Sessions waiting to be resumed",

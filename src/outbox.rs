@@ -5,7 +5,11 @@
 //! - **Reliable messages** (joined, presence, events, responses, errors) keep their
 //!   order and are never dropped. They are bounded in count and bytes; a push over the
 //!   bound marks the outbox overflowed and the transport closes the session as a slow
-//!   consumer.
+//!   consumer. They are numbered per session (1, 2, …; the connection's `Welcome` is
+//!   not numbered). Those the transport took are kept, within half the bounds, until
+//!   the client reports it received them ([`Outbox::confirm`]), because a connection
+//!   that dies may never deliver what it took: a resume sends them again
+//!   ([`Outbox::replay_after`]).
 //! - **State frames** are superseded, never queued: at most one per room is pending.
 //!   A room replacing an untaken frame encodes the new one against the client's
 //!   baseline, so memory stays flat for a client that stops reading.
@@ -107,8 +111,12 @@ struct RoomDelivery {
 /// Reuse one per connection: [`Outbox::poll_drain`] clears it first.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Encoded `ServerMessage`s, in order.
+    /// The connection's `Welcome` (not numbered), written before everything else.
+    pub welcome: Option<Bytes>,
+    /// Encoded `ServerMessage`s, in order, numbered from `first_seq`.
     pub reliable: Vec<Bytes>,
+    /// The sequence number of `reliable[0]`.
+    pub first_seq: u64,
     /// At most one state frame per room.
     pub states: Vec<PendingState>,
 }
@@ -116,7 +124,15 @@ pub struct Batch {
 impl Batch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.reliable.is_empty() && self.states.is_empty()
+        self.welcome.is_none() && self.reliable.is_empty() && self.states.is_empty()
+    }
+
+    /// Empties the batch.
+    pub fn clear(&mut self) {
+        self.welcome = None;
+        self.reliable.clear();
+        self.first_seq = 0;
+        self.states.clear();
     }
 }
 
@@ -127,8 +143,15 @@ pub struct Overflow;
 
 #[derive(Debug, Default)]
 struct Inner {
+    welcome: Option<Bytes>,
+    /// Waiting to be taken: numbered `next_seq - reliable.len()` up to `next_seq - 1`.
     reliable: VecDeque<Bytes>,
     reliable_bytes: usize,
+    /// Taken but not confirmed by the client: numbered just below `reliable`.
+    taken: VecDeque<Bytes>,
+    taken_bytes: usize,
+    /// The number the next reliable message gets.
+    next_seq: u64,
     states: Vec<PendingState>,
     delivery: Delivery,
     rooms: Vec<RoomDelivery>,
@@ -152,7 +175,10 @@ impl Outbox {
     /// An empty outbox.
     pub fn new(limits: OutboxLimits) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                next_seq: 1,
+                ..Inner::default()
+            }),
             limits,
             closed: AtomicBool::new(false),
         }
@@ -183,17 +209,60 @@ impl Outbox {
         }
         inner.reliable_bytes += message.len();
         inner.reliable.push_back(message);
+        inner.next_seq += 1;
         wake(&mut inner);
         Ok(())
     }
 
-    /// Queues a reliable message ahead of everything waiting (a resumed session's
-    /// `Welcome`). Not bounded: at most one per connection.
-    pub fn push_reliable_first(&self, message: Bytes) {
+    /// Sets the connection's `Welcome`, written ahead of everything waiting and not
+    /// numbered (a resumed session's new connection gets a new one).
+    pub fn push_welcome(&self, message: Bytes) {
         let mut inner = self.inner.lock();
-        inner.reliable_bytes += message.len();
-        inner.reliable.push_front(message);
+        inner.welcome = Some(message);
         wake(&mut inner);
+    }
+
+    /// The client received every reliable message up to `seq`: they need not be kept
+    /// for a resume any more. A number beyond what was taken is ignored.
+    pub fn confirm(&self, seq: u64) {
+        let mut inner = self.inner.lock();
+        let first_waiting = inner.next_seq - inner.reliable.len() as u64;
+        if seq >= first_waiting {
+            return;
+        }
+        let first_taken = first_waiting - inner.taken.len() as u64;
+        for _ in first_taken..=seq {
+            if let Some(m) = inner.taken.pop_front() {
+                inner.taken_bytes -= m.len();
+            }
+        }
+    }
+
+    /// A resume: the client received reliable messages up to `received`, so those
+    /// taken after it go out again, ahead of what is waiting and with their numbers.
+    /// When some were already forgotten (beyond the kept half of the bounds), the
+    /// client sees the gap in the numbers. Returns how many are sent again.
+    pub fn replay_after(&self, received: u64) -> usize {
+        let mut inner = self.inner.lock();
+        let first_waiting = inner.next_seq - inner.reliable.len() as u64;
+        let keep = received.min(first_waiting - 1);
+        let first_taken = first_waiting - inner.taken.len() as u64;
+        // Confirmed by the client: forget; the rest go back to the queue.
+        for _ in first_taken..=keep {
+            if let Some(m) = inner.taken.pop_front() {
+                inner.taken_bytes -= m.len();
+            }
+        }
+        let replayed = inner.taken.len();
+        while let Some(m) = inner.taken.pop_back() {
+            inner.taken_bytes -= m.len();
+            inner.reliable_bytes += m.len();
+            inner.reliable.push_front(m);
+        }
+        if replayed > 0 {
+            wake(&mut inner);
+        }
+        replayed
     }
 
     /// An empty outbox for a transport with the given delivery.
@@ -298,7 +367,7 @@ impl Outbox {
         }
         let mut inner = self.inner.lock();
         // Re-check under the lock that registers the waker: no lost wake-up.
-        if !inner.reliable.is_empty() || !inner.states.is_empty() || inner.overflowed {
+        if inner.welcome.is_some() || !inner.reliable.is_empty() || !inner.states.is_empty() || inner.overflowed {
             drop(inner);
             self.drain(batch);
             return Poll::Ready(());
@@ -312,11 +381,24 @@ impl Outbox {
     /// it becomes the room's baseline; with [`Delivery::Acknowledged`] a full snapshot
     /// resets the baseline until the client acknowledges a tick at or after it.
     pub fn drain(&self, batch: &mut Batch) -> bool {
-        batch.reliable.clear();
-        batch.states.clear();
+        batch.clear();
         let mut inner = self.inner.lock();
+        batch.welcome = inner.welcome.take();
+        batch.first_seq = inner.next_seq - inner.reliable.len() as u64;
         batch.reliable.extend(inner.reliable.drain(..));
         inner.reliable_bytes = 0;
+        // Keep what was taken for a resume, within half the bounds (oldest out first).
+        let inner = &mut *inner;
+        for m in &batch.reliable {
+            inner.taken_bytes += m.len();
+            inner.taken.push_back(m.clone());
+        }
+        while inner.taken.len() > self.limits.max_messages / 2 || inner.taken_bytes > self.limits.max_bytes / 2 {
+            match inner.taken.pop_front() {
+                Some(m) => inner.taken_bytes -= m.len(),
+                None => break,
+            }
+        }
         std::mem::swap(&mut batch.states, &mut inner.states);
         let reliable = inner.delivery == Delivery::Reliable;
         for state in &batch.states {
@@ -491,6 +573,79 @@ mod tests {
         assert_eq!(batch.reliable, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
         // Overflow is sticky: the session is closed, not resumed from a gap.
         assert_eq!(outbox.push_reliable(Bytes::from_static(b"d")), Err(Overflow));
+    }
+
+    fn numbered(outbox: &Outbox) -> (u64, Vec<Bytes>) {
+        let mut batch = Batch::default();
+        outbox.drain(&mut batch);
+        (batch.first_seq, batch.reliable)
+    }
+
+    #[test]
+    fn taken_messages_are_sent_again_after_what_the_client_received() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        outbox.push_welcome(Bytes::from_static(b"w"));
+        for m in [&b"a"[..], b"b", b"c"] {
+            outbox.push_reliable(Bytes::from_static(m)).unwrap();
+        }
+        let mut batch = Batch::default();
+        outbox.drain(&mut batch);
+        assert_eq!(
+            batch.welcome,
+            Some(Bytes::from_static(b"w")),
+            "the welcome is not numbered"
+        );
+        assert_eq!((batch.first_seq, batch.reliable.len()), (1, 3));
+        outbox.push_reliable(Bytes::from_static(b"d")).unwrap();
+        // The connection died; the client had received 1 ("a"). A new welcome goes
+        // first, then 2 and 3 again, then 4, which was never taken.
+        outbox.push_welcome(Bytes::from_static(b"w2"));
+        assert_eq!(outbox.replay_after(1), 2);
+        outbox.drain(&mut batch);
+        assert_eq!(batch.welcome, Some(Bytes::from_static(b"w2")));
+        assert_eq!(batch.first_seq, 2);
+        assert_eq!(
+            batch.reliable,
+            vec![
+                Bytes::from_static(b"b"),
+                Bytes::from_static(b"c"),
+                Bytes::from_static(b"d")
+            ]
+        );
+        // Confirmed messages are forgotten; a confirmation beyond what was taken is
+        // ignored.
+        outbox.confirm(3);
+        outbox.confirm(99);
+        assert_eq!(outbox.replay_after(0), 1, "only 4 is still kept");
+        assert_eq!(numbered(&outbox), (4, vec![Bytes::from_static(b"d")]));
+        // A resume claiming more than was taken: everything arrived, nothing again.
+        assert_eq!(outbox.replay_after(99), 0);
+        outbox.push_reliable(Bytes::from_static(b"e")).unwrap();
+        assert_eq!(numbered(&outbox).0, 5, "numbering continues");
+        assert_eq!(
+            outbox.replay_after(4),
+            1,
+            "5 is kept after a claim of everything before it"
+        );
+    }
+
+    #[test]
+    fn what_is_kept_for_a_resume_is_bounded_by_half_the_queue_bounds() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 8,
+            max_bytes: 1024,
+        });
+        for round in 0..3u8 {
+            for i in 0..4u8 {
+                outbox.push_reliable(Bytes::from(vec![round * 4 + i])).unwrap();
+            }
+            numbered(&outbox);
+        }
+        // 12 taken, the last 4 kept: a client that received only 2 sees a gap (9).
+        assert_eq!(outbox.replay_after(2), 4);
+        let (first, messages) = numbered(&outbox);
+        assert_eq!(first, 9);
+        assert_eq!(messages.iter().map(|m| m[0]).collect::<Vec<_>>(), vec![8, 9, 10, 11]);
     }
 
     #[test]

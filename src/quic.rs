@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::connection::{self, Broken, Received, Sent, Start, Transport};
 use crate::error::CloseReason;
 use crate::frame::{
-    FrameError, encode_envelope, encode_message, encode_stream_frame, split_stream_frame, state_envelope_len,
+    FrameError, Reliable, encode_envelope, encode_message, encode_stream_frame, split_stream_frame, state_envelope_len,
 };
 use crate::outbox::{Batch, Delivery, Outbox, PendingState};
 use crate::proto::{Hello, Ping, server_message::Kind};
@@ -193,6 +193,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, shared: &Shared) -> Opt
         Start::Resume {
             token: hello.resume_token,
             identity,
+            received: hello.received_seq,
         }
     };
     Some((quic, start))
@@ -284,7 +285,7 @@ impl Transport for Quic {
                 self.on_stream.push(state.clone());
                 continue;
             }
-            encode_envelope(&[], std::slice::from_ref(state), &mut self.outbound);
+            encode_envelope(Reliable::default(), std::slice::from_ref(state), &mut self.outbound);
             let datagram = self.outbound.split().freeze();
             sent.bytes += datagram.len() as u64;
             sent.messages += 1;
@@ -295,10 +296,10 @@ impl Transport for Quic {
                 Err(_) => self.on_stream.push(state.clone()),
             }
         }
-        if batch.reliable.is_empty() && self.on_stream.is_empty() {
+        if batch.welcome.is_none() && batch.reliable.is_empty() && self.on_stream.is_empty() {
             return Ok(sent);
         }
-        encode_stream_frame(&batch.reliable, &self.on_stream, &mut self.outbound);
+        encode_stream_frame(batch.reliable_part(), &self.on_stream, &mut self.outbound);
         let frame = self.outbound.split().freeze();
         sent.bytes += frame.len() as u64;
         sent.messages += 1;
@@ -316,8 +317,13 @@ impl Transport for Quic {
         let ping = encode_message(Kind::Ping(Ping {
             nonce: 0,
             sent_time_us: unix_micros(),
+            received_seq: 0,
         }));
-        encode_stream_frame(&[ping], &[], &mut self.outbound);
+        let unnumbered = Reliable {
+            messages: std::slice::from_ref(&ping),
+            ..Reliable::default()
+        };
+        encode_stream_frame(unnumbered, &[], &mut self.outbound);
         let frame = self.outbound.split().freeze();
         self.send.write_chunk(frame).await.map_err(|_| Broken)
     }

@@ -131,7 +131,7 @@ impl Session {
             ctx,
             rooms: HashMap::new(),
         };
-        session.reply(session.welcome(false, now));
+        session.outbox.push_welcome(session.welcome(false, now));
         session
     }
 
@@ -157,10 +157,12 @@ impl Session {
     }
 
     /// Continues this session on a new connection: fresh timers and buckets, a
-    /// `Welcome` with `resumed` set ahead of anything that waited in the outbox, and
-    /// a full snapshot of every room at its next tick. `delivery` is the new
+    /// `Welcome` with `resumed` set ahead of anything that waited in the outbox, the
+    /// reliable messages after `received` (the last one the client got) again, and a
+    /// full snapshot of every room at its next tick. `delivery` is the new
     /// connection's (a session may resume over another transport).
-    pub fn resume(&mut self, identity: Option<Identity>, delivery: Delivery, now: Now) {
+    /// Returns how many messages are sent again.
+    pub fn resume(&mut self, identity: Option<Identity>, delivery: Delivery, received: u64, now: Now) -> usize {
         if let Some(identity) = identity {
             self.expires_at = deadline(identity.expires_at, now);
             self.identity = identity;
@@ -169,7 +171,8 @@ impl Session {
         self.heartbeat = Heartbeat::new(s.heartbeat_interval, s.heartbeat_timeout, now.instant);
         self.limiter = RateLimiter::new(s.rate, now.instant);
         self.outbox.reset_delivered(delivery);
-        self.outbox.push_reliable_first(self.welcome(true, now));
+        self.outbox.push_welcome(self.welcome(true, now));
+        let replayed = self.outbox.replay_after(received);
         // A full snapshot of every room at its next tick (request id 0: no answer).
         for room in self.rooms.values() {
             let command = Command::Resync {
@@ -179,6 +182,7 @@ impl Session {
             };
             let _ = self.ctx.pool.send(room, command);
         }
+        replayed
     }
 
     /// The resume token announced in `Welcome`.
@@ -330,6 +334,7 @@ impl Session {
             }
             K::Request(request) => self.request(request),
             K::Ping(ping) => {
+                self.outbox.confirm(ping.received_seq);
                 let pong = Kind::Pong(proto::Pong {
                     nonce: ping.nonce,
                     ping_sent_time_us: ping.sent_time_us,

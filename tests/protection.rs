@@ -8,6 +8,7 @@ both_transports!(
     a_flood_is_closed_with_1008_and_others_are_unaffected,
     a_half_open_peer_is_dropped_on_time,
     resume_with_input_replay_loses_nothing_and_applies_nothing_twice,
+    events_sent_to_a_dropped_connection_arrive_after_resume,
 );
 
 use std::time::{Duration, Instant};
@@ -177,6 +178,7 @@ async fn an_expired_session_is_closed_unless_refreshed() {
         .send(vec![client_message::Kind::Ping(proto::Ping {
             nonce: 1,
             sent_time_us: 1,
+            received_seq: 0,
         })])
         .await;
     diligent.until(|k| matches!(k, Kind::Pong(_)).then_some(())).await;
@@ -359,6 +361,58 @@ async fn stalled_readers_do_not_grow_server_memory() {
     wait_for_metric(&server, "tickrelay_closes_total{code=\"4501\"}", 1).await;
     assert!(metric(&server, "tickrelay_frames_superseded_total") > 0);
     drop(stalled);
+}
+
+/// Events the server wrote to a connection that then died unread reach the client
+/// after it resumes, once each and in order: the client reports the last numbered
+/// message it received and the server sends the later ones again.
+async fn events_sent_to_a_dropped_connection_arrive_after_resume(transport: Transport) {
+    let server = common::start().await;
+    let mut a = TestClient::connect_over(&server, transport).await;
+    a.join("talk", "relay").await;
+    let mut b = TestClient::connect_over(&server, transport).await;
+    b.join("talk", "relay").await;
+    // A has read everything so far (b's presence included).
+    a.until(|k| matches!(k, Kind::Presence(_)).then_some(())).await;
+    let received = a.received_seq.expect("numbered messages arrived");
+    let say = |n: u8| {
+        client_message::Kind::Event(proto::SendEvent {
+            room: "talk".into(),
+            kind: "say".into(),
+            payload: Bytes::from(vec![n]),
+            targets: vec![],
+        })
+    };
+    b.send((1..=5).map(say).collect()).await;
+    // The room relays them at its next tick and a's connection writes them; a reads
+    // nothing and its connection dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resume_token = a.welcome.resume_token.clone();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut a = TestClient::resume_after(&server, transport, &resume_token, received)
+        .await
+        .unwrap();
+    assert!(a.welcome.resumed);
+    let mut said = Vec::new();
+    let mut seqs = Vec::new();
+    while said.len() < 5 {
+        if let Kind::Event(e) = a.next().await.kind.unwrap() {
+            said.push(e.payload[0]);
+            seqs.push(e.seq);
+        }
+    }
+    assert_eq!(said, vec![1, 2, 3, 4, 5], "every event, in order");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive room event numbers {seqs:?}"
+    );
+    assert!(
+        server.metrics.render().contains("tickrelay_messages_replayed_total 5"),
+        "the five events were sent again, not first: {}",
+        server.metrics.render()
+    );
 }
 
 /// A client loses its connection with inputs in flight, resumes with its token and

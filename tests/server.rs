@@ -212,6 +212,7 @@ async fn requests_are_answered_with_their_correlation_ids(transport: Transport) 
         client_message::Kind::Ping(proto::Ping {
             nonce: 9,
             sent_time_us: 1234,
+            received_seq: 0,
         }),
     ])
     .await;
@@ -365,7 +366,12 @@ async fn naive_fanout_sends_full_snapshots_one_message_per_write() {
     let mut a = TestClient::connect(&server).await;
     a.join("naive", "arena").await;
     // Five pings in one envelope: answered in one write normally, in five here.
-    let ping = |nonce| client_message::Kind::Ping(proto::Ping { nonce, sent_time_us: 0 });
+    let ping = |nonce| {
+        client_message::Kind::Ping(proto::Ping {
+            nonce,
+            ..Default::default()
+        })
+    };
     a.send((1..=5).map(ping).collect()).await;
     let (mut writes, mut pongs) = (0, 0);
     while writes < 20 || pongs < 5 {

@@ -109,7 +109,7 @@ impl LossyClient {
         let mut arriving = Vec::new();
         for state in &batch.states {
             let mut wire = BytesMut::new();
-            crate::frame::encode_envelope(&[], std::slice::from_ref(state), &mut wire);
+            crate::frame::encode_envelope(Default::default(), std::slice::from_ref(state), &mut wire);
             let envelope = decode_server(&wire).expect("datagram decodes");
             let Some(server_message::Kind::State(frame)) = envelope.messages.into_iter().next().and_then(|m| m.kind)
             else {

@@ -153,7 +153,7 @@ pub struct QuicConn {
 impl QuicConn {
     /// Handshake, control stream and `Hello`, through `via` (the server's address, or
     /// a forwarder in front of it).
-    pub async fn open(server: &TestServer, via: SocketAddr, token: &str, resume: &str) -> Self {
+    pub async fn open(server: &TestServer, via: SocketAddr, token: &str, resume: &str, received: u64) -> Self {
         let mut crypto = tls_config(server);
         crypto.alpn_protocols = vec![tickrelay::quic::ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
@@ -167,6 +167,7 @@ impl QuicConn {
         let hello = proto::Hello {
             token: token.into(),
             resume_token: resume.into(),
+            received_seq: received,
         };
         send.write_all(&hello.encode_length_delimited_to_vec()).await.unwrap();
         Self {
@@ -274,6 +275,10 @@ pub struct TestClient {
     /// State frames received (applied or skipped), and of those full snapshots.
     pub frames_received: usize,
     pub full_snapshots: usize,
+    /// The last numbered server message received (`ServerEnvelope.first_seq`); `None`
+    /// until the first one when the starting point is unknown. A gap or a repeat in
+    /// the numbers fails the test.
+    pub received_seq: Option<u64>,
 }
 
 impl TestClient {
@@ -288,14 +293,30 @@ impl TestClient {
         }
     }
 
-    /// Resumes a session over `transport`.
+    /// Resumes a session over `transport`, claiming every message already arrived
+    /// (nothing is sent again).
     pub async fn resume_over(server: &TestServer, transport: Transport, resume_token: &str) -> Result<Self, u16> {
-        match transport {
-            Transport::WebSocket => Self::connect_with(server, &format!("resume={resume_token}"), &[]).await,
-            Transport::Quic => Self::connect_quic(server, "", resume_token)
-                .await
-                .map_err(|(code, _)| code),
-        }
+        Self::resume_after(server, transport, resume_token, u64::MAX).await
+    }
+
+    /// Resumes a session over `transport` after receiving the numbered messages up to
+    /// `received`: the server sends the later ones again.
+    pub async fn resume_after(
+        server: &TestServer,
+        transport: Transport,
+        resume_token: &str,
+        received: u64,
+    ) -> Result<Self, u16> {
+        let query = format!("resume={resume_token}&received={received}");
+        // Check the numbers from `received` on (see `absorb`).
+        let from = (received != u64::MAX).then_some(received);
+        let conn = match transport {
+            Transport::WebSocket => Self::upgrade(server, &query, &[]).await?,
+            Transport::Quic => Conn::Quic(Box::new(
+                QuicConn::open(server, server.quic_addr, "", resume_token, received).await,
+            )),
+        };
+        Self::welcomed(conn, from).await.map_err(|(code, _)| code)
     }
 
     /// Connects over QUIC with a token and resume token (empty: none); a refused
@@ -310,14 +331,22 @@ impl TestClient {
         token: &str,
         resume: &str,
     ) -> Result<Self, (u16, String)> {
-        let conn = Conn::Quic(Box::new(QuicConn::open(server, via, token, resume).await));
-        Self::welcomed(conn).await
+        let conn = Conn::Quic(Box::new(QuicConn::open(server, via, token, resume, u64::MAX).await));
+        Self::welcomed(conn, None).await
     }
 
     /// Connects with a query string (`token=...`, `resume=...`) and extra request
     /// headers; a refused upgrade returns its HTTP status, a session closed at once
     /// its close code.
     pub async fn connect_with(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> Result<Self, u16> {
+        let conn = Self::upgrade(server, query, headers).await?;
+        // A session refused after the upgrade (4504 for an unknown resume token)
+        // returns its close code.
+        Self::welcomed(conn, None).await.map_err(|(code, _)| code)
+    }
+
+    /// The WebSocket upgrade; a refused one returns its HTTP status.
+    async fn upgrade(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> Result<Conn, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
         let tls = tls_connect(server).await;
@@ -334,15 +363,13 @@ impl TestClient {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => return Err(response.status().as_u16()),
             Err(e) => panic!("upgrade failed: {e}"),
         };
-        // A session refused after the upgrade (4504 for an unknown resume token)
-        // returns its close code.
-        Self::welcomed(Conn::WebSocket(Box::new(ws)))
-            .await
-            .map_err(|(code, _)| code)
+        Ok(Conn::WebSocket(Box::new(ws)))
     }
 
     /// Waits for `Welcome`; a close instead returns its code and reason.
-    async fn welcomed(mut conn: Conn) -> Result<Self, (u16, String)> {
+    /// Waits for the `Welcome`; `received`: the last numbered message of the session
+    /// already received, if known (the numbers are checked from there).
+    async fn welcomed(mut conn: Conn, received: Option<u64>) -> Result<Self, (u16, String)> {
         let bytes = match conn.recv(WAIT).await.expect("Welcome or a close within the wait time") {
             Incoming::Envelope(bytes) => bytes,
             Incoming::Closed(code, reason) => return Err((code, reason)),
@@ -358,6 +385,7 @@ impl TestClient {
             frames: HashMap::new(),
             frames_received: 0,
             full_snapshots: 0,
+            received_seq: received,
         };
         client.absorb(&bytes);
         client.welcome = client
@@ -429,11 +457,25 @@ impl TestClient {
         }
     }
 
-    /// Queues an envelope's messages, applying state frames on the way.
+    /// Queues an envelope's messages, applying state frames on the way and checking
+    /// the numbers of the others.
     fn absorb(&mut self, bytes: &[u8]) {
-        for m in decode_server(bytes).expect("server envelope decodes").messages {
-            if let Some(Kind::State(frame)) = &m.kind {
-                self.state(frame);
+        let envelope = decode_server(bytes).expect("server envelope decodes");
+        let mut seq = envelope.first_seq;
+        for m in envelope.messages {
+            match &m.kind {
+                Some(Kind::State(frame)) => self.state(frame),
+                // A new session numbers from 1.
+                Some(Kind::Welcome(w)) if !w.resumed => self.received_seq = Some(0),
+                Some(Kind::Welcome(_)) => {}
+                _ if seq != 0 => {
+                    if let Some(last) = self.received_seq {
+                        assert_eq!(seq, last + 1, "server messages numbered without gap or repeat");
+                    }
+                    self.received_seq = Some(seq);
+                    seq += 1;
+                }
+                _ => {}
             }
             self.pending.push_back(m);
         }

@@ -87,6 +87,7 @@ struct Counters {
     resumes: AtomicU64,
     desyncs: AtomicU64,
     checksums: AtomicU64,
+    messages_lost: AtomicU64,
     gave_up: AtomicU64,
     lost_inputs: AtomicU64,
     replaced_players: AtomicU64,
@@ -116,6 +117,9 @@ pub struct Report {
     /// State checksums verified (by the verifying bots).
     #[serde(default)]
     pub checksums: u64,
+    /// Server messages (events, presence, responses) lost across resumes.
+    #[serde(default)]
+    pub messages_lost: u64,
     /// Clients that gave up.
     pub gave_up: u64,
     /// Inputs never acknowledged at the end.
@@ -143,6 +147,7 @@ impl Report {
         self.resumes += other.resumes;
         self.desyncs += other.desyncs;
         self.checksums += other.checksums;
+        self.messages_lost += other.messages_lost;
         self.gave_up += other.gave_up;
         self.lost_inputs += other.lost_inputs;
         self.replaced_players += other.replaced_players;
@@ -170,6 +175,9 @@ impl Report {
         }
         if self.gave_up > 0 {
             v.push(format!("{} clients gave up", self.gave_up));
+        }
+        if self.messages_lost > 0 {
+            v.push(format!("{} server messages lost across resumes", self.messages_lost));
         }
         if self.lost_inputs > 0 {
             v.push(format!("{} inputs never acknowledged", self.lost_inputs));
@@ -218,6 +226,7 @@ impl Report {
             ("players replaced", self.replaced_players.to_string()),
             ("desyncs", self.desyncs.to_string()),
             ("checksums verified", self.checksums.to_string()),
+            ("messages lost across resumes", self.messages_lost.to_string()),
             ("inputs lost", self.lost_inputs.to_string()),
             ("unexpected closes", format!("{:?}", self.unexpected_closes)),
             ("server errors", format!("{:?}", self.errors)),
@@ -326,6 +335,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         resumes: c.resumes.load(Ordering::Relaxed),
         desyncs: c.desyncs.load(Ordering::Relaxed),
         checksums: c.checksums.load(Ordering::Relaxed),
+        messages_lost: c.messages_lost.load(Ordering::Relaxed),
         gave_up: c.gave_up.load(Ordering::Relaxed),
         lost_inputs: c.lost_inputs.load(Ordering::Relaxed),
         replaced_players: c.replaced_players.load(Ordering::Relaxed),
@@ -480,6 +490,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         .fetch_add(stats.desyncs.load(Ordering::Relaxed), Ordering::Relaxed);
     c.checksums
         .fetch_add(stats.checksums.load(Ordering::Relaxed), Ordering::Relaxed);
+    c.messages_lost
+        .fetch_add(stats.messages_lost.load(Ordering::Relaxed), Ordering::Relaxed);
     client.close();
     set_connected(false, &mut connected);
     replaced

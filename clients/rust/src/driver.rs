@@ -53,6 +53,9 @@ struct Driver {
     next_request: u64,
     /// (session id, resume token) of the last session.
     session: Option<(u64, String)>,
+    /// The last numbered server message received in this session (see
+    /// `ServerEnvelope.first_seq`): reported when resuming and in every ping.
+    received_seq: u64,
     connected_before: bool,
     /// When a full snapshot was last requested, per room.
     resync_asked: HashMap<String, Instant>,
@@ -85,6 +88,7 @@ pub(crate) async fn run(
         requests: HashMap::new(),
         next_request: 0,
         session: None,
+        received_seq: 0,
         connected_before: false,
         resync_asked: HashMap::new(),
         queue: VecDeque::new(),
@@ -136,7 +140,10 @@ impl Driver {
     }
 
     async fn connect(&mut self) -> Result<Link, Failure> {
-        let resume = self.session.as_ref().map(|(_, token)| token.as_str());
+        let resume = self.session.as_ref().map(|(_, token)| link::Resume {
+            token,
+            received: self.received_seq,
+        });
         let token = self.config.token.as_deref();
         let connecting = link::connect(&self.target, &self.tls, token, resume, self.config.quiet_timeout);
         tokio::time::timeout(self.config.connect_timeout, connecting)
@@ -277,7 +284,11 @@ impl Driver {
                     now: false,
                 },
                 _ = ping.tick(), if welcomed => {
-                    self.queue.push_back(Out::Ping(proto::Ping { nonce: 0, sent_time_us: unix_micros() }));
+                    self.queue.push_back(Out::Ping(proto::Ping {
+                        nonce: 0,
+                        sent_time_us: unix_micros(),
+                        received_seq: self.received_seq,
+                    }));
                     self.flush(&mut link).await
                 }
                 command = self.commands.recv() => match command {
@@ -344,8 +355,25 @@ impl Driver {
             Ok(envelope) => envelope,
             Err(e) => return Ok(Some(self.lost(format!("undecodable server message: {e}")).await)),
         };
+        // Every message but state frames and the `Welcome` is numbered from `first_seq`
+        // (0: none is): skip what a resume sent again, and report a gap.
+        let mut seq = envelope.first_seq;
         for message in envelope.messages {
             let Some(kind) = message.kind else { continue };
+            if seq != 0 && !matches!(kind, In::State(_) | In::Welcome(_)) {
+                let n = seq;
+                seq += 1;
+                if n <= self.received_seq {
+                    stats.messages_repeated.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let missing = n - self.received_seq - 1;
+                self.received_seq = n;
+                if missing > 0 {
+                    stats.messages_lost.fetch_add(missing, Ordering::Relaxed);
+                    self.emit(Event::MessagesLost { count: missing }).await;
+                }
+            }
             match kind {
                 In::Welcome(welcome) => {
                     *welcomed = true;
@@ -435,6 +463,10 @@ impl Driver {
             }
         }
         self.connected_before = true;
+        if !resumed {
+            // A new session numbers its messages from 1 again.
+            self.received_seq = 0;
+        }
         self.session = Some((welcome.session_id, welcome.resume_token.clone()));
         // Pace below the server's limits, with headroom for pings and for messages
         // that the network delivers bunched together (the server's bucket sees them

@@ -148,6 +148,13 @@ pub enum Event {
     Presence(proto::Presence),
     /// The server refused something.
     Error(proto::Error),
+    /// After a resume, the server no longer had `count` messages (events, presence,
+    /// responses) that were sent to the dropped connection and did not arrive: it
+    /// keeps the last few hundred for a resume. Rejoin or resync what depends on them.
+    MessagesLost {
+        /// How many numbered messages are missing.
+        count: u64,
+    },
     /// A room's mirror disagreed with the server; a full snapshot was requested.
     Desync {
         /// The room.
@@ -200,6 +207,11 @@ pub struct Stats {
     pub desyncs: AtomicU64,
     /// Checksums verified.
     pub checksums: AtomicU64,
+    /// Messages the server sent again after a resume that had already arrived
+    /// (skipped).
+    pub messages_repeated: AtomicU64,
+    /// Messages lost across a resume (see [`Event::MessagesLost`]).
+    pub messages_lost: AtomicU64,
     /// State events dropped because the event channel was full.
     pub events_dropped: AtomicU64,
     /// Last round-trip time in microseconds (0: none yet).

@@ -132,13 +132,22 @@ pub(crate) struct QuicLink {
     inbound: BytesMut,
 }
 
+/// What a reconnecting client presents to resume its session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume<'a> {
+    /// The resume token of the session's last `Welcome`.
+    pub token: &'a str,
+    /// The last numbered server message received (the server sends the later ones again).
+    pub received: u64,
+}
+
 /// Opens a connection: TLS and the WebSocket upgrade, or the QUIC handshake, control
 /// stream and `Hello`.
 pub(crate) async fn connect(
     target: &Target,
     tls: &Arc<rustls::ClientConfig>,
     token: Option<&str>,
-    resume: Option<&str>,
+    resume: Option<Resume<'_>>,
     idle_timeout: Duration,
 ) -> Result<Link, Failure> {
     let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
@@ -153,7 +162,7 @@ async fn connect_ws(
     tls: &Arc<rustls::ClientConfig>,
     name: ServerName<'static>,
     token: Option<&str>,
-    resume: Option<&str>,
+    resume: Option<Resume<'_>>,
 ) -> Result<Link, Failure> {
     let tcp = TcpStream::connect(&target.authority)
         .await
@@ -166,8 +175,7 @@ async fn connect_ws(
     let mut url = target.url.clone();
     if let Some(resume) = resume {
         url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str("resume=");
-        url.push_str(resume);
+        url.push_str(&format!("resume={}&received={}", resume.token, resume.received));
     }
     let mut request = url.into_client_request().map_err(|e| fatal(e.to_string()))?;
     if let Some(token) = token {
@@ -196,7 +204,7 @@ async fn connect_quic(
     target: &Target,
     tls: &Arc<rustls::ClientConfig>,
     token: Option<&str>,
-    resume: Option<&str>,
+    resume: Option<Resume<'_>>,
     idle_timeout: Duration,
 ) -> Result<Link, Failure> {
     let addr: SocketAddr = tokio::net::lookup_host(&target.authority)
@@ -228,7 +236,8 @@ async fn connect_quic(
     let (mut send, recv) = conn.open_bi().await.map_err(|e| retry(format!("QUIC stream: {e}")))?;
     let hello = proto::Hello {
         token: token.unwrap_or_default().to_string(),
-        resume_token: resume.unwrap_or_default().to_string(),
+        resume_token: resume.map(|r| r.token.to_string()).unwrap_or_default(),
+        received_seq: resume.map_or(0, |r| r.received),
     };
     send.write_all(&hello.encode_length_delimited_to_vec())
         .await
