@@ -99,6 +99,27 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     }
 }
 
+/// The value of one labelled sample in the metrics text, 0 if absent.
+pub fn metric(server: &TestServer, sample: &str) -> u64 {
+    let text = server.metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (at most 10 s) until `sample` reaches `at_least`; returns how long it took.
+pub async fn wait_for_metric(server: &TestServer, sample: &str, at_least: u64) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while metric(server, sample) < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{sample} stayed below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
 pub async fn start() -> TestServer {
     start_with(|_| {}).await
 }

@@ -1,0 +1,44 @@
+//! Slow readers: clients that stop reading must not grow the server's memory. Alone in
+//! its own test binary (so its own process) because it measures the process's
+//! resident memory, which tests running beside it would add to.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestClient, metric, start_with, wait_for_metric};
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// 100 clients join a busy room and stop reading. Their state frames are replaced,
+/// not queued; they are closed as slow consumers; memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_do_not_grow_server_memory() {
+    let server = start_with(|c| {
+        c.session.slow_consumer_secs = 1.0;
+        let arena = c.room_types.get_mut("arena").unwrap();
+        arena.arena_npcs = 2_000; // about 25 KB of changes per tick, 60 ticks per second
+        arena.max_members = 200;
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let mut c = TestClient::connect(&server).await;
+        c.join("flood", "arena").await;
+        stalled.push(c); // never read again
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_bytes();
+    // Without superseding, 100 readers × 1.5 MB/s would queue 450 MB in 3 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_bytes();
+    let growth = after.saturating_sub(before);
+    assert!(growth < 40 << 20, "memory grew by {} MiB", growth >> 20);
+    wait_for_metric(&server, "tickrelay_closes_total{code=\"4501\"}", 1).await;
+    assert!(metric(&server, "tickrelay_frames_superseded_total") > 0);
+    drop(stalled);
+}
