@@ -226,15 +226,8 @@ impl Outbox {
     /// for a resume any more. A number beyond what was taken is ignored.
     pub fn confirm(&self, seq: u64) {
         let mut inner = self.inner.lock();
-        let first_waiting = inner.next_seq - inner.reliable.len() as u64;
-        if seq >= first_waiting {
-            return;
-        }
-        let first_taken = first_waiting - inner.taken.len() as u64;
-        for _ in first_taken..=seq {
-            if let Some(m) = inner.taken.pop_front() {
-                inner.taken_bytes -= m.len();
-            }
+        if seq < inner.first_waiting() {
+            inner.forget_taken_through(seq);
         }
     }
 
@@ -244,15 +237,9 @@ impl Outbox {
     /// client sees the gap in the numbers. Returns how many are sent again.
     pub fn replay_after(&self, received: u64) -> usize {
         let mut inner = self.inner.lock();
-        let first_waiting = inner.next_seq - inner.reliable.len() as u64;
-        let keep = received.min(first_waiting - 1);
-        let first_taken = first_waiting - inner.taken.len() as u64;
-        // Confirmed by the client: forget; the rest go back to the queue.
-        for _ in first_taken..=keep {
-            if let Some(m) = inner.taken.pop_front() {
-                inner.taken_bytes -= m.len();
-            }
-        }
+        // What the client has is forgotten; the rest goes back to the queue.
+        let received = received.min(inner.first_waiting() - 1);
+        inner.forget_taken_through(received);
         let replayed = inner.taken.len();
         while let Some(m) = inner.taken.pop_back() {
             inner.taken_bytes -= m.len();
@@ -384,7 +371,7 @@ impl Outbox {
         batch.clear();
         let mut inner = self.inner.lock();
         batch.welcome = inner.welcome.take();
-        batch.first_seq = inner.next_seq - inner.reliable.len() as u64;
+        batch.first_seq = inner.first_waiting();
         batch.reliable.extend(inner.reliable.drain(..));
         inner.reliable_bytes = 0;
         // Keep what was taken for a resume, within half the bounds (oldest out first).
@@ -425,6 +412,24 @@ impl Outbox {
             }
         }
         !batch.is_empty()
+    }
+}
+
+impl Inner {
+    /// The number of the first reliable message waiting (`next_seq` if none is).
+    fn first_waiting(&self) -> u64 {
+        self.next_seq - self.reliable.len() as u64
+    }
+
+    /// Forgets the taken messages numbered up to `seq`.
+    fn forget_taken_through(&mut self, seq: u64) {
+        let first_taken = self.first_waiting() - self.taken.len() as u64;
+        for _ in first_taken..=seq {
+            match self.taken.pop_front() {
+                Some(m) => self.taken_bytes -= m.len(),
+                None => break,
+            }
+        }
     }
 }
 
