@@ -150,6 +150,10 @@ struct Inner {
     /// Taken but not confirmed by the client: numbered just below `reliable`.
     taken: VecDeque<Bytes>,
     taken_bytes: usize,
+    /// Of `reliable`, how many (at the front) a resume put back: they do not count
+    /// against the bounds, so a resume cannot overflow the queue it refills.
+    replayed: usize,
+    replayed_bytes: usize,
     /// The number the next reliable message gets.
     next_seq: u64,
     states: Vec<PendingState>,
@@ -200,8 +204,8 @@ impl Outbox {
     pub fn push_reliable(&self, message: Bytes) -> Result<(), Overflow> {
         let mut inner = self.inner.lock();
         if inner.overflowed
-            || inner.reliable.len() >= self.limits.max_messages
-            || inner.reliable_bytes + message.len() > self.limits.max_bytes
+            || inner.reliable.len() - inner.replayed >= self.limits.max_messages
+            || inner.reliable_bytes - inner.replayed_bytes + message.len() > self.limits.max_bytes
         {
             inner.overflowed = true;
             wake(&mut inner);
@@ -244,6 +248,8 @@ impl Outbox {
         while let Some(m) = inner.taken.pop_back() {
             inner.taken_bytes -= m.len();
             inner.reliable_bytes += m.len();
+            inner.replayed_bytes += m.len();
+            inner.replayed += 1;
             inner.reliable.push_front(m);
         }
         if replayed > 0 {
@@ -374,6 +380,8 @@ impl Outbox {
         batch.first_seq = inner.first_waiting();
         batch.reliable.extend(inner.reliable.drain(..));
         inner.reliable_bytes = 0;
+        inner.replayed = 0;
+        inner.replayed_bytes = 0;
         // Keep what was taken for a resume, within half the bounds (oldest out first).
         let inner = &mut *inner;
         for m in &batch.reliable {
@@ -632,6 +640,25 @@ mod tests {
             1,
             "5 is kept after a claim of everything before it"
         );
+    }
+
+    #[test]
+    fn a_resume_does_not_overflow_the_queue_it_refills() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 4,
+            max_bytes: 1024,
+        });
+        for m in [&b"a"[..], b"b"] {
+            outbox.push_reliable(Bytes::from_static(m)).unwrap();
+        }
+        numbered(&outbox);
+        for m in [&b"c"[..], b"d", b"e"] {
+            outbox.push_reliable(Bytes::from_static(m)).unwrap();
+        }
+        assert_eq!(outbox.replay_after(0), 2);
+        // Five waiting, two of them sent again: one more still fits the bound of four.
+        outbox.push_reliable(Bytes::from_static(b"f")).unwrap();
+        assert_eq!(outbox.push_reliable(Bytes::from_static(b"g")), Err(Overflow));
     }
 
     #[test]

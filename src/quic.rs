@@ -193,7 +193,8 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, shared: &Shared) -> Opt
         Start::Resume {
             token: hello.resume_token,
             identity,
-            received: hello.received_seq,
+            // Absent: a client that does not track the numbers; send nothing again.
+            received: hello.received_seq.unwrap_or(u64::MAX),
         }
     };
     Some((quic, start))

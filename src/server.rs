@@ -416,11 +416,12 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
         Some(token) => Start::Resume {
             token: token.to_string(),
             identity,
-            // A missing or malformed number replays everything still kept.
+            // Without a number (a client that does not track them) nothing is sent
+            // again.
             received: query
                 .and_then(|q| auth::query_param(q, "received"))
                 .and_then(|n| n.parse().ok())
-                .unwrap_or(0),
+                .unwrap_or(u64::MAX),
         },
     };
     let offered_protocol = header_has_token(&req, SEC_WEBSOCKET_PROTOCOL, auth::PROTOCOL);

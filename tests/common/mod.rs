@@ -188,7 +188,7 @@ impl QuicConn {
         let hello = proto::Hello {
             token: token.into(),
             resume_token: resume.into(),
-            received_seq: received,
+            received_seq: (!resume.is_empty()).then_some(received),
         };
         send.write_all(&hello.encode_length_delimited_to_vec()).await.unwrap();
         Self {

@@ -237,7 +237,7 @@ async fn connect_quic(
     let hello = proto::Hello {
         token: token.unwrap_or_default().to_string(),
         resume_token: resume.map(|r| r.token.to_string()).unwrap_or_default(),
-        received_seq: resume.map_or(0, |r| r.received),
+        received_seq: resume.map(|r| r.received),
     };
     send.write_all(&hello.encode_length_delimited_to_vec())
         .await
