@@ -15,7 +15,8 @@ use tickrelay::proto::{self, client_message::Kind as Out, server_message::Kind a
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::link::{self, Broken, Failure, Link, Received, Target};
+use crate::link::{self, Broken, Failure, Link, Received as Incoming, Target};
+use crate::numbering::{Arrival, Received};
 use crate::{ClientConfig, Command, Event, Shared};
 
 type Reply = oneshot::Sender<Result<proto::Response, proto::Error>>;
@@ -55,7 +56,7 @@ struct Driver {
     session: Option<(u64, String)>,
     /// The last numbered server message received in this session (see
     /// `ServerEnvelope.first_seq`): reported when resuming and in every ping.
-    received_seq: u64,
+    received: Received,
     connected_before: bool,
     /// When a full snapshot was last requested, per room.
     resync_asked: HashMap<String, Instant>,
@@ -88,7 +89,7 @@ pub(crate) async fn run(
         requests: HashMap::new(),
         next_request: 0,
         session: None,
-        received_seq: 0,
+        received: Received::default(),
         connected_before: false,
         resync_asked: HashMap::new(),
         queue: VecDeque::new(),
@@ -142,7 +143,7 @@ impl Driver {
     async fn connect(&mut self) -> Result<Link, Failure> {
         let resume = self.session.as_ref().map(|(_, token)| link::Resume {
             token,
-            received: self.received_seq,
+            received: self.received.last(),
         });
         let token = self.config.token.as_deref();
         let connecting = link::connect(&self.target, &self.tls, token, resume, self.config.quiet_timeout);
@@ -287,7 +288,7 @@ impl Driver {
                     self.queue.push_back(Out::Ping(proto::Ping {
                         nonce: 0,
                         sent_time_us: unix_micros(),
-                        received_seq: self.received_seq,
+                        received_seq: self.received.last(),
                     }));
                     self.flush(&mut link).await
                 }
@@ -336,15 +337,15 @@ impl Driver {
 
     async fn inbound(
         &mut self,
-        received: Received,
+        received: Incoming,
         link: &mut Link,
         welcomed: &mut bool,
     ) -> Result<Option<End>, Broken> {
         let bytes = match received {
-            Received::Envelope(bytes) => bytes,
-            Received::Closed { code, reason } => return Ok(Some(self.closed_by_server(code, reason).await)),
-            Received::Lost(reason) => return Ok(Some(self.lost(reason).await)),
-            Received::Nothing => return Ok(None),
+            Incoming::Envelope(bytes) => bytes,
+            Incoming::Closed { code, reason } => return Ok(Some(self.closed_by_server(code, reason).await)),
+            Incoming::Lost(reason) => return Ok(Some(self.lost(reason).await)),
+            Incoming::Nothing => return Ok(None),
         };
         let stats = self.shared.clone();
         let stats = &stats.stats;
@@ -363,15 +364,16 @@ impl Driver {
             if seq != 0 && !matches!(kind, In::State(_) | In::Welcome(_)) {
                 let n = seq;
                 seq += 1;
-                if n <= self.received_seq {
-                    stats.messages_repeated.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let missing = n - self.received_seq - 1;
-                self.received_seq = n;
-                if missing > 0 {
-                    stats.messages_lost.fetch_add(missing, Ordering::Relaxed);
-                    self.emit(Event::MessagesLost { count: missing }).await;
+                match self.received.arrive(n) {
+                    Arrival::Repeat => {
+                        stats.messages_repeated.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Arrival::New { missing: 0 } => {}
+                    Arrival::New { missing } => {
+                        stats.messages_lost.fetch_add(missing, Ordering::Relaxed);
+                        self.emit(Event::MessagesLost { count: missing }).await;
+                    }
                 }
             }
             match kind {
@@ -465,7 +467,7 @@ impl Driver {
         self.connected_before = true;
         if !resumed {
             // A new session numbers its messages from 1 again.
-            self.received_seq = 0;
+            self.received.reset();
         }
         self.session = Some((welcome.session_id, welcome.resume_token.clone()));
         // Pace below the server's limits, with headroom for pings and for messages

@@ -42,6 +42,7 @@
 mod backoff;
 mod driver;
 mod link;
+mod numbering;
 mod trust;
 
 use std::collections::HashMap;

@@ -31,6 +31,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::ClientError;
 
+/// How long a QUIC client waits for the close code after the server finished the
+/// control stream.
+const CLOSE_CODE_WAIT: Duration = Duration::from_secs(1);
+
 /// The WebSocket read buffer: a few typical state frames.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -336,7 +340,14 @@ impl QuicLink {
             tokio::select! {
                 chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
-                    Ok(None) => return Received::Lost("control stream finished".into()),
+                    // The server finishes the stream just before it closes the
+                    // connection with a code (1001 at shutdown): wait briefly for it.
+                    Ok(None) => {
+                        return match tokio::time::timeout(CLOSE_CODE_WAIT, self.conn.closed()).await {
+                            Ok(e) => closed(e),
+                            Err(_) => Received::Lost("control stream finished".into()),
+                        };
+                    }
                     Err(ReadError::ConnectionLost(e)) => return closed(e),
                     Err(e) => return Received::Lost(e.to_string()),
                 },
