@@ -193,16 +193,15 @@ read -r t1 cpu1 rss1 hwm <<<"$after"
 # A quantile of the relay's state send delay while the bots ran, as the upper bound of
 # the histogram bucket it falls in ("<= 15 ms").
 send_delay() {
+    # /metrics lists the buckets in ascending order, +Inf last.
     awk -v q="$1" -F'[{}" ]+' '
-        $1 == "tickrelay_state_send_delay_seconds_bucket" { if (FILENAME ~ /before$/) b[$3] = $4; else a[$3] = $4; les[$3] = 1 }
+        $1 != "tickrelay_state_send_delay_seconds_bucket" { next }
+        FNR == NR { before[$3] = $4; next }
+        { le[++n] = $3; count[n] = $4 - before[$3] }
         END {
-            n = 0; for (le in les) order[++n] = le
-            # Sort the bounds numerically (+Inf last).
-            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (order[j] + 0 < order[i] + 0 || order[i] == "+Inf") { t = order[i]; order[i] = order[j]; order[j] = t }
-            total = a["+Inf"] - b["+Inf"]
-            if (total <= 0) { print "-"; exit }
-            for (i = 1; i <= n; i++) if (a[order[i]] - b[order[i]] >= q * total) {
-                print (order[i] == "+Inf" ? "> 5000" : "<= " order[i] * 1000); exit
+            if (n == 0 || count[n] <= 0) { print "-"; exit }
+            for (i = 1; i <= n; i++) if (count[i] >= q * count[n]) {
+                print (le[i] == "+Inf" ? "> 5000" : "<= " le[i] * 1000); exit
             }
         }' "$work/metrics.before" "$work/metrics.after"
 }
