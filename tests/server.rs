@@ -329,11 +329,7 @@ async fn http_endpoints() {
     }
     // Every state frame written is timed from its tick: three frames arrived, so at
     // least three were counted.
-    let sent: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tickrelay_state_send_delay_seconds_count "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no send delay count in {metrics}"));
+    let sent = common::metric(&server, "tickrelay_state_send_delay_seconds_count");
     assert!(sent >= 3, "{sent} frames timed");
     assert_eq!(common::https_get(&server, "/nope").await.0, 404);
     // A plain GET to /ws is not an upgrade.
