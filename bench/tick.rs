@@ -31,11 +31,11 @@ use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use tickrelay::delta::{self, FrameMeta};
+use tickrelay::engine::outbox::{Batch, Outbox, OutboxLimits, PendingState};
+use tickrelay::engine::room::{Room, RoomConfig, TickReport};
+use tickrelay::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay, Simulation};
 use tickrelay::mirror::StateMirror;
-use tickrelay::outbox::{Batch, Outbox, OutboxLimits, PendingState};
 use tickrelay::proto::{Entity, EntityUpdate, EntityWrites, Field, StateFrame, input};
-use tickrelay::room::{Room, RoomConfig, TickReport};
-use tickrelay::simulation::{Arena, ArenaConfig, EntityLimits, Relay, Simulation};
 use tickrelay::state::Value;
 
 /// Which simulation a workload runs.
@@ -121,7 +121,8 @@ impl Workload {
         let outboxes: Vec<_> = (0..members)
             .map(|m| {
                 let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
-                room.join(m + 1, format!("bot-{m}").into(), outbox.clone(), 1).unwrap();
+                room.join(m + 1, format!("bot-{m}").into(), outbox.clone(), 1, 1)
+                    .unwrap();
                 outbox
             })
             .collect();
@@ -501,7 +502,7 @@ fn t3_bytes(_: &mut Criterion) {
         idle_frames += report.frames;
         w.outboxes[0].drain(&mut w.batch);
         wire.clear();
-        tickrelay::frame::encode_batch(&w.batch, &mut wire);
+        tickrelay::engine::envelope::encode_batch(&w.batch, &mut wire);
         idle_bytes += wire.len();
         for outbox in &w.outboxes[1..] {
             outbox.drain(&mut w.batch);

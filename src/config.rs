@@ -11,14 +11,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::AuthConfig;
-use crate::limits::RateLimits;
-use crate::origin::OriginConfig;
-use crate::outbox::OutboxLimits;
-use crate::room::RoomConfig;
+use crate::engine::outbox::OutboxLimits;
+use crate::engine::room::RoomConfig;
+use crate::engine::sim_pool::{PoolConfig, RoomType};
+use crate::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay};
 use crate::session::SessionSettings;
-use crate::sim_pool::{PoolConfig, RoomType};
-use crate::simulation::{Arena, ArenaConfig, EntityLimits, Relay};
+use crate::session::auth::AuthConfig;
+use crate::session::limits::RateLimits;
+pub use crate::transport::gate::ConnectionLimits;
+use crate::transport::origin::OriginConfig;
+pub use crate::transport::quic::QuicConfig;
+pub use crate::transport::tls::TlsConfig;
 
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -58,22 +61,6 @@ pub struct Config {
     pub naive_fanout: bool,
 }
 
-/// TLS settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain. With neither `cert` nor `key`, a self-signed development
-    /// certificate is generated at start-up.
-    pub cert: Option<PathBuf>,
-    /// PEM private key.
-    pub key: Option<PathBuf>,
-    /// Where the generated development certificate is written, for clients to trust.
-    pub dev_cert_path: PathBuf,
-    /// Serve plain `ws://` and `http://` instead of TLS (only behind a TLS-terminating
-    /// proxy).
-    pub insecure_plain: bool,
-}
-
 /// WebSocket settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,40 +76,6 @@ pub struct WebSocketConfig {
     pub outbox_max_messages: usize,
     /// Bytes of reliable messages that may wait in a session's outbox.
     pub outbox_max_bytes: usize,
-}
-
-/// QUIC settings (`[quic]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QuicConfig {
-    /// Serve QUIC (needs TLS: off with `tls.insecure_plain`).
-    pub enabled: bool,
-    /// UDP address; unset means the same address and port as `listen`.
-    pub listen: Option<SocketAddr>,
-    /// Outbound datagram bytes a connection may buffer; older datagrams are dropped
-    /// first when it is full (they hold superseded state anyway).
-    pub datagram_send_buffer_bytes: usize,
-    /// Bytes a client may have in flight on its control stream.
-    pub stream_receive_window_bytes: u32,
-    /// Outbound control-stream bytes that may wait for the client; a write blocked
-    /// longer than `session.slow_consumer_secs` closes it as a slow consumer.
-    pub send_window_bytes: u32,
-    /// Kernel receive and send buffer of the UDP socket that carries every QUIC
-    /// connection (capped by `net.core.rmem_max` / `wmem_max`).
-    pub socket_buffer_bytes: usize,
-}
-
-impl Default for QuicConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: None,
-            datagram_send_buffer_bytes: 64 * 1024,
-            stream_receive_window_bytes: 64 * 1024,
-            send_window_bytes: 1024 * 1024,
-            socket_buffer_bytes: 4 * 1024 * 1024,
-        }
-    }
 }
 
 /// Per-session protections (`[session]`).
@@ -167,31 +120,6 @@ impl Default for SessionConfig {
             byte_burst: rate.byte_burst,
             flood_window_ms: rate.flood_window.as_millis() as u64,
             max_rooms_per_session: s.max_rooms_per_session,
-        }
-    }
-}
-
-/// Listener protections (`[connections]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConnectionLimits {
-    /// Open WebSocket connections at most; more get HTTP 503 at the upgrade.
-    pub max_connections: usize,
-    /// Open WebSocket connections per client IP; more get HTTP 429.
-    pub max_per_ip: usize,
-    /// Sustained upgrade requests per second per client IP; more get HTTP 429.
-    pub handshakes_per_ip_per_second: f64,
-    /// Upgrade request burst per client IP.
-    pub handshake_burst: f64,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 20_000,
-            max_per_ip: 4_096,
-            handshakes_per_ip_per_second: 200.0,
-            handshake_burst: 400.0,
         }
     }
 }
@@ -275,17 +203,6 @@ impl Default for Config {
             room_types: room_types.into_iter().collect(),
             rooms: Vec::new(),
             naive_fanout: false,
-        }
-    }
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            cert: None,
-            key: None,
-            dev_cert_path: "tickrelay-dev-cert.pem".into(),
-            insecure_plain: false,
         }
     }
 }
@@ -415,7 +332,7 @@ impl Config {
                 return invalid(format!("room `{}` has unknown type `{}`", room.id, room.room_type));
             }
         }
-        crate::auth::Authenticator::new(&self.auth).map_err(ConfigError::Invalid)?;
+        crate::session::auth::Authenticator::new(&self.auth).map_err(ConfigError::Invalid)?;
         let s = &self.session;
         let positive = [
             ("session.heartbeat_interval_secs", s.heartbeat_interval_secs),
@@ -517,7 +434,7 @@ impl RoomTypeConfig {
     }
 
     fn room_type(&self) -> RoomType {
-        let factory: crate::sim_pool::SimFactory = match self.simulation {
+        let factory: crate::engine::sim_pool::SimFactory = match self.simulation {
             SimulationKind::Relay => Arc::new(|| Box::new(Relay::new())),
             SimulationKind::Arena => {
                 let arena = ArenaConfig {

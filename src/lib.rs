@@ -2,73 +2,38 @@
 //!
 //! # Layout
 //!
-//! The crate is a set of sans-IO cores (no sockets, no clock reads: time is passed in)
-//! and thin drivers around them.
+//! Dependencies run one way, top to bottom: the server builds the transports, a
+//! transport drives sessions, a session sends commands to the room engine, and
+//! everything shares the wire protocol. The engine and the session are sans IO (no
+//! sockets, no clock reads: time is passed in); the transports are thin drivers.
 //!
-//! - [`proto`]: the generated `tickrelay.v1` protobuf types.
-//! - [`frame`]: envelopes on the wire; typed decoding of arbitrary bytes.
-//! - [`error`]: [`error::CloseReason`] (every way a session ends, one close code each).
-//! - [`state`]: entities, typed fields, the [`state::World`] with change ticks and the
-//!   incremental checksum.
-//! - [`delta`]: the delta codec: a state frame against any recent baseline, encoded
-//!   straight from the world.
-//! - [`mirror`]: the client-side [`mirror::StateMirror`] that applies frames and
-//!   detects desyncs.
-//! - [`simulation`]: the [`simulation::Simulation`] trait and the built-in relay and
-//!   arena games.
-//! - [`room`]: the room engine: members, input dedup, events, tick, fan-out.
-//! - [`outbox`]: a session's bounded outbox, where rooms leave frames for transports.
-//! - [`schedule`]: fixed-rate tick scheduling without drift, on an injected clock.
-//! - [`sim_pool`]: the dedicated simulation threads that own and tick the rooms.
-//! - [`session`]: one client session, sans IO: inbound messages to room commands
-//!   and replies, and close decisions.
-//! - [`limits`]: token-bucket rate limits and flood detection.
-//! - [`heartbeat`]: ping and timeout decisions.
-//! - [`auth`]: JWT at the upgrade, token refresh, room restrictions.
-//! - [`origin`]: the `Origin` allowlist.
-//! - [`registry`]: sessions parked for resume; live sessions per user.
+//! - [`server`] — builds everything from the [`config`], accepts connections, shuts down.
+//! - [`transport`] — the connection loop every transport shares and its
+//!   `transport::context::Context`; WebSocket over HTTP/1.1 and TLS, QUIC; the
+//!   listener gate, the `Origin` allowlist, certificates, the session registry.
+//! - [`session`] — one client session, sans IO: inbound messages to room commands and
+//!   replies, rate limits, heartbeat, authentication, close decisions.
+//! - [`engine`] — rooms and their simulations on dedicated simulation threads, tick
+//!   scheduling, and the outboxes where rooms leave frames for transports.
+//! - [`config`] — the TOML/env/flags configuration; [`metrics`]: the Prometheus registry;
+//!   [`fd_limit`]: raising the open-file limit at start.
 //!
-//! Drivers and operations:
-//!
-//! - [`server`]: TCP, TLS, HTTP (`/ws`, `/healthz`, `/metrics`), shutdown.
-//! - `connection`: the loop around a session that every transport shares.
-//! - `ws`: the WebSocket transport; [`quic`]: the QUIC transport.
-//! - [`tls`]: certificates, including the generated development certificate.
-//! - [`gate`]: connection caps and handshake rate at the upgrade.
-//! - [`config`]: the TOML/env/flags configuration.
-//! - [`metrics`]: the Prometheus registry.
-//! - [`clock`]: wall-clock time for drivers.
-//! - [`fd_limit`]: raising the open-file limit at start.
+//! The wire protocol lives in the `tickrelay-proto` crate, which clients link alone;
+//! its modules are re-exported here: [`proto`] (the generated `tickrelay.v1` types),
+//! [`frame`], [`error`], [`state`], [`delta`], [`mirror`], [`bucket`], [`clock`].
 //!
 //! `docs/PROTOCOL.md` is the wire reference.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod auth;
-pub mod clock;
 pub mod config;
-mod connection;
-pub mod delta;
-pub mod error;
+pub mod engine;
 pub mod fd_limit;
-pub mod frame;
-pub mod gate;
-pub mod heartbeat;
-pub mod limits;
 pub mod metrics;
-pub mod mirror;
-pub mod origin;
-pub mod outbox;
-pub mod proto;
-pub mod quic;
-pub mod registry;
-pub mod room;
-pub mod schedule;
 pub mod server;
 pub mod session;
-pub mod sim_pool;
-pub mod simulation;
-pub mod state;
-pub mod tls;
-mod ws;
+pub mod transport;
+
+pub use tickrelay_proto::v1 as proto;
+pub use tickrelay_proto::{bucket, clock, delta, error, frame, mirror, state};

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tickrelay::auth::{AuthMode, Claims, mint_hs256};
 use tickrelay::config::{Config, ConfigError, DEFAULT_CONFIG};
 use tickrelay::server::Server;
+use tickrelay::session::auth::{AuthMode, Claims, mint_hs256};
 use tokio_util::sync::CancellationToken;
 
 /// tickrelay: a multiplayer game state relay. Clients connect over wss:// to /ws, join

@@ -10,8 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::engine::sim_pool::SimMetrics;
 use crate::error::CloseReason;
-use crate::sim_pool::SimMetrics;
 
 /// Label of [`Metrics::closes`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Incoming, TestClient, Transport, metric, start_with, wait_for_metric};
 use prost::Message as _;
-use tickrelay::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
 use tickrelay::config::Config;
 use tickrelay::proto::{self, ErrorCode, client_message, input, server_message::Kind};
+use tickrelay::session::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
 
 const SECRET: &str = "test-secret";
 

@@ -203,7 +203,7 @@ async fn requests_are_answered_with_their_correlation_ids(transport: Transport) 
     a.send(vec![
         client_message::Kind::Request(proto::Request {
             request_id: 77,
-            kind: Some(request::Kind::ListRooms(proto::ListRooms {})),
+            kind: Some(request::Kind::ListRooms(proto::ListRooms::default())),
         }),
         client_message::Kind::Request(proto::Request {
             request_id: 78,

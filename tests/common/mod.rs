@@ -176,7 +176,7 @@ impl QuicConn {
     /// a forwarder in front of it).
     pub async fn open(server: &TestServer, via: SocketAddr, token: &str, resume: &str, received: u64) -> Self {
         let mut crypto = tls_config(server);
-        crypto.alpn_protocols = vec![tickrelay::quic::ALPN.to_vec()];
+        crypto.alpn_protocols = vec![tickrelay::frame::ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
@@ -240,7 +240,7 @@ impl Conn {
             },
             Conn::Quic(q) => loop {
                 if let Some(frame) =
-                    split_stream_frame(&mut q.inbound, tickrelay::quic::MAX_SERVER_FRAME_BYTES).unwrap()
+                    split_stream_frame(&mut q.inbound, tickrelay::frame::MAX_SERVER_FRAME_BYTES).unwrap()
                 {
                     return Incoming::Envelope(frame);
                 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tickrelay::clock::unix_micros;
-use tickrelay::error::reconnect_allowed;
-use tickrelay::frame::decode_server;
-use tickrelay::limits::TokenBucket;
-use tickrelay::mirror::StateMirror;
-use tickrelay::proto::{self, client_message::Kind as Out, server_message::Kind as In};
+use tickrelay_proto::bucket::TokenBucket;
+use tickrelay_proto::clock::unix_micros;
+use tickrelay_proto::error::reconnect_allowed;
+use tickrelay_proto::frame::decode_server;
+use tickrelay_proto::mirror::StateMirror;
+use tickrelay_proto::v1::{self as proto, client_message::Kind as Out, server_message::Kind as In};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -428,7 +428,7 @@ impl Driver {
     }
 
     async fn closed_by_server(&mut self, code: u16, reason: String) -> End {
-        let resume_failed = code == tickrelay::error::CloseReason::ResumeFailed.code();
+        let resume_failed = code == tickrelay_proto::error::CloseReason::ResumeFailed.code();
         if resume_failed {
             // The server no longer has our session: start a new one and rejoin.
             self.session = None;
@@ -589,7 +589,7 @@ impl Driver {
             }
             // Waiting for a snapshot: the server sends one after a join or resume; ask
             // again if it is slow to come (at most once a second).
-            Err(tickrelay::mirror::Desync::AwaitingSnapshot) => self.resync_if_due(&frame.room, link).await?,
+            Err(tickrelay_proto::mirror::Desync::AwaitingSnapshot) => self.resync_if_due(&frame.room, link).await?,
             Err(error) => {
                 self.shared.stats.desyncs.fetch_add(1, Ordering::Relaxed);
                 self.request_resync(&frame.room, link).await?;

@@ -55,8 +55,8 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 pub use backoff::Backoff;
-pub use tickrelay::mirror::{Desync, StateMirror};
-pub use tickrelay::proto;
+pub use tickrelay_proto::mirror::{Desync, StateMirror};
+pub use tickrelay_proto::v1 as proto;
 pub use trust::{Trust, TrustError};
 
 /// Client settings.

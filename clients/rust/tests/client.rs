@@ -143,7 +143,7 @@ async fn joins_mirrors_verified_state_and_measures_rtt(transport: Transport) {
     assert!(client.stats().checksums.load(std::sync::atomic::Ordering::Relaxed) >= 29);
     assert!(client.rtt().is_some(), "pings measured a round trip");
     let response = client
-        .request(proto::request::Kind::ListRooms(proto::ListRooms {}))
+        .request(proto::request::Kind::ListRooms(proto::ListRooms::default()))
         .await
         .unwrap();
     assert!(matches!(response.kind, Some(proto::response::Kind::Rooms(ref r)) if r.rooms.len() == 1));

@@ -1,0 +1,108 @@
+//! A token bucket on a caller-supplied clock: the rate limit both ends of the wire
+//! apply (the server to what a client sends, a client to pace what it sends).
+
+use std::time::{Duration, Instant};
+
+/// A token bucket: `rate` tokens per second, holding at most `burst`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes `n` tokens, or returns how long until they would be available (the
+    /// bucket is left unchanged then).
+    pub fn try_take(&mut self, n: f64, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens >= n {
+            self.tokens -= n;
+            return Ok(());
+        }
+        let missing = n.min(self.burst) - self.tokens;
+        Err(Duration::from_secs_f64((missing / self.rate).max(0.0)))
+    }
+
+    /// Takes as many whole tokens as available, at most `max`; returns how many.
+    pub fn take_up_to(&mut self, max: u64, now: Instant) -> u64 {
+        self.refill(now);
+        let n = (self.tokens.floor().max(0.0) as u64).min(max);
+        self.tokens -= n as f64;
+        n
+    }
+
+    /// How long until one token is available (zero if one is).
+    pub fn wait_for_one(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+    }
+
+    /// Tokens left as of the last call that took or checked (no refill).
+    pub fn tokens(&self) -> f64 {
+        self.tokens
+    }
+
+    /// Puts `n` tokens back (a take that was undone), up to the burst.
+    pub fn give_back(&mut self, n: f64) {
+        self.tokens = (self.tokens + n).min(self.burst);
+    }
+
+    /// True when the bucket is full (nothing to remember about this key).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn bucket_allows_the_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(50.0, 100.0, t0);
+        for _ in 0..100 {
+            b.try_take(1.0, t0).unwrap();
+        }
+        assert_eq!(b.try_take(1.0, t0), Err(ms(20)));
+        // 20 ms later exactly one more token.
+        b.try_take(1.0, t0 + ms(20)).unwrap();
+        assert!(b.try_take(1.0, t0 + ms(20)).is_err());
+        // Refills to the burst, not beyond.
+        assert!(b.is_full(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn take_up_to_takes_whole_tokens() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 5.0, t0);
+        assert_eq!(b.take_up_to(3, t0), 3);
+        assert_eq!(b.take_up_to(10, t0), 2);
+        assert_eq!(b.take_up_to(10, t0), 0);
+        assert_eq!(b.wait_for_one(t0), ms(100));
+        assert_eq!(b.take_up_to(10, t0 + ms(250)), 2);
+    }
+}

@@ -1,0 +1,95 @@
+use super::{EntityId, FieldId, MemberId, Tick, Value};
+
+/// One typed field and the tick at which it last changed.
+#[derive(Clone, Debug)]
+pub struct Field {
+    /// The field id.
+    pub id: FieldId,
+    /// The current value.
+    pub value: Value,
+    pub(crate) changed: Tick,
+}
+
+/// An entity: id, owner, kind and its fields, sorted by field id.
+#[derive(Clone, Debug)]
+pub struct Entity {
+    pub(crate) id: EntityId,
+    pub(crate) owner: MemberId,
+    pub(crate) kind: u32,
+    pub(crate) fields: Vec<Field>,
+    /// Tick at which this entity was created.
+    pub(crate) created: Tick,
+    /// Highest `changed` tick of any field (or `created`).
+    pub(crate) changed: Tick,
+    /// Cached [`super::entity_hash`], valid unless `dirty`.
+    pub(crate) hash: u64,
+    pub(crate) dirty: bool,
+}
+
+impl Entity {
+    /// The entity id.
+    pub fn id(&self) -> EntityId {
+        self.id
+    }
+
+    /// The owning member, or [`super::SERVER`].
+    pub fn owner(&self) -> MemberId {
+        self.owner
+    }
+
+    /// The game-defined kind.
+    pub fn kind(&self) -> u32 {
+        self.kind
+    }
+
+    /// The tick at which any of its fields last changed (or it was created).
+    pub fn changed(&self) -> Tick {
+        self.changed
+    }
+
+    /// The fields, sorted by id.
+    pub fn fields(&self) -> impl ExactSizeIterator<Item = (FieldId, &Value)> {
+        self.fields.iter().map(|f| (f.id, &f.value))
+    }
+
+    /// The value of one field.
+    pub fn get(&self, field: FieldId) -> Option<&Value> {
+        self.position(field).ok().map(|i| &self.fields[i].value)
+    }
+
+    pub(crate) fn position(&self, field: FieldId) -> Result<usize, usize> {
+        self.fields.binary_search_by_key(&field, |f| f.id)
+    }
+
+    /// True when both entities hold the same id, owner, kind and field values.
+    pub fn same_state(&self, other: &Entity) -> bool {
+        self.id == other.id
+            && self.owner == other.owner
+            && self.kind == other.kind
+            && self.fields.len() == other.fields.len()
+            && self
+                .fields
+                .iter()
+                .zip(&other.fields)
+                .all(|(a, b)| a.id == b.id && same_value(&a.value, &b.value))
+    }
+}
+
+/// Value equality as the wire sees it: floats compare by bit pattern, so a NaN that is
+/// written again is not a change, and `0.0` and `-0.0` are different values.
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
+}
+
+/// Payload size of a value in bytes, as counted by per-field size limits.
+pub fn value_len(value: &Value) -> usize {
+    match value {
+        Value::Int(_) | Value::Float(_) => 8,
+        Value::Bool(_) => 1,
+        Value::Bytes(b) => b.len(),
+        Value::String(s) => s.len(),
+    }
+}

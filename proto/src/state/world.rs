@@ -1,0 +1,342 @@
+use std::collections::VecDeque;
+
+use indexmap::IndexMap;
+use rustc_hash::FxBuildHasher;
+
+use super::{Entity, EntityId, Field, FieldId, MemberId, Tick, Value, entity_hash, same_value};
+
+/// Why a world mutation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WorldError {
+    /// An entity with this id already exists.
+    #[error("entity {0} already exists")]
+    Exists(EntityId),
+    /// No entity has this id.
+    #[error("entity {0} does not exist")]
+    NotFound(EntityId),
+}
+
+/// A removal remembered for delta encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct Removal {
+    /// Tick in which the entity was removed.
+    pub tick: Tick,
+    /// The removed entity.
+    pub id: EntityId,
+}
+
+/// The entities of a room, with the change bookkeeping that delta encoding and the
+/// checksum need.
+///
+/// Mutations are stamped with the current tick (set by [`World::begin_tick`]);
+/// [`World::finish_tick`] brings the checksum up to date and trims the removal log to
+/// the history window.
+#[derive(Debug, Clone)]
+pub struct World {
+    entities: IndexMap<EntityId, Entity, FxBuildHasher>,
+    tick: Tick,
+    /// The last tick in which anything changed.
+    last_change: Tick,
+    window: Tick,
+    removals: VecDeque<Removal>,
+    /// Wrapping sum of the hashes of all clean entities.
+    checksum: u64,
+    dirty: Vec<EntityId>,
+}
+
+impl World {
+    /// An empty world that remembers removals for `window` ticks.
+    pub fn new(window: Tick) -> Self {
+        Self {
+            entities: IndexMap::default(),
+            tick: 0,
+            last_change: 0,
+            window,
+            removals: VecDeque::new(),
+            checksum: 0,
+            dirty: Vec::new(),
+        }
+    }
+
+    /// The tick being built (mutations are stamped with it).
+    pub fn tick(&self) -> Tick {
+        self.tick
+    }
+
+    /// The last tick in which an entity was created, changed or removed.
+    pub fn last_change(&self) -> Tick {
+        self.last_change
+    }
+
+    /// Starts building `tick`; mutations from now on are stamped with it.
+    pub fn begin_tick(&mut self, tick: Tick) {
+        self.tick = tick;
+    }
+
+    /// Brings the checksum up to date and forgets removals older than the window.
+    pub fn finish_tick(&mut self) {
+        for id in self.dirty.drain(..) {
+            // An id can be listed twice (created, removed and created again).
+            if let Some(e) = self.entities.get_mut(&id).filter(|e| e.dirty) {
+                e.hash = entity_hash(e.id, e.owner, e.kind, e.fields());
+                e.dirty = false;
+                self.checksum = self.checksum.wrapping_add(e.hash);
+            }
+        }
+        let oldest = self.tick.saturating_sub(self.window);
+        while self.removals.front().is_some_and(|r| r.tick <= oldest) {
+            self.removals.pop_front();
+        }
+    }
+
+    /// Checksum of the whole state as of the last [`World::finish_tick`].
+    pub fn checksum(&self) -> u64 {
+        debug_assert!(self.dirty.is_empty(), "checksum read mid-tick");
+        self.checksum
+    }
+
+    /// Number of entities.
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// True when there are no entities.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// One entity.
+    pub fn get(&self, id: EntityId) -> Option<&Entity> {
+        self.entities.get(&id)
+    }
+
+    /// All entities, in no particular order.
+    pub fn entities(&self) -> impl ExactSizeIterator<Item = &Entity> {
+        self.entities.values()
+    }
+
+    pub(crate) fn removals(&self) -> &VecDeque<Removal> {
+        &self.removals
+    }
+
+    /// Creates an entity. Duplicate field ids keep the last value.
+    pub fn spawn(
+        &mut self,
+        id: EntityId,
+        owner: MemberId,
+        kind: u32,
+        fields: impl IntoIterator<Item = (FieldId, Value)>,
+    ) -> Result<(), WorldError> {
+        if self.entities.contains_key(&id) {
+            return Err(WorldError::Exists(id));
+        }
+        let tick = self.tick;
+        let mut fields: Vec<Field> = fields
+            .into_iter()
+            .map(|(id, value)| Field {
+                id,
+                value,
+                changed: tick,
+            })
+            .collect();
+        // Stable sort, then keep the last of each run of equal ids.
+        fields.sort_by_key(|f| f.id);
+        fields.reverse();
+        fields.dedup_by_key(|f| f.id);
+        fields.reverse();
+        self.entities.insert(
+            id,
+            Entity {
+                id,
+                owner,
+                kind,
+                fields,
+                created: tick,
+                changed: tick,
+                hash: 0,
+                dirty: true,
+            },
+        );
+        self.dirty.push(id);
+        self.last_change = tick;
+        Ok(())
+    }
+
+    /// Sets one field, creating it if absent. Returns whether the value changed;
+    /// writing the same value again is not a change and costs no bytes on the wire.
+    pub fn set(&mut self, id: EntityId, field: FieldId, value: Value) -> Result<bool, WorldError> {
+        Ok(self.entity_mut(id).ok_or(WorldError::NotFound(id))?.set(field, value))
+    }
+
+    /// A handle to write several fields of one entity with a single lookup.
+    pub fn entity_mut(&mut self, id: EntityId) -> Option<EntityMut<'_>> {
+        let World {
+            entities,
+            tick,
+            last_change,
+            checksum,
+            dirty,
+            ..
+        } = self;
+        Some(EntityMut {
+            entity: entities.get_mut(&id)?,
+            tick: *tick,
+            last_change,
+            checksum,
+            dirty,
+        })
+    }
+
+    /// Removes an entity and returns it.
+    pub fn despawn(&mut self, id: EntityId) -> Result<Entity, WorldError> {
+        let entity = self.entities.swap_remove(&id).ok_or(WorldError::NotFound(id))?;
+        if !entity.dirty {
+            self.checksum = self.checksum.wrapping_sub(entity.hash);
+        }
+        self.last_change = self.tick;
+        self.removals.push_back(Removal { tick: self.tick, id });
+        Ok(entity)
+    }
+
+    /// Replaces (or creates) an entity wholesale; used by the client mirror.
+    pub fn replace(
+        &mut self,
+        id: EntityId,
+        owner: MemberId,
+        kind: u32,
+        fields: impl IntoIterator<Item = (FieldId, Value)>,
+    ) {
+        // Errors are impossible: the entity is absent after the despawn.
+        let _ = self.despawn(id);
+        let _ = self.spawn(id, owner, kind, fields);
+    }
+
+    /// Removes every entity; used by the client mirror before a full snapshot.
+    pub fn clear(&mut self) {
+        self.entities.clear();
+        self.removals.clear();
+        self.dirty.clear();
+        self.checksum = 0;
+    }
+
+    /// True when both worlds hold the same entities with the same values.
+    pub fn same_state(&self, other: &World) -> bool {
+        self.len() == other.len()
+            && self
+                .entities()
+                .all(|e| other.get(e.id).is_some_and(|o| e.same_state(o)))
+    }
+}
+
+/// Writes fields of one entity of a [`World`] (see [`World::entity_mut`]).
+pub struct EntityMut<'w> {
+    entity: &'w mut Entity,
+    tick: Tick,
+    last_change: &'w mut Tick,
+    checksum: &'w mut u64,
+    dirty: &'w mut Vec<EntityId>,
+}
+
+impl EntityMut<'_> {
+    /// The entity as it is now.
+    pub fn get(&self) -> &Entity {
+        self.entity
+    }
+
+    /// Sets one field, creating it if absent. Returns whether the value changed;
+    /// writing the same value again is not a change and costs no bytes on the wire.
+    pub fn set(&mut self, field: FieldId, value: Value) -> bool {
+        let tick = self.tick;
+        let entity = &mut *self.entity;
+        match entity.position(field) {
+            Ok(i) if same_value(&entity.fields[i].value, &value) => return false,
+            Ok(i) => {
+                entity.fields[i].value = value;
+                entity.fields[i].changed = tick;
+            }
+            Err(i) => entity.fields.insert(
+                i,
+                Field {
+                    id: field,
+                    value,
+                    changed: tick,
+                },
+            ),
+        }
+        entity.changed = tick;
+        *self.last_change = tick;
+        if !entity.dirty {
+            entity.dirty = true;
+            *self.checksum = self.checksum.wrapping_sub(entity.hash);
+            self.dirty.push(entity.id);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_checksum(world: &World) -> u64 {
+        world.entities().fold(0u64, |sum, e| {
+            sum.wrapping_add(entity_hash(e.id, e.owner, e.kind, e.fields()))
+        })
+    }
+
+    #[test]
+    fn incremental_checksum_matches_recomputation() {
+        let mut w = World::new(8);
+        w.begin_tick(1);
+        w.spawn(1, 0, 1, [(1, Value::Int(1)), (2, Value::Float(0.5))]).unwrap();
+        w.spawn(2, 5, 2, [(1, Value::Bool(true))]).unwrap();
+        w.finish_tick();
+        assert_eq!(w.checksum(), full_checksum(&w));
+
+        w.begin_tick(2);
+        assert!(w.set(1, 2, Value::Float(0.75)).unwrap());
+        assert!(w.set(1, 3, Value::String("x".into())).unwrap());
+        w.despawn(2).unwrap();
+        w.spawn(3, 0, 1, []).unwrap();
+        w.despawn(3).unwrap();
+        w.spawn(3, 0, 2, []).unwrap();
+        w.finish_tick();
+        assert_eq!(w.checksum(), full_checksum(&w));
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn rewriting_a_value_is_not_a_change() {
+        let mut w = World::new(8);
+        w.begin_tick(1);
+        w.spawn(1, 0, 0, [(1, Value::Float(f32::NAN))]).unwrap();
+        w.finish_tick();
+        w.begin_tick(2);
+        assert!(!w.set(1, 1, Value::Float(f32::NAN)).unwrap());
+        assert_eq!(w.get(1).unwrap().changed, 1);
+    }
+
+    #[test]
+    fn spawn_keeps_last_duplicate_and_sorts_fields() {
+        let mut w = World::new(8);
+        w.spawn(1, 0, 0, [(3, Value::Int(3)), (1, Value::Int(1)), (3, Value::Int(4))])
+            .unwrap();
+        let fields: Vec<_> = w.get(1).unwrap().fields().map(|(f, v)| (f, v.clone())).collect();
+        assert_eq!(fields, vec![(1, Value::Int(1)), (3, Value::Int(4))]);
+        assert_eq!(w.spawn(1, 0, 0, []), Err(WorldError::Exists(1)));
+        assert_eq!(w.set(9, 1, Value::Int(0)), Err(WorldError::NotFound(9)));
+    }
+
+    #[test]
+    fn removal_log_is_trimmed_to_the_window() {
+        let mut w = World::new(4);
+        for tick in 1..=10 {
+            w.begin_tick(tick);
+            w.spawn(tick, 0, 0, []).unwrap();
+            w.despawn(tick).unwrap();
+            w.finish_tick();
+        }
+        let ticks: Vec<_> = w.removals().iter().map(|r| r.tick).collect();
+        assert_eq!(ticks, vec![7, 8, 9, 10]);
+    }
+}

@@ -1,0 +1,10 @@
+//! Generated protobuf types of the `tickrelay.v1` package (`tickrelay/v1/tickrelay.proto`).
+//!
+//! `docs/PROTOCOL.md` documents every message; the schema is the source of truth.
+
+#![allow(missing_docs, clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+
+include!(concat!(env!("OUT_DIR"), "/tickrelay.v1.rs"));
+
+/// The protocol version announced in [`Welcome::protocol_version`].
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,212 @@
+//! Outbound envelopes, encoded without re-encoding anything: [`encode_batch`] turns
+//! an outbox [`Batch`] into one `ServerEnvelope`. Reliable messages are
+//! already-encoded `ServerMessage`s, and a state frame is its shared body plus the
+//! member's `last_input_seq` field (protobuf allows a message's fields to be
+//! concatenated).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use tickrelay_proto::delta;
+
+use crate::engine::outbox::{Batch, PendingState};
+
+/// `ServerEnvelope.messages`, `ServerEnvelope.first_seq` and `ServerMessage.state`
+/// field numbers.
+const ENVELOPE_MESSAGES: u32 = 1;
+const ENVELOPE_FIRST_SEQ: u32 = 2;
+const MESSAGE_STATE: u32 = 5;
+
+/// The already-encoded, reliable part of an envelope: the connection's `Welcome` (not
+/// numbered) and the numbered messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reliable<'a> {
+    /// The `Welcome`, first.
+    pub welcome: Option<&'a Bytes>,
+    /// Encoded `ServerMessage`s, in order.
+    pub messages: &'a [Bytes],
+    /// The sequence number of `messages[0]`; 0: the messages are not numbered (a
+    /// transport's own ping).
+    pub first_seq: u64,
+}
+
+impl Reliable<'_> {
+    fn first_seq_written(&self) -> Option<u64> {
+        (self.first_seq != 0 && !self.messages.is_empty()).then_some(self.first_seq)
+    }
+
+    fn len(&self) -> usize {
+        let messages: usize = self
+            .welcome
+            .into_iter()
+            .chain(self.messages)
+            .map(|m| nested_len(ENVELOPE_MESSAGES, m.len()))
+            .sum();
+        let seq = self
+            .first_seq_written()
+            .map_or(0, |s| key_len(ENVELOPE_FIRST_SEQ) + encoded_len_varint(s));
+        messages + seq
+    }
+
+    fn encode(&self, buf: &mut BytesMut) {
+        if let Some(seq) = self.first_seq_written() {
+            encode_key(ENVELOPE_FIRST_SEQ, WireType::Varint, buf);
+            encode_varint(seq, buf);
+        }
+        for message in self.welcome.into_iter().chain(self.messages) {
+            encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
+            encode_varint(message.len() as u64, buf);
+            buf.put_slice(message);
+        }
+    }
+}
+
+impl Batch {
+    /// The reliable part of this batch.
+    pub fn reliable_part(&self) -> Reliable<'_> {
+        Reliable {
+            welcome: self.welcome.as_ref(),
+            messages: &self.reliable,
+            first_seq: self.first_seq,
+        }
+    }
+}
+
+/// Encoded size of `batch` as a `ServerEnvelope`.
+pub fn batch_len(batch: &Batch) -> usize {
+    envelope_len(batch.reliable_part(), &batch.states)
+}
+
+/// Encoded size of a `ServerEnvelope` holding only `state` (a QUIC datagram).
+pub fn state_envelope_len(state: &PendingState) -> usize {
+    envelope_len(Reliable::default(), std::slice::from_ref(state))
+}
+
+fn envelope_len(reliable: Reliable<'_>, states: &[PendingState]) -> usize {
+    let reliable = reliable.len();
+    let states: usize = states
+        .iter()
+        .map(|s| nested_len(ENVELOPE_MESSAGES, state_message_len(s)))
+        .sum();
+    reliable + states
+}
+
+/// Appends `batch` to `buf` as one `ServerEnvelope`: reliable messages first, in
+/// order, then the state frames.
+pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
+    encode_envelope(batch.reliable_part(), &batch.states, buf);
+}
+
+/// Appends one `ServerEnvelope` holding the already-encoded `reliable` messages, in
+/// order, then the `states`.
+pub fn encode_envelope(reliable: Reliable<'_>, states: &[PendingState], buf: &mut BytesMut) {
+    buf.reserve(envelope_len(reliable, states));
+    reliable.encode(buf);
+    for state in states {
+        let frame_len = state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
+        encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
+        encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, buf);
+        encode_key(MESSAGE_STATE, WireType::LengthDelimited, buf);
+        encode_varint(frame_len as u64, buf);
+        buf.put_slice(&state.body);
+        delta::encode_member_part(state.baseline, state.last_input_seq, buf);
+    }
+}
+
+/// Appends one control-stream frame (QUIC): the envelope's length as a protobuf
+/// varint, then the envelope, as [`encode_envelope`] writes it.
+pub fn encode_stream_frame(reliable: Reliable<'_>, states: &[PendingState], buf: &mut BytesMut) {
+    let len = envelope_len(reliable, states);
+    buf.reserve(len + encoded_len_varint(len as u64));
+    encode_varint(len as u64, buf);
+    encode_envelope(reliable, states, buf);
+}
+
+fn state_message_len(state: &PendingState) -> usize {
+    nested_len(
+        MESSAGE_STATE,
+        state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq),
+    )
+}
+
+fn nested_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use tickrelay_proto::frame::{decode_server, encode_message, split_stream_frame};
+    use tickrelay_proto::v1::{Ping, StateFrame, server_message};
+
+    use super::*;
+
+    #[test]
+    fn stream_frames_hold_one_envelope_each() {
+        let mut wire = BytesMut::new();
+        let message = encode_message(server_message::Kind::Ping(Ping::default()));
+        let one = Reliable {
+            messages: std::slice::from_ref(&message),
+            first_seq: 7,
+            ..Reliable::default()
+        };
+        encode_stream_frame(one, &[], &mut wire);
+        encode_stream_frame(Reliable::default(), &[], &mut wire);
+        let first = split_stream_frame(&mut wire, 1024).unwrap().unwrap();
+        let envelope = decode_server(&first).unwrap();
+        assert_eq!((envelope.messages.len(), envelope.first_seq), (1, 7));
+        assert!(split_stream_frame(&mut wire, 1024).unwrap().unwrap().is_empty());
+        assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn batch_encodes_as_one_server_envelope() {
+        let body = {
+            let mut buf = Vec::new();
+            StateFrame {
+                room: "r".into(),
+                tick: 9,
+                ..Default::default()
+            }
+            .encode(&mut buf)
+            .unwrap();
+            Bytes::from(buf)
+        };
+        let welcome = encode_message(server_message::Kind::Welcome(Default::default()));
+        let batch = Batch {
+            welcome: Some(welcome),
+            reliable: vec![encode_message(server_message::Kind::Ping(Ping {
+                nonce: 1,
+                sent_time_us: 2,
+                received_seq: 0,
+            }))],
+            first_seq: 300,
+            states: vec![PendingState {
+                room: 1,
+                tick: 9,
+                baseline: 8,
+                body,
+                last_input_seq: 300,
+                server_time_us: 0,
+            }],
+        };
+        let mut buf = BytesMut::new();
+        encode_batch(&batch, &mut buf);
+        assert_eq!(buf.len(), batch_len(&batch));
+        let envelope = decode_server(&buf).unwrap();
+        assert_eq!(envelope.messages.len(), 3);
+        assert_eq!(envelope.first_seq, 300);
+        assert!(matches!(
+            envelope.messages[0].kind,
+            Some(server_message::Kind::Welcome(_))
+        ));
+        match &envelope.messages[2].kind {
+            Some(server_message::Kind::State(s)) => {
+                assert_eq!(
+                    (s.room.as_str(), s.tick, s.baseline_tick, s.last_input_seq),
+                    ("r", 9, 8, 300)
+                );
+            }
+            other => panic!("expected a state frame, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The room engine: rooms, their simulations and the simulation threads that tick
+//! them, and the outboxes where rooms leave frames for transports. Plain threads and
+//! channels: nothing here imports tokio or knows about sockets.
+//!
+//! - [`room`] — one room: members, input dedup, events, tick, fan-out.
+//! - [`simulation`] — the [`simulation::Simulation`] trait and the built-in relay and
+//!   arena games.
+//! - [`outbox`] — a session's bounded outbox.
+//! - [`envelope`] — an outbox batch laid out as one `ServerEnvelope`, without
+//!   re-encoding.
+//! - [`schedule`] — fixed-rate tick scheduling without drift, on an injected clock.
+//! - [`sim_pool`] — the dedicated simulation threads that own and tick the rooms.
+
+pub mod envelope;
+pub mod outbox;
+pub mod room;
+pub mod schedule;
+pub mod sim_pool;
+pub mod simulation;

@@ -1,0 +1,737 @@
+//! A session's bounded outbox: what rooms produce for one session, waiting for the
+//! transport to write it.
+//!
+//! Two kinds of content with different rules:
+//! - **Reliable messages** (joined, presence, events, responses, errors) keep their
+//!   order and are never dropped. They are bounded in count and bytes; a push over the
+//!   bound marks the outbox overflowed and the transport closes the session as a slow
+//!   consumer. They are numbered per session (1, 2, …; the connection's `Welcome` is
+//!   not numbered). Those the transport took are kept, within half the bounds, until
+//!   the client reports it received them ([`Outbox::confirm`]), because a connection
+//!   that dies may never deliver what it took: a resume sends them again
+//!   ([`Outbox::replay_after`]).
+//! - **State frames** are superseded, never queued: at most one per room is pending.
+//!   A room replacing an untaken frame encodes the new one against the client's
+//!   baseline, so memory stays flat for a client that stops reading.
+//!
+//! What counts as the client's baseline depends on the transport ([`Delivery`]): over
+//! an ordered, reliable transport (WebSocket) every frame the transport took reaches
+//! the client, so the last frame taken is the baseline. Over an unreliable one (QUIC
+//! datagrams) frames may be lost or reordered, so the baseline is the last tick the
+//! client acknowledged ([`Outbox::ack`]).
+//!
+//! The lock is held only to move handles in or out (never during I/O or encoding), so
+//! a simulation thread never waits on a transport.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::state::Tick;
+
+/// Identifies a room instance within a server (unique for the server's lifetime).
+pub type RoomKey = u64;
+
+/// Bounds of an outbox's reliable queue.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// Maximum reliable messages waiting.
+    pub max_messages: usize,
+    /// Maximum bytes of reliable messages waiting.
+    pub max_bytes: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 1024,
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// A state frame waiting to be written: the shared encoded body plus the per-member
+/// field, appended at write time by [`crate::engine::envelope::encode_batch`].
+#[derive(Debug, Clone)]
+pub struct PendingState {
+    /// The room the frame belongs to.
+    pub room: RoomKey,
+    /// The frame's tick.
+    pub tick: Tick,
+    /// The tick this frame is a delta against (0: full snapshot).
+    pub baseline: Tick,
+    /// Shared encoded `StateFrame` fields (everything but the per-member ones).
+    pub body: Bytes,
+    /// The member's last applied input sequence number.
+    pub last_input_seq: u64,
+    /// The tick's server time stamp (microseconds since the Unix epoch), to measure
+    /// how long the frame took to reach the transport.
+    pub server_time_us: u64,
+}
+
+/// What [`Outbox::supersede_state`] found: the tick to encode against, and the
+/// outbox's epoch at that moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Baseline {
+    /// The baseline tick (0: full snapshot).
+    pub tick: Tick,
+    epoch: u64,
+}
+
+/// How state frames reach the client, which decides what its baseline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Ordered and reliable: a frame the transport took is the client's baseline.
+    #[default]
+    Reliable,
+    /// Possibly lost or reordered: the client's baseline is the last tick it
+    /// acknowledged, and only acknowledgements at or after the last full snapshot
+    /// taken count (the full snapshot restarts the client's mirror).
+    Acknowledged,
+}
+
+/// Per room: what the client has, as far as the outbox knows.
+#[derive(Debug, Clone, Copy)]
+struct RoomDelivery {
+    room: RoomKey,
+    /// The client's baseline (0: none; the next frame is a full snapshot).
+    baseline: Tick,
+    /// The tick of the last frame taken.
+    taken: Tick,
+    /// The tick of the last full snapshot taken: acknowledgements of older ticks are
+    /// ignored.
+    floor: Tick,
+}
+
+/// Everything taken from an outbox in one go; the transport writes it as one message.
+/// Reuse one per connection: [`Outbox::poll_drain`] clears it first.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The connection's `Welcome` (not numbered), written before everything else.
+    pub welcome: Option<Bytes>,
+    /// Encoded `ServerMessage`s, in order, numbered from `first_seq`.
+    pub reliable: Vec<Bytes>,
+    /// The sequence number of `reliable[0]`.
+    pub first_seq: u64,
+    /// At most one state frame per room.
+    pub states: Vec<PendingState>,
+}
+
+impl Batch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.welcome.is_none() && self.reliable.is_empty() && self.states.is_empty()
+    }
+
+    /// Empties the batch.
+    pub fn clear(&mut self) {
+        self.welcome = None;
+        self.reliable.clear();
+        self.first_seq = 0;
+        self.states.clear();
+    }
+}
+
+/// A member left a room (see [`Outbox::leave_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    /// The room.
+    pub room: RoomKey,
+    /// The session's number of the join this membership came from.
+    pub join_seq: u64,
+}
+
+/// The reliable queue is over its bound; the session must be closed as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("outbox overflowed")]
+pub struct Overflow;
+
+#[derive(Debug, Default)]
+struct Inner {
+    welcome: Option<Bytes>,
+    /// Waiting to be taken: numbered `next_seq - reliable.len()` up to `next_seq - 1`.
+    reliable: VecDeque<Bytes>,
+    reliable_bytes: usize,
+    /// Taken but not confirmed by the client: numbered just below `reliable`.
+    taken: VecDeque<Bytes>,
+    taken_bytes: usize,
+    /// Of `reliable`, how many (at the front) a resume put back: they do not count
+    /// against the bounds, so a resume cannot overflow the queue it refills.
+    replayed: usize,
+    replayed_bytes: usize,
+    /// The number the next reliable message gets.
+    next_seq: u64,
+    states: Vec<PendingState>,
+    delivery: Delivery,
+    rooms: Vec<RoomDelivery>,
+    overflowed: bool,
+    superseded: u64,
+    /// Rooms left since the session last looked.
+    left: Vec<Left>,
+    /// Incremented by [`Outbox::reset_delivered`]: a frame encoded against a baseline
+    /// read before a reset must not be delivered after it.
+    epoch: u64,
+    waker: Option<Waker>,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    limits: OutboxLimits,
+    closed: AtomicBool,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new(limits: OutboxLimits) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                next_seq: 1,
+                ..Inner::default()
+            }),
+            limits,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the session as gone for good: rooms evict members whose outbox is
+    /// closed at their next tick, so a seat cannot leak even if a leave was lost.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Outbox::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Queues a reliable message. Over the bound the message is dropped, the outbox is
+    /// marked overflowed and the session must be closed ([`Outbox::is_overflowed`]).
+    pub fn push_reliable(&self, message: Bytes) -> Result<(), Overflow> {
+        let mut inner = self.inner.lock();
+        if inner.overflowed
+            || inner.reliable.len() - inner.replayed >= self.limits.max_messages
+            || inner.reliable_bytes - inner.replayed_bytes + message.len() > self.limits.max_bytes
+        {
+            inner.overflowed = true;
+            wake(&mut inner);
+            return Err(Overflow);
+        }
+        inner.reliable_bytes += message.len();
+        inner.reliable.push_back(message);
+        inner.next_seq += 1;
+        wake(&mut inner);
+        Ok(())
+    }
+
+    /// Sets the connection's `Welcome`, written ahead of everything waiting and not
+    /// numbered (a resumed session's new connection gets a new one).
+    pub fn push_welcome(&self, message: Bytes) {
+        let mut inner = self.inner.lock();
+        inner.welcome = Some(message);
+        wake(&mut inner);
+    }
+
+    /// The client received every reliable message up to `seq`: they need not be kept
+    /// for a resume any more. A number beyond what was taken is ignored.
+    pub fn confirm(&self, seq: u64) {
+        let mut inner = self.inner.lock();
+        if seq < inner.first_waiting() {
+            inner.forget_taken_through(seq);
+        }
+    }
+
+    /// A resume: the client received reliable messages up to `received`, so those
+    /// taken after it go out again, ahead of what is waiting and with their numbers.
+    /// When some were already forgotten (beyond the kept half of the bounds), the
+    /// client sees the gap in the numbers. Returns how many are sent again.
+    pub fn replay_after(&self, received: u64) -> usize {
+        let mut inner = self.inner.lock();
+        // What the client has is forgotten; the rest goes back to the queue.
+        let received = received.min(inner.first_waiting() - 1);
+        inner.forget_taken_through(received);
+        let replayed = inner.taken.len();
+        while let Some(m) = inner.taken.pop_back() {
+            inner.taken_bytes -= m.len();
+            inner.reliable_bytes += m.len();
+            inner.replayed_bytes += m.len();
+            inner.replayed += 1;
+            inner.reliable.push_front(m);
+        }
+        if replayed > 0 {
+            wake(&mut inner);
+        }
+        replayed
+    }
+
+    /// An empty outbox for a transport with the given delivery.
+    pub fn with_delivery(limits: OutboxLimits, delivery: Delivery) -> Self {
+        let outbox = Self::new(limits);
+        outbox.inner.lock().delivery = delivery;
+        outbox
+    }
+
+    /// First half of replacing a room's state frame: drops the room's pending
+    /// (untaken) frame, if any, and returns the baseline the next frame must be
+    /// encoded against: the client's baseline for that room (see [`Delivery`]), or 0
+    /// (a full snapshot) when there is none or when the dropped frame was itself a
+    /// full snapshot (the client is waiting for one). Follow with
+    /// [`Outbox::push_state`], passing the returned [`Baseline`].
+    pub fn supersede_state(&self, room: RoomKey) -> Baseline {
+        let mut inner = self.inner.lock();
+        let mut dropped_full = false;
+        if let Some(i) = inner.states.iter().position(|s| s.room == room) {
+            dropped_full = inner.states.swap_remove(i).baseline == 0;
+            inner.superseded += 1;
+        }
+        Baseline {
+            tick: if dropped_full { 0 } else { delivered(&inner, room) },
+            epoch: inner.epoch,
+        }
+    }
+
+    /// Second half: queues the room's new state frame, encoded against `baseline`. If
+    /// the outbox was reset in between (a resume), the frame is dropped and `false`
+    /// returned: the caller must send a full snapshot instead.
+    pub fn push_state(&self, state: PendingState, baseline: Baseline) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.epoch != baseline.epoch && state.baseline != 0 {
+            return false;
+        }
+        debug_assert!(inner.states.iter().all(|s| s.room != state.room));
+        inner.states.push(state);
+        wake(&mut inner);
+        true
+    }
+
+    /// The client's baseline for `room` (0: none).
+    pub fn delivered(&self, room: RoomKey) -> Tick {
+        delivered(&self.inner.lock(), room)
+    }
+
+    /// The client acknowledged `tick` of `room` (or the transport knows it arrived).
+    /// Only counts with [`Delivery::Acknowledged`], for a tick between the last full
+    /// snapshot taken and the last frame taken, and newer than the current baseline;
+    /// anything else is ignored (a late, duplicate or made-up acknowledgement).
+    pub fn ack(&self, room: RoomKey, tick: Tick) {
+        let mut inner = self.inner.lock();
+        if inner.delivery != Delivery::Acknowledged {
+            return;
+        }
+        if let Some(r) = inner.rooms.iter_mut().find(|r| r.room == room)
+            && tick >= r.floor
+            && tick <= r.taken
+            && tick > r.baseline
+        {
+            r.baseline = tick;
+        }
+    }
+
+    /// The member is out of `room`: it left, was refused, or the room closed. A
+    /// pending frame is dropped, the next join starts from a full snapshot, and the
+    /// session learns of it from [`Outbox::take_left`]. `join_seq` is the session's
+    /// number of the join this ends, so a notice about an earlier join cannot undo a
+    /// later one.
+    pub fn leave_room(&self, room: RoomKey, join_seq: u64) {
+        let mut inner = self.inner.lock();
+        inner.states.retain(|s| s.room != room);
+        inner.rooms.retain(|r| r.room != room);
+        inner.left.push(Left { room, join_seq });
+    }
+
+    /// Moves the rooms left since the last call into `out` (cleared first).
+    pub fn take_left(&self, out: &mut Vec<Left>) {
+        out.clear();
+        std::mem::swap(out, &mut self.inner.lock().left);
+    }
+
+    /// Forgets what was delivered in every room, so each room's next frame is a full
+    /// snapshot (after a reconnect, the new connection's mirror starts empty), and
+    /// switches to the new connection's delivery (a session may resume over another
+    /// transport).
+    pub fn reset_delivered(&self, delivery: Delivery) {
+        let mut inner = self.inner.lock();
+        inner.rooms.clear();
+        inner.states.clear();
+        inner.delivery = delivery;
+        inner.epoch += 1;
+    }
+
+    /// True once a reliable push went over the bound.
+    pub fn is_overflowed(&self) -> bool {
+        self.inner.lock().overflowed
+    }
+
+    /// State frames replaced before the transport took them, since the last call.
+    pub fn take_superseded(&self) -> u64 {
+        std::mem::take(&mut self.inner.lock().superseded)
+    }
+
+    /// Moves everything pending into `batch` (cleared first) and returns `Ready`, or
+    /// registers the waker and returns `Pending` when there is nothing. Also `Ready`
+    /// when overflowed, so the transport notices promptly.
+    pub fn poll_drain(&self, cx: &mut Context<'_>, batch: &mut Batch) -> Poll<()> {
+        if self.drain(batch) || self.is_overflowed() {
+            return Poll::Ready(());
+        }
+        let mut inner = self.inner.lock();
+        // Re-check under the lock that registers the waker: no lost wake-up.
+        if inner.welcome.is_some() || !inner.reliable.is_empty() || !inner.states.is_empty() || inner.overflowed {
+            drop(inner);
+            self.drain(batch);
+            return Poll::Ready(());
+        }
+        inner.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Moves everything pending into `batch` (cleared first); returns whether anything
+    /// was moved. Taking a state frame records its tick: with [`Delivery::Reliable`]
+    /// it becomes the room's baseline; with [`Delivery::Acknowledged`] a full snapshot
+    /// resets the baseline until the client acknowledges a tick at or after it.
+    pub fn drain(&self, batch: &mut Batch) -> bool {
+        batch.clear();
+        let mut inner = self.inner.lock();
+        batch.welcome = inner.welcome.take();
+        batch.first_seq = inner.first_waiting();
+        batch.reliable.extend(inner.reliable.drain(..));
+        inner.reliable_bytes = 0;
+        inner.replayed = 0;
+        inner.replayed_bytes = 0;
+        // Keep what was taken for a resume, within half the bounds (oldest out first).
+        let inner = &mut *inner;
+        for m in &batch.reliable {
+            inner.taken_bytes += m.len();
+            inner.taken.push_back(m.clone());
+        }
+        while inner.taken.len() > self.limits.max_messages / 2 || inner.taken_bytes > self.limits.max_bytes / 2 {
+            match inner.taken.pop_front() {
+                Some(m) => inner.taken_bytes -= m.len(),
+                None => break,
+            }
+        }
+        std::mem::swap(&mut batch.states, &mut inner.states);
+        let reliable = inner.delivery == Delivery::Reliable;
+        for state in &batch.states {
+            let i = match inner.rooms.iter().position(|r| r.room == state.room) {
+                Some(i) => i,
+                None => {
+                    let fresh = RoomDelivery {
+                        room: state.room,
+                        baseline: 0,
+                        taken: 0,
+                        floor: 0,
+                    };
+                    inner.rooms.push(fresh);
+                    inner.rooms.len() - 1
+                }
+            };
+            let r = &mut inner.rooms[i];
+            r.taken = state.tick;
+            if reliable {
+                r.baseline = state.tick;
+            } else if state.baseline == 0 {
+                r.baseline = 0;
+                r.floor = state.tick;
+            }
+        }
+        !batch.is_empty()
+    }
+}
+
+impl Inner {
+    /// The number of the first reliable message waiting (`next_seq` if none is).
+    fn first_waiting(&self) -> u64 {
+        self.next_seq - self.reliable.len() as u64
+    }
+
+    /// Forgets the taken messages numbered up to `seq`.
+    fn forget_taken_through(&mut self, seq: u64) {
+        let first_taken = self.first_waiting() - self.taken.len() as u64;
+        for _ in first_taken..=seq {
+            match self.taken.pop_front() {
+                Some(m) => self.taken_bytes -= m.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+fn delivered(inner: &Inner, room: RoomKey) -> Tick {
+    inner.rooms.iter().find(|r| r.room == room).map_or(0, |r| r.baseline)
+}
+
+fn wake(inner: &mut Inner) {
+    if let Some(waker) = inner.waker.take() {
+        waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(room: RoomKey, tick: Tick, baseline: Tick) -> PendingState {
+        PendingState {
+            room,
+            tick,
+            baseline,
+            body: Bytes::new(),
+            last_input_seq: 0,
+            server_time_us: 0,
+        }
+    }
+
+    #[test]
+    fn state_frames_are_superseded_against_the_delivered_tick() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert_eq!(b.tick, 0);
+        assert!(outbox.push_state(state(1, 1, 0), b));
+        assert!(outbox.drain(&mut batch));
+        assert_eq!(outbox.delivered(1), 1);
+
+        // The client stops reading: ticks 2..=50 each replace the previous one.
+        for tick in 2..=50 {
+            let b = outbox.supersede_state(1);
+            assert_eq!(b.tick, 1, "baseline stays at what was taken");
+            assert!(outbox.push_state(state(1, tick, 1), b));
+        }
+        assert_eq!(outbox.take_superseded(), 48);
+        assert_eq!(outbox.take_superseded(), 0);
+        assert!(outbox.drain(&mut batch));
+        assert_eq!(batch.states.len(), 1);
+        assert_eq!(batch.states[0].tick, 50);
+        assert_eq!(outbox.delivered(1), 50);
+    }
+
+    #[test]
+    fn an_untaken_full_snapshot_is_only_replaced_by_a_full_snapshot() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 1, 0), b));
+        outbox.drain(&mut batch);
+        // A resync queues a full snapshot at tick 2, not taken before tick 3.
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 2, 0), b));
+        assert_eq!(outbox.supersede_state(1).tick, 0, "tick 3 must be full too");
+    }
+
+    #[test]
+    fn a_reset_between_the_halves_refuses_a_stale_delta() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 1, 0), b));
+        outbox.drain(&mut batch);
+        let stale = outbox.supersede_state(1);
+        assert_eq!(stale.tick, 1);
+        outbox.reset_delivered(Delivery::Reliable); // a resume, on another thread
+        assert!(!outbox.push_state(state(1, 2, 1), stale));
+        assert_eq!(outbox.supersede_state(1).tick, 0);
+    }
+
+    #[test]
+    fn acknowledged_delivery_uses_the_last_acknowledged_tick() {
+        let outbox = Outbox::with_delivery(OutboxLimits::default(), Delivery::Acknowledged);
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 10, 0), b));
+        outbox.drain(&mut batch);
+        // Taken but not acknowledged: still no baseline, the next frame is full too.
+        assert_eq!(outbox.supersede_state(1).tick, 0);
+        outbox.ack(1, 10);
+        assert_eq!(outbox.delivered(1), 10);
+        for tick in 11..=14 {
+            let b = outbox.supersede_state(1);
+            assert_eq!(b.tick, 10);
+            assert!(outbox.push_state(state(1, tick, 10), b));
+            outbox.drain(&mut batch);
+        }
+        outbox.ack(1, 13);
+        outbox.ack(1, 12); // late: older than the baseline
+        assert_eq!(outbox.delivered(1), 13);
+        outbox.ack(1, 99); // never sent
+        assert_eq!(outbox.delivered(1), 13);
+        outbox.ack(2, 13); // another room
+        assert_eq!(outbox.delivered(2), 0);
+
+        // A full snapshot (a resync) restarts the mirror: older acknowledgements
+        // that arrive afterwards do not count.
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 15, 0), b));
+        outbox.drain(&mut batch);
+        assert_eq!(outbox.delivered(1), 0);
+        outbox.ack(1, 14);
+        assert_eq!(outbox.delivered(1), 0);
+        outbox.ack(1, 15);
+        assert_eq!(outbox.delivered(1), 15);
+    }
+
+    #[test]
+    fn reliable_delivery_ignores_acknowledgements() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 3, 0), b));
+        outbox.drain(&mut batch);
+        outbox.ack(1, 2);
+        assert_eq!(outbox.delivered(1), 3);
+        // A resume over a lossy transport switches the rule.
+        outbox.reset_delivered(Delivery::Acknowledged);
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 4, 0), b));
+        outbox.drain(&mut batch);
+        assert_eq!(outbox.delivered(1), 0);
+    }
+
+    #[test]
+    fn reliable_queue_is_bounded() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 2,
+            max_bytes: 100,
+        });
+        outbox.push_reliable(Bytes::from_static(b"a")).unwrap();
+        outbox.push_reliable(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(outbox.push_reliable(Bytes::from_static(b"c")), Err(Overflow));
+        assert!(outbox.is_overflowed());
+        let mut batch = Batch::default();
+        outbox.drain(&mut batch);
+        assert_eq!(batch.reliable, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        // Overflow is sticky: the session is closed, not resumed from a gap.
+        assert_eq!(outbox.push_reliable(Bytes::from_static(b"d")), Err(Overflow));
+    }
+
+    fn numbered(outbox: &Outbox) -> (u64, Vec<Bytes>) {
+        let mut batch = Batch::default();
+        outbox.drain(&mut batch);
+        (batch.first_seq, batch.reliable)
+    }
+
+    #[test]
+    fn taken_messages_are_sent_again_after_what_the_client_received() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        outbox.push_welcome(Bytes::from_static(b"w"));
+        for m in [&b"a"[..], b"b", b"c"] {
+            outbox.push_reliable(Bytes::from_static(m)).unwrap();
+        }
+        let mut batch = Batch::default();
+        outbox.drain(&mut batch);
+        assert_eq!(
+            batch.welcome,
+            Some(Bytes::from_static(b"w")),
+            "the welcome is not numbered"
+        );
+        assert_eq!((batch.first_seq, batch.reliable.len()), (1, 3));
+        outbox.push_reliable(Bytes::from_static(b"d")).unwrap();
+        // The connection died; the client had received 1 ("a"). A new welcome goes
+        // first, then 2 and 3 again, then 4, which was never taken.
+        outbox.push_welcome(Bytes::from_static(b"w2"));
+        assert_eq!(outbox.replay_after(1), 2);
+        outbox.drain(&mut batch);
+        assert_eq!(batch.welcome, Some(Bytes::from_static(b"w2")));
+        assert_eq!(batch.first_seq, 2);
+        assert_eq!(
+            batch.reliable,
+            vec![
+                Bytes::from_static(b"b"),
+                Bytes::from_static(b"c"),
+                Bytes::from_static(b"d")
+            ]
+        );
+        // Confirmed messages are forgotten; a confirmation beyond what was taken is
+        // ignored.
+        outbox.confirm(3);
+        outbox.confirm(99);
+        assert_eq!(outbox.replay_after(0), 1, "only 4 is still kept");
+        assert_eq!(numbered(&outbox), (4, vec![Bytes::from_static(b"d")]));
+        // A resume claiming more than was taken: everything arrived, nothing again.
+        assert_eq!(outbox.replay_after(99), 0);
+        outbox.push_reliable(Bytes::from_static(b"e")).unwrap();
+        assert_eq!(numbered(&outbox).0, 5, "numbering continues");
+        assert_eq!(
+            outbox.replay_after(4),
+            1,
+            "5 is kept after a claim of everything before it"
+        );
+    }
+
+    #[test]
+    fn a_resume_does_not_overflow_the_queue_it_refills() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 4,
+            max_bytes: 1024,
+        });
+        for m in [&b"a"[..], b"b"] {
+            outbox.push_reliable(Bytes::from_static(m)).unwrap();
+        }
+        numbered(&outbox);
+        for m in [&b"c"[..], b"d", b"e"] {
+            outbox.push_reliable(Bytes::from_static(m)).unwrap();
+        }
+        assert_eq!(outbox.replay_after(0), 2);
+        // Five waiting, two of them sent again: one more still fits the bound of four.
+        outbox.push_reliable(Bytes::from_static(b"f")).unwrap();
+        assert_eq!(outbox.push_reliable(Bytes::from_static(b"g")), Err(Overflow));
+    }
+
+    #[test]
+    fn what_is_kept_for_a_resume_is_bounded_by_half_the_queue_bounds() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 8,
+            max_bytes: 1024,
+        });
+        for round in 0..3u8 {
+            for i in 0..4u8 {
+                outbox.push_reliable(Bytes::from(vec![round * 4 + i])).unwrap();
+            }
+            numbered(&outbox);
+        }
+        // 12 taken, the last 4 kept: a client that received only 2 sees a gap (9).
+        assert_eq!(outbox.replay_after(2), 4);
+        let (first, messages) = numbered(&outbox);
+        assert_eq!(first, 9);
+        assert_eq!(messages.iter().map(|m| m[0]).collect::<Vec<_>>(), vec![8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn byte_bound_applies() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_messages: 100,
+            max_bytes: 10,
+        });
+        outbox.push_reliable(Bytes::from(vec![0; 8])).unwrap();
+        assert_eq!(outbox.push_reliable(Bytes::from(vec![0; 3])), Err(Overflow));
+    }
+
+    #[test]
+    fn poll_drain_wakes_on_push() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::task::Wake;
+
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        assert!(outbox.poll_drain(&mut cx, &mut batch).is_pending());
+        outbox.push_reliable(Bytes::from_static(b"x")).unwrap();
+        assert!(flag.0.load(Ordering::SeqCst));
+        assert!(outbox.poll_drain(&mut cx, &mut batch).is_ready());
+        assert_eq!(batch.reliable.len(), 1);
+    }
+}

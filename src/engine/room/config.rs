@@ -1,0 +1,84 @@
+use crate::engine::simulation::EntityLimits;
+use crate::state::Tick;
+
+/// A room's settings. Defaults follow `shared/PRODUCT.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomConfig {
+    /// Ticks per second, 1–128.
+    pub tick_rate: u32,
+    /// Member cap (seats held for resume count).
+    pub max_members: usize,
+    /// How many ticks back a delta baseline may be; older baselines get a full snapshot.
+    pub history: Tick,
+    /// Send the state checksum every this many ticks (1: every tick).
+    pub checksum_interval: Tick,
+    /// A member whose room is idle still gets a (tiny) frame every this many ticks, so
+    /// it sees the tick advance and a checksum. 0: once per second.
+    pub idle_frame_every: Tick,
+    /// Inputs a member may have queued for the next tick.
+    pub input_queue: usize,
+    /// Room events that may wait for the next tick.
+    pub max_pending_events: usize,
+    /// Caps on entities, fields and field sizes.
+    pub limits: EntityLimits,
+    /// Benchmark baseline, never for players: every member gets a full snapshot every
+    /// tick, changed or not, encoded separately for each member (no shared bodies, no
+    /// deltas). It measures what delta compression and encode-once fan-out save.
+    pub naive_fanout: bool,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self {
+            tick_rate: 30,
+            max_members: 64,
+            history: 32,
+            checksum_interval: 1,
+            idle_frame_every: 0,
+            // At least the default message burst (100), so a client within its rate limit
+            // never overflows the queue of one tick.
+            input_queue: 128,
+            max_pending_events: 1024,
+            limits: EntityLimits::default(),
+            naive_fanout: false,
+        }
+    }
+}
+
+/// A room setting out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid room setting `{field}`: {problem}")]
+pub struct ConfigError {
+    /// The setting.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl RoomConfig {
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, field, problem| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError { field, problem })
+            }
+        };
+        check((1..=128).contains(&self.tick_rate), "tick_rate", "must be 1-128")?;
+        check(self.max_members >= 1, "max_members", "must be at least 1")?;
+        check((1..=1024).contains(&self.history), "history", "must be 1-1024")?;
+        check(self.checksum_interval >= 1, "checksum_interval", "must be at least 1")?;
+        check(self.input_queue >= 1, "input_queue", "must be at least 1")?;
+        check(self.max_pending_events >= 1, "max_pending_events", "must be at least 1")
+    }
+
+    /// `idle_frame_every` with 0 resolved to one second's worth of ticks.
+    pub fn idle_frame_interval(&self) -> Tick {
+        if self.idle_frame_every == 0 {
+            Tick::from(self.tick_rate.max(1))
+        } else {
+            self.idle_frame_every
+        }
+    }
+}

@@ -1,0 +1,65 @@
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::engine::outbox::Outbox;
+use crate::proto::input;
+use crate::state::MemberId;
+
+/// What happened to a pushed input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum InputVerdict {
+    Queued,
+    /// Sequence number not above the last accepted one: already queued or applied.
+    Duplicate,
+    QueueFull,
+}
+
+/// A member's seat in a room.
+pub(super) struct Member {
+    pub id: MemberId,
+    pub user_id: Arc<str>,
+    pub outbox: Arc<Outbox>,
+    /// The session's number of the join this seat came from (see
+    /// [`Outbox::leave_room`]).
+    pub join_seq: u64,
+    pub inputs: VecDeque<(u64, input::Payload)>,
+    capacity: usize,
+    /// Highest sequence number queued or applied: the dedup watermark.
+    last_accepted: u64,
+    /// Highest sequence number applied.
+    pub last_applied: u64,
+    /// `last_applied` as of the last frame sent.
+    pub last_sent_seq: u64,
+    pub needs_full: bool,
+}
+
+impl Member {
+    pub fn new(id: MemberId, user_id: Arc<str>, outbox: Arc<Outbox>, join_seq: u64, capacity: usize) -> Self {
+        Self {
+            id,
+            user_id,
+            outbox,
+            join_seq,
+            inputs: VecDeque::new(),
+            capacity,
+            last_accepted: 0,
+            last_applied: 0,
+            last_sent_seq: 0,
+            needs_full: true,
+        }
+    }
+
+    /// Queues an input unless it is a duplicate or the queue is full. A refused input
+    /// does not move the watermark, so the client may send it again.
+    pub fn accept(&mut self, seq: u64, payload: input::Payload) -> InputVerdict {
+        if seq <= self.last_accepted {
+            return InputVerdict::Duplicate;
+        }
+        if self.inputs.len() >= self.capacity {
+            return InputVerdict::QueueFull;
+        }
+        self.last_accepted = seq;
+        self.inputs.push_back((seq, payload));
+        InputVerdict::Queued
+    }
+}

@@ -1,0 +1,569 @@
+//! The room engine, sans IO: members, input queues, events, and the tick that turns
+//! inputs into state frames in every member's [`Outbox`].
+//!
+//! A tick runs: queued joins and leaves → each member's queued inputs (join order,
+//! sequence order) → [`Simulation::step`] → checksum → relay events → fan out state.
+//! The fan-out encodes one body per distinct delta content (in practice: one for the
+//! in-sync members, one full snapshot for members that need it) and hands every
+//! member a cheap clone of it. With [`RoomConfig::naive_fanout`] (a benchmark baseline)
+//! every member instead gets its own full snapshot, encoded for it alone, every tick.
+//! Nothing here blocks, sleeps or reads a clock: the
+//! driver ([`crate::engine::sim_pool`]) calls [`Room::tick`] when the tick is due.
+
+mod config;
+mod member;
+
+pub use config::{ConfigError, RoomConfig};
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rustc_hash::FxHashMap;
+
+use crate::delta::{self, FrameMeta};
+use crate::engine::outbox::{Outbox, PendingState, RoomKey};
+use crate::engine::simulation::{SimContext, Simulation};
+use crate::frame::encode_message;
+use crate::proto::{
+    self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
+};
+use crate::state::{MemberId, Tick, World};
+use member::{InputVerdict, Member};
+
+/// Counters of one room, cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomStats {
+    /// Ticks run.
+    pub ticks: u64,
+    /// Inputs applied without error.
+    pub inputs_applied: u64,
+    /// Inputs the simulation refused (ownership, limits, malformed).
+    pub inputs_rejected: u64,
+    /// Inputs ignored as duplicates (sequence number not above the last accepted).
+    pub inputs_duplicate: u64,
+    /// Inputs refused because the member's queue was full.
+    pub inputs_overflowed: u64,
+    /// State frames handed to outboxes.
+    pub frames: u64,
+    /// Of which full snapshots.
+    pub full_frames: u64,
+    /// Bodies encoded (one per distinct delta content per tick).
+    pub encodes: u64,
+    /// Bytes of encoded bodies.
+    pub bytes_encoded: u64,
+    /// Room events relayed.
+    pub events: u64,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// The tick number.
+    pub tick: Tick,
+    /// State frames handed to outboxes.
+    pub frames: u32,
+    /// Of which full snapshots.
+    pub full_frames: u32,
+    /// Bodies encoded this tick.
+    pub encodes: u32,
+    /// Size of the delta body sent to in-sync members (0 if none was sent).
+    pub delta_bytes: usize,
+    /// Size of the full snapshot body (0 if none was sent).
+    pub full_bytes: usize,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The room is at its member cap.
+    #[error("room is full")]
+    Full,
+}
+
+enum SimCall {
+    Join(MemberId),
+    Leave(MemberId),
+}
+
+struct QueuedEvent {
+    sender: MemberId,
+    event: SendEvent,
+}
+
+/// Which body a member's frame uses: every member whose delta would hold the same
+/// changes shares one encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKey {
+    Full,
+    /// Number of change ticks after the baseline: deltas against two baselines with no
+    /// change between them are identical, so they share this key.
+    Delta(usize),
+}
+
+/// One room: see the module documentation.
+pub struct Room {
+    key: RoomKey,
+    id: Arc<str>,
+    room_type: Arc<str>,
+    config: RoomConfig,
+    sim: Box<dyn Simulation>,
+    world: World,
+    /// Members in join order (the order inputs are applied in).
+    members: Vec<Member>,
+    /// Member id → position in `members`.
+    index: FxHashMap<MemberId, usize>,
+    sim_calls: Vec<SimCall>,
+    events: Vec<QueuedEvent>,
+    event_seq: u64,
+    /// Ticks within the history window at which the world changed, ascending.
+    change_ticks: VecDeque<Tick>,
+    bodies: Vec<(BodyKey, Bytes)>,
+    buf: BytesMut,
+    stats: RoomStats,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("id", &self.id)
+            .field("type", &self.room_type)
+            .field("tick", &self.world.tick())
+            .field("members", &self.members.len())
+            .field("entities", &self.world.len())
+            .finish()
+    }
+}
+
+impl Room {
+    /// A new, empty room. `key` must be unique among the rooms sharing outboxes.
+    pub fn new(key: RoomKey, id: Arc<str>, room_type: Arc<str>, config: RoomConfig, sim: Box<dyn Simulation>) -> Self {
+        Self {
+            key,
+            id,
+            room_type,
+            world: World::new(config.history),
+            config,
+            sim,
+            members: Vec::new(),
+            index: FxHashMap::default(),
+            sim_calls: Vec::new(),
+            events: Vec::new(),
+            event_seq: 0,
+            change_ticks: VecDeque::new(),
+            bodies: Vec::new(),
+            buf: BytesMut::new(),
+            stats: RoomStats::default(),
+        }
+    }
+
+    /// The room key.
+    pub fn key(&self) -> RoomKey {
+        self.key
+    }
+
+    /// The room id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The room's configuration.
+    pub fn config(&self) -> &RoomConfig {
+        &self.config
+    }
+
+    /// The current state.
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// The last tick run.
+    pub fn tick_number(&self) -> Tick {
+        self.world.tick()
+    }
+
+    /// Cumulative counters.
+    pub fn stats(&self) -> RoomStats {
+        self.stats
+    }
+
+    /// Number of members (seats held for resume included).
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether `member` is in the room.
+    pub fn is_member(&self, member: MemberId) -> bool {
+        self.member(member).is_some()
+    }
+
+    /// A summary for room listings.
+    pub fn info(&self) -> proto::RoomInfo {
+        proto::RoomInfo {
+            room: self.id.to_string(),
+            room_type: self.room_type.to_string(),
+            members: self.members.len() as u32,
+            max_members: self.config.max_members as u32,
+        }
+    }
+
+    fn member(&self, id: MemberId) -> Option<&Member> {
+        self.index.get(&id).map(|&i| &self.members[i])
+    }
+
+    fn member_mut(&mut self, id: MemberId) -> Option<&mut Member> {
+        self.index.get(&id).map(|&i| &mut self.members[i])
+    }
+
+    /// Adds a member and answers it with `Joined` (or an `Error`) through its outbox;
+    /// the other members get a presence message. The simulation learns of the join at
+    /// the next tick, and the member's first frame is a full snapshot. Joining again
+    /// while a member is idempotent and schedules a full snapshot.
+    pub fn join(
+        &mut self,
+        member: MemberId,
+        user_id: Arc<str>,
+        outbox: Arc<Outbox>,
+        request_id: u64,
+        join_seq: u64,
+    ) -> Result<(), JoinError> {
+        if let Some(existing) = self.member_mut(member) {
+            existing.outbox = outbox;
+            existing.join_seq = join_seq;
+            existing.needs_full = true;
+        } else if self.members.len() >= self.config.max_members {
+            let error = self.error(ErrorCode::RoomFull, "room is full", request_id);
+            outbox.leave_room(self.key, join_seq);
+            let _ = outbox.push_reliable(error);
+            return Err(JoinError::Full);
+        } else {
+            let info = MemberInfo {
+                member_id: member,
+                user_id: user_id.to_string(),
+            };
+            self.broadcast_presence(info, PresenceChange::Joined);
+            self.index.insert(member, self.members.len());
+            self.members
+                .push(Member::new(member, user_id, outbox, join_seq, self.config.input_queue));
+            self.sim_calls.push(SimCall::Join(member));
+        }
+        let joined = Kind::Joined(proto::Joined {
+            request_id,
+            room: self.id.to_string(),
+            room_type: self.room_type.to_string(),
+            member_id: member,
+            tick_rate: self.config.tick_rate,
+            max_members: self.config.max_members as u32,
+            members: self
+                .members
+                .iter()
+                .map(|m| MemberInfo {
+                    member_id: m.id,
+                    user_id: m.user_id.to_string(),
+                })
+                .collect(),
+            last_input_seq: self.member(member).map_or(0, |m| m.last_applied),
+        });
+        if let Some(m) = self.member(member) {
+            let _ = m.outbox.push_reliable(encode_message(joined));
+        }
+        Ok(())
+    }
+
+    /// Removes a member (a leave request, or its resume grace period ended). It is
+    /// answered with `Left` when `request_id` is set; the others get presence; the
+    /// simulation learns of it at the next tick.
+    pub fn leave(&mut self, member: MemberId, request_id: u64) -> bool {
+        let Some(index) = self.index.remove(&member) else {
+            return false;
+        };
+        let gone = self.members.remove(index);
+        for later in &self.members[index..] {
+            self.index.insert(later.id, self.index[&later.id] - 1);
+        }
+        gone.outbox.leave_room(self.key, gone.join_seq);
+        if request_id != 0 {
+            let left = Kind::Left(proto::Left {
+                request_id,
+                room: self.id.to_string(),
+                ..Default::default()
+            });
+            let _ = gone.outbox.push_reliable(encode_message(left));
+        }
+        let info = MemberInfo {
+            member_id: gone.id,
+            user_id: gone.user_id.to_string(),
+        };
+        self.broadcast_presence(info, PresenceChange::Left);
+        self.sim_calls.push(SimCall::Leave(member));
+        true
+    }
+
+    /// Queues an input for the next tick. Duplicates (sequence number not above the
+    /// last accepted one, as after a reconnect replay) are ignored; a full queue is
+    /// answered with an `INPUT_QUEUE_FULL` error and the input is not applied.
+    pub fn push_input(&mut self, member: MemberId, seq: u64, payload: input::Payload) {
+        let Some(m) = self.member_mut(member) else {
+            return;
+        };
+        match m.accept(seq, payload) {
+            InputVerdict::Queued => {}
+            InputVerdict::Duplicate => self.stats.inputs_duplicate += 1,
+            InputVerdict::QueueFull => {
+                self.stats.inputs_overflowed += 1;
+                let error = self.error(ErrorCode::InputQueueFull, "input queue full; input dropped", seq);
+                self.send_to(member, error);
+            }
+        }
+    }
+
+    /// Queues a room event for relay at the next tick. Events from non-members are
+    /// ignored; over the per-room bound the sender gets a `SERVER_BUSY` error.
+    pub fn push_event(&mut self, sender: MemberId, event: SendEvent) {
+        if !self.is_member(sender) {
+            return;
+        }
+        if self.events.len() >= self.config.max_pending_events {
+            let error = self.error(ErrorCode::ServerBusy, "too many events pending in this room", 0);
+            self.send_to(sender, error);
+            return;
+        }
+        self.events.push(QueuedEvent { sender, event });
+    }
+
+    /// Schedules a full snapshot for `member` at the next tick and answers the request
+    /// (unless `request_id` is 0).
+    pub fn resync(&mut self, member: MemberId, request_id: u64) {
+        let Some(m) = self.member_mut(member) else {
+            return;
+        };
+        m.needs_full = true;
+        if request_id == 0 {
+            return;
+        }
+        let response = Kind::Response(proto::Response {
+            request_id,
+            kind: Some(proto::response::Kind::Resync(proto::ResyncScheduled {
+                room: self.id.to_string(),
+            })),
+        });
+        self.send_to(member, encode_message(response));
+    }
+
+    /// Closes the room: every member is told it left, with `reason`.
+    pub fn close(self, reason: ErrorCode, message: &str) {
+        let left = encode_message(Kind::Left(proto::Left {
+            request_id: 0,
+            room: self.id.to_string(),
+            reason: reason as i32,
+            message: message.to_string(),
+        }));
+        for m in &self.members {
+            m.outbox.leave_room(self.key, m.join_seq);
+            let _ = m.outbox.push_reliable(left.clone());
+        }
+    }
+
+    /// Runs one tick; `server_time_us` is stamped on the frames. Members whose
+    /// session is gone (closed outbox) are removed first.
+    pub fn tick(&mut self, server_time_us: u64) -> TickReport {
+        let gone: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|m| m.outbox.is_closed())
+            .map(|m| m.id)
+            .collect();
+        for member in gone {
+            self.leave(member, 0);
+        }
+        let tick = self.world.tick() + 1;
+        self.world.begin_tick(tick);
+        self.run_simulation(tick);
+        self.world.finish_tick();
+        self.stats.ticks += 1;
+
+        let changed = self.world.last_change() == tick;
+        if changed {
+            self.change_ticks.push_back(tick);
+        }
+        let oldest = tick.saturating_sub(self.config.history);
+        while self.change_ticks.front().is_some_and(|&t| t <= oldest) {
+            self.change_ticks.pop_front();
+        }
+
+        self.relay_events();
+        self.fan_out(tick, changed, server_time_us)
+    }
+
+    fn run_simulation(&mut self, tick: Tick) {
+        let mut ctx = SimContext {
+            world: &mut self.world,
+            tick,
+            dt: 1.0 / self.config.tick_rate as f32,
+            limits: self.config.limits,
+        };
+        for call in self.sim_calls.drain(..) {
+            match call {
+                SimCall::Join(m) => self.sim.join(&mut ctx, m),
+                SimCall::Leave(m) => self.sim.leave(&mut ctx, m),
+            }
+        }
+        for member in &mut self.members {
+            while let Some((seq, payload)) = member.inputs.pop_front() {
+                member.last_applied = seq;
+                match self.sim.input(&mut ctx, member.id, &payload) {
+                    Ok(()) => self.stats.inputs_applied += 1,
+                    Err(e) => {
+                        self.stats.inputs_rejected += 1;
+                        let error = error_message(e.code(), &e.to_string(), seq, &self.id);
+                        let _ = member.outbox.push_reliable(error);
+                    }
+                }
+            }
+        }
+        self.sim.step(&mut ctx);
+    }
+
+    fn relay_events(&mut self) {
+        for queued in std::mem::take(&mut self.events) {
+            self.event_seq += 1;
+            self.stats.events += 1;
+            let SendEvent {
+                kind, payload, targets, ..
+            } = queued.event;
+            let message = encode_message(Kind::Event(RoomEvent {
+                room: self.id.to_string(),
+                seq: self.event_seq,
+                sender: queued.sender,
+                kind,
+                payload,
+                targets: targets.clone(),
+            }));
+            for m in &self.members {
+                let addressed = if targets.is_empty() {
+                    m.id != queued.sender
+                } else {
+                    targets.contains(&m.id)
+                };
+                if addressed {
+                    let _ = m.outbox.push_reliable(message.clone());
+                }
+            }
+        }
+    }
+
+    fn fan_out(&mut self, tick: Tick, changed: bool, server_time_us: u64) -> TickReport {
+        let mut report = TickReport {
+            tick,
+            ..Default::default()
+        };
+        let idle_frame = tick.is_multiple_of(self.config.idle_frame_interval());
+        let with_checksum = idle_frame || tick.is_multiple_of(self.config.checksum_interval);
+        let checksum = self.world.checksum();
+        let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
+        let naive = self.config.naive_fanout;
+        self.bodies.clear();
+
+        for m in &mut self.members {
+            let news = m.needs_full || m.last_applied != m.last_sent_seq;
+            if !(naive || changed || news || idle_frame) {
+                continue;
+            }
+            let found = m.outbox.supersede_state(self.key);
+            let delivered = found.tick;
+            let full = naive || m.needs_full || delivered < oldest_baseline;
+            let (key, baseline) = if full {
+                (BodyKey::Full, 0)
+            } else {
+                let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
+                (BodyKey::Delta(changes), delivered)
+            };
+            // The naive baseline shares nothing: one encoding per member.
+            let shared = if naive {
+                None
+            } else {
+                self.bodies.iter().find(|(k, _)| *k == key)
+            };
+            let body = match shared {
+                Some((_, body)) => body.clone(),
+                None => {
+                    let meta = FrameMeta {
+                        room: &self.id,
+                        server_time_us,
+                        checksum: (full || with_checksum).then_some(checksum),
+                    };
+                    delta::encode_state(&self.world, baseline, meta, &mut self.buf);
+                    let body = self.buf.split().freeze();
+                    report.encodes += 1;
+                    self.stats.bytes_encoded += body.len() as u64;
+                    match key {
+                        BodyKey::Full => report.full_bytes = body.len(),
+                        BodyKey::Delta(_) => report.delta_bytes = report.delta_bytes.max(body.len()),
+                    }
+                    self.bodies.push((key, body.clone()));
+                    body
+                }
+            };
+            let pushed = m.outbox.push_state(
+                PendingState {
+                    room: self.key,
+                    tick,
+                    baseline,
+                    body,
+                    last_input_seq: m.last_applied,
+                    server_time_us,
+                },
+                found,
+            );
+            if !pushed {
+                // The session was reset (resumed) meanwhile: a full snapshot next tick.
+                m.needs_full = true;
+                continue;
+            }
+            m.last_sent_seq = m.last_applied;
+            m.needs_full = false;
+            report.frames += 1;
+            report.full_frames += u32::from(full);
+        }
+        self.stats.frames += u64::from(report.frames);
+        self.stats.full_frames += u64::from(report.full_frames);
+        self.stats.encodes += u64::from(report.encodes);
+        report
+    }
+
+    fn broadcast_presence(&self, member: MemberInfo, change: PresenceChange) {
+        let message = encode_message(Kind::Presence(Presence {
+            room: self.id.to_string(),
+            member: Some(member),
+            change: change as i32,
+        }));
+        for m in &self.members {
+            let _ = m.outbox.push_reliable(message.clone());
+        }
+    }
+
+    fn send_to(&self, member: MemberId, message: Bytes) {
+        if let Some(m) = self.member(member) {
+            let _ = m.outbox.push_reliable(message);
+        }
+    }
+
+    fn error(&self, code: ErrorCode, message: &str, request_id: u64) -> Bytes {
+        error_message(code, message, request_id, &self.id)
+    }
+}
+
+/// Encodes an `Error` message.
+pub fn error_message(code: ErrorCode, message: &str, request_id: u64, room: &str) -> Bytes {
+    encode_message(Kind::Error(proto::Error {
+        code: code as i32,
+        message: message.to_string(),
+        request_id,
+        room: room.to_string(),
+        retry_after_ms: 0,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,903 @@
+//! Deterministic tests of the room engine: no threads, no clock, no sleeps. Output is
+//! read the way a client reads it: outbox → one envelope on the wire → decode.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+
+use super::*;
+use crate::engine::envelope::encode_batch;
+use crate::engine::outbox::{Batch, Left, OutboxLimits};
+use crate::engine::simulation::{Arena, ArenaConfig, Relay};
+use crate::frame::decode_server;
+use crate::mirror::{Desync, StateMirror};
+use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
+use crate::state::Value;
+
+struct Client {
+    id: MemberId,
+    outbox: Arc<Outbox>,
+    mirror: StateMirror,
+    received: Vec<ServerMessage>,
+}
+
+impl Client {
+    fn new(id: MemberId) -> Self {
+        Self {
+            id,
+            outbox: Arc::new(Outbox::new(OutboxLimits::default())),
+            mirror: StateMirror::new(),
+            received: Vec::new(),
+        }
+    }
+
+    /// Takes everything pending as one envelope, decodes it and applies state frames
+    /// to the mirror. Returns the number of state frames.
+    fn read(&mut self) -> usize {
+        let mut batch = Batch::default();
+        if !self.outbox.drain(&mut batch) {
+            return 0;
+        }
+        let mut wire = BytesMut::new();
+        encode_batch(&batch, &mut wire);
+        let envelope = decode_server(&wire).expect("server output decodes");
+        let mut frames = 0;
+        for message in envelope.messages {
+            if let Some(server_message::Kind::State(frame)) = &message.kind {
+                self.mirror.apply(frame).expect("frame applies");
+                frames += 1;
+            }
+            self.received.push(message);
+        }
+        frames
+    }
+
+    fn take_received(&mut self) -> Vec<server_message::Kind> {
+        self.received.drain(..).filter_map(|m| m.kind).collect()
+    }
+
+    fn errors(&mut self) -> Vec<proto::Error> {
+        self.take_received()
+            .into_iter()
+            .filter_map(|k| match k {
+                server_message::Kind::Error(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What the lossy network does with one tick's datagrams and acks (a deterministic
+/// injector: the fate comes from the test's input).
+const FATE_DROP: u8 = 0;
+const FATE_DELAY: u8 = 1;
+const FATE_DUPLICATE: u8 = 2;
+const FATE_DROP_ACK: u8 = 3;
+const FATE_DELIVER: u8 = 7;
+
+/// A client over an unreliable transport: each state frame is its own datagram and
+/// each applied frame is acknowledged.
+struct LossyClient {
+    id: MemberId,
+    outbox: Arc<Outbox>,
+    mirror: StateMirror,
+    /// Fed the same frames: must accept and skip exactly what `mirror` does.
+    headers: StateMirror,
+    /// A datagram held back to arrive after the next one.
+    delayed: Option<StateFrame>,
+    full_snapshots: u32,
+}
+
+impl LossyClient {
+    fn new(id: MemberId) -> Self {
+        let outbox = Outbox::with_delivery(OutboxLimits::default(), crate::engine::outbox::Delivery::Acknowledged);
+        Self {
+            id,
+            outbox: Arc::new(outbox),
+            mirror: StateMirror::new(),
+            headers: StateMirror::headers_only(),
+            delayed: None,
+            full_snapshots: 0,
+        }
+    }
+
+    /// Takes the outbox, puts its state frames through the network with `fate`,
+    /// applies what arrives and acknowledges it. Returns the ticks applied.
+    fn exchange(&mut self, fate: u8) -> Vec<Tick> {
+        let mut batch = Batch::default();
+        self.outbox.drain(&mut batch);
+        let mut arriving = Vec::new();
+        for state in &batch.states {
+            let mut wire = BytesMut::new();
+            crate::engine::envelope::encode_envelope(Default::default(), std::slice::from_ref(state), &mut wire);
+            let envelope = decode_server(&wire).expect("datagram decodes");
+            let Some(server_message::Kind::State(frame)) = envelope.messages.into_iter().next().and_then(|m| m.kind)
+            else {
+                panic!("a datagram holds one state frame");
+            };
+            self.full_snapshots += u32::from(frame.baseline_tick == 0);
+            match fate {
+                FATE_DROP => {}
+                FATE_DELAY => arriving.extend(self.delayed.replace(frame)),
+                FATE_DUPLICATE => arriving.extend([frame.clone(), frame]),
+                _ => arriving.push(frame),
+            }
+        }
+        if fate != FATE_DELAY {
+            arriving.extend(self.delayed.take());
+        }
+        let mut applied = Vec::new();
+        for frame in arriving {
+            let used = self.mirror.apply_unordered(&frame).expect("no desync");
+            assert_eq!(
+                self.headers.apply_unordered(&frame),
+                Ok(used),
+                "headers-only mirror agrees"
+            );
+            assert_eq!(
+                (self.headers.tick(), self.headers.last_input_seq()),
+                (self.mirror.tick(), self.mirror.last_input_seq())
+            );
+            if used {
+                applied.push(frame.tick);
+                if fate != FATE_DROP_ACK {
+                    self.outbox.ack(1, frame.tick);
+                }
+            }
+        }
+        applied
+    }
+}
+
+fn relay_room(config: RoomConfig) -> Room {
+    Room::new(1, "room".into(), "relay".into(), config, Box::new(Relay::new()))
+}
+
+fn join(room: &mut Room, client: &Client) {
+    room.join(
+        client.id,
+        format!("user-{}", client.id).into(),
+        client.outbox.clone(),
+        1,
+        1,
+    )
+    .unwrap();
+}
+
+fn float(id: u32, v: f32) -> Field {
+    Field {
+        id,
+        value: Some(Value::Float(v)),
+    }
+}
+
+fn create(id: u64, fields: Vec<Field>) -> input::Payload {
+    input::Payload::Writes(EntityWrites {
+        create: vec![Entity {
+            id,
+            owner: 0,
+            kind: 1,
+            fields,
+        }],
+        ..Default::default()
+    })
+}
+
+fn update(id: u64, fields: Vec<Field>) -> input::Payload {
+    input::Payload::Writes(EntityWrites {
+        update: vec![EntityUpdate { id, fields }],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn join_answers_and_first_frame_is_a_full_snapshot() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut a = Client::new(10);
+    let mut b = Client::new(11);
+    join(&mut room, &a);
+    room.push_input(10, 1, create(1, vec![float(1, 1.0)]));
+    room.tick(0);
+    assert_eq!(a.read(), 1);
+    assert!(matches!(a.take_received()[0], server_message::Kind::Joined(ref j) if j.member_id == 10));
+
+    join(&mut room, &b);
+    room.tick(0);
+    b.read();
+    a.read();
+    let b_msgs = b.take_received();
+    let server_message::Kind::Joined(joined) = &b_msgs[0] else {
+        panic!("first message is Joined: {b_msgs:?}")
+    };
+    assert_eq!(joined.members.len(), 2);
+    let server_message::Kind::State(frame) = &b_msgs[1] else {
+        panic!("then a state frame")
+    };
+    assert_eq!(frame.baseline_tick, 0);
+    assert!(b.mirror.world().same_state(room.world()));
+    let presence = a.take_received();
+    assert!(presence.iter().any(|k| matches!(k,
+        server_message::Kind::Presence(p) if p.member.as_ref().unwrap().member_id == 11
+            && p.change == PresenceChange::Joined as i32)));
+}
+
+#[test]
+fn relay_members_write_only_their_own_entities() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut a = Client::new(1);
+    let mut b = Client::new(2);
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(1, 1, create(100, vec![float(1, 0.0)]));
+    room.tick(0);
+    room.push_input(2, 1, update(100, vec![float(1, 9.0)]));
+    room.push_input(2, 2, create(100, vec![]));
+    room.push_input(
+        2,
+        3,
+        input::Payload::Writes(EntityWrites {
+            remove: vec![100],
+            ..Default::default()
+        }),
+    );
+    room.push_input(2, 4, input::Payload::Intent(vec![1].into()));
+    room.tick(0);
+    a.read();
+    b.read();
+    let codes: Vec<_> = b.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    assert_eq!(
+        codes,
+        vec![
+            (ErrorCode::NotOwner as i32, 1),
+            (ErrorCode::EntityExists as i32, 2),
+            (ErrorCode::NotOwner as i32, 3),
+            (ErrorCode::WrongPayload as i32, 4),
+        ]
+    );
+    assert_eq!(room.stats().inputs_rejected, 4);
+    assert_eq!(room.world().get(100).unwrap().get(1), Some(&Value::Float(0.0)));
+    assert!(a.errors().is_empty());
+    // Rejected inputs still count as applied: the client must not replay them.
+    assert_eq!(b.mirror.last_input_seq(), 4);
+}
+
+#[test]
+fn relay_limits_are_enforced() {
+    let mut config = RoomConfig::default();
+    config.limits.max_entities_per_member = 2;
+    config.limits.max_fields_per_entity = 2;
+    config.limits.max_field_bytes = 4;
+    let mut room = relay_room(config);
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.push_input(1, 1, create(1, vec![]));
+    room.push_input(1, 2, create(2, vec![]));
+    room.push_input(1, 3, create(3, vec![]));
+    room.push_input(1, 4, update(1, vec![float(1, 0.0), float(2, 0.0), float(3, 0.0)]));
+    room.push_input(
+        1,
+        5,
+        update(
+            1,
+            vec![Field {
+                id: 1,
+                value: Some(Value::String("too long".into())),
+            }],
+        ),
+    );
+    room.push_input(1, 6, update(1, vec![Field { id: 1, value: None }]));
+    room.tick(0);
+    a.read();
+    let codes: Vec<_> = a.errors().iter().map(|e| e.code).collect();
+    let limit = ErrorCode::LimitExceeded as i32;
+    assert_eq!(codes, vec![limit, limit, limit, ErrorCode::BadRequest as i32]);
+    assert_eq!(room.world().len(), 2);
+}
+
+#[test]
+fn leaving_removes_the_members_entities_and_tells_the_room() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut a = Client::new(1);
+    let mut b = Client::new(2);
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(2, 1, create(5, vec![]));
+    room.tick(0);
+    assert!(room.leave(2, 7));
+    room.tick(0);
+    a.read();
+    b.read();
+    assert!(room.world().is_empty());
+    assert!(a.mirror.world().is_empty());
+    assert!(a.take_received().iter().any(|k| matches!(k,
+        server_message::Kind::Presence(p) if p.change == PresenceChange::Left as i32)));
+    assert!(b.take_received().iter().any(|k| matches!(k,
+        server_message::Kind::Left(l) if l.request_id == 7)));
+    assert!(!room.leave(2, 8), "leaving twice is a no-op");
+}
+
+#[test]
+fn members_whose_session_closed_are_evicted_at_the_next_tick() {
+    let mut room = relay_room(RoomConfig::default());
+    let a = Client::new(1);
+    let mut b = Client::new(2);
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(1, 1, create(9, vec![]));
+    room.tick(0);
+    a.outbox.close();
+    room.tick(0);
+    assert_eq!(room.member_count(), 1);
+    b.read();
+    assert!(b.mirror.world().is_empty(), "the member's entities went with it");
+}
+
+#[test]
+fn inputs_are_applied_exactly_once_across_replays() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.push_input(
+        1,
+        1,
+        create(
+            1,
+            vec![Field {
+                id: 1,
+                value: Some(Value::Int(0)),
+            }],
+        ),
+    );
+    let bump = |n| {
+        update(
+            1,
+            vec![Field {
+                id: 1,
+                value: Some(Value::Int(n)),
+            }],
+        )
+    };
+    room.push_input(1, 2, bump(1));
+    room.push_input(1, 3, bump(2));
+    room.tick(0);
+    a.read();
+    assert_eq!(a.mirror.last_input_seq(), 3);
+    // A reconnecting client replays everything it had not seen acknowledged, plus new.
+    room.push_input(1, 1, create(1, vec![]));
+    room.push_input(1, 2, bump(100));
+    room.push_input(1, 3, bump(100));
+    room.push_input(1, 4, bump(3));
+    room.tick(0);
+    a.read();
+    assert!(
+        a.errors().is_empty(),
+        "no EntityExists: the replayed create was ignored"
+    );
+    assert_eq!(room.stats().inputs_duplicate, 3);
+    assert_eq!(room.stats().inputs_applied, 4);
+    assert_eq!(room.world().get(1).unwrap().get(1), Some(&Value::Int(3)));
+    assert_eq!(a.mirror.last_input_seq(), 4);
+}
+
+#[test]
+fn a_full_input_queue_refuses_with_a_typed_error() {
+    let config = RoomConfig {
+        input_queue: 2,
+        ..Default::default()
+    };
+    let mut room = relay_room(config);
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    for seq in 1..=3 {
+        room.push_input(1, seq, create(seq, vec![]));
+    }
+    room.tick(0);
+    a.read();
+    let errors = a.errors();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        (errors[0].code, errors[0].request_id),
+        (ErrorCode::InputQueueFull as i32, 3)
+    );
+    assert_eq!(room.world().len(), 2);
+    // The refused input can be sent again.
+    room.push_input(1, 3, create(3, vec![]));
+    room.tick(0);
+    assert_eq!(room.world().len(), 3);
+}
+
+#[test]
+fn events_reach_exactly_their_targets_in_order() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut clients: Vec<Client> = (1..=4).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    let event = |kind: &str, targets: Vec<u64>| SendEvent {
+        room: "room".into(),
+        kind: kind.into(),
+        payload: bytes::Bytes::from_static(b"!"),
+        targets,
+    };
+    room.push_event(1, event("all", vec![]));
+    room.push_event(2, event("dm", vec![3]));
+    room.push_event(99, event("stranger", vec![])); // not a member: ignored
+    room.tick(0);
+    let mut seen = Vec::new();
+    for c in &mut clients {
+        c.read();
+        let events: Vec<(String, u64, u64)> = c
+            .take_received()
+            .into_iter()
+            .filter_map(|k| match k {
+                server_message::Kind::Event(e) => Some((e.kind, e.seq, e.sender)),
+                _ => None,
+            })
+            .collect();
+        seen.push(events);
+    }
+    assert_eq!(seen[0], vec![]);
+    assert_eq!(seen[1], vec![("all".to_string(), 1, 1)]);
+    assert_eq!(seen[2], vec![("all".to_string(), 1, 1), ("dm".to_string(), 2, 2)]);
+    assert_eq!(seen[3], vec![("all".to_string(), 1, 1)]);
+}
+
+#[test]
+fn member_cap_is_enforced() {
+    let config = RoomConfig {
+        max_members: 1,
+        ..Default::default()
+    };
+    let mut room = relay_room(config);
+    join(&mut room, &Client::new(1));
+    let mut late = Client::new(2);
+    assert_eq!(
+        room.join(2, "u".into(), late.outbox.clone(), 5, 7),
+        Err(JoinError::Full)
+    );
+    late.read();
+    let errors = late.errors();
+    assert_eq!((errors[0].code, errors[0].request_id), (ErrorCode::RoomFull as i32, 5));
+    // The session learns the join it numbered 7 did not make it a member.
+    let mut left = Vec::new();
+    late.outbox.take_left(&mut left);
+    assert_eq!(
+        left,
+        [Left {
+            room: room.key(),
+            join_seq: 7
+        }]
+    );
+}
+
+#[test]
+fn in_sync_members_share_one_encoding_per_tick() {
+    let mut room = Room::new(
+        1,
+        "arena".into(),
+        "arena".into(),
+        RoomConfig::default(),
+        Box::new(Arena::new(ArenaConfig::default())),
+    );
+    let mut clients: Vec<Client> = (1..=10).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    let first = room.tick(0);
+    assert_eq!((first.encodes, first.full_frames, first.frames), (1, 10, 10));
+    for c in &mut clients {
+        c.read();
+    }
+    for _ in 0..5 {
+        let report = room.tick(0);
+        assert_eq!((report.encodes, report.frames, report.full_frames), (1, 10, 0));
+        for c in &mut clients {
+            assert_eq!(c.read(), 1);
+        }
+    }
+    // A newcomer needs a full snapshot: one more encoding, shared by nobody else.
+    let mut late = Client::new(11);
+    join(&mut room, &late);
+    let report = room.tick(0);
+    assert_eq!((report.encodes, report.full_frames), (2, 1));
+    late.read();
+    for c in clients.iter_mut() {
+        c.read();
+        assert!(c.mirror.world().same_state(room.world()));
+    }
+    assert!(late.mirror.world().same_state(room.world()));
+}
+
+#[test]
+fn naive_fanout_encodes_a_full_snapshot_per_member_every_tick() {
+    let config = RoomConfig {
+        naive_fanout: true,
+        ..Default::default()
+    };
+    let mut room = relay_room(config);
+    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    room.push_input(1, 1, create(1, vec![float(1, 1.0)]));
+    // Ticks with a change, then idle ticks: the same full snapshots either way.
+    for tick in 1..=4 {
+        let report = room.tick(0);
+        assert_eq!((report.encodes, report.frames, report.full_frames), (3, 3, 3));
+        for c in &mut clients {
+            assert_eq!(c.read(), 1);
+            let frame = last_state(c);
+            assert_eq!((frame.tick, frame.baseline_tick), (tick, 0));
+            assert!(frame.checksum.is_some());
+            assert!(c.mirror.world().same_state(room.world()));
+        }
+    }
+}
+
+#[test]
+fn a_slow_member_gets_one_delta_from_what_it_last_took_then_a_full_snapshot() {
+    let config = RoomConfig {
+        history: 8,
+        ..Default::default()
+    };
+    let mut room = Room::new(
+        1,
+        "a".into(),
+        "arena".into(),
+        config,
+        Box::new(Arena::new(ArenaConfig::default())),
+    );
+    let mut fast = Client::new(1);
+    let mut slow = Client::new(2);
+    join(&mut room, &fast);
+    join(&mut room, &slow);
+    room.tick(0);
+    fast.read();
+    slow.read();
+    for _ in 0..5 {
+        room.tick(0);
+        fast.read(); // slow does not read
+    }
+    assert_eq!(slow.outbox.take_superseded(), 4, "frames replaced, not queued");
+    assert_eq!(slow.read(), 1);
+    let frame = last_state(&mut slow);
+    assert_eq!((frame.baseline_tick, frame.tick), (1, 6));
+    assert!(slow.mirror.world().same_state(room.world()));
+
+    // Falls behind past the history window: a full snapshot.
+    for _ in 0..10 {
+        room.tick(0);
+        fast.read();
+    }
+    assert_eq!(slow.read(), 1);
+    assert_eq!(last_state(&mut slow).baseline_tick, 0);
+    assert!(slow.mirror.world().same_state(room.world()));
+}
+
+fn last_state(client: &mut Client) -> StateFrame {
+    client
+        .take_received()
+        .into_iter()
+        .rev()
+        .find_map(|k| match k {
+            server_message::Kind::State(s) => Some(s),
+            _ => None,
+        })
+        .expect("a state frame")
+}
+
+#[test]
+fn an_idle_room_sends_only_a_small_frame_per_second() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.push_input(1, 1, create(1, vec![float(1, 1.0)]));
+    room.tick(0);
+    a.read();
+    let mut frames = 0;
+    for _ in 0..300 {
+        room.tick(0);
+        frames += a.read();
+    }
+    assert_eq!(frames, 10, "one idle frame per second of ticks");
+    let frame = last_state(&mut a);
+    assert!(frame.added.is_empty() && frame.changed.is_empty() && frame.removed.is_empty());
+    assert!(frame.checksum.is_some());
+    // Acknowledging an input that changed nothing still gets a frame.
+    room.push_input(1, 2, update(1, vec![float(1, 1.0)]));
+    room.tick(0);
+    assert_eq!(a.read(), 1);
+    assert_eq!(a.mirror.last_input_seq(), 2);
+}
+
+#[test]
+fn resync_sends_a_full_snapshot() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.tick(0);
+    a.read();
+    room.resync(1, 42);
+    room.tick(0);
+    a.read();
+    let received = a.take_received();
+    assert!(received.iter().any(|k| matches!(k,
+        server_message::Kind::Response(r) if r.request_id == 42)));
+    assert!(received.iter().any(|k| matches!(k,
+        server_message::Kind::State(s) if s.baseline_tick == 0 && s.tick == 2)));
+}
+
+#[test]
+fn a_skipped_or_corrupted_frame_is_detected() {
+    let mut room = Room::new(
+        1,
+        "a".into(),
+        "arena".into(),
+        RoomConfig::default(),
+        Box::new(Arena::new(ArenaConfig::default())),
+    );
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.tick(0);
+    a.read();
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        room.tick(0);
+        let mut batch = Batch::default();
+        a.outbox.drain(&mut batch);
+        let mut wire = BytesMut::new();
+        encode_batch(&batch, &mut wire);
+        let envelope = decode_server(&wire).unwrap();
+        for m in envelope.messages {
+            if let Some(server_message::Kind::State(s)) = m.kind {
+                frames.push(s);
+            }
+        }
+    }
+    // Skipping frame 0 (tick 2): frame 1 is against tick 2, the mirror is at tick 1.
+    let mut skipped = a.mirror.clone();
+    assert!(matches!(
+        skipped.apply(&frames[1]),
+        Err(Desync::BaselineMismatch { .. })
+    ));
+    assert!(matches!(skipped.apply(&frames[2]), Err(Desync::AwaitingSnapshot)));
+
+    // Corrupting a value: the checksum catches it.
+    let mut corrupted = a.mirror.clone();
+    let mut bad = frames[0].clone();
+    bad.changed[0].fields[0].value = Some(Value::Float(-1.0));
+    assert!(matches!(corrupted.apply(&bad), Err(Desync::Checksum { .. })));
+    assert!(!corrupted.is_synced());
+
+    for f in &frames {
+        a.mirror.apply(f).unwrap();
+    }
+    assert!(a.mirror.world().same_state(room.world()));
+    assert_eq!(a.mirror.checksums_verified(), 4);
+}
+
+// ---------------------------------------------------------------------------
+// Property tests
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create {
+        member: usize,
+        id: u64,
+        fields: Vec<(u32, Value)>,
+    },
+    Set {
+        member: usize,
+        id: u64,
+        field: u32,
+        value: Value,
+    },
+    Remove {
+        member: usize,
+        id: u64,
+    },
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i64>().prop_map(Value::Int),
+        any::<f32>().prop_map(Value::Float),
+        any::<bool>().prop_map(Value::Bool),
+        proptest::collection::vec(any::<u8>(), 0..12).prop_map(|v| Value::Bytes(v.into())),
+        "[a-z]{0,10}".prop_map(Value::String),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // A small id space so creates, updates and removes collide often.
+    let id = 1u64..24;
+    let member = 0usize..3;
+    prop_oneof![
+        (
+            member.clone(),
+            id.clone(),
+            proptest::collection::vec((0u32..6, value()), 0..4)
+        )
+            .prop_map(|(member, id, fields)| Op::Create { member, id, fields }),
+        (member.clone(), id.clone(), 0u32..6, value()).prop_map(|(member, id, field, value)| {
+            Op::Set {
+                member,
+                id,
+                field,
+                value,
+            }
+        }),
+        (member, id).prop_map(|(member, id)| Op::Remove { member, id }),
+    ]
+}
+
+fn payload(op: &Op) -> (usize, input::Payload) {
+    let fields = |fs: &[(u32, Value)]| {
+        fs.iter()
+            .map(|(id, v)| Field {
+                id: *id,
+                value: Some(v.clone()),
+            })
+            .collect()
+    };
+    match op {
+        Op::Create { member, id, fields: fs } => (*member, create(*id, fields(fs))),
+        Op::Set {
+            member,
+            id,
+            field,
+            value,
+        } => (*member, update(*id, fields(&[(*field, value.clone())]))),
+        Op::Remove { member, id } => (
+            *member,
+            input::Payload::Writes(EntityWrites {
+                remove: vec![*id],
+                ..Default::default()
+            }),
+        ),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// For every tick and every baseline still in the window: the state at the
+    /// baseline (as a full snapshot) plus the delta equals the state at the tick, and
+    /// the checksum verifies.
+    #[test]
+    fn snapshot_plus_delta_equals_state_for_every_baseline(
+        ticks in proptest::collection::vec(proptest::collection::vec(op(), 0..8), 1..40),
+    ) {
+        const HISTORY: u64 = 6;
+        let config = RoomConfig { history: HISTORY, ..Default::default() };
+        let mut room = relay_room(config);
+        let clients: Vec<Client> = (1..=3).map(Client::new).collect();
+        for c in &clients {
+            join(&mut room, c);
+        }
+        let mut seqs = [0u64; 3];
+        let mut past: Vec<World> = Vec::new();
+        for ops in &ticks {
+            for op in ops {
+                let (member, payload) = payload(op);
+                seqs[member] += 1;
+                room.push_input(clients[member].id, seqs[member], payload);
+            }
+            room.tick(0);
+            let now = room.world().tick();
+            past.push(room.world().clone());
+            for baseline in now.saturating_sub(HISTORY).max(1)..now {
+                let mut mirror = StateMirror::new();
+                mirror.apply(&frame(&past[baseline as usize - 1], 0)).unwrap();
+                mirror.apply(&frame(room.world(), baseline)).unwrap();
+                prop_assert!(mirror.world().same_state(room.world()), "baseline {baseline} at tick {now}");
+            }
+        }
+    }
+
+    /// Members reading at random moments always end up with the room's state.
+    #[test]
+    fn members_reading_at_random_times_stay_in_sync(
+        ticks in proptest::collection::vec((proptest::collection::vec(op(), 0..6), any::<[bool; 3]>()), 1..60),
+    ) {
+        let config = RoomConfig { history: 5, ..Default::default() };
+        let mut room = relay_room(config);
+        let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+        for c in &clients {
+            join(&mut room, c);
+        }
+        let mut seqs = [0u64; 3];
+        for (ops, reads) in &ticks {
+            for op in ops {
+                let (member, payload) = payload(op);
+                seqs[member] += 1;
+                room.push_input(clients[member].id, seqs[member], payload);
+            }
+            room.tick(0);
+            for (c, read) in clients.iter_mut().zip(reads) {
+                if *read {
+                    c.read();
+                    c.received.clear();
+                    prop_assert!(c.mirror.world().same_state(room.world()));
+                    // Idle ticks send nothing, so the mirror's tick may trail the
+                    // room's, but never behind the last change.
+                    prop_assert!(c.mirror.tick() >= room.world().last_change());
+                }
+            }
+        }
+    }
+
+    /// Over a lossy transport (QUIC datagrams), with frames dropped, delayed past
+    /// later ones and duplicated, and acknowledgements dropped too, every frame a
+    /// mirror applies reproduces the room's state at that tick exactly (the
+    /// checksum verifies), and once the losses stop the mirror catches up.
+    #[test]
+    fn acknowledged_deltas_survive_loss_and_reordering(
+        ticks in proptest::collection::vec(
+            (proptest::collection::vec(op(), 0..6), proptest::collection::vec(0u8..8, 3)),
+            1..60,
+        ),
+    ) {
+        let config = RoomConfig { history: 6, ..Default::default() };
+        let mut room = relay_room(config);
+        let mut clients: Vec<LossyClient> = (1..=3).map(LossyClient::new).collect();
+        for c in &clients {
+            room.join(c.id, format!("user-{}", c.id).into(), c.outbox.clone(), 1, 1).unwrap();
+        }
+        let mut seqs = [0u64; 3];
+        let mut past = std::collections::HashMap::new();
+        for (ops, fates) in &ticks {
+            for op in ops {
+                let (member, payload) = payload(op);
+                seqs[member] += 1;
+                room.push_input(clients[member].id, seqs[member], payload);
+            }
+            room.tick(0);
+            past.insert(room.world().tick(), room.world().clone());
+            for (c, &fate) in clients.iter_mut().zip(fates) {
+                for tick in c.exchange(fate) {
+                    prop_assert!(c.mirror.world().same_state(&past[&tick]), "client {} at tick {tick}", c.id);
+                }
+            }
+        }
+        // The network heals: within a few ticks every mirror holds the room's state.
+        for _ in 0..3 {
+            room.push_input(clients[0].id, seqs[0] + 1, create(1000 + seqs[0], vec![]));
+            seqs[0] += 1;
+            room.tick(0);
+            for c in &mut clients {
+                c.exchange(FATE_DELIVER);
+            }
+        }
+        for c in &clients {
+            prop_assert!(c.mirror.world().same_state(room.world()), "client {} did not catch up", c.id);
+        }
+    }
+
+    /// Arbitrary bytes in a state frame's place never panic the mirror.
+    #[test]
+    fn mirror_survives_arbitrary_frames(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        use prost::Message;
+        if let Ok(frame) = StateFrame::decode(&bytes[..]) {
+            let mut mirror = StateMirror::new();
+            let _ = mirror.apply(&frame);
+            let _ = mirror.apply(&frame);
+        }
+    }
+}
+
+/// A decoded frame of `world` against `baseline`, with its checksum.
+fn frame(world: &World, baseline: Tick) -> StateFrame {
+    use prost::Message;
+    let mut buf = Vec::new();
+    let meta = FrameMeta {
+        room: "room",
+        server_time_us: 0,
+        checksum: Some(world.checksum()),
+    };
+    delta::encode_state(world, baseline, meta, &mut buf);
+    delta::encode_member_part(baseline, 0, &mut buf);
+    StateFrame::decode(&buf[..]).unwrap()
+}

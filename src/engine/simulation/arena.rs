@@ -1,0 +1,280 @@
+use rustc_hash::FxHashMap;
+
+use super::{SimContext, SimError, Simulation};
+use crate::proto::input;
+use crate::state::{EntityId, FieldId, MemberId, SERVER, Value};
+
+/// Field id of an arena entity's x position (float).
+pub const FIELD_X: FieldId = 1;
+/// Field id of an arena entity's y position (float).
+pub const FIELD_Y: FieldId = 2;
+/// Entity kind of a member's avatar.
+pub const KIND_AVATAR: u32 = 1;
+/// Entity kind of a server-owned wandering NPC.
+pub const KIND_NPC: u32 = 2;
+
+/// Arena parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArenaConfig {
+    /// Width of the arena; x is in `0..=width`.
+    pub width: f32,
+    /// Height of the arena; y is in `0..=height`.
+    pub height: f32,
+    /// Server-owned NPCs that wander around.
+    pub npcs: u32,
+    /// Avatar speed at full intent, units per second.
+    pub avatar_speed: f32,
+    /// NPC speed, units per second.
+    pub npc_speed: f32,
+    /// Share of the NPCs that wander (0.0–1.0); the others stand still, like guards.
+    /// Benchmarks use it to set how much of the world changes per tick.
+    pub npc_moving_share: f32,
+    /// Seed of the NPCs' random walk (deterministic per seed).
+    pub seed: u64,
+}
+
+impl Default for ArenaConfig {
+    fn default() -> Self {
+        Self {
+            width: 100.0,
+            height: 100.0,
+            npcs: 16,
+            avatar_speed: 10.0,
+            npc_speed: 4.0,
+            npc_moving_share: 1.0,
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mover {
+    id: EntityId,
+    x: f32,
+    y: f32,
+    vx: f32,
+    vy: f32,
+}
+
+/// An example authoritative game: each member gets an avatar that the server moves
+/// according to the member's latest movement intent, inside the arena's bounds, while
+/// server-owned NPCs wander at random.
+///
+/// Intent format: exactly two bytes, `dx` and `dy` as signed 8-bit integers; the
+/// avatar moves at `avatar_speed * (dx, dy) / 127` until the next intent.
+#[derive(Debug)]
+pub struct Arena {
+    config: ArenaConfig,
+    rng: fastrand::Rng,
+    avatars: FxHashMap<MemberId, Mover>,
+    npcs: Vec<Mover>,
+    next_id: EntityId,
+}
+
+impl Arena {
+    /// A new arena; NPCs spawn on the first tick.
+    pub fn new(config: ArenaConfig) -> Self {
+        Self {
+            config,
+            rng: fastrand::Rng::with_seed(config.seed),
+            avatars: FxHashMap::default(),
+            npcs: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    fn allocate_id(&mut self) -> EntityId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn random_heading(&mut self, speed: f32) -> (f32, f32) {
+        let angle = self.rng.f32() * std::f32::consts::TAU;
+        (angle.cos() * speed, angle.sin() * speed)
+    }
+
+    fn spawn_npcs(&mut self, ctx: &mut SimContext<'_>) {
+        for _ in 0..self.config.npcs {
+            let id = self.allocate_id();
+            let (x, y) = (self.rng.f32() * self.config.width, self.rng.f32() * self.config.height);
+            let (vx, vy) = self.random_heading(self.config.npc_speed);
+            let _ = ctx.world.spawn(
+                id,
+                SERVER,
+                KIND_NPC,
+                [(FIELD_X, Value::Float(x)), (FIELD_Y, Value::Float(y))],
+            );
+            self.npcs.push(Mover { id, x, y, vx, vy });
+        }
+    }
+}
+
+/// Moves `m` by one tick, bouncing off the walls, and writes its position.
+fn advance(m: &mut Mover, dt: f32, width: f32, height: f32, ctx: &mut SimContext<'_>) {
+    m.x += m.vx * dt;
+    m.y += m.vy * dt;
+    if !(0.0..=width).contains(&m.x) {
+        m.vx = -m.vx;
+        m.x = m.x.clamp(0.0, width);
+    }
+    if !(0.0..=height).contains(&m.y) {
+        m.vy = -m.vy;
+        m.y = m.y.clamp(0.0, height);
+    }
+    if let Some(mut entity) = ctx.world.entity_mut(m.id) {
+        entity.set(FIELD_X, Value::Float(m.x));
+        entity.set(FIELD_Y, Value::Float(m.y));
+    }
+}
+
+impl Simulation for Arena {
+    fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        let id = self.allocate_id();
+        let (x, y) = (self.config.width / 2.0, self.config.height / 2.0);
+        let _ = ctx.world.spawn(
+            id,
+            member,
+            KIND_AVATAR,
+            [(FIELD_X, Value::Float(x)), (FIELD_Y, Value::Float(y))],
+        );
+        self.avatars.insert(
+            member,
+            Mover {
+                id,
+                x,
+                y,
+                vx: 0.0,
+                vy: 0.0,
+            },
+        );
+    }
+
+    fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        if let Some(avatar) = self.avatars.remove(&member) {
+            let _ = ctx.world.despawn(avatar.id);
+        }
+    }
+
+    fn input(&mut self, _ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
+        let input::Payload::Intent(intent) = payload else {
+            return Err(SimError::WrongPayload { expected: "intent" });
+        };
+        let &[dx, dy] = intent.as_ref() else {
+            return Err(SimError::InvalidIntent("expected 2 bytes: dx, dy as i8"));
+        };
+        let scale = self.config.avatar_speed / 127.0;
+        // Joins are applied before inputs in a tick, so the avatar exists.
+        if let Some(avatar) = self.avatars.get_mut(&member) {
+            avatar.vx = f32::from(dx as i8) * scale;
+            avatar.vy = f32::from(dy as i8) * scale;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, ctx: &mut SimContext<'_>) {
+        if self.npcs.is_empty() && self.config.npcs > 0 {
+            self.spawn_npcs(ctx);
+        }
+        let (w, h, dt) = (self.config.width, self.config.height, ctx.dt);
+        let moving = (self.npcs.len() as f32 * self.config.npc_moving_share.clamp(0.0, 1.0)).round() as usize;
+        for i in 0..moving {
+            // Turn now and then: about once every two seconds on average.
+            if self.rng.f32() < dt / 2.0 {
+                let (vx, vy) = self.random_heading(self.config.npc_speed);
+                self.npcs[i].vx = vx;
+                self.npcs[i].vy = vy;
+            }
+            advance(&mut self.npcs[i], dt, w, h, ctx);
+        }
+        for avatar in self.avatars.values_mut() {
+            advance(avatar, dt, w, h, ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::simulation::EntityLimits;
+    use crate::state::World;
+
+    fn ctx(world: &mut World, tick: u64) -> SimContext<'_> {
+        world.begin_tick(tick);
+        SimContext {
+            world,
+            tick,
+            dt: 1.0 / 30.0,
+            limits: EntityLimits::default(),
+        }
+    }
+
+    #[test]
+    fn avatars_follow_intents_and_stay_in_bounds() {
+        let mut world = World::new(32);
+        let mut arena = Arena::new(ArenaConfig {
+            npcs: 4,
+            ..Default::default()
+        });
+        arena.join(&mut ctx(&mut world, 1), 7);
+        let right = input::Payload::Intent(vec![127u8, 0].into());
+        arena.input(&mut ctx(&mut world, 1), 7, &right).unwrap();
+        for tick in 1..=30 {
+            arena.step(&mut ctx(&mut world, tick));
+            world.finish_tick();
+        }
+        // One second at full speed to the right: 10 units from the centre.
+        let avatar = world.entities().find(|e| e.owner() == 7).unwrap();
+        let Some(Value::Float(x)) = avatar.get(FIELD_X) else {
+            panic!("no x")
+        };
+        assert!((x - 60.0).abs() < 1e-3, "x = {x}");
+        assert_eq!(avatar.get(FIELD_Y), Some(&Value::Float(50.0)));
+        for tick in 31..=3000 {
+            arena.step(&mut ctx(&mut world, tick));
+            world.finish_tick();
+        }
+        assert_eq!(world.len(), 5);
+        for e in world.entities() {
+            let (Some(Value::Float(x)), Some(Value::Float(y))) = (e.get(FIELD_X), e.get(FIELD_Y)) else {
+                panic!("entity {} lacks a position", e.id());
+            };
+            assert!((0.0..=100.0).contains(x) && (0.0..=100.0).contains(y), "{x},{y}");
+        }
+        arena.leave(&mut ctx(&mut world, 3001), 7);
+        assert_eq!(world.len(), 4);
+    }
+
+    #[test]
+    fn only_the_moving_share_of_npcs_changes() {
+        let mut world = World::new(32);
+        let mut arena = Arena::new(ArenaConfig {
+            npcs: 8,
+            npc_moving_share: 0.25,
+            ..Default::default()
+        });
+        arena.step(&mut ctx(&mut world, 1));
+        world.finish_tick();
+        for tick in 2..=10 {
+            arena.step(&mut ctx(&mut world, tick));
+            world.finish_tick();
+        }
+        let moved = world.entities().filter(|e| e.changed() > 1).count();
+        assert_eq!((world.len(), moved), (8, 2));
+    }
+
+    #[test]
+    fn bad_intents_are_typed_errors() {
+        let mut world = World::new(32);
+        let mut arena = Arena::new(ArenaConfig::default());
+        let c = &mut ctx(&mut world, 1);
+        assert!(matches!(
+            arena.input(c, 1, &input::Payload::Intent(vec![1].into())),
+            Err(SimError::InvalidIntent(_))
+        ));
+        assert!(matches!(
+            arena.input(c, 1, &input::Payload::Writes(Default::default())),
+            Err(SimError::WrongPayload { .. })
+        ));
+    }
+}

@@ -1,0 +1,433 @@
+//! Authentication at the WebSocket upgrade: a JWT (HS256 with a shared secret, or
+//! RS256/EdDSA with a public key) from `Authorization: Bearer`, the `token` query
+//! parameter, or a `Sec-WebSocket-Protocol` entry `tickrelay.bearer.<jwt>` (browsers
+//! cannot set headers). The user id is the token's `sub`; `exp` is required and is
+//! enforced during the session too. An optional `rooms` claim restricts which rooms
+//! the token may join (`"match-*"` matches by prefix).
+//!
+//! Anonymous mode (for local development) accepts every connection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Authentication settings (`[auth]` in the config file).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `anonymous` (development only) or `jwt`.
+    pub mode: AuthMode,
+    /// `HS256`, `RS256` or `EdDSA`.
+    pub algorithm: String,
+    /// Shared secret for HS256.
+    pub hs256_secret: Option<String>,
+    /// PEM public key for RS256 or EdDSA.
+    pub public_key: Option<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`, in seconds.
+    pub leeway_secs: u64,
+    /// What a second connection of the same user does: `allow` both, or `replace`
+    /// the older one (closed with 4002).
+    pub duplicate_sessions: DuplicateSessions,
+}
+
+/// Authentication mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every connection is accepted as `anonymous-<session id>`.
+    Anonymous,
+    /// A valid JWT is required at the upgrade.
+    Jwt,
+}
+
+/// Policy for several connections of one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicateSessions {
+    /// Every connection lives on.
+    Allow,
+    /// The newest connection replaces the older one.
+    Replace,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Anonymous,
+            algorithm: "HS256".into(),
+            hs256_secret: None,
+            public_key: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 5,
+            duplicate_sessions: DuplicateSessions::Allow,
+        }
+    }
+}
+
+/// The claims tickrelay reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Rooms the token may join; absent means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+}
+
+/// Who a session is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user id (`sub`, or `anonymous-<n>`).
+    pub user_id: Arc<str>,
+    /// When the session must end, seconds since the Unix epoch: the token's `exp` plus
+    /// the configured leeway (none when anonymous).
+    pub expires_at: Option<u64>,
+    /// Allowed room patterns (none: any room).
+    pub rooms: Option<Vec<String>>,
+}
+
+impl Identity {
+    /// Whether this identity may join `room`.
+    pub fn may_join(&self, room: &str) -> bool {
+        self.rooms.as_ref().is_none_or(|patterns| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => p == room,
+            })
+        })
+    }
+}
+
+/// Why a token was refused. The kind labels the `auth_failures` metric.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No token in any of the accepted places.
+    #[error("missing token")]
+    Missing,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// The signature does not verify, or the algorithm is not the configured one.
+    #[error("invalid signature")]
+    BadSignature,
+    /// Anything else: malformed, wrong issuer or audience, missing claims.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// A refreshed token names another user.
+    #[error("the new token is for another user")]
+    OtherUser,
+}
+
+impl AuthError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Expired => "expired",
+            Self::BadSignature => "bad_signature",
+            Self::Invalid(_) => "invalid",
+            Self::OtherUser => "other_user",
+        }
+    }
+}
+
+/// Checks tokens according to an [`AuthConfig`].
+pub struct Authenticator {
+    mode: AuthMode,
+    leeway_secs: u64,
+    key: Option<(DecodingKey, Validation)>,
+    anonymous: AtomicU64,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("mode", &self.mode).finish()
+    }
+}
+
+impl Authenticator {
+    /// Builds the verifier; fails on a missing or unreadable key.
+    pub fn new(config: &AuthConfig) -> Result<Self, String> {
+        let key = match config.mode {
+            AuthMode::Anonymous => None,
+            AuthMode::Jwt => {
+                let algorithm: Algorithm = config
+                    .algorithm
+                    .parse()
+                    .map_err(|_| format!("unknown auth.algorithm `{}`", config.algorithm))?;
+                let key = match algorithm {
+                    Algorithm::HS256 => {
+                        let secret = config.hs256_secret.as_deref().filter(|s| !s.is_empty());
+                        DecodingKey::from_secret(secret.ok_or("auth.hs256_secret is required for HS256")?.as_bytes())
+                    }
+                    Algorithm::RS256 | Algorithm::EdDSA => {
+                        let path = config
+                            .public_key
+                            .as_ref()
+                            .ok_or("auth.public_key is required for RS256/EdDSA")?;
+                        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                        let key = if algorithm == Algorithm::RS256 {
+                            DecodingKey::from_rsa_pem(&pem)
+                        } else {
+                            DecodingKey::from_ed_pem(&pem)
+                        };
+                        key.map_err(|e| format!("invalid public key {}: {e}", path.display()))?
+                    }
+                    other => {
+                        return Err(format!(
+                            "auth.algorithm {other:?} is not supported; use HS256, RS256 or EdDSA"
+                        ));
+                    }
+                };
+                let mut validation = Validation::new(algorithm);
+                validation.set_required_spec_claims(&["exp", "sub"]);
+                // `exp` is checked against the caller's clock (see `authenticate`).
+                validation.validate_exp = false;
+                if let Some(issuer) = &config.issuer {
+                    validation.set_issuer(&[issuer]);
+                }
+                match &config.audience {
+                    Some(audience) => validation.set_audience(&[audience]),
+                    None => validation.validate_aud = false,
+                }
+                Some((key, validation))
+            }
+        };
+        Ok(Self {
+            mode: config.mode,
+            leeway_secs: config.leeway_secs,
+            key,
+            anonymous: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether connections need a token.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Authenticates a connection from the token it presented, if any, at `now_unix`
+    /// (seconds since the Unix epoch): a token is accepted until `exp` plus the leeway.
+    pub fn authenticate(&self, token: Option<&str>, now_unix: u64) -> Result<Identity, AuthError> {
+        match &self.key {
+            None => Ok(Identity {
+                user_id: format!("anonymous-{}", self.anonymous.fetch_add(1, Ordering::Relaxed) + 1).into(),
+                expires_at: None,
+                rooms: None,
+            }),
+            Some((key, validation)) => {
+                let token = token.ok_or(AuthError::Missing)?;
+                let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+                    .map_err(|e| {
+                        use jsonwebtoken::errors::ErrorKind as K;
+                        match e.kind() {
+                            K::InvalidSignature | K::InvalidAlgorithm => AuthError::BadSignature,
+                            _ => AuthError::Invalid(e.to_string()),
+                        }
+                    })?
+                    .claims;
+                if claims.sub.is_empty() {
+                    return Err(AuthError::Invalid("empty sub".into()));
+                }
+                // Accepted up to `exp + leeway`, so enforced until then too.
+                let expires_at = claims.exp.saturating_add(self.leeway_secs);
+                if expires_at <= now_unix {
+                    return Err(AuthError::Expired);
+                }
+                Ok(Identity {
+                    user_id: claims.sub.into(),
+                    expires_at: Some(expires_at),
+                    rooms: claims.rooms,
+                })
+            }
+        }
+    }
+
+    /// Checks a token sent in-band to extend a session of `user_id`.
+    pub fn refresh(&self, user_id: &str, token: &str, now_unix: u64) -> Result<Identity, AuthError> {
+        let identity = self.authenticate(Some(token), now_unix)?;
+        if &*identity.user_id != user_id {
+            return Err(AuthError::OtherUser);
+        }
+        Ok(identity)
+    }
+}
+
+/// Mints an HS256 token (for development and tests: `tickrelay token`).
+pub fn mint_hs256(secret: &str, claims: &Claims) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 encoding cannot fail")
+}
+
+/// The token a request presents: `Authorization: Bearer`, then the `token` query
+/// parameter, then a `tickrelay.bearer.<jwt>` WebSocket subprotocol entry.
+pub fn token_from_request<'a>(
+    authorization: Option<&'a str>,
+    query: Option<&'a str>,
+    protocols: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    authorization
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .or_else(|| query_param(query?, "token"))
+        .or_else(|| {
+            protocols
+                .flat_map(|v| v.split(','))
+                .find_map(|p| p.trim().strip_prefix(BEARER_PROTOCOL_PREFIX))
+        })
+}
+
+/// The subprotocol prefix that carries a token.
+pub const BEARER_PROTOCOL_PREFIX: &str = "tickrelay.bearer.";
+/// The subprotocol the server selects when a client offers it.
+pub const PROTOCOL: &str = "tickrelay.v1";
+
+/// One query parameter's raw value (tokens and resume tokens need no decoding).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed moment: the checks run on the caller's clock, never the system's.
+    const NOW: u64 = 1_800_000_000;
+
+    fn now() -> u64 {
+        NOW
+    }
+
+    fn jwt(secret: &str) -> Authenticator {
+        Authenticator::new(&AuthConfig {
+            mode: AuthMode::Jwt,
+            hs256_secret: Some(secret.into()),
+            leeway_secs: 0,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn token(secret: &str, sub: &str, exp: u64, rooms: Option<Vec<String>>) -> String {
+        mint_hs256(
+            secret,
+            &Claims {
+                sub: sub.into(),
+                exp,
+                rooms,
+            },
+        )
+    }
+
+    #[test]
+    fn valid_forged_expired_and_missing_tokens() {
+        let auth = jwt("s3cret");
+        let ok = auth
+            .authenticate(Some(&token("s3cret", "alice", now() + 60, None)), NOW)
+            .unwrap();
+        assert_eq!(&*ok.user_id, "alice");
+        assert_eq!(
+            auth.authenticate(Some(&token("guess", "alice", now() + 60, None)), NOW)
+                .unwrap_err(),
+            AuthError::BadSignature
+        );
+        assert_eq!(
+            auth.authenticate(Some(&token("s3cret", "alice", now() - 60, None)), NOW)
+                .unwrap_err(),
+            AuthError::Expired
+        );
+        assert_eq!(auth.authenticate(None, NOW).unwrap_err(), AuthError::Missing);
+        assert!(matches!(
+            auth.authenticate(Some("not.a.jwt"), NOW),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn expiry_is_checked_on_the_callers_clock_with_the_leeway() {
+        let auth = Authenticator::new(&AuthConfig {
+            mode: AuthMode::Jwt,
+            hs256_secret: Some("k".into()),
+            leeway_secs: 5,
+            ..Default::default()
+        })
+        .unwrap();
+        let t = token("k", "bob", NOW, None);
+        assert_eq!(auth.authenticate(Some(&t), NOW + 4).unwrap().expires_at, Some(NOW + 5));
+        assert_eq!(auth.authenticate(Some(&t), NOW + 5).unwrap_err(), AuthError::Expired);
+        // A token long expired on the system clock is fine on an earlier one.
+        assert!(auth.authenticate(Some(&token("k", "bob", 1_000, None)), 900).is_ok());
+    }
+
+    #[test]
+    fn room_restrictions() {
+        let auth = jwt("k");
+        let id = auth
+            .authenticate(
+                Some(&token(
+                    "k",
+                    "bob",
+                    now() + 60,
+                    Some(vec!["lobby".into(), "match-*".into()]),
+                )),
+                NOW,
+            )
+            .unwrap();
+        assert!(id.may_join("lobby") && id.may_join("match-42"));
+        assert!(!id.may_join("lobby2") && !id.may_join("admin"));
+    }
+
+    #[test]
+    fn refresh_must_keep_the_user() {
+        let auth = jwt("k");
+        assert!(auth.refresh("bob", &token("k", "bob", now() + 600, None), NOW).is_ok());
+        assert_eq!(
+            auth.refresh("bob", &token("k", "eve", now() + 600, None), NOW)
+                .unwrap_err(),
+            AuthError::OtherUser
+        );
+    }
+
+    #[test]
+    fn token_sources_in_order() {
+        assert_eq!(
+            token_from_request(Some("Bearer abc"), Some("token=q"), std::iter::empty()),
+            Some("abc")
+        );
+        assert_eq!(
+            token_from_request(None, Some("room=x&token=q"), std::iter::empty()),
+            Some("q")
+        );
+        let protocols = ["tickrelay.v1, tickrelay.bearer.xyz"];
+        assert_eq!(token_from_request(None, None, protocols.into_iter()), Some("xyz"));
+        assert_eq!(token_from_request(None, None, std::iter::empty()), None);
+    }
+
+    #[test]
+    fn anonymous_mode_names_users() {
+        let auth = Authenticator::new(&AuthConfig::default()).unwrap();
+        assert_eq!(&*auth.authenticate(None, NOW).unwrap().user_id, "anonymous-1");
+        assert_eq!(
+            &*auth.authenticate(Some("ignored"), NOW).unwrap().user_id,
+            "anonymous-2"
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! Rate limits, sans IO: token buckets on a caller-supplied clock.
+//!
+//! A session has a [`RateLimiter`] with two buckets, one on messages and one on bytes.
+//! A message over either limit is refused (the client gets a `RATE_LIMITED` error with
+//! a retry hint, at most a few per second); a client that stays over the limit for
+//! longer than the flood window is closed with 1008.
+
+use std::time::{Duration, Instant};
+
+use tickrelay_proto::bucket::TokenBucket;
+
+/// Per-session limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Sustained messages per second.
+    pub messages_per_second: f64,
+    /// Message burst.
+    pub message_burst: f64,
+    /// Sustained inbound bytes per second.
+    pub bytes_per_second: f64,
+    /// Byte burst.
+    pub byte_burst: f64,
+    /// A client continuously over the limit for this long is closed with 1008.
+    pub flood_window: Duration,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            messages_per_second: 50.0,
+            message_burst: 100.0,
+            bytes_per_second: 64.0 * 1024.0,
+            byte_burst: 128.0 * 1024.0,
+            flood_window: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the limiter decided about one inbound transport message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the limits.
+    Allow,
+    /// Over the limit: drop it; tell the client when `notify` is set (errors are
+    /// themselves rate limited), with the retry hint.
+    Refuse {
+        /// Send a `RATE_LIMITED` error now.
+        notify: bool,
+        /// When the client may send again.
+        retry_after: Duration,
+    },
+    /// Over the limit for longer than the flood window: close with 1008.
+    Flood,
+}
+
+/// Message and byte buckets plus flood detection.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    limits: RateLimits,
+    messages: TokenBucket,
+    bytes: TokenBucket,
+    over_since: Option<Instant>,
+    last_notice: Option<Instant>,
+    refused: u64,
+}
+
+/// Minimum time between two `RATE_LIMITED` errors to one client.
+const NOTICE_INTERVAL: Duration = Duration::from_millis(250);
+
+impl RateLimiter {
+    /// A limiter with full buckets.
+    pub fn new(limits: RateLimits, now: Instant) -> Self {
+        Self {
+            limits,
+            messages: TokenBucket::new(limits.messages_per_second, limits.message_burst, now),
+            bytes: TokenBucket::new(limits.bytes_per_second, limits.byte_burst, now),
+            over_since: None,
+            last_notice: None,
+            refused: 0,
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
+    }
+
+    /// Messages refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Checks one transport message of `bytes` bytes holding `messages` messages.
+    pub fn check(&mut self, messages: usize, bytes: usize, now: Instant) -> Verdict {
+        // Take from the byte bucket only if the message bucket allows, so a refused
+        // message costs nothing.
+        let result = self.messages.try_take(messages as f64, now).and_then(|()| {
+            self.bytes
+                .try_take(bytes as f64, now)
+                .inspect_err(|_| self.messages.give_back(messages as f64))
+        });
+        match result {
+            Ok(()) => {
+                // Only a client with slack left is back under the limit; one that
+                // squeezes a message through on each refill is still flooding.
+                if self.messages.tokens() >= 1.0 && self.bytes.tokens() >= bytes as f64 {
+                    self.over_since = None;
+                }
+                Verdict::Allow
+            }
+            Err(retry_after) => {
+                self.refused += messages as u64;
+                let since = *self.over_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= self.limits.flood_window {
+                    return Verdict::Flood;
+                }
+                let notify = self
+                    .last_notice
+                    .is_none_or(|t| now.saturating_duration_since(t) >= NOTICE_INTERVAL);
+                if notify {
+                    self.last_notice = Some(now);
+                }
+                Verdict::Refuse { notify, retry_after }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_well_behaved_client_is_never_refused() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(RateLimits::default(), t0);
+        // 30 messages per second for a minute, 200 bytes each.
+        for i in 0..30 * 60 {
+            assert_eq!(r.check(1, 200, t0 + ms(i * 33)), Verdict::Allow);
+        }
+        assert_eq!(r.refused(), 0);
+    }
+
+    #[test]
+    fn a_flood_is_refused_then_closed_within_the_window() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(RateLimits::default(), t0);
+        let mut verdicts = Vec::new();
+        // 1,000 messages per second.
+        for i in 0..2000u64 {
+            let v = r.check(1, 100, t0 + Duration::from_micros(i * 1000));
+            verdicts.push(v);
+            if v == Verdict::Flood {
+                break;
+            }
+        }
+        // The burst passes (plus what refills meanwhile: 50/s over ~0.1 s).
+        let first_refusal = verdicts.iter().position(|v| *v != Verdict::Allow).unwrap();
+        assert!((100..=106).contains(&first_refusal), "{first_refusal}");
+        assert!(matches!(verdicts[first_refusal], Verdict::Refuse { notify: true, .. }));
+        let notices = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Refuse { notify: true, .. }))
+            .count();
+        assert!(notices <= 5, "errors are themselves limited: {notices}");
+        assert_eq!(*verdicts.last().unwrap(), Verdict::Flood);
+        // Closed one flood window (1 s = 1,000 messages here) after the first refusal.
+        assert_eq!(verdicts.len(), first_refusal + 1000 + 1);
+    }
+
+    #[test]
+    fn a_short_excess_recovers_without_a_close() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(RateLimits::default(), t0);
+        for _ in 0..100 {
+            r.check(1, 10, t0);
+        }
+        assert!(matches!(r.check(1, 10, t0), Verdict::Refuse { .. }));
+        // The client backs off as told and is fine again.
+        assert_eq!(r.check(1, 10, t0 + ms(500)), Verdict::Allow);
+        assert_eq!(r.check(1, 10, t0 + ms(2500)), Verdict::Allow);
+    }
+
+    #[test]
+    fn bytes_are_limited_too() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(RateLimits::default(), t0);
+        for _ in 0..8 {
+            assert_eq!(r.check(1, 16 * 1024, t0), Verdict::Allow);
+        }
+        assert!(matches!(r.check(1, 16 * 1024, t0), Verdict::Refuse { .. }));
+        // The refused message did not use a message token.
+        assert_eq!(r.messages.tokens(), 92.0);
+    }
+}

@@ -1,0 +1,585 @@
+//! One client session, sans IO: what to do with each inbound message, and when to
+//! close. Transports are thin drivers around it: they feed it inbound messages and
+//! timer events with the time (`now`), and write whatever appears in its [`Outbox`].
+//! It reaches rooms only through the [`Rooms`] trait, draws no randomness (the driver
+//! passes the resume token in) and reads no clock, so every rule it enforces is
+//! unit-tested on a manual clock against a fake room side.
+//!
+//! Everything the session answers goes through the same outbox as room output, so a
+//! driver has exactly one thing to drain and every write carries all that is pending.
+//!
+//! - [`limits`] — token-bucket rate limits and flood detection.
+//! - [`heartbeat`] — ping and timeout decisions.
+//! - [`auth`] — JWT at the upgrade, token refresh, room restrictions.
+
+pub mod auth;
+pub mod heartbeat;
+pub mod limits;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::clock::Now;
+use crate::engine::outbox::{Delivery, Left, Outbox};
+use crate::engine::room::error_message;
+use crate::engine::sim_pool::{Command, PoolError, RoomHandle, Rooms};
+use crate::error::CloseReason;
+use crate::frame::{encode_message, validate_client};
+use crate::proto::{
+    self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, client_message, request, response,
+    server_message::Kind,
+};
+use crate::session::auth::{AuthMode, Authenticator, Identity};
+use crate::session::heartbeat::{Beat, Heartbeat};
+use crate::session::limits::{RateLimiter, RateLimits, Verdict};
+use crate::state::MemberId;
+
+/// What a driver received from the peer.
+#[derive(Debug, Clone, Copy)]
+pub enum Inbound<'a> {
+    /// A binary message: one `ClientEnvelope`.
+    Binary(&'a [u8]),
+    /// A text message (not part of the protocol).
+    Text,
+    /// A message over the size limit (the driver refused to buffer it).
+    TooBig,
+    /// A transport-level control frame (ping, pong): liveness only.
+    Control,
+}
+
+/// Settings announced in `Welcome` and enforced by the session.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Largest inbound message in bytes (enforced by the driver's transport).
+    pub max_message_bytes: u32,
+    /// Message and byte rate limits.
+    pub rate: RateLimits,
+    /// Ping after this long without inbound traffic.
+    pub heartbeat_interval: Duration,
+    /// Drop the peer if nothing arrives this long after a ping.
+    pub heartbeat_timeout: Duration,
+    /// How long a dropped session is held for resume.
+    pub resume_grace: Duration,
+    /// Rooms one session may be in at once.
+    pub max_rooms_per_session: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024,
+            rate: RateLimits::default(),
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(5),
+            resume_grace: Duration::from_secs(20),
+            max_rooms_per_session: 16,
+        }
+    }
+}
+
+/// Rooms listed per page of `ListRooms` when the client does not say.
+pub const DEFAULT_ROOMS_PER_PAGE: usize = 100;
+
+/// What a session needs from the server.
+#[derive(Clone)]
+pub struct SessionContext {
+    /// The rooms.
+    pub rooms: Arc<dyn Rooms>,
+    /// Verifies refreshed tokens.
+    pub auth: Arc<Authenticator>,
+    /// Limits and timers.
+    pub settings: Arc<SessionSettings>,
+}
+
+/// See the module documentation.
+pub struct Session {
+    id: MemberId,
+    identity: Identity,
+    /// When the token expires, on the driver's clock.
+    expires_at: Option<Instant>,
+    resume_token: String,
+    outbox: Arc<Outbox>,
+    ctx: SessionContext,
+    heartbeat: Heartbeat,
+    limiter: RateLimiter,
+    /// Rooms this session joined (or asked to join), by room id, with the number of
+    /// the last join sent.
+    rooms: HashMap<String, Joined>,
+    /// The number of the next join (see [`Outbox::leave_room`]).
+    next_join: u64,
+    /// Scratch for [`Outbox::take_left`].
+    left: Vec<Left>,
+    closed: bool,
+}
+
+/// A room this session is in, or asked to join.
+#[derive(Debug, Clone)]
+struct Joined {
+    handle: RoomHandle,
+    join_seq: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user_id", &self.identity.user_id)
+            .field("rooms", &self.rooms.len())
+            .finish()
+    }
+}
+
+fn is_ack(message: &ClientMessage) -> bool {
+    matches!(message.kind, Some(client_message::Kind::Ack(_)))
+}
+
+/// Converts a Unix expiry to a deadline on the monotonic clock.
+fn deadline(expires_at_unix: Option<u64>, now: Now) -> Option<Instant> {
+    let remaining_us = expires_at_unix?.saturating_mul(1_000_000).saturating_sub(now.unix_us);
+    Some(now.instant + Duration::from_micros(remaining_us))
+}
+
+impl Session {
+    /// Starts a session and queues its `Welcome`. `resume_token` must be
+    /// unguessable (the driver draws it from the operating system).
+    pub fn new(
+        id: MemberId,
+        identity: Identity,
+        resume_token: String,
+        outbox: Arc<Outbox>,
+        ctx: SessionContext,
+        now: Now,
+    ) -> Self {
+        let settings = &ctx.settings;
+        let session = Self {
+            id,
+            expires_at: deadline(identity.expires_at, now),
+            identity,
+            resume_token,
+            outbox,
+            heartbeat: Heartbeat::new(settings.heartbeat_interval, settings.heartbeat_timeout, now.instant),
+            limiter: RateLimiter::new(settings.rate, now.instant),
+            ctx,
+            rooms: HashMap::new(),
+            next_join: 1,
+            left: Vec::new(),
+            closed: false,
+        };
+        session.outbox.push_welcome(session.welcome(false, now));
+        session
+    }
+
+    fn welcome(&self, resumed: bool, now: Now) -> Bytes {
+        let s = &self.ctx.settings;
+        encode_message(Kind::Welcome(proto::Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            session_id: self.id,
+            resume_token: self.resume_token.clone(),
+            limits: Some(proto::Limits {
+                max_message_bytes: s.max_message_bytes,
+                messages_per_second: s.rate.messages_per_second as u32,
+                message_burst: s.rate.message_burst as u32,
+                bytes_per_second: s.rate.bytes_per_second as u32,
+            }),
+            heartbeat_interval_ms: s.heartbeat_interval.as_millis() as u32,
+            heartbeat_timeout_ms: s.heartbeat_timeout.as_millis() as u32,
+            resume_grace_ms: s.resume_grace.as_millis() as u32,
+            server_time_us: now.unix_us,
+            user_id: self.identity.user_id.to_string(),
+            resumed,
+        }))
+    }
+
+    /// Continues this session on a new connection: fresh timers and buckets, a
+    /// `Welcome` with `resumed` set ahead of anything that waited in the outbox, the
+    /// reliable messages after `received` (the last one the client got) again, and a
+    /// full snapshot of every room at its next tick. `delivery` is the new
+    /// connection's (a session may resume over another transport).
+    /// Returns how many messages are sent again.
+    pub fn resume(&mut self, identity: Option<Identity>, delivery: Delivery, received: u64, now: Now) -> usize {
+        if let Some(identity) = identity {
+            self.expires_at = deadline(identity.expires_at, now);
+            self.identity = identity;
+        }
+        let s = &self.ctx.settings;
+        self.heartbeat = Heartbeat::new(s.heartbeat_interval, s.heartbeat_timeout, now.instant);
+        self.limiter = RateLimiter::new(s.rate, now.instant);
+        self.outbox.reset_delivered(delivery);
+        self.outbox.push_welcome(self.welcome(true, now));
+        let replayed = self.outbox.replay_after(received);
+        self.forget_rooms_left();
+        // A full snapshot of every room at its next tick (request id 0: no answer).
+        for room in self.rooms.values() {
+            let command = Command::Resync {
+                room: room.handle.key,
+                member: self.id,
+                request_id: 0,
+            };
+            let _ = self.ctx.rooms.send(&room.handle, command);
+        }
+        replayed
+    }
+
+    /// The resume token announced in `Welcome`.
+    pub fn resume_token(&self) -> &str {
+        &self.resume_token
+    }
+
+    /// Who this session is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Inbound messages refused by the rate limiter so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.limiter.refused()
+    }
+
+    /// When [`Session::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        let heartbeat = self.heartbeat.deadline();
+        self.expires_at.map_or(heartbeat, |e| e.min(heartbeat))
+    }
+
+    /// Advances the timers. `Ok(Beat::Ping)`: send a transport-level ping now.
+    /// `Err`: close the connection with this reason.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<Beat, CloseReason> {
+        if self.expires_at.is_some_and(|e| now >= e) {
+            return Err(CloseReason::TokenExpired);
+        }
+        match self.heartbeat.poll(now) {
+            Beat::TimedOut => Err(CloseReason::HeartbeatTimeout),
+            beat => Ok(beat),
+        }
+    }
+
+    /// The session id (also the member id in every room).
+    pub fn id(&self) -> MemberId {
+        self.id
+    }
+
+    /// The session's outbox, for the driver to drain.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Handles one inbound message. `Err` means: close the connection with this reason.
+    pub fn handle(&mut self, inbound: Inbound<'_>, now: Now) -> Result<(), CloseReason> {
+        self.heartbeat.on_inbound(now.instant);
+        self.forget_rooms_left();
+        let bytes = match inbound {
+            Inbound::Binary(bytes) => bytes,
+            Inbound::Text => return Err(CloseReason::TextFrame),
+            Inbound::TooBig => return Err(CloseReason::MessageTooBig),
+            Inbound::Control => return Ok(()),
+        };
+        let Ok(envelope) = ClientEnvelope::decode(bytes) else {
+            return Err(CloseReason::Undecodable);
+        };
+        // Every envelope is charged, even one that is then refused, and at most a
+        // burst's worth, so an oversized envelope is refused below instead of never
+        // fitting the bucket. Acknowledgements (one per state frame on an unreliable
+        // transport) are charged their bytes only.
+        let burst = self.limiter.limits().message_burst as usize;
+        let acks = envelope.messages.iter().filter(|m| is_ack(m)).count();
+        let counted = envelope.messages.len() - acks;
+        let charged = if counted == 0 && acks > 0 {
+            0
+        } else {
+            counted.clamp(1, burst.max(1))
+        };
+        match self.limiter.check(charged, bytes.len(), now.instant) {
+            Verdict::Allow => {}
+            Verdict::Flood => return Err(CloseReason::RateLimited),
+            Verdict::Refuse { notify, retry_after } => {
+                if notify {
+                    self.reply(encode_message(Kind::Error(proto::Error {
+                        code: ErrorCode::RateLimited as i32,
+                        message: "over the rate limit; messages dropped".into(),
+                        retry_after_ms: retry_after.as_millis().max(1) as u32,
+                        ..Default::default()
+                    })));
+                }
+                return Ok(());
+            }
+        }
+        if envelope.messages.len() > burst {
+            let message = format!("an envelope may hold at most {burst} messages");
+            self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
+            return Ok(());
+        }
+        if let Err(e) = validate_client(&envelope) {
+            self.reply(error_message(ErrorCode::BadRequest, &e.to_string(), 0, ""));
+            return Ok(());
+        }
+        for ClientMessage { kind } in envelope.messages {
+            if let Some(kind) = kind {
+                self.handle_message(kind, now);
+            }
+        }
+        if self.outbox.is_overflowed() {
+            return Err(CloseReason::SlowConsumer);
+        }
+        Ok(())
+    }
+
+    fn handle_message(&mut self, kind: client_message::Kind, now: Now) {
+        use client_message::Kind as K;
+        match kind {
+            K::Join(join) => self.join(join),
+            K::Leave(leave) => {
+                let Some(room) = self.room(&leave.room) else {
+                    return self.not_a_member(&leave.room, leave.request_id);
+                };
+                let command = Command::Leave {
+                    room: room.key,
+                    member: self.id,
+                    request_id: leave.request_id,
+                };
+                // Forget the room only once the leave is on its way.
+                if self.send(&room, command, leave.request_id) {
+                    self.rooms.remove(&leave.room);
+                }
+            }
+            K::Input(input) => {
+                let Some(room) = self.room(&input.room) else {
+                    return self.not_a_member(&input.room, input.seq);
+                };
+                let Some(payload) = input.payload else {
+                    let error = error_message(ErrorCode::BadRequest, "input without payload", input.seq, &input.room);
+                    return self.reply(error);
+                };
+                let command = Command::Input {
+                    room: room.key,
+                    member: self.id,
+                    seq: input.seq,
+                    payload,
+                };
+                self.send(&room, command, input.seq);
+            }
+            K::Event(event) => {
+                let Some(room) = self.room(&event.room) else {
+                    return self.not_a_member(&event.room, 0);
+                };
+                let command = Command::Event {
+                    room: room.key,
+                    member: self.id,
+                    event,
+                };
+                self.send(&room, command, 0);
+            }
+            K::Request(request) => self.request(request),
+            K::Ping(ping) => {
+                self.outbox.confirm(ping.received_seq);
+                let pong = Kind::Pong(proto::Pong {
+                    nonce: ping.nonce,
+                    ping_sent_time_us: ping.sent_time_us,
+                    time_us: now.unix_us,
+                });
+                self.reply(encode_message(pong));
+            }
+            // Answers to server pings; liveness is tracked by the driver.
+            K::Pong(_) => {}
+            // The outbox ignores acks on a reliable transport.
+            K::Ack(ack) => {
+                if let Some(room) = self.rooms.get(&ack.room) {
+                    self.outbox.ack(room.handle.key, ack.tick);
+                }
+            }
+            K::RefreshToken(refresh) => self.refresh(refresh, now),
+        }
+    }
+
+    fn refresh(&mut self, refresh: proto::RefreshToken, now: Now) {
+        if self.ctx.auth.mode() == AuthMode::Anonymous {
+            let message = "token refresh needs JWT authentication; this server runs in anonymous mode";
+            return self.reply(error_message(ErrorCode::BadRequest, message, refresh.request_id, ""));
+        }
+        match self
+            .ctx
+            .auth
+            .refresh(&self.identity.user_id, &refresh.token, now.unix_us / 1_000_000)
+        {
+            Ok(identity) => {
+                self.expires_at = deadline(identity.expires_at, now);
+                let expires_at_unix = identity.expires_at.unwrap_or_default();
+                self.identity = identity;
+                self.reply(encode_message(Kind::TokenRefreshed(proto::TokenRefreshed {
+                    request_id: refresh.request_id,
+                    expires_at_unix,
+                })));
+            }
+            Err(e) => self.reply(error_message(
+                ErrorCode::Forbidden,
+                &format!("token refused: {e}"),
+                refresh.request_id,
+                "",
+            )),
+        }
+    }
+
+    fn join(&mut self, join: proto::JoinRoom) {
+        if join.room.is_empty() || join.room.len() > 128 {
+            let error = error_message(
+                ErrorCode::BadRequest,
+                "room id must be 1-128 bytes",
+                join.request_id,
+                &join.room,
+            );
+            return self.reply(error);
+        }
+        if !self.identity.may_join(&join.room) {
+            let message = "the token does not allow this room";
+            return self.reply(error_message(
+                ErrorCode::Forbidden,
+                message,
+                join.request_id,
+                &join.room,
+            ));
+        }
+        if !self.rooms.contains_key(&join.room) && self.rooms.len() >= self.ctx.settings.max_rooms_per_session {
+            let message = format!(
+                "a session may be in at most {} rooms",
+                self.ctx.settings.max_rooms_per_session
+            );
+            return self.reply(error_message(
+                ErrorCode::LimitExceeded,
+                &message,
+                join.request_id,
+                &join.room,
+            ));
+        }
+        let handle = match self.ctx.rooms.open(&join.room, &join.room_type) {
+            Ok(room) => room,
+            Err(e) => return self.pool_error(&e, join.request_id, &join.room),
+        };
+        let join_seq = self.next_join;
+        self.next_join += 1;
+        let command = Command::Join {
+            room: handle.key,
+            member: self.id,
+            user_id: self.identity.user_id.clone(),
+            outbox: self.outbox.clone(),
+            request_id: join.request_id,
+            join_seq,
+        };
+        if self.send(&handle, command, join.request_id) {
+            self.rooms.insert(join.room, Joined { handle, join_seq });
+        }
+    }
+
+    fn request(&mut self, request: proto::Request) {
+        let id = request.request_id;
+        match request.kind {
+            Some(request::Kind::ListRooms(list)) => {
+                let limit = match list.limit {
+                    0 => DEFAULT_ROOMS_PER_PAGE,
+                    n => n as usize,
+                };
+                let (rooms, more) = self.ctx.rooms.list(&list.after, limit);
+                let response = Kind::Response(proto::Response {
+                    request_id: id,
+                    kind: Some(response::Kind::Rooms(proto::RoomList { rooms, more })),
+                });
+                self.reply(encode_message(response));
+            }
+            Some(request::Kind::Resync(resync)) => {
+                let Some(room) = self.room(&resync.room) else {
+                    return self.not_a_member(&resync.room, id);
+                };
+                let command = Command::Resync {
+                    room: room.key,
+                    member: self.id,
+                    request_id: id,
+                };
+                self.send(&room, command, id);
+            }
+            None => self.reply(error_message(ErrorCode::BadRequest, "request of unknown kind", id, "")),
+        }
+    }
+
+    /// The handle of a room this session is in.
+    fn room(&self, id: &str) -> Option<RoomHandle> {
+        self.rooms.get(id).map(|r| r.handle.clone())
+    }
+
+    /// Forgets the rooms the session is no longer in: refused joins, closed rooms,
+    /// seats the room dropped. A notice about an earlier join of a room joined again
+    /// since is ignored.
+    fn forget_rooms_left(&mut self) {
+        self.outbox.take_left(&mut self.left);
+        for left in &self.left {
+            self.rooms
+                .retain(|_, r| r.handle.key != left.room || r.join_seq != left.join_seq);
+        }
+    }
+
+    /// Sends a command to a room's thread; a refusal is answered with an error.
+    fn send(&mut self, room: &RoomHandle, command: Command, request_id: u64) -> bool {
+        match self.ctx.rooms.send(room, command) {
+            Ok(()) => true,
+            Err(e) => {
+                self.pool_error(&e, request_id, &room.shared.id);
+                false
+            }
+        }
+    }
+
+    fn pool_error(&self, error: &PoolError, request_id: u64, room: &str) {
+        self.reply(error_message(error.code(), &error.to_string(), request_id, room));
+    }
+
+    fn not_a_member(&self, room: &str, request_id: u64) {
+        self.reply(error_message(
+            ErrorCode::NotAMember,
+            "not a member of this room",
+            request_id,
+            room,
+        ));
+    }
+
+    fn reply(&self, message: Bytes) {
+        // Over the bound the outbox is marked overflowed; `handle` closes the session.
+        let _ = self.outbox.push_reliable(message);
+    }
+
+    /// Ends the session for good: leaves every room. The outbox is closed first, so
+    /// a room whose queue is full still evicts the member at its next tick. A driver
+    /// calls this exactly when the session will not be resumed (calling it again does
+    /// nothing).
+    pub fn close(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        self.outbox.close();
+        for (_, room) in self.rooms.drain() {
+            let command = Command::Leave {
+                room: room.handle.key,
+                member: self.id,
+                request_id: 0,
+            };
+            let _ = self.ctx.rooms.send(&room.handle, command);
+        }
+    }
+
+    /// Whether [`Session::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+impl Drop for Session {
+    /// A safety net for a session dropped without [`Session::close`] (a driver that
+    /// panicked): its outbox is marked closed, so every room it was in drops its seat
+    /// at the next tick. Nothing is sent from here.
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
+}

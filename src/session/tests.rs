@@ -1,0 +1,672 @@
+//! Every rule the session enforces, on a manual clock against a fake room side: no
+//! threads, no sockets.
+
+use std::sync::atomic::AtomicU32;
+
+use parking_lot::Mutex;
+use prost::Message;
+
+use super::*;
+use crate::engine::outbox::{Batch, OutboxLimits, RoomKey};
+use crate::engine::sim_pool::RoomShared;
+use crate::proto::{ServerMessage, client_message::Kind as Out};
+use crate::session::auth::{AuthConfig, Claims, mint_hs256};
+
+const SECRET: &str = "test-secret";
+/// The manual clock's Unix time at `t0`, in seconds.
+const UNIX0: u64 = 1_800_000_000;
+
+/// What the session asked of the rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sent {
+    Join { room: RoomKey, join_seq: u64 },
+    Leave { room: RoomKey, request_id: u64 },
+    Input { room: RoomKey, seq: u64 },
+    Event { room: RoomKey },
+    Resync { room: RoomKey, request_id: u64 },
+}
+
+/// The room side: opens any room (unless told to refuse), records every command.
+#[derive(Default)]
+struct FakeRooms {
+    opened: Mutex<HashMap<String, RoomHandle>>,
+    sent: Mutex<Vec<Sent>>,
+    listed: Mutex<Vec<(String, usize)>>,
+    refuse_open: Mutex<Option<PoolError>>,
+    refuse_send: Mutex<Option<PoolError>>,
+}
+
+impl Rooms for FakeRooms {
+    fn open(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
+        if let Some(e) = self.refuse_open.lock().clone() {
+            return Err(e);
+        }
+        let mut opened = self.opened.lock();
+        let key = opened.len() as RoomKey + 1;
+        let handle = opened.entry(id.to_string()).or_insert_with(|| {
+            let shared = RoomShared {
+                id: id.into(),
+                room_type: room_type.into(),
+                max_members: 8,
+                members: AtomicU32::new(0),
+            };
+            RoomHandle::standalone(key, Arc::new(shared))
+        });
+        Ok(handle.clone())
+    }
+
+    fn send(&self, _: &RoomHandle, command: Command) -> Result<(), PoolError> {
+        if let Some(e) = self.refuse_send.lock().clone() {
+            return Err(e);
+        }
+        let sent = match command {
+            Command::Join { room, join_seq, .. } => Sent::Join { room, join_seq },
+            Command::Leave { room, request_id, .. } => Sent::Leave { room, request_id },
+            Command::Input { room, seq, .. } => Sent::Input { room, seq },
+            Command::Event { room, .. } => Sent::Event { room },
+            Command::Resync { room, request_id, .. } => Sent::Resync { room, request_id },
+            _ => unreachable!("sessions send no other command"),
+        };
+        self.sent.lock().push(sent);
+        Ok(())
+    }
+
+    fn list(&self, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
+        self.listed.lock().push((after.to_string(), limit));
+        let room = proto::RoomInfo {
+            room: "b".into(),
+            ..Default::default()
+        };
+        (vec![room], true)
+    }
+}
+
+/// A session on a manual clock, with its fake rooms and outbox.
+struct Harness {
+    session: Session,
+    rooms: Arc<FakeRooms>,
+    outbox: Arc<Outbox>,
+    t0: Instant,
+    /// Time since `t0` on the manual clock.
+    elapsed: Duration,
+    batch: Batch,
+}
+
+/// Limits loose enough that only the test about a rule meets it.
+fn settings() -> SessionSettings {
+    SessionSettings {
+        max_rooms_per_session: 2,
+        heartbeat_interval: Duration::from_secs(600),
+        rate: RateLimits {
+            messages_per_second: 1000.0,
+            message_burst: 1000.0,
+            ..RateLimits::default()
+        },
+        ..SessionSettings::default()
+    }
+}
+
+/// A burst of 4 messages and 10 per second.
+fn strict() -> SessionSettings {
+    SessionSettings {
+        rate: RateLimits {
+            messages_per_second: 10.0,
+            message_burst: 4.0,
+            bytes_per_second: 10_000.0,
+            byte_burst: 10_000.0,
+            flood_window: Duration::from_secs(1),
+        },
+        ..settings()
+    }
+}
+
+fn jwt_auth() -> Authenticator {
+    Authenticator::new(&AuthConfig {
+        mode: AuthMode::Jwt,
+        hs256_secret: Some(SECRET.into()),
+        leeway_secs: 0,
+        ..AuthConfig::default()
+    })
+    .unwrap()
+}
+
+fn token(sub: &str, exp: u64, rooms: Option<Vec<String>>) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        exp,
+        rooms,
+    };
+    mint_hs256(SECRET, &claims)
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::anonymous(settings())
+    }
+
+    fn anonymous(settings: SessionSettings) -> Self {
+        let identity = Identity {
+            user_id: "anonymous-1".into(),
+            expires_at: None,
+            rooms: None,
+        };
+        let auth = Authenticator::new(&AuthConfig::default()).unwrap();
+        Self::with(identity, auth, settings)
+    }
+
+    /// A JWT session whose token names `rooms` and expires `ttl` seconds after `t0`.
+    fn jwt(ttl: u64, rooms: Option<Vec<String>>) -> Self {
+        let auth = jwt_auth();
+        let identity = auth
+            .authenticate(Some(&token("alice", UNIX0 + ttl, rooms)), UNIX0)
+            .unwrap();
+        Self::with(identity, auth, settings())
+    }
+
+    fn with(identity: Identity, auth: Authenticator, settings: SessionSettings) -> Self {
+        let rooms = Arc::new(FakeRooms::default());
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        let ctx = SessionContext {
+            rooms: rooms.clone(),
+            auth: Arc::new(auth),
+            settings: Arc::new(settings),
+        };
+        let t0 = Instant::now();
+        let now = Now {
+            instant: t0,
+            unix_us: UNIX0 * 1_000_000,
+        };
+        let session = Session::new(7, identity, "resume-me".into(), outbox.clone(), ctx, now);
+        Self {
+            session,
+            rooms,
+            outbox,
+            t0,
+            elapsed: Duration::ZERO,
+            batch: Batch::default(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            instant: self.t0 + self.elapsed,
+            unix_us: UNIX0 * 1_000_000 + self.elapsed.as_micros() as u64,
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.elapsed += by;
+    }
+
+    /// Sends one envelope holding `messages`.
+    fn send(&mut self, messages: Vec<Out>) -> Result<(), CloseReason> {
+        let envelope = ClientEnvelope {
+            messages: messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect(),
+        };
+        let now = self.now();
+        self.session.handle(Inbound::Binary(&envelope.encode_to_vec()), now)
+    }
+
+    fn one(&mut self, message: Out) -> Result<(), CloseReason> {
+        self.send(vec![message])
+    }
+
+    /// The reliable messages the session queued since the last call (the `Welcome`
+    /// included).
+    fn replies(&mut self) -> Vec<Kind> {
+        self.outbox.drain(&mut self.batch);
+        (self.batch.welcome.iter().chain(&self.batch.reliable))
+            .map(|m| ServerMessage::decode(&m[..]).unwrap().kind.unwrap())
+            .collect()
+    }
+
+    /// The error replies since the last call, as (code, request id).
+    fn errors(&mut self) -> Vec<(ErrorCode, u64)> {
+        self.replies()
+            .into_iter()
+            .filter_map(|k| match k {
+                Kind::Error(e) => Some((ErrorCode::try_from(e.code).unwrap(), e.request_id)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent(&self) -> Vec<Sent> {
+        std::mem::take(&mut *self.rooms.sent.lock())
+    }
+
+    fn key(&self, room: &str) -> RoomKey {
+        self.rooms.opened.lock()[room].key
+    }
+}
+
+fn join(room: &str, request_id: u64) -> Out {
+    Out::Join(proto::JoinRoom {
+        room: room.into(),
+        request_id,
+        ..Default::default()
+    })
+}
+
+fn input(room: &str, seq: u64) -> Out {
+    Out::Input(proto::Input {
+        room: room.into(),
+        seq,
+        payload: Some(proto::input::Payload::Intent(Default::default())),
+    })
+}
+
+fn ping(nonce: u64) -> Out {
+    Out::Ping(proto::Ping {
+        nonce,
+        ..Default::default()
+    })
+}
+
+fn ack(room: &str, tick: u64) -> Out {
+    Out::Ack(proto::Ack {
+        room: room.into(),
+        tick,
+    })
+}
+
+#[test]
+fn the_welcome_comes_first_with_the_token_and_limits() {
+    let mut h = Harness::new();
+    let replies = h.replies();
+    let Kind::Welcome(w) = &replies[0] else {
+        panic!("expected a Welcome, got {replies:?}");
+    };
+    assert_eq!(
+        (w.session_id, w.resume_token.as_str(), w.resumed),
+        (7, "resume-me", false)
+    );
+    assert_eq!(w.limits.as_ref().unwrap().message_burst, 1000);
+    assert_eq!(w.server_time_us, UNIX0 * 1_000_000);
+}
+
+#[test]
+fn room_ids_must_be_1_to_128_bytes() {
+    let mut h = Harness::new();
+    h.replies();
+    h.send(vec![join("", 1), join(&"x".repeat(129), 2)]).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 1), (ErrorCode::BadRequest, 2)]);
+    assert!(h.sent().is_empty());
+    h.one(join(&"x".repeat(128), 3)).unwrap();
+    assert_eq!(h.sent().len(), 1);
+}
+
+#[test]
+fn a_session_is_in_at_most_its_room_cap() {
+    let mut h = Harness::new();
+    h.replies();
+    h.send(vec![join("a", 1), join("b", 2), join("c", 3)]).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::LimitExceeded, 3)]);
+    assert_eq!(h.sent().len(), 2);
+    // Joining a room it is in again is not a new room.
+    h.one(join("a", 4)).unwrap();
+    assert_eq!(h.errors(), []);
+    let a = h.key("a");
+    assert_eq!(h.sent(), [Sent::Join { room: a, join_seq: 3 }]);
+    // Leaving frees a slot.
+    h.one(Out::Leave(proto::LeaveRoom {
+        room: "b".into(),
+        request_id: 5,
+    }))
+    .unwrap();
+    h.one(join("c", 6)).unwrap();
+    assert_eq!(h.errors(), []);
+}
+
+#[test]
+fn a_refused_join_frees_its_slot_and_later_requests_are_answered() {
+    let mut h = Harness::new();
+    h.replies();
+    h.send(vec![join("a", 1), join("b", 2)]).unwrap();
+    let (a, b) = (h.key("a"), h.key("b"));
+    h.sent();
+    // Room `a` refuses join 1 (full, say), through the outbox as a room does.
+    h.outbox.leave_room(a, 1);
+    h.one(input("a", 1)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::NotAMember, 1)]);
+    assert!(h.sent().is_empty(), "nothing goes to a room the session is not in");
+    h.one(join("c", 3)).unwrap();
+    assert_eq!(h.errors(), []);
+    // A notice about an earlier join of a room joined again since changes nothing.
+    h.one(join("b", 4)).unwrap();
+    h.outbox.leave_room(b, 2);
+    h.one(input("b", 1)).unwrap();
+    assert_eq!(h.errors(), []);
+    assert!(h.sent().contains(&Sent::Input { room: b, seq: 1 }));
+}
+
+#[test]
+fn requests_for_rooms_the_session_is_not_in_are_answered() {
+    let mut h = Harness::new();
+    h.replies();
+    let resync = Out::Request(proto::Request {
+        request_id: 9,
+        kind: Some(request::Kind::Resync(proto::Resync { room: "x".into() })),
+    });
+    let leave = Out::Leave(proto::LeaveRoom {
+        room: "x".into(),
+        request_id: 8,
+    });
+    let event = Out::Event(proto::SendEvent {
+        room: "x".into(),
+        ..Default::default()
+    });
+    h.send(vec![input("x", 5), leave, event, resync]).unwrap();
+    let expected = [
+        (ErrorCode::NotAMember, 5),
+        (ErrorCode::NotAMember, 8),
+        (ErrorCode::NotAMember, 0),
+        (ErrorCode::NotAMember, 9),
+    ];
+    assert_eq!(h.errors(), expected);
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn room_side_refusals_are_answered_and_not_recorded() {
+    let mut h = Harness::new();
+    h.replies();
+    *h.rooms.refuse_open.lock() = Some(PoolError::UnknownRoomType("nope".into()));
+    h.one(join("a", 1)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::UnknownRoomType, 1)]);
+    *h.rooms.refuse_open.lock() = None;
+    *h.rooms.refuse_send.lock() = Some(PoolError::Busy);
+    h.one(join("a", 2)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::ServerBusy, 2)]);
+    // Neither join counts against the cap.
+    *h.rooms.refuse_send.lock() = None;
+    h.send(vec![join("b", 3), join("c", 4)]).unwrap();
+    assert_eq!(h.errors(), []);
+}
+
+#[test]
+fn a_token_may_restrict_the_rooms() {
+    let mut h = Harness::jwt(600, Some(vec!["match-*".into()]));
+    h.replies();
+    h.send(vec![join("lobby", 1), join("match-3", 2)]).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::Forbidden, 1)]);
+    assert_eq!(h.sent().len(), 1);
+}
+
+#[test]
+fn an_envelope_over_the_burst_is_answered_not_applied() {
+    let mut h = Harness::anonymous(strict());
+    h.replies();
+    // The burst is 4 messages: five in one envelope are refused as a whole.
+    h.send((1..=5).map(ping).collect()).unwrap();
+    let replies = h.replies();
+    assert!(
+        matches!(&replies[..], [Kind::Error(e)] if e.code == ErrorCode::LimitExceeded as i32),
+        "{replies:?}"
+    );
+    // It was charged (a burst's worth), not ignored.
+    h.one(ping(6)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::RateLimited, 0)]);
+}
+
+#[test]
+fn acknowledgements_cost_bytes_only() {
+    let mut h = Harness::anonymous(strict());
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    // Far more acks than the message burst, at one instant.
+    for tick in 1..=50 {
+        h.one(ack("a", tick)).unwrap();
+    }
+    assert_eq!(h.errors(), []);
+    // The message bucket is untouched: three more messages fit the burst of four.
+    h.send(vec![ping(1), ping(2), ping(3)]).unwrap();
+    assert_eq!(h.errors(), []);
+}
+
+#[test]
+fn over_the_rate_limit_is_refused_then_a_flood_is_closed() {
+    let mut h = Harness::anonymous(strict());
+    h.replies();
+    for n in 0..4 {
+        h.one(ping(n)).unwrap();
+    }
+    h.one(ping(4)).unwrap();
+    let replies = h.replies();
+    let refused = replies.iter().find_map(|k| match k {
+        Kind::Error(e) if e.code == ErrorCode::RateLimited as i32 => Some(e.retry_after_ms),
+        _ => None,
+    });
+    assert_eq!(refused, Some(100), "one token every 100 ms: {replies:?}");
+    // Staying over the limit for the flood window closes the session.
+    let mut end = Ok(());
+    for _ in 0..40 {
+        h.advance(Duration::from_millis(50));
+        end = h.send(vec![ping(0), ping(0)]);
+        if end.is_err() {
+            break;
+        }
+    }
+    assert_eq!(end, Err(CloseReason::RateLimited));
+    assert!(h.elapsed >= Duration::from_secs(1));
+}
+
+#[test]
+fn frames_outside_the_protocol_close_with_their_code() {
+    let mut h = Harness::new();
+    let now = h.now();
+    let s = &mut h.session;
+    assert_eq!(s.handle(Inbound::Text, now), Err(CloseReason::TextFrame));
+    assert_eq!(s.handle(Inbound::TooBig, now), Err(CloseReason::MessageTooBig));
+    assert_eq!(
+        s.handle(Inbound::Binary(&[0xff, 0xff]), now),
+        Err(CloseReason::Undecodable)
+    );
+    assert_eq!(s.handle(Inbound::Control, now), Ok(()));
+}
+
+#[test]
+fn empty_envelopes_and_unknown_kinds_are_bad_requests_not_closes() {
+    let mut h = Harness::new();
+    h.replies();
+    let now = h.now();
+    h.session.handle(Inbound::Binary(&[]), now).unwrap();
+    // One message with no kind set.
+    h.session.handle(Inbound::Binary(&[0x0a, 0x00]), now).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0), (ErrorCode::BadRequest, 0)]);
+}
+
+#[test]
+fn the_heartbeat_pings_when_quiet_and_times_out() {
+    let mut h = Harness::new();
+    let interval = h.session.ctx.settings.heartbeat_interval;
+    let timeout = h.session.ctx.settings.heartbeat_timeout;
+    assert_eq!(h.session.poll_timeout(), h.t0 + interval);
+    // Inbound traffic of any kind pushes the ping back.
+    h.advance(interval / 2);
+    let now = h.now();
+    h.session.handle(Inbound::Control, now).unwrap();
+    assert_eq!(h.session.poll_timeout(), now.instant + interval);
+    h.advance(interval);
+    assert_eq!(h.session.handle_timeout(h.now().instant), Ok(Beat::Ping));
+    h.advance(timeout);
+    assert_eq!(
+        h.session.handle_timeout(h.now().instant),
+        Err(CloseReason::HeartbeatTimeout)
+    );
+}
+
+#[test]
+fn an_expired_token_closes_the_session_unless_refreshed() {
+    let mut h = Harness::jwt(60, None);
+    h.replies();
+    assert_eq!(h.session.poll_timeout(), h.t0 + Duration::from_secs(60));
+    // A refresh at 50 s with a token valid until 120 s moves the deadline.
+    h.advance(Duration::from_secs(50));
+    let refresh = |token: String, request_id| Out::RefreshToken(proto::RefreshToken { token, request_id });
+    h.one(refresh(token("alice", UNIX0 + 120, None), 1)).unwrap();
+    assert!(matches!(&h.replies()[..], [Kind::TokenRefreshed(r)] if r.expires_at_unix == UNIX0 + 120));
+    // Another user's token, or one already expired on the session's clock, is refused.
+    h.one(refresh(token("mallory", UNIX0 + 600, None), 2)).unwrap();
+    h.one(refresh(token("alice", UNIX0 + 40, None), 3)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::Forbidden, 2), (ErrorCode::Forbidden, 3)]);
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.session.handle_timeout(h.now().instant), Ok(Beat::Idle));
+    h.advance(Duration::from_secs(10));
+    assert_eq!(
+        h.session.handle_timeout(h.now().instant),
+        Err(CloseReason::TokenExpired)
+    );
+}
+
+#[test]
+fn token_refresh_is_refused_in_anonymous_mode() {
+    let mut h = Harness::new();
+    h.replies();
+    h.one(Out::RefreshToken(proto::RefreshToken {
+        token: token("alice", UNIX0 + 60, None),
+        request_id: 4,
+    }))
+    .unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 4)]);
+}
+
+#[test]
+fn ping_is_answered_with_both_time_stamps_and_confirms_what_the_client_got() {
+    let mut h = Harness::new();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    // Three numbered replies go out; the client confirms the first two.
+    h.send(vec![input("nowhere", 1), input("nowhere", 2), input("nowhere", 3)])
+        .unwrap();
+    h.replies();
+    h.one(Out::Ping(proto::Ping {
+        nonce: 42,
+        sent_time_us: 1234,
+        received_seq: 2,
+    }))
+    .unwrap();
+    let now_us = h.now().unix_us;
+    assert!(matches!(&h.replies()[..],
+        [Kind::Pong(p)] if (p.nonce, p.ping_sent_time_us, p.time_us) == (42, 1234, now_us)));
+    // What the client did not confirm (the third reply and the pong) is kept for a
+    // resume; the first two are forgotten.
+    assert_eq!(h.outbox.replay_after(0), 2);
+}
+
+#[test]
+fn inputs_and_events_go_to_the_room() {
+    let mut h = Harness::new();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    let a = h.key("a");
+    let event = Out::Event(proto::SendEvent {
+        room: "a".into(),
+        ..Default::default()
+    });
+    h.send(vec![input("a", 10), event]).unwrap();
+    assert_eq!(
+        h.sent(),
+        [
+            Sent::Join { room: a, join_seq: 1 },
+            Sent::Input { room: a, seq: 10 },
+            Sent::Event { room: a }
+        ]
+    );
+    // An input without a payload never reaches the room.
+    h.one(Out::Input(proto::Input {
+        room: "a".into(),
+        seq: 11,
+        payload: None,
+    }))
+    .unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 11)]);
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn room_listings_are_paged() {
+    let mut h = Harness::new();
+    h.replies();
+    let list = |after: &str, limit| {
+        Out::Request(proto::Request {
+            request_id: 3,
+            kind: Some(request::Kind::ListRooms(proto::ListRooms {
+                after: after.into(),
+                limit,
+            })),
+        })
+    };
+    h.send(vec![list("", 0), list("a", 7)]).unwrap();
+    assert_eq!(
+        *h.rooms.listed.lock(),
+        [(String::new(), DEFAULT_ROOMS_PER_PAGE), ("a".to_string(), 7)]
+    );
+    let replies = h.replies();
+    let Kind::Response(proto::Response {
+        kind: Some(response::Kind::Rooms(page)),
+        ..
+    }) = &replies[0]
+    else {
+        panic!("expected a room list, got {replies:?}");
+    };
+    assert!(page.more);
+}
+
+#[test]
+fn a_resume_welcomes_again_and_resyncs_every_room() {
+    let mut h = Harness::new();
+    h.replies();
+    h.send(vec![join("a", 1), join("b", 2)]).unwrap();
+    let (a, b) = (h.key("a"), h.key("b"));
+    h.sent();
+    h.replies();
+    h.advance(Duration::from_secs(3));
+    let now = h.now();
+    h.session.resume(None, Delivery::Acknowledged, 0, now);
+    let mut sent = h.sent();
+    sent.sort_by_key(|s| format!("{s:?}"));
+    assert_eq!(
+        sent,
+        [
+            Sent::Resync { room: a, request_id: 0 },
+            Sent::Resync { room: b, request_id: 0 }
+        ]
+    );
+    assert!(matches!(&h.replies()[0], Kind::Welcome(w) if w.resumed));
+    // The timers restarted at the resume.
+    assert_eq!(
+        h.session.poll_timeout(),
+        now.instant + h.session.ctx.settings.heartbeat_interval
+    );
+}
+
+#[test]
+fn closing_leaves_every_room_once() {
+    let mut h = Harness::new();
+    h.send(vec![join("a", 1), join("b", 2)]).unwrap();
+    h.sent();
+    h.session.close();
+    let mut sent = h.sent();
+    sent.sort_by_key(|s| format!("{s:?}"));
+    let (a, b) = (h.key("a"), h.key("b"));
+    assert_eq!(
+        sent,
+        [
+            Sent::Leave { room: a, request_id: 0 },
+            Sent::Leave { room: b, request_id: 0 }
+        ]
+    );
+    assert!(h.outbox.is_closed() && h.session.is_closed());
+    h.session.close();
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn a_session_dropped_without_closing_only_marks_its_outbox() {
+    let h = Harness::new();
+    let (outbox, rooms) = (h.outbox.clone(), h.rooms.clone());
+    drop(h);
+    assert!(outbox.is_closed(), "rooms drop the seat at their next tick");
+    assert!(rooms.sent.lock().is_empty());
+}

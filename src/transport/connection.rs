@@ -1,0 +1,290 @@
+//! The connection loop every transport shares: start or resume the session, feed it
+//! what the peer sends, sleep until its next timer, write everything pending in its
+//! outbox in one go, and end with the session's [`CloseReason`]. A connection that
+//! drops without a close is parked for resume.
+//!
+//! A transport ([`Transport`]: WebSocket in `ws`, QUIC in `quic`) only moves bytes:
+//! it reads inbound messages, writes a [`Batch`], pings and closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::clock::{Now, unix_micros};
+use crate::engine::outbox::{Batch, Outbox, PendingState};
+use crate::error::CloseReason;
+use crate::session::auth::{AuthMode, DuplicateSessions, Identity};
+use crate::session::heartbeat::Beat;
+use crate::session::{Inbound, Session};
+use crate::transport::context::Context;
+use crate::transport::gate::Permit;
+use crate::transport::registry::{Stop, StopReason, resume_token};
+use crate::transport::{Broken, Received, Sent, Transport};
+
+/// How a session starts, decided when the connection authenticated.
+pub(crate) enum Start {
+    /// A new session for this identity.
+    New(Identity),
+    /// Resume the session with this resume token.
+    Resume {
+        /// The resume token.
+        token: String,
+        /// Who is connecting (with JWT, must be the session's user).
+        identity: Identity,
+        /// The last numbered server message the client received.
+        received: u64,
+    },
+}
+
+/// How long a resume waits for a connection it takes over to park its session.
+const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Finds the session for a resume token: parked, or still held by a connection the
+/// server has not yet noticed is dead (that connection is told to end and park it).
+async fn find_session(ctx: &Context, token: &str, identity: &Identity) -> Option<Session> {
+    // Anonymous sessions are identified by the resume token alone.
+    let user = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
+    if let Some(session) = ctx.registry.take(token, user, Instant::now()) {
+        return Some(session);
+    }
+    if !ctx.registry.take_over(token, user) {
+        return None;
+    }
+    let deadline = Instant::now() + TAKE_OVER_WAIT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Some(session) = ctx.registry.take(token, user, Instant::now()) {
+            return Some(session);
+        }
+    }
+    None
+}
+
+/// How the connection ended.
+enum End {
+    /// The server closes with this reason.
+    Close(CloseReason),
+    /// The client closed normally: it is done, nothing to resume.
+    ClientClosed,
+    /// The connection was lost or the client went away: keep the seat for resume.
+    Lost,
+    /// Another connection resumed this session: tell this one (4002), keep the
+    /// session for the new connection.
+    TakenOver,
+}
+
+/// Runs one authenticated connection to its end.
+pub(crate) async fn serve<T: Transport>(
+    mut transport: T,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    start: Start,
+    permit: Permit,
+) {
+    let now = Now::system();
+    let metrics = &ctx.metrics;
+    let mut session = match start {
+        Start::New(identity) => {
+            let id = ctx.next_session_id();
+            let outbox = Arc::new(Outbox::with_delivery(ctx.settings.outbox, T::DELIVERY));
+            Session::new(id, identity, resume_token(), outbox, ctx.session.clone(), now)
+        }
+        Start::Resume {
+            token,
+            identity,
+            received,
+        } => match find_session(&ctx, &token, &identity).await {
+            Some(mut session) => {
+                let identity = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(identity);
+                let replayed = session.resume(identity, T::DELIVERY, received, Now::system());
+                metrics.resumes.inc();
+                metrics.messages_replayed.inc_by(replayed as u64);
+                session
+            }
+            None => {
+                let reason = CloseReason::ResumeFailed;
+                metrics.count_close(reason);
+                transport.close(reason).await;
+                return;
+            }
+        },
+    };
+    let id = session.id();
+    let user = session.identity().user_id.clone();
+    // Shutdown, a newer session replacing this one, or a resume taking it over.
+    let stop = Stop::child_of(&ctx.shutdown);
+    let replace = ctx.settings.duplicate_sessions == DuplicateSessions::Replace;
+    ctx.registry.go_live(&user, id, stop.clone(), replace);
+    let token = session.resume_token().to_string();
+    ctx.registry.register_token(&token, user.clone(), stop.clone());
+    metrics.connections.inc();
+    metrics.connections_accepted.inc();
+    tracing::debug!(%peer, session = id, user = %user, "session started");
+
+    let outbox = session.outbox().clone();
+    let slow = ctx.settings.slow_consumer;
+    let naive = ctx.settings.naive_fanout;
+    let mut batch = Batch::default();
+    let mut single = Batch::default();
+    let mut rate_limited = session.rate_limited();
+    let end = loop {
+        let timer = tokio::time::Instant::from_std(session.poll_timeout());
+        // Biased: shutdown and timers first, then inbound before outbound, so a
+        // client whose writes back up is still read (and its inputs applied).
+        tokio::select! {
+            biased;
+            () = stop.stopped() => break stopped(&stop),
+            _ = tokio::time::sleep_until(timer) => match session.handle_timeout(Instant::now()) {
+                Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(Broken)) => break End::Lost,
+                    Err(_) => break End::Close(CloseReason::SlowConsumer),
+                },
+                Ok(_) => {}
+                Err(reason) => break End::Close(reason),
+            },
+            received = transport.recv() => {
+                let now = Now::system();
+                let result = match received {
+                    Received::Binary(bytes) => {
+                        metrics.messages_in.inc();
+                        metrics.bytes_in.inc_by(bytes.len() as u64);
+                        session.handle(Inbound::Binary(&bytes), now)
+                    }
+                    Received::Other(inbound) => session.handle(inbound, now),
+                    Received::ProtocolError => Err(CloseReason::ProtocolError),
+                    Received::ClientClosed => break End::ClientClosed,
+                    Received::Lost => break End::Lost,
+                };
+                let now_limited = session.rate_limited();
+                metrics.messages_rate_limited.inc_by(now_limited - rate_limited);
+                rate_limited = now_limited;
+                if let Err(reason) = result {
+                    break End::Close(reason);
+                }
+            }
+            () = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut batch)) => {
+                if outbox.is_overflowed() {
+                    break End::Close(CloseReason::SlowConsumer);
+                }
+                metrics.frames_superseded.inc_by(outbox.take_superseded());
+                // A write still blocked after `slow` means the client is not reading.
+                let sending = async {
+                    if naive {
+                        send_separately(&mut transport, &batch, &mut single, &outbox).await
+                    } else {
+                        transport.send(&batch, &outbox).await
+                    }
+                };
+                // A resume elsewhere (or shutdown) must not wait for a write that is
+                // stuck here.
+                let sending = async {
+                    tokio::select! {
+                        sent = tokio::time::timeout(slow, sending) => Some(sent),
+                        () = stop.stopped() => None,
+                    }
+                };
+                match sending.await {
+                    None => break stopped(&stop),
+                    Some(Ok(Ok(sent))) => {
+                        metrics.messages_out.inc_by(sent.messages);
+                        metrics.bytes_out.inc_by(sent.bytes);
+                        if !batch.states.is_empty() {
+                            let now_us = unix_micros();
+                            for state in &batch.states {
+                                let delay_us = now_us.saturating_sub(state.server_time_us);
+                                metrics.state_send_delay.observe(delay_us as f64 / 1e6);
+                            }
+                        }
+                    }
+                    Some(Ok(Err(Broken))) => break End::Lost,
+                    Some(Err(_)) => break End::Close(CloseReason::SlowConsumer),
+                }
+            }
+        }
+    };
+    ctx.registry.leave_live(&user, id);
+    ctx.registry.unregister_token(&token);
+    metrics.connections.dec();
+    metrics.frames_superseded.inc_by(outbox.take_superseded());
+    drop(permit);
+    let park = match end {
+        End::Close(reason) => {
+            metrics.count_close(reason);
+            tracing::debug!(%peer, session = id, code = reason.code(), reason = reason.reason(), "closing");
+            transport.close(reason).await;
+            // The peer stopped answering or reading but lost nothing: it may come back
+            // on another connection.
+            matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer)
+        }
+        End::ClientClosed => {
+            transport.finish().await;
+            false
+        }
+        End::Lost => true,
+        End::TakenOver => {
+            transport.close(CloseReason::Replaced).await;
+            true
+        }
+    };
+    let grace = ctx.session.settings.resume_grace;
+    if !park || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
+        session.close();
+        return;
+    }
+    match ctx.registry.park(token, user, session, Instant::now() + grace) {
+        Ok(()) => tracing::debug!(session = id, "parked for resume"),
+        // The registry is full: end the session now (it leaves its rooms).
+        Err(mut session) => session.close(),
+    }
+}
+
+/// How a connection ends when its [`Stop`] fired.
+fn stopped(stop: &Stop) -> End {
+    match stop.reason() {
+        StopReason::Shutdown => End::Close(CloseReason::ShuttingDown),
+        StopReason::Replaced => End::Close(CloseReason::Replaced),
+        // A resume on another connection: this one is dead to the client.
+        StopReason::TakenOver => End::TakenOver,
+    }
+}
+
+/// The naive baseline's writes (`naive_fanout`, for benchmarks only): every message
+/// of `batch` in a write of its own, as a relay without coalescing would do.
+async fn send_separately<T: Transport>(
+    transport: &mut T,
+    batch: &Batch,
+    single: &mut Batch,
+    outbox: &Outbox,
+) -> Result<Sent, Broken> {
+    enum One<'a> {
+        Welcome(&'a Bytes),
+        Reliable(u64, &'a Bytes),
+        State(&'a PendingState),
+    }
+    let mut total = Sent::default();
+    let writes = (batch.welcome.iter().map(One::Welcome))
+        .chain(
+            (batch.first_seq..)
+                .zip(&batch.reliable)
+                .map(|(seq, m)| One::Reliable(seq, m)),
+        )
+        .chain(batch.states.iter().map(One::State));
+    for one in writes {
+        single.clear();
+        match one {
+            One::Welcome(m) => single.welcome = Some(m.clone()),
+            One::Reliable(seq, m) => {
+                single.first_seq = seq;
+                single.reliable.push(m.clone());
+            }
+            One::State(s) => single.states.push(s.clone()),
+        }
+        let sent = transport.send(single, outbox).await?;
+        total.messages += sent.messages;
+        total.bytes += sent.bytes;
+    }
+    Ok(total)
+}

@@ -1,0 +1,180 @@
+//! Listener protections, checked at the WebSocket upgrade before any work is done:
+//! a global connection cap (HTTP 503), a per-IP connection cap and a per-IP
+//! handshake rate (HTTP 429). An admitted connection holds a [`Permit`] that gives
+//! its slot back when dropped.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use hyper::StatusCode;
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+use crate::bucket::TokenBucket;
+
+/// Listener protections (`[connections]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// Open WebSocket connections at most; more get HTTP 503 at the upgrade.
+    pub max_connections: usize,
+    /// Open WebSocket connections per client IP; more get HTTP 429.
+    pub max_per_ip: usize,
+    /// Sustained upgrade requests per second per client IP; more get HTTP 429.
+    pub handshakes_per_ip_per_second: f64,
+    /// Upgrade request burst per client IP.
+    pub handshake_burst: f64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 20_000,
+            max_per_ip: 4_096,
+            handshakes_per_ip_per_second: 200.0,
+            handshake_burst: 400.0,
+        }
+    }
+}
+
+struct PerIp {
+    open: usize,
+    handshakes: TokenBucket,
+}
+
+/// See the module documentation.
+pub struct Gate {
+    limits: ConnectionLimits,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
+}
+
+/// Why an upgrade was refused, as the HTTP status and a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// 503 (server full) or 429 (this IP).
+    pub status: StatusCode,
+    /// Human-readable reason.
+    pub message: &'static str,
+}
+
+/// An admitted connection's slot.
+pub struct Permit {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Gate {
+    /// A gate with no connections.
+    pub fn new(limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Admits a connection from `ip`, or says why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Permit, Refusal> {
+        let mut per_ip = self.per_ip.lock();
+        if per_ip.len() > 65_536 {
+            // Forget idle addresses whose bucket has refilled: nothing to remember.
+            per_ip.retain(|_, s| s.open > 0 || !s.handshakes.is_full(now));
+        }
+        let state = per_ip.entry(ip).or_insert_with(|| PerIp {
+            open: 0,
+            handshakes: TokenBucket::new(
+                self.limits.handshakes_per_ip_per_second,
+                self.limits.handshake_burst,
+                now,
+            ),
+        });
+        if state.handshakes.try_take(1.0, now).is_err() {
+            return Err(Refusal {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "too many connection attempts from this address; slow down",
+            });
+        }
+        if state.open >= self.limits.max_per_ip {
+            return Err(Refusal {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "too many connections from this address",
+            });
+        }
+        if self.open.load(Ordering::Relaxed) >= self.limits.max_connections {
+            return Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "server at capacity; try again later",
+            });
+        }
+        state.open += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Permit { gate: self.clone(), ip })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gate.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(state) = self.gate.per_ip.lock().get_mut(&self.ip) {
+            state.open -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn gate(max_connections: usize, max_per_ip: usize, rate: f64, burst: f64) -> Arc<Gate> {
+        Gate::new(ConnectionLimits {
+            max_connections,
+            max_per_ip,
+            handshakes_per_ip_per_second: rate,
+            handshake_burst: burst,
+        })
+    }
+
+    #[test]
+    fn caps_and_release() {
+        let g = gate(3, 2, 1000.0, 1000.0);
+        let now = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = g.admit(a, now).unwrap();
+        let _p2 = g.admit(a, now).unwrap();
+        assert_eq!(g.admit(a, now).err().unwrap().status, StatusCode::TOO_MANY_REQUESTS);
+        let _p3 = g.admit(b, now).unwrap();
+        assert_eq!(g.admit(b, now).err().unwrap().status, StatusCode::SERVICE_UNAVAILABLE);
+        drop(p1);
+        assert_eq!(g.open(), 2);
+        assert!(g.admit(a, now).is_ok());
+    }
+
+    #[test]
+    fn handshake_rate_per_ip() {
+        let g = gate(100, 100, 2.0, 3.0);
+        let now = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut permits = Vec::new();
+        for _ in 0..3 {
+            permits.push(g.admit(a, now).unwrap());
+        }
+        assert!(g.admit(a, now).is_err());
+        assert!(
+            g.admit("10.0.0.9".parse().unwrap(), now).is_ok(),
+            "other addresses unaffected"
+        );
+        assert!(g.admit(a, now + Duration::from_millis(500)).is_ok());
+    }
+}

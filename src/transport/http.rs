@@ -1,0 +1,234 @@
+//! HTTP/1.1 (hyper) on an accepted connection: the WebSocket upgrade at `/ws`,
+//! `/healthz` and `/metrics`. The upgrade checks the request, the `Origin`, the
+//! connection caps and the token, in that order, before answering 101; a refusal is an
+//! HTTP status, never a WebSocket.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_TYPE, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
+};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::clock::unix_micros;
+use crate::session::auth;
+use crate::transport::connection::{self, Start};
+use crate::transport::context::Context;
+use crate::transport::origin::OriginConfig;
+use crate::transport::ws::WebSocket;
+
+/// What the HTTP side needs beyond the connection [`Context`].
+pub(crate) struct Http {
+    /// The connection context.
+    pub ctx: Arc<Context>,
+    /// Origins allowed to upgrade.
+    pub origins: OriginConfig,
+    /// tungstenite's limits and buffers for upgraded connections.
+    pub websocket: WebSocketConfig,
+}
+
+/// Serves one accepted TCP connection: TLS (unless plain), then HTTP/1.1 until it ends.
+pub(crate) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    http: Arc<Http>,
+) {
+    let _ = stream.set_nodelay(true);
+    match acceptor {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(tls)) => serve_http(tls, peer, http).await,
+                Ok(Err(e)) => {
+                    http.ctx.metrics.tls_failures.inc();
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    http.ctx.metrics.tls_failures.inc();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
+            }
+        }
+        None => serve_http(stream, peer, http).await,
+    }
+}
+
+async fn serve_http<S>(io: S, peer: SocketAddr, http: Arc<Http>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_http = http.clone();
+    let service = service_fn(move |req| {
+        let http = service_http.clone();
+        async move { Ok::<_, Infallible>(route(req, peer, http)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, "HTTP connection error: {e}");
+            }
+        }
+        _ = http.ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => {
+            let mut response = text(StatusCode::OK, http.ctx.metrics.render());
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            response
+        }
+        (&Method::GET, "/ws") => upgrade(req, peer, http),
+        (_, "/healthz" | "/metrics" | "/ws") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+fn header_has_token(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Validates a WebSocket upgrade request (RFC 6455 §4.2.1) and the server's
+/// protections, in this order: the request itself (400/426), the `Origin` (403), the
+/// connection caps and handshake rate (503/429), the token (401). Then it answers 101
+/// and hands the upgraded connection to the WebSocket driver.
+fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
+    if !header_has_token(&req, CONNECTION, "upgrade") || !header_has_token(&req, UPGRADE, "websocket") {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request\n");
+    }
+    if req.headers().get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        let mut response = text(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version; use 13\n");
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let ctx = &http.ctx;
+    let metrics = &ctx.metrics;
+
+    let origin = req.headers().get(ORIGIN).map(|v| v.to_str().unwrap_or("invalid"));
+    if !http.origins.allows(origin) {
+        metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
+        tracing::debug!(%peer, ?origin, "origin refused");
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let permit = match ctx.gate.admit(peer.ip(), std::time::Instant::now()) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            metrics.count_refused_upgrade(refusal.status);
+            return text(refusal.status, format!("{}\n", refusal.message));
+        }
+    };
+    let query = req.uri().query();
+    let protocols = req
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let authorization = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = auth::token_from_request(authorization, query, protocols);
+    let identity = match ctx.session.auth.authenticate(token, unix_micros() / 1_000_000) {
+        Ok(identity) => identity,
+        Err(e) => {
+            metrics.count_auth_failure(e.kind());
+            metrics.count_refused_upgrade(StatusCode::UNAUTHORIZED);
+            let mut response = text(StatusCode::UNAUTHORIZED, format!("{e}\n"));
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tickrelay\", error=\"invalid_token\""),
+            );
+            return response;
+        }
+    };
+    let start = match query.and_then(|q| auth::query_param(q, "resume")) {
+        None => Start::New(identity),
+        Some(token) => Start::Resume {
+            token: token.to_string(),
+            identity,
+            // Without a number (a client that does not track them) nothing is sent
+            // again.
+            received: query
+                .and_then(|q| auth::query_param(q, "received"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u64::MAX),
+        },
+    };
+    let offered_protocol = header_has_token(&req, SEC_WEBSOCKET_PROTOCOL, auth::PROTOCOL);
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_ctx = ctx.clone();
+    let websocket = http.websocket;
+    ctx.tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket)).await;
+                connection::serve(WebSocket::new(ws), peer, task_ctx, start, permit).await;
+            }
+            Err(e) => tracing::debug!(%peer, "upgrade failed: {e}"),
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    // Browsers that offered subprotocols (to carry a token) require one back.
+    if offered_protocol {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(auth::PROTOCOL));
+    }
+    response
+}

@@ -1,0 +1,81 @@
+//! Transports: how bytes reach a session. Each transport is a thin driver that only
+//! moves bytes (`Transport`); the connection loop (`connection`) around the
+//! session is shared by all of them. Dependencies run one way: the server starts the
+//! listeners (`http` for WebSocket, [`quic`]), they hand authenticated connections
+//! to `connection::serve`, and that loop reaches the rest of the server only through
+//! its `context::Context`.
+//!
+//! - `connection` — the loop every transport shares.
+//! - `context` — what a connection may use of the server.
+//! - `http` — HTTP/1.1 routes (`/ws`, `/healthz`, `/metrics`) and the WebSocket upgrade.
+//! - `ws` — the WebSocket transport; [`quic`]: the QUIC transport.
+//! - [`gate`] — connection caps and handshake rate at the upgrade.
+//! - [`origin`] — the `Origin` allowlist.
+//! - [`tls`] — certificates, including the generated development certificate.
+//! - [`registry`] — sessions parked for resume; live sessions per user; stop signals.
+
+pub(crate) mod connection;
+pub(crate) mod context;
+pub mod gate;
+pub(crate) mod http;
+pub mod origin;
+pub mod quic;
+pub mod registry;
+pub mod tls;
+pub(crate) mod ws;
+
+use crate::engine::outbox::{Batch, Delivery, Outbox};
+use crate::error::CloseReason;
+use crate::session::Inbound;
+
+/// What a transport read from the peer.
+pub(crate) enum Received {
+    /// One binary message (one `ClientEnvelope`).
+    Binary(bytes::Bytes),
+    /// Anything else the session judges ([`Inbound::Text`], [`Inbound::TooBig`],
+    /// [`Inbound::Control`]).
+    Other(Inbound<'static>),
+    /// The peer broke the transport's framing.
+    ProtocolError,
+    /// The peer closed normally: it is done, nothing to resume.
+    ClientClosed,
+    /// The connection was lost or closed abnormally: keep the seat for resume.
+    Lost,
+}
+
+/// A written batch, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sent {
+    /// Transport messages written (WebSocket messages, QUIC stream frames and datagrams).
+    pub messages: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// The write failed: the connection is gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Broken;
+
+/// One transport's connection. Every method is called from one task; `recv` must be
+/// cancel-safe (it races the timers and the outbox).
+pub(crate) trait Transport {
+    /// How state frames reach the client over this transport.
+    const DELIVERY: Delivery;
+
+    /// The next thing the peer sent.
+    async fn recv(&mut self) -> Received;
+
+    /// Writes `batch` (everything pending for the session) with as few writes as the
+    /// transport allows. `outbox` is the session's, for transports that learn
+    /// delivery from the write.
+    async fn send(&mut self, batch: &Batch, outbox: &Outbox) -> Result<Sent, Broken>;
+
+    /// Sends a liveness probe the peer must answer.
+    async fn ping(&mut self) -> Result<(), Broken>;
+
+    /// Closes with `reason` (a bounded wait for the peer).
+    async fn close(&mut self, reason: CloseReason);
+
+    /// Completes a close the peer started.
+    async fn finish(&mut self);
+}

@@ -1,0 +1,384 @@
+//! The QUIC transport (quinn): the same sessions as over WebSocket, with state frames
+//! as datagrams.
+//!
+//! A client opens one bidirectional **control stream**. Its first frame is a
+//! [`Hello`] (token and optional resume token), checked before anything else; then
+//! both directions carry length-delimited envelopes (a protobuf varint length, then
+//! the envelope), exactly what a WebSocket binary message carries. Everything
+//! reliable travels there, in order.
+//!
+//! State frames travel as **datagrams** (one `ServerEnvelope` holding one
+//! `StateFrame`) when they fit the connection's maximum datagram size, otherwise on
+//! the control stream. Datagrams may be lost or reordered, so the outbox runs with
+//! [`Delivery::Acknowledged`]: the client acknowledges each frame it applied (`Ack`,
+//! usually in a datagram) and its next delta is against the newest acknowledged tick.
+//! A frame written on the control stream counts as acknowledged once written (the
+//! stream is reliable).
+//!
+//! The connection closes with an application error code equal to the WebSocket
+//! close code for the same [`CloseReason`], and the same reason string.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use prost::Message;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{
+    Connection, ConnectionError, Endpoint, IdleTimeout, Incoming, ReadError, RecvStream, SendStream, TransportConfig,
+    VarInt,
+};
+use serde::Deserialize;
+
+use crate::clock::unix_micros;
+use crate::engine::envelope::{Reliable, encode_envelope, encode_stream_frame, state_envelope_len};
+use crate::engine::outbox::{Batch, Delivery, Outbox, PendingState};
+use crate::error::CloseReason;
+use crate::frame::{FrameError, encode_message, split_stream_frame};
+use crate::proto::{Hello, Ping, server_message::Kind};
+use crate::session::auth::AuthError;
+use crate::session::{Inbound, SessionSettings};
+use crate::transport::connection::{self, Start};
+use crate::transport::context::Context;
+use crate::transport::tls::Tls;
+use crate::transport::{Broken, Received, Sent, Transport};
+
+pub use crate::frame::{ALPN, MAX_SERVER_FRAME_BYTES};
+
+/// QUIC settings (`[quic]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Serve QUIC (needs TLS: off with `tls.insecure_plain`).
+    pub enabled: bool,
+    /// UDP address; unset means the same address and port as `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Outbound datagram bytes a connection may buffer; older datagrams are dropped
+    /// first when it is full (they hold superseded state anyway).
+    pub datagram_send_buffer_bytes: usize,
+    /// Bytes a client may have in flight on its control stream.
+    pub stream_receive_window_bytes: u32,
+    /// Outbound control-stream bytes that may wait for the client; a write blocked
+    /// longer than `session.slow_consumer_secs` closes it as a slow consumer.
+    pub send_window_bytes: u32,
+    /// Kernel receive and send buffer of the UDP socket that carries every QUIC
+    /// connection (capped by `net.core.rmem_max` / `wmem_max`).
+    pub socket_buffer_bytes: usize,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            datagram_send_buffer_bytes: 64 * 1024,
+            stream_receive_window_bytes: 64 * 1024,
+            send_window_bytes: 1024 * 1024,
+            socket_buffer_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// How long a client has, after the QUIC handshake, to open its control stream and
+/// send its `Hello` (the handshake itself is bounded by the idle timeout).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the QUIC endpoint with the listener's certificate.
+pub(crate) fn bind(
+    config: &QuicConfig,
+    session: &SessionSettings,
+    tls: &Tls,
+    addr: SocketAddr,
+) -> std::io::Result<Endpoint> {
+    let mut crypto = (*tls.config).clone();
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(crypto).map_err(std::io::Error::other)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(config, session)));
+    let socket = udp_socket(addr, config.socket_buffer_bytes)?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// One UDP socket carries every QUIC connection: with the kernel's default buffer
+/// (about 200 KiB, a few hundred small packets) a busy moment overflows it, and the
+/// dropped packets (handshakes, inputs, acks) come back only after retransmission
+/// timeouts. The kernel caps the size at `net.core.rmem_max` / `wmem_max`.
+fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_recv_buffer_size(buffer_bytes)?;
+    socket.set_send_buffer_size(buffer_bytes)?;
+    let granted = socket.recv_buffer_size()?;
+    // Linux reports twice the usable size it granted.
+    if granted < buffer_bytes {
+        tracing::warn!(
+            requested = buffer_bytes,
+            granted,
+            "the kernel limits the QUIC socket's receive buffer (raise net.core.rmem_max)"
+        );
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn transport_config(quic: &QuicConfig, session: &SessionSettings) -> TransportConfig {
+    let mut transport = TransportConfig::default();
+    // Consistent with the WebSocket heartbeat: a peer silent for a heartbeat interval
+    // plus its timeout is gone (the session's own heartbeat pings before that).
+    let idle = session.heartbeat_interval + session.heartbeat_timeout;
+    transport.max_idle_timeout(IdleTimeout::try_from(idle).ok());
+    transport.max_concurrent_bidi_streams(1u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    transport.stream_receive_window(VarInt::from_u32(quic.stream_receive_window_bytes));
+    transport.receive_window(VarInt::from_u32(quic.stream_receive_window_bytes));
+    transport.send_window(quic.send_window_bytes as u64);
+    transport.datagram_receive_buffer_size(Some(session.max_message_bytes as usize * 4));
+    transport.datagram_send_buffer_size(quic.datagram_send_buffer_bytes);
+    transport
+}
+
+/// Accepts QUIC connections until shutdown.
+pub(crate) async fn accept(endpoint: Endpoint, ctx: Arc<Context>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let peer = incoming.remote_address();
+        // The same caps and handshake rate as the WebSocket listener, checked before
+        // the handshake costs anything.
+        let permit = match ctx.gate.admit(peer.ip(), std::time::Instant::now()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                ctx.metrics.count_refused_upgrade(refusal.status);
+                tracing::debug!(%peer, "QUIC connection refused: {}", refusal.message);
+                incoming.refuse();
+                continue;
+            }
+        };
+        let task_ctx = ctx.clone();
+        ctx.tracker.spawn(async move {
+            if let Some((transport, start)) = handshake(incoming, peer, &task_ctx).await {
+                connection::serve(transport, peer, task_ctx, start, permit).await;
+            }
+        });
+    }
+    // Every session closes itself with 1001 on shutdown; closing the endpoint closes
+    // whatever is left the same way, and waiting lets those closes go out.
+    endpoint.close(
+        VarInt::from_u32(CloseReason::ShuttingDown.code().into()),
+        b"server shutting down",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+/// Completes the QUIC handshake, accepts the control stream and checks the `Hello`.
+async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Option<(Quic, Start)> {
+    let max_message = ctx.session.settings.max_message_bytes as usize;
+    let conn = incoming.await.ok()?;
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let (send, recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) => return None,
+        Err(_) => {
+            let reason = CloseReason::HeartbeatTimeout;
+            close_with(&conn, reason.code(), "no control stream in time");
+            return None;
+        }
+    };
+    let mut quic = Quic::new(conn, send, recv, max_message);
+    let hello = match tokio::time::timeout_at(deadline, quic.recv()).await {
+        Ok(Received::Binary(bytes)) => Hello::decode(bytes),
+        Ok(Received::Other(Inbound::TooBig)) => return quic.refuse(CloseReason::MessageTooBig).await,
+        Ok(Received::ProtocolError) => return quic.refuse(CloseReason::ProtocolError).await,
+        Ok(_) => return None,
+        Err(_) => return quic.refuse(CloseReason::HeartbeatTimeout).await,
+    };
+    let Ok(hello) = hello else {
+        return quic.refuse(CloseReason::Undecodable).await;
+    };
+    let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
+    let identity = match ctx.session.auth.authenticate(token, unix_micros() / 1_000_000) {
+        Ok(identity) => identity,
+        Err(e) => {
+            ctx.metrics.count_auth_failure(e.kind());
+            tracing::debug!(%peer, "QUIC authentication failed: {e}");
+            return quic.refuse_auth(&e).await;
+        }
+    };
+    let start = if hello.resume_token.is_empty() {
+        Start::New(identity)
+    } else {
+        Start::Resume {
+            token: hello.resume_token,
+            identity,
+            // Absent: a client that does not track the numbers; send nothing again.
+            received: hello.received_seq.unwrap_or(u64::MAX),
+        }
+    };
+    Some((quic, start))
+}
+
+/// One QUIC connection with its control stream.
+pub(crate) struct Quic {
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    /// Control-stream bytes read but not yet a whole frame.
+    inbound: BytesMut,
+    outbound: BytesMut,
+    max_message: usize,
+    /// State frames too big for a datagram, written on the stream instead.
+    on_stream: Vec<PendingState>,
+}
+
+impl Quic {
+    fn new(conn: Connection, send: SendStream, recv: RecvStream, max_message: usize) -> Self {
+        Self {
+            conn,
+            send,
+            recv,
+            inbound: BytesMut::new(),
+            outbound: BytesMut::new(),
+            max_message,
+            on_stream: Vec::new(),
+        }
+    }
+
+    async fn refuse<T>(&mut self, reason: CloseReason) -> Option<T> {
+        self.close(reason).await;
+        None
+    }
+
+    async fn refuse_auth<T>(&mut self, error: &AuthError) -> Option<T> {
+        let reason = format!("authentication failed: {error}");
+        close_with(&self.conn, CloseReason::AuthFailed.code(), &reason);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.closed()).await;
+        None
+    }
+}
+
+fn close_with(conn: &Connection, code: u16, reason: &str) {
+    // Like a WebSocket close reason: at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    conn.close(VarInt::from_u32(code.into()), &reason.as_bytes()[..end]);
+}
+
+impl Transport for Quic {
+    const DELIVERY: Delivery = Delivery::Acknowledged;
+
+    async fn recv(&mut self) -> Received {
+        loop {
+            match split_stream_frame(&mut self.inbound, self.max_message) {
+                Ok(Some(frame)) => return Received::Binary(frame),
+                Ok(None) => {}
+                Err(FrameError::TooBig) => return Received::Other(Inbound::TooBig),
+                Err(FrameError::BadLength) => return Received::ProtocolError,
+            }
+            // Both reads are cancel-safe: a dropped read consumes nothing.
+            tokio::select! {
+                chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
+                    Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
+                    // A finished control stream without a close: the connection is
+                    // going away (a normal close is an application close with 1000).
+                    Ok(None) => return Received::Lost,
+                    Err(ReadError::ConnectionLost(e)) => return lost(e),
+                    Err(_) => return Received::Lost,
+                },
+                datagram = self.conn.read_datagram() => match datagram {
+                    Ok(datagram) => return Received::Binary(datagram),
+                    Err(e) => return lost(e),
+                },
+            }
+        }
+    }
+
+    async fn send(&mut self, batch: &Batch, outbox: &Outbox) -> Result<Sent, Broken> {
+        let mut sent = Sent::default();
+        let max_datagram = self.conn.max_datagram_size().unwrap_or(0);
+        self.on_stream.clear();
+        for state in &batch.states {
+            if state_envelope_len(state) > max_datagram {
+                self.on_stream.push(state.clone());
+                continue;
+            }
+            encode_envelope(Reliable::default(), std::slice::from_ref(state), &mut self.outbound);
+            let datagram = self.outbound.split().freeze();
+            sent.bytes += datagram.len() as u64;
+            sent.messages += 1;
+            match self.conn.send_datagram(datagram) {
+                Ok(()) => {}
+                Err(quinn::SendDatagramError::ConnectionLost(_)) => return Err(Broken),
+                // The peer's limit shrank meanwhile: the stream takes it.
+                Err(_) => self.on_stream.push(state.clone()),
+            }
+        }
+        if batch.welcome.is_none() && batch.reliable.is_empty() && self.on_stream.is_empty() {
+            return Ok(sent);
+        }
+        encode_stream_frame(batch.reliable_part(), &self.on_stream, &mut self.outbound);
+        let frame = self.outbound.split().freeze();
+        sent.bytes += frame.len() as u64;
+        sent.messages += 1;
+        self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+        // The stream is reliable and ordered: these frames will arrive.
+        for state in &self.on_stream {
+            outbox.ack(state.room, state.tick);
+        }
+        Ok(sent)
+    }
+
+    async fn ping(&mut self) -> Result<(), Broken> {
+        // QUIC has no application-visible ping: an application `Ping` the client
+        // answers with a `Pong` (any inbound traffic counts as liveness).
+        let ping = encode_message(Kind::Ping(Ping {
+            nonce: 0,
+            sent_time_us: unix_micros(),
+            received_seq: 0,
+        }));
+        let unnumbered = Reliable {
+            messages: std::slice::from_ref(&ping),
+            ..Reliable::default()
+        };
+        encode_stream_frame(unnumbered, &[], &mut self.outbound);
+        let frame = self.outbound.split().freeze();
+        self.send.write_chunk(frame).await.map_err(|_| Broken)
+    }
+
+    async fn close(&mut self, reason: CloseReason) {
+        // Let what was already written reach the client before the close.
+        let _ = self.send.finish();
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.send.stopped()).await;
+        close_with(&self.conn, reason.code(), reason.reason());
+    }
+
+    async fn finish(&mut self) {
+        close_with(&self.conn, CloseReason::Normal.code(), CloseReason::Normal.reason());
+    }
+}
+
+/// A closed connection: normal when the client closed it with 1000.
+fn lost(error: ConnectionError) -> Received {
+    match error {
+        ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(1000) => {
+            Received::ClientClosed
+        }
+        _ => Received::Lost,
+    }
+}
