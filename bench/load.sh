@@ -6,7 +6,7 @@
 #
 #   bench/load.sh [options] t4|t5|t6
 #
-# Scenarios (shared/PRODUCT.md):
+# Scenarios (the targets are in BENCHMARKS.md):
 #   t4  2,000 bots over wss, 100 arena rooms of 20 at 30 Hz, 30 inputs/s each
 #   t5  19,000 idle wss connections, each joined to a relay room (950 rooms of 20)
 #   t6  t4 over another transport (--transport, default quic), passed to the bots

@@ -31,7 +31,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// TLS settings.
     pub tls: TlsConfig,
-    /// WebSocket settings.
+    /// WebSocket-only settings.
     pub websocket: WebSocketConfig,
     /// QUIC settings.
     pub quic: QuicConfig,
@@ -45,6 +45,10 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Simulation threads; 0 means one per core.
     pub sim_threads: usize,
+    /// Commands (joins, inputs, events) that may wait for one simulation thread;
+    /// beyond it sessions are answered `SERVER_BUSY`. Memory is taken only while
+    /// commands wait.
+    pub sim_queue_capacity: usize,
     /// Maximum number of open rooms.
     pub max_rooms: usize,
     /// Seconds an empty room stays open before it is closed.
@@ -61,27 +65,36 @@ pub struct Config {
     pub naive_fanout: bool,
 }
 
-/// WebSocket settings.
+/// WebSocket-only settings (`[websocket]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
-    /// Largest inbound message; larger ones close the connection with 1009.
-    pub max_message_bytes: usize,
     /// Per-connection read buffer (tungstenite's default of 128 KiB is far too much
     /// for many idle connections).
     pub read_buffer_bytes: usize,
     /// Outbound bytes that may wait in a connection's write buffer.
     pub max_write_buffer_bytes: usize,
+    /// Old name of `[session] max_message_bytes` (it governs QUIC too), still read.
+    #[doc(hidden)]
+    pub max_message_bytes: Option<usize>,
+    /// Old name of `[session] outbox_max_messages`, still read.
+    #[doc(hidden)]
+    pub outbox_max_messages: Option<usize>,
+    /// Old name of `[session] outbox_max_bytes`, still read.
+    #[doc(hidden)]
+    pub outbox_max_bytes: Option<usize>,
+}
+
+/// Per-session protections, over every transport (`[session]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Largest inbound message; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
     /// Reliable messages that may wait in a session's outbox.
     pub outbox_max_messages: usize,
     /// Bytes of reliable messages that may wait in a session's outbox.
     pub outbox_max_bytes: usize,
-}
-
-/// Per-session protections (`[session]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SessionConfig {
     /// Seconds without inbound traffic before the server pings.
     pub heartbeat_interval_secs: f64,
     /// Seconds to wait for any answer to a ping before dropping the peer (4502).
@@ -109,7 +122,11 @@ impl Default for SessionConfig {
     fn default() -> Self {
         let rate = RateLimits::default();
         let s = SessionSettings::default();
+        let outbox = OutboxLimits::default();
         Self {
+            max_message_bytes: s.max_message_bytes as usize,
+            outbox_max_messages: outbox.max_messages,
+            outbox_max_bytes: outbox.max_bytes,
             heartbeat_interval_secs: s.heartbeat_interval.as_secs_f64(),
             heartbeat_timeout_secs: s.heartbeat_timeout.as_secs_f64(),
             resume_grace_secs: s.resume_grace.as_secs_f64(),
@@ -197,6 +214,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             connections: ConnectionLimits::default(),
             sim_threads: 0,
+            sim_queue_capacity: 65_536,
             max_rooms: 10_000,
             empty_room_ttl_secs: 30,
             default_room_type: "relay".into(),
@@ -209,13 +227,12 @@ impl Default for Config {
 
 impl Default for WebSocketConfig {
     fn default() -> Self {
-        let outbox = OutboxLimits::default();
         Self {
-            max_message_bytes: 16 * 1024,
             read_buffer_bytes: 4 * 1024,
             max_write_buffer_bytes: 1024 * 1024,
-            outbox_max_messages: outbox.max_messages,
-            outbox_max_bytes: outbox.max_bytes,
+            max_message_bytes: None,
+            outbox_max_messages: None,
+            outbox_max_bytes: None,
         }
     }
 }
@@ -307,6 +324,18 @@ impl Config {
         for (name, room_type) in Config::default().room_types {
             config.room_types.entry(name).or_insert(room_type);
         }
+        // Settings that moved from `[websocket]` to `[session]` (they govern QUIC
+        // too): the old names still work.
+        let (ws, session) = (&mut config.websocket, &mut config.session);
+        if let Some(v) = ws.max_message_bytes.take() {
+            session.max_message_bytes = v;
+        }
+        if let Some(v) = ws.outbox_max_messages.take() {
+            session.outbox_max_messages = v;
+        }
+        if let Some(v) = ws.outbox_max_bytes.take() {
+            session.outbox_max_bytes = v;
+        }
         Ok(config)
     }
 
@@ -356,8 +385,8 @@ impl Config {
         if !(s.resume_grace_secs >= 0.0 && s.resume_grace_secs.is_finite()) {
             return invalid("session.resume_grace_secs must be 0 or more".into());
         }
-        if self.websocket.max_message_bytes < 64 || self.websocket.read_buffer_bytes < 256 {
-            return invalid("websocket.max_message_bytes must be >= 64 and read_buffer_bytes >= 256".into());
+        if self.session.max_message_bytes < 64 || self.websocket.read_buffer_bytes < 256 {
+            return invalid("session.max_message_bytes must be >= 64 and websocket.read_buffer_bytes >= 256".into());
         }
         Ok(())
     }
@@ -370,7 +399,7 @@ impl Config {
         };
         PoolConfig {
             threads,
-            channel_capacity: 65_536,
+            channel_capacity: self.sim_queue_capacity,
             max_rooms: self.max_rooms,
             max_catch_up: 3,
             empty_room_ttl: Duration::from_secs(self.empty_room_ttl_secs),
@@ -391,7 +420,7 @@ impl Config {
     pub fn session_settings(&self) -> SessionSettings {
         let s = &self.session;
         SessionSettings {
-            max_message_bytes: self.websocket.max_message_bytes as u32,
+            max_message_bytes: self.session.max_message_bytes as u32,
             rate: RateLimits {
                 messages_per_second: s.messages_per_second,
                 message_burst: s.message_burst,
@@ -409,8 +438,8 @@ impl Config {
     /// Outbox bounds for each session.
     pub fn outbox_limits(&self) -> OutboxLimits {
         OutboxLimits {
-            max_messages: self.websocket.outbox_max_messages,
-            max_bytes: self.websocket.outbox_max_bytes,
+            max_messages: self.session.outbox_max_messages,
+            max_bytes: self.session.outbox_max_bytes,
         }
     }
 }
@@ -462,6 +491,9 @@ listen = "127.0.0.1:7443"
 
 # Simulation threads that tick the rooms; 0 = one per core.
 sim_threads = 0
+# Commands (joins, inputs, events) that may wait for one simulation thread; beyond
+# it clients get SERVER_BUSY. Memory is taken only while commands wait.
+sim_queue_capacity = 65536
 # Maximum number of open rooms.
 max_rooms = 10000
 # Seconds an empty room stays open before it is closed.
@@ -498,16 +530,10 @@ send_window_bytes = 1048576
 socket_buffer_bytes = 4194304
 
 [websocket]
-# Largest inbound message in bytes; larger ones close the connection with 1009.
-max_message_bytes = 16384
 # Per-connection read buffer in bytes.
 read_buffer_bytes = 4096
 # Outbound bytes that may wait in a connection's write buffer.
 max_write_buffer_bytes = 1048576
-# Reliable messages (events, presence, replies) that may wait for a slow client,
-# by count and by bytes; beyond either, the client is closed as a slow consumer.
-outbox_max_messages = 1024
-outbox_max_bytes = 262144
 
 [auth]
 # "anonymous" accepts everyone (local development only; logged as a warning) or
@@ -535,6 +561,15 @@ allowed = ["http://localhost:*", "https://localhost:*", "http://127.0.0.1:*", "h
 allow_missing = true
 
 [session]
+# These apply over WebSocket and QUIC alike.
+# Largest inbound message in bytes; larger ones close the connection with 1009.
+# (Formerly `[websocket] max_message_bytes`; the old name is still read.)
+max_message_bytes = 16384
+# Reliable messages (events, presence, replies) that may wait for a slow client,
+# by count and by bytes; beyond either, the client is closed as a slow consumer.
+# (Formerly under `[websocket]`; the old names are still read.)
+outbox_max_messages = 1024
+outbox_max_bytes = 262144
 # Ping after this many seconds without inbound traffic; drop the peer (4502) if
 # nothing arrives within the timeout after the ping.
 heartbeat_interval_secs = 30.0
@@ -555,7 +590,8 @@ max_rooms_per_session = 16
 
 [connections]
 # Open connections at most (HTTP 503 beyond), per client IP (HTTP 429 beyond),
-# and upgrade requests per second per client IP (HTTP 429 beyond).
+# and upgrade requests per second per client IP (HTTP 429 beyond). WebSocket and
+# QUIC connections count alike (a refused QUIC connection gets no HTTP status).
 max_connections = 20000
 max_per_ip = 4096
 handshakes_per_ip_per_second = 200.0
@@ -633,6 +669,19 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn settings_moved_to_session_are_still_read_under_their_old_names() {
+        let old = "[websocket]\nmax_message_bytes = 2048\noutbox_max_messages = 10\noutbox_max_bytes = 999\n";
+        let c = Config::from_toml(old).unwrap();
+        assert_eq!(c.session_settings().max_message_bytes, 2048);
+        assert_eq!((c.outbox_limits().max_messages, c.outbox_limits().max_bytes), (10, 999));
+        let new = "[session]\nmax_message_bytes = 4096\n";
+        assert_eq!(
+            Config::from_toml(new).unwrap().session_settings().max_message_bytes,
+            4096
+        );
     }
 
     #[test]

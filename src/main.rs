@@ -155,7 +155,7 @@ impl ServeArgs {
             config.default_room_type = v.clone();
         }
         if let Some(v) = self.max_message_bytes {
-            config.websocket.max_message_bytes = v;
+            config.session.max_message_bytes = v;
         }
         if let Some(v) = &self.auth {
             config.auth.mode = match v.as_str() {

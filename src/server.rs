@@ -102,8 +102,8 @@ impl Server {
             .read_buffer_size(config.websocket.read_buffer_bytes)
             .write_buffer_size(0)
             .max_write_buffer_size(config.websocket.max_write_buffer_bytes)
-            .max_message_size(Some(config.websocket.max_message_bytes))
-            .max_frame_size(Some(config.websocket.max_message_bytes));
+            .max_message_size(Some(config.session.max_message_bytes))
+            .max_frame_size(Some(config.session.max_message_bytes));
         let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
         let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
         if auth.mode() == AuthMode::Anonymous {

@@ -188,6 +188,7 @@ mod tests {
                 last_input_seq: 300,
                 server_time_us: 0,
             }],
+            ..Batch::default()
         };
         let mut buf = BytesMut::new();
         encode_batch(&batch, &mut buf);

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::state::Tick;
 
@@ -119,6 +119,10 @@ pub struct Batch {
     pub first_seq: u64,
     /// At most one state frame per room.
     pub states: Vec<PendingState>,
+    /// State frames replaced before they were taken, since the last drain.
+    pub superseded: u64,
+    /// The reliable queue went over its bound: close the session as a slow consumer.
+    pub overflowed: bool,
 }
 
 impl Batch {
@@ -133,6 +137,8 @@ impl Batch {
         self.reliable.clear();
         self.first_seq = 0;
         self.states.clear();
+        self.superseded = 0;
+        self.overflowed = false;
     }
 }
 
@@ -168,7 +174,6 @@ struct Inner {
     states: Vec<PendingState>,
     delivery: Delivery,
     rooms: Vec<RoomDelivery>,
-    overflowed: bool,
     superseded: u64,
     /// Rooms left since the session last looked.
     left: Vec<Left>,
@@ -184,6 +189,8 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     limits: OutboxLimits,
     closed: AtomicBool,
+    /// Outside the lock: the session checks it after every inbound message.
+    overflowed: AtomicBool,
 }
 
 impl Outbox {
@@ -196,6 +203,7 @@ impl Outbox {
             }),
             limits,
             closed: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
         }
     }
 
@@ -214,18 +222,18 @@ impl Outbox {
     /// marked overflowed and the session must be closed ([`Outbox::is_overflowed`]).
     pub fn push_reliable(&self, message: Bytes) -> Result<(), Overflow> {
         let mut inner = self.inner.lock();
-        if inner.overflowed
+        if self.is_overflowed()
             || inner.reliable.len() - inner.replayed >= self.limits.max_messages
             || inner.reliable_bytes - inner.replayed_bytes + message.len() > self.limits.max_bytes
         {
-            inner.overflowed = true;
-            wake(&mut inner);
+            self.overflowed.store(true, Ordering::Release);
+            wake(inner);
             return Err(Overflow);
         }
         inner.reliable_bytes += message.len();
         inner.reliable.push_back(message);
         inner.next_seq += 1;
-        wake(&mut inner);
+        wake(inner);
         Ok(())
     }
 
@@ -234,7 +242,7 @@ impl Outbox {
     pub fn push_welcome(&self, message: Bytes) {
         let mut inner = self.inner.lock();
         inner.welcome = Some(message);
-        wake(&mut inner);
+        wake(inner);
     }
 
     /// The client received every reliable message up to `seq`: they need not be kept
@@ -264,7 +272,7 @@ impl Outbox {
             inner.reliable.push_front(m);
         }
         if replayed > 0 {
-            wake(&mut inner);
+            wake(inner);
         }
         replayed
     }
@@ -305,7 +313,7 @@ impl Outbox {
         }
         debug_assert!(inner.states.iter().all(|s| s.room != state.room));
         inner.states.push(state);
-        wake(&mut inner);
+        wake(inner);
         true
     }
 
@@ -364,7 +372,7 @@ impl Outbox {
 
     /// True once a reliable push went over the bound.
     pub fn is_overflowed(&self) -> bool {
-        self.inner.lock().overflowed
+        self.overflowed.load(Ordering::Acquire)
     }
 
     /// State frames replaced before the transport took them, since the last call.
@@ -372,18 +380,14 @@ impl Outbox {
         std::mem::take(&mut self.inner.lock().superseded)
     }
 
-    /// Moves everything pending into `batch` (cleared first) and returns `Ready`, or
-    /// registers the waker and returns `Pending` when there is nothing. Also `Ready`
-    /// when overflowed, so the transport notices promptly.
+    /// Moves everything pending into `batch` (cleared first, with the superseded
+    /// count and the overflow flag: everything the driver needs, in one lock) and
+    /// returns `Ready`, or registers the waker and returns `Pending` when there is
+    /// nothing. Also `Ready` when overflowed, so the transport notices promptly.
     pub fn poll_drain(&self, cx: &mut Context<'_>, batch: &mut Batch) -> Poll<()> {
-        if self.drain(batch) || self.is_overflowed() {
-            return Poll::Ready(());
-        }
         let mut inner = self.inner.lock();
-        // Re-check under the lock that registers the waker: no lost wake-up.
-        if inner.welcome.is_some() || !inner.reliable.is_empty() || !inner.states.is_empty() || inner.overflowed {
-            drop(inner);
-            self.drain(batch);
+        // Checked under the lock that registers the waker: no lost wake-up.
+        if self.drain_locked(&mut inner, batch) {
             return Poll::Ready(());
         }
         inner.waker = Some(cx.waker().clone());
@@ -391,12 +395,17 @@ impl Outbox {
     }
 
     /// Moves everything pending into `batch` (cleared first); returns whether anything
-    /// was moved. Taking a state frame records its tick: with [`Delivery::Reliable`]
-    /// it becomes the room's baseline; with [`Delivery::Acknowledged`] a full snapshot
-    /// resets the baseline until the client acknowledges a tick at or after it.
+    /// was moved (or the outbox overflowed). Taking a state frame records its tick:
+    /// with [`Delivery::Reliable`] it becomes the room's baseline; with
+    /// [`Delivery::Acknowledged`] a full snapshot resets the baseline until the client
+    /// acknowledges a tick at or after it.
     pub fn drain(&self, batch: &mut Batch) -> bool {
+        self.drain_locked(&mut self.inner.lock(), batch)
+    }
+
+    fn drain_locked(&self, inner: &mut Inner, batch: &mut Batch) -> bool {
         batch.clear();
-        let mut inner = self.inner.lock();
+        batch.overflowed = self.is_overflowed();
         batch.welcome = inner.welcome.take();
         batch.first_seq = inner.first_waiting();
         batch.reliable.extend(inner.reliable.drain(..));
@@ -404,7 +413,6 @@ impl Outbox {
         inner.replayed = 0;
         inner.replayed_bytes = 0;
         // Keep what was taken for a resume, within half the bounds (oldest out first).
-        let inner = &mut *inner;
         for m in &batch.reliable {
             inner.taken_bytes += m.len();
             inner.taken.push_back(m.clone());
@@ -440,7 +448,11 @@ impl Outbox {
                 r.floor = state.tick;
             }
         }
-        !batch.is_empty()
+        let ready = !batch.is_empty() || batch.overflowed;
+        if ready {
+            batch.superseded = std::mem::take(&mut inner.superseded);
+        }
+        ready
     }
 }
 
@@ -466,8 +478,12 @@ fn delivered(inner: &Inner, room: RoomKey) -> Tick {
     inner.rooms.iter().find(|r| r.room == room).map_or(0, |r| r.baseline)
 }
 
-fn wake(inner: &mut Inner) {
-    if let Some(waker) = inner.waker.take() {
+/// Wakes the driver waiting on the outbox, after releasing the lock: the woken task
+/// may run at once on another core and take the lock itself.
+fn wake(mut inner: MutexGuard<'_, Inner>) {
+    let waker = inner.waker.take();
+    drop(inner);
+    if let Some(waker) = waker {
         waker.wake();
     }
 }

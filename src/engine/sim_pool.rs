@@ -4,8 +4,10 @@
 //! together, so a thread wakes once per period rather than once per room).
 //!
 //! Transports talk to rooms through [`SimPool`]: every call turns into a [`Command`]
-//! on the owning thread's bounded crossbeam channel (`try_send`, so an async task
-//! never blocks; a full channel is answered with [`PoolError::Busy`]). Rooms answer
+//! on the owning thread's crossbeam channel. The channel is bounded by a count of
+//! waiting commands rather than by a preallocated ring (so an idle thread's queue
+//! costs no memory); a send never blocks, and one over the bound is answered with
+//! [`PoolError::Busy`]. Rooms answer
 //! through the members' outboxes. A room lives on one thread for its whole life, so a
 //! heavy room delays only rooms on its own thread, and a panicking simulation takes
 //! down only its own room.
@@ -13,21 +15,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use rustc_hash::FxHashMap;
 
 use crate::clock::unix_micros;
 use crate::engine::outbox::{Outbox, RoomKey};
 use crate::engine::room::{Room, RoomConfig, error_message};
 use crate::engine::schedule::TickSchedule;
 use crate::engine::simulation::Simulation;
+use crate::metrics::SimMetrics;
 use crate::proto::{self, ErrorCode, SendEvent, input};
 use crate::state::MemberId;
 
@@ -54,7 +55,7 @@ impl std::fmt::Debug for RoomType {
 pub struct PoolConfig {
     /// Number of simulation threads (default: one per core).
     pub threads: usize,
-    /// Capacity of each thread's command channel.
+    /// Commands that may wait for one thread.
     pub channel_capacity: usize,
     /// Maximum number of rooms on the server.
     pub max_rooms: usize,
@@ -97,49 +98,6 @@ impl PoolError {
             Self::RoomNotFound(_) => ErrorCode::RoomNotFound,
             Self::TooManyRooms | Self::Busy => ErrorCode::ServerBusy,
             Self::ShutDown => ErrorCode::RoomClosed,
-        }
-    }
-}
-
-/// Server-wide simulation metrics (exported by the `/metrics` endpoint).
-#[derive(Debug)]
-pub struct SimMetrics {
-    /// Ticks run.
-    pub ticks: Counter,
-    /// Ticks that were not run on time.
-    pub overruns: Counter,
-    /// Ticks dropped after falling too far behind.
-    pub dropped_ticks: Counter,
-    /// Time spent in each tick, in seconds.
-    pub tick_duration: Histogram,
-    /// State frames handed to outboxes.
-    pub frames: Counter,
-    /// Of which full snapshots.
-    pub full_frames: Counter,
-    /// Bytes of encoded state bodies.
-    pub bytes_encoded: Counter,
-    /// Rooms currently open.
-    pub rooms: Gauge,
-    /// Members in all rooms (seats held for resume included).
-    pub members: Gauge,
-    /// Rooms closed because their simulation panicked.
-    pub room_panics: Counter,
-}
-
-impl Default for SimMetrics {
-    fn default() -> Self {
-        Self {
-            ticks: Counter::default(),
-            overruns: Counter::default(),
-            dropped_ticks: Counter::default(),
-            // 10 µs to ~80 ms.
-            tick_duration: Histogram::new(exponential_buckets(0.000_01, 2.0, 14)),
-            frames: Counter::default(),
-            full_frames: Counter::default(),
-            bytes_encoded: Counter::default(),
-            rooms: Gauge::default(),
-            members: Gauge::default(),
-            room_panics: Counter::default(),
         }
     }
 }
@@ -273,8 +231,21 @@ type Directory = BTreeMap<Arc<str>, RoomHandle>;
 
 struct Worker {
     tx: Sender<Command>,
+    /// Commands sent and not yet received by the thread.
+    queued: Arc<AtomicUsize>,
     rooms: Arc<AtomicU32>,
     join: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Queues a command unless `capacity` commands already wait.
+    fn send(&self, command: Command, capacity: usize) -> Result<(), PoolError> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(PoolError::Busy);
+        }
+        self.tx.send(command).map_err(|_| PoolError::ShutDown)
+    }
 }
 
 /// The pool; see the module documentation.
@@ -302,11 +273,14 @@ impl SimPool {
         let directory = Arc::new(Mutex::new(Directory::new()));
         let workers = (0..config.threads.max(1))
             .map(|i| {
-                let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
+                let (tx, rx) = crossbeam_channel::unbounded();
+                let queued = Arc::new(AtomicUsize::new(0));
                 let rooms = Arc::new(AtomicU32::new(0));
                 let thread = SimThread {
                     rx,
+                    queued: queued.clone(),
                     rooms: Vec::new(),
+                    index: FxHashMap::default(),
                     room_count: rooms.clone(),
                     directory: directory.clone(),
                     metrics: metrics.clone(),
@@ -320,6 +294,7 @@ impl SimPool {
                     .spawn(move || thread.run())?;
                 Ok(Worker {
                     tx,
+                    queued,
                     rooms,
                     join: Some(join),
                 })
@@ -396,10 +371,10 @@ impl SimPool {
             shared: shared.clone(),
             thread,
         };
-        self.workers[thread]
-            .tx
-            .try_send(Command::Create(Box::new(room), shared, persistent))
-            .map_err(send_error)?;
+        self.workers[thread].send(
+            Command::Create(Box::new(room), shared, persistent),
+            self.config.channel_capacity,
+        )?;
         self.workers[thread].rooms.fetch_add(1, Ordering::Relaxed);
         directory.insert(id, handle.clone());
         Ok(handle)
@@ -428,12 +403,14 @@ impl SimPool {
 
     /// Sends a command to the room's thread without blocking.
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
-        self.workers[room.thread].tx.try_send(command).map_err(send_error)
+        self.workers[room.thread].send(command, self.config.channel_capacity)
     }
 
     /// Stops every thread and waits for them.
     pub fn shutdown(&mut self) {
         for worker in &self.workers {
+            // Counted like any command: the thread uncounts what it receives.
+            worker.queued.fetch_add(1, Ordering::AcqRel);
             let _ = worker.tx.send(Command::Shutdown);
         }
         for worker in &mut self.workers {
@@ -451,13 +428,6 @@ impl Drop for SimPool {
     }
 }
 
-fn send_error<T>(e: TrySendError<T>) -> PoolError {
-    match e {
-        TrySendError::Full(_) => PoolError::Busy,
-        TrySendError::Disconnected(_) => PoolError::ShutDown,
-    }
-}
-
 struct OwnedRoom {
     room: Room,
     shared: Arc<RoomShared>,
@@ -469,7 +439,11 @@ struct OwnedRoom {
 
 struct SimThread {
     rx: Receiver<Command>,
+    /// Shared with the senders: decremented for every command received.
+    queued: Arc<AtomicUsize>,
     rooms: Vec<OwnedRoom>,
+    /// Position in `rooms` by room key.
+    index: FxHashMap<RoomKey, usize>,
     room_count: Arc<AtomicU32>,
     directory: Arc<Mutex<Directory>>,
     metrics: Arc<SimMetrics>,
@@ -511,6 +485,7 @@ impl SimThread {
             };
             let mut handled = 0;
             while let Some(command) = next.take() {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
                 if matches!(command, Command::Shutdown) {
                     return;
                 }
@@ -525,7 +500,8 @@ impl SimThread {
     }
 
     fn room_mut(&mut self, key: RoomKey) -> Option<&mut OwnedRoom> {
-        self.rooms.iter_mut().find(|r| r.room.key() == key)
+        let i = *self.index.get(&key)?;
+        Some(&mut self.rooms[i])
     }
 
     fn handle(&mut self, command: Command) {
@@ -536,6 +512,7 @@ impl SimThread {
                 self.next_phase = (phase + 1) % TICK_PHASES;
                 let offset = Duration::from_secs(1) * phase / (rate.max(1) * TICK_PHASES);
                 let schedule = TickSchedule::on_grid(self.epoch + offset, Instant::now(), rate, self.max_catch_up);
+                self.index.insert(room.key(), self.rooms.len());
                 self.rooms.push(OwnedRoom {
                     room: *room,
                     shared,
@@ -552,7 +529,7 @@ impl SimThread {
                 outbox,
                 request_id,
                 join_seq,
-            } => match self.rooms.iter_mut().find(|r| r.room.key() == room) {
+            } => match self.index.get(&room).map(|&i| &mut self.rooms[i]) {
                 Some(r) => {
                     let _ = r.room.join(member, user_id, outbox, request_id, join_seq);
                     r.sync_members(&self.metrics);
@@ -646,6 +623,10 @@ impl SimThread {
                 continue;
             }
             let closed = self.rooms.swap_remove(i);
+            self.index.remove(&closed.room.key());
+            if let Some(moved) = self.rooms.get(i) {
+                self.index.insert(moved.room.key(), i);
+            }
             self.close_room(closed, healthy);
         }
     }
@@ -838,6 +819,57 @@ mod tests {
         wait_for_frames(&outbox, 50);
         assert!(pool.metrics().ticks.get() >= 50);
         drop(gate);
+    }
+
+    #[test]
+    fn a_thread_with_its_queue_full_answers_busy_then_recovers() {
+        let (gate, rx) = crossbeam_channel::bounded::<()>(0);
+        let pool = pool(1, rx);
+        let _member = join(&pool, "heavy", "blocking", 1);
+        let room = pool.room("heavy").unwrap();
+        let input = |seq| Command::Input {
+            room: room.key,
+            member: 1,
+            seq,
+            payload: input::Payload::Intent(Default::default()),
+        };
+        // Once the thread is stuck in the room's step, the 1,024 waiting commands of
+        // the test pool fill up.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seq = 0;
+        let refused = loop {
+            seq += 1;
+            match pool.send(&room, input(seq)) {
+                Ok(()) => assert!(Instant::now() < deadline, "never busy"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused, PoolError::Busy);
+        // Released, the thread works through the queue and takes commands again.
+        drop(gate);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.send(&room, input(seq + 1)).is_err() {
+            assert!(Instant::now() < deadline, "still busy");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn listings_page_in_id_order() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(2, rx);
+        for id in ["c", "a", "d", "b", "e"] {
+            pool.get_or_create(id, "relay").unwrap();
+        }
+        let ids = |page: &[proto::RoomInfo]| page.iter().map(|r| r.room.clone()).collect::<Vec<_>>();
+        let (first, more) = pool.list_rooms("", 2);
+        assert_eq!((ids(&first), more), (vec!["a".to_string(), "b".into()], true));
+        let (rest, more) = pool.list_rooms("b", 10);
+        assert_eq!(
+            (ids(&rest), more),
+            (vec!["c".to_string(), "d".into(), "e".into()], false)
+        );
+        assert_eq!(pool.list_rooms("e", 10), (vec![], false));
     }
 
     #[test]

@@ -166,10 +166,10 @@ pub(crate) async fn serve<T: Transport>(
                 }
             }
             () = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut batch)) => {
-                if outbox.is_overflowed() {
+                if batch.overflowed {
                     break End::Close(CloseReason::SlowConsumer);
                 }
-                metrics.frames_superseded.inc_by(outbox.take_superseded());
+                metrics.frames_superseded.inc_by(batch.superseded);
                 // A write still blocked after `slow` means the client is not reading.
                 let sending = async {
                     if naive {
@@ -287,4 +287,249 @@ async fn send_separately<T: Transport>(
         total.bytes += sent.bytes;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection loop over an in-memory transport: no sockets, the real session
+    //! and simulation threads.
+
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use bytes::BytesMut;
+    use prost::Message;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::envelope::encode_batch;
+    use crate::engine::outbox::Delivery;
+    use crate::engine::sim_pool::SimPool;
+    use crate::frame::decode_server;
+    use crate::metrics::Metrics;
+    use crate::proto::{ClientEnvelope, ClientMessage, JoinRoom, client_message, server_message::Kind};
+    use crate::session::SessionContext;
+    use crate::session::auth::Authenticator;
+    use crate::transport::context::ConnectionSettings;
+    use crate::transport::gate::Gate;
+    use crate::transport::registry::Registry;
+
+    /// The server's end of an in-memory connection.
+    struct Memory {
+        inbound: mpsc::UnboundedReceiver<Received>,
+        outbound: mpsc::UnboundedSender<Vec<Kind>>,
+        closed: mpsc::UnboundedSender<Option<CloseReason>>,
+    }
+
+    impl Transport for Memory {
+        const DELIVERY: Delivery = Delivery::Reliable;
+
+        async fn recv(&mut self) -> Received {
+            self.inbound.recv().await.unwrap_or(Received::Lost)
+        }
+
+        async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
+            let mut buf = BytesMut::new();
+            encode_batch(batch, &mut buf);
+            let envelope = decode_server(&buf).map_err(|_| Broken)?;
+            let kinds = envelope.messages.into_iter().filter_map(|m| m.kind).collect();
+            self.outbound.send(kinds).map_err(|_| Broken)?;
+            Ok(Sent {
+                messages: 1,
+                bytes: buf.len() as u64,
+            })
+        }
+
+        async fn ping(&mut self) -> Result<(), Broken> {
+            Ok(())
+        }
+
+        async fn close(&mut self, reason: CloseReason) {
+            let _ = self.closed.send(Some(reason));
+        }
+
+        async fn finish(&mut self) {
+            let _ = self.closed.send(None);
+        }
+    }
+
+    /// The client's end.
+    struct Peer {
+        inbound: mpsc::UnboundedSender<Received>,
+        outbound: mpsc::UnboundedReceiver<Vec<Kind>>,
+        closed: mpsc::UnboundedReceiver<Option<CloseReason>>,
+    }
+
+    impl Peer {
+        fn send(&self, kind: client_message::Kind) {
+            let envelope = ClientEnvelope {
+                messages: vec![ClientMessage { kind: Some(kind) }],
+            };
+            let _ = self.inbound.send(Received::Binary(envelope.encode_to_vec().into()));
+        }
+
+        /// The next server message matching `pick`, skipping others (bounded).
+        async fn expect<T>(&mut self, mut pick: impl FnMut(&Kind) -> Option<T>) -> T {
+            let wait = async {
+                loop {
+                    let kinds = self.outbound.recv().await.expect("the connection ended");
+                    if let Some(found) = kinds.iter().find_map(&mut pick) {
+                        return found;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .expect("timed out")
+        }
+
+        async fn closed(&mut self) -> Option<CloseReason> {
+            let wait = self.closed.recv();
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }
+
+    fn pair() -> (Memory, Peer) {
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (closed_tx, closed_rx) = mpsc::unbounded_channel();
+        let server = Memory {
+            inbound: in_rx,
+            outbound: out_tx,
+            closed: closed_tx,
+        };
+        let client = Peer {
+            inbound: in_tx,
+            outbound: out_rx,
+            closed: closed_rx,
+        };
+        (server, client)
+    }
+
+    fn context() -> Arc<Context> {
+        let config = Config::default();
+        let pool = Arc::new(SimPool::start(config.pool_config()).unwrap());
+        let session = SessionContext {
+            rooms: pool.clone(),
+            auth: Arc::new(Authenticator::new(&config.auth).unwrap()),
+            settings: Arc::new(config.session_settings()),
+        };
+        let settings = ConnectionSettings {
+            outbox: config.outbox_limits(),
+            slow_consumer: Duration::from_secs(5),
+            duplicate_sessions: config.auth.duplicate_sessions,
+            naive_fanout: false,
+        };
+        let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
+        let gate = Gate::new(config.connections.clone());
+        Arc::new(Context::new(session, settings, Registry::new(16), gate, metrics))
+    }
+
+    /// Serves `transport` on its own task, as a listener would.
+    fn connect(ctx: &Arc<Context>, transport: Memory, start: Start) -> tokio::task::JoinHandle<()> {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let permit = ctx.gate.admit(ip, Instant::now()).unwrap();
+        let peer = SocketAddr::new(ip, 1);
+        tokio::spawn(serve(transport, peer, ctx.clone(), start, permit))
+    }
+
+    fn anonymous(ctx: &Context) -> Identity {
+        ctx.session.auth.authenticate(None, 0).unwrap()
+    }
+
+    fn join(room: &str) -> client_message::Kind {
+        client_message::Kind::Join(JoinRoom {
+            room: room.into(),
+            request_id: 1,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_session_joins_gets_state_and_ends_when_the_client_closes() {
+        let ctx = context();
+        let (server, mut client) = pair();
+        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
+        client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
+        client.send(join("lobby"));
+        client.expect(|k| matches!(k, Kind::Joined(_)).then_some(())).await;
+        let state = client.expect(|k| match k {
+            Kind::State(s) => Some(s.clone()),
+            _ => None,
+        });
+        assert_eq!(state.await.baseline_tick, 0, "a full snapshot first");
+        assert_eq!(ctx.metrics.connections.get(), 1);
+        let _ = client.inbound.send(Received::ClientClosed);
+        assert_eq!(client.closed().await, None, "the server completes the client's close");
+        task.await.unwrap();
+        assert_eq!((ctx.registry.parked(), ctx.metrics.connections.get()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_is_parked_and_resumed_on_another() {
+        let ctx = context();
+        let (server, mut client) = pair();
+        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
+        let token = client
+            .expect(|k| match k {
+                Kind::Welcome(w) => Some(w.resume_token.clone()),
+                _ => None,
+            })
+            .await;
+        client.send(join("lobby"));
+        client.expect(|k| matches!(k, Kind::Joined(_)).then_some(())).await;
+        let _ = client.inbound.send(Received::Lost);
+        task.await.unwrap();
+        assert_eq!(ctx.registry.parked(), 1);
+
+        let (server, mut client) = pair();
+        let start = Start::Resume {
+            token,
+            identity: anonymous(&ctx),
+            received: u64::MAX,
+        };
+        let _task = connect(&ctx, server, start);
+        let resumed = client.expect(|k| match k {
+            Kind::Welcome(w) => Some(w.resumed),
+            _ => None,
+        });
+        assert!(resumed.await);
+        // Still in the room: a full snapshot of it follows.
+        let state = client.expect(|k| match k {
+            Kind::State(s) => Some((s.room.clone(), s.baseline_tick)),
+            _ => None,
+        });
+        assert_eq!(state.await, ("lobby".to_string(), 0));
+        assert_eq!((ctx.registry.parked(), ctx.metrics.resumes.get()), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn protocol_faults_and_shutdown_close_with_their_reason() {
+        let ctx = context();
+        let (server, mut client) = pair();
+        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
+        let _ = client.inbound.send(Received::Other(Inbound::Text));
+        assert_eq!(client.closed().await, Some(CloseReason::TextFrame));
+        task.await.unwrap();
+        assert_eq!(ctx.registry.parked(), 0, "a session closed for a fault is not kept");
+
+        let (server, mut client) = pair();
+        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
+        client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
+        ctx.shutdown.cancel();
+        assert_eq!(client.closed().await, Some(CloseReason::ShuttingDown));
+        task.await.unwrap();
+
+        let (server, mut client) = pair();
+        let start = Start::Resume {
+            token: "unknown".into(),
+            identity: anonymous(&ctx),
+            received: 0,
+        };
+        connect(&ctx, server, start).await.unwrap();
+        assert_eq!(client.closed().await, Some(CloseReason::ResumeFailed));
+    }
 }

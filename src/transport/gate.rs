@@ -1,6 +1,7 @@
-//! Listener protections, checked at the WebSocket upgrade before any work is done:
-//! a global connection cap (HTTP 503), a per-IP connection cap and a per-IP
-//! handshake rate (HTTP 429). An admitted connection holds a [`Permit`] that gives
+//! Listener protections, checked before any work is done (at the WebSocket upgrade,
+//! and before a QUIC handshake): a global connection cap (HTTP 503; a refused QUIC
+//! connection), a per-IP connection cap and a per-IP handshake rate (HTTP 429). One
+//! gate counts both transports. An admitted connection holds a [`Permit`] that gives
 //! its slot back when dropped.
 
 use std::collections::HashMap;
@@ -19,9 +20,9 @@ use crate::bucket::TokenBucket;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionLimits {
-    /// Open WebSocket connections at most; more get HTTP 503 at the upgrade.
+    /// Open connections (both transports) at most; more get HTTP 503 at the upgrade.
     pub max_connections: usize,
-    /// Open WebSocket connections per client IP; more get HTTP 429.
+    /// Open connections per client IP; more get HTTP 429.
     pub max_per_ip: usize,
     /// Sustained upgrade requests per second per client IP; more get HTTP 429.
     pub handshakes_per_ip_per_second: f64,

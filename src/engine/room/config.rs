@@ -1,7 +1,7 @@
 use crate::engine::simulation::EntityLimits;
 use crate::state::Tick;
 
-/// A room's settings. Defaults follow `shared/PRODUCT.md`.
+/// A room's settings. Defaults: 30 Hz, 64 members, a 32-tick history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomConfig {
     /// Ticks per second, 1–128.

@@ -1,5 +1,6 @@
-//! The Prometheus `/metrics` endpoint: simulation metrics from the pool plus the
-//! transport's counters, in the text exposition format.
+//! The Prometheus `/metrics` endpoint: the simulation threads' metrics plus the
+//! transports' counters, in the text exposition format. Counters and gauges are
+//! atomics; histograms are the lock-free [`Histogram`].
 
 use std::sync::Arc;
 
@@ -7,11 +8,12 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::engine::sim_pool::SimMetrics;
+pub use self::histogram::Histogram;
 use crate::error::CloseReason;
+
+mod histogram;
 
 /// Label of [`Metrics::closes`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,10 +37,53 @@ pub struct StatusLabels {
 }
 
 /// Bucket bounds of `state_send_delay`, in seconds: fine around the 15 ms of T4 in
-/// shared/PRODUCT.md, coarse up to the seconds of a saturated machine.
+/// BENCHMARKS.md, coarse up to the seconds of a saturated machine.
 const SEND_DELAY_BUCKETS: [f64; 14] = [
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// Server-wide simulation metrics (exported by the `/metrics` endpoint).
+#[derive(Debug)]
+pub struct SimMetrics {
+    /// Ticks run.
+    pub ticks: Counter,
+    /// Ticks that were not run on time.
+    pub overruns: Counter,
+    /// Ticks dropped after falling too far behind.
+    pub dropped_ticks: Counter,
+    /// Time spent in each tick, in seconds.
+    pub tick_duration: Histogram,
+    /// State frames handed to outboxes.
+    pub frames: Counter,
+    /// Of which full snapshots.
+    pub full_frames: Counter,
+    /// Bytes of encoded state bodies.
+    pub bytes_encoded: Counter,
+    /// Rooms currently open.
+    pub rooms: Gauge,
+    /// Members in all rooms (seats held for resume included).
+    pub members: Gauge,
+    /// Rooms closed because their simulation panicked.
+    pub room_panics: Counter,
+}
+
+impl Default for SimMetrics {
+    fn default() -> Self {
+        Self {
+            ticks: Counter::default(),
+            overruns: Counter::default(),
+            dropped_ticks: Counter::default(),
+            // 10 µs to ~80 ms.
+            tick_duration: Histogram::exponential(0.000_01, 2.0, 14),
+            frames: Counter::default(),
+            full_frames: Counter::default(),
+            bytes_encoded: Counter::default(),
+            rooms: Gauge::default(),
+            members: Gauge::default(),
+            room_panics: Counter::default(),
+        }
+    }
+}
 
 /// Every metric the server exports.
 #[derive(Debug)]
@@ -46,17 +91,17 @@ pub struct Metrics {
     registry: Registry,
     /// Simulation metrics (shared with the pool).
     pub sim: Arc<SimMetrics>,
-    /// Open WebSocket connections.
+    /// Open connections (WebSocket and QUIC).
     pub connections: Gauge,
-    /// WebSocket connections accepted.
+    /// Connections whose session started (WebSocket and QUIC).
     pub connections_accepted: Counter,
-    /// Inbound WebSocket messages.
+    /// Inbound transport messages (WebSocket messages, QUIC stream frames and datagrams).
     pub messages_in: Counter,
-    /// Inbound WebSocket payload bytes.
+    /// Inbound payload bytes.
     pub bytes_in: Counter,
-    /// Outbound WebSocket messages (each carries one envelope).
+    /// Outbound transport messages (each carries one envelope).
     pub messages_out: Counter,
-    /// Outbound WebSocket payload bytes.
+    /// Outbound payload bytes.
     pub bytes_out: Counter,
     /// State frames replaced before a slow client took them.
     pub frames_superseded: Counter,
@@ -133,16 +178,24 @@ impl Metrics {
             "Rooms closed after their simulation panicked",
             s.room_panics.clone(),
         );
-        registry.register("connections", "Open WebSocket connections", m.connections.clone());
+        registry.register(
+            "connections",
+            "Open connections (WebSocket and QUIC)",
+            m.connections.clone(),
+        );
         registry.register(
             "connections_accepted",
-            "WebSocket connections accepted",
+            "Connections whose session started (WebSocket and QUIC)",
             m.connections_accepted.clone(),
         );
-        registry.register("messages_in", "Inbound WebSocket messages", m.messages_in.clone());
-        registry.register("bytes_in", "Inbound WebSocket payload bytes", m.bytes_in.clone());
-        registry.register("messages_out", "Outbound WebSocket messages", m.messages_out.clone());
-        registry.register("bytes_out", "Outbound WebSocket payload bytes", m.bytes_out.clone());
+        registry.register("messages_in", "Inbound transport messages", m.messages_in.clone());
+        registry.register("bytes_in", "Inbound payload bytes", m.bytes_in.clone());
+        registry.register(
+            "messages_out",
+            "Outbound transport messages (one envelope each)",
+            m.messages_out.clone(),
+        );
+        registry.register("bytes_out", "Outbound payload bytes", m.bytes_out.clone());
         registry.register(
             "frames_superseded",
             "State frames replaced before a slow client took them",
