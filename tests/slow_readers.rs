@@ -23,6 +23,9 @@ async fn stalled_readers_do_not_grow_server_memory() {
         c.join("flood", "arena").await;
         stalled.push(c); // never read again
     }
+    // Elapsed time is what this test is about (memory growth over a stretch of the
+    // flood), so these sleeps stay: 1 s for the stalled connections' buffers to fill,
+    // then the 3 s measured.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_bytes();
     // Without superseding, 100 readers × 1.5 MB/s would queue 450 MB in 3 s.

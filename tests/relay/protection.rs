@@ -10,7 +10,9 @@ use prost::Message as _;
 use tickrelay::config::Config;
 use tickrelay::proto::{self, ErrorCode, client_message, input, server_message::Kind};
 use tickrelay::session::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
-use tickrelay_testkit::{Incoming, TestClient, Transport, both_transports, create_entity, start, start_with};
+use tickrelay_testkit::{
+    Incoming, TestClient, Transport, both_transports, create_entity, eventually, start, start_with,
+};
 
 both_transports!(
     a_flood_is_closed_with_1008_and_others_are_unaffected,
@@ -204,14 +206,10 @@ async fn connection_caps_answer_at_the_upgrade() {
     assert_eq!(TestClient::connect_with(&server, "", &[]).await.err(), Some(429));
     drop(a);
     // The slot is given back when the connection ends.
-    let start = Instant::now();
-    loop {
-        match TestClient::connect_with(&server, "", &[]).await {
-            Ok(_) => break,
-            Err(status) => assert!(start.elapsed() < Duration::from_secs(5), "still refused with {status}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("a connection after one closed", || {
+        TestClient::connect_with(&server, "", &[])
+    })
+    .await;
     let server = start_with(|c| c.connections.max_connections = 1).await;
     let _a = TestClient::connect(&server).await;
     assert_eq!(TestClient::connect_with(&server, "", &[]).await.err(), Some(503));
@@ -295,9 +293,10 @@ async fn a_half_open_peer_is_dropped_on_time(transport: Transport) {
     assert_eq!(c.close_frame().await.0, 4502);
 }
 
-/// Events the server wrote to a connection that then died unread reach the client
-/// after it resumes, once each and in order: the client reports the last numbered
-/// message it received and the server sends the later ones again.
+/// Events the server wrote to a connection that then died before the client
+/// confirmed them reach the client after it resumes, once each and in order: the
+/// client reports the last numbered message it received and the server sends the
+/// later ones again.
 async fn events_sent_to_a_dropped_connection_arrive_after_resume(transport: Transport) {
     let server = start().await;
     let mut a = TestClient::connect_over(&server, transport).await;
@@ -316,12 +315,19 @@ async fn events_sent_to_a_dropped_connection_arrive_after_resume(transport: Tran
         })
     };
     b.send((1..=5).map(say).collect()).await;
-    // The room relays them at its next tick and a's connection writes them; a reads
-    // nothing and its connection dies.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The room relays them at its next tick and a's connection writes them: they
+    // arrive, but a never confirms them (no `Ping` carries its `received_seq`), so to
+    // the server they may have died with the connection.
+    let mut arrived = 0;
+    a.until(|k| {
+        arrived += usize::from(matches!(k, Kind::Event(e) if e.kind == "say"));
+        (arrived == 5).then_some(())
+    })
+    .await;
     let resume_token = a.welcome.resume_token.clone();
     drop(a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server notices the connection is gone and parks the session.
+    server.wait_for_metric("tickrelay_sessions_parked", 1).await;
 
     let mut a = TestClient::resume_after(&server, transport, &resume_token, received)
         .await
@@ -340,11 +346,9 @@ async fn events_sent_to_a_dropped_connection_arrive_after_resume(transport: Tran
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "consecutive room event numbers {seqs:?}"
     );
-    assert!(
-        server.metrics.render().contains("tickrelay_messages_replayed_total 5"),
-        "the five events were sent again, not first: {}",
-        server.metrics.render()
-    );
+    // The five events were sent again, not for the first time.
+    server.wait_for_metric("tickrelay_messages_replayed_total", 5).await;
+    assert_eq!(server.metric("tickrelay_messages_replayed_total"), 5);
 }
 
 /// A client loses its connection with inputs in flight, resumes with its token and

@@ -65,6 +65,7 @@ async fn soak_with_churn_keeps_every_invariant_and_flat_memory() {
     // 200 arena bots and 100 relay bots over WebSocket (relay inputs detect double
     // application), with memory sampled 10 s in and at the end.
     let runs = [(wss.as_str(), "arena", 10, 30), (wss.as_str(), "relay", 5, 30)];
+    // A sample at a point in the run's time: this sleep is the measurement.
     let sample = async {
         tokio::time::sleep(Duration::from_secs(10)).await;
         rss_bytes()
