@@ -65,9 +65,7 @@ async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches(transport
     for v in 1..=20 {
         last = a.input("r1", set(1, v)).await;
     }
-    while a.mirrors.get("r1").is_none_or(|m| m.last_input_seq() < last) {
-        a.next().await;
-    }
+    a.applied("r1", last).await;
     let frames = &a.frames["r1"];
     assert_eq!(frames[0].baseline_tick, 0, "the first frame is a full snapshot");
     assert!(frames[1..].iter().all(|f| f.baseline_tick != 0), "then deltas");
@@ -102,9 +100,7 @@ async fn rooms_are_isolated(transport: Transport) {
     a.join("left", "relay").await;
     b.join("right", "relay").await;
     let seq = a.input("left", create(5, 1)).await;
-    while a.mirrors.get("left").is_none_or(|m| m.last_input_seq() < seq) {
-        a.next().await;
-    }
+    a.applied("left", seq).await;
     assert_eq!(a.mirrors["left"].world().len(), 1);
     // b's room stays empty; its idle frame (once a second) carries a checksum.
     b.frames_in("right", 2).await;
@@ -216,14 +212,16 @@ async fn requests_are_answered_with_their_correlation_ids(transport: Transport) 
     // The three answers come from different places (the session, the room's thread),
     // so their relative order is not fixed: collect all of them.
     let (mut rooms, mut resync, mut pong) = (None, false, None);
-    while rooms.is_none() || !resync || pong.is_none() {
-        match a.next().await.kind {
-            Some(Kind::Response(r)) if r.request_id == 77 => rooms = r.kind,
-            Some(Kind::Response(r)) if r.request_id == 78 => resync = true,
-            Some(Kind::Pong(p)) => pong = Some(p),
+    a.until(|k| {
+        match k {
+            Kind::Response(r) if r.request_id == 77 => rooms = r.kind.clone(),
+            Kind::Response(r) if r.request_id == 78 => resync = true,
+            Kind::Pong(p) => pong = Some(*p),
             _ => {}
         }
-    }
+        (rooms.is_some() && resync && pong.is_some()).then_some(())
+    })
+    .await;
     let Some(response::Kind::Rooms(list)) = rooms else {
         panic!("a room list")
     };
