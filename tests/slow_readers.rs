@@ -2,17 +2,9 @@
 //! its own test binary (so its own process) because it measures the process's
 //! resident memory, which tests running beside it would add to.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestClient, metric, start_with, wait_for_metric};
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+use tickrelay_testkit::{TestClient, rss_bytes, start_with};
 
 /// 100 clients join a busy room and stop reading. Their state frames are replaced,
 /// not queued; they are closed as slow consumers; memory stays flat.
@@ -31,6 +23,9 @@ async fn stalled_readers_do_not_grow_server_memory() {
         c.join("flood", "arena").await;
         stalled.push(c); // never read again
     }
+    // Elapsed time is what this test is about (memory growth over a stretch of the
+    // flood), so these sleeps stay: 1 s for the stalled connections' buffers to fill,
+    // then the 3 s measured.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_bytes();
     // Without superseding, 100 readers × 1.5 MB/s would queue 450 MB in 3 s.
@@ -38,7 +33,7 @@ async fn stalled_readers_do_not_grow_server_memory() {
     let after = rss_bytes();
     let growth = after.saturating_sub(before);
     assert!(growth < 40 << 20, "memory grew by {} MiB", growth >> 20);
-    wait_for_metric(&server, "tickrelay_closes_total{code=\"4501\"}", 1).await;
-    assert!(metric(&server, "tickrelay_frames_superseded_total") > 0);
+    server.wait_for_metric("tickrelay_closes_total{code=\"4501\"}", 1).await;
+    assert!(server.metric("tickrelay_frames_superseded_total") > 0);
     drop(stalled);
 }

@@ -9,39 +9,9 @@
 use std::time::Duration;
 
 use tickrelay::config::Config;
-use tickrelay::server::Server;
 use tickrelay_bots::{Scenario, run_scenario};
 use tickrelay_client::Trust;
-use tokio_util::sync::CancellationToken;
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
-struct Relay {
-    wss: String,
-    quic: String,
-    cert: String,
-    shutdown: CancellationToken,
-}
-
-async fn relay() -> Relay {
-    let config = Config::loopback(30);
-    let server = Server::bind(config).await.unwrap();
-    let wss = format!("wss://localhost:{}/ws", server.local_addr().port());
-    let quic = format!("quic://localhost:{}", server.quic_addr().unwrap().port());
-    let cert = server.dev_certificate().unwrap().to_string();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(5)));
-    Relay {
-        wss,
-        quic,
-        cert,
-        shutdown,
-    }
-}
+use tickrelay_testkit::{Transport, rss_bytes, start_config};
 
 fn scenario(url: &str, cert: &str, room_type: &str, rooms: usize) -> Scenario {
     let transport = url.split(':').next().unwrap_or_default();
@@ -90,23 +60,25 @@ async fn soak(cert: &str, runs: &[(&str, &str, usize, u64)]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_churn_keeps_every_invariant_and_flat_memory() {
-    let r = relay().await;
+    let server = start_config(Config::loopback(30)).await;
+    let (wss, quic) = (server.url(Transport::WebSocket), server.url(Transport::Quic));
     // 200 arena bots and 100 relay bots over WebSocket (relay inputs detect double
     // application), with memory sampled 10 s in and at the end.
-    let runs = [(r.wss.as_str(), "arena", 10, 30), (r.wss.as_str(), "relay", 5, 30)];
+    let runs = [(wss.as_str(), "arena", 10, 30), (wss.as_str(), "relay", 5, 30)];
+    // A sample at a point in the run's time: this sleep is the measurement.
     let sample = async {
         tokio::time::sleep(Duration::from_secs(10)).await;
         rss_bytes()
     };
-    let (mut reconnects, early) = tokio::join!(soak(&r.cert, &runs), sample);
+    let (mut reconnects, early) = tokio::join!(soak(&server.cert_pem, &runs), sample);
     let late = rss_bytes();
     // Then 60 bots over QUIC, alone: every QUIC connection shares the relay's one UDP
     // socket, read by one task, which here competes with the bots for the test's two
     // threads (a few hundred QUIC bots at once overflow the socket in this debug
     // build; release-build load runs are in BENCHMARKS.md).
-    let runs = [(r.quic.as_str(), "arena", 2, 20), (r.quic.as_str(), "relay", 1, 20)];
-    reconnects += soak(&r.cert, &runs).await;
-    r.shutdown.cancel();
+    let runs = [(quic.as_str(), "arena", 2, 20), (quic.as_str(), "relay", 1, 20)];
+    reconnects += soak(&server.cert_pem, &runs).await;
+    server.shutdown.cancel();
     assert!(reconnects > 0, "churn happened");
     let growth = late.saturating_sub(early);
     println!("memory: {} MiB at 10 s, {} MiB at the end", early >> 20, late >> 20);

@@ -4,39 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tickrelay::config::Config;
-use tickrelay::server::Server;
 use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
+use tickrelay_testkit::{TestServer, Transport, both_transports, create_entity, start};
 use tokio::sync::mpsc::Receiver;
-use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Clone, Copy)]
-enum Transport {
-    WebSocket,
-    Quic,
-}
-
-/// Runs a scenario once per transport, as two tests.
-macro_rules! both_transports {
-    ($($scenario:ident),* $(,)?) => {
-        mod websocket {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Transport::WebSocket).await;
-                }
-            )*
-        }
-        mod quic {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Transport::Quic).await;
-                }
-            )*
-        }
-    };
-}
 
 both_transports!(
     joins_mirrors_verified_state_and_measures_rtt,
@@ -45,42 +15,8 @@ both_transports!(
     trusts_a_pinned_fingerprint_and_nothing_else,
 );
 
-struct Relay {
-    ws_url: String,
-    quic_url: String,
-    cert: String,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn relay(adjust: impl FnOnce(&mut Config)) -> Relay {
-    let mut config = Config::loopback(60);
-    adjust(&mut config);
-    let server = Server::bind(config).await.unwrap();
-    let ws_url = format!("wss://localhost:{}/ws", server.local_addr().port());
-    let quic_url = format!("quic://localhost:{}", server.quic_addr().unwrap().port());
-    let cert = server.dev_certificate().unwrap().to_string();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(2)));
-    Relay {
-        ws_url,
-        quic_url,
-        cert,
-        shutdown,
-    }
-}
-
-fn config(relay: &Relay, transport: Transport) -> ClientConfig {
-    let url = match transport {
-        Transport::WebSocket => &relay.ws_url,
-        Transport::Quic => &relay.quic_url,
-    };
-    let mut config = ClientConfig::new(url, Trust::CertPem(relay.cert.clone()));
+fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
+    let mut config = ClientConfig::new(relay.url(transport), Trust::CertPem(relay.cert_pem.clone()));
     config.backoff = Backoff {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(200),
@@ -106,20 +42,8 @@ async fn until<T>(events: &mut Receiver<Event>, mut pick: impl FnMut(&Event) -> 
     }
 }
 
-fn create(id: u64) -> proto::input::Payload {
-    proto::input::Payload::Writes(proto::EntityWrites {
-        create: vec![proto::Entity {
-            id,
-            owner: 0,
-            kind: 1,
-            fields: vec![],
-        }],
-        ..Default::default()
-    })
-}
-
 async fn joins_mirrors_verified_state_and_measures_rtt(transport: Transport) {
-    let relay = relay(|_| {}).await;
+    let relay = start().await;
     let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
     client.join("arena-1", "arena");
     let joined = until(&mut events, |e| match e {
@@ -153,16 +77,16 @@ async fn joins_mirrors_verified_state_and_measures_rtt(transport: Transport) {
 /// A dropped connection resumes the session; inputs sent while disconnected are
 /// buffered and applied once after the reconnect.
 async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport: Transport) {
-    let relay = relay(|_| {}).await;
+    let relay = start().await;
     let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
     client.join("r", "relay");
-    client.send_input("r", create(1));
+    client.send_input("r", create_entity(1));
     until(&mut events, |e| matches!(e, Event::State { .. }).then_some(())).await;
 
     client.drop_connection();
     // Sent while the connection is down.
     for id in 2..=5 {
-        client.send_input("r", create(id));
+        client.send_input("r", create_entity(id));
     }
     let resumed = until(&mut events, |e| match e {
         Event::Connected { resumed, .. } => Some(*resumed),
@@ -185,7 +109,7 @@ async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport
 }
 
 async fn gives_up_after_the_configured_attempts(transport: Transport) {
-    let relay = relay(|_| {}).await;
+    let relay = start().await;
     let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
     client.join("r", "relay");
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
@@ -216,8 +140,8 @@ async fn gives_up_after_the_configured_attempts(transport: Transport) {
 async fn trusts_a_pinned_fingerprint_and_nothing_else(transport: Transport) {
     use rustls_pki_types::pem::PemObject;
     use sha2::Digest;
-    let relay = relay(|_| {}).await;
-    let der = rustls_pki_types::CertificateDer::from_pem_slice(relay.cert.as_bytes()).unwrap();
+    let relay = start().await;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(relay.cert_pem.as_bytes()).unwrap();
     let fingerprint: String = sha2::Sha256::digest(der.as_ref())
         .iter()
         .map(|b| format!("{b:02x}"))

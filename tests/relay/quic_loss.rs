@@ -3,16 +3,14 @@
 //! packets, acknowledgements). The client's mirror must stay correct through
 //! acknowledged-baseline deltas, with full snapshots rare and counted.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestClient, start};
 use tickrelay::proto::input;
+use tickrelay_testkit::{TestClient, start};
 use tokio::net::UdpSocket;
 
 /// Counters of the forwarder.

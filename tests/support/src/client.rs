@@ -1,208 +1,30 @@
-//! Test harness: the real server on 127.0.0.1:0 with a generated certificate, and a
-//! real client over WebSocket-over-TLS or QUIC that trusts exactly that certificate.
-//! [`both_transports!`] runs one scenario body over each transport.
-
-#![allow(dead_code)]
+//! A raw protocol client of the test server, over WebSocket-over-TLS or QUIC: it
+//! mirrors every room it is in (a desync fails the test) and checks that numbered
+//! server messages arrive without gap or repeat.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tickrelay::config::Config;
-use tickrelay::frame::{decode_server, split_stream_frame};
-use tickrelay::metrics::Metrics;
+use tickrelay::frame::decode_server;
 use tickrelay::mirror::StateMirror;
 use tickrelay::proto::{self, ClientEnvelope, ClientMessage, ServerMessage, client_message, server_message::Kind};
-use tickrelay::server::Server;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
-/// How long any single expected event may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(5);
+use crate::quic::QuicConn;
+use crate::{TestServer, Transport, WAIT};
 
-/// Which transport a test client uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    WebSocket,
-    Quic,
-}
-
-/// Runs each scenario `fn name(transport: Transport)` as two tests,
-/// `websocket::name` and `quic::name`.
-#[macro_export]
-macro_rules! both_transports {
-    ($($scenario:ident),* $(,)?) => {
-        mod websocket {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::common::Transport::WebSocket).await;
-                }
-            )*
-        }
-        mod quic {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::common::Transport::Quic).await;
-                }
-            )*
-        }
-    };
-}
-
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub quic_addr: SocketAddr,
-    pub cert_pem: String,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: CancellationToken,
-    pub task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// The server with test defaults: 60 Hz rooms, a relay and an arena type, two
-/// simulation threads; `adjust` may change anything.
-pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-    let mut config = Config::loopback(60);
-    adjust(&mut config);
-    let server = Server::bind(config).await.expect("server starts");
-    let addr = server.local_addr();
-    let quic_addr = server.quic_addr().expect("QUIC is on by default");
-    let cert_pem = server.dev_certificate().expect("dev certificate").to_string();
-    let metrics = server.metrics();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(5)));
-    TestServer {
-        addr,
-        quic_addr,
-        cert_pem,
-        metrics,
-        shutdown,
-        task: Some(task),
-    }
-}
-
-/// The value of one labelled sample in the metrics text, 0 if absent.
-pub fn metric(server: &TestServer, sample: &str) -> u64 {
-    let text = server.metrics.render();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits (at most 10 s) until `sample` reaches `at_least`; returns how long it took.
-pub async fn wait_for_metric(server: &TestServer, sample: &str, at_least: u64) -> std::time::Duration {
-    let start = std::time::Instant::now();
-    while metric(server, sample) < at_least {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{sample} stayed below {at_least}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
-pub async fn start() -> TestServer {
-    start_with(|_| {}).await
-}
-
-/// A TLS client configuration that trusts only the test server's certificate.
-pub fn tls_config(server: &TestServer) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(server.cert_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
-
-/// A TLS connection that trusts only the test server's certificate.
-pub async fn tls_connect(server: &TestServer) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    TlsConnector::from(Arc::new(tls_config(server)))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake with the dev certificate")
-}
-
-/// A plain HTTP/1.1 GET over TLS; returns (status, body).
-pub async fn https_get(server: &TestServer, path: &str) -> (u16, String) {
-    let mut tls = tls_connect(server).await;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, tls.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (status, body)
-}
-
-/// A QUIC connection with its control stream.
-pub struct QuicConn {
-    pub endpoint: quinn::Endpoint,
-    pub conn: quinn::Connection,
-    pub send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    inbound: BytesMut,
-}
-
-impl QuicConn {
-    /// Handshake, control stream and `Hello`, through `via` (the server's address, or
-    /// a forwarder in front of it).
-    pub async fn open(server: &TestServer, via: SocketAddr, token: &str, resume: &str, received: u64) -> Self {
-        let mut crypto = tls_config(server);
-        crypto.alpn_protocols = vec![tickrelay::frame::ALPN.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let conn = tokio::time::timeout(WAIT, endpoint.connect(via, "localhost").unwrap())
-            .await
-            .expect("QUIC handshake within the wait time")
-            .expect("QUIC handshake");
-        let (mut send, recv) = conn.open_bi().await.unwrap();
-        let hello = proto::Hello {
-            token: token.into(),
-            resume_token: resume.into(),
-            received_seq: (!resume.is_empty()).then_some(received),
-        };
-        send.write_all(&hello.encode_length_delimited_to_vec()).await.unwrap();
-        Self {
-            endpoint,
-            conn,
-            send,
-            recv,
-            inbound: BytesMut::new(),
-        }
-    }
-}
-
+/// A connection to the server.
 pub enum Conn {
+    /// WebSocket over TLS.
     WebSocket(Box<WebSocketStream<TlsStream<TcpStream>>>),
+    /// QUIC.
     Quic(Box<QuicConn>),
 }
 
@@ -238,32 +60,7 @@ impl Conn {
                     None => return Incoming::Ended("stream ended".into()),
                 }
             },
-            Conn::Quic(q) => loop {
-                if let Some(frame) =
-                    split_stream_frame(&mut q.inbound, tickrelay::frame::MAX_SERVER_FRAME_BYTES).unwrap()
-                {
-                    return Incoming::Envelope(frame);
-                }
-                let closed = |e: quinn::ConnectionError| match e {
-                    quinn::ConnectionError::ApplicationClosed(c) => Incoming::Closed(
-                        c.error_code.into_inner() as u16,
-                        String::from_utf8_lossy(&c.reason).into_owned(),
-                    ),
-                    e => Incoming::Ended(e.to_string()),
-                };
-                tokio::select! {
-                    chunk = q.recv.read_chunk(64 * 1024, true) => match chunk {
-                        Ok(Some(chunk)) => q.inbound.extend_from_slice(&chunk.bytes),
-                        Ok(None) => return closed(q.conn.closed().await),
-                        Err(quinn::ReadError::ConnectionLost(e)) => return closed(e),
-                        Err(e) => return Incoming::Ended(e.to_string()),
-                    },
-                    datagram = q.conn.read_datagram() => match datagram {
-                        Ok(bytes) => return Incoming::Envelope(bytes),
-                        Err(e) => return closed(e),
-                    },
-                }
-            },
+            Conn::Quic(q) => q.recv().await,
         }
     }
 
@@ -274,27 +71,27 @@ impl Conn {
                 .send(Message::Binary(Bytes::copy_from_slice(bytes)))
                 .await
                 .map_err(|e| e.to_string()),
-            Conn::Quic(q) => {
-                let mut frame = Vec::new();
-                prost::encoding::encode_varint(bytes.len() as u64, &mut frame);
-                frame.extend_from_slice(bytes);
-                q.send.write_all(&frame).await.map_err(|e| e.to_string())
-            }
+            Conn::Quic(q) => q.send_frame(bytes).await,
         }
     }
 }
 
+/// A session of the test server.
 pub struct TestClient {
+    /// The connection.
     pub conn: Conn,
     pending: VecDeque<ServerMessage>,
+    /// The state of every room joined, from the state frames applied.
     pub mirrors: HashMap<String, StateMirror>,
+    /// The session's `Welcome`.
     pub welcome: proto::Welcome,
     next_request: u64,
     seqs: HashMap<String, u64>,
     /// State frames applied, per room.
     pub frames: HashMap<String, Vec<proto::StateFrame>>,
-    /// State frames received (applied or skipped), and of those full snapshots.
+    /// State frames received (applied or skipped).
     pub frames_received: usize,
+    /// Full snapshots among the state frames received.
     pub full_snapshots: usize,
     /// The last numbered server message received (`ServerEnvelope.first_seq`); `None`
     /// until the first one when the starting point is unknown. A gap or a repeat in
@@ -303,10 +100,12 @@ pub struct TestClient {
 }
 
 impl TestClient {
+    /// Connects over WebSocket.
     pub async fn connect(server: &TestServer) -> Self {
         Self::connect_with(server, "", &[]).await.expect("upgrade")
     }
 
+    /// Connects over `transport`.
     pub async fn connect_over(server: &TestServer, transport: Transport) -> Self {
         match transport {
             Transport::WebSocket => Self::connect(server).await,
@@ -346,6 +145,7 @@ impl TestClient {
         Self::connect_quic_via(server, server.quic_addr, token, resume).await
     }
 
+    /// Connects over QUIC through `via` (a forwarder in front of the server).
     pub async fn connect_quic_via(
         server: &TestServer,
         via: SocketAddr,
@@ -370,7 +170,7 @@ impl TestClient {
     async fn upgrade(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> Result<Conn, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-        let tls = tls_connect(server).await;
+        let tls = server.tls_connect().await;
         let url = format!("wss://localhost:{}/ws?{query}", server.addr.port());
         let mut request = url.into_client_request().unwrap();
         for (name, value) in headers {
@@ -387,9 +187,9 @@ impl TestClient {
         Ok(Conn::WebSocket(Box::new(ws)))
     }
 
-    /// Waits for `Welcome`; a close instead returns its code and reason.
-    /// Waits for the `Welcome`; `received`: the last numbered message of the session
-    /// already received, if known (the numbers are checked from there).
+    /// Waits for the `Welcome` (a close instead returns its code and reason);
+    /// `received`: the last numbered message of the session already received, if
+    /// known (the numbers are checked from there).
     async fn welcomed(mut conn: Conn, received: Option<u64>) -> Result<Self, (u16, String)> {
         let bytes = match conn.recv(WAIT).await.expect("Welcome or a close within the wait time") {
             Incoming::Envelope(bytes) => bytes,
@@ -420,11 +220,12 @@ impl TestClient {
 
     /// Connects without waiting for `Welcome` (for connections closed at once).
     pub async fn connect_raw(server: &TestServer, query: &str) -> WebSocketStream<TlsStream<TcpStream>> {
-        let tls = tls_connect(server).await;
+        let tls = server.tls_connect().await;
         let url = format!("wss://localhost:{}/ws?{query}", server.addr.port());
         tokio_tungstenite::client_async(url, tls).await.expect("upgrade").0
     }
 
+    /// The transport of the connection.
     pub fn transport(&self) -> Transport {
         match self.conn {
             Conn::WebSocket(_) => Transport::WebSocket,
@@ -432,6 +233,7 @@ impl TestClient {
         }
     }
 
+    /// Sends `kinds` in one envelope.
     pub async fn send(&mut self, kinds: Vec<client_message::Kind>) {
         let envelope = ClientEnvelope {
             messages: kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect(),
@@ -458,6 +260,7 @@ impl TestClient {
         }
     }
 
+    /// A fresh request id.
     pub fn request_id(&mut self) -> u64 {
         self.next_request += 1;
         self.next_request
@@ -553,6 +356,7 @@ impl TestClient {
         }
     }
 
+    /// Joins `room` (creating it as `room_type`); a refusal fails the test.
     pub async fn join(&mut self, room: &str, room_type: &str) -> proto::Joined {
         let request_id = self.request_id();
         self.send(vec![client_message::Kind::Join(proto::JoinRoom {

@@ -3,7 +3,16 @@
 //! expiry, replacement and resume (also across transports); slow readers are in
 //! `slow_readers.rs`.
 
-mod common;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message as _;
+use tickrelay::config::Config;
+use tickrelay::proto::{self, ErrorCode, client_message, input, server_message::Kind};
+use tickrelay::session::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
+use tickrelay_testkit::{
+    Incoming, TestClient, Transport, both_transports, create_entity, eventually, start, start_with,
+};
 
 both_transports!(
     a_flood_is_closed_with_1008_and_others_are_unaffected,
@@ -11,15 +20,6 @@ both_transports!(
     resume_with_input_replay_loses_nothing_and_applies_nothing_twice,
     events_sent_to_a_dropped_connection_arrive_after_resume,
 );
-
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use common::{Incoming, TestClient, Transport, metric, start_with, wait_for_metric};
-use prost::Message as _;
-use tickrelay::config::Config;
-use tickrelay::proto::{self, ErrorCode, client_message, input, server_message::Kind};
-use tickrelay::session::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
 
 const SECRET: &str = "test-secret";
 
@@ -42,18 +42,6 @@ fn token(secret: &str, sub: &str, ttl: i64, rooms: Option<Vec<&str>>) -> String 
     mint_hs256(secret, &claims)
 }
 
-fn create(id: u64) -> input::Payload {
-    input::Payload::Writes(proto::EntityWrites {
-        create: vec![proto::Entity {
-            id,
-            owner: 0,
-            kind: 1,
-            fields: vec![],
-        }],
-        ..Default::default()
-    })
-}
-
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -73,12 +61,12 @@ async fn tokens_are_checked_at_the_upgrade() {
     let expired = bearer(&token(SECRET, "alice", -60, None));
     let expired = TestClient::connect_with(&server, "", &[("authorization", &expired)]).await;
     assert_eq!(status(expired), Some(401));
-    assert_eq!(metric(&server, "tickrelay_auth_failures_total{kind=\"missing\"}"), 1);
+    assert_eq!(server.metric("tickrelay_auth_failures_total{kind=\"missing\"}"), 1);
     assert_eq!(
-        metric(&server, "tickrelay_auth_failures_total{kind=\"bad_signature\"}"),
+        server.metric("tickrelay_auth_failures_total{kind=\"bad_signature\"}"),
         1
     );
-    assert_eq!(metric(&server, "tickrelay_auth_failures_total{kind=\"expired\"}"), 1);
+    assert_eq!(server.metric("tickrelay_auth_failures_total{kind=\"expired\"}"), 1);
 
     // The three places a token may come from.
     let good = token(SECRET, "alice", 60, None);
@@ -202,7 +190,7 @@ async fn origins_outside_the_allowlist_get_403() {
             .await
             .is_ok()
     );
-    assert_eq!(metric(&server, "tickrelay_upgrades_refused_total{status=\"403\"}"), 2);
+    assert_eq!(server.metric("tickrelay_upgrades_refused_total{status=\"403\"}"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,14 +206,10 @@ async fn connection_caps_answer_at_the_upgrade() {
     assert_eq!(TestClient::connect_with(&server, "", &[]).await.err(), Some(429));
     drop(a);
     // The slot is given back when the connection ends.
-    let start = Instant::now();
-    loop {
-        match TestClient::connect_with(&server, "", &[]).await {
-            Ok(_) => break,
-            Err(status) => assert!(start.elapsed() < Duration::from_secs(5), "still refused with {status}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("a connection after one closed", || {
+        TestClient::connect_with(&server, "", &[])
+    })
+    .await;
     let server = start_with(|c| c.connections.max_connections = 1).await;
     let _a = TestClient::connect(&server).await;
     assert_eq!(TestClient::connect_with(&server, "", &[]).await.err(), Some(503));
@@ -281,7 +265,7 @@ async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transp
     assert!(elapsed < Duration::from_millis(2500), "closed after {elapsed:?}");
     good.frames_in("busy", 60).await;
     assert!(good.mirrors["busy"].is_synced());
-    assert!(metric(&server, "tickrelay_messages_rate_limited_total") > 0);
+    assert!(server.metric("tickrelay_messages_rate_limited_total") > 0);
 }
 
 /// A peer that stops answering (it never reads, so never answers pings) is dropped
@@ -296,7 +280,7 @@ async fn a_half_open_peer_is_dropped_on_time(transport: Transport) {
     c.join("quiet", "relay").await;
     let silent_since = Instant::now();
     // From here on the client neither sends nor reads.
-    let waited = wait_for_metric(&server, "tickrelay_closes_total{code=\"4502\"}", 1).await;
+    let waited = server.wait_for_metric("tickrelay_closes_total{code=\"4502\"}", 1).await;
     let dropped_after = silent_since.elapsed();
     assert!(
         dropped_after >= Duration::from_millis(600),
@@ -309,11 +293,12 @@ async fn a_half_open_peer_is_dropped_on_time(transport: Transport) {
     assert_eq!(c.close_frame().await.0, 4502);
 }
 
-/// Events the server wrote to a connection that then died unread reach the client
-/// after it resumes, once each and in order: the client reports the last numbered
-/// message it received and the server sends the later ones again.
+/// Events the server wrote to a connection that then died before the client
+/// confirmed them reach the client after it resumes, once each and in order: the
+/// client reports the last numbered message it received and the server sends the
+/// later ones again.
 async fn events_sent_to_a_dropped_connection_arrive_after_resume(transport: Transport) {
-    let server = common::start().await;
+    let server = start().await;
     let mut a = TestClient::connect_over(&server, transport).await;
     a.join("talk", "relay").await;
     let mut b = TestClient::connect_over(&server, transport).await;
@@ -330,35 +315,41 @@ async fn events_sent_to_a_dropped_connection_arrive_after_resume(transport: Tran
         })
     };
     b.send((1..=5).map(say).collect()).await;
-    // The room relays them at its next tick and a's connection writes them; a reads
-    // nothing and its connection dies.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The room relays them at its next tick and a's connection writes them: they
+    // arrive, but a never confirms them (no `Ping` carries its `received_seq`), so to
+    // the server they may have died with the connection.
+    let mut arrived = 0;
+    a.until(|k| {
+        arrived += usize::from(matches!(k, Kind::Event(e) if e.kind == "say"));
+        (arrived == 5).then_some(())
+    })
+    .await;
     let resume_token = a.welcome.resume_token.clone();
     drop(a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server notices the connection is gone and parks the session.
+    server.wait_for_metric("tickrelay_sessions_parked", 1).await;
 
     let mut a = TestClient::resume_after(&server, transport, &resume_token, received)
         .await
         .unwrap();
     assert!(a.welcome.resumed);
-    let mut said = Vec::new();
-    let mut seqs = Vec::new();
-    while said.len() < 5 {
-        if let Kind::Event(e) = a.next().await.kind.unwrap() {
+    let (mut said, mut seqs) = (Vec::new(), Vec::new());
+    a.until(|k| {
+        if let Kind::Event(e) = k {
             said.push(e.payload[0]);
             seqs.push(e.seq);
         }
-    }
+        (said.len() == 5).then_some(())
+    })
+    .await;
     assert_eq!(said, vec![1, 2, 3, 4, 5], "every event, in order");
     assert!(
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "consecutive room event numbers {seqs:?}"
     );
-    assert!(
-        server.metrics.render().contains("tickrelay_messages_replayed_total 5"),
-        "the five events were sent again, not first: {}",
-        server.metrics.render()
-    );
+    // The five events were sent again, not for the first time.
+    server.wait_for_metric("tickrelay_messages_replayed_total", 5).await;
+    assert_eq!(server.metric("tickrelay_messages_replayed_total"), 5);
 }
 
 /// A client loses its connection with inputs in flight, resumes with its token and
@@ -368,13 +359,11 @@ async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice(transp
     let mut a = TestClient::connect_over(&server, transport).await;
     a.join("keep", "relay").await;
     for id in 1..=3 {
-        a.input("keep", create(id)).await;
+        a.input("keep", create_entity(id)).await;
     }
-    while a.mirrors.get("keep").is_none_or(|m| m.last_input_seq() < 3) {
-        a.next().await;
-    }
+    a.applied("keep", 3).await;
     for id in 4..=6 {
-        a.input("keep", create(id)).await;
+        a.input("keep", create_entity(id)).await;
     }
     let (session_id, resume_token) = (a.welcome.session_id, a.welcome.resume_token.clone());
     drop(a); // lost with inputs 4..=6 unacknowledged
@@ -391,27 +380,23 @@ async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice(transp
         b.send(vec![client_message::Kind::Input(proto::Input {
             room: "keep".into(),
             seq,
-            payload: Some(create(seq)),
+            payload: Some(create_entity(seq)),
         })])
         .await;
     }
     b.send(vec![client_message::Kind::Input(proto::Input {
         room: "keep".into(),
         seq: 7,
-        payload: Some(create(7)),
+        payload: Some(create_entity(7)),
     })])
     .await;
-    let mut errors = Vec::new();
-    while b.mirrors["keep"].last_input_seq() < 7 {
-        if let Some(Kind::Error(e)) = b.next().await.kind {
-            errors.push(e);
-        }
-    }
-    assert!(errors.is_empty(), "a replayed input was applied twice: {errors:?}");
+    // A replayed input applied twice would be refused (the entity exists): an error
+    // on the way fails `applied`.
+    b.applied("keep", 7).await;
     let mut ids: Vec<u64> = b.mirrors["keep"].world().entities().map(|e| e.id()).collect();
     ids.sort();
     assert_eq!(ids, (1..=7).collect::<Vec<_>>());
-    assert_eq!(metric(&server, "tickrelay_resumes_total"), 1);
+    assert_eq!(server.metric("tickrelay_resumes_total"), 1);
 
     // An unknown (or expired) token is refused with 4504.
     let stale = TestClient::resume_over(&server, transport, "0123456789abcdef").await;
@@ -427,7 +412,7 @@ async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice(transp
     assert_eq!(c.welcome.session_id, session_id);
     assert_eq!(b.close_frame().await.0, 4002);
     c.frames_in("keep", 1).await;
-    assert_eq!(metric(&server, "tickrelay_resumes_total"), 2);
+    assert_eq!(server.metric("tickrelay_resumes_total"), 2);
 }
 
 /// A session started over one transport resumes over the other, both ways, keeping
@@ -437,10 +422,8 @@ async fn resume_works_across_transports() {
     let server = start_with(|_| {}).await;
     let mut a = TestClient::connect_over(&server, Transport::WebSocket).await;
     a.join("both", "relay").await;
-    let seq = a.input("both", create(1)).await;
-    while a.mirrors.get("both").is_none_or(|m| m.last_input_seq() < seq) {
-        a.next().await;
-    }
+    let seq = a.input("both", create_entity(1)).await;
+    a.applied("both", seq).await;
     let (session_id, token) = (a.welcome.session_id, a.welcome.resume_token.clone());
     drop(a);
     let mut seq_base = 0;
@@ -457,7 +440,7 @@ async fn resume_works_across_transports() {
         );
         // Deltas continue over the new transport: create an entity, then remove it.
         let id = 10 + seq_base;
-        let create_seq = b.input_with_seq("both", 100 + seq_base, create(id)).await;
+        let create_seq = b.input_with_seq("both", 100 + seq_base, create_entity(id)).await;
         b.applied("both", create_seq).await;
         assert!(b.mirrors["both"].world().get(id).is_some());
         let remove = input::Payload::Writes(proto::EntityWrites {
@@ -487,7 +470,7 @@ async fn quic_tokens_are_checked_in_the_hello() {
         assert_eq!(code, 4000, "{reason}");
         assert!(reason.contains("authentication failed"), "{reason}");
     }
-    assert_eq!(metric(&server, "tickrelay_connections"), 0);
+    assert_eq!(server.metric("tickrelay_connections"), 0);
     let good = token(SECRET, "alice", 60, Some(vec!["lobby"]));
     let mut c = TestClient::connect_quic(&server, &good, "").await.unwrap();
     assert_eq!(&*c.welcome.user_id, "alice");

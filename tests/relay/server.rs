@@ -1,8 +1,14 @@
-//! The server over real sockets: TLS with the generated certificate, real
-//! tokio-tungstenite and quinn clients, real protobuf. Every scenario but the HTTP one
-//! runs over both transports from one body.
+//! The server over real sockets. Every scenario but the HTTP one and the naive
+//! baseline runs over both transports from one body.
 
-mod common;
+use bytes::Bytes;
+use tickrelay::proto::{
+    self, EntityUpdate, EntityWrites, ErrorCode, Field, PresenceChange, client_message, input, request, response,
+    server_message::Kind,
+};
+use tickrelay::state::Value;
+use tickrelay_testkit::{Incoming, TestClient, Transport, WAIT, both_transports, start, start_with};
+use tokio_tungstenite::tungstenite::Message;
 
 both_transports!(
     welcome_join_full_snapshot_then_deltas_and_the_mirror_matches,
@@ -16,15 +22,6 @@ both_transports!(
     bad_input_closes_only_the_offender,
     shutdown_closes_every_session_with_1001,
 );
-
-use bytes::Bytes;
-use common::{TestClient, Transport, start, start_with};
-use tickrelay::proto::{
-    self, EntityUpdate, EntityWrites, ErrorCode, Field, PresenceChange, client_message, input, request, response,
-    server_message::Kind,
-};
-use tickrelay::state::Value;
-use tokio_tungstenite::tungstenite::Message;
 
 fn int_field(id: u32, v: i64) -> Field {
     Field {
@@ -68,9 +65,7 @@ async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches(transport
     for v in 1..=20 {
         last = a.input("r1", set(1, v)).await;
     }
-    while a.mirrors.get("r1").is_none_or(|m| m.last_input_seq() < last) {
-        a.next().await;
-    }
+    a.applied("r1", last).await;
     let frames = &a.frames["r1"];
     assert_eq!(frames[0].baseline_tick, 0, "the first frame is a full snapshot");
     assert!(frames[1..].iter().all(|f| f.baseline_tick != 0), "then deltas");
@@ -105,9 +100,7 @@ async fn rooms_are_isolated(transport: Transport) {
     a.join("left", "relay").await;
     b.join("right", "relay").await;
     let seq = a.input("left", create(5, 1)).await;
-    while a.mirrors.get("left").is_none_or(|m| m.last_input_seq() < seq) {
-        a.next().await;
-    }
+    a.applied("left", seq).await;
     assert_eq!(a.mirrors["left"].world().len(), 1);
     // b's room stays empty; its idle frame (once a second) carries a checksum.
     b.frames_in("right", 2).await;
@@ -219,14 +212,16 @@ async fn requests_are_answered_with_their_correlation_ids(transport: Transport) 
     // The three answers come from different places (the session, the room's thread),
     // so their relative order is not fixed: collect all of them.
     let (mut rooms, mut resync, mut pong) = (None, false, None);
-    while rooms.is_none() || !resync || pong.is_none() {
-        match a.next().await.kind {
-            Some(Kind::Response(r)) if r.request_id == 77 => rooms = r.kind,
-            Some(Kind::Response(r)) if r.request_id == 78 => resync = true,
-            Some(Kind::Pong(p)) => pong = Some(p),
+    a.until(|k| {
+        match k {
+            Kind::Response(r) if r.request_id == 77 => rooms = r.kind.clone(),
+            Kind::Response(r) if r.request_id == 78 => resync = true,
+            Kind::Pong(p) => pong = Some(*p),
             _ => {}
         }
-    }
+        (rooms.is_some() && resync && pong.is_some()).then_some(())
+    })
+    .await;
     let Some(response::Kind::Rooms(list)) = rooms else {
         panic!("a room list")
     };
@@ -314,11 +309,11 @@ async fn bad_input_closes_only_the_offender(transport: Transport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints() {
     let server = start().await;
-    assert_eq!(common::https_get(&server, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(server.https_get("/healthz").await, (200, "ok\n".into()));
     let mut client = TestClient::connect(&server).await;
     client.join("metered", "arena").await;
     client.frames_in("metered", 3).await;
-    let (status, metrics) = common::https_get(&server, "/metrics").await;
+    let (status, metrics) = server.https_get("/metrics").await;
     assert_eq!(status, 200);
     for name in [
         "tickrelay_connections 1",
@@ -327,13 +322,14 @@ async fn http_endpoints() {
     ] {
         assert!(metrics.contains(name), "{name} missing from {metrics}");
     }
-    // Every state frame written is timed from its tick: three frames arrived, so at
-    // least three were counted.
-    let sent = common::metric(&server, "tickrelay_state_send_delay_seconds_count");
-    assert!(sent >= 3, "{sent} frames timed");
-    assert_eq!(common::https_get(&server, "/nope").await.0, 404);
+    // Every state frame written is timed from its tick (just after the write, so
+    // perhaps after the client read it): three frames arrived, so three are counted.
+    server
+        .wait_for_metric("tickrelay_state_send_delay_seconds_count", 3)
+        .await;
+    assert_eq!(server.https_get("/nope").await.0, 404);
     // A plain GET to /ws is not an upgrade.
-    assert_eq!(common::https_get(&server, "/ws").await.0, 400);
+    assert_eq!(server.https_get("/ws").await.0, 400);
 }
 
 async fn shutdown_closes_every_session_with_1001(transport: Transport) {
@@ -348,7 +344,7 @@ async fn shutdown_closes_every_session_with_1001(transport: Transport) {
     for c in &mut clients {
         assert_eq!(c.close_frame().await, (1001, "server shutting down".to_string()));
     }
-    tokio::time::timeout(common::WAIT, server.task.take().unwrap())
+    tokio::time::timeout(WAIT, server.task.take().unwrap())
         .await
         .expect("the server stops within its deadline")
         .unwrap();
@@ -371,8 +367,8 @@ async fn naive_fanout_sends_full_snapshots_one_message_per_write() {
     a.send((1..=5).map(ping).collect()).await;
     let (mut writes, mut pongs) = (0, 0);
     while writes < 20 || pongs < 5 {
-        match a.conn.recv(common::WAIT).await.expect("a message") {
-            common::Incoming::Envelope(bytes) => {
+        match a.conn.recv(WAIT).await.expect("a message") {
+            Incoming::Envelope(bytes) => {
                 let envelope = tickrelay::frame::decode_server(&bytes).unwrap();
                 assert_eq!(envelope.messages.len(), 1, "one message per write");
                 match &envelope.messages[0].kind {

@@ -1,0 +1,16 @@
+//! The relay over real sockets, in one test binary: TLS with the generated
+//! certificate, real tokio-tungstenite and quinn clients, real protobuf (the harness
+//! is `tickrelay-testkit`, in `tests/support`).
+//!
+//! - [`server`] — the session over both transports: welcome, join, state, presence,
+//!   events, requests, errors, closes, shutdown, the HTTP endpoints.
+//! - [`protection`] — authentication, Origin, connection caps, rate limits,
+//!   heartbeats, token expiry, replacement and resume.
+//! - [`quic_loss`] — QUIC through a lossy forwarder.
+//!
+//! The slow-reader test measures the process's memory, so it is a binary of its own
+//! (`tests/slow_readers.rs`).
+
+mod protection;
+mod quic_loss;
+mod server;

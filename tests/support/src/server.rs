@@ -1,0 +1,142 @@
+//! The real server on 127.0.0.1:0 with a generated dev certificate, and what a test
+//! needs from it: addresses and URLs, TLS trusting exactly its certificate, metrics,
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tickrelay::config::Config;
+use tickrelay::metrics::Metrics;
+use tickrelay::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Transport, WAIT, eventually};
+
+/// A running server; dropping it shuts the server down.
+pub struct TestServer {
+    /// The TCP address (`wss://`, `https://`).
+    pub addr: SocketAddr,
+    /// The UDP address (`quic://`).
+    pub quic_addr: SocketAddr,
+    /// The generated certificate, PEM.
+    pub cert_pem: String,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancel to shut the server down.
+    pub shutdown: CancellationToken,
+    /// The server task; ends after a shutdown, within its 5 s deadline.
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The server with test defaults: 60 Hz rooms, a relay and an arena type, two
+/// simulation threads.
+pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+/// The server with the defaults of [`start`] after `adjust` changed them.
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config::loopback(60);
+    adjust(&mut config);
+    start_config(config).await
+}
+
+/// The server with exactly `config` (start from [`Config::loopback`]).
+pub async fn start_config(config: Config) -> TestServer {
+    let server = Server::bind(config).await.expect("server starts");
+    let addr = server.local_addr();
+    let quic_addr = server.quic_addr().expect("QUIC is on by default");
+    let cert_pem = server.dev_certificate().expect("dev certificate").to_string();
+    let metrics = server.metrics();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(5)));
+    TestServer {
+        addr,
+        quic_addr,
+        cert_pem,
+        metrics,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+impl TestServer {
+    /// The URL a client connects to over `transport`.
+    pub fn url(&self, transport: Transport) -> String {
+        match transport {
+            Transport::WebSocket => format!("wss://localhost:{}/ws", self.addr.port()),
+            Transport::Quic => format!("quic://localhost:{}", self.quic_addr.port()),
+        }
+    }
+
+    /// The value of one (labelled) sample in the metrics text, 0 if absent.
+    pub fn metric(&self, sample: &str) -> u64 {
+        let text = self.metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (see [`eventually`]) until `sample` reaches `at_least`; returns how long
+    /// it took.
+    pub async fn wait_for_metric(&self, sample: &str, at_least: u64) -> Duration {
+        let start = Instant::now();
+        eventually(&format!("{sample} reaching {at_least}"), || {
+            let value = self.metric(sample);
+            std::future::ready(if value >= at_least { Ok(()) } else { Err(value) })
+        })
+        .await;
+        start.elapsed()
+    }
+
+    /// A TLS client configuration that trusts only this server's certificate.
+    pub fn tls_config(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    }
+
+    /// A TLS connection that trusts only this server's certificate.
+    pub async fn tls_connect(&self) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        TlsConnector::from(Arc::new(self.tls_config()))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake with the dev certificate")
+    }
+
+    /// A plain HTTP/1.1 GET over TLS; returns (status, body).
+    pub async fn https_get(&self, path: &str) -> (u16, String) {
+        let mut tls = self.tls_connect().await;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, tls.read_to_string(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+        (status, body)
+    }
+}
