@@ -108,7 +108,7 @@ pub struct Session {
     limiter: RateLimiter,
     /// Rooms this session joined (or asked to join), by room id, with the number of
     /// the last join sent.
-    rooms: HashMap<String, Joined>,
+    rooms: HashMap<String, Membership>,
     /// The number of the next join (see [`Outbox::leave_room`]).
     next_join: u64,
     /// Scratch for [`Outbox::take_left`].
@@ -118,7 +118,7 @@ pub struct Session {
 
 /// A room this session is in, or asked to join.
 #[derive(Debug, Clone)]
-struct Joined {
+struct Membership {
     handle: RoomHandle,
     join_seq: u64,
 }
@@ -468,7 +468,7 @@ impl Session {
             join_seq,
         };
         if self.send(&handle, command, join.request_id) {
-            self.rooms.insert(join.room, Joined { handle, join_seq });
+            self.rooms.insert(join.room, Membership { handle, join_seq });
         }
     }
 
