@@ -7,8 +7,9 @@
 //! on the owning thread's crossbeam channel. The channel is bounded by a count of
 //! waiting commands rather than by a preallocated ring (so an idle thread's queue
 //! costs no memory); a send never blocks, and one over the bound is answered with
-//! [`PoolError::Busy`]. Rooms answer
-//! through the members' outboxes. A room lives on one thread for its whole life, so a
+//! [`PoolError::Busy`]. Sending never wakes the thread either: it sleeps until its
+//! next tick and takes what is queued then. Rooms answer through the members'
+//! outboxes. A room lives on one thread for its whole life, so a
 //! heavy room delays only rooms on its own thread, and a panicking simulation takes
 //! down only its own room.
 
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
@@ -412,6 +413,10 @@ impl SimPool {
             // Counted like any command: the thread uncounts what it receives.
             worker.queued.fetch_add(1, Ordering::AcqRel);
             let _ = worker.tx.send(Command::Shutdown);
+            // A thread sleeping until its next tick takes the command now.
+            if let Some(join) = &worker.join {
+                join.thread().unpark();
+            }
         }
         for worker in &mut self.workers {
             if let Some(join) = worker.join.take() {
@@ -466,37 +471,70 @@ struct SimThread {
 /// wake-ups per period.
 const TICK_PHASES: u32 = 8;
 
-/// Commands handled per wake-up before ticking again, so a command flood cannot
-/// starve the ticks.
+/// Commands handled per turn before ticking again, so a command flood cannot starve
+/// the ticks.
 const COMMANDS_PER_TURN: usize = 4096;
 
 impl SimThread {
     fn run(mut self) {
+        let mut backlog = false;
         loop {
-            let deadline = self.rooms.iter().map(|r| r.schedule.next_deadline()).min();
-            let first = match deadline {
-                Some(deadline) => self.rx.recv_deadline(deadline),
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            let mut next = match first {
-                Ok(command) => Some(command),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut handled = 0;
-            while let Some(command) = next.take() {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                if matches!(command, Command::Shutdown) {
-                    return;
+            match self.rooms.iter().map(|r| r.schedule.next_deadline()).min() {
+                // More commands wait than one turn takes: take them before sleeping.
+                _ if backlog => {}
+                // No rooms: nothing to tick until a command (a new room) arrives.
+                None => match self.rx.recv() {
+                    Ok(command) => {
+                        if !self.take(command) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                },
+                // Sleep until the next tick. Senders never wake the thread (one wake-up
+                // per input was a quarter of the relay's CPU): what they queue is taken
+                // at the tick, so a command waits at most one period. Only shutdown
+                // unparks it early.
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if deadline > now {
+                        std::thread::park_timeout(deadline - now);
+                    }
                 }
-                self.handle(command);
-                handled += 1;
-                if handled < COMMANDS_PER_TURN {
-                    next = self.rx.try_recv().ok();
-                }
+            }
+            match self.take_queued() {
+                Some(more) => backlog = more,
+                None => return,
             }
             self.tick_due_rooms();
         }
+    }
+
+    /// Handles the commands waiting, at most [`COMMANDS_PER_TURN`]; whether more
+    /// wait, or `None` on shutdown.
+    fn take_queued(&mut self) -> Option<bool> {
+        for _ in 0..COMMANDS_PER_TURN {
+            match self.rx.try_recv() {
+                Ok(command) => {
+                    if !self.take(command) {
+                        return None;
+                    }
+                }
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => return Some(false),
+            }
+        }
+        Some(true)
+    }
+
+    /// Handles one received command; false on shutdown.
+    fn take(&mut self, command: Command) -> bool {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        if matches!(command, Command::Shutdown) {
+            return false;
+        }
+        self.handle(command);
+        true
     }
 
     fn room_mut(&mut self, key: RoomKey) -> Option<&mut OwnedRoom> {

@@ -210,16 +210,19 @@ async fn requests_are_answered_with_their_correlation_ids(transport: Transport) 
     ])
     .await;
     // The three answers come from different places (the session, the room's thread),
-    // so their relative order is not fixed: collect all of them.
-    let (mut rooms, mut resync, mut pong) = (None, false, None);
+    // and the resync's full snapshot may overtake them (a QUIC datagram), so their
+    // relative order is not fixed: collect all of them.
+    let (mut rooms, mut resync, mut pong, mut snapshot) = (None, false, None, false);
     a.until(|k| {
         match k {
             Kind::Response(r) if r.request_id == 77 => rooms = r.kind.clone(),
             Kind::Response(r) if r.request_id == 78 => resync = true,
             Kind::Pong(p) => pong = Some(*p),
+            // The resync produces a second full snapshot.
+            Kind::State(s) if s.baseline_tick == 0 && s.tick > first_tick => snapshot = true,
             _ => {}
         }
-        (rooms.is_some() && resync && pong.is_some()).then_some(())
+        (rooms.is_some() && resync && pong.is_some() && snapshot).then_some(())
     })
     .await;
     let Some(response::Kind::Rooms(list)) = rooms else {
@@ -230,9 +233,6 @@ async fn requests_are_answered_with_their_correlation_ids(transport: Transport) 
     let pong = pong.unwrap();
     assert_eq!((pong.nonce, pong.ping_sent_time_us), (9, 1234));
     assert!(pong.time_us > 0);
-    // The resync produces a second full snapshot.
-    a.until(|k| matches!(k, Kind::State(s) if s.baseline_tick == 0 && s.tick > first_tick).then_some(()))
-        .await;
 }
 
 async fn mistakes_get_typed_errors_and_the_session_continues(transport: Transport) {
@@ -381,4 +381,58 @@ async fn naive_fanout_sends_full_snapshots_one_message_per_write() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// 3,500 rooms (a listing that once went out as one reliable message and closed the
+/// asking session as a slow consumer) are listed page by page, in id order, and the
+/// session carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_rooms_are_listed_in_pages() {
+    const ROOMS: usize = 3_500;
+    let server = start_with(|c| {
+        // Rooms that tick once a second, so that 3,500 of them cost little.
+        let mut slow = c.room_types["relay"].clone();
+        slow.tick_rate = 1;
+        c.room_types.insert("slow".into(), slow);
+        c.rooms = (0..ROOMS)
+            .map(|i| tickrelay::config::PrecreatedRoom {
+                id: format!("room-{i:05}"),
+                room_type: "slow".into(),
+            })
+            .collect();
+    })
+    .await;
+    let mut a = TestClient::connect(&server).await;
+    let (mut listed, mut after) = (Vec::new(), String::new());
+    loop {
+        let request_id = a.request_id();
+        let list = proto::ListRooms {
+            after: after.clone(),
+            limit: 1_000,
+        };
+        a.send(vec![client_message::Kind::Request(proto::Request {
+            request_id,
+            kind: Some(request::Kind::ListRooms(list)),
+        })])
+        .await;
+        let page = a
+            .until(|k| match k {
+                Kind::Response(proto::Response {
+                    request_id: id,
+                    kind: Some(response::Kind::Rooms(page)),
+                }) if *id == request_id => Some(page.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(page.rooms.len() <= 500, "the server caps a page at 500 rooms");
+        listed.extend(page.rooms.iter().map(|r| r.room.clone()));
+        if !page.more {
+            break;
+        }
+        after = listed.last().unwrap().clone();
+    }
+    let expected: Vec<String> = (0..ROOMS).map(|i| format!("room-{i:05}")).collect();
+    assert_eq!(listed, expected, "every room once, in id order");
+    // Still connected and answered.
+    a.join("room-00042", "").await;
 }
