@@ -84,6 +84,17 @@ pub struct Claims {
     pub rooms: Option<Vec<String>>,
 }
 
+/// [`Claims`] with the time claims that are only checked, never minted.
+#[derive(Deserialize)]
+struct Timed {
+    #[serde(flatten)]
+    claims: Claims,
+    /// Not before, seconds since the Unix epoch.
+    nbf: Option<u64>,
+    /// Issued at, seconds since the Unix epoch.
+    iat: Option<u64>,
+}
+
 /// Who a session is.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -118,6 +129,10 @@ pub enum AuthError {
     /// The token has expired.
     #[error("token expired")]
     Expired,
+    /// The token's `nbf` (not before) or `iat` (issued at) is in the future, beyond
+    /// the leeway.
+    #[error("token not valid yet (nbf or iat in the future)")]
+    NotYetValid,
     /// The signature does not verify, or the algorithm is not the configured one.
     #[error("invalid signature")]
     BadSignature,
@@ -135,6 +150,7 @@ impl AuthError {
         match self {
             Self::Missing => "missing",
             Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
             Self::BadSignature => "bad_signature",
             Self::Invalid(_) => "invalid",
             Self::OtherUser => "other_user",
@@ -228,7 +244,7 @@ impl Authenticator {
             }),
             Some((key, validation)) => {
                 let token = token.ok_or(AuthError::Missing)?;
-                let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+                let Timed { claims, nbf, iat } = jsonwebtoken::decode::<Timed>(token, key, validation)
                     .map_err(|e| {
                         use jsonwebtoken::errors::ErrorKind as K;
                         match e.kind() {
@@ -244,6 +260,10 @@ impl Authenticator {
                 let expires_at = claims.exp.saturating_add(self.leeway_secs);
                 if expires_at <= now_unix {
                     return Err(AuthError::Expired);
+                }
+                let valid_from = nbf.into_iter().chain(iat).max().unwrap_or(0);
+                if valid_from > now_unix.saturating_add(self.leeway_secs) {
+                    return Err(AuthError::NotYetValid);
                 }
                 Ok(Identity {
                     user_id: claims.sub.into(),
@@ -282,7 +302,11 @@ pub fn token_from_request<'a>(
     protocols: impl Iterator<Item = &'a str>,
 ) -> Option<&'a str> {
     authorization
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 7235).
+            let (scheme, token) = v.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim)
         .or_else(|| query_param(query?, "token"))
         .or_else(|| {
@@ -378,6 +402,41 @@ mod tests {
     }
 
     #[test]
+    fn a_token_from_the_future_is_refused_within_the_leeway() {
+        #[derive(Serialize)]
+        struct Future {
+            sub: &'static str,
+            exp: u64,
+            nbf: Option<u64>,
+            iat: Option<u64>,
+        }
+        let auth = Authenticator::new(&AuthConfig {
+            mode: AuthMode::Jwt,
+            hs256_secret: Some("k".into()),
+            leeway_secs: 5,
+            ..Default::default()
+        })
+        .unwrap();
+        let mint = |nbf, iat| {
+            let claims = Future {
+                sub: "bob",
+                exp: NOW + 600,
+                nbf,
+                iat,
+            };
+            let key = EncodingKey::from_secret(b"k");
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        for (nbf, iat) in [(Some(NOW + 60), None), (None, Some(NOW + 60))] {
+            let token = mint(nbf, iat);
+            assert_eq!(auth.authenticate(Some(&token), NOW).unwrap_err(), AuthError::NotYetValid);
+            // Valid once its time has come (and a little before: the leeway).
+            assert!(auth.authenticate(Some(&token), NOW + 55).is_ok());
+        }
+        assert!(auth.authenticate(Some(&mint(Some(NOW - 1), Some(NOW - 1))), NOW).is_ok());
+    }
+
+    #[test]
     fn room_restrictions() {
         let auth = jwt("k");
         let id = auth
@@ -412,6 +471,10 @@ mod tests {
             token_from_request(Some("Bearer abc"), Some("token=q"), std::iter::empty()),
             Some("abc")
         );
+        for header in ["BEARER abc", "bearer abc", "beArer  abc "] {
+            assert_eq!(token_from_request(Some(header), None, std::iter::empty()), Some("abc"));
+        }
+        assert_eq!(token_from_request(Some("Basic abc"), None, std::iter::empty()), None);
         assert_eq!(
             token_from_request(None, Some("room=x&token=q"), std::iter::empty()),
             Some("q")
