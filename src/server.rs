@@ -39,6 +39,18 @@ pub enum ServerError {
     /// A socket or thread could not be created.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// An address could not be bound (typically already in use).
+    #[error("cannot listen on {protocol} {addr}: {source} (change it with {option})")]
+    Bind {
+        /// `TCP` or `UDP (QUIC)`.
+        protocol: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The configuration key and flag that set it.
+        option: &'static str,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// A pre-created room could not be created.
     #[error("cannot create room `{0}`: {1}")]
     Room(String, crate::engine::sim_pool::PoolError),
@@ -62,10 +74,29 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Validates the configuration, sets up TLS, starts the simulation threads,
-    /// creates the configured rooms and binds the listener.
+    /// Validates the configuration, binds the listeners, sets up TLS, starts the
+    /// simulation threads and creates the configured rooms. The addresses are bound
+    /// first, so a start that fails on an address in use changes nothing (it does not
+    /// write a development certificate over the running relay's).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                protocol: "TCP",
+                addr: config.listen,
+                option: "`listen` / --listen",
+                source,
+            })?;
+        let local_addr = listener.local_addr()?;
+        let udp = match (config.tls.insecure_plain, config.quic.enabled) {
+            (false, true) => Some(bind_udp(&config, local_addr)?),
+            (true, true) => {
+                tracing::warn!("QUIC needs TLS: not serving QUIC with tls.insecure_plain");
+                None
+            }
+            (_, false) => None,
+        };
         let tls = if config.tls.insecure_plain {
             tracing::warn!("serving plain ws:// and http:// without TLS: only do this behind a TLS-terminating proxy");
             None
@@ -88,15 +119,9 @@ impl Server {
             pool.create_persistent(&room.id, &room.room_type)
                 .map_err(|e| ServerError::Room(room.id.clone(), e))?;
         }
-        let listener = TcpListener::bind(config.listen).await?;
-        let local_addr = listener.local_addr()?;
-        let quic = match (&tls, config.quic.enabled) {
-            (Some(tls), true) => Some(bind_quic(&config, tls, local_addr)?),
-            (None, true) => {
-                tracing::warn!("QUIC needs TLS: not serving QUIC with tls.insecure_plain");
-                None
-            }
-            (_, false) => None,
+        let quic = match (udp, &tls) {
+            (Some(socket), Some(tls)) => Some(quic::endpoint(socket, &config.quic, &config.session_settings(), tls)?),
+            _ => None,
         };
         let websocket = WebSocketConfig::default()
             .read_buffer_size(config.websocket.read_buffer_bytes)
@@ -211,18 +236,24 @@ impl Server {
     }
 }
 
-/// Binds QUIC on `quic.listen`, by default the TCP listener's address and port. With
-/// an ephemeral TCP port (`listen` port 0) whose number is taken on UDP, any free UDP
-/// port is used instead.
-fn bind_quic(config: &Config, tls: &tls::Tls, tcp: SocketAddr) -> Result<quinn::Endpoint, ServerError> {
+/// Binds the UDP socket for QUIC on `quic.listen`, by default the TCP listener's
+/// address and port. With an ephemeral TCP port (`listen` port 0) whose number is
+/// taken on UDP, any free UDP port is used instead.
+fn bind_udp(config: &Config, tcp: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
     let addr = config.quic.listen.unwrap_or(tcp);
-    let session = config.session_settings();
-    match quic::bind(&config.quic, &session, tls, addr) {
+    let buffer = config.quic.socket_buffer_bytes;
+    let bound = match quic::udp_socket(addr, buffer) {
         Err(_) if config.quic.listen.is_none() && config.listen.port() == 0 => {
-            Ok(quic::bind(&config.quic, &session, tls, SocketAddr::new(tcp.ip(), 0))?)
+            quic::udp_socket(SocketAddr::new(tcp.ip(), 0), buffer)
         }
-        result => Ok(result?),
-    }
+        result => result,
+    };
+    bound.map_err(|source| ServerError::Bind {
+        protocol: "UDP (QUIC)",
+        addr,
+        option: "`[quic] listen` / --quic-listen, or `[quic] enabled = false`",
+        source,
+    })
 }
 
 /// Ends parked sessions whose resume grace is over, every 100 ms.

@@ -429,11 +429,17 @@ mod tests {
         };
         for (nbf, iat) in [(Some(NOW + 60), None), (None, Some(NOW + 60))] {
             let token = mint(nbf, iat);
-            assert_eq!(auth.authenticate(Some(&token), NOW).unwrap_err(), AuthError::NotYetValid);
+            assert_eq!(
+                auth.authenticate(Some(&token), NOW).unwrap_err(),
+                AuthError::NotYetValid
+            );
             // Valid once its time has come (and a little before: the leeway).
             assert!(auth.authenticate(Some(&token), NOW + 55).is_ok());
         }
-        assert!(auth.authenticate(Some(&mint(Some(NOW - 1), Some(NOW - 1))), NOW).is_ok());
+        assert!(
+            auth.authenticate(Some(&mint(Some(NOW - 1), Some(NOW - 1))), NOW)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -84,19 +84,19 @@ impl Default for QuicConfig {
 /// send its `Hello` (the handshake itself is bounded by the idle timeout).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds the QUIC endpoint with the listener's certificate.
-pub(crate) fn bind(
+/// Starts the QUIC endpoint on an already bound UDP `socket` (see [`udp_socket`]),
+/// with the listener's certificate.
+pub(crate) fn endpoint(
+    socket: std::net::UdpSocket,
     config: &QuicConfig,
     session: &SessionSettings,
     tls: &Tls,
-    addr: SocketAddr,
 ) -> std::io::Result<Endpoint> {
     let mut crypto = (*tls.config).clone();
     crypto.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(crypto).map_err(std::io::Error::other)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(config, session)));
-    let socket = udp_socket(addr, config.socket_buffer_bytes)?;
     Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server),
@@ -109,7 +109,7 @@ pub(crate) fn bind(
 /// (about 200 KiB, a few hundred small packets) a busy moment overflows it, and the
 /// dropped packets (handshakes, inputs, acks) come back only after retransmission
 /// timeouts. The kernel caps the size at `net.core.rmem_max` / `wmem_max`.
-fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+pub(crate) fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {

@@ -436,3 +436,39 @@ async fn thousands_of_rooms_are_listed_in_pages() {
     // Still connected and answered.
     a.join("room-00042", "").await;
 }
+
+/// A second relay started on the address of a running one fails at once, says which
+/// address, protocol and option, and leaves the running relay's development
+/// certificate alone (it used to write a new one before binding, breaking every
+/// client of the first relay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_on_an_address_in_use_names_it_and_leaves_the_certificate_alone() {
+    let mut config = tickrelay::config::Config::loopback(60);
+    let cert_path = config.tls.dev_cert_path.clone();
+    let first = tickrelay_testkit::start_config(config.clone()).await;
+    let cert = std::fs::read(&cert_path).unwrap();
+
+    config.listen = first.addr;
+    let error = tickrelay::server::Server::bind(config.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("TCP {}", first.addr)) && error.contains("--listen"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&cert_path).unwrap(), cert, "the certificate is untouched");
+
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.quic.listen = Some(first.quic_addr);
+    let error = tickrelay::server::Server::bind(config).await.unwrap_err().to_string();
+    assert!(
+        error.contains("UDP (QUIC)") && error.contains("--quic-listen"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&cert_path).unwrap(), cert, "the certificate is untouched");
+
+    // The first relay still serves its clients.
+    let mut a = TestClient::connect(&first).await;
+    a.join("still-here", "").await;
+}
