@@ -122,6 +122,9 @@ pub struct Report {
     pub messages_lost: u64,
     /// Clients that gave up.
     pub gave_up: u64,
+    /// Why clients gave up: the reason, and how many gave up for it.
+    #[serde(default)]
+    pub gave_up_reasons: BTreeMap<String, u64>,
     /// Inputs never acknowledged at the end.
     pub lost_inputs: u64,
     /// Players replaced by churn.
@@ -149,6 +152,9 @@ impl Report {
         self.checksums += other.checksums;
         self.messages_lost += other.messages_lost;
         self.gave_up += other.gave_up;
+        for (k, v) in &other.gave_up_reasons {
+            *self.gave_up_reasons.entry(k.clone()).or_default() += v;
+        }
         self.lost_inputs += other.lost_inputs;
         self.replaced_players += other.replaced_players;
         for (k, v) in &other.unexpected_closes {
@@ -170,11 +176,17 @@ impl Report {
     /// Every invariant the run violated (empty: success).
     pub fn violations(&self) -> Vec<String> {
         let mut v = Vec::new();
+        if self.bots > 0 && self.max_connected == 0 {
+            v.push("no bot ever connected".to_string());
+        }
         if self.desyncs > 0 {
             v.push(format!("{} desyncs", self.desyncs));
         }
         if self.gave_up > 0 {
-            v.push(format!("{} clients gave up", self.gave_up));
+            let reasons: Vec<String> = (self.gave_up_reasons.iter())
+                .map(|(reason, n)| format!("{n} × {reason}"))
+                .collect();
+            v.push(format!("{} clients gave up: {}", self.gave_up, reasons.join("; ")));
         }
         if self.messages_lost > 0 {
             v.push(format!("{} server messages lost across resumes", self.messages_lost));
@@ -195,9 +207,21 @@ impl Report {
         }
         let errors: u64 = self.errors.values().sum();
         if errors > duplicates {
-            v.push(format!("server errors {:?}", self.errors));
+            v.push(format!("server errors {}", self.named_errors()));
         }
         v
+    }
+
+    /// The server errors by name as PROTOCOL.md lists them (`{ROOM_FULL: 2}`).
+    fn named_errors(&self) -> String {
+        let named: Vec<String> = (self.errors.iter())
+            .map(|(&code, &n)| {
+                let name = (proto::ErrorCode::try_from(code).map(|c| c.as_str_name()))
+                    .map_or("UNKNOWN", |name| name.trim_start_matches("ERROR_CODE_"));
+                format!("{name}: {n}")
+            })
+            .collect();
+        format!("{{{}}}", named.join(", "))
     }
 
     /// A readable table.
@@ -229,7 +253,7 @@ impl Report {
             ("messages lost across resumes", self.messages_lost.to_string()),
             ("inputs lost", self.lost_inputs.to_string()),
             ("unexpected closes", format!("{:?}", self.unexpected_closes)),
-            ("server errors", format!("{:?}", self.errors)),
+            ("server errors", self.named_errors()),
         ];
         let mut out = String::from("| metric | value |\n|---|---|\n");
         for (k, v) in rows {
@@ -276,8 +300,17 @@ struct Fleet {
     latency: Vec<Mutex<Histogram<u64>>>,
     closes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<BTreeMap<i32, u64>>,
+    gave_up_reasons: Mutex<BTreeMap<String, u64>>,
     bots_started: AtomicU64,
     stop_at: Instant,
+}
+
+impl Fleet {
+    /// A bot gave up for `reason`.
+    fn gave_up(&self, reason: String) {
+        self.counters.gave_up.fetch_add(1, Ordering::Relaxed);
+        *self.gave_up_reasons.lock().entry(reason).or_default() += 1;
+    }
 }
 
 /// Runs the scenario in this process and returns its report.
@@ -288,6 +321,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         latency: (0..32).map(|_| Mutex::new(new_histogram())).collect(),
         closes: Mutex::new(BTreeMap::new()),
         errors: Mutex::new(BTreeMap::new()),
+        gave_up_reasons: Mutex::new(BTreeMap::new()),
         bots_started: AtomicU64::new(0),
         stop_at: started + scenario.duration,
         scenario,
@@ -337,6 +371,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         checksums: c.checksums.load(Ordering::Relaxed),
         messages_lost: c.messages_lost.load(Ordering::Relaxed),
         gave_up: c.gave_up.load(Ordering::Relaxed),
+        gave_up_reasons: fleet.gave_up_reasons.lock().clone(),
         lost_inputs: c.lost_inputs.load(Ordering::Relaxed),
         replaced_players: c.replaced_players.load(Ordering::Relaxed),
         unexpected_closes: fleet.closes.lock().clone(),
@@ -386,9 +421,12 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     config.ping_interval = Duration::from_secs(5);
     config.quiet_timeout = Duration::from_secs(15);
     config.mirror_contents = s.verifies(index);
-    let Ok((client, mut events)) = Client::connect(config) else {
-        fleet.counters.gave_up.fetch_add(1, Ordering::Relaxed);
-        return false;
+    let (client, mut events) = match Client::connect(config) {
+        Ok(connected) => connected,
+        Err(e) => {
+            fleet.gave_up(e.to_string());
+            return false;
+        }
     };
     client.join(&room, &s.room_type);
     let mut rng = fastrand::Rng::with_seed((index as u64) << 16 | generation);
@@ -461,8 +499,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     dropping = false;
                 }
                 Some(Event::Error(e)) => *fleet.errors.lock().entry(e.code).or_default() += 1,
-                Some(Event::GaveUp { .. }) => {
-                    c.gave_up.fetch_add(1, Ordering::Relaxed);
+                Some(Event::GaveUp { reason, .. }) => {
+                    fleet.gave_up(reason);
                     break false;
                 }
                 Some(Event::Desync { .. }) => {}
@@ -495,4 +533,45 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     client.close();
     set_connected(false, &mut connected);
     replaced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            bots: 4,
+            max_connected: 4,
+            latency: encode_histogram(&new_histogram()),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn a_run_where_no_bot_connected_is_a_failure_that_says_why() {
+        let mut r = report();
+        assert!(r.violations().is_empty());
+        r.max_connected = 0;
+        r.gave_up = 4;
+        r.gave_up_reasons.insert("connection refused (127.0.0.1:1)".into(), 4);
+        let v = r.violations().join("\n");
+        assert!(v.contains("no bot ever connected"), "{v}");
+        assert!(
+            v.contains("4 clients gave up: 4 × connection refused (127.0.0.1:1)"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn server_errors_are_named() {
+        let mut r = report();
+        r.errors.insert(proto::ErrorCode::RoomFull as i32, 2);
+        assert!(r.violations().join("").contains("ROOM_FULL: 2"), "{:?}", r.violations());
+        assert!(
+            r.table().contains("| server errors | {ROOM_FULL: 2} |"),
+            "{}",
+            r.table()
+        );
+    }
 }
