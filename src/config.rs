@@ -556,7 +556,8 @@ duplicate_sessions = "allow"
 # Browser origins allowed to connect: exact ("https://game.example.com"), wildcard
 # subdomains ("https://*.example.com") or any port ("http://localhost:*"). Others
 # get HTTP 403.
-allowed = ["http://localhost:*", "https://localhost:*", "http://127.0.0.1:*", "https://127.0.0.1:*"]
+allowed = ["http://localhost:*", "https://localhost:*", "http://127.0.0.1:*", "https://127.0.0.1:*",
+           "http://[::1]:*", "https://[::1]:*"]
 # Requests without an Origin header (non-browser clients).
 allow_missing = true
 

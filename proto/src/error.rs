@@ -17,7 +17,8 @@ pub enum CloseReason {
     Normal,
     /// 1001: the server is shutting down.
     ShuttingDown,
-    /// 1002: the peer broke the WebSocket protocol.
+    /// 1002: the peer broke the transport's framing (WebSocket frames, or the QUIC
+    /// control stream's length prefixes).
     ProtocolError,
     /// 1003: a text frame; tickrelay speaks binary protobuf only.
     TextFrame,
@@ -78,7 +79,7 @@ impl CloseReason {
         match self {
             Self::Normal => "normal closure",
             Self::ShuttingDown => "server shutting down",
-            Self::ProtocolError => "websocket protocol error",
+            Self::ProtocolError => "protocol error: malformed framing",
             Self::TextFrame => "text frames are not supported; send binary protobuf",
             Self::Undecodable => "message is not a valid tickrelay.v1.ClientEnvelope",
             Self::RateLimited => "rate limit exceeded repeatedly",

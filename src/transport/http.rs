@@ -156,8 +156,10 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> Htt
     let ctx = &http.ctx;
     let metrics = &ctx.metrics;
 
-    let origin = req.headers().get(ORIGIN).map(|v| v.to_str().unwrap_or("invalid"));
-    if !http.origins.allows(origin) {
+    let mut origins = req.headers().get_all(ORIGIN).iter();
+    let origin = origins.next().map(|v| v.to_str().unwrap_or("invalid"));
+    // Two `Origin` headers: no browser sends that; neither is trusted.
+    if origins.next().is_some() || !http.origins.allows(origin) {
         metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
         tracing::debug!(%peer, ?origin, "origin refused");
         return text(StatusCode::FORBIDDEN, "origin not allowed\n");

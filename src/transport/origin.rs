@@ -27,6 +27,8 @@ impl Default for OriginConfig {
                 "https://localhost:*",
                 "http://127.0.0.1:*",
                 "https://127.0.0.1:*",
+                "http://[::1]:*",
+                "https://[::1]:*",
             ]
             .map(String::from)
             .to_vec(),
@@ -40,9 +42,27 @@ impl OriginConfig {
     pub fn allows(&self, origin: Option<&str>) -> bool {
         match origin {
             None => self.allow_missing,
-            Some(origin) => self.allowed.iter().any(|p| matches(p, origin)),
+            Some(origin) => well_formed(origin) && self.allowed.iter().any(|p| matches(p, origin)),
         }
     }
+}
+
+/// Whether `origin` has the form browsers send (RFC 6454 serialisation):
+/// `scheme://host[:port]` with a numeric port and nothing else — no path, no trailing
+/// slash, no whitespace or control characters.
+fn well_formed(origin: &str) -> bool {
+    let Some((scheme, host, port)) = split(origin) else {
+        return false;
+    };
+    let clean = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '?' | '#' | '@' | '\\'))
+    };
+    clean(scheme)
+        && clean(host)
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn split(origin: &str) -> Option<(&str, &str, Option<&str>)> {
@@ -95,6 +115,18 @@ mod tests {
         assert!(!c.allows(Some("https://evilstudio.io")));
         assert!(c.allows(Some("http://localhost:5173")));
         assert!(!c.allows(Some("http://localhost.evil.com:5173")));
+        // What no browser sends is refused even where the pattern would match.
+        for odd in [
+            "http://localhost:evil.com",
+            "http://localhost:5173/",
+            "http://localhost:5173\t",
+            "http://localhost:5173/path",
+            "http://user@localhost:5173",
+            "http://localhost:123456",
+            "http://:5173",
+        ] {
+            assert!(!c.allows(Some(odd)), "{odd:?}");
+        }
         assert!(!c.allows(None));
         assert!(!c.allows(Some("null")));
     }
@@ -104,6 +136,7 @@ mod tests {
         let c = OriginConfig::default();
         assert!(c.allows(None));
         assert!(c.allows(Some("http://127.0.0.1:8080")));
+        assert!(c.allows(Some("http://[::1]:8080")));
         assert!(!c.allows(Some("https://example.com")));
     }
 }

@@ -190,7 +190,13 @@ async fn origins_outside_the_allowlist_get_403() {
             .await
             .is_ok()
     );
-    assert_eq!(server.metric("tickrelay_upgrades_refused_total{status=\"403\"}"), 2);
+    // An allowed origin with a path (no browser sends one), and two Origin headers of
+    // which the first is allowed: neither is trusted.
+    let odd = TestClient::connect_with(&server, "", &with_origin("https://play.example.com/")).await;
+    assert_eq!(odd.err(), Some(403));
+    let two = [("origin", "https://play.example.com"), ("origin", "https://evil.test")];
+    assert_eq!(TestClient::connect_with(&server, "", &two).await.err(), Some(403));
+    assert_eq!(server.metric("tickrelay_upgrades_refused_total{status=\"403\"}"), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
