@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use crate::engine::outbox::Outbox;
 use crate::proto::input;
-use crate::state::MemberId;
+use crate::state::{MemberId, Tick};
 
 /// What happened to a pushed input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub(super) struct Member {
     /// `last_applied` as of the last frame sent.
     pub last_sent_seq: u64,
     pub needs_full: bool,
+    /// The tick of the last full snapshot a resync request earned (0: none yet).
+    pub last_resync: Tick,
 }
 
 impl Member {
@@ -46,6 +48,7 @@ impl Member {
             last_applied: 0,
             last_sent_seq: 0,
             needs_full: true,
+            last_resync: 0,
         }
     }
 

@@ -335,10 +335,30 @@ impl Room {
     /// Schedules a full snapshot for `member` at the next tick and answers the request
     /// (unless `request_id` is 0).
     pub fn resync(&mut self, member: MemberId, request_id: u64) {
+        let (tick, rate) = (self.world.tick(), Tick::from(self.config.tick_rate));
         let Some(m) = self.member_mut(member) else {
             return;
         };
+        // One full snapshot per member per second at most: a 20-byte request must not
+        // buy a full snapshot every tick. A request while one is pending costs nothing.
+        // In ticks from now: the frame a request earns goes out at the next tick.
+        let wait = (m.last_resync + rate).saturating_sub(tick + 1);
+        if !m.needs_full && m.last_resync != 0 && wait > 0 {
+            if request_id != 0 {
+                let mut error = proto::Error {
+                    code: ErrorCode::RateLimited as i32,
+                    message: "at most one resync per second".into(),
+                    request_id,
+                    room: self.id.to_string(),
+                    retry_after_ms: 0,
+                };
+                error.retry_after_ms = (wait * 1000).div_ceil(rate) as u32;
+                self.send_to(member, encode_message(Kind::Error(error)));
+            }
+            return;
+        }
         m.needs_full = true;
+        m.last_resync = tick + 1;
         if request_id == 0 {
             return;
         }

@@ -629,6 +629,46 @@ fn resync_sends_a_full_snapshot() {
 }
 
 #[test]
+fn resyncs_are_granted_at_most_once_per_second() {
+    let config = RoomConfig {
+        tick_rate: 10,
+        ..Default::default()
+    };
+    let mut room = relay_room(config);
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.tick(0);
+    a.read();
+    let full_frames = |a: &mut Client| {
+        (a.take_received().iter())
+            .filter(|k| matches!(k, server_message::Kind::State(s) if s.baseline_tick == 0))
+            .count()
+    };
+    a.take_received();
+    room.resync(1, 1);
+    // A second request while the first is pending costs nothing and is answered.
+    room.resync(1, 2);
+    room.tick(0);
+    a.read();
+    assert_eq!(full_frames(&mut a), 1);
+    // Every tick for the next second: refused, with when to ask again.
+    for n in 0..9 {
+        room.resync(1, 10 + n);
+        room.tick(0);
+        a.read();
+        let errors = a.errors();
+        assert_eq!(errors.len(), 1, "tick {n}");
+        assert_eq!(errors[0].code, ErrorCode::RateLimited as i32);
+        assert_eq!(errors[0].retry_after_ms, 100 * (9 - n as u32));
+        assert_eq!(full_frames(&mut a), 0);
+    }
+    room.resync(1, 30);
+    room.tick(0);
+    a.read();
+    assert_eq!(full_frames(&mut a), 1, "a second later it is granted again");
+}
+
+#[test]
 fn a_skipped_or_corrupted_frame_is_detected() {
     let mut room = Room::new(
         1,
