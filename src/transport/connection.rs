@@ -68,6 +68,8 @@ enum End {
     Close(CloseReason),
     /// The client closed normally: it is done, nothing to resume.
     ClientClosed,
+    /// The client closed with another code: answer the close, keep the seat.
+    ClientLeft,
     /// The connection was lost or the client went away: keep the seat for resume.
     Lost,
     /// Another connection resumed this session: tell this one (4002), keep the
@@ -155,7 +157,9 @@ pub(crate) async fn serve<T: Transport>(
                     }
                     Received::Other(inbound) => session.handle(inbound, now),
                     Received::ProtocolError => Err(CloseReason::ProtocolError),
+                    Received::InvalidPayload => Err(CloseReason::Undecodable),
                     Received::ClientClosed => break End::ClientClosed,
+                    Received::ClientLeft => break End::ClientLeft,
                     Received::Lost => break End::Lost,
                 };
                 let now_limited = session.rate_limited();
@@ -222,6 +226,10 @@ pub(crate) async fn serve<T: Transport>(
         End::ClientClosed => {
             transport.finish().await;
             false
+        }
+        End::ClientLeft => {
+            transport.finish().await;
+            true
         }
         End::Lost => true,
         End::TakenOver => {

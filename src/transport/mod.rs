@@ -37,8 +37,13 @@ pub(crate) enum Received {
     Other(Inbound<'static>),
     /// The peer broke the transport's framing.
     ProtocolError,
+    /// The peer sent bytes its framing forbids (a text frame that is not UTF-8).
+    InvalidPayload,
     /// The peer closed normally: it is done, nothing to resume.
     ClientClosed,
+    /// The peer closed with another code (going away, an error of its own): answer
+    /// its close, and keep the seat for resume.
+    ClientLeft,
     /// The connection was lost or closed abnormally: keep the seat for resume.
     Lost,
 }

@@ -41,8 +41,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     async fn recv(&mut self) -> Received {
         match self.stream.next().await {
             None => Received::Lost,
+            // tungstenite has queued the close reply; `finish` sends it.
             Some(Ok(Message::Close(frame))) => match frame {
-                Some(f) if u16::from(f.code) != 1000 => Received::Lost,
+                Some(f) if u16::from(f.code) != 1000 => Received::ClientLeft,
                 _ => Received::ClientClosed,
             },
             Some(Ok(Message::Binary(bytes))) => Received::Binary(bytes),
@@ -51,6 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Received::Other(Inbound::Control),
             Some(Err(WsError::Capacity(_))) => Received::Other(Inbound::TooBig),
             Some(Err(WsError::Protocol(_))) => Received::ProtocolError,
+            Some(Err(WsError::Utf8(_))) => Received::InvalidPayload,
             Some(Err(e)) => {
                 tracing::debug!("connection error: {e}");
                 Received::Lost

@@ -11,7 +11,7 @@ use tickrelay::config::Config;
 use tickrelay::proto::{self, ErrorCode, client_message, input, server_message::Kind};
 use tickrelay::session::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
 use tickrelay_testkit::{
-    Incoming, TestClient, Transport, both_transports, create_entity, eventually, start, start_with,
+    Incoming, TestClient, Transport, WAIT, both_transports, create_entity, eventually, start, start_with,
 };
 
 both_transports!(
@@ -495,4 +495,44 @@ async fn quic_tokens_are_checked_in_the_hello() {
         })
         .await;
     assert_eq!(code, ErrorCode::Forbidden as i32);
+}
+
+/// RFC 6455 close handshake: a client closing with a code other than 1000 gets the
+/// close answered (it used to see the TCP connection dropped) and its seat is kept for
+/// a resume; a text frame that is not UTF-8 is closed with 1007.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_close_is_answered_and_invalid_utf8_closes_with_1007() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = start().await;
+    let mut ws = TestClient::connect_raw(&server, "").await;
+    assert!(matches!(ws.next().await, Some(Ok(Message::Binary(_)))), "the Welcome");
+    let away = CloseFrame {
+        code: 1001.into(),
+        reason: "going away".into(),
+    };
+    ws.send(Message::Close(Some(away))).await.unwrap();
+    let reply = tokio::time::timeout(WAIT, ws.next()).await.expect("an answer in time");
+    assert!(
+        matches!(&reply, Some(Ok(Message::Close(Some(f)))) if u16::from(f.code) == 1001),
+        "{reply:?}"
+    );
+    server.wait_for_metric("tickrelay_sessions_parked", 1).await;
+
+    let mut ws = TestClient::connect_raw(&server, "").await;
+    assert!(matches!(ws.next().await, Some(Ok(Message::Binary(_)))), "the Welcome");
+    let bad_text = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(bad_text)).await.unwrap();
+    let close = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a close in time") {
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close, 1007);
 }
