@@ -365,6 +365,8 @@ mod tests {
     struct Peer {
         inbound: mpsc::UnboundedSender<Received>,
         outbound: mpsc::UnboundedReceiver<Vec<Kind>>,
+        /// Messages of a batch not looked at yet.
+        pending: std::collections::VecDeque<Kind>,
         closed: mpsc::UnboundedReceiver<Option<CloseReason>>,
     }
 
@@ -376,14 +378,18 @@ mod tests {
             let _ = self.inbound.send(Received::Binary(envelope.encode_to_vec().into()));
         }
 
-        /// The next server message matching `pick`, skipping others (bounded).
+        /// The next server message matching `pick`, skipping the ones before it
+        /// (bounded). Messages after it in the same write stay for the next call.
         async fn expect<T>(&mut self, mut pick: impl FnMut(&Kind) -> Option<T>) -> T {
             let wait = async {
                 loop {
-                    let kinds = self.outbound.recv().await.expect("the connection ended");
-                    if let Some(found) = kinds.iter().find_map(&mut pick) {
-                        return found;
+                    while let Some(kind) = self.pending.pop_front() {
+                        if let Some(found) = pick(&kind) {
+                            return found;
+                        }
                     }
+                    let kinds = self.outbound.recv().await.expect("the connection ended");
+                    self.pending.extend(kinds);
                 }
             };
             tokio::time::timeout(Duration::from_secs(10), wait)
@@ -412,6 +418,7 @@ mod tests {
         let client = Peer {
             inbound: in_tx,
             outbound: out_rx,
+            pending: Default::default(),
             closed: closed_rx,
         };
         (server, client)
