@@ -341,10 +341,14 @@ mod tests {
     }
 
     fn jwt(secret: &str) -> Authenticator {
+        jwt_with_leeway(secret, 0)
+    }
+
+    fn jwt_with_leeway(secret: &str, leeway_secs: u64) -> Authenticator {
         Authenticator::new(&AuthConfig {
             mode: AuthMode::Jwt,
             hs256_secret: Some(secret.into()),
-            leeway_secs: 0,
+            leeway_secs,
             ..Default::default()
         })
         .unwrap()
@@ -387,13 +391,7 @@ mod tests {
 
     #[test]
     fn expiry_is_checked_on_the_callers_clock_with_the_leeway() {
-        let auth = Authenticator::new(&AuthConfig {
-            mode: AuthMode::Jwt,
-            hs256_secret: Some("k".into()),
-            leeway_secs: 5,
-            ..Default::default()
-        })
-        .unwrap();
+        let auth = jwt_with_leeway("k", 5);
         let t = token("k", "bob", NOW, None);
         assert_eq!(auth.authenticate(Some(&t), NOW + 4).unwrap().expires_at, Some(NOW + 5));
         assert_eq!(auth.authenticate(Some(&t), NOW + 5).unwrap_err(), AuthError::Expired);
@@ -410,13 +408,7 @@ mod tests {
             nbf: Option<u64>,
             iat: Option<u64>,
         }
-        let auth = Authenticator::new(&AuthConfig {
-            mode: AuthMode::Jwt,
-            hs256_secret: Some("k".into()),
-            leeway_secs: 5,
-            ..Default::default()
-        })
-        .unwrap();
+        let auth = jwt_with_leeway("k", 5);
         let mint = |nbf, iat| {
             let claims = Future {
                 sub: "bob",

@@ -345,14 +345,13 @@ impl Room {
         let wait = (m.last_resync + rate).saturating_sub(tick + 1);
         if !m.needs_full && m.last_resync != 0 && wait > 0 {
             if request_id != 0 {
-                let mut error = proto::Error {
+                let error = proto::Error {
                     code: ErrorCode::RateLimited as i32,
                     message: "at most one resync per second".into(),
                     request_id,
                     room: self.id.to_string(),
-                    retry_after_ms: 0,
+                    retry_after_ms: (wait * 1000).div_ceil(rate) as u32,
                 };
-                error.retry_after_ms = (wait * 1000).div_ceil(rate) as u32;
                 self.send_to(member, encode_message(Kind::Error(error)));
             }
             return;
