@@ -16,6 +16,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tickrelay::frame::decode_server;
 use tickrelay::mirror::StateMirror;
 use tickrelay::proto::{self, ClientEnvelope, ClientMessage, client_message::Kind as Out, server_message::Kind as In};
+use tickrelay::state::Schema;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -130,6 +131,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             match m.kind {
                                 Some(In::Joined(j)) => {
                                     member = j.member_id;
+                                    // The room's declared kinds decode its packed blocks.
+                                    mirror = StateMirror::with_schema(Schema::from_proto(&j.schema)?.into());
                                     println!("joined room {} ({}) as member {} at {} Hz", j.room, j.room_type, j.member_id, j.tick_rate);
                                 }
                                 Some(In::State(frame)) => {

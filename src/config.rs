@@ -18,6 +18,7 @@ use crate::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay};
 use crate::session::SessionSettings;
 use crate::session::auth::AuthConfig;
 use crate::session::limits::RateLimits;
+use crate::state::{FieldSpec, FieldType, KindSchema, Schema};
 pub use crate::transport::gate::ConnectionLimits;
 use crate::transport::origin::OriginConfig;
 pub use crate::transport::quic::QuicConfig;
@@ -179,6 +180,96 @@ pub struct RoomTypeConfig {
     pub arena_height: f32,
     /// Wandering NPCs (arena).
     pub arena_npcs: u32,
+    /// Step positions are rounded to (arena).
+    pub arena_precision: f64,
+    /// Declared entity kinds (relay; the arena declares its own).
+    pub kinds: Vec<KindConfig>,
+}
+
+/// A declared entity kind of a relay room type: `[[room_types.NAME.kinds]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindConfig {
+    /// The kind number entities are created with.
+    pub kind: u32,
+    /// A name for tools and messages.
+    #[serde(default)]
+    pub name: String,
+    /// The fields (at most 64).
+    pub fields: Vec<FieldConfig>,
+}
+
+/// A declared field: `{ id = 1, name = "x", type = "float", min = 0, max = 100,
+/// precision = 0.01 }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// The field id.
+    pub id: u32,
+    /// A name for tools and messages.
+    #[serde(default)]
+    pub name: String,
+    /// `int`, `float`, `bool`, `bytes` or `string`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Int and float: the smallest value (required).
+    pub min: Option<Number>,
+    /// Int and float: the largest value (required).
+    pub max: Option<Number>,
+    /// Float: the step values are rounded to (required).
+    pub precision: Option<f64>,
+    /// Bytes and string: the longest value in bytes (default: `max_field_bytes`).
+    pub max_len: Option<u32>,
+}
+
+/// A TOML number, integer or float.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Number {
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+}
+
+impl Number {
+    fn as_f64(self) -> f64 {
+        match self {
+            Self::Int(v) => v as f64,
+            Self::Float(v) => v,
+        }
+    }
+}
+
+impl FieldConfig {
+    fn spec(&self, max_field_bytes: usize) -> Result<FieldSpec, String> {
+        let need = |v: Option<Number>, what: &str| v.ok_or(format!("field {} needs `{what}`", self.id));
+        let bounded = |max_len: Option<u32>| max_len.unwrap_or(max_field_bytes.min(u32::MAX as usize) as u32);
+        let ty = match self.ty.as_str() {
+            "int" => match (need(self.min, "min")?, need(self.max, "max")?) {
+                (Number::Int(min), Number::Int(max)) => FieldType::int(min, max),
+                _ => return Err(format!("field {}: an int's min and max must be integers", self.id)),
+            },
+            "float" => {
+                let precision = self.precision.ok_or(format!("field {} needs `precision`", self.id))?;
+                FieldType::float(
+                    need(self.min, "min")?.as_f64(),
+                    need(self.max, "max")?.as_f64(),
+                    precision,
+                )
+            }
+            "bool" => Ok(FieldType::Bool),
+            "bytes" => Ok(FieldType::Bytes {
+                max_len: bounded(self.max_len),
+            }),
+            "string" => Ok(FieldType::String {
+                max_len: bounded(self.max_len),
+            }),
+            other => return Err(format!("field {}: unknown type `{other}`", self.id)),
+        };
+        let ty = ty.map_err(|e| format!("field {}: {e}", self.id))?;
+        Ok(FieldSpec::new(self.id, self.name.clone(), ty))
+    }
 }
 
 /// A room created at start-up.
@@ -254,6 +345,8 @@ impl Default for RoomTypeConfig {
             arena_width: arena.width,
             arena_height: arena.height,
             arena_npcs: arena.npcs,
+            arena_precision: arena.precision,
+            kinds: Vec::new(),
         }
     }
 }
@@ -355,6 +448,9 @@ impl Config {
             t.room_config()
                 .validate()
                 .or_else(|e| invalid(format!("room type `{name}`: {e}")))?;
+            if let Err(e) = t.schema() {
+                return invalid(format!("room type `{name}`: {e}"));
+            }
         }
         for room in &self.rooms {
             if !self.room_types.contains_key(&room.room_type) {
@@ -462,16 +558,46 @@ impl RoomTypeConfig {
         }
     }
 
+    fn arena(&self) -> ArenaConfig {
+        ArenaConfig {
+            width: self.arena_width,
+            height: self.arena_height,
+            npcs: self.arena_npcs,
+            precision: self.arena_precision,
+            ..ArenaConfig::default()
+        }
+    }
+
+    /// The kinds rooms of this type declare.
+    pub fn schema(&self) -> Result<Schema, String> {
+        match self.simulation {
+            SimulationKind::Arena if !self.kinds.is_empty() => {
+                Err("`kinds` are for relay rooms; the arena declares its own".into())
+            }
+            SimulationKind::Arena => self.arena().schema().map_err(|e| e.to_string()),
+            SimulationKind::Relay => {
+                let kinds = self.kinds.iter().map(|k| {
+                    let fields = k
+                        .fields
+                        .iter()
+                        .map(|f| f.spec(self.max_field_bytes))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("kind {}: {e}", k.kind))?;
+                    KindSchema::new(k.kind, k.name.clone(), fields).map_err(|e| format!("kind {}: {e}", k.kind))
+                });
+                Schema::new(kinds.collect::<Result<_, _>>()?).map_err(|e| e.to_string())
+            }
+        }
+    }
+
     fn room_type(&self) -> RoomType {
         let factory: crate::engine::sim_pool::SimFactory = match self.simulation {
-            SimulationKind::Relay => Arc::new(|| Box::new(Relay::new())),
+            SimulationKind::Relay => {
+                let schema = Arc::new(self.schema().expect("checked by Config::validate"));
+                Arc::new(move || Box::new(Relay::with_schema(schema.clone())))
+            }
             SimulationKind::Arena => {
-                let arena = ArenaConfig {
-                    width: self.arena_width,
-                    height: self.arena_height,
-                    npcs: self.arena_npcs,
-                    ..ArenaConfig::default()
-                };
+                let arena = self.arena();
                 Arc::new(move || Box::new(Arena::new(arena)))
             }
         };
@@ -613,6 +739,22 @@ max_field_bytes = 1024
 arena_width = 100.0            # arena settings are ignored by relay rooms
 arena_height = 100.0
 arena_npcs = 16
+arena_precision = 0.01
+# Declared entity kinds: entities of a declared kind may only have these fields, with
+# values of this type and range (a write that does not fit is refused with
+# INVALID_FIELD), and travel packed: floats as integers on their grid, numbers
+# relative to the last frame, a few bytes per changed entity. Undeclared kinds are
+# free-form. None are declared by default; for example:
+# [[room_types.relay.kinds]]
+# kind = 1
+# name = "player"
+# fields = [
+#   { id = 1, name = "x", type = "float", min = -500, max = 500, precision = 0.01 },
+#   { id = 2, name = "y", type = "float", min = -500, max = 500, precision = 0.01 },
+#   { id = 3, name = "hp", type = "int", min = 0, max = 100 },
+#   { id = 4, name = "alive", type = "bool" },
+#   { id = 5, name = "nick", type = "string", max_len = 24 },
+# ]
 
 [room_types.arena]
 simulation = "arena"
@@ -627,6 +769,7 @@ max_field_bytes = 1024
 arena_width = 100.0
 arena_height = 100.0
 arena_npcs = 16
+arena_precision = 0.01         # positions are sent rounded to this step
 
 # Rooms created at start-up (others are created by the first join):
 # [[rooms]]

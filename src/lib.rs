@@ -36,4 +36,4 @@ pub mod session;
 pub mod transport;
 
 pub use tickrelay_proto::v1 as proto;
-pub use tickrelay_proto::{bucket, clock, delta, error, frame, mirror, state};
+pub use tickrelay_proto::{bucket, clock, delta, error, frame, mirror, packed, state};

@@ -9,6 +9,9 @@
 //! per-member fields (`baseline_tick`, `last_input_seq`) are appended by
 //! [`crate::frame`] without re-encoding.
 //!
+//! Entities of a kind the world's schema declares travel in packed blocks (one per
+//! kind, see [`crate::packed`]); the others field by field in `added` and `changed`.
+//!
 //! The bytes are canonical protobuf for `tickrelay.v1.StateFrame` and decode with any
 //! protobuf library; the encoder is hand-written only to skip the intermediate
 //! message structs (no allocation per entity on the tick path).
@@ -16,6 +19,7 @@
 use bytes::BufMut;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
+use crate::packed::{self, BlockScratch, Values};
 use crate::state::{Entity, Field, Tick, Value, World};
 
 /// Frame-wide metadata that is the same for every member.
@@ -39,13 +43,53 @@ mod tag {
     pub const CHANGED: u32 = 6;
     pub const CHECKSUM: u32 = 7;
     pub const SERVER_TIME: u32 = 8;
+    pub const PACKED: u32 = 9;
     pub const LAST_INPUT_SEQ: u32 = 15;
 }
 
+/// Encodes state frames, keeping scratch space between them.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    scratch: BlockScratch,
+}
+
 /// Encodes the world's current state as a delta against `baseline` (0: full snapshot)
-/// and appends it to `buf`. The caller guarantees that `baseline` is 0 or inside the
-/// world's history window; the server's room falls back to a full snapshot otherwise.
+/// with numbers relative to the baseline (for an ordered transport) and appends it to
+/// `buf`; see [`Encoder::encode`].
 pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mut impl BufMut) {
+    Encoder::default().encode(world, baseline, Values::AgainstBaseline, meta, buf);
+}
+
+impl Encoder {
+    /// Encodes the world's current state as a delta against `baseline` (0: full
+    /// snapshot) and appends it to `buf`. The caller guarantees that `baseline` is 0 or
+    /// inside the world's history window (the server's room falls back to a full
+    /// snapshot otherwise) and that the tick is finished ([`World::finish_tick`]).
+    pub fn encode(
+        &mut self,
+        world: &World,
+        baseline: Tick,
+        values: Values,
+        meta: FrameMeta<'_>,
+        buf: &mut impl BufMut,
+    ) {
+        encode_generic(world, baseline, meta, buf);
+        for position in 0..world.schema().kinds().len() {
+            packed::encode_block(world, position, baseline, values, &mut self.scratch, tag::PACKED, buf);
+        }
+        if let Some(checksum) = meta.checksum {
+            encode_key(tag::CHECKSUM, WireType::SixtyFourBit, buf);
+            buf.put_u64_le(checksum);
+        }
+        if meta.server_time_us != 0 {
+            encode_key(tag::SERVER_TIME, WireType::Varint, buf);
+            encode_varint(meta.server_time_us, buf);
+        }
+    }
+}
+
+/// Room, tick, `removed`, and the entities of undeclared kinds.
+fn encode_generic(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mut impl BufMut) {
     let tick = world.tick();
     if !meta.room.is_empty() {
         encode_len_delimited(tag::ROOM, meta.room.as_bytes(), buf);
@@ -72,7 +116,7 @@ pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mu
         removed().for_each(|id| encode_varint(id, buf));
     }
 
-    for entity in world.entities() {
+    for entity in world.entities().filter(|e| e.schema.is_none()) {
         if baseline != 0 && entity.changed <= baseline {
             continue;
         }
@@ -90,15 +134,6 @@ pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mu
                 encode_nested_field(2, field, buf);
             }
         }
-    }
-
-    if let Some(checksum) = meta.checksum {
-        encode_key(tag::CHECKSUM, WireType::SixtyFourBit, buf);
-        buf.put_u64_le(checksum);
-    }
-    if meta.server_time_us != 0 {
-        encode_key(tag::SERVER_TIME, WireType::Varint, buf);
-        encode_varint(meta.server_time_us, buf);
     }
 }
 
@@ -261,8 +296,9 @@ mod tests {
         assert_eq!(frame.tick, 3);
         assert_eq!(frame.baseline_tick, 0);
         assert_eq!(frame.added.len(), 2);
-        assert_eq!(frame.added[0].fields.len(), 5);
-        assert_eq!(frame.added[0].fields[0].value, Some(Value::Int(-300)));
+        // In id order.
+        assert_eq!(frame.added[1].fields.len(), 5);
+        assert_eq!(frame.added[1].fields[0].value, Some(Value::Int(-300)));
         assert_eq!(frame.checksum, Some(0xdead_beef));
         assert_eq!(frame.last_input_seq, 77);
     }

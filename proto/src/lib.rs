@@ -12,6 +12,8 @@
 //!   incremental checksum.
 //! - [`delta`] — the delta codec: a state frame against any recent baseline, encoded
 //!   straight from the world.
+//! - [`packed`] — packed blocks: entities of declared kinds, quantized, with numbers
+//!   relative to the baseline.
 //! - [`mirror`] — the client-side [`mirror::StateMirror`] that applies frames and
 //!   detects desyncs.
 //! - [`bucket`] — the token bucket both ends rate-limit with.
@@ -28,5 +30,6 @@ pub mod delta;
 pub mod error;
 pub mod frame;
 pub mod mirror;
+pub mod packed;
 pub mod state;
 pub mod v1;

@@ -4,7 +4,10 @@
 //! The client crate and the bots use it; the server's tests use it to check that what
 //! members receive reproduces the room's state exactly.
 
-use crate::state::{EntityId, FieldId, Tick, Value, World};
+use std::sync::Arc;
+
+use crate::packed::{self, BlockError};
+use crate::state::{EntityId, FieldId, Schema, Tick, Value, World, WorldError};
 use crate::v1::{self, StateFrame};
 
 /// Why a frame could not be applied. After any of these the mirror is out of sync:
@@ -34,6 +37,12 @@ pub enum Desync {
         /// Field id.
         field: FieldId,
     },
+    /// A packed block could not be decoded.
+    #[error(transparent)]
+    Packed(#[from] BlockError),
+    /// A value does not fit the room's schema.
+    #[error(transparent)]
+    Field(#[from] WorldError),
     /// The state after applying the frame does not match the server's checksum.
     #[error("checksum mismatch at tick {tick}: server {server:#018x}, mirror {mirror:#018x}")]
     Checksum {
@@ -55,6 +64,8 @@ pub struct StateMirror {
     synced: bool,
     last_input_seq: u64,
     checksums_verified: u64,
+    /// Scratch space for decoding packed blocks.
+    fields: Vec<(FieldId, Value)>,
 }
 
 impl Default for StateMirror {
@@ -64,14 +75,22 @@ impl Default for StateMirror {
 }
 
 impl StateMirror {
-    /// An empty mirror waiting for its first full snapshot.
+    /// An empty mirror of a room that declares no kinds, waiting for its first full
+    /// snapshot.
     pub fn new() -> Self {
+        Self::with_schema(Arc::default())
+    }
+
+    /// An empty mirror of a room with this schema (`Joined.schema`, see
+    /// [`Schema::from_proto`]), waiting for its first full snapshot.
+    pub fn with_schema(schema: Arc<Schema>) -> Self {
         Self {
-            world: World::new(0),
+            world: World::with_schema(0, schema),
             contents: true,
             synced: false,
             last_input_seq: 0,
             checksums_verified: 0,
+            fields: Vec::new(),
         }
     }
 
@@ -176,7 +195,7 @@ impl StateMirror {
         }
         for entity in &frame.added {
             let fields = fields(entity.id, &entity.fields)?;
-            self.world.replace(entity.id, entity.owner, entity.kind, fields);
+            self.world.replace(entity.id, entity.owner, entity.kind, fields)?;
         }
         for update in &frame.changed {
             let mut target = self
@@ -188,8 +207,11 @@ impl StateMirror {
                     entity: update.id,
                     field: field.id,
                 })?;
-                target.set(field.id, value.clone());
+                target.set(field.id, value.clone())?;
             }
+        }
+        for block in &frame.packed {
+            packed::apply_block(&mut self.world, block, &mut self.fields)?;
         }
         self.world.finish_tick();
         self.synced = true;

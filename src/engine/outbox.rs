@@ -79,6 +79,8 @@ pub struct PendingState {
 pub struct Baseline {
     /// The baseline tick (0: full snapshot).
     pub tick: Tick,
+    /// How frames reach the client.
+    pub delivery: Delivery,
     epoch: u64,
 }
 
@@ -299,6 +301,7 @@ impl Outbox {
         }
         Baseline {
             tick: if dropped_full { 0 } else { delivered(&inner, room) },
+            delivery: inner.delivery,
             epoch: inner.epoch,
         }
     }

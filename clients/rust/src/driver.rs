@@ -11,6 +11,7 @@ use tickrelay_proto::clock::unix_micros;
 use tickrelay_proto::error::reconnect_allowed;
 use tickrelay_proto::frame::decode_server;
 use tickrelay_proto::mirror::StateMirror;
+use tickrelay_proto::state::Schema;
 use tickrelay_proto::v1::{self as proto, client_message::Kind as Out, server_message::Kind as In};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -30,6 +31,8 @@ struct RoomState {
     /// Over QUIC: the last state tick applied, and whether it was acknowledged.
     applied_tick: u64,
     applied_acked: bool,
+    /// The room's declared kinds, from its `Joined` (needed to decode its frames).
+    schema: Arc<Schema>,
 }
 
 /// How a connection ended.
@@ -201,10 +204,9 @@ impl Driver {
                     unacked: VecDeque::new(),
                     applied_tick: 0,
                     applied_acked: false,
+                    schema: Arc::default(),
                 });
                 state.joined = true;
-                // The join's full snapshot goes to a fresh mirror.
-                self.shared.mirrors.lock().insert(room.clone(), self.new_mirror());
                 Some(self.join_message(&room, &room_type))
             }
             Command::Leave { room } => {
@@ -245,12 +247,25 @@ impl Driver {
         }
     }
 
-    fn new_mirror(&self) -> StateMirror {
+    fn new_mirror(&self, schema: &Arc<Schema>) -> StateMirror {
         if self.config.mirror_contents {
-            StateMirror::new()
+            StateMirror::with_schema(schema.clone())
         } else {
             StateMirror::headers_only()
         }
+    }
+
+    /// The join's full snapshot goes to a fresh mirror that knows the room's kinds.
+    fn joined(&mut self, joined: &proto::Joined) {
+        let Some(state) = self.rooms.get_mut(&joined.room) else {
+            return; // left meanwhile
+        };
+        // A schema this client cannot use leaves the mirror without it: frames with
+        // packed blocks then fail to apply and are reported as desyncs.
+        state.schema = Arc::new(Schema::from_proto(&joined.schema).unwrap_or_default());
+        let schema = state.schema.clone();
+        let mirror = self.new_mirror(&schema);
+        self.shared.mirrors.lock().insert(joined.room.clone(), mirror);
     }
 
     fn request_id(&mut self) -> u64 {
@@ -387,7 +402,10 @@ impl Driver {
                 // snapshot until one is acknowledged.
                 In::State(_) if !*welcomed => {}
                 In::State(frame) => self.state(frame, received_us, link).await?,
-                In::Joined(joined) => self.emit(Event::Joined(joined)).await,
+                In::Joined(joined) => {
+                    self.joined(&joined);
+                    self.emit(Event::Joined(joined)).await;
+                }
                 In::Left(left) => {
                     if left.reason != 0 {
                         // The server removed us (room closed): forget the room.
@@ -485,8 +503,8 @@ impl Driver {
         {
             let mut mirrors = self.shared.mirrors.lock();
             mirrors.clear();
-            for room in self.rooms.keys() {
-                mirrors.insert(room.clone(), self.new_mirror());
+            for (room, state) in &self.rooms {
+                mirrors.insert(room.clone(), self.new_mirror(&state.schema));
             }
         }
         let mut out = Vec::new();

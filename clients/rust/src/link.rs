@@ -319,7 +319,7 @@ impl Link {
                     reason: "client closing".into(),
                 };
                 let _ = ws.send(Message::Close(Some(frame))).await;
-                let _ = SinkExt::close(&mut ws).await;
+                let _ = SinkExt::close(&mut *ws).await;
             }
             Link::Quic(q) => {
                 q.conn.close(1000u32.into(), b"client closing");

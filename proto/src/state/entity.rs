@@ -8,6 +8,31 @@ pub struct Field {
     /// The current value.
     pub value: Value,
     pub(crate) changed: Tick,
+    /// Declared fields only: the position in the kind's schema (its mask bit) ...
+    pub(crate) slot: u8,
+    /// ... the numeric code of `value` (see [`super::FieldType::admit`]) ...
+    pub(crate) code: u64,
+    /// ... and the code of the value before the change at `changed`, which held
+    /// from `before_tick` until then ([`Tick::MAX`]: unknown, the field is new).
+    pub(crate) before: u64,
+    pub(crate) before_tick: Tick,
+}
+
+/// `Field::before_tick` of a field that had no value before.
+pub(crate) const NEVER: Tick = Tick::MAX;
+
+impl Field {
+    /// The code of this field's value at `baseline`, if the world still knows it:
+    /// the current one if it did not change since, the one before if it changed once.
+    pub(crate) fn code_at(&self, baseline: Tick) -> Option<u64> {
+        if self.changed <= baseline {
+            Some(self.code)
+        } else if self.before_tick <= baseline {
+            Some(self.before)
+        } else {
+            None
+        }
+    }
 }
 
 /// An entity: id, owner, kind and its fields, sorted by field id.
@@ -16,6 +41,8 @@ pub struct Entity {
     pub(crate) id: EntityId,
     pub(crate) owner: MemberId,
     pub(crate) kind: u32,
+    /// The kind's position in the world's schema, if declared.
+    pub(crate) schema: Option<u16>,
     pub(crate) fields: Vec<Field>,
     /// Tick at which this entity was created.
     pub(crate) created: Tick,
@@ -55,6 +82,11 @@ impl Entity {
     /// The value of one field.
     pub fn get(&self, field: FieldId) -> Option<&Value> {
         self.position(field).ok().map(|i| &self.fields[i].value)
+    }
+
+    /// The numeric code of a declared field's value (see [`super::FieldType::admit`]).
+    pub(crate) fn code(&self, field: FieldId) -> Option<u64> {
+        self.position(field).ok().map(|i| self.fields[i].code)
     }
 
     pub(crate) fn position(&self, field: FieldId) -> Result<usize, usize> {

@@ -7,10 +7,15 @@
 
 mod checksum;
 mod entity;
+mod schema;
 mod world;
 
 pub use checksum::entity_hash;
 pub use entity::{Entity, Field, same_value, value_len};
+pub use schema::{
+    FieldProblem, FieldSpec, FieldType, KindSchema, MAX_FIELDS_PER_KIND, MAX_FLOAT_STEPS, Quantizer, Schema,
+    SchemaError,
+};
 pub use world::{EntityMut, Removal, World, WorldError};
 
 /// A room tick number. Tick 0 is "before the first tick"; a baseline of 0 means "full".

@@ -1,9 +1,13 @@
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use rustc_hash::FxBuildHasher;
 
-use super::{Entity, EntityId, Field, FieldId, MemberId, Tick, Value, entity_hash, same_value};
+use super::entity::NEVER;
+use super::{
+    Entity, EntityId, Field, FieldId, FieldProblem, KindSchema, MemberId, Schema, Tick, Value, entity_hash, same_value,
+};
 
 /// Why a world mutation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -14,6 +18,16 @@ pub enum WorldError {
     /// No entity has this id.
     #[error("entity {0} does not exist")]
     NotFound(EntityId),
+    /// A value does not fit the field the kind declares.
+    #[error("field {field} of entity {entity} {problem}")]
+    Field {
+        /// The entity.
+        entity: EntityId,
+        /// The field.
+        field: FieldId,
+        /// What is wrong with the value.
+        problem: FieldProblem,
+    },
 }
 
 /// A removal remembered for delta encoding.
@@ -29,11 +43,17 @@ pub struct Removal {
 /// checksum need.
 ///
 /// Mutations are stamped with the current tick (set by [`World::begin_tick`]);
-/// [`World::finish_tick`] brings the checksum up to date and trims the removal log to
-/// the history window.
+/// [`World::finish_tick`] brings the checksum up to date, puts the entities in id order
+/// and trims the removal log to the history window.
+///
+/// Entities of a kind the world's [`Schema`] declares take only declared fields with
+/// values that fit them; floats are stored snapped to their declared grid.
 #[derive(Debug, Clone)]
 pub struct World {
     entities: IndexMap<EntityId, Entity, FxBuildHasher>,
+    /// False when a spawn or removal may have broken the id order.
+    sorted: bool,
+    schema: Arc<Schema>,
     tick: Tick,
     /// The last tick in which anything changed.
     last_change: Tick,
@@ -45,10 +65,18 @@ pub struct World {
 }
 
 impl World {
-    /// An empty world that remembers removals for `window` ticks.
+    /// An empty world that remembers removals for `window` ticks, with no declared
+    /// kinds.
     pub fn new(window: Tick) -> Self {
+        Self::with_schema(window, Arc::default())
+    }
+
+    /// An empty world whose entities of declared kinds must fit `schema`.
+    pub fn with_schema(window: Tick, schema: Arc<Schema>) -> Self {
         Self {
             entities: IndexMap::default(),
+            sorted: true,
+            schema,
             tick: 0,
             last_change: 0,
             window,
@@ -73,8 +101,18 @@ impl World {
         self.tick = tick;
     }
 
-    /// Brings the checksum up to date and forgets removals older than the window.
+    /// The declared kinds.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// Brings the checksum up to date, sorts the entities by id and forgets removals
+    /// older than the window.
     pub fn finish_tick(&mut self) {
+        if !self.sorted {
+            self.entities.sort_unstable_keys();
+            self.sorted = true;
+        }
         for id in self.dirty.drain(..) {
             // An id can be listed twice (created, removed and created again).
             if let Some(e) = self.entities.get_mut(&id).filter(|e| e.dirty) {
@@ -110,7 +148,8 @@ impl World {
         self.entities.get(&id)
     }
 
-    /// All entities, in no particular order.
+    /// All entities, in id order as of the last [`World::finish_tick`] (entities
+    /// created since may come out of order).
     pub fn entities(&self) -> impl ExactSizeIterator<Item = &Entity> {
         self.entities.values()
     }
@@ -137,6 +176,10 @@ impl World {
                 id,
                 value,
                 changed: tick,
+                slot: 0,
+                code: 0,
+                before: 0,
+                before_tick: NEVER,
             })
             .collect();
         // Stable sort, then keep the last of each run of equal ids.
@@ -144,12 +187,29 @@ impl World {
         fields.reverse();
         fields.dedup_by_key(|f| f.id);
         fields.reverse();
+        let schema = self.schema.position(kind);
+        if let Some(position) = schema {
+            let declared = &self.schema.kinds()[position];
+            for f in &mut fields {
+                let value = std::mem::replace(&mut f.value, Value::Bool(false));
+                let (value, slot, code) = admit(declared, f.id, value).map_err(|problem| WorldError::Field {
+                    entity: id,
+                    field: f.id,
+                    problem,
+                })?;
+                (f.value, f.slot, f.code) = (value, slot, code);
+            }
+        }
+        if self.entities.last().is_some_and(|(&last, _)| last > id) {
+            self.sorted = false;
+        }
         self.entities.insert(
             id,
             Entity {
                 id,
                 owner,
                 kind,
+                schema: schema.map(|p| p as u16),
                 fields,
                 created: tick,
                 changed: tick,
@@ -165,21 +225,24 @@ impl World {
     /// Sets one field, creating it if absent. Returns whether the value changed;
     /// writing the same value again is not a change and costs no bytes on the wire.
     pub fn set(&mut self, id: EntityId, field: FieldId, value: Value) -> Result<bool, WorldError> {
-        Ok(self.entity_mut(id).ok_or(WorldError::NotFound(id))?.set(field, value))
+        self.entity_mut(id).ok_or(WorldError::NotFound(id))?.set(field, value)
     }
 
     /// A handle to write several fields of one entity with a single lookup.
     pub fn entity_mut(&mut self, id: EntityId) -> Option<EntityMut<'_>> {
         let World {
             entities,
+            schema,
             tick,
             last_change,
             checksum,
             dirty,
             ..
         } = self;
+        let entity = entities.get_mut(&id)?;
         Some(EntityMut {
-            entity: entities.get_mut(&id)?,
+            declared: entity.schema.map(|p| &schema.kinds()[usize::from(p)]),
+            entity,
             tick: *tick,
             last_change,
             checksum,
@@ -189,7 +252,10 @@ impl World {
 
     /// Removes an entity and returns it.
     pub fn despawn(&mut self, id: EntityId) -> Result<Entity, WorldError> {
-        let entity = self.entities.swap_remove(&id).ok_or(WorldError::NotFound(id))?;
+        let (index, _, entity) = self.entities.swap_remove_full(&id).ok_or(WorldError::NotFound(id))?;
+        if index != self.entities.len() {
+            self.sorted = false; // the last entity moved into the gap
+        }
         if !entity.dirty {
             self.checksum = self.checksum.wrapping_sub(entity.hash);
         }
@@ -198,22 +264,23 @@ impl World {
         Ok(entity)
     }
 
-    /// Replaces (or creates) an entity wholesale; used by the client mirror.
+    /// Replaces (or creates) an entity wholesale; used by the client mirror. Fails
+    /// only when a field does not fit the schema (the entity is then absent).
     pub fn replace(
         &mut self,
         id: EntityId,
         owner: MemberId,
         kind: u32,
         fields: impl IntoIterator<Item = (FieldId, Value)>,
-    ) {
-        // Errors are impossible: the entity is absent after the despawn.
+    ) -> Result<(), WorldError> {
         let _ = self.despawn(id);
-        let _ = self.spawn(id, owner, kind, fields);
+        self.spawn(id, owner, kind, fields)
     }
 
     /// Removes every entity; used by the client mirror before a full snapshot.
     pub fn clear(&mut self) {
         self.entities.clear();
+        self.sorted = true;
         self.removals.clear();
         self.dirty.clear();
         self.checksum = 0;
@@ -228,9 +295,18 @@ impl World {
     }
 }
 
+/// Checks a value against its declared field: the value to store, the field's slot
+/// and the value's code.
+fn admit(declared: &KindSchema, field: FieldId, value: Value) -> Result<(Value, u8, u64), FieldProblem> {
+    let slot = declared.slot(field).ok_or(FieldProblem::Undeclared)?;
+    let (value, code) = declared.fields()[slot].ty.admit(value)?;
+    Ok((value, slot as u8, code))
+}
+
 /// Writes fields of one entity of a [`World`] (see [`World::entity_mut`]).
 pub struct EntityMut<'w> {
     entity: &'w mut Entity,
+    declared: Option<&'w KindSchema>,
     tick: Tick,
     last_change: &'w mut Tick,
     checksum: &'w mut u64,
@@ -245,14 +321,26 @@ impl EntityMut<'_> {
 
     /// Sets one field, creating it if absent. Returns whether the value changed;
     /// writing the same value again is not a change and costs no bytes on the wire.
-    pub fn set(&mut self, field: FieldId, value: Value) -> bool {
+    /// A value that does not fit the declared field is refused.
+    pub fn set(&mut self, field: FieldId, value: Value) -> Result<bool, WorldError> {
         let tick = self.tick;
         let entity = &mut *self.entity;
+        let (value, slot, code) = match self.declared {
+            Some(declared) => admit(declared, field, value).map_err(|problem| WorldError::Field {
+                entity: entity.id,
+                field,
+                problem,
+            })?,
+            None => (value, 0, 0),
+        };
         match entity.position(field) {
-            Ok(i) if same_value(&entity.fields[i].value, &value) => return false,
+            Ok(i) if same_value(&entity.fields[i].value, &value) => return Ok(false),
             Ok(i) => {
-                entity.fields[i].value = value;
-                entity.fields[i].changed = tick;
+                let f = &mut entity.fields[i];
+                if f.changed != tick {
+                    (f.before, f.before_tick) = (f.code, f.changed);
+                }
+                (f.value, f.code, f.changed) = (value, code, tick);
             }
             Err(i) => entity.fields.insert(
                 i,
@@ -260,6 +348,10 @@ impl EntityMut<'_> {
                     id: field,
                     value,
                     changed: tick,
+                    slot,
+                    code,
+                    before: 0,
+                    before_tick: NEVER,
                 },
             ),
         }
@@ -270,7 +362,7 @@ impl EntityMut<'_> {
             *self.checksum = self.checksum.wrapping_sub(entity.hash);
             self.dirty.push(entity.id);
         }
-        true
+        Ok(true)
     }
 }
 

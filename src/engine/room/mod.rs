@@ -22,9 +22,11 @@ use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 
 use crate::delta::{self, FrameMeta};
+use crate::engine::outbox::Delivery;
 use crate::engine::outbox::{Outbox, PendingState, RoomKey};
 use crate::engine::simulation::{SimContext, Simulation};
 use crate::frame::encode_message;
+use crate::packed::Values;
 use crate::proto::{
     self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
 };
@@ -98,8 +100,9 @@ struct QueuedEvent {
 enum BodyKey {
     Full,
     /// Number of change ticks after the baseline: deltas against two baselines with no
-    /// change between them are identical, so they share this key.
-    Delta(usize),
+    /// change between them are identical, so they share this key (if their numbers
+    /// are sent the same way).
+    Delta(usize, Values),
 }
 
 /// One room: see the module documentation.
@@ -120,6 +123,7 @@ pub struct Room {
     /// Ticks within the history window at which the world changed, ascending.
     change_ticks: VecDeque<Tick>,
     bodies: Vec<(BodyKey, Bytes)>,
+    encoder: delta::Encoder,
     buf: BytesMut,
     stats: RoomStats,
 }
@@ -143,7 +147,7 @@ impl Room {
             key,
             id,
             room_type,
-            world: World::new(config.history),
+            world: World::with_schema(config.history, sim.schema()),
             config,
             sim,
             members: Vec::new(),
@@ -153,6 +157,7 @@ impl Room {
             event_seq: 0,
             change_ticks: VecDeque::new(),
             bodies: Vec::new(),
+            encoder: delta::Encoder::default(),
             buf: BytesMut::new(),
             stats: RoomStats::default(),
         }
@@ -264,6 +269,7 @@ impl Room {
                 })
                 .collect(),
             last_input_seq: self.member(member).map_or(0, |m| m.last_applied),
+            schema: self.world.schema().to_proto(),
         });
         if let Some(m) = self.member(member) {
             let _ = m.outbox.push_reliable(encode_message(joined));
@@ -492,11 +498,17 @@ impl Room {
             let found = m.outbox.supersede_state(self.key);
             let delivered = found.tick;
             let full = naive || m.needs_full || delivered < oldest_baseline;
+            // Numbers relative to the baseline need a client whose state is the
+            // baseline's; over QUIC datagrams it may be ahead of it.
+            let values = match found.delivery {
+                Delivery::Reliable => Values::AgainstBaseline,
+                Delivery::Acknowledged => Values::Absolute,
+            };
             let (key, baseline) = if full {
                 (BodyKey::Full, 0)
             } else {
                 let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
-                (BodyKey::Delta(changes), delivered)
+                (BodyKey::Delta(changes, values), delivered)
             };
             // The naive baseline shares nothing: one encoding per member.
             let shared = if naive {
@@ -512,13 +524,13 @@ impl Room {
                         server_time_us,
                         checksum: (full || with_checksum).then_some(checksum),
                     };
-                    delta::encode_state(&self.world, baseline, meta, &mut self.buf);
+                    self.encoder.encode(&self.world, baseline, values, meta, &mut self.buf);
                     let body = self.buf.split().freeze();
                     report.encodes += 1;
                     self.stats.bytes_encoded += body.len() as u64;
                     match key {
                         BodyKey::Full => report.full_bytes = body.len(),
-                        BodyKey::Delta(_) => report.delta_bytes = report.delta_bytes.max(body.len()),
+                        BodyKey::Delta(..) => report.delta_bytes = report.delta_bytes.max(body.len()),
                     }
                     self.bodies.push((key, body.clone()));
                     body

@@ -13,7 +13,7 @@ use crate::engine::simulation::{Arena, ArenaConfig, Relay};
 use crate::frame::decode_server;
 use crate::mirror::{Desync, StateMirror};
 use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
-use crate::state::Value;
+use crate::state::{FieldSpec, FieldType, KindSchema, Schema, Value};
 
 struct Client {
     id: MemberId,
@@ -44,6 +44,10 @@ impl Client {
         let envelope = decode_server(&wire).expect("server output decodes");
         let mut frames = 0;
         for message in envelope.messages {
+            if let Some(server_message::Kind::Joined(joined)) = &message.kind {
+                let schema = Schema::from_proto(&joined.schema).expect("the room's schema decodes");
+                self.mirror = StateMirror::with_schema(Arc::new(schema));
+            }
             if let Some(server_message::Kind::State(frame)) = &message.kind {
                 self.mirror.apply(frame).expect("frame applies");
                 frames += 1;
@@ -90,12 +94,12 @@ struct LossyClient {
 }
 
 impl LossyClient {
-    fn new(id: MemberId) -> Self {
+    fn new(id: MemberId, schema: &Arc<Schema>) -> Self {
         let outbox = Outbox::with_delivery(OutboxLimits::default(), crate::engine::outbox::Delivery::Acknowledged);
         Self {
             id,
             outbox: Arc::new(outbox),
-            mirror: StateMirror::new(),
+            mirror: StateMirror::with_schema(schema.clone()),
             headers: StateMirror::headers_only(),
             delayed: None,
             full_snapshots: 0,
@@ -150,8 +154,24 @@ impl LossyClient {
     }
 }
 
+/// A relay room whose kind 2 is declared ([`declared_kind`]); kind 1 is free-form.
 fn relay_room(config: RoomConfig) -> Room {
-    Room::new(1, "room".into(), "relay".into(), config, Box::new(Relay::new()))
+    let schema = Schema::new(vec![declared_kind()]).unwrap();
+    let relay = Relay::with_schema(Arc::new(schema));
+    Room::new(1, "room".into(), "relay".into(), config, Box::new(relay))
+}
+
+/// Kind 2: one field of every type (and two float grids).
+fn declared_kind() -> KindSchema {
+    let fields = vec![
+        FieldSpec::new(0, "int", FieldType::int(-50, 50).unwrap()),
+        FieldSpec::new(1, "small", FieldType::float(-10.0, 10.0, 0.25).unwrap()),
+        FieldSpec::new(2, "flag", FieldType::Bool),
+        FieldSpec::new(3, "blob", FieldType::Bytes { max_len: 8 }),
+        FieldSpec::new(4, "name", FieldType::String { max_len: 6 }),
+        FieldSpec::new(5, "big", FieldType::float(0.0, 1000.0, 0.5).unwrap()),
+    ];
+    KindSchema::new(2, "declared", fields).unwrap()
 }
 
 fn join(room: &mut Room, client: &Client) {
@@ -173,11 +193,15 @@ fn float(id: u32, v: f32) -> Field {
 }
 
 fn create(id: u64, fields: Vec<Field>) -> input::Payload {
+    create_of(1, id, fields)
+}
+
+fn create_of(kind: u32, id: u64, fields: Vec<Field>) -> input::Payload {
     input::Payload::Writes(EntityWrites {
         create: vec![Entity {
             id,
             owner: 0,
-            kind: 1,
+            kind,
             fields,
         }],
         ..Default::default()
@@ -703,11 +727,18 @@ fn a_skipped_or_corrupted_frame_is_detected() {
     ));
     assert!(matches!(skipped.apply(&frames[2]), Err(Desync::AwaitingSnapshot)));
 
-    // Corrupting a value: the checksum catches it.
+    // Corrupting a value (the last byte of the packed block is the last value, a
+    // one-byte varint; bit 1 is part of the number): the checksum catches it, or the
+    // decoder if the number left its range.
     let mut corrupted = a.mirror.clone();
     let mut bad = frames[0].clone();
-    bad.changed[0].fields[0].value = Some(Value::Float(-1.0));
-    assert!(matches!(corrupted.apply(&bad), Err(Desync::Checksum { .. })));
+    let mut block = bad.packed[0].to_vec();
+    *block.last_mut().unwrap() ^= 2;
+    bad.packed[0] = block.into();
+    assert!(matches!(
+        corrupted.apply(&bad),
+        Err(Desync::Checksum { .. } | Desync::Packed(_))
+    ));
     assert!(!corrupted.is_synced());
 
     for f in &frames {
@@ -726,6 +757,7 @@ enum Op {
     Create {
         member: usize,
         id: u64,
+        kind: u32,
         fields: Vec<(u32, Value)>,
     },
     Set {
@@ -750,6 +782,23 @@ fn value() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// A field id and a value, usually of the type [`declared_kind`] gives that field.
+fn field_value() -> impl Strategy<Value = (u32, Value)> {
+    (0u32..6).prop_flat_map(|field| {
+        let typed = match field {
+            0 => (-60i64..60).prop_map(Value::Int).boxed(),
+            1 => (-11.0f32..11.0).prop_map(Value::Float).boxed(),
+            2 => any::<bool>().prop_map(Value::Bool).boxed(),
+            3 => proptest::collection::vec(any::<u8>(), 0..10)
+                .prop_map(|v| Value::Bytes(v.into()))
+                .boxed(),
+            4 => "[a-z]{0,8}".prop_map(Value::String).boxed(),
+            _ => (-5.0f32..1005.0).prop_map(Value::Float).boxed(),
+        };
+        (Just(field), prop_oneof![3 => typed, 1 => value()])
+    })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     // A small id space so creates, updates and removes collide often.
     let id = 1u64..24;
@@ -758,10 +807,16 @@ fn op() -> impl Strategy<Value = Op> {
         (
             member.clone(),
             id.clone(),
-            proptest::collection::vec((0u32..6, value()), 0..4)
+            1u32..=2,
+            proptest::collection::vec(field_value(), 0..4)
         )
-            .prop_map(|(member, id, fields)| Op::Create { member, id, fields }),
-        (member.clone(), id.clone(), 0u32..6, value()).prop_map(|(member, id, field, value)| {
+            .prop_map(|(member, id, kind, fields)| Op::Create {
+                member,
+                id,
+                kind,
+                fields
+            }),
+        (member.clone(), id.clone(), field_value()).prop_map(|(member, id, (field, value))| {
             Op::Set {
                 member,
                 id,
@@ -783,7 +838,12 @@ fn payload(op: &Op) -> (usize, input::Payload) {
             .collect()
     };
     match op {
-        Op::Create { member, id, fields: fs } => (*member, create(*id, fields(fs))),
+        Op::Create {
+            member,
+            id,
+            kind,
+            fields: fs,
+        } => (*member, create_of(*kind, *id, fields(fs))),
         Op::Set {
             member,
             id,
@@ -829,7 +889,7 @@ proptest! {
             let now = room.world().tick();
             past.push(room.world().clone());
             for baseline in now.saturating_sub(HISTORY).max(1)..now {
-                let mut mirror = StateMirror::new();
+                let mut mirror = StateMirror::with_schema(room.world().schema().clone());
                 mirror.apply(&frame(&past[baseline as usize - 1], 0)).unwrap();
                 mirror.apply(&frame(room.world(), baseline)).unwrap();
                 prop_assert!(mirror.world().same_state(room.world()), "baseline {baseline} at tick {now}");
@@ -882,7 +942,8 @@ proptest! {
     ) {
         let config = RoomConfig { history: 6, ..Default::default() };
         let mut room = relay_room(config);
-        let mut clients: Vec<LossyClient> = (1..=3).map(LossyClient::new).collect();
+        let schema = room.world().schema().clone();
+        let mut clients: Vec<LossyClient> = (1..=3).map(|id| LossyClient::new(id, &schema)).collect();
         for c in &clients {
             room.join(c.id, format!("user-{}", c.id).into(), c.outbox.clone(), 1, 1).unwrap();
         }

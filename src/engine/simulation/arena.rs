@@ -1,8 +1,10 @@
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use super::{SimContext, SimError, Simulation};
 use crate::proto::input;
-use crate::state::{EntityId, FieldId, MemberId, SERVER, Value};
+use crate::state::{EntityId, FieldId, FieldSpec, FieldType, KindSchema, MemberId, SERVER, Schema, SchemaError, Value};
 
 /// Field id of an arena entity's x position (float).
 pub const FIELD_X: FieldId = 1;
@@ -31,6 +33,8 @@ pub struct ArenaConfig {
     pub npc_moving_share: f32,
     /// Seed of the NPCs' random walk (deterministic per seed).
     pub seed: u64,
+    /// Positions are sent (and checksummed) rounded to this step.
+    pub precision: f64,
 }
 
 impl Default for ArenaConfig {
@@ -43,6 +47,7 @@ impl Default for ArenaConfig {
             npc_speed: 4.0,
             npc_moving_share: 1.0,
             seed: 1,
+            precision: 0.01,
         }
     }
 }
@@ -71,8 +76,25 @@ pub struct Arena {
     next_id: EntityId,
 }
 
+impl ArenaConfig {
+    /// The declared kinds: avatars and NPCs, each with x in `0..=width` and y in
+    /// `0..=height` at `precision`.
+    pub fn schema(&self) -> Result<Schema, SchemaError> {
+        let p = self.precision;
+        let position = [
+            FieldSpec::new(FIELD_X, "x", FieldType::float(0.0, f64::from(self.width), p)?),
+            FieldSpec::new(FIELD_Y, "y", FieldType::float(0.0, f64::from(self.height), p)?),
+        ];
+        Schema::new(vec![
+            KindSchema::new(KIND_AVATAR, "avatar", position.to_vec())?,
+            KindSchema::new(KIND_NPC, "npc", position.to_vec())?,
+        ])
+    }
+}
+
 impl Arena {
-    /// A new arena; NPCs spawn on the first tick.
+    /// A new arena; NPCs spawn on the first tick. Its configuration must give a valid
+    /// schema ([`ArenaConfig::schema`]; the server's configuration checks it).
     pub fn new(config: ArenaConfig) -> Self {
         Self {
             config,
@@ -123,12 +145,17 @@ fn advance(m: &mut Mover, dt: f32, width: f32, height: f32, ctx: &mut SimContext
         m.y = m.y.clamp(0.0, height);
     }
     if let Some(mut entity) = ctx.world.entity_mut(m.id) {
-        entity.set(FIELD_X, Value::Float(m.x));
-        entity.set(FIELD_Y, Value::Float(m.y));
+        // In range by construction.
+        let _ = entity.set(FIELD_X, Value::Float(m.x));
+        let _ = entity.set(FIELD_Y, Value::Float(m.y));
     }
 }
 
 impl Simulation for Arena {
+    fn schema(&self) -> Arc<Schema> {
+        Arc::new(self.config.schema().expect("arena settings checked at start-up"))
+    }
+
     fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
         let id = self.allocate_id();
         let (x, y) = (self.config.width / 2.0, self.config.height / 2.0);
@@ -211,11 +238,11 @@ mod tests {
 
     #[test]
     fn avatars_follow_intents_and_stay_in_bounds() {
-        let mut world = World::new(32);
         let mut arena = Arena::new(ArenaConfig {
             npcs: 4,
             ..Default::default()
         });
+        let mut world = World::with_schema(32, arena.schema());
         arena.join(&mut ctx(&mut world, 1), 7);
         let right = input::Payload::Intent(vec![127u8, 0].into());
         arena.input(&mut ctx(&mut world, 1), 7, &right).unwrap();
@@ -228,7 +255,7 @@ mod tests {
         let Some(Value::Float(x)) = avatar.get(FIELD_X) else {
             panic!("no x")
         };
-        assert!((x - 60.0).abs() < 1e-3, "x = {x}");
+        assert!((x - 60.0).abs() <= 0.005, "x = {x}");
         assert_eq!(avatar.get(FIELD_Y), Some(&Value::Float(50.0)));
         for tick in 31..=3000 {
             arena.step(&mut ctx(&mut world, tick));

@@ -12,8 +12,10 @@ mod relay;
 pub use arena::{Arena, ArenaConfig};
 pub use relay::Relay;
 
+use std::sync::Arc;
+
 use crate::proto::{ErrorCode, input};
-use crate::state::{EntityId, MemberId, Tick, World, WorldError};
+use crate::state::{EntityId, FieldId, FieldProblem, MemberId, Schema, Tick, World, WorldError};
 
 /// Per-room caps on what members may put into the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,16 @@ pub enum SimError {
     /// The intent bytes are malformed.
     #[error("invalid intent: {0}")]
     InvalidIntent(&'static str),
+    /// A value does not fit the field the entity's kind declares.
+    #[error("field {field} of entity {entity} {problem}")]
+    InvalidField {
+        /// The entity.
+        entity: EntityId,
+        /// The field.
+        field: FieldId,
+        /// What is wrong with the value.
+        problem: FieldProblem,
+    },
 }
 
 impl SimError {
@@ -90,6 +102,7 @@ impl SimError {
             Self::LimitExceeded(_) => ErrorCode::LimitExceeded,
             Self::Malformed(_) => ErrorCode::BadRequest,
             Self::InvalidIntent(_) => ErrorCode::InvalidIntent,
+            Self::InvalidField { .. } => ErrorCode::InvalidField,
         }
     }
 }
@@ -99,6 +112,7 @@ impl From<WorldError> for SimError {
         match e {
             WorldError::Exists(id) => Self::EntityExists(id),
             WorldError::NotFound(id) => Self::EntityNotFound(id),
+            WorldError::Field { entity, field, problem } => Self::InvalidField { entity, field, problem },
         }
     }
 }
@@ -107,6 +121,14 @@ impl From<WorldError> for SimError {
 /// within a tick: joins and leaves since the last tick, then every member's queued
 /// inputs (members in join order, inputs in sequence order), then [`Simulation::step`].
 pub trait Simulation: Send + 'static {
+    /// The entity kinds this room declares (none by default). Entities of declared
+    /// kinds must fit their declaration and travel packed (quantized, with numbers
+    /// relative to the baseline); members learn the schema from `Joined`. Called once,
+    /// when the room is created.
+    fn schema(&self) -> Arc<Schema> {
+        Arc::default()
+    }
+
     /// A member joined. Authoritative games typically spawn its avatar here.
     fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId);
 

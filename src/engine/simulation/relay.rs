@@ -1,24 +1,37 @@
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use super::{SimContext, SimError, Simulation};
-use crate::proto::{EntityWrites, input};
-use crate::state::{Entity, EntityId, MemberId, Value, value_len};
+use crate::proto::{EntityWrites, Field, input};
+use crate::state::{Entity, EntityId, FieldProblem, MemberId, Schema, Value, World, value_len};
 
 /// The built-in relay simulation: each member creates, updates and removes only the
-/// entities it owns; the server checks ownership and limits and relays the result.
-/// A member's entities are removed when it leaves.
+/// entities it owns; the server checks ownership, limits and the declared kinds, and
+/// relays the result. A member's entities are removed when it leaves.
 #[derive(Debug, Default)]
 pub struct Relay {
     owned: FxHashMap<MemberId, usize>,
+    schema: Arc<Schema>,
 }
 
 impl Relay {
-    /// A relay simulation with no entities.
+    /// A relay simulation with no declared kinds.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A relay simulation whose entities of declared kinds must fit `schema`.
+    pub fn with_schema(schema: Arc<Schema>) -> Self {
+        Self {
+            schema,
+            ..Self::default()
+        }
+    }
+
     fn apply(&mut self, ctx: &mut SimContext<'_>, member: MemberId, writes: &EntityWrites) -> Result<(), SimError> {
+        // Checked up front, so that a write that does not fit changes nothing.
+        check_declared(ctx.world, writes)?;
         let limits = ctx.limits;
         let check_value = |value: &Option<Value>| match value {
             Some(v) if value_len(v) > limits.max_field_bytes => Err(SimError::LimitExceeded("bytes per field")),
@@ -51,7 +64,7 @@ impl Relay {
             update.fields.iter().try_for_each(|f| check_value(&f.value))?;
             for field in &update.fields {
                 if let Some(value) = &field.value {
-                    target.set(field.id, value.clone());
+                    target.set(field.id, value.clone())?;
                 }
             }
         }
@@ -66,6 +79,43 @@ impl Relay {
     }
 }
 
+/// Checks every written value of a declared kind against its declaration.
+fn check_declared(world: &World, writes: &EntityWrites) -> Result<(), SimError> {
+    let schema = world.schema();
+    if schema.is_empty() {
+        return Ok(());
+    }
+    let check = |entity: EntityId, kind: u32, fields: &[Field]| {
+        let Some(declared) = schema.position(kind).map(|p| &schema.kinds()[p]) else {
+            return Ok(());
+        };
+        for f in fields {
+            let problem = match (declared.slot(f.id), &f.value) {
+                (Some(slot), Some(v)) => declared.fields()[slot].ty.code(v).err(),
+                (Some(_), None) => None, // refused as malformed later
+                (None, _) => Some(FieldProblem::Undeclared),
+            };
+            if let Some(problem) = problem {
+                return Err(SimError::InvalidField {
+                    entity,
+                    field: f.id,
+                    problem,
+                });
+            }
+        }
+        Ok(())
+    };
+    for create in &writes.create {
+        check(create.id, create.kind, &create.fields)?;
+    }
+    for update in &writes.update {
+        if let Some(entity) = world.get(update.id) {
+            check(update.id, entity.kind(), &update.fields)?;
+        }
+    }
+    Ok(())
+}
+
 /// `entity`, if `member` owns it.
 fn owned_by(entity: &Entity, member: MemberId) -> Result<&Entity, SimError> {
     if entity.owner() != member {
@@ -75,6 +125,10 @@ fn owned_by(entity: &Entity, member: MemberId) -> Result<&Entity, SimError> {
 }
 
 impl Simulation for Relay {
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+
     fn join(&mut self, _ctx: &mut SimContext<'_>, _member: MemberId) {}
 
     fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {

@@ -1,0 +1,361 @@
+//! Packed blocks: the compact encoding of entities whose kind the room's [`Schema`]
+//! declares, one block per kind in `StateFrame.packed`.
+//!
+//! ```text
+//! block         = kind count added* count changed*        (every number a varint)
+//! added         = id-step owner mask value*                (values absolute)
+//! changed       = id-step mask value*                      (values absolute or relative)
+//! value         = v                                        int, float, bool
+//!               | length byte*                             bytes, string
+//! ```
+//!
+//! Entity ids ascend within each list: the first `id-step` is the id, each next one is
+//! added to the previous id (and is at least 1). Bit `i` of `mask` stands for the
+//! kind's `i`-th declared field (ascending field id); a value follows for each set bit,
+//! lowest bit first: every field of an added entity it has, the fields of a changed
+//! one that changed. A number travels as its code `c` (int: `value - min`; float: the
+//! grid index `q`; bool: 0 or 1), either absolute, `v = c·2 + 1`, or relative to the
+//! code `b` the field had at the frame's baseline, `v = zigzag(c - b)·2`. The server
+//! sends relative values only when the receiver holds the baseline's values (ordered
+//! transports) and only when shorter. docs/PROTOCOL.md ("Packed blocks") is the
+//! byte-by-byte reference; `proto/testdata/packed.json` holds test vectors.
+
+use bytes::{BufMut, Bytes};
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+use crate::state::{EntityId, FieldId, FieldType, KindSchema, Tick, Value, World, WorldError};
+
+/// How a delta's numbers are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Values {
+    /// Relative to the baseline's value where the world still knows it and that is
+    /// shorter. Only for a receiver whose state is exactly the baseline's (an ordered,
+    /// reliable transport).
+    AgainstBaseline,
+    /// Always absolute: the frame applies to any state at or after its baseline (the
+    /// unordered-apply rule over QUIC datagrams).
+    Absolute,
+}
+
+/// Scratch space for [`encode_block`], reused across frames.
+#[derive(Debug, Default)]
+pub struct BlockScratch {
+    added: Vec<u8>,
+    changed: Vec<u8>,
+}
+
+/// Appends the block of the kind at `position` in the world's schema, as a
+/// length-delimited field `tag`, for a delta against `baseline` (0: full snapshot).
+/// Appends nothing when no entity of the kind is in the delta. The world's entities
+/// must be in id order (as after [`World::finish_tick`]).
+pub fn encode_block(
+    world: &World,
+    position: usize,
+    baseline: Tick,
+    values: Values,
+    scratch: &mut BlockScratch,
+    tag: u32,
+    buf: &mut impl BufMut,
+) {
+    let declared = &world.schema().kinds()[position];
+    let BlockScratch { added, changed } = scratch;
+    added.clear();
+    changed.clear();
+    let (mut added_count, mut changed_count) = (0u64, 0u64);
+    let (mut last_added, mut last_changed) = (0, 0);
+    let want = Some(position as u16);
+    for entity in world.entities().filter(|e| e.schema == want) {
+        if baseline == 0 || entity.created > baseline {
+            debug_assert!(added_count == 0 || entity.id > last_added, "entities out of id order");
+            encode_varint(entity.id - last_added, added);
+            encode_varint(entity.owner, added);
+            encode_varint(entity.fields.iter().fold(0, |mask, f| mask | 1 << f.slot), added);
+            for field in &entity.fields {
+                put_value(&declared.fields()[usize::from(field.slot)].ty, field, None, added);
+            }
+            (last_added, added_count) = (entity.id, added_count + 1);
+        } else if entity.changed > baseline {
+            debug_assert!(
+                changed_count == 0 || entity.id > last_changed,
+                "entities out of id order"
+            );
+            let fields = || entity.fields.iter().filter(|f| f.changed > baseline);
+            encode_varint(entity.id - last_changed, changed);
+            encode_varint(fields().fold(0, |mask, f| mask | 1 << f.slot), changed);
+            for field in fields() {
+                let base = match values {
+                    Values::AgainstBaseline => field.code_at(baseline),
+                    Values::Absolute => None,
+                };
+                put_value(&declared.fields()[usize::from(field.slot)].ty, field, base, changed);
+            }
+            (last_changed, changed_count) = (entity.id, changed_count + 1);
+        }
+    }
+    if added_count + changed_count == 0 {
+        return;
+    }
+    let kind = u64::from(declared.kind());
+    let len = encoded_len_varint(kind)
+        + encoded_len_varint(added_count)
+        + added.len()
+        + encoded_len_varint(changed_count)
+        + changed.len();
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    encode_varint(kind, buf);
+    encode_varint(added_count, buf);
+    buf.put_slice(added);
+    encode_varint(changed_count, buf);
+    buf.put_slice(changed);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// One value: a number absolute, or relative to `base` when that is not longer.
+fn put_value(ty: &FieldType, field: &crate::state::Field, base: Option<u64>, out: &mut Vec<u8>) {
+    match &field.value {
+        Value::Bytes(b) => {
+            encode_varint(b.len() as u64, out);
+            out.put_slice(b);
+        }
+        Value::String(s) => {
+            encode_varint(s.len() as u64, out);
+            out.put_slice(s.as_bytes());
+        }
+        _ => {
+            debug_assert!(ty.is_numeric());
+            let absolute = field.code << 1 | 1;
+            let relative = base.map(|b| zigzag(field.code.wrapping_sub(b) as i64) << 1);
+            let v = match relative {
+                Some(r) if encoded_len_varint(r) <= encoded_len_varint(absolute) => r,
+                _ => absolute,
+            };
+            encode_varint(v, out);
+        }
+    }
+}
+
+/// Why a packed block could not be applied. The mirror is out of sync afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlockError {
+    /// The block ends in the middle of a number, a value or a list.
+    #[error("packed block truncated")]
+    Truncated,
+    /// Bytes after the last entry.
+    #[error("bytes after the end of the packed block")]
+    Trailing,
+    /// The kind is not in the room's schema.
+    #[error("packed block of undeclared kind {0}")]
+    UnknownKind(u64),
+    /// An id step of 0 after the first entry, or ids past 2^64.
+    #[error("entity ids of a packed block do not ascend")]
+    Order,
+    /// A mask bit for a field the kind does not declare.
+    #[error("field mask of entity {0} names an undeclared field")]
+    Mask(EntityId),
+    /// A number outside its field's range, or text that is not UTF-8.
+    #[error("field {field} of entity {entity} holds an invalid value")]
+    Value {
+        /// The entity.
+        entity: EntityId,
+        /// The field.
+        field: FieldId,
+    },
+    /// A relative value for a field without a value to be relative to.
+    #[error("field {field} of entity {entity} is relative to a value the mirror does not hold")]
+    NoBase {
+        /// The entity.
+        entity: EntityId,
+        /// The field.
+        field: FieldId,
+    },
+    /// A change to an entity the mirror does not hold, or holds with another kind.
+    #[error("packed block changes unknown entity {0}")]
+    UnknownEntity(EntityId),
+}
+
+/// Applies one packed block to `world` (whose schema must be the room's): its added
+/// entities replace any with the same id, then its changes are set. `fields` is
+/// scratch space, reused so that decoding allocates only each added entity's field
+/// list (and text values).
+pub fn apply_block(world: &mut World, block: &Bytes, fields: &mut Vec<(FieldId, Value)>) -> Result<(), BlockError> {
+    let schema = world.schema().clone();
+    let mut r = Reader { data: block, pos: 0 };
+    let kind = r.varint()?;
+    let declared = u32::try_from(kind)
+        .ok()
+        .and_then(|k| schema.position(k))
+        .ok_or(BlockError::UnknownKind(kind))?;
+    let declared = &schema.kinds()[declared];
+
+    let mut id = 0;
+    for n in 0..r.varint()? {
+        id = r.next_id(id, n)?;
+        let owner = r.varint()?;
+        let mask = r.mask(declared, id)?;
+        fields.clear();
+        for slot in bits(mask) {
+            let spec = &declared.fields()[slot];
+            let value = match r.value(&spec.ty)? {
+                // An added entity has no earlier value to be relative to.
+                Read::Relative(_) => {
+                    return Err(BlockError::NoBase {
+                        entity: id,
+                        field: spec.id,
+                    });
+                }
+                read => read.into_value(&spec.ty, None),
+            };
+            fields.push((
+                spec.id,
+                value.ok_or(BlockError::Value {
+                    entity: id,
+                    field: spec.id,
+                })?,
+            ));
+        }
+        world
+            .replace(id, owner, declared.kind(), fields.drain(..))
+            .map_err(|e| invalid(e, id))?;
+    }
+
+    let mut id = 0;
+    for n in 0..r.varint()? {
+        id = r.next_id(id, n)?;
+        let mask = r.mask(declared, id)?;
+        let mut entity = world
+            .entity_mut(id)
+            .filter(|e| e.get().kind() == declared.kind())
+            .ok_or(BlockError::UnknownEntity(id))?;
+        for slot in bits(mask) {
+            let spec = &declared.fields()[slot];
+            let read = r.value(&spec.ty)?;
+            let base = match read {
+                Read::Relative(_) => Some(entity.get().code(spec.id).ok_or(BlockError::NoBase {
+                    entity: id,
+                    field: spec.id,
+                })?),
+                _ => None,
+            };
+            let value = read.into_value(&spec.ty, base).ok_or(BlockError::Value {
+                entity: id,
+                field: spec.id,
+            })?;
+            entity.set(spec.id, value).map_err(|e| invalid(e, id))?;
+        }
+    }
+    if r.pos != block.len() {
+        return Err(BlockError::Trailing);
+    }
+    Ok(())
+}
+
+fn invalid(e: WorldError, entity: EntityId) -> BlockError {
+    match e {
+        WorldError::Field { field, .. } => BlockError::Value { entity, field },
+        WorldError::Exists(_) | WorldError::NotFound(_) => BlockError::UnknownEntity(entity),
+    }
+}
+
+/// The set bits of a mask, lowest first.
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let bit = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            bit
+        })
+    })
+}
+
+/// One value as read, before its field's type makes it a [`Value`].
+enum Read {
+    /// Bytes or text.
+    Bytes(Bytes),
+    /// An absolute code.
+    Code(u64),
+    /// A code relative to the field's code at the baseline.
+    Relative(i64),
+}
+
+impl Read {
+    /// The value, if valid for `ty` (`base`: the field's code at the baseline, which a
+    /// relative number needs).
+    fn into_value(self, ty: &FieldType, base: Option<u64>) -> Option<Value> {
+        match self {
+            Self::Bytes(b) => match ty {
+                FieldType::String { .. } => String::from_utf8(b.to_vec()).ok().map(Value::String),
+                _ => Some(Value::Bytes(b)),
+            },
+            Self::Code(code) => ty.decode(code),
+            Self::Relative(delta) => ty.decode(base?.checked_add_signed(delta)?),
+        }
+    }
+}
+
+struct Reader<'a> {
+    data: &'a Bytes,
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Result<u64, BlockError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.data.get(self.pos).ok_or(BlockError::Truncated)?;
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(BlockError::Truncated) // more than ten bytes: not a varint
+    }
+
+    /// The id of entry `n` of a list, after `previous`.
+    fn next_id(&mut self, previous: EntityId, n: u64) -> Result<EntityId, BlockError> {
+        let step = self.varint()?;
+        if n > 0 && step == 0 {
+            return Err(BlockError::Order);
+        }
+        previous.checked_add(step).ok_or(BlockError::Order)
+    }
+
+    fn mask(&mut self, declared: &KindSchema, entity: EntityId) -> Result<u64, BlockError> {
+        let mask = self.varint()?;
+        let declared_bits = declared.fields().len();
+        if declared_bits < 64 && mask >> declared_bits != 0 {
+            return Err(BlockError::Mask(entity));
+        }
+        Ok(mask)
+    }
+
+    /// One value of type `ty`.
+    fn value(&mut self, ty: &FieldType) -> Result<Read, BlockError> {
+        match ty {
+            FieldType::Bytes { .. } | FieldType::String { .. } => {
+                let len = usize::try_from(self.varint()?).map_err(|_| BlockError::Truncated)?;
+                let end = self.pos.checked_add(len).filter(|&e| e <= self.data.len());
+                let bytes = self.data.slice(self.pos..end.ok_or(BlockError::Truncated)?);
+                self.pos += len;
+                Ok(Read::Bytes(bytes))
+            }
+            _ => {
+                let v = self.varint()?;
+                Ok(if v & 1 == 1 {
+                    Read::Code(v >> 1)
+                } else {
+                    Read::Relative(unzigzag(v >> 1))
+                })
+            }
+        }
+    }
+}
