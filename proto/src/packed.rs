@@ -359,3 +359,136 @@ impl Reader<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::{FieldSpec, KindSchema, Schema};
+
+    fn world() -> World {
+        let position = |id, name| FieldSpec::new(id, name, FieldType::float(0.0, 100.0, 0.01).unwrap());
+        let kind = KindSchema::new(
+            1,
+            "dot",
+            vec![
+                position(1, "x"),
+                position(2, "y"),
+                FieldSpec::new(3, "hp", FieldType::int(0, 100).unwrap()),
+                FieldSpec::new(4, "tag", FieldType::String { max_len: 8 }),
+            ],
+        )
+        .unwrap();
+        World::with_schema(8, Arc::new(Schema::new(vec![kind]).unwrap()))
+    }
+
+    fn block(world: &World, baseline: Tick, values: Values) -> Bytes {
+        let mut buf = Vec::new();
+        encode_block(world, 0, baseline, values, &mut BlockScratch::default(), 9, &mut buf);
+        // Strip the field key and length: the block itself.
+        let mut rest = &buf[1..];
+        let len = prost::encoding::decode_varint(&mut rest).unwrap() as usize;
+        assert_eq!(rest.len(), len);
+        Bytes::copy_from_slice(rest)
+    }
+
+    /// Two dots at ticks 1 and 2: the second moved by three steps in x.
+    fn moved() -> (World, World) {
+        let mut w = world();
+        w.begin_tick(1);
+        w.spawn(5, 0, 1, [(1, Value::Float(10.0)), (2, Value::Float(20.0))])
+            .unwrap();
+        w.spawn(7, 3, 1, [(1, Value::Float(50.0)), (3, Value::Int(100))])
+            .unwrap();
+        w.finish_tick();
+        let at_1 = w.clone();
+        w.begin_tick(2);
+        w.set(7, 1, Value::Float(50.03)).unwrap();
+        w.finish_tick();
+        (at_1, w)
+    }
+
+    #[test]
+    fn a_small_move_costs_one_byte_per_value() {
+        let (_, w) = moved();
+        // kind 1, no added, one changed: id 7, mask 0b1 (x), x +3 steps: zigzag 6, ·2.
+        assert_eq!(&block(&w, 1, Values::AgainstBaseline)[..], [1, 0, 1, 7, 0b1, 12]);
+        // Absolute: q = 5003, ·2 + 1 = 10007 = 0x2717.
+        assert_eq!(&block(&w, 1, Values::Absolute)[..], [1, 0, 1, 7, 0b1, 0x97, 0x4e]);
+        // Full: both added, in id order, owner and the mask of present fields.
+        let full = block(&w, 0, Values::AgainstBaseline);
+        assert_eq!(&full[..3], [1, 2, 5]);
+    }
+
+    #[test]
+    fn blocks_apply_to_the_baseline_and_reproduce_the_state() {
+        let (at_1, w) = moved();
+        let mut fields = Vec::new();
+        let mut mirror = world();
+        mirror.begin_tick(1);
+        apply_block(&mut mirror, &block(&at_1, 0, Values::Absolute), &mut fields).unwrap();
+        mirror.finish_tick();
+        assert!(mirror.same_state(&at_1));
+        assert_eq!(mirror.checksum(), at_1.checksum());
+        for values in [Values::AgainstBaseline, Values::Absolute] {
+            let mut m = mirror.clone();
+            m.begin_tick(2);
+            apply_block(&mut m, &block(&w, 1, values), &mut fields).unwrap();
+            m.finish_tick();
+            assert!(m.same_state(&w));
+            assert_eq!(m.checksum(), w.checksum());
+        }
+    }
+
+    #[test]
+    fn malformed_blocks_are_typed_errors() {
+        let (at_1, _) = moved();
+        let mut fields = Vec::new();
+        let apply = |bytes: &[u8]| apply_block(&mut at_1.clone(), &Bytes::copy_from_slice(bytes), &mut Vec::new());
+        assert_eq!(apply(&[]), Err(BlockError::Truncated));
+        assert_eq!(apply(&[2, 0, 0]), Err(BlockError::UnknownKind(2)));
+        assert_eq!(apply(&[1, 0, 0, 0]), Err(BlockError::Trailing));
+        assert_eq!(apply(&[1, 0, 2, 7, 1, 1, 0, 1, 1]), Err(BlockError::Order));
+        assert_eq!(apply(&[1, 0, 1, 7, 0b10000, 1]), Err(BlockError::Mask(7)));
+        assert_eq!(apply(&[1, 0, 1, 9, 1, 1]), Err(BlockError::UnknownEntity(9)));
+        // x of entity 7 relative -6000 steps: below the range.
+        assert_eq!(
+            apply(&[1, 0, 1, 7, 1, 0xbe, 0xbb, 0x01]),
+            Err(BlockError::Value { entity: 7, field: 1 })
+        );
+        // hp is absent on entity 5: nothing to be relative to.
+        assert_eq!(
+            apply(&[1, 0, 1, 5, 0b100, 2]),
+            Err(BlockError::NoBase { entity: 5, field: 3 })
+        );
+        // An added entity's value must be absolute.
+        assert_eq!(
+            apply(&[1, 1, 9, 0, 1, 2, 0]),
+            Err(BlockError::NoBase { entity: 9, field: 1 })
+        );
+        let mut w = at_1.clone();
+        assert!(
+            apply_block(
+                &mut w,
+                &Bytes::from_static(&[1, 0, 1, 7, 0b1000, 2, 0xff, 0xfe]),
+                &mut fields
+            )
+            .is_err()
+        );
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoder, whatever they do to the world.
+        #[test]
+        fn arbitrary_blocks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let (mut w, _) = moved();
+            let mut with_kind = vec![1u8];
+            with_kind.extend(&bytes);
+            let _ = apply_block(&mut w, &Bytes::from(with_kind), &mut Vec::new());
+            let _ = apply_block(&mut w, &Bytes::from(bytes), &mut Vec::new());
+        }
+    }
+}
