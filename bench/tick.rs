@@ -19,7 +19,10 @@
 //!   decoding into `StateFrame`, and applying a decoded frame to a `StateMirror`.
 //!
 //! The same run prints target T3 (bytes of the full snapshot, the delta, and an idle
-//! room) and a bytes table for every matrix workload. Run: `cargo bench --bench tick`;
+//! room, for a relay room without and with declared kinds and for an arena), target
+//! T8 (bytes per changed entity on the side-by-side arena workload: one room of 200
+//! or 400 members and 60 NPCs, everything moving, 20 Hz) and a bytes table for every
+//! matrix workload. Run: `cargo bench --bench tick`;
 //! one part: `cargo bench --bench tick -- matrix/relay`.
 
 use std::cell::RefCell;
@@ -36,12 +39,14 @@ use tickrelay::engine::room::{Room, RoomConfig, TickReport};
 use tickrelay::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay, Simulation};
 use tickrelay::mirror::StateMirror;
 use tickrelay::proto::{Entity, EntityUpdate, EntityWrites, Field, StateFrame, input};
-use tickrelay::state::Value;
+use tickrelay::state::{FieldSpec, FieldType, KindSchema, Schema, Value};
 
 /// Which simulation a workload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sim {
     Relay,
+    /// The relay with the workload's kind declared ([`relay_schema`]): packed blocks.
+    DeclaredRelay,
     Arena,
 }
 
@@ -56,6 +61,7 @@ struct Shape {
     /// divisor of 100 for the relay).
     changing_pct: u64,
     naive: bool,
+    tick_rate: u32,
 }
 
 impl Shape {
@@ -67,17 +73,32 @@ impl Shape {
             entities: 1024,
             changing_pct: 25,
             naive: false,
+            tick_rate: 30,
+        }
+    }
+
+    /// The side-by-side arena workload: one room, 60 NPCs and an avatar per member,
+    /// everything moving, 20 Hz.
+    fn side_by_side(members: u64) -> Self {
+        Self {
+            sim: Sim::Arena,
+            members,
+            entities: members + 60,
+            changing_pct: 100,
+            naive: false,
+            tick_rate: 20,
         }
     }
 
     /// An arena has one avatar per member, so it needs at least that many entities.
     fn feasible(&self) -> bool {
-        self.sim == Sim::Relay || self.entities >= self.members
+        self.sim != Sim::Arena || self.entities >= self.members
     }
 
     fn name(&self) -> String {
         let sim = match self.sim {
             Sim::Relay => "relay",
+            Sim::DeclaredRelay => "relay-declared",
             Sim::Arena => "arena",
         };
         format!("{sim}/{}m_{}e_{}pct", self.members, self.entities, self.changing_pct)
@@ -101,6 +122,7 @@ impl Workload {
     fn new(shape: Shape) -> Self {
         let Shape { members, entities, .. } = shape;
         let config = RoomConfig {
+            tick_rate: shape.tick_rate,
             naive_fanout: shape.naive,
             max_members: members as usize,
             limits: EntityLimits {
@@ -111,6 +133,7 @@ impl Workload {
         };
         let sim: Box<dyn Simulation> = match shape.sim {
             Sim::Relay => Box::new(Relay::new()),
+            Sim::DeclaredRelay => Box::new(Relay::with_schema(Arc::new(relay_schema()))),
             Sim::Arena => Box::new(Arena::new(ArenaConfig {
                 npcs: (entities - members) as u32,
                 npc_moving_share: shape.changing_pct as f32 / 100.0,
@@ -127,7 +150,7 @@ impl Workload {
             })
             .collect();
         let mut owned = vec![Vec::new(); members as usize];
-        if shape.sim == Sim::Relay {
+        if shape.sim != Sim::Arena {
             for id in 1..=entities {
                 owned[((id - 1) * members / entities) as usize].push(id);
             }
@@ -183,7 +206,7 @@ impl Workload {
         self.seq += 1;
         let (tick, seq) = (self.tick, self.seq);
         match self.shape.sim {
-            Sim::Relay => {
+            Sim::Relay | Sim::DeclaredRelay => {
                 let period = 100 / self.shape.changing_pct;
                 let mut inputs = Vec::new();
                 for (m, ids) in self.owned.iter().enumerate() {
@@ -282,6 +305,23 @@ struct FrameBytes {
     delta: usize,
 }
 
+/// The relay workload's kind declared: x and y on a 1/8 grid, hp, a short name.
+fn relay_schema() -> Schema {
+    let coordinate = |id, name| FieldSpec::new(id, name, FieldType::float(0.0, 100_000.0, 0.125).unwrap());
+    let unit = KindSchema::new(
+        1,
+        "unit",
+        vec![
+            coordinate(1, "x"),
+            coordinate(2, "y"),
+            FieldSpec::new(3, "hp", FieldType::int(0, 1000).unwrap()),
+            FieldSpec::new(4, "name", FieldType::String { max_len: 16 }),
+        ],
+    )
+    .unwrap();
+    Schema::new(vec![unit]).unwrap()
+}
+
 fn float(id: u32, v: f32) -> Field {
     Field {
         id,
@@ -332,6 +372,7 @@ fn matrix(c: &mut Criterion) {
                         entities,
                         changing_pct,
                         naive: false,
+                        tick_rate: 30,
                     };
                     if !shape.feasible() {
                         continue;
@@ -490,41 +531,76 @@ fn wire_frame(w: &Workload, baseline: u64) -> Bytes {
 
 /// Target T3, printed as a table: criterion measures time, not bytes.
 fn t3_bytes(_: &mut Criterion) {
-    let mut w = Workload::new(Shape::t1(64));
-    let FrameBytes { full, delta: median } = w.frame_bytes(64);
-
-    // The same room idle for one second (30 ticks): only the once-a-second idle frame.
-    let mut idle_frames = 0;
-    let mut idle_bytes = 0;
-    let mut wire = BytesMut::new();
-    for _ in 0..30 {
-        let report = w.room.tick(1);
-        idle_frames += report.frames;
-        w.outboxes[0].drain(&mut w.batch);
-        wire.clear();
-        tickrelay::engine::envelope::encode_batch(&w.batch, &mut wire);
-        idle_bytes += wire.len();
-        for outbox in &w.outboxes[1..] {
-            outbox.drain(&mut w.batch);
-        }
-    }
     println!();
     println!("T3: bytes for the T1 workload (64 members, 1,024 entities, 25 % moving per tick)");
-    println!("| frame | bytes |");
-    println!("|---|---|");
-    println!("| full snapshot | {full} |");
-    println!("| delta (median of 64 ticks) | {median} |");
-    println!("| delta / full | {:.1} % |", 100.0 * median as f64 / full as f64);
     println!(
-        "| idle room, one member, one second (30 ticks) | {idle_bytes} bytes in {} frame(s) per member |",
-        idle_frames / 64
+        "| room | full snapshot | delta (median of 64 ticks) | delta / full | idle room: bytes per member per second |"
     );
+    println!("|---|---|---|---|---|");
+    for sim in [Sim::Relay, Sim::DeclaredRelay, Sim::Arena] {
+        let shape = Shape { sim, ..Shape::t1(64) };
+        let mut w = Workload::new(shape);
+        let FrameBytes { full, delta: median } = w.frame_bytes(64);
+        // The same room idle for one second (30 ticks, no inputs): only the
+        // once-a-second idle frame. An arena's NPCs keep moving; it never idles.
+        let mut idle_bytes = 0;
+        let mut wire = BytesMut::new();
+        for _ in 0..30 {
+            w.room.tick(1);
+            w.outboxes[0].drain(&mut w.batch);
+            wire.clear();
+            tickrelay::engine::envelope::encode_batch(&w.batch, &mut wire);
+            idle_bytes += wire.len();
+            for outbox in &w.outboxes[1..] {
+                outbox.drain(&mut w.batch);
+            }
+        }
+        let idle = if sim == Sim::Arena {
+            "— (NPCs move)".to_string()
+        } else {
+            idle_bytes.to_string()
+        };
+        println!(
+            "| {} | {full} | {median} | {:.1} % | {idle} |",
+            shape.name(),
+            100.0 * median as f64 / full as f64
+        );
+    }
+    println!();
+}
+
+/// Target T8, printed as a table: bytes per changed entity on the side-by-side arena
+/// workload. Every entity changes every tick (x and y), so a delta body over the
+/// number of entities is the cost of one changed entity, frame overhead included.
+fn t8_bytes(_: &mut Criterion) {
+    println!();
+    println!("T8: bytes per changed entity, one arena room at 20 Hz, 60 NPCs + one avatar per member, all moving");
+    println!(
+        "| members | entities changed per tick | delta body (median of 64 ticks) | bytes per changed entity | full snapshot | bytes per entity (full) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for members in [200, 400] {
+        let shape = Shape::side_by_side(members);
+        let mut w = Workload::new(shape);
+        // Let every avatar start moving (the first tick after joining spawns them).
+        w.step();
+        w.drain();
+        let FrameBytes { full, delta } = w.frame_bytes(64);
+        let changed = shape.entities as f64;
+        println!(
+            "| {members} | {} | {delta} | {:.2} | {full} | {:.2} |",
+            shape.entities,
+            delta as f64 / changed,
+            full as f64 / changed
+        );
+    }
     println!();
 }
 
 criterion_group!(
     benches,
     t3_bytes,
+    t8_bytes,
     t1_tick,
     t1_encode,
     t2_fanout,

@@ -842,4 +842,37 @@ mod tests {
                 .all(|t| !t.config.naive_fanout)
         );
     }
+
+    #[test]
+    fn relay_kinds_are_declared_in_toml_and_checked() {
+        // The example in the default file, uncommented.
+        let example: String = DEFAULT_CONFIG
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[room_types.relay.kinds]]"))
+            .take_while(|l| l.starts_with('#') && !l.starts_with("# Rooms"))
+            .filter(|l| !l.starts_with("#   ") || l.contains('{'))
+            .map(|l| l.trim_start_matches("# ").trim_start_matches('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::from_toml(&example).unwrap();
+        c.validate().unwrap();
+        let schema = c.room_types["relay"].schema().unwrap();
+        let player = &schema.kinds()[0];
+        assert_eq!((player.kind(), player.name(), player.fields().len()), (1, "player", 5));
+        assert_eq!(c.room_types["arena"].schema().unwrap().kinds().len(), 2);
+
+        for (toml, problem) in [
+            ("{ id = 1, type = \"float\", min = 0, max = 1 }", "needs `precision`"),
+            ("{ id = 1, type = \"int\", min = 0.5, max = 1 }", "must be integers"),
+            ("{ id = 1, type = \"vec3\" }", "unknown type"),
+            (
+                "{ id = 1, type = \"float\", min = 0, max = 1e9, precision = 1 }",
+                "2^24 steps",
+            ),
+        ] {
+            let text = format!("[[room_types.relay.kinds]]\nkind = 1\nfields = [{toml}]\n");
+            let e = Config::from_toml(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(problem) && e.contains("room type `relay`"), "{e}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ both_transports!(
     events_reach_exactly_their_targets,
     requests_are_answered_with_their_correlation_ids,
     mistakes_get_typed_errors_and_the_session_continues,
+    declared_kinds_travel_packed_and_writes_that_do_not_fit_are_refused,
     bad_input_closes_only_the_offender,
     shutdown_closes_every_session_with_1001,
 );
@@ -267,6 +268,101 @@ async fn mistakes_get_typed_errors_and_the_session_continues(transport: Transpor
     a.send(vec![]).await;
     assert_eq!(a.until(error).await, (ErrorCode::BadRequest as i32, 0));
     a.frames_in("solo", 1).await;
+}
+
+/// A relay room type with a declared kind (from TOML, as a user writes it): members
+/// learn the schema from `Joined`, positions travel packed and snapped to their grid,
+/// every checksum verifies, and a write outside the declaration is refused whole.
+async fn declared_kinds_travel_packed_and_writes_that_do_not_fit_are_refused(transport: Transport) {
+    let declared = tickrelay::config::Config::from_toml(
+        r#"
+[room_types.shapes]
+simulation = "relay"
+[[room_types.shapes.kinds]]
+kind = 3
+name = "dot"
+fields = [
+  { id = 1, name = "x", type = "float", min = 0, max = 10, precision = 0.5 },
+  { id = 2, name = "hp", type = "int", min = 0, max = 9 },
+]
+"#,
+    )
+    .unwrap();
+    let server = start_with(|c| {
+        c.room_types
+            .insert("shapes".into(), declared.room_types["shapes"].clone());
+    })
+    .await;
+    let mut a = TestClient::connect_over(&server, transport).await;
+    let mut b = TestClient::connect_over(&server, transport).await;
+    let joined = a.join("dots", "shapes").await;
+    assert_eq!(joined.schema.len(), 1);
+    assert_eq!((joined.schema[0].kind, joined.schema[0].fields.len()), (3, 2));
+    b.join("dots", "shapes").await;
+
+    let dot = |id, x: f32, hp: i64| {
+        input::Payload::Writes(EntityWrites {
+            create: vec![proto::Entity {
+                id,
+                owner: 0,
+                kind: 3,
+                fields: vec![
+                    Field {
+                        id: 1,
+                        value: Some(Value::Float(x)),
+                    },
+                    int_field(2, hp),
+                ],
+            }],
+            ..Default::default()
+        })
+    };
+    let error = |k: &Kind| match k {
+        Kind::Error(e) => Some((e.code, e.request_id)),
+        _ => None,
+    };
+    let refused = a.input("dots", dot(1, 3.3, 10)).await;
+    assert_eq!(a.until(error).await, (ErrorCode::InvalidField as i32, refused));
+    let refused = a.input("dots", dot(1, 11.0, 1)).await;
+    assert_eq!(a.until(error).await, (ErrorCode::InvalidField as i32, refused));
+    let last = a.input("dots", dot(1, 3.3, 9)).await;
+    a.applied("dots", last).await;
+    let moved = a
+        .input(
+            "dots",
+            input::Payload::Writes(EntityWrites {
+                update: vec![EntityUpdate {
+                    id: 1,
+                    fields: vec![Field {
+                        id: 1,
+                        value: Some(Value::Float(4.1)),
+                    }],
+                }],
+                ..Default::default()
+            }),
+        )
+        .await;
+    a.applied("dots", moved).await;
+    b.until(|k| match k {
+        Kind::State(f) if !f.packed.is_empty() && f.baseline_tick != 0 => Some(()),
+        _ => None,
+    })
+    .await;
+    b.frames_in("dots", 2).await;
+    for client in [&a, &b] {
+        let mirror = &client.mirrors["dots"];
+        let dot = mirror.world().get(1).expect("the dot reached every member");
+        // Snapped to the 0.5 grid: 4.1 is stored as 4.0.
+        assert_eq!(dot.get(1), Some(&Value::Float(4.0)));
+        assert_eq!(dot.get(2), Some(&Value::Int(9)));
+        assert!(mirror.checksums_verified() >= 2);
+    }
+    // Only packed blocks carried the dot.
+    assert!(
+        b.frames["dots"]
+            .iter()
+            .all(|f| f.added.is_empty() && f.changed.is_empty())
+    );
 }
 
 /// Each kind of bad input closes the offender with its documented code; another
