@@ -576,6 +576,8 @@ impl Driver {
                     state.applied_acked = ack;
                 }
                 self.shared.stats.frames.fetch_add(1, Ordering::Relaxed);
+                let updates = frame.added.len() + frame.changed.len() + frame.removed.len();
+                (self.shared.stats.entity_updates).fetch_add(updates as u64, Ordering::Relaxed);
                 let event = Event::State {
                     room: frame.room,
                     tick: frame.tick,

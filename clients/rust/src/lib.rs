@@ -208,6 +208,9 @@ pub struct Stats {
     pub desyncs: AtomicU64,
     /// Checksums verified.
     pub checksums: AtomicU64,
+    /// Entity updates in the applied state frames: entities added, changed or
+    /// removed, summed over frames (a full snapshot adds every entity).
+    pub entity_updates: AtomicU64,
     /// Messages the server sent again after a resume that had already arrived
     /// (skipped).
     pub messages_repeated: AtomicU64,
