@@ -27,8 +27,9 @@ const FILES_SPARE: u64 = 512;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tickrelay-bots", version)]
 struct Args {
-    /// Relay URL: `wss://host:port/ws` (WebSocket) or `quic://host:port` (QUIC, state
-    /// frames as datagrams).
+    /// Relay URL: `wss://host:port/ws` (WebSocket), `quic://host:port` (QUIC, state
+    /// frames as datagrams), or `ws://host:port/ws` (WebSocket without TLS, to a relay
+    /// run with `--insecure-plain`; --cert and --fingerprint are not read).
     #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
     url: String,
     /// Trust the certificates in this PEM file (the relay's development certificate

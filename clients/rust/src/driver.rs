@@ -43,7 +43,8 @@ enum End {
 struct Driver {
     config: ClientConfig,
     target: Target,
-    tls: Arc<rustls::ClientConfig>,
+    /// TLS for `wss://` and `quic://` (none for `ws://`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
@@ -72,7 +73,7 @@ struct Driver {
 pub(crate) async fn run(
     config: ClientConfig,
     target: Target,
-    tls: Arc<rustls::ClientConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
@@ -146,7 +147,13 @@ impl Driver {
             received: self.received.last(),
         });
         let token = self.config.token.as_deref();
-        let connecting = link::connect(&self.target, &self.tls, token, resume, self.config.quiet_timeout);
+        let connecting = link::connect(
+            &self.target,
+            self.tls.as_ref(),
+            token,
+            resume,
+            self.config.quiet_timeout,
+        );
         tokio::time::timeout(self.config.connect_timeout, connecting)
             .await
             .unwrap_or_else(|_| {
