@@ -47,6 +47,10 @@ pub struct Scenario {
     pub duration: Duration,
     /// Bots connect evenly over this time.
     pub ramp_up: Duration,
+    /// Frames, bytes, entity updates and latency are counted from this long after the
+    /// start to the end (zero: the whole run), so that a load run can measure its
+    /// steady window after the ramp-up; the report's duration is then the window's.
+    pub warm_up: Duration,
     /// Share of bots that churn per minute (0.1: a tenth of the bots each minute).
     pub churn_per_minute: f64,
     /// Of the churning bots, the share that drop their connection and resume; the
@@ -82,6 +86,7 @@ struct Counters {
     max_connected: AtomicU64,
     frames: AtomicU64,
     bytes: AtomicU64,
+    entity_updates: AtomicU64,
     inputs_sent: AtomicU64,
     reconnects: AtomicU64,
     resumes: AtomicU64,
@@ -100,12 +105,16 @@ pub struct Report {
     pub bots: u64,
     /// Most bots connected at once.
     pub max_connected: u64,
-    /// Seconds the scenario ran.
+    /// Seconds counted: from the end of the warm-up to the end of play.
     pub seconds: f64,
     /// State frames applied.
     pub frames: u64,
     /// Bytes received.
     pub bytes: u64,
+    /// Entity updates in the state frames applied: entities added, changed or
+    /// removed, summed over frames.
+    #[serde(default)]
+    pub entity_updates: u64,
     /// Inputs sent.
     pub inputs_sent: u64,
     /// Reconnections.
@@ -145,6 +154,7 @@ impl Report {
         self.seconds = self.seconds.max(other.seconds);
         self.frames += other.frames;
         self.bytes += other.bytes;
+        self.entity_updates += other.entity_updates;
         self.inputs_sent += other.inputs_sent;
         self.reconnects += other.reconnects;
         self.resumes += other.resumes;
@@ -238,6 +248,14 @@ impl Report {
                 format!("{:.0}", self.frames as f64 / self.seconds.max(0.001)),
             ),
             ("bytes / s per client", format!("{:.0}", self.bytes as f64 / per_client)),
+            (
+                "entity updates / s",
+                format!("{:.0}", self.entity_updates as f64 / self.seconds.max(0.001)),
+            ),
+            (
+                "bytes / entity update",
+                format!("{:.2}", self.bytes as f64 / self.entity_updates.max(1) as f64),
+            ),
             ("inputs sent", self.inputs_sent.to_string()),
             ("latency p50", format!("{:.2} ms", ms(0.5))),
             ("latency p90", format!("{:.2} ms", ms(0.9))),
@@ -302,6 +320,8 @@ struct Fleet {
     errors: Mutex<BTreeMap<i32, u64>>,
     gave_up_reasons: Mutex<BTreeMap<String, u64>>,
     bots_started: AtomicU64,
+    /// Counting starts here (see [`Scenario::warm_up`]).
+    measure_from: Instant,
     stop_at: Instant,
 }
 
@@ -323,6 +343,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         errors: Mutex::new(BTreeMap::new()),
         gave_up_reasons: Mutex::new(BTreeMap::new()),
         bots_started: AtomicU64::new(0),
+        measure_from: started + scenario.warm_up,
         stop_at: started + scenario.duration,
         scenario,
     });
@@ -361,9 +382,13 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
     Report {
         bots: fleet.bots_started.load(Ordering::Relaxed),
         max_connected: c.max_connected.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
+        // The time played (and counted), without the wait for the last acks.
+        seconds: (fleet.stop_at.min(Instant::now()))
+            .saturating_duration_since(fleet.measure_from)
+            .as_secs_f64(),
         frames: c.frames.load(Ordering::Relaxed),
         bytes: c.bytes.load(Ordering::Relaxed),
+        entity_updates: c.entity_updates.load(Ordering::Relaxed),
         inputs_sent: c.inputs_sent.load(Ordering::Relaxed),
         reconnects: c.reconnects.load(Ordering::Relaxed),
         resumes: c.resumes.load(Ordering::Relaxed),
@@ -444,6 +469,11 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut connected = false;
     let stop_at = tokio::time::Instant::from_std(fleet.stop_at);
     let c = &fleet.counters;
+    // This client's (bytes received, entity updates) when counting started: as they
+    // were up to the frame before the first one after the warm-up (zero without a
+    // warm-up), so that first frame counts with its bytes.
+    let mut counted_from = s.warm_up.is_zero().then_some((0, 0));
+    let mut before_frame = (0, 0);
     let set_connected = |now: bool, connected: &mut bool| {
         if now != *connected {
             *connected = now;
@@ -487,9 +517,20 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 Some(Event::Connected { .. }) => set_connected(true, &mut connected),
                 Some(Event::Joined(_)) => joined = true,
                 Some(Event::State { server_time_us, received_us, .. }) => {
-                    c.frames.fetch_add(1, Ordering::Relaxed);
-                    let latency = received_us.saturating_sub(server_time_us).max(1);
-                    let _ = fleet.latency[index % fleet.latency.len()].lock().record(latency);
+                    if counted_from.is_none() && Instant::now() >= fleet.measure_from {
+                        counted_from = Some(before_frame);
+                    }
+                    if counted_from.is_some() {
+                        c.frames.fetch_add(1, Ordering::Relaxed);
+                        let latency = received_us.saturating_sub(server_time_us).max(1);
+                        let _ = fleet.latency[index % fleet.latency.len()].lock().record(latency);
+                    } else {
+                        let stats = client.stats();
+                        before_frame = (
+                            stats.bytes_in.load(Ordering::Relaxed),
+                            stats.entity_updates.load(Ordering::Relaxed),
+                        );
+                    }
                 }
                 Some(Event::Disconnected { code, .. }) => {
                     set_connected(false, &mut connected);
@@ -508,6 +549,14 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             },
         }
     };
+    // Bytes and entity updates up to the end of play (not the wait for acks below).
+    if let Some((bytes, updates)) = counted_from {
+        let stats = client.stats();
+        let bytes = stats.bytes_in.load(Ordering::Relaxed) - bytes;
+        let updates = stats.entity_updates.load(Ordering::Relaxed) - updates;
+        c.bytes.fetch_add(bytes, Ordering::Relaxed);
+        c.entity_updates.fetch_add(updates, Ordering::Relaxed);
+    }
     // Let the last inputs be acknowledged, then check none was lost.
     if sent > 0 && connected {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -518,8 +567,6 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         c.lost_inputs.fetch_add(sent.saturating_sub(acked), Ordering::Relaxed);
     }
     let stats = client.stats();
-    c.bytes
-        .fetch_add(stats.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
     c.reconnects
         .fetch_add(stats.reconnects.load(Ordering::Relaxed), Ordering::Relaxed);
     c.resumes
@@ -561,6 +608,19 @@ mod tests {
             v.contains("4 clients gave up: 4 × connection refused (127.0.0.1:1)"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn the_table_gives_bytes_per_entity_update() {
+        let mut r = report();
+        (r.seconds, r.bytes, r.entity_updates) = (2.0, 1_000, 100);
+        let table = r.table();
+        assert!(table.contains("| entity updates / s | 50 |"), "{table}");
+        assert!(table.contains("| bytes / entity update | 10.00 |"), "{table}");
+        let mut merged = report();
+        merged.merge(&r);
+        merged.merge(&r);
+        assert_eq!(merged.entity_updates, 200);
     }
 
     #[test]

@@ -27,8 +27,9 @@ const FILES_SPARE: u64 = 512;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tickrelay-bots", version)]
 struct Args {
-    /// Relay URL: `wss://host:port/ws` (WebSocket) or `quic://host:port` (QUIC, state
-    /// frames as datagrams).
+    /// Relay URL: `wss://host:port/ws` (WebSocket), `quic://host:port` (QUIC, state
+    /// frames as datagrams), or `ws://host:port/ws` (WebSocket without TLS, to a relay
+    /// run with `--insecure-plain`; --cert and --fingerprint are not read).
     #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
     url: String,
     /// Trust the certificates in this PEM file (the relay's development certificate
@@ -62,6 +63,11 @@ struct Args {
     /// Connect the bots evenly over this many seconds.
     #[arg(long, default_value_t = 5.0)]
     ramp_up_secs: f64,
+    /// Count frames, bytes, entity updates and latency only from this many seconds
+    /// after the start (the steady window after the ramp-up); the report's duration
+    /// is the window's.
+    #[arg(long, default_value_t = 0.0)]
+    warm_up_secs: f64,
     /// Share of bots that churn per minute (0.1 = a tenth each minute).
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
@@ -106,6 +112,7 @@ impl Args {
             input_rate: self.input_rate,
             duration: Duration::from_secs_f64(self.duration_secs),
             ramp_up: Duration::from_secs_f64(self.ramp_up_secs),
+            warm_up: Duration::from_secs_f64(self.warm_up_secs),
             churn_per_minute: self.churn,
             churn_resume_share: self.churn_resume_share,
             progress: (self.progress_secs > 0.0).then(|| Duration::from_secs_f64(self.progress_secs)),
@@ -126,6 +133,10 @@ fn share(text: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.warm_up_secs > 0.0 && args.warm_up_secs >= args.duration_secs {
+        eprintln!("tickrelay-bots: --warm-up-secs must be shorter than --duration-secs");
+        return ExitCode::from(2);
+    }
     // Every bot holds a socket: raise the soft limit, and fit the bots per process to it.
     let open_files = match tickrelay::fd_limit::raise() {
         Ok(raised) => raised.to.unwrap_or(u64::MAX),

@@ -26,6 +26,7 @@ fn scenario(url: &str, cert: &str, room_type: &str, rooms: usize) -> Scenario {
         input_rate: 10.0,
         duration: Duration::from_secs(30),
         ramp_up: Duration::from_secs(3),
+        warm_up: Duration::ZERO,
         // A fifth of the bots churn per minute: half resume, half are replaced.
         churn_per_minute: 0.2,
         churn_resume_share: 0.5,

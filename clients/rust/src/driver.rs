@@ -46,7 +46,8 @@ enum End {
 struct Driver {
     config: ClientConfig,
     target: Target,
-    tls: Arc<rustls::ClientConfig>,
+    /// TLS for `wss://` and `quic://` (none for `ws://`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
@@ -75,7 +76,7 @@ struct Driver {
 pub(crate) async fn run(
     config: ClientConfig,
     target: Target,
-    tls: Arc<rustls::ClientConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
@@ -149,7 +150,13 @@ impl Driver {
             received: self.received.last(),
         });
         let token = self.config.token.as_deref();
-        let connecting = link::connect(&self.target, &self.tls, token, resume, self.config.quiet_timeout);
+        let connecting = link::connect(
+            &self.target,
+            self.tls.as_ref(),
+            token,
+            resume,
+            self.config.quiet_timeout,
+        );
         tokio::time::timeout(self.config.connect_timeout, connecting)
             .await
             .unwrap_or_else(|_| {
@@ -594,6 +601,8 @@ impl Driver {
                     state.applied_acked = ack;
                 }
                 self.shared.stats.frames.fetch_add(1, Ordering::Relaxed);
+                let updates = frame.added.len() + frame.changed.len() + frame.removed.len();
+                (self.shared.stats.entity_updates).fetch_add(updates as u64, Ordering::Relaxed);
                 let event = Event::State {
                     room: frame.room,
                     tick: frame.tick,

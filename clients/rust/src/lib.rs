@@ -23,7 +23,10 @@
 //! What the client does for you:
 //! - **Connection**: `wss://` or `quic://` (the same API; over QUIC state frames
 //!   arrive as datagrams and are acknowledged), with a token, trusting the relay's
-//!   certificate by file, PEM or fingerprint (never any certificate silently).
+//!   certificate by file, PEM or fingerprint (never any certificate silently). Plain
+//!   `ws://` only when the URL says so (a relay behind a TLS-terminating proxy, or a
+//!   local benchmark), with a warning in the log; a `wss://` client never falls back
+//!   to it.
 //! - **Rooms and inputs**: inputs get sequence numbers per room; each room's state is
 //!   mirrored ([`StateMirror`]) and verified against the server's checksums; on a
 //!   mismatch the client asks for a full snapshot by itself.
@@ -62,10 +65,11 @@ pub use trust::{Trust, TrustError};
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The relay's URL: `wss://host:port/ws` (WebSocket) or `quic://host:port`
-    /// (QUIC, state frames as datagrams).
+    /// The relay's URL: `wss://host:port/ws` (WebSocket), `quic://host:port` (QUIC,
+    /// state frames as datagrams), or `ws://host:port/ws` (WebSocket without TLS:
+    /// only behind a TLS-terminating proxy or on a trusted network).
     pub url: String,
-    /// Which certificate to trust.
+    /// Which certificate to trust (not read for a `ws://` URL, which has none).
     pub trust: Trust,
     /// A JWT, sent as `Authorization: Bearer` (none in anonymous mode).
     pub token: Option<String>,
@@ -208,6 +212,9 @@ pub struct Stats {
     pub desyncs: AtomicU64,
     /// Checksums verified.
     pub checksums: AtomicU64,
+    /// Entity updates in the applied state frames: entities added, changed or
+    /// removed, summed over frames (a full snapshot adds every entity).
+    pub entity_updates: AtomicU64,
     /// Messages the server sent again after a resume that had already arrived
     /// (skipped).
     pub messages_repeated: AtomicU64,
@@ -223,8 +230,8 @@ pub struct Stats {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The URL is not a `wss://` or `quic://` URL.
-    #[error("invalid URL `{0}`: expected wss://host:port/path or quic://host:port")]
+    /// The URL is not a `wss://`, `ws://` or `quic://` URL.
+    #[error("invalid URL `{0}`: expected wss://host:port/path, quic://host:port or ws://host:port/path")]
     Url(String),
     /// The trust settings are unusable.
     #[error(transparent)]
@@ -287,7 +294,12 @@ impl Client {
     /// stream. Must be called inside a tokio runtime.
     pub fn connect(config: ClientConfig) -> Result<(Client, mpsc::Receiver<Event>), ClientError> {
         let target = link::Target::parse(&config.url)?;
-        let tls = trust::client_config(&config.trust)?;
+        let tls = if target.scheme.uses_tls() {
+            Some(trust::client_config(&config.trust)?)
+        } else {
+            tracing::warn!(url = %config.url, "connecting without TLS (ws://): only behind a TLS-terminating proxy or on a trusted network");
+            None
+        };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::channel(config.event_capacity);
         let shared = Arc::new(Shared {

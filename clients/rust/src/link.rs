@@ -3,6 +3,8 @@
 //!
 //! - `wss://host:port/path`: WebSocket over TLS; the token goes in the
 //!   `Authorization` header and the resume token in the `resume` query parameter.
+//! - `ws://host:port/path`: the same without TLS, only when the URL says so (a relay
+//!   behind a TLS-terminating proxy, or on this machine); never a fallback from `wss://`.
 //! - `quic://host:port`: QUIC (ALPN `tickrelay/1`); a control stream carries a `Hello`
 //!   (token, resume token) and then length-delimited envelopes both ways; state frames
 //!   arrive as datagrams, and each applied one is acknowledged in a datagram.
@@ -28,6 +30,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::either::Either;
 
 use crate::ClientError;
 
@@ -41,8 +44,19 @@ const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Which transport a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scheme {
+    /// `wss://`: WebSocket over TLS.
     WebSocket,
+    /// `ws://`: WebSocket without TLS.
+    PlainWebSocket,
+    /// `quic://`.
     Quic,
+}
+
+impl Scheme {
+    /// Whether the transport authenticates the server with TLS.
+    pub fn uses_tls(self) -> bool {
+        self != Scheme::PlainWebSocket
+    }
 }
 
 /// Where to connect.
@@ -56,10 +70,12 @@ pub(crate) struct Target {
 impl Target {
     pub fn parse(url: &str) -> Result<Self, ClientError> {
         let bad = || ClientError::Url(url.to_string());
-        let (scheme, rest) = if let Some(rest) = url.strip_prefix("wss://") {
-            (Scheme::WebSocket, rest)
+        let (scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("wss://") {
+            (Scheme::WebSocket, rest, 443)
+        } else if let Some(rest) = url.strip_prefix("ws://") {
+            (Scheme::PlainWebSocket, rest, 80)
         } else if let Some(rest) = url.strip_prefix("quic://") {
-            (Scheme::Quic, rest)
+            (Scheme::Quic, rest, 443)
         } else {
             return Err(bad());
         };
@@ -76,7 +92,7 @@ impl Target {
         let authority = if authority.contains(':') && !authority.ends_with(']') {
             authority.to_string()
         } else {
-            format!("{authority}:443")
+            format!("{authority}:{default_port}")
         };
         Ok(Self {
             scheme,
@@ -123,8 +139,11 @@ impl std::fmt::Display for Broken {
     }
 }
 
+/// A WebSocket's byte stream: TLS (`wss://`) or plain TCP (`ws://`).
+type WsStream = Either<TlsStream<TcpStream>, TcpStream>;
+
 pub(crate) enum Link {
-    WebSocket(Box<WebSocketStream<TlsStream<TcpStream>>>),
+    WebSocket(Box<WebSocketStream<WsStream>>),
     Quic(Box<QuicLink>),
 }
 
@@ -145,26 +164,28 @@ pub(crate) struct Resume<'a> {
     pub received: u64,
 }
 
-/// Opens a connection: TLS and the WebSocket upgrade, or the QUIC handshake, control
-/// stream and `Hello`.
+/// Opens a connection: TLS (unless the URL is `ws://`) and the WebSocket upgrade, or
+/// the QUIC handshake, control stream and `Hello`. `tls` is the configuration for the
+/// schemes that use TLS ([`Scheme::uses_tls`]).
 pub(crate) async fn connect(
     target: &Target,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     token: Option<&str>,
     resume: Option<Resume<'_>>,
     idle_timeout: Duration,
 ) -> Result<Link, Failure> {
-    let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
+    let tls_for = |scheme: Scheme| tls.ok_or_else(|| fatal(format!("{scheme:?} needs a TLS configuration")));
     match target.scheme {
-        Scheme::WebSocket => connect_ws(target, tls, name, token, resume).await,
-        Scheme::Quic => connect_quic(target, tls, token, resume, idle_timeout).await,
+        Scheme::WebSocket => connect_ws(target, Some(tls_for(target.scheme)?), token, resume).await,
+        Scheme::PlainWebSocket => connect_ws(target, None, token, resume).await,
+        Scheme::Quic => connect_quic(target, tls_for(target.scheme)?, token, resume, idle_timeout).await,
     }
 }
 
+/// The WebSocket upgrade over TLS with `tls`, or over plain TCP without it.
 async fn connect_ws(
     target: &Target,
-    tls: &Arc<rustls::ClientConfig>,
-    name: ServerName<'static>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     token: Option<&str>,
     resume: Option<Resume<'_>>,
 ) -> Result<Link, Failure> {
@@ -172,10 +193,17 @@ async fn connect_ws(
         .await
         .map_err(|e| retry(format!("connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let tls = TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| retry(format!("TLS: {e}")))?;
+    let stream = match tls {
+        Some(tls) => {
+            let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
+            let tls = TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| retry(format!("TLS: {e}")))?;
+            Either::Left(tls)
+        }
+        None => Either::Right(tcp),
+    };
     let mut url = target.url.clone();
     if let Some(resume) = resume {
         url.push(if url.contains('?') { '&' } else { '?' });
@@ -190,7 +218,7 @@ async fn connect_ws(
     // (128 KiB) costs microseconds per state frame and memory per connection; frames
     // larger than the buffer take several reads.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-    match tokio_tungstenite::client_async_with_config(request, tls, Some(config)).await {
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
         Ok((ws, _)) => Ok(Link::WebSocket(Box::new(ws))),
         Err(WsError::Http(response)) => {
             let status = response.status().as_u16();
@@ -388,7 +416,17 @@ mod tests {
         let t = Target::parse("quic://[::1]:7443").unwrap();
         assert_eq!((t.host.as_str(), t.authority.as_str()), ("::1", "[::1]:7443"));
         assert_eq!(t.scheme, Scheme::Quic);
-        assert!(Target::parse("ws://plain/ws").is_err());
+        let t = Target::parse("ws://127.0.0.1:7080/ws").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.scheme),
+            ("127.0.0.1:7080", Scheme::PlainWebSocket)
+        );
+        assert!(!t.scheme.uses_tls());
+        let t = Target::parse("ws://relay.internal/ws").unwrap();
+        assert_eq!(t.authority, "relay.internal:80");
+        assert!(Target::parse("http://plain/ws").is_err());
+        assert!(Target::parse("WS://plain/ws").is_err());
+        assert!(Target::parse("ws:///ws").is_err());
         assert!(Target::parse("wss:///ws").is_err());
     }
 }

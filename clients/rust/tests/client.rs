@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use tickrelay::config::Config;
+use tickrelay::server::Server;
 use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
 use tickrelay_testkit::{TestServer, Transport, both_transports, create_entity, start};
 use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
 
 both_transports!(
     joins_mirrors_verified_state_and_measures_rtt,
@@ -155,11 +158,60 @@ async fn trusts_a_pinned_fingerprint_and_nothing_else(transport: Transport) {
     bad.trust = Trust::Fingerprint("00".repeat(32));
     bad.backoff.max_attempts = Some(1);
     let (_client, mut events) = Client::connect(bad).unwrap();
-    let reason = until(&mut events, |e| match e {
-        Event::Connected { .. } => panic!("connected to an untrusted certificate"),
+    let reason = gave_up(&mut events, "connected to an untrusted certificate").await;
+    assert!(reason.contains("TLS"), "{reason}");
+}
+
+/// Waits for the client to give up and returns why; panics with `never` if it connects.
+async fn gave_up(events: &mut Receiver<Event>, never: &str) -> String {
+    until(events, |e| match e {
+        Event::Connected { .. } => panic!("{never}"),
         Event::GaveUp { reason, .. } => Some(reason.clone()),
         _ => None,
     })
+    .await
+}
+
+/// A relay serving plain `ws://` (`tls.insecure_plain`) is reached only through a
+/// `ws://` URL, without reading any certificate; a `wss://` client fails at TLS
+/// instead of falling back to plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_ws_only_when_the_url_says_so() {
+    let mut relay = Config::loopback(60);
+    relay.tls.insecure_plain = true;
+    relay.quic.enabled = false;
+    let relay = Server::bind(relay).await.unwrap();
+    let port = relay.local_addr().port();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(relay.run(shutdown.clone(), Duration::from_secs(5)));
+
+    let mut plain = ClientConfig::new(
+        format!("ws://127.0.0.1:{port}/ws"),
+        Trust::CertFile("/nonexistent/cert.pem".into()),
+    );
+    plain.backoff.max_attempts = Some(1);
+    let (client, mut events) = Client::connect(plain).unwrap();
+    client.join("arena-1", "arena");
+    let mut frames = 0;
+    until(&mut events, |e| {
+        assert!(!matches!(e, Event::GaveUp { .. } | Event::Desync { .. }), "{e:?}");
+        frames += matches!(e, Event::State { .. }) as u32;
+        (frames >= 5).then_some(())
+    })
     .await;
+    assert!(client.with_mirror("arena-1", |m| m.is_synced()).unwrap());
+    let stats = client.stats();
+    // The full snapshot adds the arena's NPCs and the avatar; later frames move them.
+    assert!(stats.entity_updates.load(std::sync::atomic::Ordering::Relaxed) >= 5);
+    client.close();
+
+    let mut tls = ClientConfig::new(
+        format!("wss://127.0.0.1:{port}/ws"),
+        Trust::Fingerprint("00".repeat(32)),
+    );
+    tls.backoff.max_attempts = Some(1);
+    let (_client, mut events) = Client::connect(tls).unwrap();
+    let reason = gave_up(&mut events, "a wss:// client connected without TLS").await;
     assert!(reason.contains("TLS"), "{reason}");
+    shutdown.cancel();
 }
