@@ -2,7 +2,7 @@
 //! declares, one block per kind in `StateFrame.packed`.
 //!
 //! ```text
-//! block         = kind count added* count changed*        (every number a varint)
+//! block         = kind n_added n_changed added* changed*  (every number a varint)
 //! added         = id-step owner mask value*                (values absolute)
 //! changed       = id-step mask value*                      (values absolute or relative)
 //! value         = v                                        int, float, bool
@@ -98,15 +98,15 @@ pub fn encode_block(
     let kind = u64::from(declared.kind());
     let len = encoded_len_varint(kind)
         + encoded_len_varint(added_count)
-        + added.len()
         + encoded_len_varint(changed_count)
+        + added.len()
         + changed.len();
     prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
     encode_varint(kind, buf);
     encode_varint(added_count, buf);
-    buf.put_slice(added);
     encode_varint(changed_count, buf);
+    buf.put_slice(added);
     buf.put_slice(changed);
 }
 
@@ -195,9 +195,10 @@ pub fn apply_block(world: &mut World, block: &Bytes, fields: &mut Vec<(FieldId, 
         .and_then(|k| schema.position(k))
         .ok_or(BlockError::UnknownKind(kind))?;
     let declared = &schema.kinds()[declared];
+    let (added, changed) = (r.varint()?, r.varint()?);
 
     let mut id = 0;
-    for n in 0..r.varint()? {
+    for n in 0..added {
         id = r.next_id(id, n)?;
         let owner = r.varint()?;
         let mask = r.mask(declared, id)?;
@@ -228,7 +229,7 @@ pub fn apply_block(world: &mut World, block: &Bytes, fields: &mut Vec<(FieldId, 
     }
 
     let mut id = 0;
-    for n in 0..r.varint()? {
+    for n in 0..changed {
         id = r.next_id(id, n)?;
         let mask = r.mask(declared, id)?;
         let mut entity = world
@@ -256,6 +257,13 @@ pub fn apply_block(world: &mut World, block: &Bytes, fields: &mut Vec<(FieldId, 
         return Err(BlockError::Trailing);
     }
     Ok(())
+}
+
+/// The kind of a block and how many entities it adds and changes, read from its
+/// header alone (no schema needed): for statistics.
+pub fn header(block: &Bytes) -> Result<(u64, u64, u64), BlockError> {
+    let mut r = Reader { data: block, pos: 0 };
+    Ok((r.varint()?, r.varint()?, r.varint()?))
 }
 
 fn invalid(e: WorldError, entity: EntityId) -> BlockError {
@@ -414,13 +422,14 @@ mod tests {
     #[test]
     fn a_small_move_costs_one_byte_per_value() {
         let (_, w) = moved();
-        // kind 1, no added, one changed: id 7, mask 0b1 (x), x +3 steps: zigzag 6, ·2.
+        // kind 1, none added, one changed: id 7, mask 0b1 (x), x +3 steps: zigzag 6, ·2.
         assert_eq!(&block(&w, 1, Values::AgainstBaseline)[..], [1, 0, 1, 7, 0b1, 12]);
         // Absolute: q = 5003, ·2 + 1 = 10007 = 0x2717.
         assert_eq!(&block(&w, 1, Values::Absolute)[..], [1, 0, 1, 7, 0b1, 0x97, 0x4e]);
         // Full: both added, in id order, owner and the mask of present fields.
         let full = block(&w, 0, Values::AgainstBaseline);
-        assert_eq!(&full[..3], [1, 2, 5]);
+        assert_eq!(&full[..4], [1, 2, 0, 5]);
+        assert_eq!(header(&full), Ok((1, 2, 0)));
     }
 
     #[test]
@@ -452,6 +461,7 @@ mod tests {
         assert_eq!(apply(&[2, 0, 0]), Err(BlockError::UnknownKind(2)));
         assert_eq!(apply(&[1, 0, 0, 0]), Err(BlockError::Trailing));
         assert_eq!(apply(&[1, 0, 2, 7, 1, 1, 0, 1, 1]), Err(BlockError::Order));
+        assert_eq!(apply(&[1, 0, 2, 7, 1, 1]), Err(BlockError::Truncated));
         assert_eq!(apply(&[1, 0, 1, 7, 0b10000, 1]), Err(BlockError::Mask(7)));
         assert_eq!(apply(&[1, 0, 1, 9, 1, 1]), Err(BlockError::UnknownEntity(9)));
         // x of entity 7 relative -6000 steps: below the range.
@@ -466,7 +476,7 @@ mod tests {
         );
         // An added entity's value must be absolute.
         assert_eq!(
-            apply(&[1, 1, 9, 0, 1, 2, 0]),
+            apply(&[1, 1, 0, 9, 0, 1, 2]),
             Err(BlockError::NoBase { entity: 9, field: 1 })
         );
         let mut w = at_1.clone();

@@ -11,6 +11,7 @@ use tickrelay_proto::clock::unix_micros;
 use tickrelay_proto::error::reconnect_allowed;
 use tickrelay_proto::frame::decode_server;
 use tickrelay_proto::mirror::StateMirror;
+use tickrelay_proto::packed;
 use tickrelay_proto::state::Schema;
 use tickrelay_proto::v1::{self as proto, client_message::Kind as Out, server_message::Kind as In};
 use tokio::sync::{mpsc, oneshot};
@@ -601,8 +602,12 @@ impl Driver {
                     state.applied_acked = ack;
                 }
                 self.shared.stats.frames.fetch_add(1, Ordering::Relaxed);
-                let updates = frame.added.len() + frame.changed.len() + frame.removed.len();
-                (self.shared.stats.entity_updates).fetch_add(updates as u64, Ordering::Relaxed);
+                let packed: u64 = (frame.packed.iter())
+                    .filter_map(|block| packed::header(block).ok())
+                    .map(|(_, added, changed)| added + changed)
+                    .sum();
+                let updates = (frame.added.len() + frame.changed.len() + frame.removed.len()) as u64 + packed;
+                (self.shared.stats.entity_updates).fetch_add(updates, Ordering::Relaxed);
                 let event = Event::State {
                     room: frame.room,
                     tick: frame.tick,
