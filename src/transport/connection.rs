@@ -6,8 +6,10 @@
 //! A transport ([`Transport`]: WebSocket in `ws`, QUIC in `quic`) only moves bytes:
 //! it reads inbound messages, writes a [`Batch`], pings and closes.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -131,13 +133,17 @@ pub(crate) async fn serve<T: Transport>(
     let mut batch = Batch::default();
     let mut single = Batch::default();
     let mut rate_limited = session.rate_limited();
+    // One stop signal for the connection's life, kept pinned: a new one per iteration
+    // registered and unregistered a waiter (under a lock) per message.
+    let stopped_signal = stop.stopped_owned();
+    tokio::pin!(stopped_signal);
     let end = loop {
         let timer = tokio::time::Instant::from_std(session.poll_timeout());
         // Biased: shutdown and timers first, then inbound before outbound, so a
         // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
-            () = stop.stopped() => break stopped(&stop),
+            () = &mut stopped_signal => break stopped(&stop),
             _ = tokio::time::sleep_until(timer) => match session.handle_timeout(Instant::now()) {
                 Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
                     Ok(Ok(())) => {}
@@ -174,7 +180,6 @@ pub(crate) async fn serve<T: Transport>(
                     break End::Close(CloseReason::SlowConsumer);
                 }
                 metrics.frames_superseded.inc_by(batch.superseded);
-                // A write still blocked after `slow` means the client is not reading.
                 let sending = async {
                     if naive {
                         send_separately(&mut transport, &batch, &mut single, &outbox).await
@@ -182,17 +187,20 @@ pub(crate) async fn serve<T: Transport>(
                         transport.send(&batch, &outbox).await
                     }
                 };
-                // A resume elsewhere (or shutdown) must not wait for a write that is
-                // stuck here.
-                let sending = async {
-                    tokio::select! {
-                        sent = tokio::time::timeout(slow, sending) => Some(sent),
-                        () = stop.stopped() => None,
-                    }
+                tokio::pin!(sending);
+                // Most writes complete at once. One that does not gets `slow` to finish
+                // (a write still blocked then means the client is not reading), and a
+                // resume elsewhere (or shutdown) must not wait for it.
+                let first = std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
+                let sent = match first {
+                    Poll::Ready(sent) => Ok(sent),
+                    Poll::Pending => tokio::select! {
+                        sent = tokio::time::timeout(slow, &mut sending) => sent,
+                        () = &mut stopped_signal => break stopped(&stop),
+                    },
                 };
-                match sending.await {
-                    None => break stopped(&stop),
-                    Some(Ok(Ok(sent))) => {
+                match sent {
+                    Ok(Ok(sent)) => {
                         metrics.messages_out.inc_by(sent.messages);
                         metrics.bytes_out.inc_by(sent.bytes);
                         if !batch.states.is_empty() {
@@ -203,8 +211,8 @@ pub(crate) async fn serve<T: Transport>(
                             }
                         }
                     }
-                    Some(Ok(Err(Broken))) => break End::Lost,
-                    Some(Err(_)) => break End::Close(CloseReason::SlowConsumer),
+                    Ok(Err(Broken)) => break End::Lost,
+                    Err(_) => break End::Close(CloseReason::SlowConsumer),
                 }
             }
         }

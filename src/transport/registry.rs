@@ -67,6 +67,13 @@ impl Stop {
         self.token.cancelled().await;
     }
 
+    /// [`Stop::stopped`] as a future that owns its handle, for a loop to keep pinned
+    /// across iterations (a new `stopped()` per iteration registers and unregisters
+    /// a waiter each time).
+    pub fn stopped_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.token.clone().cancelled_owned()
+    }
+
     /// Whether the connection was asked to stop.
     pub fn is_stopped(&self) -> bool {
         self.token.is_cancelled()

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -17,19 +16,18 @@ use crate::error::CloseReason;
 use crate::session::Inbound;
 use crate::transport::{Broken, Received, Sent, Transport};
 
-/// One upgraded WebSocket connection.
+/// One upgraded WebSocket connection. Not split into halves: the connection loop
+/// never reads and writes at once (a read future is dropped before a write starts;
+/// reading is cancel-safe), so the halves' lock would be pure cost.
 pub(crate) struct WebSocket<S> {
-    sink: SplitSink<WebSocketStream<S>, Message>,
-    stream: SplitStream<WebSocketStream<S>>,
+    ws: WebSocketStream<S>,
     buf: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub(crate) fn new(ws: WebSocketStream<S>) -> Self {
-        let (sink, stream) = ws.split();
         Self {
-            sink,
-            stream,
+            ws,
             buf: BytesMut::new(),
         }
     }
@@ -39,7 +37,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     const DELIVERY: Delivery = Delivery::Reliable;
 
     async fn recv(&mut self) -> Received {
-        match self.stream.next().await {
+        match self.ws.next().await {
             None => Received::Lost,
             // tungstenite has queued the close reply; `finish` sends it.
             Some(Ok(Message::Close(frame))) => match frame {
@@ -65,12 +63,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         encode_batch(batch, &mut self.buf);
         let message = self.buf.split().freeze();
         let bytes = message.len() as u64;
-        self.sink.send(Message::Binary(message)).await.map_err(|_| Broken)?;
+        self.ws.send(Message::Binary(message)).await.map_err(|_| Broken)?;
         Ok(Sent { messages: 1, bytes })
     }
 
     async fn ping(&mut self) -> Result<(), Broken> {
-        self.sink.send(Message::Ping(Bytes::new())).await.map_err(|_| Broken)
+        self.ws.send(Message::Ping(Bytes::new())).await.map_err(|_| Broken)
     }
 
     async fn close(&mut self, reason: CloseReason) {
@@ -78,11 +76,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
             code: reason.code().into(),
             reason: reason.reason().into(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.send(Message::Close(Some(frame)))).await;
         self.finish().await;
     }
 
     async fn finish(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.close()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), SinkExt::close(&mut self.ws)).await;
     }
 }

@@ -343,26 +343,26 @@ fields = [
         )
         .await;
     a.applied("dots", moved).await;
-    b.until(|k| match k {
-        Kind::State(f) if !f.packed.is_empty() && f.baseline_tick != 0 => Some(()),
-        _ => None,
-    })
-    .await;
-    b.frames_in("dots", 2).await;
+    // b follows (over QUIC its frame with the change may be a full snapshot).
+    let at = |c: &TestClient| c.mirrors.get("dots").and_then(|m| m.world().get(1)?.get(1).cloned());
+    for _ in 0..500 {
+        if at(&b) == Some(Value::Float(4.0)) {
+            break;
+        }
+        b.next().await;
+    }
     for client in [&a, &b] {
         let mirror = &client.mirrors["dots"];
         let dot = mirror.world().get(1).expect("the dot reached every member");
         // Snapped to the 0.5 grid: 4.1 is stored as 4.0.
         assert_eq!(dot.get(1), Some(&Value::Float(4.0)));
         assert_eq!(dot.get(2), Some(&Value::Int(9)));
-        assert!(mirror.checksums_verified() >= 2);
+        assert!(mirror.checksums_verified() >= 1);
     }
     // Only packed blocks carried the dot.
-    assert!(
-        b.frames["dots"]
-            .iter()
-            .all(|f| f.added.is_empty() && f.changed.is_empty())
-    );
+    let frames = &b.frames["dots"];
+    assert!(frames.iter().all(|f| f.added.is_empty() && f.changed.is_empty()));
+    assert!(frames.iter().any(|f| !f.packed.is_empty()));
 }
 
 /// Each kind of bad input closes the offender with its documented code; another
