@@ -108,7 +108,8 @@ if [[ ! -d $peer/node_modules/@colyseus/core ]]; then
 fi
 if ((build)); then
     echo "side_by_side.sh: building release binaries (target dir $target_dir)" >&2
-    (cd "$root" && CARGO_TARGET_DIR=$target_dir cargo build --release -q -p tickrelay -p tickrelay-bots --example floor)
+    (cd "$root" && CARGO_TARGET_DIR=$target_dir cargo build --release -q -p tickrelay -p tickrelay-bots &&
+        CARGO_TARGET_DIR=$target_dir cargo build --release -q -p tickrelay --example floor)
 fi
 floor_bin=$target_dir/release/examples/floor
 relay_bin=$target_dir/release/tickrelay
