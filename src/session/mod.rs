@@ -47,8 +47,9 @@ pub enum Inbound<'a> {
     Text,
     /// A message over the size limit (the driver refused to buffer it).
     TooBig,
-    /// A transport-level control frame (ping, pong): liveness only.
-    Control,
+    /// A transport-level control frame (ping, pong) of this many payload bytes: proves
+    /// liveness, and counts against the rate limits like a message.
+    Control(usize),
 }
 
 /// Settings announced in `Welcome` and enforced by the session.
@@ -275,7 +276,15 @@ impl Session {
             Inbound::Binary(bytes) => bytes,
             Inbound::Text => return Err(CloseReason::TextFrame),
             Inbound::TooBig => return Err(CloseReason::MessageTooBig),
-            Inbound::Control => return Ok(()),
+            // A ping costs the server a pong: charged like a message, refused ones are
+            // dropped silently (the transport has answered it already) and a flood of
+            // them is closed like any other.
+            Inbound::Control(len) => {
+                return match self.limiter.check(1, len, now.instant) {
+                    Verdict::Flood => Err(CloseReason::RateLimited),
+                    Verdict::Allow | Verdict::Refuse { .. } => Ok(()),
+                };
+            }
         };
         let Ok(envelope) = ClientEnvelope::decode(bytes) else {
             return Err(CloseReason::Undecodable);

@@ -462,7 +462,7 @@ fn frames_outside_the_protocol_close_with_their_code() {
         s.handle(Inbound::Binary(&[0xff, 0xff]), now),
         Err(CloseReason::Undecodable)
     );
-    assert_eq!(s.handle(Inbound::Control, now), Ok(()));
+    assert_eq!(s.handle(Inbound::Control(0), now), Ok(()));
 }
 
 #[test]
@@ -485,7 +485,7 @@ fn the_heartbeat_pings_when_quiet_and_times_out() {
     // Inbound traffic of any kind pushes the ping back.
     h.advance(interval / 2);
     let now = h.now();
-    h.session.handle(Inbound::Control, now).unwrap();
+    h.session.handle(Inbound::Control(0), now).unwrap();
     assert_eq!(h.session.poll_timeout(), now.instant + interval);
     h.advance(interval);
     assert_eq!(h.session.handle_timeout(h.now().instant), Ok(Beat::Ping));

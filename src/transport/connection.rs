@@ -167,6 +167,7 @@ pub(crate) async fn serve<T: Transport>(
                     Received::ClientClosed => break End::ClientClosed,
                     Received::ClientLeft => break End::ClientLeft,
                     Received::Lost => break End::Lost,
+                    Received::Flood => Err(CloseReason::RateLimited),
                 };
                 let now_limited = session.rate_limited();
                 metrics.messages_rate_limited.inc_by(now_limited - rate_limited);

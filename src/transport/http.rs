@@ -30,7 +30,7 @@ use crate::session::auth;
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
 use crate::transport::origin::OriginConfig;
-use crate::transport::ws::WebSocket;
+use crate::transport::ws::{Metered, WebSocket};
 
 /// What the HTTP side needs beyond the connection [`Context`].
 pub(crate) struct Http {
@@ -213,7 +213,8 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> Htt
     ctx.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket)).await;
+                let raw = Metered::new(TokioIo::new(upgraded), &task_ctx.session.settings.rate);
+                let ws = WebSocketStream::from_raw_socket(raw, Role::Server, Some(websocket)).await;
                 connection::serve(WebSocket::new(ws), peer, task_ctx, start, permit).await;
             }
             Err(e) => tracing::debug!(%peer, "upgrade failed: {e}"),

@@ -46,6 +46,9 @@ pub(crate) enum Received {
     ClientLeft,
     /// The connection was lost or closed abnormally: keep the seat for resume.
     Lost,
+    /// The peer sent more raw bytes than the limits allow for longer than the flood
+    /// window, below the level of messages (frames that never make one): close 1008.
+    Flood,
 }
 
 /// A written batch, for the metrics.

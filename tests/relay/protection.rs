@@ -536,3 +536,65 @@ async fn a_client_close_is_answered_and_invalid_utf8_closes_with_1007() {
     };
     assert_eq!(close, 1007);
 }
+
+/// WebSocket frames that carry no message count against the limits too: a ping flood
+/// (each ping would be answered with a pong) and a flood of empty continuation frames
+/// (a message that never ends) are both closed with 1008 within the flood window,
+/// while a member of the same room keeps its frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_and_continuation_frame_floods_are_closed_with_1008() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = start().await;
+    let mut good = TestClient::connect(&server).await;
+    good.join("calm", "arena").await;
+    type Flood = Box<dyn Fn(u64) -> Message + Send>;
+    let floods: [(&str, Flood); 2] = [
+        ("pings", Box::new(|_| Message::Ping(Bytes::from_static(&[7; 125])))),
+        (
+            "continuations",
+            Box::new(|n| {
+                let opcode = if n == 0 { Data::Binary } else { Data::Continue };
+                Message::Frame(Frame::message(Bytes::new(), OpCode::Data(opcode), false))
+            }),
+        ),
+    ];
+    for (name, frame) in floods {
+        let mut ws = TestClient::connect_raw(&server, "").await;
+        assert!(matches!(ws.next().await, Some(Ok(Message::Binary(_)))), "the Welcome");
+        let (mut sink, mut stream) = ws.split();
+        let started = Instant::now();
+        let flood = tokio::spawn(async move {
+            for n in 0.. {
+                if sink.send(frame(n)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let close = loop {
+            // Pongs may keep coming: check the time on every frame.
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{name}: no close within 5 s"
+            );
+            let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+            match next.unwrap_or_else(|_| panic!("{name}: no close within 5 s")) {
+                Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+                Some(Ok(_)) => continue,
+                other => panic!("{name}: expected a close frame, got {other:?}"),
+            }
+        };
+        flood.abort();
+        assert_eq!(close, 1008, "{name}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{name}: closed after {:?}",
+            started.elapsed()
+        );
+    }
+    good.frames_in("calm", 30).await;
+    assert!(good.mirrors["calm"].is_synced());
+}
