@@ -174,6 +174,9 @@ pub struct RoomTypeConfig {
     pub max_fields_per_entity: usize,
     /// Bytes per bytes/string field (relay).
     pub max_field_bytes: usize,
+    /// Bytes of the whole room state (relay); at most `[websocket]
+    /// max_write_buffer_bytes` less 64 KiB, so a full snapshot fits one message.
+    pub max_state_bytes: usize,
     /// Arena width (arena).
     pub arena_width: f32,
     /// Arena height (arena).
@@ -320,7 +323,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
             read_buffer_bytes: 4 * 1024,
-            max_write_buffer_bytes: 1024 * 1024,
+            max_write_buffer_bytes: 8 * 1024 * 1024,
             max_message_bytes: None,
             outbox_max_messages: None,
             outbox_max_bytes: None,
@@ -342,6 +345,7 @@ impl Default for RoomTypeConfig {
             max_entities_per_member: room.limits.max_entities_per_member,
             max_fields_per_entity: room.limits.max_fields_per_entity,
             max_field_bytes: room.limits.max_field_bytes,
+            max_state_bytes: room.limits.max_state_bytes,
             arena_width: arena.width,
             arena_height: arena.height,
             arena_npcs: arena.npcs,
@@ -451,6 +455,12 @@ impl Config {
             if let Err(e) = t.schema() {
                 return invalid(format!("room type `{name}`: {e}"));
             }
+            if t.max_state_bytes + SNAPSHOT_SLACK > self.websocket.max_write_buffer_bytes {
+                return invalid(format!(
+                    "room type `{name}`: max_state_bytes ({}) plus 64 KiB must fit websocket.max_write_buffer_bytes ({}), or its full snapshot could not be sent",
+                    t.max_state_bytes, self.websocket.max_write_buffer_bytes
+                ));
+            }
         }
         for room in &self.rooms {
             if !self.room_types.contains_key(&room.room_type) {
@@ -553,6 +563,7 @@ impl RoomTypeConfig {
                 max_entities_per_member: self.max_entities_per_member,
                 max_fields_per_entity: self.max_fields_per_entity,
                 max_field_bytes: self.max_field_bytes,
+                max_state_bytes: self.max_state_bytes,
             },
             ..RoomConfig::default()
         }
@@ -608,6 +619,9 @@ impl RoomTypeConfig {
     }
 }
 
+/// Room for an envelope's framing around a full snapshot of `max_state_bytes`.
+const SNAPSHOT_SLACK: usize = 64 * 1024;
+
 /// The default configuration file, with every setting explained.
 pub const DEFAULT_CONFIG: &str = r#"# tickrelay configuration (TOML). Every setting is optional; these are the defaults.
 # Precedence, lowest first: this file, TICKRELAY_* environment variables, flags.
@@ -658,8 +672,9 @@ socket_buffer_bytes = 4194304
 [websocket]
 # Per-connection read buffer in bytes.
 read_buffer_bytes = 4096
-# Outbound bytes that may wait in a connection's write buffer.
-max_write_buffer_bytes = 1048576
+# Outbound bytes that may wait in a connection's write buffer: the largest message
+# the server can send, so at least every room type's max_state_bytes plus 64 KiB.
+max_write_buffer_bytes = 8388608
 
 [auth]
 # "anonymous" accepts everyone (local development only; logged as a warning) or
@@ -736,6 +751,7 @@ input_queue = 128              # inputs a member may queue for one tick (>= mess
 max_entities_per_member = 64
 max_fields_per_entity = 32
 max_field_bytes = 1024
+max_state_bytes = 4194304      # the whole room state (a write beyond: LIMIT_EXCEEDED)
 arena_width = 100.0            # arena settings are ignored by relay rooms
 arena_height = 100.0
 arena_npcs = 16
@@ -766,6 +782,7 @@ input_queue = 128
 max_entities_per_member = 64
 max_fields_per_entity = 32
 max_field_bytes = 1024
+max_state_bytes = 4194304
 arena_width = 100.0
 arena_height = 100.0
 arena_npcs = 16

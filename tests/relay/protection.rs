@@ -598,3 +598,64 @@ async fn control_and_continuation_frame_floods_are_closed_with_1008() {
     good.frames_in("calm", 30).await;
     assert!(good.mirrors["calm"].is_synced());
 }
+
+/// A relay room whose state is over 1 MiB (the old cap on one WebSocket message)
+/// reaches a new member whole; a write that would take the state past the room's
+/// `max_state_bytes` is refused with `LIMIT_EXCEEDED`, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error() {
+    use tickrelay::proto::{Entity, EntityWrites, Field};
+    use tickrelay::state::Value;
+
+    let server = start_with(|c| {
+        let relay = c.room_types.get_mut("relay").unwrap();
+        relay.max_entities_per_member = 200;
+        // 90 entities of 15 fields of 1,000 bytes count 1,363,680 bytes; a 91st does not fit.
+        relay.max_state_bytes = 1_370_000;
+        c.session.bytes_per_second = 1e8;
+        c.session.byte_burst = 1e8;
+    })
+    .await;
+    let entity = |id: u64| {
+        let fields = (1..=15)
+            .map(|f| Field {
+                id: f,
+                value: Some(Value::Bytes(vec![f as u8; 1000].into())),
+            })
+            .collect();
+        input::Payload::Writes(EntityWrites {
+            create: vec![Entity {
+                id,
+                owner: 0,
+                kind: 1,
+                fields,
+            }],
+            ..Default::default()
+        })
+    };
+    let mut a = TestClient::connect(&server).await;
+    a.join("big", "relay").await;
+    let mut last = 0;
+    for id in 1..=90 {
+        last = a.input("big", entity(id)).await;
+    }
+    a.applied("big", last).await;
+
+    let mut b = TestClient::connect(&server).await;
+    b.join("big", "relay").await;
+    b.frames_in("big", 2).await;
+    let snapshot = &b.frames["big"][0];
+    assert_eq!((snapshot.baseline_tick, snapshot.added.len()), (0, 90));
+    assert!(b.mirrors["big"].world().same_state(a.mirrors["big"].world()));
+
+    let refused = a.input("big", entity(91)).await;
+    let error = a
+        .until(|k| match k {
+            Kind::Error(e) => Some((e.code, e.request_id)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(error, (ErrorCode::LimitExceeded as i32, refused));
+    b.frames_in("big", 3).await;
+    assert_eq!(b.mirrors["big"].world().len(), 90);
+}

@@ -319,6 +319,52 @@ fn relay_limits_are_enforced() {
     assert_eq!(room.world().len(), 2);
 }
 
+/// The room state's byte bound follows every write: growth past it is refused, and
+/// what a removal or a leave frees can be used again.
+#[test]
+fn the_room_state_bound_follows_creates_updates_removes_and_leaves() {
+    let text = |n: usize| Field {
+        id: 1,
+        value: Some(Value::String("x".repeat(n))),
+    };
+    let mut config = RoomConfig::default();
+    // An entity with one 100-byte field counts 32 + 8 + 100 = 140 bytes.
+    config.limits.max_state_bytes = 300;
+    let mut room = relay_room(config);
+    let mut a = Client::new(1);
+    let b = Client::new(2);
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(1, 1, create(1, vec![text(100)]));
+    room.push_input(2, 1, create(2, vec![text(100)]));
+    room.tick(0);
+    room.push_input(1, 2, create(3, vec![text(100)])); // 420 > 300
+    room.push_input(1, 3, update(1, vec![text(121)])); // 301 > 300
+    room.push_input(1, 4, update(1, vec![text(120)])); // 300: fits
+    room.tick(0);
+    a.read();
+    let limit = ErrorCode::LimitExceeded as i32;
+    let refused: Vec<_> = a.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    assert_eq!(refused, vec![(limit, 2), (limit, 3)]);
+    room.push_input(
+        1,
+        5,
+        input::Payload::Writes(EntityWrites {
+            remove: vec![1],
+            ..Default::default()
+        }),
+    );
+    room.push_input(1, 6, create(3, vec![text(100)])); // 280: fits again
+    room.tick(0);
+    room.leave(2, 0);
+    room.tick(0);
+    room.push_input(1, 7, create(4, vec![text(100)])); // b's entity is gone: 280
+    room.tick(0);
+    a.read();
+    assert!(a.errors().is_empty());
+    assert_eq!(room.world().len(), 2);
+}
+
 #[test]
 fn leaving_removes_the_members_entities_and_tells_the_room() {
     let mut room = relay_room(RoomConfig::default());

@@ -26,6 +26,18 @@ pub struct EntityLimits {
     pub max_fields_per_entity: usize,
     /// Bytes per bytes/string field value.
     pub max_field_bytes: usize,
+    /// Bytes of the whole room state (every entity, as [`state_cost`] counts it), so
+    /// a full snapshot always fits one message.
+    pub max_state_bytes: usize,
+}
+
+/// What an entity counts against [`EntityLimits::max_state_bytes`]: an upper bound of
+/// its size in a full snapshot (32 bytes of framing, 8 per field, plus the values).
+pub fn state_cost(entity: &crate::state::Entity) -> usize {
+    32 + entity
+        .fields()
+        .map(|(_, v)| 8 + crate::state::value_len(v))
+        .sum::<usize>()
 }
 
 impl Default for EntityLimits {
@@ -34,6 +46,7 @@ impl Default for EntityLimits {
             max_entities_per_member: 64,
             max_fields_per_entity: 32,
             max_field_bytes: 1024,
+            max_state_bytes: 4 * 1024 * 1024,
         }
     }
 }

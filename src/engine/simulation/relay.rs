@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{SimContext, SimError, Simulation};
+use super::{SimContext, SimError, Simulation, state_cost};
 use crate::proto::{EntityWrites, Field, input};
 use crate::state::{Entity, EntityId, FieldProblem, MemberId, Schema, Value, World, value_len};
 
@@ -13,6 +13,8 @@ use crate::state::{Entity, EntityId, FieldProblem, MemberId, Schema, Value, Worl
 pub struct Relay {
     owned: FxHashMap<MemberId, usize>,
     schema: Arc<Schema>,
+    /// The room state's [`state_cost`], kept up to date with every write.
+    state_bytes: usize,
 }
 
 impl Relay {
@@ -47,9 +49,19 @@ impl Relay {
                 return Err(SimError::LimitExceeded("fields per entity"));
             }
             create.fields.iter().try_for_each(|f| check_value(&f.value))?;
+            let cost = 32
+                + create
+                    .fields
+                    .iter()
+                    .map(|f| 8 + f.value.as_ref().map_or(0, value_len))
+                    .sum::<usize>();
+            if self.state_bytes + cost > limits.max_state_bytes {
+                return Err(SimError::LimitExceeded("bytes of room state"));
+            }
             let fields = create.fields.iter().filter_map(|f| Some((f.id, f.value.clone()?)));
             ctx.world.spawn(create.id, member, create.kind, fields)?;
             *owned += 1;
+            self.state_bytes += ctx.world.get(create.id).map_or(0, state_cost);
         }
         for update in &writes.update {
             let mut target = ctx
@@ -62,15 +74,26 @@ impl Relay {
                 return Err(SimError::LimitExceeded("fields per entity"));
             }
             update.fields.iter().try_for_each(|f| check_value(&f.value))?;
+            let before = state_cost(entity);
+            let growth: usize = (update.fields.iter())
+                .map(|f| {
+                    let old = entity.get(f.id).map_or(0, |v| 8 + value_len(v));
+                    (8 + f.value.as_ref().map_or(0, value_len)).saturating_sub(old)
+                })
+                .sum();
+            if self.state_bytes + growth > limits.max_state_bytes {
+                return Err(SimError::LimitExceeded("bytes of room state"));
+            }
             for field in &update.fields {
                 if let Some(value) = &field.value {
                     target.set(field.id, value.clone())?;
                 }
             }
+            self.state_bytes = self.state_bytes + state_cost(target.get()) - before;
         }
         for &id in &writes.remove {
             owned_by(ctx.world.get(id).ok_or(SimError::EntityNotFound(id))?, member)?;
-            ctx.world.despawn(id)?;
+            self.state_bytes -= state_cost(&ctx.world.despawn(id)?);
             if let Some(owned) = self.owned.get_mut(&member) {
                 *owned -= 1;
             }
@@ -142,7 +165,9 @@ impl Simulation for Relay {
             .map(|e| e.id())
             .collect();
         for id in owned {
-            let _ = ctx.world.despawn(id);
+            if let Ok(entity) = ctx.world.despawn(id) {
+                self.state_bytes -= state_cost(&entity);
+            }
         }
     }
 
