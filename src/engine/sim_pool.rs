@@ -626,6 +626,9 @@ impl SimThread {
             let due = owned.schedule.poll(now);
             self.metrics.overruns.inc_by(owned.schedule.overruns() - overruns);
             self.metrics.dropped_ticks.inc_by(owned.schedule.dropped() - dropped);
+            // An empty room costs nothing: nobody would see its ticks (a join is a member
+            // at once; what a leave left to do runs at the next tick with members).
+            let due = if owned.room.member_count() == 0 { 0 } else { due };
             let mut healthy = true;
             for _ in 0..due {
                 let started = Instant::now();
@@ -845,6 +848,35 @@ mod tests {
             pool.get_or_create("x", "nope").unwrap_err(),
             PoolError::UnknownRoomType("nope".into())
         );
+    }
+
+    /// An empty room does not tick (an empty arena used to move its NPCs for nobody
+    /// until the room was reclaimed); it ticks again when someone joins.
+    #[test]
+    fn empty_rooms_do_not_tick() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        let outbox = join(&pool, "quiet", "arena", 7);
+        wait_for_frames(&outbox, 5);
+        let handle = pool.room("quiet").unwrap();
+        let leave = Command::Leave {
+            room: handle.key,
+            member: 7,
+            request_id: 0,
+        };
+        pool.send(&handle, leave).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.list_rooms("", 10).0[0].members != 0 {
+            assert!(Instant::now() < deadline, "the leave was not applied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // One tick may have been under way; then none for 30 periods (100 Hz).
+        std::thread::sleep(Duration::from_millis(20));
+        let ticks = pool.metrics().ticks.get();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(pool.metrics().ticks.get(), ticks, "an empty room ticked");
+        let outbox = join(&pool, "quiet", "arena", 8);
+        wait_for_frames(&outbox, 5);
     }
 
     #[test]

@@ -32,8 +32,10 @@ struct RoomState {
     /// Over QUIC: the last state tick applied, and whether it was acknowledged.
     applied_tick: u64,
     applied_acked: bool,
-    /// The room's declared kinds, from its `Joined` (needed to decode its frames).
-    schema: Arc<Schema>,
+    /// The room's declared kinds, from its first `Joined` (needed to decode its
+    /// frames). Until it arrives the room has no mirror: frames are not applied, nor
+    /// acknowledged over QUIC, so the server sends its full snapshot again.
+    schema: Option<Arc<Schema>>,
 }
 
 /// How a connection ended.
@@ -212,7 +214,7 @@ impl Driver {
                     unacked: VecDeque::new(),
                     applied_tick: 0,
                     applied_acked: false,
-                    schema: Arc::default(),
+                    schema: None,
                 });
                 state.joined = true;
                 Some(self.join_message(&room, &room_type))
@@ -263,17 +265,22 @@ impl Driver {
         }
     }
 
-    /// The join's full snapshot goes to a fresh mirror that knows the room's kinds.
+    /// The room gets a mirror that knows its kinds. A mirror made at a reconnect's
+    /// `Welcome` for the same kinds is kept: over QUIC it may already hold (and have
+    /// acknowledged) the join's full snapshot, which overtook this `Joined`.
     fn joined(&mut self, joined: &proto::Joined) {
         let Some(state) = self.rooms.get_mut(&joined.room) else {
             return; // left meanwhile
         };
         // A schema this client cannot use leaves the mirror without it: frames with
         // packed blocks then fail to apply and are reported as desyncs.
-        state.schema = Arc::new(Schema::from_proto(&joined.schema).unwrap_or_default());
-        let schema = state.schema.clone();
+        let schema = Arc::new(Schema::from_proto(&joined.schema).unwrap_or_default());
+        let known = state.schema.replace(schema.clone()).is_some_and(|old| old == schema);
         let mirror = self.new_mirror(&schema);
-        self.shared.mirrors.lock().insert(joined.room.clone(), mirror);
+        let mut mirrors = self.shared.mirrors.lock();
+        if !known || !mirrors.contains_key(&joined.room) {
+            mirrors.insert(joined.room.clone(), mirror);
+        }
     }
 
     fn request_id(&mut self) -> u64 {
@@ -512,7 +519,9 @@ impl Driver {
             let mut mirrors = self.shared.mirrors.lock();
             mirrors.clear();
             for (room, state) in &self.rooms {
-                mirrors.insert(room.clone(), self.new_mirror(&state.schema));
+                if let Some(schema) = &state.schema {
+                    mirrors.insert(room.clone(), self.new_mirror(schema));
+                }
             }
         }
         let mut out = Vec::new();
