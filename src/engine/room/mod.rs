@@ -22,8 +22,7 @@ use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 
 use crate::delta::{self, FrameMeta};
-use crate::engine::outbox::Delivery;
-use crate::engine::outbox::{Outbox, PendingState, RoomKey};
+use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
 use crate::engine::simulation::{SimContext, Simulation};
 use crate::frame::encode_message;
 use crate::packed::Values;
