@@ -24,6 +24,9 @@
 #   --nice-bots          run the bots at the lowest CPU priority (nice 19), so that on a
 #                        machine they saturate the relay still runs first: the relay
 #                        send delay then shows the relay's own delay
+#   --pin                pin the relay to CPU 0 and the bots to CPU 1 (taskset), so the
+#                        relay's CPU, send delay and the bots' latency are not each
+#                        other's (T4/T6 as restated in issue 13)
 #   --server-arg ARG     extra relay flag (repeatable)
 #   --bots-arg ARG       extra bots flag (repeatable)
 #   --out FILE           also write the table here [default: load-SCENARIO-UTCSTAMP.md]
@@ -37,7 +40,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-scenario="" duration="" ramp="" naive=0 transport="" processes="" verify="" nice_bots=0 out="" build=1 keep=0
+scenario="" duration="" ramp="" naive=0 transport="" processes="" verify="" nice_bots=0 pin=0 out="" build=1 keep=0
 server_args=() bots_args=()
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -48,6 +51,7 @@ while [[ $# -gt 0 ]]; do
         --processes) processes=$2; shift ;;
         --verify-share) verify=$2; shift ;;
         --nice-bots) nice_bots=1 ;;
+        --pin) pin=1 ;;
         --server-arg) server_args+=("$2"); shift ;;
         --bots-arg) bots_args+=("$2"); shift ;;
         --out) out=$2; shift ;;
@@ -118,7 +122,9 @@ trap 'exit 130' INT TERM
 
 # --- the relay -------------------------------------------------------------------------
 relay_cmd=("$relay_bin" --config "$work/relay.toml" --log warn "${server_args[@]}")
-(cd "$work" && exec "${relay_cmd[@]}") >"$work/relay.log" 2>&1 &
+relay_prefix=() bots_prefix=()
+if ((pin)); then relay_prefix=(taskset -c 0) bots_prefix=(taskset -c 1); fi
+(cd "$work" && exec "${relay_prefix[@]}" "${relay_cmd[@]}") >"$work/relay.log" 2>&1 &
 relay_pid=$!
 
 metrics() { curl -sk --max-time 2 "https://127.0.0.1:$port/metrics" || true; }
@@ -162,8 +168,7 @@ metrics >"$work/metrics.before"
 before=$(sample)
 echo "load.sh: $scenario: $bots bots for ${duration} s against $url (relay pid $relay_pid)" >&2
 bots_status=0
-bots_prefix=()
-if ((nice_bots)); then bots_prefix=(nice -n 19); fi
+if ((nice_bots)); then bots_prefix+=(nice -n 19); fi
 setsid "${bots_prefix[@]}" "${bots_cmd[@]}" >"$work/bots.out" &
 bots_pid=$!
 # The bots stop on their own after --duration-secs; give them a minute more at most.
@@ -218,6 +223,7 @@ if ((naive)); then mode=naive short_cmd+=" --naive"; fi
 if [[ -n $transport ]]; then short_cmd+=" --transport $transport"; fi
 if [[ -n $verify ]]; then short_cmd+=" --verify-share $verify"; fi
 if ((nice_bots)); then short_cmd+=" --nice-bots"; fi
+if ((pin)); then short_cmd+=" --pin"; fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 : "${out:=load-$scenario-$stamp.md}"
 
