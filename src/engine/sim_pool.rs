@@ -80,6 +80,14 @@ pub enum PoolError {
     /// No room with this id.
     #[error("no room `{0}`")]
     RoomNotFound(String),
+    /// The room exists with another type than the one asked for.
+    #[error("room `{room}` exists with type `{existing}`")]
+    RoomTypeMismatch {
+        /// The room.
+        room: String,
+        /// Its type.
+        existing: String,
+    },
     /// The server holds its maximum number of rooms.
     #[error("room limit reached")]
     TooManyRooms,
@@ -97,6 +105,7 @@ impl PoolError {
         match self {
             Self::UnknownRoomType(_) => ErrorCode::UnknownRoomType,
             Self::RoomNotFound(_) => ErrorCode::RoomNotFound,
+            Self::RoomTypeMismatch { .. } => ErrorCode::RoomTypeMismatch,
             Self::TooManyRooms | Self::Busy => ErrorCode::ServerBusy,
             Self::ShutDown => ErrorCode::RoomClosed,
         }
@@ -339,6 +348,14 @@ impl SimPool {
     fn open_room(&self, id: &str, room_type: &str, persistent: bool) -> Result<RoomHandle, PoolError> {
         let mut directory = self.directory.lock();
         if let Some(handle) = directory.get(id) {
+            // An empty type joins whatever the room is; another type is a mistake to
+            // report, not to paper over.
+            if !room_type.is_empty() && *handle.shared.room_type != *room_type {
+                return Err(PoolError::RoomTypeMismatch {
+                    room: id.to_string(),
+                    existing: handle.shared.room_type.to_string(),
+                });
+            }
             return Ok(handle.clone());
         }
         let type_name = if room_type.is_empty() {

@@ -264,6 +264,14 @@ async fn mistakes_get_typed_errors_and_the_session_continues(transport: Transpor
     })])
     .await;
     assert_eq!(b.until(error).await, (ErrorCode::RoomFull as i32, 3));
+    // The room exists as a relay room: joining it as an arena is a typed mistake.
+    b.send(vec![client_message::Kind::Join(proto::JoinRoom {
+        request_id: 4,
+        room: "solo".into(),
+        room_type: "arena".into(),
+    })])
+    .await;
+    assert_eq!(b.until(error).await, (ErrorCode::RoomTypeMismatch as i32, 4));
     // An envelope with no messages is a bad request, not a close.
     a.send(vec![]).await;
     assert_eq!(a.until(error).await, (ErrorCode::BadRequest as i32, 0));
