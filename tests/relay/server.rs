@@ -24,6 +24,16 @@ both_transports!(
     shutdown_closes_every_session_with_1001,
 );
 
+/// A `JoinRoom` message, to send as it is (the testkit's `join` also waits for the
+/// answer).
+fn join_request(request_id: u64, room: &str, room_type: &str) -> client_message::Kind {
+    client_message::Kind::Join(proto::JoinRoom {
+        request_id,
+        room: room.into(),
+        room_type: room_type.into(),
+    })
+}
+
 fn int_field(id: u32, v: i64) -> Field {
     Field {
         id,
@@ -245,32 +255,17 @@ async fn mistakes_get_typed_errors_and_the_session_continues(transport: Transpor
     };
     a.input("nowhere", set(1, 1)).await;
     assert_eq!(a.until(error).await, (ErrorCode::NotAMember as i32, 1));
-    a.send(vec![client_message::Kind::Join(proto::JoinRoom {
-        request_id: 5,
-        room: "x".into(),
-        room_type: "chess".into(),
-    })])
-    .await;
+    a.send(vec![join_request(5, "x", "chess")]).await;
     assert_eq!(a.until(error).await, (ErrorCode::UnknownRoomType as i32, 5));
     a.join("solo", "relay").await;
     a.input("solo", create(1, 0)).await;
     a.input("solo", create(1, 0)).await;
     assert_eq!(a.until(error).await, (ErrorCode::EntityExists as i32, 2));
     let mut b = TestClient::connect_over(&server, transport).await;
-    b.send(vec![client_message::Kind::Join(proto::JoinRoom {
-        request_id: 3,
-        room: "solo".into(),
-        room_type: String::new(),
-    })])
-    .await;
+    b.send(vec![join_request(3, "solo", "")]).await;
     assert_eq!(b.until(error).await, (ErrorCode::RoomFull as i32, 3));
     // The room exists as a relay room: joining it as an arena is a typed mistake.
-    b.send(vec![client_message::Kind::Join(proto::JoinRoom {
-        request_id: 4,
-        room: "solo".into(),
-        room_type: "arena".into(),
-    })])
-    .await;
+    b.send(vec![join_request(4, "solo", "arena")]).await;
     assert_eq!(b.until(error).await, (ErrorCode::RoomTypeMismatch as i32, 4));
     // An envelope with no messages is a bad request, not a close.
     a.send(vec![]).await;
