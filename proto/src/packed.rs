@@ -1,4 +1,4 @@
-//! Packed blocks: the compact encoding of entities whose kind the room's [`Schema`]
+//! Packed blocks: the compact encoding of entities whose kind the room's [`Schema`](crate::state::Schema)
 //! declares, one block per kind in `StateFrame.packed`.
 //!
 //! ```text
