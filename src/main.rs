@@ -1,6 +1,7 @@
 //! The `tickrelay` binary: `tickrelay [serve]` runs the relay; `tickrelay config
 //! --print-default` prints the commented default configuration.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,17 @@ struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax, for example `info` or `tickrelay=debug`).
     #[arg(long, env = "TICKRELAY_LOG", value_name = "FILTER", default_value = "info")]
     log: String,
+    /// Log format on standard error: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for log collectors).
+    #[arg(long, env = "TICKRELAY_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 impl ServeArgs {
@@ -200,9 +212,14 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => *args,
         None => cli.serve,
     };
-    tracing_subscriber::fmt()
+    // Logs go to standard error (standard output is for what a command prints).
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let config = match args.config() {
         Ok(config) => config,
         Err(e) => {

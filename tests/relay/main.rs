@@ -7,10 +7,12 @@
 //! - [`protection`] — authentication, Origin, connection caps, rate limits,
 //!   heartbeats, token expiry, replacement and resume.
 //! - [`quic_loss`] — QUIC through a lossy forwarder.
+//! - [`binary`] — the `tickrelay` binary itself: where and how it logs.
 //!
 //! The slow-reader test measures the process's memory, so it is a binary of its own
 //! (`tests/slow_readers.rs`).
 
+mod binary;
 mod protection;
 mod quic_loss;
 mod server;
