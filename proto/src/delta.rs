@@ -207,7 +207,8 @@ fn encode_entity(e: &Entity, buf: &mut impl BufMut) {
     }
 }
 
-fn zigzag(v: i64) -> u64 {
+/// Protobuf's `sint64` mapping: 0, -1, 1, -2 … → 0, 1, 2, 3 …
+pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 

@@ -23,6 +23,7 @@
 use bytes::{BufMut, Bytes};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
+use crate::delta::zigzag;
 use crate::state::{EntityId, FieldId, FieldType, KindSchema, Tick, Value, World, WorldError};
 
 /// How a delta's numbers are sent.
@@ -71,7 +72,7 @@ pub fn encode_block(
             encode_varint(entity.owner, added);
             encode_varint(entity.fields.iter().fold(0, |mask, f| mask | 1 << f.slot), added);
             for field in &entity.fields {
-                put_value(&declared.fields()[usize::from(field.slot)].ty, field, None, added);
+                put_value(field, None, added);
             }
             (last_added, added_count) = (entity.id, added_count + 1);
         } else if entity.changed > baseline {
@@ -87,7 +88,7 @@ pub fn encode_block(
                     Values::AgainstBaseline => field.code_at(baseline),
                     Values::Absolute => None,
                 };
-                put_value(&declared.fields()[usize::from(field.slot)].ty, field, base, changed);
+                put_value(field, base, changed);
             }
             (last_changed, changed_count) = (entity.id, changed_count + 1);
         }
@@ -110,16 +111,12 @@ pub fn encode_block(
     buf.put_slice(changed);
 }
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
 fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// One value: a number absolute, or relative to `base` when that is not longer.
-fn put_value(ty: &FieldType, field: &crate::state::Field, base: Option<u64>, out: &mut Vec<u8>) {
+fn put_value(field: &crate::state::Field, base: Option<u64>, out: &mut Vec<u8>) {
     match &field.value {
         Value::Bytes(b) => {
             encode_varint(b.len() as u64, out);
@@ -130,7 +127,6 @@ fn put_value(ty: &FieldType, field: &crate::state::Field, base: Option<u64>, out
             out.put_slice(s.as_bytes());
         }
         _ => {
-            debug_assert!(ty.is_numeric());
             let absolute = field.code << 1 | 1;
             let relative = base.map(|b| zigzag(field.code.wrapping_sub(b) as i64) << 1);
             let v = match relative {

@@ -276,10 +276,9 @@ impl Driver {
         // packed blocks then fail to apply and are reported as desyncs.
         let schema = Arc::new(Schema::from_proto(&joined.schema).unwrap_or_default());
         let known = state.schema.replace(schema.clone()).is_some_and(|old| old == schema);
-        let mirror = self.new_mirror(&schema);
         let mut mirrors = self.shared.mirrors.lock();
         if !known || !mirrors.contains_key(&joined.room) {
-            mirrors.insert(joined.room.clone(), mirror);
+            mirrors.insert(joined.room.clone(), self.new_mirror(&schema));
         }
     }
 

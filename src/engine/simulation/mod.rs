@@ -32,12 +32,17 @@ pub struct EntityLimits {
 }
 
 /// What an entity counts against [`EntityLimits::max_state_bytes`]: an upper bound of
-/// its size in a full snapshot (32 bytes of framing, 8 per field, plus the values).
+/// its size in a full snapshot ([`ENTITY_COST`] plus [`field_cost`] per field).
 pub fn state_cost(entity: &crate::state::Entity) -> usize {
-    32 + entity
-        .fields()
-        .map(|(_, v)| 8 + crate::state::value_len(v))
-        .sum::<usize>()
+    ENTITY_COST + entity.fields().map(|(_, v)| field_cost(v)).sum::<usize>()
+}
+
+/// The framing of an entity in a full snapshot, at most.
+pub const ENTITY_COST: usize = 32;
+
+/// What one field counts: 8 bytes of framing plus its value's length.
+pub fn field_cost(value: &crate::state::Value) -> usize {
+    8 + crate::state::value_len(value)
 }
 
 impl Default for EntityLimits {

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{SimContext, SimError, Simulation, state_cost};
+use super::{ENTITY_COST, SimContext, SimError, Simulation, field_cost, state_cost};
 use crate::proto::{EntityWrites, Field, input};
 use crate::state::{Entity, EntityId, FieldProblem, MemberId, Schema, Value, World, value_len};
 
@@ -49,11 +49,12 @@ impl Relay {
                 return Err(SimError::LimitExceeded("fields per entity"));
             }
             create.fields.iter().try_for_each(|f| check_value(&f.value))?;
-            let cost = 32
+            let cost = ENTITY_COST
                 + create
                     .fields
                     .iter()
-                    .map(|f| 8 + f.value.as_ref().map_or(0, value_len))
+                    .filter_map(|f| f.value.as_ref())
+                    .map(field_cost)
                     .sum::<usize>();
             if self.state_bytes + cost > limits.max_state_bytes {
                 return Err(SimError::LimitExceeded("bytes of room state"));
@@ -77,8 +78,8 @@ impl Relay {
             let before = state_cost(entity);
             let growth: usize = (update.fields.iter())
                 .map(|f| {
-                    let old = entity.get(f.id).map_or(0, |v| 8 + value_len(v));
-                    (8 + f.value.as_ref().map_or(0, value_len)).saturating_sub(old)
+                    let old = entity.get(f.id).map_or(0, field_cost);
+                    f.value.as_ref().map_or(0, field_cost).saturating_sub(old)
                 })
                 .sum();
             if self.state_bytes + growth > limits.max_state_bytes {
