@@ -223,7 +223,8 @@ EOF
                 --warm-up-secs "$warm" --verify-share "$verify" --progress-secs 0 --json "$run/bots.json")
             ;;
         floor)
-            # tickrelay's frame size in this run (its wss row), else the T8 table's.
+            # tickrelay's frame size in this run (its wss row), else an estimate from the
+            # encoding (about 5 bytes per avatar and 4 per NPC, 40 of framing).
             local frame_bytes
             frame_bytes=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["bytes_per_frame"]))' \
                 "$work/$workload-wss/result.json" 2>/dev/null || echo $((members * 5 + npcs * 4 + 40)))
