@@ -322,7 +322,7 @@ impl Default for Config {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             max_write_buffer_bytes: 8 * 1024 * 1024,
             max_message_bytes: None,
             outbox_max_messages: None,
@@ -670,8 +670,9 @@ send_window_bytes = 1048576
 socket_buffer_bytes = 4194304
 
 [websocket]
-# Per-connection read buffer in bytes.
-read_buffer_bytes = 4096
+# Per-connection read buffer in bytes: the most read from the socket at once (a
+# larger message takes several reads); every read zero-fills up to this many bytes.
+read_buffer_bytes = 1024
 # Outbound bytes that may wait in a connection's write buffer: the largest message
 # the server can send, so at least every room type's max_state_bytes plus 64 KiB.
 max_write_buffer_bytes = 8388608

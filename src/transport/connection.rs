@@ -137,22 +137,34 @@ pub(crate) async fn serve<T: Transport>(
     // registered and unregistered a waiter (under a lock) per message.
     let stopped_signal = stop.stopped_owned();
     tokio::pin!(stopped_signal);
+    // One timer for the connection's life too. The session's deadline moves later with
+    // every message (the heartbeat), so the timer is moved only when the deadline comes
+    // sooner than it; a timer that fires early finds nothing due and is re-armed.
+    let timer = tokio::time::sleep_until(session.poll_timeout().into());
+    tokio::pin!(timer);
     let end = loop {
-        let timer = tokio::time::Instant::from_std(session.poll_timeout());
+        let deadline = session.poll_timeout().into();
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
         // Biased: shutdown and timers first, then inbound before outbound, so a
         // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
             () = &mut stopped_signal => break stopped(&stop),
-            _ = tokio::time::sleep_until(timer) => match session.handle_timeout(Instant::now()) {
-                Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(Broken)) => break End::Lost,
-                    Err(_) => break End::Close(CloseReason::SlowConsumer),
-                },
-                Ok(_) => {}
-                Err(reason) => break End::Close(reason),
-            },
+            () = &mut timer => {
+                let beat = session.handle_timeout(Instant::now());
+                timer.as_mut().reset(session.poll_timeout().into());
+                match beat {
+                    Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(Broken)) => break End::Lost,
+                        Err(_) => break End::Close(CloseReason::SlowConsumer),
+                    },
+                    Ok(_) => {}
+                    Err(reason) => break End::Close(reason),
+                }
+            }
             received = transport.recv() => {
                 let now = Now::system();
                 let result = match received {
