@@ -393,7 +393,9 @@ impl Outbox {
         if self.drain_locked(&mut inner, batch) {
             return Poll::Ready(());
         }
-        inner.waker = Some(cx.waker().clone());
+        if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            inner.waker = Some(cx.waker().clone());
+        }
         Poll::Pending
     }
 
