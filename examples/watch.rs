@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo run --example watch -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
 //! ```
+//!
+//! `--token JWT` (or `TICKRELAY_TOKEN`) for a relay that requires one; `--help` for the rest.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,33 +21,27 @@ use tickrelay::proto::{self, ClientEnvelope, ClientMessage, client_message::Kind
 use tickrelay::state::Schema;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+/// Watch an arena room: join, steer in a circle, print once a second what arrived.
+#[derive(clap::Parser)]
 struct Args {
+    /// The relay's WebSocket URL.
+    #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
     url: String,
+    /// PEM file of the certificate to trust (the relay's development certificate).
+    #[arg(long, default_value = "tickrelay-dev-cert.pem")]
     cert: String,
+    /// JWT for a relay with `--auth jwt` (for example from `tickrelay token`); also read
+    /// from TICKRELAY_TOKEN.
+    #[arg(long, env = "TICKRELAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The room to join (an arena room; created if it does not exist).
+    #[arg(long, default_value = "demo")]
     room: String,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
-}
-
-fn args() -> Args {
-    let mut args = Args {
-        url: "wss://127.0.0.1:7443/ws".into(),
-        cert: "tickrelay-dev-cert.pem".into(),
-        room: "demo".into(),
-        seconds: 10,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--url" => args.url = value,
-            "--cert" => args.cert = value,
-            "--room" => args.room = value,
-            "--seconds" => args.seconds = value.parse().expect("--seconds N"),
-            _ => panic!("usage: watch [--url URL] [--cert PEM] [--room ID] [--seconds N]"),
-        }
-    }
-    args
 }
 
 fn envelope(kinds: Vec<Out>) -> Message {
@@ -59,7 +55,7 @@ fn now_us() -> u64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     let rest = args
         .url
         .strip_prefix("wss://")
@@ -69,18 +65,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Trust exactly the relay's certificate file, nothing else.
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&args.cert)? {
-        roots.add(cert?)?;
+    let unreadable = |e: &dyn std::fmt::Display| format!("certificate file {}: {e}", args.cert);
+    for cert in CertificateDer::pem_file_iter(&args.cert).map_err(|e| unreadable(&e))? {
+        roots.add(cert.map_err(|e| unreadable(&e))?)?;
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(authority).await?;
+    let tcp = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connecting to {authority}: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(ServerName::try_from(host.to_string())?, tcp)
         .await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(args.url.as_str(), stream).await?;
+    let mut request = args.url.as_str().into_client_request()?;
+    if let Some(token) = &args.token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
     println!("connected to {}", args.url);
 
     ws.send(envelope(vec![Out::Join(proto::JoinRoom {

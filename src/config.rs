@@ -44,6 +44,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Listener protections: connection caps and handshake rate.
     pub connections: ConnectionLimits,
+    /// Where `/metrics` is served and who may read it.
+    pub metrics: MetricsConfig,
     /// Simulation threads; 0 means one per core.
     pub sim_threads: usize,
     /// Commands (joins, inputs, events) that may wait for one simulation thread;
@@ -64,6 +66,17 @@ pub struct Config {
     /// snapshot every tick, encoded for that member alone, and the transport writes
     /// each message separately ([`RoomConfig::naive_fanout`] in every room type).
     pub naive_fanout: bool,
+}
+
+/// Where `/metrics` is served and who may read it (`[metrics]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (and `/healthz`) on this address instead, over plain HTTP (for
+    /// a scraper on a private network); the main listener then answers 404 there.
+    pub listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` to read `/metrics` (401 otherwise).
+    pub token: Option<String>,
 }
 
 /// WebSocket-only settings (`[websocket]`).
@@ -307,6 +320,7 @@ impl Default for Config {
             origins: OriginConfig::default(),
             session: SessionConfig::default(),
             connections: ConnectionLimits::default(),
+            metrics: MetricsConfig::default(),
             sim_threads: 0,
             sim_queue_capacity: 65_536,
             max_rooms: 10_000,
@@ -739,6 +753,14 @@ max_connections = 20000
 max_per_ip = 4096
 handshakes_per_ip_per_second = 200.0
 handshake_burst = 400.0
+
+[metrics]
+# /metrics is served on the main listener unless `listen` names a separate plain-HTTP
+# address (for example "127.0.0.1:9464", reachable by the scraper only). With a
+# `token`, reading it needs `Authorization: Bearer <token>`. It answers the classic
+# Prometheus text format, or OpenMetrics when the Accept header asks for it.
+# listen = "127.0.0.1:9464"
+# token = "change-me"
 
 # Room types. `simulation` is "relay" (members write the entities they own) or
 # "arena" (the example authoritative game).

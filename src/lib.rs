@@ -16,7 +16,8 @@
 //! - [`engine`] — rooms and their simulations on dedicated simulation threads, tick
 //!   scheduling, and the outboxes where rooms leave frames for transports.
 //! - [`config`] — the TOML/env/flags configuration; [`metrics`]: the Prometheus registry;
-//!   [`fd_limit`]: raising the open-file limit at start.
+//!   [`fd_limit`]: raising the open-file limit at start; [`log_budget`]: rate-limited
+//!   log lines.
 //!
 //! The wire protocol lives in the `tickrelay-proto` crate, which clients link alone;
 //! its modules are re-exported here: [`proto`] (the generated `tickrelay.v1` types),
@@ -30,6 +31,7 @@
 pub mod config;
 pub mod engine;
 pub mod fd_limit;
+pub mod log_budget;
 pub mod metrics;
 pub mod server;
 pub mod session;

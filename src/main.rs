@@ -104,6 +104,14 @@ struct ServeArgs {
     /// HS256 shared secret for JWT authentication (prefer the environment variable).
     #[arg(long, env = "TICKRELAY_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Serve /metrics on this address instead, over plain HTTP (for a scraper on a
+    /// private network) [default: on --listen].
+    #[arg(long, env = "TICKRELAY_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` to read /metrics (prefer the environment
+    /// variable).
+    #[arg(long, env = "TICKRELAY_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Benchmark baseline, never for players: every room sends every member a full
     /// snapshot every tick, encoded for that member alone, and each message is written
     /// separately. Compare a load run with and without it.
@@ -182,6 +190,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.jwt_secret {
             config.auth.hs256_secret = Some(v.clone());
+        }
+        if let Some(v) = self.metrics_listen {
+            config.metrics.listen = Some(v);
+        }
+        if let Some(v) = &self.metrics_token {
+            config.metrics.token = Some(v.clone());
         }
         Ok(config)
     }

@@ -21,7 +21,7 @@ use crate::session::SessionContext;
 use crate::session::auth::{AuthMode, Authenticator};
 use crate::transport::context::{ConnectionSettings, Context};
 use crate::transport::gate::Gate;
-use crate::transport::http::{self, Http};
+use crate::transport::http::{self, Http, Routes};
 use crate::transport::quic;
 use crate::transport::registry::Registry;
 use crate::transport::tls::{self, TlsError};
@@ -59,6 +59,8 @@ pub enum ServerError {
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
+    /// `[metrics] listen`, when `/metrics` has a listener of its own.
+    metrics_listener: Option<TcpListener>,
     local_addr: SocketAddr,
     ctx: Arc<Context>,
     http: Arc<Http>,
@@ -89,6 +91,15 @@ impl Server {
                 source,
             })?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
+                protocol: "TCP (metrics)",
+                addr,
+                option: "`[metrics] listen`",
+                source,
+            })?),
+            None => None,
+        };
         let udp = match (config.tls.insecure_plain, config.quic.enabled) {
             (false, true) => Some(bind_udp(&config, local_addr)?),
             (true, true) => {
@@ -154,9 +165,14 @@ impl Server {
             ctx: ctx.clone(),
             origins: config.origins,
             websocket,
+            routes: Routes::Main {
+                metrics: metrics_listener.is_none(),
+            },
+            metrics_token: config.metrics.token.as_deref().map(Arc::from),
         });
         Ok(Self {
             listener,
+            metrics_listener,
             local_addr,
             ctx,
             http,
@@ -169,6 +185,11 @@ impl Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound `[metrics] listen` address, when `/metrics` has a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
     }
 
     /// The bound QUIC address, when QUIC is served.
@@ -204,6 +225,16 @@ impl Server {
                 tracing::info!("listening on quic://{addr} (ALPN tickrelay/1)");
             }
             ctx.tracker.spawn(quic::accept(endpoint, ctx.clone()));
+        }
+        if let Some(listener) = self.metrics_listener {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("serving /metrics on http://{addr}/metrics");
+            }
+            let http = Arc::new(Http {
+                routes: Routes::Metrics,
+                ..(*self.http).clone()
+            });
+            ctx.tracker.spawn(http::serve_metrics(listener, http));
         }
         loop {
             let (stream, peer) = tokio::select! {

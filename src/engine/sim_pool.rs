@@ -29,9 +29,13 @@ use crate::engine::outbox::{Outbox, RoomKey};
 use crate::engine::room::{Room, RoomConfig, error_message};
 use crate::engine::schedule::TickSchedule;
 use crate::engine::simulation::Simulation;
+use crate::log_budget::LogBudget;
 use crate::metrics::SimMetrics;
 use crate::proto::{self, ErrorCode, SendEvent, input};
 use crate::state::MemberId;
+
+/// Room created and closed lines: at most 20 a second (`suppressed` counts the rest).
+static ROOM_LOGS: LogBudget = LogBudget::new(20);
 
 /// Builds the simulation of a new room.
 pub type SimFactory = Arc<dyn Fn() -> Box<dyn Simulation> + Send + Sync>;
@@ -394,6 +398,9 @@ impl SimPool {
             self.config.channel_capacity,
         )?;
         self.workers[thread].rooms.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = ROOM_LOGS.take(Instant::now()) {
+            tracing::info!(room = %id, room_type = %handle.shared.room_type, thread, suppressed, "room created");
+        }
         directory.insert(id, handle.clone());
         Ok(handle)
     }
@@ -705,6 +712,10 @@ impl SimThread {
         }
         self.room_count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.rooms.dec();
+        if let Some(suppressed) = ROOM_LOGS.take(Instant::now()) {
+            let reason = if healthy { "empty" } else { "internal error" };
+            tracing::info!(room = %shared.id, reason, suppressed, "room closed");
+        }
         let members = shared.members.load(Ordering::Relaxed);
         self.metrics.members.dec_by(i64::from(members));
     }

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 pub use self::histogram::Histogram;
 use crate::error::CloseReason;
+use crate::session::auth::AuthError;
 
 mod histogram;
 
@@ -238,6 +239,17 @@ impl Metrics {
             "Sessions waiting to be resumed",
             m.sessions_parked.clone(),
         );
+        // Every family is exported from the start, each known label at zero, so a
+        // dashboard or alert sees a series before its first event.
+        for reason in CloseReason::ALL {
+            let _ = m.closes.get_or_create(&CloseLabels { code: reason.code() });
+        }
+        for kind in AuthError::KINDS {
+            let _ = m.auth_failures.get_or_create(&AuthLabels { kind });
+        }
+        for status in REFUSAL_STATUSES {
+            let _ = m.upgrades_refused.get_or_create(&StatusLabels { status });
+        }
         Self { registry, ..m }
     }
 
@@ -260,11 +272,136 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// Every metric in `format`.
+    pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Prometheus => classic(&out),
+        }
+    }
+}
+
+/// The exposition formats `/metrics` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 (what Prometheus asks for first).
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4 (what `promtool check metrics`, curl
+    /// and older scrapers read).
+    Prometheus,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics only when it is named.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::Prometheus,
+        }
+    }
+
+    /// The response's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The HTTP statuses an upgrade is refused with (labels of `upgrades_refused`).
+const REFUSAL_STATUSES: [u16; 4] = [401, 403, 429, 503];
+
+/// The classic text format of an OpenMetrics exposition: a counter's `HELP` and `TYPE`
+/// lines name its samples (`x_total`, where OpenMetrics names the family `x`), and
+/// OpenMetrics' `# UNIT` and `# EOF` lines go.
+fn classic(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 64 * counters.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let family = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| Some((&line[..p.len()], line.strip_prefix(p)?.split_once(' ')?)));
+        match family {
+            Some((prefix, (name, rest))) if counters.contains(name) => {
+                out.push_str(&format!("{prefix}{name}_total {rest}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The samples' names and the families named by `# HELP` lines.
+    fn samples_and_help(text: &str) -> (Vec<&str>, Vec<&str>) {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| l.split(['{', ' ']).next().unwrap())
+            .collect();
+        let help = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP ")?.split(' ').next())
+            .collect();
+        (samples, help)
+    }
+
+    #[test]
+    fn the_classic_format_has_help_for_every_sample_as_promtool_wants() {
+        let metrics = Metrics::new(Arc::new(SimMetrics::default()));
+        metrics.messages_in.inc();
+        let text = metrics.render(Format::Prometheus);
+        let (samples, help) = samples_and_help(&text);
+        assert!(samples.len() > 60, "{text}");
+        for sample in samples {
+            // A histogram's samples belong to the family without the suffix.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| sample.strip_suffix(s).filter(|f| help.contains(f)))
+                .unwrap_or(sample);
+            assert!(help.contains(&family), "no help text for {sample}:\n{text}");
+        }
+        assert!(text.contains("# TYPE tickrelay_messages_in_total counter\ntickrelay_messages_in_total 1\n"));
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+
+        // OpenMetrics names the counter family without `_total`, and ends with EOF.
+        let open = metrics.render(Format::OpenMetrics);
+        assert!(open.contains("# TYPE tickrelay_messages_in counter\ntickrelay_messages_in_total 1\n"));
+        assert!(open.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn labelled_families_are_exported_before_their_first_event() {
+        let text = Metrics::new(Arc::new(SimMetrics::default())).render(Format::Prometheus);
+        for sample in [
+            "tickrelay_closes_total{code=\"1001\"} 0",
+            "tickrelay_closes_total{code=\"4501\"} 0",
+            "tickrelay_auth_failures_total{kind=\"expired\"} 0",
+            "tickrelay_upgrades_refused_total{status=\"429\"} 0",
+        ] {
+            assert!(text.contains(sample), "{sample} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_format_follows_the_accept_header() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::from_accept(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::from_accept(None), Format::Prometheus);
     }
 }

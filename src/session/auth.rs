@@ -145,6 +145,16 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every [`AuthError::kind`].
+    pub const KINDS: [&'static str; 6] = [
+        "missing",
+        "expired",
+        "not_yet_valid",
+        "bad_signature",
+        "invalid",
+        "other_user",
+    ];
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -172,6 +182,10 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
+/// The shortest HS256 secret accepted without a warning: the hash's size, as RFC 7518
+/// (section 3.2) requires.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
 impl Authenticator {
     /// Builds the verifier; fails on a missing or unreadable key.
     pub fn new(config: &AuthConfig) -> Result<Self, String> {
@@ -184,8 +198,19 @@ impl Authenticator {
                     .map_err(|_| format!("unknown auth.algorithm `{}`", config.algorithm))?;
                 let key = match algorithm {
                     Algorithm::HS256 => {
-                        let secret = config.hs256_secret.as_deref().filter(|s| !s.is_empty());
-                        DecodingKey::from_secret(secret.ok_or("auth.hs256_secret is required for HS256")?.as_bytes())
+                        let secret = config.hs256_secret.as_deref().filter(|s| !s.is_empty()).ok_or(
+                            "JWT authentication with HS256 needs a shared secret: --jwt-secret, \
+                             TICKRELAY_JWT_SECRET or [auth] hs256_secret",
+                        )?;
+                        if secret.len() < MIN_HS256_SECRET_BYTES {
+                            tracing::warn!(
+                                bytes = secret.len(),
+                                "the HS256 secret is shorter than {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 \
+                                 asks for at least 256 bits): tokens can be forged by guessing it; \
+                                 use for example `head -c 32 /dev/urandom | base64`"
+                            );
+                        }
+                        DecodingKey::from_secret(secret.as_bytes())
                     }
                     Algorithm::RS256 | Algorithm::EdDSA => {
                         let path = config

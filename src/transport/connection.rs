@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::clock::{Now, unix_micros};
 use crate::engine::outbox::{Batch, Outbox, PendingState};
 use crate::error::CloseReason;
+use crate::log_budget::LogBudget;
 use crate::session::auth::{AuthMode, DuplicateSessions, Identity};
 use crate::session::heartbeat::Beat;
 use crate::session::{Inbound, Session};
@@ -39,6 +40,10 @@ pub(crate) enum Start {
         received: u64,
     },
 }
+
+/// Connection opened and closed lines: at most 20 a second (`suppressed` counts the
+/// rest).
+static CONNECTION_LOGS: LogBudget = LogBudget::new(20);
 
 /// How long a resume waits for a connection it takes over to park its session.
 const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
@@ -125,7 +130,9 @@ pub(crate) async fn serve<T: Transport>(
     ctx.registry.register_token(&token, user.clone(), stop.clone());
     metrics.connections.inc();
     metrics.connections_accepted.inc();
-    tracing::debug!(%peer, session = id, user = %user, "session started");
+    if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {
+        tracing::info!(%peer, session = id, user = %user, transport = T::NAME, suppressed, "connection opened");
+    }
 
     let outbox = session.outbox().clone();
     let slow = ctx.settings.slow_consumer;
@@ -235,10 +242,19 @@ pub(crate) async fn serve<T: Transport>(
     metrics.connections.dec();
     metrics.frames_superseded.inc_by(outbox.take_superseded());
     drop(permit);
+    if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {
+        let (code, reason) = match end {
+            End::Close(reason) => (reason.code(), reason.reason()),
+            End::ClientClosed => (1000, "closed by the client"),
+            End::ClientLeft => (1001, "the client went away"),
+            End::Lost => (1006, "connection lost"),
+            End::TakenOver => (CloseReason::Replaced.code(), "resumed on another connection"),
+        };
+        tracing::info!(%peer, session = id, code, reason, suppressed, "connection closed");
+    }
     let park = match end {
         End::Close(reason) => {
             metrics.count_close(reason);
-            tracing::debug!(%peer, session = id, code = reason.code(), reason = reason.reason(), "closing");
             transport.close(reason).await;
             // The peer stopped answering or reading but lost nothing: it may come back
             // on another connection.
@@ -352,6 +368,7 @@ mod tests {
 
     impl Transport for Memory {
         const DELIVERY: Delivery = Delivery::Reliable;
+        const NAME: &'static str = "memory";
 
         async fn recv(&mut self) -> Received {
             self.inbound.recv().await.unwrap_or(Received::Lost)

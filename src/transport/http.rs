@@ -12,20 +12,21 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    AUTHORIZATION, CONNECTION, CONTENT_TYPE, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::clock::unix_micros;
+use crate::metrics::Format;
 use crate::session::auth;
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
@@ -33,6 +34,7 @@ use crate::transport::origin::OriginConfig;
 use crate::transport::ws::{Metered, WebSocket};
 
 /// What the HTTP side needs beyond the connection [`Context`].
+#[derive(Clone)]
 pub(crate) struct Http {
     /// The connection context.
     pub ctx: Arc<Context>,
@@ -40,6 +42,22 @@ pub(crate) struct Http {
     pub origins: OriginConfig,
     /// tungstenite's limits and buffers for upgraded connections.
     pub websocket: WebSocketConfig,
+    /// What this listener serves.
+    pub routes: Routes,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<Arc<str>>,
+}
+
+/// What a listener serves besides `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routes {
+    /// The main listener: `/ws`, and `/metrics` unless it has a listener of its own.
+    Main {
+        /// Whether `/metrics` is served here.
+        metrics: bool,
+    },
+    /// `[metrics] listen`: `/metrics` only.
+    Metrics,
 }
 
 /// Serves one accepted TCP connection: TLS (unless plain), then HTTP/1.1 until it ends.
@@ -66,6 +84,24 @@ pub(crate) async fn serve_connection(
             }
         }
         None => serve_http(stream, peer, http).await,
+    }
+}
+
+/// Serves `[metrics] listen` (plain HTTP, `/metrics` and `/healthz`) until shutdown.
+pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = http.ctx.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("metrics listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        http.ctx.tracker.spawn(serve_http(stream, peer, http.clone()));
     }
 }
 
@@ -100,20 +136,45 @@ where
 type HttpResponse = Response<Full<Bytes>>;
 
 fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
-    match (req.method(), req.uri().path()) {
+    let ws = matches!(http.routes, Routes::Main { .. });
+    let metrics = matches!(http.routes, Routes::Main { metrics: true } | Routes::Metrics);
+    let path = req.uri().path();
+    let served = path == "/healthz" || (path == "/ws" && ws) || (path == "/metrics" && metrics);
+    match (req.method(), path) {
+        _ if !served && ws => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
+        _ if !served => text(StatusCode::NOT_FOUND, "not found; this listener serves /metrics\n"),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/metrics") => {
-            let mut response = text(StatusCode::OK, http.ctx.metrics.render());
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
-            response
-        }
-        (&Method::GET, "/ws") => upgrade(req, peer, http),
-        (_, "/healthz" | "/metrics" | "/ws") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
+        (&Method::GET, "/metrics") => metrics_response(&req, &http),
+        (&Method::GET, _) => upgrade(req, peer, http),
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     }
+}
+
+/// `/metrics` in the format the `Accept` header asks for, to a reader with the token
+/// when one is configured.
+fn metrics_response(req: &Request<Incoming>, http: &Http) -> HttpResponse {
+    if let Some(token) = &http.metrics_token {
+        let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let offered = auth::token_from_request(header, None, std::iter::empty());
+        // Compared in constant time: the token guards the endpoint.
+        let matches = offered.is_some_and(|o| {
+            o.len() == token.len() && o.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !matches {
+            let mut response = text(StatusCode::UNAUTHORIZED, "/metrics needs its bearer token\n");
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let mut response = text(StatusCode::OK, http.ctx.metrics.render(format));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    response
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {

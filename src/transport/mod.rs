@@ -69,6 +69,8 @@ pub(crate) struct Broken;
 pub(crate) trait Transport {
     /// How state frames reach the client over this transport.
     const DELIVERY: Delivery;
+    /// The transport's name in logs.
+    const NAME: &'static str;
 
     /// The next thing the peer sent.
     async fn recv(&mut self) -> Received;

@@ -282,6 +282,7 @@ fn close_with(conn: &Connection, code: u16, reason: &str) {
 
 impl Transport for Quic {
     const DELIVERY: Delivery = Delivery::Acknowledged;
+    const NAME: &'static str = "quic";
 
     async fn recv(&mut self) -> Received {
         loop {

@@ -39,6 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     const DELIVERY: Delivery = Delivery::Reliable;
+    const NAME: &'static str = "websocket";
 
     async fn recv(&mut self) -> Received {
         match self.ws.next().await {
@@ -85,6 +86,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
             reason: reason.reason().into(),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.send(Message::Close(Some(frame)))).await;
+        // A lingering close: a TCP socket closed with input unread, or that input reaches
+        // after it closed, is reset, and the client's system then discards what the
+        // client had not read yet, the close frame included (1006 instead of this
+        // code). So read and drop what arrives until the client answers the close, a
+        // second at most.
+        let answered = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
         self.finish().await;
     }
 

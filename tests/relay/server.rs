@@ -2,6 +2,7 @@
 //! baseline runs over both transports from one body.
 
 use bytes::Bytes;
+use prost::Message as _;
 use tickrelay::proto::{
     self, EntityUpdate, EntityWrites, ErrorCode, Field, PresenceChange, client_message, input, request, response,
     server_message::Kind,
@@ -392,7 +393,7 @@ async fn bad_input_closes_only_the_offender(transport: Transport) {
         good.frames_in("shared", 10).await;
     }
     assert!(good.mirrors["shared"].is_synced());
-    let closes = server.metrics.render();
+    let closes = server.metrics.render(tickrelay::metrics::Format::Prometheus);
     let codes: &[&str] = match transport {
         Transport::WebSocket => &["1003", "1007", "1009"],
         Transport::Quic => &["1007", "1009"],
@@ -403,6 +404,45 @@ async fn bad_input_closes_only_the_offender(transport: Transport) {
             "{closes}"
         );
     }
+}
+
+/// `[metrics] listen` moves `/metrics` to a plain-HTTP listener of its own, and
+/// `[metrics] token` guards it; the format follows `Accept`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_a_listener_of_their_own_behind_a_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_with(|c| {
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics.token = Some("scrape-me".into());
+    })
+    .await;
+    assert_eq!(server.https_get("/metrics").await.0, 404, "not on the main listener");
+    let addr = server.metrics_addr.unwrap();
+    let get = |path: &'static str, headers: &'static str| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        let status: u16 = response[9..12].parse().unwrap();
+        (status, response)
+    };
+    assert_eq!(get("/metrics", "").await.0, 401);
+    assert_eq!(get("/metrics", "Authorization: Bearer scrape-you\r\n").await.0, 401);
+    let (status, classic) = get("/metrics", "Authorization: bearer scrape-me\r\n").await;
+    assert_eq!(status, 200, "{classic}");
+    assert!(classic.contains("text/plain; version=0.0.4") && classic.contains("# TYPE tickrelay_ticks_total counter"));
+    let (_, open) = get(
+        "/metrics",
+        "Authorization: Bearer scrape-me\r\nAccept: application/openmetrics-text; version=1.0.0\r\n",
+    )
+    .await;
+    assert!(
+        open.contains("application/openmetrics-text") && open.ends_with("# EOF\n"),
+        "{open}"
+    );
+    assert_eq!(get("/healthz", "").await.0, 200);
+    assert_eq!(get("/ws", "").await.0, 404, "no WebSocket on the metrics listener");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,6 +469,46 @@ async fn http_endpoints() {
     assert_eq!(server.https_get("/nope").await.0, 404);
     // A plain GET to /ws is not an upgrade.
     assert_eq!(server.https_get("/ws").await.0, 400);
+}
+
+/// A client that reads late and keeps sending through the shutdown still gets its
+/// 1001. A TCP socket closed with input unread is reset, and a reset discards what
+/// the server had not transmitted yet (here the events this client has not read, and
+/// the close frame behind them); so the server reads and drops what arrives until the
+/// client answers its close (a lingering close), and only then closes the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reading_late_at_shutdown_still_reads_its_1001() {
+    let server = start().await;
+    let mut late = TestClient::connect_with_receive_buffer(&server, 4096).await;
+    late.join("late", "relay").await;
+    let mut talker = TestClient::connect(&server).await;
+    talker.join("late", "relay").await;
+    // 96 KB of events for `late`, which reads nothing for now: they wait in the
+    // server's socket and its WebSocket buffer.
+    for _ in 0..8 {
+        talker
+            .send(vec![client_message::Kind::Event(proto::SendEvent {
+                room: "late".into(),
+                kind: "bulk".into(),
+                payload: vec![7; 12_000].into(),
+                targets: vec![],
+            })])
+            .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.shutdown.cancel();
+    let ping = proto::ClientEnvelope {
+        messages: vec![proto::ClientMessage {
+            kind: Some(client_message::Kind::Ping(proto::Ping::default())),
+        }],
+    }
+    .encode_to_vec();
+    for _ in 0..30 {
+        // Fails once the connection is gone: the close below says why.
+        let _ = late.conn.send_bytes(&ping).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(late.close_frame().await, (1001, "server shutting down".to_string()));
 }
 
 async fn shutdown_closes_every_session_with_1001(transport: Transport) {

@@ -577,7 +577,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         .fetch_add(stats.checksums.load(Ordering::Relaxed), Ordering::Relaxed);
     c.messages_lost
         .fetch_add(stats.messages_lost.load(Ordering::Relaxed), Ordering::Relaxed);
-    client.close();
+    client.close().await;
     set_connected(false, &mut connected);
     replaced
 }

@@ -2,23 +2,52 @@
 //! holds once a second, reconnecting by itself if the connection drops.
 //!
 //! ```sh
-//! cargo run -p tickrelay-client --example follow -- wss://127.0.0.1:7443/ws tickrelay-dev-cert.pem 10
+//! cargo run -p tickrelay-client --example follow -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
 //! ```
+//!
+//! The same options as the server's `watch` example: `--token JWT` (or
+//! `TICKRELAY_TOKEN`) for a relay that requires one; `--help` for the rest.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use tickrelay_client::{Client, ClientConfig, Event, Trust, proto};
 
+/// Follow an arena room with the client library: join, steer, print the mirror once a
+/// second.
+#[derive(clap::Parser)]
+struct Args {
+    /// The relay's WebSocket (or QUIC) URL.
+    #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
+    url: String,
+    /// PEM file of the certificate to trust (the relay's development certificate).
+    #[arg(long, default_value = "tickrelay-dev-cert.pem")]
+    cert: String,
+    /// JWT for a relay with `--auth jwt` (for example from `tickrelay token`); also read
+    /// from TICKRELAY_TOKEN.
+    #[arg(long, env = "TICKRELAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The room to join (an arena room; created if it does not exist).
+    #[arg(long, default_value = "demo")]
+    room: String,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "wss://127.0.0.1:7443/ws".into());
-    let cert = args.next().unwrap_or_else(|| "tickrelay-dev-cert.pem".into());
-    let seconds: u64 = args.next().map_or(Ok(10), |s| s.parse())?;
-
-    let (client, mut events) = Client::connect(ClientConfig::new(url, Trust::CertFile(cert.into())))?;
-    client.join("demo", "arena");
+    let Args {
+        url,
+        cert,
+        token,
+        room,
+        seconds,
+    } = clap::Parser::parse();
+    let mut config = ClientConfig::new(url, Trust::CertFile(cert.into()));
+    config.token = token;
+    let (client, mut events) = Client::connect(config)?;
+    client.join(&room, "arena");
     let mut second = tokio::time::interval(Duration::from_secs(1));
     for elapsed in 0..=seconds {
         second.tick().await;
@@ -32,13 +61,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let angle = elapsed as f32;
         let intent = [(angle.cos() * 127.0) as i8 as u8, (angle.sin() * 127.0) as i8 as u8];
-        client.send_input("demo", proto::input::Payload::Intent(Bytes::copy_from_slice(&intent)));
-        let summary = client.with_mirror("demo", |m| (m.tick(), m.world().len(), m.checksums_verified()));
+        client.send_input(&room, proto::input::Payload::Intent(Bytes::copy_from_slice(&intent)));
+        let summary = client.with_mirror(&room, |m| (m.tick(), m.world().len(), m.checksums_verified()));
         println!(
             "t={elapsed}s (tick, entities, checksums ok) = {summary:?}, rtt = {:?}",
             client.rtt()
         );
     }
-    client.close();
+    client.close().await;
     Ok(())
 }

@@ -135,7 +135,7 @@ pub(crate) async fn run(
             return;
         }
         let delay = d.config.backoff.delay(attempt, &mut d.rng);
-        d.emit(Event::Reconnecting { attempt, delay }).await;
+        d.emit(Event::Reconnecting { attempt, delay, reason }).await;
         if !d.wait_offline(delay).await {
             return;
         }
@@ -178,7 +178,7 @@ impl Driver {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return true,
                 command = self.commands.recv() => match command {
-                    None | Some(Command::Close) => return false,
+                    None | Some(Command::Close(_)) => return false,
                     Some(command) => {
                         if let Some(out) = self.command(command) {
                             self.buffer_offline(out);
@@ -253,7 +253,7 @@ impl Driver {
                 let request_id = self.request_id();
                 Some(Out::RefreshToken(proto::RefreshToken { request_id, token }))
             }
-            Command::DropConnection | Command::Close => None,
+            Command::DropConnection | Command::Close(_) => None,
         }
     }
 
@@ -322,8 +322,14 @@ impl Driver {
                     self.flush(&mut link).await
                 }
                 command = self.commands.recv() => match command {
-                    None | Some(Command::Close) => {
+                    None => {
                         link.close().await;
+                        return End::Stop;
+                    }
+                    Some(Command::Close(done)) => {
+                        link.close().await;
+                        // `close().await` returns now.
+                        drop(done);
                         return End::Stop;
                     }
                     Some(Command::DropConnection) => return End::Reconnect {

@@ -31,8 +31,10 @@
 //!   mirrored ([`StateMirror`]) and verified against the server's checksums; on a
 //!   mismatch the client asks for a full snapshot by itself.
 //! - **Reconnection**: exponential backoff with full jitter (1 s, 2 s, 4 s … 30 s),
-//!   giving up after a configurable number of attempts ([`Event::GaveUp`]); close codes
-//!   that mean "do not reconnect" are honoured; the session is resumed with its resume
+//!   giving up after a configurable number of attempts ([`Event::GaveUp`]), each
+//!   [`Event::Reconnecting`] saying why the last attempt failed; permanent failures (a
+//!   certificate other than the trusted one, HTTP 400/401/403/404 at the upgrade, close
+//!   codes that mean "do not reconnect") give up at once; the session is resumed with its resume
 //!   token, inputs not yet acknowledged are replayed (the server applies each once),
 //!   other messages sent while disconnected are buffered (bounded) and sent in order,
 //!   and full snapshots are awaited instead of assuming deltas suffice.
@@ -182,6 +184,8 @@ pub enum Event {
         attempt: u32,
         /// The delay before it.
         delay: Duration,
+        /// Why the last connection or attempt failed.
+        reason: String,
     },
     /// The client stopped trying; it is finished.
     GaveUp {
@@ -266,7 +270,8 @@ pub(crate) enum Command {
     },
     SetToken(String),
     DropConnection,
-    Close,
+    /// Dropped once the close is done.
+    Close(oneshot::Sender<()>),
 }
 
 pub(crate) struct Shared {
@@ -396,8 +401,13 @@ impl Client {
         self.command(Command::DropConnection);
     }
 
-    /// Closes the connection normally (code 1000) and stops the client.
-    pub fn close(&self) {
-        self.command(Command::Close);
+    /// Closes the connection normally (code 1000), stops the client, and returns once
+    /// the server answered the close (or after a second without an answer), so a
+    /// program that exits right after it leaves no member waiting for a resume.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        self.command(Command::Close(done));
+        // The driver drops `done` when it stopped; an error means the same.
+        let _ = closed.await;
     }
 }

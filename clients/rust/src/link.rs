@@ -117,6 +117,14 @@ fn fatal(reason: String) -> Failure {
     Failure { reason, fatal: true }
 }
 
+/// Whether a QUIC handshake failed because this side rejected the server's
+/// certificate (a TLS alert about the certificate): trying again cannot help.
+fn certificate_rejected(error: &quinn::ConnectionError) -> bool {
+    // TLS alerts 42 (bad_certificate) to 49 (access_denied), as QUIC crypto errors.
+    matches!(error, quinn::ConnectionError::TransportError(e)
+        if (42..=49).any(|alert| e.code == quinn::TransportErrorCode::crypto(alert)))
+}
+
 /// What the server sent.
 pub(crate) enum Received {
     /// One `ServerEnvelope`.
@@ -196,10 +204,17 @@ async fn connect_ws(
     let stream = match tls {
         Some(tls) => {
             let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
-            let tls = TlsConnector::from(tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| retry(format!("TLS: {e}")))?;
+            let tls = TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(|e| {
+                let rejected = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+                // Not the certificate we trust: trying again cannot help.
+                Failure {
+                    reason: format!("TLS: {e}"),
+                    fatal: rejected,
+                }
+            })?;
             Either::Left(tls)
         }
         None => Either::Right(tcp),
@@ -264,7 +279,10 @@ async fn connect_quic(
         .connect(addr, &target.host)
         .map_err(|e| fatal(format!("QUIC: {e}")))?
         .await
-        .map_err(|e| retry(format!("QUIC handshake (TLS): {e}")))?;
+        .map_err(|e| Failure {
+            reason: format!("QUIC handshake (TLS): {e}"),
+            fatal: certificate_rejected(&e),
+        })?;
     let (mut send, recv) = conn.open_bi().await.map_err(|e| retry(format!("QUIC stream: {e}")))?;
     let hello = proto::Hello {
         token: token.unwrap_or_default().to_string(),
@@ -338,7 +356,8 @@ impl Link {
         }
     }
 
-    /// Closes normally (1000) and lets the close reach the server.
+    /// Closes normally (1000) and waits (at most a second) for the server's answer, so
+    /// the server has ended the session before the caller goes on.
     pub async fn close(self) {
         match self {
             Link::WebSocket(mut ws) => {
@@ -347,7 +366,9 @@ impl Link {
                     reason: "client closing".into(),
                 };
                 let _ = ws.send(Message::Close(Some(frame))).await;
-                let _ = SinkExt::close(&mut *ws).await;
+                // What arrives before the server's close frame is dropped.
+                let answered = async { while let Some(Ok(_)) = ws.next().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
             }
             Link::Quic(q) => {
                 q.conn.close(1000u32.into(), b"client closing");

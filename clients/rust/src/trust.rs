@@ -84,6 +84,11 @@ fn parse_fingerprint(hex: &str) -> Result<[u8; 32], TrustError> {
     Ok(out)
 }
 
+/// The server's certificate is not the pinned one.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate fingerprint does not match the pinned one")]
+struct FingerprintMismatch;
+
 /// Accepts exactly one certificate, by fingerprint; signatures are still verified.
 #[derive(Debug)]
 struct Pinned {
@@ -103,7 +108,11 @@ impl ServerCertVerifier for Pinned {
         if Sha256::digest(end_entity.as_ref()).as_slice() == self.wanted {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General("certificate fingerprint does not match".into()))
+            // A certificate error (not a general one), so the client knows retrying
+            // cannot help.
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                rustls::OtherError(Arc::new(FingerprintMismatch)),
+            )))
         }
     }
 

@@ -16,6 +16,7 @@ both_transports!(
     reconnects_resumes_and_replays_inputs_sent_while_disconnected,
     gives_up_after_the_configured_attempts,
     trusts_a_pinned_fingerprint_and_nothing_else,
+    an_awaited_close_leaves_no_member_behind,
 );
 
 fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
@@ -74,7 +75,7 @@ async fn joins_mirrors_verified_state_and_measures_rtt(transport: Transport) {
         .await
         .unwrap();
     assert!(matches!(response.kind, Some(proto::response::Kind::Rooms(ref r)) if r.rooms.len() == 1));
-    client.close();
+    client.close().await;
 }
 
 /// A dropped connection resumes the session; inputs sent while disconnected are
@@ -127,7 +128,8 @@ async fn gives_up_after_the_configured_attempts(transport: Transport) {
     assert_eq!(disconnect, (1001, true), "shutdown says: come back later");
     let mut attempts = Vec::new();
     let gave_up = until(&mut events, |e| match e {
-        Event::Reconnecting { attempt, delay } => {
+        Event::Reconnecting { attempt, delay, reason } => {
+            assert!(!reason.is_empty());
             assert!(*delay <= Duration::from_millis(200));
             attempts.push(*attempt);
             None
@@ -154,12 +156,60 @@ async fn trusts_a_pinned_fingerprint_and_nothing_else(transport: Transport) {
     let (_client, mut events) = Client::connect(good).unwrap();
     until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
 
+    // A certificate other than the trusted one is a permanent failure: the client gives
+    // up at the first attempt, with the reason, whatever attempts it was allowed.
     let mut bad = config(&relay, transport);
     bad.trust = Trust::Fingerprint("00".repeat(32));
-    bad.backoff.max_attempts = Some(1);
     let (_client, mut events) = Client::connect(bad).unwrap();
-    let reason = gave_up(&mut events, "connected to an untrusted certificate").await;
-    assert!(reason.contains("TLS"), "{reason}");
+    let (attempts, reason) = until(&mut events, |e| match e {
+        Event::Connected { .. } | Event::Reconnecting { .. } => panic!("retried an untrusted certificate: {e:?}"),
+        Event::GaveUp { attempts, reason } => Some((*attempts, reason.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(attempts, 1);
+    assert!(reason.contains("TLS") && reason.contains("certificate"), "{reason}");
+}
+
+/// Once `close().await` returns, the server has ended the session: the member has
+/// left its room, not been kept for a resume (20 s by default).
+async fn an_awaited_close_leaves_no_member_behind(transport: Transport) {
+    let relay = start().await;
+    let (watcher, mut watcher_events) = Client::connect(config(&relay, transport)).unwrap();
+    watcher.join("r", "relay");
+    until(&mut watcher_events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    // A program that exits right after `close().await`: its runtime (and with it the
+    // client's task and socket) is dropped as soon as the close returns.
+    let closing = config(&relay, transport);
+    let program = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, mut events) = Client::connect(closing).unwrap();
+            client.join("r", "relay");
+            until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+            client.close().await;
+        });
+    });
+    tokio::task::spawn_blocking(move || program.join().unwrap())
+        .await
+        .unwrap();
+    let members = async {
+        loop {
+            let rooms = watcher.request(proto::request::Kind::ListRooms(proto::ListRooms::default()));
+            if let Some(proto::response::Kind::Rooms(r)) = rooms.await.unwrap().kind
+                && r.rooms[0].members == 1
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), members)
+        .await
+        .expect("the closed member left the room within 2 s");
 }
 
 /// Waits for the client to give up and returns why; panics with `never` if it connects.
@@ -203,7 +253,7 @@ async fn plain_ws_only_when_the_url_says_so() {
     let stats = client.stats();
     // The full snapshot adds the arena's NPCs and the avatar; later frames move them.
     assert!(stats.entity_updates.load(std::sync::atomic::Ordering::Relaxed) >= 5);
-    client.close();
+    client.close().await;
 
     let mut tls = ClientConfig::new(
         format!("wss://127.0.0.1:{port}/ws"),
@@ -214,4 +264,33 @@ async fn plain_ws_only_when_the_url_says_so() {
     let reason = gave_up(&mut events, "a wss:// client connected without TLS").await;
     assert!(reason.contains("TLS"), "{reason}");
     shutdown.cancel();
+}
+
+/// The `follow` example answers `--help` (with the same options as the server's
+/// `watch` example) and names a certificate file it cannot read. `cargo test` builds
+/// the examples next to the tests.
+#[test]
+fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
+    let deps = std::env::current_exe().unwrap();
+    let follow = deps.parent().unwrap().parent().unwrap().join("examples/follow");
+    assert!(
+        follow.exists(),
+        "{} not built: run `cargo test` without --test",
+        follow.display()
+    );
+    let help = std::process::Command::new(&follow).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{help:?}");
+    for option in ["--url", "--cert", "--token", "--room", "--seconds"] {
+        assert!(text.contains(option), "{option} in {text}");
+    }
+    let missing = std::process::Command::new(&follow)
+        .args(["--cert", "/nonexistent/relay-cert.pem", "--seconds", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && stderr.contains("/nonexistent/relay-cert.pem"),
+        "{stderr}"
+    );
 }

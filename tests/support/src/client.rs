@@ -219,6 +219,19 @@ impl TestClient {
         Ok(client)
     }
 
+    /// Connects over WebSocket with a TCP receive buffer of `bytes` (the kernel rounds
+    /// it): the server's writes back up as soon as this client stops reading.
+    pub async fn connect_with_receive_buffer(server: &TestServer, bytes: u32) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let tls = server.tls_over(socket.connect(server.addr).await.unwrap()).await;
+        let url = format!("wss://localhost:{}/ws", server.addr.port());
+        let (ws, _) = tokio_tungstenite::client_async(url, tls).await.expect("upgrade");
+        Self::welcomed(Conn::WebSocket(Box::new(ws)), None)
+            .await
+            .expect("Welcome")
+    }
+
     /// Connects without waiting for `Welcome` (for connections closed at once).
     pub async fn connect_raw(server: &TestServer, query: &str) -> WebSocketStream<TlsStream<TcpStream>> {
         let tls = server.tls_connect().await;

@@ -29,6 +29,8 @@ pub struct TestServer {
     pub cert_pem: String,
     /// The server's metrics.
     pub metrics: Arc<Metrics>,
+    /// The `[metrics] listen` address, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// Cancel to shut the server down.
     pub shutdown: CancellationToken,
     /// The server task; ends after a shutdown, within its 5 s deadline.
@@ -61,6 +63,7 @@ pub async fn start_config(config: Config) -> TestServer {
     let quic_addr = server.quic_addr().expect("QUIC is on by default");
     let cert_pem = server.dev_certificate().expect("dev certificate").to_string();
     let metrics = server.metrics();
+    let metrics_addr = server.metrics_addr();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(5)));
     TestServer {
@@ -68,6 +71,7 @@ pub async fn start_config(config: Config) -> TestServer {
         quic_addr,
         cert_pem,
         metrics,
+        metrics_addr,
         shutdown,
         task: Some(task),
     }
@@ -84,7 +88,7 @@ impl TestServer {
 
     /// The value of one (labelled) sample in the metrics text, 0 if absent.
     pub fn metric(&self, sample: &str) -> u64 {
-        let text = self.metrics.render();
+        let text = self.metrics.render(tickrelay::metrics::Format::Prometheus);
         text.lines()
             .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
             .unwrap_or(0)
@@ -118,7 +122,11 @@ impl TestServer {
 
     /// A TLS connection that trusts only this server's certificate.
     pub async fn tls_connect(&self) -> TlsStream<TcpStream> {
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        self.tls_over(TcpStream::connect(self.addr).await.unwrap()).await
+    }
+
+    /// TLS over `tcp`, trusting only this server's certificate.
+    pub async fn tls_over(&self, tcp: TcpStream) -> TlsStream<TcpStream> {
         TlsConnector::from(Arc::new(self.tls_config()))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
