@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::sim_pool::SimPool;
+use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
 use crate::session::auth::{AuthMode, Authenticator};
@@ -236,22 +238,52 @@ impl Server {
             });
             ctx.tracker.spawn(http::serve_metrics(listener, http));
         }
+        // A descriptor kept in reserve: out of descriptors, it is given up to accept the
+        // waiting connection and close it at once (the client learns at once instead
+        // of waiting in the backlog, and accept does not spin), then taken back.
+        let mut reserve = std::fs::File::open("/dev/null").ok();
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
+                    Err(e) if matches!(e.raw_os_error(), Some(code) if OUT_OF_DESCRIPTORS.contains(&code)) => {
+                        drop(reserve.take());
+                        if let Some(Ok(_refused)) = self.listener.accept().now_or_never() {
+                            ctx.metrics.sockets_refused.inc();
+                        }
+                        reserve = std::fs::File::open("/dev/null").ok();
+                        if let Some(suppressed) = ACCEPT_LOGS.take(std::time::Instant::now()) {
+                            tracing::warn!(suppressed, "out of file descriptors: refusing connections ({e})");
+                        }
+                        if reserve.is_none() {
+                            // Not even the reserve came back: wait for descriptors to free.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        continue;
+                    }
                     Err(e) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Usually a connection reset before it was accepted; pause
+                        // briefly in case it is something lasting (out of memory).
+                        tracing::debug!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 },
             };
+            let Some(socket) = ctx.gate.admit_socket(peer.ip(), std::time::Instant::now()) else {
+                // This address holds its share of unfinished handshakes.
+                ctx.metrics.sockets_refused.inc();
+                continue;
+            };
             let acceptor = acceptor.clone();
-            ctx.tracker
-                .spawn(http::serve_connection(stream, peer, acceptor, self.http.clone()));
+            ctx.tracker.spawn(http::serve_connection(
+                stream,
+                peer,
+                acceptor,
+                self.http.clone(),
+                socket,
+            ));
         }
         drop(self.listener);
         tracing::info!("shutting down: closing every session");
@@ -266,6 +298,13 @@ impl Server {
         }
     }
 }
+
+/// `accept` errors that mean the process (EMFILE, 24) or the system (ENFILE, 23) is
+/// out of file descriptors.
+const OUT_OF_DESCRIPTORS: [i32; 2] = [24, 23];
+
+/// Out-of-descriptor warnings: at most one a second (`suppressed` counts the rest).
+static ACCEPT_LOGS: LogBudget = LogBudget::new(1);
 
 /// Binds the UDP socket for QUIC on `quic.listen`, by default the TCP listener's
 /// address and port. With an ephemeral TCP port (`listen` port 0) whose number is

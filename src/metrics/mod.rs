@@ -113,6 +113,9 @@ pub struct Metrics {
     pub closes: Family<CloseLabels, Counter>,
     /// TLS handshakes that failed.
     pub tls_failures: Counter,
+    /// TCP connections closed as soon as accepted: their address held its share of
+    /// unfinished handshakes, or the process was out of file descriptors.
+    pub sockets_refused: Counter,
     /// Upgrades refused for a bad or missing token, by kind.
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Upgrades refused with an HTTP status (401, 403, 429, 503).
@@ -145,6 +148,7 @@ impl Metrics {
             state_send_delay: Histogram::new(SEND_DELAY_BUCKETS),
             closes: Family::default(),
             tls_failures: Counter::default(),
+            sockets_refused: Counter::default(),
             auth_failures: Family::default(),
             upgrades_refused: Family::default(),
             messages_rate_limited: Counter::default(),
@@ -213,6 +217,11 @@ impl Metrics {
             m.closes.clone(),
         );
         registry.register("tls_failures", "Failed TLS handshakes", m.tls_failures.clone());
+        registry.register(
+            "sockets_refused",
+            "TCP connections closed as soon as accepted (per-IP share of unfinished handshakes, or out of file descriptors)",
+            m.sockets_refused.clone(),
+        );
         registry.register(
             "auth_failures",
             "Upgrades refused for a bad or missing token",

@@ -3,6 +3,11 @@
 //! connection), a per-IP connection cap and a per-IP handshake rate (HTTP 429). One
 //! gate counts both transports. An admitted connection holds a [`Permit`] that gives
 //! its slot back when dropped.
+//!
+//! Before that, every accepted TCP socket that has not yet become a session (TLS and
+//! HTTP still under way) holds a [`SocketPermit`]: one address may hold at most
+//! `max_per_ip` of them too, so idle or half-sent handshakes cannot take every file
+//! descriptor.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -43,6 +48,8 @@ impl Default for ConnectionLimits {
 
 struct PerIp {
     open: usize,
+    /// Accepted sockets not yet upgraded (or answered and closed).
+    sockets: usize,
     handshakes: TokenBucket,
 }
 
@@ -68,6 +75,12 @@ pub struct Permit {
     ip: IpAddr,
 }
 
+/// An accepted socket's slot, until it becomes a session or closes.
+pub struct SocketPermit {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
 impl Gate {
     /// A gate with no connections.
     pub fn new(limits: ConnectionLimits) -> Arc<Self> {
@@ -83,21 +96,38 @@ impl Gate {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Admits a connection from `ip`, or says why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Permit, Refusal> {
+    /// Admits an accepted socket from `ip` (`None`: it holds its address's share of
+    /// unfinished handshakes; close it).
+    pub fn admit_socket(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<SocketPermit> {
         let mut per_ip = self.per_ip.lock();
+        let state = self.state(&mut per_ip, ip, now);
+        if state.sockets >= self.limits.max_per_ip {
+            return None;
+        }
+        state.sockets += 1;
+        Some(SocketPermit { gate: self.clone(), ip })
+    }
+
+    fn state<'a>(&self, per_ip: &'a mut HashMap<IpAddr, PerIp>, ip: IpAddr, now: Instant) -> &'a mut PerIp {
         if per_ip.len() > 65_536 {
             // Forget idle addresses whose bucket has refilled: nothing to remember.
-            per_ip.retain(|_, s| s.open > 0 || !s.handshakes.is_full(now));
+            per_ip.retain(|_, s| s.open > 0 || s.sockets > 0 || !s.handshakes.is_full(now));
         }
-        let state = per_ip.entry(ip).or_insert_with(|| PerIp {
+        per_ip.entry(ip).or_insert_with(|| PerIp {
             open: 0,
+            sockets: 0,
             handshakes: TokenBucket::new(
                 self.limits.handshakes_per_ip_per_second,
                 self.limits.handshake_burst,
                 now,
             ),
-        });
+        })
+    }
+
+    /// Admits a connection from `ip`, or says why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Permit, Refusal> {
+        let mut per_ip = self.per_ip.lock();
+        let state = self.state(&mut per_ip, ip, now);
         if state.handshakes.try_take(1.0, now).is_err() {
             return Err(Refusal {
                 status: StatusCode::TOO_MANY_REQUESTS,
@@ -119,6 +149,14 @@ impl Gate {
         state.open += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(Permit { gate: self.clone(), ip })
+    }
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        if let Some(state) = self.gate.per_ip.lock().get_mut(&self.ip) {
+            state.sockets -= 1;
+        }
     }
 }
 
@@ -159,6 +197,21 @@ mod tests {
         assert_eq!(g.admit(b, now).err().unwrap().status, StatusCode::SERVICE_UNAVAILABLE);
         drop(p1);
         assert_eq!(g.open(), 2);
+        assert!(g.admit(a, now).is_ok());
+    }
+
+    #[test]
+    fn unfinished_sockets_are_capped_per_address() {
+        let g = gate(100, 2, 1000.0, 1000.0);
+        let now = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let s1 = g.admit_socket(a, now).unwrap();
+        let _s2 = g.admit_socket(a, now).unwrap();
+        assert!(g.admit_socket(a, now).is_none());
+        assert!(g.admit_socket("10.0.0.2".parse().unwrap(), now).is_some());
+        drop(s1);
+        assert!(g.admit_socket(a, now).is_some());
+        // Sessions count apart: the same address may still upgrade.
         assert!(g.admit(a, now).is_ok());
     }
 

@@ -30,6 +30,7 @@ use crate::metrics::Format;
 use crate::session::auth;
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
+use crate::transport::gate::SocketPermit;
 use crate::transport::origin::OriginConfig;
 use crate::transport::ws::{Metered, WebSocket};
 
@@ -66,6 +67,9 @@ pub(crate) async fn serve_connection(
     peer: SocketAddr,
     acceptor: Option<TlsAcceptor>,
     http: Arc<Http>,
+    // Held until the connection is upgraded (a session's `Permit` counts it then) or
+    // closed.
+    _socket: SocketPermit,
 ) {
     let _ = stream.set_nodelay(true);
     match acceptor {
@@ -86,6 +90,12 @@ pub(crate) async fn serve_connection(
         None => serve_http(stream, peer, http).await,
     }
 }
+
+/// About the most a request's line and headers may take (431 beyond; hyper applies it
+/// to its read buffer, so a head that arrives in one go may pass up to about twice
+/// this): room for a 16 KiB token in a header, far below hyper's default (~400 KiB), so
+/// half-sent heads cost little memory.
+const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 
 /// Serves `[metrics] listen` (plain HTTP, `/metrics` and `/healthz`) until shutdown.
 pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
@@ -117,6 +127,7 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);

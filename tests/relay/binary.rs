@@ -5,13 +5,16 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Starts the binary on its defaults (loopback, any port, no QUIC) and `args`, returns
-/// what it wrote to standard output and standard error up to its "listening" line,
-/// then stops it.
-fn first_logs(args: &[&str]) -> (String, Vec<String>) {
-    let dir = std::env::temp_dir().join(format!("tickrelay-logs-{}-{}", std::process::id(), args.join("_")));
+/// The binary, started by `sh -c PREFIX` (a `ulimit`, say) on its defaults (loopback,
+/// any port, no QUIC) and `args`, with what it wrote to standard error up to its
+/// "listening" line.
+fn start(prefix: &str, args: &[&str]) -> (std::process::Child, Vec<String>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("tickrelay-bin-{}-{}", std::process::id(), args.join("_")));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{prefix} exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_tickrelay"))
         .args(["--listen", "127.0.0.1:0", "--no-quic"])
         .args(args)
         .env_remove("TICKRELAY_JWT_SECRET")
@@ -35,6 +38,13 @@ fn first_logs(args: &[&str]) -> (String, Vec<String>) {
                 .expect("a log line within 20 s"),
         );
     }
+    (child, lines, dir)
+}
+
+/// [`start`] without a prefix; returns what the binary wrote to standard output and
+/// standard error up to its "listening" line, then stops it.
+fn first_logs(args: &[&str]) -> (String, Vec<String>) {
+    let (mut child, lines, dir) = start("", args);
     child.kill().unwrap();
     let mut stdout = String::new();
     child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
@@ -118,4 +128,49 @@ fn the_watch_example_explains_itself_and_names_a_missing_certificate_file() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("/nonexistent/relay-cert.pem"), "{stderr}");
+}
+
+/// Out of file descriptors, the relay closes new connections at once (a descriptor kept
+/// in reserve accepts and closes them) instead of leaving them waiting in the backlog,
+/// and serves again once descriptors are free.
+#[test]
+fn out_of_file_descriptors_new_connections_are_closed_at_once() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let (mut child, lines, dir) = start("ulimit -n 64 &&", &["--insecure-plain"]);
+    let listening = lines.last().unwrap();
+    let port: u16 = listening
+        .rsplit("127.0.0.1:")
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {listening}"));
+    // Idle connections (their header timeout is 10 s) until the relay is out of
+    // descriptors.
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut probe = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    probe.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let read = probe.read(&mut [0; 16]);
+    assert!(
+        matches!(&read, Ok(0)) || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "closed at once, not left waiting: {read:?}"
+    );
+    drop(idle);
+    let healthy = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut response = String::new();
+        let _ = tcp.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 200")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(healthy, "serving again once the idle connections closed");
 }

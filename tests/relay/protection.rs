@@ -221,6 +221,50 @@ async fn connection_caps_answer_at_the_upgrade() {
     assert_eq!(TestClient::connect_with(&server, "", &[]).await.err(), Some(503));
 }
 
+/// Sockets that never finish their handshake count against the per-IP cap too: past
+/// it, new sockets from that address are closed as soon as accepted, other addresses
+/// and finished sessions unaffected; an oversized request head gets 431, not 380 KB
+/// of buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_handshakes_are_capped_per_address_and_in_size() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_with(|c| c.connections.max_per_ip = 3).await;
+    let session = TestClient::connect(&server).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    server.wait_for_metric("tickrelay_sockets_refused_total", 0).await;
+    // The fourth idle socket from this address is closed at once.
+    let mut refused = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(2), refused.read(&mut [0; 16])).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
+    assert_eq!(server.metric("tickrelay_sockets_refused_total"), 1);
+    drop(session);
+    // Idle sockets given back (once the server has seen them close), handshakes work
+    // again.
+    drop(idle);
+    eventually("a TLS handshake after the idle sockets closed", || async {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await?;
+        server.try_tls_over(tcp).await.map(drop)
+    })
+    .await;
+
+    let mut tls = server.tls_connect().await;
+    let big = "x".repeat(100 * 1024);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n");
+    let written = tls.write_all(request.as_bytes()).await;
+    // The server answers before reading the whole head; the end of the connection may
+    // then be a reset: keep what arrived before it.
+    let mut response = Vec::new();
+    let mut chunk = [0; 1024];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(WAIT, tls.read(&mut chunk)).await {
+        response.extend_from_slice(&chunk[..n]);
+    }
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 431"), "{written:?} {response:.80}");
+}
+
 /// A client sending 500 messages per second is told to slow down, then closed with
 /// 1008 about one second into the flood; a client in the same room is unaffected.
 async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transport) {

@@ -127,10 +127,14 @@ impl TestServer {
 
     /// TLS over `tcp`, trusting only this server's certificate.
     pub async fn tls_over(&self, tcp: TcpStream) -> TlsStream<TcpStream> {
+        self.try_tls_over(tcp).await.expect("TLS handshake with the dev certificate")
+    }
+
+    /// [`TestServer::tls_over`] that reports a failed handshake instead of panicking.
+    pub async fn try_tls_over(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         TlsConnector::from(Arc::new(self.tls_config()))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .expect("TLS handshake with the dev certificate")
     }
 
     /// A plain HTTP/1.1 GET over TLS; returns (status, body).
