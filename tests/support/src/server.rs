@@ -127,7 +127,9 @@ impl TestServer {
 
     /// TLS over `tcp`, trusting only this server's certificate.
     pub async fn tls_over(&self, tcp: TcpStream) -> TlsStream<TcpStream> {
-        self.try_tls_over(tcp).await.expect("TLS handshake with the dev certificate")
+        self.try_tls_over(tcp)
+            .await
+            .expect("TLS handshake with the dev certificate")
     }
 
     /// [`TestServer::tls_over`] that reports a failed handshake instead of panicking.
