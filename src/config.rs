@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::engine::outbox::OutboxLimits;
 use crate::engine::room::RoomConfig;
-use crate::engine::sim_pool::{PoolConfig, RoomType};
+use crate::engine::sim_pool::{CreationLimits, PoolConfig, RoomType};
 use crate::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay};
 use crate::session::SessionSettings;
 use crate::session::auth::AuthConfig;
@@ -54,6 +54,12 @@ pub struct Config {
     pub sim_queue_capacity: usize,
     /// Maximum number of open rooms.
     pub max_rooms: usize,
+    /// Rooms one creator (a JWT user, or an anonymous client's address) may have open.
+    pub max_rooms_per_creator: usize,
+    /// Rooms one creator may create per minute, sustained.
+    pub room_creations_per_minute: f64,
+    /// Rooms one creator may create in a burst.
+    pub room_creation_burst: f64,
     /// Seconds an empty room stays open before it is closed.
     pub empty_room_ttl_secs: u64,
     /// Room type used when a join names none.
@@ -324,6 +330,9 @@ impl Default for Config {
             sim_threads: 0,
             sim_queue_capacity: 65_536,
             max_rooms: 10_000,
+            max_rooms_per_creator: 1_000,
+            room_creations_per_minute: 120.0,
+            room_creation_burst: 60.0,
             empty_room_ttl_secs: 30,
             default_room_type: "relay".into(),
             room_types: room_types.into_iter().collect(),
@@ -456,6 +465,9 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls.cert and tls.key must be given together".into());
         }
+        if !(self.room_creations_per_minute > 0.0 && self.room_creation_burst >= 1.0) {
+            return invalid("room_creations_per_minute must be > 0 and room_creation_burst >= 1".into());
+        }
         if !self.room_types.contains_key(&self.default_room_type) {
             return invalid(format!(
                 "default_room_type `{}` is not in room_types",
@@ -524,6 +536,11 @@ impl Config {
             max_catch_up: 3,
             empty_room_ttl: Duration::from_secs(self.empty_room_ttl_secs),
             default_room_type: self.default_room_type.clone(),
+            creation: CreationLimits {
+                max_open: self.max_rooms_per_creator,
+                per_second: self.room_creations_per_minute / 60.0,
+                burst: self.room_creation_burst,
+            },
             room_types: self
                 .room_types
                 .iter()
@@ -650,6 +667,12 @@ sim_threads = 0
 sim_queue_capacity = 65536
 # Maximum number of open rooms.
 max_rooms = 10000
+# Rooms one creator may have open and create (joining an existing room is not
+# limited). The creator is the user with JWT, the client's address when anonymous.
+# Beyond: LIMIT_EXCEEDED.
+max_rooms_per_creator = 1000
+room_creations_per_minute = 120.0
+room_creation_burst = 60.0
 # Seconds an empty room stays open before it is closed.
 empty_room_ttl_secs = 30
 # Room type used when a join does not name one.

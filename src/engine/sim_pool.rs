@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
+use crate::bucket::TokenBucket;
 use crate::clock::unix_micros;
 use crate::engine::outbox::{Outbox, RoomKey};
 use crate::engine::room::{Room, RoomConfig, error_message};
@@ -72,6 +73,50 @@ pub struct PoolConfig {
     pub default_room_type: String,
     /// Known room types by name.
     pub room_types: HashMap<String, RoomType>,
+    /// Room creations per creator.
+    pub creation: CreationLimits,
+}
+
+/// How many rooms one creator may make: a user (with JWT), or a client's address
+/// (anonymous users are one per session). Joining a room that exists is not limited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreationLimits {
+    /// Rooms one creator may have open at once.
+    pub max_open: usize,
+    /// Sustained creations per second.
+    pub per_second: f64,
+    /// Creations in a burst.
+    pub burst: f64,
+}
+
+impl Default for CreationLimits {
+    fn default() -> Self {
+        Self {
+            max_open: 1_000,
+            per_second: 2.0,
+            burst: 60.0,
+        }
+    }
+}
+
+/// One creator's open rooms and creation rate.
+struct Creator {
+    open: usize,
+    bucket: TokenBucket,
+}
+
+/// Creators with rooms open, by key.
+type Creators = HashMap<Arc<str>, Creator>;
+
+/// Gives a creator's slot back (its room closed, or was never made).
+fn release_creation(creators: &Mutex<Creators>, key: &str) {
+    let mut creators = creators.lock();
+    if let Some(c) = creators.get_mut(key) {
+        c.open -= 1;
+        if c.open == 0 {
+            creators.remove(key);
+        }
+    }
 }
 
 /// Why the pool refused a call.
@@ -95,6 +140,10 @@ pub enum PoolError {
     /// The server holds its maximum number of rooms.
     #[error("room limit reached")]
     TooManyRooms,
+    /// The creator (user, or anonymous client's address) has as many rooms open as
+    /// allowed, or creates them too fast.
+    #[error("{0}")]
+    CreationLimit(String),
     /// The simulation thread's queue is full; try again later.
     #[error("simulation thread busy")]
     Busy,
@@ -111,6 +160,7 @@ impl PoolError {
             Self::RoomNotFound(_) => ErrorCode::RoomNotFound,
             Self::RoomTypeMismatch { .. } => ErrorCode::RoomTypeMismatch,
             Self::TooManyRooms | Self::Busy => ErrorCode::ServerBusy,
+            Self::CreationLimit(_) => ErrorCode::LimitExceeded,
             Self::ShutDown => ErrorCode::RoomClosed,
         }
     }
@@ -189,6 +239,8 @@ pub struct RoomShared {
     pub max_members: u32,
     /// Current member count, updated by the owning thread.
     pub members: AtomicU32,
+    /// Who created it, when counted against a creator's [`CreationLimits`].
+    pub creator: Option<Arc<str>>,
 }
 
 /// A cheap handle to a room: where to send its commands.
@@ -215,8 +267,9 @@ pub const MAX_ROOMS_PER_PAGE: usize = 500;
 /// [`SimPool`] is the real thing; sessions are unit-tested against a fake.
 pub trait Rooms: Send + Sync {
     /// The room with this id, created with `room_type` (or the default type when
-    /// empty) if it does not exist.
-    fn open(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError>;
+    /// empty) if it does not exist, counted against `creator`'s
+    /// [`CreationLimits`].
+    fn open(&self, id: &str, room_type: &str, creator: &str) -> Result<RoomHandle, PoolError>;
 
     /// Sends a command to the room without blocking.
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError>;
@@ -227,8 +280,8 @@ pub trait Rooms: Send + Sync {
 }
 
 impl Rooms for SimPool {
-    fn open(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.get_or_create(id, room_type)
+    fn open(&self, id: &str, room_type: &str, creator: &str) -> Result<RoomHandle, PoolError> {
+        self.open_room(id, room_type, false, Some(creator))
     }
 
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
@@ -266,6 +319,7 @@ impl Worker {
 pub struct SimPool {
     workers: Vec<Worker>,
     directory: Arc<Mutex<Directory>>,
+    creators: Arc<Mutex<Creators>>,
     next_key: AtomicU64,
     config: PoolConfig,
     metrics: Arc<SimMetrics>,
@@ -285,6 +339,7 @@ impl SimPool {
     pub fn start(config: PoolConfig) -> std::io::Result<Self> {
         let metrics = Arc::new(SimMetrics::default());
         let directory = Arc::new(Mutex::new(Directory::new()));
+        let creators = Arc::new(Mutex::new(Creators::new()));
         let workers = (0..config.threads.max(1))
             .map(|i| {
                 let (tx, rx) = crossbeam_channel::unbounded();
@@ -297,6 +352,7 @@ impl SimPool {
                     index: FxHashMap::default(),
                     room_count: rooms.clone(),
                     directory: directory.clone(),
+                    creators: creators.clone(),
                     metrics: metrics.clone(),
                     max_catch_up: config.max_catch_up,
                     empty_room_ttl: config.empty_room_ttl,
@@ -317,10 +373,37 @@ impl SimPool {
         Ok(Self {
             workers,
             directory,
+            creators,
             next_key: AtomicU64::new(1),
             config,
             metrics,
         })
+    }
+
+    /// Counts a creation against `creator`'s limits, or says which one it exceeds.
+    fn take_creation(&self, creator: &str) -> Result<Arc<str>, PoolError> {
+        let limits = &self.config.creation;
+        let now = Instant::now();
+        let key: Arc<str> = creator.into();
+        let mut creators = self.creators.lock();
+        let state = creators.entry(key.clone()).or_insert_with(|| Creator {
+            open: 0,
+            bucket: TokenBucket::new(limits.per_second, limits.burst, now),
+        });
+        if state.open >= limits.max_open {
+            return Err(PoolError::CreationLimit(format!(
+                "you have {} rooms open, the most one user or address may create; join one of them",
+                state.open
+            )));
+        }
+        if state.bucket.try_take(1.0, now).is_err() {
+            return Err(PoolError::CreationLimit(format!(
+                "rooms created too fast (at most {} a second after a burst of {}); try again shortly",
+                limits.per_second, limits.burst
+            )));
+        }
+        state.open += 1;
+        Ok(key)
     }
 
     /// Server-wide simulation counters.
@@ -340,16 +423,23 @@ impl SimPool {
 
     /// The room with this id, created with `room_type` (or the default type when
     /// empty) if it does not exist. The new room goes to the least loaded thread.
+    /// (Counted against no creator: for the server itself and tests.)
     pub fn get_or_create(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, false)
+        self.open_room(id, room_type, false, None)
     }
 
     /// Creates a room that stays open while empty (rooms from the configuration).
     pub fn create_persistent(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, true)
+        self.open_room(id, room_type, true, None)
     }
 
-    fn open_room(&self, id: &str, room_type: &str, persistent: bool) -> Result<RoomHandle, PoolError> {
+    fn open_room(
+        &self,
+        id: &str,
+        room_type: &str,
+        persistent: bool,
+        creator: Option<&str>,
+    ) -> Result<RoomHandle, PoolError> {
         let mut directory = self.directory.lock();
         if let Some(handle) = directory.get(id) {
             // An empty type joins whatever the room is; another type is a mistake to
@@ -375,6 +465,7 @@ impl SimPool {
         if directory.len() >= self.config.max_rooms {
             return Err(PoolError::TooManyRooms);
         }
+        let creator = creator.map(|c| self.take_creation(c)).transpose()?;
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = id.into();
         let type_name: Arc<str> = type_name.into();
@@ -383,6 +474,7 @@ impl SimPool {
             room_type: type_name.clone(),
             max_members: spec.config.max_members as u32,
             members: AtomicU32::new(0),
+            creator: creator.clone(),
         });
         let room = Room::new(key, id.clone(), type_name, spec.config.clone(), (spec.factory)());
         let thread = (0..self.workers.len())
@@ -393,10 +485,16 @@ impl SimPool {
             shared: shared.clone(),
             thread,
         };
-        self.workers[thread].send(
+        let sent = self.workers[thread].send(
             Command::Create(Box::new(room), shared, persistent),
             self.config.channel_capacity,
-        )?;
+        );
+        if let Err(e) = sent {
+            if let Some(creator) = &creator {
+                release_creation(&self.creators, creator);
+            }
+            return Err(e);
+        }
         self.workers[thread].rooms.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = ROOM_LOGS.take(Instant::now()) {
             tracing::info!(room = %id, room_type = %handle.shared.room_type, thread, suppressed, "room created");
@@ -475,6 +573,7 @@ struct SimThread {
     index: FxHashMap<RoomKey, usize>,
     room_count: Arc<AtomicU32>,
     directory: Arc<Mutex<Directory>>,
+    creators: Arc<Mutex<Creators>>,
     metrics: Arc<SimMetrics>,
     max_catch_up: u32,
     empty_room_ttl: Duration,
@@ -710,6 +809,9 @@ impl SimThread {
                 directory.remove(&shared.id);
             }
         }
+        if let Some(creator) = &shared.creator {
+            release_creation(&self.creators, creator);
+        }
         self.room_count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.rooms.dec();
         if let Some(suppressed) = ROOM_LOGS.take(Instant::now()) {
@@ -817,6 +919,11 @@ mod tests {
             empty_room_ttl: Duration::from_secs(60),
             default_room_type: "relay".into(),
             room_types,
+            creation: CreationLimits {
+                max_open: 2,
+                per_second: 1000.0,
+                burst: 1000.0,
+            },
         })
         .unwrap()
     }
@@ -992,5 +1099,27 @@ mod tests {
         // The same thread keeps ticking the healthy room.
         wait_for_frames(&healthy, 20);
         assert_eq!(pool.metrics().room_panics.get(), 1);
+    }
+
+    #[test]
+    fn a_creator_has_so_many_rooms_open_and_gets_a_slot_back_when_one_closes() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        pool.open("doomed", "panicking", "x").unwrap();
+        pool.open("b", "relay", "x").unwrap();
+        let refused = pool.open("c", "relay", "x").unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::LimitExceeded);
+        assert!(refused.to_string().contains("2 rooms open"), "{refused}");
+        // Joining a room that exists creates nothing; other creators are unaffected.
+        pool.open("b", "relay", "x").unwrap();
+        pool.open("d", "relay", "y").unwrap();
+        // A member makes the panicking room tick, and it closes.
+        let _member = join(&pool, "doomed", "panicking", 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.room("doomed").is_some() {
+            assert!(Instant::now() < deadline, "the room was not closed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.open("c", "relay", "x").unwrap();
     }
 }

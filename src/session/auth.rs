@@ -105,9 +105,22 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// Allowed room patterns (none: any room).
     pub rooms: Option<Vec<String>>,
+    /// Whose share of room creations this session's joins use: the user id with JWT;
+    /// for anonymous users (one per session) the client's address, set by
+    /// [`Identity::with_address`].
+    pub creator: Arc<str>,
 }
 
 impl Identity {
+    /// Counts an anonymous identity's room creations by the client's address `ip`
+    /// (an identity with a user id keeps it).
+    pub fn with_address(mut self, ip: std::net::IpAddr) -> Self {
+        if self.creator.is_empty() {
+            self.creator = ip.to_string().into();
+        }
+        self
+    }
+
     /// Whether this identity may join `room`.
     pub fn may_join(&self, room: &str) -> bool {
         self.rooms.as_ref().is_none_or(|patterns| {
@@ -266,6 +279,7 @@ impl Authenticator {
                 user_id: format!("anonymous-{}", self.anonymous.fetch_add(1, Ordering::Relaxed) + 1).into(),
                 expires_at: None,
                 rooms: None,
+                creator: "".into(),
             }),
             Some((key, validation)) => {
                 let token = token.ok_or(AuthError::Missing)?;
@@ -290,8 +304,10 @@ impl Authenticator {
                 if valid_from > now_unix.saturating_add(self.leeway_secs) {
                     return Err(AuthError::NotYetValid);
                 }
+                let user_id: Arc<str> = claims.sub.into();
                 Ok(Identity {
-                    user_id: claims.sub.into(),
+                    creator: user_id.clone(),
+                    user_id,
                     expires_at: Some(expires_at),
                     rooms: claims.rooms,
                 })

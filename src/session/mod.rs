@@ -462,7 +462,7 @@ impl Session {
                 &join.room,
             ));
         }
-        let handle = match self.ctx.rooms.open(&join.room, &join.room_type) {
+        let handle = match self.ctx.rooms.open(&join.room, &join.room_type, &self.identity.creator) {
             Ok(room) => room,
             Err(e) => return self.pool_error(&e, join.request_id, &join.room),
         };

@@ -37,7 +37,7 @@ struct FakeRooms {
 }
 
 impl Rooms for FakeRooms {
-    fn open(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
+    fn open(&self, id: &str, room_type: &str, _creator: &str) -> Result<RoomHandle, PoolError> {
         if let Some(e) = self.refuse_open.lock().clone() {
             return Err(e);
         }
@@ -49,6 +49,7 @@ impl Rooms for FakeRooms {
                 room_type: room_type.into(),
                 max_members: 8,
                 members: AtomicU32::new(0),
+                creator: None,
             };
             RoomHandle::standalone(key, Arc::new(shared))
         });
@@ -149,6 +150,7 @@ impl Harness {
             user_id: "anonymous-1".into(),
             expires_at: None,
             rooms: None,
+            creator: "127.0.0.1".into(),
         };
         let auth = Authenticator::new(&AuthConfig::default()).unwrap();
         Self::with(identity, auth, settings)

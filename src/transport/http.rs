@@ -252,7 +252,7 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> Htt
     let authorization = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let token = auth::token_from_request(authorization, query, protocols);
     let identity = match ctx.session.auth.authenticate(token, unix_micros() / 1_000_000) {
-        Ok(identity) => identity,
+        Ok(identity) => identity.with_address(peer.ip()),
         Err(e) => {
             metrics.count_auth_failure(e.kind());
             metrics.count_refused_upgrade(StatusCode::UNAUTHORIZED);

@@ -212,7 +212,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
     };
     let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
     let identity = match ctx.session.auth.authenticate(token, unix_micros() / 1_000_000) {
-        Ok(identity) => identity,
+        Ok(identity) => identity.with_address(peer.ip()),
         Err(e) => {
             ctx.metrics.count_auth_failure(e.kind());
             tracing::debug!(%peer, "QUIC authentication failed: {e}");

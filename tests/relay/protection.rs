@@ -703,3 +703,35 @@ async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error()
     b.frames_in("big", 3).await;
     assert_eq!(b.mirrors["big"].world().len(), 90);
 }
+
+/// Room creation is limited per creator, here an anonymous client's address: two
+/// sessions from one address share its burst; joining a room that exists is not
+/// limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_creation_is_limited_per_address() {
+    let server = start_with(|c| {
+        c.room_creation_burst = 2.0;
+        c.room_creations_per_minute = 1.0;
+    })
+    .await;
+    let mut a = TestClient::connect(&server).await;
+    a.join("r1", "relay").await;
+    let mut b = TestClient::connect(&server).await;
+    b.join("r2", "relay").await;
+    let request_id = b.request_id();
+    b.send(vec![client_message::Kind::Join(proto::JoinRoom {
+        room: "r3".into(),
+        room_type: "relay".into(),
+        request_id,
+    })])
+    .await;
+    let error = b
+        .until(|k| match k {
+            Kind::Error(e) => Some((e.code, e.request_id, e.message.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!((error.0, error.1), (ErrorCode::LimitExceeded as i32, request_id));
+    assert!(error.2.contains("too fast"), "{}", error.2);
+    b.join("r1", "relay").await;
+}
