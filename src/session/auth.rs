@@ -195,6 +195,9 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
+/// The longest user id (`sub`) accepted.
+pub const MAX_SUB_BYTES: usize = 256;
+
 /// The shortest HS256 secret accepted without a warning: the hash's size, as RFC 7518
 /// (section 3.2) requires.
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
@@ -292,8 +295,13 @@ impl Authenticator {
                         }
                     })?
                     .claims;
-                if claims.sub.is_empty() {
-                    return Err(AuthError::Invalid("empty sub".into()));
+                // The user id appears in logs and in other members' presence: short and
+                // printable, never echoed as sent.
+                if claims.sub.is_empty() || claims.sub.len() > MAX_SUB_BYTES || claims.sub.chars().any(char::is_control)
+                {
+                    return Err(AuthError::Invalid(format!(
+                        "sub must be 1-{MAX_SUB_BYTES} bytes without control characters"
+                    )));
                 }
                 // Accepted up to `exp + leeway`, so enforced until then too.
                 let expires_at = claims.exp.saturating_add(self.leeway_secs);
@@ -428,6 +436,26 @@ mod tests {
             auth.authenticate(Some("not.a.jwt"), NOW),
             Err(AuthError::Invalid(_))
         ));
+        // A user id goes to logs and presence: printable and short, or refused.
+        for sub in [
+            "",
+            "bob\nadmin logged in",
+            "\u{1b}[31mred",
+            &"x".repeat(MAX_SUB_BYTES + 1),
+        ] {
+            assert!(
+                matches!(
+                    auth.authenticate(Some(&token("s3cret", sub, now() + 60, None)), NOW),
+                    Err(AuthError::Invalid(_))
+                ),
+                "{sub:?}"
+            );
+        }
+        let longest = "x".repeat(MAX_SUB_BYTES);
+        assert!(
+            auth.authenticate(Some(&token("s3cret", &longest, now() + 60, None)), NOW)
+                .is_ok()
+        );
     }
 
     #[test]

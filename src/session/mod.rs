@@ -52,6 +52,9 @@ pub enum Inbound<'a> {
     Control(usize),
 }
 
+/// The largest input sequence number accepted: 2^53 - 1, exact in JavaScript.
+pub const MAX_INPUT_SEQ: u64 = (1 << 53) - 1;
+
 /// Settings announced in `Welcome` and enforced by the session.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
@@ -362,6 +365,13 @@ impl Session {
                     let error = error_message(ErrorCode::BadRequest, "input without payload", input.seq, &input.room);
                     return self.reply(error);
                 };
+                // A room applies each member's inputs in increasing `seq` and drops the
+                // rest (replays after a resume): one huge `seq` would silently swallow
+                // every later input. JavaScript numbers are exact below 2^53.
+                if input.seq > MAX_INPUT_SEQ {
+                    let message = format!("input seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
+                    return self.reply(error_message(ErrorCode::BadRequest, &message, input.seq, &input.room));
+                }
                 let command = Command::Input {
                     room: room.key,
                     member: self.id,

@@ -84,6 +84,10 @@ impl Default for QuicConfig {
 /// send its `Hello` (the handshake itself is bounded by the idle timeout).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest `Hello`: room for a token as large as a WebSocket upgrade's head
+/// allows, whatever `max_message_bytes` says.
+const MAX_HELLO_BYTES: usize = 32 * 1024;
+
 /// Starts the QUIC endpoint on an already bound UDP `socket` (see [`udp_socket`]),
 /// with the listener's certificate.
 pub(crate) fn endpoint(
@@ -199,7 +203,8 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
             return None;
         }
     };
-    let mut quic = Quic::new(conn, send, recv, max_message);
+    // The `Hello` carries the token: it may be as large as a WebSocket upgrade's head.
+    let mut quic = Quic::new(conn, send, recv, max_message.max(MAX_HELLO_BYTES));
     let hello = match tokio::time::timeout_at(deadline, quic.recv()).await {
         Ok(Received::Binary(bytes)) => Hello::decode(bytes),
         Ok(Received::Other(Inbound::TooBig)) => return quic.refuse(CloseReason::MessageTooBig).await,
@@ -210,6 +215,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
     let Ok(hello) = hello else {
         return quic.refuse(CloseReason::Undecodable).await;
     };
+    quic.max_message = max_message;
     let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
     let identity = match ctx.session.auth.authenticate(token, unix_micros() / 1_000_000) {
         Ok(identity) => identity.with_address(peer.ip()),

@@ -735,3 +735,18 @@ async fn room_creation_is_limited_per_address() {
     assert!(error.2.contains("too fast"), "{}", error.2);
     b.join("r1", "relay").await;
 }
+
+/// A 20 KB token (a long `rooms` claim) works over both transports alike: in a
+/// WebSocket upgrade's header and in QUIC's `Hello`, which may exceed
+/// `max_message_bytes` (16 KiB) for that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_token_works_over_both_transports() {
+    let server = start_with(jwt).await;
+    let rooms: Vec<String> = (0..1_000).map(|i| format!("team-{i:05}-room")).collect();
+    let large = token(SECRET, "alice", 60, Some(rooms.iter().map(String::as_str).collect()));
+    assert!(large.len() > 20_000, "{}", large.len());
+    let ws = TestClient::connect_with(&server, "", &[("authorization", &bearer(&large))]).await;
+    assert_eq!(&*ws.unwrap().welcome.user_id, "alice");
+    let quic = TestClient::connect_quic(&server, &large, "").await.unwrap();
+    assert_eq!(&*quic.welcome.user_id, "alice");
+}
