@@ -1,6 +1,7 @@
 //! TLS for the listener: a certificate and key from PEM files, or a self-signed
-//! development certificate generated at start-up and written to a file clients can
-//! trust.
+//! development certificate generated at the first start and written to a file clients
+//! can trust. Its key is kept beside it (`<name>.key.pem`, readable by the owner only),
+//! so later starts reuse the pair and the fingerprint clients pinned stays valid.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +21,8 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
-    /// Where the generated development certificate is written, for clients to trust.
+    /// Where the generated development certificate is written, for clients to trust
+    /// (its key goes beside it, see [`dev_key_path`]; both are reused at the next start).
     pub dev_cert_path: PathBuf,
     /// Serve plain `ws://` and `http://` instead of TLS (only behind a TLS-terminating
     /// proxy).
@@ -74,9 +76,10 @@ pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
     let (chain, key, dev_certificate) = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => (read_chain(cert)?, read_key(key)?, None),
         _ => {
-            let (chain, key, pem) = generate_dev_cert()?;
-            std::fs::write(&config.dev_cert_path, &pem)
-                .map_err(|e| TlsError::DevCert(format!("cannot write {}: {e}", config.dev_cert_path.display())))?;
+            let (chain, key, pem) = match reuse_dev_cert(&config.dev_cert_path) {
+                Some(reused) => reused,
+                None => write_dev_cert(&config.dev_cert_path)?,
+            };
             (chain, key, Some(pem))
         }
     };
@@ -125,12 +128,81 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-type Generated = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String);
+type DevCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String);
 
-fn generate_dev_cert() -> Result<Generated, TlsError> {
+/// Where the development certificate's key is kept: beside it, `<name>.key.pem`.
+pub fn dev_key_path(cert: &Path) -> PathBuf {
+    cert.with_extension("key.pem")
+}
+
+/// The development certificate and key of an earlier start, when both files are there
+/// and belong together (anything else: `None`, and a new pair is made).
+fn reuse_dev_cert(cert: &Path) -> Option<DevCert> {
+    let pem = std::fs::read_to_string(cert).ok()?;
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_file(dev_key_path(cert)).ok()?;
+    // rustls checks that the key is the certificate's.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key.clone_key())
+        .ok()?;
+    (chain.len() == 1).then_some((chain, key, pem))
+}
+
+/// Generates a development certificate for localhost (valid until the year 4096) and
+/// writes it to `cert`, its key beside it (owner-only).
+fn write_dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::DevCert(e.to_string()))?;
     let pem = certified.cert.pem();
+    let key_path = dev_key_path(cert);
+    let cannot_write =
+        |path: &Path, e: std::io::Error| TlsError::DevCert(format!("cannot write {}: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key_path)
+        .and_then(|mut f| f.write_all(certified.signing_key.serialize_pem().as_bytes()))
+        .map_err(|e| cannot_write(&key_path, e))?;
+    std::fs::write(cert, &pem).map_err(|e| cannot_write(cert, e))?;
     let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
     Ok((vec![certified.cert.der().clone()], key.into(), pem))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_development_certificate_is_kept_across_starts() {
+        let dir = std::env::temp_dir().join(format!("tickrelay-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = TlsConfig {
+            dev_cert_path: dir.join("dev.pem"),
+            ..Default::default()
+        };
+        let key_path = dev_key_path(&config.dev_cert_path);
+        let first = load(&config).unwrap();
+        assert_eq!(load(&config).unwrap().fingerprint, first.fingerprint, "reused");
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is the owner's alone");
+        // A key that is not the certificate's: a new pair, kept from then on.
+        let stranger = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        std::fs::write(&key_path, stranger).unwrap();
+        let second = load(&config).unwrap();
+        assert_ne!(second.fingerprint, first.fingerprint);
+        assert_eq!(load(&config).unwrap().fingerprint, second.fingerprint);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
