@@ -222,7 +222,7 @@ impl Server {
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;
         ctx.tracker.spawn(reap_parked_sessions(ctx.clone()));
-        if let Some(endpoint) = self.quic {
+        if let Some(endpoint) = self.quic.clone() {
             if let Ok(addr) = endpoint.local_addr() {
                 tracing::info!("listening on quic://{addr} (ALPN tickrelay/1)");
             }
@@ -289,8 +289,16 @@ impl Server {
         tracing::info!("shutting down: closing every session");
         ctx.shutdown.cancel();
         ctx.tracker.close();
-        if tokio::time::timeout(grace, ctx.tracker.wait()).await.is_err() {
+        let deadline = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(deadline, ctx.tracker.wait()).await.is_err() {
             tracing::warn!("shutdown deadline reached with sessions still open");
+        }
+        // QUIC closes are datagrams: the endpoint must stay up until every connection
+        // has drained (a client whose close was lost gets it again when it next sends),
+        // or clients see a timeout instead of 1001. At least a second for that.
+        if let Some(endpoint) = &self.quic {
+            let drained = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+            let _ = tokio::time::timeout_at(drained, endpoint.wait_idle()).await;
         }
         // Sessions parked for resume end now (their members leave their rooms).
         for mut session in ctx.registry.expire_all() {

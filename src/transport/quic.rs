@@ -181,12 +181,13 @@ pub(crate) async fn accept(endpoint: Endpoint, ctx: Arc<Context>) {
         });
     }
     // Every session closes itself with 1001 on shutdown; closing the endpoint closes
-    // whatever is left the same way, and waiting lets those closes go out.
+    // whatever is left the same way. The server then waits for the endpoint to be idle
+    // (`Server::run`), so the closes go out, and go out again to a client that missed
+    // one, before the process exits.
     endpoint.close(
         VarInt::from_u32(CloseReason::ShuttingDown.code().into()),
         b"server shutting down",
     );
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
 /// Completes the QUIC handshake, accepts the control stream and checks the `Hello`.
