@@ -137,7 +137,16 @@ fn the_watch_example_explains_itself_and_names_a_missing_certificate_file() {
 fn out_of_file_descriptors_new_connections_are_closed_at_once() {
     use std::io::Write;
     use std::net::TcpStream;
-    let (mut child, lines, dir) = start("ulimit -n 64 &&", &["--insecure-plain"]);
+    let (child, lines, dir) = start("ulimit -n 64 &&", &["--insecure-plain"]);
+    // Stopped however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Stop(child);
     let listening = lines.last().unwrap();
     let port: u16 = listening
         .rsplit("127.0.0.1:")
@@ -169,8 +178,7 @@ fn out_of_file_descriptors_new_connections_are_closed_at_once() {
         let _ = tcp.read_to_string(&mut response);
         response.starts_with("HTTP/1.1 200")
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(healthy, "serving again once the idle connections closed");
 }

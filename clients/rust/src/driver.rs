@@ -355,6 +355,10 @@ impl Driver {
                 }
             };
             if let Err(e) = outcome {
+                // A write that failed on the server's close reports the close.
+                if let Some((code, reason)) = link.closed_by_server() {
+                    return self.closed_by_server(code, reason).await;
+                }
                 return self.lost(e.to_string()).await;
             }
         }

@@ -324,6 +324,18 @@ impl Link {
         }
     }
 
+    /// The server's close code and reason when it closed this connection (QUIC: a write
+    /// can fail on the close before a read returns it).
+    pub fn closed_by_server(&self) -> Option<(u16, String)> {
+        match self {
+            Link::Quic(q) => match closed(q.conn.close_reason()?) {
+                Received::Closed { code, reason } => Some((code, reason)),
+                _ => None,
+            },
+            Link::WebSocket(_) => None,
+        }
+    }
+
     /// Acknowledges a state frame (QUIC only; a lost acknowledgement is harmless).
     pub fn ack(&mut self, room: &str, tick: u64) {
         if let Link::Quic(q) = self {
