@@ -243,12 +243,13 @@ pub(crate) async fn serve<T: Transport>(
     metrics.frames_superseded.inc_by(outbox.take_superseded());
     drop(permit);
     if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {
+        // `code`: the close code the server sends, when it sends one.
         let (code, reason) = match end {
-            End::Close(reason) => (reason.code(), reason.reason()),
-            End::ClientClosed => (1000, "closed by the client"),
-            End::ClientLeft => (1001, "the client went away"),
-            End::Lost => (1006, "connection lost"),
-            End::TakenOver => (CloseReason::Replaced.code(), "resumed on another connection"),
+            End::Close(reason) => (Some(reason.code()), reason.reason()),
+            End::ClientClosed => (Some(CloseReason::Normal.code()), "closed by the client"),
+            End::ClientLeft => (None, "closed by the client with a code other than 1000"),
+            End::Lost => (None, "connection lost"),
+            End::TakenOver => (Some(CloseReason::Replaced.code()), "resumed on another connection"),
         };
         tracing::info!(%peer, session = id, code, reason, suppressed, "connection closed");
     }
