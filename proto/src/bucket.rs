@@ -51,8 +51,13 @@ impl TokenBucket {
 
     /// How long until one token is available (zero if one is).
     pub fn wait_for_one(&mut self, now: Instant) -> Duration {
+        self.wait_for(1.0, now)
+    }
+
+    /// How long until `n` tokens (at most the burst) are available (zero if they are).
+    pub fn wait_for(&mut self, n: f64, now: Instant) -> Duration {
         self.refill(now);
-        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+        Duration::from_secs_f64(((n.min(self.burst) - self.tokens) / self.rate).max(0.0))
     }
 
     /// Tokens left as of the last call that took or checked (no refill).

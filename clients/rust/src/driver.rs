@@ -71,6 +71,10 @@ struct Driver {
     /// announced rate limits so that a replay after a reconnect is never refused.
     queue: VecDeque<Out>,
     pacer: TokenBucket,
+    /// The same for bytes: the server limits both.
+    byte_pacer: TokenBucket,
+    /// The byte pacer's burst: a message larger than it is charged the burst.
+    byte_burst: f64,
     /// Most messages per envelope (the server's burst).
     max_batch: u64,
     rng: fastrand::Rng,
@@ -101,6 +105,8 @@ pub(crate) async fn run(
         resync_asked: HashMap::new(),
         queue: VecDeque::new(),
         pacer: TokenBucket::new(40.0, 80.0, std::time::Instant::now()),
+        byte_pacer: TokenBucket::new(0.8 * 65_536.0, 65_536.0, std::time::Instant::now()),
+        byte_burst: 65_536.0,
         max_batch: 80,
         rng: fastrand::Rng::new(),
     };
@@ -304,7 +310,13 @@ impl Driver {
         self.queue.clear();
         loop {
             let quiet = last_inbound + self.config.quiet_timeout;
-            let pace = Instant::now() + self.pacer.wait_for_one(std::time::Instant::now());
+            let now = std::time::Instant::now();
+            let next_bytes = self.queue.front().map_or(0, |m| m.encoded_len()) as f64;
+            let pace = Instant::now()
+                + self
+                    .pacer
+                    .wait_for_one(now)
+                    .max(self.byte_pacer.wait_for(next_bytes, now));
             let outcome = tokio::select! {
                 _ = tokio::time::sleep_until(pace), if welcomed && !self.queue.is_empty() => {
                     self.flush(&mut link).await
@@ -520,6 +532,10 @@ impl Driver {
             let burst = f64::from(limits.message_burst.max(1)) * 0.5;
             self.pacer = TokenBucket::new(rate, burst.max(1.0), std::time::Instant::now());
             self.max_batch = burst.max(1.0) as u64;
+            // Bytes: 80 % of the rate, a second's worth at once (the server allows two).
+            let bytes = f64::from(limits.bytes_per_second.max(1024));
+            self.byte_pacer = TokenBucket::new(bytes * 0.8, bytes, std::time::Instant::now());
+            self.byte_burst = bytes;
         }
         // Never assume deltas suffice after a reconnect: every mirror waits for a
         // full snapshot (the server sends one on resume and on join).
@@ -675,10 +691,21 @@ impl Driver {
         self.flush(link).await
     }
 
-    /// Sends what the pacer allows now, as one envelope of at most `max_batch`.
+    /// Sends what the pacers allow now (messages and bytes), as one envelope of at most
+    /// `max_batch`.
     async fn flush(&mut self, link: &mut Link) -> Result<(), Broken> {
+        let now = std::time::Instant::now();
         let wanted = (self.queue.len() as u64).min(self.max_batch);
-        let n = self.pacer.take_up_to(wanted, std::time::Instant::now()) as usize;
+        let allowed = self.pacer.take_up_to(wanted, now) as usize;
+        let mut n = 0;
+        for message in self.queue.iter().take(allowed) {
+            let bytes = (message.encoded_len() as f64).min(self.byte_burst);
+            if self.byte_pacer.try_take(bytes, now).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        self.pacer.give_back((allowed - n) as f64);
         if n == 0 {
             return Ok(());
         }

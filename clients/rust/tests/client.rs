@@ -17,6 +17,7 @@ both_transports!(
     gives_up_after_the_configured_attempts,
     trusts_a_pinned_fingerprint_and_nothing_else,
     an_awaited_close_leaves_no_member_behind,
+    inputs_are_paced_to_the_byte_rate_too,
 );
 
 fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
@@ -210,6 +211,51 @@ async fn an_awaited_close_leaves_no_member_behind(transport: Transport) {
     tokio::time::timeout(Duration::from_secs(2), members)
         .await
         .expect("the closed member left the room within 2 s");
+}
+
+/// An application that hands the client more input bytes at once than the server's
+/// byte rate allows is paced, not closed for flooding: 12 inputs of 10 KB against 32
+/// KiB/s all arrive, none refused.
+async fn inputs_are_paced_to_the_byte_rate_too(transport: Transport) {
+    let relay = tickrelay_testkit::start_with(|c| {
+        c.session.bytes_per_second = 32.0 * 1024.0;
+        c.session.byte_burst = 64.0 * 1024.0;
+    })
+    .await;
+    let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    for id in 1..=12 {
+        // 5 entities of 2 fields of 1,000 bytes (the relay's default per-field and
+        // per-member limits allow 60 in all).
+        let fields: Vec<proto::Field> = (1..=2)
+            .map(|f| proto::Field {
+                id: f,
+                value: Some(proto::field::Value::Bytes(vec![7; 1_000].into())),
+            })
+            .collect();
+        let create = (0..5)
+            .map(|i| proto::Entity {
+                id: id * 100 + i,
+                owner: 0,
+                kind: 1,
+                fields: fields.clone(),
+            })
+            .collect();
+        let writes = proto::EntityWrites {
+            create,
+            ..Default::default()
+        };
+        client.send_input("r", proto::input::Payload::Writes(writes));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while client.with_mirror("r", |m| m.last_input_seq()) != Some(12) {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await.unwrap().unwrap();
+        assert!(
+            !matches!(event, Event::Error(_) | Event::Disconnected { .. }),
+            "{event:?}"
+        );
+    }
 }
 
 /// Waits for the client to give up and returns why; panics with `never` if it connects.
