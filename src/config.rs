@@ -776,6 +776,9 @@ max_connections = 20000
 max_per_ip = 4096
 handshakes_per_ip_per_second = 200.0
 handshake_burst = 400.0
+# Accepted sockets still in their TLS handshake or HTTP request, all addresses
+# together; beyond, each new socket closes the oldest of them.
+max_unfinished_handshakes = 8192
 
 [metrics]
 # /metrics is served on the main listener unless `listen` names a separate plain-HTTP

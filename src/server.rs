@@ -271,11 +271,14 @@ impl Server {
                     }
                 },
             };
-            let Some(socket) = ctx.gate.admit_socket(peer.ip(), std::time::Instant::now()) else {
+            let Some((socket, shed)) = ctx.gate.admit_socket(peer.ip(), std::time::Instant::now()) else {
                 // This address holds its share of unfinished handshakes.
                 ctx.metrics.sockets_refused.inc();
                 continue;
             };
+            if shed {
+                ctx.metrics.handshakes_shed.inc();
+            }
             let acceptor = acceptor.clone();
             ctx.tracker.spawn(http::serve_connection(
                 stream,

@@ -116,6 +116,9 @@ pub struct Metrics {
     /// TCP connections closed as soon as accepted: their address held its share of
     /// unfinished handshakes, or the process was out of file descriptors.
     pub sockets_refused: Counter,
+    /// Unfinished handshakes (TLS or HTTP under way) closed to make room for newer
+    /// sockets at `[connections] max_unfinished_handshakes`.
+    pub handshakes_shed: Counter,
     /// Upgrades refused for a bad or missing token, by kind.
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Upgrades refused with an HTTP status (401, 403, 429, 503).
@@ -149,6 +152,7 @@ impl Metrics {
             closes: Family::default(),
             tls_failures: Counter::default(),
             sockets_refused: Counter::default(),
+            handshakes_shed: Counter::default(),
             auth_failures: Family::default(),
             upgrades_refused: Family::default(),
             messages_rate_limited: Counter::default(),
@@ -221,6 +225,11 @@ impl Metrics {
             "sockets_refused",
             "TCP connections closed as soon as accepted (per-IP share of unfinished handshakes, or out of file descriptors)",
             m.sockets_refused.clone(),
+        );
+        registry.register(
+            "handshakes_shed",
+            "Unfinished handshakes closed to make room for newer sockets (max_unfinished_handshakes)",
+            m.handshakes_shed.clone(),
         );
         registry.register(
             "auth_failures",

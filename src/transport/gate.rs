@@ -7,9 +7,11 @@
 //! Before that, every accepted TCP socket that has not yet become a session (TLS and
 //! HTTP still under way) holds a [`SocketPermit`]: one address may hold at most
 //! `max_per_ip` of them too, so idle or half-sent handshakes cannot take every file
-//! descriptor.
+//! descriptor; and all addresses together at most `max_unfinished_handshakes`, beyond
+//! which each new socket sheds the oldest unfinished one (its [`SocketPermit::shed`]
+//! fires), so many addresses holding sockets open cannot lock new clients out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +20,7 @@ use std::time::Instant;
 use hyper::StatusCode;
 use parking_lot::Mutex;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::bucket::TokenBucket;
 
@@ -33,6 +36,9 @@ pub struct ConnectionLimits {
     pub handshakes_per_ip_per_second: f64,
     /// Upgrade request burst per client IP.
     pub handshake_burst: f64,
+    /// Accepted sockets not yet upgraded (TLS or HTTP under way), all addresses
+    /// together; beyond, each new socket closes the oldest of them.
+    pub max_unfinished_handshakes: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -42,6 +48,7 @@ impl Default for ConnectionLimits {
             max_per_ip: 4_096,
             handshakes_per_ip_per_second: 200.0,
             handshake_burst: 400.0,
+            max_unfinished_handshakes: 8_192,
         }
     }
 }
@@ -57,7 +64,16 @@ struct PerIp {
 pub struct Gate {
     limits: ConnectionLimits,
     open: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    per_ip: HashMap<IpAddr, PerIp>,
+    /// Unfinished sockets by age (the key grows with each accept), with what sheds
+    /// each.
+    unfinished: BTreeMap<u64, CancellationToken>,
+    accepted: u64,
 }
 
 /// Why an upgrade was refused, as the HTTP status and a message.
@@ -79,6 +95,15 @@ pub struct Permit {
 pub struct SocketPermit {
     gate: Arc<Gate>,
     ip: IpAddr,
+    id: u64,
+    shed: CancellationToken,
+}
+
+impl SocketPermit {
+    /// Fires when newer sockets shed this one: close it.
+    pub fn shed(&self) -> &CancellationToken {
+        &self.shed
+    }
 }
 
 impl Gate {
@@ -87,7 +112,7 @@ impl Gate {
         Arc::new(Self {
             limits,
             open: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         })
     }
 
@@ -97,18 +122,35 @@ impl Gate {
     }
 
     /// Admits an accepted socket from `ip` (`None`: it holds its address's share of
-    /// unfinished handshakes; close it).
-    pub fn admit_socket(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<SocketPermit> {
-        let mut per_ip = self.per_ip.lock();
-        let state = self.state(&mut per_ip, ip, now);
-        if state.sockets >= self.limits.max_per_ip {
+    /// unfinished handshakes; close it). At the global cap the oldest unfinished
+    /// socket is shed to make room; the result says whether one was.
+    pub fn admit_socket(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<(SocketPermit, bool)> {
+        let mut state = self.state.lock();
+        let address = self.address(&mut state.per_ip, ip, now);
+        if address.sockets >= self.limits.max_per_ip {
             return None;
         }
-        state.sockets += 1;
-        Some(SocketPermit { gate: self.clone(), ip })
+        address.sockets += 1;
+        let mut shed = false;
+        while state.unfinished.len() >= self.limits.max_unfinished_handshakes.max(1) {
+            let (_, oldest) = state.unfinished.pop_first().expect("at the cap, not empty");
+            oldest.cancel();
+            shed = true;
+        }
+        let id = state.accepted;
+        state.accepted += 1;
+        let token = CancellationToken::new();
+        state.unfinished.insert(id, token.clone());
+        let permit = SocketPermit {
+            gate: self.clone(),
+            ip,
+            id,
+            shed: token,
+        };
+        Some((permit, shed))
     }
 
-    fn state<'a>(&self, per_ip: &'a mut HashMap<IpAddr, PerIp>, ip: IpAddr, now: Instant) -> &'a mut PerIp {
+    fn address<'a>(&self, per_ip: &'a mut HashMap<IpAddr, PerIp>, ip: IpAddr, now: Instant) -> &'a mut PerIp {
         if per_ip.len() > 65_536 {
             // Forget idle addresses whose bucket has refilled: nothing to remember.
             per_ip.retain(|_, s| s.open > 0 || s.sockets > 0 || !s.handshakes.is_full(now));
@@ -126,8 +168,8 @@ impl Gate {
 
     /// Admits a connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Permit, Refusal> {
-        let mut per_ip = self.per_ip.lock();
-        let state = self.state(&mut per_ip, ip, now);
+        let mut state = self.state.lock();
+        let state = self.address(&mut state.per_ip, ip, now);
         if state.handshakes.try_take(1.0, now).is_err() {
             return Err(Refusal {
                 status: StatusCode::TOO_MANY_REQUESTS,
@@ -154,8 +196,10 @@ impl Gate {
 
 impl Drop for SocketPermit {
     fn drop(&mut self) {
-        if let Some(state) = self.gate.per_ip.lock().get_mut(&self.ip) {
-            state.sockets -= 1;
+        let mut state = self.gate.state.lock();
+        state.unfinished.remove(&self.id);
+        if let Some(address) = state.per_ip.get_mut(&self.ip) {
+            address.sockets -= 1;
         }
     }
 }
@@ -163,8 +207,8 @@ impl Drop for SocketPermit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.gate.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(state) = self.gate.per_ip.lock().get_mut(&self.ip) {
-            state.open -= 1;
+        if let Some(address) = self.gate.state.lock().per_ip.get_mut(&self.ip) {
+            address.open -= 1;
         }
     }
 }
@@ -181,6 +225,7 @@ mod tests {
             max_per_ip,
             handshakes_per_ip_per_second: rate,
             handshake_burst: burst,
+            ..ConnectionLimits::default()
         })
     }
 
@@ -207,12 +252,42 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let s1 = g.admit_socket(a, now).unwrap();
         let _s2 = g.admit_socket(a, now).unwrap();
+        assert!(!s1.1, "nothing shed below the global cap");
         assert!(g.admit_socket(a, now).is_none());
         assert!(g.admit_socket("10.0.0.2".parse().unwrap(), now).is_some());
         drop(s1);
         assert!(g.admit_socket(a, now).is_some());
         // Sessions count apart: the same address may still upgrade.
         assert!(g.admit(a, now).is_ok());
+    }
+
+    #[test]
+    fn at_the_global_cap_the_oldest_unfinished_socket_is_shed() {
+        let g = Gate::new(ConnectionLimits {
+            max_unfinished_handshakes: 3,
+            ..ConnectionLimits::default()
+        });
+        let now = Instant::now();
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        let (first, _) = g.admit_socket(ip(1), now).unwrap();
+        let (second, _) = g.admit_socket(ip(2), now).unwrap();
+        let (third, _) = g.admit_socket(ip(3), now).unwrap();
+        drop(second);
+        let (fourth, shed) = g.admit_socket(ip(4), now).unwrap();
+        assert!(!shed, "a finished socket gave its place back");
+        let (_fifth, shed) = g.admit_socket(ip(5), now).unwrap();
+        assert!(shed);
+        assert!(first.shed().is_cancelled(), "the oldest goes first");
+        assert!(!third.shed().is_cancelled() && !fourth.shed().is_cancelled());
+        let (_sixth, _) = g.admit_socket(ip(6), now).unwrap();
+        assert!(third.shed().is_cancelled());
+        assert!(!fourth.shed().is_cancelled());
+        drop(first);
+        assert_eq!(
+            g.state.lock().per_ip[&ip(1)].sockets,
+            0,
+            "a shed socket's address slot returns when it closes"
+        );
     }
 
     #[test]

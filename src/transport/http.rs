@@ -61,7 +61,8 @@ pub(crate) enum Routes {
     Metrics,
 }
 
-/// Serves one accepted TCP connection: TLS (unless plain), then HTTP/1.1 until it ends.
+/// Serves one accepted TCP connection: TLS (unless plain), then HTTP/1.1 until it ends,
+/// or until newer sockets shed it (see [`crate::transport::gate`]).
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -69,25 +70,31 @@ pub(crate) async fn serve_connection(
     http: Arc<Http>,
     // Held until the connection is upgraded (a session's `Permit` counts it then) or
     // closed.
-    _socket: SocketPermit,
+    socket: SocketPermit,
 ) {
     let _ = stream.set_nodelay(true);
-    match acceptor {
-        Some(acceptor) => {
-            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
-            match handshake {
-                Ok(Ok(tls)) => serve_http(tls, peer, http).await,
-                Ok(Err(e)) => {
-                    http.ctx.metrics.tls_failures.inc();
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                }
-                Err(_) => {
-                    http.ctx.metrics.tls_failures.inc();
-                    tracing::debug!(%peer, "TLS handshake timed out");
+    let serve = async {
+        match acceptor {
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                match handshake {
+                    Ok(Ok(tls)) => serve_http(tls, peer, http.clone()).await,
+                    Ok(Err(e)) => {
+                        http.ctx.metrics.tls_failures.inc();
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    }
+                    Err(_) => {
+                        http.ctx.metrics.tls_failures.inc();
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 }
             }
+            None => serve_http(stream, peer, http.clone()).await,
         }
-        None => serve_http(stream, peer, http).await,
+    };
+    tokio::select! {
+        () = serve => {}
+        () = socket.shed().cancelled() => tracing::debug!(%peer, "unfinished handshake shed for a newer one"),
     }
 }
 

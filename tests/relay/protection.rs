@@ -265,6 +265,26 @@ async fn unfinished_handshakes_are_capped_per_address_and_in_size() {
     assert!(response.starts_with("HTTP/1.1 431"), "{written:?} {response:.80}");
 }
 
+/// Unfinished handshakes from many addresses together are bounded too: at
+/// `max_unfinished_handshakes` each new socket closes the oldest unfinished one, so
+/// idle sockets cannot lock new clients out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_unfinished_handshake_is_shed_for_a_new_one() {
+    use tokio::io::AsyncReadExt;
+    let server = start_with(|c| c.connections.max_unfinished_handshakes = 3).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // A new client still gets in; the oldest idle socket makes room.
+    let mut client = TestClient::connect(&server).await;
+    client.join("shed", "relay").await;
+    let read = tokio::time::timeout(WAIT, idle[0].read(&mut [0; 16])).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the oldest was closed: {read:?}");
+    assert!(server.metric("tickrelay_handshakes_shed_total") >= 1);
+    assert_eq!(server.metric("tickrelay_sockets_refused_total"), 0);
+}
+
 /// A client sending 500 messages per second is told to slow down, then closed with
 /// 1008 about one second into the flood; a client in the same room is unaffected.
 async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transport) {
