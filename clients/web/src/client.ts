@@ -1,0 +1,722 @@
+/**
+ * The connection: one WebSocket at a time to the relay, reconnecting with backoff and
+ * resuming the session when the server kept it — the browser counterpart of the Rust
+ * client's driver (`clients/rust/src/driver.rs`); docs/PROTOCOL.md is the reference.
+ *
+ * What it does for the application: joins (and rejoins after a new session), numbers
+ * inputs per room and replays the unacknowledged ones after a reconnect, paces what it
+ * sends below the limits the server announces, keeps a verified {@link StateMirror}
+ * per room and asks for a full snapshot when one desyncs, correlates requests with
+ * their responses, sends heartbeats (with the last numbered message received, so the
+ * server can forget what it kept for a resume) and measures the round-trip time.
+ */
+
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import * as v1 from "./gen/tickrelay/v1/tickrelay_pb.js";
+import { DEFAULT_BACKOFF, TokenBucket, backoffDelay, type Backoff } from "./bucket.js";
+import { DesyncError, StateMirror } from "./mirror.js";
+import { Schema } from "./schema.js";
+
+/** The WebSocket subprotocol the server answers with. */
+export const PROTOCOL = "tickrelay.v1";
+/** The subprotocol prefix that carries a token (browsers cannot set headers). */
+export const BEARER_PREFIX = "tickrelay.bearer.";
+
+/** Client settings; only `url` is required. */
+export interface ClientOptions {
+  /** `wss://host:port/ws`; `ws://` only with {@link ClientOptions.allowInsecure}. */
+  url: string;
+  /** A JWT (none in the relay's anonymous mode), offered as a subprotocol. */
+  token?: string;
+  /** Allow a `ws://` URL (behind a TLS-terminating proxy, or local development). */
+  allowInsecure?: boolean;
+  /** Reconnection policy (default: {@link DEFAULT_BACKOFF}). */
+  backoff?: Backoff;
+  /** Non-input messages kept while disconnected (default 1024; the oldest go first). */
+  bufferLimit?: number;
+  /** Inputs kept per room until the server acknowledges them (default 1024). */
+  unackedInputLimit?: number;
+  /** Application ping interval, ms (default 2000). */
+  pingIntervalMs?: number;
+  /** Reconnect when nothing arrived for this long, ms (default 10000). */
+  quietTimeoutMs?: number;
+  /** Give up on one connection attempt after this long, ms (default 5000). */
+  connectTimeoutMs?: number;
+  /** How long {@link Client.request} waits, ms (default 5000). */
+  requestTimeoutMs?: number;
+  /** The WebSocket constructor (default: the global one). */
+  WebSocket?: typeof WebSocket;
+}
+
+/** An input's payload: relay writes or authoritative intent bytes. */
+export type InputPayload = MessageInitShape<typeof v1.InputSchema>["payload"];
+
+/** Everything a client reports, by event name. */
+export interface ClientEvents {
+  /** A connection is up (`resumed`: the server kept the session and its seats). */
+  connected: { sessionId: bigint; userId: string; resumed: boolean };
+  joined: v1.Joined;
+  left: v1.Left;
+  /** A state frame was applied to the room's mirror. */
+  state: {
+    room: string;
+    tick: bigint;
+    full: boolean;
+    serverTimeUs: bigint;
+    /** Local arrival time (`performance.now()`). */
+    receivedMs: number;
+    /** The last input of this client the server applied in the room. */
+    lastInputSeq: bigint;
+    mirror: StateMirror;
+  };
+  event: v1.RoomEvent;
+  presence: v1.Presence;
+  /** Something this client sent was refused; the session goes on. */
+  error: v1.Error;
+  /** Numbered messages the server no longer had when this client resumed. */
+  messagesLost: { count: bigint };
+  /** A room's mirror went out of sync; a full snapshot was asked for. */
+  desync: { room: string; error: DesyncError };
+  /** The connection ended (1006: lost without a close). */
+  disconnected: { code: number; reason: string; willReconnect: boolean };
+  reconnecting: { attempt: number; delayMs: number; reason: string };
+  /** The client stopped: a do-not-reconnect close code, or too many failed attempts. */
+  gaveUp: { attempts: number; reason: string };
+}
+
+/** Counters for a HUD or a test. */
+export interface ClientStats {
+  messagesIn: number;
+  bytesIn: number;
+  bytesOut: number;
+  frames: number;
+  checksumsVerified: number;
+  desyncs: number;
+  reconnects: number;
+  resumes: number;
+  messagesLost: number;
+  /** Last measured round-trip time, ms (undefined before the first pong). */
+  rttMs: number | undefined;
+}
+
+/** A `Request` answered with an `Error`, or not answered in time. */
+export class RequestError extends Error {
+  constructor(
+    message: string,
+    readonly error?: v1.Error,
+  ) {
+    super(message);
+    this.name = "RequestError";
+  }
+}
+
+/** Close codes after which reconnecting makes sense (docs/PROTOCOL.md, "Close codes"). */
+export function reconnectAllowed(code: number): boolean {
+  return [1001, 1006, 1011, 1012, 1013, 1014].includes(code) || (code >= 4500 && code <= 4999);
+}
+
+/** 4504: the resume token is unknown or expired; start a new session. */
+const RESUME_FAILED = 4504;
+/** What {@link Client.dropConnection} closes with: not 1000, so the server keeps the session. */
+const DROPPED = 4000;
+
+type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
+
+interface RoomState {
+  roomType: string;
+  /** Whether the current server session answered this room's join (`Joined`). */
+  joined: boolean;
+  nextSeq: bigint;
+  unacked: { seq: bigint; payload: InputPayload }[];
+  /** From the room's `Joined`: frames cannot be decoded without it. */
+  schema: Schema | undefined;
+  mirror: StateMirror | undefined;
+  resyncAskedMs: number;
+}
+
+type Listener<K extends keyof ClientEvents> = (event: ClientEvents[K]) => void;
+
+const now = (): number => performance.now();
+const unixMicros = (): bigint => BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000));
+
+/**
+ * A tickrelay client. Construct it, subscribe with {@link Client.on}, then
+ * {@link Client.connect}. Every method may be called while disconnected: joins and
+ * inputs are restored after the reconnect, other messages wait in a bounded buffer.
+ */
+export class Client {
+  readonly stats: ClientStats = {
+    messagesIn: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    frames: 0,
+    checksumsVerified: 0,
+    desyncs: 0,
+    reconnects: 0,
+    resumes: 0,
+    messagesLost: 0,
+    rttMs: undefined,
+  };
+
+  readonly #options: Required<Omit<ClientOptions, "token">> & { token: string | undefined };
+  readonly #listeners = new Map<keyof ClientEvents, Set<Listener<never>>>();
+  readonly #rooms = new Map<string, RoomState>();
+  readonly #requests = new Map<bigint, { resolve: (r: v1.Response) => void; reject: (e: Error) => void }>();
+  /** Non-input messages sent while disconnected, in order. */
+  #buffer: Outgoing[] = [];
+  /** Messages waiting for the pacers on the live connection. */
+  #queue: Outgoing[] = [];
+  #nextRequest = 0n;
+  #session: { id: bigint; resumeToken: string } | undefined;
+  /** The last numbered server message received in this session. */
+  #received = 0n;
+  #connectedBefore = false;
+  #socket: WebSocket | undefined;
+  #welcomed = false;
+  #stopped = false;
+  #attempt = 0;
+  #pacer = new TokenBucket(40, 80, now());
+  #bytePacer = new TokenBucket(0.8 * 65_536, 65_536, now());
+  #maxBatch = 80;
+  #timers: { ping?: ReturnType<typeof setInterval>; quiet?: ReturnType<typeof setTimeout>; flush?: ReturnType<typeof setTimeout>; retry?: ReturnType<typeof setTimeout> } = {};
+  #closed: (() => void) | undefined;
+
+  constructor(options: ClientOptions) {
+    const url = new URL(options.url);
+    if (url.protocol !== "wss:" && !(url.protocol === "ws:" && options.allowInsecure)) {
+      throw new TypeError(`${options.url}: use a wss:// URL (ws:// needs allowInsecure)`);
+    }
+    const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    if (WebSocketImpl === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket");
+    this.#options = {
+      url: options.url,
+      token: options.token,
+      allowInsecure: options.allowInsecure ?? false,
+      backoff: options.backoff ?? DEFAULT_BACKOFF,
+      bufferLimit: options.bufferLimit ?? 1024,
+      unackedInputLimit: options.unackedInputLimit ?? 1024,
+      pingIntervalMs: options.pingIntervalMs ?? 2000,
+      quietTimeoutMs: options.quietTimeoutMs ?? 10_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 5000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 5000,
+      WebSocket: WebSocketImpl,
+    };
+  }
+
+  /** Subscribes to one kind of event; returns the unsubscribe function. */
+  on<K extends keyof ClientEvents>(type: K, listener: Listener<K>): () => void {
+    let set = this.#listeners.get(type);
+    if (set === undefined) this.#listeners.set(type, (set = new Set()));
+    set.add(listener as Listener<never>);
+    return () => set.delete(listener as Listener<never>);
+  }
+
+  /** Starts connecting (and reconnecting until {@link Client.close} or giving up). */
+  connect(): void {
+    this.#stopped = false;
+    this.#open();
+  }
+
+  /** Whether a connection is up and welcomed. */
+  get connected(): boolean {
+    return this.#welcomed;
+  }
+
+  /** The session id, which is also this client's member id in every room. */
+  get sessionId(): bigint | undefined {
+    return this.#session?.id;
+  }
+
+  /** Joins a room, creating it with `roomType` if it does not exist. */
+  join(room: string, roomType: string): void {
+    const state = this.#rooms.get(room) ?? {
+      roomType,
+      joined: false,
+      nextSeq: 0n,
+      unacked: [],
+      schema: undefined,
+      mirror: undefined,
+      resyncAskedMs: -Infinity,
+    };
+    this.#rooms.set(room, state);
+    // Offline, the welcome sends it (rooms not yet answered are joined again).
+    if (this.#welcomed) this.#enqueue({ case: "join", value: { requestId: this.#requestId(), room, roomType } });
+  }
+
+  /** Leaves a room and forgets its mirror and unacknowledged inputs. */
+  leave(room: string): void {
+    this.#rooms.delete(room);
+    this.#send({ case: "leave", value: { requestId: this.#requestId(), room } });
+  }
+
+  /**
+   * Sends an input for the room's next tick; returns its sequence number (compare it
+   * with the state event's `lastInputSeq`, or feed it to a `Predictor`). Kept until
+   * acknowledged and replayed after a reconnect. Undefined if the room was not joined.
+   */
+  sendInput(room: string, payload: InputPayload): bigint | undefined {
+    const state = this.#rooms.get(room);
+    if (state === undefined) return undefined;
+    const seq = ++state.nextSeq;
+    if (state.unacked.length >= this.#options.unackedInputLimit) state.unacked.shift();
+    state.unacked.push({ seq, payload });
+    // Offline, inputs wait in `unacked`, replayed at the next welcome.
+    if (this.#welcomed) this.#enqueue({ case: "input", value: { room, seq, payload } });
+    return seq;
+  }
+
+  /** Sends a room event (empty `targets`: every member but this one). */
+  sendEvent(room: string, kind: string, payload: Uint8Array, targets: bigint[] = []): void {
+    this.#send({ case: "event", value: { room, kind, payload, targets } });
+  }
+
+  /** Sends a request (`listRooms` or `resync`) and waits for its response. */
+  request(kind: MessageInitShape<typeof v1.RequestSchema>["kind"]): Promise<v1.Response> {
+    const requestId = this.#requestId();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#requests.delete(requestId);
+        reject(new RequestError(`no response within ${this.#options.requestTimeoutMs} ms`));
+      }, this.#options.requestTimeoutMs);
+      this.#requests.set(requestId, {
+        resolve: (r) => (clearTimeout(timer), resolve(r)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+      this.#send({ case: "request", value: { requestId, kind } });
+    });
+  }
+
+  /** Replaces the session's token before it expires (answered with `TokenRefreshed`). */
+  setToken(token: string): void {
+    this.#options.token = token;
+    this.#send({ case: "refreshToken", value: { requestId: this.#requestId(), token } });
+  }
+
+  /** The room's verified state, once its first full snapshot arrived. */
+  mirror(room: string): StateMirror | undefined {
+    const mirror = this.#rooms.get(room)?.mirror;
+    return mirror?.synced ? mirror : undefined;
+  }
+
+  /**
+   * Drops the connection as a network failure would, and reconnects (resuming the
+   * session): for tests and demos. A browser cannot end a WebSocket without a close
+   * frame, so it closes with 4000, which (unlike 1000) keeps the session on the server.
+   */
+  dropConnection(): void {
+    const socket = this.#socket;
+    if (socket === undefined) return;
+    this.#detach(socket);
+    socket.close(DROPPED, "connection dropped by the application");
+    this.#emit("disconnected", { code: DROPPED, reason: "connection dropped by the application", willReconnect: true });
+    this.#retry("connection dropped by the application");
+  }
+
+  /**
+   * Closes the connection (1000: the server releases the session at once) and stops
+   * reconnecting; resolves when the server answered the close (or after 2 s).
+   */
+  close(): Promise<void> {
+    this.#stopped = true;
+    this.#clearTimers();
+    const socket = this.#socket;
+    if (socket === undefined || socket.readyState === socket.CLOSED) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(), 2000);
+      this.#closed = () => (clearTimeout(timer), resolve());
+      socket.close(1000, "client closed");
+    });
+  }
+
+  // -- connection -------------------------------------------------------------------
+
+  #open(): void {
+    const url = new URL(this.#options.url);
+    if (this.#session !== undefined) {
+      url.searchParams.set("resume", this.#session.resumeToken);
+      url.searchParams.set("received", this.#received.toString());
+    }
+    const protocols = [PROTOCOL];
+    if (this.#options.token !== undefined) protocols.push(BEARER_PREFIX + this.#options.token);
+    let socket: WebSocket;
+    try {
+      socket = new this.#options.WebSocket(url, protocols);
+    } catch (e) {
+      this.#giveUp(0, `cannot open ${url}: ${String(e)}`);
+      return;
+    }
+    socket.binaryType = "arraybuffer";
+    this.#socket = socket;
+    this.#welcomed = false;
+    this.#queue = [];
+    const connectTimer = setTimeout(() => {
+      if (!this.#welcomed && this.#socket === socket) {
+        this.#detach(socket);
+        socket.close();
+        this.#retry(`no welcome within ${this.#options.connectTimeoutMs} ms`);
+      }
+    }, this.#options.connectTimeoutMs);
+    socket.onmessage = (event) => {
+      clearTimeout(connectTimer);
+      this.#armQuiet(socket);
+      this.#inbound(new Uint8Array(event.data as ArrayBuffer));
+    };
+    socket.onclose = (event) => {
+      clearTimeout(connectTimer);
+      if (this.#socket !== socket) return;
+      this.#detach(socket);
+      this.#ended(event.code, event.reason);
+    };
+    socket.onerror = () => {}; // always followed by close
+  }
+
+  /** Forgets a socket: its later events are ignored. */
+  #detach(socket: WebSocket): void {
+    socket.onmessage = null;
+    socket.onclose = null;
+    if (this.#socket === socket) this.#socket = undefined;
+    this.#welcomed = false;
+    this.#clearTimers();
+  }
+
+  #clearTimers(): void {
+    clearInterval(this.#timers.ping);
+    clearTimeout(this.#timers.quiet);
+    clearTimeout(this.#timers.flush);
+    clearTimeout(this.#timers.retry);
+    this.#timers = {};
+  }
+
+  #armQuiet(socket: WebSocket): void {
+    clearTimeout(this.#timers.quiet);
+    this.#timers.quiet = setTimeout(() => {
+      this.#detach(socket);
+      socket.close();
+      this.#emit("disconnected", { code: 1006, reason: "server went quiet", willReconnect: true });
+      this.#retry("server went quiet");
+    }, this.#options.quietTimeoutMs);
+  }
+
+  #ended(code: number, reason: string): void {
+    const closed = this.#closed;
+    this.#closed = undefined;
+    if (this.#stopped) {
+      closed?.();
+      return;
+    }
+    const willReconnect = reconnectAllowed(code);
+    this.#emit("disconnected", { code, reason, willReconnect });
+    if (!willReconnect) {
+      this.#giveUp(0, `closed by the server with ${code}: ${reason}`);
+      return;
+    }
+    if (code === RESUME_FAILED) {
+      // The server no longer has our session: start a new one at once and rejoin.
+      this.#session = undefined;
+      this.#open();
+      return;
+    }
+    this.#retry(reason || `closed with ${code}`);
+  }
+
+  #retry(reason: string): void {
+    if (this.#stopped) return;
+    this.#attempt++;
+    if (this.#attempt > this.#options.backoff.maxAttempts) {
+      this.#giveUp(this.#attempt - 1, reason);
+      return;
+    }
+    const delayMs = backoffDelay(this.#options.backoff, this.#attempt, Math.random());
+    this.#emit("reconnecting", { attempt: this.#attempt, delayMs, reason });
+    this.#timers.retry = setTimeout(() => this.#open(), delayMs);
+  }
+
+  #giveUp(attempts: number, reason: string): void {
+    this.#stopped = true;
+    this.#clearTimers();
+    for (const { reject } of this.#requests.values()) reject(new RequestError(`client gave up: ${reason}`));
+    this.#requests.clear();
+    this.#emit("gaveUp", { attempts, reason });
+  }
+
+  // -- inbound ----------------------------------------------------------------------
+
+  #inbound(bytes: Uint8Array): void {
+    this.stats.messagesIn++;
+    this.stats.bytesIn += bytes.byteLength;
+    const receivedMs = now();
+    let envelope: v1.ServerEnvelope;
+    try {
+      envelope = fromBinary(v1.ServerEnvelopeSchema, bytes);
+    } catch (e) {
+      const socket = this.#socket;
+      if (socket !== undefined) {
+        this.#detach(socket);
+        socket.close();
+      }
+      this.#emit("disconnected", { code: 1006, reason: `undecodable server message: ${String(e)}`, willReconnect: true });
+      this.#retry("undecodable server message");
+      return;
+    }
+    // Every message but state frames and the welcome is numbered from `firstSeq`:
+    // skip what a resume sent again, count what the server no longer had.
+    let seq = envelope.firstSeq;
+    for (const { kind } of envelope.messages) {
+      if (seq !== 0n && kind.case !== "state" && kind.case !== "welcome" && kind.case !== undefined) {
+        const n = seq++;
+        if (n <= this.#received) continue;
+        const missing = n - this.#received - 1n;
+        this.#received = n;
+        if (missing > 0n) {
+          this.stats.messagesLost += Number(missing);
+          this.#emit("messagesLost", { count: missing });
+        }
+      }
+      switch (kind.case) {
+        case "welcome":
+          this.#welcome(kind.value);
+          break;
+        case "state":
+          if (this.#welcomed) this.#state(kind.value, receivedMs);
+          break;
+        case "joined":
+          this.#joinedRoom(kind.value);
+          this.#emit("joined", kind.value);
+          break;
+        case "left":
+          // A reason: the server removed us (room closed); forget the room.
+          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED) this.#rooms.delete(kind.value.room);
+          this.#emit("left", kind.value);
+          break;
+        case "presence":
+          this.#emit("presence", kind.value);
+          break;
+        case "event":
+          this.#emit("event", kind.value);
+          break;
+        case "response":
+          this.#requests.get(kind.value.requestId)?.resolve(kind.value);
+          this.#requests.delete(kind.value.requestId);
+          break;
+        case "error": {
+          const pending = this.#requests.get(kind.value.requestId);
+          if (pending !== undefined) {
+            this.#requests.delete(kind.value.requestId);
+            pending.reject(new RequestError(kind.value.message, kind.value));
+          }
+          this.#emit("error", kind.value);
+          break;
+        }
+        case "pong":
+          this.stats.rttMs = Math.max(0, Number(unixMicros() - kind.value.pingSentTimeUs) / 1000);
+          break;
+        case "ping":
+          this.#enqueue({ case: "pong", value: { nonce: kind.value.nonce, pingSentTimeUs: kind.value.sentTimeUs, timeUs: unixMicros() } });
+          break;
+        case "tokenRefreshed":
+        case undefined:
+          break;
+      }
+    }
+  }
+
+  /** A connection is up: restore rooms, replay inputs, flush the buffer, in that order. */
+  #welcome(welcome: v1.Welcome): void {
+    const resumed = welcome.resumed;
+    if (this.#connectedBefore) {
+      this.stats.reconnects++;
+      if (resumed) this.stats.resumes++;
+    }
+    this.#connectedBefore = true;
+    this.#attempt = 0;
+    if (!resumed) this.#received = 0n; // a new session numbers from 1 again
+    this.#session = { id: welcome.sessionId, resumeToken: welcome.resumeToken };
+    const limits = welcome.limits;
+    if (limits !== undefined) {
+      // 80 % of the rates with half the message burst: headroom for pings and for
+      // messages the network delivers bunched together.
+      const burst = Math.max(1, limits.messageBurst * 0.5);
+      this.#pacer = new TokenBucket(Math.max(1, limits.messagesPerSecond) * 0.8, burst, now());
+      this.#maxBatch = Math.floor(burst);
+      const bytes = Math.max(1024, limits.bytesPerSecond);
+      this.#bytePacer = new TokenBucket(bytes * 0.8, bytes, now());
+    }
+    const out: Outgoing[] = [];
+    for (const [room, state] of this.#rooms) {
+      // Every mirror waits for a full snapshot (sent on join and on resume).
+      state.mirror = state.schema === undefined ? undefined : new StateMirror(state.schema);
+      state.resyncAskedMs = -Infinity;
+      if (!resumed) state.joined = false;
+      if (!state.joined) {
+        out.push({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType } });
+      }
+      for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
+    }
+    out.push(...this.#buffer);
+    this.#buffer = [];
+    this.#welcomed = true;
+    const socket = this.#socket;
+    this.#timers.ping = setInterval(() => {
+      this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
+    }, this.#options.pingIntervalMs);
+    this.#emit("connected", { sessionId: welcome.sessionId, userId: welcome.userId, resumed });
+    if (this.#socket !== socket) return; // a listener closed it
+    this.#queue.push(...out);
+    this.#flush();
+  }
+
+  /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */
+  #joinedRoom(joined: v1.Joined): void {
+    const state = this.#rooms.get(joined.room);
+    if (state === undefined) return; // left meanwhile
+    // A schema this client cannot use leaves the room without one: its packed frames
+    // then fail to apply and are reported as desyncs.
+    let schema: Schema;
+    try {
+      schema = Schema.fromProto(joined.schema);
+    } catch {
+      schema = Schema.EMPTY;
+    }
+    state.joined = true;
+    state.schema = schema;
+    if (state.mirror === undefined || state.mirror.schema.kinds.length !== schema.kinds.length) {
+      state.mirror = new StateMirror(schema);
+    }
+  }
+
+  #state(frame: v1.StateFrame, receivedMs: number): void {
+    const state = this.#rooms.get(frame.room);
+    if (state === undefined || state.mirror === undefined) return; // left, or no Joined yet
+    while (state.unacked.length > 0 && state.unacked[0]!.seq <= frame.lastInputSeq) state.unacked.shift();
+    const mirror = state.mirror;
+    const verified = mirror.checksumsVerified;
+    try {
+      mirror.apply(frame);
+    } catch (error) {
+      if (!(error instanceof DesyncError)) throw error;
+      if (error.desync.type === "awaiting-snapshot") {
+        // The server sends one after a join or resume; ask again if it is slow.
+        this.#resync(frame.room, state, true);
+        return;
+      }
+      this.stats.desyncs++;
+      this.#resync(frame.room, state, false);
+      this.#emit("desync", { room: frame.room, error });
+      return;
+    }
+    this.stats.checksumsVerified += mirror.checksumsVerified - verified;
+    this.stats.frames++;
+    this.#emit("state", {
+      room: frame.room,
+      tick: frame.tick,
+      full: frame.baselineTick === 0n,
+      serverTimeUs: frame.serverTimeUs,
+      receivedMs,
+      lastInputSeq: frame.lastInputSeq,
+      mirror,
+    });
+  }
+
+  /** Asks for a full snapshot (when `ifDue`, at most once a second). */
+  #resync(room: string, state: RoomState, ifDue: boolean): void {
+    if (ifDue && now() - state.resyncAskedMs < 1000) return;
+    state.resyncAskedMs = now();
+    this.#enqueue({ case: "request", value: { requestId: this.#requestId(), kind: { case: "resync", value: { room } } } });
+  }
+
+  // -- outbound ---------------------------------------------------------------------
+
+  #requestId(): bigint {
+    return ++this.#nextRequest;
+  }
+
+  /** Sends now if connected; otherwise keeps it (bounded) for the next connection. */
+  #send(message: Outgoing): void {
+    if (this.#welcomed) {
+      this.#enqueue(message);
+      return;
+    }
+    if (this.#buffer.length >= this.#options.bufferLimit) this.#buffer.shift();
+    this.#buffer.push(message);
+  }
+
+  #enqueue(message: Outgoing): void {
+    this.#queue.push(message);
+    this.#flush();
+  }
+
+  /** Sends what the pacers allow now as one envelope; schedules the rest. */
+  #flush(): void {
+    const socket = this.#socket;
+    if (socket === undefined || !this.#welcomed || this.#timers.flush !== undefined) return;
+    const at = now();
+    const parts: Uint8Array[] = [];
+    while (this.#queue.length > 0 && parts.length < this.#maxBatch) {
+      const part = encodeMessage(this.#queue[0]!);
+      // A message larger than the byte burst is charged the burst.
+      const cost = Math.min(part.byteLength, this.#bytePacer.burst);
+      if (!this.#pacer.tryTake(1, at)) break;
+      if (!this.#bytePacer.tryTake(cost, at)) {
+        this.#pacer.giveBack(1);
+        break;
+      }
+      this.#queue.shift();
+      parts.push(part);
+    }
+    if (parts.length > 0) {
+      const envelope = concatEnvelope(parts);
+      socket.send(envelope);
+      this.stats.bytesOut += envelope.byteLength;
+    }
+    if (this.#queue.length > 0) {
+      const next = encodeMessage(this.#queue[0]!).byteLength;
+      const waitMs = Math.max(this.#pacer.waitFor(1, at), this.#bytePacer.waitFor(next, at), 1);
+      this.#timers.flush = setTimeout(() => {
+        this.#timers.flush = undefined;
+        this.#flush();
+      }, waitMs);
+    }
+  }
+
+  #emit<K extends keyof ClientEvents>(type: K, event: ClientEvents[K]): void {
+    for (const listener of this.#listeners.get(type) ?? []) (listener as Listener<K>)(event);
+  }
+}
+
+/** One `ClientMessage`, encoded. */
+function encodeMessage(kind: Outgoing): Uint8Array {
+  return toBinary(v1.ClientMessageSchema, create(v1.ClientMessageSchema, { kind }));
+}
+
+/**
+ * A `ClientEnvelope` of already encoded messages: each is field 1 (`messages`), length
+ * delimited — the same bytes `toBinary` gives, without encoding each message twice.
+ */
+function concatEnvelope(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  let size = 0;
+  for (const part of parts) size += 1 + varintLength(part.byteLength) + part.byteLength;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    out[at++] = 0x0a; // field 1, wire type 2
+    for (let n = part.byteLength; ; n >>>= 7) {
+      if (n < 0x80) {
+        out[at++] = n;
+        break;
+      }
+      out[at++] = (n & 0x7f) | 0x80;
+    }
+    out.set(part, at);
+    at += part.byteLength;
+  }
+  return out;
+}
+
+function varintLength(n: number): number {
+  let length = 1;
+  while (n >= 0x80) {
+    n >>>= 7;
+    length++;
+  }
+  return length;
+}
