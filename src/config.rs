@@ -72,6 +72,9 @@ pub struct Config {
     /// snapshot every tick, encoded for that member alone, and the transport writes
     /// each message separately ([`RoomConfig::naive_fanout`] in every room type).
     pub naive_fanout: bool,
+    /// Serve the browser demo (`clients/web/demo`: the arena in a canvas, on the
+    /// TypeScript client) at `/demo/` on the main listener.
+    pub demo: bool,
 }
 
 /// Where `/metrics` is served and who may read it (`[metrics]`).
@@ -338,6 +341,7 @@ impl Default for Config {
             room_types: room_types.into_iter().collect(),
             rooms: Vec::new(),
             naive_fanout: false,
+            demo: false,
         }
     }
 }
@@ -680,6 +684,8 @@ default_room_type = "relay"
 # Benchmark baseline, never for players: every member gets a full snapshot every tick,
 # encoded for it alone, each message written separately (compare with the default).
 naive_fanout = false
+# Serve the browser demo (the arena in a canvas, on the TypeScript client) at /demo/.
+demo = false
 
 [tls]
 # PEM certificate chain and private key. Leave both out to generate a self-signed

@@ -117,6 +117,10 @@ struct ServeArgs {
     /// separately. Compare a load run with and without it.
     #[arg(long, env = "TICKRELAY_NAIVE_FANOUT")]
     naive_fanout: bool,
+    /// Serve the browser demo at /demo/ (open https://127.0.0.1:7443/demo/ on the
+    /// defaults).
+    #[arg(long, env = "TICKRELAY_DEMO")]
+    demo: bool,
     /// Seconds to wait for sessions to close on shutdown.
     #[arg(
         long,
@@ -165,6 +169,7 @@ impl ServeArgs {
             config.quic.listen = Some(v);
         }
         config.naive_fanout |= self.naive_fanout;
+        config.demo |= self.demo;
         if let Some(v) = self.sim_threads {
             config.sim_threads = v;
         }

@@ -169,6 +169,7 @@ impl Server {
             websocket,
             routes: Routes::Main {
                 metrics: metrics_listener.is_none(),
+                demo: config.demo,
             },
             metrics_token: config.metrics.token.as_deref().map(Arc::from),
         });
@@ -219,6 +220,10 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         tracing::info!("listening on {scheme}://{}/ws", self.local_addr);
+        if matches!(self.http.routes, Routes::Main { demo: true, .. }) {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            tracing::info!("browser demo at {scheme}://{}/demo/", self.local_addr);
+        }
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;
         ctx.tracker.spawn(reap_parked_sessions(ctx.clone()));

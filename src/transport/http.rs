@@ -56,6 +56,8 @@ pub(crate) enum Routes {
     Main {
         /// Whether `/metrics` is served here.
         metrics: bool,
+        /// Whether the browser demo is served at `/demo/`.
+        demo: bool,
     },
     /// `[metrics] listen`: `/metrics` only.
     Metrics,
@@ -153,17 +155,54 @@ where
 
 type HttpResponse = Response<Full<Bytes>>;
 
+/// The browser demo (`--demo`): the page and its bundle, built into the binary (the
+/// bundle is built from `clients/web` by `npm run demo`, and checked in).
+const DEMO: [(&str, &str, &[u8]); 4] = [
+    (
+        "/demo",
+        "text/html; charset=utf-8",
+        include_bytes!("../../clients/web/demo/index.html"),
+    ),
+    (
+        "/demo/",
+        "text/html; charset=utf-8",
+        include_bytes!("../../clients/web/demo/index.html"),
+    ),
+    (
+        "/demo/index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../clients/web/demo/index.html"),
+    ),
+    (
+        "/demo/demo.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../clients/web/demo/demo.js"),
+    ),
+];
+
 fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
     let ws = matches!(http.routes, Routes::Main { .. });
-    let metrics = matches!(http.routes, Routes::Main { metrics: true } | Routes::Metrics);
+    let metrics = matches!(http.routes, Routes::Main { metrics: true, .. } | Routes::Metrics);
+    let demo = matches!(http.routes, Routes::Main { demo: true, .. });
     let path = req.uri().path();
-    let served = path == "/healthz" || (path == "/ws" && ws) || (path == "/metrics" && metrics);
+    let demo_file = DEMO.iter().find(|(name, ..)| *name == path).filter(|_| demo);
+    let served = path == "/healthz" || (path == "/ws" && ws) || (path == "/metrics" && metrics) || demo_file.is_some();
     match (req.method(), path) {
         _ if !served && ws => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
         _ if !served => text(StatusCode::NOT_FOUND, "not found; this listener serves /metrics\n"),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => metrics_response(&req, &http),
-        (&Method::GET, _) => upgrade(req, peer, http),
+        (&Method::GET, "/ws") => upgrade(req, peer, http),
+        (&Method::GET, _) => match demo_file {
+            Some(&(_, content_type, body)) => {
+                let mut response = text(StatusCode::OK, Bytes::from_static(body));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     }
 }

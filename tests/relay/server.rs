@@ -445,6 +445,25 @@ async fn metrics_on_a_listener_of_their_own_behind_a_token() {
     assert_eq!(get("/ws", "").await.0, 404, "no WebSocket on the metrics listener");
 }
 
+/// The browser demo is served only when asked for (`--demo`), from the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_is_served_only_with_demo() {
+    let server = start().await;
+    assert_eq!(server.https_get("/demo/").await.0, 404);
+    let server = start_with(|c| c.demo = true).await;
+    let (status, page) = server.https_get("/demo/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<script type=\"module\" src=\"/demo/demo.js\">"),
+        "{page}"
+    );
+    assert_eq!(server.https_get("/demo").await, (200, page));
+    let (status, script) = server.https_get("/demo/demo.js").await;
+    assert_eq!(status, 200);
+    assert!(script.len() > 10_000, "the bundled client");
+    assert_eq!(server.https_get("/demo/other.js").await.0, 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints() {
     let server = start().await;

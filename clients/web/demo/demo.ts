@@ -1,0 +1,221 @@
+/**
+ * The arena demo: served by the relay at `/demo/` (`tickrelay --demo`), it joins an
+ * arena room over `wss://` on the page's own host, steers this client's avatar with
+ * the keyboard (predicted, reconciled with the server's state), draws everyone else
+ * interpolated, and shows the connection's health in a HUD.
+ *
+ * The page also exposes `window.tickrelay` (the library) and `window.demo` (this
+ * page's client and a snapshot of its state) for the browser tests.
+ */
+
+import * as tickrelay from "../src/index.js";
+import { Client, InterpolationBuffer, Predictor, numericFields, type StateMirror } from "../src/index.js";
+
+/** Field ids and kinds of the arena room type (`src/engine/simulation/arena.rs`). */
+const FIELD_X = 1;
+const FIELD_Y = 2;
+const KIND_AVATAR = 1;
+const INTENT_MAX = 127;
+
+const params = new URLSearchParams(location.search);
+const room = params.get("room") ?? "demo";
+const delayMs = Number(params.get("delay") ?? 100);
+/** Units per second at full intent: the arena's `avatar_speed` (10 by default). */
+const speed = Number(params.get("speed") ?? 10);
+const secure = location.protocol === "https:";
+
+const client = new Client({
+  url: `${secure ? "wss" : "ws"}://${location.host}/ws`,
+  token: params.get("token") ?? undefined,
+  // The page came over plain HTTP from the relay itself (`--insecure-plain`).
+  allowInsecure: !secure,
+});
+
+interface Position {
+  x: number;
+  y: number;
+}
+interface Intent {
+  dx: number;
+  dy: number;
+}
+
+let tickRate = 30;
+let bounds = { width: 100, height: 100 };
+let status = "connecting…";
+let lastTick = 0n;
+let members = 0;
+let myEntity: bigint | undefined;
+let predictor: Predictor<Position, Intent> | undefined;
+let others = new InterpolationBuffer<"x" | "y">({ delayMs });
+/** Kind and owner of every entity last seen, for drawing. */
+const kinds = new Map<bigint, number>();
+
+const step = (s: Position, i: Intent): Position => {
+  const dt = 1 / tickRate;
+  const clamp = (v: number, max: number) => Math.min(Math.max(v, 0), max);
+  return {
+    x: clamp(s.x + ((i.dx * speed) / INTENT_MAX) * dt, bounds.width),
+    y: clamp(s.y + ((i.dy * speed) / INTENT_MAX) * dt, bounds.height),
+  };
+};
+
+const positionOf = (mirror: StateMirror, id: bigint): Position | undefined => {
+  const entity = mirror.get(id);
+  const x = entity?.get(FIELD_X);
+  const y = entity?.get(FIELD_Y);
+  return x?.case === "float" && y?.case === "float" ? { x: x.value, y: y.value } : undefined;
+};
+
+client.on("connected", ({ resumed }) => {
+  status = resumed ? "connected (resumed)" : "connected";
+});
+client.on("joined", (joined) => {
+  tickRate = joined.tickRate || 30;
+  members = joined.members.length;
+  const avatar = tickrelay.Schema.fromProto(joined.schema).kind(KIND_AVATAR);
+  const range = (id: number) => avatar?.fields.find((f) => f.id === id)?.type;
+  const [x, y] = [range(FIELD_X), range(FIELD_Y)];
+  if (x?.case === "float" && y?.case === "float") bounds = { width: x.quantizer.max, height: y.quantizer.max };
+  // A new session is a new avatar: forget the old one.
+  myEntity = undefined;
+  predictor = undefined;
+  others = new InterpolationBuffer({ delayMs });
+});
+client.on("presence", (p) => {
+  members += p.change === tickrelay.v1.PresenceChange.JOINED ? 1 : -1;
+});
+client.on("disconnected", ({ code, willReconnect }) => {
+  status = willReconnect ? `disconnected (${code}), reconnecting…` : `closed (${code})`;
+});
+client.on("reconnecting", ({ attempt, delayMs: wait }) => {
+  status = `reconnecting: attempt ${attempt} in ${Math.round(wait)} ms`;
+});
+client.on("gaveUp", ({ reason }) => {
+  status = `gave up: ${reason}`;
+});
+client.on("state", ({ tick, serverTimeUs, receivedMs, lastInputSeq, mirror }) => {
+  lastTick = tick;
+  const me = client.sessionId;
+  if (myEntity === undefined || mirror.get(myEntity) === undefined) {
+    myEntity = [...mirror.entities()].find((e) => e.kind === KIND_AVATAR && e.owner === me)?.id;
+  }
+  const mine = myEntity === undefined ? undefined : positionOf(mirror, myEntity);
+  if (mine !== undefined) {
+    if (predictor === undefined) {
+      predictor = new Predictor<Position, Intent>({
+        initial: mine,
+        apply: step,
+        smoothing: {
+          ms: 100,
+          lerp: (a, b, t) => ({ x: a.x + (b.x - a.x) * t, y: a.y + (b.y - a.y) * t }),
+          distance: (a, b) => Math.hypot(a.x - b.x, a.y - b.y),
+          snapDistance: 10,
+        },
+      });
+    }
+    predictor.authoritative(mine, lastInputSeq, performance.now());
+  }
+  kinds.clear();
+  const rest = [...mirror.entities()].filter((e) => e.id !== myEntity);
+  for (const e of rest) kinds.set(e.id, e.kind);
+  others.push(tick, serverTimeUs, receivedMs, numericFields(rest, { x: FIELD_X, y: FIELD_Y }));
+});
+
+// -- input: one intent per tick, predicted at once -----------------------------------
+
+const held = new Set<string>();
+addEventListener("keydown", (e) => {
+  if (e.key.startsWith("Arrow")) e.preventDefault();
+  held.add(e.key.toLowerCase());
+});
+addEventListener("keyup", (e) => held.delete(e.key.toLowerCase()));
+addEventListener("blur", () => held.clear());
+
+function intent(): Intent {
+  const axis = (minus: string[], plus: string[]) =>
+    (plus.some((k) => held.has(k)) ? INTENT_MAX : 0) - (minus.some((k) => held.has(k)) ? INTENT_MAX : 0);
+  // Screen y grows downwards, as the arena's y does.
+  return { dx: axis(["arrowleft", "a"], ["arrowright", "d"]), dy: axis(["arrowup", "w"], ["arrowdown", "s"]) };
+}
+
+let inputTimer: ReturnType<typeof setTimeout>;
+function sendIntent(): void {
+  inputTimer = setTimeout(sendIntent, 1000 / tickRate);
+  if (predictor === undefined || !client.connected) return;
+  const i = intent();
+  const seq = client.sendInput(room, { case: "intent", value: new Uint8Array([i.dx & 0xff, i.dy & 0xff]) });
+  if (seq !== undefined) predictor.input(seq, i);
+}
+sendIntent();
+
+// -- drawing ---------------------------------------------------------------------------
+
+const canvas = document.getElementById("arena") as HTMLCanvasElement;
+const context = canvas.getContext("2d")!;
+const hud = (id: string, text: string) => {
+  const element = document.getElementById(id);
+  if (element !== null && element.textContent !== text) element.textContent = text;
+};
+
+function dot(p: Position, radius: number, colour: string): void {
+  context.beginPath();
+  context.arc((p.x / bounds.width) * canvas.width, (p.y / bounds.height) * canvas.height, radius, 0, 2 * Math.PI);
+  context.fillStyle = colour;
+  context.fill();
+}
+
+function draw(): void {
+  const now = performance.now();
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  for (const [id, p] of others.sample(now)) {
+    dot(p, kinds.get(id) === KIND_AVATAR ? 7 : 4, kinds.get(id) === KIND_AVATAR ? "#ffb74d" : "#888");
+  }
+  if (predictor !== undefined) dot(predictor.render(now), 8, "#4fc3f7");
+  requestAnimationFrame(draw);
+}
+requestAnimationFrame(draw);
+
+let lastBytes = 0;
+let lastAt = performance.now();
+setInterval(() => {
+  const now = performance.now();
+  const s = client.stats;
+  const rate = ((s.bytesIn - lastBytes) / (now - lastAt)) * 1000;
+  [lastBytes, lastAt] = [s.bytesIn, now];
+  hud("status", status);
+  hud("room", room);
+  hud("members", String(members));
+  hud("tick", lastTick.toString());
+  hud("rtt", s.rttMs === undefined ? "–" : `${s.rttMs.toFixed(1)} ms`);
+  hud("bytes", `${(rate / 1024).toFixed(1)} KiB/s`);
+  hud("checksums", String(s.checksumsVerified));
+  hud("desyncs", String(s.desyncs));
+  hud("reconnects", `${s.reconnects} / ${s.resumes}`);
+  hud("delay", others.behindMs === undefined ? "–" : `${delayMs} ms (${others.behindMs.toFixed(0)} ms buffered)`);
+}, 250);
+
+document.getElementById("drop")?.addEventListener("click", () => client.dropConnection());
+// Leaving the page leaves the room at once (1000); otherwise the browser's 1001 makes
+// the relay keep the seat for the resume grace period, which a reload cannot use.
+addEventListener("pagehide", () => void client.close());
+
+/** What the browser tests read. */
+function snapshot() {
+  const mirror = client.mirror(room);
+  return {
+    status,
+    sessionId: client.sessionId?.toString(),
+    stats: { ...client.stats },
+    tick: lastTick.toString(),
+    predicted: predictor?.predicted,
+    authoritative: mirror === undefined || myEntity === undefined ? undefined : positionOf(mirror, myEntity),
+    others: others.sample(performance.now()).size,
+    avatars: mirror === undefined ? 0 : [...mirror.entities()].filter((e) => e.kind === KIND_AVATAR).length,
+  };
+}
+
+Object.assign(globalThis, { tickrelay, demo: { client, snapshot, stopInput: () => clearTimeout(inputTimer) } });
+// Joined once: the client joins again by itself after a reconnect that did not resume.
+client.join(room, "arena");
+client.connect();

@@ -1,0 +1,152 @@
+/**
+ * The browser client in a real Chromium against the real relay: the demo page plays
+ * (verified state, prediction, interpolation), a dropped connection resumes, and the
+ * library's requests, events and errors work from a page.
+ */
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import type { Page } from "playwright-core";
+import { launchChromium, startRelay, type Relay } from "./relay.js";
+
+type Snapshot = {
+  status: string;
+  sessionId: string | undefined;
+  stats: { frames: number; checksumsVerified: number; desyncs: number; reconnects: number; resumes: number };
+  tick: string;
+  predicted: { x: number; y: number } | undefined;
+  authoritative: { x: number; y: number } | undefined;
+  others: number;
+  avatars: number;
+};
+
+let relay: Relay;
+let chromium: Awaited<ReturnType<typeof launchChromium>>;
+
+before(async () => {
+  relay = await startRelay();
+  chromium = await launchChromium();
+});
+
+after(async () => {
+  await chromium?.close();
+  await relay?.stop();
+});
+
+const snapshot = (page: Page): Promise<Snapshot> =>
+  page.evaluate(() => (globalThis as unknown as { demo: { snapshot(): Snapshot } }).demo.snapshot());
+
+/** Polls the page's snapshot until `done` holds (10 s at most). */
+async function until(page: Page, what: string, done: (s: Snapshot) => boolean): Promise<Snapshot> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const s = await snapshot(page);
+    if (done(s)) return s;
+    if (Date.now() > deadline) assert.fail(`${what}: still ${JSON.stringify(s)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function openDemo(room: string): Promise<Page> {
+  const page = await chromium.context.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${relay.origin}/demo/?room=${room}`);
+  await until(page, "the demo syncs", (s) => s.stats.checksumsVerified >= 10 && s.predicted !== undefined);
+  assert.deepEqual(errors, []);
+  return page;
+}
+
+test("the demo page plays: verified state, a predicted avatar, everyone else interpolated", async () => {
+  const page = await openDemo("play");
+  const start = await snapshot(page);
+  assert.equal(start.status, "connected");
+  // The arena's 16 NPCs, interpolated; this page's own avatar is drawn predicted.
+  await until(page, "NPCs interpolated", (s) => s.others === 16);
+
+  await page.keyboard.down("ArrowRight");
+  // Prediction moves the avatar before the server's frames do.
+  const early = await until(page, "the prediction moves at once", (s) => s.predicted!.x > start.predicted!.x + 0.5);
+  assert.ok(early.predicted!.x >= early.authoritative!.x, `${JSON.stringify(early)}`);
+  await page.waitForTimeout(1000);
+  await page.keyboard.up("ArrowRight");
+  // The server moved it too (10 units per second), and prediction and server agree.
+  const settled = await until(
+    page,
+    "prediction reconciled with the server",
+    (s) => Math.abs(s.predicted!.x - s.authoritative!.x) < 0.05 && s.authoritative!.x > start.authoritative!.x + 5,
+  );
+  assert.ok(Math.abs(settled.predicted!.y - settled.authoritative!.y) < 0.05);
+
+  // A second player in the room appears, interpolated, on the first page.
+  const other = await openDemo("play");
+  await until(page, "the other avatar appears", (s) => s.avatars === 2 && s.others === 17);
+  await other.close();
+  await until(page, "the other avatar leaves", (s) => s.avatars === 1 && s.others === 16);
+  assert.equal((await snapshot(page)).stats.desyncs, 0);
+  await page.close();
+});
+
+test("a dropped connection resumes the same session with nothing lost", async () => {
+  const page = await openDemo("resume");
+  const before = await snapshot(page);
+  await page.evaluate(() => (globalThis as unknown as { demo: { client: { dropConnection(): void } } }).demo.client.dropConnection());
+  const after = await until(page, "the session resumes", (s) => s.stats.resumes === 1 && s.status === "connected (resumed)");
+  assert.equal(after.sessionId, before.sessionId, "the same member");
+  const later = await until(page, "state flows again", (s) => s.stats.checksumsVerified > after.stats.checksumsVerified + 10);
+  assert.equal(later.stats.desyncs, 0);
+  assert.equal(later.avatars, 1, "the seat was kept, not taken twice");
+  await page.close();
+});
+
+test("the library in a page: requests, events between clients, typed errors", async () => {
+  const page = await chromium.context.newPage();
+  await page.goto(`${relay.origin}/demo/?room=library`);
+  const result = await page.evaluate(async () => {
+    type Lib = typeof import("../../src/index.js");
+    const { Client, RequestError } = (globalThis as unknown as { tickrelay: Lib }).tickrelay;
+    const url = `wss://${location.host}/ws`;
+    const next = <T>(client: InstanceType<Lib["Client"]>, event: "joined" | "event" | "error" | "connected") =>
+      new Promise<T>((resolve) => {
+        const off = client.on(event, (e) => (off(), resolve(e as T)));
+      });
+    const a = new Client({ url });
+    const b = new Client({ url });
+    const joinedA = next<{ room: string }>(a, "joined");
+    const joinedB = next<{ room: string }>(b, "joined");
+    a.join("chat", "relay");
+    b.join("chat", "relay");
+    a.connect();
+    b.connect();
+    await Promise.all([joinedA, joinedB]);
+    const received = next<{ kind: string; payload: Uint8Array; sender: bigint }>(b, "event");
+    a.sendEvent("chat", "hello", new TextEncoder().encode("hi from a"));
+    const event = await received;
+    const list = await a.request({ case: "listRooms", value: { limit: 10 } });
+    const rooms = list.kind.case === "rooms" ? list.kind.value.rooms.map((r) => [r.room, r.members]) : [];
+    const refused = next<{ code: number; room: string }>(a, "error");
+    a.join("", "relay");
+    const error = await refused;
+    let resyncError = "";
+    try {
+      await a.request({ case: "resync", value: { room: "not-joined" } });
+    } catch (e) {
+      resyncError = e instanceof RequestError ? `RequestError ${e.error?.code}` : String(e);
+    }
+    await Promise.all([a.close(), b.close()]);
+    return {
+      event: { kind: event.kind, text: new TextDecoder().decode(event.payload), fromA: event.sender === a.sessionId },
+      rooms,
+      error: { code: error.code, room: error.room },
+      resyncError,
+    };
+  });
+  assert.deepEqual(result.event, { kind: "hello", text: "hi from a", fromA: true });
+  assert.ok(
+    result.rooms.some(([room, members]) => room === "chat" && members === 2),
+    JSON.stringify(result.rooms, (_, v) => (typeof v === "bigint" ? v.toString() : v)),
+  );
+  assert.deepEqual(result.error, { code: 1, room: "" }); // BAD_REQUEST
+  assert.match(result.resyncError, /^RequestError \d+$/);
+  await page.close();
+});
