@@ -25,7 +25,8 @@ type Reply = oneshot::Sender<Result<proto::Response, proto::Error>>;
 
 struct RoomState {
     room_type: String,
-    /// Whether the current server session knows this member is in the room.
+    /// Whether the current server session answered this room's join (`Joined`); a
+    /// resume joins again the rooms that it did not.
     joined: bool,
     next_seq: u64,
     unacked: VecDeque<(u64, proto::input::Payload)>,
@@ -213,7 +214,7 @@ impl Driver {
     fn command(&mut self, command: Command) -> Option<Out> {
         match command {
             Command::Join { room, room_type } => {
-                let state = self.rooms.entry(room.clone()).or_insert(RoomState {
+                self.rooms.entry(room.clone()).or_insert(RoomState {
                     room_type: room_type.clone(),
                     joined: false,
                     next_seq: 0,
@@ -222,7 +223,6 @@ impl Driver {
                     applied_acked: false,
                     schema: None,
                 });
-                state.joined = true;
                 Some(self.join_message(&room, &room_type))
             }
             Command::Leave { room } => {
@@ -278,6 +278,7 @@ impl Driver {
         let Some(state) = self.rooms.get_mut(&joined.room) else {
             return; // left meanwhile
         };
+        state.joined = true;
         // A schema this client cannot use leaves the mirror without it: frames with
         // packed blocks then fail to apply and are reported as desyncs.
         let schema = Arc::new(Schema::from_proto(&joined.schema).unwrap_or_default());
@@ -550,17 +551,18 @@ impl Driver {
             }
         }
         let mut out = Vec::new();
-        let rooms: Vec<(String, String)> = self
-            .rooms
-            .iter()
-            .filter(|(_, s)| !resumed || !s.joined)
-            .map(|(r, s)| (r.clone(), s.room_type.clone()))
-            .collect();
-        for (room, room_type) in rooms {
+        // A new session has no seats; a resumed one has those whose join it answered.
+        let mut rejoin = Vec::new();
+        for (room, state) in &mut self.rooms {
+            state.joined &= resumed;
+            if !state.joined {
+                rejoin.push((room.clone(), state.room_type.clone()));
+            }
+        }
+        for (room, room_type) in rejoin {
             out.push(self.join_message(&room, &room_type));
         }
-        for (room, state) in &mut self.rooms {
-            state.joined = true;
+        for (room, state) in &self.rooms {
             for (seq, payload) in &state.unacked {
                 out.push(Out::Input(proto::Input {
                     room: room.clone(),

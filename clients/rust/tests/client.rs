@@ -80,7 +80,8 @@ async fn joins_mirrors_verified_state_and_measures_rtt(transport: Transport) {
 }
 
 /// A dropped connection resumes the session; inputs sent while disconnected are
-/// buffered and applied once after the reconnect.
+/// buffered and applied once after the reconnect, and a room joined meanwhile is
+/// joined at the resume.
 async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport: Transport) {
     let relay = start().await;
     let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
@@ -93,6 +94,7 @@ async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport
     for id in 2..=5 {
         client.send_input("r", create_entity(id));
     }
+    client.join("late", "relay");
     let resumed = until(&mut events, |e| match e {
         Event::Connected { resumed, .. } => Some(*resumed),
         Event::Error(err) => panic!("unexpected error {err:?}"),
@@ -102,7 +104,8 @@ async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport
     assert!(resumed, "the server kept the session");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if client.with_mirror("r", |m| m.world().len() == 5 && m.last_input_seq() == 5) == Some(true) {
+        let caught_up = client.with_mirror("r", |m| m.world().len() == 5 && m.last_input_seq() == 5);
+        if caught_up == Some(true) && client.with_mirror("late", |m| m.is_synced()) == Some(true) {
             break;
         }
         let event = tokio::time::timeout_at(deadline, events.recv()).await.unwrap().unwrap();
