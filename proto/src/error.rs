@@ -124,6 +124,16 @@ impl CloseReason {
     ];
 }
 
+/// `reason` cut to what a close frame carries (123 bytes, RFC 6455), at a character
+/// boundary.
+pub fn fit_close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// The client-side rule for any close code, including ones this version does not know.
 pub fn reconnect_allowed(code: u16) -> bool {
     matches!(code, 1001 | 1006 | 1011 | 1012 | 1013 | 1014 | 4500..=4999)
@@ -142,6 +152,15 @@ mod tests {
         for r in CloseReason::ALL {
             assert!(r.reason().len() <= 123, "{r:?}");
         }
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(fit_close_reason("short"), "short");
+        let long = "é".repeat(100); // 200 bytes
+        let fitted = fit_close_reason(&long);
+        assert_eq!(fitted.len(), 122);
+        assert!(long.starts_with(fitted));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use hyper::header::{
     SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,11 +27,12 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::clock::unix_micros;
+use crate::error::CloseReason;
 use crate::metrics::Format;
 use crate::session::auth;
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
-use crate::transport::gate::SocketPermit;
+use crate::transport::gate::{Permit, SocketPermit};
 use crate::transport::origin::OriginConfig;
 use crate::transport::ws::{Metered, WebSocket};
 
@@ -256,7 +258,7 @@ fn header_has_token(req: &Request<Incoming>, name: hyper::header::HeaderName, to
 /// protections, in this order: the request itself (400/426), the `Origin` (403), the
 /// connection caps and handshake rate (503/429), the token (401). Then it answers 101
 /// and hands the upgraded connection to the WebSocket driver.
-fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
+fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
     if !header_has_token(&req, CONNECTION, "upgrade") || !header_has_token(&req, UPGRADE, "websocket") {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request\n");
     }
@@ -274,13 +276,19 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> Htt
     let ctx = &http.ctx;
     let metrics = &ctx.metrics;
 
+    // A browser (it offers the subprotocol: it cannot send a header) never sees an
+    // HTTP status; it gets origin and token refusals in band instead.
+    let offered_protocol = header_has_token(&req, SEC_WEBSOCKET_PROTOCOL, auth::PROTOCOL);
     let mut origins = req.headers().get_all(ORIGIN).iter();
     let origin = origins.next().map(|v| v.to_str().unwrap_or("invalid"));
     // Two `Origin` headers: no browser sends that; neither is trusted.
-    if origins.next().is_some() || !http.origins.allows(origin) {
-        metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
+    let origin_allowed = origins.next().is_none() && http.origins.allows(origin);
+    if !origin_allowed {
         tracing::debug!(%peer, ?origin, "origin refused");
-        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+        if !offered_protocol {
+            metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
+            return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
     }
     let permit = match ctx.gate.admit(peer.ip(), std::time::Instant::now()) {
         Ok(permit) => permit,
@@ -289,6 +297,11 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> Htt
             return text(refusal.status, format!("{}\n", refusal.message));
         }
     };
+    if !origin_allowed {
+        metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
+        let reason = format!("origin not allowed: {}", origin.unwrap_or("none"));
+        return refuse_in_band(req, &accept, &http, permit, CloseReason::Forbidden.code(), reason);
+    }
     let query = req.uri().query();
     let protocols = req
         .headers()
@@ -302,6 +315,10 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> Htt
         Err(e) => {
             metrics.count_auth_failure(e.kind());
             metrics.count_refused_upgrade(StatusCode::UNAUTHORIZED);
+            if offered_protocol {
+                let reason = format!("authentication failed: {e}");
+                return refuse_in_band(req, &accept, &http, permit, CloseReason::AuthFailed.code(), reason);
+            }
             let mut response = text(StatusCode::UNAUTHORIZED, format!("{e}\n"));
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,
@@ -323,19 +340,38 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> Htt
                 .unwrap_or(u64::MAX),
         },
     };
-    let offered_protocol = header_has_token(&req, SEC_WEBSOCKET_PROTOCOL, auth::PROTOCOL);
-
-    let on_upgrade = hyper::upgrade::on(&mut req);
     let task_ctx = ctx.clone();
+    accept_websocket(req, &accept, &http, offered_protocol, move |ws| {
+        connection::serve(ws, peer, task_ctx, start, permit)
+    })
+}
+
+/// An upgraded connection as the WebSocket driver takes it.
+type UpgradedWebSocket = WebSocket<Metered<TokioIo<Upgraded>>>;
+
+/// Answers 101 and hands the upgraded connection to `serve`.
+fn accept_websocket<F, Fut>(
+    mut req: Request<Incoming>,
+    accept: &str,
+    http: &Http,
+    offered_protocol: bool,
+    serve: F,
+) -> HttpResponse
+where
+    F: FnOnce(UpgradedWebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let ctx = http.ctx.clone();
     let websocket = http.websocket;
-    ctx.tracker.spawn(async move {
+    http.ctx.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let raw = Metered::new(TokioIo::new(upgraded), &task_ctx.session.settings.rate);
+                let raw = Metered::new(TokioIo::new(upgraded), &ctx.session.settings.rate);
                 let ws = WebSocketStream::from_raw_socket(raw, Role::Server, Some(websocket)).await;
-                connection::serve(WebSocket::new(ws), peer, task_ctx, start, permit).await;
+                serve(WebSocket::new(ws)).await;
             }
-            Err(e) => tracing::debug!(%peer, "upgrade failed: {e}"),
+            Err(e) => tracing::debug!("upgrade failed: {e}"),
         }
     });
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -345,11 +381,30 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> Htt
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(
         SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        HeaderValue::from_str(accept).expect("base64 is a valid header value"),
     );
     // Browsers that offered subprotocols (to carry a token) require one back.
     if offered_protocol {
         headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(auth::PROTOCOL));
     }
     response
+}
+
+/// Refuses a browser's upgrade in a way its page can read: a browser shows a page no
+/// HTTP status of a failed upgrade (only a 1006 close), so the connection is upgraded
+/// and closed at once with `code` and `reason`. No session exists; the connection
+/// holds its `permit` (the caps count it) until the close is answered, a second or two
+/// at most.
+fn refuse_in_band(
+    req: Request<Incoming>,
+    accept: &str,
+    http: &Http,
+    permit: Permit,
+    code: u16,
+    reason: String,
+) -> HttpResponse {
+    accept_websocket(req, accept, http, true, move |mut ws| async move {
+        ws.close_with(code, &reason).await;
+        drop(permit);
+    })
 }

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use crate::clock::unix_micros;
 use crate::engine::envelope::{Reliable, encode_envelope, encode_stream_frame, state_envelope_len};
 use crate::engine::outbox::{Batch, Delivery, Outbox, PendingState};
-use crate::error::CloseReason;
+use crate::error::{CloseReason, fit_close_reason};
 use crate::frame::{FrameError, encode_message, split_stream_frame};
 use crate::proto::{Hello, Ping, server_message::Kind};
 use crate::session::auth::AuthError;
@@ -280,11 +280,7 @@ impl Quic {
 
 fn close_with(conn: &Connection, code: u16, reason: &str) {
     // Like a WebSocket close reason: at most 123 bytes.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    conn.close(VarInt::from_u32(code.into()), &reason.as_bytes()[..end]);
+    conn.close(VarInt::from_u32(code.into()), fit_close_reason(reason).as_bytes());
 }
 
 impl Transport for Quic {

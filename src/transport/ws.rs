@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::engine::envelope::encode_batch;
 use crate::engine::outbox::{Batch, Delivery, Outbox};
-use crate::error::CloseReason;
+use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
 use crate::session::limits::RateLimits;
 use crate::transport::{Broken, Received, Sent, Transport};
@@ -34,6 +34,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             ws,
             buf: BytesMut::new(),
         }
+    }
+
+    /// Closes with `code` and `reason` (cut to 123 bytes), lingering until the client
+    /// answers.
+    pub(crate) async fn close_with(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: fit_close_reason(reason).into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.send(Message::Close(Some(frame)))).await;
+        // A lingering close: a TCP socket closed with input unread, or that input reaches
+        // after it closed, is reset, and the client's system then discards what the
+        // client had not read yet, the close frame included (1006 instead of this
+        // code). So read and drop what arrives until the client answers the close, a
+        // second at most.
+        let answered = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
+        self.finish().await;
     }
 }
 
@@ -81,19 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     }
 
     async fn close(&mut self, reason: CloseReason) {
-        let frame = CloseFrame {
-            code: reason.code().into(),
-            reason: reason.reason().into(),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.send(Message::Close(Some(frame)))).await;
-        // A lingering close: a TCP socket closed with input unread, or that input reaches
-        // after it closed, is reset, and the client's system then discards what the
-        // client had not read yet, the close frame included (1006 instead of this
-        // code). So read and drop what arrives until the client answers the close, a
-        // second at most.
-        let answered = async { while let Some(Ok(_)) = self.ws.next().await {} };
-        let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
-        self.finish().await;
+        self.close_with(reason.code(), reason.reason()).await;
     }
 
     async fn finish(&mut self) {

@@ -170,6 +170,42 @@ async fn a_newer_session_replaces_the_older_one_when_configured() {
     assert_eq!(first.close_frame().await.0, 4002);
 }
 
+/// A browser never sees the HTTP status of a refused upgrade, so a client that offers
+/// the `tickrelay.v1` subprotocol (as browsers do, to carry the token) gets origin and
+/// token refusals as a close with 4001 or 4000 and the reason, before any session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_gets_origin_and_token_refusals_as_close_codes() {
+    let server = start_with(|c| {
+        jwt(c);
+        c.origins.allowed = vec!["https://*.example.com".into()];
+    })
+    .await;
+    let offer = |token: &str| format!("tickrelay.v1, tickrelay.bearer.{token}");
+    let good = offer(&token(SECRET, "alice", 60, None));
+    let expired = offer(&token(SECRET, "alice", -60, None));
+    let browser = |origin, protocols| [("origin", origin), ("sec-websocket-protocol", protocols)];
+
+    let evil = browser("https://evil.test", good.as_str());
+    let (code, reason) = TestClient::refused_after_upgrade(&server, "", &evil).await;
+    assert_eq!((code, reason.as_str()), (4001, "origin not allowed: https://evil.test"));
+    let stale = browser("https://play.example.com", expired.as_str());
+    let (code, reason) = TestClient::refused_after_upgrade(&server, "", &stale).await;
+    assert_eq!(code, 4000);
+    assert!(
+        reason.starts_with("authentication failed: ") && reason.contains("expired"),
+        "{reason}"
+    );
+    assert!(
+        TestClient::connect_with(&server, "", &browser("https://play.example.com", good.as_str()))
+            .await
+            .is_ok()
+    );
+    assert_eq!(server.metric("tickrelay_upgrades_refused_total{status=\"403\"}"), 1);
+    assert_eq!(server.metric("tickrelay_upgrades_refused_total{status=\"401\"}"), 1);
+    // No session started for the refused ones: the good one is the only one.
+    assert_eq!(server.metric("tickrelay_connections_accepted_total"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_outside_the_allowlist_get_403() {
     let server = start_with(|c| {

@@ -167,6 +167,18 @@ impl TestClient {
         Self::welcomed(conn, None).await.map_err(|(code, _)| code)
     }
 
+    /// Connects like [`Self::connect_with`] and expects the server to upgrade, then
+    /// close before any `Welcome`; returns the close code and reason.
+    pub async fn refused_after_upgrade(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let conn = Self::upgrade(server, query, headers)
+            .await
+            .unwrap_or_else(|status| panic!("HTTP {status} instead of an upgrade"));
+        match Self::welcomed(conn, None).await {
+            Err(close) => close,
+            Ok(_) => panic!("welcomed instead of refused"),
+        }
+    }
+
     /// The WebSocket upgrade; a refused one returns its HTTP status.
     async fn upgrade(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> Result<Conn, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
