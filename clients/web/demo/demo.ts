@@ -25,7 +25,8 @@ const speed = Number(params.get("speed") ?? 10);
 const secure = location.protocol === "https:";
 
 const client = new Client({
-  url: `${secure ? "wss" : "ws"}://${location.host}/ws`,
+  // The relay that served this page, unless `?url=` names another.
+  url: params.get("url") ?? `${secure ? "wss" : "ws"}://${location.host}/ws`,
   token: params.get("token") ?? undefined,
   // The page came over plain HTTP from the relay itself (`--insecure-plain`).
   allowInsecure: !secure,
@@ -139,13 +140,16 @@ function intent(): Intent {
   return { dx: axis(["arrowleft", "a"], ["arrowright", "d"]), dy: axis(["arrowup", "w"], ["arrowdown", "s"]) };
 }
 
-let inputTimer: ReturnType<typeof setTimeout>;
+let lastSeq = 0n;
 function sendIntent(): void {
-  inputTimer = setTimeout(sendIntent, 1000 / tickRate);
+  setTimeout(sendIntent, 1000 / tickRate);
   if (predictor === undefined || !client.connected) return;
   const i = intent();
   const seq = client.sendInput(room, { case: "intent", value: new Uint8Array([i.dx & 0xff, i.dy & 0xff]) });
-  if (seq !== undefined) predictor.input(seq, i);
+  if (seq !== undefined) {
+    predictor.input(seq, i);
+    lastSeq = seq;
+  }
 }
 sendIntent();
 
@@ -208,6 +212,8 @@ function snapshot() {
     sessionId: client.sessionId?.toString(),
     stats: { ...client.stats },
     tick: lastTick.toString(),
+    lastSeqSent: lastSeq.toString(),
+    lastSeqApplied: mirror?.lastInputSeq.toString(),
     predicted: predictor?.predicted,
     authoritative: mirror === undefined || myEntity === undefined ? undefined : positionOf(mirror, myEntity),
     others: others.sample(performance.now()).size,
@@ -215,7 +221,7 @@ function snapshot() {
   };
 }
 
-Object.assign(globalThis, { tickrelay, demo: { client, snapshot, stopInput: () => clearTimeout(inputTimer) } });
+Object.assign(globalThis, { tickrelay, demo: { client, snapshot } });
 // Joined once: the client joins again by itself after a reconnect that did not resume.
 client.join(room, "arena");
 client.connect();

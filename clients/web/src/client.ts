@@ -556,13 +556,12 @@ export class Client {
     this.#buffer = [];
     this.#welcomed = true;
     const socket = this.#socket;
-    this.#timers.ping = setInterval(() => {
-      this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
-    }, this.#options.pingIntervalMs);
+    const ping = () => this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
+    this.#timers.ping = setInterval(ping, this.#options.pingIntervalMs);
     this.#emit("connected", { sessionId: welcome.sessionId, userId: welcome.userId, resumed });
     if (this.#socket !== socket) return; // a listener closed it
     this.#queue.push(...out);
-    this.#flush();
+    ping(); // a round-trip time at once
   }
 
   /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */

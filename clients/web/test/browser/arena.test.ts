@@ -5,15 +5,21 @@
  */
 
 import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
 import { after, before, test } from "node:test";
 import type { Page } from "playwright-core";
-import { launchChromium, startRelay, type Relay } from "./relay.js";
+import { launchChromium, startProxy, startRelay, type Relay } from "./relay.js";
+
+/** Where the demo's screenshot is saved (a test artifact, not checked in). */
+export const SCREENSHOT = "build/artifacts/demo.png";
 
 type Snapshot = {
   status: string;
   sessionId: string | undefined;
   stats: { frames: number; checksumsVerified: number; desyncs: number; reconnects: number; resumes: number };
   tick: string;
+  lastSeqSent: string;
+  lastSeqApplied: string | undefined;
   predicted: { x: number; y: number } | undefined;
   authoritative: { x: number; y: number } | undefined;
   others: number;
@@ -47,17 +53,17 @@ async function until(page: Page, what: string, done: (s: Snapshot) => boolean): 
   }
 }
 
-async function openDemo(room: string): Promise<Page> {
+async function openDemo(room: string, query = "", origin = relay.origin): Promise<Page> {
   const page = await chromium.context.newPage();
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(`${relay.origin}/demo/?room=${room}`);
+  await page.goto(`${origin}/demo/?room=${room}${query}`);
   await until(page, "the demo syncs", (s) => s.stats.checksumsVerified >= 10 && s.predicted !== undefined);
   assert.deepEqual(errors, []);
   return page;
 }
 
-test("the demo page plays: verified state, a predicted avatar, everyone else interpolated", async () => {
+test("the demo page plays: verified state, a predicted avatar, everyone else interpolated", async (t) => {
   const page = await openDemo("play");
   const start = await snapshot(page);
   assert.equal(start.status, "connected");
@@ -81,10 +87,62 @@ test("the demo page plays: verified state, a predicted avatar, everyone else int
   // A second player in the room appears, interpolated, on the first page.
   const other = await openDemo("play");
   await until(page, "the other avatar appears", (s) => s.avatars === 2 && s.others === 17);
+  mkdirSync("build/artifacts", { recursive: true });
+  await page.screenshot({ path: SCREENSHOT });
+  // What the demo receives, over three seconds (two players and 16 NPCs, 30 Hz).
+  const [from, fromAt] = [await page.evaluate(() => (globalThis as any).demo.client.stats.bytesIn as number), Date.now()];
+  await page.waitForTimeout(3000);
+  const to = await page.evaluate(() => (globalThis as any).demo.client.stats.bytesIn as number);
+  t.diagnostic(`the demo receives ${Math.round(((to - from) * 1000) / (Date.now() - fromAt))} bytes/s; screenshot ${SCREENSHOT}`);
   await other.close();
   await until(page, "the other avatar leaves", (s) => s.avatars === 1 && s.others === 16);
-  assert.equal((await snapshot(page)).stats.desyncs, 0);
+  const end = await until(page, "100 checksums verified", (s) => s.stats.checksumsVerified >= 100);
+  assert.equal(end.stats.desyncs, 0);
   await page.close();
+});
+
+test("a connection the network cuts resumes without a desync or a lost input", async () => {
+  const proxy = await startProxy(new URL(relay.origin));
+  try {
+    const page = await openDemo("cut", `&url=wss://127.0.0.1:${proxy.port}/ws`);
+    const before = await snapshot(page);
+    await page.keyboard.down("ArrowDown");
+    await page.waitForTimeout(300);
+    // Inputs in flight when the connection dies are replayed after the resume.
+    proxy.cut();
+    await until(page, "the session resumes", (s) => s.stats.resumes === 1 && s.status === "connected (resumed)");
+    await page.waitForTimeout(300);
+    await page.keyboard.up("ArrowDown");
+    const settled = await until(
+      page,
+      "every input applied, prediction agreeing with the server",
+      (s) => s.lastSeqApplied === s.lastSeqSent && Math.abs(s.predicted!.y - s.authoritative!.y) < 0.05,
+    );
+    assert.equal(settled.sessionId, before.sessionId, "the same member");
+    assert.ok(settled.authoritative!.y > before.authoritative!.y + 3, JSON.stringify(settled));
+    assert.equal(settled.stats.desyncs, 0);
+    assert.equal(settled.avatars, 1, "the seat was kept, not taken twice");
+    await page.close();
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("a refused origin and a bad token reach the page as typed close codes", async () => {
+  const strict = await startRelay('[auth]\nmode = "jwt"\n[origins]\nallowed = ["https://localhost:*"]\n', {
+    TICKRELAY_JWT_SECRET: "a development secret of 32 bytes!",
+  });
+  try {
+    const gaveUp = async (page: Page) => until(page, "the client gives up", (s) => s.status.startsWith("gave up"));
+    const page = await chromium.context.newPage();
+    await page.goto(`${strict.origin}/demo/?room=refused`);
+    assert.match((await gaveUp(page)).status, /closed by the server with 4001: origin not allowed: https:\/\/127\.0\.0\.1:/);
+    await page.goto(`${strict.origin.replace("127.0.0.1", "localhost")}/demo/?room=refused&token=not-a-jwt`);
+    assert.match((await gaveUp(page)).status, /closed by the server with 4000: authentication failed/);
+    await page.close();
+  } finally {
+    await strict.stop();
+  }
 });
 
 test("a dropped connection resumes the same session with nothing lost", async () => {

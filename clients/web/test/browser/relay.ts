@@ -5,7 +5,8 @@
  */
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -22,20 +23,22 @@ export interface Relay {
 
 /**
  * Builds (if needed) and starts `tickrelay --demo` on a free loopback port, with its
- * development certificate in a fresh directory; resolves once it listens.
+ * development certificate in a fresh directory and `config` (TOML) as its
+ * configuration file; resolves once it listens.
  */
-export async function startRelay(extraArgs: string[] = []): Promise<Relay> {
+export async function startRelay(config = "", env: Record<string, string> = {}): Promise<Relay> {
   const binary = process.env.TICKRELAY_BIN ?? join(ROOT, "target/debug/tickrelay");
   if (process.env.TICKRELAY_BIN === undefined) {
     const build = spawnSync("cargo", ["build", "--quiet", "--bin", "tickrelay"], { cwd: ROOT, stdio: "inherit" });
     if (build.status !== 0) throw new Error("cargo build --bin tickrelay failed");
   }
   const dir = mkdtempSync(join(tmpdir(), "tickrelay-browser-"));
-  const child: ChildProcess = spawn(
-    binary,
-    ["--listen", "127.0.0.1:0", "--no-quic", "--demo", "--dev-cert-path", join(dir, "cert.pem"), ...extraArgs],
-    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, TICKRELAY_JWT_SECRET: "" } },
-  );
+  writeFileSync(join(dir, "relay.toml"), config);
+  const args = ["--config", join(dir, "relay.toml"), "--listen", "127.0.0.1:0", "--no-quic", "--demo"];
+  const child: ChildProcess = spawn(binary, [...args, "--dev-cert-path", join(dir, "cert.pem")], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...withoutRelaySettings(process.env), ...env },
+  });
   const origin = await new Promise<string>((resolveOrigin, reject) => {
     const timer = setTimeout(() => reject(new Error("the relay did not listen within 20 s")), 20_000);
     child.once("exit", (code) => reject(new Error(`the relay exited with ${code}`)));
@@ -55,6 +58,45 @@ export async function startRelay(extraArgs: string[] = []): Promise<Relay> {
       await exited;
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/** The environment without the relay's own variables (`TICKRELAY_*`), which would override the test's settings. */
+function withoutRelaySettings(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(env).filter((e): e is [string, string] => !e[0].startsWith("TICKRELAY_") && e[1] !== undefined),
+  );
+}
+
+/** A TCP proxy on 127.0.0.1 to `target`, whose connections the test can cut as a network failure would. */
+export interface Proxy {
+  port: number;
+  /** Resets every connection through the proxy (both sides see a TCP reset, no close frame). */
+  cut(): void;
+  close(): Promise<void>;
+}
+
+export async function startProxy(target: URL): Promise<Proxy> {
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+  };
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    track(client);
+    track(upstream);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    cut: () => {
+      for (const socket of sockets) socket.resetAndDestroy();
+    },
+    close: () => new Promise((r) => server.close(() => r())),
   };
 }
 

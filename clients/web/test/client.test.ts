@@ -1,0 +1,225 @@
+/**
+ * The connection's rules, against a scripted WebSocket and mocked timers: what it
+ * sends on a new session and on a resume, when it reconnects and when it gives up,
+ * numbered messages, requests. The browser tests run the same client against the
+ * real relay.
+ */
+
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, mock, test } from "node:test";
+
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+
+import { Client, RequestError, type ClientEvents, type ClientOptions } from "../src/client.js";
+import { TokenBucket, backoffDelay, DEFAULT_BACKOFF } from "../src/bucket.js";
+import * as v1 from "../src/gen/tickrelay/v1/tickrelay_pb.js";
+
+type ServerKind = MessageInitShape<typeof v1.ServerMessageSchema>["kind"];
+
+/** A WebSocket the test plays the server of. */
+class FakeSocket {
+  static opened: FakeSocket[] = [];
+  readonly CLOSED = 3;
+  readyState = 1;
+  binaryType = "blob";
+  onmessage: ((e: { data: ArrayBuffer }) => void) | null = null;
+  onclose: ((e: { code: number; reason: string }) => void) | null = null;
+  onerror: (() => void) | null = null;
+  readonly sent: v1.ClientMessage["kind"][] = [];
+  closedWith: number | undefined;
+
+  constructor(
+    readonly url: URL,
+    readonly protocols: string[],
+  ) {
+    FakeSocket.opened.push(this);
+  }
+
+  send(data: Uint8Array): void {
+    this.sent.push(...fromBinary(v1.ClientEnvelopeSchema, data).messages.map((m) => m.kind));
+  }
+
+  close(code = 1005): void {
+    this.closedWith = code;
+    this.readyState = 3;
+  }
+
+  /** The server sends one envelope. */
+  receive(kinds: ServerKind[], firstSeq = 0n): void {
+    const envelope = create(v1.ServerEnvelopeSchema, { messages: kinds.map((kind) => ({ kind })), firstSeq });
+    this.onmessage?.({ data: toBinary(v1.ServerEnvelopeSchema, envelope).slice().buffer });
+  }
+
+  welcome(resumed = false, sessionId = 7n): void {
+    this.receive([{ case: "welcome", value: { sessionId, resumeToken: "resume-me", resumed, userId: "ada" } }]);
+  }
+
+  /** The server (or the network, with 1006) ends the connection. */
+  end(code: number, reason = ""): void {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+
+  /** What was sent, by kind, without pings. */
+  kinds(): string[] {
+    return this.sent.map((k) => k.case ?? "").filter((k) => k !== "ping");
+  }
+}
+
+const last = () => FakeSocket.opened.at(-1)!;
+
+function client(options: Partial<ClientOptions> = {}): { client: Client; events: string[] } {
+  const c = new Client({
+    url: "wss://relay.test/ws",
+    WebSocket: FakeSocket as unknown as typeof WebSocket,
+    backoff: { initialMs: 100, maxMs: 1000, maxAttempts: 3 },
+    ...options,
+  });
+  const events: string[] = [];
+  const names: (keyof ClientEvents)[] = ["connected", "disconnected", "reconnecting", "gaveUp", "messagesLost", "error"];
+  for (const name of names) c.on(name, (e) => events.push(`${name} ${JSON.stringify(e, (_, v) => (typeof v === "bigint" ? `${v}` : v))}`));
+  return { client: c, events };
+}
+
+beforeEach(() => {
+  FakeSocket.opened = [];
+  mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
+});
+afterEach(() => mock.timers.reset());
+
+test("the token is offered as a subprotocol, and ws:// needs allowInsecure", () => {
+  const { client: c } = client({ token: "jwt.token.here" });
+  c.connect();
+  assert.deepEqual(last().protocols, ["tickrelay.v1", "tickrelay.bearer.jwt.token.here"]);
+  assert.throws(() => new Client({ url: "ws://relay.test/ws" }), TypeError);
+  assert.doesNotThrow(() => new Client({ url: "ws://relay.test/ws", allowInsecure: true, WebSocket: FakeSocket as never }));
+});
+
+test("a new session joins every room; a resume joins only what it had not confirmed", () => {
+  const { client: c } = client();
+  c.join("a", "arena");
+  c.connect();
+  last().welcome();
+  assert.deepEqual(last().kinds(), ["join"]);
+  last().receive([{ case: "joined", value: { room: "a", roomType: "arena" } }], 1n);
+
+  // The connection drops; meanwhile the application joins another room.
+  last().end(1006);
+  c.join("b", "relay");
+  mock.timers.tick(1000);
+  assert.equal(FakeSocket.opened.length, 2);
+  assert.equal(last().url.searchParams.get("resume"), "resume-me");
+  assert.equal(last().url.searchParams.get("received"), "1");
+  last().welcome(true);
+  assert.deepEqual(last().kinds(), ["join"], "only b: the resumed session is still in a");
+  assert.equal((last().sent[0]!.value as v1.JoinRoom).room, "b");
+
+  // A new session (the server no longer had ours): every room again.
+  last().end(4504, "resume token unknown or expired");
+  assert.equal(FakeSocket.opened.length, 3, "at once, without backoff");
+  assert.equal(last().url.searchParams.get("resume"), null);
+  last().welcome(false, 8n);
+  assert.deepEqual(last().kinds(), ["join", "join"]);
+});
+
+test("unacknowledged inputs are replayed after a reconnect, acknowledged ones are not", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  const seqs = [1, 2, 3].map(() => c.sendInput("r", { case: "intent", value: new Uint8Array([1, 0]) }));
+  assert.deepEqual(seqs, [1n, 2n, 3n]);
+  // A frame acknowledging input 2 (the mirror waits for a snapshot; the ack counts).
+  last().receive([{ case: "state", value: { room: "r", tick: 5n, baselineTick: 4n, lastInputSeq: 2n } }]);
+  last().end(1006);
+  assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array([0, 1]) }), 4n, "numbered while offline");
+  mock.timers.tick(1000);
+  last().welcome(true);
+  const inputs = last().sent.filter((k) => k.case === "input").map((k) => (k.value as v1.Input).seq);
+  assert.deepEqual(inputs, [3n, 4n]);
+});
+
+test("do-not-reconnect close codes give up at once; others retry with backoff until the limit", () => {
+  const first = client();
+  first.client.connect();
+  last().welcome();
+  last().end(4002, "replaced by a newer session of the same user");
+  mock.timers.tick(60_000);
+  assert.equal(FakeSocket.opened.length, 1);
+  assert.match(first.events.at(-1)!, /^gaveUp .*4002: replaced/);
+
+  FakeSocket.opened = [];
+  const second = client();
+  second.client.connect();
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    last().end(1006);
+    mock.timers.tick(1000);
+  }
+  last().end(1006);
+  assert.equal(FakeSocket.opened.length, 4, "the first try and three retries");
+  assert.match(second.events.at(-1)!, /^gaveUp \{"attempts":3/);
+  assert.equal(second.events.filter((e) => e.startsWith("reconnecting")).length, 3);
+});
+
+test("numbered messages: repeats after a resume are skipped, gaps are reported", () => {
+  const { client: c, events } = client();
+  const presence: bigint[] = [];
+  c.on("presence", (p) => presence.push(p.member!.memberId));
+  c.connect();
+  last().welcome();
+  const p = (memberId: bigint): ServerKind => ({ case: "presence", value: { room: "r", member: { memberId } } });
+  last().receive([p(1n), p(2n)], 1n);
+  last().receive([p(2n), p(3n)], 2n); // 2 again (a resume), then 3
+  last().receive([p(6n)], 6n); // 4 and 5 are gone
+  assert.deepEqual(presence, [1n, 2n, 3n, 6n]);
+  assert.ok(events.includes('messagesLost {"count":"2"}'), events.join("\n"));
+});
+
+test("requests are answered by correlation id; an Error rejects with a RequestError", async () => {
+  const { client: c } = client();
+  c.connect();
+  last().welcome();
+  const listed = c.request({ case: "listRooms", value: {} });
+  const refused = c.request({ case: "resync", value: { room: "nowhere" } });
+  const [list, resync] = last().sent.filter((k) => k.case === "request").map((k) => (k.value as v1.Request).requestId);
+  last().receive(
+    [
+      { case: "error", value: { requestId: resync!, code: v1.ErrorCode.NOT_A_MEMBER, message: "not a member" } },
+      { case: "response", value: { requestId: list!, kind: { case: "rooms", value: { rooms: [{ room: "x" }] } } } },
+    ],
+    1n,
+  );
+  assert.equal((await listed).kind.case, "rooms");
+  await assert.rejects(refused, (e) => e instanceof RequestError && e.error?.code === v1.ErrorCode.NOT_A_MEMBER);
+});
+
+test("sends are paced to the announced limits, one envelope per flush", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().receive([
+    {
+      case: "welcome",
+      value: { sessionId: 1n, resumeToken: "t", limits: { messagesPerSecond: 10, messageBurst: 4, bytesPerSecond: 65536 } },
+    },
+  ]);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  for (let i = 0; i < 10; i++) c.sendInput("r", { case: "intent", value: new Uint8Array([1, 1]) });
+  // Burst 2 (half the server's 4): the join and the first ping took it; the rest waits.
+  const sentNow = last().sent.filter((k) => k.case === "input").length;
+  assert.ok(sentNow <= 1, `sent ${sentNow} inputs at once`);
+});
+
+test("full-jitter backoff doubles its ceiling up to the maximum; the bucket refills at its rate", () => {
+  assert.equal(backoffDelay(DEFAULT_BACKOFF, 1, 0.999_999), 999.999);
+  assert.equal(backoffDelay(DEFAULT_BACKOFF, 3, 0.5), 2000);
+  assert.equal(backoffDelay(DEFAULT_BACKOFF, 10, 1), 30_000);
+  assert.equal(backoffDelay(DEFAULT_BACKOFF, 2, 0), 0);
+  const bucket = new TokenBucket(10, 2, 0);
+  assert.ok(bucket.tryTake(2, 0));
+  assert.ok(!bucket.tryTake(1, 50));
+  assert.equal(bucket.waitFor(1, 50), 50);
+  assert.ok(bucket.tryTake(1, 100));
+  assert.equal(bucket.waitFor(5, 100), 200, "more than the burst waits for a full bucket");
+});
