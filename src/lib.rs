@@ -15,6 +15,8 @@
 //!   replies, rate limits, heartbeat, authentication, close decisions.
 //! - [`engine`] — rooms and their simulations on dedicated simulation threads, tick
 //!   scheduling, and the outboxes where rooms leave frames for transports.
+//! - [`cluster`] — scale-out over Redis, being built: the room directory (leases,
+//!   owners, listings) in memory and in Redis; not used by the server yet.
 //! - [`config`] — the TOML/env/flags configuration; [`metrics`]: the Prometheus registry;
 //!   [`fd_limit`]: raising the open-file limit at start; [`log_budget`]: rate-limited
 //!   log lines.
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod fd_limit;

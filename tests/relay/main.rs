@@ -8,11 +8,13 @@
 //!   heartbeats, token expiry, replacement and resume.
 //! - [`quic_loss`] — QUIC through a lossy forwarder.
 //! - [`binary`] — the `tickrelay` binary itself: where and how it logs.
+//! - [`cluster`] — the room directory in memory and on a real `redis-server`.
 //!
 //! The slow-reader test measures the process's memory, so it is a binary of its own
 //! (`tests/slow_readers.rs`).
 
 mod binary;
+mod cluster;
 mod protection;
 mod quic_loss;
 mod server;

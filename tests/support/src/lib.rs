@@ -9,6 +9,8 @@
 //! - [`client`] — a raw protocol client over WebSocket-over-TLS or QUIC that checks
 //!   what it receives (mirrors every room, checks message numbering).
 //! - [`quic`] — the QUIC connection: handshake, `Hello`, the control-stream read loop.
+//! - [`redis`] — a real `redis-server` on a free port; [`directory`] — the checks
+//!   every room directory must pass.
 //! - [`both_transports!`] runs one scenario body over each [`Transport`].
 //! - [`eventually`] waits for a condition with a deadline, instead of a fixed sleep;
 //!   [`rss_bytes`] reads this process's resident memory; [`create_entity`] is the
@@ -18,7 +20,9 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod directory;
 pub mod quic;
+pub mod redis;
 pub mod server;
 
 use std::fmt::Debug;

@@ -1,0 +1,199 @@
+//! The room directory: which node owns each room, where clients reach that node, and
+//! which rooms are open with how many members.
+//!
+//! A room lives on exactly one node. Opening a room that no node owns *claims* it: an
+//! atomic take of a lease that the owner renews (with its member count) every third
+//! of the lease period. A node that stops renewing (it died, or lost its connection
+//! to the directory) loses its rooms one lease period later, and the next claim takes
+//! them; listings show a room only while its lease lives, so they are never stale by
+//! more than one lease period.
+//!
+//! [`MemoryDirectory`] is the directory of one process (and the reference the Redis
+//! directory is tested against); [`super::redis_directory::RedisDirectory`] is the cluster's.
+//! Both pass the same checks (`tickrelay_testkit::directory`, run by `tests/relay/cluster.rs`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// A node of the cluster, as clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The node's id (`[cluster] node_id`).
+    pub id: String,
+    /// The URL clients connect to (`[cluster] public_url`).
+    pub url: String,
+}
+
+/// A room as the directory lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomEntry {
+    /// The room id.
+    pub room: String,
+    /// Its room type.
+    pub room_type: String,
+    /// The owning node's id.
+    pub node: String,
+    /// Members at the owner's last renewal.
+    pub members: u32,
+    /// Its member cap.
+    pub max_members: u32,
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This node owns the room now (or already did).
+    Ours,
+    /// Another node owns it; its URL, if the node is alive (a node whose own lease
+    /// lapsed has no URL until it renews).
+    Theirs {
+        /// The owner's id.
+        node: String,
+        /// Where its clients connect.
+        url: Option<String>,
+    },
+}
+
+/// The directory could not be reached or answered nonsense: what needs it is refused
+/// (with a typed error) until it comes back; rooms already owned keep running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("room directory unavailable: {0}")]
+pub struct DirectoryError(pub String);
+
+/// What a node does with the directory. Every method is one round trip.
+pub trait Directory: Send + Sync {
+    /// Takes the room for this node unless another node holds its lease.
+    fn claim(&self, room: &RoomEntry) -> impl Future<Output = Result<Claim, DirectoryError>> + Send;
+
+    /// Renews this node's own lease (its URL) and the leases of `rooms`, with their
+    /// member counts; returns the rooms whose lease this node no longer holds (it
+    /// lapsed and another node took the room): their members must go.
+    fn renew(&self, rooms: &[RoomEntry]) -> impl Future<Output = Result<Vec<String>, DirectoryError>> + Send;
+
+    /// Gives the room up (it closed, or the node stops), if this node holds it.
+    fn release(&self, room: &str) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// One page of the open rooms in id order: at most `limit` whose ids sort after
+    /// `after`, and whether more may follow.
+    fn list(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<RoomEntry>, bool), DirectoryError>> + Send;
+}
+
+/// A lease, in the memory directory.
+#[derive(Debug, Clone)]
+struct Lease<T> {
+    value: T,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Leases {
+    rooms: BTreeMap<String, Lease<RoomEntry>>,
+    nodes: BTreeMap<String, Lease<String>>,
+}
+
+/// The directory of one process, on a clock the caller gives (a manual one in
+/// tests). Several handles (one per simulated node) share it through
+/// [`MemoryDirectory::handle`].
+#[derive(Clone)]
+pub struct MemoryDirectory {
+    node: Node,
+    lease: Duration,
+    clock: Arc<dyn Fn() -> Instant + Send + Sync>,
+    leases: Arc<Mutex<Leases>>,
+}
+
+impl MemoryDirectory {
+    /// An empty directory seen from `node`, with leases of `lease`.
+    pub fn new(node: Node, lease: Duration, clock: Arc<dyn Fn() -> Instant + Send + Sync>) -> Self {
+        Self {
+            node,
+            lease,
+            clock,
+            leases: Arc::default(),
+        }
+    }
+
+    /// The same directory seen from another node.
+    pub fn handle(&self, node: Node) -> Self {
+        Self { node, ..self.clone() }
+    }
+
+    fn now(&self) -> Instant {
+        (self.clock)()
+    }
+}
+
+impl Directory for MemoryDirectory {
+    async fn claim(&self, room: &RoomEntry) -> Result<Claim, DirectoryError> {
+        let now = self.now();
+        let mut leases = self.leases.lock();
+        if let Some(lease) = leases.rooms.get(&room.room)
+            && lease.expires > now
+            && lease.value.node != self.node.id
+        {
+            let node = lease.value.node.clone();
+            let url = (leases.nodes.get(&node))
+                .filter(|l| l.expires > now)
+                .map(|l| l.value.clone());
+            return Ok(Claim::Theirs { node, url });
+        }
+        let value = RoomEntry {
+            node: self.node.id.clone(),
+            ..room.clone()
+        };
+        let expires = now + self.lease;
+        leases.rooms.insert(room.room.clone(), Lease { value, expires });
+        let url = self.node.url.clone();
+        leases.nodes.insert(self.node.id.clone(), Lease { value: url, expires });
+        Ok(Claim::Ours)
+    }
+
+    async fn renew(&self, rooms: &[RoomEntry]) -> Result<Vec<String>, DirectoryError> {
+        let now = self.now();
+        let expires = now + self.lease;
+        let mut leases = self.leases.lock();
+        let url = self.node.url.clone();
+        leases.nodes.insert(self.node.id.clone(), Lease { value: url, expires });
+        let mut lost = Vec::new();
+        for room in rooms {
+            match leases.rooms.get_mut(&room.room) {
+                Some(lease) if lease.value.node == self.node.id && lease.expires > now => {
+                    lease.value.members = room.members;
+                    lease.expires = expires;
+                }
+                _ => lost.push(room.room.clone()),
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn release(&self, room: &str) -> Result<(), DirectoryError> {
+        let mut leases = self.leases.lock();
+        if leases.rooms.get(room).is_some_and(|l| l.value.node == self.node.id) {
+            leases.rooms.remove(room);
+        }
+        Ok(())
+    }
+
+    async fn list(&self, after: &str, limit: usize) -> Result<(Vec<RoomEntry>, bool), DirectoryError> {
+        let now = self.now();
+        let mut leases = self.leases.lock();
+        leases.rooms.retain(|_, l| l.expires > now);
+        let mut page = (leases.rooms.range::<str, _>((Bound::Excluded(after), Bound::Unbounded)))
+            .map(|(_, l)| l.value.clone())
+            .take(limit + 1)
+            .collect::<Vec<_>>();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        Ok((page, more))
+    }
+}

@@ -1,0 +1,235 @@
+//! The cluster's room directory in Redis (redis-rs with its connection manager, which
+//! reconnects by itself). Each operation is one Lua script or one command, so it is
+//! atomic on the server; leases are Redis key expiries, so they lapse on Redis's
+//! clock even when the owning node is gone.
+//!
+//! Keys, under the configured prefix (default `tickrelay:`):
+//!
+//! | key | value | expires |
+//! |---|---|---|
+//! | `room:<id>` | a hash: `node`, `type`, `members`, `max` | with the owner's lease |
+//! | `node:<id>` | the node's public URL | with the node's lease |
+//! | `rooms` | a sorted set of every room id ever claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them | never |
+//!
+//! The scripts touch keys they compute from the prefix, which a single Redis (or a
+//! replicated one) allows; Redis Cluster would need the keys of a room in one hash
+//! slot (not supported yet).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script, Value};
+
+use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
+
+/// Takes a room unless another node's lease on it lives; refreshes this node's URL
+/// lease. KEYS: room, node, rooms. ARGV: node id, lease ms, type, max, url, room id.
+/// Returns `{1}` when taken, `{0, owner, owner's url or false}` otherwise.
+const CLAIM: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'node')
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
+if owner and owner ~= ARGV[1] then
+  return {0, owner, redis.call('GET', ARGV[7] .. 'node:' .. owner)}
+end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'type', ARGV[3], 'max', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'members', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[6])
+return {1}
+";
+
+/// Renews this node's URL lease (KEYS[1]) and the leases of the rooms it owns
+/// (KEYS[2..], with their member counts in ARGV[3..]). ARGV: node id, lease ms, url,
+/// then one count per room. Returns the ids of the rooms it no longer holds.
+const RENEW: &str = r"
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+local lost = {}
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
+    redis.call('HSET', KEYS[i], 'members', ARGV[i + 2])
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  else
+    table.insert(lost, i - 1)
+  end
+end
+return lost
+";
+
+/// Forgets listed ids whose room key lapsed, unless a claim brought it back since.
+/// KEYS: rooms, then one room key per id in ARGV.
+const PRUNE: &str = r"
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  end
+end
+return 0
+";
+
+/// Deletes a room's entry if this node holds it. KEYS: room, rooms. ARGV: node, id.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 0
+";
+
+/// The directory in Redis, seen from one node.
+#[derive(Clone)]
+pub struct RedisDirectory {
+    connection: ConnectionManager,
+    node: Node,
+    lease_ms: u64,
+    prefix: String,
+}
+
+impl RedisDirectory {
+    /// Connects to `url` (`redis://host:port/db`); an unreachable Redis is an error
+    /// here, at start. Later outages are retried by the connection manager, and
+    /// operations fail with a [`DirectoryError`] meanwhile.
+    pub async fn connect(url: &str, node: Node, lease: Duration, prefix: &str) -> Result<Self, DirectoryError> {
+        let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {url}: {e}"));
+        let client = Client::open(url).map_err(unreachable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(3);
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unreachable)?;
+        Ok(Self {
+            connection,
+            node,
+            lease_ms: lease.as_millis().max(1) as u64,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+}
+
+fn failed(e: redis::RedisError) -> DirectoryError {
+    DirectoryError(e.to_string())
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl Directory for RedisDirectory {
+    async fn claim(&self, room: &RoomEntry) -> Result<Claim, DirectoryError> {
+        let reply: Vec<Value> = Script::new(CLAIM)
+            .key(self.key("room", &room.room))
+            .key(self.key("node", &self.node.id))
+            .key(format!("{}rooms", self.prefix))
+            .arg(&self.node.id)
+            .arg(self.lease_ms)
+            .arg(&room.room_type)
+            .arg(room.max_members)
+            .arg(&self.node.url)
+            .arg(&room.room)
+            .arg(&self.prefix)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        match reply.as_slice() {
+            [Value::Int(1)] => Ok(Claim::Ours),
+            [Value::Int(0), owner, url] => Ok(Claim::Theirs {
+                node: text(owner).ok_or_else(|| DirectoryError("claim: malformed owner".into()))?,
+                url: text(url),
+            }),
+            other => Err(DirectoryError(format!("claim: unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn renew(&self, rooms: &[RoomEntry]) -> Result<Vec<String>, DirectoryError> {
+        let script = Script::new(RENEW);
+        let mut invocation = script.key(self.key("node", &self.node.id));
+        invocation.arg(&self.node.id).arg(self.lease_ms).arg(&self.node.url);
+        for room in rooms {
+            invocation.key(self.key("room", &room.room)).arg(room.members);
+        }
+        let lost: Vec<usize> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        Ok(lost
+            .into_iter()
+            .filter_map(|i| rooms.get(i.checked_sub(1)?))
+            .map(|r| r.room.clone())
+            .collect())
+    }
+
+    async fn release(&self, room: &str) -> Result<(), DirectoryError> {
+        let _: i64 = Script::new(RELEASE)
+            .key(self.key("room", room))
+            .key(format!("{}rooms", self.prefix))
+            .arg(&self.node.id)
+            .arg(room)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    async fn list(&self, after: &str, limit: usize) -> Result<(Vec<RoomEntry>, bool), DirectoryError> {
+        let mut connection = self.connection.clone();
+        let index = format!("{}rooms", self.prefix);
+        let start = if after.is_empty() {
+            "-".to_string()
+        } else {
+            format!("({after}")
+        };
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(start)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)?;
+        let more = ids.len() > limit;
+        let ids = &ids[..ids.len().min(limit)];
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.key("room", id));
+        }
+        let hashes: Vec<std::collections::HashMap<String, String>> =
+            pipe.query_async(&mut connection).await.map_err(failed)?;
+        let mut page = Vec::with_capacity(ids.len());
+        let mut lapsed = Vec::new();
+        for (id, hash) in ids.iter().zip(hashes) {
+            let field = |name: &str| hash.get(name).cloned().unwrap_or_default();
+            match hash.get("node") {
+                None => lapsed.push(id.clone()),
+                Some(node) => page.push(RoomEntry {
+                    room: id.clone(),
+                    room_type: field("type"),
+                    node: node.clone(),
+                    members: field("members").parse().unwrap_or(0),
+                    max_members: field("max").parse().unwrap_or(0),
+                }),
+            }
+        }
+        if !lapsed.is_empty() {
+            // Their leases lapsed: forget them (a claim adds a room back).
+            let script = Script::new(PRUNE);
+            let mut invocation = script.key(&index);
+            for id in &lapsed {
+                invocation.key(self.key("room", id)).arg(id);
+            }
+            let _: i64 = invocation.invoke_async(&mut connection).await.map_err(failed)?;
+        }
+        Ok((page, more))
+    }
+}

@@ -1,0 +1,108 @@
+//! The behaviour every room directory (`tickrelay::cluster::Directory`) must have,
+//! as checks on two nodes' views of one directory, "a" and "b" (see [`node`]), and a
+//! way to let time pass. `tests/relay/cluster.rs` runs them on the memory directory
+//! (a manual clock) and on Redis (real time, short leases).
+
+use std::time::Duration;
+
+use tickrelay::cluster::{Claim, Directory, Node, RoomEntry};
+
+/// A room entry of type "arena" with room for 8.
+pub fn entry(room: &str, members: u32) -> RoomEntry {
+    RoomEntry {
+        room: room.into(),
+        room_type: "arena".into(),
+        node: String::new(),
+        members,
+        max_members: 8,
+    }
+}
+
+/// Node `id` at `https://id.test/ws`.
+pub fn node(id: &str) -> Node {
+    Node {
+        id: id.into(),
+        url: format!("wss://{id}.test/ws"),
+    }
+}
+
+/// One owner per room; the others learn who owns it and where it is.
+pub async fn a_room_has_one_owner<D: Directory>(a: &D, b: &D) {
+    assert_eq!(a.claim(&entry("r1", 0)).await.unwrap(), Claim::Ours);
+    assert_eq!(
+        a.claim(&entry("r1", 0)).await.unwrap(),
+        Claim::Ours,
+        "claiming again keeps it"
+    );
+    let theirs = Claim::Theirs {
+        node: "a".into(),
+        url: Some("wss://a.test/ws".into()),
+    };
+    assert_eq!(b.claim(&entry("r1", 0)).await.unwrap(), theirs);
+    assert_eq!(
+        b.renew(&[entry("r1", 3)]).await.unwrap(),
+        vec!["r1".to_string()],
+        "not b's to renew"
+    );
+    b.release("r1").await.unwrap();
+    assert_eq!(b.claim(&entry("r1", 0)).await.unwrap(), theirs, "not b's to release");
+    a.release("r1").await.unwrap();
+    assert_eq!(
+        b.claim(&entry("r1", 0)).await.unwrap(),
+        Claim::Ours,
+        "released: free to take"
+    );
+}
+
+/// Leases run out unless renewed; then another node takes the room, and the old
+/// owner learns at its next renewal that it lost it.
+pub async fn leases_lapse_unless_renewed<D: Directory>(a: &D, b: &D, lease: Duration, elapse: impl AsyncFn(Duration)) {
+    assert_eq!(a.claim(&entry("r2", 1)).await.unwrap(), Claim::Ours);
+    for _ in 0..4 {
+        elapse(lease / 2).await;
+        assert_eq!(a.renew(&[entry("r2", 2)]).await.unwrap(), Vec::<String>::new());
+    }
+    assert!(matches!(b.claim(&entry("r2", 0)).await.unwrap(), Claim::Theirs { .. }));
+    elapse(lease + lease / 2).await;
+    assert_eq!(b.claim(&entry("r2", 0)).await.unwrap(), Claim::Ours, "a's lease lapsed");
+    assert_eq!(a.renew(&[entry("r2", 2)]).await.unwrap(), vec!["r2".to_string()]);
+    assert_eq!(
+        a.claim(&entry("r2", 0)).await.unwrap(),
+        Claim::Theirs {
+            node: "b".into(),
+            url: Some("wss://b.test/ws".into())
+        }
+    );
+}
+
+/// Listings page in id order, carry the renewed member counts, and drop a room
+/// one lease period after its owner stopped renewing.
+pub async fn listings_page_and_expire<D: Directory>(a: &D, b: &D, lease: Duration, elapse: impl AsyncFn(Duration)) {
+    for room in ["l1", "l2", "l3"] {
+        assert_eq!(a.claim(&entry(room, 0)).await.unwrap(), Claim::Ours);
+    }
+    assert_eq!(b.claim(&entry("l4", 0)).await.unwrap(), Claim::Ours);
+    a.renew(&[entry("l1", 5)]).await.unwrap();
+    let (first, more) = b.list("l", 2).await.unwrap();
+    assert!(more);
+    assert_eq!(
+        first
+            .iter()
+            .map(|e| (&*e.room, e.members, &*e.node))
+            .collect::<Vec<_>>(),
+        [("l1", 5, "a"), ("l2", 0, "a")]
+    );
+    let (second, more) = b.list("l2", 10).await.unwrap();
+    assert!(!more);
+    assert_eq!(second.iter().map(|e| &*e.room).collect::<Vec<_>>(), ["l3", "l4"]);
+    // a stops renewing; b goes on.
+    for _ in 0..3 {
+        elapse(lease / 2).await;
+        b.renew(&[entry("l4", 1)]).await.unwrap();
+    }
+    let (left, _) = b.list("l", 10).await.unwrap();
+    assert_eq!(
+        left.iter().map(|e| (&*e.room, e.members)).collect::<Vec<_>>(),
+        [("l4", 1)]
+    );
+}
