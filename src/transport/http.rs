@@ -160,27 +160,17 @@ type HttpResponse = Response<Full<Bytes>>;
 /// The browser demo (`--demo`): the page and its bundle, built into the binary (the
 /// bundle is built from `clients/web` by `npm run demo`, and checked in).
 const DEMO: [(&str, &str, &[u8]); 4] = [
-    (
-        "/demo",
-        "text/html; charset=utf-8",
-        include_bytes!("../../clients/web/demo/index.html"),
-    ),
-    (
-        "/demo/",
-        "text/html; charset=utf-8",
-        include_bytes!("../../clients/web/demo/index.html"),
-    ),
-    (
-        "/demo/index.html",
-        "text/html; charset=utf-8",
-        include_bytes!("../../clients/web/demo/index.html"),
-    ),
+    ("/demo", HTML, DEMO_PAGE),
+    ("/demo/", HTML, DEMO_PAGE),
+    ("/demo/index.html", HTML, DEMO_PAGE),
     (
         "/demo/demo.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../clients/web/demo/demo.js"),
     ),
 ];
+const DEMO_PAGE: &[u8] = include_bytes!("../../clients/web/demo/index.html");
+const HTML: &str = "text/html; charset=utf-8";
 
 fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
     let ws = matches!(http.routes, Routes::Main { .. });
@@ -257,7 +247,9 @@ fn header_has_token(req: &Request<Incoming>, name: hyper::header::HeaderName, to
 /// Validates a WebSocket upgrade request (RFC 6455 §4.2.1) and the server's
 /// protections, in this order: the request itself (400/426), the `Origin` (403), the
 /// connection caps and handshake rate (503/429), the token (401). Then it answers 101
-/// and hands the upgraded connection to the WebSocket driver.
+/// and hands the upgraded connection to the WebSocket driver. A client that offered
+/// the `tickrelay.v1` subprotocol (a browser) gets the origin and token refusals as an
+/// upgrade closed at once with 4001 or 4000 instead ([`refuse_in_band`]).
 fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
     if !header_has_token(&req, CONNECTION, "upgrade") || !header_has_token(&req, UPGRADE, "websocket") {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request\n");
@@ -392,7 +384,7 @@ where
 
 /// Refuses a browser's upgrade in a way its page can read: a browser shows a page no
 /// HTTP status of a failed upgrade (only a 1006 close), so the connection is upgraded
-/// and closed at once with `code` and `reason`. No session exists; the connection
+/// and closed at once with `code` and `reason` (cut to 123 bytes). No session exists; the connection
 /// holds its `permit` (the caps count it) until the close is answered, a second or two
 /// at most.
 fn refuse_in_band(
