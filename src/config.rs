@@ -46,6 +46,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Where `/metrics` is served and who may read it.
     pub metrics: MetricsConfig,
+    /// The HTTP API for game backends (`POST /rooms/{room}/events`).
+    pub api: ApiConfig,
     /// Simulation threads; 0 means one per core.
     pub sim_threads: usize,
     /// Commands (joins, inputs, events) that may wait for one simulation thread;
@@ -85,6 +87,15 @@ pub struct MetricsConfig {
     /// a scraper on a private network); the main listener then answers 404 there.
     pub listen: Option<SocketAddr>,
     /// Require `Authorization: Bearer <token>` to read `/metrics` (401 otherwise).
+    pub token: Option<String>,
+}
+
+/// The HTTP API for game backends (`[api]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The bearer token `POST /rooms/{room}/events` requires; without one the API is
+    /// off (404).
     pub token: Option<String>,
 }
 
@@ -330,6 +341,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             connections: ConnectionLimits::default(),
             metrics: MetricsConfig::default(),
+            api: ApiConfig::default(),
             sim_threads: 0,
             sim_queue_capacity: 65_536,
             max_rooms: 10_000,
@@ -785,6 +797,12 @@ handshake_burst = 400.0
 # Accepted sockets still in their TLS handshake or HTTP request, all addresses
 # together; beyond, each new socket closes the oldest of them.
 max_unfinished_handshakes = 8192
+
+[api]
+# The HTTP API for game backends: POST /rooms/{room}/events?kind=NAME publishes the
+# request body as a room event from the server (sender 0), with
+# `Authorization: Bearer <token>`. Off (404) without a token.
+# token = "change-me"
 
 [metrics]
 # /metrics is served on the main listener unless `listen` names a separate plain-HTTP

@@ -112,6 +112,11 @@ struct ServeArgs {
     /// variable).
     #[arg(long, env = "TICKRELAY_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// Turn on the HTTP API for game backends (`POST /rooms/ROOM/events?kind=NAME`,
+    /// the body as the event's payload) with this bearer token (prefer the
+    /// environment variable).
+    #[arg(long, env = "TICKRELAY_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Benchmark baseline, never for players: every room sends every member a full
     /// snapshot every tick, encoded for that member alone, and each message is written
     /// separately. Compare a load run with and without it.
@@ -201,6 +206,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.metrics_token {
             config.metrics.token = Some(v.clone());
+        }
+        if let Some(v) = &self.api_token {
+            config.api.token = Some(v.clone());
         }
         Ok(config)
     }

@@ -172,6 +172,7 @@ impl Server {
                 demo: config.demo,
             },
             metrics_token: config.metrics.token.as_deref().map(Arc::from),
+            api_token: config.api.token.as_deref().map(Arc::from),
         });
         Ok(Self {
             listener,

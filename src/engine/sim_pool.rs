@@ -271,6 +271,9 @@ pub trait Rooms: Send + Sync {
     /// [`CreationLimits`].
     fn open(&self, id: &str, room_type: &str, creator: &str) -> Result<RoomHandle, PoolError>;
 
+    /// The open room with this id, if any (never creates one).
+    fn find(&self, id: &str) -> Option<RoomHandle>;
+
     /// Sends a command to the room without blocking.
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError>;
 
@@ -282,6 +285,10 @@ pub trait Rooms: Send + Sync {
 impl Rooms for SimPool {
     fn open(&self, id: &str, room_type: &str, creator: &str) -> Result<RoomHandle, PoolError> {
         self.open_room(id, room_type, false, Some(creator))
+    }
+
+    fn find(&self, id: &str) -> Option<RoomHandle> {
+        self.room(id)
     }
 
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {

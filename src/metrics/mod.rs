@@ -119,6 +119,8 @@ pub struct Metrics {
     /// Unfinished handshakes (TLS or HTTP under way) closed to make room for newer
     /// sockets at `[connections] max_unfinished_handshakes`.
     pub handshakes_shed: Counter,
+    /// Room events published through the HTTP API.
+    pub events_published: Counter,
     /// Upgrades refused for a bad or missing token, by kind.
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Upgrades refused with an HTTP status (401, 403, 429, 503).
@@ -153,6 +155,7 @@ impl Metrics {
             tls_failures: Counter::default(),
             sockets_refused: Counter::default(),
             handshakes_shed: Counter::default(),
+            events_published: Counter::default(),
             auth_failures: Family::default(),
             upgrades_refused: Family::default(),
             messages_rate_limited: Counter::default(),
@@ -225,6 +228,11 @@ impl Metrics {
             "sockets_refused",
             "TCP connections closed as soon as accepted (per-IP share of unfinished handshakes, or out of file descriptors)",
             m.sockets_refused.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Room events published through the HTTP API (POST /rooms/{room}/events)",
+            m.events_published.clone(),
         );
         registry.register(
             "handshakes_shed",

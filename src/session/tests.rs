@@ -56,6 +56,10 @@ impl Rooms for FakeRooms {
         Ok(handle.clone())
     }
 
+    fn find(&self, id: &str) -> Option<RoomHandle> {
+        self.opened.lock().get(id).cloned()
+    }
+
     fn send(&self, _: &RoomHandle, command: Command) -> Result<(), PoolError> {
         if let Some(e) = self.refuse_send.lock().clone() {
             return Err(e);

@@ -30,6 +30,7 @@ use crate::clock::unix_micros;
 use crate::error::CloseReason;
 use crate::metrics::Format;
 use crate::session::auth;
+use crate::transport::api;
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
 use crate::transport::gate::{Permit, SocketPermit};
@@ -49,6 +50,8 @@ pub(crate) struct Http {
     pub routes: Routes,
     /// The bearer token `/metrics` requires, if any.
     pub metrics_token: Option<Arc<str>>,
+    /// The bearer token of the HTTP API (`[api] token`); none: the API is off.
+    pub api_token: Option<Arc<str>>,
 }
 
 /// What a listener serves besides `/healthz`.
@@ -131,9 +134,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_http = http.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let http = service_http.clone();
-        async move { Ok::<_, Infallible>(route(req, peer, http)) }
+        async move {
+            let api = matches!(http.routes, Routes::Main { .. }) && req.method() == Method::POST;
+            let response = match api.then(|| api::room_of(req.uri().path())).flatten() {
+                Some(room) => api::publish(req, room, &http).await,
+                None => route(req, peer, http),
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -155,7 +165,7 @@ where
     }
 }
 
-type HttpResponse = Response<Full<Bytes>>;
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
 /// The browser demo (`--demo`): the page and its bundle, built into the binary (the
 /// bundle is built from `clients/web` by `npm run demo`, and checked in).
@@ -202,20 +212,10 @@ fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRespo
 /// `/metrics` in the format the `Accept` header asks for, to a reader with the token
 /// when one is configured.
 fn metrics_response(req: &Request<Incoming>, http: &Http) -> HttpResponse {
-    if let Some(token) = &http.metrics_token {
-        let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let offered = auth::token_from_request(header, None, std::iter::empty());
-        // Compared in constant time: the token guards the endpoint.
-        let matches = offered.is_some_and(|o| {
-            o.len() == token.len() && o.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
-        });
-        if !matches {
-            let mut response = text(StatusCode::UNAUTHORIZED, "/metrics needs its bearer token\n");
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
+    if let Some(token) = &http.metrics_token
+        && !bearer_matches(req, token)
+    {
+        return unauthorized("/metrics needs its bearer token\n");
     }
     let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
@@ -226,7 +226,26 @@ fn metrics_response(req: &Request<Incoming>, http: &Http) -> HttpResponse {
     response
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+/// Whether the request's `Authorization: Bearer` is `token` (compared in constant
+/// time: the token guards an endpoint).
+pub(crate) fn bearer_matches(req: &Request<Incoming>, token: &str) -> bool {
+    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let offered = auth::token_from_request(header, None, std::iter::empty());
+    offered.is_some_and(|o| {
+        o.len() == token.len() && o.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+    })
+}
+
+/// 401 with `WWW-Authenticate: Bearer`.
+pub(crate) fn unauthorized(message: &'static str) -> HttpResponse {
+    let mut response = text(StatusCode::UNAUTHORIZED, message);
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response

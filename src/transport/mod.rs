@@ -14,6 +14,7 @@
 //! - [`tls`] — certificates, including the generated development certificate.
 //! - [`registry`] — sessions parked for resume; live sessions per user; stop signals.
 
+pub(crate) mod api;
 pub(crate) mod connection;
 pub(crate) mod context;
 pub mod gate;

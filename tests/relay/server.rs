@@ -445,6 +445,79 @@ async fn metrics_on_a_listener_of_their_own_behind_a_token() {
     assert_eq!(get("/ws", "").await.0, 404, "no WebSocket on the metrics listener");
 }
 
+/// Game backends publish room events over HTTP (`[api] token`): every member gets
+/// them from sender 0 (the server), or only the targets; a bad token, an unknown room,
+/// a missing kind and an oversized payload are refused; without a token the API is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_publish_room_events_over_http() {
+    let server = start_with(|c| c.api.token = Some("backend-secret".into())).await;
+    let mut a = TestClient::connect(&server).await;
+    let mut b = TestClient::connect(&server).await;
+    a.join("pub lobby", "relay").await;
+    b.join("pub lobby", "relay").await;
+    let auth = "Authorization: Bearer backend-secret\r\n";
+    let post = async |path: &str, headers: &str, body: &[u8]| server.https_request("POST", path, headers, body).await;
+
+    let (status, answer) = post("/rooms/pub%20lobby/events?kind=round-start", auth, b"round 7").await;
+    assert_eq!(status, 202, "{answer}");
+    for client in [&mut a, &mut b] {
+        let event = client
+            .until(|k| match k {
+                Kind::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(
+            (event.sender, &*event.kind, &event.payload[..]),
+            (0, "round-start", &b"round 7"[..])
+        );
+    }
+    let only_b = format!(
+        "/rooms/pub%20lobby/events?kind=whisper&targets={}",
+        b.welcome.session_id
+    );
+    assert_eq!(post(&only_b, auth, b"psst").await.0, 202);
+    let whisper = b
+        .until(|k| match k {
+            Kind::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(&*whisper.kind, "whisper");
+
+    assert_eq!(
+        post(
+            "/rooms/pub%20lobby/events?kind=x",
+            "Authorization: Bearer guess\r\n",
+            b""
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(post("/rooms/pub%20lobby/events?kind=x", "", b"").await.0, 401);
+    assert_eq!(post("/rooms/nowhere/events?kind=x", auth, b"").await.0, 404);
+    assert_eq!(post("/rooms/pub%20lobby/events", auth, b"").await.0, 400);
+    assert_eq!(
+        post("/rooms/pub%20lobby/events?kind=x", auth, &[0; 64 * 1024]).await.0,
+        413
+    );
+    // Events of a room arrive in order: a's next one is this broadcast, not the whisper.
+    assert_eq!(post("/rooms/pub%20lobby/events?kind=after", auth, b"").await.0, 202);
+    let next = a
+        .until(|k| match k {
+            Kind::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(&*next.kind, "after", "the whisper was for b only");
+    assert_eq!(server.metric("tickrelay_events_published_total"), 3);
+
+    let off = start().await;
+    let (status, body) = off.https_request("POST", "/rooms/x/events?kind=x", auth, b"").await;
+    assert_eq!(status, 404, "{body}");
+}
+
 /// The browser demo is served only when asked for (`--demo`), from the binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_is_served_only_with_demo() {

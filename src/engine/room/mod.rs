@@ -29,7 +29,7 @@ use crate::packed::Values;
 use crate::proto::{
     self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
 };
-use crate::state::{MemberId, Tick, World};
+use crate::state::{MemberId, SERVER, Tick, World};
 use member::{InputVerdict, Member};
 
 /// Counters of one room, cumulative.
@@ -324,12 +324,17 @@ impl Room {
     }
 
     /// Queues a room event for relay at the next tick. Events from non-members are
-    /// ignored; over the per-room bound the sender gets a `SERVER_BUSY` error.
+    /// ignored; [`SERVER`] (the HTTP API) may always send. Over the per-room bound the
+    /// sender gets a `SERVER_BUSY` error (the server's own event is dropped and logged).
     pub fn push_event(&mut self, sender: MemberId, event: SendEvent) {
-        if !self.is_member(sender) {
+        if sender != SERVER && !self.is_member(sender) {
             return;
         }
         if self.events.len() >= self.config.max_pending_events {
+            if sender == SERVER {
+                tracing::warn!(room = %self.id, "published event dropped: too many events pending in this room");
+                return;
+            }
             let error = self.error(ErrorCode::ServerBusy, "too many events pending in this room", 0);
             self.send_to(sender, error);
             return;

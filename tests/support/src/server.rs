@@ -141,9 +141,19 @@ impl TestServer {
 
     /// A plain HTTP/1.1 GET over TLS; returns (status, body).
     pub async fn https_get(&self, path: &str) -> (u16, String) {
+        self.https_request("GET", path, "", b"").await
+    }
+
+    /// One HTTPS request with extra header lines (each ending in `\r\n`) and a body;
+    /// the status and body of the answer.
+    pub async fn https_request(&self, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
         let mut tls = self.tls_connect().await;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let length = body.len();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {length}\r\n{headers}\r\n"
+        );
         tls.write_all(request.as_bytes()).await.unwrap();
+        tls.write_all(body).await.unwrap();
         let mut response = String::new();
         tokio::time::timeout(WAIT, tls.read_to_string(&mut response))
             .await
