@@ -308,7 +308,23 @@ impl Driver {
         let mut ping = tokio::time::interval(self.config.ping_interval);
         let mut last_inbound = Instant::now();
         let mut welcomed = false;
-        self.queue.clear();
+        // What the last connection had not sent yet goes out after this one's welcome:
+        // leaves, events, requests and token refreshes, before what was buffered
+        // offline since (joins and inputs come back from `rooms`; pings are fresh).
+        let unsent: Vec<Out> = (self.queue.drain(..))
+            .filter(|m| {
+                !matches!(
+                    m,
+                    Out::Join(_) | Out::Input(_) | Out::Ping(_) | Out::Pong(_) | Out::Ack(_)
+                )
+            })
+            .collect();
+        for message in unsent.into_iter().rev() {
+            self.buffer.push_front(message);
+        }
+        while self.buffer.len() > self.config.buffer_limit {
+            self.buffer.pop_front();
+        }
         loop {
             let quiet = last_inbound + self.config.quiet_timeout;
             let now = std::time::Instant::now();
@@ -412,8 +428,10 @@ impl Driver {
         // (0: none is): skip what a resume sent again, and report a gap.
         let mut seq = envelope.first_seq;
         for message in envelope.messages {
-            let Some(kind) = message.kind else { continue };
-            if seq != 0 && !matches!(kind, In::State(_) | In::Welcome(_)) {
+            // A kind this version does not know is numbered too (only frames and
+            // welcomes are not).
+            let numbered = !matches!(message.kind, Some(In::State(_) | In::Welcome(_)));
+            if seq != 0 && numbered {
                 let n = seq;
                 seq += 1;
                 match self.received.arrive(n) {
@@ -428,6 +446,7 @@ impl Driver {
                     }
                 }
             }
+            let Some(kind) = message.kind else { continue };
             match kind {
                 In::Welcome(welcome) => {
                     *welcomed = true;

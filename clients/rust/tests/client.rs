@@ -18,6 +18,7 @@ both_transports!(
     trusts_a_pinned_fingerprint_and_nothing_else,
     an_awaited_close_leaves_no_member_behind,
     inputs_are_paced_to_the_byte_rate_too,
+    events_the_pacer_held_back_go_out_after_a_reconnect,
 );
 
 fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
@@ -342,4 +343,35 @@ fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
         !missing.status.success() && stderr.contains("/nonexistent/relay-cert.pem"),
         "{stderr}"
     );
+}
+
+/// Events the pacer had not sent when the connection dropped are sent after the
+/// reconnect, in order: none lost.
+async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transport) {
+    let relay = tickrelay_testkit::start_with(|c| {
+        c.session.messages_per_second = 4.0;
+        c.session.message_burst = 4.0;
+    })
+    .await;
+    let (listener, mut heard) = Client::connect(config(&relay, transport)).unwrap();
+    listener.join("r", "relay");
+    until(&mut heard, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    let (talker, mut events) = Client::connect(config(&relay, transport)).unwrap();
+    talker.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    for i in 0..6u8 {
+        talker.send_event("r", "line", Bytes::from(vec![i]), Vec::new());
+    }
+    // Paced at 3.2 a second (80 % of 4): most are still queued when it drops.
+    talker.drop_connection();
+    let mut lines = Vec::new();
+    while lines.len() < 6 {
+        let line = until(&mut heard, |e| match e {
+            Event::RoomEvent(event) if event.kind == "line" => Some(event.payload[0]),
+            _ => None,
+        })
+        .await;
+        lines.push(line);
+    }
+    assert_eq!(lines, [0, 1, 2, 3, 4, 5]);
 }
