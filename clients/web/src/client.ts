@@ -11,7 +11,7 @@
  * server can forget what it kept for a resume) and measures the round-trip time.
  */
 
-import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, equals, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import * as v1 from "./gen/tickrelay/v1/tickrelay_pb.js";
 import { DEFAULT_BACKOFF, TokenBucket, backoffDelay, type Backoff } from "./bucket.js";
 import { DesyncError, StateMirror } from "./mirror.js";
@@ -117,7 +117,7 @@ export function reconnectAllowed(code: number): boolean {
 
 /** 4504: the resume token is unknown or expired; start a new session. */
 const RESUME_FAILED = 4504;
-/** What {@link Client.dropConnection} closes with: not 1000, so the server keeps the session. */
+/** What the client closes with when it means to resume: not 1000, so the server keeps the session. */
 const DROPPED = 4000;
 
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
@@ -130,6 +130,8 @@ interface RoomState {
   unacked: { seq: bigint; payload: InputPayload }[];
   /** From the room's `Joined`: frames cannot be decoded without it. */
   schema: Schema | undefined;
+  /** The same as it came (to tell whether a new `Joined` changed it). */
+  wireSchema: v1.KindSchema[];
   mirror: StateMirror | undefined;
   resyncAskedMs: number;
 }
@@ -211,9 +213,11 @@ export class Client {
     return () => set.delete(listener as Listener<never>);
   }
 
-  /** Starts connecting (and reconnecting until {@link Client.close} or giving up). */
+  /** Starts connecting (and reconnecting until {@link Client.close} or giving up); a no-op while connecting or connected. */
   connect(): void {
+    if (this.#socket !== undefined || this.#timers.retry !== undefined) return;
     this.#stopped = false;
+    this.#attempt = 0;
     this.#open();
   }
 
@@ -235,6 +239,7 @@ export class Client {
       nextSeq: 0n,
       unacked: [],
       schema: undefined,
+      wireSchema: [],
       mirror: undefined,
       resyncAskedMs: -Infinity,
     };
@@ -306,8 +311,7 @@ export class Client {
   dropConnection(): void {
     const socket = this.#socket;
     if (socket === undefined) return;
-    this.#detach(socket);
-    socket.close(DROPPED, "connection dropped by the application");
+    this.#abandon(socket, "connection dropped by the application");
     this.#emit("disconnected", { code: DROPPED, reason: "connection dropped by the application", willReconnect: true });
     this.#retry("connection dropped by the application");
   }
@@ -319,6 +323,8 @@ export class Client {
   close(): Promise<void> {
     this.#stopped = true;
     this.#clearTimers();
+    this.#welcomed = false;
+    this.#rejectRequests("client closed");
     const socket = this.#socket;
     if (socket === undefined || socket.readyState === socket.CLOSED) return Promise.resolve();
     return new Promise((resolve) => {
@@ -348,11 +354,9 @@ export class Client {
     socket.binaryType = "arraybuffer";
     this.#socket = socket;
     this.#welcomed = false;
-    this.#queue = [];
     const connectTimer = setTimeout(() => {
       if (!this.#welcomed && this.#socket === socket) {
-        this.#detach(socket);
-        socket.close();
+        this.#abandon(socket, "no welcome in time");
         this.#retry(`no welcome within ${this.#options.connectTimeoutMs} ms`);
       }
     }, this.#options.connectTimeoutMs);
@@ -370,13 +374,27 @@ export class Client {
     socket.onerror = () => {}; // always followed by close
   }
 
-  /** Forgets a socket: its later events are ignored. */
+  /**
+   * Gives up on a connection to reconnect and resume: closes it with a code that is
+   * not 1000 (a close without a code, or 1000, would make the server end the session).
+   */
+  #abandon(socket: WebSocket, reason: string): void {
+    this.#detach(socket);
+    socket.close(DROPPED, reason);
+  }
+
+  /** Forgets a socket: its later events are ignored; what it had not sent waits for the next one. */
   #detach(socket: WebSocket): void {
     socket.onmessage = null;
     socket.onclose = null;
     if (this.#socket === socket) this.#socket = undefined;
     this.#welcomed = false;
     this.#clearTimers();
+    // Joins and inputs come back from the rooms at the welcome, pings are fresh: the
+    // rest (leaves, events, requests, token refreshes) goes first into the offline buffer.
+    const unsent = this.#queue.filter((m) => !["join", "input", "ping", "pong"].includes(m?.case ?? ""));
+    this.#queue = [];
+    this.#buffer = [...unsent, ...this.#buffer].slice(-this.#options.bufferLimit);
   }
 
   #clearTimers(): void {
@@ -390,8 +408,7 @@ export class Client {
   #armQuiet(socket: WebSocket): void {
     clearTimeout(this.#timers.quiet);
     this.#timers.quiet = setTimeout(() => {
-      this.#detach(socket);
-      socket.close();
+      this.#abandon(socket, "server went quiet");
       this.#emit("disconnected", { code: 1006, reason: "server went quiet", willReconnect: true });
       this.#retry("server went quiet");
     }, this.#options.quietTimeoutMs);
@@ -431,11 +448,15 @@ export class Client {
     this.#timers.retry = setTimeout(() => this.#open(), delayMs);
   }
 
+  #rejectRequests(reason: string): void {
+    for (const { reject } of this.#requests.values()) reject(new RequestError(reason));
+    this.#requests.clear();
+  }
+
   #giveUp(attempts: number, reason: string): void {
     this.#stopped = true;
     this.#clearTimers();
-    for (const { reject } of this.#requests.values()) reject(new RequestError(`client gave up: ${reason}`));
-    this.#requests.clear();
+    this.#rejectRequests(`client gave up: ${reason}`);
     this.#emit("gaveUp", { attempts, reason });
   }
 
@@ -449,11 +470,7 @@ export class Client {
     try {
       envelope = fromBinary(v1.ServerEnvelopeSchema, bytes);
     } catch (e) {
-      const socket = this.#socket;
-      if (socket !== undefined) {
-        this.#detach(socket);
-        socket.close();
-      }
+      if (this.#socket !== undefined) this.#abandon(this.#socket, "undecodable server message");
       this.#emit("disconnected", { code: 1006, reason: `undecodable server message: ${String(e)}`, willReconnect: true });
       this.#retry("undecodable server message");
       return;
@@ -462,7 +479,8 @@ export class Client {
     // skip what a resume sent again, count what the server no longer had.
     let seq = envelope.firstSeq;
     for (const { kind } of envelope.messages) {
-      if (seq !== 0n && kind.case !== "state" && kind.case !== "welcome" && kind.case !== undefined) {
+      // A kind this version does not know is numbered too (only frames and welcomes are not).
+      if (seq !== 0n && kind.case !== "state" && kind.case !== "welcome") {
         const n = seq++;
         if (n <= this.#received) continue;
         const missing = n - this.#received - 1n;
@@ -558,10 +576,11 @@ export class Client {
     const socket = this.#socket;
     const ping = () => this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
     this.#timers.ping = setInterval(ping, this.#options.pingIntervalMs);
-    this.#emit("connected", { sessionId: welcome.sessionId, userId: welcome.userId, resumed });
-    if (this.#socket !== socket) return; // a listener closed it
     this.#queue.push(...out);
-    ping(); // a round-trip time at once
+    ping(); // a round-trip time at once (and the first flush)
+    if (this.#socket === socket) {
+      this.#emit("connected", { sessionId: welcome.sessionId, userId: welcome.userId, resumed });
+    }
   }
 
   /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */
@@ -577,10 +596,12 @@ export class Client {
       schema = Schema.EMPTY;
     }
     state.joined = true;
+    const same =
+      state.wireSchema.length === joined.schema.length &&
+      state.wireSchema.every((kind, i) => equals(v1.KindSchemaSchema, kind, joined.schema[i]!));
     state.schema = schema;
-    if (state.mirror === undefined || state.mirror.schema.kinds.length !== schema.kinds.length) {
-      state.mirror = new StateMirror(schema);
-    }
+    state.wireSchema = joined.schema;
+    if (state.mirror === undefined || !same) state.mirror = new StateMirror(schema);
   }
 
   #state(frame: v1.StateFrame, receivedMs: number): void {
@@ -677,8 +698,17 @@ export class Client {
     }
   }
 
+  /** Calls the listeners; one that throws does not stop the client (its error is rethrown apart). */
   #emit<K extends keyof ClientEvents>(type: K, event: ClientEvents[K]): void {
-    for (const listener of this.#listeners.get(type) ?? []) (listener as Listener<K>)(event);
+    for (const listener of this.#listeners.get(type) ?? []) {
+      try {
+        (listener as Listener<K>)(event);
+      } catch (error) {
+        setTimeout(() => {
+          throw error;
+        });
+      }
+    }
   }
 }
 

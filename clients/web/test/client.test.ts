@@ -81,11 +81,26 @@ function client(options: Partial<ClientOptions> = {}): { client: Client; events:
   return { client: c, events };
 }
 
+/** The client's clock (`performance.now`), moved with the mocked timers by {@link advance}. */
+let clock = 0;
+
+function advance(ms: number): void {
+  for (let step = 0; step < ms; step += 5) {
+    clock += 5;
+    mock.timers.tick(5);
+  }
+}
+
 beforeEach(() => {
   FakeSocket.opened = [];
+  clock = 0;
+  mock.method(performance, "now", () => clock);
   mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
 });
-afterEach(() => mock.timers.reset());
+afterEach(() => {
+  mock.timers.reset();
+  mock.restoreAll();
+});
 
 test("the token is offered as a subprotocol, and ws:// needs allowInsecure", () => {
   const { client: c } = client({ token: "jwt.token.here" });
@@ -207,8 +222,12 @@ test("sends are paced to the announced limits, one envelope per flush", () => {
   last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
   for (let i = 0; i < 10; i++) c.sendInput("r", { case: "intent", value: new Uint8Array([1, 1]) });
   // Burst 2 (half the server's 4): the join and the first ping took it; the rest waits.
-  const sentNow = last().sent.filter((k) => k.case === "input").length;
-  assert.ok(sentNow <= 1, `sent ${sentNow} inputs at once`);
+  const inputs = () => last().sent.filter((k) => k.case === "input").length;
+  assert.equal(inputs(), 0, "the join and the first ping took the burst");
+  advance(500); // 8 messages a second (80 % of 10): 4 more
+  assert.equal(inputs(), 4);
+  advance(1000);
+  assert.equal(inputs(), 10, "the rest within the next second");
 });
 
 test("full-jitter backoff doubles its ceiling up to the maximum; the bucket refills at its rate", () => {
@@ -222,4 +241,55 @@ test("full-jitter backoff doubles its ceiling up to the maximum; the bucket refi
   assert.equal(bucket.waitFor(1, 50), 50);
   assert.ok(bucket.tryTake(1, 100));
   assert.equal(bucket.waitFor(5, 100), 200, "more than the burst waits for a full bucket");
+});
+
+test("a connection given up to reconnect is closed with 4000, so the server keeps the session", () => {
+  const { client: c } = client({ quietTimeoutMs: 1000 });
+  c.connect();
+  last().welcome();
+  mock.timers.tick(1000);
+  assert.equal(FakeSocket.opened[0]!.closedWith, 4000, "not 1000 or a close without a code: both end the session");
+});
+
+test("messages the pacer had not sent yet go out after the reconnect", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().receive([
+    {
+      case: "welcome",
+      value: { sessionId: 1n, resumeToken: "t", limits: { messagesPerSecond: 10, messageBurst: 4, bytesPerSecond: 65536 } },
+    },
+  ]);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  for (const kind of ["a", "b", "c"]) c.sendEvent("r", kind, new Uint8Array());
+  c.leave("r");
+  assert.deepEqual(last().kinds(), ["join"], "the burst went to the join and the ping");
+  last().end(1006);
+  advance(1000);
+  last().welcome(true);
+  advance(2000);
+  assert.deepEqual(last().kinds(), ["event", "event", "event", "leave"]);
+});
+
+test("a message of a kind this version does not know is numbered like the others", () => {
+  const { client: c, events } = client();
+  c.connect();
+  last().welcome();
+  last().receive([{ case: undefined }, { case: "presence", value: { room: "r", member: { memberId: 1n } } }], 1n);
+  last().receive([{ case: "presence", value: { room: "r", member: { memberId: 2n } } }], 3n);
+  assert.ok(!events.some((e) => e.startsWith("messagesLost")), events.join("\n"));
+  void c;
+});
+
+test("a listener that throws does not stop the client", () => {
+  // The error is rethrown from a timer of its own, which the mocked timers never run.
+  const { client: c } = client();
+  c.on("connected", () => {
+    throw new Error("app bug");
+  });
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  assert.deepEqual(last().kinds(), ["join"], "the join went out anyway");
 });

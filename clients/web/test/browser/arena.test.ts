@@ -101,7 +101,7 @@ test("the demo page plays: verified state, a predicted avatar, everyone else int
   await page.close();
 });
 
-test("a connection the network cuts resumes without a desync or a lost input", async () => {
+test("a connection the network cuts resumes without a desync; inputs in flight are replayed and acknowledged", async () => {
   const proxy = await startProxy(new URL(relay.origin));
   try {
     const page = await openDemo("cut", `&url=wss://127.0.0.1:${proxy.port}/ws`);
