@@ -293,3 +293,36 @@ test("a listener that throws does not stop the client", () => {
   last().welcome();
   assert.deepEqual(last().kinds(), ["join"], "the join went out anyway");
 });
+
+test("a room joined again with other declared kinds gets a new mirror; the same kinds keep it", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  const ship = (max: bigint) => ({
+    kind: 1,
+    name: "ship",
+    fields: [{ id: 1, name: "hp", type: v1.FieldType.INT, intMin: 0n, intMax: max }],
+  });
+  const joined = (max: bigint): ServerKind => ({ case: "joined", value: { room: "r", schema: [ship(max)] } });
+  const snapshot: ServerKind = { case: "state", value: { room: "r", tick: 1n, baselineTick: 0n } };
+  last().receive([joined(100n)], 1n);
+  last().receive([snapshot]);
+  const first = c.mirror("r");
+  assert.ok(first !== undefined);
+  last().receive([joined(100n)], 2n);
+  assert.equal(c.mirror("r"), first, "the same kinds: kept");
+  last().receive([joined(200n)], 3n);
+  assert.equal(c.mirror("r"), undefined, "other kinds (same count): a new mirror, waiting for its snapshot");
+});
+
+test("close() ends the requests still waiting, and connect() twice opens one socket", async () => {
+  const { client: c } = client();
+  c.connect();
+  c.connect();
+  assert.equal(FakeSocket.opened.length, 1);
+  last().welcome();
+  const pending = c.request({ case: "listRooms", value: {} });
+  void c.close();
+  await assert.rejects(pending, RequestError);
+});
