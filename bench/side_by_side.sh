@@ -190,6 +190,10 @@ run_one() {
             cat >"$run/relay.toml" <<EOF
 listen = "127.0.0.1:$port"
 empty_room_ttl_secs = 600
+# Every bot creates its rooms from 127.0.0.1 too: lift the per-creator room limits.
+max_rooms_per_creator = 100000
+room_creations_per_minute = 1000000.0
+room_creation_burst = 100000.0
 
 [tls]
 dev_cert_path = "$run/cert.pem"

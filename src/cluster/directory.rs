@@ -60,19 +60,23 @@ pub enum Claim {
 }
 
 /// The directory could not be reached or answered nonsense: what needs it is refused
-/// (with a typed error) until it comes back; rooms already owned keep running.
+/// (with a typed error) until it comes back. Rooms already owned may keep running only
+/// until a full lease has passed since the node's last successful renewal (timed from
+/// when it sent that renewal, on its own clock): after that another node may have
+/// taken them, and the node must count them lost.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("room directory unavailable: {0}")]
 pub struct DirectoryError(pub String);
 
-/// What a node does with the directory. Every method is one round trip.
+/// What a node does with the directory.
 pub trait Directory: Send + Sync {
     /// Takes the room for this node unless another node holds its lease.
     fn claim(&self, room: &RoomEntry) -> impl Future<Output = Result<Claim, DirectoryError>> + Send;
 
     /// Renews this node's own lease (its URL) and the leases of `rooms`, with their
     /// member counts; returns the rooms whose lease this node no longer holds (it
-    /// lapsed and another node took the room): their members must go.
+    /// lapsed, whether or not another node has taken the room since): their members
+    /// must go.
     fn renew(&self, rooms: &[RoomEntry]) -> impl Future<Output = Result<Vec<String>, DirectoryError>> + Send;
 
     /// Gives the room up (it closed, or the node stops), if this node holds it.

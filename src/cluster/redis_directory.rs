@@ -1,7 +1,8 @@
 //! The cluster's room directory in Redis (redis-rs with its connection manager, which
-//! reconnects by itself). Each operation is one Lua script or one command, so it is
-//! atomic on the server; leases are Redis key expiries, so they lapse on Redis's
-//! clock even when the owning node is gone.
+//! reconnects by itself). Claims, renewals and releases are one Lua script each, so
+//! each is atomic on the server; a listing page takes two or three round trips (the
+//! ids, their entries, and pruning ids whose entry lapsed). Leases are Redis key
+//! expiries, so they lapse on Redis's clock even when the owning node is gone.
 //!
 //! Keys, under the configured prefix (default `tickrelay:`):
 //!
@@ -9,12 +10,13 @@
 //! |---|---|---|
 //! | `room:<id>` | a hash: `node`, `type`, `members`, `max` | with the owner's lease |
 //! | `node:<id>` | the node's public URL | with the node's lease |
-//! | `rooms` | a sorted set of every room id ever claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them | never |
+//! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (so without listings it keeps the ids of rooms whose owner died; a periodic sweep is still to come) | never |
 //!
 //! The scripts touch keys they compute from the prefix, which a single Redis (or a
 //! replicated one) allows; Redis Cluster would need the keys of a room in one hash
 //! slot (not supported yet).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -25,7 +27,9 @@ use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 /// Takes a room unless another node's lease on it lives; refreshes this node's URL
 /// lease. KEYS: room, node, rooms. ARGV: node id, lease ms, type, max, url, room id.
 /// Returns `{1}` when taken, `{0, owner, owner's url or false}` otherwise.
-const CLAIM: &str = r"
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local owner = redis.call('HGET', KEYS[1], 'node')
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
 if owner and owner ~= ARGV[1] then
@@ -36,12 +40,16 @@ redis.call('HSETNX', KEYS[1], 'members', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[6])
 return {1}
-";
+",
+    )
+});
 
 /// Renews this node's URL lease (KEYS[1]) and the leases of the rooms it owns
 /// (KEYS[2..], with their member counts in ARGV[3..]). ARGV: node id, lease ms, url,
 /// then one count per room. Returns the ids of the rooms it no longer holds.
-const RENEW: &str = r"
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 local lost = {}
 for i = 2, #KEYS do
@@ -53,27 +61,37 @@ for i = 2, #KEYS do
   end
 end
 return lost
-";
+",
+    )
+});
 
 /// Forgets listed ids whose room key lapsed, unless a claim brought it back since.
 /// KEYS: rooms, then one room key per id in ARGV.
-const PRUNE: &str = r"
+static PRUNE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     redis.call('ZREM', KEYS[1], ARGV[i - 1])
   end
 end
 return 0
-";
+",
+    )
+});
 
 /// Deletes a room's entry if this node holds it. KEYS: room, rooms. ARGV: node, id.
-const RELEASE: &str = r"
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
 return 0
-";
+",
+    )
+});
 
 /// The directory in Redis, seen from one node.
 #[derive(Clone)]
@@ -125,7 +143,7 @@ fn text(value: &Value) -> Option<String> {
 
 impl Directory for RedisDirectory {
     async fn claim(&self, room: &RoomEntry) -> Result<Claim, DirectoryError> {
-        let reply: Vec<Value> = Script::new(CLAIM)
+        let reply: Vec<Value> = CLAIM
             .key(self.key("room", &room.room))
             .key(self.key("node", &self.node.id))
             .key(format!("{}rooms", self.prefix))
@@ -150,8 +168,7 @@ impl Directory for RedisDirectory {
     }
 
     async fn renew(&self, rooms: &[RoomEntry]) -> Result<Vec<String>, DirectoryError> {
-        let script = Script::new(RENEW);
-        let mut invocation = script.key(self.key("node", &self.node.id));
+        let mut invocation = RENEW.key(self.key("node", &self.node.id));
         invocation.arg(&self.node.id).arg(self.lease_ms).arg(&self.node.url);
         for room in rooms {
             invocation.key(self.key("room", &room.room)).arg(room.members);
@@ -168,7 +185,7 @@ impl Directory for RedisDirectory {
     }
 
     async fn release(&self, room: &str) -> Result<(), DirectoryError> {
-        let _: i64 = Script::new(RELEASE)
+        let _: i64 = RELEASE
             .key(self.key("room", room))
             .key(format!("{}rooms", self.prefix))
             .arg(&self.node.id)
@@ -223,8 +240,7 @@ impl Directory for RedisDirectory {
         }
         if !lapsed.is_empty() {
             // Their leases lapsed: forget them (a claim adds a room back).
-            let script = Script::new(PRUNE);
-            let mut invocation = script.key(&index);
+            let mut invocation = PRUNE.key(&index);
             for id in &lapsed {
                 invocation.key(self.key("room", id)).arg(id);
             }

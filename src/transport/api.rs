@@ -3,7 +3,8 @@
 //! or to the members listed in `&targets=ID,ID`. It needs `Authorization: Bearer` with
 //! `[api] token`; without a configured token the API is off. The room must be open on
 //! this node; the event goes out reliably, in order with the members' own events, at
-//! the room's next tick.
+//! the room's next tick. 202 means queued for the room: a room already holding its
+//! bound of pending events (`max_pending_events`, 1,024 a tick) drops it and logs so.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -14,6 +15,9 @@ use crate::engine::sim_pool::Command;
 use crate::proto::SendEvent;
 use crate::state::SERVER;
 use crate::transport::http::{Http, HttpResponse, bearer_matches, text, unauthorized};
+
+/// The longest event kind the API takes.
+const MAX_KIND_BYTES: usize = 256;
 
 /// The room id of an API path (`/rooms/{room}/events`, the id percent-encoded).
 pub(crate) fn room_of(path: &str) -> Option<String> {
@@ -52,8 +56,8 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
             _ => {}
         }
     }
-    if kind.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "kind=NAME is required\n");
+    if kind.is_empty() || kind.len() > MAX_KIND_BYTES {
+        return text(StatusCode::BAD_REQUEST, "kind=NAME is required, at most 256 bytes\n");
     }
     let ctx = &http.ctx;
     let Some(handle) = ctx.session.rooms.find(&room) else {

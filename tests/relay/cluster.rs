@@ -29,7 +29,11 @@ fn memory() -> (MemoryDirectory, MemoryDirectory, impl AsyncFn(Duration)) {
 }
 
 async fn redis_node(redis: &RedisServer, id: &str) -> RedisDirectory {
-    RedisDirectory::connect(&redis.url(), node(id), REDIS_LEASE, "test:")
+    redis_node_with(redis, id, REDIS_LEASE).await
+}
+
+async fn redis_node_with(redis: &RedisServer, id: &str, lease: Duration) -> RedisDirectory {
+    RedisDirectory::connect(&redis.url(), node(id), lease, "test:")
         .await
         .unwrap()
 }
@@ -83,10 +87,12 @@ async fn redis_listings_page_and_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_leave_exactly_one_owner() {
     let redis = RedisServer::start();
+    // Leases far longer than the race: none lapses on a loaded machine.
+    let lease = Duration::from_secs(30);
     let nodes = [
-        redis_node(&redis, "a").await,
-        redis_node(&redis, "b").await,
-        redis_node(&redis, "c").await,
+        redis_node_with(&redis, "a", lease).await,
+        redis_node_with(&redis, "b", lease).await,
+        redis_node_with(&redis, "c", lease).await,
     ];
     let rooms: Vec<String> = (0..200).map(|i| format!("race-{i}")).collect();
     let start = Arc::new(tokio::sync::Barrier::new(nodes.len()));

@@ -25,11 +25,15 @@ use crate::delta::{self, FrameMeta};
 use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
 use crate::engine::simulation::{SimContext, Simulation};
 use crate::frame::encode_message;
+use crate::log_budget::LogBudget;
 use crate::packed::Values;
 use crate::proto::{
     self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
 };
 use crate::state::{MemberId, SERVER, Tick, World};
+
+/// Published events a room dropped at its bound: one log line a second at most.
+static DROPPED_PUBLISHES: LogBudget = LogBudget::new(1);
 use member::{InputVerdict, Member};
 
 /// Counters of one room, cumulative.
@@ -332,7 +336,9 @@ impl Room {
         }
         if self.events.len() >= self.config.max_pending_events {
             if sender == SERVER {
-                tracing::warn!(room = %self.id, "published event dropped: too many events pending in this room");
+                if let Some(suppressed) = DROPPED_PUBLISHES.take(std::time::Instant::now()) {
+                    tracing::warn!(room = %self.id, suppressed, "published event dropped: too many events pending in this room");
+                }
                 return;
             }
             let error = self.error(ErrorCode::ServerBusy, "too many events pending in this room", 0);

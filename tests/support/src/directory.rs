@@ -58,6 +58,8 @@ pub async fn a_room_has_one_owner<D: Directory>(a: &D, b: &D) {
 /// owner learns at its next renewal that it lost it.
 pub async fn leases_lapse_unless_renewed<D: Directory>(a: &D, b: &D, lease: Duration, elapse: impl AsyncFn(Duration)) {
     assert_eq!(a.claim(&entry("r2", 1)).await.unwrap(), Claim::Ours);
+    // r3 is never renewed: it lapses with nobody taking it.
+    assert_eq!(a.claim(&entry("r3", 1)).await.unwrap(), Claim::Ours);
     for _ in 0..4 {
         elapse(lease / 2).await;
         assert_eq!(a.renew(&[entry("r2", 2)]).await.unwrap(), Vec::<String>::new());
@@ -65,7 +67,8 @@ pub async fn leases_lapse_unless_renewed<D: Directory>(a: &D, b: &D, lease: Dura
     assert!(matches!(b.claim(&entry("r2", 0)).await.unwrap(), Claim::Theirs { .. }));
     elapse(lease + lease / 2).await;
     assert_eq!(b.claim(&entry("r2", 0)).await.unwrap(), Claim::Ours, "a's lease lapsed");
-    assert_eq!(a.renew(&[entry("r2", 2)]).await.unwrap(), vec!["r2".to_string()]);
+    let lost = a.renew(&[entry("r2", 2), entry("r3", 1)]).await.unwrap();
+    assert_eq!(lost, ["r2", "r3"], "r3 lapsed too, though nobody took it");
     assert_eq!(
         a.claim(&entry("r2", 0)).await.unwrap(),
         Claim::Theirs {
@@ -105,4 +108,9 @@ pub async fn listings_page_and_expire<D: Directory>(a: &D, b: &D, lease: Duratio
         left.iter().map(|e| (&*e.room, e.members)).collect::<Vec<_>>(),
         [("l4", 1)]
     );
+    // A lapsed room claimed again is listed again.
+    assert_eq!(b.claim(&entry("l1", 0)).await.unwrap(), Claim::Ours);
+    let (again, _) = a.list("", 10).await.unwrap();
+    let again: Vec<_> = again.iter().map(|e| (&*e.room, &*e.node)).collect();
+    assert_eq!(again, [("l1", "b"), ("l4", "b")]);
 }
