@@ -11,7 +11,7 @@
  * server can forget what it kept for a resume) and measures the round-trip time.
  */
 
-import { create, equals, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import * as v1 from "./gen/tickrelay/v1/tickrelay_pb.js";
 import { DEFAULT_BACKOFF, TokenBucket, backoffDelay, type Backoff } from "./bucket.js";
 import { DesyncError, StateMirror } from "./mirror.js";
@@ -596,9 +596,7 @@ export class Client {
       schema = Schema.EMPTY;
     }
     state.joined = true;
-    const same =
-      state.wireSchema.length === joined.schema.length &&
-      state.wireSchema.every((kind, i) => equals(v1.KindSchemaSchema, kind, joined.schema[i]!));
+    const same = sameKinds(state.wireSchema, joined.schema);
     state.schema = schema;
     state.wireSchema = joined.schema;
     if (state.mirror === undefined || !same) state.mirror = new StateMirror(schema);
@@ -710,6 +708,12 @@ export class Client {
       }
     }
   }
+}
+
+/** Whether two `Joined.schema` lists declare the same kinds (compared encoded). */
+function sameKinds(a: v1.KindSchema[], b: v1.KindSchema[]): boolean {
+  const encoded = (k: v1.KindSchema) => toBinary(v1.KindSchemaSchema, k).join(",");
+  return a.length === b.length && a.every((kind, i) => encoded(kind) === encoded(b[i]!));
 }
 
 /** One `ClientMessage`, encoded. */
