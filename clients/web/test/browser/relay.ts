@@ -96,7 +96,12 @@ export async function startProxy(target: URL): Promise<Proxy> {
     cut: () => {
       for (const socket of sockets) socket.resetAndDestroy();
     },
-    close: () => new Promise((r) => server.close(() => r())),
+    // `server.close` waits for every connection to end: end them.
+    close: () =>
+      new Promise((r) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => r());
+      }),
   };
 }
 
