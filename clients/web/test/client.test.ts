@@ -91,6 +91,24 @@ function advance(ms: number): void {
   }
 }
 
+/**
+ * A client in room "r" of a server announcing 10 messages a second with a burst of 4
+ * (the client paces at 8 a second, a burst of 2: the join and the first ping take it).
+ */
+function joinedUnderTightLimits(): Client {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().receive([
+    {
+      case: "welcome",
+      value: { sessionId: 1n, resumeToken: "t", limits: { messagesPerSecond: 10, messageBurst: 4, bytesPerSecond: 65536 } },
+    },
+  ]);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  return c;
+}
+
 beforeEach(() => {
   FakeSocket.opened = [];
   clock = 0;
@@ -210,16 +228,7 @@ test("requests are answered by correlation id; an Error rejects with a RequestEr
 });
 
 test("sends are paced to the announced limits, one envelope per flush", () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  last().receive([
-    {
-      case: "welcome",
-      value: { sessionId: 1n, resumeToken: "t", limits: { messagesPerSecond: 10, messageBurst: 4, bytesPerSecond: 65536 } },
-    },
-  ]);
-  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  const c = joinedUnderTightLimits();
   for (let i = 0; i < 10; i++) c.sendInput("r", { case: "intent", value: new Uint8Array([1, 1]) });
   // Burst 2 (half the server's 4): the join and the first ping took it; the rest waits.
   const inputs = () => last().sent.filter((k) => k.case === "input").length;
@@ -252,16 +261,7 @@ test("a connection given up to reconnect is closed with 4000, so the server keep
 });
 
 test("messages the pacer had not sent yet go out after the reconnect", () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  last().receive([
-    {
-      case: "welcome",
-      value: { sessionId: 1n, resumeToken: "t", limits: { messagesPerSecond: 10, messageBurst: 4, bytesPerSecond: 65536 } },
-    },
-  ]);
-  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  const c = joinedUnderTightLimits();
   for (const kind of ["a", "b", "c"]) c.sendEvent("r", kind, new Uint8Array());
   c.leave("r");
   assert.deepEqual(last().kinds(), ["join"], "the burst went to the join and the ping");
