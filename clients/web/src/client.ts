@@ -669,13 +669,19 @@ export class Client {
     if (socket === undefined || !this.#welcomed || this.#timers.flush !== undefined) return;
     const at = now();
     const parts: Uint8Array[] = [];
+    // The head of the queue, encoded, when the pacers held it back.
+    let held: Uint8Array | undefined;
     while (this.#queue.length > 0 && parts.length < this.#maxBatch) {
       const part = encodeMessage(this.#queue[0]!);
       // A message larger than the byte burst is charged the burst.
       const cost = Math.min(part.byteLength, this.#bytePacer.burst);
-      if (!this.#pacer.tryTake(1, at)) break;
+      if (!this.#pacer.tryTake(1, at)) {
+        held = part;
+        break;
+      }
       if (!this.#bytePacer.tryTake(cost, at)) {
         this.#pacer.giveBack(1);
+        held = part;
         break;
       }
       this.#queue.shift();
@@ -687,7 +693,7 @@ export class Client {
       this.stats.bytesOut += envelope.byteLength;
     }
     if (this.#queue.length > 0) {
-      const next = encodeMessage(this.#queue[0]!).byteLength;
+      const next = (held ?? encodeMessage(this.#queue[0]!)).byteLength;
       const waitMs = Math.max(this.#pacer.waitFor(1, at), this.#bytePacer.waitFor(next, at), 1);
       this.#timers.flush = setTimeout(() => {
         this.#timers.flush = undefined;
