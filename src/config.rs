@@ -48,6 +48,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The HTTP API for game backends (`POST /rooms/{room}/events`).
     pub api: ApiConfig,
+    /// Several nodes sharing a room directory in Redis (off unless `redis_url` is set).
+    pub cluster: ClusterConfig,
     /// Simulation threads; 0 means one per core.
     pub sim_threads: usize,
     /// Commands (joins, inputs, events) that may wait for one simulation thread;
@@ -97,6 +99,38 @@ pub struct ApiConfig {
     /// The bearer token `POST /rooms/{room}/events` requires; without one the API is
     /// off (404).
     pub token: Option<String>,
+}
+
+/// Cluster mode (`[cluster]`): several relay nodes share one room directory in Redis.
+/// Off unless `redis_url` is set; a single node needs none of it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The Redis holding the directory (`redis://host:port/db`); setting it turns
+    /// cluster mode on.
+    pub redis_url: Option<String>,
+    /// This node's id, unique in the cluster (default: the public URL).
+    pub node_id: Option<String>,
+    /// The URL clients reach this node at, sent to clients redirected here (default:
+    /// `wss://<listen address>/ws`, right on one machine).
+    pub public_url: Option<String>,
+    /// How long a room's lease lives without renewal, in milliseconds: a node that
+    /// dies loses its rooms to the next claim after this. Renewed every third of it.
+    pub lease_ms: u64,
+    /// Prefix of every Redis key (several clusters can share one Redis).
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            node_id: None,
+            public_url: None,
+            lease_ms: 6_000,
+            key_prefix: "tickrelay:".into(),
+        }
+    }
 }
 
 /// WebSocket-only settings (`[websocket]`).
@@ -342,6 +376,7 @@ impl Default for Config {
             connections: ConnectionLimits::default(),
             metrics: MetricsConfig::default(),
             api: ApiConfig::default(),
+            cluster: ClusterConfig::default(),
             sim_threads: 0,
             sim_queue_capacity: 65_536,
             max_rooms: 10_000,
@@ -532,6 +567,9 @@ impl Config {
         }
         if !(s.resume_grace_secs >= 0.0 && s.resume_grace_secs.is_finite()) {
             return invalid("session.resume_grace_secs must be 0 or more".into());
+        }
+        if self.cluster.redis_url.is_some() && self.cluster.lease_ms < 300 {
+            return invalid("cluster.lease_ms must be at least 300".into());
         }
         if self.session.max_message_bytes < 64 || self.websocket.read_buffer_bytes < 256 {
             return invalid("session.max_message_bytes must be >= 64 and websocket.read_buffer_bytes >= 256".into());

@@ -117,6 +117,17 @@ struct ServeArgs {
     /// environment variable).
     #[arg(long, env = "TICKRELAY_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Cluster mode: share one room directory with the other nodes in this Redis
+    /// (`redis://host:port`); each room lives on one node, and joins elsewhere are
+    /// redirected to it.
+    #[arg(long, env = "TICKRELAY_CLUSTER", value_name = "REDIS_URL")]
+    cluster: Option<String>,
+    /// Cluster mode: this node's id, unique in the cluster [default: its public URL].
+    #[arg(long, env = "TICKRELAY_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// Cluster mode: the URL clients reach this node at [default: wss://LISTEN/ws].
+    #[arg(long, env = "TICKRELAY_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
     /// Benchmark baseline, never for players: every room sends every member a full
     /// snapshot every tick, encoded for that member alone, and each message is written
     /// separately. Compare a load run with and without it.
@@ -209,6 +220,15 @@ impl ServeArgs {
         }
         if let Some(v) = &self.api_token {
             config.api.token = Some(v.clone());
+        }
+        if let Some(v) = &self.cluster {
+            config.cluster.redis_url = Some(v.clone());
+        }
+        if let Some(v) = &self.node_id {
+            config.cluster.node_id = Some(v.clone());
+        }
+        if let Some(v) = &self.public_url {
+            config.cluster.public_url = Some(v.clone());
         }
         Ok(config)
     }

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{Claim, Cluster, DirectoryError, Node, RedisDirectory};
 use crate::config::{Config, ConfigError};
 use crate::engine::sim_pool::SimPool;
 use crate::log_budget::LogBudget;
@@ -56,6 +57,9 @@ pub enum ServerError {
     /// A pre-created room could not be created.
     #[error("cannot create room `{0}`: {1}")]
     Room(String, crate::engine::sim_pool::PoolError),
+    /// Cluster mode: the room directory (Redis) could not be reached at start.
+    #[error("cluster mode: {0} (check `[cluster] redis_url` / --cluster)")]
+    Cluster(#[from] DirectoryError),
 }
 
 /// A bound, not yet running server.
@@ -128,7 +132,21 @@ impl Server {
             Some(tls)
         };
         let pool = Arc::new(SimPool::start(config.pool_config())?);
+        let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
+        let cluster = match &config.cluster.redis_url {
+            Some(url) => Some(Arc::new(join_cluster(&config, url, local_addr, &pool, &metrics).await?)),
+            None => None,
+        };
         for room in &config.rooms {
+            // In a cluster, the node that claims a configured room first holds it.
+            if let Some(cluster) = &cluster {
+                let claim = cluster.claim(&room.id, &room.room_type).await;
+                let claim = claim.map_err(|e| ServerError::Room(room.id.clone(), e))?;
+                if let Claim::Theirs { node, .. } = claim {
+                    tracing::info!(room = %room.id, owner = %node, "configured room is held by another node");
+                    continue;
+                }
+            }
             pool.create_persistent(&room.id, &room.room_type)
                 .map_err(|e| ServerError::Room(room.id.clone(), e))?;
         }
@@ -142,7 +160,6 @@ impl Server {
             .max_write_buffer_size(config.websocket.max_write_buffer_bytes)
             .max_message_size(Some(config.session.max_message_bytes))
             .max_frame_size(Some(config.session.max_message_bytes));
-        let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
         let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
         if auth.mode() == AuthMode::Anonymous {
             tracing::warn!(
@@ -153,6 +170,7 @@ impl Server {
             rooms: pool.clone(),
             auth,
             settings: Arc::new(config.session_settings()),
+            clustered: cluster.is_some(),
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),
@@ -162,7 +180,9 @@ impl Server {
         };
         let registry = Registry::new(config.connections.max_connections);
         let gate = Gate::new(config.connections.clone());
-        let ctx = Arc::new(Context::new(session, settings, registry, gate, metrics));
+        let mut ctx = Context::new(session, settings, registry, gate, metrics);
+        ctx.cluster = cluster;
+        let ctx = Arc::new(ctx);
         let http = Arc::new(Http {
             ctx: ctx.clone(),
             origins: config.origins,
@@ -228,6 +248,11 @@ impl Server {
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;
         ctx.tracker.spawn(reap_parked_sessions(ctx.clone()));
+        if let Some(cluster) = &ctx.cluster {
+            let node = cluster.node();
+            tracing::info!(node = %node.id, url = %node.url, "cluster mode: sharing the room directory");
+            ctx.tracker.spawn(cluster.clone().keep_leases(ctx.shutdown.clone()));
+        }
         if let Some(endpoint) = self.quic.clone() {
             if let Ok(addr) = endpoint.local_addr() {
                 tracing::info!("listening on quic://{addr} (ALPN tickrelay/1)");
@@ -314,6 +339,27 @@ impl Server {
             session.close();
         }
     }
+}
+
+/// Connects to the cluster's directory as the node `[cluster]` describes (by default
+/// its id is its public URL, and that is `wss://<listen address>/ws`).
+async fn join_cluster(
+    config: &Config,
+    redis_url: &str,
+    local_addr: SocketAddr,
+    pool: &Arc<SimPool>,
+    metrics: &Arc<Metrics>,
+) -> Result<Cluster, ServerError> {
+    let c = &config.cluster;
+    let scheme = if config.tls.insecure_plain { "ws" } else { "wss" };
+    let url = (c.public_url.clone()).unwrap_or_else(|| format!("{scheme}://{local_addr}/ws"));
+    let node = Node {
+        id: c.node_id.clone().unwrap_or_else(|| url.clone()),
+        url,
+    };
+    let lease = Duration::from_millis(c.lease_ms);
+    let directory = RedisDirectory::connect(redis_url, node, lease, &c.key_prefix).await?;
+    Ok(Cluster::new(directory, pool.clone(), metrics.clone(), lease))
 }
 
 /// `accept` errors that mean the process (EMFILE, 24) or the system (ENFILE, 23) is

@@ -1,12 +1,13 @@
-//! Scale-out over Redis (issue 17), being built: so far the room directory — one
-//! owner per room through leases, where each room lives, listings that expire with
-//! the leases — in memory ([`directory::MemoryDirectory`]) and in Redis
-//! ([`redis_directory::RedisDirectory`]). Nothing in the server uses it yet: joins,
-//! routing and checkpoints come next, and there is no `[cluster]` configuration until
-//! they do.
+//! Scale-out over Redis (issue 17), being built. Several nodes share one room
+//! directory: each room lives on the node holding its lease ([`directory`], in
+//! memory and in Redis), a join of a room open elsewhere is redirected there, and
+//! listings come from the directory ([`node`]). Cross-node publish, checkpoints and
+//! restore are still to come.
 
 pub mod directory;
+pub mod node;
 pub mod redis_directory;
 
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
+pub use node::Cluster;
 pub use redis_directory::RedisDirectory;

@@ -124,6 +124,11 @@ impl RedisDirectory {
         })
     }
 
+    /// The node this directory is seen from.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}:{id}", self.prefix)
     }

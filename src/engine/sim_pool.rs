@@ -150,6 +150,10 @@ pub enum PoolError {
     /// The pool is shut down.
     #[error("shutting down")]
     ShutDown,
+    /// Cluster mode: the room directory, or the node that owns the room, cannot be
+    /// reached now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl PoolError {
@@ -162,6 +166,7 @@ impl PoolError {
             Self::TooManyRooms | Self::Busy => ErrorCode::ServerBusy,
             Self::CreationLimit(_) => ErrorCode::LimitExceeded,
             Self::ShutDown => ErrorCode::RoomClosed,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -223,6 +228,15 @@ pub enum Command {
         member: MemberId,
         /// Request id to answer.
         request_id: u64,
+    },
+    /// Close the room now: every member gets `Left` with this reason.
+    Close {
+        /// Room.
+        room: RoomKey,
+        /// Why, for the members.
+        code: ErrorCode,
+        /// The `Left` message's text.
+        message: String,
     },
     /// Stop the thread.
     Shutdown,
@@ -518,17 +532,28 @@ impl SimPool {
         let limit = limit.min(MAX_ROOMS_PER_PAGE);
         let directory = self.directory.lock();
         let lower = if after.is_empty() { Unbounded } else { Excluded(after) };
-        let mut page = directory
-            .range::<str, _>((lower, Unbounded))
-            .map(|(_, h)| proto::RoomInfo {
-                room: h.shared.id.to_string(),
-                room_type: h.shared.room_type.to_string(),
-                members: h.shared.members.load(Ordering::Relaxed),
-                max_members: h.shared.max_members,
-            });
+        let mut page = directory.range::<str, _>((lower, Unbounded)).map(|(_, h)| room_info(h));
         let rooms: Vec<_> = page.by_ref().take(limit).collect();
         let more = page.next().is_some();
         (rooms, more)
+    }
+
+    /// Every open room, in id order, as listed (a snapshot for the cluster's leases).
+    pub fn all_rooms(&self) -> Vec<proto::RoomInfo> {
+        self.directory.lock().values().map(room_info).collect()
+    }
+
+    /// Closes the room with this id, if open: every member gets `Left` with `code`
+    /// and `message`.
+    pub fn close(&self, id: &str, code: ErrorCode, message: &str) {
+        if let Some(room) = self.room(id) {
+            let command = Command::Close {
+                room: room.key,
+                code,
+                message: message.to_string(),
+            };
+            let _ = self.send(&room, command);
+        }
     }
 
     /// Sends a command to the room's thread without blocking.
@@ -553,6 +578,16 @@ impl SimPool {
             }
         }
         self.directory.lock().clear();
+    }
+}
+
+fn room_info(handle: &RoomHandle) -> proto::RoomInfo {
+    let shared = &handle.shared;
+    proto::RoomInfo {
+        room: shared.id.to_string(),
+        room_type: shared.room_type.to_string(),
+        members: shared.members.load(Ordering::Relaxed),
+        max_members: shared.max_members,
     }
 }
 
@@ -743,6 +778,12 @@ impl SimThread {
                     r.room.resync(member, request_id);
                 }
             }
+            Command::Close { room, code, message } => {
+                if let Some(&i) = self.index.get(&room) {
+                    let closed = self.remove_room(i);
+                    self.close_room(closed, Some((code, &message)));
+                }
+            }
             Command::Shutdown => {}
         }
     }
@@ -793,22 +834,29 @@ impl SimThread {
                 i += 1;
                 continue;
             }
-            let closed = self.rooms.swap_remove(i);
-            self.index.remove(&closed.room.key());
-            if let Some(moved) = self.rooms.get(i) {
-                self.index.insert(moved.room.key(), i);
-            }
-            self.close_room(closed, healthy);
+            let closed = self.remove_room(i);
+            let failed = (ErrorCode::RoomClosed, "room closed after an internal error");
+            self.close_room(closed, (!healthy).then_some(failed));
         }
     }
 
-    /// Tells the members (when the room failed), then unlists the room, so anyone
-    /// who sees it gone from the directory also finds the `Left` in its outbox.
-    fn close_room(&mut self, closed: OwnedRoom, healthy: bool) {
+    /// Takes the room at `i` off this thread.
+    fn remove_room(&mut self, i: usize) -> OwnedRoom {
+        let removed = self.rooms.swap_remove(i);
+        self.index.remove(&removed.room.key());
+        if let Some(moved) = self.rooms.get(i) {
+            self.index.insert(moved.room.key(), i);
+        }
+        removed
+    }
+
+    /// Tells the members why (unless it closed empty), then unlists the room, so
+    /// anyone who sees it gone from the directory also finds the `Left` in its outbox.
+    fn close_room(&mut self, closed: OwnedRoom, why: Option<(ErrorCode, &str)>) {
         let OwnedRoom { room, shared, .. } = closed;
         let key = room.key();
-        if !healthy {
-            room.close(ErrorCode::RoomClosed, "room closed after an internal error");
+        if let Some((code, message)) = why {
+            room.close(code, message);
         }
         {
             let mut directory = self.directory.lock();
@@ -822,7 +870,7 @@ impl SimThread {
         self.room_count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.rooms.dec();
         if let Some(suppressed) = ROOM_LOGS.take(Instant::now()) {
-            let reason = if healthy { "empty" } else { "internal error" };
+            let reason = why.map_or("empty", |(_, message)| message);
             tracing::info!(room = %shared.id, reason, suppressed, "room closed");
         }
         let members = shared.members.load(Ordering::Relaxed);

@@ -121,6 +121,15 @@ pub struct Metrics {
     pub handshakes_shed: Counter,
     /// Room events published through the HTTP API.
     pub events_published: Counter,
+    /// Cluster mode: joins redirected to the node owning the room.
+    pub redirects: Counter,
+    /// Cluster mode: room directory (Redis) operations that failed or timed out.
+    pub directory_errors: Counter,
+    /// Cluster mode: 1 while the room directory answers, 0 after an operation failed
+    /// (until one succeeds).
+    pub directory_up: Gauge,
+    /// Cluster mode: rooms closed here because another node holds their lease now.
+    pub rooms_lost: Counter,
     /// Upgrades refused for a bad or missing token, by kind.
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Upgrades refused with an HTTP status (401, 403, 429, 503).
@@ -156,6 +165,10 @@ impl Metrics {
             sockets_refused: Counter::default(),
             handshakes_shed: Counter::default(),
             events_published: Counter::default(),
+            redirects: Counter::default(),
+            directory_errors: Counter::default(),
+            directory_up: Gauge::default(),
+            rooms_lost: Counter::default(),
             auth_failures: Family::default(),
             upgrades_refused: Family::default(),
             messages_rate_limited: Counter::default(),
@@ -233,6 +246,26 @@ impl Metrics {
             "events_published",
             "Room events published through the HTTP API (POST /rooms/{room}/events)",
             m.events_published.clone(),
+        );
+        registry.register(
+            "redirects",
+            "Cluster mode: joins redirected to the node that owns the room",
+            m.redirects.clone(),
+        );
+        registry.register(
+            "directory_errors",
+            "Cluster mode: room directory (Redis) operations that failed or timed out",
+            m.directory_errors.clone(),
+        );
+        registry.register(
+            "directory_up",
+            "Cluster mode: 1 while the room directory (Redis) answers",
+            m.directory_up.clone(),
+        );
+        registry.register(
+            "rooms_lost",
+            "Cluster mode: rooms closed here because another node holds their lease now",
+            m.rooms_lost.clone(),
         );
         registry.register(
             "handshakes_shed",

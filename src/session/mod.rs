@@ -24,14 +24,15 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::clock::Now;
+use crate::cluster::Claim;
 use crate::engine::outbox::{Delivery, Left, Outbox};
 use crate::engine::room::error_message;
-use crate::engine::sim_pool::{Command, PoolError, RoomHandle, Rooms};
+use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomHandle, Rooms};
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
 use crate::proto::{
-    self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, client_message, request, response,
-    server_message::Kind,
+    self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, SendEvent, client_message, input, request,
+    response, server_message::Kind,
 };
 use crate::session::auth::{AuthMode, Authenticator, Identity};
 use crate::session::heartbeat::{Beat, Heartbeat};
@@ -97,7 +98,57 @@ pub struct SessionContext {
     pub auth: Arc<Authenticator>,
     /// Limits and timers.
     pub settings: Arc<SessionSettings>,
+    /// Cluster mode: rooms not open here are claimed in the shared directory before
+    /// a join (see [`DirectoryOp`]), and listings come from it.
+    pub clustered: bool,
 }
+
+/// Work a clustered session needs from the room directory. The driver takes it from
+/// [`Session::poll_directory`], runs it (asynchronously) and hands the answer to
+/// [`Session::on_directory`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryOp {
+    /// Take the room for this node, or learn which node holds it: a join of a room
+    /// not open here.
+    Claim {
+        /// The room id.
+        room: String,
+        /// The room type the join named (empty: the default).
+        room_type: String,
+    },
+    /// One page of the cluster's rooms, for `ListRooms`.
+    List {
+        /// The request to answer.
+        request_id: u64,
+        /// List the ids after this one.
+        after: String,
+        /// At most this many.
+        limit: usize,
+    },
+}
+
+/// The directory's answer to a [`DirectoryOp`] (a refusal as the [`PoolError`] to
+/// answer with).
+#[derive(Debug, Clone)]
+pub enum DirectoryReply {
+    /// To [`DirectoryOp::Claim`].
+    Claim {
+        /// The room id.
+        room: String,
+        /// Whether this node owns it now, or which node does.
+        outcome: Result<Claim, PoolError>,
+    },
+    /// To [`DirectoryOp::List`].
+    List {
+        /// The request.
+        request_id: u64,
+        /// A page of rooms, and whether more follow.
+        outcome: Result<(Vec<proto::RoomInfo>, bool), PoolError>,
+    },
+}
+
+/// Listings one session may have waiting for the directory at once.
+const MAX_PENDING_LISTS: usize = 4;
 
 /// See the module documentation.
 pub struct Session {
@@ -113,6 +164,13 @@ pub struct Session {
     /// Rooms this session joined (or asked to join), by room id, with the number of
     /// the last join sent.
     rooms: HashMap<String, Membership>,
+    /// Cluster mode: joins waiting for the directory, by room id.
+    claims: HashMap<String, PendingJoin>,
+    /// Directory work for the driver, not taken yet.
+    directory_ops: Vec<DirectoryOp>,
+    /// Directory work the driver took and has not answered (asked again after a
+    /// resume: the connection that ran it is gone).
+    in_flight: Vec<DirectoryOp>,
     /// The number of the next join (see [`Outbox::leave_room`]).
     next_join: u64,
     /// Scratch for [`Outbox::take_left`].
@@ -125,6 +183,21 @@ pub struct Session {
 struct Membership {
     handle: RoomHandle,
     join_seq: u64,
+}
+
+/// A join waiting for the directory's claim, with what the client sent the room
+/// meanwhile (delivered in order once the room is open here).
+#[derive(Debug)]
+struct PendingJoin {
+    request_id: u64,
+    room_type: String,
+    waiting: Vec<Waiting>,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    Input { seq: u64, payload: input::Payload },
+    Event(SendEvent),
 }
 
 impl std::fmt::Debug for Session {
@@ -169,6 +242,9 @@ impl Session {
             limiter: RateLimiter::new(settings.rate, now.instant),
             ctx,
             rooms: HashMap::new(),
+            claims: HashMap::new(),
+            directory_ops: Vec::new(),
+            in_flight: Vec::new(),
             next_join: 1,
             left: Vec::new(),
             closed: false,
@@ -216,6 +292,8 @@ impl Session {
         self.outbox.push_welcome(self.welcome(true, now));
         let replayed = self.outbox.replay_after(received);
         self.forget_rooms_left();
+        // The old connection's driver dropped what it was running for the directory.
+        self.directory_ops.append(&mut self.in_flight);
         // A full snapshot of every room at its next tick (request id 0: no answer).
         for room in self.rooms.values() {
             let command = Command::Resync {
@@ -344,6 +422,15 @@ impl Session {
         match kind {
             K::Join(join) => self.join(join),
             K::Leave(leave) => {
+                if self.claims.remove(&leave.room).is_some() {
+                    // Not in the room yet: the claim's answer will find no join to finish.
+                    let left = Kind::Left(proto::Left {
+                        request_id: leave.request_id,
+                        room: leave.room,
+                        ..Default::default()
+                    });
+                    return self.reply(encode_message(left));
+                }
                 let Some(room) = self.room(&leave.room) else {
                     return self.not_a_member(&leave.room, leave.request_id);
                 };
@@ -358,9 +445,10 @@ impl Session {
                 }
             }
             K::Input(input) => {
-                let Some(room) = self.room(&input.room) else {
+                let room = self.room(&input.room);
+                if room.is_none() && !self.claims.contains_key(&input.room) {
                     return self.not_a_member(&input.room, input.seq);
-                };
+                }
                 let Some(payload) = input.payload else {
                     let error = error_message(ErrorCode::BadRequest, "input without payload", input.seq, &input.room);
                     return self.reply(error);
@@ -372,6 +460,13 @@ impl Session {
                     let message = format!("input seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
                     return self.reply(error_message(ErrorCode::BadRequest, &message, input.seq, &input.room));
                 }
+                let Some(room) = room else {
+                    let waiting = Waiting::Input {
+                        seq: input.seq,
+                        payload,
+                    };
+                    return self.wait_for_claim(&input.room, waiting, input.seq);
+                };
                 let command = Command::Input {
                     room: room.key,
                     member: self.id,
@@ -382,6 +477,10 @@ impl Session {
             }
             K::Event(event) => {
                 let Some(room) = self.room(&event.room) else {
+                    if self.claims.contains_key(&event.room) {
+                        let room = event.room.clone();
+                        return self.wait_for_claim(&room, Waiting::Event(event), 0);
+                    }
                     return self.not_a_member(&event.room, 0);
                 };
                 let command = Command::Event {
@@ -460,7 +559,18 @@ impl Session {
                 &join.room,
             ));
         }
-        if !self.rooms.contains_key(&join.room) && self.rooms.len() >= self.ctx.settings.max_rooms_per_session {
+        if self.claims.contains_key(&join.room) {
+            let message = "a join of this room is already waiting for the room directory";
+            return self.reply(error_message(
+                ErrorCode::AlreadyMember,
+                message,
+                join.request_id,
+                &join.room,
+            ));
+        }
+        if !self.rooms.contains_key(&join.room)
+            && self.rooms.len() + self.claims.len() >= self.ctx.settings.max_rooms_per_session
+        {
             let message = format!(
                 "a session may be in at most {} rooms",
                 self.ctx.settings.max_rooms_per_session
@@ -472,9 +582,32 @@ impl Session {
                 &join.room,
             ));
         }
-        let handle = match self.ctx.rooms.open(&join.room, &join.room_type, &self.identity.creator) {
-            Ok(room) => room,
-            Err(e) => return self.pool_error(&e, join.request_id, &join.room),
+        // A room open here is this node's; one that is not may live on another node.
+        if self.ctx.clustered && self.ctx.rooms.find(&join.room).is_none() {
+            self.directory_ops.push(DirectoryOp::Claim {
+                room: join.room.clone(),
+                room_type: join.room_type.clone(),
+            });
+            let pending = PendingJoin {
+                request_id: join.request_id,
+                room_type: join.room_type,
+                waiting: Vec::new(),
+            };
+            self.claims.insert(join.room, pending);
+            return;
+        }
+        self.open_and_join(join.room, &join.room_type, join.request_id);
+    }
+
+    /// Opens the room here (creating it if needed) and sends the join; the room's
+    /// handle when the session is now a member (or about to be).
+    fn open_and_join(&mut self, room: String, room_type: &str, request_id: u64) -> Option<RoomHandle> {
+        let handle = match self.ctx.rooms.open(&room, room_type, &self.identity.creator) {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.pool_error(&e, request_id, &room);
+                return None;
+            }
         };
         let join_seq = self.next_join;
         self.next_join += 1;
@@ -483,12 +616,110 @@ impl Session {
             member: self.id,
             user_id: self.identity.user_id.clone(),
             outbox: self.outbox.clone(),
-            request_id: join.request_id,
+            request_id,
             join_seq,
         };
-        if self.send(&handle, command, join.request_id) {
-            self.rooms.insert(join.room, Membership { handle, join_seq });
+        if !self.send(&handle, command, request_id) {
+            return None;
         }
+        self.rooms.insert(
+            room,
+            Membership {
+                handle: handle.clone(),
+                join_seq,
+            },
+        );
+        Some(handle)
+    }
+
+    /// Keeps an input or event for a room whose join waits for the directory; at
+    /// most a burst's worth (the client should wait for `Joined`).
+    fn wait_for_claim(&mut self, room: &str, waiting: Waiting, request_id: u64) {
+        let burst = self.limiter.limits().message_burst as usize;
+        let Some(claim) = self.claims.get_mut(room) else {
+            return;
+        };
+        if claim.waiting.len() >= burst.max(1) {
+            let message = "the join still waits for the room directory; wait for Joined before sending more";
+            return self.reply(error_message(ErrorCode::LimitExceeded, message, request_id, room));
+        }
+        claim.waiting.push(waiting);
+    }
+
+    /// The next piece of directory work, for the driver to run (cluster mode).
+    pub fn poll_directory(&mut self) -> Option<DirectoryOp> {
+        let op = self.directory_ops.pop()?;
+        self.in_flight.push(op.clone());
+        Some(op)
+    }
+
+    /// The directory answered: finishes the join (the room is ours: it opens here),
+    /// redirects it (another node owns the room) or answers the refusal; or answers
+    /// the listing.
+    pub fn on_directory(&mut self, reply: DirectoryReply) {
+        self.in_flight.retain(|op| match (op, &reply) {
+            (DirectoryOp::Claim { room, .. }, DirectoryReply::Claim { room: answered, .. }) => room != answered,
+            (
+                DirectoryOp::List { request_id, .. },
+                DirectoryReply::List {
+                    request_id: answered, ..
+                },
+            ) => request_id != answered,
+            _ => true,
+        });
+        match reply {
+            DirectoryReply::List { request_id, outcome } => match outcome {
+                Ok((rooms, more)) => self.reply_rooms(request_id, rooms, more),
+                Err(e) => self.pool_error(&e, request_id, ""),
+            },
+            DirectoryReply::Claim { room, outcome } => {
+                // Left (or the session closed) while the claim ran: nothing to finish.
+                let Some(pending) = self.claims.remove(&room) else {
+                    return;
+                };
+                let request_id = pending.request_id;
+                match outcome {
+                    Ok(Claim::Ours) => {
+                        let Some(handle) = self.open_and_join(room, &pending.room_type, request_id) else {
+                            return;
+                        };
+                        for waiting in pending.waiting {
+                            let command = match waiting {
+                                Waiting::Input { seq, payload } => Command::Input {
+                                    room: handle.key,
+                                    member: self.id,
+                                    seq,
+                                    payload,
+                                },
+                                Waiting::Event(event) => Command::Event {
+                                    room: handle.key,
+                                    member: self.id,
+                                    event,
+                                },
+                            };
+                            self.send(&handle, command, 0);
+                        }
+                    }
+                    Ok(Claim::Theirs { url: Some(url), .. }) => {
+                        let redirect = Kind::Redirect(proto::Redirect { request_id, room, url });
+                        self.reply(encode_message(redirect));
+                    }
+                    Ok(Claim::Theirs { node, url: None }) => {
+                        let message = format!("the room lives on node `{node}`, which is not answering; retry shortly");
+                        self.pool_error(&PoolError::Unavailable(message), request_id, &room);
+                    }
+                    Err(e) => self.pool_error(&e, request_id, &room),
+                }
+            }
+        }
+    }
+
+    fn reply_rooms(&self, request_id: u64, rooms: Vec<proto::RoomInfo>, more: bool) {
+        let response = Kind::Response(proto::Response {
+            request_id,
+            kind: Some(response::Kind::Rooms(proto::RoomList { rooms, more })),
+        });
+        self.reply(encode_message(response));
     }
 
     fn request(&mut self, request: proto::Request) {
@@ -499,12 +730,22 @@ impl Session {
                     0 => DEFAULT_ROOMS_PER_PAGE,
                     n => n as usize,
                 };
-                let (rooms, more) = self.ctx.rooms.list(&list.after, limit);
-                let response = Kind::Response(proto::Response {
+                if !self.ctx.clustered {
+                    let (rooms, more) = self.ctx.rooms.list(&list.after, limit);
+                    return self.reply_rooms(id, rooms, more);
+                }
+                let is_list = |op: &&DirectoryOp| matches!(op, DirectoryOp::List { .. });
+                let pending = self.directory_ops.iter().chain(&self.in_flight).filter(is_list).count();
+                if pending >= MAX_PENDING_LISTS {
+                    let message = format!("at most {MAX_PENDING_LISTS} listings may wait for the room directory");
+                    return self.reply(error_message(ErrorCode::LimitExceeded, &message, id, ""));
+                }
+                let limit = limit.min(MAX_ROOMS_PER_PAGE);
+                self.directory_ops.push(DirectoryOp::List {
                     request_id: id,
-                    kind: Some(response::Kind::Rooms(proto::RoomList { rooms, more })),
+                    after: list.after,
+                    limit,
                 });
-                self.reply(encode_message(response));
             }
             Some(request::Kind::Resync(resync)) => {
                 let Some(room) = self.room(&resync.room) else {
@@ -575,6 +816,7 @@ impl Session {
             return;
         }
         self.outbox.close();
+        self.claims.clear();
         for (_, room) in self.rooms.drain() {
             let command = Command::Leave {
                 room: room.handle.key,

@@ -150,6 +150,15 @@ impl Harness {
     }
 
     fn anonymous(settings: SessionSettings) -> Self {
+        Self::anonymous_on(settings, false)
+    }
+
+    /// An anonymous session on a node of a cluster.
+    fn clustered() -> Self {
+        Self::anonymous_on(settings(), true)
+    }
+
+    fn anonymous_on(settings: SessionSettings, clustered: bool) -> Self {
         let identity = Identity {
             user_id: "anonymous-1".into(),
             expires_at: None,
@@ -157,7 +166,7 @@ impl Harness {
             creator: "127.0.0.1".into(),
         };
         let auth = Authenticator::new(&AuthConfig::default()).unwrap();
-        Self::with(identity, auth, settings)
+        Self::with(identity, auth, settings, clustered)
     }
 
     /// A JWT session whose token names `rooms` and expires `ttl` seconds after `t0`.
@@ -166,16 +175,17 @@ impl Harness {
         let identity = auth
             .authenticate(Some(&token("alice", UNIX0 + ttl, rooms)), UNIX0)
             .unwrap();
-        Self::with(identity, auth, settings())
+        Self::with(identity, auth, settings(), false)
     }
 
-    fn with(identity: Identity, auth: Authenticator, settings: SessionSettings) -> Self {
+    fn with(identity: Identity, auth: Authenticator, settings: SessionSettings, clustered: bool) -> Self {
         let rooms = Arc::new(FakeRooms::default());
         let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
         let ctx = SessionContext {
             rooms: rooms.clone(),
             auth: Arc::new(auth),
             settings: Arc::new(settings),
+            clustered,
         };
         let t0 = Instant::now();
         let now = Now {
@@ -679,4 +689,190 @@ fn a_session_dropped_without_closing_only_marks_its_outbox() {
     drop(h);
     assert!(outbox.is_closed(), "rooms drop the seat at their next tick");
     assert!(rooms.sent.lock().is_empty());
+}
+
+/// Cluster mode: the directory's answer to the claim the session asked for.
+fn claimed(h: &mut Harness, room: &str, outcome: Result<Claim, PoolError>) {
+    let op = h.session.poll_directory();
+    assert_eq!(
+        op,
+        Some(DirectoryOp::Claim {
+            room: room.into(),
+            room_type: String::new()
+        })
+    );
+    let reply = DirectoryReply::Claim {
+        room: room.into(),
+        outcome,
+    };
+    h.session.on_directory(reply);
+}
+
+#[test]
+fn clustered_a_room_open_here_is_joined_without_the_directory() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.rooms.open("here", "", "").unwrap();
+    h.one(join("here", 1)).unwrap();
+    assert_eq!(h.session.poll_directory(), None);
+    let here = h.key("here");
+    assert_eq!(
+        h.sent(),
+        [Sent::Join {
+            room: here,
+            join_seq: 1
+        }]
+    );
+}
+
+#[test]
+fn clustered_a_claimed_room_opens_here_with_what_was_sent_meanwhile() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.send(vec![join("new", 1), input("new", 1), input("new", 2)]).unwrap();
+    assert_eq!(h.sent(), [], "nothing reaches a room before the claim");
+    h.one(join("new", 2)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::AlreadyMember, 2)], "one join at a time");
+    claimed(&mut h, "new", Ok(Claim::Ours));
+    let new = h.key("new");
+    let expected = [
+        Sent::Join { room: new, join_seq: 1 },
+        Sent::Input { room: new, seq: 1 },
+        Sent::Input { room: new, seq: 2 },
+    ];
+    assert_eq!(h.sent(), expected);
+    assert_eq!(h.errors(), []);
+    // A member now: inputs go straight to the room.
+    h.one(input("new", 3)).unwrap();
+    assert_eq!(h.sent(), [Sent::Input { room: new, seq: 3 }]);
+}
+
+#[test]
+fn clustered_a_room_owned_elsewhere_redirects_and_frees_the_slot() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.send(vec![join("a", 1), join("b", 2), join("c", 3)]).unwrap();
+    assert_eq!(
+        h.errors(),
+        [(ErrorCode::LimitExceeded, 3)],
+        "waiting joins count against the cap"
+    );
+    let url = "wss://node-b:7443/ws".to_string();
+    let theirs = Claim::Theirs {
+        node: "b".into(),
+        url: Some(url.clone()),
+    };
+    // Ops are taken last first.
+    claimed(&mut h, "b", Ok(theirs));
+    let redirect = proto::Redirect {
+        request_id: 2,
+        room: "b".into(),
+        url,
+    };
+    assert_eq!(h.replies(), [Kind::Redirect(redirect)]);
+    h.one(input("b", 1)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::NotAMember, 1)]);
+    h.one(join("c", 4)).unwrap();
+    assert_eq!(h.errors(), [], "the redirected join's slot is free");
+}
+
+#[test]
+fn clustered_directory_trouble_and_unreachable_owners_are_typed_errors() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    claimed(&mut h, "a", Err(PoolError::Unavailable("down".into())));
+    h.one(join("a", 2)).unwrap();
+    let dead_owner = Claim::Theirs {
+        node: "b".into(),
+        url: None,
+    };
+    claimed(&mut h, "a", Ok(dead_owner));
+    assert_eq!(h.errors(), [(ErrorCode::Unavailable, 1), (ErrorCode::Unavailable, 2)]);
+    assert_eq!(h.sent(), []);
+}
+
+#[test]
+fn clustered_a_leave_before_the_claim_answers_is_final() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    h.one(Out::Leave(proto::LeaveRoom {
+        room: "a".into(),
+        request_id: 2,
+    }))
+    .unwrap();
+    let replies = h.replies();
+    assert!(
+        matches!(&replies[..], [Kind::Left(l)] if l.request_id == 2),
+        "{replies:?}"
+    );
+    claimed(&mut h, "a", Ok(Claim::Ours));
+    assert_eq!(h.sent(), [], "the claim finds no join to finish");
+}
+
+#[test]
+fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    let list = Out::Request(proto::Request {
+        request_id: 2,
+        kind: Some(request::Kind::ListRooms(proto::ListRooms {
+            after: String::new(),
+            limit: 0,
+        })),
+    });
+    h.one(list).unwrap();
+    let mut taken = vec![h.session.poll_directory().unwrap(), h.session.poll_directory().unwrap()];
+    assert_eq!(h.session.poll_directory(), None);
+    // The connection died with both under way.
+    h.session.resume(None, Delivery::Reliable, 0, h.now());
+    let mut again = vec![h.session.poll_directory().unwrap(), h.session.poll_directory().unwrap()];
+    taken.sort_by_key(|op| format!("{op:?}"));
+    again.sort_by_key(|op| format!("{op:?}"));
+    assert_eq!(taken, again);
+    let expected_list = DirectoryOp::List {
+        request_id: 2,
+        after: String::new(),
+        limit: DEFAULT_ROOMS_PER_PAGE,
+    };
+    assert!(again.contains(&expected_list));
+    h.replies();
+    let page = vec![proto::RoomInfo {
+        room: "elsewhere".into(),
+        room_type: "relay".into(),
+        members: 3,
+        max_members: 8,
+    }];
+    h.session.on_directory(DirectoryReply::List {
+        request_id: 2,
+        outcome: Ok((page.clone(), false)),
+    });
+    let replies = h.replies();
+    let [Kind::Response(response)] = &replies[..] else {
+        panic!("{replies:?}");
+    };
+    assert_eq!(
+        response.kind,
+        Some(response::Kind::Rooms(proto::RoomList {
+            rooms: page,
+            more: false
+        }))
+    );
+    assert!(h.rooms.listed.lock().is_empty(), "listings come from the directory");
+}
+
+#[test]
+fn clustered_listings_waiting_for_the_directory_are_bounded() {
+    let mut h = Harness::clustered();
+    h.replies();
+    let list = |request_id| {
+        Out::Request(proto::Request {
+            request_id,
+            kind: Some(request::Kind::ListRooms(proto::ListRooms::default())),
+        })
+    };
+    h.send((1..=5).map(list).collect()).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::LimitExceeded, 5)]);
 }

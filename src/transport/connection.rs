@@ -8,11 +8,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use crate::clock::{Now, unix_micros};
 use crate::engine::outbox::{Batch, Outbox, PendingState};
@@ -20,7 +23,7 @@ use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::session::auth::{AuthMode, DuplicateSessions, Identity};
 use crate::session::heartbeat::Beat;
-use crate::session::{Inbound, Session};
+use crate::session::{DirectoryReply, Inbound, Session};
 use crate::transport::context::Context;
 use crate::transport::gate::Permit;
 use crate::transport::registry::{Stop, StopReason, resume_token};
@@ -149,7 +152,15 @@ pub(crate) async fn serve<T: Transport>(
     // sooner than it; a timer that fires early finds nothing due and is re-armed.
     let timer = tokio::time::sleep_until(session.poll_timeout().into());
     tokio::pin!(timer);
+    // Cluster mode: the session's directory work under way (claims, listings).
+    let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = loop {
+        if let Some(cluster) = &ctx.cluster {
+            while let Some(op) = session.poll_directory() {
+                let cluster = cluster.clone();
+                directory.push(Box::pin(async move { cluster.run(op).await }));
+            }
+        }
         let deadline = session.poll_timeout().into();
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
@@ -172,6 +183,7 @@ pub(crate) async fn serve<T: Transport>(
                     Err(reason) => break End::Close(reason),
                 }
             }
+            Some(reply) = directory.next(), if !directory.is_empty() => session.on_directory(reply),
             received = transport.recv() => {
                 let now = Now::system();
                 let result = match received {
@@ -470,6 +482,7 @@ mod tests {
             rooms: pool.clone(),
             auth: Arc::new(Authenticator::new(&config.auth).unwrap()),
             settings: Arc::new(config.session_settings()),
+            clustered: false,
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),

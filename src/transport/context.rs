@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::engine::outbox::OutboxLimits;
 use crate::metrics::Metrics;
 use crate::session::auth::DuplicateSessions;
@@ -47,6 +48,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Every connection task, for shutdown to wait on.
     pub tracker: TaskTracker,
+    /// Cluster mode: this node's part (runs the sessions' directory work).
+    pub cluster: Option<Arc<Cluster>>,
     next_session: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl Context {
             metrics,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            cluster: None,
             next_session: AtomicU64::new(1),
         }
     }

@@ -1,0 +1,197 @@
+//! This node's part in the cluster: it answers its sessions' directory work (claims
+//! before joins of rooms not open here, listings) and keeps the leases of the rooms
+//! open here.
+//!
+//! Leases are kept by one task: every third of the lease period it lists the rooms
+//! open here, releases the ones that closed since the last round, and renews the
+//! others with their member counts. A room whose lease lapsed (a Redis outage longer
+//! than a lease, or a round that came too late) is claimed again; if another node
+//! took it meanwhile, the room closes here and its members are told to join again
+//! (which redirects them to the new owner).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
+use super::redis_directory::RedisDirectory;
+use crate::engine::sim_pool::{PoolError, SimPool};
+use crate::log_budget::LogBudget;
+use crate::metrics::Metrics;
+use crate::proto::{self, ErrorCode};
+use crate::session::{DirectoryOp, DirectoryReply};
+
+/// A directory operation taking longer than this is answered `UNAVAILABLE`.
+const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Directory failure lines: at most one a second (`suppressed` counts the rest).
+static DIRECTORY_LOGS: LogBudget = LogBudget::new(1);
+
+/// See the module documentation.
+pub struct Cluster {
+    directory: RedisDirectory,
+    pool: Arc<SimPool>,
+    metrics: Arc<Metrics>,
+    node: Node,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).finish()
+    }
+}
+
+impl Cluster {
+    /// This node of the cluster whose directory is `directory`.
+    pub fn new(directory: RedisDirectory, pool: Arc<SimPool>, metrics: Arc<Metrics>, lease: Duration) -> Self {
+        let node = directory.node().clone();
+        metrics.directory_up.set(1);
+        Self {
+            directory,
+            pool,
+            metrics,
+            node,
+            lease,
+        }
+    }
+
+    /// This node, as clients reach it.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Runs one piece of a session's directory work.
+    pub async fn run(&self, op: DirectoryOp) -> DirectoryReply {
+        match op {
+            DirectoryOp::Claim { room, room_type } => {
+                let outcome = self.claim(&room, &room_type).await;
+                DirectoryReply::Claim { room, outcome }
+            }
+            DirectoryOp::List {
+                request_id,
+                after,
+                limit,
+            } => {
+                let outcome = self.call(self.directory.list(&after, limit)).await;
+                let outcome = outcome.map(|(rooms, more)| {
+                    let rooms = rooms
+                        .into_iter()
+                        .map(|r| proto::RoomInfo {
+                            room: r.room,
+                            room_type: r.room_type,
+                            members: r.members,
+                            max_members: r.max_members,
+                        })
+                        .collect();
+                    (rooms, more)
+                });
+                DirectoryReply::List { request_id, outcome }
+            }
+        }
+    }
+
+    /// Claims a room for this node, or learns who owns it. An unknown room type is
+    /// refused before the directory is asked.
+    pub async fn claim(&self, room: &str, room_type: &str) -> Result<Claim, PoolError> {
+        let entry = self.entry(room, room_type)?;
+        let claim = self.call(self.directory.claim(&entry)).await?;
+        if matches!(claim, Claim::Theirs { url: Some(_), .. }) {
+            self.metrics.redirects.inc();
+        }
+        Ok(claim)
+    }
+
+    /// The directory entry of a room of `room_type` (empty: the default) opened here.
+    fn entry(&self, room: &str, room_type: &str) -> Result<RoomEntry, PoolError> {
+        let config = self.pool.config();
+        let type_name = if room_type.is_empty() {
+            config.default_room_type.as_str()
+        } else {
+            room_type
+        };
+        let spec = (config.room_types.get(type_name)).ok_or_else(|| PoolError::UnknownRoomType(type_name.into()))?;
+        Ok(RoomEntry {
+            room: room.to_string(),
+            room_type: type_name.to_string(),
+            node: self.node.id.clone(),
+            members: 0,
+            max_members: spec.config.max_members as u32,
+        })
+    }
+
+    /// Runs a directory operation with a deadline, counting failures.
+    async fn call<T>(&self, operation: impl Future<Output = Result<T, DirectoryError>>) -> Result<T, PoolError> {
+        let error = match tokio::time::timeout(DIRECTORY_TIMEOUT, operation).await {
+            Ok(Ok(value)) => {
+                self.metrics.directory_up.set(1);
+                return Ok(value);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer from the room directory within {DIRECTORY_TIMEOUT:?}"),
+        };
+        self.metrics.directory_errors.inc();
+        self.metrics.directory_up.set(0);
+        if let Some(suppressed) = DIRECTORY_LOGS.take(Instant::now()) {
+            tracing::warn!(suppressed, "room directory: {error}");
+        }
+        Err(PoolError::Unavailable(format!(
+            "the room directory is unavailable; retry shortly ({error})"
+        )))
+    }
+
+    /// Keeps the leases of the rooms open here until `shutdown`, then releases them.
+    pub async fn keep_leases(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut held = HashSet::new();
+        let mut every = tokio::time::interval(self.lease / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => self.renew(&mut held).await,
+            }
+        }
+        for room in held {
+            let _ = self.call(self.directory.release(&room)).await;
+        }
+    }
+
+    /// One round: releases the rooms `held` that closed since, renews the open ones
+    /// and takes back (or closes) the ones whose lease lapsed.
+    async fn renew(&self, held: &mut HashSet<String>) {
+        let rooms: Vec<RoomEntry> = (self.pool.all_rooms().into_iter())
+            .map(|r| RoomEntry {
+                room: r.room,
+                room_type: r.room_type,
+                node: self.node.id.clone(),
+                members: r.members,
+                max_members: r.max_members,
+            })
+            .collect();
+        let open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
+        for closed in held.difference(&open) {
+            let _ = self.call(self.directory.release(closed)).await;
+        }
+        *held = open;
+        // On failure the rooms keep running; the next round tries again.
+        let Ok(lapsed) = self.call(self.directory.renew(&rooms)).await else {
+            return;
+        };
+        for room in rooms.iter().filter(|r| lapsed.contains(&r.room)) {
+            match self.call(self.directory.claim(room)).await {
+                Ok(Claim::Ours) => tracing::info!(room = %room.room, "room lease had lapsed; taken back"),
+                Ok(Claim::Theirs { node, .. }) => {
+                    tracing::warn!(room = %room.room, owner = %node, "room lease lapsed and another node took the room; closing it here");
+                    self.metrics.rooms_lost.inc();
+                    let message = format!("the room moved to node `{node}`; join it again");
+                    self.pool.close(&room.room, ErrorCode::RoomClosed, &message);
+                    held.remove(&room.room);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
