@@ -154,6 +154,8 @@ impl Cluster {
                 _ = every.tick() => self.renew(&mut held).await,
             }
         }
+        // Rooms opened since the last round too.
+        held.extend(self.pool.all_rooms().into_iter().map(|r| r.room));
         for room in held {
             let _ = self.call(self.directory.release(&room)).await;
         }

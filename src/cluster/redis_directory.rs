@@ -222,6 +222,9 @@ impl Directory for RedisDirectory {
             .map_err(failed)?;
         let more = ids.len() > limit;
         let ids = &ids[..ids.len().min(limit)];
+        if ids.is_empty() {
+            return Ok((Vec::new(), more));
+        }
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HGETALL").arg(self.key("room", id));

@@ -147,6 +147,9 @@ pub enum DirectoryReply {
     },
 }
 
+/// `retry_after_ms` of an `UNAVAILABLE` answer.
+pub const UNAVAILABLE_RETRY_MS: u32 = 1_000;
+
 /// Listings one session may have waiting for the directory at once.
 const MAX_PENDING_LISTS: usize = 4;
 
@@ -790,7 +793,18 @@ impl Session {
     }
 
     fn pool_error(&self, error: &PoolError, request_id: u64, room: &str) {
-        self.reply(error_message(error.code(), &error.to_string(), request_id, room));
+        // The directory or the room's node usually comes back within a lease.
+        let retry_after_ms = match error {
+            PoolError::Unavailable(_) => UNAVAILABLE_RETRY_MS,
+            _ => 0,
+        };
+        self.reply(encode_message(Kind::Error(proto::Error {
+            code: error.code() as i32,
+            message: error.to_string(),
+            request_id,
+            room: room.to_string(),
+            retry_after_ms,
+        })));
     }
 
     fn not_a_member(&self, room: &str, request_id: u64) {

@@ -1,14 +1,19 @@
-//! The room directory (`tickrelay::cluster`): the same checks on the memory directory
-//! (manual clock) and on a real `redis-server` (real time, short leases), and a claim
-//! race between nodes on Redis.
+//! Cluster mode. The room directory (`tickrelay::cluster`): the same checks on the
+//! memory directory (manual clock) and on a real `redis-server` (real time, short
+//! leases), and a claim race between nodes on Redis. Then relay nodes sharing one
+//! Redis: redirects, listings across nodes, racing joins, a node stopping, Redis lost
+//! and back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisDirectory};
+use tickrelay::proto::{self, ErrorCode, client_message, server_message::Kind};
+use tickrelay_testkit::cluster::{LEASE, TestCluster};
 use tickrelay_testkit::directory::{self, entry, node};
 use tickrelay_testkit::redis::RedisServer;
+use tickrelay_testkit::{TestClient, TestServer, eventually};
 
 /// Long enough that a loaded machine renews in time, short enough to wait out.
 const REDIS_LEASE: Duration = Duration::from_millis(600);
@@ -151,4 +156,172 @@ async fn an_unreachable_redis_is_a_clear_error_at_start() {
         error.to_string().contains(&format!("cannot reach Redis at {url}")),
         "{error}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Relay nodes sharing the directory
+// ---------------------------------------------------------------------------
+
+/// The join request's answer on a raw client: the redirect's URL, or `None` when
+/// joined.
+async fn join_or_redirect(client: &mut TestClient, room: &str) -> Option<String> {
+    let request_id = client.request_id();
+    client
+        .send(vec![client_message::Kind::Join(proto::JoinRoom {
+            request_id,
+            room: room.into(),
+            room_type: String::new(),
+        })])
+        .await;
+    client
+        .until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(None),
+            Kind::Redirect(r) if r.request_id == request_id => Some(Some(r.url.clone())),
+            Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
+            _ => None,
+        })
+        .await
+}
+
+fn node_url(node: &TestServer) -> String {
+    format!("wss://{}/ws", node.addr)
+}
+
+/// A join on a node that does not own the room is redirected to the one that does;
+/// listings on any node show every node's rooms with their member counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_elsewhere_is_redirected_to_the_owner_and_listings_span_the_nodes() {
+    let cluster = TestCluster::start();
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let mut on_a = TestClient::connect(&a).await;
+    assert_eq!(join_or_redirect(&mut on_a, "lobby").await, None);
+    let mut on_b = TestClient::connect(&b).await;
+    assert_eq!(join_or_redirect(&mut on_b, "lobby").await, Some(node_url(&a)));
+    assert_eq!(
+        join_or_redirect(&mut on_b, "dungeon").await,
+        None,
+        "b owns a room of its own"
+    );
+    assert_eq!(b.metric("tickrelay_redirects_total"), 1);
+    // Followed by hand, as a client library does.
+    let mut moved = TestClient::connect(&a).await;
+    assert_eq!(join_or_redirect(&mut moved, "lobby").await, None);
+    // Member counts reach the directory at the next renewal.
+    eventually("both rooms listed on b with their members", || {
+        let on_b = TestClient::connect(&b);
+        async move {
+            let listed = on_b.await.list_rooms(1).await;
+            let counts: Vec<(String, u32)> = listed.into_iter().map(|r| (r.room, r.members)).collect();
+            let expected = [("dungeon".to_string(), 1), ("lobby".to_string(), 2)];
+            if counts == expected { Ok(()) } else { Err(counts) }
+        }
+    })
+    .await;
+    assert_eq!(a.metric("tickrelay_rooms"), 1, "the room lives on one node only");
+}
+
+/// Two nodes racing to open the same rooms end with one owner each: every join is
+/// answered by exactly one node, and the other redirects to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_racing_on_two_nodes_open_each_room_once() {
+    let cluster = TestCluster::start();
+    let roomy = |c: &mut tickrelay::config::Config| c.session.max_rooms_per_session = 64;
+    let nodes = [cluster.node_with(roomy).await, cluster.node_with(roomy).await];
+    let urls = [node_url(&nodes[0]), node_url(&nodes[1])];
+    let rooms: Vec<String> = (0..40).map(|i| format!("race-{i}")).collect();
+    let start = Arc::new(tokio::sync::Barrier::new(2));
+    let mut racers = Vec::new();
+    for node in &nodes {
+        let mut client = TestClient::connect(node).await;
+        let (rooms, start) = (rooms.clone(), start.clone());
+        racers.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut answers = Vec::new();
+            for room in &rooms {
+                answers.push(join_or_redirect(&mut client, room).await);
+            }
+            answers
+        }));
+    }
+    let answers = [racers.remove(0).await.unwrap(), racers.remove(0).await.unwrap()];
+    for (i, room) in rooms.iter().enumerate() {
+        match (&answers[0][i], &answers[1][i]) {
+            (None, Some(url)) => assert_eq!(url, &urls[0], "{room}"),
+            (Some(url), None) => assert_eq!(url, &urls[1], "{room}"),
+            other => panic!("{room}: {other:?}"),
+        }
+    }
+    let open = nodes[0].metric("tickrelay_rooms") + nodes[1].metric("tickrelay_rooms");
+    assert_eq!(open, rooms.len() as u64);
+}
+
+/// A node that stops releases its rooms: the next join elsewhere opens them at once
+/// (no lease to wait out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_releases_its_rooms() {
+    let cluster = TestCluster::start();
+    let (mut a, b) = (cluster.node().await, cluster.node().await);
+    let mut on_a = TestClient::connect(&a).await;
+    join_or_redirect(&mut on_a, "lobby").await;
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    let mut on_b = TestClient::connect(&b).await;
+    let started = Instant::now();
+    assert_eq!(join_or_redirect(&mut on_b, "lobby").await, None);
+    assert!(started.elapsed() < LEASE, "joined without waiting for the lease");
+}
+
+/// Redis lost: rooms open here keep running and their members keep playing; what
+/// needs the directory (a new room, a listing) is refused with `UNAVAILABLE`, and
+/// counted. Redis back (empty, as after a restart without persistence): the node
+/// claims its rooms again at the next renewal and serves new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_and_back() {
+    let mut cluster = TestCluster::start();
+    let a = cluster.node().await;
+    let mut player = TestClient::connect(&a).await;
+    join_or_redirect(&mut player, "lobby").await;
+    cluster.redis.stop();
+    player.frames_in("lobby", 30).await;
+    let mut newcomer = TestClient::connect(&a).await;
+    let request_id = newcomer.request_id();
+    newcomer
+        .send(vec![client_message::Kind::Join(proto::JoinRoom {
+            request_id,
+            room: "new".into(),
+            room_type: String::new(),
+        })])
+        .await;
+    let code = newcomer
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == request_id => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, ErrorCode::Unavailable as i32);
+    // A member joining a room open here needs no directory.
+    assert_eq!(join_or_redirect(&mut newcomer, "lobby").await, None);
+    assert!(a.metric("tickrelay_directory_errors_total") >= 1);
+    assert_eq!(a.metric("tickrelay_directory_up"), 0);
+
+    cluster.redis.restart();
+    let b = cluster.node().await;
+    // The renewal finds the lobby's lease gone and claims it again.
+    eventually("a claims its room again", || {
+        let on_b = TestClient::connect(&b);
+        async move {
+            let listed: Vec<String> = on_b.await.list_rooms(100).await.into_iter().map(|r| r.room).collect();
+            if listed == ["lobby"] { Ok(()) } else { Err(listed) }
+        }
+    })
+    .await;
+    let mut on_b = TestClient::connect(&b).await;
+    assert_eq!(join_or_redirect(&mut on_b, "lobby").await, Some(node_url(&a)));
+    assert_eq!(
+        join_or_redirect(&mut newcomer, "new").await,
+        None,
+        "a creates rooms again"
+    );
+    assert_eq!(a.metric("tickrelay_directory_up"), 1);
+    player.frames_in("lobby", 5).await;
 }

@@ -19,7 +19,18 @@ use tokio::time::Instant;
 
 use crate::link::{self, Broken, Failure, Link, Received as Incoming, Target};
 use crate::numbering::{Arrival, Received};
+use crate::routes::Routes;
 use crate::{ClientConfig, Command, Event, Shared};
+
+/// How a driver reaches the client's other connections (see [`Routes`]).
+pub(crate) struct Routing {
+    /// Weak: the routes hold every driver's command sender, and a driver must end
+    /// once the last `Client` handle is gone.
+    pub routes: std::sync::Weak<Routes>,
+    /// The connection to the configured URL (others give their rooms back to it
+    /// instead of giving up).
+    pub home: bool,
+}
 
 type Reply = oneshot::Sender<Result<proto::Response, proto::Error>>;
 
@@ -79,6 +90,7 @@ struct Driver {
     /// Most messages per envelope (the server's burst).
     max_batch: u64,
     rng: fastrand::Rng,
+    routing: Routing,
 }
 
 pub(crate) async fn run(
@@ -88,8 +100,10 @@ pub(crate) async fn run(
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
+    routing: Routing,
 ) {
     let mut d = Driver {
+        routing,
         config,
         target,
         tls,
@@ -123,22 +137,14 @@ pub(crate) async fn run(
                 }
             }
             Err(failure) if failure.fatal => {
-                d.emit(Event::GaveUp {
-                    attempts: attempt + 1,
-                    reason: failure.reason,
-                })
-                .await;
+                d.give_up(attempt + 1, failure.reason).await;
                 return;
             }
             Err(failure) => failure.reason,
         };
         attempt += 1;
         if !d.config.backoff.allows(attempt) {
-            d.emit(Event::GaveUp {
-                attempts: attempt,
-                reason,
-            })
-            .await;
+            d.give_up(attempt, reason).await;
             return;
         }
         let delay = d.config.backoff.delay(attempt, &mut d.rng);
@@ -393,6 +399,26 @@ impl Driver {
         }
     }
 
+    /// This connection cannot come back. Home: the client is finished. Another
+    /// node: its rooms are joined again through home.
+    async fn give_up(&mut self, attempts: u32, reason: String) {
+        let routes = self.routing.routes.upgrade().filter(|_| !self.routing.home);
+        let Some(routes) = routes else {
+            return self.emit(Event::GaveUp { attempts, reason }).await;
+        };
+        tracing::info!(url = %self.config.url, "node unreachable ({reason}); joining its rooms again through the first URL");
+        let rooms = std::mem::take(&mut self.rooms);
+        let mut mirrors = self.shared.mirrors.lock();
+        let rooms = (rooms.into_iter())
+            .map(|(room, state)| {
+                mirrors.remove(&room);
+                (room, state.room_type)
+            })
+            .collect();
+        drop(mirrors);
+        routes.give_back(&self.config.url, rooms);
+    }
+
     async fn lost(&mut self, reason: String) -> End {
         self.emit(Event::Disconnected {
             code: 1006,
@@ -460,8 +486,12 @@ impl Driver {
                 In::State(frame) => self.state(frame, received_us, link).await?,
                 In::Joined(joined) => {
                     self.joined(&joined);
+                    if let Some(routes) = self.routing.routes.upgrade() {
+                        routes.joined(&joined.room);
+                    }
                     self.emit(Event::Joined(joined)).await;
                 }
+                In::Redirect(redirect) => self.redirected(redirect).await,
                 In::Left(left) => {
                     if left.reason != 0 {
                         // The server removed us (room closed): forget the room.
@@ -501,13 +531,42 @@ impl Driver {
         Ok(None)
     }
 
+    /// The room lives on another node: it is joined there, and forgotten here.
+    async fn redirected(&mut self, redirect: proto::Redirect) {
+        let Some(state) = self.rooms.remove(&redirect.room) else {
+            return; // left meanwhile
+        };
+        self.shared.mirrors.lock().remove(&redirect.room);
+        let proto::Redirect { request_id, room, url } = redirect;
+        let followed = match self.routing.routes.upgrade() {
+            Some(routes) => routes.redirect(&room, &state.room_type, &url),
+            None => Err("the client is closed".into()),
+        };
+        match followed {
+            Ok(()) => self.emit(Event::Redirected { room, url }).await,
+            Err(message) => {
+                let error = proto::Error {
+                    code: proto::ErrorCode::Unavailable as i32,
+                    message,
+                    request_id,
+                    room,
+                    retry_after_ms: 0,
+                };
+                self.emit(Event::Error(error)).await;
+            }
+        }
+    }
+
     async fn closed_by_server(&mut self, code: u16, reason: String) -> End {
         let resume_failed = code == tickrelay_proto::error::CloseReason::ResumeFailed.code();
         if resume_failed {
             // The server no longer has our session: start a new one and rejoin.
             self.session = None;
         }
-        let will_reconnect = reconnect_allowed(code);
+        // A node other than home that shuts down hands its rooms back at once (they
+        // move to another node).
+        let shutting_down = code == tickrelay_proto::error::CloseReason::ShuttingDown.code();
+        let will_reconnect = reconnect_allowed(code) && (self.routing.home || !shutting_down);
         self.emit(Event::Disconnected {
             code,
             reason: reason.clone(),
@@ -515,11 +574,8 @@ impl Driver {
         })
         .await;
         if !will_reconnect {
-            self.emit(Event::GaveUp {
-                attempts: 0,
-                reason: format!("closed by the server with {code}: {reason}"),
-            })
-            .await;
+            self.give_up(0, format!("closed by the server with {code}: {reason}"))
+                .await;
             return End::Stop;
         }
         End::Reconnect {

@@ -40,6 +40,11 @@
 //!   and full snapshots are awaited instead of assuming deltas suffice.
 //! - **Liveness**: application pings measure the round-trip time and a watchdog
 //!   reconnects when the server goes quiet.
+//! - **Clusters**: a join the relay redirects to the node that owns the room
+//!   ([`Event::Redirected`]) is joined there, over a second connection opened for
+//!   that node (and shared by every room living there); inputs and events for the
+//!   room follow it. When that node cannot be reached again, its rooms are joined
+//!   again through the configured URL, which redirects them to their new owner.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -48,6 +53,7 @@ mod backoff;
 mod driver;
 mod link;
 mod numbering;
+mod routes;
 mod trust;
 
 use std::collections::HashMap;
@@ -134,6 +140,14 @@ pub enum Event {
     },
     /// A room was joined.
     Joined(proto::Joined),
+    /// Cluster mode: the room lives on another node; the client joins it there by
+    /// itself ([`Event::Joined`] follows, or an error).
+    Redirected {
+        /// The room.
+        room: String,
+        /// The node's URL.
+        url: String,
+    },
     /// A room was left (on request, or the server closed it).
     Left(proto::Left),
     /// A state frame was applied to the room's mirror.
@@ -280,10 +294,11 @@ pub(crate) struct Shared {
 }
 
 /// A handle to a client; cheap to clone. The connection lives in a background task
-/// that ends when [`Client::close`] is called or the client gives up.
+/// that ends when [`Client::close`] is called or the client gives up (in a cluster,
+/// one task per node the client's rooms live on).
 #[derive(Clone)]
 pub struct Client {
-    commands: mpsc::UnboundedSender<Command>,
+    routes: Arc<routes::Routes>,
     shared: Arc<Shared>,
     request_timeout: Duration,
 }
@@ -305,24 +320,54 @@ impl Client {
             tracing::warn!(url = %config.url, "connecting without TLS (ws://): only behind a TLS-terminating proxy or on a trusted network");
             None
         };
-        let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::channel(config.event_capacity);
         let shared = Arc::new(Shared {
             mirrors: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         });
-        let client = Client {
-            commands,
+        let request_timeout = config.request_timeout;
+        let spawn = routes::Spawn {
+            config,
+            tls,
+            events: event_tx,
             shared: shared.clone(),
-            request_timeout: config.request_timeout,
         };
-        tokio::spawn(driver::run(config, target, tls, command_rx, event_tx, shared));
+        let client = Client {
+            routes: routes::Routes::start(spawn, target),
+            shared,
+            request_timeout,
+        };
         Ok((client, events))
     }
 
     fn command(&self, command: Command) {
         // A closed driver means the client is finished; callers learn it from events.
-        let _ = self.commands.send(command);
+        let send = |to: &mpsc::UnboundedSender<Command>, command| {
+            let _ = to.send(command);
+        };
+        match command {
+            Command::Join { ref room, .. } | Command::Input { ref room, .. } => {
+                send(&self.routes.for_room(room), command)
+            }
+            Command::Event(ref event) => send(&self.routes.for_room(&event.room), command),
+            Command::Leave { ref room } => {
+                let to = self.routes.for_room(room);
+                self.routes.left(room);
+                send(&to, command)
+            }
+            Command::Request { .. } => send(self.routes.home(), command),
+            Command::SetToken(token) => {
+                for to in self.routes.all() {
+                    send(&to, Command::SetToken(token.clone()));
+                }
+            }
+            Command::DropConnection => {
+                for to in self.routes.all() {
+                    send(&to, Command::DropConnection);
+                }
+            }
+            Command::Close(_) => unreachable!("Client::close closes every connection itself"),
+        }
     }
 
     /// Joins a room (created with `room_type` if it does not exist; empty: the
@@ -405,9 +450,15 @@ impl Client {
     /// the server answered the close (or after a second without an answer), so a
     /// program that exits right after it leaves no member waiting for a resume.
     pub async fn close(&self) {
-        let (done, closed) = oneshot::channel();
-        self.command(Command::Close(done));
-        // The driver drops `done` when it stopped; an error means the same.
-        let _ = closed.await;
+        let mut waiting = Vec::new();
+        for to in self.routes.all() {
+            let (done, closed) = oneshot::channel();
+            let _ = to.send(Command::Close(done));
+            waiting.push(closed);
+        }
+        // A driver drops `done` when it stopped; an error means the same.
+        for closed in waiting {
+            let _ = closed.await;
+        }
     }
 }

@@ -397,6 +397,41 @@ impl TestClient {
         }
     }
 
+    /// Lists every room, `limit` per page, checking that pages hold at most the
+    /// server's cap of 500.
+    pub async fn list_rooms(&mut self, limit: u32) -> Vec<proto::RoomInfo> {
+        use proto::{request, response};
+        let (mut listed, mut after) = (Vec::<proto::RoomInfo>::new(), String::new());
+        loop {
+            let request_id = self.request_id();
+            let list = proto::ListRooms {
+                after: after.clone(),
+                limit,
+            };
+            self.send(vec![client_message::Kind::Request(proto::Request {
+                request_id,
+                kind: Some(request::Kind::ListRooms(list)),
+            })])
+            .await;
+            let page = self
+                .until(|k| match k {
+                    Kind::Response(proto::Response {
+                        request_id: id,
+                        kind: Some(response::Kind::Rooms(page)),
+                    }) if *id == request_id => Some(page.clone()),
+                    Kind::Error(e) if e.request_id == request_id => panic!("listing refused: {e:?}"),
+                    _ => None,
+                })
+                .await;
+            assert!(page.rooms.len() <= 500, "the server caps a page at 500 rooms");
+            listed.extend(page.rooms);
+            if !page.more {
+                return listed;
+            }
+            after = listed.last().map(|r| r.room.clone()).unwrap_or_default();
+        }
+    }
+
     /// Reads until `n` more state frames of `room` were applied.
     pub async fn frames_in(&mut self, room: &str, n: usize) {
         let start = self.frames.get(room).map_or(0, Vec::len);

@@ -81,6 +81,11 @@ pub async fn leases_lapse_unless_renewed<D: Directory>(a: &D, b: &D, lease: Dura
 /// Listings page in id order, carry the renewed member counts, and drop a room
 /// one lease period after its owner stopped renewing.
 pub async fn listings_page_and_expire<D: Directory>(a: &D, b: &D, lease: Duration, elapse: impl AsyncFn(Duration)) {
+    assert_eq!(
+        a.list("", 10).await.unwrap(),
+        (vec![], false),
+        "an empty directory lists nothing"
+    );
     for room in ["l1", "l2", "l3"] {
         assert_eq!(a.claim(&entry(room, 0)).await.unwrap(), Claim::Ours);
     }

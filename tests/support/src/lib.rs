@@ -10,7 +10,8 @@
 //!   what it receives (mirrors every room, checks message numbering).
 //! - [`quic`] — the QUIC connection: handshake, `Hello`, the control-stream read loop.
 //! - [`redis`] — a real `redis-server` on a free port; [`directory`] — the checks
-//!   every room directory must pass.
+//!   every room directory must pass; [`cluster`] — relay nodes sharing a Redis and
+//!   a certificate.
 //! - [`both_transports!`] runs one scenario body over each [`Transport`].
 //! - [`eventually`] waits for a condition with a deadline, instead of a fixed sleep;
 //!   [`rss_bytes`] reads this process's resident memory; [`create_entity`] is the
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cluster;
 pub mod directory;
 pub mod quic;
 pub mod redis;

@@ -21,29 +21,31 @@ impl RedisServer {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("tickrelay-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (Debian package redis-server; .ci/test installs it)");
+        let child = spawn(port, &dir);
         let server = Self { child, dir, port };
+        server.wait_until_up();
+        server
+    }
+
+    /// Stops it (as a crash would: clients see their connections drop).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty (nothing is persisted).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(self.port, &self.dir);
+        self.wait_until_up();
+    }
+
+    fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.answers_ping() {
+        while !self.answers_ping() {
             assert!(Instant::now() < deadline, "redis-server did not answer within 10 s");
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
     }
 
     /// Its URL for redis-rs.
@@ -58,6 +60,25 @@ impl RedisServer {
         let mut reply = [0; 7];
         tcp.write_all(b"PING\r\n").is_ok() && tcp.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
     }
+}
+
+fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server runs (Debian package redis-server; .ci/test installs it)")
 }
 
 impl Drop for RedisServer {

@@ -1,0 +1,167 @@
+//! Which connection each room goes over. A client starts with one, to its configured
+//! URL (its *home* node). In cluster mode a relay answers a join of a room that lives
+//! on another node with `Redirect`: the room then goes over a connection to that
+//! node, opened on first use and shared by every room living there. A node that
+//! cannot be reached any more (it died; its rooms move once their leases lapse) gives
+//! its rooms back: they are joined again through the home node, which redirects them
+//! to wherever they live now.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::link::Target;
+use crate::{ClientConfig, Command, Event, Shared, driver};
+
+/// Redirects in a row for one join before the client stops following them (nodes
+/// that disagree about a room's owner settle within a lease; more means a loop).
+const MAX_HOPS: u32 = 4;
+
+/// Attempts to reconnect to a node other than home before its rooms go back home.
+const NODE_ATTEMPTS: u32 = 3;
+
+/// What a driver needs to start another driver.
+pub(crate) struct Spawn {
+    pub config: ClientConfig,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub events: mpsc::Sender<Event>,
+    pub shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Connections to nodes other than home, by URL.
+    nodes: HashMap<String, mpsc::UnboundedSender<Command>>,
+    /// Rooms that live on another node: its URL, and redirects followed in a row.
+    rooms: HashMap<String, (String, u32)>,
+}
+
+/// See the module documentation.
+pub(crate) struct Routes {
+    home: mpsc::UnboundedSender<Command>,
+    table: Mutex<Table>,
+    spawn: Spawn,
+}
+
+impl Routes {
+    /// Routes with only the home connection; starts its driver.
+    pub fn start(spawn: Spawn, home: Target) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let routes = Arc::new(Self {
+            home: tx,
+            table: Mutex::default(),
+            spawn,
+        });
+        routes.run_driver(home, rx, None);
+        routes
+    }
+
+    fn run_driver(self: &Arc<Self>, target: Target, commands: mpsc::UnboundedReceiver<Command>, node: Option<u32>) {
+        let s = &self.spawn;
+        let mut config = s.config.clone();
+        config.url = target.url.clone();
+        if let Some(attempts) = node {
+            let most = config.backoff.max_attempts.map_or(attempts, |m| m.min(attempts));
+            config.backoff.max_attempts = Some(most);
+        }
+        let link = driver::Routing {
+            routes: Arc::downgrade(self),
+            home: node.is_none(),
+        };
+        let run = driver::run(
+            config,
+            target,
+            s.tls.clone(),
+            commands,
+            s.events.clone(),
+            s.shared.clone(),
+            link,
+        );
+        tokio::spawn(run);
+    }
+
+    /// The connection a command for `room` goes over (home for rooms not redirected).
+    pub fn for_room(&self, room: &str) -> mpsc::UnboundedSender<Command> {
+        let table = self.table.lock();
+        (table.rooms.get(room))
+            .and_then(|(url, _)| table.nodes.get(url))
+            .unwrap_or(&self.home)
+            .clone()
+    }
+
+    /// The home connection.
+    pub fn home(&self) -> &mpsc::UnboundedSender<Command> {
+        &self.home
+    }
+
+    /// Every connection, home first.
+    pub fn all(&self) -> Vec<mpsc::UnboundedSender<Command>> {
+        let table = self.table.lock();
+        std::iter::once(self.home.clone())
+            .chain(table.nodes.values().cloned())
+            .collect()
+    }
+
+    /// A relay redirected the join of `room` to `url`: joins it there (over a new
+    /// connection unless one to that node is open). An error says why not.
+    pub fn redirect(self: &Arc<Self>, room: &str, room_type: &str, url: &str) -> Result<(), String> {
+        let home_url = &self.spawn.config.url;
+        let mut table = self.table.lock();
+        let hops = table.rooms.get(room).map_or(0, |(_, hops)| *hops) + 1;
+        if hops > MAX_HOPS {
+            table.rooms.remove(room);
+            return Err(format!("redirected {MAX_HOPS} times in a row; not following to {url}"));
+        }
+        let sender = if url == home_url {
+            table.rooms.remove(room);
+            self.home.clone()
+        } else {
+            let target = Target::parse(url).map_err(|e| e.to_string())?;
+            if target.scheme.uses_tls() != self.spawn.tls.is_some() {
+                return Err(format!(
+                    "redirected to {url}, which does not use the same kind of transport security as {home_url}"
+                ));
+            }
+            table.rooms.insert(room.to_string(), (url.to_string(), hops));
+            match table.nodes.get(url) {
+                Some(sender) if !sender.is_closed() => sender.clone(),
+                _ => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    table.nodes.insert(url.to_string(), tx.clone());
+                    self.run_driver(target, rx, Some(NODE_ATTEMPTS));
+                    tx
+                }
+            }
+        };
+        let join = Command::Join {
+            room: room.to_string(),
+            room_type: room_type.to_string(),
+        };
+        sender.send(join).map_err(|_| "the client is closed".to_string())
+    }
+
+    /// The room was joined: its redirects stop counting.
+    pub fn joined(&self, room: &str) {
+        if let Some((_, hops)) = self.table.lock().rooms.get_mut(room) {
+            *hops = 0;
+        }
+    }
+
+    /// The room was left: it goes home again.
+    pub fn left(&self, room: &str) {
+        self.table.lock().rooms.remove(room);
+    }
+
+    /// The node at `url` could not be reached again: its rooms are joined again
+    /// through home (which redirects them to their new owner).
+    pub fn give_back(&self, url: &str, rooms: Vec<(String, String)>) {
+        let mut table = self.table.lock();
+        table.nodes.remove(url);
+        for (room, room_type) in rooms {
+            table.rooms.remove(&room);
+            let _ = self.home.send(Command::Join { room, room_type });
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Relay nodes of one cluster on loopback: a fresh `redis-server`, and nodes that
+//! share one development certificate (as nodes started from one directory do), so a
+//! client trusting one node trusts them all.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tickrelay::config::Config;
+
+use crate::redis::RedisServer;
+use crate::server::{TestServer, start_config};
+
+/// Leases short enough for a test to wait one out, long enough that a loaded machine
+/// renews in time (every third of it).
+pub const LEASE: Duration = Duration::from_millis(1_500);
+
+/// See the module documentation.
+pub struct TestCluster {
+    /// The directory's Redis.
+    pub redis: RedisServer,
+    cert: PathBuf,
+}
+
+impl TestCluster {
+    /// A cluster with no node yet.
+    pub fn start() -> Self {
+        let cert = Config::loopback(60).tls.dev_cert_path;
+        Self {
+            redis: RedisServer::start(),
+            cert,
+        }
+    }
+
+    /// Starts a node ([`Config::loopback`] at 60 Hz, leases of [`LEASE`]).
+    pub async fn node(&self) -> TestServer {
+        self.node_with(|_| {}).await
+    }
+
+    /// Starts a node after `adjust` changed its configuration.
+    pub async fn node_with(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::loopback(60);
+        config.tls.dev_cert_path = self.cert.clone();
+        config.cluster.redis_url = Some(self.redis.url());
+        config.cluster.lease_ms = LEASE.as_millis() as u64;
+        adjust(&mut config);
+        start_config(config).await
+    }
+}
