@@ -9,6 +9,9 @@ use tickrelay::server::Server;
 use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
 use tickrelay_testkit::{TestServer, Transport, both_transports, create_entity, start};
 use tokio::sync::mpsc::Receiver;
+
+mod common;
+use common::until;
 use tokio_util::sync::CancellationToken;
 
 both_transports!(
@@ -32,20 +35,6 @@ fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
     // Nothing answers a QUIC handshake to a closed port: fail attempts fast.
     config.connect_timeout = Duration::from_millis(500);
     config
-}
-
-/// Waits for the first event `pick` accepts.
-async fn until<T>(events: &mut Receiver<Event>, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("the expected event within 10 s")
-            .expect("the client is running");
-        if let Some(t) = pick(&event) {
-            return t;
-        }
-    }
 }
 
 async fn joins_mirrors_verified_state_and_measures_rtt(transport: Transport) {

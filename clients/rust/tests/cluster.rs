@@ -1,0 +1,77 @@
+//! The client against relay nodes of one cluster (a real `redis-server`): it follows
+//! redirects by itself, and when the node holding its room stops, it joins the room
+//! again through the node it was configured with.
+
+use std::time::Duration;
+
+use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust};
+use tickrelay_testkit::cluster::TestCluster;
+use tickrelay_testkit::{TestServer, Transport, create_entity};
+use tokio::sync::mpsc::Receiver;
+
+mod common;
+use common::until;
+
+fn config(relay: &TestServer) -> ClientConfig {
+    let mut config = ClientConfig::new(relay.url(Transport::WebSocket), Trust::CertPem(relay.cert_pem.clone()));
+    config.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        max_attempts: Some(5),
+    };
+    config
+}
+
+async fn joined(events: &mut Receiver<Event>, room: &str) {
+    until(events, |e| match e {
+        Event::Joined(j) if j.room == room => Some(()),
+        Event::Error(e) => panic!("{e:?}"),
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_redirects_and_moves_with_its_room() {
+    let cluster = TestCluster::start();
+    let (mut a, b) = (cluster.node().await, cluster.node().await);
+    let (owner, mut owner_events) = Client::connect(config(&a)).unwrap();
+    owner.join("lobby", "");
+    joined(&mut owner_events, "lobby").await;
+
+    // Configured with b: the join is redirected to a and joined there.
+    let (client, mut events) = Client::connect(config(&b)).unwrap();
+    client.join("lobby", "");
+    let url = until(&mut events, |e| match e {
+        Event::Redirected { room, url } if room == "lobby" => Some(url.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(url, format!("wss://{}/ws", a.addr));
+    joined(&mut events, "lobby").await;
+    // Inputs follow the room: the entity appears in both members' mirrors.
+    client.send_input("lobby", create_entity(7));
+    let has_entity = |c: &Client| c.with_mirror("lobby", |m| m.world().len()) == Some(1);
+    eventually_true(|| has_entity(&client) && has_entity(&owner)).await;
+    assert_eq!(a.metric("tickrelay_members"), 2);
+    assert_eq!(b.metric("tickrelay_members"), 0);
+
+    // a stops: its rooms are released, and the client joins the room again through b,
+    // which opens it now.
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    joined(&mut events, "lobby").await;
+    assert_eq!(b.metric("tickrelay_members"), 1);
+    client.send_input("lobby", create_entity(8));
+    eventually_true(|| client.with_mirror("lobby", |m| m.world().len()) == Some(1)).await;
+    client.close().await;
+    owner.close().await;
+}
+
+/// Waits (up to 10 s) for `condition`.
+async fn eventually_true(mut condition: impl FnMut() -> bool) {
+    tickrelay_testkit::eventually("the mirrors to show the entity", || {
+        std::future::ready(if condition() { Ok(()) } else { Err(()) })
+    })
+    .await
+}
