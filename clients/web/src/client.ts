@@ -9,6 +9,13 @@
  * per room and asks for a full snapshot when one desyncs, correlates requests with
  * their responses, sends heartbeats (with the last numbered message received, so the
  * server can forget what it kept for a resume) and measures the round-trip time.
+ *
+ * In a cluster, a join the relay redirects to the node owning the room is joined
+ * there, over a second connection (a client of its own, sharing this one's listeners
+ * and stats) that every room living on that node shares; the room's inputs, events,
+ * leave and mirror follow it. When that node stops or cannot be reached again, its
+ * rooms are joined again through this client's URL, which redirects them to their
+ * new owner.
  */
 
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
@@ -57,6 +64,8 @@ export interface ClientEvents {
   connected: { sessionId: bigint; userId: string; resumed: boolean };
   joined: v1.Joined;
   left: v1.Left;
+  /** Cluster mode: the room lives on another node; the client joins it there by itself. */
+  redirected: { room: string; url: string };
   /** A state frame was applied to the room's mirror. */
   state: {
     room: string;
@@ -119,6 +128,12 @@ export function reconnectAllowed(code: number): boolean {
 const RESUME_FAILED = 4504;
 /** What the client closes with when it means to resume: not 1000, so the server keeps the session. */
 const DROPPED = 4000;
+/** 1001: the server is shutting down. A node other than the client's own hands its rooms back at once. */
+const SHUTTING_DOWN = 1001;
+/** Redirects in a row for one room before the client stops following them. */
+const MAX_HOPS = 4;
+/** Reconnection attempts to a node other than the client's own before its rooms go back. */
+const NODE_ATTEMPTS = 3;
 
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
 
@@ -147,21 +162,16 @@ const unixMicros = (): bigint => BigInt(Math.round((performance.timeOrigin + per
  * inputs are restored after the reconnect, other messages wait in a bounded buffer.
  */
 export class Client {
-  readonly stats: ClientStats = {
-    messagesIn: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    frames: 0,
-    checksumsVerified: 0,
-    desyncs: 0,
-    reconnects: 0,
-    resumes: 0,
-    messagesLost: 0,
-    rttMs: undefined,
-  };
+  readonly stats: ClientStats;
 
   readonly #options: Required<Omit<ClientOptions, "token">> & { token: string | undefined };
-  readonly #listeners = new Map<keyof ClientEvents, Set<Listener<never>>>();
+  readonly #listeners: Map<keyof ClientEvents, Set<Listener<never>>>;
+  /** The client the application made (this one, or the one that opened this node's connection). */
+  readonly #home: Client;
+  /** Home only: connections to other nodes, by URL. */
+  readonly #nodes = new Map<string, Client>();
+  /** Home only: rooms that live on another node, with redirects followed in a row. */
+  readonly #redirected = new Map<string, { node: Client; hops: number }>();
   readonly #rooms = new Map<string, RoomState>();
   readonly #requests = new Map<bigint, { resolve: (r: v1.Response) => void; reject: (e: Error) => void }>();
   /** Non-input messages sent while disconnected, in order. */
@@ -183,7 +193,21 @@ export class Client {
   #timers: { ping?: ReturnType<typeof setInterval>; quiet?: ReturnType<typeof setTimeout>; flush?: ReturnType<typeof setTimeout>; retry?: ReturnType<typeof setTimeout> } = {};
   #closed: (() => void) | undefined;
 
-  constructor(options: ClientOptions) {
+  constructor(options: ClientOptions, home?: Client) {
+    this.#home = home ?? this;
+    this.#listeners = home === undefined ? new Map() : home.#listeners;
+    this.stats = home?.stats ?? {
+      messagesIn: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      frames: 0,
+      checksumsVerified: 0,
+      desyncs: 0,
+      reconnects: 0,
+      resumes: 0,
+      messagesLost: 0,
+      rttMs: undefined,
+    };
     const url = new URL(options.url);
     if (url.protocol !== "wss:" && !(url.protocol === "ws:" && options.allowInsecure)) {
       throw new TypeError(`${options.url}: use a wss:// URL (ws:// needs allowInsecure)`);
@@ -233,6 +257,8 @@ export class Client {
 
   /** Joins a room, creating it with `roomType` if it does not exist. */
   join(room: string, roomType: string): void {
+    const node = this.#redirected.get(room)?.node;
+    if (node !== undefined) return node.join(room, roomType);
     const state = this.#rooms.get(room) ?? {
       roomType,
       joined: false,
@@ -250,6 +276,11 @@ export class Client {
 
   /** Leaves a room and forgets its mirror and unacknowledged inputs. */
   leave(room: string): void {
+    const node = this.#redirected.get(room)?.node;
+    if (node !== undefined) {
+      this.#redirected.delete(room);
+      return node.leave(room);
+    }
     this.#rooms.delete(room);
     this.#send({ case: "leave", value: { requestId: this.#requestId(), room } });
   }
@@ -260,6 +291,8 @@ export class Client {
    * acknowledged and replayed after a reconnect. Undefined if the room was not joined.
    */
   sendInput(room: string, payload: InputPayload): bigint | undefined {
+    const node = this.#redirected.get(room)?.node;
+    if (node !== undefined) return node.sendInput(room, payload);
     const state = this.#rooms.get(room);
     if (state === undefined) return undefined;
     const seq = ++state.nextSeq;
@@ -272,6 +305,8 @@ export class Client {
 
   /** Sends a room event (empty `targets`: every member but this one). */
   sendEvent(room: string, kind: string, payload: Uint8Array, targets: bigint[] = []): void {
+    const node = this.#redirected.get(room)?.node;
+    if (node !== undefined) return node.sendEvent(room, kind, payload, targets);
     this.#send({ case: "event", value: { room, kind, payload, targets } });
   }
 
@@ -293,12 +328,15 @@ export class Client {
 
   /** Replaces the session's token before it expires (answered with `TokenRefreshed`). */
   setToken(token: string): void {
+    for (const node of this.#nodes.values()) node.setToken(token);
     this.#options.token = token;
     this.#send({ case: "refreshToken", value: { requestId: this.#requestId(), token } });
   }
 
   /** The room's verified state, once its first full snapshot arrived. */
   mirror(room: string): StateMirror | undefined {
+    const node = this.#redirected.get(room)?.node;
+    if (node !== undefined) return node.mirror(room);
     const mirror = this.#rooms.get(room)?.mirror;
     return mirror?.synced ? mirror : undefined;
   }
@@ -321,6 +359,13 @@ export class Client {
    * reconnecting; resolves when the server answered the close (or after 2 s).
    */
   close(): Promise<void> {
+    const nodes = [...this.#nodes.values()].map((node) => node.close());
+    this.#nodes.clear();
+    this.#redirected.clear();
+    return Promise.all([this.#closeOwn(), ...nodes]).then(() => undefined);
+  }
+
+  #closeOwn(): Promise<void> {
     this.#stopped = true;
     this.#clearTimers();
     this.#welcomed = false;
@@ -421,7 +466,7 @@ export class Client {
       closed?.();
       return;
     }
-    const willReconnect = reconnectAllowed(code);
+    const willReconnect = reconnectAllowed(code) && (this.#home === this || code !== SHUTTING_DOWN);
     this.#emit("disconnected", { code, reason, willReconnect });
     if (!willReconnect) {
       this.#giveUp(0, `closed by the server with ${code}: ${reason}`);
@@ -439,7 +484,8 @@ export class Client {
   #retry(reason: string): void {
     if (this.#stopped) return;
     this.#attempt++;
-    if (this.#attempt > this.#options.backoff.maxAttempts) {
+    const most = this.#home === this ? Infinity : NODE_ATTEMPTS;
+    if (this.#attempt > Math.min(this.#options.backoff.maxAttempts, most)) {
       this.#giveUp(this.#attempt - 1, reason);
       return;
     }
@@ -457,7 +503,41 @@ export class Client {
     this.#stopped = true;
     this.#clearTimers();
     this.#rejectRequests(`client gave up: ${reason}`);
-    this.#emit("gaveUp", { attempts, reason });
+    if (this.#home === this) {
+      this.#emit("gaveUp", { attempts, reason });
+      return;
+    }
+    // Another node: its rooms are joined again through home.
+    const home = this.#home;
+    home.#nodes.delete(this.#options.url);
+    for (const [room, state] of this.#rooms) {
+      home.#redirected.delete(room);
+      home.join(room, state.roomType);
+    }
+    this.#rooms.clear();
+  }
+
+  /** Home only: the relay said `room` lives at `url`; joins it there. */
+  #follow(room: string, roomType: string, url: string, requestId: bigint): void {
+    const hops = (this.#redirected.get(room)?.hops ?? 0) + 1;
+    this.#redirected.delete(room);
+    const refuse = (message: string): void =>
+      this.#emit("error", create(v1.ErrorSchema, { code: v1.ErrorCode.UNAVAILABLE, message, requestId, room }));
+    if (hops > MAX_HOPS) return refuse(`redirected ${MAX_HOPS} times in a row; not following to ${url}`);
+    if (url === this.#options.url) return this.join(room, roomType);
+    let node = this.#nodes.get(url);
+    if (node === undefined || node.#stopped) {
+      try {
+        node = new Client({ ...this.#options, url }, this);
+      } catch (e) {
+        return refuse(`cannot follow the redirect to ${url}: ${String(e)}`);
+      }
+      this.#nodes.set(url, node);
+      node.connect();
+    }
+    this.#redirected.set(room, { node, hops });
+    this.#emit("redirected", { room, url });
+    node.join(room, roomType);
   }
 
   // -- inbound ----------------------------------------------------------------------
@@ -497,10 +577,21 @@ export class Client {
         case "state":
           if (this.#welcomed) this.#state(kind.value, receivedMs);
           break;
-        case "joined":
+        case "redirect": {
+          const { room, url, requestId } = kind.value;
+          const state = this.#rooms.get(room);
+          if (state === undefined) break; // left meanwhile
+          this.#rooms.delete(room);
+          this.#home.#follow(room, state.roomType, url, requestId);
+          break;
+        }
+        case "joined": {
+          const route = this.#home.#redirected.get(kind.value.room);
+          if (route !== undefined) route.hops = 0;
           this.#joinedRoom(kind.value);
           this.#emit("joined", kind.value);
           break;
+        }
         case "left":
           // A reason: the server removed us (room closed); forget the room.
           if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED) this.#rooms.delete(kind.value.room);

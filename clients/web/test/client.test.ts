@@ -326,3 +326,53 @@ test("close() ends the requests still waiting, and connect() twice opens one soc
   void c.close();
   await assert.rejects(pending, RequestError);
 });
+
+test("a redirected join is joined on the owning node; the room's sends follow it; a node shutting down hands it back", () => {
+  const { client: c, events } = client();
+  const redirected: string[] = [];
+  c.on("redirected", (r) => redirected.push(`${r.room} ${r.url}`));
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws" } }], 1n);
+  assert.deepEqual(redirected, ["r wss://node-b.test/ws"]);
+  assert.equal(FakeSocket.opened.length, 2, "a connection to the owner");
+  const node = last();
+  assert.equal(node.url.host, "node-b.test");
+  node.welcome(false, 9n);
+  assert.deepEqual(node.kinds(), ["join"]);
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  c.sendEvent("r", "chat", new Uint8Array([2]));
+  advance(100);
+  assert.deepEqual(node.kinds(), ["join", "input", "event"]);
+  assert.deepEqual(home.kinds(), ["join"], "nothing for r goes home any more");
+
+  // The node shuts down: r is joined again through home, which owns it now.
+  node.end(1001, "server shutting down");
+  assert.equal(FakeSocket.opened.length, 2, "no reconnection to a node that stops");
+  advance(100);
+  assert.deepEqual(home.kinds(), ["join", "join"]);
+  home.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 2n);
+  c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  advance(100);
+  assert.deepEqual(home.kinds(), ["join", "join", "input"]);
+  assert.ok(!events.some((e) => e.startsWith("gaveUp")), "the client goes on");
+});
+
+test("redirects in a row are followed a bounded number of times", () => {
+  const { client: c, events } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  // Each node sends it on to the next (nodes disagreeing for longer than a lease).
+  for (let hop = 1; hop <= 5; hop++) {
+    const socket = last();
+    if (hop > 1) socket.welcome(false, BigInt(10 + hop));
+    const url = `wss://node-${hop}.test/ws`;
+    socket.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url } }], 1n);
+  }
+  assert.equal(FakeSocket.opened.length, 5, "home and four nodes");
+  assert.match(events.at(-1)!, /^error .*redirected 4 times in a row/);
+});

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tickrelay/v1/tickrelay.proto.
  */
 export const file_tickrelay_v1_tickrelay: GenFile = /*@__PURE__*/
-  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiPwoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZSJSCg5TZXJ2ZXJFbnZlbG9wZRItCghtZXNzYWdlcxgBIAMoCzIbLnRpY2tyZWxheS52MS5TZXJ2ZXJNZXNzYWdlEhEKCWZpcnN0X3NlcRgCIAEoBCKCAwoNQ2xpZW50TWVzc2FnZRImCgRqb2luGAEgASgLMhYudGlja3JlbGF5LnYxLkpvaW5Sb29tSAASKAoFbGVhdmUYAiABKAsyFy50aWNrcmVsYXkudjEuTGVhdmVSb29tSAASJAoFaW5wdXQYAyABKAsyEy50aWNrcmVsYXkudjEuSW5wdXRIABIoCgVldmVudBgEIAEoCzIXLnRpY2tyZWxheS52MS5TZW5kRXZlbnRIABIoCgdyZXF1ZXN0GAUgASgLMhUudGlja3JlbGF5LnYxLlJlcXVlc3RIABIiCgRwaW5nGAYgASgLMhIudGlja3JlbGF5LnYxLlBpbmdIABIiCgRwb25nGAcgASgLMhIudGlja3JlbGF5LnYxLlBvbmdIABIgCgNhY2sYCCABKAsyES50aWNrcmVsYXkudjEuQWNrSAASMwoNcmVmcmVzaF90b2tlbhgJIAEoCzIaLnRpY2tyZWxheS52MS5SZWZyZXNoVG9rZW5IAEIGCgRraW5kIuEDCg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSABCBgoEa2luZCJYCgVIZWxsbxINCgV0b2tlbhgBIAEoCRIUCgxyZXN1bWVfdG9rZW4YAiABKAkSGQoMcmVjZWl2ZWRfc2VxGAMgASgESACIAQFCDwoNX3JlY2VpdmVkX3NlcSKDAgoHV2VsY29tZRIYChBwcm90b2NvbF92ZXJzaW9uGAEgASgNEhIKCnNlc3Npb25faWQYAiABKAQSFAoMcmVzdW1lX3Rva2VuGAMgASgJEiQKBmxpbWl0cxgEIAEoCzIULnRpY2tyZWxheS52MS5MaW1pdHMSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAUgASgNEhwKFGhlYXJ0YmVhdF90aW1lb3V0X21zGAYgASgNEhcKD3Jlc3VtZV9ncmFjZV9tcxgHIAEoDRIWCg5zZXJ2ZXJfdGltZV91cxgIIAEoBBIPCgd1c2VyX2lkGAkgASgJEg8KB3Jlc3VtZWQYCiABKAgicQoGTGltaXRzEhkKEW1heF9tZXNzYWdlX2J5dGVzGAEgASgNEhsKE21lc3NhZ2VzX3Blcl9zZWNvbmQYAiABKA0SFQoNbWVzc2FnZV9idXJzdBgDIAEoDRIYChBieXRlc19wZXJfc2Vjb25kGAQgASgNIj8KCEpvaW5Sb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRIRCglyb29tX3R5cGUYAyABKAki5QEKBkpvaW5lZBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSEQoJcm9vbV90eXBlGAMgASgJEhEKCW1lbWJlcl9pZBgEIAEoBBIRCgl0aWNrX3JhdGUYBSABKA0SEwoLbWF4X21lbWJlcnMYBiABKA0SKQoHbWVtYmVycxgHIAMoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEhYKDmxhc3RfaW5wdXRfc2VxGAggASgEEigKBnNjaGVtYRgJIAMoCzIYLnRpY2tyZWxheS52MS5LaW5kU2NoZW1hIi0KCUxlYXZlUm9vbRISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkiYgoETGVmdBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSJwoGcmVhc29uGAMgASgOMhcudGlja3JlbGF5LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAQgASgJIjAKCk1lbWJlckluZm8SEQoJbWVtYmVyX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkicAoIUHJlc2VuY2USDAoEcm9vbRgBIAEoCRIoCgZtZW1iZXIYAiABKAsyGC50aWNrcmVsYXkudjEuTWVtYmVySW5mbxIsCgZjaGFuZ2UYAyABKA4yHC50aWNrcmVsYXkudjEuUHJlc2VuY2VDaGFuZ2UibwoFRmllbGQSCgoCaWQYASABKA0SDQoDaW50GAIgASgSSAASDwoFZmxvYXQYAyABKAJIABIOCgRib29sGAQgASgISAASDwoFYnl0ZXMYBSABKAxIABIQCgZzdHJpbmcYBiABKAlIAEIHCgV2YWx1ZSJWCgZFbnRpdHkSCgoCaWQYASABKAQSDQoFb3duZXIYAiABKAQSDAoEa2luZBgDIAEoDRIjCgZmaWVsZHMYBCADKAsyEy50aWNrcmVsYXkudjEuRmllbGQiUwoKS2luZFNjaGVtYRIMCgRraW5kGAEgASgNEgwKBG5hbWUYAiABKAkSKQoGZmllbGRzGAMgAygLMhkudGlja3JlbGF5LnYxLkZpZWxkU2NoZW1hIroBCgtGaWVsZFNjaGVtYRIKCgJpZBgBIAEoDRIMCgRuYW1lGAIgASgJEiUKBHR5cGUYAyABKA4yFy50aWNrcmVsYXkudjEuRmllbGRUeXBlEg8KB2ludF9taW4YBCABKBISDwoHaW50X21heBgFIAEoEhIRCglmbG9hdF9taW4YBiABKAESEQoJZmxvYXRfbWF4GAcgASgBEhEKCXByZWNpc2lvbhgIIAEoARIPCgdtYXhfbGVuGAkgASgNIj8KDEVudGl0eVVwZGF0ZRIKCgJpZBgBIAEoBBIjCgZmaWVsZHMYAiADKAsyEy50aWNrcmVsYXkudjEuRmllbGQibQoFSW5wdXQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSLAoGd3JpdGVzGAMgASgLMhoudGlja3JlbGF5LnYxLkVudGl0eVdyaXRlc0gAEhAKBmludGVudBgEIAEoDEgAQgkKB3BheWxvYWQicAoMRW50aXR5V3JpdGVzEiQKBmNyZWF0ZRgBIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkSKgoGdXBkYXRlGAIgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIOCgZyZW1vdmUYAyADKAQihgIKClN0YXRlRnJhbWUSDAoEcm9vbRgBIAEoCRIMCgR0aWNrGAIgASgEEhUKDWJhc2VsaW5lX3RpY2sYAyABKAQSDwoHcmVtb3ZlZBgEIAMoBBIjCgVhZGRlZBgFIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkSKwoHY2hhbmdlZBgGIAMoCzIaLnRpY2tyZWxheS52MS5FbnRpdHlVcGRhdGUSFQoIY2hlY2tzdW0YByABKAZIAIgBARIWCg5zZXJ2ZXJfdGltZV91cxgIIAEoBBIOCgZwYWNrZWQYCSADKAwSFgoObGFzdF9pbnB1dF9zZXEYDyABKARCCwoJX2NoZWNrc3VtIiEKA0FjaxIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQiSQoJU2VuZEV2ZW50EgwKBHJvb20YASABKAkSDAoEa2luZBgCIAEoCRIPCgdwYXlsb2FkGAMgASgMEg8KB3RhcmdldHMYBCADKAQiZgoJUm9vbUV2ZW50EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgEEg4KBnNlbmRlchgDIAEoBBIMCgRraW5kGAQgASgJEg8KB3BheWxvYWQYBSABKAwSDwoHdGFyZ2V0cxgGIAMoBCJ8CgdSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSLQoKbGlzdF9yb29tcxgCIAEoCzIXLnRpY2tyZWxheS52MS5MaXN0Um9vbXNIABImCgZyZXN5bmMYAyABKAsyFC50aWNrcmVsYXkudjEuUmVzeW5jSABCBgoEa2luZCIpCglMaXN0Um9vbXMSDQoFYWZ0ZXIYASABKAkSDQoFbGltaXQYAiABKA0iFgoGUmVzeW5jEgwKBHJvb20YASABKAkigAEKCFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSJwoFcm9vbXMYAiABKAsyFi50aWNrcmVsYXkudjEuUm9vbUxpc3RIABIvCgZyZXN5bmMYAyABKAsyHS50aWNrcmVsYXkudjEuUmVzeW5jU2NoZWR1bGVkSABCBgoEa2luZCI/CghSb29tTGlzdBIlCgVyb29tcxgBIAMoCzIWLnRpY2tyZWxheS52MS5Sb29tSW5mbxIMCgRtb3JlGAIgASgIIlEKCFJvb21JbmZvEgwKBHJvb20YASABKAkSEQoJcm9vbV90eXBlGAIgASgJEg8KB21lbWJlcnMYAyABKA0SEwoLbWF4X21lbWJlcnMYBCABKA0iHwoPUmVzeW5jU2NoZWR1bGVkEgwKBHJvb20YASABKAkiQQoEUGluZxINCgVub25jZRgBIAEoBBIUCgxzZW50X3RpbWVfdXMYAiABKAQSFAoMcmVjZWl2ZWRfc2VxGAMgASgEIkEKBFBvbmcSDQoFbm9uY2UYASABKAQSGQoRcGluZ19zZW50X3RpbWVfdXMYAiABKAQSDwoHdGltZV91cxgDIAEoBCIxCgxSZWZyZXNoVG9rZW4SEgoKcmVxdWVzdF9pZBgBIAEoBBINCgV0b2tlbhgCIAEoCSI9Cg5Ub2tlblJlZnJlc2hlZBISCgpyZXF1ZXN0X2lkGAEgASgEEhcKD2V4cGlyZXNfYXRfdW5peBgCIAEoBCJ5CgVFcnJvchIlCgRjb2RlGAEgASgOMhcudGlja3JlbGF5LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAQSDAoEcm9vbRgEIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgFIAEoDSpnCg5QcmVzZW5jZUNoYW5nZRIfChtQUkVTRU5DRV9DSEFOR0VfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9DSEFOR0VfSk9JTkVEEAESGAoUUFJFU0VOQ0VfQ0hBTkdFX0xFRlQQAiqTAQoJRmllbGRUeXBlEhoKFkZJRUxEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUVMRF9UWVBFX0lOVBABEhQKEEZJRUxEX1RZUEVfRkxPQVQQAhITCg9GSUVMRF9UWVBFX0JPT0wQAxIUChBGSUVMRF9UWVBFX0JZVEVTEAQSFQoRRklFTERfVFlQRV9TVFJJTkcQBSrgBAoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHQoZRVJST1JfQ09ERV9ST09NX05PVF9GT1VORBACEhgKFEVSUk9SX0NPREVfUk9PTV9GVUxMEAMSGwoXRVJST1JfQ09ERV9OT1RfQV9NRU1CRVIQBBIdChlFUlJPUl9DT0RFX0FMUkVBRFlfTUVNQkVSEAUSIAocRVJST1JfQ09ERV9VTktOT1dOX1JPT01fVFlQRRAGEhgKFEVSUk9SX0NPREVfTk9UX09XTkVSEAcSHAoYRVJST1JfQ09ERV9FTlRJVFlfRVhJU1RTEAgSHwobRVJST1JfQ09ERV9FTlRJVFlfTk9UX0ZPVU5EEAkSHAoYRVJST1JfQ09ERV9XUk9OR19QQVlMT0FEEAoSHwobRVJST1JfQ09ERV9JTlBVVF9RVUVVRV9GVUxMEAsSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAMEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEA0SGgoWRVJST1JfQ09ERV9TRVJWRVJfQlVTWRAOEhoKFkVSUk9SX0NPREVfUk9PTV9DTE9TRUQQDxIYChRFUlJPUl9DT0RFX0ZPUkJJRERFThAQEh0KGUVSUk9SX0NPREVfSU5WQUxJRF9JTlRFTlQQERIcChhFUlJPUl9DT0RFX0lOVkFMSURfRklFTEQQEhIhCh1FUlJPUl9DT0RFX1JPT01fVFlQRV9NSVNNQVRDSBATQmMKEGRldi50aWNrcmVsYXkudjFQAVo+Z2l0aHViLmNvbS90aWNrcmVsYXkvdGlja3JlbGF5L2dlbi9nby90aWNrcmVsYXkvdjE7dGlja3JlbGF5djGqAgxUaWNrcmVsYXkuVjFiBnByb3RvMw");
+  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiPwoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZSJSCg5TZXJ2ZXJFbnZlbG9wZRItCghtZXNzYWdlcxgBIAMoCzIbLnRpY2tyZWxheS52MS5TZXJ2ZXJNZXNzYWdlEhEKCWZpcnN0X3NlcRgCIAEoBCKCAwoNQ2xpZW50TWVzc2FnZRImCgRqb2luGAEgASgLMhYudGlja3JlbGF5LnYxLkpvaW5Sb29tSAASKAoFbGVhdmUYAiABKAsyFy50aWNrcmVsYXkudjEuTGVhdmVSb29tSAASJAoFaW5wdXQYAyABKAsyEy50aWNrcmVsYXkudjEuSW5wdXRIABIoCgVldmVudBgEIAEoCzIXLnRpY2tyZWxheS52MS5TZW5kRXZlbnRIABIoCgdyZXF1ZXN0GAUgASgLMhUudGlja3JlbGF5LnYxLlJlcXVlc3RIABIiCgRwaW5nGAYgASgLMhIudGlja3JlbGF5LnYxLlBpbmdIABIiCgRwb25nGAcgASgLMhIudGlja3JlbGF5LnYxLlBvbmdIABIgCgNhY2sYCCABKAsyES50aWNrcmVsYXkudjEuQWNrSAASMwoNcmVmcmVzaF90b2tlbhgJIAEoCzIaLnRpY2tyZWxheS52MS5SZWZyZXNoVG9rZW5IAEIGCgRraW5kIo0ECg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSAASKgoIcmVkaXJlY3QYDCABKAsyFi50aWNrcmVsYXkudjEuUmVkaXJlY3RIAEIGCgRraW5kIlgKBUhlbGxvEg0KBXRva2VuGAEgASgJEhQKDHJlc3VtZV90b2tlbhgCIAEoCRIZCgxyZWNlaXZlZF9zZXEYAyABKARIAIgBAUIPCg1fcmVjZWl2ZWRfc2VxIoMCCgdXZWxjb21lEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SEgoKc2Vzc2lvbl9pZBgCIAEoBBIUCgxyZXN1bWVfdG9rZW4YAyABKAkSJAoGbGltaXRzGAQgASgLMhQudGlja3JlbGF5LnYxLkxpbWl0cxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0SHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SFwoPcmVzdW1lX2dyYWNlX21zGAcgASgNEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg8KB3VzZXJfaWQYCSABKAkSDwoHcmVzdW1lZBgKIAEoCCJxCgZMaW1pdHMSGQoRbWF4X21lc3NhZ2VfYnl0ZXMYASABKA0SGwoTbWVzc2FnZXNfcGVyX3NlY29uZBgCIAEoDRIVCg1tZXNzYWdlX2J1cnN0GAMgASgNEhgKEGJ5dGVzX3Blcl9zZWNvbmQYBCABKA0iPwoISm9pblJvb20SEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEhEKCXJvb21fdHlwZRgDIAEoCSLlAQoGSm9pbmVkEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRIRCglyb29tX3R5cGUYAyABKAkSEQoJbWVtYmVyX2lkGAQgASgEEhEKCXRpY2tfcmF0ZRgFIAEoDRITCgttYXhfbWVtYmVycxgGIAEoDRIpCgdtZW1iZXJzGAcgAygLMhgudGlja3JlbGF5LnYxLk1lbWJlckluZm8SFgoObGFzdF9pbnB1dF9zZXEYCCABKAQSKAoGc2NoZW1hGAkgAygLMhgudGlja3JlbGF5LnYxLktpbmRTY2hlbWEiLQoJTGVhdmVSb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCSJiCgRMZWZ0EhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRInCgZyZWFzb24YAyABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYBCABKAkiOQoIUmVkaXJlY3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEgsKA3VybBgDIAEoCSIwCgpNZW1iZXJJbmZvEhEKCW1lbWJlcl9pZBgBIAEoBBIPCgd1c2VyX2lkGAIgASgJInAKCFByZXNlbmNlEgwKBHJvb20YASABKAkSKAoGbWVtYmVyGAIgASgLMhgudGlja3JlbGF5LnYxLk1lbWJlckluZm8SLAoGY2hhbmdlGAMgASgOMhwudGlja3JlbGF5LnYxLlByZXNlbmNlQ2hhbmdlIm8KBUZpZWxkEgoKAmlkGAEgASgNEg0KA2ludBgCIAEoEkgAEg8KBWZsb2F0GAMgASgCSAASDgoEYm9vbBgEIAEoCEgAEg8KBWJ5dGVzGAUgASgMSAASEAoGc3RyaW5nGAYgASgJSABCBwoFdmFsdWUiVgoGRW50aXR5EgoKAmlkGAEgASgEEg0KBW93bmVyGAIgASgEEgwKBGtpbmQYAyABKA0SIwoGZmllbGRzGAQgAygLMhMudGlja3JlbGF5LnYxLkZpZWxkIlMKCktpbmRTY2hlbWESDAoEa2luZBgBIAEoDRIMCgRuYW1lGAIgASgJEikKBmZpZWxkcxgDIAMoCzIZLnRpY2tyZWxheS52MS5GaWVsZFNjaGVtYSK6AQoLRmllbGRTY2hlbWESCgoCaWQYASABKA0SDAoEbmFtZRgCIAEoCRIlCgR0eXBlGAMgASgOMhcudGlja3JlbGF5LnYxLkZpZWxkVHlwZRIPCgdpbnRfbWluGAQgASgSEg8KB2ludF9tYXgYBSABKBISEQoJZmxvYXRfbWluGAYgASgBEhEKCWZsb2F0X21heBgHIAEoARIRCglwcmVjaXNpb24YCCABKAESDwoHbWF4X2xlbhgJIAEoDSI/CgxFbnRpdHlVcGRhdGUSCgoCaWQYASABKAQSIwoGZmllbGRzGAIgAygLMhMudGlja3JlbGF5LnYxLkZpZWxkIm0KBUlucHV0EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgEEiwKBndyaXRlcxgDIAEoCzIaLnRpY2tyZWxheS52MS5FbnRpdHlXcml0ZXNIABIQCgZpbnRlbnQYBCABKAxIAEIJCgdwYXlsb2FkInAKDEVudGl0eVdyaXRlcxIkCgZjcmVhdGUYASADKAsyFC50aWNrcmVsYXkudjEuRW50aXR5EioKBnVwZGF0ZRgCIAMoCzIaLnRpY2tyZWxheS52MS5FbnRpdHlVcGRhdGUSDgoGcmVtb3ZlGAMgAygEIoYCCgpTdGF0ZUZyYW1lEgwKBHJvb20YASABKAkSDAoEdGljaxgCIAEoBBIVCg1iYXNlbGluZV90aWNrGAMgASgEEg8KB3JlbW92ZWQYBCADKAQSIwoFYWRkZWQYBSADKAsyFC50aWNrcmVsYXkudjEuRW50aXR5EisKB2NoYW5nZWQYBiADKAsyGi50aWNrcmVsYXkudjEuRW50aXR5VXBkYXRlEhUKCGNoZWNrc3VtGAcgASgGSACIAQESFgoOc2VydmVyX3RpbWVfdXMYCCABKAQSDgoGcGFja2VkGAkgAygMEhYKDmxhc3RfaW5wdXRfc2VxGA8gASgEQgsKCV9jaGVja3N1bSIhCgNBY2sSDAoEcm9vbRgBIAEoCRIMCgR0aWNrGAIgASgEIkkKCVNlbmRFdmVudBIMCgRyb29tGAEgASgJEgwKBGtpbmQYAiABKAkSDwoHcGF5bG9hZBgDIAEoDBIPCgd0YXJnZXRzGAQgAygEImYKCVJvb21FdmVudBIMCgRyb29tGAEgASgJEgsKA3NlcRgCIAEoBBIOCgZzZW5kZXIYAyABKAQSDAoEa2luZBgEIAEoCRIPCgdwYXlsb2FkGAUgASgMEg8KB3RhcmdldHMYBiADKAQifAoHUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEi0KCmxpc3Rfcm9vbXMYAiABKAsyFy50aWNrcmVsYXkudjEuTGlzdFJvb21zSAASJgoGcmVzeW5jGAMgASgLMhQudGlja3JlbGF5LnYxLlJlc3luY0gAQgYKBGtpbmQiKQoJTGlzdFJvb21zEg0KBWFmdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNIhYKBlJlc3luYxIMCgRyb29tGAEgASgJIoABCghSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEicKBXJvb21zGAIgASgLMhYudGlja3JlbGF5LnYxLlJvb21MaXN0SAASLwoGcmVzeW5jGAMgASgLMh0udGlja3JlbGF5LnYxLlJlc3luY1NjaGVkdWxlZEgAQgYKBGtpbmQiPwoIUm9vbUxpc3QSJQoFcm9vbXMYASADKAsyFi50aWNrcmVsYXkudjEuUm9vbUluZm8SDAoEbW9yZRgCIAEoCCJRCghSb29tSW5mbxIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEhMKC21heF9tZW1iZXJzGAQgASgNIh8KD1Jlc3luY1NjaGVkdWxlZBIMCgRyb29tGAEgASgJIkEKBFBpbmcSDQoFbm9uY2UYASABKAQSFAoMc2VudF90aW1lX3VzGAIgASgEEhQKDHJlY2VpdmVkX3NlcRgDIAEoBCJBCgRQb25nEg0KBW5vbmNlGAEgASgEEhkKEXBpbmdfc2VudF90aW1lX3VzGAIgASgEEg8KB3RpbWVfdXMYAyABKAQiMQoMUmVmcmVzaFRva2VuEhIKCnJlcXVlc3RfaWQYASABKAQSDQoFdG9rZW4YAiABKAkiPQoOVG9rZW5SZWZyZXNoZWQSEgoKcmVxdWVzdF9pZBgBIAEoBBIXCg9leHBpcmVzX2F0X3VuaXgYAiABKAQieQoFRXJyb3ISJQoEY29kZRgBIAEoDjIXLnRpY2tyZWxheS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgEEgwKBHJvb20YBCABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYBSABKA0qZwoOUHJlc2VuY2VDaGFuZ2USHwobUFJFU0VOQ0VfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASGgoWUFJFU0VOQ0VfQ0hBTkdFX0pPSU5FRBABEhgKFFBSRVNFTkNFX0NIQU5HRV9MRUZUEAIqkwEKCUZpZWxkVHlwZRIaChZGSUVMRF9UWVBFX1VOU1BFQ0lGSUVEEAASEgoORklFTERfVFlQRV9JTlQQARIUChBGSUVMRF9UWVBFX0ZMT0FUEAISEwoPRklFTERfVFlQRV9CT09MEAMSFAoQRklFTERfVFlQRV9CWVRFUxAEEhUKEUZJRUxEX1RZUEVfU1RSSU5HEAUq/AQKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASGgoWRVJST1JfQ09ERV9CQURfUkVRVUVTVBABEh0KGUVSUk9SX0NPREVfUk9PTV9OT1RfRk9VTkQQAhIYChRFUlJPUl9DT0RFX1JPT01fRlVMTBADEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9BTFJFQURZX01FTUJFUhAFEiAKHEVSUk9SX0NPREVfVU5LTk9XTl9ST09NX1RZUEUQBhIYChRFUlJPUl9DT0RFX05PVF9PV05FUhAHEhwKGEVSUk9SX0NPREVfRU5USVRZX0VYSVNUUxAIEh8KG0VSUk9SX0NPREVfRU5USVRZX05PVF9GT1VORBAJEhwKGEVSUk9SX0NPREVfV1JPTkdfUEFZTE9BRBAKEh8KG0VSUk9SX0NPREVfSU5QVVRfUVVFVUVfRlVMTBALEh0KGUVSUk9SX0NPREVfTElNSVRfRVhDRUVERUQQDBIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBANEhoKFkVSUk9SX0NPREVfU0VSVkVSX0JVU1kQDhIaChZFUlJPUl9DT0RFX1JPT01fQ0xPU0VEEA8SGAoURVJST1JfQ09ERV9GT1JCSURERU4QEBIdChlFUlJPUl9DT0RFX0lOVkFMSURfSU5URU5UEBESHAoYRVJST1JfQ09ERV9JTlZBTElEX0ZJRUxEEBISIQodRVJST1JfQ09ERV9ST09NX1RZUEVfTUlTTUFUQ0gQExIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEBRCYwoQZGV2LnRpY2tyZWxheS52MVABWj5naXRodWIuY29tL3RpY2tyZWxheS90aWNrcmVsYXkvZ2VuL2dvL3RpY2tyZWxheS92MTt0aWNrcmVsYXl2MaoCDFRpY2tyZWxheS5WMWIGcHJvdG8z");
 
 /**
  * Everything a client sends, in order.
@@ -212,6 +212,12 @@ export type ServerMessage = Message<"tickrelay.v1.ServerMessage"> & {
      */
     value: TokenRefreshed;
     case: "tokenRefreshed";
+  } | {
+    /**
+     * @generated from field: tickrelay.v1.Redirect redirect = 12;
+     */
+    value: Redirect;
+    case: "redirect";
   } | { case: undefined; value?: undefined };
 };
 
@@ -521,6 +527,41 @@ export const LeftSchema: GenMessage<Left> = /*@__PURE__*/
   messageDesc(file_tickrelay_v1_tickrelay, 10);
 
 /**
+ * Cluster mode: the room asked for in a `JoinRoom` lives on another node. The
+ * client connects to `url` (a new session there; this one stays usable) and joins
+ * the room again. The join is not answered otherwise.
+ *
+ * @generated from message tickrelay.v1.Redirect
+ */
+export type Redirect = Message<"tickrelay.v1.Redirect"> & {
+  /**
+   * The join's request id.
+   *
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * @generated from field: string room = 2;
+   */
+  room: string;
+
+  /**
+   * The owning node's public URL (`wss://host:port/ws`).
+   *
+   * @generated from field: string url = 3;
+   */
+  url: string;
+};
+
+/**
+ * Describes the message tickrelay.v1.Redirect.
+ * Use `create(RedirectSchema)` to create a new message.
+ */
+export const RedirectSchema: GenMessage<Redirect> = /*@__PURE__*/
+  messageDesc(file_tickrelay_v1_tickrelay, 11);
+
+/**
  * @generated from message tickrelay.v1.MemberInfo
  */
 export type MemberInfo = Message<"tickrelay.v1.MemberInfo"> & {
@@ -540,7 +581,7 @@ export type MemberInfo = Message<"tickrelay.v1.MemberInfo"> & {
  * Use `create(MemberInfoSchema)` to create a new message.
  */
 export const MemberInfoSchema: GenMessage<MemberInfo> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 11);
+  messageDesc(file_tickrelay_v1_tickrelay, 12);
 
 /**
  * @generated from message tickrelay.v1.Presence
@@ -567,7 +608,7 @@ export type Presence = Message<"tickrelay.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 12);
+  messageDesc(file_tickrelay_v1_tickrelay, 13);
 
 /**
  * One typed field of an entity. Fields are identified by a small number chosen by
@@ -622,7 +663,7 @@ export type Field = Message<"tickrelay.v1.Field"> & {
  * Use `create(FieldSchema$)` to create a new message.
  */
 export const FieldSchema$: GenMessage<Field> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 13);
+  messageDesc(file_tickrelay_v1_tickrelay, 14);
 
 /**
  * @generated from message tickrelay.v1.Entity
@@ -656,7 +697,7 @@ export type Entity = Message<"tickrelay.v1.Entity"> & {
  * Use `create(EntitySchema)` to create a new message.
  */
 export const EntitySchema: GenMessage<Entity> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 14);
+  messageDesc(file_tickrelay_v1_tickrelay, 15);
 
 /**
  * A declared entity kind: the fields its entities may have, with their types. A kind
@@ -687,7 +728,7 @@ export type KindSchema = Message<"tickrelay.v1.KindSchema"> & {
  * Use `create(KindSchemaSchema)` to create a new message.
  */
 export const KindSchemaSchema: GenMessage<KindSchema> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 15);
+  messageDesc(file_tickrelay_v1_tickrelay, 16);
 
 /**
  * @generated from message tickrelay.v1.FieldSchema
@@ -752,7 +793,7 @@ export type FieldSchema = Message<"tickrelay.v1.FieldSchema"> & {
  * Use `create(FieldSchemaSchema)` to create a new message.
  */
 export const FieldSchemaSchema: GenMessage<FieldSchema> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 16);
+  messageDesc(file_tickrelay_v1_tickrelay, 17);
 
 /**
  * Only the fields of an existing entity that changed.
@@ -776,7 +817,7 @@ export type EntityUpdate = Message<"tickrelay.v1.EntityUpdate"> & {
  * Use `create(EntityUpdateSchema)` to create a new message.
  */
 export const EntityUpdateSchema: GenMessage<EntityUpdate> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 17);
+  messageDesc(file_tickrelay_v1_tickrelay, 18);
 
 /**
  * @generated from message tickrelay.v1.Input
@@ -822,7 +863,7 @@ export type Input = Message<"tickrelay.v1.Input"> & {
  * Use `create(InputSchema)` to create a new message.
  */
 export const InputSchema: GenMessage<Input> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 18);
+  messageDesc(file_tickrelay_v1_tickrelay, 19);
 
 /**
  * @generated from message tickrelay.v1.EntityWrites
@@ -849,7 +890,7 @@ export type EntityWrites = Message<"tickrelay.v1.EntityWrites"> & {
  * Use `create(EntityWritesSchema)` to create a new message.
  */
 export const EntityWritesSchema: GenMessage<EntityWrites> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 19);
+  messageDesc(file_tickrelay_v1_tickrelay, 20);
 
 /**
  * The room's state at `tick`, as a delta against `baseline_tick` (0: a full snapshot).
@@ -924,7 +965,7 @@ export type StateFrame = Message<"tickrelay.v1.StateFrame"> & {
  * Use `create(StateFrameSchema)` to create a new message.
  */
 export const StateFrameSchema: GenMessage<StateFrame> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 20);
+  messageDesc(file_tickrelay_v1_tickrelay, 21);
 
 /**
  * Acknowledges receipt of a state frame (unreliable transports only).
@@ -948,7 +989,7 @@ export type Ack = Message<"tickrelay.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 21);
+  messageDesc(file_tickrelay_v1_tickrelay, 22);
 
 /**
  * @generated from message tickrelay.v1.SendEvent
@@ -982,7 +1023,7 @@ export type SendEvent = Message<"tickrelay.v1.SendEvent"> & {
  * Use `create(SendEventSchema)` to create a new message.
  */
 export const SendEventSchema: GenMessage<SendEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 22);
+  messageDesc(file_tickrelay_v1_tickrelay, 23);
 
 /**
  * @generated from message tickrelay.v1.RoomEvent
@@ -1028,7 +1069,7 @@ export type RoomEvent = Message<"tickrelay.v1.RoomEvent"> & {
  * Use `create(RoomEventSchema)` to create a new message.
  */
 export const RoomEventSchema: GenMessage<RoomEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 23);
+  messageDesc(file_tickrelay_v1_tickrelay, 24);
 
 /**
  * @generated from message tickrelay.v1.Request
@@ -1062,7 +1103,7 @@ export type Request = Message<"tickrelay.v1.Request"> & {
  * Use `create(RequestSchema)` to create a new message.
  */
 export const RequestSchema: GenMessage<Request> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 24);
+  messageDesc(file_tickrelay_v1_tickrelay, 25);
 
 /**
  * One page of the open rooms, in room id order.
@@ -1090,7 +1131,7 @@ export type ListRooms = Message<"tickrelay.v1.ListRooms"> & {
  * Use `create(ListRoomsSchema)` to create a new message.
  */
 export const ListRoomsSchema: GenMessage<ListRooms> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 25);
+  messageDesc(file_tickrelay_v1_tickrelay, 26);
 
 /**
  * Ask for a full snapshot of a room (after a detected desync).
@@ -1109,7 +1150,7 @@ export type Resync = Message<"tickrelay.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 26);
+  messageDesc(file_tickrelay_v1_tickrelay, 27);
 
 /**
  * @generated from message tickrelay.v1.Response
@@ -1143,7 +1184,7 @@ export type Response = Message<"tickrelay.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 27);
+  messageDesc(file_tickrelay_v1_tickrelay, 28);
 
 /**
  * @generated from message tickrelay.v1.RoomList
@@ -1167,7 +1208,7 @@ export type RoomList = Message<"tickrelay.v1.RoomList"> & {
  * Use `create(RoomListSchema)` to create a new message.
  */
 export const RoomListSchema: GenMessage<RoomList> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 28);
+  messageDesc(file_tickrelay_v1_tickrelay, 29);
 
 /**
  * @generated from message tickrelay.v1.RoomInfo
@@ -1199,7 +1240,7 @@ export type RoomInfo = Message<"tickrelay.v1.RoomInfo"> & {
  * Use `create(RoomInfoSchema)` to create a new message.
  */
 export const RoomInfoSchema: GenMessage<RoomInfo> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 29);
+  messageDesc(file_tickrelay_v1_tickrelay, 30);
 
 /**
  * @generated from message tickrelay.v1.ResyncScheduled
@@ -1216,7 +1257,7 @@ export type ResyncScheduled = Message<"tickrelay.v1.ResyncScheduled"> & {
  * Use `create(ResyncScheduledSchema)` to create a new message.
  */
 export const ResyncScheduledSchema: GenMessage<ResyncScheduled> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 30);
+  messageDesc(file_tickrelay_v1_tickrelay, 31);
 
 /**
  * @generated from message tickrelay.v1.Ping
@@ -1246,7 +1287,7 @@ export type Ping = Message<"tickrelay.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 31);
+  messageDesc(file_tickrelay_v1_tickrelay, 32);
 
 /**
  * @generated from message tickrelay.v1.Pong
@@ -1277,7 +1318,7 @@ export type Pong = Message<"tickrelay.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 32);
+  messageDesc(file_tickrelay_v1_tickrelay, 33);
 
 /**
  * @generated from message tickrelay.v1.RefreshToken
@@ -1299,7 +1340,7 @@ export type RefreshToken = Message<"tickrelay.v1.RefreshToken"> & {
  * Use `create(RefreshTokenSchema)` to create a new message.
  */
 export const RefreshTokenSchema: GenMessage<RefreshToken> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 33);
+  messageDesc(file_tickrelay_v1_tickrelay, 34);
 
 /**
  * @generated from message tickrelay.v1.TokenRefreshed
@@ -1321,7 +1362,7 @@ export type TokenRefreshed = Message<"tickrelay.v1.TokenRefreshed"> & {
  * Use `create(TokenRefreshedSchema)` to create a new message.
  */
 export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 34);
+  messageDesc(file_tickrelay_v1_tickrelay, 35);
 
 /**
  * @generated from message tickrelay.v1.Error
@@ -1362,7 +1403,7 @@ export type Error = Message<"tickrelay.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 35);
+  messageDesc(file_tickrelay_v1_tickrelay, 36);
 
 /**
  * @generated from enum tickrelay.v1.PresenceChange
@@ -1539,6 +1580,14 @@ export enum ErrorCode {
    * @generated from enum value: ERROR_CODE_ROOM_TYPE_MISMATCH = 19;
    */
   ROOM_TYPE_MISMATCH = 19,
+
+  /**
+   * Cluster mode: the room directory (Redis), or the node owning the room, cannot
+   * be reached right now. Retry after `retry_after_ms`.
+   *
+   * @generated from enum value: ERROR_CODE_UNAVAILABLE = 20;
+   */
+  UNAVAILABLE = 20,
 }
 
 /**
