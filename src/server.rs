@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::bus::{Bus, Delivery};
 use crate::cluster::{Claim, Cluster, DirectoryError, Node, RedisDirectory};
 use crate::config::{Config, ConfigError};
 use crate::engine::sim_pool::SimPool;
@@ -73,6 +75,8 @@ pub struct Server {
     pool: Arc<SimPool>,
     tls: Option<tls::Tls>,
     quic: Option<quinn::Endpoint>,
+    /// Cluster mode: what other nodes send this one.
+    inbox: Option<mpsc::UnboundedReceiver<Delivery>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -133,9 +137,12 @@ impl Server {
         };
         let pool = Arc::new(SimPool::start(config.pool_config())?);
         let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
-        let cluster = match &config.cluster.redis_url {
-            Some(url) => Some(Arc::new(join_cluster(&config, url, local_addr, &pool, &metrics).await?)),
-            None => None,
+        let (cluster, inbox) = match &config.cluster.redis_url {
+            Some(url) => {
+                let (cluster, inbox) = join_cluster(&config, url, local_addr, &pool, &metrics).await?;
+                (Some(Arc::new(cluster)), Some(inbox))
+            }
+            None => (None, None),
         };
         for room in &config.rooms {
             // In a cluster, the node that claims a configured room first holds it.
@@ -203,6 +210,7 @@ impl Server {
             pool,
             tls,
             quic,
+            inbox,
         })
     }
 
@@ -252,6 +260,10 @@ impl Server {
             let node = cluster.node();
             tracing::info!(node = %node.id, url = %node.url, "cluster mode: sharing the room directory");
             ctx.tracker.spawn(cluster.clone().keep_leases(ctx.shutdown.clone()));
+            if let Some(inbox) = self.inbox {
+                ctx.tracker
+                    .spawn(cluster.clone().serve_inbox(inbox, ctx.shutdown.clone()));
+            }
         }
         if let Some(endpoint) = self.quic.clone() {
             if let Ok(addr) = endpoint.local_addr() {
@@ -349,7 +361,7 @@ async fn join_cluster(
     local_addr: SocketAddr,
     pool: &Arc<SimPool>,
     metrics: &Arc<Metrics>,
-) -> Result<Cluster, ServerError> {
+) -> Result<(Cluster, mpsc::UnboundedReceiver<Delivery>), ServerError> {
     let c = &config.cluster;
     let scheme = if config.tls.insecure_plain { "ws" } else { "wss" };
     let url = (c.public_url.clone()).unwrap_or_else(|| format!("{scheme}://{local_addr}/ws"));
@@ -358,8 +370,10 @@ async fn join_cluster(
         url,
     };
     let lease = Duration::from_millis(c.lease_ms);
+    let (bus, inbox) = Bus::connect(redis_url, &c.key_prefix, &node.id).await?;
     let directory = RedisDirectory::connect(redis_url, node, lease, &c.key_prefix).await?;
-    Ok(Cluster::new(directory, pool.clone(), metrics.clone(), lease))
+    let cluster = Cluster::new(directory, bus, pool.clone(), metrics.clone(), lease);
+    Ok((cluster, inbox))
 }
 
 /// `accept` errors that mean the process (EMFILE, 24) or the system (ENFILE, 23) is

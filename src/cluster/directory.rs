@@ -79,6 +79,9 @@ pub trait Directory: Send + Sync {
     /// must go.
     fn renew(&self, rooms: &[RoomEntry]) -> impl Future<Output = Result<Vec<String>, DirectoryError>> + Send;
 
+    /// The node holding the room's lease, if any (never takes it).
+    fn locate(&self, room: &str) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
+
     /// Gives the room up (it closed, or the node stops), if this node holds it.
     fn release(&self, room: &str) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 
@@ -178,6 +181,13 @@ impl Directory for MemoryDirectory {
             }
         }
         Ok(lost)
+    }
+
+    async fn locate(&self, room: &str) -> Result<Option<String>, DirectoryError> {
+        let now = self.now();
+        let leases = self.leases.lock();
+        let lease = leases.rooms.get(room).filter(|l| l.expires > now);
+        Ok(lease.map(|l| l.value.node.clone()))
     }
 
     async fn release(&self, room: &str) -> Result<(), DirectoryError> {

@@ -1,9 +1,11 @@
 //! Scale-out over Redis (issue 17), being built. Several nodes share one room
 //! directory: each room lives on the node holding its lease ([`directory`], in
 //! memory and in Redis), a join of a room open elsewhere is redirected there, and
-//! listings come from the directory ([`node`]). Cross-node publish, checkpoints and
-//! restore are still to come.
+//! listings come from the directory ([`node`]), and room events published through
+//! any node's HTTP API reach the room's node over Redis pub/sub ([`bus`]).
+//! Checkpoints and restore are still to come.
 
+pub mod bus;
 pub mod directory;
 pub mod node;
 pub mod redis_directory;

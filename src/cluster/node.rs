@@ -14,15 +14,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bus::{Bus, Delivery};
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::redis_directory::RedisDirectory;
-use crate::engine::sim_pool::{PoolError, SimPool};
+use crate::engine::sim_pool::{Command, PoolError, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
-use crate::proto::{self, ErrorCode};
+use crate::proto::{self, ErrorCode, SendEvent};
 use crate::session::{DirectoryOp, DirectoryReply};
+use crate::state::SERVER;
 
 /// A directory operation taking longer than this is answered `UNAVAILABLE`.
 const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,6 +36,7 @@ static DIRECTORY_LOGS: LogBudget = LogBudget::new(1);
 /// See the module documentation.
 pub struct Cluster {
     directory: RedisDirectory,
+    bus: Bus,
     pool: Arc<SimPool>,
     metrics: Arc<Metrics>,
     node: Node,
@@ -46,12 +50,20 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// This node of the cluster whose directory is `directory`.
-    pub fn new(directory: RedisDirectory, pool: Arc<SimPool>, metrics: Arc<Metrics>, lease: Duration) -> Self {
+    /// This node of the cluster whose directory is `directory` and whose nodes talk
+    /// over `bus`.
+    pub fn new(
+        directory: RedisDirectory,
+        bus: Bus,
+        pool: Arc<SimPool>,
+        metrics: Arc<Metrics>,
+        lease: Duration,
+    ) -> Self {
         let node = directory.node().clone();
         metrics.directory_up.set(1);
         Self {
             directory,
+            bus,
             pool,
             metrics,
             node,
@@ -141,6 +153,58 @@ impl Cluster {
         Err(PoolError::Unavailable(format!(
             "the room directory is unavailable; retry shortly ({error})"
         )))
+    }
+
+    /// Publishes a room event (from the server) in a room that lives on another node;
+    /// the node it went to, or `None` when no node holds the room.
+    pub async fn publish_elsewhere(&self, event: &SendEvent) -> Result<Option<String>, PoolError> {
+        let Some(node) = self.call(self.directory.locate(&event.room)).await? else {
+            return Ok(None);
+        };
+        if node == self.node.id {
+            // The lease says here, but the room just closed.
+            return Ok(None);
+        }
+        if self.call(self.bus.send_event(&node, event)).await? {
+            Ok(Some(node))
+        } else {
+            Err(PoolError::Unavailable(format!(
+                "node `{node}` holds the room but is not listening"
+            )))
+        }
+    }
+
+    /// Publishes what other nodes send for rooms open here, until `shutdown`.
+    pub async fn serve_inbox(
+        self: Arc<Self>,
+        mut inbox: mpsc::UnboundedReceiver<Delivery>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => return,
+                delivery = inbox.recv() => match delivery {
+                    Some(delivery) => delivery,
+                    None => return,
+                },
+            };
+            match delivery {
+                Delivery::Event(event) => {
+                    let Some(room) = self.pool.room(&event.room) else {
+                        tracing::debug!(room = %event.room, "event from another node for a room not open here; dropped");
+                        continue;
+                    };
+                    let command = Command::Event {
+                        room: room.key,
+                        member: SERVER,
+                        event,
+                    };
+                    if self.pool.send(&room, command).is_ok() {
+                        self.metrics.events_published.inc();
+                    }
+                }
+            }
+        }
     }
 
     /// Keeps the leases of the rooms open here until `shutdown`, then releases them.

@@ -109,11 +109,7 @@ impl RedisDirectory {
     pub async fn connect(url: &str, node: Node, lease: Duration, prefix: &str) -> Result<Self, DirectoryError> {
         let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {url}: {e}"));
         let client = Client::open(url).map_err(unreachable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(3);
-        let connection = ConnectionManager::new_with_config(client, config)
+        let connection = ConnectionManager::new_with_config(client, manager_config())
             .await
             .map_err(unreachable)?;
         Ok(Self {
@@ -132,6 +128,15 @@ impl RedisDirectory {
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}:{id}", self.prefix)
     }
+}
+
+/// Connection settings of every connection to Redis: a dead Redis is noticed within
+/// seconds, and reconnection is retried in the background.
+pub(super) fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(3)
 }
 
 fn failed(e: redis::RedisError) -> DirectoryError {
@@ -187,6 +192,15 @@ impl Directory for RedisDirectory {
             .filter_map(|i| rooms.get(i.checked_sub(1)?))
             .map(|r| r.room.clone())
             .collect())
+    }
+
+    async fn locate(&self, room: &str) -> Result<Option<String>, DirectoryError> {
+        redis::cmd("HGET")
+            .arg(self.key("room", room))
+            .arg("node")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
     }
 
     async fn release(&self, room: &str) -> Result<(), DirectoryError> {

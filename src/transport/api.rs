@@ -2,8 +2,9 @@
 //! request body as a room event from the server (`RoomEvent.sender` 0) to every member,
 //! or to the members listed in `&targets=ID,ID`. It needs `Authorization: Bearer` with
 //! `[api] token`; without a configured token the API is off. The room must be open on
-//! this node; the event goes out reliably, in order with the members' own events, at
-//! the room's next tick. 202 means queued for the room: a room already holding its
+//! this node, or in cluster mode on any node (the event is handed to that node over
+//! Redis pub/sub); the event goes out reliably, in order with the members' own events,
+//! at the room's next tick. 202 means queued for the room: a room already holding its
 //! bound of pending events (`max_pending_events`, 1,024 a tick) drops it and logs so.
 
 use bytes::Bytes;
@@ -60,12 +61,13 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
         return text(StatusCode::BAD_REQUEST, "kind=NAME is required, at most 256 bytes\n");
     }
     let ctx = &http.ctx;
-    let Some(handle) = ctx.session.rooms.find(&room) else {
+    let handle = ctx.session.rooms.find(&room);
+    if handle.is_none() && ctx.cluster.is_none() {
         return text(
             StatusCode::NOT_FOUND,
             format!("no room {room:?} is open on this node\n"),
         );
-    };
+    }
     // The same bound as a client's message.
     let limit = ctx.session.settings.max_message_bytes as usize;
     let payload: Bytes = match Limited::new(req.into_body(), limit).collect().await {
@@ -81,6 +83,21 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
         kind,
         payload,
         targets,
+    };
+    let Some(handle) = handle else {
+        // Cluster mode: the room may live on another node.
+        let cluster = ctx.cluster.as_ref().expect("checked above");
+        return match cluster.publish_elsewhere(&event).await {
+            Ok(Some(node)) => text(
+                StatusCode::ACCEPTED,
+                format!("published {bytes} bytes to {room:?} on node {node:?}\n"),
+            ),
+            Ok(None) => text(
+                StatusCode::NOT_FOUND,
+                format!("no room {room:?} is open in the cluster\n"),
+            ),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        };
     };
     let command = Command::Event {
         room: handle.key,

@@ -325,3 +325,36 @@ async fn redis_lost_and_back() {
     assert_eq!(a.metric("tickrelay_directory_up"), 1);
     player.frames_in("lobby", 5).await;
 }
+
+/// The HTTP API on any node publishes to a room wherever it lives (over Redis
+/// pub/sub to the owning node); a room no node holds is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_on_any_node_reaches_the_room() {
+    let cluster = TestCluster::start();
+    let with_api = |c: &mut tickrelay::config::Config| c.api.token = Some("backend-secret".into());
+    let (a, b) = (cluster.node_with(with_api).await, cluster.node_with(with_api).await);
+    let mut member = TestClient::connect(&a).await;
+    join_or_redirect(&mut member, "lobby").await;
+    let auth = "Authorization: Bearer backend-secret\r\n";
+    let (status, answer) = b
+        .https_request("POST", "/rooms/lobby/events?kind=round-start", auth, b"round 7")
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let event = member
+        .until(|k| match k {
+            Kind::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (event.sender, &*event.kind, &event.payload[..]),
+        (0, "round-start", &b"round 7"[..])
+    );
+    assert_eq!(
+        a.metric("tickrelay_events_published_total"),
+        1,
+        "counted where it was delivered"
+    );
+    let (status, _) = b.https_request("POST", "/rooms/nowhere/events?kind=x", auth, b"").await;
+    assert_eq!(status, 404);
+}

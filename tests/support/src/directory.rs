@@ -28,7 +28,9 @@ pub fn node(id: &str) -> Node {
 
 /// One owner per room; the others learn who owns it and where it is.
 pub async fn a_room_has_one_owner<D: Directory>(a: &D, b: &D) {
+    assert_eq!(b.locate("r1").await.unwrap(), None, "nobody holds it yet");
     assert_eq!(a.claim(&entry("r1", 0)).await.unwrap(), Claim::Ours);
+    assert_eq!(b.locate("r1").await.unwrap().as_deref(), Some("a"));
     assert_eq!(
         a.claim(&entry("r1", 0)).await.unwrap(),
         Claim::Ours,
@@ -66,7 +68,8 @@ pub async fn leases_lapse_unless_renewed<D: Directory>(a: &D, b: &D, lease: Dura
     }
     assert!(matches!(b.claim(&entry("r2", 0)).await.unwrap(), Claim::Theirs { .. }));
     elapse(lease + lease / 2).await;
-    assert_eq!(b.claim(&entry("r2", 0)).await.unwrap(), Claim::Ours, "a's lease lapsed");
+    assert_eq!(a.locate("r2").await.unwrap(), None, "a's lease lapsed");
+    assert_eq!(b.claim(&entry("r2", 0)).await.unwrap(), Claim::Ours, "free to take");
     let lost = a.renew(&[entry("r2", 2), entry("r3", 1)]).await.unwrap();
     assert_eq!(lost, ["r2", "r3"], "r3 lapsed too, though nobody took it");
     assert_eq!(

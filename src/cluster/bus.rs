@@ -1,0 +1,110 @@
+//! Messages between nodes, over Redis pub/sub: each node listens on a channel of its
+//! own, `<prefix>node:<id>:inbox`, for room events published through another node's
+//! HTTP API for a room that lives here. A message is a protobuf `SendEvent` (the same
+//! message a client sends).
+//!
+//! Pub/sub keeps nothing: a message published while the owner is not listening (it is
+//! reconnecting to Redis) is lost, and the publisher learns it from `PUBLISH`'s count
+//! of listeners (0), which the API answers with 503.
+//!
+//! The subscription lives on a RESP3 connection of its own (redis-rs's connection
+//! manager, which reconnects and subscribes again by itself).
+
+use prost::Message;
+use redis::aio::ConnectionManager;
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+
+use super::directory::DirectoryError;
+use crate::proto::SendEvent;
+
+/// What arrived for this node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// A room event to publish in a room open here.
+    Event(SendEvent),
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct Bus {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+fn unreachable(url: &str) -> impl Fn(redis::RedisError) -> DirectoryError + '_ {
+    move |e| DirectoryError(format!("cannot reach Redis at {url}: {e}"))
+}
+
+impl Bus {
+    /// Connects, subscribes to this node's inbox, and returns the bus with the stream
+    /// of what arrives.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        node: &str,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Delivery>), DirectoryError> {
+        let info = url.into_connection_info().map_err(unreachable(url))?;
+        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(resp3)).map_err(unreachable(url))?;
+        let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
+        let config = super::redis_directory::manager_config()
+            .set_push_sender(pushes)
+            .set_automatic_resubscription();
+        let mut connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unreachable(url))?;
+        let inbox = inbox(prefix, node);
+        connection.subscribe(&inbox).await.map_err(unreachable(url))?;
+        let (deliveries, delivered) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(push) = pushed.recv().await {
+                if let Some(delivery) = decode(push, &inbox)
+                    && deliveries.send(delivery).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let bus = Self {
+            connection,
+            prefix: prefix.to_string(),
+        };
+        Ok((bus, delivered))
+    }
+
+    /// Sends a room event to `node`; whether a node was listening.
+    pub async fn send_event(&self, node: &str, event: &SendEvent) -> Result<bool, DirectoryError> {
+        let listeners: u64 = redis::cmd("PUBLISH")
+            .arg(inbox(&self.prefix, node))
+            .arg(event.encode_to_vec())
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| DirectoryError(e.to_string()))?;
+        Ok(listeners > 0)
+    }
+}
+
+fn inbox(prefix: &str, node: &str) -> String {
+    format!("{prefix}node:{node}:inbox")
+}
+
+/// A pushed message on `inbox`, if it is one this node understands.
+fn decode(push: PushInfo, inbox: &str) -> Option<Delivery> {
+    if push.kind != PushKind::Message {
+        return None;
+    }
+    let [Value::BulkString(channel), Value::BulkString(payload)] = &push.data[..] else {
+        return None;
+    };
+    if channel != inbox.as_bytes() {
+        return None;
+    }
+    match SendEvent::decode(&payload[..]) {
+        Ok(event) => Some(Delivery::Event(event)),
+        Err(e) => {
+            tracing::warn!("undecodable message on {inbox}: {e}");
+            None
+        }
+    }
+}
