@@ -4,8 +4,9 @@
 //! message a client sends).
 //!
 //! Pub/sub keeps nothing: a message published while the owner is not listening (it is
-//! reconnecting to Redis) is lost, and the publisher learns it from `PUBLISH`'s count
-//! of listeners (0), which the API answers with 503.
+//! reconnecting to Redis: up to a third of a lease after Redis came back) is lost, and
+//! the publisher learns it from `PUBLISH`'s count of listeners (0), which the API
+//! answers with 503.
 //!
 //! The subscription lives on a RESP3 connection of its own (redis-rs's connection
 //! manager, which reconnects and subscribes again by itself).
@@ -30,6 +31,8 @@ pub enum Delivery {
 pub struct Bus {
     connection: ConnectionManager,
     prefix: String,
+    /// This node's inbox channel.
+    inbox: String,
 }
 
 fn unreachable(url: &str) -> impl Fn(redis::RedisError) -> DirectoryError + '_ {
@@ -57,9 +60,10 @@ impl Bus {
         let inbox = inbox(prefix, node);
         connection.subscribe(&inbox).await.map_err(unreachable(url))?;
         let (deliveries, delivered) = mpsc::unbounded_channel();
+        let channel = inbox.clone();
         tokio::spawn(async move {
             while let Some(push) = pushed.recv().await {
-                if let Some(delivery) = decode(push, &inbox)
+                if let Some(delivery) = decode(push, &channel)
                     && deliveries.send(delivery).is_err()
                 {
                     return;
@@ -69,8 +73,29 @@ impl Bus {
         let bus = Self {
             connection,
             prefix: prefix.to_string(),
+            inbox,
         };
         Ok((bus, delivered))
+    }
+
+    /// Subscribes to the inbox again if Redis does not count this node as listening
+    /// (the connection manager resubscribes when it reconnects, but it reconnects a
+    /// connection that only listens only when it is used: this is that use). Called
+    /// every lease renewal.
+    pub async fn keep_listening(&self) -> Result<(), DirectoryError> {
+        let failed = |e: redis::RedisError| DirectoryError(e.to_string());
+        let mut connection = self.connection.clone();
+        let (_, listeners): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&self.inbox)
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)?;
+        if listeners == 0 {
+            tracing::info!(channel = %self.inbox, "subscribing to this node's inbox again");
+            connection.subscribe(&self.inbox).await.map_err(failed)?;
+        }
+        Ok(())
     }
 
     /// Sends a room event to `node`; whether a node was listening.

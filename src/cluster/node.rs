@@ -237,6 +237,7 @@ impl Cluster {
                 max_members: r.max_members,
             })
             .collect();
+        let _ = self.call(self.bus.keep_listening()).await;
         let open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
         for closed in held.difference(&open) {
             let _ = self.call(self.directory.release(closed)).await;

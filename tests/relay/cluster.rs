@@ -165,12 +165,17 @@ async fn an_unreachable_redis_is_a_clear_error_at_start() {
 /// The join request's answer on a raw client: the redirect's URL, or `None` when
 /// joined.
 async fn join_or_redirect(client: &mut TestClient, room: &str) -> Option<String> {
+    join_typed_or_redirect(client, room, "").await
+}
+
+/// [`join_or_redirect`] with a room type.
+async fn join_typed_or_redirect(client: &mut TestClient, room: &str, room_type: &str) -> Option<String> {
     let request_id = client.request_id();
     client
         .send(vec![client_message::Kind::Join(proto::JoinRoom {
             request_id,
             room: room.into(),
-            room_type: String::new(),
+            room_type: room_type.into(),
         })])
         .await;
     client
@@ -278,9 +283,11 @@ async fn a_node_that_stops_releases_its_rooms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_and_back() {
     let mut cluster = TestCluster::start();
-    let a = cluster.node().await;
+    let with_api = |c: &mut tickrelay::config::Config| c.api.token = Some("backend-secret".into());
+    let a = cluster.node_with(with_api).await;
     let mut player = TestClient::connect(&a).await;
-    join_or_redirect(&mut player, "lobby").await;
+    // An arena: its NPCs move every tick, so frames keep coming.
+    join_typed_or_redirect(&mut player, "lobby", "arena").await;
     cluster.redis.stop();
     player.frames_in("lobby", 30).await;
     let mut newcomer = TestClient::connect(&a).await;
@@ -305,7 +312,7 @@ async fn redis_lost_and_back() {
     assert_eq!(a.metric("tickrelay_directory_up"), 0);
 
     cluster.redis.restart();
-    let b = cluster.node().await;
+    let b = cluster.node_with(with_api).await;
     // The renewal finds the lobby's lease gone and claims it again.
     eventually("a claims its room again", || {
         let on_b = TestClient::connect(&b);
@@ -324,6 +331,26 @@ async fn redis_lost_and_back() {
     );
     assert_eq!(a.metric("tickrelay_directory_up"), 1);
     player.frames_in("lobby", 5).await;
+    // a subscribes to its inbox again (within a renewal; until then b answers 503):
+    // events published on b reach the lobby.
+    let auth = "Authorization: Bearer backend-secret\r\n";
+    eventually("a listening to its inbox again", || async {
+        match b
+            .https_request("POST", "/rooms/lobby/events?kind=back", auth, b"")
+            .await
+        {
+            (202, _) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    let kind = player
+        .until(|k| match k {
+            Kind::Event(e) => Some(e.kind.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(kind, "back");
 }
 
 /// The HTTP API on any node publishes to a room wherever it lives (over Redis
