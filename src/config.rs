@@ -842,6 +842,19 @@ max_unfinished_handshakes = 8192
 # `Authorization: Bearer <token>`. Off (404) without a token.
 # token = "change-me"
 
+[cluster]
+# Several nodes sharing one room directory in Redis; off unless redis_url is set.
+# redis_url = "redis://127.0.0.1:6379"
+# Where clients reach this node (default: wss://<listen>/ws) and its unique id
+# (default: that URL).
+# public_url = "wss://relay-1.example.com/ws"
+# node_id = "relay-1"
+# A room's lease: a node that dies loses its rooms to the next claim this long after
+# its last renewal (renewed every third of it).
+lease_ms = 6000
+# Prefix of every Redis key.
+key_prefix = "tickrelay:"
+
 [metrics]
 # /metrics is served on the main listener unless `listen` names a separate plain-HTTP
 # address (for example "127.0.0.1:9464", reachable by the scraper only). With a

@@ -127,7 +127,7 @@ impl Server {
                 tracing::warn!(
                     path = %config.tls.dev_cert_path.display(),
                     sha256 = %tls.fingerprint,
-                    "no certificate configured: generated a self-signed development certificate for localhost; \
+                    "no certificate configured: using a self-signed development certificate for localhost (made at the first start, then reused); \
                      clients must trust this file (not for production)"
                 );
             } else {
