@@ -52,6 +52,14 @@ impl Member {
         }
     }
 
+    /// Continues a seat whose inputs up to `last_applied` were applied (before a
+    /// restore): later ones are taken, earlier ones are duplicates.
+    pub fn resume_after(&mut self, last_applied: u64) {
+        self.last_accepted = last_applied;
+        self.last_applied = last_applied;
+        self.last_sent_seq = last_applied;
+    }
+
     /// Queues an input unless it is a duplicate or the queue is full. A refused input
     /// does not move the watermark, so the client may send it again.
     pub fn accept(&mut self, seq: u64, payload: input::Payload) -> InputVerdict {

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use prost::Message;
 use rustc_hash::FxHashMap;
 
 use crate::delta::{self, FrameMeta};
@@ -26,6 +27,7 @@ use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
 use crate::engine::simulation::{SimContext, Simulation};
 use crate::frame::encode_message;
 use crate::log_budget::LogBudget;
+use crate::mirror::StateMirror;
 use crate::packed::Values;
 use crate::proto::{
     self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
@@ -129,7 +131,22 @@ pub struct Room {
     encoder: delta::Encoder,
     buf: BytesMut,
     stats: RoomStats,
+    /// A restored room's members, by member id: their seats (and entities) are kept
+    /// until the tick given, for their sessions to take back.
+    reserved: FxHashMap<MemberId, Reserved>,
 }
+
+/// A seat a restored room keeps for a member of its checkpoint.
+struct Reserved {
+    user_id: Arc<str>,
+    last_applied: u64,
+    until: Tick,
+}
+
+/// Why a checkpoint could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot restore room from its checkpoint: {0}")]
+pub struct RestoreError(String);
 
 impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,6 +180,85 @@ impl Room {
             encoder: delta::Encoder::default(),
             buf: BytesMut::new(),
             stats: RoomStats::default(),
+            reserved: FxHashMap::default(),
+        }
+    }
+
+    /// A room as `checkpoint` left it: its entities at the checkpoint's tick (checked
+    /// against the snapshot's checksum), its event numbering, and its members' seats,
+    /// kept for `seat_ticks` ticks for their sessions to take back (with the inputs
+    /// the room had applied). The simulation rebuilds what it keeps beside the world
+    /// ([`Simulation::restore`]).
+    pub fn restore(
+        key: RoomKey,
+        config: RoomConfig,
+        sim: Box<dyn Simulation>,
+        checkpoint: &proto::RoomCheckpoint,
+        seat_ticks: Tick,
+    ) -> Result<Self, RestoreError> {
+        let failed = |e: String| RestoreError(e);
+        let (id, room_type) = (checkpoint.room.as_str().into(), checkpoint.room_type.as_str().into());
+        let mut room = Self::new(key, id, room_type, config, sim);
+        let frame = proto::StateFrame::decode(&checkpoint.state[..]).map_err(|e| failed(e.to_string()))?;
+        let mut mirror = StateMirror::with_schema(room.world.schema().clone());
+        mirror.apply(&frame).map_err(|e| failed(e.to_string()))?;
+        let tick = checkpoint.tick;
+        room.world.begin_tick(tick);
+        for e in mirror.world().entities() {
+            let fields = e.fields().map(|(f, v)| (f, v.clone()));
+            (room.world.spawn(e.id(), e.owner(), e.kind(), fields)).map_err(|e| failed(e.to_string()))?;
+        }
+        room.world.finish_tick();
+        room.event_seq = checkpoint.event_seq;
+        for seat in &checkpoint.seats {
+            let reserved = Reserved {
+                user_id: seat.user_id.as_str().into(),
+                last_applied: seat.last_input_seq,
+                until: tick + seat_ticks,
+            };
+            room.reserved.insert(seat.member_id, reserved);
+        }
+        let members: Vec<MemberId> = room.reserved.keys().copied().collect();
+        let mut ctx = SimContext {
+            world: &mut room.world,
+            tick,
+            dt: 1.0 / room.config.tick_rate as f32,
+            limits: room.config.limits,
+        };
+        room.sim.restore(&mut ctx, &members);
+        Ok(room)
+    }
+
+    /// The room's state for a checkpoint (call between ticks): every entity as a full
+    /// snapshot, the event numbering and the members' seats (seats still kept from a
+    /// restore included), stamped `time_us`.
+    pub fn checkpoint(&mut self, time_us: u64) -> proto::RoomCheckpoint {
+        let meta = FrameMeta {
+            room: &self.id,
+            server_time_us: time_us,
+            checksum: Some(self.world.checksum()),
+        };
+        self.encoder
+            .encode(&self.world, 0, Values::AgainstBaseline, meta, &mut self.buf);
+        let state = self.buf.split().freeze();
+        let members = self.members.iter().map(|m| proto::Seat {
+            member_id: m.id,
+            user_id: m.user_id.to_string(),
+            last_input_seq: m.last_applied,
+        });
+        let reserved = self.reserved.iter().map(|(&id, r)| proto::Seat {
+            member_id: id,
+            user_id: r.user_id.to_string(),
+            last_input_seq: r.last_applied,
+        });
+        proto::RoomCheckpoint {
+            room: self.id.to_string(),
+            room_type: self.room_type.to_string(),
+            tick: self.world.tick(),
+            event_seq: self.event_seq,
+            state,
+            seats: members.chain(reserved).collect(),
+            time_us,
         }
     }
 
@@ -240,7 +336,18 @@ impl Room {
             existing.outbox = outbox;
             existing.join_seq = join_seq;
             existing.needs_full = true;
-        } else if self.members.len() >= self.config.max_members {
+        } else if let Some(seat) = self.reserved.remove(&member) {
+            // Back after a restore: the simulation kept what it had for this member.
+            let info = MemberInfo {
+                member_id: member,
+                user_id: user_id.to_string(),
+            };
+            self.broadcast_presence(info, PresenceChange::Joined);
+            self.index.insert(member, self.members.len());
+            let mut seated = Member::new(member, seat.user_id, outbox, join_seq, self.config.input_queue);
+            seated.resume_after(seat.last_applied);
+            self.members.push(seated);
+        } else if self.members.len() + self.reserved.len() >= self.config.max_members {
             let error = self.error(ErrorCode::RoomFull, "room is full", request_id);
             outbox.leave_room(self.key, join_seq);
             let _ = outbox.push_reliable(error);
@@ -413,6 +520,17 @@ impl Room {
             self.leave(member, 0);
         }
         let tick = self.world.tick() + 1;
+        // Seats kept from a restore whose members did not come back in time.
+        if !self.reserved.is_empty() {
+            let sim_calls = &mut self.sim_calls;
+            self.reserved.retain(|&member, seat| {
+                let kept = seat.until > tick;
+                if !kept {
+                    sim_calls.push(SimCall::Leave(member));
+                }
+                kept
+            });
+        }
         self.world.begin_tick(tick);
         self.run_simulation(tick);
         self.world.finish_tick();

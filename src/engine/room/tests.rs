@@ -1048,3 +1048,114 @@ fn frame(world: &World, baseline: Tick) -> StateFrame {
     delta::encode_member_part(baseline, 0, &mut buf);
     StateFrame::decode(&buf[..]).unwrap()
 }
+
+/// A checkpoint taken now, through its wire form (as Redis holds it).
+fn checkpoint_of(room: &mut Room) -> proto::RoomCheckpoint {
+    let bytes = room.checkpoint(1_234).encode_to_vec();
+    proto::RoomCheckpoint::decode(&bytes[..]).unwrap()
+}
+
+#[test]
+fn a_restored_relay_room_continues_where_its_checkpoint_was() {
+    let mut room = relay_room(RoomConfig::default());
+    let (mut a, b) = (Client::new(1), Client::new(2));
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(1, 1, create(5, vec![float(1, 2.5)]));
+    room.push_input(1, 2, create_of(2, 6, vec![float(1, 3.25)]));
+    room.push_input(2, 1, create(7, vec![]));
+    room.push_event(1, SendEvent::default());
+    room.tick(0);
+    a.read();
+    let checkpoint = checkpoint_of(&mut room);
+    assert_eq!(
+        (checkpoint.tick, checkpoint.event_seq, checkpoint.seats.len()),
+        (1, 1, 2)
+    );
+
+    let relay = Relay::with_schema(Arc::new(Schema::new(vec![declared_kind()]).unwrap()));
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(relay), &checkpoint, 10).unwrap();
+    assert!(restored.world().same_state(room.world()));
+    assert_eq!(restored.world().checksum(), room.world().checksum());
+    assert_eq!(restored.member_count(), 0, "seats are kept, not members");
+
+    // Member 1 comes back: its seat, its entities and its applied inputs continue.
+    let mut back = Client::new(1);
+    join(&mut restored, &back);
+    restored.push_input(1, 2, create(8, vec![]));
+    restored.push_input(1, 3, update(5, vec![float(1, 4.0)]));
+    restored.tick(0);
+    back.read();
+    let joined = back.take_received().into_iter().find_map(|k| match k {
+        server_message::Kind::Joined(j) => Some(j),
+        _ => None,
+    });
+    assert_eq!(joined.unwrap().last_input_seq, 2, "the seat's applied inputs");
+    assert!(
+        back.mirror.world().get(8).is_none(),
+        "input 2 was applied before: a duplicate"
+    );
+    assert_eq!(back.mirror.world().get(5).unwrap().get(1), Some(&Value::Float(4.0)));
+    assert_eq!(back.mirror.tick(), 2);
+    // The owner limits count the restored entities.
+    assert_eq!(restored.stats().inputs_applied, 1);
+
+    // Member 2 does not come back within its 10 ticks: its entity goes.
+    for _ in 0..10 {
+        restored.tick(0);
+    }
+    back.read();
+    assert!(back.mirror.world().get(7).is_none(), "member 2's seat lapsed");
+    assert!(back.mirror.world().get(5).is_some());
+    restored.push_event(1, SendEvent::default());
+    restored.tick(0);
+    let next_event = checkpoint_of(&mut restored).event_seq;
+    assert_eq!(next_event, 2, "event numbers go on");
+}
+
+#[test]
+fn a_restored_arena_keeps_its_npcs_and_the_avatars_of_members_who_come_back() {
+    let arena = || Box::new(Arena::new(ArenaConfig::default()));
+    let mut room = Room::new(1, "arena".into(), "arena".into(), RoomConfig::default(), arena());
+    let a = Client::new(1);
+    join(&mut room, &a);
+    for _ in 0..5 {
+        room.tick(0);
+    }
+    let entities = room.world().len();
+    let checkpoint = checkpoint_of(&mut room);
+    let mut restored = Room::restore(2, RoomConfig::default(), arena(), &checkpoint, 100).unwrap();
+    let mut back = Client::new(1);
+    join(&mut restored, &back);
+    let mut newcomer = Client::new(3);
+    join(&mut restored, &newcomer);
+    restored.tick(0);
+    back.read();
+    newcomer.read();
+    assert_eq!(
+        back.mirror.world().len(),
+        entities + 1,
+        "the NPCs, the avatar kept for member 1, and one new avatar"
+    );
+    let owners: Vec<MemberId> = back.mirror.world().entities().map(|e| e.owner()).collect();
+    assert_eq!(owners.iter().filter(|&&o| o == 1).count(), 1, "member 1 has one avatar");
+    assert_eq!(owners.iter().filter(|&&o| o == 3).count(), 1);
+    assert!(newcomer.mirror.world().same_state(back.mirror.world()));
+}
+
+#[test]
+fn a_corrupted_checkpoint_is_refused() {
+    let mut room = relay_room(RoomConfig::default());
+    let a = Client::new(1);
+    join(&mut room, &a);
+    room.push_input(1, 1, create(5, vec![float(1, 2.5)]));
+    room.tick(0);
+    let mut checkpoint = checkpoint_of(&mut room);
+    // Entity 5's x, 2.5 as a little-endian f32, becomes 2.5000002.
+    let mut state = checkpoint.state.to_vec();
+    let at = state.windows(4).position(|w| w == 2.5f32.to_le_bytes()).unwrap();
+    state[at] ^= 0x01;
+    checkpoint.state = state.into();
+    let restored = Room::restore(2, RoomConfig::default(), Box::new(Relay::new()), &checkpoint, 10);
+    assert!(restored.is_err());
+}

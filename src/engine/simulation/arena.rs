@@ -177,6 +177,44 @@ impl Simulation for Arena {
         );
     }
 
+    fn restore(&mut self, ctx: &mut SimContext<'_>, _members: &[MemberId]) {
+        self.avatars.clear();
+        self.npcs.clear();
+        self.next_id = 1;
+        let float = |e: &crate::state::Entity, field| match e.get(field) {
+            Some(Value::Float(v)) => *v,
+            _ => 0.0,
+        };
+        for e in ctx.world.entities() {
+            self.next_id = self.next_id.max(e.id() + 1);
+            let (x, y) = (float(e, FIELD_X), float(e, FIELD_Y));
+            match e.kind() {
+                // Headings are not in the state: NPCs set off in new directions.
+                KIND_NPC => {
+                    let (vx, vy) = self.random_heading(self.config.npc_speed);
+                    self.npcs.push(Mover {
+                        id: e.id(),
+                        x,
+                        y,
+                        vx,
+                        vy,
+                    });
+                }
+                KIND_AVATAR => {
+                    let avatar = Mover {
+                        id: e.id(),
+                        x,
+                        y,
+                        vx: 0.0,
+                        vy: 0.0,
+                    };
+                    self.avatars.insert(e.owner(), avatar);
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
         if let Some(avatar) = self.avatars.remove(&member) {
             let _ = ctx.world.despawn(avatar.id);

@@ -159,4 +159,14 @@ pub trait Simulation: Send + 'static {
 
     /// Advances the simulation by one tick.
     fn step(&mut self, ctx: &mut SimContext<'_>);
+
+    /// The room was restored from a checkpoint (cluster mode: its node died or
+    /// stopped): `ctx.world` holds the checkpointed entities, and `members` were in the
+    /// room then. Rebuild whatever the simulation keeps beside the world; those
+    /// members' seats are held for them (no [`Simulation::join`] when they come back; a
+    /// [`Simulation::leave`] if they do not within the resume grace). By default
+    /// nothing is kept beside the world.
+    fn restore(&mut self, ctx: &mut SimContext<'_>, members: &[MemberId]) {
+        let _ = (ctx, members);
+    }
 }

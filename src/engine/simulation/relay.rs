@@ -4,7 +4,7 @@ use rustc_hash::FxHashMap;
 
 use super::{ENTITY_COST, SimContext, SimError, Simulation, field_cost, state_cost};
 use crate::proto::{EntityWrites, Field, input};
-use crate::state::{Entity, EntityId, FieldProblem, MemberId, Schema, Value, World, value_len};
+use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Value, World, value_len};
 
 /// The built-in relay simulation: each member creates, updates and removes only the
 /// entities it owns; the server checks ownership, limits and the declared kinds, and
@@ -154,6 +154,17 @@ impl Simulation for Relay {
     }
 
     fn join(&mut self, _ctx: &mut SimContext<'_>, _member: MemberId) {}
+
+    fn restore(&mut self, ctx: &mut SimContext<'_>, _members: &[MemberId]) {
+        self.owned.clear();
+        self.state_bytes = 0;
+        for entity in ctx.world.entities() {
+            if entity.owner() != SERVER {
+                *self.owned.entry(entity.owner()).or_default() += 1;
+            }
+            self.state_bytes += state_cost(entity);
+        }
+    }
 
     fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
         if self.owned.remove(&member).is_none() {
