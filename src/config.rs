@@ -119,6 +119,15 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// Prefix of every Redis key (several clusters can share one Redis).
     pub key_prefix: String,
+    /// Ticks between two checkpoints of a room's state to Redis (0: only when the
+    /// node stops). What a room loses when its node dies is at most this.
+    pub checkpoint_ticks: u32,
+    /// Checkpoints larger than this are not written (counted and logged): the room
+    /// then restarts from its previous checkpoint, or empty.
+    pub max_checkpoint_bytes: usize,
+    /// How long a checkpoint is kept in Redis after its last write: a room whose node
+    /// died can be restored this long after.
+    pub checkpoint_ttl_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -129,6 +138,9 @@ impl Default for ClusterConfig {
             public_url: None,
             lease_ms: 6_000,
             key_prefix: "tickrelay:".into(),
+            checkpoint_ticks: 30,
+            max_checkpoint_bytes: 1 << 20,
+            checkpoint_ttl_secs: 600,
         }
     }
 }
@@ -604,6 +616,7 @@ impl Config {
                     (name.clone(), room_type)
                 })
                 .collect(),
+            checkpoints: None,
         }
     }
 
@@ -854,6 +867,14 @@ max_unfinished_handshakes = 8192
 lease_ms = 6000
 # Prefix of every Redis key.
 key_prefix = "tickrelay:"
+# Each room saves its state to Redis every this many ticks (and when the node stops),
+# so that another node can restore it when this one dies: what is lost is at most
+# this many ticks. 0: only when the node stops.
+checkpoint_ticks = 30
+# Larger checkpoints are not written (counted in tickrelay_checkpoints_skipped_total).
+max_checkpoint_bytes = 1048576
+# How long a checkpoint stays in Redis after its last write.
+checkpoint_ttl_secs = 600
 
 [metrics]
 # /metrics is served on the main listener unless `listen` names a separate plain-HTTP

@@ -17,9 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, Delivery};
-use crate::cluster::{Claim, Cluster, DirectoryError, Node, RedisDirectory};
+use crate::cluster::{CheckpointSettings, Claim, Cluster, DirectoryError, Node, RedisDirectory};
 use crate::config::{Config, ConfigError};
-use crate::engine::sim_pool::SimPool;
+use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
@@ -75,8 +75,15 @@ pub struct Server {
     pool: Arc<SimPool>,
     tls: Option<tls::Tls>,
     quic: Option<quinn::Endpoint>,
-    /// Cluster mode: what other nodes send this one.
-    inbox: Option<mpsc::UnboundedReceiver<Delivery>>,
+    /// Cluster mode: this node's part and its inputs.
+    cluster: Option<ClusterParts>,
+}
+
+/// Cluster mode: this node, what other nodes send it, and its rooms' checkpoints.
+struct ClusterParts {
+    cluster: Arc<Cluster>,
+    inbox: mpsc::UnboundedReceiver<Delivery>,
+    checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
 }
 
 impl std::fmt::Debug for Server {
@@ -135,18 +142,35 @@ impl Server {
             }
             Some(tls)
         };
-        let pool = Arc::new(SimPool::start(config.pool_config())?);
+        let mut pool_config = config.pool_config();
+        // Cluster mode: rooms checkpoint into this channel; the cluster writes them.
+        let checkpoints = config.cluster.redis_url.is_some().then(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            pool_config.checkpoints = Some(Checkpoints {
+                every_ticks: config.cluster.checkpoint_ticks,
+                seat_grace: Duration::from_secs_f64(config.session.resume_grace_secs),
+                sink: Arc::new(move |checkpoint| {
+                    let _ = tx.send(checkpoint);
+                }),
+            });
+            rx
+        });
+        let pool = Arc::new(SimPool::start(pool_config)?);
         let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
-        let (cluster, inbox) = match &config.cluster.redis_url {
-            Some(url) => {
+        let cluster = match (&config.cluster.redis_url, checkpoints) {
+            (Some(url), Some(checkpoints)) => {
                 let (cluster, inbox) = join_cluster(&config, url, local_addr, &pool, &metrics).await?;
-                (Some(Arc::new(cluster)), Some(inbox))
+                Some(ClusterParts {
+                    cluster: Arc::new(cluster),
+                    inbox,
+                    checkpoints,
+                })
             }
-            None => (None, None),
+            _ => None,
         };
         for room in &config.rooms {
             // In a cluster, the node that claims a configured room first holds it.
-            if let Some(cluster) = &cluster {
+            if let Some(ClusterParts { cluster, .. }) = &cluster {
                 let claim = cluster.claim(&room.id, &room.room_type).await;
                 let claim = claim.map_err(|e| ServerError::Room(room.id.clone(), e))?;
                 if let Claim::Theirs { node, .. } = claim {
@@ -188,7 +212,7 @@ impl Server {
         let registry = Registry::new(config.connections.max_connections);
         let gate = Gate::new(config.connections.clone());
         let mut ctx = Context::new(session, settings, registry, gate, metrics);
-        ctx.cluster = cluster;
+        ctx.cluster = cluster.as_ref().map(|c| c.cluster.clone());
         let ctx = Arc::new(ctx);
         let http = Arc::new(Http {
             ctx: ctx.clone(),
@@ -210,7 +234,7 @@ impl Server {
             pool,
             tls,
             quic,
-            inbox,
+            cluster,
         })
     }
 
@@ -256,14 +280,19 @@ impl Server {
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;
         ctx.tracker.spawn(reap_parked_sessions(ctx.clone()));
-        if let Some(cluster) = &ctx.cluster {
+        if let Some(ClusterParts {
+            cluster,
+            inbox,
+            checkpoints,
+        }) = self.cluster
+        {
             let node = cluster.node();
             tracing::info!(node = %node.id, url = %node.url, "cluster mode: sharing the room directory");
             ctx.tracker.spawn(cluster.clone().keep_leases(ctx.shutdown.clone()));
-            if let Some(inbox) = self.inbox {
-                ctx.tracker
-                    .spawn(cluster.clone().serve_inbox(inbox, ctx.shutdown.clone()));
-            }
+            ctx.tracker
+                .spawn(cluster.clone().serve_inbox(inbox, ctx.shutdown.clone()));
+            ctx.tracker
+                .spawn(cluster.write_checkpoints(checkpoints, ctx.shutdown.clone()));
         }
         if let Some(endpoint) = self.quic.clone() {
             if let Ok(addr) = endpoint.local_addr() {
@@ -332,6 +361,10 @@ impl Server {
             ));
         }
         drop(self.listener);
+        // Before the sessions go: their rooms' state and seats move with them.
+        if let Some(cluster) = &ctx.cluster {
+            cluster.hand_off().await;
+        }
         tracing::info!("shutting down: closing every session");
         ctx.shutdown.cancel();
         ctx.tracker.close();
@@ -372,7 +405,11 @@ async fn join_cluster(
     let lease = Duration::from_millis(c.lease_ms);
     let (bus, inbox) = Bus::connect(redis_url, &c.key_prefix, &node.id).await?;
     let directory = RedisDirectory::connect(redis_url, node, lease, &c.key_prefix).await?;
-    let cluster = Cluster::new(directory, bus, pool.clone(), metrics.clone(), lease);
+    let checkpoints = CheckpointSettings {
+        max_bytes: c.max_checkpoint_bytes,
+        ttl: Duration::from_secs(c.checkpoint_ttl_secs),
+    };
+    let cluster = Cluster::new(directory, bus, pool.clone(), metrics.clone(), lease, checkpoints);
     Ok((cluster, inbox))
 }
 

@@ -2,8 +2,9 @@
 //! directory: each room lives on the node holding its lease ([`directory`], in
 //! memory and in Redis), a join of a room open elsewhere is redirected there, and
 //! listings come from the directory ([`node`]), and room events published through
-//! any node's HTTP API reach the room's node over Redis pub/sub ([`bus`]).
-//! Checkpoints and restore are still to come.
+//! any node's HTTP API reach the room's node over Redis pub/sub ([`bus`]). Rooms
+//! checkpoint their state to Redis and are restored on another node when theirs dies
+//! or stops ([`node`]).
 
 pub mod bus;
 pub mod directory;
@@ -11,5 +12,5 @@ pub mod node;
 pub mod redis_directory;
 
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
-pub use node::Cluster;
+pub use node::{CheckpointSettings, Cluster};
 pub use redis_directory::RedisDirectory;

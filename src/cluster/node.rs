@@ -2,6 +2,13 @@
 //! before joins of rooms not open here, listings) and keeps the leases of the rooms
 //! open here.
 //!
+//! Rooms checkpoint their state every `[cluster] checkpoint_ticks` ticks; one task
+//! writes the checkpoints to Redis (batched: one round trip for what is waiting). A
+//! claim that takes a room not open here restores it from its checkpoint, if one is
+//! kept: that is how a room survives its node. A node that stops hands its rooms off
+//! ([`Cluster::hand_off`]): a checkpoint of every room, written, then its leases
+//! released, before its sessions are told to go.
+//!
 //! Leases are kept by one task: every third of the lease period it lists the rooms
 //! open here, releases the ones that closed since the last round, and renews the
 //! others with their member counts. A room whose lease lapsed (a Redis outage longer
@@ -12,7 +19,11 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio::sync::Notify;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 use super::bus::{Bus, Delivery};
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::redis_directory::RedisDirectory;
-use crate::engine::sim_pool::{Command, PoolError, SimPool};
+use crate::clock::unix_micros;
+use crate::engine::sim_pool::{Checkpoint, Command, PoolError, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode, SendEvent};
@@ -41,7 +53,26 @@ pub struct Cluster {
     metrics: Arc<Metrics>,
     node: Node,
     lease: Duration,
+    checkpoints: CheckpointSettings,
+    /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
+    flushed: AtomicUsize,
+    flush: Notify,
 }
+
+/// How checkpoints are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointSettings {
+    /// Larger ones are not written.
+    pub max_bytes: usize,
+    /// How long Redis keeps one after its last write.
+    pub ttl: Duration,
+}
+
+/// Checkpoints written to Redis in one round trip, at most.
+const CHECKPOINTS_PER_WRITE: usize = 256;
+
+/// How long a stopping node waits for its rooms' checkpoints to be written.
+const HAND_OFF_WAIT: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,6 +89,7 @@ impl Cluster {
         pool: Arc<SimPool>,
         metrics: Arc<Metrics>,
         lease: Duration,
+        checkpoints: CheckpointSettings,
     ) -> Self {
         let node = directory.node().clone();
         metrics.directory_up.set(1);
@@ -68,6 +100,9 @@ impl Cluster {
             metrics,
             node,
             lease,
+            checkpoints,
+            flushed: AtomicUsize::new(0),
+            flush: Notify::new(),
         }
     }
 
@@ -111,10 +146,113 @@ impl Cluster {
     pub async fn claim(&self, room: &str, room_type: &str) -> Result<Claim, PoolError> {
         let entry = self.entry(room, room_type)?;
         let claim = self.call(self.directory.claim(&entry)).await?;
-        if matches!(claim, Claim::Theirs { url: Some(_), .. }) {
-            self.metrics.redirects.inc();
+        match &claim {
+            Claim::Theirs { url: Some(_), .. } => {
+                self.metrics.redirects.inc();
+            }
+            Claim::Ours if self.pool.room(room).is_none() => self.restore(room).await,
+            _ => {}
         }
         Ok(claim)
+    }
+
+    /// Opens the room here from its checkpoint, if Redis keeps one. A checkpoint that
+    /// cannot be read or restored is logged, and the room starts empty.
+    async fn restore(&self, room: &str) {
+        let Ok(Some(data)) = self.call(self.directory.load_checkpoint(room)).await else {
+            return;
+        };
+        let restored = (proto::RoomCheckpoint::decode(&data[..]))
+            .map_err(|e| PoolError::Unavailable(e.to_string()))
+            .and_then(|checkpoint| Ok((self.pool.restore(&checkpoint)?, checkpoint)));
+        match restored {
+            Ok((_, checkpoint)) => {
+                self.metrics.rooms_restored.inc();
+                let age_ms = unix_micros().saturating_sub(checkpoint.time_us) / 1_000;
+                let seats = checkpoint.seats.len();
+                tracing::info!(
+                    room,
+                    tick = checkpoint.tick,
+                    seats,
+                    age_ms,
+                    "room restored from its checkpoint"
+                );
+            }
+            Err(e) => tracing::warn!(room, "room checkpoint not restored, the room starts empty: {e}"),
+        }
+    }
+
+    /// Writes the rooms' checkpoints to Redis as they come, until `shutdown`.
+    pub async fn write_checkpoints(
+        self: Arc<Self>,
+        mut checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
+        shutdown: CancellationToken,
+    ) {
+        let mut batch = Vec::with_capacity(CHECKPOINTS_PER_WRITE);
+        loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => return,
+                n = checkpoints.recv_many(&mut batch, CHECKPOINTS_PER_WRITE) => n,
+            };
+            if received == 0 {
+                return;
+            }
+            let mut flushed = 0;
+            let mut writes = Vec::with_capacity(batch.len());
+            for checkpoint in batch.drain(..) {
+                match checkpoint {
+                    Checkpoint::Room(room) => {
+                        let data = room.encode_to_vec();
+                        if data.len() > self.checkpoints.max_bytes {
+                            self.metrics.checkpoints_skipped.inc();
+                            if let Some(suppressed) = DIRECTORY_LOGS.take(Instant::now()) {
+                                tracing::warn!(room = %room.room, bytes = data.len(), suppressed, "room checkpoint over [cluster] max_checkpoint_bytes; not written");
+                            }
+                            continue;
+                        }
+                        writes.push((room.room, data));
+                    }
+                    Checkpoint::Flushed => flushed += 1,
+                }
+            }
+            if !writes.is_empty() {
+                let saved = self.directory.save_checkpoints(&writes, self.checkpoints.ttl);
+                let counter = match self.call(saved).await {
+                    Ok(()) => &self.metrics.checkpoints_written,
+                    Err(_) => &self.metrics.checkpoints_skipped,
+                };
+                counter.inc_by(writes.len() as u64);
+            }
+            if flushed > 0 {
+                self.flushed.fetch_add(flushed, Ordering::AcqRel);
+                self.flush.notify_waiters();
+            }
+        }
+    }
+
+    /// A stopping node hands its rooms off: a checkpoint of every room, written to
+    /// Redis (waiting at most a few seconds), then every lease released, so the next
+    /// join on another node restores each room where it is now.
+    pub async fn hand_off(&self) {
+        let before = self.flushed.load(Ordering::Acquire);
+        let asked = self.pool.checkpoint_all();
+        let written = async {
+            loop {
+                let notified = self.flush.notified();
+                if self.flushed.load(Ordering::Acquire) >= before + asked {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(HAND_OFF_WAIT, written).await.is_err() {
+            tracing::warn!("stopping: not every room's checkpoint was written in time");
+        }
+        let rooms = self.pool.all_rooms();
+        for room in &rooms {
+            let _ = self.call(self.directory.release(&room.room)).await;
+        }
+        tracing::info!(rooms = rooms.len(), "stopping: rooms checkpointed and released");
     }
 
     /// The directory entry of a room of `room_type` (empty: the default) opened here.
@@ -207,21 +345,17 @@ impl Cluster {
         }
     }
 
-    /// Keeps the leases of the rooms open here until `shutdown`, then releases them.
+    /// Keeps the leases of the rooms open here until `shutdown` (by then
+    /// [`Cluster::hand_off`] released them).
     pub async fn keep_leases(self: Arc<Self>, shutdown: CancellationToken) {
         let mut held = HashSet::new();
         let mut every = tokio::time::interval(self.lease / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => return,
                 _ = every.tick() => self.renew(&mut held).await,
             }
-        }
-        // Rooms opened since the last round too.
-        held.extend(self.pool.all_rooms().into_iter().map(|r| r.room));
-        for room in held {
-            let _ = self.call(self.directory.release(&room)).await;
         }
     }
 
@@ -239,7 +373,9 @@ impl Cluster {
             .collect();
         let _ = self.call(self.bus.keep_listening()).await;
         let open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
+        // Closed here (emptied out): the next room with the id starts empty.
         for closed in held.difference(&open) {
+            let _ = self.call(self.directory.delete_checkpoint(closed)).await;
             let _ = self.call(self.directory.release(closed)).await;
         }
         *held = open;

@@ -10,6 +10,8 @@
 //! |---|---|---|
 //! | `room:<id>` | a hash: `node`, `type`, `members`, `max` | with the owner's lease |
 //! | `node:<id>` | the node's public URL | with the node's lease |
+//! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write |
+//! | `node:<id>:inbox` | (a pub/sub channel: room events for the node's rooms) | — |
 //! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (so without listings it keeps the ids of rooms whose owner died; a periodic sweep is still to come) | never |
 //!
 //! The scripts touch keys they compute from the prefix, which a single Redis (or a
@@ -123,6 +125,45 @@ impl RedisDirectory {
     /// The node this directory is seen from.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// Saves room checkpoints (room id, encoded `RoomCheckpoint`), each kept `ttl`
+    /// after this write, in one round trip.
+    pub async fn save_checkpoints(
+        &self,
+        checkpoints: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), DirectoryError> {
+        let mut pipe = redis::pipe();
+        for (room, data) in checkpoints {
+            pipe.cmd("SET")
+                .arg(self.key("checkpoint", room))
+                .arg(data)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// The room's last checkpoint, if one is kept.
+    pub async fn load_checkpoint(&self, room: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
+        redis::cmd("GET")
+            .arg(self.key("checkpoint", room))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// Forgets the room's checkpoint (it closed: the next room with its id starts empty).
+    pub async fn delete_checkpoint(&self, room: &str) -> Result<(), DirectoryError> {
+        redis::cmd("DEL")
+            .arg(self.key("checkpoint", room))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
     }
 
     fn key(&self, kind: &str, id: &str) -> String {

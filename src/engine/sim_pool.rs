@@ -33,7 +33,7 @@ use crate::engine::simulation::Simulation;
 use crate::log_budget::LogBudget;
 use crate::metrics::SimMetrics;
 use crate::proto::{self, ErrorCode, SendEvent, input};
-use crate::state::MemberId;
+use crate::state::{MemberId, Tick};
 
 /// Room created and closed lines: at most 20 a second (`suppressed` counts the rest).
 static ROOM_LOGS: LogBudget = LogBudget::new(20);
@@ -75,6 +75,39 @@ pub struct PoolConfig {
     pub room_types: HashMap<String, RoomType>,
     /// Room creations per creator.
     pub creation: CreationLimits,
+    /// Cluster mode: where rooms' checkpoints go, and how often.
+    pub checkpoints: Option<Checkpoints>,
+}
+
+/// Cluster mode: rooms checkpoint their state every `every_ticks` ticks (and on
+/// [`SimPool::checkpoint_all`]) into `sink`; a restored room keeps its members' seats
+/// for `seat_grace`.
+#[derive(Clone)]
+pub struct Checkpoints {
+    /// Ticks between two checkpoints of a room (0: only on demand).
+    pub every_ticks: u32,
+    /// How long a restored room keeps the seats of its checkpoint's members.
+    pub seat_grace: Duration,
+    /// Called on the simulation thread with each checkpoint; must not block.
+    pub sink: Arc<dyn Fn(Checkpoint) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("every_ticks", &self.every_ticks)
+            .field("seat_grace", &self.seat_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a simulation thread hands the checkpoint sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checkpoint {
+    /// A room's state.
+    Room(proto::RoomCheckpoint),
+    /// The thread has sent the checkpoints [`SimPool::checkpoint_all`] asked of it.
+    Flushed,
 }
 
 /// How many rooms one creator may make: a user (with JWT), or a client's address
@@ -229,6 +262,8 @@ pub enum Command {
         /// Request id to answer.
         request_id: u64,
     },
+    /// Checkpoint every room of the thread now, then send [`Checkpoint::Flushed`].
+    CheckpointAll,
     /// Close the room now: every member gets `Left` with this reason.
     Close {
         /// Room.
@@ -298,7 +333,7 @@ pub trait Rooms: Send + Sync {
 
 impl Rooms for SimPool {
     fn open(&self, id: &str, room_type: &str, creator: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, false, Some(creator))
+        self.open_room(id, room_type, false, Some(creator), None)
     }
 
     fn find(&self, id: &str) -> Option<RoomHandle> {
@@ -377,6 +412,7 @@ impl SimPool {
                     metrics: metrics.clone(),
                     max_catch_up: config.max_catch_up,
                     empty_room_ttl: config.empty_room_ttl,
+                    checkpoints: config.checkpoints.clone(),
                     epoch: Instant::now(),
                     next_phase: 0,
                 };
@@ -446,12 +482,19 @@ impl SimPool {
     /// empty) if it does not exist. The new room goes to the least loaded thread.
     /// (Counted against no creator: for the server itself and tests.)
     pub fn get_or_create(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, false, None)
+        self.open_room(id, room_type, false, None, None)
     }
 
     /// Creates a room that stays open while empty (rooms from the configuration).
     pub fn create_persistent(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, true, None)
+        self.open_room(id, room_type, true, None, None)
+    }
+
+    /// Opens a room as its checkpoint left it (cluster mode: the node that held it
+    /// died or stopped), unless a room with its id is open already. Counted against
+    /// no creator.
+    pub fn restore(&self, checkpoint: &proto::RoomCheckpoint) -> Result<RoomHandle, PoolError> {
+        self.open_room(&checkpoint.room, &checkpoint.room_type, false, None, Some(checkpoint))
     }
 
     fn open_room(
@@ -460,6 +503,7 @@ impl SimPool {
         room_type: &str,
         persistent: bool,
         creator: Option<&str>,
+        checkpoint: Option<&proto::RoomCheckpoint>,
     ) -> Result<RoomHandle, PoolError> {
         let mut directory = self.directory.lock();
         if let Some(handle) = directory.get(id) {
@@ -497,7 +541,19 @@ impl SimPool {
             members: AtomicU32::new(0),
             creator: creator.clone(),
         });
-        let room = Room::new(key, id.clone(), type_name, spec.config.clone(), (spec.factory)());
+        let room = match checkpoint {
+            None => Room::new(key, id.clone(), type_name, spec.config.clone(), (spec.factory)()),
+            Some(checkpoint) => {
+                let grace = self
+                    .config
+                    .checkpoints
+                    .as_ref()
+                    .map_or(Duration::ZERO, |c| c.seat_grace);
+                let seat_ticks = (grace.as_secs_f64() * f64::from(spec.config.tick_rate)).ceil() as Tick;
+                let restored = Room::restore(key, spec.config.clone(), (spec.factory)(), checkpoint, seat_ticks);
+                restored.map_err(|e| PoolError::Unavailable(e.to_string()))?
+            }
+        };
         let thread = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].rooms.load(Ordering::Relaxed))
             .unwrap_or(0);
@@ -541,6 +597,27 @@ impl SimPool {
     /// Every open room, in id order, as listed (a snapshot for the cluster's leases).
     pub fn all_rooms(&self) -> Vec<proto::RoomInfo> {
         self.directory.lock().values().map(room_info).collect()
+    }
+
+    /// Asks every thread to checkpoint all its rooms now; each then sends
+    /// [`Checkpoint::Flushed`]. Returns how many threads were asked (the number of
+    /// `Flushed` to wait for). Cluster mode only (without a sink: 0).
+    pub fn checkpoint_all(&self) -> usize {
+        if self.config.checkpoints.is_none() {
+            return 0;
+        }
+        let mut asked = 0;
+        for worker in &self.workers {
+            // Counted like any command: the thread uncounts what it receives.
+            worker.queued.fetch_add(1, Ordering::AcqRel);
+            if worker.tx.send(Command::CheckpointAll).is_ok() {
+                asked += 1;
+                if let Some(join) = &worker.join {
+                    join.thread().unpark();
+                }
+            }
+        }
+        asked
     }
 
     /// Closes the room with this id, if open: every member gets `Left` with `code`
@@ -619,6 +696,7 @@ struct SimThread {
     metrics: Arc<SimMetrics>,
     max_catch_up: u32,
     empty_room_ttl: Duration,
+    checkpoints: Option<Checkpoints>,
     /// The grid the rooms' schedules on this thread are laid on: rooms of one tick
     /// rate are due in [`TICK_PHASES`] phases, so the thread wakes at most that many
     /// times per period, not once per room.
@@ -778,6 +856,15 @@ impl SimThread {
                     r.room.resync(member, request_id);
                 }
             }
+            Command::CheckpointAll => {
+                if let Some(checkpoints) = &self.checkpoints {
+                    let now = unix_micros();
+                    for owned in &mut self.rooms {
+                        (checkpoints.sink)(Checkpoint::Room(owned.room.checkpoint(now)));
+                    }
+                    (checkpoints.sink)(Checkpoint::Flushed);
+                }
+            }
             Command::Close { room, code, message } => {
                 if let Some(&i) = self.index.get(&room) {
                     let closed = self.remove_room(i);
@@ -806,6 +893,12 @@ impl SimThread {
                 let result = catch_unwind(AssertUnwindSafe(|| owned.room.tick(unix_micros())));
                 match result {
                     Ok(report) => {
+                        if let Some(c) = &self.checkpoints
+                            && c.every_ticks > 0
+                            && report.tick.is_multiple_of(u64::from(c.every_ticks))
+                        {
+                            (c.sink)(Checkpoint::Room(owned.room.checkpoint(unix_micros())));
+                        }
                         let m = &self.metrics;
                         m.ticks.inc();
                         m.tick_duration.observe(started.elapsed().as_secs_f64());
@@ -979,6 +1072,7 @@ mod tests {
                 per_second: 1000.0,
                 burst: 1000.0,
             },
+            checkpoints: None,
         })
         .unwrap()
     }

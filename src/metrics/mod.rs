@@ -130,6 +130,13 @@ pub struct Metrics {
     pub directory_up: Gauge,
     /// Cluster mode: rooms closed here because another node holds their lease now.
     pub rooms_lost: Counter,
+    /// Cluster mode: room checkpoints written to Redis.
+    pub checkpoints_written: Counter,
+    /// Cluster mode: room checkpoints not written (over `max_checkpoint_bytes`, or
+    /// Redis failed).
+    pub checkpoints_skipped: Counter,
+    /// Cluster mode: rooms opened from a checkpoint (their node died or stopped).
+    pub rooms_restored: Counter,
     /// Upgrades refused for a bad or missing token, by kind.
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Upgrades refused with an HTTP status (401, 403, 429, 503).
@@ -169,6 +176,9 @@ impl Metrics {
             directory_errors: Counter::default(),
             directory_up: Gauge::default(),
             rooms_lost: Counter::default(),
+            checkpoints_written: Counter::default(),
+            checkpoints_skipped: Counter::default(),
+            rooms_restored: Counter::default(),
             auth_failures: Family::default(),
             upgrades_refused: Family::default(),
             messages_rate_limited: Counter::default(),
@@ -266,6 +276,21 @@ impl Metrics {
             "rooms_lost",
             "Cluster mode: rooms closed here because another node holds their lease now",
             m.rooms_lost.clone(),
+        );
+        registry.register(
+            "checkpoints_written",
+            "Cluster mode: room checkpoints written to Redis",
+            m.checkpoints_written.clone(),
+        );
+        registry.register(
+            "checkpoints_skipped",
+            "Cluster mode: room checkpoints not written (over max_checkpoint_bytes, or Redis failed)",
+            m.checkpoints_skipped.clone(),
+        );
+        registry.register(
+            "rooms_restored",
+            "Cluster mode: rooms opened from a checkpoint after their node died or stopped",
+            m.rooms_restored.clone(),
         );
         registry.register(
             "handshakes_shed",

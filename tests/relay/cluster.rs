@@ -385,3 +385,84 @@ async fn an_event_published_on_any_node_reaches_the_room() {
     let (status, _) = b.https_request("POST", "/rooms/nowhere/events?kind=x", auth, b"").await;
     assert_eq!(status, 404);
 }
+
+/// Creates entity `id` in `room` (a relay room) and waits until the room applied it.
+async fn create_and_wait(client: &mut TestClient, room: &str, id: u64) {
+    let seq = client.input(room, tickrelay_testkit::create_entity(id)).await;
+    client.applied(room, seq).await;
+}
+
+/// Joins `room` until a node answers `Joined` (not redirected, not UNAVAILABLE), as
+/// a client retrying after its node died would; returns the time it took.
+async fn join_until_open(client: &mut TestClient, room: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let request_id = client.request_id();
+        client
+            .send(vec![client_message::Kind::Join(proto::JoinRoom {
+                request_id,
+                room: room.into(),
+                room_type: String::new(),
+            })])
+            .await;
+        let joined = client
+            .until(|k| match k {
+                Kind::Joined(j) if j.request_id == request_id => Some(true),
+                Kind::Redirect(r) if r.request_id == request_id => Some(false),
+                Kind::Error(e) if e.request_id == request_id && e.code == ErrorCode::Unavailable as i32 => Some(false),
+                Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
+                _ => None,
+            })
+            .await;
+        if joined {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < 5 * LEASE, "the room never opened again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A node that stops hands its rooms off: the next join on another node opens the
+/// room where it was, its entities included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_moves_with_its_state_when_its_node_stops() {
+    let cluster = TestCluster::start();
+    let (mut a, b) = (cluster.node().await, cluster.node().await);
+    let mut player = TestClient::connect(&a).await;
+    join_or_redirect(&mut player, "world").await;
+    create_and_wait(&mut player, "world", 5).await;
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    let mut back = TestClient::connect(&b).await;
+    assert_eq!(join_or_redirect(&mut back, "world").await, None);
+    back.frames_in("world", 1).await;
+    let entities: Vec<u64> = back.mirrors["world"].world().entities().map(|e| e.id()).collect();
+    assert_eq!(entities, [5], "the entity moved with the room");
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
+}
+
+/// A node killed mid-game (no hand-off): its rooms open again on another node once
+/// their leases lapse, from their last checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_survives_its_node_being_killed() {
+    let cluster = TestCluster::start();
+    // A checkpoint every 100 ms at 60 Hz.
+    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+    let b = cluster.node().await;
+    let mut player = TestClient::connect(&a.server).await;
+    join_or_redirect(&mut player, "world").await;
+    create_and_wait(&mut player, "world", 5).await;
+    // The entity is in a checkpoint once two more were written after it.
+    let written = a.server.metric("tickrelay_checkpoints_written_total");
+    a.server
+        .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+    a.kill();
+    let mut back = TestClient::connect(&b).await;
+    let failover = join_until_open(&mut back, "world").await;
+    back.frames_in("world", 1).await;
+    let entities: Vec<u64> = back.mirrors["world"].world().entities().map(|e| e.id()).collect();
+    assert_eq!(entities, [5], "restored from the checkpoint");
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
+    assert!(failover < 3 * LEASE, "open again {failover:?} after the kill");
+}

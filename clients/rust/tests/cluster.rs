@@ -56,21 +56,23 @@ async fn follows_redirects_and_moves_with_its_room() {
     assert_eq!(a.metric("tickrelay_members"), 2);
     assert_eq!(b.metric("tickrelay_members"), 0);
 
-    // a stops: its rooms are released, and the client joins the room again through b,
-    // which opens it now.
+    // a stops: its rooms are checkpointed and released, and the client joins the room
+    // again through b, which opens it where it was.
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
     joined(&mut events, "lobby").await;
     assert_eq!(b.metric("tickrelay_members"), 1);
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
     client.send_input("lobby", create_entity(8));
-    eventually_true(|| client.with_mirror("lobby", |m| m.world().len()) == Some(1)).await;
+    let ids = |c: &Client| c.with_mirror("lobby", |m| m.world().entities().map(|e| e.id()).collect::<Vec<_>>());
+    eventually_true(|| ids(&client) == Some(vec![7, 8])).await;
     client.close().await;
     owner.close().await;
 }
 
 /// Waits (up to 10 s) for `condition`.
 async fn eventually_true(mut condition: impl FnMut() -> bool) {
-    tickrelay_testkit::eventually("the mirrors to show the entity", || {
+    tickrelay_testkit::eventually("the mirrors to show the entities", || {
         std::future::ready(if condition() { Ok(()) } else { Err(()) })
     })
     .await

@@ -38,11 +38,54 @@ impl TestCluster {
 
     /// Starts a node after `adjust` changed its configuration.
     pub async fn node_with(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        start_config(self.config(adjust)).await
+    }
+
+    /// Starts a node on a runtime of its own, which [`Killable::kill`] stops dead: no
+    /// hand-off, no close frames, no lease released, every task and socket dropped,
+    /// as `kill -9` would.
+    pub async fn killable_node(&self, adjust: impl FnOnce(&mut Config)) -> Killable {
+        let config = self.config(adjust);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the node");
+        let server = runtime.spawn(start_config(config)).await.expect("the node starts");
+        Killable {
+            server,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn config(&self, adjust: impl FnOnce(&mut Config)) -> Config {
         let mut config = Config::loopback(60);
         config.tls.dev_cert_path = self.cert.clone();
         config.cluster.redis_url = Some(self.redis.url());
         config.cluster.lease_ms = LEASE.as_millis() as u64;
         adjust(&mut config);
-        start_config(config).await
+        config
+    }
+}
+
+/// A node that can die (see [`TestCluster::killable_node`]).
+pub struct Killable {
+    /// The node.
+    pub server: TestServer,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Killable {
+    /// Stops the node dead.
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
