@@ -212,7 +212,10 @@ impl Server {
         let registry = Registry::new(config.connections.max_connections);
         let gate = Gate::new(config.connections.clone());
         let mut ctx = Context::new(session, settings, registry, gate, metrics);
-        ctx.cluster = cluster.as_ref().map(|c| c.cluster.clone());
+        if let Some(ClusterParts { cluster, .. }) = &cluster {
+            ctx.set_first_session_id(cluster.first_session_id());
+            ctx.cluster = Some(cluster.clone());
+        }
         let ctx = Arc::new(ctx);
         let http = Arc::new(Http {
             ctx: ctx.clone(),
@@ -381,7 +384,7 @@ impl Server {
         }
         // Sessions parked for resume end now (their members leave their rooms).
         for mut session in ctx.registry.expire_all() {
-            session.close();
+            ctx.end_session(&mut session);
         }
     }
 }
@@ -409,7 +412,18 @@ async fn join_cluster(
         max_bytes: c.max_checkpoint_bytes,
         ttl: Duration::from_secs(c.checkpoint_ttl_secs),
     };
-    let cluster = Cluster::new(directory, bus, pool.clone(), metrics.clone(), lease, checkpoints);
+    let number = directory.register_node().await?;
+    let grace = Duration::from_secs_f64(config.session.resume_grace_secs);
+    let cluster = Cluster::new(
+        directory,
+        bus,
+        pool.clone(),
+        metrics.clone(),
+        lease,
+        checkpoints,
+        number,
+        grace,
+    );
     Ok((cluster, inbox))
 }
 
@@ -452,7 +466,7 @@ async fn reap_parked_sessions(ctx: Arc<Context>) {
                     tracing::debug!(count = expired.len(), "resume grace over; ending sessions");
                 }
                 for mut session in expired {
-                    session.close();
+                    ctx.end_session(&mut session);
                 }
                 ctx.metrics.sessions_parked.set(ctx.registry.parked() as i64);
             }

@@ -54,6 +54,10 @@ pub struct Cluster {
     node: Node,
     lease: Duration,
     checkpoints: CheckpointSettings,
+    /// This node start's number (see [`RedisDirectory::register_node`]).
+    number: u64,
+    /// How long session records outlive the node's last renewal.
+    session_ttl: Duration,
     /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
     flushed: AtomicUsize,
     flush: Notify,
@@ -67,6 +71,10 @@ pub struct CheckpointSettings {
     /// How long Redis keeps one after its last write.
     pub ttl: Duration,
 }
+
+/// Session ids are this node start's number shifted by this many bits, plus a
+/// counter: below 2^53 (exact in JavaScript) with numbers up to 8191.
+const SESSION_ID_BITS: u32 = 40;
 
 /// Checkpoints written to Redis in one round trip, at most.
 const CHECKPOINTS_PER_WRITE: usize = 256;
@@ -90,6 +98,8 @@ impl Cluster {
         metrics: Arc<Metrics>,
         lease: Duration,
         checkpoints: CheckpointSettings,
+        number: u64,
+        resume_grace: Duration,
     ) -> Self {
         let node = directory.node().clone();
         metrics.directory_up.set(1);
@@ -101,6 +111,8 @@ impl Cluster {
             node,
             lease,
             checkpoints,
+            number,
+            session_ttl: lease + resume_grace,
             flushed: AtomicUsize::new(0),
             flush: Notify::new(),
         }
@@ -109,6 +121,46 @@ impl Cluster {
     /// This node, as clients reach it.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// The first session id of this node: ids are unique in the cluster, so a session
+    /// can continue on another node as the same member.
+    pub fn first_session_id(&self) -> u64 {
+        (self.number << SESSION_ID_BITS) + 1
+    }
+
+    /// A new resume token: this node start's number, a dot, 32 random hex digits.
+    pub fn resume_token(&self) -> String {
+        format!("{}.{}", self.number, crate::transport::registry::resume_token())
+    }
+
+    /// Records a new session, so that it can continue on another node.
+    pub async fn save_session(&self, token: &str, session_id: u64, user_id: &str) {
+        let record = proto::SessionRecord {
+            session_id,
+            user_id: user_id.to_string(),
+        };
+        let record = record.encode_to_vec();
+        let _ = self
+            .call(self.directory.save_session(self.number, token, &record))
+            .await;
+    }
+
+    /// Forgets a session that ended.
+    pub async fn forget_session(&self, token: &str) {
+        let _ = self.call(self.directory.forget_session(self.number, token)).await;
+    }
+
+    /// Takes the record of a session of another node (it died, or stopped), to
+    /// continue it here: its id and user. `None` for a token of this node, an unknown
+    /// one, or one already taken.
+    pub async fn take_session(&self, token: &str) -> Option<proto::SessionRecord> {
+        let number: u64 = token.split_once('.')?.0.parse().ok()?;
+        if number == self.number {
+            return None;
+        }
+        let record = self.call(self.directory.take_session(number, token)).await.ok()??;
+        proto::SessionRecord::decode(&record[..]).ok()
     }
 
     /// Runs one piece of a session's directory work.
@@ -372,6 +424,9 @@ impl Cluster {
             })
             .collect();
         let _ = self.call(self.bus.keep_listening()).await;
+        let _ = self
+            .call(self.directory.keep_sessions(self.number, self.session_ttl))
+            .await;
         let open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
         // Closed here (emptied out): the next room with the id starts empty.
         for closed in held.difference(&open) {

@@ -12,6 +12,8 @@
 //! | `node:<id>` | the node's public URL | with the node's lease |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write |
 //! | `node:<id>:inbox` | (a pub/sub channel: room events for the node's rooms) | — |
+//! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
+//! | `node-starts` | a counter numbering node starts | never |
 //! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (so without listings it keeps the ids of rooms whose owner died; a periodic sweep is still to come) | never |
 //!
 //! The scripts touch keys they compute from the prefix, which a single Redis (or a
@@ -78,6 +80,20 @@ for i = 2, #KEYS do
   end
 end
 return 0
+",
+    )
+});
+
+/// Takes a session record: HGET and HDEL in one step, so one node only continues a
+/// session. KEYS: the sessions hash. ARGV: the resume token.
+static TAKE_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if record then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return record
 ",
     )
 });
@@ -161,6 +177,60 @@ impl RedisDirectory {
     pub async fn delete_checkpoint(&self, room: &str) -> Result<(), DirectoryError> {
         redis::cmd("DEL")
             .arg(self.key("checkpoint", room))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// A number for this node start, from 1 to 8191, unique among the nodes running
+    /// (it cycles after 8,191 starts): the high bits of its session ids and the prefix
+    /// of its resume tokens.
+    pub async fn register_node(&self) -> Result<u64, DirectoryError> {
+        let n: u64 = redis::cmd("INCR")
+            .arg(format!("{}node-starts", self.prefix))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        Ok((n - 1) % 8191 + 1)
+    }
+
+    /// Records a live session of node `number` under its resume token.
+    pub async fn save_session(&self, number: u64, token: &str, record: &[u8]) -> Result<(), DirectoryError> {
+        redis::cmd("HSET")
+            .arg(self.key("sessions", &number.to_string()))
+            .arg(token)
+            .arg(record)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// Takes (reads and deletes) the record of a session of node `number`.
+    pub async fn take_session(&self, number: u64, token: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
+        TAKE_SESSION
+            .key(self.key("sessions", &number.to_string()))
+            .arg(token)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// Forgets a session record (the session ended).
+    pub async fn forget_session(&self, number: u64, token: &str) -> Result<(), DirectoryError> {
+        redis::cmd("HDEL")
+            .arg(self.key("sessions", &number.to_string()))
+            .arg(token)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// Keeps node `number`'s session records `ttl` longer (every lease renewal): when
+    /// the node dies they go this long after its last renewal.
+    pub async fn keep_sessions(&self, number: u64, ttl: Duration) -> Result<(), DirectoryError> {
+        redis::cmd("PEXPIRE")
+            .arg(self.key("sessions", &number.to_string()))
+            .arg(ttl.as_millis() as u64)
             .query_async(&mut self.connection.clone())
             .await
             .map_err(failed)

@@ -137,6 +137,8 @@ pub struct Metrics {
     pub checkpoints_skipped: Counter,
     /// Cluster mode: rooms opened from a checkpoint (their node died or stopped).
     pub rooms_restored: Counter,
+    /// Cluster mode: sessions of another node (it died or stopped) continued here.
+    pub sessions_moved: Counter,
     /// Upgrades refused for a bad or missing token, by kind.
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Upgrades refused with an HTTP status (401, 403, 429, 503).
@@ -179,6 +181,7 @@ impl Metrics {
             checkpoints_written: Counter::default(),
             checkpoints_skipped: Counter::default(),
             rooms_restored: Counter::default(),
+            sessions_moved: Counter::default(),
             auth_failures: Family::default(),
             upgrades_refused: Family::default(),
             messages_rate_limited: Counter::default(),
@@ -291,6 +294,11 @@ impl Metrics {
             "rooms_restored",
             "Cluster mode: rooms opened from a checkpoint after their node died or stopped",
             m.rooms_restored.clone(),
+        );
+        registry.register(
+            "sessions_moved",
+            "Cluster mode: sessions of another node (it died or stopped) continued here with their session id",
+            m.sessions_moved.clone(),
         );
         registry.register(
             "handshakes_shed",

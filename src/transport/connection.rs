@@ -24,9 +24,10 @@ use crate::log_budget::LogBudget;
 use crate::session::auth::{AuthMode, DuplicateSessions, Identity};
 use crate::session::heartbeat::Beat;
 use crate::session::{DirectoryReply, Inbound, Session};
+use crate::state::MemberId;
 use crate::transport::context::Context;
 use crate::transport::gate::Permit;
-use crate::transport::registry::{Stop, StopReason, resume_token};
+use crate::transport::registry::{Stop, StopReason};
 use crate::transport::{Broken, Received, Sent, Transport};
 
 /// How a session starts, decided when the connection authenticated.
@@ -98,11 +99,7 @@ pub(crate) async fn serve<T: Transport>(
     let now = Now::system();
     let metrics = &ctx.metrics;
     let mut session = match start {
-        Start::New(identity) => {
-            let id = ctx.next_session_id();
-            let outbox = Arc::new(Outbox::with_delivery(ctx.settings.outbox, T::DELIVERY));
-            Session::new(id, identity, resume_token(), outbox, ctx.session.clone(), now)
-        }
+        Start::New(identity) => new_session::<T>(&ctx, ctx.next_session_id(), identity, now),
         Start::Resume {
             token,
             identity,
@@ -115,12 +112,15 @@ pub(crate) async fn serve<T: Transport>(
                 metrics.messages_replayed.inc_by(replayed as u64);
                 session
             }
-            None => {
-                let reason = CloseReason::ResumeFailed;
-                metrics.count_close(reason);
-                transport.close(reason).await;
-                return;
-            }
+            None => match continue_elsewhere_session::<T>(&ctx, &token, identity, now).await {
+                Some(session) => session,
+                None => {
+                    let reason = CloseReason::ResumeFailed;
+                    metrics.count_close(reason);
+                    transport.close(reason).await;
+                    return;
+                }
+            },
         },
     };
     let id = session.id();
@@ -289,14 +289,46 @@ pub(crate) async fn serve<T: Transport>(
     };
     let grace = ctx.session.settings.resume_grace;
     if !park || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
-        session.close();
+        ctx.end_session(&mut session);
         return;
     }
     match ctx.registry.park(token, user, session, Instant::now() + grace) {
         Ok(()) => tracing::debug!(session = id, "parked for resume"),
         // The registry is full: end the session now (it leaves its rooms).
-        Err(mut session) => session.close(),
+        Err(mut session) => ctx.end_session(&mut session),
     }
+}
+
+/// A new session (cluster mode: recorded in Redis, so it can continue on another node).
+fn new_session<T: Transport>(ctx: &Arc<Context>, id: MemberId, identity: Identity, now: Now) -> Session {
+    let outbox = Arc::new(Outbox::with_delivery(ctx.settings.outbox, T::DELIVERY));
+    let token = ctx.new_resume_token();
+    if let Some(cluster) = &ctx.cluster {
+        let (cluster, token, user) = (cluster.clone(), token.clone(), identity.user_id.clone());
+        tokio::spawn(async move { cluster.save_session(&token, id, &user).await });
+    }
+    Session::new(id, identity, token, outbox, ctx.session.clone(), now)
+}
+
+/// Cluster mode: a resume token of another node's session (the node died or
+/// stopped) continues as a new session here with the same id (so the same member id:
+/// restored rooms kept its seats) and user. Its `Welcome` says `resumed: false`: the
+/// client joins its rooms again. With JWT the token's user must be the session's.
+async fn continue_elsewhere_session<T: Transport>(
+    ctx: &Arc<Context>,
+    token: &str,
+    mut identity: Identity,
+    now: Now,
+) -> Option<Session> {
+    let record = ctx.cluster.as_ref()?.take_session(token).await?;
+    match ctx.session.auth.mode() {
+        AuthMode::Jwt if *identity.user_id != record.user_id => return None,
+        AuthMode::Jwt => {}
+        AuthMode::Anonymous => identity.user_id = record.user_id.as_str().into(),
+    }
+    ctx.metrics.sessions_moved.inc();
+    tracing::info!(session = record.session_id, user = %identity.user_id, "session continued from another node");
+    Some(new_session::<T>(ctx, record.session_id, identity, now))
 }
 
 /// How a connection ends when its [`Stop`] fired.

@@ -79,4 +79,30 @@ impl Context {
     pub fn next_session_id(&self) -> MemberId {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Session ids start at `id` (cluster mode: ids unique in the cluster).
+    pub fn set_first_session_id(&mut self, id: MemberId) {
+        self.next_session = AtomicU64::new(id);
+    }
+
+    /// A new resume token (cluster mode: one that names this node start).
+    pub fn new_resume_token(&self) -> String {
+        match &self.cluster {
+            Some(cluster) => cluster.resume_token(),
+            None => crate::transport::registry::resume_token(),
+        }
+    }
+
+    /// Ends a session for good (it leaves its rooms). In cluster mode its record goes
+    /// too, unless the node is stopping: then its client may continue it on another
+    /// node.
+    pub fn end_session(&self, session: &mut Session) {
+        session.close();
+        if let Some(cluster) = &self.cluster
+            && !self.shutdown.is_cancelled()
+        {
+            let (cluster, token) = (cluster.clone(), session.resume_token().to_string());
+            tokio::spawn(async move { cluster.forget_session(&token).await });
+        }
+    }
 }

@@ -13,7 +13,7 @@ use tickrelay::proto::{self, ErrorCode, client_message, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster};
 use tickrelay_testkit::directory::{self, entry, node};
 use tickrelay_testkit::redis::RedisServer;
-use tickrelay_testkit::{TestClient, TestServer, eventually};
+use tickrelay_testkit::{TestClient, TestServer, Transport, eventually};
 
 /// Long enough that a loaded machine renews in time, short enough to wait out.
 const REDIS_LEASE: Duration = Duration::from_millis(600);
@@ -442,14 +442,16 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
 }
 
 /// A node killed mid-game (no hand-off): its rooms open again on another node once
-/// their leases lapse, from their last checkpoint.
+/// their leases lapse, from their last checkpoint, and its sessions continue there
+/// with their session ids, taking back their seats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_room_survives_its_node_being_killed() {
+async fn a_room_and_its_members_survive_their_node_being_killed() {
     let cluster = TestCluster::start();
     // A checkpoint every 100 ms at 60 Hz.
     let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
     let b = cluster.node().await;
     let mut player = TestClient::connect(&a.server).await;
+    let (session_id, token) = (player.welcome.session_id, player.welcome.resume_token.clone());
     join_or_redirect(&mut player, "world").await;
     create_and_wait(&mut player, "world", 5).await;
     // The entity is in a checkpoint once two more were written after it.
@@ -458,11 +460,35 @@ async fn a_room_survives_its_node_being_killed() {
         .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
         .await;
     a.kill();
-    let mut back = TestClient::connect(&b).await;
+
+    // The player comes back on b with its resume token: the same session id, a new
+    // session (its rooms to join again).
+    let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
+    assert_eq!((back.welcome.session_id, back.welcome.resumed), (session_id, false));
+    assert_ne!(back.welcome.resume_token, token, "a token of b's");
+    assert_eq!(b.metric("tickrelay_sessions_moved_total"), 1);
     let failover = join_until_open(&mut back, "world").await;
     back.frames_in("world", 1).await;
-    let entities: Vec<u64> = back.mirrors["world"].world().entities().map(|e| e.id()).collect();
-    assert_eq!(entities, [5], "restored from the checkpoint");
+    let world = back.mirrors["world"].world();
+    let entities: Vec<(u64, u64)> = world.entities().map(|e| (e.id(), e.owner())).collect();
+    assert_eq!(entities, [(5, session_id)], "restored, and still the player's");
+    assert_eq!(
+        back.mirrors["world"].last_input_seq(),
+        1,
+        "its seat, with its applied input"
+    );
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
     assert!(failover < 3 * LEASE, "open again {failover:?} after the kill");
+    // It goes on playing: its next input (seq 2) creates an entity it owns.
+    let seq = back
+        .input_with_seq("world", 2, tickrelay_testkit::create_entity(6))
+        .await;
+    back.applied("world", seq).await;
+    back.frames_in("world", 1).await;
+    assert_eq!(
+        back.mirrors["world"].world().get(6).map(|e| e.owner()),
+        Some(session_id)
+    );
+    // A token is taken once.
+    assert!(TestClient::resume_over(&b, Transport::WebSocket, &token).await.is_err());
 }
