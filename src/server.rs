@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, Delivery};
-use crate::cluster::{CheckpointSettings, Claim, Cluster, DirectoryError, Node, RedisDirectory};
+use crate::cluster::{Claim, Cluster, DirectoryError, Node, NodeSettings, RedisDirectory};
 use crate::config::{Config, ConfigError};
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
 use crate::log_budget::LogBudget;
@@ -408,22 +408,14 @@ async fn join_cluster(
     let lease = Duration::from_millis(c.lease_ms);
     let (bus, inbox) = Bus::connect(redis_url, &c.key_prefix, &node.id).await?;
     let directory = RedisDirectory::connect(redis_url, node, lease, &c.key_prefix).await?;
-    let checkpoints = CheckpointSettings {
-        max_bytes: c.max_checkpoint_bytes,
-        ttl: Duration::from_secs(c.checkpoint_ttl_secs),
-    };
-    let number = directory.register_node().await?;
-    let grace = Duration::from_secs_f64(config.session.resume_grace_secs);
-    let cluster = Cluster::new(
-        directory,
-        bus,
-        pool.clone(),
-        metrics.clone(),
+    let settings = NodeSettings {
         lease,
-        checkpoints,
-        number,
-        grace,
-    );
+        max_checkpoint_bytes: c.max_checkpoint_bytes,
+        checkpoint_ttl: Duration::from_secs(c.checkpoint_ttl_secs),
+        number: directory.register_node().await?,
+        resume_grace: Duration::from_secs_f64(config.session.resume_grace_secs),
+    };
+    let cluster = Cluster::new(directory, bus, pool.clone(), metrics.clone(), settings);
     Ok((cluster, inbox))
 }
 

@@ -12,5 +12,5 @@ pub mod node;
 pub mod redis_directory;
 
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
-pub use node::{CheckpointSettings, Cluster};
+pub use node::{Cluster, NodeSettings};
 pub use redis_directory::RedisDirectory;

@@ -52,24 +52,26 @@ pub struct Cluster {
     pool: Arc<SimPool>,
     metrics: Arc<Metrics>,
     node: Node,
-    lease: Duration,
-    checkpoints: CheckpointSettings,
-    /// This node start's number (see [`RedisDirectory::register_node`]).
-    number: u64,
-    /// How long session records outlive the node's last renewal.
-    session_ttl: Duration,
+    settings: NodeSettings,
     /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
     flushed: AtomicUsize,
     flush: Notify,
 }
 
-/// How checkpoints are kept.
+/// How this node takes part in the cluster.
 #[derive(Debug, Clone, Copy)]
-pub struct CheckpointSettings {
-    /// Larger ones are not written.
-    pub max_bytes: usize,
-    /// How long Redis keeps one after its last write.
-    pub ttl: Duration,
+pub struct NodeSettings {
+    /// Room leases (`[cluster] lease_ms`).
+    pub lease: Duration,
+    /// Checkpoints larger than this are not written.
+    pub max_checkpoint_bytes: usize,
+    /// How long Redis keeps a checkpoint after its last write.
+    pub checkpoint_ttl: Duration,
+    /// This node start's number (see [`RedisDirectory::register_node`]).
+    pub number: u64,
+    /// The sessions' resume grace: session records outlive the node's last renewal
+    /// by a lease plus this.
+    pub resume_grace: Duration,
 }
 
 /// Session ids are this node start's number shifted by this many bits, plus a
@@ -96,10 +98,7 @@ impl Cluster {
         bus: Bus,
         pool: Arc<SimPool>,
         metrics: Arc<Metrics>,
-        lease: Duration,
-        checkpoints: CheckpointSettings,
-        number: u64,
-        resume_grace: Duration,
+        settings: NodeSettings,
     ) -> Self {
         let node = directory.node().clone();
         metrics.directory_up.set(1);
@@ -109,10 +108,7 @@ impl Cluster {
             pool,
             metrics,
             node,
-            lease,
-            checkpoints,
-            number,
-            session_ttl: lease + resume_grace,
+            settings,
             flushed: AtomicUsize::new(0),
             flush: Notify::new(),
         }
@@ -126,12 +122,16 @@ impl Cluster {
     /// The first session id of this node: ids are unique in the cluster, so a session
     /// can continue on another node as the same member.
     pub fn first_session_id(&self) -> u64 {
-        (self.number << SESSION_ID_BITS) + 1
+        (self.settings.number << SESSION_ID_BITS) + 1
     }
 
     /// A new resume token: this node start's number, a dot, 32 random hex digits.
     pub fn resume_token(&self) -> String {
-        format!("{}.{}", self.number, crate::transport::registry::resume_token())
+        format!(
+            "{}.{}",
+            self.settings.number,
+            crate::transport::registry::resume_token()
+        )
     }
 
     /// Records a new session, so that it can continue on another node.
@@ -142,13 +142,15 @@ impl Cluster {
         };
         let record = record.encode_to_vec();
         let _ = self
-            .call(self.directory.save_session(self.number, token, &record))
+            .call(self.directory.save_session(self.settings.number, token, &record))
             .await;
     }
 
     /// Forgets a session that ended.
     pub async fn forget_session(&self, token: &str) {
-        let _ = self.call(self.directory.forget_session(self.number, token)).await;
+        let _ = self
+            .call(self.directory.forget_session(self.settings.number, token))
+            .await;
     }
 
     /// Takes the record of a session of another node (it died, or stopped), to
@@ -156,7 +158,7 @@ impl Cluster {
     /// one, or one already taken.
     pub async fn take_session(&self, token: &str) -> Option<proto::SessionRecord> {
         let number: u64 = token.split_once('.')?.0.parse().ok()?;
-        if number == self.number {
+        if number == self.settings.number {
             return None;
         }
         let record = self.call(self.directory.take_session(number, token)).await.ok()??;
@@ -255,7 +257,7 @@ impl Cluster {
                 match checkpoint {
                     Checkpoint::Room(room) => {
                         let data = room.encode_to_vec();
-                        if data.len() > self.checkpoints.max_bytes {
+                        if data.len() > self.settings.max_checkpoint_bytes {
                             self.metrics.checkpoints_skipped.inc();
                             if let Some(suppressed) = DIRECTORY_LOGS.take(Instant::now()) {
                                 tracing::warn!(room = %room.room, bytes = data.len(), suppressed, "room checkpoint over [cluster] max_checkpoint_bytes; not written");
@@ -268,7 +270,7 @@ impl Cluster {
                 }
             }
             if !writes.is_empty() {
-                let saved = self.directory.save_checkpoints(&writes, self.checkpoints.ttl);
+                let saved = self.directory.save_checkpoints(&writes, self.settings.checkpoint_ttl);
                 let counter = match self.call(saved).await {
                     Ok(()) => &self.metrics.checkpoints_written,
                     Err(_) => &self.metrics.checkpoints_skipped,
@@ -401,7 +403,7 @@ impl Cluster {
     /// [`Cluster::hand_off`] released them).
     pub async fn keep_leases(self: Arc<Self>, shutdown: CancellationToken) {
         let mut held = HashSet::new();
-        let mut every = tokio::time::interval(self.lease / 3);
+        let mut every = tokio::time::interval(self.settings.lease / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -425,7 +427,10 @@ impl Cluster {
             .collect();
         let _ = self.call(self.bus.keep_listening()).await;
         let _ = self
-            .call(self.directory.keep_sessions(self.number, self.session_ttl))
+            .call(
+                self.directory
+                    .keep_sessions(self.settings.number, self.settings.lease + self.settings.resume_grace),
+            )
             .await;
         let open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
         // Closed here (emptied out): the next room with the id starts empty.
