@@ -19,7 +19,11 @@ use tokio::time::Instant;
 
 use crate::link::{self, Broken, Failure, Link, Received as Incoming, Target};
 use crate::numbering::{Arrival, Received};
-use crate::routes::Routes;
+use crate::routes::{Followed, Routes};
+
+/// How long a room redirected to a node this client failed over from waits before it
+/// is joined again (the directory names the dead node until its leases lapse).
+const STALE_REDIRECT_WAIT: Duration = Duration::from_millis(500);
 use crate::{ClientConfig, Command, Event, Shared};
 
 /// How a driver reaches the client's other connections (see [`Routes`]).
@@ -44,6 +48,9 @@ struct RoomState {
     /// Over QUIC: the last state tick applied, and whether it was acknowledged.
     applied_tick: u64,
     applied_acked: bool,
+    /// Cluster mode: the join was answered `UNAVAILABLE` (the room's node died and
+    /// its lease has not lapsed yet, or Redis is away): join again at this time.
+    retry_join_at: Option<Instant>,
     /// The room's declared kinds, from its first `Joined` (needed to decode its
     /// frames). Until it arrives the room has no mirror: frames are not applied, nor
     /// acknowledged over QUIC, so the server sends its full snapshot again.
@@ -60,7 +67,10 @@ enum End {
 
 struct Driver {
     config: ClientConfig,
-    target: Target,
+    /// The configured URL, then the fallback URLs.
+    targets: Vec<Target>,
+    /// The one the next attempt connects to.
+    current: usize,
     /// TLS for `wss://` and `quic://` (none for `ws://`).
     tls: Option<Arc<rustls::ClientConfig>>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -102,10 +112,14 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     routing: Routing,
 ) {
+    // Parsed (and checked) by `Client::connect` already.
+    let fallbacks = config.fallback_urls.iter().filter_map(|url| Target::parse(url).ok());
+    let targets = std::iter::once(target).chain(fallbacks).collect();
     let mut d = Driver {
         routing,
         config,
-        target,
+        targets,
+        current: 0,
         tls,
         commands,
         events,
@@ -140,7 +154,13 @@ pub(crate) async fn run(
                 d.give_up(attempt + 1, failure.reason).await;
                 return;
             }
-            Err(failure) => failure.reason,
+            Err(failure) => {
+                // The next attempt tries the next node.
+                let url = &d.targets[d.current].url;
+                let reason = format!("{url}: {}", failure.reason);
+                d.current = (d.current + 1) % d.targets.len();
+                reason
+            }
         };
         attempt += 1;
         if !d.config.backoff.allows(attempt) {
@@ -167,7 +187,7 @@ impl Driver {
         });
         let token = self.config.token.as_deref();
         let connecting = link::connect(
-            &self.target,
+            &self.targets[self.current],
             self.tls.as_ref(),
             token,
             resume,
@@ -219,16 +239,22 @@ impl Driver {
     /// `unacked`.
     fn command(&mut self, command: Command) -> Option<Out> {
         match command {
-            Command::Join { room, room_type } => {
-                self.rooms.entry(room.clone()).or_insert(RoomState {
+            Command::Join {
+                room,
+                room_type,
+                next_seq,
+            } => {
+                let state = self.rooms.entry(room.clone()).or_insert(RoomState {
                     room_type: room_type.clone(),
                     joined: false,
                     next_seq: 0,
                     unacked: VecDeque::new(),
                     applied_tick: 0,
                     applied_acked: false,
+                    retry_join_at: None,
                     schema: None,
                 });
+                state.next_seq = state.next_seq.max(next_seq);
                 Some(self.join_message(&room, &room_type))
             }
             Command::Leave { room } => {
@@ -354,6 +380,7 @@ impl Driver {
                         sent_time_us: unix_micros(),
                         received_seq: self.received.last(),
                     }));
+                    self.retry_joins();
                     self.flush(&mut link).await
                 }
                 command = self.commands.recv() => match command {
@@ -412,7 +439,7 @@ impl Driver {
         let rooms = (rooms.into_iter())
             .map(|(room, state)| {
                 mirrors.remove(&room);
-                (room, state.room_type)
+                (room, state.room_type, state.next_seq)
             })
             .collect();
         drop(mirrors);
@@ -511,6 +538,13 @@ impl Driver {
                     if let Some(reply) = self.requests.remove(&error.request_id) {
                         let _ = reply.send(Err(error.clone()));
                     }
+                    if error.code == proto::ErrorCode::Unavailable as i32
+                        && let Some(state) = self.rooms.get_mut(&error.room).filter(|s| !s.joined)
+                    {
+                        let wait = Duration::from_millis(u64::from(error.retry_after_ms));
+                        let wait = wait.clamp(Duration::from_millis(100), Duration::from_secs(5));
+                        state.retry_join_at = Some(Instant::now() + wait);
+                    }
                     self.emit(Event::Error(error)).await;
                 }
                 In::Pong(pong) => {
@@ -531,20 +565,50 @@ impl Driver {
         Ok(None)
     }
 
-    /// The room lives on another node: it is joined there, and forgotten here.
+    /// Joins again the rooms whose join was answered `UNAVAILABLE`, once their wait
+    /// is over (checked at every ping).
+    fn retry_joins(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, String)> = (self.rooms.iter_mut())
+            .filter(|(_, s)| s.retry_join_at.is_some_and(|at| at <= now))
+            .map(|(room, s)| {
+                s.retry_join_at = None;
+                (room.clone(), s.room_type.clone())
+            })
+            .collect();
+        for (room, room_type) in due {
+            let join = self.join_message(&room, &room_type);
+            self.queue.push_back(join);
+        }
+    }
+
+    /// The room lives on another node: it is joined there, and forgotten here. A
+    /// redirect to the configured URL, when home has failed over from that node, means
+    /// the directory still names the dead node: the room stays (with its input
+    /// numbering: the seat kept for this session continues it) and is joined again.
     async fn redirected(&mut self, redirect: proto::Redirect) {
-        let Some(state) = self.rooms.remove(&redirect.room) else {
+        let proto::Redirect { request_id, room, url } = redirect;
+        let Some((room_type, next_seq)) = self.rooms.get(&room).map(|s| (s.room_type.clone(), s.next_seq)) else {
             return; // left meanwhile
         };
-        self.shared.mirrors.lock().remove(&redirect.room);
-        let proto::Redirect { request_id, room, url } = redirect;
         let followed = match self.routing.routes.upgrade() {
-            Some(routes) => routes.redirect(&room, &state.room_type, &url),
+            Some(routes) => routes.redirect(&room, &room_type, next_seq, &url),
             None => Err("the client is closed".into()),
         };
         match followed {
-            Ok(()) => self.emit(Event::Redirected { room, url }).await,
+            Ok(Followed::Home) => {
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.retry_join_at = Some(Instant::now() + STALE_REDIRECT_WAIT);
+                }
+            }
+            Ok(Followed::Node) => {
+                self.rooms.remove(&room);
+                self.shared.mirrors.lock().remove(&room);
+                self.emit(Event::Redirected { room, url }).await;
+            }
             Err(message) => {
+                self.rooms.remove(&room);
+                self.shared.mirrors.lock().remove(&room);
                 let error = proto::Error {
                     code: proto::ErrorCode::Unavailable as i32,
                     message,

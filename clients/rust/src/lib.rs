@@ -77,6 +77,12 @@ pub struct ClientConfig {
     /// state frames as datagrams), or `ws://host:port/ws` (WebSocket without TLS:
     /// only behind a TLS-terminating proxy or on a trusted network).
     pub url: String,
+    /// Other nodes of the same cluster: when `url` cannot be reached, each
+    /// reconnection attempt tries the next of `url` and these in turn. A session
+    /// resumed on another node continues there (the relay keeps its session id, and
+    /// its seats in rooms restored from their checkpoints; the client joins its rooms
+    /// again). Same scheme as `url`.
+    pub fallback_urls: Vec<String>,
     /// Which certificate to trust (not read for a `ws://` URL, which has none).
     pub trust: Trust,
     /// A JWT, sent as `Authorization: Bearer` (none in anonymous mode).
@@ -110,6 +116,7 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, trust: Trust) -> Self {
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
             trust,
             token: None,
             backoff: Backoff::default(),
@@ -269,6 +276,9 @@ pub(crate) enum Command {
     Join {
         room: String,
         room_type: String,
+        /// Inputs of the room numbered so far (a room moving between the client's
+        /// connections keeps numbering them: a seat kept for the session continues).
+        next_seq: u64,
     },
     Leave {
         room: String,
@@ -314,6 +324,15 @@ impl Client {
     /// stream. Must be called inside a tokio runtime.
     pub fn connect(config: ClientConfig) -> Result<(Client, mpsc::Receiver<Event>), ClientError> {
         let target = link::Target::parse(&config.url)?;
+        for url in &config.fallback_urls {
+            let fallback = link::Target::parse(url)?;
+            if fallback.scheme.uses_tls() != target.scheme.uses_tls() {
+                return Err(ClientError::Url(format!(
+                    "{url}: a fallback URL must use TLS exactly when {} does",
+                    config.url
+                )));
+            }
+        }
         let tls = if target.scheme.uses_tls() {
             Some(trust::client_config(&config.trust)?)
         } else {
@@ -377,6 +396,7 @@ impl Client {
         self.command(Command::Join {
             room: room.into(),
             room_type: room_type.into(),
+            next_seq: 0,
         });
     }
 

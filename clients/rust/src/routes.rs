@@ -22,6 +22,15 @@ const MAX_HOPS: u32 = 4;
 /// Attempts to reconnect to a node other than home before its rooms go back home.
 const NODE_ATTEMPTS: u32 = 3;
 
+/// Where a redirected room went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Followed {
+    /// To a connection of its own node.
+    Node,
+    /// It stays home (to be joined again there).
+    Home,
+}
+
 /// What a driver needs to start another driver.
 pub(crate) struct Spawn {
     pub config: ClientConfig,
@@ -63,6 +72,8 @@ impl Routes {
         let mut config = s.config.clone();
         config.url = target.url.clone();
         if let Some(attempts) = node {
+            // A node's rooms go back home instead.
+            config.fallback_urls.clear();
             let most = config.backoff.max_attempts.map_or(attempts, |m| m.min(attempts));
             config.backoff.max_attempts = Some(most);
         }
@@ -105,8 +116,16 @@ impl Routes {
     }
 
     /// A relay redirected the join of `room` to `url`: joins it there (over a new
-    /// connection unless one to that node is open). An error says why not.
-    pub fn redirect(self: &Arc<Self>, room: &str, room_type: &str, url: &str) -> Result<(), String> {
+    /// connection unless one to that node is open), or says it is home's to join
+    /// again (`url` is the configured URL: home has failed over from that node, which
+    /// the directory still names until its leases lapse). An error says why not.
+    pub fn redirect(
+        self: &Arc<Self>,
+        room: &str,
+        room_type: &str,
+        next_seq: u64,
+        url: &str,
+    ) -> Result<Followed, String> {
         let home_url = &self.spawn.config.url;
         let mut table = self.table.lock();
         let hops = table.rooms.get(room).map_or(0, |(_, hops)| *hops) + 1;
@@ -114,10 +133,11 @@ impl Routes {
             table.rooms.remove(room);
             return Err(format!("redirected {MAX_HOPS} times in a row; not following to {url}"));
         }
-        let sender = if url == home_url {
+        if url == home_url {
             table.rooms.remove(room);
-            self.home.clone()
-        } else {
+            return Ok(Followed::Home);
+        }
+        let sender = {
             let target = Target::parse(url).map_err(|e| e.to_string())?;
             if target.scheme.uses_tls() != self.spawn.tls.is_some() {
                 return Err(format!(
@@ -138,8 +158,10 @@ impl Routes {
         let join = Command::Join {
             room: room.to_string(),
             room_type: room_type.to_string(),
+            next_seq,
         };
-        sender.send(join).map_err(|_| "the client is closed".to_string())
+        sender.send(join).map_err(|_| "the client is closed".to_string())?;
+        Ok(Followed::Node)
     }
 
     /// The room was joined: its redirects stop counting.
@@ -156,12 +178,17 @@ impl Routes {
 
     /// The node at `url` could not be reached again: its rooms are joined again
     /// through home (which redirects them to their new owner).
-    pub fn give_back(&self, url: &str, rooms: Vec<(String, String)>) {
+    /// (Each room with its type and the inputs numbered so far.)
+    pub fn give_back(&self, url: &str, rooms: Vec<(String, String, u64)>) {
         let mut table = self.table.lock();
         table.nodes.remove(url);
-        for (room, room_type) in rooms {
+        for (room, room_type, next_seq) in rooms {
             table.rooms.remove(&room);
-            let _ = self.home.send(Command::Join { room, room_type });
+            let _ = self.home.send(Command::Join {
+                room,
+                room_type,
+                next_seq,
+            });
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust};
+use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
 use tickrelay_testkit::cluster::TestCluster;
 use tickrelay_testkit::{TestServer, Transport, create_entity};
 use tokio::sync::mpsc::Receiver;
@@ -22,10 +22,12 @@ fn config(relay: &TestServer) -> ClientConfig {
     config
 }
 
+/// Waits for `room`'s `Joined`; an error fails the test, except `UNAVAILABLE` (a join
+/// while the room's dead node still holds its lease: the client joins again).
 async fn joined(events: &mut Receiver<Event>, room: &str) {
     until(events, |e| match e {
         Event::Joined(j) if j.room == room => Some(()),
-        Event::Error(e) => panic!("{e:?}"),
+        Event::Error(e) if e.code != proto::ErrorCode::Unavailable as i32 => panic!("{e:?}"),
         _ => None,
     })
     .await;
@@ -68,6 +70,54 @@ async fn follows_redirects_and_moves_with_its_room() {
     eventually_true(|| ids(&client) == Some(vec![7, 8])).await;
     client.close().await;
     owner.close().await;
+}
+
+/// The node the client was configured with is killed: the client reconnects to the
+/// fallback node, continues its session there (same session id), joins its room
+/// again once its lease lapsed, and finds the room restored with its own entity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_to_another_node_and_keeps_its_seat() {
+    let cluster = TestCluster::start();
+    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+    let b = cluster.node().await;
+    let mut settings = config(&a.server);
+    settings.fallback_urls = vec![b.url(Transport::WebSocket)];
+    settings.ping_interval = Duration::from_millis(100);
+    let (client, mut events) = Client::connect(settings).unwrap();
+    let session_id = until(&mut events, |e| match e {
+        Event::Connected { session_id, .. } => Some(*session_id),
+        _ => None,
+    })
+    .await;
+    client.join("world", "");
+    joined(&mut events, "world").await;
+    client.send_input("world", create_entity(7));
+    let ids = |c: &Client| {
+        c.with_mirror("world", |m| {
+            m.world().entities().map(|e| (e.id(), e.owner())).collect::<Vec<_>>()
+        })
+    };
+    eventually_true(|| ids(&client) == Some(vec![(7, session_id)])).await;
+    let written = a.server.metric("tickrelay_checkpoints_written_total");
+    a.server
+        .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+
+    a.kill();
+    let (again, resumed) = until(&mut events, |e| match e {
+        Event::Connected {
+            session_id, resumed, ..
+        } => Some((*session_id, *resumed)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((again, resumed), (session_id, false), "the same session id, on b");
+    joined(&mut events, "world").await;
+    eventually_true(|| ids(&client) == Some(vec![(7, session_id)])).await;
+    client.send_input("world", create_entity(8));
+    eventually_true(|| ids(&client) == Some(vec![(7, session_id), (8, session_id)])).await;
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
+    client.close().await;
 }
 
 /// Waits (up to 10 s) for `condition`.
