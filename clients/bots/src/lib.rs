@@ -27,8 +27,13 @@ use tokio::task::JoinSet;
 /// What the fleet does.
 #[derive(Debug, Clone)]
 pub struct Scenario {
-    /// Relay URL.
-    pub url: String,
+    /// Relay URLs (nodes of one cluster): bot `i` connects to `urls[i % n]` and
+    /// falls back to the others in turn.
+    pub urls: Vec<String>,
+    /// A node is expected to be lost (killed) during the run: its connections'
+    /// 1006 closes and the `UNAVAILABLE` answers until its rooms' leases lapse are
+    /// counted apart (`node_losses`, `unavailable`), not as violations.
+    pub node_loss_expected: bool,
     /// Certificate trust.
     pub trust: Trust,
     /// JWT for every bot (none in anonymous mode).
@@ -96,6 +101,9 @@ struct Counters {
     gave_up: AtomicU64,
     lost_inputs: AtomicU64,
     replaced_players: AtomicU64,
+    node_losses: AtomicU64,
+    unavailable: AtomicU64,
+    inputs_rolled_back: AtomicU64,
 }
 
 /// The result of a run (mergeable across worker processes).
@@ -144,6 +152,20 @@ pub struct Report {
     pub errors: BTreeMap<i32, u64>,
     /// Tick-to-client latency histogram (HDR V2, base64), microseconds.
     pub latency: String,
+    /// With [`Scenario::node_loss_expected`]: connections lost without a close (1006).
+    #[serde(default)]
+    pub node_losses: u64,
+    /// With [`Scenario::node_loss_expected`]: joins answered `UNAVAILABLE`.
+    #[serde(default)]
+    pub unavailable: u64,
+    /// Inputs the server had acknowledged and then no longer counted as applied after
+    /// a rejoin (a room restored from a checkpoint older than them, or a seat lost).
+    #[serde(default)]
+    pub inputs_rolled_back: u64,
+    /// From a connection lost (or dropped) to the next state frame of the bot's room
+    /// (HDR V2, base64), microseconds: how long players wait to play again.
+    #[serde(default)]
+    pub recovery: String,
 }
 
 impl Report {
@@ -176,6 +198,14 @@ impl Report {
         let mut merged = self.histogram();
         merged.add(other.histogram()).expect("same histogram bounds");
         self.latency = encode_histogram(&merged);
+        let mut recovery = decode_histogram(&self.recovery);
+        recovery
+            .add(decode_histogram(&other.recovery))
+            .expect("same histogram bounds");
+        self.recovery = encode_histogram(&recovery);
+        self.node_losses += other.node_losses;
+        self.unavailable += other.unavailable;
+        self.inputs_rolled_back += other.inputs_rolled_back;
     }
 
     /// The latency histogram.
@@ -273,6 +303,26 @@ impl Report {
             ("unexpected closes", format!("{:?}", self.unexpected_closes)),
             ("server errors", self.named_errors()),
         ];
+        let recovery = decode_histogram(&self.recovery);
+        let recovered = (!recovery.is_empty()).then(|| {
+            let ms = |q: f64| recovery.value_at_quantile(q) as f64 / 1000.0;
+            [
+                ("connections lost with a node", self.node_losses.to_string()),
+                ("joins answered UNAVAILABLE", self.unavailable.to_string()),
+                ("inputs rolled back", self.inputs_rolled_back.to_string()),
+                (
+                    "back to playing p50 / p99 / max",
+                    format!(
+                        "{:.0} / {:.0} / {:.0} ms ({} times)",
+                        ms(0.5),
+                        ms(0.99),
+                        recovery.max() as f64 / 1000.0,
+                        recovery.len()
+                    ),
+                ),
+            ]
+        });
+        let rows = rows.into_iter().chain(recovered.into_iter().flatten());
         let mut out = String::from("| metric | value |\n|---|---|\n");
         for (k, v) in rows {
             out.push_str(&format!("| {k} | {v} |\n"));
@@ -316,6 +366,7 @@ struct Fleet {
     counters: Counters,
     /// Sharded so thousands of bots do not contend on one lock.
     latency: Vec<Mutex<Histogram<u64>>>,
+    recovery: Mutex<Histogram<u64>>,
     closes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<BTreeMap<i32, u64>>,
     gave_up_reasons: Mutex<BTreeMap<String, u64>>,
@@ -339,6 +390,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
     let fleet = Arc::new(Fleet {
         counters: Counters::default(),
         latency: (0..32).map(|_| Mutex::new(new_histogram())).collect(),
+        recovery: Mutex::new(new_histogram()),
         closes: Mutex::new(BTreeMap::new()),
         errors: Mutex::new(BTreeMap::new()),
         gave_up_reasons: Mutex::new(BTreeMap::new()),
@@ -402,6 +454,10 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         unexpected_closes: fleet.closes.lock().clone(),
         errors: fleet.errors.lock().clone(),
         latency: encode_histogram(&latency),
+        node_losses: c.node_losses.load(Ordering::Relaxed),
+        unavailable: c.unavailable.load(Ordering::Relaxed),
+        inputs_rolled_back: c.inputs_rolled_back.load(Ordering::Relaxed),
+        recovery: encode_histogram(&fleet.recovery.lock()),
     }
 }
 
@@ -436,7 +492,14 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let s = &fleet.scenario;
     fleet.bots_started.fetch_add(1, Ordering::Relaxed);
     let room = format!("{}-{}", s.room_prefix, index / s.members.max(1));
-    let mut config = ClientConfig::new(&s.url, s.trust.clone());
+    let mut urls = s
+        .urls
+        .iter()
+        .cycle()
+        .skip(index % s.urls.len().max(1))
+        .take(s.urls.len());
+    let mut config = ClientConfig::new(urls.next().map_or("", |u| u.as_str()), s.trust.clone());
+    config.fallback_urls = urls.cloned().collect();
     config.token = s.token.clone();
     config.backoff = Backoff {
         initial: Duration::from_millis(250),
@@ -467,6 +530,10 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut joined = false;
     let mut dropping = false;
     let mut connected = false;
+    // When the connection was last lost, until the room's next frame.
+    let mut lost_at: Option<Instant> = None;
+    // The last input the server acknowledged.
+    let mut acked = 0u64;
     let stop_at = tokio::time::Instant::from_std(fleet.stop_at);
     let c = &fleet.counters;
     // This client's (bytes received, entity updates) when counting started: as they
@@ -515,8 +582,16 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             event = events.recv() => match event {
                 None => break false,
                 Some(Event::Connected { .. }) => set_connected(true, &mut connected),
-                Some(Event::Joined(_)) => joined = true,
+                Some(Event::Joined(j)) => {
+                    joined = true;
+                    c.inputs_rolled_back.fetch_add(acked.saturating_sub(j.last_input_seq), Ordering::Relaxed);
+                    acked = j.last_input_seq;
+                }
                 Some(Event::State { server_time_us, received_us, .. }) => {
+                    if let Some(at) = lost_at.take() {
+                        let _ = fleet.recovery.lock().record((at.elapsed().as_micros() as u64).max(1));
+                    }
+                    acked = acked.max(client.with_mirror(&room, |m| m.last_input_seq()).unwrap_or(0));
                     if counted_from.is_none() && Instant::now() >= fleet.measure_from {
                         counted_from = Some(before_frame);
                     }
@@ -534,10 +609,18 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 }
                 Some(Event::Disconnected { code, .. }) => {
                     set_connected(false, &mut connected);
-                    if !(dropping && code == 1006) {
+                    lost_at.get_or_insert_with(Instant::now);
+                    if dropping && code == 1006 {
+                        // The scenario's own churn.
+                    } else if s.node_loss_expected && code == 1006 {
+                        c.node_losses.fetch_add(1, Ordering::Relaxed);
+                    } else {
                         *fleet.closes.lock().entry(code).or_default() += 1;
                     }
                     dropping = false;
+                }
+                Some(Event::Error(e)) if s.node_loss_expected && e.code == proto::ErrorCode::Unavailable as i32 => {
+                    c.unavailable.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Event::Error(e)) => *fleet.errors.lock().entry(e.code).or_default() += 1,
                 Some(Event::GaveUp { reason, .. }) => {

@@ -29,9 +29,16 @@ const FILES_SPARE: u64 = 512;
 struct Args {
     /// Relay URL: `wss://host:port/ws` (WebSocket), `quic://host:port` (QUIC, state
     /// frames as datagrams), or `ws://host:port/ws` (WebSocket without TLS, to a relay
-    /// run with `--insecure-plain`; --cert and --fingerprint are not read).
+    /// run with `--insecure-plain`; --cert and --fingerprint are not read). Give it
+    /// once per node of a cluster: bots spread over the nodes and fail over to the
+    /// others.
     #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
-    url: String,
+    url: Vec<String>,
+    /// A node will be lost (killed) during the run: connections lost without a close
+    /// and joins answered UNAVAILABLE are counted apart, not as failures; the report
+    /// gives how long bots took to play again.
+    #[arg(long)]
+    expect_node_loss: bool,
     /// Trust the certificates in this PEM file (the relay's development certificate
     /// by default).
     #[arg(long, default_value = "tickrelay-dev-cert.pem")]
@@ -99,7 +106,8 @@ struct Args {
 impl Args {
     fn scenario(&self, worker: usize, workers: usize) -> Scenario {
         Scenario {
-            url: self.url.clone(),
+            urls: self.url.clone(),
+            node_loss_expected: self.expect_node_loss,
             trust: match &self.fingerprint {
                 Some(f) => Trust::Fingerprint(f.clone()),
                 None => Trust::CertFile(self.cert.clone()),
@@ -158,7 +166,11 @@ async fn main() -> ExitCode {
     };
     eprintln!(
         "tickrelay-bots: {bots} bots in {} rooms of {} ({}) against {}, {} s, {processes} process(es)",
-        args.rooms, args.members, args.room_type, args.url, args.duration_secs
+        args.rooms,
+        args.members,
+        args.room_type,
+        args.url.join(" "),
+        args.duration_secs
     );
     let report = if processes == 1 {
         run_scenario(args.scenario(0, 1)).await

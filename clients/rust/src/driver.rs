@@ -155,10 +155,14 @@ pub(crate) async fn run(
                 return;
             }
             Err(failure) => {
-                // The next attempt tries the next node.
                 let url = &d.targets[d.current].url;
                 let reason = format!("{url}: {}", failure.reason);
-                d.current = (d.current + 1) % d.targets.len();
+                // The next attempt tries the next node. A connection to a node the
+                // client was redirected to does so only to continue its session
+                // there; one that never had a session gives its rooms back instead.
+                if d.routing.home || d.session.is_some() {
+                    d.current = (d.current + 1) % d.targets.len();
+                }
                 reason
             }
         };
@@ -235,8 +239,8 @@ impl Driver {
     }
 
     /// Applies a command to the local state; returns the message to send, if any.
-    /// Inputs are not returned when offline-buffered: they are replayed from
-    /// `unacked`.
+    /// Inputs for a room whose join this session has not had answered are not
+    /// returned: they are sent from `unacked` at its `Joined`.
     fn command(&mut self, command: Command) -> Option<Out> {
         match command {
             Command::Join {
@@ -271,11 +275,14 @@ impl Driver {
                     state.unacked.pop_front();
                 }
                 state.unacked.push_back((state.next_seq, payload.clone()));
-                Some(Out::Input(proto::Input {
-                    room,
-                    seq: state.next_seq,
-                    payload: Some(payload),
-                }))
+                // Until this session's join is answered, inputs wait (sent at `Joined`).
+                state.joined.then(|| {
+                    Out::Input(proto::Input {
+                        room,
+                        seq: state.next_seq,
+                        payload: Some(payload),
+                    })
+                })
             }
             Command::Event(event) => Some(Out::Event(event)),
             Command::Request { kind, reply } => {
@@ -311,6 +318,14 @@ impl Driver {
             return; // left meanwhile
         };
         state.joined = true;
+        // Inputs that waited for the join (the room drops what it applied already).
+        for (seq, payload) in &state.unacked {
+            self.queue.push_back(Out::Input(proto::Input {
+                room: joined.room.clone(),
+                seq: *seq,
+                payload: Some(payload.clone()),
+            }));
+        }
         // A schema this client cannot use leaves the mirror without it: frames with
         // packed blocks then fail to apply and are reported as desyncs.
         let schema = Arc::new(Schema::from_proto(&joined.schema).unwrap_or_default());
@@ -366,8 +381,14 @@ impl Driver {
                     .pacer
                     .wait_for_one(now)
                     .max(self.byte_pacer.wait_for(next_bytes, now));
+            // Joins refused for now (UNAVAILABLE, a stale redirect) are tried again then.
+            let retry = self.rooms.values().filter_map(|s| s.retry_join_at).min();
             let outcome = tokio::select! {
                 _ = tokio::time::sleep_until(pace), if welcomed && !self.queue.is_empty() => {
+                    self.flush(&mut link).await
+                }
+                _ = tokio::time::sleep_until(retry.unwrap_or(quiet)), if welcomed && retry.is_some() => {
+                    self.retry_joins();
                     self.flush(&mut link).await
                 }
                 _ = tokio::time::sleep_until(quiet) => return End::Reconnect {
@@ -380,7 +401,6 @@ impl Driver {
                         sent_time_us: unix_micros(),
                         received_seq: self.received.last(),
                     }));
-                    self.retry_joins();
                     self.flush(&mut link).await
                 }
                 command = self.commands.recv() => match command {
@@ -565,8 +585,7 @@ impl Driver {
         Ok(None)
     }
 
-    /// Joins again the rooms whose join was answered `UNAVAILABLE`, once their wait
-    /// is over (checked at every ping).
+    /// Joins again the rooms whose join was refused for now, once their wait is over.
     fn retry_joins(&mut self) {
         let now = Instant::now();
         let due: Vec<(String, String)> = (self.rooms.iter_mut())
@@ -583,15 +602,20 @@ impl Driver {
     }
 
     /// The room lives on another node: it is joined there, and forgotten here. A
-    /// redirect to the configured URL, when home has failed over from that node, means
-    /// the directory still names the dead node: the room stays (with its input
-    /// numbering: the seat kept for this session continues it) and is joined again.
+    /// redirect to a node this connection failed over from (or, for home, to the
+    /// configured URL) means the directory still names the dead node: the room stays
+    /// (with its input numbering: the seat kept for this session continues it) and is
+    /// joined again shortly.
     async fn redirected(&mut self, redirect: proto::Redirect) {
         let proto::Redirect { request_id, room, url } = redirect;
         let Some((room_type, next_seq)) = self.rooms.get(&room).map(|s| (s.room_type.clone(), s.next_seq)) else {
             return; // left meanwhile
         };
+        // A node this connection failed over from (the directory names it until its
+        // leases lapse): the room stays here and is joined again shortly.
+        let failed_over_from = self.targets.iter().any(|t| t.url == url);
         let followed = match self.routing.routes.upgrade() {
+            _ if failed_over_from => Ok(Followed::Home),
             Some(routes) => routes.redirect(&room, &room_type, next_seq, &url),
             None => Err("the client is closed".into()),
         };
@@ -627,10 +651,7 @@ impl Driver {
             // The server no longer has our session: start a new one and rejoin.
             self.session = None;
         }
-        // A node other than home that shuts down hands its rooms back at once (they
-        // move to another node).
-        let shutting_down = code == tickrelay_proto::error::CloseReason::ShuttingDown.code();
-        let will_reconnect = reconnect_allowed(code) && (self.routing.home || !shutting_down);
+        let will_reconnect = reconnect_allowed(code);
         self.emit(Event::Disconnected {
             code,
             reason: reason.clone(),
@@ -681,8 +702,10 @@ impl Driver {
         // full snapshot (the server sends one on resume and on join).
         self.resync_asked.clear();
         {
+            // This connection's rooms only: the mirrors are shared with the client's
+            // connections to other nodes.
             let mut mirrors = self.shared.mirrors.lock();
-            mirrors.clear();
+            mirrors.retain(|room, _| !self.rooms.contains_key(room));
             for (room, state) in &self.rooms {
                 if let Some(schema) = &state.schema {
                     mirrors.insert(room.clone(), self.new_mirror(schema));
@@ -701,7 +724,9 @@ impl Driver {
         for (room, room_type) in rejoin {
             out.push(self.join_message(&room, &room_type));
         }
-        for (room, state) in &self.rooms {
+        // Rooms still joined (a resumed session) get their unacknowledged inputs now;
+        // the others when their join is answered.
+        for (room, state) in self.rooms.iter().filter(|(_, s)| s.joined) {
             for (seq, payload) in &state.unacked {
                 out.push(Out::Input(proto::Input {
                     room: room.clone(),

@@ -1,10 +1,12 @@
 //! Which connection each room goes over. A client starts with one, to its configured
 //! URL (its *home* node). In cluster mode a relay answers a join of a room that lives
 //! on another node with `Redirect`: the room then goes over a connection to that
-//! node, opened on first use and shared by every room living there. A node that
-//! cannot be reached any more (it died; its rooms move once their leases lapse) gives
-//! its rooms back: they are joined again through the home node, which redirects them
-//! to wherever they live now.
+//! node, opened on first use and shared by every room living there. When that node
+//! cannot be reached any more (it died or stopped; its rooms move once their leases
+//! lapse, or at once), the connection tries the nodes the client was configured with:
+//! its session continues there, keeping its seats in the rooms restored there.
+//! Failing that, its rooms go back home: they are joined again through the home
+//! connection, which is redirected to wherever they live now.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,8 +74,11 @@ impl Routes {
         let mut config = s.config.clone();
         config.url = target.url.clone();
         if let Some(attempts) = node {
-            // A node's rooms go back home instead.
-            config.fallback_urls.clear();
+            // A node that cannot be reached: its session continues on the nodes the
+            // client was configured with (keeping its seats in the rooms restored
+            // there); failing that, its rooms go back home.
+            let home = std::iter::once(&s.config.url).chain(&s.config.fallback_urls);
+            config.fallback_urls = home.filter(|url| **url != target.url).cloned().collect();
             let most = config.backoff.max_attempts.map_or(attempts, |m| m.min(attempts));
             config.backoff.max_attempts = Some(most);
         }
