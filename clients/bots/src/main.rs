@@ -32,7 +32,7 @@ struct Args {
     /// run with `--insecure-plain`; --cert and --fingerprint are not read). Give it
     /// once per node of a cluster: bots spread over the nodes and fail over to the
     /// others.
-    #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
+    #[arg(long, default_value = "wss://127.0.0.1:7443/ws", action = clap::ArgAction::Append)]
     url: Vec<String>,
     /// A node will be lost (killed) during the run: connections lost without a close
     /// and joins answered UNAVAILABLE are counted apart, not as failures; the report

@@ -101,7 +101,14 @@ struct Driver {
     max_batch: u64,
     rng: fastrand::Rng,
     routing: Routing,
+    /// URLs this connection lost or could not reach, and when: a redirect there soon
+    /// after names a node that died, until its leases lapse.
+    unreachable: HashMap<String, Instant>,
 }
+
+/// How long a URL this connection lost counts as a dead node's (redirects there are
+/// retried rather than followed): longer than a room lease, by default 6 s.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(20);
 
 pub(crate) async fn run(
     config: ClientConfig,
@@ -138,12 +145,14 @@ pub(crate) async fn run(
         byte_burst: 65_536.0,
         max_batch: 80,
         rng: fastrand::Rng::new(),
+        unreachable: HashMap::new(),
     };
     let mut attempt = 0u32;
     loop {
         let reason = match d.connect().await {
             Ok(link) => {
                 attempt = 0;
+                d.unreachable.remove(&d.targets[d.current].url);
                 match d.serve(link).await {
                     End::Stop => return,
                     End::Reconnect { now: true, .. } => continue,
@@ -156,6 +165,7 @@ pub(crate) async fn run(
             }
             Err(failure) => {
                 let url = &d.targets[d.current].url;
+                d.unreachable.insert(url.clone(), Instant::now());
                 let reason = format!("{url}: {}", failure.reason);
                 // The next attempt tries the next node. A connection to a node the
                 // client was redirected to does so only to continue its session
@@ -613,7 +623,7 @@ impl Driver {
         };
         // A node this connection failed over from (the directory names it until its
         // leases lapse): the room stays here and is joined again shortly.
-        let failed_over_from = self.targets.iter().any(|t| t.url == url);
+        let failed_over_from = (self.unreachable.get(&url)).is_some_and(|at| at.elapsed() < UNREACHABLE_FOR);
         let followed = match self.routing.routes.upgrade() {
             _ if failed_over_from => Ok(Followed::Home),
             Some(routes) => routes.redirect(&room, &room_type, next_seq, &url),

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# A cluster soak on this machine: a Redis, three relay nodes (release build), bots
+# spread over the three, node 1 killed with SIGKILL partway through. Prints the bots'
+# report (desyncs, inputs lost and rolled back, how long bots took to play again) and
+# the Redis commands the cluster sent during a steady window before the kill (from
+# INFO commandstats), per second, per room and per node.
+#
+#   bash bench/cluster_soak.sh [ROOMS] [MEMBERS] [SECONDS] [KILL_AT]
+#
+# Defaults: 60 arena rooms of 10 bots, 60 s, node 1 killed at 30 s. Loopback only;
+# everything it starts stops with it. Needs redis-server (Debian: redis-server).
+set -euo pipefail
+ROOMS=${1:-60}
+MEMBERS=${2:-10}
+SECONDS_TOTAL=${3:-60}
+KILL_AT=${4:-30}
+cd "$(dirname "$0")/.."
+cargo build --release -q --bin tickrelay -p tickrelay -p tickrelay-bots
+DIR=$(mktemp -d /tmp/tickrelay-cluster-soak.XXXXXX)
+REDIS_PORT=6391
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+redis-server --bind 127.0.0.1 --port $REDIS_PORT --save "" --appendonly no --dir "$DIR" >/dev/null &
+PIDS+=($!)
+until redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; do sleep 0.1; done
+URLS=()
+for n in 1 2 3; do
+  port=$((7450 + n))
+  # One directory, one development certificate for every node.
+  (cd "$DIR" && exec "$OLDPWD/target/release/tickrelay" --cluster "redis://127.0.0.1:$REDIS_PORT" \
+    --listen "127.0.0.1:$port" --no-quic --max-rooms 10000 >"$DIR/node$n.log" 2>&1) &
+  PIDS+=($!)
+  eval "NODE$n=$!"
+  until grep -q "listening on" "$DIR/node$n.log" 2>/dev/null; do sleep 0.1; done
+  URLS+=(--url "wss://127.0.0.1:$port/ws")
+done
+./target/release/tickrelay-bots "${URLS[@]}" --cert "$DIR/tickrelay-dev-cert.pem" \
+  --rooms "$ROOMS" --members "$MEMBERS" --room-type arena --input-rate 10 \
+  --duration-secs "$SECONDS_TOTAL" --ramp-up-secs 5 --verify-share 0.2 --expect-node-loss \
+  >"$DIR/bots.out" 2>"$DIR/bots.err" &
+BOTS=$!
+PIDS+=($BOTS)
+# The steady window: from 10 s in to just before the kill.
+sleep 10
+WINDOW=$((KILL_AT - 12))
+redis-cli -p $REDIS_PORT info commandstats >"$DIR/before"
+sleep "$WINDOW"
+redis-cli -p $REDIS_PORT info commandstats >"$DIR/after"
+sleep 2
+kill -9 "$NODE1"
+echo "killed node 1 (SIGKILL) at ${KILL_AT} s"
+wait "$BOTS" || true
+cat "$DIR/bots.out"
+grep -v "^\s*$" "$DIR/bots.err" | tail -3 || true
+echo
+echo "Redis commands during the steady window (${WINDOW} s, ${ROOMS} rooms, 3 nodes):"
+python3 - "$DIR/before" "$DIR/after" "$WINDOW" "$ROOMS" <<'EOF'
+import re, sys
+def calls(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"cmdstat_(\w+):calls=(\d+)", line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+before, after = calls(sys.argv[1]), calls(sys.argv[2])
+secs, rooms = float(sys.argv[3]), int(sys.argv[4])
+delta = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0}
+total = sum(delta.values())
+print("| command | calls / s |")
+print("|---|---|")
+for k, v in sorted(delta.items(), key=lambda kv: -kv[1]):
+    print(f"| {k} | {v / secs:.1f} |")
+print(f"| total | {total / secs:.1f} |")
+print(f"per room per second: {total / secs / rooms:.2f}; per node per second: {total / secs / 3:.1f}")
+EOF
+for n in 1 2 3; do
+  echo "node $n: $(grep -c 'room restored' "$DIR/node$n.log" || true) rooms restored, $(grep -c 'session continued' "$DIR/node$n.log" || true) sessions continued"
+done
