@@ -492,3 +492,38 @@ async fn a_room_and_its_members_survive_their_node_being_killed() {
     // A token is taken once.
     assert!(TestClient::resume_over(&b, Transport::WebSocket, &token).await.is_err());
 }
+
+/// A rolling restart loses nothing: the stopping node checkpoints its rooms with
+/// every input applied, and its sessions continue on another node with their seats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_nothing() {
+    let cluster = TestCluster::start();
+    // No periodic checkpoints: only the one taken when the node stops.
+    let mut a = cluster.node_with(|c| c.cluster.checkpoint_ticks = 0).await;
+    let b = cluster.node().await;
+    let mut player = TestClient::connect(&a).await;
+    let (session_id, token) = (player.welcome.session_id, player.welcome.resume_token.clone());
+    join_or_redirect(&mut player, "world").await;
+    for id in 1..=5 {
+        create_and_wait(&mut player, "world", id).await;
+    }
+    a.shutdown.cancel();
+    assert_eq!(player.close_frame().await.0, 1001);
+    a.task.take().unwrap().await.unwrap();
+
+    let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
+    assert_eq!(back.welcome.session_id, session_id);
+    assert_eq!(
+        join_or_redirect(&mut back, "world").await,
+        None,
+        "restored on b at once"
+    );
+    back.frames_in("world", 1).await;
+    let mirror = &back.mirrors["world"];
+    let owned: Vec<u64> = (mirror.world().entities())
+        .filter(|e| e.owner() == session_id)
+        .map(|e| e.id())
+        .collect();
+    assert_eq!(owned, [1, 2, 3, 4, 5], "every input applied before the stop");
+    assert_eq!(mirror.last_input_seq(), 5);
+}
