@@ -13,9 +13,11 @@
  * In a cluster, a join the relay redirects to the node owning the room is joined
  * there, over a second connection (a client of its own, sharing this one's listeners
  * and stats) that every room living on that node shares; the room's inputs, events,
- * leave and mirror follow it. When that node stops or cannot be reached again, its
- * rooms are joined again through this client's URL, which redirects them to their
- * new owner.
+ * leave and mirror follow it. A connection whose node cannot be reached tries the
+ * fallback URLs: its session continues there with its id (and its seats in rooms
+ * restored from their checkpoints), and it joins its rooms again; a join answered
+ * `UNAVAILABLE` is tried again after `retryAfterMs`. A node connection that never had
+ * a session gives its rooms back to this client's URL instead.
  */
 
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
@@ -33,6 +35,13 @@ export const BEARER_PREFIX = "tickrelay.bearer.";
 export interface ClientOptions {
   /** `wss://host:port/ws`; `ws://` only with {@link ClientOptions.allowInsecure}. */
   url: string;
+  /**
+   * Other nodes of the same cluster: when `url` cannot be reached, each attempt tries
+   * the next of `url` and these in turn. A session resumed on another node continues
+   * there with its session id (and its seats in the rooms restored there); the client
+   * joins its rooms again by itself.
+   */
+  fallbackUrls?: string[];
   /** A JWT (none in the relay's anonymous mode), offered as a subprotocol. */
   token?: string;
   /** Allow a `ws://` URL (behind a TLS-terminating proxy, or local development). */
@@ -128,12 +137,14 @@ export function reconnectAllowed(code: number): boolean {
 const RESUME_FAILED = 4504;
 /** What the client closes with when it means to resume: not 1000, so the server keeps the session. */
 const DROPPED = 4000;
-/** 1001: the server is shutting down. A node other than the client's own hands its rooms back at once. */
-const SHUTTING_DOWN = 1001;
 /** Redirects in a row for one room before the client stops following them. */
 const MAX_HOPS = 4;
 /** Reconnection attempts to a node other than the client's own before its rooms go back. */
 const NODE_ATTEMPTS = 3;
+/** How long a URL this client lost counts as a dead node's: redirects there are retried, not followed. */
+const UNREACHABLE_FOR_MS = 20_000;
+/** How long a room redirected to a node this client failed over from waits before it is joined again. */
+const STALE_REDIRECT_WAIT_MS = 500;
 
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
 
@@ -172,6 +183,11 @@ export class Client {
   readonly #nodes = new Map<string, Client>();
   /** Home only: rooms that live on another node, with redirects followed in a row. */
   readonly #redirected = new Map<string, { node: Client; hops: number }>();
+  /** `url`, then the fallback URLs; the next attempt connects to `#urls[#current]`. */
+  #urls: string[];
+  #current = 0;
+  /** URLs this client lost or could not reach, and when (`performance.now()`). */
+  readonly #unreachable = new Map<string, number>();
   readonly #rooms = new Map<string, RoomState>();
   readonly #requests = new Map<bigint, { resolve: (r: v1.Response) => void; reject: (e: Error) => void }>();
   /** Non-input messages sent while disconnected, in order. */
@@ -214,8 +230,13 @@ export class Client {
     }
     const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     if (WebSocketImpl === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket");
+    this.#urls = [options.url, ...(options.fallbackUrls ?? [])];
+    for (const fallback of this.#urls.slice(1)) {
+      if (new URL(fallback).protocol !== url.protocol) throw new TypeError(`${fallback}: a fallback URL must use the scheme of ${options.url}`);
+    }
     this.#options = {
       url: options.url,
+      fallbackUrls: options.fallbackUrls ?? [],
       token: options.token,
       allowInsecure: options.allowInsecure ?? false,
       backoff: options.backoff ?? DEFAULT_BACKOFF,
@@ -298,8 +319,9 @@ export class Client {
     const seq = ++state.nextSeq;
     if (state.unacked.length >= this.#options.unackedInputLimit) state.unacked.shift();
     state.unacked.push({ seq, payload });
-    // Offline, inputs wait in `unacked`, replayed at the next welcome.
-    if (this.#welcomed) this.#enqueue({ case: "input", value: { room, seq, payload } });
+    // Offline, or before this session's join is answered, inputs wait in `unacked`:
+    // sent at the room's `Joined` (or replayed at the next welcome, when resumed).
+    if (this.#welcomed && state.joined) this.#enqueue({ case: "input", value: { room, seq, payload } });
     return seq;
   }
 
@@ -382,7 +404,7 @@ export class Client {
   // -- connection -------------------------------------------------------------------
 
   #open(): void {
-    const url = new URL(this.#options.url);
+    const url = new URL(this.#urls[this.#current]!);
     if (this.#session !== undefined) {
       url.searchParams.set("resume", this.#session.resumeToken);
       url.searchParams.set("received", this.#received.toString());
@@ -413,6 +435,7 @@ export class Client {
     socket.onclose = (event) => {
       clearTimeout(connectTimer);
       if (this.#socket !== socket) return;
+      if (!this.#welcomed) this.#unreachable.set(this.#urls[this.#current]!, now());
       this.#detach(socket);
       this.#ended(event.code, event.reason);
     };
@@ -466,7 +489,7 @@ export class Client {
       closed?.();
       return;
     }
-    const willReconnect = reconnectAllowed(code) && (this.#home === this || code !== SHUTTING_DOWN);
+    const willReconnect = reconnectAllowed(code);
     this.#emit("disconnected", { code, reason, willReconnect });
     if (!willReconnect) {
       this.#giveUp(0, `closed by the server with ${code}: ${reason}`);
@@ -483,6 +506,10 @@ export class Client {
 
   #retry(reason: string): void {
     if (this.#stopped) return;
+    // After an attempt that failed, the next tries the next node: for a node this
+    // client was redirected to, only to continue its session there.
+    const failed = this.#unreachable.has(this.#urls[this.#current]!);
+    if (failed && (this.#home === this || this.#session !== undefined)) this.#current = (this.#current + 1) % this.#urls.length;
     this.#attempt++;
     const most = this.#home === this ? Infinity : NODE_ATTEMPTS;
     if (this.#attempt > Math.min(this.#options.backoff.maxAttempts, most)) {
@@ -512,23 +539,40 @@ export class Client {
     home.#nodes.delete(this.#options.url);
     for (const [room, state] of this.#rooms) {
       home.#redirected.delete(room);
-      home.join(room, state.roomType);
+      home.#adopt(room, state.roomType, state.nextSeq);
     }
     this.#rooms.clear();
   }
 
+  /** Joins a room that moves here from another of the client's connections, keeping its input numbering (a seat kept for the session continues it). */
+  #adopt(room: string, roomType: string, nextSeq: bigint): void {
+    this.join(room, roomType);
+    const state = this.#rooms.get(room);
+    if (state !== undefined && state.nextSeq < nextSeq) state.nextSeq = nextSeq;
+  }
+
+  /** Joins `room` again after `delayMs`, if it is still waiting for this session's join. */
+  #joinLater(room: string, delayMs: number): void {
+    setTimeout(() => {
+      const state = this.#rooms.get(room);
+      if (state === undefined || state.joined || !this.#welcomed) return;
+      this.#enqueue({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType } });
+    }, delayMs);
+  }
+
   /** Home only: the relay said `room` lives at `url`; joins it there. */
-  #follow(room: string, roomType: string, url: string, requestId: bigint): void {
+  #follow(room: string, roomType: string, nextSeq: bigint, url: string, requestId: bigint): void {
     const hops = (this.#redirected.get(room)?.hops ?? 0) + 1;
     this.#redirected.delete(room);
     const refuse = (message: string): void =>
       this.#emit("error", create(v1.ErrorSchema, { code: v1.ErrorCode.UNAVAILABLE, message, requestId, room }));
     if (hops > MAX_HOPS) return refuse(`redirected ${MAX_HOPS} times in a row; not following to ${url}`);
-    if (url === this.#options.url) return this.join(room, roomType);
+    if (url === this.#options.url) return this.#adopt(room, roomType, nextSeq);
     let node = this.#nodes.get(url);
     if (node === undefined || node.#stopped) {
       try {
-        node = new Client({ ...this.#options, url }, this);
+        // Failing that node, its session continues on the nodes this client knows.
+        node = new Client({ ...this.#options, url, fallbackUrls: this.#urls.filter((u) => u !== url) }, this);
       } catch (e) {
         return refuse(`cannot follow the redirect to ${url}: ${String(e)}`);
       }
@@ -537,7 +581,7 @@ export class Client {
     }
     this.#redirected.set(room, { node, hops });
     this.#emit("redirected", { room, url });
-    node.join(room, roomType);
+    node.#adopt(room, roomType, nextSeq);
   }
 
   // -- inbound ----------------------------------------------------------------------
@@ -581,8 +625,15 @@ export class Client {
           const { room, url, requestId } = kind.value;
           const state = this.#rooms.get(room);
           if (state === undefined) break; // left meanwhile
+          // A node this connection failed over from (the directory names it until its
+          // leases lapse): the room stays, and is joined again shortly.
+          const lostAt = this.#unreachable.get(url);
+          if (lostAt !== undefined && now() - lostAt < UNREACHABLE_FOR_MS) {
+            this.#joinLater(room, STALE_REDIRECT_WAIT_MS);
+            break;
+          }
           this.#rooms.delete(room);
-          this.#home.#follow(room, state.roomType, url, requestId);
+          this.#home.#follow(room, state.roomType, state.nextSeq, url, requestId);
           break;
         }
         case "joined": {
@@ -613,6 +664,11 @@ export class Client {
             this.#requests.delete(kind.value.requestId);
             pending.reject(new RequestError(kind.value.message, kind.value));
           }
+          const { code, room, retryAfterMs } = kind.value;
+          // The room's node died and its lease has not lapsed yet, or Redis is away.
+          if (code === v1.ErrorCode.UNAVAILABLE && this.#rooms.get(room)?.joined === false) {
+            this.#joinLater(room, Math.min(5000, Math.max(100, retryAfterMs)));
+          }
           this.#emit("error", kind.value);
           break;
         }
@@ -638,6 +694,7 @@ export class Client {
     }
     this.#connectedBefore = true;
     this.#attempt = 0;
+    this.#unreachable.delete(this.#urls[this.#current]!);
     if (!resumed) this.#received = 0n; // a new session numbers from 1 again
     this.#session = { id: welcome.sessionId, resumeToken: welcome.resumeToken };
     const limits = welcome.limits;
@@ -659,7 +716,7 @@ export class Client {
       if (!state.joined) {
         out.push({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType } });
       }
-      for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
+      if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
     }
     out.push(...this.#buffer);
     this.#buffer = [];
@@ -687,6 +744,8 @@ export class Client {
       schema = Schema.EMPTY;
     }
     state.joined = true;
+    // Inputs that waited for the join (the room drops what it applied already).
+    for (const { seq, payload } of state.unacked) this.#enqueue({ case: "input", value: { room: joined.room, seq, payload } });
     const same = sameKinds(state.wireSchema, joined.schema);
     state.schema = schema;
     state.wireSchema = joined.schema;

@@ -327,8 +327,8 @@ test("close() ends the requests still waiting, and connect() twice opens one soc
   await assert.rejects(pending, RequestError);
 });
 
-test("a redirected join is joined on the owning node; the room's sends follow it; a node shutting down hands it back", () => {
-  const { client: c, events } = client();
+test("a redirected join is joined on the owning node; the room's sends follow it", () => {
+  const { client: c } = client();
   const redirected: string[] = [];
   c.on("redirected", (r) => redirected.push(`${r.room} ${r.url}`));
   c.join("r", "arena");
@@ -342,23 +342,75 @@ test("a redirected join is joined on the owning node; the room's sends follow it
   assert.equal(node.url.host, "node-b.test");
   node.welcome(false, 9n);
   assert.deepEqual(node.kinds(), ["join"]);
-  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
   c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  advance(100);
+  assert.deepEqual(node.kinds(), ["join"], "inputs wait for this session's Joined");
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
   c.sendEvent("r", "chat", new Uint8Array([2]));
   advance(100);
   assert.deepEqual(node.kinds(), ["join", "input", "event"]);
   assert.deepEqual(home.kinds(), ["join"], "nothing for r goes home any more");
+});
 
-  // The node shuts down: r is joined again through home, which owns it now.
-  node.end(1001, "server shutting down");
-  assert.equal(FakeSocket.opened.length, 2, "no reconnection to a node that stops");
+test("a node that dies: its connection continues its session on a fallback, keeping the input numbering", () => {
+  const { client: c, events } = client({ fallbackUrls: ["wss://relay-2.test/ws"] });
+  c.join("r", "arena");
+  c.connect();
+  last().welcome(false, 7n);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array([1]) }), 1n);
   advance(100);
-  assert.deepEqual(home.kinds(), ["join", "join"]);
-  home.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 2n);
-  c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  // The node dies: the next attempt fails, the one after goes to the fallback with the resume token.
+  last().end(1006);
+  advance(1000);
+  last().end(1006);
+  advance(1000);
+  assert.equal(last().url.host, "relay-2.test");
+  assert.equal(last().url.searchParams.get("resume"), "resume-me");
+  // The other node continues the session (same id, resumed: false): join again, then replay.
+  last().welcome(false, 7n);
+  assert.deepEqual(last().kinds(), ["join"], "inputs wait for the join");
+  // The room is not open yet (the dead node's lease): UNAVAILABLE, then a retry.
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.UNAVAILABLE, room: "r", retryAfterMs: 1000 } }], 1n);
+  advance(1000);
+  assert.deepEqual(last().kinds(), ["join", "join"]);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena", lastInputSeq: 0n } }], 2n);
   advance(100);
-  assert.deepEqual(home.kinds(), ["join", "join", "input"]);
-  assert.ok(!events.some((e) => e.startsWith("gaveUp")), "the client goes on");
+  assert.deepEqual(last().kinds(), ["join", "join", "input"], "the unacknowledged input, once joined");
+  assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array([1]) }), 2n, "numbering goes on");
+  assert.ok(!events.some((e) => e.startsWith("gaveUp")));
+});
+
+test("a redirect to a node this client failed over from is retried, not followed", () => {
+  const { client: c } = client({ fallbackUrls: ["wss://relay-2.test/ws"] });
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  last().end(1006);
+  advance(1000);
+  last().end(1006); // relay.test is gone
+  advance(1000);
+  const socket = last();
+  socket.welcome(false, 7n);
+  socket.receive([{ case: "redirect", value: { requestId: 2n, room: "r", url: "wss://relay.test/ws" } }], 1n);
+  advance(600);
+  assert.equal(FakeSocket.opened.length, 3, "no connection to the dead node");
+  assert.deepEqual(socket.kinds(), ["join", "join"], "joined again where it is");
+});
+
+test("a node connection that never had a session gives its rooms back home", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws" } }], 1n);
+  for (let attempt = 0; attempt <= 3; attempt++) {
+    last().end(1006);
+    advance(1000);
+  }
+  advance(100);
+  assert.deepEqual(home.kinds(), ["join", "join"], "r joined again through home");
 });
 
 test("redirects in a row are followed a bounded number of times", () => {
