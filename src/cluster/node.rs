@@ -432,11 +432,14 @@ impl Cluster {
                     .keep_sessions(self.settings.number, self.settings.lease + self.settings.resume_grace),
             )
             .await;
-        let open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
-        // Closed here (emptied out): the next room with the id starts empty.
-        for closed in held.difference(&open) {
-            let _ = self.call(self.directory.delete_checkpoint(closed)).await;
-            let _ = self.call(self.directory.release(closed)).await;
+        let mut open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
+        // Closed here (emptied out): the next room with the id starts empty. One whose
+        // release failed (Redis away) is tried again next round.
+        for closed in held.difference(&open).cloned().collect::<Vec<_>>() {
+            let deleted = self.call(self.directory.delete_checkpoint(&closed)).await;
+            if deleted.is_err() || self.call(self.directory.release(&closed)).await.is_err() {
+                open.insert(closed);
+            }
         }
         *held = open;
         // On failure the rooms keep running; the next round tries again.
