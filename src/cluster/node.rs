@@ -16,10 +16,11 @@
 //! took it meanwhile, the room closes here and its members are told to join again
 //! (which redirects them to the new owner).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -53,6 +54,10 @@ pub struct Cluster {
     metrics: Arc<Metrics>,
     node: Node,
     settings: NodeSettings,
+    /// Set when the node starts stopping: no more claims.
+    stopping: AtomicBool,
+    /// Stops the lease task before the hand-off releases the rooms.
+    leases_stop: CancellationToken,
     /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
     flushed: AtomicUsize,
     flush: Notify,
@@ -78,7 +83,40 @@ pub struct NodeSettings {
 /// counter: below 2^53 (exact in JavaScript) with numbers up to 8191.
 const SESSION_ID_BITS: u32 = 40;
 
-/// Checkpoints written to Redis in one round trip, at most.
+/// What the checkpoint writer has received and not written yet.
+#[derive(Default)]
+struct Pending {
+    /// The latest checkpoint of each room.
+    rooms: HashMap<Arc<str>, proto::RoomCheckpoint>,
+    /// Rooms that closed since (their checkpoints and entries go).
+    closed: HashSet<Arc<str>>,
+    /// [`Checkpoint::Flushed`] markers: done once this batch is written.
+    flushed: usize,
+}
+
+impl Pending {
+    fn add(&mut self, checkpoint: Checkpoint) {
+        match checkpoint {
+            Checkpoint::Room(room) => {
+                let id: Arc<str> = room.room.as_str().into();
+                // Open again since it closed: it keeps its entry.
+                self.closed.remove(&id);
+                self.rooms.insert(id, room);
+            }
+            Checkpoint::Closed(id) => {
+                self.rooms.remove(&id);
+                self.closed.insert(id);
+            }
+            Checkpoint::Flushed => self.flushed += 1,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rooms.is_empty() && self.closed.is_empty() && self.flushed == 0
+    }
+}
+
+/// Checkpoints taken from the channel at once, at most.
 const CHECKPOINTS_PER_WRITE: usize = 256;
 
 /// How long a stopping node waits for its rooms' checkpoints to be written.
@@ -109,6 +147,8 @@ impl Cluster {
             metrics,
             node,
             settings,
+            stopping: AtomicBool::new(false),
+            leases_stop: CancellationToken::new(),
             flushed: AtomicUsize::new(0),
             flush: Notify::new(),
         }
@@ -198,6 +238,11 @@ impl Cluster {
     /// Claims a room for this node, or learns who owns it. An unknown room type is
     /// refused before the directory is asked.
     pub async fn claim(&self, room: &str, room_type: &str) -> Result<Claim, PoolError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(PoolError::Unavailable(
+                "this node is stopping; join through another".into(),
+            ));
+        }
         let entry = self.entry(room, room_type)?;
         let claim = self.call(self.directory.claim(&entry)).await?;
         match &claim {
@@ -236,58 +281,85 @@ impl Cluster {
         }
     }
 
-    /// Writes the rooms' checkpoints to Redis as they come, until `shutdown`.
+    /// Writes the rooms' checkpoints to Redis as they come, until `shutdown`: one
+    /// write at a time, of the latest checkpoint of each room received since the last
+    /// one (so a slow or absent Redis holds at most one checkpoint per room here), and
+    /// the checkpoints and entries of the rooms that closed.
     pub async fn write_checkpoints(
         self: Arc<Self>,
         mut checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
         shutdown: CancellationToken,
     ) {
-        let mut batch = Vec::with_capacity(CHECKPOINTS_PER_WRITE);
+        let mut received = Vec::with_capacity(CHECKPOINTS_PER_WRITE);
+        let mut pending = Pending::default();
+        let mut writing: Option<Pin<Box<dyn Future<Output = usize> + Send>>> = None;
         loop {
-            let received = tokio::select! {
-                () = shutdown.cancelled() => return,
-                n = checkpoints.recv_many(&mut batch, CHECKPOINTS_PER_WRITE) => n,
-            };
-            if received == 0 {
-                return;
+            if writing.is_none() && !pending.is_empty() {
+                let this = self.clone();
+                let batch = std::mem::take(&mut pending);
+                writing = Some(Box::pin(async move { this.write(batch).await }));
             }
-            let mut flushed = 0;
-            let mut writes = Vec::with_capacity(batch.len());
-            for checkpoint in batch.drain(..) {
-                match checkpoint {
-                    Checkpoint::Room(room) => {
-                        let data = room.encode_to_vec();
-                        if data.len() > self.settings.max_checkpoint_bytes {
-                            self.metrics.checkpoints_skipped.inc();
-                            if let Some(suppressed) = DIRECTORY_LOGS.take(Instant::now()) {
-                                tracing::warn!(room = %room.room, bytes = data.len(), suppressed, "room checkpoint over [cluster] max_checkpoint_bytes; not written");
-                            }
-                            continue;
-                        }
-                        writes.push((room.room, data));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                n = checkpoints.recv_many(&mut received, CHECKPOINTS_PER_WRITE) => {
+                    if n == 0 {
+                        return;
                     }
-                    Checkpoint::Flushed => flushed += 1,
+                    for checkpoint in received.drain(..) {
+                        pending.add(checkpoint);
+                    }
+                }
+                flushed = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                    writing = None;
+                    if flushed > 0 {
+                        self.flushed.fetch_add(flushed, Ordering::AcqRel);
+                        self.flush.notify_waiters();
+                    }
                 }
             }
-            if !writes.is_empty() {
-                let saved = self.directory.save_checkpoints(&writes, self.settings.checkpoint_ttl);
-                let counter = match self.call(saved).await {
-                    Ok(()) => &self.metrics.checkpoints_written,
-                    Err(_) => &self.metrics.checkpoints_skipped,
-                };
-                counter.inc_by(writes.len() as u64);
+        }
+    }
+
+    /// Writes one batch; returns its flush markers.
+    async fn write(&self, batch: Pending) -> usize {
+        let mut writes = Vec::with_capacity(batch.rooms.len());
+        for (room, checkpoint) in batch.rooms {
+            let data = checkpoint.encode_to_vec();
+            if data.len() > self.settings.max_checkpoint_bytes {
+                self.metrics.checkpoints_skipped.inc();
+                if let Some(suppressed) = DIRECTORY_LOGS.take(Instant::now()) {
+                    tracing::warn!(%room, bytes = data.len(), suppressed, "room checkpoint over [cluster] max_checkpoint_bytes; not written");
+                }
+                continue;
             }
-            if flushed > 0 {
-                self.flushed.fetch_add(flushed, Ordering::AcqRel);
-                self.flush.notify_waiters();
+            writes.push((room.to_string(), data));
+        }
+        if !writes.is_empty() {
+            let saved = self.directory.save_checkpoints(&writes, self.settings.checkpoint_ttl);
+            match self.call(saved).await {
+                Ok(saved) => {
+                    self.metrics.checkpoints_written.inc_by(saved as u64);
+                    // The others' rooms belong to another node now.
+                    self.metrics.checkpoints_skipped.inc_by((writes.len() - saved) as u64);
+                }
+                Err(_) => {
+                    self.metrics.checkpoints_skipped.inc_by(writes.len() as u64);
+                }
             }
         }
+        for room in batch.closed {
+            let _ = self.call(self.directory.close(&room)).await;
+        }
+        batch.flushed
     }
 
     /// A stopping node hands its rooms off: a checkpoint of every room, written to
     /// Redis (waiting at most a few seconds), then every lease released, so the next
     /// join on another node restores each room where it is now.
     pub async fn hand_off(&self) {
+        // No more claims, and no renewal taking back what is released below.
+        self.stopping.store(true, Ordering::Release);
+        self.leases_stop.cancel();
         let before = self.flushed.load(Ordering::Acquire);
         let asked = self.pool.checkpoint_all();
         let written = async {
@@ -302,11 +374,14 @@ impl Cluster {
         if tokio::time::timeout(HAND_OFF_WAIT, written).await.is_err() {
             tracing::warn!("stopping: not every room's checkpoint was written in time");
         }
-        let rooms = self.pool.all_rooms();
-        for room in &rooms {
-            let _ = self.call(self.directory.release(&room.room)).await;
+        let rooms: Vec<String> = self.pool.all_rooms().into_iter().map(|r| r.room).collect();
+        match self.call(self.directory.release_all(&rooms)).await {
+            Ok(()) => tracing::info!(rooms = rooms.len(), "stopping: rooms checkpointed and released"),
+            Err(_) => tracing::warn!(
+                rooms = rooms.len(),
+                "stopping: rooms not released; they move when their leases lapse"
+            ),
         }
-        tracing::info!(rooms = rooms.len(), "stopping: rooms checkpointed and released");
     }
 
     /// The directory entry of a room of `room_type` (empty: the default) opened here.
@@ -408,6 +483,7 @@ impl Cluster {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = self.leases_stop.cancelled() => return,
                 _ = every.tick() => self.renew(&mut held).await,
             }
         }
@@ -436,8 +512,7 @@ impl Cluster {
         // Closed here (emptied out): the next room with the id starts empty. One whose
         // release failed (Redis away) is tried again next round.
         for closed in held.difference(&open).cloned().collect::<Vec<_>>() {
-            let deleted = self.call(self.directory.delete_checkpoint(&closed)).await;
-            if deleted.is_err() || self.call(self.directory.release(&closed)).await.is_err() {
+            if self.call(self.directory.close(&closed)).await.is_err() {
                 open.insert(closed);
             }
         }
@@ -446,6 +521,9 @@ impl Cluster {
         let Ok(lapsed) = self.call(self.directory.renew(&rooms)).await else {
             return;
         };
+        if self.stopping.load(Ordering::Acquire) {
+            return; // the hand-off released them
+        }
         for room in rooms.iter().filter(|r| lapsed.contains(&r.room)) {
             match self.call(self.directory.claim(room)).await {
                 Ok(Claim::Ours) => tracing::info!(room = %room.room, "room lease had lapsed; taken back"),

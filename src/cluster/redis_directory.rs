@@ -98,6 +98,55 @@ return record
     )
 });
 
+/// Saves checkpoints of rooms this node holds (a node that lost a room to another
+/// must not overwrite the new owner's). KEYS: room key, checkpoint key, per room.
+/// ARGV: node id, ttl ms, then one checkpoint per room. Returns how many were saved.
+static SAVE_CHECKPOINTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local saved = 0
+for i = 1, #KEYS / 2 do
+  if redis.call('HGET', KEYS[2 * i - 1], 'node') == ARGV[1] then
+    redis.call('SET', KEYS[2 * i], ARGV[i + 2], 'PX', ARGV[2])
+    saved = saved + 1
+  end
+end
+return saved
+",
+    )
+});
+
+/// A room closed on its node: its checkpoint and entry go, if this node holds it.
+/// KEYS: room, checkpoint, rooms. ARGV: node, id.
+static CLOSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+/// A node stops: releases every room it holds and its own URL lease. KEYS: the rooms
+/// set, this node's key, then one room key per room. ARGV: node id, then the room ids.
+static RELEASE_ALL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 3, #KEYS do
+  if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  end
+end
+redis.call('DEL', KEYS[2])
+return 0
+",
+    )
+});
+
 /// Deletes a room's entry if this node holds it. KEYS: room, rooms. ARGV: node, id.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -143,23 +192,41 @@ impl RedisDirectory {
         &self.node
     }
 
-    /// Saves room checkpoints (room id, encoded `RoomCheckpoint`), each kept `ttl`
-    /// after this write, in one round trip.
+    /// Saves the checkpoints (room id, encoded `RoomCheckpoint`) of the rooms this
+    /// node holds, each kept `ttl` after this write, in one round trip; returns how
+    /// many were saved (the others' leases are another node's now).
     pub async fn save_checkpoints(
         &self,
         checkpoints: &[(String, Vec<u8>)],
         ttl: Duration,
-    ) -> Result<(), DirectoryError> {
-        let mut pipe = redis::pipe();
+    ) -> Result<usize, DirectoryError> {
+        let mut invocation = SAVE_CHECKPOINTS.prepare_invoke();
+        invocation.arg(&self.node.id).arg(ttl.as_millis() as u64);
         for (room, data) in checkpoints {
-            pipe.cmd("SET")
-                .arg(self.key("checkpoint", room))
-                .arg(data)
-                .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .ignore();
+            invocation
+                .key(self.key("room", room))
+                .key(self.key("checkpoint", room))
+                .arg(data);
         }
-        pipe.query_async::<()>(&mut self.connection.clone())
+        invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// The node stops: releases `rooms` (those it holds) and its URL lease, in one
+    /// round trip.
+    pub async fn release_all(&self, rooms: &[String]) -> Result<(), DirectoryError> {
+        let mut invocation = RELEASE_ALL.prepare_invoke();
+        invocation
+            .key(format!("{}rooms", self.prefix))
+            .key(self.key("node", &self.node.id))
+            .arg(&self.node.id);
+        for room in rooms {
+            invocation.key(self.key("room", room)).arg(room);
+        }
+        invocation
+            .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)
     }
@@ -173,11 +240,16 @@ impl RedisDirectory {
             .map_err(failed)
     }
 
-    /// Forgets the room's checkpoint (it closed: the next room with its id starts empty).
-    pub async fn delete_checkpoint(&self, room: &str) -> Result<(), DirectoryError> {
-        redis::cmd("DEL")
-            .arg(self.key("checkpoint", room))
-            .query_async(&mut self.connection.clone())
+    /// A room closed here (it emptied out): its checkpoint and directory entry go (if
+    /// this node still holds it), so the next room with its id starts empty.
+    pub async fn close(&self, room: &str) -> Result<(), DirectoryError> {
+        CLOSE
+            .key(self.key("room", room))
+            .key(self.key("checkpoint", room))
+            .key(format!("{}rooms", self.prefix))
+            .arg(&self.node.id)
+            .arg(room)
+            .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)
     }

@@ -108,6 +108,9 @@ pub enum Checkpoint {
     Room(proto::RoomCheckpoint),
     /// The thread has sent the checkpoints [`SimPool::checkpoint_all`] asked of it.
     Flushed,
+    /// The room with this id closed (it emptied out, or failed): its checkpoint must
+    /// go, so that the next room with its id starts empty.
+    Closed(Arc<str>),
 }
 
 /// How many rooms one creator may make: a user (with JWT), or a client's address
@@ -959,6 +962,9 @@ impl SimThread {
         }
         if let Some(creator) = &shared.creator {
             release_creation(&self.creators, creator);
+        }
+        if let Some(checkpoints) = &self.checkpoints {
+            (checkpoints.sink)(Checkpoint::Closed(shared.id.clone()));
         }
         self.room_count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.rooms.dec();

@@ -24,7 +24,7 @@ use crate::routes::{Followed, Routes};
 /// How long a room redirected to a node this client failed over from waits before it
 /// is joined again (the directory names the dead node until its leases lapse).
 const STALE_REDIRECT_WAIT: Duration = Duration::from_millis(500);
-use crate::{ClientConfig, Command, Event, Shared};
+use crate::{Carried, ClientConfig, Command, Event, Shared};
 
 /// How a driver reaches the client's other connections (see [`Routes`]).
 pub(crate) struct Routing {
@@ -256,7 +256,7 @@ impl Driver {
             Command::Join {
                 room,
                 room_type,
-                next_seq,
+                carried,
             } => {
                 let state = self.rooms.entry(room.clone()).or_insert(RoomState {
                     room_type: room_type.clone(),
@@ -268,7 +268,11 @@ impl Driver {
                     retry_join_at: None,
                     schema: None,
                 });
-                state.next_seq = state.next_seq.max(next_seq);
+                state.next_seq = state.next_seq.max(carried.next_seq);
+                let newest = state.unacked.back().map_or(0, |(seq, _)| *seq);
+                state
+                    .unacked
+                    .extend(carried.unacked.into_iter().filter(|(seq, _)| *seq > newest));
                 Some(self.join_message(&room, &room_type))
             }
             Command::Leave { room } => {
@@ -469,7 +473,11 @@ impl Driver {
         let rooms = (rooms.into_iter())
             .map(|(room, state)| {
                 mirrors.remove(&room);
-                (room, state.room_type, state.next_seq)
+                let carried = Carried {
+                    next_seq: state.next_seq,
+                    unacked: state.unacked,
+                };
+                (room, state.room_type, carried)
             })
             .collect();
         drop(mirrors);
@@ -551,9 +559,13 @@ impl Driver {
                 In::Redirect(redirect) => self.redirected(redirect).await,
                 In::Left(left) => {
                     if left.reason != 0 {
-                        // The server removed us (room closed): forget the room.
+                        // The server removed us (room closed): forget the room, and
+                        // its route (joined again, it may live elsewhere now).
                         self.rooms.remove(&left.room);
                         self.shared.mirrors.lock().remove(&left.room);
+                        if let Some(routes) = self.routing.routes.upgrade() {
+                            routes.left(&left.room);
+                        }
                     }
                     self.emit(Event::Left(left)).await;
                 }
@@ -612,13 +624,14 @@ impl Driver {
     }
 
     /// The room lives on another node: it is joined there, and forgotten here. A
-    /// redirect to a node this connection failed over from (or, for home, to the
-    /// configured URL) means the directory still names the dead node: the room stays
-    /// (with its input numbering: the seat kept for this session continues it) and is
-    /// joined again shortly.
+    /// redirect to a node this connection lost in the last moments means the directory
+    /// still names the dead node: the room stays (with its input numbering: the seat
+    /// kept for this session continues it) and is joined again shortly.
     async fn redirected(&mut self, redirect: proto::Redirect) {
         let proto::Redirect { request_id, room, url } = redirect;
-        let Some((room_type, next_seq)) = self.rooms.get(&room).map(|s| (s.room_type.clone(), s.next_seq)) else {
+        let Some((room_type, next_seq, unacked)) =
+            (self.rooms.get(&room)).map(|s| (s.room_type.clone(), s.next_seq, s.unacked.clone()))
+        else {
             return; // left meanwhile
         };
         // A node this connection failed over from (the directory names it until its
@@ -626,7 +639,7 @@ impl Driver {
         let failed_over_from = (self.unreachable.get(&url)).is_some_and(|at| at.elapsed() < UNREACHABLE_FOR);
         let followed = match self.routing.routes.upgrade() {
             _ if failed_over_from => Ok(Followed::Home),
-            Some(routes) => routes.redirect(&room, &room_type, next_seq, &url),
+            Some(routes) => routes.redirect(&room, &room_type, Carried { next_seq, unacked }, &url),
             None => Err("the client is closed".into()),
         };
         match followed {

@@ -276,9 +276,9 @@ pub(crate) enum Command {
     Join {
         room: String,
         room_type: String,
-        /// Inputs of the room numbered so far (a room moving between the client's
-        /// connections keeps numbering them: a seat kept for the session continues).
-        next_seq: u64,
+        /// What a room moving between the client's connections takes along (none for
+        /// the application's joins).
+        carried: Carried,
     },
     Leave {
         room: String,
@@ -296,6 +296,15 @@ pub(crate) enum Command {
     DropConnection,
     /// Dropped once the close is done.
     Close(oneshot::Sender<()>),
+}
+
+/// What a room takes along when it moves between the client's connections: its input
+/// numbering (a seat kept for the session continues it) and the inputs not
+/// acknowledged yet.
+#[derive(Default)]
+pub(crate) struct Carried {
+    pub next_seq: u64,
+    pub unacked: std::collections::VecDeque<(u64, proto::input::Payload)>,
 }
 
 pub(crate) struct Shared {
@@ -396,7 +405,7 @@ impl Client {
         self.command(Command::Join {
             room: room.into(),
             room_type: room_type.into(),
-            next_seq: 0,
+            carried: Carried::default(),
         });
     }
 

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::link::Target;
-use crate::{ClientConfig, Command, Event, Shared, driver};
+use crate::{Carried, ClientConfig, Command, Event, Shared, driver};
 
 /// Redirects in a row for one join before the client stops following them (nodes
 /// that disagree about a room's owner settle within a lease; more means a loop).
@@ -121,32 +121,27 @@ impl Routes {
     }
 
     /// A relay redirected the join of `room` to `url`: joins it there (over a new
-    /// connection unless one to that node is open), or says it is home's to join
-    /// again (`url` is the configured URL: home has failed over from that node, which
-    /// the directory still names until its leases lapse). An error says why not.
+    /// connection unless one to that node is open; also when `url` is the configured
+    /// URL and home has failed over from it, and it is back). An error says why not.
     pub fn redirect(
         self: &Arc<Self>,
         room: &str,
         room_type: &str,
-        next_seq: u64,
+        carried: Carried,
         url: &str,
     ) -> Result<Followed, String> {
-        let home_url = &self.spawn.config.url;
         let mut table = self.table.lock();
         let hops = table.rooms.get(room).map_or(0, |(_, hops)| *hops) + 1;
         if hops > MAX_HOPS {
             table.rooms.remove(room);
             return Err(format!("redirected {MAX_HOPS} times in a row; not following to {url}"));
         }
-        if url == home_url {
-            table.rooms.remove(room);
-            return Ok(Followed::Home);
-        }
         let sender = {
             let target = Target::parse(url).map_err(|e| e.to_string())?;
             if target.scheme.uses_tls() != self.spawn.tls.is_some() {
                 return Err(format!(
-                    "redirected to {url}, which does not use the same kind of transport security as {home_url}"
+                    "redirected to {url}, which does not use the same kind of transport security as {}",
+                    self.spawn.config.url
                 ));
             }
             table.rooms.insert(room.to_string(), (url.to_string(), hops));
@@ -163,7 +158,7 @@ impl Routes {
         let join = Command::Join {
             room: room.to_string(),
             room_type: room_type.to_string(),
-            next_seq,
+            carried,
         };
         sender.send(join).map_err(|_| "the client is closed".to_string())?;
         Ok(Followed::Node)
@@ -183,16 +178,16 @@ impl Routes {
 
     /// The node at `url` could not be reached again: its rooms are joined again
     /// through home (which redirects them to their new owner).
-    /// (Each room with its type and the inputs numbered so far.)
-    pub fn give_back(&self, url: &str, rooms: Vec<(String, String, u64)>) {
+    /// (Each room with its type and what it takes along.)
+    pub fn give_back(&self, url: &str, rooms: Vec<(String, String, Carried)>) {
         let mut table = self.table.lock();
         table.nodes.remove(url);
-        for (room, room_type, next_seq) in rooms {
+        for (room, room_type, carried) in rooms {
             table.rooms.remove(&room);
             let _ = self.home.send(Command::Join {
                 room,
                 room_type,
-                next_seq,
+                carried,
             });
         }
     }

@@ -539,16 +539,23 @@ export class Client {
     home.#nodes.delete(this.#options.url);
     for (const [room, state] of this.#rooms) {
       home.#redirected.delete(room);
-      home.#adopt(room, state.roomType, state.nextSeq);
+      home.#adopt(room, state.roomType, state);
     }
     this.#rooms.clear();
   }
 
-  /** Joins a room that moves here from another of the client's connections, keeping its input numbering (a seat kept for the session continues it). */
-  #adopt(room: string, roomType: string, nextSeq: bigint): void {
+  /**
+   * Joins a room that moves here from another of the client's connections, with its
+   * input numbering (a seat kept for the session continues it) and its inputs not
+   * acknowledged yet (sent at its `Joined`).
+   */
+  #adopt(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked">): void {
     this.join(room, roomType);
     const state = this.#rooms.get(room);
-    if (state !== undefined && state.nextSeq < nextSeq) state.nextSeq = nextSeq;
+    if (state === undefined) return;
+    if (state.nextSeq < moved.nextSeq) state.nextSeq = moved.nextSeq;
+    const newest = state.unacked.at(-1)?.seq ?? 0n;
+    state.unacked.push(...moved.unacked.filter((u) => u.seq > newest));
   }
 
   /** Joins `room` again after `delayMs`, if it is still waiting for this session's join. */
@@ -561,13 +568,12 @@ export class Client {
   }
 
   /** Home only: the relay said `room` lives at `url`; joins it there. */
-  #follow(room: string, roomType: string, nextSeq: bigint, url: string, requestId: bigint): void {
+  #follow(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked">, url: string, requestId: bigint): void {
     const hops = (this.#redirected.get(room)?.hops ?? 0) + 1;
     this.#redirected.delete(room);
     const refuse = (message: string): void =>
       this.#emit("error", create(v1.ErrorSchema, { code: v1.ErrorCode.UNAVAILABLE, message, requestId, room }));
     if (hops > MAX_HOPS) return refuse(`redirected ${MAX_HOPS} times in a row; not following to ${url}`);
-    if (url === this.#options.url) return this.#adopt(room, roomType, nextSeq);
     let node = this.#nodes.get(url);
     if (node === undefined || node.#stopped) {
       try {
@@ -581,7 +587,7 @@ export class Client {
     }
     this.#redirected.set(room, { node, hops });
     this.#emit("redirected", { room, url });
-    node.#adopt(room, roomType, nextSeq);
+    node.#adopt(room, roomType, moved);
   }
 
   // -- inbound ----------------------------------------------------------------------
@@ -633,7 +639,7 @@ export class Client {
             break;
           }
           this.#rooms.delete(room);
-          this.#home.#follow(room, state.roomType, state.nextSeq, url, requestId);
+          this.#home.#follow(room, state.roomType, state, url, requestId);
           break;
         }
         case "joined": {
