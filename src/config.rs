@@ -583,6 +583,12 @@ impl Config {
         if self.cluster.redis_url.is_some() && self.cluster.lease_ms < 300 {
             return invalid("cluster.lease_ms must be at least 300".into());
         }
+        if self.cluster.redis_url.is_some() && self.cluster.public_url.is_none() && self.listen.ip().is_unspecified() {
+            return invalid(format!(
+                "cluster mode listening on {}: set cluster.public_url (--public-url), the URL other machines reach this node at",
+                self.listen
+            ));
+        }
         if self.session.max_message_bytes < 64 || self.websocket.read_buffer_bytes < 256 {
             return invalid("session.max_message_bytes must be >= 64 and websocket.read_buffer_bytes >= 256".into());
         }

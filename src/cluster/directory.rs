@@ -60,10 +60,12 @@ pub enum Claim {
 }
 
 /// The directory could not be reached or answered nonsense: what needs it is refused
-/// (with a typed error) until it comes back. Rooms already owned may keep running only
-/// until a full lease has passed since the node's last successful renewal (timed from
-/// when it sent that renewal, on its own clock): after that another node may have
-/// taken them, and the node must count them lost.
+/// (with a typed error) until it comes back. A full lease after the node's last
+/// successful renewal, another node may have taken its rooms. The relay keeps serving
+/// its rooms meanwhile (players on a node cut off from Redis but not from them keep
+/// playing); when the directory answers again, a room another node took is closed here
+/// (its members join it again there), and checkpoints of rooms this node no longer
+/// holds are not written. During such a partition two nodes can run the same room.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("room directory unavailable: {0}")]
 pub struct DirectoryError(pub String);

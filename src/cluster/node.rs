@@ -181,9 +181,9 @@ impl Cluster {
             user_id: user_id.to_string(),
         };
         let record = record.encode_to_vec();
-        let _ = self
-            .call(self.directory.save_session(self.settings.number, token, &record))
-            .await;
+        let ttl = self.settings.lease + self.settings.resume_grace;
+        let saved = self.directory.save_session(self.settings.number, token, &record, ttl);
+        let _ = self.call(saved).await;
     }
 
     /// Forgets a session that ended.
@@ -501,24 +501,25 @@ impl Cluster {
                 max_members: r.max_members,
             })
             .collect();
-        let _ = self.call(self.bus.keep_listening()).await;
-        let _ = self
-            .call(
-                self.directory
-                    .keep_sessions(self.settings.number, self.settings.lease + self.settings.resume_grace),
-            )
-            .await;
+        // The leases first: nothing below may delay them past their lapse.
+        let renewed = self.call(self.directory.renew(&rooms)).await;
         let mut open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
-        // Closed here (emptied out): the next room with the id starts empty. One whose
-        // release failed (Redis away) is tried again next round.
+        // Closed here (emptied out) and not yet dropped from the directory (the room's
+        // Closed marker does it; this catches what Redis missed): the next room with
+        // the id starts empty. Tried again next round when Redis fails.
         for closed in held.difference(&open).cloned().collect::<Vec<_>>() {
             if self.call(self.directory.close(&closed)).await.is_err() {
                 open.insert(closed);
             }
         }
         *held = open;
+        let _ = self.call(self.bus.keep_listening()).await;
+        let session_ttl = self.settings.lease + self.settings.resume_grace;
+        let _ = self
+            .call(self.directory.keep_sessions(self.settings.number, session_ttl))
+            .await;
         // On failure the rooms keep running; the next round tries again.
-        let Ok(lapsed) = self.call(self.directory.renew(&rooms)).await else {
+        let Ok(lapsed) = renewed else {
             return;
         };
         if self.stopping.load(Ordering::Acquire) {

@@ -257,7 +257,25 @@ impl RedisDirectory {
     /// A number for this node start, from 1 to 8191, unique among the nodes running
     /// (it cycles after 8,191 starts): the high bits of its session ids and the prefix
     /// of its resume tokens.
+    ///
+    /// Refused while another node with this node's id is alive (or died less than a
+    /// lease ago): two nodes with one id would take each other's rooms for their own.
     pub async fn register_node(&self) -> Result<u64, DirectoryError> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.key("node", &self.node.id))
+            .arg(&self.node.url)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.lease_ms)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        if taken.is_none() {
+            return Err(DirectoryError(format!(
+                "another node with id `{}` is running (or stopped without handing off less than a lease ago); give each node its own --node-id or --public-url",
+                self.node.id
+            )));
+        }
         let n: u64 = redis::cmd("INCR")
             .arg(format!("{}node-starts", self.prefix))
             .query_async(&mut self.connection.clone())
@@ -267,12 +285,27 @@ impl RedisDirectory {
     }
 
     /// Records a live session of node `number` under its resume token.
-    pub async fn save_session(&self, number: u64, token: &str, record: &[u8]) -> Result<(), DirectoryError> {
-        redis::cmd("HSET")
-            .arg(self.key("sessions", &number.to_string()))
+    /// The records expire `ttl` after the last write or renewal (see
+    /// [`RedisDirectory::keep_sessions`]), so a node that dies leaves none behind.
+    pub async fn save_session(
+        &self,
+        number: u64,
+        token: &str,
+        record: &[u8],
+        ttl: Duration,
+    ) -> Result<(), DirectoryError> {
+        let key = self.key("sessions", &number.to_string());
+        redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
             .arg(token)
             .arg(record)
-            .query_async(&mut self.connection.clone())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .query_async::<()>(&mut self.connection.clone())
             .await
             .map_err(failed)
     }

@@ -587,6 +587,23 @@ impl Session {
         }
         // A room open here is this node's; one that is not may live on another node.
         if self.ctx.clustered && self.ctx.rooms.find(&join.room).is_none() {
+            // Claims of rooms left before they answered still run: bounded too.
+            let is_claim = |op: &&DirectoryOp| matches!(op, DirectoryOp::Claim { .. });
+            let claiming = self
+                .directory_ops
+                .iter()
+                .chain(&self.in_flight)
+                .filter(is_claim)
+                .count();
+            if claiming >= self.ctx.settings.max_rooms_per_session {
+                let message = "too many joins waiting for the room directory; wait for their answers";
+                return self.reply(error_message(
+                    ErrorCode::LimitExceeded,
+                    message,
+                    join.request_id,
+                    &join.room,
+                ));
+            }
             self.directory_ops.push(DirectoryOp::Claim {
                 room: join.room.clone(),
                 room_type: join.room_type.clone(),

@@ -876,3 +876,25 @@ fn clustered_listings_waiting_for_the_directory_are_bounded() {
     h.send((1..=5).map(list).collect()).unwrap();
     assert_eq!(h.errors(), [(ErrorCode::LimitExceeded, 5)]);
 }
+
+#[test]
+fn clustered_claims_under_way_are_bounded_even_for_rooms_left() {
+    let mut h = Harness::clustered();
+    h.replies();
+    let leave = |room: &str| {
+        Out::Leave(proto::LeaveRoom {
+            room: room.into(),
+            request_id: 0,
+        })
+    };
+    // Join and leave at once, again and again: each claim still runs.
+    h.send(vec![join("a", 1), leave("a"), join("b", 2), leave("b")])
+        .unwrap();
+    h.replies();
+    h.one(join("c", 3)).unwrap();
+    assert_eq!(
+        h.errors(),
+        [(ErrorCode::LimitExceeded, 3)],
+        "two claims under way: the cap"
+    );
+}

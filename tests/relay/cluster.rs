@@ -527,3 +527,24 @@ async fn a_rolling_restart_loses_nothing() {
     assert_eq!(owned, [1, 2, 3, 4, 5], "every input applied before the stop");
     assert_eq!(mirror.last_input_seq(), 5);
 }
+
+/// Two live nodes with one id would take each other's rooms for their own: the second
+/// is refused at start, saying why. So is a node other machines could not reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_in_use_or_an_unreachable_public_url_is_refused_at_start() {
+    let cluster = TestCluster::start();
+    let _first = cluster.node_with(|c| c.cluster.node_id = Some("relay-1".into())).await;
+    let mut config = tickrelay::config::Config::loopback(60);
+    config.cluster.redis_url = Some(cluster.redis.url());
+    config.cluster.node_id = Some("relay-1".into());
+    let error = tickrelay::server::Server::bind(config.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("another node with id `relay-1`"), "{error}");
+
+    config.cluster.node_id = None;
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    let error = tickrelay::server::Server::bind(config).await.err().expect("refused");
+    assert!(error.to_string().contains("public_url"), "{error}");
+}

@@ -336,7 +336,7 @@ impl Room {
             existing.outbox = outbox;
             existing.join_seq = join_seq;
             existing.needs_full = true;
-        } else if let Some(seat) = self.reserved.remove(&member) {
+        } else if let Some(seat) = self.take_reserved(member, &user_id) {
             // Back after a restore: the simulation kept what it had for this member.
             let info = MemberInfo {
                 member_id: member,
@@ -385,6 +385,18 @@ impl Room {
             let _ = m.outbox.push_reliable(encode_message(joined));
         }
         Ok(())
+    }
+
+    /// The seat a restore kept for `member`, if it is `user_id`'s. Another user's (a
+    /// member id reused: node numbers cycle) is given up: the simulation drops what it
+    /// kept for it before this member joins.
+    fn take_reserved(&mut self, member: MemberId, user_id: &str) -> Option<Reserved> {
+        let seat = self.reserved.remove(&member)?;
+        if *seat.user_id == *user_id {
+            return Some(seat);
+        }
+        self.sim_calls.push(SimCall::Leave(member));
+        None
     }
 
     /// Removes a member (a leave request, or its resume grace period ended). It is
