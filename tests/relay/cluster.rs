@@ -539,12 +539,11 @@ async fn a_node_id_in_use_or_an_unreachable_public_url_is_refused_at_start() {
     config.cluster.node_id = Some("relay-1".into());
     let error = tickrelay::server::Server::bind(config.clone())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(error.to_string().contains("another node with id `relay-1`"), "{error}");
 
     config.cluster.node_id = None;
     config.listen = "0.0.0.0:0".parse().unwrap();
-    let error = tickrelay::server::Server::bind(config).await.err().expect("refused");
+    let error = tickrelay::server::Server::bind(config).await.expect_err("refused");
     assert!(error.to_string().contains("public_url"), "{error}");
 }
