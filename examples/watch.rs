@@ -92,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         request_id: 1,
         room: args.room.clone(),
         room_type: "arena".into(),
+        ..Default::default()
     })]))
     .await?;
 

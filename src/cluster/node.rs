@@ -116,6 +116,9 @@ impl Pending {
     }
 }
 
+/// How long a seat ticket is good for.
+const SEAT_TICKET_TTL: Duration = Duration::from_secs(60);
+
 /// Checkpoints taken from the channel at once, at most.
 const CHECKPOINTS_PER_WRITE: usize = 256;
 
@@ -208,9 +211,30 @@ impl Cluster {
     /// Runs one piece of a session's directory work.
     pub async fn run(&self, op: DirectoryOp) -> DirectoryReply {
         match op {
-            DirectoryOp::Claim { room, room_type } => {
+            DirectoryOp::Claim {
+                room,
+                room_type,
+                seat,
+                member,
+            } => {
+                // A redirected member's ticket: join with the member id it carries.
+                let carried = match seat.is_empty() {
+                    true => None,
+                    false => self.take_seat(&room, &seat).await,
+                };
                 let outcome = self.claim(&room, &room_type).await;
-                DirectoryReply::Claim { room, outcome }
+                let ticket = match &outcome {
+                    Ok(Claim::Theirs { url: Some(_), .. }) => {
+                        self.seat_ticket(&room, carried.as_ref().unwrap_or(&member)).await
+                    }
+                    _ => String::new(),
+                };
+                DirectoryReply::Claim {
+                    room,
+                    outcome,
+                    ticket,
+                    seat: carried,
+                }
             }
             DirectoryOp::List {
                 request_id,
@@ -233,6 +257,29 @@ impl Cluster {
                 DirectoryReply::List { request_id, outcome }
             }
         }
+    }
+
+    /// A seat ticket for a member redirected to `room`'s node: it joins there with
+    /// this member id (empty when Redis failed: it joins with the id of its session
+    /// there).
+    async fn seat_ticket(&self, room: &str, member: &proto::Seat) -> String {
+        let ticket = crate::transport::registry::resume_token();
+        let seat = member.encode_to_vec();
+        let key = format!("{room}/{ticket}");
+        match self.call(self.directory.save_seat(&key, &seat, SEAT_TICKET_TTL)).await {
+            Ok(()) => ticket,
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The member a seat ticket for `room` carries, if the ticket is valid (it is
+    /// taken: used once).
+    async fn take_seat(&self, room: &str, ticket: &str) -> Option<proto::Seat> {
+        let seat = self
+            .call(self.directory.take_seat(&format!("{room}/{ticket}")))
+            .await
+            .ok()??;
+        proto::Seat::decode(&seat[..]).ok()
     }
 
     /// Claims a room for this node, or learns who owns it. An unknown room type is

@@ -14,6 +14,7 @@
 //! | `node:<id>:inbox` | (a pub/sub channel: room events for the node's rooms) | — |
 //! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
 //! | `node-starts` | a counter numbering node starts | never |
+//! | `seat:<ticket>` | a redirected member's seat ticket (`Seat`, protobuf: member id, user, room) | a minute, or when used |
 //! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (so without listings it keeps the ids of rooms whose owner died; a periodic sweep is still to come) | never |
 //!
 //! The scripts touch keys they compute from the prefix, which a single Redis (or a
@@ -227,6 +228,27 @@ impl RedisDirectory {
         }
         invocation
             .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// Keeps a seat ticket (see `Redirect.seat`) for `ttl`.
+    pub async fn save_seat(&self, ticket: &str, seat: &[u8], ttl: Duration) -> Result<(), DirectoryError> {
+        redis::cmd("SET")
+            .arg(self.key("seat", ticket))
+            .arg(seat)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// Takes a seat ticket (read and deleted: it is used once).
+    pub async fn take_seat(&self, ticket: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
+        redis::cmd("GETDEL")
+            .arg(self.key("seat", ticket))
+            .query_async(&mut self.connection.clone())
             .await
             .map_err(failed)
     }

@@ -115,6 +115,10 @@ pub enum DirectoryOp {
         room: String,
         /// The room type the join named (empty: the default).
         room_type: String,
+        /// The seat ticket the join presented (empty: none).
+        seat: String,
+        /// Who joins: the member id and user a redirect's ticket carries on.
+        member: proto::Seat,
     },
     /// One page of the cluster's rooms, for `ListRooms`.
     List {
@@ -137,6 +141,10 @@ pub enum DirectoryReply {
         room: String,
         /// Whether this node owns it now, or which node does.
         outcome: Result<Claim, PoolError>,
+        /// Redirected: the seat ticket for the owner (empty: none).
+        ticket: String,
+        /// The seat the join's ticket carried: join as that member.
+        seat: Option<proto::Seat>,
     },
     /// To [`DirectoryOp::List`].
     List {
@@ -186,6 +194,9 @@ pub struct Session {
 struct Membership {
     handle: RoomHandle,
     join_seq: u64,
+    /// This session's member id in the room: its own id, or the one a redirected
+    /// member's seat ticket carried.
+    member: MemberId,
 }
 
 /// A join waiting for the directory's claim, with what the client sent the room
@@ -301,7 +312,7 @@ impl Session {
         for room in self.rooms.values() {
             let command = Command::Resync {
                 room: room.handle.key,
-                member: self.id,
+                member: room.member,
                 request_id: 0,
             };
             let _ = self.ctx.rooms.send(&room.handle, command);
@@ -434,12 +445,12 @@ impl Session {
                     });
                     return self.reply(encode_message(left));
                 }
-                let Some(room) = self.room(&leave.room) else {
+                let Some((room, member)) = self.room(&leave.room) else {
                     return self.not_a_member(&leave.room, leave.request_id);
                 };
                 let command = Command::Leave {
                     room: room.key,
-                    member: self.id,
+                    member,
                     request_id: leave.request_id,
                 };
                 // Forget the room only once the leave is on its way.
@@ -463,7 +474,7 @@ impl Session {
                     let message = format!("input seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
                     return self.reply(error_message(ErrorCode::BadRequest, &message, input.seq, &input.room));
                 }
-                let Some(room) = room else {
+                let Some((room, member)) = room else {
                     let waiting = Waiting::Input {
                         seq: input.seq,
                         payload,
@@ -472,14 +483,14 @@ impl Session {
                 };
                 let command = Command::Input {
                     room: room.key,
-                    member: self.id,
+                    member,
                     seq: input.seq,
                     payload,
                 };
                 self.send(&room, command, input.seq);
             }
             K::Event(event) => {
-                let Some(room) = self.room(&event.room) else {
+                let Some((room, member)) = self.room(&event.room) else {
                     if self.claims.contains_key(&event.room) {
                         let room = event.room.clone();
                         return self.wait_for_claim(&room, Waiting::Event(event), 0);
@@ -488,7 +499,7 @@ impl Session {
                 };
                 let command = Command::Event {
                     room: room.key,
-                    member: self.id,
+                    member,
                     event,
                 };
                 self.send(&room, command, 0);
@@ -586,7 +597,9 @@ impl Session {
             ));
         }
         // A room open here is this node's; one that is not may live on another node.
-        if self.ctx.clustered && self.ctx.rooms.find(&join.room).is_none() {
+        // A seat ticket is checked in the directory too.
+        let needs_directory = self.ctx.rooms.find(&join.room).is_none() || !join.seat.is_empty();
+        if self.ctx.clustered && needs_directory {
             // Claims of rooms left before they answered still run: bounded too.
             let is_claim = |op: &&DirectoryOp| matches!(op, DirectoryOp::Claim { .. });
             let claiming = self
@@ -607,6 +620,12 @@ impl Session {
             self.directory_ops.push(DirectoryOp::Claim {
                 room: join.room.clone(),
                 room_type: join.room_type.clone(),
+                seat: join.seat,
+                member: proto::Seat {
+                    member_id: self.id,
+                    user_id: self.identity.user_id.to_string(),
+                    last_input_seq: 0,
+                },
             });
             let pending = PendingJoin {
                 request_id: join.request_id,
@@ -616,12 +635,21 @@ impl Session {
             self.claims.insert(join.room, pending);
             return;
         }
-        self.open_and_join(join.room, &join.room_type, join.request_id);
+        let (member, user_id) = (self.id, self.identity.user_id.clone());
+        self.open_and_join(join.room, &join.room_type, join.request_id, member, user_id);
     }
 
-    /// Opens the room here (creating it if needed) and sends the join; the room's
-    /// handle when the session is now a member (or about to be).
-    fn open_and_join(&mut self, room: String, room_type: &str, request_id: u64) -> Option<RoomHandle> {
+    /// Opens the room here (creating it if needed) and sends the join as `member`
+    /// (this session's id, or a redirected member's); the room's handle when the
+    /// session is now a member (or about to be).
+    fn open_and_join(
+        &mut self,
+        room: String,
+        room_type: &str,
+        request_id: u64,
+        member: MemberId,
+        user_id: Arc<str>,
+    ) -> Option<RoomHandle> {
         let handle = match self.ctx.rooms.open(&room, room_type, &self.identity.creator) {
             Ok(handle) => handle,
             Err(e) => {
@@ -633,8 +661,8 @@ impl Session {
         self.next_join += 1;
         let command = Command::Join {
             room: handle.key,
-            member: self.id,
-            user_id: self.identity.user_id.clone(),
+            member,
+            user_id,
             outbox: self.outbox.clone(),
             request_id,
             join_seq,
@@ -647,6 +675,7 @@ impl Session {
             Membership {
                 handle: handle.clone(),
                 join_seq,
+                member,
             },
         );
         Some(handle)
@@ -692,7 +721,12 @@ impl Session {
                 Ok((rooms, more)) => self.reply_rooms(request_id, rooms, more),
                 Err(e) => self.pool_error(&e, request_id, ""),
             },
-            DirectoryReply::Claim { room, outcome } => {
+            DirectoryReply::Claim {
+                room,
+                outcome,
+                ticket,
+                seat,
+            } => {
                 // Left (or the session closed) while the claim ran: nothing to finish.
                 let Some(pending) = self.claims.remove(&room) else {
                     return;
@@ -700,20 +734,29 @@ impl Session {
                 let request_id = pending.request_id;
                 match outcome {
                     Ok(Claim::Ours) => {
-                        let Some(handle) = self.open_and_join(room, &pending.room_type, request_id) else {
+                        // A redirected member joins with the member id its ticket carries
+                        // (with JWT, only the ticket's own user).
+                        let jwt = self.ctx.auth.mode() == AuthMode::Jwt;
+                        let seat = seat.filter(|seat| !jwt || *seat.user_id == *self.identity.user_id);
+                        let (member, user_id) = match seat {
+                            Some(seat) => (seat.member_id, Arc::from(seat.user_id)),
+                            None => (self.id, self.identity.user_id.clone()),
+                        };
+                        let Some(handle) = self.open_and_join(room, &pending.room_type, request_id, member, user_id)
+                        else {
                             return;
                         };
                         for waiting in pending.waiting {
                             let command = match waiting {
                                 Waiting::Input { seq, payload } => Command::Input {
                                     room: handle.key,
-                                    member: self.id,
+                                    member,
                                     seq,
                                     payload,
                                 },
                                 Waiting::Event(event) => Command::Event {
                                     room: handle.key,
-                                    member: self.id,
+                                    member,
                                     event,
                                 },
                             };
@@ -721,7 +764,13 @@ impl Session {
                         }
                     }
                     Ok(Claim::Theirs { url: Some(url), .. }) => {
-                        let redirect = Kind::Redirect(proto::Redirect { request_id, room, url });
+                        let seat = ticket;
+                        let redirect = Kind::Redirect(proto::Redirect {
+                            request_id,
+                            room,
+                            url,
+                            seat,
+                        });
                         self.reply(encode_message(redirect));
                     }
                     Ok(Claim::Theirs { node, url: None }) => {
@@ -768,12 +817,12 @@ impl Session {
                 });
             }
             Some(request::Kind::Resync(resync)) => {
-                let Some(room) = self.room(&resync.room) else {
+                let Some((room, member)) = self.room(&resync.room) else {
                     return self.not_a_member(&resync.room, id);
                 };
                 let command = Command::Resync {
                     room: room.key,
-                    member: self.id,
+                    member,
                     request_id: id,
                 };
                 self.send(&room, command, id);
@@ -782,9 +831,9 @@ impl Session {
         }
     }
 
-    /// The handle of a room this session is in.
-    fn room(&self, id: &str) -> Option<RoomHandle> {
-        self.rooms.get(id).map(|r| r.handle.clone())
+    /// The handle of a room this session is in, and its member id there.
+    fn room(&self, id: &str) -> Option<(RoomHandle, MemberId)> {
+        self.rooms.get(id).map(|r| (r.handle.clone(), r.member))
     }
 
     /// Forgets the rooms the session is no longer in: refused joins, closed rooms,
@@ -851,7 +900,7 @@ impl Session {
         for (_, room) in self.rooms.drain() {
             let command = Command::Leave {
                 room: room.handle.key,
-                member: self.id,
+                member: room.member,
                 request_id: 0,
             };
             let _ = self.ctx.rooms.send(&room.handle, command);

@@ -34,6 +34,8 @@ struct FakeRooms {
     listed: Mutex<Vec<(String, usize)>>,
     refuse_open: Mutex<Option<PoolError>>,
     refuse_send: Mutex<Option<PoolError>>,
+    /// The member id of every join and input sent.
+    members: Mutex<Vec<MemberId>>,
 }
 
 impl Rooms for FakeRooms {
@@ -63,6 +65,9 @@ impl Rooms for FakeRooms {
     fn send(&self, _: &RoomHandle, command: Command) -> Result<(), PoolError> {
         if let Some(e) = self.refuse_send.lock().clone() {
             return Err(e);
+        }
+        if let Command::Join { member, .. } | Command::Input { member, .. } = &command {
+            self.members.lock().push(*member);
         }
         let sent = match command {
             Command::Join { room, join_seq, .. } => Sent::Join { room, join_seq },
@@ -691,19 +696,39 @@ fn a_session_dropped_without_closing_only_marks_its_outbox() {
     assert!(rooms.sent.lock().is_empty());
 }
 
-/// Cluster mode: the directory's answer to the claim the session asked for.
+/// Cluster mode: the directory's answer to the claim the session asked for (a
+/// redirect carries the seat ticket "ticket").
 fn claimed(h: &mut Harness, room: &str, outcome: Result<Claim, PoolError>) {
+    claimed_with(h, room, outcome, "", None);
+}
+
+/// [`claimed`] for a join that presented `seat`, whose ticket carried `carried`.
+fn claimed_with(
+    h: &mut Harness,
+    room: &str,
+    outcome: Result<Claim, PoolError>,
+    seat: &str,
+    carried: Option<proto::Seat>,
+) {
     let op = h.session.poll_directory();
-    assert_eq!(
-        op,
-        Some(DirectoryOp::Claim {
-            room: room.into(),
-            room_type: String::new()
-        })
-    );
+    let member = proto::Seat {
+        member_id: 7,
+        user_id: "anonymous-1".into(),
+        last_input_seq: 0,
+    };
+    let expected = DirectoryOp::Claim {
+        room: room.into(),
+        room_type: String::new(),
+        seat: seat.into(),
+        member,
+    };
+    assert_eq!(op, Some(expected));
+    let redirected = matches!(outcome, Ok(Claim::Theirs { url: Some(_), .. }));
     let reply = DirectoryReply::Claim {
         room: room.into(),
         outcome,
+        ticket: if redirected { "ticket".into() } else { String::new() },
+        seat: carried,
     };
     h.session.on_directory(reply);
 }
@@ -768,6 +793,7 @@ fn clustered_a_room_owned_elsewhere_redirects_and_frees_the_slot() {
         request_id: 2,
         room: "b".into(),
         url,
+        seat: "ticket".into(),
     };
     assert_eq!(h.replies(), [Kind::Redirect(redirect)]);
     h.one(input("b", 1)).unwrap();
@@ -897,4 +923,30 @@ fn clustered_claims_under_way_are_bounded_even_for_rooms_left() {
         [(ErrorCode::LimitExceeded, 3)],
         "two claims under way: the cap"
     );
+}
+
+#[test]
+fn clustered_a_seat_ticket_joins_as_the_member_it_carries() {
+    let mut h = Harness::clustered();
+    h.replies();
+    // Open here already: the ticket still goes to the directory.
+    h.rooms.open("r", "", "").unwrap();
+    h.one(Out::Join(proto::JoinRoom {
+        room: "r".into(),
+        request_id: 1,
+        seat: "t".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(h.sent(), []);
+    let carried = proto::Seat {
+        member_id: 42,
+        user_id: "anonymous-9".into(),
+        last_input_seq: 0,
+    };
+    claimed_with(&mut h, "r", Ok(Claim::Ours), "t", Some(carried));
+    let r = h.key("r");
+    assert_eq!(h.sent(), [Sent::Join { room: r, join_seq: 1 }]);
+    h.one(input("r", 3)).unwrap();
+    assert_eq!(h.rooms.members.lock().last(), Some(&42), "inputs go in as member 42");
 }

@@ -176,6 +176,7 @@ async fn join_typed_or_redirect(client: &mut TestClient, room: &str, room_type: 
             request_id,
             room: room.into(),
             room_type: room_type.into(),
+            ..Default::default()
         })])
         .await;
     client
@@ -297,6 +298,7 @@ async fn redis_lost_and_back() {
             request_id,
             room: "new".into(),
             room_type: String::new(),
+            ..Default::default()
         })])
         .await;
     let code = newcomer
@@ -403,6 +405,7 @@ async fn join_until_open(client: &mut TestClient, room: &str) -> Duration {
                 request_id,
                 room: room.into(),
                 room_type: String::new(),
+                ..Default::default()
             })])
             .await;
         let joined = client
@@ -546,4 +549,87 @@ async fn a_node_id_in_use_or_an_unreachable_public_url_is_refused_at_start() {
     config.listen = "0.0.0.0:0".parse().unwrap();
     let error = tickrelay::server::Server::bind(config).await.expect_err("refused");
     assert!(error.to_string().contains("public_url"), "{error}");
+}
+
+/// A member whose session continued on one node while its room was restored on
+/// another is redirected there with a seat ticket, and takes its seat back: the same
+/// member id, its entities, its applied inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirected_member_takes_its_kept_seat_back_with_its_ticket() {
+    let cluster = TestCluster::start();
+    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+    let (b, c) = (cluster.node().await, cluster.node().await);
+    let mut player = TestClient::connect(&a.server).await;
+    let (session_id, token) = (player.welcome.session_id, player.welcome.resume_token.clone());
+    join_or_redirect(&mut player, "world").await;
+    create_and_wait(&mut player, "world", 5).await;
+    let written = a.server.metric("tickrelay_checkpoints_written_total");
+    a.server
+        .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+    a.kill();
+    // Someone on c opens the room there first.
+    let mut other = TestClient::connect(&c).await;
+    join_until_open(&mut other, "world").await;
+    // The player continues on b, is redirected to c with a ticket, and joins there.
+    let mut on_b = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
+    let request_id = on_b.request_id();
+    on_b.send(vec![client_message::Kind::Join(proto::JoinRoom {
+        request_id,
+        room: "world".into(),
+        ..Default::default()
+    })])
+    .await;
+    let redirect = on_b
+        .until(|k| match k {
+            Kind::Redirect(r) if r.request_id == request_id => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(redirect.url, node_url(&c));
+    assert!(!redirect.seat.is_empty(), "a seat ticket");
+    let mut on_c = TestClient::connect(&c).await;
+    assert_ne!(on_c.welcome.session_id, session_id, "a session of c's own");
+    let request_id = on_c.request_id();
+    let join = proto::JoinRoom {
+        request_id,
+        room: "world".into(),
+        seat: redirect.seat.clone(),
+        ..Default::default()
+    };
+    on_c.send(vec![client_message::Kind::Join(join.clone())]).await;
+    let joined = on_c
+        .until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(j.clone()),
+            Kind::Error(e) if e.request_id == request_id => panic!("{e:?}"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (joined.member_id, joined.last_input_seq),
+        (session_id, 1),
+        "its kept seat"
+    );
+    on_c.frames_in("world", 1).await;
+    let owned: Vec<u64> = (on_c.mirrors["world"].world().entities())
+        .filter(|e| e.owner() == session_id)
+        .map(|e| e.id())
+        .collect();
+    assert_eq!(owned, [5]);
+    // Its next input (seq 2) is applied as that member.
+    let seq = on_c
+        .input_with_seq("world", 2, tickrelay_testkit::create_entity(6))
+        .await;
+    on_c.applied("world", seq).await;
+    // A ticket is used once: presented again, it is a join as c's own session.
+    let mut again = TestClient::connect(&c).await;
+    let id = again.welcome.session_id;
+    again.send(vec![client_message::Kind::Join(join)]).await;
+    let joined = again
+        .until(|k| match k {
+            Kind::Joined(j) => Some(j.member_id),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, id);
 }

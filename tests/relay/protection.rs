@@ -91,6 +91,7 @@ async fn a_token_restricted_to_rooms_cannot_join_others() {
         request_id: 9,
         room: "admin".into(),
         room_type: String::new(),
+        ..Default::default()
     })])
     .await;
     let error = c
@@ -588,6 +589,7 @@ async fn quic_tokens_are_checked_in_the_hello() {
         request_id: 9,
         room: "elsewhere".into(),
         room_type: "relay".into(),
+        ..Default::default()
     })])
     .await;
     let code = c
@@ -781,6 +783,7 @@ async fn room_creation_is_limited_per_address() {
         room: "r3".into(),
         room_type: "relay".into(),
         request_id,
+        ..Default::default()
     })])
     .await;
     let error = b

@@ -32,6 +32,7 @@ fn join_request(request_id: u64, room: &str, room_type: &str) -> client_message:
         request_id,
         room: room.into(),
         room_type: room_type.into(),
+        ..Default::default()
     })
 }
 

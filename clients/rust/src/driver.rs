@@ -51,6 +51,8 @@ struct RoomState {
     /// Cluster mode: the join was answered `UNAVAILABLE` (the room's node died and
     /// its lease has not lapsed yet, or Redis is away): join again at this time.
     retry_join_at: Option<Instant>,
+    /// A redirect's seat ticket, presented in this room's next join (then dropped).
+    seat: String,
     /// The room's declared kinds, from its first `Joined` (needed to decode its
     /// frames). Until it arrives the room has no mirror: frames are not applied, nor
     /// acknowledged over QUIC, so the server sends its full snapshot again.
@@ -266,9 +268,13 @@ impl Driver {
                     applied_tick: 0,
                     applied_acked: false,
                     retry_join_at: None,
+                    seat: String::new(),
                     schema: None,
                 });
                 state.next_seq = state.next_seq.max(carried.next_seq);
+                if !carried.seat.is_empty() {
+                    state.seat = carried.seat;
+                }
                 let newest = state.unacked.back().map_or(0, |(seq, _)| *seq);
                 state
                     .unacked
@@ -332,6 +338,7 @@ impl Driver {
             return; // left meanwhile
         };
         state.joined = true;
+        state.seat.clear();
         // Inputs that waited for the join (the room drops what it applied already).
         for (seq, payload) in &state.unacked {
             self.queue.push_back(Out::Input(proto::Input {
@@ -357,10 +364,12 @@ impl Driver {
 
     fn join_message(&mut self, room: &str, room_type: &str) -> Out {
         let request_id = self.request_id();
+        let seat = self.rooms.get(room).map(|s| s.seat.clone()).unwrap_or_default();
         Out::Join(proto::JoinRoom {
             request_id,
             room: room.into(),
             room_type: room_type.into(),
+            seat,
         })
     }
 
@@ -476,6 +485,7 @@ impl Driver {
                 let carried = Carried {
                     next_seq: state.next_seq,
                     unacked: state.unacked,
+                    seat: String::new(),
                 };
                 (room, state.room_type, carried)
             })
@@ -628,7 +638,12 @@ impl Driver {
     /// still names the dead node: the room stays (with its input numbering: the seat
     /// kept for this session continues it) and is joined again shortly.
     async fn redirected(&mut self, redirect: proto::Redirect) {
-        let proto::Redirect { request_id, room, url } = redirect;
+        let proto::Redirect {
+            request_id,
+            room,
+            url,
+            seat,
+        } = redirect;
         let Some((room_type, next_seq, unacked)) =
             (self.rooms.get(&room)).map(|s| (s.room_type.clone(), s.next_seq, s.unacked.clone()))
         else {
@@ -639,7 +654,14 @@ impl Driver {
         let failed_over_from = (self.unreachable.get(&url)).is_some_and(|at| at.elapsed() < UNREACHABLE_FOR);
         let followed = match self.routing.routes.upgrade() {
             _ if failed_over_from => Ok(Followed::Home),
-            Some(routes) => routes.redirect(&room, &room_type, Carried { next_seq, unacked }, &url),
+            Some(routes) => {
+                let carried = Carried {
+                    next_seq,
+                    unacked,
+                    seat,
+                };
+                routes.redirect(&room, &room_type, carried, &url)
+            }
             None => Err("the client is closed".into()),
         };
         match followed {

@@ -305,6 +305,8 @@ pub(crate) enum Command {
 pub(crate) struct Carried {
     pub next_seq: u64,
     pub unacked: std::collections::VecDeque<(u64, proto::input::Payload)>,
+    /// A redirect's seat ticket, for the join on the room's node.
+    pub seat: String,
 }
 
 pub(crate) struct Shared {

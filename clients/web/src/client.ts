@@ -160,6 +160,23 @@ interface RoomState {
   wireSchema: v1.KindSchema[];
   mirror: StateMirror | undefined;
   resyncAskedMs: number;
+  /** A redirect's seat ticket, presented in this room's next join (then dropped). */
+  seat: string;
+}
+
+/** A room this client asked to join, not answered yet. */
+function newRoom(roomType: string): RoomState {
+  return {
+    roomType,
+    joined: false,
+    nextSeq: 0n,
+    unacked: [],
+    schema: undefined,
+    wireSchema: [],
+    mirror: undefined,
+    resyncAskedMs: -Infinity,
+    seat: "",
+  };
 }
 
 type Listener<K extends keyof ClientEvents> = (event: ClientEvents[K]) => void;
@@ -280,19 +297,10 @@ export class Client {
   join(room: string, roomType: string): void {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.join(room, roomType);
-    const state = this.#rooms.get(room) ?? {
-      roomType,
-      joined: false,
-      nextSeq: 0n,
-      unacked: [],
-      schema: undefined,
-      wireSchema: [],
-      mirror: undefined,
-      resyncAskedMs: -Infinity,
-    };
+    const state = this.#rooms.get(room) ?? newRoom(roomType);
     this.#rooms.set(room, state);
     // Offline, the welcome sends it (rooms not yet answered are joined again).
-    if (this.#welcomed) this.#enqueue({ case: "join", value: { requestId: this.#requestId(), room, roomType } });
+    if (this.#welcomed) this.#enqueue({ case: "join", value: { requestId: this.#requestId(), room, roomType, seat: state.seat } });
   }
 
   /** Leaves a room and forgets its mirror and unacknowledged inputs. */
@@ -539,7 +547,7 @@ export class Client {
     home.#nodes.delete(this.#options.url);
     for (const [room, state] of this.#rooms) {
       home.#redirected.delete(room);
-      home.#adopt(room, state.roomType, state);
+      home.#adopt(room, state.roomType, { ...state, seat: "" });
     }
     this.#rooms.clear();
   }
@@ -549,7 +557,11 @@ export class Client {
    * input numbering (a seat kept for the session continues it) and its inputs not
    * acknowledged yet (sent at its `Joined`).
    */
-  #adopt(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked">): void {
+  #adopt(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "seat">): void {
+    // The ticket goes with the join (sent at once when connected, else at the welcome).
+    const existing = this.#rooms.get(room) ?? newRoom(roomType);
+    if (moved.seat !== "") existing.seat = moved.seat;
+    this.#rooms.set(room, existing);
     this.join(room, roomType);
     const state = this.#rooms.get(room);
     if (state === undefined) return;
@@ -563,12 +575,12 @@ export class Client {
     setTimeout(() => {
       const state = this.#rooms.get(room);
       if (state === undefined || state.joined || !this.#welcomed) return;
-      this.#enqueue({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType } });
+      this.#enqueue({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType, seat: state.seat } });
     }, delayMs);
   }
 
   /** Home only: the relay said `room` lives at `url`; joins it there. */
-  #follow(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked">, url: string, requestId: bigint): void {
+  #follow(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "seat">, url: string, requestId: bigint): void {
     const hops = (this.#redirected.get(room)?.hops ?? 0) + 1;
     this.#redirected.delete(room);
     const refuse = (message: string): void =>
@@ -639,7 +651,7 @@ export class Client {
             break;
           }
           this.#rooms.delete(room);
-          this.#home.#follow(room, state.roomType, state, url, requestId);
+          this.#home.#follow(room, state.roomType, { ...state, seat: kind.value.seat }, url, requestId);
           break;
         }
         case "joined": {
@@ -720,7 +732,7 @@ export class Client {
       state.resyncAskedMs = -Infinity;
       if (!resumed) state.joined = false;
       if (!state.joined) {
-        out.push({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType } });
+        out.push({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType, seat: state.seat } });
       }
       if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
     }
@@ -750,6 +762,7 @@ export class Client {
       schema = Schema.EMPTY;
     }
     state.joined = true;
+    state.seat = "";
     // Inputs that waited for the join (the room drops what it applied already).
     for (const { seq, payload } of state.unacked) this.#enqueue({ case: "input", value: { room: joined.room, seq, payload } });
     const same = sameKinds(state.wireSchema, joined.schema);

@@ -335,13 +335,14 @@ test("a redirected join is joined on the owning node; the room's sends follow it
   c.connect();
   const home = last();
   home.welcome();
-  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws" } }], 1n);
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "ticket-1" } }], 1n);
   assert.deepEqual(redirected, ["r wss://node-b.test/ws"]);
   assert.equal(FakeSocket.opened.length, 2, "a connection to the owner");
   const node = last();
   assert.equal(node.url.host, "node-b.test");
   node.welcome(false, 9n);
   assert.deepEqual(node.kinds(), ["join"]);
+  assert.equal((node.sent[0]!.value as v1.JoinRoom).seat, "ticket-1", "the redirect's seat ticket goes with the join");
   c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
   advance(100);
   assert.deepEqual(node.kinds(), ["join"], "inputs wait for this session's Joined");

@@ -447,6 +447,7 @@ impl TestClient {
             request_id,
             room: room.into(),
             room_type: room_type.into(),
+            ..Default::default()
         })])
         .await;
         self.until(|k| match k {
