@@ -444,15 +444,11 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
 }
 
-/// A node killed mid-game (no hand-off): its rooms open again on another node once
-/// their leases lapse, from their last checkpoint, and its sessions continue there
-/// with their session ids, taking back their seats.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_room_and_its_members_survive_their_node_being_killed() {
-    let cluster = TestCluster::start();
+/// A player on a node that is killed once the player's entity 5 (its input 1) of room
+/// "world" is in a checkpoint; returns its session id and resume token.
+async fn player_of_a_killed_node(cluster: &TestCluster) -> (u64, String) {
     // A checkpoint every 100 ms at 60 Hz.
     let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
-    let b = cluster.node().await;
     let mut player = TestClient::connect(&a.server).await;
     let (session_id, token) = (player.welcome.session_id, player.welcome.resume_token.clone());
     join_or_redirect(&mut player, "world").await;
@@ -463,6 +459,17 @@ async fn a_room_and_its_members_survive_their_node_being_killed() {
         .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
         .await;
     a.kill();
+    (session_id, token)
+}
+
+/// A node killed mid-game (no hand-off): its rooms open again on another node once
+/// their leases lapse, from their last checkpoint, and its sessions continue there
+/// with their session ids, taking back their seats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_and_its_members_survive_their_node_being_killed() {
+    let cluster = TestCluster::start();
+    let (session_id, token) = player_of_a_killed_node(&cluster).await;
+    let b = cluster.node().await;
 
     // The player comes back on b with its resume token: the same session id, a new
     // session (its rooms to join again).
@@ -557,17 +564,8 @@ async fn a_node_id_in_use_or_an_unreachable_public_url_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirected_member_takes_its_kept_seat_back_with_its_ticket() {
     let cluster = TestCluster::start();
-    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+    let (session_id, token) = player_of_a_killed_node(&cluster).await;
     let (b, c) = (cluster.node().await, cluster.node().await);
-    let mut player = TestClient::connect(&a.server).await;
-    let (session_id, token) = (player.welcome.session_id, player.welcome.resume_token.clone());
-    join_or_redirect(&mut player, "world").await;
-    create_and_wait(&mut player, "world", 5).await;
-    let written = a.server.metric("tickrelay_checkpoints_written_total");
-    a.server
-        .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
-        .await;
-    a.kill();
     // Someone on c opens the room there first.
     let mut other = TestClient::connect(&c).await;
     join_until_open(&mut other, "world").await;
