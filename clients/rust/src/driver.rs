@@ -169,12 +169,9 @@ pub(crate) async fn run(
                 let url = &d.targets[d.current].url;
                 d.unreachable.insert(url.clone(), Instant::now());
                 let reason = format!("{url}: {}", failure.reason);
-                // The next attempt tries the next node. A connection to a node the
-                // client was redirected to does so only to continue its session
-                // there; one that never had a session gives its rooms back instead.
-                if d.routing.home || d.session.is_some() {
-                    d.current = (d.current + 1) % d.targets.len();
-                }
+                // The next attempt tries the next node (home only: a node connection
+                // has no others, and gives its rooms back instead).
+                d.current = (d.current + 1) % d.targets.len();
                 reason
             }
         };
@@ -696,7 +693,9 @@ impl Driver {
             // The server no longer has our session: start a new one and rejoin.
             self.session = None;
         }
-        let will_reconnect = reconnect_allowed(code);
+        // A node other than home that stops hands its rooms back at once.
+        let shutting_down = code == tickrelay_proto::error::CloseReason::ShuttingDown.code();
+        let will_reconnect = reconnect_allowed(code) && (self.routing.home || !shutting_down);
         self.emit(Event::Disconnected {
             code,
             reason: reason.clone(),

@@ -1,12 +1,12 @@
 //! Which connection each room goes over. A client starts with one, to its configured
 //! URL (its *home* node). In cluster mode a relay answers a join of a room that lives
 //! on another node with `Redirect`: the room then goes over a connection to that
-//! node, opened on first use and shared by every room living there. When that node
-//! cannot be reached any more (it died or stopped; its rooms move once their leases
-//! lapse, or at once), the connection tries the nodes the client was configured with:
-//! its session continues there, keeping its seats in the rooms restored there.
-//! Failing that, its rooms go back home: they are joined again through the home
-//! connection, which is redirected to wherever they live now.
+//! node, opened on first use and shared by every room living there; it joins them with
+//! the home session's member id (the redirect's seat ticket). When that node stops or
+//! cannot be reached any more (it died; its rooms move once their leases lapse), its
+//! rooms go back home: they are joined again through the home connection, which is
+//! redirected to wherever they live now, and the seats restored rooms kept for the
+//! home member id are taken back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,11 +74,10 @@ impl Routes {
         let mut config = s.config.clone();
         config.url = target.url.clone();
         if let Some(attempts) = node {
-            // A node that cannot be reached: its session continues on the nodes the
-            // client was configured with (keeping its seats in the rooms restored
-            // there); failing that, its rooms go back home.
-            let home = std::iter::once(&s.config.url).chain(&s.config.fallback_urls);
-            config.fallback_urls = home.filter(|url| **url != target.url).cloned().collect();
+            // A node that cannot be reached gives its rooms back home, whose session
+            // joins them again wherever they live now (as the member that had their
+            // seats: a node connection joins with home's member id, by seat ticket).
+            config.fallback_urls.clear();
             let most = config.backoff.max_attempts.map_or(attempts, |m| m.min(attempts));
             config.backoff.max_attempts = Some(most);
         }

@@ -13,11 +13,12 @@
  * In a cluster, a join the relay redirects to the node owning the room is joined
  * there, over a second connection (a client of its own, sharing this one's listeners
  * and stats) that every room living on that node shares; the room's inputs, events,
- * leave and mirror follow it. A connection whose node cannot be reached tries the
- * fallback URLs: its session continues there with its id (and its seats in rooms
- * restored from their checkpoints), and it joins its rooms again; a join answered
- * `UNAVAILABLE` is tried again after `retryAfterMs`. A node connection that never had
- * a session gives its rooms back to this client's URL instead.
+ * leave and mirror follow it; it joins with this client's member id (the redirect's
+ * seat ticket). When this client's node cannot be reached it tries the fallback URLs:
+ * its session continues there with its id (and its seats in rooms restored from their
+ * checkpoints), and it joins its rooms again; a join answered `UNAVAILABLE` is tried
+ * again after `retryAfterMs`. A node connection whose node stops or cannot be reached
+ * gives its rooms back to this client, which joins them again wherever they live now.
  */
 
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
@@ -137,6 +138,8 @@ export function reconnectAllowed(code: number): boolean {
 const RESUME_FAILED = 4504;
 /** What the client closes with when it means to resume: not 1000, so the server keeps the session. */
 const DROPPED = 4000;
+/** 1001: the server is shutting down. */
+const SHUTTING_DOWN = 1001;
 /** Redirects in a row for one room before the client stops following them. */
 const MAX_HOPS = 4;
 /** Reconnection attempts to a node other than the client's own before its rooms go back. */
@@ -497,7 +500,8 @@ export class Client {
       closed?.();
       return;
     }
-    const willReconnect = reconnectAllowed(code);
+    // A node other than home that stops hands its rooms back at once.
+    const willReconnect = reconnectAllowed(code) && (this.#home === this || code !== SHUTTING_DOWN);
     this.#emit("disconnected", { code, reason, willReconnect });
     if (!willReconnect) {
       this.#giveUp(0, `closed by the server with ${code}: ${reason}`);
@@ -516,8 +520,7 @@ export class Client {
     if (this.#stopped) return;
     // After an attempt that failed, the next tries the next node: for a node this
     // client was redirected to, only to continue its session there.
-    const failed = this.#unreachable.has(this.#urls[this.#current]!);
-    if (failed && (this.#home === this || this.#session !== undefined)) this.#current = (this.#current + 1) % this.#urls.length;
+    if (this.#unreachable.has(this.#urls[this.#current]!)) this.#current = (this.#current + 1) % this.#urls.length;
     this.#attempt++;
     const most = this.#home === this ? Infinity : NODE_ATTEMPTS;
     if (this.#attempt > Math.min(this.#options.backoff.maxAttempts, most)) {
@@ -589,8 +592,8 @@ export class Client {
     let node = this.#nodes.get(url);
     if (node === undefined || node.#stopped) {
       try {
-        // Failing that node, its session continues on the nodes this client knows.
-        node = new Client({ ...this.#options, url, fallbackUrls: this.#urls.filter((u) => u !== url) }, this);
+        // Failing that node, its rooms come back here (no fallbacks of its own).
+        node = new Client({ ...this.#options, url, fallbackUrls: [] }, this);
       } catch (e) {
         return refuse(`cannot follow the redirect to ${url}: ${String(e)}`);
       }
