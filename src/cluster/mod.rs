@@ -1,10 +1,11 @@
-//! Scale-out over Redis (issue 17), being built. Several nodes share one room
-//! directory: each room lives on the node holding its lease ([`directory`], in
-//! memory and in Redis), a join of a room open elsewhere is redirected there, and
-//! listings come from the directory ([`node`]), and room events published through
-//! any node's HTTP API reach the room's node over Redis pub/sub ([`bus`]). Rooms
-//! checkpoint their state to Redis and are restored on another node when theirs dies
-//! or stops ([`node`]).
+//! Scale-out over Redis (issue 17). Several nodes share one room directory: each room
+//! lives on the node holding its lease ([`directory`], in memory and in Redis); a join
+//! of a room open elsewhere is redirected there, with a seat ticket that keeps the
+//! player's member id; listings come from the directory; rooms checkpoint their state
+//! to Redis and are restored on another node when theirs dies or stops, and sessions
+//! continue on another node with their ids ([`node`]); room events published through
+//! any node's HTTP API reach the room's node over Redis pub/sub ([`bus`]). Matchmaking
+//! (quick join, metadata, locked and private rooms) is not built yet.
 
 pub mod bus;
 pub mod directory;
