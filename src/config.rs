@@ -623,6 +623,7 @@ impl Config {
                 })
                 .collect(),
             checkpoints: None,
+            configured_rooms: self.rooms.iter().map(|r| r.id.clone()).collect(),
         }
     }
 

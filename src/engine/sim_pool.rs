@@ -13,7 +13,7 @@
 //! heavy room delays only rooms on its own thread, and a panicking simulation takes
 //! down only its own room.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -77,6 +77,10 @@ pub struct PoolConfig {
     pub creation: CreationLimits,
     /// Cluster mode: where rooms' checkpoints go, and how often.
     pub checkpoints: Option<Checkpoints>,
+    /// Ids of the rooms the configuration creates: they stay open while empty, also
+    /// when a join or a restore opens them (cluster mode: on a node other than the one
+    /// that created them).
+    pub configured_rooms: HashSet<String>,
 }
 
 /// Cluster mode: rooms checkpoint their state every `every_ticks` ticks (and on
@@ -566,7 +570,11 @@ impl SimPool {
             thread,
         };
         let sent = self.workers[thread].send(
-            Command::Create(Box::new(room), shared, persistent),
+            Command::Create(
+                Box::new(room),
+                shared,
+                persistent || self.config.configured_rooms.contains(&*id),
+            ),
             self.config.channel_capacity,
         );
         if let Err(e) = sent {
@@ -1079,6 +1087,7 @@ mod tests {
                 burst: 1000.0,
             },
             checkpoints: None,
+            configured_rooms: HashSet::new(),
         })
         .unwrap()
     }

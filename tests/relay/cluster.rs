@@ -631,3 +631,32 @@ async fn a_redirected_member_takes_its_kept_seat_back_with_its_ticket() {
         .await;
     assert_eq!(joined, id);
 }
+
+/// A configured room stays open while empty on whichever node holds it: also when a
+/// join restores it on another node after its first node stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_room_stays_persistent_when_it_moves() {
+    let cluster = TestCluster::start();
+    let configured = |c: &mut tickrelay::config::Config| {
+        c.empty_room_ttl_secs = 1;
+        c.rooms = vec![tickrelay::config::PrecreatedRoom {
+            id: "lobby".into(),
+            room_type: "relay".into(),
+        }];
+    };
+    let mut a = cluster.node_with(configured).await;
+    let b = cluster.node_with(configured).await;
+    assert_eq!(
+        (a.metric("tickrelay_rooms"), b.metric("tickrelay_rooms")),
+        (1, 0),
+        "one node holds it"
+    );
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    let mut player = TestClient::connect(&b).await;
+    assert_eq!(join_or_redirect(&mut player, "lobby").await, None);
+    player.close_normally().await;
+    // Empty for twice its empty-room TTL: this sleep is the scenario.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(b.metric("tickrelay_rooms"), 1, "still open");
+}
