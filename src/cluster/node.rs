@@ -218,9 +218,10 @@ impl Cluster {
                 member,
             } => {
                 // A redirected member's ticket: join with the member id it carries.
-                let carried = match seat.is_empty() {
-                    true => None,
-                    false => self.take_seat(&room, &seat).await,
+                let carried = if seat.is_empty() {
+                    None
+                } else {
+                    self.take_seat(&room, &seat).await
                 };
                 let outcome = self.claim(&room, &room_type).await;
                 let ticket = match &outcome {

@@ -598,8 +598,8 @@ impl Session {
         }
         // A room open here is this node's; one that is not may live on another node.
         // A seat ticket is checked in the directory too.
-        let needs_directory = self.ctx.rooms.find(&join.room).is_none() || !join.seat.is_empty();
-        if self.ctx.clustered && needs_directory {
+        let needs_directory = || !join.seat.is_empty() || self.ctx.rooms.find(&join.room).is_none();
+        if self.ctx.clustered && needs_directory() {
             // Claims of rooms left before they answered still run: bounded too.
             let is_claim = |op: &&DirectoryOp| matches!(op, DirectoryOp::Claim { .. });
             let claiming = self

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::link::{self, Broken, Failure, Link, Received as Incoming, Target};
 use crate::numbering::{Arrival, Received};
-use crate::routes::{Followed, Routes};
+use crate::routes::Routes;
 
 /// How long a room redirected to a node this client failed over from waits before it
 /// is joined again (the directory names the dead node until its leases lapse).
@@ -641,40 +641,30 @@ impl Driver {
             url,
             seat,
         } = redirect;
-        let Some((room_type, next_seq, unacked)) =
-            (self.rooms.get(&room)).map(|s| (s.room_type.clone(), s.next_seq, s.unacked.clone()))
-        else {
-            return; // left meanwhile
-        };
         // A node this connection failed over from (the directory names it until its
         // leases lapse): the room stays here and is joined again shortly.
-        let failed_over_from = (self.unreachable.get(&url)).is_some_and(|at| at.elapsed() < UNREACHABLE_FOR);
-        let followed = match self.routing.routes.upgrade() {
-            _ if failed_over_from => Ok(Followed::Home),
-            Some(routes) => {
-                let carried = Carried {
-                    next_seq,
-                    unacked,
-                    seat,
-                };
-                routes.redirect(&room, &room_type, carried, &url)
+        if (self.unreachable.get(&url)).is_some_and(|at| at.elapsed() < UNREACHABLE_FOR) {
+            if let Some(state) = self.rooms.get_mut(&room) {
+                state.retry_join_at = Some(Instant::now() + STALE_REDIRECT_WAIT);
             }
+            return;
+        }
+        let Some(state) = self.rooms.remove(&room) else {
+            return; // left meanwhile
+        };
+        self.shared.mirrors.lock().remove(&room);
+        let carried = Carried {
+            next_seq: state.next_seq,
+            unacked: state.unacked,
+            seat,
+        };
+        let followed = match self.routing.routes.upgrade() {
+            Some(routes) => routes.redirect(&room, &state.room_type, carried, &url),
             None => Err("the client is closed".into()),
         };
         match followed {
-            Ok(Followed::Home) => {
-                if let Some(state) = self.rooms.get_mut(&room) {
-                    state.retry_join_at = Some(Instant::now() + STALE_REDIRECT_WAIT);
-                }
-            }
-            Ok(Followed::Node) => {
-                self.rooms.remove(&room);
-                self.shared.mirrors.lock().remove(&room);
-                self.emit(Event::Redirected { room, url }).await;
-            }
+            Ok(()) => self.emit(Event::Redirected { room, url }).await,
             Err(message) => {
-                self.rooms.remove(&room);
-                self.shared.mirrors.lock().remove(&room);
                 let error = proto::Error {
                     code: proto::ErrorCode::Unavailable as i32,
                     message,

@@ -24,15 +24,6 @@ const MAX_HOPS: u32 = 4;
 /// Attempts to reconnect to a node other than home before its rooms go back home.
 const NODE_ATTEMPTS: u32 = 3;
 
-/// Where a redirected room went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Followed {
-    /// To a connection of its own node.
-    Node,
-    /// It stays home (to be joined again there).
-    Home,
-}
-
 /// What a driver needs to start another driver.
 pub(crate) struct Spawn {
     pub config: ClientConfig,
@@ -122,36 +113,28 @@ impl Routes {
     /// A relay redirected the join of `room` to `url`: joins it there (over a new
     /// connection unless one to that node is open; also when `url` is the configured
     /// URL and home has failed over from it, and it is back). An error says why not.
-    pub fn redirect(
-        self: &Arc<Self>,
-        room: &str,
-        room_type: &str,
-        carried: Carried,
-        url: &str,
-    ) -> Result<Followed, String> {
+    pub fn redirect(self: &Arc<Self>, room: &str, room_type: &str, carried: Carried, url: &str) -> Result<(), String> {
         let mut table = self.table.lock();
         let hops = table.rooms.get(room).map_or(0, |(_, hops)| *hops) + 1;
         if hops > MAX_HOPS {
             table.rooms.remove(room);
             return Err(format!("redirected {MAX_HOPS} times in a row; not following to {url}"));
         }
-        let sender = {
-            let target = Target::parse(url).map_err(|e| e.to_string())?;
-            if target.scheme.uses_tls() != self.spawn.tls.is_some() {
-                return Err(format!(
-                    "redirected to {url}, which does not use the same kind of transport security as {}",
-                    self.spawn.config.url
-                ));
-            }
-            table.rooms.insert(room.to_string(), (url.to_string(), hops));
-            match table.nodes.get(url) {
-                Some(sender) if !sender.is_closed() => sender.clone(),
-                _ => {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    table.nodes.insert(url.to_string(), tx.clone());
-                    self.run_driver(target, rx, Some(NODE_ATTEMPTS));
-                    tx
-                }
+        let target = Target::parse(url).map_err(|e| e.to_string())?;
+        if target.scheme.uses_tls() != self.spawn.tls.is_some() {
+            return Err(format!(
+                "redirected to {url}, which does not use the same kind of transport security as {}",
+                self.spawn.config.url
+            ));
+        }
+        table.rooms.insert(room.to_string(), (url.to_string(), hops));
+        let sender = match table.nodes.get(url) {
+            Some(sender) if !sender.is_closed() => sender.clone(),
+            _ => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                table.nodes.insert(url.to_string(), tx.clone());
+                self.run_driver(target, rx, Some(NODE_ATTEMPTS));
+                tx
             }
         };
         let join = Command::Join {
@@ -159,8 +142,7 @@ impl Routes {
             room_type: room_type.to_string(),
             carried,
         };
-        sender.send(join).map_err(|_| "the client is closed".to_string())?;
-        Ok(Followed::Node)
+        sender.send(join).map_err(|_| "the client is closed".to_string())
     }
 
     /// The room was joined: its redirects stop counting.
