@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisDirectory};
-use tickrelay::proto::{self, ErrorCode, client_message, server_message::Kind};
+use tickrelay::proto::{ErrorCode, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster};
 use tickrelay_testkit::directory::{self, entry, node};
 use tickrelay_testkit::redis::RedisServer;
@@ -170,15 +170,7 @@ async fn join_or_redirect(client: &mut TestClient, room: &str) -> Option<String>
 
 /// [`join_or_redirect`] with a room type.
 async fn join_typed_or_redirect(client: &mut TestClient, room: &str, room_type: &str) -> Option<String> {
-    let request_id = client.request_id();
-    client
-        .send(vec![client_message::Kind::Join(proto::JoinRoom {
-            request_id,
-            room: room.into(),
-            room_type: room_type.into(),
-            ..Default::default()
-        })])
-        .await;
+    let request_id = client.send_join(room, room_type, "").await;
     client
         .until(|k| match k {
             Kind::Joined(j) if j.request_id == request_id => Some(None),
@@ -292,15 +284,7 @@ async fn redis_lost_and_back() {
     cluster.redis.stop();
     player.frames_in("lobby", 30).await;
     let mut newcomer = TestClient::connect(&a).await;
-    let request_id = newcomer.request_id();
-    newcomer
-        .send(vec![client_message::Kind::Join(proto::JoinRoom {
-            request_id,
-            room: "new".into(),
-            room_type: String::new(),
-            ..Default::default()
-        })])
-        .await;
+    let request_id = newcomer.send_join("new", "", "").await;
     let code = newcomer
         .until(|k| match k {
             Kind::Error(e) if e.request_id == request_id => Some(e.code),
@@ -346,13 +330,7 @@ async fn redis_lost_and_back() {
         }
     })
     .await;
-    let kind = player
-        .until(|k| match k {
-            Kind::Event(e) => Some(e.kind.clone()),
-            _ => None,
-        })
-        .await;
-    assert_eq!(kind, "back");
+    assert_eq!(player.next_event().await.kind, "back");
 }
 
 /// The HTTP API on any node publishes to a room wherever it lives (over Redis
@@ -369,12 +347,7 @@ async fn an_event_published_on_any_node_reaches_the_room() {
         .https_request("POST", "/rooms/lobby/events?kind=round-start", auth, b"round 7")
         .await;
     assert_eq!(status, 202, "{answer}");
-    let event = member
-        .until(|k| match k {
-            Kind::Event(e) => Some(e.clone()),
-            _ => None,
-        })
-        .await;
+    let event = member.next_event().await;
     assert_eq!(
         (event.sender, &*event.kind, &event.payload[..]),
         (0, "round-start", &b"round 7"[..])
@@ -399,15 +372,7 @@ async fn create_and_wait(client: &mut TestClient, room: &str, id: u64) {
 async fn join_until_open(client: &mut TestClient, room: &str) -> Duration {
     let started = Instant::now();
     loop {
-        let request_id = client.request_id();
-        client
-            .send(vec![client_message::Kind::Join(proto::JoinRoom {
-                request_id,
-                room: room.into(),
-                room_type: String::new(),
-                ..Default::default()
-            })])
-            .await;
+        let request_id = client.send_join(room, "", "").await;
         let joined = client
             .until(|k| match k {
                 Kind::Joined(j) if j.request_id == request_id => Some(true),
@@ -571,13 +536,7 @@ async fn a_redirected_member_takes_its_kept_seat_back_with_its_ticket() {
     join_until_open(&mut other, "world").await;
     // The player continues on b, is redirected to c with a ticket, and joins there.
     let mut on_b = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
-    let request_id = on_b.request_id();
-    on_b.send(vec![client_message::Kind::Join(proto::JoinRoom {
-        request_id,
-        room: "world".into(),
-        ..Default::default()
-    })])
-    .await;
+    let request_id = on_b.send_join("world", "", "").await;
     let redirect = on_b
         .until(|k| match k {
             Kind::Redirect(r) if r.request_id == request_id => Some(r.clone()),
@@ -588,14 +547,7 @@ async fn a_redirected_member_takes_its_kept_seat_back_with_its_ticket() {
     assert!(!redirect.seat.is_empty(), "a seat ticket");
     let mut on_c = TestClient::connect(&c).await;
     assert_ne!(on_c.welcome.session_id, session_id, "a session of c's own");
-    let request_id = on_c.request_id();
-    let join = proto::JoinRoom {
-        request_id,
-        room: "world".into(),
-        seat: redirect.seat.clone(),
-        ..Default::default()
-    };
-    on_c.send(vec![client_message::Kind::Join(join.clone())]).await;
+    let request_id = on_c.send_join("world", "", &redirect.seat).await;
     let joined = on_c
         .until(|k| match k {
             Kind::Joined(j) if j.request_id == request_id => Some(j.clone()),
@@ -622,7 +574,7 @@ async fn a_redirected_member_takes_its_kept_seat_back_with_its_ticket() {
     // A ticket is used once: presented again, it is a join as c's own session.
     let mut again = TestClient::connect(&c).await;
     let id = again.welcome.session_id;
-    again.send(vec![client_message::Kind::Join(join)]).await;
+    again.send_join("world", "", &redirect.seat).await;
     let joined = again
         .until(|k| match k {
             Kind::Joined(j) => Some(j.member_id),

@@ -462,12 +462,7 @@ async fn backends_publish_room_events_over_http() {
     let (status, answer) = post("/rooms/pub%20lobby/events?kind=round-start", auth, b"round 7").await;
     assert_eq!(status, 202, "{answer}");
     for client in [&mut a, &mut b] {
-        let event = client
-            .until(|k| match k {
-                Kind::Event(e) => Some(e.clone()),
-                _ => None,
-            })
-            .await;
+        let event = client.next_event().await;
         assert_eq!(
             (event.sender, &*event.kind, &event.payload[..]),
             (0, "round-start", &b"round 7"[..])
@@ -478,12 +473,7 @@ async fn backends_publish_room_events_over_http() {
         b.welcome.session_id
     );
     assert_eq!(post(&only_b, auth, b"psst").await.0, 202);
-    let whisper = b
-        .until(|k| match k {
-            Kind::Event(e) => Some(e.clone()),
-            _ => None,
-        })
-        .await;
+    let whisper = b.next_event().await;
     assert_eq!(&*whisper.kind, "whisper");
 
     assert_eq!(
@@ -505,12 +495,7 @@ async fn backends_publish_room_events_over_http() {
     );
     // Events of a room arrive in order: a's next one is this broadcast, not the whisper.
     assert_eq!(post("/rooms/pub%20lobby/events?kind=after", auth, b"").await.0, 202);
-    let next = a
-        .until(|k| match k {
-            Kind::Event(e) => Some(e.clone()),
-            _ => None,
-        })
-        .await;
+    let next = a.next_event().await;
     assert_eq!(&*next.kind, "after", "the whisper was for b only");
     assert_eq!(server.metric("tickrelay_events_published_total"), 3);
 

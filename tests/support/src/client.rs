@@ -440,16 +440,33 @@ impl TestClient {
         }
     }
 
-    /// Joins `room` (creating it as `room_type`); a refusal fails the test.
-    pub async fn join(&mut self, room: &str, room_type: &str) -> proto::Joined {
+    /// Sends a join of `room` (created as `room_type` if it does not exist),
+    /// presenting `seat` (a redirect's seat ticket; empty: none); returns its request
+    /// id.
+    pub async fn send_join(&mut self, room: &str, room_type: &str, seat: &str) -> u64 {
         let request_id = self.request_id();
         self.send(vec![client_message::Kind::Join(proto::JoinRoom {
             request_id,
             room: room.into(),
             room_type: room_type.into(),
-            ..Default::default()
+            seat: seat.into(),
         })])
         .await;
+        request_id
+    }
+
+    /// The next room event, skipping the messages before it.
+    pub async fn next_event(&mut self) -> proto::RoomEvent {
+        self.until(|k| match k {
+            Kind::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Joins `room` (creating it as `room_type`); a refusal fails the test.
+    pub async fn join(&mut self, room: &str, room_type: &str) -> proto::Joined {
+        let request_id = self.send_join(room, room_type, "").await;
         self.until(|k| match k {
             Kind::Joined(j) if j.request_id == request_id => Some(j.clone()),
             Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
