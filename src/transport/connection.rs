@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use crate::clock::Now;
+use crate::clock::{Now, unix_micros};
 use crate::engine::outbox::{Batch, Outbox, PendingState};
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
@@ -26,7 +26,6 @@ use crate::session::heartbeat::Beat;
 use crate::session::{DirectoryReply, Inbound, Session};
 use crate::state::MemberId;
 use crate::transport::context::Context;
-use crate::transport::flush::{Handover, Writer, record_sent};
 use crate::transport::gate::Permit;
 use crate::transport::registry::{Stop, StopReason};
 use crate::transport::{Broken, Received, Sent, Transport};
@@ -155,20 +154,6 @@ pub(crate) async fn serve<T: Transport>(
     tokio::pin!(timer);
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
-    // A flusher writes what the outbox holds when the transport lets it (WebSocket);
-    // this task then writes only what the flusher hands back (a socket that took no
-    // more). Otherwise this task writes everything.
-    let writer = match transport.flushable() {
-        Some(flushable) if !naive => Some(Writer::new(flushable, outbox.clone(), &ctx.flushers, id)),
-        _ => None,
-    };
-    if let Some(writer) = &writer {
-        writer.resume();
-    }
-    let handover = |cx: &mut std::task::Context<'_>| match &writer {
-        Some(writer) => writer.poll_handover(cx),
-        None => Poll::Pending,
-    };
     let end = loop {
         if let Some(cluster) = &ctx.cluster {
             while let Some(op) = session.poll_directory() {
@@ -222,30 +207,11 @@ pub(crate) async fn serve<T: Transport>(
                     break End::Close(reason);
                 }
             }
-            handover = std::future::poll_fn(handover), if writer.is_some() => {
-                let writer = writer.as_ref().expect("checked by the branch's condition");
-                match handover {
-                    Handover::Broken => break End::Lost,
-                    Handover::Overflowed => break End::Close(CloseReason::SlowConsumer),
-                    Handover::Flusher | Handover::Closed => {}
-                    Handover::Blocked => {
-                        let flushing = tokio::time::timeout(slow, std::future::poll_fn(|cx| writer.poll_flush(cx)));
-                        let flushed = tokio::select! {
-                            flushed = flushing => flushed,
-                            () = &mut stopped_signal => break stopped(&stop),
-                        };
-                        match flushed {
-                            Ok(Ok(())) => writer.resume(),
-                            Ok(Err(Broken)) => break End::Lost,
-                            Err(_) => break End::Close(CloseReason::SlowConsumer),
-                        }
-                    }
-                }
-            }
-            () = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut batch)), if writer.is_none() => {
+            () = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut batch)) => {
                 if batch.overflowed {
                     break End::Close(CloseReason::SlowConsumer);
                 }
+                metrics.frames_superseded.inc_by(batch.superseded);
                 let sending = async {
                     if naive {
                         send_separately(&mut transport, &batch, &mut single, &outbox).await
@@ -266,16 +232,23 @@ pub(crate) async fn serve<T: Transport>(
                     },
                 };
                 match sent {
-                    Ok(Ok(sent)) => record_sent(metrics, &batch, sent),
+                    Ok(Ok(sent)) => {
+                        metrics.messages_out.inc_by(sent.messages);
+                        metrics.bytes_out.inc_by(sent.bytes);
+                        if !batch.states.is_empty() {
+                            let now_us = unix_micros();
+                            for state in &batch.states {
+                                let delay_us = now_us.saturating_sub(state.server_time_us);
+                                metrics.state_send_delay.observe(delay_us as f64 / 1e6);
+                            }
+                        }
+                    }
                     Ok(Err(Broken)) => break End::Lost,
                     Err(_) => break End::Close(CloseReason::SlowConsumer),
                 }
             }
         }
     };
-    if let Some(writer) = &writer {
-        writer.close();
-    }
     ctx.registry.leave_live(&user, id);
     ctx.registry.unregister_token(&token);
     metrics.connections.dec();
@@ -428,7 +401,6 @@ mod tests {
     use crate::session::SessionContext;
     use crate::session::auth::Authenticator;
     use crate::transport::context::ConnectionSettings;
-    use crate::transport::flush::{Flushable, TrySend};
     use crate::transport::gate::Gate;
     use crate::transport::registry::Registry;
 
@@ -437,84 +409,6 @@ mod tests {
         inbound: mpsc::UnboundedReceiver<Received>,
         outbound: mpsc::UnboundedSender<Vec<Kind>>,
         closed: mpsc::UnboundedSender<Option<CloseReason>>,
-        /// Written by a flusher instead of the task, when set.
-        flushed: Option<Arc<MemoryWrites>>,
-    }
-
-    /// Decodes a written batch and hands it to the peer.
-    fn deliver(batch: &Batch, outbound: &mpsc::UnboundedSender<Vec<Kind>>) -> Result<Sent, Broken> {
-        let mut buf = BytesMut::new();
-        encode_batch(batch, &mut buf);
-        let envelope = decode_server(&buf).map_err(|_| Broken)?;
-        let kinds = envelope.messages.into_iter().filter_map(|m| m.kind).collect();
-        outbound.send(kinds).map_err(|_| Broken)?;
-        Ok(Sent {
-            messages: 1,
-            bytes: buf.len() as u64,
-        })
-    }
-
-    /// The write side of a [`Memory`] a flusher drives: a test fills it up (the
-    /// socket takes nothing) or breaks it.
-    struct MemoryWrites {
-        outbound: mpsc::UnboundedSender<Vec<Kind>>,
-        full: std::sync::atomic::AtomicBool,
-        broken: std::sync::atomic::AtomicBool,
-        waker: parking_lot::Mutex<Option<std::task::Waker>>,
-    }
-
-    impl MemoryWrites {
-        fn set_full(&self, full: bool) {
-            self.full.store(full, std::sync::atomic::Ordering::SeqCst);
-            if let Some(waker) = self.waker.lock().take() {
-                waker.wake();
-            }
-        }
-
-        fn state(&self, task: &std::task::Waker) -> Poll<Result<(), Broken>> {
-            use std::sync::atomic::Ordering::SeqCst;
-            if self.broken.load(SeqCst) {
-                return Poll::Ready(Err(Broken));
-            }
-            if self.full.load(SeqCst) {
-                *self.waker.lock() = Some(task.clone());
-                return Poll::Pending;
-            }
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl Flushable for MemoryWrites {
-        fn try_send(
-            &self,
-            outbox: &Outbox,
-            batch: &mut Batch,
-            outbox_waker: &std::task::Waker,
-            task: &std::task::Waker,
-        ) -> TrySend {
-            match self.state(task) {
-                Poll::Pending => return TrySend::Full,
-                Poll::Ready(Err(Broken)) => return TrySend::Broken,
-                Poll::Ready(Ok(())) => {}
-            }
-            if outbox
-                .poll_drain(&mut std::task::Context::from_waker(outbox_waker), batch)
-                .is_pending()
-            {
-                return TrySend::Idle;
-            }
-            if batch.overflowed {
-                return TrySend::Overflowed;
-            }
-            match deliver(batch, &self.outbound) {
-                Ok(sent) => TrySend::Sent(sent),
-                Err(Broken) => TrySend::Broken,
-            }
-        }
-
-        fn poll_flush(&self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Broken>> {
-            self.state(cx.waker())
-        }
     }
 
     impl Transport for Memory {
@@ -526,12 +420,15 @@ mod tests {
         }
 
         async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
-            assert!(self.flushed.is_none(), "a flusher writes this connection");
-            deliver(batch, &self.outbound)
-        }
-
-        fn flushable(&self) -> Option<Arc<dyn Flushable>> {
-            self.flushed.clone().map(|w| w as Arc<dyn Flushable>)
+            let mut buf = BytesMut::new();
+            encode_batch(batch, &mut buf);
+            let envelope = decode_server(&buf).map_err(|_| Broken)?;
+            let kinds = envelope.messages.into_iter().filter_map(|m| m.kind).collect();
+            self.outbound.send(kinds).map_err(|_| Broken)?;
+            Ok(Sent {
+                messages: 1,
+                bytes: buf.len() as u64,
+            })
         }
 
         async fn ping(&mut self) -> Result<(), Broken> {
@@ -600,7 +497,6 @@ mod tests {
             inbound: in_rx,
             outbound: out_tx,
             closed: closed_tx,
-            flushed: None,
         };
         let client = Peer {
             inbound: in_tx,
@@ -612,10 +508,6 @@ mod tests {
     }
 
     fn context() -> Arc<Context> {
-        context_with_slow_consumer(Duration::from_secs(5))
-    }
-
-    fn context_with_slow_consumer(slow_consumer: Duration) -> Arc<Context> {
         let config = Config::default();
         let pool = Arc::new(SimPool::start(config.pool_config()).unwrap());
         let session = SessionContext {
@@ -626,7 +518,7 @@ mod tests {
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),
-            slow_consumer,
+            slow_consumer: Duration::from_secs(5),
             duplicate_sessions: config.auth.duplicate_sessions,
             naive_fanout: false,
         };
@@ -738,75 +630,5 @@ mod tests {
         };
         connect(&ctx, server, start).await.unwrap();
         assert_eq!(client.closed().await, Some(CloseReason::ResumeFailed));
-    }
-
-    /// A pair whose server end a flusher writes.
-    fn flushed_pair() -> (Memory, Peer, Arc<MemoryWrites>) {
-        let (mut server, client) = pair();
-        let writes = Arc::new(MemoryWrites {
-            outbound: server.outbound.clone(),
-            full: false.into(),
-            broken: false.into(),
-            waker: Default::default(),
-        });
-        server.flushed = Some(writes.clone());
-        (server, client, writes)
-    }
-
-    async fn next_state(client: &mut Peer) -> u64 {
-        client
-            .expect(|k| match k {
-                Kind::State(s) => Some(s.tick),
-                _ => None,
-            })
-            .await
-    }
-
-    #[tokio::test]
-    async fn a_flusher_writes_the_frames_and_hands_a_full_socket_to_the_task() {
-        let ctx = context_with_slow_consumer(Duration::from_millis(600));
-        let (server, mut client, writes) = flushed_pair();
-        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
-        client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
-        client.send(join("lobby"));
-        client.expect(|k| matches!(k, Kind::Joined(_)).then_some(())).await;
-        next_state(&mut client).await;
-
-        // Full for less than the slow-consumer bound: the task waits, then gives the
-        // connection back, and frames flow again (the task never wrote: `send` asserts).
-        writes.set_full(true);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        while client.outbound.try_recv().is_ok() {}
-        client.pending.clear();
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(
-            client.outbound.try_recv().is_err(),
-            "nothing is written while the socket is full"
-        );
-        writes.set_full(false);
-        next_state(&mut client).await;
-        next_state(&mut client).await;
-
-        // Full for longer: a slow consumer.
-        writes.set_full(true);
-        assert_eq!(client.closed().await, Some(CloseReason::SlowConsumer));
-        task.await.unwrap();
-        assert_eq!(ctx.registry.parked(), 1, "a slow consumer may resume");
-    }
-
-    #[tokio::test]
-    async fn a_broken_write_found_by_the_flusher_parks_the_session() {
-        let ctx = context();
-        let (server, mut client, writes) = flushed_pair();
-        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
-        client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
-        client.send(join("lobby"));
-        next_state(&mut client).await;
-        writes.broken.store(true, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((ctx.registry.parked(), ctx.metrics.connections.get()), (1, 0));
     }
 }

@@ -16,7 +16,6 @@ use crate::metrics::Metrics;
 use crate::session::auth::DuplicateSessions;
 use crate::session::{Session, SessionContext};
 use crate::state::MemberId;
-use crate::transport::flush::Flushers;
 use crate::transport::gate::Gate;
 use crate::transport::registry::Registry;
 
@@ -51,8 +50,6 @@ pub struct Context {
     pub tracker: TaskTracker,
     /// Cluster mode: this node's part (runs the sessions' directory work).
     pub cluster: Option<Arc<Cluster>>,
-    /// The tasks that write the connections' state frames.
-    pub(crate) flushers: Flushers,
     next_session: AtomicU64,
 }
 
@@ -70,7 +67,6 @@ impl Context {
             settings,
             registry,
             gate,
-            flushers: Flushers::new(metrics.clone()),
             metrics,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -6,8 +6,6 @@
 //! its `context::Context`.
 //!
 //! - `connection` — the loop every transport shares.
-//! - `flush` — one writer task per runtime worker for the state frames of every
-//!   WebSocket connection.
 //! - `context` — what a connection may use of the server.
 //! - `http` — HTTP/1.1 routes (`/ws`, `/healthz`, `/metrics`) and the WebSocket upgrade.
 //! - `ws` — the WebSocket transport; [`quic`]: the QUIC transport.
@@ -19,7 +17,6 @@
 pub(crate) mod api;
 pub(crate) mod connection;
 pub(crate) mod context;
-pub(crate) mod flush;
 pub mod gate;
 pub(crate) mod http;
 pub mod origin;
@@ -92,11 +89,4 @@ pub(crate) trait Transport {
 
     /// Completes a close the peer started.
     async fn finish(&mut self);
-
-    /// The write side a flusher can drive (see `flush`), for transports whose writes
-    /// need no per-connection state beyond the socket; `None`: the connection's task
-    /// writes everything itself.
-    fn flushable(&self) -> Option<std::sync::Arc<dyn flush::Flushable>> {
-        None
-    }
 }

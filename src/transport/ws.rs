@@ -2,13 +2,11 @@
 //! ping/pong for liveness, and RFC 6455 close frames carrying the [`CloseReason`].
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use parking_lot::Mutex;
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
@@ -20,62 +18,22 @@ use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
 use crate::session::limits::RateLimits;
-use crate::transport::flush::{Flushable, TrySend};
 use crate::transport::{Broken, Received, Sent, Transport};
 
-/// One upgraded WebSocket connection, shared between its connection's task (reads,
-/// pings, closes, writes that had to wait) and its flusher (state frames, see
-/// [`crate::transport::flush`]). Every use locks it for one poll only, never across a
-/// wait, so the two never hold each other up for longer than a poll.
+/// One upgraded WebSocket connection. Not split into halves: the connection loop
+/// never reads and writes at once (a read future is dropped before a write starts;
+/// reading is cancel-safe), so the halves' lock would be pure cost.
 pub(crate) struct WebSocket<S> {
-    shared: Arc<Mutex<Inner<S>>>,
-}
-
-struct Inner<S> {
     ws: WebSocketStream<S>,
     buf: BytesMut,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
-    /// Encodes `batch` as one binary message and queues it in the stream (which must
-    /// have been ready).
-    fn start_batch(&mut self, batch: &Batch) -> Result<Sent, Broken> {
-        self.buf.clear();
-        encode_batch(batch, &mut self.buf);
-        let message = self.buf.split().freeze();
-        let bytes = message.len() as u64;
-        self.ws.start_send_unpin(Message::Binary(message)).map_err(|_| Broken)?;
-        Ok(Sent { messages: 1, bytes })
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub(crate) fn new(ws: WebSocketStream<S>) -> Self {
-        let inner = Inner {
+        Self {
             ws,
             buf: BytesMut::new(),
-        };
-        Self {
-            shared: Arc::new(Mutex::new(inner)),
         }
-    }
-
-    /// Writes one message and flushes it.
-    async fn send_message(&self, message: Message) -> Result<(), WsError> {
-        let mut message = Some(message);
-        std::future::poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            ready!(inner.ws.poll_ready_unpin(cx))?;
-            let message = message.take().expect("polled once more after it was ready");
-            Poll::Ready(inner.ws.start_send_unpin(message))
-        })
-        .await?;
-        std::future::poll_fn(|cx| self.shared.lock().ws.poll_flush_unpin(cx)).await
-    }
-
-    /// The next message the peer sent.
-    async fn next_message(&self) -> Option<Result<Message, WsError>> {
-        std::future::poll_fn(|cx| self.shared.lock().ws.poll_next_unpin(cx)).await
     }
 
     /// Closes with `code` and `reason` (cut to 123 bytes), lingering until the client
@@ -85,24 +43,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
             code: code.into(),
             reason: fit_close_reason(reason).into(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.send_message(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.send(Message::Close(Some(frame)))).await;
         // A lingering close: a TCP socket closed with input unread, or that input reaches
         // after it closed, is reset, and the client's system then discards what the
         // client had not read yet, the close frame included (1006 instead of this
         // code). So read and drop what arrives until the client answers the close, a
         // second at most.
-        let answered = async { while let Some(Ok(_)) = self.next_message().await {} };
+        let answered = async { while let Some(Ok(_)) = self.ws.next().await {} };
         let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
         self.finish().await;
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     const DELIVERY: Delivery = Delivery::Reliable;
     const NAME: &'static str = "websocket";
 
     async fn recv(&mut self) -> Received {
-        match self.next_message().await {
+        match self.ws.next().await {
             None => Received::Lost,
             // tungstenite has queued the close reply; `finish` sends it.
             Some(Ok(Message::Close(frame))) => match frame {
@@ -128,20 +86,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
     }
 
     async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
-        let mut sent = None;
-        std::future::poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            ready!(inner.ws.poll_ready_unpin(cx)).map_err(|_| Broken)?;
-            sent = Some(inner.start_batch(batch)?);
-            Poll::Ready(Ok(()))
-        })
-        .await?;
-        std::future::poll_fn(|cx| self.shared.lock().ws.poll_flush_unpin(cx).map_err(|_| Broken)).await?;
-        Ok(sent.expect("set when the write started"))
+        self.buf.clear();
+        encode_batch(batch, &mut self.buf);
+        let message = self.buf.split().freeze();
+        let bytes = message.len() as u64;
+        self.ws.send(Message::Binary(message)).await.map_err(|_| Broken)?;
+        Ok(Sent { messages: 1, bytes })
     }
 
     async fn ping(&mut self) -> Result<(), Broken> {
-        self.send_message(Message::Ping(Bytes::new())).await.map_err(|_| Broken)
+        self.ws.send(Message::Ping(Bytes::new())).await.map_err(|_| Broken)
     }
 
     async fn close(&mut self, reason: CloseReason) {
@@ -149,47 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
     }
 
     async fn finish(&mut self) {
-        let closing = std::future::poll_fn(|cx| self.shared.lock().ws.poll_close_unpin(cx));
-        let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
-    }
-
-    fn flushable(&self) -> Option<Arc<dyn Flushable>> {
-        Some(self.shared.clone())
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Flushable for Mutex<Inner<S>> {
-    fn try_send(&self, outbox: &Outbox, batch: &mut Batch, outbox_waker: &Waker, task: &Waker) -> TrySend {
-        let mut inner = self.lock();
-        let mut cx = Context::from_waker(task);
-        match inner.ws.poll_ready_unpin(&mut cx) {
-            Poll::Pending => return TrySend::Full,
-            Poll::Ready(Err(_)) => return TrySend::Broken,
-            Poll::Ready(Ok(())) => {}
-        }
-        if outbox
-            .poll_drain(&mut Context::from_waker(outbox_waker), batch)
-            .is_pending()
-        {
-            return TrySend::Idle;
-        }
-        if batch.overflowed {
-            return TrySend::Overflowed;
-        }
-        let Ok(sent) = inner.start_batch(batch) else {
-            return TrySend::Broken;
-        };
-        match inner.ws.poll_flush_unpin(&mut cx) {
-            Poll::Ready(Ok(())) => TrySend::Sent(sent),
-            Poll::Ready(Err(_)) => TrySend::Broken,
-            Poll::Pending => TrySend::Partial(sent),
-        }
-    }
-
-    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Broken>> {
-        let mut inner = self.lock();
-        ready!(inner.ws.poll_ready_unpin(cx)).map_err(|_| Broken)?;
-        inner.ws.poll_flush_unpin(cx).map_err(|_| Broken)
+        let _ = tokio::time::timeout(Duration::from_secs(1), SinkExt::close(&mut self.ws)).await;
     }
 }
 
