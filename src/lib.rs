@@ -15,8 +15,9 @@
 //!   replies, rate limits, heartbeat, authentication, close decisions.
 //! - [`engine`] — rooms and their simulations on dedicated simulation threads, tick
 //!   scheduling, and the outboxes where rooms leave frames for transports.
-//! - [`cluster`] — scale-out over Redis, being built: the room directory (leases,
-//!   owners, listings) in memory and in Redis; not used by the server yet.
+//! - [`cluster`] — scale-out over Redis (`[cluster]`): the room directory (leases,
+//!   owners, listings, checkpoints) in memory and in Redis, redirects, cross-node
+//!   publish, rooms restored from checkpoints on another node.
 //! - [`config`] — the TOML/env/flags configuration; [`metrics`]: the Prometheus registry;
 //!   [`fd_limit`]: raising the open-file limit at start; [`log_budget`]: rate-limited
 //!   log lines.
