@@ -7,7 +7,9 @@
 # Usage: bench/ab.sh [options] BINARY...
 #   --rooms N        rooms (default 1)
 #   --members N      bots per room (default 200)
-#   --hz N           tick rate and inputs per bot per second (default 20)
+#   --hz N           tick rate (default 20)
+#   --input-rate N   inputs per bot per second (default: the tick rate; 0: none, to
+#                    separate the cost of frames from the cost of inputs)
 #   --npcs N         arena NPCs per room (default 60)
 #   --rounds N       rounds (default 3; read the first as a warm-up)
 #   --window SECS    the measured window (default 15), after 10 s of ramp-up
@@ -19,16 +21,17 @@
 #   bench/ab.sh --rooms 50 --members 20 --hz 30 --npcs 16 /tmp/a/target/release/tickrelay /tmp/b/target/release/tickrelay
 set -euo pipefail
 
-rooms=1 members=200 hz=20 npcs=60 rounds=3 window=15
+rooms=1 members=200 hz=20 npcs=60 rounds=3 window=15 input_rate=
 while (($#)); do
     case $1 in
         --rooms) rooms=$2; shift ;;
         --members) members=$2; shift ;;
         --hz) hz=$2; shift ;;
         --npcs) npcs=$2; shift ;;
+        --input-rate) input_rate=$2; shift ;;
         --rounds) rounds=$2; shift ;;
         --window) window=$2; shift ;;
-        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -74,15 +77,15 @@ sample() {
     echo "$cpu $vcsw"
 }
 
-echo "| round | binary | relay cores | delivered frames/s | CPU µs / frame | voluntary switches / frame | desyncs |"
-echo "|---|---|---|---|---|---|---|"
+echo "| round | binary | relay cores | delivered frames/s | bytes / frame | CPU µs / frame | voluntary switches / frame | desyncs |"
+echo "|---|---|---|---|---|---|---|---|"
 for ((round = 1; round <= rounds; round++)); do
     for bin in "${binaries[@]}"; do
         (cd "$work" && exec taskset -c 0 "$bin" --config relay.toml --log warn) >"$work/relay.log" 2>&1 &
         relay_pid=$!
         for _ in $(seq 100); do curl -skf "https://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
         taskset -c 1 "$bots" --url "wss://127.0.0.1:$port/ws" --cert "$work/cert.pem" --rooms "$rooms" \
-            --members "$members" --room-type arena --input-rate "$hz" --duration-secs $((window + 13)) \
+            --members "$members" --room-type arena --input-rate "${input_rate:-$hz}" --duration-secs $((window + 13)) \
             --ramp-up-secs 5 --warm-up-secs 8 --verify-share 0.1 --progress-secs 0 --json "$work/bots.json" \
             >"$work/bots.out" 2>&1 &
         bots_pid=$!
@@ -101,7 +104,7 @@ frames = bots["frames"] / max(bots["seconds"], 1e-3)
 cores = (float(c1) - float(c0)) / float(hz) / float(window)
 switches = (float(v1) - float(v0)) / float(window)
 m = re.search(r"\| desyncs \| (\d+)", open(f"{work}/bots.out").read())
-print(f"| {rnd} | {binary} | {cores:.3f} | {frames:.0f} | {cores * 1e6 / frames:.1f} | {switches / frames:.3f} | {m.group(1) if m else '?'} |")
+print(f"| {rnd} | {binary} | {cores:.3f} | {frames:.0f} | {bots['bytes'] / max(bots['frames'], 1):.0f} | {cores * 1e6 / frames:.1f} | {switches / frames:.3f} | {m.group(1) if m else '?'} |")
 EOF
     done
 done
