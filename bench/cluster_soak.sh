@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A cluster soak on this machine: a Redis, three relay nodes (release build), bots
 # spread over the three, node 1 killed with SIGKILL partway through. Prints the bots'
-# report (desyncs, inputs lost and rolled back, how long bots took to play again) and
-# the Redis commands the cluster sent during a steady window before the kill (from
-# INFO commandstats), per second, per room and per node.
+# report (desyncs, inputs lost and rolled back, how long bots took to play again), the
+# Redis commands the cluster sent during a steady window before the kill (from
+# INFO commandstats), per second, per room and per node, and the size of the rooms'
+# checkpoints just before the kill.
 #
 #   bash bench/cluster_soak.sh [ROOMS] [MEMBERS] [SECONDS] [KILL_AT]
 #
@@ -51,6 +52,10 @@ WINDOW=$((KILL_AT - 12))
 redis-cli -p $REDIS_PORT info commandstats >"$DIR/before"
 sleep "$WINDOW"
 redis-cli -p $REDIS_PORT info commandstats >"$DIR/after"
+# Checkpoint sizes (bytes of each room's last checkpoint) before the kill.
+redis-cli -p $REDIS_PORT --scan --pattern '*checkpoint:*' | while read -r key; do
+  redis-cli -p $REDIS_PORT strlen "$key"
+done >"$DIR/checkpoint_bytes"
 sleep 2
 kill -9 "$NODE1"
 echo "killed node 1 (SIGKILL) at ${KILL_AT} s"
@@ -79,6 +84,10 @@ for k, v in sorted(delta.items(), key=lambda kv: -kv[1]):
 print(f"| total | {total / secs:.1f} |")
 print(f"per room per second: {total / secs / rooms:.2f}; per node per second: {total / secs / 3:.1f}")
 EOF
+sort -n "$DIR/checkpoint_bytes" | awk '{v[NR] = $1} END {
+  if (NR) printf "checkpoint bytes per room (%d rooms): min %d, median %d, max %d\n", NR, v[1], v[int((NR + 1) / 2)], v[NR]
+  else print "no checkpoints found"
+}'
 for n in 1 2 3; do
   echo "node $n: $(grep -c 'room restored' "$DIR/node$n.log" || true) rooms restored, $(grep -c 'session continued' "$DIR/node$n.log" || true) sessions continued"
 done
