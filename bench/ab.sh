@@ -20,6 +20,7 @@
 #   cargo build --release -p tickrelay-bots
 #   bench/ab.sh --rooms 50 --members 20 --hz 30 --npcs 16 /tmp/a/target/release/tickrelay /tmp/b/target/release/tickrelay
 set -euo pipefail
+source "$(dirname "$0")/relay_config.sh"
 
 rooms=1 members=200 hz=20 npcs=60 rounds=3 window=15 input_rate=
 while (($#)); do
@@ -46,28 +47,12 @@ bots=$root/target/release/tickrelay-bots
 work=$(mktemp -d "${TMPDIR:-/tmp}/tickrelay-ab.XXXXXX")
 trap 'kill $relay_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 relay_pid=
-port=17443
-cat >"$work/relay.toml" <<EOF
-listen = "127.0.0.1:$port"
-empty_room_ttl_secs = 600
-max_rooms_per_creator = 100000
-room_creations_per_minute = 1000000.0
-room_creation_burst = 100000.0
-[tls]
-dev_cert_path = "$work/cert.pem"
-[quic]
-enabled = false
-[connections]
-max_connections = 20000
-max_per_ip = 20000
-handshakes_per_ip_per_second = 5000.0
-handshake_burst = 5000.0
-[room_types.arena]
-simulation = "arena"
-tick_rate = $hz
-max_members = $((members + 16))
-arena_npcs = $npcs
-EOF
+port=$(free_port)
+{
+    bench_relay_config "$port" "$work/cert.pem"
+    printf '\n[quic]\nenabled = false\n'
+    bench_arena_room_type "$hz" "$members" "$npcs"
+} >"$work/relay.toml"
 
 # CPU ticks (user + system) and voluntary context switches of every thread of $1.
 sample() {

@@ -35,6 +35,7 @@
 #
 # Binaries come from $CARGO_TARGET_DIR (default: target/) under release/.
 set -euo pipefail
+source "$(dirname "$0")/relay_config.sh"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
@@ -87,27 +88,10 @@ esac
 
 # --- a private directory, port and configuration ---------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/tickrelay-load.XXXXXX")
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 url=wss://127.0.0.1:$port/ws
 if [[ $transport == quic ]]; then url=quic://127.0.0.1:$port; fi
-cat >"$work/relay.toml" <<EOF
-listen = "127.0.0.1:$port"
-empty_room_ttl_secs = 600
-# Every bot creates its rooms from 127.0.0.1 too: lift the per-creator room limits.
-max_rooms_per_creator = 100000
-room_creations_per_minute = 1000000.0
-room_creation_burst = 100000.0
-
-[tls]
-dev_cert_path = "$work/cert.pem"
-
-# Every bot connects from 127.0.0.1: lift the per-IP caps meant for the Internet.
-[connections]
-max_connections = 20000
-max_per_ip = 20000
-handshakes_per_ip_per_second = 5000.0
-handshake_burst = 5000.0
-EOF
+bench_relay_config "$port" "$work/cert.pem" >"$work/relay.toml"
 if ((naive)); then server_args+=(--naive-fanout); fi
 
 relay_pid="" bots_pid="" sampler_pid=""

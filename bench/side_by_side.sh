@@ -55,6 +55,7 @@
 # curl. Installs the Colyseus peer with `npm ci` when its node_modules is missing.
 # Binaries come from $CARGO_TARGET_DIR (default: target/) under release/.
 set -euo pipefail
+source "$(dirname "$0")/relay_config.sh"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
@@ -140,7 +141,6 @@ trap 'exit 130' INT TERM
 # Node processes for n Colyseus bots: one per 200, at most one per CPU they may use.
 js_processes_for() { local n=$((($1 + 199) / 200)); echo $((n < bots_ncpu ? n : bots_ncpu)); }
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # utime + stime (clock ticks, all threads) of the server, and the time.
 clk_tck=$(getconf CLK_TCK)
@@ -187,33 +187,11 @@ run_one() {
                 --processes "${js_processes:-$(js_processes_for $((rooms * members)))}" --json "$run/bots.json")
             ;;
         wss | ws)
-            cat >"$run/relay.toml" <<EOF
-listen = "127.0.0.1:$port"
-empty_room_ttl_secs = 600
-# Every bot creates its rooms from 127.0.0.1 too: lift the per-creator room limits.
-max_rooms_per_creator = 100000
-room_creations_per_minute = 1000000.0
-room_creation_burst = 100000.0
-
-[tls]
-dev_cert_path = "$run/cert.pem"
-
-[quic]
-enabled = false
-
-# Every bot connects from 127.0.0.1: lift the per-IP caps meant for the Internet.
-[connections]
-max_connections = 20000
-max_per_ip = 20000
-handshakes_per_ip_per_second = 5000.0
-handshake_burst = 5000.0
-
-[room_types.arena]
-simulation = "arena"
-tick_rate = $hz
-max_members = $((members + 16))
-arena_npcs = $npcs
-EOF
+            {
+                bench_relay_config "$port" "$run/cert.pem"
+                printf '\n[quic]\nenabled = false\n'
+                bench_arena_room_type "$hz" "$members" "$npcs"
+            } >"$run/relay.toml"
             local flags=() scheme=wss
             if [[ $server == ws ]]; then flags=(--insecure-plain) scheme=ws; fi
             (cd "$run" && exec "${server_cpu[@]}" "$relay_bin" --config relay.toml --log warn "${flags[@]}") \
