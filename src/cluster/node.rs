@@ -184,8 +184,9 @@ impl Cluster {
             user_id: user_id.to_string(),
         };
         let record = record.encode_to_vec();
-        let ttl = self.settings.lease + self.settings.resume_grace;
-        let saved = self.directory.save_session(self.settings.number, token, &record, ttl);
+        let saved = self
+            .directory
+            .save_session(self.settings.number, token, &record, self.session_ttl());
         let _ = self.call(saved).await;
     }
 
@@ -258,6 +259,12 @@ impl Cluster {
                 DirectoryReply::List { request_id, outcome }
             }
         }
+    }
+
+    /// How long a session record outlives its node's last renewal: a lease (the node
+    /// may be dead), then the resume grace.
+    fn session_ttl(&self) -> Duration {
+        self.settings.lease + self.settings.resume_grace
     }
 
     /// A seat ticket for a member redirected to `room`'s node: it joins there with
@@ -562,9 +569,8 @@ impl Cluster {
         }
         *held = open;
         let _ = self.call(self.bus.keep_listening()).await;
-        let session_ttl = self.settings.lease + self.settings.resume_grace;
         let _ = self
-            .call(self.directory.keep_sessions(self.settings.number, session_ttl))
+            .call(self.directory.keep_sessions(self.settings.number, self.session_ttl()))
             .await;
         // On failure the rooms keep running; the next round tries again.
         let Ok(lapsed) = renewed else {

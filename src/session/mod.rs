@@ -555,32 +555,18 @@ impl Session {
     }
 
     fn join(&mut self, join: proto::JoinRoom) {
+        let refuse = |code, message: &str| self.reply(error_message(code, message, join.request_id, &join.room));
         if join.room.is_empty() || join.room.len() > 128 {
-            let error = error_message(
-                ErrorCode::BadRequest,
-                "room id must be 1-128 bytes",
-                join.request_id,
-                &join.room,
-            );
-            return self.reply(error);
+            return refuse(ErrorCode::BadRequest, "room id must be 1-128 bytes");
         }
         if !self.identity.may_join(&join.room) {
-            let message = "the token does not allow this room";
-            return self.reply(error_message(
-                ErrorCode::Forbidden,
-                message,
-                join.request_id,
-                &join.room,
-            ));
+            return refuse(ErrorCode::Forbidden, "the token does not allow this room");
         }
         if self.claims.contains_key(&join.room) {
-            let message = "a join of this room is already waiting for the room directory";
-            return self.reply(error_message(
+            return refuse(
                 ErrorCode::AlreadyMember,
-                message,
-                join.request_id,
-                &join.room,
-            ));
+                "a join of this room is already waiting for the room directory",
+            );
         }
         if !self.rooms.contains_key(&join.room)
             && self.rooms.len() + self.claims.len() >= self.ctx.settings.max_rooms_per_session
@@ -589,12 +575,7 @@ impl Session {
                 "a session may be in at most {} rooms",
                 self.ctx.settings.max_rooms_per_session
             );
-            return self.reply(error_message(
-                ErrorCode::LimitExceeded,
-                &message,
-                join.request_id,
-                &join.room,
-            ));
+            return refuse(ErrorCode::LimitExceeded, &message);
         }
         // A room open here is this node's; one that is not may live on another node.
         // A seat ticket is checked in the directory too.
@@ -609,13 +590,10 @@ impl Session {
                 .filter(is_claim)
                 .count();
             if claiming >= self.ctx.settings.max_rooms_per_session {
-                let message = "too many joins waiting for the room directory; wait for their answers";
-                return self.reply(error_message(
+                return refuse(
                     ErrorCode::LimitExceeded,
-                    message,
-                    join.request_id,
-                    &join.room,
-                ));
+                    "too many joins waiting for the room directory; wait for their answers",
+                );
             }
             self.directory_ops.push(DirectoryOp::Claim {
                 room: join.room.clone(),
