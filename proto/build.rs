@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let schema = "tickrelay/v1/tickrelay.proto";
     println!("cargo:rerun-if-changed={schema}");
     let descriptors = protox::compile([schema], ["."])?;
-    prost_build::Config::new().bytes(["."]).compile_fds(descriptors)?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .btree_map(["."])
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -202,6 +202,7 @@ impl Server {
             auth,
             settings: Arc::new(config.session_settings()),
             clustered: cluster.is_some(),
+            room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),

@@ -242,6 +242,7 @@ impl Cluster {
                 request_id,
                 after,
                 limit,
+                ..
             } => {
                 let outcome = self.call(self.directory.list(&after, limit)).await;
                 let outcome = outcome.map(|(rooms, more)| {
@@ -252,6 +253,7 @@ impl Cluster {
                             room_type: r.room_type,
                             members: r.members,
                             max_members: r.max_members,
+                            ..Default::default()
                         })
                         .collect();
                     (rooms, more)
@@ -429,7 +431,7 @@ impl Cluster {
         if tokio::time::timeout(HAND_OFF_WAIT, written).await.is_err() {
             tracing::warn!("stopping: not every room's checkpoint was written in time");
         }
-        let rooms: Vec<String> = self.pool.all_rooms().into_iter().map(|r| r.room).collect();
+        let rooms: Vec<String> = self.pool.all_rooms().iter().map(|r| r.id.to_string()).collect();
         match self.call(self.directory.release_all(&rooms)).await {
             Ok(()) => tracing::info!(rooms = rooms.len(), "stopping: rooms checkpointed and released"),
             Err(_) => tracing::warn!(
@@ -547,12 +549,12 @@ impl Cluster {
     /// One round: releases the rooms `held` that closed since, renews the open ones
     /// and takes back (or closes) the ones whose lease lapsed.
     async fn renew(&self, held: &mut HashSet<String>) {
-        let rooms: Vec<RoomEntry> = (self.pool.all_rooms().into_iter())
+        let rooms: Vec<RoomEntry> = (self.pool.all_rooms().iter())
             .map(|r| RoomEntry {
-                room: r.room,
-                room_type: r.room_type,
+                room: r.id.to_string(),
+                room_type: r.room_type.to_string(),
                 node: self.node.id.clone(),
-                members: r.members,
+                members: r.members.load(Ordering::Relaxed),
                 max_members: r.max_members,
             })
             .collect();

@@ -9,9 +9,11 @@
 //! - [`envelope`] — an outbox batch laid out as one `ServerEnvelope`, without
 //!   re-encoding.
 //! - [`schedule`] — fixed-rate tick scheduling without drift, on an injected clock.
+//! - [`listing`] — what a room shows in listings and quick joins.
 //! - [`sim_pool`] — the dedicated simulation threads that own and tick the rooms.
 
 pub mod envelope;
+pub mod listing;
 pub mod outbox;
 pub mod room;
 pub mod schedule;

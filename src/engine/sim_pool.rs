@@ -26,6 +26,7 @@ use rustc_hash::FxHashMap;
 
 use crate::bucket::TokenBucket;
 use crate::clock::unix_micros;
+use crate::engine::listing::{Listing, ListingState, Metadata};
 use crate::engine::outbox::{Outbox, RoomKey};
 use crate::engine::room::{Room, RoomConfig, error_message};
 use crate::engine::schedule::TickSchedule;
@@ -230,6 +231,9 @@ pub enum Command {
         request_id: u64,
         /// The session's number of this join (see [`Outbox::leave_room`]).
         join_seq: u64,
+        /// The join holds a seat a quick join reserved ([`RoomShared::reserved`]),
+        /// released once the join is handled.
+        reserved: bool,
     },
     /// A member leaves.
     Leave {
@@ -297,6 +301,62 @@ pub struct RoomShared {
     pub members: AtomicU32,
     /// Who created it, when counted against a creator's [`CreationLimits`].
     pub creator: Option<Arc<str>>,
+    /// What it shows in listings and quick joins (shared with the room).
+    pub listing: Arc<Listing>,
+    /// Seats quick joins reserved whose joins the room has not handled yet.
+    pub reserved: AtomicU32,
+}
+
+impl RoomShared {
+    /// Members plus reserved seats.
+    fn seats_taken(&self) -> u32 {
+        self.members.load(Ordering::Relaxed) + self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// Whether a listing with `filter` shows the room (private rooms never).
+    pub fn listed(&self, filter: &RoomFilter<'_>) -> bool {
+        (filter.room_type.is_empty() || *self.room_type == *filter.room_type)
+            && self
+                .listing
+                .with(|l| !l.private && l.matches(filter.metadata) && !(filter.open_only && l.locked))
+            && !(filter.open_only && self.seats_taken() >= self.max_members)
+    }
+
+    /// The room as listed.
+    pub fn info(&self) -> proto::RoomInfo {
+        let (metadata, locked) = self.listing.with(|l| (l.metadata.clone(), l.locked));
+        proto::RoomInfo {
+            room: self.id.to_string(),
+            room_type: self.room_type.to_string(),
+            members: self.members.load(Ordering::Relaxed),
+            max_members: self.max_members,
+            metadata,
+            locked,
+        }
+    }
+}
+
+/// Which rooms a listing or a quick join considers.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomFilter<'a> {
+    /// Only rooms of this type (empty: any).
+    pub room_type: &'a str,
+    /// Only rooms whose metadata holds every one of these entries.
+    pub metadata: &'a Metadata,
+    /// Only rooms a quick join may pick: not locked, with a free seat.
+    pub open_only: bool,
+}
+
+impl RoomFilter<'static> {
+    /// Every listed room.
+    pub fn all() -> Self {
+        static NONE: Metadata = Metadata::new();
+        Self {
+            room_type: "",
+            metadata: &NONE,
+            open_only: false,
+        }
+    }
 }
 
 /// A cheap handle to a room: where to send its commands.
@@ -323,9 +383,15 @@ pub const MAX_ROOMS_PER_PAGE: usize = 500;
 /// [`SimPool`] is the real thing; sessions are unit-tested against a fake.
 pub trait Rooms: Send + Sync {
     /// The room with this id, created with `room_type` (or the default type when
-    /// empty) if it does not exist, counted against `creator`'s
+    /// empty) and `listing` if it does not exist, counted against `creator`'s
     /// [`CreationLimits`].
-    fn open(&self, id: &str, room_type: &str, creator: &str) -> Result<RoomHandle, PoolError>;
+    fn open(&self, id: &str, room_type: &str, creator: &str, listing: ListingState) -> Result<RoomHandle, PoolError>;
+
+    /// A quick join's pick: of the open rooms of `room_type` (empty: the default
+    /// type) whose metadata holds every entry of `filters` and that `skip` does not
+    /// exclude, the one with the most seats taken (the first in id order on a tie),
+    /// with a seat reserved for the join (send it with `reserved: true`).
+    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle>;
 
     /// The open room with this id, if any (never creates one).
     fn find(&self, id: &str) -> Option<RoomHandle>;
@@ -333,14 +399,18 @@ pub trait Rooms: Send + Sync {
     /// Sends a command to the room without blocking.
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError>;
 
-    /// One page of the open rooms in id order: at most `limit` (capped at
+    /// One page of the rooms `filter` lists, in id order: at most `limit` (capped at
     /// [`MAX_ROOMS_PER_PAGE`]) whose ids sort after `after`, and whether more follow.
-    fn list(&self, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool);
+    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool);
 }
 
 impl Rooms for SimPool {
-    fn open(&self, id: &str, room_type: &str, creator: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, false, Some(creator), None)
+    fn open(&self, id: &str, room_type: &str, creator: &str, listing: ListingState) -> Result<RoomHandle, PoolError> {
+        self.open_room(id, room_type, false, Some(creator), Opening::New(listing))
+    }
+
+    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle> {
+        SimPool::pick(self, room_type, filters, skip)
     }
 
     fn find(&self, id: &str) -> Option<RoomHandle> {
@@ -351,9 +421,17 @@ impl Rooms for SimPool {
         SimPool::send(self, room, command)
     }
 
-    fn list(&self, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
-        self.list_rooms(after, limit)
+    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
+        self.list_rooms(filter, after, limit)
     }
+}
+
+/// How [`SimPool::open_room`] opens a room that is not open.
+enum Opening<'a> {
+    /// A new room with this listing.
+    New(ListingState),
+    /// As its checkpoint left it.
+    Restore(&'a proto::RoomCheckpoint),
 }
 
 /// Rooms by id, in id order (so listings page).
@@ -489,19 +567,46 @@ impl SimPool {
     /// empty) if it does not exist. The new room goes to the least loaded thread.
     /// (Counted against no creator: for the server itself and tests.)
     pub fn get_or_create(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, false, None, None)
+        self.open_room(id, room_type, false, None, Opening::New(ListingState::default()))
     }
 
     /// Creates a room that stays open while empty (rooms from the configuration).
     pub fn create_persistent(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, true, None, None)
+        self.open_room(id, room_type, true, None, Opening::New(ListingState::default()))
     }
 
     /// Opens a room as its checkpoint left it (cluster mode: the node that held it
     /// died or stopped), unless a room with its id is open already. Counted against
     /// no creator.
     pub fn restore(&self, checkpoint: &proto::RoomCheckpoint) -> Result<RoomHandle, PoolError> {
-        self.open_room(&checkpoint.room, &checkpoint.room_type, false, None, Some(checkpoint))
+        self.open_room(
+            &checkpoint.room,
+            &checkpoint.room_type,
+            false,
+            None,
+            Opening::Restore(checkpoint),
+        )
+    }
+
+    /// See [`Rooms::pick`].
+    pub fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle> {
+        let filter = RoomFilter {
+            room_type: if room_type.is_empty() {
+                &self.config.default_room_type
+            } else {
+                room_type
+            },
+            metadata: filters,
+            open_only: true,
+        };
+        // Under the directory's lock: two quick joins never reserve the last seat twice.
+        let directory = self.directory.lock();
+        let room = directory
+            .values()
+            .filter(|h| !skip(&h.shared.id) && h.shared.listed(&filter))
+            .min_by_key(|h| std::cmp::Reverse(h.shared.seats_taken()))?;
+        room.shared.reserved.fetch_add(1, Ordering::Relaxed);
+        Some(room.clone())
     }
 
     fn open_room(
@@ -510,7 +615,7 @@ impl SimPool {
         room_type: &str,
         persistent: bool,
         creator: Option<&str>,
-        checkpoint: Option<&proto::RoomCheckpoint>,
+        opening: Opening<'_>,
     ) -> Result<RoomHandle, PoolError> {
         let mut directory = self.directory.lock();
         if let Some(handle) = directory.get(id) {
@@ -541,16 +646,19 @@ impl SimPool {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = id.into();
         let type_name: Arc<str> = type_name.into();
-        let shared = Arc::new(RoomShared {
-            id: id.clone(),
-            room_type: type_name.clone(),
-            max_members: spec.config.max_members as u32,
-            members: AtomicU32::new(0),
-            creator: creator.clone(),
-        });
-        let room = match checkpoint {
-            None => Room::new(key, id.clone(), type_name, spec.config.clone(), (spec.factory)()),
-            Some(checkpoint) => {
+        let room = match opening {
+            Opening::New(listing) => {
+                let mut room = Room::new(
+                    key,
+                    id.clone(),
+                    type_name.clone(),
+                    spec.config.clone(),
+                    (spec.factory)(),
+                );
+                room.set_listing(listing);
+                room
+            }
+            Opening::Restore(checkpoint) => {
                 let grace = self
                     .config
                     .checkpoints
@@ -561,6 +669,15 @@ impl SimPool {
                 restored.map_err(|e| PoolError::Unavailable(e.to_string()))?
             }
         };
+        let shared = Arc::new(RoomShared {
+            id: id.clone(),
+            room_type: type_name,
+            max_members: spec.config.max_members as u32,
+            members: AtomicU32::new(0),
+            creator: creator.clone(),
+            listing: room.listing().clone(),
+            reserved: AtomicU32::new(0),
+        });
         let thread = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].rooms.load(Ordering::Relaxed))
             .unwrap_or(0);
@@ -591,23 +708,25 @@ impl SimPool {
         Ok(handle)
     }
 
-    /// One page of the open rooms in id order: at most `limit` (capped at
+    /// One page of the rooms `filter` lists, in id order: at most `limit` (capped at
     /// [`MAX_ROOMS_PER_PAGE`]) whose ids sort after `after` (empty: from the start),
     /// and whether more follow.
-    pub fn list_rooms(&self, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
+    pub fn list_rooms(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
         use std::ops::Bound::{Excluded, Unbounded};
         let limit = limit.min(MAX_ROOMS_PER_PAGE);
         let directory = self.directory.lock();
         let lower = if after.is_empty() { Unbounded } else { Excluded(after) };
-        let mut page = directory.range::<str, _>((lower, Unbounded)).map(|(_, h)| room_info(h));
+        let mut page = (directory.range::<str, _>((lower, Unbounded)))
+            .filter(|(_, h)| h.shared.listed(filter))
+            .map(|(_, h)| h.shared.info());
         let rooms: Vec<_> = page.by_ref().take(limit).collect();
         let more = page.next().is_some();
         (rooms, more)
     }
 
-    /// Every open room, in id order, as listed (a snapshot for the cluster's leases).
-    pub fn all_rooms(&self) -> Vec<proto::RoomInfo> {
-        self.directory.lock().values().map(room_info).collect()
+    /// Every open room, in id order (a snapshot for the cluster's leases).
+    pub fn all_rooms(&self) -> Vec<Arc<RoomShared>> {
+        self.directory.lock().values().map(|h| h.shared.clone()).collect()
     }
 
     /// Asks every thread to checkpoint all its rooms now; each then sends
@@ -666,16 +785,6 @@ impl SimPool {
             }
         }
         self.directory.lock().clear();
-    }
-}
-
-fn room_info(handle: &RoomHandle) -> proto::RoomInfo {
-    let shared = &handle.shared;
-    proto::RoomInfo {
-        room: shared.id.to_string(),
-        room_type: shared.room_type.to_string(),
-        members: shared.members.load(Ordering::Relaxed),
-        max_members: shared.max_members,
     }
 }
 
@@ -821,10 +930,14 @@ impl SimThread {
                 outbox,
                 request_id,
                 join_seq,
+                reserved,
             } => match self.index.get(&room).map(|&i| &mut self.rooms[i]) {
                 Some(r) => {
                     let _ = r.room.join(member, user_id, outbox, request_id, join_seq);
                     r.sync_members(&self.metrics);
+                    if reserved {
+                        r.shared.reserved.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
                 None => {
                     let error = error_message(ErrorCode::RoomClosed, "room closed; join again", request_id, "");
@@ -1104,6 +1217,7 @@ mod tests {
                 outbox: outbox.clone(),
                 request_id: 1,
                 join_seq: 1,
+                reserved: false,
             },
         )
         .unwrap();
@@ -1138,7 +1252,7 @@ mod tests {
         let outbox = join(&pool, "lobby", "", 7);
         let messages = wait_for_frames(&outbox, 1);
         assert!(matches!(messages[0], server_message::Kind::Joined(ref j) if j.room == "lobby"));
-        let (rooms, more) = pool.list_rooms("", 10);
+        let (rooms, more) = pool.list_rooms(&RoomFilter::all(), "", 10);
         assert_eq!(
             (rooms[0].members, rooms[0].room_type.as_str(), more),
             (1, "relay", false)
@@ -1165,7 +1279,7 @@ mod tests {
         };
         pool.send(&handle, leave).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.list_rooms("", 10).0[0].members != 0 {
+        while pool.list_rooms(&RoomFilter::all(), "", 10).0[0].members != 0 {
             assert!(Instant::now() < deadline, "the leave was not applied");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -1231,14 +1345,110 @@ mod tests {
             pool.get_or_create(id, "relay").unwrap();
         }
         let ids = |page: &[proto::RoomInfo]| page.iter().map(|r| r.room.clone()).collect::<Vec<_>>();
-        let (first, more) = pool.list_rooms("", 2);
+        let (first, more) = pool.list_rooms(&RoomFilter::all(), "", 2);
         assert_eq!((ids(&first), more), (vec!["a".to_string(), "b".into()], true));
-        let (rest, more) = pool.list_rooms("b", 10);
+        let (rest, more) = pool.list_rooms(&RoomFilter::all(), "b", 10);
         assert_eq!(
             (ids(&rest), more),
             (vec!["c".to_string(), "d".into(), "e".into()], false)
         );
-        assert_eq!(pool.list_rooms("e", 10), (vec![], false));
+        assert_eq!(pool.list_rooms(&RoomFilter::all(), "e", 10), (vec![], false));
+    }
+
+    fn listed(metadata: &[(&str, &str)], private: bool) -> ListingState {
+        ListingState {
+            metadata: metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            private,
+            ..ListingState::default()
+        }
+    }
+
+    #[test]
+    fn listings_filter_by_type_metadata_and_openness_and_never_show_private_rooms() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        let ctf = listed(&[("mode", "ctf")], false);
+        pool.open("a", "relay", "x", ctf.clone()).unwrap();
+        pool.open("b", "arena", "x", ctf.clone()).unwrap();
+        pool.open("hidden", "relay", "y", listed(&[("mode", "ctf")], true))
+            .unwrap();
+        pool.open("dm", "relay", "y", listed(&[("mode", "dm")], false)).unwrap();
+        let locked = pool.open("locked", "relay", "z", ctf.clone()).unwrap();
+        locked.shared.listing.update(|l| l.locked = true);
+        let ids = |filter: RoomFilter<'_>| {
+            let (page, _) = pool.list_rooms(&filter, "", 100);
+            page.into_iter().map(|r| r.room).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(RoomFilter::all()), ["a", "b", "dm", "locked"]);
+        let relay_ctf = RoomFilter {
+            room_type: "relay",
+            metadata: &ctf.metadata,
+            open_only: false,
+        };
+        assert_eq!(ids(relay_ctf), ["a", "locked"]);
+        assert_eq!(
+            ids(RoomFilter {
+                open_only: true,
+                ..relay_ctf
+            }),
+            ["a"]
+        );
+        let (page, _) = pool.list_rooms(&relay_ctf, "a", 1);
+        assert_eq!((page[0].metadata.clone(), page[0].locked), (ctf.metadata, true));
+    }
+
+    #[test]
+    fn quick_joins_fill_the_fullest_open_room_and_never_overbook_one() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        let ctf = listed(&[("mode", "ctf")], false);
+        for (id, listing) in [
+            ("a", ctf.clone()),
+            ("b", ctf.clone()),
+            ("dm", listed(&[("mode", "dm")], false)),
+            ("hidden", listed(&[("mode", "ctf")], true)),
+        ] {
+            pool.open(id, "", id, listing).unwrap();
+        }
+        let b = pool.room("b").unwrap();
+        join(&pool, "b", "", 1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.shared.members.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the join was not handled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let nothing = |_: &str| false;
+        // The fullest first, then the other: every seat once, then none.
+        let mut picked = Vec::new();
+        while let Some(room) = pool.pick("", &ctf.metadata, &nothing) {
+            picked.push(room.shared.id.to_string());
+        }
+        assert_eq!(picked.len(), 2 * 64 - 1);
+        assert!(picked[..63].iter().all(|id| id == "b") && picked[63..].iter().all(|id| id == "a"));
+        assert!(pool.pick("relay", &ctf.metadata, &nothing).is_none());
+        // A reserved join handled gives its reservation back as a member.
+        pool.send(
+            &b,
+            Command::Join {
+                room: b.key,
+                member: 2,
+                user_id: "u".into(),
+                outbox: Arc::new(Outbox::new(OutboxLimits::default())),
+                request_id: 1,
+                join_seq: 1,
+                reserved: true,
+            },
+        )
+        .unwrap();
+        while b.shared.members.load(Ordering::Relaxed) == 1 {
+            assert!(Instant::now() < deadline, "the join was not handled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(b.shared.reserved.load(Ordering::Relaxed), 62);
+        // Skipped rooms (the session is in them, or its token forbids them) are not picked.
+        b.shared.reserved.store(0, Ordering::Relaxed);
+        let not_b = |id: &str| id == "b";
+        assert!(pool.pick("", &ctf.metadata, &not_b).is_none());
     }
 
     #[test]
@@ -1269,14 +1479,14 @@ mod tests {
     fn a_creator_has_so_many_rooms_open_and_gets_a_slot_back_when_one_closes() {
         let (_gate, rx) = crossbeam_channel::bounded(0);
         let pool = pool(1, rx);
-        pool.open("doomed", "panicking", "x").unwrap();
-        pool.open("b", "relay", "x").unwrap();
-        let refused = pool.open("c", "relay", "x").unwrap_err();
+        pool.open("doomed", "panicking", "x", ListingState::default()).unwrap();
+        pool.open("b", "relay", "x", ListingState::default()).unwrap();
+        let refused = pool.open("c", "relay", "x", ListingState::default()).unwrap_err();
         assert_eq!(refused.code(), ErrorCode::LimitExceeded);
         assert!(refused.to_string().contains("2 rooms open"), "{refused}");
         // Joining a room that exists creates nothing; other creators are unaffected.
-        pool.open("b", "relay", "x").unwrap();
-        pool.open("d", "relay", "y").unwrap();
+        pool.open("b", "relay", "x", ListingState::default()).unwrap();
+        pool.open("d", "relay", "y", ListingState::default()).unwrap();
         // A member makes the panicking room tick, and it closes.
         let _member = join(&pool, "doomed", "panicking", 1);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1284,6 +1494,6 @@ mod tests {
             assert!(Instant::now() < deadline, "the room was not closed");
             std::thread::sleep(Duration::from_millis(1));
         }
-        pool.open("c", "relay", "x").unwrap();
+        pool.open("c", "relay", "x", ListingState::default()).unwrap();
     }
 }

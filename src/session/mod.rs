@@ -18,6 +18,7 @@ pub mod limits;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,14 +26,15 @@ use prost::Message;
 
 use crate::clock::Now;
 use crate::cluster::Claim;
+use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox};
 use crate::engine::room::error_message;
-use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomHandle, Rooms};
+use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, Rooms};
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
 use crate::proto::{
-    self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, SendEvent, client_message, input, request,
-    response, server_message::Kind,
+    self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, RoomLock, SendEvent, client_message, input,
+    request, response, server_message::Kind,
 };
 use crate::session::auth::{AuthMode, Authenticator, Identity};
 use crate::session::heartbeat::{Beat, Heartbeat};
@@ -86,6 +88,13 @@ impl Default for SessionSettings {
     }
 }
 
+/// The longest room id, in bytes.
+pub const MAX_ROOM_ID_BYTES: usize = 128;
+
+/// The longest room type a quick join names, in bytes (the room it creates has an id
+/// of this type, a dash and 16 characters).
+pub const MAX_ROOM_TYPE_BYTES: usize = 64;
+
 /// Rooms listed per page of `ListRooms` when the client does not say.
 pub const DEFAULT_ROOMS_PER_PAGE: usize = 100;
 
@@ -101,6 +110,8 @@ pub struct SessionContext {
     /// Cluster mode: rooms not open here are claimed in the shared directory before
     /// a join (see [`DirectoryOp`]), and listings come from it.
     pub clustered: bool,
+    /// Draws the random part of the id of a room a quick join creates.
+    pub room_ids: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
 /// Work a clustered session needs from the room directory. The driver takes it from
@@ -128,6 +139,12 @@ pub enum DirectoryOp {
         after: String,
         /// At most this many.
         limit: usize,
+        /// Only rooms of this type (empty: any).
+        room_type: String,
+        /// Only rooms whose metadata holds every one of these entries.
+        filters: Metadata,
+        /// Only rooms a quick join may pick.
+        open_only: bool,
     },
 }
 
@@ -205,6 +222,7 @@ struct Membership {
 struct PendingJoin {
     request_id: u64,
     room_type: String,
+    create: Option<proto::RoomOptions>,
     waiting: Vec<Waiting>,
 }
 
@@ -435,6 +453,7 @@ impl Session {
         use client_message::Kind as K;
         match kind {
             K::Join(join) => self.join(join),
+            K::QuickJoin(quick) => self.quick_join(quick),
             K::Leave(leave) => {
                 if self.claims.remove(&leave.room).is_some() {
                     // Not in the room yet: the claim's answer will find no join to finish.
@@ -554,9 +573,15 @@ impl Session {
         }
     }
 
+    /// Why the session may not join one more room, if it may not.
+    fn room_cap(&self) -> Option<String> {
+        let cap = self.ctx.settings.max_rooms_per_session;
+        (self.rooms.len() + self.claims.len() >= cap).then(|| format!("a session may be in at most {cap} rooms"))
+    }
+
     fn join(&mut self, join: proto::JoinRoom) {
         let refuse = |code, message: &str| self.reply(error_message(code, message, join.request_id, &join.room));
-        if join.room.is_empty() || join.room.len() > 128 {
+        if join.room.is_empty() || join.room.len() > MAX_ROOM_ID_BYTES {
             return refuse(ErrorCode::BadRequest, "room id must be 1-128 bytes");
         }
         if !self.identity.may_join(&join.room) {
@@ -569,13 +594,12 @@ impl Session {
             );
         }
         if !self.rooms.contains_key(&join.room)
-            && self.rooms.len() + self.claims.len() >= self.ctx.settings.max_rooms_per_session
+            && let Some(message) = self.room_cap()
         {
-            let message = format!(
-                "a session may be in at most {} rooms",
-                self.ctx.settings.max_rooms_per_session
-            );
             return refuse(ErrorCode::LimitExceeded, &message);
+        }
+        if let Some(Err(e)) = join.create.as_ref().map(|c| listing::check(&c.metadata)) {
+            return refuse(ErrorCode::BadRequest, &e.to_string());
         }
         // A room open here is this node's; one that is not may live on another node.
         // A seat ticket is checked in the directory too.
@@ -608,18 +632,62 @@ impl Session {
             let pending = PendingJoin {
                 request_id: join.request_id,
                 room_type: join.room_type,
+                create: join.create,
                 waiting: Vec::new(),
             };
             self.claims.insert(join.room, pending);
             return;
         }
         let (member, user_id) = (self.id, self.identity.user_id.clone());
-        self.open_and_join(join.room, &join.room_type, join.request_id, member, user_id);
+        let listing = ListingState::created(join.create.as_ref(), member, true);
+        self.open_and_join(join.room, &join.room_type, join.request_id, member, user_id, listing);
     }
 
-    /// Opens the room here (creating it if needed) and sends the join as `member`
-    /// (this session's id, or a redirected member's); the room's handle when the
-    /// session is now a member (or about to be).
+    /// A quick join: the fullest open room that matches, or a new one (see
+    /// `QuickJoin` in the schema).
+    fn quick_join(&mut self, quick: proto::QuickJoin) {
+        let refuse = |code, message: &str| self.reply(error_message(code, message, quick.request_id, ""));
+        if quick.room_type.len() > MAX_ROOM_TYPE_BYTES {
+            let message = format!("room type must be at most {MAX_ROOM_TYPE_BYTES} bytes");
+            return refuse(ErrorCode::BadRequest, &message);
+        }
+        let mut metadata = quick.create.map(|c| c.metadata).unwrap_or_default();
+        metadata.extend(quick.filters.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Err(e) = listing::check(&quick.filters).and_then(|()| listing::check(&metadata)) {
+            return refuse(ErrorCode::BadRequest, &e.to_string());
+        }
+        if let Some(message) = self.room_cap() {
+            return refuse(ErrorCode::LimitExceeded, &message);
+        }
+        let (member, user_id) = (self.id, self.identity.user_id.clone());
+        let skip =
+            |id: &str| self.rooms.contains_key(id) || self.claims.contains_key(id) || !self.identity.may_join(id);
+        if let Some(handle) = self.ctx.rooms.pick(&quick.room_type, &quick.filters, &skip) {
+            let id = handle.shared.id.to_string();
+            self.join_open(id, handle, quick.request_id, member, user_id, true);
+            return;
+        }
+        let prefix = if quick.room_type.is_empty() {
+            "room"
+        } else {
+            &quick.room_type
+        };
+        let room = format!("{prefix}-{}", (self.ctx.room_ids)());
+        if !self.identity.may_join(&room) {
+            let message = format!("no open room matches, and the token does not allow creating `{room}`");
+            return refuse(ErrorCode::Forbidden, &message);
+        }
+        let listing = ListingState {
+            metadata,
+            owner: member,
+            ..ListingState::default()
+        };
+        self.open_and_join(room, &quick.room_type, quick.request_id, member, user_id, listing);
+    }
+
+    /// Opens the room here (creating it with `listing` if needed) and sends the join
+    /// as `member` (this session's id, or a redirected member's); the room's handle
+    /// when the session is now a member (or about to be).
     fn open_and_join(
         &mut self,
         room: String,
@@ -627,14 +695,29 @@ impl Session {
         request_id: u64,
         member: MemberId,
         user_id: Arc<str>,
+        listing: ListingState,
     ) -> Option<RoomHandle> {
-        let handle = match self.ctx.rooms.open(&room, room_type, &self.identity.creator) {
+        let handle = match self.ctx.rooms.open(&room, room_type, &self.identity.creator, listing) {
             Ok(handle) => handle,
             Err(e) => {
                 self.pool_error(&e, request_id, &room);
                 return None;
             }
         };
+        self.join_open(room, handle, request_id, member, user_id, false)
+    }
+
+    /// Sends the join of a room open here (`reserved`: into a seat a quick join
+    /// reserved).
+    fn join_open(
+        &mut self,
+        room: String,
+        handle: RoomHandle,
+        request_id: u64,
+        member: MemberId,
+        user_id: Arc<str>,
+        reserved: bool,
+    ) -> Option<RoomHandle> {
         let join_seq = self.next_join;
         self.next_join += 1;
         let command = Command::Join {
@@ -644,8 +727,12 @@ impl Session {
             outbox: self.outbox.clone(),
             request_id,
             join_seq,
+            reserved,
         };
         if !self.send(&handle, command, request_id) {
+            if reserved {
+                handle.shared.reserved.fetch_sub(1, Ordering::Relaxed);
+            }
             return None;
         }
         self.rooms.insert(
@@ -720,7 +807,9 @@ impl Session {
                             Some(seat) => (seat.member_id, Arc::from(seat.user_id)),
                             None => (self.id, self.identity.user_id.clone()),
                         };
-                        let Some(handle) = self.open_and_join(room, &pending.room_type, request_id, member, user_id)
+                        let listing = ListingState::created(pending.create.as_ref(), member, true);
+                        let Some(handle) =
+                            self.open_and_join(room, &pending.room_type, request_id, member, user_id, listing)
                         else {
                             return;
                         };
@@ -778,7 +867,12 @@ impl Session {
                     n => n as usize,
                 };
                 if !self.ctx.clustered {
-                    let (rooms, more) = self.ctx.rooms.list(&list.after, limit);
+                    let filter = RoomFilter {
+                        room_type: &list.room_type,
+                        metadata: &list.filters,
+                        open_only: list.open_only,
+                    };
+                    let (rooms, more) = self.ctx.rooms.list(&filter, &list.after, limit);
                     return self.reply_rooms(id, rooms, more);
                 }
                 let is_list = |op: &&DirectoryOp| matches!(op, DirectoryOp::List { .. });
@@ -792,8 +886,12 @@ impl Session {
                     request_id: id,
                     after: list.after,
                     limit,
+                    room_type: list.room_type,
+                    filters: list.filters,
+                    open_only: list.open_only,
                 });
             }
+            Some(request::Kind::UpdateRoom(update)) => self.update_room(id, update),
             Some(request::Kind::Resync(resync)) => {
                 let Some((room, member)) = self.room(&resync.room) else {
                     return self.not_a_member(&resync.room, id);
@@ -806,6 +904,39 @@ impl Session {
                 self.send(&room, command, id);
             }
             None => self.reply(error_message(ErrorCode::BadRequest, "request of unknown kind", id, "")),
+        }
+    }
+
+    /// The room's owner changes its listing.
+    fn update_room(&mut self, request_id: u64, update: proto::UpdateRoom) {
+        let Some((room, member)) = self.room(&update.room) else {
+            return self.not_a_member(&update.room, request_id);
+        };
+        let Ok(lock) = RoomLock::try_from(update.lock) else {
+            let error = error_message(ErrorCode::BadRequest, "unknown lock value", request_id, &update.room);
+            return self.reply(error);
+        };
+        let updated = room.shared.listing.update(|l| {
+            if l.owner != member {
+                return Err((
+                    ErrorCode::NotOwner,
+                    "only the member whose join created the room may change it".into(),
+                ));
+            }
+            l.merge(&update.metadata)
+                .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+            l.set_lock(lock);
+            Ok(())
+        });
+        match updated {
+            Ok(()) => {
+                let response = Kind::Response(proto::Response {
+                    request_id,
+                    kind: Some(response::Kind::Room(room.shared.info())),
+                });
+                self.reply(encode_message(response));
+            }
+            Err((code, message)) => self.reply(error_message(code, &message, request_id, &update.room)),
         }
     }
 

@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use prost::Message;
 
 use super::*;
+use crate::engine::listing::Listing;
 use crate::engine::outbox::{Batch, OutboxLimits, RoomKey};
 use crate::engine::sim_pool::RoomShared;
 use crate::proto::{ServerMessage, client_message::Kind as Out};
@@ -20,18 +21,22 @@ const UNIX0: u64 = 1_800_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
     Join { room: RoomKey, join_seq: u64 },
+    QuickJoin { room: RoomKey, join_seq: u64 },
     Leave { room: RoomKey, request_id: u64 },
     Input { room: RoomKey, seq: u64 },
     Event { room: RoomKey },
     Resync { room: RoomKey, request_id: u64 },
 }
 
+/// A listing asked for: after, limit, room type, filters, open only.
+type Listed = (String, usize, String, Metadata, bool);
+
 /// The room side: opens any room (unless told to refuse), records every command.
 #[derive(Default)]
 struct FakeRooms {
     opened: Mutex<HashMap<String, RoomHandle>>,
     sent: Mutex<Vec<Sent>>,
-    listed: Mutex<Vec<(String, usize)>>,
+    listed: Mutex<Vec<Listed>>,
     refuse_open: Mutex<Option<PoolError>>,
     refuse_send: Mutex<Option<PoolError>>,
     /// The member id of every join and input sent.
@@ -39,7 +44,7 @@ struct FakeRooms {
 }
 
 impl Rooms for FakeRooms {
-    fn open(&self, id: &str, room_type: &str, _creator: &str) -> Result<RoomHandle, PoolError> {
+    fn open(&self, id: &str, room_type: &str, _creator: &str, listing: ListingState) -> Result<RoomHandle, PoolError> {
         if let Some(e) = self.refuse_open.lock().clone() {
             return Err(e);
         }
@@ -52,10 +57,27 @@ impl Rooms for FakeRooms {
                 max_members: 8,
                 members: AtomicU32::new(0),
                 creator: None,
+                listing: Arc::new(Listing::new(listing)),
+                reserved: AtomicU32::new(0),
             };
             RoomHandle::standalone(key, Arc::new(shared))
         });
         Ok(handle.clone())
+    }
+
+    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle> {
+        let filter = RoomFilter {
+            room_type,
+            metadata: filters,
+            open_only: true,
+        };
+        let opened = self.opened.lock();
+        let mut open = opened
+            .values()
+            .filter(|h| !skip(&h.shared.id) && h.shared.listed(&filter));
+        let handle = open.next()?;
+        handle.shared.reserved.fetch_add(1, Ordering::Relaxed);
+        Some(handle.clone())
     }
 
     fn find(&self, id: &str) -> Option<RoomHandle> {
@@ -70,7 +92,13 @@ impl Rooms for FakeRooms {
             self.members.lock().push(*member);
         }
         let sent = match command {
-            Command::Join { room, join_seq, .. } => Sent::Join { room, join_seq },
+            Command::Join {
+                room,
+                join_seq,
+                reserved: false,
+                ..
+            } => Sent::Join { room, join_seq },
+            Command::Join { room, join_seq, .. } => Sent::QuickJoin { room, join_seq },
             Command::Leave { room, request_id, .. } => Sent::Leave { room, request_id },
             Command::Input { room, seq, .. } => Sent::Input { room, seq },
             Command::Event { room, .. } => Sent::Event { room },
@@ -81,8 +109,15 @@ impl Rooms for FakeRooms {
         Ok(())
     }
 
-    fn list(&self, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
-        self.listed.lock().push((after.to_string(), limit));
+    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
+        let RoomFilter {
+            room_type,
+            metadata,
+            open_only,
+        } = *filter;
+        self.listed
+            .lock()
+            .push((after.to_string(), limit, room_type.into(), metadata.clone(), open_only));
         let room = proto::RoomInfo {
             room: "b".into(),
             ..Default::default()
@@ -191,6 +226,7 @@ impl Harness {
             auth: Arc::new(auth),
             settings: Arc::new(settings),
             clustered,
+            room_ids: Arc::new(|| "r4nd0m".into()),
         };
         let t0 = Instant::now();
         let now = Now {
@@ -266,6 +302,33 @@ fn join(room: &str, request_id: u64) -> Out {
         room: room.into(),
         request_id,
         ..Default::default()
+    })
+}
+
+fn meta(entries: &[(&str, &str)]) -> Metadata {
+    entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn quick_join(room_type: &str, filters: &[(&str, &str)], create: &[(&str, &str)], request_id: u64) -> Out {
+    Out::QuickJoin(proto::QuickJoin {
+        request_id,
+        room_type: room_type.into(),
+        filters: meta(filters),
+        create: Some(proto::RoomOptions {
+            metadata: meta(create),
+            private: true,
+        }),
+    })
+}
+
+fn update_room(room: &str, metadata: &[(&str, &str)], lock: RoomLock, request_id: u64) -> Out {
+    Out::Request(proto::Request {
+        request_id,
+        kind: Some(request::Kind::UpdateRoom(proto::UpdateRoom {
+            room: room.into(),
+            metadata: meta(metadata),
+            lock: lock as i32,
+        })),
     })
 }
 
@@ -619,13 +682,20 @@ fn room_listings_are_paged() {
             kind: Some(request::Kind::ListRooms(proto::ListRooms {
                 after: after.into(),
                 limit,
+                room_type: "arena".into(),
+                filters: meta(&[("mode", "ctf")]),
+                open_only: limit > 0,
             })),
         })
     };
     h.send(vec![list("", 0), list("a", 7)]).unwrap();
+    let (arena, ctf) = (String::from("arena"), meta(&[("mode", "ctf")]));
     assert_eq!(
         *h.rooms.listed.lock(),
-        [(String::new(), DEFAULT_ROOMS_PER_PAGE), ("a".to_string(), 7)]
+        [
+            (String::new(), DEFAULT_ROOMS_PER_PAGE, arena.clone(), ctf.clone(), false),
+            ("a".to_string(), 7, arena, ctf, true)
+        ]
     );
     let replies = h.replies();
     let Kind::Response(proto::Response {
@@ -737,7 +807,7 @@ fn claimed_with(
 fn clustered_a_room_open_here_is_joined_without_the_directory() {
     let mut h = Harness::clustered();
     h.replies();
-    h.rooms.open("here", "", "").unwrap();
+    h.rooms.open("here", "", "", ListingState::default()).unwrap();
     h.one(join("here", 1)).unwrap();
     assert_eq!(h.session.poll_directory(), None);
     let here = h.key("here");
@@ -844,10 +914,7 @@ fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
     h.one(join("a", 1)).unwrap();
     let list = Out::Request(proto::Request {
         request_id: 2,
-        kind: Some(request::Kind::ListRooms(proto::ListRooms {
-            after: String::new(),
-            limit: 0,
-        })),
+        kind: Some(request::Kind::ListRooms(proto::ListRooms::default())),
     });
     h.one(list).unwrap();
     let mut taken = vec![h.session.poll_directory().unwrap(), h.session.poll_directory().unwrap()];
@@ -862,6 +929,9 @@ fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
         request_id: 2,
         after: String::new(),
         limit: DEFAULT_ROOMS_PER_PAGE,
+        room_type: String::new(),
+        filters: Metadata::new(),
+        open_only: false,
     };
     assert!(again.contains(&expected_list));
     h.replies();
@@ -870,6 +940,7 @@ fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
         room_type: "relay".into(),
         members: 3,
         max_members: 8,
+        ..Default::default()
     }];
     h.session.on_directory(DirectoryReply::List {
         request_id: 2,
@@ -930,7 +1001,7 @@ fn clustered_a_seat_ticket_joins_as_the_member_it_carries() {
     let mut h = Harness::clustered();
     h.replies();
     // Open here already: the ticket still goes to the directory.
-    h.rooms.open("r", "", "").unwrap();
+    h.rooms.open("r", "", "", ListingState::default()).unwrap();
     h.one(Out::Join(proto::JoinRoom {
         room: "r".into(),
         request_id: 1,
@@ -949,4 +1020,149 @@ fn clustered_a_seat_ticket_joins_as_the_member_it_carries() {
     assert_eq!(h.sent(), [Sent::Join { room: r, join_seq: 1 }]);
     h.one(input("r", 3)).unwrap();
     assert_eq!(h.rooms.members.lock().last(), Some(&42), "inputs go in as member 42");
+}
+
+#[test]
+fn a_quick_join_with_nothing_open_creates_a_public_room_holding_its_filters() {
+    let mut h = Harness::new();
+    h.replies();
+    h.one(quick_join("arena", &[("mode", "ctf")], &[("map", "dust")], 4))
+        .unwrap();
+    // Named after its type and the injected random part; created public (a quick
+    // join's `private` is ignored), owned by this session's member.
+    let room = h.key("arena-r4nd0m");
+    assert_eq!(h.sent(), [Sent::Join { room, join_seq: 1 }]);
+    let listing = h.rooms.opened.lock()["arena-r4nd0m"].shared.listing.get();
+    assert_eq!(listing.metadata, meta(&[("map", "dust"), ("mode", "ctf")]));
+    assert!(!listing.private && !listing.locked);
+    assert_eq!(listing.owner, 7);
+}
+
+#[test]
+fn a_quick_join_takes_a_reserved_seat_in_an_open_matching_room_it_is_not_in() {
+    let mut h = Harness::new();
+    h.replies();
+    let open = |h: &Harness, id: &str, room_type: &str, metadata: &[(&str, &str)]| {
+        let listing = ListingState {
+            metadata: meta(metadata),
+            ..ListingState::default()
+        };
+        h.rooms.open(id, room_type, "", listing).unwrap()
+    };
+    open(&h, "other-type", "relay", &[("mode", "ctf")]);
+    open(&h, "other-mode", "arena", &[("mode", "dm")]);
+    let locked = open(&h, "locked", "arena", &[("mode", "ctf")]);
+    locked.shared.listing.update(|l| l.locked = true);
+    let full = open(&h, "full", "arena", &[("mode", "ctf")]);
+    full.shared.members.store(8, Ordering::Relaxed);
+    let good = open(&h, "good", "arena", &[("mode", "ctf"), ("map", "dust")]);
+    h.one(quick_join("arena", &[("mode", "ctf")], &[], 4)).unwrap();
+    assert_eq!(
+        h.sent(),
+        [Sent::QuickJoin {
+            room: good.key,
+            join_seq: 1
+        }]
+    );
+    assert_eq!(good.shared.reserved.load(Ordering::Relaxed), 1);
+    // Not twice into the same room: with nothing else open, a new room.
+    h.one(quick_join("arena", &[("mode", "ctf")], &[], 5)).unwrap();
+    assert_eq!(
+        h.sent(),
+        [Sent::Join {
+            room: h.key("arena-r4nd0m"),
+            join_seq: 2
+        }]
+    );
+}
+
+#[test]
+fn quick_joins_are_refused_what_joins_are() {
+    // Metadata over the limits, the session's room cap, a token that does not allow
+    // the room a quick join would create.
+    let mut h = Harness::new();
+    h.replies();
+    let many: Vec<(String, String)> = (0..17).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    h.one(quick_join("arena", &many, &[], 1)).unwrap();
+    h.one(quick_join("arena", &[("mode", "ctf")], &many[..16], 2)).unwrap();
+    h.one(quick_join(&"t".repeat(65), &[], &[], 3)).unwrap();
+    assert_eq!(
+        h.errors(),
+        [
+            (ErrorCode::BadRequest, 1),
+            (ErrorCode::BadRequest, 2),
+            (ErrorCode::BadRequest, 3)
+        ]
+    );
+    h.send(vec![join("a", 4), join("b", 5), quick_join("arena", &[], &[], 6)])
+        .unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::LimitExceeded, 6)]);
+
+    let mut h = Harness::jwt(3600, Some(vec!["lobby-*".into()]));
+    h.replies();
+    h.one(quick_join("arena", &[], &[], 7)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::Forbidden, 7)]);
+    h.one(quick_join("lobby", &[], &[], 8)).unwrap();
+    assert_eq!(
+        h.sent(),
+        [Sent::Join {
+            room: h.key("lobby-r4nd0m"),
+            join_seq: 1
+        }]
+    );
+}
+
+#[test]
+fn a_join_that_creates_a_room_sets_its_listing_and_its_owner_changes_it() {
+    let mut h = Harness::new();
+    h.replies();
+    let create = |metadata: &[(&str, &str)]| {
+        Out::Join(proto::JoinRoom {
+            request_id: 1,
+            room: "r".into(),
+            create: Some(proto::RoomOptions {
+                metadata: meta(metadata),
+                private: true,
+            }),
+            ..Default::default()
+        })
+    };
+    h.one(create(&[("", "v")])).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 1)]);
+    h.one(create(&[("mode", "ctf")])).unwrap();
+    let listing = h.rooms.opened.lock()["r"].shared.listing.get();
+    assert_eq!(
+        (listing.metadata, listing.private, listing.owner),
+        (meta(&[("mode", "ctf")]), true, 7)
+    );
+    h.replies();
+
+    h.one(update_room("r", &[("mode", ""), ("round", "2")], RoomLock::Locked, 2))
+        .unwrap();
+    let replies = h.replies();
+    let [
+        Kind::Response(proto::Response {
+            request_id: 2,
+            kind: Some(response::Kind::Room(info)),
+        }),
+    ] = &replies[..]
+    else {
+        panic!("expected the room's listing, got {replies:?}");
+    };
+    assert_eq!((&info.metadata, info.locked), (&meta(&[("round", "2")]), true));
+    // Values over the limit change nothing; unlocking works.
+    let long = "v".repeat(257);
+    h.one(update_room("r", &[("round", &long)], RoomLock::Unlocked, 3))
+        .unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 3)]);
+    h.one(update_room("r", &[], RoomLock::Unlocked, 4)).unwrap();
+    assert!(!h.rooms.opened.lock()["r"].shared.listing.get().locked);
+    h.replies();
+    // Only the owner, and only in a room it is in.
+    h.rooms.opened.lock()["r"].shared.listing.update(|l| l.owner = 99);
+    h.one(update_room("r", &[("x", "y")], RoomLock::Unchanged, 5)).unwrap();
+    h.one(update_room("elsewhere", &[("x", "y")], RoomLock::Unchanged, 6))
+        .unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::NotOwner, 5), (ErrorCode::NotAMember, 6)]);
 }

@@ -515,6 +515,7 @@ mod tests {
             auth: Arc::new(Authenticator::new(&config.auth).unwrap()),
             settings: Arc::new(config.session_settings()),
             clustered: false,
+            room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),

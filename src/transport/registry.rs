@@ -220,7 +220,12 @@ impl<T> Registry<T> {
 
 /// A fresh resume token: 128 random bits from the operating system, as hex.
 pub fn resume_token() -> String {
-    let mut bytes = [0u8; 16];
+    random_hex::<16>()
+}
+
+/// `N` random bytes from the OS, in hex.
+pub fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -15,6 +15,7 @@
 
 mod binary;
 mod cluster;
+mod matchmaking;
 mod protection;
 mod quic_loss;
 mod server;

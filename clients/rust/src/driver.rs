@@ -57,6 +57,25 @@ struct RoomState {
     /// frames). Until it arrives the room has no mirror: frames are not applied, nor
     /// acknowledged over QUIC, so the server sends its full snapshot again.
     schema: Option<Arc<Schema>>,
+    /// The options of a join that creates the room.
+    create: Option<proto::RoomOptions>,
+}
+
+impl RoomState {
+    fn new(room_type: &str) -> Self {
+        Self {
+            room_type: room_type.into(),
+            joined: false,
+            next_seq: 0,
+            unacked: VecDeque::new(),
+            applied_tick: 0,
+            applied_acked: false,
+            retry_join_at: None,
+            seat: String::new(),
+            schema: None,
+            create: None,
+        }
+    }
 }
 
 /// How a connection ended.
@@ -82,6 +101,8 @@ struct Driver {
     /// Non-input messages sent while disconnected, in order.
     buffer: VecDeque<Out>,
     requests: HashMap<u64, Reply>,
+    /// Quick joins not answered yet: their room types, by request id.
+    quick_joins: HashMap<u64, String>,
     next_request: u64,
     /// (session id, resume token) of the last session.
     session: Option<(u64, String)>,
@@ -136,6 +157,7 @@ pub(crate) async fn run(
         rooms: BTreeMap::new(),
         buffer: VecDeque::new(),
         requests: HashMap::new(),
+        quick_joins: HashMap::new(),
         next_request: 0,
         session: None,
         received: Received::default(),
@@ -257,26 +279,27 @@ impl Driver {
                 room_type,
                 carried,
             } => {
-                let state = self.rooms.entry(room.clone()).or_insert(RoomState {
-                    room_type: room_type.clone(),
-                    joined: false,
-                    next_seq: 0,
-                    unacked: VecDeque::new(),
-                    applied_tick: 0,
-                    applied_acked: false,
-                    retry_join_at: None,
-                    seat: String::new(),
-                    schema: None,
-                });
+                let state = self
+                    .rooms
+                    .entry(room.clone())
+                    .or_insert_with(|| RoomState::new(&room_type));
                 state.next_seq = state.next_seq.max(carried.next_seq);
                 if !carried.seat.is_empty() {
                     state.seat = carried.seat;
+                }
+                if carried.create.is_some() {
+                    state.create = carried.create;
                 }
                 let newest = state.unacked.back().map_or(0, |(seq, _)| *seq);
                 state
                     .unacked
                     .extend(carried.unacked.into_iter().filter(|(seq, _)| *seq > newest));
                 Some(self.join_message(&room, &room_type))
+            }
+            Command::QuickJoin(mut quick) => {
+                quick.request_id = self.request_id();
+                self.quick_joins.insert(quick.request_id, quick.room_type.clone());
+                Some(Out::QuickJoin(quick))
             }
             Command::Leave { room } => {
                 self.rooms.remove(&room);
@@ -361,12 +384,13 @@ impl Driver {
 
     fn join_message(&mut self, room: &str, room_type: &str) -> Out {
         let request_id = self.request_id();
-        let seat = self.rooms.get(room).map(|s| s.seat.clone()).unwrap_or_default();
+        let state = self.rooms.get(room);
         Out::Join(proto::JoinRoom {
             request_id,
             room: room.into(),
             room_type: room_type.into(),
-            seat,
+            seat: state.map(|s| s.seat.clone()).unwrap_or_default(),
+            create: state.and_then(|s| s.create.clone()),
         })
     }
 
@@ -483,6 +507,7 @@ impl Driver {
                     next_seq: state.next_seq,
                     unacked: state.unacked,
                     seat: String::new(),
+                    create: state.create,
                 };
                 (room, state.room_type, carried)
             })
@@ -557,13 +582,17 @@ impl Driver {
                 In::State(_) if !*welcomed => {}
                 In::State(frame) => self.state(frame, received_us, link).await?,
                 In::Joined(joined) => {
+                    self.took_quick_join(joined.request_id, &joined.room);
                     self.joined(&joined);
                     if let Some(routes) = self.routing.routes.upgrade() {
                         routes.joined(&joined.room);
                     }
                     self.emit(Event::Joined(joined)).await;
                 }
-                In::Redirect(redirect) => self.redirected(redirect).await,
+                In::Redirect(redirect) => {
+                    self.took_quick_join(redirect.request_id, &redirect.room);
+                    self.redirected(redirect).await
+                }
                 In::Left(left) => {
                     if left.reason != 0 {
                         // The server removed us (room closed): forget the room, and
@@ -584,6 +613,7 @@ impl Driver {
                     }
                 }
                 In::Error(error) => {
+                    self.quick_joins.remove(&error.request_id);
                     if let Some(reply) = self.requests.remove(&error.request_id) {
                         let _ = reply.send(Err(error.clone()));
                     }
@@ -612,6 +642,16 @@ impl Driver {
             }
         }
         Ok(None)
+    }
+
+    /// The answer to a quick join names its room: from now on the room is one of this
+    /// client's like any other (joined again by id after a reconnect).
+    fn took_quick_join(&mut self, request_id: u64, room: &str) {
+        if let Some(room_type) = self.quick_joins.remove(&request_id) {
+            self.rooms
+                .entry(room.to_string())
+                .or_insert_with(|| RoomState::new(&room_type));
+        }
     }
 
     /// Joins again the rooms whose join was refused for now, once their wait is over.
@@ -657,6 +697,7 @@ impl Driver {
             next_seq: state.next_seq,
             unacked: state.unacked,
             seat,
+            create: state.create,
         };
         let followed = match self.routing.routes.upgrade() {
             Some(routes) => routes.redirect(&room, &state.room_type, carried, &url),

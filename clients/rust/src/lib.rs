@@ -56,7 +56,7 @@ mod numbering;
 mod routes;
 mod trust;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -280,6 +280,7 @@ pub(crate) enum Command {
         /// the application's joins).
         carried: Carried,
     },
+    QuickJoin(proto::QuickJoin),
     Leave {
         room: String,
     },
@@ -307,6 +308,8 @@ pub(crate) struct Carried {
     pub unacked: std::collections::VecDeque<(u64, proto::input::Payload)>,
     /// A redirect's seat ticket, for the join on the room's node.
     pub seat: String,
+    /// The room's options, for a join that creates it.
+    pub create: Option<proto::RoomOptions>,
 }
 
 pub(crate) struct Shared {
@@ -385,7 +388,7 @@ impl Client {
                 self.routes.left(room);
                 send(&to, command)
             }
-            Command::Request { .. } => send(self.routes.home(), command),
+            Command::Request { .. } | Command::QuickJoin(_) => send(self.routes.home(), command),
             Command::SetToken(token) => {
                 for to in self.routes.all() {
                     send(&to, Command::SetToken(token.clone()));
@@ -409,6 +412,34 @@ impl Client {
             room_type: room_type.into(),
             carried: Carried::default(),
         });
+    }
+
+    /// Joins a room like [`Client::join`]; a join that creates the room creates it
+    /// with `create`'s metadata (listed, and matched by quick joins) and privacy, and
+    /// this client as its owner (who may change them: `UpdateRoom` through
+    /// [`Client::request`]).
+    pub fn join_with(&self, room: &str, room_type: &str, create: proto::RoomOptions) {
+        self.command(Command::Join {
+            room: room.into(),
+            room_type: room_type.into(),
+            carried: Carried {
+                create: Some(create),
+                ..Carried::default()
+            },
+        });
+    }
+
+    /// Joins the fullest open room of `room_type` (empty: the server's default) whose
+    /// metadata holds every entry of `filters`, or creates one with `create`'s
+    /// metadata plus the filters. Answered with [`Event::Joined`] (its `room` is the
+    /// room chosen, from then on a room like any other) or [`Event::Error`].
+    pub fn quick_join(&self, room_type: &str, filters: BTreeMap<String, String>, create: proto::RoomOptions) {
+        self.command(Command::QuickJoin(proto::QuickJoin {
+            request_id: 0,
+            room_type: room_type.into(),
+            filters,
+            create: Some(create),
+        }));
     }
 
     /// Leaves a room.

@@ -23,6 +23,7 @@ use prost::Message;
 use rustc_hash::FxHashMap;
 
 use crate::delta::{self, FrameMeta};
+use crate::engine::listing::{Listing, ListingState};
 use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
 use crate::engine::simulation::{SimContext, Simulation};
 use crate::frame::encode_message;
@@ -134,6 +135,8 @@ pub struct Room {
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
     reserved: FxHashMap<MemberId, Reserved>,
+    /// What the room shows in listings (shared with the room directory).
+    listing: Arc<Listing>,
 }
 
 /// A seat a restored room keeps for a member of its checkpoint.
@@ -181,6 +184,7 @@ impl Room {
             buf: BytesMut::new(),
             stats: RoomStats::default(),
             reserved: FxHashMap::default(),
+            listing: Arc::default(),
         }
     }
 
@@ -210,6 +214,9 @@ impl Room {
         }
         room.world.finish_tick();
         room.event_seq = checkpoint.event_seq;
+        if let Some(listing) = &checkpoint.listing {
+            room.listing = Arc::new(Listing::new(ListingState::from_proto(listing)));
+        }
         for seat in &checkpoint.seats {
             let reserved = Reserved {
                 user_id: seat.user_id.as_str().into(),
@@ -224,6 +231,7 @@ impl Room {
             tick,
             dt: 1.0 / room.config.tick_rate as f32,
             limits: room.config.limits,
+            listing: &room.listing,
         };
         room.sim.restore(&mut ctx, &members);
         Ok(room)
@@ -259,7 +267,18 @@ impl Room {
             state,
             seats: members.chain(reserved).collect(),
             time_us,
+            listing: Some(self.listing.with(ListingState::to_proto)),
         }
+    }
+
+    /// What the room shows in listings.
+    pub fn listing(&self) -> &Arc<Listing> {
+        &self.listing
+    }
+
+    /// Sets what a new room shows in listings (its creating join's options).
+    pub fn set_listing(&mut self, state: ListingState) {
+        self.listing.update(|l| *l = state);
     }
 
     /// The room key.
@@ -300,16 +319,6 @@ impl Room {
     /// Whether `member` is in the room.
     pub fn is_member(&self, member: MemberId) -> bool {
         self.member(member).is_some()
-    }
-
-    /// A summary for room listings.
-    pub fn info(&self) -> proto::RoomInfo {
-        proto::RoomInfo {
-            room: self.id.to_string(),
-            room_type: self.room_type.to_string(),
-            members: self.members.len() as u32,
-            max_members: self.config.max_members as u32,
-        }
     }
 
     fn member(&self, id: MemberId) -> Option<&Member> {
@@ -567,6 +576,7 @@ impl Room {
             tick,
             dt: 1.0 / self.config.tick_rate as f32,
             limits: self.config.limits,
+            listing: &self.listing,
         };
         for call in self.sim_calls.drain(..) {
             match call {

@@ -1067,6 +1067,10 @@ fn a_restored_relay_room_continues_where_its_checkpoint_was() {
     room.push_event(1, SendEvent::default());
     room.tick(0);
     a.read();
+    room.listing().update(|l| {
+        l.metadata.insert("mode".into(), "ctf".into());
+        (l.locked, l.owner) = (true, 1);
+    });
     let checkpoint = checkpoint_of(&mut room);
     assert_eq!(
         (checkpoint.tick, checkpoint.event_seq, checkpoint.seats.len()),
@@ -1078,6 +1082,11 @@ fn a_restored_relay_room_continues_where_its_checkpoint_was() {
     assert!(restored.world().same_state(room.world()));
     assert_eq!(restored.world().checksum(), room.world().checksum());
     assert_eq!(restored.member_count(), 0, "seats are kept, not members");
+    assert_eq!(
+        restored.listing().get(),
+        room.listing().get(),
+        "metadata, lock and owner"
+    );
 
     // Member 1 comes back: its seat, its entities and its applied inputs continue.
     let mut back = Client::new(1);

@@ -261,8 +261,11 @@ impl Simulation for Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::listing::Listing;
     use crate::engine::simulation::EntityLimits;
     use crate::state::World;
+
+    static LISTING: Listing = Listing::unlisted();
 
     fn ctx(world: &mut World, tick: u64) -> SimContext<'_> {
         world.begin_tick(tick);
@@ -271,6 +274,7 @@ mod tests {
             tick,
             dt: 1.0 / 30.0,
             limits: EntityLimits::default(),
+            listing: &LISTING,
         }
     }
 

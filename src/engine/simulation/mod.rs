@@ -14,6 +14,7 @@ pub use relay::Relay;
 
 use std::sync::Arc;
 
+use crate::engine::listing::Listing;
 use crate::proto::{ErrorCode, input};
 use crate::state::{EntityId, FieldId, FieldProblem, MemberId, Schema, Tick, World, WorldError};
 
@@ -67,6 +68,10 @@ pub struct SimContext<'a> {
     pub dt: f32,
     /// The room's entity limits.
     pub limits: EntityLimits,
+    /// What the room shows in listings and quick joins: a simulation may set
+    /// metadata (say, the map or the round) and lock the room (say, once a match
+    /// started), within [`crate::engine::listing::check`]'s limits.
+    pub listing: &'a Listing,
 }
 
 /// Why a simulation refused an input. Sent to the member as an `Error` message.

@@ -400,13 +400,22 @@ impl TestClient {
     /// Lists every room, `limit` per page, checking that pages hold at most the
     /// server's cap of 500.
     pub async fn list_rooms(&mut self, limit: u32) -> Vec<proto::RoomInfo> {
+        self.list_rooms_where(proto::ListRooms {
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Lists every room `query` selects (its `after` ignored), page by page.
+    pub async fn list_rooms_where(&mut self, query: proto::ListRooms) -> Vec<proto::RoomInfo> {
         use proto::{request, response};
         let (mut listed, mut after) = (Vec::<proto::RoomInfo>::new(), String::new());
         loop {
             let request_id = self.request_id();
             let list = proto::ListRooms {
                 after: after.clone(),
-                limit,
+                ..query.clone()
             };
             self.send(vec![client_message::Kind::Request(proto::Request {
                 request_id,
@@ -450,6 +459,7 @@ impl TestClient {
             room: room.into(),
             room_type: room_type.into(),
             seat: seat.into(),
+            create: None,
         })])
         .await;
         request_id
@@ -470,6 +480,39 @@ impl TestClient {
         self.until(|k| match k {
             Kind::Joined(j) if j.request_id == request_id => Some(j.clone()),
             Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends `quick` (its request id assigned here) and waits for its answer.
+    pub async fn quick_join(&mut self, quick: proto::QuickJoin) -> Result<proto::Joined, proto::Error> {
+        let request_id = self.request_id();
+        let quick = proto::QuickJoin { request_id, ..quick };
+        self.send(vec![client_message::Kind::QuickJoin(quick)]).await;
+        self.until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(Ok(j.clone())),
+            Kind::Error(e) if e.request_id == request_id => Some(Err(e.clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends `update` and waits for the room's listing or the refusal.
+    pub async fn update_room(&mut self, update: proto::UpdateRoom) -> Result<proto::RoomInfo, proto::Error> {
+        use proto::{request, response};
+        let request_id = self.request_id();
+        self.send(vec![client_message::Kind::Request(proto::Request {
+            request_id,
+            kind: Some(request::Kind::UpdateRoom(update)),
+        })])
+        .await;
+        self.until(|k| match k {
+            Kind::Response(proto::Response {
+                request_id: id,
+                kind: Some(response::Kind::Room(info)),
+            }) if *id == request_id => Some(Ok(info.clone())),
+            Kind::Error(e) if e.request_id == request_id => Some(Err(e.clone())),
             _ => None,
         })
         .await

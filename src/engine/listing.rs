@@ -1,0 +1,241 @@
+//! What a room shows in listings and quick joins: its metadata, whether it is locked
+//! or private, and who may change them (its owner: the member whose join created it;
+//! the room's simulation may too). Shared between the room's simulation thread, the
+//! room directory and the sessions.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+
+use crate::proto::{self, RoomLock};
+use crate::state::MemberId;
+
+/// Metadata entries a room holds at most.
+pub const MAX_METADATA_ENTRIES: usize = 16;
+/// The longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_BYTES: usize = 64;
+/// The longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 256;
+
+/// Metadata as rooms hold it (in key order, as it is listed).
+pub type Metadata = BTreeMap<String, String>;
+
+/// Why metadata was refused (answered `BAD_REQUEST` with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// More than [`MAX_METADATA_ENTRIES`] entries.
+    #[error("a room holds at most {MAX_METADATA_ENTRIES} metadata entries")]
+    TooMany,
+    /// A key empty or over [`MAX_METADATA_KEY_BYTES`].
+    #[error("metadata keys must be 1-{MAX_METADATA_KEY_BYTES} bytes")]
+    Key,
+    /// A value over [`MAX_METADATA_VALUE_BYTES`].
+    #[error("metadata values must be at most {MAX_METADATA_VALUE_BYTES} bytes")]
+    Value,
+}
+
+/// A room's listing (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListingState {
+    /// Listed with the room and matched by filters.
+    pub metadata: Metadata,
+    /// Listed, joinable by id, never picked by a quick join.
+    pub locked: bool,
+    /// Never listed, never picked by a quick join.
+    pub private: bool,
+    /// The member whose join created the room (0: none).
+    pub owner: MemberId,
+}
+
+impl ListingState {
+    /// A new room's listing, from the creating join's options (`private` honoured
+    /// only when `allow_private`: quick joins create public rooms).
+    pub fn created(options: Option<&proto::RoomOptions>, owner: MemberId, allow_private: bool) -> Self {
+        Self {
+            metadata: options.map(|o| o.metadata.clone()).unwrap_or_default(),
+            locked: false,
+            private: allow_private && options.is_some_and(|o| o.private),
+            owner,
+        }
+    }
+
+    /// Merges `changes` into the metadata (an empty value removes its key), all or
+    /// nothing.
+    pub fn merge(&mut self, changes: &Metadata) -> Result<(), MetadataError> {
+        let mut merged = self.metadata.clone();
+        for (key, value) in changes {
+            if value.is_empty() {
+                merged.remove(key);
+            } else {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        check(&merged)?;
+        self.metadata = merged;
+        Ok(())
+    }
+
+    /// Applies an `UpdateRoom`'s lock change.
+    pub fn set_lock(&mut self, lock: RoomLock) {
+        match lock {
+            RoomLock::Unchanged => {}
+            RoomLock::Locked => self.locked = true,
+            RoomLock::Unlocked => self.locked = false,
+        }
+    }
+
+    /// Whether the metadata holds every entry of `filters`.
+    pub fn matches(&self, filters: &Metadata) -> bool {
+        filters.iter().all(|(k, v)| self.metadata.get(k) == Some(v))
+    }
+
+    /// As checkpointed.
+    pub fn to_proto(&self) -> proto::Listing {
+        proto::Listing {
+            metadata: self.metadata.clone(),
+            locked: self.locked,
+            private: self.private,
+            owner: self.owner,
+        }
+    }
+
+    /// From a checkpoint.
+    pub fn from_proto(listing: &proto::Listing) -> Self {
+        Self {
+            metadata: listing.metadata.clone(),
+            locked: listing.locked,
+            private: listing.private,
+            owner: listing.owner,
+        }
+    }
+}
+
+/// Checks metadata as a room would hold it: at most [`MAX_METADATA_ENTRIES`] entries,
+/// keys of 1-[`MAX_METADATA_KEY_BYTES`] bytes, values of at most
+/// [`MAX_METADATA_VALUE_BYTES`].
+pub fn check(metadata: &Metadata) -> Result<(), MetadataError> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(MetadataError::TooMany);
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES {
+            return Err(MetadataError::Key);
+        }
+        if value.len() > MAX_METADATA_VALUE_BYTES {
+            return Err(MetadataError::Value);
+        }
+    }
+    Ok(())
+}
+
+/// A room's listing, shared (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Listing(Mutex<ListingState>);
+
+impl Listing {
+    /// An empty listing, for statics.
+    pub const fn unlisted() -> Self {
+        Self(Mutex::new(ListingState {
+            metadata: BTreeMap::new(),
+            locked: false,
+            private: false,
+            owner: 0,
+        }))
+    }
+
+    /// A listing holding `state`.
+    pub fn new(state: ListingState) -> Self {
+        Self(Mutex::new(state))
+    }
+
+    /// Reads the listing.
+    pub fn with<R>(&self, f: impl FnOnce(&ListingState) -> R) -> R {
+        f(&self.0.lock())
+    }
+
+    /// Changes the listing.
+    pub fn update<R>(&self, f: impl FnOnce(&mut ListingState) -> R) -> R {
+        f(&mut self.0.lock())
+    }
+
+    /// A copy of the listing.
+    pub fn get(&self) -> ListingState {
+        self.0.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(entries: &[(&str, &str)]) -> Metadata {
+        entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn merge_sets_and_removes_all_or_nothing() {
+        let mut listing = ListingState {
+            metadata: meta(&[("mode", "ctf"), ("map", "dust")]),
+            ..ListingState::default()
+        };
+        listing.merge(&meta(&[("map", ""), ("region", "eu")])).unwrap();
+        assert_eq!(listing.metadata, meta(&[("mode", "ctf"), ("region", "eu")]));
+        let too_long = "x".repeat(MAX_METADATA_VALUE_BYTES + 1);
+        assert_eq!(
+            listing.merge(&meta(&[("mode", "dm"), ("v", &too_long)])),
+            Err(MetadataError::Value)
+        );
+        assert_eq!(
+            listing.metadata,
+            meta(&[("mode", "ctf"), ("region", "eu")]),
+            "nothing applied"
+        );
+    }
+
+    #[test]
+    fn limits_count_entries_keys_and_values() {
+        let many: Metadata = (0..=MAX_METADATA_ENTRIES)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert_eq!(check(&many), Err(MetadataError::TooMany));
+        assert_eq!(check(&meta(&[("", "v")])), Err(MetadataError::Key));
+        assert_eq!(check(&meta(&[(&"k".repeat(65), "v")])), Err(MetadataError::Key));
+        assert_eq!(check(&meta(&[(&"k".repeat(64), &"v".repeat(256))])), Ok(()));
+        // A removal brings a full room back under the cap.
+        let mut full = ListingState {
+            metadata: many
+                .iter()
+                .take(MAX_METADATA_ENTRIES)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..ListingState::default()
+        };
+        assert_eq!(full.merge(&meta(&[("k0", ""), ("new", "v")])), Ok(()));
+    }
+
+    #[test]
+    fn filters_match_every_entry_exactly() {
+        let listing = ListingState {
+            metadata: meta(&[("mode", "ctf"), ("region", "eu")]),
+            ..ListingState::default()
+        };
+        assert!(listing.matches(&Metadata::new()));
+        assert!(listing.matches(&meta(&[("mode", "ctf")])));
+        assert!(listing.matches(&meta(&[("mode", "ctf"), ("region", "eu")])));
+        assert!(!listing.matches(&meta(&[("mode", "ctf"), ("region", "us")])));
+        assert!(!listing.matches(&meta(&[("ranked", "1")])));
+    }
+
+    #[test]
+    fn private_only_when_allowed_and_round_trips_through_a_checkpoint() {
+        let options = proto::RoomOptions {
+            metadata: meta(&[("mode", "ctf")]),
+            private: true,
+        };
+        assert!(!ListingState::created(Some(&options), 7, false).private);
+        let mut listing = ListingState::created(Some(&options), 7, true);
+        listing.set_lock(RoomLock::Locked);
+        assert_eq!(ListingState::from_proto(&listing.to_proto()), listing);
+        assert!(listing.private && listing.locked && listing.owner == 7);
+    }
+}

@@ -1,0 +1,104 @@
+//! Matchmaking on one node over real sockets: quick joins, room metadata, locked
+//! and private rooms, filtered listings.
+
+use std::collections::BTreeMap;
+
+use tickrelay::proto::{self, ErrorCode, RoomLock};
+use tickrelay_testkit::{TestClient, Transport, both_transports, start_with};
+
+both_transports!(quick_joins_fill_matching_rooms_and_skip_full_locked_and_private_ones);
+
+fn meta(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn quick(filters: &[(&str, &str)]) -> proto::QuickJoin {
+    proto::QuickJoin {
+        room_type: "duel".into(),
+        filters: meta(filters),
+        create: Some(proto::RoomOptions {
+            metadata: meta(&[("map", "dust")]),
+            private: false,
+        }),
+        ..Default::default()
+    }
+}
+
+fn ids(rooms: &[proto::RoomInfo]) -> Vec<&str> {
+    rooms.iter().map(|r| r.room.as_str()).collect()
+}
+
+async fn quick_joins_fill_matching_rooms_and_skip_full_locked_and_private_ones(transport: Transport) {
+    let server = start_with(|c| {
+        let mut duel = c.room_types["relay"].clone();
+        duel.max_members = 2;
+        c.room_types.insert("duel".into(), duel);
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(TestClient::connect_over(&server, transport).await);
+    }
+    let [a, b, c, d, e] = &mut clients[..] else {
+        unreachable!()
+    };
+    let ctf = [("mode", "ctf")];
+
+    // Nothing open: a new room, named after its type, holding the filters and the
+    // creation metadata; the second quick join fills it.
+    let first = a.quick_join(quick(&ctf)).await.unwrap().room;
+    assert!(first.starts_with("duel-"), "{first}");
+    assert_eq!(b.quick_join(quick(&ctf)).await.unwrap().room, first);
+    // Full: the third opens another.
+    let second = c.quick_join(quick(&ctf)).await.unwrap().room;
+    assert_ne!(second, first);
+
+    let all = c.list_rooms_where(proto::ListRooms::default()).await;
+    assert_eq!(ids(&all).len(), 2);
+    assert!(
+        all.iter()
+            .all(|r| r.metadata == meta(&[("map", "dust"), ("mode", "ctf")]))
+    );
+    let open = proto::ListRooms {
+        room_type: "duel".into(),
+        filters: meta(&ctf),
+        open_only: true,
+        ..Default::default()
+    };
+    assert_eq!(ids(&c.list_rooms_where(open.clone()).await), [second.as_str()]);
+
+    // Its owner locks the second: listed as locked, never picked; others may not.
+    let lock = |room: &str, lock: RoomLock| proto::UpdateRoom {
+        room: room.into(),
+        metadata: meta(&[("round", "1")]),
+        lock: lock as i32,
+    };
+    let locked = c.update_room(lock(&second, RoomLock::Locked)).await.unwrap();
+    assert!(locked.locked && locked.metadata["round"] == "1");
+    let refused = b.update_room(lock(&first, RoomLock::Locked)).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::NotOwner as i32);
+    assert!(c.list_rooms_where(open.clone()).await.is_empty());
+    let third = d.quick_join(quick(&ctf)).await.unwrap().room;
+    assert!(third != first && third != second);
+
+    // A private room is joined by id only: not listed, not picked.
+    let secret = proto::JoinRoom {
+        request_id: 99,
+        room: "secret".into(),
+        room_type: "duel".into(),
+        create: Some(proto::RoomOptions {
+            metadata: meta(&ctf),
+            private: true,
+        }),
+        ..Default::default()
+    };
+    e.send(vec![proto::client_message::Kind::Join(secret)]).await;
+    e.until(|k| matches!(k, proto::server_message::Kind::Joined(j) if j.room == "secret").then_some(()))
+        .await;
+    let listed = e.list_rooms_where(proto::ListRooms::default()).await;
+    assert!(!ids(&listed).contains(&"secret"));
+    // Other filters, another room: the one D opened still has a seat, but not `dm`.
+    let dm = e.quick_join(quick(&[("mode", "dm")])).await.unwrap().room;
+    assert!(![&first, &second, &third, "secret"].contains(&dm.as_str()));
+    assert_eq!(ids(&d.list_rooms_where(open).await), [third.as_str()]);
+}
