@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::engine::listing::ListingState;
+use crate::proto;
+
 /// A node of the cluster, as clients reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -42,6 +45,28 @@ pub struct RoomEntry {
     pub members: u32,
     /// Its member cap.
     pub max_members: u32,
+    /// Its listing (metadata, locked, private) at the owner's last renewal.
+    pub listing: ListingState,
+}
+
+impl RoomEntry {
+    /// Whether a quick join may pick the room: not locked, not private, with a free
+    /// seat (as of the owner's last renewal).
+    pub fn is_open(&self) -> bool {
+        !self.listing.locked && !self.listing.private && self.members < self.max_members
+    }
+
+    /// The room as listed to clients.
+    pub fn info(&self) -> proto::RoomInfo {
+        proto::RoomInfo {
+            room: self.room.clone(),
+            room_type: self.room_type.clone(),
+            members: self.members,
+            max_members: self.max_members,
+            metadata: self.listing.metadata.clone(),
+            locked: self.listing.locked,
+        }
+    }
 }
 
 /// The outcome of a claim.
@@ -72,7 +97,9 @@ pub struct DirectoryError(pub String);
 
 /// What a node does with the directory.
 pub trait Directory: Send + Sync {
-    /// Takes the room for this node unless another node holds its lease.
+    /// Takes the room for this node unless another node holds its lease. A claim of
+    /// a room this node holds already only extends its lease (its entry is the
+    /// renewals' to keep).
     fn claim(&self, room: &RoomEntry) -> impl Future<Output = Result<Claim, DirectoryError>> + Send;
 
     /// Renews this node's own lease (its URL) and the leases of `rooms`, with their
@@ -94,6 +121,18 @@ pub trait Directory: Send + Sync {
         after: &str,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<RoomEntry>, bool), DirectoryError>> + Send;
+
+    /// Rooms of `room_type` that were open ([`RoomEntry::is_open`]) at their owners'
+    /// last renewals, fullest first: `count` of them after skipping `skip`.
+    fn open_rooms(
+        &self,
+        room_type: &str,
+        skip: usize,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<RoomEntry>, DirectoryError>> + Send;
+
+    /// Where the node's clients connect, while its lease lives.
+    fn node_url(&self, node: &str) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
 }
 
 /// A lease, in the memory directory.
@@ -155,12 +194,19 @@ impl Directory for MemoryDirectory {
                 .map(|l| l.value.clone());
             return Ok(Claim::Theirs { node, url });
         }
-        let value = RoomEntry {
-            node: self.node.id.clone(),
-            ..room.clone()
-        };
         let expires = now + self.lease;
-        leases.rooms.insert(room.room.clone(), Lease { value, expires });
+        match leases.rooms.get_mut(&room.room).filter(|l| l.expires > now) {
+            // Ours already: its entry is the renewals' to keep.
+            Some(lease) => lease.expires = expires,
+            None => {
+                let value = RoomEntry {
+                    node: self.node.id.clone(),
+                    members: 0,
+                    ..room.clone()
+                };
+                leases.rooms.insert(room.room.clone(), Lease { value, expires });
+            }
+        }
         let url = self.node.url.clone();
         leases.nodes.insert(self.node.id.clone(), Lease { value: url, expires });
         Ok(Claim::Ours)
@@ -177,6 +223,7 @@ impl Directory for MemoryDirectory {
             match leases.rooms.get_mut(&room.room) {
                 Some(lease) if lease.value.node == self.node.id && lease.expires > now => {
                     lease.value.members = room.members;
+                    lease.value.listing = room.listing.clone();
                     lease.expires = expires;
                 }
                 _ => lost.push(room.room.clone()),
@@ -211,5 +258,26 @@ impl Directory for MemoryDirectory {
         let more = page.len() > limit;
         page.truncate(limit);
         Ok((page, more))
+    }
+
+    async fn open_rooms(&self, room_type: &str, skip: usize, count: usize) -> Result<Vec<RoomEntry>, DirectoryError> {
+        let now = self.now();
+        let leases = self.leases.lock();
+        let mut open: Vec<RoomEntry> = (leases.rooms.values())
+            .filter(|l| l.expires > now && l.value.room_type == room_type && l.value.is_open())
+            .map(|l| l.value.clone())
+            .collect();
+        open.sort_by_key(|r| std::cmp::Reverse(r.members));
+        Ok(open.into_iter().skip(skip).take(count).collect())
+    }
+
+    async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {
+        let now = self.now();
+        let leases = self.leases.lock();
+        Ok(leases
+            .nodes
+            .get(node)
+            .filter(|l| l.expires > now)
+            .map(|l| l.value.clone()))
     }
 }

@@ -33,12 +33,22 @@ use super::bus::{Bus, Delivery};
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::redis_directory::RedisDirectory;
 use crate::clock::unix_micros;
-use crate::engine::sim_pool::{Checkpoint, Command, PoolError, SimPool};
+use crate::engine::listing::{ListingState, Metadata};
+use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode, SendEvent};
-use crate::session::{DirectoryOp, DirectoryReply};
+use crate::session::auth::room_allowed;
+use crate::session::{DirectoryOp, DirectoryReply, Found};
 use crate::state::SERVER;
+
+/// Directory entries one filtered listing page reads at most.
+const LIST_SCAN: usize = 2_000;
+
+/// The open rooms a quick join considers on other nodes, at most (the fullest), and
+/// how many it reads per round trip.
+const QUICK_JOIN_SCAN: usize = 256;
+const QUICK_JOIN_PAGE: usize = 64;
 
 /// A directory operation taking longer than this is answered `UNAVAILABLE`.
 const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -217,6 +227,7 @@ impl Cluster {
                 room_type,
                 seat,
                 member,
+                listing,
             } => {
                 // A redirected member's ticket: join with the member id it carries.
                 let carried = if seat.is_empty() {
@@ -224,7 +235,7 @@ impl Cluster {
                 } else {
                     self.take_seat(&room, &seat).await
                 };
-                let outcome = self.claim(&room, &room_type).await;
+                let outcome = self.claim(&room, &room_type, listing).await;
                 let ticket = match &outcome {
                     Ok(Claim::Theirs { url: Some(_), .. }) => {
                         self.seat_ticket(&room, carried.as_ref().unwrap_or(&member)).await
@@ -242,25 +253,115 @@ impl Cluster {
                 request_id,
                 after,
                 limit,
-                ..
+                room_type,
+                filters,
+                open_only,
             } => {
-                let outcome = self.call(self.directory.list(&after, limit)).await;
-                let outcome = outcome.map(|(rooms, more)| {
-                    let rooms = rooms
-                        .into_iter()
-                        .map(|r| proto::RoomInfo {
-                            room: r.room,
-                            room_type: r.room_type,
-                            members: r.members,
-                            max_members: r.max_members,
-                            ..Default::default()
-                        })
-                        .collect();
-                    (rooms, more)
-                });
+                let filter = RoomFilter {
+                    room_type: &room_type,
+                    metadata: &filters,
+                    open_only,
+                };
+                let outcome = self.list(&filter, after, limit).await;
                 DirectoryReply::List { request_id, outcome }
             }
+            DirectoryOp::QuickJoin {
+                request_id,
+                room_type,
+                filters,
+                skip,
+                allowed,
+                member,
+            } => {
+                let found = self.find_open(&room_type, &filters, &skip, allowed.as_deref()).await;
+                let outcome = match found {
+                    Ok(Some((room, url))) => {
+                        self.metrics.redirects.inc();
+                        let seat = self.seat_ticket(&room, &member).await;
+                        Ok(Some(Found { room, url, seat }))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                DirectoryReply::QuickJoin { request_id, outcome }
+            }
         }
+    }
+
+    /// One page of the cluster's rooms that `filter` admits: at most `limit` after
+    /// `after`, and where the next page starts (none: the last). Reads directory pages
+    /// until the page is full, at most [`LIST_SCAN`] entries: a selective filter may
+    /// answer a short page (even an empty one) that is not the last.
+    async fn list(
+        &self,
+        filter: &RoomFilter<'_>,
+        mut after: String,
+        limit: usize,
+    ) -> Result<(Vec<proto::RoomInfo>, Option<String>), PoolError> {
+        let mut rooms = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let (page, more) = self.call(self.directory.list(&after, limit)).await?;
+            scanned += page.len();
+            for entry in page {
+                after.clone_from(&entry.room);
+                if filter.admits(&entry.room_type, entry.members, entry.max_members, &entry.listing) {
+                    rooms.push(entry.info());
+                    if rooms.len() == limit {
+                        return Ok((rooms, Some(after)));
+                    }
+                }
+            }
+            if !more {
+                return Ok((rooms, None));
+            }
+            if scanned >= LIST_SCAN {
+                return Ok((rooms, Some(after)));
+            }
+        }
+    }
+
+    /// The fullest open room of `room_type` (empty: the default) on another live node
+    /// whose metadata holds `filters`, not in `skip` and allowed by the token's room
+    /// `patterns`; with its node's URL. Looks at the [`QUICK_JOIN_SCAN`] fullest.
+    async fn find_open(
+        &self,
+        room_type: &str,
+        filters: &Metadata,
+        skip: &[String],
+        patterns: Option<&[String]>,
+    ) -> Result<Option<(String, String)>, PoolError> {
+        let room_type = match room_type {
+            "" => self.pool.config().default_room_type.as_str(),
+            named => named,
+        };
+        let mut urls: HashMap<String, Option<String>> = HashMap::new();
+        for first in (0..QUICK_JOIN_SCAN).step_by(QUICK_JOIN_PAGE) {
+            let page = self
+                .call(self.directory.open_rooms(room_type, first, QUICK_JOIN_PAGE))
+                .await?;
+            for entry in &page {
+                let fits = entry.node != self.node.id
+                    && !skip.contains(&entry.room)
+                    && room_allowed(patterns, &entry.room)
+                    && entry.listing.matches(filters);
+                if !fits {
+                    continue;
+                }
+                if !urls.contains_key(&entry.node) {
+                    let url = self.call(self.directory.node_url(&entry.node)).await?;
+                    urls.insert(entry.node.clone(), url);
+                }
+                // A node whose own lease lapsed is dead: its rooms come back elsewhere.
+                if let Some(url) = &urls[&entry.node] {
+                    return Ok(Some((entry.room.clone(), url.clone())));
+                }
+            }
+            if page.is_empty() {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// How long a session record outlives its node's last renewal: a lease (the node
@@ -294,13 +395,15 @@ impl Cluster {
 
     /// Claims a room for this node, or learns who owns it. An unknown room type is
     /// refused before the directory is asked.
-    pub async fn claim(&self, room: &str, room_type: &str) -> Result<Claim, PoolError> {
+    pub async fn claim(&self, room: &str, room_type: &str, listing: ListingState) -> Result<Claim, PoolError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(PoolError::Unavailable(
                 "this node is stopping; join through another".into(),
             ));
         }
-        let entry = self.entry(room, room_type)?;
+        // A room open here lists as it is (its entry may have lapsed meanwhile).
+        let listing = self.pool.room(room).map_or(listing, |h| h.shared.listing.get());
+        let entry = self.entry(room, room_type, listing)?;
         let claim = self.call(self.directory.claim(&entry)).await?;
         match &claim {
             Claim::Theirs { url: Some(_), .. } => {
@@ -442,7 +545,7 @@ impl Cluster {
     }
 
     /// The directory entry of a room of `room_type` (empty: the default) opened here.
-    fn entry(&self, room: &str, room_type: &str) -> Result<RoomEntry, PoolError> {
+    fn entry(&self, room: &str, room_type: &str, listing: ListingState) -> Result<RoomEntry, PoolError> {
         let config = self.pool.config();
         let type_name = if room_type.is_empty() {
             config.default_room_type.as_str()
@@ -456,6 +559,7 @@ impl Cluster {
             node: self.node.id.clone(),
             members: 0,
             max_members: spec.config.max_members as u32,
+            listing,
         })
     }
 
@@ -556,6 +660,7 @@ impl Cluster {
                 node: self.node.id.clone(),
                 members: r.members.load(Ordering::Relaxed),
                 max_members: r.max_members,
+                listing: r.listing.get(),
             })
             .collect();
         // The leases first: nothing below may delay them past their lapse.

@@ -8,7 +8,8 @@
 //!
 //! | key | value | expires |
 //! |---|---|---|
-//! | `room:<id>` | a hash: `node`, `type`, `members`, `max` | with the owner's lease |
+//! | `room:<id>` | a hash: `node`, `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private) | with the owner's lease |
+//! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write |
 //! | `node:<id>:inbox` | (a pub/sub channel: room events for the node's rooms) | — |
@@ -27,11 +28,17 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
 
+use prost::Message;
+
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
+use crate::engine::listing::ListingState;
+use crate::proto;
 
 /// Takes a room unless another node's lease on it lives; refreshes this node's URL
-/// lease. KEYS: room, node, rooms. ARGV: node id, lease ms, type, max, url, room id.
-/// Returns `{1}` when taken, `{0, owner, owner's url or false}` otherwise.
+/// lease (and the room's, when it was this node's already: its entry is the renewals'
+/// to keep). KEYS: room, node, rooms, open rooms of its type. ARGV: node id, lease ms,
+/// type, max, url, room id, prefix, listing, open (1 or 0). Returns `{1}` when taken,
+/// `{0, owner, owner's url or false}` otherwise.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -40,27 +47,42 @@ redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
 if owner and owner ~= ARGV[1] then
   return {0, owner, redis.call('GET', ARGV[7] .. 'node:' .. owner)}
 end
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'type', ARGV[3], 'max', ARGV[4])
-redis.call('HSETNX', KEYS[1], 'members', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if owner then
+  return {1}
+end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8], 'members', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[6])
+if ARGV[9] == '1' then
+  redis.call('ZADD', KEYS[4], 0, ARGV[6])
+end
 return {1}
 ",
     )
 });
 
 /// Renews this node's URL lease (KEYS[1]) and the leases of the rooms it owns
-/// (KEYS[2..], with their member counts in ARGV[3..]). ARGV: node id, lease ms, url,
-/// then one count per room. Returns the ids of the rooms it no longer holds.
+/// (KEYS[2..]), with their member counts and listings, and keeps the open-room sets
+/// current. ARGV: node id, lease ms, url, prefix, then per room its id, type, member
+/// count, listing and whether it is open (1 or 0). Returns the (1-based) positions of
+/// the rooms it no longer holds.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 local lost = {}
 for i = 2, #KEYS do
+  local a = 5 + (i - 2) * 5
+  local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
   if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
-    redis.call('HSET', KEYS[i], 'members', ARGV[i + 2])
+    redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 3])
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    if ARGV[a + 4] == '1' then
+      redis.call('ZADD', open, ARGV[a + 2], ARGV[a])
+    else
+      redis.call('ZREM', open, ARGV[a])
+    end
   else
     table.insert(lost, i - 1)
   end
@@ -70,8 +92,9 @@ return lost
     )
 });
 
-/// Forgets listed ids whose room key lapsed, unless a claim brought it back since.
-/// KEYS: rooms, then one room key per id in ARGV.
+/// Forgets the ids of an index (`rooms`, or an `open:` set) whose room key lapsed,
+/// unless a claim brought it back since. KEYS: the index, then one room key per id in
+/// ARGV.
 static PRUNE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -118,11 +141,12 @@ return saved
 });
 
 /// A room closed on its node: its checkpoint and entry go, if this node holds it.
-/// KEYS: room, checkpoint, rooms. ARGV: node, id.
+/// KEYS: room, checkpoint, rooms. ARGV: node, id, prefix.
 static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  redis.call('ZREM', ARGV[3] .. 'open:' .. redis.call('HGET', KEYS[1], 'type'), ARGV[2])
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
 end
@@ -132,14 +156,16 @@ return 0
 });
 
 /// A node stops: releases every room it holds and its own URL lease. KEYS: the rooms
-/// set, this node's key, then one room key per room. ARGV: node id, then the room ids.
+/// set, this node's key, then one room key per room. ARGV: node id, prefix, then the
+/// room ids.
 static RELEASE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 for i = 3, #KEYS do
   if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
+    redis.call('ZREM', ARGV[2] .. 'open:' .. redis.call('HGET', KEYS[i], 'type'), ARGV[i])
     redis.call('DEL', KEYS[i])
-    redis.call('ZREM', KEYS[1], ARGV[i - 1])
+    redis.call('ZREM', KEYS[1], ARGV[i])
   end
 end
 redis.call('DEL', KEYS[2])
@@ -148,11 +174,13 @@ return 0
     )
 });
 
-/// Deletes a room's entry if this node holds it. KEYS: room, rooms. ARGV: node, id.
+/// Deletes a room's entry if this node holds it. KEYS: room, rooms. ARGV: node, id,
+/// prefix.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  redis.call('ZREM', ARGV[3] .. 'open:' .. redis.call('HGET', KEYS[1], 'type'), ARGV[2])
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
@@ -222,7 +250,8 @@ impl RedisDirectory {
         invocation
             .key(format!("{}rooms", self.prefix))
             .key(self.key("node", &self.node.id))
-            .arg(&self.node.id);
+            .arg(&self.node.id)
+            .arg(&self.prefix);
         for room in rooms {
             invocation.key(self.key("room", room)).arg(room);
         }
@@ -271,6 +300,7 @@ impl RedisDirectory {
             .key(format!("{}rooms", self.prefix))
             .arg(&self.node.id)
             .arg(room)
+            .arg(&self.prefix)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)
@@ -395,6 +425,7 @@ impl Directory for RedisDirectory {
             .key(self.key("room", &room.room))
             .key(self.key("node", &self.node.id))
             .key(format!("{}rooms", self.prefix))
+            .key(self.key("open", &room.room_type))
             .arg(&self.node.id)
             .arg(self.lease_ms)
             .arg(&room.room_type)
@@ -402,6 +433,8 @@ impl Directory for RedisDirectory {
             .arg(&self.node.url)
             .arg(&room.room)
             .arg(&self.prefix)
+            .arg(room.listing.to_proto().encode_to_vec())
+            .arg(u8::from(room.is_open()))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
@@ -417,9 +450,15 @@ impl Directory for RedisDirectory {
 
     async fn renew(&self, rooms: &[RoomEntry]) -> Result<Vec<String>, DirectoryError> {
         let mut invocation = RENEW.key(self.key("node", &self.node.id));
-        invocation.arg(&self.node.id).arg(self.lease_ms).arg(&self.node.url);
+        (invocation.arg(&self.node.id).arg(self.lease_ms))
+            .arg(&self.node.url)
+            .arg(&self.prefix);
         for room in rooms {
-            invocation.key(self.key("room", &room.room)).arg(room.members);
+            (invocation.key(self.key("room", &room.room)).arg(&room.room))
+                .arg(&room.room_type)
+                .arg(room.members)
+                .arg(room.listing.to_proto().encode_to_vec())
+                .arg(u8::from(room.is_open()));
         }
         let lost: Vec<usize> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -447,6 +486,7 @@ impl Directory for RedisDirectory {
             .key(format!("{}rooms", self.prefix))
             .arg(&self.node.id)
             .arg(room)
+            .arg(&self.prefix)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
@@ -477,35 +517,77 @@ impl Directory for RedisDirectory {
         if ids.is_empty() {
             return Ok((Vec::new(), more));
         }
+        // Their leases lapsed: forget them (a claim adds a room back).
+        let page = self.entries(ids, &index).await?;
+        Ok((page, more))
+    }
+
+    async fn open_rooms(&self, room_type: &str, skip: usize, count: usize) -> Result<Vec<RoomEntry>, DirectoryError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let open = self.key("open", room_type);
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&open)
+            .arg(skip)
+            .arg(skip + count - 1)
+            .arg("REV")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        // Lapsed rooms (their node died) leave the set as quick joins meet them.
+        let entries = self.entries(&ids, &open).await?;
+        Ok(entries.into_iter().filter(RoomEntry::is_open).collect())
+    }
+
+    async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {
+        redis::cmd("GET")
+            .arg(self.key("node", node))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+}
+
+impl RedisDirectory {
+    /// The entries of the rooms `ids`, in that order; the ids whose entry lapsed are
+    /// dropped from `index` (the sorted set they came from).
+    async fn entries(&self, ids: &[String], index: &str) -> Result<Vec<RoomEntry>, DirectoryError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HGETALL").arg(self.key("room", id));
         }
-        let hashes: Vec<std::collections::HashMap<String, String>> =
+        let hashes: Vec<std::collections::HashMap<String, Vec<u8>>> =
             pipe.query_async(&mut connection).await.map_err(failed)?;
-        let mut page = Vec::with_capacity(ids.len());
+        let mut entries = Vec::with_capacity(ids.len());
         let mut lapsed = Vec::new();
         for (id, hash) in ids.iter().zip(hashes) {
-            let field = |name: &str| hash.get(name).cloned().unwrap_or_default();
+            let field =
+                |name: &str| String::from_utf8_lossy(hash.get(name).map_or(&[][..], Vec::as_slice)).into_owned();
+            let listing = hash.get("listing").and_then(|b| proto::Listing::decode(&b[..]).ok());
             match hash.get("node") {
                 None => lapsed.push(id.clone()),
-                Some(node) => page.push(RoomEntry {
+                Some(_) => entries.push(RoomEntry {
                     room: id.clone(),
                     room_type: field("type"),
-                    node: node.clone(),
+                    node: field("node"),
                     members: field("members").parse().unwrap_or(0),
                     max_members: field("max").parse().unwrap_or(0),
+                    listing: listing.as_ref().map(ListingState::from_proto).unwrap_or_default(),
                 }),
             }
         }
         if !lapsed.is_empty() {
-            // Their leases lapsed: forget them (a claim adds a room back).
-            let mut invocation = PRUNE.key(&index);
+            let mut invocation = PRUNE.key(index);
             for id in &lapsed {
                 invocation.key(self.key("room", id)).arg(id);
             }
             let _: i64 = invocation.invoke_async(&mut connection).await.map_err(failed)?;
         }
-        Ok((page, more))
+        Ok(entries)
     }
 }

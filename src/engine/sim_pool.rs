@@ -313,13 +313,10 @@ impl RoomShared {
         self.members.load(Ordering::Relaxed) + self.reserved.load(Ordering::Relaxed)
     }
 
-    /// Whether a listing with `filter` shows the room (private rooms never).
+    /// Whether a listing with `filter` shows the room.
     pub fn listed(&self, filter: &RoomFilter<'_>) -> bool {
-        (filter.room_type.is_empty() || *self.room_type == *filter.room_type)
-            && self
-                .listing
-                .with(|l| !l.private && l.matches(filter.metadata) && !(filter.open_only && l.locked))
-            && !(filter.open_only && self.seats_taken() >= self.max_members)
+        self.listing
+            .with(|l| filter.admits(&self.room_type, self.seats_taken(), self.max_members, l))
     }
 
     /// The room as listed.
@@ -345,6 +342,17 @@ pub struct RoomFilter<'a> {
     pub metadata: &'a Metadata,
     /// Only rooms a quick join may pick: not locked, with a free seat.
     pub open_only: bool,
+}
+
+impl RoomFilter<'_> {
+    /// Whether the filter admits a room of `room_type` with `seats_taken` of
+    /// `max_members` and `listing` (private rooms never).
+    pub fn admits(&self, room_type: &str, seats_taken: u32, max_members: u32, listing: &ListingState) -> bool {
+        (self.room_type.is_empty() || room_type == self.room_type)
+            && !listing.private
+            && listing.matches(self.metadata)
+            && !(self.open_only && (listing.locked || seats_taken >= max_members))
+    }
 }
 
 impl RoomFilter<'static> {

@@ -123,13 +123,19 @@ impl Identity {
 
     /// Whether this identity may join `room`.
     pub fn may_join(&self, room: &str) -> bool {
-        self.rooms.as_ref().is_none_or(|patterns| {
-            patterns.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => room.starts_with(prefix),
-                None => p == room,
-            })
-        })
+        room_allowed(self.rooms.as_deref(), room)
     }
+}
+
+/// Whether a token's room `patterns` (none: any room) allow `room`: a pattern is a
+/// room id, or a prefix followed by `*`.
+pub fn room_allowed(patterns: Option<&[String]>, room: &str) -> bool {
+    patterns.is_none_or(|patterns| {
+        patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => room.starts_with(prefix),
+            None => p == room,
+        })
+    })
 }
 
 /// Why a token was refused. The kind labels the `auth_failures` metric.

@@ -130,6 +130,23 @@ pub enum DirectoryOp {
         seat: String,
         /// Who joins: the member id and user a redirect's ticket carries on.
         member: proto::Seat,
+        /// The room's listing, should the claim create it.
+        listing: ListingState,
+    },
+    /// Find an open room for a quick join on another node (none fit here).
+    QuickJoin {
+        /// The quick join's request id.
+        request_id: u64,
+        /// The room type (empty: the default).
+        room_type: String,
+        /// The metadata the room must hold.
+        filters: Metadata,
+        /// Rooms the session is in (or joining): not these.
+        skip: Vec<String>,
+        /// The token's room patterns (none: any room).
+        allowed: Option<Vec<String>>,
+        /// Who joins: the member id and user the redirect's ticket carries on.
+        member: proto::Seat,
     },
     /// One page of the cluster's rooms, for `ListRooms`.
     List {
@@ -167,9 +184,27 @@ pub enum DirectoryReply {
     List {
         /// The request.
         request_id: u64,
-        /// A page of rooms, and whether more follow.
-        outcome: Result<(Vec<proto::RoomInfo>, bool), PoolError>,
+        /// A page of rooms, and where the next starts (none: this is the last).
+        outcome: Result<(Vec<proto::RoomInfo>, Option<String>), PoolError>,
     },
+    /// To [`DirectoryOp::QuickJoin`].
+    QuickJoin {
+        /// The quick join's request id.
+        request_id: u64,
+        /// The room found (none: create one), or the refusal.
+        outcome: Result<Option<Found>, PoolError>,
+    },
+}
+
+/// An open room on another node, for a quick join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The room id.
+    pub room: String,
+    /// Where the owning node's clients connect.
+    pub url: String,
+    /// The seat ticket for the join there.
+    pub seat: String,
 }
 
 /// `retry_after_ms` of an `UNAVAILABLE` answer.
@@ -194,6 +229,8 @@ pub struct Session {
     rooms: HashMap<String, Membership>,
     /// Cluster mode: joins waiting for the directory, by room id.
     claims: HashMap<String, PendingJoin>,
+    /// Cluster mode: quick joins waiting for the directory, by request id.
+    quick_joins: HashMap<u64, PendingQuickJoin>,
     /// Directory work for the driver, not taken yet.
     directory_ops: Vec<DirectoryOp>,
     /// Directory work the driver took and has not answered (asked again after a
@@ -224,6 +261,13 @@ struct PendingJoin {
     room_type: String,
     create: Option<proto::RoomOptions>,
     waiting: Vec<Waiting>,
+}
+
+/// A quick join waiting for the directory: what it creates if no room is found.
+#[derive(Debug)]
+struct PendingQuickJoin {
+    room_type: String,
+    metadata: Metadata,
 }
 
 #[derive(Debug)]
@@ -275,6 +319,7 @@ impl Session {
             ctx,
             rooms: HashMap::new(),
             claims: HashMap::new(),
+            quick_joins: HashMap::new(),
             directory_ops: Vec::new(),
             in_flight: Vec::new(),
             next_join: 1,
@@ -576,7 +621,8 @@ impl Session {
     /// Why the session may not join one more room, if it may not.
     fn room_cap(&self) -> Option<String> {
         let cap = self.ctx.settings.max_rooms_per_session;
-        (self.rooms.len() + self.claims.len() >= cap).then(|| format!("a session may be in at most {cap} rooms"))
+        let joining = self.rooms.len() + self.claims.len() + self.quick_joins.len();
+        (joining >= cap).then(|| format!("a session may be in at most {cap} rooms"))
     }
 
     fn join(&mut self, join: proto::JoinRoom) {
@@ -623,11 +669,8 @@ impl Session {
                 room: join.room.clone(),
                 room_type: join.room_type.clone(),
                 seat: join.seat,
-                member: proto::Seat {
-                    member_id: self.id,
-                    user_id: self.identity.user_id.to_string(),
-                    last_input_seq: 0,
-                },
+                member: self.seat(),
+                listing: ListingState::created(join.create.as_ref(), self.id, true),
             });
             let pending = PendingJoin {
                 request_id: join.request_id,
@@ -659,30 +702,60 @@ impl Session {
         if let Some(message) = self.room_cap() {
             return refuse(ErrorCode::LimitExceeded, &message);
         }
-        let (member, user_id) = (self.id, self.identity.user_id.clone());
         let skip =
             |id: &str| self.rooms.contains_key(id) || self.claims.contains_key(id) || !self.identity.may_join(id);
+        // A room open here first; in a cluster, then the fullest elsewhere.
         if let Some(handle) = self.ctx.rooms.pick(&quick.room_type, &quick.filters, &skip) {
+            let (member, user_id) = (self.id, self.identity.user_id.clone());
             let id = handle.shared.id.to_string();
             self.join_open(id, handle, quick.request_id, member, user_id, true);
             return;
         }
-        let prefix = if quick.room_type.is_empty() {
-            "room"
-        } else {
-            &quick.room_type
+        if !self.ctx.clustered {
+            return self.create_for_quick_join(quick.request_id, &quick.room_type, metadata);
+        }
+        self.directory_ops.push(DirectoryOp::QuickJoin {
+            request_id: quick.request_id,
+            room_type: quick.room_type.clone(),
+            filters: quick.filters,
+            skip: self.rooms.keys().chain(self.claims.keys()).cloned().collect(),
+            allowed: self.identity.rooms.clone(),
+            member: self.seat(),
+        });
+        let pending = PendingQuickJoin {
+            room_type: quick.room_type,
+            metadata,
         };
+        self.quick_joins.insert(quick.request_id, pending);
+    }
+
+    /// No open room fits a quick join: a new one, with `metadata`, joined like any.
+    fn create_for_quick_join(&mut self, request_id: u64, room_type: &str, metadata: Metadata) {
+        let prefix = if room_type.is_empty() { "room" } else { room_type };
         let room = format!("{prefix}-{}", (self.ctx.room_ids)());
         if !self.identity.may_join(&room) {
             let message = format!("no open room matches, and the token does not allow creating `{room}`");
-            return refuse(ErrorCode::Forbidden, &message);
+            return self.reply(error_message(ErrorCode::Forbidden, &message, request_id, ""));
         }
-        let listing = ListingState {
-            metadata,
-            owner: member,
-            ..ListingState::default()
-        };
-        self.open_and_join(room, &quick.room_type, quick.request_id, member, user_id, listing);
+        self.join(proto::JoinRoom {
+            request_id,
+            room,
+            room_type: room_type.to_string(),
+            seat: String::new(),
+            create: Some(proto::RoomOptions {
+                metadata,
+                private: false,
+            }),
+        });
+    }
+
+    /// This session's member, as a redirect's seat ticket carries it on.
+    fn seat(&self) -> proto::Seat {
+        proto::Seat {
+            member_id: self.id,
+            user_id: self.identity.user_id.to_string(),
+            last_input_seq: 0,
+        }
     }
 
     /// Opens the room here (creating it with `listing` if needed) and sends the join
@@ -778,14 +851,31 @@ impl Session {
                 DirectoryReply::List {
                     request_id: answered, ..
                 },
+            )
+            | (
+                DirectoryOp::QuickJoin { request_id, .. },
+                DirectoryReply::QuickJoin {
+                    request_id: answered, ..
+                },
             ) => request_id != answered,
             _ => true,
         });
         match reply {
             DirectoryReply::List { request_id, outcome } => match outcome {
-                Ok((rooms, more)) => self.reply_rooms(request_id, rooms, more),
+                Ok((rooms, next)) => self.reply_rooms(request_id, rooms, next),
                 Err(e) => self.pool_error(&e, request_id, ""),
             },
+            DirectoryReply::QuickJoin { request_id, outcome } => {
+                // The session closed (or the request was answered) meanwhile.
+                let Some(pending) = self.quick_joins.remove(&request_id) else {
+                    return;
+                };
+                match outcome {
+                    Ok(Some(Found { room, url, seat })) => self.redirect(request_id, room, url, seat),
+                    Ok(None) => self.create_for_quick_join(request_id, &pending.room_type, pending.metadata),
+                    Err(e) => self.pool_error(&e, request_id, ""),
+                }
+            }
             DirectoryReply::Claim {
                 room,
                 outcome,
@@ -830,16 +920,7 @@ impl Session {
                             self.send(&handle, command, 0);
                         }
                     }
-                    Ok(Claim::Theirs { url: Some(url), .. }) => {
-                        let seat = ticket;
-                        let redirect = Kind::Redirect(proto::Redirect {
-                            request_id,
-                            room,
-                            url,
-                            seat,
-                        });
-                        self.reply(encode_message(redirect));
-                    }
+                    Ok(Claim::Theirs { url: Some(url), .. }) => self.redirect(request_id, room, url, ticket),
                     Ok(Claim::Theirs { node, url: None }) => {
                         let message = format!("the room lives on node `{node}`, which is not answering; retry shortly");
                         self.pool_error(&PoolError::Unavailable(message), request_id, &room);
@@ -850,10 +931,27 @@ impl Session {
         }
     }
 
-    fn reply_rooms(&self, request_id: u64, rooms: Vec<proto::RoomInfo>, more: bool) {
+    /// Answers a join or quick join: the room lives on the node at `url`.
+    fn redirect(&self, request_id: u64, room: String, url: String, seat: String) {
+        let redirect = Kind::Redirect(proto::Redirect {
+            request_id,
+            room,
+            url,
+            seat,
+        });
+        self.reply(encode_message(redirect));
+    }
+
+    /// Answers a listing: a page, and where the next starts (none: the last page).
+    fn reply_rooms(&self, request_id: u64, rooms: Vec<proto::RoomInfo>, next: Option<String>) {
+        let list = proto::RoomList {
+            rooms,
+            more: next.is_some(),
+            next_after: next.unwrap_or_default(),
+        };
         let response = Kind::Response(proto::Response {
             request_id,
-            kind: Some(response::Kind::Rooms(proto::RoomList { rooms, more })),
+            kind: Some(response::Kind::Rooms(list)),
         });
         self.reply(encode_message(response));
     }
@@ -873,7 +971,8 @@ impl Session {
                         open_only: list.open_only,
                     };
                     let (rooms, more) = self.ctx.rooms.list(&filter, &list.after, limit);
-                    return self.reply_rooms(id, rooms, more);
+                    let next = more.then(|| rooms.last().map(|r| r.room.clone()).unwrap_or_default());
+                    return self.reply_rooms(id, rooms, next);
                 }
                 let is_list = |op: &&DirectoryOp| matches!(op, DirectoryOp::List { .. });
                 let pending = self.directory_ops.iter().chain(&self.in_flight).filter(is_list).count();

@@ -706,6 +706,7 @@ fn room_listings_are_paged() {
         panic!("expected a room list, got {replies:?}");
     };
     assert!(page.more);
+    assert_eq!(page.next_after, "b", "the last room listed");
 }
 
 #[test]
@@ -791,6 +792,10 @@ fn claimed_with(
         room_type: String::new(),
         seat: seat.into(),
         member,
+        listing: ListingState {
+            owner: 7,
+            ..ListingState::default()
+        },
     };
     assert_eq!(op, Some(expected));
     let redirected = matches!(outcome, Ok(Claim::Theirs { url: Some(_), .. }));
@@ -944,7 +949,7 @@ fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
     }];
     h.session.on_directory(DirectoryReply::List {
         request_id: 2,
-        outcome: Ok((page.clone(), false)),
+        outcome: Ok((page.clone(), Some("elsewhere".into()))),
     });
     let replies = h.replies();
     let [Kind::Response(response)] = &replies[..] else {
@@ -954,7 +959,8 @@ fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
         response.kind,
         Some(response::Kind::Rooms(proto::RoomList {
             rooms: page,
-            more: false
+            more: true,
+            next_after: "elsewhere".into(),
         }))
     );
     assert!(h.rooms.listed.lock().is_empty(), "listings come from the directory");
@@ -1165,4 +1171,77 @@ fn a_join_that_creates_a_room_sets_its_listing_and_its_owner_changes_it() {
     h.one(update_room("elsewhere", &[("x", "y")], RoomLock::Unchanged, 6))
         .unwrap();
     assert_eq!(h.errors(), [(ErrorCode::NotOwner, 5), (ErrorCode::NotAMember, 6)]);
+}
+
+#[test]
+fn clustered_a_quick_join_with_nothing_open_here_asks_the_directory() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.one(join("mine", 1)).unwrap();
+    h.session.poll_directory();
+    h.one(quick_join("arena", &[("mode", "ctf")], &[("map", "dust")], 2))
+        .unwrap();
+    let member = proto::Seat {
+        member_id: 7,
+        user_id: "anonymous-1".into(),
+        last_input_seq: 0,
+    };
+    let expected = DirectoryOp::QuickJoin {
+        request_id: 2,
+        room_type: "arena".into(),
+        filters: meta(&[("mode", "ctf")]),
+        skip: vec!["mine".into()],
+        allowed: None,
+        member,
+    };
+    assert_eq!(h.session.poll_directory(), Some(expected));
+    // It counts against the room cap while it waits.
+    h.one(join("third", 3)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::LimitExceeded, 3)]);
+    let found = Found {
+        room: "arena-elsewhere".into(),
+        url: "wss://node-b/ws".into(),
+        seat: "ticket".into(),
+    };
+    h.session.on_directory(DirectoryReply::QuickJoin {
+        request_id: 2,
+        outcome: Ok(Some(found)),
+    });
+    let redirect = proto::Redirect {
+        request_id: 2,
+        room: "arena-elsewhere".into(),
+        url: "wss://node-b/ws".into(),
+        seat: "ticket".into(),
+    };
+    assert_eq!(h.replies(), [Kind::Redirect(redirect)]);
+}
+
+#[test]
+fn clustered_a_quick_join_nothing_matches_claims_a_new_room_with_its_metadata() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.one(quick_join("arena", &[("mode", "ctf")], &[("map", "dust")], 2))
+        .unwrap();
+    assert!(matches!(
+        h.session.poll_directory(),
+        Some(DirectoryOp::QuickJoin { .. })
+    ));
+    h.session.on_directory(DirectoryReply::QuickJoin {
+        request_id: 2,
+        outcome: Ok(None),
+    });
+    let Some(DirectoryOp::Claim { room, listing, .. }) = h.session.poll_directory() else {
+        panic!("expected a claim of a new room");
+    };
+    assert_eq!(room, "arena-r4nd0m");
+    assert_eq!(listing.metadata, meta(&[("map", "dust"), ("mode", "ctf")]));
+    assert!(!listing.private);
+    // The directory is down: the quick join is answered, not lost.
+    h.one(quick_join("arena", &[], &[], 3)).unwrap();
+    h.session.poll_directory();
+    h.session.on_directory(DirectoryReply::QuickJoin {
+        request_id: 3,
+        outcome: Err(PoolError::Unavailable("down".into())),
+    });
+    assert_eq!(h.errors(), [(ErrorCode::Unavailable, 3)]);
 }

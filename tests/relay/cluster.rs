@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisDirectory};
-use tickrelay::proto::{ErrorCode, server_message::Kind};
+use tickrelay::proto::{self, ErrorCode, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster};
 use tickrelay_testkit::directory::{self, entry, node};
 use tickrelay_testkit::redis::RedisServer;
@@ -85,6 +85,19 @@ async fn redis_leases_lapse_unless_renewed() {
 async fn redis_listings_page_and_expire() {
     let (_redis, a, b) = redis().await;
     directory::listings_page_and_expire(&a, &b, REDIS_LEASE, async |d| tokio::time::sleep(d).await).await;
+}
+
+#[tokio::test]
+async fn memory_open_rooms_are_the_fullest_open_ones() {
+    let (a, b, elapse) = memory();
+    directory::open_rooms_are_the_fullest_open_ones(&a, &b, MEMORY_LEASE, elapse).await;
+}
+
+#[tokio::test]
+async fn redis_open_rooms_are_the_fullest_open_ones() {
+    let (_redis, a, b) = redis().await;
+    let elapse = async |d| tokio::time::sleep(d).await;
+    directory::open_rooms_are_the_fullest_open_ones(&a, &b, REDIS_LEASE, elapse).await;
 }
 
 /// Three nodes claim the same 200 rooms at the same moment, each over its own
@@ -611,4 +624,83 @@ async fn a_configured_room_stays_persistent_when_it_moves() {
     // Empty for twice its empty-room TTL: this sleep is the scenario.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(b.metric("tickrelay_rooms"), 1, "still open");
+}
+
+fn ids(rooms: &[proto::RoomInfo]) -> Vec<&str> {
+    rooms.iter().map(|r| r.room.as_str()).collect()
+}
+
+/// A quick join's answer on a raw client: the room joined, or the redirect.
+async fn quick_join_or_redirect(client: &mut TestClient, mode: &str) -> Result<String, proto::Redirect> {
+    let request_id = client.request_id();
+    let quick = proto::QuickJoin {
+        request_id,
+        filters: [("mode".to_string(), mode.to_string())].into(),
+        ..Default::default()
+    };
+    client.send(vec![proto::client_message::Kind::QuickJoin(quick)]).await;
+    client
+        .until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(Ok(j.room.clone())),
+            Kind::Redirect(r) if r.request_id == request_id => Some(Err(r.clone())),
+            Kind::Error(e) if e.request_id == request_id => panic!("quick join refused: {e:?}"),
+            _ => None,
+        })
+        .await
+}
+
+/// Quick joins find open rooms on other nodes (redirected there with a seat ticket),
+/// create one on the node asked when none matches, and skip rooms locked since;
+/// filtered listings span the nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_joins_and_filtered_listings_span_the_nodes() {
+    let cluster = TestCluster::start();
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let mut owner = TestClient::connect(&a).await;
+    let ctf = owner.quick_join(proto::QuickJoin {
+        filters: [("mode".to_string(), "ctf".to_string())].into(),
+        ..Default::default()
+    });
+    let ctf = ctf.await.unwrap().room;
+    // On b: nothing open there, so a's room, through a redirect.
+    let mut on_b = TestClient::connect(&b).await;
+    let redirect = quick_join_or_redirect(&mut on_b, "ctf").await.unwrap_err();
+    assert_eq!(
+        (redirect.room.as_str(), redirect.url.clone()),
+        (ctf.as_str(), node_url(&a))
+    );
+    let mut followed = TestClient::connect(&a).await;
+    let request_id = followed.send_join(&ctf, "", &redirect.seat).await;
+    let joined = followed
+        .until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(j.member_id),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, on_b.welcome.session_id, "the redirected member's id");
+    // Other filters: created on b.
+    let dm = quick_join_or_redirect(&mut on_b, "dm").await.unwrap();
+    let listed = |mode: &str| proto::ListRooms {
+        filters: [("mode".to_string(), mode.to_string())].into(),
+        open_only: true,
+        ..Default::default()
+    };
+    let rooms = on_b.list_rooms_where(listed("dm")).await;
+    assert_eq!(ids(&rooms), [dm.as_str()]);
+    let open = on_b.list_rooms_where(listed("ctf")).await;
+    assert_eq!(ids(&open), [ctf.as_str()], "open before the lock");
+    // The owner locks its room: once a renews it, quick joins pass it by.
+    let lock = proto::UpdateRoom {
+        room: ctf.clone(),
+        lock: proto::RoomLock::Locked as i32,
+        ..Default::default()
+    };
+    assert!(owner.update_room(lock).await.unwrap().locked);
+    let deadline = Instant::now() + 4 * LEASE;
+    while !on_b.list_rooms_where(listed("ctf")).await.is_empty() {
+        assert!(Instant::now() < deadline, "the lock never reached the directory");
+        tokio::time::sleep(LEASE / 10).await;
+    }
+    let created = quick_join_or_redirect(&mut on_b, "ctf").await.unwrap();
+    assert_ne!(created, ctf);
 }

@@ -165,7 +165,12 @@ interface RoomState {
   resyncAskedMs: number;
   /** A redirect's seat ticket, presented in this room's next join (then dropped). */
   seat: string;
+  /** The options of a join that creates the room. */
+  create: RoomOptions | undefined;
 }
+
+/** How a join creates a room: its metadata (listed, matched by quick joins) and privacy. */
+export type RoomOptions = MessageInitShape<typeof v1.RoomOptionsSchema>;
 
 /** A room this client asked to join, not answered yet. */
 function newRoom(roomType: string): RoomState {
@@ -179,6 +184,7 @@ function newRoom(roomType: string): RoomState {
     mirror: undefined,
     resyncAskedMs: -Infinity,
     seat: "",
+    create: undefined,
   };
 }
 
@@ -203,6 +209,8 @@ export class Client {
   readonly #nodes = new Map<string, Client>();
   /** Home only: rooms that live on another node, with redirects followed in a row. */
   readonly #redirected = new Map<string, { node: Client; hops: number }>();
+  /** Quick joins not answered yet: their room types, by request id. */
+  readonly #quickJoins = new Map<bigint, string>();
   /** `url`, then the fallback URLs; the next attempt connects to `#urls[#current]`. */
   #urls: string[];
   #current = 0;
@@ -296,14 +304,44 @@ export class Client {
     return this.#session?.id;
   }
 
-  /** Joins a room, creating it with `roomType` if it does not exist. */
-  join(room: string, roomType: string): void {
+  /**
+   * Joins a room, creating it with `roomType` (and `create`'s metadata and privacy,
+   * with this client as its owner) if it does not exist.
+   */
+  join(room: string, roomType: string, create?: RoomOptions): void {
     const node = this.#redirected.get(room)?.node;
-    if (node !== undefined) return node.join(room, roomType);
+    if (node !== undefined) return node.join(room, roomType, create);
     const state = this.#rooms.get(room) ?? newRoom(roomType);
+    if (create !== undefined) state.create = create;
     this.#rooms.set(room, state);
     // Offline, the welcome sends it (rooms not yet answered are joined again).
-    if (this.#welcomed) this.#enqueue({ case: "join", value: { requestId: this.#requestId(), room, roomType, seat: state.seat } });
+    if (this.#welcomed) this.#enqueue(this.#joinMessage(room, state));
+  }
+
+  /**
+   * Joins the fullest open room of `roomType` (empty: the server's default) whose
+   * metadata holds every entry of `filters`, or creates one holding `create`'s
+   * metadata plus the filters. Answered with `joined` (its `room` is the room chosen,
+   * from then on a room like any other) or `error`; in a cluster the room may live on
+   * another node, which the client joins by itself (`redirected`).
+   */
+  quickJoin(roomType: string, filters: Record<string, string> = {}, create?: RoomOptions): void {
+    const requestId = this.#requestId();
+    this.#quickJoins.set(requestId, roomType);
+    this.#send({ case: "quickJoin", value: { requestId, roomType, filters, create } });
+  }
+
+  #joinMessage(room: string, state: RoomState): Outgoing {
+    const { roomType, seat, create } = state;
+    return { case: "join", value: { requestId: this.#requestId(), room, roomType, seat, create } };
+  }
+
+  /** The answer to a quick join names its room: from now on one of this client's. */
+  #tookQuickJoin(requestId: bigint, room: string): void {
+    const roomType = this.#quickJoins.get(requestId);
+    if (roomType === undefined) return;
+    this.#quickJoins.delete(requestId);
+    if (!this.#rooms.has(room)) this.#rooms.set(room, newRoom(roomType));
   }
 
   /** Leaves a room and forgets its mirror and unacknowledged inputs. */
@@ -343,7 +381,7 @@ export class Client {
     this.#send({ case: "event", value: { room, kind, payload, targets } });
   }
 
-  /** Sends a request (`listRooms` or `resync`) and waits for its response. */
+  /** Sends a request (`listRooms`, `resync` or `updateRoom`) and waits for its response. */
   request(kind: MessageInitShape<typeof v1.RequestSchema>["kind"]): Promise<v1.Response> {
     const requestId = this.#requestId();
     return new Promise((resolve, reject) => {
@@ -578,7 +616,7 @@ export class Client {
     setTimeout(() => {
       const state = this.#rooms.get(room);
       if (state === undefined || state.joined || !this.#welcomed) return;
-      this.#enqueue({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType, seat: state.seat } });
+      this.#enqueue(this.#joinMessage(room, state));
     }, delayMs);
   }
 
@@ -644,6 +682,7 @@ export class Client {
           break;
         case "redirect": {
           const { room, url, requestId } = kind.value;
+          this.#tookQuickJoin(requestId, room);
           const state = this.#rooms.get(room);
           if (state === undefined) break; // left meanwhile
           // A node this connection failed over from (the directory names it until its
@@ -658,6 +697,7 @@ export class Client {
           break;
         }
         case "joined": {
+          this.#tookQuickJoin(kind.value.requestId, kind.value.room);
           const route = this.#home.#redirected.get(kind.value.room);
           if (route !== undefined) route.hops = 0;
           this.#joinedRoom(kind.value);
@@ -680,6 +720,7 @@ export class Client {
           this.#requests.delete(kind.value.requestId);
           break;
         case "error": {
+          this.#quickJoins.delete(kind.value.requestId);
           const pending = this.#requests.get(kind.value.requestId);
           if (pending !== undefined) {
             this.#requests.delete(kind.value.requestId);
@@ -735,7 +776,7 @@ export class Client {
       state.resyncAskedMs = -Infinity;
       if (!resumed) state.joined = false;
       if (!state.joined) {
-        out.push({ case: "join", value: { requestId: this.#requestId(), room, roomType: state.roomType, seat: state.seat } });
+        out.push(this.#joinMessage(room, state));
       }
       if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
     }

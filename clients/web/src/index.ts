@@ -41,6 +41,7 @@ export {
   type ClientEvents,
   type ClientStats,
   type InputPayload,
+  type RoomOptions,
 } from "./client.js";
 export { TokenBucket, DEFAULT_BACKOFF, backoffDelay, type Backoff } from "./bucket.js";
 export {

@@ -429,3 +429,43 @@ test("redirects in a row are followed a bounded number of times", () => {
   assert.equal(FakeSocket.opened.length, 5, "home and four nodes");
   assert.match(events.at(-1)!, /^error .*redirected 4 times in a row/);
 });
+
+test("a quick join's room becomes one of the client's: rejoined by id, with its creation options", () => {
+  const { client: c } = client();
+  c.connect();
+  last().welcome();
+  c.quickJoin("arena", { mode: "ctf" }, { metadata: { map: "dust" } });
+  c.join("mine", "relay", { metadata: { mode: "dm" }, private: true });
+  advance(100);
+  assert.deepEqual(last().kinds(), ["quickJoin", "join"]);
+  const quick = last().sent.find((k) => k?.case === "quickJoin")!.value as v1.QuickJoin;
+  assert.deepEqual([quick.roomType, quick.filters, quick.create?.metadata], ["arena", { mode: "ctf" }, { map: "dust" }]);
+  last().receive([{ case: "joined", value: { requestId: quick.requestId, room: "arena-1f", roomType: "arena" } }], 1n);
+  c.sendInput("arena-1f", { case: "intent", value: new Uint8Array([1]) });
+  advance(100);
+  assert.equal(last().kinds().at(-1), "input", "the chosen room takes inputs");
+
+  // A new session joins it again by id; the other room with its options.
+  last().end(4504, "resume token unknown or expired");
+  last().welcome(false, 8n);
+  const joins = last().sent.filter((k) => k?.case === "join").map((k) => k!.value as v1.JoinRoom);
+  assert.deepEqual(joins.map((j) => j.room).sort(), ["arena-1f", "mine"]);
+  const mine = joins.find((j) => j.room === "mine")!;
+  assert.deepEqual([mine.create?.metadata, mine.create?.private], [{ mode: "dm" }, true]);
+});
+
+test("a quick join answered with a redirect is joined on the owning node", () => {
+  const { client: c } = client();
+  c.connect();
+  const home = last();
+  home.welcome();
+  c.quickJoin("", { mode: "ctf" });
+  advance(100);
+  const { requestId } = home.sent.find((k) => k?.case === "quickJoin")!.value as v1.QuickJoin;
+  home.receive([{ case: "redirect", value: { requestId, room: "room-9", url: "wss://node-b.test/ws", seat: "ticket-9" } }], 1n);
+  const node = last();
+  assert.equal(node.url.host, "node-b.test");
+  node.welcome(false, 9n);
+  const join = node.sent.find((k) => k?.case === "join")!.value as v1.JoinRoom;
+  assert.deepEqual([join.room, join.seat], ["room-9", "ticket-9"]);
+});

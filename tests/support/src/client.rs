@@ -437,7 +437,7 @@ impl TestClient {
             if !page.more {
                 return listed;
             }
-            after = listed.last().map(|r| r.room.clone()).unwrap_or_default();
+            after = page.next_after;
         }
     }
 

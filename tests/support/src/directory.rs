@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use tickrelay::cluster::{Claim, Directory, Node, RoomEntry};
+use tickrelay::engine::listing::ListingState;
 
 /// A room entry of type "arena" with room for 8.
 pub fn entry(room: &str, members: u32) -> RoomEntry {
@@ -15,7 +16,16 @@ pub fn entry(room: &str, members: u32) -> RoomEntry {
         node: String::new(),
         members,
         max_members: 8,
+        listing: ListingState::default(),
     }
+}
+
+/// The same with metadata `mode` = `mode`, locked or not.
+pub fn listed(room: &str, members: u32, mode: &str, locked: bool) -> RoomEntry {
+    let mut listed = entry(room, members);
+    listed.listing.metadata.insert("mode".into(), mode.into());
+    listed.listing.locked = locked;
+    listed
 }
 
 /// Node `id` at `https://id.test/ws`.
@@ -121,4 +131,52 @@ pub async fn listings_page_and_expire<D: Directory>(a: &D, b: &D, lease: Duratio
     let (again, _) = a.list("", 10).await.unwrap();
     let again: Vec<_> = again.iter().map(|e| (&*e.room, &*e.node)).collect();
     assert_eq!(again, [("l1", "b"), ("l4", "b")]);
+}
+
+/// Quick joins' candidates: the rooms of a type open at their owners' last renewals
+/// (not locked, not private, not full), fullest first, with the listings the owners
+/// renewed; a room leaves them when it closes or its lease lapses. Listings carry the
+/// listings too.
+pub async fn open_rooms_are_the_fullest_open_ones<D: Directory>(
+    a: &D,
+    b: &D,
+    lease: Duration,
+    elapse: impl AsyncFn(Duration),
+) {
+    let ids = |rooms: Vec<RoomEntry>| rooms.into_iter().map(|r| r.room).collect::<Vec<_>>();
+    let mut private = entry("o-private", 0);
+    private.listing.private = true;
+    for room in [listed("o1", 0, "ctf", false), listed("o2", 0, "ctf", false), private] {
+        assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    }
+    assert_eq!(b.claim(&listed("o3", 0, "dm", false)).await.unwrap(), Claim::Ours);
+    assert_eq!(ids(a.open_rooms("duel", 0, 10).await.unwrap()), Vec::<String>::new());
+    let open = ids(a.open_rooms("arena", 0, 10).await.unwrap());
+    assert_eq!(open.len(), 3, "new rooms are open at once: {open:?}");
+    assert!(!open.contains(&"o-private".to_string()));
+    // Renewed: o2 fuller than o3, o1 locked.
+    a.renew(&[listed("o1", 5, "ctf", true), listed("o2", 6, "ctf", false)])
+        .await
+        .unwrap();
+    b.renew(&[listed("o3", 2, "dm", false)]).await.unwrap();
+    // The owner claiming again (a redirected member's join) keeps the renewed entry.
+    assert_eq!(a.claim(&entry("o2", 0)).await.unwrap(), Claim::Ours);
+    let open = b.open_rooms("arena", 0, 10).await.unwrap();
+    assert_eq!(ids(open.clone()), ["o2", "o3"]);
+    assert_eq!((open[0].members, open[0].node.as_str()), (6, "a"));
+    assert_eq!(open[0].listing.metadata["mode"], "ctf");
+    assert_eq!(ids(b.open_rooms("arena", 1, 10).await.unwrap()), ["o3"], "paged");
+    let (listing, _) = b.list("o0", 1).await.unwrap();
+    assert_eq!((listing[0].room.as_str(), listing[0].listing.locked), ("o1", true));
+    // Full rooms are not open; rooms leave when released.
+    a.renew(&[listed("o1", 5, "ctf", false), listed("o2", 8, "ctf", false)])
+        .await
+        .unwrap();
+    b.release("o3").await.unwrap();
+    assert_eq!(ids(a.open_rooms("arena", 0, 10).await.unwrap()), ["o1"]);
+    assert_eq!(a.node_url("b").await.unwrap().as_deref(), Some("wss://b.test/ws"));
+    // a stops renewing: its rooms and its URL lapse.
+    elapse(lease + lease / 2).await;
+    assert_eq!(b.open_rooms("arena", 0, 10).await.unwrap(), vec![]);
+    assert_eq!(b.node_url("a").await.unwrap(), None);
 }

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tickrelay/v1/tickrelay.proto.
  */
 export const file_tickrelay_v1_tickrelay: GenFile = /*@__PURE__*/
-  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiPwoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZSJSCg5TZXJ2ZXJFbnZlbG9wZRItCghtZXNzYWdlcxgBIAMoCzIbLnRpY2tyZWxheS52MS5TZXJ2ZXJNZXNzYWdlEhEKCWZpcnN0X3NlcRgCIAEoBCKCAwoNQ2xpZW50TWVzc2FnZRImCgRqb2luGAEgASgLMhYudGlja3JlbGF5LnYxLkpvaW5Sb29tSAASKAoFbGVhdmUYAiABKAsyFy50aWNrcmVsYXkudjEuTGVhdmVSb29tSAASJAoFaW5wdXQYAyABKAsyEy50aWNrcmVsYXkudjEuSW5wdXRIABIoCgVldmVudBgEIAEoCzIXLnRpY2tyZWxheS52MS5TZW5kRXZlbnRIABIoCgdyZXF1ZXN0GAUgASgLMhUudGlja3JlbGF5LnYxLlJlcXVlc3RIABIiCgRwaW5nGAYgASgLMhIudGlja3JlbGF5LnYxLlBpbmdIABIiCgRwb25nGAcgASgLMhIudGlja3JlbGF5LnYxLlBvbmdIABIgCgNhY2sYCCABKAsyES50aWNrcmVsYXkudjEuQWNrSAASMwoNcmVmcmVzaF90b2tlbhgJIAEoCzIaLnRpY2tyZWxheS52MS5SZWZyZXNoVG9rZW5IAEIGCgRraW5kIo0ECg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSAASKgoIcmVkaXJlY3QYDCABKAsyFi50aWNrcmVsYXkudjEuUmVkaXJlY3RIAEIGCgRraW5kIlgKBUhlbGxvEg0KBXRva2VuGAEgASgJEhQKDHJlc3VtZV90b2tlbhgCIAEoCRIZCgxyZWNlaXZlZF9zZXEYAyABKARIAIgBAUIPCg1fcmVjZWl2ZWRfc2VxIoMCCgdXZWxjb21lEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SEgoKc2Vzc2lvbl9pZBgCIAEoBBIUCgxyZXN1bWVfdG9rZW4YAyABKAkSJAoGbGltaXRzGAQgASgLMhQudGlja3JlbGF5LnYxLkxpbWl0cxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0SHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SFwoPcmVzdW1lX2dyYWNlX21zGAcgASgNEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg8KB3VzZXJfaWQYCSABKAkSDwoHcmVzdW1lZBgKIAEoCCJxCgZMaW1pdHMSGQoRbWF4X21lc3NhZ2VfYnl0ZXMYASABKA0SGwoTbWVzc2FnZXNfcGVyX3NlY29uZBgCIAEoDRIVCg1tZXNzYWdlX2J1cnN0GAMgASgNEhgKEGJ5dGVzX3Blcl9zZWNvbmQYBCABKA0iTQoISm9pblJvb20SEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEhEKCXJvb21fdHlwZRgDIAEoCRIMCgRzZWF0GAQgASgJIuUBCgZKb2luZWQSEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEhEKCXJvb21fdHlwZRgDIAEoCRIRCgltZW1iZXJfaWQYBCABKAQSEQoJdGlja19yYXRlGAUgASgNEhMKC21heF9tZW1iZXJzGAYgASgNEikKB21lbWJlcnMYByADKAsyGC50aWNrcmVsYXkudjEuTWVtYmVySW5mbxIWCg5sYXN0X2lucHV0X3NlcRgIIAEoBBIoCgZzY2hlbWEYCSADKAsyGC50aWNrcmVsYXkudjEuS2luZFNjaGVtYSItCglMZWF2ZVJvb20SEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJImIKBExlZnQSEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEicKBnJlYXNvbhgDIAEoDjIXLnRpY2tyZWxheS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgEIAEoCSJHCghSZWRpcmVjdBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSCwoDdXJsGAMgASgJEgwKBHNlYXQYBCABKAkiMAoKTWVtYmVySW5mbxIRCgltZW1iZXJfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCSJwCghQcmVzZW5jZRIMCgRyb29tGAEgASgJEigKBm1lbWJlchgCIAEoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEiwKBmNoYW5nZRgDIAEoDjIcLnRpY2tyZWxheS52MS5QcmVzZW5jZUNoYW5nZSJvCgVGaWVsZBIKCgJpZBgBIAEoDRINCgNpbnQYAiABKBJIABIPCgVmbG9hdBgDIAEoAkgAEg4KBGJvb2wYBCABKAhIABIPCgVieXRlcxgFIAEoDEgAEhAKBnN0cmluZxgGIAEoCUgAQgcKBXZhbHVlIlYKBkVudGl0eRIKCgJpZBgBIAEoBBINCgVvd25lchgCIAEoBBIMCgRraW5kGAMgASgNEiMKBmZpZWxkcxgEIAMoCzITLnRpY2tyZWxheS52MS5GaWVsZCJTCgpLaW5kU2NoZW1hEgwKBGtpbmQYASABKA0SDAoEbmFtZRgCIAEoCRIpCgZmaWVsZHMYAyADKAsyGS50aWNrcmVsYXkudjEuRmllbGRTY2hlbWEiugEKC0ZpZWxkU2NoZW1hEgoKAmlkGAEgASgNEgwKBG5hbWUYAiABKAkSJQoEdHlwZRgDIAEoDjIXLnRpY2tyZWxheS52MS5GaWVsZFR5cGUSDwoHaW50X21pbhgEIAEoEhIPCgdpbnRfbWF4GAUgASgSEhEKCWZsb2F0X21pbhgGIAEoARIRCglmbG9hdF9tYXgYByABKAESEQoJcHJlY2lzaW9uGAggASgBEg8KB21heF9sZW4YCSABKA0iPwoMRW50aXR5VXBkYXRlEgoKAmlkGAEgASgEEiMKBmZpZWxkcxgCIAMoCzITLnRpY2tyZWxheS52MS5GaWVsZCJtCgVJbnB1dBIMCgRyb29tGAEgASgJEgsKA3NlcRgCIAEoBBIsCgZ3cml0ZXMYAyABKAsyGi50aWNrcmVsYXkudjEuRW50aXR5V3JpdGVzSAASEAoGaW50ZW50GAQgASgMSABCCQoHcGF5bG9hZCJwCgxFbnRpdHlXcml0ZXMSJAoGY3JlYXRlGAEgAygLMhQudGlja3JlbGF5LnYxLkVudGl0eRIqCgZ1cGRhdGUYAiADKAsyGi50aWNrcmVsYXkudjEuRW50aXR5VXBkYXRlEg4KBnJlbW92ZRgDIAMoBCKGAgoKU3RhdGVGcmFtZRIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQSFQoNYmFzZWxpbmVfdGljaxgDIAEoBBIPCgdyZW1vdmVkGAQgAygEEiMKBWFkZGVkGAUgAygLMhQudGlja3JlbGF5LnYxLkVudGl0eRIrCgdjaGFuZ2VkGAYgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIVCghjaGVja3N1bRgHIAEoBkgAiAEBEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg4KBnBhY2tlZBgJIAMoDBIWCg5sYXN0X2lucHV0X3NlcRgPIAEoBEILCglfY2hlY2tzdW0iIQoDQWNrEgwKBHJvb20YASABKAkSDAoEdGljaxgCIAEoBCJJCglTZW5kRXZlbnQSDAoEcm9vbRgBIAEoCRIMCgRraW5kGAIgASgJEg8KB3BheWxvYWQYAyABKAwSDwoHdGFyZ2V0cxgEIAMoBCJmCglSb29tRXZlbnQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSDgoGc2VuZGVyGAMgASgEEgwKBGtpbmQYBCABKAkSDwoHcGF5bG9hZBgFIAEoDBIPCgd0YXJnZXRzGAYgAygEInwKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBItCgpsaXN0X3Jvb21zGAIgASgLMhcudGlja3JlbGF5LnYxLkxpc3RSb29tc0gAEiYKBnJlc3luYxgDIAEoCzIULnRpY2tyZWxheS52MS5SZXN5bmNIAEIGCgRraW5kIikKCUxpc3RSb29tcxINCgVhZnRlchgBIAEoCRINCgVsaW1pdBgCIAEoDSIWCgZSZXN5bmMSDAoEcm9vbRgBIAEoCSKAAQoIUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBInCgVyb29tcxgCIAEoCzIWLnRpY2tyZWxheS52MS5Sb29tTGlzdEgAEi8KBnJlc3luYxgDIAEoCzIdLnRpY2tyZWxheS52MS5SZXN5bmNTY2hlZHVsZWRIAEIGCgRraW5kIj8KCFJvb21MaXN0EiUKBXJvb21zGAEgAygLMhYudGlja3JlbGF5LnYxLlJvb21JbmZvEgwKBG1vcmUYAiABKAgiUQoIUm9vbUluZm8SDAoEcm9vbRgBIAEoCRIRCglyb29tX3R5cGUYAiABKAkSDwoHbWVtYmVycxgDIAEoDRITCgttYXhfbWVtYmVycxgEIAEoDSIfCg9SZXN5bmNTY2hlZHVsZWQSDAoEcm9vbRgBIAEoCSJBCgRQaW5nEg0KBW5vbmNlGAEgASgEEhQKDHNlbnRfdGltZV91cxgCIAEoBBIUCgxyZWNlaXZlZF9zZXEYAyABKAQiQQoEUG9uZxINCgVub25jZRgBIAEoBBIZChFwaW5nX3NlbnRfdGltZV91cxgCIAEoBBIPCgd0aW1lX3VzGAMgASgEIjEKDFJlZnJlc2hUb2tlbhISCgpyZXF1ZXN0X2lkGAEgASgEEg0KBXRva2VuGAIgASgJIj0KDlRva2VuUmVmcmVzaGVkEhIKCnJlcXVlc3RfaWQYASABKAQSFwoPZXhwaXJlc19hdF91bml4GAIgASgEInkKBUVycm9yEiUKBGNvZGUYASABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoBBIMCgRyb29tGAQgASgJEhYKDnJldHJ5X2FmdGVyX21zGAUgASgNIpUBCg5Sb29tQ2hlY2twb2ludBIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIMCgR0aWNrGAMgASgEEhEKCWV2ZW50X3NlcRgEIAEoBBINCgVzdGF0ZRgFIAEoDBIhCgVzZWF0cxgGIAMoCzISLnRpY2tyZWxheS52MS5TZWF0Eg8KB3RpbWVfdXMYByABKAQiQgoEU2VhdBIRCgltZW1iZXJfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIWCg5sYXN0X2lucHV0X3NlcRgDIAEoBCI0Cg1TZXNzaW9uUmVjb3JkEhIKCnNlc3Npb25faWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCSpnCg5QcmVzZW5jZUNoYW5nZRIfChtQUkVTRU5DRV9DSEFOR0VfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9DSEFOR0VfSk9JTkVEEAESGAoUUFJFU0VOQ0VfQ0hBTkdFX0xFRlQQAiqTAQoJRmllbGRUeXBlEhoKFkZJRUxEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUVMRF9UWVBFX0lOVBABEhQKEEZJRUxEX1RZUEVfRkxPQVQQAhITCg9GSUVMRF9UWVBFX0JPT0wQAxIUChBGSUVMRF9UWVBFX0JZVEVTEAQSFQoRRklFTERfVFlQRV9TVFJJTkcQBSr8BAoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHQoZRVJST1JfQ09ERV9ST09NX05PVF9GT1VORBACEhgKFEVSUk9SX0NPREVfUk9PTV9GVUxMEAMSGwoXRVJST1JfQ09ERV9OT1RfQV9NRU1CRVIQBBIdChlFUlJPUl9DT0RFX0FMUkVBRFlfTUVNQkVSEAUSIAocRVJST1JfQ09ERV9VTktOT1dOX1JPT01fVFlQRRAGEhgKFEVSUk9SX0NPREVfTk9UX09XTkVSEAcSHAoYRVJST1JfQ09ERV9FTlRJVFlfRVhJU1RTEAgSHwobRVJST1JfQ09ERV9FTlRJVFlfTk9UX0ZPVU5EEAkSHAoYRVJST1JfQ09ERV9XUk9OR19QQVlMT0FEEAoSHwobRVJST1JfQ09ERV9JTlBVVF9RVUVVRV9GVUxMEAsSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAMEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEA0SGgoWRVJST1JfQ09ERV9TRVJWRVJfQlVTWRAOEhoKFkVSUk9SX0NPREVfUk9PTV9DTE9TRUQQDxIYChRFUlJPUl9DT0RFX0ZPUkJJRERFThAQEh0KGUVSUk9SX0NPREVfSU5WQUxJRF9JTlRFTlQQERIcChhFUlJPUl9DT0RFX0lOVkFMSURfRklFTEQQEhIhCh1FUlJPUl9DT0RFX1JPT01fVFlQRV9NSVNNQVRDSBATEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQFEJjChBkZXYudGlja3JlbGF5LnYxUAFaPmdpdGh1Yi5jb20vdGlja3JlbGF5L3RpY2tyZWxheS9nZW4vZ28vdGlja3JlbGF5L3YxO3RpY2tyZWxheXYxqgIMVGlja3JlbGF5LlYxYgZwcm90bzM");
+  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiPwoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZSJSCg5TZXJ2ZXJFbnZlbG9wZRItCghtZXNzYWdlcxgBIAMoCzIbLnRpY2tyZWxheS52MS5TZXJ2ZXJNZXNzYWdlEhEKCWZpcnN0X3NlcRgCIAEoBCKxAwoNQ2xpZW50TWVzc2FnZRImCgRqb2luGAEgASgLMhYudGlja3JlbGF5LnYxLkpvaW5Sb29tSAASKAoFbGVhdmUYAiABKAsyFy50aWNrcmVsYXkudjEuTGVhdmVSb29tSAASJAoFaW5wdXQYAyABKAsyEy50aWNrcmVsYXkudjEuSW5wdXRIABIoCgVldmVudBgEIAEoCzIXLnRpY2tyZWxheS52MS5TZW5kRXZlbnRIABIoCgdyZXF1ZXN0GAUgASgLMhUudGlja3JlbGF5LnYxLlJlcXVlc3RIABIiCgRwaW5nGAYgASgLMhIudGlja3JlbGF5LnYxLlBpbmdIABIiCgRwb25nGAcgASgLMhIudGlja3JlbGF5LnYxLlBvbmdIABIgCgNhY2sYCCABKAsyES50aWNrcmVsYXkudjEuQWNrSAASMwoNcmVmcmVzaF90b2tlbhgJIAEoCzIaLnRpY2tyZWxheS52MS5SZWZyZXNoVG9rZW5IABItCgpxdWlja19qb2luGAogASgLMhcudGlja3JlbGF5LnYxLlF1aWNrSm9pbkgAQgYKBGtpbmQijQQKDVNlcnZlck1lc3NhZ2USKAoHd2VsY29tZRgBIAEoCzIVLnRpY2tyZWxheS52MS5XZWxjb21lSAASJgoGam9pbmVkGAIgASgLMhQudGlja3JlbGF5LnYxLkpvaW5lZEgAEiIKBGxlZnQYAyABKAsyEi50aWNrcmVsYXkudjEuTGVmdEgAEioKCHByZXNlbmNlGAQgASgLMhYudGlja3JlbGF5LnYxLlByZXNlbmNlSAASKQoFc3RhdGUYBSABKAsyGC50aWNrcmVsYXkudjEuU3RhdGVGcmFtZUgAEigKBWV2ZW50GAYgASgLMhcudGlja3JlbGF5LnYxLlJvb21FdmVudEgAEioKCHJlc3BvbnNlGAcgASgLMhYudGlja3JlbGF5LnYxLlJlc3BvbnNlSAASIgoEcGluZxgIIAEoCzISLnRpY2tyZWxheS52MS5QaW5nSAASIgoEcG9uZxgJIAEoCzISLnRpY2tyZWxheS52MS5Qb25nSAASJAoFZXJyb3IYCiABKAsyEy50aWNrcmVsYXkudjEuRXJyb3JIABI3Cg90b2tlbl9yZWZyZXNoZWQYCyABKAsyHC50aWNrcmVsYXkudjEuVG9rZW5SZWZyZXNoZWRIABIqCghyZWRpcmVjdBgMIAEoCzIWLnRpY2tyZWxheS52MS5SZWRpcmVjdEgAQgYKBGtpbmQiWAoFSGVsbG8SDQoFdG9rZW4YASABKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgJEhkKDHJlY2VpdmVkX3NlcRgDIAEoBEgAiAEBQg8KDV9yZWNlaXZlZF9zZXEigwIKB1dlbGNvbWUSGAoQcHJvdG9jb2xfdmVyc2lvbhgBIAEoDRISCgpzZXNzaW9uX2lkGAIgASgEEhQKDHJlc3VtZV90b2tlbhgDIAEoCRIkCgZsaW1pdHMYBCABKAsyFC50aWNrcmVsYXkudjEuTGltaXRzEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgFIAEoDRIcChRoZWFydGJlYXRfdGltZW91dF9tcxgGIAEoDRIXCg9yZXN1bWVfZ3JhY2VfbXMYByABKA0SFgoOc2VydmVyX3RpbWVfdXMYCCABKAQSDwoHdXNlcl9pZBgJIAEoCRIPCgdyZXN1bWVkGAogASgIInEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgBIAEoDRIbChNtZXNzYWdlc19wZXJfc2Vjb25kGAIgASgNEhUKDW1lc3NhZ2VfYnVyc3QYAyABKA0SGAoQYnl0ZXNfcGVyX3NlY29uZBgEIAEoDSJ4CghKb2luUm9vbRISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSEQoJcm9vbV90eXBlGAMgASgJEgwKBHNlYXQYBCABKAkSKQoGY3JlYXRlGAUgASgLMhkudGlja3JlbGF5LnYxLlJvb21PcHRpb25zIooBCgtSb29tT3B0aW9ucxI5CghtZXRhZGF0YRgBIAMoCzInLnRpY2tyZWxheS52MS5Sb29tT3B0aW9ucy5NZXRhZGF0YUVudHJ5Eg8KB3ByaXZhdGUYAiABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsQBCglRdWlja0pvaW4SEgoKcmVxdWVzdF9pZBgBIAEoBBIRCglyb29tX3R5cGUYAiABKAkSNQoHZmlsdGVycxgDIAMoCzIkLnRpY2tyZWxheS52MS5RdWlja0pvaW4uRmlsdGVyc0VudHJ5EikKBmNyZWF0ZRgEIAEoCzIZLnRpY2tyZWxheS52MS5Sb29tT3B0aW9ucxouCgxGaWx0ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLlAQoGSm9pbmVkEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRIRCglyb29tX3R5cGUYAyABKAkSEQoJbWVtYmVyX2lkGAQgASgEEhEKCXRpY2tfcmF0ZRgFIAEoDRITCgttYXhfbWVtYmVycxgGIAEoDRIpCgdtZW1iZXJzGAcgAygLMhgudGlja3JlbGF5LnYxLk1lbWJlckluZm8SFgoObGFzdF9pbnB1dF9zZXEYCCABKAQSKAoGc2NoZW1hGAkgAygLMhgudGlja3JlbGF5LnYxLktpbmRTY2hlbWEiLQoJTGVhdmVSb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCSJiCgRMZWZ0EhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRInCgZyZWFzb24YAyABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYBCABKAkiRwoIUmVkaXJlY3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEgsKA3VybBgDIAEoCRIMCgRzZWF0GAQgASgJIjAKCk1lbWJlckluZm8SEQoJbWVtYmVyX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkicAoIUHJlc2VuY2USDAoEcm9vbRgBIAEoCRIoCgZtZW1iZXIYAiABKAsyGC50aWNrcmVsYXkudjEuTWVtYmVySW5mbxIsCgZjaGFuZ2UYAyABKA4yHC50aWNrcmVsYXkudjEuUHJlc2VuY2VDaGFuZ2UibwoFRmllbGQSCgoCaWQYASABKA0SDQoDaW50GAIgASgSSAASDwoFZmxvYXQYAyABKAJIABIOCgRib29sGAQgASgISAASDwoFYnl0ZXMYBSABKAxIABIQCgZzdHJpbmcYBiABKAlIAEIHCgV2YWx1ZSJWCgZFbnRpdHkSCgoCaWQYASABKAQSDQoFb3duZXIYAiABKAQSDAoEa2luZBgDIAEoDRIjCgZmaWVsZHMYBCADKAsyEy50aWNrcmVsYXkudjEuRmllbGQiUwoKS2luZFNjaGVtYRIMCgRraW5kGAEgASgNEgwKBG5hbWUYAiABKAkSKQoGZmllbGRzGAMgAygLMhkudGlja3JlbGF5LnYxLkZpZWxkU2NoZW1hIroBCgtGaWVsZFNjaGVtYRIKCgJpZBgBIAEoDRIMCgRuYW1lGAIgASgJEiUKBHR5cGUYAyABKA4yFy50aWNrcmVsYXkudjEuRmllbGRUeXBlEg8KB2ludF9taW4YBCABKBISDwoHaW50X21heBgFIAEoEhIRCglmbG9hdF9taW4YBiABKAESEQoJZmxvYXRfbWF4GAcgASgBEhEKCXByZWNpc2lvbhgIIAEoARIPCgdtYXhfbGVuGAkgASgNIj8KDEVudGl0eVVwZGF0ZRIKCgJpZBgBIAEoBBIjCgZmaWVsZHMYAiADKAsyEy50aWNrcmVsYXkudjEuRmllbGQibQoFSW5wdXQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSLAoGd3JpdGVzGAMgASgLMhoudGlja3JlbGF5LnYxLkVudGl0eVdyaXRlc0gAEhAKBmludGVudBgEIAEoDEgAQgkKB3BheWxvYWQicAoMRW50aXR5V3JpdGVzEiQKBmNyZWF0ZRgBIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkSKgoGdXBkYXRlGAIgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIOCgZyZW1vdmUYAyADKAQihgIKClN0YXRlRnJhbWUSDAoEcm9vbRgBIAEoCRIMCgR0aWNrGAIgASgEEhUKDWJhc2VsaW5lX3RpY2sYAyABKAQSDwoHcmVtb3ZlZBgEIAMoBBIjCgVhZGRlZBgFIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkSKwoHY2hhbmdlZBgGIAMoCzIaLnRpY2tyZWxheS52MS5FbnRpdHlVcGRhdGUSFQoIY2hlY2tzdW0YByABKAZIAIgBARIWCg5zZXJ2ZXJfdGltZV91cxgIIAEoBBIOCgZwYWNrZWQYCSADKAwSFgoObGFzdF9pbnB1dF9zZXEYDyABKARCCwoJX2NoZWNrc3VtIiEKA0FjaxIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQiSQoJU2VuZEV2ZW50EgwKBHJvb20YASABKAkSDAoEa2luZBgCIAEoCRIPCgdwYXlsb2FkGAMgASgMEg8KB3RhcmdldHMYBCADKAQiZgoJUm9vbUV2ZW50EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgEEg4KBnNlbmRlchgDIAEoBBIMCgRraW5kGAQgASgJEg8KB3BheWxvYWQYBSABKAwSDwoHdGFyZ2V0cxgGIAMoBCKtAQoHUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEi0KCmxpc3Rfcm9vbXMYAiABKAsyFy50aWNrcmVsYXkudjEuTGlzdFJvb21zSAASJgoGcmVzeW5jGAMgASgLMhQudGlja3JlbGF5LnYxLlJlc3luY0gAEi8KC3VwZGF0ZV9yb29tGAQgASgLMhgudGlja3JlbGF5LnYxLlVwZGF0ZVJvb21IAEIGCgRraW5kIrYBCglMaXN0Um9vbXMSDQoFYWZ0ZXIYASABKAkSDQoFbGltaXQYAiABKA0SEQoJcm9vbV90eXBlGAMgASgJEjUKB2ZpbHRlcnMYBCADKAsyJC50aWNrcmVsYXkudjEuTGlzdFJvb21zLkZpbHRlcnNFbnRyeRIRCglvcGVuX29ubHkYBSABKAgaLgoMRmlsdGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiqwEKClVwZGF0ZVJvb20SDAoEcm9vbRgBIAEoCRI4CghtZXRhZGF0YRgCIAMoCzImLnRpY2tyZWxheS52MS5VcGRhdGVSb29tLk1ldGFkYXRhRW50cnkSJAoEbG9jaxgDIAEoDjIWLnRpY2tyZWxheS52MS5Sb29tTG9jaxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFgoGUmVzeW5jEgwKBHJvb20YASABKAkiqAEKCFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSJwoFcm9vbXMYAiABKAsyFi50aWNrcmVsYXkudjEuUm9vbUxpc3RIABIvCgZyZXN5bmMYAyABKAsyHS50aWNrcmVsYXkudjEuUmVzeW5jU2NoZWR1bGVkSAASJgoEcm9vbRgEIAEoCzIWLnRpY2tyZWxheS52MS5Sb29tSW5mb0gAQgYKBGtpbmQiUwoIUm9vbUxpc3QSJQoFcm9vbXMYASADKAsyFi50aWNrcmVsYXkudjEuUm9vbUluZm8SDAoEbW9yZRgCIAEoCBISCgpuZXh0X2FmdGVyGAMgASgJIsoBCghSb29tSW5mbxIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEhMKC21heF9tZW1iZXJzGAQgASgNEjYKCG1ldGFkYXRhGAUgAygLMiQudGlja3JlbGF5LnYxLlJvb21JbmZvLk1ldGFkYXRhRW50cnkSDgoGbG9ja2VkGAYgASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIfCg9SZXN5bmNTY2hlZHVsZWQSDAoEcm9vbRgBIAEoCSJBCgRQaW5nEg0KBW5vbmNlGAEgASgEEhQKDHNlbnRfdGltZV91cxgCIAEoBBIUCgxyZWNlaXZlZF9zZXEYAyABKAQiQQoEUG9uZxINCgVub25jZRgBIAEoBBIZChFwaW5nX3NlbnRfdGltZV91cxgCIAEoBBIPCgd0aW1lX3VzGAMgASgEIjEKDFJlZnJlc2hUb2tlbhISCgpyZXF1ZXN0X2lkGAEgASgEEg0KBXRva2VuGAIgASgJIj0KDlRva2VuUmVmcmVzaGVkEhIKCnJlcXVlc3RfaWQYASABKAQSFwoPZXhwaXJlc19hdF91bml4GAIgASgEInkKBUVycm9yEiUKBGNvZGUYASABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoBBIMCgRyb29tGAQgASgJEhYKDnJldHJ5X2FmdGVyX21zGAUgASgNIr0BCg5Sb29tQ2hlY2twb2ludBIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIMCgR0aWNrGAMgASgEEhEKCWV2ZW50X3NlcRgEIAEoBBINCgVzdGF0ZRgFIAEoDBIhCgVzZWF0cxgGIAMoCzISLnRpY2tyZWxheS52MS5TZWF0Eg8KB3RpbWVfdXMYByABKAQSJgoHbGlzdGluZxgIIAEoCzIVLnRpY2tyZWxheS52MS5MaXN0aW5nIqEBCgdMaXN0aW5nEjUKCG1ldGFkYXRhGAEgAygLMiMudGlja3JlbGF5LnYxLkxpc3RpbmcuTWV0YWRhdGFFbnRyeRIOCgZsb2NrZWQYAiABKAgSDwoHcHJpdmF0ZRgDIAEoCBINCgVvd25lchgEIAEoBBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoEU2VhdBIRCgltZW1iZXJfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIWCg5sYXN0X2lucHV0X3NlcRgDIAEoBCI0Cg1TZXNzaW9uUmVjb3JkEhIKCnNlc3Npb25faWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCSpnCg5QcmVzZW5jZUNoYW5nZRIfChtQUkVTRU5DRV9DSEFOR0VfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9DSEFOR0VfSk9JTkVEEAESGAoUUFJFU0VOQ0VfQ0hBTkdFX0xFRlQQAiqTAQoJRmllbGRUeXBlEhoKFkZJRUxEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUVMRF9UWVBFX0lOVBABEhQKEEZJRUxEX1RZUEVfRkxPQVQQAhITCg9GSUVMRF9UWVBFX0JPT0wQAxIUChBGSUVMRF9UWVBFX0JZVEVTEAQSFQoRRklFTERfVFlQRV9TVFJJTkcQBSpRCghSb29tTG9jaxIXChNST09NX0xPQ0tfVU5DSEFOR0VEEAASFAoQUk9PTV9MT0NLX0xPQ0tFRBABEhYKElJPT01fTE9DS19VTkxPQ0tFRBACKvwECglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEhoKFkVSUk9SX0NPREVfQkFEX1JFUVVFU1QQARIdChlFUlJPUl9DT0RFX1JPT01fTk9UX0ZPVU5EEAISGAoURVJST1JfQ09ERV9ST09NX0ZVTEwQAxIbChdFUlJPUl9DT0RFX05PVF9BX01FTUJFUhAEEh0KGUVSUk9SX0NPREVfQUxSRUFEWV9NRU1CRVIQBRIgChxFUlJPUl9DT0RFX1VOS05PV05fUk9PTV9UWVBFEAYSGAoURVJST1JfQ09ERV9OT1RfT1dORVIQBxIcChhFUlJPUl9DT0RFX0VOVElUWV9FWElTVFMQCBIfChtFUlJPUl9DT0RFX0VOVElUWV9OT1RfRk9VTkQQCRIcChhFUlJPUl9DT0RFX1dST05HX1BBWUxPQUQQChIfChtFUlJPUl9DT0RFX0lOUFVUX1FVRVVFX0ZVTEwQCxIdChlFUlJPUl9DT0RFX0xJTUlUX0VYQ0VFREVEEAwSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQDRIaChZFUlJPUl9DT0RFX1NFUlZFUl9CVVNZEA4SGgoWRVJST1JfQ09ERV9ST09NX0NMT1NFRBAPEhgKFEVSUk9SX0NPREVfRk9SQklEREVOEBASHQoZRVJST1JfQ09ERV9JTlZBTElEX0lOVEVOVBAREhwKGEVSUk9SX0NPREVfSU5WQUxJRF9GSUVMRBASEiEKHUVSUk9SX0NPREVfUk9PTV9UWVBFX01JU01BVENIEBMSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAUQmMKEGRldi50aWNrcmVsYXkudjFQAVo+Z2l0aHViLmNvbS90aWNrcmVsYXkvdGlja3JlbGF5L2dlbi9nby90aWNrcmVsYXkvdjE7dGlja3JlbGF5djGqAgxUaWNrcmVsYXkuVjFiBnByb3RvMw");
 
 /**
  * Everything a client sends, in order.
@@ -129,6 +129,12 @@ export type ClientMessage = Message<"tickrelay.v1.ClientMessage"> & {
      */
     value: RefreshToken;
     case: "refreshToken";
+  } | {
+    /**
+     * @generated from field: tickrelay.v1.QuickJoin quick_join = 10;
+     */
+    value: QuickJoin;
+    case: "quickJoin";
   } | { case: undefined; value?: undefined };
 };
 
@@ -406,6 +412,13 @@ export type JoinRoom = Message<"tickrelay.v1.JoinRoom"> & {
    * @generated from field: string seat = 4;
    */
   seat: string;
+
+  /**
+   * Applied when this join creates the room (ignored when it exists).
+   *
+   * @generated from field: tickrelay.v1.RoomOptions create = 5;
+   */
+  create?: RoomOptions | undefined;
 };
 
 /**
@@ -414,6 +427,81 @@ export type JoinRoom = Message<"tickrelay.v1.JoinRoom"> & {
  */
 export const JoinRoomSchema: GenMessage<JoinRoom> = /*@__PURE__*/
   messageDesc(file_tickrelay_v1_tickrelay, 7);
+
+/**
+ * How a room is created: what it shows in listings and quick joins. The joining
+ * member that creates a room is its owner, and may change both later
+ * (`UpdateRoom`); so may the room's simulation.
+ *
+ * @generated from message tickrelay.v1.RoomOptions
+ */
+export type RoomOptions = Message<"tickrelay.v1.RoomOptions"> & {
+  /**
+   * Listed with the room (`RoomInfo.metadata`) and matched by quick-join and
+   * listing filters. At most 16 entries; keys 1-64 bytes, values 1-256 bytes.
+   *
+   * @generated from field: map<string, string> metadata = 1;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Never listed and never picked by a quick join: reached by its id only.
+   *
+   * @generated from field: bool private = 2;
+   */
+  private: boolean;
+};
+
+/**
+ * Describes the message tickrelay.v1.RoomOptions.
+ * Use `create(RoomOptionsSchema)` to create a new message.
+ */
+export const RoomOptionsSchema: GenMessage<RoomOptions> = /*@__PURE__*/
+  messageDesc(file_tickrelay_v1_tickrelay, 8);
+
+/**
+ * Join an open room of `room_type` whose metadata holds every entry of `filters`,
+ * or create one. Open: not private, not locked, with a free seat. Of the open rooms
+ * that match, the one with the most members is joined (rooms fill before new ones
+ * open). Answered like a `JoinRoom`: `Joined` (its `room` is the room chosen), an
+ * `Error`, or in cluster mode a `Redirect` to the node that owns the room chosen.
+ *
+ * @generated from message tickrelay.v1.QuickJoin
+ */
+export type QuickJoin = Message<"tickrelay.v1.QuickJoin"> & {
+  /**
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * Empty: the server's default room type.
+   *
+   * @generated from field: string room_type = 2;
+   */
+  roomType: string;
+
+  /**
+   * @generated from field: map<string, string> filters = 3;
+   */
+  filters: { [key: string]: string };
+
+  /**
+   * The room created when none matches, with an id the server chooses. Its metadata
+   * is these entries plus the filters (so the next quick join with the same
+   * filters finds it); `private` is ignored.
+   *
+   * @generated from field: tickrelay.v1.RoomOptions create = 4;
+   */
+  create?: RoomOptions | undefined;
+};
+
+/**
+ * Describes the message tickrelay.v1.QuickJoin.
+ * Use `create(QuickJoinSchema)` to create a new message.
+ */
+export const QuickJoinSchema: GenMessage<QuickJoin> = /*@__PURE__*/
+  messageDesc(file_tickrelay_v1_tickrelay, 9);
 
 /**
  * @generated from message tickrelay.v1.Joined
@@ -477,7 +565,7 @@ export type Joined = Message<"tickrelay.v1.Joined"> & {
  * Use `create(JoinedSchema)` to create a new message.
  */
 export const JoinedSchema: GenMessage<Joined> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 8);
+  messageDesc(file_tickrelay_v1_tickrelay, 10);
 
 /**
  * @generated from message tickrelay.v1.LeaveRoom
@@ -499,7 +587,7 @@ export type LeaveRoom = Message<"tickrelay.v1.LeaveRoom"> & {
  * Use `create(LeaveRoomSchema)` to create a new message.
  */
 export const LeaveRoomSchema: GenMessage<LeaveRoom> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 9);
+  messageDesc(file_tickrelay_v1_tickrelay, 11);
 
 /**
  * @generated from message tickrelay.v1.Left
@@ -531,7 +619,7 @@ export type Left = Message<"tickrelay.v1.Left"> & {
  * Use `create(LeftSchema)` to create a new message.
  */
 export const LeftSchema: GenMessage<Left> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 10);
+  messageDesc(file_tickrelay_v1_tickrelay, 12);
 
 /**
  * Cluster mode: the room asked for in a `JoinRoom` lives on another node. The
@@ -575,7 +663,7 @@ export type Redirect = Message<"tickrelay.v1.Redirect"> & {
  * Use `create(RedirectSchema)` to create a new message.
  */
 export const RedirectSchema: GenMessage<Redirect> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 11);
+  messageDesc(file_tickrelay_v1_tickrelay, 13);
 
 /**
  * @generated from message tickrelay.v1.MemberInfo
@@ -597,7 +685,7 @@ export type MemberInfo = Message<"tickrelay.v1.MemberInfo"> & {
  * Use `create(MemberInfoSchema)` to create a new message.
  */
 export const MemberInfoSchema: GenMessage<MemberInfo> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 12);
+  messageDesc(file_tickrelay_v1_tickrelay, 14);
 
 /**
  * @generated from message tickrelay.v1.Presence
@@ -624,7 +712,7 @@ export type Presence = Message<"tickrelay.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 13);
+  messageDesc(file_tickrelay_v1_tickrelay, 15);
 
 /**
  * One typed field of an entity. Fields are identified by a small number chosen by
@@ -679,7 +767,7 @@ export type Field = Message<"tickrelay.v1.Field"> & {
  * Use `create(FieldSchema$)` to create a new message.
  */
 export const FieldSchema$: GenMessage<Field> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 14);
+  messageDesc(file_tickrelay_v1_tickrelay, 16);
 
 /**
  * @generated from message tickrelay.v1.Entity
@@ -713,7 +801,7 @@ export type Entity = Message<"tickrelay.v1.Entity"> & {
  * Use `create(EntitySchema)` to create a new message.
  */
 export const EntitySchema: GenMessage<Entity> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 15);
+  messageDesc(file_tickrelay_v1_tickrelay, 17);
 
 /**
  * A declared entity kind: the fields its entities may have, with their types. A kind
@@ -744,7 +832,7 @@ export type KindSchema = Message<"tickrelay.v1.KindSchema"> & {
  * Use `create(KindSchemaSchema)` to create a new message.
  */
 export const KindSchemaSchema: GenMessage<KindSchema> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 16);
+  messageDesc(file_tickrelay_v1_tickrelay, 18);
 
 /**
  * @generated from message tickrelay.v1.FieldSchema
@@ -809,7 +897,7 @@ export type FieldSchema = Message<"tickrelay.v1.FieldSchema"> & {
  * Use `create(FieldSchemaSchema)` to create a new message.
  */
 export const FieldSchemaSchema: GenMessage<FieldSchema> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 17);
+  messageDesc(file_tickrelay_v1_tickrelay, 19);
 
 /**
  * Only the fields of an existing entity that changed.
@@ -833,7 +921,7 @@ export type EntityUpdate = Message<"tickrelay.v1.EntityUpdate"> & {
  * Use `create(EntityUpdateSchema)` to create a new message.
  */
 export const EntityUpdateSchema: GenMessage<EntityUpdate> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 18);
+  messageDesc(file_tickrelay_v1_tickrelay, 20);
 
 /**
  * @generated from message tickrelay.v1.Input
@@ -879,7 +967,7 @@ export type Input = Message<"tickrelay.v1.Input"> & {
  * Use `create(InputSchema)` to create a new message.
  */
 export const InputSchema: GenMessage<Input> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 19);
+  messageDesc(file_tickrelay_v1_tickrelay, 21);
 
 /**
  * @generated from message tickrelay.v1.EntityWrites
@@ -906,7 +994,7 @@ export type EntityWrites = Message<"tickrelay.v1.EntityWrites"> & {
  * Use `create(EntityWritesSchema)` to create a new message.
  */
 export const EntityWritesSchema: GenMessage<EntityWrites> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 20);
+  messageDesc(file_tickrelay_v1_tickrelay, 22);
 
 /**
  * The room's state at `tick`, as a delta against `baseline_tick` (0: a full snapshot).
@@ -981,7 +1069,7 @@ export type StateFrame = Message<"tickrelay.v1.StateFrame"> & {
  * Use `create(StateFrameSchema)` to create a new message.
  */
 export const StateFrameSchema: GenMessage<StateFrame> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 21);
+  messageDesc(file_tickrelay_v1_tickrelay, 23);
 
 /**
  * Acknowledges receipt of a state frame (unreliable transports only).
@@ -1005,7 +1093,7 @@ export type Ack = Message<"tickrelay.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 22);
+  messageDesc(file_tickrelay_v1_tickrelay, 24);
 
 /**
  * @generated from message tickrelay.v1.SendEvent
@@ -1039,7 +1127,7 @@ export type SendEvent = Message<"tickrelay.v1.SendEvent"> & {
  * Use `create(SendEventSchema)` to create a new message.
  */
 export const SendEventSchema: GenMessage<SendEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 23);
+  messageDesc(file_tickrelay_v1_tickrelay, 25);
 
 /**
  * @generated from message tickrelay.v1.RoomEvent
@@ -1085,7 +1173,7 @@ export type RoomEvent = Message<"tickrelay.v1.RoomEvent"> & {
  * Use `create(RoomEventSchema)` to create a new message.
  */
 export const RoomEventSchema: GenMessage<RoomEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 24);
+  messageDesc(file_tickrelay_v1_tickrelay, 26);
 
 /**
  * @generated from message tickrelay.v1.Request
@@ -1111,6 +1199,12 @@ export type Request = Message<"tickrelay.v1.Request"> & {
      */
     value: Resync;
     case: "resync";
+  } | {
+    /**
+     * @generated from field: tickrelay.v1.UpdateRoom update_room = 4;
+     */
+    value: UpdateRoom;
+    case: "updateRoom";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1119,7 +1213,7 @@ export type Request = Message<"tickrelay.v1.Request"> & {
  * Use `create(RequestSchema)` to create a new message.
  */
 export const RequestSchema: GenMessage<Request> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 25);
+  messageDesc(file_tickrelay_v1_tickrelay, 27);
 
 /**
  * One page of the open rooms, in room id order.
@@ -1140,6 +1234,27 @@ export type ListRooms = Message<"tickrelay.v1.ListRooms"> & {
    * @generated from field: uint32 limit = 2;
    */
   limit: number;
+
+  /**
+   * Only rooms of this type (empty: any).
+   *
+   * @generated from field: string room_type = 3;
+   */
+  roomType: string;
+
+  /**
+   * Only rooms whose metadata holds every one of these entries.
+   *
+   * @generated from field: map<string, string> filters = 4;
+   */
+  filters: { [key: string]: string };
+
+  /**
+   * Only rooms a quick join could pick: not locked, with a free seat.
+   *
+   * @generated from field: bool open_only = 5;
+   */
+  openOnly: boolean;
 };
 
 /**
@@ -1147,7 +1262,39 @@ export type ListRooms = Message<"tickrelay.v1.ListRooms"> & {
  * Use `create(ListRoomsSchema)` to create a new message.
  */
 export const ListRoomsSchema: GenMessage<ListRooms> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 26);
+  messageDesc(file_tickrelay_v1_tickrelay, 28);
+
+/**
+ * The room's owner (the member whose join created it) changes its listing.
+ * Answered with `Response.room`, or `Error` NOT_OWNER / NOT_A_MEMBER / BAD_REQUEST.
+ *
+ * @generated from message tickrelay.v1.UpdateRoom
+ */
+export type UpdateRoom = Message<"tickrelay.v1.UpdateRoom"> & {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * Merged into the room's metadata; an entry with an empty value removes its key.
+   *
+   * @generated from field: map<string, string> metadata = 2;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * @generated from field: tickrelay.v1.RoomLock lock = 3;
+   */
+  lock: RoomLock;
+};
+
+/**
+ * Describes the message tickrelay.v1.UpdateRoom.
+ * Use `create(UpdateRoomSchema)` to create a new message.
+ */
+export const UpdateRoomSchema: GenMessage<UpdateRoom> = /*@__PURE__*/
+  messageDesc(file_tickrelay_v1_tickrelay, 29);
 
 /**
  * Ask for a full snapshot of a room (after a detected desync).
@@ -1166,7 +1313,7 @@ export type Resync = Message<"tickrelay.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 27);
+  messageDesc(file_tickrelay_v1_tickrelay, 30);
 
 /**
  * @generated from message tickrelay.v1.Response
@@ -1192,6 +1339,12 @@ export type Response = Message<"tickrelay.v1.Response"> & {
      */
     value: ResyncScheduled;
     case: "resync";
+  } | {
+    /**
+     * @generated from field: tickrelay.v1.RoomInfo room = 4;
+     */
+    value: RoomInfo;
+    case: "room";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1200,7 +1353,7 @@ export type Response = Message<"tickrelay.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 28);
+  messageDesc(file_tickrelay_v1_tickrelay, 31);
 
 /**
  * @generated from message tickrelay.v1.RoomList
@@ -1212,11 +1365,19 @@ export type RoomList = Message<"tickrelay.v1.RoomList"> & {
   rooms: RoomInfo[];
 
   /**
-   * More rooms follow: ask again with `after` set to the last room's id.
+   * More rooms may follow: ask again with `after` set to `next_after`.
    *
    * @generated from field: bool more = 2;
    */
   more: boolean;
+
+  /**
+   * With `more`: where the next page starts (the last room id this page considered,
+   * which a filtered cluster listing may not have listed).
+   *
+   * @generated from field: string next_after = 3;
+   */
+  nextAfter: string;
 };
 
 /**
@@ -1224,7 +1385,7 @@ export type RoomList = Message<"tickrelay.v1.RoomList"> & {
  * Use `create(RoomListSchema)` to create a new message.
  */
 export const RoomListSchema: GenMessage<RoomList> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 29);
+  messageDesc(file_tickrelay_v1_tickrelay, 32);
 
 /**
  * @generated from message tickrelay.v1.RoomInfo
@@ -1249,6 +1410,18 @@ export type RoomInfo = Message<"tickrelay.v1.RoomInfo"> & {
    * @generated from field: uint32 max_members = 4;
    */
   maxMembers: number;
+
+  /**
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Locked rooms are listed but not picked by quick joins.
+   *
+   * @generated from field: bool locked = 6;
+   */
+  locked: boolean;
 };
 
 /**
@@ -1256,7 +1429,7 @@ export type RoomInfo = Message<"tickrelay.v1.RoomInfo"> & {
  * Use `create(RoomInfoSchema)` to create a new message.
  */
 export const RoomInfoSchema: GenMessage<RoomInfo> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 30);
+  messageDesc(file_tickrelay_v1_tickrelay, 33);
 
 /**
  * @generated from message tickrelay.v1.ResyncScheduled
@@ -1273,7 +1446,7 @@ export type ResyncScheduled = Message<"tickrelay.v1.ResyncScheduled"> & {
  * Use `create(ResyncScheduledSchema)` to create a new message.
  */
 export const ResyncScheduledSchema: GenMessage<ResyncScheduled> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 31);
+  messageDesc(file_tickrelay_v1_tickrelay, 34);
 
 /**
  * @generated from message tickrelay.v1.Ping
@@ -1303,7 +1476,7 @@ export type Ping = Message<"tickrelay.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 32);
+  messageDesc(file_tickrelay_v1_tickrelay, 35);
 
 /**
  * @generated from message tickrelay.v1.Pong
@@ -1334,7 +1507,7 @@ export type Pong = Message<"tickrelay.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 33);
+  messageDesc(file_tickrelay_v1_tickrelay, 36);
 
 /**
  * @generated from message tickrelay.v1.RefreshToken
@@ -1356,7 +1529,7 @@ export type RefreshToken = Message<"tickrelay.v1.RefreshToken"> & {
  * Use `create(RefreshTokenSchema)` to create a new message.
  */
 export const RefreshTokenSchema: GenMessage<RefreshToken> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 34);
+  messageDesc(file_tickrelay_v1_tickrelay, 37);
 
 /**
  * @generated from message tickrelay.v1.TokenRefreshed
@@ -1378,7 +1551,7 @@ export type TokenRefreshed = Message<"tickrelay.v1.TokenRefreshed"> & {
  * Use `create(TokenRefreshedSchema)` to create a new message.
  */
 export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 35);
+  messageDesc(file_tickrelay_v1_tickrelay, 38);
 
 /**
  * @generated from message tickrelay.v1.Error
@@ -1419,7 +1592,7 @@ export type Error = Message<"tickrelay.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 36);
+  messageDesc(file_tickrelay_v1_tickrelay, 39);
 
 /**
  * A room's state as its node saves it to Redis every `[cluster] checkpoint_ticks`
@@ -1474,6 +1647,13 @@ export type RoomCheckpoint = Message<"tickrelay.v1.RoomCheckpoint"> & {
    * @generated from field: uint64 time_us = 7;
    */
   timeUs: bigint;
+
+  /**
+   * The room's listing: metadata, lock, privacy and owner.
+   *
+   * @generated from field: tickrelay.v1.Listing listing = 8;
+   */
+  listing?: Listing | undefined;
 };
 
 /**
@@ -1481,7 +1661,43 @@ export type RoomCheckpoint = Message<"tickrelay.v1.RoomCheckpoint"> & {
  * Use `create(RoomCheckpointSchema)` to create a new message.
  */
 export const RoomCheckpointSchema: GenMessage<RoomCheckpoint> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 37);
+  messageDesc(file_tickrelay_v1_tickrelay, 40);
+
+/**
+ * What a room shows in listings, as checkpointed.
+ *
+ * @generated from message tickrelay.v1.Listing
+ */
+export type Listing = Message<"tickrelay.v1.Listing"> & {
+  /**
+   * @generated from field: map<string, string> metadata = 1;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * @generated from field: bool locked = 2;
+   */
+  locked: boolean;
+
+  /**
+   * @generated from field: bool private = 3;
+   */
+  private: boolean;
+
+  /**
+   * The member whose join created the room (0: none, or the server).
+   *
+   * @generated from field: uint64 owner = 4;
+   */
+  owner: bigint;
+};
+
+/**
+ * Describes the message tickrelay.v1.Listing.
+ * Use `create(ListingSchema)` to create a new message.
+ */
+export const ListingSchema: GenMessage<Listing> = /*@__PURE__*/
+  messageDesc(file_tickrelay_v1_tickrelay, 41);
 
 /**
  * A member of a checkpointed room: the room keeps the seat (and the entities the
@@ -1513,7 +1729,7 @@ export type Seat = Message<"tickrelay.v1.Seat"> & {
  * Use `create(SeatSchema)` to create a new message.
  */
 export const SeatSchema: GenMessage<Seat> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 38);
+  messageDesc(file_tickrelay_v1_tickrelay, 42);
 
 /**
  * A live session, as its node records it in Redis, so that its client can continue
@@ -1539,7 +1755,7 @@ export type SessionRecord = Message<"tickrelay.v1.SessionRecord"> & {
  * Use `create(SessionRecordSchema)` to create a new message.
  */
 export const SessionRecordSchema: GenMessage<SessionRecord> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 39);
+  messageDesc(file_tickrelay_v1_tickrelay, 43);
 
 /**
  * @generated from enum tickrelay.v1.PresenceChange
@@ -1607,6 +1823,34 @@ export enum FieldType {
  */
 export const FieldTypeSchema: GenEnum<FieldType> = /*@__PURE__*/
   enumDesc(file_tickrelay_v1_tickrelay, 1);
+
+/**
+ * @generated from enum tickrelay.v1.RoomLock
+ */
+export enum RoomLock {
+  /**
+   * @generated from enum value: ROOM_LOCK_UNCHANGED = 0;
+   */
+  UNCHANGED = 0,
+
+  /**
+   * Still joinable by id, no longer picked by quick joins (listed as locked).
+   *
+   * @generated from enum value: ROOM_LOCK_LOCKED = 1;
+   */
+  LOCKED = 1,
+
+  /**
+   * @generated from enum value: ROOM_LOCK_UNLOCKED = 2;
+   */
+  UNLOCKED = 2,
+}
+
+/**
+ * Describes the enum tickrelay.v1.RoomLock.
+ */
+export const RoomLockSchema: GenEnum<RoomLock> = /*@__PURE__*/
+  enumDesc(file_tickrelay_v1_tickrelay, 2);
 
 /**
  * @generated from enum tickrelay.v1.ErrorCode
@@ -1730,5 +1974,5 @@ export enum ErrorCode {
  * Describes the enum tickrelay.v1.ErrorCode.
  */
 export const ErrorCodeSchema: GenEnum<ErrorCode> = /*@__PURE__*/
-  enumDesc(file_tickrelay_v1_tickrelay, 2);
+  enumDesc(file_tickrelay_v1_tickrelay, 3);
 
