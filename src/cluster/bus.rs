@@ -1,7 +1,9 @@
 //! Messages between nodes, over Redis pub/sub: each node listens on a channel of its
 //! own, `<prefix>node:<id>:inbox`, for room events published through another node's
-//! HTTP API for a room that lives here. A message is a protobuf `SendEvent` (the same
-//! message a client sends).
+//! HTTP API for a room that lives here (a protobuf `SendEvent`, the same message a
+//! client sends), and on `<prefix>users` for sessions going live with the `replace`
+//! duplicate-session policy (a protobuf `UserLive`: every node closes the user's
+//! sessions of other clients).
 //!
 //! Pub/sub keeps nothing: a message published while the owner is not listening (it is
 //! reconnecting to Redis: up to a third of a lease after Redis came back) is lost, and
@@ -17,13 +19,15 @@ use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Val
 use tokio::sync::mpsc;
 
 use super::directory::DirectoryError;
-use crate::proto::SendEvent;
+use crate::proto::{SendEvent, UserLive};
 
 /// What arrived for this node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// A room event to publish in a room open here.
     Event(SendEvent),
+    /// A client of this user went live: its other clients' sessions go.
+    UserLive(UserLive),
 }
 
 /// See the module documentation.
@@ -33,6 +37,8 @@ pub struct Bus {
     prefix: String,
     /// This node's inbox channel.
     inbox: String,
+    /// Every node's channel for sessions going live.
+    users: String,
 }
 
 fn unreachable(url: &str) -> impl Fn(redis::RedisError) -> DirectoryError + '_ {
@@ -57,13 +63,16 @@ impl Bus {
         let mut connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unreachable(url))?;
-        let inbox = inbox(prefix, node);
-        connection.subscribe(&inbox).await.map_err(unreachable(url))?;
+        let (inbox, users) = (inbox(prefix, node), format!("{prefix}users"));
+        connection
+            .subscribe(&[&inbox, &users])
+            .await
+            .map_err(unreachable(url))?;
         let (deliveries, delivered) = mpsc::unbounded_channel();
-        let channel = inbox.clone();
+        let channels = (inbox.clone(), users.clone());
         tokio::spawn(async move {
             while let Some(push) = pushed.recv().await {
-                if let Some(delivery) = decode(push, &channel)
+                if let Some(delivery) = decode(push, &channels.0, &channels.1)
                     && deliveries.send(delivery).is_err()
                 {
                     return;
@@ -74,6 +83,7 @@ impl Bus {
             connection,
             prefix: prefix.to_string(),
             inbox,
+            users,
         };
         Ok((bus, delivered))
     }
@@ -93,8 +103,26 @@ impl Bus {
             .map_err(failed)?;
         if listeners == 0 {
             tracing::info!(channel = %self.inbox, "subscribing to this node's inbox again");
-            connection.subscribe(&self.inbox).await.map_err(failed)?;
+            connection
+                .subscribe(&[&self.inbox, &self.users])
+                .await
+                .map_err(failed)?;
         }
+        Ok(())
+    }
+
+    /// Tells every node that a client of `user_id` (of `family`) went live.
+    pub async fn announce_live(&self, user_id: &str, family: u64) -> Result<(), DirectoryError> {
+        let message = UserLive {
+            user_id: user_id.to_string(),
+            family,
+        };
+        let _: u64 = redis::cmd("PUBLISH")
+            .arg(&self.users)
+            .arg(message.encode_to_vec())
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| DirectoryError(e.to_string()))?;
         Ok(())
     }
 
@@ -114,22 +142,22 @@ fn inbox(prefix: &str, node: &str) -> String {
     format!("{prefix}node:{node}:inbox")
 }
 
-/// A pushed message on `inbox`, if it is one this node understands.
-fn decode(push: PushInfo, inbox: &str) -> Option<Delivery> {
+/// A pushed message on `inbox` or `users`, if it is one this node understands.
+fn decode(push: PushInfo, inbox: &str, users: &str) -> Option<Delivery> {
     if push.kind != PushKind::Message {
         return None;
     }
     let [Value::BulkString(channel), Value::BulkString(payload)] = &push.data[..] else {
         return None;
     };
-    if channel != inbox.as_bytes() {
+    let decoded = if channel == inbox.as_bytes() {
+        SendEvent::decode(&payload[..]).map(Delivery::Event)
+    } else if channel == users.as_bytes() {
+        UserLive::decode(&payload[..]).map(Delivery::UserLive)
+    } else {
         return None;
-    }
-    match SendEvent::decode(&payload[..]) {
-        Ok(event) => Some(Delivery::Event(event)),
-        Err(e) => {
-            tracing::warn!("undecodable message on {inbox}: {e}");
-            None
-        }
-    }
+    };
+    decoded
+        .inspect_err(|e| tracing::warn!("undecodable message on {}: {e}", String::from_utf8_lossy(channel)))
+        .ok()
 }

@@ -37,7 +37,7 @@ use crate::engine::listing::{ListingState, Metadata};
 use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
-use crate::proto::{self, ErrorCode, SendEvent};
+use crate::proto::{self, ErrorCode, SendEvent, UserLive};
 use crate::session::auth::room_allowed;
 use crate::session::{DirectoryOp, DirectoryReply, Found};
 use crate::state::SERVER;
@@ -198,6 +198,22 @@ impl Cluster {
             .directory
             .save_session(self.settings.number, token, &record, self.session_ttl());
         let _ = self.call(saved).await;
+    }
+
+    /// Tells every node that a client of `user` went live (with the `replace`
+    /// duplicate-session policy): they close the user's sessions of other clients.
+    pub async fn announce_live(&self, user: &str, family: u64) {
+        let _ = self.call(self.bus.announce_live(user, family)).await;
+    }
+
+    /// The session id of the live session whose resume token is `token`, if it is
+    /// `user`'s: a companion session (opened to follow a redirect) belongs to that
+    /// session's client.
+    pub async fn family_of(&self, token: &str, user: &str) -> Option<u64> {
+        let number: u64 = token.split_once('.')?.0.parse().ok()?;
+        let record = self.call(self.directory.peek_session(number, token)).await.ok()??;
+        let record = proto::SessionRecord::decode(&record[..]).ok()?;
+        (record.user_id == user).then_some(record.session_id)
     }
 
     /// Forgets a session that ended.
@@ -606,6 +622,7 @@ impl Cluster {
     pub async fn serve_inbox(
         self: Arc<Self>,
         mut inbox: mpsc::UnboundedReceiver<Delivery>,
+        on_user_live: impl Fn(UserLive) + Send,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -631,6 +648,7 @@ impl Cluster {
                         self.metrics.events_published.inc();
                     }
                 }
+                Delivery::UserLive(live) => on_user_live(live),
             }
         }
     }

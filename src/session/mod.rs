@@ -216,6 +216,11 @@ const MAX_PENDING_LISTS: usize = 4;
 /// See the module documentation.
 pub struct Session {
     id: MemberId,
+    /// The id of the client's first session: its own, or, for a companion session
+    /// (opened to follow a redirect to another node), that of the client's session on
+    /// the node it connected to first. The `replace` policy spares a user's sessions of
+    /// the same family.
+    family: MemberId,
     identity: Identity,
     /// When the token expires, on the driver's clock.
     expires_at: Option<Instant>,
@@ -310,6 +315,7 @@ impl Session {
         let settings = &ctx.settings;
         let session = Self {
             id,
+            family: id,
             expires_at: deadline(identity.expires_at, now),
             identity,
             resume_token,
@@ -419,6 +425,16 @@ impl Session {
     /// The session id (also the member id in every room).
     pub fn id(&self) -> MemberId {
         self.id
+    }
+
+    /// The id of the client's first session (see the field's documentation).
+    pub fn family(&self) -> MemberId {
+        self.family
+    }
+
+    /// Marks the session as a companion of the client's session `family`.
+    pub fn set_family(&mut self, family: MemberId) {
+        self.family = family;
     }
 
     /// The session's outbox, for the driver to drain.

@@ -33,7 +33,13 @@ use crate::transport::{Broken, Received, Sent, Transport};
 /// How a session starts, decided when the connection authenticated.
 pub(crate) enum Start {
     /// A new session for this identity.
-    New(Identity),
+    New {
+        /// Who is connecting.
+        identity: Identity,
+        /// Cluster mode: the resume token of the client's session on the node it
+        /// connected to first (this session follows a redirect).
+        companion: Option<String>,
+    },
     /// Resume the session with this resume token.
     Resume {
         /// The resume token.
@@ -99,7 +105,15 @@ pub(crate) async fn serve<T: Transport>(
     let now = Now::system();
     let metrics = &ctx.metrics;
     let mut session = match start {
-        Start::New(identity) => new_session::<T>(&ctx, ctx.next_session_id(), identity, now),
+        Start::New { identity, companion } => {
+            let mut session = new_session::<T>(&ctx, ctx.next_session_id(), identity, now);
+            if let (Some(cluster), Some(token)) = (&ctx.cluster, companion)
+                && let Some(family) = cluster.family_of(&token, &session.identity().user_id).await
+            {
+                session.set_family(family);
+            }
+            session
+        }
         Start::Resume {
             token,
             identity,
@@ -128,7 +142,11 @@ pub(crate) async fn serve<T: Transport>(
     // Shutdown, a newer session replacing this one, or a resume taking it over.
     let stop = Stop::child_of(&ctx.shutdown);
     let replace = ctx.settings.duplicate_sessions == DuplicateSessions::Replace;
-    ctx.registry.go_live(&user, id, stop.clone(), replace);
+    ctx.registry.go_live(&user, id, session.family(), stop.clone(), replace);
+    if let Some(cluster) = ctx.cluster.as_ref().filter(|_| replace) {
+        let (cluster, user, family) = (cluster.clone(), user.clone(), session.family());
+        tokio::spawn(async move { cluster.announce_live(&user, family).await });
+    }
     let token = session.resume_token().to_string();
     ctx.registry.register_token(&token, user.clone(), stop.clone());
     metrics.connections.inc();
@@ -536,8 +554,16 @@ mod tests {
         tokio::spawn(serve(transport, peer, ctx.clone(), start, permit))
     }
 
-    fn anonymous(ctx: &Context) -> Identity {
+    fn identity(ctx: &Context) -> Identity {
         ctx.session.auth.authenticate(None, 0).unwrap()
+    }
+
+    /// A new anonymous session.
+    fn anonymous(ctx: &Context) -> Start {
+        Start::New {
+            identity: identity(ctx),
+            companion: None,
+        }
     }
 
     fn join(room: &str) -> client_message::Kind {
@@ -552,7 +578,7 @@ mod tests {
     async fn a_session_joins_gets_state_and_ends_when_the_client_closes() {
         let ctx = context();
         let (server, mut client) = pair();
-        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
+        let task = connect(&ctx, server, anonymous(&ctx));
         client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
         client.send(join("lobby"));
         client.expect(|k| matches!(k, Kind::Joined(_)).then_some(())).await;
@@ -572,7 +598,7 @@ mod tests {
     async fn a_lost_connection_is_parked_and_resumed_on_another() {
         let ctx = context();
         let (server, mut client) = pair();
-        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
+        let task = connect(&ctx, server, anonymous(&ctx));
         let token = client
             .expect(|k| match k {
                 Kind::Welcome(w) => Some(w.resume_token.clone()),
@@ -588,7 +614,7 @@ mod tests {
         let (server, mut client) = pair();
         let start = Start::Resume {
             token,
-            identity: anonymous(&ctx),
+            identity: identity(&ctx),
             received: u64::MAX,
         };
         let _task = connect(&ctx, server, start);
@@ -610,14 +636,14 @@ mod tests {
     async fn protocol_faults_and_shutdown_close_with_their_reason() {
         let ctx = context();
         let (server, mut client) = pair();
-        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
+        let task = connect(&ctx, server, anonymous(&ctx));
         let _ = client.inbound.send(Received::Other(Inbound::Text));
         assert_eq!(client.closed().await, Some(CloseReason::TextFrame));
         task.await.unwrap();
         assert_eq!(ctx.registry.parked(), 0, "a session closed for a fault is not kept");
 
         let (server, mut client) = pair();
-        let task = connect(&ctx, server, Start::New(anonymous(&ctx)));
+        let task = connect(&ctx, server, anonymous(&ctx));
         client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
         ctx.shutdown.cancel();
         assert_eq!(client.closed().await, Some(CloseReason::ShuttingDown));
@@ -626,7 +652,7 @@ mod tests {
         let (server, mut client) = pair();
         let start = Start::Resume {
             token: "unknown".into(),
-            identity: anonymous(&ctx),
+            identity: identity(&ctx),
             received: 0,
         };
         connect(&ctx, server, start).await.unwrap();

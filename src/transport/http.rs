@@ -339,7 +339,12 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
         }
     };
     let start = match query.and_then(|q| auth::query_param(q, "resume")) {
-        None => Start::New(identity),
+        None => Start::New {
+            identity,
+            companion: query
+                .and_then(|q| auth::query_param(q, "companion"))
+                .map(str::to_string),
+        },
         Some(token) => Start::Resume {
             token: token.to_string(),
             identity,

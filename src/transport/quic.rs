@@ -227,7 +227,10 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
         }
     };
     let start = if hello.resume_token.is_empty() {
-        Start::New(identity)
+        Start::New {
+            identity,
+            companion: (!hello.companion.is_empty()).then_some(hello.companion),
+        }
     } else {
         Start::Resume {
             token: hello.resume_token,

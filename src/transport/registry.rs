@@ -89,13 +89,18 @@ impl Stop {
     }
 }
 
-/// A live session: its id and the signal that tells it it was replaced.
-type LiveSession = (u64, Stop);
+/// A live session: its id, its client's family (see [`Registry::go_live`]) and the
+/// signal that tells it it was replaced.
+struct Live {
+    session: u64,
+    family: u64,
+    stop: Stop,
+}
 
 /// See the module documentation. `T` is the parked session.
 pub struct Registry<T> {
     parked: Mutex<HashMap<String, Parked<T>>>,
-    live: Mutex<HashMap<Arc<str>, Vec<LiveSession>>>,
+    live: Mutex<HashMap<Arc<str>, Vec<Live>>>,
     /// Live sessions by resume token: a resume that arrives before the server noticed
     /// the old connection died takes the session over (see [`Registry::take_over`]).
     live_tokens: Mutex<HashMap<String, (Arc<str>, Stop)>>,
@@ -168,17 +173,33 @@ impl<T> Registry<T> {
         self.parked.lock().len()
     }
 
-    /// Records a live session of `user`. With `replace`, every other live session of
-    /// the user is told to close ([`StopReason::Replaced`]).
-    pub fn go_live(&self, user: &Arc<str>, session: u64, stop: Stop, replace: bool) {
-        let mut live = self.live.lock();
-        let sessions = live.entry(user.clone()).or_default();
+    /// Records a live session of `user` and of the client whose sessions share
+    /// `family` (its first session's id: a client following a redirect holds a
+    /// companion session on another node). With `replace`, every live session of the
+    /// user of another family is told to close ([`StopReason::Replaced`]).
+    pub fn go_live(&self, user: &Arc<str>, session: u64, family: u64, stop: Stop, replace: bool) {
         if replace {
-            for (_, older) in sessions.drain(..) {
-                older.stop(StopReason::Replaced);
-            }
+            self.replace(user, family);
         }
-        sessions.push((session, stop));
+        let mut live = self.live.lock();
+        live.entry(user.clone())
+            .or_default()
+            .push(Live { session, family, stop });
+    }
+
+    /// Tells every live session of `user` of another family than `family` to close
+    /// (a newer client of the user went live, here or on another node).
+    pub fn replace(&self, user: &str, family: u64) {
+        let mut live = self.live.lock();
+        if let Some(sessions) = live.get_mut(user) {
+            sessions.retain(|older| {
+                let replaced = older.family != family;
+                if replaced {
+                    older.stop.stop(StopReason::Replaced);
+                }
+                !replaced
+            });
+        }
     }
 
     /// Records the resume token of a live connection; a take-over stops it with
@@ -210,7 +231,7 @@ impl<T> Registry<T> {
     pub fn leave_live(&self, user: &Arc<str>, session: u64) {
         let mut live = self.live.lock();
         if let Some(sessions) = live.get_mut(user) {
-            sessions.retain(|(id, _)| *id != session);
+            sessions.retain(|live| live.session != session);
             if sessions.is_empty() {
                 live.remove(user);
             }
@@ -273,10 +294,10 @@ mod tests {
             Stop::child_of(&shutdown),
             Stop::child_of(&shutdown),
         );
-        r.go_live(&user, 1, first.clone(), false);
-        r.go_live(&user, 2, second.clone(), false);
+        r.go_live(&user, 1, 1, first.clone(), false);
+        r.go_live(&user, 2, 2, second.clone(), false);
         assert!(!first.is_stopped() && !second.is_stopped());
-        r.go_live(&user, 3, third.clone(), true);
+        r.go_live(&user, 3, 3, third.clone(), true);
         assert!(first.is_stopped() && second.is_stopped() && !third.is_stopped());
         assert_eq!(first.reason(), StopReason::Replaced);
         // A later reason does not overwrite the first; shutdown stops the rest.
@@ -287,6 +308,24 @@ mod tests {
         assert_eq!(third.reason(), StopReason::Shutdown);
         r.leave_live(&user, 3);
         assert!(r.live.lock().is_empty());
+    }
+
+    #[test]
+    fn replace_spares_the_sessions_of_the_same_client() {
+        let r: Registry<()> = Registry::new(1);
+        let user: Arc<str> = "carol".into();
+        let shutdown = CancellationToken::new();
+        let stops: Vec<Stop> = (0..4).map(|_| Stop::child_of(&shutdown)).collect();
+        // Session 1 and its companion 2 (a redirect's), then another client's 3.
+        r.go_live(&user, 1, 1, stops[0].clone(), true);
+        r.go_live(&user, 2, 1, stops[1].clone(), true);
+        assert!(!stops[0].is_stopped() && !stops[1].is_stopped());
+        r.go_live(&user, 3, 3, stops[2].clone(), true);
+        assert!(stops[0].is_stopped() && stops[1].is_stopped());
+        // Another node says client 4 went live: 3 goes too, whoever else is here.
+        r.go_live(&"dave".into(), 5, 5, stops[3].clone(), true);
+        r.replace(&user, 4);
+        assert!(stops[2].is_stopped() && !stops[3].is_stopped());
     }
 
     #[test]

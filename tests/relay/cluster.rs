@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisDirectory};
 use tickrelay::proto::{self, ErrorCode, server_message::Kind};
-use tickrelay_testkit::cluster::{LEASE, TestCluster};
+use tickrelay_testkit::cluster::{LEASE, TestCluster, jwt_replacing, user_token};
 use tickrelay_testkit::directory::{self, entry, node};
 use tickrelay_testkit::redis::RedisServer;
 use tickrelay_testkit::{TestClient, TestServer, Transport, eventually};
@@ -703,4 +703,30 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
     }
     let created = quick_join_or_redirect(&mut on_b, "ctf").await.unwrap();
     assert_ne!(created, ctf);
+}
+
+/// With `replace`, a user's newer client closes the sessions of the user's older
+/// client on every node; a session that accompanies the client's first one (opened to
+/// follow a redirect, presenting it as `?companion=`) is the same client's and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_closes_a_users_older_client_on_every_node_but_spares_its_companions() {
+    let cluster = TestCluster::start();
+    let (a, b) = (
+        cluster.node_with(jwt_replacing).await,
+        cluster.node_with(jwt_replacing).await,
+    );
+    let bearer = format!("Bearer {}", user_token("erin"));
+    let headers = [("authorization", bearer.as_str())];
+    let mut home = TestClient::connect_with(&a, "", &headers).await.unwrap();
+    home.join("here", "").await;
+    let companion_query = format!("companion={}", home.welcome.resume_token);
+    let mut companion = TestClient::connect_with(&b, &companion_query, &headers).await.unwrap();
+    companion.join("there", "").await;
+    // Time for b's announcement to reach a: it spares the client's first session.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    home.join("still-here", "").await;
+    let mut newer = TestClient::connect_with(&b, "", &headers).await.unwrap();
+    assert_eq!(home.close_frame().await.0, 4002, "replaced from the other node");
+    assert_eq!(companion.close_frame().await.0, 4002, "the old client's companion too");
+    newer.join("mine-now", "").await;
 }

@@ -315,6 +315,9 @@ pub(crate) struct Carried {
 pub(crate) struct Shared {
     pub mirrors: Mutex<HashMap<String, StateMirror>>,
     pub stats: Stats,
+    /// The resume token of home's session: node connections present it, so the
+    /// relay counts their sessions as this client's (see `Hello.companion`).
+    pub home_token: Mutex<Option<String>>,
 }
 
 /// A handle to a client; cheap to clone. The connection lives in a background task
@@ -357,6 +360,7 @@ impl Client {
         let shared = Arc::new(Shared {
             mirrors: Mutex::new(HashMap::new()),
             stats: Stats::default(),
+            home_token: Mutex::new(None),
         });
         let request_timeout = config.request_timeout;
         let spawn = routes::Spawn {

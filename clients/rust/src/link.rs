@@ -172,21 +172,32 @@ pub(crate) struct Resume<'a> {
     pub received: u64,
 }
 
+/// Who connects: the token, and the session to resume or (a new session following a
+/// redirect to another node) the session it accompanies.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Presented<'a> {
+    /// The JWT (none in anonymous mode).
+    pub token: Option<&'a str>,
+    /// The session to resume.
+    pub resume: Option<Resume<'a>>,
+    /// The resume token of the client's session on the node it connected to first.
+    pub companion: Option<&'a str>,
+}
+
 /// Opens a connection: TLS (unless the URL is `ws://`) and the WebSocket upgrade, or
 /// the QUIC handshake, control stream and `Hello`. `tls` is the configuration for the
 /// schemes that use TLS ([`Scheme::uses_tls`]).
 pub(crate) async fn connect(
     target: &Target,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    token: Option<&str>,
-    resume: Option<Resume<'_>>,
+    presented: Presented<'_>,
     idle_timeout: Duration,
 ) -> Result<Link, Failure> {
     let tls_for = |scheme: Scheme| tls.ok_or_else(|| fatal(format!("{scheme:?} needs a TLS configuration")));
     match target.scheme {
-        Scheme::WebSocket => connect_ws(target, Some(tls_for(target.scheme)?), token, resume).await,
-        Scheme::PlainWebSocket => connect_ws(target, None, token, resume).await,
-        Scheme::Quic => connect_quic(target, tls_for(target.scheme)?, token, resume, idle_timeout).await,
+        Scheme::WebSocket => connect_ws(target, Some(tls_for(target.scheme)?), presented).await,
+        Scheme::PlainWebSocket => connect_ws(target, None, presented).await,
+        Scheme::Quic => connect_quic(target, tls_for(target.scheme)?, presented, idle_timeout).await,
     }
 }
 
@@ -194,8 +205,7 @@ pub(crate) async fn connect(
 async fn connect_ws(
     target: &Target,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    token: Option<&str>,
-    resume: Option<Resume<'_>>,
+    presented: Presented<'_>,
 ) -> Result<Link, Failure> {
     let tcp = TcpStream::connect(&target.authority)
         .await
@@ -220,12 +230,17 @@ async fn connect_ws(
         None => Either::Right(tcp),
     };
     let mut url = target.url.clone();
-    if let Some(resume) = resume {
+    let query = match (presented.resume, presented.companion) {
+        (Some(resume), _) => Some(format!("resume={}&received={}", resume.token, resume.received)),
+        (None, Some(companion)) => Some(format!("companion={companion}")),
+        (None, None) => None,
+    };
+    if let Some(query) = query {
         url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("resume={}&received={}", resume.token, resume.received));
+        url.push_str(&query);
     }
     let mut request = url.into_client_request().map_err(|e| fatal(e.to_string()))?;
-    if let Some(token) = token {
+    if let Some(token) = presented.token {
         let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| fatal(format!("token: {e}")))?;
         request.headers_mut().insert("authorization", value);
     }
@@ -250,8 +265,7 @@ async fn connect_ws(
 async fn connect_quic(
     target: &Target,
     tls: &Arc<rustls::ClientConfig>,
-    token: Option<&str>,
-    resume: Option<Resume<'_>>,
+    presented: Presented<'_>,
     idle_timeout: Duration,
 ) -> Result<Link, Failure> {
     let addr: SocketAddr = tokio::net::lookup_host(&target.authority)
@@ -284,10 +298,16 @@ async fn connect_quic(
             fatal: certificate_rejected(&e),
         })?;
     let (mut send, recv) = conn.open_bi().await.map_err(|e| retry(format!("QUIC stream: {e}")))?;
+    let Presented {
+        token,
+        resume,
+        companion,
+    } = presented;
     let hello = proto::Hello {
         token: token.unwrap_or_default().to_string(),
         resume_token: resume.map(|r| r.token.to_string()).unwrap_or_default(),
         received_seq: resume.map(|r| r.received),
+        companion: companion.filter(|_| resume.is_none()).unwrap_or_default().to_string(),
     };
     send.write_all(&hello.encode_length_delimited_to_vec())
         .await

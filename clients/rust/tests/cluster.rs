@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
-use tickrelay_testkit::cluster::TestCluster;
+use tickrelay_testkit::cluster::{TestCluster, jwt_replacing, user_token};
 use tickrelay_testkit::{TestServer, Transport, create_entity};
 use tokio::sync::mpsc::Receiver;
 
@@ -126,4 +126,52 @@ async fn eventually_true(mut condition: impl FnMut() -> bool) {
         std::future::ready(if condition() { Ok(()) } else { Err(()) })
     })
     .await
+}
+
+/// A quick join on one node finds the open room on another: the client follows the
+/// redirect over a second connection whose session accompanies its first, so the
+/// relay's `replace` policy keeps both (one client), and the room is its like any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_join_follows_its_redirect_as_one_client_under_replace() {
+    let cluster = TestCluster::start();
+    let (a, b) = (
+        cluster.node_with(jwt_replacing).await,
+        cluster.node_with(jwt_replacing).await,
+    );
+    let connect = |node: &TestServer, user: &str| {
+        let mut settings = config(node);
+        settings.token = Some(user_token(user));
+        Client::connect(settings).unwrap()
+    };
+    let (owner, mut owner_events) = connect(&a, "olga");
+    let ctf: std::collections::BTreeMap<String, String> = [("mode".to_string(), "ctf".to_string())].into();
+    let create = proto::RoomOptions {
+        metadata: ctf.clone(),
+        private: false,
+    };
+    owner.join_with("match-1", "", create);
+    joined(&mut owner_events, "match-1").await;
+
+    let (client, mut events) = connect(&b, "erin");
+    client.quick_join("", ctf, proto::RoomOptions::default());
+    let url = until(&mut events, |e| match e {
+        Event::Redirected { room, url } if room == "match-1" => Some(url.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(url, format!("wss://{}/ws", a.addr));
+    joined(&mut events, "match-1").await;
+    // Home (b) is still this client's: a join there is answered, nothing was closed.
+    client.join("on-b", "");
+    until(&mut events, |e| match e {
+        Event::Joined(j) if j.room == "on-b" => Some(()),
+        Event::Disconnected { code, .. } => panic!("a session was closed with {code}"),
+        _ => None,
+    })
+    .await;
+    client.send_input("match-1", create_entity(3));
+    let has_entity = |c: &Client| c.with_mirror("match-1", |m| m.world().len()) == Some(1);
+    eventually_true(|| has_entity(&client) && has_entity(&owner)).await;
+    client.close().await;
+    owner.close().await;
 }

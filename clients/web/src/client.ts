@@ -454,9 +454,14 @@ export class Client {
 
   #open(): void {
     const url = new URL(this.#urls[this.#current]!);
+    const homeToken = this.#home.#session?.resumeToken;
     if (this.#session !== undefined) {
       url.searchParams.set("resume", this.#session.resumeToken);
       url.searchParams.set("received", this.#received.toString());
+    } else if (this.#home !== this && homeToken !== undefined) {
+      // A node connection's new session accompanies home's: the relay's `replace`
+      // policy counts it as this client's.
+      url.searchParams.set("companion", homeToken);
     }
     const protocols = [PROTOCOL];
     if (this.#options.token !== undefined) protocols.push(BEARER_PREFIX + this.#options.token);

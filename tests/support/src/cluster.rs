@@ -89,3 +89,25 @@ impl Drop for Killable {
         self.kill();
     }
 }
+
+/// The token secret of [`jwt_replacing`] nodes.
+pub const JWT_SECRET: &str = "cluster-secret";
+
+/// Configures a node for JWT users (HS256 with [`JWT_SECRET`]) and the `replace`
+/// duplicate-session policy.
+pub fn jwt_replacing(config: &mut Config) {
+    use tickrelay::session::auth::{AuthMode, DuplicateSessions};
+    config.auth.mode = AuthMode::Jwt;
+    config.auth.hs256_secret = Some(JWT_SECRET.into());
+    config.auth.duplicate_sessions = DuplicateSessions::Replace;
+}
+
+/// A token of `user` for [`jwt_replacing`] nodes, good for ten minutes.
+pub fn user_token(user: &str) -> String {
+    let claims = tickrelay::session::auth::Claims {
+        sub: user.into(),
+        exp: tickrelay::clock::unix_micros() / 1_000_000 + 600,
+        rooms: None,
+    };
+    tickrelay::session::auth::mint_hs256(JWT_SECRET, &claims)
+}

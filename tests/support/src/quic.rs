@@ -43,6 +43,7 @@ impl QuicConn {
             token: token.into(),
             resume_token: resume.into(),
             received_seq: (!resume.is_empty()).then_some(received),
+            ..Default::default()
         };
         send.write_all(&hello.encode_length_delimited_to_vec()).await.unwrap();
         Self {
