@@ -19,9 +19,13 @@ use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -363,7 +367,7 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
 }
 
 /// An upgraded connection as the WebSocket driver takes it.
-type UpgradedWebSocket = WebSocket<Metered<TokioIo<Upgraded>>>;
+type UpgradedWebSocket = WebSocket<Metered<Socket>>;
 
 /// Answers 101 and hands the upgraded connection to `serve`.
 fn accept_websocket<F, Fut>(
@@ -383,8 +387,9 @@ where
     http.ctx.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let raw = Metered::new(TokioIo::new(upgraded), &ctx.session.settings.rate);
-                let ws = WebSocketStream::from_raw_socket(raw, Role::Server, Some(websocket)).await;
+                let (socket, read) = Socket::from_upgraded(upgraded);
+                let raw = Metered::new(socket, &ctx.session.settings.rate);
+                let ws = WebSocketStream::from_partially_read(raw, read, Role::Server, Some(websocket)).await;
                 serve(WebSocket::new(ws)).await;
             }
             Err(e) => tracing::debug!("upgrade failed: {e}"),
@@ -404,6 +409,78 @@ where
         headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(auth::PROTOCOL));
     }
     response
+}
+
+/// An upgraded connection's socket, taken back from hyper (its boxed, rewinding
+/// wrapper cost two trait conversions and a dynamic call per read and per write).
+pub(crate) enum Socket {
+    /// A `wss://` connection.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// A `ws://` connection (`--insecure-plain`).
+    Plain(TcpStream),
+    /// Another stream (not expected: what hyper handed over, as it is).
+    Other(TokioIo<Upgraded>),
+}
+
+impl Socket {
+    /// The socket under `upgraded`, and what hyper had read past the request.
+    fn from_upgraded(upgraded: Upgraded) -> (Self, Vec<u8>) {
+        let upgraded = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => return (Self::Tls(Box::new(parts.io.into_inner())), parts.read_buf.to_vec()),
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Self::Plain(parts.io.into_inner()), parts.read_buf.to_vec()),
+            Err(upgraded) => (Self::Other(TokioIo::new(upgraded)), Vec::new()),
+        }
+    }
+}
+
+/// Delegates to the stream of the variant.
+macro_rules! socket_call {
+    ($self:expr, $method:ident($($arg:expr),*)) => {
+        match $self.get_mut() {
+            Socket::Tls(s) => Pin::new(&mut **s).$method($($arg),*),
+            Socket::Plain(s) => Pin::new(s).$method($($arg),*),
+            Socket::Other(s) => Pin::new(s).$method($($arg),*),
+        }
+    };
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        socket_call!(self, poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        socket_call!(self, poll_write(cx, data))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        socket_call!(self, poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tls(s) => s.is_write_vectored(),
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Other(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        socket_call!(self, poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        socket_call!(self, poll_shutdown(cx))
+    }
 }
 
 /// Refuses a browser's upgrade in a way its page can read: a browser shows a page no

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tickrelay_proto::bucket::TokenBucket;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -26,6 +26,37 @@ use crate::transport::{Broken, Received, Sent, Transport};
 pub(crate) struct WebSocket<S> {
     ws: WebSocketStream<S>,
     buf: BytesMut,
+    /// tungstenite may hold a reply to a ping or a close that it has not written yet
+    /// (it writes them when it next reads): written before a message of ours.
+    replies_pending: bool,
+}
+
+/// The longest header of a frame the server sends (unmasked): two bytes, and eight
+/// for a length over 65,535.
+const MAX_HEADER_BYTES: usize = 10;
+
+/// Writes the header of a final binary frame of `len` payload bytes at the end of
+/// `room` (at most [`MAX_HEADER_BYTES`]); returns where it starts.
+fn put_header(room: &mut [u8; MAX_HEADER_BYTES], len: usize) -> usize {
+    const FIN_BINARY: u8 = 0x82;
+    let start = match len {
+        0..=125 => {
+            room[9] = len as u8;
+            8
+        }
+        126..=65_535 => {
+            room[7] = 126;
+            room[8..].copy_from_slice(&(len as u16).to_be_bytes());
+            6
+        }
+        _ => {
+            room[1] = 127;
+            room[2..].copy_from_slice(&(len as u64).to_be_bytes());
+            0
+        }
+    };
+    room[start] = FIN_BINARY;
+    start
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
@@ -33,6 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Self {
             ws,
             buf: BytesMut::new(),
+            replies_pending: false,
         }
     }
 
@@ -60,7 +92,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     const NAME: &'static str = "websocket";
 
     async fn recv(&mut self) -> Received {
-        match self.ws.next().await {
+        let received = self.ws.next().await;
+        // tungstenite answers these itself, at its next read or write.
+        if let Some(Ok(Message::Ping(_) | Message::Close(_))) = &received {
+            self.replies_pending = true;
+        }
+        match received {
             None => Received::Lost,
             // tungstenite has queued the close reply; `finish` sends it.
             Some(Ok(Message::Close(frame))) => match frame {
@@ -85,13 +122,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         }
     }
 
+    /// One binary message, framed here and written straight to the stream under
+    /// tungstenite (its `Sink` copies the message into a buffer of its own and goes
+    /// through several layers of wakers per write): the envelope is encoded after room
+    /// for the frame header, which is then written in place, so the message is copied
+    /// once more only into the TLS record. tungstenite's own writes (pings, close and
+    /// its answers) are always written out before (`replies_pending`), so frames never
+    /// interleave: the connection loop finishes a send before it reads again.
     async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
+        if std::mem::take(&mut self.replies_pending) {
+            SinkExt::flush(&mut self.ws).await.map_err(|_| Broken)?;
+        }
         self.buf.clear();
+        self.buf.resize(MAX_HEADER_BYTES, 0);
         encode_batch(batch, &mut self.buf);
-        let message = self.buf.split().freeze();
-        let bytes = message.len() as u64;
-        self.ws.send(Message::Binary(message)).await.map_err(|_| Broken)?;
-        Ok(Sent { messages: 1, bytes })
+        let len = self.buf.len() - MAX_HEADER_BYTES;
+        let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.buf[..MAX_HEADER_BYTES]).try_into().expect("header room");
+        let start = put_header(room, len);
+        let stream = self.ws.get_mut();
+        stream.write_all(&self.buf[start..]).await.map_err(|_| Broken)?;
+        stream.flush().await.map_err(|_| Broken)?;
+        Ok(Sent {
+            messages: 1,
+            bytes: len as u64,
+        })
     }
 
     async fn ping(&mut self) -> Result<(), Broken> {
@@ -194,5 +248,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    use super::*;
+
+    /// The frames the server writes itself are byte for byte tungstenite's, at every
+    /// length encoding's edges.
+    #[test]
+    fn frame_headers_are_tungstenites() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1 << 20] {
+            let payload = vec![0xab; len];
+            let mut expected = Vec::new();
+            let frame = Frame::message(payload.clone(), OpCode::Data(Data::Binary), true);
+            frame.format(&mut expected).unwrap();
+            let mut room = [0; MAX_HEADER_BYTES];
+            let start = put_header(&mut room, len);
+            let mut ours = room[start..].to_vec();
+            ours.extend_from_slice(&payload);
+            assert_eq!(ours, expected, "length {len}");
+        }
     }
 }
