@@ -152,7 +152,8 @@ pub struct WebSocketConfig {
     /// Per-connection read buffer (tungstenite's default of 128 KiB is far too much
     /// for many idle connections).
     pub read_buffer_bytes: usize,
-    /// Outbound bytes that may wait in a connection's write buffer.
+    /// Outbound bytes that may wait in tungstenite's write buffer (pings, closes and
+    /// its answers; the relay's own messages are written straight to the stream).
     pub max_write_buffer_bytes: usize,
     /// Old name of `[session] max_message_bytes` (it governs QUIC too), still read.
     #[doc(hidden)]
@@ -786,8 +787,10 @@ socket_buffer_bytes = 4194304
 # Per-connection read buffer in bytes: the most read from the socket at once (a
 # larger message takes several reads); every read zero-fills up to this many bytes.
 read_buffer_bytes = 1024
-# Outbound bytes that may wait in a connection's write buffer: the largest message
-# the server can send, so at least every room type's max_state_bytes plus 64 KiB.
+# Outbound bytes that may wait in the WebSocket library's write buffer (pings, closes
+# and its answers; the relay's own messages go straight to the TLS stream, which holds
+# at most 64 KiB beyond the message being written). At least every room type's
+# max_state_bytes plus 64 KiB (checked at start).
 max_write_buffer_bytes = 8388608
 
 [auth]
