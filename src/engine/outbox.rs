@@ -193,6 +193,9 @@ pub struct Outbox {
     closed: AtomicBool,
     /// Outside the lock: the session checks it after every inbound message.
     overflowed: AtomicBool,
+    /// Whether `left` holds anything: the session looks before every inbound message,
+    /// and rooms are rarely left.
+    left_pending: AtomicBool,
 }
 
 impl Outbox {
@@ -206,6 +209,7 @@ impl Outbox {
             limits,
             closed: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            left_pending: AtomicBool::new(false),
         }
     }
 
@@ -353,12 +357,15 @@ impl Outbox {
         inner.states.retain(|s| s.room != room);
         inner.rooms.retain(|r| r.room != room);
         inner.left.push(Left { room, join_seq });
+        self.left_pending.store(true, Ordering::Release);
     }
 
     /// Moves the rooms left since the last call into `out` (cleared first).
     pub fn take_left(&self, out: &mut Vec<Left>) {
         out.clear();
-        std::mem::swap(out, &mut self.inner.lock().left);
+        if self.left_pending.swap(false, Ordering::Acquire) {
+            std::mem::swap(out, &mut self.inner.lock().left);
+        }
     }
 
     /// Forgets what was delivered in every room, so each room's next frame is a full
