@@ -29,6 +29,10 @@ pub(crate) struct WebSocket<S> {
     /// tungstenite may hold a reply to a ping or a close that it has not written yet
     /// (it writes them when it next reads): written before a message of ours.
     replies_pending: bool,
+    /// Where the unwritten rest of our last frame starts in `buf` (`buf.len()`: all
+    /// written). A send given up half way (a slow reader, a stop) leaves a rest that
+    /// must go out before any other frame, or the stream would be garbage.
+    unwritten: usize,
 }
 
 /// The longest header of a frame the server sends (unmasked): two bytes, and eight
@@ -65,7 +69,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             ws,
             buf: BytesMut::new(),
             replies_pending: false,
+            unwritten: 0,
         }
+    }
+
+    /// Writes the rest of our last frame, if any, and flushes. Cancel-safe: progress
+    /// is kept in `unwritten`.
+    async fn write_rest(&mut self) -> std::io::Result<()> {
+        let stream = self.ws.get_mut();
+        while self.unwritten < self.buf.len() {
+            let n = stream.write(&self.buf[self.unwritten..]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.unwritten += n;
+        }
+        stream.flush().await
     }
 
     /// Closes with `code` and `reason` (cut to 123 bytes), lingering until the client
@@ -75,6 +94,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             code: code.into(),
             reason: fit_close_reason(reason).into(),
         };
+        // A frame of ours cut off half way goes out first; if it cannot, no close
+        // frame can follow it (the client would read it as part of the frame).
+        if !matches!(tokio::time::timeout(Duration::from_secs(1), self.write_rest()).await, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.get_mut().shutdown()).await;
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.send(Message::Close(Some(frame)))).await;
         // A lingering close: a TCP socket closed with input unread, or that input reaches
         // after it closed, is reset, and the client's system then discards what the
@@ -130,6 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     /// its answers) are always written out before (`replies_pending`), so frames never
     /// interleave: the connection loop finishes a send before it reads again.
     async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
+        self.write_rest().await.map_err(|_| Broken)?;
         if std::mem::take(&mut self.replies_pending) {
             SinkExt::flush(&mut self.ws).await.map_err(|_| Broken)?;
         }
@@ -138,10 +164,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         encode_batch(batch, &mut self.buf);
         let len = self.buf.len() - MAX_HEADER_BYTES;
         let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.buf[..MAX_HEADER_BYTES]).try_into().expect("header room");
-        let start = put_header(room, len);
-        let stream = self.ws.get_mut();
-        stream.write_all(&self.buf[start..]).await.map_err(|_| Broken)?;
-        stream.flush().await.map_err(|_| Broken)?;
+        self.unwritten = put_header(room, len);
+        self.write_rest().await.map_err(|_| Broken)?;
         Ok(Sent {
             messages: 1,
             bytes: len as u64,
@@ -149,6 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     }
 
     async fn ping(&mut self) -> Result<(), Broken> {
+        self.write_rest().await.map_err(|_| Broken)?;
         self.ws.send(Message::Ping(Bytes::new())).await.map_err(|_| Broken)
     }
 
@@ -157,7 +182,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     }
 
     async fn finish(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), SinkExt::close(&mut self.ws)).await;
+        let finished = async {
+            // tungstenite's close reply must not land inside a frame of ours.
+            if self.write_rest().await.is_ok() {
+                let _ = SinkExt::close(&mut self.ws).await;
+            } else {
+                let _ = self.ws.get_mut().shutdown().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), finished).await;
     }
 }
 
@@ -257,6 +290,35 @@ mod tests {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
     use super::*;
+    use crate::engine::outbox::OutboxLimits;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A send given up half way (the client stopped reading) is finished before the
+    /// close frame: the client reads the whole message, then the close code.
+    #[tokio::test]
+    async fn a_frame_cut_off_by_a_slow_reader_is_finished_before_the_close() {
+        let (server_io, client_io) = tokio::io::duplex(64);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let mut ws = WebSocket::new(server);
+        let batch = Batch {
+            first_seq: 1,
+            reliable: vec![Bytes::from(vec![7u8; 1000])],
+            ..Batch::default()
+        };
+        let outbox = Outbox::new(OutboxLimits::default());
+        let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
+        assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
+        let closing = tokio::spawn(async move { ws.close_with(4002, "replaced").await });
+        let first = client.next().await.unwrap().unwrap();
+        assert!(matches!(&first, Message::Binary(b) if b.len() > 1000), "{first:?}");
+        let Some(Ok(Message::Close(Some(frame)))) = client.next().await else {
+            panic!("expected the close frame");
+        };
+        assert_eq!(u16::from(frame.code), 4002);
+        drop(client);
+        closing.await.unwrap();
+    }
 
     /// The frames the server writes itself are byte for byte tungstenite's, at every
     /// length encoding's edges.
