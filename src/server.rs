@@ -295,7 +295,8 @@ impl Server {
             tracing::info!(node = %node.id, url = %node.url, "cluster mode: sharing the room directory");
             ctx.tracker.spawn(cluster.clone().keep_leases(ctx.shutdown.clone()));
             let replace = Arc::clone(&ctx);
-            let on_user_live = move |live: crate::proto::UserLive| replace.registry.replace(&live.user_id, live.family);
+            let on_user_live =
+                move |live: crate::proto::UserLive| replace.registry.replace(&live.user_id, live.family, live.since_us);
             ctx.tracker
                 .spawn(cluster.clone().serve_inbox(inbox, on_user_live, ctx.shutdown.clone()));
             ctx.tracker

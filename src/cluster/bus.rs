@@ -111,11 +111,12 @@ impl Bus {
         Ok(())
     }
 
-    /// Tells every node that a client of `user_id` (of `family`) went live.
-    pub async fn announce_live(&self, user_id: &str, family: u64) -> Result<(), DirectoryError> {
+    /// Tells every node that a client (`family`) of `user_id` went live at `since_us`.
+    pub async fn announce_live(&self, user_id: &str, family: u64, since_us: u64) -> Result<(), DirectoryError> {
         let message = UserLive {
             user_id: user_id.to_string(),
             family,
+            since_us,
         };
         let _: u64 = redis::cmd("PUBLISH")
             .arg(&self.users)

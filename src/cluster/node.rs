@@ -200,20 +200,11 @@ impl Cluster {
         let _ = self.call(saved).await;
     }
 
-    /// Tells every node that a client of `user` went live (with the `replace`
-    /// duplicate-session policy): they close the user's sessions of other clients.
-    pub async fn announce_live(&self, user: &str, family: u64) {
-        let _ = self.call(self.bus.announce_live(user, family)).await;
-    }
-
-    /// The session id of the live session whose resume token is `token`, if it is
-    /// `user`'s: a companion session (opened to follow a redirect) belongs to that
-    /// session's client.
-    pub async fn family_of(&self, token: &str, user: &str) -> Option<u64> {
-        let number: u64 = token.split_once('.')?.0.parse().ok()?;
-        let record = self.call(self.directory.peek_session(number, token)).await.ok()??;
-        let record = proto::SessionRecord::decode(&record[..]).ok()?;
-        (record.user_id == user).then_some(record.session_id)
+    /// Tells every node that a client (`family`) of `user` went live at `since_us`
+    /// (with the `replace` duplicate-session policy): they close the user's sessions
+    /// of other clients that went live before.
+    pub async fn announce_live(&self, user: &str, family: u64, since_us: u64) {
+        let _ = self.call(self.bus.announce_live(user, family, since_us)).await;
     }
 
     /// Forgets a session that ended.

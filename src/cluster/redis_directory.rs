@@ -372,16 +372,6 @@ impl RedisDirectory {
             .map_err(failed)
     }
 
-    /// Reads a session record (without taking it).
-    pub async fn peek_session(&self, number: u64, token: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
-        redis::cmd("HGET")
-            .arg(self.key("sessions", &number.to_string()))
-            .arg(token)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)
-    }
-
     /// Forgets a session record (the session ended).
     pub async fn forget_session(&self, number: u64, token: &str) -> Result<(), DirectoryError> {
         redis::cmd("HDEL")

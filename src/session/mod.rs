@@ -216,11 +216,10 @@ const MAX_PENDING_LISTS: usize = 4;
 /// See the module documentation.
 pub struct Session {
     id: MemberId,
-    /// The id of the client's first session: its own, or, for a companion session
-    /// (opened to follow a redirect to another node), that of the client's session on
-    /// the node it connected to first. The `replace` policy spares a user's sessions of
-    /// the same family.
-    family: MemberId,
+    /// The client this session belongs to (from `Hello.client_id`; without one, the
+    /// session's own id): the `replace` policy spares a user's sessions of the same
+    /// family (one client following redirects holds a session per node).
+    family: u64,
     identity: Identity,
     /// When the token expires, on the driver's clock.
     expires_at: Option<Instant>,
@@ -427,13 +426,13 @@ impl Session {
         self.id
     }
 
-    /// The id of the client's first session (see the field's documentation).
-    pub fn family(&self) -> MemberId {
+    /// The client this session belongs to (see the field's documentation).
+    pub fn family(&self) -> u64 {
         self.family
     }
 
-    /// Marks the session as a companion of the client's session `family`.
-    pub fn set_family(&mut self, family: MemberId) {
+    /// Sets the client this session belongs to.
+    pub fn set_family(&mut self, family: u64) {
         self.family = family;
     }
 

@@ -36,9 +36,8 @@ pub(crate) enum Start {
     New {
         /// Who is connecting.
         identity: Identity,
-        /// Cluster mode: the resume token of the client's session on the node it
-        /// connected to first (this session follows a redirect).
-        companion: Option<String>,
+        /// The client's id (`Hello.client_id`), if it sent one.
+        client: Option<String>,
     },
     /// Resume the session with this resume token.
     Resume {
@@ -48,7 +47,21 @@ pub(crate) enum Start {
         identity: Identity,
         /// The last numbered server message the client received.
         received: u64,
+        /// The client's id (`Hello.client_id`), if it sent one.
+        client: Option<String>,
     },
+}
+
+/// The family of a session (see [`Session::family`]): one per client id of a user;
+/// without one, the session's own id.
+fn family(client: Option<&str>, session: MemberId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let Some(client) = client else {
+        return session;
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    client.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Connection opened and closed lines: at most 20 a second (`suppressed` counts the
@@ -105,19 +118,16 @@ pub(crate) async fn serve<T: Transport>(
     let now = Now::system();
     let metrics = &ctx.metrics;
     let mut session = match start {
-        Start::New { identity, companion } => {
+        Start::New { identity, client } => {
             let mut session = new_session::<T>(&ctx, ctx.next_session_id(), identity, now);
-            if let (Some(cluster), Some(token)) = (&ctx.cluster, companion)
-                && let Some(family) = cluster.family_of(&token, &session.identity().user_id).await
-            {
-                session.set_family(family);
-            }
+            session.set_family(family(client.as_deref(), session.id()));
             session
         }
         Start::Resume {
             token,
             identity,
             received,
+            client,
         } => match find_session(&ctx, &token, &identity).await {
             Some(mut session) => {
                 let identity = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(identity);
@@ -127,7 +137,10 @@ pub(crate) async fn serve<T: Transport>(
                 session
             }
             None => match continue_elsewhere_session::<T>(&ctx, &token, identity, now).await {
-                Some(session) => session,
+                Some(mut session) => {
+                    session.set_family(family(client.as_deref(), session.id()));
+                    session
+                }
                 None => {
                     let reason = CloseReason::ResumeFailed;
                     metrics.count_close(reason);
@@ -142,10 +155,12 @@ pub(crate) async fn serve<T: Transport>(
     // Shutdown, a newer session replacing this one, or a resume taking it over.
     let stop = Stop::child_of(&ctx.shutdown);
     let replace = ctx.settings.duplicate_sessions == DuplicateSessions::Replace;
-    ctx.registry.go_live(&user, id, session.family(), stop.clone(), replace);
+    let since_us = unix_micros();
+    ctx.registry
+        .go_live(&user, id, session.family(), since_us, stop.clone(), replace);
     if let Some(cluster) = ctx.cluster.as_ref().filter(|_| replace) {
         let (cluster, user, family) = (cluster.clone(), user.clone(), session.family());
-        tokio::spawn(async move { cluster.announce_live(&user, family).await });
+        tokio::spawn(async move { cluster.announce_live(&user, family, since_us).await });
     }
     let token = session.resume_token().to_string();
     ctx.registry.register_token(&token, user.clone(), stop.clone());
@@ -562,7 +577,7 @@ mod tests {
     fn anonymous(ctx: &Context) -> Start {
         Start::New {
             identity: identity(ctx),
-            companion: None,
+            client: None,
         }
     }
 
@@ -616,6 +631,7 @@ mod tests {
             token,
             identity: identity(&ctx),
             received: u64::MAX,
+            client: None,
         };
         let _task = connect(&ctx, server, start);
         let resumed = client.expect(|k| match k {
@@ -654,6 +670,7 @@ mod tests {
             token: "unknown".into(),
             identity: identity(&ctx),
             received: 0,
+            client: None,
         };
         connect(&ctx, server, start).await.unwrap();
         assert_eq!(client.closed().await, Some(CloseReason::ResumeFailed));

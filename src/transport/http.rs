@@ -345,9 +345,7 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
     let start = match query.and_then(|q| auth::query_param(q, "resume")) {
         None => Start::New {
             identity,
-            companion: query
-                .and_then(|q| auth::query_param(q, "companion"))
-                .map(str::to_string),
+            client: client_id(query),
         },
         Some(token) => Start::Resume {
             token: token.to_string(),
@@ -358,12 +356,19 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
                 .and_then(|q| auth::query_param(q, "received"))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(u64::MAX),
+            client: client_id(query),
         },
     };
     let task_ctx = ctx.clone();
     accept_websocket(req, &accept, &http, offered_protocol, move |ws| {
         connection::serve(ws, peer, task_ctx, start, permit)
     })
+}
+
+/// The `client` query parameter (see `Hello.client_id`; longer than 64 bytes: none).
+fn client_id(query: Option<&str>) -> Option<String> {
+    let id = query.and_then(|q| auth::query_param(q, "client"))?;
+    (id.len() <= 64).then(|| id.to_string())
 }
 
 /// An upgraded connection as the WebSocket driver takes it.

@@ -89,11 +89,12 @@ impl Stop {
     }
 }
 
-/// A live session: its id, its client's family (see [`Registry::go_live`]) and the
-/// signal that tells it it was replaced.
+/// A live session: its id, its client's family (see [`Registry::go_live`]), when it
+/// went live, and the signal that tells it it was replaced.
 struct Live {
     session: u64,
     family: u64,
+    since_us: u64,
     stop: Stop,
 }
 
@@ -173,27 +174,31 @@ impl<T> Registry<T> {
         self.parked.lock().len()
     }
 
-    /// Records a live session of `user` and of the client whose sessions share
-    /// `family` (its first session's id: a client following a redirect holds a
-    /// companion session on another node). With `replace`, every live session of the
-    /// user of another family is told to close ([`StopReason::Replaced`]).
-    pub fn go_live(&self, user: &Arc<str>, session: u64, family: u64, stop: Stop, replace: bool) {
+    /// Records a live session of `user` that went live at `since_us`, of the client
+    /// whose sessions share `family` (one client following redirects holds a session
+    /// on each node it plays on). With `replace`, every live session of the user of
+    /// another family is told to close ([`StopReason::Replaced`]).
+    pub fn go_live(&self, user: &Arc<str>, session: u64, family: u64, since_us: u64, stop: Stop, replace: bool) {
         if replace {
-            self.replace(user, family);
+            self.replace(user, family, since_us);
         }
-        let mut live = self.live.lock();
-        live.entry(user.clone())
-            .or_default()
-            .push(Live { session, family, stop });
+        let this = Live {
+            session,
+            family,
+            since_us,
+            stop,
+        };
+        self.live.lock().entry(user.clone()).or_default().push(this);
     }
 
-    /// Tells every live session of `user` of another family than `family` to close
-    /// (a newer client of the user went live, here or on another node).
-    pub fn replace(&self, user: &str, family: u64) {
+    /// Tells every live session of `user` of another family than `family` that went
+    /// live before `since_us` to close (a newer client of the user went live, here or
+    /// on another node; a session newer than that stays).
+    pub fn replace(&self, user: &str, family: u64, since_us: u64) {
         let mut live = self.live.lock();
         if let Some(sessions) = live.get_mut(user) {
             sessions.retain(|older| {
-                let replaced = older.family != family;
+                let replaced = older.family != family && older.since_us < since_us;
                 if replaced {
                     older.stop.stop(StopReason::Replaced);
                 }
@@ -294,10 +299,10 @@ mod tests {
             Stop::child_of(&shutdown),
             Stop::child_of(&shutdown),
         );
-        r.go_live(&user, 1, 1, first.clone(), false);
-        r.go_live(&user, 2, 2, second.clone(), false);
+        r.go_live(&user, 1, 1, 10, first.clone(), false);
+        r.go_live(&user, 2, 2, 20, second.clone(), false);
         assert!(!first.is_stopped() && !second.is_stopped());
-        r.go_live(&user, 3, 3, third.clone(), true);
+        r.go_live(&user, 3, 3, 30, third.clone(), true);
         assert!(first.is_stopped() && second.is_stopped() && !third.is_stopped());
         assert_eq!(first.reason(), StopReason::Replaced);
         // A later reason does not overwrite the first; shutdown stops the rest.
@@ -316,15 +321,19 @@ mod tests {
         let user: Arc<str> = "carol".into();
         let shutdown = CancellationToken::new();
         let stops: Vec<Stop> = (0..4).map(|_| Stop::child_of(&shutdown)).collect();
-        // Session 1 and its companion 2 (a redirect's), then another client's 3.
-        r.go_live(&user, 1, 1, stops[0].clone(), true);
-        r.go_live(&user, 2, 1, stops[1].clone(), true);
+        // Sessions 1 and 2 of one client (family 1, say on two nodes), then another
+        // client's 3.
+        r.go_live(&user, 1, 1, 10, stops[0].clone(), true);
+        r.go_live(&user, 2, 1, 20, stops[1].clone(), true);
         assert!(!stops[0].is_stopped() && !stops[1].is_stopped());
-        r.go_live(&user, 3, 3, stops[2].clone(), true);
+        r.go_live(&user, 3, 3, 30, stops[2].clone(), true);
         assert!(stops[0].is_stopped() && stops[1].is_stopped());
-        // Another node says client 4 went live: 3 goes too, whoever else is here.
-        r.go_live(&"dave".into(), 5, 5, stops[3].clone(), true);
-        r.replace(&user, 4);
+        // Another node says client 4 went live before 3 did: 3 stays (it is newer);
+        // after 3: 3 goes, and nobody else's sessions.
+        r.go_live(&"dave".into(), 5, 5, 40, stops[3].clone(), true);
+        r.replace(&user, 4, 25);
+        assert!(!stops[2].is_stopped());
+        r.replace(&user, 4, 35);
         assert!(stops[2].is_stopped() && !stops[3].is_stopped());
     }
 

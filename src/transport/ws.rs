@@ -96,7 +96,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         };
         // A frame of ours cut off half way goes out first; if it cannot, no close
         // frame can follow it (the client would read it as part of the frame).
-        if !matches!(tokio::time::timeout(Duration::from_secs(1), self.write_rest()).await, Ok(Ok(()))) {
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.write_rest()).await,
+            Ok(Ok(()))
+        ) {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.get_mut().shutdown()).await;
             return;
         }

@@ -706,10 +706,10 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
 }
 
 /// With `replace`, a user's newer client closes the sessions of the user's older
-/// client on every node; a session that accompanies the client's first one (opened to
-/// follow a redirect, presenting it as `?companion=`) is the same client's and stays.
+/// client on every node; sessions presenting the same client id (`?client=`: one
+/// client following a redirect to another node) are one client's and stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replace_closes_a_users_older_client_on_every_node_but_spares_its_companions() {
+async fn replace_closes_a_users_older_client_on_every_node_but_not_its_own_sessions() {
     let cluster = TestCluster::start();
     let (a, b) = (
         cluster.node_with(jwt_replacing).await,
@@ -717,16 +717,15 @@ async fn replace_closes_a_users_older_client_on_every_node_but_spares_its_compan
     );
     let bearer = format!("Bearer {}", user_token("erin"));
     let headers = [("authorization", bearer.as_str())];
-    let mut home = TestClient::connect_with(&a, "", &headers).await.unwrap();
+    let mut home = TestClient::connect_with(&a, "client=phone", &headers).await.unwrap();
     home.join("here", "").await;
-    let companion_query = format!("companion={}", home.welcome.resume_token);
-    let mut companion = TestClient::connect_with(&b, &companion_query, &headers).await.unwrap();
-    companion.join("there", "").await;
-    // Time for b's announcement to reach a: it spares the client's first session.
+    let mut second = TestClient::connect_with(&b, "client=phone", &headers).await.unwrap();
+    second.join("there", "").await;
+    // Time for b's announcement to reach a: it spares the same client's session.
     tokio::time::sleep(Duration::from_millis(300)).await;
     home.join("still-here", "").await;
-    let mut newer = TestClient::connect_with(&b, "", &headers).await.unwrap();
+    let mut newer = TestClient::connect_with(&b, "client=laptop", &headers).await.unwrap();
     assert_eq!(home.close_frame().await.0, 4002, "replaced from the other node");
-    assert_eq!(companion.close_frame().await.0, 4002, "the old client's companion too");
+    assert_eq!(second.close_frame().await.0, 4002, "the old client's other session too");
     newer.join("mine-now", "").await;
 }

@@ -220,15 +220,10 @@ impl Driver {
             token,
             received: self.received.last(),
         });
-        // A node connection's new session accompanies home's (the `replace` policy
-        // spares it).
-        let companion = (!self.routing.home)
-            .then(|| self.shared.home_token.lock().clone())
-            .flatten();
         let presented = link::Presented {
             token: self.config.token.as_deref(),
             resume,
-            companion: companion.as_deref(),
+            client_id: &self.shared.client_id,
         };
         let connecting = link::connect(
             &self.targets[self.current],
@@ -768,9 +763,6 @@ impl Driver {
             self.received.reset();
         }
         self.session = Some((welcome.session_id, welcome.resume_token.clone()));
-        if self.routing.home {
-            *self.shared.home_token.lock() = Some(welcome.resume_token.clone());
-        }
         // Pace below the server's limits, with headroom for pings and for messages
         // that the network delivers bunched together (the server's bucket sees them
         // arrive at once): 80 % of the rate, half the burst.

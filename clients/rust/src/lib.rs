@@ -315,9 +315,9 @@ pub(crate) struct Carried {
 pub(crate) struct Shared {
     pub mirrors: Mutex<HashMap<String, StateMirror>>,
     pub stats: Stats,
-    /// The resume token of home's session: node connections present it, so the
-    /// relay counts their sessions as this client's (see `Hello.companion`).
-    pub home_token: Mutex<Option<String>>,
+    /// Presented on every connection, so the relay counts this client's sessions on
+    /// several nodes as one client's (see `Hello.client_id`).
+    pub client_id: String,
 }
 
 /// A handle to a client; cheap to clone. The connection lives in a background task
@@ -360,7 +360,7 @@ impl Client {
         let shared = Arc::new(Shared {
             mirrors: Mutex::new(HashMap::new()),
             stats: Stats::default(),
-            home_token: Mutex::new(None),
+            client_id: format!("{:016x}", fastrand::u64(..)),
         });
         let request_timeout = config.request_timeout;
         let spawn = routes::Spawn {

@@ -172,16 +172,16 @@ pub(crate) struct Resume<'a> {
     pub received: u64,
 }
 
-/// Who connects: the token, and the session to resume or (a new session following a
-/// redirect to another node) the session it accompanies.
+/// Who connects: the token, the session to resume, and the client's id (the same on
+/// every connection of one client: see `Hello.client_id`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Presented<'a> {
     /// The JWT (none in anonymous mode).
     pub token: Option<&'a str>,
     /// The session to resume.
     pub resume: Option<Resume<'a>>,
-    /// The resume token of the client's session on the node it connected to first.
-    pub companion: Option<&'a str>,
+    /// The client's id.
+    pub client_id: &'a str,
 }
 
 /// Opens a connection: TLS (unless the URL is `ws://`) and the WebSocket upgrade, or
@@ -230,14 +230,10 @@ async fn connect_ws(
         None => Either::Right(tcp),
     };
     let mut url = target.url.clone();
-    let query = match (presented.resume, presented.companion) {
-        (Some(resume), _) => Some(format!("resume={}&received={}", resume.token, resume.received)),
-        (None, Some(companion)) => Some(format!("companion={companion}")),
-        (None, None) => None,
-    };
-    if let Some(query) = query {
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&query);
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str(&format!("client={}", presented.client_id));
+    if let Some(resume) = presented.resume {
+        url.push_str(&format!("&resume={}&received={}", resume.token, resume.received));
     }
     let mut request = url.into_client_request().map_err(|e| fatal(e.to_string()))?;
     if let Some(token) = presented.token {
@@ -301,13 +297,13 @@ async fn connect_quic(
     let Presented {
         token,
         resume,
-        companion,
+        client_id,
     } = presented;
     let hello = proto::Hello {
         token: token.unwrap_or_default().to_string(),
         resume_token: resume.map(|r| r.token.to_string()).unwrap_or_default(),
         received_seq: resume.map(|r| r.received),
-        companion: companion.filter(|_| resume.is_none()).unwrap_or_default().to_string(),
+        client_id: client_id.to_string(),
     };
     send.write_all(&hello.encode_length_delimited_to_vec())
         .await

@@ -209,6 +209,8 @@ export class Client {
   readonly #nodes = new Map<string, Client>();
   /** Home only: rooms that live on another node, with redirects followed in a row. */
   readonly #redirected = new Map<string, { node: Client; hops: number }>();
+  /** Presented on every connection (home's is used): see `Hello.client_id`. */
+  readonly #clientId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
   /** Quick joins not answered yet: their room types, by request id. */
   readonly #quickJoins = new Map<bigint, string>();
   /** `url`, then the fallback URLs; the next attempt connects to `#urls[#current]`. */
@@ -454,14 +456,12 @@ export class Client {
 
   #open(): void {
     const url = new URL(this.#urls[this.#current]!);
-    const homeToken = this.#home.#session?.resumeToken;
+    // The same on every connection (and node) of this client: the relay's `replace`
+    // policy counts its sessions as one client's.
+    url.searchParams.set("client", this.#home.#clientId);
     if (this.#session !== undefined) {
       url.searchParams.set("resume", this.#session.resumeToken);
       url.searchParams.set("received", this.#received.toString());
-    } else if (this.#home !== this && homeToken !== undefined) {
-      // A node connection's new session accompanies home's: the relay's `replace`
-      // policy counts it as this client's.
-      url.searchParams.set("companion", homeToken);
     }
     const protocols = [PROTOCOL];
     if (this.#options.token !== undefined) protocols.push(BEARER_PREFIX + this.#options.token);

@@ -340,7 +340,9 @@ test("a redirected join is joined on the owning node; the room's sends follow it
   assert.equal(FakeSocket.opened.length, 2, "a connection to the owner");
   const node = last();
   assert.equal(node.url.host, "node-b.test");
-  assert.equal(node.url.searchParams.get("companion"), "resume-me", "a session of this client's");
+  const clientId = home.url.searchParams.get("client");
+  assert.match(clientId ?? "", /^[0-9a-f]{16}$/);
+  assert.equal(node.url.searchParams.get("client"), clientId, "one client's sessions, wherever they are");
   node.welcome(false, 9n);
   assert.deepEqual(node.kinds(), ["join"]);
   assert.equal((node.sent[0]!.value as v1.JoinRoom).seat, "ticket-1", "the redirect's seat ticket goes with the join");
