@@ -123,11 +123,11 @@ pub trait Directory: Send + Sync {
     ) -> impl Future<Output = Result<(Vec<RoomEntry>, bool), DirectoryError>> + Send;
 
     /// Rooms of `room_type` that were open ([`RoomEntry::is_open`]) at their owners'
-    /// last renewals, fullest first: `count` of them after skipping `skip`.
+    /// last renewals, fullest first: those among the `count` fullest that are still
+    /// open.
     fn open_rooms(
         &self,
         room_type: &str,
-        skip: usize,
         count: usize,
     ) -> impl Future<Output = Result<Vec<RoomEntry>, DirectoryError>> + Send;
 
@@ -260,7 +260,7 @@ impl Directory for MemoryDirectory {
         Ok((page, more))
     }
 
-    async fn open_rooms(&self, room_type: &str, skip: usize, count: usize) -> Result<Vec<RoomEntry>, DirectoryError> {
+    async fn open_rooms(&self, room_type: &str, count: usize) -> Result<Vec<RoomEntry>, DirectoryError> {
         let now = self.now();
         let leases = self.leases.lock();
         let mut open: Vec<RoomEntry> = (leases.rooms.values())
@@ -268,7 +268,7 @@ impl Directory for MemoryDirectory {
             .map(|l| l.value.clone())
             .collect();
         open.sort_by_key(|r| std::cmp::Reverse(r.members));
-        Ok(open.into_iter().skip(skip).take(count).collect())
+        Ok(open.into_iter().take(count).collect())
     }
 
     async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {

@@ -45,10 +45,12 @@ use crate::state::SERVER;
 /// Directory entries one filtered listing page reads at most.
 const LIST_SCAN: usize = 2_000;
 
-/// The open rooms a quick join considers on other nodes, at most (the fullest), and
-/// how many it reads per round trip.
+/// The open rooms a quick join considers on other nodes, at most (the fullest, read
+/// in one round trip).
 const QUICK_JOIN_SCAN: usize = 256;
-const QUICK_JOIN_PAGE: usize = 64;
+
+/// Directory entries a listing page reads per round trip, at least.
+const LIST_CHUNK: usize = 200;
 
 /// A directory operation taking longer than this is answered `UNAVAILABLE`.
 const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -308,7 +310,7 @@ impl Cluster {
         let mut rooms = Vec::new();
         let mut scanned = 0;
         loop {
-            let (page, more) = self.call(self.directory.list(&after, limit)).await?;
+            let (page, more) = self.call(self.directory.list(&after, limit.max(LIST_CHUNK))).await?;
             scanned += page.len();
             for entry in page {
                 after.clone_from(&entry.room);
@@ -343,29 +345,22 @@ impl Cluster {
             named => named,
         };
         let mut urls: HashMap<String, Option<String>> = HashMap::new();
-        for first in (0..QUICK_JOIN_SCAN).step_by(QUICK_JOIN_PAGE) {
-            let page = self
-                .call(self.directory.open_rooms(room_type, first, QUICK_JOIN_PAGE))
-                .await?;
-            for entry in &page {
-                let fits = entry.node != self.node.id
-                    && !skip.contains(&entry.room)
-                    && room_allowed(patterns, &entry.room)
-                    && entry.listing.matches(filters);
-                if !fits {
-                    continue;
-                }
-                if !urls.contains_key(&entry.node) {
-                    let url = self.call(self.directory.node_url(&entry.node)).await?;
-                    urls.insert(entry.node.clone(), url);
-                }
-                // A node whose own lease lapsed is dead: its rooms come back elsewhere.
-                if let Some(url) = &urls[&entry.node] {
-                    return Ok(Some((entry.room.clone(), url.clone())));
-                }
+        let open = self.call(self.directory.open_rooms(room_type, QUICK_JOIN_SCAN)).await?;
+        for entry in &open {
+            let fits = entry.node != self.node.id
+                && !skip.contains(&entry.room)
+                && room_allowed(patterns, &entry.room)
+                && entry.listing.matches(filters);
+            if !fits {
+                continue;
             }
-            if page.is_empty() {
-                break;
+            if !urls.contains_key(&entry.node) {
+                let url = self.call(self.directory.node_url(&entry.node)).await?;
+                urls.insert(entry.node.clone(), url);
+            }
+            // A node whose own lease lapsed is dead: its rooms come back elsewhere.
+            if let Some(url) = &urls[&entry.node] {
+                return Ok(Some((entry.room.clone(), url.clone())));
             }
         }
         Ok(None)

@@ -522,22 +522,25 @@ impl Directory for RedisDirectory {
         Ok((page, more))
     }
 
-    async fn open_rooms(&self, room_type: &str, skip: usize, count: usize) -> Result<Vec<RoomEntry>, DirectoryError> {
+    async fn open_rooms(&self, room_type: &str, count: usize) -> Result<Vec<RoomEntry>, DirectoryError> {
         if count == 0 {
             return Ok(Vec::new());
         }
         let open = self.key("open", room_type);
         let ids: Vec<String> = redis::cmd("ZRANGE")
             .arg(&open)
-            .arg(skip)
-            .arg(skip + count - 1)
+            .arg(0)
+            .arg(count - 1)
             .arg("REV")
             .query_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
         // Lapsed rooms (their node died) leave the set as quick joins meet them.
+        // An id reused by a room of another type may linger in this set until renewed.
         let entries = self.entries(&ids, &open).await?;
-        Ok(entries.into_iter().filter(RoomEntry::is_open).collect())
+        Ok((entries.into_iter())
+            .filter(|r| r.is_open() && r.room_type == room_type)
+            .collect())
     }
 
     async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {

@@ -310,7 +310,11 @@ pub struct RoomShared {
 impl RoomShared {
     /// Members plus reserved seats.
     fn seats_taken(&self) -> u32 {
-        self.members.load(Ordering::Relaxed) + self.reserved.load(Ordering::Relaxed)
+        // The thread counts a reserved join as a member, then gives the reservation
+        // back: read in the other order, a seat is never missed (at worst counted
+        // twice for a moment).
+        let reserved = self.reserved.load(Ordering::Acquire);
+        self.members.load(Ordering::Acquire) + reserved
     }
 
     /// Whether a listing with `filter` shows the room.
@@ -944,7 +948,7 @@ impl SimThread {
                     let _ = r.room.join(member, user_id, outbox, request_id, join_seq);
                     r.sync_members(&self.metrics);
                     if reserved {
-                        r.shared.reserved.fetch_sub(1, Ordering::Relaxed);
+                        r.shared.reserved.fetch_sub(1, Ordering::Release);
                     }
                 }
                 None => {
@@ -1109,7 +1113,7 @@ impl SimThread {
 impl OwnedRoom {
     fn sync_members(&mut self, metrics: &SimMetrics) {
         let count = self.room.member_count() as u32;
-        let before = self.shared.members.swap(count, Ordering::Relaxed);
+        let before = self.shared.members.swap(count, Ordering::Release);
         metrics.members.inc_by(i64::from(count) - i64::from(before));
         self.empty_since = if count == 0 { Some(Instant::now()) } else { None };
     }
