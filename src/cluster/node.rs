@@ -403,31 +403,49 @@ impl Cluster {
                 "this node is stopping; join through another".into(),
             ));
         }
-        // A room open here lists as it is (its entry may have lapsed meanwhile).
-        let listing = self.pool.room(room).map_or(listing, |h| h.shared.listing.get());
+        // A room open here lists as it is (its entry may have lapsed meanwhile); one
+        // that a claim may restore, as its checkpoint says (a private room is never
+        // listed, not even until the first renewal).
+        let open_here = self.pool.room(room);
+        let checkpoint = match open_here {
+            Some(_) => None,
+            None => self.checkpoint(room).await,
+        };
+        let listing = match (&open_here, &checkpoint) {
+            (Some(handle), _) => handle.shared.listing.get(),
+            (None, Some(checkpoint)) => checkpoint.listing.as_ref().map_or(listing, ListingState::from_proto),
+            (None, None) => listing,
+        };
         let entry = self.entry(room, room_type, listing)?;
         let claim = self.call(self.directory.claim(&entry)).await?;
-        match &claim {
-            Claim::Theirs { url: Some(_), .. } => {
+        match (&claim, checkpoint) {
+            (Claim::Theirs { url: Some(_), .. }, _) => {
                 self.metrics.redirects.inc();
             }
-            Claim::Ours if self.pool.room(room).is_none() => self.restore(room).await,
+            (Claim::Ours, Some(checkpoint)) if self.pool.room(room).is_none() => self.restore(checkpoint),
             _ => {}
         }
         Ok(claim)
     }
 
-    /// Opens the room here from its checkpoint, if Redis keeps one. A checkpoint that
-    /// cannot be read or restored is logged, and the room starts empty.
-    async fn restore(&self, room: &str) {
-        let Ok(Some(data)) = self.call(self.directory.load_checkpoint(room)).await else {
-            return;
-        };
-        let restored = (proto::RoomCheckpoint::decode(&data[..]))
-            .map_err(|e| PoolError::Unavailable(e.to_string()))
-            .and_then(|checkpoint| Ok((self.pool.restore(&checkpoint)?, checkpoint)));
-        match restored {
-            Ok((_, checkpoint)) => {
+    /// The room's last checkpoint, if Redis keeps a readable one.
+    async fn checkpoint(&self, room: &str) -> Option<proto::RoomCheckpoint> {
+        let data = self.call(self.directory.load_checkpoint(room)).await.ok()??;
+        match proto::RoomCheckpoint::decode(&data[..]) {
+            Ok(checkpoint) => Some(checkpoint),
+            Err(e) => {
+                tracing::warn!(room, "room checkpoint unreadable, the room starts empty: {e}");
+                None
+            }
+        }
+    }
+
+    /// Opens the room here from its checkpoint. A checkpoint that cannot be restored
+    /// is logged, and the room starts empty.
+    fn restore(&self, checkpoint: proto::RoomCheckpoint) {
+        let room = checkpoint.room.as_str();
+        match self.pool.restore(&checkpoint) {
+            Ok(_) => {
                 self.metrics.rooms_restored.inc();
                 let age_ms = unix_micros().saturating_sub(checkpoint.time_us) / 1_000;
                 let seats = checkpoint.seats.len();

@@ -729,3 +729,34 @@ async fn replace_closes_a_users_older_client_on_every_node_but_not_its_own_sessi
     assert_eq!(second.close_frame().await.0, 4002, "the old client's other session too");
     newer.join("mine-now", "").await;
 }
+
+/// A private room whose node died is restored elsewhere as private: never listed, not
+/// even between the claim that restores it and the first renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_room_restored_elsewhere_stays_unlisted() {
+    let cluster = TestCluster::start();
+    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+    let mut owner = TestClient::connect(&a.server).await;
+    let join = proto::JoinRoom {
+        request_id: 1,
+        room: "hideout".into(),
+        create: Some(proto::RoomOptions {
+            private: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    owner.send(vec![proto::client_message::Kind::Join(join)]).await;
+    owner.until(|k| matches!(k, Kind::Joined(_)).then_some(())).await;
+    let written = a.server.metric("tickrelay_checkpoints_written_total");
+    a.server
+        .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+    a.kill();
+    let b = cluster.node().await;
+    let mut on_b = TestClient::connect(&b).await;
+    join_until_open(&mut on_b, "hideout").await;
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
+    let listed = on_b.list_rooms(100).await;
+    assert!(listed.iter().all(|r| r.room != "hideout"), "{listed:?}");
+}

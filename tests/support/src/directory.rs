@@ -165,7 +165,11 @@ pub async fn open_rooms_are_the_fullest_open_ones<D: Directory>(
     assert_eq!(ids(open.clone()), ["o2", "o3"]);
     assert_eq!((open[0].members, open[0].node.as_str()), (6, "a"));
     assert_eq!(open[0].listing.metadata["mode"], "ctf");
-    assert_eq!(ids(b.open_rooms("arena", 1).await.unwrap()), ["o2"], "the fullest first");
+    assert_eq!(
+        ids(b.open_rooms("arena", 1).await.unwrap()),
+        ["o2"],
+        "the fullest first"
+    );
     let (listing, _) = b.list("o0", 1).await.unwrap();
     assert_eq!((listing[0].room.as_str(), listing[0].listing.locked), ("o1", true));
     // Full rooms are not open; rooms leave when released.
