@@ -680,7 +680,7 @@ impl Cluster {
                 room: r.id.to_string(),
                 room_type: r.room_type.to_string(),
                 node: self.node.id.clone(),
-                members: r.members.load(Ordering::Relaxed),
+                members: r.occupied(),
                 max_members: r.max_members,
                 listing: r.listing.get(),
             })

@@ -305,6 +305,9 @@ pub struct RoomShared {
     pub listing: Arc<Listing>,
     /// Seats quick joins reserved whose joins the room has not handled yet.
     pub reserved: AtomicU32,
+    /// Seats a restored room keeps for members of its checkpoint, updated by the
+    /// owning thread.
+    pub kept: AtomicU32,
 }
 
 impl RoomShared {
@@ -314,7 +317,12 @@ impl RoomShared {
         // back: read in the other order, a seat is never missed (at worst counted
         // twice for a moment).
         let reserved = self.reserved.load(Ordering::Acquire);
-        self.members.load(Ordering::Acquire) + reserved
+        self.members.load(Ordering::Acquire) + self.kept.load(Ordering::Relaxed) + reserved
+    }
+
+    /// Members plus the seats a restored room keeps: what counts against the cap.
+    pub fn occupied(&self) -> u32 {
+        self.members.load(Ordering::Relaxed) + self.kept.load(Ordering::Relaxed)
     }
 
     /// Whether a listing with `filter` shows the room.
@@ -689,6 +697,7 @@ impl SimPool {
             creator: creator.clone(),
             listing: room.listing().clone(),
             reserved: AtomicU32::new(0),
+            kept: AtomicU32::new(room.kept_seats() as u32),
         });
         let thread = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].rooms.load(Ordering::Relaxed))
@@ -1050,8 +1059,11 @@ impl SimThread {
                     }
                 }
             }
-            // Ticks evict members whose session is gone: keep the count current.
-            if owned.room.member_count() as u32 != owned.shared.members.load(Ordering::Relaxed) {
+            // Ticks evict members whose session is gone, and kept seats lapse: keep the
+            // counts current.
+            if owned.room.member_count() as u32 != owned.shared.members.load(Ordering::Relaxed)
+                || owned.room.kept_seats() as u32 != owned.shared.kept.load(Ordering::Relaxed)
+            {
                 owned.sync_members(&self.metrics);
             }
             let expired = !owned.persistent
@@ -1113,6 +1125,7 @@ impl SimThread {
 impl OwnedRoom {
     fn sync_members(&mut self, metrics: &SimMetrics) {
         let count = self.room.member_count() as u32;
+        self.shared.kept.store(self.room.kept_seats() as u32, Ordering::Relaxed);
         let before = self.shared.members.swap(count, Ordering::Release);
         metrics.members.inc_by(i64::from(count) - i64::from(before));
         self.empty_since = if count == 0 { Some(Instant::now()) } else { None };
@@ -1461,6 +1474,44 @@ mod tests {
         b.shared.reserved.store(0, Ordering::Relaxed);
         let not_b = |id: &str| id == "b";
         assert!(pool.pick("", &ctf.metadata, &not_b).is_none());
+    }
+
+    /// Seats a restored room keeps for the members of its checkpoint count as taken:
+    /// a room whose kept seats fill it is not open.
+    #[test]
+    fn kept_seats_of_a_restored_room_count_as_taken() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        let state = proto::StateFrame {
+            room: "restored".into(),
+            tick: 1,
+            ..Default::default()
+        };
+        let seat = |member_id| proto::Seat {
+            member_id,
+            user_id: format!("u{member_id}"),
+            last_input_seq: 0,
+        };
+        let checkpoint = proto::RoomCheckpoint {
+            room: "restored".into(),
+            room_type: "relay".into(),
+            tick: 1,
+            state: prost::Message::encode_to_vec(&state).into(),
+            seats: (1..=64).map(seat).collect(),
+            ..Default::default()
+        };
+        let room = pool.restore(&checkpoint).unwrap();
+        assert_eq!(room.shared.occupied(), 64);
+        let nothing = |_: &str| false;
+        assert!(
+            pool.pick("relay", &Metadata::new(), &nothing).is_none(),
+            "full of kept seats"
+        );
+        let open = RoomFilter {
+            open_only: true,
+            ..RoomFilter::all()
+        };
+        assert_eq!(pool.list_rooms(&open, "", 10), (vec![], false));
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl Rooms for FakeRooms {
                 creator: None,
                 listing: Arc::new(Listing::new(listing)),
                 reserved: AtomicU32::new(0),
+                kept: AtomicU32::new(0),
             };
             RoomHandle::standalone(key, Arc::new(shared))
         });

@@ -311,6 +311,12 @@ impl Room {
         self.stats
     }
 
+    /// Seats a restored room keeps for members of its checkpoint (they count against
+    /// the member cap until taken back or lapsed).
+    pub fn kept_seats(&self) -> usize {
+        self.reserved.len()
+    }
+
     /// Number of members (seats held for resume included).
     pub fn member_count(&self) -> usize {
         self.members.len()
