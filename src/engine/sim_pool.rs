@@ -399,6 +399,9 @@ impl RoomHandle {
 /// Rooms listed at most per page of `ListRooms`, whatever the client asks for.
 pub const MAX_ROOMS_PER_PAGE: usize = 500;
 
+/// Rooms one page of a (filtered) listing looks at, at most (a few in unit tests).
+pub const LIST_SCAN: usize = if cfg!(test) { 4 } else { 2_000 };
+
 /// What a session needs of the rooms: open one, send it commands, list them. The
 /// [`SimPool`] is the real thing; sessions are unit-tested against a fake.
 pub trait Rooms: Send + Sync {
@@ -420,8 +423,9 @@ pub trait Rooms: Send + Sync {
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError>;
 
     /// One page of the rooms `filter` lists, in id order: at most `limit` (capped at
-    /// [`MAX_ROOMS_PER_PAGE`]) whose ids sort after `after`, and whether more follow.
-    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool);
+    /// [`MAX_ROOMS_PER_PAGE`]) whose ids sort after `after`, and where the next page
+    /// starts (none: this is the last).
+    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, Option<String>);
 }
 
 impl Rooms for SimPool {
@@ -441,7 +445,7 @@ impl Rooms for SimPool {
         SimPool::send(self, room, command)
     }
 
-    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
+    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, Option<String>) {
         self.list_rooms(filter, after, limit)
     }
 }
@@ -731,18 +735,31 @@ impl SimPool {
 
     /// One page of the rooms `filter` lists, in id order: at most `limit` (capped at
     /// [`MAX_ROOMS_PER_PAGE`]) whose ids sort after `after` (empty: from the start),
-    /// and whether more follow.
-    pub fn list_rooms(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
+    /// and where the next page starts (none: this is the last). A page looks at
+    /// [`LIST_SCAN`] rooms at most, so a selective filter may answer a short page
+    /// (even an empty one) that is not the last.
+    pub fn list_rooms(
+        &self,
+        filter: &RoomFilter<'_>,
+        after: &str,
+        limit: usize,
+    ) -> (Vec<proto::RoomInfo>, Option<String>) {
         use std::ops::Bound::{Excluded, Unbounded};
         let limit = limit.min(MAX_ROOMS_PER_PAGE);
         let directory = self.directory.lock();
         let lower = if after.is_empty() { Unbounded } else { Excluded(after) };
-        let mut page = (directory.range::<str, _>((lower, Unbounded)))
-            .filter(|(_, h)| h.shared.listed(filter))
-            .map(|(_, h)| h.shared.info());
-        let rooms: Vec<_> = page.by_ref().take(limit).collect();
-        let more = page.next().is_some();
-        (rooms, more)
+        let mut rooms = Vec::new();
+        let mut last = None;
+        for (scanned, (id, handle)) in directory.range::<str, _>((lower, Unbounded)).enumerate() {
+            if rooms.len() == limit || scanned == LIST_SCAN {
+                return (rooms, last.map(|id: &Arc<str>| id.to_string()));
+            }
+            last = Some(id);
+            if handle.shared.listed(filter) {
+                rooms.push(handle.shared.info());
+            }
+        }
+        (rooms, None)
     }
 
     /// Every open room, in id order (a snapshot for the cluster's leases).
@@ -1277,10 +1294,10 @@ mod tests {
         let outbox = join(&pool, "lobby", "", 7);
         let messages = wait_for_frames(&outbox, 1);
         assert!(matches!(messages[0], server_message::Kind::Joined(ref j) if j.room == "lobby"));
-        let (rooms, more) = pool.list_rooms(&RoomFilter::all(), "", 10);
+        let (rooms, next) = pool.list_rooms(&RoomFilter::all(), "", 10);
         assert_eq!(
-            (rooms[0].members, rooms[0].room_type.as_str(), more),
-            (1, "relay", false)
+            (rooms[0].members, rooms[0].room_type.as_str(), next),
+            (1, "relay", None)
         );
         assert_eq!(
             pool.get_or_create("x", "nope").unwrap_err(),
@@ -1370,14 +1387,17 @@ mod tests {
             pool.get_or_create(id, "relay").unwrap();
         }
         let ids = |page: &[proto::RoomInfo]| page.iter().map(|r| r.room.clone()).collect::<Vec<_>>();
-        let (first, more) = pool.list_rooms(&RoomFilter::all(), "", 2);
-        assert_eq!((ids(&first), more), (vec!["a".to_string(), "b".into()], true));
-        let (rest, more) = pool.list_rooms(&RoomFilter::all(), "b", 10);
+        let (first, next) = pool.list_rooms(&RoomFilter::all(), "", 2);
         assert_eq!(
-            (ids(&rest), more),
-            (vec!["c".to_string(), "d".into(), "e".into()], false)
+            (ids(&first), next),
+            (vec!["a".to_string(), "b".into()], Some("b".into()))
         );
-        assert_eq!(pool.list_rooms(&RoomFilter::all(), "e", 10), (vec![], false));
+        let (rest, next) = pool.list_rooms(&RoomFilter::all(), "b", 10);
+        assert_eq!(
+            (ids(&rest), next),
+            (vec!["c".to_string(), "d".into(), "e".into()], None)
+        );
+        assert_eq!(pool.list_rooms(&RoomFilter::all(), "e", 10), (vec![], None));
     }
 
     fn listed(metadata: &[(&str, &str)], private: bool) -> ListingState {
@@ -1400,9 +1420,17 @@ mod tests {
         pool.open("dm", "relay", "y", listed(&[("mode", "dm")], false)).unwrap();
         let locked = pool.open("locked", "relay", "z", ctf.clone()).unwrap();
         locked.shared.listing.update(|l| l.locked = true);
+        // Every page, each looking at a few rooms.
         let ids = |filter: RoomFilter<'_>| {
-            let (page, _) = pool.list_rooms(&filter, "", 100);
-            page.into_iter().map(|r| r.room).collect::<Vec<_>>()
+            let (mut all, mut after) = (Vec::new(), String::new());
+            loop {
+                let (page, next) = pool.list_rooms(&filter, &after, 100);
+                all.extend(page.into_iter().map(|r| r.room));
+                match next {
+                    Some(next) => after = next,
+                    None => return all,
+                }
+            }
         };
         assert_eq!(ids(RoomFilter::all()), ["a", "b", "dm", "locked"]);
         let relay_ctf = RoomFilter {
@@ -1476,6 +1504,29 @@ mod tests {
         assert!(pool.pick("", &ctf.metadata, &not_b).is_none());
     }
 
+    /// A filtered page looks at so many rooms at most, and says where it stopped.
+    #[test]
+    fn a_filtered_listing_looks_at_so_many_rooms_per_page() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        let ctf = listed(&[("mode", "ctf")], false);
+        let rare = RoomFilter {
+            metadata: &ctf.metadata,
+            ..RoomFilter::all()
+        };
+        // More rooms than one page looks at; the one that matches comes after them.
+        let ids: Vec<String> = (0..=LIST_SCAN).map(|i| format!("r{i}")).collect();
+        for id in &ids {
+            pool.create_persistent(id, "relay").unwrap();
+        }
+        pool.open("z", "relay", "x", ctf.clone()).unwrap();
+        let (page, next) = pool.list_rooms(&rare, "", 10);
+        assert!(page.is_empty());
+        assert_eq!(next.as_deref(), Some(ids[LIST_SCAN - 1].as_str()), "where it stopped");
+        let (page, next) = pool.list_rooms(&rare, &ids[LIST_SCAN - 1], 10);
+        assert_eq!((page.len(), page[0].room.as_str(), next), (1, "z", None));
+    }
+
     /// Seats a restored room keeps for the members of its checkpoint count as taken:
     /// a room whose kept seats fill it is not open.
     #[test]
@@ -1511,7 +1562,7 @@ mod tests {
             open_only: true,
             ..RoomFilter::all()
         };
-        assert_eq!(pool.list_rooms(&open, "", 10), (vec![], false));
+        assert_eq!(pool.list_rooms(&open, "", 10), (vec![], None));
     }
 
     #[test]

@@ -985,8 +985,7 @@ impl Session {
                         metadata: &list.filters,
                         open_only: list.open_only,
                     };
-                    let (rooms, more) = self.ctx.rooms.list(&filter, &list.after, limit);
-                    let next = more.then(|| rooms.last().map(|r| r.room.clone()).unwrap_or_default());
+                    let (rooms, next) = self.ctx.rooms.list(&filter, &list.after, limit);
                     return self.reply_rooms(id, rooms, next);
                 }
                 let is_list = |op: &&DirectoryOp| matches!(op, DirectoryOp::List { .. });

@@ -110,7 +110,7 @@ impl Rooms for FakeRooms {
         Ok(())
     }
 
-    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, bool) {
+    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, Option<String>) {
         let RoomFilter {
             room_type,
             metadata,
@@ -123,7 +123,7 @@ impl Rooms for FakeRooms {
             room: "b".into(),
             ..Default::default()
         };
-        (vec![room], true)
+        (vec![room], Some("b".into()))
     }
 }
 
