@@ -95,6 +95,9 @@ pub const MAX_ROOM_ID_BYTES: usize = 128;
 /// of this type, a dash and 16 characters).
 pub const MAX_ROOM_TYPE_BYTES: usize = 64;
 
+/// Rooms a quick join may exclude, at most.
+pub const MAX_QUICK_JOIN_EXCLUDED: usize = 64;
+
 /// Rooms listed per page of `ListRooms` when the client does not say.
 pub const DEFAULT_ROOMS_PER_PAGE: usize = 100;
 
@@ -717,8 +720,16 @@ impl Session {
         if let Some(message) = self.room_cap() {
             return refuse(ErrorCode::LimitExceeded, &message);
         }
-        let skip =
-            |id: &str| self.rooms.contains_key(id) || self.claims.contains_key(id) || !self.identity.may_join(id);
+        if quick.exclude.len() > MAX_QUICK_JOIN_EXCLUDED {
+            let message = format!("a quick join may exclude at most {MAX_QUICK_JOIN_EXCLUDED} rooms");
+            return refuse(ErrorCode::BadRequest, &message);
+        }
+        let skip = |id: &str| {
+            self.rooms.contains_key(id)
+                || self.claims.contains_key(id)
+                || quick.exclude.iter().any(|e| e == id)
+                || !self.identity.may_join(id)
+        };
         // A room open here first; in a cluster, then the fullest elsewhere.
         if let Some(handle) = self.ctx.rooms.pick(&quick.room_type, &quick.filters, &skip) {
             let (member, user_id) = (self.id, self.identity.user_id.clone());
@@ -733,7 +744,10 @@ impl Session {
             request_id: quick.request_id,
             room_type: quick.room_type.clone(),
             filters: quick.filters,
-            skip: self.rooms.keys().chain(self.claims.keys()).cloned().collect(),
+            skip: (self.rooms.keys().chain(self.claims.keys()))
+                .chain(&quick.exclude)
+                .cloned()
+                .collect(),
             allowed: self.identity.rooms.clone(),
             member: self.seat(),
         });

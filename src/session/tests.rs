@@ -319,6 +319,7 @@ fn quick_join(room_type: &str, filters: &[(&str, &str)], create: &[(&str, &str)]
             metadata: meta(create),
             private: true,
         }),
+        exclude: Vec::new(),
     })
 }
 
@@ -1245,4 +1246,27 @@ fn clustered_a_quick_join_nothing_matches_claims_a_new_room_with_its_metadata() 
         outcome: Err(PoolError::Unavailable("down".into())),
     });
     assert_eq!(h.errors(), [(ErrorCode::Unavailable, 3)]);
+}
+
+#[test]
+fn a_quick_join_passes_over_the_rooms_it_excludes() {
+    let mut h = Harness::new();
+    h.replies();
+    h.rooms.open("elsewhere", "arena", "", ListingState::default()).unwrap();
+    let Out::QuickJoin(mut quick) = quick_join("arena", &[], &[], 1) else {
+        unreachable!()
+    };
+    quick.exclude = vec!["elsewhere".into()];
+    h.one(Out::QuickJoin(quick.clone())).unwrap();
+    assert_eq!(
+        h.sent(),
+        [Sent::Join {
+            room: h.key("arena-r4nd0m"),
+            join_seq: 1
+        }]
+    );
+    quick.exclude = vec![String::new(); MAX_QUICK_JOIN_EXCLUDED + 1];
+    quick.request_id = 2;
+    h.one(Out::QuickJoin(quick)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 2)]);
 }

@@ -301,6 +301,10 @@ impl Driver {
             }
             Command::QuickJoin(mut quick) => {
                 quick.request_id = self.request_id();
+                // Not a room this client is in on another node.
+                if let Some(routes) = self.routing.routes.upgrade() {
+                    quick.exclude = routes.rooms_elsewhere();
+                }
                 self.quick_joins.insert(quick.request_id, quick.room_type.clone());
                 Some(Out::QuickJoin(quick))
             }

@@ -443,6 +443,7 @@ impl Client {
             room_type: room_type.into(),
             filters,
             create: Some(create),
+            exclude: Vec::new(),
         }));
     }
 

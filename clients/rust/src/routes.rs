@@ -102,6 +102,11 @@ impl Routes {
         &self.home
     }
 
+    /// The rooms that live on other nodes than home's.
+    pub fn rooms_elsewhere(&self) -> Vec<String> {
+        self.table.lock().rooms.keys().cloned().collect()
+    }
+
     /// Every connection, home first.
     pub fn all(&self) -> Vec<mpsc::UnboundedSender<Command>> {
         let table = self.table.lock();

@@ -153,7 +153,7 @@ async fn a_quick_join_follows_its_redirect_as_one_client_under_replace() {
     joined(&mut owner_events, "match-1").await;
 
     let (client, mut events) = connect(&b, "erin");
-    client.quick_join("", ctf, proto::RoomOptions::default());
+    client.quick_join("", ctf.clone(), proto::RoomOptions::default());
     let url = until(&mut events, |e| match e {
         Event::Redirected { room, url } if room == "match-1" => Some(url.clone()),
         _ => None,
@@ -169,6 +169,15 @@ async fn a_quick_join_follows_its_redirect_as_one_client_under_replace() {
         _ => None,
     })
     .await;
+    // Another quick join with the same filters passes over the room it is in there.
+    client.quick_join("", ctf, proto::RoomOptions::default());
+    let second = until(&mut events, |e| match e {
+        Event::Joined(j) if j.room != "on-b" && j.room != "match-1" => Some(j.room.clone()),
+        Event::Redirected { room, .. } => panic!("redirected to {room} again"),
+        _ => None,
+    })
+    .await;
+    assert!(second.starts_with("room-"), "{second}");
     client.send_input("match-1", create_entity(3));
     let has_entity = |c: &Client| c.with_mirror("match-1", |m| m.world().len()) == Some(1);
     eventually_true(|| has_entity(&client) && has_entity(&owner)).await;

@@ -330,7 +330,9 @@ export class Client {
   quickJoin(roomType: string, filters: Record<string, string> = {}, create?: RoomOptions): void {
     const requestId = this.#requestId();
     this.#quickJoins.set(requestId, roomType);
-    this.#send({ case: "quickJoin", value: { requestId, roomType, filters, create } });
+    // Not a room this client is in on another node.
+    const exclude = [...this.#redirected.keys()];
+    this.#send({ case: "quickJoin", value: { requestId, roomType, filters, create, exclude } });
   }
 
   #joinMessage(room: string, state: RoomState): Outgoing {
