@@ -34,7 +34,7 @@ use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::redis_directory::RedisDirectory;
 use crate::clock::unix_micros;
 use crate::engine::listing::{ListingState, Metadata};
-use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, SimPool};
+use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomShared, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode, SendEvent, UserLive};
@@ -403,29 +403,52 @@ impl Cluster {
                 "this node is stopping; join through another".into(),
             ));
         }
-        // A room open here lists as it is (its entry may have lapsed meanwhile); one
-        // that a claim may restore, as its checkpoint says (a private room is never
-        // listed, not even until the first renewal).
+        // A room open here lists as it is (its entry may have lapsed meanwhile). One
+        // that the claim may restore enters the directory unlisted (a private room is
+        // never listed), and as itself once restored.
         let open_here = self.pool.room(room);
-        let checkpoint = match open_here {
-            Some(_) => None,
-            None => self.checkpoint(room).await,
-        };
-        let listing = match (&open_here, &checkpoint) {
-            (Some(handle), _) => handle.shared.listing.get(),
-            (None, Some(checkpoint)) => checkpoint.listing.as_ref().map_or(listing, ListingState::from_proto),
-            (None, None) => listing,
+        let may_restore = open_here.is_none() && self.call(self.directory.has_checkpoint(room)).await.unwrap_or(false);
+        let listing = match &open_here {
+            Some(handle) => handle.shared.listing.get(),
+            None if may_restore => ListingState {
+                private: true,
+                ..ListingState::default()
+            },
+            None => listing,
         };
         let entry = self.entry(room, room_type, listing)?;
         let claim = self.call(self.directory.claim(&entry)).await?;
-        match (&claim, checkpoint) {
-            (Claim::Theirs { url: Some(_), .. }, _) => {
+        match &claim {
+            Claim::Theirs { url: Some(_), .. } => {
                 self.metrics.redirects.inc();
             }
-            (Claim::Ours, Some(checkpoint)) if self.pool.room(room).is_none() => self.restore(checkpoint),
+            // Read after the claim: the owner writes its last checkpoint before it
+            // releases the room.
+            Claim::Ours if may_restore && self.pool.room(room).is_none() => {
+                if let Some(checkpoint) = self.checkpoint(room).await {
+                    self.restore(checkpoint);
+                }
+                if let Some(restored) = self.pool.room(room) {
+                    let _ = self
+                        .call(self.directory.renew(&[self.entry_of(&restored.shared)]))
+                        .await;
+                }
+            }
             _ => {}
         }
         Ok(claim)
+    }
+
+    /// The directory entry of a room open here, as it is now.
+    fn entry_of(&self, room: &RoomShared) -> RoomEntry {
+        RoomEntry {
+            room: room.id.to_string(),
+            room_type: room.room_type.to_string(),
+            node: self.node.id.clone(),
+            members: room.occupied(),
+            max_members: room.max_members,
+            listing: room.listing.get(),
+        }
     }
 
     /// The room's last checkpoint, if Redis keeps a readable one.
@@ -675,16 +698,7 @@ impl Cluster {
     /// One round: releases the rooms `held` that closed since, renews the open ones
     /// and takes back (or closes) the ones whose lease lapsed.
     async fn renew(&self, held: &mut HashSet<String>) {
-        let rooms: Vec<RoomEntry> = (self.pool.all_rooms().iter())
-            .map(|r| RoomEntry {
-                room: r.id.to_string(),
-                room_type: r.room_type.to_string(),
-                node: self.node.id.clone(),
-                members: r.occupied(),
-                max_members: r.max_members,
-                listing: r.listing.get(),
-            })
-            .collect();
+        let rooms: Vec<RoomEntry> = self.pool.all_rooms().iter().map(|r| self.entry_of(r)).collect();
         // The leases first: nothing below may delay them past their lapse.
         let renewed = self.call(self.directory.renew(&rooms)).await;
         let mut open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();

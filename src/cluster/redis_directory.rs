@@ -282,6 +282,15 @@ impl RedisDirectory {
             .map_err(failed)
     }
 
+    /// Whether a checkpoint of the room is kept.
+    pub async fn has_checkpoint(&self, room: &str) -> Result<bool, DirectoryError> {
+        redis::cmd("EXISTS")
+            .arg(self.key("checkpoint", room))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
     /// The room's last checkpoint, if one is kept.
     pub async fn load_checkpoint(&self, room: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
         redis::cmd("GET")

@@ -313,11 +313,12 @@ pub struct RoomShared {
 impl RoomShared {
     /// Members plus reserved seats.
     fn seats_taken(&self) -> u32 {
-        // The thread counts a reserved join as a member, then gives the reservation
-        // back: read in the other order, a seat is never missed (at worst counted
-        // twice for a moment).
+        // The thread counts a reserved join (or a kept seat taken back) as a member
+        // before it gives the reservation (or the kept seat) back: read in the other
+        // order, a seat is never missed (at worst counted twice for a moment).
         let reserved = self.reserved.load(Ordering::Acquire);
-        self.members.load(Ordering::Acquire) + self.kept.load(Ordering::Relaxed) + reserved
+        let kept = self.kept.load(Ordering::Acquire);
+        self.members.load(Ordering::Acquire) + kept + reserved
     }
 
     /// Members plus the seats a restored room keeps: what counts against the cap.
@@ -1142,8 +1143,10 @@ impl SimThread {
 impl OwnedRoom {
     fn sync_members(&mut self, metrics: &SimMetrics) {
         let count = self.room.member_count() as u32;
-        self.shared.kept.store(self.room.kept_seats() as u32, Ordering::Relaxed);
+        // Members first: a seat moves from kept to taken, and a reader that sees it no
+        // longer kept sees it taken (see `RoomShared::seats_taken`).
         let before = self.shared.members.swap(count, Ordering::Release);
+        self.shared.kept.store(self.room.kept_seats() as u32, Ordering::Release);
         metrics.members.inc_by(i64::from(count) - i64::from(before));
         self.empty_since = if count == 0 { Some(Instant::now()) } else { None };
     }

@@ -52,16 +52,16 @@ pub(crate) enum Start {
     },
 }
 
-/// The family of a session (see [`Session::family`]): one per client id of a user;
-/// without one, the session's own id.
+/// The family of a session (see [`Session::family`]): one per client id of a user
+/// (FNV-1a of the id: the same on every node, whatever it was built with); without
+/// one, the session's own id.
 fn family(client: Option<&str>, session: MemberId) -> u64 {
-    use std::hash::{Hash, Hasher};
     let Some(client) = client else {
         return session;
     };
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    client.hash(&mut hasher);
-    hasher.finish()
+    (client.bytes()).fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Connection opened and closed lines: at most 20 a second (`suppressed` counts the
@@ -155,9 +155,7 @@ pub(crate) async fn serve<T: Transport>(
     // Shutdown, a newer session replacing this one, or a resume taking it over.
     let stop = Stop::child_of(&ctx.shutdown);
     let replace = ctx.settings.duplicate_sessions == DuplicateSessions::Replace;
-    let since_us = unix_micros();
-    ctx.registry
-        .go_live(&user, id, session.family(), since_us, stop.clone(), replace);
+    let since_us = (ctx.registry).go_live(&user, id, session.family(), unix_micros(), stop.clone(), replace);
     if let Some(cluster) = ctx.cluster.as_ref().filter(|_| replace) {
         let (cluster, user, family) = (cluster.clone(), user.clone(), session.family());
         tokio::spawn(async move { cluster.announce_live(&user, family, since_us).await });

@@ -368,7 +368,7 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
 /// The `client` query parameter (see `Hello.client_id`; longer than 64 bytes: none).
 fn client_id(query: Option<&str>) -> Option<String> {
     let id = query.and_then(|q| auth::query_param(q, "client"))?;
-    (id.len() <= 64).then(|| id.to_string())
+    (!id.is_empty() && id.len() <= 64).then(|| id.to_string())
 }
 
 /// An upgraded connection as the WebSocket driver takes it.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -105,6 +105,8 @@ pub struct Registry<T> {
     /// Live sessions by resume token: a resume that arrives before the server noticed
     /// the old connection died takes the session over (see [`Registry::take_over`]).
     live_tokens: Mutex<HashMap<String, (Arc<str>, Stop)>>,
+    /// When the last session went live (written under `live`'s lock).
+    last_live_us: AtomicU64,
     max_parked: usize,
 }
 
@@ -123,6 +125,7 @@ impl<T> Registry<T> {
             parked: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             live_tokens: Mutex::new(HashMap::new()),
+            last_live_us: AtomicU64::new(0),
             max_parked,
         }
     }
@@ -174,26 +177,37 @@ impl<T> Registry<T> {
         self.parked.lock().len()
     }
 
-    /// Records a live session of `user` that went live at `since_us`, of the client
-    /// whose sessions share `family` (one client following redirects holds a session
-    /// on each node it plays on). With `replace`, every live session of the user of
-    /// another family is told to close ([`StopReason::Replaced`]).
-    pub fn go_live(&self, user: &Arc<str>, session: u64, family: u64, since_us: u64, stop: Stop, replace: bool) {
+    /// Records a live session of `user`, of the client whose sessions share `family`
+    /// (one client following redirects holds a session on each node it plays on),
+    /// going live at `now_us` (later than every session recorded before, here). With
+    /// `replace`, every live session of the user of another family is told to close
+    /// ([`StopReason::Replaced`]). Returns when it went live, for other nodes.
+    pub fn go_live(&self, user: &Arc<str>, session: u64, family: u64, now_us: u64, stop: Stop, replace: bool) -> u64 {
+        let mut live = self.live.lock();
+        let since_us = now_us.max(self.last_live_us.load(Ordering::Relaxed) + 1);
+        self.last_live_us.store(since_us, Ordering::Relaxed);
+        let sessions = live.entry(user.clone()).or_default();
         if replace {
-            self.replace(user, family, since_us);
+            sessions.retain(|other| {
+                let replaced = other.family != family;
+                if replaced {
+                    other.stop.stop(StopReason::Replaced);
+                }
+                !replaced
+            });
         }
-        let this = Live {
+        sessions.push(Live {
             session,
             family,
             since_us,
             stop,
-        };
-        self.live.lock().entry(user.clone()).or_default().push(this);
+        });
+        since_us
     }
 
     /// Tells every live session of `user` of another family than `family` that went
-    /// live before `since_us` to close (a newer client of the user went live, here or
-    /// on another node; a session newer than that stays).
+    /// live before `since_us` to close (a newer client of the user went live on
+    /// another node; a session newer than that stays; node clocks are compared).
     pub fn replace(&self, user: &str, family: u64, since_us: u64) {
         let mut live = self.live.lock();
         if let Some(sessions) = live.get_mut(user) {
@@ -322,16 +336,20 @@ mod tests {
         let shutdown = CancellationToken::new();
         let stops: Vec<Stop> = (0..4).map(|_| Stop::child_of(&shutdown)).collect();
         // Sessions 1 and 2 of one client (family 1, say on two nodes), then another
-        // client's 3.
+        // client's 3: here the later always replaces, whatever the clock says.
         r.go_live(&user, 1, 1, 10, stops[0].clone(), true);
         r.go_live(&user, 2, 1, 20, stops[1].clone(), true);
         assert!(!stops[0].is_stopped() && !stops[1].is_stopped());
-        r.go_live(&user, 3, 3, 30, stops[2].clone(), true);
+        assert_eq!(
+            r.go_live(&user, 3, 3, 5, stops[2].clone(), true),
+            21,
+            "after the others"
+        );
         assert!(stops[0].is_stopped() && stops[1].is_stopped());
         // Another node says client 4 went live before 3 did: 3 stays (it is newer);
         // after 3: 3 goes, and nobody else's sessions.
         r.go_live(&"dave".into(), 5, 5, 40, stops[3].clone(), true);
-        r.replace(&user, 4, 25);
+        r.replace(&user, 4, 21);
         assert!(!stops[2].is_stopped());
         r.replace(&user, 4, 35);
         assert!(stops[2].is_stopped() && !stops[3].is_stopped());

@@ -159,8 +159,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     /// interleave: the connection loop finishes a send before it reads again.
     async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
         self.write_rest().await.map_err(|_| Broken)?;
-        if std::mem::take(&mut self.replies_pending) {
+        if self.replies_pending {
             SinkExt::flush(&mut self.ws).await.map_err(|_| Broken)?;
+            self.replies_pending = false;
         }
         self.buf.clear();
         self.buf.resize(MAX_HEADER_BYTES, 0);

@@ -331,7 +331,7 @@ export class Client {
     const requestId = this.#requestId();
     this.#quickJoins.set(requestId, roomType);
     // Not a room this client is in on another node.
-    const exclude = [...this.#redirected.keys()];
+    const exclude = [...this.#redirected.keys()].slice(0, 64); // the relay's limit
     this.#send({ case: "quickJoin", value: { requestId, roomType, filters, create, exclude } });
   }
 
