@@ -17,6 +17,8 @@
 //!   of the NPCs move.
 //! - `codec/{decode,apply}/{delta,full}`: the client side of the T1 frames: prost
 //!   decoding into `StateFrame`, and applying a decoded frame to a `StateMirror`.
+//! - `quick_join/{pick,list_page}/{1000,10000}`: a quick join's pick and a filtered
+//!   listing page among that many rooms on one node.
 //!
 //! The same run prints target T3 (bytes of the full snapshot, the delta, and an idle
 //! room, for a relay room without and with declared kinds and for an arena), target
@@ -33,7 +35,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
+use tickrelay::config::Config;
 use tickrelay::delta::{self, FrameMeta};
+use tickrelay::engine::listing::{ListingState, Metadata};
+use tickrelay::engine::sim_pool::{RoomFilter, Rooms, SimPool};
 use tickrelay::engine::outbox::{Batch, Outbox, OutboxLimits, PendingState};
 use tickrelay::engine::room::{Room, RoomConfig, TickReport};
 use tickrelay::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay, Simulation};
@@ -597,6 +602,47 @@ fn t8_bytes(_: &mut Criterion) {
     println!();
 }
 
+/// What matchmaking costs on one node: a quick join's pick (`SimPool::pick`: the
+/// fullest open room whose metadata matches, a seat reserved) and a filtered listing
+/// page, among 1,000 and 10,000 empty rooms of which a tenth match the filter. Both
+/// look at every room under the pool's lock.
+fn quick_join(c: &mut Criterion) {
+    let mut group = c.benchmark_group("quick_join");
+    let ctf: Metadata = [("mode".to_string(), "ctf".to_string())].into();
+    let dm: Metadata = [("mode".to_string(), "dm".to_string())].into();
+    for rooms in [1_000, 10_000] {
+        let mut config = Config::default();
+        config.max_rooms = rooms;
+        config.max_rooms_per_creator = rooms;
+        config.room_creation_burst = rooms as f64;
+        config.empty_room_ttl_secs = 3_600;
+        let pool = SimPool::start(config.pool_config()).expect("simulation threads start");
+        for i in 0..rooms {
+            let metadata = if i % 10 == 0 { ctf.clone() } else { dm.clone() };
+            let listing = ListingState {
+                metadata,
+                ..ListingState::default()
+            };
+            pool.open(&format!("room-{i:05}"), "", "bench", listing).expect("room opens");
+        }
+        group.bench_function(BenchmarkId::new("pick", rooms), |b| {
+            b.iter(|| {
+                let room = pool.pick("", &ctf, &|_| false).expect("an open room matches");
+                room.shared.reserved.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            })
+        });
+        let filter = RoomFilter {
+            room_type: "",
+            metadata: &ctf,
+            open_only: true,
+        };
+        group.bench_function(BenchmarkId::new("list_page", rooms), |b| {
+            b.iter(|| black_box(pool.list_rooms(&filter, "", 100)))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     t3_bytes,
@@ -606,6 +652,7 @@ criterion_group!(
     t2_fanout,
     naive_vs_shared,
     codec,
-    matrix
+    matrix,
+    quick_join
 );
 criterion_main!(benches);
