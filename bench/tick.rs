@@ -38,9 +38,9 @@ use prost::Message;
 use tickrelay::config::Config;
 use tickrelay::delta::{self, FrameMeta};
 use tickrelay::engine::listing::{ListingState, Metadata};
-use tickrelay::engine::sim_pool::{RoomFilter, Rooms, SimPool};
 use tickrelay::engine::outbox::{Batch, Outbox, OutboxLimits, PendingState};
 use tickrelay::engine::room::{Room, RoomConfig, TickReport};
+use tickrelay::engine::sim_pool::{RoomFilter, Rooms, SimPool};
 use tickrelay::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay, Simulation};
 use tickrelay::mirror::StateMirror;
 use tickrelay::proto::{Entity, EntityUpdate, EntityWrites, Field, StateFrame, input};
@@ -623,7 +623,8 @@ fn quick_join(c: &mut Criterion) {
                 metadata,
                 ..ListingState::default()
             };
-            pool.open(&format!("room-{i:05}"), "", "bench", listing).expect("room opens");
+            pool.open(&format!("room-{i:05}"), "", "bench", listing)
+                .expect("room opens");
         }
         group.bench_function(BenchmarkId::new("pick", rooms), |b| {
             b.iter(|| {
