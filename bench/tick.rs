@@ -611,11 +611,13 @@ fn quick_join(c: &mut Criterion) {
     let ctf: Metadata = [("mode".to_string(), "ctf".to_string())].into();
     let dm: Metadata = [("mode".to_string(), "dm".to_string())].into();
     for rooms in [1_000, 10_000] {
-        let mut config = Config::default();
-        config.max_rooms = rooms;
-        config.max_rooms_per_creator = rooms;
-        config.room_creation_burst = rooms as f64;
-        config.empty_room_ttl_secs = 3_600;
+        let config = Config {
+            max_rooms: rooms,
+            max_rooms_per_creator: rooms,
+            room_creation_burst: rooms as f64,
+            empty_room_ttl_secs: 3_600,
+            ..Config::default()
+        };
         let pool = SimPool::start(config.pool_config()).expect("simulation threads start");
         for i in 0..rooms {
             let metadata = if i % 10 == 0 { ctf.clone() } else { dm.clone() };
