@@ -52,6 +52,11 @@ pub(crate) enum Start {
     },
 }
 
+/// A client id as presented (`?client=`, `Hello.client_id`): 1-64 bytes, or none.
+pub(crate) fn client_id(presented: &str) -> Option<String> {
+    (!presented.is_empty() && presented.len() <= 64).then(|| presented.to_string())
+}
+
 /// The family of a session (see [`Session::family`]): one per client id of a user
 /// (FNV-1a of the id: the same on every node, whatever it was built with); without
 /// one, the session's own id.

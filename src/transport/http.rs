@@ -365,10 +365,9 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
     })
 }
 
-/// The `client` query parameter (see `Hello.client_id`; longer than 64 bytes: none).
+/// The `client` query parameter (see [`connection::client_id`]).
 fn client_id(query: Option<&str>) -> Option<String> {
-    let id = query.and_then(|q| auth::query_param(q, "client"))?;
-    (!id.is_empty() && id.len() <= 64).then(|| id.to_string())
+    connection::client_id(query.and_then(|q| auth::query_param(q, "client"))?)
 }
 
 /// An upgraded connection as the WebSocket driver takes it.

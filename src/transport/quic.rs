@@ -229,7 +229,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
     let start = if hello.resume_token.is_empty() {
         Start::New {
             identity,
-            client: (!hello.client_id.is_empty() && hello.client_id.len() <= 64).then(|| hello.client_id.clone()),
+            client: connection::client_id(&hello.client_id),
         }
     } else {
         Start::Resume {
@@ -237,7 +237,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
             identity,
             // Absent: a client that does not track the numbers; send nothing again.
             received: hello.received_seq.unwrap_or(u64::MAX),
-            client: (!hello.client_id.is_empty() && hello.client_id.len() <= 64).then_some(hello.client_id),
+            client: connection::client_id(&hello.client_id),
         }
     };
     Some((quic, start))

@@ -188,13 +188,8 @@ impl<T> Registry<T> {
         self.last_live_us.store(since_us, Ordering::Relaxed);
         let sessions = live.entry(user.clone()).or_default();
         if replace {
-            sessions.retain(|other| {
-                let replaced = other.family != family;
-                if replaced {
-                    other.stop.stop(StopReason::Replaced);
-                }
-                !replaced
-            });
+            // Every session recorded here went live before this one.
+            stop_other_clients(sessions, family, since_us);
         }
         sessions.push(Live {
             session,
@@ -209,15 +204,8 @@ impl<T> Registry<T> {
     /// live before `since_us` to close (a newer client of the user went live on
     /// another node; a session newer than that stays; node clocks are compared).
     pub fn replace(&self, user: &str, family: u64, since_us: u64) {
-        let mut live = self.live.lock();
-        if let Some(sessions) = live.get_mut(user) {
-            sessions.retain(|older| {
-                let replaced = older.family != family && older.since_us < since_us;
-                if replaced {
-                    older.stop.stop(StopReason::Replaced);
-                }
-                !replaced
-            });
+        if let Some(sessions) = self.live.lock().get_mut(user) {
+            stop_other_clients(sessions, family, since_us);
         }
     }
 
@@ -256,6 +244,18 @@ impl<T> Registry<T> {
             }
         }
     }
+}
+
+/// Tells the sessions of `sessions` of another family than `family` that went live
+/// before `since_us` to close, and forgets them.
+fn stop_other_clients(sessions: &mut Vec<Live>, family: u64, since_us: u64) {
+    sessions.retain(|older| {
+        let replaced = older.family != family && older.since_us < since_us;
+        if replaced {
+            older.stop.stop(StopReason::Replaced);
+        }
+        !replaced
+    });
 }
 
 /// A fresh resume token: 128 random bits from the operating system, as hex.
