@@ -149,12 +149,13 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
-    /// Per-connection read buffer (tungstenite's default of 128 KiB is far too much
-    /// for many idle connections).
+    /// The most a connection reads from its socket at once, and what its read buffer
+    /// holds while idle (a larger message takes several reads).
     pub read_buffer_bytes: usize,
-    /// Outbound bytes that may wait in tungstenite's write buffer (pings, closes and
-    /// its answers; the relay's own messages are written straight to the stream).
-    pub max_write_buffer_bytes: usize,
+    /// No longer used (it bounded the WebSocket library's write buffer; the relay now
+    /// writes every frame itself), still accepted.
+    #[doc(hidden)]
+    pub max_write_buffer_bytes: Option<usize>,
     /// Old name of `[session] max_message_bytes` (it governs QUIC too), still read.
     #[doc(hidden)]
     pub max_message_bytes: Option<usize>,
@@ -254,8 +255,7 @@ pub struct RoomTypeConfig {
     pub max_fields_per_entity: usize,
     /// Bytes per bytes/string field (relay).
     pub max_field_bytes: usize,
-    /// Bytes of the whole room state (relay); at most `[websocket]
-    /// max_write_buffer_bytes` less 64 KiB, so a full snapshot fits one message.
+    /// Bytes of the whole room state (relay).
     pub max_state_bytes: usize,
     /// Arena width (arena).
     pub arena_width: f32,
@@ -410,7 +410,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
             read_buffer_bytes: 1024,
-            max_write_buffer_bytes: 8 * 1024 * 1024,
+            max_write_buffer_bytes: None,
             max_message_bytes: None,
             outbox_max_messages: None,
             outbox_max_bytes: None,
@@ -544,12 +544,6 @@ impl Config {
                 .or_else(|e| invalid(format!("room type `{name}`: {e}")))?;
             if let Err(e) = t.schema() {
                 return invalid(format!("room type `{name}`: {e}"));
-            }
-            if t.max_state_bytes + SNAPSHOT_SLACK > self.websocket.max_write_buffer_bytes {
-                return invalid(format!(
-                    "room type `{name}`: max_state_bytes ({}) plus 64 KiB must fit websocket.max_write_buffer_bytes ({}), or its full snapshot could not be sent",
-                    t.max_state_bytes, self.websocket.max_write_buffer_bytes
-                ));
             }
         }
         for room in &self.rooms {
@@ -725,9 +719,6 @@ impl RoomTypeConfig {
     }
 }
 
-/// Room for an envelope's framing around a full snapshot of `max_state_bytes`.
-const SNAPSHOT_SLACK: usize = 64 * 1024;
-
 /// The default configuration file, with every setting explained.
 pub const DEFAULT_CONFIG: &str = r#"# tickrelay configuration (TOML). Every setting is optional; these are the defaults.
 # Precedence, lowest first: this file, TICKRELAY_* environment variables, flags.
@@ -785,13 +776,9 @@ socket_buffer_bytes = 4194304
 
 [websocket]
 # Per-connection read buffer in bytes: the most read from the socket at once (a
-# larger message takes several reads); every read zero-fills up to this many bytes.
+# larger message takes several reads), and what an idle connection's buffer holds.
+# (The server writes each frame straight to the socket: no write buffer to size.)
 read_buffer_bytes = 1024
-# Outbound bytes that may wait in the WebSocket library's write buffer (pings, closes
-# and its answers; the relay's own messages go straight to the TLS stream, which holds
-# at most 64 KiB beyond the message being written). At least every room type's
-# max_state_bytes plus 64 KiB (checked at start).
-max_write_buffer_bytes = 8388608
 
 [auth]
 # "anonymous" accepts everyone (local development only; logged as a warning) or

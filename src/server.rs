@@ -13,7 +13,6 @@ use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, Delivery};
@@ -186,12 +185,6 @@ impl Server {
             (Some(socket), Some(tls)) => Some(quic::endpoint(socket, &config.quic, &config.session_settings(), tls)?),
             _ => None,
         };
-        let websocket = WebSocketConfig::default()
-            .read_buffer_size(config.websocket.read_buffer_bytes)
-            .write_buffer_size(0)
-            .max_write_buffer_size(config.websocket.max_write_buffer_bytes)
-            .max_message_size(Some(config.session.max_message_bytes))
-            .max_frame_size(Some(config.session.max_message_bytes));
         let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
         if auth.mode() == AuthMode::Anonymous {
             tracing::warn!(
@@ -222,7 +215,7 @@ impl Server {
         let http = Arc::new(Http {
             ctx: ctx.clone(),
             origins: config.origins,
-            websocket,
+            read_chunk: config.websocket.read_buffer_bytes,
             routes: Routes::Main {
                 metrics: metrics_listener.is_none(),
                 demo: config.demo,
@@ -374,7 +367,7 @@ impl Server {
             cluster.hand_off().await;
         }
         tracing::info!("shutting down: closing every session");
-        ctx.shutdown.cancel();
+        ctx.shut_down();
         ctx.tracker.close();
         let deadline = tokio::time::Instant::now() + grace;
         if tokio::time::timeout_at(deadline, ctx.tracker.wait()).await.is_err() {

@@ -158,7 +158,7 @@ pub(crate) async fn serve<T: Transport>(
     let id = session.id();
     let user = session.identity().user_id.clone();
     // Shutdown, a newer session replacing this one, or a resume taking it over.
-    let stop = Stop::child_of(&ctx.shutdown);
+    let stop = Stop::new();
     let replace = ctx.settings.duplicate_sessions == DuplicateSessions::Replace;
     let since_us = (ctx.registry).go_live(&user, id, session.family(), unix_micros(), stop.clone(), replace);
     if let Some(cluster) = ctx.cluster.as_ref().filter(|_| replace) {
@@ -179,10 +179,6 @@ pub(crate) async fn serve<T: Transport>(
     let mut batch = Batch::default();
     let mut single = Batch::default();
     let mut rate_limited = session.rate_limited();
-    // One stop signal for the connection's life, kept pinned: a new one per iteration
-    // registered and unregistered a waiter (under a lock) per message.
-    let stopped_signal = stop.stopped_owned();
-    tokio::pin!(stopped_signal);
     // One timer for the connection's life too. The session's deadline moves later with
     // every message (the heartbeat), so the timer is moved only when the deadline comes
     // sooner than it; a timer that fires early finds nothing due and is re-armed.
@@ -205,7 +201,7 @@ pub(crate) async fn serve<T: Transport>(
         // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
-            () = &mut stopped_signal => break stopped(&stop),
+            () = stop.stopped() => break stopped(&stop),
             () = &mut timer => {
                 let beat = session.handle_timeout(Instant::now());
                 timer.as_mut().reset(session.poll_timeout().into());
@@ -264,7 +260,7 @@ pub(crate) async fn serve<T: Transport>(
                     Poll::Ready(sent) => Ok(sent),
                     Poll::Pending => tokio::select! {
                         sent = tokio::time::timeout(slow, &mut sending) => sent,
-                        () = &mut stopped_signal => break stopped(&stop),
+                        () = stop.stopped() => break stopped(&stop),
                     },
                 };
                 match sent {
@@ -664,7 +660,7 @@ mod tests {
         let (server, mut client) = pair();
         let task = connect(&ctx, server, anonymous(&ctx));
         client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
-        ctx.shutdown.cancel();
+        ctx.shut_down();
         assert_eq!(client.closed().await, Some(CloseReason::ShuttingDown));
         task.await.unwrap();
 

@@ -44,7 +44,7 @@ pub struct Context {
     pub gate: Arc<Gate>,
     /// The server's metrics.
     pub metrics: Arc<Metrics>,
-    /// Cancelled when the server shuts down.
+    /// Cancelled when the server shuts down (see [`Context::shut_down`]).
     pub shutdown: CancellationToken,
     /// Every connection task, for shutdown to wait on.
     pub tracker: TaskTracker,
@@ -73,6 +73,13 @@ impl Context {
             cluster: None,
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// Shuts the server down: every task waiting on [`Context::shutdown`] and every
+    /// live connection is told to stop (connections close with 1001).
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.registry.stop_all();
     }
 
     /// A fresh session id (also the member id in every room).

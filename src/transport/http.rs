@@ -26,9 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::clock::unix_micros;
 use crate::error::CloseReason;
@@ -48,8 +46,8 @@ pub(crate) struct Http {
     pub ctx: Arc<Context>,
     /// Origins allowed to upgrade.
     pub origins: OriginConfig,
-    /// tungstenite's limits and buffers for upgraded connections.
-    pub websocket: WebSocketConfig,
+    /// The most an upgraded connection reads at once (`[websocket] read_buffer_bytes`).
+    pub read_chunk: usize,
     /// What this listener serves.
     pub routes: Routes,
     /// The bearer token `/metrics` requires, if any.
@@ -387,14 +385,14 @@ where
 {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ctx = http.ctx.clone();
-    let websocket = http.websocket;
+    let read_chunk = http.read_chunk;
     http.ctx.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (socket, read) = Socket::from_upgraded(upgraded);
                 let raw = Metered::new(socket, &ctx.session.settings.rate);
-                let ws = WebSocketStream::from_partially_read(raw, read, Role::Server, Some(websocket)).await;
-                serve(WebSocket::new(ws)).await;
+                let max_message = ctx.session.settings.max_message_bytes as usize;
+                serve(WebSocket::new(raw, &read, max_message, read_chunk)).await;
             }
             Err(e) => tracing::debug!("upgrade failed: {e}"),
         }

@@ -17,6 +17,7 @@
 pub(crate) mod api;
 pub(crate) mod connection;
 pub(crate) mod context;
+pub(crate) mod frame;
 pub mod gate;
 pub(crate) mod http;
 pub mod origin;

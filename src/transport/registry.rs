@@ -7,12 +7,14 @@
 //! can end them (their members leave their rooms).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
 struct Parked<T> {
     item: T,
@@ -31,59 +33,67 @@ pub enum StopReason {
     TakenOver,
 }
 
-/// Tells one live connection to stop, and why: one token per connection (a child of
-/// the server's shutdown token), so the connection loop waits on a single future
-/// whatever the reason. The first reason given wins.
-#[derive(Debug, Clone)]
-pub struct Stop {
-    token: CancellationToken,
-    reason: Arc<AtomicU8>,
+/// Tells one live connection to stop, and why: one signal per connection, so the
+/// connection loop waits on a single, cheap poll whatever the reason (shutdown reaches
+/// every live connection through [`Registry::stop_all`]). The first reason given wins.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    /// 0 while running, else the reason's code (see [`Stop::stop`]).
+    reason: AtomicU8,
+    waker: AtomicWaker,
 }
 
 impl Stop {
-    /// A signal that also fires when `shutdown` is cancelled.
-    pub fn child_of(shutdown: &CancellationToken) -> Self {
-        Self {
-            token: shutdown.child_token(),
-            reason: Arc::new(AtomicU8::new(0)),
-        }
+    /// A signal not yet given.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Asks the connection to stop for `reason` (a second request keeps the first reason).
     pub fn stop(&self, reason: StopReason) {
         let code = match reason {
-            StopReason::Shutdown => 0,
-            StopReason::Replaced => 1,
-            StopReason::TakenOver => 2,
+            StopReason::Shutdown => 1,
+            StopReason::Replaced => 2,
+            StopReason::TakenOver => 3,
         };
-        let _ = self
-            .reason
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.token.cancel();
+        let _ = (self.0.reason).compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.0.waker.wake();
+    }
+
+    /// Ready once the connection should stop. Each poll is an atomic load and, while
+    /// waiting, a waker registration (no lock): the connection loop polls it at every
+    /// wake-up.
+    pub fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_stopped() {
+            return Poll::Ready(());
+        }
+        self.0.waker.register(cx.waker());
+        // A stop between the first check and the registration woke nobody.
+        if self.is_stopped() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Resolves once the connection should stop.
-    pub async fn stopped(&self) {
-        self.token.cancelled().await;
-    }
-
-    /// [`Stop::stopped`] as a future that owns its handle, for a loop to keep pinned
-    /// across iterations (a new `stopped()` per iteration registers and unregisters
-    /// a waiter each time).
-    pub fn stopped_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.token.clone().cancelled_owned()
+    pub fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_stopped(cx))
     }
 
     /// Whether the connection was asked to stop.
     pub fn is_stopped(&self) -> bool {
-        self.token.is_cancelled()
+        self.0.reason.load(Ordering::Acquire) != 0
     }
 
     /// Why the connection was asked to stop (meaningful once [`Stop::is_stopped`]).
     pub fn reason(&self) -> StopReason {
-        match self.reason.load(Ordering::Acquire) {
-            1 => StopReason::Replaced,
-            2 => StopReason::TakenOver,
+        match self.0.reason.load(Ordering::Acquire) {
+            2 => StopReason::Replaced,
+            3 => StopReason::TakenOver,
             _ => StopReason::Shutdown,
         }
     }
@@ -107,6 +117,9 @@ pub struct Registry<T> {
     live_tokens: Mutex<HashMap<String, (Arc<str>, Stop)>>,
     /// When the last session went live (written under `live`'s lock).
     last_live_us: AtomicU64,
+    /// Set by [`Registry::stop_all`] (under `live`'s lock): sessions going live after
+    /// it are stopped at once.
+    stopping: AtomicBool,
     max_parked: usize,
 }
 
@@ -126,6 +139,7 @@ impl<T> Registry<T> {
             live: Mutex::new(HashMap::new()),
             live_tokens: Mutex::new(HashMap::new()),
             last_live_us: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             max_parked,
         }
     }
@@ -191,6 +205,9 @@ impl<T> Registry<T> {
             // Every session recorded here went live before this one.
             stop_other_clients(sessions, family, since_us);
         }
+        if self.stopping.load(Ordering::Relaxed) {
+            stop.stop(StopReason::Shutdown);
+        }
         sessions.push(Live {
             session,
             family,
@@ -231,6 +248,16 @@ impl<T> Registry<T> {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Tells every live session, and every one that goes live from now on, to stop
+    /// ([`StopReason::Shutdown`]).
+    pub fn stop_all(&self) {
+        let live = self.live.lock();
+        self.stopping.store(true, Ordering::Relaxed);
+        for session in live.values().flatten() {
+            session.stop.stop(StopReason::Shutdown);
         }
     }
 
@@ -307,12 +334,7 @@ mod tests {
     fn replace_cancels_older_live_sessions() {
         let r: Registry<()> = Registry::new(1);
         let user: Arc<str> = "carol".into();
-        let shutdown = CancellationToken::new();
-        let (first, second, third) = (
-            Stop::child_of(&shutdown),
-            Stop::child_of(&shutdown),
-            Stop::child_of(&shutdown),
-        );
+        let (first, second, third) = (Stop::new(), Stop::new(), Stop::new());
         r.go_live(&user, 1, 1, 10, first.clone(), false);
         r.go_live(&user, 2, 2, 20, second.clone(), false);
         assert!(!first.is_stopped() && !second.is_stopped());
@@ -322,19 +344,22 @@ mod tests {
         // A later reason does not overwrite the first; shutdown stops the rest.
         first.stop(StopReason::TakenOver);
         assert_eq!(first.reason(), StopReason::Replaced);
-        shutdown.cancel();
+        r.stop_all();
         assert!(third.is_stopped());
         assert_eq!(third.reason(), StopReason::Shutdown);
         r.leave_live(&user, 3);
         assert!(r.live.lock().is_empty());
+        // A session going live while the server stops is stopped at once.
+        let late = Stop::new();
+        r.go_live(&user, 4, 4, 40, late.clone(), false);
+        assert_eq!((late.is_stopped(), late.reason()), (true, StopReason::Shutdown));
     }
 
     #[test]
     fn replace_spares_the_sessions_of_the_same_client() {
         let r: Registry<()> = Registry::new(1);
         let user: Arc<str> = "carol".into();
-        let shutdown = CancellationToken::new();
-        let stops: Vec<Stop> = (0..4).map(|_| Stop::child_of(&shutdown)).collect();
+        let stops: Vec<Stop> = (0..4).map(|_| Stop::new()).collect();
         // Sessions 1 and 2 of one client (family 1, say on two nodes), then another
         // client's 3: here the later always replaces, whatever the clock says.
         r.go_live(&user, 1, 1, 10, stops[0].clone(), true);
@@ -359,7 +384,7 @@ mod tests {
     fn a_resume_can_take_over_a_connection_not_yet_known_dead() {
         let t0 = Instant::now();
         let r = Registry::new(10);
-        let take_over = Stop::child_of(&CancellationToken::new());
+        let take_over = Stop::new();
         r.register_token("tok", "alice".into(), take_over.clone());
         assert!(!r.take_over("tok", Some("mallory")), "not another user's");
         assert!(!r.take_over("other", None));

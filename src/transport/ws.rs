@@ -1,117 +1,138 @@
-//! The WebSocket transport: one binary message per envelope, tungstenite's own
-//! ping/pong for liveness, and RFC 6455 close frames carrying the [`CloseReason`].
+//! The WebSocket transport: one binary message per envelope, pings for liveness,
+//! and RFC 6455 close frames carrying the [`CloseReason`]. Frames are read and
+//! written here ([`crate::transport::frame`]) straight on the upgraded stream.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
+use bytes::BytesMut;
 use tickrelay_proto::bucket::TokenBucket;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::engine::envelope::encode_batch;
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
 use crate::session::limits::RateLimits;
+use crate::transport::frame::{
+    FrameError, FrameReader, Incoming, MAX_HEADER_BYTES, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, close_payload,
+    control_frame, put_header,
+};
 use crate::transport::{Broken, Received, Sent, Transport};
 
-/// One upgraded WebSocket connection. Not split into halves: the connection loop
-/// never reads and writes at once (a read future is dropped before a write starts;
-/// reading is cancel-safe), so the halves' lock would be pure cost.
+/// One upgraded WebSocket connection. The connection loop never reads and writes at
+/// once (a read future is dropped before a write starts; reading is cancel-safe), so
+/// one task owns the whole stream.
 pub(crate) struct WebSocket<S> {
-    ws: WebSocketStream<S>,
-    buf: BytesMut,
-    /// tungstenite may hold a reply to a ping or a close that it has not written yet
-    /// (it writes them when it next reads): written before a message of ours.
-    replies_pending: bool,
-    /// Where the unwritten rest of our last frame starts in `buf` (`buf.len()`: all
-    /// written). A send given up half way (a slow reader, a stop) leaves a rest that
-    /// must go out before any other frame, or the stream would be garbage.
+    io: S,
+    reader: FrameReader,
+    /// What the server writes: a frame of ours, or control frames (pongs, a close).
+    out: BytesMut,
+    /// Where the unwritten rest of `out` starts (`out.len()`: all written). A write
+    /// given up half way (a slow reader, a stop) leaves a rest that must go out
+    /// before any other frame, or the stream would be garbage.
     unwritten: usize,
-}
-
-/// The longest header of a frame the server sends (unmasked): two bytes, and eight
-/// for a length over 65,535.
-const MAX_HEADER_BYTES: usize = 10;
-
-/// Writes the header of a final binary frame of `len` payload bytes at the end of
-/// `room` (at most [`MAX_HEADER_BYTES`]); returns where it starts.
-fn put_header(room: &mut [u8; MAX_HEADER_BYTES], len: usize) -> usize {
-    const FIN_BINARY: u8 = 0x82;
-    let start = match len {
-        0..=125 => {
-            room[9] = len as u8;
-            8
-        }
-        126..=65_535 => {
-            room[7] = 126;
-            room[8..].copy_from_slice(&(len as u16).to_be_bytes());
-            6
-        }
-        _ => {
-            room[1] = 127;
-            room[2..].copy_from_slice(&(len as u64).to_be_bytes());
-            0
-        }
-    };
-    room[start] = FIN_BINARY;
-    start
+    /// The server has queued its close frame: nothing may follow it.
+    close_sent: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
-    pub(crate) fn new(ws: WebSocketStream<S>) -> Self {
+    /// A connection over `io`, which has already received `read` (bytes that came
+    /// with the upgrade request), taking messages of up to `max_message` bytes and
+    /// reading at most `read_chunk` bytes at a time.
+    pub(crate) fn new(io: S, read: &[u8], max_message: usize, read_chunk: usize) -> Self {
         Self {
-            ws,
-            buf: BytesMut::new(),
-            replies_pending: false,
+            io,
+            reader: FrameReader::new(max_message, read_chunk, read),
+            out: BytesMut::new(),
             unwritten: 0,
+            close_sent: false,
         }
     }
 
-    /// Writes the rest of our last frame, if any, and flushes. Cancel-safe: progress
-    /// is kept in `unwritten`.
+    /// Writes the rest of `out`, if any, and flushes. Cancel-safe: progress is kept
+    /// in `unwritten`.
     async fn write_rest(&mut self) -> std::io::Result<()> {
-        let stream = self.ws.get_mut();
-        while self.unwritten < self.buf.len() {
-            let n = stream.write(&self.buf[self.unwritten..]).await?;
+        while self.unwritten < self.out.len() {
+            let n = self.io.write(&self.out[self.unwritten..]).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
             self.unwritten += n;
         }
-        stream.flush().await
+        self.io.flush().await
+    }
+
+    /// Queues a control frame after whatever is still unwritten.
+    fn queue_control(&mut self, opcode: u8, payload: &[u8]) {
+        if self.close_sent {
+            return;
+        }
+        if self.unwritten == self.out.len() {
+            self.out.clear();
+            self.unwritten = 0;
+        }
+        control_frame(&mut self.out, opcode, payload);
+        self.close_sent = opcode == OP_CLOSE;
     }
 
     /// Closes with `code` and `reason` (cut to 123 bytes), lingering until the client
     /// answers.
     pub(crate) async fn close_with(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code: code.into(),
-            reason: fit_close_reason(reason).into(),
-        };
-        // A frame of ours cut off half way goes out first; if it cannot, no close
-        // frame can follow it (the client would read it as part of the frame).
+        self.queue_control(OP_CLOSE, &close_payload(code, fit_close_reason(reason)));
+        // A frame of ours cut off half way goes out first; if it cannot, the close
+        // frame cannot follow it.
         if !matches!(
             tokio::time::timeout(Duration::from_secs(1), self.write_rest()).await,
             Ok(Ok(()))
         ) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.get_mut().shutdown()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
             return;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.send(Message::Close(Some(frame)))).await;
         // A lingering close: a TCP socket closed with input unread, or that input reaches
         // after it closed, is reset, and the client's system then discards what the
         // client had not read yet, the close frame included (1006 instead of this
         // code). So read and drop what arrives until the client answers the close, a
         // second at most.
-        let answered = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        let answered = async {
+            loop {
+                match self.reader.next() {
+                    Ok(Some(Incoming::Close(_))) | Err(_) => return,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {}
+                }
+                if !matches!(self.io.read_buf(self.reader.buf()).await, Ok(1..)) {
+                    return;
+                }
+            }
+        };
         let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
-        self.finish().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+    }
+
+    /// What a whole message or control frame means to the session; pings and closes
+    /// are answered (the answer goes out before the next frame of ours).
+    fn received(&mut self, incoming: Incoming) -> Received {
+        match incoming {
+            Incoming::Binary(bytes) => Received::Binary(bytes),
+            Incoming::Text { utf8: true } => Received::Other(Inbound::Text),
+            Incoming::Text { utf8: false } => Received::InvalidPayload,
+            // Any frame proves liveness; pings cost a pong and are charged for it.
+            Incoming::Ping(payload) => {
+                self.queue_control(OP_PONG, &payload);
+                Received::Other(Inbound::Control(payload.len()))
+            }
+            Incoming::Pong(len) => Received::Other(Inbound::Control(len)),
+            // The reply echoes the code; `finish` sends it.
+            Incoming::Close(code) => {
+                self.queue_control(OP_CLOSE, &code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default());
+                match code {
+                    Some(code) if code != 1000 => Received::ClientLeft,
+                    _ => Received::ClientClosed,
+                }
+            }
+        }
     }
 }
 
@@ -120,55 +141,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     const NAME: &'static str = "websocket";
 
     async fn recv(&mut self) -> Received {
-        let received = self.ws.next().await;
-        // tungstenite answers these itself, at its next read or write.
-        if let Some(Ok(Message::Ping(_) | Message::Close(_))) = &received {
-            self.replies_pending = true;
-        }
-        match received {
-            None => Received::Lost,
-            // tungstenite has queued the close reply; `finish` sends it.
-            Some(Ok(Message::Close(frame))) => match frame {
-                Some(f) if u16::from(f.code) != 1000 => Received::ClientLeft,
-                _ => Received::ClientClosed,
-            },
-            Some(Ok(Message::Binary(bytes))) => Received::Binary(bytes),
-            Some(Ok(Message::Text(_))) => Received::Other(Inbound::Text),
-            // tungstenite answers pings itself; any frame proves liveness.
-            Some(Ok(Message::Ping(payload) | Message::Pong(payload))) => {
-                Received::Other(Inbound::Control(payload.len()))
+        loop {
+            match self.reader.next() {
+                Ok(Some(incoming)) => return self.received(incoming),
+                Ok(None) => {}
+                Err(FrameError::TooBig) => return Received::Other(Inbound::TooBig),
+                Err(FrameError::Protocol(why)) => {
+                    tracing::debug!("websocket protocol error: {why}");
+                    return Received::ProtocolError;
+                }
             }
-            Some(Ok(Message::Frame(frame))) => Received::Other(Inbound::Control(frame.len())),
-            Some(Err(WsError::Capacity(_))) => Received::Other(Inbound::TooBig),
-            Some(Err(WsError::Protocol(_))) => Received::ProtocolError,
-            Some(Err(WsError::Utf8(_))) => Received::InvalidPayload,
-            Some(Err(WsError::Io(e))) if e.get_ref().is_some_and(|e| e.is::<Flooded>()) => Received::Flood,
-            Some(Err(e)) => {
-                tracing::debug!("connection error: {e}");
-                Received::Lost
+            // Answers to pings go out before more is read (cancel-safe, like the read).
+            if self.unwritten < self.out.len() && self.write_rest().await.is_err() {
+                return Received::Lost;
+            }
+            match self.io.read_buf(self.reader.buf()).await {
+                Ok(0) => return Received::Lost,
+                Ok(_) => {}
+                Err(e) if e.get_ref().is_some_and(|e| e.is::<Flooded>()) => return Received::Flood,
+                Err(e) => {
+                    tracing::debug!("connection error: {e}");
+                    return Received::Lost;
+                }
             }
         }
     }
 
-    /// One binary message, framed here and written straight to the stream under
-    /// tungstenite (its `Sink` copies the message into a buffer of its own and goes
-    /// through several layers of wakers per write): the envelope is encoded after room
-    /// for the frame header, which is then written in place, so the message is copied
-    /// once more only into the TLS record. tungstenite's own writes (pings, close and
-    /// its answers) are always written out before (`replies_pending`), so frames never
-    /// interleave: the connection loop finishes a send before it reads again.
+    /// One binary message, framed here: the envelope is encoded after room for the
+    /// frame header, which is then written in place, so the message is copied once
+    /// more only into the TLS record. Control frames still unwritten go out first.
     async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
         self.write_rest().await.map_err(|_| Broken)?;
-        if self.replies_pending {
-            SinkExt::flush(&mut self.ws).await.map_err(|_| Broken)?;
-            self.replies_pending = false;
+        if self.close_sent {
+            return Err(Broken);
         }
-        self.buf.clear();
-        self.buf.resize(MAX_HEADER_BYTES, 0);
-        encode_batch(batch, &mut self.buf);
-        let len = self.buf.len() - MAX_HEADER_BYTES;
-        let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.buf[..MAX_HEADER_BYTES]).try_into().expect("header room");
-        self.unwritten = put_header(room, len);
+        self.out.clear();
+        self.out.resize(MAX_HEADER_BYTES, 0);
+        encode_batch(batch, &mut self.out);
+        let len = self.out.len() - MAX_HEADER_BYTES;
+        let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
+        self.unwritten = put_header(room, OP_BINARY, len);
         self.write_rest().await.map_err(|_| Broken)?;
         Ok(Sent {
             messages: 1,
@@ -177,22 +189,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     }
 
     async fn ping(&mut self) -> Result<(), Broken> {
-        self.write_rest().await.map_err(|_| Broken)?;
-        self.ws.send(Message::Ping(Bytes::new())).await.map_err(|_| Broken)
+        self.queue_control(OP_PING, &[]);
+        self.write_rest().await.map_err(|_| Broken)
     }
 
     async fn close(&mut self, reason: CloseReason) {
         self.close_with(reason.code(), reason.reason()).await;
     }
 
+    /// Sends the close reply queued when the client's close arrived, and ends the
+    /// stream.
     async fn finish(&mut self) {
         let finished = async {
-            // tungstenite's close reply must not land inside a frame of ours.
-            if self.write_rest().await.is_ok() {
-                let _ = SinkExt::close(&mut self.ws).await;
-            } else {
-                let _ = self.ws.get_mut().shutdown().await;
-            }
+            let _ = self.write_rest().await;
+            let _ = self.io.shutdown().await;
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), finished).await;
     }
@@ -290,21 +300,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
 #[cfg(test)]
 mod tests {
-    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
 
     use super::*;
     use crate::engine::outbox::OutboxLimits;
-    use tokio_tungstenite::tungstenite::protocol::Role;
 
     /// A send given up half way (the client stopped reading) is finished before the
     /// close frame: the client reads the whole message, then the close code.
     #[tokio::test]
     async fn a_frame_cut_off_by_a_slow_reader_is_finished_before_the_close() {
         let (server_io, client_io) = tokio::io::duplex(64);
-        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let mut ws = WebSocket::new(server);
+        let mut ws = WebSocket::new(server_io, &[], 1 << 16, 1024);
         let batch = Batch {
             first_seq: 1,
             reliable: vec![Bytes::from(vec![7u8; 1000])],
@@ -324,20 +335,46 @@ mod tests {
         closing.await.unwrap();
     }
 
-    /// The frames the server writes itself are byte for byte tungstenite's, at every
-    /// length encoding's edges.
-    #[test]
-    fn frame_headers_are_tungstenites() {
-        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1 << 20] {
-            let payload = vec![0xab; len];
-            let mut expected = Vec::new();
-            let frame = Frame::message(payload.clone(), OpCode::Data(Data::Binary), true);
-            frame.format(&mut expected).unwrap();
-            let mut room = [0; MAX_HEADER_BYTES];
-            let start = put_header(&mut room, len);
-            let mut ours = room[start..].to_vec();
-            ours.extend_from_slice(&payload);
-            assert_eq!(ours, expected, "length {len}");
-        }
+    /// A client's pings are answered with pongs carrying their payload, and its close
+    /// is echoed: tungstenite's client sees a clean close handshake.
+    #[tokio::test]
+    async fn pings_are_answered_and_a_close_is_echoed() {
+        let (server_io, client_io) = tokio::io::duplex(4096);
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let mut ws = WebSocket::new(server_io, &[], 1 << 16, 1024);
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                match ws.recv().await {
+                    Received::Binary(b) => seen.push(format!("binary {}", b.len())),
+                    Received::Other(Inbound::Control(n)) => seen.push(format!("control {n}")),
+                    Received::ClientLeft => break,
+                    _ => panic!("unexpected"),
+                }
+            }
+            ws.finish().await;
+            seen
+        });
+        futures_util::SinkExt::send(&mut client, Message::Ping(Bytes::from_static(b"abc")))
+            .await
+            .unwrap();
+        futures_util::SinkExt::send(&mut client, Message::Binary(Bytes::from_static(b"hello")))
+            .await
+            .unwrap();
+        let pong = client.next().await.unwrap().unwrap();
+        assert_eq!(pong, Message::Pong(Bytes::from_static(b"abc")));
+        let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 4000.into(),
+            reason: "bye".into(),
+        };
+        futures_util::SinkExt::send(&mut client, Message::Close(Some(frame)))
+            .await
+            .unwrap();
+        let Some(Ok(Message::Close(Some(echo)))) = client.next().await else {
+            panic!("expected the close echo");
+        };
+        assert_eq!(u16::from(echo.code), 4000);
+        assert!(client.next().await.is_none(), "the handshake completes");
+        assert_eq!(server.await.unwrap(), ["control 3", "binary 5"]);
     }
 }
