@@ -149,8 +149,8 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
-    /// The most a connection reads from its socket at once, and what its read buffer
-    /// holds while idle (a larger message takes several reads).
+    /// A connection's read buffer between messages (a larger message grows it while
+    /// it arrives); each read asks the socket for at least this much.
     pub read_buffer_bytes: usize,
     /// No longer used (it bounded the WebSocket library's write buffer; the relay now
     /// writes every frame itself), still accepted.
@@ -775,9 +775,9 @@ send_window_bytes = 1048576
 socket_buffer_bytes = 4194304
 
 [websocket]
-# Per-connection read buffer in bytes: the most read from the socket at once (a
-# larger message takes several reads), and what an idle connection's buffer holds.
-# (The server writes each frame straight to the socket: no write buffer to size.)
+# Per-connection read buffer in bytes between messages (a larger message grows it
+# while it arrives). The server writes each frame straight to the socket: there is no
+# write buffer to size.
 read_buffer_bytes = 1024
 
 [auth]

@@ -2,8 +2,8 @@
 //! to `transport::http`) and QUIC connections, and shuts down.
 //!
 //! Shutdown follows three steps: stop accepting, signal every task (a
-//! `CancellationToken`; each session closes with 1001), then wait for all of them
-//! with a deadline (a `TaskTracker`).
+//! `CancellationToken`, and every live connection's stop signal: each session closes
+//! with 1001), then wait for all of them with a deadline (a `TaskTracker`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

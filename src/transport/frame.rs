@@ -121,10 +121,15 @@ impl FrameReader {
         }
     }
 
-    /// The buffer the next read appends to, with room for at least a read chunk.
+    /// The buffer the next read appends to, with room for at least a read chunk. It
+    /// grows while a large message arrives and goes back to a read chunk once empty,
+    /// so an idle connection holds one chunk whatever it was sent before.
     pub(crate) fn buf(&mut self) -> &mut BytesMut {
         // Once the payloads handed out are dropped, this reuses the same allocation.
         self.buf.reserve(self.read_chunk);
+        if self.buf.is_empty() && self.buf.capacity() > 4 * self.read_chunk {
+            self.buf = BytesMut::with_capacity(self.read_chunk);
+        }
         &mut self.buf
     }
 
@@ -328,6 +333,14 @@ mod tests {
         for step in [1, 2, 3, 7, 64, bytes.len()] {
             assert_eq!(read_all(&bytes, step).unwrap(), expected, "step {step}");
         }
+    }
+
+    #[test]
+    fn the_buffer_of_an_idle_connection_goes_back_to_one_chunk() {
+        let mut reader = FrameReader::new(LIMIT, 16, &[]);
+        reader.buf().extend_from_slice(&binary(&[1; LIMIT]));
+        assert!(matches!(reader.next(), Ok(Some(Incoming::Binary(b))) if b.len() == LIMIT));
+        assert!(reader.buf().capacity() < 4 * 16 + 16, "{}", reader.buf.capacity());
     }
 
     #[test]

@@ -33,9 +33,14 @@ pub(crate) struct WebSocket<S> {
     /// given up half way (a slow reader, a stop) leaves a rest that must go out
     /// before any other frame, or the stream would be garbage.
     unwritten: usize,
+    /// Bytes of `out` may still sit unflushed (in the TLS layer).
+    needs_flush: bool,
     /// The server has queued its close frame: nothing may follow it.
     close_sent: bool,
 }
+
+/// Bytes of pongs that may wait for a client that does not read them.
+const MAX_UNWRITTEN_PONGS: usize = 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// A connection over `io`, which has already received `read` (bytes that came
@@ -47,6 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             reader: FrameReader::new(max_message, read_chunk, read),
             out: BytesMut::new(),
             unwritten: 0,
+            needs_flush: false,
             close_sent: false,
         }
     }
@@ -61,7 +67,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             self.unwritten += n;
         }
-        self.io.flush().await
+        self.io.flush().await?;
+        self.needs_flush = false;
+        Ok(())
     }
 
     /// Queues a control frame after whatever is still unwritten.
@@ -74,6 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.unwritten = 0;
         }
         control_frame(&mut self.out, opcode, payload);
+        self.needs_flush = true;
         self.close_sent = opcode == OP_CLOSE;
     }
 
@@ -120,7 +129,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             Incoming::Text { utf8: false } => Received::InvalidPayload,
             // Any frame proves liveness; pings cost a pong and are charged for it.
             Incoming::Ping(payload) => {
-                self.queue_control(OP_PONG, &payload);
+                // A client that pings without reading the pongs gets no more of them
+                // while a few are waiting (RFC 6455 §5.5.3 allows answering only the
+                // latest ping): what waits for it stays bounded.
+                if self.out.len() - self.unwritten <= MAX_UNWRITTEN_PONGS {
+                    self.queue_control(OP_PONG, &payload);
+                }
                 Received::Other(Inbound::Control(payload.len()))
             }
             Incoming::Pong(len) => Received::Other(Inbound::Control(len)),
@@ -151,9 +165,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
                     return Received::ProtocolError;
                 }
             }
-            // Answers to pings go out before more is read (cancel-safe, like the read).
-            if self.unwritten < self.out.len() && self.write_rest().await.is_err() {
-                return Received::Lost;
+            // Answers to pings go out as the socket takes them, without holding up
+            // reading (a client that does not read is still read; the task is woken
+            // when the socket takes more).
+            if self.needs_flush {
+                let written = std::future::poll_fn(|cx| Poll::Ready(std::pin::pin!(self.write_rest()).poll(cx))).await;
+                if let Poll::Ready(Err(_)) = written {
+                    return Received::Lost;
+                }
             }
             match self.io.read_buf(self.reader.buf()).await {
                 Ok(0) => return Received::Lost,
@@ -181,6 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         let len = self.out.len() - MAX_HEADER_BYTES;
         let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
         self.unwritten = put_header(room, OP_BINARY, len);
+        self.needs_flush = true;
         self.write_rest().await.map_err(|_| Broken)?;
         Ok(Sent {
             messages: 1,
@@ -333,6 +353,39 @@ mod tests {
         assert_eq!(u16::from(frame.code), 4002);
         drop(client);
         closing.await.unwrap();
+    }
+
+    /// A client that pings but does not read the pongs is still read: its messages
+    /// arrive though the pongs back up.
+    #[tokio::test]
+    async fn unread_pongs_do_not_hold_up_reading() {
+        let (server_io, client_io) = tokio::io::duplex(256);
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let mut ws = WebSocket::new(server_io, &[], 1 << 16, 1024);
+        let server = tokio::spawn(async move {
+            let mut pings = 0;
+            loop {
+                match ws.recv().await {
+                    Received::Other(Inbound::Control(_)) => pings += 1,
+                    Received::Binary(_) => return (pings, ws),
+                    _ => panic!("unexpected"),
+                }
+            }
+        });
+        for _ in 0..20 {
+            futures_util::SinkExt::send(&mut client, Message::Ping(Bytes::from(vec![1; 100])))
+                .await
+                .unwrap();
+        }
+        futures_util::SinkExt::send(&mut client, Message::Binary(Bytes::from_static(b"input")))
+            .await
+            .unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(2), server).await;
+        let (pings, ws) = read.expect("the message is read").unwrap();
+        assert_eq!(pings, 20);
+        // What waits for the client stayed bounded (the rest was not answered).
+        let waiting = ws.out.len() - ws.unwritten;
+        assert!(waiting <= MAX_UNWRITTEN_PONGS + 102, "{waiting} bytes waiting");
     }
 
     /// A client's pings are answered with pongs carrying their payload, and its close
