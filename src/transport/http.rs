@@ -20,7 +20,7 @@ use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -451,6 +451,15 @@ macro_rules! socket_call {
 
 impl AsyncRead for Socket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        // A connection is polled for input at every wake-up, most of them for output.
+        // A TLS read prepares its record buffer before it finds the socket empty, so
+        // while TLS has nothing buffered, the socket's readiness is asked first.
+        if let Socket::Tls(tls) = &*self {
+            let (tcp, session) = tls.get_ref();
+            if session.wants_read() {
+                ready!(tcp.poll_read_ready(cx))?;
+            }
+        }
         socket_call!(self, poll_read(cx, buf))
     }
 }
