@@ -109,9 +109,9 @@ pub(crate) struct FrameReader {
 }
 
 impl FrameReader {
-    /// A reader of messages up to `max_message` bytes that reads `read_chunk` bytes at
-    /// most at a time (a larger frame takes several reads), starting with `read`
-    /// (bytes that arrived with the upgrade request).
+    /// A reader of messages up to `max_message` bytes whose buffer holds `read_chunk`
+    /// bytes between messages (see [`FrameReader::buf`]), starting with `read` (bytes
+    /// that arrived with the upgrade request).
     pub(crate) fn new(max_message: usize, read_chunk: usize, read: &[u8]) -> Self {
         Self {
             buf: BytesMut::from(read),

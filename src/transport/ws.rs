@@ -45,7 +45,7 @@ const MAX_UNWRITTEN_PONGS: usize = 1024;
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// A connection over `io`, which has already received `read` (bytes that came
     /// with the upgrade request), taking messages of up to `max_message` bytes and
-    /// reading at most `read_chunk` bytes at a time.
+    /// with a read buffer of `read_chunk` bytes between messages.
     pub(crate) fn new(io: S, read: &[u8], max_message: usize, read_chunk: usize) -> Self {
         Self {
             io,
