@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# User-space instructions of the relay per delivered frame, counted by valgrind's
-# callgrind: unlike CPU time, the count hardly moves between runs or with what else
-# the machine does, so it shows changes of a few per cent that time cannot. Runs one
+# User-space instructions of the relay per state frame sent, counted by valgrind's
+# callgrind: unlike CPU time, the count hardly moves between runs (about 1 % for the
+# same build) or with what else the machine does, so it shows changes of a few per
+# cent that time cannot. Runs one
 # arena room of a few bots (callgrind slows the relay about 50 times) with one input
 # per bot per tick, zeroes the counters once they are in, counts over the window and
-# prints instructions per delivered frame (each frame's share of the room's tick, its
+# prints instructions per state frame sent (each frame's share of the room's tick, its
 # write, and one input read and applied). Kernel time is not counted.
 #
 # Usage: bench/instructions.sh [--members N] [--window SECS] [--plain] BINARY...
@@ -35,9 +36,10 @@ bots=$root/target/release/tickrelay-bots
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-echo "| binary | transport | bots | delivered frames | instructions | instructions / frame |"
+echo "| binary | transport | bots | state frames | instructions | instructions / frame |"
 echo "|---|---|---|---|---|---|"
 for bin in "$@"; do
+    bin=$(realpath "$bin")
     port=$(free_port)
     { bench_relay_config "$port" "$work/cert.pem"; printf '\n[quic]\nenabled = false\n'
       bench_arena_room_type 20 "$members" 60; } >"$work/relay.toml"
@@ -67,6 +69,6 @@ for bin in "$@"; do
     kill -INT "$relay"; wait "$relay" 2>/dev/null || true
     total=$(grep -h '^totals:' "$work"/cg.out.* | awk '{s += $2} END {print s}')
     rm -f "$work"/cg.out*
-    python3 -c 'import sys; b, t, m, f, i = sys.argv[1:]; f = int(float(f)); print(f"| {b} | {t} | {m} | {f} | {int(i):,} | {int(i) / f:,.0f} |")' \
+    python3 -c 'import sys; b, t, m, f, i = sys.argv[1:]; f = int(float(f)); print(f"| {b} | {t} | {m} | {f} | {int(i):,} | {int(i) / f:,.0f} |" if f else f"| {b} | {t} | {m} | 0 | {int(i):,} | no frames: the relay or the bots failed |")' \
         "$bin" "$scheme" "$members" "$(python3 -c "print(float('$end') - float('$start'))")" "$total"
 done

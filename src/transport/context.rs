@@ -44,7 +44,8 @@ pub struct Context {
     pub gate: Arc<Gate>,
     /// The server's metrics.
     pub metrics: Arc<Metrics>,
-    /// Cancelled when the server shuts down (see [`Context::shut_down`]).
+    /// Cancelled when the server shuts down; cancel it only through
+    /// [`Context::shut_down`], which also stops the live connections.
     pub shutdown: CancellationToken,
     /// Every connection task, for shutdown to wait on.
     pub tracker: TaskTracker,

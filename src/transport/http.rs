@@ -46,7 +46,8 @@ pub(crate) struct Http {
     pub ctx: Arc<Context>,
     /// Origins allowed to upgrade.
     pub origins: OriginConfig,
-    /// The most an upgraded connection reads at once (`[websocket] read_buffer_bytes`).
+    /// An upgraded connection's read buffer between messages (`[websocket]
+    /// read_buffer_bytes`).
     pub read_chunk: usize,
     /// What this listener serves.
     pub routes: Routes,

@@ -100,7 +100,7 @@ impl Stop {
 }
 
 /// A live session: its id, its client's family (see [`Registry::go_live`]), when it
-/// went live, and the signal that tells it it was replaced.
+/// went live, and the signal that tells it to stop.
 struct Live {
     session: u64,
     family: u64,

@@ -105,16 +105,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         // code). So read and drop what arrives until the client answers the close, a
         // second at most.
         let answered = async {
-            loop {
-                match self.reader.next() {
-                    Ok(Some(Incoming::Close(_))) | Err(_) => return,
-                    Ok(Some(_)) => continue,
-                    Ok(None) => {}
-                }
-                if !matches!(self.io.read_buf(self.reader.buf()).await, Ok(1..)) {
-                    return;
-                }
-            }
+            // Until the close, the connection's end or a refused frame (which stays
+            // refused: reading on would not move).
+            while let Received::Binary(_)
+            | Received::InvalidPayload
+            | Received::Other(Inbound::Control(_) | Inbound::Text) = self.recv().await
+            {}
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
@@ -140,7 +136,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             Incoming::Pong(len) => Received::Other(Inbound::Control(len)),
             // The reply echoes the code; `finish` sends it.
             Incoming::Close(code) => {
-                self.queue_control(OP_CLOSE, &code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default());
+                let payload = code.map(|code| close_payload(code, "")).unwrap_or_default();
+                self.queue_control(OP_CLOSE, &payload);
                 match code {
                     Some(code) if code != 1000 => Received::ClientLeft,
                     _ => Received::ClientClosed,
@@ -165,9 +162,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
                     return Received::ProtocolError;
                 }
             }
-            // Answers to pings go out as the socket takes them, without holding up
-            // reading (a client that does not read is still read; the task is woken
-            // when the socket takes more).
+            // Answers to pings go out as far as the socket takes them now, without
+            // holding up reading (a client that does not read is still read); the rest
+            // goes at the next message read or frame sent.
             if self.needs_flush {
                 let written = std::future::poll_fn(|cx| Poll::Ready(std::pin::pin!(self.write_rest()).poll(cx))).await;
                 if let Poll::Ready(Err(_)) = written {
