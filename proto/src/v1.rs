@@ -8,3 +8,6 @@ include!(concat!(env!("OUT_DIR"), "/tickrelay.v1.rs"));
 
 /// The protocol version announced in [`Welcome::protocol_version`].
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Rooms a [`QuickJoin`] may exclude, at most (the relay refuses more).
+pub const MAX_QUICK_JOIN_EXCLUDED: usize = 64;

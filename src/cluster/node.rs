@@ -34,16 +34,13 @@ use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::redis_directory::RedisDirectory;
 use crate::clock::unix_micros;
 use crate::engine::listing::{ListingState, Metadata};
-use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomShared, SimPool};
+use crate::engine::sim_pool::{Checkpoint, Command, LIST_SCAN, PoolError, RoomFilter, RoomShared, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode, SendEvent, UserLive};
 use crate::session::auth::room_allowed;
 use crate::session::{DirectoryOp, DirectoryReply, Found};
 use crate::state::SERVER;
-
-/// Directory entries one filtered listing page reads at most.
-const LIST_SCAN: usize = 2_000;
 
 /// The open rooms a quick join considers on other nodes, at most (the fullest, read
 /// in one round trip).

@@ -400,7 +400,8 @@ impl RoomHandle {
 /// Rooms listed at most per page of `ListRooms`, whatever the client asks for.
 pub const MAX_ROOMS_PER_PAGE: usize = 500;
 
-/// Rooms one page of a (filtered) listing looks at, at most (a few in unit tests).
+/// Rooms (or, in a cluster, directory entries) one page of a filtered listing looks
+/// at, at most (a few in unit tests).
 pub const LIST_SCAN: usize = if cfg!(test) { 4 } else { 2_000 };
 
 /// What a session needs of the rooms: open one, send it commands, list them. The

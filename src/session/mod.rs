@@ -95,8 +95,7 @@ pub const MAX_ROOM_ID_BYTES: usize = 128;
 /// of this type, a dash and 16 characters).
 pub const MAX_ROOM_TYPE_BYTES: usize = 64;
 
-/// Rooms a quick join may exclude, at most.
-pub const MAX_QUICK_JOIN_EXCLUDED: usize = 64;
+pub use crate::proto::MAX_QUICK_JOIN_EXCLUDED;
 
 /// Rooms listed per page of `ListRooms` when the client does not say.
 pub const DEFAULT_ROOMS_PER_PAGE: usize = 100;

@@ -124,9 +124,7 @@ pub(crate) async fn serve<T: Transport>(
     let metrics = &ctx.metrics;
     let mut session = match start {
         Start::New { identity, client } => {
-            let mut session = new_session::<T>(&ctx, ctx.next_session_id(), identity, now);
-            session.set_family(family(client.as_deref(), session.id()));
-            session
+            new_session::<T>(&ctx, ctx.next_session_id(), identity, client.as_deref(), now)
         }
         Start::Resume {
             token,
@@ -141,11 +139,8 @@ pub(crate) async fn serve<T: Transport>(
                 metrics.messages_replayed.inc_by(replayed as u64);
                 session
             }
-            None => match continue_elsewhere_session::<T>(&ctx, &token, identity, now).await {
-                Some(mut session) => {
-                    session.set_family(family(client.as_deref(), session.id()));
-                    session
-                }
+            None => match continue_elsewhere_session::<T>(&ctx, &token, identity, client.as_deref(), now).await {
+                Some(session) => session,
                 None => {
                     let reason = CloseReason::ResumeFailed;
                     metrics.count_close(reason);
@@ -331,15 +326,24 @@ pub(crate) async fn serve<T: Transport>(
     }
 }
 
-/// A new session (cluster mode: recorded in Redis, so it can continue on another node).
-fn new_session<T: Transport>(ctx: &Arc<Context>, id: MemberId, identity: Identity, now: Now) -> Session {
+/// A new session of the client `client` (see [`family`]; cluster mode: recorded in
+/// Redis, so it can continue on another node).
+fn new_session<T: Transport>(
+    ctx: &Arc<Context>,
+    id: MemberId,
+    identity: Identity,
+    client: Option<&str>,
+    now: Now,
+) -> Session {
     let outbox = Arc::new(Outbox::with_delivery(ctx.settings.outbox, T::DELIVERY));
     let token = ctx.new_resume_token();
     if let Some(cluster) = &ctx.cluster {
         let (cluster, token, user) = (cluster.clone(), token.clone(), identity.user_id.clone());
         tokio::spawn(async move { cluster.save_session(&token, id, &user).await });
     }
-    Session::new(id, identity, token, outbox, ctx.session.clone(), now)
+    let mut session = Session::new(id, identity, token, outbox, ctx.session.clone(), now);
+    session.set_family(family(client, id));
+    session
 }
 
 /// Cluster mode: a resume token of another node's session (the node died or
@@ -350,6 +354,7 @@ async fn continue_elsewhere_session<T: Transport>(
     ctx: &Arc<Context>,
     token: &str,
     mut identity: Identity,
+    client: Option<&str>,
     now: Now,
 ) -> Option<Session> {
     let record = ctx.cluster.as_ref()?.take_session(token).await?;
@@ -360,7 +365,7 @@ async fn continue_elsewhere_session<T: Transport>(
     }
     ctx.metrics.sessions_moved.inc();
     tracing::info!(session = record.session_id, user = %identity.user_id, "session continued from another node");
-    Some(new_session::<T>(ctx, record.session_id, identity, now))
+    Some(new_session::<T>(ctx, record.session_id, identity, client, now))
 }
 
 /// How a connection ends when its [`Stop`] fired.

@@ -341,11 +341,9 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
             return response;
         }
     };
+    let client = client_id(query);
     let start = match query.and_then(|q| auth::query_param(q, "resume")) {
-        None => Start::New {
-            identity,
-            client: client_id(query),
-        },
+        None => Start::New { identity, client },
         Some(token) => Start::Resume {
             token: token.to_string(),
             identity,
@@ -355,7 +353,7 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
                 .and_then(|q| auth::query_param(q, "received"))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(u64::MAX),
-            client: client_id(query),
+            client,
         },
     };
     let task_ctx = ctx.clone();

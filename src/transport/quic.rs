@@ -226,18 +226,16 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
             return quic.refuse_auth(&e).await;
         }
     };
+    let client = connection::client_id(&hello.client_id);
     let start = if hello.resume_token.is_empty() {
-        Start::New {
-            identity,
-            client: connection::client_id(&hello.client_id),
-        }
+        Start::New { identity, client }
     } else {
         Start::Resume {
             token: hello.resume_token,
             identity,
             // Absent: a client that does not track the numbers; send nothing again.
             received: hello.received_seq.unwrap_or(u64::MAX),
-            client: connection::client_id(&hello.client_id),
+            client,
         }
     };
     Some((quic, start))

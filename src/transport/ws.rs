@@ -319,6 +319,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 mod tests {
     use bytes::Bytes;
     use futures_util::StreamExt;
+    use tokio::io::DuplexStream;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::Role;
@@ -326,13 +327,19 @@ mod tests {
     use super::*;
     use crate::engine::outbox::OutboxLimits;
 
+    /// A tungstenite client and the server's end over an in-memory pipe holding
+    /// `capacity` bytes each way.
+    async fn pipe(capacity: usize) -> (WebSocketStream<DuplexStream>, WebSocket<DuplexStream>) {
+        let (server_io, client_io) = tokio::io::duplex(capacity);
+        let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        (client, WebSocket::new(server_io, &[], 1 << 16, 1024))
+    }
+
     /// A send given up half way (the client stopped reading) is finished before the
     /// close frame: the client reads the whole message, then the close code.
     #[tokio::test]
     async fn a_frame_cut_off_by_a_slow_reader_is_finished_before_the_close() {
-        let (server_io, client_io) = tokio::io::duplex(64);
-        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let mut ws = WebSocket::new(server_io, &[], 1 << 16, 1024);
+        let (mut client, mut ws) = pipe(64).await;
         let batch = Batch {
             first_seq: 1,
             reliable: vec![Bytes::from(vec![7u8; 1000])],
@@ -356,9 +363,7 @@ mod tests {
     /// arrive though the pongs back up.
     #[tokio::test]
     async fn unread_pongs_do_not_hold_up_reading() {
-        let (server_io, client_io) = tokio::io::duplex(256);
-        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let mut ws = WebSocket::new(server_io, &[], 1 << 16, 1024);
+        let (mut client, mut ws) = pipe(256).await;
         let server = tokio::spawn(async move {
             let mut pings = 0;
             loop {
@@ -389,9 +394,7 @@ mod tests {
     /// is echoed: tungstenite's client sees a clean close handshake.
     #[tokio::test]
     async fn pings_are_answered_and_a_close_is_echoed() {
-        let (server_io, client_io) = tokio::io::duplex(4096);
-        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let mut ws = WebSocket::new(server_io, &[], 1 << 16, 1024);
+        let (mut client, mut ws) = pipe(4096).await;
         let server = tokio::spawn(async move {
             let mut seen = Vec::new();
             loop {

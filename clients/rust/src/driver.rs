@@ -21,9 +21,6 @@ use crate::link::{self, Broken, Failure, Link, Received as Incoming, Target};
 use crate::numbering::{Arrival, Received};
 use crate::routes::Routes;
 
-/// The rooms a quick join may exclude, at most (the relay's limit).
-const MAX_EXCLUDED: usize = 64;
-
 /// How long a room redirected to a node this client failed over from waits before it
 /// is joined again (the directory names the dead node until its leases lapse).
 const STALE_REDIRECT_WAIT: Duration = Duration::from_millis(500);
@@ -307,7 +304,7 @@ impl Driver {
                 // Not a room this client is in on another node.
                 if let Some(routes) = self.routing.routes.upgrade() {
                     quick.exclude = routes.rooms_elsewhere();
-                    quick.exclude.truncate(MAX_EXCLUDED);
+                    quick.exclude.truncate(proto::MAX_QUICK_JOIN_EXCLUDED);
                 }
                 self.quick_joins.insert(quick.request_id, quick.room_type.clone());
                 Some(Out::QuickJoin(quick))
