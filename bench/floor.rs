@@ -326,6 +326,13 @@ async fn tick_loop(rate: u32, frame_bytes: usize, entities: u64, arrivals: Rc<Re
             } else {
                 m.writer.write_all(&frame(&room, false)).await
             };
+            // tokio-rustls's `write_all` can return with records still buffered in
+            // rustls (its socket write would block); without the flush they waited for
+            // a later write, seconds behind (2026-12-02: W2 frames 3-9 s late).
+            let result = match result {
+                Ok(()) => m.writer.flush().await,
+                e => e,
+            };
             match result {
                 Ok(()) => m.last = tick,
                 Err(_) => gone.push(i),
