@@ -424,29 +424,46 @@ impl Driver {
         while self.buffer.len() > self.config.buffer_limit {
             self.buffer.pop_front();
         }
+        // One timer each for the connection's life: a timer made per turn of the loop
+        // cost a registration in tokio's timer wheel per message. The quiet timer is
+        // moved later only when it fires early (every inbound message moves the
+        // deadline); the pace and retry timers are moved when their branch is on.
+        let quiet_timer = tokio::time::sleep_until(last_inbound + self.config.quiet_timeout);
+        let pace_timer = tokio::time::sleep_until(last_inbound);
+        let retry_timer = tokio::time::sleep_until(last_inbound);
+        tokio::pin!(quiet_timer, pace_timer, retry_timer);
         loop {
-            let quiet = last_inbound + self.config.quiet_timeout;
-            let now = std::time::Instant::now();
-            let next_bytes = self.queue.front().map_or(0, |m| m.encoded_len()) as f64;
-            let pace = Instant::now()
-                + self
-                    .pacer
-                    .wait_for_one(now)
-                    .max(self.byte_pacer.wait_for(next_bytes, now));
+            let pacing = welcomed && !self.queue.is_empty();
+            if pacing {
+                let now = std::time::Instant::now();
+                let next_bytes = self.queue.front().map_or(0, |m| m.encoded_len()) as f64;
+                let wait = (self.pacer.wait_for_one(now)).max(self.byte_pacer.wait_for(next_bytes, now));
+                pace_timer.as_mut().reset(Instant::now() + wait);
+            }
             // Joins refused for now (UNAVAILABLE, a stale redirect) are tried again then.
-            let retry = self.rooms.values().filter_map(|s| s.retry_join_at).min();
+            let retry = welcomed
+                .then(|| self.rooms.values().filter_map(|s| s.retry_join_at).min())
+                .flatten();
+            if let Some(at) = retry.filter(|at| *at != retry_timer.deadline()) {
+                retry_timer.as_mut().reset(at);
+            }
             let outcome = tokio::select! {
-                _ = tokio::time::sleep_until(pace), if welcomed && !self.queue.is_empty() => {
-                    self.flush(&mut link).await
-                }
-                _ = tokio::time::sleep_until(retry.unwrap_or(quiet)), if welcomed && retry.is_some() => {
+                () = &mut pace_timer, if pacing => self.flush(&mut link).await,
+                () = &mut retry_timer, if retry.is_some() => {
                     self.retry_joins();
                     self.flush(&mut link).await
                 }
-                _ = tokio::time::sleep_until(quiet) => return End::Reconnect {
-                    reason: "server went quiet".into(),
-                    now: false,
-                },
+                () = &mut quiet_timer => {
+                    let quiet = last_inbound + self.config.quiet_timeout;
+                    if Instant::now() >= quiet {
+                        return End::Reconnect {
+                            reason: "server went quiet".into(),
+                            now: false,
+                        };
+                    }
+                    quiet_timer.as_mut().reset(quiet);
+                    Ok(())
+                }
                 _ = ping.tick(), if welcomed => {
                     self.queue.push_back(Out::Ping(proto::Ping {
                         nonce: 0,

@@ -364,3 +364,78 @@ async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transpor
     }
     assert_eq!(lines, [0, 1, 2, 3, 4, 5]);
 }
+
+/// The quiet timer: every message from the server pushes it back, and a server that
+/// stops sending (here one that never answers pings) is left for a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_when_the_server_goes_quiet() {
+    use futures_util::{SinkExt, StreamExt};
+    use prost::Message as _;
+    use proto::server_message::Kind;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let quiet = Duration::from_millis(300);
+    let chatty = Duration::from_secs(1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let message = |kind: Kind| {
+        let envelope = proto::ServerEnvelope {
+            messages: vec![proto::ServerMessage { kind: Some(kind) }],
+            first_seq: 0,
+        };
+        Message::Binary(envelope.encode_to_vec().into())
+    };
+    // A fake server: a Welcome, a Pong every 100 ms for `chatty`, then silence until
+    // the client hangs up; returns how long the client stayed, once it came back.
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let welcome = proto::Welcome {
+            protocol_version: proto::PROTOCOL_VERSION,
+            session_id: 1,
+            resume_token: "quiet".into(),
+            heartbeat_interval_ms: 100,
+            heartbeat_timeout_ms: 300,
+            ..Default::default()
+        };
+        ws.send(message(Kind::Welcome(welcome))).await.unwrap();
+        while started.elapsed() < chatty {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if ws.send(message(Kind::Pong(proto::Pong::default()))).await.is_err() {
+                break; // the client left early: the assertion below says so
+            }
+        }
+        // Read (and ignore) the client's pings until it hangs up.
+        while let Some(Ok(_)) = ws.next().await {}
+        let stayed = started.elapsed();
+        let (_again, _) = listener.accept().await.unwrap();
+        stayed
+    });
+
+    let mut config = ClientConfig::new(
+        format!("ws://127.0.0.1:{port}/ws"),
+        Trust::CertFile("/nonexistent/cert.pem".into()),
+    );
+    config.quiet_timeout = quiet;
+    config.ping_interval = Duration::from_millis(100);
+    let (client, mut events) = Client::connect(config).unwrap();
+    let reason = until(&mut events, |e| match e {
+        Event::Reconnecting { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("quiet"), "{reason}");
+    let stayed = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    // Pushed back by every Pong (three quiet periods and more), then left within about
+    // one quiet period of the silence.
+    assert!(stayed >= chatty, "left after {stayed:?} while the server still sent");
+    assert!(
+        stayed < chatty + Duration::from_secs(3),
+        "stayed {stayed:?} on a silent server"
+    );
+    client.close().await;
+}
