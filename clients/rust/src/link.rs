@@ -38,8 +38,10 @@ use crate::ClientError;
 /// control stream.
 const CLOSE_CODE_WAIT: Duration = Duration::from_secs(1);
 
-/// The WebSocket read buffer: a few typical state frames.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The most one WebSocket read asks for: a typical state frame (about 200 bytes to
+/// 2 KiB in the benchmarks' rooms); larger messages (full snapshots) take several
+/// reads, from rustls's buffer over TLS.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Which transport a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,9 +242,9 @@ async fn connect_ws(
         let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| fatal(format!("token: {e}")))?;
         request.headers_mut().insert("authorization", value);
     }
-    // tungstenite zeroes its whole read buffer before every read: the default
-    // (128 KiB) costs microseconds per state frame and memory per connection; frames
-    // larger than the buffer take several reads.
+    // tungstenite zeroes the part of its buffer a read may fill before every read:
+    // the default (128 KiB) costs microseconds per state frame, and 16 KiB was still
+    // 2.7 % of the bots' CPU at W2 (memset).
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
     match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
         Ok((ws, _)) => Ok(Link::WebSocket(Box::new(ws))),
