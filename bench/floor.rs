@@ -11,7 +11,8 @@
 //! Its frames carry a tick, a baseline and a time stamp, and an opaque packed block
 //! whose header counts `--entities` changed entities, so `tickrelay-bots
 //! --verify-share 0` (headers only) follow them, measure latency and count bytes per
-//! entity as for the relay. `bench/side_by_side.sh --servers floor` runs it with the
+//! entity as for the relay. `bench/side_by_side.sh --servers floor,floor-ws` runs it (over
+//! `wss://`, and with `--plain` over `ws://`) with the
 //! frame size tickrelay's run measured.
 //!
 //! Run: `cargo run --release --example floor -- --help`.
@@ -31,7 +32,7 @@ use tickrelay::proto::{
     ClientEnvelope, Joined, Limits, ServerEnvelope, ServerMessage, StateFrame, Welcome, client_message,
     server_message::Kind,
 };
-use tickrelay::transport::tls::{self, TlsConfig};
+use tickrelay::transport::tls::{self, ServerTls, TlsConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -111,8 +112,10 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let (acceptor, arrivals) = (acceptor.clone(), arrivals.clone());
         tokio::task::spawn_local(async move {
             let stream: Stream = match acceptor {
+                // The relay's own TLS reads (readiness first), so the floor's I/O is
+                // the relay's.
                 Some(a) => match a.accept(tcp).await {
-                    Ok(tls) => Box::new(tls),
+                    Ok(tls) => Box::new(ServerTls::new(tls)),
                     Err(_) => return,
                 },
                 None => Box::new(tcp),
@@ -174,6 +177,8 @@ async fn connection(mut stream: Stream, session: u64, arrivals: Rc<RefCell<Vec<M
         resumed: false,
     });
     stream.write_all(&ws_frame(&envelope(welcome, 0))).await?;
+    // The client joins once it has the Welcome: it must not wait in rustls's buffer.
+    stream.flush().await?;
 
     let (mut reader, writer) = tokio::io::split(stream);
     let room = Rc::new(RefCell::new(None));

@@ -19,6 +19,7 @@
 #   floor     bench/floor.rs over wss://: the least a relay can do (one thread; per
 #             tick one write of a prebuilt frame of tickrelay's size to every client,
 #             inputs read and dropped), driven by tickrelay-bots --verify-share 0
+#   floor-ws  the same with --plain, bots over ws://: the floor for the ws row
 # tickrelay gets a temporary TOML with the workload's tick rate, NPCs and member cap,
 # per-IP caps lifted (every bot is 127.0.0.1), and QUIC off (not measured here).
 #
@@ -31,8 +32,9 @@
 # Options:
 #   --duration SECS      the steady window measured per server (default 20)
 #   --only LIST          workloads to run, comma-separated: w1a,w1b,w2 (default all)
-#   --servers LIST       servers to run, comma-separated: colyseus,wss,ws,floor (default
-#                        all; floor takes its frame size from the wss run before it)
+#   --servers LIST       servers to run, comma-separated: colyseus,wss,ws,floor,floor-ws
+#                        (default all; the floors take their frame size from the wss
+#                        run before them)
 #   --ramp-up SECS       connect the bots over this time (w1: 5, w2: 10)
 #   --settle SECS        wait this long after the ramp-up before the window (default 3)
 #   --verify-share S     tickrelay-bots' share of bots that mirror their room in full and
@@ -62,7 +64,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "
 root=$(cd "$(dirname "$0")/.." && pwd)
 peer=$root/bench/peers/colyseus
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-window=20 only=w1a,w1b,w2 servers=colyseus,wss,ws,floor ramp="" settle=3 verify=0.1 js_processes=""
+window=20 only=w1a,w1b,w2 servers=colyseus,wss,ws,floor,floor-ws ramp="" settle=3 verify=0.1 js_processes=""
 pin=1 server_cpus=0 bots_cpus=1 out="" build=1 keep=0
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -88,7 +90,7 @@ for w in ${only//,/ }; do
     case $w in w1a | w1b | w2) ;; *) echo "side_by_side.sh: unknown workload '$w' (w1a, w1b, w2)" >&2; exit 2 ;; esac
 done
 for s in ${servers//,/ }; do
-    case $s in colyseus | wss | ws | floor) ;; *) echo "side_by_side.sh: unknown server '$s' (colyseus, wss, ws, floor)" >&2; exit 2 ;; esac
+    case $s in colyseus | wss | ws | floor | floor-ws) ;; *) echo "side_by_side.sh: unknown server '$s' (colyseus, wss, ws, floor, floor-ws)" >&2; exit 2 ;; esac
 done
 for tool in node npm python3 curl; do
     command -v "$tool" >/dev/null || { echo "side_by_side.sh: needs $tool" >&2; exit 2; }
@@ -204,18 +206,19 @@ run_one() {
                 --room-type arena --input-rate "$hz" --duration-secs "$total" --ramp-up-secs "$ramp_w"
                 --warm-up-secs "$warm" --verify-share "$verify" --progress-secs 0 --json "$run/bots.json")
             ;;
-        floor)
+        floor | floor-ws)
             # tickrelay's frame size in this run (its wss row), else an estimate from the
             # encoding (about 5 bytes per avatar and 4 per NPC, 40 of framing).
-            local frame_bytes
+            local frame_bytes flags=() scheme=wss
             frame_bytes=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["bytes_per_frame"]))' \
                 "$work/$workload-wss/result.json" 2>/dev/null || echo $((members * 5 + npcs * 4 + 40)))
+            if [[ $server == floor-ws ]]; then flags=(--plain) scheme=ws; fi
             (cd "$run" && exec "${server_cpu[@]}" "$floor_bin" --listen "127.0.0.1:$port" --tick-rate "$hz" \
-                --frame-bytes "$frame_bytes" --entities $((members + npcs)) --dev-cert-path cert.pem) \
+                --frame-bytes "$frame_bytes" --entities $((members + npcs)) --dev-cert-path cert.pem "${flags[@]}") \
                 >"$run/server.log" 2>&1 &
             server_pid=$!
-            wait_ready -k "https://127.0.0.1:$port/healthz"
-            bots_cmd=("$bots_bin" --url "wss://127.0.0.1:$port/ws" --cert "$run/cert.pem" --rooms "$rooms"
+            if [[ $scheme == ws ]]; then wait_ready "http://127.0.0.1:$port/healthz"; else wait_ready -k "https://127.0.0.1:$port/healthz"; fi
+            bots_cmd=("$bots_bin" --url "$scheme://127.0.0.1:$port/ws" --cert "$run/cert.pem" --rooms "$rooms"
                 --members "$members" --room-type arena --input-rate "$hz" --duration-secs "$total"
                 --ramp-up-secs "$ramp_w" --warm-up-secs "$warm" --verify-share 0 --progress-secs 0
                 --json "$run/bots.json")
@@ -330,7 +333,7 @@ import json, sys
 workload, rooms, members, npcs, hz, window, warm = sys.argv[1:8]
 rooms, members, hz = int(rooms), int(members), int(hz)
 names = {"colyseus": "Colyseus 0.18 (ws://)", "wss": "tickrelay wss://", "ws": "tickrelay ws:// (--insecure-plain)",
-         "floor": "floor (wss://, bench/floor.rs)"}
+         "floor": "floor (wss://, bench/floor.rs)", "floor-ws": "floor (ws://, bench/floor.rs --plain)"}
 def f(v, fmt):
     return "-" if v is None else format(v, fmt)
 print(f"### {workload}: {rooms} room(s) of {members} clients, {npcs} NPCs per room, {hz} Hz, one input per client per tick")

@@ -20,7 +20,7 @@ use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, ready};
+use std::task::{Context as TaskContext, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +37,7 @@ use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
 use crate::transport::gate::{Permit, SocketPermit};
 use crate::transport::origin::OriginConfig;
+use crate::transport::tls::ServerTls;
 use crate::transport::ws::{Metered, WebSocket};
 
 /// What the HTTP side needs beyond the connection [`Context`].
@@ -416,7 +417,7 @@ where
 /// wrapper cost two trait conversions and a dynamic call per read and per write).
 pub(crate) enum Socket {
     /// A `wss://` connection.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(ServerTls),
     /// A `ws://` connection (`--insecure-plain`).
     Plain(TcpStream),
     /// Another stream (not expected: what hyper handed over, as it is).
@@ -427,7 +428,12 @@ impl Socket {
     /// The socket under `upgraded`, and what hyper had read past the request.
     fn from_upgraded(upgraded: Upgraded) -> (Self, Vec<u8>) {
         let upgraded = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-            Ok(parts) => return (Self::Tls(Box::new(parts.io.into_inner())), parts.read_buf.to_vec()),
+            Ok(parts) => {
+                return (
+                    Self::Tls(ServerTls::new(parts.io.into_inner())),
+                    parts.read_buf.to_vec(),
+                );
+            }
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -441,7 +447,7 @@ impl Socket {
 macro_rules! socket_call {
     ($self:expr, $method:ident($($arg:expr),*)) => {
         match $self.get_mut() {
-            Socket::Tls(s) => Pin::new(&mut **s).$method($($arg),*),
+            Socket::Tls(s) => Pin::new(s).$method($($arg),*),
             Socket::Plain(s) => Pin::new(s).$method($($arg),*),
             Socket::Other(s) => Pin::new(s).$method($($arg),*),
         }
@@ -450,15 +456,6 @@ macro_rules! socket_call {
 
 impl AsyncRead for Socket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        // A connection is polled for input at every wake-up, most of them for output.
-        // A TLS read prepares its record buffer before it finds the socket empty, so
-        // while TLS has nothing buffered, the socket's readiness is asked first.
-        if let Socket::Tls(tls) = &*self {
-            let (tcp, session) = tls.get_ref();
-            if session.wants_read() {
-                ready!(tcp.poll_read_ready(cx))?;
-            }
-        }
         socket_call!(self, poll_read(cx, buf))
     }
 }

@@ -11,7 +11,8 @@
 //! - `ws` — the WebSocket transport; [`quic`]: the QUIC transport.
 //! - [`gate`] — connection caps and handshake rate at the upgrade.
 //! - [`origin`] — the `Origin` allowlist.
-//! - [`tls`] — certificates, including the generated development certificate.
+//! - [`tls`] — certificates, including the generated development certificate, and
+//!   the accepted TLS stream ([`tls::ServerTls`]).
 //! - [`registry`] — sessions parked for resume; live sessions per user; stop signals.
 
 pub(crate) mod api;

@@ -2,15 +2,21 @@
 //! development certificate generated at the first start and written to a file clients
 //! can trust. Its key is kept beside it (`<name>.key.pem`, readable by the owner only),
 //! so later starts reuse the pair and the fingerprint clients pinned stays valid.
+//! [`ServerTls`] is an accepted connection as the transports read it.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// TLS settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -176,6 +182,56 @@ fn write_dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
     std::fs::write(cert, &pem).map_err(|e| cannot_write(cert, e))?;
     let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
     Ok((vec![certified.cert.der().clone()], key.into(), pem))
+}
+
+/// An accepted TLS connection whose reads ask the socket's readiness first while
+/// rustls has nothing buffered: a connection is polled for input at every wake-up,
+/// most of them for output, and a TLS read prepares its record buffer before it finds
+/// the socket empty. Writes go to the TLS stream as they are.
+#[derive(Debug)]
+pub struct ServerTls(Box<TlsStream<TcpStream>>);
+
+impl ServerTls {
+    /// Wraps an accepted connection.
+    pub fn new(stream: TlsStream<TcpStream>) -> Self {
+        Self(Box::new(stream))
+    }
+}
+
+impl AsyncRead for ServerTls {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let (tcp, session) = self.0.get_ref();
+        if session.wants_read() {
+            ready!(tcp.poll_read_ready(cx))?;
+        }
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ServerTls {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
