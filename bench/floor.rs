@@ -11,9 +11,9 @@
 //! Its frames carry a tick, a baseline and a time stamp, and an opaque packed block
 //! whose header counts `--entities` changed entities, so `tickrelay-bots
 //! --verify-share 0` (headers only) follow them, measure latency and count bytes per
-//! entity as for the relay. `bench/side_by_side.sh --servers floor,floor-ws` runs it (over
-//! `wss://`, and with `--plain` over `ws://`) with the
-//! frame size tickrelay's run measured.
+//! entity as for the relay. `bench/side_by_side.sh --servers floor,floor-ws` runs it
+//! over `wss://`, and with `--plain` over `ws://`, with the frame size tickrelay's run
+//! measured.
 //!
 //! Run: `cargo run --release --example floor -- --help`.
 
