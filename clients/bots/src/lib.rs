@@ -534,7 +534,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut lost_at: Option<Instant> = None;
     // The last input the server acknowledged.
     let mut acked = 0u64;
-    let stop_at = tokio::time::Instant::from_std(fleet.stop_at);
+    // One timer for the bot's whole play, not one made per turn of the loop.
+    let stop = tokio::time::sleep_until(tokio::time::Instant::from_std(fleet.stop_at));
+    tokio::pin!(stop);
     let c = &fleet.counters;
     // This client's (bytes received, entity updates) when counting started: as they
     // were up to the frame before the first one after the warm-up (zero without a
@@ -554,7 +556,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     };
     let replaced = loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(stop_at) => break false,
+            () = &mut stop => break false,
             _ = inputs.tick(), if joined && input_every.is_some() => {
                 sent += 1;
                 let payload = if relay {
