@@ -11,9 +11,11 @@
 //! - [`limits`] — token-bucket rate limits and flood detection.
 //! - [`heartbeat`] — ping and timeout decisions.
 //! - [`auth`] — JWT at the upgrade, token refresh, room restrictions.
+//! - [`inputs`] — the common envelope (intent inputs only) read in place.
 
 pub mod auth;
 pub mod heartbeat;
+pub mod inputs;
 pub mod limits;
 
 use std::collections::HashMap;
@@ -461,16 +463,23 @@ impl Session {
                 };
             }
         };
-        let Ok(envelope) = ClientEnvelope::decode(bytes) else {
-            return Err(CloseReason::Undecodable);
+        // Most envelopes are intent inputs only: read in place (see `inputs`).
+        let (envelope, counted, acks) = match inputs::count(bytes) {
+            Some(n) => (None, n, 0),
+            None => {
+                let Ok(envelope) = ClientEnvelope::decode(bytes) else {
+                    return Err(CloseReason::Undecodable);
+                };
+                let acks = envelope.messages.iter().filter(|m| is_ack(m)).count();
+                let counted = envelope.messages.len() - acks;
+                (Some(envelope), counted, acks)
+            }
         };
         // Every envelope is charged, even one that is then refused, and at most a
         // burst's worth, so an oversized envelope is refused below instead of never
         // fitting the bucket. Acknowledgements (one per state frame on an unreliable
         // transport) are charged their bytes only.
         let burst = self.limiter.limits().message_burst as usize;
-        let acks = envelope.messages.iter().filter(|m| is_ack(m)).count();
-        let counted = envelope.messages.len() - acks;
         let charged = if counted == 0 && acks > 0 {
             0
         } else {
@@ -491,11 +500,18 @@ impl Session {
                 return Ok(());
             }
         }
-        if envelope.messages.len() > burst {
+        if counted + acks > burst {
             let message = format!("an envelope may hold at most {burst} messages");
             self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
             return Ok(());
         }
+        let Some(envelope) = envelope else {
+            for input in inputs::iter(bytes) {
+                let payload = input.intent.map(|i| input::Payload::Intent(Bytes::copy_from_slice(i)));
+                self.input(input.room, input.seq, payload);
+            }
+            return self.check_overflow();
+        };
         if let Err(e) = validate_client(&envelope) {
             self.reply(error_message(ErrorCode::BadRequest, &e.to_string(), 0, ""));
             return Ok(());
@@ -505,10 +521,44 @@ impl Session {
                 self.handle_message(kind, now);
             }
         }
+        self.check_overflow()
+    }
+
+    /// A session whose outbox overflowed is closed (slow consumer).
+    fn check_overflow(&self) -> Result<(), CloseReason> {
         if self.outbox.is_overflowed() {
             return Err(CloseReason::SlowConsumer);
         }
         Ok(())
+    }
+
+    /// An input for `room`: to the room, or held until the room's claim is answered.
+    fn input(&mut self, room_id: &str, seq: u64, payload: Option<input::Payload>) {
+        let room = self.room(room_id);
+        if room.is_none() && !self.claims.contains_key(room_id) {
+            return self.not_a_member(room_id, seq);
+        }
+        let Some(payload) = payload else {
+            let error = error_message(ErrorCode::BadRequest, "input without payload", seq, room_id);
+            return self.reply(error);
+        };
+        // A room applies each member's inputs in increasing `seq` and drops the rest
+        // (replays after a resume): one huge `seq` would silently swallow every later
+        // input. JavaScript numbers are exact below 2^53.
+        if seq > MAX_INPUT_SEQ {
+            let message = format!("input seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
+            return self.reply(error_message(ErrorCode::BadRequest, &message, seq, room_id));
+        }
+        let Some((room, member)) = room else {
+            return self.wait_for_claim(room_id, Waiting::Input { seq, payload }, seq);
+        };
+        let command = Command::Input {
+            room: room.key,
+            member,
+            seq,
+            payload,
+        };
+        self.send(&room, command, seq);
     }
 
     fn handle_message(&mut self, kind: client_message::Kind, now: Now) {
@@ -539,37 +589,7 @@ impl Session {
                     self.rooms.remove(&leave.room);
                 }
             }
-            K::Input(input) => {
-                let room = self.room(&input.room);
-                if room.is_none() && !self.claims.contains_key(&input.room) {
-                    return self.not_a_member(&input.room, input.seq);
-                }
-                let Some(payload) = input.payload else {
-                    let error = error_message(ErrorCode::BadRequest, "input without payload", input.seq, &input.room);
-                    return self.reply(error);
-                };
-                // A room applies each member's inputs in increasing `seq` and drops the
-                // rest (replays after a resume): one huge `seq` would silently swallow
-                // every later input. JavaScript numbers are exact below 2^53.
-                if input.seq > MAX_INPUT_SEQ {
-                    let message = format!("input seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
-                    return self.reply(error_message(ErrorCode::BadRequest, &message, input.seq, &input.room));
-                }
-                let Some((room, member)) = room else {
-                    let waiting = Waiting::Input {
-                        seq: input.seq,
-                        payload,
-                    };
-                    return self.wait_for_claim(&input.room, waiting, input.seq);
-                };
-                let command = Command::Input {
-                    room: room.key,
-                    member,
-                    seq: input.seq,
-                    payload,
-                };
-                self.send(&room, command, input.seq);
-            }
+            K::Input(input) => self.input(&input.room, input.seq, input.payload),
             K::Event(event) => {
                 let Some((room, member)) = self.room(&event.room) else {
                     if self.claims.contains_key(&event.room) {
