@@ -209,6 +209,7 @@ impl Server {
         let mut ctx = Context::new(session, settings, registry, gate, metrics);
         if let Some(ClusterParts { cluster, .. }) = &cluster {
             ctx.set_first_session_id(cluster.first_session_id());
+            ctx.session.auth.number_anonymous_from(cluster.first_session_id());
             ctx.cluster = Some(cluster.clone());
         }
         let ctx = Arc::new(ctx);

@@ -41,7 +41,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
-    /// Every connection is accepted as `anonymous-<session id>`.
+    /// Every connection is accepted as `anonymous-<n>`, `n` unique on the node (in a
+    /// cluster: in the cluster).
     Anonymous,
     /// A valid JWT is required at the upgrade.
     Jwt,
@@ -273,6 +274,13 @@ impl Authenticator {
             key,
             anonymous: AtomicU64::new(0),
         })
+    }
+
+    /// Anonymous users are numbered from `first` on (cluster mode: from the node's
+    /// first session id, so that two players on two nodes never share a user id, and
+    /// with it presence and the `replace` policy).
+    pub fn number_anonymous_from(&self, first: u64) {
+        self.anonymous.store(first.saturating_sub(1), Ordering::Relaxed);
     }
 
     /// Whether connections need a token.
@@ -561,6 +569,12 @@ mod tests {
     fn anonymous_mode_names_users() {
         let auth = Authenticator::new(&AuthConfig::default()).unwrap();
         assert_eq!(&*auth.authenticate(None, NOW).unwrap().user_id, "anonymous-1");
+        let other_node = Authenticator::new(&AuthConfig::default()).unwrap();
+        other_node.number_anonymous_from(1 << 40);
+        assert_eq!(
+            &*other_node.authenticate(None, NOW).unwrap().user_id,
+            "anonymous-1099511627776"
+        );
         assert_eq!(
             &*auth.authenticate(Some("ignored"), NOW).unwrap().user_id,
             "anonymous-2"

@@ -231,6 +231,19 @@ async fn a_join_elsewhere_is_redirected_to_the_owner_and_listings_span_the_nodes
     assert_eq!(a.metric("tickrelay_rooms"), 1, "the room lives on one node only");
 }
 
+/// Anonymous players on two nodes never share a user id (which would make them one
+/// user to presence and to the `replace` policy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_users_are_unique_across_nodes() {
+    let cluster = TestCluster::start();
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let on_a = TestClient::connect(&a).await;
+    let on_b = TestClient::connect(&b).await;
+    let users = [&on_a.welcome.user_id, &on_b.welcome.user_id];
+    assert!(users.iter().all(|u| u.starts_with("anonymous-")), "{users:?}");
+    assert_ne!(users[0], users[1]);
+}
+
 /// Two nodes racing to open the same rooms end with one owner each: every join is
 /// answered by exactly one node, and the other redirects to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
