@@ -90,11 +90,10 @@ impl Default for SessionSettings {
     }
 }
 
-/// The longest room id, in bytes.
-pub const MAX_ROOM_ID_BYTES: usize = 128;
+pub use crate::engine::room::MAX_ROOM_ID_BYTES;
 
-/// The longest room type a quick join names, in bytes (the room it creates has an id
-/// of this type, a dash and 16 characters).
+/// The longest room type a join or quick join names, in bytes (the room a quick join
+/// creates has an id of this type, a dash and 16 characters).
 pub const MAX_ROOM_TYPE_BYTES: usize = 64;
 
 pub use crate::proto::MAX_QUICK_JOIN_EXCLUDED;
@@ -664,8 +663,17 @@ impl Session {
 
     fn join(&mut self, join: proto::JoinRoom) {
         let refuse = |code, message: &str| self.reply(error_message(code, message, join.request_id, &join.room));
-        if join.room.is_empty() || join.room.len() > MAX_ROOM_ID_BYTES {
-            return refuse(ErrorCode::BadRequest, "room id must be 1-128 bytes");
+        // Room ids reach logs and listings: no control characters (a newline would
+        // forge a log line).
+        if join.room.is_empty() || join.room.len() > MAX_ROOM_ID_BYTES || join.room.chars().any(char::is_control) {
+            return refuse(
+                ErrorCode::BadRequest,
+                "room id must be 1-128 bytes, without control characters",
+            );
+        }
+        if join.room_type.len() > MAX_ROOM_TYPE_BYTES {
+            let message = format!("room type must be at most {MAX_ROOM_TYPE_BYTES} bytes");
+            return refuse(ErrorCode::BadRequest, &message);
         }
         if !self.identity.may_join(&join.room) {
             return refuse(ErrorCode::Forbidden, "the token does not allow this room");

@@ -383,6 +383,53 @@ fn room_ids_must_be_1_to_128_bytes() {
 }
 
 #[test]
+fn room_ids_have_no_control_characters_and_room_types_are_bounded() {
+    let mut h = Harness::new();
+    h.replies();
+    let long_type = Out::Join(proto::JoinRoom {
+        room: "r".into(),
+        room_type: "t".repeat(65),
+        request_id: 3,
+        ..Default::default()
+    });
+    h.send(vec![join("a\nERROR forged", 1), join("a\u{1b}[31m", 2), long_type])
+        .unwrap();
+    assert_eq!(
+        h.errors(),
+        [
+            (ErrorCode::BadRequest, 1),
+            (ErrorCode::BadRequest, 2),
+            (ErrorCode::BadRequest, 3)
+        ]
+    );
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn a_room_id_longer_than_any_is_not_echoed_back() {
+    let mut h = Harness::new();
+    h.replies();
+    let long = "x".repeat(16_000);
+    h.send(vec![input(&long, 1), join(&long, 2), input("not-joined", 3)])
+        .unwrap();
+    let rooms: Vec<(i32, String)> = (h.replies().into_iter())
+        .filter_map(|k| match k {
+            Kind::Error(e) => Some((e.code, e.room)),
+            _ => None,
+        })
+        .collect();
+    let (not_a_member, bad) = (ErrorCode::NotAMember as i32, ErrorCode::BadRequest as i32);
+    assert_eq!(
+        rooms,
+        [
+            (not_a_member, String::new()),
+            (bad, String::new()),
+            (not_a_member, "not-joined".into())
+        ]
+    );
+}
+
+#[test]
 fn a_session_is_in_at_most_its_room_cap() {
     let mut h = Harness::new();
     h.replies();

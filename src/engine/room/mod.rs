@@ -338,7 +338,8 @@ impl Room {
     /// Adds a member and answers it with `Joined` (or an `Error`) through its outbox;
     /// the other members get a presence message. The simulation learns of the join at
     /// the next tick, and the member's first frame is a full snapshot. Joining again
-    /// while a member is idempotent and schedules a full snapshot.
+    /// while a member is idempotent and schedules a full snapshot, as a resync does
+    /// (at most one per second).
     pub fn join(
         &mut self,
         member: MemberId,
@@ -348,9 +349,16 @@ impl Room {
         join_seq: u64,
     ) -> Result<(), JoinError> {
         if let Some(existing) = self.member_mut(member) {
+            let same_outbox = Arc::ptr_eq(&existing.outbox, &outbox);
             existing.outbox = outbox;
             existing.join_seq = join_seq;
-            existing.needs_full = true;
+            if same_outbox {
+                // Its full snapshot counts as a resync: one per second at most, or
+                // joining again would buy a full snapshot per message.
+                self.resync(member, 0);
+            } else {
+                existing.needs_full = true;
+            }
         } else if let Some(seat) = self.take_reserved(member, &user_id) {
             // Back after a restore: the simulation kept what it had for this member.
             let info = MemberInfo {
@@ -741,8 +749,13 @@ impl Room {
     }
 }
 
-/// Encodes an `Error` message.
+/// The longest room id, in bytes.
+pub const MAX_ROOM_ID_BYTES: usize = 128;
+
+/// Encodes an `Error` message. A `room` longer than any room id is not echoed (a
+/// client naming a huge one in every message would make the server queue copies).
 pub fn error_message(code: ErrorCode, message: &str, request_id: u64, room: &str) -> Bytes {
+    let room = if room.len() <= MAX_ROOM_ID_BYTES { room } else { "" };
     encode_message(Kind::Error(proto::Error {
         code: code as i32,
         message: message.to_string(),

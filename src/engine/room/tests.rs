@@ -738,6 +738,42 @@ fn resyncs_are_granted_at_most_once_per_second() {
     assert_eq!(full_frames(&mut a), 1, "a second later it is granted again");
 }
 
+/// Joining again while a member costs what a resync costs: without that, every
+/// small `JoinRoom` would buy a full snapshot.
+#[test]
+fn joining_again_is_granted_a_full_snapshot_at_most_once_per_second() {
+    let config = RoomConfig {
+        tick_rate: 10,
+        ..Default::default()
+    };
+    let mut room = relay_room(config);
+    let a = Client::new(1);
+    // What the member's outbox holds, as (full snapshots, deltas); the clients keep
+    // their mirror when joined again (the test client does not).
+    let frames = |client: &Client| {
+        let mut batch = Batch::default();
+        client.outbox.drain(&mut batch);
+        let full = batch.states.iter().filter(|s| s.baseline == 0).count();
+        (full, batch.states.len() - full)
+    };
+    join(&mut room, &a);
+    room.tick(0);
+    assert_eq!(frames(&a), (1, 0));
+    let mut granted = 0;
+    for _ in 0..20 {
+        join(&mut room, &a);
+        room.tick(0);
+        granted += frames(&a).0;
+    }
+    assert_eq!(granted, 2, "20 joins over two seconds at 10 Hz");
+    // A join on another outbox (the session continued on a new connection) gets its
+    // full snapshot at once.
+    let b = Client::new(1);
+    join(&mut room, &b);
+    room.tick(0);
+    assert_eq!(frames(&b), (1, 0));
+}
+
 #[test]
 fn a_skipped_or_corrupted_frame_is_detected() {
     let mut room = Room::new(
