@@ -90,6 +90,67 @@ fn envelope_len(reliable: Reliable<'_>, states: &[PendingState]) -> usize {
     reliable + states
 }
 
+/// Where a batch is split into several envelopes: one holds at most this many bytes
+/// of messages, unless a single message is larger (a room's full snapshot, up to its
+/// `max_state_bytes`: 4 MiB by default). So a member of many large rooms gets their
+/// snapshots one message each, never one message of all of them together (over a
+/// client's message limit, and a write buffer that size per connection).
+pub const SPLIT_ENVELOPE_BYTES: usize = 1 << 20;
+
+/// Room for an envelope's `first_seq` field beside its messages.
+const FIRST_SEQ_ROOM: usize = 16;
+
+/// `reliable` and `states` as the envelopes to write, in order: all in one when they
+/// fit `limit` bytes, otherwise split between messages (see
+/// [`SPLIT_ENVELOPE_BYTES`]), each envelope numbered from its first reliable message.
+pub fn split_envelopes<'a>(
+    reliable: Reliable<'a>,
+    states: &'a [PendingState],
+    limit: usize,
+) -> Vec<(Reliable<'a>, &'a [PendingState])> {
+    // The messages in writing order: the welcome, the numbered ones, the states.
+    let welcome = usize::from(reliable.welcome.is_some());
+    let numbered_end = welcome + reliable.messages.len();
+    let size = |i: usize| match i {
+        _ if i < welcome => reliable.welcome.map_or(0, |w| nested_len(ENVELOPE_MESSAGES, w.len())),
+        _ if i < numbered_end => nested_len(ENVELOPE_MESSAGES, reliable.messages[i - welcome].len()),
+        _ => nested_len(ENVELOPE_MESSAGES, state_message_len(&states[i - numbered_end])),
+    };
+    // Messages `from..to` as one envelope.
+    let part = |from: usize, to: usize| {
+        let (first, last) = (
+            from.clamp(welcome, numbered_end) - welcome,
+            to.clamp(welcome, numbered_end) - welcome,
+        );
+        let part = Reliable {
+            welcome: reliable.welcome.filter(|_| from == 0),
+            messages: &reliable.messages[first..last],
+            first_seq: if reliable.first_seq == 0 || first == last {
+                0
+            } else {
+                reliable.first_seq + first as u64
+            },
+        };
+        (
+            part,
+            &states[from.max(numbered_end) - numbered_end..to.max(numbered_end) - numbered_end],
+        )
+    };
+    let total = numbered_end + states.len();
+    let mut parts = Vec::new();
+    let (mut from, mut bytes) = (0, FIRST_SEQ_ROOM);
+    for i in 0..total {
+        let add = size(i);
+        if i > from && bytes + add > limit {
+            parts.push(part(from, i));
+            (from, bytes) = (i, FIRST_SEQ_ROOM);
+        }
+        bytes += add;
+    }
+    parts.push(part(from, total));
+    parts
+}
+
 /// Appends `batch` to `buf` as one `ServerEnvelope`: reliable messages first, in
 /// order, then the state frames.
 pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
@@ -139,6 +200,76 @@ mod tests {
     use tickrelay_proto::v1::{Ping, StateFrame, server_message};
 
     use super::*;
+
+    fn ping(nonce: u64) -> Bytes {
+        encode_message(server_message::Kind::Ping(Ping {
+            nonce,
+            ..Ping::default()
+        }))
+    }
+
+    fn state(room: u64, body_len: usize) -> PendingState {
+        PendingState {
+            room,
+            tick: 9,
+            baseline: 0,
+            // A frame whose room id pads it to about `body_len` bytes.
+            body: StateFrame {
+                room: "r".repeat(body_len),
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .into(),
+            last_input_seq: 0,
+            server_time_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_is_split_between_messages_in_order() {
+        let welcome = ping(0);
+        let messages: Vec<Bytes> = (1..=3).map(ping).collect();
+        let reliable = Reliable {
+            welcome: Some(&welcome),
+            messages: &messages,
+            first_seq: 40,
+        };
+        let states = [state(1, 600), state(2, 3_000), state(3, 100), state(4, 100)];
+        let parts = split_envelopes(reliable, &states, 1_000);
+        let shape: Vec<(bool, usize, u64, Vec<u64>)> = (parts.iter())
+            .map(|(r, s)| {
+                (
+                    r.welcome.is_some(),
+                    r.messages.len(),
+                    r.first_seq,
+                    s.iter().map(|s| s.room).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (true, 3, 40, vec![1]),
+                // Larger than the limit: alone.
+                (false, 0, 0, vec![2]),
+                (false, 0, 0, vec![3, 4]),
+            ]
+        );
+        // Each part is an envelope of its own, and together they hold every message.
+        let mut decoded = Vec::new();
+        for (reliable, states) in &parts {
+            let mut buf = BytesMut::new();
+            encode_envelope(*reliable, states, &mut buf);
+            assert!(buf.len() <= 1_000 || states.len() == 1, "{} bytes", buf.len());
+            decoded.extend(decode_server(&buf).unwrap().messages);
+        }
+        assert_eq!(decoded.len(), 8);
+        // Numbered messages split across envelopes keep their numbers.
+        let parts = split_envelopes(reliable, &[], 12);
+        let seqs: Vec<(usize, u64)> = parts.iter().map(|(r, _)| (r.messages.len(), r.first_seq)).collect();
+        assert_eq!(seqs, [(0, 0), (1, 40), (1, 41), (1, 42)]);
+        assert_eq!(split_envelopes(reliable, &states, usize::MAX).len(), 1);
+    }
 
     #[test]
     fn stream_frames_hold_one_envelope_each() {

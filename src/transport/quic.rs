@@ -32,7 +32,9 @@ use quinn::{
 use serde::Deserialize;
 
 use crate::clock::unix_micros;
-use crate::engine::envelope::{Reliable, encode_envelope, encode_stream_frame, state_envelope_len};
+use crate::engine::envelope::{
+    Reliable, SPLIT_ENVELOPE_BYTES, encode_envelope, encode_stream_frame, split_envelopes, state_envelope_len,
+};
 use crate::engine::outbox::{Batch, Delivery, Outbox, PendingState};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::frame::{FrameError, encode_message, split_stream_frame};
@@ -338,11 +340,14 @@ impl Transport for Quic {
         if batch.welcome.is_none() && batch.reliable.is_empty() && self.on_stream.is_empty() {
             return Ok(sent);
         }
-        encode_stream_frame(batch.reliable_part(), &self.on_stream, &mut self.outbound);
-        let frame = self.outbound.split().freeze();
-        sent.bytes += frame.len() as u64;
-        sent.messages += 1;
-        self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+        // One frame, or several when large (a member of several large rooms).
+        for (reliable, states) in split_envelopes(batch.reliable_part(), &self.on_stream, SPLIT_ENVELOPE_BYTES) {
+            encode_stream_frame(reliable, states, &mut self.outbound);
+            let frame = self.outbound.split().freeze();
+            sent.bytes += frame.len() as u64;
+            sent.messages += 1;
+            self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+        }
         // The stream is reliable and ordered: these frames will arrive.
         for state in &self.on_stream {
             outbox.ack(state.room, state.tick);

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::engine::envelope::encode_batch;
+use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, batch_len, encode_batch, encode_envelope, split_envelopes};
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
@@ -41,6 +41,10 @@ pub(crate) struct WebSocket<S> {
 
 /// Bytes of pongs that may wait for a client that does not read them.
 const MAX_UNWRITTEN_PONGS: usize = 1024;
+
+/// The largest write buffer a connection keeps between writes (a larger one, grown
+/// for a batch of full snapshots, is released once that batch is written).
+const MAX_KEPT_WRITE_BUFFER: usize = 256 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// A connection over `io`, which has already received `read` (bytes that came
@@ -192,17 +196,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
             return Err(Broken);
         }
         self.out.clear();
-        self.out.resize(MAX_HEADER_BYTES, 0);
-        encode_batch(batch, &mut self.out);
-        let len = self.out.len() - MAX_HEADER_BYTES;
-        let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
-        self.unwritten = put_header(room, OP_BINARY, len);
+        let sent = if batch_len(batch) <= SPLIT_ENVELOPE_BYTES {
+            // One message, its header written in the room left before it.
+            self.out.resize(MAX_HEADER_BYTES, 0);
+            encode_batch(batch, &mut self.out);
+            let len = self.out.len() - MAX_HEADER_BYTES;
+            let room: &mut [u8; MAX_HEADER_BYTES] =
+                (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
+            self.unwritten = put_header(room, OP_BINARY, len);
+            Sent {
+                messages: 1,
+                bytes: len as u64,
+            }
+        } else {
+            self.unwritten = 0;
+            let mut sent = Sent::default();
+            let mut envelope = BytesMut::new();
+            for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
+                envelope.clear();
+                encode_envelope(reliable, states, &mut envelope);
+                let mut header = [0; MAX_HEADER_BYTES];
+                let start = put_header(&mut header, OP_BINARY, envelope.len());
+                self.out.extend_from_slice(&header[start..]);
+                self.out.extend_from_slice(&envelope);
+                sent.messages += 1;
+                sent.bytes += envelope.len() as u64;
+            }
+            sent
+        };
         self.needs_flush = true;
         self.write_rest().await.map_err(|_| Broken)?;
-        Ok(Sent {
-            messages: 1,
-            bytes: len as u64,
-        })
+        if self.out.capacity() > MAX_KEPT_WRITE_BUFFER {
+            // A large batch went out: do not hold its buffer for the connection's life.
+            (self.out, self.unwritten) = (BytesMut::new(), 0);
+        }
+        Ok(sent)
     }
 
     async fn ping(&mut self) -> Result<(), Broken> {

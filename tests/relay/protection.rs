@@ -764,6 +764,90 @@ async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error()
     assert_eq!(b.mirrors["big"].world().len(), 90);
 }
 
+/// A member joining several large rooms at once gets their full snapshots in
+/// messages of at most about 1 MiB each (one each here), not in one message of all
+/// of them (which went past clients' message limits, 16 MiB for the Rust client, and
+/// left a write buffer that size with the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_snapshots_of_several_rooms_come_in_separate_messages() {
+    use futures_util::{SinkExt, StreamExt};
+    use tickrelay::proto::{ClientEnvelope, ClientMessage, Entity, EntityWrites, Field, JoinRoom};
+    use tickrelay::state::Value;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = start_with(|c| {
+        c.room_types.get_mut("relay").unwrap().max_entities_per_member = 200;
+        c.session.bytes_per_second = 1e8;
+        c.session.byte_burst = 1e8;
+        c.session.messages_per_second = 1e4;
+        c.session.message_burst = 1e4;
+    })
+    .await;
+    // Three rooms of about 680 KB each.
+    let rooms = ["big-1", "big-2", "big-3"];
+    let mut a = TestClient::connect(&server).await;
+    for room in rooms {
+        a.join(room, "relay").await;
+        let mut last = 0;
+        for id in 1..=45 {
+            let fields = (1..=15)
+                .map(|f| Field {
+                    id: f,
+                    value: Some(Value::Bytes(vec![f as u8; 1000].into())),
+                })
+                .collect();
+            let create = vec![Entity {
+                id,
+                owner: 0,
+                kind: 1,
+                fields,
+            }];
+            last = a
+                .input(
+                    room,
+                    input::Payload::Writes(EntityWrites {
+                        create,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+        }
+        a.applied(room, last).await;
+    }
+
+    let mut b = TestClient::connect_raw(&server, "").await;
+    let joins = (rooms.iter().zip(1..))
+        .map(|(room, request_id)| ClientMessage {
+            kind: Some(client_message::Kind::Join(JoinRoom {
+                room: room.to_string(),
+                room_type: "relay".into(),
+                request_id,
+                ..Default::default()
+            })),
+        })
+        .collect();
+    let envelope = ClientEnvelope { messages: joins }.encode_to_vec();
+    b.send(Message::Binary(envelope.into())).await.unwrap();
+    let (mut snapshots, mut largest) = (0, 0);
+    while snapshots < rooms.len() {
+        let message = tokio::time::timeout(Duration::from_secs(10), b.next())
+            .await
+            .expect("the snapshots arrive")
+            .expect("the connection stays open")
+            .unwrap();
+        let Message::Binary(bytes) = message else { continue };
+        largest = largest.max(bytes.len());
+        let envelope = proto::ServerEnvelope::decode(&bytes[..]).unwrap();
+        snapshots += (envelope.messages.iter())
+            .filter(|m| matches!(&m.kind, Some(Kind::State(s)) if s.baseline_tick == 0))
+            .count();
+    }
+    assert!(
+        (600_000..1 << 20).contains(&largest),
+        "the largest message: {largest} bytes"
+    );
+}
+
 /// Room creation is limited per creator, here an anonymous client's address: two
 /// sessions from one address share its burst; joining a room that exists is not
 /// limited.
