@@ -400,8 +400,8 @@ impl RoomHandle {
 /// Rooms listed at most per page of `ListRooms`, whatever the client asks for.
 pub const MAX_ROOMS_PER_PAGE: usize = 500;
 
-/// Rooms (or, in a cluster, directory entries) one page of a filtered listing looks
-/// at, at most (a few in unit tests).
+/// Rooms (or, in a cluster, directory entries) one page of a filtered listing or one
+/// quick join looks at, at most (a few in unit tests): the first ones in id order.
 pub const LIST_SCAN: usize = if cfg!(test) { 4 } else { 2_000 };
 
 /// What a session needs of the rooms: open one, send it commands, list them. The
@@ -414,8 +414,9 @@ pub trait Rooms: Send + Sync {
 
     /// A quick join's pick: of the open rooms of `room_type` (empty: the default
     /// type) whose metadata holds every entry of `filters` and that `skip` does not
-    /// exclude, the one with the most seats taken (the first in id order on a tie),
-    /// with a seat reserved for the join (send it with `reserved: true`).
+    /// exclude, among the first [`LIST_SCAN`] rooms in id order, the one with the most
+    /// seats taken (the first in id order on a tie), with a seat reserved for the join
+    /// (send it with `reserved: true`).
     fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle>;
 
     /// The open room with this id, if any (never creates one).
@@ -625,11 +626,14 @@ impl SimPool {
             metadata: filters,
             open_only: true,
         };
+        if !self.config.room_types.contains_key(filter.room_type) {
+            return None; // opening one will say why
+        }
         // Under the directory's lock: two quick joins never reserve the last seat twice.
+        // A bounded look, as for a listing page: the lock is everyone's.
         let directory = self.directory.lock();
-        let room = directory
-            .values()
-            .filter(|h| !skip(&h.shared.id) && h.shared.listed(&filter))
+        let room = (directory.values().take(LIST_SCAN))
+            .filter(|h| h.shared.listed(&filter) && !skip(&h.shared.id))
             .min_by_key(|h| std::cmp::Reverse(h.shared.seats_taken()))?;
         room.shared.reserved.fetch_add(1, Ordering::Relaxed);
         Some(room.clone())
@@ -1508,9 +1512,10 @@ mod tests {
         assert!(pool.pick("", &ctf.metadata, &not_b).is_none());
     }
 
-    /// A filtered page looks at so many rooms at most, and says where it stopped.
+    /// A filtered page looks at so many rooms at most, and says where it stopped; a
+    /// quick join looks at as many.
     #[test]
-    fn a_filtered_listing_looks_at_so_many_rooms_per_page() {
+    fn a_filtered_listing_or_a_quick_join_looks_at_so_many_rooms() {
         let (_gate, rx) = crossbeam_channel::bounded(0);
         let pool = pool(1, rx);
         let ctf = listed(&[("mode", "ctf")], false);
@@ -1529,6 +1534,16 @@ mod tests {
         assert_eq!(next.as_deref(), Some(ids[LIST_SCAN - 1].as_str()), "where it stopped");
         let (page, next) = pool.list_rooms(&rare, &ids[LIST_SCAN - 1], 10);
         assert_eq!((page.len(), page[0].room.as_str(), next), (1, "z", None));
+        let nothing = |_: &str| false;
+        assert!(
+            pool.pick("relay", &ctf.metadata, &nothing).is_none(),
+            "z is past the scan"
+        );
+        pool.open("a", "relay", "x", ctf.clone()).unwrap();
+        let picked = pool
+            .pick("relay", &ctf.metadata, &nothing)
+            .map(|r| r.shared.id.to_string());
+        assert_eq!(picked.as_deref(), Some("a"), "within the scan");
     }
 
     /// Seats a restored room keeps for the members of its checkpoint count as taken:
