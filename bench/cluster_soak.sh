@@ -11,6 +11,11 @@
 # Defaults: 60 arena rooms of 10 bots, 60 s, node 1 killed at 30 s. Loopback only;
 # everything it starts stops with it. Needs redis-server (Debian: redis-server).
 set -euo pipefail
+case ${1:-} in
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    '' | [0-9]*) ;;
+    *) echo "cluster_soak.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+esac
 ROOMS=${1:-60}
 MEMBERS=${2:-10}
 SECONDS_TOTAL=${3:-60}

@@ -76,8 +76,8 @@ struct ServeArgs {
     /// tickrelay-dev-cert.pem].
     #[arg(long, env = "TICKRELAY_DEV_CERT_PATH", value_name = "FILE")]
     dev_cert_path: Option<PathBuf>,
-    /// Serve plain ws:// and http:// without TLS (only behind a TLS-terminating proxy).
-    /// Turns QUIC off (QUIC always needs TLS).
+    /// Serve plain ws:// and http:// without TLS (behind a TLS-terminating proxy, or
+    /// for development on your own machine). Turns QUIC off (QUIC always needs TLS).
     #[arg(long, env = "TICKRELAY_INSECURE_PLAIN")]
     insecure_plain: bool,
     /// Do not serve QUIC.

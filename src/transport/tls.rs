@@ -82,10 +82,7 @@ pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
     let (chain, key, dev_certificate) = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => (read_chain(cert)?, read_key(key)?, None),
         _ => {
-            let (chain, key, pem) = match reuse_dev_cert(&config.dev_cert_path) {
-                Some(reused) => reused,
-                None => write_dev_cert(&config.dev_cert_path)?,
-            };
+            let (chain, key, pem) = dev_cert(&config.dev_cert_path)?;
             (chain, key, Some(pem))
         }
     };
@@ -139,6 +136,27 @@ type DevCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String);
 /// Where the development certificate's key is kept: beside it, `<name>.key.pem`.
 pub fn dev_key_path(cert: &Path) -> PathBuf {
     cert.with_extension("key.pem")
+}
+
+/// The development certificate of an earlier start, or a new one. Under a lock file
+/// beside it (`<name>.lock`): nodes started together from one directory share one
+/// certificate (the first makes it, the others read it), so a client trusting it
+/// trusts every node.
+fn dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
+    let lock_path = cert.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(|e| TlsError::DevCert(format!("cannot lock {}: {e}", lock_path.display())))?;
+    let made = match reuse_dev_cert(cert) {
+        Some(reused) => Ok(reused),
+        None => write_dev_cert(cert),
+    };
+    drop(lock);
+    made
 }
 
 /// The development certificate and key of an earlier start, when both files are there
@@ -259,6 +277,24 @@ mod tests {
         let second = load(&config).unwrap();
         assert_ne!(second.fingerprint, first.fingerprint);
         assert_eq!(load(&config).unwrap().fingerprint, second.fingerprint);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Nodes started at once from one directory end with one certificate.
+    #[test]
+    fn starts_at_once_share_one_development_certificate() {
+        let dir = std::env::temp_dir().join(format!("tickrelay-tls-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = TlsConfig {
+            dev_cert_path: dir.join("dev.pem"),
+            ..Default::default()
+        };
+        let fingerprints: Vec<String> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..4).map(|_| s.spawn(|| load(&config).unwrap().fingerprint)).collect();
+            starts.into_iter().map(|start| start.join().unwrap()).collect()
+        });
+        assert!(fingerprints.iter().all(|f| *f == fingerprints[0]), "{fingerprints:?}");
+        assert_eq!(load(&config).unwrap().fingerprint, fingerprints[0], "the one on disk");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
