@@ -75,6 +75,16 @@ impl TickSchedule {
         run as u32
     }
 
+    /// Moves the schedule to the first slot after `now` without counting the slots
+    /// passed (a room that sat empty had nothing to tick, so nothing was late).
+    pub fn skip_to(&mut self, now: Instant) {
+        let next = latest_due(now.saturating_duration_since(self.start), self.rate) + 1;
+        if next > self.next {
+            self.next = next;
+            self.deadline = self.start + slot_offset(next, self.rate);
+        }
+    }
+
     /// Due ticks that were not run on time (each late slot counts once).
     pub fn overruns(&self) -> u64 {
         self.overruns
@@ -121,6 +131,19 @@ mod tests {
         );
         assert_eq!(ran, 108_000);
         assert_eq!(s.overruns(), 0);
+    }
+
+    #[test]
+    fn skipped_slots_are_neither_late_nor_dropped() {
+        let start = Instant::now();
+        let mut s = TickSchedule::new(start, 10, 3);
+        s.skip_to(start + ms(1_050));
+        assert_eq!(s.next_deadline(), start + ms(1_100));
+        assert_eq!(s.poll(start + ms(1_060)), 0);
+        assert_eq!(s.poll(start + ms(1_100)), 1);
+        assert_eq!((s.overruns(), s.dropped()), (0, 0));
+        s.skip_to(start + ms(1_000)); // never backwards
+        assert_eq!(s.next_deadline(), start + ms(1_200));
     }
 
     #[test]

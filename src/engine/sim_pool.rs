@@ -807,9 +807,17 @@ impl SimPool {
         }
     }
 
-    /// Sends a command to the room's thread without blocking.
+    /// Sends a command to the room's thread without blocking. A join wakes the thread:
+    /// the room may be empty, and a thread whose rooms are all empty sleeps until the
+    /// first of them expires.
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
-        self.workers[room.thread].send(command, self.config.channel_capacity)
+        let wake = matches!(command, Command::Join { .. });
+        let worker = &self.workers[room.thread];
+        worker.send(command, self.config.channel_capacity)?;
+        if wake && let Some(join) = &worker.join {
+            join.thread().unpark();
+        }
+        Ok(())
     }
 
     /// Stops every thread and waits for them.
@@ -845,6 +853,17 @@ struct OwnedRoom {
     persistent: bool,
     schedule: TickSchedule,
     empty_since: Option<Instant>,
+}
+
+impl OwnedRoom {
+    /// When the thread must wake for this room: its next tick, or, while it is empty,
+    /// when it expires (never for a persistent room).
+    fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
+        match self.empty_since {
+            Some(since) if self.room.member_count() == 0 => (!self.persistent).then(|| since + empty_room_ttl),
+            _ => Some(self.schedule.next_deadline()),
+        }
+    }
 }
 
 struct SimThread {
@@ -886,10 +905,11 @@ impl SimThread {
     fn run(mut self) {
         let mut backlog = false;
         loop {
-            match self.rooms.iter().map(|r| r.schedule.next_deadline()).min() {
+            match self.rooms.iter().filter_map(|r| r.wake_at(self.empty_room_ttl)).min() {
                 // More commands wait than one turn takes: take them before sleeping.
                 _ if backlog => {}
-                // No rooms: nothing to tick until a command (a new room) arrives.
+                // No rooms, or only empty persistent ones: nothing to do until a command
+                // (a new room, a join) arrives.
                 None => match self.rx.recv() {
                     Ok(command) => {
                         if !self.take(command) {
@@ -898,10 +918,11 @@ impl SimThread {
                     }
                     Err(_) => return,
                 },
-                // Sleep until the next tick. Senders never wake the thread (one wake-up
-                // per input was a quarter of the relay's CPU): what they queue is taken
-                // at the tick, so a command waits at most one period. Only shutdown
-                // unparks it early.
+                // Sleep until the next tick (or an empty room's expiry). Senders do not
+                // wake the thread (one wake-up per input was a quarter of the relay's
+                // CPU): what they queue is taken at the tick, so a command waits at
+                // most one period. Only a join (its room may be empty, and nothing else
+                // due soon), a checkpoint request and shutdown unpark it early.
                 Some(deadline) => {
                     let now = Instant::now();
                     if deadline > now {
@@ -1048,13 +1069,21 @@ impl SimThread {
         let mut i = 0;
         while i < self.rooms.len() {
             let owned = &mut self.rooms[i];
-            let (overruns, dropped) = (owned.schedule.overruns(), owned.schedule.dropped());
-            let due = owned.schedule.poll(now);
-            self.metrics.overruns.inc_by(owned.schedule.overruns() - overruns);
-            self.metrics.dropped_ticks.inc_by(owned.schedule.dropped() - dropped);
             // An empty room costs nothing: nobody would see its ticks (a join is a member
-            // at once; what a leave left to do runs at the next tick with members).
-            let due = if owned.room.member_count() == 0 { 0 } else { due };
+            // at once; what a leave left to do runs at the next tick with members). Its
+            // schedule stands still, and moves on without counting when one joins.
+            let due = if owned.room.member_count() == 0 {
+                0
+            } else {
+                if owned.empty_since.is_some() {
+                    owned.schedule.skip_to(now);
+                }
+                let (overruns, dropped) = (owned.schedule.overruns(), owned.schedule.dropped());
+                let due = owned.schedule.poll(now);
+                self.metrics.overruns.inc_by(owned.schedule.overruns() - overruns);
+                self.metrics.dropped_ticks.inc_by(owned.schedule.dropped() - dropped);
+                due
+            };
             let mut healthy = true;
             for _ in 0..due {
                 let started = Instant::now();
