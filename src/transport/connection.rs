@@ -78,7 +78,18 @@ const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
 
 /// Finds the session for a resume token: parked, or still held by a connection the
 /// server has not yet noticed is dead (that connection is told to end and park it).
+/// A session whose reliable queue overflowed while it waited (room mates' messages
+/// past the queue's bounds) cannot be resumed: it ends, and the resume fails (4504).
 async fn find_session(ctx: &Context, token: &str, identity: &Identity) -> Option<Session> {
+    let mut session = take_session(ctx, token, identity).await?;
+    if session.outbox().is_overflowed() {
+        ctx.end_session(&mut session);
+        return None;
+    }
+    Some(session)
+}
+
+async fn take_session(ctx: &Context, token: &str, identity: &Identity) -> Option<Session> {
     // Anonymous sessions are identified by the resume token alone.
     let user = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
     if let Some(session) = ctx.registry.take(token, user, Instant::now()) {

@@ -461,6 +461,42 @@ async fn events_sent_to_a_dropped_connection_arrive_after_resume(transport: Tran
     assert_eq!(server.metric("tickrelay_messages_replayed_total"), 5);
 }
 
+/// Messages for a member whose connection dropped wait for its resume within the
+/// reliable queue's bounds; past them (a room mate's events, here) the session cannot
+/// be resumed, and the resume is refused at once with 4504 (not a `Welcome` and then
+/// 4501 "reconnect and resume", which sent the client round again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_queue_overflowed_while_away_is_refused_at_resume() {
+    let server = start_with(|c| c.session.outbox_max_messages = 8).await;
+    let mut a = TestClient::connect(&server).await;
+    a.join("talk", "relay").await;
+    let mut b = TestClient::connect(&server).await;
+    b.join("talk", "relay").await;
+    a.until(|k| matches!(k, Kind::Presence(_)).then_some(())).await;
+    let resume_token = a.welcome.resume_token.clone();
+    drop(a);
+    server.wait_for_metric("tickrelay_sessions_parked", 1).await;
+    let say = |n: u8| {
+        client_message::Kind::Event(proto::SendEvent {
+            room: "talk".into(),
+            kind: "say".into(),
+            payload: Bytes::from(vec![n]),
+            targets: vec![],
+        })
+    };
+    b.send((1..=12).map(say).collect()).await;
+    // The room relays them at its next tick.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = TestClient::resume_over(&server, Transport::WebSocket, &resume_token).await;
+    assert_eq!(refused.err(), Some(4504));
+    // The member left the room: b is told.
+    b.until(|k| match k {
+        Kind::Presence(p) if p.change == proto::PresenceChange::Left as i32 => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
 /// A client loses its connection with inputs in flight, resumes with its token and
 /// replays every input it had sent: each is applied exactly once, none is lost.
 async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice(transport: Transport) {
