@@ -402,6 +402,16 @@ async fn a_half_open_peer_is_dropped_on_time(transport: Transport) {
     assert_eq!(c.close_frame().await.0, 4502);
 }
 
+/// Event `n` for everyone else in room "talk".
+fn say(n: u8) -> client_message::Kind {
+    client_message::Kind::Event(proto::SendEvent {
+        room: "talk".into(),
+        kind: "say".into(),
+        payload: Bytes::from(vec![n]),
+        targets: vec![],
+    })
+}
+
 /// Events the server wrote to a connection that then died before the client
 /// confirmed them reach the client after it resumes, once each and in order: the
 /// client reports the last numbered message it received and the server sends the
@@ -415,14 +425,6 @@ async fn events_sent_to_a_dropped_connection_arrive_after_resume(transport: Tran
     // A has read everything so far (b's presence included).
     a.until(|k| matches!(k, Kind::Presence(_)).then_some(())).await;
     let received = a.received_seq.expect("numbered messages arrived");
-    let say = |n: u8| {
-        client_message::Kind::Event(proto::SendEvent {
-            room: "talk".into(),
-            kind: "say".into(),
-            payload: Bytes::from(vec![n]),
-            targets: vec![],
-        })
-    };
     b.send((1..=5).map(say).collect()).await;
     // The room relays them at its next tick and a's connection writes them: they
     // arrive, but a never confirms them (no `Ping` carries its `received_seq`), so to
@@ -476,14 +478,6 @@ async fn a_session_whose_queue_overflowed_while_away_is_refused_at_resume() {
     let resume_token = a.welcome.resume_token.clone();
     drop(a);
     server.wait_for_metric("tickrelay_sessions_parked", 1).await;
-    let say = |n: u8| {
-        client_message::Kind::Event(proto::SendEvent {
-            room: "talk".into(),
-            kind: "say".into(),
-            payload: Bytes::from(vec![n]),
-            targets: vec![],
-        })
-    };
     b.send((1..=12).map(say).collect()).await;
     // The room relays them at its next tick.
     tokio::time::sleep(Duration::from_millis(200)).await;
