@@ -85,7 +85,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
     }
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+                format!(
+                    "the relay refused the connection: HTTP {} {}",
+                    response.status(),
+                    body.trim()
+                )
+            }
+            e => e.to_string(),
+        })?;
     println!("connected to {}", args.url);
 
     ws.send(envelope(vec![Out::Join(proto::JoinRoom {
