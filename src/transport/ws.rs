@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, batch_len, encode_batch, encode_envelope, split_envelopes};
+use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_batch, encode_envelope, split_envelopes};
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
@@ -196,11 +196,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
             return Err(Broken);
         }
         self.out.clear();
-        let sent = if batch_len(batch) <= SPLIT_ENVELOPE_BYTES {
-            // One message, its header written in the room left before it.
-            self.out.resize(MAX_HEADER_BYTES, 0);
-            encode_batch(batch, &mut self.out);
-            let len = self.out.len() - MAX_HEADER_BYTES;
+        // One message, its header written in the room left before it; a batch over the
+        // split size (rare: full snapshots of several large rooms) is encoded again as
+        // several.
+        self.out.resize(MAX_HEADER_BYTES, 0);
+        encode_batch(batch, &mut self.out);
+        let len = self.out.len() - MAX_HEADER_BYTES;
+        let sent = if len <= SPLIT_ENVELOPE_BYTES {
             let room: &mut [u8; MAX_HEADER_BYTES] =
                 (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
             self.unwritten = put_header(room, OP_BINARY, len);
@@ -209,6 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
                 bytes: len as u64,
             }
         } else {
+            self.out.clear();
             self.unwritten = 0;
             let mut sent = Sent::default();
             let mut envelope = BytesMut::new();
