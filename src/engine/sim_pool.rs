@@ -401,7 +401,8 @@ impl RoomHandle {
 pub const MAX_ROOMS_PER_PAGE: usize = 500;
 
 /// Rooms (or, in a cluster, directory entries) one page of a filtered listing or one
-/// quick join looks at, at most (a few in unit tests): the first ones in id order.
+/// quick join looks at, at most (a few in unit tests): the first ones in id order (of
+/// its type, for a quick join).
 pub const LIST_SCAN: usize = if cfg!(test) { 4 } else { 2_000 };
 
 /// What a session needs of the rooms: open one, send it commands, list them. The
@@ -414,7 +415,7 @@ pub trait Rooms: Send + Sync {
 
     /// A quick join's pick: of the open rooms of `room_type` (empty: the default
     /// type) whose metadata holds every entry of `filters` and that `skip` does not
-    /// exclude, among the first [`LIST_SCAN`] rooms in id order, the one with the most
+    /// exclude, among the first [`LIST_SCAN`] rooms of the type in id order, the one with the most
     /// seats taken (the first in id order on a tie), with a seat reserved for the join
     /// (send it with `reserved: true`).
     fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle>;
@@ -632,7 +633,9 @@ impl SimPool {
         // Under the directory's lock: two quick joins never reserve the last seat twice.
         // A bounded look, as for a listing page: the lock is everyone's.
         let directory = self.directory.lock();
-        let room = (directory.values().take(LIST_SCAN))
+        let room = (directory.values())
+            .filter(|h| *h.shared.room_type == *filter.room_type)
+            .take(LIST_SCAN)
             .filter(|h| h.shared.listed(&filter) && !skip(&h.shared.id))
             .min_by_key(|h| std::cmp::Reverse(h.shared.seats_taken()))?;
         room.shared.reserved.fetch_add(1, Ordering::Relaxed);
@@ -807,11 +810,11 @@ impl SimPool {
         }
     }
 
-    /// Sends a command to the room's thread without blocking. A join wakes the thread:
-    /// the room may be empty, and a thread whose rooms are all empty sleeps until the
-    /// first of them expires.
+    /// Sends a command to the room's thread without blocking. A join or a close wakes
+    /// the thread: the room may be empty, and a thread whose rooms are all empty sleeps
+    /// until the first of them expires.
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
-        let wake = matches!(command, Command::Join { .. });
+        let wake = matches!(command, Command::Join { .. } | Command::Close { .. });
         let worker = &self.workers[room.thread];
         worker.send(command, self.config.channel_capacity)?;
         if wake && let Some(join) = &worker.join {
@@ -921,8 +924,9 @@ impl SimThread {
                 // Sleep until the next tick (or an empty room's expiry). Senders do not
                 // wake the thread (one wake-up per input was a quarter of the relay's
                 // CPU): what they queue is taken at the tick, so a command waits at
-                // most one period. Only a join (its room may be empty, and nothing else
-                // due soon), a checkpoint request and shutdown unpark it early.
+                // most one period while a room on the thread has members (with none, it
+                // sleeps until an empty room expires). Only a join or a close (its room
+                // may be empty), a checkpoint request and shutdown unpark it early.
                 Some(deadline) => {
                     let now = Instant::now();
                     if deadline > now {
@@ -1071,13 +1075,11 @@ impl SimThread {
             let owned = &mut self.rooms[i];
             // An empty room costs nothing: nobody would see its ticks (a join is a member
             // at once; what a leave left to do runs at the next tick with members). Its
-            // schedule stands still, and moves on without counting when one joins.
+            // schedule stands still, and moves on without counting when one joins
+            // (`sync_members`).
             let due = if owned.room.member_count() == 0 {
                 0
             } else {
-                if owned.empty_since.is_some() {
-                    owned.schedule.skip_to(now);
-                }
                 let (overruns, dropped) = (owned.schedule.overruns(), owned.schedule.dropped());
                 let due = owned.schedule.poll(now);
                 self.metrics.overruns.inc_by(owned.schedule.overruns() - overruns);
@@ -1182,7 +1184,13 @@ impl OwnedRoom {
         let before = self.shared.members.swap(count, Ordering::Release);
         self.shared.kept.store(self.room.kept_seats() as u32, Ordering::Release);
         metrics.members.inc_by(i64::from(count) - i64::from(before));
-        self.empty_since = if count == 0 { Some(Instant::now()) } else { None };
+        let now = Instant::now();
+        if count > 0 && self.empty_since.is_some() {
+            // The schedule stood still while the room was empty: it moves on without
+            // counting the slots passed as late (or running them).
+            self.schedule.skip_to(now);
+        }
+        self.empty_since = (count == 0).then_some(now);
     }
 }
 
@@ -1268,7 +1276,7 @@ mod tests {
         SimPool::start(PoolConfig {
             threads,
             channel_capacity: 1024,
-            max_rooms: 10,
+            max_rooms: 20,
             max_catch_up: 3,
             empty_room_ttl: Duration::from_secs(60),
             default_room_type: "relay".into(),
@@ -1367,8 +1375,12 @@ mod tests {
         let ticks = pool.metrics().ticks.get();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(pool.metrics().ticks.get(), ticks, "an empty room ticked");
+        let (overruns, dropped) = (pool.metrics().overruns.get(), pool.metrics().dropped_ticks.get());
         let outbox = join(&pool, "quiet", "arena", 8);
         wait_for_frames(&outbox, 5);
+        // The 30-odd slots passed while it was empty were neither late nor dropped.
+        assert_eq!(pool.metrics().overruns.get(), overruns);
+        assert_eq!(pool.metrics().dropped_ticks.get(), dropped);
     }
 
     #[test]
@@ -1569,6 +1581,10 @@ mod tests {
             "z is past the scan"
         );
         pool.open("a", "relay", "x", ctf.clone()).unwrap();
+        // Rooms of another type before it in id order do not count.
+        for i in 0..=LIST_SCAN {
+            pool.create_persistent(&format!("0-{i}"), "arena").unwrap();
+        }
         let picked = pool
             .pick("relay", &ctf.metadata, &nothing)
             .map(|r| r.shared.id.to_string());
