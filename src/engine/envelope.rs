@@ -81,7 +81,8 @@ pub fn state_envelope_len(state: &PendingState) -> usize {
     envelope_len(Reliable::default(), std::slice::from_ref(state))
 }
 
-fn envelope_len(reliable: Reliable<'_>, states: &[PendingState]) -> usize {
+/// Encoded size of a `ServerEnvelope` holding `reliable`, then `states`.
+pub fn envelope_len(reliable: Reliable<'_>, states: &[PendingState]) -> usize {
     let reliable = reliable.len();
     let states: usize = states
         .iter()
@@ -107,17 +108,17 @@ pub fn split_envelopes<'a>(
     reliable: Reliable<'a>,
     states: &'a [PendingState],
     limit: usize,
-) -> Vec<(Reliable<'a>, &'a [PendingState])> {
+) -> impl Iterator<Item = (Reliable<'a>, &'a [PendingState])> {
     // The messages in writing order: the welcome, the numbered ones, the states.
     let welcome = usize::from(reliable.welcome.is_some());
     let numbered_end = welcome + reliable.messages.len();
-    let size = |i: usize| match i {
+    let size = move |i: usize| match i {
         _ if i < welcome => reliable.welcome.map_or(0, |w| nested_len(ENVELOPE_MESSAGES, w.len())),
         _ if i < numbered_end => nested_len(ENVELOPE_MESSAGES, reliable.messages[i - welcome].len()),
         _ => nested_len(ENVELOPE_MESSAGES, state_message_len(&states[i - numbered_end])),
     };
     // Messages `from..to` as one envelope.
-    let part = |from: usize, to: usize| {
+    let part = move |from: usize, to: usize| {
         let (first, last) = (
             from.clamp(welcome, numbered_end) - welcome,
             to.clamp(welcome, numbered_end) - welcome,
@@ -137,18 +138,24 @@ pub fn split_envelopes<'a>(
         )
     };
     let total = numbered_end + states.len();
-    let mut parts = Vec::new();
-    let (mut from, mut bytes) = (0, FIRST_SEQ_ROOM);
-    for i in 0..total {
-        let add = size(i);
-        if i > from && bytes + add > limit {
-            parts.push(part(from, i));
-            (from, bytes) = (i, FIRST_SEQ_ROOM);
+    let (mut from, mut done) = (0, false);
+    std::iter::from_fn(move || {
+        if done {
+            return None;
         }
-        bytes += add;
-    }
-    parts.push(part(from, total));
-    parts
+        // The messages from `from` on that fit, and at least one.
+        let mut bytes = FIRST_SEQ_ROOM;
+        let end = (from..total)
+            .find(|&i| {
+                bytes += size(i);
+                i > from && bytes > limit
+            })
+            .unwrap_or(total);
+        done = end == total;
+        let envelope = part(from, end);
+        from = end;
+        Some(envelope)
+    })
 }
 
 /// Appends `batch` to `buf` as one `ServerEnvelope`: reliable messages first, in
@@ -235,7 +242,7 @@ mod tests {
             first_seq: 40,
         };
         let states = [state(1, 600), state(2, 3_000), state(3, 100), state(4, 100)];
-        let parts = split_envelopes(reliable, &states, 1_000);
+        let parts: Vec<_> = split_envelopes(reliable, &states, 1_000).collect();
         let shape: Vec<(bool, usize, u64, Vec<u64>)> = (parts.iter())
             .map(|(r, s)| {
                 (
@@ -265,10 +272,10 @@ mod tests {
         }
         assert_eq!(decoded.len(), 8);
         // Numbered messages split across envelopes keep their numbers.
-        let parts = split_envelopes(reliable, &[], 12);
+        let parts: Vec<_> = split_envelopes(reliable, &[], 12).collect();
         let seqs: Vec<(usize, u64)> = parts.iter().map(|(r, _)| (r.messages.len(), r.first_seq)).collect();
         assert_eq!(seqs, [(0, 0), (1, 40), (1, 41), (1, 42)]);
-        assert_eq!(split_envelopes(reliable, &states, usize::MAX).len(), 1);
+        assert_eq!(split_envelopes(reliable, &states, usize::MAX).count(), 1);
     }
 
     #[test]

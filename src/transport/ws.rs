@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_batch, encode_envelope, split_envelopes};
+use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_batch, encode_envelope, envelope_len, split_envelopes};
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
@@ -214,16 +214,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
             self.out.clear();
             self.unwritten = 0;
             let mut sent = Sent::default();
-            let mut envelope = BytesMut::new();
             for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
-                envelope.clear();
-                encode_envelope(reliable, states, &mut envelope);
+                let len = envelope_len(reliable, states);
                 let mut header = [0; MAX_HEADER_BYTES];
-                let start = put_header(&mut header, OP_BINARY, envelope.len());
+                let start = put_header(&mut header, OP_BINARY, len);
                 self.out.extend_from_slice(&header[start..]);
-                self.out.extend_from_slice(&envelope);
+                encode_envelope(reliable, states, &mut self.out);
                 sent.messages += 1;
-                sent.bytes += envelope.len() as u64;
+                sent.bytes += len as u64;
             }
             sent
         };
