@@ -258,14 +258,21 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_development_certificate_is_kept_across_starts() {
-        let dir = std::env::temp_dir().join(format!("tickrelay-tls-{}", std::process::id()));
+    /// A fresh directory of this test's own, and settings that keep the development
+    /// certificate there.
+    fn dev_cert_in(name: &str) -> (PathBuf, TlsConfig) {
+        let dir = std::env::temp_dir().join(format!("tickrelay-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = TlsConfig {
             dev_cert_path: dir.join("dev.pem"),
             ..Default::default()
         };
+        (dir, config)
+    }
+
+    #[test]
+    fn the_development_certificate_is_kept_across_starts() {
+        let (dir, config) = dev_cert_in("tls");
         let key_path = dev_key_path(&config.dev_cert_path);
         let first = load(&config).unwrap();
         assert_eq!(load(&config).unwrap().fingerprint, first.fingerprint, "reused");
@@ -283,12 +290,7 @@ mod tests {
     /// Nodes started at once from one directory end with one certificate.
     #[test]
     fn starts_at_once_share_one_development_certificate() {
-        let dir = std::env::temp_dir().join(format!("tickrelay-tls-race-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = TlsConfig {
-            dev_cert_path: dir.join("dev.pem"),
-            ..Default::default()
-        };
+        let (dir, config) = dev_cert_in("tls-race");
         let fingerprints: Vec<String> = std::thread::scope(|s| {
             let starts: Vec<_> = (0..4).map(|_| s.spawn(|| load(&config).unwrap().fingerprint)).collect();
             starts.into_iter().map(|start| start.join().unwrap()).collect()
