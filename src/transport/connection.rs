@@ -14,8 +14,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::clock::{Now, unix_micros};
 use crate::engine::outbox::{Batch, Outbox, PendingState};
@@ -287,6 +287,12 @@ pub(crate) async fn serve<T: Transport>(
             }
         }
     };
+    // A write that failed because the client had just closed normally is not a lost
+    // connection.
+    let end = match end {
+        End::Lost => after_broken_write(&mut transport),
+        end => end,
+    };
     ctx.registry.leave_live(&user, id);
     ctx.registry.unregister_token(&token);
     metrics.connections.dec();
@@ -377,6 +383,23 @@ async fn continue_elsewhere_session<T: Transport>(
     ctx.metrics.sessions_moved.inc();
     tracing::info!(session = record.session_id, user = %identity.user_id, "session continued from another node");
     Some(new_session::<T>(ctx, record.session_id, identity, client, now))
+}
+
+/// How a connection that broke ended: a client that closed it normally (its close
+/// already received, behind what it sent before, while a write failed) is not a lost
+/// connection, whose session would be kept for a resume that never comes.
+fn after_broken_write<T: Transport>(transport: &mut T) -> End {
+    // What is already there, and no more: messages before the close are dropped
+    // with the connection.
+    for _ in 0..64 {
+        match transport.recv().now_or_never() {
+            Some(Received::Binary(_) | Received::Other(_)) => {}
+            Some(Received::ClientClosed) => return End::ClientClosed,
+            Some(Received::ClientLeft) => return End::ClientLeft,
+            _ => return End::Lost,
+        }
+    }
+    End::Lost
 }
 
 /// How a connection ends when its [`Stop`] fired.
