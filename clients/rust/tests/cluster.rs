@@ -63,6 +63,8 @@ async fn follows_redirects_and_moves_with_its_room() {
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
     joined(&mut events, "lobby").await;
+    // The simulation thread counts the member just after it sends `Joined`.
+    b.wait_for_metric("tickrelay_members", 1).await;
     assert_eq!(b.metric("tickrelay_members"), 1);
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
     client.send_input("lobby", create_entity(8));
