@@ -255,7 +255,8 @@ pub struct RoomTypeConfig {
     pub max_fields_per_entity: usize,
     /// Bytes per bytes/string field (relay).
     pub max_field_bytes: usize,
-    /// Bytes of the whole room state (relay).
+    /// Bytes of the whole room state as it sits in memory: an entity 128, a field 80
+    /// plus its value (relay).
     pub max_state_bytes: usize,
     /// Arena width (arena).
     pub arena_width: f32,
@@ -893,7 +894,7 @@ input_queue = 128              # inputs a member may queue for one tick (>= mess
 max_entities_per_member = 64
 max_fields_per_entity = 32
 max_field_bytes = 1024
-max_state_bytes = 4194304      # the whole room state (a write beyond: LIMIT_EXCEEDED)
+max_state_bytes = 4194304      # the whole room state in memory (a write beyond: LIMIT_EXCEEDED)
 arena_width = 100.0            # arena settings are ignored by relay rooms
 arena_height = 100.0
 arena_npcs = 16

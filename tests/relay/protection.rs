@@ -738,14 +738,17 @@ async fn control_and_continuation_frame_floods_are_closed_with_1008() {
 /// `max_state_bytes` is refused with `LIMIT_EXCEEDED`, and the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error() {
+    use tickrelay::engine::simulation::{ENTITY_COST, field_cost};
     use tickrelay::proto::{Entity, EntityWrites, Field};
     use tickrelay::state::Value;
 
+    // 90 entities of 15 fields of 1,000 bytes fit (over 1.3 MB in a snapshot); a 91st
+    // does not.
+    let per_entity = ENTITY_COST + 15 * field_cost(&Value::Bytes(vec![0; 1000].into()));
     let server = start_with(|c| {
         let relay = c.room_types.get_mut("relay").unwrap();
         relay.max_entities_per_member = 200;
-        // 90 entities of 15 fields of 1,000 bytes count 1,363,680 bytes; a 91st does not fit.
-        relay.max_state_bytes = 1_370_000;
+        relay.max_state_bytes = 90 * per_entity + per_entity / 2;
         c.session.bytes_per_second = 1e8;
         c.session.byte_burst = 1e8;
     })

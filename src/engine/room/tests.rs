@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::engine::envelope::encode_batch;
 use crate::engine::outbox::{Batch, Left, OutboxLimits};
-use crate::engine::simulation::{Arena, ArenaConfig, Relay};
+use crate::engine::simulation::{Arena, ArenaConfig, ENTITY_COST, Relay, field_cost};
 use crate::frame::decode_server;
 use crate::mirror::{Desync, StateMirror};
 use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
@@ -328,8 +328,9 @@ fn the_room_state_bound_follows_creates_updates_removes_and_leaves() {
         value: Some(Value::String("x".repeat(n))),
     };
     let mut config = RoomConfig::default();
-    // An entity with one 100-byte field counts 32 + 8 + 100 = 140 bytes.
-    config.limits.max_state_bytes = 300;
+    // Room for two entities with one 100-byte field each, and 20 bytes more.
+    let one = ENTITY_COST + field_cost(&Value::String("x".repeat(100)));
+    config.limits.max_state_bytes = 2 * one + 20;
     let mut room = relay_room(config);
     let mut a = Client::new(1);
     let b = Client::new(2);
@@ -338,9 +339,9 @@ fn the_room_state_bound_follows_creates_updates_removes_and_leaves() {
     room.push_input(1, 1, create(1, vec![text(100)]));
     room.push_input(2, 1, create(2, vec![text(100)]));
     room.tick(0);
-    room.push_input(1, 2, create(3, vec![text(100)])); // 420 > 300
-    room.push_input(1, 3, update(1, vec![text(121)])); // 301 > 300
-    room.push_input(1, 4, update(1, vec![text(120)])); // 300: fits
+    room.push_input(1, 2, create(3, vec![text(100)])); // one more than fits
+    room.push_input(1, 3, update(1, vec![text(121)])); // 21 bytes more than fit
+    room.push_input(1, 4, update(1, vec![text(120)])); // exactly fits
     room.tick(0);
     a.read();
     let limit = ErrorCode::LimitExceeded as i32;
@@ -354,11 +355,11 @@ fn the_room_state_bound_follows_creates_updates_removes_and_leaves() {
             ..Default::default()
         }),
     );
-    room.push_input(1, 6, create(3, vec![text(100)])); // 280: fits again
+    room.push_input(1, 6, create(3, vec![text(100)])); // fits again
     room.tick(0);
     room.leave(2, 0);
     room.tick(0);
-    room.push_input(1, 7, create(4, vec![text(100)])); // b's entity is gone: 280
+    room.push_input(1, 7, create(4, vec![text(100)])); // b's entity is gone: fits
     room.tick(0);
     a.read();
     assert!(a.errors().is_empty());

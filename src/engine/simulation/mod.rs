@@ -27,23 +27,28 @@ pub struct EntityLimits {
     pub max_fields_per_entity: usize,
     /// Bytes per bytes/string field value.
     pub max_field_bytes: usize,
-    /// Bytes of the whole room state (every entity, as [`state_cost`] counts it), so
-    /// a full snapshot always fits one message.
+    /// Bytes of the whole room state (every entity, as [`state_cost`] counts it): a
+    /// bound on the room's state in memory, and so on its full snapshot, which always
+    /// fits one message.
     pub max_state_bytes: usize,
 }
 
-/// What an entity counts against [`EntityLimits::max_state_bytes`]: an upper bound of
-/// its size in a full snapshot ([`ENTITY_COST`] plus [`field_cost`] per field).
+/// What an entity counts against [`EntityLimits::max_state_bytes`]: its size in the
+/// room's memory ([`ENTITY_COST`] plus [`field_cost`] per field), which is more than
+/// its size in a full snapshot.
 pub fn state_cost(entity: &crate::state::Entity) -> usize {
     ENTITY_COST + entity.fields().map(|(_, v)| field_cost(v)).sum::<usize>()
 }
 
-/// The framing of an entity in a full snapshot, at most.
-pub const ENTITY_COST: usize = 32;
+/// An entity in memory without its fields: the entity itself, and its map entry
+/// (hash, key and index) in the world (in a full snapshot its framing is at most 32).
+pub const ENTITY_COST: usize = std::mem::size_of::<crate::state::Entity>() + 48;
 
-/// What one field counts: 8 bytes of framing plus its value's length.
+/// What one field counts: the field in memory plus its value's length (in a full
+/// snapshot: at most 8 bytes of framing plus that length). A one-byte value counts
+/// as what it takes, not as one byte.
 pub fn field_cost(value: &crate::state::Value) -> usize {
-    8 + crate::state::value_len(value)
+    std::mem::size_of::<crate::state::Field>() + crate::state::value_len(value)
 }
 
 impl Default for EntityLimits {
@@ -173,5 +178,19 @@ pub trait Simulation: Send + 'static {
     /// nothing is kept beside the world.
     fn restore(&mut self, ctx: &mut SimContext<'_>, members: &[MemberId]) {
         let _ = (ctx, members);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Value;
+
+    /// The README and the configuration reference give these figures.
+    #[test]
+    fn what_an_entity_and_a_field_count_is_what_the_docs_say() {
+        assert_eq!(ENTITY_COST, 128);
+        assert_eq!(field_cost(&Value::Bool(true)), 80 + 1);
+        assert_eq!(field_cost(&Value::String("x".repeat(100))), 80 + 100);
     }
 }
