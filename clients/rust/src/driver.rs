@@ -48,8 +48,9 @@ struct RoomState {
     /// Over QUIC: the last state tick applied, and whether it was acknowledged.
     applied_tick: u64,
     applied_acked: bool,
-    /// Cluster mode: the join was answered `UNAVAILABLE` (the room's node died and
-    /// its lease has not lapsed yet, or Redis is away): join again at this time.
+    /// The join was answered `UNAVAILABLE` (cluster mode: the room's node died and its
+    /// lease has not lapsed yet, or Redis is away) or `RATE_LIMITED` (left a moment
+    /// ago): join again at this time.
     retry_join_at: Option<Instant>,
     /// A redirect's seat ticket, presented in this room's next join (then dropped).
     seat: String,
@@ -440,7 +441,7 @@ impl Driver {
                 let wait = (self.pacer.wait_for_one(now)).max(self.byte_pacer.wait_for(next_bytes, now));
                 pace_timer.as_mut().reset(Instant::now() + wait);
             }
-            // Joins refused for now (UNAVAILABLE, a stale redirect) are tried again then.
+            // Joins refused for now (UNAVAILABLE, RATE_LIMITED, a stale redirect) are tried again then.
             let retry = welcomed
                 .then(|| self.rooms.values().filter_map(|s| s.retry_join_at).min())
                 .flatten();
@@ -642,7 +643,10 @@ impl Driver {
                     if let Some(reply) = self.requests.remove(&error.request_id) {
                         let _ = reply.send(Err(error.clone()));
                     }
-                    if error.code == proto::ErrorCode::Unavailable as i32
+                    // The room's node is away for now, or this member left the room a
+                    // moment ago (one full snapshot per second): the join is tried again.
+                    let later = [proto::ErrorCode::Unavailable, proto::ErrorCode::RateLimited];
+                    if later.iter().any(|&code| error.code == code as i32)
                         && let Some(state) = self.rooms.get_mut(&error.room).filter(|s| !s.joined)
                     {
                         let wait = Duration::from_millis(u64::from(error.retry_after_ms));

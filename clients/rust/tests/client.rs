@@ -305,6 +305,42 @@ async fn plain_ws_only_when_the_url_says_so() {
     shutdown.cancel();
 }
 
+/// Leaving a room others are in and joining it again at once is refused for up to a
+/// second (one full snapshot per second); the client joins again by itself when told
+/// it may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_again_right_after_leaving_is_retried_when_allowed() {
+    let relay = start().await;
+    let joined = |e: &Event| matches!(e, Event::Joined(j) if j.room == "r").then_some(());
+    // Someone stays in the room (an empty room stands still, and costs little to join).
+    let (other, mut other_events) = Client::connect(config(&relay, Transport::WebSocket)).unwrap();
+    other.join("r", "relay");
+    until(&mut other_events, joined).await;
+    let (client, mut events) = Client::connect(config(&relay, Transport::WebSocket)).unwrap();
+    client.join("r", "relay");
+    until(&mut events, joined).await;
+    client.leave("r");
+    client.join("r", "relay");
+    let retry_after_ms = until(&mut events, |e| match e {
+        Event::Error(e) if e.room == "r" => {
+            assert_eq!(e.code, proto::ErrorCode::RateLimited as i32, "{e:?}");
+            Some(e.retry_after_ms)
+        }
+        Event::Joined(j) if j.room == "r" => panic!("joined again at once"),
+        _ => None,
+    })
+    .await;
+    assert!((1..=1000).contains(&retry_after_ms), "{retry_after_ms}");
+    until(&mut events, joined).await;
+    until(&mut events, |e| {
+        matches!(e, Event::State { room, .. } if room == "r").then_some(())
+    })
+    .await;
+    assert!(client.with_mirror("r", |m| m.is_synced()).unwrap());
+    client.close().await;
+    other.close().await;
+}
+
 /// The `follow` example answers `--help` (with the same options as the server's
 /// `watch` example) and names a certificate file it cannot read. `cargo test` builds
 /// the examples next to the tests.

@@ -16,8 +16,8 @@
  * leave and mirror follow it; it joins with this client's member id (the redirect's
  * seat ticket). When this client's node cannot be reached it tries the fallback URLs:
  * its session continues there with its id (and its seats in rooms restored from their
- * checkpoints), and it joins its rooms again; a join answered `UNAVAILABLE` is tried
- * again after `retryAfterMs`. A node connection whose node stops or cannot be reached
+ * checkpoints), and it joins its rooms again; a join answered `UNAVAILABLE` (or
+ * `RATE_LIMITED`: joined again a moment after leaving) is tried again after `retryAfterMs`. A node connection whose node stops or cannot be reached
  * gives its rooms back to this client, which joins them again wherever they live now.
  */
 
@@ -734,8 +734,10 @@ export class Client {
             pending.reject(new RequestError(kind.value.message, kind.value));
           }
           const { code, room, retryAfterMs } = kind.value;
-          // The room's node died and its lease has not lapsed yet, or Redis is away.
-          if (code === v1.ErrorCode.UNAVAILABLE && this.#rooms.get(room)?.joined === false) {
+          // The room's node died and its lease has not lapsed yet, or Redis is away; or
+          // this member left the room a moment ago (one full snapshot per second).
+          const later = code === v1.ErrorCode.UNAVAILABLE || code === v1.ErrorCode.RATE_LIMITED;
+          if (later && this.#rooms.get(room)?.joined === false) {
             this.#joinLater(room, Math.min(5000, Math.max(100, retryAfterMs)));
           }
           this.#emit("error", kind.value);

@@ -385,6 +385,24 @@ test("a node that dies: its connection continues its session on a fallback, keep
   assert.ok(!events.some((e) => e.startsWith("gaveUp")));
 });
 
+test("joining a room again right after leaving it is retried when the relay allows it", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  c.leave("r");
+  c.join("r", "arena");
+  advance(100);
+  assert.deepEqual(last().kinds(), ["join", "leave", "join"]);
+  // Within a second of its last full snapshot: RATE_LIMITED, then a retry when told.
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.RATE_LIMITED, room: "r", retryAfterMs: 700 } }], 2n);
+  advance(600);
+  assert.deepEqual(last().kinds(), ["join", "leave", "join"]);
+  advance(100);
+  assert.deepEqual(last().kinds(), ["join", "leave", "join", "join"]);
+});
+
 test("a redirect to a node this client failed over from is retried, not followed", () => {
   const { client: c } = client({ fallbackUrls: ["wss://relay-2.test/ws"] });
   c.join("r", "arena");

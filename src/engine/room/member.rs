@@ -33,6 +33,8 @@ pub(super) struct Member {
     pub needs_full: bool,
     /// The tick of the last full snapshot a resync request earned (0: none yet).
     pub last_resync: Tick,
+    /// The tick of its first frame, a full snapshot (0: seated by a restore).
+    pub joined_tick: Tick,
 }
 
 impl Member {
@@ -49,6 +51,7 @@ impl Member {
             last_sent_seq: 0,
             needs_full: true,
             last_resync: 0,
+            joined_tick: 0,
         }
     }
 

@@ -88,6 +88,9 @@ pub enum JoinError {
     /// The room is at its member cap.
     #[error("room is full")]
     Full,
+    /// The member left less than a second after its last full snapshot.
+    #[error("joined again too soon")]
+    TooSoon,
 }
 
 enum SimCall {
@@ -135,6 +138,10 @@ pub struct Room {
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
     reserved: FxHashMap<MemberId, Reserved>,
+    /// Members that left less than a second after their last full snapshot, and its
+    /// tick: joining again then is refused until the second is over (while others
+    /// are in the room).
+    left_recently: FxHashMap<MemberId, Tick>,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
 }
@@ -184,6 +191,7 @@ impl Room {
             buf: BytesMut::new(),
             stats: RoomStats::default(),
             reserved: FxHashMap::default(),
+            left_recently: FxHashMap::default(),
             listing: Arc::default(),
         }
     }
@@ -339,7 +347,9 @@ impl Room {
     /// the other members get a presence message. The simulation learns of the join at
     /// the next tick, and the member's first frame is a full snapshot. Joining again
     /// while a member is idempotent and schedules a full snapshot, as a resync does
-    /// (at most one per second).
+    /// (at most one per second); so does joining again after leaving a room others are
+    /// in: within a second of its last full snapshot it is refused (`RATE_LIMITED`,
+    /// with when to retry).
     pub fn join(
         &mut self,
         member: MemberId,
@@ -370,6 +380,12 @@ impl Room {
             let mut seated = Member::new(member, seat.user_id, outbox, join_seq, self.config.input_queue);
             seated.resume_after(seat.last_applied);
             self.members.push(seated);
+        } else if let Some(wait) = (self.left_recently.get(&member)).and_then(|&last| self.snapshot_wait(last)) {
+            // (`left_recently` is empty while the room is: an empty room does not tick.)
+            let error = self.rate_limited("joined again within a second of leaving", wait, request_id);
+            outbox.leave_room(self.key, join_seq);
+            let _ = outbox.push_reliable(error);
+            return Err(JoinError::TooSoon);
         } else if self.members.len() + self.reserved.len() >= self.config.max_members {
             let error = self.error(ErrorCode::RoomFull, "room is full", request_id);
             outbox.leave_room(self.key, join_seq);
@@ -382,8 +398,9 @@ impl Room {
             };
             self.broadcast_presence(info, PresenceChange::Joined);
             self.index.insert(member, self.members.len());
-            self.members
-                .push(Member::new(member, user_id, outbox, join_seq, self.config.input_queue));
+            let mut joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
+            joining.joined_tick = self.world.tick() + 1;
+            self.members.push(joining);
             self.sim_calls.push(SimCall::Join(member));
         }
         let joined = Kind::Joined(proto::Joined {
@@ -434,6 +451,14 @@ impl Room {
             self.index.insert(later.id, self.index[&later.id] - 1);
         }
         gone.outbox.leave_room(self.key, gone.join_seq);
+        // Ticks measure the second; an empty room stands still (and holds nothing
+        // its members made: joining it again costs little).
+        let last_full = gone.last_resync.max(gone.joined_tick);
+        if self.members.is_empty() {
+            self.left_recently.clear();
+        } else if self.snapshot_wait(last_full).is_some() {
+            self.left_recently.insert(gone.id, last_full);
+        }
         if request_id != 0 {
             let left = Kind::Left(proto::Left {
                 request_id,
@@ -493,29 +518,28 @@ impl Room {
     /// Schedules a full snapshot for `member` at the next tick and answers the request
     /// (unless `request_id` is 0).
     pub fn resync(&mut self, member: MemberId, request_id: u64) {
-        let (tick, rate) = (self.world.tick(), Tick::from(self.config.tick_rate));
-        let Some(m) = self.member_mut(member) else {
+        let Some(&Member {
+            needs_full,
+            last_resync,
+            ..
+        }) = self.member(member)
+        else {
             return;
         };
         // One full snapshot per member per second at most: a 20-byte request must not
         // buy a full snapshot every tick. A request while one is pending costs nothing.
-        // In ticks from now: the frame a request earns goes out at the next tick.
-        let wait = (m.last_resync + rate).saturating_sub(tick + 1);
-        if !m.needs_full && m.last_resync != 0 && wait > 0 {
+        if !needs_full && let Some(wait) = self.snapshot_wait(last_resync) {
             if request_id != 0 {
-                let error = proto::Error {
-                    code: ErrorCode::RateLimited as i32,
-                    message: "at most one resync per second".into(),
-                    request_id,
-                    room: self.id.to_string(),
-                    retry_after_ms: (wait * 1000).div_ceil(rate) as u32,
-                };
-                self.send_to(member, encode_message(Kind::Error(error)));
+                let error = self.rate_limited("at most one resync per second", wait, request_id);
+                self.send_to(member, error);
             }
             return;
         }
-        m.needs_full = true;
-        m.last_resync = tick + 1;
+        let next_tick = self.world.tick() + 1;
+        if let Some(m) = self.member_mut(member) {
+            m.needs_full = true;
+            m.last_resync = next_tick;
+        }
         if request_id == 0 {
             return;
         }
@@ -526,6 +550,27 @@ impl Room {
             })),
         });
         self.send_to(member, encode_message(response));
+    }
+
+    /// How many ticks from now a member whose last full snapshot went out at
+    /// `last_full` (0: none) waits for its next: none after a second. The frame a
+    /// request earns goes out at the next tick.
+    fn snapshot_wait(&self, last_full: Tick) -> Option<Tick> {
+        let rate = Tick::from(self.config.tick_rate);
+        let wait = (last_full + rate).saturating_sub(self.world.tick() + 1);
+        (last_full != 0 && wait > 0).then_some(wait)
+    }
+
+    /// A `RATE_LIMITED` error for a full snapshot asked for `wait` ticks too soon.
+    fn rate_limited(&self, message: &str, wait: Tick, request_id: u64) -> Bytes {
+        let rate = Tick::from(self.config.tick_rate);
+        encode_message(Kind::Error(proto::Error {
+            code: ErrorCode::RateLimited as i32,
+            message: message.into(),
+            request_id,
+            room: self.id.to_string(),
+            retry_after_ms: (wait * 1000).div_ceil(rate) as u32,
+        }))
     }
 
     /// Closes the room: every member is told it left, with `reason`.
@@ -565,6 +610,10 @@ impl Room {
                 }
                 kept
             });
+        }
+        if !self.left_recently.is_empty() {
+            let rate = Tick::from(self.config.tick_rate);
+            self.left_recently.retain(|_, last| *last + rate > tick);
         }
         self.world.begin_tick(tick);
         self.run_simulation(tick);

@@ -699,13 +699,17 @@ fn resync_sends_a_full_snapshot() {
         server_message::Kind::State(s) if s.baseline_tick == 0 && s.tick == 2)));
 }
 
-#[test]
-fn resyncs_are_granted_at_most_once_per_second() {
-    let config = RoomConfig {
+/// A relay room at 10 ticks a second: a second is 10 ticks.
+fn relay_room_at_10_hz() -> Room {
+    relay_room(RoomConfig {
         tick_rate: 10,
         ..Default::default()
-    };
-    let mut room = relay_room(config);
+    })
+}
+
+#[test]
+fn resyncs_are_granted_at_most_once_per_second() {
+    let mut room = relay_room_at_10_hz();
     let mut a = Client::new(1);
     join(&mut room, &a);
     room.tick(0);
@@ -743,11 +747,7 @@ fn resyncs_are_granted_at_most_once_per_second() {
 /// small `JoinRoom` would buy a full snapshot.
 #[test]
 fn joining_again_is_granted_a_full_snapshot_at_most_once_per_second() {
-    let config = RoomConfig {
-        tick_rate: 10,
-        ..Default::default()
-    };
-    let mut room = relay_room(config);
+    let mut room = relay_room_at_10_hz();
     let a = Client::new(1);
     // What the member's outbox holds, as (full snapshots, deltas); the clients keep
     // their mirror when joined again (the test client does not).
@@ -773,6 +773,43 @@ fn joining_again_is_granted_a_full_snapshot_at_most_once_per_second() {
     join(&mut room, &b);
     room.tick(0);
     assert_eq!(frames(&b), (1, 0));
+}
+
+/// Leaving and joining again buys no more full snapshots than joining again while a
+/// member: within a second of the last one the join is refused, with when to retry.
+#[test]
+fn joining_again_after_leaving_waits_for_the_second_to_pass() {
+    let mut room = relay_room_at_10_hz();
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    join(&mut room, &Client::new(2));
+    room.tick(0); // the join's full snapshot
+    a.read();
+    a.take_received();
+    assert!(room.leave(1, 0));
+    for n in 0..9 {
+        let again = room.join(1, "user-1".into(), a.outbox.clone(), 2, 2);
+        assert!(matches!(again, Err(JoinError::TooSoon)), "tick {n}");
+        assert!(!room.is_member(1));
+        a.read();
+        let errors = a.errors();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].code, ErrorCode::RateLimited as i32);
+        assert_eq!(errors[0].retry_after_ms, 100 * (9 - n as u32));
+        room.tick(0);
+    }
+    room.join(1, "user-1".into(), a.outbox.clone(), 3, 3).unwrap();
+    room.tick(0);
+    a.read();
+    let full = (a.take_received().iter())
+        .filter(|k| matches!(k, server_message::Kind::State(s) if s.baseline_tick == 0))
+        .count();
+    assert_eq!(full, 1, "a second later the join is answered with a full snapshot");
+
+    // Alone in the room, which stands still while empty: joining again is not refused.
+    assert!(room.leave(2, 0));
+    assert!(room.leave(1, 0));
+    room.join(1, "user-1".into(), a.outbox.clone(), 4, 4).unwrap();
 }
 
 #[test]
