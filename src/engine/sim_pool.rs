@@ -7,8 +7,9 @@
 //! on the owning thread's crossbeam channel. The channel is bounded by a count of
 //! waiting commands rather than by a preallocated ring (so an idle thread's queue
 //! costs no memory); a send never blocks, and one over the bound is answered with
-//! [`PoolError::Busy`]. Sending never wakes the thread either: it sleeps until its
-//! next tick and takes what is queued then. Rooms answer through the members'
+//! [`PoolError::Busy`]. Sending does not wake the thread either (only a join, a
+//! close, a checkpoint request and shutdown do): it sleeps until its next tick and
+//! takes what is queued then. Rooms answer through the members'
 //! outboxes. A room lives on one thread for its whole life, so a
 //! heavy room delays only rooms on its own thread, and a panicking simulation takes
 //! down only its own room.
@@ -631,7 +632,9 @@ impl SimPool {
             return None; // opening one will say why
         }
         // Under the directory's lock: two quick joins never reserve the last seat twice.
-        // A bounded look, as for a listing page: the lock is everyone's.
+        // The rooms of the asked type are looked at as for a listing page, the first
+        // `LIST_SCAN` of them (the lock is everyone's); the others cost a comparison
+        // of their type.
         let directory = self.directory.lock();
         let room = (directory.values())
             .filter(|h| *h.shared.room_type == *filter.room_type)

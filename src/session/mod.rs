@@ -96,6 +96,17 @@ pub use crate::engine::room::MAX_ROOM_ID_BYTES;
 /// creates has an id of this type, a dash and 16 characters).
 pub const MAX_ROOM_TYPE_BYTES: usize = 64;
 
+/// A room type a client names: at most [`MAX_ROOM_TYPE_BYTES`], no control characters
+/// (a quick join makes a room id of it).
+fn check_room_type(room_type: &str) -> Result<(), String> {
+    if room_type.len() > MAX_ROOM_TYPE_BYTES || room_type.chars().any(char::is_control) {
+        return Err(format!(
+            "room type must be at most {MAX_ROOM_TYPE_BYTES} bytes, without control characters"
+        ));
+    }
+    Ok(())
+}
+
 pub use crate::proto::MAX_QUICK_JOIN_EXCLUDED;
 
 /// Rooms listed per page of `ListRooms` when the client does not say.
@@ -671,8 +682,7 @@ impl Session {
                 "room id must be 1-128 bytes, without control characters",
             );
         }
-        if join.room_type.len() > MAX_ROOM_TYPE_BYTES {
-            let message = format!("room type must be at most {MAX_ROOM_TYPE_BYTES} bytes");
+        if let Err(message) = check_room_type(&join.room_type) {
             return refuse(ErrorCode::BadRequest, &message);
         }
         if !self.identity.may_join(&join.room) {
@@ -735,8 +745,7 @@ impl Session {
     /// `QuickJoin` in the schema).
     fn quick_join(&mut self, quick: proto::QuickJoin) {
         let refuse = |code, message: &str| self.reply(error_message(code, message, quick.request_id, ""));
-        if quick.room_type.len() > MAX_ROOM_TYPE_BYTES {
-            let message = format!("room type must be at most {MAX_ROOM_TYPE_BYTES} bytes");
+        if let Err(message) = check_room_type(&quick.room_type) {
             return refuse(ErrorCode::BadRequest, &message);
         }
         let mut metadata = quick.create.map(|c| c.metadata).unwrap_or_default();

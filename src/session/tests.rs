@@ -1142,12 +1142,14 @@ fn quick_joins_are_refused_what_joins_are() {
     h.one(quick_join("arena", &many, &[], 1)).unwrap();
     h.one(quick_join("arena", &[("mode", "ctf")], &many[..16], 2)).unwrap();
     h.one(quick_join(&"t".repeat(65), &[], &[], 3)).unwrap();
+    h.one(quick_join("arena\n", &[], &[], 9)).unwrap();
     assert_eq!(
         h.errors(),
         [
             (ErrorCode::BadRequest, 1),
             (ErrorCode::BadRequest, 2),
-            (ErrorCode::BadRequest, 3)
+            (ErrorCode::BadRequest, 3),
+            (ErrorCode::BadRequest, 9)
         ]
     );
     h.send(vec![join("a", 4), join("b", 5), quick_join("arena", &[], &[], 6)])

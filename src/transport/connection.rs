@@ -290,7 +290,7 @@ pub(crate) async fn serve<T: Transport>(
     // A write that failed because the client had just closed normally is not a lost
     // connection.
     let end = match end {
-        End::Lost => after_broken_write(&mut transport),
+        End::Lost => lost_or_closed_by_client(&mut transport),
         end => end,
     };
     ctx.registry.leave_live(&user, id);
@@ -385,10 +385,11 @@ async fn continue_elsewhere_session<T: Transport>(
     Some(new_session::<T>(ctx, record.session_id, identity, client, now))
 }
 
-/// How a connection that broke ended: a client that closed it normally (its close
-/// already received, behind what it sent before, while a write failed) is not a lost
-/// connection, whose session would be kept for a resume that never comes.
-fn after_broken_write<T: Transport>(transport: &mut T) -> End {
+/// How a connection that broke (a failed read, write or ping) ended: a client that
+/// closed it normally (its close already received, behind what it sent before, while
+/// a write failed) is not a lost connection, whose session would be kept for a resume
+/// that never comes.
+fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
     // What is already there, and no more: messages before the close are dropped
     // with the connection.
     for _ in 0..64 {

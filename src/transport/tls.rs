@@ -138,11 +138,16 @@ pub fn dev_key_path(cert: &Path) -> PathBuf {
     cert.with_extension("key.pem")
 }
 
-/// The development certificate of an earlier start, or a new one. Under a lock file
-/// beside it (`<name>.lock`): nodes started together from one directory share one
-/// certificate (the first makes it, the others read it), so a client trusting it
-/// trusts every node.
+/// The development certificate of an earlier start, or a new one. A new one is made
+/// under a lock file beside it (`<name>.lock`): nodes started together from one
+/// directory share one certificate (the first makes it, the others read it), so a
+/// client trusting it trusts every node. A pair already there is read without the
+/// lock (the directory may be read-only): the key is written before the certificate,
+/// and a certificate read half-written, or not the key's, is not reused.
 fn dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
+    if let Some(reused) = reuse_dev_cert(cert) {
+        return Ok(reused);
+    }
     let lock_path = cert.with_extension("lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -284,6 +289,19 @@ mod tests {
         let second = load(&config).unwrap();
         assert_ne!(second.fingerprint, first.fingerprint);
         assert_eq!(load(&config).unwrap().fingerprint, second.fingerprint);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A pair already there is used without its lock file (a read-only directory, or
+    /// here a lock path that cannot be opened, even by root).
+    #[test]
+    fn a_kept_certificate_is_read_without_its_lock() {
+        let (dir, config) = dev_cert_in("tls-no-lock");
+        let first = load(&config).unwrap();
+        let lock_path = config.dev_cert_path.with_extension("lock");
+        std::fs::remove_file(&lock_path).unwrap();
+        std::fs::create_dir(&lock_path).unwrap();
+        assert_eq!(load(&config).unwrap().fingerprint, first.fingerprint);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -64,16 +64,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Writes the rest of `out`, if any, and flushes. Cancel-safe: progress is kept
     /// in `unwritten`.
     async fn write_rest(&mut self) -> std::io::Result<()> {
-        while self.unwritten < self.out.len() {
-            let n = self.io.write(&self.out[self.unwritten..]).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+        let written = async {
+            while self.unwritten < self.out.len() {
+                let n = self.io.write(&self.out[self.unwritten..]).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                self.unwritten += n;
             }
-            self.unwritten += n;
+            self.io.flush().await
         }
-        self.io.flush().await?;
-        self.needs_flush = false;
-        Ok(())
+        .await;
+        // Written, or never will be (the connection broke): either way nothing is left
+        // to write, and reading goes on to what the client sent before it broke (a
+        // close, say).
+        if written.is_ok() {
+            self.needs_flush = false;
+        } else {
+            (self.unwritten, self.needs_flush) = (self.out.len(), false);
+        }
+        written
     }
 
     /// Queues a control frame after whatever is still unwritten.
@@ -362,6 +372,26 @@ mod tests {
         let (server_io, client_io) = tokio::io::duplex(capacity);
         let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         (client, WebSocket::new(server_io, &[], 1 << 16, 1024))
+    }
+
+    /// A write that fails because the client went away does not hide what the client
+    /// sent before it went: its messages and its close are still read.
+    #[tokio::test]
+    async fn after_a_failed_write_what_the_client_sent_is_still_read() {
+        use futures_util::SinkExt;
+        let (mut client, mut ws) = pipe(1 << 16).await;
+        client.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        client.send(Message::Close(None)).await.unwrap();
+        drop(client);
+        let batch = Batch {
+            first_seq: 1,
+            reliable: vec![Bytes::from(vec![7u8; 100])],
+            ..Batch::default()
+        };
+        let outbox = Outbox::new(OutboxLimits::default());
+        assert!(ws.send(&batch, &outbox).await.is_err(), "the client is gone");
+        assert!(matches!(ws.recv().await, Received::Binary(b) if *b == [1, 2, 3]));
+        assert!(matches!(ws.recv().await, Received::ClientClosed));
     }
 
     /// A send given up half way (the client stopped reading) is finished before the
