@@ -341,7 +341,8 @@ async fn redis_lost_and_back() {
         None,
         "a creates rooms again"
     );
-    assert_eq!(a.metric("tickrelay_directory_up"), 1);
+    // (Set again at a's next renewal that reaches Redis.)
+    a.wait_for_metric("tickrelay_directory_up", 1).await;
     player.frames_in("lobby", 5).await;
     // a subscribes to its inbox again (within a renewal; until then b answers 503):
     // events published on b reach the lobby.
@@ -378,11 +379,9 @@ async fn an_event_published_on_any_node_reaches_the_room() {
         (event.sender, &*event.kind, &event.payload[..]),
         (0, "round-start", &b"round 7"[..])
     );
-    assert_eq!(
-        a.metric("tickrelay_events_published_total"),
-        1,
-        "counted where it was delivered"
-    );
+    // Counted where it was delivered (just after it is handed to the room).
+    a.wait_for_metric("tickrelay_events_published_total", 1).await;
+    assert_eq!(a.metric("tickrelay_events_published_total"), 1);
     let (status, _) = b.https_request("POST", "/rooms/nowhere/events?kind=x", auth, b"").await;
     assert_eq!(status, 404);
 }
@@ -624,6 +623,8 @@ async fn a_configured_room_stays_persistent_when_it_moves() {
     };
     let mut a = cluster.node_with(configured).await;
     let b = cluster.node_with(configured).await;
+    // The room thread counts the room when it opens it, just after the start.
+    a.wait_for_metric("tickrelay_rooms", 1).await;
     assert_eq!(
         (a.metric("tickrelay_rooms"), b.metric("tickrelay_rooms")),
         (1, 0),

@@ -271,7 +271,6 @@ async fn unfinished_handshakes_are_capped_per_address_and_in_size() {
     for _ in 0..3 {
         idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
     }
-    server.wait_for_metric("tickrelay_sockets_refused_total", 0).await;
     // The fourth idle socket from this address is closed at once.
     let mut refused = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(2), refused.read(&mut [0; 16])).await;
@@ -322,8 +321,9 @@ async fn the_oldest_unfinished_handshake_is_shed_for_a_new_one() {
     assert_eq!(server.metric("tickrelay_sockets_refused_total"), 0);
 }
 
-/// A client sending 500 messages per second is told to slow down, then closed with
-/// 1008 about one second into the flood; a client in the same room is unaffected.
+/// A client sending inputs as fast as it can (four every ~2 ms) is told to slow down,
+/// then closed with 1008 about one second after that; a client in the same room is
+/// unaffected.
 async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transport) {
     let server = start_with(|_| {}).await;
     let mut good = TestClient::connect_over(&server, transport).await;
@@ -331,33 +331,40 @@ async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transp
     let mut bad = TestClient::connect_over(&server, transport).await;
     bad.join("busy", "arena").await;
     let flood_started = Instant::now();
-    let mut told_to_slow_down = false;
+    let mut told_to_slow_down = None;
     let mut seq = 0u64;
-    // An input every ~2 ms, reading in between, until the server closes.
+    // Four inputs every ~2 ms (fast enough on a busy machine too), reading in between,
+    // until the server closes.
     let close = loop {
         assert!(
             flood_started.elapsed() < Duration::from_secs(5),
             "not closed within 5 s"
         );
-        seq += 1;
-        let input = proto::Input {
-            room: "busy".into(),
-            seq,
-            payload: Some(input::Payload::Intent(Bytes::from_static(&[1, 1]))),
-        };
-        let envelope = proto::ClientEnvelope {
-            messages: vec![proto::ClientMessage {
-                kind: Some(client_message::Kind::Input(input)),
-            }],
-        };
+        let messages = (0..4)
+            .map(|_| {
+                seq += 1;
+                let input = proto::Input {
+                    room: "busy".into(),
+                    seq,
+                    payload: Some(input::Payload::Intent(Bytes::from_static(&[1, 1]))),
+                };
+                proto::ClientMessage {
+                    kind: Some(client_message::Kind::Input(input)),
+                }
+            })
+            .collect();
+        let envelope = proto::ClientEnvelope { messages };
         // Writes fail once the server has closed; the close is read below.
         let _ = bad.conn.send_bytes(&envelope.encode_to_vec()).await;
         match bad.conn.recv(Duration::from_millis(2)).await {
             None => {}
             Some(Incoming::Envelope(bytes)) => {
                 for m in tickrelay::frame::decode_server(&bytes).unwrap().messages {
-                    if let Some(Kind::Error(e)) = m.kind {
-                        told_to_slow_down |= e.code == ErrorCode::RateLimited as i32 && e.retry_after_ms > 0;
+                    if let Some(Kind::Error(e)) = m.kind
+                        && e.code == ErrorCode::RateLimited as i32
+                        && e.retry_after_ms > 0
+                    {
+                        told_to_slow_down.get_or_insert_with(Instant::now);
                     }
                 }
             }
@@ -365,11 +372,14 @@ async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transp
             Some(Incoming::Ended(e)) => panic!("ended without a close code: {e}"),
         }
     };
-    let elapsed = flood_started.elapsed();
     assert_eq!(close, 1008);
-    assert!(told_to_slow_down, "a RATE_LIMITED error with a retry hint came first");
-    // Burst (100 messages at ~2 ms) + the 1 s flood window, with slack for a busy machine.
-    assert!(elapsed < Duration::from_millis(2500), "closed after {elapsed:?}");
+    let told = told_to_slow_down.expect("a RATE_LIMITED error with a retry hint came first");
+    // The 1 s flood window, with slack for a busy machine.
+    let elapsed = told.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(2000),
+        "closed {elapsed:?} after the first RATE_LIMITED"
+    );
     good.frames_in("busy", 60).await;
     assert!(good.mirrors["busy"].is_synced());
     assert!(server.metric("tickrelay_messages_rate_limited_total") > 0);
@@ -396,7 +406,7 @@ async fn a_half_open_peer_is_dropped_on_time(transport: Transport) {
         "dropped too early: {dropped_after:?}"
     );
     assert!(
-        dropped_after < Duration::from_millis(1500),
+        dropped_after < Duration::from_millis(3000),
         "dropped late: {dropped_after:?} (waited {waited:?})"
     );
     assert_eq!(c.close_frame().await.0, 4502);
@@ -479,8 +489,10 @@ async fn a_session_whose_queue_overflowed_while_away_is_refused_at_resume() {
     drop(a);
     server.wait_for_metric("tickrelay_sessions_parked", 1).await;
     b.send((1..=12).map(say).collect()).await;
-    // The room relays them at its next tick.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The room relays them at its next tick, the one that applies an input b sends
+    // after them (or an earlier one).
+    let seq = b.input("talk", create_entity(1)).await;
+    b.applied("talk", seq).await;
     let refused = TestClient::resume_over(&server, Transport::WebSocket, &resume_token).await;
     assert_eq!(refused.err(), Some(4504));
     // The member left the room: b is told.

@@ -80,8 +80,14 @@ async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches(transport
     }
     a.applied("r1", last).await;
     let frames = &a.frames["r1"];
-    assert_eq!(frames[0].baseline_tick, 0, "the first frame is a full snapshot");
-    assert!(frames[1..].iter().all(|f| f.baseline_tick != 0), "then deltas");
+    // The first frame is a full snapshot; over QUIC it is repeated until the client's
+    // acknowledgement of one arrives (a tick or more later under load).
+    let full = frames.iter().take_while(|f| f.baseline_tick == 0).count();
+    assert!(full >= 1, "the first frame is a full snapshot");
+    if transport == Transport::WebSocket {
+        assert_eq!(full, 1, "one full snapshot over an ordered stream");
+    }
+    assert!(frames[full..].iter().all(|f| f.baseline_tick != 0), "then deltas");
     let mirror = &a.mirrors["r1"];
     assert_eq!(mirror.world().get(1).unwrap().get(1), Some(&Value::Int(20)));
     assert!(mirror.checksums_verified() as usize >= frames.len() - 1);

@@ -374,8 +374,8 @@ fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
 /// reconnect, in order: none lost.
 async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transport) {
     let relay = tickrelay_testkit::start_with(|c| {
-        c.session.messages_per_second = 4.0;
-        c.session.message_burst = 4.0;
+        c.session.messages_per_second = 2.0;
+        c.session.message_burst = 2.0;
     })
     .await;
     let (listener, mut heard) = Client::connect(config(&relay, transport)).unwrap();
@@ -391,8 +391,8 @@ async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transpor
         Event::RoomEvent(event) if event.kind == "line" => Some(event.payload[0]),
         _ => None,
     };
-    // Paced at 3.2 a second (80 % of 4): the first goes at once, the rest are still
-    // queued when it drops. (It drops once the first was relayed: events are not
+    // Paced at 1.6 a second (80 % of 2): the first goes at once, the rest are still
+    // queued when it drops (the second 0.6 s later). (It drops once the first was relayed: events are not
     // acknowledged, so one in flight when a connection dies is lost.)
     let mut lines = vec![until(&mut heard, line).await];
     talker.drop_connection();
