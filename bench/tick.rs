@@ -484,28 +484,41 @@ fn t2_fanout(c: &mut Criterion) {
     group.finish();
 }
 
-/// The client side of the T1 frames: decoding (prost, into `StateFrame`) and applying
-/// a decoded frame to a `StateMirror`.
+/// The client side of the T1 frames (`delta`, `full`) and of the side-by-side arena's
+/// with 200 members (`arena-delta`, `arena-full`: declared kinds, packed blocks):
+/// decoding (prost, into `StateFrame`) and applying a decoded frame to a `StateMirror`.
 fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     group.measurement_time(Duration::from_secs(2));
-    let mut w = Workload::new(Shape::t1(64));
+    for (prefix, shape) in [("", Shape::t1(64)), ("arena-", Shape::side_by_side(200))] {
+        codec_shape(&mut group, prefix, shape);
+    }
+    group.finish();
+}
+
+fn codec_shape(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    prefix: &str,
+    shape: Shape,
+) {
+    let mut w = Workload::new(shape);
     w.step();
     let baseline = w.room.world().tick();
     // The mirror a client has at the baseline: the full snapshot of that tick.
-    let mut at_baseline = StateMirror::new();
+    let mut at_baseline = StateMirror::with_schema(w.room.world().schema().clone());
     at_baseline
         .apply(&StateFrame::decode(wire_frame(&w, 0)).unwrap())
         .unwrap();
     w.step();
-    for (name, frame_baseline) in [("delta", baseline), ("full", 0)] {
+    for (kind, frame_baseline) in [("delta", baseline), ("full", 0)] {
+        let name = format!("{prefix}{kind}");
         let wire = wire_frame(&w, frame_baseline);
         group.throughput(Throughput::Bytes(wire.len() as u64));
-        group.bench_function(BenchmarkId::new("decode", name), |b| {
+        group.bench_function(BenchmarkId::new("decode", &name), |b| {
             b.iter(|| StateFrame::decode(black_box(&wire[..])).unwrap())
         });
         let frame = StateFrame::decode(wire).unwrap();
-        group.bench_function(BenchmarkId::new("apply", name), |b| {
+        group.bench_function(BenchmarkId::new("apply", &name), |b| {
             b.iter_batched(
                 || at_baseline.clone(),
                 |mut mirror| {
@@ -516,7 +529,6 @@ fn codec(c: &mut Criterion) {
             )
         });
     }
-    group.finish();
 }
 
 /// The `StateFrame` a member of `w`'s room receives for the current tick against

@@ -209,7 +209,7 @@ pub fn apply_block(world: &mut World, block: &Bytes, fields: &mut Vec<(FieldId, 
                         field: spec.id,
                     });
                 }
-                read => read.into_value(&spec.ty, None),
+                read => read.into_value(&spec.ty),
             };
             fields.push((
                 spec.id,
@@ -234,19 +234,27 @@ pub fn apply_block(world: &mut World, block: &Bytes, fields: &mut Vec<(FieldId, 
             .ok_or(BlockError::UnknownEntity(id))?;
         for slot in bits(mask) {
             let spec = &declared.fields()[slot];
-            let read = r.value(&spec.ty)?;
-            let base = match read {
-                Read::Relative(_) => Some(entity.get().code(spec.id).ok_or(BlockError::NoBase {
-                    entity: id,
-                    field: spec.id,
-                })?),
-                _ => None,
-            };
-            let value = read.into_value(&spec.ty, base).ok_or(BlockError::Value {
+            let bad_value = BlockError::Value {
                 entity: id,
                 field: spec.id,
-            })?;
-            entity.set(spec.id, value).map_err(|e| invalid(e, id))?;
+            };
+            // Numbers are written as their codes, bytes and text as values.
+            let code = match r.value(&spec.ty)? {
+                Read::Code(code) => code,
+                Read::Relative(delta) => {
+                    let base = entity.get().code(spec.id).ok_or(BlockError::NoBase {
+                        entity: id,
+                        field: spec.id,
+                    })?;
+                    base.checked_add_signed(delta).ok_or(bad_value)?
+                }
+                read @ Read::Bytes(_) => {
+                    let value = read.into_value(&spec.ty).ok_or(bad_value)?;
+                    entity.set(spec.id, value).map_err(|e| invalid(e, id))?;
+                    continue;
+                }
+            };
+            entity.set_code(slot, code).ok_or(bad_value)?;
         }
     }
     if r.pos != block.len() {
@@ -291,16 +299,15 @@ enum Read {
 }
 
 impl Read {
-    /// The value, if valid for `ty` (`base`: the field's code at the baseline, which a
-    /// relative number needs).
-    fn into_value(self, ty: &FieldType, base: Option<u64>) -> Option<Value> {
+    /// The value, if valid for `ty` (a relative number has none without its base).
+    fn into_value(self, ty: &FieldType) -> Option<Value> {
         match self {
             Self::Bytes(b) => match ty {
                 FieldType::String { .. } => String::from_utf8(b.to_vec()).ok().map(Value::String),
                 _ => Some(Value::Bytes(b)),
             },
             Self::Code(code) => ty.decode(code),
-            Self::Relative(delta) => ty.decode(base?.checked_add_signed(delta)?),
+            Self::Relative(_) => None,
         }
     }
 }

@@ -323,18 +323,33 @@ impl EntityMut<'_> {
     /// writing the same value again is not a change and costs no bytes on the wire.
     /// A value that does not fit the declared field is refused.
     pub fn set(&mut self, field: FieldId, value: Value) -> Result<bool, WorldError> {
-        let tick = self.tick;
-        let entity = &mut *self.entity;
         let (value, slot, code) = match self.declared {
             Some(declared) => admit(declared, field, value).map_err(|problem| WorldError::Field {
-                entity: entity.id,
+                entity: self.entity.id,
                 field,
                 problem,
             })?,
             None => (value, 0, 0),
         };
+        Ok(self.write(field, value, slot, code))
+    }
+
+    /// Sets the numeric field in `slot` of the entity's declared kind to the value of
+    /// `code` (what a packed block carries: no quantizing again). `None` when the
+    /// kind is not declared, or the slot is not a numeric field's, or the code is out
+    /// of its range.
+    pub(crate) fn set_code(&mut self, slot: usize, code: u64) -> Option<bool> {
+        let spec = self.declared?.fields().get(slot)?;
+        let value = spec.ty.decode(code)?;
+        Some(self.write(spec.id, value, slot as u8, code))
+    }
+
+    /// Writes an admitted value and its code (see [`EntityMut::set`]).
+    fn write(&mut self, field: FieldId, value: Value, slot: u8, code: u64) -> bool {
+        let tick = self.tick;
+        let entity = &mut *self.entity;
         match entity.position(field) {
-            Ok(i) if same_value(&entity.fields[i].value, &value) => return Ok(false),
+            Ok(i) if same_value(&entity.fields[i].value, &value) => return false,
             Ok(i) => {
                 let f = &mut entity.fields[i];
                 if f.changed != tick {
@@ -362,7 +377,7 @@ impl EntityMut<'_> {
             *self.checksum = self.checksum.wrapping_sub(entity.hash);
             self.dirty.push(entity.id);
         }
-        Ok(true)
+        true
     }
 }
 
