@@ -213,6 +213,11 @@ impl Outbox {
         }
     }
 
+    /// Its bounds.
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
+    }
+
     /// Marks the session as gone for good: rooms evict members whose outbox is
     /// closed at their next tick, so a seat cannot leak even if a leave was lost.
     pub fn close(&self) {

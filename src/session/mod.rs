@@ -112,6 +112,12 @@ pub use crate::proto::MAX_QUICK_JOIN_EXCLUDED;
 /// Rooms listed per page of `ListRooms` when the client does not say.
 pub const DEFAULT_ROOMS_PER_PAGE: usize = 100;
 
+/// The most bytes of rooms one `ListRooms` answer holds (or a quarter of the reliable
+/// queue's byte bound, if less): a page of rooms with large metadata is cut short there
+/// (its `next_after` says where the rest starts), so an answer never closes the asking
+/// session as a slow consumer, nor makes a small request a large answer.
+pub const MAX_PAGE_BYTES: usize = 64 * 1024;
+
 /// What a session needs from the server.
 #[derive(Clone)]
 pub struct SessionContext {
@@ -1009,7 +1015,18 @@ impl Session {
     }
 
     /// Answers a listing: a page, and where the next starts (none: the last page).
-    fn reply_rooms(&self, request_id: u64, rooms: Vec<proto::RoomInfo>, next: Option<String>) {
+    fn reply_rooms(&self, request_id: u64, mut rooms: Vec<proto::RoomInfo>, mut next: Option<String>) {
+        let budget = MAX_PAGE_BYTES.min(self.outbox.limits().max_bytes / 4);
+        // At least one room (its metadata is bounded: a few KiB), so paging goes on.
+        let mut bytes = rooms.first().map_or(0, |room| room.encoded_len() + 4);
+        let over = rooms.iter().skip(1).position(|room| {
+            bytes += room.encoded_len() + 4;
+            bytes > budget
+        });
+        if let Some(over) = over {
+            rooms.truncate(over + 1);
+            next = rooms.last().map(|room| room.room.clone());
+        }
         let list = proto::RoomList {
             rooms,
             more: next.is_some(),

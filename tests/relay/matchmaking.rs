@@ -102,3 +102,40 @@ async fn quick_joins_fill_matching_rooms_and_skip_full_locked_and_private_ones(t
     assert!(![&first, &second, &third, "secret"].contains(&dm.as_str()));
     assert_eq!(ids(&d.list_rooms_where(open).await), [third.as_str()]);
 }
+
+/// Rooms with the largest metadata allowed (about 5 KB each) are listed in pages cut
+/// by bytes: a default page of 100 of them (over 300 KB) once went out as one message
+/// past the reliable queue's 256 KiB and closed the asking session as a slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_with_large_metadata_are_listed_in_pages_within_the_byte_bound() {
+    let server = start_with(|_| {}).await;
+    let large: Vec<(String, String)> = (0..15).map(|i| (format!("{i:064}"), "v".repeat(256))).collect();
+    let mut makers = Vec::new();
+    for m in 0..4 {
+        let mut maker = TestClient::connect(&server).await;
+        for r in 0..15 {
+            let n = format!("{m}-{r}");
+            let mut metadata: BTreeMap<String, String> = large.iter().cloned().collect();
+            metadata.insert("n".into(), n.clone());
+            let made = maker
+                .quick_join(proto::QuickJoin {
+                    room_type: "relay".into(),
+                    filters: meta(&[("n", &n)]),
+                    create: Some(proto::RoomOptions {
+                        metadata,
+                        private: false,
+                    }),
+                    ..Default::default()
+                })
+                .await;
+            made.unwrap();
+        }
+        makers.push(maker);
+    }
+    let mut honest = TestClient::connect(&server).await;
+    let listed = honest.list_rooms_where(proto::ListRooms::default()).await;
+    assert_eq!(listed.len(), 60);
+    assert!(listed.iter().all(|r| r.metadata.len() == 16));
+    // Still connected and answered.
+    honest.join(&listed[0].room, "").await;
+}
