@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_batch, encode_envelope, envelope_len, split_envelopes};
+use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, batch_len, encode_batch, encode_envelope, split_envelopes};
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
@@ -84,6 +84,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             (self.unwritten, self.needs_flush) = (self.out.len(), false);
         }
         written
+    }
+
+    /// Writes one binary message whose payload `encode` appends, after room left for
+    /// its frame header (written in place once the length is known).
+    async fn write_message(&mut self, encode: impl FnOnce(&mut BytesMut)) -> Result<Sent, Broken> {
+        self.out.clear();
+        self.out.resize(MAX_HEADER_BYTES, 0);
+        encode(&mut self.out);
+        let len = self.out.len() - MAX_HEADER_BYTES;
+        let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
+        self.unwritten = put_header(room, OP_BINARY, len);
+        self.needs_flush = true;
+        self.write_rest().await.map_err(|_| Broken)?;
+        Ok(Sent {
+            messages: 1,
+            bytes: len as u64,
+        })
     }
 
     /// Queues a control frame after whatever is still unwritten.
@@ -199,44 +216,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
 
     /// One binary message, framed here: the envelope is encoded after room for the
     /// frame header, which is then written in place, so the message is copied once
-    /// more only into the TLS record. Control frames still unwritten go out first.
+    /// more only into the TLS record. Control frames still unwritten go out first. A
+    /// batch over the split size (rare: full snapshots of several large rooms) goes
+    /// out as several messages, each written before the next is encoded, so a
+    /// connection whose client does not read holds one of them, not all.
     async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
         self.write_rest().await.map_err(|_| Broken)?;
         if self.close_sent {
             return Err(Broken);
         }
-        self.out.clear();
-        // One message, its header written in the room left before it; a batch over the
-        // split size (rare: full snapshots of several large rooms) is encoded again as
-        // several.
-        self.out.resize(MAX_HEADER_BYTES, 0);
-        encode_batch(batch, &mut self.out);
-        let len = self.out.len() - MAX_HEADER_BYTES;
-        let sent = if len <= SPLIT_ENVELOPE_BYTES {
-            let room: &mut [u8; MAX_HEADER_BYTES] =
-                (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
-            self.unwritten = put_header(room, OP_BINARY, len);
-            Sent {
-                messages: 1,
-                bytes: len as u64,
-            }
+        let sent = if batch_len(batch) <= SPLIT_ENVELOPE_BYTES {
+            self.write_message(|out| encode_batch(batch, out)).await?
         } else {
-            self.out.clear();
-            self.unwritten = 0;
             let mut sent = Sent::default();
             for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
-                let len = envelope_len(reliable, states);
-                let mut header = [0; MAX_HEADER_BYTES];
-                let start = put_header(&mut header, OP_BINARY, len);
-                self.out.extend_from_slice(&header[start..]);
-                encode_envelope(reliable, states, &mut self.out);
-                sent.messages += 1;
-                sent.bytes += len as u64;
+                let one = self.write_message(|out| encode_envelope(reliable, states, out)).await?;
+                sent.messages += one.messages;
+                sent.bytes += one.bytes;
             }
             sent
         };
-        self.needs_flush = true;
-        self.write_rest().await.map_err(|_| Broken)?;
         if self.out.capacity() > MAX_KEPT_WRITE_BUFFER {
             // A large batch went out: do not hold its buffer for the connection's life.
             (self.out, self.unwritten) = (BytesMut::new(), 0);
@@ -392,6 +391,30 @@ mod tests {
         assert!(ws.send(&batch, &outbox).await.is_err(), "the client is gone");
         assert!(matches!(ws.recv().await, Received::Binary(b) if *b == [1, 2, 3]));
         assert!(matches!(ws.recv().await, Received::ClientClosed));
+    }
+
+    /// Full snapshots of several large rooms go out one message each, and a client
+    /// that reads none of them leaves the connection holding one, not all of them.
+    #[tokio::test]
+    async fn a_split_batch_is_written_one_message_at_a_time() {
+        use crate::engine::outbox::PendingState;
+        let (_client, mut ws) = pipe(64 * 1024).await;
+        let snapshot = |room| PendingState {
+            room,
+            tick: 9,
+            baseline: 0,
+            body: Bytes::from(vec![0x0a; 700 * 1024]),
+            last_input_seq: 0,
+            server_time_us: 0,
+        };
+        let batch = Batch {
+            states: vec![snapshot(1), snapshot(2), snapshot(3)],
+            ..Batch::default()
+        };
+        let outbox = Outbox::new(OutboxLimits::default());
+        let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
+        assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
+        assert!(ws.out.len() < 1024 * 1024, "holds {} bytes", ws.out.len());
     }
 
     /// A send given up half way (the client stopped reading) is finished before the
