@@ -187,6 +187,9 @@ impl World {
         fields.reverse();
         fields.dedup_by_key(|f| f.id);
         fields.reverse();
+        // What the entity holds is what a room's state bound counts: no room left
+        // over from the duplicates (a create may name one field many times).
+        fields.shrink_to_fit();
         let schema = self.schema.position(kind);
         if let Some(position) = schema {
             let declared = &self.schema.kinds()[position];
@@ -357,18 +360,22 @@ impl EntityMut<'_> {
                 }
                 (f.value, f.code, f.changed) = (value, code, tick);
             }
-            Err(i) => entity.fields.insert(
-                i,
-                Field {
-                    id: field,
-                    value,
-                    changed: tick,
-                    slot,
-                    code,
-                    before: 0,
-                    before_tick: NEVER,
-                },
-            ),
+            Err(i) => {
+                // Grown by one, not doubled: the room's state bound counts fields.
+                entity.fields.reserve_exact(1);
+                entity.fields.insert(
+                    i,
+                    Field {
+                        id: field,
+                        value,
+                        changed: tick,
+                        slot,
+                        code,
+                        before: 0,
+                        before_tick: NEVER,
+                    },
+                );
+            }
         }
         entity.changed = tick;
         *self.last_change = tick;
@@ -421,6 +428,20 @@ mod tests {
         w.begin_tick(2);
         assert!(!w.set(1, 1, Value::Float(f32::NAN)).unwrap());
         assert_eq!(w.get(1).unwrap().changed, 1);
+    }
+
+    /// A room's state bound counts an entity's fields: the entity holds no more
+    /// room for fields than it has (a create naming one field 32 times, fields added
+    /// one by one).
+    #[test]
+    fn entities_hold_room_for_the_fields_they_have() {
+        let mut w = World::new(8);
+        w.spawn(1, 0, 0, (0..32).map(|_| (1, Value::Bool(true)))).unwrap();
+        assert_eq!(w.get(1).unwrap().fields.capacity(), 1);
+        for field in 2..=20 {
+            w.set(1, field, Value::Bool(true)).unwrap();
+        }
+        assert_eq!(w.get(1).unwrap().fields.capacity(), 20);
     }
 
     #[test]
