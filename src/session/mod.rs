@@ -109,6 +109,9 @@ fn check_room_type(room_type: &str) -> Result<(), String> {
 
 pub use crate::proto::MAX_QUICK_JOIN_EXCLUDED;
 
+/// How long a room this session left is not picked by its quick joins.
+const JUST_LEFT: Duration = Duration::from_secs(1);
+
 /// Rooms listed per page of `ListRooms` when the client does not say.
 pub const DEFAULT_ROOMS_PER_PAGE: usize = 100;
 
@@ -255,6 +258,9 @@ pub struct Session {
     claims: HashMap<String, PendingJoin>,
     /// Cluster mode: quick joins waiting for the directory, by request id.
     quick_joins: HashMap<u64, PendingQuickJoin>,
+    /// Rooms this session left in the last second, and when: a quick join does not
+    /// pick them (joining one again so soon is refused, see [`Room::join`]).
+    just_left: Vec<(String, Instant)>,
     /// Directory work for the driver, not taken yet.
     directory_ops: Vec<DirectoryOp>,
     /// Directory work the driver took and has not answered (asked again after a
@@ -345,6 +351,7 @@ impl Session {
             rooms: HashMap::new(),
             claims: HashMap::new(),
             quick_joins: HashMap::new(),
+            just_left: Vec::new(),
             directory_ops: Vec::new(),
             in_flight: Vec::new(),
             next_join: 1,
@@ -581,7 +588,10 @@ impl Session {
         use client_message::Kind as K;
         match kind {
             K::Join(join) => self.join(join),
-            K::QuickJoin(quick) => self.quick_join(quick),
+            K::QuickJoin(quick) => {
+                self.just_left.retain(|(_, at)| now.instant < *at + JUST_LEFT);
+                self.quick_join(quick);
+            }
             K::Leave(leave) => {
                 if self.claims.remove(&leave.room).is_some() {
                     // Not in the room yet: the claim's answer will find no join to finish.
@@ -603,6 +613,8 @@ impl Session {
                 // Forget the room only once the leave is on its way.
                 if self.send(&room, command, leave.request_id) {
                     self.rooms.remove(&leave.room);
+                    self.just_left.retain(|(_, at)| now.instant < *at + JUST_LEFT);
+                    self.just_left.push((leave.room, now.instant));
                 }
             }
             K::Input(input) => self.input(&input.room, input.seq, input.payload),
@@ -768,7 +780,8 @@ impl Session {
         }
         let excluded: HashSet<&str> = quick.exclude.iter().map(String::as_str).collect();
         let skip = |id: &str| {
-            self.rooms.contains_key(id)
+            self.just_left.iter().any(|(left, _)| left == id)
+                || self.rooms.contains_key(id)
                 || self.claims.contains_key(id)
                 || excluded.contains(id)
                 || !self.identity.may_join(id)

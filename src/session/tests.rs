@@ -1297,6 +1297,41 @@ fn clustered_a_quick_join_nothing_matches_claims_a_new_room_with_its_metadata() 
     assert_eq!(h.errors(), [(ErrorCode::Unavailable, 3)]);
 }
 
+/// A room the session left a moment ago would refuse it (one full snapshot per
+/// second): a quick join passes over it for a second.
+#[test]
+fn a_quick_join_passes_over_a_room_just_left() {
+    let mut h = Harness::new();
+    h.replies();
+    let open = h.rooms.open("open", "arena", "", ListingState::default()).unwrap();
+    let leave = |request_id| {
+        Out::Leave(proto::LeaveRoom {
+            request_id,
+            room: "open".into(),
+        })
+    };
+    h.one(quick_join("arena", &[], &[], 1)).unwrap();
+    h.one(leave(2)).unwrap();
+    h.sent();
+    h.one(quick_join("arena", &[], &[], 3)).unwrap();
+    assert_eq!(
+        h.sent(),
+        [Sent::Join {
+            room: h.key("arena-r4nd0m"),
+            join_seq: 2
+        }]
+    );
+    h.advance(Duration::from_secs(1));
+    h.one(quick_join("arena", &[], &[], 4)).unwrap();
+    assert_eq!(
+        h.sent(),
+        [Sent::QuickJoin {
+            room: open.key,
+            join_seq: 3
+        }]
+    );
+}
+
 #[test]
 fn a_quick_join_passes_over_the_rooms_it_excludes() {
     let mut h = Harness::new();
