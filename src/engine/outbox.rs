@@ -213,9 +213,10 @@ impl Outbox {
         }
     }
 
-    /// Its bounds.
-    pub fn limits(&self) -> OutboxLimits {
-        self.limits
+    /// Bytes of reliable messages it may still queue before it overflows.
+    pub fn reliable_room(&self) -> usize {
+        let inner = self.inner.lock();
+        (self.limits.max_bytes).saturating_sub(inner.reliable_bytes - inner.replayed_bytes)
     }
 
     /// Marks the session as gone for good: rooms evict members whose outbox is

@@ -115,10 +115,10 @@ const JUST_LEFT: Duration = Duration::from_secs(1);
 /// Rooms listed per page of `ListRooms` when the client does not say.
 pub const DEFAULT_ROOMS_PER_PAGE: usize = 100;
 
-/// The most bytes of rooms one `ListRooms` answer holds (or a quarter of the reliable
-/// queue's byte bound, if less): a page of rooms with large metadata is cut short there
-/// (its `next_after` says where the rest starts), so an answer never closes the asking
-/// session as a slow consumer, nor makes a small request a large answer.
+/// The most bytes of rooms one `ListRooms` answer holds (or half of what the reliable
+/// queue may still take, if less): a page of rooms with large metadata is cut short
+/// there (its `next_after` says where the rest starts), so answers do not close the
+/// asking session as a slow consumer, nor make a small request a large answer.
 pub const MAX_PAGE_BYTES: usize = 64 * 1024;
 
 /// What a session needs from the server.
@@ -259,7 +259,8 @@ pub struct Session {
     /// Cluster mode: quick joins waiting for the directory, by request id.
     quick_joins: HashMap<u64, PendingQuickJoin>,
     /// Rooms this session left in the last second, and when: a quick join does not
-    /// pick them (joining one again so soon is refused, see [`Room::join`]).
+    /// pick them (joining one again so soon is refused, see
+    /// [`crate::engine::room::Room::join`]).
     just_left: Vec<(String, Instant)>,
     /// Directory work for the driver, not taken yet.
     directory_ops: Vec<DirectoryOp>,
@@ -589,7 +590,7 @@ impl Session {
         match kind {
             K::Join(join) => self.join(join),
             K::QuickJoin(quick) => {
-                self.just_left.retain(|(_, at)| now.instant < *at + JUST_LEFT);
+                self.forget_left(now);
                 self.quick_join(quick);
             }
             K::Leave(leave) => {
@@ -613,7 +614,7 @@ impl Session {
                 // Forget the room only once the leave is on its way.
                 if self.send(&room, command, leave.request_id) {
                     self.rooms.remove(&leave.room);
-                    self.just_left.retain(|(_, at)| now.instant < *at + JUST_LEFT);
+                    self.forget_left(now);
                     self.just_left.push((leave.room, now.instant));
                 }
             }
@@ -761,6 +762,11 @@ impl Session {
 
     /// A quick join: the fullest open room that matches, or a new one (see
     /// `QuickJoin` in the schema).
+    /// Drops the rooms left more than [`JUST_LEFT`] ago from `just_left`.
+    fn forget_left(&mut self, now: Now) {
+        self.just_left.retain(|(_, at)| now.instant < *at + JUST_LEFT);
+    }
+
     fn quick_join(&mut self, quick: proto::QuickJoin) {
         let refuse = |code, message: &str| self.reply(error_message(code, message, quick.request_id, ""));
         if let Err(message) = check_room_type(&quick.room_type) {
@@ -801,6 +807,7 @@ impl Session {
             room_type: quick.room_type.clone(),
             filters: quick.filters,
             skip: (self.rooms.keys().chain(self.claims.keys()))
+                .chain(self.just_left.iter().map(|(room, _)| room))
                 .chain(&quick.exclude)
                 .cloned()
                 .collect(),
@@ -1029,7 +1036,7 @@ impl Session {
 
     /// Answers a listing: a page, and where the next starts (none: the last page).
     fn reply_rooms(&self, request_id: u64, mut rooms: Vec<proto::RoomInfo>, mut next: Option<String>) {
-        let budget = MAX_PAGE_BYTES.min(self.outbox.limits().max_bytes / 4);
+        let budget = MAX_PAGE_BYTES.min(self.outbox.reliable_room() / 2);
         // At least one room (its metadata is bounded: a few KiB), so paging goes on.
         let mut bytes = rooms.first().map_or(0, |room| room.encoded_len() + 4);
         let over = rooms.iter().skip(1).position(|room| {

@@ -136,6 +136,25 @@ async fn rooms_with_large_metadata_are_listed_in_pages_within_the_byte_bound() {
     let listed = honest.list_rooms_where(proto::ListRooms::default()).await;
     assert_eq!(listed.len(), 60);
     assert!(listed.iter().all(|r| r.metadata.len() == 16));
+    // Five listings in one envelope: each page takes at most half of what the reliable
+    // queue may still hold, so all five are answered.
+    let asks = (100..105)
+        .map(|request_id| {
+            proto::client_message::Kind::Request(proto::Request {
+                request_id,
+                kind: Some(proto::request::Kind::ListRooms(proto::ListRooms::default())),
+            })
+        })
+        .collect();
+    honest.send(asks).await;
+    for request_id in 100..105 {
+        honest
+            .until(|k| match k {
+                proto::server_message::Kind::Response(r) if r.request_id == request_id => Some(()),
+                _ => None,
+            })
+            .await;
+    }
     // Still connected and answered.
     honest.join(&listed[0].room, "").await;
 }

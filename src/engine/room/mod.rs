@@ -88,7 +88,8 @@ pub enum JoinError {
     /// The room is at its member cap.
     #[error("room is full")]
     Full,
-    /// The member left less than a second after its last full snapshot.
+    /// The member joins again less than a second after its last full snapshot, having
+    /// left a room others are in.
     #[error("joined again too soon")]
     TooSoon,
 }
