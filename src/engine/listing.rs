@@ -110,6 +110,12 @@ impl ListingState {
     }
 }
 
+/// What one room adds to a `ListRooms` answer, in bytes (its `RoomInfo` and framing).
+pub fn listed_bytes(room: &proto::RoomInfo) -> usize {
+    use prost::Message as _;
+    room.encoded_len() + 4
+}
+
 /// Checks metadata as a room would hold it: at most [`MAX_METADATA_ENTRIES`] entries,
 /// keys of 1-[`MAX_METADATA_KEY_BYTES`] bytes, values of at most
 /// [`MAX_METADATA_VALUE_BYTES`].

@@ -27,7 +27,7 @@ use rustc_hash::FxHashMap;
 
 use crate::bucket::TokenBucket;
 use crate::clock::unix_micros;
-use crate::engine::listing::{Listing, ListingState, Metadata};
+use crate::engine::listing::{self, Listing, ListingState, Metadata};
 use crate::engine::outbox::{Outbox, RoomKey};
 use crate::engine::room::{Room, RoomConfig, error_message};
 use crate::engine::schedule::TickSchedule;
@@ -429,8 +429,15 @@ pub trait Rooms: Send + Sync {
 
     /// One page of the rooms `filter` lists, in id order: at most `limit` (capped at
     /// [`MAX_ROOMS_PER_PAGE`]) whose ids sort after `after`, and where the next page
-    /// starts (none: this is the last).
-    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, Option<String>);
+    /// starts (none: this is the last). It stops once past `max_bytes` of rooms (see
+    /// [`listing::listed_bytes`]).
+    fn list(
+        &self,
+        filter: &RoomFilter<'_>,
+        after: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<proto::RoomInfo>, Option<String>);
 }
 
 impl Rooms for SimPool {
@@ -450,8 +457,14 @@ impl Rooms for SimPool {
         SimPool::send(self, room, command)
     }
 
-    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, Option<String>) {
-        self.list_rooms(filter, after, limit)
+    fn list(
+        &self,
+        filter: &RoomFilter<'_>,
+        after: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<proto::RoomInfo>, Option<String>) {
+        self.list_rooms(filter, after, limit, max_bytes)
     }
 }
 
@@ -749,26 +762,31 @@ impl SimPool {
     /// [`MAX_ROOMS_PER_PAGE`]) whose ids sort after `after` (empty: from the start),
     /// and where the next page starts (none: this is the last). A page looks at
     /// [`LIST_SCAN`] rooms at most, so a selective filter may answer a short page
-    /// (even an empty one) that is not the last.
+    /// (even an empty one) that is not the last. It stops once its rooms are past
+    /// `max_bytes` (see [`listing::listed_bytes`]), so its work under the directory's
+    /// lock is bounded by bytes too.
     pub fn list_rooms(
         &self,
         filter: &RoomFilter<'_>,
         after: &str,
         limit: usize,
+        max_bytes: usize,
     ) -> (Vec<proto::RoomInfo>, Option<String>) {
         use std::ops::Bound::{Excluded, Unbounded};
         let limit = limit.min(MAX_ROOMS_PER_PAGE);
         let directory = self.directory.lock();
         let lower = if after.is_empty() { Unbounded } else { Excluded(after) };
         let mut rooms = Vec::new();
-        let mut last = None;
+        let (mut last, mut bytes) = (None, 0);
         for (scanned, (id, handle)) in directory.range::<str, _>((lower, Unbounded)).enumerate() {
-            if rooms.len() == limit || scanned == LIST_SCAN {
+            if rooms.len() == limit || scanned == LIST_SCAN || bytes > max_bytes {
                 return (rooms, last.map(|id: &Arc<str>| id.to_string()));
             }
             last = Some(id);
             if handle.shared.listed(filter) {
-                rooms.push(handle.shared.info());
+                let info = handle.shared.info();
+                bytes += listing::listed_bytes(&info);
+                rooms.push(info);
             }
         }
         (rooms, None)
@@ -1342,7 +1360,7 @@ mod tests {
         let outbox = join(&pool, "lobby", "", 7);
         let messages = wait_for_frames(&outbox, 1);
         assert!(matches!(messages[0], server_message::Kind::Joined(ref j) if j.room == "lobby"));
-        let (rooms, next) = pool.list_rooms(&RoomFilter::all(), "", 10);
+        let (rooms, next) = pool.list_rooms(&RoomFilter::all(), "", 10, usize::MAX);
         assert_eq!(
             (rooms[0].members, rooms[0].room_type.as_str(), next),
             (1, "relay", None)
@@ -1369,7 +1387,7 @@ mod tests {
         };
         pool.send(&handle, leave).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.list_rooms(&RoomFilter::all(), "", 10).0[0].members != 0 {
+        while pool.list_rooms(&RoomFilter::all(), "", 10, usize::MAX).0[0].members != 0 {
             assert!(Instant::now() < deadline, "the leave was not applied");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -1439,17 +1457,21 @@ mod tests {
             pool.get_or_create(id, "relay").unwrap();
         }
         let ids = |page: &[proto::RoomInfo]| page.iter().map(|r| r.room.clone()).collect::<Vec<_>>();
-        let (first, next) = pool.list_rooms(&RoomFilter::all(), "", 2);
+        let (first, next) = pool.list_rooms(&RoomFilter::all(), "", 2, usize::MAX);
         assert_eq!(
             (ids(&first), next),
             (vec!["a".to_string(), "b".into()], Some("b".into()))
         );
-        let (rest, next) = pool.list_rooms(&RoomFilter::all(), "b", 10);
+        let (rest, next) = pool.list_rooms(&RoomFilter::all(), "b", 10, usize::MAX);
         assert_eq!(
             (ids(&rest), next),
             (vec!["c".to_string(), "d".into(), "e".into()], None)
         );
-        assert_eq!(pool.list_rooms(&RoomFilter::all(), "e", 10), (vec![], None));
+        assert_eq!(pool.list_rooms(&RoomFilter::all(), "e", 10, usize::MAX), (vec![], None));
+        // Past its bytes a page stops (one room past them: the session cuts it exact).
+        let one = listing::listed_bytes(&first[0]);
+        let (cut, next) = pool.list_rooms(&RoomFilter::all(), "", 10, one);
+        assert_eq!((ids(&cut), next), (vec!["a".to_string(), "b".into()], Some("b".into())));
     }
 
     fn listed(metadata: &[(&str, &str)], private: bool) -> ListingState {
@@ -1476,7 +1498,7 @@ mod tests {
         let ids = |filter: RoomFilter<'_>| {
             let (mut all, mut after) = (Vec::new(), String::new());
             loop {
-                let (page, next) = pool.list_rooms(&filter, &after, 100);
+                let (page, next) = pool.list_rooms(&filter, &after, 100, usize::MAX);
                 all.extend(page.into_iter().map(|r| r.room));
                 match next {
                     Some(next) => after = next,
@@ -1498,7 +1520,7 @@ mod tests {
             }),
             ["a"]
         );
-        let (page, _) = pool.list_rooms(&relay_ctf, "a", 1);
+        let (page, _) = pool.list_rooms(&relay_ctf, "a", 1, usize::MAX);
         assert_eq!((page[0].metadata.clone(), page[0].locked), (ctf.metadata, true));
     }
 
@@ -1573,10 +1595,10 @@ mod tests {
             pool.create_persistent(id, "relay").unwrap();
         }
         pool.open("z", "relay", "x", ctf.clone()).unwrap();
-        let (page, next) = pool.list_rooms(&rare, "", 10);
+        let (page, next) = pool.list_rooms(&rare, "", 10, usize::MAX);
         assert!(page.is_empty());
         assert_eq!(next.as_deref(), Some(ids[LIST_SCAN - 1].as_str()), "where it stopped");
-        let (page, next) = pool.list_rooms(&rare, &ids[LIST_SCAN - 1], 10);
+        let (page, next) = pool.list_rooms(&rare, &ids[LIST_SCAN - 1], 10, usize::MAX);
         assert_eq!((page.len(), page[0].room.as_str(), next), (1, "z", None));
         let nothing = |_: &str| false;
         assert!(
@@ -1629,7 +1651,7 @@ mod tests {
             open_only: true,
             ..RoomFilter::all()
         };
-        assert_eq!(pool.list_rooms(&open, "", 10), (vec![], None));
+        assert_eq!(pool.list_rooms(&open, "", 10, usize::MAX), (vec![], None));
     }
 
     #[test]

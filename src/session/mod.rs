@@ -1034,13 +1034,18 @@ impl Session {
         self.reply(encode_message(redirect));
     }
 
+    /// The bytes of rooms a `ListRooms` answer may hold now (see [`MAX_PAGE_BYTES`]).
+    fn page_bytes(&self) -> usize {
+        MAX_PAGE_BYTES.min(self.outbox.reliable_room() / 2)
+    }
+
     /// Answers a listing: a page, and where the next starts (none: the last page).
     fn reply_rooms(&self, request_id: u64, mut rooms: Vec<proto::RoomInfo>, mut next: Option<String>) {
-        let budget = MAX_PAGE_BYTES.min(self.outbox.reliable_room() / 2);
+        let budget = self.page_bytes();
         // At least one room (its metadata is bounded: a few KiB), so paging goes on.
-        let mut bytes = rooms.first().map_or(0, |room| room.encoded_len() + 4);
+        let mut bytes = rooms.first().map_or(0, listing::listed_bytes);
         let over = rooms.iter().skip(1).position(|room| {
-            bytes += room.encoded_len() + 4;
+            bytes += listing::listed_bytes(room);
             bytes > budget
         });
         if let Some(over) = over {
@@ -1073,7 +1078,7 @@ impl Session {
                         metadata: &list.filters,
                         open_only: list.open_only,
                     };
-                    let (rooms, next) = self.ctx.rooms.list(&filter, &list.after, limit);
+                    let (rooms, next) = self.ctx.rooms.list(&filter, &list.after, limit, self.page_bytes());
                     return self.reply_rooms(id, rooms, next);
                 }
                 let is_list = |op: &&DirectoryOp| matches!(op, DirectoryOp::List { .. });

@@ -110,7 +110,13 @@ impl Rooms for FakeRooms {
         Ok(())
     }
 
-    fn list(&self, filter: &RoomFilter<'_>, after: &str, limit: usize) -> (Vec<proto::RoomInfo>, Option<String>) {
+    fn list(
+        &self,
+        filter: &RoomFilter<'_>,
+        after: &str,
+        limit: usize,
+        _max_bytes: usize,
+    ) -> (Vec<proto::RoomInfo>, Option<String>) {
         let RoomFilter {
             room_type,
             metadata,
