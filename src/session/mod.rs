@@ -760,13 +760,13 @@ impl Session {
         self.open_and_join(join.room, &join.room_type, join.request_id, member, user_id, listing);
     }
 
-    /// A quick join: the fullest open room that matches, or a new one (see
-    /// `QuickJoin` in the schema).
     /// Drops the rooms left more than [`JUST_LEFT`] ago from `just_left`.
     fn forget_left(&mut self, now: Now) {
         self.just_left.retain(|(_, at)| now.instant < *at + JUST_LEFT);
     }
 
+    /// A quick join: the fullest open room that matches, or a new one (see
+    /// `QuickJoin` in the schema).
     fn quick_join(&mut self, quick: proto::QuickJoin) {
         let refuse = |code, message: &str| self.reply(error_message(code, message, quick.request_id, ""));
         if let Err(message) = check_room_type(&quick.room_type) {
