@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, batch_len, encode_batch, encode_envelope, split_envelopes};
+use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_envelope, split_envelopes};
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
@@ -225,17 +225,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         if self.close_sent {
             return Err(Broken);
         }
-        let sent = if batch_len(batch) <= SPLIT_ENVELOPE_BYTES {
-            self.write_message(|out| encode_batch(batch, out)).await?
-        } else {
-            let mut sent = Sent::default();
-            for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
-                let one = self.write_message(|out| encode_envelope(reliable, states, out)).await?;
-                sent.messages += one.messages;
-                sent.bytes += one.bytes;
-            }
-            sent
-        };
+        // One envelope, or several when the batch is over the split size.
+        let mut sent = Sent::default();
+        for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
+            let one = self.write_message(|out| encode_envelope(reliable, states, out)).await?;
+            sent.messages += one.messages;
+            sent.bytes += one.bytes;
+        }
         if self.out.capacity() > MAX_KEPT_WRITE_BUFFER {
             // A large batch went out: do not hold its buffer for the connection's life.
             (self.out, self.unwritten) = (BytesMut::new(), 0);
