@@ -81,6 +81,10 @@ pub struct Baseline {
     pub tick: Tick,
     /// How frames reach the client.
     pub delivery: Delivery,
+    /// Nothing of the room was ever taken or is waiting on this connection (a new
+    /// member, or a session reset by a resume): its next frame is a new full
+    /// snapshot, not one sent again until the client has it.
+    pub fresh: bool,
     epoch: u64,
 }
 
@@ -309,9 +313,15 @@ impl Outbox {
             dropped_full = inner.states.swap_remove(i).baseline == 0;
             inner.superseded += 1;
         }
+        let record = inner.rooms.iter().find(|r| r.room == room);
         Baseline {
-            tick: if dropped_full { 0 } else { delivered(&inner, room) },
+            tick: if dropped_full {
+                0
+            } else {
+                record.map_or(0, |r| r.baseline)
+            },
             delivery: inner.delivery,
+            fresh: !dropped_full && record.is_none(),
             epoch: inner.epoch,
         }
     }
@@ -332,7 +342,8 @@ impl Outbox {
 
     /// The client's baseline for `room` (0: none).
     pub fn delivered(&self, room: RoomKey) -> Tick {
-        delivered(&self.inner.lock(), room)
+        let inner = self.inner.lock();
+        inner.rooms.iter().find(|r| r.room == room).map_or(0, |r| r.baseline)
     }
 
     /// The client acknowledged `tick` of `room` (or the transport knows it arrived).
@@ -490,10 +501,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn delivered(inner: &Inner, room: RoomKey) -> Tick {
-    inner.rooms.iter().find(|r| r.room == room).map_or(0, |r| r.baseline)
 }
 
 /// Wakes the driver waiting on the outbox, after releasing the lock: the woken task

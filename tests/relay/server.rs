@@ -209,9 +209,12 @@ async fn requests_are_answered_with_their_correlation_ids(transport: Transport) 
     let server = start().await;
     let mut a = TestClient::connect_over(&server, transport).await;
     a.join("req", "arena").await;
-    // Wait for the join's own full snapshot, so the resync's is a second one.
+    // Wait for the join's own full snapshot, so the resync's is a second one, and a
+    // second more (60 ticks): one full snapshot a second per member.
     a.frames_in("req", 1).await;
     let first_tick = a.frames["req"][0].tick;
+    a.until(|k| matches!(k, Kind::State(s) if s.tick >= first_tick + 60).then_some(()))
+        .await;
     a.send(vec![
         client_message::Kind::Request(proto::Request {
             request_id: 77,

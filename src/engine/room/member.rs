@@ -31,10 +31,11 @@ pub(super) struct Member {
     /// `last_applied` as of the last frame sent.
     pub last_sent_seq: u64,
     pub needs_full: bool,
-    /// The tick of the last full snapshot a resync request earned (0: none yet).
-    pub last_resync: Tick,
-    /// The tick of its first frame, a full snapshot (0: seated by a restore).
-    pub joined_tick: Tick,
+    /// The tick of the last new full snapshot it was sent: its first, one a resync
+    /// earned, or the first after its session was reset by a resume (0: none yet).
+    /// Full snapshots sent again until an unreliable transport's client has one do
+    /// not count.
+    pub last_full: Tick,
 }
 
 impl Member {
@@ -50,8 +51,7 @@ impl Member {
             last_applied: 0,
             last_sent_seq: 0,
             needs_full: true,
-            last_resync: 0,
-            joined_tick: 0,
+            last_full: 0,
         }
     }
 

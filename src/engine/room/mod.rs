@@ -368,7 +368,10 @@ impl Room {
                 // joining again would buy a full snapshot per message.
                 self.resync(member, 0);
             } else {
+                // A new session with this member id (continued from another node):
+                // its first full snapshot, not one more for the old one.
                 existing.needs_full = true;
+                existing.last_full = 0;
             }
         } else if let Some(seat) = self.take_reserved(member, &user_id) {
             // Back after a restore: the simulation kept what it had for this member.
@@ -399,8 +402,7 @@ impl Room {
             };
             self.broadcast_presence(info, PresenceChange::Joined);
             self.index.insert(member, self.members.len());
-            let mut joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
-            joining.joined_tick = self.world.tick() + 1;
+            let joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
             self.members.push(joining);
             self.sim_calls.push(SimCall::Join(member));
         }
@@ -454,11 +456,10 @@ impl Room {
         gone.outbox.leave_room(self.key, gone.join_seq);
         // Ticks measure the second; an empty room stands still (and holds nothing
         // its members made: joining it again costs little).
-        let last_full = gone.last_resync.max(gone.joined_tick);
         if self.members.is_empty() {
             self.left_recently.clear();
-        } else if self.snapshot_wait(last_full).is_some() {
-            self.left_recently.insert(gone.id, last_full);
+        } else if self.snapshot_wait(gone.last_full).is_some() {
+            self.left_recently.insert(gone.id, gone.last_full);
         }
         if request_id != 0 {
             let left = Kind::Left(proto::Left {
@@ -520,26 +521,22 @@ impl Room {
     /// (unless `request_id` is 0).
     pub fn resync(&mut self, member: MemberId, request_id: u64) {
         let Some(&Member {
-            needs_full,
-            last_resync,
-            ..
+            needs_full, last_full, ..
         }) = self.member(member)
         else {
             return;
         };
         // One full snapshot per member per second at most: a 20-byte request must not
         // buy a full snapshot every tick. A request while one is pending costs nothing.
-        if !needs_full && let Some(wait) = self.snapshot_wait(last_resync) {
+        if !needs_full && let Some(wait) = self.snapshot_wait(last_full) {
             if request_id != 0 {
                 let error = self.rate_limited("at most one resync per second", wait, request_id);
                 self.send_to(member, error);
             }
             return;
         }
-        let next_tick = self.world.tick() + 1;
         if let Some(m) = self.member_mut(member) {
             m.needs_full = true;
-            m.last_resync = next_tick;
         }
         if request_id == 0 {
             return;
@@ -702,6 +699,7 @@ impl Room {
         let checksum = self.world.checksum();
         let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
         let naive = self.config.naive_fanout;
+        let rate = Tick::from(self.config.tick_rate);
         self.bodies.clear();
 
         for m in &mut self.members {
@@ -712,6 +710,14 @@ impl Room {
             let found = m.outbox.supersede_state(self.key);
             let delivered = found.tick;
             let full = naive || m.needs_full || delivered < oldest_baseline;
+            // A new full snapshot (not one sent again until the client has it) at
+            // most once a second per member, however it was asked for: resumes reset
+            // what was delivered, and one a second cannot buy a room's state per tick.
+            // The first is never held back.
+            let new_full = full && !naive && (m.needs_full || found.fresh);
+            if new_full && m.last_full != 0 && tick < m.last_full + rate {
+                continue;
+            }
             // Numbers relative to the baseline need a client whose state is the
             // baseline's; over QUIC datagrams it may be ahead of it.
             let values = match found.delivery {
@@ -768,6 +774,9 @@ impl Room {
             }
             m.last_sent_seq = m.last_applied;
             m.needs_full = false;
+            if new_full {
+                m.last_full = tick;
+            }
             report.frames += 1;
             report.full_frames += u32::from(full);
         }

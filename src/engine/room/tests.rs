@@ -687,16 +687,19 @@ fn resync_sends_a_full_snapshot() {
     let mut room = relay_room(RoomConfig::default());
     let mut a = Client::new(1);
     join(&mut room, &a);
-    room.tick(0);
-    a.read();
+    // The join's full snapshot, then a second's ticks (the wait between two).
+    for _ in 0..RoomConfig::default().tick_rate {
+        room.tick(0);
+        a.read();
+    }
     room.resync(1, 42);
-    room.tick(0);
+    let next = room.tick(0).tick;
     a.read();
     let received = a.take_received();
     assert!(received.iter().any(|k| matches!(k,
         server_message::Kind::Response(r) if r.request_id == 42)));
     assert!(received.iter().any(|k| matches!(k,
-        server_message::Kind::State(s) if s.baseline_tick == 0 && s.tick == 2)));
+        server_message::Kind::State(s) if s.baseline_tick == 0 && s.tick == next)));
 }
 
 /// A relay room at 10 ticks a second: a second is 10 ticks.
@@ -712,8 +715,19 @@ fn resyncs_are_granted_at_most_once_per_second() {
     let mut room = relay_room_at_10_hz();
     let mut a = Client::new(1);
     join(&mut room, &a);
+    // The join's full snapshot counts: the first resync is granted a second later.
     room.tick(0);
     a.read();
+    a.take_received();
+    room.resync(1, 1);
+    room.tick(0);
+    a.read();
+    let errors = a.errors();
+    assert_eq!((errors.len(), errors[0].retry_after_ms), (1, 900), "{errors:?}");
+    for _ in 0..8 {
+        room.tick(0);
+        a.read();
+    }
     let full_frames = |a: &mut Client| {
         (a.take_received().iter())
             .filter(|k| matches!(k, server_message::Kind::State(s) if s.baseline_tick == 0))
@@ -773,6 +787,81 @@ fn joining_again_is_granted_a_full_snapshot_at_most_once_per_second() {
     join(&mut room, &b);
     room.tick(0);
     assert_eq!(frames(&b), (1, 0));
+}
+
+/// A resume resets what the session was delivered, so its next frame in every room
+/// must be a full snapshot: resuming again and again buys one a second, as a resync
+/// does (meanwhile the member gets nothing, having no baseline for a delta).
+#[test]
+fn resuming_again_and_again_is_granted_a_full_snapshot_at_most_once_per_second() {
+    let mut room = relay_room_at_10_hz();
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.tick(0);
+    a.read();
+    let mut granted = Vec::new();
+    for _ in 0..20 {
+        // What a resume does: the outbox forgets, the session asks for a resync.
+        a.outbox.reset_delivered(Delivery::Reliable);
+        room.resync(1, 0);
+        let tick = room.tick(0).tick;
+        a.mirror = StateMirror::with_schema(room.world().schema().clone());
+        if a.read() > 0 {
+            granted.push(tick);
+        }
+    }
+    assert_eq!(granted, [11, 21], "20 resumes over two seconds at 10 Hz");
+    // A resume a second after the last full snapshot gets one at its next tick.
+    for _ in 0..10 {
+        room.tick(0);
+        a.read();
+    }
+    a.outbox.reset_delivered(Delivery::Reliable);
+    room.resync(1, 0);
+    a.mirror = StateMirror::with_schema(room.world().schema().clone());
+    room.tick(0);
+    assert_eq!(a.read(), 1);
+}
+
+/// Over an unreliable transport the full snapshot goes out again at every change
+/// until the client acknowledges one: those are the same snapshot, not new ones, and
+/// are not held back, after a join or a resume alike.
+#[test]
+fn an_unacknowledged_full_snapshot_is_sent_again_until_one_arrives() {
+    let mut room = relay_room_at_10_hz();
+    let schema = room.world().schema().clone();
+    let mut a = LossyClient::new(1, &schema);
+    room.join(1, "user-1".into(), a.outbox.clone(), 1, 1).unwrap();
+    room.push_input(1, 1, create(1, vec![float(1, 0.0)]));
+    // Every tick changes the world (the member moves its entity).
+    let mut seq = 1;
+    let mut step = |room: &mut Room, a: &mut LossyClient, fate: u8| {
+        seq += 1;
+        room.push_input(1, seq, update(1, vec![float(1, seq as f32)]));
+        room.tick(0);
+        a.exchange(fate).len()
+    };
+    for lost in 1..=3 {
+        assert_eq!(step(&mut room, &mut a, FATE_DROP), 0);
+        assert_eq!(a.full_snapshots, lost);
+    }
+    assert_eq!((step(&mut room, &mut a, FATE_DELIVER), a.full_snapshots), (1, 4));
+    // A resume at once: its first full snapshot waits out the second since the join's.
+    a.outbox.reset_delivered(Delivery::Acknowledged);
+    a.mirror = StateMirror::with_schema(schema.clone());
+    a.headers = StateMirror::headers_only();
+    let mut waited = 0;
+    while a.full_snapshots == 4 {
+        assert_eq!(step(&mut room, &mut a, FATE_DROP), 0);
+        waited += 1;
+    }
+    assert_eq!(waited, 7, "a second (10 ticks) after the join's first full snapshot");
+    // Lost, and sent again at the next ticks, not held back.
+    for n in 1..=2 {
+        assert_eq!(step(&mut room, &mut a, FATE_DROP), 0);
+        assert_eq!(a.full_snapshots, 5 + n);
+    }
+    assert_eq!(step(&mut room, &mut a, FATE_DELIVER), 1);
 }
 
 /// Leaving and joining again buys no more full snapshots than joining again while a
