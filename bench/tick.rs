@@ -658,8 +658,36 @@ fn quick_join(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reading the envelope almost every client message is (one arena input: room name,
+/// seq, two intent bytes, as the bots send) in place: counted for the rate limiter,
+/// then read.
+fn input_read(c: &mut Criterion) {
+    use tickrelay::proto::{ClientEnvelope, ClientMessage, Input, client_message, input};
+    use tickrelay::session::inputs;
+    let message = ClientMessage {
+        kind: Some(client_message::Kind::Input(Input {
+            room: "arena-0042".into(),
+            seq: 12_345,
+            payload: Some(input::Payload::Intent(Bytes::from_static(&[3, 250]))),
+        })),
+    };
+    let one = ClientEnvelope {
+        messages: vec![message],
+    }
+    .encode_to_vec();
+    c.bench_function("input_read/one_arena_input", |b| {
+        b.iter(|| {
+            let bytes = black_box(&one[..]);
+            let read = inputs::read(bytes).expect("an intent input");
+            let seqs: u64 = read.iter().map(|i| i.seq + i.room.len() as u64).sum();
+            black_box((read.len(), seqs))
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    input_read,
     t3_bytes,
     t8_bytes,
     t1_tick,

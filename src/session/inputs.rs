@@ -27,20 +27,48 @@ const INPUT_ROOM: u64 = 1 << 3 | LEN;
 const INPUT_SEQ: u64 = 2 << 3 | VARINT;
 const INPUT_INTENT: u64 = 4 << 3 | LEN;
 
-/// How many inputs `envelope` holds, if it is a non-empty envelope of intent inputs
-/// only, every one of them read here exactly as prost would read it.
-pub fn count(mut envelope: &[u8]) -> Option<usize> {
-    let mut n = 0;
-    while !envelope.is_empty() {
-        next(&mut envelope)?;
-        n += 1;
-    }
-    (n > 0).then_some(n)
+/// The inputs of an envelope of intent inputs only, read once to be counted (the
+/// rate limiter charges them before any is applied), the first kept as read.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    first: IntentInput<'a>,
+    /// The envelope after the first input.
+    rest: &'a [u8],
+    len: usize,
 }
 
-/// The inputs of an envelope [`count`] accepted, in order.
-pub fn iter(mut envelope: &[u8]) -> impl Iterator<Item = IntentInput<'_>> {
-    std::iter::from_fn(move || (!envelope.is_empty()).then(|| next(&mut envelope)).flatten())
+impl<'a> Inputs<'a> {
+    /// How many inputs the envelope holds (at least one).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The inputs in order. Only envelopes of more than one input are read again.
+    pub fn iter(&self) -> impl Iterator<Item = IntentInput<'a>> + use<'a> {
+        let mut rest = self.rest;
+        std::iter::once(self.first).chain(std::iter::from_fn(move || {
+            (!rest.is_empty()).then(|| next(&mut rest)).flatten()
+        }))
+    }
+}
+
+/// The inputs of `envelope`, if it is a non-empty envelope of intent inputs only,
+/// every one of them read here exactly as prost would read it.
+pub fn read(envelope: &[u8]) -> Option<Inputs<'_>> {
+    let mut rest = envelope;
+    let first = next(&mut rest)?;
+    let after_first = rest;
+    let mut len = 1;
+    while !rest.is_empty() {
+        next(&mut rest)?;
+        len += 1;
+    }
+    Some(Inputs {
+        first,
+        rest: after_first,
+        len,
+    })
 }
 
 /// Reads the next `messages` entry of an envelope.
@@ -80,6 +108,13 @@ fn len_delimited<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
 
 /// A varint of at most nine bytes (63 bits: every value prost and this agree on).
 fn varint(buf: &mut &[u8]) -> Option<u64> {
+    // Keys, lengths and small numbers: one byte.
+    if let Some((&byte, rest)) = buf.split_first()
+        && byte < 0x80
+    {
+        *buf = rest;
+        return Some(u64::from(byte));
+    }
     let mut value = 0u64;
     for (i, &byte) in buf.iter().enumerate().take(9) {
         value |= u64::from(byte & 0x7f) << (7 * i);
@@ -130,11 +165,11 @@ mod tests {
     }
 
     fn by_reader(bytes: &[u8]) -> Read {
-        let n = count(bytes)?;
-        let read: Vec<_> = iter(bytes)
+        let inputs = read(bytes)?;
+        let read: Vec<_> = (inputs.iter())
             .map(|i| (i.room.to_string(), i.seq, i.intent.map(<[u8]>::to_vec)))
             .collect();
-        assert_eq!(read.len(), n, "count and iter agree");
+        assert_eq!(read.len(), inputs.len(), "len and iter agree");
         Some(read)
     }
 
@@ -145,8 +180,9 @@ mod tests {
             intent("", 0, Some(&[])),
             intent("r", 1 << 53, None),
         ]);
-        let read: Vec<_> = iter(&bytes).collect();
-        assert_eq!(count(&bytes), Some(3));
+        let inputs = read(&bytes).unwrap();
+        let read: Vec<_> = inputs.iter().collect();
+        assert_eq!(inputs.len(), 3);
         assert_eq!(
             read,
             [
@@ -187,8 +223,8 @@ mod tests {
             envelope(vec![intent("r", u64::MAX, Some(&[1]))]),
             not_utf8,
         ] {
-            if let Some(n) = count(&bytes) {
-                panic!("read {n} inputs from {bytes:02x?}");
+            if let Some(inputs) = read(&bytes) {
+                panic!("read {} inputs from {bytes:02x?}", inputs.len());
             }
         }
     }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
+use rustc_hash::FxHashMap;
 
 use crate::clock::Now;
 use crate::cluster::Claim;
@@ -253,7 +254,9 @@ pub struct Session {
     limiter: RateLimiter,
     /// Rooms this session joined (or asked to join), by room id, with the number of
     /// the last join sent.
-    rooms: HashMap<String, Membership>,
+    /// (FxHash: looked up for every input, and at most `max_rooms_per_session` long,
+    /// so no key choice can make it slow.)
+    rooms: FxHashMap<String, Membership>,
     /// Cluster mode: joins waiting for the directory, by room id.
     claims: HashMap<String, PendingJoin>,
     /// Cluster mode: quick joins waiting for the directory, by request id.
@@ -349,7 +352,7 @@ impl Session {
             heartbeat: Heartbeat::new(settings.heartbeat_interval, settings.heartbeat_timeout, now.instant),
             limiter: RateLimiter::new(settings.rate, now.instant),
             ctx,
-            rooms: HashMap::new(),
+            rooms: FxHashMap::default(),
             claims: HashMap::new(),
             quick_joins: HashMap::new(),
             just_left: Vec::new(),
@@ -488,8 +491,9 @@ impl Session {
             }
         };
         // Most envelopes are intent inputs only: read in place (see `inputs`).
-        let (envelope, counted, acks) = match inputs::count(bytes) {
-            Some(n) => (None, n, 0),
+        let read = inputs::read(bytes);
+        let (envelope, counted, acks) = match read {
+            Some(inputs) => (None, inputs.len(), 0),
             None => {
                 let Ok(envelope) = ClientEnvelope::decode(bytes) else {
                     return Err(CloseReason::Undecodable);
@@ -530,7 +534,7 @@ impl Session {
             return Ok(());
         }
         let Some(envelope) = envelope else {
-            for input in inputs::iter(bytes) {
+            for input in read.iter().flat_map(inputs::Inputs::iter) {
                 let payload = input.intent.map(|i| input::Payload::Intent(Bytes::copy_from_slice(i)));
                 self.input(input.room, input.seq, payload);
             }
@@ -558,7 +562,7 @@ impl Session {
 
     /// An input for `room`: to the room, or held until the room's claim is answered.
     fn input(&mut self, room_id: &str, seq: u64, payload: Option<input::Payload>) {
-        let room = self.room(room_id);
+        let room = self.rooms.get(room_id);
         if room.is_none() && !self.claims.contains_key(room_id) {
             return self.not_a_member(room_id, seq);
         }
@@ -573,16 +577,16 @@ impl Session {
             let message = format!("input seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
             return self.reply(error_message(ErrorCode::BadRequest, &message, seq, room_id));
         }
-        let Some((room, member)) = room else {
+        let Some(room) = room else {
             return self.wait_for_claim(room_id, Waiting::Input { seq, payload }, seq);
         };
         let command = Command::Input {
-            room: room.key,
-            member,
+            room: room.handle.key,
+            member: room.member,
             seq,
             payload,
         };
-        self.send(&room, command, seq);
+        self.send(&room.handle, command, seq);
     }
 
     fn handle_message(&mut self, kind: client_message::Kind, now: Now) {
@@ -1163,7 +1167,7 @@ impl Session {
     }
 
     /// Sends a command to a room's thread; a refusal is answered with an error.
-    fn send(&mut self, room: &RoomHandle, command: Command, request_id: u64) -> bool {
+    fn send(&self, room: &RoomHandle, command: Command, request_id: u64) -> bool {
         match self.ctx.rooms.send(room, command) {
             Ok(()) => true,
             Err(e) => {
