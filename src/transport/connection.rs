@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
+use tokio::time::Sleep;
 
 use crate::clock::{Now, unix_micros};
 use crate::engine::outbox::{Batch, Outbox, PendingState};
@@ -187,9 +188,11 @@ pub(crate) async fn serve<T: Transport>(
     let mut rate_limited = session.rate_limited();
     // One timer for the connection's life too. The session's deadline moves later with
     // every message (the heartbeat), so the timer is moved only when the deadline comes
-    // sooner than it; a timer that fires early finds nothing due and is re-armed.
+    // sooner than it; a timer that fires early finds nothing due and is re-armed. The
+    // loop looks at it only once it has fired (see `arm`).
     let timer = tokio::time::sleep_until(session.poll_timeout().into());
     tokio::pin!(timer);
+    arm(timer.as_mut()).await;
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = loop {
@@ -202,15 +205,17 @@ pub(crate) async fn serve<T: Transport>(
         let deadline = session.poll_timeout().into();
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
+            arm(timer.as_mut()).await;
         }
         // Biased: shutdown and timers first, then inbound before outbound, so a
         // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
             () = stop.stopped() => break stopped(&stop),
-            () = &mut timer => {
+            () = fired(timer.as_mut()) => {
                 let beat = session.handle_timeout(Instant::now());
                 timer.as_mut().reset(session.poll_timeout().into());
+                arm(timer.as_mut()).await;
                 match beat {
                     Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
                         Ok(Ok(())) => {}
@@ -403,6 +408,28 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
     End::Lost
 }
 
+/// Polls `timer` once (outside the task's budget, which could otherwise refuse the
+/// poll before the timer holds the waker), so that it holds this task's waker: a
+/// pending future wakes the waker of its last poll when it becomes ready, so the loop
+/// need not poll it again until then (see [`fired`]). Called after every reset.
+async fn arm(mut timer: Pin<&mut Sleep>) {
+    let once = std::future::poll_fn(|cx| Poll::Ready(timer.as_mut().poll(cx)));
+    let _ = tokio::task::coop::unconstrained(once).await;
+}
+
+/// Ready once `timer` (armed) has fired: an atomic load at each of the loop's
+/// wake-ups, instead of a poll of the timer (its budget check and waker
+/// registration), for a timer that fires every few seconds at most.
+fn fired(mut timer: Pin<&mut Sleep>) -> impl Future<Output = ()> {
+    std::future::poll_fn(move |cx| {
+        if timer.is_elapsed() {
+            timer.as_mut().poll(cx)
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
 /// How a connection ends when its [`Stop`] fired.
 fn stopped(stop: &Stop) -> End {
     match stop.reason() {
@@ -580,7 +607,10 @@ mod tests {
     }
 
     fn context() -> Arc<Context> {
-        let config = Config::default();
+        context_with(Config::default())
+    }
+
+    fn context_with(config: Config) -> Arc<Context> {
         let pool = Arc::new(SimPool::start(config.pool_config()).unwrap());
         let session = SessionContext {
             rooms: pool.clone(),
@@ -685,6 +715,25 @@ mod tests {
         });
         assert_eq!(state.await, ("lobby".to_string(), 0));
         assert_eq!((ctx.registry.parked(), ctx.metrics.resumes.get()), (0, 1));
+    }
+
+    /// Nothing but the connection's timer wakes a session in no room whose client is
+    /// silent: it is pinged, then closed when the timeout passes, on time.
+    #[tokio::test]
+    async fn a_silent_client_in_no_room_is_closed_by_the_heartbeat() {
+        let mut config = Config::default();
+        config.session.heartbeat_interval_secs = 0.1;
+        config.session.heartbeat_timeout_secs = 0.1;
+        let ctx = context_with(config);
+        let (server, mut client) = pair();
+        let started = Instant::now();
+        let task = connect(&ctx, server, anonymous(&ctx));
+        client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
+        assert_eq!(client.closed().await, Some(CloseReason::HeartbeatTimeout));
+        let after = started.elapsed();
+        assert!(after >= Duration::from_millis(200), "closed too early: {after:?}");
+        assert!(after < Duration::from_secs(3), "closed late: {after:?}");
+        task.await.unwrap();
     }
 
     #[tokio::test]
