@@ -10,7 +10,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -193,6 +194,13 @@ pub(crate) async fn serve<T: Transport>(
     let timer = tokio::time::sleep_until(session.poll_timeout().into());
     tokio::pin!(timer);
     arm(timer.as_mut()).await;
+    // The socket and the outbox wake the task through wakers of their own, so a
+    // wake-up polls the one that woke it (see `Woken`); the stop signal holds the
+    // task's waker from one poll and is then read with an atomic load.
+    let task = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    let socket = Woken::new(&task, T::RECV_WAKES_WHEN_DROPPED);
+    let outbox_woken = Woken::new(&task, true);
+    let _ = stop.poll_stopped(&mut TaskContext::from_waker(&task));
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = loop {
@@ -211,7 +219,9 @@ pub(crate) async fn serve<T: Transport>(
         // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
-            () = stop.stopped() => break stopped(&stop),
+            () = std::future::poll_fn(|_| if stop.is_stopped() { Poll::Ready(()) } else { Poll::Pending }) => {
+                break stopped(&stop)
+            }
             () = fired(timer.as_mut()) => {
                 let beat = session.handle_timeout(Instant::now());
                 timer.as_mut().reset(session.poll_timeout().into());
@@ -227,7 +237,7 @@ pub(crate) async fn serve<T: Transport>(
                 }
             }
             Some(reply) = directory.next(), if !directory.is_empty() => session.on_directory(reply),
-            received = transport.recv() => {
+            received = socket.poll(transport.recv()) => {
                 let now = Now::system();
                 let result = match received {
                     Received::Binary(bytes) => {
@@ -250,7 +260,7 @@ pub(crate) async fn serve<T: Transport>(
                     break End::Close(reason);
                 }
             }
-            () = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut batch)) => {
+            () = outbox_woken.poll(std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut batch))) => {
                 if batch.overflowed {
                     break End::Close(CloseReason::SlowConsumer);
                 }
@@ -271,7 +281,9 @@ pub(crate) async fn serve<T: Transport>(
                     Poll::Ready(sent) => Ok(sent),
                     Poll::Pending => tokio::select! {
                         sent = tokio::time::timeout(slow, &mut sending) => sent,
-                        () = stop.stopped() => break stopped(&stop),
+                        () = std::future::poll_fn(|_| if stop.is_stopped() { Poll::Ready(()) } else { Poll::Pending }) => {
+                break stopped(&stop)
+            }
                     },
                 };
                 match sent {
@@ -408,6 +420,67 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
     End::Lost
 }
 
+/// One source of the connection loop's wake-ups (the socket, the outbox): a waker
+/// that notes it was woken and wakes the task. The loop polls a source only when it
+/// was woken since its last poll returned `Pending` (a pending future wakes the waker
+/// of its last poll when it can go on), instead of every source at every wake-up: an
+/// idle socket's poll is a readiness check and a waker registration, an empty
+/// outbox's a lock.
+struct Woken {
+    flag: Arc<WokenFlag>,
+    waker: Waker,
+    /// Polled only when woken: the source wakes the waker of its last poll even
+    /// after that poll's future was dropped (else: polled at every wake-up).
+    gated: bool,
+}
+
+struct WokenFlag {
+    woken: AtomicBool,
+    /// The connection's task (spawned for it: its waker does not change).
+    task: Waker,
+}
+
+impl Wake for WokenFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+impl Woken {
+    /// Woken to begin with: the first poll registers the waker.
+    fn new(task: &Waker, gated: bool) -> Self {
+        let flag = Arc::new(WokenFlag {
+            woken: AtomicBool::new(true),
+            task: task.clone(),
+        });
+        let waker = Waker::from(flag.clone());
+        Self { flag, waker, gated }
+    }
+
+    /// `source`, polled through this waker when it was woken. The flag is cleared
+    /// before the poll (a wake during it sets it again) and set again when the source
+    /// was ready: it may be ready again at once (more bytes read than one message).
+    async fn poll<F: Future>(&self, source: F) -> F::Output {
+        let mut source = std::pin::pin!(source);
+        std::future::poll_fn(|_| {
+            if !self.flag.woken.swap(false, Ordering::AcqRel) && self.gated {
+                return Poll::Pending;
+            }
+            let ready = source.as_mut().poll(&mut TaskContext::from_waker(&self.waker));
+            if ready.is_ready() {
+                self.flag.woken.store(true, Ordering::Release);
+            }
+            ready
+        })
+        .await
+    }
+}
+
 /// Polls `timer` once (outside the task's budget, which could otherwise refuse the
 /// poll before the timer holds the waker), so that it holds this task's waker: a
 /// pending future wakes the waker of its last poll when it becomes ready, so the loop
@@ -513,6 +586,7 @@ mod tests {
     impl Transport for Memory {
         const DELIVERY: Delivery = Delivery::Reliable;
         const NAME: &'static str = "memory";
+        const RECV_WAKES_WHEN_DROPPED: bool = true;
 
         async fn recv(&mut self) -> Received {
             self.inbound.recv().await.unwrap_or(Received::Lost)

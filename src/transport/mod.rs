@@ -74,6 +74,12 @@ pub(crate) trait Transport {
     const DELIVERY: Delivery;
     /// The transport's name in logs.
     const NAME: &'static str;
+    /// Whether a [`Transport::recv`] future dropped while pending still has the
+    /// waker of its last poll woken when something arrives (as a socket's readiness
+    /// does). The connection loop then polls `recv` only after such a wake-up;
+    /// otherwise at every wake-up (QUIC: a datagram read waits on a `Notify`, which
+    /// forgets a dropped waiter).
+    const RECV_WAKES_WHEN_DROPPED: bool;
 
     /// The next thing the peer sent.
     async fn recv(&mut self) -> Received;

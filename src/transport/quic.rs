@@ -290,6 +290,7 @@ fn close_with(conn: &Connection, code: u16, reason: &str) {
 impl Transport for Quic {
     const DELIVERY: Delivery = Delivery::Acknowledged;
     const NAME: &'static str = "quic";
+    const RECV_WAKES_WHEN_DROPPED: bool = false;
 
     async fn recv(&mut self) -> Received {
         loop {
