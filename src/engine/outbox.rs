@@ -410,7 +410,8 @@ impl Outbox {
     /// Moves everything pending into `batch` (cleared first, with the superseded
     /// count and the overflow flag: everything the driver needs, in one lock) and
     /// returns `Ready`, or registers the waker and returns `Pending` when there is
-    /// nothing. Also `Ready` when overflowed, so the transport notices promptly.
+    /// nothing: the next push wakes it. Also `Ready` when overflowed, so the transport
+    /// notices promptly.
     pub fn poll_drain(&self, cx: &mut Context<'_>, batch: &mut Batch) -> Poll<()> {
         let mut inner = self.inner.lock();
         // Checked under the lock that registers the waker: no lost wake-up.

@@ -198,9 +198,8 @@ pub(crate) async fn serve<T: Transport>(
     // wake-up polls the one that woke it (see `Woken`); the stop signal holds the
     // task's waker from one poll and is then read with an atomic load.
     let task = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-    let socket = Woken::new(&task, T::RECV_WAKES_WHEN_DROPPED);
-    let outbox_woken = Woken::new(&task, true);
-    let _ = stop.poll_stopped(&mut TaskContext::from_waker(&task));
+    let (socket, outbox_woken) = (Woken::new(&task), Woken::new(&task));
+    stop.register(&task);
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = loop {
@@ -219,9 +218,7 @@ pub(crate) async fn serve<T: Transport>(
         // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
-            () = std::future::poll_fn(|_| if stop.is_stopped() { Poll::Ready(()) } else { Poll::Pending }) => {
-                break stopped(&stop)
-            }
+            () = stop.registered() => break stopped(&stop),
             () = fired(timer.as_mut()) => {
                 let beat = session.handle_timeout(Instant::now());
                 timer.as_mut().reset(session.poll_timeout().into());
@@ -281,9 +278,7 @@ pub(crate) async fn serve<T: Transport>(
                     Poll::Ready(sent) => Ok(sent),
                     Poll::Pending => tokio::select! {
                         sent = tokio::time::timeout(slow, &mut sending) => sent,
-                        () = std::future::poll_fn(|_| if stop.is_stopped() { Poll::Ready(()) } else { Poll::Pending }) => {
-                break stopped(&stop)
-            }
+                        () = stop.registered() => break stopped(&stop),
                     },
                 };
                 match sent {
@@ -423,15 +418,13 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
 /// One source of the connection loop's wake-ups (the socket, the outbox): a waker
 /// that notes it was woken and wakes the task. The loop polls a source only when it
 /// was woken since its last poll returned `Pending` (a pending future wakes the waker
-/// of its last poll when it can go on), instead of every source at every wake-up: an
-/// idle socket's poll is a readiness check and a waker registration, an empty
-/// outbox's a lock.
+/// of its last poll when it can go on, even once that future is dropped: see
+/// [`Transport::recv`] and [`Outbox::poll_drain`]), instead of every source at every
+/// wake-up: an idle socket's poll is a readiness check and a waker registration, an
+/// empty outbox's a lock.
 struct Woken {
     flag: Arc<WokenFlag>,
     waker: Waker,
-    /// Polled only when woken: the source wakes the waker of its last poll even
-    /// after that poll's future was dropped (else: polled at every wake-up).
-    gated: bool,
 }
 
 struct WokenFlag {
@@ -453,13 +446,13 @@ impl Wake for WokenFlag {
 
 impl Woken {
     /// Woken to begin with: the first poll registers the waker.
-    fn new(task: &Waker, gated: bool) -> Self {
+    fn new(task: &Waker) -> Self {
         let flag = Arc::new(WokenFlag {
             woken: AtomicBool::new(true),
             task: task.clone(),
         });
         let waker = Waker::from(flag.clone());
-        Self { flag, waker, gated }
+        Self { flag, waker }
     }
 
     /// `source`, polled through this waker when it was woken. The flag is cleared
@@ -467,8 +460,12 @@ impl Woken {
     /// was ready: it may be ready again at once (more bytes read than one message).
     async fn poll<F: Future>(&self, source: F) -> F::Output {
         let mut source = std::pin::pin!(source);
-        std::future::poll_fn(|_| {
-            if !self.flag.woken.swap(false, Ordering::AcqRel) && self.gated {
+        std::future::poll_fn(|cx| {
+            debug_assert!(
+                cx.waker().will_wake(&self.flag.task),
+                "the connection loop moved to another task"
+            );
+            if !self.flag.woken.swap(false, Ordering::AcqRel) {
                 return Poll::Pending;
             }
             let ready = source.as_mut().poll(&mut TaskContext::from_waker(&self.waker));
@@ -586,7 +583,6 @@ mod tests {
     impl Transport for Memory {
         const DELIVERY: Delivery = Delivery::Reliable;
         const NAME: &'static str = "memory";
-        const RECV_WAKES_WHEN_DROPPED: bool = true;
 
         async fn recv(&mut self) -> Received {
             self.inbound.recv().await.unwrap_or(Received::Lost)

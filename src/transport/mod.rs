@@ -74,14 +74,11 @@ pub(crate) trait Transport {
     const DELIVERY: Delivery;
     /// The transport's name in logs.
     const NAME: &'static str;
-    /// Whether a [`Transport::recv`] future dropped while pending still has the
-    /// waker of its last poll woken when something arrives (as a socket's readiness
-    /// does). The connection loop then polls `recv` only after such a wake-up;
-    /// otherwise at every wake-up (QUIC: a datagram read waits on a `Notify`, which
-    /// forgets a dropped waiter).
-    const RECV_WAKES_WHEN_DROPPED: bool;
 
-    /// The next thing the peer sent.
+    /// The next thing the peer sent. A `recv` dropped while pending must still have
+    /// the waker of its last poll woken when something arrives, as a socket's
+    /// readiness does: the connection loop polls `recv` again only after that waker
+    /// was woken (QUIC keeps its datagram read from one `recv` to the next for this).
     async fn recv(&mut self) -> Received;
 
     /// Writes `batch` (everything pending for the session) with as few writes as the

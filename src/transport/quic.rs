@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{
@@ -30,6 +30,7 @@ use quinn::{
     VarInt,
 };
 use serde::Deserialize;
+use tokio_util::sync::ReusableBoxFuture;
 
 use crate::clock::unix_micros;
 use crate::engine::envelope::{
@@ -254,11 +255,22 @@ pub(crate) struct Quic {
     max_message: usize,
     /// State frames too big for a datagram, written on the stream instead.
     on_stream: Vec<PendingState>,
+    /// The next datagram's read, kept from one `recv` to the next: quinn's read
+    /// waits on a `Notify`, which forgets a waiter whose future is dropped, so a read
+    /// made anew by each `recv` would only wake the connection while a `recv` is
+    /// pending (see [`Transport::recv`]).
+    datagram: ReusableBoxFuture<'static, Result<Bytes, ConnectionError>>,
+}
+
+/// Reads the next datagram of `conn`.
+async fn read_datagram(conn: Connection) -> Result<Bytes, ConnectionError> {
+    conn.read_datagram().await
 }
 
 impl Quic {
     fn new(conn: Connection, send: SendStream, recv: RecvStream, max_message: usize) -> Self {
         Self {
+            datagram: ReusableBoxFuture::new(read_datagram(conn.clone())),
             conn,
             send,
             recv,
@@ -290,7 +302,6 @@ fn close_with(conn: &Connection, code: u16, reason: &str) {
 impl Transport for Quic {
     const DELIVERY: Delivery = Delivery::Acknowledged;
     const NAME: &'static str = "quic";
-    const RECV_WAKES_WHEN_DROPPED: bool = false;
 
     async fn recv(&mut self) -> Received {
         loop {
@@ -310,10 +321,13 @@ impl Transport for Quic {
                     Err(ReadError::ConnectionLost(e)) => return lost(e),
                     Err(_) => return Received::Lost,
                 },
-                datagram = self.conn.read_datagram() => match datagram {
-                    Ok(datagram) => return Received::Binary(datagram),
-                    Err(e) => return lost(e),
-                },
+                datagram = std::future::poll_fn(|cx| self.datagram.poll(cx)) => {
+                    self.datagram.set(read_datagram(self.conn.clone()));
+                    match datagram {
+                        Ok(datagram) => return Received::Binary(datagram),
+                        Err(e) => return lost(e),
+                    }
+                }
             }
         }
     }

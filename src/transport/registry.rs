@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
@@ -63,25 +63,22 @@ impl Stop {
         self.0.waker.wake();
     }
 
-    /// Ready once the connection should stop. Each poll is an atomic load and, while
-    /// waiting, a waker registration (no lock): the connection loop polls it at every
-    /// wake-up.
-    pub fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.is_stopped() {
-            return Poll::Ready(());
-        }
-        self.0.waker.register(cx.waker());
-        // A stop between the first check and the registration woke nobody.
-        if self.is_stopped() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+    /// Registers the waker `stop` wakes: the connection's task, whose waker does not
+    /// change. One task waits on a signal (a later registration replaces this one).
+    pub fn register(&self, task: &Waker) {
+        self.0.waker.register(task);
     }
 
-    /// Resolves once the connection should stop.
-    pub fn stopped(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| self.poll_stopped(cx))
+    /// Ready once the connection should stop: an atomic load at each poll, for the
+    /// task that [`Stop::register`]ed (the connection loop polls it at every wake-up).
+    pub fn registered(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|_| {
+            if self.is_stopped() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Whether the connection was asked to stop.

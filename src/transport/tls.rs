@@ -225,6 +225,9 @@ impl AsyncRead for ServerTls {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let (tcp, session) = self.0.get_ref();
         if session.wants_read() {
+            // A poll, not a future: the socket keeps the waker when the read that
+            // asked is dropped, which the connection loop relies on (see
+            // `Transport::recv`).
             ready!(tcp.poll_read_ready(cx))?;
         }
         Pin::new(&mut *self.0).poll_read(cx, buf)

@@ -181,7 +181,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     const DELIVERY: Delivery = Delivery::Reliable;
     const NAME: &'static str = "websocket";
-    const RECV_WAKES_WHEN_DROPPED: bool = true;
 
     async fn recv(&mut self) -> Received {
         loop {
