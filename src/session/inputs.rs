@@ -3,7 +3,7 @@
 //! (the envelope's message list and each room name), which cost about half of the
 //! work of handling an input. Anything else, or anything unusual in the encoding (a
 //! field twice, an unknown field, an entity-writes payload, a varint longer than nine
-//! bytes), is left to prost: [`count`] answers `None` and nothing is lost but the
+//! bytes), is left to prost: [`read`] answers `None` and nothing is lost but the
 //! shortcut.
 
 /// One input read in place.
