@@ -18,6 +18,8 @@
 //!   detects desyncs.
 //! - [`bucket`] — the token bucket both ends rate-limit with.
 //! - [`clock`] — wall-clock time stamps as they travel on the wire.
+//! - [`woken`] — [`woken::Woken`]: a connection loop polls the source that woke it,
+//!   not every source (both ends' loops use it).
 //!
 //! `docs/PROTOCOL.md` (in the repository) is the wire reference.
 
@@ -33,3 +35,4 @@ pub mod mirror;
 pub mod packed;
 pub mod state;
 pub mod v1;
+pub mod woken;

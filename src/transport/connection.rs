@@ -10,13 +10,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
+use tickrelay_proto::woken::Woken;
 use tokio::time::Sleep;
 
 use crate::clock::{Now, unix_micros};
@@ -197,7 +197,7 @@ pub(crate) async fn serve<T: Transport>(
     // The socket and the outbox wake the task through wakers of their own, so a
     // wake-up polls the one that woke it (see `Woken`); the stop signal holds the
     // task's waker from one poll and is then read with an atomic load.
-    let task = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    let task = Woken::task().await;
     let (socket, outbox_woken) = (Woken::new(&task), Woken::new(&task));
     stop.register(&task);
     // Cluster mode: the session's directory work under way (claims, listings).
@@ -413,69 +413,6 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
         }
     }
     End::Lost
-}
-
-/// One source of the connection loop's wake-ups (the socket, the outbox): a waker
-/// that notes it was woken and wakes the task. The loop polls a source only when it
-/// was woken since its last poll returned `Pending` (a pending future wakes the waker
-/// of its last poll when it can go on, even once that future is dropped: see
-/// [`Transport::recv`] and [`Outbox::poll_drain`]), instead of every source at every
-/// wake-up: an idle socket's poll is a readiness check and a waker registration, an
-/// empty outbox's a lock.
-struct Woken {
-    flag: Arc<WokenFlag>,
-    waker: Waker,
-}
-
-struct WokenFlag {
-    woken: AtomicBool,
-    /// The connection's task (spawned for it: its waker does not change).
-    task: Waker,
-}
-
-impl Wake for WokenFlag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake_by_ref();
-    }
-}
-
-impl Woken {
-    /// Woken to begin with: the first poll registers the waker.
-    fn new(task: &Waker) -> Self {
-        let flag = Arc::new(WokenFlag {
-            woken: AtomicBool::new(true),
-            task: task.clone(),
-        });
-        let waker = Waker::from(flag.clone());
-        Self { flag, waker }
-    }
-
-    /// `source`, polled through this waker when it was woken. The flag is cleared
-    /// before the poll (a wake during it sets it again) and set again when the source
-    /// was ready: it may be ready again at once (more bytes read than one message).
-    async fn poll<F: Future>(&self, source: F) -> F::Output {
-        let mut source = std::pin::pin!(source);
-        std::future::poll_fn(|cx| {
-            debug_assert!(
-                cx.waker().will_wake(&self.flag.task),
-                "the connection loop moved to another task"
-            );
-            if !self.flag.woken.swap(false, Ordering::AcqRel) {
-                return Poll::Pending;
-            }
-            let ready = source.as_mut().poll(&mut TaskContext::from_waker(&self.waker));
-            if ready.is_ready() {
-                self.flag.woken.store(true, Ordering::Release);
-            }
-            ready
-        })
-        .await
-    }
 }
 
 /// Polls `timer` once (outside the task's budget, which could otherwise refuse the

@@ -14,6 +14,7 @@ use tickrelay_proto::mirror::StateMirror;
 use tickrelay_proto::packed;
 use tickrelay_proto::state::Schema;
 use tickrelay_proto::v1::{self as proto, client_message::Kind as Out, server_message::Kind as In};
+use tickrelay_proto::woken::Woken;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -433,6 +434,18 @@ impl Driver {
         let pace_timer = tokio::time::sleep_until(last_inbound);
         let retry_timer = tokio::time::sleep_until(last_inbound);
         tokio::pin!(quiet_timer, pace_timer, retry_timer);
+        // Each source wakes the task through a waker of its own, and a wake-up polls
+        // the sources that woke it (see `Woken`); a timer reset outside its branch is
+        // marked woken, so its next poll registers it.
+        let task = Woken::task().await;
+        let [
+            pace_woken,
+            retry_woken,
+            quiet_woken,
+            ping_woken,
+            commands_woken,
+            link_woken,
+        ] = std::array::from_fn(|_| Woken::new(&task));
         loop {
             let pacing = welcomed && !self.queue.is_empty();
             if pacing {
@@ -440,6 +453,7 @@ impl Driver {
                 let next_bytes = self.queue.front().map_or(0, |m| m.encoded_len()) as f64;
                 let wait = (self.pacer.wait_for_one(now)).max(self.byte_pacer.wait_for(next_bytes, now));
                 pace_timer.as_mut().reset(Instant::now() + wait);
+                pace_woken.set();
             }
             // Joins refused for now (UNAVAILABLE, RATE_LIMITED, a stale redirect) are tried again then.
             let retry = welcomed
@@ -447,14 +461,15 @@ impl Driver {
                 .flatten();
             if let Some(at) = retry.filter(|at| *at != retry_timer.deadline()) {
                 retry_timer.as_mut().reset(at);
+                retry_woken.set();
             }
             let outcome = tokio::select! {
-                () = &mut pace_timer, if pacing => self.flush(&mut link).await,
-                () = &mut retry_timer, if retry.is_some() => {
+                () = pace_woken.poll(pace_timer.as_mut()), if pacing => self.flush(&mut link).await,
+                () = retry_woken.poll(retry_timer.as_mut()), if retry.is_some() => {
                     self.retry_joins();
                     self.flush(&mut link).await
                 }
-                () = &mut quiet_timer => {
+                () = quiet_woken.poll(quiet_timer.as_mut()) => {
                     let quiet = last_inbound + self.config.quiet_timeout;
                     if Instant::now() >= quiet {
                         return End::Reconnect {
@@ -465,7 +480,7 @@ impl Driver {
                     quiet_timer.as_mut().reset(quiet);
                     Ok(())
                 }
-                _ = ping.tick(), if welcomed => {
+                _ = ping_woken.poll(ping.tick()), if welcomed => {
                     self.queue.push_back(Out::Ping(proto::Ping {
                         nonce: 0,
                         sent_time_us: unix_micros(),
@@ -473,7 +488,7 @@ impl Driver {
                     }));
                     self.flush(&mut link).await
                 }
-                command = self.commands.recv() => match command {
+                command = commands_woken.poll(self.commands.recv()) => match command {
                     None => {
                         link.close().await;
                         return End::Stop;
@@ -497,7 +512,7 @@ impl Driver {
                         None => Ok(()),
                     },
                 },
-                received = link.recv() => {
+                received = link_woken.poll(link.recv()) => {
                     last_inbound = Instant::now();
                     match self.inbound(received, &mut link, &mut welcomed).await {
                         Ok(None) => Ok(()),

@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::either::Either;
+use tokio_util::sync::ReusableBoxFuture;
 
 use crate::ClientError;
 
@@ -163,6 +164,15 @@ pub(crate) struct QuicLink {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     inbound: BytesMut,
+    /// The next datagram's read, kept from one `recv` to the next: quinn's read
+    /// waits on a `Notify`, which forgets a waiter whose future is dropped, and the
+    /// driver polls `recv` again only once its waker was woken (see `Link::recv`).
+    datagram: ReusableBoxFuture<'static, Result<Bytes, ConnectionError>>,
+}
+
+/// Reads the next datagram of `conn`.
+async fn read_datagram(conn: quinn::Connection) -> Result<Bytes, ConnectionError> {
+    conn.read_datagram().await
 }
 
 /// What a reconnecting client presents to resume its session.
@@ -312,6 +322,7 @@ async fn connect_quic(
         .map_err(|e| retry(format!("QUIC hello: {e}")))?;
     Ok(Link::Quic(Box::new(QuicLink {
         endpoint,
+        datagram: ReusableBoxFuture::new(read_datagram(conn.clone())),
         conn,
         send,
         recv,
@@ -368,7 +379,9 @@ impl Link {
         }
     }
 
-    /// The next thing the server sent. Cancel-safe.
+    /// The next thing the server sent. Cancel-safe, and a `recv` dropped while
+    /// pending still has the waker of its last poll woken when something arrives
+    /// (the driver polls it again only then).
     pub async fn recv(&mut self) -> Received {
         match self {
             Link::WebSocket(ws) => match ws.next().await {
@@ -430,10 +443,13 @@ impl QuicLink {
                     Err(ReadError::ConnectionLost(e)) => return closed(e),
                     Err(e) => return Received::Lost(e.to_string()),
                 },
-                datagram = self.conn.read_datagram() => match datagram {
-                    Ok(bytes) => return Received::Envelope(bytes),
-                    Err(e) => return closed(e),
-                },
+                datagram = std::future::poll_fn(|cx| self.datagram.poll(cx)) => {
+                    self.datagram.set(read_datagram(self.conn.clone()));
+                    match datagram {
+                        Ok(bytes) => return Received::Envelope(bytes),
+                        Err(e) => return closed(e),
+                    }
+                }
             }
         }
     }
