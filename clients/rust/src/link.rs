@@ -9,7 +9,9 @@
 //!   (token, resume token) and then length-delimited envelopes both ways; state frames
 //!   arrive as datagrams, and each applied one is acknowledged in a datagram.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,6 +170,9 @@ pub(crate) struct QuicLink {
     /// waits on a `Notify`, which forgets a waiter whose future is dropped, and the
     /// driver polls `recv` again only once its waker was woken (see `Link::recv`).
     datagram: ReusableBoxFuture<'static, Result<Bytes, ConnectionError>>,
+    /// Once the server finished the control stream: the wait for its close code,
+    /// kept like `datagram` (quinn's `closed()` is a `Notify` too).
+    closing: Option<Pin<Box<dyn Future<Output = Received> + Send>>>,
 }
 
 /// Reads the next datagram of `conn`.
@@ -323,6 +328,7 @@ async fn connect_quic(
     Ok(Link::Quic(Box::new(QuicLink {
         endpoint,
         datagram: ReusableBoxFuture::new(read_datagram(conn.clone())),
+        closing: None,
         conn,
         send,
         recv,
@@ -424,6 +430,11 @@ impl Link {
 impl QuicLink {
     async fn recv(&mut self) -> Received {
         loop {
+            if let Some(closing) = &mut self.closing {
+                let end = closing.as_mut().await;
+                self.closing = None;
+                return end;
+            }
             match split_stream_frame(&mut self.inbound, MAX_SERVER_FRAME_BYTES) {
                 Ok(Some(bytes)) => return Received::Envelope(bytes),
                 Ok(None) => {}
@@ -435,10 +446,13 @@ impl QuicLink {
                     // The server finishes the stream just before it closes the
                     // connection with a code (1001 at shutdown): wait briefly for it.
                     Ok(None) => {
-                        return match tokio::time::timeout(CLOSE_CODE_WAIT, self.conn.closed()).await {
-                            Ok(e) => closed(e),
-                            Err(_) => Received::Lost("control stream finished".into()),
-                        };
+                        let conn = self.conn.clone();
+                        self.closing = Some(Box::pin(async move {
+                            match tokio::time::timeout(CLOSE_CODE_WAIT, conn.closed()).await {
+                                Ok(e) => closed(e),
+                                Err(_) => Received::Lost("control stream finished".into()),
+                            }
+                        }));
                     }
                     Err(ReadError::ConnectionLost(e)) => return closed(e),
                     Err(e) => return Received::Lost(e.to_string()),
