@@ -17,7 +17,6 @@ use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tickrelay_proto::woken::Woken;
-use tokio::time::Sleep;
 
 use crate::clock::{Now, unix_micros};
 use crate::engine::outbox::{Batch, Outbox, PendingState};
@@ -189,16 +188,15 @@ pub(crate) async fn serve<T: Transport>(
     let mut rate_limited = session.rate_limited();
     // One timer for the connection's life too. The session's deadline moves later with
     // every message (the heartbeat), so the timer is moved only when the deadline comes
-    // sooner than it; a timer that fires early finds nothing due and is re-armed. The
-    // loop looks at it only once it has fired (see `arm`).
+    // sooner than it; a timer that fires early finds nothing due and is re-armed.
     let timer = tokio::time::sleep_until(session.poll_timeout().into());
     tokio::pin!(timer);
-    arm(timer.as_mut()).await;
-    // The socket and the outbox wake the task through wakers of their own, so a
-    // wake-up polls the one that woke it (see `Woken`); the stop signal holds the
-    // task's waker from one poll and is then read with an atomic load.
+    // The socket, the outbox and the timer wake the task through wakers of their own,
+    // so a wake-up polls the one that woke it (see `Woken`; a reset timer is marked
+    // woken, so its next poll registers it); the stop signal holds the task's waker
+    // and is read with an atomic load.
     let task = Woken::task().await;
-    let (socket, outbox_woken) = (Woken::new(&task), Woken::new(&task));
+    let [socket, outbox_woken, timer_woken] = std::array::from_fn(|_| Woken::new(&task));
     stop.register(&task);
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
@@ -212,17 +210,16 @@ pub(crate) async fn serve<T: Transport>(
         let deadline = session.poll_timeout().into();
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
-            arm(timer.as_mut()).await;
+            timer_woken.set();
         }
         // Biased: shutdown and timers first, then inbound before outbound, so a
         // client whose writes back up is still read (and its inputs applied).
         tokio::select! {
             biased;
             () = stop.registered() => break stopped(&stop),
-            () = fired(timer.as_mut()) => {
+            () = timer_woken.poll(timer.as_mut()) => {
                 let beat = session.handle_timeout(Instant::now());
                 timer.as_mut().reset(session.poll_timeout().into());
-                arm(timer.as_mut()).await;
                 match beat {
                     Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
                         Ok(Ok(())) => {}
@@ -413,28 +410,6 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
         }
     }
     End::Lost
-}
-
-/// Polls `timer` once (outside the task's budget, which could otherwise refuse the
-/// poll before the timer holds the waker), so that it holds this task's waker: a
-/// pending future wakes the waker of its last poll when it becomes ready, so the loop
-/// need not poll it again until then (see [`fired`]). Called after every reset.
-async fn arm(mut timer: Pin<&mut Sleep>) {
-    let once = std::future::poll_fn(|cx| Poll::Ready(timer.as_mut().poll(cx)));
-    let _ = tokio::task::coop::unconstrained(once).await;
-}
-
-/// Ready once `timer` (armed) has fired: an atomic load at each of the loop's
-/// wake-ups, instead of a poll of the timer (its budget check and waker
-/// registration), for a timer that fires every few seconds at most.
-fn fired(mut timer: Pin<&mut Sleep>) -> impl Future<Output = ()> {
-    std::future::poll_fn(move |cx| {
-        if timer.is_elapsed() {
-            timer.as_mut().poll(cx)
-        } else {
-            Poll::Pending
-        }
-    })
 }
 
 /// How a connection ends when its [`Stop`] fired.
