@@ -217,6 +217,11 @@ impl Outbox {
         }
     }
 
+    /// Its bounds.
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
+    }
+
     /// Bytes of reliable messages it may still queue before it overflows.
     pub fn reliable_room(&self) -> usize {
         let inner = self.inner.lock();

@@ -36,6 +36,10 @@ pub(super) struct Member {
     /// Full snapshots sent again until an unreliable transport's client has one do
     /// not count.
     pub last_full: Tick,
+    /// The tick of its first frame (0: seated by a restore): leaving sooner than a
+    /// second after it counts like leaving after a full snapshot, so joining and
+    /// leaving cannot be cycled (each costs every member a presence message).
+    pub joined_tick: Tick,
 }
 
 impl Member {
@@ -52,6 +56,7 @@ impl Member {
             last_sent_seq: 0,
             needs_full: true,
             last_full: 0,
+            joined_tick: 0,
         }
     }
 

@@ -402,7 +402,8 @@ impl Room {
             };
             self.broadcast_presence(info, PresenceChange::Joined);
             self.index.insert(member, self.members.len());
-            let joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
+            let mut joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
+            joining.joined_tick = self.world.tick() + 1;
             self.members.push(joining);
             self.sim_calls.push(SimCall::Join(member));
         }
@@ -456,10 +457,11 @@ impl Room {
         gone.outbox.leave_room(self.key, gone.join_seq);
         // Ticks measure the second; an empty room stands still (and holds nothing
         // its members made: joining it again costs little).
+        let last = gone.last_full.max(gone.joined_tick);
         if self.members.is_empty() {
             self.left_recently.clear();
-        } else if self.snapshot_wait(gone.last_full).is_some() {
-            self.left_recently.insert(gone.id, gone.last_full);
+        } else if self.snapshot_wait(last).is_some() {
+            self.left_recently.insert(gone.id, last);
         }
         if request_id != 0 {
             let left = Kind::Left(proto::Left {
@@ -661,32 +663,51 @@ impl Room {
         self.sim.step(&mut ctx);
     }
 
+    /// Relays the queued events in order, each member getting at most a quarter of
+    /// its reliable queue's bounds of events per tick (at least one event): the rest
+    /// wait in the room for the next tick. Senders are each rate-limited, but several
+    /// of them aiming at one member within one tick could otherwise fill its queue
+    /// before it could read any of it (and close it as a slow consumer).
     fn relay_events(&mut self) {
-        for queued in std::mem::take(&mut self.events) {
+        let mut took = vec![(0usize, 0usize); self.members.len()];
+        let mut relayed = 0;
+        for queued in &self.events {
+            let addressed = |m: &Member| {
+                if queued.event.targets.is_empty() {
+                    m.id != queued.sender
+                } else {
+                    queued.event.targets.contains(&m.id)
+                }
+            };
+            let len = queued.event.payload.len() + queued.event.kind.len();
+            let over = (self.members.iter().zip(&took)).any(|(m, &(messages, bytes))| {
+                let limits = m.outbox.limits();
+                addressed(m)
+                    && messages > 0
+                    && (messages >= limits.max_messages / 4 || bytes + len > limits.max_bytes / 4)
+            });
+            if over {
+                break;
+            }
             self.event_seq += 1;
             self.stats.events += 1;
-            let SendEvent {
-                kind, payload, targets, ..
-            } = queued.event;
             let message = encode_message(Kind::Event(RoomEvent {
                 room: self.id.to_string(),
                 seq: self.event_seq,
                 sender: queued.sender,
-                kind,
-                payload,
-                targets: targets.clone(),
+                kind: queued.event.kind.clone(),
+                payload: queued.event.payload.clone(),
+                targets: queued.event.targets.clone(),
             }));
-            for m in &self.members {
-                let addressed = if targets.is_empty() {
-                    m.id != queued.sender
-                } else {
-                    targets.contains(&m.id)
-                };
-                if addressed {
+            for (m, took) in self.members.iter().zip(&mut took) {
+                if addressed(m) {
+                    *took = (took.0 + 1, took.1 + message.len());
                     let _ = m.outbox.push_reliable(message.clone());
                 }
             }
+            relayed += 1;
         }
+        self.events.drain(..relayed);
     }
 
     fn fan_out(&mut self, tick: Tick, changed: bool, server_time_us: u64) -> TickReport {

@@ -514,6 +514,66 @@ fn events_reach_exactly_their_targets_in_order() {
     assert_eq!(seen[3], vec![("all".to_string(), 1, 1)]);
 }
 
+/// Several senders aiming at one member within one tick (each within its own rate
+/// limit) must not fill that member's reliable queue before it can read: each tick
+/// relays at most a quarter of its bounds to it, the rest the next ticks, in order.
+#[test]
+fn a_burst_of_events_at_one_member_is_spread_over_ticks() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut clients: Vec<Client> = (1..=4).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    // 3 senders x 8 events of 16 KB at member 4: 384 KB against its 256 KiB bound.
+    for sender in 1..=3 {
+        for n in 0..8u8 {
+            let event = SendEvent {
+                room: "room".into(),
+                kind: format!("{sender}-{n}"),
+                payload: bytes::Bytes::from(vec![n; 16_000]),
+                targets: vec![4],
+            };
+            room.push_event(sender, event);
+        }
+    }
+    let victim = &mut clients[3];
+    let mut seqs = Vec::new();
+    for _ in 0..10 {
+        room.tick(0);
+        assert!(!victim.outbox.is_overflowed());
+        victim.read();
+        let got: Vec<u64> = (victim.take_received().into_iter())
+            .filter_map(|k| match k {
+                server_message::Kind::Event(e) => Some(e.seq),
+                _ => None,
+            })
+            .collect();
+        assert!(got.len() <= 4, "at most 64 KiB a tick: {got:?}");
+        seqs.extend(got);
+    }
+    assert_eq!(seqs, (1..=24).collect::<Vec<_>>(), "every event, once, in order");
+}
+
+/// Joining and leaving again before the first frame costs every member two presence
+/// messages; it is limited like leaving after one (a second between joins).
+#[test]
+fn joining_and_leaving_cannot_be_cycled_before_the_first_frame() {
+    let mut room = relay_room_at_10_hz();
+    let mut honest = Client::new(1);
+    join(&mut room, &honest);
+    room.tick(0);
+    let churner = Client::new(2);
+    join(&mut room, &churner);
+    assert!(room.leave(2, 0));
+    let again = room.join(2, "user-2".into(), churner.outbox.clone(), 2, 2);
+    assert!(matches!(again, Err(JoinError::TooSoon)));
+    honest.read();
+    let presence = (honest.take_received().iter())
+        .filter(|k| matches!(k, server_message::Kind::Presence(_)))
+        .count();
+    assert_eq!(presence, 2, "one join and one leave");
+}
+
 #[test]
 fn member_cap_is_enforced() {
     let config = RoomConfig {
