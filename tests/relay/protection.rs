@@ -489,10 +489,12 @@ async fn a_session_whose_queue_overflowed_while_away_is_refused_at_resume() {
     drop(a);
     server.wait_for_metric("tickrelay_sessions_parked", 1).await;
     b.send((1..=12).map(say).collect()).await;
-    // The room relays them at its next tick, the one that applies an input b sends
-    // after them (or an earlier one).
-    let seq = b.input("talk", create_entity(1)).await;
-    b.applied("talk", seq).await;
+    // The room relays them over the next ticks (a quarter of the queue's bounds, two
+    // events, a tick): each input b sends after them is applied a tick later.
+    for entity in 1..=8 {
+        let seq = b.input("talk", create_entity(entity)).await;
+        b.applied("talk", seq).await;
+    }
     let refused = TestClient::resume_over(&server, Transport::WebSocket, &resume_token).await;
     assert_eq!(refused.err(), Some(4504));
     // The member left the room: b is told.
