@@ -669,6 +669,10 @@ impl Room {
     /// of them aiming at one member within one tick could otherwise fill its queue
     /// before it could read any of it (and close it as a slow consumer).
     fn relay_events(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        // Per member (by position): the events and bytes relayed to it this tick.
         let mut took = vec![(0usize, 0usize); self.members.len()];
         let mut relayed = 0;
         for queued in &self.events {
