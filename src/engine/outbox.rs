@@ -318,7 +318,7 @@ impl Outbox {
             dropped_full = inner.states.swap_remove(i).baseline == 0;
             inner.superseded += 1;
         }
-        let record = inner.rooms.iter().find(|r| r.room == room);
+        let record = inner.record(room);
         Baseline {
             tick: if dropped_full {
                 0
@@ -347,8 +347,7 @@ impl Outbox {
 
     /// The client's baseline for `room` (0: none).
     pub fn delivered(&self, room: RoomKey) -> Tick {
-        let inner = self.inner.lock();
-        inner.rooms.iter().find(|r| r.room == room).map_or(0, |r| r.baseline)
+        self.inner.lock().record(room).map_or(0, |r| r.baseline)
     }
 
     /// The client acknowledged `tick` of `room` (or the transport knows it arrived).
@@ -492,6 +491,11 @@ impl Outbox {
 }
 
 impl Inner {
+    /// What was delivered of `room` on this connection, if anything was taken.
+    fn record(&self, room: RoomKey) -> Option<&RoomDelivery> {
+        self.rooms.iter().find(|r| r.room == room)
+    }
+
     /// The number of the first reliable message waiting (`next_seq` if none is).
     fn first_waiting(&self) -> u64 {
         self.next_seq - self.reliable.len() as u64

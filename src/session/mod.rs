@@ -491,16 +491,22 @@ impl Session {
             }
         };
         // Most envelopes are intent inputs only: read in place (see `inputs`).
-        let read = inputs::read(bytes);
-        let (envelope, counted, acks) = match read {
-            Some(inputs) => (None, inputs.len(), 0),
-            None => {
-                let Ok(envelope) = ClientEnvelope::decode(bytes) else {
-                    return Err(CloseReason::Undecodable);
-                };
+        enum Read<'a> {
+            Inputs(inputs::Inputs<'a>),
+            Envelope(ClientEnvelope),
+        }
+        let read = match inputs::read(bytes) {
+            Some(inputs) => Read::Inputs(inputs),
+            None => match ClientEnvelope::decode(bytes) {
+                Ok(envelope) => Read::Envelope(envelope),
+                Err(_) => return Err(CloseReason::Undecodable),
+            },
+        };
+        let (counted, acks) = match &read {
+            Read::Inputs(inputs) => (inputs.len(), 0),
+            Read::Envelope(envelope) => {
                 let acks = envelope.messages.iter().filter(|m| is_ack(m)).count();
-                let counted = envelope.messages.len() - acks;
-                (Some(envelope), counted, acks)
+                (envelope.messages.len() - acks, acks)
             }
         };
         // Every envelope is charged, even one that is then refused, and at most a
@@ -533,12 +539,15 @@ impl Session {
             self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
             return Ok(());
         }
-        let Some(envelope) = envelope else {
-            for input in read.iter().flat_map(inputs::Inputs::iter) {
-                let payload = input.intent.map(|i| input::Payload::Intent(Bytes::copy_from_slice(i)));
-                self.input(input.room, input.seq, payload);
+        let envelope = match read {
+            Read::Inputs(inputs) => {
+                for input in inputs.iter() {
+                    let payload = input.intent.map(|i| input::Payload::Intent(Bytes::copy_from_slice(i)));
+                    self.input(input.room, input.seq, payload);
+                }
+                return self.check_overflow();
             }
-            return self.check_overflow();
+            Read::Envelope(envelope) => envelope,
         };
         if let Err(e) = validate_client(&envelope) {
             self.reply(error_message(ErrorCode::BadRequest, &e.to_string(), 0, ""));

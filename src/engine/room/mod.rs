@@ -129,6 +129,8 @@ pub struct Room {
     index: FxHashMap<MemberId, usize>,
     sim_calls: Vec<SimCall>,
     events: Vec<QueuedEvent>,
+    /// [`Room::relay_events`]'s count per member, kept between ticks (no allocation).
+    events_took: Vec<(usize, usize)>,
     event_seq: u64,
     /// Ticks within the history window at which the world changed, ascending.
     change_ticks: VecDeque<Tick>,
@@ -185,6 +187,7 @@ impl Room {
             index: FxHashMap::default(),
             sim_calls: Vec::new(),
             events: Vec::new(),
+            events_took: Vec::new(),
             event_seq: 0,
             change_ticks: VecDeque::new(),
             bodies: Vec::new(),
@@ -673,7 +676,9 @@ impl Room {
             return;
         }
         // Per member (by position): the events and bytes relayed to it this tick.
-        let mut took = vec![(0usize, 0usize); self.members.len()];
+        let mut took = std::mem::take(&mut self.events_took);
+        took.clear();
+        took.resize(self.members.len(), (0, 0));
         let mut relayed = 0;
         for queued in &self.events {
             let addressed = |m: &Member| {
@@ -712,6 +717,7 @@ impl Room {
             relayed += 1;
         }
         self.events.drain(..relayed);
+        self.events_took = took;
     }
 
     fn fan_out(&mut self, tick: Tick, changed: bool, server_time_us: u64) -> TickReport {
