@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# User-space instructions of the relay per state frame sent, counted by valgrind's
+# User-space instructions of the relay (or, with --bots, of the bots) per state frame sent, counted by valgrind's
 # callgrind: unlike CPU time, the count hardly moves between runs (about 1 % for the
 # same build) or with what else the machine does, so it shows changes of a few per
 # cent that time cannot. Runs one
@@ -8,22 +8,26 @@
 # prints instructions per state frame sent (each frame's share of the room's tick, its
 # write, and one input read and applied). Kernel time is not counted.
 #
-# Usage: bench/instructions.sh [--members N] [--window SECS] [--plain] BINARY...
+# Usage: bench/instructions.sh [--members N] [--window SECS] [--plain] [--bots] BINARY...
 #   --members N    bots in the room (default 10)
 #   --window SECS  the counted window (default 30), after 10 s of ramp-up
 #   --plain        ws:// (--insecure-plain) instead of wss://
+#   --bots         count the bots' process instead (one process; each BINARY is then
+#                  a tickrelay-bots build, and the relay is target/release/tickrelay
+#                  outside valgrind)
 # Needs valgrind (Debian: apt-get install valgrind) and the release bots:
 #   cargo build --release -p tickrelay-bots
 set -euo pipefail
 source "$(dirname "$0")/relay_config.sh"
 
-members=10 window=30 plain=""
+members=10 window=30 plain="" count_bots=""
 while (($#)); do
     case $1 in
         --members) members=$2; shift ;;
         --window) window=$2; shift ;;
         --plain) plain=1 ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --bots) count_bots=1 ;;
+        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "instructions.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -45,25 +49,33 @@ for bin in "$@"; do
       bench_arena_room_type 20 "$members" 60; } >"$work/relay.toml"
     extra=() scheme=wss
     [[ -n $plain ]] && extra=(--insecure-plain) scheme=ws
-    (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
-        "$bin" --config relay.toml --log warn "${extra[@]}") >"$work/relay.log" 2>&1 &
+    # Under callgrind: the relay, or with --bots the bots (the binary given).
+    relay_bin=$bin bots_bin=$bots relay_run=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.out") bots_run=()
+    if [[ -n $count_bots ]]; then
+        relay_bin=$root/target/release/tickrelay bots_bin=$bin bots_run=("${relay_run[@]}") relay_run=()
+    fi
+    (cd "$work" && exec "${relay_run[@]}" "$relay_bin" --config relay.toml --log warn "${extra[@]}") >"$work/relay.log" 2>&1 &
     relay=$!
     for _ in $(seq 300); do
         curl -skf "https://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
         curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
         sleep 0.2
     done
-    "$bots" --url "$scheme://127.0.0.1:$port/ws" --cert "$work/cert.pem" --rooms 1 --members "$members" \
-        --room-type arena --input-rate 20 --duration-secs $((window + 15)) --ramp-up-secs 2 \
-        --warm-up-secs 10 --verify-share 0.1 --progress-secs 0 --json "$work/bots.json" >"$work/bots.out" 2>&1 &
+    "${bots_run[@]}" "$bots_bin" --url "$scheme://127.0.0.1:$port/ws" --cert "$work/cert.pem" --rooms 1 \
+        --members "$members" --room-type arena --input-rate 20 --duration-secs $((window + 25)) \
+        --ramp-up-secs 2 --warm-up-secs 10 --verify-share 0.1 --progress-secs 0 --processes 1 \
+        --json "$work/bots.json" >"$work/bots.out" 2>&1 &
     bots_pid=$!
-    sleep 10
+    counted=$relay
+    [[ -n $count_bots ]] && counted=$bots_pid
+    # Under callgrind the bots connect slowly: let them settle longer.
+    sleep $([[ -n $count_bots ]] && echo 20 || echo 10)
     http=https; [[ -n $plain ]] && http=http
     frames_at() { curl -skf "$http://127.0.0.1:$port/metrics" | awk '/^tickrelay_state_frames_total /{print $2}'; }
-    callgrind_control -z "$relay" >/dev/null 2>&1
+    callgrind_control -z "$counted" >/dev/null 2>&1
     start=$(frames_at)
     sleep "$window"
-    callgrind_control -d "$relay" >/dev/null 2>&1
+    callgrind_control -d "$counted" >/dev/null 2>&1
     end=$(frames_at)
     wait "$bots_pid" || true
     kill -INT "$relay"; wait "$relay" 2>/dev/null || true

@@ -62,14 +62,8 @@ async def recv_until(ws, pred, timeout=5.0):
 
 
 async def drain(ws, secs):
-    seen = []
-    end = time.time() + secs
-    while time.time() < end:
-        try:
-            data = await asyncio.wait_for(ws.recv(), timeout=max(0.01, end - time.time()))
-        except asyncio.TimeoutError:
-            break
-        seen.extend(decode(data).messages)
+    """Reads envelopes for `secs`; returns their messages."""
+    _, seen = await recv_until(ws, lambda m: False, secs)
     return seen
 
 
