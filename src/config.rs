@@ -546,6 +546,14 @@ impl Config {
             if let Err(e) = t.schema() {
                 return invalid(format!("room type `{name}`: {e}"));
             }
+            // One tick's presence for a member: every seat's leave and join.
+            if 2 * t.max_members > self.session.outbox_max_messages {
+                return invalid(format!(
+                    "room type `{name}`: max_members {} needs session.outbox_max_messages of at least {} (one tick's presence can be a leave and a join per seat)",
+                    t.max_members,
+                    2 * t.max_members
+                ));
+            }
         }
         for room in &self.rooms {
             if !self.room_types.contains_key(&room.room_type) {
@@ -973,6 +981,9 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.session.outbox_max_messages = 100;
+        assert!(c.validate().unwrap_err().to_string().contains("outbox_max_messages"));
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::engine::outbox::Outbox;
-use crate::proto::input;
+use crate::proto::{MemberInfo, input};
 use crate::state::{MemberId, Tick};
 
 /// What happened to a pushed input.
@@ -40,6 +40,11 @@ pub(super) struct Member {
     /// second after it counts like leaving after a full snapshot, so joining and
     /// leaving cannot be cycled (each costs every member a presence message).
     pub joined_tick: Tick,
+    /// The other members were told it joined (or it was in the member list of their
+    /// own `Joined`): presence of its leave is then owed to them.
+    pub announced: bool,
+    /// A `Joined` it is owed at the next tick, with the request id to answer.
+    pub joined_reply: Option<u64>,
 }
 
 impl Member {
@@ -57,6 +62,16 @@ impl Member {
             needs_full: true,
             last_full: 0,
             joined_tick: 0,
+            announced: false,
+            joined_reply: None,
+        }
+    }
+
+    /// Its id and user id, as presence and `Joined` show them.
+    pub fn info(&self) -> MemberInfo {
+        MemberInfo {
+            member_id: self.id,
+            user_id: self.user_id.to_string(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The room engine, sans IO: members, input queues, events, and the tick that turns
 //! inputs into state frames in every member's [`Outbox`].
 //!
-//! A tick runs: queued joins and leaves → each member's queued inputs (join order,
+//! A tick runs: presence and `Joined` for the joins and leaves since the last tick →
+//! the simulation's joins and leaves → each member's queued inputs (join order,
 //! sequence order) → [`Simulation::step`] → checksum → relay events → fan out state.
 //! The fan-out encodes one body per distinct delta content (in practice: one for the
 //! in-sync members, one full snapshot for members that need it) and hands every
@@ -145,6 +146,10 @@ pub struct Room {
     /// tick: joining again then is refused until the second is over (while others
     /// are in the room).
     left_recently: FxHashMap<MemberId, Tick>,
+    /// Announced members that left since the last tick (see [`Room::announce`]).
+    departed: Vec<MemberInfo>,
+    /// A join, a leave of an announced member or a `Joined` owed since the last tick.
+    presence_due: bool,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
 }
@@ -196,6 +201,8 @@ impl Room {
             stats: RoomStats::default(),
             reserved: FxHashMap::default(),
             left_recently: FxHashMap::default(),
+            departed: Vec::new(),
+            presence_due: false,
             listing: Arc::default(),
         }
     }
@@ -347,13 +354,13 @@ impl Room {
         self.index.get(&id).map(|&i| &mut self.members[i])
     }
 
-    /// Adds a member and answers it with `Joined` (or an `Error`) through its outbox;
-    /// the other members get a presence message. The simulation learns of the join at
-    /// the next tick, and the member's first frame is a full snapshot. Joining again
-    /// while a member is idempotent and schedules a full snapshot, as a resync does
-    /// (at most one per second); so does joining again after leaving a room others are
-    /// in: within a second of its last full snapshot it is refused (`RATE_LIMITED`,
-    /// with when to retry).
+    /// Adds a member. At the next tick it is answered with `Joined`, the other
+    /// members get presence ([`Room::announce`]) and the simulation learns of it; its
+    /// first frame is a full snapshot. A refusal (an `Error`) goes out at once.
+    /// Joining again while a member is answered like a join, with `Joined` and a full
+    /// snapshot, at most once per second (counted with resyncs); so is joining again
+    /// after leaving a room others are in. Sooner, both are refused (`RATE_LIMITED`,
+    /// with when to retry; a member stays one).
     pub fn join(
         &mut self,
         member: MemberId,
@@ -362,30 +369,36 @@ impl Room {
         request_id: u64,
         join_seq: u64,
     ) -> Result<(), JoinError> {
-        if let Some(existing) = self.member_mut(member) {
-            let same_outbox = Arc::ptr_eq(&existing.outbox, &outbox);
-            existing.outbox = outbox;
-            existing.join_seq = join_seq;
-            if same_outbox {
-                // Its full snapshot counts as a resync: one per second at most, or
-                // joining again would buy a full snapshot per message.
-                self.resync(member, 0);
-            } else {
+        if let Some(&i) = self.index.get(&member) {
+            let existing = &self.members[i];
+            if Arc::ptr_eq(&existing.outbox, &outbox) {
+                // Joining a room it is in: its `Joined` (the whole member list) and a
+                // full snapshot again, as a resync: at most once a second. A join
+                // while one is owed costs nothing.
+                if !existing.needs_full
+                    && let Some(wait) = self.snapshot_wait(existing.last_full)
+                {
+                    let error = self.rate_limited("joined a room it is in within a second", wait, request_id);
+                    let _ = outbox.push_reliable(error);
+                    return Err(JoinError::TooSoon);
+                }
+            }
+            let existing = &mut self.members[i];
+            if !Arc::ptr_eq(&existing.outbox, &outbox) {
                 // A new session with this member id (continued from another node):
                 // its first full snapshot, not one more for the old one.
-                existing.needs_full = true;
+                existing.outbox = outbox;
+                existing.join_seq = join_seq;
                 existing.last_full = 0;
             }
+            existing.needs_full = true;
+            existing.joined_reply = Some(request_id);
         } else if let Some(seat) = self.take_reserved(member, &user_id) {
             // Back after a restore: the simulation kept what it had for this member.
-            let info = MemberInfo {
-                member_id: member,
-                user_id: user_id.to_string(),
-            };
-            self.broadcast_presence(info, PresenceChange::Joined);
-            self.index.insert(member, self.members.len());
             let mut seated = Member::new(member, seat.user_id, outbox, join_seq, self.config.input_queue);
             seated.resume_after(seat.last_applied);
+            seated.joined_reply = Some(request_id);
+            self.index.insert(member, self.members.len());
             self.members.push(seated);
         } else if let Some(wait) = (self.left_recently.get(&member)).and_then(|&last| self.snapshot_wait(last)) {
             // (`left_recently` is empty while the room is: an empty room does not tick.)
@@ -399,39 +412,68 @@ impl Room {
             let _ = outbox.push_reliable(error);
             return Err(JoinError::Full);
         } else {
-            let info = MemberInfo {
-                member_id: member,
-                user_id: user_id.to_string(),
-            };
-            self.broadcast_presence(info, PresenceChange::Joined);
-            self.index.insert(member, self.members.len());
             let mut joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
             joining.joined_tick = self.world.tick() + 1;
+            joining.joined_reply = Some(request_id);
+            self.index.insert(member, self.members.len());
             self.members.push(joining);
             self.sim_calls.push(SimCall::Join(member));
         }
-        let joined = Kind::Joined(proto::Joined {
+        self.presence_due = true;
+        Ok(())
+    }
+
+    /// The `Joined` answering `m`'s join `request_id`: the room's members as they
+    /// are now.
+    fn joined_message(&self, m: &Member, request_id: u64) -> Bytes {
+        encode_message(Kind::Joined(proto::Joined {
             request_id,
             room: self.id.to_string(),
             room_type: self.room_type.to_string(),
-            member_id: member,
+            member_id: m.id,
             tick_rate: self.config.tick_rate,
             max_members: self.config.max_members as u32,
-            members: self
-                .members
-                .iter()
-                .map(|m| MemberInfo {
-                    member_id: m.id,
-                    user_id: m.user_id.to_string(),
-                })
-                .collect(),
-            last_input_seq: self.member(member).map_or(0, |m| m.last_applied),
+            members: self.members.iter().map(Member::info).collect(),
+            last_input_seq: m.last_applied,
             schema: self.world.schema().to_proto(),
-        });
-        if let Some(m) = self.member(member) {
-            let _ = m.outbox.push_reliable(encode_message(joined));
+        }))
+    }
+
+    /// Tells the members what changed in the room since the last tick, as one net
+    /// change: those who knew of a member that left get its leave, those here before
+    /// get the joins, and each new member its `Joined` with everyone here now. A
+    /// member that joined and left in between is never announced, so presence per
+    /// tick is bounded by the room's size (at most twice `max_members` messages per
+    /// member), however many sessions join and leave.
+    fn announce(&mut self) {
+        if !self.presence_due {
+            return;
         }
-        Ok(())
+        self.presence_due = false;
+        let departed = std::mem::take(&mut self.departed);
+        let arrived = self.members.iter().filter(|m| !m.announced).map(Member::info);
+        let changes = (departed.into_iter().map(|info| (info, PresenceChange::Left)))
+            .chain(arrived.map(|info| (info, PresenceChange::Joined)))
+            .collect::<Vec<_>>();
+        for (info, change) in changes {
+            let message = encode_message(Kind::Presence(Presence {
+                room: self.id.to_string(),
+                member: Some(info),
+                change: change as i32,
+            }));
+            for m in self.members.iter().filter(|m| m.announced) {
+                let _ = m.outbox.push_reliable(message.clone());
+            }
+        }
+        for m in &self.members {
+            if let Some(request_id) = m.joined_reply {
+                let _ = m.outbox.push_reliable(self.joined_message(m, request_id));
+            }
+        }
+        for m in &mut self.members {
+            m.announced = true;
+            m.joined_reply = None;
+        }
     }
 
     /// The seat a restore kept for `member`, if it is `user_id`'s. Another user's (a
@@ -466,6 +508,10 @@ impl Room {
         } else if self.snapshot_wait(last).is_some() {
             self.left_recently.insert(gone.id, last);
         }
+        // A join answered before its leave, in order.
+        if let Some(join_request) = gone.joined_reply {
+            let _ = gone.outbox.push_reliable(self.joined_message(&gone, join_request));
+        }
         if request_id != 0 {
             let left = Kind::Left(proto::Left {
                 request_id,
@@ -474,11 +520,12 @@ impl Room {
             });
             let _ = gone.outbox.push_reliable(encode_message(left));
         }
-        let info = MemberInfo {
-            member_id: gone.id,
-            user_id: gone.user_id.to_string(),
-        };
-        self.broadcast_presence(info, PresenceChange::Left);
+        if self.members.is_empty() {
+            self.departed.clear();
+        } else if gone.announced {
+            self.departed.push(gone.info());
+            self.presence_due = true;
+        }
         self.sim_calls.push(SimCall::Leave(member));
         true
     }
@@ -585,6 +632,9 @@ impl Room {
             message: message.to_string(),
         }));
         for m in &self.members {
+            if let Some(request_id) = m.joined_reply {
+                let _ = m.outbox.push_reliable(self.joined_message(m, request_id));
+            }
             m.outbox.leave_room(self.key, m.join_seq);
             let _ = m.outbox.push_reliable(left.clone());
         }
@@ -602,6 +652,7 @@ impl Room {
         for member in gone {
             self.leave(member, 0);
         }
+        self.announce();
         let tick = self.world.tick() + 1;
         // Seats kept from a restore whose members did not come back in time.
         if !self.reserved.is_empty() {
@@ -815,17 +866,6 @@ impl Room {
         self.stats.full_frames += u64::from(report.full_frames);
         self.stats.encodes += u64::from(report.encodes);
         report
-    }
-
-    fn broadcast_presence(&self, member: MemberInfo, change: PresenceChange) {
-        let message = encode_message(Kind::Presence(Presence {
-            room: self.id.to_string(),
-            member: Some(member),
-            change: change as i32,
-        }));
-        for m in &self.members {
-            let _ = m.outbox.push_reliable(message.clone());
-        }
     }
 
     fn send_to(&self, member: MemberId, message: Bytes) {

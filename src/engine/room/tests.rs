@@ -70,6 +70,18 @@ impl Client {
             })
             .collect()
     }
+
+    /// The presence changes received, as (member, change).
+    fn presence(&mut self) -> Vec<(MemberId, i32)> {
+        self.read();
+        self.take_received()
+            .into_iter()
+            .filter_map(|k| match k {
+                server_message::Kind::Presence(p) => Some((p.member.unwrap().member_id, p.change)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// What the lossy network does with one tick's datagrams and acks (a deterministic
@@ -554,8 +566,10 @@ fn a_burst_of_events_at_one_member_is_spread_over_ticks() {
     assert_eq!(seqs, (1..=24).collect::<Vec<_>>(), "every event, once, in order");
 }
 
-/// Joining and leaving again before the first frame costs every member two presence
-/// messages; it is limited like leaving after one (a second between joins).
+/// Joining and leaving again before the first frame would cost every member two
+/// presence messages: a member that joins and leaves between two ticks is never
+/// announced, and joining again is limited like leaving after a frame (a second
+/// between joins).
 #[test]
 fn joining_and_leaving_cannot_be_cycled_before_the_first_frame() {
     let mut room = relay_room_at_10_hz();
@@ -567,11 +581,46 @@ fn joining_and_leaving_cannot_be_cycled_before_the_first_frame() {
     assert!(room.leave(2, 0));
     let again = room.join(2, "user-2".into(), churner.outbox.clone(), 2, 2);
     assert!(matches!(again, Err(JoinError::TooSoon)));
+    room.tick(0);
+    assert_eq!(
+        honest.presence(),
+        [],
+        "a join and a leave within one tick are not announced"
+    );
+}
+
+/// However many sessions join and leave a room within one tick, its members get
+/// the net change: here nothing for the churners, one join for the one that
+/// stayed, each member's reliable queue far from its bound.
+#[test]
+fn presence_within_a_tick_is_the_net_change() {
+    let mut room = relay_room_at_10_hz();
+    let mut honest = Client::new(1);
+    join(&mut room, &honest);
+    room.tick(0);
     honest.read();
-    let presence = (honest.take_received().iter())
-        .filter(|k| matches!(k, server_message::Kind::Presence(_)))
-        .count();
-    assert_eq!(presence, 2, "one join and one leave");
+    honest.take_received();
+    for id in 100..1100 {
+        let churner = Client::new(id);
+        join(&mut room, &churner);
+        assert!(room.leave(id, 0));
+    }
+    let stays = Client::new(2);
+    join(&mut room, &stays);
+    room.tick(0);
+    assert!(!honest.outbox.is_overflowed());
+    assert_eq!(honest.presence(), [(2, PresenceChange::Joined as i32)]);
+    // A leave and a join within one tick: the members told of the one leaving hear
+    // of its leave first; the one joining hears of neither (its `Joined` lists who
+    // is here).
+    assert!(room.leave(2, 0));
+    let late = Client::new(3);
+    join(&mut room, &late);
+    room.tick(0);
+    assert_eq!(
+        honest.presence(),
+        [(2, PresenceChange::Left as i32), (3, PresenceChange::Joined as i32)]
+    );
 }
 
 #[test]
@@ -834,13 +883,29 @@ fn joining_again_is_granted_a_full_snapshot_at_most_once_per_second() {
     join(&mut room, &a);
     room.tick(0);
     assert_eq!(frames(&a), (1, 0));
-    let mut granted = 0;
+    let (mut granted, mut joined, mut refused) = (0, 0, 0);
     for _ in 0..20 {
-        join(&mut room, &a);
+        match room.join(1, "user-1".into(), a.outbox.clone(), 2, 1) {
+            Ok(()) => {}
+            Err(e) => assert_eq!(e, JoinError::TooSoon),
+        }
         room.tick(0);
-        granted += frames(&a).0;
+        let mut batch = Batch::default();
+        a.outbox.drain(&mut batch);
+        granted += batch.states.iter().filter(|s| s.baseline == 0).count();
+        for message in &batch.reliable {
+            match ServerMessage::decode(&message[..]).unwrap().kind.unwrap() {
+                server_message::Kind::Joined(_) => joined += 1,
+                server_message::Kind::Error(e) if e.code == ErrorCode::RateLimited as i32 => refused += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
-    assert_eq!(granted, 2, "20 joins over two seconds at 10 Hz");
+    assert_eq!(
+        (granted, joined, refused),
+        (2, 2, 18),
+        "20 joins over two seconds at 10 Hz: each granted one answers with `Joined` and a full snapshot"
+    );
     // A join on another outbox (the session continued on a new connection) gets its
     // full snapshot at once.
     let b = Client::new(1);
