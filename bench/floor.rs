@@ -175,6 +175,7 @@ async fn connection(mut stream: Stream, session: u64, arrivals: Rc<RefCell<Vec<M
         server_time_us: unix_micros(),
         user_id: format!("anonymous-{session}"),
         resumed: false,
+        events_received: 0,
     });
     stream.write_all(&ws_frame(&envelope(welcome, 0))).await?;
     // The client joins once it has the Welcome: it must not wait in rustls's buffer.

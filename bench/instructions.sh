@@ -15,19 +15,22 @@
 #   --bots         count the bots' process instead (one process; each BINARY is then
 #                  a tickrelay-bots build, and the relay is target/release/tickrelay
 #                  outside valgrind)
+#   --keep DIR     keep each run's callgrind output in DIR (cg-1.out, cg-2.out, … per
+#                  BINARY in order), for `callgrind_annotate --inclusive=yes FILE`
 # Needs valgrind (Debian: apt-get install valgrind) and the release bots:
 #   cargo build --release -p tickrelay-bots
 set -euo pipefail
 source "$(dirname "$0")/relay_config.sh"
 
-members=10 window=30 plain="" count_bots=""
+members=10 window=30 plain="" count_bots="" keep=""
 while (($#)); do
     case $1 in
         --members) members=$2; shift ;;
         --window) window=$2; shift ;;
         --plain) plain=1 ;;
         --bots) count_bots=1 ;;
-        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --keep) keep=$(realpath "$2"); mkdir -p "$keep"; shift ;;
+        -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "instructions.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -42,7 +45,9 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 echo "| binary | transport | bots | state frames | instructions | instructions / frame |"
 echo "|---|---|---|---|---|---|"
+run=0
 for bin in "$@"; do
+    run=$((run + 1))
     bin=$(realpath "$bin")
     port=$(free_port)
     { bench_relay_config "$port" "$work/cert.pem"; printf '\n[quic]\nenabled = false\n'
@@ -80,6 +85,10 @@ for bin in "$@"; do
     wait "$bots_pid" || true
     kill -INT "$relay"; wait "$relay" 2>/dev/null || true
     total=$(grep -h '^totals:' "$work"/cg.out.* | awk '{s += $2} END {print s}')
+    if [[ -n $keep ]]; then
+        # The dump taken at the end of the window (the last part written).
+        cp "$(ls -v "$work"/cg.out.* | tail -1)" "$keep/cg-$run.out"
+    fi
     rm -f "$work"/cg.out*
     python3 -c 'import sys; b, t, m, f, i = sys.argv[1:]; f = int(float(f)); print(f"| {b} | {t} | {m} | {f} | {int(i):,} | {int(i) / f:,.0f} |" if f else f"| {b} | {t} | {m} | 0 | {int(i):,} | no frames: the relay or the bots failed |")' \
         "$bin" "$scheme" "$members" "$(python3 -c "print(float('$end') - float('$start'))")" "$total"

@@ -673,6 +673,7 @@ fn input_read(c: &mut Criterion) {
     };
     let one = ClientEnvelope {
         messages: vec![message],
+        first_event_seq: 0,
     }
     .encode_to_vec();
     c.bench_function("input_read/one_arena_input", |b| {

@@ -46,7 +46,11 @@ struct Args {
 
 fn envelope(kinds: Vec<Out>) -> Message {
     let messages = kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
-    Message::Binary(ClientEnvelope { messages }.encode_to_vec().into())
+    let envelope = ClientEnvelope {
+        messages,
+        first_event_seq: 0,
+    };
+    Message::Binary(envelope.encode_to_vec().into())
 }
 
 fn now_us() -> u64 {

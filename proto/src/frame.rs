@@ -157,6 +157,7 @@ mod tests {
             messages: vec![ClientMessage {
                 kind: Some(client_message::Kind::Ping(Ping::default())),
             }],
+            first_event_seq: 0,
         };
         assert!(decode_client(&ok.encode_to_vec()).is_ok());
     }

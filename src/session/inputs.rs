@@ -135,7 +135,11 @@ mod tests {
 
     fn envelope(kinds: Vec<client_message::Kind>) -> Vec<u8> {
         let messages = kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
-        ClientEnvelope { messages }.encode_to_vec()
+        ClientEnvelope {
+            messages,
+            first_event_seq: 0,
+        }
+        .encode_to_vec()
     }
 
     fn intent(room: &str, seq: u64, payload: Option<&[u8]>) -> client_message::Kind {

@@ -58,7 +58,8 @@ pub enum Inbound<'a> {
     Control(usize),
 }
 
-/// The largest input sequence number accepted: 2^53 - 1, exact in JavaScript.
+/// The largest input sequence number (and event number) accepted: 2^53 - 1, exact in
+/// JavaScript.
 pub const MAX_INPUT_SEQ: u64 = (1 << 53) - 1;
 
 /// Settings announced in `Welcome` and enforced by the session.
@@ -272,6 +273,9 @@ pub struct Session {
     in_flight: Vec<DirectoryOp>,
     /// The number of the next join (see [`Outbox::leave_room`]).
     next_join: u64,
+    /// The last numbered event taken (`ClientEnvelope.first_event_seq`): a number
+    /// not above it is one sent again after a resume, and skipped.
+    events_received: u64,
     /// Scratch for [`Outbox::take_left`].
     left: Vec<Left>,
     closed: bool,
@@ -359,6 +363,7 @@ impl Session {
             directory_ops: Vec::new(),
             in_flight: Vec::new(),
             next_join: 1,
+            events_received: 0,
             left: Vec::new(),
             closed: false,
         };
@@ -384,6 +389,7 @@ impl Session {
             server_time_us: now.unix_us,
             user_id: self.identity.user_id.to_string(),
             resumed,
+            events_received: self.events_received,
         }))
     }
 
@@ -553,7 +559,24 @@ impl Session {
             self.reply(error_message(ErrorCode::BadRequest, &e.to_string(), 0, ""));
             return Ok(());
         }
+        // Like an input's `seq`: one huge number would swallow every later event.
+        if envelope.first_event_seq > MAX_INPUT_SEQ {
+            let message = format!("first_event_seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
+            self.reply(error_message(ErrorCode::BadRequest, &message, 0, ""));
+            return Ok(());
+        }
+        let mut event_seq = envelope.first_event_seq;
         for ClientMessage { kind } in envelope.messages {
+            if let Some(client_message::Kind::Event(_)) = kind
+                && event_seq != 0
+            {
+                let n = event_seq;
+                event_seq += 1;
+                if n <= self.events_received {
+                    continue; // taken before the connection it came on died
+                }
+                self.events_received = n;
+            }
             if let Some(kind) = kind {
                 self.handle_message(kind, now);
             }
@@ -654,6 +677,7 @@ impl Session {
                     nonce: ping.nonce,
                     ping_sent_time_us: ping.sent_time_us,
                     time_us: now.unix_us,
+                    events_received: self.events_received,
                 });
                 self.reply(encode_message(pong));
             }

@@ -264,8 +264,14 @@ impl Harness {
 
     /// Sends one envelope holding `messages`.
     fn send(&mut self, messages: Vec<Out>) -> Result<(), CloseReason> {
+        self.send_numbered(0, messages)
+    }
+
+    /// Sends one envelope holding `messages`, its events numbered from `first`.
+    fn send_numbered(&mut self, first: u64, messages: Vec<Out>) -> Result<(), CloseReason> {
         let envelope = ClientEnvelope {
             messages: messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect(),
+            first_event_seq: first,
         };
         let now = self.now();
         self.session.handle(Inbound::Binary(&envelope.encode_to_vec()), now)
@@ -770,6 +776,52 @@ fn room_listings_are_paged() {
     };
     assert!(page.more);
     assert_eq!(page.next_after, "b", "the last room listed");
+}
+
+/// Numbered events are taken once each: those a resumed client sends again (it had
+/// no acknowledgement for them) are skipped, and the last number taken is reported
+/// in every `Pong` and in the resume's `Welcome`.
+#[test]
+fn numbered_events_are_taken_once_and_acknowledged() {
+    let mut h = Harness::new();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    let a = h.key("a");
+    h.sent();
+    let event = || {
+        Out::Event(proto::SendEvent {
+            room: "a".into(),
+            ..Default::default()
+        })
+    };
+    // Events 1 and 2, an input between them (not numbered), then a ping.
+    h.send_numbered(1, vec![event(), input("a", 1), event(), ping(5)])
+        .unwrap();
+    assert_eq!(
+        h.sent(),
+        [
+            Sent::Event { room: a },
+            Sent::Input { room: a, seq: 1 },
+            Sent::Event { room: a }
+        ]
+    );
+    assert!(matches!(&h.replies()[..], [Kind::Pong(p)] if p.events_received == 2));
+    // The connection dies; the resumed client sends 2 and 3 again (it never saw the
+    // pong): only 3 is new.
+    let now = h.now();
+    h.session.resume(None, Delivery::Reliable, 0, now);
+    assert!(matches!(&h.replies()[0], Kind::Welcome(w) if w.resumed && w.events_received == 2));
+    h.sent();
+    h.send_numbered(2, vec![event(), event()]).unwrap();
+    assert_eq!(h.sent(), [Sent::Event { room: a }]);
+    // Unnumbered events are always taken; a number beyond 2^53 - 1 is refused.
+    h.send(vec![event()]).unwrap();
+    assert_eq!(h.sent(), [Sent::Event { room: a }]);
+    h.send_numbered(MAX_INPUT_SEQ + 1, vec![event()]).unwrap();
+    assert!(h.sent().is_empty());
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0)]);
+    h.one(ping(6)).unwrap();
+    assert!(matches!(&h.replies()[..], [Kind::Pong(p)] if p.events_received == 3));
 }
 
 #[test]

@@ -538,6 +538,7 @@ mod tests {
         fn send(&self, kind: client_message::Kind) {
             let envelope = ClientEnvelope {
                 messages: vec![ClientMessage { kind: Some(kind) }],
+                first_event_seq: 0,
             };
             let _ = self.inbound.send(Received::Binary(envelope.encode_to_vec().into()));
         }

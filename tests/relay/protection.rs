@@ -353,7 +353,10 @@ async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transp
                 }
             })
             .collect();
-        let envelope = proto::ClientEnvelope { messages };
+        let envelope = proto::ClientEnvelope {
+            messages,
+            first_event_seq: 0,
+        };
         // Writes fail once the server has closed; the close is read below.
         let _ = bad.conn.send_bytes(&envelope.encode_to_vec()).await;
         match bad.conn.recv(Duration::from_millis(2)).await {
@@ -878,7 +881,11 @@ async fn full_snapshots_of_several_rooms_come_in_separate_messages() {
             })),
         })
         .collect();
-    let envelope = ClientEnvelope { messages: joins }.encode_to_vec();
+    let envelope = ClientEnvelope {
+        messages: joins,
+        first_event_seq: 0,
+    }
+    .encode_to_vec();
     b.send(Message::Binary(envelope.into())).await.unwrap();
     let (mut snapshots, mut largest) = (0, 0);
     while snapshots < rooms.len() {

@@ -588,6 +588,7 @@ async fn a_client_reading_late_at_shutdown_still_reads_its_1001() {
         messages: vec![proto::ClientMessage {
             kind: Some(client_message::Kind::Ping(proto::Ping::default())),
         }],
+        first_event_seq: 0,
     }
     .encode_to_vec();
     for _ in 0..30 {

@@ -111,6 +111,13 @@ struct Driver {
     /// The last numbered server message received in this session (see
     /// `ServerEnvelope.first_seq`): reported when resuming and in every ping.
     received: Received,
+    /// The number of the last event written in this session (events are numbered,
+    /// see `ClientEnvelope.first_event_seq`).
+    events_sent: u64,
+    /// Events written and not yet acknowledged (`Pong.events_received`), with their
+    /// numbers: sent again after a reconnect, as the connection that took them may
+    /// have died first. At most `buffer_limit`.
+    events_unacked: VecDeque<(u64, proto::SendEvent)>,
     connected_before: bool,
     /// When a full snapshot was last requested, per room.
     resync_asked: HashMap<String, Instant>,
@@ -163,6 +170,8 @@ pub(crate) async fn run(
         next_request: 0,
         session: None,
         received: Received::default(),
+        events_sent: 0,
+        events_unacked: VecDeque::new(),
         connected_before: false,
         resync_asked: HashMap::new(),
         queue: VecDeque::new(),
@@ -673,12 +682,14 @@ impl Driver {
                 In::Pong(pong) => {
                     let rtt = received_us.saturating_sub(pong.ping_sent_time_us);
                     stats.rtt_us.store(rtt.max(1), Ordering::Relaxed);
+                    self.events_acknowledged(pong.events_received);
                 }
                 In::Ping(ping) => {
                     self.queue.push_back(Out::Pong(proto::Pong {
                         nonce: ping.nonce,
                         ping_sent_time_us: ping.sent_time_us,
                         time_us: received_us,
+                        events_received: 0,
                     }));
                     self.flush(link).await?;
                 }
@@ -803,6 +814,12 @@ impl Driver {
             // A new session numbers its messages from 1 again.
             self.received.reset();
         }
+        // Events the session took are done with; the rest go out again, numbered on
+        // from what it took (a new session took none: every one goes out again, as
+        // the old session may have relayed it or not).
+        self.events_acknowledged(welcome.events_received);
+        self.events_sent = welcome.events_received;
+        let unacked = std::mem::take(&mut self.events_unacked);
         self.session = Some((welcome.session_id, welcome.resume_token.clone()));
         // Pace below the server's limits, with headroom for pings and for messages
         // that the network delivers bunched together (the server's bucket sees them
@@ -854,6 +871,7 @@ impl Driver {
                 }));
             }
         }
+        out.extend(unacked.into_iter().map(|(_, event)| Out::Event(event)));
         out.extend(self.buffer.drain(..));
         self.emit(Event::Connected {
             session_id: welcome.session_id,
@@ -995,6 +1013,25 @@ impl Driver {
             return Ok(());
         }
         let batch: Vec<Out> = self.queue.drain(..n).collect();
-        link.send(batch).await
+        let first_event_seq = self.events_sent + 1;
+        let mut numbered = false;
+        for message in &batch {
+            if let Out::Event(event) = message {
+                numbered = true;
+                self.events_sent += 1;
+                if self.events_unacked.len() >= self.config.buffer_limit {
+                    self.events_unacked.pop_front();
+                }
+                self.events_unacked.push_back((self.events_sent, event.clone()));
+            }
+        }
+        link.send(batch, if numbered { first_event_seq } else { 0 }).await
+    }
+
+    /// The session took every event numbered up to `seq`.
+    fn events_acknowledged(&mut self, seq: u64) {
+        while self.events_unacked.front().is_some_and(|(n, _)| *n <= seq) {
+            self.events_unacked.pop_front();
+        }
     }
 }

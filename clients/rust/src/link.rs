@@ -342,10 +342,14 @@ impl Link {
         matches!(self, Link::Quic(_))
     }
 
-    /// Sends one envelope of `messages`.
-    pub async fn send(&mut self, messages: impl IntoIterator<Item = Out>) -> Result<(), Broken> {
+    /// Sends one envelope of `messages`, its events numbered from `first_event_seq`
+    /// (0: not numbered).
+    pub async fn send(&mut self, messages: impl IntoIterator<Item = Out>, first_event_seq: u64) -> Result<(), Broken> {
         let messages = messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
-        let envelope = ClientEnvelope { messages };
+        let envelope = ClientEnvelope {
+            messages,
+            first_event_seq,
+        };
         match self {
             Link::WebSocket(ws) => ws
                 .send(Message::Binary(envelope.encode_to_vec().into()))
@@ -380,6 +384,7 @@ impl Link {
             });
             let envelope = ClientEnvelope {
                 messages: vec![ClientMessage { kind: Some(ack) }],
+                first_event_seq: 0,
             };
             let _ = q.conn.send_datagram(envelope.encode_to_vec().into());
         }

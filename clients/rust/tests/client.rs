@@ -370,8 +370,9 @@ fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
     );
 }
 
-/// Events the pacer had not sent when the connection dropped are sent after the
-/// reconnect, in order: none lost.
+/// Events survive a dropped connection exactly once: those the pacer had not sent
+/// go out after the reconnect, in order, and so do those sent that the session had
+/// not acknowledged (it may have taken them or not: it skips the numbers it took).
 async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transport) {
     let relay = tickrelay_testkit::start_with(|c| {
         c.session.messages_per_second = 2.0;
@@ -387,19 +388,31 @@ async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transpor
     for i in 0..6u8 {
         talker.send_event("r", "line", Bytes::from(vec![i]), Vec::new());
     }
+    // Paced at 1.6 a second (80 % of 2): the first goes at once, the rest are still
+    // queued when it drops, right after, with the first in flight or just taken.
+    talker.drop_connection();
     let line = |e: &Event| match e {
         Event::RoomEvent(event) if event.kind == "line" => Some(event.payload[0]),
         _ => None,
     };
-    // Paced at 1.6 a second (80 % of 2): the first goes at once, the rest are still
-    // queued when it drops (the second 0.6 s later). (It drops once the first was relayed: events are not
-    // acknowledged, so one in flight when a connection dies is lost.)
-    let mut lines = vec![until(&mut heard, line).await];
-    talker.drop_connection();
+    let mut lines = Vec::new();
     while lines.len() < 6 {
         lines.push(until(&mut heard, line).await);
     }
     assert_eq!(lines, [0, 1, 2, 3, 4, 5]);
+    // And none twice: a seventh would come within a tick or two.
+    let again = tokio::time::timeout(Duration::from_millis(500), until(&mut heard, line)).await;
+    assert!(again.is_err(), "an event relayed twice: {again:?}");
+}
+
+/// One message from a fake server, as a WebSocket message.
+fn fake_server_message(kind: proto::server_message::Kind) -> tokio_tungstenite::tungstenite::Message {
+    use prost::Message as _;
+    let envelope = proto::ServerEnvelope {
+        messages: vec![proto::ServerMessage { kind: Some(kind) }],
+        first_seq: 0,
+    };
+    tokio_tungstenite::tungstenite::Message::Binary(envelope.encode_to_vec().into())
 }
 
 /// The quiet timer: every message from the server pushes it back (a client that left
@@ -408,21 +421,13 @@ async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transpor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_when_the_server_goes_quiet() {
     use futures_util::{SinkExt, StreamExt};
-    use prost::Message as _;
     use proto::server_message::Kind;
-    use tokio_tungstenite::tungstenite::Message;
 
     let quiet = Duration::from_millis(500);
     let chatty = Duration::from_secs(2);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let message = |kind: Kind| {
-        let envelope = proto::ServerEnvelope {
-            messages: vec![proto::ServerMessage { kind: Some(kind) }],
-            first_seq: 0,
-        };
-        Message::Binary(envelope.encode_to_vec().into())
-    };
+    let message = fake_server_message;
     // A fake server: a Welcome, a Pong every 100 ms for `chatty`, then silence until
     // the client hangs up; returns how long the client stayed, once it came back.
     let server = tokio::spawn(async move {
@@ -476,4 +481,94 @@ async fn reconnects_when_the_server_goes_quiet() {
         "stayed {stayed:?} on a silent server"
     );
     client.close().await;
+}
+
+/// Numbered events against a fake server that reports what it took: an event the
+/// session did not take goes out again after the reconnect with its number, one it
+/// took (per `Welcome.events_received` or `Pong.events_received`) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_not_acknowledged_go_out_again_with_their_numbers() {
+    use futures_util::{SinkExt, StreamExt};
+    use prost::Message as _;
+    use proto::server_message::Kind;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+
+    type Ws = WebSocketStream<tokio::net::TcpStream>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let send = fake_server_message;
+    let accept = async |listener: &tokio::net::TcpListener, resumed: bool, events_received: u64| -> Ws {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let welcome = proto::Welcome {
+            protocol_version: proto::PROTOCOL_VERSION,
+            session_id: 1,
+            resume_token: "events".into(),
+            limits: Some(proto::Limits {
+                max_message_bytes: 16 * 1024,
+                messages_per_second: 100,
+                message_burst: 20,
+                bytes_per_second: 64 * 1024,
+            }),
+            heartbeat_interval_ms: 10_000,
+            heartbeat_timeout_ms: 10_000,
+            resumed,
+            events_received,
+            ..Default::default()
+        };
+        ws.send(send(Kind::Welcome(welcome))).await.unwrap();
+        ws
+    };
+    // The events the client sends within `wait`, as (number, payload byte).
+    let events = async |ws: &mut Ws, wait: Duration| {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(Message::Binary(bytes)))) = tokio::time::timeout_at(deadline, ws.next()).await {
+            let envelope = proto::ClientEnvelope::decode(&bytes[..]).unwrap();
+            let mut n = envelope.first_event_seq;
+            for m in envelope.messages {
+                if let Some(proto::client_message::Kind::Event(e)) = m.kind {
+                    got.push((n, e.payload[0]));
+                    n += 1;
+                }
+            }
+        }
+        got
+    };
+
+    let mut config = ClientConfig::new(
+        format!("ws://127.0.0.1:{port}/ws"),
+        Trust::CertFile("/nonexistent/cert.pem".into()),
+    );
+    config.backoff.initial = Duration::from_millis(20);
+    config.backoff.max = Duration::from_millis(50);
+    config.ping_interval = Duration::from_secs(60);
+    let (client, _events) = Client::connect(config).unwrap();
+    let mut ws = accept(&listener, false, 0).await;
+    for i in 0..3u8 {
+        client.send_event("r", "line", Bytes::from(vec![i]), Vec::new());
+    }
+    assert_eq!(
+        events(&mut ws, Duration::from_millis(500)).await,
+        [(1, 0), (2, 1), (3, 2)]
+    );
+    drop(ws);
+    // The session took only the first (no pong said so before the connection died).
+    let mut ws = accept(&listener, true, 1).await;
+    assert_eq!(events(&mut ws, Duration::from_millis(500)).await, [(2, 1), (3, 2)]);
+    let pong = proto::Pong {
+        events_received: 3,
+        ..Default::default()
+    };
+    ws.send(send(Kind::Pong(pong))).await.unwrap();
+    client.send_event("r", "line", Bytes::from(vec![3]), Vec::new());
+    assert_eq!(events(&mut ws, Duration::from_millis(500)).await, [(4, 3)]);
+    drop(ws);
+    // A new session (the old one expired): what it never acknowledged goes out again,
+    // numbered from 1; what the pong acknowledged does not.
+    let mut ws = accept(&listener, false, 0).await;
+    assert_eq!(events(&mut ws, Duration::from_millis(500)).await, [(1, 3)]);
+    drop(ws);
+    client.drop_connection();
 }

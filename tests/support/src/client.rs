@@ -263,6 +263,7 @@ impl TestClient {
     pub async fn send(&mut self, kinds: Vec<client_message::Kind>) {
         let envelope = ClientEnvelope {
             messages: kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect(),
+            first_event_seq: 0,
         };
         self.conn.send_bytes(&envelope.encode_to_vec()).await.expect("send");
     }
@@ -370,6 +371,7 @@ impl TestClient {
                                 tick: frame.tick,
                             })),
                         }],
+                        first_event_seq: 0,
                     };
                     let _ = q.conn.send_datagram(ack.encode_to_vec().into());
                 }
