@@ -228,6 +228,14 @@ export class Client {
   #session: { id: bigint; resumeToken: string } | undefined;
   /** The last numbered server message received in this session. */
   #received = 0n;
+  /** The number of the last event sent in this session (`ClientEnvelope.firstEventSeq`). */
+  #eventsSent = 0n;
+  /**
+   * Events sent and not yet acknowledged (`Pong.eventsReceived`), with their numbers:
+   * sent again after a reconnect, as the connection that took them may have died
+   * first. At most `bufferLimit`.
+   */
+  #eventsUnacked: { seq: bigint; event: Outgoing }[] = [];
   #connectedBefore = false;
   #socket: WebSocket | undefined;
   #welcomed = false;
@@ -745,6 +753,7 @@ export class Client {
         }
         case "pong":
           this.stats.rttMs = Math.max(0, Number(unixMicros() - kind.value.pingSentTimeUs) / 1000);
+          this.#eventsAcknowledged(kind.value.eventsReceived);
           break;
         case "ping":
           this.#enqueue({ case: "pong", value: { nonce: kind.value.nonce, pingSentTimeUs: kind.value.sentTimeUs, timeUs: unixMicros() } });
@@ -767,6 +776,13 @@ export class Client {
     this.#attempt = 0;
     this.#unreachable.delete(this.#urls[this.#current]!);
     if (!resumed) this.#received = 0n; // a new session numbers from 1 again
+    // Events the session took are done with; the rest go out again, numbered on from
+    // what it took (a new session took none: every one goes out again, as the old
+    // session may have relayed it or not).
+    this.#eventsAcknowledged(welcome.eventsReceived);
+    this.#eventsSent = welcome.eventsReceived;
+    const unacked = this.#eventsUnacked.map(({ event }) => event);
+    this.#eventsUnacked = [];
     this.#session = { id: welcome.sessionId, resumeToken: welcome.resumeToken };
     const limits = welcome.limits;
     if (limits !== undefined) {
@@ -789,7 +805,7 @@ export class Client {
       }
       if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
     }
-    out.push(...this.#buffer);
+    out.push(...unacked, ...this.#buffer);
     this.#buffer = [];
     this.#welcomed = true;
     const socket = this.#socket;
@@ -857,6 +873,12 @@ export class Client {
     });
   }
 
+  /** The session took every event numbered up to `seq`. */
+  #eventsAcknowledged(seq: bigint): void {
+    const taken = this.#eventsUnacked.findIndex((e) => e.seq > seq);
+    this.#eventsUnacked.splice(0, taken === -1 ? this.#eventsUnacked.length : taken);
+  }
+
   /** Asks for a full snapshot (when `ifDue`, at most once a second). */
   #resync(room: string, state: RoomState, ifDue: boolean): void {
     if (ifDue && now() - state.resyncAskedMs < 1000) return;
@@ -891,6 +913,7 @@ export class Client {
     if (socket === undefined || !this.#welcomed || this.#timers.flush !== undefined) return;
     const at = now();
     const parts: Uint8Array[] = [];
+    const firstEventSeq = this.#eventsSent + 1n;
     // The head of the queue, encoded, when the pacers held it back.
     let held: Uint8Array | undefined;
     while (this.#queue.length > 0 && parts.length < this.#maxBatch) {
@@ -906,11 +929,16 @@ export class Client {
         held = part;
         break;
       }
-      this.#queue.shift();
+      const message = this.#queue.shift();
       parts.push(part);
+      if (message?.case === "event") {
+        this.#eventsSent++;
+        if (this.#eventsUnacked.length >= this.#options.bufferLimit) this.#eventsUnacked.shift();
+        this.#eventsUnacked.push({ seq: this.#eventsSent, event: message });
+      }
     }
     if (parts.length > 0) {
-      const envelope = concatEnvelope(parts);
+      const envelope = concatEnvelope(parts, this.#eventsSent >= firstEventSeq ? firstEventSeq : 0n);
       socket.send(envelope);
       this.stats.bytesOut += envelope.byteLength;
     }
@@ -951,10 +979,13 @@ function encodeMessage(kind: Outgoing): Uint8Array {
 
 /**
  * A `ClientEnvelope` of already encoded messages: each is field 1 (`messages`), length
- * delimited — the same bytes `toBinary` gives, without encoding each message twice.
+ * delimited, then `firstEventSeq` (field 2) unless 0 — the same bytes `toBinary`
+ * gives, without encoding each message twice.
  */
-function concatEnvelope(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  let size = 0;
+function concatEnvelope(parts: Uint8Array[], firstEventSeq: bigint): Uint8Array<ArrayBuffer> {
+  const seq: number[] = [];
+  for (let n = firstEventSeq; n > 0n; n >>= 7n) seq.push(Number(n & 0x7fn) | (n >= 0x80n ? 0x80 : 0));
+  let size = seq.length > 0 ? 1 + seq.length : 0;
   for (const part of parts) size += 1 + varintLength(part.byteLength) + part.byteLength;
   const out = new Uint8Array(size);
   let at = 0;
@@ -969,6 +1000,10 @@ function concatEnvelope(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
     }
     out.set(part, at);
     at += part.byteLength;
+  }
+  if (seq.length > 0) {
+    out[at++] = 0x10; // field 2, wire type 0
+    out.set(seq, at);
   }
   return out;
 }

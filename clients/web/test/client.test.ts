@@ -26,6 +26,8 @@ class FakeSocket {
   onclose: ((e: { code: number; reason: string }) => void) | null = null;
   onerror: (() => void) | null = null;
   readonly sent: v1.ClientMessage["kind"][] = [];
+  /** The events sent, as (number, kind); number 0: not numbered. */
+  readonly events: [bigint, string][] = [];
   closedWith: number | undefined;
 
   constructor(
@@ -36,7 +38,14 @@ class FakeSocket {
   }
 
   send(data: Uint8Array): void {
-    this.sent.push(...fromBinary(v1.ClientEnvelopeSchema, data).messages.map((m) => m.kind));
+    const envelope = fromBinary(v1.ClientEnvelopeSchema, data);
+    this.sent.push(...envelope.messages.map((m) => m.kind));
+    let seq = envelope.firstEventSeq;
+    for (const { kind } of envelope.messages) {
+      if (kind.case !== "event") continue;
+      this.events.push([seq, kind.value.kind]);
+      if (seq !== 0n) seq++;
+    }
   }
 
   close(code = 1005): void {
@@ -50,8 +59,8 @@ class FakeSocket {
     this.onmessage?.({ data: toBinary(v1.ServerEnvelopeSchema, envelope).slice().buffer });
   }
 
-  welcome(resumed = false, sessionId = 7n): void {
-    this.receive([{ case: "welcome", value: { sessionId, resumeToken: "resume-me", resumed, userId: "ada" } }]);
+  welcome(resumed = false, sessionId = 7n, eventsReceived = 0n): void {
+    this.receive([{ case: "welcome", value: { sessionId, resumeToken: "resume-me", resumed, userId: "ada", eventsReceived } }]);
   }
 
   /** The server (or the network, with 1006) ends the connection. */
@@ -270,6 +279,26 @@ test("messages the pacer had not sent yet go out after the reconnect", () => {
   last().welcome(true);
   advance(2000);
   assert.deepEqual(last().kinds(), ["event", "event", "event", "leave"]);
+});
+
+test("numbered events: what the session did not take goes out again with its number, what it took does not", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  for (const kind of ["a", "b", "c"]) c.sendEvent("r", kind, new Uint8Array());
+  assert.deepEqual(last().events, [[1n, "a"], [2n, "b"], [3n, "c"]]);
+  // The connection dies before a pong; the resumed session had taken only "a".
+  last().end(1006);
+  mock.timers.tick(1000);
+  last().welcome(true, 7n, 1n);
+  assert.deepEqual(last().events, [[2n, "b"], [3n, "c"]]);
+  // A pong acknowledges all three; "d" is not acknowledged when the session is lost.
+  last().receive([{ case: "pong", value: { eventsReceived: 3n } }], 1n);
+  c.sendEvent("r", "d", new Uint8Array());
+  last().end(4504, "resume token unknown or expired");
+  last().welcome(false, 8n);
+  assert.deepEqual(last().events, [[1n, "d"]], "a new session numbers from 1 again");
 });
 
 test("a message of a kind this version does not know is numbered like the others", () => {
