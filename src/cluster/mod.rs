@@ -5,7 +5,9 @@
 //! to Redis and are restored on another node when theirs dies or stops, and sessions
 //! continue on another node with their ids ([`node`]); room events published through
 //! any node's HTTP API reach the room's node over Redis pub/sub ([`bus`]). Matchmaking
-//! (quick join, metadata, locked and private rooms) is not built yet.
+//! (quick join, metadata, locked and private rooms) reads the same directory: a quick
+//! join takes an open room of the node asked, else the fullest open one the directory
+//! lists on another node (see `QuickJoin` in PROTOCOL.md).
 
 pub mod bus;
 pub mod directory;
