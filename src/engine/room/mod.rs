@@ -355,7 +355,7 @@ impl Room {
     }
 
     /// Adds a member. At the next tick it is answered with `Joined`, the other
-    /// members get presence ([`Room::announce`]) and the simulation learns of it; its
+    /// members get presence and the simulation learns of it; its
     /// first frame is a full snapshot. A refusal (an `Error`) goes out at once.
     /// Joining again while a member is answered like a join, with `Joined` and a full
     /// snapshot, at most once per second (counted with resyncs); so is joining again
