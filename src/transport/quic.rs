@@ -336,10 +336,21 @@ impl Transport for Quic {
         let mut sent = Sent::default();
         let max_datagram = self.conn.max_datagram_size().unwrap_or(0);
         self.on_stream.clear();
+        self.on_stream.extend(
+            (batch.states.iter())
+                .filter(|state| state_envelope_len(state) > max_datagram)
+                .cloned(),
+        );
+        // The stream first: a `Joined` or `Welcome` must not be overtaken by the
+        // datagram of the room's first frame (the client would drop the frame, and
+        // the server send the full snapshot again).
+        let stream_part = batch.welcome.is_some() || !batch.reliable.is_empty() || !self.on_stream.is_empty();
+        if stream_part {
+            self.write_stream(batch.reliable_part(), outbox, &mut sent).await?;
+        }
         for state in &batch.states {
             if state_envelope_len(state) > max_datagram {
-                self.on_stream.push(state.clone());
-                continue;
+                continue; // on the stream
             }
             encode_envelope(Reliable::default(), std::slice::from_ref(state), &mut self.outbound);
             let datagram = self.outbound.split().freeze();
@@ -349,27 +360,15 @@ impl Transport for Quic {
                 Ok(()) => {}
                 Err(quinn::SendDatagramError::ConnectionLost(_)) => return Err(Broken),
                 // The peer's limit shrank meanwhile: the stream takes it.
-                Err(_) => self.on_stream.push(state.clone()),
+                Err(_) => {
+                    self.on_stream.clear();
+                    self.on_stream.push(state.clone());
+                    self.write_stream(Reliable::default(), outbox, &mut sent).await?;
+                }
             }
-        }
-        if batch.welcome.is_none() && batch.reliable.is_empty() && self.on_stream.is_empty() {
-            return Ok(sent);
-        }
-        // One frame, or several when large (a member of several large rooms).
-        for (reliable, states) in split_envelopes(batch.reliable_part(), &self.on_stream, SPLIT_ENVELOPE_BYTES) {
-            encode_stream_frame(reliable, states, &mut self.outbound);
-            let frame = self.outbound.split().freeze();
-            sent.bytes += frame.len() as u64;
-            sent.messages += 1;
-            self.send.write_chunk(frame).await.map_err(|_| Broken)?;
-        }
-        // The stream is reliable and ordered: these frames will arrive.
-        for state in &self.on_stream {
-            outbox.ack(state.room, state.tick);
         }
         Ok(sent)
     }
-
     async fn ping(&mut self) -> Result<(), Broken> {
         // QUIC has no application-visible ping: an application `Ping` the client
         // answers with a `Pong` (any inbound traffic counts as liveness).
@@ -396,6 +395,25 @@ impl Transport for Quic {
 
     async fn finish(&mut self) {
         close_with(&self.conn, CloseReason::Normal.code(), CloseReason::Normal.reason());
+    }
+}
+
+impl Quic {
+    /// Writes `reliable` and the states in `on_stream` on the control stream: one
+    /// frame, or several when large (a member of several large rooms). The stream is
+    /// reliable and ordered, so those states count as acknowledged.
+    async fn write_stream(&mut self, reliable: Reliable<'_>, outbox: &Outbox, sent: &mut Sent) -> Result<(), Broken> {
+        for (reliable, states) in split_envelopes(reliable, &self.on_stream, SPLIT_ENVELOPE_BYTES) {
+            encode_stream_frame(reliable, states, &mut self.outbound);
+            let frame = self.outbound.split().freeze();
+            sent.bytes += frame.len() as u64;
+            sent.messages += 1;
+            self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+        }
+        for state in &self.on_stream {
+            outbox.ack(state.room, state.tick);
+        }
+        Ok(())
     }
 }
 

@@ -445,7 +445,11 @@ impl QuicLink {
                 Ok(None) => {}
                 Err(e) => return Received::Lost(format!("control stream: {e}")),
             }
+            // The stream first when both are ready: a room's `Joined` (or a resume's
+            // `Welcome`) is written before the datagram of its first frame, which is
+            // useless to the client ahead of it.
             tokio::select! {
+                biased;
                 chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
                     // The server finishes the stream just before it closes the
