@@ -64,6 +64,11 @@ pub struct Config {
     pub room_creations_per_minute: f64,
     /// Rooms one creator may create in a burst.
     pub room_creation_burst: f64,
+    /// Room searches (`ListRooms`, `QuickJoin`) one creator may make per second,
+    /// sustained, across its sessions: each looks at up to 2,000 rooms.
+    pub room_searches_per_second: f64,
+    /// Room searches one creator may make in a burst.
+    pub room_search_burst: f64,
     /// Seconds an empty room stays open before it is closed.
     pub empty_room_ttl_secs: u64,
     /// Room type used when a join names none.
@@ -397,6 +402,8 @@ impl Default for Config {
             max_rooms_per_creator: 1_000,
             room_creations_per_minute: 120.0,
             room_creation_burst: 60.0,
+            room_searches_per_second: 10.0,
+            room_search_burst: 20.0,
             empty_room_ttl_secs: 30,
             default_room_type: "relay".into(),
             room_types: room_types.into_iter().collect(),
@@ -533,6 +540,9 @@ impl Config {
         if !(self.room_creations_per_minute > 0.0 && self.room_creation_burst >= 1.0) {
             return invalid("room_creations_per_minute must be > 0 and room_creation_burst >= 1".into());
         }
+        if !(self.room_searches_per_second > 0.0 && self.room_search_burst >= 1.0) {
+            return invalid("room_searches_per_second must be > 0 and room_search_burst >= 1".into());
+        }
         if !self.room_types.contains_key(&self.default_room_type) {
             return invalid(format!(
                 "default_room_type `{}` is not in room_types",
@@ -629,6 +639,11 @@ impl Config {
             checkpoints: None,
             configured_rooms: self.rooms.iter().map(|r| r.id.clone()).collect(),
         }
+    }
+
+    /// The room-search rate every session of one creator shares.
+    pub fn search_rate(&self) -> crate::session::limits::SharedRate {
+        crate::session::limits::SharedRate::new(self.room_searches_per_second, self.room_search_burst)
     }
 
     /// The settings every session runs with.
@@ -748,6 +763,11 @@ max_rooms = 10000
 max_rooms_per_creator = 1000
 room_creations_per_minute = 120.0
 room_creation_burst = 60.0
+# Room searches (ListRooms, QuickJoin: each looks at up to 2,000 rooms) one creator
+# may make, across its sessions. Beyond: RATE_LIMITED with when to retry. Behind a
+# TLS-terminating proxy every anonymous client is one address: raise these.
+room_searches_per_second = 10.0
+room_search_burst = 20.0
 # Seconds an empty room stays open before it is closed.
 empty_room_ttl_secs = 30
 # Room type used when a join does not name one.

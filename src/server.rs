@@ -197,6 +197,7 @@ impl Server {
             settings: Arc::new(config.session_settings()),
             clustered: cluster.is_some(),
             room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
+            searches: Arc::new(config.search_rate()),
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),

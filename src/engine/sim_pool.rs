@@ -322,6 +322,16 @@ impl RoomShared {
         self.members.load(Ordering::Acquire) + kept + reserved
     }
 
+    /// Reserves a seat for a quick join, if one is free.
+    fn reserve_seat(&self) -> bool {
+        (self.reserved)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |reserved| {
+                let others = self.members.load(Ordering::Acquire) + self.kept.load(Ordering::Acquire);
+                (others + reserved < self.max_members).then_some(reserved + 1)
+            })
+            .is_ok()
+    }
+
     /// Members plus the seats a restored room keeps: what counts against the cap.
     pub fn occupied(&self) -> u32 {
         self.members.load(Ordering::Relaxed) + self.kept.load(Ordering::Relaxed)
@@ -479,19 +489,51 @@ enum Opening<'a> {
 /// Rooms by id, in id order (so listings page).
 type Directory = BTreeMap<Arc<str>, RoomHandle>;
 
+/// Payload bytes (inputs, events) that may wait in one simulation thread's queue:
+/// the queue's count bound alone would let large events (published through the HTTP
+/// API, say) hold a gigabyte while the thread is late.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// What waits in one simulation thread's queue: sent and not yet received.
+#[derive(Debug, Default)]
+struct Queued {
+    commands: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Command {
+    /// The payload bytes it carries (see [`MAX_QUEUED_BYTES`]).
+    fn payload_bytes(&self) -> usize {
+        match self {
+            Command::Input { payload, .. } => match payload {
+                input::Payload::Intent(intent) => intent.len(),
+                input::Payload::Writes(writes) => prost::Message::encoded_len(writes),
+            },
+            Command::Event { event, .. } => event.payload.len() + event.kind.len(),
+            _ => 0,
+        }
+    }
+}
+
 struct Worker {
     tx: Sender<Command>,
-    /// Commands sent and not yet received by the thread.
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     rooms: Arc<AtomicU32>,
     join: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    /// Queues a command unless `capacity` commands already wait.
+    /// Queues a command unless `capacity` commands, or [`MAX_QUEUED_BYTES`] of
+    /// payloads, already wait.
     fn send(&self, command: Command, capacity: usize) -> Result<(), PoolError> {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= capacity {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        let bytes = command.payload_bytes();
+        if self.queued.commands.fetch_add(1, Ordering::AcqRel) >= capacity {
+            self.queued.commands.fetch_sub(1, Ordering::AcqRel);
+            return Err(PoolError::Busy);
+        }
+        if bytes > 0 && self.queued.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > MAX_QUEUED_BYTES {
+            self.queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.queued.commands.fetch_sub(1, Ordering::AcqRel);
             return Err(PoolError::Busy);
         }
         self.tx.send(command).map_err(|_| PoolError::ShutDown)
@@ -526,7 +568,7 @@ impl SimPool {
         let workers = (0..config.threads.max(1))
             .map(|i| {
                 let (tx, rx) = crossbeam_channel::unbounded();
-                let queued = Arc::new(AtomicUsize::new(0));
+                let queued = Arc::new(Queued::default());
                 let rooms = Arc::new(AtomicU32::new(0));
                 let thread = SimThread {
                     rx,
@@ -644,18 +686,22 @@ impl SimPool {
         if !self.config.room_types.contains_key(filter.room_type) {
             return None; // opening one will say why
         }
-        // Under the directory's lock: two quick joins never reserve the last seat twice.
         // The rooms of the asked type are looked at as for a listing page, the first
-        // `LIST_SCAN` of them (the lock is everyone's); the others cost a comparison
-        // of their type.
-        let directory = self.directory.lock();
-        let room = (directory.values())
+        // `LIST_SCAN` of them; under the directory's lock (everyone's) only their type
+        // is compared, the filters run outside it.
+        let scan: Vec<RoomHandle> = (self.directory.lock().values())
             .filter(|h| *h.shared.room_type == *filter.room_type)
             .take(LIST_SCAN)
+            .cloned()
+            .collect();
+        let mut open: Vec<(u32, RoomHandle)> = (scan.into_iter())
             .filter(|h| h.shared.listed(&filter) && !skip(&h.shared.id))
-            .min_by_key(|h| std::cmp::Reverse(h.shared.seats_taken()))?;
-        room.shared.reserved.fetch_add(1, Ordering::Relaxed);
-        Some(room.clone())
+            .map(|h| (h.shared.seats_taken(), h))
+            .collect();
+        // The fullest first (the first in id order on a tie); a seat is reserved only
+        // while one is free, so two quick joins never take the last seat twice.
+        open.sort_by_key(|(taken, _)| std::cmp::Reverse(*taken));
+        open.into_iter().map(|(_, h)| h).find(|h| h.shared.reserve_seat())
     }
 
     fn open_room(
@@ -774,17 +820,21 @@ impl SimPool {
     ) -> (Vec<proto::RoomInfo>, Option<String>) {
         use std::ops::Bound::{Excluded, Unbounded};
         let limit = limit.min(MAX_ROOMS_PER_PAGE);
-        let directory = self.directory.lock();
         let lower = if after.is_empty() { Unbounded } else { Excluded(after) };
+        // Taken under the directory's lock (everyone's), filtered outside it.
+        let scan: Vec<Arc<RoomShared>> = (self.directory.lock().range::<str, _>((lower, Unbounded)))
+            .take(LIST_SCAN + 1)
+            .map(|(_, handle)| handle.shared.clone())
+            .collect();
         let mut rooms = Vec::new();
         let (mut last, mut bytes) = (None, 0);
-        for (scanned, (id, handle)) in directory.range::<str, _>((lower, Unbounded)).enumerate() {
+        for (scanned, shared) in scan.iter().enumerate() {
             if rooms.len() == limit || scanned == LIST_SCAN || bytes > max_bytes {
-                return (rooms, last.map(|id: &Arc<str>| id.to_string()));
+                return (rooms, last.map(|shared: &Arc<RoomShared>| shared.id.to_string()));
             }
-            last = Some(id);
-            if handle.shared.listed(filter) {
-                let info = handle.shared.info();
+            last = Some(shared);
+            if shared.listed(filter) {
+                let info = shared.info();
                 bytes += listing::listed_bytes(&info);
                 rooms.push(info);
             }
@@ -807,7 +857,7 @@ impl SimPool {
         let mut asked = 0;
         for worker in &self.workers {
             // Counted like any command: the thread uncounts what it receives.
-            worker.queued.fetch_add(1, Ordering::AcqRel);
+            worker.queued.commands.fetch_add(1, Ordering::AcqRel);
             if worker.tx.send(Command::CheckpointAll).is_ok() {
                 asked += 1;
                 if let Some(join) = &worker.join {
@@ -848,7 +898,7 @@ impl SimPool {
     pub fn shutdown(&mut self) {
         for worker in &self.workers {
             // Counted like any command: the thread uncounts what it receives.
-            worker.queued.fetch_add(1, Ordering::AcqRel);
+            worker.queued.commands.fetch_add(1, Ordering::AcqRel);
             let _ = worker.tx.send(Command::Shutdown);
             // A thread sleeping until its next tick takes the command now.
             if let Some(join) = &worker.join {
@@ -893,7 +943,7 @@ impl OwnedRoom {
 struct SimThread {
     rx: Receiver<Command>,
     /// Shared with the senders: decremented for every command received.
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     rooms: Vec<OwnedRoom>,
     /// Position in `rooms` by room key.
     index: FxHashMap<RoomKey, usize>,
@@ -982,7 +1032,11 @@ impl SimThread {
 
     /// Handles one received command; false on shutdown.
     fn take(&mut self, command: Command) -> bool {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued.commands.fetch_sub(1, Ordering::AcqRel);
+        let bytes = command.payload_bytes();
+        if bytes > 0 {
+            self.queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
         if matches!(command, Command::Shutdown) {
             return false;
         }
@@ -1447,6 +1501,29 @@ mod tests {
             assert!(Instant::now() < deadline, "still busy");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Large payloads fill a stuck thread's queue by bytes long before its count
+    /// bound: 8 MiB events, at most 64 MiB of them wait.
+    #[test]
+    fn a_thread_with_too_many_payload_bytes_waiting_answers_busy() {
+        let (gate, rx) = crossbeam_channel::bounded::<()>(0);
+        let pool = pool(1, rx);
+        let _member = join(&pool, "heavy", "blocking", 1);
+        let room = pool.room("heavy").unwrap();
+        let event = || Command::Event {
+            room: room.key,
+            member: crate::state::SERVER,
+            event: SendEvent {
+                payload: vec![0; 8 << 20].into(),
+                ..Default::default()
+            },
+        };
+        // Wait for the thread to be stuck in the room's step (nothing is taken).
+        std::thread::sleep(Duration::from_millis(200));
+        let taken = (0..20).take_while(|_| pool.send(&room, event()).is_ok()).count();
+        assert!((7..=8).contains(&taken), "{taken} events of 8 MiB queued");
+        drop(gate);
     }
 
     #[test]

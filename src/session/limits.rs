@@ -126,6 +126,45 @@ impl RateLimiter {
     }
 }
 
+/// A rate shared by every session of one key (a user, or an anonymous client's
+/// address): what one client may not multiply by opening more sessions. Keys whose
+/// bucket has refilled are forgotten once there are many.
+#[derive(Debug)]
+pub struct SharedRate {
+    per_second: f64,
+    burst: f64,
+    buckets: parking_lot::Mutex<std::collections::HashMap<std::sync::Arc<str>, TokenBucket>>,
+}
+
+/// Keys kept before the full (idle) buckets are dropped.
+const SHARED_RATE_KEYS: usize = 4_096;
+
+impl SharedRate {
+    /// `per_second` sustained, `burst` at once, per key.
+    pub fn new(per_second: f64, burst: f64) -> Self {
+        Self {
+            per_second,
+            burst,
+            buckets: parking_lot::Mutex::default(),
+        }
+    }
+
+    /// Takes one for `key`, or says how long until one is available.
+    pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock();
+        if let Some(bucket) = buckets.get_mut(key) {
+            return bucket.try_take(1.0, now);
+        }
+        if buckets.len() >= SHARED_RATE_KEYS {
+            buckets.retain(|_, b| !b.is_full(now));
+        }
+        let mut bucket = TokenBucket::new(self.per_second, self.burst, now);
+        let taken = bucket.try_take(1.0, now);
+        buckets.insert(key.into(), bucket);
+        taken
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +234,22 @@ mod tests {
         assert!(matches!(r.check(1, 16 * 1024, t0), Verdict::Refuse { .. }));
         // The refused message did not use a message token.
         assert_eq!(r.messages.tokens(), 92.0);
+    }
+
+    #[test]
+    fn a_shared_rate_counts_per_key_and_refills() {
+        let t0 = Instant::now();
+        let rate = SharedRate::new(1.0, 2.0);
+        assert_eq!(rate.take("10.0.0.1", t0), Ok(()));
+        assert_eq!(rate.take("10.0.0.1", t0), Ok(()));
+        assert_eq!(rate.take("10.0.0.1", t0), Err(ms(1000)));
+        assert_eq!(rate.take("alice", t0), Ok(()), "another key has its own bucket");
+        assert_eq!(rate.take("10.0.0.1", t0 + ms(1000)), Ok(()));
+        // Many keys: the idle (full) buckets are forgotten, the busy ones kept.
+        for n in 0..SHARED_RATE_KEYS {
+            let _ = rate.take(&format!("k{n}"), t0);
+        }
+        let _ = rate.take("one more", t0 + ms(5000));
+        assert!(rate.buckets.lock().len() < 10);
     }
 }

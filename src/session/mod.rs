@@ -137,6 +137,9 @@ pub struct SessionContext {
     pub clustered: bool,
     /// Draws the random part of the id of a room a quick join creates.
     pub room_ids: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Room searches (`ListRooms`, `QuickJoin`), per creator: each looks at many
+    /// rooms, so one client opening many sessions must not multiply them.
+    pub searches: Arc<limits::SharedRate>,
 }
 
 /// Work a clustered session needs from the room directory. The driver takes it from
@@ -627,7 +630,9 @@ impl Session {
             K::Join(join) => self.join(join),
             K::QuickJoin(quick) => {
                 self.forget_left(now);
-                self.quick_join(quick);
+                if self.searched(quick.request_id, now) {
+                    self.quick_join(quick);
+                }
             }
             K::Leave(leave) => {
                 if self.claims.remove(&leave.room).is_some() {
@@ -670,7 +675,12 @@ impl Session {
                 };
                 self.send(&room, command, 0);
             }
-            K::Request(request) => self.request(request),
+            K::Request(request) => {
+                let search = matches!(request.kind, Some(request::Kind::ListRooms(_)));
+                if !search || self.searched(request.request_id, now) {
+                    self.request(request);
+                }
+            }
             K::Ping(ping) => {
                 self.outbox.confirm(ping.received_seq);
                 let pong = Kind::Pong(proto::Pong {
@@ -691,6 +701,23 @@ impl Session {
             }
             K::RefreshToken(refresh) => self.refresh(refresh, now),
         }
+    }
+
+    /// Whether a room search (`ListRooms`, `QuickJoin`) may run now: its creator's
+    /// sessions share a rate (each search looks at up to [`LIST_SCAN`] rooms). If
+    /// not, it is answered `RATE_LIMITED` with when to retry.
+    fn searched(&mut self, request_id: u64, now: Now) -> bool {
+        let Err(wait) = self.ctx.searches.take(&self.identity.creator, now.instant) else {
+            return true;
+        };
+        self.reply(encode_message(Kind::Error(proto::Error {
+            code: ErrorCode::RateLimited as i32,
+            message: "too many room searches (ListRooms, QuickJoin) from this user or address".into(),
+            request_id,
+            retry_after_ms: wait.as_millis().max(1) as u32,
+            ..Default::default()
+        })));
+        false
     }
 
     fn refresh(&mut self, refresh: proto::RefreshToken, now: Now) {
@@ -838,6 +865,11 @@ impl Session {
         }
         if !self.ctx.clustered {
             return self.create_for_quick_join(quick.request_id, &quick.room_type, metadata);
+        }
+        // Each waiting quick join counts against the room cap by its request id.
+        if self.quick_joins.contains_key(&quick.request_id) {
+            let message = "a quick join with this request_id is waiting for the room directory";
+            return self.reply(error_message(ErrorCode::BadRequest, message, quick.request_id, ""));
         }
         self.directory_ops.push(DirectoryOp::QuickJoin {
             request_id: quick.request_id,

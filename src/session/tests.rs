@@ -234,6 +234,7 @@ impl Harness {
             settings: Arc::new(settings),
             clustered,
             room_ids: Arc::new(|| "r4nd0m".into()),
+            searches: Arc::new(limits::SharedRate::new(1000.0, 1000.0)),
         };
         let t0 = Instant::now();
         let now = Now {
@@ -1027,6 +1028,38 @@ fn clustered_a_leave_before_the_claim_answers_is_final() {
     assert_eq!(h.sent(), [], "the claim finds no join to finish");
 }
 
+/// Room searches look at many rooms each: a creator's sessions share a rate, and a
+/// search over it is answered `RATE_LIMITED` with when to retry, not run.
+#[test]
+fn room_searches_share_a_rate_per_creator() {
+    let mut h = Harness::new();
+    h.replies();
+    let searches = Arc::new(limits::SharedRate::new(1.0, 2.0));
+    h.session.ctx.searches = searches.clone();
+    let list = |request_id| {
+        Out::Request(proto::Request {
+            request_id,
+            kind: Some(request::Kind::ListRooms(proto::ListRooms::default())),
+        })
+    };
+    h.send(vec![list(1), quick_join("relay", &[], &[], 2), list(3)])
+        .unwrap();
+    assert_eq!(h.rooms.listed.lock().len(), 1, "the third search did not run");
+    let replies = h.replies();
+    let limited: Vec<_> = (replies.iter())
+        .filter_map(|k| match k {
+            Kind::Error(e) if e.code == ErrorCode::RateLimited as i32 => Some((e.request_id, e.retry_after_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(limited, [(3, 1000)]);
+    // Another session of the same address shares the rate; a second later, one more.
+    assert!(searches.take("127.0.0.1", h.now().instant).is_err());
+    h.advance(Duration::from_secs(1));
+    h.one(list(4)).unwrap();
+    assert_eq!(h.rooms.listed.lock().len(), 2);
+}
+
 #[test]
 fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
     let mut h = Harness::clustered();
@@ -1331,6 +1364,23 @@ fn clustered_a_quick_join_with_nothing_open_here_asks_the_directory() {
         seat: "ticket".into(),
     };
     assert_eq!(h.replies(), [Kind::Redirect(redirect)]);
+}
+
+/// A waiting quick join counts against the room cap by its request id: one sent
+/// again with the same id is refused, not a second directory query the cap misses.
+#[test]
+fn clustered_a_quick_join_cannot_reuse_a_waiting_request_id() {
+    let mut h = Harness::clustered();
+    h.replies();
+    for _ in 0..3 {
+        h.one(quick_join("arena", &[], &[], 5)).unwrap();
+    }
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 5), (ErrorCode::BadRequest, 5)]);
+    assert!(matches!(
+        h.session.poll_directory(),
+        Some(DirectoryOp::QuickJoin { .. })
+    ));
+    assert_eq!(h.session.poll_directory(), None);
 }
 
 #[test]

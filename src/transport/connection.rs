@@ -601,6 +601,7 @@ mod tests {
             settings: Arc::new(config.session_settings()),
             clustered: false,
             room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
+            searches: Arc::new(config.search_rate()),
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),

@@ -203,6 +203,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
         Ok(Err(_)) => return None,
         Err(_) => {
             let reason = CloseReason::HeartbeatTimeout;
+            ctx.metrics.count_close(reason);
             close_with(&conn, reason.code(), "no control stream in time");
             return None;
         }
@@ -211,13 +212,13 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
     let mut quic = Quic::new(conn, send, recv, max_message.max(MAX_HELLO_BYTES));
     let hello = match tokio::time::timeout_at(deadline, quic.recv()).await {
         Ok(Received::Binary(bytes)) => Hello::decode(bytes),
-        Ok(Received::Other(Inbound::TooBig)) => return quic.refuse(CloseReason::MessageTooBig).await,
-        Ok(Received::ProtocolError) => return quic.refuse(CloseReason::ProtocolError).await,
+        Ok(Received::Other(Inbound::TooBig)) => return quic.refuse(ctx, CloseReason::MessageTooBig).await,
+        Ok(Received::ProtocolError) => return quic.refuse(ctx, CloseReason::ProtocolError).await,
         Ok(_) => return None,
-        Err(_) => return quic.refuse(CloseReason::HeartbeatTimeout).await,
+        Err(_) => return quic.refuse(ctx, CloseReason::HeartbeatTimeout).await,
     };
     let Ok(hello) = hello else {
-        return quic.refuse(CloseReason::Undecodable).await;
+        return quic.refuse(ctx, CloseReason::Undecodable).await;
     };
     quic.max_message = max_message;
     let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
@@ -226,6 +227,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
         Err(e) => {
             ctx.metrics.count_auth_failure(e.kind());
             tracing::debug!(%peer, "QUIC authentication failed: {e}");
+            ctx.metrics.count_close(CloseReason::AuthFailed);
             return quic.refuse_auth(&e).await;
         }
     };
@@ -281,7 +283,9 @@ impl Quic {
         }
     }
 
-    async fn refuse<T>(&mut self, reason: CloseReason) -> Option<T> {
+    /// Closes a connection refused before its session (counted like a session's close).
+    async fn refuse<T>(&mut self, ctx: &Context, reason: CloseReason) -> Option<T> {
+        ctx.metrics.count_close(reason);
         self.close(reason).await;
         None
     }

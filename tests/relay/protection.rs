@@ -632,6 +632,8 @@ async fn quic_tokens_are_checked_in_the_hello() {
         assert!(reason.contains("authentication failed"), "{reason}");
     }
     assert_eq!(server.metric("tickrelay_connections"), 0);
+    // Closed before a session existed, and counted like any close.
+    assert_eq!(server.metric("tickrelay_closes_total{code=\"4000\"}"), 3);
     let good = token(SECRET, "alice", 60, Some(vec!["lobby"]));
     let mut c = TestClient::connect_quic(&server, &good, "").await.unwrap();
     assert_eq!(&*c.welcome.user_id, "alice");
