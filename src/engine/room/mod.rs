@@ -355,8 +355,8 @@ impl Room {
     }
 
     /// Adds a member. At the next tick it is answered with `Joined`, the other
-    /// members get presence and the simulation learns of it; its
-    /// first frame is a full snapshot. A refusal (an `Error`) goes out at once.
+    /// members get presence and the simulation learns of it; its first frame is a
+    /// full snapshot. A refusal (an `Error`) goes out at once.
     /// Joining again while a member is answered like a join, with `Joined` and a full
     /// snapshot, at most once per second (counted with resyncs); so is joining again
     /// after leaving a room others are in. Sooner, both are refused (`RATE_LIMITED`,
