@@ -13,7 +13,7 @@ use tickrelay::proto::{self, ErrorCode, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster, jwt_replacing, user_token};
 use tickrelay_testkit::directory::{self, entry, node};
 use tickrelay_testkit::redis::RedisServer;
-use tickrelay_testkit::{TestClient, TestServer, Transport, eventually};
+use tickrelay_testkit::{TestClient, TestServer, Transport, eventually, many_searches};
 
 /// Long enough that a loaded machine renews in time, short enough to wait out.
 const REDIS_LEASE: Duration = Duration::from_millis(600);
@@ -203,7 +203,8 @@ fn node_url(node: &TestServer) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_elsewhere_is_redirected_to_the_owner_and_listings_span_the_nodes() {
     let cluster = TestCluster::start();
-    let (a, b) = (cluster.node().await, cluster.node().await);
+    // b is asked for its listing again and again below, from one address.
+    let (a, b) = (cluster.node().await, cluster.node_with(many_searches).await);
     let mut on_a = TestClient::connect(&a).await;
     assert_eq!(join_or_redirect(&mut on_a, "lobby").await, None);
     let mut on_b = TestClient::connect(&b).await;

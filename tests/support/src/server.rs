@@ -56,6 +56,13 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     start_config(config).await
 }
 
+/// An adjustment for [`start_with`]: room searches (`ListRooms`, `QuickJoin`) at any
+/// rate, for tests that make many from one address.
+pub fn many_searches(config: &mut Config) {
+    config.room_searches_per_second = 1e6;
+    config.room_search_burst = 1e6;
+}
+
 /// The server with exactly `config` (start from [`Config::loopback`]).
 pub async fn start_config(config: Config) -> TestServer {
     let server = Server::bind(config).await.expect("server starts");
