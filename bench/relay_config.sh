@@ -25,17 +25,24 @@ handshake_burst = 5000.0
 CONFIG
 }
 
-# Prints the side-by-side arena room type (room for 16 more than the bots per room).
+# Prints the side-by-side arena room type (room for 16 more than the bots per room),
+# and for rooms of more than 315 seats a reliable queue that holds one tick's
+# presence at its largest (a leave and a join per seat, 416 bytes each at most: the
+# relay refuses a configuration where it does not fit).
 #   bench_arena_room_type TICK_RATE MEMBERS NPCS
 bench_arena_room_type() {
+    local seats=$(($2 + 16))
     cat <<CONFIG
 
 [room_types.arena]
 simulation = "arena"
 tick_rate = $1
-max_members = $(($2 + 16))
+max_members = $seats
 arena_npcs = $3
 CONFIG
+    if ((2 * seats * 416 > 262144)); then
+        printf '\n[session]\noutbox_max_bytes = %d\n' $((2 * seats * 416))
+    fi
 }
 
 # A free TCP port on 127.0.0.1.

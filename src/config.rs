@@ -21,6 +21,9 @@ use crate::session::limits::RateLimits;
 use crate::state::{FieldSpec, FieldType, KindSchema, Schema};
 pub use crate::transport::gate::ConnectionLimits;
 use crate::transport::origin::OriginConfig;
+
+/// The largest presence message: a room id and a user id at their longest.
+const PRESENCE_MAX_BYTES: usize = crate::engine::room::MAX_ROOM_ID_BYTES + crate::session::auth::MAX_SUB_BYTES + 32;
 pub use crate::transport::quic::QuicConfig;
 pub use crate::transport::tls::TlsConfig;
 
@@ -556,12 +559,13 @@ impl Config {
             if let Err(e) = t.schema() {
                 return invalid(format!("room type `{name}`: {e}"));
             }
-            // One tick's presence for a member: every seat's leave and join.
-            if 2 * t.max_members > self.session.outbox_max_messages {
+            // One tick's presence for a member: a leave and a join per seat, with room
+            // for its own `Joined` and an error (events wait for the next tick).
+            let (messages, bytes) = (2 * t.max_members + 2, 2 * t.max_members * PRESENCE_MAX_BYTES);
+            if messages > self.session.outbox_max_messages || bytes > self.session.outbox_max_bytes {
                 return invalid(format!(
-                    "room type `{name}`: max_members {} needs session.outbox_max_messages of at least {} (one tick's presence can be a leave and a join per seat)",
+                    "room type `{name}`: max_members {} needs session.outbox_max_messages of at least {messages} and outbox_max_bytes of at least {bytes} (one tick's presence can be a leave and a join per seat)",
                     t.max_members,
-                    2 * t.max_members
                 ));
             }
         }

@@ -501,22 +501,31 @@ struct Queued {
     bytes: AtomicUsize,
 }
 
+/// Payloads smaller than this are not counted against [`MAX_QUEUED_BYTES`] (the
+/// count bound holds them to a few MiB), so the common small input costs no shared
+/// counter.
+const COUNTED_PAYLOAD_BYTES: usize = 256;
+
 impl Command {
-    /// The payload bytes it carries (see [`MAX_QUEUED_BYTES`]).
-    fn payload_bytes(&self) -> usize {
-        match self {
+    /// The payload bytes it carries, when they count against [`MAX_QUEUED_BYTES`].
+    fn counted_bytes(&self) -> usize {
+        let bytes = match self {
             Command::Input { payload, .. } => match payload {
                 input::Payload::Intent(intent) => intent.len(),
                 input::Payload::Writes(writes) => prost::Message::encoded_len(writes),
             },
             Command::Event { event, .. } => event.payload.len() + event.kind.len(),
             _ => 0,
-        }
+        };
+        if bytes >= COUNTED_PAYLOAD_BYTES { bytes } else { 0 }
     }
 }
 
+/// A command on its way to a thread, with its counted bytes.
+type Queuing = (Command, usize);
+
 struct Worker {
-    tx: Sender<Command>,
+    tx: Sender<Queuing>,
     queued: Arc<Queued>,
     rooms: Arc<AtomicU32>,
     join: Option<JoinHandle<()>>,
@@ -526,7 +535,7 @@ impl Worker {
     /// Queues a command unless `capacity` commands, or [`MAX_QUEUED_BYTES`] of
     /// payloads, already wait.
     fn send(&self, command: Command, capacity: usize) -> Result<(), PoolError> {
-        let bytes = command.payload_bytes();
+        let bytes = command.counted_bytes();
         if self.queued.commands.fetch_add(1, Ordering::AcqRel) >= capacity {
             self.queued.commands.fetch_sub(1, Ordering::AcqRel);
             return Err(PoolError::Busy);
@@ -536,7 +545,15 @@ impl Worker {
             self.queued.commands.fetch_sub(1, Ordering::AcqRel);
             return Err(PoolError::Busy);
         }
-        self.tx.send(command).map_err(|_| PoolError::ShutDown)
+        self.tx.send((command, bytes)).map_err(|_| PoolError::ShutDown)
+    }
+
+    /// Queues a command of the pool's own (a stop, a checkpoint), whatever waits;
+    /// false when the thread is gone.
+    fn send_unbounded(&self, command: Command) -> bool {
+        // Counted like any command: the thread uncounts what it receives.
+        self.queued.commands.fetch_add(1, Ordering::AcqRel);
+        self.tx.send((command, 0)).is_ok()
     }
 }
 
@@ -809,8 +826,8 @@ impl SimPool {
     /// and where the next page starts (none: this is the last). A page looks at
     /// [`LIST_SCAN`] rooms at most, so a selective filter may answer a short page
     /// (even an empty one) that is not the last. It stops once its rooms are past
-    /// `max_bytes` (see [`listing::listed_bytes`]), so its work under the directory's
-    /// lock is bounded by bytes too.
+    /// `max_bytes` (see [`listing::listed_bytes`]). Under the directory's lock it only
+    /// takes handles of the rooms it will look at; the filters run outside it.
     pub fn list_rooms(
         &self,
         filter: &RoomFilter<'_>,
@@ -856,9 +873,7 @@ impl SimPool {
         }
         let mut asked = 0;
         for worker in &self.workers {
-            // Counted like any command: the thread uncounts what it receives.
-            worker.queued.commands.fetch_add(1, Ordering::AcqRel);
-            if worker.tx.send(Command::CheckpointAll).is_ok() {
+            if worker.send_unbounded(Command::CheckpointAll) {
                 asked += 1;
                 if let Some(join) = &worker.join {
                     join.thread().unpark();
@@ -897,9 +912,7 @@ impl SimPool {
     /// Stops every thread and waits for them.
     pub fn shutdown(&mut self) {
         for worker in &self.workers {
-            // Counted like any command: the thread uncounts what it receives.
-            worker.queued.commands.fetch_add(1, Ordering::AcqRel);
-            let _ = worker.tx.send(Command::Shutdown);
+            let _ = worker.send_unbounded(Command::Shutdown);
             // A thread sleeping until its next tick takes the command now.
             if let Some(join) = &worker.join {
                 join.thread().unpark();
@@ -941,7 +954,7 @@ impl OwnedRoom {
 }
 
 struct SimThread {
-    rx: Receiver<Command>,
+    rx: Receiver<Queuing>,
     /// Shared with the senders: decremented for every command received.
     queued: Arc<Queued>,
     rooms: Vec<OwnedRoom>,
@@ -1031,9 +1044,8 @@ impl SimThread {
     }
 
     /// Handles one received command; false on shutdown.
-    fn take(&mut self, command: Command) -> bool {
+    fn take(&mut self, (command, bytes): Queuing) -> bool {
         self.queued.commands.fetch_sub(1, Ordering::AcqRel);
-        let bytes = command.payload_bytes();
         if bytes > 0 {
             self.queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
         }

@@ -133,10 +133,19 @@ impl RateLimiter {
 pub struct SharedRate {
     per_second: f64,
     burst: f64,
-    buckets: parking_lot::Mutex<std::collections::HashMap<std::sync::Arc<str>, TokenBucket>>,
+    keys: parking_lot::Mutex<Keys>,
 }
 
-/// Keys kept before the full (idle) buckets are dropped.
+#[derive(Debug, Default)]
+struct Keys {
+    buckets: std::collections::HashMap<std::sync::Arc<str>, TokenBucket>,
+    /// How many keys make the next new one look for idle keys to forget: twice
+    /// what was kept last time, so the scan costs a constant per key however many
+    /// stay busy.
+    prune_at: usize,
+}
+
+/// Keys kept before the full (idle) buckets are first looked for.
 const SHARED_RATE_KEYS: usize = 4_096;
 
 impl SharedRate {
@@ -145,22 +154,26 @@ impl SharedRate {
         Self {
             per_second,
             burst,
-            buckets: parking_lot::Mutex::default(),
+            keys: parking_lot::Mutex::new(Keys {
+                prune_at: SHARED_RATE_KEYS,
+                ..Keys::default()
+            }),
         }
     }
 
     /// Takes one for `key`, or says how long until one is available.
     pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock();
-        if let Some(bucket) = buckets.get_mut(key) {
+        let mut keys = self.keys.lock();
+        if let Some(bucket) = keys.buckets.get_mut(key) {
             return bucket.try_take(1.0, now);
         }
-        if buckets.len() >= SHARED_RATE_KEYS {
-            buckets.retain(|_, b| !b.is_full(now));
+        if keys.buckets.len() >= keys.prune_at {
+            keys.buckets.retain(|_, b| !b.is_full(now));
+            keys.prune_at = SHARED_RATE_KEYS.max(2 * keys.buckets.len());
         }
         let mut bucket = TokenBucket::new(self.per_second, self.burst, now);
         let taken = bucket.try_take(1.0, now);
-        buckets.insert(key.into(), bucket);
+        keys.buckets.insert(key.into(), bucket);
         taken
     }
 }
@@ -245,11 +258,16 @@ mod tests {
         assert_eq!(rate.take("10.0.0.1", t0), Err(ms(1000)));
         assert_eq!(rate.take("alice", t0), Ok(()), "another key has its own bucket");
         assert_eq!(rate.take("10.0.0.1", t0 + ms(1000)), Ok(()));
-        // Many keys: the idle (full) buckets are forgotten, the busy ones kept.
+        // Many keys: once there are twice as many as were kept, the idle (full)
+        // buckets are forgotten and the busy ones kept.
         for n in 0..SHARED_RATE_KEYS {
-            let _ = rate.take(&format!("k{n}"), t0);
+            let _ = rate.take(&format!("old {n}"), t0);
         }
-        let _ = rate.take("one more", t0 + ms(5000));
-        assert!(rate.buckets.lock().len() < 10);
+        for n in 0..SHARED_RATE_KEYS {
+            let _ = rate.take(&format!("new {n}"), t0 + ms(5000));
+        }
+        let keys = rate.keys.lock();
+        assert!(keys.buckets.len() <= SHARED_RATE_KEYS, "{}", keys.buckets.len());
+        assert!(keys.buckets.keys().all(|k| k.starts_with("new")));
     }
 }

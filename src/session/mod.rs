@@ -952,15 +952,8 @@ impl Session {
         user_id: Arc<str>,
         reserved: bool,
     ) -> Option<RoomHandle> {
-        // Joining a room it is in keeps the membership (the room answers it as a
-        // resync, or refuses it and the membership stands).
-        let join_seq = match self.rooms.get(&room) {
-            Some(m) if m.handle.key == handle.key => m.join_seq,
-            _ => {
-                self.next_join += 1;
-                self.next_join - 1
-            }
-        };
+        let join_seq = self.next_join;
+        self.next_join += 1;
         let command = Command::Join {
             room: handle.key,
             member,

@@ -339,23 +339,20 @@ impl Transport for Quic {
     async fn send(&mut self, batch: &Batch, outbox: &Outbox) -> Result<Sent, Broken> {
         let mut sent = Sent::default();
         let max_datagram = self.conn.max_datagram_size().unwrap_or(0);
+        // On the stream: frames too big for a datagram, and full snapshots written
+        // with reliable messages, which they must not overtake (a room's first frame
+        // is useless to a client before its `Joined`, a resume's before its
+        // `Welcome`; quinn puts datagrams ahead of stream data in a packet).
+        let reliable = batch.welcome.is_some() || !batch.reliable.is_empty();
+        let on_stream =
+            |state: &PendingState| (reliable && state.baseline == 0) || state_envelope_len(state) > max_datagram;
         self.on_stream.clear();
-        self.on_stream.extend(
-            (batch.states.iter())
-                .filter(|state| state_envelope_len(state) > max_datagram)
-                .cloned(),
-        );
-        // The stream first: a `Joined` or `Welcome` must not be overtaken by the
-        // datagram of the room's first frame (the client would drop the frame, and
-        // the server send the full snapshot again).
-        let stream_part = batch.welcome.is_some() || !batch.reliable.is_empty() || !self.on_stream.is_empty();
-        if stream_part {
+        self.on_stream
+            .extend(batch.states.iter().filter(|s| on_stream(s)).cloned());
+        if reliable || !self.on_stream.is_empty() {
             self.write_stream(batch.reliable_part(), outbox, &mut sent).await?;
         }
-        for state in &batch.states {
-            if state_envelope_len(state) > max_datagram {
-                continue; // on the stream
-            }
+        for state in batch.states.iter().filter(|s| !on_stream(s)) {
             encode_envelope(Reliable::default(), std::slice::from_ref(state), &mut self.outbound);
             let datagram = self.outbound.split().freeze();
             sent.bytes += datagram.len() as u64;

@@ -485,7 +485,7 @@ async fn a_session_whose_queue_overflowed_while_away_is_refused_at_resume() {
     let server = start_with(|c| {
         c.session.outbox_max_messages = 8;
         // A tick's presence for a member may be a leave and a join per seat.
-        c.room_types.values_mut().for_each(|t| t.max_members = 4);
+        c.room_types.values_mut().for_each(|t| t.max_members = 3);
     })
     .await;
     let mut a = TestClient::connect(&server).await;

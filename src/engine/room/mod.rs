@@ -130,8 +130,11 @@ pub struct Room {
     index: FxHashMap<MemberId, usize>,
     sim_calls: Vec<SimCall>,
     events: Vec<QueuedEvent>,
-    /// [`Room::relay_events`]'s count per member, kept between ticks (no allocation).
-    events_took: Vec<(usize, usize)>,
+    /// Reliable messages and bytes each member (by position) got from this tick's
+    /// presence and events, which together stay within a quarter of its queue's
+    /// bounds when events wait (see [`Room::relay_events`]); kept between ticks (no
+    /// allocation).
+    sent_this_tick: Vec<(usize, usize)>,
     event_seq: u64,
     /// Ticks within the history window at which the world changed, ascending.
     change_ticks: VecDeque<Tick>,
@@ -192,7 +195,7 @@ impl Room {
             index: FxHashMap::default(),
             sim_calls: Vec::new(),
             events: Vec::new(),
-            events_took: Vec::new(),
+            sent_this_tick: Vec::new(),
             event_seq: 0,
             change_ticks: VecDeque::new(),
             bodies: Vec::new(),
@@ -370,25 +373,35 @@ impl Room {
         join_seq: u64,
     ) -> Result<(), JoinError> {
         if let Some(&i) = self.index.get(&member) {
+            let same_session = Arc::ptr_eq(&self.members[i].outbox, &outbox);
+            // The membership goes on under this join's number, granted or refused: the
+            // session forgets it only when told about its newest join.
+            self.members[i].join_seq = join_seq;
             let existing = &self.members[i];
-            if Arc::ptr_eq(&existing.outbox, &outbox) {
+            if same_session {
                 // Joining a room it is in: its `Joined` (the whole member list) and a
-                // full snapshot again, as a resync: at most once a second. A join
-                // while one is owed costs nothing.
-                if !existing.needs_full
-                    && let Some(wait) = self.snapshot_wait(existing.last_full)
-                {
+                // full snapshot again, as a resync: at most once a second, and one
+                // join answered at a time.
+                if existing.joined_reply.is_some() {
+                    let error = self.error(
+                        ErrorCode::AlreadyMember,
+                        "a join of this room is being answered",
+                        request_id,
+                    );
+                    let _ = outbox.push_reliable(error);
+                    return Err(JoinError::TooSoon);
+                }
+                if let Some(wait) = self.snapshot_wait(existing.last_full) {
                     let error = self.rate_limited("joined a room it is in within a second", wait, request_id);
                     let _ = outbox.push_reliable(error);
                     return Err(JoinError::TooSoon);
                 }
             }
             let existing = &mut self.members[i];
-            if !Arc::ptr_eq(&existing.outbox, &outbox) {
+            if !same_session {
                 // A new session with this member id (continued from another node):
                 // its first full snapshot, not one more for the old one.
                 existing.outbox = outbox;
-                existing.join_seq = join_seq;
                 existing.last_full = 0;
             }
             existing.needs_full = true;
@@ -455,21 +468,29 @@ impl Room {
         let changes = (departed.into_iter().map(|info| (info, PresenceChange::Left)))
             .chain(arrived.map(|info| (info, PresenceChange::Joined)))
             .collect::<Vec<_>>();
+        self.sent_this_tick.resize(self.members.len(), (0, 0));
         for (info, change) in changes {
             let message = encode_message(Kind::Presence(Presence {
                 room: self.id.to_string(),
                 member: Some(info),
                 change: change as i32,
             }));
-            for m in self.members.iter().filter(|m| m.announced) {
-                let _ = m.outbox.push_reliable(message.clone());
+            for (m, sent) in self.members.iter().zip(&mut self.sent_this_tick) {
+                if m.announced {
+                    *sent = (sent.0 + 1, sent.1 + message.len());
+                    let _ = m.outbox.push_reliable(message.clone());
+                }
             }
         }
-        for m in &self.members {
+        let mut sent_this_tick = std::mem::take(&mut self.sent_this_tick);
+        for (m, sent) in self.members.iter().zip(&mut sent_this_tick) {
             if let Some(request_id) = m.joined_reply {
-                let _ = m.outbox.push_reliable(self.joined_message(m, request_id));
+                let joined = self.joined_message(m, request_id);
+                *sent = (sent.0 + 1, sent.1 + joined.len());
+                let _ = m.outbox.push_reliable(joined);
             }
         }
+        self.sent_this_tick = sent_this_tick;
         for m in &mut self.members {
             m.announced = true;
             m.joined_reply = None;
@@ -495,6 +516,11 @@ impl Room {
         let Some(index) = self.index.remove(&member) else {
             return false;
         };
+        // A join answered before its leave, in order (with the member list as it was).
+        if let Some(join_request) = self.members[index].joined_reply {
+            let joined = self.joined_message(&self.members[index], join_request);
+            let _ = self.members[index].outbox.push_reliable(joined);
+        }
         let gone = self.members.remove(index);
         for later in &self.members[index..] {
             self.index.insert(later.id, self.index[&later.id] - 1);
@@ -507,10 +533,6 @@ impl Room {
             self.left_recently.clear();
         } else if self.snapshot_wait(last).is_some() {
             self.left_recently.insert(gone.id, last);
-        }
-        // A join answered before its leave, in order.
-        if let Some(join_request) = gone.joined_reply {
-            let _ = gone.outbox.push_reliable(self.joined_message(&gone, join_request));
         }
         if request_id != 0 {
             let left = Kind::Left(proto::Left {
@@ -652,6 +674,7 @@ impl Room {
         for member in gone {
             self.leave(member, 0);
         }
+        self.sent_this_tick.clear();
         self.announce();
         let tick = self.world.tick() + 1;
         // Seats kept from a restore whose members did not come back in time.
@@ -718,17 +741,17 @@ impl Room {
     }
 
     /// Relays the queued events in order, each member getting at most a quarter of
-    /// its reliable queue's bounds of events per tick (at least one event): the rest
-    /// wait in the room for the next tick. Senders are each rate-limited, but several
-    /// of them aiming at one member within one tick could otherwise fill its queue
-    /// before it could read any of it (and close it as a slow consumer).
+    /// its reliable queue's bounds per tick, this tick's presence included (and at
+    /// least one event when it had nothing else): the rest wait in the room for the
+    /// next tick. Senders are each rate-limited, but several of them aiming at one
+    /// member within one tick could otherwise fill its queue before it could read
+    /// any of it (and close it as a slow consumer).
     fn relay_events(&mut self) {
         if self.events.is_empty() {
             return;
         }
-        // Per member (by position): the events and bytes relayed to it this tick.
-        let mut took = std::mem::take(&mut self.events_took);
-        took.clear();
+        // Per member (by position): what it got this tick so far.
+        let mut took = std::mem::take(&mut self.sent_this_tick);
         took.resize(self.members.len(), (0, 0));
         let mut relayed = 0;
         for queued in &self.events {
@@ -768,7 +791,7 @@ impl Room {
             relayed += 1;
         }
         self.events.drain(..relayed);
-        self.events_took = took;
+        self.sent_this_tick = took;
     }
 
     fn fan_out(&mut self, tick: Tick, changed: bool, server_time_us: u64) -> TickReport {

@@ -566,6 +566,48 @@ fn a_burst_of_events_at_one_member_is_spread_over_ticks() {
     assert_eq!(seqs, (1..=24).collect::<Vec<_>>(), "every event, once, in order");
 }
 
+/// Presence and events of one tick share a member's budget (a quarter of its
+/// queue's bounds): with a tick's presence over it, events wait for the next tick.
+#[test]
+fn a_tick_of_presence_leaves_events_for_the_next() {
+    let mut room = relay_room(RoomConfig::default());
+    let limits = OutboxLimits {
+        max_messages: 16,
+        max_bytes: 1 << 20,
+    };
+    let mut honest = Client::new(1);
+    honest.outbox = Arc::new(Outbox::new(limits));
+    let talker = Client::new(2);
+    join(&mut room, &honest);
+    join(&mut room, &talker);
+    room.tick(0);
+    honest.read();
+    honest.take_received();
+    for id in 10..15 {
+        join(&mut room, &Client::new(id));
+    }
+    room.push_event(2, SendEvent::default());
+    let kinds = |c: &mut Client| {
+        c.read();
+        (c.take_received().into_iter())
+            .map(|k| match k {
+                server_message::Kind::Presence(_) => "presence",
+                server_message::Kind::Event(_) => "event",
+                _ => "other",
+            })
+            .filter(|k| *k != "other")
+            .collect::<Vec<_>>()
+    };
+    room.tick(0);
+    assert_eq!(
+        kinds(&mut honest),
+        ["presence"; 5],
+        "five joins, over its quarter of 16"
+    );
+    room.tick(0);
+    assert_eq!(kinds(&mut honest), ["event"]);
+}
+
 /// Joining and leaving again before the first frame would cost every member two
 /// presence messages: a member that joins and leaves between two ticks is never
 /// announced, and joining again is limited like leaving after a frame (a second
@@ -912,6 +954,43 @@ fn joining_again_is_granted_a_full_snapshot_at_most_once_per_second() {
     join(&mut room, &b);
     room.tick(0);
     assert_eq!(frames(&b), (1, 0));
+}
+
+/// A join of a room the member is in while its `Joined` is still owed is refused, so
+/// every join gets exactly one answer; a refused join still moves the membership to
+/// its number, which the session's leave notice then carries.
+#[test]
+fn joining_again_is_answered_once_and_keeps_the_newest_join_number() {
+    let mut room = relay_room_at_10_hz();
+    let mut a = Client::new(1);
+    assert_eq!(room.join(1, "user-1".into(), a.outbox.clone(), 7, 1), Ok(()));
+    let again = room.join(1, "user-1".into(), a.outbox.clone(), 8, 2);
+    assert_eq!(again, Err(JoinError::TooSoon));
+    room.tick(0);
+    a.read();
+    let answers: Vec<_> = (a.take_received().into_iter())
+        .filter_map(|k| match k {
+            server_message::Kind::Joined(j) => Some(("joined", j.request_id)),
+            server_message::Kind::Error(e) if e.code == ErrorCode::AlreadyMember as i32 => Some(("busy", e.request_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, [("busy", 8), ("joined", 7)]);
+    // Refused again (within the second), under join number 3: the leave says 3.
+    assert_eq!(
+        room.join(1, "user-1".into(), a.outbox.clone(), 9, 3),
+        Err(JoinError::TooSoon)
+    );
+    assert!(room.leave(1, 0));
+    let mut left = Vec::new();
+    a.outbox.take_left(&mut left);
+    assert_eq!(
+        left,
+        [Left {
+            room: room.key(),
+            join_seq: 3
+        }]
+    );
 }
 
 /// A resume resets what the session was delivered, so its next frame in every room
