@@ -4,6 +4,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
 from tickrelay.v1 import tickrelay_pb2 as pb  # noqa  (generated: see README.md)
 import websockets
+from procstat import cpu_secs, rss_kib  # noqa  (re-exported to the scripts)
 
 URL = os.environ.get("TR_URL", "ws://127.0.0.1:7543/ws")
 CERT = os.environ.get("TR_CERT", "tickrelay-dev-cert.pem")
@@ -74,18 +75,6 @@ def kinds(msgs):
 def pid_of_relay():
     """The relay's process id, from TR_PID (for its CPU and RSS in /proc)."""
     return int(os.environ["TR_PID"])
-
-
-def cpu_secs(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1])
-    return 0
 
 
 def close_info(ws):

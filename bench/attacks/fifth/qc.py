@@ -2,6 +2,8 @@
 Loopback only: the host is forced to 127.0.0.1."""
 import asyncio, os, ssl, sys, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from procstat import cpu_secs, rss_kib, threads  # noqa  (re-exported to mon.py)
 from tickrelay.v1 import tickrelay_pb2 as pb  # noqa
 from aioquic.asyncio import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -139,21 +141,3 @@ def quic_connect(**kw):
     """Async context manager: a QUIC connection to the relay."""
     return connect(HOST, PORT, configuration=config(**kw), create_protocol=Client,
                    wait_connected=True)
-
-
-def cpu_secs(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1])
-    return 0
-
-
-def threads(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("Threads"):
-            return int(line.split()[1])
