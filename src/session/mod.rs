@@ -533,12 +533,7 @@ impl Session {
             Verdict::Flood => return Err(CloseReason::RateLimited),
             Verdict::Refuse { notify, retry_after } => {
                 if notify {
-                    self.reply(encode_message(Kind::Error(proto::Error {
-                        code: ErrorCode::RateLimited as i32,
-                        message: "over the rate limit; messages dropped".into(),
-                        retry_after_ms: retry_after.as_millis().max(1) as u32,
-                        ..Default::default()
-                    })));
+                    self.refuse_rate_limited("over the rate limit; messages dropped", 0, retry_after);
                 }
                 return Ok(());
             }
@@ -710,14 +705,20 @@ impl Session {
         let Err(wait) = self.ctx.searches.take(&self.identity.creator, now.instant) else {
             return true;
         };
+        let message = "too many room searches (ListRooms, QuickJoin) from this user or address";
+        self.refuse_rate_limited(message, request_id, wait);
+        false
+    }
+
+    /// Answers `RATE_LIMITED`, with when to retry.
+    fn refuse_rate_limited(&mut self, message: &str, request_id: u64, retry_after: Duration) {
         self.reply(encode_message(Kind::Error(proto::Error {
             code: ErrorCode::RateLimited as i32,
-            message: "too many room searches (ListRooms, QuickJoin) from this user or address".into(),
+            message: message.into(),
             request_id,
-            retry_after_ms: wait.as_millis().max(1) as u32,
+            retry_after_ms: retry_after.as_millis().max(1) as u32,
             ..Default::default()
         })));
-        false
     }
 
     fn refresh(&mut self, refresh: proto::RefreshToken, now: Now) {

@@ -227,8 +227,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
         Err(e) => {
             ctx.metrics.count_auth_failure(e.kind());
             tracing::debug!(%peer, "QUIC authentication failed: {e}");
-            ctx.metrics.count_close(CloseReason::AuthFailed);
-            return quic.refuse_auth(&e).await;
+            return quic.refuse_auth(ctx, &e).await;
         }
     };
     let client = connection::client_id(&hello.client_id);
@@ -283,6 +282,23 @@ impl Quic {
         }
     }
 
+    /// Writes `reliable` and the states in `on_stream` on the control stream: one
+    /// frame, or several when large (a member of several large rooms). The stream is
+    /// reliable and ordered, so those states count as acknowledged.
+    async fn write_stream(&mut self, reliable: Reliable<'_>, outbox: &Outbox, sent: &mut Sent) -> Result<(), Broken> {
+        for (reliable, states) in split_envelopes(reliable, &self.on_stream, SPLIT_ENVELOPE_BYTES) {
+            encode_stream_frame(reliable, states, &mut self.outbound);
+            let frame = self.outbound.split().freeze();
+            sent.bytes += frame.len() as u64;
+            sent.messages += 1;
+            self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+        }
+        for state in &self.on_stream {
+            outbox.ack(state.room, state.tick);
+        }
+        Ok(())
+    }
+
     /// Closes a connection refused before its session (counted like a session's close).
     async fn refuse<T>(&mut self, ctx: &Context, reason: CloseReason) -> Option<T> {
         ctx.metrics.count_close(reason);
@@ -290,7 +306,8 @@ impl Quic {
         None
     }
 
-    async fn refuse_auth<T>(&mut self, error: &AuthError) -> Option<T> {
+    async fn refuse_auth<T>(&mut self, ctx: &Context, error: &AuthError) -> Option<T> {
+        ctx.metrics.count_close(CloseReason::AuthFailed);
         let reason = format!("authentication failed: {error}");
         close_with(&self.conn, CloseReason::AuthFailed.code(), &reason);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.closed()).await;
@@ -396,25 +413,6 @@ impl Transport for Quic {
 
     async fn finish(&mut self) {
         close_with(&self.conn, CloseReason::Normal.code(), CloseReason::Normal.reason());
-    }
-}
-
-impl Quic {
-    /// Writes `reliable` and the states in `on_stream` on the control stream: one
-    /// frame, or several when large (a member of several large rooms). The stream is
-    /// reliable and ordered, so those states count as acknowledged.
-    async fn write_stream(&mut self, reliable: Reliable<'_>, outbox: &Outbox, sent: &mut Sent) -> Result<(), Broken> {
-        for (reliable, states) in split_envelopes(reliable, &self.on_stream, SPLIT_ENVELOPE_BYTES) {
-            encode_stream_frame(reliable, states, &mut self.outbound);
-            let frame = self.outbound.split().freeze();
-            sent.bytes += frame.len() as u64;
-            sent.messages += 1;
-            self.send.write_chunk(frame).await.map_err(|_| Broken)?;
-        }
-        for state in &self.on_stream {
-            outbox.ack(state.room, state.tick);
-        }
-        Ok(())
     }
 }
 

@@ -452,6 +452,17 @@ impl Room {
         }))
     }
 
+    /// Sends `m` the `Joined` its join is owed, if any; returns its size (0: none).
+    fn answer_join(&self, m: &Member) -> usize {
+        let Some(request_id) = m.joined_reply else {
+            return 0;
+        };
+        let joined = self.joined_message(m, request_id);
+        let len = joined.len();
+        let _ = m.outbox.push_reliable(joined);
+        len
+    }
+
     /// Tells the members what changed in the room since the last tick, as one net
     /// change: those who knew of a member that left get its leave, those here before
     /// get the joins, and each new member its `Joined` with everyone here now. A
@@ -482,15 +493,13 @@ impl Room {
                 }
             }
         }
-        let mut sent_this_tick = std::mem::take(&mut self.sent_this_tick);
-        for (m, sent) in self.members.iter().zip(&mut sent_this_tick) {
-            if let Some(request_id) = m.joined_reply {
-                let joined = self.joined_message(m, request_id);
-                *sent = (sent.0 + 1, sent.1 + joined.len());
-                let _ = m.outbox.push_reliable(joined);
+        for i in 0..self.members.len() {
+            let len = self.answer_join(&self.members[i]);
+            if len > 0 {
+                let sent = &mut self.sent_this_tick[i];
+                *sent = (sent.0 + 1, sent.1 + len);
             }
         }
-        self.sent_this_tick = sent_this_tick;
         for m in &mut self.members {
             m.announced = true;
             m.joined_reply = None;
@@ -517,10 +526,7 @@ impl Room {
             return false;
         };
         // A join answered before its leave, in order (with the member list as it was).
-        if let Some(join_request) = self.members[index].joined_reply {
-            let joined = self.joined_message(&self.members[index], join_request);
-            let _ = self.members[index].outbox.push_reliable(joined);
-        }
+        self.answer_join(&self.members[index]);
         let gone = self.members.remove(index);
         for later in &self.members[index..] {
             self.index.insert(later.id, self.index[&later.id] - 1);
@@ -654,9 +660,7 @@ impl Room {
             message: message.to_string(),
         }));
         for m in &self.members {
-            if let Some(request_id) = m.joined_reply {
-                let _ = m.outbox.push_reliable(self.joined_message(m, request_id));
-            }
+            self.answer_join(m);
             m.outbox.leave_room(self.key, m.join_seq);
             let _ = m.outbox.push_reliable(left.clone());
         }
