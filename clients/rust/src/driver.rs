@@ -46,6 +46,9 @@ struct RoomState {
     joined: bool,
     next_seq: u64,
     unacked: VecDeque<(u64, proto::input::Payload)>,
+    /// Events for the room sent before its join was answered: they wait for `Joined`
+    /// (a redirected join takes them to the room's node).
+    held_events: VecDeque<proto::SendEvent>,
     /// Over QUIC: the last state tick applied, and whether it was acknowledged.
     applied_tick: u64,
     applied_acked: bool,
@@ -70,12 +73,24 @@ impl RoomState {
             joined: false,
             next_seq: 0,
             unacked: VecDeque::new(),
+            held_events: VecDeque::new(),
             applied_tick: 0,
             applied_acked: false,
             retry_join_at: None,
             seat: String::new(),
             schema: None,
             create: None,
+        }
+    }
+
+    /// What a join of the room on another connection continues from.
+    fn carried(self, seat: String) -> Carried {
+        Carried {
+            next_seq: self.next_seq,
+            unacked: self.unacked,
+            events: self.held_events,
+            seat,
+            create: self.create,
         }
     }
 }
@@ -308,6 +323,7 @@ impl Driver {
                 state
                     .unacked
                     .extend(carried.unacked.into_iter().filter(|(seq, _)| *seq > newest));
+                state.held_events.extend(carried.events);
                 Some(self.join_message(&room, &room_type))
             }
             Command::QuickJoin(mut quick) => {
@@ -343,7 +359,16 @@ impl Driver {
                     })
                 })
             }
-            Command::Event(event) => Some(Out::Event(event)),
+            Command::Event(event) => {
+                let limit = self.config.buffer_limit;
+                match self.rooms.get_mut(&event.room).filter(|s| !s.joined) {
+                    Some(state) => {
+                        hold(&mut state.held_events, event, limit);
+                        None
+                    }
+                    None => Some(Out::Event(event)),
+                }
+            }
             Command::Request { kind, reply } => {
                 let request_id = self.request_id();
                 self.requests.insert(request_id, reply);
@@ -386,6 +411,7 @@ impl Driver {
                 payload: Some(payload.clone()),
             }));
         }
+        self.queue.extend(state.held_events.drain(..).map(Out::Event));
         // A schema this client cannot use leaves the mirror without it: frames with
         // packed blocks then fail to apply and are reported as desyncs.
         let schema = Arc::new(Schema::from_proto(&joined.schema).unwrap_or_default());
@@ -548,18 +574,19 @@ impl Driver {
             return self.emit(Event::GaveUp { attempts, reason }).await;
         };
         tracing::info!(url = %self.config.url, "node unreachable ({reason}); joining its rooms again through the first URL");
-        let rooms = std::mem::take(&mut self.rooms);
+        let mut rooms = std::mem::take(&mut self.rooms);
+        // Events this node may not have taken go with their rooms (at least once).
+        let limit = self.config.buffer_limit;
+        for (_, event) in std::mem::take(&mut self.events_unacked) {
+            if let Some(state) = rooms.get_mut(&event.room) {
+                hold(&mut state.held_events, event, limit);
+            }
+        }
         let mut mirrors = self.shared.mirrors.lock();
         let rooms = (rooms.into_iter())
             .map(|(room, state)| {
                 mirrors.remove(&room);
-                let carried = Carried {
-                    next_seq: state.next_seq,
-                    unacked: state.unacked,
-                    seat: String::new(),
-                    create: state.create,
-                };
-                (room, state.room_type, carried)
+                (room, state.room_type.clone(), state.carried(String::new()))
             })
             .collect();
         drop(mirrors);
@@ -748,14 +775,9 @@ impl Driver {
             return; // left meanwhile
         };
         self.shared.mirrors.lock().remove(&room);
-        let carried = Carried {
-            next_seq: state.next_seq,
-            unacked: state.unacked,
-            seat,
-            create: state.create,
-        };
+        let room_type = state.room_type.clone();
         let followed = match self.routing.routes.upgrade() {
-            Some(routes) => routes.redirect(&room, &state.room_type, carried, &url),
+            Some(routes) => routes.redirect(&room, &room_type, state.carried(seat), &url),
             None => Err("the client is closed".into()),
         };
         match followed {
@@ -871,7 +893,15 @@ impl Driver {
                 }));
             }
         }
-        out.extend(unacked.into_iter().map(|(_, event)| Out::Event(event)));
+        // Events for rooms joined again wait for their `Joined` (the room may live on
+        // another node now).
+        let limit = self.config.buffer_limit;
+        for (_, event) in unacked {
+            match self.rooms.get_mut(&event.room).filter(|s| !s.joined) {
+                Some(state) => hold(&mut state.held_events, event, limit),
+                None => out.push(Out::Event(event)),
+            }
+        }
         out.extend(self.buffer.drain(..));
         self.emit(Event::Connected {
             session_id: welcome.session_id,
@@ -1034,4 +1064,12 @@ impl Driver {
             self.events_unacked.pop_front();
         }
     }
+}
+
+/// Keeps `event` until its room's join is answered, the oldest dropped over `limit`.
+fn hold(held: &mut VecDeque<proto::SendEvent>, event: proto::SendEvent, limit: usize) {
+    if held.len() >= limit {
+        held.pop_front();
+    }
+    held.push_back(event);
 }

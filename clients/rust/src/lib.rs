@@ -306,6 +306,8 @@ pub(crate) enum Command {
 pub(crate) struct Carried {
     pub next_seq: u64,
     pub unacked: std::collections::VecDeque<(u64, proto::input::Payload)>,
+    /// Events that waited for the join.
+    pub events: std::collections::VecDeque<proto::SendEvent>,
     /// A redirect's seat ticket, for the join on the room's node.
     pub seat: String,
     /// The room's options, for a join that creates it.
@@ -462,7 +464,10 @@ impl Client {
         });
     }
 
-    /// Sends a room event to `targets` (empty: everyone else in the room).
+    /// Sends a room event to `targets` (empty: everyone else in the room). An event
+    /// for a room whose join is not answered yet waits for `Joined` (and goes with a
+    /// redirected join to the room's node); it is kept until the session takes it
+    /// and sent again after a reconnect.
     pub fn send_event(&self, room: &str, kind: &str, payload: Bytes, targets: Vec<u64>) {
         self.command(Command::Event(proto::SendEvent {
             room: room.into(),

@@ -41,9 +41,11 @@ async fn follows_redirects_and_moves_with_its_room() {
     owner.join("lobby", "");
     joined(&mut owner_events, "lobby").await;
 
-    // Configured with b: the join is redirected to a and joined there.
+    // Configured with b: the join is redirected to a and joined there, and an event
+    // sent before the join is answered goes with it (not to b, which would refuse it).
     let (client, mut events) = Client::connect(config(&b)).unwrap();
     client.join("lobby", "");
+    client.send_event("lobby", "hello", bytes::Bytes::from_static(b"hi"), Vec::new());
     let url = until(&mut events, |e| match e {
         Event::Redirected { room, url } if room == "lobby" => Some(url.clone()),
         _ => None,
@@ -51,6 +53,12 @@ async fn follows_redirects_and_moves_with_its_room() {
     .await;
     assert_eq!(url, format!("wss://{}/ws", a.addr));
     joined(&mut events, "lobby").await;
+    let hello = until(&mut owner_events, |e| match e {
+        Event::RoomEvent(event) => Some(event.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!((hello.kind.as_str(), &hello.payload[..]), ("hello", &b"hi"[..]));
     // Inputs follow the room: the entity appears in both members' mirrors.
     client.send_input("lobby", create_entity(7));
     let has_entity = |c: &Client| c.with_mirror("lobby", |m| m.world().len()) == Some(1);

@@ -157,6 +157,8 @@ interface RoomState {
   joined: boolean;
   nextSeq: bigint;
   unacked: { seq: bigint; payload: InputPayload }[];
+  /** Events sent before the join was answered: they wait for `Joined` (a redirected join takes them along). */
+  heldEvents: Outgoing[];
   /** From the room's `Joined`: frames cannot be decoded without it. */
   schema: Schema | undefined;
   /** The same as it came (to tell whether a new `Joined` changed it). */
@@ -179,6 +181,7 @@ function newRoom(roomType: string): RoomState {
     joined: false,
     nextSeq: 0n,
     unacked: [],
+    heldEvents: [],
     schema: undefined,
     wireSchema: [],
     mirror: undefined,
@@ -189,6 +192,9 @@ function newRoom(roomType: string): RoomState {
 }
 
 type Listener<K extends keyof ClientEvents> = (event: ClientEvents[K]) => void;
+
+/** The room an outgoing event is for ("" for other messages). */
+const eventRoom = (message: Outgoing): string => (message?.case === "event" ? (message.value.room ?? "") : "");
 
 const now = (): number => performance.now();
 const unixMicros = (): bigint => BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000));
@@ -386,11 +392,25 @@ export class Client {
     return seq;
   }
 
-  /** Sends a room event (empty `targets`: every member but this one). */
+  /**
+   * Sends a room event (empty `targets`: every member but this one). An event for a
+   * room whose join is not answered yet waits for `joined` (and goes with a redirected
+   * join to the room's node); it is kept until the session takes it and sent again
+   * after a reconnect.
+   */
   sendEvent(room: string, kind: string, payload: Uint8Array, targets: bigint[] = []): void {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.sendEvent(room, kind, payload, targets);
-    this.#send({ case: "event", value: { room, kind, payload, targets } });
+    const event: Outgoing = { case: "event", value: { room, kind, payload, targets } };
+    const state = this.#rooms.get(room);
+    if (state !== undefined && !state.joined) this.#hold(state, event);
+    else this.#send(event);
+  }
+
+  /** Keeps an event until its room's join is answered, the oldest dropped over `bufferLimit`. */
+  #hold(state: RoomState, event: Outgoing): void {
+    if (state.heldEvents.length >= this.#options.bufferLimit) state.heldEvents.shift();
+    state.heldEvents.push(event);
   }
 
   /** Sends a request (`listRooms`, `resync` or `updateRoom`) and waits for its response. */
@@ -598,9 +618,15 @@ export class Client {
       this.#emit("gaveUp", { attempts, reason });
       return;
     }
-    // Another node: its rooms are joined again through home.
+    // Another node: its rooms are joined again through home, with the events this
+    // node may not have taken (at least once).
     const home = this.#home;
     home.#nodes.delete(this.#options.url);
+    for (const { event } of this.#eventsUnacked) {
+      const state = this.#rooms.get(eventRoom(event));
+      if (state !== undefined) this.#hold(state, event);
+    }
+    this.#eventsUnacked = [];
     for (const [room, state] of this.#rooms) {
       home.#redirected.delete(room);
       home.#adopt(room, state.roomType, { ...state, seat: "" });
@@ -613,7 +639,7 @@ export class Client {
    * input numbering (a seat kept for the session continues it) and its inputs not
    * acknowledged yet (sent at its `Joined`).
    */
-  #adopt(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "seat">): void {
+  #adopt(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat">): void {
     // The ticket goes with the join (sent at once when connected, else at the welcome).
     const existing = this.#rooms.get(room) ?? newRoom(roomType);
     if (moved.seat !== "") existing.seat = moved.seat;
@@ -624,6 +650,7 @@ export class Client {
     if (state.nextSeq < moved.nextSeq) state.nextSeq = moved.nextSeq;
     const newest = state.unacked.at(-1)?.seq ?? 0n;
     state.unacked.push(...moved.unacked.filter((u) => u.seq > newest));
+    for (const event of moved.heldEvents) this.#hold(state, event);
   }
 
   /** Joins `room` again after `delayMs`, if it is still waiting for this session's join. */
@@ -636,7 +663,7 @@ export class Client {
   }
 
   /** Home only: the relay said `room` lives at `url`; joins it there. */
-  #follow(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "seat">, url: string, requestId: bigint): void {
+  #follow(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat">, url: string, requestId: bigint): void {
     const hops = (this.#redirected.get(room)?.hops ?? 0) + 1;
     this.#redirected.delete(room);
     const refuse = (message: string): void =>
@@ -805,7 +832,13 @@ export class Client {
       }
       if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
     }
-    out.push(...unacked, ...this.#buffer);
+    // Events for rooms joined again wait for their `joined` (the room may live on another node now).
+    for (const event of unacked) {
+      const state = this.#rooms.get(eventRoom(event));
+      if (state !== undefined && !state.joined) this.#hold(state, event);
+      else out.push(event);
+    }
+    out.push(...this.#buffer);
     this.#buffer = [];
     this.#welcomed = true;
     const socket = this.#socket;
@@ -834,6 +867,7 @@ export class Client {
     state.seat = "";
     // Inputs that waited for the join (the room drops what it applied already).
     for (const { seq, payload } of state.unacked) this.#enqueue({ case: "input", value: { room: joined.room, seq, payload } });
+    for (const event of state.heldEvents.splice(0)) this.#enqueue(event);
     const same = sameKinds(state.wireSchema, joined.schema);
     state.schema = schema;
     state.wireSchema = joined.schema;

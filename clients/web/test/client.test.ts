@@ -287,6 +287,8 @@ test("numbered events: what the session did not take goes out again with its num
   c.connect();
   last().welcome();
   for (const kind of ["a", "b", "c"]) c.sendEvent("r", kind, new Uint8Array());
+  assert.deepEqual(last().events, [], "events wait for their room's join");
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
   assert.deepEqual(last().events, [[1n, "a"], [2n, "b"], [3n, "c"]]);
   // The connection dies before a pong; the resumed session had taken only "a".
   last().end(1006);
@@ -294,10 +296,12 @@ test("numbered events: what the session did not take goes out again with its num
   last().welcome(true, 7n, 1n);
   assert.deepEqual(last().events, [[2n, "b"], [3n, "c"]]);
   // A pong acknowledges all three; "d" is not acknowledged when the session is lost.
-  last().receive([{ case: "pong", value: { eventsReceived: 3n } }], 1n);
+  last().receive([{ case: "pong", value: { eventsReceived: 3n } }], 2n);
   c.sendEvent("r", "d", new Uint8Array());
   last().end(4504, "resume token unknown or expired");
   last().welcome(false, 8n);
+  assert.deepEqual(last().events, [], "a new session joins again first");
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
   assert.deepEqual(last().events, [[1n, "d"]], "a new session numbers from 1 again");
 });
 
