@@ -893,16 +893,19 @@ impl Driver {
                 }));
             }
         }
-        // Events for rooms joined again wait for their `Joined` (the room may live on
-        // another node now).
+        // Then what waited offline. Events for rooms joined again wait for their
+        // `Joined` (the room may live on another node now).
         let limit = self.config.buffer_limit;
-        for (_, event) in unacked {
-            match self.rooms.get_mut(&event.room).filter(|s| !s.joined) {
-                Some(state) => hold(&mut state.held_events, event, limit),
-                None => out.push(Out::Event(event)),
+        let unacked = unacked.into_iter().map(|(_, event)| Out::Event(event));
+        for message in unacked.chain(self.buffer.drain(..)) {
+            match message {
+                Out::Event(event) if self.rooms.get(&event.room).is_some_and(|s| !s.joined) => {
+                    let state = self.rooms.get_mut(&event.room).expect("checked above");
+                    hold(&mut state.held_events, event, limit);
+                }
+                message => out.push(message),
             }
         }
-        out.extend(self.buffer.drain(..));
         self.emit(Event::Connected {
             session_id: welcome.session_id,
             user_id: welcome.user_id,

@@ -832,13 +832,13 @@ export class Client {
       }
       if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
     }
-    // Events for rooms joined again wait for their `joined` (the room may live on another node now).
-    for (const event of unacked) {
-      const state = this.#rooms.get(eventRoom(event));
-      if (state !== undefined && !state.joined) this.#hold(state, event);
-      else out.push(event);
+    // Then what waited offline; events for rooms joined again wait for their `joined`
+    // (the room may live on another node now).
+    for (const message of [...unacked, ...this.#buffer]) {
+      const state = this.#rooms.get(eventRoom(message));
+      if (state !== undefined && !state.joined) this.#hold(state, message);
+      else out.push(message);
     }
-    out.push(...this.#buffer);
     this.#buffer = [];
     this.#welcomed = true;
     const socket = this.#socket;
