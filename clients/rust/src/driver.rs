@@ -359,16 +359,7 @@ impl Driver {
                     })
                 })
             }
-            Command::Event(event) => {
-                let limit = self.config.buffer_limit;
-                match self.rooms.get_mut(&event.room).filter(|s| !s.joined) {
-                    Some(state) => {
-                        hold(&mut state.held_events, event, limit);
-                        None
-                    }
-                    None => Some(Out::Event(event)),
-                }
-            }
+            Command::Event(event) => self.hold_until_joined(event).map(Out::Event),
             Command::Request { kind, reply } => {
                 let request_id = self.request_id();
                 self.requests.insert(request_id, reply);
@@ -383,6 +374,19 @@ impl Driver {
                 Some(Out::RefreshToken(proto::RefreshToken { request_id, token }))
             }
             Command::DropConnection | Command::Close(_) => None,
+        }
+    }
+
+    /// Keeps an event for a room whose join is not answered yet (sent at `Joined`);
+    /// gives any other back, to be sent.
+    fn hold_until_joined(&mut self, event: proto::SendEvent) -> Option<proto::SendEvent> {
+        let limit = self.config.buffer_limit;
+        match self.rooms.get_mut(&event.room).filter(|s| !s.joined) {
+            Some(state) => {
+                hold(&mut state.held_events, event, limit);
+                None
+            }
+            None => Some(event),
         }
     }
 
@@ -895,14 +899,10 @@ impl Driver {
         }
         // Then what waited offline. Events for rooms joined again wait for their
         // `Joined` (the room may live on another node now).
-        let limit = self.config.buffer_limit;
         let unacked = unacked.into_iter().map(|(_, event)| Out::Event(event));
-        for message in unacked.chain(self.buffer.drain(..)) {
+        for message in unacked.chain(std::mem::take(&mut self.buffer)) {
             match message {
-                Out::Event(event) if self.rooms.get(&event.room).is_some_and(|s| !s.joined) => {
-                    let state = self.rooms.get_mut(&event.room).expect("checked above");
-                    hold(&mut state.held_events, event, limit);
-                }
+                Out::Event(event) => out.extend(self.hold_until_joined(event).map(Out::Event)),
                 message => out.push(message),
             }
         }

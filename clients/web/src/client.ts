@@ -402,9 +402,15 @@ export class Client {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.sendEvent(room, kind, payload, targets);
     const event: Outgoing = { case: "event", value: { room, kind, payload, targets } };
-    const state = this.#rooms.get(room);
-    if (state !== undefined && !state.joined) this.#hold(state, event);
-    else this.#send(event);
+    if (!this.#holdUntilJoined(event)) this.#send(event);
+  }
+
+  /** Keeps an event for a room whose join is not answered yet (sent at `joined`); false for any other message. */
+  #holdUntilJoined(message: Outgoing): boolean {
+    const state = this.#rooms.get(eventRoom(message));
+    if (state === undefined || state.joined) return false;
+    this.#hold(state, message);
+    return true;
   }
 
   /** Keeps an event until its room's join is answered, the oldest dropped over `bufferLimit`. */
@@ -834,11 +840,7 @@ export class Client {
     }
     // Then what waited offline; events for rooms joined again wait for their `joined`
     // (the room may live on another node now).
-    for (const message of [...unacked, ...this.#buffer]) {
-      const state = this.#rooms.get(eventRoom(message));
-      if (state !== undefined && !state.joined) this.#hold(state, message);
-      else out.push(message);
-    }
+    for (const message of [...unacked, ...this.#buffer]) if (!this.#holdUntilJoined(message)) out.push(message);
     this.#buffer = [];
     this.#welcomed = true;
     const socket = this.#socket;
