@@ -14,6 +14,8 @@
 # Options:
 #   --duration SECS      how long the bots run, ramp-up included (t4/t6: 60, t5: 150)
 #   --ramp-up SECS       connect the bots over this time (t4/t6: 10, t5: 90)
+#   --rooms N            rooms of 20 bots instead of the scenario's (t4/t6: 100, t5: 950),
+#                        to find the load one core carries
 #   --naive              run the relay with --naive-fanout (full snapshot per member
 #                        per tick, encoded per member): the baseline to compare with
 #   --transport NAME     wss or quic: the URL scheme the bots connect with (t6: quic)
@@ -41,12 +43,13 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-scenario="" duration="" ramp="" naive=0 transport="" processes="" verify="" nice_bots=0 pin=0 out="" build=1 keep=0
+scenario="" rooms="" duration="" ramp="" naive=0 transport="" processes="" verify="" nice_bots=0 pin=0 out="" build=1 keep=0
 server_args=() bots_args=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --duration) duration=$2; shift ;;
         --ramp-up) ramp=$2; shift ;;
+        --rooms) rooms=$2; shift ;;
         --naive) naive=1 ;;
         --transport) transport=$2; shift ;;
         --processes) processes=$2; shift ;;
@@ -68,10 +71,11 @@ done
 
 # --- the scenario -----------------------------------------------------------------
 case $scenario in
-    t4|t6) rooms=100; members=20; room_type=arena; input_rate=30; : "${duration:=60}" "${ramp:=10}" ;;
-    t5) rooms=950; members=20; room_type=relay; input_rate=0; : "${duration:=150}" "${ramp:=90}" ;;
+    t4|t6) default_rooms=100; members=20; room_type=arena; input_rate=30; : "${duration:=60}" "${ramp:=10}" ;;
+    t5) default_rooms=950; members=20; room_type=relay; input_rate=0; : "${duration:=150}" "${ramp:=90}" ;;
 esac
 if [[ $scenario == t6 ]]; then : "${transport:=quic}"; fi
+: "${rooms:=$default_rooms}"
 bots=$((rooms * members))
 
 # --- build ---------------------------------------------------------------------------
@@ -206,8 +210,10 @@ rss_held=$(paste -d' ' "$work/samples" "$work/connections" | sort -k5,5n -k3,3n 
 read -r cores rss_per_conn <<<"$(awk -v c0="$cpu0" -v c1="$cpu1" -v t0="$t0" -v t1="$t1" -v hz="$clk_tck" \
     -v r0="$rss0" -v r="$rss_held" -v n="$held" \
     'BEGIN { printf "%.2f %.1f\n", (c1 - c0) / hz / (t1 - t0), n ? (r - r0) / n : 0 }')"
+asked_inputs=$((bots * input_rate))
 mode=shared short_cmd="bench/load.sh $scenario --duration $duration"
 if ((naive)); then mode=naive short_cmd+=" --naive"; fi
+if [[ $rooms != "$default_rooms" ]]; then short_cmd+=" --rooms $rooms"; fi
 if [[ -n $transport ]]; then short_cmd+=" --transport $transport"; fi
 if [[ -n $verify ]]; then short_cmd+=" --verify-share $verify"; fi
 if ((nice_bots)); then short_cmd+=" --nice-bots"; fi
@@ -216,12 +222,12 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 : "${out:=load-$scenario-$stamp.md}"
 
 {
-    echo "| scenario | command | duration | connections | latency p50 / p99 / max | relay send delay p50 / p99 | frames/s | bytes/s per client | desyncs (checksums verified) | overruns | server CPU | RSS start / peak | RSS per connection |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    printf '| %s %s %s | `%s` | %s s | %s | %s / %s / %s ms | %s / %s ms | %s | %s | %s (%s) | %s of %s | %s cores | %d / %d MiB | %s KiB |\n' \
+    echo "| scenario | command | duration | connections | latency p50 / p99 / max | relay send delay p50 / p99 | frames/s | inputs/s sent (asked) | bytes/s per client | desyncs (checksums verified) | overruns | server CPU | RSS start / peak | RSS per connection |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    printf '| %s %s %s | `%s` | %s s | %s | %s / %s / %s ms | %s / %s ms | %s | %s (%s) | %s | %s (%s) | %s of %s | %s cores | %d / %d MiB | %s KiB |\n' \
         "$scenario" "${transport:-wss}" "$mode" "$short_cmd" "$(bot duration)" "$held" \
         "$(bot 'latency p50')" "$(bot 'latency p99')" "$(bot 'latency max')" "$(send_delay 0.5)" "$(send_delay 0.99)" \
-        "$(bot 'state frames / s')" "$(bot 'bytes / s per client')" "$(bot desyncs)" "$(bot 'checksums verified')" \
+        "$(bot 'state frames / s')" "$(bot 'inputs sent / s')" "$asked_inputs" "$(bot 'bytes / s per client')" "$(bot desyncs)" "$(bot 'checksums verified')" \
         "$overruns" "$ticks" "$cores" $((rss0 / 1024)) $((hwm / 1024)) "$rss_per_conn"
     echo
     echo "- $stamp, bots exit status $bots_status ($(grep -E '^(OK|VIOLATED)' "$work/bots.out" | paste -sd';' -))"
@@ -229,6 +235,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
     echo "- bots: \`${bots_cmd[*]/#$work\//}\`"
     echo "- connections = most held at once (the relay's \`tickrelay_connections\` gauge, sampled each second);" \
         "relay send delay = from a tick's time stamp to its frame written to the socket (tickrelay_state_send_delay_seconds, bucket bound);" \
+        "inputs/s sent = inputs the bots sent per second after the warm-up (asked: bots × input rate; fewer when the bots' CPU is saturated);" \
         "server CPU = CPU time over wall time while the bots ran; RSS per connection = (RSS at the most connections - RSS before the bots) / connections"
 } | tee "$out"
 echo "load.sh: written to $out" >&2

@@ -93,6 +93,7 @@ struct Counters {
     bytes: AtomicU64,
     entity_updates: AtomicU64,
     inputs_sent: AtomicU64,
+    inputs_counted: AtomicU64,
     reconnects: AtomicU64,
     resumes: AtomicU64,
     desyncs: AtomicU64,
@@ -125,6 +126,11 @@ pub struct Report {
     pub entity_updates: u64,
     /// Inputs sent.
     pub inputs_sent: u64,
+    /// Inputs sent in the counted time (after the warm-up): with `seconds`, the
+    /// input rate the fleet actually generated, which falls short of the rate asked
+    /// when the bots' CPU is saturated.
+    #[serde(default)]
+    pub inputs_counted: u64,
     /// Reconnections.
     pub reconnects: u64,
     /// Of which resumed.
@@ -178,6 +184,7 @@ impl Report {
         self.bytes += other.bytes;
         self.entity_updates += other.entity_updates;
         self.inputs_sent += other.inputs_sent;
+        self.inputs_counted += other.inputs_counted;
         self.reconnects += other.reconnects;
         self.resumes += other.resumes;
         self.desyncs += other.desyncs;
@@ -287,6 +294,10 @@ impl Report {
                 format!("{:.2}", self.bytes as f64 / self.entity_updates.max(1) as f64),
             ),
             ("inputs sent", self.inputs_sent.to_string()),
+            (
+                "inputs sent / s",
+                format!("{:.0}", self.inputs_counted as f64 / self.seconds.max(0.001)),
+            ),
             ("latency p50", format!("{:.2} ms", ms(0.5))),
             ("latency p90", format!("{:.2} ms", ms(0.9))),
             ("latency p99", format!("{:.2} ms", ms(0.99))),
@@ -374,6 +385,32 @@ struct Fleet {
     /// Counting starts here (see [`Scenario::warm_up`]).
     measure_from: Instant,
     stop_at: Instant,
+    /// The QUIC endpoints the bots share (one per [`BOTS_PER_QUIC_ENDPOINT`]; none
+    /// when no URL is `quic://`).
+    quic_endpoints: Vec<quinn::Endpoint>,
+}
+
+/// Bots that share one QUIC endpoint (one UDP socket, read in batches by one task):
+/// an endpoint per bot costs a socket, a task and a receive system call per
+/// datagram.
+const BOTS_PER_QUIC_ENDPOINT: usize = 500;
+
+/// The shared QUIC endpoints for `bots` bots (see [`BOTS_PER_QUIC_ENDPOINT`]).
+fn quic_endpoints(scenario: &Scenario, bots: usize) -> std::io::Result<Vec<quinn::Endpoint>> {
+    let quic: Vec<&String> = scenario.urls.iter().filter(|u| u.starts_with("quic://")).collect();
+    if quic.is_empty() {
+        return Ok(Vec::new());
+    }
+    // An IPv6 socket reaches IPv4 relays too; an IPv4 one only those.
+    let local = if quic.iter().any(|u| u.starts_with("quic://[")) {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let local = local.parse().expect("valid address");
+    (0..bots.div_ceil(BOTS_PER_QUIC_ENDPOINT).max(1))
+        .map(|_| tickrelay_client::quic_endpoint(local))
+        .collect()
 }
 
 impl Fleet {
@@ -387,6 +424,14 @@ impl Fleet {
 /// Runs the scenario in this process and returns its report.
 pub async fn run_scenario(scenario: Scenario) -> Report {
     let started = Instant::now();
+    let total = scenario.rooms * scenario.members;
+    let mine: Vec<usize> = (0..total)
+        .filter(|i| i % scenario.workers.max(1) == scenario.worker)
+        .collect();
+    let quic_endpoints = quic_endpoints(&scenario, mine.len()).unwrap_or_else(|e| {
+        eprintln!("tickrelay-bots: no shared QUIC endpoint ({e}); each bot binds its own");
+        Vec::new()
+    });
     let fleet = Arc::new(Fleet {
         counters: Counters::default(),
         latency: (0..32).map(|_| Mutex::new(new_histogram())).collect(),
@@ -398,11 +443,8 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         measure_from: started + scenario.warm_up,
         stop_at: started + scenario.duration,
         scenario,
+        quic_endpoints,
     });
-    let total = fleet.scenario.rooms * fleet.scenario.members;
-    let mine: Vec<usize> = (0..total)
-        .filter(|i| i % fleet.scenario.workers.max(1) == fleet.scenario.worker)
-        .collect();
     let mut bots = JoinSet::new();
     let ramp_step = fleet.scenario.ramp_up.as_secs_f64() / mine.len().max(1) as f64;
     let progress = fleet
@@ -423,6 +465,10 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         });
     }
     while bots.join_next().await.is_some() {}
+    // The bots' closes on shared QUIC endpoints go out before the process exits.
+    for endpoint in &fleet.quic_endpoints {
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -442,6 +488,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         bytes: c.bytes.load(Ordering::Relaxed),
         entity_updates: c.entity_updates.load(Ordering::Relaxed),
         inputs_sent: c.inputs_sent.load(Ordering::Relaxed),
+        inputs_counted: c.inputs_counted.load(Ordering::Relaxed),
         reconnects: c.reconnects.load(Ordering::Relaxed),
         resumes: c.resumes.load(Ordering::Relaxed),
         desyncs: c.desyncs.load(Ordering::Relaxed),
@@ -509,6 +556,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     config.ping_interval = Duration::from_secs(5);
     config.quiet_timeout = Duration::from_secs(15);
     config.mirror_contents = s.verifies(index);
+    if !fleet.quic_endpoints.is_empty() {
+        config.quic_endpoint = Some(fleet.quic_endpoints[index % fleet.quic_endpoints.len()].clone());
+    }
     let (client, mut events) = match Client::connect(config) {
         Ok(connected) => connected,
         Err(e) => {
@@ -570,6 +620,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 };
                 client.send_input(&room, payload);
                 c.inputs_sent.fetch_add(1, Ordering::Relaxed);
+                if counted_from.is_some() {
+                    c.inputs_counted.fetch_add(1, Ordering::Relaxed);
+                }
             }
             _ = churn_clock.tick(), if joined => {
                 if rng.f64() < s.churn_per_minute / 60.0 {

@@ -256,6 +256,7 @@ impl Driver {
             self.tls.as_ref(),
             presented,
             self.config.quiet_timeout,
+            self.config.quic_endpoint.as_ref(),
         );
         tokio::time::timeout(self.config.connect_timeout, connecting)
             .await

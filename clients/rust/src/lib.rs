@@ -66,6 +66,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 pub use backoff::Backoff;
+pub use link::quic_endpoint;
 pub use tickrelay_proto::mirror::{Desync, StateMirror};
 pub use tickrelay_proto::v1 as proto;
 pub use trust::{Trust, TrustError};
@@ -109,6 +110,13 @@ pub struct ClientConfig {
     /// False: follow ticks and input acknowledgements only
     /// ([`StateMirror::headers_only`]); for load generators.
     pub mirror_contents: bool,
+    /// The QUIC endpoint (one UDP socket and the task that drives it) that
+    /// `quic://` connections are opened from, shared with other clients of this
+    /// process ([`quic_endpoint`] makes one). None (the default): each connection
+    /// binds its own. A process holding many connections, such as a bot fleet, saves
+    /// a socket, a task and most receive system calls per connection by sharing a
+    /// few: the endpoint reads datagrams for all its connections in batches.
+    pub quic_endpoint: Option<quinn::Endpoint>,
 }
 
 impl ClientConfig {
@@ -128,6 +136,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             event_capacity: 4096,
             mirror_contents: true,
+            quic_endpoint: None,
         }
     }
 }

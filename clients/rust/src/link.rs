@@ -130,6 +130,42 @@ fn certificate_rejected(error: &quinn::ConnectionError) -> bool {
         if (42..=49).any(|alert| e.code == quinn::TransportErrorCode::crypto(alert)))
 }
 
+/// Receive buffer asked for a shared endpoint's socket: a bot fleet's frames arrive
+/// in bursts (every member of the rooms on one tick phase at once), which overflow
+/// the kernel's default of about 200 KiB; the kernel caps it at `net.core.rmem_max`.
+const SHARED_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+
+/// A QUIC endpoint on a UDP socket bound to `local` (port 0: any), for
+/// [`crate::ClientConfig::quic_endpoint`]: connections opened from it share its socket
+/// and the one task that reads it. Its address family must be the relay's (an IPv6
+/// socket, `[::]:0`, also reaches IPv4 relays). Needs a Tokio runtime. A client's
+/// `close().await` does not wait for a shared endpoint: before the process exits,
+/// await its `wait_idle()` so the last closes go out.
+pub fn quic_endpoint(local: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+    if local.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: a smaller buffer drops datagrams in bursts, which QUIC survives.
+    let _ = socket.set_recv_buffer_size(SHARED_RECEIVE_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&local.into())?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket.into(), runtime)
+}
+
+/// The unspecified address of `addr`'s family, any port: where a connection to
+/// `addr` binds its own endpoint.
+fn unspecified(addr: SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = if addr.is_ipv6() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    SocketAddr::new(ip, 0)
+}
+
 /// What the server sent.
 pub(crate) enum Received {
     /// One `ServerEnvelope`.
@@ -161,7 +197,9 @@ pub(crate) enum Link {
 }
 
 pub(crate) struct QuicLink {
-    endpoint: quinn::Endpoint,
+    /// The endpoint this connection's own (waited for at close), or None when it
+    /// was opened from a shared one (which outlives it).
+    endpoint: Option<quinn::Endpoint>,
     conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -209,12 +247,16 @@ pub(crate) async fn connect(
     tls: Option<&Arc<rustls::ClientConfig>>,
     presented: Presented<'_>,
     idle_timeout: Duration,
+    shared_endpoint: Option<&quinn::Endpoint>,
 ) -> Result<Link, Failure> {
     let tls_for = |scheme: Scheme| tls.ok_or_else(|| fatal(format!("{scheme:?} needs a TLS configuration")));
     match target.scheme {
         Scheme::WebSocket => connect_ws(target, Some(tls_for(target.scheme)?), presented).await,
         Scheme::PlainWebSocket => connect_ws(target, None, presented).await,
-        Scheme::Quic => connect_quic(target, tls_for(target.scheme)?, presented, idle_timeout).await,
+        Scheme::Quic => {
+            let tls = tls_for(target.scheme)?;
+            connect_quic(target, tls, presented, idle_timeout, shared_endpoint).await
+        }
     }
 }
 
@@ -280,6 +322,7 @@ async fn connect_quic(
     tls: &Arc<rustls::ClientConfig>,
     presented: Presented<'_>,
     idle_timeout: Duration,
+    shared_endpoint: Option<&quinn::Endpoint>,
 ) -> Result<Link, Failure> {
     let addr: SocketAddr = tokio::net::lookup_host(&target.authority)
         .await
@@ -295,15 +338,16 @@ async fn connect_quic(
     transport.datagram_receive_buffer_size(Some(256 * 1024));
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
-    let local: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("valid address")
-    } else {
-        "0.0.0.0:0".parse().expect("valid address")
+    let (endpoint, own) = match shared_endpoint {
+        Some(shared) => (shared.clone(), None),
+        None => {
+            let local = unspecified(addr);
+            let endpoint = quinn::Endpoint::client(local).map_err(|e| retry(format!("UDP socket: {e}")))?;
+            (endpoint.clone(), Some(endpoint))
+        }
     };
-    let mut endpoint = quinn::Endpoint::client(local).map_err(|e| retry(format!("UDP socket: {e}")))?;
-    endpoint.set_default_client_config(config);
     let conn = endpoint
-        .connect(addr, &target.host)
+        .connect_with(config, addr, &target.host)
         .map_err(|e| fatal(format!("QUIC: {e}")))?
         .await
         .map_err(|e| Failure {
@@ -326,7 +370,7 @@ async fn connect_quic(
         .await
         .map_err(|e| retry(format!("QUIC hello: {e}")))?;
     Ok(Link::Quic(Box::new(QuicLink {
-        endpoint,
+        endpoint: own,
         datagram: ReusableBoxFuture::new(read_datagram(conn.clone())),
         closing: None,
         conn,
@@ -426,7 +470,9 @@ impl Link {
             }
             Link::Quic(q) => {
                 q.conn.close(1000u32.into(), b"client closing");
-                let _ = tokio::time::timeout(Duration::from_secs(1), q.endpoint.wait_idle()).await;
+                if let Some(endpoint) = &q.endpoint {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+                }
             }
         }
     }

@@ -576,3 +576,44 @@ async fn events_not_acknowledged_go_out_again_with_their_numbers() {
     drop(ws);
     client.drop_connection();
 }
+
+/// Clients opened from one shared QUIC endpoint (one UDP socket) are separate
+/// sessions that each get their own frames, and one closing leaves the others
+/// playing: the endpoint outlives the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sharing_a_quic_endpoint_play_and_close_apart() {
+    let relay = start().await;
+    let endpoint = tickrelay_client::quic_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connect = || {
+        let mut config = config(&relay, Transport::Quic);
+        config.quic_endpoint = Some(endpoint.clone());
+        let (client, mut events) = Client::connect(config).unwrap();
+        client.join("arena-1", "arena");
+        async move {
+            let session = until(&mut events, |e| match e {
+                Event::Connected { session_id, .. } => Some(*session_id),
+                _ => None,
+            })
+            .await;
+            until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+            (client, events, session)
+        }
+    };
+    let (first, _first_events, first_session) = connect().await;
+    let (second, mut second_events, second_session) = connect().await;
+    assert_ne!(first_session, second_session);
+    first.close().await;
+    let mut frames = 0;
+    until(&mut second_events, |e| {
+        frames += matches!(e, Event::State { .. }) as u32;
+        (frames >= 10).then_some(())
+    })
+    .await;
+    assert!(second.with_mirror("arena-1", |m| m.is_synced()).unwrap());
+    let rooms = second.request(proto::request::Kind::ListRooms(proto::ListRooms::default()));
+    let Some(proto::response::Kind::Rooms(list)) = rooms.await.unwrap().kind else {
+        panic!("rooms listed")
+    };
+    assert_eq!(list.rooms[0].members, 1, "the closed client left; the other stayed");
+    second.close().await;
+}
