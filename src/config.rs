@@ -797,7 +797,8 @@ insecure_plain = false
 enabled = true
 # UDP address; leave out to use the same address and port as `listen`.
 # listen = "127.0.0.1:7443"
-# Outbound datagram bytes a connection may buffer (oldest dropped first).
+# Outbound datagram bytes a connection may buffer (oldest dropped first; state datagrams
+# that would wait behind an earlier batch are not queued at all).
 datagram_send_buffer_bytes = 65536
 # Bytes a client may have in flight on its control stream.
 stream_receive_window_bytes = 65536

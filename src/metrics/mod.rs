@@ -104,7 +104,8 @@ pub struct Metrics {
     pub messages_out: Counter,
     /// Outbound payload bytes.
     pub bytes_out: Counter,
-    /// State frames replaced before a slow client took them.
+    /// State frames replaced before a slow client took them, or dropped rather than
+    /// queued behind others (QUIC).
     pub frames_superseded: Counter,
     /// From a tick's server time stamp to its state frame handed to the transport
     /// (written to the kernel's socket over WebSocket; to quinn over QUIC), seconds.
@@ -236,7 +237,7 @@ impl Metrics {
         registry.register("bytes_out", "Outbound payload bytes", m.bytes_out.clone());
         registry.register(
             "frames_superseded",
-            "State frames replaced before a slow client took them",
+            "State frames replaced before a slow client took them, or dropped rather than queued behind others (QUIC)",
             m.frames_superseded.clone(),
         );
         registry.register(

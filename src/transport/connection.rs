@@ -282,7 +282,10 @@ pub(crate) async fn serve<T: Transport>(
                     Ok(Ok(sent)) => {
                         metrics.messages_out.inc_by(sent.messages);
                         metrics.bytes_out.inc_by(sent.bytes);
-                        if !batch.states.is_empty() {
+                        metrics.frames_superseded.inc_by(sent.superseded);
+                        // The delay of frames written (a batch whose datagrams were
+                        // dropped is not counted).
+                        if !batch.states.is_empty() && sent.superseded == 0 {
                             let now_us = unix_micros();
                             for state in &batch.states {
                                 let delay_us = now_us.saturating_sub(state.server_time_us);
@@ -509,6 +512,7 @@ mod tests {
             Ok(Sent {
                 messages: 1,
                 bytes: buf.len() as u64,
+                ..Sent::default()
             })
         }
 

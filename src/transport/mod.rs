@@ -61,6 +61,9 @@ pub(crate) struct Sent {
     pub messages: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// State frames the transport dropped rather than queue behind older ones
+    /// (QUIC, while a connection's datagrams wait).
+    pub superseded: u64,
 }
 
 /// The write failed: the connection is gone.

@@ -58,7 +58,8 @@ pub struct QuicConfig {
     /// UDP address; unset means the same address and port as `listen`.
     pub listen: Option<SocketAddr>,
     /// Outbound datagram bytes a connection may buffer; older datagrams are dropped
-    /// first when it is full (they hold superseded state anyway).
+    /// first when it is full (they hold superseded state anyway). State datagrams that
+    /// would wait behind an earlier batch are not queued at all.
     pub datagram_send_buffer_bytes: usize,
     /// Bytes a client may have in flight on its control stream.
     pub stream_receive_window_bytes: u32,
@@ -261,6 +262,10 @@ pub(crate) struct Quic {
     /// made anew by each `recv` would only wake the connection while a `recv` is
     /// pending (see [`Transport::recv`]).
     datagram: ReusableBoxFuture<'static, Result<Bytes, ConnectionError>>,
+    /// quinn's free datagram buffer space with nothing queued (its configured size).
+    datagram_space: usize,
+    /// Buffer space the state datagrams of the last `send` took in quinn's queue.
+    last_datagrams: usize,
 }
 
 /// Reads the next datagram of `conn`.
@@ -272,13 +277,15 @@ impl Quic {
     fn new(conn: Connection, send: SendStream, recv: RecvStream, max_message: usize) -> Self {
         Self {
             datagram: ReusableBoxFuture::new(read_datagram(conn.clone())),
-            conn,
             send,
             recv,
             inbound: BytesMut::new(),
             outbound: BytesMut::new(),
             max_message,
             on_stream: Vec::new(),
+            datagram_space: conn.datagram_send_buffer_space(),
+            last_datagrams: 0,
+            conn,
         }
     }
 
@@ -369,7 +376,19 @@ impl Transport for Quic {
         if reliable || !self.on_stream.is_empty() {
             self.write_stream(batch.reliable_part(), outbox, &mut sent).await?;
         }
+        // State datagrams wait in quinn's queue while the path (its congestion
+        // window) or this process cannot send them, and its buffer holds hundreds.
+        // When what the last `send` queued is not all that waits, the connection is
+        // behind: this batch's datagrams are dropped as superseded (each frame is a
+        // delta against what the client acknowledged, so a frame dropped costs
+        // nothing later), and a frame waits behind at most one send's.
+        let space = self.conn.datagram_send_buffer_space();
+        let behind = self.datagram_space.saturating_sub(space) > self.last_datagrams;
         for state in batch.states.iter().filter(|s| !on_stream(s)) {
+            if behind {
+                sent.superseded += 1;
+                continue;
+            }
             encode_envelope(Reliable::default(), std::slice::from_ref(state), &mut self.outbound);
             let datagram = self.outbound.split().freeze();
             sent.bytes += datagram.len() as u64;
@@ -385,6 +404,7 @@ impl Transport for Quic {
                 }
             }
         }
+        self.last_datagrams = space.saturating_sub(self.conn.datagram_send_buffer_space());
         Ok(sent)
     }
     async fn ping(&mut self) -> Result<(), Broken> {

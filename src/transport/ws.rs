@@ -100,6 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(Sent {
             messages: 1,
             bytes: len as u64,
+            ..Sent::default()
         })
     }
 
