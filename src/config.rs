@@ -136,6 +136,21 @@ pub struct ClusterConfig {
     /// How long a checkpoint is kept in Redis after its last write: a room whose node
     /// died can be restored this long after.
     pub checkpoint_ttl_secs: u64,
+    /// Where a room that no node owns opens: on the node asked, or on the node with
+    /// the fewest members (the client is redirected there).
+    pub placement: Placement,
+}
+
+/// Where a new room opens (`[cluster] placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// On the node the join reached.
+    #[default]
+    Local,
+    /// On the live node with the fewest members at its last renewal, when it has
+    /// clearly fewer than the node asked (see `cluster::node`).
+    LeastLoaded,
 }
 
 impl Default for ClusterConfig {
@@ -149,6 +164,7 @@ impl Default for ClusterConfig {
             checkpoint_ticks: 30,
             max_checkpoint_bytes: 1 << 20,
             checkpoint_ttl_secs: 600,
+            placement: Placement::Local,
         }
     }
 }
@@ -906,6 +922,10 @@ checkpoint_ticks = 30
 max_checkpoint_bytes = 1048576
 # How long a checkpoint stays in Redis after its last write.
 checkpoint_ttl_secs = 600
+# Where a room nobody owns opens: "local" (the node asked) or "least_loaded" (the live
+# node with the fewest members, if it has at least 8 and a fifth fewer than the node
+# asked; the client is redirected there).
+placement = "local"
 
 [metrics]
 # /metrics is served on the main listener unless `listen` names a separate plain-HTTP

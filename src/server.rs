@@ -414,6 +414,7 @@ async fn join_cluster(
         checkpoint_ttl: Duration::from_secs(c.checkpoint_ttl_secs),
         number: directory.register_node().await?,
         resume_grace: Duration::from_secs_f64(config.session.resume_grace_secs),
+        placement: c.placement,
     };
     let cluster = Cluster::new(directory, bus, pool.clone(), metrics.clone(), settings);
     Ok((cluster, inbox))

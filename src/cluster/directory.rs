@@ -133,6 +133,10 @@ pub trait Directory: Send + Sync {
 
     /// Where the node's clients connect, while its lease lives.
     fn node_url(&self, node: &str) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
+
+    /// Every live node (its own lease unexpired) with the members of its rooms at its
+    /// last renewal, fewest first.
+    fn node_loads(&self) -> impl Future<Output = Result<Vec<(Node, u64)>, DirectoryError>> + Send;
 }
 
 /// A lease, in the memory directory.
@@ -146,6 +150,8 @@ struct Lease<T> {
 struct Leases {
     rooms: BTreeMap<String, Lease<RoomEntry>>,
     nodes: BTreeMap<String, Lease<String>>,
+    /// Members of each node's rooms at its last renewal.
+    loads: BTreeMap<String, u64>,
 }
 
 /// The directory of one process, on a clock the caller gives (a manual one in
@@ -218,17 +224,19 @@ impl Directory for MemoryDirectory {
         let mut leases = self.leases.lock();
         let url = self.node.url.clone();
         leases.nodes.insert(self.node.id.clone(), Lease { value: url, expires });
-        let mut lost = Vec::new();
+        let (mut lost, mut load) = (Vec::new(), 0);
         for room in rooms {
             match leases.rooms.get_mut(&room.room) {
                 Some(lease) if lease.value.node == self.node.id && lease.expires > now => {
                     lease.value.members = room.members;
                     lease.value.listing = room.listing.clone();
                     lease.expires = expires;
+                    load += u64::from(room.members);
                 }
                 _ => lost.push(room.room.clone()),
             }
         }
+        leases.loads.insert(self.node.id.clone(), load);
         Ok(lost)
     }
 
@@ -279,5 +287,22 @@ impl Directory for MemoryDirectory {
             .get(node)
             .filter(|l| l.expires > now)
             .map(|l| l.value.clone()))
+    }
+
+    async fn node_loads(&self) -> Result<Vec<(Node, u64)>, DirectoryError> {
+        let now = self.now();
+        let leases = self.leases.lock();
+        let mut loads: Vec<(Node, u64)> = (leases.nodes.iter())
+            .filter(|(_, l)| l.expires > now)
+            .map(|(id, l)| {
+                let node = Node {
+                    id: id.clone(),
+                    url: l.value.clone(),
+                };
+                (node, leases.loads.get(id).copied().unwrap_or(0))
+            })
+            .collect();
+        loads.sort_by_key(|(_, load)| *load);
+        Ok(loads)
     }
 }

@@ -33,6 +33,7 @@ use super::bus::{Bus, Delivery};
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::redis_directory::RedisDirectory;
 use crate::clock::unix_micros;
+use crate::config::Placement;
 use crate::engine::listing::{ListingState, Metadata};
 use crate::engine::sim_pool::{Checkpoint, Command, LIST_SCAN, PoolError, RoomFilter, RoomShared, SimPool};
 use crate::log_budget::LogBudget;
@@ -86,7 +87,15 @@ pub struct NodeSettings {
     /// The sessions' resume grace: session records outlive the node's last renewal
     /// by a lease plus this.
     pub resume_grace: Duration,
+    /// Where rooms that no node owns open (`[cluster] placement`).
+    pub placement: Placement,
 }
+
+/// Under [`Placement::LeastLoaded`], a room opens elsewhere only on a node with at
+/// least this many members fewer than the node asked (and a fifth fewer): nodes
+/// about equally loaded keep their own rooms, and two nodes never send a join back
+/// and forth on figures that moved between their renewals.
+const PLACEMENT_MARGIN: u64 = 8;
 
 /// Session ids are this node start's number shifted by this many bits, plus a
 /// counter: below 2^53 (exact in JavaScript) with numbers up to 8191.
@@ -413,6 +422,17 @@ impl Cluster {
             },
             None => listing,
         };
+        if self.settings.placement == Placement::LeastLoaded
+            && open_here.is_none()
+            && !may_restore
+            && let Some(node) = self.place(room).await?
+        {
+            self.metrics.redirects.inc();
+            return Ok(Claim::Theirs {
+                node: node.id,
+                url: Some(node.url),
+            });
+        }
         let entry = self.entry(room, room_type, listing)?;
         let claim = self.call(self.directory.claim(&entry)).await?;
         match &claim {
@@ -434,6 +454,24 @@ impl Cluster {
             _ => {}
         }
         Ok(claim)
+    }
+
+    /// Where a room should open under [`Placement::LeastLoaded`], when not here: the
+    /// live node with the fewest members at the last renewals, if it has at least
+    /// [`PLACEMENT_MARGIN`] and a fifth fewer than this one. None for a room that a
+    /// node owns (the claim finds it).
+    async fn place(&self, room: &str) -> Result<Option<Node>, PoolError> {
+        if self.call(self.directory.locate(room)).await?.is_some() {
+            return Ok(None);
+        }
+        let loads = self.call(self.directory.node_loads()).await?;
+        let own = (loads.iter())
+            .find(|(node, _)| node.id == self.node.id)
+            .map_or(0, |(_, load)| *load);
+        let Some((least, load)) = loads.into_iter().find(|(node, _)| node.id != self.node.id) else {
+            return Ok(None);
+        };
+        Ok((load + PLACEMENT_MARGIN.max(own / 5) <= own).then_some(least))
     }
 
     /// The directory entry of a room open here, as it is now.

@@ -64,18 +64,21 @@ return {1}
 
 /// Renews this node's URL lease (KEYS[1]) and the leases of the rooms it owns
 /// (KEYS[2..]), with their member counts and listings, and keeps the open-room sets
-/// current. ARGV: node id, lease ms, url, prefix, then per room its id, type, member
-/// count, listing and whether it is open (1 or 0). Returns the (1-based) positions of
-/// the rooms it no longer holds.
+/// current, and records the members of the rooms it holds in the `load` set. ARGV:
+/// node id, lease ms, url, prefix, then per room its id, type, member count, listing
+/// and whether it is open (1 or 0). Returns the (1-based) positions of the rooms it
+/// no longer holds.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 local lost = {}
+local load = 0
 for i = 2, #KEYS do
   local a = 5 + (i - 2) * 5
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
   if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
+    load = load + tonumber(ARGV[a + 2])
     redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 3])
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     if ARGV[a + 4] == '1' then
@@ -87,6 +90,7 @@ for i = 2, #KEYS do
     table.insert(lost, i - 1)
   end
 end
+redis.call('ZADD', ARGV[4] .. 'load', load, ARGV[1])
 return lost
 ",
     )
@@ -155,7 +159,7 @@ return 0
     )
 });
 
-/// A node stops: releases every room it holds and its own URL lease. KEYS: the rooms
+/// A node stops: releases every room it holds, its own URL lease and its load entry. KEYS: the rooms
 /// set, this node's key, then one room key per room. ARGV: node id, prefix, then the
 /// room ids.
 static RELEASE_ALL: LazyLock<Script> = LazyLock::new(|| {
@@ -169,6 +173,7 @@ for i = 3, #KEYS do
   end
 end
 redis.call('DEL', KEYS[2])
+redis.call('ZREM', ARGV[2] .. 'load', ARGV[1])
 return 0
 ",
     )
@@ -558,6 +563,32 @@ impl Directory for RedisDirectory {
             .query_async(&mut self.connection.clone())
             .await
             .map_err(failed)
+    }
+
+    async fn node_loads(&self) -> Result<Vec<(Node, u64)>, DirectoryError> {
+        let index = format!("{}load", self.prefix);
+        let loads: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        let mut live = Vec::with_capacity(loads.len());
+        for (id, load) in loads {
+            match self.node_url(&id).await? {
+                Some(url) => live.push((Node { id, url }, load as u64)),
+                // Its lease lapsed: it died (a node that stops removes itself).
+                None => {
+                    let _: i64 = (redis::cmd("ZREM").arg(&index).arg(&id))
+                        .query_async(&mut self.connection.clone())
+                        .await
+                        .map_err(failed)?;
+                }
+            }
+        }
+        Ok(live)
     }
 }
 

@@ -100,6 +100,19 @@ async fn redis_open_rooms_are_the_fullest_open_ones() {
     directory::open_rooms_are_the_fullest_open_ones(&a, &b, REDIS_LEASE, elapse).await;
 }
 
+#[tokio::test]
+async fn memory_node_loads_follow_renewals() {
+    let (a, b, elapse) = memory();
+    directory::node_loads_follow_renewals(&a, &b, MEMORY_LEASE, elapse).await;
+}
+
+#[tokio::test]
+async fn redis_node_loads_follow_renewals() {
+    let (_redis, a, b) = redis().await;
+    let elapse = async |d| tokio::time::sleep(d).await;
+    directory::node_loads_follow_renewals(&a, &b, REDIS_LEASE, elapse).await;
+}
+
 /// Three nodes claim the same 200 rooms at the same moment, each over its own
 /// connection: every room ends with exactly one owner, and every node agrees which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +243,54 @@ async fn a_join_elsewhere_is_redirected_to_the_owner_and_listings_span_the_nodes
     })
     .await;
     assert_eq!(a.metric("tickrelay_rooms"), 1, "the room lives on one node only");
+}
+
+/// With `placement = "least_loaded"`, a room that no node owns opens on the node
+/// with clearly fewer members: the join is redirected there, and that node keeps it
+/// (it does not send the join back). Rooms that exist are joined where they live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_room_opens_on_the_least_loaded_node() {
+    use tickrelay::config::Placement;
+    let cluster = TestCluster::start();
+    let least_loaded = |c: &mut tickrelay::config::Config| c.cluster.placement = Placement::LeastLoaded;
+    let (a, b) = (
+        cluster.node_with(least_loaded).await,
+        cluster.node_with(least_loaded).await,
+    );
+    let mut crowd = Vec::new();
+    for _ in 0..12 {
+        let mut member = TestClient::connect(&a).await;
+        assert_eq!(
+            join_or_redirect(&mut member, "crowd").await,
+            None,
+            "a's room, joined on a"
+        );
+        crowd.push(member);
+    }
+    // a's 12 members reach the directory at its next renewal; until then a new room
+    // may still open on a (each attempt names a new room).
+    let mut attempt = 0;
+    let (room, url) = eventually("a new room joined on a redirected to b", || {
+        attempt += 1;
+        let room = format!("fresh-{attempt}");
+        let a = &a;
+        async move {
+            let mut client = TestClient::connect(a).await;
+            match join_or_redirect(&mut client, &room).await {
+                Some(url) => Ok((room, url)),
+                None => Err(format!("{room} opened on a")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(url, node_url(&b));
+    let mut moved = TestClient::connect(&b).await;
+    assert_eq!(join_or_redirect(&mut moved, &room).await, None, "b keeps the room");
+    assert_eq!(b.metric("tickrelay_rooms"), 1);
+    assert_eq!(b.metric("tickrelay_redirects_total"), 0, "b sent nothing back");
+    // A room that exists is joined where it lives, whatever the loads.
+    let mut late = TestClient::connect(&a).await;
+    assert_eq!(join_or_redirect(&mut late, "crowd").await, None);
 }
 
 /// Anonymous players on two nodes never share a user id (which would make them one

@@ -186,3 +186,27 @@ pub async fn open_rooms_are_the_fullest_open_ones<D: Directory>(
     assert_eq!(b.open_rooms("arena", 10).await.unwrap(), vec![]);
     assert_eq!(b.node_url("a").await.unwrap(), None);
 }
+
+/// Node loads are the members of each node's rooms at its last renewal (rooms it no
+/// longer holds not counted), fewest first, and a node whose own lease lapsed is
+/// not among them.
+pub async fn node_loads_follow_renewals<D: Directory>(a: &D, b: &D, lease: Duration, elapse: impl AsyncFn(Duration)) {
+    assert_eq!(a.claim(&entry("n1", 0)).await.unwrap(), Claim::Ours);
+    assert_eq!(a.claim(&entry("n2", 0)).await.unwrap(), Claim::Ours);
+    assert_eq!(b.claim(&entry("n3", 0)).await.unwrap(), Claim::Ours);
+    a.renew(&[entry("n1", 5), entry("n2", 4)]).await.unwrap();
+    // n1 is a's, not b's: b's load counts only n3.
+    b.renew(&[entry("n3", 2), entry("n1", 7)]).await.unwrap();
+    let loads = |loads: Vec<(Node, u64)>| loads.into_iter().map(|(n, l)| (n.id, l)).collect::<Vec<_>>();
+    let expected = vec![("b".to_string(), 2), ("a".to_string(), 9)];
+    assert_eq!(loads(a.node_loads().await.unwrap()), expected);
+    assert_eq!(loads(b.node_loads().await.unwrap()), expected);
+    let (b_node, _) = &a.node_loads().await.unwrap()[0];
+    assert_eq!(b_node, &node("b"), "with the node's URL");
+    // Only a renews from here: b's lease lapses.
+    for _ in 0..6 {
+        elapse(lease / 4).await;
+        a.renew(&[entry("n1", 1), entry("n2", 1)]).await.unwrap();
+    }
+    assert_eq!(loads(b.node_loads().await.unwrap()), vec![("a".to_string(), 2)]);
+}
