@@ -148,8 +148,9 @@ pub enum Placement {
     /// On the node the join reached.
     #[default]
     Local,
-    /// On the live node with the fewest members at its last renewal, when it has
-    /// clearly fewer than the node asked (see `cluster::node`).
+    /// On a live node with clearly fewer members than the node asked at the last
+    /// renewals, if there is one (see `cluster::node`); a room created with options
+    /// (metadata, private) still opens on the node asked.
     LeastLoaded,
 }
 
@@ -922,9 +923,9 @@ checkpoint_ticks = 30
 max_checkpoint_bytes = 1048576
 # How long a checkpoint stays in Redis after its last write.
 checkpoint_ttl_secs = 600
-# Where a room nobody owns opens: "local" (the node asked) or "least_loaded" (the live
-# node with the fewest members, if it has at least 8 and a fifth fewer than the node
-# asked; the client is redirected there).
+# Where a room nobody owns opens: "local" (the node asked) or "least_loaded" (a live
+# node with at least 8 and a fifth fewer members than the node asked, if any; the
+# client is redirected there). A room created with options opens on the node asked.
 placement = "local"
 
 [metrics]

@@ -292,14 +292,15 @@ impl Directory for MemoryDirectory {
     async fn node_loads(&self) -> Result<Vec<(Node, u64)>, DirectoryError> {
         let now = self.now();
         let leases = self.leases.lock();
+        // A node that has not renewed yet is not listed (as in Redis).
         let mut loads: Vec<(Node, u64)> = (leases.nodes.iter())
             .filter(|(_, l)| l.expires > now)
-            .map(|(id, l)| {
+            .filter_map(|(id, l)| {
                 let node = Node {
                     id: id.clone(),
                     url: l.value.clone(),
                 };
-                (node, leases.loads.get(id).copied().unwrap_or(0))
+                Some((node, *leases.loads.get(id)?))
             })
             .collect();
         loads.sort_by_key(|(_, load)| *load);

@@ -422,18 +422,22 @@ impl Cluster {
             },
             None => listing,
         };
-        if self.settings.placement == Placement::LeastLoaded
+        // A join that creates the room with options (metadata, private) opens it
+        // here: the join sent again to another node would not carry them all (a
+        // quick join's metadata is the server's).
+        let placed = self.settings.placement == Placement::LeastLoaded
             && open_here.is_none()
             && !may_restore
-            && let Some(node) = self.place(room).await?
-        {
+            && listing.metadata.is_empty()
+            && !listing.private;
+        let entry = self.entry(room, room_type, listing)?;
+        if placed && let Some(node) = self.place(room).await? {
             self.metrics.redirects.inc();
             return Ok(Claim::Theirs {
                 node: node.id,
                 url: Some(node.url),
             });
         }
-        let entry = self.entry(room, room_type, listing)?;
         let claim = self.call(self.directory.claim(&entry)).await?;
         match &claim {
             Claim::Theirs { url: Some(_), .. } => {
@@ -456,22 +460,25 @@ impl Cluster {
         Ok(claim)
     }
 
-    /// Where a room should open under [`Placement::LeastLoaded`], when not here: the
-    /// live node with the fewest members at the last renewals, if it has at least
-    /// [`PLACEMENT_MARGIN`] and a fifth fewer than this one. None for a room that a
-    /// node owns (the claim finds it).
+    /// Where a room should open under [`Placement::LeastLoaded`], when not here: a
+    /// live node with at least [`PLACEMENT_MARGIN`] and a fifth fewer members than
+    /// this one at the last renewals, drawn at random among those (so that new rooms
+    /// do not all go to one node until its next renewal shows them). None for a room
+    /// that a node owns (the claim finds it).
     async fn place(&self, room: &str) -> Result<Option<Node>, PoolError> {
-        if self.call(self.directory.locate(room)).await?.is_some() {
-            return Ok(None);
-        }
         let loads = self.call(self.directory.node_loads()).await?;
         let own = (loads.iter())
             .find(|(node, _)| node.id == self.node.id)
             .map_or(0, |(_, load)| *load);
-        let Some((least, load)) = loads.into_iter().find(|(node, _)| node.id != self.node.id) else {
+        let margin = PLACEMENT_MARGIN.max(own / 5);
+        let mut lighter: Vec<Node> = (loads.into_iter())
+            .filter(|(node, load)| node.id != self.node.id && load + margin <= own)
+            .map(|(node, _)| node)
+            .collect();
+        if lighter.is_empty() || self.call(self.directory.locate(room)).await?.is_some() {
             return Ok(None);
-        };
-        Ok((load + PLACEMENT_MARGIN.max(own / 5) <= own).then_some(least))
+        }
+        Ok(Some(lighter.swap_remove(fastrand::usize(..lighter.len()))))
     }
 
     /// The directory entry of a room open here, as it is now.
@@ -598,6 +605,9 @@ impl Cluster {
         // No more claims, and no renewal taking back what is released below.
         self.stopping.store(true, Ordering::Release);
         self.leases_stop.cancel();
+        // No node sends new rooms here any more (`release_all` below does it too,
+        // seconds later, if Redis answers then).
+        let _ = self.call(self.directory.withdraw_load()).await;
         let before = self.flushed.load(Ordering::Acquire);
         let asked = self.pool.checkpoint_all();
         let written = async {

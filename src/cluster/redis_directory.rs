@@ -96,6 +96,28 @@ return lost
     )
 });
 
+/// The live nodes' loads, fewest members first: each node of the `load` set whose
+/// own lease lives, with its URL; the others (dead: a node that stops removes itself)
+/// leave the set. ARGV: the prefix. Returns {id, url, members} triples.
+static NODE_LOADS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local index = ARGV[1] .. 'load'
+local loads = redis.call('ZRANGE', index, 0, -1, 'WITHSCORES')
+local live = {}
+for i = 1, #loads, 2 do
+  local url = redis.call('GET', ARGV[1] .. 'node:' .. loads[i])
+  if url then
+    table.insert(live, {loads[i], url, tonumber(loads[i + 1])})
+  else
+    redis.call('ZREM', index, loads[i])
+  end
+end
+return live
+",
+    )
+});
+
 /// Forgets the ids of an index (`rooms`, or an `open:` set) whose room key lapsed,
 /// unless a claim brought it back since. KEYS: the index, then one room key per id in
 /// ARGV.
@@ -262,6 +284,17 @@ impl RedisDirectory {
         }
         invocation
             .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)
+    }
+
+    /// The node stops taking new rooms: its load entry goes, so placement sends none
+    /// here.
+    pub async fn withdraw_load(&self) -> Result<(), DirectoryError> {
+        redis::cmd("ZREM")
+            .arg(format!("{}load", self.prefix))
+            .arg(&self.node.id)
+            .query_async(&mut self.connection.clone())
             .await
             .map_err(failed)
     }
@@ -566,29 +599,15 @@ impl Directory for RedisDirectory {
     }
 
     async fn node_loads(&self) -> Result<Vec<(Node, u64)>, DirectoryError> {
-        let index = format!("{}load", self.prefix);
-        let loads: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(&index)
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query_async(&mut self.connection.clone())
+        let loads: Vec<(String, String, u64)> = NODE_LOADS
+            .arg(&self.prefix)
+            .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
-        let mut live = Vec::with_capacity(loads.len());
-        for (id, load) in loads {
-            match self.node_url(&id).await? {
-                Some(url) => live.push((Node { id, url }, load as u64)),
-                // Its lease lapsed: it died (a node that stops removes itself).
-                None => {
-                    let _: i64 = (redis::cmd("ZREM").arg(&index).arg(&id))
-                        .query_async(&mut self.connection.clone())
-                        .await
-                        .map_err(failed)?;
-                }
-            }
-        }
-        Ok(live)
+        Ok(loads
+            .into_iter()
+            .map(|(id, url, load)| (Node { id, url }, load))
+            .collect())
     }
 }
 

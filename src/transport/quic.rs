@@ -382,6 +382,10 @@ impl Transport for Quic {
         // behind: this batch's datagrams are dropped as superseded (each frame is a
         // delta against what the client acknowledged, so a frame dropped costs
         // nothing later), and a frame waits behind at most one send's.
+        // (A batch with no datagram leaves the last send's figure as it was.)
+        if batch.states.iter().all(on_stream) {
+            return Ok(sent);
+        }
         let space = self.conn.datagram_send_buffer_space();
         let behind = self.datagram_space.saturating_sub(space) > self.last_datagrams;
         for state in batch.states.iter().filter(|s| !on_stream(s)) {

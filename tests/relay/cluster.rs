@@ -288,6 +288,29 @@ async fn a_new_room_opens_on_the_least_loaded_node() {
     assert_eq!(join_or_redirect(&mut moved, &room).await, None, "b keeps the room");
     assert_eq!(b.metric("tickrelay_rooms"), 1);
     assert_eq!(b.metric("tickrelay_redirects_total"), 0, "b sent nothing back");
+    // A join that creates its room with options (here private) opens it on the node
+    // asked: the options would not follow a redirect.
+    let mut private = TestClient::connect(&a).await;
+    let request_id = private.request_id();
+    private
+        .send(vec![proto::client_message::Kind::Join(proto::JoinRoom {
+            request_id,
+            room: "hideout".into(),
+            create: Some(proto::RoomOptions {
+                private: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })])
+        .await;
+    let joined = private
+        .until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(true),
+            Kind::Redirect(r) if r.request_id == request_id => Some(false),
+            _ => None,
+        })
+        .await;
+    assert!(joined, "a private room opens on the node asked");
     // A room that exists is joined where it lives, whatever the loads.
     let mut late = TestClient::connect(&a).await;
     assert_eq!(join_or_redirect(&mut late, "crowd").await, None);

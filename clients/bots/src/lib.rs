@@ -397,19 +397,17 @@ const BOTS_PER_QUIC_ENDPOINT: usize = 500;
 
 /// The shared QUIC endpoints for `bots` bots (see [`BOTS_PER_QUIC_ENDPOINT`]).
 fn quic_endpoints(scenario: &Scenario, bots: usize) -> std::io::Result<Vec<quinn::Endpoint>> {
-    let quic: Vec<&String> = scenario.urls.iter().filter(|u| u.starts_with("quic://")).collect();
-    if quic.is_empty() {
+    if !scenario.urls.iter().any(|u| u.starts_with("quic://")) {
         return Ok(Vec::new());
     }
-    // An IPv6 socket reaches IPv4 relays too; an IPv4 one only those.
-    let local = if quic.iter().any(|u| u.starts_with("quic://[")) {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
+    // A dual-stack socket reaches IPv4 and IPv6 relays (a name may resolve to
+    // either); where the system has no IPv6, an IPv4 one.
+    let bind = || {
+        tickrelay_client::quic_endpoint("[::]:0".parse().expect("valid address"))
+            .or_else(|_| tickrelay_client::quic_endpoint("0.0.0.0:0".parse().expect("valid address")))
     };
-    let local = local.parse().expect("valid address");
     (0..bots.div_ceil(BOTS_PER_QUIC_ENDPOINT).max(1))
-        .map(|_| tickrelay_client::quic_endpoint(local))
+        .map(|_| bind())
         .collect()
 }
 

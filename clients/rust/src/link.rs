@@ -137,8 +137,9 @@ const SHARED_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 
 /// A QUIC endpoint on a UDP socket bound to `local` (port 0: any), for
 /// [`crate::ClientConfig::quic_endpoint`]: connections opened from it share its socket
-/// and the one task that reads it. Its address family must be the relay's (an IPv6
-/// socket, `[::]:0`, also reaches IPv4 relays). Needs a Tokio runtime. A client's
+/// and the one task that reads it. An IPv6 socket (`[::]:0`) reaches IPv4 relays too;
+/// from an IPv4 one, a connection to an IPv6 relay binds its own. Needs a Tokio
+/// runtime. A client's
 /// `close().await` does not wait for a shared endpoint: before the process exits,
 /// await its `wait_idle()` so the last closes go out.
 pub fn quic_endpoint(local: SocketAddr) -> std::io::Result<quinn::Endpoint> {
@@ -338,7 +339,9 @@ async fn connect_quic(
     transport.datagram_receive_buffer_size(Some(256 * 1024));
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
-    let (endpoint, own) = match shared_endpoint {
+    // An IPv4 socket cannot reach an IPv6 relay: such a connection binds its own.
+    let reaches = |e: &quinn::Endpoint| e.local_addr().is_ok_and(|local| local.is_ipv6() || addr.is_ipv4());
+    let (endpoint, own) = match shared_endpoint.filter(|e| reaches(e)) {
         Some(shared) => (shared.clone(), None),
         None => {
             let local = unspecified(addr);

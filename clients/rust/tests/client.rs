@@ -602,6 +602,7 @@ async fn clients_sharing_a_quic_endpoint_play_and_close_apart() {
     let (first, _first_events, first_session) = connect().await;
     let (second, mut second_events, second_session) = connect().await;
     assert_ne!(first_session, second_session);
+    assert_eq!(endpoint.open_connections(), 2, "both opened from the shared endpoint");
     first.close().await;
     let mut frames = 0;
     until(&mut second_events, |e| {
