@@ -136,8 +136,8 @@ pub struct ClusterConfig {
     /// How long a checkpoint is kept in Redis after its last write: a room whose node
     /// died can be restored this long after.
     pub checkpoint_ttl_secs: u64,
-    /// Where a room that no node owns opens: on the node asked, or on the node with
-    /// the fewest members (the client is redirected there).
+    /// Where a room that no node owns opens: on the node asked, or on a live node
+    /// with clearly fewer members (the client is redirected there).
     pub placement: Placement,
 }
 

@@ -139,9 +139,8 @@ const SHARED_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 /// [`crate::ClientConfig::quic_endpoint`]: connections opened from it share its socket
 /// and the one task that reads it. An IPv6 socket (`[::]:0`) reaches IPv4 relays too;
 /// from an IPv4 one, a connection to an IPv6 relay binds its own. Needs a Tokio
-/// runtime. A client's
-/// `close().await` does not wait for a shared endpoint: before the process exits,
-/// await its `wait_idle()` so the last closes go out.
+/// runtime. A client's `close().await` does not wait for a shared endpoint: before
+/// the process exits, await its `wait_idle()` so the last closes go out.
 pub fn quic_endpoint(local: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
