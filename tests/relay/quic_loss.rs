@@ -3,88 +3,15 @@
 //! packets, acknowledgements). The client's mirror must stay correct through
 //! acknowledged-baseline deltas, with full snapshots rare and counted.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tickrelay::proto::input;
 use tickrelay::proto::server_message::Kind;
 use tickrelay_proto::clock::unix_micros;
+use tickrelay_testkit::quic::lossy_forwarder;
 use tickrelay_testkit::{TestClient, start};
-use tokio::net::UdpSocket;
-
-/// Counters of the forwarder.
-#[derive(Default)]
-struct Counters {
-    /// Packets from the server to the client: forwarded, dropped.
-    down: AtomicU64,
-    down_dropped: AtomicU64,
-    down_bytes: AtomicU64,
-    /// Packets from the client to the server: forwarded, dropped.
-    up: AtomicU64,
-    up_dropped: AtomicU64,
-    /// While set, every packet from the client to the server is dropped (a path
-    /// that stopped acknowledging).
-    stalled: AtomicBool,
-}
-
-struct Forwarder {
-    addr: SocketAddr,
-    counters: Arc<Counters>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Forwards one client's UDP packets to `server` and back, dropping `loss` of them
-/// in each direction, chosen by a seeded generator (the same packets every run for
-/// the same traffic).
-async fn lossy_forwarder(server: SocketAddr, loss: f64, seed: u64) -> Forwarder {
-    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    back.connect(server).await.unwrap();
-    let addr = front.local_addr().unwrap();
-    let counters = Arc::new(Counters::default());
-    let c = counters.clone();
-    let task = tokio::spawn(async move {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let mut client = None;
-        let mut up = vec![0u8; 65536];
-        let mut down = vec![0u8; 65536];
-        loop {
-            tokio::select! {
-                received = front.recv_from(&mut up) => {
-                    let Ok((n, from)) = received else { return };
-                    client = Some(from);
-                    if c.stalled.load(Ordering::Relaxed) || rng.f64() < loss {
-                        c.up_dropped.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        c.up.fetch_add(1, Ordering::Relaxed);
-                        let _ = back.send(&up[..n]).await;
-                    }
-                }
-                received = back.recv(&mut down) => {
-                    let Ok(n) = received else { return };
-                    let Some(to) = client else { continue };
-                    if rng.f64() < loss {
-                        c.down_dropped.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        c.down.fetch_add(1, Ordering::Relaxed);
-                        c.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                        let _ = front.send_to(&down[..n], to).await;
-                    }
-                }
-            }
-        }
-    });
-    Forwarder { addr, counters, task }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrors_stay_correct_under_five_percent_loss() {

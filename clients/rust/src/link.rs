@@ -211,6 +211,9 @@ pub(crate) struct QuicLink {
     /// Once the server finished the control stream: the wait for its close code,
     /// kept like `datagram` (quinn's `closed()` is a `Notify` too).
     closing: Option<Pin<Box<dyn Future<Output = Received> + Send>>>,
+    /// Acknowledgements waiting to ride on the next control-stream write (one per
+    /// room), so that they cost no packet of their own (see [`Link::ack`]).
+    pending_acks: Vec<proto::Ack>,
 }
 
 /// Reads the next datagram of `conn`.
@@ -379,6 +382,7 @@ async fn connect_quic(
         send,
         recv,
         inbound: BytesMut::new(),
+        pending_acks: Vec::new(),
     })))
 }
 
@@ -391,7 +395,12 @@ impl Link {
     /// Sends one envelope of `messages`, its events numbered from `first_event_seq`
     /// (0: not numbered).
     pub async fn send(&mut self, messages: impl IntoIterator<Item = Out>, first_event_seq: u64) -> Result<(), Broken> {
-        let messages = messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
+        let mut messages: Vec<ClientMessage> = messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
+        if let Link::Quic(q) = self {
+            messages.extend(q.pending_acks.drain(..).map(|ack| ClientMessage {
+                kind: Some(Out::Ack(ack)),
+            }));
+        }
         let envelope = ClientEnvelope {
             messages,
             first_event_seq,
@@ -422,17 +431,27 @@ impl Link {
     }
 
     /// Acknowledges a state frame (QUIC only; a lost acknowledgement is harmless).
+    /// The acknowledgement waits for the next write on the control stream (the
+    /// client's next input, typically) and rides in its packet; when a room's next
+    /// acknowledgement is due before such a write, it goes at once as a datagram.
     pub fn ack(&mut self, room: &str, tick: u64) {
-        if let Link::Quic(q) = self {
-            let ack = Out::Ack(proto::Ack {
-                room: room.into(),
-                tick,
-            });
-            let envelope = ClientEnvelope {
-                messages: vec![ClientMessage { kind: Some(ack) }],
-                first_event_seq: 0,
-            };
-            let _ = q.conn.send_datagram(envelope.encode_to_vec().into());
+        let Link::Quic(q) = self else { return };
+        let ack = proto::Ack {
+            room: room.into(),
+            tick,
+        };
+        match q.pending_acks.iter().position(|p| p.room == room) {
+            None => q.pending_acks.push(ack),
+            Some(i) => {
+                q.pending_acks.swap_remove(i);
+                let envelope = ClientEnvelope {
+                    messages: vec![ClientMessage {
+                        kind: Some(Out::Ack(ack)),
+                    }],
+                    first_event_seq: 0,
+                };
+                let _ = q.conn.send_datagram(envelope.encode_to_vec().into());
+            }
         }
     }
 

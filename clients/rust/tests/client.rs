@@ -618,3 +618,51 @@ async fn clients_sharing_a_quic_endpoint_play_and_close_apart() {
     assert_eq!(list.rooms[0].members, 1, "the closed client left; the other stayed");
     second.close().await;
 }
+
+/// Over QUIC a client acknowledges state frames; with inputs flowing, the
+/// acknowledgements ride in the inputs' packets instead of datagrams of their own.
+/// Without inputs they still go (as datagrams), so the frames stay deltas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_acks_ride_on_inputs_and_go_alone_without_them() {
+    let relay = start().await;
+    let forwarder = tickrelay_testkit::quic::lossy_forwarder(relay.quic_addr, 0.0, 1).await;
+    let mut config = config(&relay, Transport::Quic);
+    config.url = format!("quic://localhost:{}", forwarder.addr.port());
+    config.ping_interval = Duration::from_secs(60);
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("arena-1", "arena");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    // Like a game loop: one input per frame received.
+    let up = || forwarder.counters.up.load(std::sync::atomic::Ordering::Relaxed);
+    let (mut frames, mut full) = (0u64, 0u64);
+    let before = up();
+    until(&mut events, |e| {
+        if let Event::State { full: is_full, .. } = e {
+            client.send_input("arena-1", proto::input::Payload::Intent(Bytes::from_static(&[127, 0])));
+            frames += 1;
+            full += *is_full as u64;
+        }
+        (frames >= 60).then_some(())
+    })
+    .await;
+    let packets = up() - before;
+    // One packet per input, and a few more (QUIC's own acknowledgements when an
+    // input comes late); acknowledgements in datagrams of their own would add one
+    // packet per two frames.
+    assert!(
+        packets <= frames + frames / 6,
+        "{packets} packets up for {frames} inputs"
+    );
+    // No inputs now: the acknowledgements go alone, and frames stay deltas.
+    frames = 0;
+    until(&mut events, |e| {
+        if let Event::State { full: is_full, .. } = e {
+            frames += 1;
+            full += *is_full as u64;
+        }
+        (frames >= 60).then_some(())
+    })
+    .await;
+    assert!(full <= 1, "{full} full snapshots: only the join's");
+    client.close().await;
+}

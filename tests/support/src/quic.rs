@@ -3,11 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use prost::Message as _;
 use tickrelay::frame::{ALPN, MAX_SERVER_FRAME_BYTES, split_stream_frame};
 use tickrelay::proto;
+use tokio::net::UdpSocket;
 
 use crate::client::Incoming;
 use crate::{TestServer, WAIT};
@@ -96,4 +98,81 @@ fn closed(e: quinn::ConnectionError) -> Incoming {
         ),
         e => Incoming::Ended(e.to_string()),
     }
+}
+
+/// Counters of the forwarder.
+#[derive(Default)]
+pub struct Counters {
+    /// Packets from the server to the client forwarded.
+    pub down: AtomicU64,
+    /// Packets from the server to the client dropped.
+    pub down_dropped: AtomicU64,
+    /// Bytes of the packets from the server to the client forwarded.
+    pub down_bytes: AtomicU64,
+    /// Packets from the client to the server forwarded.
+    pub up: AtomicU64,
+    /// Packets from the client to the server dropped.
+    pub up_dropped: AtomicU64,
+    /// While set, every packet from the client to the server is dropped (a path
+    /// that stopped acknowledging).
+    pub stalled: AtomicBool,
+}
+
+/// A UDP forwarder between one QUIC client and the server (see [`lossy_forwarder`]).
+pub struct Forwarder {
+    /// Where the client connects instead of the server.
+    pub addr: SocketAddr,
+    /// What it forwarded and dropped.
+    pub counters: Arc<Counters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Forwards one client's UDP packets to `server` and back, dropping `loss` of them
+/// in each direction, chosen by a seeded generator (the same packets every run for
+/// the same traffic).
+pub async fn lossy_forwarder(server: SocketAddr, loss: f64, seed: u64) -> Forwarder {
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(server).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let counters = Arc::new(Counters::default());
+    let c = counters.clone();
+    let task = tokio::spawn(async move {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut client = None;
+        let mut up = vec![0u8; 65536];
+        let mut down = vec![0u8; 65536];
+        loop {
+            tokio::select! {
+                received = front.recv_from(&mut up) => {
+                    let Ok((n, from)) = received else { return };
+                    client = Some(from);
+                    if c.stalled.load(Ordering::Relaxed) || rng.f64() < loss {
+                        c.up_dropped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        c.up.fetch_add(1, Ordering::Relaxed);
+                        let _ = back.send(&up[..n]).await;
+                    }
+                }
+                received = back.recv(&mut down) => {
+                    let Ok(n) = received else { return };
+                    let Some(to) = client else { continue };
+                    if rng.f64() < loss {
+                        c.down_dropped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        c.down.fetch_add(1, Ordering::Relaxed);
+                        c.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        let _ = front.send_to(&down[..n], to).await;
+                    }
+                }
+            }
+        }
+    });
+    Forwarder { addr, counters, task }
 }
