@@ -137,6 +137,11 @@ pub trait Directory: Send + Sync {
     /// Every live node (its own lease unexpired) with the members of its rooms at its
     /// last renewal, fewest first.
     fn node_loads(&self) -> impl Future<Output = Result<Vec<(Node, u64)>, DirectoryError>> + Send;
+
+    /// Counts one member more on a live node's load until its next renewal: a room
+    /// was just placed there (its first member is on the way), so that the next
+    /// placements, from any node, see it before that node renews.
+    fn count_placement(&self, node: &str) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 }
 
 /// A lease, in the memory directory.
@@ -305,5 +310,12 @@ impl Directory for MemoryDirectory {
             .collect();
         loads.sort_by_key(|(_, load)| *load);
         Ok(loads)
+    }
+
+    async fn count_placement(&self, node: &str) -> Result<(), DirectoryError> {
+        if let Some(load) = self.leases.lock().loads.get_mut(node) {
+            *load += 1;
+        }
+        Ok(())
     }
 }

@@ -462,8 +462,9 @@ impl Cluster {
 
     /// Where a room should open under [`Placement::LeastLoaded`], when not here: a
     /// live node with at least [`PLACEMENT_MARGIN`] and a fifth fewer members than
-    /// this one at the last renewals, drawn at random among those (so that new rooms
-    /// do not all go to one node until its next renewal shows them). None for a room
+    /// this one at the last renewals (plus the rooms placed on it since, one member
+    /// each), drawn at random among those, so that a burst of new rooms does not all
+    /// go to one node until its next renewal shows them. None for a room
     /// that a node owns (the claim finds it).
     async fn place(&self, room: &str) -> Result<Option<Node>, PoolError> {
         let loads = self.call(self.directory.node_loads()).await?;
@@ -478,7 +479,10 @@ impl Cluster {
         if lighter.is_empty() || self.call(self.directory.locate(room)).await?.is_some() {
             return Ok(None);
         }
-        Ok(Some(lighter.swap_remove(fastrand::usize(..lighter.len()))))
+        let chosen = lighter.swap_remove(fastrand::usize(..lighter.len()));
+        // Failing to count it only makes the next placements less even.
+        let _ = self.call(self.directory.count_placement(&chosen.id)).await;
+        Ok(Some(chosen))
     }
 
     /// The directory entry of a room open here, as it is now.

@@ -609,6 +609,20 @@ impl Directory for RedisDirectory {
             .map(|(id, url, load)| (Node { id, url }, load))
             .collect())
     }
+
+    async fn count_placement(&self, node: &str) -> Result<(), DirectoryError> {
+        // XX: a node that left the index (dead, or stopping) is not brought back.
+        redis::cmd("ZADD")
+            .arg(format!("{}load", self.prefix))
+            .arg("XX")
+            .arg("INCR")
+            .arg(1)
+            .arg(node)
+            .query_async::<Option<f64>>(&mut self.connection.clone())
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
 }
 
 impl RedisDirectory {

@@ -209,4 +209,12 @@ pub async fn node_loads_follow_renewals<D: Directory>(a: &D, b: &D, lease: Durat
         a.renew(&[entry("n1", 1), entry("n2", 1)]).await.unwrap();
     }
     assert_eq!(loads(b.node_loads().await.unwrap()), vec![("a".to_string(), 2)]);
+    // A placement counts one member on the node until its next renewal; a node that
+    // is gone is not brought back by one.
+    b.count_placement("a").await.unwrap();
+    b.count_placement("a").await.unwrap();
+    b.count_placement("b").await.unwrap();
+    assert_eq!(loads(a.node_loads().await.unwrap()), vec![("a".to_string(), 4)]);
+    a.renew(&[entry("n1", 1), entry("n2", 1)]).await.unwrap();
+    assert_eq!(loads(a.node_loads().await.unwrap()), vec![("a".to_string(), 2)]);
 }
