@@ -8,10 +8,11 @@
 # prints instructions per state frame sent (each frame's share of the room's tick, its
 # write, and one input read and applied). Kernel time is not counted.
 #
-# Usage: bench/instructions.sh [--members N] [--window SECS] [--plain] [--bots] BINARY...
+# Usage: bench/instructions.sh [--members N] [--window SECS] [--plain | --quic] [--bots] BINARY...
 #   --members N    bots in the room (default 10)
 #   --window SECS  the counted window (default 30), after 10 s of ramp-up
 #   --plain        ws:// (--insecure-plain) instead of wss://
+#   --quic         quic:// instead of wss://
 #   --bots         count the bots' process instead (one process; each BINARY is then
 #                  a tickrelay-bots build, and the relay is target/release/tickrelay
 #                  outside valgrind)
@@ -22,15 +23,16 @@
 set -euo pipefail
 source "$(dirname "$0")/relay_config.sh"
 
-members=10 window=30 plain="" count_bots="" keep=""
+members=10 window=30 plain="" quic="" count_bots="" keep=""
 while (($#)); do
     case $1 in
         --members) members=$2; shift ;;
         --window) window=$2; shift ;;
         --plain) plain=1 ;;
+        --quic) quic=1 ;;
         --bots) count_bots=1 ;;
         --keep) keep=$(realpath "$2"); mkdir -p "$keep"; shift ;;
-        -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "instructions.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -50,10 +52,11 @@ for bin in "$@"; do
     run=$((run + 1))
     bin=$(realpath "$bin")
     port=$(free_port)
-    { bench_relay_config "$port" "$work/cert.pem"; printf '\n[quic]\nenabled = false\n'
+    { bench_relay_config "$port" "$work/cert.pem"; [[ -n $quic ]] || printf '\n[quic]\nenabled = false\n'
       bench_arena_room_type 20 "$members" 60; } >"$work/relay.toml"
-    extra=() scheme=wss
+    extra=() scheme=wss path=/ws
     [[ -n $plain ]] && extra=(--insecure-plain) scheme=ws
+    [[ -n $quic ]] && scheme=quic path=
     # Under callgrind: the relay, or with --bots the bots (the binary given).
     relay_bin=$bin bots_bin=$bots relay_run=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.out") bots_run=()
     if [[ -n $count_bots ]]; then
@@ -66,7 +69,7 @@ for bin in "$@"; do
         curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
         sleep 0.2
     done
-    "${bots_run[@]}" "$bots_bin" --url "$scheme://127.0.0.1:$port/ws" --cert "$work/cert.pem" --rooms 1 \
+    "${bots_run[@]}" "$bots_bin" --url "$scheme://127.0.0.1:$port$path" --cert "$work/cert.pem" --rooms 1 \
         --members "$members" --room-type arena --input-rate 20 --duration-secs $((window + 25)) \
         --ramp-up-secs 2 --warm-up-secs 10 --verify-share 0.1 --progress-secs 0 --processes 1 \
         --json "$work/bots.json" >"$work/bots.out" 2>&1 &

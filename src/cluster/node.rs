@@ -480,8 +480,12 @@ impl Cluster {
             return Ok(None);
         }
         let chosen = lighter.swap_remove(fastrand::usize(..lighter.len()));
-        // Failing to count it only makes the next placements less even.
-        let _ = self.call(self.directory.count_placement(&chosen.id)).await;
+        // Not waited for (the join goes on at once), and failing to count it only
+        // makes the next placements less even.
+        let (directory, id) = (self.directory.clone(), chosen.id.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DIRECTORY_TIMEOUT, directory.count_placement(&id)).await;
+        });
         Ok(Some(chosen))
     }
 

@@ -1,5 +1,6 @@
 //! The envelope almost every message is: inputs only, each a room, a `seq` and intent
-//! bytes. Read here in place, without prost's generic decoder and its allocations
+//! bytes, and over QUIC acknowledgements of state frames (a room and a tick) riding
+//! with them. Read here in place, without prost's generic decoder and its allocations
 //! (the envelope's message list and each room name), which cost about half of the
 //! work of handling an input. Anything else, or anything unusual in the encoding (a
 //! field twice, an unknown field, an entity-writes payload, a varint longer than nine
@@ -17,35 +18,58 @@ pub struct IntentInput<'a> {
     pub intent: Option<&'a [u8]>,
 }
 
+/// One message read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// An intent input.
+    Input(IntentInput<'a>),
+    /// `Ack{room, tick}`.
+    Ack {
+        /// `Ack.room`.
+        room: &'a str,
+        /// `Ack.tick` (0 when absent).
+        tick: u64,
+    },
+}
+
 /// Wire types (the low three bits of a field key).
 const VARINT: u64 = 0;
 const LEN: u64 = 2;
-/// `ClientEnvelope.messages`, `ClientMessage.input`, and `Input`'s fields.
+/// `ClientEnvelope.messages`, `ClientMessage.input` and `.ack`, and their fields.
 const ENVELOPE_MESSAGES: u64 = 1 << 3 | LEN;
 const MESSAGE_INPUT: u64 = 3 << 3 | LEN;
+const MESSAGE_ACK: u64 = 8 << 3 | LEN;
 const INPUT_ROOM: u64 = 1 << 3 | LEN;
 const INPUT_SEQ: u64 = 2 << 3 | VARINT;
 const INPUT_INTENT: u64 = 4 << 3 | LEN;
+const ACK_ROOM: u64 = 1 << 3 | LEN;
+const ACK_TICK: u64 = 2 << 3 | VARINT;
 
-/// The inputs of an envelope of intent inputs only, read once to be counted (the
-/// rate limiter charges them before any is applied), the first kept as read.
+/// The messages of an envelope of intent inputs and acknowledgements only, read once
+/// to be counted (the rate limiter charges the inputs before any is applied), the
+/// first kept as read.
 #[derive(Debug, Clone, Copy)]
-pub struct Inputs<'a> {
-    first: IntentInput<'a>,
-    /// The envelope after the first input.
+pub struct InPlace<'a> {
+    first: Item<'a>,
+    /// The envelope after the first message.
     rest: &'a [u8],
-    len: usize,
+    inputs: usize,
+    acks: usize,
 }
 
-impl<'a> Inputs<'a> {
-    /// How many inputs the envelope holds (at least one).
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        self.len
+impl<'a> InPlace<'a> {
+    /// How many inputs the envelope holds.
+    pub fn inputs(&self) -> usize {
+        self.inputs
     }
 
-    /// The inputs in order. Only envelopes of more than one input are read again.
-    pub fn iter(&self) -> impl Iterator<Item = IntentInput<'a>> + use<'a> {
+    /// How many acknowledgements it holds.
+    pub fn acks(&self) -> usize {
+        self.acks
+    }
+
+    /// The messages in order. Only envelopes of more than one message are read again.
+    pub fn iter(&self) -> impl Iterator<Item = Item<'a>> + use<'a> {
         let mut rest = self.rest;
         std::iter::once(self.first).chain(std::iter::from_fn(move || {
             (!rest.is_empty()).then(|| next(&mut rest)).flatten()
@@ -53,31 +77,45 @@ impl<'a> Inputs<'a> {
     }
 }
 
-/// The inputs of `envelope`, if it is a non-empty envelope of intent inputs only,
-/// every one of them read here exactly as prost would read it.
-pub fn read(envelope: &[u8]) -> Option<Inputs<'_>> {
+/// The messages of `envelope`, if it is a non-empty envelope of intent inputs and
+/// acknowledgements only, every one of them read here exactly as prost would read it.
+pub fn read(envelope: &[u8]) -> Option<InPlace<'_>> {
     let mut rest = envelope;
     let first = next(&mut rest)?;
     let after_first = rest;
-    let mut len = 1;
+    let (mut inputs, mut acks) = (0, 0);
+    let mut count = |item: &Item| match item {
+        Item::Input(_) => inputs += 1,
+        Item::Ack { .. } => acks += 1,
+    };
+    count(&first);
     while !rest.is_empty() {
-        next(&mut rest)?;
-        len += 1;
+        count(&next(&mut rest)?);
     }
-    Some(Inputs {
+    Some(InPlace {
         first,
         rest: after_first,
-        len,
+        inputs,
+        acks,
     })
 }
 
 /// Reads the next `messages` entry of an envelope.
-fn next<'a>(envelope: &mut &'a [u8]) -> Option<IntentInput<'a>> {
+fn next<'a>(envelope: &mut &'a [u8]) -> Option<Item<'a>> {
     let mut message = field(envelope, ENVELOPE_MESSAGES)?;
-    let mut input = field(&mut message, MESSAGE_INPUT)?;
+    let kind = varint(&mut message)?;
+    let body = len_delimited(&mut message)?;
     if !message.is_empty() {
         return None;
     }
+    match kind {
+        MESSAGE_INPUT => input(body).map(Item::Input),
+        MESSAGE_ACK => ack(body),
+        _ => None,
+    }
+}
+
+fn input(mut input: &[u8]) -> Option<IntentInput<'_>> {
     let (mut room, mut seq, mut intent) = (None, None, None);
     while !input.is_empty() {
         match varint(&mut input)? {
@@ -91,6 +129,21 @@ fn next<'a>(envelope: &mut &'a [u8]) -> Option<IntentInput<'a>> {
         room: room.unwrap_or(""),
         seq: seq.unwrap_or(0),
         intent,
+    })
+}
+
+fn ack(mut ack: &[u8]) -> Option<Item<'_>> {
+    let (mut room, mut tick) = (None, None);
+    while !ack.is_empty() {
+        match varint(&mut ack)? {
+            ACK_ROOM if room.is_none() => room = Some(std::str::from_utf8(len_delimited(&mut ack)?).ok()?),
+            ACK_TICK if tick.is_none() => tick = Some(varint(&mut ack)?),
+            _ => return None,
+        }
+    }
+    Some(Item::Ack {
+        room: room.unwrap_or(""),
+        tick: tick.unwrap_or(0),
     })
 }
 
@@ -131,7 +184,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::proto::{ClientEnvelope, ClientMessage, EntityWrites, Input, Ping, client_message, input};
+    use crate::proto::{Ack, ClientEnvelope, ClientMessage, EntityWrites, Input, Ping, client_message, input};
 
     fn envelope(kinds: Vec<client_message::Kind>) -> Vec<u8> {
         let messages = kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
@@ -150,31 +203,50 @@ mod tests {
         })
     }
 
-    /// Inputs as (room, seq, intent), for comparing readers.
-    type Read = Option<Vec<(String, u64, Option<Vec<u8>>)>>;
+    /// Messages as (room, seq or tick, intent, is an ack), for comparing readers.
+    type Read = Option<Vec<(String, u64, Option<Vec<u8>>, bool)>>;
 
-    /// What prost reads from `bytes`, as intent inputs (`None` when it is not an
-    /// envelope of those).
+    /// What prost reads from `bytes`, as intent inputs and acks (`None` when it is
+    /// not an envelope of those only).
     fn by_prost(bytes: &[u8]) -> Read {
         let envelope = ClientEnvelope::decode(bytes).ok()?;
-        let inputs = envelope.messages.into_iter().map(|m| match m.kind {
+        if envelope.first_event_seq != 0 {
+            return None;
+        }
+        let messages = envelope.messages.into_iter().map(|m| match m.kind {
             Some(client_message::Kind::Input(Input { room, seq, payload })) => match payload {
-                None => Some((room, seq, None)),
-                Some(input::Payload::Intent(bytes)) => Some((room, seq, Some(bytes.to_vec()))),
+                None => Some((room, seq, None, false)),
+                Some(input::Payload::Intent(bytes)) => Some((room, seq, Some(bytes.to_vec()), false)),
                 Some(input::Payload::Writes(_)) => None,
             },
+            Some(client_message::Kind::Ack(Ack { room, tick })) => Some((room, tick, None, true)),
             _ => None,
         });
-        inputs.collect()
+        messages.collect()
     }
 
     fn by_reader(bytes: &[u8]) -> Read {
-        let inputs = read(bytes)?;
-        let read: Vec<_> = (inputs.iter())
-            .map(|i| (i.room.to_string(), i.seq, i.intent.map(<[u8]>::to_vec)))
+        let read = read(bytes)?;
+        let items: Vec<_> = (read.iter())
+            .map(|item| match item {
+                Item::Input(i) => (i.room.to_string(), i.seq, i.intent.map(<[u8]>::to_vec), false),
+                Item::Ack { room, tick } => (room.to_string(), tick, None, true),
+            })
             .collect();
-        assert_eq!(read.len(), inputs.len(), "len and iter agree");
-        Some(read)
+        let acks = items.iter().filter(|i| i.3).count();
+        assert_eq!(
+            (read.inputs(), read.acks()),
+            (items.len() - acks, acks),
+            "counts and iter agree"
+        );
+        Some(items)
+    }
+
+    fn ack(room: &str, tick: u64) -> client_message::Kind {
+        client_message::Kind::Ack(Ack {
+            room: room.into(),
+            tick,
+        })
     }
 
     #[test]
@@ -183,30 +255,43 @@ mod tests {
             intent("arena-1", 7, Some(&[1, 2])),
             intent("", 0, Some(&[])),
             intent("r", 1 << 53, None),
+            ack("arena-1", 41),
         ]);
-        let inputs = read(&bytes).unwrap();
-        let read: Vec<_> = inputs.iter().collect();
-        assert_eq!(inputs.len(), 3);
+        let read = read(&bytes).unwrap();
+        let items: Vec<_> = read.iter().collect();
+        assert_eq!((read.inputs(), read.acks()), (3, 1));
         assert_eq!(
-            read,
+            items,
             [
-                IntentInput {
+                Item::Input(IntentInput {
                     room: "arena-1",
                     seq: 7,
                     intent: Some(&[1, 2])
-                },
-                IntentInput {
+                }),
+                Item::Input(IntentInput {
                     room: "",
                     seq: 0,
                     intent: Some(&[])
-                },
-                IntentInput {
+                }),
+                Item::Input(IntentInput {
                     room: "r",
                     seq: 1 << 53,
                     intent: None
+                }),
+                Item::Ack {
+                    room: "arena-1",
+                    tick: 41
                 },
             ]
         );
+        // An acknowledgement alone (a QUIC datagram).
+        let bytes = envelope(vec![ack("r", 0)]);
+        let items: Vec<_> = read_all(&bytes);
+        assert_eq!(items, [Item::Ack { room: "r", tick: 0 }]);
+    }
+
+    fn read_all(bytes: &[u8]) -> Vec<Item<'_>> {
+        read(bytes).unwrap().iter().collect()
     }
 
     #[test]
@@ -227,15 +312,19 @@ mod tests {
             envelope(vec![intent("r", u64::MAX, Some(&[1]))]),
             not_utf8,
         ] {
-            if let Some(inputs) = read(&bytes) {
-                panic!("read {} inputs from {bytes:02x?}", inputs.len());
+            if let Some(read) = read(&bytes) {
+                panic!("read {} inputs from {bytes:02x?}", read.inputs());
             }
         }
     }
 
     #[test]
     fn agrees_with_prost_on_every_encoding_it_accepts() {
-        let base = envelope(vec![intent("room-\u{e9}", 300, Some(&[9, 8, 7])), intent("b", 1, None)]);
+        let base = envelope(vec![
+            intent("room-\u{e9}", 300, Some(&[9, 8, 7])),
+            ack("b", 1 << 40),
+            intent("b", 1, None),
+        ]);
         let mut rng = fastrand::Rng::with_seed(7);
         let mut accepted = 0;
         for _ in 0..50_000 {

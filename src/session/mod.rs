@@ -499,20 +499,20 @@ impl Session {
                 };
             }
         };
-        // Most envelopes are intent inputs only: read in place (see `inputs`).
+        // Most envelopes are intent inputs (and acks) only: read in place (see `inputs`).
         enum Read<'a> {
-            Inputs(inputs::Inputs<'a>),
+            InPlace(inputs::InPlace<'a>),
             Envelope(ClientEnvelope),
         }
         let read = match inputs::read(bytes) {
-            Some(inputs) => Read::Inputs(inputs),
+            Some(in_place) => Read::InPlace(in_place),
             None => match ClientEnvelope::decode(bytes) {
                 Ok(envelope) => Read::Envelope(envelope),
                 Err(_) => return Err(CloseReason::Undecodable),
             },
         };
         let (counted, acks) = match &read {
-            Read::Inputs(inputs) => (inputs.len(), 0),
+            Read::InPlace(in_place) => (in_place.inputs(), in_place.acks()),
             Read::Envelope(envelope) => {
                 let acks = envelope.messages.iter().filter(|m| is_ack(m)).count();
                 (envelope.messages.len() - acks, acks)
@@ -538,16 +538,23 @@ impl Session {
                 return Ok(());
             }
         }
-        if counted + acks > burst {
-            let message = format!("an envelope may hold at most {burst} messages");
+        // Acks are bounded by the envelope's bytes only (a client appends one per room
+        // it is in to whatever it sends).
+        if counted > burst {
+            let message = format!("an envelope may hold at most {burst} messages besides acks");
             self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
             return Ok(());
         }
         let envelope = match read {
-            Read::Inputs(inputs) => {
-                for input in inputs.iter() {
-                    let payload = input.intent.map(|i| input::Payload::Intent(Bytes::copy_from_slice(i)));
-                    self.input(input.room, input.seq, payload);
+            Read::InPlace(in_place) => {
+                for item in in_place.iter() {
+                    match item {
+                        inputs::Item::Input(input) => {
+                            let payload = input.intent.map(|i| input::Payload::Intent(Bytes::copy_from_slice(i)));
+                            self.input(input.room, input.seq, payload);
+                        }
+                        inputs::Item::Ack { room, tick } => self.ack(room, tick),
+                    }
                 }
                 return self.check_overflow();
             }
@@ -688,13 +695,16 @@ impl Session {
             }
             // Answers to server pings; liveness is tracked by the driver.
             K::Pong(_) => {}
-            // The outbox ignores acks on a reliable transport.
-            K::Ack(ack) => {
-                if let Some(room) = self.rooms.get(&ack.room) {
-                    self.outbox.ack(room.handle.key, ack.tick);
-                }
-            }
+            K::Ack(ack) => self.ack(&ack.room, ack.tick),
             K::RefreshToken(refresh) => self.refresh(refresh, now),
+        }
+    }
+
+    /// A state frame of `room` the client applied (on a reliable transport the outbox
+    /// ignores it).
+    fn ack(&mut self, room: &str, tick: u64) {
+        if let Some(room) = self.rooms.get(room) {
+            self.outbox.ack(room.handle.key, tick);
         }
     }
 

@@ -558,6 +558,22 @@ fn an_envelope_over_the_burst_is_answered_not_applied() {
 }
 
 #[test]
+fn acks_riding_with_a_burst_of_inputs_are_not_counted_against_it() {
+    let mut h = Harness::anonymous(strict());
+    h.one(join("a", 1)).unwrap();
+    h.replies();
+    h.sent();
+    h.advance(Duration::from_secs(1)); // the bucket full again
+    // A burst's worth of inputs (4) and an ack per room, as the Rust client sends
+    // them over QUIC: read in place, every input applied, nothing refused.
+    let mut envelope: Vec<Out> = (1..=4).map(|seq| input("a", seq)).collect();
+    envelope.extend([ack("a", 1), ack("b", 1)]);
+    h.send(envelope).unwrap();
+    assert_eq!(h.errors(), []);
+    assert_eq!(h.sent().len(), 4);
+}
+
+#[test]
 fn acknowledgements_cost_bytes_only() {
     let mut h = Harness::anonymous(strict());
     h.replies();

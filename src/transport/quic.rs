@@ -10,8 +10,9 @@
 //! State frames travel as **datagrams** (one `ServerEnvelope` holding one
 //! `StateFrame`) when they fit the connection's maximum datagram size, otherwise on
 //! the control stream. Datagrams may be lost or reordered, so the outbox runs with
-//! [`Delivery::Acknowledged`]: the client acknowledges each frame it applied (`Ack`,
-//! usually in a datagram) and its next delta is against the newest acknowledged tick.
+//! [`Delivery::Acknowledged`]: the client acknowledges frames it applied (`Ack`, in a
+//! datagram or with its next control-stream message) and its next delta is against
+//! the newest acknowledged tick.
 //! A frame written on the control stream counts as acknowledged once written (the
 //! stream is reliable).
 //!

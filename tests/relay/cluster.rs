@@ -111,6 +111,11 @@ async fn redis_node_loads_follow_renewals() {
     let (_redis, a, b) = redis().await;
     let elapse = async |d| tokio::time::sleep(d).await;
     directory::node_loads_follow_renewals(&a, &b, REDIS_LEASE, elapse).await;
+    // A stopping node withdraws its load while its lease still runs: a placement
+    // counted on it then does not bring it back.
+    a.withdraw_load().await.unwrap();
+    b.count_placement("a").await.unwrap();
+    assert_eq!(b.node_loads().await.unwrap(), []);
 }
 
 /// Three nodes claim the same 200 rooms at the same moment, each over its own

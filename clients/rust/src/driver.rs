@@ -963,11 +963,13 @@ impl Driver {
                 if let Some(state) = self.rooms.get_mut(&frame.room) {
                     // Acknowledge every other frame of a steady stream (the server's
                     // delta then covers one more tick), and always a full snapshot or
-                    // a frame after a gap, so the baseline never falls far behind.
+                    // a frame after a gap (at once), so the baseline never falls far
+                    // behind; and a frame whose room still has an ack waiting for a
+                    // write to ride on (a client sending no inputs).
                     let steady = frame.baseline_tick != 0 && frame.tick == state.applied_tick + 1;
-                    let ack = !(steady && state.applied_acked);
+                    let ack = !(steady && state.applied_acked) || link.ack_waiting(&frame.room);
                     if ack {
-                        link.ack(&frame.room, frame.tick);
+                        link.ack(&frame.room, frame.tick, !steady);
                     }
                     state.applied_tick = frame.tick;
                     state.applied_acked = ack;

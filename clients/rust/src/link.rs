@@ -7,7 +7,7 @@
 //!   behind a TLS-terminating proxy, or on this machine); never a fallback from `wss://`.
 //! - `quic://host:port`: QUIC (ALPN `tickrelay/1`); a control stream carries a `Hello`
 //!   (token, resume token) and then length-delimited envelopes both ways; state frames
-//!   arrive as datagrams, and each applied one is acknowledged in a datagram.
+//!   arrive as datagrams, and applied ones are acknowledged (see [`Link::ack`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -432,27 +432,35 @@ impl Link {
 
     /// Acknowledges a state frame (QUIC only; a lost acknowledgement is harmless).
     /// The acknowledgement waits for the next write on the control stream (the
-    /// client's next input, typically) and rides in its packet; when a room's next
-    /// acknowledgement is due before such a write, it goes at once as a datagram.
-    pub fn ack(&mut self, room: &str, tick: u64) {
+    /// client's next input, typically) and rides in its packet, unless it is wanted
+    /// `at_once` (a full snapshot's, or a frame's after a gap) or the room already
+    /// has one waiting (no write came since): then it goes now, as a datagram.
+    pub fn ack(&mut self, room: &str, tick: u64, at_once: bool) {
         let Link::Quic(q) = self else { return };
         let ack = proto::Ack {
             room: room.into(),
             tick,
         };
-        match q.pending_acks.iter().position(|p| p.room == room) {
-            None => q.pending_acks.push(ack),
-            Some(i) => {
-                q.pending_acks.swap_remove(i);
-                let envelope = ClientEnvelope {
-                    messages: vec![ClientMessage {
-                        kind: Some(Out::Ack(ack)),
-                    }],
-                    first_event_seq: 0,
-                };
-                let _ = q.conn.send_datagram(envelope.encode_to_vec().into());
-            }
+        let waiting = q.pending_acks.iter().position(|p| p.room == room);
+        if let Some(i) = waiting {
+            q.pending_acks.swap_remove(i);
         }
+        if at_once || waiting.is_some() {
+            let envelope = ClientEnvelope {
+                messages: vec![ClientMessage {
+                    kind: Some(Out::Ack(ack)),
+                }],
+                first_event_seq: 0,
+            };
+            let _ = q.conn.send_datagram(envelope.encode_to_vec().into());
+        } else {
+            q.pending_acks.push(ack);
+        }
+    }
+
+    /// Whether an acknowledgement for `room` waits for a write (see [`Link::ack`]).
+    pub fn ack_waiting(&self, room: &str) -> bool {
+        matches!(self, Link::Quic(q) if q.pending_acks.iter().any(|p| p.room == room))
     }
 
     /// The next thing the server sent. Cancel-safe, and a `recv` dropped while
