@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use quinn::crypto::rustls::QuicClientConfig;
-use quinn::{ConnectionError, IdleTimeout, ReadError, TransportConfig};
+use quinn::{AckFrequencyConfig, ConnectionError, IdleTimeout, ReadError, TransportConfig, VarInt};
 use rustls_pki_types::ServerName;
 use tickrelay_proto::frame::split_stream_frame;
 use tickrelay_proto::frame::{ALPN, MAX_SERVER_FRAME_BYTES};
@@ -339,6 +339,14 @@ async fn connect_quic(
     transport.max_idle_timeout(IdleTimeout::try_from(idle_timeout).ok());
     transport.keep_alive_interval(Some(idle_timeout / 3));
     transport.datagram_receive_buffer_size(Some(256 * 1024));
+    // The relay sends a state datagram every tick: ask it (QUIC's ACK frequency
+    // extension) to acknowledge this client's packets on those rather than in packets
+    // of its own. quinn caps the delay asked for at the path's round trip (25 ms at
+    // least), so on a path slower than a tick each ACK waits for the next frame.
+    let mut acks = AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(VarInt::from_u32(4));
+    acks.max_ack_delay(Some(Duration::from_millis(200)));
+    transport.ack_frequency_config(Some(acks));
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     // An IPv4 socket cannot reach an IPv6 relay: such a connection binds its own.

@@ -619,6 +619,21 @@ async fn clients_sharing_a_quic_endpoint_play_and_close_apart() {
     second.close().await;
 }
 
+/// A QUIC client connected to `relay` through `forwarder` (no pings of its own),
+/// joined to the arena room `arena-1`.
+async fn joined_through(
+    relay: &TestServer,
+    forwarder: &tickrelay_testkit::quic::Forwarder,
+) -> (Client, Receiver<Event>) {
+    let mut config = config(relay, Transport::Quic);
+    config.url = format!("quic://localhost:{}", forwarder.addr.port());
+    config.ping_interval = Duration::from_secs(60);
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("arena-1", "arena");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    (client, events)
+}
+
 /// Over QUIC a client acknowledges state frames; with inputs flowing, the
 /// acknowledgements ride in the inputs' packets instead of datagrams of their own.
 /// Without inputs they still go (as datagrams), so the frames stay deltas.
@@ -626,12 +641,7 @@ async fn clients_sharing_a_quic_endpoint_play_and_close_apart() {
 async fn quic_acks_ride_on_inputs_and_go_alone_without_them() {
     let relay = start().await;
     let forwarder = tickrelay_testkit::quic::lossy_forwarder(relay.quic_addr, 0.0, 1).await;
-    let mut config = config(&relay, Transport::Quic);
-    config.url = format!("quic://localhost:{}", forwarder.addr.port());
-    config.ping_interval = Duration::from_secs(60);
-    let (client, mut events) = Client::connect(config).unwrap();
-    client.join("arena-1", "arena");
-    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    let (client, mut events) = joined_through(&relay, &forwarder).await;
     // Like a game loop: one input per frame received.
     let up = || forwarder.counters.up.load(std::sync::atomic::Ordering::Relaxed);
     let (mut frames, mut full) = (0u64, 0u64);
@@ -664,5 +674,35 @@ async fn quic_acks_ride_on_inputs_and_go_alone_without_them() {
     })
     .await;
     assert!(full <= 1, "{full} full snapshots: only the join's");
+    client.close().await;
+}
+
+/// On a path whose round trip is longer than a tick, QUIC's own acknowledgements of a
+/// client's inputs ride on the relay's next state datagram instead of packets of
+/// their own (the client asks for it with QUIC's ACK frequency extension): one
+/// packet down per frame, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_long_path_the_relays_quic_acks_ride_on_its_frames() {
+    let relay = tickrelay_testkit::start_config(Config::loopback(20)).await;
+    let forwarder = tickrelay_testkit::quic::slow_forwarder(relay.quic_addr, Duration::from_millis(35)).await;
+    let (client, mut events) = joined_through(&relay, &forwarder).await;
+    let down = || forwarder.counters.down.load(std::sync::atomic::Ordering::Relaxed);
+    // Like a game loop: one input per frame received; the first frames let the
+    // round-trip estimate settle.
+    let mut frames = 0u64;
+    let mut before = 0;
+    until(&mut events, |e| {
+        if matches!(e, Event::State { .. }) {
+            client.send_input("arena-1", proto::input::Payload::Intent(Bytes::from_static(&[127, 0])));
+            frames += 1;
+            if frames == 20 {
+                before = down();
+            }
+        }
+        (frames >= 60).then_some(())
+    })
+    .await;
+    let packets = down() - before;
+    assert!(packets <= 40 + 40 / 4, "{packets} packets down for 40 frames");
     client.close().await;
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use prost::Message as _;
@@ -137,12 +138,34 @@ impl Drop for Forwarder {
 /// in each direction, chosen by a seeded generator (the same packets every run for
 /// the same traffic).
 pub async fn lossy_forwarder(server: SocketAddr, loss: f64, seed: u64) -> Forwarder {
-    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    forwarder(server, loss, seed, Duration::ZERO).await
+}
+
+/// A loss-free forwarder that holds every packet `one_way` in each direction, so the
+/// path's round trip is twice that.
+pub async fn slow_forwarder(server: SocketAddr, one_way: Duration) -> Forwarder {
+    forwarder(server, 0.0, 0, one_way).await
+}
+
+async fn forwarder(server: SocketAddr, loss: f64, seed: u64, delay: Duration) -> Forwarder {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     back.connect(server).await.unwrap();
     let addr = front.local_addr().unwrap();
     let counters = Arc::new(Counters::default());
     let c = counters.clone();
+    // Sends after the delay (the packets of one direction keep their order: each
+    // waits the same time).
+    let later = move |socket: &Arc<UdpSocket>, packet: &[u8], to: Option<SocketAddr>| {
+        let (socket, packet) = (socket.clone(), packet.to_vec());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = match to {
+                Some(to) => socket.send_to(&packet, to).await,
+                None => socket.send(&packet).await,
+            };
+        });
+    };
     let task = tokio::spawn(async move {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut client = None;
@@ -157,7 +180,11 @@ pub async fn lossy_forwarder(server: SocketAddr, loss: f64, seed: u64) -> Forwar
                         c.up_dropped.fetch_add(1, Ordering::Relaxed);
                     } else {
                         c.up.fetch_add(1, Ordering::Relaxed);
-                        let _ = back.send(&up[..n]).await;
+                        if delay.is_zero() {
+                            let _ = back.send(&up[..n]).await;
+                        } else {
+                            later(&back, &up[..n], None);
+                        }
                     }
                 }
                 received = back.recv(&mut down) => {
@@ -168,7 +195,11 @@ pub async fn lossy_forwarder(server: SocketAddr, loss: f64, seed: u64) -> Forwar
                     } else {
                         c.down.fetch_add(1, Ordering::Relaxed);
                         c.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                        let _ = front.send_to(&down[..n], to).await;
+                        if delay.is_zero() {
+                            let _ = front.send_to(&down[..n], to).await;
+                        } else {
+                            later(&front, &down[..n], Some(to));
+                        }
                     }
                 }
             }
