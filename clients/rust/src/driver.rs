@@ -146,6 +146,9 @@ struct Driver {
     byte_burst: f64,
     /// Most messages per envelope (the server's burst).
     max_batch: u64,
+    /// Most bytes of messages per envelope: the server's `max_message_bytes` less an
+    /// eighth, left for the envelope's framing and the acks that ride along.
+    max_batch_bytes: usize,
     rng: fastrand::Rng,
     routing: Routing,
     /// URLs this connection lost or could not reach, and when: a redirect there soon
@@ -194,6 +197,7 @@ pub(crate) async fn run(
         byte_pacer: TokenBucket::new(0.8 * 65_536.0, 65_536.0, std::time::Instant::now()),
         byte_burst: 65_536.0,
         max_batch: 80,
+        max_batch_bytes: batch_bytes(16 * 1024),
         rng: fastrand::Rng::new(),
         unreachable: HashMap::new(),
     };
@@ -860,6 +864,7 @@ impl Driver {
             let bytes = f64::from(limits.bytes_per_second.max(1024));
             self.byte_pacer = TokenBucket::new(bytes * 0.8, bytes, std::time::Instant::now());
             self.byte_burst = bytes;
+            self.max_batch_bytes = batch_bytes(limits.max_message_bytes as usize);
         }
         // Never assume deltas suffice after a reconnect: every mirror waits for a
         // full snapshot (the server sends one on resume and on join).
@@ -1031,18 +1036,24 @@ impl Driver {
     }
 
     /// Sends what the pacers allow now (messages and bytes), as one envelope of at most
-    /// `max_batch`.
+    /// `max_batch` messages and `max_batch_bytes`.
     async fn flush(&mut self, link: &mut Link) -> Result<(), Broken> {
         let now = std::time::Instant::now();
         let wanted = (self.queue.len() as u64).min(self.max_batch);
         let allowed = self.pacer.take_up_to(wanted, now) as usize;
-        let mut n = 0;
+        let (mut n, mut size) = (0, 0);
         for message in self.queue.iter().take(allowed) {
-            let bytes = (message.encoded_len() as f64).min(self.byte_burst);
+            let len = message.encoded_len() + MESSAGE_FRAMING;
+            // The server closes a connection whose envelope exceeds its message size
+            // (1009); a message that alone does still goes (and is refused).
+            if n > 0 && size + len > self.max_batch_bytes {
+                break;
+            }
+            let bytes = (len as f64).min(self.byte_burst);
             if self.byte_pacer.try_take(bytes, now).is_err() {
                 break;
             }
-            n += 1;
+            (n, size) = (n + 1, size + len);
         }
         self.pacer.give_back((allowed - n) as f64);
         if n == 0 {
@@ -1078,4 +1089,14 @@ fn hold(held: &mut VecDeque<proto::SendEvent>, event: proto::SendEvent, limit: u
         held.pop_front();
     }
     held.push_back(event);
+}
+
+/// A message's framing in an envelope beyond its own encoding (the `messages` key, its
+/// length, and `ClientMessage`'s oneof key and length), at most.
+const MESSAGE_FRAMING: usize = 8;
+
+/// The bytes of messages an envelope may carry for a server whose message limit is
+/// `max_message_bytes` (see `Driver::max_batch_bytes`).
+fn batch_bytes(max_message_bytes: usize) -> usize {
+    max_message_bytes - max_message_bytes / 8
 }

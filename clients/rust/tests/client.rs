@@ -22,6 +22,7 @@ both_transports!(
     an_awaited_close_leaves_no_member_behind,
     inputs_are_paced_to_the_byte_rate_too,
     events_the_pacer_held_back_go_out_after_a_reconnect,
+    envelopes_stay_within_the_servers_message_size,
 );
 
 fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
@@ -374,6 +375,14 @@ fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
     );
 }
 
+/// A client of `relay` joined to the relay room `r`, with its events.
+async fn joined_to_relay_room(relay: &TestServer, transport: Transport) -> (Client, Receiver<Event>) {
+    let (client, mut events) = Client::connect(config(relay, transport)).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    (client, events)
+}
+
 /// Events survive a dropped connection exactly once: those the pacer had not sent
 /// go out after the reconnect, in order, and so do those sent that the session had
 /// not acknowledged (it may have taken them or not: it skips the numbers it took).
@@ -383,12 +392,10 @@ async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transpor
         c.session.message_burst = 2.0;
     })
     .await;
-    let (listener, mut heard) = Client::connect(config(&relay, transport)).unwrap();
-    listener.join("r", "relay");
-    until(&mut heard, |e| matches!(e, Event::Joined(_)).then_some(())).await;
-    let (talker, mut events) = Client::connect(config(&relay, transport)).unwrap();
-    talker.join("r", "relay");
-    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    let ((_listener, mut heard), (talker, _events)) = (
+        joined_to_relay_room(&relay, transport).await,
+        joined_to_relay_room(&relay, transport).await,
+    );
     for i in 0..6u8 {
         talker.send_event("r", "line", Bytes::from(vec![i]), Vec::new());
     }
@@ -407,6 +414,39 @@ async fn events_the_pacer_held_back_go_out_after_a_reconnect(transport: Transpor
     // And none twice: a seventh would come within a tick or two.
     let again = tokio::time::timeout(Duration::from_millis(500), until(&mut heard, line)).await;
     assert!(again.is_err(), "an event relayed twice: {again:?}");
+}
+
+/// Messages sent together go in envelopes no larger than the server's
+/// `max_message_bytes` (16 KiB by default), however many the pacer lets through at
+/// once: eight events of 3 KiB buffered while offline are delivered after the
+/// reconnect, and the connection is not closed as too big (1009).
+async fn envelopes_stay_within_the_servers_message_size(transport: Transport) {
+    let relay = start().await;
+    let ((_listener, mut heard), (talker, mut events)) = (
+        joined_to_relay_room(&relay, transport).await,
+        joined_to_relay_room(&relay, transport).await,
+    );
+    talker.drop_connection();
+    for i in 0..8u8 {
+        talker.send_event("r", "big", Bytes::from(vec![i; 3 * 1024]), Vec::new());
+    }
+    let mut heard_events = Vec::new();
+    while heard_events.len() < 8 {
+        heard_events.push(
+            until(&mut heard, |e| match e {
+                Event::RoomEvent(event) if event.kind == "big" => Some(event.payload[0]),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert_eq!(heard_events, [0, 1, 2, 3, 4, 5, 6, 7]);
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, Event::Disconnected { code: 1009, .. }),
+            "closed as too big: {event:?}"
+        );
+    }
 }
 
 /// One message from a fake server, as a WebSocket message.

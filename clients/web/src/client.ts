@@ -148,6 +148,10 @@ const NODE_ATTEMPTS = 3;
 const UNREACHABLE_FOR_MS = 20_000;
 /** How long a room redirected to a node this client failed over from waits before it is joined again. */
 const STALE_REDIRECT_WAIT_MS = 500;
+/** A message's framing in an envelope beyond its own encoding (its key and length), at most. */
+const MESSAGE_FRAMING = 8;
+/** The bytes of messages an envelope may carry for a server whose message limit is `max`. */
+const batchBytes = (max: number): number => max - Math.floor(max / 8);
 
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
 
@@ -250,6 +254,8 @@ export class Client {
   #pacer = new TokenBucket(40, 80, now());
   #bytePacer = new TokenBucket(0.8 * 65_536, 65_536, now());
   #maxBatch = 80;
+  /** Most bytes of messages per envelope: the server's `maxMessageBytes` less an eighth. */
+  #maxBatchBytes = batchBytes(16 * 1024);
   #timers: { ping?: ReturnType<typeof setInterval>; quiet?: ReturnType<typeof setTimeout>; flush?: ReturnType<typeof setTimeout>; retry?: ReturnType<typeof setTimeout> } = {};
   #closed: (() => void) | undefined;
 
@@ -824,6 +830,7 @@ export class Client {
       const burst = Math.max(1, limits.messageBurst * 0.5);
       this.#pacer = new TokenBucket(Math.max(1, limits.messagesPerSecond) * 0.8, burst, now());
       this.#maxBatch = Math.floor(burst);
+      if (limits.maxMessageBytes > 0) this.#maxBatchBytes = batchBytes(limits.maxMessageBytes);
       const bytes = Math.max(1024, limits.bytesPerSecond);
       this.#bytePacer = new TokenBucket(bytes * 0.8, bytes, now());
     }
@@ -952,8 +959,15 @@ export class Client {
     const firstEventSeq = this.#eventsSent + 1n;
     // The head of the queue, encoded, when the pacers held it back.
     let held: Uint8Array | undefined;
+    let size = 0;
     while (this.#queue.length > 0 && parts.length < this.#maxBatch) {
       const part = encodeMessage(this.#queue[0]!);
+      // The server closes a connection whose envelope exceeds its message size (1009);
+      // a message that alone does still goes (and is refused).
+      if (parts.length > 0 && size + part.byteLength + MESSAGE_FRAMING > this.#maxBatchBytes) {
+        held = part;
+        break;
+      }
       // A message larger than the byte burst is charged the burst.
       const cost = Math.min(part.byteLength, this.#bytePacer.burst);
       if (!this.#pacer.tryTake(1, at)) {
@@ -967,6 +981,7 @@ export class Client {
       }
       const message = this.#queue.shift();
       parts.push(part);
+      size += part.byteLength + MESSAGE_FRAMING;
       if (message?.case === "event") {
         this.#eventsSent++;
         if (this.#eventsUnacked.length >= this.#options.bufferLimit) this.#eventsUnacked.shift();

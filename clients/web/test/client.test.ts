@@ -37,7 +37,11 @@ class FakeSocket {
     FakeSocket.opened.push(this);
   }
 
+  /** The size of each envelope sent. */
+  readonly sizes: number[] = [];
+
   send(data: Uint8Array): void {
+    this.sizes.push(data.byteLength);
     const envelope = fromBinary(v1.ClientEnvelopeSchema, data);
     this.sent.push(...envelope.messages.map((m) => m.kind));
     let seq = envelope.firstEventSeq;
@@ -267,6 +271,26 @@ test("a connection given up to reconnect is closed with 4000, so the server keep
   last().welcome();
   mock.timers.tick(1000);
   assert.equal(FakeSocket.opened[0]!.closedWith, 4000, "not 1000 or a close without a code: both end the session");
+});
+
+test("envelopes stay within the server's message size, however much the pacers allow", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  const limits = { messagesPerSecond: 50, messageBurst: 100, bytesPerSecond: 65536, maxMessageBytes: 16384 };
+  const welcome = (resumed: boolean) =>
+    last().receive([{ case: "welcome", value: { sessionId: 1n, resumeToken: "t", resumed, limits } }]);
+  welcome(false);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  last().end(1006);
+  // Buffered while offline: eight events of 3 KiB, 24 KiB in all, then sent at once.
+  for (let i = 0; i < 8; i++) c.sendEvent("r", "big", new Uint8Array(3 * 1024).fill(i));
+  advance(1000);
+  welcome(true);
+  advance(100);
+  const events = last().sent.filter((k) => k.case === "event").length;
+  assert.equal(events, 8, "every event sent");
+  assert.ok(last().sizes.every((n) => n <= 16384), `envelopes of ${last().sizes.join(", ")} bytes`);
 });
 
 test("messages the pacer had not sent yet go out after the reconnect", () => {
