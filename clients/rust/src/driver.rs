@@ -1038,6 +1038,14 @@ impl Driver {
     /// Sends what the pacers allow now (messages and bytes), as one envelope of at most
     /// `max_batch` messages and `max_batch_bytes`.
     async fn flush(&mut self, link: &mut Link) -> Result<(), Broken> {
+        // A message too large for any envelope the server takes would close the
+        // connection (1009) and end the client: it is refused here instead.
+        while let Some(message) = self.queue.front()
+            && message.encoded_len() + MESSAGE_FRAMING > self.max_batch_bytes
+        {
+            let message = self.queue.pop_front().expect("the front");
+            self.refuse_too_big(&message).await;
+        }
         let now = std::time::Instant::now();
         let wanted = (self.queue.len() as u64).min(self.max_batch);
         let allowed = self.pacer.take_up_to(wanted, now) as usize;
@@ -1045,8 +1053,8 @@ impl Driver {
         for message in self.queue.iter().take(allowed) {
             let len = message.encoded_len() + MESSAGE_FRAMING;
             // The server closes a connection whose envelope exceeds its message size
-            // (1009); a message that alone does still goes (and is refused).
-            if n > 0 && size + len > self.max_batch_bytes {
+            // (1009).
+            if size + len > self.max_batch_bytes {
                 break;
             }
             let bytes = (len as f64).min(self.byte_burst);
@@ -1073,6 +1081,35 @@ impl Driver {
             }
         }
         link.send(batch, if numbered { first_event_seq } else { 0 }).await
+    }
+
+    /// Reports a message larger than an envelope may carry (see `max_batch_bytes`)
+    /// as an `Error` with `LIMIT_EXCEEDED`, and answers its request, if it is one.
+    async fn refuse_too_big(&mut self, message: &Out) {
+        let (room, request_id) = match message {
+            Out::Input(input) => (input.room.clone(), 0),
+            Out::Event(event) => (event.room.clone(), 0),
+            Out::Join(join) => (join.room.clone(), join.request_id),
+            Out::Request(request) => (String::new(), request.request_id),
+            _ => (String::new(), 0),
+        };
+        let error = proto::Error {
+            code: proto::ErrorCode::LimitExceeded as i32,
+            message: format!(
+                "not sent: a message of {} bytes, over the {} an envelope may carry (seven eighths of the server's max_message_bytes)",
+                message.encoded_len(),
+                self.max_batch_bytes
+            ),
+            request_id,
+            room,
+            retry_after_ms: 0,
+        };
+        if request_id != 0
+            && let Some(reply) = self.requests.remove(&request_id)
+        {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.emit(Event::Error(error)).await;
     }
 
     /// The session took every event numbered up to `seq`.

@@ -23,6 +23,7 @@ both_transports!(
     inputs_are_paced_to_the_byte_rate_too,
     events_the_pacer_held_back_go_out_after_a_reconnect,
     envelopes_stay_within_the_servers_message_size,
+    a_message_too_big_for_any_envelope_is_refused_not_sent,
 );
 
 fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
@@ -447,6 +448,33 @@ async fn envelopes_stay_within_the_servers_message_size(transport: Transport) {
             "closed as too big: {event:?}"
         );
     }
+}
+
+/// A message larger than an envelope may carry would have the server close the
+/// connection (1009, after which the client gives up): it is refused locally with a
+/// typed error, and the connection goes on.
+async fn a_message_too_big_for_any_envelope_is_refused_not_sent(transport: Transport) {
+    let relay = start().await;
+    let ((_listener, mut heard), (talker, mut events)) = (
+        joined_to_relay_room(&relay, transport).await,
+        joined_to_relay_room(&relay, transport).await,
+    );
+    talker.send_event("r", "huge", Bytes::from(vec![0; 17 * 1024]), Vec::new());
+    talker.send_event("r", "small", Bytes::from_static(&[1]), Vec::new());
+    let refused = until(&mut events, |e| match e {
+        Event::Error(error) => Some(error.clone()),
+        Event::Disconnected { .. } => panic!("{e:?}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(refused.code, proto::ErrorCode::LimitExceeded as i32, "{refused:?}");
+    assert_eq!(refused.room, "r");
+    let kind = until(&mut heard, |e| match e {
+        Event::RoomEvent(event) => Some(event.kind.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(kind, "small", "the huge one was not sent; the next one was");
 }
 
 /// One message from a fake server, as a WebSocket message.

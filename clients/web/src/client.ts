@@ -945,6 +945,21 @@ export class Client {
     this.#buffer.push(message);
   }
 
+  /** Reports a message larger than an envelope may carry as an `error` with `LIMIT_EXCEEDED`. */
+  #refuseTooBig(message: Outgoing, bytes: number): void {
+    const value = message?.value as { room?: string; requestId?: bigint } | undefined;
+    const requestId = message?.case === "request" || message?.case === "join" ? (value?.requestId ?? 0n) : 0n;
+    const room = message?.case === "request" ? "" : (value?.room ?? "");
+    const text = `not sent: a message of ${bytes} bytes, over the ${this.#maxBatchBytes} an envelope may carry (seven eighths of the server's max_message_bytes)`;
+    const error = create(v1.ErrorSchema, { code: v1.ErrorCode.LIMIT_EXCEEDED, message: text, requestId, room });
+    const pending = requestId === 0n ? undefined : this.#requests.get(requestId);
+    if (pending !== undefined) {
+      this.#requests.delete(requestId);
+      pending.reject(new RequestError(text, error));
+    }
+    this.#emit("error", error);
+  }
+
   #enqueue(message: Outgoing): void {
     this.#queue.push(message);
     this.#flush();
@@ -962,9 +977,14 @@ export class Client {
     let size = 0;
     while (this.#queue.length > 0 && parts.length < this.#maxBatch) {
       const part = encodeMessage(this.#queue[0]!);
-      // The server closes a connection whose envelope exceeds its message size (1009);
-      // a message that alone does still goes (and is refused).
-      if (parts.length > 0 && size + part.byteLength + MESSAGE_FRAMING > this.#maxBatchBytes) {
+      // The server closes a connection whose envelope exceeds its message size (1009,
+      // after which the client gives up): a message too large for any envelope is
+      // refused here instead.
+      if (part.byteLength + MESSAGE_FRAMING > this.#maxBatchBytes) {
+        this.#refuseTooBig(this.#queue.shift()!, part.byteLength);
+        continue;
+      }
+      if (size + part.byteLength + MESSAGE_FRAMING > this.#maxBatchBytes) {
         held = part;
         break;
       }

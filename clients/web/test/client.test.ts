@@ -293,6 +293,22 @@ test("envelopes stay within the server's message size, however much the pacers a
   assert.ok(last().sizes.every((n) => n <= 16384), `envelopes of ${last().sizes.join(", ")} bytes`);
 });
 
+test("a message too big for any envelope is refused with an error, not sent", () => {
+  const { client: c, events } = client();
+  c.join("r", "relay");
+  c.connect();
+  const limits = { messagesPerSecond: 50, messageBurst: 100, bytesPerSecond: 65536, maxMessageBytes: 16384 };
+  last().receive([{ case: "welcome", value: { sessionId: 1n, resumeToken: "t", limits } }]);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  c.sendEvent("r", "huge", new Uint8Array(17 * 1024));
+  c.sendEvent("r", "small", new Uint8Array([1]));
+  assert.deepEqual(last().events.map(([, kind]) => kind), ["small"]);
+  assert.ok(last().sizes.every((n) => n <= 16384));
+  const refused = events.filter((e) => e.startsWith("error "));
+  assert.equal(refused.length, 1, events.join("; "));
+  assert.match(refused[0]!, /"code":12.*"room":"r"/);
+});
+
 test("messages the pacer had not sent yet go out after the reconnect", () => {
   const c = joinedUnderTightLimits();
   for (const kind of ["a", "b", "c"]) c.sendEvent("r", kind, new Uint8Array());
