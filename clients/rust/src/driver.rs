@@ -185,7 +185,7 @@ pub(crate) async fn run(
         buffer: VecDeque::new(),
         requests: HashMap::new(),
         quick_joins: HashMap::new(),
-        next_request: 0,
+        next_request: FIRST_REQUEST_ID - 1,
         session: None,
         received: Received::default(),
         events_sent: 0,
@@ -412,6 +412,17 @@ impl Driver {
         };
         state.joined = true;
         state.seat.clear();
+        // The seat may have applied inputs already (a resume, or a seat restored from
+        // a checkpoint on another node): those are done with, and new inputs are
+        // numbered above them (the room would drop lower numbers as repeats).
+        while state
+            .unacked
+            .front()
+            .is_some_and(|(seq, _)| *seq <= joined.last_input_seq)
+        {
+            state.unacked.pop_front();
+        }
+        state.next_seq = state.next_seq.max(joined.last_input_seq);
         // Inputs that waited for the join (the room drops what it applied already).
         for (seq, payload) in &state.unacked {
             self.queue.push_back(Out::Input(proto::Input {
@@ -1050,11 +1061,18 @@ impl Driver {
         let wanted = (self.queue.len() as u64).min(self.max_batch);
         let allowed = self.pacer.take_up_to(wanted, now) as usize;
         let (mut n, mut size) = (0, 0);
+        // Acks waiting to ride along (QUIC) take their room in the envelope; when the
+        // first message does not fit beside them, they go now on their own.
+        let mut budget = self.max_batch_bytes.saturating_sub(link.waiting_ack_bytes());
         for message in self.queue.iter().take(allowed) {
             let len = message.encoded_len() + MESSAGE_FRAMING;
+            if n == 0 && len > budget {
+                link.send_waiting_acks();
+                budget = self.max_batch_bytes;
+            }
             // The server closes a connection whose envelope exceeds its message size
             // (1009).
-            if size + len > self.max_batch_bytes {
+            if size + len > budget {
                 break;
             }
             let bytes = (len as f64).min(self.byte_burst);
@@ -1137,3 +1155,8 @@ const MESSAGE_FRAMING: usize = 8;
 fn batch_bytes(max_message_bytes: usize) -> usize {
     max_message_bytes - max_message_bytes / 8
 }
+
+/// Request ids (joins, leaves, requests) count from here, above every input number
+/// (at most 2^53 - 1): the server answers a refused input with an `Error` whose
+/// `request_id` is the input's `seq`, which must not be taken for a request's answer.
+const FIRST_REQUEST_ID: u64 = 1 << 53;

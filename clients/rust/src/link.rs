@@ -216,6 +216,20 @@ pub(crate) struct QuicLink {
     pending_acks: Vec<proto::Ack>,
 }
 
+/// Sends `acks` in one datagram (a lost one is harmless).
+fn send_acks(conn: &quinn::Connection, acks: impl IntoIterator<Item = proto::Ack>) {
+    let messages = (acks.into_iter())
+        .map(|ack| ClientMessage {
+            kind: Some(Out::Ack(ack)),
+        })
+        .collect();
+    let envelope = ClientEnvelope {
+        messages,
+        first_event_seq: 0,
+    };
+    let _ = conn.send_datagram(envelope.encode_to_vec().into());
+}
+
 /// Reads the next datagram of `conn`.
 async fn read_datagram(conn: quinn::Connection) -> Result<Bytes, ConnectionError> {
     conn.read_datagram().await
@@ -454,15 +468,27 @@ impl Link {
             q.pending_acks.swap_remove(i);
         }
         if at_once || waiting.is_some() {
-            let envelope = ClientEnvelope {
-                messages: vec![ClientMessage {
-                    kind: Some(Out::Ack(ack)),
-                }],
-                first_event_seq: 0,
-            };
-            let _ = q.conn.send_datagram(envelope.encode_to_vec().into());
+            send_acks(&q.conn, [ack]);
         } else {
             q.pending_acks.push(ack);
+        }
+    }
+
+    /// The bytes the acknowledgements waiting for a write add to its envelope (each
+    /// with up to 8 bytes of framing).
+    pub fn waiting_ack_bytes(&self) -> usize {
+        match self {
+            Link::Quic(q) => q.pending_acks.iter().map(|ack| ack.encoded_len() + 8).sum(),
+            Link::WebSocket(_) => 0,
+        }
+    }
+
+    /// Sends the acknowledgements waiting for a write now, as one datagram.
+    pub fn send_waiting_acks(&mut self) {
+        if let Link::Quic(q) = self
+            && !q.pending_acks.is_empty()
+        {
+            send_acks(&q.conn, q.pending_acks.drain(..));
         }
     }
 

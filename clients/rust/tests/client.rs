@@ -555,6 +555,80 @@ async fn reconnects_when_the_server_goes_quiet() {
     client.close().await;
 }
 
+/// Against a fake server: a join answered with `last_input_seq` (a resumed or
+/// restored seat that applied inputs up to 500) has the next input numbered 501, not
+/// 1 (which the room would drop as a repeat); and request ids are above every input
+/// number, so an input's `Error` (its `request_id` is the input's `seq`) is never
+/// taken for a request's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_continue_above_the_seats_last_input_and_requests_never_share_their_ids() {
+    use futures_util::{SinkExt, StreamExt};
+    use prost::Message as _;
+    use proto::client_message::Kind as Out;
+    use proto::server_message::Kind;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let welcome = proto::Welcome {
+            protocol_version: proto::PROTOCOL_VERSION,
+            session_id: 1,
+            resume_token: "seat".into(),
+            heartbeat_interval_ms: 10_000,
+            heartbeat_timeout_ms: 10_000,
+            ..Default::default()
+        };
+        ws.send(fake_server_message(Kind::Welcome(welcome))).await.unwrap();
+        let (mut join_id, mut input_seq, mut request_id) = (None, None, None);
+        while input_seq.is_none() || request_id.is_none() {
+            let Some(Ok(Message::Binary(bytes))) = ws.next().await else {
+                break;
+            };
+            for message in proto::ClientEnvelope::decode(&bytes[..]).unwrap().messages {
+                match message.kind {
+                    Some(Out::Join(join)) => {
+                        join_id = Some(join.request_id);
+                        let joined = proto::Joined {
+                            request_id: join.request_id,
+                            room: join.room,
+                            room_type: "relay".into(),
+                            last_input_seq: 500,
+                            ..Default::default()
+                        };
+                        ws.send(fake_server_message(Kind::Joined(joined))).await.unwrap();
+                    }
+                    Some(Out::Input(input)) => input_seq = Some(input.seq),
+                    Some(Out::Request(request)) => request_id = Some(request.request_id),
+                    _ => {}
+                }
+            }
+        }
+        (join_id, input_seq, request_id)
+    });
+    let config = ClientConfig::new(
+        format!("ws://127.0.0.1:{port}/ws"),
+        Trust::CertFile("/nonexistent/cert.pem".into()),
+    );
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    let request = client.request(proto::request::Kind::ListRooms(proto::ListRooms::default()));
+    let _ = tokio::time::timeout(Duration::from_millis(200), request).await;
+    let (join_id, input_seq, request_id) = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(input_seq, Some(501), "numbered above the seat's last input");
+    let max_input_seq = (1u64 << 53) - 1;
+    assert!(join_id.unwrap() > max_input_seq, "{join_id:?}");
+    assert!(request_id.unwrap() > max_input_seq, "{request_id:?}");
+    client.close().await;
+}
+
 /// Numbered events against a fake server that reports what it took: an event the
 /// session did not take goes out again after the reconnect with its number, one it
 /// took (per `Welcome.events_received` or `Pong.events_received`) does not.

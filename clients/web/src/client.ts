@@ -234,7 +234,12 @@ export class Client {
   #buffer: Outgoing[] = [];
   /** Messages waiting for the pacers on the live connection. */
   #queue: Outgoing[] = [];
-  #nextRequest = 0n;
+  /**
+   * Request ids (joins, leaves, requests) count from 2^53, above every input number:
+   * the server answers a refused input with an `Error` whose `requestId` is the
+   * input's `seq`, which must not be taken for a request's answer.
+   */
+  #nextRequest = 1n << 53n;
   #session: { id: bigint; resumeToken: string } | undefined;
   /** The last numbered server message received in this session. */
   #received = 0n;
@@ -874,6 +879,11 @@ export class Client {
     }
     state.joined = true;
     state.seat = "";
+    // The seat may have applied inputs already (a resume, or a seat restored from a
+    // checkpoint on another node): those are done with, and new inputs are numbered
+    // above them (the room would drop lower numbers as repeats).
+    while (state.unacked.length > 0 && state.unacked[0]!.seq <= joined.lastInputSeq) state.unacked.shift();
+    if (state.nextSeq < joined.lastInputSeq) state.nextSeq = joined.lastInputSeq;
     // Inputs that waited for the join (the room drops what it applied already).
     for (const { seq, payload } of state.unacked) this.#enqueue({ case: "input", value: { room: joined.room, seq, payload } });
     for (const event of state.heldEvents.splice(0)) this.#enqueue(event);

@@ -309,6 +309,19 @@ test("a message too big for any envelope is refused with an error, not sent", ()
   assert.match(refused[0]!, /"code":12.*"room":"r"/);
 });
 
+test("inputs continue above the seat's last input; request ids are above every input number", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  const join = last().sent.find((k) => k.case === "join");
+  assert.ok(join?.case === "join" && join.value.requestId > (1n << 53n) - 1n, "a join's id is above every input seq");
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena", lastInputSeq: 500n } }], 1n);
+  c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  const input = last().sent.find((k) => k.case === "input");
+  assert.equal(input?.case === "input" ? input.value.seq : undefined, 501n, "numbered above the seat's last input");
+});
+
 test("messages the pacer had not sent yet go out after the reconnect", () => {
   const c = joinedUnderTightLimits();
   for (const kind of ["a", "b", "c"]) c.sendEvent("r", kind, new Uint8Array());
