@@ -405,6 +405,7 @@ impl Client {
             }
             Command::Request { .. } | Command::QuickJoin(_) => send(self.routes.home(), command),
             Command::SetToken(token) => {
+                self.routes.set_token(&token);
                 for to in self.routes.all() {
                     send(&to, Command::SetToken(token.clone()));
                 }

@@ -44,6 +44,10 @@ struct Table {
 pub(crate) struct Routes {
     home: mpsc::UnboundedSender<Command>,
     table: Mutex<Table>,
+    /// The token given by `Client::set_token` since the client started, which a
+    /// connection opened from now on presents instead of the configured one (a lock
+    /// of its own: drivers start while `table` is held).
+    token: Mutex<Option<String>>,
     spawn: Spawn,
 }
 
@@ -54,6 +58,7 @@ impl Routes {
         let routes = Arc::new(Self {
             home: tx,
             table: Mutex::default(),
+            token: Mutex::default(),
             spawn,
         });
         routes.run_driver(home, rx, None);
@@ -64,6 +69,9 @@ impl Routes {
         let s = &self.spawn;
         let mut config = s.config.clone();
         config.url = target.url.clone();
+        if let Some(token) = self.token.lock().clone() {
+            config.token = Some(token);
+        }
         if let Some(attempts) = node {
             // A node that cannot be reached gives its rooms back home, whose session
             // joins them again wherever they live now (as the member that had their
@@ -95,6 +103,12 @@ impl Routes {
             .and_then(|(url, _)| table.nodes.get(url))
             .unwrap_or(&self.home)
             .clone()
+    }
+
+    /// Replaces the token for connections opened from now on (the open ones are
+    /// told with `Command::SetToken`).
+    pub fn set_token(&self, token: &str) {
+        *self.token.lock() = Some(token.to_string());
     }
 
     /// The home connection.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
-use tickrelay_testkit::cluster::{TestCluster, jwt_replacing, user_token};
+use tickrelay_testkit::cluster::{TestCluster, jwt_replacing, user_token, user_token_for};
 use tickrelay_testkit::{TestServer, Transport, create_entity};
 use tokio::sync::mpsc::Receiver;
 
@@ -191,6 +191,36 @@ async fn a_quick_join_follows_its_redirect_as_one_client_under_replace() {
     client.send_input("match-1", create_entity(3));
     let has_entity = |c: &Client| c.with_mirror("match-1", |m| m.world().len()) == Some(1);
     eventually_true(|| has_entity(&client) && has_entity(&owner)).await;
+    client.close().await;
+    owner.close().await;
+}
+
+/// A token replaced with `set_token` is the one a connection opened later presents:
+/// once the first token has expired, a join redirected to another node connects
+/// there with the new one (with the first, the node refuses the connection and the
+/// room is never joined).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_after_set_token_presents_the_new_token() {
+    let cluster = TestCluster::start();
+    let strict = |config: &mut tickrelay::config::Config| {
+        jwt_replacing(config);
+        config.auth.leeway_secs = 0;
+    };
+    let (a, b) = (cluster.node_with(strict).await, cluster.node_with(strict).await);
+    let mut owner_config = config(&a);
+    owner_config.token = Some(user_token("olga"));
+    let (owner, mut owner_events) = Client::connect(owner_config).unwrap();
+    owner.join("lobby", "");
+    joined(&mut owner_events, "lobby").await;
+
+    let mut settings = config(&b);
+    settings.token = Some(user_token_for("erin", 2));
+    let (client, mut events) = Client::connect(settings).unwrap();
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+    client.set_token(&user_token("erin"));
+    tokio::time::sleep(Duration::from_millis(3_100)).await; // the first token expired
+    client.join("lobby", "");
+    joined(&mut events, "lobby").await;
     client.close().await;
     owner.close().await;
 }

@@ -104,9 +104,14 @@ pub fn jwt_replacing(config: &mut Config) {
 
 /// A token of `user` for [`jwt_replacing`] nodes, good for ten minutes.
 pub fn user_token(user: &str) -> String {
+    user_token_for(user, 600)
+}
+
+/// A token of `user` for [`jwt_replacing`] nodes, good for `secs`.
+pub fn user_token_for(user: &str, secs: u64) -> String {
     let claims = tickrelay::session::auth::Claims {
         sub: user.into(),
-        exp: tickrelay::clock::unix_micros() / 1_000_000 + 600,
+        exp: tickrelay::clock::unix_micros() / 1_000_000 + secs,
         rooms: None,
     };
     tickrelay::session::auth::mint_hs256(JWT_SECRET, &claims)
