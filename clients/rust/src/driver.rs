@@ -1105,7 +1105,13 @@ impl Driver {
     /// as an `Error` with `LIMIT_EXCEEDED`, and answers its request, if it is one.
     async fn refuse_too_big(&mut self, message: &Out) {
         let (room, request_id) = match message {
-            Out::Input(input) => (input.room.clone(), 0),
+            Out::Input(input) => {
+                // Not kept for a replay either: it would be refused again.
+                if let Some(state) = self.rooms.get_mut(&input.room) {
+                    state.unacked.retain(|(seq, _)| *seq != input.seq);
+                }
+                (input.room.clone(), 0)
+            }
             Out::Event(event) => (event.room.clone(), 0),
             Out::Join(join) => (join.room.clone(), join.request_id),
             Out::Request(request) => (String::new(), request.request_id),

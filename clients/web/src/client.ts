@@ -656,12 +656,13 @@ export class Client {
    * input numbering (a seat kept for the session continues it) and its inputs not
    * acknowledged yet (sent at its `Joined`).
    */
-  #adopt(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat">): void {
+  #adopt(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat" | "create">): void {
     // The ticket goes with the join (sent at once when connected, else at the welcome).
     const existing = this.#rooms.get(room) ?? newRoom(roomType);
     if (moved.seat !== "") existing.seat = moved.seat;
     this.#rooms.set(room, existing);
-    this.join(room, roomType);
+    // With its options: the room may have to be created where it lands.
+    this.join(room, roomType, moved.create);
     const state = this.#rooms.get(room);
     if (state === undefined) return;
     if (state.nextSeq < moved.nextSeq) state.nextSeq = moved.nextSeq;
@@ -680,7 +681,7 @@ export class Client {
   }
 
   /** Home only: the relay said `room` lives at `url`; joins it there. */
-  #follow(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat">, url: string, requestId: bigint): void {
+  #follow(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat" | "create">, url: string, requestId: bigint): void {
     const hops = (this.#redirected.get(room)?.hops ?? 0) + 1;
     this.#redirected.delete(room);
     const refuse = (message: string): void =>
@@ -962,6 +963,11 @@ export class Client {
     const room = message?.case === "request" ? "" : (value?.room ?? "");
     const text = `not sent: a message of ${bytes} bytes, over the ${this.#maxBatchBytes} an envelope may carry (seven eighths of the server's max_message_bytes)`;
     const error = create(v1.ErrorSchema, { code: v1.ErrorCode.LIMIT_EXCEEDED, message: text, requestId, room });
+    if (message?.case === "input") {
+      // Not kept for a replay either: it would be refused again.
+      const state = this.#rooms.get(room);
+      if (state !== undefined) state.unacked = state.unacked.filter(({ seq }) => seq !== message.value.seq);
+    }
     const pending = requestId === 0n ? undefined : this.#requests.get(requestId);
     if (pending !== undefined) {
       this.#requests.delete(requestId);

@@ -417,7 +417,7 @@ test("a redirected join is joined on the owning node; the room's sends follow it
   const { client: c } = client();
   const redirected: string[] = [];
   c.on("redirected", (r) => redirected.push(`${r.room} ${r.url}`));
-  c.join("r", "arena");
+  c.join("r", "arena", { metadata: { mode: "ctf" } });
   c.connect();
   const home = last();
   home.welcome();
@@ -432,6 +432,7 @@ test("a redirected join is joined on the owning node; the room's sends follow it
   node.welcome(false, 9n);
   assert.deepEqual(node.kinds(), ["join"]);
   assert.equal((node.sent[0]!.value as v1.JoinRoom).seat, "ticket-1", "the redirect's seat ticket goes with the join");
+  assert.equal((node.sent[0]!.value as v1.JoinRoom).create?.metadata.mode, "ctf", "and the room's options");
   c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
   advance(100);
   assert.deepEqual(node.kinds(), ["join"], "inputs wait for this session's Joined");
