@@ -618,9 +618,8 @@ impl Directory for RedisDirectory {
             .arg("INCR")
             .arg(1)
             .arg(node)
-            .query_async::<Option<f64>>(&mut self.connection.clone())
+            .query_async::<()>(&mut self.connection.clone())
             .await
-            .map(drop)
             .map_err(failed)
     }
 }

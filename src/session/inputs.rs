@@ -119,7 +119,7 @@ fn input(mut input: &[u8]) -> Option<IntentInput<'_>> {
     let (mut room, mut seq, mut intent) = (None, None, None);
     while !input.is_empty() {
         match varint(&mut input)? {
-            INPUT_ROOM if room.is_none() => room = Some(std::str::from_utf8(len_delimited(&mut input)?).ok()?),
+            INPUT_ROOM if room.is_none() => room = Some(string(&mut input)?),
             INPUT_SEQ if seq.is_none() => seq = Some(varint(&mut input)?),
             INPUT_INTENT if intent.is_none() => intent = Some(len_delimited(&mut input)?),
             _ => return None,
@@ -136,7 +136,7 @@ fn ack(mut ack: &[u8]) -> Option<Item<'_>> {
     let (mut room, mut tick) = (None, None);
     while !ack.is_empty() {
         match varint(&mut ack)? {
-            ACK_ROOM if room.is_none() => room = Some(std::str::from_utf8(len_delimited(&mut ack)?).ok()?),
+            ACK_ROOM if room.is_none() => room = Some(string(&mut ack)?),
             ACK_TICK if tick.is_none() => tick = Some(varint(&mut ack)?),
             _ => return None,
         }
@@ -150,6 +150,11 @@ fn ack(mut ack: &[u8]) -> Option<Item<'_>> {
 /// Reads a length-delimited field whose key must be `key`.
 fn field<'a>(buf: &mut &'a [u8], key: u64) -> Option<&'a [u8]> {
     (varint(buf)? == key).then(|| len_delimited(buf)).flatten()
+}
+
+/// A length-delimited UTF-8 string (prost refuses any other).
+fn string<'a>(buf: &mut &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(len_delimited(buf)?).ok()
 }
 
 fn len_delimited<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {

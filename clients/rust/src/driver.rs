@@ -18,7 +18,7 @@ use tickrelay_proto::woken::Woken;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::link::{self, Broken, Failure, Link, Received as Incoming, Target};
+use crate::link::{self, Broken, Failure, Link, MESSAGE_FRAMING, Received as Incoming, Target};
 use crate::numbering::{Arrival, Received};
 use crate::routes::Routes;
 
@@ -1151,10 +1151,6 @@ fn hold(held: &mut VecDeque<proto::SendEvent>, event: proto::SendEvent, limit: u
     }
     held.push_back(event);
 }
-
-/// A message's framing in an envelope beyond its own encoding (the `messages` key, its
-/// length, and `ClientMessage`'s oneof key and length), at most.
-const MESSAGE_FRAMING: usize = 8;
 
 /// The bytes of messages an envelope may carry for a server whose message limit is
 /// `max_message_bytes` (see `Driver::max_batch_bytes`).

@@ -216,6 +216,10 @@ pub(crate) struct QuicLink {
     pending_acks: Vec<proto::Ack>,
 }
 
+/// A message's framing in an envelope beyond its own encoding (the `messages` key, its
+/// length, and `ClientMessage`'s oneof key and length), at most.
+pub(crate) const MESSAGE_FRAMING: usize = 8;
+
 /// Sends `acks` in one datagram (a lost one is harmless).
 fn send_acks(conn: &quinn::Connection, acks: impl IntoIterator<Item = proto::Ack>) {
     let messages = (acks.into_iter())
@@ -474,11 +478,12 @@ impl Link {
         }
     }
 
-    /// The bytes the acknowledgements waiting for a write add to its envelope (each
-    /// with up to 8 bytes of framing).
+    /// The bytes the acknowledgements waiting for a write add to its envelope.
     pub fn waiting_ack_bytes(&self) -> usize {
         match self {
-            Link::Quic(q) => q.pending_acks.iter().map(|ack| ack.encoded_len() + 8).sum(),
+            Link::Quic(q) => (q.pending_acks.iter())
+                .map(|ack| ack.encoded_len() + MESSAGE_FRAMING)
+                .sum(),
             Link::WebSocket(_) => 0,
         }
     }

@@ -155,6 +155,9 @@ const batchBytes = (max: number): number => max - Math.floor(max / 8);
 
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
 
+/** What a room takes along when it moves to another of the client's connections. */
+type Moving = Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat" | "create">;
+
 interface RoomState {
   roomType: string;
   /** Whether the current server session answered this room's join (`Joined`). */
@@ -656,7 +659,7 @@ export class Client {
    * input numbering (a seat kept for the session continues it) and its inputs not
    * acknowledged yet (sent at its `Joined`).
    */
-  #adopt(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat" | "create">): void {
+  #adopt(room: string, roomType: string, moved: Moving): void {
     // The ticket goes with the join (sent at once when connected, else at the welcome).
     const existing = this.#rooms.get(room) ?? newRoom(roomType);
     if (moved.seat !== "") existing.seat = moved.seat;
@@ -681,7 +684,7 @@ export class Client {
   }
 
   /** Home only: the relay said `room` lives at `url`; joins it there. */
-  #follow(room: string, roomType: string, moved: Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat" | "create">, url: string, requestId: bigint): void {
+  #follow(room: string, roomType: string, moved: Moving, url: string, requestId: bigint): void {
     const hops = (this.#redirected.get(room)?.hops ?? 0) + 1;
     this.#redirected.delete(room);
     const refuse = (message: string): void =>
