@@ -13,6 +13,13 @@ use tickrelay::server::Server;
 use tickrelay::session::auth::{AuthMode, Claims, mint_hs256};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc, not the system allocator: the relay allocates and frees small buffers on
+/// one thread and frees some on another (an input's payload, a frame's bytes); with
+/// glibc's malloc that cost about a tenth of its CPU per delivered frame more
+/// (BENCHMARKS.md, "mimalloc").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// tickrelay: a multiplayer game state relay. Clients connect over wss:// to /ws, join
 /// rooms and receive delta-compressed state every tick. With no options it serves on
 /// 127.0.0.1:7443 with a generated development certificate.
