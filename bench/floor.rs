@@ -168,6 +168,7 @@ async fn connection(mut stream: Stream, session: u64, arrivals: Rc<RefCell<Vec<M
             messages_per_second: 50,
             message_burst: 100,
             bytes_per_second: 64 * 1024,
+            byte_burst: 128 * 1024,
         }),
         heartbeat_interval_ms: 30_000,
         heartbeat_timeout_ms: 5_000,

@@ -612,6 +612,14 @@ impl Config {
                 return invalid(format!("{name} must be a positive number"));
             }
         }
+        // A message the size limit admits must fit the byte bucket, or it is refused
+        // however slowly it is sent.
+        if s.byte_burst < s.max_message_bytes as f64 {
+            return invalid(format!(
+                "session.byte_burst ({}) must be at least session.max_message_bytes ({})",
+                s.byte_burst, s.max_message_bytes
+            ));
+        }
         if !(s.resume_grace_secs >= 0.0 && s.resume_grace_secs.is_finite()) {
             return invalid("session.resume_grace_secs must be 0 or more".into());
         }
@@ -880,6 +888,7 @@ slow_consumer_secs = 5.0
 messages_per_second = 50.0
 message_burst = 100.0
 bytes_per_second = 65536.0
+# At least max_message_bytes (a larger message could never be admitted).
 byte_burst = 131072.0
 flood_window_ms = 1000
 # Rooms one session may be in at once.
@@ -1030,6 +1039,11 @@ mod tests {
         let mut c = Config::default();
         c.session.outbox_max_messages = 100;
         assert!(c.validate().unwrap_err().to_string().contains("outbox_max_messages"));
+        let mut c = Config::default();
+        c.session.byte_burst = c.session.max_message_bytes as f64 - 1.0;
+        assert!(c.validate().unwrap_err().to_string().contains("byte_burst"));
+        c.session.byte_burst += 1.0;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -103,6 +103,7 @@ struct ServeArgs {
     #[arg(long, env = "TICKRELAY_DEFAULT_ROOM_TYPE", value_name = "NAME")]
     default_room_type: Option<String>,
     /// Largest inbound message in bytes; larger ones close with 1009 [default: 16384].
+    /// Raises `[session] byte_burst` to it when smaller.
     #[arg(long, env = "TICKRELAY_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     max_message_bytes: Option<usize>,
     /// Authentication: `anonymous` (development only) or `jwt` [default: anonymous].
@@ -204,6 +205,8 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_message_bytes {
             config.session.max_message_bytes = v;
+            // A message of that size must fit the byte bucket.
+            config.session.byte_burst = config.session.byte_burst.max(v as f64);
         }
         if let Some(v) = &self.auth {
             config.auth.mode = match v.as_str() {

@@ -385,6 +385,7 @@ impl Session {
                 messages_per_second: s.rate.messages_per_second as u32,
                 message_burst: s.rate.message_burst as u32,
                 bytes_per_second: s.rate.bytes_per_second as u32,
+                byte_burst: s.rate.byte_burst as u32,
             }),
             heartbeat_interval_ms: s.heartbeat_interval.as_millis() as u32,
             heartbeat_timeout_ms: s.heartbeat_timeout.as_millis() as u32,

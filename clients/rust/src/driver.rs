@@ -140,10 +140,9 @@ struct Driver {
     /// announced rate limits so that a replay after a reconnect is never refused.
     queue: VecDeque<Out>,
     pacer: TokenBucket,
-    /// The same for bytes: the server limits both.
+    /// The same for bytes: the server limits both. Its burst holds the largest
+    /// envelope, so every message is charged its full size.
     byte_pacer: TokenBucket,
-    /// The byte pacer's burst: a message larger than it is charged the burst.
-    byte_burst: f64,
     /// Most messages per envelope (the server's burst).
     max_batch: u64,
     /// Most bytes of messages per envelope: the server's `max_message_bytes` less an
@@ -195,7 +194,6 @@ pub(crate) async fn run(
         queue: VecDeque::new(),
         pacer: TokenBucket::new(40.0, 80.0, std::time::Instant::now()),
         byte_pacer: TokenBucket::new(0.8 * 65_536.0, 65_536.0, std::time::Instant::now()),
-        byte_burst: 65_536.0,
         max_batch: 80,
         max_batch_bytes: batch_bytes(16 * 1024),
         rng: fastrand::Rng::new(),
@@ -505,7 +503,7 @@ impl Driver {
             let pacing = welcomed && !self.queue.is_empty();
             if pacing {
                 let now = std::time::Instant::now();
-                let next_bytes = self.queue.front().map_or(0, |m| m.encoded_len()) as f64;
+                let next_bytes = self.queue.front().map_or(0, |m| m.encoded_len() + MESSAGE_FRAMING) as f64;
                 let wait = (self.pacer.wait_for_one(now)).max(self.byte_pacer.wait_for(next_bytes, now));
                 pace_timer.as_mut().reset(Instant::now() + wait);
                 pace_woken.set();
@@ -871,11 +869,8 @@ impl Driver {
             let burst = f64::from(limits.message_burst.max(1)) * 0.5;
             self.pacer = TokenBucket::new(rate, burst.max(1.0), std::time::Instant::now());
             self.max_batch = burst.max(1.0) as u64;
-            // Bytes: 80 % of the rate, a second's worth at once (the server allows two).
-            let bytes = f64::from(limits.bytes_per_second.max(1024));
-            self.byte_pacer = TokenBucket::new(bytes * 0.8, bytes, std::time::Instant::now());
-            self.byte_burst = bytes;
             self.max_batch_bytes = batch_bytes(limits.max_message_bytes as usize);
+            self.byte_pacer = byte_pacer(limits, self.max_batch_bytes);
         }
         // Never assume deltas suffice after a reconnect: every mirror waits for a
         // full snapshot (the server sends one on resume and on join).
@@ -1075,8 +1070,10 @@ impl Driver {
             if size + len > budget {
                 break;
             }
-            let bytes = (len as f64).min(self.byte_burst);
-            if self.byte_pacer.try_take(bytes, now).is_err() {
+            // The server counts the acks riding along too (QUIC): the first message
+            // pays for them.
+            let acks = if n == 0 { link.waiting_ack_bytes() } else { 0 };
+            if self.byte_pacer.try_take((len + acks) as f64, now).is_err() {
                 break;
             }
             (n, size) = (n + 1, size + len);
@@ -1156,6 +1153,21 @@ fn hold(held: &mut VecDeque<proto::SendEvent>, event: proto::SendEvent, limit: u
 /// `max_message_bytes` (see `Driver::max_batch_bytes`).
 fn batch_bytes(max_message_bytes: usize) -> usize {
     max_message_bytes - max_message_bytes / 8
+}
+
+/// Paces bytes below the server's byte bucket (`Welcome.limits`): 80 % of its rate,
+/// with half its burst at once (messages the network delivers bunched reach the server
+/// at once), but never less than one envelope of `max_batch_bytes`, which the server
+/// admits whole (its burst is at least its message size). A server that does not
+/// announce its burst (0) has the default one, twice its rate.
+fn byte_pacer(limits: &proto::Limits, max_batch_bytes: usize) -> TokenBucket {
+    let rate = f64::from(limits.bytes_per_second.max(1024));
+    let burst = match limits.byte_burst {
+        0 => 2.0 * rate,
+        burst => f64::from(burst),
+    };
+    let ours = (burst / 2.0).max(max_batch_bytes as f64);
+    TokenBucket::new(rate * 0.8, ours, std::time::Instant::now())
 }
 
 /// Request ids (joins, leaves, requests) count from here, above every input number

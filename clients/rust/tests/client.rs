@@ -21,6 +21,7 @@ both_transports!(
     trusts_a_pinned_fingerprint_and_nothing_else,
     an_awaited_close_leaves_no_member_behind,
     inputs_are_paced_to_the_byte_rate_too,
+    inputs_larger_than_a_seconds_bytes_are_paced_not_refused,
     events_the_pacer_held_back_go_out_after_a_reconnect,
     envelopes_stay_within_the_servers_message_size,
     a_message_too_big_for_any_envelope_is_refused_not_sent,
@@ -221,19 +222,46 @@ async fn inputs_are_paced_to_the_byte_rate_too(transport: Transport) {
         c.session.byte_burst = 64.0 * 1024.0;
     })
     .await;
-    let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
+    // 5 entities of 2 fields of 1,000 bytes each (the relay's default per-field and
+    // per-member limits allow 60 in all).
+    send_big_inputs_and_see_them_applied(&relay, transport, 12, 5, Duration::from_secs(15)).await;
+}
+
+/// Against a server whose byte rate is below one message's size (4,000 bytes/s, a
+/// burst of 8 KiB, inputs of about 6.1 KB) every input arrives and none is refused:
+/// each is charged its whole size, not a second's worth of bytes (which let the third
+/// input through before the server's bucket had refilled: `RATE_LIMITED`).
+async fn inputs_larger_than_a_seconds_bytes_are_paced_not_refused(transport: Transport) {
+    let relay = tickrelay_testkit::start_with(|c| {
+        c.session.max_message_bytes = 8192;
+        c.session.bytes_per_second = 4000.0;
+        c.session.byte_burst = 8192.0;
+    })
+    .await;
+    send_big_inputs_and_see_them_applied(&relay, transport, 3, 3, Duration::from_secs(10)).await;
+}
+
+/// Joins relay room "r", sends `inputs` inputs at once, each creating `entities`
+/// entities of two 1,000-byte fields, and waits `within` for the last to be applied,
+/// failing on any `Error` or disconnection on the way.
+async fn send_big_inputs_and_see_them_applied(
+    relay: &TestServer,
+    transport: Transport,
+    inputs: u64,
+    entities: u64,
+    within: Duration,
+) {
+    let (client, mut events) = Client::connect(config(relay, transport)).unwrap();
     client.join("r", "relay");
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
-    for id in 1..=12 {
-        // 5 entities of 2 fields of 1,000 bytes (the relay's default per-field and
-        // per-member limits allow 60 in all).
-        let fields: Vec<proto::Field> = (1..=2)
-            .map(|f| proto::Field {
-                id: f,
-                value: Some(proto::field::Value::Bytes(vec![7; 1_000].into())),
-            })
-            .collect();
-        let create = (0..5)
+    let fields: Vec<proto::Field> = (1..=2)
+        .map(|f| proto::Field {
+            id: f,
+            value: Some(proto::field::Value::Bytes(vec![7; 1_000].into())),
+        })
+        .collect();
+    for id in 1..=inputs {
+        let create = (0..entities)
             .map(|i| proto::Entity {
                 id: id * 100 + i,
                 owner: 0,
@@ -247,8 +275,8 @@ async fn inputs_are_paced_to_the_byte_rate_too(transport: Transport) {
         };
         client.send_input("r", proto::input::Payload::Writes(writes));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while client.with_mirror("r", |m| m.last_input_seq()) != Some(12) {
+    let deadline = tokio::time::Instant::now() + within;
+    while client.with_mirror("r", |m| m.last_input_seq()) != Some(inputs) {
         let event = tokio::time::timeout_at(deadline, events.recv()).await.unwrap().unwrap();
         assert!(
             !matches!(event, Event::Error(_) | Event::Disconnected { .. }),
@@ -656,6 +684,7 @@ async fn events_not_acknowledged_go_out_again_with_their_numbers() {
                 messages_per_second: 100,
                 message_burst: 20,
                 bytes_per_second: 64 * 1024,
+                byte_burst: 128 * 1024,
             }),
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 10_000,

@@ -153,6 +153,19 @@ const MESSAGE_FRAMING = 8;
 /** The bytes of messages an envelope may carry for a server whose message limit is `max`. */
 const batchBytes = (max: number): number => max - Math.floor(max / 8);
 
+/**
+ * Paces bytes below the server's byte bucket: 80 % of its rate, with half its burst at
+ * once (messages the network delivers bunched reach the server at once), but never less
+ * than one envelope of `maxBatchBytes`, which the server admits whole (its burst is at
+ * least its message size). A server that does not announce its burst (0) has the
+ * default one, twice its rate.
+ */
+const bytePacer = (limits: v1.Limits, maxBatchBytes: number): TokenBucket => {
+  const rate = Math.max(1024, limits.bytesPerSecond);
+  const burst = limits.byteBurst > 0 ? limits.byteBurst : 2 * rate;
+  return new TokenBucket(rate * 0.8, Math.max(burst / 2, maxBatchBytes), now());
+};
+
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
 
 /** What a room takes along when it moves to another of the client's connections. */
@@ -840,8 +853,7 @@ export class Client {
       this.#pacer = new TokenBucket(Math.max(1, limits.messagesPerSecond) * 0.8, burst, now());
       this.#maxBatch = Math.floor(burst);
       if (limits.maxMessageBytes > 0) this.#maxBatchBytes = batchBytes(limits.maxMessageBytes);
-      const bytes = Math.max(1024, limits.bytesPerSecond);
-      this.#bytePacer = new TokenBucket(bytes * 0.8, bytes, now());
+      this.#bytePacer = bytePacer(limits, this.#maxBatchBytes);
     }
     const out: Outgoing[] = [];
     for (const [room, state] of this.#rooms) {
@@ -1007,8 +1019,7 @@ export class Client {
         held = part;
         break;
       }
-      // A message larger than the byte burst is charged the burst.
-      const cost = Math.min(part.byteLength, this.#bytePacer.burst);
+      const cost = part.byteLength + MESSAGE_FRAMING;
       if (!this.#pacer.tryTake(1, at)) {
         held = part;
         break;
@@ -1033,7 +1044,7 @@ export class Client {
       this.stats.bytesOut += envelope.byteLength;
     }
     if (this.#queue.length > 0) {
-      const next = (held ?? encodeMessage(this.#queue[0]!)).byteLength;
+      const next = (held ?? encodeMessage(this.#queue[0]!)).byteLength + MESSAGE_FRAMING;
       const waitMs = Math.max(this.#pacer.waitFor(1, at), this.#bytePacer.waitFor(next, at), 1);
       this.#timers.flush = setTimeout(() => {
         this.#timers.flush = undefined;

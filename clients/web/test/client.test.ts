@@ -37,11 +37,13 @@ class FakeSocket {
     FakeSocket.opened.push(this);
   }
 
-  /** The size of each envelope sent. */
+  /** The size of each envelope sent, and when (the client's clock). */
   readonly sizes: number[] = [];
+  readonly sentAt: number[] = [];
 
   send(data: Uint8Array): void {
     this.sizes.push(data.byteLength);
+    this.sentAt.push(clock);
     const envelope = fromBinary(v1.ClientEnvelopeSchema, data);
     this.sent.push(...envelope.messages.map((m) => m.kind));
     let seq = envelope.firstEventSeq;
@@ -291,6 +293,26 @@ test("envelopes stay within the server's message size, however much the pacers a
   const events = last().sent.filter((k) => k.case === "event").length;
   assert.equal(events, 8, "every event sent");
   assert.ok(last().sizes.every((n) => n <= 16384), `envelopes of ${last().sizes.join(", ")} bytes`);
+});
+
+test("messages larger than a second's bytes are paced by their whole size", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  const limits = { messagesPerSecond: 50, messageBurst: 100, bytesPerSecond: 4000, byteBurst: 8192, maxMessageBytes: 8192 };
+  last().receive([{ case: "welcome", value: { sessionId: 1n, resumeToken: "t", limits } }]);
+  const start = clock;
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  for (let i = 0; i < 4; i++) c.sendEvent("r", "big", new Uint8Array(6000).fill(i));
+  advance(7000);
+  assert.equal(last().events.length, 4, "every event sent");
+  // The server's byte bucket over what was sent: nothing refused (charged a second's
+  // worth of bytes each, the fourth went out before the server had refilled enough).
+  const server = new TokenBucket(4000, 8192, start);
+  last().sizes.forEach((n, i) => {
+    const at = last().sentAt[i]!;
+    assert.ok(server.tryTake(n, at), `envelope ${i} of ${n} bytes at ${at} ms refused`);
+  });
 });
 
 test("a message too big for any envelope is refused with an error, not sent", () => {
