@@ -548,6 +548,14 @@ impl Config {
         if let Some(v) = ws.outbox_max_bytes.take() {
             session.outbox_max_bytes = v;
         }
+        // A message of the size allowed must fit the byte bucket: a file that raises
+        // the size and leaves the burst out raises the burst with it (one that sets
+        // both inconsistently is refused by `validate`).
+        let table: toml::Table = toml::from_str(text)?;
+        let burst_given = (table.get("session")).is_some_and(|s| s.get("byte_burst").is_some());
+        if !burst_given {
+            session.byte_burst = session.byte_burst.max(session.max_message_bytes as f64);
+        }
         Ok(config)
     }
 
@@ -888,7 +896,8 @@ slow_consumer_secs = 5.0
 messages_per_second = 50.0
 message_burst = 100.0
 bytes_per_second = 65536.0
-# At least max_message_bytes (a larger message could never be admitted).
+# At least max_message_bytes (a larger message could never be admitted; a file
+# that raises max_message_bytes alone raises this with it).
 byte_burst = 131072.0
 flood_window_ms = 1000
 # Rooms one session may be in at once.
@@ -1044,6 +1053,12 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("byte_burst"));
         c.session.byte_burst += 1.0;
         assert!(c.validate().is_ok());
+        // A file raising the message size alone raises the burst with it; one setting
+        // both inconsistently is refused.
+        let c = Config::from_toml("[session]\nmax_message_bytes = 200000\n").unwrap();
+        assert_eq!(c.session.byte_burst, 200_000.0);
+        let c = Config::from_toml("[session]\nmax_message_bytes = 200000\nbyte_burst = 1000.0\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("byte_burst"));
     }
 
     #[test]

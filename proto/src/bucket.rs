@@ -65,6 +65,13 @@ impl TokenBucket {
         self.tokens
     }
 
+    /// Takes `n` tokens whatever the bucket holds, going below zero if need be: for
+    /// what was sent without asking, paid for before anything else is taken.
+    pub fn charge(&mut self, n: f64, now: Instant) {
+        self.refill(now);
+        self.tokens -= n;
+    }
+
     /// Puts `n` tokens back (a take that was undone), up to the burst.
     pub fn give_back(&mut self, n: f64) {
         self.tokens = (self.tokens + n).min(self.burst);
@@ -109,5 +116,16 @@ mod tests {
         assert_eq!(b.take_up_to(10, t0), 0);
         assert_eq!(b.wait_for_one(t0), ms(100));
         assert_eq!(b.take_up_to(10, t0 + ms(250)), 2);
+    }
+
+    #[test]
+    fn a_charge_goes_below_zero_and_is_paid_back_first() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 5.0, t0);
+        b.charge(8.0, t0);
+        assert_eq!(b.tokens(), -3.0);
+        assert_eq!(b.try_take(1.0, t0), Err(ms(400)));
+        assert_eq!(b.wait_for(1.0, t0), ms(400));
+        assert_eq!(b.try_take(1.0, t0 + ms(400)), Ok(()));
     }
 }

@@ -503,7 +503,10 @@ impl Driver {
             let pacing = welcomed && !self.queue.is_empty();
             if pacing {
                 let now = std::time::Instant::now();
-                let next_bytes = self.queue.front().map_or(0, |m| m.encoded_len() + MESSAGE_FRAMING) as f64;
+                self.byte_pacer.charge(link.take_datagram_ack_bytes() as f64, now);
+                // What `flush` charges for it: the acks waiting ride along.
+                let next_bytes = (self.queue.front().map_or(0, |m| m.encoded_len() + MESSAGE_FRAMING)
+                    + link.waiting_ack_bytes()) as f64;
                 let wait = (self.pacer.wait_for_one(now)).max(self.byte_pacer.wait_for(next_bytes, now));
                 pace_timer.as_mut().reset(Instant::now() + wait);
                 pace_woken.set();
@@ -1053,6 +1056,9 @@ impl Driver {
             self.refuse_too_big(&message).await;
         }
         let now = std::time::Instant::now();
+        // Acknowledgements sent as datagrams (QUIC) are never held back, but the server
+        // counts their bytes: they are paid for first.
+        self.byte_pacer.charge(link.take_datagram_ack_bytes() as f64, now);
         let wanted = (self.queue.len() as u64).min(self.max_batch);
         let allowed = self.pacer.take_up_to(wanted, now) as usize;
         let (mut n, mut size) = (0, 0);
@@ -1063,6 +1069,7 @@ impl Driver {
             let len = message.encoded_len() + MESSAGE_FRAMING;
             if n == 0 && len > budget {
                 link.send_waiting_acks();
+                self.byte_pacer.charge(link.take_datagram_ack_bytes() as f64, now);
                 budget = self.max_batch_bytes;
             }
             // The server closes a connection whose envelope exceeds its message size
@@ -1158,12 +1165,16 @@ fn batch_bytes(max_message_bytes: usize) -> usize {
 /// Paces bytes below the server's byte bucket (`Welcome.limits`): 80 % of its rate,
 /// with half its burst at once (messages the network delivers bunched reach the server
 /// at once), but never less than one envelope of `max_batch_bytes`, which the server
-/// admits whole (its burst is at least its message size). A server that does not
-/// announce its burst (0) has the default one, twice its rate.
+/// admits whole (its burst is at least its message size). A server older than
+/// `byte_burst` (0) is taken to have the default burst, 128 KiB, or twice its rate if
+/// that is less.
 fn byte_pacer(limits: &proto::Limits, max_batch_bytes: usize) -> TokenBucket {
-    let rate = f64::from(limits.bytes_per_second.max(1024));
+    let rate = match limits.bytes_per_second {
+        0 => 1024.0,
+        rate => f64::from(rate),
+    };
     let burst = match limits.byte_burst {
-        0 => 2.0 * rate,
+        0 => (2.0 * rate).min(131_072.0),
         burst => f64::from(burst),
     };
     let ours = (burst / 2.0).max(max_batch_bytes as f64);

@@ -214,6 +214,9 @@ pub(crate) struct QuicLink {
     /// Acknowledgements waiting to ride on the next control-stream write (one per
     /// room), so that they cost no packet of their own (see [`Link::ack`]).
     pending_acks: Vec<proto::Ack>,
+    /// Bytes of acknowledgements sent as datagrams since the driver last asked (the
+    /// server counts them against its byte rate; see [`Link::take_datagram_ack_bytes`]).
+    datagram_ack_bytes: usize,
 }
 
 /// A message's framing in an envelope beyond its own encoding (the `messages` key, its
@@ -221,7 +224,8 @@ pub(crate) struct QuicLink {
 pub(crate) const MESSAGE_FRAMING: usize = 8;
 
 /// Sends `acks` in one datagram (a lost one is harmless).
-fn send_acks(conn: &quinn::Connection, acks: impl IntoIterator<Item = proto::Ack>) {
+/// Sends `acks` as one datagram; returns its size.
+fn send_acks(conn: &quinn::Connection, acks: impl IntoIterator<Item = proto::Ack>) -> usize {
     let messages = (acks.into_iter())
         .map(|ack| ClientMessage {
             kind: Some(Out::Ack(ack)),
@@ -231,7 +235,10 @@ fn send_acks(conn: &quinn::Connection, acks: impl IntoIterator<Item = proto::Ack
         messages,
         first_event_seq: 0,
     };
-    let _ = conn.send_datagram(envelope.encode_to_vec().into());
+    let datagram = envelope.encode_to_vec();
+    let len = datagram.len();
+    let _ = conn.send_datagram(datagram.into());
+    len
 }
 
 /// Reads the next datagram of `conn`.
@@ -409,6 +416,7 @@ async fn connect_quic(
         recv,
         inbound: BytesMut::new(),
         pending_acks: Vec::new(),
+        datagram_ack_bytes: 0,
     })))
 }
 
@@ -472,7 +480,7 @@ impl Link {
             q.pending_acks.swap_remove(i);
         }
         if at_once || waiting.is_some() {
-            send_acks(&q.conn, [ack]);
+            q.datagram_ack_bytes += send_acks(&q.conn, [ack]);
         } else {
             q.pending_acks.push(ack);
         }
@@ -493,7 +501,15 @@ impl Link {
         if let Link::Quic(q) = self
             && !q.pending_acks.is_empty()
         {
-            send_acks(&q.conn, q.pending_acks.drain(..));
+            q.datagram_ack_bytes += send_acks(&q.conn, q.pending_acks.drain(..));
+        }
+    }
+
+    /// The bytes of acknowledgements sent as datagrams since the last call.
+    pub fn take_datagram_ack_bytes(&mut self) -> usize {
+        match self {
+            Link::Quic(q) => std::mem::take(&mut q.datagram_ack_bytes),
+            Link::WebSocket(_) => 0,
         }
     }
 

@@ -157,12 +157,12 @@ const batchBytes = (max: number): number => max - Math.floor(max / 8);
  * Paces bytes below the server's byte bucket: 80 % of its rate, with half its burst at
  * once (messages the network delivers bunched reach the server at once), but never less
  * than one envelope of `maxBatchBytes`, which the server admits whole (its burst is at
- * least its message size). A server that does not announce its burst (0) has the
- * default one, twice its rate.
+ * least its message size). A server older than `byte_burst` (0) is taken to have the
+ * default burst, 128 KiB, or twice its rate if that is less.
  */
 const bytePacer = (limits: v1.Limits, maxBatchBytes: number): TokenBucket => {
-  const rate = Math.max(1024, limits.bytesPerSecond);
-  const burst = limits.byteBurst > 0 ? limits.byteBurst : 2 * rate;
+  const rate = limits.bytesPerSecond > 0 ? limits.bytesPerSecond : 1024;
+  const burst = limits.byteBurst > 0 ? limits.byteBurst : Math.min(2 * rate, 131_072);
   return new TokenBucket(rate * 0.8, Math.max(burst / 2, maxBatchBytes), now());
 };
 

@@ -409,7 +409,7 @@ export type Limits = Message<"tickrelay.v1.Limits"> & {
   /**
    * The byte bucket's burst (at least `max_message_bytes`): a client charges each
    * message its whole size against a bucket of `bytes_per_second` and this burst.
-   * 0 from servers older than this field: twice `bytes_per_second`.
+   * 0 from servers older than this field, whose default burst was 128 KiB.
    *
    * @generated from field: uint32 byte_burst = 5;
    */
