@@ -244,13 +244,16 @@ impl Cluster {
                 member,
                 listing,
             } => {
+                let outcome = self.claim(&room, &room_type, listing).await;
                 // A redirected member's ticket: join with the member id it carries.
-                let carried = if seat.is_empty() {
+                // Taken (it is good once) only when the join goes on, here or at the
+                // owner: a join refused for now is tried again with it.
+                let goes_on = matches!(outcome, Ok(Claim::Ours | Claim::Theirs { url: Some(_), .. }));
+                let carried = if seat.is_empty() || !goes_on {
                     None
                 } else {
                     self.take_seat(&room, &seat).await
                 };
-                let outcome = self.claim(&room, &room_type, listing).await;
                 let ticket = match &outcome {
                     Ok(Claim::Theirs { url: Some(_), .. }) => {
                         self.seat_ticket(&room, carried.as_ref().unwrap_or(&member)).await
@@ -413,7 +416,9 @@ impl Cluster {
         // that the claim may restore enters the directory unlisted (a private room is
         // never listed), and as itself once restored.
         let open_here = self.pool.room(room);
-        let may_restore = open_here.is_none() && self.call(self.directory.has_checkpoint(room)).await.unwrap_or(false);
+        // A failed read is an error, not "no checkpoint": the room would open empty,
+        // and its checkpoint be overwritten by the empty room's.
+        let may_restore = open_here.is_none() && self.call(self.directory.has_checkpoint(room)).await?;
         let listing = match &open_here {
             Some(handle) => handle.shared.listing.get(),
             None if may_restore => ListingState {
@@ -446,8 +451,15 @@ impl Cluster {
             // Read after the claim: the owner writes its last checkpoint before it
             // releases the room.
             Claim::Ours if may_restore && self.pool.room(room).is_none() => {
-                if let Some(checkpoint) = self.checkpoint(room).await {
-                    self.restore(checkpoint);
+                match self.checkpoint(room).await {
+                    Ok(Some(checkpoint)) => self.restore(checkpoint),
+                    Ok(None) => {}
+                    // Not opened empty over a checkpoint Redis holds but did not give:
+                    // the claim lapses (or is released) and a later join restores it.
+                    Err(e) => {
+                        let _ = self.call(self.directory.release(room)).await;
+                        return Err(e);
+                    }
                 }
                 if let Some(restored) = self.pool.room(room) {
                     let _ = self
@@ -501,14 +513,17 @@ impl Cluster {
         }
     }
 
-    /// The room's last checkpoint, if Redis keeps a readable one.
-    async fn checkpoint(&self, room: &str) -> Option<proto::RoomCheckpoint> {
-        let data = self.call(self.directory.load_checkpoint(room)).await.ok()??;
+    /// The room's last checkpoint, if Redis keeps a readable one; an error when
+    /// Redis could not be read.
+    async fn checkpoint(&self, room: &str) -> Result<Option<proto::RoomCheckpoint>, PoolError> {
+        let Some(data) = self.call(self.directory.load_checkpoint(room)).await? else {
+            return Ok(None);
+        };
         match proto::RoomCheckpoint::decode(&data[..]) {
-            Ok(checkpoint) => Some(checkpoint),
+            Ok(checkpoint) => Ok(Some(checkpoint)),
             Err(e) => {
                 tracing::warn!(room, "room checkpoint unreadable, the room starts empty: {e}");
-                None
+                Ok(None)
             }
         }
     }

@@ -242,6 +242,9 @@ pub enum Command {
         room: RoomKey,
         /// Member.
         member: MemberId,
+        /// The leaving session's outbox: a seat another session has taken over since
+        /// (the same member id, continued on this node) is not its to leave.
+        outbox: Arc<Outbox>,
         /// Request id to answer (0: do not answer).
         request_id: u64,
     },
@@ -1104,11 +1107,12 @@ impl SimThread {
             Command::Leave {
                 room,
                 member,
+                outbox,
                 request_id,
             } => {
                 let metrics = self.metrics.clone();
                 if let Some(r) = self.room_mut(room) {
-                    r.room.leave(member, request_id);
+                    r.room.leave_session(member, &outbox, request_id);
                     r.sync_members(&metrics);
                 }
             }
@@ -1449,6 +1453,7 @@ mod tests {
         let leave = Command::Leave {
             room: handle.key,
             member: 7,
+            outbox: outbox.clone(),
             request_id: 0,
         };
         pool.send(&handle, leave).unwrap();

@@ -653,6 +653,7 @@ impl Session {
                 let command = Command::Leave {
                     room: room.key,
                     member,
+                    outbox: self.outbox.clone(),
                     request_id: leave.request_id,
                 };
                 // Forget the room only once the leave is on its way.
@@ -1297,6 +1298,7 @@ impl Session {
             let command = Command::Leave {
                 room: room.handle.key,
                 member: room.member,
+                outbox: self.outbox.clone(),
                 request_id: 0,
             };
             let _ = self.ctx.rooms.send(&room.handle, command);

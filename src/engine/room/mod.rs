@@ -518,6 +518,16 @@ impl Room {
         None
     }
 
+    /// [`Room::leave`] for the session whose outbox is `outbox`: a seat another session
+    /// took over since (continued on this node under the same member id, see
+    /// [`Room::join`]) stays with it. Whether the member left.
+    pub fn leave_session(&mut self, member: MemberId, outbox: &Arc<Outbox>, request_id: u64) -> bool {
+        match self.index.get(&member) {
+            Some(&i) if Arc::ptr_eq(&self.members[i].outbox, outbox) => self.leave(member, request_id),
+            _ => false,
+        }
+    }
+
     /// Removes a member (a leave request, or its resume grace period ended). It is
     /// answered with `Left` when `request_id` is set; the others get presence; the
     /// simulation learns of it at the next tick.

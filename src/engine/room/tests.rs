@@ -956,6 +956,28 @@ fn joining_again_is_granted_a_full_snapshot_at_most_once_per_second() {
     assert_eq!(frames(&b), (1, 0));
 }
 
+/// A seat taken over by another session under the same member id (continued on this
+/// node after a redirect) is not left when the old session ends: its leave is the old
+/// session's, and only the new one's leave frees the seat.
+#[test]
+fn an_old_sessions_leave_does_not_free_a_seat_taken_over() {
+    let mut room = relay_room_at_10_hz();
+    let old = Client::new(1);
+    join(&mut room, &old);
+    room.tick(0);
+    let new = Client::new(1);
+    join(&mut room, &new);
+    room.tick(1);
+    assert!(!room.leave_session(1, &old.outbox, 0), "the old session's leave");
+    assert_eq!(room.member_count(), 1);
+    room.tick(2);
+    let mut batch = Batch::default();
+    new.outbox.drain(&mut batch);
+    assert!(!batch.states.is_empty(), "the new session still gets frames");
+    assert!(room.leave_session(1, &new.outbox, 0));
+    assert_eq!(room.member_count(), 0);
+}
+
 /// A join of a room the member is in while its `Joined` is still owed is refused, so
 /// every join gets exactly one answer; a refused join still moves the membership to
 /// its number, which the session's leave notice then carries.
