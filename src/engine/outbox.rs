@@ -108,8 +108,10 @@ struct RoomDelivery {
     baseline: Tick,
     /// The tick of the last frame taken.
     taken: Tick,
-    /// The tick of the last full snapshot taken: acknowledgements of older ticks are
-    /// ignored.
+    /// The tick of the first full snapshot taken since the last delta (or since the
+    /// record began): acknowledgements of older ticks are ignored. Full snapshots
+    /// taken after it while no acknowledgement came back (a round trip longer than a
+    /// tick) keep it, so an acknowledgement of any of them counts.
     floor: Tick,
 }
 
@@ -460,8 +462,8 @@ impl Outbox {
         std::mem::swap(&mut batch.states, &mut inner.states);
         let reliable = inner.delivery == Delivery::Reliable;
         for state in &batch.states {
-            let i = match inner.rooms.iter().position(|r| r.room == state.room) {
-                Some(i) => i,
+            let (i, fresh) = match inner.rooms.iter().position(|r| r.room == state.room) {
+                Some(i) => (i, false),
                 None => {
                     let fresh = RoomDelivery {
                         room: state.room,
@@ -470,7 +472,7 @@ impl Outbox {
                         floor: 0,
                     };
                     inner.rooms.push(fresh);
-                    inner.rooms.len() - 1
+                    (inner.rooms.len() - 1, true)
                 }
             };
             let r = &mut inner.rooms[i];
@@ -478,8 +480,12 @@ impl Outbox {
             if reliable {
                 r.baseline = state.tick;
             } else if state.baseline == 0 {
+                // Only the first full snapshot of a run moves the floor (a baseline of
+                // 0 means no acknowledgement came back since the last one).
+                if fresh || r.baseline != 0 {
+                    r.floor = state.tick;
+                }
                 r.baseline = 0;
-                r.floor = state.tick;
             }
         }
         let ready = !batch.is_empty() || batch.overflowed;
@@ -624,6 +630,23 @@ mod tests {
         assert_eq!(outbox.delivered(1), 0);
         outbox.ack(1, 15);
         assert_eq!(outbox.delivered(1), 15);
+
+        // A round trip longer than a tick: full snapshots go out every tick until one
+        // is acknowledged, and an acknowledgement of any of them counts (one of the
+        // first only arrives after the next was taken).
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 20, 0), b));
+        outbox.drain(&mut batch);
+        for tick in 21..=23 {
+            let b = outbox.supersede_state(1);
+            assert_eq!(b.tick, 0, "no baseline yet: another full snapshot");
+            assert!(outbox.push_state(state(1, tick, 0), b));
+            outbox.drain(&mut batch);
+        }
+        outbox.ack(1, 19); // before the run
+        assert_eq!(outbox.delivered(1), 0);
+        outbox.ack(1, 21);
+        assert_eq!(outbox.delivered(1), 21);
     }
 
     #[test]
