@@ -222,6 +222,8 @@ pub enum Command {
     Join {
         /// Room.
         room: RoomKey,
+        /// Its id, for an answer after it closed.
+        room_id: Arc<str>,
         /// Member id (the session id).
         member: MemberId,
         /// Authenticated user id.
@@ -240,6 +242,8 @@ pub enum Command {
     Leave {
         /// Room.
         room: RoomKey,
+        /// Its id, for an answer when the member is not in it.
+        room_id: Arc<str>,
         /// Member.
         member: MemberId,
         /// The leaving session's outbox: a seat another session has taken over since
@@ -272,9 +276,13 @@ pub enum Command {
     Resync {
         /// Room.
         room: RoomKey,
+        /// Its id, for an answer when the member is not in it.
+        room_id: Arc<str>,
         /// Member.
         member: MemberId,
-        /// Request id to answer.
+        /// The asking session's outbox (see `Leave`).
+        outbox: Arc<Outbox>,
+        /// Request id to answer (0: do not answer).
         request_id: u64,
     },
     /// Checkpoint every room of the thread now, then send [`Checkpoint::Flushed`].
@@ -978,6 +986,22 @@ struct SimThread {
     next_phase: u32,
 }
 
+/// Answers a leave or a resync (if it asks for an answer) of a session not seated in
+/// the room: refused before (a full room, say) or taken over by another session
+/// (`NOT_A_MEMBER`), or the room closed meanwhile (`ROOM_CLOSED`; the session got
+/// `Left` for it too).
+fn answer_not_seated(outbox: &Outbox, room_open: bool, request_id: u64, room_id: &str) {
+    if request_id == 0 {
+        return;
+    }
+    let error = if room_open {
+        error_message(ErrorCode::NotAMember, "not a member of this room", request_id, room_id)
+    } else {
+        error_message(ErrorCode::RoomClosed, "room closed", request_id, room_id)
+    };
+    let _ = outbox.push_reliable(error);
+}
+
 /// Rooms on a thread tick in this many phases spread evenly over the period. One phase
 /// for all would wake the thread least, but then every member of every room gets its
 /// frame in the same instant and the transports write them in one burst (the relay
@@ -1084,6 +1108,7 @@ impl SimThread {
             }
             Command::Join {
                 room,
+                room_id,
                 member,
                 user_id,
                 outbox,
@@ -1099,21 +1124,26 @@ impl SimThread {
                     }
                 }
                 None => {
-                    let error = error_message(ErrorCode::RoomClosed, "room closed; join again", request_id, "");
+                    let error = error_message(ErrorCode::RoomClosed, "room closed; join again", request_id, &room_id);
                     outbox.leave_room(room, join_seq);
                     let _ = outbox.push_reliable(error);
                 }
             },
             Command::Leave {
                 room,
+                room_id,
                 member,
                 outbox,
                 request_id,
             } => {
                 let metrics = self.metrics.clone();
-                if let Some(r) = self.room_mut(room) {
-                    r.room.leave_session(member, &outbox, request_id);
+                let left = self.room_mut(room).map(|r| {
+                    let left = r.room.leave_session(member, &outbox, request_id);
                     r.sync_members(&metrics);
+                    left
+                });
+                if left != Some(true) {
+                    answer_not_seated(&outbox, left.is_some(), request_id, &room_id);
                 }
             }
             Command::Input {
@@ -1133,13 +1163,14 @@ impl SimThread {
             }
             Command::Resync {
                 room,
+                room_id,
                 member,
+                outbox,
                 request_id,
-            } => {
-                if let Some(r) = self.room_mut(room) {
-                    r.room.resync(member, request_id);
-                }
-            }
+            } => match self.room_mut(room) {
+                Some(r) if r.room.seated(member, &outbox) => r.room.resync(member, request_id),
+                r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
+            },
             Command::CheckpointAll => {
                 if let Some(checkpoints) = &self.checkpoints {
                     let now = unix_micros();
@@ -1390,6 +1421,7 @@ mod tests {
             &handle,
             Command::Join {
                 room: handle.key,
+                room_id: handle.shared.id.clone(),
                 member,
                 user_id: "u".into(),
                 outbox: outbox.clone(),
@@ -1441,6 +1473,52 @@ mod tests {
         );
     }
 
+    /// A leave or a resync from a session that is not in the room (its join was
+    /// refused, or another session took its seat over) is answered `NOT_A_MEMBER` with
+    /// the room's id, and the member that is in it stays.
+    #[test]
+    fn a_leave_or_resync_of_a_session_not_seated_is_answered() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        let seated = join(&pool, "r", "relay", 7);
+        wait_for_frames(&seated, 1);
+        let handle = pool.room("r").unwrap();
+        let other = Arc::new(Outbox::new(OutboxLimits::default()));
+        let room_id = handle.shared.id.clone();
+        let leave = Command::Leave {
+            room: handle.key,
+            room_id: room_id.clone(),
+            member: 7,
+            outbox: other.clone(),
+            request_id: 41,
+        };
+        pool.send(&handle, leave).unwrap();
+        let resync = Command::Resync {
+            room: handle.key,
+            room_id,
+            member: 7,
+            outbox: other.clone(),
+            request_id: 42,
+        };
+        pool.send(&handle, resync).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut answers = Vec::new();
+        while answers.len() < 2 {
+            assert!(Instant::now() < deadline, "answered: {answers:?}");
+            let mut batch = Batch::default();
+            other.drain(&mut batch);
+            for m in &batch.reliable {
+                use prost::Message;
+                if let Some(server_message::Kind::Error(e)) = proto::ServerMessage::decode(&m[..]).unwrap().kind {
+                    answers.push((e.request_id, e.code(), e.room));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(answers, [41, 42].map(|id| (id, ErrorCode::NotAMember, "r".to_string())));
+        assert_eq!(pool.list_rooms(&RoomFilter::all(), "", 10, usize::MAX).0[0].members, 1);
+    }
+
     /// An empty room does not tick (an empty arena used to move its NPCs for nobody
     /// until the room was reclaimed); it ticks again when someone joins.
     #[test]
@@ -1452,6 +1530,7 @@ mod tests {
         let handle = pool.room("quiet").unwrap();
         let leave = Command::Leave {
             room: handle.key,
+            room_id: handle.shared.id.clone(),
             member: 7,
             outbox: outbox.clone(),
             request_id: 0,
@@ -1652,6 +1731,7 @@ mod tests {
             &b,
             Command::Join {
                 room: b.key,
+                room_id: b.shared.id.clone(),
                 member: 2,
                 user_id: "u".into(),
                 outbox: Arc::new(Outbox::new(OutboxLimits::default())),

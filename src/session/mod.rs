@@ -421,7 +421,9 @@ impl Session {
         for room in self.rooms.values() {
             let command = Command::Resync {
                 room: room.handle.key,
+                room_id: room.handle.shared.id.clone(),
                 member: room.member,
+                outbox: self.outbox.clone(),
                 request_id: 0,
             };
             let _ = self.ctx.rooms.send(&room.handle, command);
@@ -652,6 +654,7 @@ impl Session {
                 };
                 let command = Command::Leave {
                     room: room.key,
+                    room_id: room.shared.id.clone(),
                     member,
                     outbox: self.outbox.clone(),
                     request_id: leave.request_id,
@@ -969,6 +972,7 @@ impl Session {
         self.next_join += 1;
         let command = Command::Join {
             room: handle.key,
+            room_id: handle.shared.id.clone(),
             member,
             user_id,
             outbox: self.outbox.clone(),
@@ -1186,7 +1190,9 @@ impl Session {
                 };
                 let command = Command::Resync {
                     room: room.key,
+                    room_id: room.shared.id.clone(),
                     member,
+                    outbox: self.outbox.clone(),
                     request_id: id,
                 };
                 self.send(&room, command, id);
@@ -1297,6 +1303,7 @@ impl Session {
         for (_, room) in self.rooms.drain() {
             let command = Command::Leave {
                 room: room.handle.key,
+                room_id: room.handle.shared.id.clone(),
                 member: room.member,
                 outbox: self.outbox.clone(),
                 request_id: 0,

@@ -522,10 +522,12 @@ impl Room {
     /// took over since (continued on this node under the same member id, see
     /// [`Room::join`]) stays with it. Whether the member left.
     pub fn leave_session(&mut self, member: MemberId, outbox: &Arc<Outbox>, request_id: u64) -> bool {
-        match self.index.get(&member) {
-            Some(&i) if Arc::ptr_eq(&self.members[i].outbox, outbox) => self.leave(member, request_id),
-            _ => false,
-        }
+        self.seated(member, outbox) && self.leave(member, request_id)
+    }
+
+    /// Whether `member` is in the room with the session whose outbox is `outbox`.
+    pub fn seated(&self, member: MemberId, outbox: &Arc<Outbox>) -> bool {
+        self.member(member).is_some_and(|m| Arc::ptr_eq(&m.outbox, outbox))
     }
 
     /// Removes a member (a leave request, or its resume grace period ended). It is
