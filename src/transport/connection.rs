@@ -321,37 +321,34 @@ pub(crate) async fn serve<T: Transport>(
         };
         tracing::info!(%peer, session = id, code, reason, suppressed, "connection closed");
     }
+    // The session is parked (or ended) before the transport is closed: a resume
+    // taking it over waits for it (`TAKE_OVER_WAIT`), and closing a connection whose
+    // peer is gone can take seconds (the close frame's write, then the shutdown).
     let park = match end {
-        End::Close(reason) => {
-            metrics.count_close(reason);
-            transport.close(reason).await;
-            // The peer stopped answering or reading but lost nothing: it may come back
-            // on another connection.
-            matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer)
-        }
-        End::ClientClosed => {
-            transport.finish().await;
-            false
-        }
-        End::ClientLeft => {
-            transport.finish().await;
-            true
-        }
-        End::Lost => true,
-        End::TakenOver => {
-            transport.close(CloseReason::Replaced).await;
-            true
-        }
+        // The peer stopped answering or reading but lost nothing: it may come back on
+        // another connection.
+        End::Close(reason) => matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer),
+        End::ClientClosed => false,
+        End::ClientLeft | End::Lost | End::TakenOver => true,
     };
     let grace = ctx.session.settings.resume_grace;
     if !park || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
         ctx.end_session(&mut session);
-        return;
+    } else {
+        match ctx.registry.park(token, user, session, Instant::now() + grace) {
+            Ok(()) => tracing::debug!(session = id, "parked for resume"),
+            // The registry is full: end the session now (it leaves its rooms).
+            Err(mut session) => ctx.end_session(&mut session),
+        }
     }
-    match ctx.registry.park(token, user, session, Instant::now() + grace) {
-        Ok(()) => tracing::debug!(session = id, "parked for resume"),
-        // The registry is full: end the session now (it leaves its rooms).
-        Err(mut session) => ctx.end_session(&mut session),
+    match end {
+        End::Close(reason) => {
+            metrics.count_close(reason);
+            transport.close(reason).await;
+        }
+        End::ClientClosed | End::ClientLeft => transport.finish().await,
+        End::Lost => {}
+        End::TakenOver => transport.close(CloseReason::Replaced).await,
     }
 }
 
@@ -493,6 +490,9 @@ mod tests {
         inbound: mpsc::UnboundedReceiver<Received>,
         outbound: mpsc::UnboundedSender<Vec<Kind>>,
         closed: mpsc::UnboundedSender<Option<CloseReason>>,
+        /// How long a close takes (a peer that stopped reading: the close frame's
+        /// write waits).
+        close_takes: Duration,
     }
 
     impl Transport for Memory {
@@ -521,6 +521,7 @@ mod tests {
         }
 
         async fn close(&mut self, reason: CloseReason) {
+            tokio::time::sleep(self.close_takes).await;
             let _ = self.closed.send(Some(reason));
         }
 
@@ -583,6 +584,7 @@ mod tests {
             inbound: in_rx,
             outbound: out_tx,
             closed: closed_tx,
+            close_takes: Duration::ZERO,
         };
         let client = Peer {
             inbound: in_tx,
@@ -666,11 +668,14 @@ mod tests {
         assert_eq!((ctx.registry.parked(), ctx.metrics.connections.get()), (0, 0));
     }
 
-    #[tokio::test]
-    async fn a_lost_connection_is_parked_and_resumed_on_another() {
-        let ctx = context();
-        let (server, mut client) = pair();
-        let task = connect(&ctx, server, anonymous(&ctx));
+    /// Starts a new anonymous session on `server` and joins "lobby" from `client`:
+    /// the connection's task and the session's resume token.
+    async fn join_the_lobby(
+        ctx: &Arc<Context>,
+        server: Memory,
+        client: &mut Peer,
+    ) -> (tokio::task::JoinHandle<()>, String) {
+        let task = connect(ctx, server, anonymous(ctx));
         let token = client
             .expect(|k| match k {
                 Kind::Welcome(w) => Some(w.resume_token.clone()),
@@ -679,23 +684,40 @@ mod tests {
             .await;
         client.send(join("lobby"));
         client.expect(|k| matches!(k, Kind::Joined(_)).then_some(())).await;
+        (task, token)
+    }
+
+    /// Resumes `token` on a new connection: its client end once the `Welcome` came,
+    /// and whether that says resumed.
+    async fn resume(ctx: &Arc<Context>, token: String) -> (Peer, bool) {
+        let (server, mut client) = pair();
+        let start = Start::Resume {
+            token,
+            identity: identity(ctx),
+            received: u64::MAX,
+            client: None,
+        };
+        connect(ctx, server, start);
+        let resumed = client
+            .expect(|k| match k {
+                Kind::Welcome(w) => Some(w.resumed),
+                _ => None,
+            })
+            .await;
+        (client, resumed)
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_is_parked_and_resumed_on_another() {
+        let ctx = context();
+        let (server, mut client) = pair();
+        let (task, token) = join_the_lobby(&ctx, server, &mut client).await;
         let _ = client.inbound.send(Received::Lost);
         task.await.unwrap();
         assert_eq!(ctx.registry.parked(), 1);
 
-        let (server, mut client) = pair();
-        let start = Start::Resume {
-            token,
-            identity: identity(&ctx),
-            received: u64::MAX,
-            client: None,
-        };
-        let _task = connect(&ctx, server, start);
-        let resumed = client.expect(|k| match k {
-            Kind::Welcome(w) => Some(w.resumed),
-            _ => None,
-        });
-        assert!(resumed.await);
+        let (mut client, resumed) = resume(&ctx, token).await;
+        assert!(resumed);
         // Still in the room: a full snapshot of it follows.
         let state = client.expect(|k| match k {
             Kind::State(s) => Some((s.room.clone(), s.baseline_tick)),
@@ -703,6 +725,19 @@ mod tests {
         });
         assert_eq!(state.await, ("lobby".to_string(), 0));
         assert_eq!((ctx.registry.parked(), ctx.metrics.resumes.get()), (0, 1));
+    }
+
+    /// A resume that takes over a connection the server still holds (its peer gone
+    /// unnoticed, so closing it takes longer than the resume waits) gets the session:
+    /// the old connection parks it before it closes.
+    #[tokio::test]
+    async fn a_resume_takes_over_a_connection_that_is_slow_to_close() {
+        let ctx = context();
+        let (mut server, mut client) = pair();
+        server.close_takes = TAKE_OVER_WAIT * 2;
+        let (_old, token) = join_the_lobby(&ctx, server, &mut client).await;
+        let (_client, resumed) = resume(&ctx, token).await;
+        assert!(resumed, "resumed, not refused with 4504");
     }
 
     /// Nothing but the connection's timer wakes a session in no room whose client is
