@@ -408,12 +408,14 @@ async fn join_cluster(
     let lease = Duration::from_millis(c.lease_ms);
     let (bus, inbox) = Bus::connect(redis_url, &c.key_prefix, &node.id).await?;
     let directory = RedisDirectory::connect(redis_url, node, lease, &c.key_prefix).await?;
+    let resume_grace = Duration::from_secs_f64(config.session.resume_grace_secs);
     let settings = NodeSettings {
         lease,
         max_checkpoint_bytes: c.max_checkpoint_bytes,
         checkpoint_ttl: Duration::from_secs(c.checkpoint_ttl_secs),
-        number: directory.register_node().await?,
-        resume_grace: Duration::from_secs_f64(config.session.resume_grace_secs),
+        // Held as the node's sessions are (see `Cluster::session_ttl`).
+        number: directory.register_node(lease + resume_grace).await?,
+        resume_grace,
         placement: c.placement,
     };
     let cluster = Cluster::new(directory, bus, pool.clone(), metrics.clone(), settings);

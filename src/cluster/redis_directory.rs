@@ -15,6 +15,7 @@
 //! | `node:<id>:inbox` | (a pub/sub channel: room events for the node's rooms) | — |
 //! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
 //! | `node-starts` | a counter numbering node starts | never |
+//! | `node-number:<n>` | the id of the node start holding number `n` | like `sessions:<n>` |
 //! | `seat:<ticket>` | a redirected member's seat ticket (`Seat`, protobuf: member id, user, room) | a minute, or when used |
 //! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (so without listings it keeps the ids of rooms whose owner died; a periodic sweep is still to come) | never |
 //!
@@ -354,12 +355,14 @@ impl RedisDirectory {
     }
 
     /// A number for this node start, from 1 to 8191, unique among the nodes running
-    /// (it cycles after 8,191 starts): the high bits of its session ids and the prefix
-    /// of its resume tokens.
+    /// and those whose sessions may still be continued (numbers cycle, and one still
+    /// held, `node-number:<n>`, is skipped): the high bits of its session ids and the
+    /// prefix of its resume tokens. The number is held for `hold` and then for as long
+    /// as [`RedisDirectory::keep_sessions`] renews it.
     ///
     /// Refused while another node with this node's id is alive (or died less than a
     /// lease ago): two nodes with one id would take each other's rooms for their own.
-    pub async fn register_node(&self) -> Result<u64, DirectoryError> {
+    pub async fn register_node(&self, hold: Duration) -> Result<u64, DirectoryError> {
         let taken: Option<String> = redis::cmd("SET")
             .arg(self.key("node", &self.node.id))
             .arg(&self.node.url)
@@ -375,12 +378,29 @@ impl RedisDirectory {
                 self.node.id
             )));
         }
-        let n: u64 = redis::cmd("INCR")
-            .arg(format!("{}node-starts", self.prefix))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)?;
-        Ok((n - 1) % 8191 + 1)
+        for _ in 0..NODE_NUMBERS {
+            let n: u64 = redis::cmd("INCR")
+                .arg(format!("{}node-starts", self.prefix))
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(failed)?;
+            let number = (n - 1) % NODE_NUMBERS + 1;
+            let held: Option<String> = redis::cmd("SET")
+                .arg(self.key("node-number", &number.to_string()))
+                .arg(&self.node.id)
+                .arg("NX")
+                .arg("PX")
+                .arg(hold.as_millis() as u64)
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(failed)?;
+            if held.is_some() {
+                return Ok(number);
+            }
+        }
+        Err(DirectoryError(format!(
+            "all {NODE_NUMBERS} node numbers are held by running nodes (or nodes whose sessions may still resume)"
+        )))
     }
 
     /// Records a live session of node `number` under its resume token.
@@ -432,10 +452,17 @@ impl RedisDirectory {
     /// Keeps node `number`'s session records `ttl` longer (every lease renewal): when
     /// the node dies they go this long after its last renewal.
     pub async fn keep_sessions(&self, number: u64, ttl: Duration) -> Result<(), DirectoryError> {
-        redis::cmd("PEXPIRE")
-            .arg(self.key("sessions", &number.to_string()))
+        let number = number.to_string();
+        redis::pipe()
+            .cmd("PEXPIRE")
+            .arg(self.key("sessions", &number))
             .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.connection.clone())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.key("node-number", &number))
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .query_async::<()>(&mut self.connection.clone())
             .await
             .map_err(failed)
     }
@@ -453,6 +480,9 @@ pub(super) fn manager_config() -> ConnectionManagerConfig {
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(3)
 }
+
+/// Node numbers (see [`RedisDirectory::register_node`]): 13 bits of a session id.
+const NODE_NUMBERS: u64 = 8191;
 
 fn failed(e: redis::RedisError) -> DirectoryError {
     DirectoryError(e.to_string())

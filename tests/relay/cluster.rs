@@ -170,6 +170,26 @@ async fn concurrent_claims_leave_exactly_one_owner() {
     assert_eq!(listed.len(), 200);
 }
 
+/// Node numbers cycle after 8,191 starts, but one still held (its node running, or
+/// its sessions still resumable) is skipped: two live nodes never share one.
+#[tokio::test]
+async fn a_node_number_in_use_is_not_given_again() {
+    let (server, a, b) = redis().await;
+    let hold = Duration::from_secs(30);
+    let first = a.register_node(hold).await.unwrap();
+    // The counter, wound on to where the next start would get `first` again.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("test:node-starts")
+        .arg(first - 1 + 8191)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let second = b.register_node(hold).await.unwrap();
+    assert_eq!(second, first % 8191 + 1, "the held number skipped");
+}
+
 /// Redis unreachable at start is a clear error naming where it was looked for.
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error_at_start() {
