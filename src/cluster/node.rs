@@ -790,7 +790,12 @@ impl Cluster {
         if self.stopping.load(Ordering::Acquire) {
             return; // the hand-off released them
         }
-        for room in rooms.iter().filter(|r| lapsed.contains(&r.room)) {
+        // A room that closed since it was listed above is not claimed again (its entry
+        // went with it: claiming would list a room that runs nowhere).
+        for room in rooms
+            .iter()
+            .filter(|r| lapsed.contains(&r.room) && self.pool.room(&r.room).is_some())
+        {
             match self.call(self.directory.claim(room)).await {
                 Ok(Claim::Ours) => tracing::info!(room = %room.room, "room lease had lapsed; taken back"),
                 Ok(Claim::Theirs { node, .. }) => {
