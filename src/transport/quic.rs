@@ -85,8 +85,8 @@ impl Default for QuicConfig {
     }
 }
 
-/// How long a client has, after the QUIC handshake, to open its control stream and
-/// send its `Hello` (the handshake itself is bounded by the idle timeout).
+/// How long a client has to complete the QUIC handshake, open its control stream
+/// and send its `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest `Hello`: room for a token as large as a WebSocket upgrade's head
@@ -167,6 +167,15 @@ pub(crate) async fn accept(endpoint: Endpoint, ctx: Arc<Context>) {
             },
         };
         let peer = incoming.remote_address();
+        // A first Initial from an address not yet validated gets a Retry (one round
+        // trip more): the client must echo its token from that address, so packets
+        // with a spoofed source never reach the caps below (they would hold a slot of
+        // the victim's address, or of the server, for the handshake's timeout).
+        if !incoming.remote_address_validated() {
+            // Guaranteed retryable when not validated (quinn's contract).
+            let _ = incoming.retry();
+            continue;
+        }
         // The same caps and handshake rate as the WebSocket listener, checked before
         // the handshake costs anything.
         let permit = match ctx.gate.admit(peer.ip(), std::time::Instant::now()) {
@@ -198,8 +207,10 @@ pub(crate) async fn accept(endpoint: Endpoint, ctx: Arc<Context>) {
 /// Completes the QUIC handshake, accepts the control stream and checks the `Hello`.
 async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Option<(Quic, Start)> {
     let max_message = ctx.session.settings.max_message_bytes as usize;
-    let conn = incoming.await.ok()?;
+    // Bounded like the TLS handshake: a peer that stops half way holds its slot for
+    // this long, not for the idle timeout.
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let conn = tokio::time::timeout_at(deadline, incoming).await.ok()?.ok()?;
     let (send, recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(_)) => return None,

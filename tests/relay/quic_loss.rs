@@ -83,6 +83,30 @@ async fn lossy_session(loss: f64, seed: u64, min_applied_pct: u64) {
     );
 }
 
+/// QUIC handshakes from a source that never gets the answers (a spoofed address) hold
+/// no connection slot: the relay answers a first Initial with a Retry and admits only
+/// an address that echoed it. With one connection allowed per address, an honest
+/// client of the same address connects while the deaf one keeps trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_from_a_source_that_never_answers_hold_no_slot() {
+    let server = tickrelay_testkit::start_with(|c| c.connections.max_per_ip = 1).await;
+    let forwarder = lossy_forwarder(server.quic_addr, 0.0, 5).await;
+    forwarder.counters.deaf.store(true, Ordering::Relaxed);
+    let (quic_addr, via) = (server.quic_addr, forwarder.addr);
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = tickrelay_testkit::quic::client_config(&server);
+    let deaf = tokio::spawn(async move { endpoint.connect_with(config, via, "localhost").unwrap().await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while forwarder.counters.up.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "the deaf client's Initials were not sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let honest = TestClient::connect_quic_via(&server, quic_addr, "", "").await;
+    assert!(honest.is_ok(), "the honest client was refused: {:?}", honest.err());
+    assert!(!deaf.is_finished(), "the deaf client never completes its handshake");
+    deaf.abort();
+}
+
 /// A path that stops acknowledging for 3 s (every packet from the client dropped)
 /// fills the relay's congestion window, and state datagrams start to wait in quinn's
 /// queue. Once the path recovers, the client gets fresh frames, not the stall's

@@ -32,11 +32,8 @@ impl QuicConn {
     /// for none, and `received` when resuming), through `via`: the server's address,
     /// or a forwarder in front of it.
     pub async fn open(server: &TestServer, via: SocketAddr, token: &str, resume: &str, received: u64) -> Self {
-        let mut crypto = server.tls_config();
-        crypto.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        endpoint.set_default_client_config(client_config(server));
         let conn = tokio::time::timeout(WAIT, endpoint.connect(via, "localhost").unwrap())
             .await
             .expect("QUIC handshake within the wait time")
@@ -101,6 +98,14 @@ fn closed(e: quinn::ConnectionError) -> Incoming {
     }
 }
 
+/// A QUIC client configuration that trusts `server`'s certificate and speaks its ALPN.
+pub fn client_config(server: &TestServer) -> quinn::ClientConfig {
+    let mut crypto = server.tls_config();
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
 /// Counters of the forwarder.
 #[derive(Default)]
 pub struct Counters {
@@ -117,6 +122,9 @@ pub struct Counters {
     /// While set, every packet from the client to the server is dropped (a path
     /// that stopped acknowledging).
     pub stalled: AtomicBool,
+    /// While set, every packet from the server to the client is dropped (a spoofed
+    /// source address: the answers go to someone else).
+    pub deaf: AtomicBool,
 }
 
 /// A UDP forwarder between one QUIC client and the server (see [`lossy_forwarder`]).
@@ -190,7 +198,7 @@ async fn forwarder(server: SocketAddr, loss: f64, seed: u64, delay: Duration) ->
                 received = back.recv(&mut down) => {
                     let Ok(n) = received else { return };
                     let Some(to) = client else { continue };
-                    if rng.f64() < loss {
+                    if c.deaf.load(Ordering::Relaxed) || rng.f64() < loss {
                         c.down_dropped.fetch_add(1, Ordering::Relaxed);
                     } else {
                         c.down.fetch_add(1, Ordering::Relaxed);
