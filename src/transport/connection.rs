@@ -306,7 +306,6 @@ pub(crate) async fn serve<T: Transport>(
         end => end,
     };
     ctx.registry.leave_live(&user, id);
-    ctx.registry.unregister_token(&token);
     metrics.connections.dec();
     metrics.frames_superseded.inc_by(outbox.take_superseded());
     drop(permit);
@@ -335,12 +334,15 @@ pub(crate) async fn serve<T: Transport>(
     if !park || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
         ctx.end_session(&mut session);
     } else {
-        match ctx.registry.park(token, user, session, Instant::now() + grace) {
+        match ctx.registry.park(token.clone(), user, session, Instant::now() + grace) {
             Ok(()) => tracing::debug!(session = id, "parked for resume"),
             // The registry is full: end the session now (it leaves its rooms).
             Err(mut session) => ctx.end_session(&mut session),
         }
     }
+    // Only now: a resume finds the token live (and waits for the park) or parked,
+    // never neither.
+    ctx.registry.unregister_token(&token, &stop);
     match end {
         End::Close(reason) => {
             metrics.count_close(reason);

@@ -229,9 +229,17 @@ impl<T> Registry<T> {
         self.live_tokens.lock().insert(token.to_string(), (user, stop));
     }
 
-    /// Forgets a live connection's resume token (before parking its session).
-    pub fn unregister_token(&self, token: &str) {
-        self.live_tokens.lock().remove(token);
+    /// Forgets a live connection's resume token (after parking its session), unless
+    /// a newer connection registered it since (it resumed the session at once): only
+    /// the connection whose `stop` it is.
+    pub fn unregister_token(&self, token: &str, stop: &Stop) {
+        let mut live = self.live_tokens.lock();
+        if live
+            .get(token)
+            .is_some_and(|(_, registered)| Arc::ptr_eq(&registered.0, &stop.0))
+        {
+            live.remove(token);
+        }
     }
 
     /// If a live connection holds `token` (and belongs to `user`, when given), asks
@@ -388,10 +396,17 @@ mod tests {
         assert!(r.take_over("tok", Some("alice")));
         assert!(take_over.is_stopped());
         assert_eq!(take_over.reason(), StopReason::TakenOver);
-        // The old connection parks its session; the new one then takes it.
-        r.unregister_token("tok");
+        // The old connection parks its session; the new one takes it and registers
+        // the token as its own before the old one forgets it: the new one's stays.
         r.park("tok".into(), "alice".into(), 7, t0 + 20 * S).unwrap();
         assert_eq!(r.take("tok", Some("alice"), t0), Some(7));
+        let newer = Stop::new();
+        r.register_token("tok", "alice".into(), newer.clone());
+        r.unregister_token("tok", &take_over);
+        assert!(r.take_over("tok", Some("alice")), "the newer connection's token");
+        assert!(newer.is_stopped());
+        r.unregister_token("tok", &newer);
+        assert!(!r.take_over("tok", None));
     }
 
     #[test]
