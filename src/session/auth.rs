@@ -117,7 +117,7 @@ impl Identity {
     /// (an identity with a user id keeps it).
     pub fn with_address(mut self, ip: std::net::IpAddr) -> Self {
         if self.creator.is_empty() {
-            self.creator = ip.to_string().into();
+            self.creator = crate::session::limits::address_key(ip).to_string().into();
         }
         self
     }

@@ -5,9 +5,24 @@
 //! a retry hint, at most a few per second); a client that stays over the limit for
 //! longer than the flood window is closed with 1008.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use tickrelay_proto::bucket::TokenBucket;
+
+/// The key per-address limits count a client under: its IPv4 address, or the /64
+/// prefix of its IPv6 address (one host is commonly given a whole /64, so counting
+/// single IPv6 addresses would give it 2^64 allowances). IPv4-mapped IPv6 addresses
+/// count as their IPv4 address.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
 
 /// Per-session limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -235,6 +250,17 @@ mod tests {
         // The client backs off as told and is fine again.
         assert_eq!(r.check(1, 10, t0 + ms(500)), Verdict::Allow);
         assert_eq!(r.check(1, 10, t0 + ms(2500)), Verdict::Allow);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_bit_prefix() {
+        let key = |s: &str| address_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::1"), "::");
     }
 
     #[test]

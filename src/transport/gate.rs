@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::bucket::TokenBucket;
+use crate::session::limits::address_key;
 
 /// Listener protections (`[connections]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -125,6 +126,7 @@ impl Gate {
     /// unfinished handshakes; close it). At the global cap the oldest unfinished
     /// socket is shed to make room; the result says whether one was.
     pub fn admit_socket(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<(SocketPermit, bool)> {
+        let ip = address_key(ip);
         let mut state = self.state.lock();
         let address = self.address(&mut state.per_ip, ip, now);
         if address.sockets >= self.limits.max_per_ip {
@@ -168,6 +170,7 @@ impl Gate {
 
     /// Admits a connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Permit, Refusal> {
+        let ip = address_key(ip);
         let mut state = self.state.lock();
         let state = self.address(&mut state.per_ip, ip, now);
         if state.handshakes.try_take(1.0, now).is_err() {
@@ -243,6 +246,20 @@ mod tests {
         drop(p1);
         assert_eq!(g.open(), 2);
         assert!(g.admit(a, now).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_capped_per_64_bit_prefix() {
+        let g = gate(10, 1, 1000.0, 1000.0);
+        let now = Instant::now();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let _held = g.admit(ip("2001:db8::1"), now).unwrap();
+        assert_eq!(
+            g.admit(ip("2001:db8::2"), now).err().unwrap().status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "another address of the same /64"
+        );
+        assert!(g.admit(ip("2001:db8:0:1::1"), now).is_ok(), "another /64");
     }
 
     #[test]
