@@ -115,8 +115,14 @@ pub(crate) async fn serve_connection(
 /// half-sent heads cost little memory.
 const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 
+/// Connections the metrics listener serves at once (a scraper needs one or two);
+/// more are closed at accept, so this listener, outside the gate's caps, cannot take
+/// the process's file descriptors.
+pub(crate) const METRICS_CONNECTIONS: usize = 64;
+
 /// Serves `[metrics] listen` (plain HTTP, `/metrics` and `/healthz`) until shutdown.
 pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             _ = http.ctx.shutdown.cancelled() => return,
@@ -129,7 +135,15 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
                 }
             },
         };
-        http.ctx.tracker.spawn(serve_http(stream, peer, http.clone()));
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "metrics listener: {METRICS_CONNECTIONS} connections open; closed");
+            continue;
+        };
+        let http = http.clone();
+        http.ctx.tracker.clone().spawn(async move {
+            serve_http(stream, peer, http).await;
+            drop(slot);
+        });
     }
 }
 

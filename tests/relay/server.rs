@@ -416,6 +416,27 @@ async fn bad_input_closes_only_the_offender(transport: Transport) {
     }
 }
 
+/// The metrics listener is outside the connection caps, so it holds at most 64
+/// connections at once: the next one is closed at accept, not kept until its head
+/// times out (one client could otherwise take every file descriptor through it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_holds_a_bounded_number_of_connections() {
+    use tokio::io::AsyncReadExt;
+    let server = start_with(|c| c.metrics.listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = server.metrics_addr.unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(3), extra.read(&mut [0u8; 16])).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the 65th connection was kept open: {read:?}"
+    );
+    drop(idle);
+}
+
 /// `[metrics] listen` moves `/metrics` to a plain-HTTP listener of its own, and
 /// `[metrics] token` guards it; the format follows `Accept`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
