@@ -205,7 +205,7 @@ impl Server {
             duplicate_sessions: config.auth.duplicate_sessions,
             naive_fanout: config.naive_fanout,
         };
-        let registry = Registry::new(config.connections.max_connections);
+        let registry = Registry::new(config.connections.max_connections, config.connections.max_per_ip);
         let gate = Gate::new(config.connections.clone());
         let mut ctx = Context::new(session, settings, registry, gate, metrics);
         if let Some(ClusterParts { cluster, .. }) = &cluster {

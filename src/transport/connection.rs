@@ -24,6 +24,7 @@ use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::session::auth::{AuthMode, DuplicateSessions, Identity};
 use crate::session::heartbeat::Beat;
+use crate::session::limits::address_key;
 use crate::session::{DirectoryReply, Inbound, Session};
 use crate::state::MemberId;
 use crate::transport::context::Context;
@@ -334,10 +335,15 @@ pub(crate) async fn serve<T: Transport>(
     if !park || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
         ctx.end_session(&mut session);
     } else {
-        match ctx.registry.park(token.clone(), user, session, Instant::now() + grace) {
-            Ok(()) => tracing::debug!(session = id, "parked for resume"),
-            // The registry is full: end the session now (it leaves its rooms).
-            Err(mut session) => ctx.end_session(&mut session),
+        let address = address_key(peer.ip());
+        match ctx
+            .registry
+            .park(token.clone(), user, address, session, Instant::now() + grace)
+        {
+            None => tracing::debug!(session = id, "parked for resume"),
+            // Another parked session made room (of this address, or of the one holding
+            // the most), or nothing may be parked: it ends now (it leaves its rooms).
+            Some(mut ended) => ctx.end_session(&mut ended),
         }
     }
     // Only now: a resume finds the token live (and waits for the park) or parked,
@@ -619,7 +625,7 @@ mod tests {
         };
         let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
         let gate = Gate::new(config.connections.clone());
-        Arc::new(Context::new(session, settings, Registry::new(16), gate, metrics))
+        Arc::new(Context::new(session, settings, Registry::new(16, 16), gate, metrics))
     }
 
     /// Serves `transport` on its own task, as a listener would.

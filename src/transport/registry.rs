@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Poll, Waker};
@@ -19,7 +20,48 @@ use parking_lot::Mutex;
 struct Parked<T> {
     item: T,
     user: Arc<str>,
+    /// The client's address, as per-address limits count it.
+    address: IpAddr,
     until: Instant,
+}
+
+/// The parked sessions, and how many each address has.
+struct ParkedSet<T> {
+    by_token: HashMap<String, Parked<T>>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl<T> ParkedSet<T> {
+    fn insert(&mut self, token: String, parked: Parked<T>) {
+        *self.per_address.entry(parked.address).or_default() += 1;
+        if let Some(old) = self.by_token.insert(token, parked) {
+            self.uncount(old.address);
+        }
+    }
+
+    fn remove(&mut self, token: &str) -> Option<Parked<T>> {
+        let parked = self.by_token.remove(token)?;
+        self.uncount(parked.address);
+        Some(parked)
+    }
+
+    fn uncount(&mut self, address: IpAddr) {
+        if let Some(n) = self.per_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&address);
+            }
+        }
+    }
+
+    /// Removes the session of `address` whose grace ends first.
+    fn evict_oldest_of(&mut self, address: IpAddr) -> Option<T> {
+        let token = (self.by_token.iter())
+            .filter(|(_, p)| p.address == address)
+            .min_by_key(|(_, p)| p.until)
+            .map(|(token, _)| token.clone())?;
+        self.remove(&token).map(|p| p.item)
+    }
 }
 
 /// Why a live connection was asked to stop (see [`Stop`]).
@@ -107,7 +149,7 @@ struct Live {
 
 /// See the module documentation. `T` is the parked session.
 pub struct Registry<T> {
-    parked: Mutex<HashMap<String, Parked<T>>>,
+    parked: Mutex<ParkedSet<T>>,
     live: Mutex<HashMap<Arc<str>, Vec<Live>>>,
     /// Live sessions by resume token: a resume that arrives before the server noticed
     /// the old connection died takes the session over (see [`Registry::take_over`]).
@@ -118,38 +160,68 @@ pub struct Registry<T> {
     /// it are stopped at once.
     stopping: AtomicBool,
     max_parked: usize,
+    max_parked_per_address: usize,
 }
 
 impl<T> std::fmt::Debug for Registry<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("parked", &self.parked.lock().len())
+            .field("parked", &self.parked.lock().by_token.len())
             .finish()
     }
 }
 
 impl<T> Registry<T> {
-    /// An empty registry holding at most `max_parked` parked sessions.
-    pub fn new(max_parked: usize) -> Self {
+    /// An empty registry holding at most `max_parked` parked sessions, and at most
+    /// `max_parked_per_address` of one address.
+    pub fn new(max_parked: usize, max_parked_per_address: usize) -> Self {
         Self {
-            parked: Mutex::new(HashMap::new()),
+            parked: Mutex::new(ParkedSet {
+                by_token: HashMap::new(),
+                per_address: HashMap::new(),
+            }),
             live: Mutex::new(HashMap::new()),
             live_tokens: Mutex::new(HashMap::new()),
             last_live_us: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             max_parked,
+            max_parked_per_address: max_parked_per_address.max(1),
         }
     }
 
-    /// Parks `item` of `user` under `token` until `until`. When the registry is full
-    /// the item is handed back (the caller ends it instead).
-    pub fn park(&self, token: String, user: Arc<str>, item: T, until: Instant) -> Result<(), T> {
-        let mut parked = self.parked.lock();
-        if parked.len() >= self.max_parked {
-            return Err(item);
+    /// Parks `item` of `user`, whose client is at `address`, under `token` until
+    /// `until`. Room is made, when needed, by evicting the session of the same address
+    /// whose grace ends first (the address holds its share), or, when the registry is
+    /// full, that of the address holding the most: one address dropping connections on
+    /// purpose cannot keep other clients' sessions from being parked. Returns what the
+    /// caller must end now: the evicted session, or `item` itself when nothing may be
+    /// parked at all.
+    pub fn park(&self, token: String, user: Arc<str>, address: IpAddr, item: T, until: Instant) -> Option<T> {
+        if self.max_parked == 0 {
+            return Some(item);
         }
-        parked.insert(token, Parked { item, user, until });
-        Ok(())
+        let mut parked = self.parked.lock();
+        let own = parked.per_address.get(&address).copied().unwrap_or(0);
+        let evicted = if own >= self.max_parked_per_address {
+            parked.evict_oldest_of(address)
+        } else if parked.by_token.len() >= self.max_parked {
+            let heaviest = (parked.per_address.iter())
+                .max_by_key(|(_, n)| **n)
+                .map(|(address, _)| *address);
+            heaviest.and_then(|address| parked.evict_oldest_of(address))
+        } else {
+            None
+        };
+        parked.insert(
+            token,
+            Parked {
+                item,
+                user,
+                address,
+                until,
+            },
+        );
+        evicted
     }
 
     /// Takes back the session parked under `token`, if its grace has not ended and it
@@ -157,7 +229,7 @@ impl<T> Registry<T> {
     /// identified by the token alone).
     pub fn take(&self, token: &str, user: Option<&str>, now: Instant) -> Option<T> {
         let mut parked = self.parked.lock();
-        let entry = parked.get(token)?;
+        let entry = parked.by_token.get(token)?;
         if now >= entry.until || user.is_some_and(|u| u != &*entry.user) {
             return None;
         }
@@ -167,8 +239,7 @@ impl<T> Registry<T> {
     /// Removes and returns every session whose grace ended by `now`.
     pub fn expire(&self, now: Instant) -> Vec<T> {
         let mut parked = self.parked.lock();
-        let expired: Vec<String> = parked
-            .iter()
+        let expired: Vec<String> = (parked.by_token.iter())
             .filter(|(_, p)| now >= p.until)
             .map(|(token, _)| token.clone())
             .collect();
@@ -180,12 +251,14 @@ impl<T> Registry<T> {
 
     /// Removes and returns every parked session (at shutdown).
     pub fn expire_all(&self) -> Vec<T> {
-        self.parked.lock().drain().map(|(_, p)| p.item).collect()
+        let mut parked = self.parked.lock();
+        parked.per_address.clear();
+        parked.by_token.drain().map(|(_, p)| p.item).collect()
     }
 
     /// Number of parked sessions.
     pub fn parked(&self) -> usize {
-        self.parked.lock().len()
+        self.parked.lock().by_token.len()
     }
 
     /// Records a live session of `user`, of the client whose sessions share `family`
@@ -309,35 +382,62 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const M: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 66));
 
     #[test]
     fn a_parked_session_is_resumable_within_its_grace_only() {
         let t0 = Instant::now();
-        let r = Registry::new(10);
-        r.park("tok".into(), "alice".into(), 1, t0 + 20 * S).unwrap();
+        let r = Registry::new(10, 10);
+        assert_eq!(r.park("tok".into(), "alice".into(), A, 1, t0 + 20 * S), None);
         assert_eq!(r.take("nope", None, t0), None);
         assert_eq!(r.take("tok", Some("mallory"), t0 + S), None, "another user's token");
         assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), Some(1));
         assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), None, "taken once");
 
-        r.park("tok2".into(), "bob".into(), 2, t0 + 20 * S).unwrap();
+        assert_eq!(r.park("tok2".into(), "bob".into(), A, 2, t0 + 20 * S), None);
         assert_eq!(r.take("tok2", None, t0 + 20 * S), None, "grace over");
         assert!(r.expire(t0 + 19 * S).is_empty());
         assert_eq!(r.expire(t0 + 20 * S), vec![2]);
         assert_eq!(r.parked(), 0);
     }
 
+    /// Parking is bounded in all and per address; room is made by ending the session
+    /// whose grace ends first of the same address, or, when full, of the address that
+    /// holds the most: an address that drops connections on purpose cannot keep other
+    /// clients' sessions from being parked.
     #[test]
-    fn parking_is_bounded() {
+    fn parking_is_bounded_and_shared_fairly_between_addresses() {
         let t0 = Instant::now();
-        let r = Registry::new(1);
-        r.park("a".into(), "u".into(), 1, t0).unwrap();
-        assert_eq!(r.park("b".into(), "u".into(), 2, t0), Err(2));
+        let r = Registry::new(4, 3);
+        let park = |token: &str, address: IpAddr, item: u32, secs: u32| {
+            r.park(token.into(), "u".into(), address, item, t0 + secs * S)
+        };
+        assert_eq!(park("m1", M, 1, 1), None);
+        assert_eq!(park("m2", M, 2, 2), None);
+        assert_eq!(park("m3", M, 3, 3), None);
+        assert_eq!(park("m4", M, 4, 4), Some(1), "M holds its share: its oldest goes");
+        assert_eq!(park("a1", A, 5, 5), None);
+        assert_eq!(r.parked(), 4);
+        assert_eq!(
+            park("a2", A, 6, 6),
+            Some(2),
+            "full: the oldest of M, which holds the most"
+        );
+        assert_eq!(r.take("a1", None, t0), Some(5));
+        assert_eq!(r.take("m3", None, t0), Some(3));
+        assert_eq!(r.expire_all().len(), 2);
+        let none = Registry::new(0, 1);
+        assert_eq!(
+            none.park("x".into(), "u".into(), A, 7, t0),
+            Some(7),
+            "nothing may be parked"
+        );
     }
 
     #[test]
     fn replace_cancels_older_live_sessions() {
-        let r: Registry<()> = Registry::new(1);
+        let r: Registry<()> = Registry::new(1, 1);
         let user: Arc<str> = "carol".into();
         let (first, second, third) = (Stop::new(), Stop::new(), Stop::new());
         r.go_live(&user, 1, 1, 10, first.clone(), false);
@@ -362,7 +462,7 @@ mod tests {
 
     #[test]
     fn replace_spares_the_sessions_of_the_same_client() {
-        let r: Registry<()> = Registry::new(1);
+        let r: Registry<()> = Registry::new(1, 1);
         let user: Arc<str> = "carol".into();
         let stops: Vec<Stop> = (0..4).map(|_| Stop::new()).collect();
         // Sessions 1 and 2 of one client (family 1, say on two nodes), then another
@@ -388,7 +488,7 @@ mod tests {
     #[test]
     fn a_resume_can_take_over_a_connection_not_yet_known_dead() {
         let t0 = Instant::now();
-        let r = Registry::new(10);
+        let r = Registry::new(10, 10);
         let take_over = Stop::new();
         r.register_token("tok", "alice".into(), take_over.clone());
         assert!(!r.take_over("tok", Some("mallory")), "not another user's");
@@ -398,7 +498,7 @@ mod tests {
         assert_eq!(take_over.reason(), StopReason::TakenOver);
         // The old connection parks its session; the new one takes it and registers
         // the token as its own before the old one forgets it: the new one's stays.
-        r.park("tok".into(), "alice".into(), 7, t0 + 20 * S).unwrap();
+        assert_eq!(r.park("tok".into(), "alice".into(), A, 7, t0 + 20 * S), None);
         assert_eq!(r.take("tok", Some("alice"), t0), Some(7));
         let newer = Stop::new();
         r.register_token("tok", "alice".into(), newer.clone());
