@@ -457,7 +457,10 @@ impl Cluster {
                     // Not opened empty over a checkpoint Redis holds but did not give:
                     // the claim lapses (or is released) and a later join restores it.
                     Err(e) => {
-                        let _ = self.call(self.directory.release(room)).await;
+                        // Unless another join restored it meanwhile.
+                        if self.pool.room(room).is_none() {
+                            let _ = self.call(self.directory.release(room)).await;
+                        }
                         return Err(e);
                     }
                 }

@@ -202,6 +202,24 @@ return 0
     )
 });
 
+/// Keeps a node start's session records and its number's hold `ttl` longer, taking
+/// the hold again when it went (Redis lost it: restarted, or unreachable for longer
+/// than the hold). KEYS: sessions, node number. ARGV: ttl ms, node id. Returns 0 when
+/// another node holds the number now.
+static KEEP_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
+return 1
+",
+    )
+});
+
 /// Deletes a room's entry if this node holds it. KEYS: room, rooms. ARGV: node, id,
 /// prefix.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
@@ -451,20 +469,23 @@ impl RedisDirectory {
 
     /// Keeps node `number`'s session records `ttl` longer (every lease renewal): when
     /// the node dies they go this long after its last renewal.
+    /// Its number's hold too (see [`RedisDirectory::register_node`]), taken again if
+    /// Redis lost it; an error when another node took the number meanwhile.
     pub async fn keep_sessions(&self, number: u64, ttl: Duration) -> Result<(), DirectoryError> {
-        let number = number.to_string();
-        redis::pipe()
-            .cmd("PEXPIRE")
-            .arg(self.key("sessions", &number))
+        let held: i64 = KEEP_SESSIONS
+            .key(self.key("sessions", &number.to_string()))
+            .key(self.key("node-number", &number.to_string()))
             .arg(ttl.as_millis() as u64)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(self.key("node-number", &number))
-            .arg(ttl.as_millis() as u64)
-            .ignore()
-            .query_async::<()>(&mut self.connection.clone())
+            .arg(&self.node.id)
+            .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(failed)
+            .map_err(failed)?;
+        if held == 0 {
+            return Err(DirectoryError(format!(
+                "node number {number} is held by another node (Redis lost this node's hold); session ids may collide until this node restarts"
+            )));
+        }
+        Ok(())
     }
 
     fn key(&self, kind: &str, id: &str) -> String {

@@ -32,6 +32,7 @@ use crate::clock::unix_micros;
 use crate::error::CloseReason;
 use crate::metrics::Format;
 use crate::session::auth;
+use crate::session::limits::address_key;
 use crate::transport::api;
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
@@ -115,14 +116,36 @@ pub(crate) async fn serve_connection(
 /// half-sent heads cost little memory.
 const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 
-/// Connections the metrics listener serves at once (a scraper needs one or two);
-/// more are closed at accept, so this listener, outside the gate's caps, cannot take
-/// the process's file descriptors.
+/// Connections the metrics listener serves at once (a scraper needs one or two),
+/// and from one address (so one client cannot shut the scraper and a liveness probe
+/// out); more are closed at accept, so this listener, outside the gate's caps,
+/// cannot take the process's file descriptors.
 pub(crate) const METRICS_CONNECTIONS: usize = 64;
+const METRICS_CONNECTIONS_PER_ADDRESS: usize = 8;
+
+/// Counts a metrics connection against its address while it lives.
+struct MetricsSlot {
+    per_address: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    address: std::net::IpAddr,
+    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for MetricsSlot {
+    fn drop(&mut self) {
+        let mut per_address = self.per_address.lock();
+        if let Some(n) = per_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                per_address.remove(&self.address);
+            }
+        }
+    }
+}
 
 /// Serves `[metrics] listen` (plain HTTP, `/metrics` and `/healthz`) until shutdown.
 pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    let per_address = Arc::new(parking_lot::Mutex::new(std::collections::HashMap::new()));
     loop {
         let (stream, peer) = tokio::select! {
             _ = http.ctx.shutdown.cancelled() => return,
@@ -135,9 +158,28 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics listener: {METRICS_CONNECTIONS} connections open; closed");
-            continue;
+        let address = address_key(peer.ip());
+        let slot = {
+            let mut counts = per_address.lock();
+            let count = counts.entry(address).or_insert(0);
+            let total = slots.clone().try_acquire_owned();
+            match total {
+                Ok(total) if *count < METRICS_CONNECTIONS_PER_ADDRESS => {
+                    *count += 1;
+                    MetricsSlot {
+                        per_address: per_address.clone(),
+                        address,
+                        _total: total,
+                    }
+                }
+                _ => {
+                    if *count == 0 {
+                        counts.remove(&address);
+                    }
+                    tracing::debug!(%peer, "metrics listener: at its connection caps; closed");
+                    continue;
+                }
+            }
         };
         let http = http.clone();
         http.ctx.tracker.clone().spawn(async move {

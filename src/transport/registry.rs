@@ -205,10 +205,14 @@ impl<T> Registry<T> {
         let evicted = if own >= self.max_parked_per_address {
             parked.evict_oldest_of(address)
         } else if parked.by_token.len() >= self.max_parked {
-            let heaviest = (parked.per_address.iter())
-                .max_by_key(|(_, n)| **n)
-                .map(|(address, _)| *address);
-            heaviest.and_then(|address| parked.evict_oldest_of(address))
+            // Ties (every address holding as many) go to the session whose grace ends
+            // first of all, not to one parked a moment ago.
+            let most = parked.per_address.values().copied().max().unwrap_or(0);
+            let oldest_of_heaviest = (parked.by_token.values())
+                .filter(|p| parked.per_address.get(&p.address) == Some(&most))
+                .min_by_key(|p| p.until)
+                .map(|p| p.address);
+            oldest_of_heaviest.and_then(|address| parked.evict_oldest_of(address))
         } else {
             None
         };

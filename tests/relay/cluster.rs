@@ -188,6 +188,14 @@ async fn a_node_number_in_use_is_not_given_again() {
         .unwrap();
     let second = b.register_node(hold).await.unwrap();
     assert_eq!(second, first % 8191 + 1, "the held number skipped");
+    // Redis loses the hold (restarted without persistence, say): the node's next
+    // renewal takes it again; one held by another node is an error.
+    let held = format!("test:node-number:{first}");
+    let _: () = redis::cmd("DEL").arg(&held).query_async(&mut connection).await.unwrap();
+    a.keep_sessions(first, hold).await.unwrap();
+    let holder: String = redis::cmd("GET").arg(&held).query_async(&mut connection).await.unwrap();
+    assert_eq!(holder, "a");
+    assert!(b.keep_sessions(first, hold).await.is_err(), "a's number, not b's");
 }
 
 /// Redis unreachable at start is a clear error naming where it was looked for.

@@ -416,25 +416,42 @@ async fn bad_input_closes_only_the_offender(transport: Transport) {
     }
 }
 
-/// The metrics listener is outside the connection caps, so it holds at most 64
-/// connections at once: the next one is closed at accept, not kept until its head
-/// times out (one client could otherwise take every file descriptor through it).
+/// The metrics listener is outside the connection caps, so it holds at most 8
+/// connections of one address and 64 in all: the next one is closed at accept, not
+/// kept until its head times out (one client could otherwise take every file
+/// descriptor through it, or shut the scraper out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_listener_holds_a_bounded_number_of_connections() {
-    use tokio::io::AsyncReadExt;
     let server = start_with(|c| c.metrics.listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let addr = server.metrics_addr.unwrap();
-    let mut idle = Vec::new();
-    for _ in 0..64 {
-        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let connect_from = |host: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, host], 0))).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let closed_at_once = |tcp| closed_within(tcp, std::time::Duration::from_secs(3));
+    let mut held = Vec::new();
+    for host in 1..=8 {
+        for _ in 0..8 {
+            held.push(connect_from(host).await);
+        }
+        if host == 1 {
+            assert!(closed_at_once(connect_from(1).await).await, "a 9th of one address");
+        }
     }
-    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(3), extra.read(&mut [0u8; 16])).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "the 65th connection was kept open: {read:?}"
-    );
-    drop(idle);
+    assert!(closed_at_once(connect_from(9).await).await, "a 65th in all");
+    held.truncate(63);
+    // A slot freed is taken again (the listener notices the close first).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let kept = closed_within(connect_from(9).await, std::time::Duration::from_millis(300));
+    assert!(!kept.await, "below the caps again");
+}
+
+/// Whether the server closes `tcp` within `wait`.
+async fn closed_within(mut tcp: tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let read = tokio::time::timeout(wait, tcp.read(&mut [0u8; 16])).await;
+    matches!(read, Ok(Ok(0)) | Ok(Err(_)))
 }
 
 /// `[metrics] listen` moves `/metrics` to a plain-HTTP listener of its own, and

@@ -223,8 +223,7 @@ pub(crate) struct QuicLink {
 /// length, and `ClientMessage`'s oneof key and length), at most.
 pub(crate) const MESSAGE_FRAMING: usize = 8;
 
-/// Sends `acks` in one datagram (a lost one is harmless).
-/// Sends `acks` as one datagram; returns its size.
+/// Sends `acks` as one datagram (a lost one is harmless); returns its size.
 fn send_acks(conn: &quinn::Connection, acks: impl IntoIterator<Item = proto::Ack>) -> usize {
     let messages = (acks.into_iter())
         .map(|ack| ClientMessage {
