@@ -506,6 +506,25 @@ async fn a_message_too_big_for_any_envelope_is_refused_not_sent(transport: Trans
 }
 
 /// One message from a fake server, as a WebSocket message.
+/// A fake server's side of the next connection on `listener`, once it sent `welcome`
+/// (protocol version and session id 1 filled in).
+async fn accept_and_welcome(
+    listener: &tokio::net::TcpListener,
+    welcome: proto::Welcome,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::SinkExt;
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let welcome = proto::Welcome {
+        protocol_version: proto::PROTOCOL_VERSION,
+        session_id: 1,
+        ..welcome
+    };
+    let kind = proto::server_message::Kind::Welcome(welcome);
+    ws.send(fake_server_message(kind)).await.unwrap();
+    ws
+}
+
 fn fake_server_message(kind: proto::server_message::Kind) -> tokio_tungstenite::tungstenite::Message {
     use prost::Message as _;
     let envelope = proto::ServerEnvelope {
@@ -531,18 +550,14 @@ async fn reconnects_when_the_server_goes_quiet() {
     // A fake server: a Welcome, a Pong every 100 ms for `chatty`, then silence until
     // the client hangs up; returns how long the client stayed, once it came back.
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let started = tokio::time::Instant::now();
         let welcome = proto::Welcome {
-            protocol_version: proto::PROTOCOL_VERSION,
-            session_id: 1,
             resume_token: "quiet".into(),
             heartbeat_interval_ms: 100,
             heartbeat_timeout_ms: 500,
             ..Default::default()
         };
-        ws.send(message(Kind::Welcome(welcome))).await.unwrap();
+        let mut ws = accept_and_welcome(&listener, welcome).await;
+        let started = tokio::time::Instant::now();
         while started.elapsed() < chatty {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if ws.send(message(Kind::Pong(proto::Pong::default()))).await.is_err() {
@@ -599,17 +614,13 @@ async fn inputs_continue_above_the_seats_last_input_and_requests_never_share_the
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
         let welcome = proto::Welcome {
-            protocol_version: proto::PROTOCOL_VERSION,
-            session_id: 1,
             resume_token: "seat".into(),
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 10_000,
             ..Default::default()
         };
-        ws.send(fake_server_message(Kind::Welcome(welcome))).await.unwrap();
+        let mut ws = accept_and_welcome(&listener, welcome).await;
         let (mut join_id, mut input_seq, mut request_id) = (None, None, None);
         while input_seq.is_none() || request_id.is_none() {
             let Some(Ok(Message::Binary(bytes))) = ws.next().await else {
@@ -673,11 +684,7 @@ async fn events_not_acknowledged_go_out_again_with_their_numbers() {
     let port = listener.local_addr().unwrap().port();
     let send = fake_server_message;
     let accept = async |listener: &tokio::net::TcpListener, resumed: bool, events_received: u64| -> Ws {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
         let welcome = proto::Welcome {
-            protocol_version: proto::PROTOCOL_VERSION,
-            session_id: 1,
             resume_token: "events".into(),
             limits: Some(proto::Limits {
                 max_message_bytes: 16 * 1024,
@@ -692,8 +699,7 @@ async fn events_not_acknowledged_go_out_again_with_their_numbers() {
             events_received,
             ..Default::default()
         };
-        ws.send(send(Kind::Welcome(welcome))).await.unwrap();
-        ws
+        accept_and_welcome(listener, welcome).await
     };
     // The events the client sends within `wait`, as (number, payload byte).
     let events = async |ws: &mut Ws, wait: Duration| {
