@@ -123,20 +123,44 @@ const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 pub(crate) const METRICS_CONNECTIONS: usize = 64;
 const METRICS_CONNECTIONS_PER_ADDRESS: usize = 8;
 
-/// Counts a metrics connection against its address while it lives.
+/// The metrics listener's open connections, in all and by address.
+#[derive(Default)]
+struct MetricsConnections {
+    total: usize,
+    per_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// A metrics connection's place in [`MetricsConnections`] while it lives.
 struct MetricsSlot {
-    per_address: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    open: Arc<parking_lot::Mutex<MetricsConnections>>,
     address: std::net::IpAddr,
-    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl MetricsSlot {
+    /// A slot for a connection from `address`, unless a cap is reached.
+    fn take(open: &Arc<parking_lot::Mutex<MetricsConnections>>, address: std::net::IpAddr) -> Option<Self> {
+        let mut connections = open.lock();
+        let of_address = connections.per_address.get(&address).copied().unwrap_or(0);
+        if connections.total >= METRICS_CONNECTIONS || of_address >= METRICS_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        connections.total += 1;
+        connections.per_address.insert(address, of_address + 1);
+        Some(Self {
+            open: open.clone(),
+            address,
+        })
+    }
 }
 
 impl Drop for MetricsSlot {
     fn drop(&mut self) {
-        let mut per_address = self.per_address.lock();
-        if let Some(n) = per_address.get_mut(&self.address) {
+        let mut connections = self.open.lock();
+        connections.total -= 1;
+        if let Some(n) = connections.per_address.get_mut(&self.address) {
             *n -= 1;
             if *n == 0 {
-                per_address.remove(&self.address);
+                connections.per_address.remove(&self.address);
             }
         }
     }
@@ -144,8 +168,7 @@ impl Drop for MetricsSlot {
 
 /// Serves `[metrics] listen` (plain HTTP, `/metrics` and `/healthz`) until shutdown.
 pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
-    let per_address = Arc::new(parking_lot::Mutex::new(std::collections::HashMap::new()));
+    let open = Arc::new(parking_lot::Mutex::new(MetricsConnections::default()));
     loop {
         let (stream, peer) = tokio::select! {
             _ = http.ctx.shutdown.cancelled() => return,
@@ -158,28 +181,9 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
                 }
             },
         };
-        let address = address_key(peer.ip());
-        let slot = {
-            let mut counts = per_address.lock();
-            let count = counts.entry(address).or_insert(0);
-            let total = slots.clone().try_acquire_owned();
-            match total {
-                Ok(total) if *count < METRICS_CONNECTIONS_PER_ADDRESS => {
-                    *count += 1;
-                    MetricsSlot {
-                        per_address: per_address.clone(),
-                        address,
-                        _total: total,
-                    }
-                }
-                _ => {
-                    if *count == 0 {
-                        counts.remove(&address);
-                    }
-                    tracing::debug!(%peer, "metrics listener: at its connection caps; closed");
-                    continue;
-                }
-            }
+        let Some(slot) = MetricsSlot::take(&open, address_key(peer.ip())) else {
+            tracing::debug!(%peer, "metrics listener: at its connection caps; closed");
+            continue;
         };
         let http = http.clone();
         http.ctx.tracker.clone().spawn(async move {
