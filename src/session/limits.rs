@@ -5,6 +5,7 @@
 //! a retry hint, at most a few per second); a client that stays over the limit for
 //! longer than the flood window is closed with 1008.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,43 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
         },
+    }
+}
+
+/// How many of something (connections, parked sessions) each address holds; an
+/// address holding none is forgotten.
+#[derive(Debug, Default)]
+pub struct AddressCounts(HashMap<IpAddr, usize>);
+
+impl AddressCounts {
+    /// What `address` holds.
+    pub fn get(&self, address: IpAddr) -> usize {
+        self.0.get(&address).copied().unwrap_or(0)
+    }
+
+    /// Counts one more for `address`.
+    pub fn add(&mut self, address: IpAddr) {
+        *self.0.entry(address).or_default() += 1;
+    }
+
+    /// Counts one less for `address`.
+    pub fn remove(&mut self, address: IpAddr) {
+        if let Some(n) = self.0.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&address);
+            }
+        }
+    }
+
+    /// The most any address holds.
+    pub fn most(&self) -> usize {
+        self.0.values().copied().max().unwrap_or(0)
+    }
+
+    /// Forgets every count.
+    pub fn clear(&mut self) {
+        self.0.clear();
     }
 }
 

@@ -32,7 +32,7 @@ use crate::clock::unix_micros;
 use crate::error::CloseReason;
 use crate::metrics::Format;
 use crate::session::auth;
-use crate::session::limits::address_key;
+use crate::session::limits::{AddressCounts, address_key};
 use crate::transport::api;
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
@@ -127,7 +127,7 @@ const METRICS_CONNECTIONS_PER_ADDRESS: usize = 8;
 #[derive(Default)]
 struct MetricsConnections {
     total: usize,
-    per_address: std::collections::HashMap<std::net::IpAddr, usize>,
+    per_address: AddressCounts,
 }
 
 /// A metrics connection's place in [`MetricsConnections`] while it lives.
@@ -140,12 +140,13 @@ impl MetricsSlot {
     /// A slot for a connection from `address`, unless a cap is reached.
     fn take(open: &Arc<parking_lot::Mutex<MetricsConnections>>, address: std::net::IpAddr) -> Option<Self> {
         let mut connections = open.lock();
-        let of_address = connections.per_address.get(&address).copied().unwrap_or(0);
-        if connections.total >= METRICS_CONNECTIONS || of_address >= METRICS_CONNECTIONS_PER_ADDRESS {
+        if connections.total >= METRICS_CONNECTIONS
+            || connections.per_address.get(address) >= METRICS_CONNECTIONS_PER_ADDRESS
+        {
             return None;
         }
         connections.total += 1;
-        connections.per_address.insert(address, of_address + 1);
+        connections.per_address.add(address);
         Some(Self {
             open: open.clone(),
             address,
@@ -157,12 +158,7 @@ impl Drop for MetricsSlot {
     fn drop(&mut self) {
         let mut connections = self.open.lock();
         connections.total -= 1;
-        if let Some(n) = connections.per_address.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                connections.per_address.remove(&self.address);
-            }
-        }
+        connections.per_address.remove(self.address);
     }
 }
 

@@ -17,6 +17,8 @@ use std::time::Instant;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
+use crate::session::limits::AddressCounts;
+
 struct Parked<T> {
     item: T,
     user: Arc<str>,
@@ -28,30 +30,21 @@ struct Parked<T> {
 /// The parked sessions, and how many each address has.
 struct ParkedSet<T> {
     by_token: HashMap<String, Parked<T>>,
-    per_address: HashMap<IpAddr, usize>,
+    per_address: AddressCounts,
 }
 
 impl<T> ParkedSet<T> {
     fn insert(&mut self, token: String, parked: Parked<T>) {
-        *self.per_address.entry(parked.address).or_default() += 1;
+        self.per_address.add(parked.address);
         if let Some(old) = self.by_token.insert(token, parked) {
-            self.uncount(old.address);
+            self.per_address.remove(old.address);
         }
     }
 
     fn remove(&mut self, token: &str) -> Option<Parked<T>> {
         let parked = self.by_token.remove(token)?;
-        self.uncount(parked.address);
+        self.per_address.remove(parked.address);
         Some(parked)
-    }
-
-    fn uncount(&mut self, address: IpAddr) {
-        if let Some(n) = self.per_address.get_mut(&address) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_address.remove(&address);
-            }
-        }
     }
 
     /// Removes the session of `address` whose grace ends first.
@@ -178,7 +171,7 @@ impl<T> Registry<T> {
         Self {
             parked: Mutex::new(ParkedSet {
                 by_token: HashMap::new(),
-                per_address: HashMap::new(),
+                per_address: AddressCounts::default(),
             }),
             live: Mutex::new(HashMap::new()),
             live_tokens: Mutex::new(HashMap::new()),
@@ -201,15 +194,15 @@ impl<T> Registry<T> {
             return Some(item);
         }
         let mut parked = self.parked.lock();
-        let own = parked.per_address.get(&address).copied().unwrap_or(0);
+        let own = parked.per_address.get(address);
         let evicted = if own >= self.max_parked_per_address {
             parked.evict_oldest_of(address)
         } else if parked.by_token.len() >= self.max_parked {
             // Ties (every address holding as many) go to the session whose grace ends
             // first of all, not to one parked a moment ago.
-            let most = parked.per_address.values().copied().max().unwrap_or(0);
+            let most = parked.per_address.most();
             let oldest_of_heaviest = (parked.by_token.values())
-                .filter(|p| parked.per_address.get(&p.address) == Some(&most))
+                .filter(|p| parked.per_address.get(p.address) == most)
                 .min_by_key(|p| p.until)
                 .map(|p| p.address);
             oldest_of_heaviest.and_then(|address| parked.evict_oldest_of(address))
