@@ -225,6 +225,14 @@ pub struct SessionConfig {
     pub max_rooms_per_session: usize,
 }
 
+impl SessionConfig {
+    /// Raises `byte_burst` to `max_message_bytes` when below: a message of the size
+    /// allowed must fit the byte bucket (what a setting of the size alone implies).
+    pub fn fit_byte_burst_to_message_size(&mut self) {
+        self.byte_burst = self.byte_burst.max(self.max_message_bytes as f64);
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         let rate = RateLimits::default();
@@ -554,7 +562,7 @@ impl Config {
         let table: toml::Table = toml::from_str(text)?;
         let burst_given = (table.get("session")).is_some_and(|s| s.get("byte_burst").is_some());
         if !burst_given {
-            session.byte_burst = session.byte_burst.max(session.max_message_bytes as f64);
+            session.fit_byte_burst_to_message_size();
         }
         Ok(config)
     }

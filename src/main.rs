@@ -205,8 +205,7 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_message_bytes {
             config.session.max_message_bytes = v;
-            // A message of that size must fit the byte bucket.
-            config.session.byte_burst = config.session.byte_burst.max(v as f64);
+            config.session.fit_byte_burst_to_message_size();
         }
         if let Some(v) = &self.auth {
             config.auth.mode = match v.as_str() {
