@@ -19,8 +19,8 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -71,6 +71,8 @@ pub struct Cluster {
     /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
     flushed: AtomicUsize,
     flush: Notify,
+    /// Where this node's clients go when it stops: set by [`Cluster::hand_off`].
+    destinations: OnceLock<Destinations>,
 }
 
 /// How this node takes part in the cluster.
@@ -89,6 +91,49 @@ pub struct NodeSettings {
     pub resume_grace: Duration,
     /// Where rooms that no node owns open (`[cluster] placement`).
     pub placement: Placement,
+}
+
+/// Where a stopping node sends its clients (`GoingAway`): the members of one room all
+/// to one live node, so the room opens there from its checkpoint without redirects.
+/// Rooms are dealt out largest first, each to the node with the fewest members
+/// counting those already sent to it; a session in no room goes to the node left
+/// with the fewest.
+#[derive(Debug, Default, PartialEq)]
+struct Destinations {
+    /// The live nodes' URLs.
+    urls: Vec<String>,
+    /// Each room's node, an index into `urls`.
+    rooms: HashMap<String, usize>,
+    /// The node for sessions in no room (`None`: no live node).
+    fewest: Option<usize>,
+}
+
+impl Destinations {
+    /// Deals `rooms` (id, members) out to the live `nodes` (node, members).
+    fn plan(rooms: impl IntoIterator<Item = (String, u64)>, nodes: impl IntoIterator<Item = (Node, u64)>) -> Self {
+        let (urls, mut loads): (Vec<String>, Vec<u64>) = nodes.into_iter().map(|(node, load)| (node.url, load)).unzip();
+        let lightest = |loads: &[u64]| (0..loads.len()).min_by_key(|&i| loads[i]);
+        let mut rooms: Vec<(String, u64)> = rooms.into_iter().collect();
+        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut dealt = HashMap::with_capacity(rooms.len());
+        for (room, members) in rooms {
+            let Some(node) = lightest(&loads) else { break };
+            loads[node] += members.max(1);
+            dealt.insert(room, node);
+        }
+        Self {
+            fewest: lightest(&loads),
+            urls,
+            rooms: dealt,
+        }
+    }
+
+    /// The node for a session in `rooms`: the first one's that has a node.
+    fn for_rooms<'a>(&self, rooms: impl IntoIterator<Item = &'a str>) -> Option<&str> {
+        let mut rooms = rooms.into_iter();
+        let node = rooms.find_map(|room| self.rooms.get(room).copied()).or(self.fewest)?;
+        Some(&self.urls[node])
+    }
 }
 
 /// Under [`Placement::LeastLoaded`], a room opens elsewhere only on a node with at
@@ -172,6 +217,7 @@ impl Cluster {
             leases_stop: CancellationToken::new(),
             flushed: AtomicUsize::new(0),
             flush: Notify::new(),
+            destinations: OnceLock::new(),
         }
     }
 
@@ -648,7 +694,15 @@ impl Cluster {
         if tokio::time::timeout(HAND_OFF_WAIT, written).await.is_err() {
             tracing::warn!("stopping: not every room's checkpoint was written in time");
         }
-        let rooms: Vec<String> = self.pool.all_rooms().iter().map(|r| r.id.to_string()).collect();
+        let rooms = self.pool.all_rooms();
+        if let Ok(loads) = self.call(self.directory.node_loads()).await {
+            let members = rooms
+                .iter()
+                .map(|room| (room.id.to_string(), u64::from(room.occupied())));
+            let others = loads.into_iter().filter(|(node, _)| node.id != self.node.id);
+            let _ = self.destinations.set(Destinations::plan(members, others));
+        }
+        let rooms: Vec<String> = rooms.iter().map(|r| r.id.to_string()).collect();
         match self.call(self.directory.release_all(&rooms)).await {
             Ok(()) => tracing::info!(rooms = rooms.len(), "stopping: rooms checkpointed and released"),
             Err(_) => tracing::warn!(
@@ -656,6 +710,12 @@ impl Cluster {
                 "stopping: rooms not released; they move when their leases lapse"
             ),
         }
+    }
+
+    /// Where a client of this stopping node goes (see [`Destinations`]), given the
+    /// rooms its session is in: none before the hand-off, or when no other node is live.
+    pub fn destination<'a>(&self, rooms: impl IntoIterator<Item = &'a str>) -> Option<String> {
+        self.destinations.get()?.for_rooms(rooms).map(str::to_string)
     }
 
     /// The directory entry of a room of `room_type` (empty: the default) opened here.
@@ -811,5 +871,47 @@ impl Cluster {
                 Err(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(url: &str) -> Node {
+        Node {
+            id: url.to_string(),
+            url: url.to_string(),
+        }
+    }
+
+    fn rooms(rooms: &[(&str, u64)]) -> Vec<(String, u64)> {
+        rooms
+            .iter()
+            .map(|(room, members)| (room.to_string(), *members))
+            .collect()
+    }
+
+    #[test]
+    fn rooms_are_dealt_to_the_least_loaded_nodes_largest_first() {
+        let nodes = [(node("b"), 10), (node("c"), 4)];
+        let plan = Destinations::plan(rooms(&[("small", 2), ("big", 8), ("empty", 0), ("mid", 5)]), nodes);
+        // big → c (4 → 12); mid → b (10 → 15); small → c (12 → 14); empty → c (14 → 15).
+        let of = |room| plan.for_rooms([room]);
+        assert_eq!(
+            [of("big"), of("mid"), of("small"), of("empty")],
+            [Some("c"), Some("b"), Some("c"), Some("c")]
+        );
+        // A session in no room (or only in rooms not dealt) goes to the lightest node
+        // left: b and c both hold 15, the first wins.
+        assert_eq!(plan.for_rooms([]), Some("b"));
+        assert_eq!(plan.for_rooms(["gone", "mid"]), Some("b"));
+        assert_eq!(plan.for_rooms(["gone", "small"]), Some("c"));
+    }
+
+    #[test]
+    fn without_a_live_node_no_client_is_sent_anywhere() {
+        let plan = Destinations::plan(rooms(&[("room", 3)]), []);
+        assert_eq!((plan.for_rooms(["room"]), plan.for_rooms([])), (None, None));
     }
 }

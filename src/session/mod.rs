@@ -1109,6 +1109,17 @@ impl Session {
         }
     }
 
+    /// The rooms this session is in (or asked to join), in no particular order.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.keys().map(String::as_str)
+    }
+
+    /// Cluster mode, this node stopping: tells the client to continue on the node at
+    /// `url` (the driver writes it, then closes with 1001).
+    pub fn going_away(&self, url: String) {
+        self.reply(encode_message(Kind::GoingAway(proto::GoingAway { url })));
+    }
+
     /// Answers a join or quick join: the room lives on the node at `url`.
     fn redirect(&self, request_id: u64, room: String, url: String, seat: String) {
         let redirect = Kind::Redirect(proto::Redirect {

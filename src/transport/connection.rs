@@ -306,6 +306,13 @@ pub(crate) async fn serve<T: Transport>(
         End::Lost => lost_or_closed_by_client(&mut transport),
         end => end,
     };
+    // A stopping cluster node's last word: where to continue.
+    if let (End::Close(CloseReason::ShuttingDown), Some(cluster)) = (&end, &ctx.cluster)
+        && let Some(url) = cluster.destination(session.rooms())
+    {
+        session.going_away(url);
+        write_pending(&mut transport, &outbox, &mut batch, slow).await;
+    }
     ctx.registry.leave_live(&user, id);
     metrics.connections.dec();
     metrics.frames_superseded.inc_by(outbox.take_superseded());
@@ -418,6 +425,14 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
         }
     }
     End::Lost
+}
+
+/// Writes what the outbox holds now, waiting at most `slow` (before a close).
+async fn write_pending<T: Transport>(transport: &mut T, outbox: &Outbox, batch: &mut Batch, slow: Duration) {
+    let drained = std::future::poll_fn(|cx| outbox.poll_drain(cx, batch)).now_or_never();
+    if drained.is_some() && !batch.overflowed {
+        let _ = tokio::time::timeout(slow, transport.send(batch, outbox)).await;
+    }
 }
 
 /// How a connection ends when its [`Stop`] fired.

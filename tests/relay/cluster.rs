@@ -631,7 +631,8 @@ async fn a_room_and_its_members_survive_their_node_being_killed() {
 }
 
 /// A rolling restart loses nothing: the stopping node checkpoints its rooms with
-/// every input applied, and its sessions continue on another node with their seats.
+/// every input applied, tells its sessions where to go, and they continue on that
+/// node with their seats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_nothing() {
     let cluster = TestCluster::start();
@@ -645,6 +646,13 @@ async fn a_rolling_restart_loses_nothing() {
         create_and_wait(&mut player, "world", id).await;
     }
     a.shutdown.cancel();
+    // Told where to continue (the one live node), then closed.
+    let going = loop {
+        if let Some(Kind::GoingAway(going)) = player.next().await.kind {
+            break going;
+        }
+    };
+    assert_eq!(going.url, format!("wss://{}/ws", b.addr));
     assert_eq!(player.close_frame().await.0, 1001);
     a.task.take().unwrap().await.unwrap();
 

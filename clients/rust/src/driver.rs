@@ -742,6 +742,7 @@ impl Driver {
                     self.flush(link).await?;
                 }
                 In::TokenRefreshed(_) => {}
+                In::GoingAway(away) => self.going_away(&away.url),
             }
         }
         Ok(None)
@@ -814,6 +815,24 @@ impl Driver {
                 self.emit(Event::Error(error)).await;
             }
         }
+    }
+
+    /// The node is stopping (a 1001 close follows) and names a live node of its
+    /// cluster: the home connection continues its session there. A connection to
+    /// another node gives its rooms back home at the close instead. A URL that does not
+    /// parse, or does not use TLS exactly when the current one does, is ignored.
+    fn going_away(&mut self, url: &str) {
+        let Ok(target) = Target::parse(url) else { return };
+        if !self.routing.home || target.scheme.uses_tls() != self.targets[self.current].scheme.uses_tls() {
+            return;
+        }
+        self.current = match self.targets.iter().position(|known| known.url == target.url) {
+            Some(known) => known,
+            None => {
+                self.targets.push(target);
+                self.targets.len() - 1
+            }
+        };
     }
 
     async fn closed_by_server(&mut self, code: u16, reason: String) -> End {

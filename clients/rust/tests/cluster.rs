@@ -33,11 +33,23 @@ async fn joined(events: &mut Receiver<Event>, room: &str) {
     .await;
 }
 
+/// Waits for the next connection: its session id and whether it was resumed.
+async fn connected(events: &mut Receiver<Event>) -> (u64, bool) {
+    until(events, |e| match e {
+        Event::Connected {
+            session_id, resumed, ..
+        } => Some((*session_id, *resumed)),
+        _ => None,
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_redirects_and_moves_with_its_room() {
     let cluster = TestCluster::start();
     let (mut a, b) = (cluster.node().await, cluster.node().await);
     let (owner, mut owner_events) = Client::connect(config(&a)).unwrap();
+    let owner_session = connected(&mut owner_events).await;
     owner.join("lobby", "");
     joined(&mut owner_events, "lobby").await;
 
@@ -67,17 +79,24 @@ async fn follows_redirects_and_moves_with_its_room() {
     assert_eq!(b.metric("tickrelay_members"), 0);
 
     // a stops: its rooms are checkpointed and released, and the client joins the room
-    // again through b, which opens it where it was.
+    // again through b, which opens it where it was. The owner, configured with a
+    // alone, is told to go to b (`GoingAway`): its session continues there.
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
     joined(&mut events, "lobby").await;
+    assert_eq!(
+        connected(&mut owner_events).await,
+        (owner_session.0, false),
+        "the owner's session, on b"
+    );
+    joined(&mut owner_events, "lobby").await;
     // The simulation thread counts the member just after it sends `Joined`.
-    b.wait_for_metric("tickrelay_members", 1).await;
-    assert_eq!(b.metric("tickrelay_members"), 1);
+    b.wait_for_metric("tickrelay_members", 2).await;
+    assert_eq!(b.metric("tickrelay_members"), 2);
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
     client.send_input("lobby", create_entity(8));
     let ids = |c: &Client| c.with_mirror("lobby", |m| m.world().entities().map(|e| e.id()).collect::<Vec<_>>());
-    eventually_true(|| ids(&client) == Some(vec![7, 8])).await;
+    eventually_true(|| ids(&client) == Some(vec![7, 8]) && ids(&owner) == Some(vec![7, 8])).await;
     client.close().await;
     owner.close().await;
 }
@@ -94,11 +113,7 @@ async fn fails_over_to_another_node_and_keeps_its_seat() {
     settings.fallback_urls = vec![b.url(Transport::WebSocket)];
     settings.ping_interval = Duration::from_millis(100);
     let (client, mut events) = Client::connect(settings).unwrap();
-    let session_id = until(&mut events, |e| match e {
-        Event::Connected { session_id, .. } => Some(*session_id),
-        _ => None,
-    })
-    .await;
+    let (session_id, _) = connected(&mut events).await;
     client.join("world", "");
     joined(&mut events, "world").await;
     client.send_input("world", create_entity(7));
@@ -114,14 +129,11 @@ async fn fails_over_to_another_node_and_keeps_its_seat() {
         .await;
 
     a.kill();
-    let (again, resumed) = until(&mut events, |e| match e {
-        Event::Connected {
-            session_id, resumed, ..
-        } => Some((*session_id, *resumed)),
-        _ => None,
-    })
-    .await;
-    assert_eq!((again, resumed), (session_id, false), "the same session id, on b");
+    assert_eq!(
+        connected(&mut events).await,
+        (session_id, false),
+        "the same session id, on b"
+    );
     joined(&mut events, "world").await;
     eventually_true(|| ids(&client) == Some(vec![(7, session_id)])).await;
     client.send_input("world", create_entity(8));

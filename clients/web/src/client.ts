@@ -14,7 +14,8 @@
  * there, over a second connection (a client of its own, sharing this one's listeners
  * and stats) that every room living on that node shares; the room's inputs, events,
  * leave and mirror follow it; it joins with this client's member id (the redirect's
- * seat ticket). When this client's node cannot be reached it tries the fallback URLs:
+ * seat ticket). When this client's node stops it names a live node (`goingAway`),
+ * which the client reconnects to; when it cannot be reached the client tries the fallback URLs:
  * its session continues there with its id (and its seats in rooms restored from their
  * checkpoints), and it joins its rooms again; a join answered `UNAVAILABLE` (or
  * `RATE_LIMITED`: joined again a moment after leaving) is tried again after `retryAfterMs`. A node connection whose node stops or cannot be reached
@@ -819,11 +820,30 @@ export class Client {
         case "ping":
           this.#enqueue({ case: "pong", value: { nonce: kind.value.nonce, pingSentTimeUs: kind.value.sentTimeUs, timeUs: unixMicros() } });
           break;
+        case "goingAway":
+          this.#goingAway(kind.value.url);
+          break;
         case "tokenRefreshed":
         case undefined:
           break;
       }
     }
+  }
+
+  /**
+   * The node is stopping (a 1001 close follows) and names a live node of its cluster:
+   * the home connection continues its session there. A connection to another node
+   * gives its rooms back home at the close instead. A URL of another scheme is ignored.
+   */
+  #goingAway(url: string): void {
+    if (this.#home !== this) return;
+    try {
+      if (new URL(url).protocol !== new URL(this.#urls[this.#current]!).protocol) return;
+    } catch {
+      return;
+    }
+    const known = this.#urls.indexOf(url);
+    this.#current = known >= 0 ? known : this.#urls.push(url) - 1;
   }
 
   /** A connection is up: restore rooms, replay inputs, flush the buffer, in that order. */

@@ -494,6 +494,30 @@ test("a node that dies: its connection continues its session on a fallback, keep
   assert.ok(!events.some((e) => e.startsWith("gaveUp")));
 });
 
+test("a stopping node that names another: the session continues there, then on the configured URLs", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().welcome(false, 7n);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  // Ignored: another scheme.
+  last().receive([{ case: "goingAway", value: { url: "ws://plain.test/ws" } }], 2n);
+  last().receive([{ case: "goingAway", value: { url: "wss://relay-2.test/ws" } }], 3n);
+  last().end(1001);
+  advance(1000);
+  assert.equal(last().url.host, "relay-2.test");
+  assert.equal(last().url.searchParams.get("resume"), "resume-me");
+  last().welcome(false, 7n);
+  assert.deepEqual(last().kinds(), ["join"], "the room joined again there");
+  // That node lost too: tried again, then, unreachable, the configured URL.
+  last().end(1006);
+  advance(1000);
+  assert.equal(last().url.host, "relay-2.test");
+  last().end(1006);
+  advance(2000);
+  assert.equal(last().url.host, "relay.test");
+});
+
 test("joining a room again right after leaving it is retried when the relay allows it", () => {
   const { client: c } = client();
   c.join("r", "arena");

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tickrelay/v1/tickrelay.proto.
  */
 export const file_tickrelay_v1_tickrelay: GenFile = /*@__PURE__*/
-  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiWAoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZRIXCg9maXJzdF9ldmVudF9zZXEYAiABKAQiUgoOU2VydmVyRW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuU2VydmVyTWVzc2FnZRIRCglmaXJzdF9zZXEYAiABKAQisQMKDUNsaWVudE1lc3NhZ2USJgoEam9pbhgBIAEoCzIWLnRpY2tyZWxheS52MS5Kb2luUm9vbUgAEigKBWxlYXZlGAIgASgLMhcudGlja3JlbGF5LnYxLkxlYXZlUm9vbUgAEiQKBWlucHV0GAMgASgLMhMudGlja3JlbGF5LnYxLklucHV0SAASKAoFZXZlbnQYBCABKAsyFy50aWNrcmVsYXkudjEuU2VuZEV2ZW50SAASKAoHcmVxdWVzdBgFIAEoCzIVLnRpY2tyZWxheS52MS5SZXF1ZXN0SAASIgoEcGluZxgGIAEoCzISLnRpY2tyZWxheS52MS5QaW5nSAASIgoEcG9uZxgHIAEoCzISLnRpY2tyZWxheS52MS5Qb25nSAASIAoDYWNrGAggASgLMhEudGlja3JlbGF5LnYxLkFja0gAEjMKDXJlZnJlc2hfdG9rZW4YCSABKAsyGi50aWNrcmVsYXkudjEuUmVmcmVzaFRva2VuSAASLQoKcXVpY2tfam9pbhgKIAEoCzIXLnRpY2tyZWxheS52MS5RdWlja0pvaW5IAEIGCgRraW5kIo0ECg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSAASKgoIcmVkaXJlY3QYDCABKAsyFi50aWNrcmVsYXkudjEuUmVkaXJlY3RIAEIGCgRraW5kImsKBUhlbGxvEg0KBXRva2VuGAEgASgJEhQKDHJlc3VtZV90b2tlbhgCIAEoCRIZCgxyZWNlaXZlZF9zZXEYAyABKARIAIgBARIRCgljbGllbnRfaWQYBCABKAlCDwoNX3JlY2VpdmVkX3NlcSKcAgoHV2VsY29tZRIYChBwcm90b2NvbF92ZXJzaW9uGAEgASgNEhIKCnNlc3Npb25faWQYAiABKAQSFAoMcmVzdW1lX3Rva2VuGAMgASgJEiQKBmxpbWl0cxgEIAEoCzIULnRpY2tyZWxheS52MS5MaW1pdHMSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAUgASgNEhwKFGhlYXJ0YmVhdF90aW1lb3V0X21zGAYgASgNEhcKD3Jlc3VtZV9ncmFjZV9tcxgHIAEoDRIWCg5zZXJ2ZXJfdGltZV91cxgIIAEoBBIPCgd1c2VyX2lkGAkgASgJEg8KB3Jlc3VtZWQYCiABKAgSFwoPZXZlbnRzX3JlY2VpdmVkGAsgASgEIoUBCgZMaW1pdHMSGQoRbWF4X21lc3NhZ2VfYnl0ZXMYASABKA0SGwoTbWVzc2FnZXNfcGVyX3NlY29uZBgCIAEoDRIVCg1tZXNzYWdlX2J1cnN0GAMgASgNEhgKEGJ5dGVzX3Blcl9zZWNvbmQYBCABKA0SEgoKYnl0ZV9idXJzdBgFIAEoDSJ4CghKb2luUm9vbRISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSEQoJcm9vbV90eXBlGAMgASgJEgwKBHNlYXQYBCABKAkSKQoGY3JlYXRlGAUgASgLMhkudGlja3JlbGF5LnYxLlJvb21PcHRpb25zIooBCgtSb29tT3B0aW9ucxI5CghtZXRhZGF0YRgBIAMoCzInLnRpY2tyZWxheS52MS5Sb29tT3B0aW9ucy5NZXRhZGF0YUVudHJ5Eg8KB3ByaXZhdGUYAiABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItUBCglRdWlja0pvaW4SEgoKcmVxdWVzdF9pZBgBIAEoBBIRCglyb29tX3R5cGUYAiABKAkSNQoHZmlsdGVycxgDIAMoCzIkLnRpY2tyZWxheS52MS5RdWlja0pvaW4uRmlsdGVyc0VudHJ5EikKBmNyZWF0ZRgEIAEoCzIZLnRpY2tyZWxheS52MS5Sb29tT3B0aW9ucxIPCgdleGNsdWRlGAUgAygJGi4KDEZpbHRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIuUBCgZKb2luZWQSEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEhEKCXJvb21fdHlwZRgDIAEoCRIRCgltZW1iZXJfaWQYBCABKAQSEQoJdGlja19yYXRlGAUgASgNEhMKC21heF9tZW1iZXJzGAYgASgNEikKB21lbWJlcnMYByADKAsyGC50aWNrcmVsYXkudjEuTWVtYmVySW5mbxIWCg5sYXN0X2lucHV0X3NlcRgIIAEoBBIoCgZzY2hlbWEYCSADKAsyGC50aWNrcmVsYXkudjEuS2luZFNjaGVtYSItCglMZWF2ZVJvb20SEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJImIKBExlZnQSEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEicKBnJlYXNvbhgDIAEoDjIXLnRpY2tyZWxheS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgEIAEoCSJHCghSZWRpcmVjdBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSCwoDdXJsGAMgASgJEgwKBHNlYXQYBCABKAkiMAoKTWVtYmVySW5mbxIRCgltZW1iZXJfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCSJwCghQcmVzZW5jZRIMCgRyb29tGAEgASgJEigKBm1lbWJlchgCIAEoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEiwKBmNoYW5nZRgDIAEoDjIcLnRpY2tyZWxheS52MS5QcmVzZW5jZUNoYW5nZSJvCgVGaWVsZBIKCgJpZBgBIAEoDRINCgNpbnQYAiABKBJIABIPCgVmbG9hdBgDIAEoAkgAEg4KBGJvb2wYBCABKAhIABIPCgVieXRlcxgFIAEoDEgAEhAKBnN0cmluZxgGIAEoCUgAQgcKBXZhbHVlIlYKBkVudGl0eRIKCgJpZBgBIAEoBBINCgVvd25lchgCIAEoBBIMCgRraW5kGAMgASgNEiMKBmZpZWxkcxgEIAMoCzITLnRpY2tyZWxheS52MS5GaWVsZCJTCgpLaW5kU2NoZW1hEgwKBGtpbmQYASABKA0SDAoEbmFtZRgCIAEoCRIpCgZmaWVsZHMYAyADKAsyGS50aWNrcmVsYXkudjEuRmllbGRTY2hlbWEiugEKC0ZpZWxkU2NoZW1hEgoKAmlkGAEgASgNEgwKBG5hbWUYAiABKAkSJQoEdHlwZRgDIAEoDjIXLnRpY2tyZWxheS52MS5GaWVsZFR5cGUSDwoHaW50X21pbhgEIAEoEhIPCgdpbnRfbWF4GAUgASgSEhEKCWZsb2F0X21pbhgGIAEoARIRCglmbG9hdF9tYXgYByABKAESEQoJcHJlY2lzaW9uGAggASgBEg8KB21heF9sZW4YCSABKA0iPwoMRW50aXR5VXBkYXRlEgoKAmlkGAEgASgEEiMKBmZpZWxkcxgCIAMoCzITLnRpY2tyZWxheS52MS5GaWVsZCJtCgVJbnB1dBIMCgRyb29tGAEgASgJEgsKA3NlcRgCIAEoBBIsCgZ3cml0ZXMYAyABKAsyGi50aWNrcmVsYXkudjEuRW50aXR5V3JpdGVzSAASEAoGaW50ZW50GAQgASgMSABCCQoHcGF5bG9hZCJwCgxFbnRpdHlXcml0ZXMSJAoGY3JlYXRlGAEgAygLMhQudGlja3JlbGF5LnYxLkVudGl0eRIqCgZ1cGRhdGUYAiADKAsyGi50aWNrcmVsYXkudjEuRW50aXR5VXBkYXRlEg4KBnJlbW92ZRgDIAMoBCKGAgoKU3RhdGVGcmFtZRIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQSFQoNYmFzZWxpbmVfdGljaxgDIAEoBBIPCgdyZW1vdmVkGAQgAygEEiMKBWFkZGVkGAUgAygLMhQudGlja3JlbGF5LnYxLkVudGl0eRIrCgdjaGFuZ2VkGAYgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIVCghjaGVja3N1bRgHIAEoBkgAiAEBEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg4KBnBhY2tlZBgJIAMoDBIWCg5sYXN0X2lucHV0X3NlcRgPIAEoBEILCglfY2hlY2tzdW0iIQoDQWNrEgwKBHJvb20YASABKAkSDAoEdGljaxgCIAEoBCJJCglTZW5kRXZlbnQSDAoEcm9vbRgBIAEoCRIMCgRraW5kGAIgASgJEg8KB3BheWxvYWQYAyABKAwSDwoHdGFyZ2V0cxgEIAMoBCJmCglSb29tRXZlbnQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSDgoGc2VuZGVyGAMgASgEEgwKBGtpbmQYBCABKAkSDwoHcGF5bG9hZBgFIAEoDBIPCgd0YXJnZXRzGAYgAygEIq0BCgdSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSLQoKbGlzdF9yb29tcxgCIAEoCzIXLnRpY2tyZWxheS52MS5MaXN0Um9vbXNIABImCgZyZXN5bmMYAyABKAsyFC50aWNrcmVsYXkudjEuUmVzeW5jSAASLwoLdXBkYXRlX3Jvb20YBCABKAsyGC50aWNrcmVsYXkudjEuVXBkYXRlUm9vbUgAQgYKBGtpbmQitgEKCUxpc3RSb29tcxINCgVhZnRlchgBIAEoCRINCgVsaW1pdBgCIAEoDRIRCglyb29tX3R5cGUYAyABKAkSNQoHZmlsdGVycxgEIAMoCzIkLnRpY2tyZWxheS52MS5MaXN0Um9vbXMuRmlsdGVyc0VudHJ5EhEKCW9wZW5fb25seRgFIAEoCBouCgxGaWx0ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKrAQoKVXBkYXRlUm9vbRIMCgRyb29tGAEgASgJEjgKCG1ldGFkYXRhGAIgAygLMiYudGlja3JlbGF5LnYxLlVwZGF0ZVJvb20uTWV0YWRhdGFFbnRyeRIkCgRsb2NrGAMgASgOMhYudGlja3JlbGF5LnYxLlJvb21Mb2NrGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIWCgZSZXN5bmMSDAoEcm9vbRgBIAEoCSKoAQoIUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBInCgVyb29tcxgCIAEoCzIWLnRpY2tyZWxheS52MS5Sb29tTGlzdEgAEi8KBnJlc3luYxgDIAEoCzIdLnRpY2tyZWxheS52MS5SZXN5bmNTY2hlZHVsZWRIABImCgRyb29tGAQgASgLMhYudGlja3JlbGF5LnYxLlJvb21JbmZvSABCBgoEa2luZCJTCghSb29tTGlzdBIlCgVyb29tcxgBIAMoCzIWLnRpY2tyZWxheS52MS5Sb29tSW5mbxIMCgRtb3JlGAIgASgIEhIKCm5leHRfYWZ0ZXIYAyABKAkiygEKCFJvb21JbmZvEgwKBHJvb20YASABKAkSEQoJcm9vbV90eXBlGAIgASgJEg8KB21lbWJlcnMYAyABKA0SEwoLbWF4X21lbWJlcnMYBCABKA0SNgoIbWV0YWRhdGEYBSADKAsyJC50aWNrcmVsYXkudjEuUm9vbUluZm8uTWV0YWRhdGFFbnRyeRIOCgZsb2NrZWQYBiABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIh8KD1Jlc3luY1NjaGVkdWxlZBIMCgRyb29tGAEgASgJIkEKBFBpbmcSDQoFbm9uY2UYASABKAQSFAoMc2VudF90aW1lX3VzGAIgASgEEhQKDHJlY2VpdmVkX3NlcRgDIAEoBCJaCgRQb25nEg0KBW5vbmNlGAEgASgEEhkKEXBpbmdfc2VudF90aW1lX3VzGAIgASgEEg8KB3RpbWVfdXMYAyABKAQSFwoPZXZlbnRzX3JlY2VpdmVkGAQgASgEIjEKDFJlZnJlc2hUb2tlbhISCgpyZXF1ZXN0X2lkGAEgASgEEg0KBXRva2VuGAIgASgJIj0KDlRva2VuUmVmcmVzaGVkEhIKCnJlcXVlc3RfaWQYASABKAQSFwoPZXhwaXJlc19hdF91bml4GAIgASgEInkKBUVycm9yEiUKBGNvZGUYASABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoBBIMCgRyb29tGAQgASgJEhYKDnJldHJ5X2FmdGVyX21zGAUgASgNIr0BCg5Sb29tQ2hlY2twb2ludBIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIMCgR0aWNrGAMgASgEEhEKCWV2ZW50X3NlcRgEIAEoBBINCgVzdGF0ZRgFIAEoDBIhCgVzZWF0cxgGIAMoCzISLnRpY2tyZWxheS52MS5TZWF0Eg8KB3RpbWVfdXMYByABKAQSJgoHbGlzdGluZxgIIAEoCzIVLnRpY2tyZWxheS52MS5MaXN0aW5nIj0KCFVzZXJMaXZlEg8KB3VzZXJfaWQYASABKAkSDgoGZmFtaWx5GAIgASgEEhAKCHNpbmNlX3VzGAMgASgEIqEBCgdMaXN0aW5nEjUKCG1ldGFkYXRhGAEgAygLMiMudGlja3JlbGF5LnYxLkxpc3RpbmcuTWV0YWRhdGFFbnRyeRIOCgZsb2NrZWQYAiABKAgSDwoHcHJpdmF0ZRgDIAEoCBINCgVvd25lchgEIAEoBBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoEU2VhdBIRCgltZW1iZXJfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIWCg5sYXN0X2lucHV0X3NlcRgDIAEoBCI0Cg1TZXNzaW9uUmVjb3JkEhIKCnNlc3Npb25faWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCSpnCg5QcmVzZW5jZUNoYW5nZRIfChtQUkVTRU5DRV9DSEFOR0VfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9DSEFOR0VfSk9JTkVEEAESGAoUUFJFU0VOQ0VfQ0hBTkdFX0xFRlQQAiqTAQoJRmllbGRUeXBlEhoKFkZJRUxEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUVMRF9UWVBFX0lOVBABEhQKEEZJRUxEX1RZUEVfRkxPQVQQAhITCg9GSUVMRF9UWVBFX0JPT0wQAxIUChBGSUVMRF9UWVBFX0JZVEVTEAQSFQoRRklFTERfVFlQRV9TVFJJTkcQBSpRCghSb29tTG9jaxIXChNST09NX0xPQ0tfVU5DSEFOR0VEEAASFAoQUk9PTV9MT0NLX0xPQ0tFRBABEhYKElJPT01fTE9DS19VTkxPQ0tFRBACKvwECglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEhoKFkVSUk9SX0NPREVfQkFEX1JFUVVFU1QQARIdChlFUlJPUl9DT0RFX1JPT01fTk9UX0ZPVU5EEAISGAoURVJST1JfQ09ERV9ST09NX0ZVTEwQAxIbChdFUlJPUl9DT0RFX05PVF9BX01FTUJFUhAEEh0KGUVSUk9SX0NPREVfQUxSRUFEWV9NRU1CRVIQBRIgChxFUlJPUl9DT0RFX1VOS05PV05fUk9PTV9UWVBFEAYSGAoURVJST1JfQ09ERV9OT1RfT1dORVIQBxIcChhFUlJPUl9DT0RFX0VOVElUWV9FWElTVFMQCBIfChtFUlJPUl9DT0RFX0VOVElUWV9OT1RfRk9VTkQQCRIcChhFUlJPUl9DT0RFX1dST05HX1BBWUxPQUQQChIfChtFUlJPUl9DT0RFX0lOUFVUX1FVRVVFX0ZVTEwQCxIdChlFUlJPUl9DT0RFX0xJTUlUX0VYQ0VFREVEEAwSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQDRIaChZFUlJPUl9DT0RFX1NFUlZFUl9CVVNZEA4SGgoWRVJST1JfQ09ERV9ST09NX0NMT1NFRBAPEhgKFEVSUk9SX0NPREVfRk9SQklEREVOEBASHQoZRVJST1JfQ09ERV9JTlZBTElEX0lOVEVOVBAREhwKGEVSUk9SX0NPREVfSU5WQUxJRF9GSUVMRBASEiEKHUVSUk9SX0NPREVfUk9PTV9UWVBFX01JU01BVENIEBMSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAUQmMKEGRldi50aWNrcmVsYXkudjFQAVo+Z2l0aHViLmNvbS90aWNrcmVsYXkvdGlja3JlbGF5L2dlbi9nby90aWNrcmVsYXkvdjE7dGlja3JlbGF5djGqAgxUaWNrcmVsYXkuVjFiBnByb3RvMw");
+  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiWAoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZRIXCg9maXJzdF9ldmVudF9zZXEYAiABKAQiUgoOU2VydmVyRW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuU2VydmVyTWVzc2FnZRIRCglmaXJzdF9zZXEYAiABKAQisQMKDUNsaWVudE1lc3NhZ2USJgoEam9pbhgBIAEoCzIWLnRpY2tyZWxheS52MS5Kb2luUm9vbUgAEigKBWxlYXZlGAIgASgLMhcudGlja3JlbGF5LnYxLkxlYXZlUm9vbUgAEiQKBWlucHV0GAMgASgLMhMudGlja3JlbGF5LnYxLklucHV0SAASKAoFZXZlbnQYBCABKAsyFy50aWNrcmVsYXkudjEuU2VuZEV2ZW50SAASKAoHcmVxdWVzdBgFIAEoCzIVLnRpY2tyZWxheS52MS5SZXF1ZXN0SAASIgoEcGluZxgGIAEoCzISLnRpY2tyZWxheS52MS5QaW5nSAASIgoEcG9uZxgHIAEoCzISLnRpY2tyZWxheS52MS5Qb25nSAASIAoDYWNrGAggASgLMhEudGlja3JlbGF5LnYxLkFja0gAEjMKDXJlZnJlc2hfdG9rZW4YCSABKAsyGi50aWNrcmVsYXkudjEuUmVmcmVzaFRva2VuSAASLQoKcXVpY2tfam9pbhgKIAEoCzIXLnRpY2tyZWxheS52MS5RdWlja0pvaW5IAEIGCgRraW5kIrwECg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSAASKgoIcmVkaXJlY3QYDCABKAsyFi50aWNrcmVsYXkudjEuUmVkaXJlY3RIABItCgpnb2luZ19hd2F5GA0gASgLMhcudGlja3JlbGF5LnYxLkdvaW5nQXdheUgAQgYKBGtpbmQiawoFSGVsbG8SDQoFdG9rZW4YASABKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgJEhkKDHJlY2VpdmVkX3NlcRgDIAEoBEgAiAEBEhEKCWNsaWVudF9pZBgEIAEoCUIPCg1fcmVjZWl2ZWRfc2VxIpwCCgdXZWxjb21lEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SEgoKc2Vzc2lvbl9pZBgCIAEoBBIUCgxyZXN1bWVfdG9rZW4YAyABKAkSJAoGbGltaXRzGAQgASgLMhQudGlja3JlbGF5LnYxLkxpbWl0cxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0SHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SFwoPcmVzdW1lX2dyYWNlX21zGAcgASgNEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg8KB3VzZXJfaWQYCSABKAkSDwoHcmVzdW1lZBgKIAEoCBIXCg9ldmVudHNfcmVjZWl2ZWQYCyABKAQihQEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgBIAEoDRIbChNtZXNzYWdlc19wZXJfc2Vjb25kGAIgASgNEhUKDW1lc3NhZ2VfYnVyc3QYAyABKA0SGAoQYnl0ZXNfcGVyX3NlY29uZBgEIAEoDRISCgpieXRlX2J1cnN0GAUgASgNIngKCEpvaW5Sb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRIRCglyb29tX3R5cGUYAyABKAkSDAoEc2VhdBgEIAEoCRIpCgZjcmVhdGUYBSABKAsyGS50aWNrcmVsYXkudjEuUm9vbU9wdGlvbnMiigEKC1Jvb21PcHRpb25zEjkKCG1ldGFkYXRhGAEgAygLMicudGlja3JlbGF5LnYxLlJvb21PcHRpb25zLk1ldGFkYXRhRW50cnkSDwoHcHJpdmF0ZRgCIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1QEKCVF1aWNrSm9pbhISCgpyZXF1ZXN0X2lkGAEgASgEEhEKCXJvb21fdHlwZRgCIAEoCRI1CgdmaWx0ZXJzGAMgAygLMiQudGlja3JlbGF5LnYxLlF1aWNrSm9pbi5GaWx0ZXJzRW50cnkSKQoGY3JlYXRlGAQgASgLMhkudGlja3JlbGF5LnYxLlJvb21PcHRpb25zEg8KB2V4Y2x1ZGUYBSADKAkaLgoMRmlsdGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi5QEKBkpvaW5lZBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSEQoJcm9vbV90eXBlGAMgASgJEhEKCW1lbWJlcl9pZBgEIAEoBBIRCgl0aWNrX3JhdGUYBSABKA0SEwoLbWF4X21lbWJlcnMYBiABKA0SKQoHbWVtYmVycxgHIAMoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEhYKDmxhc3RfaW5wdXRfc2VxGAggASgEEigKBnNjaGVtYRgJIAMoCzIYLnRpY2tyZWxheS52MS5LaW5kU2NoZW1hIi0KCUxlYXZlUm9vbRISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkiYgoETGVmdBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSJwoGcmVhc29uGAMgASgOMhcudGlja3JlbGF5LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAQgASgJIkcKCFJlZGlyZWN0EhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRILCgN1cmwYAyABKAkSDAoEc2VhdBgEIAEoCSIYCglHb2luZ0F3YXkSCwoDdXJsGAEgASgJIjAKCk1lbWJlckluZm8SEQoJbWVtYmVyX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkicAoIUHJlc2VuY2USDAoEcm9vbRgBIAEoCRIoCgZtZW1iZXIYAiABKAsyGC50aWNrcmVsYXkudjEuTWVtYmVySW5mbxIsCgZjaGFuZ2UYAyABKA4yHC50aWNrcmVsYXkudjEuUHJlc2VuY2VDaGFuZ2UibwoFRmllbGQSCgoCaWQYASABKA0SDQoDaW50GAIgASgSSAASDwoFZmxvYXQYAyABKAJIABIOCgRib29sGAQgASgISAASDwoFYnl0ZXMYBSABKAxIABIQCgZzdHJpbmcYBiABKAlIAEIHCgV2YWx1ZSJWCgZFbnRpdHkSCgoCaWQYASABKAQSDQoFb3duZXIYAiABKAQSDAoEa2luZBgDIAEoDRIjCgZmaWVsZHMYBCADKAsyEy50aWNrcmVsYXkudjEuRmllbGQiUwoKS2luZFNjaGVtYRIMCgRraW5kGAEgASgNEgwKBG5hbWUYAiABKAkSKQoGZmllbGRzGAMgAygLMhkudGlja3JlbGF5LnYxLkZpZWxkU2NoZW1hIroBCgtGaWVsZFNjaGVtYRIKCgJpZBgBIAEoDRIMCgRuYW1lGAIgASgJEiUKBHR5cGUYAyABKA4yFy50aWNrcmVsYXkudjEuRmllbGRUeXBlEg8KB2ludF9taW4YBCABKBISDwoHaW50X21heBgFIAEoEhIRCglmbG9hdF9taW4YBiABKAESEQoJZmxvYXRfbWF4GAcgASgBEhEKCXByZWNpc2lvbhgIIAEoARIPCgdtYXhfbGVuGAkgASgNIj8KDEVudGl0eVVwZGF0ZRIKCgJpZBgBIAEoBBIjCgZmaWVsZHMYAiADKAsyEy50aWNrcmVsYXkudjEuRmllbGQibQoFSW5wdXQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSLAoGd3JpdGVzGAMgASgLMhoudGlja3JlbGF5LnYxLkVudGl0eVdyaXRlc0gAEhAKBmludGVudBgEIAEoDEgAQgkKB3BheWxvYWQicAoMRW50aXR5V3JpdGVzEiQKBmNyZWF0ZRgBIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkSKgoGdXBkYXRlGAIgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIOCgZyZW1vdmUYAyADKAQihgIKClN0YXRlRnJhbWUSDAoEcm9vbRgBIAEoCRIMCgR0aWNrGAIgASgEEhUKDWJhc2VsaW5lX3RpY2sYAyABKAQSDwoHcmVtb3ZlZBgEIAMoBBIjCgVhZGRlZBgFIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkSKwoHY2hhbmdlZBgGIAMoCzIaLnRpY2tyZWxheS52MS5FbnRpdHlVcGRhdGUSFQoIY2hlY2tzdW0YByABKAZIAIgBARIWCg5zZXJ2ZXJfdGltZV91cxgIIAEoBBIOCgZwYWNrZWQYCSADKAwSFgoObGFzdF9pbnB1dF9zZXEYDyABKARCCwoJX2NoZWNrc3VtIiEKA0FjaxIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQiSQoJU2VuZEV2ZW50EgwKBHJvb20YASABKAkSDAoEa2luZBgCIAEoCRIPCgdwYXlsb2FkGAMgASgMEg8KB3RhcmdldHMYBCADKAQiZgoJUm9vbUV2ZW50EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgEEg4KBnNlbmRlchgDIAEoBBIMCgRraW5kGAQgASgJEg8KB3BheWxvYWQYBSABKAwSDwoHdGFyZ2V0cxgGIAMoBCKtAQoHUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEi0KCmxpc3Rfcm9vbXMYAiABKAsyFy50aWNrcmVsYXkudjEuTGlzdFJvb21zSAASJgoGcmVzeW5jGAMgASgLMhQudGlja3JlbGF5LnYxLlJlc3luY0gAEi8KC3VwZGF0ZV9yb29tGAQgASgLMhgudGlja3JlbGF5LnYxLlVwZGF0ZVJvb21IAEIGCgRraW5kIrYBCglMaXN0Um9vbXMSDQoFYWZ0ZXIYASABKAkSDQoFbGltaXQYAiABKA0SEQoJcm9vbV90eXBlGAMgASgJEjUKB2ZpbHRlcnMYBCADKAsyJC50aWNrcmVsYXkudjEuTGlzdFJvb21zLkZpbHRlcnNFbnRyeRIRCglvcGVuX29ubHkYBSABKAgaLgoMRmlsdGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiqwEKClVwZGF0ZVJvb20SDAoEcm9vbRgBIAEoCRI4CghtZXRhZGF0YRgCIAMoCzImLnRpY2tyZWxheS52MS5VcGRhdGVSb29tLk1ldGFkYXRhRW50cnkSJAoEbG9jaxgDIAEoDjIWLnRpY2tyZWxheS52MS5Sb29tTG9jaxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFgoGUmVzeW5jEgwKBHJvb20YASABKAkiqAEKCFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSJwoFcm9vbXMYAiABKAsyFi50aWNrcmVsYXkudjEuUm9vbUxpc3RIABIvCgZyZXN5bmMYAyABKAsyHS50aWNrcmVsYXkudjEuUmVzeW5jU2NoZWR1bGVkSAASJgoEcm9vbRgEIAEoCzIWLnRpY2tyZWxheS52MS5Sb29tSW5mb0gAQgYKBGtpbmQiUwoIUm9vbUxpc3QSJQoFcm9vbXMYASADKAsyFi50aWNrcmVsYXkudjEuUm9vbUluZm8SDAoEbW9yZRgCIAEoCBISCgpuZXh0X2FmdGVyGAMgASgJIsoBCghSb29tSW5mbxIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEhMKC21heF9tZW1iZXJzGAQgASgNEjYKCG1ldGFkYXRhGAUgAygLMiQudGlja3JlbGF5LnYxLlJvb21JbmZvLk1ldGFkYXRhRW50cnkSDgoGbG9ja2VkGAYgASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIfCg9SZXN5bmNTY2hlZHVsZWQSDAoEcm9vbRgBIAEoCSJBCgRQaW5nEg0KBW5vbmNlGAEgASgEEhQKDHNlbnRfdGltZV91cxgCIAEoBBIUCgxyZWNlaXZlZF9zZXEYAyABKAQiWgoEUG9uZxINCgVub25jZRgBIAEoBBIZChFwaW5nX3NlbnRfdGltZV91cxgCIAEoBBIPCgd0aW1lX3VzGAMgASgEEhcKD2V2ZW50c19yZWNlaXZlZBgEIAEoBCIxCgxSZWZyZXNoVG9rZW4SEgoKcmVxdWVzdF9pZBgBIAEoBBINCgV0b2tlbhgCIAEoCSI9Cg5Ub2tlblJlZnJlc2hlZBISCgpyZXF1ZXN0X2lkGAEgASgEEhcKD2V4cGlyZXNfYXRfdW5peBgCIAEoBCJ5CgVFcnJvchIlCgRjb2RlGAEgASgOMhcudGlja3JlbGF5LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAQSDAoEcm9vbRgEIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgFIAEoDSK9AQoOUm9vbUNoZWNrcG9pbnQSDAoEcm9vbRgBIAEoCRIRCglyb29tX3R5cGUYAiABKAkSDAoEdGljaxgDIAEoBBIRCglldmVudF9zZXEYBCABKAQSDQoFc3RhdGUYBSABKAwSIQoFc2VhdHMYBiADKAsyEi50aWNrcmVsYXkudjEuU2VhdBIPCgd0aW1lX3VzGAcgASgEEiYKB2xpc3RpbmcYCCABKAsyFS50aWNrcmVsYXkudjEuTGlzdGluZyI9CghVc2VyTGl2ZRIPCgd1c2VyX2lkGAEgASgJEg4KBmZhbWlseRgCIAEoBBIQCghzaW5jZV91cxgDIAEoBCKhAQoHTGlzdGluZxI1CghtZXRhZGF0YRgBIAMoCzIjLnRpY2tyZWxheS52MS5MaXN0aW5nLk1ldGFkYXRhRW50cnkSDgoGbG9ja2VkGAIgASgIEg8KB3ByaXZhdGUYAyABKAgSDQoFb3duZXIYBCABKAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkIKBFNlYXQSEQoJbWVtYmVyX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkSFgoObGFzdF9pbnB1dF9zZXEYAyABKAQiNAoNU2Vzc2lvblJlY29yZBISCgpzZXNzaW9uX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkqZwoOUHJlc2VuY2VDaGFuZ2USHwobUFJFU0VOQ0VfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASGgoWUFJFU0VOQ0VfQ0hBTkdFX0pPSU5FRBABEhgKFFBSRVNFTkNFX0NIQU5HRV9MRUZUEAIqkwEKCUZpZWxkVHlwZRIaChZGSUVMRF9UWVBFX1VOU1BFQ0lGSUVEEAASEgoORklFTERfVFlQRV9JTlQQARIUChBGSUVMRF9UWVBFX0ZMT0FUEAISEwoPRklFTERfVFlQRV9CT09MEAMSFAoQRklFTERfVFlQRV9CWVRFUxAEEhUKEUZJRUxEX1RZUEVfU1RSSU5HEAUqUQoIUm9vbUxvY2sSFwoTUk9PTV9MT0NLX1VOQ0hBTkdFRBAAEhQKEFJPT01fTE9DS19MT0NLRUQQARIWChJST09NX0xPQ0tfVU5MT0NLRUQQAir8BAoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHQoZRVJST1JfQ09ERV9ST09NX05PVF9GT1VORBACEhgKFEVSUk9SX0NPREVfUk9PTV9GVUxMEAMSGwoXRVJST1JfQ09ERV9OT1RfQV9NRU1CRVIQBBIdChlFUlJPUl9DT0RFX0FMUkVBRFlfTUVNQkVSEAUSIAocRVJST1JfQ09ERV9VTktOT1dOX1JPT01fVFlQRRAGEhgKFEVSUk9SX0NPREVfTk9UX09XTkVSEAcSHAoYRVJST1JfQ09ERV9FTlRJVFlfRVhJU1RTEAgSHwobRVJST1JfQ09ERV9FTlRJVFlfTk9UX0ZPVU5EEAkSHAoYRVJST1JfQ09ERV9XUk9OR19QQVlMT0FEEAoSHwobRVJST1JfQ09ERV9JTlBVVF9RVUVVRV9GVUxMEAsSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAMEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEA0SGgoWRVJST1JfQ09ERV9TRVJWRVJfQlVTWRAOEhoKFkVSUk9SX0NPREVfUk9PTV9DTE9TRUQQDxIYChRFUlJPUl9DT0RFX0ZPUkJJRERFThAQEh0KGUVSUk9SX0NPREVfSU5WQUxJRF9JTlRFTlQQERIcChhFUlJPUl9DT0RFX0lOVkFMSURfRklFTEQQEhIhCh1FUlJPUl9DT0RFX1JPT01fVFlQRV9NSVNNQVRDSBATEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQFEJjChBkZXYudGlja3JlbGF5LnYxUAFaPmdpdGh1Yi5jb20vdGlja3JlbGF5L3RpY2tyZWxheS9nZW4vZ28vdGlja3JlbGF5L3YxO3RpY2tyZWxheXYxqgIMVGlja3JlbGF5LlYxYgZwcm90bzM");
 
 /**
  * Everything a client sends, in order.
@@ -236,6 +236,12 @@ export type ServerMessage = Message<"tickrelay.v1.ServerMessage"> & {
      */
     value: Redirect;
     case: "redirect";
+  } | {
+    /**
+     * @generated from field: tickrelay.v1.GoingAway going_away = 13;
+     */
+    value: GoingAway;
+    case: "goingAway";
   } | { case: undefined; value?: undefined };
 };
 
@@ -713,6 +719,32 @@ export const RedirectSchema: GenMessage<Redirect> = /*@__PURE__*/
   messageDesc(file_tickrelay_v1_tickrelay, 13);
 
 /**
+ * Cluster mode: this node is stopping. It has handed its rooms off (checkpointed
+ * and released them) and closes the connection with 1001 next. The client
+ * reconnects to `url`, a live node of the cluster, presenting its resume token: the
+ * session continues there (same session id and member id) and its rooms are joined
+ * again, on `url` or wherever they open now. Sent once, just before the close; the
+ * members of one room are all sent to the same node.
+ *
+ * @generated from message tickrelay.v1.GoingAway
+ */
+export type GoingAway = Message<"tickrelay.v1.GoingAway"> & {
+  /**
+   * A live node's public URL (`wss://host:port/ws`).
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+};
+
+/**
+ * Describes the message tickrelay.v1.GoingAway.
+ * Use `create(GoingAwaySchema)` to create a new message.
+ */
+export const GoingAwaySchema: GenMessage<GoingAway> = /*@__PURE__*/
+  messageDesc(file_tickrelay_v1_tickrelay, 14);
+
+/**
  * @generated from message tickrelay.v1.MemberInfo
  */
 export type MemberInfo = Message<"tickrelay.v1.MemberInfo"> & {
@@ -732,7 +764,7 @@ export type MemberInfo = Message<"tickrelay.v1.MemberInfo"> & {
  * Use `create(MemberInfoSchema)` to create a new message.
  */
 export const MemberInfoSchema: GenMessage<MemberInfo> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 14);
+  messageDesc(file_tickrelay_v1_tickrelay, 15);
 
 /**
  * @generated from message tickrelay.v1.Presence
@@ -759,7 +791,7 @@ export type Presence = Message<"tickrelay.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 15);
+  messageDesc(file_tickrelay_v1_tickrelay, 16);
 
 /**
  * One typed field of an entity. Fields are identified by a small number chosen by
@@ -814,7 +846,7 @@ export type Field = Message<"tickrelay.v1.Field"> & {
  * Use `create(FieldSchema$)` to create a new message.
  */
 export const FieldSchema$: GenMessage<Field> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 16);
+  messageDesc(file_tickrelay_v1_tickrelay, 17);
 
 /**
  * @generated from message tickrelay.v1.Entity
@@ -848,7 +880,7 @@ export type Entity = Message<"tickrelay.v1.Entity"> & {
  * Use `create(EntitySchema)` to create a new message.
  */
 export const EntitySchema: GenMessage<Entity> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 17);
+  messageDesc(file_tickrelay_v1_tickrelay, 18);
 
 /**
  * A declared entity kind: the fields its entities may have, with their types. A kind
@@ -879,7 +911,7 @@ export type KindSchema = Message<"tickrelay.v1.KindSchema"> & {
  * Use `create(KindSchemaSchema)` to create a new message.
  */
 export const KindSchemaSchema: GenMessage<KindSchema> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 18);
+  messageDesc(file_tickrelay_v1_tickrelay, 19);
 
 /**
  * @generated from message tickrelay.v1.FieldSchema
@@ -944,7 +976,7 @@ export type FieldSchema = Message<"tickrelay.v1.FieldSchema"> & {
  * Use `create(FieldSchemaSchema)` to create a new message.
  */
 export const FieldSchemaSchema: GenMessage<FieldSchema> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 19);
+  messageDesc(file_tickrelay_v1_tickrelay, 20);
 
 /**
  * Only the fields of an existing entity that changed.
@@ -968,7 +1000,7 @@ export type EntityUpdate = Message<"tickrelay.v1.EntityUpdate"> & {
  * Use `create(EntityUpdateSchema)` to create a new message.
  */
 export const EntityUpdateSchema: GenMessage<EntityUpdate> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 20);
+  messageDesc(file_tickrelay_v1_tickrelay, 21);
 
 /**
  * @generated from message tickrelay.v1.Input
@@ -1014,7 +1046,7 @@ export type Input = Message<"tickrelay.v1.Input"> & {
  * Use `create(InputSchema)` to create a new message.
  */
 export const InputSchema: GenMessage<Input> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 21);
+  messageDesc(file_tickrelay_v1_tickrelay, 22);
 
 /**
  * @generated from message tickrelay.v1.EntityWrites
@@ -1041,7 +1073,7 @@ export type EntityWrites = Message<"tickrelay.v1.EntityWrites"> & {
  * Use `create(EntityWritesSchema)` to create a new message.
  */
 export const EntityWritesSchema: GenMessage<EntityWrites> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 22);
+  messageDesc(file_tickrelay_v1_tickrelay, 23);
 
 /**
  * The room's state at `tick`, as a delta against `baseline_tick` (0: a full snapshot).
@@ -1116,7 +1148,7 @@ export type StateFrame = Message<"tickrelay.v1.StateFrame"> & {
  * Use `create(StateFrameSchema)` to create a new message.
  */
 export const StateFrameSchema: GenMessage<StateFrame> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 23);
+  messageDesc(file_tickrelay_v1_tickrelay, 24);
 
 /**
  * Acknowledges receipt of a state frame (unreliable transports only).
@@ -1140,7 +1172,7 @@ export type Ack = Message<"tickrelay.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 24);
+  messageDesc(file_tickrelay_v1_tickrelay, 25);
 
 /**
  * @generated from message tickrelay.v1.SendEvent
@@ -1174,7 +1206,7 @@ export type SendEvent = Message<"tickrelay.v1.SendEvent"> & {
  * Use `create(SendEventSchema)` to create a new message.
  */
 export const SendEventSchema: GenMessage<SendEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 25);
+  messageDesc(file_tickrelay_v1_tickrelay, 26);
 
 /**
  * @generated from message tickrelay.v1.RoomEvent
@@ -1220,7 +1252,7 @@ export type RoomEvent = Message<"tickrelay.v1.RoomEvent"> & {
  * Use `create(RoomEventSchema)` to create a new message.
  */
 export const RoomEventSchema: GenMessage<RoomEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 26);
+  messageDesc(file_tickrelay_v1_tickrelay, 27);
 
 /**
  * @generated from message tickrelay.v1.Request
@@ -1260,7 +1292,7 @@ export type Request = Message<"tickrelay.v1.Request"> & {
  * Use `create(RequestSchema)` to create a new message.
  */
 export const RequestSchema: GenMessage<Request> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 27);
+  messageDesc(file_tickrelay_v1_tickrelay, 28);
 
 /**
  * One page of the open rooms, in room id order.
@@ -1309,7 +1341,7 @@ export type ListRooms = Message<"tickrelay.v1.ListRooms"> & {
  * Use `create(ListRoomsSchema)` to create a new message.
  */
 export const ListRoomsSchema: GenMessage<ListRooms> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 28);
+  messageDesc(file_tickrelay_v1_tickrelay, 29);
 
 /**
  * The room's owner (the member whose join created it) changes its listing.
@@ -1341,7 +1373,7 @@ export type UpdateRoom = Message<"tickrelay.v1.UpdateRoom"> & {
  * Use `create(UpdateRoomSchema)` to create a new message.
  */
 export const UpdateRoomSchema: GenMessage<UpdateRoom> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 29);
+  messageDesc(file_tickrelay_v1_tickrelay, 30);
 
 /**
  * Ask for a full snapshot of a room (after a detected desync).
@@ -1360,7 +1392,7 @@ export type Resync = Message<"tickrelay.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 30);
+  messageDesc(file_tickrelay_v1_tickrelay, 31);
 
 /**
  * @generated from message tickrelay.v1.Response
@@ -1400,7 +1432,7 @@ export type Response = Message<"tickrelay.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 31);
+  messageDesc(file_tickrelay_v1_tickrelay, 32);
 
 /**
  * @generated from message tickrelay.v1.RoomList
@@ -1432,7 +1464,7 @@ export type RoomList = Message<"tickrelay.v1.RoomList"> & {
  * Use `create(RoomListSchema)` to create a new message.
  */
 export const RoomListSchema: GenMessage<RoomList> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 32);
+  messageDesc(file_tickrelay_v1_tickrelay, 33);
 
 /**
  * @generated from message tickrelay.v1.RoomInfo
@@ -1476,7 +1508,7 @@ export type RoomInfo = Message<"tickrelay.v1.RoomInfo"> & {
  * Use `create(RoomInfoSchema)` to create a new message.
  */
 export const RoomInfoSchema: GenMessage<RoomInfo> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 33);
+  messageDesc(file_tickrelay_v1_tickrelay, 34);
 
 /**
  * @generated from message tickrelay.v1.ResyncScheduled
@@ -1493,7 +1525,7 @@ export type ResyncScheduled = Message<"tickrelay.v1.ResyncScheduled"> & {
  * Use `create(ResyncScheduledSchema)` to create a new message.
  */
 export const ResyncScheduledSchema: GenMessage<ResyncScheduled> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 34);
+  messageDesc(file_tickrelay_v1_tickrelay, 35);
 
 /**
  * @generated from message tickrelay.v1.Ping
@@ -1523,7 +1555,7 @@ export type Ping = Message<"tickrelay.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 35);
+  messageDesc(file_tickrelay_v1_tickrelay, 36);
 
 /**
  * @generated from message tickrelay.v1.Pong
@@ -1562,7 +1594,7 @@ export type Pong = Message<"tickrelay.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 36);
+  messageDesc(file_tickrelay_v1_tickrelay, 37);
 
 /**
  * @generated from message tickrelay.v1.RefreshToken
@@ -1584,7 +1616,7 @@ export type RefreshToken = Message<"tickrelay.v1.RefreshToken"> & {
  * Use `create(RefreshTokenSchema)` to create a new message.
  */
 export const RefreshTokenSchema: GenMessage<RefreshToken> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 37);
+  messageDesc(file_tickrelay_v1_tickrelay, 38);
 
 /**
  * @generated from message tickrelay.v1.TokenRefreshed
@@ -1606,7 +1638,7 @@ export type TokenRefreshed = Message<"tickrelay.v1.TokenRefreshed"> & {
  * Use `create(TokenRefreshedSchema)` to create a new message.
  */
 export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 38);
+  messageDesc(file_tickrelay_v1_tickrelay, 39);
 
 /**
  * @generated from message tickrelay.v1.Error
@@ -1647,7 +1679,7 @@ export type Error = Message<"tickrelay.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 39);
+  messageDesc(file_tickrelay_v1_tickrelay, 40);
 
 /**
  * A room's state as its node saves it to Redis every `[cluster] checkpoint_ticks`
@@ -1716,7 +1748,7 @@ export type RoomCheckpoint = Message<"tickrelay.v1.RoomCheckpoint"> & {
  * Use `create(RoomCheckpointSchema)` to create a new message.
  */
 export const RoomCheckpointSchema: GenMessage<RoomCheckpoint> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 40);
+  messageDesc(file_tickrelay_v1_tickrelay, 41);
 
 /**
  * Cluster mode, with `duplicate_sessions = "replace"`: a session of `user_id` went
@@ -1747,7 +1779,7 @@ export type UserLive = Message<"tickrelay.v1.UserLive"> & {
  * Use `create(UserLiveSchema)` to create a new message.
  */
 export const UserLiveSchema: GenMessage<UserLive> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 41);
+  messageDesc(file_tickrelay_v1_tickrelay, 42);
 
 /**
  * What a room shows in listings, as checkpointed.
@@ -1783,7 +1815,7 @@ export type Listing = Message<"tickrelay.v1.Listing"> & {
  * Use `create(ListingSchema)` to create a new message.
  */
 export const ListingSchema: GenMessage<Listing> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 42);
+  messageDesc(file_tickrelay_v1_tickrelay, 43);
 
 /**
  * A member of a checkpointed room: the room keeps the seat (and the entities the
@@ -1815,7 +1847,7 @@ export type Seat = Message<"tickrelay.v1.Seat"> & {
  * Use `create(SeatSchema)` to create a new message.
  */
 export const SeatSchema: GenMessage<Seat> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 43);
+  messageDesc(file_tickrelay_v1_tickrelay, 44);
 
 /**
  * A live session, as its node records it in Redis, so that its client can continue
@@ -1841,7 +1873,7 @@ export type SessionRecord = Message<"tickrelay.v1.SessionRecord"> & {
  * Use `create(SessionRecordSchema)` to create a new message.
  */
 export const SessionRecordSchema: GenMessage<SessionRecord> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 44);
+  messageDesc(file_tickrelay_v1_tickrelay, 45);
 
 /**
  * @generated from enum tickrelay.v1.PresenceChange
