@@ -571,6 +571,77 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
 }
 
+/// A checkpoint Redis holds but does not give (here a key of another type) is not
+/// taken for none: the join is refused `UNAVAILABLE`, the room does not open empty
+/// over it, and its claim is released, so once the checkpoint reads again a join on
+/// any node restores the room. A seat ticket presented in the refused join is not
+/// spent: the join that succeeds takes the seat with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_cannot_be_read_keeps_its_room_closed() {
+    let cluster = TestCluster::start();
+    let (mut a, b, c) = (cluster.node().await, cluster.node().await, cluster.node().await);
+    let mut player = TestClient::connect(&a).await;
+    join_or_redirect(&mut player, "world").await;
+    create_and_wait(&mut player, "world", 5).await;
+    // A client of b's is redirected to a, with a ticket it does not use yet.
+    let mut on_b = TestClient::connect(&b).await;
+    let member = on_b.welcome.session_id;
+    let request_id = on_b.send_join("world", "", "").await;
+    let ticket = on_b
+        .until(|k| match k {
+            Kind::Redirect(r) if r.request_id == request_id => Some(r.seat.clone()),
+            _ => None,
+        })
+        .await;
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+
+    let client = redis::Client::open(cluster.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let key = "tickrelay:checkpoint:world";
+    let saved: Vec<u8> = redis::cmd("GET").arg(key).query_async(&mut redis).await.unwrap();
+    assert!(!saved.is_empty(), "a checkpoint at the hand-off");
+    let _: () = redis::cmd("DEL").arg(key).query_async(&mut redis).await.unwrap();
+    let _: () = (redis::cmd("HSET").arg(key).arg("not").arg("a checkpoint"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let request_id = on_b.send_join("world", "", &ticket).await;
+    let code = on_b
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == request_id => Some(e.code),
+            Kind::Joined(_) | Kind::Redirect(_) => panic!("answered {k:?}"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, ErrorCode::Unavailable as i32);
+    assert_eq!(b.metric("tickrelay_rooms"), 0, "not opened empty");
+
+    let _: () = redis::cmd("DEL").arg(key).query_async(&mut redis).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(saved)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut on_c = TestClient::connect(&c).await;
+    let request_id = on_c.send_join("world", "", &ticket).await;
+    let joined = on_c
+        .until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(j.clone()),
+            _ if matches!(k, Kind::Error(_) | Kind::Redirect(_)) => panic!("answered {k:?}: b kept its claim"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        joined.member_id, member,
+        "the ticket's member: not spent on the refused join"
+    );
+    on_c.frames_in("world", 1).await;
+    let entities: Vec<u64> = on_c.mirrors["world"].world().entities().map(|e| e.id()).collect();
+    assert_eq!(entities, [5], "restored");
+}
+
 /// A player on a node that is killed once the player's entity 5 (its input 1) of room
 /// "world" is in a checkpoint; returns its session id and resume token.
 async fn player_of_a_killed_node(cluster: &TestCluster) -> (u64, String) {
