@@ -185,6 +185,9 @@ const SEAT_TICKET_TTL: Duration = Duration::from_secs(60);
 /// Checkpoints taken from the channel at once, at most.
 const CHECKPOINTS_PER_WRITE: usize = 256;
 
+/// How often one node of the cluster sweeps the room indexes.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// How long a stopping node waits for its rooms' checkpoints to be written.
 const HAND_OFF_WAIT: Duration = Duration::from_secs(3);
 
@@ -817,12 +820,27 @@ impl Cluster {
         let mut held = HashSet::new();
         let mut every = tokio::time::interval(self.settings.lease / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.leases_stop.cancelled() => return,
                 _ = every.tick() => self.renew(&mut held).await,
+                _ = sweeps.tick() => self.sweep().await,
             }
+        }
+    }
+
+    /// Forgets the listed ids of rooms whose node died (see [`RedisDirectory::sweep`]).
+    async fn sweep(&self) {
+        let types: Vec<&str> = self.pool.config().room_types.keys().map(String::as_str).collect();
+        // Longer than a lease round, so Redis's answers never hold the leases up long.
+        match tokio::time::timeout(SWEEP_EVERY / 4, self.directory.sweep(&types, SWEEP_EVERY)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(forgotten)) => tracing::info!(forgotten, "directory swept: ids of rooms whose node died forgotten"),
+            Ok(Err(e)) => tracing::debug!("directory sweep failed: {e}"),
+            Err(_) => tracing::debug!("directory sweep took too long; the next one goes on"),
         }
     }
 

@@ -9,7 +9,7 @@
 //! | key | value | expires |
 //! |---|---|---|
 //! | `room:<id>` | a hash: `node`, `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private) | with the owner's lease |
-//! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them | never |
+//! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them, and by the sweep | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write |
 //! | `node:<id>:inbox` | (a pub/sub channel: room events for the node's rooms) | — |
@@ -17,7 +17,8 @@
 //! | `node-starts` | a counter numbering node starts | never |
 //! | `node-number:<n>` | the id of the node start holding number `n` | like `sessions:<n>` |
 //! | `seat:<ticket>` | a redirected member's seat ticket (`Seat`, protobuf: member id, user, room) | a minute, or when used |
-//! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (so without listings it keeps the ids of rooms whose owner died; a periodic sweep is still to come) | never |
+//! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (and by a sweep every minute: [`RedisDirectory::sweep`]) | never |
+//! | `sweep` | the node sweeping the indexes this minute | a minute |
 //!
 //! The scripts touch keys they compute from the prefix, which a single Redis (or a
 //! replicated one) allows; Redis Cluster would need the keys of a room in one hash
@@ -121,16 +122,17 @@ return live
 
 /// Forgets the ids of an index (`rooms`, or an `open:` set) whose room key lapsed,
 /// unless a claim brought it back since. KEYS: the index, then one room key per id in
-/// ARGV.
+/// ARGV. Returns how many it forgot.
 static PRUNE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local removed = 0
 for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('ZREM', KEYS[1], ARGV[i - 1])
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i - 1])
   end
 end
-return 0
+return removed
 ",
     )
 });
@@ -675,7 +677,62 @@ impl Directory for RedisDirectory {
     }
 }
 
+/// Ids a sweep reads per round trip (`ZSCAN`'s hint).
+const SWEEP_CHUNK: usize = 256;
+
 impl RedisDirectory {
+    /// Forgets the ids in the room indexes (`rooms`, and `open:<type>` for each of
+    /// `room_types`) whose entry lapsed: the rooms of nodes that died, which no release
+    /// or close removed, and which listings and quick joins meet only when they read
+    /// that far. One node sweeps per `every` (the first to ask); the others return at
+    /// once. Returns the ids forgotten.
+    pub async fn sweep(&self, room_types: &[&str], every: Duration) -> Result<u64, DirectoryError> {
+        let mut connection = self.connection.clone();
+        let ours: Option<String> = redis::cmd("SET")
+            .arg(format!("{}sweep", self.prefix))
+            .arg(&self.node.id)
+            .arg("NX")
+            .arg("PX")
+            .arg(every.as_millis() as u64)
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)?;
+        if ours.is_none() {
+            return Ok(0);
+        }
+        let indexes = std::iter::once(format!("{}rooms", self.prefix))
+            .chain(room_types.iter().map(|room_type| self.key("open", room_type)));
+        let mut forgotten = 0;
+        for index in indexes {
+            let mut cursor = 0u64;
+            loop {
+                let (next, scanned): (u64, Vec<String>) = redis::cmd("ZSCAN")
+                    .arg(&index)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SWEEP_CHUNK)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(failed)?;
+                // Member, score, member, score…
+                let ids: Vec<&String> = scanned.iter().step_by(2).collect();
+                if !ids.is_empty() {
+                    let mut invocation = PRUNE.key(&index);
+                    for id in ids {
+                        invocation.key(self.key("room", id)).arg(id);
+                    }
+                    let removed: u64 = invocation.invoke_async(&mut connection).await.map_err(failed)?;
+                    forgotten += removed;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(forgotten)
+    }
+
     /// The entries of the rooms `ids`, in that order; the ids whose entry lapsed are
     /// dropped from `index` (the sorted set they came from).
     async fn entries(&self, ids: &[String], index: &str) -> Result<Vec<RoomEntry>, DirectoryError> {

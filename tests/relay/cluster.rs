@@ -118,6 +118,48 @@ async fn redis_node_loads_follow_renewals() {
     assert_eq!(b.node_loads().await.unwrap(), []);
 }
 
+/// The rooms of a node that died leave their ids in the indexes (`rooms`, `open:`)
+/// until a listing or a quick join meets them; a sweep forgets them, and only them,
+/// and one node sweeps per period.
+#[tokio::test]
+async fn a_sweep_forgets_the_ids_of_rooms_whose_node_died() {
+    let (server, a, b) = redis().await;
+    let c = redis_node_with(&server, "c", Duration::from_secs(30)).await;
+    // More than one `ZSCAN` round trip's worth.
+    for n in 0..600 {
+        assert_eq!(a.claim(&entry(&format!("gone-{n:03}"), 1)).await.unwrap(), Claim::Ours);
+    }
+    assert_eq!(c.claim(&entry("kept", 1)).await.unwrap(), Claim::Ours);
+    tokio::time::sleep(2 * REDIS_LEASE).await; // a's leases lapse: a "died"
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut ids = async |index: &str| -> Vec<String> {
+        redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        ids("test:rooms").await.len(),
+        601,
+        "the dead node's ids are still listed"
+    );
+    assert_eq!(ids("test:open:arena").await.len(), 601);
+
+    let period = Duration::from_secs(60);
+    assert_eq!(b.sweep(&["arena", "lobby"], period).await.unwrap(), 1200);
+    assert_eq!(ids("test:rooms").await, ["kept"]);
+    assert_eq!(ids("test:open:arena").await, ["kept"]);
+    // Within the period another node does not sweep again.
+    assert_eq!(a.claim(&entry("gone-again", 1)).await.unwrap(), Claim::Ours);
+    tokio::time::sleep(2 * REDIS_LEASE).await;
+    assert_eq!(c.sweep(&["arena"], period).await.unwrap(), 0);
+    assert_eq!(ids("test:rooms").await, ["gone-again", "kept"]);
+}
+
 /// Three nodes claim the same 200 rooms at the same moment, each over its own
 /// connection: every room ends with exactly one owner, and every node agrees which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
