@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # A cluster soak on this machine: a Redis, three relay nodes (release build), bots
-# spread over the three, node 1 killed with SIGKILL partway through. Prints the bots'
+# spread over the three, node 1 killed with SIGKILL (or stopped with SIGTERM, as in a
+# rolling restart) partway through. Prints the bots'
 # report (desyncs, inputs lost and rolled back, how long bots took to play again), the
 # Redis commands the cluster sent during a steady window before the kill (from
 # INFO commandstats), per second, per room and per node, and the size of the rooms'
 # checkpoints just before the kill.
 #
-#   bash bench/cluster_soak.sh [ROOMS] [MEMBERS] [SECONDS] [KILL_AT]
+#   bash bench/cluster_soak.sh [ROOMS] [MEMBERS] [SECONDS] [KILL_AT] [KILL|TERM]
 #
-# Defaults: 60 arena rooms of 10 bots, 60 s, node 1 killed at 30 s. Loopback only;
+# Defaults: 60 arena rooms of 10 bots, 60 s, node 1 killed (SIGKILL) at 30 s. Loopback only;
 # everything it starts stops with it. Needs redis-server (Debian: redis-server).
 set -euo pipefail
 case ${1:-} in
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     '' | [0-9]*) ;;
     *) echo "cluster_soak.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 esac
@@ -20,8 +21,13 @@ ROOMS=${1:-60}
 MEMBERS=${2:-10}
 SECONDS_TOTAL=${3:-60}
 KILL_AT=${4:-30}
+SIGNAL=${5:-KILL}
+case $SIGNAL in
+    KILL | TERM) ;;
+    *) echo "cluster_soak.sh: the signal is KILL or TERM, not '$SIGNAL'" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
-cargo build --release -q --bin tickrelay -p tickrelay -p tickrelay-bots
+cargo build --release -q -p tickrelay -p tickrelay-bots --bin tickrelay --bin tickrelay-bots
 DIR=$(mktemp -d /tmp/tickrelay-cluster-soak.XXXXXX)
 REDIS_PORT=6391
 PIDS=()
@@ -62,8 +68,8 @@ redis-cli -p $REDIS_PORT --scan --pattern '*checkpoint:*' | while read -r key; d
   redis-cli -p $REDIS_PORT strlen "$key"
 done >"$DIR/checkpoint_bytes"
 sleep 2
-kill -9 "$NODE1"
-echo "killed node 1 (SIGKILL) at ${KILL_AT} s"
+kill -s "$SIGNAL" "$NODE1"
+echo "sent node 1 SIG$SIGNAL at ${KILL_AT} s"
 wait "$BOTS" || true
 cat "$DIR/bots.out"
 grep -v "^\s*$" "$DIR/bots.err" | tail -3 || true

@@ -673,9 +673,10 @@ impl Cluster {
         batch.flushed
     }
 
-    /// A stopping node hands its rooms off: a checkpoint of every room, written to
-    /// Redis (waiting at most a few seconds), then every lease released, so the next
-    /// join on another node restores each room where it is now.
+    /// A stopping node hands its rooms off: a checkpoint of every room (which then
+    /// stops: nothing its members are told after it is lost), written to Redis
+    /// (waiting at most a few seconds), then every lease released, so the next join on
+    /// another node restores each room where it is now.
     pub async fn hand_off(&self) {
         // No more claims, and no renewal taking back what is released below.
         self.stopping.store(true, Ordering::Release);
@@ -684,7 +685,7 @@ impl Cluster {
         // seconds later, if Redis answers then).
         let _ = self.call(self.directory.withdraw_load()).await;
         let before = self.flushed.load(Ordering::Acquire);
-        let asked = self.pool.checkpoint_all();
+        let asked = self.pool.hand_off();
         let written = async {
             loop {
                 let notified = self.flush.notified();

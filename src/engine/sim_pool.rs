@@ -86,7 +86,7 @@ pub struct PoolConfig {
 }
 
 /// Cluster mode: rooms checkpoint their state every `every_ticks` ticks (and on
-/// [`SimPool::checkpoint_all`]) into `sink`; a restored room keeps its members' seats
+/// [`SimPool::hand_off`]) into `sink`; a restored room keeps its members' seats
 /// for `seat_grace`.
 #[derive(Clone)]
 pub struct Checkpoints {
@@ -112,7 +112,7 @@ impl std::fmt::Debug for Checkpoints {
 pub enum Checkpoint {
     /// A room's state.
     Room(proto::RoomCheckpoint),
-    /// The thread has sent the checkpoints [`SimPool::checkpoint_all`] asked of it.
+    /// The thread has sent the checkpoints [`SimPool::hand_off`] asked of it.
     Flushed,
     /// The room with this id closed (it emptied out, or failed): its checkpoint must
     /// go, so that the next room with its id starts empty.
@@ -285,8 +285,9 @@ pub enum Command {
         /// Request id to answer (0: do not answer).
         request_id: u64,
     },
-    /// Checkpoint every room of the thread now, then send [`Checkpoint::Flushed`].
-    CheckpointAll,
+    /// The node is stopping: checkpoint every room of the thread now, send
+    /// [`Checkpoint::Flushed`], and tick no room any more.
+    HandOff,
     /// Close the room now: every member gets `Left` with this reason.
     Close {
         /// Room.
@@ -612,6 +613,7 @@ impl SimPool {
                     checkpoints: config.checkpoints.clone(),
                     epoch: Instant::now(),
                     next_phase: 0,
+                    handed_off: false,
                 };
                 let join = std::thread::Builder::new()
                     .name(format!("tickrelay-sim-{i}"))
@@ -875,16 +877,18 @@ impl SimPool {
         self.directory.lock().values().map(|h| h.shared.clone()).collect()
     }
 
-    /// Asks every thread to checkpoint all its rooms now; each then sends
-    /// [`Checkpoint::Flushed`]. Returns how many threads were asked (the number of
-    /// `Flushed` to wait for). Cluster mode only (without a sink: 0).
-    pub fn checkpoint_all(&self) -> usize {
+    /// The node is stopping: asks every thread to checkpoint all its rooms now and
+    /// then tick them no more (so a room's checkpoint holds every input it
+    /// acknowledged); each thread then sends [`Checkpoint::Flushed`]. Returns how many
+    /// threads were asked (the number of `Flushed` to wait for). Cluster mode only
+    /// (without a sink: 0, and the rooms run on until shutdown).
+    pub fn hand_off(&self) -> usize {
         if self.config.checkpoints.is_none() {
             return 0;
         }
         let mut asked = 0;
         for worker in &self.workers {
-            if worker.send_unbounded(Command::CheckpointAll) {
+            if worker.send_unbounded(Command::HandOff) {
                 asked += 1;
                 if let Some(join) = &worker.join {
                     join.thread().unpark();
@@ -984,6 +988,8 @@ struct SimThread {
     epoch: Instant,
     /// The phase the next room created gets (round robin).
     next_phase: u32,
+    /// Set by [`Command::HandOff`]: the rooms stay as checkpointed.
+    handed_off: bool,
 }
 
 /// Answers a leave or a resync (if it asks for an answer) of a session not seated in
@@ -1019,11 +1025,15 @@ impl SimThread {
     fn run(mut self) {
         let mut backlog = false;
         loop {
-            match self.rooms.iter().filter_map(|r| r.wake_at(self.empty_room_ttl)).min() {
+            let wake_at = match self.handed_off {
+                true => None,
+                false => self.rooms.iter().filter_map(|r| r.wake_at(self.empty_room_ttl)).min(),
+            };
+            match wake_at {
                 // More commands wait than one turn takes: take them before sleeping.
                 _ if backlog => {}
-                // No rooms, or only empty persistent ones: nothing to do until a command
-                // (a new room, a join) arrives.
+                // No rooms, only empty persistent ones, or rooms handed off: nothing to
+                // do until a command (a new room, a join; shutdown) arrives.
                 None => match self.rx.recv() {
                     Ok(command) => {
                         if !self.take(command) {
@@ -1171,7 +1181,7 @@ impl SimThread {
                 Some(r) if r.room.seated(member, &outbox) => r.room.resync(member, request_id),
                 r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
             },
-            Command::CheckpointAll => {
+            Command::HandOff => {
                 if let Some(checkpoints) = &self.checkpoints {
                     let now = unix_micros();
                     for owned in &mut self.rooms {
@@ -1179,6 +1189,9 @@ impl SimThread {
                     }
                     (checkpoints.sink)(Checkpoint::Flushed);
                 }
+                // Nothing after the checkpoints: an input applied now would be
+                // acknowledged to its member and lost with this node.
+                self.handed_off = true;
             }
             Command::Close { room, code, message } => {
                 if let Some(&i) = self.index.get(&room) {
@@ -1191,6 +1204,9 @@ impl SimThread {
     }
 
     fn tick_due_rooms(&mut self) {
+        if self.handed_off {
+            return;
+        }
         let now = Instant::now();
         let mut i = 0;
         while i < self.rooms.len() {
@@ -1350,6 +1366,10 @@ mod tests {
     }
 
     fn pool(threads: usize, gate: crossbeam_channel::Receiver<()>) -> SimPool {
+        SimPool::start(config(threads, gate)).unwrap()
+    }
+
+    fn config(threads: usize, gate: crossbeam_channel::Receiver<()>) -> PoolConfig {
         let fast = RoomConfig {
             tick_rate: 100,
             ..Default::default()
@@ -1395,7 +1415,7 @@ mod tests {
                 }),
             },
         );
-        SimPool::start(PoolConfig {
+        PoolConfig {
             threads,
             channel_capacity: 1024,
             max_rooms: 20,
@@ -1410,8 +1430,7 @@ mod tests {
             },
             checkpoints: None,
             configured_rooms: HashSet::new(),
-        })
-        .unwrap()
+        }
     }
 
     fn join(pool: &SimPool, room: &str, room_type: &str, member: MemberId) -> Arc<Outbox> {
@@ -1552,6 +1571,39 @@ mod tests {
         // The 30-odd slots passed while it was empty were neither late nor dropped.
         assert_eq!(pool.metrics().overruns.get(), overruns);
         assert_eq!(pool.metrics().dropped_ticks.get(), dropped);
+    }
+
+    /// A node stopping hands its rooms off: each is checkpointed, then ticks no more,
+    /// so no input is applied (and acknowledged to its member) after its checkpoint:
+    /// the node that restores the room from it loses nothing its members were told.
+    #[test]
+    fn a_handed_off_room_stops_at_its_checkpoint() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let (sink, checkpoints) = crossbeam_channel::unbounded();
+        let mut config = config(2, rx);
+        config.checkpoints = Some(Checkpoints {
+            every_ticks: 0,
+            seat_grace: Duration::from_secs(60),
+            sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
+        });
+        let pool = SimPool::start(config).unwrap();
+        let outbox = join(&pool, "world", "arena", 7);
+        wait_for_frames(&outbox, 3);
+        assert_eq!(pool.hand_off(), 2, "both threads asked");
+        let received: Vec<Checkpoint> = (0..3)
+            .map(|_| checkpoints.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        let rooms: Vec<&str> = (received.iter())
+            .filter_map(|c| match c {
+                Checkpoint::Room(room) => Some(room.room.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rooms, ["world"]);
+        // Each thread's ticks before its `Flushed` are counted: none after.
+        let ticks = pool.metrics().ticks.get();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(pool.metrics().ticks.get(), ticks, "a room ticked after its checkpoint");
     }
 
     #[test]
