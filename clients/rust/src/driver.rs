@@ -611,7 +611,7 @@ impl Driver {
             })
             .collect();
         drop(mirrors);
-        routes.give_back(&self.config.url, rooms);
+        routes.give_back(&self.config.url, rooms, &mut self.commands);
     }
 
     async fn lost(&mut self, reason: String) -> End {

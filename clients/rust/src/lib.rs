@@ -396,14 +396,8 @@ impl Client {
             let _ = to.send(command);
         };
         match command {
-            Command::Join { ref room, .. } | Command::Input { ref room, .. } => {
-                send(&self.routes.for_room(room), command)
-            }
-            Command::Event(ref event) => send(&self.routes.for_room(&event.room), command),
-            Command::Leave { ref room } => {
-                let to = self.routes.for_room(room);
-                self.routes.left(room);
-                send(&to, command)
+            Command::Join { .. } | Command::Input { .. } | Command::Leave { .. } | Command::Event(_) => {
+                self.routes.send_for_room(command)
             }
             Command::Request { .. } | Command::QuickJoin(_) => send(self.routes.home(), command),
             Command::SetToken(token) => {

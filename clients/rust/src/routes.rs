@@ -40,6 +40,14 @@ struct Table {
     rooms: HashMap<String, (String, u32)>,
 }
 
+impl Table {
+    /// The connection to the node `room` lives on, if not home's.
+    fn route(&self, room: &str) -> Option<mpsc::UnboundedSender<Command>> {
+        let (url, _) = self.rooms.get(room)?;
+        self.nodes.get(url).cloned()
+    }
+}
+
 /// See the module documentation.
 pub(crate) struct Routes {
     home: mpsc::UnboundedSender<Command>,
@@ -96,13 +104,24 @@ impl Routes {
         tokio::spawn(run);
     }
 
-    /// The connection a command for `room` goes over (home for rooms not redirected).
-    pub fn for_room(&self, room: &str) -> mpsc::UnboundedSender<Command> {
-        let table = self.table.lock();
-        (table.rooms.get(room))
-            .and_then(|(url, _)| table.nodes.get(url))
-            .unwrap_or(&self.home)
-            .clone()
+    /// Sends a command for `room` over the room's connection (home for rooms not
+    /// redirected); a leave also ends the room's route. Sent under the table's lock,
+    /// so a node connection giving its rooms back ([`Routes::give_back`]) hands on
+    /// every command sent to it before, and gets none after.
+    pub fn send_for_room(&self, command: Command) {
+        let mut table = self.table.lock();
+        let to = match &command {
+            Command::Join { room, .. } | Command::Input { room, .. } => table.route(room),
+            Command::Event(event) => table.route(&event.room),
+            Command::Leave { room } => {
+                let to = table.route(room);
+                table.rooms.remove(room);
+                to
+            }
+            _ => None,
+        };
+        // A closed home means the client is finished; callers learn it from events.
+        let _ = to.as_ref().unwrap_or(&self.home).send(command);
     }
 
     /// Replaces the token for connections opened from now on (the open ones are
@@ -176,10 +195,16 @@ impl Routes {
         self.table.lock().rooms.remove(room);
     }
 
-    /// The node at `url` could not be reached again: its rooms are joined again
-    /// through home (which redirects them to their new owner).
+    /// The node at `url` could not be reached again, or stopped: its rooms are joined
+    /// again through home (which redirects them to their new owner), and the commands
+    /// for them that its connection had not taken yet (`waiting`) follow, in order.
     /// (Each room with its type and what it takes along.)
-    pub fn give_back(&self, url: &str, rooms: Vec<(String, String, Carried)>) {
+    pub fn give_back(
+        &self,
+        url: &str,
+        rooms: Vec<(String, String, Carried)>,
+        waiting: &mut mpsc::UnboundedReceiver<Command>,
+    ) {
         let mut table = self.table.lock();
         table.nodes.remove(url);
         for (room, room_type, carried) in rooms {
@@ -190,5 +215,97 @@ impl Routes {
                 carried,
             });
         }
+        while let Ok(command) = waiting.try_recv() {
+            // The rest (a token, a dropped connection, a close) went to home as well.
+            let for_room = matches!(
+                command,
+                Command::Join { .. } | Command::Input { .. } | Command::Event(_) | Command::Leave { .. }
+            );
+            if for_room {
+                let _ = self.home.send(command);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientConfig, Stats, Trust};
+
+    const NODE: &str = "wss://node-b.test/ws";
+
+    /// Routes whose home connection is the returned receiver (no driver runs).
+    fn routes() -> (Routes, mpsc::UnboundedReceiver<Command>) {
+        let (home, home_rx) = mpsc::unbounded_channel();
+        let (events, _) = mpsc::channel(1);
+        let spawn = Spawn {
+            config: ClientConfig::new("wss://home.test/ws", Trust::CertPem(String::new())),
+            tls: None,
+            events,
+            shared: Arc::new(Shared {
+                mirrors: Mutex::default(),
+                stats: Stats::default(),
+                client_id: "c".into(),
+            }),
+        };
+        let routes = Routes {
+            home,
+            table: Mutex::default(),
+            token: Mutex::default(),
+            spawn,
+        };
+        (routes, home_rx)
+    }
+
+    fn input(room: &str, byte: u8) -> Command {
+        Command::Input {
+            room: room.into(),
+            payload: crate::proto::input::Payload::Intent(bytes::Bytes::from(vec![byte])),
+        }
+    }
+
+    /// What each command in `rx` is, in order.
+    fn drained(rx: &mut mpsc::UnboundedReceiver<Command>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|command| match command {
+                Command::Join { room, .. } => format!("join {room}"),
+                Command::Input {
+                    room,
+                    payload: crate::proto::input::Payload::Intent(intent),
+                } => format!("input {room} {}", intent[0]),
+                Command::Leave { room } => format!("leave {room}"),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    /// A node connection that gives its rooms back hands on the commands sent to it
+    /// that it had not taken yet: after the rooms' joins, before anything sent later.
+    #[test]
+    fn commands_a_node_connection_had_not_taken_follow_its_rooms_home_in_order() {
+        let (routes, mut home) = routes();
+        let (node, mut node_rx) = mpsc::unbounded_channel();
+        {
+            let mut table = routes.table.lock();
+            table.nodes.insert(NODE.into(), node);
+            table.rooms.insert("r".into(), (NODE.into(), 0));
+        }
+        routes.send_for_room(input("r", 1));
+        routes.send_for_room(input("home-room", 2));
+        routes.send_for_room(input("r", 3));
+        assert_eq!(drained(&mut home), ["input home-room 2"]);
+
+        routes.give_back(
+            NODE,
+            vec![("r".into(), String::new(), Carried::default())],
+            &mut node_rx,
+        );
+        routes.send_for_room(input("r", 4));
+        routes.send_for_room(Command::Leave { room: "r".into() });
+        assert_eq!(
+            drained(&mut home),
+            ["join r", "input r 1", "input r 3", "input r 4", "leave r"]
+        );
     }
 }
