@@ -30,9 +30,10 @@ pub struct Scenario {
     /// Relay URLs (nodes of one cluster): bot `i` connects to `urls[i % n]` and
     /// falls back to the others in turn.
     pub urls: Vec<String>,
-    /// A node is expected to be lost (killed) during the run: its connections'
-    /// 1006 closes and the `UNAVAILABLE` answers until its rooms' leases lapse are
-    /// counted apart (`node_losses`, `unavailable`), not as violations.
+    /// A node is expected to be lost (killed, or stopped) during the run: its
+    /// connections' 1006 (or 1001) closes and the `UNAVAILABLE` answers until its
+    /// rooms' leases lapse are counted apart (`node_losses`, `unavailable`), not as
+    /// violations.
     pub node_loss_expected: bool,
     /// Certificate trust.
     pub trust: Trust,
@@ -158,7 +159,8 @@ pub struct Report {
     pub errors: BTreeMap<i32, u64>,
     /// Tick-to-client latency histogram (HDR V2, base64), microseconds.
     pub latency: String,
-    /// With [`Scenario::node_loss_expected`]: connections lost without a close (1006).
+    /// With [`Scenario::node_loss_expected`]: connections lost without a close (1006)
+    /// or closed by a node stopping (1001).
     #[serde(default)]
     pub node_losses: u64,
     /// With [`Scenario::node_loss_expected`]: joins answered `UNAVAILABLE`.
@@ -577,7 +579,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut sent = 0u64;
     let mut joined = false;
     let mut dropping = false;
-    let mut connected = false;
+    // The bot's open connections (home, and the nodes its room was redirected to):
+    // it counts as connected while it has one.
+    let mut live = 0u32;
     // When the connection was last lost, until the room's next frame.
     let mut lost_at: Option<Instant> = None;
     // The last input the server acknowledged.
@@ -591,16 +595,18 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     // warm-up), so that first frame counts with its bytes.
     let mut counted_from = s.warm_up.is_zero().then_some((0, 0));
     let mut before_frame = (0, 0);
-    let set_connected = |now: bool, connected: &mut bool| {
-        if now != *connected {
-            *connected = now;
-            if now {
-                let n = c.connected.fetch_add(1, Ordering::Relaxed) + 1;
-                c.max_connected.fetch_max(n, Ordering::Relaxed);
-            } else {
-                c.connected.fetch_sub(1, Ordering::Relaxed);
-            }
+    let opened = |live: &mut u32| {
+        *live += 1;
+        if *live == 1 {
+            let n = c.connected.fetch_add(1, Ordering::Relaxed) + 1;
+            c.max_connected.fetch_max(n, Ordering::Relaxed);
         }
+    };
+    let closed = |live: &mut u32| {
+        if *live == 1 {
+            c.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+        *live = live.saturating_sub(1);
     };
     let replaced = loop {
         tokio::select! {
@@ -634,7 +640,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             }
             event = events.recv() => match event {
                 None => break false,
-                Some(Event::Connected { .. }) => set_connected(true, &mut connected),
+                Some(Event::Connected { .. }) => opened(&mut live),
                 Some(Event::Joined(j)) => {
                     joined = true;
                     c.inputs_rolled_back.fetch_add(acked.saturating_sub(j.last_input_seq), Ordering::Relaxed);
@@ -661,11 +667,11 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     }
                 }
                 Some(Event::Disconnected { code, .. }) => {
-                    set_connected(false, &mut connected);
+                    closed(&mut live);
                     lost_at.get_or_insert_with(Instant::now);
                     if dropping && code == 1006 {
                         // The scenario's own churn.
-                    } else if s.node_loss_expected && code == 1006 {
+                    } else if s.node_loss_expected && (code == 1006 || code == 1001) {
                         c.node_losses.fetch_add(1, Ordering::Relaxed);
                     } else {
                         *fleet.closes.lock().entry(code).or_default() += 1;
@@ -694,7 +700,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         c.entity_updates.fetch_add(updates, Ordering::Relaxed);
     }
     // Let the last inputs be acknowledged, then check none was lost.
-    if sent > 0 && connected {
+    if sent > 0 && live > 0 {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while client.with_mirror(&room, |m| m.last_input_seq()) < Some(sent) && tokio::time::Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, events.recv()).await;
@@ -714,7 +720,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     c.messages_lost
         .fetch_add(stats.messages_lost.load(Ordering::Relaxed), Ordering::Relaxed);
     client.close().await;
-    set_connected(false, &mut connected);
+    if live > 0 {
+        c.connected.fetch_sub(1, Ordering::Relaxed);
+    }
     replaced
 }
 

@@ -39,9 +39,10 @@ struct Args {
     /// others.
     #[arg(long, default_value = "wss://127.0.0.1:7443/ws", action = clap::ArgAction::Append)]
     url: Vec<String>,
-    /// A node will be lost (killed) during the run: connections lost without a close
-    /// and joins answered UNAVAILABLE are counted apart, not as failures; the report
-    /// gives how long bots took to play again.
+    /// A node will be lost (killed or stopped) during the run: connections lost
+    /// without a close or closed with 1001, and joins answered UNAVAILABLE, are
+    /// counted apart, not as failures; the report gives how long bots took to play
+    /// again.
     #[arg(long)]
     expect_node_loss: bool,
     /// Trust the certificates in this PEM file (the relay's development certificate
