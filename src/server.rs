@@ -289,6 +289,7 @@ impl Server {
             let node = cluster.node();
             tracing::info!(node = %node.id, url = %node.url, "cluster mode: sharing the room directory");
             ctx.tracker.spawn(cluster.clone().keep_leases(ctx.shutdown.clone()));
+            ctx.tracker.spawn(cluster.clone().sweep_indexes(ctx.shutdown.clone()));
             let replace = Arc::clone(&ctx);
             let on_user_live =
                 move |live: crate::proto::UserLive| replace.registry.replace(&live.user_id, live.family, live.since_us);
@@ -375,12 +376,8 @@ impl Server {
         if tokio::time::timeout_at(deadline, ctx.tracker.wait()).await.is_err() {
             tracing::warn!("shutdown deadline reached with sessions still open");
         }
-        // QUIC closes are datagrams: the endpoint must stay up until every connection
-        // has drained (a client whose close was lost gets it again when it next sends),
-        // or clients see a timeout instead of 1001. At least a second for that.
         if let Some(endpoint) = &self.quic {
-            let drained = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
-            let _ = tokio::time::timeout_at(drained, endpoint.wait_idle()).await;
+            quic::close_endpoint(endpoint, deadline).await;
         }
         // Sessions parked for resume end now (their members leave their rooms).
         for mut session in ctx.registry.expire_all() {

@@ -716,7 +716,7 @@ impl Cluster {
         }
     }
 
-    /// Where a client of this stopping node goes (see [`Destinations`]), given the
+    /// Where a client of this stopping node goes (see `Destinations`), given the
     /// rooms its session is in: none before the hand-off, or when no other node is live.
     pub fn destination<'a>(&self, rooms: impl IntoIterator<Item = &'a str>) -> Option<String> {
         self.destinations.get()?.for_rooms(rooms).map(str::to_string)
@@ -821,33 +821,50 @@ impl Cluster {
         let mut held = HashSet::new();
         let mut every = tokio::time::interval(self.settings.lease / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
-        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => return,
                 () = self.leases_stop.cancelled() => return,
                 _ = every.tick() => self.renew(&mut held).await,
-                _ = sweeps.tick() => self.sweep().await,
             }
         }
     }
 
-    /// Forgets the listed ids of rooms whose node died (see [`RedisDirectory::sweep`]).
-    async fn sweep(&self) {
-        let types: Vec<&str> = self.pool.config().room_types.keys().map(String::as_str).collect();
-        // Longer than a lease round, so Redis's answers never hold the leases up long.
-        match tokio::time::timeout(SWEEP_EVERY / 4, self.directory.sweep(&types, SWEEP_EVERY)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(forgotten)) => tracing::info!(forgotten, "directory swept: ids of rooms whose node died forgotten"),
-            Ok(Err(e)) => tracing::debug!("directory sweep failed: {e}"),
-            Err(_) => tracing::debug!("directory sweep took too long; the next one goes on"),
+    /// Every minute, until `shutdown`, forgets the listed ids of rooms whose
+    /// node died (see [`RedisDirectory::sweep`]; one node of the cluster does it per
+    /// period; the `open:` sets of the room types this node knows, which nodes sharing
+    /// one configuration all know). A task of its own: a slow sweep must not hold up
+    /// the leases.
+    pub async fn sweep_indexes(self: Arc<Self>, shutdown: CancellationToken) {
+        let types: Vec<String> = self.pool.config().room_types.keys().cloned().collect();
+        let types: Vec<&str> = types.iter().map(String::as_str).collect();
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let sweep = tokio::time::timeout(SWEEP_EVERY / 2, self.directory.sweep(&types, SWEEP_EVERY));
+            match sweep.await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(forgotten)) => {
+                    tracing::info!(forgotten, "directory swept: ids of rooms whose node died forgotten")
+                }
+                Ok(Err(e)) => tracing::debug!("directory sweep failed: {e}"),
+                Err(_) => tracing::debug!("directory sweep took too long; the next one goes on"),
+            }
         }
     }
 
     /// One round: releases the rooms `held` that closed since, renews the open ones
     /// and takes back (or closes) the ones whose lease lapsed.
     async fn renew(&self, held: &mut HashSet<String>) {
+        if self.stopping.load(Ordering::Acquire) {
+            return; // the hand-off releases them
+        }
         let rooms: Vec<RoomEntry> = self.pool.all_rooms().iter().map(|r| self.entry_of(r)).collect();
         // The leases first: nothing below may delay them past their lapse.
         let renewed = self.call(self.directory.renew(&rooms)).await;

@@ -194,14 +194,22 @@ pub(crate) async fn accept(endpoint: Endpoint, ctx: Arc<Context>) {
             }
         });
     }
-    // Every session closes itself with 1001 on shutdown; closing the endpoint closes
-    // whatever is left the same way. The server then waits for the endpoint to be idle
-    // (`Server::run`), so the closes go out, and go out again to a client that missed
-    // one, before the process exits.
+    // Every session closes itself with 1001 on shutdown, after its last words (a
+    // cluster node's `GoingAway`): the endpoint is closed only once they are done
+    // (`close_endpoint`), or it would cut them off.
+}
+
+/// Closes what connections are left with 1001 and waits, until `deadline` but at
+/// least a second, for the endpoint to be idle: QUIC closes are datagrams, so the
+/// endpoint must stay up until every connection has drained (a client whose close
+/// was lost gets it again when it next sends), or clients see a timeout instead.
+pub(crate) async fn close_endpoint(endpoint: &Endpoint, deadline: tokio::time::Instant) {
     endpoint.close(
         VarInt::from_u32(CloseReason::ShuttingDown.code().into()),
         b"server shutting down",
     );
+    let drained = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    let _ = tokio::time::timeout_at(drained, endpoint.wait_idle()).await;
 }
 
 /// Completes the QUIC handshake, accepts the control stream and checks the `Hello`.

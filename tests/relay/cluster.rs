@@ -758,15 +758,19 @@ async fn a_rolling_restart_loses_nothing() {
     for id in 1..=5 {
         create_and_wait(&mut player, "world", id).await;
     }
+    let mut over_quic = TestClient::connect_over(&a, Transport::Quic).await;
+    join_or_redirect(&mut over_quic, "world").await;
     a.shutdown.cancel();
-    // Told where to continue (the one live node), then closed.
-    let going = loop {
-        if let Some(Kind::GoingAway(going)) = player.next().await.kind {
-            break going;
-        }
-    };
-    assert_eq!(going.url, format!("wss://{}/ws", b.addr));
-    assert_eq!(player.close_frame().await.0, 1001);
+    // Told where to continue (the one live node), then closed: over either transport.
+    for client in [&mut player, &mut over_quic] {
+        let going = loop {
+            if let Some(Kind::GoingAway(going)) = client.next().await.kind {
+                break going;
+            }
+        };
+        assert_eq!(going.url, format!("wss://{}/ws", b.addr));
+        assert_eq!(client.close_frame().await.0, 1001);
+    }
     a.task.take().unwrap().await.unwrap();
 
     let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();

@@ -826,11 +826,13 @@ impl Driver {
         if !self.routing.home || target.scheme.uses_tls() != self.targets[self.current].scheme.uses_tls() {
             return;
         }
+        // A new URL goes just after the stopping node's: should it fail too, the next
+        // attempt tries the URL that came after the stopping node's, not that node.
         self.current = match self.targets.iter().position(|known| known.url == target.url) {
             Some(known) => known,
             None => {
-                self.targets.push(target);
-                self.targets.len() - 1
+                self.targets.insert(self.current + 1, target);
+                self.current + 1
             }
         };
     }

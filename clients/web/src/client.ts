@@ -843,7 +843,13 @@ export class Client {
       return;
     }
     const known = this.#urls.indexOf(url);
-    this.#current = known >= 0 ? known : this.#urls.push(url) - 1;
+    if (known >= 0) {
+      this.#current = known;
+    } else {
+      // Just after the stopping node's URL: should it fail too, the next attempt tries
+      // the URL that came after the stopping node's, not that node.
+      this.#urls.splice(++this.#current, 0, url);
+    }
   }
 
   /** A connection is up: restore rooms, replay inputs, flush the buffer, in that order. */

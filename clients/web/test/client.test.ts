@@ -495,7 +495,7 @@ test("a node that dies: its connection continues its session on a fallback, keep
 });
 
 test("a stopping node that names another: the session continues there, then on the configured URLs", () => {
-  const { client: c } = client();
+  const { client: c } = client({ fallbackUrls: ["wss://relay-3.test/ws"] });
   c.join("r", "arena");
   c.connect();
   last().welcome(false, 7n);
@@ -509,13 +509,13 @@ test("a stopping node that names another: the session continues there, then on t
   assert.equal(last().url.searchParams.get("resume"), "resume-me");
   last().welcome(false, 7n);
   assert.deepEqual(last().kinds(), ["join"], "the room joined again there");
-  // That node lost too: tried again, then, unreachable, the configured URL.
+  // That node lost too: tried again, then, unreachable, the URL after the stopped node's.
   last().end(1006);
   advance(1000);
   assert.equal(last().url.host, "relay-2.test");
   last().end(1006);
   advance(2000);
-  assert.equal(last().url.host, "relay.test");
+  assert.equal(last().url.host, "relay-3.test");
 });
 
 test("joining a room again right after leaving it is retried when the relay allows it", () => {
