@@ -347,7 +347,11 @@ impl Driver {
             }
             Command::Input { room, payload } => {
                 let limit = self.config.unacked_input_limit;
-                let state = self.rooms.get_mut(&room)?;
+                let Some(state) = self.rooms.get_mut(&room) else {
+                    // Left: dropped.
+                    self.hand_on(Command::Input { room, payload });
+                    return None;
+                };
                 state.next_seq += 1;
                 if state.unacked.len() >= limit {
                     state.unacked.pop_front();
@@ -362,6 +366,12 @@ impl Driver {
                     })
                 })
             }
+            Command::Event(event) if !self.rooms.contains_key(&event.room) => match self.hand_on(Command::Event(event))
+            {
+                // Not a room of this client's: the server answers.
+                Some(Command::Event(event)) => Some(Out::Event(event)),
+                _ => None,
+            },
             Command::Event(event) => self.hold_until_joined(event).map(Out::Event),
             Command::Request { kind, reply } => {
                 let request_id = self.request_id();
@@ -378,6 +388,17 @@ impl Driver {
             }
             Command::DropConnection | Command::Close(_) => None,
         }
+    }
+
+    /// A command for a room not on this connection: if the room moved to another (a
+    /// redirect, or a node giving its rooms back) after the command was sent here, the
+    /// command follows it; otherwise it is given back.
+    fn hand_on(&self, command: Command) -> Option<Command> {
+        let Some(routes) = self.routing.routes.upgrade() else {
+            return Some(command);
+        };
+        let here = (!self.routing.home).then_some(self.config.url.as_str());
+        routes.hand_on(command, here)
     }
 
     /// Keeps an event for a room whose join is not answered yet (sent at `Joined`);

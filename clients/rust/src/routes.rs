@@ -40,6 +40,15 @@ struct Table {
     rooms: HashMap<String, (String, u32)>,
 }
 
+/// The room a command is for, if it is for one.
+fn room_of(command: &Command) -> Option<&str> {
+    match command {
+        Command::Join { room, .. } | Command::Input { room, .. } | Command::Leave { room } => Some(room),
+        Command::Event(event) => Some(&event.room),
+        _ => None,
+    }
+}
+
 impl Table {
     /// The connection to the node `room` lives on, if not home's.
     fn route(&self, room: &str) -> Option<mpsc::UnboundedSender<Command>> {
@@ -110,18 +119,32 @@ impl Routes {
     /// every command sent to it before, and gets none after.
     pub fn send_for_room(&self, command: Command) {
         let mut table = self.table.lock();
-        let to = match &command {
-            Command::Join { room, .. } | Command::Input { room, .. } => table.route(room),
-            Command::Event(event) => table.route(&event.room),
-            Command::Leave { room } => {
-                let to = table.route(room);
-                table.rooms.remove(room);
-                to
-            }
-            _ => None,
-        };
+        let room = room_of(&command);
+        let to = room.and_then(|room| table.route(room));
+        if let (Command::Leave { .. }, Some(room)) = (&command, room) {
+            table.rooms.remove(room);
+        }
         // A closed home means the client is finished; callers learn it from events.
         let _ = to.as_ref().unwrap_or(&self.home).send(command);
+    }
+
+    /// A command the connection to `from` (home: `None`) read for a room it does not
+    /// have: sent on to the room's connection if the room moved there meanwhile (a
+    /// redirect, or a node giving its rooms back), else given back (the room was
+    /// left, or never joined). Under the table's lock, like [`Routes::send_for_room`],
+    /// so it follows the join that moved the room.
+    pub fn hand_on(&self, command: Command, from: Option<&str>) -> Option<Command> {
+        let table = self.table.lock();
+        let Some(room) = room_of(&command) else {
+            return Some(command);
+        };
+        let to = table.rooms.get(room).map(|(url, _)| url.as_str());
+        if to == from {
+            return Some(command);
+        }
+        let sender = to.and_then(|url| table.nodes.get(url)).unwrap_or(&self.home);
+        let _ = sender.send(command);
+        None
     }
 
     /// Replaces the token for connections opened from now on (the open ones are
@@ -217,11 +240,7 @@ impl Routes {
         }
         while let Ok(command) = waiting.try_recv() {
             // The rest (a token, a dropped connection, a close) went to home as well.
-            let for_room = matches!(
-                command,
-                Command::Join { .. } | Command::Input { .. } | Command::Event(_) | Command::Leave { .. }
-            );
-            if for_room {
+            if room_of(&command).is_some() {
                 let _ = self.home.send(command);
             }
         }
@@ -307,5 +326,31 @@ mod tests {
             drained(&mut home),
             ["join r", "input r 1", "input r 3", "input r 4", "leave r"]
         );
+    }
+
+    /// A command a connection read for a room that had moved on (a redirect it had
+    /// not read yet when the command was sent) goes where the room is now; one for a
+    /// room the client left is given back, never passed back and forth.
+    #[test]
+    fn a_command_for_a_room_that_moved_on_follows_it() {
+        let (routes, mut home) = routes();
+        let (node, mut node_rx) = mpsc::unbounded_channel();
+        {
+            let mut table = routes.table.lock();
+            table.nodes.insert(NODE.into(), node);
+            table.rooms.insert("r".into(), (NODE.into(), 0));
+        }
+        // Home read it after the redirect: on to the node.
+        assert!(routes.hand_on(input("r", 1), None).is_none());
+        // The node no longer has it, and the route still says the node: left.
+        assert!(routes.hand_on(input("r", 2), Some(NODE)).is_some());
+        assert_eq!(drained(&mut node_rx), ["input r 1"]);
+        // Given back home meanwhile: home.
+        routes.table.lock().rooms.remove("r");
+        assert!(routes.hand_on(input("r", 3), Some(NODE)).is_none());
+        assert_eq!(drained(&mut home), ["input r 3"]);
+        // Home without the room and without a route: left (or never joined).
+        assert!(routes.hand_on(input("r", 4), None).is_some());
+        assert!(drained(&mut home).is_empty() && drained(&mut node_rx).is_empty());
     }
 }
