@@ -199,9 +199,9 @@ pub(crate) async fn serve<T: Transport>(
     let task = Woken::task().await;
     let [socket, outbox_woken, timer_woken] = std::array::from_fn(|_| Woken::new(&task));
     stop.register(&task);
-    // Cluster mode: the session's directory work under way (claims, listings).
     // A write left half done by a stop: nothing more may follow it on the stream.
     let mut cut_off = false;
+    // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = loop {
         if let Some(cluster) = &ctx.cluster {

@@ -348,8 +348,8 @@ impl Driver {
             Command::Input { room, payload } => {
                 let limit = self.config.unacked_input_limit;
                 let Some(state) = self.rooms.get_mut(&room) else {
-                    // Left: dropped.
-                    self.hand_on(Command::Input { room, payload });
+                    // Moved to another connection meanwhile (it follows), or left.
+                    let _left = self.hand_on(Command::Input { room, payload });
                     return None;
                 };
                 state.next_seq += 1;
@@ -366,12 +366,15 @@ impl Driver {
                     })
                 })
             }
-            Command::Event(event) if !self.rooms.contains_key(&event.room) => match self.hand_on(Command::Event(event))
-            {
-                // Not a room of this client's: the server answers.
-                Some(Command::Event(event)) => Some(Out::Event(event)),
-                _ => None,
-            },
+            Command::Event(event) if !self.rooms.contains_key(&event.room) => {
+                // Moved to another connection meanwhile (it follows), or not a room of
+                // this client's (sent: the server answers).
+                let given_back = self.hand_on(Command::Event(event));
+                match given_back {
+                    Some(Command::Event(event)) => Some(Out::Event(event)),
+                    _ => None,
+                }
+            }
             Command::Event(event) => self.hold_until_joined(event).map(Out::Event),
             Command::Request { kind, reply } => {
                 let request_id = self.request_id();

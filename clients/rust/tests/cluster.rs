@@ -81,6 +81,7 @@ async fn follows_redirects_and_moves_with_its_room() {
     // a stops: its rooms are checkpointed and released, and the client joins the room
     // again through b, which opens it where it was. The owner, configured with a
     // alone, is told to go to b (`GoingAway`): its session continues there.
+    cluster.wait_for_live_nodes(2).await;
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
     joined(&mut events, "lobby").await;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tickrelay::cluster::{Directory, Node, RedisDirectory};
 use tickrelay::config::Config;
 
 use crate::redis::RedisServer;
@@ -56,6 +57,23 @@ impl TestCluster {
             server,
             runtime: Some(runtime),
         }
+    }
+
+    /// Waits until `nodes` nodes are live in the directory (each has renewed once since
+    /// it started: a stopping node sends its clients only to those).
+    pub async fn wait_for_live_nodes(&self, nodes: usize) {
+        let observer = Node {
+            id: "observer".into(),
+            url: String::new(),
+        };
+        let directory = RedisDirectory::connect(&self.redis.url(), observer, LEASE, "tickrelay:")
+            .await
+            .expect("Redis answers");
+        crate::eventually("the nodes live in the directory", || async {
+            let live = directory.node_loads().await.map_or(0, |loads| loads.len());
+            if live == nodes { Ok(()) } else { Err(live) }
+        })
+        .await;
     }
 
     fn config(&self, adjust: impl FnOnce(&mut Config)) -> Config {
