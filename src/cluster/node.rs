@@ -848,7 +848,12 @@ impl Cluster {
                 _ = every.tick() => {}
             }
             let sweep = tokio::time::timeout(SWEEP_EVERY / 2, self.directory.sweep(&types, SWEEP_EVERY));
-            match sweep.await {
+            let swept = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                swept = sweep => swept,
+            };
+            match swept {
                 Ok(Ok(0)) => {}
                 Ok(Ok(forgotten)) => {
                     tracing::info!(forgotten, "directory swept: ids of rooms whose node died forgotten")

@@ -199,8 +199,6 @@ pub(crate) async fn serve<T: Transport>(
     let task = Woken::task().await;
     let [socket, outbox_woken, timer_woken] = std::array::from_fn(|_| Woken::new(&task));
     stop.register(&task);
-    // A write left half done by a stop: nothing more may follow it on the stream.
-    let mut cut_off = false;
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = loop {
@@ -278,10 +276,7 @@ pub(crate) async fn serve<T: Transport>(
                     Poll::Ready(sent) => Ok(sent),
                     Poll::Pending => tokio::select! {
                         sent = tokio::time::timeout(slow, &mut sending) => sent,
-                        () = stop.registered() => {
-                            cut_off = true;
-                            break stopped(&stop);
-                        }
+                        () = stop.registered() => break stopped(&stop),
                     },
                 };
                 match sent {
@@ -313,7 +308,6 @@ pub(crate) async fn serve<T: Transport>(
     };
     // A stopping cluster node's last word: where to continue.
     if let (End::Close(CloseReason::ShuttingDown), Some(cluster)) = (&end, &ctx.cluster)
-        && !cut_off
         && let Some(url) = cluster.destination(session.rooms())
     {
         session.going_away(url);

@@ -189,14 +189,27 @@ pub(crate) async fn accept(endpoint: Endpoint, ctx: Arc<Context>) {
         };
         let task_ctx = ctx.clone();
         ctx.tracker.spawn(async move {
-            if let Some((transport, start)) = handshake(incoming, peer, &task_ctx).await {
+            // A handshake under way at shutdown is dropped (the peer learns it from
+            // the endpoint's close), not waited for.
+            let handshake = tokio::select! {
+                biased;
+                () = task_ctx.shutdown.cancelled() => None,
+                done = handshake(incoming, peer, &task_ctx) => done,
+            };
+            if let Some((transport, start)) = handshake {
                 connection::serve(transport, peer, task_ctx, start, permit).await;
             }
         });
     }
     // Every session closes itself with 1001 on shutdown, after its last words (a
     // cluster node's `GoingAway`): the endpoint is closed only once they are done
-    // (`close_endpoint`), or it would cut them off.
+    // (`close_endpoint`), or it would cut them off. Until then, connections that
+    // arrive are refused at once rather than left to time out.
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            incoming.refuse();
+        }
+    });
 }
 
 /// Closes what connections are left with 1001 and waits, until `deadline` but at
@@ -286,6 +299,10 @@ pub(crate) struct Quic {
     datagram_space: usize,
     /// Buffer space the state datagrams of the last `send` took in quinn's queue.
     last_datagrams: usize,
+    /// A stream write was dropped half done (a `send` cancelled by a stop): quinn's
+    /// writes are not cancel-safe, so what follows on the stream would be read as the
+    /// rest of that frame. Nothing more is written.
+    cut: bool,
 }
 
 /// Reads the next datagram of `conn`.
@@ -305,6 +322,7 @@ impl Quic {
             on_stream: Vec::new(),
             datagram_space: conn.datagram_send_buffer_space(),
             last_datagrams: 0,
+            cut: false,
             conn,
         }
     }
@@ -313,12 +331,17 @@ impl Quic {
     /// frame, or several when large (a member of several large rooms). The stream is
     /// reliable and ordered, so those states count as acknowledged.
     async fn write_stream(&mut self, reliable: Reliable<'_>, outbox: &Outbox, sent: &mut Sent) -> Result<(), Broken> {
+        if self.cut {
+            return Err(Broken);
+        }
         for (reliable, states) in split_envelopes(reliable, &self.on_stream, SPLIT_ENVELOPE_BYTES) {
             encode_stream_frame(reliable, states, &mut self.outbound);
             let frame = self.outbound.split().freeze();
             sent.bytes += frame.len() as u64;
             sent.messages += 1;
+            self.cut = true;
             self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+            self.cut = false;
         }
         for state in &self.on_stream {
             outbox.ack(state.room, state.tick);

@@ -347,11 +347,7 @@ impl Driver {
             }
             Command::Input { room, payload } => {
                 let limit = self.config.unacked_input_limit;
-                let Some(state) = self.rooms.get_mut(&room) else {
-                    // Moved to another connection meanwhile (it follows), or left.
-                    let _left = self.hand_on(Command::Input { room, payload });
-                    return None;
-                };
+                let state = self.rooms.get_mut(&room)?;
                 state.next_seq += 1;
                 if state.unacked.len() >= limit {
                     state.unacked.pop_front();
@@ -365,15 +361,6 @@ impl Driver {
                         payload: Some(payload),
                     })
                 })
-            }
-            Command::Event(event) if !self.rooms.contains_key(&event.room) => {
-                // Moved to another connection meanwhile (it follows), or not a room of
-                // this client's (sent: the server answers).
-                let given_back = self.hand_on(Command::Event(event));
-                match given_back {
-                    Some(Command::Event(event)) => Some(Out::Event(event)),
-                    _ => None,
-                }
             }
             Command::Event(event) => self.hold_until_joined(event).map(Out::Event),
             Command::Request { kind, reply } => {
@@ -391,17 +378,6 @@ impl Driver {
             }
             Command::DropConnection | Command::Close(_) => None,
         }
-    }
-
-    /// A command for a room not on this connection: if the room moved to another (a
-    /// redirect, or a node giving its rooms back) after the command was sent here, the
-    /// command follows it; otherwise it is given back.
-    fn hand_on(&self, command: Command) -> Option<Command> {
-        let Some(routes) = self.routing.routes.upgrade() else {
-            return Some(command);
-        };
-        let here = (!self.routing.home).then_some(self.config.url.as_str());
-        routes.hand_on(command, here)
     }
 
     /// Keeps an event for a room whose join is not answered yet (sent at `Joined`);
@@ -823,7 +799,10 @@ impl Driver {
         self.shared.mirrors.lock().remove(&room);
         let room_type = state.room_type.clone();
         let followed = match self.routing.routes.upgrade() {
-            Some(routes) => routes.redirect(&room, &room_type, state.carried(seat), &url),
+            Some(routes) => {
+                let from = (!self.routing.home).then_some(self.config.url.as_str());
+                routes.redirect(&room, &room_type, state.carried(seat), &url, from, &mut self.commands)
+            }
             None => Err("the client is closed".into()),
         };
         match followed {

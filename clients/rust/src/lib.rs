@@ -391,28 +391,7 @@ impl Client {
     }
 
     fn command(&self, command: Command) {
-        // A closed driver means the client is finished; callers learn it from events.
-        let send = |to: &mpsc::UnboundedSender<Command>, command| {
-            let _ = to.send(command);
-        };
-        match command {
-            Command::Join { .. } | Command::Input { .. } | Command::Leave { .. } | Command::Event(_) => {
-                self.routes.send_for_room(command)
-            }
-            Command::Request { .. } | Command::QuickJoin(_) => send(self.routes.home(), command),
-            Command::SetToken(token) => {
-                self.routes.set_token(&token);
-                for to in self.routes.all() {
-                    send(&to, Command::SetToken(token.clone()));
-                }
-            }
-            Command::DropConnection => {
-                for to in self.routes.all() {
-                    send(&to, Command::DropConnection);
-                }
-            }
-            Command::Close(_) => unreachable!("Client::close closes every connection itself"),
-        }
+        self.routes.send(command);
     }
 
     /// Joins a room (created with `room_type` if it does not exist; empty: the

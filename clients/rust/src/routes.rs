@@ -113,49 +113,36 @@ impl Routes {
         tokio::spawn(run);
     }
 
-    /// Sends a command for `room` over the room's connection (home for rooms not
-    /// redirected); a leave also ends the room's route. Sent under the table's lock,
-    /// so a node connection giving its rooms back ([`Routes::give_back`]) hands on
-    /// every command sent to it before, and gets none after.
-    pub fn send_for_room(&self, command: Command) {
+    /// Sends a command of the application's over the connection it belongs to: a
+    /// room's over the room's (home for rooms not redirected; a leave also ends the
+    /// room's route), a request or quick join over home, a token or a dropped
+    /// connection over every connection. Under the table's lock, as every move of a
+    /// room between connections is ([`Routes::redirect`], [`Routes::give_back`]), so
+    /// the commands for a room reach it in the order they were sent.
+    pub fn send(&self, command: Command) {
         let mut table = self.table.lock();
-        let room = room_of(&command);
-        let to = room.and_then(|room| table.route(room));
-        if let (Command::Leave { .. }, Some(room)) = (&command, room) {
-            table.rooms.remove(room);
-        }
         // A closed home means the client is finished; callers learn it from events.
-        let _ = to.as_ref().unwrap_or(&self.home).send(command);
-    }
-
-    /// A command the connection to `from` (home: `None`) read for a room it does not
-    /// have: sent on to the room's connection if the room moved there meanwhile (a
-    /// redirect, or a node giving its rooms back), else given back (the room was
-    /// left, or never joined). Under the table's lock, like [`Routes::send_for_room`],
-    /// so it follows the join that moved the room.
-    pub fn hand_on(&self, command: Command, from: Option<&str>) -> Option<Command> {
-        let table = self.table.lock();
-        let Some(room) = room_of(&command) else {
-            return Some(command);
+        let everywhere = |make: &dyn Fn() -> Command| {
+            for to in std::iter::once(&self.home).chain(table.nodes.values()) {
+                let _ = to.send(make());
+            }
         };
-        let to = table.rooms.get(room).map(|(url, _)| url.as_str());
-        if to == from {
-            return Some(command);
+        match command {
+            Command::SetToken(token) => {
+                // For connections opened from now on too.
+                *self.token.lock() = Some(token.clone());
+                everywhere(&|| Command::SetToken(token.clone()));
+            }
+            Command::DropConnection => everywhere(&|| Command::DropConnection),
+            command => {
+                let room = room_of(&command);
+                let to = room.and_then(|room| table.route(room));
+                if let (Command::Leave { .. }, Some(room)) = (&command, room) {
+                    table.rooms.remove(room);
+                }
+                let _ = to.as_ref().unwrap_or(&self.home).send(command);
+            }
         }
-        let sender = to.and_then(|url| table.nodes.get(url)).unwrap_or(&self.home);
-        let _ = sender.send(command);
-        None
-    }
-
-    /// Replaces the token for connections opened from now on (the open ones are
-    /// told with `Command::SetToken`).
-    pub fn set_token(&self, token: &str) {
-        *self.token.lock() = Some(token.to_string());
-    }
-
-    /// The home connection.
-    pub fn home(&self) -> &mpsc::UnboundedSender<Command> {
-        &self.home
     }
 
     /// The rooms that live on other nodes than home's.
@@ -173,8 +160,19 @@ impl Routes {
 
     /// A relay redirected the join of `room` to `url`: joins it there (over a new
     /// connection unless one to that node is open; also when `url` is the configured
-    /// URL and home has failed over from it, and it is back). An error says why not.
-    pub fn redirect(self: &Arc<Self>, room: &str, room_type: &str, carried: Carried, url: &str) -> Result<(), String> {
+    /// URL and home has failed over from it, and it is back). The commands for the
+    /// room that the redirected connection (`from`, home: `None`) had not read yet
+    /// (`waiting`) follow the join, ahead of any sent later; its other commands stay,
+    /// in order. An error says why not.
+    pub fn redirect(
+        self: &Arc<Self>,
+        room: &str,
+        room_type: &str,
+        carried: Carried,
+        url: &str,
+        from: Option<&str>,
+        waiting: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), String> {
         let mut table = self.table.lock();
         let hops = table.rooms.get(room).map_or(0, |(_, hops)| *hops) + 1;
         if hops > MAX_HOPS {
@@ -203,7 +201,24 @@ impl Routes {
             room_type: room_type.to_string(),
             carried,
         };
-        sender.send(join).map_err(|_| "the client is closed".to_string())
+        sender.send(join).map_err(|_| "the client is closed".to_string())?;
+        let own = match from {
+            None => Some(&self.home),
+            Some(from) => table.nodes.get(from),
+        };
+        let mut rest = Vec::new();
+        while let Ok(command) = waiting.try_recv() {
+            if room_of(&command) == Some(room) {
+                let _ = sender.send(command);
+            } else {
+                rest.push(command);
+            }
+        }
+        // Back at the end of the same queue: nothing else was sent to it meanwhile.
+        for command in rest {
+            let _ = own.unwrap_or(&self.home).send(command);
+        }
+        Ok(())
     }
 
     /// The room was joined: its redirects stop counting.
@@ -230,6 +245,8 @@ impl Routes {
     ) {
         let mut table = self.table.lock();
         table.nodes.remove(url);
+        // Rooms whose join there was not read yet go home with the commands below.
+        table.rooms.retain(|_, (node, _)| node != url);
         for (room, room_type, carried) in rooms {
             table.rooms.remove(&room);
             let _ = self.home.send(Command::Join {
@@ -310,9 +327,9 @@ mod tests {
             table.nodes.insert(NODE.into(), node);
             table.rooms.insert("r".into(), (NODE.into(), 0));
         }
-        routes.send_for_room(input("r", 1));
-        routes.send_for_room(input("home-room", 2));
-        routes.send_for_room(input("r", 3));
+        routes.send(input("r", 1));
+        routes.send(input("home-room", 2));
+        routes.send(input("r", 3));
         assert_eq!(drained(&mut home), ["input home-room 2"]);
 
         routes.give_back(
@@ -320,37 +337,33 @@ mod tests {
             vec![("r".into(), String::new(), Carried::default())],
             &mut node_rx,
         );
-        routes.send_for_room(input("r", 4));
-        routes.send_for_room(Command::Leave { room: "r".into() });
+        routes.send(input("r", 4));
+        routes.send(Command::Leave { room: "r".into() });
         assert_eq!(
             drained(&mut home),
             ["join r", "input r 1", "input r 3", "input r 4", "leave r"]
         );
     }
 
-    /// A command a connection read for a room that had moved on (a redirect it had
-    /// not read yet when the command was sent) goes where the room is now; one for a
-    /// room the client left is given back, never passed back and forth.
+    /// A redirect moves the commands for its room that the redirected connection had
+    /// not read yet to the room's new connection, behind the join and ahead of any
+    /// sent later; the connection's other commands stay, in order.
     #[test]
-    fn a_command_for_a_room_that_moved_on_follows_it() {
+    fn commands_waiting_for_a_redirected_room_follow_it_in_order() {
+        const PLAIN_NODE: &str = "ws://node-b.test/ws"; // no TLS, as the routes here
         let (routes, mut home) = routes();
+        let routes = Arc::new(routes);
         let (node, mut node_rx) = mpsc::unbounded_channel();
-        {
-            let mut table = routes.table.lock();
-            table.nodes.insert(NODE.into(), node);
-            table.rooms.insert("r".into(), (NODE.into(), 0));
-        }
-        // Home read it after the redirect: on to the node.
-        assert!(routes.hand_on(input("r", 1), None).is_none());
-        // The node no longer has it, and the route still says the node: left.
-        assert!(routes.hand_on(input("r", 2), Some(NODE)).is_some());
-        assert_eq!(drained(&mut node_rx), ["input r 1"]);
-        // Given back home meanwhile: home.
-        routes.table.lock().rooms.remove("r");
-        assert!(routes.hand_on(input("r", 3), Some(NODE)).is_none());
-        assert_eq!(drained(&mut home), ["input r 3"]);
-        // Home without the room and without a route: left (or never joined).
-        assert!(routes.hand_on(input("r", 4), None).is_some());
-        assert!(drained(&mut home).is_empty() && drained(&mut node_rx).is_empty());
+        routes.table.lock().nodes.insert(PLAIN_NODE.into(), node);
+        routes.send(input("r", 1));
+        routes.send(input("other", 2));
+        routes.send(input("r", 3));
+        // Home reads the redirect of r before those.
+        routes
+            .redirect("r", "", Carried::default(), PLAIN_NODE, None, &mut home)
+            .unwrap();
+        routes.send(input("r", 4));
+        assert_eq!(drained(&mut node_rx), ["join r", "input r 1", "input r 3", "input r 4"]);
+        assert_eq!(drained(&mut home), ["input other 2"]);
     }
 }

@@ -66,7 +66,8 @@ impl TestCluster {
             id: "observer".into(),
             url: String::new(),
         };
-        let directory = RedisDirectory::connect(&self.redis.url(), observer, LEASE, "tickrelay:")
+        let prefix = self.config(|_| {}).cluster.key_prefix;
+        let directory = RedisDirectory::connect(&self.redis.url(), observer, LEASE, &prefix)
             .await
             .expect("Redis answers");
         crate::eventually("the nodes live in the directory", || async {
