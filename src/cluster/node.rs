@@ -838,7 +838,6 @@ impl Cluster {
     /// the leases.
     pub async fn sweep_indexes(self: Arc<Self>, shutdown: CancellationToken) {
         let types: Vec<String> = self.pool.config().room_types.keys().cloned().collect();
-        let types: Vec<&str> = types.iter().map(String::as_str).collect();
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

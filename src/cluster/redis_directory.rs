@@ -686,7 +686,7 @@ impl RedisDirectory {
     /// or close removed, and which listings and quick joins meet only when they read
     /// that far. One node sweeps per `every` (the first to ask); the others return at
     /// once. Returns the ids forgotten.
-    pub async fn sweep(&self, room_types: &[&str], every: Duration) -> Result<u64, DirectoryError> {
+    pub async fn sweep(&self, room_types: &[impl AsRef<str>], every: Duration) -> Result<u64, DirectoryError> {
         let mut connection = self.connection.clone();
         let ours: Option<String> = redis::cmd("SET")
             .arg(format!("{}sweep", self.prefix))
@@ -701,7 +701,7 @@ impl RedisDirectory {
             return Ok(0);
         }
         let indexes = std::iter::once(format!("{}rooms", self.prefix))
-            .chain(room_types.iter().map(|room_type| self.key("open", room_type)));
+            .chain(room_types.iter().map(|room_type| self.key("open", room_type.as_ref())));
         let mut forgotten = 0;
         for index in indexes {
             let mut cursor = 0u64;

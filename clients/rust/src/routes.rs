@@ -55,6 +55,14 @@ impl Table {
         let (url, _) = self.rooms.get(room)?;
         self.nodes.get(url).cloned()
     }
+
+    /// Every connection, `home` first.
+    fn connections<'a>(
+        &'a self,
+        home: &'a mpsc::UnboundedSender<Command>,
+    ) -> impl Iterator<Item = &'a mpsc::UnboundedSender<Command>> {
+        std::iter::once(home).chain(self.nodes.values())
+    }
 }
 
 /// See the module documentation.
@@ -123,7 +131,7 @@ impl Routes {
         let mut table = self.table.lock();
         // A closed home means the client is finished; callers learn it from events.
         let everywhere = |make: &dyn Fn() -> Command| {
-            for to in std::iter::once(&self.home).chain(table.nodes.values()) {
+            for to in table.connections(&self.home) {
                 let _ = to.send(make());
             }
         };
@@ -152,10 +160,7 @@ impl Routes {
 
     /// Every connection, home first.
     pub fn all(&self) -> Vec<mpsc::UnboundedSender<Command>> {
-        let table = self.table.lock();
-        std::iter::once(self.home.clone())
-            .chain(table.nodes.values().cloned())
-            .collect()
+        self.table.lock().connections(&self.home).cloned().collect()
     }
 
     /// A relay redirected the join of `room` to `url`: joins it there (over a new
