@@ -114,8 +114,8 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The Redis holding the directory (`redis://host:port/db`); setting it turns
-    /// cluster mode on.
+    /// The Redis holding the directory (`redis://host:port/db`, or a Redis Cluster's
+    /// seed nodes, comma-separated); setting it turns cluster mode on.
     pub redis_url: Option<String>,
     /// This node's id, unique in the cluster (default: the public URL).
     pub node_id: Option<String>,
@@ -125,7 +125,8 @@ pub struct ClusterConfig {
     /// How long a room's lease lives without renewal, in milliseconds: a node that
     /// dies loses its rooms to the next claim after this. Renewed every third of it.
     pub lease_ms: u64,
-    /// Prefix of every Redis key (several clusters can share one Redis).
+    /// Prefix of every Redis key (several clusters can share one Redis); on a Redis
+    /// Cluster it is made a hash tag (`{tickrelay:}`) unless it holds one.
     pub key_prefix: String,
     /// Ticks between two checkpoints of a room's state to Redis (0: only when the
     /// node stops). What a room loses when its node dies is at most this.
@@ -931,6 +932,8 @@ max_unfinished_handshakes = 8192
 
 [cluster]
 # Several nodes sharing one room directory in Redis; off unless redis_url is set.
+# One Redis (or a replicated one), or a Redis Cluster's seed nodes, comma-separated
+# (a cluster is recognised by asking it; every key then sits in one hash slot).
 # redis_url = "redis://127.0.0.1:6379"
 # Where clients reach this node (default: wss://<listen>/ws) and its unique id
 # (default: that URL).
@@ -939,7 +942,8 @@ max_unfinished_handshakes = 8192
 # A room's lease: a node that dies loses its rooms to the next claim this long after
 # its last renewal (renewed every third of it).
 lease_ms = 6000
-# Prefix of every Redis key.
+# Prefix of every Redis key (on a Redis Cluster inside braces, a hash tag:
+# {tickrelay:}, unless it holds one already).
 key_prefix = "tickrelay:"
 # Each room saves its state to Redis every this many ticks (and when the node stops),
 # so that another node can restore it when this one dies: what is lost is at most

@@ -126,8 +126,9 @@ struct ServeArgs {
     #[arg(long, env = "TICKRELAY_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Cluster mode: share one room directory with the other nodes in this Redis
-    /// (`redis://host:port`); each room lives on one node, and joins elsewhere are
-    /// redirected to it.
+    /// (`redis://host:port`, or a Redis Cluster's seed nodes, comma-separated: told
+    /// apart by asking the server); each room lives on one node, and joins elsewhere
+    /// are redirected to it.
     #[arg(long, env = "TICKRELAY_CLUSTER", value_name = "REDIS_URL")]
     cluster: Option<String>,
     /// Cluster mode: this node's id, unique in the cluster [default: its public URL].

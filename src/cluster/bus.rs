@@ -11,14 +11,16 @@
 //! answers with 503.
 //!
 //! The subscription lives on a RESP3 connection of its own (redis-rs's connection
-//! manager, which reconnects and subscribes again by itself).
+//! manager, or its cluster connection, which reconnect and subscribe again by
+//! themselves). On a Redis Cluster the channels are sharded (`SSUBSCRIBE`), under the
+//! directory's hash tag.
 
 use prost::Message;
-use redis::aio::ConnectionManager;
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use super::directory::DirectoryError;
+use super::redis_connection::Connection;
 use crate::proto::{SendEvent, UserLive};
 
 /// What arrived for this node.
@@ -33,16 +35,12 @@ pub enum Delivery {
 /// See the module documentation.
 #[derive(Clone)]
 pub struct Bus {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     /// This node's inbox channel.
     inbox: String,
     /// Every node's channel for sessions going live.
     users: String,
-}
-
-fn unreachable(url: &str) -> impl Fn(redis::RedisError) -> DirectoryError + '_ {
-    move |e| DirectoryError(format!("cannot reach Redis at {url}: {e}"))
 }
 
 impl Bus {
@@ -53,21 +51,14 @@ impl Bus {
         prefix: &str,
         node: &str,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Delivery>), DirectoryError> {
-        let info = url.into_connection_info().map_err(unreachable(url))?;
-        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(resp3)).map_err(unreachable(url))?;
         let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
-        let config = super::redis_directory::manager_config()
-            .set_push_sender(pushes)
-            .set_automatic_resubscription();
-        let mut connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unreachable(url))?;
-        let (inbox, users) = (inbox(prefix, node), format!("{prefix}users"));
+        let mut connection = Connection::open(url, Some(pushes)).await?;
+        let prefix = connection.key_prefix(prefix);
+        let (inbox, users) = (inbox(&prefix, node), format!("{prefix}users"));
         connection
             .subscribe(&[&inbox, &users])
             .await
-            .map_err(unreachable(url))?;
+            .map_err(|e| DirectoryError(format!("cannot subscribe at {url}: {e}")))?;
         let (deliveries, delivered) = mpsc::unbounded_channel();
         let channels = (inbox.clone(), users.clone());
         tokio::spawn(async move {
@@ -81,7 +72,7 @@ impl Bus {
         });
         let bus = Self {
             connection,
-            prefix: prefix.to_string(),
+            prefix,
             inbox,
             users,
         };
@@ -95,13 +86,7 @@ impl Bus {
     pub async fn keep_listening(&self) -> Result<(), DirectoryError> {
         let failed = |e: redis::RedisError| DirectoryError(e.to_string());
         let mut connection = self.connection.clone();
-        let (_, listeners): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&self.inbox)
-            .query_async(&mut connection)
-            .await
-            .map_err(failed)?;
-        if listeners == 0 {
+        if connection.listeners(&self.inbox).await.map_err(failed)? == 0 {
             tracing::info!(channel = %self.inbox, "subscribing to this node's inbox again");
             connection
                 .subscribe(&[&self.inbox, &self.users])
@@ -118,7 +103,7 @@ impl Bus {
             family,
             since_us,
         };
-        let _: u64 = redis::cmd("PUBLISH")
+        let _: u64 = (self.connection.publish())
             .arg(&self.users)
             .arg(message.encode_to_vec())
             .query_async(&mut self.connection.clone())
@@ -129,7 +114,7 @@ impl Bus {
 
     /// Sends a room event to `node`; whether a node was listening.
     pub async fn send_event(&self, node: &str, event: &SendEvent) -> Result<bool, DirectoryError> {
-        let listeners: u64 = redis::cmd("PUBLISH")
+        let listeners: u64 = (self.connection.publish())
             .arg(inbox(&self.prefix, node))
             .arg(event.encode_to_vec())
             .query_async(&mut self.connection.clone())
@@ -145,7 +130,7 @@ fn inbox(prefix: &str, node: &str) -> String {
 
 /// A pushed message on `inbox` or `users`, if it is one this node understands.
 fn decode(push: PushInfo, inbox: &str, users: &str) -> Option<Delivery> {
-    if push.kind != PushKind::Message {
+    if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
         return None;
     }
     let [Value::BulkString(channel), Value::BulkString(payload)] = &push.data[..] else {

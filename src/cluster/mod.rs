@@ -12,6 +12,7 @@
 pub mod bus;
 pub mod directory;
 pub mod node;
+mod redis_connection;
 pub mod redis_directory;
 
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};

@@ -21,18 +21,18 @@
 //! | `sweep` | the node sweeping the indexes this minute | a minute |
 //!
 //! The scripts touch keys they compute from the prefix, which a single Redis (or a
-//! replicated one) allows; Redis Cluster would need the keys of a room in one hash
-//! slot (not supported yet).
+//! replicated one) allows, and a Redis Cluster too: there every key is under one hash
+//! tag (see `redis_connection`).
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script, Value};
+use redis::{Script, Value};
 
 use prost::Message;
 
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
+use super::redis_connection::Connection;
 use crate::engine::listing::ListingState;
 use crate::proto;
 
@@ -100,11 +100,12 @@ return lost
 
 /// The live nodes' loads, fewest members first: each node of the `load` set whose
 /// own lease lives, with its URL; the others (dead: a node that stops removes itself)
-/// leave the set. ARGV: the prefix. Returns {id, url, members} triples.
+/// leave the set. KEYS: the `load` set. ARGV: the prefix. Returns {id, url, members}
+/// triples.
 static NODE_LOADS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local index = ARGV[1] .. 'load'
+local index = KEYS[1]
 local loads = redis.call('ZRANGE', index, 0, -1, 'WITHSCORES')
 local live = {}
 for i = 1, #loads, 2 do
@@ -240,28 +241,32 @@ return 0
 /// The directory in Redis, seen from one node.
 #[derive(Clone)]
 pub struct RedisDirectory {
-    connection: ConnectionManager,
+    connection: Connection,
     node: Node,
     lease_ms: u64,
     prefix: String,
 }
 
 impl RedisDirectory {
-    /// Connects to `url` (`redis://host:port/db`); an unreachable Redis is an error
-    /// here, at start. Later outages are retried by the connection manager, and
-    /// operations fail with a [`DirectoryError`] meanwhile.
+    /// Connects to `url` (`redis://host:port/db`, or a Redis Cluster's seed nodes,
+    /// comma-separated); an unreachable Redis is an error here, at start. Later
+    /// outages are retried in the background, and operations fail with a
+    /// [`DirectoryError`] meanwhile. `prefix`: as configured (on a cluster it becomes
+    /// a hash tag).
     pub async fn connect(url: &str, node: Node, lease: Duration, prefix: &str) -> Result<Self, DirectoryError> {
-        let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {url}: {e}"));
-        let client = Client::open(url).map_err(unreachable)?;
-        let connection = ConnectionManager::new_with_config(client, manager_config())
-            .await
-            .map_err(unreachable)?;
+        let connection = Connection::open(url, None).await?;
         Ok(Self {
+            prefix: connection.key_prefix(prefix),
             connection,
             node,
             lease_ms: lease.as_millis().max(1) as u64,
-            prefix: prefix.to_string(),
         })
+    }
+
+    /// The prefix of the keys in Redis (the configured one, inside a hash tag on a
+    /// Redis Cluster).
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The node this directory is seen from.
@@ -495,15 +500,6 @@ impl RedisDirectory {
     }
 }
 
-/// Connection settings of every connection to Redis: a dead Redis is noticed within
-/// seconds, and reconnection is retried in the background.
-pub(super) fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(3)
-}
-
 /// Node numbers (see [`RedisDirectory::register_node`]): 13 bits of a session id.
 const NODE_NUMBERS: u64 = 8191;
 
@@ -653,6 +649,7 @@ impl Directory for RedisDirectory {
 
     async fn node_loads(&self) -> Result<Vec<(Node, u64)>, DirectoryError> {
         let loads: Vec<(String, String, u64)> = NODE_LOADS
+            .key(format!("{}load", self.prefix))
             .arg(&self.prefix)
             .invoke_async(&mut self.connection.clone())
             .await

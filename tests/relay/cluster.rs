@@ -38,7 +38,11 @@ async fn redis_node(redis: &RedisServer, id: &str) -> RedisDirectory {
 }
 
 async fn redis_node_with(redis: &RedisServer, id: &str, lease: Duration) -> RedisDirectory {
-    RedisDirectory::connect(&redis.url(), node(id), lease, "test:")
+    redis_node_under(redis, id, lease, "test:").await
+}
+
+async fn redis_node_under(redis: &RedisServer, id: &str, lease: Duration, prefix: &str) -> RedisDirectory {
+    RedisDirectory::connect(&redis.url(), node(id), lease, prefix)
         .await
         .unwrap()
 }
@@ -158,6 +162,41 @@ async fn a_sweep_forgets_the_ids_of_rooms_whose_node_died() {
     tokio::time::sleep(2 * REDIS_LEASE).await;
     assert_eq!(c.sweep(&["arena"], period).await.unwrap(), 0);
     assert_eq!(ids("test:rooms").await, ["gone-again", "kept"]);
+}
+
+/// The same checks on a Redis Cluster of three, each under a prefix of its own: every
+/// key a script names or computes is under the prefix's hash tag, so in one slot (a
+/// script touching two slots fails with `CROSSSLOT`), wherever the cluster put it.
+#[tokio::test]
+async fn redis_cluster_directory_checks() {
+    let server = RedisServer::start_cluster();
+    let pair = async |prefix: &str| {
+        let a = redis_node_under(&server, "a", REDIS_LEASE, prefix).await;
+        let b = redis_node_under(&server, "b", REDIS_LEASE, prefix).await;
+        assert_eq!(a.key_prefix(), format!("{{{prefix}}}"), "a hash tag");
+        (a, b)
+    };
+    let elapse = async |d| tokio::time::sleep(d).await;
+    let (a, b) = pair("owner:").await;
+    directory::a_room_has_one_owner(&a, &b).await;
+    let (a, b) = pair("leases:").await;
+    directory::leases_lapse_unless_renewed(&a, &b, REDIS_LEASE, elapse).await;
+    let (a, b) = pair("listings:").await;
+    directory::listings_page_and_expire(&a, &b, REDIS_LEASE, elapse).await;
+    let (a, b) = pair("open:").await;
+    directory::open_rooms_are_the_fullest_open_ones(&a, &b, REDIS_LEASE, elapse).await;
+    let (a, b) = pair("loads:").await;
+    directory::node_loads_follow_renewals(&a, &b, REDIS_LEASE, elapse).await;
+
+    let (a, b) = pair("sweep:").await;
+    let c = redis_node_under(&server, "c", Duration::from_secs(30), "sweep:").await;
+    for room in ["gone-1", "gone-2", "gone-3"] {
+        assert_eq!(a.claim(&entry(room, 1)).await.unwrap(), Claim::Ours);
+    }
+    assert_eq!(c.claim(&entry("kept", 1)).await.unwrap(), Claim::Ours);
+    tokio::time::sleep(2 * REDIS_LEASE).await;
+    let removed = b.sweep(&["arena"], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(removed, 6, "each id from `rooms` and from `open:arena`");
 }
 
 /// Three nodes claim the same 200 rooms at the same moment, each over its own
@@ -290,7 +329,15 @@ fn node_url(node: &TestServer) -> String {
 /// listings on any node show every node's rooms with their member counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_elsewhere_is_redirected_to_the_owner_and_listings_span_the_nodes() {
-    let cluster = TestCluster::start();
+    redirects_and_listings(TestCluster::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_elsewhere_is_redirected_to_the_owner_and_listings_span_the_nodes_on_a_redis_cluster() {
+    redirects_and_listings(TestCluster::start_on_redis_cluster()).await;
+}
+
+async fn redirects_and_listings(cluster: TestCluster) {
     // b is asked for its listing again and again below, from one address.
     let (a, b) = (cluster.node().await, cluster.node_with(many_searches).await);
     let mut on_a = TestClient::connect(&a).await;
@@ -543,7 +590,15 @@ async fn redis_lost_and_back() {
 /// pub/sub to the owning node); a room no node holds is 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_published_on_any_node_reaches_the_room() {
-    let cluster = TestCluster::start();
+    publish_anywhere(TestCluster::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_on_any_node_reaches_the_room_on_a_redis_cluster() {
+    publish_anywhere(TestCluster::start_on_redis_cluster()).await;
+}
+
+async fn publish_anywhere(cluster: TestCluster) {
     let with_api = |c: &mut tickrelay::config::Config| c.api.token = Some("backend-secret".into());
     let (a, b) = (cluster.node_with(with_api).await, cluster.node_with(with_api).await);
     let mut member = TestClient::connect(&a).await;
@@ -707,7 +762,15 @@ async fn player_of_a_killed_node(cluster: &TestCluster) -> (u64, String) {
 /// with their session ids, taking back their seats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_and_its_members_survive_their_node_being_killed() {
-    let cluster = TestCluster::start();
+    survive_a_kill(TestCluster::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_and_its_members_survive_their_node_being_killed_on_a_redis_cluster() {
+    survive_a_kill(TestCluster::start_on_redis_cluster()).await;
+}
+
+async fn survive_a_kill(cluster: TestCluster) {
     let (session_id, token) = player_of_a_killed_node(&cluster).await;
     let b = cluster.node().await;
 
@@ -748,7 +811,15 @@ async fn a_room_and_its_members_survive_their_node_being_killed() {
 /// node with their seats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_nothing() {
-    let cluster = TestCluster::start();
+    rolling_restart(TestCluster::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_nothing_on_a_redis_cluster() {
+    rolling_restart(TestCluster::start_on_redis_cluster()).await;
+}
+
+async fn rolling_restart(cluster: TestCluster) {
     // No periodic checkpoints: only the one taken when the node stops.
     let mut a = cluster.node_with(|c| c.cluster.checkpoint_ticks = 0).await;
     let b = cluster.node().await;

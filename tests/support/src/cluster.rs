@@ -23,13 +23,19 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// A cluster with no node yet.
+    /// A cluster with no node yet, on one Redis.
     pub fn start() -> Self {
+        Self::on(RedisServer::start())
+    }
+
+    /// A cluster with no node yet, on a Redis Cluster of three.
+    pub fn start_on_redis_cluster() -> Self {
+        Self::on(RedisServer::start_cluster())
+    }
+
+    fn on(redis: RedisServer) -> Self {
         let cert = Config::loopback(60).tls.dev_cert_path;
-        Self {
-            redis: RedisServer::start(),
-            cert,
-        }
+        Self { redis, cert }
     }
 
     /// Starts a node ([`Config::loopback`] at 60 Hz, leases of [`LEASE`]).
