@@ -140,6 +140,11 @@ pub struct ClusterConfig {
     /// Where a room that no node owns opens: on the node asked, or on a live node
     /// with clearly fewer members (the client is redirected there).
     pub placement: Placement,
+    /// Whether a client connected over QUIC is sent to other nodes over QUIC
+    /// (`quic://` at the host and port of their public URL) rather than over
+    /// WebSocket. Unset: yes when this node serves QUIC at its own public URL's port
+    /// and that URL is the default one (nodes configured alike serve QUIC alike).
+    pub quic_redirects: Option<bool>,
 }
 
 /// Where a new room opens (`[cluster] placement`).
@@ -167,6 +172,7 @@ impl Default for ClusterConfig {
             max_checkpoint_bytes: 1 << 20,
             checkpoint_ttl_secs: 600,
             placement: Placement::Local,
+            quic_redirects: None,
         }
     }
 }
@@ -708,6 +714,8 @@ impl Config {
             heartbeat_timeout: Duration::from_secs_f64(s.heartbeat_timeout_secs),
             resume_grace: Duration::from_secs_f64(s.resume_grace_secs),
             max_rooms_per_session: s.max_rooms_per_session,
+            // Decided once QUIC's socket is bound: see `ClusterConfig::quic_redirects`.
+            quic_redirects: false,
         }
     }
 
@@ -957,6 +965,10 @@ checkpoint_ttl_secs = 600
 # node with at least 8 and a fifth fewer members than the node asked, if any; the
 # client is redirected there). A room created with options opens on the node asked.
 placement = "local"
+# Send clients connected over QUIC to other nodes over QUIC (quic:// at the host and
+# port of the node's public URL) rather than over WebSocket. Unset: on when this node
+# serves QUIC on its own default public URL's port; set it when the nodes differ.
+# quic_redirects = true
 
 [metrics]
 # /metrics is served on the main listener unless `listen` names a separate plain-HTTP

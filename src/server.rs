@@ -181,8 +181,16 @@ impl Server {
             pool.create_persistent(&room.id, &room.room_type)
                 .map_err(|e| ServerError::Room(room.id.clone(), e))?;
         }
+        let mut settings = config.session_settings();
+        settings.quic_redirects = config.cluster.quic_redirects.unwrap_or_else(|| {
+            let quic_port = udp
+                .as_ref()
+                .and_then(|socket| socket.local_addr().ok())
+                .map(|a| a.port());
+            config.cluster.public_url.is_none() && tls.is_some() && quic_port == Some(local_addr.port())
+        });
         let quic = match (udp, &tls) {
-            (Some(socket), Some(tls)) => Some(quic::endpoint(socket, &config.quic, &config.session_settings(), tls)?),
+            (Some(socket), Some(tls)) => Some(quic::endpoint(socket, &config.quic, &settings, tls)?),
             _ => None,
         };
         let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
@@ -194,7 +202,7 @@ impl Server {
         let session = SessionContext {
             rooms: pool.clone(),
             auth,
-            settings: Arc::new(config.session_settings()),
+            settings: Arc::new(settings),
             clustered: cluster.is_some(),
             room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
             searches: Arc::new(config.search_rate()),

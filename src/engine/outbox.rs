@@ -300,6 +300,11 @@ impl Outbox {
         replayed
     }
 
+    /// How the transport it writes to delivers state frames.
+    pub fn delivery(&self) -> Delivery {
+        self.inner.lock().delivery
+    }
+
     /// An empty outbox for a transport with the given delivery.
     pub fn with_delivery(limits: OutboxLimits, delivery: Delivery) -> Self {
         let outbox = Self::new(limits);

@@ -77,6 +77,9 @@ pub struct SessionSettings {
     pub resume_grace: Duration,
     /// Rooms one session may be in at once.
     pub max_rooms_per_session: usize,
+    /// Cluster mode: a session over QUIC is sent to other nodes at `quic://` URLs
+    /// (the host and port of their public `wss://` URLs), not over WebSocket.
+    pub quic_redirects: bool,
 }
 
 impl Default for SessionSettings {
@@ -88,6 +91,7 @@ impl Default for SessionSettings {
             heartbeat_timeout: Duration::from_secs(5),
             resume_grace: Duration::from_secs(20),
             max_rooms_per_session: 16,
+            quic_redirects: false,
         }
     }
 }
@@ -1117,6 +1121,7 @@ impl Session {
     /// Cluster mode, this node stopping: tells the client to continue on the node at
     /// `url` (the driver writes it, then closes with 1001).
     pub fn going_away(&self, url: String) {
+        let url = self.url_to_follow(url);
         self.reply(encode_message(Kind::GoingAway(proto::GoingAway { url })));
     }
 
@@ -1125,10 +1130,23 @@ impl Session {
         let redirect = Kind::Redirect(proto::Redirect {
             request_id,
             room,
-            url,
+            url: self.url_to_follow(url),
             seat,
         });
         self.reply(encode_message(redirect));
+    }
+
+    /// Another node's public URL as this client is to follow it: over QUIC, with
+    /// `quic_redirects`, the `quic://` URL of its host and port.
+    fn url_to_follow(&self, url: String) -> String {
+        let over_quic = self.outbox.delivery() == Delivery::Acknowledged;
+        match url.strip_prefix("wss://") {
+            Some(rest) if over_quic && self.ctx.settings.quic_redirects => {
+                let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+                format!("quic://{authority}")
+            }
+            _ => url,
+        }
     }
 
     /// The bytes of rooms a `ListRooms` answer may hold now (see [`MAX_PAGE_BYTES`]).

@@ -934,6 +934,46 @@ fn claimed_with(
     h.session.on_directory(reply);
 }
 
+/// Over QUIC with `quic_redirects`, a redirect and `GoingAway` name the other node's
+/// `quic://` URL (its public URL's host and port); over WebSocket, or without the
+/// setting, its public URL.
+#[test]
+fn clustered_a_session_over_quic_is_sent_on_over_quic() {
+    let urls = |quic_redirects: bool, delivery: Delivery| {
+        let mut h = Harness::anonymous_on(
+            SessionSettings {
+                quic_redirects,
+                ..settings()
+            },
+            true,
+        );
+        h.outbox.reset_delivered(delivery);
+        h.replies();
+        h.one(join("b", 1)).unwrap();
+        let theirs = Claim::Theirs {
+            node: "b".into(),
+            url: Some("wss://node-b:7443/ws".into()),
+        };
+        claimed(&mut h, "b", Ok(theirs));
+        h.session.going_away("wss://node-c:7443/ws?x=1".into());
+        h.replies()
+            .into_iter()
+            .filter_map(|kind| match kind {
+                Kind::Redirect(r) => Some(r.url),
+                Kind::GoingAway(g) => Some(g.url),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        urls(true, Delivery::Acknowledged),
+        ["quic://node-b:7443", "quic://node-c:7443"]
+    );
+    let public = ["wss://node-b:7443/ws", "wss://node-c:7443/ws?x=1"];
+    assert_eq!(urls(true, Delivery::Reliable), public, "over WebSocket");
+    assert_eq!(urls(false, Delivery::Acknowledged), public, "not asked");
+}
+
 #[test]
 fn clustered_a_room_open_here_is_joined_without_the_directory() {
     let mut h = Harness::clustered();

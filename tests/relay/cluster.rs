@@ -844,9 +844,10 @@ async fn rolling_restart(cluster: TestCluster) {
         };
         (going.url, client.close_frame().await.0)
     };
-    let url = format!("wss://{}/ws", b.addr);
     let (ws, quic) = tokio::join!(told(&mut player), told(&mut over_quic));
-    assert_eq!([ws, quic], [(url.clone(), 1001), (url, 1001)]);
+    // Over QUIC, to b's QUIC endpoint (`[cluster] quic_redirects`, on by default).
+    let expected = [format!("wss://{}/ws", b.addr), format!("quic://{}", b.addr)];
+    assert_eq!([ws, quic], expected.map(|url| (url, 1001)));
     a.task.take().unwrap().await.unwrap();
 
     let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();

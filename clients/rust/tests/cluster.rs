@@ -102,6 +102,42 @@ async fn follows_redirects_and_moves_with_its_room() {
     owner.close().await;
 }
 
+/// A client over QUIC is redirected to the owner's `quic://` URL (nodes serving QUIC
+/// at their public URL's port, the default) and plays the room there over QUIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_client_follows_redirects_over_quic() {
+    let cluster = TestCluster::start();
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    assert_eq!(a.quic_addr.port(), a.addr.port(), "QUIC on the TCP port, as by default");
+    let (owner, mut owner_events) = Client::connect(config(&a)).unwrap();
+    owner.join("lobby", "");
+    joined(&mut owner_events, "lobby").await;
+
+    let mut settings = config(&b);
+    settings.url = b.url(Transport::Quic);
+    let endpoint = tickrelay_client::quic_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    settings.quic_endpoint = Some(endpoint.clone());
+    let (client, mut events) = Client::connect(settings).unwrap();
+    client.join("lobby", "");
+    let url = until(&mut events, |e| match e {
+        Event::Redirected { room, url } if room == "lobby" => Some(url.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(url, format!("quic://{}", a.addr));
+    joined(&mut events, "lobby").await;
+    client.send_input("lobby", create_entity(7));
+    let has_entity = |c: &Client| c.with_mirror("lobby", |m| m.world().len()) == Some(1);
+    eventually_true(|| has_entity(&client) && has_entity(&owner)).await;
+    assert_eq!(
+        endpoint.open_connections(),
+        2,
+        "home (b) and the room's node, over QUIC"
+    );
+    client.close().await;
+    owner.close().await;
+}
+
 /// The node the client was configured with is killed: the client reconnects to the
 /// fallback node, continues its session there (same session id), joins its room
 /// again once its lease lapsed, and finds the room restored with its own entity.

@@ -695,7 +695,8 @@ export type Redirect = Message<"tickrelay.v1.Redirect"> & {
   room: string;
 
   /**
-   * The owning node's public URL (`wss://host:port/ws`).
+   * The owning node's public URL (`wss://host:port/ws`), or to a session over QUIC
+   * `quic://host:port` (`[cluster] quic_redirects`).
    *
    * @generated from field: string url = 3;
    */
@@ -730,7 +731,8 @@ export const RedirectSchema: GenMessage<Redirect> = /*@__PURE__*/
  */
 export type GoingAway = Message<"tickrelay.v1.GoingAway"> & {
   /**
-   * A live node's public URL (`wss://host:port/ws`).
+   * A live node's public URL (`wss://host:port/ws`), or to a session over QUIC
+   * `quic://host:port` (`[cluster] quic_redirects`).
    *
    * @generated from field: string url = 1;
    */
