@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::bus::{Bus, Delivery};
 use crate::cluster::{Claim, Cluster, DirectoryError, Node, NodeSettings, RedisDirectory};
 use crate::config::{Config, ConfigError};
-use crate::engine::listing::ListingState;
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
@@ -171,7 +170,7 @@ impl Server {
         for room in &config.rooms {
             // In a cluster, the node that claims a configured room first holds it.
             if let Some(ClusterParts { cluster, .. }) = &cluster {
-                let claim = cluster.claim(&room.id, &room.room_type, ListingState::default()).await;
+                let claim = cluster.claim_configured(&room.id, &room.room_type).await;
                 let claim = claim.map_err(|e| ServerError::Room(room.id.clone(), e))?;
                 if let Claim::Theirs { node, .. } = claim {
                     tracing::info!(room = %room.id, owner = %node, "configured room is held by another node");

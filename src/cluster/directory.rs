@@ -82,6 +82,10 @@ pub enum Claim {
         /// Where its clients connect.
         url: Option<String>,
     },
+    /// Nobody holds the room's lease, but it has a checkpoint and Redis has just come
+    /// back from a stall or an outage (every lease lapsed): its node, if alive, takes
+    /// it back at its next renewal. Ask again in a moment.
+    Settling,
 }
 
 /// The directory could not be reached or answered nonsense: what needs it is refused
@@ -101,6 +105,13 @@ pub trait Directory: Send + Sync {
     /// a room this node holds already only extends its lease (its entry is the
     /// renewals' to keep).
     fn claim(&self, room: &RoomEntry) -> impl Future<Output = Result<Claim, DirectoryError>> + Send;
+
+    /// [`Directory::claim`] of a room that runs on this node (its lease lapsed, or
+    /// it is configured here): taken back at once unless another node holds it,
+    /// never [`Claim::Settling`].
+    fn retake(&self, room: &RoomEntry) -> impl Future<Output = Result<Claim, DirectoryError>> + Send {
+        self.claim(room)
+    }
 
     /// Renews this node's own lease (its URL) and the leases of `rooms`, with their
     /// member counts; returns the rooms whose lease this node no longer holds (it

@@ -456,6 +456,23 @@ impl Cluster {
     /// Claims a room for this node, or learns who owns it. An unknown room type is
     /// refused before the directory is asked.
     pub async fn claim(&self, room: &str, room_type: &str, listing: ListingState) -> Result<Claim, PoolError> {
+        self.claim_as(room, room_type, listing, false).await
+    }
+
+    /// [`Cluster::claim`] of a configured room as the node starts: the first node to
+    /// start takes it, without waiting for renewals to settle (see
+    /// [`Claim::Settling`]).
+    pub async fn claim_configured(&self, room: &str, room_type: &str) -> Result<Claim, PoolError> {
+        self.claim_as(room, room_type, ListingState::default(), true).await
+    }
+
+    async fn claim_as(
+        &self,
+        room: &str,
+        room_type: &str,
+        listing: ListingState,
+        retake: bool,
+    ) -> Result<Claim, PoolError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(PoolError::Unavailable(
                 "this node is stopping; join through another".into(),
@@ -492,7 +509,11 @@ impl Cluster {
                 url: Some(node.url),
             });
         }
-        let claim = self.call(self.directory.claim(&entry)).await?;
+        let claim = if retake {
+            self.call(self.directory.retake(&entry)).await?
+        } else {
+            self.call(self.directory.claim(&entry)).await?
+        };
         match &claim {
             Claim::Theirs { url: Some(_), .. } => {
                 self.metrics.redirects.inc();
@@ -899,7 +920,7 @@ impl Cluster {
             .iter()
             .filter(|r| lapsed.contains(&r.room) && self.pool.room(&r.room).is_some())
         {
-            match self.call(self.directory.claim(room)).await {
+            match self.call(self.directory.retake(room)).await {
                 Ok(Claim::Ours) => tracing::info!(room = %room.room, "room lease had lapsed; taken back"),
                 Ok(Claim::Theirs { node, .. }) => {
                     tracing::warn!(room = %room.room, owner = %node, "room lease lapsed and another node took the room; closing it here");
@@ -908,7 +929,7 @@ impl Cluster {
                     self.pool.close(&room.room, ErrorCode::RoomClosed, &message);
                     held.remove(&room.room);
                 }
-                Err(_) => {}
+                Ok(Claim::Settling) | Err(_) => {}
             }
         }
     }

@@ -38,9 +38,13 @@ use crate::proto;
 
 /// Takes a room unless another node's lease on it lives; refreshes this node's URL
 /// lease (and the room's, when it was this node's already: its entry is the renewals'
-/// to keep). KEYS: room, node, rooms, open rooms of its type. ARGV: node id, lease ms,
-/// type, max, url, room id, prefix, listing, open (1 or 0). Returns `{1}` when taken,
-/// `{0, owner, owner's url or false}` otherwise.
+/// to keep). A room with a checkpoint and no lease is not taken (`{2}`) while the
+/// renewals are not settled (see [`RENEW`]): after a Redis stall or outage its node,
+/// alive, takes it back at its next renewal; a retake (the room runs on this node)
+/// does not wait. KEYS: room, node, rooms, open rooms of its type, checkpoint. ARGV:
+/// node id, lease ms, type, max, url, room id, prefix, listing, open (1 or 0), retake
+/// (1 or 0). Returns `{1}` when taken, `{0, owner, owner's url or false}` when
+/// another node holds it, `{2}` when it is not settled.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -52,6 +56,16 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if owner then
   return {1}
+end
+if ARGV[10] ~= '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+  local time = redis.call('TIME')
+  local now = time[1] * 1000 + math.floor(time[2] / 1000)
+  local last = tonumber(redis.call('GET', ARGV[7] .. 'renewed-at'))
+  local since = tonumber(redis.call('GET', ARGV[7] .. 'renewing-since'))
+  local lease = tonumber(ARGV[2])
+  if not last or not since or now - last > lease / 2 or now - since < lease then
+    return {2}
+  end
 end
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8], 'members', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -70,10 +84,28 @@ return {1}
 /// node id, lease ms, url, prefix, then per room its id, type, member count, listing
 /// and whether it is open (1 or 0). Returns the (1-based) positions of the rooms it
 /// no longer holds.
+///
+/// It also keeps the time of the last renewal by any node (`renewed-at`, Redis's
+/// clock) and since when renewals have come without a gap of half a lease
+/// (`renewing-since`). Such a gap means Redis stalled or was away (or every node
+/// was): a room lease can lapse only in a gap of two thirds of a lease, as each owner
+/// renews every third. Renewals are settled a lease after the gap: every live owner
+/// has renewed (and taken back its lapsed rooms) by then. A directory without a
+/// renewal yet (new, or Redis restarted empty) is settled: it holds no checkpoint
+/// from before.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+local last = tonumber(redis.call('GET', ARGV[4] .. 'renewed-at'))
+if not last then
+  redis.call('SET', ARGV[4] .. 'renewing-since', 0)
+elseif now - last > tonumber(ARGV[2]) / 2 then
+  redis.call('SET', ARGV[4] .. 'renewing-since', now)
+end
+redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local lost = {}
 local load = 0
 for i = 2, #KEYS do
@@ -515,13 +547,14 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-impl Directory for RedisDirectory {
-    async fn claim(&self, room: &RoomEntry) -> Result<Claim, DirectoryError> {
+impl RedisDirectory {
+    async fn claim_or_retake(&self, room: &RoomEntry, retake: bool) -> Result<Claim, DirectoryError> {
         let reply: Vec<Value> = CLAIM
             .key(self.key("room", &room.room))
             .key(self.key("node", &self.node.id))
             .key(format!("{}rooms", self.prefix))
             .key(self.key("open", &room.room_type))
+            .key(self.key("checkpoint", &room.room))
             .arg(&self.node.id)
             .arg(self.lease_ms)
             .arg(&room.room_type)
@@ -531,17 +564,29 @@ impl Directory for RedisDirectory {
             .arg(&self.prefix)
             .arg(room.listing.to_proto().encode_to_vec())
             .arg(u8::from(room.is_open()))
+            .arg(u8::from(retake))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
         match reply.as_slice() {
             [Value::Int(1)] => Ok(Claim::Ours),
+            [Value::Int(2)] => Ok(Claim::Settling),
             [Value::Int(0), owner, url] => Ok(Claim::Theirs {
                 node: text(owner).ok_or_else(|| DirectoryError("claim: malformed owner".into()))?,
                 url: text(url),
             }),
             other => Err(DirectoryError(format!("claim: unexpected reply {other:?}"))),
         }
+    }
+}
+
+impl Directory for RedisDirectory {
+    async fn claim(&self, room: &RoomEntry) -> Result<Claim, DirectoryError> {
+        self.claim_or_retake(room, false).await
+    }
+
+    async fn retake(&self, room: &RoomEntry) -> Result<Claim, DirectoryError> {
+        self.claim_or_retake(room, true).await
     }
 
     async fn renew(&self, rooms: &[RoomEntry]) -> Result<Vec<String>, DirectoryError> {

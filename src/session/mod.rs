@@ -1107,6 +1107,10 @@ impl Session {
                         let message = format!("the room lives on node `{node}`, which is not answering; retry shortly");
                         self.pool_error(&PoolError::Unavailable(message), request_id, &room);
                     }
+                    Ok(Claim::Settling) => {
+                        let message = "the room's node may be taking it back after a Redis outage; retry shortly";
+                        self.pool_error(&PoolError::Unavailable(message.into()), request_id, &room);
+                    }
                     Err(e) => self.pool_error(&e, request_id, &room),
                 }
             }

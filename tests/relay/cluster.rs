@@ -164,6 +164,45 @@ async fn a_sweep_forgets_the_ids_of_rooms_whose_node_died() {
     assert_eq!(ids("test:rooms").await, ["gone-again", "kept"]);
 }
 
+/// Redis stalls for two leases (every lease lapses, the nodes' too) while a room
+/// with a checkpoint runs on a: a claim through b as Redis comes back does not take
+/// it (the renewals have not settled), a takes it back at its next renewal, and then
+/// b is told a holds it. Had a died, b takes the room a lease after the renewals
+/// resumed.
+#[tokio::test]
+async fn a_redis_stall_does_not_hand_a_live_room_to_another_node() {
+    let (server, a, b) = redis().await;
+    let room = entry("world", 1);
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    a.renew(std::slice::from_ref(&room)).await.unwrap();
+    assert_eq!(
+        a.save_checkpoints(&[("world".into(), vec![1])], Duration::from_secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+
+    server.freeze();
+    tokio::time::sleep(2 * REDIS_LEASE).await;
+    server.thaw();
+    assert_eq!(b.claim(&room).await.unwrap(), Claim::Settling, "b first");
+    assert_eq!(a.renew(std::slice::from_ref(&room)).await.unwrap(), ["world"], "lapsed");
+    assert_eq!(a.retake(&room).await.unwrap(), Claim::Ours);
+    assert!(matches!(b.claim(&room).await.unwrap(), Claim::Theirs { node, .. } if node == "a"));
+
+    // a dies: once renewals (b's) have gone on for a lease, b takes the room.
+    server.freeze();
+    tokio::time::sleep(2 * REDIS_LEASE).await;
+    server.thaw();
+    assert_eq!(b.claim(&room).await.unwrap(), Claim::Settling);
+    let settled = Instant::now() + REDIS_LEASE;
+    while Instant::now() < settled + REDIS_LEASE / 3 {
+        b.renew(&[]).await.unwrap();
+        tokio::time::sleep(REDIS_LEASE / 4).await;
+    }
+    assert_eq!(b.claim(&room).await.unwrap(), Claim::Ours);
+}
+
 /// The same checks on a Redis Cluster of three, each under a prefix of its own: every
 /// key a script names or computes is under the prefix's hash tag, so in one slot (a
 /// script touching two slots fails with `CROSSSLOT`), wherever the cluster put it.

@@ -69,6 +69,24 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP), as a stall would: nothing is answered until
+    /// [`RedisServer::thaw`], and then keys whose expiry passed meanwhile lapse.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Ends [`RedisServer::freeze`] (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        for child in &self.children {
+            let sent = Command::new("kill").args([signal, &child.id().to_string()]).status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill {signal} redis-server");
+        }
+    }
+
     /// Starts it again on the same port, empty (nothing is persisted; a cluster keeps
     /// its slots, which each server's `nodes-PORT.conf` holds).
     pub fn restart(&mut self) {
