@@ -30,6 +30,9 @@ pub enum CloseReason {
     MessageTooBig,
     /// 1011: an internal server error.
     InternalError,
+    /// 1013: try again later (cluster mode: the session a resume names is live on
+    /// another node).
+    TryAgainLater,
     /// 4000: the token was rejected during the session.
     AuthFailed,
     /// 4001: the token does not allow what the session asked for.
@@ -62,6 +65,7 @@ impl CloseReason {
             Self::RateLimited => 1008,
             Self::MessageTooBig => 1009,
             Self::InternalError => 1011,
+            Self::TryAgainLater => 1013,
             Self::AuthFailed => 4000,
             Self::Forbidden => 4001,
             Self::Replaced => 4002,
@@ -85,6 +89,7 @@ impl CloseReason {
             Self::RateLimited => "rate limit exceeded repeatedly",
             Self::MessageTooBig => "message exceeds the size limit",
             Self::InternalError => "internal server error",
+            Self::TryAgainLater => "try again later: the session is live on another node",
             Self::AuthFailed => "authentication failed",
             Self::Forbidden => "forbidden",
             Self::Replaced => "replaced by a newer session of the same user",
@@ -103,7 +108,7 @@ impl CloseReason {
     }
 
     /// Every variant, for documentation and tests.
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 18] = [
         Self::Normal,
         Self::ShuttingDown,
         Self::ProtocolError,
@@ -112,6 +117,7 @@ impl CloseReason {
         Self::RateLimited,
         Self::MessageTooBig,
         Self::InternalError,
+        Self::TryAgainLater,
         Self::AuthFailed,
         Self::Forbidden,
         Self::Replaced,

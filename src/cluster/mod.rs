@@ -17,4 +17,4 @@ pub mod redis_directory;
 
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
 pub use node::{Cluster, NodeSettings};
-pub use redis_directory::RedisDirectory;
+pub use redis_directory::{RedisDirectory, SessionTake};

@@ -31,11 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Delivery};
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
-use super::redis_directory::RedisDirectory;
+use super::redis_directory::{RedisDirectory, SessionTake};
 use crate::clock::unix_micros;
 use crate::config::Placement;
 use crate::engine::listing::{ListingState, Metadata};
 use crate::engine::sim_pool::{Checkpoint, Command, LIST_SCAN, PoolError, RoomFilter, RoomShared, SimPool};
+use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode, SendEvent, UserLive};
@@ -272,15 +273,22 @@ impl Cluster {
     }
 
     /// Takes the record of a session of another node (it died, or stopped), to
-    /// continue it here: its id and user. `None` for a token of this node, an unknown
-    /// one, or one already taken.
-    pub async fn take_session(&self, token: &str) -> Option<proto::SessionRecord> {
-        let number: u64 = token.split_once('.')?.0.parse().ok()?;
+    /// continue it here: its id and user. `Ok(None)` for a token of this node, an
+    /// unknown one, or one already taken; `Err(CloseReason::TryAgainLater)` while the
+    /// session's node lives (the client is to resume there: a session is continued
+    /// on one node at a time), or while Redis does not answer.
+    pub async fn take_session(&self, token: &str) -> Result<Option<proto::SessionRecord>, CloseReason> {
+        let Some(number) = token.split_once('.').and_then(|(number, _)| number.parse::<u64>().ok()) else {
+            return Ok(None);
+        };
         if number == self.settings.number {
-            return None;
+            return Ok(None);
         }
-        let record = self.call(self.directory.take_session(number, token)).await.ok()??;
-        proto::SessionRecord::decode(&record[..]).ok()
+        match self.call(self.directory.take_session(number, token)).await {
+            Ok(SessionTake::Taken(record)) => Ok(proto::SessionRecord::decode(&record[..]).ok()),
+            Ok(SessionTake::Unknown) => Ok(None),
+            Ok(SessionTake::Live) | Err(_) => Err(CloseReason::TryAgainLater),
+        }
     }
 
     /// Runs one piece of a session's directory work.

@@ -171,10 +171,17 @@ return removed
 });
 
 /// Takes a session record: HGET and HDEL in one step, so one node only continues a
-/// session. KEYS: the sessions hash. ARGV: the resume token.
+/// session; not while the node start holding it lives (its URL lease), which has the
+/// session live or parked (answers `1`), unless that node's id is this node's (an
+/// earlier start of it, dead). KEYS: the sessions hash, the node number. ARGV: the
+/// resume token, the prefix, this node's id.
 static TAKE_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[2] .. 'node:' .. holder) == 1 then
+  return 1
+end
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if record then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -269,6 +276,17 @@ return 0
 ",
     )
 });
+
+/// What [`RedisDirectory::take_session`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionTake {
+    /// The session's record (`SessionRecord`, protobuf), now taken.
+    Taken(Vec<u8>),
+    /// The node holding the session is alive: the client is to resume there.
+    Live,
+    /// No such session (ended, taken already, or never).
+    Unknown,
+}
 
 /// The directory in Redis, seen from one node.
 #[derive(Clone)]
@@ -487,13 +505,21 @@ impl RedisDirectory {
     }
 
     /// Takes (reads and deletes) the record of a session of node `number`.
-    pub async fn take_session(&self, number: u64, token: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
-        TAKE_SESSION
+    pub async fn take_session(&self, number: u64, token: &str) -> Result<SessionTake, DirectoryError> {
+        let reply: Value = TAKE_SESSION
             .key(self.key("sessions", &number.to_string()))
+            .key(self.key("node-number", &number.to_string()))
             .arg(token)
+            .arg(&self.prefix)
+            .arg(&self.node.id)
             .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(failed)
+            .map_err(failed)?;
+        Ok(match reply {
+            Value::Int(1) => SessionTake::Live,
+            Value::BulkString(record) => SessionTake::Taken(record),
+            _ => SessionTake::Unknown,
+        })
     }
 
     /// Forgets a session record (the session ended).

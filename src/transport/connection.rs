@@ -153,9 +153,8 @@ pub(crate) async fn serve<T: Transport>(
                 session
             }
             None => match continue_elsewhere_session::<T>(&ctx, &token, identity, client.as_deref(), now).await {
-                Some(session) => session,
-                None => {
-                    let reason = CloseReason::ResumeFailed;
+                Ok(session) => session,
+                Err(reason) => {
                     metrics.count_close(reason);
                     transport.close(reason).await;
                     return;
@@ -391,22 +390,25 @@ fn new_session<T: Transport>(
 /// stopped) continues as a new session here with the same id (so the same member id:
 /// restored rooms kept its seats) and user. Its `Welcome` says `resumed: false`: the
 /// client joins its rooms again. With JWT the token's user must be the session's.
+/// Refused with [`CloseReason::TryAgainLater`] while the session's node lives (the
+/// client is to resume there), else with [`CloseReason::ResumeFailed`].
 async fn continue_elsewhere_session<T: Transport>(
     ctx: &Arc<Context>,
     token: &str,
     mut identity: Identity,
     client: Option<&str>,
     now: Now,
-) -> Option<Session> {
-    let record = ctx.cluster.as_ref()?.take_session(token).await?;
+) -> Result<Session, CloseReason> {
+    let cluster = ctx.cluster.as_ref().ok_or(CloseReason::ResumeFailed)?;
+    let record = cluster.take_session(token).await?.ok_or(CloseReason::ResumeFailed)?;
     match ctx.session.auth.mode() {
-        AuthMode::Jwt if *identity.user_id != record.user_id => return None,
+        AuthMode::Jwt if *identity.user_id != record.user_id => return Err(CloseReason::ResumeFailed),
         AuthMode::Jwt => {}
         AuthMode::Anonymous => identity.user_id = record.user_id.as_str().into(),
     }
     ctx.metrics.sessions_moved.inc();
     tracing::info!(session = record.session_id, user = %identity.user_id, "session continued from another node");
-    Some(new_session::<T>(ctx, record.session_id, identity, client, now))
+    Ok(new_session::<T>(ctx, record.session_id, identity, client, now))
 }
 
 /// How a connection that broke (a failed read, write or ping) ended: a client that

@@ -778,6 +778,27 @@ async fn a_checkpoint_that_cannot_be_read_keeps_its_room_closed() {
     assert_eq!(entities, [5], "restored");
 }
 
+/// A session's resume token is not continued on another node while the session's
+/// node lives (the session is live or parked there): 1013, try again later, and the
+/// session goes on untouched. Once its node stops, it continues elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_is_not_continued_on_another_node() {
+    let cluster = TestCluster::start();
+    let (mut a, b) = (cluster.node().await, cluster.node().await);
+    let mut player = TestClient::connect(&a).await;
+    let (session_id, token) = (player.welcome.session_id, player.welcome.resume_token.clone());
+    join_or_redirect(&mut player, "world").await;
+    let refused = TestClient::resume_over(&b, Transport::WebSocket, &token).await.err();
+    assert_eq!(refused, Some(1013));
+    assert_eq!(b.metric("tickrelay_sessions_moved_total"), 0);
+    create_and_wait(&mut player, "world", 5).await;
+
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    let back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
+    assert_eq!(back.welcome.session_id, session_id);
+}
+
 /// A player on a node that is killed once the player's entity 5 (its input 1) of room
 /// "world" is in a checkpoint; returns its session id and resume token.
 async fn player_of_a_killed_node(cluster: &TestCluster) -> (u64, String) {
@@ -814,8 +835,15 @@ async fn survive_a_kill(cluster: TestCluster) {
     let b = cluster.node().await;
 
     // The player comes back on b with its resume token: the same session id, a new
-    // session (its rooms to join again).
-    let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
+    // session (its rooms to join again). Until a's own lease lapses, b cannot tell a
+    // dead and answers 1013 (try again later), as a client reconnecting does.
+    let mut back = loop {
+        match TestClient::resume_over(&b, Transport::WebSocket, &token).await {
+            Ok(back) => break back,
+            Err(code) => assert_eq!(code, 1013),
+        }
+        tokio::time::sleep(LEASE / 10).await;
+    };
     assert_eq!((back.welcome.session_id, back.welcome.resumed), (session_id, false));
     assert_ne!(back.welcome.resume_token, token, "a token of b's");
     assert_eq!(b.metric("tickrelay_sessions_moved_total"), 1);
