@@ -324,6 +324,12 @@ impl Cluster {
                     seat: carried,
                 }
             }
+            DirectoryOp::Release { room } => {
+                if self.pool.room(&room).is_none() {
+                    let _ = self.call(self.directory.release(&room)).await;
+                }
+                DirectoryReply::Released { room }
+            }
             DirectoryOp::List {
                 request_id,
                 after,

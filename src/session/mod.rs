@@ -180,6 +180,13 @@ pub enum DirectoryOp {
         /// Who joins: the member id and user the redirect's ticket carries on.
         member: proto::Seat,
     },
+    /// Give up a room this node claimed and did not open (the join was refused, or
+    /// left before the claim answered), unless it is open here by then: its entry
+    /// would list a room that runs nowhere.
+    Release {
+        /// The room id.
+        room: String,
+    },
     /// One page of the cluster's rooms, for `ListRooms`.
     List {
         /// The request to answer.
@@ -225,6 +232,11 @@ pub enum DirectoryReply {
         request_id: u64,
         /// The room found (none: create one), or the refusal.
         outcome: Result<Option<Found>, PoolError>,
+    },
+    /// To [`DirectoryOp::Release`] (done, or failed: the lease lapses then).
+    Released {
+        /// The room id.
+        room: String,
     },
 }
 
@@ -1027,7 +1039,8 @@ impl Session {
     /// the listing.
     pub fn on_directory(&mut self, reply: DirectoryReply) {
         self.in_flight.retain(|op| match (op, &reply) {
-            (DirectoryOp::Claim { room, .. }, DirectoryReply::Claim { room: answered, .. }) => room != answered,
+            (DirectoryOp::Claim { room, .. }, DirectoryReply::Claim { room: answered, .. })
+            | (DirectoryOp::Release { room }, DirectoryReply::Released { room: answered }) => room != answered,
             (
                 DirectoryOp::List { request_id, .. },
                 DirectoryReply::List {
@@ -1043,6 +1056,7 @@ impl Session {
             _ => true,
         });
         match reply {
+            DirectoryReply::Released { .. } => {}
             DirectoryReply::List { request_id, outcome } => match outcome {
                 Ok((rooms, next)) => self.reply_rooms(request_id, rooms, next),
                 Err(e) => self.pool_error(&e, request_id, ""),
@@ -1064,8 +1078,12 @@ impl Session {
                 ticket,
                 seat,
             } => {
-                // Left (or the session closed) while the claim ran: nothing to finish.
+                // Left while the claim ran: nothing to finish, and a room claimed for
+                // the join is given up.
                 let Some(pending) = self.claims.remove(&room) else {
+                    if matches!(outcome, Ok(Claim::Ours)) {
+                        self.release_unopened(room);
+                    }
                     return;
                 };
                 let request_id = pending.request_id;
@@ -1081,8 +1099,9 @@ impl Session {
                         };
                         let listing = ListingState::created(pending.create.as_ref(), member, true);
                         let Some(handle) =
-                            self.open_and_join(room, &pending.room_type, request_id, member, user_id, listing)
+                            self.open_and_join(room.clone(), &pending.room_type, request_id, member, user_id, listing)
                         else {
+                            self.release_unopened(room);
                             return;
                         };
                         for waiting in pending.waiting {
@@ -1114,6 +1133,14 @@ impl Session {
                     Err(e) => self.pool_error(&e, request_id, &room),
                 }
             }
+        }
+    }
+
+    /// Gives up the claim of `room` (see [`DirectoryOp::Release`]) unless it is open
+    /// here.
+    fn release_unopened(&mut self, room: String) {
+        if self.ctx.rooms.find(&room).is_none() {
+            self.directory_ops.push(DirectoryOp::Release { room });
         }
     }
 

@@ -1076,6 +1076,30 @@ fn clustered_a_leave_before_the_claim_answers_is_final() {
     );
     claimed(&mut h, "a", Ok(Claim::Ours));
     assert_eq!(h.sent(), [], "the claim finds no join to finish");
+    let release = DirectoryOp::Release { room: "a".into() };
+    assert_eq!(h.session.poll_directory(), Some(release), "its claim given up");
+}
+
+/// A claimed room the join then cannot open (the creator's limit, say) is given up:
+/// its directory entry would list a room that runs nowhere. One open here meanwhile
+/// is kept.
+#[test]
+fn clustered_a_claimed_room_that_does_not_open_is_released() {
+    let mut h = Harness::clustered();
+    h.replies();
+    *h.rooms.refuse_open.lock() = Some(PoolError::TooManyRooms);
+    h.one(join("a", 1)).unwrap();
+    claimed(&mut h, "a", Ok(Claim::Ours));
+    assert_eq!(h.errors(), [(ErrorCode::ServerBusy, 1)]);
+    let release = DirectoryOp::Release { room: "a".into() };
+    assert_eq!(h.session.poll_directory(), Some(release));
+
+    *h.rooms.refuse_open.lock() = None;
+    h.one(join("b", 2)).unwrap();
+    h.rooms.open("b", "", "", ListingState::default()).unwrap();
+    *h.rooms.refuse_open.lock() = Some(PoolError::TooManyRooms);
+    claimed(&mut h, "b", Ok(Claim::Ours));
+    assert_eq!(h.session.poll_directory(), None, "open here: kept");
 }
 
 /// Room searches look at many rooms each: a creator's sessions share a rate, and a
