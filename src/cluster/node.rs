@@ -74,6 +74,8 @@ pub struct Cluster {
     flush: Notify,
     /// Where this node's clients go when it stops: set by [`Cluster::hand_off`].
     destinations: OnceLock<Destinations>,
+    /// Keys of the seat tickets' hashes (see [`Cluster::seat_ticket`]), drawn at start.
+    seat_keys: [std::hash::RandomState; 2],
 }
 
 /// How this node takes part in the cluster.
@@ -222,6 +224,7 @@ impl Cluster {
             flushed: AtomicUsize::new(0),
             flush: Notify::new(),
             destinations: OnceLock::new(),
+            seat_keys: [std::hash::RandomState::new(), std::hash::RandomState::new()],
         }
     }
 
@@ -446,11 +449,19 @@ impl Cluster {
 
     /// A seat ticket for a member redirected to `room`'s node: it joins there with
     /// this member id (empty when Redis failed: it joins with the id of its session
-    /// there).
+    /// there). One member redirected to one room again and again gets the same
+    /// ticket (a keyed hash of the two, 128 bits, unguessable without this node's
+    /// keys), so Redis holds one key for them, not one per redirect.
     async fn seat_ticket(&self, room: &str, member: &proto::Seat) -> String {
-        let ticket = crate::transport::registry::resume_token();
+        use std::hash::BuildHasher;
+        let [a, b] = self
+            .seat_keys
+            .each_ref()
+            .map(|keys| keys.hash_one((member.member_id, &member.user_id, room)));
+        let ticket = format!("{a:016x}{b:016x}");
         let seat = member.encode_to_vec();
-        let key = format!("{room}/{ticket}");
+        // The ticket (hex) first: a room id may hold any byte, `/` too.
+        let key = format!("{ticket}/{room}");
         match self.call(self.directory.save_seat(&key, &seat, SEAT_TICKET_TTL)).await {
             Ok(()) => ticket,
             Err(_) => String::new(),
@@ -460,8 +471,11 @@ impl Cluster {
     /// The member a seat ticket for `room` carries, if the ticket is valid (it is
     /// taken: used once).
     async fn take_seat(&self, room: &str, ticket: &str) -> Option<proto::Seat> {
+        if ticket.len() != 32 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
         let seat = self
-            .call(self.directory.take_seat(&format!("{room}/{ticket}")))
+            .call(self.directory.take_seat(&format!("{ticket}/{room}")))
             .await
             .ok()??;
         proto::Seat::decode(&seat[..]).ok()

@@ -383,12 +383,26 @@ async fn redirects_and_listings(cluster: TestCluster) {
     assert_eq!(join_or_redirect(&mut on_a, "lobby").await, None);
     let mut on_b = TestClient::connect(&b).await;
     assert_eq!(join_or_redirect(&mut on_b, "lobby").await, Some(node_url(&a)));
+    // Redirected again, not followed: the same seat ticket (one key in Redis).
+    let mut tickets = Vec::new();
+    for _ in 0..2 {
+        let request_id = on_b.send_join("lobby", "", "").await;
+        let ticket = on_b
+            .until(|k| match k {
+                Kind::Redirect(r) if r.request_id == request_id => Some(r.seat.clone()),
+                _ => None,
+            })
+            .await;
+        tickets.push(ticket);
+    }
+    assert_eq!(tickets[0].len(), 32);
+    assert_eq!(tickets[0], tickets[1]);
     assert_eq!(
         join_or_redirect(&mut on_b, "dungeon").await,
         None,
         "b owns a room of its own"
     );
-    assert_eq!(b.metric("tickrelay_redirects_total"), 1);
+    assert_eq!(b.metric("tickrelay_redirects_total"), 3);
     // Followed by hand, as a client library does.
     let mut moved = TestClient::connect(&a).await;
     assert_eq!(join_or_redirect(&mut moved, "lobby").await, None);
