@@ -35,7 +35,7 @@ use super::redis_directory::{RedisDirectory, SessionTake};
 use crate::clock::unix_micros;
 use crate::config::Placement;
 use crate::engine::listing::{ListingState, Metadata};
-use crate::engine::sim_pool::{Checkpoint, Command, LIST_SCAN, PoolError, RoomFilter, RoomShared, SimPool};
+use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomShared, SimPool};
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
@@ -45,10 +45,12 @@ use crate::session::{DirectoryOp, DirectoryReply, Found};
 use crate::state::SERVER;
 
 /// The open rooms a quick join considers on other nodes, at most (the fullest, read
-/// in one round trip).
-const QUICK_JOIN_SCAN: usize = 256;
+/// in one round trip): each entry may hold kilobytes of metadata.
+const QUICK_JOIN_SCAN: usize = 64;
 
-/// Directory entries a listing page reads per round trip, at least.
+/// Directory entries a listing page reads, at most (one round trip): each may hold
+/// kilobytes of metadata, and a search that matches nothing must not read the
+/// whole directory.
 const LIST_CHUNK: usize = 200;
 
 /// A directory operation taking longer than this is answered `UNAVAILABLE`.
@@ -373,9 +375,9 @@ impl Cluster {
     }
 
     /// One page of the cluster's rooms that `filter` admits: at most `limit` after
-    /// `after`, and where the next page starts (none: the last). Reads directory pages
-    /// until the page is full, at most [`LIST_SCAN`] entries: a selective filter may
-    /// answer a short page (even an empty one) that is not the last.
+    /// `after`, and where the next page starts (none: the last). Reads one page of
+    /// [`LIST_CHUNK`] directory entries: a selective filter may answer a short page
+    /// (even an empty one) that is not the last.
     async fn list(
         &self,
         filter: &RoomFilter<'_>,
@@ -383,26 +385,17 @@ impl Cluster {
         limit: usize,
     ) -> Result<(Vec<proto::RoomInfo>, Option<String>), PoolError> {
         let mut rooms = Vec::new();
-        let mut scanned = 0;
-        loop {
-            let (page, more) = self.call(self.directory.list(&after, limit.max(LIST_CHUNK))).await?;
-            scanned += page.len();
-            for entry in page {
-                after.clone_from(&entry.room);
-                if filter.admits(&entry.room_type, entry.members, entry.max_members, &entry.listing) {
-                    rooms.push(entry.info());
-                    if rooms.len() == limit {
-                        return Ok((rooms, Some(after)));
-                    }
+        let (page, more) = self.call(self.directory.list(&after, LIST_CHUNK)).await?;
+        for entry in page {
+            after.clone_from(&entry.room);
+            if filter.admits(&entry.room_type, entry.members, entry.max_members, &entry.listing) {
+                rooms.push(entry.info());
+                if rooms.len() == limit {
+                    return Ok((rooms, Some(after)));
                 }
             }
-            if !more {
-                return Ok((rooms, None));
-            }
-            if scanned >= LIST_SCAN {
-                return Ok((rooms, Some(after)));
-            }
         }
+        Ok((rooms, more.then_some(after)))
     }
 
     /// The fullest open room of `room_type` (empty: the default) on another live node
