@@ -148,6 +148,7 @@ impl Server {
             pool_config.checkpoints = Some(Checkpoints {
                 every_ticks: config.cluster.checkpoint_ticks,
                 seat_grace: Duration::from_secs_f64(config.session.resume_grace_secs),
+                rewrite_after: Duration::from_secs(config.cluster.checkpoint_ttl_secs) / 4,
                 sink: Arc::new(move |checkpoint| {
                     let _ = tx.send(checkpoint);
                 }),

@@ -94,6 +94,9 @@ pub struct Checkpoints {
     pub every_ticks: u32,
     /// How long a restored room keeps the seats of its checkpoint's members.
     pub seat_grace: Duration,
+    /// A room that did not change is checkpointed again after this long at the
+    /// latest (well within how long Redis keeps a checkpoint).
+    pub rewrite_after: Duration,
     /// Called on the simulation thread with each checkpoint; must not block.
     pub sink: Arc<dyn Fn(Checkpoint) + Send + Sync>,
 }
@@ -106,6 +109,10 @@ impl std::fmt::Debug for Checkpoints {
             .finish_non_exhaustive()
     }
 }
+
+/// Checkpoints of an unchanged room not written in a row, at most (see
+/// `SimThread`'s ticks).
+const UNCHANGED_CHECKPOINTS: u32 = 9;
 
 /// What a simulation thread hands the checkpoint sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -955,6 +962,9 @@ struct OwnedRoom {
     persistent: bool,
     schedule: TickSchedule,
     empty_since: Option<Instant>,
+    /// The fingerprint of the last checkpoint written, when, and how many since were
+    /// not written because it had not changed.
+    checkpointed: Option<(u64, Instant, u32)>,
 }
 
 impl OwnedRoom {
@@ -1113,6 +1123,7 @@ impl SimThread {
                     persistent,
                     schedule,
                     empty_since: Some(Instant::now()),
+                    checkpointed: None,
                 });
                 self.metrics.rooms.inc();
             }
@@ -1234,7 +1245,25 @@ impl SimThread {
                             && c.every_ticks > 0
                             && report.tick.is_multiple_of(u64::from(c.every_ticks))
                         {
-                            (c.sink)(Checkpoint::Room(owned.room.checkpoint(unix_micros())));
+                            // A room that did not change since its last checkpoint is
+                            // not written again (an idle room of a megabyte would cost
+                            // Redis a megabyte each time), but every tenth time all the
+                            // same (a write Redis failed is made good then), and before
+                            // Redis lets the last one expire.
+                            let fingerprint = owned.room.checkpoint_fingerprint();
+                            match &mut owned.checkpointed {
+                                Some((last, at, skipped))
+                                    if *last == fingerprint
+                                        && *skipped < UNCHANGED_CHECKPOINTS
+                                        && at.elapsed() < c.rewrite_after =>
+                                {
+                                    *skipped += 1;
+                                }
+                                checkpointed => {
+                                    *checkpointed = Some((fingerprint, Instant::now(), 0));
+                                    (c.sink)(Checkpoint::Room(owned.room.checkpoint(unix_micros())));
+                                }
+                            }
                         }
                         let m = &self.metrics;
                         m.ticks.inc();
@@ -1584,6 +1613,7 @@ mod tests {
         config.checkpoints = Some(Checkpoints {
             every_ticks: 0,
             seat_grace: Duration::from_secs(60),
+            rewrite_after: Duration::from_secs(60),
             sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
         });
         let pool = SimPool::start(config).unwrap();
@@ -1604,6 +1634,34 @@ mod tests {
         let ticks = pool.metrics().ticks.get();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(pool.metrics().ticks.get(), ticks, "a room ticked after its checkpoint");
+    }
+
+    /// A room that does not change is checkpointed every tenth time only (an idle
+    /// room of a megabyte would cost Redis a megabyte a second otherwise).
+    #[test]
+    fn an_unchanged_room_is_not_checkpointed_every_time() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let (sink, checkpoints) = crossbeam_channel::unbounded();
+        let mut config = config(1, rx);
+        config.checkpoints = Some(Checkpoints {
+            every_ticks: 1,
+            seat_grace: Duration::from_secs(60),
+            rewrite_after: Duration::from_secs(60),
+            sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
+        });
+        let pool = SimPool::start(config).unwrap();
+        let outbox = join(&pool, "quiet", "relay", 7);
+        wait_for_frames(&outbox, 1);
+        std::thread::sleep(Duration::from_millis(50));
+        let (ticks, taken) = (pool.metrics().ticks.get(), checkpoints.len());
+        std::thread::sleep(Duration::from_millis(500));
+        let ticks = pool.metrics().ticks.get() - ticks;
+        let written = (checkpoints.len() - taken) as u64;
+        assert!(ticks >= 20, "{ticks} ticks");
+        assert!(
+            (1..=ticks / 10 + 2).contains(&written),
+            "{written} checkpoints in {ticks} ticks of an idle room"
+        );
     }
 
     #[test]

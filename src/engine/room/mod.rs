@@ -293,6 +293,25 @@ impl Room {
         }
     }
 
+    /// A hash of what a checkpoint holds but its tick and time: the state (its
+    /// checksum), the event numbering, the seats and the listing. Equal between two
+    /// checkpoints when nothing a restore would bring back changed.
+    pub fn checkpoint_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.world.checksum(), self.world.len(), self.event_seq).hash(&mut hasher);
+        for member in &self.members {
+            (member.id, &*member.user_id, member.last_applied).hash(&mut hasher);
+        }
+        let mut reserved: Vec<_> = self.reserved.iter().map(|(&id, r)| (id, r.last_applied)).collect();
+        reserved.sort_unstable();
+        reserved.hash(&mut hasher);
+        self.listing
+            .with(|listing| listing.to_proto().encode_to_vec())
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// What the room shows in listings.
     pub fn listing(&self) -> &Arc<Listing> {
         &self.listing
