@@ -24,8 +24,12 @@
 //! replicated one) allows, and a Redis Cluster too: there every key is under one hash
 //! tag (see `redis_connection`).
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use redis::{Script, Value};
 
@@ -81,9 +85,9 @@ return {1}
 /// Renews this node's URL lease (KEYS[1]) and the leases of the rooms it owns
 /// (KEYS[2..]), with their member counts and listings, and keeps the open-room sets
 /// current, and records the members of the rooms it holds in the `load` set. ARGV:
-/// node id, lease ms, url, prefix, then per room its id, type, member count, listing
-/// and whether it is open (1 or 0). Returns the (1-based) positions of the rooms it
-/// no longer holds.
+/// node id, lease ms, url, prefix, then per room its id, type, member count, whether
+/// its listing is written (1 or 0: unchanged), the listing, and whether it is open (1
+/// or 0). Returns the (1-based) positions of the rooms it no longer holds.
 ///
 /// It also keeps the time of the last renewal by any node (`renewed-at`, Redis's
 /// clock) and since when renewals have come without a gap of half a lease
@@ -109,13 +113,17 @@ redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local lost = {}
 local load = 0
 for i = 2, #KEYS do
-  local a = 5 + (i - 2) * 5
+  local a = 5 + (i - 2) * 6
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
   if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
     load = load + tonumber(ARGV[a + 2])
-    redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 3])
+    if ARGV[a + 3] == '1' then
+      redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 4])
+    else
+      redis.call('HSET', KEYS[i], 'members', ARGV[a + 2])
+    end
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    if ARGV[a + 4] == '1' then
+    if ARGV[a + 5] == '1' then
       redis.call('ZADD', open, ARGV[a + 2], ARGV[a])
     else
       redis.call('ZREM', open, ARGV[a])
@@ -292,6 +300,9 @@ pub enum SessionTake {
 #[derive(Clone)]
 pub struct RedisDirectory {
     connection: Connection,
+    /// Per room held, a hash of the listing last written and the renewals since:
+    /// renewals write a listing when it changed, and every tenth time all the same.
+    listings: Arc<Mutex<HashMap<String, (u64, u8)>>>,
     node: Node,
     lease_ms: u64,
     prefix: String,
@@ -308,6 +319,7 @@ impl RedisDirectory {
         Ok(Self {
             prefix: connection.key_prefix(prefix),
             connection,
+            listings: Arc::default(),
             node,
             lease_ms: lease.as_millis().max(1) as u64,
         })
@@ -417,6 +429,7 @@ impl RedisDirectory {
     /// A room closed here (it emptied out): its checkpoint and directory entry go (if
     /// this node still holds it), so the next room with its id starts empty.
     pub async fn close(&self, room: &str) -> Result<(), DirectoryError> {
+        self.listings.lock().remove(room);
         CLOSE
             .key(self.key("room", room))
             .key(self.key("checkpoint", room))
@@ -620,22 +633,43 @@ impl Directory for RedisDirectory {
         (invocation.arg(&self.node.id).arg(self.lease_ms))
             .arg(&self.node.url)
             .arg(&self.prefix);
-        for room in rooms {
-            (invocation.key(self.key("room", &room.room)).arg(&room.room))
-                .arg(&room.room_type)
-                .arg(room.members)
-                .arg(room.listing.to_proto().encode_to_vec())
-                .arg(u8::from(room.is_open()));
+        let mut hashes = Vec::with_capacity(rooms.len());
+        {
+            let written = self.listings.lock();
+            for room in rooms {
+                let listing = room.listing.to_proto().encode_to_vec();
+                let mut hasher = std::hash::DefaultHasher::new();
+                listing.hash(&mut hasher);
+                let hash = hasher.finish();
+                let unchanged = written
+                    .get(&room.room)
+                    .is_some_and(|&(last, renewals)| last == hash && renewals < 9);
+                hashes.push((hash, !unchanged));
+                (invocation.key(self.key("room", &room.room)).arg(&room.room))
+                    .arg(&room.room_type)
+                    .arg(room.members)
+                    .arg(u8::from(!unchanged))
+                    .arg(if unchanged { Vec::new() } else { listing })
+                    .arg(u8::from(room.is_open()));
+            }
         }
         let lost: Vec<usize> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
-        Ok(lost
-            .into_iter()
+        let lost: Vec<String> = (lost.into_iter())
             .filter_map(|i| rooms.get(i.checked_sub(1)?))
             .map(|r| r.room.clone())
-            .collect())
+            .collect();
+        let mut written = self.listings.lock();
+        for (room, (hash, sent)) in rooms.iter().zip(hashes) {
+            let entry = written.entry(room.room.clone()).or_insert((hash, 0));
+            *entry = if sent { (hash, 0) } else { (hash, entry.1 + 1) };
+        }
+        for room in &lost {
+            written.remove(room);
+        }
+        Ok(lost)
     }
 
     async fn locate(&self, room: &str) -> Result<Option<String>, DirectoryError> {
@@ -648,6 +682,7 @@ impl Directory for RedisDirectory {
     }
 
     async fn release(&self, room: &str) -> Result<(), DirectoryError> {
+        self.listings.lock().remove(room);
         let _: i64 = RELEASE
             .key(self.key("room", room))
             .key(format!("{}rooms", self.prefix))

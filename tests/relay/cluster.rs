@@ -203,6 +203,50 @@ async fn a_redis_stall_does_not_hand_a_live_room_to_another_node() {
     assert_eq!(b.claim(&room).await.unwrap(), Claim::Ours);
 }
 
+/// A renewal writes a room's listing only when it changed since the last one
+/// written, and every tenth renewal all the same (metadata may be kilobytes a room).
+#[tokio::test]
+async fn renewals_write_a_listing_only_when_it_changed() {
+    use tickrelay_testkit::directory::listed;
+    let (server, a, _b) = redis().await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut stored = async || -> Vec<u8> {
+        let listing: Option<Vec<u8>> = (redis::cmd("HGET").arg("test:room:world").arg("listing"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        listing.unwrap_or_default()
+    };
+    let room = listed("world", 1, "ctf", false);
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    a.renew(std::slice::from_ref(&room)).await.unwrap();
+    let written = stored().await;
+    assert!(!written.is_empty());
+    // Overwritten behind the node's back: an unchanged listing is not written again.
+    let mut direct = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = (redis::cmd("HSET").arg("test:room:world").arg("listing").arg("stale"))
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    a.renew(std::slice::from_ref(&room)).await.unwrap();
+    assert_eq!(stored().await, b"stale");
+    let changed = listed("world", 2, "koth", false);
+    a.renew(std::slice::from_ref(&changed)).await.unwrap();
+    let written = stored().await;
+    assert_ne!(written, b"stale");
+    let _: () = (redis::cmd("HSET").arg("test:room:world").arg("listing").arg("stale"))
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    for _ in 0..9 {
+        a.renew(std::slice::from_ref(&changed)).await.unwrap();
+    }
+    assert_eq!(stored().await, b"stale", "nine unchanged renewals");
+    a.renew(std::slice::from_ref(&changed)).await.unwrap();
+    assert_eq!(stored().await, written, "the tenth writes it");
+}
+
 /// The same checks on a Redis Cluster of three, each under a prefix of its own: every
 /// key a script names or computes is under the prefix's hash tag, so in one slot (a
 /// script touching two slots fails with `CROSSSLOT`), wherever the cluster put it.
