@@ -1602,21 +1602,27 @@ mod tests {
         assert_eq!(pool.metrics().dropped_ticks.get(), dropped);
     }
 
+    /// A pool of `threads` whose rooms checkpoint every `every_ticks` ticks (0: on
+    /// hand-off only), and what they checkpoint.
+    fn checkpointing(threads: usize, every_ticks: u32) -> (SimPool, crossbeam_channel::Receiver<Checkpoint>) {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let (sink, checkpoints) = crossbeam_channel::unbounded();
+        let mut config = config(threads, rx);
+        config.checkpoints = Some(Checkpoints {
+            every_ticks,
+            seat_grace: Duration::from_secs(60),
+            rewrite_after: Duration::from_secs(60),
+            sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
+        });
+        (SimPool::start(config).unwrap(), checkpoints)
+    }
+
     /// A node stopping hands its rooms off: each is checkpointed, then ticks no more,
     /// so no input is applied (and acknowledged to its member) after its checkpoint:
     /// the node that restores the room from it loses nothing its members were told.
     #[test]
     fn a_handed_off_room_stops_at_its_checkpoint() {
-        let (_gate, rx) = crossbeam_channel::bounded(0);
-        let (sink, checkpoints) = crossbeam_channel::unbounded();
-        let mut config = config(2, rx);
-        config.checkpoints = Some(Checkpoints {
-            every_ticks: 0,
-            seat_grace: Duration::from_secs(60),
-            rewrite_after: Duration::from_secs(60),
-            sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
-        });
-        let pool = SimPool::start(config).unwrap();
+        let (pool, checkpoints) = checkpointing(2, 0);
         let outbox = join(&pool, "world", "arena", 7);
         wait_for_frames(&outbox, 3);
         assert_eq!(pool.hand_off(), 2, "both threads asked");
@@ -1640,16 +1646,7 @@ mod tests {
     /// room of a megabyte would cost Redis a megabyte a second otherwise).
     #[test]
     fn an_unchanged_room_is_not_checkpointed_every_time() {
-        let (_gate, rx) = crossbeam_channel::bounded(0);
-        let (sink, checkpoints) = crossbeam_channel::unbounded();
-        let mut config = config(1, rx);
-        config.checkpoints = Some(Checkpoints {
-            every_ticks: 1,
-            seat_grace: Duration::from_secs(60),
-            rewrite_after: Duration::from_secs(60),
-            sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
-        });
-        let pool = SimPool::start(config).unwrap();
+        let (pool, checkpoints) = checkpointing(1, 1);
         let outbox = join(&pool, "quiet", "relay", 7);
         wait_for_frames(&outbox, 1);
         std::thread::sleep(Duration::from_millis(50));
