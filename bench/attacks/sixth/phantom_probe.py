@@ -16,11 +16,18 @@ async def main():
         if m is not None and m.WhichOneof("kind") == "joined":
             await a.send(env(leave(m.joined.room, 0)))
     pj("burning the creator budget:", dict(c))
-    await a.send(env(join(" phantom-probe-%d" % RUN, 999)))
-    m, _ = await wait_for(a, lambda m: m.WhichOneof("kind") in ("joined", "error"), 3)
+    # (after the fixes) the budget refills at 2/s: try fresh ids until one is refused
+    for k in range(20):
+        PID = "%d-%d" % (RUN, k)
+        await a.send(env(join(" phantom-probe-%s" % PID, 999)))
+        m, _ = await wait_for(a, lambda m: m.WhichOneof("kind") in ("joined", "error"), 3)
+        if m is None or m.WhichOneof("kind") != "joined":
+            break
+        await a.send(env(leave(m.joined.room, 0)))
+    pj("probe attempts:", k + 1)
     pj("refused join:", kind(m), m.error.message[:90] if m.WhichOneof("kind") == "error" else "")
-    pj("Redis: room key", redis("hgetall", "tickrelay:room: phantom-probe-%d" % RUN).split("\n")[:2], "pttl", redis("pttl", "tickrelay:room: phantom-probe-%d" % RUN),
-       "in rooms:", redis("zscore", "tickrelay:rooms", " phantom-probe-%d" % RUN), "in open:relay:", redis("zscore", "tickrelay:open:relay", " phantom-probe-%d" % RUN))
+    pj("Redis: room key", redis("hgetall", "tickrelay:room: phantom-probe-%s" % PID).split("\n")[:2], "pttl", redis("pttl", "tickrelay:room: phantom-probe-%s" % PID),
+       "in rooms:", redis("zscore", "tickrelay:rooms", " phantom-probe-%s" % PID), "in open:relay:", redis("zscore", "tickrelay:open:relay", " phantom-probe-%s" % PID))
     l = await connect(2)
     await l.send(env(pb.ClientMessage(request=pb.Request(request_id=1, list_rooms=pb.ListRooms(limit=3)))))
     m, _ = await wait_for(l, lambda m: m.WhichOneof("kind") == "response", 3)

@@ -31,9 +31,9 @@ pub struct Scenario {
     /// falls back to the others in turn.
     pub urls: Vec<String>,
     /// A node is expected to be lost (killed, or stopped) during the run: its
-    /// connections' 1006 (or 1001) closes and the `UNAVAILABLE` answers until its
-    /// rooms' leases lapse are counted apart (`node_losses`, `unavailable`), not as
-    /// violations.
+    /// connections' 1006 (or 1001) closes, the 1013 closes of resumes elsewhere while
+    /// its own lease lives and the `UNAVAILABLE` answers until its rooms' leases
+    /// lapse are counted apart (`node_losses`, `unavailable`), not as violations.
     pub node_loss_expected: bool,
     /// Certificate trust.
     pub trust: Trust,
@@ -671,7 +671,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     lost_at.get_or_insert_with(Instant::now);
                     if dropping && code == 1006 {
                         // The scenario's own churn.
-                    } else if s.node_loss_expected && (code == 1006 || code == 1001) {
+                    } else if s.node_loss_expected && matches!(code, 1001 | 1006 | 1013) {
                         c.node_losses.fetch_add(1, Ordering::Relaxed);
                     } else {
                         *fleet.closes.lock().entry(code).or_default() += 1;

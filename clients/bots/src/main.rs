@@ -40,8 +40,9 @@ struct Args {
     #[arg(long, default_value = "wss://127.0.0.1:7443/ws", action = clap::ArgAction::Append)]
     url: Vec<String>,
     /// A node will be lost (killed or stopped) during the run: connections lost
-    /// without a close or closed with 1001, and joins answered UNAVAILABLE, are
-    /// counted apart, not as failures; the report gives how long bots took to play
+    /// without a close or closed with 1001 (or 1013: a resume elsewhere while the
+    /// lost node's lease lives), and joins answered UNAVAILABLE, are counted apart,
+    /// not as failures; the report gives how long bots took to play
     /// again.
     #[arg(long)]
     expect_node_loss: bool,
