@@ -90,7 +90,8 @@ async def case_resume():
     w2 = await welcome(s2)
     pj("node2 with s1's token while s1 lives:", {"welcome": bool(w2), "session_id": w2.session_id if w2 else None,
                                                    "same_id": bool(w2) and w2.session_id == w1.session_id,
-                                                   "resumed": w2.resumed if w2 else None})
+                                                   "resumed": w2.resumed if w2 else None,
+                                                   "close": (s2.close_code, (s2.close_reason or "")[:60])})
     # is s1 still alive and in its room?
     await s1.send(env(pb.ClientMessage(ping=pb.Ping(nonce=7))))
     m, seen = await wait_for(s1, lambda m: m.WhichOneof("kind") == "pong", 3)

@@ -13,9 +13,17 @@ SECS = float(os.environ.get("SECS", "60"))
 HOLD = int(os.environ.get("HOLD", "16"))
 ATTACK_NODE = int(os.environ.get("ATTACK_NODE", "1"))  # index: 1 = node 2
 ROOMS = [("seatflood-%02d-" % i).ljust(128, "x") for i in range(HOLD)]
+# (after the fixes) TARGETS=lst: target HOLD rooms lst-000000.. already held on node 1
+# (rooms_setup6.py, the ids in the `rooms` index) instead of holding 16; one seat key per member x room, so many rooms
+TARGETS = os.environ.get("TARGETS", "")
+if TARGETS:
+    ROOMS = [r for r in redis("--raw", "zrange", "tickrelay:rooms", 0, -1).splitlines() if r.startswith(TARGETS + "-")][:HOLD]
+    HOLD = len(ROOMS)
 
 
 async def holder(stop):
+    if TARGETS:
+        return
     ws = await connect(0)
     await ws.send(env(*[join(r, i + 1) for i, r in enumerate(ROOMS)]))
     msgs = await recv_msgs(ws, 2)
