@@ -44,6 +44,10 @@ use crate::session::auth::room_allowed;
 use crate::session::{DirectoryOp, DirectoryReply, Found};
 use crate::state::SERVER;
 
+/// How long a resume waits for the session's node to be gone (see
+/// [`Cluster::take_session`]): less than the clients' 5 s for an answer.
+const TAKE_SESSION_WAIT: Duration = Duration::from_secs(4);
+
 /// The open rooms a quick join considers on other nodes, at most (the fullest, read
 /// in one round trip): each entry may hold kilobytes of metadata.
 const QUICK_JOIN_SCAN: usize = 64;
@@ -279,9 +283,12 @@ impl Cluster {
 
     /// Takes the record of a session of another node (it died, or stopped), to
     /// continue it here: its id and user. `Ok(None)` for a token of this node, an
-    /// unknown one, or one already taken; `Err(CloseReason::TryAgainLater)` while the
-    /// session's node lives (the client is to resume there: a session is continued
-    /// on one node at a time), or while Redis does not answer.
+    /// unknown one, or one already taken. While the session's node lives (a session
+    /// is continued on one node at a time) it waits, up to a lease but at most
+    /// 4 s (`TAKE_SESSION_WAIT`): a node that died a moment ago is live in the directory
+    /// until its own lease lapses, and its clients reconnect at once.
+    /// `Err(CloseReason::TryAgainLater)` when the node still lives then (the client
+    /// is to resume there, or try again), or Redis does not answer.
     pub async fn take_session(&self, token: &str) -> Result<Option<proto::SessionRecord>, CloseReason> {
         let Some(number) = token.split_once('.').and_then(|(number, _)| number.parse::<u64>().ok()) else {
             return Ok(None);
@@ -289,10 +296,16 @@ impl Cluster {
         if number == self.settings.number {
             return Ok(None);
         }
-        match self.call(self.directory.take_session(number, token)).await {
-            Ok(SessionTake::Taken(record)) => Ok(proto::SessionRecord::decode(&record[..]).ok()),
-            Ok(SessionTake::Unknown) => Ok(None),
-            Ok(SessionTake::Live) | Err(_) => Err(CloseReason::TryAgainLater),
+        let deadline = Instant::now() + (self.settings.lease + self.settings.lease / 4).min(TAKE_SESSION_WAIT);
+        loop {
+            match self.call(self.directory.take_session(number, token)).await {
+                Ok(SessionTake::Taken(record)) => return Ok(proto::SessionRecord::decode(&record[..]).ok()),
+                Ok(SessionTake::Unknown) => return Ok(None),
+                Ok(SessionTake::Live) if Instant::now() < deadline => {
+                    tokio::time::sleep(self.settings.lease / 12).await;
+                }
+                Ok(SessionTake::Live) | Err(_) => return Err(CloseReason::TryAgainLater),
+            }
         }
     }
 
