@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -44,11 +45,15 @@ use crate::proto;
 /// lease (and the room's, when it was this node's already: its entry is the renewals'
 /// to keep). A room with a checkpoint and no lease is not taken (`{2}`) while the
 /// renewals are not settled (see [`RENEW`]): after a Redis stall or outage its node,
-/// alive, takes it back at its next renewal; a retake (the room runs on this node)
-/// does not wait. KEYS: room, node, rooms, open rooms of its type, checkpoint. ARGV:
-/// node id, lease ms, type, max, url, room id, prefix, listing, open (1 or 0), retake
-/// (1 or 0). Returns `{1}` when taken, `{0, owner, owner's url or false}` when
-/// another node holds it, `{2}` when it is not settled.
+/// alive, takes it back at its next renewal; nor is any room without a lease for a
+/// lease after Redis came back empty (`restarted`): its node, alive, had it. A node
+/// that has renewed before and finds no renewal recorded is the first to see that
+/// Redis lost the directory, and starts that lease. A retake (the room runs on this
+/// node) does not wait. KEYS: room, node, rooms, open rooms of its type, checkpoint.
+/// ARGV: node id, lease ms, type, max, url, room id, prefix, listing, open (1 or 0),
+/// retake (1 or 0), this node has renewed before (1 or 0). Returns `{1}` when taken,
+/// `{0, owner, owner's url or false}` when another node holds it, `{2}` when it is
+/// not settled.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -61,14 +66,24 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if owner then
   return {1}
 end
-if ARGV[10] ~= '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+if ARGV[10] ~= '1' then
   local time = redis.call('TIME')
   local now = time[1] * 1000 + math.floor(time[2] / 1000)
   local last = tonumber(redis.call('GET', ARGV[7] .. 'renewed-at'))
-  local since = tonumber(redis.call('GET', ARGV[7] .. 'renewing-since'))
   local lease = tonumber(ARGV[2])
-  if not last or not since or now - last > lease / 2 or now - since < lease then
+  if not last and ARGV[11] == '1' then
+    redis.call('SET', ARGV[7] .. 'restarted', 1, 'PX', lease)
+    redis.call('SET', ARGV[7] .. 'renewing-since', now)
+    redis.call('SET', ARGV[7] .. 'renewed-at', now)
+  end
+  if redis.call('EXISTS', ARGV[7] .. 'restarted') == 1 then
     return {2}
+  end
+  if redis.call('EXISTS', KEYS[5]) == 1 then
+    local since = tonumber(redis.call('GET', ARGV[7] .. 'renewing-since'))
+    if not last or not since or now - last > lease / 2 or now - since < lease then
+      return {2}
+    end
   end
 end
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8], 'members', 0)
@@ -95,8 +110,10 @@ return {1}
 /// was): a room lease can lapse only in a gap of two thirds of a lease, as each owner
 /// renews every third. Renewals are settled a lease after the gap: every live owner
 /// has renewed (and taken back its lapsed rooms) by then. A directory without a
-/// renewal yet (new, or Redis restarted empty) is settled: it holds no checkpoint
-/// from before.
+/// renewal yet is new (settled), unless this node has renewed before: then Redis
+/// restarted empty under it, and no room without a lease is claimed for a lease
+/// (`restarted`, see [`CLAIM`]). ARGV\[5\]: whether this node has renewed before
+/// (1 or 0); the rooms' arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -104,7 +121,10 @@ redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local last = tonumber(redis.call('GET', ARGV[4] .. 'renewed-at'))
-if not last then
+if not last and ARGV[5] == '1' then
+  redis.call('SET', ARGV[4] .. 'restarted', 1, 'PX', ARGV[2])
+  redis.call('SET', ARGV[4] .. 'renewing-since', now)
+elseif not last then
   redis.call('SET', ARGV[4] .. 'renewing-since', 0)
 elseif now - last > tonumber(ARGV[2]) / 2 then
   redis.call('SET', ARGV[4] .. 'renewing-since', now)
@@ -113,7 +133,7 @@ redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local lost = {}
 local load = 0
 for i = 2, #KEYS do
-  local a = 5 + (i - 2) * 6
+  local a = 6 + (i - 2) * 6
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
   if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
     load = load + tonumber(ARGV[a + 2])
@@ -303,6 +323,9 @@ pub struct RedisDirectory {
     /// Per room held, a hash of the listing last written and the renewals since:
     /// renewals write a listing when it changed, and every tenth time all the same.
     listings: Arc<Mutex<HashMap<String, (u64, u8)>>>,
+    /// Set once a renewal succeeded: a directory with no renewal recorded is then
+    /// one Redis lost (see [`CLAIM`]).
+    renewed: Arc<std::sync::atomic::AtomicBool>,
     node: Node,
     lease_ms: u64,
     prefix: String,
@@ -320,6 +343,7 @@ impl RedisDirectory {
             prefix: connection.key_prefix(prefix),
             connection,
             listings: Arc::default(),
+            renewed: Arc::default(),
             node,
             lease_ms: lease.as_millis().max(1) as u64,
         })
@@ -604,6 +628,7 @@ impl RedisDirectory {
             .arg(room.listing.to_proto().encode_to_vec())
             .arg(u8::from(room.is_open()))
             .arg(u8::from(retake))
+            .arg(u8::from(self.renewed.load(Ordering::Relaxed)))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
@@ -632,7 +657,8 @@ impl Directory for RedisDirectory {
         let mut invocation = RENEW.key(self.key("node", &self.node.id));
         (invocation.arg(&self.node.id).arg(self.lease_ms))
             .arg(&self.node.url)
-            .arg(&self.prefix);
+            .arg(&self.prefix)
+            .arg(u8::from(self.renewed.load(Ordering::Relaxed)));
         let mut hashes = Vec::with_capacity(rooms.len());
         {
             let written = self.listings.lock();
@@ -657,6 +683,7 @@ impl Directory for RedisDirectory {
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
+        self.renewed.store(true, Ordering::Relaxed);
         let lost: Vec<String> = (lost.into_iter())
             .filter_map(|i| rooms.get(i.checked_sub(1)?))
             .map(|r| r.room.clone())
