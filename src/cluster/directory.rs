@@ -82,9 +82,10 @@ pub enum Claim {
         /// Where its clients connect.
         url: Option<String>,
     },
-    /// Nobody holds the room's lease, but it has a checkpoint and Redis has just come
-    /// back from a stall or an outage (every lease lapsed): its node, if alive, takes
-    /// it back at its next renewal. Ask again in a moment.
+    /// Nobody holds the room's lease, but Redis has just come back from a stall or an
+    /// outage (every lease lapsed) and the room has a checkpoint, or Redis came back
+    /// empty: its node, if alive, takes it back at its next renewal. Ask again in a
+    /// moment.
     Settling,
 }
 

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -325,7 +325,7 @@ pub struct RedisDirectory {
     listings: Arc<Mutex<HashMap<String, (u64, u8)>>>,
     /// Set once a renewal succeeded: a directory with no renewal recorded is then
     /// one Redis lost (see [`CLAIM`]).
-    renewed: Arc<std::sync::atomic::AtomicBool>,
+    renewed: Arc<AtomicBool>,
     node: Node,
     lease_ms: u64,
     prefix: String,
@@ -595,6 +595,10 @@ impl RedisDirectory {
     }
 }
 
+/// Renewals in a row that do not write a room's listing because it did not change,
+/// at most: then it is written all the same (a write Redis lost is made good).
+const UNCHANGED_LISTING_RENEWALS: u8 = 9;
+
 /// Node numbers (see [`RedisDirectory::register_node`]): 13 bits of a session id.
 const NODE_NUMBERS: u64 = 8191;
 
@@ -669,7 +673,7 @@ impl Directory for RedisDirectory {
                 let hash = hasher.finish();
                 let unchanged = written
                     .get(&room.room)
-                    .is_some_and(|&(last, renewals)| last == hash && renewals < 9);
+                    .is_some_and(|&(last, renewals)| last == hash && renewals < UNCHANGED_LISTING_RENEWALS);
                 hashes.push((hash, !unchanged));
                 (invocation.key(self.key("room", &room.room)).arg(&room.room))
                     .arg(&room.room_type)
@@ -690,8 +694,8 @@ impl Directory for RedisDirectory {
             .collect();
         let mut written = self.listings.lock();
         for (room, (hash, sent)) in rooms.iter().zip(hashes) {
-            let entry = written.entry(room.room.clone()).or_insert((hash, 0));
-            *entry = if sent { (hash, 0) } else { (hash, entry.1 + 1) };
+            let renewals = written.get(&room.room).map_or(0, |&(_, renewals)| renewals + 1);
+            written.insert(room.room.clone(), (hash, if sent { 0 } else { renewals }));
         }
         for room in &lost {
             written.remove(room);
