@@ -208,3 +208,11 @@ def one_key(pattern):
 def one_ttl(pattern):
     k = one_key(pattern)
     return (k[:60], redis("pttl", k), redis("memory", "usage", k)) if k else None
+
+
+async def close_quietly(ws):
+    """Closes `ws`, waiting at most 2 s, whatever happens."""
+    try:
+        await asyncio.wait_for(ws.close(), 2)
+    except Exception:
+        pass

@@ -52,10 +52,7 @@ async def member(i, stats, filled, stop):
     filled.append(time.time() - t0)
     await stop.wait()
     rt.cancel()
-    try:
-        await asyncio.wait_for(ws.close(), 2)
-    except Exception:
-        pass
+    await close_quietly(ws)
 
 
 async def main():

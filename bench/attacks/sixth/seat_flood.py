@@ -58,10 +58,7 @@ async def attacker(idx, stats, stop):
     stats["sent"] += i
     stats["distinct_tickets"] += len(seats)
     rt.cancel()
-    try:
-        await asyncio.wait_for(ws.close(), 2)
-    except Exception:
-        pass
+    await close_quietly(ws)
 
 
 async def main():

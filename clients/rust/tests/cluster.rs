@@ -33,6 +33,15 @@ async fn joined(events: &mut Receiver<Event>, room: &str) {
     .await;
 }
 
+/// Waits for `room`'s redirect: the URL the client followed.
+async fn redirected(events: &mut Receiver<Event>, room: &str) -> String {
+    until(events, |e| match e {
+        Event::Redirected { room: redirected, url } if redirected == room => Some(url.clone()),
+        _ => None,
+    })
+    .await
+}
+
 /// Waits for the next connection: its session id and whether it was resumed.
 async fn connected(events: &mut Receiver<Event>) -> (u64, bool) {
     until(events, |e| match e {
@@ -58,11 +67,7 @@ async fn follows_redirects_and_moves_with_its_room() {
     let (client, mut events) = Client::connect(config(&b)).unwrap();
     client.join("lobby", "");
     client.send_event("lobby", "hello", bytes::Bytes::from_static(b"hi"), Vec::new());
-    let url = until(&mut events, |e| match e {
-        Event::Redirected { room, url } if room == "lobby" => Some(url.clone()),
-        _ => None,
-    })
-    .await;
+    let url = redirected(&mut events, "lobby").await;
     assert_eq!(url, format!("wss://{}/ws", a.addr));
     joined(&mut events, "lobby").await;
     let hello = until(&mut owner_events, |e| match e {
@@ -119,11 +124,7 @@ async fn a_quic_client_follows_redirects_over_quic() {
     settings.quic_endpoint = Some(endpoint.clone());
     let (client, mut events) = Client::connect(settings).unwrap();
     client.join("lobby", "");
-    let url = until(&mut events, |e| match e {
-        Event::Redirected { room, url } if room == "lobby" => Some(url.clone()),
-        _ => None,
-    })
-    .await;
+    let url = redirected(&mut events, "lobby").await;
     assert_eq!(url, format!("quic://{}", a.addr));
     joined(&mut events, "lobby").await;
     client.send_input("lobby", create_entity(7));
