@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use redis::{Script, Value};
+use redis::{Cmd, FromRedisValue, Script, Value};
 
 use prost::Message;
 
@@ -403,51 +403,39 @@ impl RedisDirectory {
     /// The node stops taking new rooms: its load entry goes, so placement sends none
     /// here.
     pub async fn withdraw_load(&self) -> Result<(), DirectoryError> {
-        redis::cmd("ZREM")
-            .arg(format!("{}load", self.prefix))
-            .arg(&self.node.id)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)
+        self.query(
+            redis::cmd("ZREM")
+                .arg(format!("{}load", self.prefix))
+                .arg(&self.node.id),
+        )
+        .await
     }
 
     /// Keeps a seat ticket (see `Redirect.seat`) for `ttl`.
     pub async fn save_seat(&self, ticket: &str, seat: &[u8], ttl: Duration) -> Result<(), DirectoryError> {
-        redis::cmd("SET")
-            .arg(self.key("seat", ticket))
-            .arg(seat)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)
+        self.query(
+            redis::cmd("SET")
+                .arg(self.key("seat", ticket))
+                .arg(seat)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64),
+        )
+        .await
     }
 
     /// Takes a seat ticket (read and deleted: it is used once).
     pub async fn take_seat(&self, ticket: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
-        redis::cmd("GETDEL")
-            .arg(self.key("seat", ticket))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)
+        self.query(redis::cmd("GETDEL").arg(self.key("seat", ticket))).await
     }
 
     /// Whether a checkpoint of the room is kept.
     pub async fn has_checkpoint(&self, room: &str) -> Result<bool, DirectoryError> {
-        redis::cmd("EXISTS")
-            .arg(self.key("checkpoint", room))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)
+        self.query(redis::cmd("EXISTS").arg(self.key("checkpoint", room))).await
     }
 
     /// The room's last checkpoint, if one is kept.
     pub async fn load_checkpoint(&self, room: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
-        redis::cmd("GET")
-            .arg(self.key("checkpoint", room))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)
+        self.query(redis::cmd("GET").arg(self.key("checkpoint", room))).await
     }
 
     /// A room closed here (it emptied out): its checkpoint and directory entry go (if
@@ -475,15 +463,16 @@ impl RedisDirectory {
     /// Refused while another node with this node's id is alive (or died less than a
     /// lease ago): two nodes with one id would take each other's rooms for their own.
     pub async fn register_node(&self, hold: Duration) -> Result<u64, DirectoryError> {
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(self.key("node", &self.node.id))
-            .arg(&self.node.url)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.lease_ms)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)?;
+        let taken: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(self.key("node", &self.node.id))
+                    .arg(&self.node.url)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(self.lease_ms),
+            )
+            .await?;
         if taken.is_none() {
             return Err(DirectoryError(format!(
                 "another node with id `{}` is running (or stopped without handing off less than a lease ago); give each node its own --node-id or --public-url",
@@ -491,21 +480,20 @@ impl RedisDirectory {
             )));
         }
         for _ in 0..NODE_NUMBERS {
-            let n: u64 = redis::cmd("INCR")
-                .arg(format!("{}node-starts", self.prefix))
-                .query_async(&mut self.connection.clone())
-                .await
-                .map_err(failed)?;
+            let n: u64 = self
+                .query(redis::cmd("INCR").arg(format!("{}node-starts", self.prefix)))
+                .await?;
             let number = (n - 1) % NODE_NUMBERS + 1;
-            let held: Option<String> = redis::cmd("SET")
-                .arg(self.key("node-number", &number.to_string()))
-                .arg(&self.node.id)
-                .arg("NX")
-                .arg("PX")
-                .arg(hold.as_millis() as u64)
-                .query_async(&mut self.connection.clone())
-                .await
-                .map_err(failed)?;
+            let held: Option<String> = self
+                .query(
+                    redis::cmd("SET")
+                        .arg(self.key("node-number", &number.to_string()))
+                        .arg(&self.node.id)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(hold.as_millis() as u64),
+                )
+                .await?;
             if held.is_some() {
                 return Ok(number);
             }
@@ -561,12 +549,12 @@ impl RedisDirectory {
 
     /// Forgets a session record (the session ended).
     pub async fn forget_session(&self, number: u64, token: &str) -> Result<(), DirectoryError> {
-        redis::cmd("HDEL")
-            .arg(self.key("sessions", &number.to_string()))
-            .arg(token)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)
+        self.query(
+            redis::cmd("HDEL")
+                .arg(self.key("sessions", &number.to_string()))
+                .arg(token),
+        )
+        .await
     }
 
     /// Keeps node `number`'s session records `ttl` longer (every lease renewal): when
@@ -615,6 +603,11 @@ fn text(value: &Value) -> Option<String> {
 }
 
 impl RedisDirectory {
+    /// Runs one command on the shared connection.
+    async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, DirectoryError> {
+        command.query_async(&mut self.connection.clone()).await.map_err(failed)
+    }
+
     async fn claim_or_retake(&self, room: &RoomEntry, retake: bool) -> Result<Claim, DirectoryError> {
         let reply: Vec<Value> = CLAIM
             .key(self.key("room", &room.room))
@@ -704,12 +697,8 @@ impl Directory for RedisDirectory {
     }
 
     async fn locate(&self, room: &str) -> Result<Option<String>, DirectoryError> {
-        redis::cmd("HGET")
-            .arg(self.key("room", room))
-            .arg("node")
-            .query_async(&mut self.connection.clone())
+        self.query(redis::cmd("HGET").arg(self.key("room", room)).arg("node"))
             .await
-            .map_err(failed)
     }
 
     async fn release(&self, room: &str) -> Result<(), DirectoryError> {
@@ -760,14 +749,9 @@ impl Directory for RedisDirectory {
             return Ok(Vec::new());
         }
         let open = self.key("open", room_type);
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&open)
-            .arg(0)
-            .arg(count - 1)
-            .arg("REV")
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)?;
+        let ids: Vec<String> = self
+            .query(redis::cmd("ZRANGE").arg(&open).arg(0).arg(count - 1).arg("REV"))
+            .await?;
         // Lapsed rooms (their node died) leave the set as quick joins meet them.
         // An id reused by a room of another type may linger in this set until renewed.
         let entries = self.entries(&ids, &open).await?;
@@ -777,11 +761,7 @@ impl Directory for RedisDirectory {
     }
 
     async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {
-        redis::cmd("GET")
-            .arg(self.key("node", node))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)
+        self.query(redis::cmd("GET").arg(self.key("node", node))).await
     }
 
     async fn node_loads(&self) -> Result<Vec<(Node, u64)>, DirectoryError> {
