@@ -114,8 +114,10 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The Redis holding the directory (`redis://host:port/db`, or a Redis Cluster's
-    /// seed nodes, comma-separated); setting it turns cluster mode on.
+    /// The Redis holding the directory (`redis://host:port/db`, a Redis Cluster's seed
+    /// nodes, comma-separated, or the sentinels watching a primary:
+    /// `redis-sentinel://host:port,host:port/db#name`); setting it turns cluster mode
+    /// on.
     pub redis_url: Option<String>,
     /// This node's id, unique in the cluster (default: the public URL).
     pub node_id: Option<String>,
@@ -941,7 +943,9 @@ max_unfinished_handshakes = 8192
 [cluster]
 # Several nodes sharing one room directory in Redis; off unless redis_url is set.
 # One Redis (or a replicated one), or a Redis Cluster's seed nodes, comma-separated
-# (a cluster is recognised by asking it; every key then sits in one hash slot).
+# (a cluster is recognised by asking it; every key then sits in one hash slot), or
+# the sentinels watching a primary, followed through failovers:
+# "redis-sentinel://[user:password@]host[:26379],host2[:26379][/db]#name".
 # redis_url = "redis://127.0.0.1:6379"
 # Where clients reach this node (default: wss://<listen>/ws) and its unique id
 # (default: that URL).

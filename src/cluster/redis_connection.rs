@@ -4,6 +4,14 @@
 //! `[cluster] redis_url` is all a node is told; for a cluster it may list several
 //! seed nodes, comma-separated.
 //!
+//! Or a primary that Redis Sentinel watches, given as
+//! `redis-sentinel://[user:password@]host[:port][,host[:port]…][/db]#name` (the
+//! sentinels' addresses, port 26379 unless said; the credentials and database are
+//! the primary's; `name` is the one the sentinels monitor it under). The sentinels
+//! are asked where the primary is at start and then every second; when a failover
+//! moved it, commands go to a new connection manager at the new primary (the bus
+//! subscribes again there at its next renewal, see `Bus::keep_listening`).
+//!
 //! On a Redis Cluster every key of the directory lives in one hash slot: the key
 //! prefix becomes a hash tag (`tickrelay:` → `{tickrelay:}`), so each script's keys,
 //! including those it computes, are on one shard, as the scripts need; pub/sub is
@@ -12,9 +20,11 @@
 //! (a cluster gives it failover, not more throughput: about 5 commands per room per
 //! second, see BENCHMARKS.md).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use parking_lot::RwLock;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, Value};
@@ -29,6 +39,19 @@ pub(super) enum Connection {
     Single(ConnectionManager),
     /// A Redis Cluster.
     Cluster(ClusterConnection),
+    /// A primary found, and followed, through Redis Sentinel.
+    Sentinel(Followed),
+}
+
+/// The connection manager at the primary the sentinels name, replaced when they name
+/// another (see the module documentation).
+#[derive(Clone)]
+pub(super) struct Followed(Arc<RwLock<ConnectionManager>>);
+
+impl Followed {
+    fn current(&self) -> ConnectionManager {
+        self.0.read().clone()
+    }
 }
 
 /// How long connecting, and each answer, may take: a dead Redis is noticed within
@@ -38,12 +61,22 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// Retries of a command whose connection failed.
 const RETRIES: u32 = 3;
 
+/// How often the sentinels are asked where the primary is.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// The scheme of a URL naming the sentinels of a primary.
+const SENTINEL_SCHEME: &str = "redis-sentinel://";
+
 impl Connection {
     /// Connects to `url` (`redis://host:port/db`, or several seed nodes of a cluster,
     /// comma-separated). `pushes`: where pub/sub messages go (the connection then
     /// speaks RESP3). An unreachable Redis is an error here, at start.
     pub(super) async fn open(url: &str, pushes: Option<UnboundedSender<PushInfo>>) -> Result<Self, DirectoryError> {
         let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {url}: {e}"));
+        if let Some(sentinels) = url.strip_prefix(SENTINEL_SCHEME) {
+            let sentinels = SentinelUrl::parse(sentinels).map_err(|e| DirectoryError(format!("{url}: {e}")))?;
+            return follow(sentinels, pushes).await.map(Self::Sentinel);
+        }
         let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
         if is_cluster(seeds[0]).await.map_err(unreachable)? {
             let mut builder = ClusterClient::builder(seeds.iter().copied())
@@ -63,20 +96,7 @@ impl Connection {
                 seeds[0]
             )));
         };
-        let mut info = seed.into_connection_info().map_err(unreachable)?;
-        let mut config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(RETRIES as usize);
-        if let Some(pushes) = pushes {
-            let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-            info = info.set_redis_settings(resp3);
-            config = config.set_push_sender(pushes).set_automatic_resubscription();
-        }
-        let client = Client::open(info).map_err(unreachable)?;
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unreachable)?;
+        let connection = manager(seed, pushes).await.map_err(unreachable)?;
         Ok(Self::Single(connection))
     }
 
@@ -95,13 +115,14 @@ impl Connection {
         match self {
             Self::Single(connection) => connection.subscribe(channels).await,
             Self::Cluster(connection) => connection.ssubscribe(channels).await,
+            Self::Sentinel(followed) => followed.current().subscribe(channels).await,
         }
     }
 
     /// `PUBLISH`, or `SPUBLISH` on a cluster: answers how many listen.
     pub(super) fn publish(&self) -> Cmd {
         redis::cmd(match self {
-            Self::Single(_) => "PUBLISH",
+            Self::Single(_) | Self::Sentinel(_) => "PUBLISH",
             Self::Cluster(_) => "SPUBLISH",
         })
     }
@@ -109,7 +130,7 @@ impl Connection {
     /// How many listen on `channel`.
     pub(super) async fn listeners(&mut self, channel: &str) -> redis::RedisResult<u64> {
         let question = match self {
-            Self::Single(_) => "NUMSUB",
+            Self::Single(_) | Self::Sentinel(_) => "NUMSUB",
             Self::Cluster(_) => "SHARDNUMSUB",
         };
         let answer: Value = redis::cmd("PUBSUB")
@@ -125,6 +146,179 @@ impl Connection {
         };
         Ok(count.map_or(Ok(0), redis::from_redis_value)?)
     }
+}
+
+/// A connection manager at `url`; with `pushes`, speaking RESP3 and sending pub/sub
+/// messages there (and subscribing again after reconnecting).
+async fn manager(
+    url: impl IntoConnectionInfo,
+    pushes: Option<UnboundedSender<PushInfo>>,
+) -> redis::RedisResult<ConnectionManager> {
+    let mut info = url.into_connection_info()?;
+    let mut config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(RETRIES as usize);
+    if let Some(pushes) = pushes {
+        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        info = info.set_redis_settings(resp3);
+        config = config.set_push_sender(pushes).set_automatic_resubscription();
+    }
+    ConnectionManager::new_with_config(Client::open(info)?, config).await
+}
+
+/// `redis-sentinel://…#name`, taken apart (see the module documentation).
+#[derive(Debug, PartialEq)]
+struct SentinelUrl {
+    /// The sentinels, `host:port` each.
+    sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under.
+    name: String,
+    /// `user:password@` for the primary, as written (percent-encoded), or empty.
+    credentials: String,
+    /// The primary's database number, as written, or empty.
+    db: String,
+}
+
+impl SentinelUrl {
+    /// Takes apart what follows `redis-sentinel://`.
+    fn parse(rest: &str) -> Result<Self, String> {
+        let Some((rest, name)) = rest.split_once('#').filter(|(_, name)| !name.is_empty()) else {
+            return Err("no primary name: end the URL with #NAME, the name the sentinels monitor it under".into());
+        };
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((credentials, rest)) => (format!("{credentials}@"), rest),
+            None => (String::new(), rest),
+        };
+        let (hosts, db) = rest.split_once('/').unwrap_or((rest, ""));
+        let sentinels: Vec<String> = (hosts.split(','))
+            .map(str::trim)
+            .filter(|host| !host.is_empty())
+            .map(|host| match host.rsplit_once(':') {
+                Some((_, port)) if !host.ends_with(']') && !port.contains(']') => host.to_string(),
+                _ => format!("{host}:26379"),
+            })
+            .collect();
+        if sentinels.is_empty() {
+            return Err("no sentinel address".into());
+        }
+        if !db.is_empty() && db.parse::<u16>().is_err() {
+            return Err(format!("`{db}` is not a database number"));
+        }
+        Ok(Self {
+            sentinels,
+            name: name.to_string(),
+            credentials,
+            db: db.to_string(),
+        })
+    }
+
+    /// The primary's URL, at `address` (`host:port`, as the sentinels name it).
+    fn primary(&self, (host, port): &(String, u16)) -> String {
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        format!("redis://{}{host}:{port}/{}", self.credentials, self.db)
+    }
+}
+
+/// Where the sentinels say the primary is: they are asked in turn until one answers,
+/// over a connection kept to the last one that did.
+struct Watch {
+    url: SentinelUrl,
+    connection: Option<MultiplexedConnection>,
+    next: usize,
+}
+
+impl Watch {
+    async fn primary(&mut self) -> Result<(String, u16), String> {
+        let mut why = String::new();
+        for _ in 0..self.url.sentinels.len() {
+            match self.ask().await {
+                Ok(Some((host, port))) => match port.parse() {
+                    Ok(port) => return Ok((host, port)),
+                    Err(_) => why = format!("sentinel {}: `{port}` is no port", self.url.sentinels[self.next]),
+                },
+                Ok(None) => why = format!("the sentinels do not know `{}`", self.url.name),
+                Err(e) => why = format!("sentinel {}: {e}", self.url.sentinels[self.next]),
+            }
+            self.connection = None;
+            self.next = (self.next + 1) % self.url.sentinels.len();
+        }
+        Err(why)
+    }
+
+    async fn ask(&mut self) -> redis::RedisResult<Option<(String, String)>> {
+        if self.connection.is_none() {
+            let client = Client::open(format!("redis://{}", self.url.sentinels[self.next]))?;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(TIMEOUT))
+                .set_response_timeout(Some(TIMEOUT));
+            self.connection = Some(client.get_multiplexed_async_connection_with_config(&config).await?);
+        }
+        let connection = self.connection.as_mut().expect("connected above");
+        redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.url.name)
+            .query_async(connection)
+            .await
+    }
+}
+
+/// Connects to the primary the sentinels name, and follows it from then on (a task
+/// that ends with the last clone of what this returns).
+async fn follow(url: SentinelUrl, pushes: Option<UnboundedSender<PushInfo>>) -> Result<Followed, DirectoryError> {
+    let mut watch = Watch {
+        url,
+        connection: None,
+        next: 0,
+    };
+    let mut at = watch.primary().await.map_err(DirectoryError)?;
+    let primary = watch.url.primary(&at);
+    let connection = (manager(primary.as_str(), pushes.clone()).await)
+        .map_err(|e| DirectoryError(format!("cannot reach the Redis primary at {primary}: {e}")))?;
+    let followed = Followed(Arc::new(RwLock::new(connection)));
+    let weak = Arc::downgrade(&followed.0);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(FOLLOW_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut answered = true;
+        loop {
+            every.tick().await;
+            if weak.strong_count() == 0 {
+                return;
+            }
+            let now = match watch.primary().await {
+                Ok(now) => now,
+                Err(why) => {
+                    if std::mem::replace(&mut answered, false) {
+                        tracing::warn!(
+                            "no sentinel answers ({why}); staying with the primary at {}:{}",
+                            at.0,
+                            at.1
+                        );
+                    }
+                    continue;
+                }
+            };
+            answered = true;
+            if now == at {
+                continue;
+            }
+            match manager(watch.url.primary(&now).as_str(), pushes.clone()).await {
+                Ok(connection) => {
+                    let Some(followed) = weak.upgrade() else { return };
+                    *followed.write() = connection;
+                    tracing::warn!(from = %format!("{}:{}", at.0, at.1), to = %format!("{}:{}", now.0, now.1), "the Redis primary moved (a Sentinel failover): following it");
+                    at = now;
+                }
+                Err(e) => tracing::warn!("cannot reach the new Redis primary at {}:{} yet: {e}", now.0, now.1),
+            }
+        }
+    });
+    Ok(followed)
 }
 
 /// Whether the Redis at `url` runs in cluster mode.
@@ -151,6 +345,10 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.req_packed_command(cmd),
             Self::Cluster(connection) => connection.req_packed_command(cmd),
+            Self::Sentinel(followed) => {
+                let mut connection = followed.current();
+                Box::pin(async move { connection.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -163,6 +361,10 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
             Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(followed) => {
+                let mut connection = followed.current();
+                Box::pin(async move { connection.req_packed_commands(pipeline, offset, count).await })
+            }
         }
     }
 
@@ -170,13 +372,32 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
+            Self::Sentinel(followed) => followed.current().get_db(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::has_hash_tag;
+    use super::{SentinelUrl, has_hash_tag};
+
+    #[test]
+    fn a_sentinel_url_names_the_sentinels_the_primary_and_its_credentials() {
+        let url = SentinelUrl::parse("app:s%40cret@10.0.0.5,10.0.0.6:26380,[::1]/2#game").unwrap();
+        assert_eq!(url.sentinels, ["10.0.0.5:26379", "10.0.0.6:26380", "[::1]:26379"]);
+        assert_eq!(url.name, "game");
+        assert_eq!(
+            url.primary(&("10.0.0.7".into(), 6379)),
+            "redis://app:s%40cret@10.0.0.7:6379/2"
+        );
+        assert_eq!(url.primary(&("::1".into(), 6380)), "redis://app:s%40cret@[::1]:6380/2");
+        let bare = SentinelUrl::parse("[::1]:26381#game").unwrap();
+        assert_eq!(bare.sentinels, ["[::1]:26381"]);
+        assert_eq!(bare.primary(&("127.0.0.1".into(), 6379)), "redis://127.0.0.1:6379/");
+        for wrong in ["10.0.0.5", "10.0.0.5#", "#game", "10.0.0.5/x#game"] {
+            assert!(SentinelUrl::parse(wrong).is_err(), "{wrong}");
+        }
+    }
 
     #[test]
     fn a_prefix_holds_a_hash_tag_only_with_something_between_the_braces() {

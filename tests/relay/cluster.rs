@@ -704,18 +704,43 @@ async fn redis_lost_and_back() {
     player.frames_in("lobby", 5).await;
     // a subscribes to its inbox again (within a renewal; until then b answers 503):
     // events published on b reach the lobby.
+    publish_to_lobby_until_heard(&b, "back").await;
+    assert_eq!(player.next_event().await.kind, "back");
+}
+
+/// Publishes an event of `kind` to the lobby through `node`'s HTTP API until the
+/// lobby's node is listening (202; 503 until then).
+async fn publish_to_lobby_until_heard(node: &TestServer, kind: &str) {
     let auth = "Authorization: Bearer backend-secret\r\n";
-    eventually("a listening to its inbox again", || async {
-        match b
-            .https_request("POST", "/rooms/lobby/events?kind=back", auth, b"")
-            .await
-        {
+    let path = format!("/rooms/lobby/events?kind={kind}");
+    eventually("the lobby's node listening to its inbox", || async {
+        match node.https_request("POST", &path, auth, b"").await {
             (202, _) => Ok(()),
             other => Err(other),
         }
     })
     .await;
-    assert_eq!(player.next_event().await.kind, "back");
+}
+
+/// On a primary that Redis Sentinel watches: the primary killed, the sentinel makes
+/// the replica the primary and the nodes follow it. The room on a stays a's (b is
+/// redirected there), its member keeps playing, new rooms open, and an event
+/// published on b reaches a's room (a subscribes to its inbox on the new primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_follow_a_sentinel_failover() {
+    let mut cluster = TestCluster::start_with_sentinel();
+    let with_api = |c: &mut tickrelay::config::Config| c.api.token = Some("backend-secret".into());
+    let (a, b) = (cluster.node_with(with_api).await, cluster.node_with(with_api).await);
+    let mut player = TestClient::connect(&a).await;
+    join_typed_or_redirect(&mut player, "lobby", "arena").await;
+    tokio::task::block_in_place(|| cluster.redis.fail_over());
+    player.frames_in("lobby", 30).await;
+    let mut on_b = TestClient::connect(&b).await;
+    join_until_open(&mut on_b, "new").await;
+    assert_eq!(join_or_redirect(&mut on_b, "lobby").await, Some(node_url(&a)));
+    publish_to_lobby_until_heard(&b, "failed-over").await;
+    assert_eq!(player.next_event().await.kind, "failed-over");
+    a.wait_for_metric("tickrelay_directory_up", 1).await;
 }
 
 /// The HTTP API on any node publishes to a room wherever it lives (over Redis

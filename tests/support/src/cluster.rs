@@ -33,6 +33,11 @@ impl TestCluster {
         Self::on(RedisServer::start_cluster())
     }
 
+    /// A cluster with no node yet, on a primary and replica that a sentinel watches.
+    pub fn start_with_sentinel() -> Self {
+        Self::on(RedisServer::start_with_sentinel())
+    }
+
     fn on(redis: RedisServer) -> Self {
         let cert = Config::loopback(60).tls.dev_cert_path;
         Self { redis, cert }

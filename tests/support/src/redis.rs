@@ -1,6 +1,6 @@
 //! A real `redis-server` (Debian's package; `.ci/test` installs it) on a free
-//! loopback port, or a Redis Cluster of three, with nothing persisted, stopped when
-//! dropped.
+//! loopback port, a Redis Cluster of three, or a primary with a replica and a
+//! sentinel watching them, with nothing persisted, stopped when dropped.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `redis-server`, or the servers of a Redis Cluster.
+/// A running `redis-server`, or the servers of a Redis Cluster, or a primary, its
+/// replica and a sentinel (in that order).
 pub struct RedisServer {
     children: Vec<Child>,
     ports: Vec<u16>,
     cluster: bool,
+    sentinel: bool,
     dir: PathBuf,
     /// Its port on 127.0.0.1 (a cluster's first server's).
     pub port: u16,
@@ -45,6 +47,68 @@ impl RedisServer {
         server
     }
 
+    /// Starts a primary, its replica and a sentinel that watches them (as
+    /// [`SENTINEL_NAME`], down after a second without an answer), and waits until the
+    /// replica is in sync and the sentinel names the primary. [`RedisServer::url`]
+    /// then names the sentinel.
+    pub fn start_with_sentinel() -> Self {
+        let mut server = Self::start_servers(2, false);
+        let [primary, replica] = [server.ports[0], server.ports[1]];
+        server.sentinel = true;
+        redis_cli(replica, &["replicaof", "127.0.0.1", &primary.to_string()]);
+        let sentinel = free_port();
+        let config = server.dir.join("sentinel.conf");
+        let monitor = format!(
+            "bind 127.0.0.1\nport {sentinel}\ndir {}\n\
+             sentinel monitor {SENTINEL_NAME} 127.0.0.1 {primary} 1\n\
+             sentinel down-after-milliseconds {SENTINEL_NAME} 1000\n\
+             sentinel failover-timeout {SENTINEL_NAME} 10000\n",
+            server.dir.display()
+        );
+        std::fs::write(&config, monitor).unwrap();
+        let sentinel_process = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel runs");
+        server.children.push(sentinel_process);
+        server.ports.push(sentinel);
+        server.wait_until_up();
+        server.wait_for(Duration::from_secs(20), "the replica in sync", || {
+            redis_cli(replica, &["info", "replication"]).contains("master_link_status:up")
+        });
+        server.wait_for(Duration::from_secs(20), "the sentinel naming the primary", || {
+            server.sentinel_names(primary)
+        });
+        server
+    }
+
+    /// With a sentinel: kills the primary and waits until the sentinel has made the
+    /// replica the primary.
+    pub fn fail_over(&mut self) {
+        assert!(self.sentinel, "fail_over needs RedisServer::start_with_sentinel");
+        let _ = self.children[0].kill();
+        let _ = self.children[0].wait();
+        let replica = self.ports[1];
+        self.wait_for(Duration::from_secs(30), "the sentinel's failover", || {
+            self.sentinel_names(replica)
+        });
+    }
+
+    fn sentinel_names(&self, port: u16) -> bool {
+        let answer = redis_cli(self.ports[2], &["sentinel", "get-master-addr-by-name", SENTINEL_NAME]);
+        answer.lines().nth(1) == Some(&port.to_string())
+    }
+
+    fn wait_for(&self, limit: Duration, what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn start_servers(count: usize, cluster: bool) -> Self {
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!("tickrelay-redis-{}-{}", std::process::id(), ports[0]));
@@ -55,6 +119,7 @@ impl RedisServer {
             port: ports[0],
             ports,
             cluster,
+            sentinel: false,
             dir,
         };
         server.wait_until_up();
@@ -90,6 +155,7 @@ impl RedisServer {
     /// Starts it again on the same port, empty (nothing is persisted; a cluster keeps
     /// its slots, which each server's `nodes-PORT.conf` holds).
     pub fn restart(&mut self) {
+        assert!(!self.sentinel, "restart a primary with a sentinel: not supported");
         self.stop();
         self.children = (self.ports.iter())
             .map(|&port| spawn(port, &self.dir, self.cluster))
@@ -106,8 +172,11 @@ impl RedisServer {
     }
 
     /// Its URL for redis-rs (a cluster's: every server's, comma-separated, as
-    /// `[cluster] redis_url` takes them).
+    /// `[cluster] redis_url` takes them; with a sentinel, the sentinel's).
     pub fn url(&self) -> String {
+        if self.sentinel {
+            return format!("redis-sentinel://127.0.0.1:{}#{SENTINEL_NAME}", self.ports[2]);
+        }
         let urls: Vec<String> = self
             .ports
             .iter()
@@ -115,6 +184,19 @@ impl RedisServer {
             .collect();
         urls.join(",")
     }
+}
+
+/// The name the sentinel of [`RedisServer::start_with_sentinel`] watches its
+/// primary under.
+pub const SENTINEL_NAME: &str = "tickrelay";
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn free_port() -> u16 {
@@ -130,11 +212,7 @@ fn answers_ping(port: u16) -> bool {
 }
 
 fn cluster_is_up(port: u16) -> bool {
-    let info = Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "cluster", "info"])
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+    redis_cli(port, &["cluster", "info"]).contains("cluster_state:ok")
 }
 
 fn spawn(port: u16, dir: &std::path::Path, cluster: bool) -> Child {
