@@ -43,6 +43,10 @@ pub enum Desync {
     /// A value does not fit the room's schema.
     #[error(transparent)]
     Field(#[from] WorldError),
+    /// The frame would give the room more entities than the mirror takes (see
+    /// [`StateMirror::limit_entities`]): no relay configured within that sends it.
+    #[error("the frame would give the room more than {0} entities, this client's limit")]
+    TooManyEntities(usize),
     /// The state after applying the frame does not match the server's checksum.
     #[error("checksum mismatch at tick {tick}: server {server:#018x}, mirror {mirror:#018x}")]
     Checksum {
@@ -64,6 +68,8 @@ pub struct StateMirror {
     synced: bool,
     last_input_seq: u64,
     checksums_verified: u64,
+    /// Most entities the room may hold.
+    max_entities: usize,
     /// Scratch space for decoding packed blocks.
     fields: Vec<(FieldId, Value)>,
 }
@@ -90,8 +96,18 @@ impl StateMirror {
             synced: false,
             last_input_seq: 0,
             checksums_verified: 0,
+            max_entities: usize::MAX,
             fields: Vec::new(),
         }
+    }
+
+    /// A frame that would give the room more than `max` entities is refused
+    /// ([`Desync::TooManyEntities`]) before anything is allocated for them: a client
+    /// bounds what a broken or hostile relay can make it hold. (A few bytes on the
+    /// wire become an entity of some hundred bytes here.)
+    pub fn limit_entities(mut self, max: usize) -> Self {
+        self.max_entities = max;
+        self
     }
 
     /// A mirror that follows the frames' ticks, baselines and input acknowledgements
@@ -185,6 +201,13 @@ impl StateMirror {
             self.last_input_seq = frame.last_input_seq;
             return Ok(());
         }
+        let kept = match frame.baseline_tick {
+            0 => 0,
+            _ => self.world.len().saturating_sub(frame.removed.len()),
+        };
+        if kept.saturating_add(added(frame)) > self.max_entities {
+            return Err(Desync::TooManyEntities(self.max_entities));
+        }
         if frame.baseline_tick == 0 {
             self.world.clear();
         }
@@ -214,6 +237,10 @@ impl StateMirror {
             packed::apply_block(&mut self.world, block, &mut self.fields)?;
         }
         self.world.finish_tick();
+        if self.world.len() > self.max_entities {
+            // (Removals of entities it did not have.)
+            return Err(Desync::TooManyEntities(self.max_entities));
+        }
         self.synced = true;
         self.last_input_seq = frame.last_input_seq;
         if let Some(server) = frame.checksum {
@@ -231,6 +258,15 @@ impl StateMirror {
     }
 }
 
+/// How many entities `frame` adds (a packed block that does not decode adds none
+/// here: applying it fails).
+fn added(frame: &StateFrame) -> usize {
+    let packed = (frame.packed.iter())
+        .filter_map(|block| packed::header(block).ok())
+        .map(|(_, added, _)| added as usize);
+    packed.fold(frame.added.len(), usize::saturating_add)
+}
+
 fn fields(entity: EntityId, fields: &[v1::Field]) -> Result<Vec<(FieldId, Value)>, Desync> {
     fields
         .iter()
@@ -239,4 +275,51 @@ fn fields(entity: EntityId, fields: &[v1::Field]) -> Result<Vec<(FieldId, Value)
             None => Err(Desync::EmptyField { entity, field: f.id }),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn frame(tick: Tick, baseline: Tick, added: &[EntityId], removed: &[EntityId]) -> StateFrame {
+        StateFrame {
+            room: "r".into(),
+            tick,
+            baseline_tick: baseline,
+            added: (added.iter())
+                .map(|&id| v1::Entity {
+                    id,
+                    kind: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            removed: removed.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_frame_over_the_entity_limit_is_refused_before_it_is_applied() {
+        let mut mirror = StateMirror::new().limit_entities(3);
+        mirror.apply(&frame(1, 0, &[1, 2, 3], &[])).unwrap();
+        assert_eq!(mirror.apply(&frame(2, 1, &[4], &[])), Err(Desync::TooManyEntities(3)));
+        assert!(!mirror.is_synced());
+        assert_eq!(mirror.world().len(), 3, "nothing of the refused frame applied");
+        // At the limit, an entity may take another's place.
+        mirror.apply(&frame(3, 0, &[1, 2, 3], &[])).unwrap();
+        mirror.apply(&frame(4, 3, &[4], &[1])).unwrap();
+        assert_eq!(mirror.world().len(), 3);
+        // Removing an entity it does not have makes no room.
+        assert_eq!(mirror.apply(&frame(5, 4, &[5], &[99])), Err(Desync::TooManyEntities(3)));
+        assert_eq!(
+            mirror.apply(&frame(6, 0, &[1, 2, 3, 4], &[])),
+            Err(Desync::TooManyEntities(3))
+        );
+        // A packed block's header counts: a million entities claimed in five bytes.
+        let mut claims = frame(7, 0, &[], &[]);
+        claims.packed = vec![Bytes::from_static(&[1, 0xc0, 0x84, 0x3d, 0])];
+        assert_eq!(mirror.apply(&claims), Err(Desync::TooManyEntities(3)));
+    }
 }

@@ -90,6 +90,7 @@ impl Scenario {
 struct Counters {
     connected: AtomicU64,
     max_connected: AtomicU64,
+    players_joined: AtomicU64,
     frames: AtomicU64,
     bytes: AtomicU64,
     entity_updates: AtomicU64,
@@ -115,6 +116,9 @@ pub struct Report {
     pub bots: u64,
     /// Most bots connected at once.
     pub max_connected: u64,
+    /// Bots (players) whose join of their room was answered at least once.
+    #[serde(default)]
+    pub players_joined: u64,
     /// Seconds counted: from the end of the warm-up to the end of play.
     pub seconds: f64,
     /// State frames applied.
@@ -181,6 +185,7 @@ impl Report {
     pub fn merge(&mut self, other: &Report) {
         self.bots += other.bots;
         self.max_connected += other.max_connected;
+        self.players_joined += other.players_joined;
         self.seconds = self.seconds.max(other.seconds);
         self.frames += other.frames;
         self.bytes += other.bytes;
@@ -227,6 +232,8 @@ impl Report {
         let mut v = Vec::new();
         if self.bots > 0 && self.max_connected == 0 {
             v.push("no bot ever connected".to_string());
+        } else if self.bots > 0 && self.players_joined == 0 {
+            v.push("no bot ever joined its room".to_string());
         }
         if self.desyncs > 0 {
             v.push(format!("{} desyncs", self.desyncs));
@@ -281,6 +288,7 @@ impl Report {
         let rows = [
             ("bots started", self.bots.to_string()),
             ("connections held (max)", self.max_connected.to_string()),
+            ("players that joined their room", self.players_joined.to_string()),
             ("duration", format!("{:.1} s", self.seconds)),
             (
                 "state frames / s",
@@ -480,6 +488,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
     Report {
         bots: fleet.bots_started.load(Ordering::Relaxed),
         max_connected: c.max_connected.load(Ordering::Relaxed),
+        players_joined: c.players_joined.load(Ordering::Relaxed),
         // The time played (and counted), without the wait for the last acks.
         seconds: (fleet.stop_at.min(Instant::now()))
             .saturating_duration_since(fleet.measure_from)
@@ -642,6 +651,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 None => break false,
                 Some(Event::Connected { .. }) => opened(&mut live),
                 Some(Event::Joined(j)) => {
+                    if !joined {
+                        c.players_joined.fetch_add(1, Ordering::Relaxed);
+                    }
                     joined = true;
                     c.inputs_rolled_back.fetch_add(acked.saturating_sub(j.last_input_seq), Ordering::Relaxed);
                     acked = j.last_input_seq;
@@ -734,6 +746,7 @@ mod tests {
         Report {
             bots: 4,
             max_connected: 4,
+            players_joined: 4,
             latency: encode_histogram(&new_histogram()),
             ..Report::default()
         }
@@ -752,6 +765,14 @@ mod tests {
             v.contains("4 clients gave up: 4 × connection refused (127.0.0.1:1)"),
             "{v}"
         );
+    }
+
+    /// Connected, but redirected for ever (say): a run in which no bot played fails.
+    #[test]
+    fn a_run_where_no_bot_joined_its_room_is_a_failure() {
+        let mut r = report();
+        r.players_joined = 0;
+        assert_eq!(r.violations(), ["no bot ever joined its room"]);
     }
 
     #[test]

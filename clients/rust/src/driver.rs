@@ -83,6 +83,24 @@ impl RoomState {
         }
     }
 
+    /// The server applied this room's inputs up to `seq`: they need no replay. With
+    /// `renumber` (a join's answer), new inputs are numbered above it: a seat resumed
+    /// by a client that restarted, or restored from a checkpoint, may have applied
+    /// more than this client sent, and the room drops lower numbers as repeats. A
+    /// number above any an input may have (2^53 - 1) is no acknowledgement (no relay
+    /// sends one): ignored, so that a broken relay cannot make the numbering wrap.
+    fn acknowledged(&mut self, seq: u64, renumber: bool) {
+        if seq >= FIRST_REQUEST_ID {
+            return;
+        }
+        while self.unacked.front().is_some_and(|(n, _)| *n <= seq) {
+            self.unacked.pop_front();
+        }
+        if renumber {
+            self.next_seq = self.next_seq.max(seq);
+        }
+    }
+
     /// What a join of the room on another connection continues from.
     fn carried(self, seat: String) -> Carried {
         Carried {
@@ -153,7 +171,25 @@ struct Driver {
     /// URLs this connection lost or could not reach, and when: a redirect there soon
     /// after names a node that died, until its leases lapse.
     unreachable: HashMap<String, Instant>,
+    /// How many of `targets` were configured (the rest came in `GoingAway`s).
+    configured: usize,
+    /// The current connection: when its `Welcome` came, whether it presented a resume
+    /// token, and whether it has been told `GoingAway` (acted on once).
+    welcomed_at: Option<Instant>,
+    presented_resume: bool,
+    going_away_seen: bool,
 }
+
+/// A connection that ends sooner than this after its `Welcome` (or before one) is a
+/// failed attempt: the backoff grows and the client gives up after
+/// `Backoff::max_attempts` of them in a row, against a relay that accepts and then
+/// closes at once as against one that cannot be reached.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// A numbered message more than this far above the last one received is not a gap a
+/// relay can make (it keeps far fewer for a resume, see PROTOCOL.md): the connection
+/// is dropped and a new session started.
+const MAX_MESSAGE_GAP: u64 = 1 << 16;
 
 /// How long a URL this connection lost counts as a dead node's (redirects there are
 /// retried rather than followed): longer than a room lease, by default 6 s.
@@ -170,11 +206,10 @@ pub(crate) async fn run(
 ) {
     // Parsed (and checked) by `Client::connect` already.
     let fallbacks = config.fallback_urls.iter().filter_map(|url| Target::parse(url).ok());
-    let targets = std::iter::once(target).chain(fallbacks).collect();
+    let targets: Vec<Target> = std::iter::once(target).chain(fallbacks).collect();
     let mut d = Driver {
         routing,
         config,
-        targets,
         current: 0,
         tls,
         commands,
@@ -198,14 +233,22 @@ pub(crate) async fn run(
         max_batch_bytes: batch_bytes(16 * 1024),
         rng: fastrand::Rng::new(),
         unreachable: HashMap::new(),
+        configured: targets.len(),
+        targets,
+        welcomed_at: None,
+        presented_resume: false,
+        going_away_seen: false,
     };
     let mut attempt = 0u32;
     loop {
         let reason = match d.connect().await {
             Ok(link) => {
-                attempt = 0;
                 d.unreachable.remove(&d.targets[d.current].url);
-                match d.serve(link).await {
+                let end = d.serve(link).await;
+                if d.welcomed_at.is_some_and(|at| at.elapsed() >= STABLE_AFTER) {
+                    attempt = 0;
+                }
+                match end {
                     End::Stop => return,
                     End::Reconnect { now: true, .. } => continue,
                     End::Reconnect { reason, .. } => reason,
@@ -248,6 +291,7 @@ impl Driver {
             token,
             received: self.received.last(),
         });
+        (self.welcomed_at, self.presented_resume, self.going_away_seen) = (None, resume.is_some(), false);
         let presented = link::Presented {
             token: self.config.token.as_deref(),
             resume,
@@ -395,7 +439,7 @@ impl Driver {
 
     fn new_mirror(&self, schema: &Arc<Schema>) -> StateMirror {
         if self.config.mirror_contents {
-            StateMirror::with_schema(schema.clone())
+            StateMirror::with_schema(schema.clone()).limit_entities(self.config.max_entities_per_room)
         } else {
             StateMirror::headers_only()
         }
@@ -412,15 +456,8 @@ impl Driver {
         state.seat.clear();
         // The seat may have applied inputs already (a resume, or a seat restored from
         // a checkpoint on another node): those are done with, and new inputs are
-        // numbered above them (the room would drop lower numbers as repeats).
-        while state
-            .unacked
-            .front()
-            .is_some_and(|(seq, _)| *seq <= joined.last_input_seq)
-        {
-            state.unacked.pop_front();
-        }
-        state.next_seq = state.next_seq.max(joined.last_input_seq);
+        // numbered above them.
+        state.acknowledged(joined.last_input_seq, true);
         // Inputs that waited for the join (the room drops what it applied already).
         for (seq, payload) in &state.unacked {
             self.queue.push_back(Out::Input(proto::Input {
@@ -614,6 +651,14 @@ impl Driver {
         routes.give_back(&self.config.url, rooms, &mut self.commands);
     }
 
+    /// The server sent what no relay sends: the connection goes (as lost), and so does
+    /// the session (a new one follows, its rooms joined again).
+    async fn broken_by_server(&mut self, reason: String) -> End {
+        tracing::warn!(url = %self.targets[self.current].url, "{reason}; starting a new session");
+        self.session = None;
+        self.lost(reason).await
+    }
+
     async fn lost(&mut self, reason: String) -> End {
         self.emit(Event::Disconnected {
             code: 1006,
@@ -648,6 +693,7 @@ impl Driver {
         // Every message but state frames and the `Welcome` is numbered from `first_seq`
         // (0: none is): skip what a resume sent again, and report a gap.
         let mut seq = envelope.first_seq;
+        let mut pinged = false;
         for message in envelope.messages {
             // A kind this version does not know is numbered too (only frames and
             // welcomes are not).
@@ -655,6 +701,15 @@ impl Driver {
             if seq != 0 && numbered {
                 let n = seq;
                 seq += 1;
+                if n > self.received.last().saturating_add(MAX_MESSAGE_GAP) {
+                    return Ok(Some(
+                        self.broken_by_server(format!(
+                            "message number {n} after {}: more than a relay can skip",
+                            self.received.last()
+                        ))
+                        .await,
+                    ));
+                }
                 match self.received.arrive(n) {
                     Arrival::Repeat => {
                         stats.messages_repeated.fetch_add(1, Ordering::Relaxed);
@@ -733,17 +788,26 @@ impl Driver {
                     self.events_acknowledged(pong.events_received);
                 }
                 In::Ping(ping) => {
-                    self.queue.push_back(Out::Pong(proto::Pong {
+                    let pong = proto::Pong {
                         nonce: ping.nonce,
                         ping_sent_time_us: ping.sent_time_us,
                         time_us: received_us,
                         events_received: 0,
-                    }));
-                    self.flush(link).await?;
+                    };
+                    // One answer waits at most: a newer ping replaces its pong, which
+                    // goes once the envelope is read.
+                    match self.queue.iter_mut().rev().find(|m| matches!(m, Out::Pong(_))) {
+                        Some(waiting) => *waiting = Out::Pong(pong),
+                        None => self.queue.push_back(Out::Pong(pong)),
+                    }
+                    pinged = true;
                 }
                 In::TokenRefreshed(_) => {}
                 In::GoingAway(away) => self.going_away(&away.url),
             }
+        }
+        if pinged {
+            self.flush(link).await?;
         }
         Ok(None)
     }
@@ -823,16 +887,26 @@ impl Driver {
     /// The node is stopping (a 1001 close follows) and names a live node of its
     /// cluster: the home connection continues its session there. A connection to
     /// another node gives its rooms back home at the close instead. A URL that does not
-    /// parse, or does not use TLS exactly when the current one does, is ignored.
+    /// parse, or does not use TLS exactly when the current one does, is ignored; so is
+    /// every `GoingAway` after a connection's first.
     fn going_away(&mut self, url: &str) {
+        if std::mem::replace(&mut self.going_away_seen, true) {
+            return;
+        }
         let Ok(target) = Target::parse(url) else { return };
         if !self.routing.home || target.scheme.uses_tls() != self.targets[self.current].scheme.uses_tls() {
             return;
         }
-        // A new URL goes just after the stopping node's: should it fail too, the next
-        // attempt tries the URL that came after the stopping node's, not that node.
+        // A new URL takes the place of a stopping node that was itself learned this
+        // way (so they never pile up), or goes just after a configured one: should it
+        // fail too, the next attempt tries the URL that came after the stopping
+        // node's, not that node.
         self.current = match self.targets.iter().position(|known| known.url == target.url) {
             Some(known) => known,
+            None if self.current >= self.configured => {
+                self.targets[self.current] = target;
+                self.current
+            }
             None => {
                 self.targets.insert(self.current + 1, target);
                 self.current + 1
@@ -860,9 +934,11 @@ impl Driver {
                 .await;
             return End::Stop;
         }
+        // At once only after a resume the server refused: a new session follows. A
+        // 4504 to a connection that presented no token goes through the backoff.
         End::Reconnect {
             reason,
-            now: resume_failed,
+            now: resume_failed && self.presented_resume,
         }
     }
 
@@ -877,6 +953,7 @@ impl Driver {
             }
         }
         self.connected_before = true;
+        self.welcomed_at = Some(Instant::now());
         if !resumed {
             // A new session numbers its messages from 1 again.
             self.received.reset();
@@ -896,7 +973,7 @@ impl Driver {
             let burst = f64::from(limits.message_burst.max(1)) * 0.5;
             self.pacer = TokenBucket::new(rate, burst.max(1.0), std::time::Instant::now());
             self.max_batch = burst.max(1.0) as u64;
-            self.max_batch_bytes = batch_bytes(limits.max_message_bytes as usize);
+            self.max_batch_bytes = batch_bytes(announced_message_bytes(limits.max_message_bytes));
             self.byte_pacer = byte_pacer(limits, self.max_batch_bytes);
         }
         // Never assume deltas suffice after a reconnect: every mirror waits for a
@@ -975,13 +1052,7 @@ impl Driver {
             result
         };
         if let Some(state) = self.rooms.get_mut(&frame.room) {
-            while state
-                .unacked
-                .front()
-                .is_some_and(|(seq, _)| *seq <= frame.last_input_seq)
-            {
-                state.unacked.pop_front();
-            }
+            state.acknowledged(frame.last_input_seq, false);
         }
         match applied {
             Ok(false) => {
@@ -1035,7 +1106,10 @@ impl Driver {
             Err(tickrelay_proto::mirror::Desync::AwaitingSnapshot) => self.resync_if_due(&frame.room, link).await?,
             Err(error) => {
                 self.shared.stats.desyncs.fetch_add(1, Ordering::Relaxed);
-                self.request_resync(&frame.room, link).await?;
+                let asked = self.resync_asked.get(&frame.room);
+                if asked.is_none_or(|at| at.elapsed() >= RESYNC_EVERY) {
+                    self.request_resync(&frame.room, link).await?;
+                }
                 self.emit(Event::Desync {
                     room: frame.room,
                     error,
@@ -1048,10 +1122,11 @@ impl Driver {
 }
 
 impl Driver {
-    /// Asks for a full snapshot unless one was asked for in the last second.
+    /// Asks for a full snapshot unless one was asked for in the last second (or, the
+    /// first time, a second passes first: the snapshot may be on its way).
     async fn resync_if_due(&mut self, room: &str, link: &mut Link) -> Result<(), Broken> {
         let asked = self.resync_asked.entry(room.to_string()).or_insert_with(Instant::now);
-        if asked.elapsed() < Duration::from_secs(1) {
+        if asked.elapsed() < RESYNC_EVERY {
             return Ok(());
         }
         self.request_resync(room, link).await
@@ -1178,6 +1253,19 @@ fn hold(held: &mut VecDeque<proto::SendEvent>, event: proto::SendEvent, limit: u
         held.pop_front();
     }
     held.push_back(event);
+}
+
+/// Full snapshots are asked for at most this often per room, whatever asks.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The server's message limit as `Welcome.limits` gives it: 0 is "not said" (the
+/// default, 16 KiB), and less than 1 KiB is taken as 1 KiB (a client that could send
+/// nothing would be no client).
+fn announced_message_bytes(announced: u32) -> usize {
+    match announced {
+        0 => 16 * 1024,
+        bytes => (bytes as usize).max(1024),
+    }
 }
 
 /// The bytes of messages an envelope may carry for a server whose message limit is

@@ -112,6 +112,12 @@ pub struct ClientConfig {
     /// False: follow ticks and input acknowledgements only
     /// ([`StateMirror::headers_only`]); for load generators.
     pub mirror_contents: bool,
+    /// Most entities a room's mirror holds: a frame that would give it more is not
+    /// applied (an [`Event::Desync`] with [`Desync::TooManyEntities`],
+    /// then a resync at most once a second), so a broken or hostile relay cannot make
+    /// the client hold gigabytes (a few bytes on the wire are an entity of some
+    /// hundred bytes here). Raise it for rooms larger than the default 65,536.
+    pub max_entities_per_room: usize,
     /// The QUIC endpoint (one UDP socket and the task that drives it) that
     /// `quic://` connections are opened from, shared with other clients of this
     /// process ([`quic_endpoint`] makes one). None (the default): each connection
@@ -138,6 +144,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             event_capacity: 4096,
             mirror_contents: true,
+            max_entities_per_room: 65_536,
             quic_endpoint: None,
         }
     }

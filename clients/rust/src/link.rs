@@ -30,6 +30,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::either::Either;
@@ -329,7 +330,13 @@ async fn connect_ws(
     // tungstenite zeroes the part of its buffer a read may fill before every read:
     // the default (128 KiB) costs microseconds per state frame, and 16 KiB was still
     // 2.7 % of the bots' CPU at W2 (memset).
-    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    // Nothing a relay sends is larger than a frame on its QUIC control stream may be
+    // (a big room's full snapshot): a larger message ends the connection before it is
+    // read whole (tungstenite's own default is 64 MiB).
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(MAX_SERVER_FRAME_BYTES))
+        .max_frame_size(Some(MAX_SERVER_FRAME_BYTES));
     match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
         Ok((ws, _)) => Ok(Link::WebSocket(Box::new(ws))),
         Err(WsError::Http(response)) => {
@@ -526,6 +533,16 @@ impl Link {
                 None => Received::Lost("connection closed".into()),
                 Some(Err(e)) => Received::Lost(e.to_string()),
                 Some(Ok(Message::Binary(bytes))) => Received::Envelope(bytes),
+                // tungstenite reports a close code it does not allow (1014 Bad
+                // Gateway, which proxies send, or a reserved one) as this: not the
+                // server's verdict on the client, so not a reason to stop.
+                Some(Ok(Message::Close(Some(f))))
+                    if f.code == CloseCode::Protocol && f.reason == "Protocol violation" =>
+                {
+                    Received::Lost(
+                        "closed with a code the WebSocket library does not accept (1014, or a reserved one)".into(),
+                    )
+                }
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) =
                         frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));

@@ -36,8 +36,12 @@ pub(crate) struct Spawn {
 struct Table {
     /// Connections to nodes other than home, by URL.
     nodes: HashMap<String, mpsc::UnboundedSender<Command>>,
-    /// Rooms that live on another node: its URL, and redirects followed in a row.
-    rooms: HashMap<String, (String, u32)>,
+    /// Rooms that live on another node: its URL.
+    rooms: HashMap<String, String>,
+    /// Redirects followed for a room since it was last joined; kept while its rooms
+    /// go back home from a node that could not be reached, so that a relay naming one
+    /// unreachable node after another is not followed for ever.
+    hops: HashMap<String, u32>,
 }
 
 /// The room a command is for, if it is for one.
@@ -52,8 +56,7 @@ fn room_of(command: &Command) -> Option<&str> {
 impl Table {
     /// The connection to the node `room` lives on, if not home's.
     fn route(&self, room: &str) -> Option<mpsc::UnboundedSender<Command>> {
-        let (url, _) = self.rooms.get(room)?;
-        self.nodes.get(url).cloned()
+        self.nodes.get(self.rooms.get(room)?).cloned()
     }
 
     /// Every connection, `home` first.
@@ -147,6 +150,7 @@ impl Routes {
                 let to = room.and_then(|room| table.route(room));
                 if let (Command::Leave { .. }, Some(room)) = (&command, room) {
                     table.rooms.remove(room);
+                    table.hops.remove(room);
                 }
                 let _ = to.as_ref().unwrap_or(&self.home).send(command);
             }
@@ -179,9 +183,10 @@ impl Routes {
         waiting: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Result<(), String> {
         let mut table = self.table.lock();
-        let hops = table.rooms.get(room).map_or(0, |(_, hops)| *hops) + 1;
+        let hops = table.hops.get(room).copied().unwrap_or(0) + 1;
         if hops > MAX_HOPS {
             table.rooms.remove(room);
+            table.hops.remove(room);
             return Err(format!("redirected {MAX_HOPS} times in a row; not following to {url}"));
         }
         let target = Target::parse(url).map_err(|e| e.to_string())?;
@@ -191,7 +196,8 @@ impl Routes {
                 self.spawn.config.url
             ));
         }
-        table.rooms.insert(room.to_string(), (url.to_string(), hops));
+        table.rooms.insert(room.to_string(), url.to_string());
+        table.hops.insert(room.to_string(), hops);
         let sender = match table.nodes.get(url) {
             Some(sender) if !sender.is_closed() => sender.clone(),
             _ => {
@@ -228,14 +234,14 @@ impl Routes {
 
     /// The room was joined: its redirects stop counting.
     pub fn joined(&self, room: &str) {
-        if let Some((_, hops)) = self.table.lock().rooms.get_mut(room) {
-            *hops = 0;
-        }
+        self.table.lock().hops.remove(room);
     }
 
     /// The room was left: it goes home again.
     pub fn left(&self, room: &str) {
-        self.table.lock().rooms.remove(room);
+        let mut table = self.table.lock();
+        table.rooms.remove(room);
+        table.hops.remove(room);
     }
 
     /// The node at `url` could not be reached again, or stopped: its rooms are joined
@@ -251,7 +257,7 @@ impl Routes {
         let mut table = self.table.lock();
         table.nodes.remove(url);
         // Rooms whose join there was not read yet go home with the commands below.
-        table.rooms.retain(|_, (node, _)| node != url);
+        table.rooms.retain(|_, node| node != url);
         for (room, room_type, carried) in rooms {
             table.rooms.remove(&room);
             let _ = self.home.send(Command::Join {
@@ -330,7 +336,7 @@ mod tests {
         {
             let mut table = routes.table.lock();
             table.nodes.insert(NODE.into(), node);
-            table.rooms.insert("r".into(), (NODE.into(), 0));
+            table.rooms.insert("r".into(), NODE.into());
         }
         routes.send(input("r", 1));
         routes.send(input("home-room", 2));
@@ -348,6 +354,33 @@ mod tests {
             drained(&mut home),
             ["join r", "input r 1", "input r 3", "input r 4", "leave r"]
         );
+    }
+
+    /// A relay that redirects a room to one unreachable node after another is followed
+    /// `MAX_HOPS` times, not for ever: the room's count survives its trips back home.
+    /// A join answered starts it again.
+    #[test]
+    fn redirects_count_across_rooms_given_back_home_until_a_join_is_answered() {
+        let (routes, mut home) = routes();
+        let routes = Arc::new(routes);
+        let mut follow = |hop: u32| {
+            let url = format!("ws://node-{hop}.test/ws"); // no TLS, as the routes here
+            let (node, mut node_rx) = mpsc::unbounded_channel();
+            routes.table.lock().nodes.insert(url.clone(), node);
+            let followed = routes.redirect("r", "", Carried::default(), &url, None, &mut home);
+            let back = vec![("r".to_string(), String::new(), Carried::default())];
+            routes.give_back(&url, back, &mut node_rx);
+            followed
+        };
+        for hop in 1..=MAX_HOPS {
+            follow(hop).unwrap();
+        }
+        assert!(follow(MAX_HOPS + 1).is_err());
+        follow(1).unwrap();
+        routes.joined("r");
+        for hop in 1..=MAX_HOPS {
+            follow(hop).unwrap();
+        }
     }
 
     /// A redirect moves the commands for its room that the redirected connection had

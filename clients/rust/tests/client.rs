@@ -11,7 +11,7 @@ use tickrelay_testkit::{TestServer, Transport, both_transports, create_entity, s
 use tokio::sync::mpsc::Receiver;
 
 mod common;
-use common::until;
+use common::{accept_and_welcome, fake_server_message, until};
 use tokio_util::sync::CancellationToken;
 
 both_transports!(
@@ -503,35 +503,6 @@ async fn a_message_too_big_for_any_envelope_is_refused_not_sent(transport: Trans
     })
     .await;
     assert_eq!(kind, "small", "the huge one was not sent; the next one was");
-}
-
-/// One message from a fake server, as a WebSocket message.
-/// A fake server's side of the next connection on `listener`, once it sent `welcome`
-/// (protocol version and session id 1 filled in).
-async fn accept_and_welcome(
-    listener: &tokio::net::TcpListener,
-    welcome: proto::Welcome,
-) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    use futures_util::SinkExt;
-    let (tcp, _) = listener.accept().await.unwrap();
-    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-    let welcome = proto::Welcome {
-        protocol_version: proto::PROTOCOL_VERSION,
-        session_id: 1,
-        ..welcome
-    };
-    let kind = proto::server_message::Kind::Welcome(welcome);
-    ws.send(fake_server_message(kind)).await.unwrap();
-    ws
-}
-
-fn fake_server_message(kind: proto::server_message::Kind) -> tokio_tungstenite::tungstenite::Message {
-    use prost::Message as _;
-    let envelope = proto::ServerEnvelope {
-        messages: vec![proto::ServerMessage { kind: Some(kind) }],
-        first_seq: 0,
-    };
-    tokio_tungstenite::tungstenite::Message::Binary(envelope.encode_to_vec().into())
 }
 
 /// The quiet timer: every message from the server pushes it back (a client that left

@@ -1,0 +1,351 @@
+//! The client against fake relays that misbehave (a broken or compromised relay, or a
+//! man in the middle of a `ws://` deployment): it stays bounded in what it holds,
+//! sends and retries, and says what happened. (The seventh outside attack,
+//! `bench/attacks/seventh/`, found each of these.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use proto::client_message::Kind as Out;
+use proto::server_message::Kind as In;
+use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
+use tokio::sync::mpsc::Receiver;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+mod common;
+use common::{FakeSocket, fake_envelope, fake_relay, fake_server_message, next_messages, send_welcome, until};
+
+fn config(url: String) -> ClientConfig {
+    let mut config = ClientConfig::new(url, Trust::CertFile("/nonexistent/cert.pem".into()));
+    config.backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(40),
+        max_attempts: Some(3),
+    };
+    config
+}
+
+fn welcome(token: &str) -> proto::Welcome {
+    proto::Welcome {
+        resume_token: token.into(),
+        heartbeat_interval_ms: 10_000,
+        heartbeat_timeout_ms: 10_000,
+        ..Default::default()
+    }
+}
+
+async fn close(mut ws: FakeSocket, code: u16) {
+    let frame = CloseFrame {
+        code: code.into(),
+        reason: "fake relay".into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+    while next_messages(&mut ws).await.is_some() {}
+}
+
+/// Reads until the client joins a room, answers it as a relay room, and returns the
+/// room's name.
+async fn answer_join(ws: &mut FakeSocket, last_input_seq: u64) -> String {
+    loop {
+        for message in next_messages(ws).await.expect("the client joins") {
+            if let Out::Join(join) = message {
+                let joined = proto::Joined {
+                    request_id: join.request_id,
+                    room: join.room.clone(),
+                    room_type: "relay".into(),
+                    last_input_seq,
+                    ..Default::default()
+                };
+                ws.send(fake_server_message(In::Joined(joined))).await.unwrap();
+                return join.room;
+            }
+        }
+    }
+}
+
+/// A client joined to room `r`, and its events.
+fn joined_client(url: String) -> (Client, Receiver<Event>) {
+    let (client, events) = Client::connect(config(url)).unwrap();
+    client.join("r", "relay");
+    (client, events)
+}
+
+/// A relay that welcomes and then closes at once: every such connection is a failed
+/// attempt, and the client gives up after `max_attempts` (it used to start counting
+/// again at each upgrade, and retry for ever). A 4504 (resume failed) is followed at
+/// once, by a new session, only when the connection presented a resume token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_closes_right_after_welcoming_is_a_failed_attempt() {
+    let connections = Arc::new(AtomicU32::new(0));
+    let counted = connections.clone();
+    let url = fake_relay(move |_, asked, mut ws| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            close(ws, if asked.contains("resume=") { 4504 } else { 1001 }).await;
+        }
+    })
+    .await;
+    let (_client, mut events) = Client::connect(config(url)).unwrap();
+    let mut attempts = Vec::new();
+    let gave_up = until(&mut events, |e| match e {
+        Event::Reconnecting { attempt, .. } => {
+            attempts.push(*attempt);
+            None
+        }
+        Event::GaveUp { attempts, .. } => Some(*attempts),
+        _ => None,
+    })
+    .await;
+    assert_eq!(attempts, [1, 2, 3]);
+    assert_eq!(gave_up, 4);
+    // 1001, then a resume refused with 4504 and a new session at once, three times;
+    // then the fourth 1001.
+    assert_eq!(connections.load(Ordering::Relaxed), 7);
+}
+
+/// 1014 (Bad Gateway, which proxies send) is a close to come back from; the
+/// WebSocket library reports it as a protocol error, which ended the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_gateway_close_is_retried() {
+    let url = fake_relay(|_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        close(ws, 1014).await;
+    })
+    .await;
+    let (_client, mut events) = Client::connect(config(url)).unwrap();
+    let retried = until(&mut events, |e| match e {
+        Event::Reconnecting { .. } => Some(true),
+        Event::GaveUp { .. } => Some(false),
+        _ => None,
+    })
+    .await;
+    assert!(retried);
+}
+
+/// A flood of pings: one pong waits at most (the newest), and an input sent after
+/// the flood goes out at once rather than behind ten thousand pongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_is_answered_once_and_starves_nothing() {
+    let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let seen = seen.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let room = answer_join(&mut ws, 0).await;
+            let pings = (0..10_000)
+                .map(|nonce| {
+                    In::Ping(proto::Ping {
+                        nonce,
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            ws.send(fake_envelope(pings, 0)).await.unwrap();
+            let event = proto::RoomEvent {
+                room,
+                kind: "flooded".into(),
+                ..Default::default()
+            };
+            ws.send(fake_server_message(In::Event(event))).await.unwrap();
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    let _ = seen.send(message);
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::RoomEvent(_)).then_some(())).await;
+    client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut pongs, mut inputs) = (Vec::new(), 0);
+    while let Ok(message) = seen_rx.try_recv() {
+        match message {
+            Out::Pong(pong) => pongs.push(pong.nonce),
+            Out::Input(_) => inputs += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(pongs, [9_999], "one pong, for the newest ping");
+    assert_eq!(inputs, 1, "the input went out within the second");
+}
+
+/// A message numbered far beyond the last one received is no gap a relay makes: the
+/// connection and its session go (the next connection presents no resume token), and
+/// the new session's messages are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_number_no_relay_sends_starts_a_new_session() {
+    let (asked_tx, mut asked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, asked, mut ws| {
+        let _ = asked_tx.send(asked);
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let event = |kind: &str| {
+                In::Event(proto::RoomEvent {
+                    kind: kind.into(),
+                    ..Default::default()
+                })
+            };
+            let (kind, seq) = if n == 1 { ("jump", 1 << 63) } else { ("after", 1) };
+            ws.send(fake_envelope(vec![event(kind)], seq)).await.unwrap();
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let (_client, mut events) = Client::connect(config(url)).unwrap();
+    let kind = until(&mut events, |e| match e {
+        Event::RoomEvent(event) => Some(event.kind.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(kind, "after");
+    asked_rx.recv().await.unwrap();
+    let second = asked_rx.recv().await.unwrap();
+    assert!(!second.contains("resume="), "{second}");
+}
+
+/// A join's answer that acknowledges inputs beyond any input number is ignored: the
+/// next input is numbered 1 (the count used to wrap to 0, or panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_beyond_any_input_number_is_ignored() {
+    let (seq_tx, mut seq_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let seq_tx = seq_tx.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            answer_join(&mut ws, u64::MAX).await;
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    if let Out::Input(input) = message {
+                        let _ = seq_tx.send(input.seq);
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let (_client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    _client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    let seq = tokio::time::timeout(Duration::from_secs(5), seq_rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(seq, Some(1));
+}
+
+/// Only a connection's first `GoingAway` counts: after a flood of them the client
+/// goes to the first URL named, not the last (nor through thousands of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_first_going_away_counts() {
+    let (reached, mut reached_rx) = tokio::sync::mpsc::unbounded_channel();
+    let next_node = fake_relay(move |_, _, mut ws| {
+        let _ = reached.send(());
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let url = fake_relay(move |_, _, mut ws| {
+        let next_node = next_node.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let nowhere = (0..10_000).map(|n| format!("ws://127.0.0.1:9/ws?n={n}"));
+            let away = std::iter::once(next_node)
+                .chain(nowhere)
+                .map(|url| In::GoingAway(proto::GoingAway { url }))
+                .collect();
+            ws.send(fake_envelope(away, 0)).await.unwrap();
+            close(ws, 1001).await;
+        }
+    })
+    .await;
+    let (_client, _events) = Client::connect(config(url)).unwrap();
+    let reached = tokio::time::timeout(Duration::from_secs(5), reached_rx.recv()).await;
+    assert!(reached.is_ok(), "the first URL named was not tried");
+}
+
+/// Frames whose checksum never matches: a full snapshot is asked for at most once a
+/// second (it used to be once per frame).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resyncs_are_asked_for_at_most_once_a_second() {
+    let (resyncs_tx, mut resyncs_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let resyncs_tx = resyncs_tx.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let room = answer_join(&mut ws, 0).await;
+            let (mut frames, mut resyncs) = (tokio::time::interval(Duration::from_millis(20)), 0);
+            let until = tokio::time::Instant::now() + Duration::from_millis(2_500);
+            for tick in 1.. {
+                tokio::select! {
+                    _ = frames.tick() => {
+                        let frame = proto::StateFrame {
+                            room: room.clone(),
+                            tick,
+                            checksum: Some(1),
+                            ..Default::default()
+                        };
+                        ws.send(fake_server_message(In::State(frame))).await.unwrap();
+                    }
+                    messages = next_messages(&mut ws) => {
+                        let resync = |m: &Out| matches!(m, Out::Request(r) if matches!(r.kind, Some(proto::request::Kind::Resync(_))));
+                        resyncs += messages.unwrap_or_default().iter().filter(|m| resync(m)).count();
+                    }
+                    () = tokio::time::sleep_until(until) => break,
+                }
+            }
+            let _ = resyncs_tx.send(resyncs);
+        }
+    })
+    .await;
+    let (_client, _events) = joined_client(url);
+    let resyncs = tokio::time::timeout(Duration::from_secs(10), resyncs_rx.recv())
+        .await
+        .unwrap();
+    let resyncs = resyncs.unwrap();
+    assert!((1..=3).contains(&resyncs), "{resyncs} resyncs in 2.5 s");
+}
+
+/// A message larger than any a relay sends (a full snapshot of a big room, at most
+/// 16 MiB) ends the connection before it is read whole (the WebSocket library's own
+/// limit is 64 MiB, in frames of up to 16 MiB: here two of 8.5 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_any_relay_sends_is_not_read() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let url = fake_relay(|_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        let event = proto::RoomEvent {
+            kind: "huge".into(),
+            payload: vec![0; 17 << 20].into(),
+            ..Default::default()
+        };
+        let Message::Binary(mut bytes) = fake_server_message(In::Event(event)) else {
+            unreachable!()
+        };
+        let rest = bytes.split_off(bytes.len() / 2);
+        let first = Frame::message(bytes, OpCode::Data(Data::Binary), false);
+        let _ = ws.send(Message::Frame(first)).await;
+        let _ = ws
+            .send(Message::Frame(Frame::message(rest, OpCode::Data(Data::Continue), true)))
+            .await;
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let (_client, mut events) = Client::connect(config(url)).unwrap();
+    let refused = until(&mut events, |e| match e {
+        Event::RoomEvent(_) => Some(false),
+        Event::Reconnecting { .. } => Some(true),
+        _ => None,
+    })
+    .await;
+    assert!(refused, "the 17 MiB message was delivered");
+}
