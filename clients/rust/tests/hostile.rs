@@ -349,3 +349,27 @@ async fn a_message_larger_than_any_relay_sends_is_not_read() {
     .await;
     assert!(refused, "the 17 MiB message was delivered");
 }
+
+/// A `Welcome` whose limits are all 0 (not said) leaves the defaults: the client's
+/// join goes out (it used to refuse every message as larger than a 0-byte envelope).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_of_zero_are_not_announced_ones() {
+    let url = fake_relay(|_, _, mut ws| async move {
+        let welcome = proto::Welcome {
+            limits: Some(proto::Limits::default()),
+            ..welcome("t")
+        };
+        send_welcome(&mut ws, welcome).await;
+        answer_join(&mut ws, 0).await;
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let (_client, mut events) = joined_client(url);
+    let joined = until(&mut events, |e| match e {
+        Event::Joined(_) => Some(Ok(())),
+        Event::Error(error) => Some(Err(error.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined, Ok(()));
+}
