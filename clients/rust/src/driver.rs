@@ -87,10 +87,11 @@ impl RoomState {
     /// `renumber` (a join's answer), new inputs are numbered above it: a seat resumed
     /// by a client that restarted, or restored from a checkpoint, may have applied
     /// more than this client sent, and the room drops lower numbers as repeats. A
-    /// number above any an input may have (2^53 - 1) is no acknowledgement (no relay
-    /// sends one): ignored, so that a broken relay cannot make the numbering wrap.
+    /// number above any an input may have (2^53 - 1), or a frame's above every number
+    /// this client gave, is no acknowledgement (no relay sends one): ignored, so that
+    /// a broken relay cannot make the numbering wrap. (The browser client's rules.)
     fn acknowledged(&mut self, seq: u64, renumber: bool) {
-        if seq >= FIRST_REQUEST_ID {
+        if seq >= FIRST_REQUEST_ID || (!renumber && seq > self.next_seq) {
             return;
         }
         while self.unacked.front().is_some_and(|(n, _)| *n <= seq) {

@@ -210,32 +210,52 @@ async fn a_message_number_no_relay_sends_starts_a_new_session() {
 }
 
 /// A join's answer that acknowledges inputs beyond any input number is ignored: the
-/// next input is numbered 1 (the count used to wrap to 0, or panic).
+/// next input is numbered 1 (the count used to wrap to 0, or panic). And a frame that
+/// acknowledges inputs never sent acknowledges none: the input is sent again when the
+/// session resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledgement_beyond_any_input_number_is_ignored() {
+async fn acknowledgements_of_inputs_never_sent_are_ignored() {
     let (seq_tx, mut seq_rx) = tokio::sync::mpsc::unbounded_channel();
-    let url = fake_relay(move |_, _, mut ws| {
+    let url = fake_relay(move |n, _, mut ws| {
         let seq_tx = seq_tx.clone();
         async move {
-            send_welcome(&mut ws, welcome("t")).await;
-            answer_join(&mut ws, u64::MAX).await;
+            let resumed = proto::Welcome {
+                resumed: n > 1,
+                ..welcome("t")
+            };
+            send_welcome(&mut ws, resumed).await;
+            if n == 1 {
+                answer_join(&mut ws, u64::MAX).await;
+            }
             while let Some(messages) = next_messages(&mut ws).await {
                 for message in messages {
-                    if let Out::Input(input) = message {
-                        let _ = seq_tx.send(input.seq);
+                    let Out::Input(input) = message else { continue };
+                    let _ = seq_tx.send(input.seq);
+                    if n == 1 {
+                        let frame = proto::StateFrame {
+                            room: input.room,
+                            tick: 1,
+                            last_input_seq: 1_000,
+                            ..Default::default()
+                        };
+                        ws.send(fake_server_message(In::State(frame))).await.unwrap();
+                        return; // dropped: the client resumes
                     }
                 }
             }
         }
     })
     .await;
-    let (_client, mut events) = joined_client(url);
+    let (client, mut events) = joined_client(url);
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
-    _client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
-    let seq = tokio::time::timeout(Duration::from_secs(5), seq_rx.recv())
-        .await
-        .unwrap();
-    assert_eq!(seq, Some(1));
+    client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), seq_rx.recv())
+            .await
+            .unwrap()
+    };
+    assert_eq!(next().await, Some(1), "numbered from 1");
+    assert_eq!(next().await, Some(1), "sent again on the resumed session");
 }
 
 /// Only a connection's first `GoingAway` counts: after a flood of them the client

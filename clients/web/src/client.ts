@@ -25,7 +25,8 @@
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import * as v1 from "./gen/tickrelay/v1/tickrelay_pb.js";
 import { DEFAULT_BACKOFF, TokenBucket, backoffDelay, type Backoff } from "./bucket.js";
-import { DesyncError, StateMirror } from "./mirror.js";
+import { DEFAULT_MAX_ENTITIES, DesyncError, StateMirror } from "./mirror.js";
+import { MAX_INPUT_SEQ } from "./prediction.js";
 import { Schema } from "./schema.js";
 
 /** The WebSocket subprotocol the server answers with. */
@@ -41,7 +42,7 @@ export interface ClientOptions {
    * Other nodes of the same cluster: when `url` cannot be reached, each attempt tries
    * the next of `url` and these in turn. A session resumed on another node continues
    * there with its session id (and its seats in the rooms restored there); the client
-   * joins its rooms again by itself.
+   * joins its rooms again by itself. With `url`, at most 16 are kept (the first).
    */
   fallbackUrls?: string[];
   /** A JWT (none in the relay's anonymous mode), offered as a subprotocol. */
@@ -60,6 +61,16 @@ export interface ClientOptions {
   quietTimeoutMs?: number;
   /** Give up on one connection attempt after this long, ms (default 5000). */
   connectTimeoutMs?: number;
+  /**
+   * A server message larger than this is not decoded: the connection is closed (1009)
+   * and the client reconnects through the backoff (default 16 MiB).
+   */
+  maxMessageBytes?: number;
+  /**
+   * A state frame that would give a room's mirror more entities than this is not
+   * applied: a desync of the room, reported as an `error` too (default 65,536).
+   */
+  maxEntitiesPerRoom?: number;
   /** How long {@link Client.request} waits, ms (default 5000). */
   requestTimeoutMs?: number;
   /** The WebSocket constructor (default: the global one). */
@@ -85,17 +96,23 @@ export interface ClientEvents {
     serverTimeUs: bigint;
     /** Local arrival time (`performance.now()`). */
     receivedMs: number;
-    /** The last input of this client the server applied in the room. */
+    /**
+     * The last input of this client the server applied in the room (a number above
+     * every input this client sent there is no acknowledgement: the one before stays).
+     */
     lastInputSeq: bigint;
     mirror: StateMirror;
   };
   event: v1.RoomEvent;
   presence: v1.Presence;
-  /** Something this client sent was refused; the session goes on. */
+  /**
+   * Something this client sent was refused; the session goes on. Also a state frame
+   * over `maxEntitiesPerRoom`, not applied (`LIMIT_EXCEEDED`, with its room).
+   */
   error: v1.Error;
   /** Numbered messages the server no longer had when this client resumed. */
   messagesLost: { count: bigint };
-  /** A room's mirror went out of sync; a full snapshot was asked for. */
+  /** A room's mirror went out of sync; a new one waits for the full snapshot asked for (at most once a second). */
   desync: { room: string; error: DesyncError };
   /** The connection ended (1006: lost without a close). */
   disconnected: { code: number; reason: string; willReconnect: boolean };
@@ -141,6 +158,29 @@ const RESUME_FAILED = 4504;
 const DROPPED = 4000;
 /** 1001: the server is shutting down. */
 const SHUTTING_DOWN = 1001;
+/** 1002: what the client closes with when the server broke the protocol. */
+const PROTOCOL_ERROR = 1002;
+/** 1009: what the client closes with when a server message is over `maxMessageBytes`. */
+const MESSAGE_TOO_BIG = 1009;
+/**
+ * A connection that lasted this long after its `Welcome` proved the server healthy:
+ * when it ends, the backoff starts over. One that ends sooner, or never got a Welcome,
+ * is a failed attempt (the backoff grows, and gives up after `maxAttempts` in a row),
+ * so a relay that accepts and then closes at once is treated as one that is down.
+ */
+const STABLE_AFTER_MS = 10_000;
+/**
+ * A numbered message more than this far above the last one received is no gap a relay
+ * makes (it keeps far fewer for a resume: `[session] outbox_max_messages`, 1,024 by
+ * default): the connection and its session go.
+ */
+const MAX_MESSAGE_GAP = 65_536n;
+/** Most URLs kept: `url`, the fallback URLs and the nodes a `GoingAway` named. */
+const MAX_URLS = 16;
+/** A room asks for a full snapshot at most this often, whatever asks (as the server grants them). */
+const RESYNC_EVERY_MS = 1000;
+/** Characters of a close reason sent: at most 120 bytes of UTF-8, under the 123 a close frame carries. */
+const CLOSE_REASON_CHARS = 40;
 /** Redirects in a row for one room before the client stops following them. */
 const MAX_HOPS = 4;
 /** Reconnection attempts to a node other than the client's own before its rooms go back. */
@@ -149,23 +189,60 @@ const NODE_ATTEMPTS = 3;
 const UNREACHABLE_FOR_MS = 20_000;
 /** How long a room redirected to a node this client failed over from waits before it is joined again. */
 const STALE_REDIRECT_WAIT_MS = 500;
+/** The server's default limits (docs/PROTOCOL.md, "Rate limits"), for those a welcome leaves at 0: not announced. */
+const DEFAULT_LIMITS = { maxMessageBytes: 16 * 1024, messagesPerSecond: 50, messageBurst: 100, bytesPerSecond: 65_536 };
+/** The smallest `max_message_bytes` believed: a smaller one would leave room for no message. */
+const MIN_MESSAGE_BYTES = 1024;
 /** A message's framing in an envelope beyond its own encoding (its key and length), at most. */
 const MESSAGE_FRAMING = 8;
 /** The bytes of messages an envelope may carry for a server whose message limit is `max`. */
 const batchBytes = (max: number): number => max - Math.floor(max / 8);
 
 /**
- * Paces bytes below the server's byte bucket: 80 % of its rate, with half its burst at
+ * Paces bytes below the server's byte bucket: 80 % of its `rate`, with half its burst at
  * once (messages the network delivers bunched reach the server at once), but never less
  * than one envelope of `maxBatchBytes`, which the server admits whole (its burst is at
  * least its message size). A server older than `byte_burst` (0) is taken to have the
  * default burst, 128 KiB, or twice its rate if that is less.
  */
-const bytePacer = (limits: v1.Limits, maxBatchBytes: number): TokenBucket => {
-  const rate = limits.bytesPerSecond > 0 ? limits.bytesPerSecond : 1024;
-  const burst = limits.byteBurst > 0 ? limits.byteBurst : Math.min(2 * rate, 131_072);
+const bytePacer = (rate: number, byteBurst: number, maxBatchBytes: number): TokenBucket => {
+  const burst = byteBurst > 0 ? byteBurst : Math.min(2 * rate, 131_072);
   return new TokenBucket(rate * 0.8, Math.max(burst / 2, maxBatchBytes), now());
 };
+
+/** How the client paces what it sends, from the server's limits. */
+interface Pacing {
+  messages: TokenBucket;
+  bytes: TokenBucket;
+  /** Most messages per envelope. */
+  maxBatch: number;
+  /** Most bytes of messages per envelope: the server's `maxMessageBytes` less an eighth. */
+  maxBatchBytes: number;
+}
+
+/** A limit as announced, 0 meaning "not announced": then the server's default. */
+const announced = (value: number | undefined, byDefault: number): number => (value !== undefined && value > 0 ? value : byDefault);
+
+/**
+ * The pacing for the limits a welcome announced (none: the server's defaults). A 0 is
+ * a limit not announced, not a limit of nothing (which would mute the client); a
+ * message size under {@link MIN_MESSAGE_BYTES} is taken as that.
+ */
+function pacing(limits: v1.Limits | undefined): Pacing {
+  const maxMessageBytes = Math.max(MIN_MESSAGE_BYTES, announced(limits?.maxMessageBytes, DEFAULT_LIMITS.maxMessageBytes));
+  const maxBatchBytes = batchBytes(maxMessageBytes);
+  // 80 % of the rates with half the message burst: headroom for pings and for
+  // messages the network delivers bunched together.
+  const burst = Math.max(1, announced(limits?.messageBurst, DEFAULT_LIMITS.messageBurst) * 0.5);
+  const rate = announced(limits?.messagesPerSecond, DEFAULT_LIMITS.messagesPerSecond);
+  const bytesPerSecond = announced(limits?.bytesPerSecond, DEFAULT_LIMITS.bytesPerSecond);
+  return {
+    messages: new TokenBucket(rate * 0.8, burst, now()),
+    bytes: bytePacer(bytesPerSecond, limits?.byteBurst ?? 0, maxBatchBytes),
+    maxBatch: Math.floor(burst),
+    maxBatchBytes,
+  };
+}
 
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
 
@@ -177,6 +254,8 @@ interface RoomState {
   /** Whether the current server session answered this room's join (`Joined`). */
   joined: boolean;
   nextSeq: bigint;
+  /** The last input the server reported applied (see `acknowledge`). */
+  ackedSeq: bigint;
   unacked: { seq: bigint; payload: InputPayload }[];
   /** Events sent before the join was answered: they wait for `Joined` (a redirected join takes them along). */
   heldEvents: Outgoing[];
@@ -201,6 +280,7 @@ function newRoom(roomType: string): RoomState {
     roomType,
     joined: false,
     nextSeq: 0n,
+    ackedSeq: 0n,
     unacked: [],
     heldEvents: [],
     schema: undefined,
@@ -270,14 +350,21 @@ export class Client {
   #eventsUnacked: { seq: bigint; event: Outgoing }[] = [];
   #connectedBefore = false;
   #socket: WebSocket | undefined;
+  /**
+   * The connection being made or up: whether it presented a resume token, when its
+   * welcome came (`performance.now()`), whether a `GoingAway` came on it.
+   */
+  #link: { resuming: boolean; welcomedAt: number | undefined; goingAway: boolean } = {
+    resuming: false,
+    welcomedAt: undefined,
+    goingAway: false,
+  };
+  /** The pong in `#queue`, if one waits: a newer ping replaces its contents (one pending pong at most). */
+  #queuedPong: Extract<Outgoing, { case: "pong" }> | undefined;
   #welcomed = false;
   #stopped = false;
   #attempt = 0;
-  #pacer = new TokenBucket(40, 80, now());
-  #bytePacer = new TokenBucket(0.8 * 65_536, 65_536, now());
-  #maxBatch = 80;
-  /** Most bytes of messages per envelope: the server's `maxMessageBytes` less an eighth. */
-  #maxBatchBytes = batchBytes(16 * 1024);
+  #pacing = pacing(undefined);
   #timers: { ping?: ReturnType<typeof setInterval>; quiet?: ReturnType<typeof setTimeout>; flush?: ReturnType<typeof setTimeout>; retry?: ReturnType<typeof setTimeout> } = {};
   #closed: (() => void) | undefined;
 
@@ -302,7 +389,7 @@ export class Client {
     }
     const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     if (WebSocketImpl === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket");
-    this.#urls = [options.url, ...(options.fallbackUrls ?? [])];
+    this.#urls = [options.url, ...(options.fallbackUrls ?? [])].slice(0, MAX_URLS);
     for (const fallback of this.#urls.slice(1)) {
       if (new URL(fallback).protocol !== url.protocol) throw new TypeError(`${fallback}: a fallback URL must use the scheme of ${options.url}`);
     }
@@ -318,6 +405,8 @@ export class Client {
       quietTimeoutMs: options.quietTimeoutMs ?? 10_000,
       connectTimeoutMs: options.connectTimeoutMs ?? 5000,
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
+      maxMessageBytes: options.maxMessageBytes ?? 16 * 1024 * 1024,
+      maxEntitiesPerRoom: options.maxEntitiesPerRoom ?? DEFAULT_MAX_ENTITIES,
       WebSocket: WebSocketImpl,
     };
   }
@@ -486,9 +575,7 @@ export class Client {
   dropConnection(): void {
     const socket = this.#socket;
     if (socket === undefined) return;
-    this.#abandon(socket, "connection dropped by the application");
-    this.#emit("disconnected", { code: DROPPED, reason: "connection dropped by the application", willReconnect: true });
-    this.#retry("connection dropped by the application");
+    this.#drop(socket, "connection dropped by the application", DROPPED, DROPPED);
   }
 
   /**
@@ -527,6 +614,7 @@ export class Client {
       url.searchParams.set("resume", this.#session.resumeToken);
       url.searchParams.set("received", this.#received.toString());
     }
+    this.#link = { resuming: this.#session !== undefined, welcomedAt: undefined, goingAway: false };
     const protocols = [PROTOCOL];
     if (this.#options.token !== undefined) protocols.push(BEARER_PREFIX + this.#options.token);
     let socket: WebSocket;
@@ -547,8 +635,16 @@ export class Client {
     }, this.#options.connectTimeoutMs);
     socket.onmessage = (event) => {
       clearTimeout(connectTimer);
-      this.#armQuiet(socket);
-      this.#inbound(new Uint8Array(event.data as ArrayBuffer));
+      const data = event.data as ArrayBuffer;
+      if (data.byteLength > this.#options.maxMessageBytes) {
+        const reason = `a message of ${data.byteLength} bytes, over maxMessageBytes (${this.#options.maxMessageBytes})`;
+        this.#drop(socket, reason, MESSAGE_TOO_BIG, MESSAGE_TOO_BIG);
+        return;
+      }
+      this.#inbound(new Uint8Array(data));
+      // Armed after the message is handled: the time this client spent on it is not
+      // the server's silence. (Not if handling it ended the connection or the client.)
+      if (this.#socket === socket && !this.#stopped) this.#armQuiet(socket);
     };
     socket.onclose = (event) => {
       clearTimeout(connectTimer);
@@ -561,12 +657,30 @@ export class Client {
   }
 
   /**
-   * Gives up on a connection to reconnect and resume: closes it with a code that is
-   * not 1000 (a close without a code, or 1000, would make the server end the session).
+   * Gives up on a connection to reconnect and resume: closes it with `code`, not 1000
+   * (a close without a code, or 1000, would make the server end the session). A
+   * WebSocket that refuses `code` — browsers allow a page only 1000 and 3000–4999, not
+   * the 1002 or 1009 the Rust client sends for the same causes — gets 4000 instead, or
+   * 1000 when there is no session left to resume (the server may end it at once).
    */
-  #abandon(socket: WebSocket, reason: string): void {
+  #abandon(socket: WebSocket, reason: string, code = DROPPED): void {
     this.#detach(socket);
-    socket.close(DROPPED, reason);
+    const short = reason.slice(0, CLOSE_REASON_CHARS);
+    try {
+      socket.close(code, short);
+    } catch {
+      socket.close(this.#session === undefined ? 1000 : DROPPED, short);
+    }
+  }
+
+  /**
+   * Ends a connection from this side (see {@link #abandon}) and reconnects through the
+   * backoff, reported as closed with `reported` (1006: as if lost).
+   */
+  #drop(socket: WebSocket, reason: string, code = DROPPED, reported = 1006): void {
+    this.#abandon(socket, reason, code);
+    this.#emit("disconnected", { code: reported, reason, willReconnect: true });
+    this.#retry(reason);
   }
 
   /** Forgets a socket: its later events are ignored; what it had not sent waits for the next one. */
@@ -580,6 +694,7 @@ export class Client {
     // rest (leaves, events, requests, token refreshes) goes first into the offline buffer.
     const unsent = this.#queue.filter((m) => !["join", "input", "ping", "pong"].includes(m?.case ?? ""));
     this.#queue = [];
+    this.#queuedPong = undefined;
     this.#buffer = [...unsent, ...this.#buffer].slice(-this.#options.bufferLimit);
   }
 
@@ -593,11 +708,7 @@ export class Client {
 
   #armQuiet(socket: WebSocket): void {
     clearTimeout(this.#timers.quiet);
-    this.#timers.quiet = setTimeout(() => {
-      this.#abandon(socket, "server went quiet");
-      this.#emit("disconnected", { code: 1006, reason: "server went quiet", willReconnect: true });
-      this.#retry("server went quiet");
-    }, this.#options.quietTimeoutMs);
+    this.#timers.quiet = setTimeout(() => this.#drop(socket, "server went quiet"), this.#options.quietTimeoutMs);
   }
 
   #ended(code: number, reason: string): void {
@@ -615,16 +726,28 @@ export class Client {
       return;
     }
     if (code === RESUME_FAILED) {
-      // The server no longer has our session: start a new one at once and rejoin.
       this.#session = undefined;
-      this.#open();
-      return;
+      // The session this connection tried to resume is gone: a new one at once (and
+      // the rooms joined again). A connection that presented no token learns nothing
+      // new from a 4504: a failed attempt, through the backoff (a relay answering
+      // every connection so is not reconnected to in a tight loop).
+      if (this.#link.resuming) {
+        this.#open();
+        return;
+      }
     }
     this.#retry(reason || `closed with ${code}`);
   }
 
+  /**
+   * Reconnects after the backoff's delay for the next attempt, or gives up after too
+   * many. The attempts count from 1 again only after a connection that lasted
+   * {@link STABLE_AFTER_MS} after its welcome.
+   */
   #retry(reason: string): void {
     if (this.#stopped) return;
+    const welcomedAt = this.#link.welcomedAt;
+    if (welcomedAt !== undefined && now() - welcomedAt >= STABLE_AFTER_MS) this.#attempt = 0;
     // After an attempt that failed, the next tries the next node: for a node this
     // client was redirected to, only to continue its session there.
     if (this.#unreachable.has(this.#urls[this.#current]!)) this.#current = (this.#current + 1) % this.#urls.length;
@@ -730,9 +853,7 @@ export class Client {
     try {
       envelope = fromBinary(v1.ServerEnvelopeSchema, bytes);
     } catch (e) {
-      if (this.#socket !== undefined) this.#abandon(this.#socket, "undecodable server message");
-      this.#emit("disconnected", { code: 1006, reason: `undecodable server message: ${String(e)}`, willReconnect: true });
-      this.#retry("undecodable server message");
+      if (this.#socket !== undefined) this.#drop(this.#socket, `undecodable server message: ${String(e)}`);
       return;
     }
     // Every message but state frames and the welcome is numbered from `firstSeq`:
@@ -743,6 +864,14 @@ export class Client {
       if (seq !== 0n && kind.case !== "state" && kind.case !== "welcome") {
         const n = seq++;
         if (n <= this.#received) continue;
+        if (n - this.#received > MAX_MESSAGE_GAP) {
+          // Not a gap a server makes: taken, every later message would be skipped as a
+          // repeat, for the rest of the session. A new session instead.
+          this.#session = undefined;
+          const reason = `message number ${n} after ${this.#received}: more than the server keeps for a resume`;
+          if (this.#socket !== undefined) this.#drop(this.#socket, reason, PROTOCOL_ERROR, PROTOCOL_ERROR);
+          return;
+        }
         const missing = n - this.#received - 1n;
         this.#received = n;
         if (missing > 0n) {
@@ -818,7 +947,7 @@ export class Client {
           this.#eventsAcknowledged(kind.value.eventsReceived);
           break;
         case "ping":
-          this.#enqueue({ case: "pong", value: { nonce: kind.value.nonce, pingSentTimeUs: kind.value.sentTimeUs, timeUs: unixMicros() } });
+          this.#pong(kind.value);
           break;
         case "goingAway":
           this.#goingAway(kind.value.url);
@@ -833,9 +962,14 @@ export class Client {
   /**
    * The node is stopping (a 1001 close follows) and names a live node of its cluster:
    * the home connection continues its session there. A connection to another node
-   * gives its rooms back home at the close instead. A URL of another scheme is ignored.
+   * gives its rooms back home at the close instead. A URL of another scheme is ignored,
+   * and so is every `GoingAway` after a connection's first.
    */
   #goingAway(url: string): void {
+    // Sent once, just before the close: more (a flood naming ever new nodes) would
+    // only fill the URL list.
+    if (this.#link.goingAway) return;
+    this.#link.goingAway = true;
     if (this.#home !== this) return;
     try {
       if (new URL(url).protocol !== new URL(this.#urls[this.#current]!).protocol) return;
@@ -845,11 +979,24 @@ export class Client {
     const known = this.#urls.indexOf(url);
     if (known >= 0) {
       this.#current = known;
-    } else {
+    } else if (this.#urls.length < MAX_URLS) {
       // Just after the stopping node's URL: should it fail too, the next attempt tries
       // the URL that came after the stopping node's, not that node.
       this.#urls.splice(++this.#current, 0, url);
+    } else {
+      this.#urls[this.#current] = url; // the list is full: in the stopping node's place
     }
+  }
+
+  /** Answers a ping: a pong still waiting in the queue is replaced, so pings cannot pile pongs up ahead of inputs. */
+  #pong(ping: v1.Ping): void {
+    const value = { nonce: ping.nonce, pingSentTimeUs: ping.sentTimeUs, timeUs: unixMicros() };
+    if (this.#queuedPong !== undefined) {
+      this.#queuedPong.value = value;
+      return;
+    }
+    this.#queuedPong = { case: "pong", value };
+    this.#enqueue(this.#queuedPong);
   }
 
   /** A connection is up: restore rooms, replay inputs, flush the buffer, in that order. */
@@ -860,7 +1007,7 @@ export class Client {
       if (resumed) this.stats.resumes++;
     }
     this.#connectedBefore = true;
-    this.#attempt = 0;
+    this.#link.welcomedAt = now();
     this.#unreachable.delete(this.#urls[this.#current]!);
     if (!resumed) this.#received = 0n; // a new session numbers from 1 again
     // Events the session took are done with; the rest go out again, numbered on from
@@ -871,21 +1018,11 @@ export class Client {
     const unacked = this.#eventsUnacked.map(({ event }) => event);
     this.#eventsUnacked = [];
     this.#session = { id: welcome.sessionId, resumeToken: welcome.resumeToken };
-    const limits = welcome.limits;
-    if (limits !== undefined) {
-      // 80 % of the rates with half the message burst: headroom for pings and for
-      // messages the network delivers bunched together.
-      const burst = Math.max(1, limits.messageBurst * 0.5);
-      this.#pacer = new TokenBucket(Math.max(1, limits.messagesPerSecond) * 0.8, burst, now());
-      this.#maxBatch = Math.floor(burst);
-      if (limits.maxMessageBytes > 0) this.#maxBatchBytes = batchBytes(limits.maxMessageBytes);
-      this.#bytePacer = bytePacer(limits, this.#maxBatchBytes);
-    }
+    this.#pacing = pacing(welcome.limits);
     const out: Outgoing[] = [];
     for (const [room, state] of this.#rooms) {
       // Every mirror waits for a full snapshot (sent on join and on resume).
-      state.mirror = state.schema === undefined ? undefined : new StateMirror(state.schema);
-      state.resyncAskedMs = -Infinity;
+      state.mirror = state.schema === undefined ? undefined : this.#newMirror(state.schema);
       if (!resumed) state.joined = false;
       if (!state.joined) {
         out.push(this.#joinMessage(room, state));
@@ -924,35 +1061,34 @@ export class Client {
     // The seat may have applied inputs already (a resume, or a seat restored from a
     // checkpoint on another node): those are done with, and new inputs are numbered
     // above them (the room would drop lower numbers as repeats).
-    while (state.unacked.length > 0 && state.unacked[0]!.seq <= joined.lastInputSeq) state.unacked.shift();
-    if (state.nextSeq < joined.lastInputSeq) state.nextSeq = joined.lastInputSeq;
+    acknowledge(state, joined.lastInputSeq, true);
     // Inputs that waited for the join (the room drops what it applied already).
     for (const { seq, payload } of state.unacked) this.#enqueue({ case: "input", value: { room: joined.room, seq, payload } });
     for (const event of state.heldEvents.splice(0)) this.#enqueue(event);
     const same = sameKinds(state.wireSchema, joined.schema);
     state.schema = schema;
     state.wireSchema = joined.schema;
-    if (state.mirror === undefined || !same) state.mirror = new StateMirror(schema);
+    if (state.mirror === undefined || !same) state.mirror = this.#newMirror(schema);
+  }
+
+  #newMirror(schema: Schema): StateMirror {
+    return new StateMirror(schema, this.#options.maxEntitiesPerRoom);
   }
 
   #state(frame: v1.StateFrame, receivedMs: number): void {
     const state = this.#rooms.get(frame.room);
     if (state === undefined || state.mirror === undefined) return; // left, or no Joined yet
-    while (state.unacked.length > 0 && state.unacked[0]!.seq <= frame.lastInputSeq) state.unacked.shift();
+    acknowledge(state, frame.lastInputSeq, false);
     const mirror = state.mirror;
     const verified = mirror.checksumsVerified;
     try {
       mirror.apply(frame);
     } catch (error) {
       if (!(error instanceof DesyncError)) throw error;
-      if (error.desync.type === "awaiting-snapshot") {
-        // The server sends one after a join or resume; ask again if it is slow.
-        this.#resync(frame.room, state, true);
-        return;
-      }
-      this.stats.desyncs++;
-      this.#resync(frame.room, state, false);
-      this.#emit("desync", { room: frame.room, error });
+      // Awaiting a snapshot: the server sends one after a join or resume; asked
+      // again if it is slow.
+      this.#resync(frame.room, state);
+      if (error.desync.type !== "awaiting-snapshot") this.#desynced(frame.room, state, mirror, error);
       return;
     }
     this.stats.checksumsVerified += mirror.checksumsVerified - verified;
@@ -963,7 +1099,7 @@ export class Client {
       full: frame.baselineTick === 0n,
       serverTimeUs: frame.serverTimeUs,
       receivedMs,
-      lastInputSeq: frame.lastInputSeq,
+      lastInputSeq: state.ackedSeq,
       mirror,
     });
   }
@@ -974,9 +1110,27 @@ export class Client {
     this.#eventsUnacked.splice(0, taken === -1 ? this.#eventsUnacked.length : taken);
   }
 
-  /** Asks for a full snapshot (when `ifDue`, at most once a second). */
-  #resync(room: string, state: RoomState, ifDue: boolean): void {
-    if (ifDue && now() - state.resyncAskedMs < 1000) return;
+  /**
+   * A room's mirror is wrong: a new one waits for the full snapshot (the old one may
+   * hold thousands of entities of a frame over the limit), and the application is told.
+   */
+  #desynced(room: string, state: RoomState, mirror: StateMirror, error: DesyncError): void {
+    this.stats.desyncs++;
+    state.mirror = this.#newMirror(mirror.schema);
+    this.#emit("desync", { room, error });
+    if (error.desync.type === "entity-limit") {
+      const message = `state frame of tick ${mirror.tick} not applied: ${error.message} (maxEntitiesPerRoom)`;
+      this.#emit("error", create(v1.ErrorSchema, { code: v1.ErrorCode.LIMIT_EXCEEDED, message, room }));
+    }
+  }
+
+  /**
+   * Asks for a full snapshot, at most once a second per room whatever asks (a gap, a
+   * checksum, a frame over the limit, a snapshot that is slow to come): the server
+   * grants no more, and a stream of bad frames must not become a stream of requests.
+   */
+  #resync(room: string, state: RoomState): void {
+    if (now() - state.resyncAskedMs < RESYNC_EVERY_MS) return;
     state.resyncAskedMs = now();
     this.#enqueue({ case: "request", value: { requestId: this.#requestId(), kind: { case: "resync", value: { room } } } });
   }
@@ -1002,7 +1156,7 @@ export class Client {
     const value = message?.value as { room?: string; requestId?: bigint } | undefined;
     const requestId = message?.case === "request" || message?.case === "join" ? (value?.requestId ?? 0n) : 0n;
     const room = message?.case === "request" ? "" : (value?.room ?? "");
-    const text = `not sent: a message of ${bytes} bytes, over the ${this.#maxBatchBytes} an envelope may carry (seven eighths of the server's max_message_bytes)`;
+    const text = `not sent: a message of ${bytes} bytes, over the ${this.#pacing.maxBatchBytes} an envelope may carry (seven eighths of the server's max_message_bytes)`;
     const error = create(v1.ErrorSchema, { code: v1.ErrorCode.LIMIT_EXCEEDED, message: text, requestId, room });
     if (message?.case === "input") {
       // Not kept for a replay either: it would be refused again.
@@ -1026,38 +1180,40 @@ export class Client {
   #flush(): void {
     const socket = this.#socket;
     if (socket === undefined || !this.#welcomed || this.#timers.flush !== undefined) return;
+    const { messages: pacer, bytes: bytePacer, maxBatch, maxBatchBytes } = this.#pacing;
     const at = now();
     const parts: Uint8Array[] = [];
     const firstEventSeq = this.#eventsSent + 1n;
     // The head of the queue, encoded, when the pacers held it back.
     let held: Uint8Array | undefined;
     let size = 0;
-    while (this.#queue.length > 0 && parts.length < this.#maxBatch) {
+    while (this.#queue.length > 0 && parts.length < maxBatch) {
       const part = encodeMessage(this.#queue[0]!);
       // The server closes a connection whose envelope exceeds its message size (1009,
       // after which the client gives up): a message too large for any envelope is
       // refused here instead.
-      if (part.byteLength + MESSAGE_FRAMING > this.#maxBatchBytes) {
+      if (part.byteLength + MESSAGE_FRAMING > maxBatchBytes) {
         this.#refuseTooBig(this.#queue.shift()!, part.byteLength);
         continue;
       }
-      if (size + part.byteLength + MESSAGE_FRAMING > this.#maxBatchBytes) {
+      if (size + part.byteLength + MESSAGE_FRAMING > maxBatchBytes) {
         held = part;
         break;
       }
       const cost = part.byteLength + MESSAGE_FRAMING;
-      if (!this.#pacer.tryTake(1, at)) {
+      if (!pacer.tryTake(1, at)) {
         held = part;
         break;
       }
-      if (!this.#bytePacer.tryTake(cost, at)) {
-        this.#pacer.giveBack(1);
+      if (!bytePacer.tryTake(cost, at)) {
+        pacer.giveBack(1);
         held = part;
         break;
       }
       const message = this.#queue.shift();
       parts.push(part);
       size += part.byteLength + MESSAGE_FRAMING;
+      if (message === this.#queuedPong) this.#queuedPong = undefined;
       if (message?.case === "event") {
         this.#eventsSent++;
         if (this.#eventsUnacked.length >= this.#options.bufferLimit) this.#eventsUnacked.shift();
@@ -1071,7 +1227,7 @@ export class Client {
     }
     if (this.#queue.length > 0) {
       const next = (held ?? encodeMessage(this.#queue[0]!)).byteLength + MESSAGE_FRAMING;
-      const waitMs = Math.max(this.#pacer.waitFor(1, at), this.#bytePacer.waitFor(next, at), 1);
+      const waitMs = Math.max(pacer.waitFor(1, at), bytePacer.waitFor(next, at), 1);
       this.#timers.flush = setTimeout(() => {
         this.#timers.flush = undefined;
         this.#flush();
@@ -1091,6 +1247,22 @@ export class Client {
       }
     }
   }
+}
+
+/**
+ * The server applied the room's inputs up to `seq`: they need no replay. With
+ * `renumber` (a join's answer) new inputs are numbered above it: a seat resumed by a
+ * client that restarted, or restored from a checkpoint, may have applied more than
+ * this client sent. A number above any an input may have (`MAX_INPUT_SEQ`), or a
+ * frame's above every number this client gave, acknowledges nothing (no relay sends
+ * one): ignored, so that it moves neither the numbering nor a `Predictor` fed from the
+ * `state` event. (The same rules as the Rust client's.)
+ */
+function acknowledge(state: RoomState, seq: bigint, renumber: boolean): void {
+  if (seq > MAX_INPUT_SEQ || (!renumber && seq > state.nextSeq)) return;
+  if (renumber && state.nextSeq < seq) state.nextSeq = seq;
+  state.ackedSeq = seq;
+  while (state.unacked.length > 0 && state.unacked[0]!.seq <= seq) state.unacked.shift();
 }
 
 /** Whether two `Joined.schema` lists declare the same kinds (compared encoded). */

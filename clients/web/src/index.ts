@@ -17,7 +17,7 @@
 
 export * as v1 from "./gen/tickrelay/v1/tickrelay_pb.js";
 export { entityHash, stateChecksum, type HashedEntity } from "./checksum.js";
-export { StateMirror, DesyncError, type Desync } from "./mirror.js";
+export { StateMirror, DesyncError, DEFAULT_MAX_ENTITIES, type Desync } from "./mirror.js";
 export { DecodeError, type BlockProblem } from "./packed.js";
 export {
   Schema,
@@ -53,4 +53,4 @@ export {
   type InterpolationOptions,
   type Sample,
 } from "./interpolation.js";
-export { Predictor, type PredictorOptions, type Smoothing } from "./prediction.js";
+export { Predictor, MAX_INPUT_SEQ, type PredictorOptions, type Smoothing } from "./prediction.js";

@@ -7,7 +7,10 @@
 import type { Field as WireField, StateFrame } from "./gen/tickrelay/v1/tickrelay_pb.js";
 import { applyBlock, DecodeError } from "./packed.js";
 import { Schema, type FieldProblem } from "./schema.js";
-import { World, type Entity, type Value } from "./world.js";
+import { EntityLimitError, World, type Entity, type Value } from "./world.js";
+
+/** Most entities a mirror holds by default: a frame that would give it more is refused. */
+export const DEFAULT_MAX_ENTITIES = 65_536;
 
 /** Why a frame could not be applied. */
 export type Desync =
@@ -23,6 +26,8 @@ export type Desync =
   | { readonly type: "packed"; readonly error: DecodeError }
   /** A value does not fit the room's schema. */
   | { readonly type: "field"; readonly entity: bigint; readonly field: number; readonly problem: FieldProblem }
+  /** The frame would give the mirror more entities than its `maxEntities`. */
+  | { readonly type: "entity-limit"; readonly limit: number }
   /** The state after applying the frame does not match the server's checksum. */
   | { readonly type: "checksum"; readonly tick: bigint; readonly server: bigint; readonly mirror: bigint };
 
@@ -52,6 +57,8 @@ function describe(d: Desync): string {
       return d.error.message;
     case "field":
       return `field ${d.field} of entity ${d.entity} does not fit its declaration (${d.problem})`;
+    case "entity-limit":
+      return `the frame would give the room more than ${d.limit} entities`;
     case "checksum":
       return `checksum mismatch at tick ${d.tick}: server ${hex(d.server)}, mirror ${hex(d.mirror)}`;
   }
@@ -73,9 +80,19 @@ export class StateMirror {
   #lastInputSeq = 0n;
   #checksumsVerified = 0;
 
-  /** An empty mirror of a room with this schema (`Schema.fromProto(joined.schema)`), waiting for its first full snapshot. */
-  constructor(schema: Schema = Schema.EMPTY) {
-    this.#world = new World(schema);
+  /**
+   * An empty mirror of a room with this schema (`Schema.fromProto(joined.schema)`),
+   * waiting for its first full snapshot. A frame that would give it more than
+   * `maxEntities` entities is a desync (`entity-limit`): one message of a few MiB could
+   * otherwise make it allocate hundreds of MiB.
+   */
+  constructor(schema: Schema = Schema.EMPTY, maxEntities = DEFAULT_MAX_ENTITIES) {
+    this.#world = new World(schema, maxEntities);
+  }
+
+  /** The most entities this mirror holds. */
+  get maxEntities(): number {
+    return this.#world.maxEntities;
   }
 
   /** The room's declared kinds. */
@@ -164,6 +181,7 @@ export class StateMirror {
     } catch (error) {
       this.#synced = false;
       if (error instanceof DecodeError) throw new DesyncError({ type: "packed", error });
+      if (error instanceof EntityLimitError) throw new DesyncError({ type: "entity-limit", limit: error.limit });
       throw error;
     }
   }

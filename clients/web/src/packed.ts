@@ -69,7 +69,8 @@ function describe(p: BlockProblem): string {
 /**
  * Applies one packed block to `world` (whose schema must be the room's): its added
  * entities replace any with the same id, then its changes are set. Throws a
- * {@link DecodeError} for a block that is malformed or does not fit the state, and
+ * {@link DecodeError} for a block that is malformed or does not fit the state, or an
+ * `EntityLimitError` for one that would take the world past its `maxEntities`, and
  * nothing else, whatever the bytes; the world may then be partly changed.
  */
 export function applyBlock(world: World, block: Uint8Array): void {

@@ -9,6 +9,12 @@
  * No clock is read here: calls that need time take the caller's local time in ms.
  */
 
+/**
+ * The highest input sequence number: `Number.MAX_SAFE_INTEGER`, so that every one is
+ * exact as a number too (the client numbers inputs from 1, one at a time).
+ */
+export const MAX_INPUT_SEQ = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** How a correction of the prediction is shown: faded out instead of snapped to. */
 export interface Smoothing<S> {
   /** How long a correction takes to fade out, in ms. */
@@ -128,10 +134,12 @@ export class Predictor<S, I> {
    * inputs and replays the rest on `state`. `nowMs` starts the fade of a correction.
    *
    * Returns false, changing nothing, when `lastInputSeq` is below one already seen
-   * (an older frame).
+   * (an older frame), or above {@link MAX_INPUT_SEQ}: no input has such a number, and
+   * taken, it would make {@link input} refuse every input after it. (The `Client`
+   * reports only acknowledgements of inputs it sent.)
    */
   authoritative(state: S, lastInputSeq: bigint, nowMs: number): boolean {
-    if (lastInputSeq < this.#acked) return false;
+    if (lastInputSeq < this.#acked || lastInputSeq > MAX_INPUT_SEQ) return false;
     this.#acked = lastInputSeq;
     if (lastInputSeq > this.#lastSeq) this.#lastSeq = lastInputSeq;
     let acked = 0;

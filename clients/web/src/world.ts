@@ -88,6 +88,14 @@ export interface FieldRefusal {
   readonly problem: FieldProblem;
 }
 
+/** Adding an entity would take a world past its {@link World.maxEntities}; nothing was added. */
+export class EntityLimitError extends Error {
+  constructor(readonly limit: number) {
+    super(`more than ${limit} entities`);
+    this.name = "EntityLimitError";
+  }
+}
+
 /** The entities of one room. */
 export class World {
   readonly #entities = new Map<bigint, Entity>();
@@ -96,7 +104,14 @@ export class World {
   /** Wrapping sum of the hashes of the clean entities. */
   #sum = 0n;
 
-  constructor(readonly schema: Schema) {}
+  /**
+   * `maxEntities` bounds what one frame can make the client allocate: a few bytes of a
+   * packed block add an entity, so a message of a few MiB could add millions.
+   */
+  constructor(
+    readonly schema: Schema,
+    readonly maxEntities = Infinity,
+  ) {}
 
   /** Number of entities. */
   get size(): number {
@@ -143,7 +158,8 @@ export class World {
   /**
    * Creates an entity, replacing any with the same id. Of duplicate field ids the
    * last wins. Returns the first field (by id) that does not fit the schema, if any:
-   * the entity is then absent.
+   * the entity is then absent. Throws an {@link EntityLimitError} if the world holds
+   * `maxEntities` already and none with this id.
    */
   replace(
     id: bigint,
@@ -151,7 +167,7 @@ export class World {
     kind: number,
     fields: Iterable<readonly [number, Value]>,
   ): FieldRefusal | undefined {
-    this.remove(id);
+    if (!this.remove(id) && this.#entities.size >= this.maxEntities) throw new EntityLimitError(this.maxEntities);
     const declared = this.schema.kind(kind);
     const stored: StoredField[] = [];
     for (const [field, value] of new Map(fields)) {

@@ -54,7 +54,14 @@ class FakeSocket {
     }
   }
 
-  close(code = 1005): void {
+  /** Close codes `close` refused, as browsers do: all but 1000 and 3000–4999. */
+  readonly refusedCodes: number[] = [];
+
+  close(code?: number): void {
+    if (code !== undefined && code !== 1000 && !(code >= 3000 && code <= 4999)) {
+      this.refusedCodes.push(code);
+      throw new DOMException(`close code ${code} is neither 1000 nor in 3000-4999`, "InvalidAccessError");
+    }
     this.closedWith = code;
     this.readyState = 3;
   }
@@ -331,17 +338,35 @@ test("a message too big for any envelope is refused with an error, not sent", ()
   assert.match(refused[0]!, /"code":12.*"room":"r"/);
 });
 
-test("inputs continue above the seat's last input; request ids are above every input number", () => {
+test("inputs continue above the seat's last input; implausible acknowledgements are ignored; request ids are above every input number", () => {
   const { client: c } = client();
+  const acks: bigint[] = [];
+  c.on("state", ({ lastInputSeq }) => acks.push(lastInputSeq));
   c.join("r", "arena");
   c.connect();
   last().welcome();
   const join = last().sent.find((k) => k.case === "join");
   assert.ok(join?.case === "join" && join.value.requestId > (1n << 53n) - 1n, "a join's id is above every input seq");
+  // A resumed or restored seat that applied inputs up to 500: new ones go above (the
+  // room would drop lower numbers as repeats).
   last().receive([{ case: "joined", value: { room: "r", roomType: "arena", lastInputSeq: 500n } }], 1n);
-  c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
-  const input = last().sent.find((k) => k.case === "input");
-  assert.equal(input?.case === "input" ? input.value.seq : undefined, 501n, "numbered above the seat's last input");
+  const input = () => c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  assert.deepEqual([input(), input()], [501n, 502n], "numbered above the seat's last input");
+  const frame = (tick: bigint, lastInputSeq: bigint): ServerKind => ({ case: "state", value: { room: "r", tick, lastInputSeq } });
+  last().receive([frame(1n, 501n)]);
+  // Above every number given, above any input number, or beyond 64 bits' worth: none.
+  last().receive([frame(2n, 600n), frame(3n, 1n << 53n), frame(4n, (1n << 64n) - 1n)]);
+  assert.deepEqual(acks, [501n, 501n, 501n, 501n], "the last believable acknowledgement stays");
+  assert.equal(input(), 503n);
+  // Input 502 was never acknowledged: replayed after a resume.
+  last().end(1006);
+  advance(1000);
+  last().welcome(true);
+  const replayed = last().sent.filter((k) => k.case === "input").map((k) => (k.value as v1.Input).seq);
+  assert.deepEqual(replayed, [502n, 503n]);
+  // A join's answer beyond any input number does not move the numbering either.
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena", lastInputSeq: 1n << 53n } }], 2n);
+  assert.equal(input(), 504n);
 });
 
 test("messages the pacer had not sent yet go out after the reconnect", () => {
@@ -495,14 +520,21 @@ test("a node that dies: its connection continues its session on a fallback, keep
 });
 
 test("a stopping node that names another: the session continues there, then on the configured URLs", () => {
-  const { client: c } = client({ fallbackUrls: ["wss://relay-3.test/ws"] });
+  const backoff = { initialMs: 100, maxMs: 1000, maxAttempts: 10 };
+  const { client: c } = client({ fallbackUrls: ["wss://relay-3.test/ws"], backoff });
   c.join("r", "arena");
   c.connect();
   last().welcome(false, 7n);
   last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
   // Ignored: another scheme.
   last().receive([{ case: "goingAway", value: { url: "ws://plain.test/ws" } }], 2n);
+  last().end(1001);
+  advance(1000);
+  assert.equal(last().url.host, "relay.test");
+  last().welcome(true, 7n);
+  // Only the first of a connection counts.
   last().receive([{ case: "goingAway", value: { url: "wss://relay-2.test/ws" } }], 3n);
+  last().receive([{ case: "goingAway", value: { url: "wss://relay-9.test/ws" } }], 4n);
   last().end(1001);
   advance(1000);
   assert.equal(last().url.host, "relay-2.test");
@@ -601,6 +633,7 @@ test("a quick join's room becomes one of the client's: rejoined by id, with its 
 
   // A new session joins it again by id; the other room with its options.
   last().end(4504, "resume token unknown or expired");
+  advance(1000); // this connection presented no resume token: through the backoff
   last().welcome(false, 8n);
   const joins = last().sent.filter((k) => k?.case === "join").map((k) => k!.value as v1.JoinRoom);
   assert.deepEqual(joins.map((j) => j.room).sort(), ["arena-1f", "mine"]);
@@ -622,4 +655,217 @@ test("a quick join answered with a redirect is joined on the owning node", () =>
   node.welcome(false, 9n);
   const join = node.sent.find((k) => k?.case === "join")!.value as v1.JoinRoom;
   assert.deepEqual([join.room, join.seat], ["room-9", "ticket-9"]);
+});
+
+// -- a hostile or broken relay (bench/attacks/seventh) ------------------------------------
+
+/** The `reconnecting` events' attempt numbers. */
+const attempts = (events: string[]): number[] =>
+  events.filter((e) => e.startsWith("reconnecting")).map((e) => JSON.parse(e.slice("reconnecting ".length)).attempt);
+
+test("a connection that ends within 10 s of its welcome is a failed attempt: the backoff grows, then gives up", () => {
+  const { client: c, events } = client({ quietTimeoutMs: 60_000 });
+  c.connect();
+  // Welcomed, then closed at once, again and again (a relay that sheds after accepting).
+  for (let i = 0; i < 3; i++) {
+    last().welcome();
+    advance(9_900);
+    last().end(1011, "internal error");
+    advance(1000);
+  }
+  last().welcome();
+  last().end(1011, "internal error");
+  assert.deepEqual(attempts(events), [1, 2, 3]);
+  assert.match(events.at(-1)!, /^gaveUp \{"attempts":3/);
+  assert.equal(FakeSocket.opened.length, 4);
+});
+
+test("a connection that lasted 10 s after its welcome starts the backoff over", () => {
+  const { client: c, events } = client({ quietTimeoutMs: 60_000 });
+  c.connect();
+  last().end(1006); // attempt 1
+  advance(1000);
+  last().welcome();
+  advance(10_000);
+  last().end(1006); // proved healthy: attempt 1 again
+  advance(1000);
+  last().end(1006); // never welcomed: attempt 2
+  assert.deepEqual(attempts(events), [1, 1, 2]);
+});
+
+test("close 4504: at once only after a resume the server refused; otherwise through the backoff", () => {
+  const { client: c, events } = client();
+  c.connect();
+  // A relay that refuses every connection so (no token was presented): no tight loop.
+  last().end(4504, "resume token unknown or expired");
+  assert.equal(FakeSocket.opened.length, 1, "not at once");
+  advance(1000);
+  assert.equal(FakeSocket.opened.length, 2);
+  last().welcome();
+  last().end(1006);
+  advance(1000);
+  assert.equal(last().url.searchParams.get("resume"), "resume-me");
+  last().end(4504, "resume token unknown or expired");
+  assert.equal(FakeSocket.opened.length, 4, "a refused resume: a new session at once");
+  assert.equal(last().url.searchParams.get("resume"), null);
+  last().end(4504, "resume token unknown or expired");
+  advance(1000);
+  last().end(4504, "resume token unknown or expired");
+  assert.deepEqual(attempts(events), [1, 2, 3], "every 4504 without a token counted, the refused resume not");
+  assert.match(events.at(-1)!, /^gaveUp \{"attempts":3/);
+  assert.equal(FakeSocket.opened.length, 5);
+});
+
+test("a message over maxMessageBytes is not decoded: the connection is closed as 1009, a failed attempt", () => {
+  const { client: c, events } = client({ maxMessageBytes: 1024 });
+  const presence: string[] = [];
+  c.on("presence", (p) => presence.push(p.member!.userId));
+  c.connect();
+  const socket = last();
+  socket.welcome();
+  socket.receive([{ case: "presence", value: { room: "r", member: { memberId: 1n, userId: "x".repeat(2000) } } }], 1n);
+  assert.deepEqual(presence, [], "not decoded");
+  assert.deepEqual(socket.refusedCodes, [1009], "1009 first (what a browser refuses to send)");
+  assert.equal(socket.closedWith, 4000, "then 4000: the session is kept for the resume");
+  assert.ok(events.some((e) => e.startsWith('disconnected {"code":1009')), events.join("\n"));
+  assert.deepEqual(attempts(events), [1]);
+  advance(1000);
+  assert.equal(last().url.searchParams.get("resume"), "resume-me");
+});
+
+test("a state frame over maxEntitiesPerRoom is not applied: a desync of the room, an error, a resync", () => {
+  const { client: c, events } = client({ maxEntitiesPerRoom: 3 });
+  const desyncs: string[] = [];
+  c.on("desync", ({ error }) => desyncs.push(error.desync.type));
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", schema: [{ kind: 1, name: "dot" }] } }], 1n);
+  // Kind 1, n added, 0 changed, then n times: id step 1, owner 0, mask 0.
+  const dots = (n: number) => new Uint8Array([1, n, 0, ...Array.from({ length: n }, () => [1, 0, 0]).flat()]);
+  const snapshot = (tick: bigint, n: number): ServerKind => ({ case: "state", value: { room: "r", tick, packed: [dots(n)] } });
+  last().receive([snapshot(1n, 4)]);
+  assert.deepEqual(desyncs, ["entity-limit"]);
+  assert.equal(c.mirror("r"), undefined, "dropped: a new mirror waits for a snapshot");
+  assert.ok(events.some((e) => /^error .*"code":12,"message":"state frame of tick 1 not applied: .*more than 3 entities.*"room":"r"/.test(e)), events.join("\n"));
+  const resyncs = () => last().sent.filter((k) => k.case === "request" && k.value.kind.case === "resync").length;
+  assert.equal(resyncs(), 1);
+  last().receive([snapshot(2n, 3)]);
+  assert.equal(c.mirror("r")?.size, 3, "a snapshot within the limit is applied");
+});
+
+test("pings: at most one pong waits, the newest, and inputs are not held behind a flood of them", () => {
+  const c = joinedUnderTightLimits();
+  const pings: ServerKind[] = Array.from({ length: 500 }, (_, i) => ({ case: "ping", value: { nonce: BigInt(i + 1), sentTimeUs: 7n } }));
+  last().receive(pings);
+  c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  last().receive(pings.slice(0, 100));
+  advance(500);
+  const pongs = last().sent.filter((k) => k.case === "pong").map((k) => (k.value as v1.Pong).nonce);
+  assert.deepEqual(pongs, [100n], "one pong, answering the newest ping");
+  assert.deepEqual(last().kinds(), ["join", "pong", "input"]);
+});
+
+test("resyncs are asked for at most once a second per room, whatever asks", () => {
+  const { client: c } = client();
+  const desyncs: string[] = [];
+  c.on("desync", ({ error }) => desyncs.push(error.desync.type));
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r" } }], 1n);
+  const resyncs = () => last().sent.filter((k) => k.case === "request" && k.value.kind.case === "resync").length;
+  let tick = 0n;
+  const badChecksum = (): ServerKind => ({ case: "state", value: { room: "r", tick: ++tick, checksum: 12345n } });
+  const gap = (): ServerKind => ({ case: "state", value: { room: "r", tick: ++tick, baselineTick: 1n } });
+  last().receive([{ case: "state", value: { room: "r", tick: ++tick } }]);
+  for (let i = 0; i < 20; i++) last().receive([badChecksum()]);
+  last().receive([{ case: "state", value: { room: "r", tick: ++tick } }, gap(), gap()]);
+  advance(100);
+  assert.equal(resyncs(), 1, "one for 20 bad checksums and a gap");
+  assert.deepEqual(desyncs.slice(-2), ["checksum", "baseline-mismatch"]);
+  advance(900);
+  last().receive([badChecksum()]);
+  advance(100);
+  assert.equal(resyncs(), 2, "the next second, the next one");
+});
+
+test("GoingAway: only a connection's first is acted on; the URL list stays within 16", () => {
+  const backoff = { initialMs: 10, maxMs: 10, maxAttempts: 100 };
+  const fallbackUrls = Array.from({ length: 20 }, (_, i) => `wss://f${i + 1}.test/ws`);
+  const { client: c } = client({ fallbackUrls, backoff });
+  c.connect();
+  last().welcome();
+  // A flood naming ever new nodes.
+  const flood: ServerKind[] = Array.from({ length: 200 }, (_, i) => ({ case: "goingAway", value: { url: `wss://node-${i}.test/ws` } }));
+  last().receive(flood, 1n);
+  last().end(1001);
+  advance(20);
+  // The URLs tried in turn: 16 in all, `url` and the first 15 fallbacks; the list being
+  // full, the node named took the stopping node's place.
+  const kept = fallbackUrls.slice(0, 15).map((u) => new URL(u).host);
+  const tryAll = (): string[] => {
+    const hosts = [last().url.host];
+    for (let i = 0; i < 16; i++) {
+      last().end(1006);
+      advance(20);
+      hosts.push(last().url.host);
+    }
+    return hosts;
+  };
+  assert.deepEqual(tryAll(), ["node-0.test", ...kept, "node-0.test"]);
+  last().welcome(true);
+  last().receive([{ case: "goingAway", value: { url: "wss://later.test/ws" } }], 201n);
+  last().end(1001);
+  advance(20);
+  const hosts = tryAll();
+  assert.deepEqual(hosts, ["later.test", ...kept, "later.test"]);
+});
+
+test("a message number more than 65,536 above the last received: a new session, through the backoff", () => {
+  const { client: c, events } = client();
+  const presence: bigint[] = [];
+  c.on("presence", (p) => presence.push(p.member!.memberId));
+  c.connect();
+  const socket = last();
+  socket.welcome();
+  const p = (memberId: bigint): ServerKind => ({ case: "presence", value: { room: "r", member: { memberId } } });
+  socket.receive([p(1n)], 1n);
+  socket.receive([p(2n)], 1025n); // 1,023 lost: a gap a server can make
+  assert.ok(events.includes('messagesLost {"count":"1023"}'), events.join("\n"));
+  socket.receive([p(3n), p(4n)], 1025n + 65_537n);
+  assert.deepEqual(presence, [1n, 2n], "not taken");
+  assert.deepEqual(socket.refusedCodes, [1002]);
+  assert.equal(socket.closedWith, 1000, "no session left to keep");
+  assert.ok(events.some((e) => e.startsWith('disconnected {"code":1002')), events.join("\n"));
+  assert.deepEqual(attempts(events), [1]);
+  advance(1000);
+  assert.equal(last().url.searchParams.get("resume"), null, "a new session");
+  last().welcome(false, 8n);
+  last().receive([p(5n)], 1n);
+  assert.deepEqual(presence, [1n, 2n, 5n], "numbered from 1 again");
+});
+
+test("welcome limits of 0 are not announced: the defaults stand; a tiny message size is taken as 1 KiB", () => {
+  const { client: c, events } = client();
+  c.join("r", "relay");
+  c.connect();
+  const limits = { maxMessageBytes: 10, messagesPerSecond: 0, messageBurst: 0, bytesPerSecond: 0, byteBurst: 0 };
+  last().receive([{ case: "welcome", value: { sessionId: 1n, resumeToken: "t", limits } }]);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  for (let i = 0; i < 20; i++) c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  c.sendEvent("r", "chat", new Uint8Array(500));
+  advance(100);
+  assert.equal(last().kinds().filter((k) => k === "input").length, 20, "at the default rate");
+  assert.deepEqual(last().events.map(([, kind]) => kind), ["chat"]);
+  assert.ok(!events.some((e) => e.startsWith("error")), events.join("\n"));
+});
+
+test("a listener that closes the client while a message is handled leaves no timer behind", () => {
+  const { client: c, events } = client({ quietTimeoutMs: 1000 });
+  c.on("connected", () => void c.close());
+  c.connect();
+  last().welcome(); // the server does not answer the close
+  advance(5000);
+  assert.deepEqual(events.filter((e) => e.startsWith("disconnected")), [], events.join("\n"));
 });

@@ -5,7 +5,8 @@ import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 
 import { StateFrameSchema, type Field, type StateFrame } from "../src/gen/tickrelay/v1/tickrelay_pb.js";
 import { stateChecksum } from "../src/checksum.js";
-import { DesyncError, StateMirror, type Desync } from "../src/mirror.js";
+import { DEFAULT_MAX_ENTITIES, DesyncError, StateMirror, type Desync } from "../src/mirror.js";
+import { KindSchema, Schema } from "../src/schema.js";
 import { frames, prng, schema, stateJson } from "./vectors.js";
 
 function frame(init: MessageInitShape<typeof StateFrameSchema>): StateFrame {
@@ -110,6 +111,29 @@ test("generic values of a declared kind must fit the declaration, and floats are
   refused([{ id: 3, value: { case: "int", value: 1001n } }], "out-of-range");
   refused([{ id: 5, value: { case: "string", value: "é".repeat(9) } }], "too-long"); // 18 bytes > 16
   refused([{ id: 6, value: { case: "bytes", value: new Uint8Array(5) } }], "too-long");
+});
+
+test("a frame that would take the mirror past maxEntities is a desync, after at most that many entities", () => {
+  const dots = new Schema([new KindSchema(1, "dot", [])]);
+  // A packed block of 100,000 entities in 300 KB: kind 1, 100,000 added (a varint), 0 changed.
+  const n = 100_000;
+  const block = new Uint8Array([1, 0xa0, 0x8d, 0x06, 0, ...new Uint8Array(3 * n).map((_, i) => (i % 3 === 0 ? 1 : 0))]);
+  const mirror = new StateMirror(dots, 1000);
+  assert.equal(mirror.maxEntities, 1000);
+  assert.throws(() => mirror.apply(frame({ tick: 1n, packed: [block] })), (e) => {
+    assert.ok(e instanceof DesyncError);
+    assert.deepEqual(e.desync, { type: "entity-limit", limit: 1000 });
+    return true;
+  });
+  assert.ok(!mirror.synced);
+  assert.ok(mirror.size <= 1000, `${mirror.size} entities`);
+  // Generic entities count too, and replacing one (same id) adds none.
+  const generic = (ids: number[]) => frame({ tick: 2n, added: ids.map((id) => ({ id: BigInt(id), kind: 9 })) });
+  const small = new StateMirror(dots, 2);
+  assert.throws(() => small.apply(generic([1, 2, 3])), desync("entity-limit"));
+  small.apply(generic([1, 2, 2, 1]));
+  assert.equal(small.size, 2);
+  assert.equal(new StateMirror(dots).maxEntities, DEFAULT_MAX_ENTITIES);
 });
 
 test("the mirror keeps copies, not views into the frame's buffer", () => {

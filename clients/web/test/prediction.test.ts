@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Predictor, type Smoothing } from "../src/prediction.js";
+import { MAX_INPUT_SEQ, Predictor, type Smoothing } from "../src/prediction.js";
 import { prng } from "./vectors.js";
 
 type Xy = { readonly x: number; readonly y: number };
@@ -87,6 +87,18 @@ test("input sequence numbers must increase past every one recorded or acknowledg
   assert.throws(() => p.input(7n, right(1)), RangeError);
   p.input(11n, right(1));
   assert.deepEqual(p.predicted, { x: 41, y: 0 });
+});
+
+test("an acknowledgement above every possible input number is ignored and does not block later inputs", () => {
+  const p = new Predictor({ initial: ORIGIN, apply: move });
+  for (let seq = 1n; seq <= 89n; seq++) p.input(seq, right(1));
+  assert.equal(p.authoritative({ x: 0, y: 0 }, 1n << 53n, 0), false);
+  assert.equal(p.acked, 0n);
+  assert.doesNotThrow(() => p.input(90n, right(1)));
+  assert.deepEqual(p.predicted, { x: 90, y: 0 });
+  assert.equal(p.authoritative({ x: 80, y: 0 }, 80n, 0), true);
+  assert.deepEqual(p.predicted, { x: 90, y: 0 });
+  assert.equal(MAX_INPUT_SEQ, 2n ** 53n - 1n);
 });
 
 test("at most maxPending inputs are kept; an older acknowledgement then leaves the forgotten ones out", () => {
