@@ -172,8 +172,8 @@ struct Driver {
     /// URLs this connection lost or could not reach, and when: a redirect there soon
     /// after names a node that died, until its leases lapse.
     unreachable: HashMap<String, Instant>,
-    /// How many of `targets` were configured (the rest came in `GoingAway`s).
-    configured: usize,
+    /// The URLs of the configured `targets` (the others came in `GoingAway`s).
+    configured: Vec<String>,
     /// The current connection: when its `Welcome` came, whether it presented a resume
     /// token, and whether it has been told `GoingAway` (acted on once).
     welcomed_at: Option<Instant>,
@@ -234,7 +234,7 @@ pub(crate) async fn run(
         max_batch_bytes: batch_bytes(16 * 1024),
         rng: fastrand::Rng::new(),
         unreachable: HashMap::new(),
-        configured: targets.len(),
+        configured: targets.iter().map(|t| t.url.clone()).collect(),
         targets,
         welcomed_at: None,
         presented_resume: false,
@@ -898,21 +898,7 @@ impl Driver {
         if !self.routing.home || target.scheme.uses_tls() != self.targets[self.current].scheme.uses_tls() {
             return;
         }
-        // A new URL takes the place of a stopping node that was itself learned this
-        // way (so they never pile up), or goes just after a configured one: should it
-        // fail too, the next attempt tries the URL that came after the stopping
-        // node's, not that node.
-        self.current = match self.targets.iter().position(|known| known.url == target.url) {
-            Some(known) => known,
-            None if self.current >= self.configured => {
-                self.targets[self.current] = target;
-                self.current
-            }
-            None => {
-                self.targets.insert(self.current + 1, target);
-                self.current + 1
-            }
-        };
+        self.current = learn(&mut self.targets, self.current, &self.configured, target);
     }
 
     async fn closed_by_server(&mut self, code: u16, reason: String) -> End {
@@ -1248,6 +1234,24 @@ impl Driver {
     }
 }
 
+/// Puts a URL that the stopping node at `current` named (`GoingAway`) into `targets`
+/// (the `configured` URLs and those learned so) and returns where to connect next. A
+/// known URL is simply gone to. A new one takes the place of a stopping node that was
+/// itself learned so (learned URLs never pile up), or goes just after a configured
+/// one: should it fail too, the next attempt tries the URL that came after the
+/// stopping node's, not that node.
+fn learn(targets: &mut Vec<Target>, current: usize, configured: &[String], named: Target) -> usize {
+    if let Some(known) = targets.iter().position(|t| t.url == named.url) {
+        return known;
+    }
+    if !configured.contains(&targets[current].url) {
+        targets[current] = named;
+        return current;
+    }
+    targets.insert(current + 1, named);
+    current + 1
+}
+
 /// Keeps `event` until its room's join is answered, the oldest dropped over `limit`.
 fn hold(held: &mut VecDeque<proto::SendEvent>, event: proto::SendEvent, limit: usize) {
     if held.len() >= limit {
@@ -1298,3 +1302,27 @@ fn byte_pacer(limits: &proto::Limits, max_batch_bytes: usize) -> TokenBucket {
 /// (at most 2^53 - 1): the server answers a refused input with an `Error` whose
 /// `request_id` is the input's `seq`, which must not be taken for a request's answer.
 const FIRST_REQUEST_ID: u64 = 1 << 53;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_learned_from_going_away_take_each_others_place() {
+        let target = |host: &str| Target::parse(&format!("wss://{host}.test/ws")).unwrap();
+        let mut targets = vec![target("a"), target("f")];
+        let configured: Vec<String> = targets.iter().map(|t| t.url.clone()).collect();
+        let hosts = |targets: &[Target]| targets.iter().map(|t| t.host.clone()).collect::<Vec<_>>();
+        // a stops and names b; b stops and names c, which takes b's place.
+        let at = learn(&mut targets, 0, &configured, target("b"));
+        assert_eq!(at, 1);
+        assert_eq!(hosts(&targets), ["a.test", "b.test", "f.test"]);
+        let at = learn(&mut targets, at, &configured, target("c"));
+        assert_eq!(at, 1);
+        assert_eq!(hosts(&targets), ["a.test", "c.test", "f.test"]);
+        // A known URL is gone to; a configured node that stops gets the new one after it.
+        assert_eq!(learn(&mut targets, at, &configured, target("f")), 2);
+        assert_eq!(learn(&mut targets, 2, &configured, target("d")), 3);
+        assert_eq!(hosts(&targets), ["a.test", "c.test", "f.test", "d.test"]);
+    }
+}
