@@ -93,6 +93,8 @@ where
             let script = script.clone();
             tokio::spawn(async move {
                 let mut asked = String::new();
+                // tungstenite's callback type fixes its error type.
+                #[allow(clippy::result_large_err)]
                 let note = |request: &Request, response: Response| {
                     asked = request.uri().to_string();
                     Ok(response)
