@@ -194,7 +194,7 @@ const MAX_MESSAGE_GAP: u64 = 1 << 16;
 
 /// How long a URL this connection lost counts as a dead node's (redirects there are
 /// retried rather than followed): longer than a room lease, by default 6 s.
-const UNREACHABLE_FOR: Duration = Duration::from_secs(20);
+pub(crate) const UNREACHABLE_FOR: Duration = Duration::from_secs(20);
 
 pub(crate) async fn run(
     config: ClientConfig,
@@ -850,9 +850,15 @@ impl Driver {
             url,
             seat,
         } = redirect;
-        // A node this connection failed over from (the directory names it until its
-        // leases lapse): the room stays here and is joined again shortly.
-        if (self.unreachable.get(&url)).is_some_and(|at| at.elapsed() < UNREACHABLE_FOR) {
+        // A node this connection failed over from, or one whose rooms came back home
+        // (the directory names it until its leases lapse): the room stays here and is
+        // joined again shortly.
+        let lost = self
+            .routing
+            .routes
+            .upgrade()
+            .is_some_and(|routes| routes.lost_lately(&url));
+        if lost || (self.unreachable.get(&url)).is_some_and(|at| at.elapsed() < UNREACHABLE_FOR) {
             if let Some(state) = self.rooms.get_mut(&room) {
                 state.retry_join_at = Some(Instant::now() + STALE_REDIRECT_WAIT);
             }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use crate::driver::UNREACHABLE_FOR;
 use crate::link::Target;
 use crate::{Carried, ClientConfig, Command, Event, Shared, driver};
 
@@ -42,6 +44,10 @@ struct Table {
     /// go back home from a node that could not be reached, so that a relay naming one
     /// unreachable node after another is not followed for ever.
     hops: HashMap<String, u32>,
+    /// Nodes whose rooms came back home because they could not be reached, and when:
+    /// the directory names a dead node until its leases lapse, and a redirect there
+    /// meanwhile is waited out, not followed (nor counted).
+    lost: HashMap<String, Instant>,
 }
 
 /// The room a command is for, if it is for one.
@@ -237,6 +243,11 @@ impl Routes {
         self.table.lock().hops.remove(room);
     }
 
+    /// Whether the node at `url` gave its rooms back home lately (see `Table::lost`).
+    pub fn lost_lately(&self, url: &str) -> bool {
+        (self.table.lock().lost.get(url)).is_some_and(|at| at.elapsed() < UNREACHABLE_FOR)
+    }
+
     /// The room was left: it goes home again.
     pub fn left(&self, room: &str) {
         let mut table = self.table.lock();
@@ -256,6 +267,8 @@ impl Routes {
     ) {
         let mut table = self.table.lock();
         table.nodes.remove(url);
+        table.lost.retain(|_, at| at.elapsed() < UNREACHABLE_FOR);
+        table.lost.insert(url.to_string(), Instant::now());
         // Rooms whose join there was not read yet go home with the commands below.
         table.rooms.retain(|_, node| node != url);
         for (room, room_type, carried) in rooms {
@@ -375,6 +388,9 @@ mod tests {
         for hop in 1..=MAX_HOPS {
             follow(hop).unwrap();
         }
+        // (A redirect to one of them again would be waited out, see `lost_lately`.)
+        assert!(routes.lost_lately("ws://node-1.test/ws"));
+        assert!(!routes.lost_lately("ws://node-9.test/ws"));
         assert!(follow(MAX_HOPS + 1).is_err());
         follow(1).unwrap();
         routes.joined("r");

@@ -180,6 +180,41 @@ async fn fails_over_to_another_node_and_keeps_its_seat() {
     client.close().await;
 }
 
+/// The node holding the client's room (not the client's own node) is killed: the
+/// room comes back home, and the redirects home answers while the dead node's lease
+/// lasts are waited out, not followed (a fast backoff gives the room back within a
+/// fraction of the lease: followed, they were more than the client's hop limit), so
+/// the client ends in the room restored at home, with its entity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rooms_node_killed_the_room_comes_home_and_is_joined_again() {
+    let cluster = TestCluster::start();
+    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+    let b = cluster.node().await;
+    let (owner, mut owner_events) = Client::connect(config(&a.server)).unwrap();
+    owner.join("world", "");
+    joined(&mut owner_events, "world").await;
+    let mut settings = config(&b);
+    settings.backoff.initial = Duration::from_millis(10);
+    settings.backoff.max = Duration::from_millis(20);
+    let (client, mut events) = Client::connect(settings).unwrap();
+    client.join("world", "");
+    redirected(&mut events, "world").await;
+    joined(&mut events, "world").await;
+    client.send_input("world", create_entity(7));
+    let ids = |c: &Client| c.with_mirror("world", |m| m.world().entities().map(|e| e.id()).collect::<Vec<_>>());
+    eventually_true(|| ids(&client) == Some(vec![7])).await;
+    let written = a.server.metric("tickrelay_checkpoints_written_total");
+    a.server
+        .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+    drop(owner);
+    a.kill();
+    joined(&mut events, "world").await;
+    eventually_true(|| ids(&client) == Some(vec![7])).await;
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
+    client.close().await;
+}
+
 /// Waits (up to 10 s) for `condition`.
 async fn eventually_true(mut condition: impl FnMut() -> bool) {
     tickrelay_testkit::eventually("the mirrors to show the entities", || {
