@@ -315,7 +315,13 @@ export class Client {
   /** Home only: connections to other nodes, by URL. */
   readonly #nodes = new Map<string, Client>();
   /** Home only: rooms that live on another node, with redirects followed in a row. */
-  readonly #redirected = new Map<string, { node: Client; hops: number }>();
+  readonly #redirected = new Map<string, { node: Client }>();
+  /**
+   * Home only: redirects followed for a room since it was last joined, kept while its
+   * rooms come back from a node that could not be reached, so that a relay naming one
+   * unreachable node after another is not followed for ever.
+   */
+  readonly #hops = new Map<string, number>();
   /** Presented on every connection (home's is used): see `Hello.client_id`. */
   readonly #clientId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
   /** Quick joins not answered yet: their room types, by request id. */
@@ -482,6 +488,7 @@ export class Client {
   /** Leaves a room and forgets its mirror and unacknowledged inputs. */
   leave(room: string): void {
     const node = this.#redirected.get(room)?.node;
+    this.#hops.delete(room);
     if (node !== undefined) {
       this.#redirected.delete(room);
       return node.leave(room);
@@ -586,6 +593,7 @@ export class Client {
     const nodes = [...this.#nodes.values()].map((node) => node.close());
     this.#nodes.clear();
     this.#redirected.clear();
+    this.#hops.clear();
     return Promise.all([this.#closeOwn(), ...nodes]).then(() => undefined);
   }
 
@@ -779,6 +787,9 @@ export class Client {
     // node may not have taken (at least once).
     const home = this.#home;
     home.#nodes.delete(this.#options.url);
+    // The directory names this node until its leases lapse: home waits redirects
+    // here out meanwhile, as for a node it failed over from itself.
+    home.#unreachable.set(this.#options.url, now());
     for (const { event } of this.#eventsUnacked) {
       const state = this.#rooms.get(eventRoom(event));
       if (state !== undefined) this.#hold(state, event);
@@ -822,11 +833,15 @@ export class Client {
 
   /** Home only: the relay said `room` lives at `url`; joins it there. */
   #follow(room: string, roomType: string, moved: Moving, url: string, requestId: bigint): void {
-    const hops = (this.#redirected.get(room)?.hops ?? 0) + 1;
+    const hops = (this.#hops.get(room) ?? 0) + 1;
     this.#redirected.delete(room);
+    this.#hops.set(room, hops);
     const refuse = (message: string): void =>
       this.#emit("error", create(v1.ErrorSchema, { code: v1.ErrorCode.UNAVAILABLE, message, requestId, room }));
-    if (hops > MAX_HOPS) return refuse(`redirected ${MAX_HOPS} times in a row; not following to ${url}`);
+    if (hops > MAX_HOPS) {
+      this.#hops.delete(room);
+      return refuse(`redirected ${MAX_HOPS} times in a row; not following to ${url}`);
+    }
     let node = this.#nodes.get(url);
     if (node === undefined || node.#stopped) {
       try {
@@ -838,7 +853,7 @@ export class Client {
       this.#nodes.set(url, node);
       node.connect();
     }
-    this.#redirected.set(room, { node, hops });
+    this.#redirected.set(room, { node });
     this.#emit("redirected", { room, url });
     node.#adopt(room, roomType, moved);
   }
@@ -904,8 +919,7 @@ export class Client {
         }
         case "joined": {
           this.#tookQuickJoin(kind.value.requestId, kind.value.room);
-          const route = this.#home.#redirected.get(kind.value.room);
-          if (route !== undefined) route.hops = 0;
+          this.#home.#hops.delete(kind.value.room);
           this.#joinedRoom(kind.value);
           this.#emit("joined", kind.value);
           break;

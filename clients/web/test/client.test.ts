@@ -600,6 +600,38 @@ test("a node connection that never had a session gives its rooms back home", () 
   assert.deepEqual(home.kinds(), ["join", "join"], "r joined again through home");
 });
 
+test("a redirect to a node whose rooms came back home is waited out, not followed; hops survive the trip home", () => {
+  const { client: c, events } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  let seq = 0n;
+  const redirect = (url: string) => home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url } }], ++seq);
+  const giveBack = () => {
+    for (let attempt = 0; attempt <= 3; attempt++) {
+      last().end(1006);
+      advance(1000);
+    }
+    advance(100);
+  };
+  redirect("wss://node-b.test/ws");
+  giveBack();
+  const opened = FakeSocket.opened.length;
+  // The directory still names b (its lease has not lapsed): home joins again later.
+  redirect("wss://node-b.test/ws");
+  assert.equal(FakeSocket.opened.length, opened, "b not followed again");
+  advance(600);
+  assert.deepEqual(home.kinds(), ["join", "join", "join"], "joined again through home");
+  // New dead nodes, one after another: the count goes on across the trips home.
+  for (const node of ["c", "d", "e"]) {
+    redirect(`wss://node-${node}.test/ws`);
+    giveBack();
+  }
+  redirect("wss://node-f.test/ws");
+  assert.match(events.at(-1)!, /^error .*redirected 4 times in a row/);
+});
+
 test("redirects in a row are followed a bounded number of times", () => {
   const { client: c, events } = client();
   c.join("r", "arena");
