@@ -23,6 +23,10 @@ pub use crate::transport::gate::ConnectionLimits;
 use crate::transport::origin::OriginConfig;
 
 /// The largest presence message: a room id and a user id at their longest.
+/// Most reliable messages a session's queue may hold (`[session] outbox_max_messages`):
+/// the clients take a gap in message numbers wider than this (65,536) for a broken
+/// relay (PROTOCOL.md, "A client bounds what a relay can make it do").
+const MAX_OUTBOX_MESSAGES: usize = 1 << 16;
 const PRESENCE_MAX_BYTES: usize = crate::engine::room::MAX_ROOM_ID_BYTES + crate::session::auth::MAX_SUB_BYTES + 32;
 pub use crate::transport::quic::QuicConfig;
 pub use crate::transport::tls::TlsConfig;
@@ -637,6 +641,27 @@ impl Config {
                 return invalid(format!("{name} must be a positive number"));
             }
         }
+        // Told to clients as whole numbers (`Welcome.limits`), where 0 means "not
+        // announced": a client would then pace to the defaults, not to these.
+        let announced = [
+            ("session.messages_per_second", s.messages_per_second),
+            ("session.message_burst", s.message_burst),
+            ("session.bytes_per_second", s.bytes_per_second),
+        ];
+        for (name, value) in announced {
+            if value < 1.0 {
+                return invalid(format!(
+                    "{name} must be at least 1 (clients are told it as a whole number, and 0 means unset)"
+                ));
+            }
+        }
+        // Clients take a gap in message numbers wider than this for a broken relay
+        // (PROTOCOL.md); a resume never skips more than the queue holds.
+        if s.outbox_max_messages > MAX_OUTBOX_MESSAGES {
+            return invalid(format!(
+                "session.outbox_max_messages must be at most {MAX_OUTBOX_MESSAGES} (clients take a wider gap in message numbers for a broken relay)"
+            ));
+        }
         // A message the size limit admits must fit the byte bucket, or it is refused
         // however slowly it is sent.
         if s.byte_burst < s.max_message_bytes as f64 {
@@ -898,8 +923,8 @@ allow_missing = true
 # (Formerly `[websocket] max_message_bytes`; the old name is still read.)
 max_message_bytes = 16384
 # Reliable messages (events, presence, replies) that may wait for a slow client,
-# by count and by bytes; beyond either, the client is closed as a slow consumer.
-# (Formerly under `[websocket]`; the old names are still read.)
+# by count (at most 65536) and by bytes; beyond either, the client is closed as a
+# slow consumer. (Formerly under `[websocket]`; the old names are still read.)
 outbox_max_messages = 1024
 outbox_max_bytes = 262144
 # Ping after this many seconds without inbound traffic; drop the peer (4502) if
@@ -910,8 +935,8 @@ heartbeat_timeout_secs = 5.0
 resume_grace_secs = 20.0
 # Seconds a write may stay blocked before the client is closed as slow (4501).
 slow_consumer_secs = 5.0
-# Inbound rate limits per connection. Over them: an error with a retry hint;
-# still over them after flood_window_ms: close 1008.
+# Inbound rate limits per connection (rates and message burst at least 1). Over
+# them: an error with a retry hint; still over them after flood_window_ms: close 1008.
 messages_per_second = 50.0
 message_burst = 100.0
 bytes_per_second = 65536.0
@@ -1076,6 +1101,12 @@ mod tests {
         let mut c = Config::default();
         c.session.outbox_max_messages = 100;
         assert!(c.validate().unwrap_err().to_string().contains("outbox_max_messages"));
+        let mut c = Config::default();
+        c.session.outbox_max_messages = 100_000;
+        assert!(c.validate().unwrap_err().to_string().contains("at most 65536"));
+        let mut c = Config::default();
+        c.session.messages_per_second = 0.5;
+        assert!(c.validate().unwrap_err().to_string().contains("at least 1"));
         let mut c = Config::default();
         c.session.byte_burst = c.session.max_message_bytes as f64 - 1.0;
         assert!(c.validate().unwrap_err().to_string().contains("byte_burst"));

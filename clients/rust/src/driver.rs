@@ -962,11 +962,12 @@ impl Driver {
         // that the network delivers bunched together (the server's bucket sees them
         // arrive at once): 80 % of the rate, half the burst.
         if let Some(limits) = &welcome.limits {
-            let rate = f64::from(limits.messages_per_second.max(1)) * 0.8;
-            let burst = f64::from(limits.message_burst.max(1)) * 0.5;
+            let rate = f64::from(announced(limits.messages_per_second, DEFAULT_MESSAGES_PER_SECOND)) * 0.8;
+            let burst = f64::from(announced(limits.message_burst, DEFAULT_MESSAGE_BURST)) * 0.5;
             self.pacer = TokenBucket::new(rate, burst.max(1.0), std::time::Instant::now());
             self.max_batch = burst.max(1.0) as u64;
-            self.max_batch_bytes = batch_bytes(announced_message_bytes(limits.max_message_bytes));
+            let max_message_bytes = announced(limits.max_message_bytes, DEFAULT_MESSAGE_BYTES).max(1024);
+            self.max_batch_bytes = batch_bytes(max_message_bytes as usize);
             self.byte_pacer = byte_pacer(limits, self.max_batch_bytes);
         }
         // Never assume deltas suffice after a reconnect: every mirror waits for a
@@ -1269,14 +1270,17 @@ fn hold(held: &mut VecDeque<proto::SendEvent>, event: proto::SendEvent, limit: u
 /// Full snapshots are asked for at most this often per room, whatever asks.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// The server's message limit as `Welcome.limits` gives it: 0 is "not said" (the
-/// default, 16 KiB), and less than 1 KiB is taken as 1 KiB (a client that could send
-/// nothing would be no client).
-fn announced_message_bytes(announced: u32) -> usize {
-    match announced {
-        0 => 16 * 1024,
-        bytes => (bytes as usize).max(1024),
-    }
+/// The server's defaults (PROTOCOL.md), for the limits a `Welcome` leaves at 0.
+const DEFAULT_MESSAGES_PER_SECOND: u32 = 50;
+const DEFAULT_MESSAGE_BURST: u32 = 100;
+const DEFAULT_MESSAGE_BYTES: u32 = 16 * 1024;
+const DEFAULT_BYTES_PER_SECOND: u32 = 65_536;
+
+/// A limit as `Welcome.limits` gives it: 0 is "not announced", the default stands (a
+/// limit of nothing would mute the client). A message size under 1 KiB is taken as
+/// 1 KiB by the caller.
+fn announced(value: u32, default: u32) -> u32 {
+    if value == 0 { default } else { value }
 }
 
 /// The bytes of messages an envelope may carry for a server whose message limit is
@@ -1292,10 +1296,7 @@ fn batch_bytes(max_message_bytes: usize) -> usize {
 /// `byte_burst` (0) is taken to have the default burst, 128 KiB, or twice its rate if
 /// that is less.
 fn byte_pacer(limits: &proto::Limits, max_batch_bytes: usize) -> TokenBucket {
-    let rate = match limits.bytes_per_second {
-        0 => 1024.0,
-        rate => f64::from(rate),
-    };
+    let rate = f64::from(announced(limits.bytes_per_second, DEFAULT_BYTES_PER_SECOND));
     let burst = match limits.byte_burst {
         0 => (2.0 * rate).min(131_072.0),
         burst => f64::from(burst),

@@ -371,25 +371,38 @@ async fn a_message_larger_than_any_relay_sends_is_not_read() {
 }
 
 /// A `Welcome` whose limits are all 0 (not said) leaves the defaults: the client's
-/// join goes out (it used to refuse every message as larger than a 0-byte envelope).
+/// join goes out and twenty inputs follow at once (it used to refuse every message
+/// as larger than a 0-byte envelope, and to pace at under a message a second).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_of_zero_are_not_announced_ones() {
-    let url = fake_relay(|_, _, mut ws| async move {
-        let welcome = proto::Welcome {
-            limits: Some(proto::Limits::default()),
-            ..welcome("t")
-        };
-        send_welcome(&mut ws, welcome).await;
-        answer_join(&mut ws, 0).await;
-        while next_messages(&mut ws).await.is_some() {}
+    let (inputs_tx, mut inputs_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let inputs_tx = inputs_tx.clone();
+        async move {
+            let welcome = proto::Welcome {
+                limits: Some(proto::Limits::default()),
+                ..welcome("t")
+            };
+            send_welcome(&mut ws, welcome).await;
+            answer_join(&mut ws, 0).await;
+            while let Some(messages) = next_messages(&mut ws).await {
+                let inputs = messages.iter().filter(|m| matches!(m, Out::Input(_))).count();
+                let _ = inputs_tx.send(inputs);
+            }
+        }
     })
     .await;
-    let (_client, mut events) = joined_client(url);
-    let joined = until(&mut events, |e| match e {
-        Event::Joined(_) => Some(Ok(())),
-        Event::Error(error) => Some(Err(error.clone())),
-        _ => None,
-    })
-    .await;
-    assert_eq!(joined, Ok(()));
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    for _ in 0..20 {
+        client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    }
+    let mut inputs = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while inputs < 20 {
+        match tokio::time::timeout_at(deadline, inputs_rx.recv()).await {
+            Ok(Some(n)) => inputs += n,
+            _ => panic!("{inputs} of 20 inputs within a second"),
+        }
+    }
 }
