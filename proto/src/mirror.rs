@@ -102,9 +102,10 @@ impl StateMirror {
     }
 
     /// A frame that would give the room more than `max` entities is refused
-    /// ([`Desync::TooManyEntities`]) before anything is allocated for them: a client
-    /// bounds what a broken or hostile relay can make it hold. (A few bytes on the
-    /// wire become an entity of some hundred bytes here.)
+    /// ([`Desync::TooManyEntities`]; one that alone claims more, before anything is
+    /// allocated for it): a client bounds what a broken or hostile relay can make it
+    /// hold, at most `max` entities plus one frame's. (A few bytes on the wire become
+    /// an entity of some hundred bytes here.)
     pub fn limit_entities(mut self, max: usize) -> Self {
         self.max_entities = max;
         self
@@ -201,11 +202,11 @@ impl StateMirror {
             self.last_input_seq = frame.last_input_seq;
             return Ok(());
         }
-        let kept = match frame.baseline_tick {
-            0 => 0,
-            _ => self.world.len().saturating_sub(frame.removed.len()),
-        };
-        if kept.saturating_add(added(frame)) > self.max_entities {
+        // A frame that alone claims more than the limit is refused before anything is
+        // allocated for it. (Its entities may already be here: over QUIC a delta
+        // against an older baseline lists again those added since. The world is
+        // counted once the frame is applied, below.)
+        if added(frame) > self.max_entities {
             return Err(Desync::TooManyEntities(self.max_entities));
         }
         if frame.baseline_tick == 0 {
@@ -238,7 +239,6 @@ impl StateMirror {
         }
         self.world.finish_tick();
         if self.world.len() > self.max_entities {
-            // (Removals of entities it did not have.)
             return Err(Desync::TooManyEntities(self.max_entities));
         }
         self.synced = true;
@@ -301,12 +301,11 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_over_the_entity_limit_is_refused_before_it_is_applied() {
+    fn a_frame_over_the_entity_limit_is_refused() {
         let mut mirror = StateMirror::new().limit_entities(3);
         mirror.apply(&frame(1, 0, &[1, 2, 3], &[])).unwrap();
         assert_eq!(mirror.apply(&frame(2, 1, &[4], &[])), Err(Desync::TooManyEntities(3)));
         assert!(!mirror.is_synced());
-        assert_eq!(mirror.world().len(), 3, "nothing of the refused frame applied");
         // At the limit, an entity may take another's place.
         mirror.apply(&frame(3, 0, &[1, 2, 3], &[])).unwrap();
         mirror.apply(&frame(4, 3, &[4], &[1])).unwrap();
@@ -317,9 +316,24 @@ mod tests {
             mirror.apply(&frame(6, 0, &[1, 2, 3, 4], &[])),
             Err(Desync::TooManyEntities(3))
         );
-        // A packed block's header counts: a million entities claimed in five bytes.
-        let mut claims = frame(7, 0, &[], &[]);
+        // Refused before it is applied: a packed block's header claiming a million
+        // entities in five bytes.
+        mirror.apply(&frame(7, 0, &[1, 2], &[])).unwrap();
+        let mut claims = frame(8, 7, &[], &[]);
         claims.packed = vec![Bytes::from_static(&[1, 0xc0, 0x84, 0x3d, 0])];
         assert_eq!(mirror.apply(&claims), Err(Desync::TooManyEntities(3)));
+        assert_eq!(mirror.world().len(), 2, "nothing of it applied");
+    }
+
+    /// Over QUIC a delta against an older baseline lists again the entities added
+    /// since: at the limit, they are not counted twice.
+    #[test]
+    fn a_delta_listing_again_entities_the_mirror_has_is_within_the_limit() {
+        let mut mirror = StateMirror::new().limit_entities(3);
+        assert_eq!(mirror.apply_unordered(&frame(1, 0, &[1], &[])), Ok(true));
+        assert_eq!(mirror.apply_unordered(&frame(2, 1, &[2, 3], &[])), Ok(true));
+        // Against tick 1 (2 and 3 were added after it), applied at tick 2.
+        assert_eq!(mirror.apply_unordered(&frame(3, 1, &[2, 3], &[])), Ok(true));
+        assert_eq!(mirror.world().len(), 3);
     }
 }
