@@ -9,7 +9,9 @@ pub struct Backoff {
     pub initial: Duration,
     /// The ceiling stops doubling here.
     pub max: Duration,
-    /// Give up after this many failed attempts in a row (`None`: never).
+    /// Give up after this many failed attempts in a row (`None`: never). A connection
+    /// that ends within 10 s of its `Welcome` without a state frame applied counts as
+    /// a failed attempt too.
     pub max_attempts: Option<u32>,
 }
 

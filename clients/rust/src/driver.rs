@@ -174,17 +174,21 @@ struct Driver {
     unreachable: HashMap<String, Instant>,
     /// The URLs of the configured `targets` (the others came in `GoingAway`s).
     configured: Vec<String>,
-    /// The current connection: when its `Welcome` came, whether it presented a resume
-    /// token, and whether it has been told `GoingAway` (acted on once).
+    /// The current connection: when its `Welcome` came, whether a state frame was
+    /// applied on it, whether it presented a resume token, and whether it has been
+    /// told `GoingAway` (acted on once).
     welcomed_at: Option<Instant>,
+    played: bool,
     presented_resume: bool,
     going_away_seen: bool,
 }
 
-/// A connection that ends sooner than this after its `Welcome` (or before one) is a
-/// failed attempt: the backoff grows and the client gives up after
-/// `Backoff::max_attempts` of them in a row, against a relay that accepts and then
-/// closes at once as against one that cannot be reached.
+/// A connection that ends sooner than this after its `Welcome` (or before one), and
+/// on which no state frame was applied, is a failed attempt: the backoff grows and
+/// the client gives up after `Backoff::max_attempts` of them in a row, against a
+/// relay that accepts and then closes at once as against one that cannot be reached.
+/// (A connection that played, even briefly, was a healthy one: a rolling restart
+/// may close a few such in a row.)
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// A numbered message more than this far above the last one received is not a gap a
@@ -237,6 +241,7 @@ pub(crate) async fn run(
         configured: targets.iter().map(|t| t.url.clone()).collect(),
         targets,
         welcomed_at: None,
+        played: false,
         presented_resume: false,
         going_away_seen: false,
     };
@@ -246,7 +251,7 @@ pub(crate) async fn run(
             Ok(link) => {
                 d.unreachable.remove(&d.targets[d.current].url);
                 let end = d.serve(link).await;
-                if d.welcomed_at.is_some_and(|at| at.elapsed() >= STABLE_AFTER) {
+                if d.played || d.welcomed_at.is_some_and(|at| at.elapsed() >= STABLE_AFTER) {
                     attempt = 0;
                 }
                 match end {
@@ -292,7 +297,8 @@ impl Driver {
             token,
             received: self.received.last(),
         });
-        (self.welcomed_at, self.presented_resume, self.going_away_seen) = (None, resume.is_some(), false);
+        (self.welcomed_at, self.played) = (None, false);
+        (self.presented_resume, self.going_away_seen) = (resume.is_some(), false);
         let presented = link::Presented {
             token: self.config.token.as_deref(),
             resume,
@@ -1063,6 +1069,7 @@ impl Driver {
                 }
             }
             Ok(true) => {
+                self.played = true;
                 if let Some(state) = self.rooms.get_mut(&frame.room) {
                     // Acknowledge every other frame of a steady stream (the server's
                     // delta then covers one more tick), and always a full snapshot or

@@ -406,3 +406,39 @@ async fn limits_of_zero_are_not_announced_ones() {
         }
     }
 }
+
+/// A connection on which a state frame was applied was a healthy one, however short
+/// (a rolling restart may close several in a row): the client does not give up after
+/// `max_attempts` of them, as it does for connections that never played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_played_are_no_failed_attempts() {
+    let connections = Arc::new(AtomicU32::new(0));
+    let counted = connections.clone();
+    let url = fake_relay(move |_, _, mut ws| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let room = answer_join(&mut ws, 0).await;
+            let frame = proto::StateFrame {
+                room,
+                tick: 1,
+                ..Default::default()
+            };
+            ws.send(fake_server_message(In::State(frame))).await.unwrap();
+            close(ws, 1001).await;
+        }
+    })
+    .await;
+    let (_client, mut events) = joined_client(url);
+    let mut played = 0;
+    until(&mut events, |e| match e {
+        Event::State { .. } => {
+            played += 1;
+            (played == 8).then_some(())
+        }
+        Event::GaveUp { .. } => panic!("gave up after {played} connections that played"),
+        _ => None,
+    })
+    .await;
+    assert!(connections.load(Ordering::Relaxed) >= 8);
+}

@@ -358,11 +358,13 @@ export class Client {
   #socket: WebSocket | undefined;
   /**
    * The connection being made or up: whether it presented a resume token, when its
-   * welcome came (`performance.now()`), whether a `GoingAway` came on it.
+   * welcome came (`performance.now()`), whether a state frame was applied on it,
+   * whether a `GoingAway` came on it.
    */
-  #link: { resuming: boolean; welcomedAt: number | undefined; goingAway: boolean } = {
+  #link: { resuming: boolean; welcomedAt: number | undefined; played: boolean; goingAway: boolean } = {
     resuming: false,
     welcomedAt: undefined,
+    played: false,
     goingAway: false,
   };
   /** The pong in `#queue`, if one waits: a newer ping replaces its contents (one pending pong at most). */
@@ -622,7 +624,7 @@ export class Client {
       url.searchParams.set("resume", this.#session.resumeToken);
       url.searchParams.set("received", this.#received.toString());
     }
-    this.#link = { resuming: this.#session !== undefined, welcomedAt: undefined, goingAway: false };
+    this.#link = { resuming: this.#session !== undefined, welcomedAt: undefined, played: false, goingAway: false };
     const protocols = [PROTOCOL];
     if (this.#options.token !== undefined) protocols.push(BEARER_PREFIX + this.#options.token);
     let socket: WebSocket;
@@ -754,8 +756,8 @@ export class Client {
    */
   #retry(reason: string): void {
     if (this.#stopped) return;
-    const welcomedAt = this.#link.welcomedAt;
-    if (welcomedAt !== undefined && now() - welcomedAt >= STABLE_AFTER_MS) this.#attempt = 0;
+    const { welcomedAt, played } = this.#link;
+    if (played || (welcomedAt !== undefined && now() - welcomedAt >= STABLE_AFTER_MS)) this.#attempt = 0;
     // After an attempt that failed, the next tries the next node: for a node this
     // client was redirected to, only to continue its session there.
     if (this.#unreachable.has(this.#urls[this.#current]!)) this.#current = (this.#current + 1) % this.#urls.length;
@@ -1107,6 +1109,7 @@ export class Client {
     }
     this.stats.checksumsVerified += mirror.checksumsVerified - verified;
     this.stats.frames++;
+    this.#link.played = true;
     this.#emit("state", {
       room: frame.room,
       tick: frame.tick,

@@ -725,6 +725,22 @@ test("a connection that lasted 10 s after its welcome starts the backoff over", 
   assert.deepEqual(attempts(events), [1, 1, 2]);
 });
 
+test("a connection on which a state frame was applied is no failed attempt, however short", () => {
+  const { client: c, events } = client({ quietTimeoutMs: 60_000 });
+  c.join("r", "arena");
+  c.connect();
+  // A rolling restart closing connection after connection, each of which played.
+  for (let i = 0; i < 6; i++) {
+    last().welcome();
+    last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], BigInt(i + 1));
+    last().receive([{ case: "state", value: { room: "r", tick: BigInt(i + 1) } }]);
+    last().end(1001);
+    advance(1000);
+  }
+  assert.deepEqual(attempts(events), [1, 1, 1, 1, 1, 1]);
+  assert.ok(!events.some((e) => e.startsWith("gaveUp")), events.join("\n"));
+});
+
 test("close 4504: at once only after a resume the server refused; otherwise through the backoff", () => {
   const { client: c, events } = client();
   c.connect();
