@@ -27,7 +27,11 @@ redis-server --port 6512 --bind 127.0.0.1 --save "" --replicaof 127.0.0.1 6511 -
 printf 'port 26511\nbind 127.0.0.1\ndir %s\nsentinel monitor m 127.0.0.1 6511 1\nsentinel down-after-milliseconds m %s\nsentinel failover-timeout m 10000\n' \
     "$DIR" "$DOWN_AFTER_MS" > "$DIR/sentinel.conf"
 redis-server "$DIR/sentinel.conf" --sentinel --logfile "$DIR/sentinel.log" &
-sleep 2
+# The sentinel must know the replica before it can fail over to it.
+for _ in $(seq 150); do
+    redis-cli -p 26511 sentinel replicas m 2>/dev/null | grep -x 6512 >/dev/null && break
+    sleep 0.2
+done
 for i in 1 2; do
     target/release/tickrelay --insecure-plain --listen 127.0.0.1:772$i --metrics-listen 127.0.0.1:773$i \
         --cluster 'redis-sentinel://127.0.0.1:26511#m' --node-id n$i --public-url ws://127.0.0.1:772$i/ws \

@@ -81,6 +81,11 @@ impl RedisServer {
         server.wait_for(Duration::from_secs(20), "the sentinel naming the primary", || {
             server.sentinel_names(primary)
         });
+        // A sentinel that does not know the replica yet cannot fail over to it.
+        server.wait_for(Duration::from_secs(30), "the sentinel knowing the replica", || {
+            let replicas = redis_cli(sentinel, &["sentinel", "replicas", SENTINEL_NAME]);
+            replicas.lines().any(|line| line == replica.to_string())
+        });
         server
     }
 
