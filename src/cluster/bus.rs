@@ -12,8 +12,9 @@
 //!
 //! The subscription lives on a RESP3 connection of its own (redis-rs's connection
 //! manager, or its cluster connection, which reconnect and subscribe again by
-//! themselves). On a Redis Cluster the channels are sharded (`SSUBSCRIBE`), under the
-//! directory's hash tag.
+//! themselves, once used: see [`Bus::keep_listening`]; through Redis Sentinel, a
+//! new primary's connection subscribes at once). On a Redis Cluster the channels are
+//! sharded (`SSUBSCRIBE`), under the directory's hash tag.
 
 use prost::Message;
 use redis::{PushInfo, PushKind, Value};

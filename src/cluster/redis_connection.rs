@@ -9,8 +9,11 @@
 //! sentinels' addresses, port 26379 unless said; the credentials and database are
 //! the primary's; `name` is the one the sentinels monitor it under). The sentinels
 //! are asked where the primary is at start and then every second; when a failover
-//! moved it, commands go to a new connection manager at the new primary (the bus
-//! subscribes again there at its next renewal, see `Bus::keep_listening`).
+//! moved it, commands go to a new connection manager at the new primary, subscribed
+//! at once to what the old one was. A server the sentinels name is taken only once it
+//! says it is the primary (`ROLE`): a sentinel that lags, or sits in a minority, may
+//! name an old primary or a replica, and the next one is asked instead. (The
+//! directory and the bus each follow the primary on their own connection.)
 //!
 //! On a Redis Cluster every key of the directory lives in one hash slot: the key
 //! prefix becomes a hash tag (`tickrelay:` → `{tickrelay:}`), so each script's keys,
@@ -46,11 +49,17 @@ pub(super) enum Connection {
 /// The connection manager at the primary the sentinels name, replaced when they name
 /// another (see the module documentation).
 #[derive(Clone)]
-pub(super) struct Followed(Arc<RwLock<ConnectionManager>>);
+pub(super) struct Followed(Arc<Primary>);
+
+struct Primary {
+    connection: RwLock<ConnectionManager>,
+    /// What was subscribed to: a new primary's connection subscribes to it at once.
+    channels: parking_lot::Mutex<Vec<String>>,
+}
 
 impl Followed {
     fn current(&self) -> ConnectionManager {
-        self.0.read().clone()
+        self.0.connection.read().clone()
     }
 }
 
@@ -68,8 +77,8 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 const SENTINEL_SCHEME: &str = "redis-sentinel://";
 
 impl Connection {
-    /// Connects to `url` (`redis://host:port/db`, or several seed nodes of a cluster,
-    /// comma-separated). `pushes`: where pub/sub messages go (the connection then
+    /// Connects to `url` (`redis://host:port/db`, several seed nodes of a cluster,
+    /// comma-separated, or `redis-sentinel://…#name`). `pushes`: where pub/sub messages go (the connection then
     /// speaks RESP3). An unreachable Redis is an error here, at start.
     pub(super) async fn open(url: &str, pushes: Option<UnboundedSender<PushInfo>>) -> Result<Self, DirectoryError> {
         let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {url}: {e}"));
@@ -115,7 +124,17 @@ impl Connection {
         match self {
             Self::Single(connection) => connection.subscribe(channels).await,
             Self::Cluster(connection) => connection.ssubscribe(channels).await,
-            Self::Sentinel(followed) => followed.current().subscribe(channels).await,
+            Self::Sentinel(followed) => {
+                {
+                    let mut known = followed.0.channels.lock();
+                    for channel in channels {
+                        if !known.iter().any(|k| k == channel) {
+                            known.push(channel.to_string());
+                        }
+                    }
+                }
+                followed.current().subscribe(channels).await
+            }
         }
     }
 
@@ -250,6 +269,33 @@ impl Watch {
         Err(why)
     }
 
+    /// A connection manager at `at`, once it says it is the primary (a sentinel that
+    /// lags, or sits in a minority, may name an old primary or a replica: the next
+    /// sentinel is asked next time), subscribed to `channels`.
+    async fn connect(
+        &mut self,
+        at: &(String, u16),
+        pushes: Option<UnboundedSender<PushInfo>>,
+        channels: &[String],
+    ) -> Result<ConnectionManager, String> {
+        let url = self.url.primary(at);
+        let failed = |e: redis::RedisError| format!("the Redis primary at {url}: {e}");
+        let mut connection = manager(url.as_str(), pushes).await.map_err(failed)?;
+        let role: Value = redis::cmd("ROLE").query_async(&mut connection).await.map_err(failed)?;
+        let primary = matches!(&role, Value::Array(fields)
+            if matches!(fields.first(), Some(Value::BulkString(role)) if role == b"master"));
+        if !primary {
+            self.connection = None;
+            self.next = (self.next + 1) % self.url.sentinels.len();
+            return Err(format!("{url}, named by a sentinel, is not a primary"));
+        }
+        if !channels.is_empty() {
+            let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
+            connection.subscribe(&channels).await.map_err(failed)?;
+        }
+        Ok(connection)
+    }
+
     async fn ask(&mut self) -> redis::RedisResult<Option<(String, String)>> {
         if self.connection.is_none() {
             let client = Client::open(format!("redis://{}", self.url.sentinels[self.next]))?;
@@ -275,11 +321,27 @@ async fn follow(url: SentinelUrl, pushes: Option<UnboundedSender<PushInfo>>) -> 
         connection: None,
         next: 0,
     };
-    let mut at = watch.primary().await.map_err(DirectoryError)?;
-    let primary = watch.url.primary(&at);
-    let connection = (manager(primary.as_str(), pushes.clone()).await)
-        .map_err(|e| DirectoryError(format!("cannot reach the Redis primary at {primary}: {e}")))?;
-    let followed = Followed(Arc::new(RwLock::new(connection)));
+    let mut why = String::new();
+    let mut found = None;
+    for _ in 0..watch.url.sentinels.len() {
+        match watch.primary().await {
+            Ok(at) => match watch.connect(&at, pushes.clone(), &[]).await {
+                Ok(connection) => {
+                    found = Some((at, connection));
+                    break;
+                }
+                Err(e) => why = e,
+            },
+            Err(e) => why = e,
+        }
+    }
+    let Some((mut at, connection)) = found else {
+        return Err(DirectoryError(why));
+    };
+    let followed = Followed(Arc::new(Primary {
+        connection: RwLock::new(connection),
+        channels: parking_lot::Mutex::default(),
+    }));
     let weak = Arc::downgrade(&followed.0);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(FOLLOW_EVERY);
@@ -307,14 +369,18 @@ async fn follow(url: SentinelUrl, pushes: Option<UnboundedSender<PushInfo>>) -> 
             if now == at {
                 continue;
             }
-            match manager(watch.url.primary(&now).as_str(), pushes.clone()).await {
+            let channels = match weak.upgrade() {
+                Some(primary) => primary.channels.lock().clone(),
+                None => return,
+            };
+            match watch.connect(&now, pushes.clone(), &channels).await {
                 Ok(connection) => {
-                    let Some(followed) = weak.upgrade() else { return };
-                    *followed.write() = connection;
+                    let Some(primary) = weak.upgrade() else { return };
+                    *primary.connection.write() = connection;
                     tracing::warn!(from = %format!("{}:{}", at.0, at.1), to = %format!("{}:{}", now.0, now.1), "the Redis primary moved (a Sentinel failover): following it");
                     at = now;
                 }
-                Err(e) => tracing::warn!("cannot reach the new Redis primary at {}:{} yet: {e}", now.0, now.1),
+                Err(e) => tracing::warn!("not following the sentinels to {}:{} yet: {e}", now.0, now.1),
             }
         }
     });

@@ -722,6 +722,75 @@ async fn publish_to_lobby_until_heard(node: &TestServer, kind: &str) {
     .await;
 }
 
+/// A sentinel that names a replica as the primary (one that lags, or sits in a
+/// minority) is not followed: the node asks the next sentinel, and writes go to the
+/// real primary. (The first sentinel here is a fake that names the replica to every
+/// question.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_naming_a_replica_is_not_followed() {
+    let server = tokio::task::block_in_place(RedisServer::start_with_sentinel);
+    let liar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_port = liar.local_addr().unwrap().port();
+    let replica = server.replica_port().to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = liar.accept().await {
+            tokio::spawn(answer_naming(tcp, replica.clone()));
+        }
+    });
+    let real = server.url();
+    let (_, name) = real.rsplit_once('#').unwrap();
+    let sentinels = real.trim_start_matches("redis-sentinel://").split('#').next().unwrap();
+    let url = format!("redis-sentinel://127.0.0.1:{liar_port},{sentinels}#{name}");
+    let a = RedisDirectory::connect(&url, node("a"), REDIS_LEASE, "liar:")
+        .await
+        .unwrap();
+    assert_eq!(
+        a.claim(&entry("room", 1)).await.unwrap(),
+        Claim::Ours,
+        "written to the primary"
+    );
+}
+
+/// A fake sentinel on `tcp`: every command is answered with the address
+/// `127.0.0.1:port` (RESP), whatever it asked.
+async fn answer_naming(mut tcp: tokio::net::TcpStream, port: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answer = format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{port}\r\n", port.len());
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = tcp.read(&mut chunk).await
+        && n > 0
+    {
+        buffer.extend_from_slice(&chunk[..n]);
+        // Each complete command (an array of bulk strings) gets the answer.
+        while let Some(used) = resp_command_len(&buffer) {
+            buffer.drain(..used);
+            if tcp.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The length of the RESP command at the start of `data`, once it is complete.
+fn resp_command_len(data: &[u8]) -> Option<usize> {
+    let line = |from: usize| -> Option<(&[u8], usize)> {
+        let end = from + data.get(from..)?.windows(2).position(|w| w == b"\r\n")?;
+        Some((&data[from..end], end + 2))
+    };
+    let (header, mut at) = line(0)?;
+    let count: usize = std::str::from_utf8(header.strip_prefix(b"*")?).ok()?.parse().ok()?;
+    for _ in 0..count {
+        let (len, next) = line(at)?;
+        let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?).ok()?.parse().ok()?;
+        at = next + len + 2;
+        if at > data.len() {
+            return None;
+        }
+    }
+    Some(at)
+}
+
 /// On a primary that Redis Sentinel watches: the primary killed, the sentinel makes
 /// the replica the primary and the nodes follow it. The room on a stays a's (b is
 /// redirected there), its member keeps playing, new rooms open, and an event

@@ -101,6 +101,12 @@ impl RedisServer {
         });
     }
 
+    /// With a sentinel: the replica's port (on 127.0.0.1).
+    pub fn replica_port(&self) -> u16 {
+        assert!(self.sentinel, "replica_port needs RedisServer::start_with_sentinel");
+        self.ports[1]
+    }
+
     fn sentinel_names(&self, port: u16) -> bool {
         let answer = redis_cli(self.ports[2], &["sentinel", "get-master-addr-by-name", SENTINEL_NAME]);
         answer.lines().nth(1) == Some(&port.to_string())
