@@ -298,11 +298,8 @@ impl Watch {
 
     async fn ask(&mut self) -> redis::RedisResult<Option<(String, String)>> {
         if self.connection.is_none() {
-            let client = Client::open(format!("redis://{}", self.url.sentinels[self.next]))?;
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(TIMEOUT))
-                .set_response_timeout(Some(TIMEOUT));
-            self.connection = Some(client.get_multiplexed_async_connection_with_config(&config).await?);
+            let sentinel = format!("redis://{}", self.url.sentinels[self.next]);
+            self.connection = Some(one_connection(&sentinel).await?);
         }
         let connection = self.connection.as_mut().expect("connected above");
         redis::cmd("SENTINEL")
@@ -387,13 +384,19 @@ async fn follow(url: SentinelUrl, pushes: Option<UnboundedSender<PushInfo>>) -> 
     Ok(followed)
 }
 
-/// Whether the Redis at `url` runs in cluster mode.
-async fn is_cluster(url: &str) -> redis::RedisResult<bool> {
-    let client = Client::open(url)?;
+/// A plain connection to `url` (no reconnection), within the usual timeouts.
+async fn one_connection(url: &str) -> redis::RedisResult<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
-    let mut connection = client.get_multiplexed_async_connection_with_config(&config).await?;
+    (Client::open(url)?)
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Whether the Redis at `url` runs in cluster mode.
+async fn is_cluster(url: &str) -> redis::RedisResult<bool> {
+    let mut connection = one_connection(url).await?;
     let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut connection).await?;
     Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
 }

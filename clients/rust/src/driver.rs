@@ -1107,10 +1107,7 @@ impl Driver {
             Err(tickrelay_proto::mirror::Desync::AwaitingSnapshot) => self.resync_if_due(&frame.room, link).await?,
             Err(error) => {
                 self.shared.stats.desyncs.fetch_add(1, Ordering::Relaxed);
-                let asked = self.resync_asked.get(&frame.room);
-                if asked.is_none_or(|at| at.elapsed() >= RESYNC_EVERY) {
-                    self.request_resync(&frame.room, link).await?;
-                }
+                self.request_resync(&frame.room, link).await?;
                 self.emit(Event::Desync {
                     room: frame.room,
                     error,
@@ -1123,17 +1120,18 @@ impl Driver {
 }
 
 impl Driver {
-    /// Asks for a full snapshot unless one was asked for in the last second (or, the
-    /// first time, a second passes first: the snapshot may be on its way).
+    /// [`Driver::request_resync`], but the first time a second passes first (the
+    /// snapshot may be on its way).
     async fn resync_if_due(&mut self, room: &str, link: &mut Link) -> Result<(), Broken> {
-        let asked = self.resync_asked.entry(room.to_string()).or_insert_with(Instant::now);
-        if asked.elapsed() < RESYNC_EVERY {
-            return Ok(());
-        }
+        self.resync_asked.entry(room.to_string()).or_insert_with(Instant::now);
         self.request_resync(room, link).await
     }
 
+    /// Asks for a full snapshot unless one was asked for in the last second.
     async fn request_resync(&mut self, room: &str, link: &mut Link) -> Result<(), Broken> {
+        if (self.resync_asked.get(room)).is_some_and(|at| at.elapsed() < RESYNC_EVERY) {
+            return Ok(());
+        }
         self.resync_asked.insert(room.to_string(), Instant::now());
         let request_id = self.request_id();
         let resync = Out::Request(proto::Request {

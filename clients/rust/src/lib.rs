@@ -44,9 +44,11 @@
 //!   ([`Event::Redirected`]) is joined there, over a second connection opened for
 //!   that node (and shared by every room living there); inputs and events for the
 //!   room follow it. When that node cannot be reached again, its rooms are joined
-//!   again through the configured URL, which redirects them to their new owner. A
-//!   node that stops names a live node (`GoingAway`): a session on it continues
-//!   there, then on the configured URLs if that fails.
+//!   again through the configured URL, which redirects them to their new owner
+//!   (redirects back to the lost node, while the directory still names it, are waited
+//!   out; at most four redirects are followed for a room before it is joined, across
+//!   such trips home). A node that stops names a live node (`GoingAway`): a session on
+//!   it continues there, then on the configured URLs if that fails.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -535,7 +535,8 @@ impl Link {
                 Some(Ok(Message::Binary(bytes))) => Received::Envelope(bytes),
                 // tungstenite reports a close code it does not allow (1014 Bad
                 // Gateway, which proxies send, or a reserved one) as this: not the
-                // server's verdict on the client, so not a reason to stop.
+                // server's verdict on the client, so not a reason to stop (which code
+                // came is lost: taken as a lost connection).
                 Some(Ok(Message::Close(Some(f))))
                     if f.code == CloseCode::Protocol && f.reason == "Protocol violation" =>
                 {
