@@ -45,6 +45,8 @@ let tickRate = 30;
 let bounds = { width: 100, height: 100 };
 let status = "connecting…";
 let lastTick = 0n;
+/** The last acknowledgement of our inputs the client believed (the `state` event's). */
+let lastAck = 0n;
 let members = 0;
 let myEntity: bigint | undefined;
 let predictor: Predictor<Position, Intent> | undefined;
@@ -97,6 +99,7 @@ client.on("gaveUp", ({ reason }) => {
 });
 client.on("state", ({ tick, serverTimeUs, receivedMs, lastInputSeq, mirror }) => {
   lastTick = tick;
+  lastAck = lastInputSeq;
   const me = client.sessionId;
   if (myEntity === undefined || mirror.get(myEntity) === undefined) {
     myEntity = [...mirror.entities()].find((e) => e.kind === KIND_AVATAR && e.owner === me)?.id;
@@ -213,7 +216,7 @@ function snapshot() {
     stats: { ...client.stats },
     tick: lastTick.toString(),
     lastSeqSent: lastSeq.toString(),
-    lastSeqApplied: mirror?.lastInputSeq.toString(),
+    lastSeqApplied: lastAck.toString(),
     predicted: predictor?.predicted,
     authoritative: mirror === undefined || myEntity === undefined ? undefined : positionOf(mirror, myEntity),
     others: others.sample(performance.now()).size,
