@@ -640,7 +640,8 @@ impl Cluster {
     fn restore(&self, checkpoint: proto::RoomCheckpoint) {
         let room = checkpoint.room.as_str();
         match self.pool.restore(&checkpoint) {
-            Ok(_) => {
+            Ok(None) => {} // another join restored it a moment ago
+            Ok(Some(_)) => {
                 self.metrics.rooms_restored.inc();
                 let age_ms = unix_micros().saturating_sub(checkpoint.time_us) / 1_000;
                 let seats = checkpoint.seats.len();

@@ -472,6 +472,7 @@ pub trait Rooms: Send + Sync {
 impl Rooms for SimPool {
     fn open(&self, id: &str, room_type: &str, creator: &str, listing: ListingState) -> Result<RoomHandle, PoolError> {
         self.open_room(id, room_type, false, Some(creator), Opening::New(listing))
+            .map(|(handle, _)| handle)
     }
 
     fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle> {
@@ -689,24 +690,22 @@ impl SimPool {
     /// (Counted against no creator: for the server itself and tests.)
     pub fn get_or_create(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
         self.open_room(id, room_type, false, None, Opening::New(ListingState::default()))
+            .map(|(handle, _)| handle)
     }
 
     /// Creates a room that stays open while empty (rooms from the configuration).
     pub fn create_persistent(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
         self.open_room(id, room_type, true, None, Opening::New(ListingState::default()))
+            .map(|(handle, _)| handle)
     }
 
     /// Opens a room as its checkpoint left it (cluster mode: the node that held it
-    /// died or stopped), unless a room with its id is open already. Counted against
-    /// no creator.
-    pub fn restore(&self, checkpoint: &proto::RoomCheckpoint) -> Result<RoomHandle, PoolError> {
-        self.open_room(
-            &checkpoint.room,
-            &checkpoint.room_type,
-            false,
-            None,
-            Opening::Restore(checkpoint),
-        )
+    /// died or stopped), unless a room with its id is open already (then `None`: two
+    /// joins may race to restore it). Counted against no creator.
+    pub fn restore(&self, checkpoint: &proto::RoomCheckpoint) -> Result<Option<RoomHandle>, PoolError> {
+        let opening = Opening::Restore(checkpoint);
+        let (handle, opened) = self.open_room(&checkpoint.room, &checkpoint.room_type, false, None, opening)?;
+        Ok(opened.then_some(handle))
     }
 
     /// See [`Rooms::pick`].
@@ -748,7 +747,7 @@ impl SimPool {
         persistent: bool,
         creator: Option<&str>,
         opening: Opening<'_>,
-    ) -> Result<RoomHandle, PoolError> {
+    ) -> Result<(RoomHandle, bool), PoolError> {
         let mut directory = self.directory.lock();
         if let Some(handle) = directory.get(id) {
             // An empty type joins whatever the room is; another type is a mistake to
@@ -759,7 +758,7 @@ impl SimPool {
                     existing: handle.shared.room_type.to_string(),
                 });
             }
-            return Ok(handle.clone());
+            return Ok((handle.clone(), false));
         }
         let type_name = if room_type.is_empty() {
             self.config.default_room_type.as_str()
@@ -838,7 +837,7 @@ impl SimPool {
             tracing::info!(room = %id, room_type = %handle.shared.room_type, thread, suppressed, "room created");
         }
         directory.insert(id, handle.clone());
-        Ok(handle)
+        Ok((handle, true))
     }
 
     /// One page of the rooms `filter` lists, in id order: at most `limit` (capped at
@@ -1921,8 +1920,9 @@ mod tests {
             seats: (1..=64).map(seat).collect(),
             ..Default::default()
         };
-        let room = pool.restore(&checkpoint).unwrap();
+        let room = pool.restore(&checkpoint).unwrap().unwrap();
         assert_eq!(room.shared.occupied(), 64);
+        assert!(pool.restore(&checkpoint).unwrap().is_none(), "open already");
         let nothing = |_: &str| false;
         assert!(
             pool.pick("relay", &Metadata::new(), &nothing).is_none(),

@@ -163,8 +163,8 @@ pub struct Report {
     pub errors: BTreeMap<i32, u64>,
     /// Tick-to-client latency histogram (HDR V2, base64), microseconds.
     pub latency: String,
-    /// With [`Scenario::node_loss_expected`]: connections lost without a close (1006)
-    /// or closed by a node stopping (1001).
+    /// With [`Scenario::node_loss_expected`]: connections lost without a close (1006),
+    /// closed by a node stopping (1001), or refused a resume elsewhere (1013, 4504).
     #[serde(default)]
     pub node_losses: u64,
     /// With [`Scenario::node_loss_expected`]: joins answered `UNAVAILABLE`.
@@ -588,6 +588,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut sent = 0u64;
     let mut joined = false;
     let mut dropping = false;
+    // A rollback (a room restored from an older checkpoint) makes the next removal fail.
+    let mut removal_refused_ahead = false;
     // The bot's open connections (home, and the nodes its room was redirected to):
     // it counts as connected while it has one.
     let mut live = 0u32;
@@ -655,7 +657,12 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                         c.players_joined.fetch_add(1, Ordering::Relaxed);
                     }
                     joined = true;
-                    c.inputs_rolled_back.fetch_add(acked.saturating_sub(j.last_input_seq), Ordering::Relaxed);
+                    let rolled_back = acked.saturating_sub(j.last_input_seq);
+                    c.inputs_rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
+                    // A relay bot's next input removes the entity its previous one
+                    // created: after a room restored from an older checkpoint that
+                    // entity is gone, and the removal is refused once.
+                    removal_refused_ahead |= relay && rolled_back > 0;
                     acked = j.last_input_seq;
                 }
                 Some(Event::State { server_time_us, received_us, .. }) => {
@@ -683,7 +690,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     lost_at.get_or_insert_with(Instant::now);
                     if dropping && code == 1006 {
                         // The scenario's own churn.
-                    } else if s.node_loss_expected && matches!(code, 1001 | 1006 | 1013) {
+                    } else if s.node_loss_expected && matches!(code, 1001 | 1006 | 1013 | 4504) {
+                        // (4504: a session begun just before its node died was not
+                        // recorded yet, PROTOCOL.md.)
                         c.node_losses.fetch_add(1, Ordering::Relaxed);
                     } else {
                         *fleet.closes.lock().entry(code).or_default() += 1;
@@ -692,6 +701,11 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 }
                 Some(Event::Error(e)) if s.node_loss_expected && e.code == proto::ErrorCode::Unavailable as i32 => {
                     c.unavailable.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Event::Error(e))
+                    if removal_refused_ahead && e.code == proto::ErrorCode::EntityNotFound as i32 =>
+                {
+                    removal_refused_ahead = false;
                 }
                 Some(Event::Error(e)) => *fleet.errors.lock().entry(e.code).or_default() += 1,
                 Some(Event::GaveUp { reason, .. }) => {
