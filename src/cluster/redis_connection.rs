@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -54,7 +54,7 @@ pub(super) struct Followed(Arc<Primary>);
 struct Primary {
     connection: RwLock<ConnectionManager>,
     /// What was subscribed to: a new primary's connection subscribes to it at once.
-    channels: parking_lot::Mutex<Vec<String>>,
+    channels: Mutex<Vec<String>>,
 }
 
 impl Followed {
@@ -263,10 +263,15 @@ impl Watch {
                 Ok(None) => why = format!("the sentinels do not know `{}`", self.url.name),
                 Err(e) => why = format!("sentinel {}: {e}", self.url.sentinels[self.next]),
             }
-            self.connection = None;
-            self.next = (self.next + 1) % self.url.sentinels.len();
+            self.distrust();
         }
         Err(why)
+    }
+
+    /// The sentinel asked last did not answer, or named no primary: ask the next.
+    fn distrust(&mut self) {
+        self.connection = None;
+        self.next = (self.next + 1) % self.url.sentinels.len();
     }
 
     /// A connection manager at `at`, once it says it is the primary (a sentinel that
@@ -285,8 +290,7 @@ impl Watch {
         let primary = matches!(&role, Value::Array(fields)
             if matches!(fields.first(), Some(Value::BulkString(role)) if role == b"master"));
         if !primary {
-            self.connection = None;
-            self.next = (self.next + 1) % self.url.sentinels.len();
+            self.distrust();
             return Err(format!("{url}, named by a sentinel, is not a primary"));
         }
         if !channels.is_empty() {
@@ -337,7 +341,7 @@ async fn follow(url: SentinelUrl, pushes: Option<UnboundedSender<PushInfo>>) -> 
     };
     let followed = Followed(Arc::new(Primary {
         connection: RwLock::new(connection),
-        channels: parking_lot::Mutex::default(),
+        channels: Mutex::default(),
     }));
     let weak = Arc::downgrade(&followed.0);
     tokio::spawn(async move {

@@ -39,11 +39,9 @@ impl RedisServer {
             .status()
             .expect("redis-cli runs (Debian package redis-tools, a dependency of redis-server)");
         assert!(created.success(), "redis-cli --cluster create failed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.ports.iter().all(|&port| cluster_is_up(port)) {
-            assert!(Instant::now() < deadline, "the Redis Cluster was not up within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        server.wait_for(Duration::from_secs(20), "the Redis Cluster up", || {
+            server.ports.iter().all(|&port| cluster_is_up(port))
+        });
         server
     }
 
@@ -175,11 +173,9 @@ impl RedisServer {
     }
 
     fn wait_until_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.ports.iter().all(|&port| answers_ping(port)) {
-            assert!(Instant::now() < deadline, "redis-server did not answer within 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_for(Duration::from_secs(10), "redis-server answering", || {
+            self.ports.iter().all(|&port| answers_ping(port))
+        });
     }
 
     /// Its URL for redis-rs (a cluster's: every server's, comma-separated, as

@@ -1,4 +1,5 @@
-//! What the client's test binaries share.
+//! What the client's test binaries share (each uses part of it).
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +32,10 @@ pub async fn until<T>(events: &mut Receiver<Event>, mut pick: impl FnMut(&Event)
 // ---------------------------------------------------------------------------
 
 /// The server side of a fake relay's connection.
-#[allow(dead_code)]
 pub type FakeSocket = WebSocketStream<TcpStream>;
 
 /// A fake relay's side of the next connection on `listener`, once it sent `welcome`
 /// (see [`welcome`]).
-#[allow(dead_code)]
 pub async fn accept_and_welcome(listener: &TcpListener, welcome: proto::Welcome) -> FakeSocket {
     let (tcp, _) = listener.accept().await.unwrap();
     let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
@@ -45,7 +44,6 @@ pub async fn accept_and_welcome(listener: &TcpListener, welcome: proto::Welcome)
 }
 
 /// Sends `welcome` with the protocol version and session id 1 filled in.
-#[allow(dead_code)]
 pub async fn send_welcome(ws: &mut FakeSocket, welcome: proto::Welcome) {
     let welcome = proto::Welcome {
         protocol_version: proto::PROTOCOL_VERSION,
@@ -57,13 +55,11 @@ pub async fn send_welcome(ws: &mut FakeSocket, welcome: proto::Welcome) {
 }
 
 /// One message from a fake relay, as a WebSocket message.
-#[allow(dead_code)]
 pub fn fake_server_message(kind: proto::server_message::Kind) -> Message {
     fake_envelope(vec![kind], 0)
 }
 
 /// An envelope of `kinds` from a fake relay, numbered from `first_seq` (0: not).
-#[allow(dead_code)]
 pub fn fake_envelope(kinds: Vec<proto::server_message::Kind>, first_seq: u64) -> Message {
     let envelope = proto::ServerEnvelope {
         messages: kinds
@@ -78,7 +74,6 @@ pub fn fake_envelope(kinds: Vec<proto::server_message::Kind>, first_seq: u64) ->
 /// A fake relay on 127.0.0.1: each connection it accepts goes to `script`, on a task
 /// of its own, with its number (from 1) and the path and query the client asked for.
 /// Returns its `ws://` URL.
-#[allow(dead_code)]
 pub async fn fake_relay<F, Fut>(script: F) -> String
 where
     F: Fn(u32, String, FakeSocket) -> Fut + Send + Sync + 'static,
@@ -109,7 +104,6 @@ where
 }
 
 /// The client messages of the next envelope, or `None` once the connection ended.
-#[allow(dead_code)]
 pub async fn next_messages(ws: &mut FakeSocket) -> Option<Vec<proto::client_message::Kind>> {
     loop {
         match ws.next().await? {
