@@ -1,5 +1,5 @@
 #!/bin/bash
-cd /tmp/rk; rm -f *.log
+mkdir -p /tmp/rk && cd /tmp/rk && rm -f ./*.log
 B=/work/main/target/release
 redis-server --port 6471 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes --logfile /tmp/rk/redis.log
 sleep 0.5
