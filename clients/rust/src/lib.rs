@@ -230,7 +230,9 @@ pub enum Event {
     },
     /// The client stopped trying; it is finished.
     GaveUp {
-        /// Failed attempts in a row.
+        /// Failed connections in a row, the first included (so
+        /// `Backoff::max_attempts + 1` when the retries ran out, 1 for a permanent
+        /// failure at the first attempt); 0 after a do-not-reconnect close code.
         attempts: u32,
         /// The last failure.
         reason: String,

@@ -117,7 +117,11 @@ export interface ClientEvents {
   /** The connection ended (1006: lost without a close). */
   disconnected: { code: number; reason: string; willReconnect: boolean };
   reconnecting: { attempt: number; delayMs: number; reason: string };
-  /** The client stopped: a do-not-reconnect close code, or too many failed attempts. */
+  /**
+   * The client stopped: a do-not-reconnect close code (`attempts` 0), or too many
+   * failed attempts (`attempts`: the failed connections in a row, the first included,
+   * so `maxAttempts + 1`), or a URL that cannot be opened at all.
+   */
   gaveUp: { attempts: number; reason: string };
 }
 
@@ -631,7 +635,7 @@ export class Client {
     try {
       socket = new this.#options.WebSocket(url, protocols);
     } catch (e) {
-      this.#giveUp(0, `cannot open ${url}: ${String(e)}`);
+      this.#giveUp(this.#attempt + 1, `cannot open ${url}: ${String(e)}`);
       return;
     }
     socket.binaryType = "arraybuffer";
@@ -764,7 +768,7 @@ export class Client {
     this.#attempt++;
     const most = this.#home === this ? Infinity : NODE_ATTEMPTS;
     if (this.#attempt > Math.min(this.#options.backoff.maxAttempts, most)) {
-      this.#giveUp(this.#attempt - 1, reason);
+      this.#giveUp(this.#attempt, reason);
       return;
     }
     const delayMs = backoffDelay(this.#options.backoff, this.#attempt, Math.random());

@@ -213,7 +213,7 @@ test("do-not-reconnect close codes give up at once; others retry with backoff un
   }
   last().end(1006);
   assert.equal(FakeSocket.opened.length, 4, "the first try and three retries");
-  assert.match(second.events.at(-1)!, /^gaveUp \{"attempts":3/);
+  assert.match(second.events.at(-1)!, /^gaveUp \{"attempts":4,/);
   assert.equal(second.events.filter((e) => e.startsWith("reconnecting")).length, 3);
 });
 
@@ -708,7 +708,7 @@ test("a connection that ends within 10 s of its welcome is a failed attempt: the
   last().welcome();
   last().end(1011, "internal error");
   assert.deepEqual(attempts(events), [1, 2, 3]);
-  assert.match(events.at(-1)!, /^gaveUp \{"attempts":3/);
+  assert.match(events.at(-1)!, /^gaveUp \{"attempts":4,/);
   assert.equal(FakeSocket.opened.length, 4);
 });
 
@@ -760,7 +760,7 @@ test("close 4504: at once only after a resume the server refused; otherwise thro
   advance(1000);
   last().end(4504, "resume token unknown or expired");
   assert.deepEqual(attempts(events), [1, 2, 3], "every 4504 without a token counted, the refused resume not");
-  assert.match(events.at(-1)!, /^gaveUp \{"attempts":3/);
+  assert.match(events.at(-1)!, /^gaveUp \{"attempts":4,/);
   assert.equal(FakeSocket.opened.length, 5);
 });
 
