@@ -700,7 +700,9 @@ impl Driver {
         // Every message but state frames and the `Welcome` is numbered from `first_seq`
         // (0: none is): skip what a resume sent again, and report a gap.
         let mut seq = envelope.first_seq;
-        let mut pinged = false;
+        // Where this envelope's pong waits in the queue (nothing leaves the queue
+        // while an envelope is read, so the index holds).
+        let mut pong_at: Option<usize> = None;
         for message in envelope.messages {
             // A kind this version does not know is numbered too (only frames and
             // welcomes are not).
@@ -802,18 +804,22 @@ impl Driver {
                         events_received: 0,
                     };
                     // One answer waits at most: a newer ping replaces its pong, which
-                    // goes once the envelope is read.
-                    match self.queue.iter_mut().rev().find(|m| matches!(m, Out::Pong(_))) {
-                        Some(waiting) => *waiting = Out::Pong(pong),
-                        None => self.queue.push_back(Out::Pong(pong)),
-                    }
-                    pinged = true;
+                    // goes once the envelope is read. The queue is searched once per
+                    // envelope, however many pings it holds.
+                    let at = *pong_at.get_or_insert_with(|| {
+                        let waiting = self.queue.iter().rposition(|m| matches!(m, Out::Pong(_)));
+                        waiting.unwrap_or_else(|| {
+                            self.queue.push_back(Out::Pong(proto::Pong::default()));
+                            self.queue.len() - 1
+                        })
+                    });
+                    self.queue[at] = Out::Pong(pong);
                 }
                 In::TokenRefreshed(_) => {}
                 In::GoingAway(away) => self.going_away(&away.url),
             }
         }
-        if pinged {
+        if pong_at.is_some() {
             self.flush(link).await?;
         }
         Ok(None)
