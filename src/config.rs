@@ -120,9 +120,17 @@ pub struct ApiConfig {
 pub struct ClusterConfig {
     /// The Redis holding the directory (`redis://host:port/db`, a Redis Cluster's seed
     /// nodes, comma-separated, or the sentinels watching a primary:
-    /// `redis-sentinel://host:port,host:port/db#name`); setting it turns cluster mode
-    /// on.
+    /// `redis-sentinel://host:port,host:port/db#name`; `rediss://` and
+    /// `rediss-sentinel://` over TLS); setting it turns cluster mode on.
     pub redis_url: Option<String>,
+    /// TLS to Redis: trust the certificate authorities in this PEM file instead of
+    /// the system's.
+    pub redis_ca_file: Option<PathBuf>,
+    /// TLS to Redis: present this client certificate (PEM; with `redis_key_file`), as
+    /// a Redis with `tls-auth-clients yes` (its default) asks.
+    pub redis_cert_file: Option<PathBuf>,
+    /// The private key of `redis_cert_file` (PEM).
+    pub redis_key_file: Option<PathBuf>,
     /// This node's id, unique in the cluster (default: the public URL).
     pub node_id: Option<String>,
     /// The URL clients reach this node at, sent to clients redirected here (default:
@@ -170,6 +178,9 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_ca_file: None,
+            redis_cert_file: None,
+            redis_key_file: None,
             node_id: None,
             public_url: None,
             lease_ms: 6_000,
@@ -673,6 +684,19 @@ impl Config {
         if !(s.resume_grace_secs >= 0.0 && s.resume_grace_secs.is_finite()) {
             return invalid("session.resume_grace_secs must be 0 or more".into());
         }
+        let c = &self.cluster;
+        if c.redis_cert_file.is_some() != c.redis_key_file.is_some() {
+            return invalid(
+                "cluster.redis_cert_file and cluster.redis_key_file go together: set both or neither".into(),
+            );
+        }
+        let tls_files = c.redis_ca_file.is_some() || c.redis_cert_file.is_some();
+        let tls_url = c.redis_url.as_deref().is_some_and(|url| url.starts_with("rediss"));
+        if tls_files && !tls_url {
+            return invalid(
+                "cluster.redis_ca_file / redis_cert_file are for TLS to Redis: the redis_url must then be rediss://… or rediss-sentinel://…".into(),
+            );
+        }
         if self.cluster.redis_url.is_some() && self.cluster.lease_ms < 300 {
             return invalid("cluster.lease_ms must be at least 300".into());
         }
@@ -971,7 +995,13 @@ max_unfinished_handshakes = 8192
 # (a cluster is recognised by asking it; every key then sits in one hash slot), or
 # the sentinels watching a primary, followed through failovers:
 # "redis-sentinel://[user:password@]host[:26379],host2[:26379][/db]#name".
+# Over TLS: rediss://… (a cluster's seeds all rediss://) or rediss-sentinel://… (the
+# sentinels and the primary both), trusting the system's CAs unless redis_ca_file
+# names others; a client certificate when Redis asks for one (tls-auth-clients).
 # redis_url = "redis://127.0.0.1:6379"
+# redis_ca_file = "redis-ca.pem"
+# redis_cert_file = "redis-client.pem"
+# redis_key_file = "redis-client-key.pem"
 # Where clients reach this node (default: wss://<listen>/ws) and its unique id
 # (default: that URL).
 # public_url = "wss://relay-1.example.com/ws"
@@ -1146,6 +1176,19 @@ mod tests {
                 .values()
                 .all(|t| !t.config.naive_fanout)
         );
+    }
+
+    #[test]
+    fn redis_certificates_need_a_tls_url_and_come_in_pairs() {
+        let check = |toml: &str| Config::from_toml(toml).unwrap().validate().map_err(|e| e.to_string());
+        let plain = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nredis_ca_file = \"ca.pem\"\n";
+        assert!(check(plain).unwrap_err().contains("rediss://"));
+        let tls = "[cluster]\nredis_url = \"rediss://127.0.0.1:6379\"\nredis_ca_file = \"ca.pem\"\n";
+        check(tls).unwrap();
+        let sentinels = "[cluster]\nredis_url = \"rediss-sentinel://127.0.0.1#m\"\nredis_cert_file = \"c.pem\"\nredis_key_file = \"k.pem\"\n";
+        check(sentinels).unwrap();
+        let half = "[cluster]\nredis_url = \"rediss://127.0.0.1:6379\"\nredis_cert_file = \"c.pem\"\n";
+        assert!(check(half).unwrap_err().contains("set both or neither"));
     }
 
     #[test]

@@ -128,8 +128,10 @@ struct ServeArgs {
     /// Cluster mode: share one room directory with the other nodes in this Redis
     /// (`redis://host:port`, or a Redis Cluster's seed nodes, comma-separated: told
     /// apart by asking the server, or `redis-sentinel://host:port,host:port#name`:
-    /// the sentinels watching a primary named `name`); each room lives on one node,
-    /// and joins elsewhere are redirected to it.
+    /// the sentinels watching a primary named `name`; `rediss://` and
+    /// `rediss-sentinel://` over TLS, certificates in `[cluster] redis_ca_file`,
+    /// `redis_cert_file`, `redis_key_file`); each room lives on one node, and joins
+    /// elsewhere are redirected to it.
     #[arg(long, env = "TICKRELAY_CLUSTER", value_name = "REDIS_URL")]
     cluster: Option<String>,
     /// Cluster mode: this node's id, unique in the cluster [default: its public URL].

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, Delivery};
-use crate::cluster::{Claim, Cluster, DirectoryError, Node, NodeSettings, RedisDirectory};
+use crate::cluster::{Claim, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory};
 use crate::config::{Config, ConfigError};
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
 use crate::log_budget::LogBudget;
@@ -157,9 +157,9 @@ impl Server {
         });
         let pool = Arc::new(SimPool::start(pool_config)?);
         let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
-        let cluster = match (&config.cluster.redis_url, checkpoints) {
-            (Some(url), Some(checkpoints)) => {
-                let (cluster, inbox) = join_cluster(&config, url, local_addr, &pool, &metrics).await?;
+        let cluster = match (RedisAddress::from_config(&config.cluster)?, checkpoints) {
+            (Some(redis), Some(checkpoints)) => {
+                let (cluster, inbox) = join_cluster(&config, &redis, local_addr, &pool, &metrics).await?;
                 Some(ClusterParts {
                     cluster: Arc::new(cluster),
                     inbox,
@@ -398,7 +398,7 @@ impl Server {
 /// its id is its public URL, and that is `wss://<listen address>/ws`).
 async fn join_cluster(
     config: &Config,
-    redis_url: &str,
+    redis: &RedisAddress,
     local_addr: SocketAddr,
     pool: &Arc<SimPool>,
     metrics: &Arc<Metrics>,
@@ -411,8 +411,8 @@ async fn join_cluster(
         url,
     };
     let lease = Duration::from_millis(c.lease_ms);
-    let (bus, inbox) = Bus::connect(redis_url, &c.key_prefix, &node.id).await?;
-    let directory = RedisDirectory::connect(redis_url, node, lease, &c.key_prefix).await?;
+    let (bus, inbox) = Bus::connect(redis, &c.key_prefix, &node.id).await?;
+    let directory = RedisDirectory::connect(redis, node, lease, &c.key_prefix).await?;
     let resume_grace = Duration::from_secs_f64(config.session.resume_grace_secs);
     let settings = NodeSettings {
         lease,

@@ -21,7 +21,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use super::directory::DirectoryError;
-use super::redis_connection::Connection;
+use super::redis_connection::{Connection, RedisAddress};
 use crate::proto::{SendEvent, UserLive};
 
 /// What arrived for this node.
@@ -48,18 +48,18 @@ impl Bus {
     /// Connects, subscribes to this node's inbox, and returns the bus with the stream
     /// of what arrives.
     pub async fn connect(
-        url: &str,
+        redis: &RedisAddress,
         prefix: &str,
         node: &str,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Delivery>), DirectoryError> {
         let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
-        let mut connection = Connection::open(url, Some(pushes)).await?;
+        let mut connection = Connection::open(redis, Some(pushes)).await?;
         let prefix = connection.key_prefix(prefix);
         let (inbox, users) = (inbox(&prefix, node), format!("{prefix}users"));
         connection
             .subscribe(&[&inbox, &users])
             .await
-            .map_err(|e| DirectoryError(format!("cannot subscribe at {url}: {e}")))?;
+            .map_err(|e| DirectoryError(format!("cannot subscribe at {}: {e}", redis.url())))?;
         let (deliveries, delivered) = mpsc::unbounded_channel();
         let channels = (inbox.clone(), users.clone());
         tokio::spawn(async move {

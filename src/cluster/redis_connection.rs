@@ -15,6 +15,12 @@
 //! name an old primary or a replica, and the next one is asked instead. (The
 //! directory and the bus each follow the primary on their own connection.)
 //!
+//! Over TLS: `rediss://…` (a Redis Cluster's seeds all `rediss://`), or
+//! `rediss-sentinel://…` (the sentinels and the primary both), trusting the system's
+//! certificate authorities or the PEM file `[cluster] redis_ca_file` names, and
+//! presenting a client certificate when `redis_cert_file` and `redis_key_file` name
+//! one (Redis asks for one by default: `tls-auth-clients yes`). See [`RedisAddress`].
+//!
 //! On a Redis Cluster every key of the directory lives in one hash slot: the key
 //! prefix becomes a hash tag (`tickrelay:` → `{tickrelay:}`), so each script's keys,
 //! including those it computes, are on one shard, as the scripts need; pub/sub is
@@ -30,10 +36,80 @@ use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, Value};
+use redis::{
+    Client, ClientTlsConfig, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture,
+    TlsCertificates, Value,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::directory::DirectoryError;
+use crate::config::ClusterConfig;
+
+/// Where the directory's Redis is (`[cluster] redis_url`) and, over TLS, whom to
+/// trust there and what to present (see the module documentation).
+#[derive(Clone)]
+pub struct RedisAddress {
+    url: String,
+    /// A CA or a client certificate other than the defaults (TLS only).
+    certificates: Option<TlsCertificates>,
+}
+
+impl RedisAddress {
+    /// `url` as it is (over TLS, the system's certificate authorities are trusted and
+    /// no client certificate is presented).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            certificates: None,
+        }
+    }
+
+    /// `[cluster] redis_url` with the certificates `redis_ca_file`, `redis_cert_file`
+    /// and `redis_key_file` name (read here: a missing file is an error at start).
+    /// `None` when cluster mode is off.
+    pub fn from_config(config: &ClusterConfig) -> Result<Option<Self>, DirectoryError> {
+        let Some(url) = &config.redis_url else {
+            return Ok(None);
+        };
+        let read = |key: &str, path: &Option<std::path::PathBuf>| {
+            path.as_ref()
+                .map(|path| {
+                    std::fs::read(path).map_err(|e| DirectoryError(format!("[cluster] {key} {}: {e}", path.display())))
+                })
+                .transpose()
+        };
+        let root_cert = read("redis_ca_file", &config.redis_ca_file)?;
+        let client_tls = match (
+            read("redis_cert_file", &config.redis_cert_file)?,
+            read("redis_key_file", &config.redis_key_file)?,
+        ) {
+            (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+            _ => None,
+        };
+        let certificates =
+            (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates { client_tls, root_cert });
+        Ok(Some(Self {
+            url: url.clone(),
+            certificates,
+        }))
+    }
+
+    /// The URL, as configured.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client of the server at `info` (a `rediss://` one with these certificates).
+    fn client(&self, info: impl IntoConnectionInfo) -> redis::RedisResult<Client> {
+        match &self.certificates {
+            Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+            None => Client::open(info),
+        }
+    }
+}
 
 /// See the module documentation.
 #[derive(Clone)]
@@ -76,22 +152,35 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// The scheme of a URL naming the sentinels of a primary.
 const SENTINEL_SCHEME: &str = "redis-sentinel://";
 
+/// The same, over TLS (to the sentinels and to the primary).
+const TLS_SENTINEL_SCHEME: &str = "rediss-sentinel://";
+
 impl Connection {
-    /// Connects to `url` (`redis://host:port/db`, several seed nodes of a cluster,
-    /// comma-separated, or `redis-sentinel://…#name`). `pushes`: where pub/sub messages go (the connection then
-    /// speaks RESP3). An unreachable Redis is an error here, at start.
-    pub(super) async fn open(url: &str, pushes: Option<UnboundedSender<PushInfo>>) -> Result<Self, DirectoryError> {
+    /// Connects to `redis` (`redis://host:port/db`, several seed nodes of a cluster,
+    /// comma-separated, or `redis-sentinel://…#name`; `rediss…` over TLS). `pushes`:
+    /// where pub/sub messages go (the connection then speaks RESP3). An unreachable
+    /// Redis is an error here, at start.
+    pub(super) async fn open(
+        redis: &RedisAddress,
+        pushes: Option<UnboundedSender<PushInfo>>,
+    ) -> Result<Self, DirectoryError> {
+        let url = redis.url();
         let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {url}: {e}"));
-        if let Some(sentinels) = url.strip_prefix(SENTINEL_SCHEME) {
-            let sentinels = SentinelUrl::parse(sentinels).map_err(|e| DirectoryError(format!("{url}: {e}")))?;
-            return follow(sentinels, pushes).await.map(Self::Sentinel);
+        let sentinels = (url.strip_prefix(SENTINEL_SCHEME).map(|rest| (rest, false)))
+            .or_else(|| url.strip_prefix(TLS_SENTINEL_SCHEME).map(|rest| (rest, true)));
+        if let Some((sentinels, tls)) = sentinels {
+            let sentinels = SentinelUrl::parse(sentinels, tls).map_err(|e| DirectoryError(format!("{url}: {e}")))?;
+            return follow(sentinels, redis.clone(), pushes).await.map(Self::Sentinel);
         }
         let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
-        if is_cluster(seeds[0]).await.map_err(unreachable)? {
+        if is_cluster(redis, seeds[0]).await.map_err(unreachable)? {
             let mut builder = ClusterClient::builder(seeds.iter().copied())
                 .connection_timeout(TIMEOUT)
                 .response_timeout(TIMEOUT)
                 .retries(RETRIES);
+            if let Some(certificates) = &redis.certificates {
+                builder = builder.certs(certificates.clone());
+            }
             if let Some(pushes) = pushes {
                 builder = builder.use_protocol(ProtocolVersion::RESP3).push_sender(pushes);
             }
@@ -105,7 +194,7 @@ impl Connection {
                 seeds[0]
             )));
         };
-        let connection = manager(seed, pushes).await.map_err(unreachable)?;
+        let connection = manager(redis, seed, pushes).await.map_err(unreachable)?;
         Ok(Self::Single(connection))
     }
 
@@ -167,9 +256,11 @@ impl Connection {
     }
 }
 
-/// A connection manager at `url`; with `pushes`, speaking RESP3 and sending pub/sub
-/// messages there (and subscribing again after reconnecting).
+/// A connection manager at `url` (trusting as `redis` says); with `pushes`, speaking
+/// RESP3 and sending pub/sub messages there (and subscribing again after
+/// reconnecting).
 async fn manager(
+    redis: &RedisAddress,
     url: impl IntoConnectionInfo,
     pushes: Option<UnboundedSender<PushInfo>>,
 ) -> redis::RedisResult<ConnectionManager> {
@@ -183,7 +274,7 @@ async fn manager(
         info = info.set_redis_settings(resp3);
         config = config.set_push_sender(pushes).set_automatic_resubscription();
     }
-    ConnectionManager::new_with_config(Client::open(info)?, config).await
+    ConnectionManager::new_with_config(redis.client(info)?, config).await
 }
 
 /// `redis-sentinel://…#name`, taken apart (see the module documentation).
@@ -197,11 +288,13 @@ struct SentinelUrl {
     credentials: String,
     /// The primary's database number, as written, or empty.
     db: String,
+    /// Whether the sentinels and the primary are reached over TLS.
+    tls: bool,
 }
 
 impl SentinelUrl {
-    /// Takes apart what follows `redis-sentinel://`.
-    fn parse(rest: &str) -> Result<Self, String> {
+    /// Takes apart what follows `redis-sentinel://` (`rediss-sentinel://`: `tls`).
+    fn parse(rest: &str, tls: bool) -> Result<Self, String> {
         let Some((rest, name)) = rest.split_once('#').filter(|(_, name)| !name.is_empty()) else {
             return Err("no primary name: end the URL with #NAME, the name the sentinels monitor it under".into());
         };
@@ -229,7 +322,13 @@ impl SentinelUrl {
             name: name.to_string(),
             credentials,
             db: db.to_string(),
+            tls,
         })
+    }
+
+    /// `redis` or `rediss`.
+    fn scheme(&self) -> &'static str {
+        if self.tls { "rediss" } else { "redis" }
     }
 
     /// The primary's URL, at `address` (`host:port`, as the sentinels name it).
@@ -239,7 +338,7 @@ impl SentinelUrl {
         } else {
             host.clone()
         };
-        format!("redis://{}{host}:{port}/{}", self.credentials, self.db)
+        format!("{}://{}{host}:{port}/{}", self.scheme(), self.credentials, self.db)
     }
 }
 
@@ -247,6 +346,8 @@ impl SentinelUrl {
 /// over a connection kept to the last one that did.
 struct Watch {
     url: SentinelUrl,
+    /// The certificates to trust and present (TLS only).
+    redis: RedisAddress,
     connection: Option<MultiplexedConnection>,
     next: usize,
 }
@@ -285,7 +386,7 @@ impl Watch {
     ) -> Result<ConnectionManager, String> {
         let url = self.url.primary(at);
         let failed = |e: redis::RedisError| format!("the Redis primary at {url}: {e}");
-        let mut connection = manager(url.as_str(), pushes).await.map_err(failed)?;
+        let mut connection = manager(&self.redis, url.as_str(), pushes).await.map_err(failed)?;
         let role: Value = redis::cmd("ROLE").query_async(&mut connection).await.map_err(failed)?;
         let primary = matches!(&role, Value::Array(fields)
             if matches!(fields.first(), Some(Value::BulkString(role)) if role == b"master"));
@@ -302,8 +403,8 @@ impl Watch {
 
     async fn ask(&mut self) -> redis::RedisResult<Option<(String, String)>> {
         if self.connection.is_none() {
-            let sentinel = format!("redis://{}", self.url.sentinels[self.next]);
-            self.connection = Some(one_connection(&sentinel).await?);
+            let sentinel = format!("{}://{}", self.url.scheme(), self.url.sentinels[self.next]);
+            self.connection = Some(one_connection(&self.redis, &sentinel).await?);
         }
         let connection = self.connection.as_mut().expect("connected above");
         redis::cmd("SENTINEL")
@@ -316,9 +417,14 @@ impl Watch {
 
 /// Connects to the primary the sentinels name, and follows it from then on (a task
 /// that ends with the last clone of what this returns).
-async fn follow(url: SentinelUrl, pushes: Option<UnboundedSender<PushInfo>>) -> Result<Followed, DirectoryError> {
+async fn follow(
+    url: SentinelUrl,
+    redis: RedisAddress,
+    pushes: Option<UnboundedSender<PushInfo>>,
+) -> Result<Followed, DirectoryError> {
     let mut watch = Watch {
         url,
+        redis,
         connection: None,
         next: 0,
     };
@@ -388,19 +494,20 @@ async fn follow(url: SentinelUrl, pushes: Option<UnboundedSender<PushInfo>>) -> 
     Ok(followed)
 }
 
-/// A plain connection to `url` (no reconnection), within the usual timeouts.
-async fn one_connection(url: &str) -> redis::RedisResult<MultiplexedConnection> {
+/// A plain connection to `url` (no reconnection; trusting as `redis` says), within
+/// the usual timeouts.
+async fn one_connection(redis: &RedisAddress, url: &str) -> redis::RedisResult<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
-    (Client::open(url)?)
+    (redis.client(url)?)
         .get_multiplexed_async_connection_with_config(&config)
         .await
 }
 
 /// Whether the Redis at `url` runs in cluster mode.
-async fn is_cluster(url: &str) -> redis::RedisResult<bool> {
-    let mut connection = one_connection(url).await?;
+async fn is_cluster(redis: &RedisAddress, url: &str) -> redis::RedisResult<bool> {
+    let mut connection = one_connection(redis, url).await?;
     let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut connection).await?;
     Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
 }
@@ -456,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_sentinel_url_names_the_sentinels_the_primary_and_its_credentials() {
-        let url = SentinelUrl::parse("app:s%40cret@10.0.0.5,10.0.0.6:26380,[::1]/2#game").unwrap();
+        let url = SentinelUrl::parse("app:s%40cret@10.0.0.5,10.0.0.6:26380,[::1]/2#game", false).unwrap();
         assert_eq!(url.sentinels, ["10.0.0.5:26379", "10.0.0.6:26380", "[::1]:26379"]);
         assert_eq!(url.name, "game");
         assert_eq!(
@@ -464,11 +571,13 @@ mod tests {
             "redis://app:s%40cret@10.0.0.7:6379/2"
         );
         assert_eq!(url.primary(&("::1".into(), 6380)), "redis://app:s%40cret@[::1]:6380/2");
-        let bare = SentinelUrl::parse("[::1]:26381#game").unwrap();
+        let bare = SentinelUrl::parse("[::1]:26381#game", false).unwrap();
         assert_eq!(bare.sentinels, ["[::1]:26381"]);
         assert_eq!(bare.primary(&("127.0.0.1".into(), 6379)), "redis://127.0.0.1:6379/");
+        let tls = SentinelUrl::parse("10.0.0.5#game", true).unwrap();
+        assert_eq!(tls.primary(&("10.0.0.7".into(), 6379)), "rediss://10.0.0.7:6379/");
         for wrong in ["10.0.0.5", "10.0.0.5#", "#game", "10.0.0.5/x#game"] {
-            assert!(SentinelUrl::parse(wrong).is_err(), "{wrong}");
+            assert!(SentinelUrl::parse(wrong, false).is_err(), "{wrong}");
         }
     }
 

@@ -37,7 +37,7 @@ use redis::{Cmd, FromRedisValue, Script, Value};
 use prost::Message;
 
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
-use super::redis_connection::Connection;
+use super::redis_connection::{Connection, RedisAddress};
 use crate::engine::listing::ListingState;
 use crate::proto;
 
@@ -332,13 +332,19 @@ pub struct RedisDirectory {
 }
 
 impl RedisDirectory {
-    /// Connects to `url` (`redis://host:port/db`, or a Redis Cluster's seed nodes,
-    /// comma-separated); an unreachable Redis is an error here, at start. Later
+    /// Connects to `redis` (`redis://host:port/db`, a Redis Cluster's seed nodes,
+    /// comma-separated, or sentinels; see [`RedisAddress`]); an unreachable Redis is
+    /// an error here, at start. Later
     /// outages are retried in the background, and operations fail with a
     /// [`DirectoryError`] meanwhile. `prefix`: as configured (on a cluster it becomes
     /// a hash tag).
-    pub async fn connect(url: &str, node: Node, lease: Duration, prefix: &str) -> Result<Self, DirectoryError> {
-        let connection = Connection::open(url, None).await?;
+    pub async fn connect(
+        redis: &RedisAddress,
+        node: Node,
+        lease: Duration,
+        prefix: &str,
+    ) -> Result<Self, DirectoryError> {
+        let connection = Connection::open(redis, None).await?;
         Ok(Self {
             prefix: connection.key_prefix(prefix),
             connection,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisDirectory};
+use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisAddress, RedisDirectory};
 use tickrelay::proto::{self, ErrorCode, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster, jwt_replacing, user_token};
 use tickrelay_testkit::directory::{self, entry, node};
@@ -42,7 +42,7 @@ async fn redis_node_with(redis: &RedisServer, id: &str, lease: Duration) -> Redi
 }
 
 async fn redis_node_under(redis: &RedisServer, id: &str, lease: Duration, prefix: &str) -> RedisDirectory {
-    RedisDirectory::connect(&redis.url(), node(id), lease, prefix)
+    RedisDirectory::connect(&RedisAddress::new(redis.url()), node(id), lease, prefix)
         .await
         .unwrap()
 }
@@ -409,13 +409,50 @@ async fn an_unreachable_redis_is_a_clear_error_at_start() {
         .unwrap()
         .port();
     let url = format!("redis://127.0.0.1:{port}/");
-    let error = RedisDirectory::connect(&url, node("a"), REDIS_LEASE, "test:")
+    let error = RedisDirectory::connect(&RedisAddress::new(url.as_str()), node("a"), REDIS_LEASE, "test:")
         .await
         .err()
         .expect("nothing listens there");
     assert!(
         error.to_string().contains(&format!("cannot reach Redis at {url}")),
         "{error}"
+    );
+}
+
+/// Over TLS (`rediss://`), a Redis that asks for a client certificate is reached
+/// with the CA and the certificate configured, and refused, with the reason, to a
+/// node that does not trust its certificate or presents none.
+#[tokio::test]
+async fn redis_over_tls_needs_its_ca_and_a_client_certificate() {
+    let redis = RedisServer::start_tls();
+    let tls = redis.tls.clone().unwrap();
+    let mut config = tickrelay::config::ClusterConfig {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    };
+    let connect = async |config: &tickrelay::config::ClusterConfig| {
+        let redis = RedisAddress::from_config(config).unwrap().unwrap();
+        RedisDirectory::connect(&redis, node("a"), REDIS_LEASE, "tls:").await
+    };
+    let untrusted = connect(&config)
+        .await
+        .err()
+        .expect("the system's CAs do not know this one");
+    assert!(untrusted.to_string().contains("certificate"), "{untrusted}");
+    config.redis_ca_file = Some(tls.ca.clone());
+    let anonymous = connect(&config)
+        .await
+        .err()
+        .expect("Redis asks for a client certificate");
+    assert!(anonymous.to_string().contains("CertificateRequired"), "{anonymous}");
+    (config.redis_cert_file, config.redis_key_file) = (Some(tls.cert), Some(tls.key));
+    let directory = connect(&config).await.unwrap();
+    assert_eq!(directory.claim(&entry("r", 1)).await.unwrap(), Claim::Ours);
+    config.redis_ca_file = Some("/nonexistent/ca.pem".into());
+    let missing = RedisAddress::from_config(&config).err().expect("no such file");
+    assert!(
+        missing.to_string().contains("redis_ca_file /nonexistent/ca.pem"),
+        "{missing}"
     );
 }
 
@@ -741,7 +778,7 @@ async fn a_sentinel_naming_a_replica_is_not_followed() {
     let (_, name) = real.rsplit_once('#').unwrap();
     let sentinels = real.trim_start_matches("redis-sentinel://").split('#').next().unwrap();
     let url = format!("redis-sentinel://127.0.0.1:{liar_port},{sentinels}#{name}");
-    let a = RedisDirectory::connect(&url, node("a"), REDIS_LEASE, "liar:")
+    let a = RedisDirectory::connect(&RedisAddress::new(url), node("a"), REDIS_LEASE, "liar:")
         .await
         .unwrap();
     assert_eq!(
@@ -822,6 +859,12 @@ async fn an_event_published_on_any_node_reaches_the_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_published_on_any_node_reaches_the_room_on_a_redis_cluster() {
     publish_anywhere(TestCluster::start_on_redis_cluster()).await;
+}
+
+/// The same, the nodes reaching Redis over TLS with a client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_on_any_node_reaches_the_room_over_redis_tls() {
+    publish_anywhere(TestCluster::start_tls()).await;
 }
 
 async fn publish_anywhere(cluster: TestCluster) {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tickrelay::cluster::{Directory, Node, RedisDirectory};
+use tickrelay::cluster::{Directory, Node, RedisAddress, RedisDirectory};
 use tickrelay::config::Config;
 
 use crate::redis::RedisServer;
@@ -31,6 +31,12 @@ impl TestCluster {
     /// A cluster with no node yet, on a Redis Cluster of three.
     pub fn start_on_redis_cluster() -> Self {
         Self::on(RedisServer::start_cluster())
+    }
+
+    /// A cluster with no node yet, on one Redis reached over TLS, with a client
+    /// certificate.
+    pub fn start_tls() -> Self {
+        Self::on(RedisServer::start_tls())
     }
 
     /// A cluster with no node yet, on a primary and replica that a sentinel watches.
@@ -78,7 +84,9 @@ impl TestCluster {
             url: String::new(),
         };
         let prefix = self.config(|_| {}).cluster.key_prefix;
-        let directory = RedisDirectory::connect(&self.redis.url(), observer, LEASE, &prefix)
+        let redis = RedisAddress::from_config(&self.config(|_| {}).cluster).expect("the certificates read");
+        let redis = redis.expect("cluster mode");
+        let directory = RedisDirectory::connect(&redis, observer, LEASE, &prefix)
             .await
             .expect("Redis answers");
         crate::eventually("the nodes live in the directory", || async {
@@ -92,6 +100,11 @@ impl TestCluster {
         let mut config = Config::loopback(60);
         config.tls.dev_cert_path = self.cert.clone();
         config.cluster.redis_url = Some(self.redis.url());
+        if let Some(tls) = &self.redis.tls {
+            config.cluster.redis_ca_file = Some(tls.ca.clone());
+            config.cluster.redis_cert_file = Some(tls.cert.clone());
+            config.cluster.redis_key_file = Some(tls.key.clone());
+        }
         config.cluster.lease_ms = LEASE.as_millis() as u64;
         adjust(&mut config);
         config

@@ -1,6 +1,7 @@
 //! A real `redis-server` (Debian's package; `.ci/test` installs it) on a free
-//! loopback port, a Redis Cluster of three, or a primary with a replica and a
-//! sentinel watching them, with nothing persisted, stopped when dropped.
+//! loopback port (with a TLS port too, if asked), a Redis Cluster of three, or a
+//! primary with a replica and a sentinel watching them, with nothing persisted,
+//! stopped when dropped.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,12 +19,40 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Its port on 127.0.0.1 (a cluster's first server's).
     pub port: u16,
+    /// Its TLS port and certificates, when it has one.
+    pub tls: Option<RedisTls>,
+}
+
+/// A TLS port of [`RedisServer::start_tls`], and the certificates (PEM files) a client
+/// needs there: the server asks for a client certificate (`tls-auth-clients yes`).
+#[derive(Clone, Debug)]
+pub struct RedisTls {
+    /// The TLS port on 127.0.0.1.
+    pub port: u16,
+    /// The certificate authority that signed the server's certificate and `cert`.
+    pub ca: PathBuf,
+    /// A client certificate the server takes.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The server's certificate and key (for 127.0.0.1).
+    server: (PathBuf, PathBuf),
 }
 
 impl RedisServer {
     /// Starts one and waits until it answers `PING`.
     pub fn start() -> Self {
         Self::start_servers(1, false)
+    }
+
+    /// Starts one that also listens for TLS ([`RedisServer::tls`]; [`RedisServer::url`]
+    /// is then the `rediss://` one), with certificates of a fresh CA, and waits until
+    /// it answers `PING` (on its plain port).
+    pub fn start_tls() -> Self {
+        let mut server = Self::start_servers(1, false);
+        server.tls = Some(write_certificates(&server.dir));
+        server.restart();
+        server
     }
 
     /// Starts a Redis Cluster of three primaries (no replicas), the hash slots shared
@@ -122,7 +151,7 @@ impl RedisServer {
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!("tickrelay-redis-{}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir).unwrap();
-        let children = ports.iter().map(|&port| spawn(port, &dir, cluster)).collect();
+        let children = ports.iter().map(|&port| spawn(port, &dir, cluster, None)).collect();
         let server = Self {
             children,
             port: ports[0],
@@ -130,6 +159,7 @@ impl RedisServer {
             cluster,
             sentinel: false,
             dir,
+            tls: None,
         };
         server.wait_until_up();
         server
@@ -167,7 +197,7 @@ impl RedisServer {
         assert!(!self.sentinel, "restart a primary with a sentinel: not supported");
         self.stop();
         self.children = (self.ports.iter())
-            .map(|&port| spawn(port, &self.dir, self.cluster))
+            .map(|&port| spawn(port, &self.dir, self.cluster, self.tls.as_ref()))
             .collect();
         self.wait_until_up();
     }
@@ -179,8 +209,12 @@ impl RedisServer {
     }
 
     /// Its URL for redis-rs (a cluster's: every server's, comma-separated, as
-    /// `[cluster] redis_url` takes them; with a sentinel, the sentinel's).
+    /// `[cluster] redis_url` takes them; with a sentinel, the sentinel's; with TLS,
+    /// the TLS port's).
     pub fn url(&self) -> String {
+        if let Some(tls) = &self.tls {
+            return format!("rediss://127.0.0.1:{}/", tls.port);
+        }
         if self.sentinel {
             return format!("redis-sentinel://127.0.0.1:{}#{SENTINEL_NAME}", self.ports[2]);
         }
@@ -222,7 +256,45 @@ fn cluster_is_up(port: u16) -> bool {
     redis_cli(port, &["cluster", "info"]).contains("cluster_state:ok")
 }
 
-fn spawn(port: u16, dir: &std::path::Path, cluster: bool) -> Child {
+/// A fresh CA, and certificates it signed for a Redis server on 127.0.0.1 and for a
+/// client, written into `dir`.
+fn write_certificates(dir: &std::path::Path) -> RedisTls {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    // Each with a name of its own: OpenSSL takes a certificate whose subject is its
+    // issuer's for a self-signed one.
+    let params = |names: Vec<String>, common_name: &str| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+    };
+    let mut ca = params(Vec::new(), "tickrelay test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let signed = |name: &str, names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = params(names, name).signed_by(&key, &ca).unwrap();
+        (
+            write(&format!("{name}.pem"), cert.pem()),
+            write(&format!("{name}-key.pem"), key.serialize_pem()),
+        )
+    };
+    let server = signed("redis-server", vec!["127.0.0.1".into()]);
+    let (cert, key) = signed("redis-client", vec!["tickrelay-node".into()]);
+    RedisTls {
+        port: free_port(),
+        ca: write("redis-ca.pem", ca.pem()),
+        cert,
+        key,
+        server,
+    }
+}
+
+fn spawn(port: u16, dir: &std::path::Path, cluster: bool, tls: Option<&RedisTls>) -> Child {
     let mut command = Command::new("redis-server");
     command
         .args([
@@ -240,6 +312,16 @@ fn spawn(port: u16, dir: &std::path::Path, cluster: bool) -> Child {
     if cluster {
         let config = format!("nodes-{port}.conf");
         command.args(["--cluster-enabled", "yes", "--cluster-config-file", &config]);
+    }
+    if let Some(tls) = tls {
+        command
+            .args(["--tls-port", &tls.port.to_string(), "--tls-auth-clients", "yes"])
+            .arg("--tls-cert-file")
+            .arg(&tls.server.0)
+            .arg("--tls-key-file")
+            .arg(&tls.server.1)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca);
     }
     command
         .stdout(Stdio::null())
