@@ -834,7 +834,16 @@ fn resp_command_len(data: &[u8]) -> Option<usize> {
 /// published on b reaches a's room (a subscribes to its inbox on the new primary).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nodes_follow_a_sentinel_failover() {
-    let mut cluster = TestCluster::start_with_sentinel();
+    follow_a_failover(TestCluster::start_with_sentinel()).await;
+}
+
+/// The same with the sentinel, the primary and the replica speaking TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_follow_a_sentinel_failover_over_tls() {
+    follow_a_failover(TestCluster::start_with_sentinel_tls()).await;
+}
+
+async fn follow_a_failover(mut cluster: TestCluster) {
     let with_api = |c: &mut tickrelay::config::Config| c.api.token = Some("backend-secret".into());
     let (a, b) = (cluster.node_with(with_api).await, cluster.node_with(with_api).await);
     let mut player = TestClient::connect(&a).await;

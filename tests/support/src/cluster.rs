@@ -44,6 +44,11 @@ impl TestCluster {
         Self::on(RedisServer::start_with_sentinel())
     }
 
+    /// The same, everything over TLS (`rediss-sentinel://`, with a client certificate).
+    pub fn start_with_sentinel_tls() -> Self {
+        Self::on(RedisServer::start_with_sentinel_tls())
+    }
+
     fn on(redis: RedisServer) -> Self {
         let cert = Config::loopback(60).tls.dev_cert_path;
         Self { redis, cert }

@@ -23,12 +23,15 @@ pub struct RedisServer {
     pub tls: Option<RedisTls>,
 }
 
-/// A TLS port of [`RedisServer::start_tls`], and the certificates (PEM files) a client
-/// needs there: the server asks for a client certificate (`tls-auth-clients yes`).
+/// The TLS ports of [`RedisServer::start_tls`] (or of the servers and the sentinel
+/// of [`RedisServer::start_with_sentinel_tls`]), and the certificates (PEM files) a
+/// client needs there: the servers ask for a client certificate (`tls-auth-clients
+/// yes`).
 #[derive(Clone, Debug)]
 pub struct RedisTls {
-    /// The TLS port on 127.0.0.1.
-    pub port: u16,
+    /// The TLS ports on 127.0.0.1, one per server (as `RedisServer::port` and the
+    /// others).
+    pub ports: Vec<u16>,
     /// The certificate authority that signed the server's certificate and `cert`.
     pub ca: PathBuf,
     /// A client certificate the server takes.
@@ -50,9 +53,14 @@ impl RedisServer {
     /// it answers `PING` (on its plain port).
     pub fn start_tls() -> Self {
         let mut server = Self::start_servers(1, false);
-        server.tls = Some(write_certificates(&server.dir));
-        server.restart();
+        server.listen_for_tls(1);
         server
+    }
+
+    /// Starts listening on TLS ports too (for the first `count` servers).
+    fn listen_for_tls(&mut self, count: usize) {
+        self.tls = Some(write_certificates(&self.dir, count));
+        self.restart();
     }
 
     /// Starts a Redis Cluster of three primaries (no replicas), the hash slots shared
@@ -79,19 +87,43 @@ impl RedisServer {
     /// replica is in sync and the sentinel names the primary. [`RedisServer::url`]
     /// then names the sentinel.
     pub fn start_with_sentinel() -> Self {
+        Self::start_sentinel(false)
+    }
+
+    /// The same, everything over TLS too: the replica follows the primary, and the
+    /// sentinel watches them, on their TLS ports, which the sentinel names; it takes
+    /// clients on a TLS port of its own. [`RedisServer::url`] is then
+    /// `rediss-sentinel://`.
+    pub fn start_with_sentinel_tls() -> Self {
+        Self::start_sentinel(true)
+    }
+
+    fn start_sentinel(tls: bool) -> Self {
         let mut server = Self::start_servers(2, false);
-        let [primary, replica] = [server.ports[0], server.ports[1]];
+        if tls {
+            server.listen_for_tls(3);
+        }
         server.sentinel = true;
-        redis_cli(replica, &["replicaof", "127.0.0.1", &primary.to_string()]);
+        let (primary, replica) = (server.named_port(0), server.named_port(1));
+        redis_cli(server.ports[1], &["replicaof", "127.0.0.1", &primary.to_string()]);
         let sentinel = free_port();
         let config = server.dir.join("sentinel.conf");
-        let monitor = format!(
+        let mut monitor = format!(
             "bind 127.0.0.1\nport {sentinel}\ndir {}\n\
              sentinel monitor {SENTINEL_NAME} 127.0.0.1 {primary} 1\n\
              sentinel down-after-milliseconds {SENTINEL_NAME} 1000\n\
              sentinel failover-timeout {SENTINEL_NAME} 10000\n",
             server.dir.display()
         );
+        if let Some(tls) = &server.tls {
+            monitor += &format!(
+                "tls-port {}\ntls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                tls.ports[2],
+                tls.server.0.display(),
+                tls.server.1.display(),
+                tls.ca.display()
+            );
+        }
         std::fs::write(&config, monitor).unwrap();
         let sentinel_process = Command::new("redis-server")
             .arg(&config)
@@ -103,7 +135,7 @@ impl RedisServer {
         server.ports.push(sentinel);
         server.wait_until_up();
         server.wait_for(Duration::from_secs(20), "the replica in sync", || {
-            redis_cli(replica, &["info", "replication"]).contains("master_link_status:up")
+            redis_cli(server.ports[1], &["info", "replication"]).contains("master_link_status:up")
         });
         server.wait_for(Duration::from_secs(20), "the sentinel naming the primary", || {
             server.sentinel_names(primary)
@@ -122,7 +154,7 @@ impl RedisServer {
         assert!(self.sentinel, "fail_over needs RedisServer::start_with_sentinel");
         let _ = self.children[0].kill();
         let _ = self.children[0].wait();
-        let replica = self.ports[1];
+        let replica = self.named_port(1);
         self.wait_for(Duration::from_secs(30), "the sentinel's failover", || {
             self.sentinel_names(replica)
         });
@@ -132,6 +164,11 @@ impl RedisServer {
     pub fn replica_port(&self) -> u16 {
         assert!(self.sentinel, "replica_port needs RedisServer::start_with_sentinel");
         self.ports[1]
+    }
+
+    /// The port the sentinel knows server `index` by (its TLS port, with TLS).
+    fn named_port(&self, index: usize) -> u16 {
+        self.tls.as_ref().map_or(self.ports[index], |tls| tls.ports[index])
     }
 
     fn sentinel_names(&self, port: u16) -> bool {
@@ -196,8 +233,11 @@ impl RedisServer {
     pub fn restart(&mut self) {
         assert!(!self.sentinel, "restart a primary with a sentinel: not supported");
         self.stop();
-        self.children = (self.ports.iter())
-            .map(|&port| spawn(port, &self.dir, self.cluster, self.tls.as_ref()))
+        self.children = (self.ports.iter().enumerate())
+            .map(|(i, &port)| {
+                let tls = self.tls.as_ref().map(|tls| (tls, tls.ports[i]));
+                spawn(port, &self.dir, self.cluster, tls)
+            })
             .collect();
         self.wait_until_up();
     }
@@ -212,11 +252,12 @@ impl RedisServer {
     /// `[cluster] redis_url` takes them; with a sentinel, the sentinel's; with TLS,
     /// the TLS port's).
     pub fn url(&self) -> String {
-        if let Some(tls) = &self.tls {
-            return format!("rediss://127.0.0.1:{}/", tls.port);
-        }
         if self.sentinel {
-            return format!("redis-sentinel://127.0.0.1:{}#{SENTINEL_NAME}", self.ports[2]);
+            let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+            return format!("{scheme}-sentinel://127.0.0.1:{}#{SENTINEL_NAME}", self.named_port(2));
+        }
+        if let Some(tls) = &self.tls {
+            return format!("rediss://127.0.0.1:{}/", tls.ports[0]);
         }
         let urls: Vec<String> = self
             .ports
@@ -258,7 +299,7 @@ fn cluster_is_up(port: u16) -> bool {
 
 /// A fresh CA, and certificates it signed for a Redis server on 127.0.0.1 and for a
 /// client, written into `dir`.
-fn write_certificates(dir: &std::path::Path) -> RedisTls {
+fn write_certificates(dir: &std::path::Path, servers: usize) -> RedisTls {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     // Each with a name of its own: OpenSSL takes a certificate whose subject is its
     // issuer's for a self-signed one.
@@ -286,7 +327,7 @@ fn write_certificates(dir: &std::path::Path) -> RedisTls {
     let server = signed("redis-server", vec!["127.0.0.1".into()]);
     let (cert, key) = signed("redis-client", vec!["tickrelay-node".into()]);
     RedisTls {
-        port: free_port(),
+        ports: (0..servers).map(|_| free_port()).collect(),
         ca: write("redis-ca.pem", ca.pem()),
         cert,
         key,
@@ -294,7 +335,8 @@ fn write_certificates(dir: &std::path::Path) -> RedisTls {
     }
 }
 
-fn spawn(port: u16, dir: &std::path::Path, cluster: bool, tls: Option<&RedisTls>) -> Child {
+/// A `redis-server` on `port`, and on a TLS port with `tls`.
+fn spawn(port: u16, dir: &std::path::Path, cluster: bool, tls: Option<(&RedisTls, u16)>) -> Child {
     let mut command = Command::new("redis-server");
     command
         .args([
@@ -313,9 +355,10 @@ fn spawn(port: u16, dir: &std::path::Path, cluster: bool, tls: Option<&RedisTls>
         let config = format!("nodes-{port}.conf");
         command.args(["--cluster-enabled", "yes", "--cluster-config-file", &config]);
     }
-    if let Some(tls) = tls {
+    if let Some((tls, tls_port)) = tls {
         command
-            .args(["--tls-port", &tls.port.to_string(), "--tls-auth-clients", "yes"])
+            .args(["--tls-port", &tls_port.to_string(), "--tls-auth-clients", "yes"])
+            .args(["--tls-replication", "yes"])
             .arg("--tls-cert-file")
             .arg(&tls.server.0)
             .arg("--tls-key-file")
