@@ -131,6 +131,12 @@ pub struct ClusterConfig {
     pub redis_cert_file: Option<PathBuf>,
     /// The private key of `redis_cert_file` (PEM).
     pub redis_key_file: Option<PathBuf>,
+    /// With Redis Sentinel: the user the sentinels are asked as (ACL users; default
+    /// user unless set).
+    pub sentinel_username: Option<String>,
+    /// With Redis Sentinel: the password the sentinels ask for (their `requirepass`);
+    /// the primary's credentials are the URL's.
+    pub sentinel_password: Option<String>,
     /// This node's id, unique in the cluster (default: the public URL).
     pub node_id: Option<String>,
     /// The URL clients reach this node at, sent to clients redirected here (default:
@@ -181,6 +187,8 @@ impl Default for ClusterConfig {
             redis_ca_file: None,
             redis_cert_file: None,
             redis_key_file: None,
+            sentinel_username: None,
+            sentinel_password: None,
             node_id: None,
             public_url: None,
             lease_ms: 6_000,
@@ -697,6 +705,12 @@ impl Config {
                 "cluster.redis_ca_file / redis_cert_file are for TLS to Redis: the redis_url must then be rediss://… or rediss-sentinel://…".into(),
             );
         }
+        let sentinels = c.redis_url.as_deref().is_some_and(|url| url.contains("-sentinel://"));
+        if (c.sentinel_username.is_some() || c.sentinel_password.is_some()) && !sentinels {
+            return invalid(
+                "cluster.sentinel_username / sentinel_password are for Redis Sentinel: the redis_url must then be redis-sentinel://… or rediss-sentinel://…".into(),
+            );
+        }
         if self.cluster.redis_url.is_some() && self.cluster.lease_ms < 300 {
             return invalid("cluster.lease_ms must be at least 300".into());
         }
@@ -1002,6 +1016,10 @@ max_unfinished_handshakes = 8192
 # redis_ca_file = "redis-ca.pem"
 # redis_cert_file = "redis-client.pem"
 # redis_key_file = "redis-client-key.pem"
+# The sentinels' own password (their requirepass) and user, if they ask for one; the
+# primary's credentials go in the URL.
+# sentinel_password = "sentinel-secret"
+# sentinel_username = "sentinel-user"
 # Where clients reach this node (default: wss://<listen>/ws) and its unique id
 # (default: that URL).
 # public_url = "wss://relay-1.example.com/ws"
@@ -1179,7 +1197,7 @@ mod tests {
     }
 
     #[test]
-    fn redis_certificates_need_a_tls_url_and_come_in_pairs() {
+    fn redis_certificates_and_sentinel_passwords_need_their_kind_of_url() {
         let check = |toml: &str| Config::from_toml(toml).unwrap().validate().map_err(|e| e.to_string());
         let plain = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nredis_ca_file = \"ca.pem\"\n";
         assert!(check(plain).unwrap_err().contains("rediss://"));
@@ -1189,6 +1207,9 @@ mod tests {
         check(sentinels).unwrap();
         let half = "[cluster]\nredis_url = \"rediss://127.0.0.1:6379\"\nredis_cert_file = \"c.pem\"\n";
         assert!(check(half).unwrap_err().contains("set both or neither"));
+        let no_sentinels = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nsentinel_password = \"x\"\n";
+        assert!(check(no_sentinels).unwrap_err().contains("redis-sentinel://"));
+        check("[cluster]\nredis_url = \"redis-sentinel://127.0.0.1#m\"\nsentinel_password = \"x\"\n").unwrap();
     }
 
     #[test]

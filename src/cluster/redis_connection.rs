@@ -20,6 +20,8 @@
 //! certificate authorities or the PEM file `[cluster] redis_ca_file` names, and
 //! presenting a client certificate when `redis_cert_file` and `redis_key_file` name
 //! one (Redis asks for one by default: `tls-auth-clients yes`). See [`RedisAddress`].
+//! Sentinels that ask for a password of their own are given `[cluster]
+//! sentinel_password` (and `sentinel_username`).
 //!
 //! On a Redis Cluster every key of the directory lives in one hash slot: the key
 //! prefix becomes a hash tag (`tickrelay:` → `{tickrelay:}`), so each script's keys,
@@ -52,6 +54,9 @@ pub struct RedisAddress {
     url: String,
     /// A CA or a client certificate other than the defaults (TLS only).
     certificates: Option<TlsCertificates>,
+    /// The user and password the sentinels are asked as (Sentinel only).
+    sentinel_username: Option<String>,
+    sentinel_password: Option<String>,
 }
 
 impl RedisAddress {
@@ -61,6 +66,8 @@ impl RedisAddress {
         Self {
             url: url.into(),
             certificates: None,
+            sentinel_username: None,
+            sentinel_password: None,
         }
     }
 
@@ -94,12 +101,27 @@ impl RedisAddress {
         Ok(Some(Self {
             url: url.clone(),
             certificates,
+            sentinel_username: config.sentinel_username.clone(),
+            sentinel_password: config.sentinel_password.clone(),
         }))
     }
 
     /// The URL, as configured.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The sentinel at `url`, with the credentials it asks for.
+    fn sentinel(&self, url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+        let info = url.into_connection_info()?;
+        let mut login = info.redis_settings().clone();
+        if let Some(username) = &self.sentinel_username {
+            login = login.set_username(username);
+        }
+        if let Some(password) = &self.sentinel_password {
+            login = login.set_password(password);
+        }
+        Ok(info.set_redis_settings(login))
     }
 
     /// A client of the server at `info` (a `rediss://` one with these certificates).
@@ -404,7 +426,7 @@ impl Watch {
     async fn ask(&mut self) -> redis::RedisResult<Option<(String, String)>> {
         if self.connection.is_none() {
             let sentinel = format!("{}://{}", self.url.scheme(), self.url.sentinels[self.next]);
-            self.connection = Some(one_connection(&self.redis, &sentinel).await?);
+            self.connection = Some(one_connection(&self.redis, self.redis.sentinel(&sentinel)?).await?);
         }
         let connection = self.connection.as_mut().expect("connected above");
         redis::cmd("SENTINEL")
@@ -496,7 +518,10 @@ async fn follow(
 
 /// A plain connection to `url` (no reconnection; trusting as `redis` says), within
 /// the usual timeouts.
-async fn one_connection(redis: &RedisAddress, url: &str) -> redis::RedisResult<MultiplexedConnection> {
+async fn one_connection(
+    redis: &RedisAddress,
+    url: impl IntoConnectionInfo,
+) -> redis::RedisResult<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));

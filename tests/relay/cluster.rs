@@ -837,10 +837,15 @@ async fn the_nodes_follow_a_sentinel_failover() {
     follow_a_failover(TestCluster::start_with_sentinel()).await;
 }
 
-/// The same with the sentinel, the primary and the replica speaking TLS.
+/// The same with the sentinel, the primary and the replica speaking TLS, and the
+/// sentinel asking for a password (a node without it is refused at start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nodes_follow_a_sentinel_failover_over_tls() {
-    follow_a_failover(TestCluster::start_with_sentinel_tls()).await;
+    let cluster = TestCluster::start_with_sentinel_tls();
+    let no_password = tickrelay::server::Server::bind(cluster.config(|c| c.cluster.sentinel_password = None)).await;
+    let refused = no_password.err().expect("the sentinel asks for a password").to_string();
+    assert!(refused.contains("sentinel") && refused.contains("NOAUTH"), "{refused}");
+    follow_a_failover(cluster).await;
 }
 
 async fn follow_a_failover(mut cluster: TestCluster) {

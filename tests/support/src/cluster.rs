@@ -44,7 +44,8 @@ impl TestCluster {
         Self::on(RedisServer::start_with_sentinel())
     }
 
-    /// The same, everything over TLS (`rediss-sentinel://`, with a client certificate).
+    /// The same, hardened: everything over TLS (`rediss-sentinel://`, with a client
+    /// certificate), the sentinel asking for a password.
     pub fn start_with_sentinel_tls() -> Self {
         Self::on(RedisServer::start_with_sentinel_tls())
     }
@@ -101,7 +102,8 @@ impl TestCluster {
         .await;
     }
 
-    fn config(&self, adjust: impl FnOnce(&mut Config)) -> Config {
+    /// A node's configuration in this cluster, after `adjust`.
+    pub fn config(&self, adjust: impl FnOnce(&mut Config)) -> Config {
         let mut config = Config::loopback(60);
         config.tls.dev_cert_path = self.cert.clone();
         config.cluster.redis_url = Some(self.redis.url());
@@ -109,6 +111,14 @@ impl TestCluster {
             config.cluster.redis_ca_file = Some(tls.ca.clone());
             config.cluster.redis_cert_file = Some(tls.cert.clone());
             config.cluster.redis_key_file = Some(tls.key.clone());
+            if config
+                .cluster
+                .redis_url
+                .as_deref()
+                .is_some_and(|url| url.contains("-sentinel://"))
+            {
+                config.cluster.sentinel_password = Some(crate::redis::SENTINEL_PASSWORD.into());
+            }
         }
         config.cluster.lease_ms = LEASE.as_millis() as u64;
         adjust(&mut config);

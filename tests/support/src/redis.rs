@@ -90,10 +90,10 @@ impl RedisServer {
         Self::start_sentinel(false)
     }
 
-    /// The same, everything over TLS too: the replica follows the primary, and the
-    /// sentinel watches them, on their TLS ports, which the sentinel names; it takes
-    /// clients on a TLS port of its own. [`RedisServer::url`] is then
-    /// `rediss-sentinel://`.
+    /// The same, hardened: everything over TLS too (the replica follows the primary,
+    /// and the sentinel watches them, on their TLS ports, which the sentinel names; it
+    /// takes clients on a TLS port of its own), and the sentinel asks for
+    /// [`SENTINEL_PASSWORD`]. [`RedisServer::url`] is then `rediss-sentinel://`.
     pub fn start_with_sentinel_tls() -> Self {
         Self::start_sentinel(true)
     }
@@ -117,7 +117,8 @@ impl RedisServer {
         );
         if let Some(tls) = &server.tls {
             monitor += &format!(
-                "tls-port {}\ntls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                "requirepass {SENTINEL_PASSWORD}\n\
+                 tls-port {}\ntls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
                 tls.ports[2],
                 tls.server.0.display(),
                 tls.server.1.display(),
@@ -142,7 +143,7 @@ impl RedisServer {
         });
         // A sentinel that does not know the replica yet cannot fail over to it.
         server.wait_for(Duration::from_secs(30), "the sentinel knowing the replica", || {
-            let replicas = redis_cli(sentinel, &["sentinel", "replicas", SENTINEL_NAME]);
+            let replicas = server.ask_sentinel(&["sentinel", "replicas", SENTINEL_NAME]);
             replicas.lines().any(|line| line == replica.to_string())
         });
         server
@@ -166,13 +167,24 @@ impl RedisServer {
         self.ports[1]
     }
 
+    /// `redis-cli` at the sentinel, with its password if it has one.
+    fn ask_sentinel(&self, args: &[&str]) -> String {
+        match self.tls {
+            Some(_) => {
+                let login = ["-a", SENTINEL_PASSWORD, "--no-auth-warning"];
+                redis_cli(self.ports[2], &[&login[..], args].concat())
+            }
+            None => redis_cli(self.ports[2], args),
+        }
+    }
+
     /// The port the sentinel knows server `index` by (its TLS port, with TLS).
     fn named_port(&self, index: usize) -> u16 {
         self.tls.as_ref().map_or(self.ports[index], |tls| tls.ports[index])
     }
 
     fn sentinel_names(&self, port: u16) -> bool {
-        let answer = redis_cli(self.ports[2], &["sentinel", "get-master-addr-by-name", SENTINEL_NAME]);
+        let answer = self.ask_sentinel(&["sentinel", "get-master-addr-by-name", SENTINEL_NAME]);
         answer.lines().nth(1) == Some(&port.to_string())
     }
 
@@ -272,6 +284,9 @@ impl RedisServer {
 /// primary under.
 pub const SENTINEL_NAME: &str = "tickrelay";
 
+/// The password the sentinel of [`RedisServer::start_with_sentinel_tls`] asks for.
+pub const SENTINEL_PASSWORD: &str = "sentinel-secret";
+
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let output = Command::new("redis-cli")
         .args(["-p", &port.to_string()])
@@ -289,8 +304,11 @@ fn answers_ping(port: u16) -> bool {
     let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
+    // A server that asks for a password is up too.
     let mut reply = [0; 7];
-    tcp.write_all(b"PING\r\n").is_ok() && tcp.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    tcp.write_all(b"PING\r\n").is_ok()
+        && tcp.read_exact(&mut reply).is_ok()
+        && [b"+PONG\r\n", b"-NOAUTH"].contains(&&reply)
 }
 
 fn cluster_is_up(port: u16) -> bool {
