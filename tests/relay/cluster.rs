@@ -878,10 +878,16 @@ async fn an_event_published_on_any_node_reaches_the_room_on_a_redis_cluster() {
     publish_anywhere(TestCluster::start_on_redis_cluster()).await;
 }
 
-/// The same, the nodes reaching Redis over TLS with a client certificate.
+/// The same, the nodes reaching Redis over TLS with a client certificate: one Redis,
+/// and a Redis Cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_published_on_any_node_reaches_the_room_over_redis_tls() {
     publish_anywhere(TestCluster::start_tls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_on_any_node_reaches_the_room_on_a_redis_cluster_over_tls() {
+    publish_anywhere(TestCluster::start_on_redis_cluster_tls()).await;
 }
 
 async fn publish_anywhere(cluster: TestCluster) {

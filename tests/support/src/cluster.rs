@@ -33,6 +33,12 @@ impl TestCluster {
         Self::on(RedisServer::start_cluster())
     }
 
+    /// A cluster with no node yet, on a Redis Cluster of three reached over TLS, with
+    /// a client certificate.
+    pub fn start_on_redis_cluster_tls() -> Self {
+        Self::on(RedisServer::start_cluster_tls())
+    }
+
     /// A cluster with no node yet, on one Redis reached over TLS, with a client
     /// certificate.
     pub fn start_tls() -> Self {

@@ -66,9 +66,27 @@ impl RedisServer {
     /// Starts a Redis Cluster of three primaries (no replicas), the hash slots shared
     /// among them, and waits until every one says the cluster is up.
     pub fn start_cluster() -> Self {
-        let server = Self::start_servers(3, true);
-        let nodes = server.ports.iter().map(|port| format!("127.0.0.1:{port}"));
-        let created = Command::new("redis-cli")
+        Self::start_redis_cluster(false)
+    }
+
+    /// The same, over TLS too: the cluster's own bus, and the addresses it gives
+    /// clients, are the TLS ones.
+    pub fn start_cluster_tls() -> Self {
+        Self::start_redis_cluster(true)
+    }
+
+    fn start_redis_cluster(tls: bool) -> Self {
+        let mut server = Self::start_servers(3, true);
+        if tls {
+            server.listen_for_tls(3);
+        }
+        let nodes = (0..3).map(|i| format!("127.0.0.1:{}", server.named_port(i)));
+        let mut create = Command::new("redis-cli");
+        if let Some(tls) = &server.tls {
+            create.arg("--tls").arg("--cacert").arg(&tls.ca);
+            create.arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
+        }
+        let created = create
             .args(["--cluster", "create"])
             .args(nodes)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -178,7 +196,8 @@ impl RedisServer {
         }
     }
 
-    /// The port the sentinel knows server `index` by (its TLS port, with TLS).
+    /// The port clients and the sentinel are told of for server `index` (its TLS
+    /// port, with TLS).
     fn named_port(&self, index: usize) -> u16 {
         self.tls.as_ref().map_or(self.ports[index], |tls| tls.ports[index])
     }
@@ -268,13 +287,9 @@ impl RedisServer {
             let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
             return format!("{scheme}-sentinel://127.0.0.1:{}#{SENTINEL_NAME}", self.named_port(2));
         }
-        if let Some(tls) = &self.tls {
-            return format!("rediss://127.0.0.1:{}/", tls.ports[0]);
-        }
-        let urls: Vec<String> = self
-            .ports
-            .iter()
-            .map(|port| format!("redis://127.0.0.1:{port}/"))
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let urls: Vec<String> = (0..self.ports.len())
+            .map(|i| format!("{scheme}://127.0.0.1:{}/", self.named_port(i)))
             .collect();
         urls.join(",")
     }
@@ -377,6 +392,7 @@ fn spawn(port: u16, dir: &std::path::Path, cluster: bool, tls: Option<(&RedisTls
         command
             .args(["--tls-port", &tls_port.to_string(), "--tls-auth-clients", "yes"])
             .args(["--tls-replication", "yes"])
+            .args(["--tls-cluster", if cluster { "yes" } else { "no" }])
             .arg("--tls-cert-file")
             .arg(&tls.server.0)
             .arg("--tls-key-file")
