@@ -18,4 +18,4 @@ pub mod redis_directory;
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
 pub use node::{Cluster, NodeSettings};
 pub use redis_connection::RedisAddress;
-pub use redis_directory::{RedisDirectory, SessionTake};
+pub use redis_directory::{RedisDirectory, SessionTake, SessionsKept};

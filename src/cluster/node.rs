@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Delivery};
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
-use super::redis_directory::{RedisDirectory, SessionTake};
+use super::redis_directory::{RedisDirectory, SessionTake, SessionsKept};
 use crate::clock::unix_micros;
 use crate::config::Placement;
 use crate::engine::listing::{ListingState, Metadata};
@@ -82,6 +82,10 @@ pub struct Cluster {
     destinations: OnceLock<Destinations>,
     /// Keys of the seat tickets' hashes (see [`Cluster::seat_ticket`]), drawn at start.
     seat_keys: [std::hash::RandomState; 2],
+    /// The records of this node's sessions, live or parked, by resume token: written
+    /// again when Redis lost them, and the node numbers of the ones continued from
+    /// other nodes kept in use (see [`RedisDirectory::keep_sessions`]).
+    sessions: parking_lot::Mutex<HashMap<String, proto::SessionRecord>>,
 }
 
 /// How this node takes part in the cluster.
@@ -231,6 +235,7 @@ impl Cluster {
             flush: Notify::new(),
             destinations: OnceLock::new(),
             seat_keys: [std::hash::RandomState::new(), std::hash::RandomState::new()],
+            sessions: parking_lot::Mutex::default(),
         }
     }
 
@@ -254,17 +259,21 @@ impl Cluster {
         )
     }
 
-    /// Records a new session, so that it can continue on another node.
-    pub async fn save_session(&self, token: &str, session_id: u64, user_id: &str) {
+    /// Records a new session, so that it can continue on another node (written to
+    /// Redis in the background).
+    pub fn save_session(self: &Arc<Self>, token: &str, session_id: u64, user_id: &str) {
         let record = proto::SessionRecord {
             session_id,
             user_id: user_id.to_string(),
         };
-        let record = record.encode_to_vec();
-        let saved = self
-            .directory
-            .save_session(self.settings.number, token, &record, self.session_ttl());
-        let _ = self.call(saved).await;
+        let encoded = record.encode_to_vec();
+        self.sessions.lock().insert(token.to_string(), record);
+        let (cluster, token) = (self.clone(), token.to_string());
+        tokio::spawn(async move {
+            let saved =
+                (cluster.directory).save_session(cluster.settings.number, &token, &encoded, cluster.session_ttl());
+            let _ = cluster.call(saved).await;
+        });
     }
 
     /// Tells every node that a client (`family`) of `user` went live at `since_us`
@@ -274,11 +283,49 @@ impl Cluster {
         let _ = self.call(self.bus.announce_live(user, family, since_us)).await;
     }
 
-    /// Forgets a session that ended.
-    pub async fn forget_session(&self, token: &str) {
-        let _ = self
-            .call(self.directory.forget_session(self.settings.number, token))
-            .await;
+    /// Forgets a session that ended (in Redis in the background).
+    pub fn forget_session(self: &Arc<Self>, token: &str) {
+        self.sessions.lock().remove(token);
+        let (cluster, token) = (self.clone(), token.to_string());
+        tokio::spawn(async move {
+            let forgotten = cluster.directory.forget_session(cluster.settings.number, &token);
+            let _ = cluster.call(forgotten).await;
+        });
+    }
+
+    /// Keeps this node's sessions resumable elsewhere (every renewal); writes their
+    /// records again when Redis lost them (restarted empty, say).
+    async fn keep_sessions(&self) {
+        let continued: Vec<u64> = {
+            let sessions = self.sessions.lock();
+            let numbers = sessions.values().map(|r| r.session_id >> SESSION_ID_BITS);
+            let others: HashSet<u64> = numbers.filter(|&n| n != self.settings.number).collect();
+            others.into_iter().collect()
+        };
+        let kept = self
+            .directory
+            .keep_sessions(self.settings.number, &continued, self.session_ttl());
+        if self.call(kept).await != Ok(SessionsKept::Retaken) {
+            return;
+        }
+        let records: Vec<(String, Vec<u8>)> = (self.sessions.lock().iter())
+            .map(|(token, record)| (token.clone(), record.encode_to_vec()))
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        let saved = self
+            .directory
+            .save_sessions(self.settings.number, &records, self.session_ttl());
+        match self.call(saved).await {
+            Ok(()) => tracing::warn!(
+                sessions = records.len(),
+                "Redis had lost this node's session records; written again"
+            ),
+            Err(e) => tracing::warn!(
+                "Redis had lost this node's session records, and writing them again failed ({e}); sessions begun before cannot continue on another node"
+            ),
+        }
     }
 
     /// Takes the record of a session of another node (it died, or stopped), to
@@ -939,9 +986,7 @@ impl Cluster {
         }
         *held = open;
         let _ = self.call(self.bus.keep_listening()).await;
-        let _ = self
-            .call(self.directory.keep_sessions(self.settings.number, self.session_ttl()))
-            .await;
+        self.keep_sessions().await;
         // On failure the rooms keep running; the next round tries again.
         let Ok(lapsed) = renewed else {
             return;

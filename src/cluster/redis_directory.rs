@@ -14,8 +14,9 @@
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write |
 //! | `node:<id>:inbox` | (a pub/sub channel: room events for the node's rooms) | — |
 //! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
-//! | `node-starts` | a counter numbering node starts | never |
+//! | `node-starts` | a counter numbering node starts (from a random value when Redis has none) | never |
 //! | `node-number:<n>` | the id of the node start holding number `n` | like `sessions:<n>` |
+//! | `numbers-in-use` | a sorted set: numbers of dead node starts whose sessions other nodes continue, scored by when they may be given again (Unix ms) | entries pruned as nodes start |
 //! | `seat:<ticket>` | a redirected member's seat ticket (`Seat`, protobuf: member id, user, room) | a minute, or when used |
 //! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (and by a sweep every minute: [`RedisDirectory::sweep`]) | never |
 //! | `sweep` | the node sweeping the indexes this minute | a minute |
@@ -274,18 +275,63 @@ return 0
 
 /// Keeps a node start's session records and its number's hold `ttl` longer, taking
 /// the hold again when it went (Redis lost it: restarted, or unreachable for longer
-/// than the hold). KEYS: sessions, node number. ARGV: ttl ms, node id. Returns 0 when
-/// another node holds the number now.
+/// than the hold), and keeps the numbers of other (dead) node starts whose sessions
+/// it continues from being given again for as long. KEYS: sessions, node number,
+/// numbers in use. ARGV: ttl ms, node id, then those numbers. Returns 0 when another
+/// node holds the number now, 2 when the hold was taken again, else 1.
 static KEEP_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if #ARGV > 2 then
+  local time = redis.call('TIME')
+  local hold_until = time[1] * 1000 + math.floor(time[2] / 1000) + tonumber(ARGV[1])
+  for i = 3, #ARGV do
+    local held = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[i]))
+    if not held or held < hold_until then
+      redis.call('ZADD', KEYS[3], hold_until, ARGV[i])
+    end
+  end
+end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[2] then
   return 0
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
-return 1
+if holder then
+  return 1
+end
+return 2
+",
+    )
+});
+
+/// A number for a node start (see [`RedisDirectory::register_node`]): the counter's
+/// next, skipping numbers held by a node start or in use by sessions other nodes
+/// continue. The counter starts from a random value when Redis has none (a first
+/// start, or a restart that emptied Redis: the numbers of node starts Redis forgot
+/// are then not given again in order). KEYS: the counter, the numbers in use (a
+/// Redis Cluster routes the script by them). ARGV: prefix, node id, hold ms, the
+/// counter's random start, the count of numbers. Returns 0 when every number is
+/// held.
+static NEXT_NUMBER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local prefix = ARGV[1]
+redis.call('SET', KEYS[1], ARGV[4], 'NX')
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+local in_use = KEYS[2]
+redis.call('ZREMRANGEBYSCORE', in_use, '-inf', now)
+local numbers = tonumber(ARGV[5])
+for _ = 1, numbers do
+  local number = (redis.call('INCR', KEYS[1]) - 1) % numbers + 1
+  if not redis.call('ZSCORE', in_use, number)
+    and redis.call('SET', prefix .. 'node-number:' .. number, ARGV[2], 'NX', 'PX', ARGV[3]) then
+    return number
+  end
+end
+return 0
 ",
     )
 });
@@ -462,9 +508,10 @@ impl RedisDirectory {
 
     /// A number for this node start, from 1 to 8191, unique among the nodes running
     /// and those whose sessions may still be continued (numbers cycle, and one still
-    /// held, `node-number:<n>`, is skipped): the high bits of its session ids and the
-    /// prefix of its resume tokens. The number is held for `hold` and then for as long
-    /// as [`RedisDirectory::keep_sessions`] renews it.
+    /// held, `node-number:<n>`, or in use by sessions another node continues, is
+    /// skipped): the high bits of its session ids and the prefix of its resume tokens.
+    /// The number is held for `hold` and then for as long as
+    /// [`RedisDirectory::keep_sessions`] renews it.
     ///
     /// Refused while another node with this node's id is alive (or died less than a
     /// lease ago): two nodes with one id would take each other's rooms for their own.
@@ -485,28 +532,23 @@ impl RedisDirectory {
                 self.node.id
             )));
         }
-        for _ in 0..NODE_NUMBERS {
-            let n: u64 = self
-                .query(redis::cmd("INCR").arg(format!("{}node-starts", self.prefix)))
-                .await?;
-            let number = (n - 1) % NODE_NUMBERS + 1;
-            let held: Option<String> = self
-                .query(
-                    redis::cmd("SET")
-                        .arg(self.key("node-number", &number.to_string()))
-                        .arg(&self.node.id)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(hold.as_millis() as u64),
-                )
-                .await?;
-            if held.is_some() {
-                return Ok(number);
-            }
+        let number: u64 = NEXT_NUMBER
+            .key(format!("{}node-starts", self.prefix))
+            .key(format!("{}numbers-in-use", self.prefix))
+            .arg(&self.prefix)
+            .arg(&self.node.id)
+            .arg(hold.as_millis() as u64)
+            .arg(fastrand::u64(..NODE_NUMBERS * 1_000_000))
+            .arg(NODE_NUMBERS)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        if number == 0 {
+            return Err(DirectoryError(format!(
+                "all {NODE_NUMBERS} node numbers are held by running nodes (or nodes whose sessions may still resume)"
+            )));
         }
-        Err(DirectoryError(format!(
-            "all {NODE_NUMBERS} node numbers are held by running nodes (or nodes whose sessions may still resume)"
-        )))
+        Ok(number)
     }
 
     /// Records a live session of node `number` under its resume token.
@@ -566,20 +608,60 @@ impl RedisDirectory {
     /// Keeps node `number`'s session records `ttl` longer (every lease renewal): when
     /// the node dies they go this long after its last renewal.
     /// Its number's hold too (see [`RedisDirectory::register_node`]), taken again if
-    /// Redis lost it; an error when another node took the number meanwhile.
-    pub async fn keep_sessions(&self, number: u64, ttl: Duration) -> Result<(), DirectoryError> {
+    /// Redis lost it ([`SessionsKept::Retaken`]: the records may be gone too); an
+    /// error when another node took the number meanwhile. `continued`: the numbers of
+    /// the other node starts whose sessions this node continues, which no node start
+    /// is given for as long (their ids live on here).
+    pub async fn keep_sessions(
+        &self,
+        number: u64,
+        continued: &[u64],
+        ttl: Duration,
+    ) -> Result<SessionsKept, DirectoryError> {
         let held: i64 = KEEP_SESSIONS
             .key(self.key("sessions", &number.to_string()))
             .key(self.key("node-number", &number.to_string()))
+            .key(format!("{}numbers-in-use", self.prefix))
             .arg(ttl.as_millis() as u64)
             .arg(&self.node.id)
+            .arg(continued)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
-        if held == 0 {
-            return Err(DirectoryError(format!(
+        match held {
+            0 => Err(DirectoryError(format!(
                 "node number {number} is held by another node (Redis lost this node's hold); session ids may collide until this node restarts"
-            )));
+            ))),
+            2 => Ok(SessionsKept::Retaken),
+            _ => Ok(SessionsKept::Kept),
+        }
+    }
+
+    /// Writes node `number`'s session records again (token, record), after Redis lost
+    /// them ([`SessionsKept::Retaken`]), in batches.
+    pub async fn save_sessions(
+        &self,
+        number: u64,
+        records: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), DirectoryError> {
+        let key = self.key("sessions", &number.to_string());
+        for batch in records.chunks(SESSIONS_PER_WRITE) {
+            let mut write = redis::pipe();
+            write.cmd("HSET").arg(&key);
+            for (token, record) in batch {
+                write.arg(token).arg(record);
+            }
+            write
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl.as_millis() as u64)
+                .ignore();
+            write
+                .query_async::<()>(&mut self.connection.clone())
+                .await
+                .map_err(failed)?;
         }
         Ok(())
     }
@@ -595,6 +677,19 @@ const UNCHANGED_LISTING_RENEWALS: u8 = 9;
 
 /// Node numbers (see [`RedisDirectory::register_node`]): 13 bits of a session id.
 const NODE_NUMBERS: u64 = 8191;
+
+/// Session records written again in one round trip, at most.
+const SESSIONS_PER_WRITE: usize = 1_000;
+
+/// What [`RedisDirectory::keep_sessions`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionsKept {
+    /// The node's number was still held.
+    Kept,
+    /// Redis had lost the hold (restarted empty, or unreachable for longer than the
+    /// hold) and it was taken again: the session records may be gone too.
+    Retaken,
+}
 
 fn failed(e: redis::RedisError) -> DirectoryError {
     DirectoryError(e.to_string())

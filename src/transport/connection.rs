@@ -378,8 +378,7 @@ fn new_session<T: Transport>(
     let outbox = Arc::new(Outbox::with_delivery(ctx.settings.outbox, T::DELIVERY));
     let token = ctx.new_resume_token();
     if let Some(cluster) = &ctx.cluster {
-        let (cluster, token, user) = (cluster.clone(), token.clone(), identity.user_id.clone());
-        tokio::spawn(async move { cluster.save_session(&token, id, &user).await });
+        cluster.save_session(&token, id, &identity.user_id);
     }
     let mut session = Session::new(id, identity, token, outbox, ctx.session.clone(), now);
     session.set_family(family(client, id));

@@ -109,8 +109,7 @@ impl Context {
         if let Some(cluster) = &self.cluster
             && !self.shutdown.is_cancelled()
         {
-            let (cluster, token) = (cluster.clone(), session.resume_token().to_string());
-            tokio::spawn(async move { cluster.forget_session(&token).await });
+            cluster.forget_session(session.resume_token());
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisAddress, RedisDirectory};
+use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisAddress, RedisDirectory, SessionsKept};
 use tickrelay::proto::{self, ErrorCode, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster, jwt_replacing, user_token};
 use tickrelay_testkit::directory::{self, entry, node};
@@ -391,13 +391,57 @@ async fn a_node_number_in_use_is_not_given_again() {
     let second = b.register_node(hold).await.unwrap();
     assert_eq!(second, first % 8191 + 1, "the held number skipped");
     // Redis loses the hold (restarted without persistence, say): the node's next
-    // renewal takes it again; one held by another node is an error.
+    // renewal takes it again, and says so; one held by another node is an error.
     let held = format!("test:node-number:{first}");
+    assert_eq!(a.keep_sessions(first, &[], hold).await.unwrap(), SessionsKept::Kept);
     let _: () = redis::cmd("DEL").arg(&held).query_async(&mut connection).await.unwrap();
-    a.keep_sessions(first, hold).await.unwrap();
+    assert_eq!(a.keep_sessions(first, &[], hold).await.unwrap(), SessionsKept::Retaken);
     let holder: String = redis::cmd("GET").arg(&held).query_async(&mut connection).await.unwrap();
     assert_eq!(holder, "a");
-    assert!(b.keep_sessions(first, hold).await.is_err(), "a's number, not b's");
+    assert!(b.keep_sessions(first, &[], hold).await.is_err(), "a's number, not b's");
+}
+
+/// A number whose sessions another node continues (its own node start died) is not
+/// given to a new node start while that node keeps it in use, even after Redis
+/// forgot everything else: the renewals after an empty restart hold it again.
+#[tokio::test]
+async fn a_number_whose_sessions_live_on_is_not_given_again() {
+    let (server, a, b) = redis().await;
+    let hold = Duration::from_secs(30);
+    let own = a.register_node(hold).await.unwrap();
+    let dead = own % 8191 + 1;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut connection).await.unwrap();
+    assert_eq!(
+        a.keep_sessions(own, &[dead], hold).await.unwrap(),
+        SessionsKept::Retaken
+    );
+    // The counter, wound on to where the next start would get `dead`.
+    let _: () = redis::cmd("SET")
+        .arg("test:node-starts")
+        .arg(dead - 1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let number = b.register_node(hold).await.unwrap();
+    assert_eq!(number, dead % 8191 + 1, "the number in use skipped");
+    // Once nobody keeps it in use, it is given again.
+    let _: () = redis::cmd("ZADD")
+        .arg("test:numbers-in-use")
+        .arg(1)
+        .arg(dead)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("test:node-starts")
+        .arg(dead - 1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let c = redis_node(&server, "c").await;
+    assert_eq!(c.register_node(hold).await.unwrap(), dead);
 }
 
 /// Redis unreachable at start is a clear error naming where it was looked for.
@@ -1050,6 +1094,77 @@ async fn a_live_session_is_not_continued_on_another_node() {
     a.task.take().unwrap().await.unwrap();
     let back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
     assert_eq!(back.welcome.session_id, session_id);
+}
+
+/// Redis restarted empty while the nodes run: each writes its session records again
+/// at its next renewal (a session begun before the restart continues on another node
+/// when its node stops), and keeps in use the number of a dead node whose session it
+/// continues (a node started after the restart does not hand out that session's id
+/// again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_outlive_an_empty_redis_restart() {
+    let mut cluster = TestCluster::start();
+    let (moved_id, token) = player_of_a_killed_node(&cluster).await;
+    let b = cluster.node().await;
+    let moved = loop {
+        match TestClient::resume_over(&b, Transport::WebSocket, &token).await {
+            Ok(moved) => break moved,
+            Err(code) => assert_eq!(code, 1013),
+        }
+        tokio::time::sleep(LEASE / 10).await;
+    };
+    assert_eq!(moved.welcome.session_id, moved_id);
+    let mut c = cluster.node().await;
+    let before = TestClient::connect(&c).await;
+    let dead_number = moved_id >> 40;
+    let c_number = before.welcome.session_id >> 40;
+
+    tokio::task::block_in_place(|| cluster.redis.restart());
+    let client = redis::Client::open(cluster.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    tickrelay_testkit::eventually("the nodes' renewals after the restart", || {
+        let mut redis = redis.clone();
+        async move {
+            let in_use: Option<u64> = redis::cmd("ZSCORE")
+                .arg("tickrelay:numbers-in-use")
+                .arg(dead_number)
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| e.to_string())?;
+            let records: u64 = redis::cmd("HLEN")
+                .arg(format!("tickrelay:sessions:{c_number}"))
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| e.to_string())?;
+            if in_use.is_some() && records == 1 {
+                Ok(())
+            } else {
+                Err(format!("{in_use:?}, {records}"))
+            }
+        }
+    })
+    .await;
+    // The next node start would get the dead node's number, if it were free.
+    let _: () = redis::cmd("SET")
+        .arg("tickrelay:node-starts")
+        .arg(dead_number - 1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let d = cluster.node().await;
+    let on_d = TestClient::connect(&d).await;
+    assert_ne!(
+        on_d.welcome.session_id >> 40,
+        dead_number,
+        "the moved session's number is in use"
+    );
+    drop(moved);
+
+    c.shutdown.cancel();
+    c.task.take().unwrap().await.unwrap();
+    let after = TestClient::resume_over(&b, Transport::WebSocket, &before.welcome.resume_token).await;
+    let after = after.expect("the session begun before the restart continues");
+    assert_eq!(after.welcome.session_id, before.welcome.session_id);
 }
 
 /// A player on a node that is killed once the player's entity 5 (its input 1) of room
