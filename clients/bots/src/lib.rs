@@ -595,8 +595,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut live = 0u32;
     // When the connection was last lost, until the room's next frame.
     let mut lost_at: Option<Instant> = None;
-    // The last input the server acknowledged.
+    // The last input the server acknowledged, and the session (member) that did.
     let mut acked = 0u64;
+    let mut session = None;
     // One timer for the bot's whole play, not one made per turn of the loop.
     let stop = tokio::time::sleep_until(tokio::time::Instant::from_std(fleet.stop_at));
     tokio::pin!(stop);
@@ -651,7 +652,14 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             }
             event = events.recv() => match event {
                 None => break false,
-                Some(Event::Connected { .. }) => opened(&mut live),
+                Some(Event::Connected { session_id, .. }) => {
+                    opened(&mut live);
+                    // A new member (its session could not be continued) applied none
+                    // of them: what the old one applied is no rollback.
+                    if session.replace(session_id).is_some_and(|old| old != session_id) {
+                        acked = 0;
+                    }
+                }
                 Some(Event::Joined(j)) => {
                     if !joined {
                         c.players_joined.fetch_add(1, Ordering::Relaxed);

@@ -181,6 +181,8 @@ struct Driver {
     played: bool,
     presented_resume: bool,
     going_away_seen: bool,
+    /// When this connection's last state frame arrived.
+    frame_at: Option<Instant>,
 }
 
 /// A connection that ends sooner than this after its `Welcome` (or before one), and
@@ -190,6 +192,10 @@ struct Driver {
 /// (A connection that played, even briefly, was a healthy one: a rolling restart
 /// may close a few such in a row.)
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// State frames that stopped for this long on a connection that was receiving them
+/// are a stall: the client pings at once (see `ClientConfig::stall_timeout`).
+const STALL_AFTER: Duration = Duration::from_secs(1);
 
 /// A numbered message more than this far above the last one received is not a gap a
 /// relay can make (it keeps far fewer for a resume, see PROTOCOL.md): the connection
@@ -244,6 +250,7 @@ pub(crate) async fn run(
         played: false,
         presented_resume: false,
         going_away_seen: false,
+        frame_at: None,
     };
     let mut attempt = 0u32;
     loop {
@@ -505,6 +512,9 @@ impl Driver {
     async fn serve(&mut self, mut link: Link) -> End {
         let mut ping = tokio::time::interval(self.config.ping_interval);
         let mut last_inbound = Instant::now();
+        // When a stall's ping went (see `STALL_AFTER`).
+        let mut probed: Option<Instant> = None;
+        self.frame_at = None;
         let mut welcomed = false;
         // What the last connection had not sent yet goes out after this one's welcome:
         // leaves, events, requests and token refreshes, before what was buffered
@@ -570,15 +580,40 @@ impl Driver {
                     self.flush(&mut link).await
                 }
                 () = quiet_woken.poll(quiet_timer.as_mut()) => {
+                    let now = Instant::now();
                     let quiet = last_inbound + self.config.quiet_timeout;
-                    if Instant::now() >= quiet {
-                        return End::Reconnect {
-                            reason: "server went quiet".into(),
-                            now: false,
-                        };
+                    if now >= quiet {
+                        return self.lost("server went quiet".into()).await;
                     }
-                    quiet_timer.as_mut().reset(quiet);
-                    Ok(())
+                    let probe = probed.filter(|&at| at >= last_inbound);
+                    let stalled = last_inbound + STALL_AFTER;
+                    let mut outcome = Ok(());
+                    let next = match probe {
+                        Some(at) if now >= at + self.config.stall_timeout => {
+                            let timeout = self.config.stall_timeout;
+                            let reason = format!("state frames stopped and a ping got no answer within {timeout:?}");
+                            return self.lost(reason).await;
+                        }
+                        Some(at) => at + self.config.stall_timeout,
+                        // Frames were arriving up to the silence: ask at once.
+                        None if welcomed && self.frame_at.is_some_and(|at| at + STALL_AFTER > last_inbound) => {
+                            if now >= stalled {
+                                probed = Some(now);
+                                self.queue.push_back(Out::Ping(proto::Ping {
+                                    nonce: 0,
+                                    sent_time_us: unix_micros(),
+                                    received_seq: self.received.last(),
+                                }));
+                                outcome = self.flush(&mut link).await;
+                                now + self.config.stall_timeout
+                            } else {
+                                stalled
+                            }
+                        }
+                        None => quiet,
+                    };
+                    quiet_timer.as_mut().reset(next.min(quiet));
+                    outcome
                 }
                 _ = ping_woken.poll(ping.tick()), if welcomed => {
                     self.queue.push_back(Out::Ping(proto::Ping {
@@ -614,11 +649,19 @@ impl Driver {
                 },
                 received = link_woken.poll(link.recv()) => {
                     last_inbound = Instant::now();
-                    match self.inbound(received, &mut link, &mut welcomed).await {
+                    let outcome = match self.inbound(received, &mut link, &mut welcomed).await {
                         Ok(None) => Ok(()),
                         Ok(Some(end)) => return end,
                         Err(e) => Err(e),
+                    };
+                    // Frames arriving: the quiet timer comes a stall's length after
+                    // them (moved here once; it moves itself on when it fires).
+                    let stall_check = last_inbound + STALL_AFTER;
+                    if self.frame_at.is_some_and(|at| at >= last_inbound) && quiet_timer.deadline() > stall_check {
+                        quiet_timer.as_mut().reset(stall_check);
+                        quiet_woken.set();
                     }
+                    outcome
                 }
             };
             if let Err(e) = outcome {
@@ -742,7 +785,10 @@ impl Driver {
                 // must not be applied (or acknowledged). The server repeats the full
                 // snapshot until one is acknowledged.
                 In::State(_) if !*welcomed => {}
-                In::State(frame) => self.state(frame, received_us, link).await?,
+                In::State(frame) => {
+                    self.frame_at = Some(Instant::now());
+                    self.state(frame, received_us, link).await?
+                }
                 In::Joined(joined) => {
                     self.took_quick_join(joined.request_id, &joined.room);
                     self.joined(&joined);

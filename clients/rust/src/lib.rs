@@ -102,6 +102,12 @@ pub struct ClientConfig {
     pub ping_interval: Duration,
     /// Reconnect when nothing arrived from the server for this long.
     pub quiet_timeout: Duration,
+    /// When state frames stop arriving on a connection that was receiving them (for a
+    /// second), the client pings at once, and reconnects when nothing at all arrives
+    /// within this: a relay killed without closing its connections (QUIC has no
+    /// close from the kernel) or a machine gone is noticed in about a second plus
+    /// this, not `quiet_timeout`. A room that goes idle costs one ping.
+    pub stall_timeout: Duration,
     /// Give up on one connection attempt after this long (a QUIC handshake to a
     /// closed port gets no answer at all).
     pub connect_timeout: Duration,
@@ -142,6 +148,7 @@ impl ClientConfig {
             unacked_input_limit: 1024,
             ping_interval: Duration::from_secs(2),
             quiet_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             event_capacity: 4096,

@@ -442,3 +442,78 @@ async fn connections_that_played_are_no_failed_attempts() {
     .await;
     assert!(connections.load(Ordering::Relaxed) >= 8);
 }
+
+/// Sends `count` state frames of `room`, 50 ms apart.
+async fn send_frames(ws: &mut FakeSocket, room: &str, count: u64) {
+    for tick in 1..=count {
+        let frame = proto::StateFrame {
+            room: room.to_string(),
+            tick,
+            ..Default::default()
+        };
+        ws.send(fake_server_message(In::State(frame))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A relay whose frames stop and which answers nothing more (killed without its
+/// connections closed: QUIC gets no close from the kernel, a machine that went gets
+/// none at all) is left within a second plus `stall_timeout`, not `quiet_timeout`;
+/// one whose room merely went idle answers the ping and is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_gone_silent_mid_game_is_left_within_the_stall_timeout() {
+    let url = fake_relay(move |n, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        let room = answer_join(&mut ws, 0).await;
+        send_frames(&mut ws, &room, 20).await;
+        // The first connection goes silent (and reads on, unanswered); the second
+        // stops its frames but answers pings.
+        while let Some(messages) = next_messages(&mut ws).await {
+            for message in messages {
+                if let (2.., Out::Ping(ping)) = (n, message) {
+                    let pong = proto::Pong {
+                        ping_sent_time_us: ping.sent_time_us,
+                        ..Default::default()
+                    };
+                    ws.send(fake_server_message(In::Pong(pong))).await.unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    let mut config = config(url);
+    config.quiet_timeout = Duration::from_secs(30);
+    config.stall_timeout = Duration::from_millis(500);
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    let mut last_frame = None;
+    let reason = until(&mut events, |e| match e {
+        Event::State { .. } => {
+            last_frame = Some(std::time::Instant::now());
+            None
+        }
+        Event::Reconnecting { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    let silent_for = last_frame.expect("frames before the silence").elapsed();
+    assert!(reason.contains("state frames stopped"), "{reason}");
+    assert!(
+        silent_for < Duration::from_secs(3),
+        "left after {silent_for:?} of silence"
+    );
+    let mut frames = 0;
+    until(&mut events, |e| {
+        frames += u32::from(matches!(e, Event::State { .. }));
+        (frames == 20).then_some(())
+    })
+    .await;
+    let kept = tokio::time::timeout(Duration::from_secs(3), async {
+        until(&mut events, |e| {
+            matches!(e, Event::Reconnecting { .. } | Event::Disconnected { .. }).then_some(())
+        })
+        .await
+    })
+    .await;
+    assert!(kept.is_err(), "an idle room's relay that answers its ping is kept");
+}
