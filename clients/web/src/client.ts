@@ -59,6 +59,13 @@ export interface ClientOptions {
   pingIntervalMs?: number;
   /** Reconnect when nothing arrived for this long, ms (default 10000). */
   quietTimeoutMs?: number;
+  /**
+   * When state frames stop for a second on a connection that was receiving them, the
+   * client pings at once, and reconnects when nothing arrives within this, ms
+   * (default 3000): a relay machine gone (no close from its kernel) is noticed in
+   * about a second plus this, not `quietTimeoutMs`. A room that goes idle costs one ping.
+   */
+  stallTimeoutMs?: number;
   /** Give up on one connection attempt after this long, ms (default 5000). */
   connectTimeoutMs?: number;
   /**
@@ -173,6 +180,9 @@ const MESSAGE_TOO_BIG = 1009;
  * so a relay that accepts and then closes at once is treated as one that is down.
  */
 const STABLE_AFTER_MS = 10_000;
+
+/** State frames that stopped for this long, on a connection receiving them, are a stall (see `stallTimeoutMs`). */
+const STALL_AFTER_MS = 1000;
 /**
  * A numbered message more than this far above the last one received is no gap a relay
  * makes (it keeps far fewer for a resume: `[session] outbox_max_messages`, 1,024 by
@@ -377,7 +387,15 @@ export class Client {
   #stopped = false;
   #attempt = 0;
   #pacing = pacing(undefined);
-  #timers: { ping?: ReturnType<typeof setInterval>; quiet?: ReturnType<typeof setTimeout>; flush?: ReturnType<typeof setTimeout>; retry?: ReturnType<typeof setTimeout> } = {};
+  #timers: {
+    ping?: ReturnType<typeof setInterval>;
+    quiet?: ReturnType<typeof setTimeout>;
+    stall?: ReturnType<typeof setTimeout>;
+    flush?: ReturnType<typeof setTimeout>;
+    retry?: ReturnType<typeof setTimeout>;
+  } = {};
+  /** When this connection's last state frame arrived. */
+  #frameAt: number | undefined;
   #closed: (() => void) | undefined;
 
   constructor(options: ClientOptions, home?: Client) {
@@ -415,6 +433,7 @@ export class Client {
       unackedInputLimit: options.unackedInputLimit ?? 1024,
       pingIntervalMs: options.pingIntervalMs ?? 2000,
       quietTimeoutMs: options.quietTimeoutMs ?? 10_000,
+      stallTimeoutMs: options.stallTimeoutMs ?? 3000,
       connectTimeoutMs: options.connectTimeoutMs ?? 5000,
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
       maxMessageBytes: options.maxMessageBytes ?? 16 * 1024 * 1024,
@@ -629,6 +648,7 @@ export class Client {
       url.searchParams.set("received", this.#received.toString());
     }
     this.#link = { resuming: this.#session !== undefined, welcomedAt: undefined, played: false, goingAway: false };
+    this.#frameAt = undefined;
     const protocols = [PROTOCOL];
     if (this.#options.token !== undefined) protocols.push(BEARER_PREFIX + this.#options.token);
     let socket: WebSocket;
@@ -715,6 +735,7 @@ export class Client {
   #clearTimers(): void {
     clearInterval(this.#timers.ping);
     clearTimeout(this.#timers.quiet);
+    clearTimeout(this.#timers.stall);
     clearTimeout(this.#timers.flush);
     clearTimeout(this.#timers.retry);
     this.#timers = {};
@@ -722,7 +743,18 @@ export class Client {
 
   #armQuiet(socket: WebSocket): void {
     clearTimeout(this.#timers.quiet);
+    clearTimeout(this.#timers.stall);
     this.#timers.quiet = setTimeout(() => this.#drop(socket, "server went quiet"), this.#options.quietTimeoutMs);
+    // Frames were arriving up to now: a second without anything is a stall, asked about at once.
+    if (!this.#welcomed || this.#frameAt === undefined || now() - this.#frameAt >= STALL_AFTER_MS) return;
+    this.#timers.stall = setTimeout(() => {
+      this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
+      const ms = this.#options.stallTimeoutMs;
+      this.#timers.stall = setTimeout(
+        () => this.#drop(socket, `state frames stopped and a ping got no answer within ${ms} ms`),
+        ms,
+      );
+    }, STALL_AFTER_MS);
   }
 
   #ended(code: number, reason: string): void {
@@ -1096,6 +1128,7 @@ export class Client {
   }
 
   #state(frame: v1.StateFrame, receivedMs: number): void {
+    this.#frameAt = now();
     const state = this.#rooms.get(frame.room);
     if (state === undefined || state.mirror === undefined) return; // left, or no Joined yet
     acknowledge(state, frame.lastInputSeq, false);

@@ -917,3 +917,35 @@ test("a listener that closes the client while a message is handled leaves no tim
   advance(5000);
   assert.deepEqual(events.filter((e) => e.startsWith("disconnected")), [], events.join("\n"));
 });
+
+test("frames that stop are asked about at once: a silent relay is left within the stall timeout, an idle one kept", () => {
+  const { client: c, events } = client({ quietTimeoutMs: 60_000, pingIntervalMs: 60_000, stallTimeoutMs: 500 });
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  const frames = (from: number) => {
+    for (let tick = from; tick < from + 20; tick++) {
+      last().receive([{ case: "state", value: { room: "r", tick: BigInt(tick) } }]);
+      advance(50);
+    }
+  };
+  frames(1);
+  const pings = () => last().sent.filter((k) => k.case === "ping").length;
+  const before = pings();
+  advance(1100);
+  assert.equal(pings(), before + 1, "pinged a second after the last frame");
+  advance(500);
+  assert.match(events.filter((e) => e.startsWith("disconnected")).at(-1) ?? "", /state frames stopped/);
+
+  // The next connection's room goes idle, but its relay answers the ping: kept.
+  advance(1000);
+  last().welcome(true);
+  frames(21);
+  advance(1100);
+  last().receive([{ case: "pong", value: {} }]);
+  const opened = FakeSocket.opened.length;
+  advance(5000);
+  assert.equal(FakeSocket.opened.length, opened, events.join("\n"));
+  assert.equal(events.filter((e) => e.startsWith("disconnected")).length, 1, events.join("\n"));
+});
