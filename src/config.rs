@@ -705,6 +705,9 @@ impl Config {
                 "cluster.redis_ca_file / redis_cert_file are for TLS to Redis: the redis_url must then be rediss://… or rediss-sentinel://…".into(),
             );
         }
+        if c.sentinel_username.is_some() && c.sentinel_password.is_none() {
+            return invalid("cluster.sentinel_username needs cluster.sentinel_password".into());
+        }
         let sentinels = c.redis_url.as_deref().is_some_and(|url| url.contains("-sentinel://"));
         if (c.sentinel_username.is_some() || c.sentinel_password.is_some()) && !sentinels {
             return invalid(
@@ -1210,6 +1213,12 @@ mod tests {
         let no_sentinels = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nsentinel_password = \"x\"\n";
         assert!(check(no_sentinels).unwrap_err().contains("redis-sentinel://"));
         check("[cluster]\nredis_url = \"redis-sentinel://127.0.0.1#m\"\nsentinel_password = \"x\"\n").unwrap();
+        let user_alone = "[cluster]\nredis_url = \"redis-sentinel://127.0.0.1#m\"\nsentinel_username = \"u\"\n";
+        assert!(
+            check(user_alone)
+                .unwrap_err()
+                .contains("needs cluster.sentinel_password")
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct Cluster {
     /// again when Redis lost them, and the node numbers of the ones continued from
     /// other nodes kept in use (see [`RedisDirectory::keep_sessions`]).
     sessions: parking_lot::Mutex<HashMap<String, proto::SessionRecord>>,
+    /// A session record's write failed: every record is written again at the next
+    /// renewal.
+    rewrite_sessions: AtomicBool,
 }
 
 /// How this node takes part in the cluster.
@@ -236,6 +239,7 @@ impl Cluster {
             destinations: OnceLock::new(),
             seat_keys: [std::hash::RandomState::new(), std::hash::RandomState::new()],
             sessions: parking_lot::Mutex::default(),
+            rewrite_sessions: AtomicBool::new(false),
         }
     }
 
@@ -270,9 +274,15 @@ impl Cluster {
         self.sessions.lock().insert(token.to_string(), record);
         let (cluster, token) = (self.clone(), token.to_string());
         tokio::spawn(async move {
-            let saved =
-                (cluster.directory).save_session(cluster.settings.number, &token, &encoded, cluster.session_ttl());
-            let _ = cluster.call(saved).await;
+            let (number, ttl) = (cluster.settings.number, cluster.session_ttl());
+            let saved = cluster.directory.save_session(number, &token, &encoded, ttl);
+            if cluster.call(saved).await.is_err() {
+                cluster.rewrite_sessions.store(true, Ordering::Relaxed);
+            }
+            // Ended meanwhile, its forgetting perhaps written first: forgotten again.
+            if !cluster.sessions.lock().contains_key(&token) {
+                let _ = cluster.call(cluster.directory.forget_session(number, &token)).await;
+            }
         });
     }
 
@@ -294,7 +304,7 @@ impl Cluster {
     }
 
     /// Keeps this node's sessions resumable elsewhere (every renewal); writes their
-    /// records again when Redis lost them (restarted empty, say).
+    /// records again when Redis lost them (restarted empty, say) or a write failed.
     async fn keep_sessions(&self) {
         let continued: Vec<u64> = {
             let sessions = self.sessions.lock();
@@ -305,7 +315,8 @@ impl Cluster {
         let kept = self
             .directory
             .keep_sessions(self.settings.number, &continued, self.session_ttl());
-        if self.call(kept).await != Ok(SessionsKept::Retaken) {
+        let rewrite = self.rewrite_sessions.swap(false, Ordering::Relaxed);
+        if self.call(kept).await != Ok(SessionsKept::Retaken) && !rewrite {
             return;
         }
         let records: Vec<(String, Vec<u8>)> = (self.sessions.lock().iter())
@@ -320,11 +331,12 @@ impl Cluster {
         match self.call(saved).await {
             Ok(()) => tracing::warn!(
                 sessions = records.len(),
-                "Redis had lost this node's session records; written again"
+                "session records written again (Redis had lost them, or a write failed)"
             ),
-            Err(e) => tracing::warn!(
-                "Redis had lost this node's session records, and writing them again failed ({e}); sessions begun before cannot continue on another node"
-            ),
+            Err(e) => {
+                self.rewrite_sessions.store(true, Ordering::Relaxed);
+                tracing::warn!("writing the session records again failed ({e}); tried again at the next renewal");
+            }
         }
     }
 
@@ -345,7 +357,10 @@ impl Cluster {
         }
         let deadline = Instant::now() + (self.settings.lease + self.settings.lease / 4).min(TAKE_SESSION_WAIT);
         loop {
-            match self.call(self.directory.take_session(number, token)).await {
+            match self
+                .call(self.directory.take_session(number, token, self.session_ttl()))
+                .await
+            {
                 Ok(SessionTake::Taken(record)) => return Ok(proto::SessionRecord::decode(&record[..]).ok()),
                 Ok(SessionTake::Unknown) => return Ok(None),
                 Ok(SessionTake::Live) if Instant::now() < deadline => {

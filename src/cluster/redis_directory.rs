@@ -202,8 +202,11 @@ return removed
 /// Takes a session record: HGET and HDEL in one step, so one node only continues a
 /// session; not while the node start holding it lives (its URL lease), which has the
 /// session live or parked (answers `1`), unless that node's id is this node's (an
-/// earlier start of it, dead). KEYS: the sessions hash, the node number. ARGV: the
-/// resume token, the prefix, this node's id.
+/// earlier start of it, dead). A record taken keeps its node's number in use for
+/// `ttl` (the taking node keeps it so from its next renewal on: see
+/// [`RedisDirectory::keep_sessions`]). KEYS: the sessions hash, the node number, the
+/// numbers in use. ARGV: the resume token, the prefix, this node's id, the number,
+/// ttl ms.
 static TAKE_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -214,6 +217,12 @@ end
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if record then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  local time = redis.call('TIME')
+  local hold_until = time[1] * 1000 + math.floor(time[2] / 1000) + tonumber(ARGV[5])
+  local held = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[4]))
+  if not held or held < hold_until then
+    redis.call('ZADD', KEYS[3], hold_until, ARGV[4])
+  end
 end
 return record
 ",
@@ -577,14 +586,18 @@ impl RedisDirectory {
             .map_err(failed)
     }
 
-    /// Takes (reads and deletes) the record of a session of node `number`.
-    pub async fn take_session(&self, number: u64, token: &str) -> Result<SessionTake, DirectoryError> {
+    /// Takes (reads and deletes) the record of a session of node `number`, keeping
+    /// the number in use for `ttl` when there was one.
+    pub async fn take_session(&self, number: u64, token: &str, ttl: Duration) -> Result<SessionTake, DirectoryError> {
         let reply: Value = TAKE_SESSION
             .key(self.key("sessions", &number.to_string()))
             .key(self.key("node-number", &number.to_string()))
+            .key(format!("{}numbers-in-use", self.prefix))
             .arg(token)
             .arg(&self.prefix)
             .arg(&self.node.id)
+            .arg(number)
+            .arg(ttl.as_millis() as u64)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;

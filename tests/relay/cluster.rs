@@ -401,6 +401,37 @@ async fn a_node_number_in_use_is_not_given_again() {
     assert!(b.keep_sessions(first, &[], hold).await.is_err(), "a's number, not b's");
 }
 
+/// Taking a session of a dead node start keeps that start's number in use at once
+/// (not only from the taking node's next renewal): a node starting in between does
+/// not get it, though the dead start's own hold has lapsed.
+#[tokio::test]
+async fn a_taken_session_keeps_its_number_in_use() {
+    let (server, a, b) = redis().await;
+    let hold = Duration::from_secs(30);
+    let dead = a.register_node(hold).await.unwrap();
+    a.save_session(dead, "t", b"record", hold).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("test:node-number:{dead}"))
+        .arg("test:node:a")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.take_session(dead, "t", hold).await.unwrap(),
+        tickrelay::cluster::SessionTake::Taken(_)
+    ));
+    let _: () = redis::cmd("SET")
+        .arg("test:node-starts")
+        .arg(dead - 1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let c = redis_node(&server, "c").await;
+    assert_ne!(c.register_node(hold).await.unwrap(), dead);
+}
+
 /// A number whose sessions another node continues (its own node start died) is not
 /// given to a new node start while that node keeps it in use, even after Redis
 /// forgot everything else: the renewals after an empty restart hold it again.

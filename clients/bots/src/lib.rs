@@ -595,9 +595,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut live = 0u32;
     // When the connection was last lost, until the room's next frame.
     let mut lost_at: Option<Instant> = None;
-    // The last input the server acknowledged, and the session (member) that did.
+    // The last input the server acknowledged, and the member that had it applied.
     let mut acked = 0u64;
-    let mut session = None;
+    let mut member = None;
     // One timer for the bot's whole play, not one made per turn of the loop.
     let stop = tokio::time::sleep_until(tokio::time::Instant::from_std(fleet.stop_at));
     tokio::pin!(stop);
@@ -652,19 +652,17 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             }
             event = events.recv() => match event {
                 None => break false,
-                Some(Event::Connected { session_id, .. }) => {
-                    opened(&mut live);
-                    // A new member (its session could not be continued) applied none
-                    // of them: what the old one applied is no rollback.
-                    if session.replace(session_id).is_some_and(|old| old != session_id) {
-                        acked = 0;
-                    }
-                }
+                Some(Event::Connected { .. }) => opened(&mut live),
                 Some(Event::Joined(j)) => {
                     if !joined {
                         c.players_joined.fetch_add(1, Ordering::Relaxed);
                     }
                     joined = true;
+                    // A new member (its session could not be continued) had none of
+                    // them applied: what the old one had is no rollback.
+                    if member.replace(j.member_id).is_some_and(|old| old != j.member_id) {
+                        acked = 0;
+                    }
                     let rolled_back = acked.saturating_sub(j.last_input_seq);
                     c.inputs_rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
                     // A relay bot's next input removes the entity its previous one

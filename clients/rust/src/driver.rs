@@ -743,9 +743,8 @@ impl Driver {
         // Every message but state frames and the `Welcome` is numbered from `first_seq`
         // (0: none is): skip what a resume sent again, and report a gap.
         let mut seq = envelope.first_seq;
-        // Where this envelope's pong waits in the queue (nothing leaves the queue
-        // while an envelope is read, so the index holds).
-        let mut pong_at: Option<usize> = None;
+        // The answer to this envelope's last ping.
+        let mut pong: Option<proto::Pong> = None;
         for message in envelope.messages {
             // A kind this version does not know is numbered too (only frames and
             // welcomes are not).
@@ -843,29 +842,25 @@ impl Driver {
                     self.events_acknowledged(pong.events_received);
                 }
                 In::Ping(ping) => {
-                    let pong = proto::Pong {
+                    pong = Some(proto::Pong {
                         nonce: ping.nonce,
                         ping_sent_time_us: ping.sent_time_us,
                         time_us: received_us,
                         events_received: 0,
-                    };
-                    // One answer waits at most: a newer ping replaces its pong, which
-                    // goes once the envelope is read. The queue is searched once per
-                    // envelope, however many pings it holds.
-                    let at = *pong_at.get_or_insert_with(|| {
-                        let waiting = self.queue.iter().rposition(|m| matches!(m, Out::Pong(_)));
-                        waiting.unwrap_or_else(|| {
-                            self.queue.push_back(Out::Pong(proto::Pong::default()));
-                            self.queue.len() - 1
-                        })
                     });
-                    self.queue[at] = Out::Pong(pong);
                 }
                 In::TokenRefreshed(_) => {}
                 In::GoingAway(away) => self.going_away(&away.url),
             }
         }
-        if pong_at.is_some() {
+        // One answer waits at most: the newest ping's replaces one still queued (the
+        // queue is searched once per envelope, however many pings it held), and goes
+        // once the envelope is read.
+        if let Some(pong) = pong {
+            match self.queue.iter_mut().rev().find(|m| matches!(m, Out::Pong(_))) {
+                Some(waiting) => *waiting = Out::Pong(pong),
+                None => self.queue.push_back(Out::Pong(pong)),
+            }
             self.flush(link).await?;
         }
         Ok(None)

@@ -136,7 +136,7 @@ async fn a_ping_flood_is_answered_once_and_starves_nothing() {
         async move {
             send_welcome(&mut ws, welcome("t")).await;
             let room = answer_join(&mut ws, 0).await;
-            let pings = (0..10_000)
+            let mut pings: Vec<In> = (0..10_000)
                 .map(|nonce| {
                     In::Ping(proto::Ping {
                         nonce,
@@ -144,6 +144,15 @@ async fn a_ping_flood_is_answered_once_and_starves_nothing() {
                     })
                 })
                 .collect();
+            // A frame that fails its checksum between them: its resync request may
+            // be sent at once, from the middle of the envelope.
+            let broken = proto::StateFrame {
+                room: room.clone(),
+                tick: 1,
+                checksum: Some(12_345),
+                ..Default::default()
+            };
+            pings.insert(5_000, In::State(broken));
             ws.send(fake_envelope(pings, 0)).await.unwrap();
             let event = proto::RoomEvent {
                 room,
@@ -487,16 +496,17 @@ async fn a_relay_gone_silent_mid_game_is_left_within_the_stall_timeout() {
     let (client, mut events) = Client::connect(config).unwrap();
     client.join("r", "relay");
     let mut last_frame = None;
-    let reason = until(&mut events, |e| match e {
+    let (code, reason) = until(&mut events, |e| match e {
         Event::State { .. } => {
             last_frame = Some(std::time::Instant::now());
             None
         }
-        Event::Reconnecting { reason, .. } => Some(reason.clone()),
+        Event::Disconnected { code, reason, .. } => Some((*code, reason.clone())),
         _ => None,
     })
     .await;
     let silent_for = last_frame.expect("frames before the silence").elapsed();
+    assert_eq!(code, 1006, "reported as a lost connection");
     assert!(reason.contains("state frames stopped"), "{reason}");
     assert!(
         silent_for < Duration::from_secs(3),
