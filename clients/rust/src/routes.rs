@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -25,6 +26,11 @@ const MAX_HOPS: u32 = 4;
 
 /// Attempts to reconnect to a node other than home before its rooms go back home.
 const NODE_ATTEMPTS: u32 = 3;
+
+/// How long each of them may take at most: a node that answered a moment ago and
+/// does not answer a handshake in this long is gone (over QUIC a dead node's port
+/// sends no refusal, and each attempt would wait out `connect_timeout`).
+const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a driver needs to start another driver.
 pub(crate) struct Spawn {
@@ -113,6 +119,7 @@ impl Routes {
             config.fallback_urls.clear();
             let most = config.backoff.max_attempts.map_or(attempts, |m| m.min(attempts));
             config.backoff.max_attempts = Some(most);
+            config.connect_timeout = config.connect_timeout.min(NODE_CONNECT_TIMEOUT);
         }
         let link = driver::Routing {
             routes: Arc::downgrade(self),

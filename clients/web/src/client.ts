@@ -199,6 +199,9 @@ const CLOSE_REASON_CHARS = 40;
 const MAX_HOPS = 4;
 /** Reconnection attempts to a node other than the client's own before its rooms go back. */
 const NODE_ATTEMPTS = 3;
+
+/** How long each of them may take at most (a machine gone answers no handshake). */
+const NODE_CONNECT_TIMEOUT_MS = 2000;
 /** How long a URL this client lost counts as a dead node's: redirects there are retried, not followed. */
 const UNREACHABLE_FOR_MS = 20_000;
 /** How long a room redirected to a node this client failed over from waits before it is joined again. */
@@ -884,7 +887,9 @@ export class Client {
     if (node === undefined || node.#stopped) {
       try {
         // Failing that node, its rooms come back here (no fallbacks of its own).
-        node = new Client({ ...this.#options, url, fallbackUrls: [] }, this);
+        // A node that does not answer a handshake in NODE_CONNECT_TIMEOUT_MS is gone.
+        const connectTimeoutMs = Math.min(this.#options.connectTimeoutMs, NODE_CONNECT_TIMEOUT_MS);
+        node = new Client({ ...this.#options, url, fallbackUrls: [], connectTimeoutMs }, this);
       } catch (e) {
         return refuse(`cannot follow the redirect to ${url}: ${String(e)}`);
       }
