@@ -120,6 +120,8 @@ enum End {
     Reconnect { reason: String, now: bool },
     /// Stop the client.
     Stop,
+    /// Close the connection normally, then stop (only `serve` sees it).
+    CloseAndStop,
 }
 
 struct Driver {
@@ -262,7 +264,7 @@ pub(crate) async fn run(
                     attempt = 0;
                 }
                 match end {
-                    End::Stop => return,
+                    End::Stop | End::CloseAndStop => return,
                     End::Reconnect { now: true, .. } => continue,
                     End::Reconnect { reason, .. } => reason,
                 }
@@ -651,6 +653,10 @@ impl Driver {
                     last_inbound = Instant::now();
                     let outcome = match self.inbound(received, &mut link, &mut welcomed).await {
                         Ok(None) => Ok(()),
+                        Ok(Some(End::CloseAndStop)) => {
+                            link.close().await;
+                            return End::Stop;
+                        }
                         Ok(Some(end)) => return end,
                         Err(e) => Err(e),
                     };
@@ -677,11 +683,19 @@ impl Driver {
     /// This connection cannot come back. Home: the client is finished. Another
     /// node: its rooms are joined again through home.
     async fn give_up(&mut self, attempts: u32, reason: String) {
-        let routes = self.routing.routes.upgrade().filter(|_| !self.routing.home);
-        let Some(routes) = routes else {
+        if self.routing.home {
             return self.emit(Event::GaveUp { attempts, reason }).await;
-        };
+        }
         tracing::info!(url = %self.config.url, "node unreachable ({reason}); joining its rooms again through the first URL");
+        self.rooms_home(true);
+    }
+
+    /// A connection to another node than home: its rooms are joined again through
+    /// home (see `Routes::give_back`; `lost`: the node could not be reached).
+    fn rooms_home(&mut self, lost: bool) {
+        let Some(routes) = self.routing.routes.upgrade() else {
+            return;
+        };
         let mut rooms = std::mem::take(&mut self.rooms);
         // Events this node may not have taken go with their rooms (at least once).
         let limit = self.config.buffer_limit;
@@ -698,7 +712,7 @@ impl Driver {
             })
             .collect();
         drop(mirrors);
-        routes.give_back(&self.config.url, rooms, &mut self.commands);
+        routes.give_back(&self.config.url, rooms, &mut self.commands, lost);
     }
 
     /// The server sent what no relay sends: the connection goes (as lost), and so does
@@ -775,6 +789,17 @@ impl Driver {
             }
             let Some(kind) = message.kind else { continue };
             match kind {
+                // A node connection (a redirect) that reconnected to a new session
+                // there (the node restarted, say) holds none of its seats, and would
+                // join again as that session, not as home's member: its rooms go
+                // home, which joins them again as the member that had the seats.
+                In::Welcome(welcome)
+                    if !welcome.resumed && !self.routing.home && self.connected_before && !self.rooms.is_empty() =>
+                {
+                    tracing::info!(url = %self.config.url, "a new session on this node; joining its rooms again through the first URL");
+                    self.rooms_home(false);
+                    return Ok(Some(End::CloseAndStop));
+                }
                 In::Welcome(welcome) => {
                     *welcomed = true;
                     self.welcomed(welcome, link).await?;

@@ -262,20 +262,25 @@ impl Routes {
         table.hops.remove(room);
     }
 
-    /// The node at `url` could not be reached again, or stopped: its rooms are joined
-    /// again through home (which redirects them to their new owner), and the commands
-    /// for them that its connection had not taken yet (`waiting`) follow, in order.
-    /// (Each room with its type and what it takes along.)
+    /// The node at `url` could not be reached again (`lost`), or stopped, or its
+    /// connection has a new session there (which holds none of the seats): its rooms
+    /// are joined again through home (which redirects them to their new owner, with
+    /// home's member id), and the commands for them that its connection had not taken
+    /// yet (`waiting`) follow, in order. (Each room with its type and what it takes
+    /// along.)
     pub fn give_back(
         &self,
         url: &str,
         rooms: Vec<(String, String, Carried)>,
         waiting: &mut mpsc::UnboundedReceiver<Command>,
+        lost: bool,
     ) {
         let mut table = self.table.lock();
         table.nodes.remove(url);
         table.lost.retain(|_, at| at.elapsed() < UNREACHABLE_FOR);
-        table.lost.insert(url.to_string(), Instant::now());
+        if lost {
+            table.lost.insert(url.to_string(), Instant::now());
+        }
         // Rooms whose join there was not read yet go home with the commands below.
         table.rooms.retain(|_, node| node != url);
         for (room, room_type, carried) in rooms {
@@ -367,6 +372,7 @@ mod tests {
             NODE,
             vec![("r".into(), String::new(), Carried::default())],
             &mut node_rx,
+            true,
         );
         routes.send(input("r", 4));
         routes.send(Command::Leave { room: "r".into() });
@@ -389,7 +395,7 @@ mod tests {
             routes.table.lock().nodes.insert(url.clone(), node);
             let followed = routes.redirect("r", "", Carried::default(), &url, None, &mut home);
             let back = vec![("r".to_string(), String::new(), Carried::default())];
-            routes.give_back(&url, back, &mut node_rx);
+            routes.give_back(&url, back, &mut node_rx, true);
             followed
         };
         for hop in 1..=MAX_HOPS {

@@ -215,6 +215,61 @@ async fn the_rooms_node_killed_the_room_comes_home_and_is_joined_again() {
     client.close().await;
 }
 
+/// The room's node is killed and another node starts at its address before the
+/// client's connection there gives up: that connection reconnects to a new session
+/// (continuing its old one), which holds none of the client's seats. Its rooms go
+/// home, and the client plays on as the member it was (its entity still its own),
+/// not as that connection's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_where_the_rooms_node_was_sends_its_rooms_home() {
+    let cluster = TestCluster::start();
+    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+    let address = a.server.addr;
+    let b = cluster.node().await;
+    let (owner, mut owner_events) = Client::connect(config(&a.server)).unwrap();
+    owner.join("world", "");
+    joined(&mut owner_events, "world").await;
+    let mut settings = config(&b);
+    settings.backoff.initial = Duration::from_millis(10);
+    settings.backoff.max = Duration::from_millis(20);
+    let (client, mut events) = Client::connect(settings).unwrap();
+    let (member, _) = connected(&mut events).await;
+    client.join("world", "");
+    redirected(&mut events, "world").await;
+    joined(&mut events, "world").await;
+    client.send_input("world", create_entity(7));
+    let owners = |c: &Client| {
+        c.with_mirror("world", |m| {
+            m.world().entities().map(|e| (e.id(), e.owner())).collect::<Vec<_>>()
+        })
+    };
+    eventually_true(|| owners(&client) == Some(vec![(7, member)])).await;
+    let written = a.server.metric("tickrelay_checkpoints_written_total");
+    a.server
+        .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+    drop(owner);
+    a.kill();
+    // Another node at the same address (and public URL), as soon as it is free.
+    while std::net::TcpListener::bind(address).is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _again = cluster
+        .node_with(|c| {
+            c.listen = address;
+            c.cluster.node_id = Some("a-again".into());
+        })
+        .await;
+    let joined_as = until(&mut events, |e| match e {
+        Event::Joined(j) if j.room == "world" => Some(j.member_id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined_as, member, "joined again as the member that had the seat");
+    eventually_true(|| owners(&client) == Some(vec![(7, member)])).await;
+    client.close().await;
+}
+
 /// Waits (up to 10 s) for `condition`.
 async fn eventually_true(mut condition: impl FnMut() -> bool) {
     tickrelay_testkit::eventually("the mirrors to show the entities", || {

@@ -824,13 +824,20 @@ export class Client {
       this.#emit("gaveUp", { attempts, reason });
       return;
     }
-    // Another node: its rooms are joined again through home, with the events this
-    // node may not have taken (at least once).
-    const home = this.#home;
-    home.#nodes.delete(this.#options.url);
     // The directory names this node until its leases lapse: home waits redirects
     // here out meanwhile, as for a node it failed over from itself.
-    home.#unreachable.set(this.#options.url, now());
+    this.#roomsHome(true);
+  }
+
+  /**
+   * A connection to another node than home: its rooms are joined again through home,
+   * with the events this node may not have taken (at least once). `lost`: the node
+   * could not be reached (home waits redirects there out for a while).
+   */
+  #roomsHome(lost: boolean): void {
+    const home = this.#home;
+    home.#nodes.delete(this.#options.url);
+    if (lost) home.#unreachable.set(this.#options.url, now());
     for (const { event } of this.#eventsUnacked) {
       const state = this.#rooms.get(eventRoom(event));
       if (state !== undefined) this.#hold(state, event);
@@ -1059,6 +1066,18 @@ export class Client {
   /** A connection is up: restore rooms, replay inputs, flush the buffer, in that order. */
   #welcome(welcome: v1.Welcome): void {
     const resumed = welcome.resumed;
+    // A node connection (a redirect) that reconnected to a new session there (the
+    // node restarted, say) holds none of its seats, and would join again as that
+    // session, not as home's member: its rooms go home, which joins them again as
+    // the member that had the seats.
+    if (!resumed && this.#home !== this && this.#connectedBefore && this.#rooms.size > 0) {
+      this.#stopped = true;
+      this.#clearTimers();
+      this.#rejectRequests("the node's session is a new one");
+      if (this.#socket !== undefined) this.#abandon(this.#socket, "joining through the first connection again", 1000);
+      this.#roomsHome(false);
+      return;
+    }
     if (this.#connectedBefore) {
       this.stats.reconnects++;
       if (resumed) this.stats.resumes++;

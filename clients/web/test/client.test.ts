@@ -600,6 +600,31 @@ test("a node connection that never had a session gives its rooms back home", () 
   assert.deepEqual(home.kinds(), ["join", "join"], "r joined again through home");
 });
 
+test("a node connection that comes back to a new session there gives its rooms back home, the node not waited out", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "ticket-1" } }], 1n);
+  const node = last();
+  node.welcome(false, 9n);
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena", memberId: 7n } }], 1n);
+  node.end(1006);
+  advance(1000);
+  const again = last();
+  assert.notEqual(again, node, "the node connection reconnected");
+  again.welcome(false, 10n); // the node restarted: a new session, none of the seats
+  assert.deepEqual(again.kinds(), [], "r is not joined there as session 10");
+  assert.equal(again.closedWith, 1000);
+  advance(100);
+  assert.deepEqual(home.kinds(), ["join", "join"], "r joined again through home");
+  // The node is alive: a redirect there is followed at once.
+  home.receive([{ case: "redirect", value: { requestId: 2n, room: "r", url: "wss://node-b.test/ws", seat: "ticket-2" } }], 2n);
+  assert.equal(last().url.host, "node-b.test");
+  assert.notEqual(last(), again);
+});
+
 test("a redirect to a node whose rooms came back home is waited out, not followed; hops survive the trip home", () => {
   const { client: c, events } = client();
   c.join("r", "arena");
