@@ -48,6 +48,23 @@ async fn redis_node_under(redis: &RedisServer, id: &str, lease: Duration, prefix
 }
 
 /// Nodes "a" and "b" on a fresh Redis; real time passes.
+/// A plain connection to the test Redis, for what a test does behind the nodes' backs.
+async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Winds the node-start counter under `prefix` to where the next node start draws
+/// `number` (unless it is held or in use).
+async fn next_start_draws(redis: &mut redis::aio::MultiplexedConnection, prefix: &str, number: u64) {
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}node-starts"))
+        .arg(number - 1)
+        .query_async(redis)
+        .await
+        .unwrap();
+}
+
 async fn redis() -> (RedisServer, RedisDirectory, RedisDirectory) {
     let server = RedisServer::start();
     let a = redis_node(&server, "a").await;
@@ -135,8 +152,7 @@ async fn a_sweep_forgets_the_ids_of_rooms_whose_node_died() {
     }
     assert_eq!(c.claim(&entry("kept", 1)).await.unwrap(), Claim::Ours);
     tokio::time::sleep(2 * REDIS_LEASE).await; // a's leases lapse: a "died"
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut redis = raw_connection(&server).await;
     let mut ids = async |index: &str| -> Vec<String> {
         redis::cmd("ZRANGE")
             .arg(index)
@@ -247,8 +263,7 @@ async fn a_redis_restart_does_not_hand_a_live_room_to_another_node() {
 async fn renewals_write_a_listing_only_when_it_changed() {
     use tickrelay_testkit::directory::listed;
     let (server, a, _b) = redis().await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut redis = raw_connection(&server).await;
     let mut stored = async || -> Vec<u8> {
         let listing: Option<Vec<u8>> = (redis::cmd("HGET").arg("test:room:world").arg("listing"))
             .query_async(&mut redis)
@@ -262,7 +277,7 @@ async fn renewals_write_a_listing_only_when_it_changed() {
     let written = stored().await;
     assert!(!written.is_empty());
     // Overwritten behind the node's back: an unchanged listing is not written again.
-    let mut direct = client.get_multiplexed_async_connection().await.unwrap();
+    let mut direct = raw_connection(&server).await;
     let _: () = (redis::cmd("HSET").arg("test:room:world").arg("listing").arg("stale"))
         .query_async(&mut direct)
         .await
@@ -379,15 +394,8 @@ async fn a_node_number_in_use_is_not_given_again() {
     let (server, a, b) = redis().await;
     let hold = Duration::from_secs(30);
     let first = a.register_node(hold).await.unwrap();
-    // The counter, wound on to where the next start would get `first` again.
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg("test:node-starts")
-        .arg(first - 1 + 8191)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let mut connection = raw_connection(&server).await;
+    next_start_draws(&mut connection, "test:", first).await;
     let second = b.register_node(hold).await.unwrap();
     assert_eq!(second, first % 8191 + 1, "the held number skipped");
     // Redis loses the hold (restarted without persistence, say): the node's next
@@ -410,8 +418,7 @@ async fn a_taken_session_keeps_its_number_in_use() {
     let hold = Duration::from_secs(30);
     let dead = a.register_node(hold).await.unwrap();
     a.save_session(dead, "t", b"record", hold).await.unwrap();
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw_connection(&server).await;
     let _: () = redis::cmd("DEL")
         .arg(format!("test:node-number:{dead}"))
         .arg("test:node:a")
@@ -422,12 +429,7 @@ async fn a_taken_session_keeps_its_number_in_use() {
         b.take_session(dead, "t", hold).await.unwrap(),
         tickrelay::cluster::SessionTake::Taken(_)
     ));
-    let _: () = redis::cmd("SET")
-        .arg("test:node-starts")
-        .arg(dead - 1)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    next_start_draws(&mut connection, "test:", dead).await;
     let c = redis_node(&server, "c").await;
     assert_ne!(c.register_node(hold).await.unwrap(), dead);
 }
@@ -441,20 +443,13 @@ async fn a_number_whose_sessions_live_on_is_not_given_again() {
     let hold = Duration::from_secs(30);
     let own = a.register_node(hold).await.unwrap();
     let dead = own % 8191 + 1;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw_connection(&server).await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut connection).await.unwrap();
     assert_eq!(
         a.keep_sessions(own, &[dead], hold).await.unwrap(),
         SessionsKept::Retaken
     );
-    // The counter, wound on to where the next start would get `dead`.
-    let _: () = redis::cmd("SET")
-        .arg("test:node-starts")
-        .arg(dead - 1)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    next_start_draws(&mut connection, "test:", dead).await;
     let number = b.register_node(hold).await.unwrap();
     assert_eq!(number, dead % 8191 + 1, "the number in use skipped");
     // Once nobody keeps it in use, it is given again.
@@ -465,12 +460,7 @@ async fn a_number_whose_sessions_live_on_is_not_given_again() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    let _: () = redis::cmd("SET")
-        .arg("test:node-starts")
-        .arg(dead - 1)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    next_start_draws(&mut connection, "test:", dead).await;
     let c = redis_node(&server, "c").await;
     assert_eq!(c.register_node(hold).await.unwrap(), dead);
 }
@@ -1060,8 +1050,7 @@ async fn a_checkpoint_that_cannot_be_read_keeps_its_room_closed() {
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
 
-    let client = redis::Client::open(cluster.redis.url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut redis = raw_connection(&cluster.redis).await;
     let key = "tickrelay:checkpoint:world";
     let saved: Vec<u8> = redis::cmd("GET").arg(key).query_async(&mut redis).await.unwrap();
     assert!(!saved.is_empty(), "a checkpoint at the hand-off");
@@ -1151,8 +1140,7 @@ async fn sessions_outlive_an_empty_redis_restart() {
     let c_number = before.welcome.session_id >> 40;
 
     tokio::task::block_in_place(|| cluster.redis.restart());
-    let client = redis::Client::open(cluster.redis.url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut redis = raw_connection(&cluster.redis).await;
     tickrelay_testkit::eventually("the nodes' renewals after the restart", || {
         let mut redis = redis.clone();
         async move {
@@ -1176,12 +1164,7 @@ async fn sessions_outlive_an_empty_redis_restart() {
     })
     .await;
     // The next node start would get the dead node's number, if it were free.
-    let _: () = redis::cmd("SET")
-        .arg("tickrelay:node-starts")
-        .arg(dead_number - 1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    next_start_draws(&mut redis, "tickrelay:", dead_number).await;
     let d = cluster.node().await;
     let on_d = TestClient::connect(&d).await;
     assert_ne!(
