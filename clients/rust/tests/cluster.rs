@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
-use tickrelay_testkit::cluster::{TestCluster, jwt_replacing, user_token, user_token_for};
+use tickrelay_testkit::cluster::{Killable, TestCluster, jwt_replacing, user_token, user_token_for};
 use tickrelay_testkit::{TestServer, Transport, create_entity};
 use tokio::sync::mpsc::Receiver;
 
@@ -180,15 +180,20 @@ async fn fails_over_to_another_node_and_keeps_its_seat() {
     client.close().await;
 }
 
-/// The node holding the client's room (not the client's own node) is killed: the
-/// room comes back home, and the redirects home answers while the dead node's lease
-/// lasts are waited out, not followed (a fast backoff gives the room back within a
-/// fraction of the lease: followed, they were more than the client's hop limit), so
-/// the client ends in the room restored at home, with its entity.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rooms_node_killed_the_room_comes_home_and_is_joined_again() {
-    let cluster = TestCluster::start();
-    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+/// A client at home on node `b` whose room "world" lives on node `a` (reached by a
+/// redirect): the client's entity 7 is in two of a's checkpoints since, and the
+/// room's first member has left.
+struct RoomElsewhere {
+    a: Killable,
+    b: TestServer,
+    client: Client,
+    events: Receiver<Event>,
+    /// The client's member id (its home session's).
+    member: u64,
+}
+
+async fn room_elsewhere(cluster: &TestCluster) -> RoomElsewhere {
+    let a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
     let b = cluster.node().await;
     let (owner, mut owner_events) = Client::connect(config(&a.server)).unwrap();
     owner.join("world", "");
@@ -197,17 +202,49 @@ async fn the_rooms_node_killed_the_room_comes_home_and_is_joined_again() {
     settings.backoff.initial = Duration::from_millis(10);
     settings.backoff.max = Duration::from_millis(20);
     let (client, mut events) = Client::connect(settings).unwrap();
+    let (member, _) = connected(&mut events).await;
     client.join("world", "");
     redirected(&mut events, "world").await;
     joined(&mut events, "world").await;
     client.send_input("world", create_entity(7));
-    let ids = |c: &Client| c.with_mirror("world", |m| m.world().entities().map(|e| e.id()).collect::<Vec<_>>());
-    eventually_true(|| ids(&client) == Some(vec![7])).await;
+    eventually_true(|| owners(&client) == Some(vec![(7, member)])).await;
     let written = a.server.metric("tickrelay_checkpoints_written_total");
     a.server
         .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
         .await;
     drop(owner);
+    RoomElsewhere {
+        a,
+        b,
+        client,
+        events,
+        member,
+    }
+}
+
+/// The entities of the client's mirror of "world", with their owners.
+fn owners(client: &Client) -> Option<Vec<(u64, u64)>> {
+    client.with_mirror("world", |m| {
+        m.world().entities().map(|e| (e.id(), e.owner())).collect::<Vec<_>>()
+    })
+}
+
+/// The node holding the client's room (not the client's own node) is killed: the
+/// room comes back home, and the redirects home answers while the dead node's lease
+/// lasts are waited out, not followed (a fast backoff gives the room back within a
+/// fraction of the lease: followed, they were more than the client's hop limit), so
+/// the client ends in the room restored at home, with its entity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rooms_node_killed_the_room_comes_home_and_is_joined_again() {
+    let cluster = TestCluster::start();
+    let RoomElsewhere {
+        mut a,
+        b,
+        client,
+        mut events,
+        ..
+    } = room_elsewhere(&cluster).await;
+    let ids = |c: &Client| c.with_mirror("world", |m| m.world().entities().map(|e| e.id()).collect::<Vec<_>>());
     a.kill();
     joined(&mut events, "world").await;
     eventually_true(|| ids(&client) == Some(vec![7])).await;
@@ -223,32 +260,14 @@ async fn the_rooms_node_killed_the_room_comes_home_and_is_joined_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_session_where_the_rooms_node_was_sends_its_rooms_home() {
     let cluster = TestCluster::start();
-    let mut a = cluster.killable_node(|c| c.cluster.checkpoint_ticks = 6).await;
+    let RoomElsewhere {
+        mut a,
+        b: _home,
+        client,
+        mut events,
+        member,
+    } = room_elsewhere(&cluster).await;
     let address = a.server.addr;
-    let b = cluster.node().await;
-    let (owner, mut owner_events) = Client::connect(config(&a.server)).unwrap();
-    owner.join("world", "");
-    joined(&mut owner_events, "world").await;
-    let mut settings = config(&b);
-    settings.backoff.initial = Duration::from_millis(10);
-    settings.backoff.max = Duration::from_millis(20);
-    let (client, mut events) = Client::connect(settings).unwrap();
-    let (member, _) = connected(&mut events).await;
-    client.join("world", "");
-    redirected(&mut events, "world").await;
-    joined(&mut events, "world").await;
-    client.send_input("world", create_entity(7));
-    let owners = |c: &Client| {
-        c.with_mirror("world", |m| {
-            m.world().entities().map(|e| (e.id(), e.owner())).collect::<Vec<_>>()
-        })
-    };
-    eventually_true(|| owners(&client) == Some(vec![(7, member)])).await;
-    let written = a.server.metric("tickrelay_checkpoints_written_total");
-    a.server
-        .wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
-        .await;
-    drop(owner);
     a.kill();
     // Another node at the same address (and public URL), as soon as it is free.
     while std::net::TcpListener::bind(address).is_err() {
