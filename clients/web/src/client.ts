@@ -397,8 +397,11 @@ export class Client {
     flush?: ReturnType<typeof setTimeout>;
     retry?: ReturnType<typeof setTimeout>;
   } = {};
-  /** When this connection's last state frame arrived. */
+  /** When this connection's last state frame, and its last message, arrived. */
   #frameAt: number | undefined;
+  #lastInbound = 0;
+  /** When a stall's ping went (see `#checkStall`). */
+  #probedAt: number | undefined;
   #closed: (() => void) | undefined;
 
   constructor(options: ClientOptions, home?: Client) {
@@ -652,6 +655,7 @@ export class Client {
     }
     this.#link = { resuming: this.#session !== undefined, welcomedAt: undefined, played: false, goingAway: false };
     this.#frameAt = undefined;
+    this.#probedAt = undefined;
     const protocols = [PROTOCOL];
     if (this.#options.token !== undefined) protocols.push(BEARER_PREFIX + this.#options.token);
     let socket: WebSocket;
@@ -746,18 +750,37 @@ export class Client {
 
   #armQuiet(socket: WebSocket): void {
     clearTimeout(this.#timers.quiet);
-    clearTimeout(this.#timers.stall);
     this.#timers.quiet = setTimeout(() => this.#drop(socket, "server went quiet"), this.#options.quietTimeoutMs);
-    // Frames were arriving up to now: a second without anything is a stall, asked about at once.
-    if (!this.#welcomed || this.#frameAt === undefined || now() - this.#frameAt >= STALL_AFTER_MS) return;
-    this.#timers.stall = setTimeout(() => {
+    this.#lastInbound = now();
+    this.#probedAt = undefined; // whatever arrives answers a stall's ping
+    if (this.#timers.stall === undefined) this.#checkStall(socket);
+  }
+
+  /**
+   * Frames were arriving up to the last message: a second without anything is a
+   * stall, asked about at once with a ping, and the connection is dropped when
+   * nothing answers within `stallTimeoutMs`. One timer, moved on when it fires (not
+   * at every message).
+   */
+  #checkStall(socket: WebSocket): void {
+    this.#timers.stall = undefined;
+    const last = this.#lastInbound;
+    if (!this.#welcomed || this.#frameAt === undefined || last - this.#frameAt >= STALL_AFTER_MS) return;
+    const t = now();
+    const ms = this.#options.stallTimeoutMs;
+    let next = last + STALL_AFTER_MS;
+    if (this.#probedAt !== undefined) {
+      if (t >= this.#probedAt + ms) {
+        this.#drop(socket, `state frames stopped and a ping got no answer within ${ms} ms`);
+        return;
+      }
+      next = this.#probedAt + ms;
+    } else if (t >= next) {
+      this.#probedAt = t;
       this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
-      const ms = this.#options.stallTimeoutMs;
-      this.#timers.stall = setTimeout(
-        () => this.#drop(socket, `state frames stopped and a ping got no answer within ${ms} ms`),
-        ms,
-      );
-    }, STALL_AFTER_MS);
+      next = t + ms;
+    }
+    this.#timers.stall = setTimeout(() => this.#checkStall(socket), next - t);
   }
 
   #ended(code: number, reason: string): void {
