@@ -630,7 +630,7 @@ fn quick_join(c: &mut Criterion) {
             empty_room_ttl_secs: 3_600,
             ..Config::default()
         };
-        let pool = SimPool::start(config.pool_config()).expect("simulation threads start");
+        let pool = SimPool::start(config.pool_config(&Default::default()).unwrap()).expect("simulation threads start");
         for i in 0..rooms {
             let metadata = if i % 10 == 0 { ctf.clone() } else { dm.clone() };
             let listing = ListingState {

@@ -19,8 +19,11 @@ use crate::session::SessionSettings;
 use crate::session::auth::AuthConfig;
 use crate::session::limits::RateLimits;
 use crate::state::{FieldSpec, FieldType, KindSchema, Schema};
+mod simulations;
+
 pub use crate::transport::gate::ConnectionLimits;
 use crate::transport::origin::OriginConfig;
+pub use simulations::Simulations;
 
 /// The largest presence message: a room id and a user id at their longest.
 /// Most reliable messages a session's queue may hold (`[session] outbox_max_messages`):
@@ -288,14 +291,28 @@ impl Default for SessionConfig {
     }
 }
 
-/// Which built-in simulation a room type runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Which simulation a room type runs: `simulation = "relay"`, `"arena"`, or the name
+/// of one the program registered ([`Simulations`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
 pub enum SimulationKind {
     /// Members write the entities they own.
     Relay,
     /// The example authoritative game.
     Arena,
+    /// A simulation the program registered under this name (the `tickrelay` binary
+    /// registers none: a game's own binary does, see [`Simulations`]).
+    Registered(String),
+}
+
+impl From<String> for SimulationKind {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "relay" => Self::Relay,
+            "arena" => Self::Arena,
+            _ => Self::Registered(name),
+        }
+    }
 }
 
 /// A room type.
@@ -333,6 +350,9 @@ pub struct RoomTypeConfig {
     pub arena_precision: f64,
     /// Declared entity kinds (relay; the arena declares its own).
     pub kinds: Vec<KindConfig>,
+    /// Settings of a registered simulation, read into its own type as the server
+    /// starts (`[room_types.TYPE.params]`; see [`Simulations::add_with_params`]).
+    pub params: toml::Table,
 }
 
 /// A declared entity kind of a relay room type: `[[room_types.NAME.kinds]]`.
@@ -506,6 +526,7 @@ impl Default for RoomTypeConfig {
             arena_npcs: arena.npcs,
             arena_precision: arena.precision,
             kinds: Vec::new(),
+            params: toml::Table::new(),
         }
     }
 }
@@ -624,6 +645,11 @@ impl Config {
             if let Err(e) = t.schema() {
                 return invalid(format!("room type `{name}`: {e}"));
             }
+            if !t.params.is_empty() && !matches!(t.simulation, SimulationKind::Registered(_)) {
+                return invalid(format!(
+                    "room type `{name}`: `params` are for simulations a program registers; relay and arena rooms take the settings above"
+                ));
+            }
             // One tick's presence for a member: a leave and a join per seat, with room
             // for its own `Joined` and an error (events wait for the next tick).
             let (messages, bytes) = (2 * t.max_members + 2, 2 * t.max_members * PRESENCE_MAX_BYTES);
@@ -729,13 +755,41 @@ impl Config {
         Ok(())
     }
 
-    /// The simulation pool settings this configuration describes.
-    pub fn pool_config(&self) -> PoolConfig {
+    /// Gives each of the program's `simulations` a room type of its name, running it
+    /// with the default room settings, unless the configuration has one, which must
+    /// then run it (a `[room_types.NAME]` that forgot `simulation = "NAME"` would
+    /// otherwise run relay rooms).
+    pub fn add_room_types(&mut self, simulations: &Simulations) -> Result<(), ConfigError> {
+        for name in simulations.names() {
+            let simulation = SimulationKind::Registered(name.to_string());
+            match self.room_types.get(name) {
+                None => {
+                    let room_type = RoomTypeConfig {
+                        simulation,
+                        ..RoomTypeConfig::default()
+                    };
+                    self.room_types.insert(name.to_string(), room_type);
+                }
+                Some(t) if t.simulation == simulation => {}
+                Some(_) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "room type `{name}` is named after the program's simulation `{name}` but runs another: add simulation = \"{name}\" to [room_types.{name}]"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The simulation pool settings this configuration describes, with the
+    /// program's own `simulations` (a room type naming one that is not there, or
+    /// whose `params` do not fit it, is an error).
+    pub fn pool_config(&self, simulations: &Simulations) -> Result<PoolConfig, ConfigError> {
         let threads = match self.sim_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        PoolConfig {
+        Ok(PoolConfig {
             threads,
             channel_capacity: self.sim_queue_capacity,
             max_rooms: self.max_rooms,
@@ -751,14 +805,16 @@ impl Config {
                 .room_types
                 .iter()
                 .map(|(name, t)| {
-                    let mut room_type = t.room_type();
+                    let mut room_type = t
+                        .room_type(simulations)
+                        .map_err(|e| ConfigError::Invalid(format!("room type `{name}`: {e}")))?;
                     room_type.config.naive_fanout = self.naive_fanout;
-                    (name.clone(), room_type)
+                    Ok((name.clone(), room_type))
                 })
-                .collect(),
+                .collect::<Result<_, ConfigError>>()?,
             checkpoints: None,
             configured_rooms: self.rooms.iter().map(|r| r.id.clone()).collect(),
-        }
+        })
     }
 
     /// The room-search rate every session of one creator shares.
@@ -827,11 +883,13 @@ impl RoomTypeConfig {
 
     /// The kinds rooms of this type declare.
     pub fn schema(&self) -> Result<Schema, String> {
-        match self.simulation {
-            SimulationKind::Arena if !self.kinds.is_empty() => {
-                Err("`kinds` are for relay rooms; the arena declares its own".into())
+        match &self.simulation {
+            SimulationKind::Arena | SimulationKind::Registered(_) if !self.kinds.is_empty() => {
+                Err("`kinds` are for relay rooms; the arena and registered simulations declare their own".into())
             }
             SimulationKind::Arena => self.arena().schema().map_err(|e| e.to_string()),
+            // Declared by the simulation itself (`Simulation::schema`).
+            SimulationKind::Registered(_) => Ok(Schema::default()),
             SimulationKind::Relay => {
                 let kinds = self.kinds.iter().map(|k| {
                     let fields = k
@@ -847,8 +905,8 @@ impl RoomTypeConfig {
         }
     }
 
-    fn room_type(&self) -> RoomType {
-        let factory: crate::engine::sim_pool::SimFactory = match self.simulation {
+    fn room_type(&self, simulations: &Simulations) -> Result<RoomType, String> {
+        let factory: crate::engine::sim_pool::SimFactory = match &self.simulation {
             SimulationKind::Relay => {
                 let schema = Arc::new(self.schema().expect("checked by Config::validate"));
                 Arc::new(move || Box::new(Relay::with_schema(schema.clone())))
@@ -857,11 +915,12 @@ impl RoomTypeConfig {
                 let arena = self.arena();
                 Arc::new(move || Box::new(Arena::new(arena)))
             }
+            SimulationKind::Registered(name) => simulations.factory(name, &self.params)?,
         };
-        RoomType {
+        Ok(RoomType {
             config: self.room_config(),
             factory,
-        }
+        })
     }
 }
 
@@ -1058,8 +1117,10 @@ placement = "local"
 # listen = "127.0.0.1:9464"
 # token = "change-me"
 
-# Room types. `simulation` is "relay" (members write the entities they own) or
-# "arena" (the example authoritative game).
+# Room types. `simulation` is "relay" (members write the entities they own),
+# "arena" (the example authoritative game), or the name of a simulation a game's own
+# server binary registers (README, "Your own game logic"), whose settings go in
+# [room_types.NAME.params].
 [room_types.relay]
 simulation = "relay"
 tick_rate = 30                 # ticks per second, 1-128
@@ -1187,16 +1248,105 @@ mod tests {
     #[test]
     fn naive_fanout_reaches_every_room_type() {
         let c = Config::from_toml("naive_fanout = true\n[room_types.fast]\ntick_rate = 60\n").unwrap();
-        let pool = c.pool_config();
+        let pool = c.pool_config(&Simulations::new()).unwrap();
         assert_eq!(pool.room_types.len(), 3);
         assert!(pool.room_types.values().all(|t| t.config.naive_fanout));
         assert!(
             Config::default()
-                .pool_config()
+                .pool_config(&Simulations::new())
+                .unwrap()
                 .room_types
                 .values()
                 .all(|t| !t.config.naive_fanout)
         );
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Size {
+        width: f32,
+    }
+
+    #[test]
+    fn room_types_run_the_simulations_a_program_registers_with_their_params() {
+        let simulations = Simulations::new()
+            .add("plain", || Arena::new(ArenaConfig::default()))
+            .add_with_params("sized", |size: &Size| {
+                Arena::new(ArenaConfig {
+                    width: size.width,
+                    ..ArenaConfig::default()
+                })
+            });
+        let types = |toml: &str| {
+            let c = Config::from_toml(toml).unwrap();
+            c.validate().map_err(|e| e.to_string())?;
+            c.pool_config(&simulations)
+                .map(|p| p.room_types)
+                .map_err(|e| e.to_string())
+        };
+        let sized = "[room_types.wide]\nsimulation = \"sized\"\n[room_types.wide.params]\nwidth = 500.0\n";
+        let wide = &types(sized).unwrap()["wide"];
+        let schema = (wide.factory)().schema();
+        let x = &schema.kinds()[0].fields()[0];
+        assert_eq!(x.ty, FieldType::float(0.0, 500.0, 0.01).unwrap());
+        types("[room_types.p]\nsimulation = \"plain\"\n").unwrap();
+
+        for (toml, problem) in [
+            (
+                "[room_types.x]\nsimulation = \"chess\"\n",
+                "`chess` is not one this program has (it has: relay, arena, plain, sized)",
+            ),
+            (
+                "[room_types.x]\nsimulation = \"sized\"\n",
+                "params: missing field `width`",
+            ),
+            (
+                "[room_types.x]\nsimulation = \"sized\"\nparams = { width = \"wide\" }\n",
+                "params: invalid type",
+            ),
+            (
+                "[room_types.x]\nsimulation = \"plain\"\nparams = { width = 1.0 }\n",
+                "params: unknown field `width`",
+            ),
+            (
+                "[room_types.x]\nsimulation = \"arena\"\nparams = { width = 1.0 }\n",
+                "`params` are for simulations a program registers",
+            ),
+            (
+                "[room_types.x]\nsimulation = \"plain\"\n[[room_types.x.kinds]]\nkind = 1\nfields = []\n",
+                "declare their own",
+            ),
+        ] {
+            let e = types(toml).unwrap_err();
+            assert!(e.contains("room type `x`") && e.contains(problem), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_registered_simulation_has_a_room_type_of_its_name_unless_one_is_configured() {
+        let simulations = Simulations::new().add("plain", || Arena::new(ArenaConfig::default()));
+        let mut c = Config::default();
+        c.add_room_types(&simulations).unwrap();
+        assert_eq!(
+            c.room_types["plain"].simulation,
+            SimulationKind::Registered("plain".into())
+        );
+        c.pool_config(&simulations).unwrap();
+
+        let tuned = "[room_types.plain]\nsimulation = \"plain\"\ntick_rate = 20\n";
+        let mut c = Config::from_toml(tuned).unwrap();
+        c.add_room_types(&simulations).unwrap();
+        assert_eq!(c.room_types["plain"].tick_rate, 20);
+
+        let forgot = Config::from_toml("[room_types.plain]\ntick_rate = 20\n");
+        let e = forgot.unwrap().add_room_types(&simulations).unwrap_err().to_string();
+        assert!(e.contains("add simulation = \"plain\" to [room_types.plain]"), "{e}");
+    }
+
+    #[test]
+    #[should_panic(expected = "simulation `arena` is registered twice")]
+    fn a_built_in_name_cannot_be_registered() {
+        let _ = Simulations::new().add("arena", || Arena::new(ArenaConfig::default()));
     }
 
     #[test]

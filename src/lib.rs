@@ -18,7 +18,10 @@
 //! - [`cluster`] — scale-out over Redis (`[cluster]`): the room directory (leases,
 //!   owners, listings, checkpoints) in memory and in Redis, redirects, cross-node
 //!   publish, rooms restored from checkpoints on another node.
-//! - [`config`] — the TOML/env/flags configuration; [`metrics`]: the Prometheus registry;
+//! - [`config`] — the TOML/env/flags configuration, and [`config::Simulations`]: a
+//!   game's own simulations, by name; `cli` (the `cli` feature): the `tickrelay`
+//!   command line, which a game's own server binary runs with its simulations;
+//!   [`metrics`]: the Prometheus registry;
 //!   [`fd_limit`]: raising the open-file limit at start; [`log_budget`]: rate-limited
 //!   log lines.
 //!
@@ -31,6 +34,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod engine;

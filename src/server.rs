@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, Delivery};
 use crate::cluster::{Claim, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Simulations};
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
@@ -97,7 +97,16 @@ impl Server {
     /// first, so a start that fails on an address in use changes nothing (it does not
     /// write a development certificate over the running relay's).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        Self::bind_with(config, &Simulations::new()).await
+    }
+
+    /// [`Server::bind`] with the program's own simulations, which room types name
+    /// in `simulation = "…"`; each has a room type of its name unless the configuration
+    /// gives one ([`Config::add_room_types`]).
+    pub async fn bind_with(mut config: Config, simulations: &Simulations) -> Result<Self, ServerError> {
+        config.add_room_types(simulations)?;
         config.validate()?;
+        let mut pool_config = config.pool_config(simulations)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -141,7 +150,6 @@ impl Server {
             }
             Some(tls)
         };
-        let mut pool_config = config.pool_config();
         // Cluster mode: rooms checkpoint into this channel; the cluster writes them.
         let checkpoints = config.cluster.redis_url.is_some().then(|| {
             let (tx, rx) = mpsc::unbounded_channel();

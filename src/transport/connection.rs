@@ -624,7 +624,7 @@ mod tests {
     }
 
     fn context_with(config: Config) -> Arc<Context> {
-        let pool = Arc::new(SimPool::start(config.pool_config()).unwrap());
+        let pool = Arc::new(SimPool::start(config.pool_config(&Default::default()).unwrap()).unwrap());
         let session = SessionContext {
             rooms: pool.clone(),
             auth: Arc::new(Authenticator::new(&config.auth).unwrap()),

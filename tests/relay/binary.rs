@@ -9,12 +9,22 @@ use std::time::Duration;
 /// any port, no QUIC) and `args`, with what it wrote to standard error up to its
 /// "listening" line.
 fn start(prefix: &str, args: &[&str]) -> (std::process::Child, Vec<String>, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("tickrelay-bin-{}-{}", std::process::id(), args.join("_")));
+    start_program(env!("CARGO_BIN_EXE_tickrelay").as_ref(), prefix, args)
+}
+
+/// [`start`] for another program with the `tickrelay` command line (an example).
+fn start_program(
+    program: &std::path::Path,
+    prefix: &str,
+    args: &[&str],
+) -> (std::process::Child, Vec<String>, std::path::PathBuf) {
+    let name = program.file_name().unwrap().to_string_lossy();
+    let dir = std::env::temp_dir().join(format!("{name}-bin-{}-{}", std::process::id(), args.join("_")));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("{prefix} exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_tickrelay"))
+        .arg(program)
         .args(["--listen", "127.0.0.1:0", "--no-quic"])
         .args(args)
         .env_remove("TICKRELAY_JWT_SECRET")
@@ -128,6 +138,28 @@ fn the_watch_example_explains_itself_and_names_a_missing_certificate_file() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("/nonexistent/relay-cert.pem"), "{stderr}");
+}
+
+/// The Tag example is the `tickrelay` command line with a room type of its own: rooms
+/// of type `tag` are what the plain binary refuses to start with.
+#[test]
+fn the_tag_example_is_the_relay_with_a_room_type_of_its_own() {
+    let tag = ["--default-room-type", "tag"];
+    let (mut child, lines, dir) = start_program(&example("tag"), "", &tag);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(lines.last().unwrap().contains("listening on"), "{lines:?}");
+    let plain = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .args(tag)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("default_room_type `tag` is not in room_types"),
+        "{stderr}"
+    );
 }
 
 /// Out of file descriptors, the relay closes new connections at once (a descriptor kept

@@ -9,6 +9,8 @@
 //! - [`quic_loss`] — QUIC through a lossy forwarder.
 //! - [`binary`] — the `tickrelay` binary itself: where and how it logs.
 //! - [`cluster`] — the room directory in memory and on a real `redis-server`.
+//! - [`simulations`] — a game's own simulation (the Tag example's), registered by
+//!   the program.
 //!
 //! The slow-reader test measures the process's memory, so it is a binary of its own
 //! (`tests/slow_readers.rs`).
@@ -19,3 +21,4 @@ mod matchmaking;
 mod protection;
 mod quic_loss;
 mod server;
+mod simulations;

@@ -36,7 +36,7 @@ use crate::proto::{
 };
 use crate::state::{MemberId, SERVER, Tick, World};
 
-/// Published events a room dropped at its bound: one log line a second at most.
+/// Server events (published, or sent by the simulation) a room dropped at its bound: one log line a second at most.
 static DROPPED_PUBLISHES: LogBudget = LogBudget::new(1);
 use member::{InputVerdict, Member};
 
@@ -130,6 +130,9 @@ pub struct Room {
     index: FxHashMap<MemberId, usize>,
     sim_calls: Vec<SimCall>,
     events: Vec<QueuedEvent>,
+    /// Events the simulation sent during a callback, queued after it (kept between
+    /// ticks: no allocation).
+    sim_events: Vec<SendEvent>,
     /// Reliable messages and bytes each member (by position) got from this tick's
     /// presence and events, which together stay within a quarter of its queue's
     /// bounds when events wait (see [`Room::relay_events`]); kept between ticks (no
@@ -195,6 +198,7 @@ impl Room {
             index: FxHashMap::default(),
             sim_calls: Vec::new(),
             events: Vec::new(),
+            sim_events: Vec::new(),
             sent_this_tick: Vec::new(),
             event_seq: 0,
             change_ticks: VecDeque::new(),
@@ -254,8 +258,10 @@ impl Room {
             dt: 1.0 / room.config.tick_rate as f32,
             limits: room.config.limits,
             listing: &room.listing,
+            events: &mut room.sim_events,
         };
         room.sim.restore(&mut ctx, &members);
+        room.queue_sim_events();
         Ok(room)
     }
 
@@ -608,8 +614,9 @@ impl Room {
     }
 
     /// Queues a room event for relay at the next tick. Events from non-members are
-    /// ignored; [`SERVER`] (the HTTP API) may always send. Over the per-room bound the
-    /// sender gets a `SERVER_BUSY` error (the server's own event is dropped and logged).
+    /// ignored; [`SERVER`] (the HTTP API, the simulation) may always send. Over the
+    /// per-room bound the sender gets a `SERVER_BUSY` error (the server's own event is
+    /// dropped and logged).
     pub fn push_event(&mut self, sender: MemberId, event: SendEvent) {
         if sender != SERVER && !self.is_member(sender) {
             return;
@@ -617,7 +624,7 @@ impl Room {
         if self.events.len() >= self.config.max_pending_events {
             if sender == SERVER {
                 if let Some(suppressed) = DROPPED_PUBLISHES.take(std::time::Instant::now()) {
-                    tracing::warn!(room = %self.id, suppressed, "published event dropped: too many events pending in this room");
+                    tracing::warn!(room = %self.id, suppressed, "server event dropped: too many events pending in this room");
                 }
                 return;
             }
@@ -752,6 +759,7 @@ impl Room {
             dt: 1.0 / self.config.tick_rate as f32,
             limits: self.config.limits,
             listing: &self.listing,
+            events: &mut self.sim_events,
         };
         for call in self.sim_calls.drain(..) {
             match call {
@@ -773,6 +781,16 @@ impl Room {
             }
         }
         self.sim.step(&mut ctx);
+        self.queue_sim_events();
+    }
+
+    /// Queues the events the simulation sent, as the server's.
+    fn queue_sim_events(&mut self) {
+        let mut sent = std::mem::take(&mut self.sim_events);
+        for event in sent.drain(..) {
+            self.push_event(SERVER, event);
+        }
+        self.sim_events = sent;
     }
 
     /// Relays the queued events in order, each member getting at most a quarter of

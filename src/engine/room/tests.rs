@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::engine::envelope::encode_batch;
 use crate::engine::outbox::{Batch, Left, OutboxLimits};
-use crate::engine::simulation::{Arena, ArenaConfig, ENTITY_COST, Relay, field_cost};
+use crate::engine::simulation::{Arena, ArenaConfig, ENTITY_COST, Relay, SimError, field_cost};
 use crate::frame::decode_server;
 use crate::mirror::{Desync, StateMirror};
 use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
@@ -524,6 +524,68 @@ fn events_reach_exactly_their_targets_in_order() {
     assert_eq!(seen[1], vec![("all".to_string(), 1, 1)]);
     assert_eq!(seen[2], vec![("all".to_string(), 1, 1), ("dm".to_string(), 2, 2)]);
     assert_eq!(seen[3], vec![("all".to_string(), 1, 1)]);
+}
+
+/// A simulation that greets each member who joins (to it alone) and announces a
+/// round at every step after the first.
+struct Announcer;
+
+impl Simulation for Announcer {
+    fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        ctx.send_event("welcome", member.to_string(), &[member]);
+    }
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        Ok(())
+    }
+    fn step(&mut self, ctx: &mut SimContext<'_>) {
+        if ctx.tick > 1 {
+            ctx.send_event("round", ctx.tick.to_string(), &[]);
+        }
+    }
+}
+
+/// Every event a client read, as (kind, payload, seq, sender).
+fn events_read(client: &mut Client) -> Vec<(String, String, u64, u64)> {
+    client.read();
+    (client.take_received().into_iter())
+        .filter_map(|k| match k {
+            server_message::Kind::Event(e) => {
+                Some((e.kind, String::from_utf8(e.payload.to_vec()).unwrap(), e.seq, e.sender))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_simulations_events_reach_their_targets_after_the_members_events() {
+    let mut room = Room::new(
+        1,
+        "room".into(),
+        "announcer".into(),
+        RoomConfig::default(),
+        Box::new(Announcer),
+    );
+    let (mut a, mut b) = (Client::new(1), Client::new(2));
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.tick(0);
+    let own = |kind: &str, payload: &str, seq| (kind.to_string(), payload.to_string(), seq, SERVER);
+    assert_eq!(events_read(&mut a), vec![own("welcome", "1", 1)]);
+    assert_eq!(events_read(&mut b), vec![own("welcome", "2", 2)]);
+
+    let said = SendEvent {
+        room: "room".into(),
+        kind: "chat".into(),
+        payload: bytes::Bytes::from_static(b"hi"),
+        targets: vec![],
+    };
+    room.push_event(1, said);
+    room.tick(0);
+    assert_eq!(events_read(&mut a), vec![own("round", "2", 4)]);
+    let chat = ("chat".to_string(), "hi".to_string(), 3, 1);
+    assert_eq!(events_read(&mut b), vec![chat, own("round", "2", 4)]);
 }
 
 /// Several senders aiming at one member within one tick (each within its own rate

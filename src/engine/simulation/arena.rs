@@ -263,11 +263,12 @@ mod tests {
     use super::*;
     use crate::engine::listing::Listing;
     use crate::engine::simulation::EntityLimits;
+    use crate::proto::SendEvent;
     use crate::state::World;
 
     static LISTING: Listing = Listing::unlisted();
 
-    fn ctx(world: &mut World, tick: u64) -> SimContext<'_> {
+    fn ctx<'a>(world: &'a mut World, events: &'a mut Vec<SendEvent>, tick: u64) -> SimContext<'a> {
         world.begin_tick(tick);
         SimContext {
             world,
@@ -275,6 +276,7 @@ mod tests {
             dt: 1.0 / 30.0,
             limits: EntityLimits::default(),
             listing: &LISTING,
+            events,
         }
     }
 
@@ -285,11 +287,12 @@ mod tests {
             ..Default::default()
         });
         let mut world = World::with_schema(32, arena.schema());
-        arena.join(&mut ctx(&mut world, 1), 7);
+        let mut events = Vec::new();
+        arena.join(&mut ctx(&mut world, &mut events, 1), 7);
         let right = input::Payload::Intent(vec![127u8, 0].into());
-        arena.input(&mut ctx(&mut world, 1), 7, &right).unwrap();
+        arena.input(&mut ctx(&mut world, &mut events, 1), 7, &right).unwrap();
         for tick in 1..=30 {
-            arena.step(&mut ctx(&mut world, tick));
+            arena.step(&mut ctx(&mut world, &mut events, tick));
             world.finish_tick();
         }
         // One second at full speed to the right: 10 units from the centre.
@@ -300,7 +303,7 @@ mod tests {
         assert!((x - 60.0).abs() <= 0.005, "x = {x}");
         assert_eq!(avatar.get(FIELD_Y), Some(&Value::Float(50.0)));
         for tick in 31..=3000 {
-            arena.step(&mut ctx(&mut world, tick));
+            arena.step(&mut ctx(&mut world, &mut events, tick));
             world.finish_tick();
         }
         assert_eq!(world.len(), 5);
@@ -310,22 +313,23 @@ mod tests {
             };
             assert!((0.0..=100.0).contains(x) && (0.0..=100.0).contains(y), "{x},{y}");
         }
-        arena.leave(&mut ctx(&mut world, 3001), 7);
+        arena.leave(&mut ctx(&mut world, &mut events, 3001), 7);
         assert_eq!(world.len(), 4);
     }
 
     #[test]
     fn only_the_moving_share_of_npcs_changes() {
         let mut world = World::new(32);
+        let mut events = Vec::new();
         let mut arena = Arena::new(ArenaConfig {
             npcs: 8,
             npc_moving_share: 0.25,
             ..Default::default()
         });
-        arena.step(&mut ctx(&mut world, 1));
+        arena.step(&mut ctx(&mut world, &mut events, 1));
         world.finish_tick();
         for tick in 2..=10 {
-            arena.step(&mut ctx(&mut world, tick));
+            arena.step(&mut ctx(&mut world, &mut events, tick));
             world.finish_tick();
         }
         let moved = world.entities().filter(|e| e.changed() > 1).count();
@@ -335,8 +339,9 @@ mod tests {
     #[test]
     fn bad_intents_are_typed_errors() {
         let mut world = World::new(32);
+        let mut events = Vec::new();
         let mut arena = Arena::new(ArenaConfig::default());
-        let c = &mut ctx(&mut world, 1);
+        let c = &mut ctx(&mut world, &mut events, 1);
         assert!(matches!(
             arena.input(c, 1, &input::Payload::Intent(vec![1].into())),
             Err(SimError::InvalidIntent(_))

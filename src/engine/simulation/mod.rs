@@ -15,7 +15,7 @@ pub use relay::Relay;
 use std::sync::Arc;
 
 use crate::engine::listing::Listing;
-use crate::proto::{ErrorCode, input};
+use crate::proto::{ErrorCode, SendEvent, input};
 use crate::state::{EntityId, FieldId, FieldProblem, MemberId, Schema, Tick, World, WorldError};
 
 /// Per-room caps on what members may put into the state.
@@ -77,6 +77,25 @@ pub struct SimContext<'a> {
     /// metadata (say, the map or the round) and lock the room (say, once a match
     /// started), within [`crate::engine::listing::check`]'s limits.
     pub listing: &'a Listing,
+    /// Room events the simulation sends ([`SimContext::send_event`]); the room
+    /// relays them at the end of the tick.
+    pub events: &'a mut Vec<SendEvent>,
+}
+
+impl SimContext<'_> {
+    /// Sends a room event from the server (sender 0) to `targets` (empty: every
+    /// member), reliably and in order with the members' events: it is relayed at the
+    /// end of this tick, after the events members sent before it. Over the room's
+    /// bound on pending events it is dropped (and logged), like an event the HTTP
+    /// API publishes.
+    pub fn send_event(&mut self, kind: &str, payload: impl Into<bytes::Bytes>, targets: &[MemberId]) {
+        self.events.push(SendEvent {
+            room: String::new(),
+            kind: kind.to_string(),
+            payload: payload.into(),
+            targets: targets.to_vec(),
+        });
+    }
 }
 
 /// Why a simulation refused an input. Sent to the member as an `Error` message.

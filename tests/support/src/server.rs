@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tickrelay::config::Config;
+use tickrelay::config::{Config, Simulations};
 use tickrelay::metrics::Metrics;
 use tickrelay::server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,7 +65,12 @@ pub fn many_searches(config: &mut Config) {
 
 /// The server with exactly `config` (start from [`Config::loopback`]).
 pub async fn start_config(config: Config) -> TestServer {
-    let server = Server::bind(config).await.expect("server starts");
+    start_with_simulations(config, &Simulations::new()).await
+}
+
+/// The server with exactly `config` and the program's own `simulations`.
+pub async fn start_with_simulations(config: Config, simulations: &Simulations) -> TestServer {
+    let server = Server::bind_with(config, simulations).await.expect("server starts");
     let addr = server.local_addr();
     let quic_addr = server.quic_addr().expect("QUIC is on by default");
     let cert_pem = server.dev_certificate().expect("dev certificate").to_string();

@@ -1,0 +1,226 @@
+//! Tag, a small authoritative game written against tickrelay's [`Simulation`] trait:
+//! what a game's own server logic looks like. Each member gets a player the server
+//! moves by the member's intents; one player is "it", and touching another passes it
+//! on. The server announces each tag to the room as a `tagged` event.
+//!
+//! Intents are the arena's: two bytes, `dx` and `dy` as signed 8-bit integers, so
+//! `tickrelay-bots --room-type tag` can play it too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tickrelay::engine::simulation::{SimContext, SimError, Simulation};
+use tickrelay::proto::input;
+use tickrelay::state::{EntityId, FieldSpec, FieldType, KindSchema, MemberId, SERVER, Schema, Value};
+
+/// The kind of a player entity.
+pub const KIND_PLAYER: u32 = 1;
+/// A player's x (float, `0..=size`).
+pub const FIELD_X: u32 = 1;
+/// A player's y (float, `0..=size`).
+pub const FIELD_Y: u32 = 2;
+/// Whether the player is "it" (bool).
+pub const FIELD_IT: u32 = 3;
+
+/// The game's settings: `[room_types.tag.params]` in the relay's configuration.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TagParams {
+    /// The side of the square field.
+    pub size: f32,
+    /// Player speed at full intent, units per second.
+    pub speed: f32,
+    /// How close "it" must come to tag.
+    pub reach: f32,
+    /// Seconds after a tag (and after the first player joins) before "it" can tag.
+    pub cooldown_secs: f32,
+}
+
+impl Default for TagParams {
+    fn default() -> Self {
+        Self {
+            size: 100.0,
+            speed: 12.0,
+            reach: 3.0,
+            cooldown_secs: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Player {
+    entity: EntityId,
+    x: f32,
+    y: f32,
+    /// The latest intent, each in `-1.0..=1.0`.
+    dx: f32,
+    dy: f32,
+}
+
+/// One room of tag.
+#[derive(Debug)]
+pub struct Tag {
+    params: TagParams,
+    schema: Arc<Schema>,
+    players: BTreeMap<MemberId, Player>,
+    it: Option<MemberId>,
+    /// Seconds until "it" may tag.
+    cooldown: f32,
+    next_entity: EntityId,
+    joined: u32,
+}
+
+impl Tag {
+    /// A new room with `params`.
+    pub fn new(params: &TagParams) -> Self {
+        let position = FieldType::float(0.0, f64::from(params.size), 0.01).expect("a valid field size");
+        let fields = vec![
+            FieldSpec::new(FIELD_X, "x", position),
+            FieldSpec::new(FIELD_Y, "y", position),
+            FieldSpec::new(FIELD_IT, "it", FieldType::Bool),
+        ];
+        let player = KindSchema::new(KIND_PLAYER, "player", fields).expect("a valid kind");
+        Self {
+            params: *params,
+            schema: Arc::new(Schema::new(vec![player]).expect("a valid schema")),
+            players: BTreeMap::new(),
+            it: None,
+            cooldown: 0.0,
+            next_entity: 1,
+            joined: 0,
+        }
+    }
+
+    /// Makes `member` "it" (and whoever was, not), and tells the room who tagged whom
+    /// (`from` 0: the server chose, because "it" left).
+    fn pass_it(&mut self, ctx: &mut SimContext<'_>, from: MemberId, to: MemberId) {
+        for (member, value) in [(self.it, false), (Some(to), true)] {
+            if let Some(player) = member.and_then(|m| self.players.get(&m)) {
+                let _ = ctx.world.set(player.entity, FIELD_IT, Value::Bool(value));
+            }
+        }
+        self.it = Some(to);
+        self.cooldown = self.params.cooldown_secs;
+        ctx.send_event("tagged", format!("{{\"from\":{from},\"to\":{to}}}"), &[]);
+    }
+}
+
+impl Simulation for Tag {
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+
+    fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        // Players join on alternate sides of the field, a row apart.
+        let size = self.params.size;
+        let x = if self.joined.is_multiple_of(2) {
+            size / 4.0
+        } else {
+            size * 0.75
+        };
+        let y = (size / 2.0 + (self.joined / 2) as f32 * 7.0) % size;
+        self.joined += 1;
+        let entity = self.next_entity;
+        self.next_entity += 1;
+        let first = self.it.is_none();
+        let fields = [
+            (FIELD_X, Value::Float(x)),
+            (FIELD_Y, Value::Float(y)),
+            (FIELD_IT, Value::Bool(first)),
+        ];
+        if ctx.world.spawn(entity, member, KIND_PLAYER, fields).is_err() {
+            return; // the room's entity limits: this member plays without a player
+        }
+        let player = Player {
+            entity,
+            x,
+            y,
+            dx: 0.0,
+            dy: 0.0,
+        };
+        self.players.insert(member, player);
+        if first {
+            self.it = Some(member);
+            self.cooldown = self.params.cooldown_secs;
+        }
+    }
+
+    fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        if let Some(player) = self.players.remove(&member) {
+            let _ = ctx.world.despawn(player.entity);
+        }
+        if self.it == Some(member) {
+            self.it = None;
+            if let Some(&next) = self.players.keys().next() {
+                self.pass_it(ctx, SERVER, next);
+            }
+        }
+    }
+
+    fn input(&mut self, _: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
+        let input::Payload::Intent(intent) = payload else {
+            return Err(SimError::WrongPayload { expected: "intent" });
+        };
+        let &[dx, dy] = &intent[..] else {
+            return Err(SimError::InvalidIntent("two bytes: dx and dy"));
+        };
+        if let Some(player) = self.players.get_mut(&member) {
+            player.dx = f32::from(dx as i8) / 127.0;
+            player.dy = f32::from(dy as i8) / 127.0;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, ctx: &mut SimContext<'_>) {
+        let (size, step) = (self.params.size, self.params.speed * ctx.dt);
+        for player in self.players.values_mut() {
+            if player.dx == 0.0 && player.dy == 0.0 {
+                continue;
+            }
+            player.x = (player.x + player.dx * step).clamp(0.0, size);
+            player.y = (player.y + player.dy * step).clamp(0.0, size);
+            let _ = ctx.world.set(player.entity, FIELD_X, Value::Float(player.x));
+            let _ = ctx.world.set(player.entity, FIELD_Y, Value::Float(player.y));
+        }
+        self.cooldown -= ctx.dt;
+        let Some(it) = self.it.filter(|_| self.cooldown <= 0.0) else {
+            return;
+        };
+        let chaser = self.players[&it];
+        let distance = |p: &Player| (p.x - chaser.x).hypot(p.y - chaser.y);
+        let nearest = (self.players.iter())
+            .filter(|&(&m, p)| m != it && distance(p) <= self.params.reach)
+            .min_by(|a, b| distance(a.1).total_cmp(&distance(b.1)));
+        if let Some((&tagged, _)) = nearest {
+            self.pass_it(ctx, it, tagged);
+        }
+    }
+
+    fn restore(&mut self, ctx: &mut SimContext<'_>, _members: &[MemberId]) {
+        // Everything the game needs is in the world: positions, and who is "it".
+        self.players.clear();
+        self.it = None;
+        for e in ctx.world.entities().filter(|e| e.kind() == KIND_PLAYER) {
+            let float = |field| match e.get(field) {
+                Some(Value::Float(v)) => *v,
+                _ => 0.0,
+            };
+            let (x, y) = (float(FIELD_X), float(FIELD_Y));
+            let player = Player {
+                entity: e.id(),
+                x,
+                y,
+                dx: 0.0,
+                dy: 0.0,
+            };
+            self.players.insert(e.owner(), player);
+            if e.get(FIELD_IT) == Some(&Value::Bool(true)) {
+                self.it = Some(e.owner());
+            }
+            self.next_entity = self.next_entity.max(e.id() + 1);
+        }
+        self.joined = self.players.len() as u32;
+        self.cooldown = self.params.cooldown_secs;
+    }
+}

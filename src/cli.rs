@@ -1,0 +1,354 @@
+//! The `tickrelay` command line (the `cli` feature): `tickrelay [serve]` runs the
+//! relay; `tickrelay config --print-default` prints the commented default
+//! configuration; `tickrelay token` mints a development token.
+//!
+//! A game's own server binary is this command line with its simulations added:
+//!
+//! ```no_run
+//! # use tickrelay::engine::simulation::Arena;
+//! # fn my_game() -> Arena { Arena::new(Default::default()) }
+//! fn main() -> std::process::ExitCode {
+//!     let simulations = tickrelay::config::Simulations::new().add("my-game", my_game);
+//!     tickrelay::cli::main(simulations)
+//! }
+//! ```
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG, Simulations};
+use crate::server::Server;
+use crate::session::auth::{AuthMode, Claims, mint_hs256};
+
+/// tickrelay: a multiplayer game state relay. Clients connect over wss:// to /ws, join
+/// rooms and receive delta-compressed state every tick. With no options it serves on
+/// 127.0.0.1:7443 with a generated development certificate.
+///
+/// Settings come from built-in defaults, then the TOML file (--config), then
+/// TICKRELAY_* environment variables, then flags. `tickrelay config --print-default`
+/// prints every file setting with its default.
+#[derive(Parser, Debug)]
+#[command(name = "tickrelay", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the relay (the default).
+    Serve(Box<ServeArgs>),
+    /// Configuration helpers.
+    Config {
+        /// Print the default configuration file, with every setting explained.
+        #[arg(long)]
+        print_default: bool,
+    },
+    /// Mint an HS256 token for development and tests (use the server's
+    /// `auth.hs256_secret`).
+    Token {
+        /// The shared secret.
+        #[arg(long, env = "TICKRELAY_JWT_SECRET")]
+        secret: String,
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        /// Restrict the token to these rooms (repeatable; `prefix*` matches by prefix).
+        #[arg(long = "room")]
+        rooms: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short, env = "TICKRELAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (HTTPS: /ws, /healthz, /metrics) [default: 127.0.0.1:7443].
+    #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// PEM certificate chain (needs --tls-key). Without both, a development
+    /// certificate is generated.
+    #[arg(long, env = "TICKRELAY_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (needs --tls-cert).
+    #[arg(long, env = "TICKRELAY_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Where the generated development certificate is written [default:
+    /// tickrelay-dev-cert.pem].
+    #[arg(long, env = "TICKRELAY_DEV_CERT_PATH", value_name = "FILE")]
+    dev_cert_path: Option<PathBuf>,
+    /// Serve plain ws:// and http:// without TLS (behind a TLS-terminating proxy, or
+    /// for development on your own machine). Turns QUIC off (QUIC always needs TLS).
+    #[arg(long, env = "TICKRELAY_INSECURE_PLAIN")]
+    insecure_plain: bool,
+    /// Do not serve QUIC.
+    #[arg(long, env = "TICKRELAY_NO_QUIC")]
+    no_quic: bool,
+    /// UDP address for QUIC [default: the address and port of --listen].
+    #[arg(long, env = "TICKRELAY_QUIC_LISTEN", value_name = "ADDR")]
+    quic_listen: Option<SocketAddr>,
+    /// Simulation threads; 0 = one per core [default: 0].
+    #[arg(long, env = "TICKRELAY_SIM_THREADS", value_name = "N")]
+    sim_threads: Option<usize>,
+    /// Maximum number of open rooms [default: 10000].
+    #[arg(long, env = "TICKRELAY_MAX_ROOMS", value_name = "N")]
+    max_rooms: Option<usize>,
+    /// Room type used when a join names none [default: relay].
+    #[arg(long, env = "TICKRELAY_DEFAULT_ROOM_TYPE", value_name = "NAME")]
+    default_room_type: Option<String>,
+    /// Largest inbound message in bytes; larger ones close with 1009 [default: 16384].
+    /// Raises `[session] byte_burst` to it when smaller.
+    #[arg(long, env = "TICKRELAY_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Authentication: `anonymous` (development only) or `jwt` [default: anonymous].
+    #[arg(long, env = "TICKRELAY_AUTH", value_name = "MODE")]
+    auth: Option<String>,
+    /// HS256 shared secret for JWT authentication (prefer the environment variable).
+    #[arg(long, env = "TICKRELAY_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Serve /metrics on this address instead, over plain HTTP (for a scraper on a
+    /// private network) [default: on --listen].
+    #[arg(long, env = "TICKRELAY_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` to read /metrics (prefer the environment
+    /// variable).
+    #[arg(long, env = "TICKRELAY_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Turn on the HTTP API for game backends (`POST /rooms/ROOM/events?kind=NAME`,
+    /// the body as the event's payload) with this bearer token (prefer the
+    /// environment variable).
+    #[arg(long, env = "TICKRELAY_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Cluster mode: share one room directory with the other nodes in this Redis
+    /// (`redis://host:port`, or a Redis Cluster's seed nodes, comma-separated: told
+    /// apart by asking the server, or `redis-sentinel://host:port,host:port#name`:
+    /// the sentinels watching a primary named `name`; `rediss://` and
+    /// `rediss-sentinel://` over TLS, certificates in `[cluster] redis_ca_file`,
+    /// `redis_cert_file`, `redis_key_file`); each room lives on one node, and joins
+    /// elsewhere are redirected to it.
+    #[arg(long, env = "TICKRELAY_CLUSTER", value_name = "REDIS_URL")]
+    cluster: Option<String>,
+    /// Cluster mode: this node's id, unique in the cluster [default: its public URL].
+    #[arg(long, env = "TICKRELAY_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// Cluster mode: the URL clients reach this node at [default: wss://LISTEN/ws].
+    #[arg(long, env = "TICKRELAY_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// Benchmark baseline, never for players: every room sends every member a full
+    /// snapshot every tick, encoded for that member alone, and each message is written
+    /// separately. Compare a load run with and without it.
+    #[arg(long, env = "TICKRELAY_NAIVE_FANOUT")]
+    naive_fanout: bool,
+    /// Serve the browser demo at /demo/ (open https://127.0.0.1:7443/demo/ on the
+    /// defaults).
+    #[arg(long, env = "TICKRELAY_DEMO")]
+    demo: bool,
+    /// Seconds to wait for sessions to close on shutdown.
+    #[arg(
+        long,
+        env = "TICKRELAY_SHUTDOWN_GRACE_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    shutdown_grace_secs: u64,
+    /// Log filter (tracing EnvFilter syntax, for example `info` or `tickrelay=debug`).
+    #[arg(long, env = "TICKRELAY_LOG", value_name = "FILTER", default_value = "info")]
+    log: String,
+    /// Log format on standard error: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for log collectors).
+    #[arg(long, env = "TICKRELAY_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &self.tls_cert {
+            config.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            config.tls.key = Some(v.clone());
+        }
+        if let Some(v) = &self.dev_cert_path {
+            config.tls.dev_cert_path = v.clone();
+        }
+        config.tls.insecure_plain |= self.insecure_plain;
+        config.quic.enabled &= !self.no_quic;
+        if let Some(v) = self.quic_listen {
+            config.quic.listen = Some(v);
+        }
+        config.naive_fanout |= self.naive_fanout;
+        config.demo |= self.demo;
+        if let Some(v) = self.sim_threads {
+            config.sim_threads = v;
+        }
+        if let Some(v) = self.max_rooms {
+            config.max_rooms = v;
+        }
+        if let Some(v) = &self.default_room_type {
+            config.default_room_type = v.clone();
+        }
+        if let Some(v) = self.max_message_bytes {
+            config.session.max_message_bytes = v;
+            config.session.fit_byte_burst_to_message_size();
+        }
+        if let Some(v) = &self.auth {
+            config.auth.mode = match v.as_str() {
+                "anonymous" => AuthMode::Anonymous,
+                "jwt" => AuthMode::Jwt,
+                other => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--auth must be anonymous or jwt, not `{other}`"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = &self.jwt_secret {
+            config.auth.hs256_secret = Some(v.clone());
+        }
+        if let Some(v) = self.metrics_listen {
+            config.metrics.listen = Some(v);
+        }
+        if let Some(v) = &self.metrics_token {
+            config.metrics.token = Some(v.clone());
+        }
+        if let Some(v) = &self.api_token {
+            config.api.token = Some(v.clone());
+        }
+        if let Some(v) = &self.cluster {
+            config.cluster.redis_url = Some(v.clone());
+        }
+        if let Some(v) = &self.node_id {
+            config.cluster.node_id = Some(v.clone());
+        }
+        if let Some(v) = &self.public_url {
+            config.cluster.public_url = Some(v.clone());
+        }
+        Ok(config)
+    }
+}
+
+/// Parses the command line and does what it says (runs the relay, by default, with
+/// the built-in simulations and `simulations`) until a signal stops it.
+pub fn main(simulations: Simulations) -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Config { print_default }) => {
+            if print_default {
+                print!("{DEFAULT_CONFIG}");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("nothing to do: try `tickrelay config --print-default`");
+            return ExitCode::from(2);
+        }
+        Some(Command::Token {
+            secret,
+            sub,
+            ttl_secs,
+            rooms,
+        }) => {
+            let exp = crate::clock::unix_micros() / 1_000_000 + ttl_secs;
+            let rooms = (!rooms.is_empty()).then_some(rooms);
+            println!("{}", mint_hs256(&secret, &Claims { sub, exp, rooms }));
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Serve(args)) => *args,
+        None => cli.serve,
+    };
+    // Logs go to standard error (standard output is for what a command prints).
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::fd_limit::raise() {
+        Ok(r) if r.from != r.to => tracing::info!(from = ?r.from, to = ?r.to, "raised the open file limit"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
+    if config.naive_fanout {
+        tracing::warn!("naive_fanout: a full snapshot per member per tick, encoded per member (benchmark baseline)");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind_with(config, &simulations).await {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signal_shutdown(shutdown.clone()));
+        server
+            .run(shutdown, Duration::from_secs(args.shutdown_grace_secs))
+            .await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn signal_shutdown(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
