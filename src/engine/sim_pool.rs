@@ -203,6 +203,10 @@ pub enum PoolError {
     /// reached now.
     #[error("{0}")]
     Unavailable(String),
+    /// The room's simulation panicked as the room opened (building it, declaring its
+    /// schema or restoring it): a bug in the game's simulation.
+    #[error("the room's simulation failed to start")]
+    SimulationFailed,
 }
 
 impl PoolError {
@@ -214,7 +218,7 @@ impl PoolError {
             Self::RoomTypeMismatch { .. } => ErrorCode::RoomTypeMismatch,
             Self::TooManyRooms | Self::Busy => ErrorCode::ServerBusy,
             Self::CreationLimit(_) => ErrorCode::LimitExceeded,
-            Self::ShutDown => ErrorCode::RoomClosed,
+            Self::ShutDown | Self::SimulationFailed => ErrorCode::RoomClosed,
             Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
@@ -777,7 +781,9 @@ impl SimPool {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = id.into();
         let type_name: Arc<str> = type_name.into();
-        let room = match opening {
+        // The simulation's own code runs here (its factory, schema, restore): a panic
+        // refuses this join, as a panic in a tick closes only its room.
+        let built = catch_unwind(AssertUnwindSafe(|| match opening {
             Opening::New(listing) => {
                 let mut room = Room::new(
                     key,
@@ -787,7 +793,7 @@ impl SimPool {
                     (spec.factory)(),
                 );
                 room.set_listing(listing);
-                room
+                Ok(room)
             }
             Opening::Restore(checkpoint) => {
                 let grace = self
@@ -797,7 +803,22 @@ impl SimPool {
                     .map_or(Duration::ZERO, |c| c.seat_grace);
                 let seat_ticks = (grace.as_secs_f64() * f64::from(spec.config.tick_rate)).ceil() as Tick;
                 let restored = Room::restore(key, spec.config.clone(), (spec.factory)(), checkpoint, seat_ticks);
-                restored.map_err(|e| PoolError::Unavailable(e.to_string()))?
+                restored.map_err(|e| PoolError::Unavailable(e.to_string()))
+            }
+        }));
+        let refuse = |e: PoolError| {
+            if let Some(creator) = &creator {
+                release_creation(&self.creators, creator);
+            }
+            Err(e)
+        };
+        let room = match built {
+            Ok(Ok(room)) => room,
+            Ok(Err(e)) => return refuse(e),
+            Err(_) => {
+                tracing::error!(room = %id, room_type = %type_name, "simulation panicked as the room opened");
+                self.metrics.room_panics.inc();
+                return refuse(PoolError::SimulationFailed);
             }
         };
         let shared = Arc::new(RoomShared {
@@ -1432,6 +1453,13 @@ mod tests {
             },
         );
         room_types.insert(
+            "broken".to_string(),
+            RoomType {
+                config: fast.clone(),
+                factory: Arc::new(|| panic!("simulated game bug in a factory")),
+            },
+        );
+        room_types.insert(
             "panicking".to_string(),
             RoomType {
                 config: fast,
@@ -1957,6 +1985,21 @@ mod tests {
         // The same thread keeps ticking the healthy room.
         wait_for_frames(&healthy, 20);
         assert_eq!(pool.metrics().room_panics.get(), 1);
+    }
+
+    #[test]
+    fn a_simulation_that_panics_as_its_room_opens_refuses_that_join_only() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        for _ in 0..3 {
+            // More than the creator's two rooms: each refusal gave its slot back.
+            let refused = pool.open("bad", "broken", "x", ListingState::default()).unwrap_err();
+            assert_eq!(refused.code(), ErrorCode::RoomClosed, "{refused}");
+        }
+        assert_eq!(pool.metrics().room_panics.get(), 3);
+        assert!(pool.room("bad").is_none());
+        pool.open("b", "relay", "x", ListingState::default()).unwrap();
+        wait_for_frames(&join(&pool, "fine", "arena", 2), 5);
     }
 
     #[test]

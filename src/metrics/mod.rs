@@ -214,7 +214,7 @@ impl Metrics {
         registry.register("members", "Members in all rooms", s.members.clone());
         registry.register(
             "room_panics",
-            "Rooms closed after their simulation panicked",
+            "Rooms closed (or not opened) after their simulation panicked",
             s.room_panics.clone(),
         );
         registry.register(
