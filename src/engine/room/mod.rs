@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 use crate::delta::{self, FrameMeta};
 use crate::engine::listing::{Listing, ListingState};
 use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
-use crate::engine::simulation::{SimContext, Simulation};
+use crate::engine::simulation::{Roster, SimContext, Simulation};
 use crate::frame::encode_message;
 use crate::log_budget::LogBudget;
 use crate::mirror::StateMirror;
@@ -96,8 +96,24 @@ pub enum JoinError {
 }
 
 enum SimCall {
-    Join(MemberId),
+    Join(MemberId, Arc<str>),
     Leave(MemberId),
+}
+
+/// The simulation's view of `room` for a callback at `tick` (a macro, so that the
+/// room's other fields stay free to borrow meanwhile).
+macro_rules! sim_context {
+    ($room:expr, $tick:expr) => {
+        SimContext {
+            world: &mut $room.world,
+            tick: $tick,
+            dt: 1.0 / $room.config.tick_rate as f32,
+            limits: $room.config.limits,
+            listing: &$room.listing,
+            events: &mut $room.sim_events,
+            members: &$room.roster,
+        }
+    };
 }
 
 struct QueuedEvent {
@@ -133,6 +149,8 @@ pub struct Room {
     /// Events the simulation sent during a callback, queued after it (kept between
     /// ticks: no allocation).
     sim_events: Vec<SendEvent>,
+    /// The members the simulation knows of ([`SimContext::members`]).
+    roster: Roster,
     /// Reliable messages and bytes each member (by position) got from this tick's
     /// presence and events, which together stay within a quarter of its queue's
     /// bounds when events wait (see [`Room::relay_events`]); kept between ticks (no
@@ -199,6 +217,7 @@ impl Room {
             sim_calls: Vec::new(),
             events: Vec::new(),
             sim_events: Vec::new(),
+            roster: Roster::default(),
             sent_this_tick: Vec::new(),
             event_seq: 0,
             change_ticks: VecDeque::new(),
@@ -249,18 +268,11 @@ impl Room {
                 last_applied: seat.last_input_seq,
                 until: tick + seat_ticks,
             };
+            room.roster.insert(seat.member_id, reserved.user_id.clone());
             room.reserved.insert(seat.member_id, reserved);
         }
         let members: Vec<MemberId> = room.reserved.keys().copied().collect();
-        let mut ctx = SimContext {
-            world: &mut room.world,
-            tick,
-            dt: 1.0 / room.config.tick_rate as f32,
-            limits: room.config.limits,
-            listing: &room.listing,
-            events: &mut room.sim_events,
-        };
-        room.sim.restore(&mut ctx, &members);
+        room.sim.restore(&mut sim_context!(room, tick), &members);
         room.queue_sim_events();
         Ok(room)
     }
@@ -450,12 +462,12 @@ impl Room {
             let _ = outbox.push_reliable(error);
             return Err(JoinError::Full);
         } else {
+            self.sim_calls.push(SimCall::Join(member, user_id.clone()));
             let mut joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
             joining.joined_tick = self.world.tick() + 1;
             joining.joined_reply = Some(request_id);
             self.index.insert(member, self.members.len());
             self.members.push(joining);
-            self.sim_calls.push(SimCall::Join(member));
         }
         self.presence_due = true;
         Ok(())
@@ -753,20 +765,21 @@ impl Room {
     }
 
     fn run_simulation(&mut self, tick: Tick) {
-        let mut ctx = SimContext {
-            world: &mut self.world,
-            tick,
-            dt: 1.0 / self.config.tick_rate as f32,
-            limits: self.config.limits,
-            listing: &self.listing,
-            events: &mut self.sim_events,
-        };
+        // The roster changes between these calls: a member is in it for its join and
+        // its leave.
         for call in self.sim_calls.drain(..) {
             match call {
-                SimCall::Join(m) => self.sim.join(&mut ctx, m),
-                SimCall::Leave(m) => self.sim.leave(&mut ctx, m),
+                SimCall::Join(m, user) => {
+                    self.roster.insert(m, user);
+                    self.sim.join(&mut sim_context!(self, tick), m);
+                }
+                SimCall::Leave(m) => {
+                    self.sim.leave(&mut sim_context!(self, tick), m);
+                    self.roster.remove(m);
+                }
             }
         }
+        let mut ctx = sim_context!(self, tick);
         for member in &mut self.members {
             while let Some((seq, payload)) = member.inputs.pop_front() {
                 member.last_applied = seq;

@@ -526,21 +526,33 @@ fn events_reach_exactly_their_targets_in_order() {
     assert_eq!(seen[3], vec![("all".to_string(), 1, 1)]);
 }
 
-/// A simulation that greets each member who joins (to it alone) and announces a
-/// round at every step after the first.
+/// A simulation that greets each member who joins by its user id (to it alone),
+/// announces a round with the members it knows of at every step after the first,
+/// and who left (with how many members it still knows of then).
 struct Announcer;
 
 impl Simulation for Announcer {
     fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
-        ctx.send_event("welcome", member.to_string(), &[member]);
+        let user = ctx.members.user(member).unwrap_or("?");
+        ctx.send_event("welcome", user.to_string(), &[member]);
     }
-    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        let gone = format!("{} of {}", ctx.members.user(member).unwrap_or("?"), ctx.members.len());
+        ctx.send_event("bye", gone, &[]);
+    }
     fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
         Ok(())
     }
+    fn restore(&mut self, ctx: &mut SimContext<'_>, members: &[MemberId]) {
+        let mut kept: Vec<&str> = members.iter().filter_map(|&m| ctx.members.user(m)).collect();
+        kept.sort_unstable();
+        let kept = kept.join(" ");
+        ctx.send_event("restored", kept, &[]);
+    }
     fn step(&mut self, ctx: &mut SimContext<'_>) {
         if ctx.tick > 1 {
-            ctx.send_event("round", ctx.tick.to_string(), &[]);
+            let round = format!("{} with {}", ctx.tick, ctx.members.len());
+            ctx.send_event("round", round, &[]);
         }
     }
 }
@@ -572,8 +584,8 @@ fn a_simulations_events_reach_their_targets_after_the_members_events() {
     join(&mut room, &b);
     room.tick(0);
     let own = |kind: &str, payload: &str, seq| (kind.to_string(), payload.to_string(), seq, SERVER);
-    assert_eq!(events_read(&mut a), vec![own("welcome", "1", 1)]);
-    assert_eq!(events_read(&mut b), vec![own("welcome", "2", 2)]);
+    assert_eq!(events_read(&mut a), vec![own("welcome", "user-1", 1)]);
+    assert_eq!(events_read(&mut b), vec![own("welcome", "user-2", 2)]);
 
     let said = SendEvent {
         room: "room".into(),
@@ -583,9 +595,19 @@ fn a_simulations_events_reach_their_targets_after_the_members_events() {
     };
     room.push_event(1, said);
     room.tick(0);
-    assert_eq!(events_read(&mut a), vec![own("round", "2", 4)]);
+    assert_eq!(events_read(&mut a), vec![own("round", "2 with 2", 4)]);
     let chat = ("chat".to_string(), "hi".to_string(), 3, 1);
-    assert_eq!(events_read(&mut b), vec![chat, own("round", "2", 4)]);
+    assert_eq!(events_read(&mut b), vec![chat, own("round", "2 with 2", 4)]);
+
+    // The simulation learns of a leave with the member still in its roster.
+    room.leave(2, 0);
+    room.tick(0);
+    assert_eq!(
+        events_read(&mut a),
+        vec![own("bye", "user-2 of 2", 5), own("round", "3 with 1", 6)]
+    );
+    room.tick(0);
+    assert_eq!(events_read(&mut a), vec![own("round", "4 with 1", 7)]);
 }
 
 /// Several senders aiming at one member within one tick (each within its own rate
@@ -1601,6 +1623,28 @@ fn a_restored_arena_keeps_its_npcs_and_the_avatars_of_members_who_come_back() {
     assert_eq!(owners.iter().filter(|&&o| o == 1).count(), 1, "member 1 has one avatar");
     assert_eq!(owners.iter().filter(|&&o| o == 3).count(), 1);
     assert!(newcomer.mirror.world().same_state(back.mirror.world()));
+}
+
+#[test]
+fn a_restored_simulation_knows_the_members_whose_seats_it_keeps() {
+    let mut room = Room::new(
+        1,
+        "room".into(),
+        "announcer".into(),
+        RoomConfig::default(),
+        Box::new(Announcer),
+    );
+    let (a, b) = (Client::new(1), Client::new(2));
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.tick(0);
+    let checkpoint = checkpoint_of(&mut room);
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(Announcer), &checkpoint, 100).unwrap();
+    let mut back = Client::new(1);
+    join(&mut restored, &back);
+    restored.tick(0);
+    let restored_event = events_read(&mut back).into_iter().find(|e| e.0 == "restored");
+    assert_eq!(restored_event.map(|e| e.1).as_deref(), Some("user-1 user-2"));
 }
 
 #[test]

@@ -262,11 +262,12 @@ impl Simulation for Arena {
 mod tests {
     use super::*;
     use crate::engine::listing::Listing;
-    use crate::engine::simulation::EntityLimits;
+    use crate::engine::simulation::{EntityLimits, Roster};
     use crate::proto::SendEvent;
     use crate::state::World;
 
     static LISTING: Listing = Listing::unlisted();
+    static ROSTER: std::sync::LazyLock<Roster> = std::sync::LazyLock::new(Roster::default);
 
     fn ctx<'a>(world: &'a mut World, events: &'a mut Vec<SendEvent>, tick: u64) -> SimContext<'a> {
         world.begin_tick(tick);
@@ -277,6 +278,7 @@ mod tests {
             limits: EntityLimits::default(),
             listing: &LISTING,
             events,
+            members: &ROSTER,
         }
     }
 

@@ -80,6 +80,48 @@ pub struct SimContext<'a> {
     /// Room events the simulation sends ([`SimContext::send_event`]); the room
     /// relays them at the end of the tick.
     pub events: &'a mut Vec<SendEvent>,
+    /// The members the simulation was told of and not yet told left, with their
+    /// user ids (a member being told it left is still in it).
+    pub members: &'a Roster,
+}
+
+/// Members and their user ids (the token's `sub`, or the anonymous id the server
+/// gave): who is who, for a game that shows names or keeps scores per player.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    users: rustc_hash::FxHashMap<MemberId, Arc<str>>,
+}
+
+impl Roster {
+    /// The user id of `member`.
+    pub fn user(&self, member: MemberId) -> Option<&str> {
+        self.users.get(&member).map(|u| &**u)
+    }
+
+    /// Every member with its user id, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (MemberId, &str)> {
+        self.users.iter().map(|(&m, u)| (m, &**u))
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Adds (or renames) `member` (the room does; a simulation's tests may too).
+    pub fn insert(&mut self, member: MemberId, user: Arc<str>) {
+        self.users.insert(member, user);
+    }
+
+    /// Removes `member`.
+    pub fn remove(&mut self, member: MemberId) {
+        self.users.remove(&member);
+    }
 }
 
 impl SimContext<'_> {
