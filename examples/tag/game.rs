@@ -1,7 +1,8 @@
 //! Tag, a small authoritative game written against tickrelay's [`Simulation`] trait:
 //! what a game's own server logic looks like. Each member gets a player the server
 //! moves by the member's intents; one player is "it", and touching another passes it
-//! on. The server announces each tag to the room as a `tagged` event.
+//! on. The server announces each tag to the room as a `tagged` event, removes
+//! players idle for too long, and ends the game after so many tags, if told to.
 //!
 //! Intents are the arena's: two bytes, `dx` and `dy` as signed 8-bit integers, so
 //! `tickrelay-bots --room-type tag` can play it too.
@@ -35,6 +36,10 @@ pub struct TagParams {
     pub reach: f32,
     /// Seconds after a tag (and after the first player joins) before "it" can tag.
     pub cooldown_secs: f32,
+    /// The game ends (the room closes) after this many tags; 0: never.
+    pub tags: u32,
+    /// A player who sends no input for this many seconds is removed; 0: never.
+    pub idle_secs: f32,
 }
 
 impl Default for TagParams {
@@ -44,6 +49,8 @@ impl Default for TagParams {
             speed: 12.0,
             reach: 3.0,
             cooldown_secs: 1.0,
+            tags: 0,
+            idle_secs: 0.0,
         }
     }
 }
@@ -56,6 +63,8 @@ struct Player {
     /// The latest intent, each in `-1.0..=1.0`.
     dx: f32,
     dy: f32,
+    /// Seconds since its last input (`None` once it is being removed).
+    idle: Option<f32>,
 }
 
 /// One room of tag.
@@ -69,6 +78,8 @@ pub struct Tag {
     cooldown: f32,
     next_entity: EntityId,
     joined: u32,
+    /// Tags so far.
+    tagged: u32,
 }
 
 impl Tag {
@@ -89,6 +100,7 @@ impl Tag {
             cooldown: 0.0,
             next_entity: 1,
             joined: 0,
+            tagged: 0,
         }
     }
 
@@ -138,6 +150,7 @@ impl Simulation for Tag {
             y,
             dx: 0.0,
             dy: 0.0,
+            idle: Some(0.0),
         };
         self.players.insert(member, player);
         if first {
@@ -168,13 +181,23 @@ impl Simulation for Tag {
         if let Some(player) = self.players.get_mut(&member) {
             player.dx = f32::from(dx as i8) / 127.0;
             player.dy = f32::from(dy as i8) / 127.0;
+            player.idle = player.idle.map(|_| 0.0);
         }
         Ok(())
     }
 
     fn step(&mut self, ctx: &mut SimContext<'_>) {
         let (size, step) = (self.params.size, self.params.speed * ctx.dt);
-        for player in self.players.values_mut() {
+        let idle_limit = self.params.idle_secs;
+        for (&member, player) in &mut self.players {
+            if let Some(idle) = &mut player.idle {
+                *idle += ctx.dt;
+                if idle_limit > 0.0 && *idle >= idle_limit {
+                    // It leaves at the next tick ([`Simulation::leave`]).
+                    player.idle = None;
+                    ctx.remove_member(member, &format!("no input for {idle_limit} s"));
+                }
+            }
             if player.dx == 0.0 && player.dy == 0.0 {
                 continue;
             }
@@ -194,6 +217,10 @@ impl Simulation for Tag {
             .min_by(|a, b| distance(a.1).total_cmp(&distance(b.1)));
         if let Some((&tagged, _)) = nearest {
             self.pass_it(ctx, it, tagged);
+            self.tagged += 1;
+            if self.tagged == self.params.tags {
+                ctx.close_room(&format!("game over after tag {}", self.tagged));
+            }
         }
     }
 
@@ -213,6 +240,7 @@ impl Simulation for Tag {
                 y,
                 dx: 0.0,
                 dy: 0.0,
+                idle: Some(0.0),
             };
             self.players.insert(e.owner(), player);
             if e.get(FIELD_IT) == Some(&Value::Bool(true)) {

@@ -1291,6 +1291,9 @@ impl SimThread {
                         m.frames.inc_by(u64::from(report.frames));
                         m.full_frames.inc_by(u64::from(report.full_frames));
                         m.bytes_encoded.inc_by((report.delta_bytes + report.full_bytes) as u64);
+                        if owned.room.closing().is_some() {
+                            break; // the simulation ended the room
+                        }
                     }
                     Err(_) => {
                         tracing::error!(room = owned.room.id(), "simulation panicked; closing the room");
@@ -1312,13 +1315,18 @@ impl SimThread {
                 && owned
                     .empty_since
                     .is_some_and(|t| now.duration_since(t) >= self.empty_room_ttl);
-            if healthy && !expired {
+            let ended = owned.room.closing().map(str::to_string);
+            if healthy && !expired && ended.is_none() {
                 i += 1;
                 continue;
             }
             let closed = self.remove_room(i);
-            let failed = (ErrorCode::RoomClosed, "room closed after an internal error");
-            self.close_room(closed, (!healthy).then_some(failed));
+            let why = match &ended {
+                _ if !healthy => Some("room closed after an internal error"),
+                Some(why) => Some(why.as_str()),
+                None => None,
+            };
+            self.close_room(closed, why.map(|why| (ErrorCode::RoomClosed, why)));
         }
     }
 
@@ -1414,6 +1422,22 @@ mod tests {
         }
     }
 
+    /// A simulation that ends its room at its third tick.
+    struct Ending;
+
+    impl Simulation for Ending {
+        fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+            Ok(())
+        }
+        fn step(&mut self, ctx: &mut SimContext<'_>) {
+            if ctx.tick == 3 {
+                ctx.close_room("match over");
+            }
+        }
+    }
+
     fn pool(threads: usize, gate: crossbeam_channel::Receiver<()>) -> SimPool {
         SimPool::start(config(threads, gate)).unwrap()
     }
@@ -1450,6 +1474,13 @@ mod tests {
                         panic_on_step: false,
                     })
                 }),
+            },
+        );
+        room_types.insert(
+            "ending".to_string(),
+            RoomType {
+                config: fast.clone(),
+                factory: Arc::new(|| Box::new(Ending)),
             },
         );
         room_types.insert(
@@ -1963,28 +1994,60 @@ mod tests {
         assert_eq!(pool.list_rooms(&open, "", 10, usize::MAX), (vec![], None));
     }
 
+    /// Waits until `room` is closed (10 s at most).
+    fn wait_closed(pool: &SimPool, room: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.room(room).is_some() {
+            assert!(Instant::now() < deadline, "the room was not closed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The first `Left` waiting in `outbox`: (reason, message).
+    fn left_of(outbox: &Outbox) -> Option<(i32, String)> {
+        use prost::Message;
+        let mut batch = Batch::default();
+        outbox.drain(&mut batch);
+        batch
+            .reliable
+            .iter()
+            .find_map(|m| match proto::ServerMessage::decode(&m[..]).unwrap().kind {
+                Some(server_message::Kind::Left(l)) => Some((l.reason, l.message)),
+                _ => None,
+            })
+    }
+
     #[test]
     fn a_panicking_simulation_closes_only_its_room() {
         let (_gate, rx) = crossbeam_channel::bounded(0);
         let pool = pool(1, rx);
         let doomed = join(&pool, "doomed", "panicking", 1);
         let healthy = join(&pool, "fine", "arena", 2);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.room("doomed").is_some() {
-            assert!(Instant::now() < deadline, "the room was not closed");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut batch = Batch::default();
-        doomed.drain(&mut batch);
-        let left = batch.reliable.iter().any(|m| {
-            use prost::Message;
-            matches!(proto::ServerMessage::decode(&m[..]).unwrap().kind,
-                Some(server_message::Kind::Left(l)) if l.reason == ErrorCode::RoomClosed as i32)
-        });
-        assert!(left, "members are told the room closed");
+        wait_closed(&pool, "doomed");
+        let left = left_of(&doomed).map(|(reason, _)| reason);
+        assert_eq!(
+            left,
+            Some(ErrorCode::RoomClosed as i32),
+            "members are told the room closed"
+        );
         // The same thread keeps ticking the healthy room.
         wait_for_frames(&healthy, 20);
         assert_eq!(pool.metrics().room_panics.get(), 1);
+    }
+
+    #[test]
+    fn a_simulation_ends_its_room_and_the_members_are_told_why() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        pool.open("final", "ending", "x", ListingState::default()).unwrap();
+        let member = join(&pool, "final", "ending", 1);
+        wait_closed(&pool, "final");
+        let left = left_of(&member);
+        assert_eq!(left, Some((ErrorCode::RoomClosed as i32, "match over".to_string())));
+        // Its creator's slot came back: two more rooms for "x".
+        pool.open("a", "relay", "x", ListingState::default()).unwrap();
+        pool.open("b", "relay", "x", ListingState::default()).unwrap();
+        assert_eq!(pool.metrics().room_panics.get(), 0);
     }
 
     #[test]
@@ -2016,11 +2079,7 @@ mod tests {
         pool.open("d", "relay", "y", ListingState::default()).unwrap();
         // A member makes the panicking room tick, and it closes.
         let _member = join(&pool, "doomed", "panicking", 1);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.room("doomed").is_some() {
-            assert!(Instant::now() < deadline, "the room was not closed");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_closed(&pool, "doomed");
         pool.open("c", "relay", "x", ListingState::default()).unwrap();
     }
 }

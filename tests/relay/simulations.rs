@@ -4,14 +4,53 @@
 
 use bytes::Bytes;
 use tickrelay::config::{Config, RoomTypeConfig, SimulationKind, Simulations};
-use tickrelay::proto::{ErrorCode, input, server_message::Kind};
+use tickrelay::proto::{ErrorCode, PresenceChange, input, server_message::Kind};
 use tickrelay::state::Value;
-use tickrelay_testkit::{TestClient, Transport, WAIT, both_transports, start_with_simulations};
+use tickrelay_testkit::{TestClient, TestServer, Transport, WAIT, both_transports, start_with_simulations};
 
 #[path = "../../examples/tag/game.rs"]
 mod game;
 
-both_transports!(a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events);
+both_transports!(
+    a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events,
+    a_game_ends_its_room_when_it_is_won,
+    a_game_removes_the_players_it_wants_gone,
+);
+
+/// The relay with Tag registered as the example's `main` does, and a `tag` room type
+/// at 60 Hz with these params (as `[room_types.tag.params]` would give them).
+async fn tag_server(params: &str) -> TestServer {
+    let simulations = Simulations::new().add_with_params("tag", game::Tag::new);
+    let mut config = Config::loopback(60);
+    let tag = RoomTypeConfig {
+        simulation: SimulationKind::Registered("tag".into()),
+        tick_rate: 60,
+        params: params.parse().unwrap(),
+        ..RoomTypeConfig::default()
+    };
+    config.room_types.insert("tag".into(), tag);
+    start_with_simulations(config, &simulations).await
+}
+
+/// Two players in room `yard`: the first is "it", on the left, the other on the
+/// right; their member ids.
+async fn two_players(server: &TestServer, transport: Transport) -> (TestClient, u64, TestClient, u64) {
+    let mut a = TestClient::connect_over(server, transport).await;
+    let a_id = a.join("yard", "tag").await.member_id;
+    let mut b = TestClient::connect_over(server, transport).await;
+    let b_id = b.join("yard", "tag").await.member_id;
+    (a, a_id, b, b_id)
+}
+
+/// The `Left` that `client` gets from `yard`: (reason, message).
+async fn left_yard(client: &mut TestClient) -> (i32, String) {
+    client
+        .until(|k| match k {
+            Kind::Left(l) if l.room == "yard" => Some((l.reason, l.message.clone())),
+            _ => None,
+        })
+        .await
+}
 
 /// Whether `member`'s player in `room` is "it", as `client` mirrors the room.
 fn is_it(client: &TestClient, room: &str, member: u64) -> Option<bool> {
@@ -33,27 +72,12 @@ async fn until_it(client: &mut TestClient, room: &str, member: u64) {
 }
 
 async fn a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events(transport: Transport) {
-    let simulations = Simulations::new().add_with_params("tag", game::Tag::new);
-    let mut config = Config::loopback(60);
-    // What `[room_types.tag]` with `[room_types.tag.params]` gives: fast players and no
-    // pause after the first join, so the first tag comes within half a second.
-    let params = "speed = 100.0\ncooldown_secs = 0.0\n".parse().unwrap();
-    let tag = RoomTypeConfig {
-        simulation: SimulationKind::Registered("tag".into()),
-        tick_rate: 60,
-        params,
-        ..RoomTypeConfig::default()
-    };
-    config.room_types.insert("tag".into(), tag);
-    let server = start_with_simulations(config, &simulations).await;
-
-    // The first to join is "it", on the left; the second joins on the right.
-    let mut a = TestClient::connect_over(&server, transport).await;
-    let a_id = a.join("yard", "tag").await.member_id;
-    let mut b = TestClient::connect_over(&server, transport).await;
-    let joined = b.join("yard", "tag").await;
-    let b_id = joined.member_id;
-    assert_eq!(joined.schema.len(), 1, "the game declares its kind");
+    // Fast players and no pause after the first join: the first tag comes within
+    // half a second.
+    let server = tag_server("speed = 100.0\ncooldown_secs = 0.0\n").await;
+    let (mut a, a_id, mut b, b_id) = two_players(&server, transport).await;
+    let schema = &b.mirrors["yard"].world().schema().kinds()[0];
+    assert_eq!(schema.name(), "player", "the game declares its kind");
     until_it(&mut b, "yard", a_id).await;
     assert_eq!(is_it(&b, "yard", b_id), Some(false));
 
@@ -77,4 +101,43 @@ async fn a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events(tr
     }
     until_it(&mut b, "yard", b_id).await;
     assert_eq!(is_it(&b, "yard", a_id), Some(false));
+}
+
+async fn a_game_ends_its_room_when_it_is_won(transport: Transport) {
+    let server = tag_server("speed = 100.0\ncooldown_secs = 0.0\ntags = 1\n").await;
+    let (mut a, _, mut b, _) = two_players(&server, transport).await;
+    a.input("yard", input::Payload::Intent(Bytes::from_static(&[127, 0])))
+        .await;
+    for client in [&mut a, &mut b] {
+        let why = (ErrorCode::RoomClosed as i32, "game over after tag 1".to_string());
+        assert_eq!(left_yard(client).await, why);
+    }
+    // The room is gone: joining its id opens a new game, with the joiner "it".
+    let rejoined = a.join("yard", "tag").await;
+    assert_eq!(rejoined.members.len(), 1);
+}
+
+async fn a_game_removes_the_players_it_wants_gone(transport: Transport) {
+    let server = tag_server("idle_secs = 0.5\n").await;
+    let (mut a, _, mut b, b_id) = two_players(&server, transport).await;
+    // The first player keeps playing; the second sends nothing and is removed.
+    let stay = input::Payload::Intent(Bytes::from_static(&[0, 0]));
+    let mut keep_playing = tokio::time::interval(std::time::Duration::from_millis(100));
+    let removed = (ErrorCode::Forbidden as i32, "no input for 0.5 s".to_string());
+    let mut b_left = std::pin::pin!(left_yard(&mut b));
+    let told = loop {
+        tokio::select! {
+            told = &mut b_left => break told,
+            _ = keep_playing.tick() => {
+                a.input("yard", stay.clone()).await;
+            }
+        }
+    };
+    assert_eq!(told, removed);
+    let gone = a.until(|k| match k {
+        Kind::Presence(p) if p.change == PresenceChange::Left as i32 => p.member.as_ref().map(|m| m.member_id),
+        _ => None,
+    });
+    assert_eq!(gone.await, b_id);
+    assert_eq!(server.metric("tickrelay_rooms "), 1, "the game goes on");
 }

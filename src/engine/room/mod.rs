@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 use crate::delta::{self, FrameMeta};
 use crate::engine::listing::{Listing, ListingState};
 use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
-use crate::engine::simulation::{Roster, SimContext, Simulation};
+use crate::engine::simulation::{Requests, Roster, SimContext, Simulation};
 use crate::frame::encode_message;
 use crate::log_budget::LogBudget;
 use crate::mirror::StateMirror;
@@ -110,7 +110,7 @@ macro_rules! sim_context {
             dt: 1.0 / $room.config.tick_rate as f32,
             limits: $room.config.limits,
             listing: &$room.listing,
-            events: &mut $room.sim_events,
+            requests: &mut $room.requests,
             members: &$room.roster,
         }
     };
@@ -146,9 +146,11 @@ pub struct Room {
     index: FxHashMap<MemberId, usize>,
     sim_calls: Vec<SimCall>,
     events: Vec<QueuedEvent>,
-    /// Events the simulation sent during a callback, queued after it (kept between
+    /// What the simulation asked during a callback, done after it (kept between
     /// ticks: no allocation).
-    sim_events: Vec<SendEvent>,
+    requests: Requests,
+    /// Why the simulation closed the room ([`Room::closing`]).
+    closing: Option<String>,
     /// The members the simulation knows of ([`SimContext::members`]).
     roster: Roster,
     /// Reliable messages and bytes each member (by position) got from this tick's
@@ -216,7 +218,8 @@ impl Room {
             index: FxHashMap::default(),
             sim_calls: Vec::new(),
             events: Vec::new(),
-            sim_events: Vec::new(),
+            requests: Requests::default(),
+            closing: None,
             roster: Roster::default(),
             sent_this_tick: Vec::new(),
             event_seq: 0,
@@ -273,7 +276,7 @@ impl Room {
         }
         let members: Vec<MemberId> = room.reserved.keys().copied().collect();
         room.sim.restore(&mut sim_context!(room, tick), &members);
-        room.queue_sim_events();
+        room.do_requests();
         Ok(room)
     }
 
@@ -794,16 +797,43 @@ impl Room {
             }
         }
         self.sim.step(&mut ctx);
-        self.queue_sim_events();
+        self.do_requests();
     }
 
-    /// Queues the events the simulation sent, as the server's.
-    fn queue_sim_events(&mut self) {
-        let mut sent = std::mem::take(&mut self.sim_events);
-        for event in sent.drain(..) {
+    /// Does what the simulation asked: queues its events (as the server's), removes
+    /// members, marks the room closing.
+    fn do_requests(&mut self) {
+        let mut requests = std::mem::take(&mut self.requests);
+        for event in requests.events.drain(..) {
             self.push_event(SERVER, event);
         }
-        self.sim_events = sent;
+        for (member, why) in requests.removals.drain(..) {
+            self.remove_member(member, &why);
+        }
+        if let Some(why) = requests.close.take() {
+            self.closing.get_or_insert(why);
+        }
+        self.requests = requests;
+    }
+
+    /// Removes `member` on the simulation's word: `Left` with `FORBIDDEN` and `why`.
+    fn remove_member(&mut self, member: MemberId, why: &str) {
+        let Some(outbox) = self.member(member).map(|m| m.outbox.clone()) else {
+            return;
+        };
+        self.leave(member, 0);
+        let _ = outbox.push_reliable(encode_message(Kind::Left(proto::Left {
+            request_id: 0,
+            room: self.id.to_string(),
+            reason: ErrorCode::Forbidden as i32,
+            message: why.to_string(),
+        })));
+    }
+
+    /// Why the simulation closed the room, once it did ([`SimContext::close_room`]):
+    /// the driver closes it with that reason after the tick.
+    pub fn closing(&self) -> Option<&str> {
+        self.closing.as_deref()
     }
 
     /// Relays the queued events in order, each member getting at most a quarter of

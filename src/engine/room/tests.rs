@@ -557,6 +557,11 @@ impl Simulation for Announcer {
     }
 }
 
+/// A room of a test simulation, with the default settings.
+fn game_room(sim: impl Simulation) -> Room {
+    Room::new(1, "room".into(), "game".into(), RoomConfig::default(), Box::new(sim))
+}
+
 /// Every event a client read, as (kind, payload, seq, sender).
 fn events_read(client: &mut Client) -> Vec<(String, String, u64, u64)> {
     client.read();
@@ -572,13 +577,7 @@ fn events_read(client: &mut Client) -> Vec<(String, String, u64, u64)> {
 
 #[test]
 fn a_simulations_events_reach_their_targets_after_the_members_events() {
-    let mut room = Room::new(
-        1,
-        "room".into(),
-        "announcer".into(),
-        RoomConfig::default(),
-        Box::new(Announcer),
-    );
+    let mut room = game_room(Announcer);
     let (mut a, mut b) = (Client::new(1), Client::new(2));
     join(&mut room, &a);
     join(&mut room, &b);
@@ -608,6 +607,66 @@ fn a_simulations_events_reach_their_targets_after_the_members_events() {
     );
     room.tick(0);
     assert_eq!(events_read(&mut a), vec![own("round", "4 with 1", 7)]);
+}
+
+/// A simulation that removes a member who sends intent `[1]` and ends the room on
+/// intent `[2]`, and reports every leave it is told of as an event.
+struct Referee;
+
+impl Simulation for Referee {
+    fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        ctx.send_event("left", member.to_string(), &[]);
+    }
+    fn input(&mut self, ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
+        match payload {
+            input::Payload::Intent(i) if i[..] == [1] => ctx.remove_member(member, "cheating"),
+            input::Payload::Intent(i) if i[..] == [2] => ctx.close_room("match over"),
+            _ => {}
+        }
+        Ok(())
+    }
+    fn step(&mut self, _: &mut SimContext<'_>) {}
+}
+
+/// The `Left` messages a client read, as (reason, message).
+fn lefts_read(client: &mut Client) -> Vec<(i32, String)> {
+    client.read();
+    (client.take_received().into_iter())
+        .filter_map(|k| match k {
+            server_message::Kind::Left(l) => Some((l.reason, l.message)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_simulation_removes_members_and_ends_its_room() {
+    let mut room = game_room(Referee);
+    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    room.tick(0);
+    clients.iter_mut().for_each(|c| c.take_received().clear());
+    room.push_input(1, 1, input::Payload::Intent(vec![1].into()));
+    room.tick(0);
+    assert_eq!(
+        lefts_read(&mut clients[0]),
+        vec![(ErrorCode::Forbidden as i32, "cheating".to_string())]
+    );
+    assert!(!room.is_member(1) && room.closing().is_none());
+    // The others see it leave, and the simulation is told at the next tick.
+    room.tick(0);
+    assert_eq!(clients[1].presence(), vec![(1, PresenceChange::Left as i32)]);
+    assert_eq!(
+        events_read(&mut clients[2]),
+        vec![("left".to_string(), "1".to_string(), 1, SERVER)]
+    );
+
+    room.push_input(2, 1, input::Payload::Intent(vec![2].into()));
+    room.tick(0);
+    assert_eq!(room.closing(), Some("match over"));
 }
 
 /// Several senders aiming at one member within one tick (each within its own rate
@@ -1627,13 +1686,7 @@ fn a_restored_arena_keeps_its_npcs_and_the_avatars_of_members_who_come_back() {
 
 #[test]
 fn a_restored_simulation_knows_the_members_whose_seats_it_keeps() {
-    let mut room = Room::new(
-        1,
-        "room".into(),
-        "announcer".into(),
-        RoomConfig::default(),
-        Box::new(Announcer),
-    );
+    let mut room = game_room(Announcer);
     let (a, b) = (Client::new(1), Client::new(2));
     join(&mut room, &a);
     join(&mut room, &b);

@@ -262,14 +262,13 @@ impl Simulation for Arena {
 mod tests {
     use super::*;
     use crate::engine::listing::Listing;
-    use crate::engine::simulation::{EntityLimits, Roster};
-    use crate::proto::SendEvent;
+    use crate::engine::simulation::{EntityLimits, Requests, Roster};
     use crate::state::World;
 
     static LISTING: Listing = Listing::unlisted();
     static ROSTER: std::sync::LazyLock<Roster> = std::sync::LazyLock::new(Roster::default);
 
-    fn ctx<'a>(world: &'a mut World, events: &'a mut Vec<SendEvent>, tick: u64) -> SimContext<'a> {
+    fn ctx<'a>(world: &'a mut World, requests: &'a mut Requests, tick: u64) -> SimContext<'a> {
         world.begin_tick(tick);
         SimContext {
             world,
@@ -277,7 +276,7 @@ mod tests {
             dt: 1.0 / 30.0,
             limits: EntityLimits::default(),
             listing: &LISTING,
-            events,
+            requests,
             members: &ROSTER,
         }
     }
@@ -289,7 +288,7 @@ mod tests {
             ..Default::default()
         });
         let mut world = World::with_schema(32, arena.schema());
-        let mut events = Vec::new();
+        let mut events = Requests::default();
         arena.join(&mut ctx(&mut world, &mut events, 1), 7);
         let right = input::Payload::Intent(vec![127u8, 0].into());
         arena.input(&mut ctx(&mut world, &mut events, 1), 7, &right).unwrap();
@@ -322,7 +321,7 @@ mod tests {
     #[test]
     fn only_the_moving_share_of_npcs_changes() {
         let mut world = World::new(32);
-        let mut events = Vec::new();
+        let mut events = Requests::default();
         let mut arena = Arena::new(ArenaConfig {
             npcs: 8,
             npc_moving_share: 0.25,
@@ -341,7 +340,7 @@ mod tests {
     #[test]
     fn bad_intents_are_typed_errors() {
         let mut world = World::new(32);
-        let mut events = Vec::new();
+        let mut events = Requests::default();
         let mut arena = Arena::new(ArenaConfig::default());
         let c = &mut ctx(&mut world, &mut events, 1);
         assert!(matches!(

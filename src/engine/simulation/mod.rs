@@ -77,9 +77,11 @@ pub struct SimContext<'a> {
     /// metadata (say, the map or the round) and lock the room (say, once a match
     /// started), within [`crate::engine::listing::check`]'s limits.
     pub listing: &'a Listing,
-    /// Room events the simulation sends ([`SimContext::send_event`]); the room
-    /// relays them at the end of the tick.
-    pub events: &'a mut Vec<SendEvent>,
+    /// What the simulation asks of the room beside changing the world: events to
+    /// send, members to remove, the room to close ([`SimContext::send_event`],
+    /// [`SimContext::remove_member`], [`SimContext::close_room`]). The room does it
+    /// after the callback.
+    pub requests: &'a mut Requests,
     /// The members the simulation was told of and not yet told left, with their
     /// user ids (a member being told it left is still in it).
     pub members: &'a Roster,
@@ -131,12 +133,53 @@ impl SimContext<'_> {
     /// bound on pending events it is dropped (and logged), like an event the HTTP
     /// API publishes.
     pub fn send_event(&mut self, kind: &str, payload: impl Into<bytes::Bytes>, targets: &[MemberId]) {
-        self.events.push(SendEvent {
+        self.requests.events.push(SendEvent {
             room: String::new(),
             kind: kind.to_string(),
             payload: payload.into(),
             targets: targets.to_vec(),
         });
+    }
+
+    /// Removes `member` from the room after this callback: it gets `Left` with
+    /// reason `FORBIDDEN` and `why` as the message, the others a presence change, and
+    /// the simulation [`Simulation::leave`] at the next tick. The member may join
+    /// again (a game that bans refuses it in its own way, say by removing it again).
+    pub fn remove_member(&mut self, member: MemberId, why: &str) {
+        self.requests.removals.push((member, why.to_string()));
+    }
+
+    /// Closes the room after this tick (a match that ended): every member gets
+    /// `Left` with reason `ROOM_CLOSED` and `why` as the message, and the room is
+    /// gone (a join of its id opens a new one). The first reason given wins.
+    pub fn close_room(&mut self, why: &str) {
+        self.requests.close.get_or_insert_with(|| why.to_string());
+    }
+}
+
+/// What a simulation asked of its room during a callback (see
+/// [`SimContext::requests`]): a simulation's own tests may read it.
+#[derive(Debug, Default)]
+pub struct Requests {
+    pub(crate) events: Vec<SendEvent>,
+    pub(crate) removals: Vec<(MemberId, String)>,
+    pub(crate) close: Option<String>,
+}
+
+impl Requests {
+    /// The events to send, in order.
+    pub fn events(&self) -> &[SendEvent] {
+        &self.events
+    }
+
+    /// The members to remove, with why.
+    pub fn removals(&self) -> &[(MemberId, String)] {
+        &self.removals
+    }
+
+    /// Why the room is to close, if it is.
+    pub fn close(&self) -> Option<&str> {
+        self.close.as_deref()
     }
 }
 
