@@ -105,6 +105,7 @@ enum SimCall {
 macro_rules! sim_context {
     ($room:expr, $tick:expr) => {
         SimContext {
+            room: &$room.id,
             world: &mut $room.world,
             tick: $tick,
             dt: 1.0 / $room.config.tick_rate as f32,

@@ -546,7 +546,7 @@ impl Simulation for Announcer {
     fn restore(&mut self, ctx: &mut SimContext<'_>, members: &[MemberId]) {
         let mut kept: Vec<&str> = members.iter().filter_map(|&m| ctx.members.user(m)).collect();
         kept.sort_unstable();
-        let kept = kept.join(" ");
+        let kept = format!("{}: {}", ctx.room, kept.join(" "));
         ctx.send_event("restored", kept, &[]);
     }
     fn step(&mut self, ctx: &mut SimContext<'_>) {
@@ -1697,7 +1697,7 @@ fn a_restored_simulation_knows_the_members_whose_seats_it_keeps() {
     join(&mut restored, &back);
     restored.tick(0);
     let restored_event = events_read(&mut back).into_iter().find(|e| e.0 == "restored");
-    assert_eq!(restored_event.map(|e| e.1).as_deref(), Some("user-1 user-2"));
+    assert_eq!(restored_event.map(|e| e.1).as_deref(), Some("room: user-1 user-2"));
 }
 
 #[test]

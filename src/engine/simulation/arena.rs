@@ -271,6 +271,7 @@ mod tests {
     fn ctx<'a>(world: &'a mut World, requests: &'a mut Requests, tick: u64) -> SimContext<'a> {
         world.begin_tick(tick);
         SimContext {
+            room: "arena",
             world,
             tick,
             dt: 1.0 / 30.0,

@@ -65,6 +65,8 @@ impl Default for EntityLimits {
 /// What a simulation may touch during a callback.
 #[derive(Debug)]
 pub struct SimContext<'a> {
+    /// The room's id.
+    pub room: &'a str,
     /// The room's state; mutations are stamped with the tick being built.
     pub world: &'a mut World,
     /// The tick being built.
