@@ -24,6 +24,8 @@ mod simulations;
 pub use crate::transport::gate::ConnectionLimits;
 use crate::transport::origin::OriginConfig;
 pub use simulations::Simulations;
+/// The TOML crate `[room_types.NAME.params]` is read with ([`RoomTypeConfig::params`]).
+pub use toml;
 
 /// The largest presence message: a room id and a user id at their longest.
 /// Most reliable messages a session's queue may hold (`[session] outbox_max_messages`):
@@ -881,7 +883,9 @@ impl RoomTypeConfig {
         }
     }
 
-    /// The kinds rooms of this type declare.
+    /// The kinds rooms of this type declare in the configuration (relay), or that
+    /// the arena declares; empty for a registered simulation, which declares its
+    /// own ([`crate::engine::simulation::Simulation::schema`]).
     pub fn schema(&self) -> Result<Schema, String> {
         match &self.simulation {
             SimulationKind::Arena | SimulationKind::Registered(_) if !self.kinds.is_empty() => {

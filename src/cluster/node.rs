@@ -617,18 +617,20 @@ impl Cluster {
             // Read after the claim: the owner writes its last checkpoint before it
             // releases the room.
             Claim::Ours if may_restore && self.pool.room(room).is_none() => {
-                match self.checkpoint(room).await {
+                let restored = match self.checkpoint(room).await {
                     Ok(Some(checkpoint)) => self.restore(checkpoint),
-                    Ok(None) => {}
-                    // Not opened empty over a checkpoint Redis holds but did not give:
-                    // the claim lapses (or is released) and a later join restores it.
-                    Err(e) => {
-                        // Unless another join restored it meanwhile.
-                        if self.pool.room(room).is_none() {
-                            let _ = self.call(self.directory.release(room)).await;
-                        }
-                        return Err(e);
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                // Not opened empty over a checkpoint Redis holds but did not give, or
+                // that the room's simulation failed to restore: the claim lapses (or
+                // is released) and a later join restores it.
+                if let Err(e) = restored {
+                    // Unless another join restored it meanwhile.
+                    if self.pool.room(room).is_none() {
+                        let _ = self.call(self.directory.release(room)).await;
                     }
+                    return Err(e);
                 }
                 if let Some(restored) = self.pool.room(room) {
                     let _ = self
@@ -698,8 +700,9 @@ impl Cluster {
     }
 
     /// Opens the room here from its checkpoint. A checkpoint that cannot be restored
-    /// is logged, and the room starts empty.
-    fn restore(&self, checkpoint: proto::RoomCheckpoint) {
+    /// is logged, and the room starts empty; a simulation that panicked restoring it
+    /// refuses the join (the checkpoint stays for a later one).
+    fn restore(&self, checkpoint: proto::RoomCheckpoint) -> Result<(), PoolError> {
         let room = checkpoint.room.as_str();
         match self.pool.restore(&checkpoint) {
             Ok(None) => {} // another join restored it a moment ago
@@ -715,8 +718,10 @@ impl Cluster {
                     "room restored from its checkpoint"
                 );
             }
+            Err(PoolError::SimulationFailed) => return Err(PoolError::SimulationFailed),
             Err(e) => tracing::warn!(room, "room checkpoint not restored, the room starts empty: {e}"),
         }
+        Ok(())
     }
 
     /// Writes the rooms' checkpoints to Redis as they come, until `shutdown`: one

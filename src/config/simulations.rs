@@ -20,6 +20,11 @@ type Maker = Arc<dyn Fn(&toml::Table) -> Result<SimFactory, String> + Send + Syn
 
 /// A program's own simulations, by the name room types give in `simulation = "…"`.
 ///
+/// A room's simulation is made (and its [`Simulation::schema`] asked, or its
+/// [`Simulation::restore`] run) while the node's room directory is locked, which
+/// every join and listing waits for: keep that cheap, and load what every room
+/// shares (a map, say) once, in the registered closure's captured state.
+///
 /// ```
 /// use tickrelay::config::Simulations;
 /// # use tickrelay::engine::simulation::{SimContext, SimError, Simulation};

@@ -848,10 +848,7 @@ impl SimPool {
             self.config.channel_capacity,
         );
         if let Err(e) = sent {
-            if let Some(creator) = &creator {
-                release_creation(&self.creators, creator);
-            }
-            return Err(e);
+            return refuse(e);
         }
         self.workers[thread].rooms.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = ROOM_LOGS.take(Instant::now()) {
@@ -1321,10 +1318,10 @@ impl SimThread {
                 continue;
             }
             let closed = self.remove_room(i);
-            let why = match &ended {
-                _ if !healthy => Some("room closed after an internal error"),
-                Some(why) => Some(why.as_str()),
-                None => None,
+            let why = if healthy {
+                ended.as_deref()
+            } else {
+                Some("room closed after an internal error")
             };
             self.close_room(closed, why.map(|why| (ErrorCode::RoomClosed, why)));
         }
@@ -1348,14 +1345,15 @@ impl SimThread {
         if let Some((code, message)) = why {
             room.close(code, message);
         }
+        // The creator's slot first: whoever sees the room gone may count on it.
+        if let Some(creator) = &shared.creator {
+            release_creation(&self.creators, creator);
+        }
         {
             let mut directory = self.directory.lock();
             if directory.get(&shared.id).is_some_and(|h| h.key == key) {
                 directory.remove(&shared.id);
             }
-        }
-        if let Some(creator) = &shared.creator {
-            release_creation(&self.creators, creator);
         }
         if let Some(checkpoints) = &self.checkpoints {
             (checkpoints.sink)(Checkpoint::Closed(shared.id.clone()));

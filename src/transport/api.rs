@@ -18,7 +18,7 @@ use crate::state::SERVER;
 use crate::transport::http::{Http, HttpResponse, bearer_matches, text, unauthorized};
 
 /// The longest event kind the API takes.
-const MAX_KIND_BYTES: usize = 256;
+const MAX_KIND_BYTES: usize = crate::engine::simulation::MAX_EVENT_KIND_BYTES;
 
 /// The room id of an API path (`/rooms/{room}/events`, the id percent-encoded).
 pub(crate) fn room_of(path: &str) -> Option<String> {

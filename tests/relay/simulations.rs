@@ -115,6 +115,7 @@ async fn a_game_ends_its_room_when_it_is_won(transport: Transport) {
     // The room is gone: joining its id opens a new game, with the joiner "it".
     let rejoined = a.join("yard", "tag").await;
     assert_eq!(rejoined.members.len(), 1);
+    until_it(&mut a, "yard", rejoined.member_id).await;
 }
 
 async fn a_game_removes_the_players_it_wants_gone(transport: Transport) {

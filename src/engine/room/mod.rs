@@ -26,7 +26,9 @@ use rustc_hash::FxHashMap;
 use crate::delta::{self, FrameMeta};
 use crate::engine::listing::{Listing, ListingState};
 use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
-use crate::engine::simulation::{Requests, Roster, SimContext, Simulation};
+use crate::engine::simulation::{
+    MAX_EVENT_KIND_BYTES, MAX_EVENT_PAYLOAD_BYTES, Requests, Roster, SimContext, Simulation,
+};
 use crate::frame::encode_message;
 use crate::log_budget::LogBudget;
 use crate::mirror::StateMirror;
@@ -35,6 +37,9 @@ use crate::proto::{
     self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
 };
 use crate::state::{MemberId, SERVER, Tick, World};
+
+/// The simulation's events over the size limits: one log line a second at most.
+static DROPPED_EVENTS: LogBudget = LogBudget::new(1);
 
 /// Server events (published, or sent by the simulation) a room dropped at its bound: one log line a second at most.
 static DROPPED_PUBLISHES: LogBudget = LogBudget::new(1);
@@ -278,6 +283,7 @@ impl Room {
         let members: Vec<MemberId> = room.reserved.keys().copied().collect();
         room.sim.restore(&mut sim_context!(room, tick), &members);
         room.do_requests();
+        room.remove_members();
         Ok(room)
     }
 
@@ -634,7 +640,8 @@ impl Room {
     /// per-room bound the sender gets a `SERVER_BUSY` error (the server's own event is
     /// dropped and logged).
     pub fn push_event(&mut self, sender: MemberId, event: SendEvent) {
-        if sender != SERVER && !self.is_member(sender) {
+        // A room the simulation closed relays what was queued before, then closes.
+        if (sender != SERVER && !self.is_member(sender)) || self.closing.is_some() {
             return;
         }
         if self.events.len() >= self.config.max_pending_events {
@@ -707,12 +714,7 @@ impl Room {
 
     /// Closes the room: every member is told it left, with `reason`.
     pub fn close(self, reason: ErrorCode, message: &str) {
-        let left = encode_message(Kind::Left(proto::Left {
-            request_id: 0,
-            room: self.id.to_string(),
-            reason: reason as i32,
-            message: message.to_string(),
-        }));
+        let left = self.left_message(reason, message);
         for m in &self.members {
             self.answer_join(m);
             m.outbox.leave_room(self.key, m.join_seq);
@@ -765,6 +767,8 @@ impl Room {
         }
 
         self.relay_events();
+        // After the events: a member the simulation removes gets what it was sent.
+        self.remove_members();
         self.fan_out(tick, changed, server_time_us)
     }
 
@@ -804,37 +808,55 @@ impl Room {
     /// Does what the simulation asked: queues its events (as the server's), removes
     /// members, marks the room closing.
     fn do_requests(&mut self) {
-        let mut requests = std::mem::take(&mut self.requests);
-        for event in requests.events.drain(..) {
+        let mut events = std::mem::take(&mut self.requests.events);
+        for event in events.drain(..) {
+            if event.kind.len() > MAX_EVENT_KIND_BYTES || event.payload.len() > MAX_EVENT_PAYLOAD_BYTES {
+                if let Some(suppressed) = DROPPED_EVENTS.take(std::time::Instant::now()) {
+                    tracing::warn!(room = %self.id, kind_bytes = event.kind.len(), payload_bytes = event.payload.len(), suppressed,
+                        "the simulation's event dropped: over {MAX_EVENT_KIND_BYTES} bytes of kind or {MAX_EVENT_PAYLOAD_BYTES} of payload");
+                }
+                continue;
+            }
             self.push_event(SERVER, event);
         }
-        for (member, why) in requests.removals.drain(..) {
-            self.remove_member(member, &why);
-        }
-        if let Some(why) = requests.close.take() {
+        self.requests.events = events;
+        if let Some(why) = self.requests.close.take() {
             self.closing.get_or_insert(why);
         }
-        self.requests = requests;
     }
 
-    /// Removes `member` on the simulation's word: `Left` with `FORBIDDEN` and `why`.
-    fn remove_member(&mut self, member: MemberId, why: &str) {
-        let Some(outbox) = self.member(member).map(|m| m.outbox.clone()) else {
-            return;
-        };
-        self.leave(member, 0);
-        let _ = outbox.push_reliable(encode_message(Kind::Left(proto::Left {
+    /// Removes the members the simulation asked to (after this tick's events):
+    /// `Left` with `FORBIDDEN` and its reason. A seat kept from a restore is given up
+    /// (the simulation is told at the next tick, as when it lapses).
+    fn remove_members(&mut self) {
+        let mut removals = std::mem::take(&mut self.requests.removals);
+        for (member, why) in removals.drain(..) {
+            let Some(outbox) = self.member(member).map(|m| m.outbox.clone()) else {
+                if self.reserved.remove(&member).is_some() {
+                    self.sim_calls.push(SimCall::Leave(member));
+                }
+                continue;
+            };
+            self.leave(member, 0);
+            let _ = outbox.push_reliable(self.left_message(ErrorCode::Forbidden, &why));
+        }
+        self.requests.removals = removals;
+    }
+
+    /// `Left` of this room with a reason (the server removed the member).
+    fn left_message(&self, reason: ErrorCode, message: &str) -> Bytes {
+        encode_message(Kind::Left(proto::Left {
             request_id: 0,
             room: self.id.to_string(),
-            reason: ErrorCode::Forbidden as i32,
-            message: why.to_string(),
-        })));
+            reason: reason as i32,
+            message: message.to_string(),
+        }))
     }
 
-    /// Why the simulation closed the room, once it did ([`SimContext::close_room`]):
-    /// the driver closes it with that reason after the tick.
+    /// Why the simulation closed the room ([`SimContext::close_room`]), once the
+    /// events queued before are relayed: the driver then closes it with that reason.
     pub fn closing(&self) -> Option<&str> {
-        self.closing.as_deref()
+        self.closing.as_deref().filter(|_| self.events.is_empty())
     }
 
     /// Relays the queued events in order, each member getting at most a quarter of

@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::engine::envelope::encode_batch;
 use crate::engine::outbox::{Batch, Left, OutboxLimits};
-use crate::engine::simulation::{Arena, ArenaConfig, ENTITY_COST, Relay, SimError, field_cost};
+use crate::engine::simulation::{
+    Arena, ArenaConfig, ENTITY_COST, MAX_EVENT_PAYLOAD_BYTES, Relay, SimError, field_cost,
+};
 use crate::frame::decode_server;
 use crate::mirror::{Desync, StateMirror};
 use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
@@ -609,8 +611,9 @@ fn a_simulations_events_reach_their_targets_after_the_members_events() {
     assert_eq!(events_read(&mut a), vec![own("round", "4 with 1", 7)]);
 }
 
-/// A simulation that removes a member who sends intent `[1]` and ends the room on
-/// intent `[2]`, and reports every leave it is told of as an event.
+/// A simulation that, on a member's intent, tells it why and removes it (`[1]`),
+/// removes every other member it knows of (`[3]`), or sends a last word and ends
+/// the room (`[2]`); it reports every leave it is told of as an event.
 struct Referee;
 
 impl Simulation for Referee {
@@ -619,25 +622,48 @@ impl Simulation for Referee {
         ctx.send_event("left", member.to_string(), &[]);
     }
     fn input(&mut self, ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
-        match payload {
-            input::Payload::Intent(i) if i[..] == [1] => ctx.remove_member(member, "cheating"),
-            input::Payload::Intent(i) if i[..] == [2] => ctx.close_room("match over"),
-            _ => {}
+        let input::Payload::Intent(intent) = payload else {
+            return Ok(());
+        };
+        match intent[..] {
+            [1] => {
+                ctx.send_event("warning", "cheating", &[member]);
+                ctx.remove_member(member, "cheating");
+            }
+            [2] => {
+                ctx.send_event("final", "gg", &[]);
+                ctx.close_room("match over");
+            }
+            [3] => {
+                let others: Vec<MemberId> = ctx.members.iter().map(|(m, _)| m).filter(|&m| m != member).collect();
+                others.into_iter().for_each(|m| ctx.remove_member(m, "alone now"));
+            }
+            _ => ctx.send_event("big", vec![0; MAX_EVENT_PAYLOAD_BYTES + 1], &[]),
         }
         Ok(())
     }
     fn step(&mut self, _: &mut SimContext<'_>) {}
 }
 
-/// The `Left` messages a client read, as (reason, message).
-fn lefts_read(client: &mut Client) -> Vec<(i32, String)> {
+/// The events and `Left` messages a client read, in order, as `event kind payload`
+/// and `left REASON message`.
+fn told(client: &mut Client) -> Vec<String> {
     client.read();
     (client.take_received().into_iter())
         .filter_map(|k| match k {
-            server_message::Kind::Left(l) => Some((l.reason, l.message)),
+            server_message::Kind::Event(e) => Some(format!("event {} {}", e.kind, String::from_utf8_lossy(&e.payload))),
+            server_message::Kind::Left(l) => Some(format!(
+                "left {} {}",
+                ErrorCode::try_from(l.reason).unwrap().as_str_name(),
+                l.message
+            )),
             _ => None,
         })
         .collect()
+}
+
+fn intent(room: &mut Room, member: MemberId, seq: u64, byte: u8) {
+    room.push_input(member, seq, input::Payload::Intent(vec![byte].into()));
 }
 
 #[test]
@@ -648,25 +674,50 @@ fn a_simulation_removes_members_and_ends_its_room() {
         join(&mut room, c);
     }
     room.tick(0);
-    clients.iter_mut().for_each(|c| c.take_received().clear());
-    room.push_input(1, 1, input::Payload::Intent(vec![1].into()));
+    clients.iter_mut().for_each(|c| drop(told(c)));
+    // Told why, then removed; the others see it leave.
+    intent(&mut room, 1, 1, 1);
     room.tick(0);
-    assert_eq!(
-        lefts_read(&mut clients[0]),
-        vec![(ErrorCode::Forbidden as i32, "cheating".to_string())]
-    );
+    let removed = ["event warning cheating", "left ERROR_CODE_FORBIDDEN cheating"];
+    assert_eq!(told(&mut clients[0]), removed);
     assert!(!room.is_member(1) && room.closing().is_none());
-    // The others see it leave, and the simulation is told at the next tick.
+    assert_eq!(told(&mut clients[2]), Vec::<String>::new());
+    // The simulation is told at the next tick; an event over the size limit is dropped.
+    intent(&mut room, 2, 1, 9);
     room.tick(0);
     assert_eq!(clients[1].presence(), vec![(1, PresenceChange::Left as i32)]);
-    assert_eq!(
-        events_read(&mut clients[2]),
-        vec![("left".to_string(), "1".to_string(), 1, SERVER)]
-    );
+    assert_eq!(told(&mut clients[2]), ["event left 1"]);
 
-    room.push_input(2, 1, input::Payload::Intent(vec![2].into()));
+    // The last word, then the room ends; nothing sent after it is relayed.
+    intent(&mut room, 2, 2, 2);
     room.tick(0);
     assert_eq!(room.closing(), Some("match over"));
+    assert_eq!(told(&mut clients[2]), ["event final gg"]);
+    room.push_event(3, SendEvent::default());
+    assert_eq!(
+        room.closing(),
+        Some("match over"),
+        "the room does not wait for later events"
+    );
+}
+
+#[test]
+fn a_simulation_removes_the_seats_it_keeps_for_members_gone() {
+    let mut room = game_room(Referee);
+    let (a, b) = (Client::new(1), Client::new(2));
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.tick(0);
+    let checkpoint = checkpoint_of(&mut room);
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(Referee), &checkpoint, 100).unwrap();
+    let mut back = Client::new(1);
+    join(&mut restored, &back);
+    intent(&mut restored, 1, 1, 3);
+    restored.tick(0);
+    assert_eq!(restored.kept_seats(), 0, "member 2's seat is given up");
+    drop(told(&mut back));
+    restored.tick(0);
+    assert_eq!(told(&mut back), ["event left 2"]);
 }
 
 /// Several senders aiming at one member within one tick (each within its own rate

@@ -266,7 +266,7 @@ mod tests {
     use crate::state::World;
 
     static LISTING: Listing = Listing::unlisted();
-    static ROSTER: std::sync::LazyLock<Roster> = std::sync::LazyLock::new(Roster::default);
+    static ROSTER: Roster = Roster::new();
 
     fn ctx<'a>(world: &'a mut World, requests: &'a mut Requests, tick: u64) -> SimContext<'a> {
         world.begin_tick(tick);

@@ -97,6 +97,13 @@ pub struct Roster {
 }
 
 impl Roster {
+    /// No members.
+    pub const fn new() -> Self {
+        Self {
+            users: std::collections::HashMap::with_hasher(rustc_hash::FxBuildHasher),
+        }
+    }
+
     /// The user id of `member`.
     pub fn user(&self, member: MemberId) -> Option<&str> {
         self.users.get(&member).map(|u| &**u)
@@ -130,10 +137,13 @@ impl Roster {
 
 impl SimContext<'_> {
     /// Sends a room event from the server (sender 0) to `targets` (empty: every
-    /// member), reliably and in order with the members' events: it is relayed at the
-    /// end of this tick, after the events members sent before it. Over the room's
-    /// bound on pending events it is dropped (and logged), like an event the HTTP
-    /// API publishes.
+    /// member), reliably and in order with the members' events: it is relayed after
+    /// the events members sent before it, at the end of this tick unless those fill
+    /// a member's share of its queue for the tick (then at the next ticks, in order).
+    /// A member removed in the same tick gets it before its `Left`. Over the room's
+    /// bound on pending events it is dropped (and logged), like an event the HTTP API
+    /// publishes; so is one with a `kind` over [`MAX_EVENT_KIND_BYTES`] or a payload
+    /// over [`MAX_EVENT_PAYLOAD_BYTES`].
     pub fn send_event(&mut self, kind: &str, payload: impl Into<bytes::Bytes>, targets: &[MemberId]) {
         self.requests.events.push(SendEvent {
             room: String::new(),
@@ -151,13 +161,20 @@ impl SimContext<'_> {
         self.requests.removals.push((member, why.to_string()));
     }
 
-    /// Closes the room after this tick (a match that ended): every member gets
-    /// `Left` with reason `ROOM_CLOSED` and `why` as the message, and the room is
-    /// gone (a join of its id opens a new one). The first reason given wins.
+    /// Closes the room (a match that ended) once the events sent before are relayed
+    /// (normally at the end of this tick; events sent after are dropped): every
+    /// member gets `Left` with reason `ROOM_CLOSED` and `why` as the message, and the
+    /// room is gone (a join of its id opens a new one; a room configured in
+    /// `[[rooms]]` too, and it is not listed until then). The first reason wins.
     pub fn close_room(&mut self, why: &str) {
         self.requests.close.get_or_insert_with(|| why.to_string());
     }
 }
+
+/// The longest `kind` of a simulation's event (as for the HTTP API's).
+pub const MAX_EVENT_KIND_BYTES: usize = 256;
+/// The largest payload of a simulation's event (the default largest client message).
+pub const MAX_EVENT_PAYLOAD_BYTES: usize = 16 * 1024;
 
 /// What a simulation asked of its room during a callback (see
 /// [`SimContext::requests`]): a simulation's own tests may read it.
