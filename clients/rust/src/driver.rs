@@ -859,6 +859,13 @@ impl Driver {
                         let wait = wait.clamp(Duration::from_millis(100), Duration::from_secs(5));
                         state.retry_join_at = Some(Instant::now() + wait);
                     }
+                    // A join sent again (after a resume) while the session's first one is
+                    // still being answered: that answer follows, nothing went wrong.
+                    let joining = self.rooms.get(&error.room).is_some_and(|s| !s.joined);
+                    if joining && error.code == proto::ErrorCode::AlreadyMember as i32 {
+                        tracing::debug!(room = %error.room, "join already being answered");
+                        continue;
+                    }
                     self.emit(Event::Error(error)).await;
                 }
                 In::Pong(pong) => {

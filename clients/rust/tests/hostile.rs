@@ -527,3 +527,47 @@ async fn a_relay_gone_silent_mid_game_is_left_within_the_stall_timeout() {
     .await;
     assert!(kept.is_err(), "an idle room's relay that answers its ping is kept");
 }
+
+/// A join sent again while the session's first join of the room is still being
+/// answered (as after a resume while the room directory is slow) is answered
+/// `ALREADY_MEMBER`, then the first join's `Joined` comes: the client tells the
+/// application of the join, not of an error (the soak of the fourteenth session saw
+/// bots count it as one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_already_being_answered_is_no_error() {
+    let url = fake_relay(|_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        let join = loop {
+            let messages = next_messages(&mut ws).await.expect("the client joins");
+            if let Some(Out::Join(join)) = messages.into_iter().find(|m| matches!(m, Out::Join(_))) {
+                break join;
+            }
+        };
+        let already = proto::Error {
+            code: proto::ErrorCode::AlreadyMember as i32,
+            message: "a join of this room is already waiting for the room directory".into(),
+            request_id: join.request_id + 1,
+            room: join.room.clone(),
+            ..Default::default()
+        };
+        let joined = proto::Joined {
+            request_id: join.request_id,
+            room: join.room,
+            room_type: "relay".into(),
+            ..Default::default()
+        };
+        ws.send(fake_envelope(vec![In::Error(already), In::Joined(joined)], 1))
+            .await
+            .unwrap();
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let (_client, mut events) = joined_client(url);
+    let first = until(&mut events, |e| match e {
+        Event::Error(e) => Some(format!("error {e:?}")),
+        Event::Joined(j) => Some(format!("joined {}", j.room)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first, "joined r");
+}

@@ -1026,6 +1026,9 @@ export class Client {
           if (later && this.#rooms.get(room)?.joined === false) {
             this.#joinLater(room, Math.min(5000, Math.max(100, retryAfterMs)));
           }
+          // A join sent again (after a resume) while the session's first one is still
+          // being answered: that answer follows, nothing went wrong.
+          if (code === v1.ErrorCode.ALREADY_MEMBER && this.#rooms.get(room)?.joined === false) break;
           this.#emit("error", kind.value);
           break;
         }

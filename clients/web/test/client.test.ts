@@ -568,6 +568,22 @@ test("joining a room again right after leaving it is retried when the relay allo
   assert.deepEqual(last().kinds(), ["join", "leave", "join", "join"]);
 });
 
+test("a join already being answered (ALREADY_MEMBER while joining) is no error: the join's answer follows", () => {
+  const { client: c, events } = client();
+  const joined: string[] = [];
+  c.on("joined", (j) => joined.push(j.room));
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.ALREADY_MEMBER, room: "r" } }], 1n);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 2n);
+  assert.deepEqual(joined, ["r"]);
+  assert.deepEqual(events.filter((e) => e.startsWith("error")), []);
+  // In a room joined, it is an error like any other.
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.ALREADY_MEMBER, room: "r" } }], 3n);
+  assert.equal(events.filter((e) => e.startsWith("error")).length, 1);
+});
+
 test("a redirect to a node this client failed over from is retried, not followed", () => {
   const { client: c } = client({ fallbackUrls: ["wss://relay-2.test/ws"] });
   c.join("r", "arena");
