@@ -107,6 +107,7 @@ struct Counters {
     node_losses: AtomicU64,
     unavailable: AtomicU64,
     inputs_rolled_back: AtomicU64,
+    inputs_unconfirmed: AtomicU64,
 }
 
 /// The result of a run (mergeable across worker processes).
@@ -174,6 +175,12 @@ pub struct Report {
     /// a rejoin (a room restored from a checkpoint older than them, or a seat lost).
     #[serde(default)]
     pub inputs_rolled_back: u64,
+    /// With [`Scenario::node_loss_expected`]: inputs not acknowledged by the end
+    /// because the bot's room was not back yet (its join still waiting, `UNAVAILABLE`,
+    /// after its node was lost), counted from the last one acknowledged. Without a node
+    /// loss expected they count as lost.
+    #[serde(default)]
+    pub inputs_unconfirmed: u64,
     /// From a connection lost (or dropped) to the next state frame of the bot's room
     /// (HDR V2, base64), microseconds: how long players wait to play again.
     #[serde(default)]
@@ -220,6 +227,7 @@ impl Report {
         self.node_losses += other.node_losses;
         self.unavailable += other.unavailable;
         self.inputs_rolled_back += other.inputs_rolled_back;
+        self.inputs_unconfirmed += other.inputs_unconfirmed;
     }
 
     /// The latency histogram.
@@ -331,6 +339,10 @@ impl Report {
                 ("connections lost with a node", self.node_losses.to_string()),
                 ("joins answered UNAVAILABLE", self.unavailable.to_string()),
                 ("inputs rolled back", self.inputs_rolled_back.to_string()),
+                (
+                    "inputs unconfirmed: the room not back at the end",
+                    self.inputs_unconfirmed.to_string(),
+                ),
                 (
                     "back to playing p50 / p99 / max",
                     format!(
@@ -513,6 +525,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         node_losses: c.node_losses.load(Ordering::Relaxed),
         unavailable: c.unavailable.load(Ordering::Relaxed),
         inputs_rolled_back: c.inputs_rolled_back.load(Ordering::Relaxed),
+        inputs_unconfirmed: c.inputs_unconfirmed.load(Ordering::Relaxed),
         recovery: encode_histogram(&fleet.recovery.lock()),
     }
 }
@@ -659,9 +672,12 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     }
                     joined = true;
                     // A new member (its session could not be continued) had none of
-                    // them applied: what the old one had is no rollback.
+                    // them applied: what the old one had is no rollback. A relay bot's
+                    // next input removes an entity the old member made (gone with it,
+                    // or not the new member's): refused once.
                     if member.replace(j.member_id).is_some_and(|old| old != j.member_id) {
                         acked = 0;
+                        removal_refused_ahead |= relay;
                     }
                     let rolled_back = acked.saturating_sub(j.last_input_seq);
                     c.inputs_rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
@@ -709,7 +725,10 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     c.unavailable.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Event::Error(e))
-                    if removal_refused_ahead && e.code == proto::ErrorCode::EntityNotFound as i32 =>
+                    if removal_refused_ahead
+                        && [proto::ErrorCode::EntityNotFound, proto::ErrorCode::NotOwner]
+                            .iter()
+                            .any(|&code| e.code == code as i32) =>
                 {
                     removal_refused_ahead = false;
                 }
@@ -737,8 +756,15 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         while client.with_mirror(&room, |m| m.last_input_seq()) < Some(sent) && tokio::time::Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, events.recv()).await;
         }
-        let acked = client.with_mirror(&room, |m| m.last_input_seq()).unwrap_or(0);
-        c.lost_inputs.fetch_add(sent.saturating_sub(acked), Ordering::Relaxed);
+        match client.with_mirror(&room, |m| m.last_input_seq()) {
+            Some(applied) => c.lost_inputs.fetch_add(sent.saturating_sub(applied), Ordering::Relaxed),
+            // No mirror: the room's join is not answered yet (its node was lost and
+            // the room is not back), so nothing since the last acknowledgement can be.
+            None if s.node_loss_expected => c
+                .inputs_unconfirmed
+                .fetch_add(sent.saturating_sub(acked), Ordering::Relaxed),
+            None => c.lost_inputs.fetch_add(sent, Ordering::Relaxed),
+        };
     }
     let stats = client.stats();
     c.reconnects

@@ -42,9 +42,10 @@ struct Args {
     /// A node will be lost (killed or stopped) during the run: connections lost
     /// without a close or closed with 1001 (or 1013: a resume elsewhere while the
     /// lost node's lease lives; or 4504: a session begun just before its node died),
-    /// joins answered UNAVAILABLE, and in relay rooms the one removal refused after
-    /// inputs rolled back to a checkpoint, are counted apart, not as failures; the
-    /// report gives how long bots took to play again.
+    /// joins answered UNAVAILABLE, inputs unconfirmed because the bot's room was not
+    /// back by the end, and in relay rooms the one removal refused after inputs rolled
+    /// back to a checkpoint or a new member replaced the lost one, are counted apart,
+    /// not as failures; the report gives how long bots took to play again.
     #[arg(long)]
     expect_node_loss: bool,
     /// Trust the certificates in this PEM file (the relay's development certificate
