@@ -41,7 +41,8 @@ use crate::state::{MemberId, SERVER, Tick, World};
 /// The simulation's events over the size limits: one log line a second at most.
 static DROPPED_EVENTS: LogBudget = LogBudget::new(1);
 
-/// Server events (published, or sent by the simulation) a room dropped at its bound: one log line a second at most.
+/// Server events (published, or sent by the simulation) a room dropped at its bound:
+/// one log line a second at most.
 static DROPPED_PUBLISHES: LogBudget = LogBudget::new(1);
 use member::{InputVerdict, Member};
 
@@ -805,8 +806,8 @@ impl Room {
         self.do_requests();
     }
 
-    /// Does what the simulation asked: queues its events (as the server's), removes
-    /// members, marks the room closing.
+    /// Does what the simulation asked but its removals ([`Room::remove_members`], after
+    /// the tick's events): queues its events (as the server's), marks the room closing.
     fn do_requests(&mut self) {
         let mut events = std::mem::take(&mut self.requests.events);
         for event in events.drain(..) {
