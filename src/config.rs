@@ -3,6 +3,8 @@
 //! `--help` lists them). [`DEFAULT_CONFIG`] is the commented default file that
 //! `tickrelay config --print-default` prints.
 
+mod simulations;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +21,6 @@ use crate::session::SessionSettings;
 use crate::session::auth::AuthConfig;
 use crate::session::limits::RateLimits;
 use crate::state::{FieldSpec, FieldType, KindSchema, Schema};
-mod simulations;
-
 pub use crate::transport::gate::ConnectionLimits;
 use crate::transport::origin::OriginConfig;
 pub use simulations::Simulations;
