@@ -175,10 +175,11 @@ pub struct Report {
     /// a rejoin (a room restored from a checkpoint older than them, or a seat lost).
     #[serde(default)]
     pub inputs_rolled_back: u64,
-    /// With [`Scenario::node_loss_expected`]: inputs not acknowledged by the end
-    /// because the bot's room was not back yet (its join still waiting, `UNAVAILABLE`,
-    /// after its node was lost), counted from the last one acknowledged. Without a node
-    /// loss expected they count as lost.
+    /// With [`Scenario::node_loss_expected`]: inputs not acknowledged by the end of
+    /// the bot's play (the end of the run, or its leaving for good) because its room
+    /// was not back yet (no frame since its connection was lost: its join still
+    /// waiting, `UNAVAILABLE`), counted from the last one acknowledged. Without a
+    /// node loss expected they count as lost.
     #[serde(default)]
     pub inputs_unconfirmed: u64,
     /// From a connection lost (or dropped) to the next state frame of the bot's room
@@ -756,10 +757,13 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         while client.with_mirror(&room, |m| m.last_input_seq()) < Some(sent) && tokio::time::Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, events.recv()).await;
         }
-        match client.with_mirror(&room, |m| m.last_input_seq()) {
+        // Applied as the room last said, if it said anything since the client's last
+        // connection (a new connection's mirror waits for its room's first frame).
+        let applied = client.with_mirror(&room, |m| (m.tick() > 0).then(|| m.last_input_seq()));
+        match applied.flatten() {
             Some(applied) => c.lost_inputs.fetch_add(sent.saturating_sub(applied), Ordering::Relaxed),
-            // No mirror: the room's join is not answered yet (its node was lost and
-            // the room is not back), so nothing since the last acknowledgement can be.
+            // The room is not back (its node was lost, its join still waits), so
+            // nothing since the last acknowledgement can be confirmed.
             None if s.node_loss_expected => c
                 .inputs_unconfirmed
                 .fetch_add(sent.saturating_sub(acked), Ordering::Relaxed),
