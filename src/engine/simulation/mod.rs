@@ -63,6 +63,36 @@ impl Default for EntityLimits {
 }
 
 /// What a simulation may touch during a callback.
+///
+/// A game's own tests can drive its simulation without a room: a world with the
+/// simulation's schema, begun at a tick, and the rest from their defaults.
+///
+/// ```
+/// use tickrelay::engine::listing::Listing;
+/// use tickrelay::engine::simulation::{Arena, ArenaConfig, EntityLimits, Requests, Roster, SimContext, Simulation};
+/// use tickrelay::state::World;
+///
+/// let mut arena = Arena::new(ArenaConfig::default());
+/// let mut world = World::with_schema(32, arena.schema());
+/// let (listing, mut requests, mut members) = (Listing::unlisted(), Requests::default(), Roster::new());
+/// members.insert(7, "ada".into());
+/// world.begin_tick(1);
+/// let mut ctx = SimContext {
+///     room: "test",
+///     world: &mut world,
+///     tick: 1,
+///     dt: 1.0 / 30.0,
+///     limits: EntityLimits::default(),
+///     listing: &listing,
+///     requests: &mut requests,
+///     members: &members,
+/// };
+/// arena.join(&mut ctx, 7);
+/// arena.step(&mut ctx);
+/// world.finish_tick();
+/// assert_eq!(world.entities().filter(|e| e.owner() == 7).count(), 1, "ada's avatar");
+/// assert!(requests.events().is_empty() && requests.close().is_none());
+/// ```
 #[derive(Debug)]
 pub struct SimContext<'a> {
     /// The room's id.
