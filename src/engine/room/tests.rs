@@ -701,17 +701,23 @@ fn a_simulation_removes_members_and_ends_its_room() {
     );
 }
 
-#[test]
-fn a_simulation_removes_the_seats_it_keeps_for_members_gone() {
-    let mut room = game_room(Referee);
-    let (a, b) = (Client::new(1), Client::new(2));
-    join(&mut room, &a);
-    join(&mut room, &b);
+/// A room of members 1 and 2 running `new()`, restored from its checkpoint with
+/// `new()` again, and member 1 back in it (member 2's seat kept).
+fn restored_with_one_back<S: Simulation>(new: impl Fn() -> S) -> (Room, Client) {
+    let mut room = game_room(new());
+    join(&mut room, &Client::new(1));
+    join(&mut room, &Client::new(2));
     room.tick(0);
     let checkpoint = checkpoint_of(&mut room);
-    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(Referee), &checkpoint, 100).unwrap();
-    let mut back = Client::new(1);
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(new()), &checkpoint, 100).unwrap();
+    let back = Client::new(1);
     join(&mut restored, &back);
+    (restored, back)
+}
+
+#[test]
+fn a_simulation_removes_the_seats_it_keeps_for_members_gone() {
+    let (mut restored, mut back) = restored_with_one_back(|| Referee);
     intent(&mut restored, 1, 1, 3);
     restored.tick(0);
     assert_eq!(restored.kept_seats(), 0, "member 2's seat is given up");
@@ -1737,15 +1743,7 @@ fn a_restored_arena_keeps_its_npcs_and_the_avatars_of_members_who_come_back() {
 
 #[test]
 fn a_restored_simulation_knows_the_members_whose_seats_it_keeps() {
-    let mut room = game_room(Announcer);
-    let (a, b) = (Client::new(1), Client::new(2));
-    join(&mut room, &a);
-    join(&mut room, &b);
-    room.tick(0);
-    let checkpoint = checkpoint_of(&mut room);
-    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(Announcer), &checkpoint, 100).unwrap();
-    let mut back = Client::new(1);
-    join(&mut restored, &back);
+    let (mut restored, mut back) = restored_with_one_back(|| Announcer);
     restored.tick(0);
     let restored_event = events_read(&mut back).into_iter().find(|e| e.0 == "restored");
     assert_eq!(restored_event.map(|e| e.1).as_deref(), Some("room: user-1 user-2"));
