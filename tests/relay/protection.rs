@@ -16,6 +16,7 @@ use tickrelay_testkit::{
 
 both_transports!(
     a_flood_is_closed_with_1008_and_others_are_unaffected,
+    a_flood_in_bunches_is_closed_with_1008,
     a_half_open_peer_is_dropped_on_time,
     resume_with_input_replay_loses_nothing_and_applies_nothing_twice,
     events_sent_to_a_dropped_connection_arrive_after_resume,
@@ -386,6 +387,52 @@ async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transp
     good.frames_in("busy", 60).await;
     assert!(good.mirrors["busy"].is_synced());
     assert!(server.metric("tickrelay_messages_rate_limited_total") > 0);
+}
+
+/// One input per message, 200 a second, arriving 8 at a time every 40 ms (as a client
+/// with Nagle's algorithm on sends them): each bunch finds a few tokens refilled and
+/// gets some through, and the flood is closed with 1008 all the same.
+async fn a_flood_in_bunches_is_closed_with_1008(transport: Transport) {
+    let server = start_with(|_| {}).await;
+    let mut bad = TestClient::connect_over(&server, transport).await;
+    bad.join("bunched", "arena").await;
+    let started = Instant::now();
+    let mut seq = 0u64;
+    let close = 'flood: loop {
+        assert!(started.elapsed() < Duration::from_secs(5), "not closed within 5 s");
+        for _ in 0..8 {
+            seq += 1;
+            let input = proto::Input {
+                room: "bunched".into(),
+                seq,
+                payload: Some(input::Payload::Intent(Bytes::from_static(&[1, 1]))),
+            };
+            let envelope = proto::ClientEnvelope {
+                messages: vec![proto::ClientMessage {
+                    kind: Some(client_message::Kind::Input(input)),
+                }],
+                first_event_seq: 0,
+            };
+            // Writes fail once the server has closed; the close is read below.
+            let _ = bad.conn.send_bytes(&envelope.encode_to_vec()).await;
+        }
+        let bunch_sent = Instant::now();
+        while bunch_sent.elapsed() < Duration::from_millis(40) {
+            match bad.conn.recv(Duration::from_millis(5)).await {
+                None | Some(Incoming::Envelope(_)) => {}
+                Some(Incoming::Closed(code, _)) => break 'flood code,
+                Some(Incoming::Ended(e)) => panic!("ended without a close code: {e}"),
+            }
+        }
+    };
+    assert_eq!(close, 1008);
+    // The burst of 100 lasts about 0.65 s, then the 1 s flood window, with slack
+    // for a busy machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        started.elapsed()
+    );
 }
 
 /// A peer that stops answering (it never reads, so never answers pings) is dropped
