@@ -989,7 +989,9 @@ impl OwnedRoom {
     /// when it expires (never for a persistent room).
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
         match self.empty_since {
-            Some(since) if self.room.member_count() == 0 => (!self.persistent).then(|| since + empty_room_ttl),
+            Some(since) if self.room.member_count() == 0 && !self.room.has_pending_work() => {
+                (!self.persistent).then(|| since + empty_room_ttl)
+            }
             _ => Some(self.schedule.next_deadline()),
         }
     }
@@ -1240,11 +1242,11 @@ impl SimThread {
         while i < self.rooms.len() {
             let owned = &mut self.rooms[i];
             // An empty room costs nothing: nobody would see its ticks (a join is a member
-            // at once; what a leave left to do runs at the next tick with members). Its
+            // at once), once a tick has done what the last leaves left to do. Its
             // schedule stands still, and moves on without counting when one joins
             // (`sync_members`).
             let due = if owned.room.member_count() == 0 {
-                0
+                u32::from(owned.room.has_pending_work())
             } else {
                 let (overruns, dropped) = (owned.schedule.overruns(), owned.schedule.dropped());
                 let due = owned.schedule.poll(now);
@@ -1436,6 +1438,24 @@ mod tests {
         }
     }
 
+    /// Leaves its simulation has heard of (only the farewell test makes them).
+    static FAREWELLS: AtomicU32 = AtomicU32::new(0);
+
+    /// A simulation that says farewell to everyone at each leave.
+    struct Farewell;
+
+    impl Simulation for Farewell {
+        fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+            FAREWELLS.fetch_add(1, Ordering::SeqCst);
+            ctx.send_event("farewell", member.to_string(), &[]);
+        }
+        fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+            Ok(())
+        }
+        fn step(&mut self, _: &mut SimContext<'_>) {}
+    }
+
     fn pool(threads: usize, gate: crossbeam_channel::Receiver<()>) -> SimPool {
         SimPool::start(config(threads, gate)).unwrap()
     }
@@ -1479,6 +1499,13 @@ mod tests {
             RoomType {
                 config: fast.clone(),
                 factory: Arc::new(|| Box::new(Ending)),
+            },
+        );
+        room_types.insert(
+            "farewell".to_string(),
+            RoomType {
+                config: fast.clone(),
+                factory: Arc::new(|| Box::new(Farewell)),
             },
         );
         room_types.insert(
@@ -1575,6 +1602,45 @@ mod tests {
             pool.get_or_create("x", "nope").unwrap_err(),
             PoolError::UnknownRoomType("nope".into())
         );
+    }
+
+    /// The last members leave together: the simulation hears of it at once, though
+    /// nobody is left to tick for, and what it sends then goes to nobody, not to the
+    /// next member to join.
+    #[test]
+    fn a_room_left_empty_finishes_its_tick_for_nobody() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        let first = join(&pool, "f", "farewell", 1);
+        let second = join(&pool, "f", "farewell", 2);
+        wait_for_frames(&first, 1);
+        wait_for_frames(&second, 1);
+        let handle = pool.room("f").unwrap();
+        for (member, outbox) in [(1, &first), (2, &second)] {
+            let leave = Command::Leave {
+                room: handle.key,
+                room_id: handle.shared.id.clone(),
+                member,
+                outbox: outbox.clone(),
+                request_id: 0,
+            };
+            pool.send(&handle, leave).unwrap();
+        }
+        // Leaves are taken at the next tick of a room with members: another room's.
+        let other = join(&pool, "busy", "arena", 3);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while FAREWELLS.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "the simulation never heard of the leaves");
+            wait_for_frames(&other, 1);
+        }
+        let newcomer = join(&pool, "f", "farewell", 4);
+        let mut seen = wait_for_frames(&newcomer, 1);
+        seen.extend(wait_for_frames(&newcomer, 3));
+        let events: Vec<_> = seen
+            .iter()
+            .filter(|k| matches!(k, server_message::Kind::Event(_)))
+            .collect();
+        assert!(events.is_empty(), "the newcomer got {events:?}");
     }
 
     /// A leave or a resync from a session that is not in the room (its join was

@@ -392,6 +392,14 @@ impl Room {
         self.members.len()
     }
 
+    /// Whether a tick has work to do though nobody would see its frame: calls to
+    /// the simulation (leaves it has not heard of) or events waiting. A room that
+    /// emptied ticks until it has none, so that its simulation hears of the leaves
+    /// at once and what it sends then goes to nobody, not to whoever joins next.
+    pub fn has_pending_work(&self) -> bool {
+        !self.sim_calls.is_empty() || !self.events.is_empty()
+    }
+
     /// Whether `member` is in the room.
     pub fn is_member(&self, member: MemberId) -> bool {
         self.member(member).is_some()
