@@ -166,9 +166,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Received::Other(Inbound::Control(payload.len()))
             }
             Incoming::Pong(len) => Received::Other(Inbound::Control(len)),
-            // The reply echoes the code; `finish` sends it.
+            // The reply echoes the code, with a reason as every close of ours has;
+            // `finish` sends it.
             Incoming::Close(code) => {
-                let payload = code.map(|code| close_payload(code, "")).unwrap_or_default();
+                let reason = match code {
+                    Some(1000) => CloseReason::Normal.reason(),
+                    _ => "closed by the client",
+                };
+                let payload = code.map(|code| close_payload(code, reason)).unwrap_or_default();
                 self.queue_control(OP_CLOSE, &payload);
                 match code {
                     Some(code) if code != 1000 => Received::ClientLeft,
@@ -505,7 +510,10 @@ mod tests {
         let Some(Ok(Message::Close(Some(echo)))) = client.next().await else {
             panic!("expected the close echo");
         };
-        assert_eq!(u16::from(echo.code), 4000);
+        assert_eq!(
+            (u16::from(echo.code), echo.reason.as_str()),
+            (4000, "closed by the client")
+        );
         assert!(client.next().await.is_none(), "the handshake completes");
         assert_eq!(server.await.unwrap(), ["control 3", "binary 5"]);
     }
