@@ -169,6 +169,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                                     }
                                 }
                                 Some(In::Pong(p)) => rtt_ms = (now_us().saturating_sub(p.ping_sent_time_us)) as f64 / 1000.0,
+                                // The join (request 1) refused: nothing to watch.
+                                Some(In::Error(e)) if e.request_id == 1 && member == 0 => {
+                                    let code = proto::ErrorCode::try_from(e.code).map_or(e.code.to_string(), |c| c.as_str_name().trim_start_matches("ERROR_CODE_").to_string());
+                                    return Err(format!("the relay refused the join: {code}: {}", e.message).into());
+                                }
                                 Some(In::Error(e)) => println!("error {}: {}", e.code, e.message),
                                 _ => {}
                             }

@@ -19,20 +19,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG, Simulations};
 use crate::server::Server;
 use crate::session::auth::{AuthMode, Claims, mint_hs256};
 
-/// tickrelay: a multiplayer game state relay. Clients connect over wss:// to /ws, join
-/// rooms and receive delta-compressed state every tick. With no options it serves on
-/// 127.0.0.1:7443 with a generated development certificate.
+/// tickrelay: a multiplayer game state relay. Clients connect over wss:// to /ws (or
+/// QUIC on the same port), join rooms and receive delta-compressed state every tick.
+/// With no options it serves on 127.0.0.1:7443 with a generated development
+/// certificate.
 ///
 /// Settings come from built-in defaults, then the TOML file (--config), then
-/// TICKRELAY_* environment variables, then flags. `tickrelay config --print-default`
-/// prints every file setting with its default.
+/// TICKRELAY_* environment variables, then flags. The `config --print-default`
+/// command prints every file setting with its default.
 #[derive(Parser, Debug)]
 #[command(name = "tickrelay", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -56,7 +57,7 @@ enum Command {
     /// `auth.hs256_secret`).
     Token {
         /// The shared secret.
-        #[arg(long, env = "TICKRELAY_JWT_SECRET")]
+        #[arg(long, env = "TICKRELAY_JWT_SECRET", hide_env_values = true)]
         secret: String,
         /// The user id (`sub`).
         #[arg(long)]
@@ -118,8 +119,8 @@ struct ServeArgs {
     /// HS256 shared secret for JWT authentication (prefer the environment variable).
     #[arg(long, env = "TICKRELAY_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// Serve /metrics on this address instead, over plain HTTP (for a scraper on a
-    /// private network) [default: on --listen].
+    /// Serve /metrics (and /healthz) on this address instead, over plain HTTP (for a
+    /// scraper on a private network) [default: on --listen].
     #[arg(long, env = "TICKRELAY_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// Require `Authorization: Bearer TOKEN` to read /metrics (prefer the environment
@@ -138,7 +139,7 @@ struct ServeArgs {
     /// `rediss-sentinel://` over TLS, certificates in `[cluster] redis_ca_file`,
     /// `redis_cert_file`, `redis_key_file`); each room lives on one node, and joins
     /// elsewhere are redirected to it.
-    #[arg(long, env = "TICKRELAY_CLUSTER", value_name = "REDIS_URL")]
+    #[arg(long, env = "TICKRELAY_CLUSTER", value_name = "REDIS_URL", hide_env_values = true)]
     cluster: Option<String>,
     /// Cluster mode: this node's id, unique in the cluster [default: its public URL].
     #[arg(long, env = "TICKRELAY_NODE_ID", value_name = "ID")]
@@ -256,14 +257,23 @@ impl ServeArgs {
 /// Parses the command line and does what it says (runs the relay, by default, with
 /// the built-in simulations and `simulations`) until a signal stops it.
 pub fn main(simulations: Simulations) -> ExitCode {
-    let cli = Cli::parse();
+    let own: Vec<&str> = simulations.names().collect();
+    let mut command = Cli::command();
+    if !own.is_empty() {
+        command = command.after_help(format!(
+            "This program's own simulations (each a room type of its name; see `config --print-default`): {}",
+            own.join(", ")
+        ));
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     let args = match cli.command {
         Some(Command::Config { print_default }) => {
             if print_default {
                 print!("{DEFAULT_CONFIG}");
+                print!("{}", own_room_types(&own));
                 return ExitCode::SUCCESS;
             }
-            eprintln!("nothing to do: try `tickrelay config --print-default`");
+            eprintln!("nothing to do: try `config --print-default`");
             return ExitCode::from(2);
         }
         Some(Command::Token {
@@ -351,4 +361,25 @@ async fn signal_shutdown(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
     shutdown.cancel();
+}
+
+/// The default configuration's part for the program's own simulations: a commented
+/// room type for each (nothing for the `tickrelay` binary itself).
+fn own_room_types(names: &[&str]) -> String {
+    let defaults = crate::config::RoomTypeConfig::default();
+    let mut text = String::new();
+    if !names.is_empty() {
+        text.push_str(
+            "\n# This program's own simulations. Each is a room type of its name with the\n\
+             # default room settings; a section tunes it (`simulation` is then required), and\n\
+             # its `params` table holds the game's own settings.\n",
+        );
+    }
+    for name in names {
+        text.push_str(&format!(
+            "\n# [room_types.{name}]\n# simulation = \"{name}\"\n# tick_rate = {}\n# max_members = {}\n# [room_types.{name}.params]\n",
+            defaults.tick_rate, defaults.max_members
+        ));
+    }
+    text
 }

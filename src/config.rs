@@ -1006,7 +1006,7 @@ algorithm = "HS256"
 # public_key = "/etc/tickrelay/jwt-public.pem"
 # issuer = "https://auth.example.com"
 # audience = "tickrelay"
-# Clock skew tolerated on `exp`, in seconds.
+# Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 leeway_secs = 5
 # A second connection of the same user: "allow", or "replace" (the older one is
 # closed with 4002).

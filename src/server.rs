@@ -22,7 +22,7 @@ use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
-use crate::session::auth::{AuthMode, Authenticator};
+use crate::session::auth::{AuthMode, Authenticator, MIN_HS256_SECRET_BYTES};
 use crate::transport::context::{ConnectionSettings, Context};
 use crate::transport::gate::Gate;
 use crate::transport::http::{self, Http, Routes};
@@ -202,6 +202,13 @@ impl Server {
             _ => None,
         };
         let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
+        if let Some(bytes) = auth.short_secret() {
+            tracing::warn!(
+                bytes,
+                "the HS256 secret is shorter than {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 asks for at least \
+                 256 bits): tokens can be forged by guessing it; use for example `head -c 32 /dev/urandom | base64`"
+            );
+        }
         if auth.mode() == AuthMode::Anonymous {
             tracing::warn!(
                 "auth.mode = \"anonymous\": every connection is accepted without a token (development only)"

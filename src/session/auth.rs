@@ -30,7 +30,7 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// Required `aud`, if set.
     pub audience: Option<String>,
-    /// Clock skew tolerated on `exp`, in seconds.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
     /// What a second connection of the same user does: `allow` both, or `replace`
     /// the older one (closed with 4002).
@@ -194,6 +194,8 @@ pub struct Authenticator {
     leeway_secs: u64,
     key: Option<(DecodingKey, Validation)>,
     anonymous: AtomicU64,
+    /// The HS256 secret's length when it is shorter than [`MIN_HS256_SECRET_BYTES`].
+    short_secret: Option<usize>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -212,6 +214,7 @@ pub const MIN_HS256_SECRET_BYTES: usize = 32;
 impl Authenticator {
     /// Builds the verifier; fails on a missing or unreadable key.
     pub fn new(config: &AuthConfig) -> Result<Self, String> {
+        let mut short_secret = None;
         let key = match config.mode {
             AuthMode::Anonymous => None,
             AuthMode::Jwt => {
@@ -225,14 +228,7 @@ impl Authenticator {
                             "JWT authentication with HS256 needs a shared secret: --jwt-secret, \
                              TICKRELAY_JWT_SECRET or [auth] hs256_secret",
                         )?;
-                        if secret.len() < MIN_HS256_SECRET_BYTES {
-                            tracing::warn!(
-                                bytes = secret.len(),
-                                "the HS256 secret is shorter than {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 \
-                                 asks for at least 256 bits): tokens can be forged by guessing it; \
-                                 use for example `head -c 32 /dev/urandom | base64`"
-                            );
-                        }
+                        short_secret = (secret.len() < MIN_HS256_SECRET_BYTES).then_some(secret.len());
                         DecodingKey::from_secret(secret.as_bytes())
                     }
                     Algorithm::RS256 | Algorithm::EdDSA => {
@@ -273,7 +269,14 @@ impl Authenticator {
             leeway_secs: config.leeway_secs,
             key,
             anonymous: AtomicU64::new(0),
+            short_secret,
         })
+    }
+
+    /// The HS256 secret's length in bytes when it is shorter than
+    /// [`MIN_HS256_SECRET_BYTES`] (tokens can be forged by guessing it).
+    pub fn short_secret(&self) -> Option<usize> {
+        self.short_secret
     }
 
     /// Anonymous users are numbered from `first` on (cluster mode: from the node's

@@ -51,6 +51,16 @@ fn start_program(
     (child, lines, dir)
 }
 
+/// The port in the binary's "listening on" line.
+fn port_of(listening: &str) -> u16 {
+    listening
+        .rsplit("127.0.0.1:")
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {listening}"))
+}
+
 /// [`start`] without a prefix; returns what the binary wrote to standard output and
 /// standard error up to its "listening" line, then stops it.
 fn first_logs(args: &[&str]) -> (String, Vec<String>) {
@@ -99,12 +109,11 @@ fn jwt_authentication_names_where_the_secret_goes_and_warns_of_a_short_one() {
     );
 
     let (_, lines) = first_logs(&["--auth", "jwt", "--jwt-secret", "x"]);
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("WARN") && l.contains("shorter than 32 bytes")),
-        "{lines:?}"
-    );
+    let warnings = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("shorter than 32 bytes"))
+        .count();
+    assert_eq!(warnings, 1, "warned once: {lines:?}");
     let secret = "k".repeat(32);
     let (_, lines) = first_logs(&["--auth", "jwt", "--jwt-secret", &secret]);
     assert!(!lines.iter().any(|l| l.contains("shorter than")), "{lines:?}");
@@ -138,6 +147,29 @@ fn the_watch_example_explains_itself_and_names_a_missing_certificate_file() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("/nonexistent/relay-cert.pem"), "{stderr}");
+
+    // A join the relay refuses (the token allows another room) ends it with the reason.
+    let secret = "k".repeat(32);
+    let (mut relay, lines, dir) = start("", &["--auth", "jwt", "--jwt-secret", &secret]);
+    let token = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .args(["token", "--secret", &secret, "--sub", "ann", "--room", "other"])
+        .output()
+        .unwrap();
+    let refused = Command::new(example("watch"))
+        .arg("--url")
+        .arg(format!("wss://127.0.0.1:{}/ws", port_of(lines.last().unwrap())))
+        .arg("--cert")
+        .arg(dir.join("cert.pem"))
+        .args(["--room", "demo", "--seconds", "5", "--token"])
+        .arg(String::from_utf8(token.stdout).unwrap().trim())
+        .output()
+        .unwrap();
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(stderr.contains("the relay refused the join: FORBIDDEN"), "{stderr}");
 }
 
 /// The Tag example is the `tickrelay` command line with a room type of its own: rooms
@@ -160,6 +192,23 @@ fn the_tag_example_is_the_relay_with_a_room_type_of_its_own() {
         stderr.contains("default_room_type `tag` is not in room_types"),
         "{stderr}"
     );
+    // Its help and its default configuration name its own room type.
+    let output = |args: &[&str]| {
+        let out = Command::new(example("tag")).args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(output(&["--help"]).contains("own simulations (each a room type of its name"));
+    let config = output(&["config", "--print-default"]);
+    assert!(
+        config.contains("# [room_types.tag]\n# simulation = \"tag\""),
+        "{config}"
+    );
+    let relay = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&relay.stdout).contains("own simulations"));
 }
 
 /// Out of file descriptors, the relay closes new connections at once (a descriptor kept
@@ -179,13 +228,7 @@ fn out_of_file_descriptors_new_connections_are_closed_at_once() {
         }
     }
     let child = Stop(child);
-    let listening = lines.last().unwrap();
-    let port: u16 = listening
-        .rsplit("127.0.0.1:")
-        .next()
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {listening}"));
+    let port = port_of(lines.last().unwrap());
     // Idle connections (their header timeout is 10 s) until the relay is out of
     // descriptors.
     let idle: Vec<TcpStream> = (0..100)

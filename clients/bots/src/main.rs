@@ -56,7 +56,7 @@ struct Args {
     #[arg(long)]
     fingerprint: Option<String>,
     /// JWT for every bot (when the relay requires one).
-    #[arg(long, env = "TICKRELAY_BOT_TOKEN")]
+    #[arg(long, env = "TICKRELAY_BOT_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Number of rooms.
     #[arg(long, default_value_t = 10)]
@@ -64,7 +64,8 @@ struct Args {
     /// Bots per room.
     #[arg(long, default_value_t = 20)]
     members: usize,
-    /// Room type: arena (movement intents) or relay (entity writes).
+    /// Room type: relay (entity writes), or any other (arena, or a game's own such as
+    /// tag: two-byte movement intents).
     #[arg(long, default_value = "arena")]
     room_type: String,
     /// Room ids are PREFIX-N.
