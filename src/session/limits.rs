@@ -125,6 +125,21 @@ struct Over {
     bytes: f64,
 }
 
+impl Over {
+    /// Whether the client is back under the limit: one flood window or more since
+    /// its first refusal, it sent no more than the sustained rates allow. (Whether it
+    /// had tokens left after a message says nothing: a client whose messages arrive
+    /// in bunches, as Nagle's algorithm sends them, finds the buckets refilled at
+    /// each bunch.)
+    fn back_under(&self, limits: &RateLimits, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.since);
+        let secs = elapsed.as_secs_f64();
+        elapsed >= limits.flood_window
+            && self.messages <= limits.messages_per_second * secs
+            && self.bytes <= limits.bytes_per_second * secs
+    }
+}
+
 /// Minimum time between two `RATE_LIMITED` errors to one client.
 const NOTICE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -160,37 +175,29 @@ impl RateLimiter {
                 .try_take(bytes as f64, now)
                 .inspect_err(|_| self.messages.give_back(messages as f64))
         });
-        // A client still refused one flood window after its first refusal is
-        // flooding. One that sent no more than the sustained rate allows since then
-        // is back under the limit. (Whether it had tokens left after a message says
-        // nothing: a client whose messages arrive in bunches, as Nagle's algorithm
-        // sends them, finds the bucket refilled at each bunch.)
         if let Some(over) = &mut self.over {
             over.messages += messages as f64;
             over.bytes += bytes as f64;
-            let elapsed = now.saturating_duration_since(over.since);
-            if elapsed >= self.limits.flood_window {
-                if result.is_err() {
-                    self.refused += messages as u64;
-                    return Verdict::Flood;
-                }
-                let secs = elapsed.as_secs_f64();
-                if over.messages <= self.limits.messages_per_second * secs
-                    && over.bytes <= self.limits.bytes_per_second * secs
-                {
-                    self.over = None;
-                }
-            }
         }
         match result {
-            Ok(()) => Verdict::Allow,
+            Ok(()) => {
+                if self.over.is_some_and(|over| over.back_under(&self.limits, now)) {
+                    self.over = None;
+                }
+                Verdict::Allow
+            }
             Err(retry_after) => {
                 self.refused += messages as u64;
-                self.over.get_or_insert(Over {
+                // A client still refused one flood window after its first refusal is
+                // flooding.
+                let over = *self.over.get_or_insert(Over {
                     since: now,
                     messages: messages as f64,
                     bytes: bytes as f64,
                 });
+                if now.saturating_duration_since(over.since) >= self.limits.flood_window {
+                    return Verdict::Flood;
+                }
                 let notify = self
                     .last_notice
                     .is_none_or(|t| now.saturating_duration_since(t) >= NOTICE_INTERVAL);
