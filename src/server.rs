@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, Delivery};
 use crate::cluster::{Claim, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory};
-use crate::config::{Config, ConfigError, Simulations};
+use crate::config::{Config, ConfigError, PrecreatedRoom, Simulations};
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
@@ -76,6 +76,8 @@ pub struct Server {
     quic: Option<quinn::Endpoint>,
     /// Cluster mode: this node's part and its inputs.
     cluster: Option<ClusterParts>,
+    /// `[[rooms]]`: kept open while the server runs.
+    configured_rooms: Vec<PrecreatedRoom>,
 }
 
 /// Cluster mode: this node, what other nodes send it, and its rooms' checkpoints.
@@ -258,6 +260,7 @@ impl Server {
             tls,
             quic,
             cluster,
+            configured_rooms: config.rooms.clone(),
         })
     }
 
@@ -303,6 +306,13 @@ impl Server {
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;
         ctx.tracker.spawn(reap_parked_sessions(ctx.clone()));
+        let cluster = self.cluster.as_ref().map(|parts| parts.cluster.clone());
+        ctx.tracker.spawn(keep_configured_rooms(
+            self.configured_rooms,
+            self.pool.clone(),
+            cluster,
+            ctx.shutdown.clone(),
+        ));
         if let Some(ClusterParts {
             cluster,
             inbox,
@@ -442,6 +452,9 @@ async fn join_cluster(
     Ok((cluster, inbox))
 }
 
+/// How often [`keep_configured_rooms`] looks for a configured room that is not open.
+const CONFIGURED_ROOMS_CHECK: Duration = Duration::from_secs(1);
+
 /// `accept` errors that mean the process (EMFILE, 24) or the system (ENFILE, 23) is
 /// out of file descriptors.
 const OUT_OF_DESCRIPTORS: [i32; 2] = [24, 23];
@@ -467,6 +480,40 @@ fn bind_udp(config: &Config, tcp: SocketAddr) -> Result<std::net::UdpSocket, Ser
         option: "`[quic] listen` / --quic-listen, or `[quic] enabled = false`",
         source,
     })
+}
+
+/// Opens again, every second, a configured room that is not open: its simulation
+/// closed it (it opens empty), or in cluster mode its node died or stopped and no
+/// other node took it first (it opens here from its checkpoint).
+async fn keep_configured_rooms(
+    rooms: Vec<PrecreatedRoom>,
+    pool: Arc<SimPool>,
+    cluster: Option<Arc<Cluster>>,
+    shutdown: CancellationToken,
+) {
+    if rooms.is_empty() {
+        return;
+    }
+    let mut every = tokio::time::interval(CONFIGURED_ROOMS_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // the first tick is now: they were opened at start-up
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        for room in &rooms {
+            let reopened = match &cluster {
+                Some(cluster) => cluster.reopen_configured(&room.id, &room.room_type).await,
+                None if pool.room(&room.id).is_none() => pool.create_persistent(&room.id, &room.room_type).map(drop),
+                None => Ok(()),
+            };
+            // Tried again at the next check (the room cap is full, Redis is away).
+            if let Err(e) = reopened {
+                tracing::debug!(room = %room.id, error = %e, "configured room not opened again yet");
+            }
+        }
+    }
 }
 
 /// Ends parked sessions whose resume grace is over, every 100 ms.

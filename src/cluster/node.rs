@@ -562,6 +562,19 @@ impl Cluster {
         self.claim_as(room, room_type, ListingState::default(), true).await
     }
 
+    /// Opens a configured room here again when no node holds it (its simulation
+    /// closed it, or its node died or stopped and its lease lapsed), from its
+    /// checkpoint when it has one. Asks the directory only about a room not open here.
+    pub async fn reopen_configured(&self, room: &str, room_type: &str) -> Result<(), PoolError> {
+        if self.pool.room(room).is_some() || self.call(self.directory.locate(room)).await?.is_some() {
+            return Ok(());
+        }
+        if let Claim::Ours = self.claim(room, room_type, ListingState::default()).await? {
+            self.pool.create_persistent(room, room_type)?;
+        }
+        Ok(())
+    }
+
     async fn claim_as(
         &self,
         room: &str,

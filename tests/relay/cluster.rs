@@ -1025,6 +1025,42 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
 }
 
+/// A configured room whose node stops opens again on a live node from its checkpoint,
+/// listed, with no one joining it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_room_opens_again_on_a_live_node_when_its_node_stops() {
+    let cluster = TestCluster::start();
+    let lobby = |config: &mut tickrelay::config::Config| {
+        config.rooms.push(tickrelay::config::PrecreatedRoom {
+            id: "lobby".into(),
+            room_type: "relay".into(),
+        })
+    };
+    let mut a = cluster.node_with(lobby).await;
+    let b = cluster.node_with(lobby).await;
+    let mut player = TestClient::connect(&a).await;
+    assert_eq!(
+        join_or_redirect(&mut player, "lobby").await,
+        None,
+        "the first node took it"
+    );
+    create_and_wait(&mut player, "lobby", 5).await;
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    eventually("lobby restored on the live node", async || {
+        match b.metric("tickrelay_rooms_restored_total") {
+            1 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+    let mut back = TestClient::connect(&b).await;
+    assert_eq!(join_or_redirect(&mut back, "lobby").await, None);
+    back.frames_in("lobby", 1).await;
+    let entities: Vec<u64> = back.mirrors["lobby"].world().entities().map(|e| e.id()).collect();
+    assert_eq!(entities, [5], "the entity moved with the room");
+}
+
 /// A checkpoint Redis holds but does not give (here a key of another type) is not
 /// taken for none: the join is refused `UNAVAILABLE`, the room does not open empty
 /// over it, and its claim is released, so once the checkpoint reads again a join on

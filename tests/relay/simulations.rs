@@ -3,7 +3,7 @@
 //! over real sockets.
 
 use bytes::Bytes;
-use tickrelay::config::{Config, RoomTypeConfig, SimulationKind, Simulations};
+use tickrelay::config::{Config, PrecreatedRoom, RoomTypeConfig, SimulationKind, Simulations};
 use tickrelay::proto::{ErrorCode, PresenceChange, input, server_message::Kind};
 use tickrelay::state::Value;
 use tickrelay_testkit::{TestClient, TestServer, Transport, WAIT, both_transports, start_with_simulations};
@@ -14,12 +14,14 @@ mod game;
 both_transports!(
     a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events,
     a_game_ends_its_room_when_it_is_won,
+    a_configured_room_opens_again_when_its_game_ends,
     a_game_removes_the_players_it_wants_gone,
 );
 
-/// The relay with Tag registered as the example's `main` does, and a `tag` room type
-/// at 60 Hz with these params (as `[room_types.tag.params]` would give them).
-async fn tag_server(params: &str) -> TestServer {
+/// The relay with Tag registered as the example's `main` does, a `tag` room type at
+/// 60 Hz with these params (as `[room_types.tag.params]` would give them), and these
+/// rooms of it configured (as `[[rooms]]` would).
+async fn tag_server(params: &str, configured: &[&str]) -> TestServer {
     let simulations = Simulations::new().add_with_params("tag", game::Tag::new);
     let mut config = Config::loopback(60);
     let tag = RoomTypeConfig {
@@ -29,6 +31,12 @@ async fn tag_server(params: &str) -> TestServer {
         ..RoomTypeConfig::default()
     };
     config.room_types.insert("tag".into(), tag);
+    config.rooms = (configured.iter())
+        .map(|&id| PrecreatedRoom {
+            id: id.into(),
+            room_type: "tag".into(),
+        })
+        .collect();
     start_with_simulations(config, &simulations).await
 }
 
@@ -74,7 +82,7 @@ async fn until_it(client: &mut TestClient, room: &str, member: u64) {
 async fn a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events(transport: Transport) {
     // Fast players and no pause after the first join: the first tag comes within
     // half a second.
-    let server = tag_server("speed = 100.0\ncooldown_secs = 0.0\n").await;
+    let server = tag_server("speed = 100.0\ncooldown_secs = 0.0\n", &[]).await;
     let (mut a, a_id, mut b, b_id) = two_players(&server, transport).await;
     let schema = &b.mirrors["yard"].world().schema().kinds()[0];
     assert_eq!(schema.name(), "player", "the game declares its kind");
@@ -104,7 +112,7 @@ async fn a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events(tr
 }
 
 async fn a_game_ends_its_room_when_it_is_won(transport: Transport) {
-    let server = tag_server("speed = 100.0\ncooldown_secs = 0.0\ntags = 1\n").await;
+    let server = tag_server("speed = 100.0\ncooldown_secs = 0.0\ntags = 1\n", &[]).await;
     let (mut a, _, mut b, _) = two_players(&server, transport).await;
     a.input("yard", input::Payload::Intent(Bytes::from_static(&[127, 0])))
         .await;
@@ -118,8 +126,31 @@ async fn a_game_ends_its_room_when_it_is_won(transport: Transport) {
     until_it(&mut a, "yard", rejoined.member_id).await;
 }
 
+async fn a_configured_room_opens_again_when_its_game_ends(transport: Transport) {
+    let server = tag_server("speed = 100.0\ncooldown_secs = 0.0\ntags = 1\n", &["yard"]).await;
+    let (mut a, _, mut b, _) = two_players(&server, transport).await;
+    a.input("yard", input::Payload::Intent(Bytes::from_static(&[127, 0])))
+        .await;
+    for client in [&mut a, &mut b] {
+        assert_eq!(left_yard(client).await.0, ErrorCode::RoomClosed as i32);
+    }
+    // Listed again, empty, with no one joining it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rooms = b.list_rooms(10).await;
+        if rooms.iter().any(|r| r.room == "yard" && r.members == 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "yard not listed again: {rooms:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 async fn a_game_removes_the_players_it_wants_gone(transport: Transport) {
-    let server = tag_server("idle_secs = 0.5\n").await;
+    let server = tag_server("idle_secs = 0.5\n", &[]).await;
     let (mut a, _, mut b, b_id) = two_players(&server, transport).await;
     // The first player keeps playing; the second sends nothing and is removed.
     let stay = input::Payload::Intent(Bytes::from_static(&[0, 0]));

@@ -195,7 +195,7 @@ impl SimContext<'_> {
     /// (normally at the end of this tick; events sent after are dropped): every
     /// member gets `Left` with reason `ROOM_CLOSED` and `why` as the message, and the
     /// room is gone (a join of its id opens a new one; a room configured in
-    /// `[[rooms]]` too, and it is not listed until then). The first reason wins.
+    /// `[[rooms]]` opens again, empty, within a second). The first reason wins.
     pub fn close_room(&mut self, why: &str) {
         self.requests.close.get_or_insert_with(|| why.to_string());
     }
