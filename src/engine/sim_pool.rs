@@ -752,17 +752,12 @@ impl SimPool {
         creator: Option<&str>,
         opening: Opening<'_>,
     ) -> Result<(RoomHandle, bool), PoolError> {
-        let mut directory = self.directory.lock();
-        if let Some(handle) = directory.get(id) {
-            // An empty type joins whatever the room is; another type is a mistake to
-            // report, not to paper over.
-            if !room_type.is_empty() && *handle.shared.room_type != *room_type {
-                return Err(PoolError::RoomTypeMismatch {
-                    room: id.to_string(),
-                    existing: handle.shared.room_type.to_string(),
-                });
-            }
-            return Ok((handle.clone(), false));
+        // An open room is joined as it is; a new one is built outside the directory's
+        // lock (the simulation's factory, schema and restore may take a while), and
+        // looked for again before it is entered: of two joins racing to open one id,
+        // the second finds the first's room and drops its own.
+        if let Some(open) = self.open_already(&self.directory.lock(), id, room_type)? {
+            return Ok((open, false));
         }
         let type_name = if room_type.is_empty() {
             self.config.default_room_type.as_str()
@@ -774,10 +769,13 @@ impl SimPool {
             .room_types
             .get(type_name)
             .ok_or_else(|| PoolError::UnknownRoomType(type_name.to_string()))?;
-        if directory.len() >= self.config.max_rooms {
-            return Err(PoolError::TooManyRooms);
-        }
         let creator = creator.map(|c| self.take_creation(c)).transpose()?;
+        let refuse = |e: PoolError| {
+            if let Some(creator) = &creator {
+                release_creation(&self.creators, creator);
+            }
+            Err(e)
+        };
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = id.into();
         let type_name: Arc<str> = type_name.into();
@@ -806,12 +804,6 @@ impl SimPool {
                 restored.map_err(|e| PoolError::Unavailable(e.to_string()))
             }
         }));
-        let refuse = |e: PoolError| {
-            if let Some(creator) = &creator {
-                release_creation(&self.creators, creator);
-            }
-            Err(e)
-        };
         let room = match built {
             Ok(Ok(room)) => room,
             Ok(Err(e)) => return refuse(e),
@@ -821,6 +813,18 @@ impl SimPool {
                 return refuse(PoolError::SimulationFailed);
             }
         };
+        let mut directory = self.directory.lock();
+        match self.open_already(&directory, &id, room_type) {
+            Ok(None) => {}
+            Ok(Some(open)) => {
+                drop(directory);
+                if let Some(creator) = &creator {
+                    release_creation(&self.creators, creator);
+                }
+                return Ok((open, false));
+            }
+            Err(e) => return refuse(e),
+        }
         let shared = Arc::new(RoomShared {
             id: id.clone(),
             room_type: type_name,
@@ -839,6 +843,8 @@ impl SimPool {
             shared: shared.clone(),
             thread,
         };
+        // Sent under the lock: whoever finds the room in the directory sends its
+        // commands after the thread has it.
         let sent = self.workers[thread].send(
             Command::Create(
                 Box::new(room),
@@ -856,6 +862,24 @@ impl SimPool {
         }
         directory.insert(id, handle.clone());
         Ok((handle, true))
+    }
+
+    /// The room `id` if it is open (and `room_type` is its type, or empty), or `None`
+    /// if the directory has room for it.
+    fn open_already(&self, directory: &Directory, id: &str, room_type: &str) -> Result<Option<RoomHandle>, PoolError> {
+        match directory.get(id) {
+            // An empty type joins whatever the room is; another type is a mistake to
+            // report, not to paper over.
+            Some(handle) if !room_type.is_empty() && *handle.shared.room_type != *room_type => {
+                Err(PoolError::RoomTypeMismatch {
+                    room: id.to_string(),
+                    existing: handle.shared.room_type.to_string(),
+                })
+            }
+            Some(handle) => Ok(Some(handle.clone())),
+            None if directory.len() >= self.config.max_rooms => Err(PoolError::TooManyRooms),
+            None => Ok(None),
+        }
     }
 
     /// One page of the rooms `filter` lists, in id order: at most `limit` (capped at
@@ -2145,5 +2169,47 @@ mod tests {
         let _member = join(&pool, "doomed", "panicking", 1);
         wait_closed(&pool, "doomed");
         pool.open("c", "relay", "x", ListingState::default()).unwrap();
+    }
+
+    /// A room's simulation is built outside the directory's lock: a slow factory holds
+    /// up no other join. Of two joins racing to open one id, the one that finishes
+    /// second joins the other's room and gives its creation slot back.
+    #[test]
+    fn a_room_is_built_outside_the_directory_lock() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let mut config = config(1, rx);
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let (go, go_rx) = crossbeam_channel::bounded::<()>(1);
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let slow = RoomType {
+            config: RoomConfig::default(),
+            factory: Arc::new(move || {
+                if first.swap(false, Ordering::Relaxed) {
+                    started_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                }
+                Box::new(Relay::new())
+            }),
+        };
+        config.room_types.insert("slow".into(), slow);
+        let pool = Arc::new(SimPool::start(config).unwrap());
+        let opening = std::thread::spawn({
+            let pool = pool.clone();
+            move || pool.open("r", "slow", "x", ListingState::default())
+        });
+        started.recv().unwrap();
+        assert!(
+            pool.directory.try_lock().is_some(),
+            "the directory is locked while a room is built"
+        );
+        pool.get_or_create("other", "relay").unwrap();
+        let opened = pool.open("r", "slow", "y", ListingState::default()).unwrap();
+        go.send(()).unwrap();
+        let joined = opening.join().unwrap().unwrap();
+        assert_eq!(joined.key, opened.key, "one room r");
+        assert_eq!(pool.all_rooms().len(), 2);
+        // Both of x's slots are free: the room x built was dropped.
+        pool.open("x1", "relay", "x", ListingState::default()).unwrap();
+        pool.open("x2", "relay", "x", ListingState::default()).unwrap();
     }
 }
