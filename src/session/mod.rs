@@ -547,22 +547,24 @@ impl Session {
         } else {
             counted.clamp(1, burst.max(1))
         };
+        // Acks are bounded by the envelope's bytes only (a client appends one per room
+        // it is in to whatever it sends). An envelope over the burst would never fit:
+        // it is told so, whatever the bucket holds (at most once per notice, as a
+        // refusal is).
+        let oversized = counted > burst;
         match self.limiter.check(charged, bytes.len(), now.instant) {
-            Verdict::Allow => {}
             Verdict::Flood => return Err(CloseReason::RateLimited),
-            Verdict::Refuse { notify, retry_after } => {
-                if notify {
-                    self.refuse_rate_limited("over the rate limit; messages dropped", 0, retry_after);
-                }
+            Verdict::Refuse { notify: false, .. } => return Ok(()),
+            Verdict::Refuse { retry_after, .. } if !oversized => {
+                self.refuse_rate_limited("over the rate limit; messages dropped", 0, retry_after);
                 return Ok(());
             }
-        }
-        // Acks are bounded by the envelope's bytes only (a client appends one per room
-        // it is in to whatever it sends).
-        if counted > burst {
-            let message = format!("an envelope may hold at most {burst} messages besides acks");
-            self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
-            return Ok(());
+            Verdict::Allow | Verdict::Refuse { .. } if oversized => {
+                let message = format!("an envelope may hold at most {burst} messages besides acks");
+                self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
+                return Ok(());
+            }
+            Verdict::Allow | Verdict::Refuse { .. } => {}
         }
         let envelope = match read {
             Read::InPlace(in_place) => {

@@ -558,6 +558,15 @@ fn an_envelope_over_the_burst_is_answered_not_applied() {
 }
 
 #[test]
+fn an_envelope_over_the_burst_is_told_so_when_the_bucket_is_not_full() {
+    let mut h = Harness::anonymous(strict());
+    h.one(ping(0)).unwrap();
+    h.replies();
+    h.send((1..=5).map(ping).collect()).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::LimitExceeded, 0)]);
+}
+
+#[test]
 fn acks_riding_with_a_burst_of_inputs_are_not_counted_against_it() {
     let mut h = Harness::anonymous(strict());
     h.one(join("a", 1)).unwrap();
