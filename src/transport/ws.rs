@@ -42,9 +42,11 @@ pub(crate) struct WebSocket<S> {
 /// Bytes of pongs that may wait for a client that does not read them.
 const MAX_UNWRITTEN_PONGS: usize = 1024;
 
-/// The largest write buffer a connection keeps between writes (a larger one, grown
-/// for a batch of full snapshots, is released once that batch is written).
-const MAX_KEPT_WRITE_BUFFER: usize = 256 * 1024;
+/// The largest write buffer a connection keeps between writes: room for a state
+/// frame of a busy room. A larger one, grown for a full snapshot, is released once
+/// it is written, or every member of a room with a large state would hold a copy of
+/// it for the connection's life.
+const MAX_KEPT_WRITE_BUFFER: usize = 16 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// A connection over `io`, which has already received `read` (bytes that came
@@ -417,6 +419,32 @@ mod tests {
         let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
         assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
         assert!(ws.out.len() < 1024 * 1024, "holds {} bytes", ws.out.len());
+    }
+
+    /// The buffer a full snapshot grew is not kept once the snapshot is written.
+    #[tokio::test]
+    async fn a_large_snapshot_leaves_no_large_buffer_behind() {
+        use crate::engine::outbox::PendingState;
+        let (mut client, mut ws) = pipe(1 << 20).await;
+        let snapshot = PendingState {
+            room: 1,
+            tick: 9,
+            baseline: 0,
+            body: Bytes::from(vec![0x0a; 100 * 1024]),
+            last_input_seq: 0,
+            server_time_us: 0,
+        };
+        let batch = Batch {
+            states: vec![snapshot],
+            ..Batch::default()
+        };
+        ws.send(&batch, &Outbox::new(OutboxLimits::default())).await.unwrap();
+        assert!(matches!(client.next().await, Some(Ok(Message::Binary(b))) if b.len() > 100 * 1024));
+        assert!(
+            ws.out.capacity() <= MAX_KEPT_WRITE_BUFFER,
+            "keeps {} bytes",
+            ws.out.capacity()
+        );
     }
 
     /// A send given up half way (the client stopped reading) is finished before the
