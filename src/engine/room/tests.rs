@@ -260,6 +260,54 @@ fn join_answers_and_first_frame_is_a_full_snapshot() {
             && p.change == PresenceChange::Joined as i32)));
 }
 
+/// An update of a declared entity that the same input creates is checked up front
+/// too: the input is refused whole, and the room's count of its state stays true (a
+/// removal later does not take more than was counted).
+#[test]
+fn an_update_of_an_entity_created_in_the_same_input_is_checked_before_anything_is_applied() {
+    let mut room = relay_room(RoomConfig::default());
+    let a = Client::new(1);
+    join(&mut room, &a);
+    let int = |v| Field {
+        id: 0,
+        value: Some(Value::Int(v)),
+    };
+    let too_long = Field {
+        id: 4,
+        value: Some(Value::String("toolong".into())),
+    };
+    let writes = EntityWrites {
+        create: vec![Entity {
+            id: 7,
+            owner: 0,
+            kind: 2,
+            fields: vec![],
+        }],
+        update: vec![EntityUpdate {
+            id: 7,
+            fields: vec![int(1), too_long],
+        }],
+        ..Default::default()
+    };
+    room.push_input(1, 1, input::Payload::Writes(writes));
+    room.tick(0);
+    assert!(room.world().get(7).is_none(), "nothing of the refused input is applied");
+    // Created, updated and removed again: the count ends where it began.
+    room.push_input(1, 2, create_of(2, 7, vec![]));
+    room.push_input(1, 3, update(7, vec![int(1)]));
+    room.push_input(
+        1,
+        4,
+        input::Payload::Writes(EntityWrites {
+            remove: vec![7],
+            ..Default::default()
+        }),
+    );
+    room.tick(0);
+    assert!(room.world().get(7).is_none());
+    assert_eq!(room.stats().inputs_rejected, 1);
+}
+
 #[test]
 fn relay_members_write_only_their_own_entities() {
     let mut room = relay_room(RoomConfig::default());

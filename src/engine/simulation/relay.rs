@@ -85,12 +85,12 @@ impl Relay {
             if self.state_bytes + growth > limits.max_state_bytes {
                 return Err(SimError::LimitExceeded("bytes of room state"));
             }
-            for field in &update.fields {
-                if let Some(value) = &field.value {
-                    target.set(field.id, value.clone())?;
-                }
-            }
+            let set = (update.fields.iter())
+                .filter_map(|f| Some((f.id, f.value.as_ref()?)))
+                .try_for_each(|(id, value)| target.set(id, value.clone()).map(drop));
+            // Counted as written, also when a field was refused after others were set.
             self.state_bytes = self.state_bytes + state_cost(target.get()) - before;
+            set?;
         }
         for &id in &writes.remove {
             owned_by(ctx.world.get(id).ok_or(SimError::EntityNotFound(id))?, member)?;
@@ -133,8 +133,11 @@ fn check_declared(world: &World, writes: &EntityWrites) -> Result<(), SimError> 
         check(create.id, create.kind, &create.fields)?;
     }
     for update in &writes.update {
-        if let Some(entity) = world.get(update.id) {
-            check(update.id, entity.kind(), &update.fields)?;
+        // Of an entity that exists, or that this input creates.
+        let kind = (world.get(update.id).map(Entity::kind))
+            .or_else(|| writes.create.iter().find(|c| c.id == update.id).map(|c| c.kind));
+        if let Some(kind) = kind {
+            check(update.id, kind, &update.fields)?;
         }
     }
     Ok(())
