@@ -1013,7 +1013,7 @@ impl OwnedRoom {
     /// when it expires (never for a persistent room).
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
         match self.empty_since {
-            Some(since) if self.room.member_count() == 0 && !self.room.has_pending_work() => {
+            Some(since) if self.room.is_vacant() && !self.room.has_pending_work() => {
                 (!self.persistent).then(|| since + empty_room_ttl)
             }
             _ => Some(self.schedule.next_deadline()),
@@ -1265,11 +1265,12 @@ impl SimThread {
         let mut i = 0;
         while i < self.rooms.len() {
             let owned = &mut self.rooms[i];
-            // An empty room costs nothing: nobody would see its ticks (a join is a member
-            // at once), once a tick has done what the last leaves left to do. Its
+            // A vacant room costs nothing: nobody would see its ticks (a join is a member
+            // at once), once a tick has done what the last leaves left to do. (Seats
+            // kept for a restored room's members lapse in ticks: it ticks till then.) Its
             // schedule stands still, and moves on without counting when one joins
             // (`sync_members`).
-            let due = if owned.room.member_count() == 0 {
+            let due = if owned.room.is_vacant() {
                 u32::from(owned.room.has_pending_work())
             } else {
                 let (overruns, dropped) = (owned.schedule.overruns(), owned.schedule.dropped());
@@ -2046,9 +2047,20 @@ mod tests {
     /// Seats a restored room keeps for the members of its checkpoint count as taken:
     /// a room whose kept seats fill it is not open.
     #[test]
-    fn kept_seats_of_a_restored_room_count_as_taken() {
+    fn kept_seats_of_a_restored_room_count_as_taken_until_they_lapse() {
         let (_gate, rx) = crossbeam_channel::bounded(0);
-        let pool = pool(1, rx);
+        let mut config = config(1, rx);
+        let grace = Duration::from_secs(2);
+        config.checkpoints = Some(Checkpoints {
+            every_ticks: 0,
+            seat_grace: grace,
+            rewrite_after: Duration::from_secs(60),
+            sink: Arc::new(|_| {}),
+        });
+        // Configured: an empty room that never closes.
+        config.configured_rooms.insert("restored".into());
+        let pool = SimPool::start(config).unwrap();
+        let restored_at = Instant::now();
         let state = proto::StateFrame {
             room: "restored".into(),
             tick: 1,
@@ -2080,6 +2092,14 @@ mod tests {
             ..RoomFilter::all()
         };
         assert_eq!(pool.list_rooms(&open, "", 10, usize::MAX), (vec![], None));
+        assert!(restored_at.elapsed() < grace, "checked within the grace");
+        // Nobody came back: the empty room ticks until the seats lapse, then has room.
+        let deadline = Instant::now() + grace + Duration::from_secs(5);
+        while room.shared.occupied() > 0 {
+            assert!(Instant::now() < deadline, "kept seats never lapsed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(pool.pick("relay", &Metadata::new(), &nothing).is_some());
     }
 
     /// Waits until `room` is closed (10 s at most).

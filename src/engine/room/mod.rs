@@ -387,6 +387,12 @@ impl Room {
         self.reserved.len()
     }
 
+    /// Whether nobody is in the room and no seat is kept for anyone: then nobody
+    /// would see its ticks (kept seats lapse in ticks).
+    pub fn is_vacant(&self) -> bool {
+        self.members.is_empty() && self.reserved.is_empty()
+    }
+
     /// Number of members (seats held for resume included).
     pub fn member_count(&self) -> usize {
         self.members.len()
