@@ -285,6 +285,9 @@ impl Room {
         room.sim.restore(&mut sim_context!(room, tick), &members);
         room.do_requests();
         room.remove_members();
+        // Again: what the simulation wrote as it restored is hashed and in id order
+        // before a checkpoint (a hand-off may come before the first tick) reads it.
+        room.world.finish_tick();
         Ok(room)
     }
 

@@ -1692,6 +1692,35 @@ fn checkpoint_of(room: &mut Room) -> proto::RoomCheckpoint {
     proto::RoomCheckpoint::decode(&bytes[..]).unwrap()
 }
 
+/// A simulation that puts a marker entity (id 99) into the world as it restores.
+struct Marker;
+
+impl Simulation for Marker {
+    fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        Ok(())
+    }
+    fn restore(&mut self, ctx: &mut SimContext<'_>, _: &[MemberId]) {
+        ctx.world.spawn(99, 0, 1, [(1, Value::Int(1))]).unwrap();
+    }
+    fn step(&mut self, _: &mut SimContext<'_>) {}
+}
+
+/// What a simulation writes as its room is restored is in the next checkpoint, also
+/// when that comes before the room's first tick (a node stopping at once).
+#[test]
+fn a_checkpoint_right_after_a_restore_holds_what_the_simulation_restored() {
+    let mut room = game_room(Marker);
+    join(&mut room, &Client::new(1));
+    room.tick(0);
+    let checkpoint = checkpoint_of(&mut room);
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(Marker), &checkpoint, 100).unwrap();
+    let again = checkpoint_of(&mut restored);
+    let restored_again = Room::restore(3, RoomConfig::default(), Box::new(Relay::new()), &again, 100).unwrap();
+    assert!(restored_again.world().get(99).is_some(), "the marker was checkpointed");
+}
+
 #[test]
 fn a_restored_relay_room_continues_where_its_checkpoint_was() {
     let mut room = relay_room(RoomConfig::default());
