@@ -1006,6 +1006,8 @@ struct OwnedRoom {
     /// The fingerprint of the last checkpoint written, when, and how many since were
     /// not written because it had not changed.
     checkpointed: Option<(u64, Instant, u32)>,
+    /// A checkpoint is due (see `SimThread::tick_due_rooms`).
+    checkpoint_due: bool,
 }
 
 impl OwnedRoom {
@@ -1167,6 +1169,7 @@ impl SimThread {
                     schedule,
                     empty_since: Some(Instant::now()),
                     checkpointed: None,
+                    checkpoint_due: false,
                 });
                 self.metrics.rooms.inc();
             }
@@ -1239,6 +1242,15 @@ impl SimThread {
                 if let Some(checkpoints) = &self.checkpoints {
                     let now = unix_micros();
                     for owned in &mut self.rooms {
+                        // What the room was told before is done first, inputs
+                        // included (they are in the checkpoint, so acknowledging
+                        // them loses nothing).
+                        let finished = catch_unwind(AssertUnwindSafe(|| owned.room.finish_pending(now)));
+                        if finished.is_err() {
+                            tracing::error!(room = owned.room.id(), "simulation panicked; room not checkpointed");
+                            self.metrics.room_panics.inc();
+                            continue;
+                        }
                         (checkpoints.sink)(Checkpoint::Room(owned.room.checkpoint(now)));
                     }
                     (checkpoints.sink)(Checkpoint::Flushed);
@@ -1285,10 +1297,17 @@ impl SimThread {
                 let result = catch_unwind(AssertUnwindSafe(|| owned.room.tick(unix_micros())));
                 match result {
                     Ok(report) => {
+                        // A checkpoint due while the simulation has yet to hear of
+                        // joins or leaves (the members this tick removed) is taken at
+                        // the next tick that leaves none.
+                        let scheduled =
+                            |c: &Checkpoints| c.every_ticks > 0 && report.tick.is_multiple_of(u64::from(c.every_ticks));
+                        owned.checkpoint_due |= self.checkpoints.as_ref().is_some_and(scheduled);
                         if let Some(c) = &self.checkpoints
-                            && c.every_ticks > 0
-                            && report.tick.is_multiple_of(u64::from(c.every_ticks))
+                            && owned.checkpoint_due
+                            && !owned.room.has_pending_sim_calls()
                         {
+                            owned.checkpoint_due = false;
                             // A room that did not change since its last checkpoint is
                             // not written again (an idle room of a megabyte would cost
                             // Redis a megabyte each time), but every tenth time all the

@@ -740,6 +740,25 @@ impl Room {
         }
     }
 
+    /// Whether the simulation has joins or leaves it has not heard of yet (they are
+    /// told at the next tick): a checkpoint taken now would hold a member without
+    /// its simulation's join, or the entities of a member gone.
+    pub fn has_pending_sim_calls(&self) -> bool {
+        !self.sim_calls.is_empty()
+    }
+
+    /// Ticks (at most [`FINISH_TICKS`] times) until the simulation has heard of every
+    /// join and leave and every waiting event is relayed: before a hand-off's
+    /// checkpoint, after which the room ticks no more.
+    pub fn finish_pending(&mut self, server_time_us: u64) {
+        for _ in 0..FINISH_TICKS {
+            if !self.has_pending_work() {
+                break;
+            }
+            self.tick(server_time_us);
+        }
+    }
+
     /// Runs one tick; `server_time_us` is stamped on the frames. Members whose
     /// session is gone (closed outbox) are removed first.
     pub fn tick(&mut self, server_time_us: u64) -> TickReport {
@@ -1041,6 +1060,10 @@ impl Room {
 
 /// The longest room id, in bytes.
 pub const MAX_ROOM_ID_BYTES: usize = 128;
+
+/// The most ticks [`Room::finish_pending`] runs: each relays up to a quarter of a
+/// member's queue of events, so four relay as much as the queue holds.
+const FINISH_TICKS: usize = 4;
 
 /// Encodes an `Error` message. A `room` longer than any room id is not echoed (a
 /// client naming a huge one in every message would make the server queue copies).

@@ -1818,6 +1818,28 @@ fn a_restored_arena_keeps_its_npcs_and_the_avatars_of_members_who_come_back() {
     assert!(newcomer.mirror.world().same_state(back.mirror.world()));
 }
 
+/// Before a hand-off's checkpoint the room finishes what it was told: a member who
+/// joined since the last tick has its avatar in the checkpoint, and the entities of a
+/// member who left are gone from it.
+#[test]
+fn a_room_finishes_joins_and_leaves_before_its_hand_off() {
+    let arena = || Box::new(Arena::new(ArenaConfig::default()));
+    let mut room = Room::new(1, "arena".into(), "arena".into(), RoomConfig::default(), arena());
+    join(&mut room, &Client::new(1));
+    room.tick(0);
+    let npcs_and_one = room.world().len();
+    room.leave(1, 0);
+    join(&mut room, &Client::new(2));
+    assert!(room.has_pending_sim_calls());
+    room.finish_pending(0);
+    assert!(!room.has_pending_work());
+    let checkpoint = checkpoint_of(&mut room);
+    let restored = Room::restore(2, RoomConfig::default(), arena(), &checkpoint, 100).unwrap();
+    let owners: Vec<MemberId> = restored.world().entities().map(|e| e.owner()).collect();
+    assert_eq!(restored.world().len(), npcs_and_one);
+    assert!(owners.contains(&2) && !owners.contains(&1), "{owners:?}");
+}
+
 #[test]
 fn a_restored_simulation_knows_the_members_whose_seats_it_keeps() {
     let (mut restored, mut back) = restored_with_one_back(|| Announcer);
