@@ -13,7 +13,9 @@ pub struct RoomConfig {
     /// Send the state checksum every this many ticks (1: every tick).
     pub checksum_interval: Tick,
     /// A member whose room is idle still gets a (tiny) frame every this many ticks, so
-    /// it sees the tick advance and a checksum. 0: once per second.
+    /// it sees the tick advance and a checksum. 0: once per second. At most the history
+    /// in any case, so that a quiet member's baseline does not leave the window (the
+    /// next change would cost it a full snapshot).
     pub idle_frame_every: Tick,
     /// Inputs a member may have queued for the next tick.
     pub input_queue: usize,
@@ -73,12 +75,14 @@ impl RoomConfig {
         check(self.max_pending_events >= 1, "max_pending_events", "must be at least 1")
     }
 
-    /// `idle_frame_every` with 0 resolved to one second's worth of ticks.
+    /// `idle_frame_every` with 0 resolved to one second's worth of ticks, and at most
+    /// the history.
     pub fn idle_frame_interval(&self) -> Tick {
-        if self.idle_frame_every == 0 {
+        let every = if self.idle_frame_every == 0 {
             Tick::from(self.tick_rate.max(1))
         } else {
             self.idle_frame_every
-        }
+        };
+        every.min(self.history.max(1))
     }
 }

@@ -308,6 +308,38 @@ fn an_update_of_an_entity_created_in_the_same_input_is_checked_before_anything_i
     assert_eq!(room.stats().inputs_rejected, 1);
 }
 
+/// A room ticking faster than its history is long still sends a quiet member its
+/// idle frames often enough that the next change is a delta, not a full snapshot.
+#[test]
+fn a_quiet_member_of_a_fast_room_gets_a_delta_after_a_long_idle_spell() {
+    let config = RoomConfig {
+        tick_rate: 64,
+        ..RoomConfig::default()
+    };
+    let mut room = relay_room(config);
+    let (mut a, mut b) = (Client::new(1), Client::new(2));
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(1, 1, create(5, vec![float(1, 0.0)]));
+    for _ in 0..40 {
+        room.tick(0);
+        a.read();
+        b.read();
+    }
+    room.push_input(1, 2, update(5, vec![float(1, 1.0)]));
+    room.tick(0);
+    b.read();
+    let frames: Vec<_> = (b.take_received().into_iter())
+        .filter_map(|k| match k {
+            server_message::Kind::State(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let last = frames.last().expect("b got the change");
+    assert_ne!(last.baseline_tick, 0, "a delta, not a full snapshot");
+    assert!(b.mirror.world().same_state(room.world()));
+}
+
 #[test]
 fn relay_members_write_only_their_own_entities() {
     let mut room = relay_room(RoomConfig::default());
