@@ -77,6 +77,14 @@ pub struct Arena {
 }
 
 impl ArenaConfig {
+    /// Where x and y stop: `width` and `height` down to the last point of the
+    /// precision's grid (a wall off the grid would hold positions that do not fit
+    /// the declaration).
+    pub fn walls(&self) -> (f32, f32) {
+        let on_grid = |extent: f32| ((f64::from(extent) / self.precision + 1e-9).floor() * self.precision) as f32;
+        (on_grid(self.width), on_grid(self.height))
+    }
+
     /// The declared kinds: avatars and NPCs, each with x in `0..=width` and y in
     /// `0..=height` at `precision`.
     pub fn schema(&self) -> Result<Schema, SchemaError> {
@@ -119,7 +127,8 @@ impl Arena {
     fn spawn_npcs(&mut self, ctx: &mut SimContext<'_>) {
         for _ in 0..self.config.npcs {
             let id = self.allocate_id();
-            let (x, y) = (self.rng.f32() * self.config.width, self.rng.f32() * self.config.height);
+            let (width, height) = self.config.walls();
+            let (x, y) = (self.rng.f32() * width, self.rng.f32() * height);
             let (vx, vy) = self.random_heading(self.config.npc_speed);
             let _ = ctx.world.spawn(
                 id,
@@ -145,9 +154,9 @@ fn advance(m: &mut Mover, dt: f32, width: f32, height: f32, ctx: &mut SimContext
         m.y = m.y.clamp(0.0, height);
     }
     if let Some(mut entity) = ctx.world.entity_mut(m.id) {
-        // In range by construction.
-        let _ = entity.set(FIELD_X, Value::Float(m.x));
-        let _ = entity.set(FIELD_Y, Value::Float(m.y));
+        // In range by construction: inside the walls, which are on the grid.
+        let set = [(FIELD_X, m.x), (FIELD_Y, m.y)].map(|(field, v)| entity.set(field, Value::Float(v)));
+        debug_assert!(set.iter().all(Result::is_ok), "{set:?}");
     }
 }
 
@@ -241,7 +250,7 @@ impl Simulation for Arena {
         if self.npcs.is_empty() && self.config.npcs > 0 {
             self.spawn_npcs(ctx);
         }
-        let (w, h, dt) = (self.config.width, self.config.height, ctx.dt);
+        let ((w, h), dt) = (self.config.walls(), ctx.dt);
         let moving = (self.npcs.len() as f32 * self.config.npc_moving_share.clamp(0.0, 1.0)).round() as usize;
         for i in 0..moving {
             // Turn now and then: about once every two seconds on average.
@@ -317,6 +326,46 @@ mod tests {
         }
         arena.leave(&mut ctx(&mut world, &mut events, 3001), 7);
         assert_eq!(world.len(), 4);
+    }
+
+    /// An arena whose size is not on its precision's grid: every position written
+    /// fits the declaration (the walls are the grid's last points).
+    #[test]
+    fn walls_off_the_grid_hold_every_position() {
+        for (width, precision) in [(33.3, 0.01), (10.35, 0.7)] {
+            let config = ArenaConfig {
+                width,
+                height: width,
+                precision,
+                npcs: 8,
+                npc_speed: 40.0,
+                ..Default::default()
+            };
+            let mut arena = Arena::new(config);
+            let mut world = World::with_schema(32, arena.schema());
+            let mut events = Requests::default();
+            arena.join(&mut ctx(&mut world, &mut events, 1), 7);
+            let corner = input::Payload::Intent(vec![127u8, 127].into());
+            arena.input(&mut ctx(&mut world, &mut events, 1), 7, &corner).unwrap();
+            // Each write is checked as it is made (`advance`); the avatar meets the wall.
+            let mut furthest = 0.0f32;
+            for tick in 1..=300 {
+                arena.step(&mut ctx(&mut world, &mut events, tick));
+                world.finish_tick();
+                let avatar = world.entities().find(|e| e.owner() == 7).unwrap();
+                let Some(&Value::Float(x)) = avatar.get(FIELD_X) else {
+                    panic!("no x")
+                };
+                furthest = furthest.max(x);
+            }
+            let schema = arena.schema();
+            let ty = &schema.kinds()[0].fields()[0].ty;
+            assert!(
+                ty.code(&Value::Float(config.walls().0)).is_ok(),
+                "{width} at {precision}"
+            );
+            assert!((furthest - config.walls().0).abs() < 1e-3, "furthest x {furthest}");
+        }
     }
 
     #[test]
