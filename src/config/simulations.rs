@@ -21,9 +21,10 @@ type Maker = Arc<dyn Fn(&toml::Table) -> Result<SimFactory, String> + Send + Syn
 /// A program's own simulations, by the name room types give in `simulation = "…"`.
 ///
 /// A room's simulation is made (and its [`Simulation::schema`] asked, or its
-/// [`Simulation::restore`] run) while the node's room directory is locked, which
-/// every join and listing waits for: keep that cheap, and load what every room
-/// shares (a map, say) once, in the registered closure's captured state.
+/// [`Simulation::restore`] run) on the I/O thread of the join that opens the room,
+/// which the other connections that thread serves wait for: keep that short, and
+/// load what every room shares (a map, say) once, in the registered closure's
+/// captured state.
 ///
 /// ```
 /// use tickrelay::config::Simulations;
