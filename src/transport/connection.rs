@@ -221,7 +221,12 @@ pub(crate) async fn serve<T: Transport>(
                 let beat = session.handle_timeout(Instant::now());
                 timer.as_mut().reset(session.poll_timeout().into());
                 match beat {
-                    Ok(Beat::Ping) => match tokio::time::timeout(slow, transport.ping()).await {
+                    // A ping stuck behind a peer that stopped reading gives way to a
+                    // resume elsewhere (or shutdown), as a write does.
+                    Ok(Beat::Ping) => match tokio::select! {
+                        pinged = tokio::time::timeout(slow, transport.ping()) => pinged,
+                        () = stop.registered() => break stopped(&stop),
+                    } {
                         Ok(Ok(())) => {}
                         Ok(Err(Broken)) => break End::Lost,
                         Err(_) => break End::Close(CloseReason::SlowConsumer),
@@ -517,6 +522,8 @@ mod tests {
         /// How long a close takes (a peer that stopped reading: the close frame's
         /// write waits).
         close_takes: Duration,
+        /// How long a ping's write takes (the same).
+        ping_takes: Duration,
     }
 
     impl Transport for Memory {
@@ -541,6 +548,7 @@ mod tests {
         }
 
         async fn ping(&mut self) -> Result<(), Broken> {
+            tokio::time::sleep(self.ping_takes).await;
             Ok(())
         }
 
@@ -609,6 +617,7 @@ mod tests {
             outbound: out_tx,
             closed: closed_tx,
             close_takes: Duration::ZERO,
+            ping_takes: Duration::ZERO,
         };
         let client = Peer {
             inbound: in_tx,
@@ -760,6 +769,27 @@ mod tests {
         let (mut server, mut client) = pair();
         server.close_takes = TAKE_OVER_WAIT * 2;
         let (_old, token) = join_the_lobby(&ctx, server, &mut client).await;
+        let (_client, resumed) = resume(&ctx, token).await;
+        assert!(resumed, "resumed, not refused with 4504");
+    }
+
+    /// A resume is not held up by the old connection's heartbeat ping stuck in a
+    /// write to a peer that stopped reading: the old connection gives the session up.
+    #[tokio::test]
+    async fn a_resume_takes_over_a_connection_stuck_in_a_ping() {
+        let mut config = Config::default();
+        config.session.heartbeat_interval_secs = 0.05;
+        let ctx = context_with(config);
+        let (mut server, mut client) = pair();
+        server.ping_takes = TAKE_OVER_WAIT * 3;
+        connect(&ctx, server, anonymous(&ctx));
+        let token = client
+            .expect(|k| match k {
+                Kind::Welcome(w) => Some(w.resume_token.clone()),
+                _ => None,
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // a ping is under way
         let (_client, resumed) = resume(&ctx, token).await;
         assert!(resumed, "resumed, not refused with 4504");
     }
