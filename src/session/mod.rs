@@ -1362,6 +1362,20 @@ impl Session {
         }
         self.outbox.close();
         self.claims.clear();
+        // What the directory may have done for this session is undone by the driver
+        // (see `poll_directory`): a claim that was under way may have been granted,
+        // and a release under way may not have been made. Work not started yet never
+        // happened.
+        let in_flight = std::mem::take(&mut self.in_flight);
+        self.directory_ops
+            .retain(|op| matches!(op, DirectoryOp::Release { .. }));
+        for op in in_flight {
+            match op {
+                DirectoryOp::Release { room } => self.directory_ops.push(DirectoryOp::Release { room }),
+                DirectoryOp::Claim { room, .. } => self.release_unopened(room),
+                _ => {}
+            }
+        }
         for (_, room) in self.rooms.drain() {
             let command = Command::Leave {
                 room: room.handle.key,

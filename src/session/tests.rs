@@ -1089,6 +1089,22 @@ fn clustered_a_leave_before_the_claim_answers_is_final() {
     assert_eq!(h.session.poll_directory(), Some(release), "its claim given up");
 }
 
+/// A session that ends while a claim is under way gives the room up (the claim may
+/// have been granted, and nobody would open it); one not yet sent, or a listing,
+/// needs nothing.
+#[test]
+fn clustered_a_session_ending_during_a_claim_gives_the_room_up() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    assert!(matches!(h.session.poll_directory(), Some(DirectoryOp::Claim { .. })));
+    h.one(join("b", 2)).unwrap();
+    h.session.close();
+    let release = DirectoryOp::Release { room: "a".into() };
+    assert_eq!(h.session.poll_directory(), Some(release));
+    assert_eq!(h.session.poll_directory(), None, "b was never claimed");
+}
+
 /// A claimed room the join then cannot open (the creator's limit, say) is given up:
 /// its directory entry would list a room that runs nowhere. One open here meanwhile
 /// is kept.

@@ -106,10 +106,15 @@ impl Context {
     /// node.
     pub fn end_session(&self, session: &mut Session) {
         session.close();
-        if let Some(cluster) = &self.cluster
-            && !self.shutdown.is_cancelled()
-        {
-            cluster.forget_session(session.resume_token());
+        if let Some(cluster) = &self.cluster {
+            // Claims the session may have been granted, given up (not waited for).
+            while let Some(op) = session.poll_directory() {
+                let cluster = cluster.clone();
+                tokio::spawn(async move { cluster.run(op).await });
+            }
+            if !self.shutdown.is_cancelled() {
+                cluster.forget_session(session.resume_token());
+            }
         }
     }
 }
