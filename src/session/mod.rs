@@ -820,8 +820,11 @@ impl Session {
             return refuse(ErrorCode::BadRequest, &e.to_string());
         }
         // A room open here is this node's; one that is not may live on another node.
-        // A seat ticket is checked in the directory too.
-        let needs_directory = || !join.seat.is_empty() || self.ctx.rooms.find(&join.room).is_none();
+        // A seat ticket is checked in the directory too, unless the session is in the
+        // room already (the room answers that join as any other).
+        let needs_directory = || {
+            !self.rooms.contains_key(&join.room) && (!join.seat.is_empty() || self.ctx.rooms.find(&join.room).is_none())
+        };
         if self.ctx.clustered && needs_directory() {
             // Claims of rooms left before they answered still run: bounded too.
             let is_claim = |op: &&DirectoryOp| matches!(op, DirectoryOp::Claim { .. });

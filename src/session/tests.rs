@@ -1249,6 +1249,38 @@ fn clustered_claims_under_way_are_bounded_even_for_rooms_left() {
     );
 }
 
+/// A join with a seat ticket of a room the session is in already does not go to the
+/// directory: a leave right after it must find the member seated and leave.
+#[test]
+fn clustered_a_seat_ticket_for_a_room_the_session_is_in_is_not_claimed() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.rooms.open("r", "", "", ListingState::default()).unwrap();
+    h.one(join("r", 1)).unwrap();
+    assert_eq!(h.session.poll_directory(), None, "open here");
+    h.one(Out::Join(proto::JoinRoom {
+        room: "r".into(),
+        request_id: 2,
+        seat: "t".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(h.session.poll_directory(), None, "in it already");
+    h.sent();
+    h.one(Out::Leave(proto::LeaveRoom {
+        room: "r".into(),
+        request_id: 3,
+    }))
+    .unwrap();
+    let r = h.key("r");
+    assert!(
+        h.sent()
+            .iter()
+            .any(|s| matches!(s, Sent::Leave { room, .. } if *room == r)),
+        "the member leaves"
+    );
+}
+
 #[test]
 fn clustered_a_seat_ticket_joins_as_the_member_it_carries() {
     let mut h = Harness::clustered();
