@@ -139,12 +139,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         // code). So read and drop what arrives until the client answers the close, a
         // second at most.
         let answered = async {
-            // Until the close, the connection's end or a refused frame (which stays
-            // refused: reading on would not move).
-            while let Received::Binary(_)
-            | Received::InvalidPayload
-            | Received::Other(Inbound::Control(_) | Inbound::Text) = self.recv().await
-            {}
+            loop {
+                match self.recv().await {
+                    Received::Binary(_)
+                    | Received::InvalidPayload
+                    | Received::Other(Inbound::Control(_) | Inbound::Text) => {}
+                    // A refused frame (the reason for this close, often) stays refused:
+                    // the frames after it cannot be found. What the client still sends
+                    // is read as bytes and dropped, until it closes.
+                    Received::ProtocolError | Received::Other(Inbound::TooBig) => {
+                        let mut scratch = [0u8; 4096];
+                        while matches!(self.io.read(&mut scratch).await, Ok(1..)) {}
+                        return;
+                    }
+                    _ => return,
+                }
+            }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
@@ -419,6 +429,32 @@ mod tests {
         let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
         assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
         assert!(ws.out.len() < 1024 * 1024, "holds {} bytes", ws.out.len());
+    }
+
+    /// A close for a refused frame (here one over the size limit, refused from its
+    /// header) still reads what the client sends after it, so the client is not
+    /// stalled and its system does not reset the connection over unread bytes.
+    #[tokio::test]
+    async fn a_close_for_a_refused_frame_reads_on_until_the_client_closes() {
+        use tokio::io::AsyncWriteExt;
+        let (server_io, client_io) = tokio::io::duplex(4096);
+        let mut ws = WebSocket::new(server_io, &[], 1 << 16, 1024);
+        let (_client_read, mut client_write) = tokio::io::split(client_io);
+        let writer = tokio::spawn(async move {
+            let mut header = vec![0x82, 0x80 | 127];
+            header.extend((1u64 << 20).to_be_bytes());
+            header.extend([1, 2, 3, 4]);
+            client_write.write_all(&header).await?;
+            client_write.write_all(&vec![0u8; 200 * 1024]).await?;
+            client_write.shutdown().await
+        });
+        assert!(matches!(ws.recv().await, Received::Other(Inbound::TooBig)));
+        ws.close_with(1009, "message too big").await;
+        let written = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        assert!(
+            matches!(written, Ok(Ok(Ok(())))),
+            "the client's writes were read: {written:?}"
+        );
     }
 
     /// The buffer a full snapshot grew is not kept once the snapshot is written.
