@@ -747,7 +747,7 @@ impl Room {
         !self.sim_calls.is_empty()
     }
 
-    /// Ticks (at most [`FINISH_TICKS`] times) until the simulation has heard of every
+    /// Ticks (at most four times) until the simulation has heard of every
     /// join and leave and every waiting event is relayed: before a hand-off's
     /// checkpoint, after which the room ticks no more.
     pub fn finish_pending(&mut self, server_time_us: u64) {
