@@ -670,6 +670,8 @@ export class Client {
     this.#welcomed = false;
     const connectTimer = setTimeout(() => {
       if (!this.#welcomed && this.#socket === socket) {
+        // A failed attempt, as a close before the welcome is: the next tries the next URL.
+        this.#unreachable.set(this.#urls[this.#current]!, now());
         this.#abandon(socket, "no welcome in time");
         this.#retry(`no welcome within ${this.#options.connectTimeoutMs} ms`);
       }

@@ -519,6 +519,20 @@ test("a node that dies: its connection continues its session on a fallback, keep
   assert.ok(!events.some((e) => e.startsWith("gaveUp")));
 });
 
+test("a node whose host stops answering: after the connect timeout the next attempt tries the fallback", () => {
+  const { client: c } = client({ fallbackUrls: ["wss://relay-2.test/ws"] });
+  c.connect();
+  last().welcome(false, 7n);
+  advance(100);
+  last().end(1006);
+  advance(1000);
+  assert.equal(last().url.host, "relay.test", "tried again once");
+  // That socket never opens (a SYN dropped): the connect timeout gives it up.
+  advance(5000 + 1000);
+  assert.equal(last().url.host, "relay-2.test");
+  assert.equal(last().url.searchParams.get("resume"), "resume-me");
+});
+
 test("a stopping node that names another: the session continues there, then on the configured URLs", () => {
   const backoff = { initialMs: 100, maxMs: 1000, maxAttempts: 10 };
   const { client: c } = client({ fallbackUrls: ["wss://relay-3.test/ws"], backoff });
