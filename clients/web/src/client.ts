@@ -915,6 +915,11 @@ export class Client {
       this.#hops.delete(room);
       return refuse(`redirected ${MAX_HOPS} times in a row; not following to ${url}`);
     }
+    // A redirect keeps the transport's security: never from wss:// to ws://.
+    if (this.#options.url.startsWith("wss:") && !url.startsWith("wss:")) {
+      this.#hops.delete(room);
+      return refuse(`not following a redirect from wss:// to ${url}`);
+    }
     let node = this.#nodes.get(url);
     if (node === undefined || node.#stopped) {
       try {
@@ -1000,8 +1005,12 @@ export class Client {
           break;
         }
         case "left":
-          // A reason: the server removed us (room closed); forget the room.
-          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED) this.#rooms.delete(kind.value.room);
+          // A reason: the server removed us (room closed); forget the room, and where
+          // it lived (a later join of it starts at home again).
+          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED) {
+            this.#rooms.delete(kind.value.room);
+            if (this.#home.#redirected.get(kind.value.room)?.node === this) this.#home.#redirected.delete(kind.value.room);
+          }
           this.#emit("left", kind.value);
           break;
         case "presence":
@@ -1166,7 +1175,10 @@ export class Client {
     // checkpoint on another node): those are done with, and new inputs are numbered
     // above them (the room would drop lower numbers as repeats).
     acknowledge(state, joined.lastInputSeq, true);
-    // Inputs that waited for the join (the room drops what it applied already).
+    // Inputs that waited for the join (the room drops what it applied already), once:
+    // a `Joined` again (a join sent twice) does not queue them twice.
+    const queuedHere = (m: Outgoing): boolean => m?.case === "input" && m.value.room === joined.room;
+    this.#queue = this.#queue.filter((m) => !queuedHere(m));
     for (const { seq, payload } of state.unacked) this.#enqueue({ case: "input", value: { room: joined.room, seq, payload } });
     for (const event of state.heldEvents.splice(0)) this.#enqueue(event);
     const same = sameKinds(state.wireSchema, joined.schema);

@@ -261,6 +261,16 @@ test("sends are paced to the announced limits, one envelope per flush", () => {
   assert.equal(inputs(), 10, "the rest within the next second");
 });
 
+test("a Joined again does not queue the room's unacknowledged inputs again", () => {
+  const c = joinedUnderTightLimits();
+  c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  const joined: ServerKind = { case: "joined", value: { room: "r", roomType: "arena" } };
+  last().receive(Array.from({ length: 1000 }, () => joined), 2n);
+  advance(3000);
+  const inputs = last().sent.filter((k) => k.case === "input").length;
+  assert.ok(inputs <= 3, `${inputs} inputs sent for one`);
+});
+
 test("full-jitter backoff doubles its ceiling up to the maximum; the bucket refills at its rate", () => {
   assert.equal(backoffDelay(DEFAULT_BACKOFF, 1, 0.999_999), 999.999);
   assert.equal(backoffDelay(DEFAULT_BACKOFF, 3, 0.5), 2000);
@@ -488,6 +498,33 @@ test("a redirected join is joined on the owning node; the room's sends follow it
   advance(100);
   assert.deepEqual(node.kinds(), ["join", "input", "event"]);
   assert.deepEqual(home.kinds(), ["join"], "nothing for r goes home any more");
+});
+
+test("a redirect from wss:// to ws:// is not followed, even with allowInsecure", () => {
+  const { client: c, events } = client({ allowInsecure: true });
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "ws://node-b.test/ws", seat: "" } }], 1n);
+  assert.equal(FakeSocket.opened.length, 1, "no connection to the plain URL");
+  assert.ok(events.some((e) => e.startsWith("error") && e.includes("not following")), events.join("\n"));
+});
+
+test("a room its node closed is joined at home again, not on that node", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  const node = last();
+  node.welcome(false, 9n);
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  node.receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED, message: "match over" } }], 2n);
+  node.end(1001);
+  c.join("r", "arena");
+  advance(100);
+  assert.deepEqual(home.kinds(), ["join", "join"], "the join goes home");
 });
 
 test("a node that dies: its connection continues its session on a fallback, keeping the input numbering", () => {
