@@ -247,13 +247,18 @@ return saved
     )
 });
 
-/// A room closed on its node: its checkpoint and entry go, if this node holds it.
-/// KEYS: room, checkpoint, rooms. ARGV: node, id, prefix.
+/// A room closed on its node: its checkpoint and entry go, if this node holds it, or
+/// if no node does (its lease lapsed while Redis was away: a join would restore the
+/// closed room from the checkpoint otherwise). KEYS: room, checkpoint, rooms. ARGV:
+/// node, id, prefix.
 static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner == ARGV[1] then
   redis.call('ZREM', ARGV[3] .. 'open:' .. redis.call('HGET', KEYS[1], 'type'), ARGV[2])
+end
+if owner == ARGV[1] or not owner then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
 end

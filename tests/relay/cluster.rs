@@ -219,6 +219,29 @@ async fn a_redis_stall_does_not_hand_a_live_room_to_another_node() {
     assert_eq!(b.claim(&room).await.unwrap(), Claim::Ours);
 }
 
+/// A room that closed while its lease had lapsed (Redis away longer than a lease)
+/// takes its checkpoint with it when the close reaches Redis: the next room of its
+/// id starts empty, not as the closed one was.
+#[tokio::test]
+async fn a_room_closed_after_its_lease_lapsed_leaves_no_checkpoint() {
+    let (_server, a, b) = redis().await;
+    let room = entry("world", 1);
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    a.save_checkpoints(&[("world".into(), vec![1])], Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(2 * REDIS_LEASE).await;
+    a.close("world").await.unwrap();
+    assert!(!a.has_checkpoint("world").await.unwrap());
+    // A room another node holds keeps its checkpoint when a late close comes.
+    assert_eq!(b.claim(&room).await.unwrap(), Claim::Ours);
+    b.save_checkpoints(&[("world".into(), vec![2])], Duration::from_secs(60))
+        .await
+        .unwrap();
+    a.close("world").await.unwrap();
+    assert!(b.has_checkpoint("world").await.unwrap());
+}
+
 /// `call` until it succeeds (a connection broken by a Redis restart reconnects).
 async fn retried<T>(call: impl AsyncFn() -> Result<T, tickrelay::cluster::DirectoryError>) -> T {
     for _ in 0..40 {
