@@ -425,6 +425,8 @@ impl Driver {
             Command::Event(event) => self.hold_until_joined(event).map(Out::Event),
             Command::Request { kind, reply } => {
                 let request_id = self.request_id();
+                // Requests whose caller stopped waiting (timed out) are forgotten.
+                self.requests.retain(|_, waiting| !waiting.is_closed());
                 self.requests.insert(request_id, reply);
                 Some(Out::Request(proto::Request {
                     request_id,
@@ -469,12 +471,17 @@ impl Driver {
             return; // left meanwhile
         };
         state.joined = true;
+        state.retry_join_at = None;
         state.seat.clear();
         // The seat may have applied inputs already (a resume, or a seat restored from
         // a checkpoint on another node): those are done with, and new inputs are
         // numbered above them.
         state.acknowledged(joined.last_input_seq, true);
-        // Inputs that waited for the join (the room drops what it applied already).
+        // Inputs that waited for the join (the room drops what it applied already),
+        // once: a `Joined` again (a join sent twice) does not queue them twice.
+        let room = joined.room.as_str();
+        self.queue
+            .retain(|m| !matches!(m, Out::Input(input) if input.room == room));
         for (seq, payload) in &state.unacked {
             self.queue.push_back(Out::Input(proto::Input {
                 room: joined.room.clone(),
@@ -912,7 +919,7 @@ impl Driver {
     fn retry_joins(&mut self) {
         let now = Instant::now();
         let due: Vec<(String, String)> = (self.rooms.iter_mut())
-            .filter(|(_, s)| s.retry_join_at.is_some_and(|at| at <= now))
+            .filter(|(_, s)| !s.joined && s.retry_join_at.is_some_and(|at| at <= now))
             .map(|(room, s)| {
                 s.retry_join_at = None;
                 (room.clone(), s.room_type.clone())
@@ -1267,12 +1274,14 @@ impl Driver {
             return Ok(());
         }
         let batch: Vec<Out> = self.queue.drain(..n).collect();
-        let first_event_seq = self.events_sent + 1;
+        // Saturating: a relay's `Welcome` may claim any count (a hostile one, the
+        // largest), and that must not panic the driver.
+        let first_event_seq = self.events_sent.saturating_add(1);
         let mut numbered = false;
         for message in &batch {
             if let Out::Event(event) = message {
                 numbered = true;
-                self.events_sent += 1;
+                self.events_sent = self.events_sent.saturating_add(1);
                 if self.events_unacked.len() >= self.config.buffer_limit {
                     self.events_unacked.pop_front();
                 }

@@ -571,3 +571,63 @@ async fn a_join_already_being_answered_is_no_error() {
     .await;
     assert_eq!(first, "joined r");
 }
+
+/// A relay that answers a join again and again (`Joined` a thousand times) makes
+/// the client send its unacknowledged input again at most a few times, not once per
+/// `Joined`; and a join retry set before the room was joined is not sent after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_again_and_again_does_not_multiply_the_inputs_sent() {
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            // The first join is told to wait (a retry in 1 s), the next answered.
+            let join = loop {
+                let messages = next_messages(&mut ws).await.expect("the client joins");
+                if let Some(Out::Join(join)) = messages.into_iter().find(|m| matches!(m, Out::Join(_))) {
+                    break join;
+                }
+            };
+            let wait = proto::Error {
+                code: proto::ErrorCode::Unavailable as i32,
+                request_id: join.request_id,
+                room: join.room.clone(),
+                retry_after_ms: 1_000,
+                ..Default::default()
+            };
+            ws.send(fake_server_message(In::Error(wait))).await.unwrap();
+            let joined = proto::Joined {
+                room: join.room.clone(),
+                room_type: "relay".into(),
+                ..Default::default()
+            };
+            ws.send(fake_server_message(In::Joined(joined.clone()))).await.unwrap();
+            let mut again_and_again = true;
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    let _ = seen_tx.send(message.clone());
+                    if matches!(message, Out::Input(_)) && std::mem::take(&mut again_and_again) {
+                        let kinds = vec![In::Joined(joined.clone()); 1_000];
+                        ws.send(fake_envelope(kinds, 0)).await.unwrap();
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    let (mut inputs, mut joins) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, seen_rx.recv()).await {
+        match message {
+            Out::Input(_) => inputs += 1,
+            Out::Join(_) => joins += 1,
+            _ => {}
+        }
+    }
+    assert!((1..=3).contains(&inputs), "{inputs} inputs sent for one");
+    assert_eq!(joins, 0, "no join retried once joined");
+}
