@@ -266,6 +266,10 @@ pub(crate) async fn run(
                 match end {
                     End::Stop | End::CloseAndStop => return,
                     End::Reconnect { now: true, .. } => continue,
+                    // Closed before its `Welcome` (1013: the session's node is still
+                    // alive, say): a failed attempt at that URL, and the next tries the
+                    // next one (back towards the session's own node).
+                    End::Reconnect { reason, .. } if d.welcomed_at.is_none() => d.failed_at_current(&reason),
                     End::Reconnect { reason, .. } => reason,
                 }
             }
@@ -273,15 +277,7 @@ pub(crate) async fn run(
                 d.give_up(attempt + 1, failure.reason).await;
                 return;
             }
-            Err(failure) => {
-                let url = &d.targets[d.current].url;
-                d.unreachable.insert(url.clone(), Instant::now());
-                let reason = format!("{url}: {}", failure.reason);
-                // The next attempt tries the next node (home only: a node connection
-                // has no others, and gives its rooms back instead).
-                d.current = (d.current + 1) % d.targets.len();
-                reason
-            }
+            Err(failure) => d.failed_at_current(&failure.reason),
         };
         attempt += 1;
         if !d.config.backoff.allows(attempt) {
@@ -297,6 +293,17 @@ pub(crate) async fn run(
 }
 
 impl Driver {
+    /// An attempt at the current URL failed: it is marked unreachable, and the next
+    /// attempt tries the next node (home only: a node connection has no others, and
+    /// gives its rooms back instead). Returns the reason, naming the URL.
+    fn failed_at_current(&mut self, reason: &str) -> String {
+        let url = &self.targets[self.current].url;
+        self.unreachable.insert(url.clone(), Instant::now());
+        let reason = format!("{url}: {reason}");
+        self.current = (self.current + 1) % self.targets.len();
+        reason
+    }
+
     async fn emit(&self, event: Event) {
         let _ = self.events.send(event).await;
     }

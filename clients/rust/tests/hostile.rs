@@ -631,3 +631,26 @@ async fn a_joined_again_and_again_does_not_multiply_the_inputs_sent() {
     assert!((1..=3).contains(&inputs), "{inputs} inputs sent for one");
     assert_eq!(joins, 0, "no join retried once joined");
 }
+
+/// A relay that closes before its `Welcome` (1013: try again later) is a failed
+/// attempt at that URL: the next attempt tries the next one, as a refused connection
+/// would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_before_the_welcome_moves_on_to_the_next_url() {
+    let busy = fake_relay(|_, _, ws| close(ws, 1013)).await;
+    let fallback = fake_relay(|_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let mut config = config(busy);
+    config.fallback_urls = vec![fallback.clone()];
+    let (_client, mut events) = Client::connect(config).unwrap();
+    let connected = until(&mut events, |e| match e {
+        Event::Connected { .. } => Some(true),
+        Event::GaveUp { .. } => Some(false),
+        _ => None,
+    })
+    .await;
+    assert!(connected, "the fallback was tried");
+}
