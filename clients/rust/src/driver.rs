@@ -713,7 +713,17 @@ impl Driver {
         let mut rooms = std::mem::take(&mut self.rooms);
         // Events this node may not have taken go with their rooms (at least once).
         let limit = self.config.buffer_limit;
-        for (_, event) in std::mem::take(&mut self.events_unacked) {
+        // Then those not sent yet: waiting for the pacer, or sent while offline.
+        let unacked = std::mem::take(&mut self.events_unacked)
+            .into_iter()
+            .map(|(_, event)| event);
+        let unsent = (std::mem::take(&mut self.queue).into_iter())
+            .chain(std::mem::take(&mut self.buffer))
+            .filter_map(|out| match out {
+                Out::Event(event) => Some(event),
+                _ => None,
+            });
+        for event in unacked.chain(unsent) {
             if let Some(state) = rooms.get_mut(&event.room) {
                 hold(&mut state.held_events, event, limit);
             }

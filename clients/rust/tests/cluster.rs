@@ -252,6 +252,30 @@ async fn the_rooms_node_killed_the_room_comes_home_and_is_joined_again() {
     client.close().await;
 }
 
+/// An event sent while the room's node is down (its connection offline, the room not
+/// yet back home) goes with the room: it is relayed once the room is joined again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_while_the_rooms_node_is_down_goes_home_with_the_room() {
+    let cluster = TestCluster::start();
+    let RoomElsewhere {
+        mut a,
+        b: _home,
+        client,
+        mut events,
+        member,
+    } = room_elsewhere(&cluster).await;
+    a.kill();
+    until(&mut events, |e| matches!(e, Event::Disconnected { .. }).then_some(())).await;
+    client.send_event("world", "hello", bytes::Bytes::from_static(b"still here"), vec![member]);
+    let heard = until(&mut events, |e| match e {
+        Event::RoomEvent(event) if event.kind == "hello" => Some(event.payload.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(&heard[..], b"still here");
+    client.close().await;
+}
+
 /// The room's node is killed and another node starts at its address before the
 /// client's connection there gives up: that connection reconnects to a new session
 /// (continuing its old one), which holds none of the client's seats. Its rooms go
