@@ -863,11 +863,16 @@ export class Client {
     const home = this.#home;
     home.#nodes.delete(this.#options.url);
     if (lost) home.#unreachable.set(this.#options.url, now());
-    for (const { event } of this.#eventsUnacked) {
+    // Events this node may not have taken go with their rooms (at least once), then
+    // those not sent yet: waiting for the pacer, or sent while offline.
+    const unsent = [...this.#queue, ...this.#buffer].filter((m) => m?.case === "event");
+    for (const event of [...this.#eventsUnacked.map((u) => u.event), ...unsent]) {
       const state = this.#rooms.get(eventRoom(event));
       if (state !== undefined) this.#hold(state, event);
     }
     this.#eventsUnacked = [];
+    this.#queue = this.#queue.filter((m) => m?.case !== "event");
+    this.#buffer = [];
     for (const [room, state] of this.#rooms) {
       home.#redirected.delete(room);
       home.#adopt(room, state.roomType, { ...state, seat: "" });

@@ -510,6 +510,29 @@ test("a redirect from wss:// to ws:// is not followed, even with allowInsecure",
   assert.ok(events.some((e) => e.startsWith("error") && e.includes("not following")), events.join("\n"));
 });
 
+test("an event sent while the room's node is down goes home with the room", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  last().welcome(false, 9n);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  last().end(1006);
+  c.sendEvent("r", "chat", new Uint8Array([1]));
+  // The node does not come back (each attempt refused): its rooms go home.
+  const homeJoins = () => home.kinds().filter((k) => k === "join").length;
+  for (let i = 0; i < 40 && homeJoins() < 2; i++) {
+    advance(100);
+    if (last().url.host === "node-b.test" && last().readyState === 1) last().end(1006);
+  }
+  assert.equal(homeJoins(), 2, "home joins r again");
+  home.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 2n);
+  advance(100);
+  assert.ok(home.kinds().includes("event"), `the event follows: ${home.kinds()}`);
+});
+
 test("a room its node closed is joined at home again, not on that node", () => {
   const { client: c } = client();
   c.join("r", "arena");
