@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -460,6 +460,12 @@ pub trait Rooms: Send + Sync {
     /// Sends a command to the room without blocking.
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError>;
 
+    /// Whether the rooms were handed off (cluster mode, the node stopping): they
+    /// relay no more events, so a session takes (and acknowledges) none.
+    fn handed_off(&self) -> bool {
+        false
+    }
+
     /// One page of the rooms `filter` lists, in id order: at most `limit` (capped at
     /// [`MAX_ROOMS_PER_PAGE`]) whose ids sort after `after`, and where the next page
     /// starts (none: this is the last). It stops once past `max_bytes` of rooms (see
@@ -489,6 +495,10 @@ impl Rooms for SimPool {
 
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
         SimPool::send(self, room, command)
+    }
+
+    fn handed_off(&self) -> bool {
+        self.handed_off.load(Ordering::Acquire)
     }
 
     fn list(
@@ -589,6 +599,8 @@ pub struct SimPool {
     next_key: AtomicU64,
     config: PoolConfig,
     metrics: Arc<SimMetrics>,
+    /// Set by [`SimPool::hand_off`]: the rooms take no more events.
+    handed_off: AtomicBool,
 }
 
 impl std::fmt::Debug for SimPool {
@@ -645,6 +657,7 @@ impl SimPool {
             next_key: AtomicU64::new(1),
             config,
             metrics,
+            handed_off: AtomicBool::new(false),
         })
     }
 
@@ -934,6 +947,9 @@ impl SimPool {
         if self.config.checkpoints.is_none() {
             return 0;
         }
+        // Before the rooms are told: an event taken after this would be acknowledged
+        // to its sender and never relayed.
+        self.handed_off.store(true, Ordering::Release);
         let mut asked = 0;
         for worker in &self.workers {
             if worker.send_unbounded(Command::HandOff) {

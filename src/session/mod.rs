@@ -592,7 +592,13 @@ impl Session {
             return Ok(());
         }
         let mut event_seq = envelope.first_event_seq;
+        // A stopping node's rooms relay no more events: none is taken (nor counted,
+        // so the client sends it again where it continues).
+        let handed_off = self.ctx.rooms.handed_off();
         for ClientMessage { kind } in envelope.messages {
+            if handed_off && matches!(kind, Some(client_message::Kind::Event(_))) {
+                continue;
+            }
             if let Some(client_message::Kind::Event(_)) = kind
                 && event_seq != 0
             {

@@ -41,6 +41,8 @@ struct FakeRooms {
     refuse_send: Mutex<Option<PoolError>>,
     /// The member id of every join and input sent.
     members: Mutex<Vec<MemberId>>,
+    /// As after `SimPool::hand_off`.
+    handed_off: std::sync::atomic::AtomicBool,
 }
 
 impl Rooms for FakeRooms {
@@ -79,6 +81,10 @@ impl Rooms for FakeRooms {
         let handle = open.next()?;
         handle.shared.reserved.fetch_add(1, Ordering::Relaxed);
         Some(handle.clone())
+    }
+
+    fn handed_off(&self) -> bool {
+        self.handed_off.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn find(&self, id: &str) -> Option<RoomHandle> {
@@ -842,6 +848,27 @@ fn numbered_events_are_taken_once_and_acknowledged() {
     assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0)]);
     h.one(ping(6)).unwrap();
     assert!(matches!(&h.replies()[..], [Kind::Pong(p)] if p.events_received == 3));
+}
+
+/// Once the node's rooms are handed off (the node stopping), events are not taken:
+/// not sent to the room, not counted, so the client sends them again where it goes.
+#[test]
+fn events_are_not_taken_once_the_rooms_are_handed_off() {
+    let mut h = Harness::new();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    h.sent();
+    let event = || {
+        Out::Event(proto::SendEvent {
+            room: "a".into(),
+            ..Default::default()
+        })
+    };
+    h.send_numbered(1, vec![event()]).unwrap();
+    h.rooms.handed_off.store(true, std::sync::atomic::Ordering::Relaxed);
+    h.send_numbered(2, vec![event(), ping(5)]).unwrap();
+    assert_eq!(h.sent().len(), 1, "the first event only");
+    assert!(matches!(&h.replies()[..], [Kind::Pong(p)] if p.events_received == 1));
 }
 
 #[test]
