@@ -569,8 +569,14 @@ impl Cluster {
         if self.pool.room(room).is_some() || self.call(self.directory.locate(room)).await?.is_some() {
             return Ok(());
         }
-        if let Claim::Ours = self.claim(room, room_type, ListingState::default()).await? {
-            self.pool.create_persistent(room, room_type)?;
+        if let Claim::Ours = self.claim(room, room_type, ListingState::default()).await?
+            && let Err(e) = self.pool.create_persistent(room, room_type)
+        {
+            // Not left claimed for a room that runs nowhere (the room cap is full, say).
+            if self.pool.room(room).is_none() {
+                let _ = self.call(self.directory.release(room)).await;
+            }
+            return Err(e);
         }
         Ok(())
     }

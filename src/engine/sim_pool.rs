@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
 use crate::bucket::TokenBucket;
@@ -601,6 +601,10 @@ pub struct SimPool {
     metrics: Arc<SimMetrics>,
     /// Set by [`SimPool::hand_off`]: the rooms take no more events.
     handed_off: AtomicBool,
+    /// Held (read) while an event is checked against `handed_off` and sent, and
+    /// (write) while the flag is set and the threads told: an event is either queued
+    /// before a thread's `HandOff` (and in its checkpoint) or refused.
+    hand_off_gate: RwLock<()>,
 }
 
 impl std::fmt::Debug for SimPool {
@@ -658,6 +662,7 @@ impl SimPool {
             config,
             metrics,
             handed_off: AtomicBool::new(false),
+            hand_off_gate: RwLock::new(()),
         })
     }
 
@@ -949,6 +954,7 @@ impl SimPool {
         }
         // Before the rooms are told: an event taken after this would be acknowledged
         // to its sender and never relayed.
+        let _gate = self.hand_off_gate.write();
         self.handed_off.store(true, Ordering::Release);
         let mut asked = 0;
         for worker in &self.workers {
@@ -981,6 +987,10 @@ impl SimPool {
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
         let wake = matches!(command, Command::Join { .. } | Command::Close { .. });
         let worker = &self.workers[room.thread];
+        let gate = matches!(command, Command::Event { .. }).then(|| self.hand_off_gate.read());
+        if gate.is_some() && self.handed_off.load(Ordering::Acquire) {
+            return Err(PoolError::Unavailable("this node is stopping".into()));
+        }
         worker.send(command, self.config.channel_capacity)?;
         if wake && let Some(join) = &worker.join {
             join.thread().unpark();
@@ -1255,21 +1265,32 @@ impl SimThread {
                 r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
             },
             Command::HandOff => {
-                if let Some(checkpoints) = &self.checkpoints {
+                if let Some(sink) = self.checkpoints.as_ref().map(|c| c.sink.clone()) {
                     let now = unix_micros();
-                    for owned in &mut self.rooms {
+                    let mut i = 0;
+                    while i < self.rooms.len() {
                         // What the room was told before is done first, inputs
                         // included (they are in the checkpoint, so acknowledging
                         // them loses nothing).
+                        let owned = &mut self.rooms[i];
                         let finished = catch_unwind(AssertUnwindSafe(|| owned.room.finish_pending(now)));
-                        if finished.is_err() {
-                            tracing::error!(room = owned.room.id(), "simulation panicked; room not checkpointed");
-                            self.metrics.room_panics.inc();
+                        if finished.is_ok() {
+                            sink(Checkpoint::Room(owned.room.checkpoint(now)));
+                            i += 1;
                             continue;
                         }
-                        (checkpoints.sink)(Checkpoint::Room(owned.room.checkpoint(now)));
+                        // Closed, as after any tick that panics (and its checkpoint
+                        // with it: restoring an older one would lose what was
+                        // acknowledged since).
+                        tracing::error!(room = owned.room.id(), "simulation panicked; closing the room");
+                        self.metrics.room_panics.inc();
+                        let closed = self.remove_room(i);
+                        self.close_room(
+                            closed,
+                            Some((ErrorCode::RoomClosed, "room closed after an internal error")),
+                        );
                     }
-                    (checkpoints.sink)(Checkpoint::Flushed);
+                    sink(Checkpoint::Flushed);
                 }
                 // Nothing after the checkpoints: an input applied now would be
                 // acknowledged to its member and lost with this node.
@@ -1370,7 +1391,7 @@ impl SimThread {
                 owned.sync_members(&self.metrics);
             }
             let expired = !owned.persistent
-                && owned.room.member_count() == 0
+                && owned.room.is_vacant()
                 && owned
                     .empty_since
                     .is_some_and(|t| now.duration_since(t) >= self.empty_room_ttl);
@@ -1797,6 +1818,37 @@ mod tests {
             sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
         });
         (SimPool::start(config).unwrap(), checkpoints)
+    }
+
+    /// A hand-off finishes what a room was told before its checkpoint (a member who
+    /// just joined has its avatar in it), and from then on the pool takes no event.
+    #[test]
+    fn a_hand_off_finishes_what_rooms_were_told_and_takes_no_more_events() {
+        let (pool, checkpoints) = checkpointing(1, 0);
+        let _member = join(&pool, "field", "arena", 7);
+        assert!(!Rooms::handed_off(&pool));
+        pool.hand_off();
+        assert!(Rooms::handed_off(&pool));
+        let checkpoint = loop {
+            match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
+                Checkpoint::Room(c) if c.room == "field" => break c,
+                _ => {}
+            }
+        };
+        let schema = Arc::new(ArenaConfig::default().schema().unwrap());
+        let mut mirror = crate::mirror::StateMirror::with_schema(schema);
+        mirror
+            .apply(&prost::Message::decode(&checkpoint.state[..]).unwrap())
+            .unwrap();
+        let avatars = mirror.world().entities().filter(|e| e.owner() == 7).count();
+        assert_eq!(avatars, 1, "the join was finished before the checkpoint");
+        let handle = pool.room("field").unwrap();
+        let event = Command::Event {
+            room: handle.key,
+            member: 7,
+            event: proto::SendEvent::default(),
+        };
+        assert!(pool.send(&handle, event).is_err(), "no event taken after the hand-off");
     }
 
     /// A node stopping hands its rooms off: each is checkpointed, then ticks no more,

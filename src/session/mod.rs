@@ -551,20 +551,20 @@ impl Session {
         // it is in to whatever it sends). An envelope over the burst would never fit:
         // it is told so, whatever the bucket holds (at most once per notice, as a
         // refusal is).
-        let oversized = counted > burst;
-        match self.limiter.check(charged, bytes.len(), now.instant) {
+        let verdict = self.limiter.check(charged, bytes.len(), now.instant);
+        match verdict {
             Verdict::Flood => return Err(CloseReason::RateLimited),
             Verdict::Refuse { notify: false, .. } => return Ok(()),
-            Verdict::Refuse { retry_after, .. } if !oversized => {
-                self.refuse_rate_limited("over the rate limit; messages dropped", 0, retry_after);
-                return Ok(());
-            }
-            Verdict::Allow | Verdict::Refuse { .. } if oversized => {
-                let message = format!("an envelope may hold at most {burst} messages besides acks");
-                self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
-                return Ok(());
-            }
-            Verdict::Allow | Verdict::Refuse { .. } => {}
+            Verdict::Allow | Verdict::Refuse { notify: true, .. } => {}
+        }
+        if counted > burst {
+            let message = format!("an envelope may hold at most {burst} messages besides acks");
+            self.reply(error_message(ErrorCode::LimitExceeded, &message, 0, ""));
+            return Ok(());
+        }
+        if let Verdict::Refuse { retry_after, .. } = verdict {
+            self.refuse_rate_limited("over the rate limit; messages dropped", 0, retry_after);
+            return Ok(());
         }
         let envelope = match read {
             Read::InPlace(in_place) => {
@@ -592,25 +592,31 @@ impl Session {
             return Ok(());
         }
         let mut event_seq = envelope.first_event_seq;
-        // A stopping node's rooms relay no more events: none is taken (nor counted,
-        // so the client sends it again where it continues).
-        let handed_off = self.ctx.rooms.handed_off();
         for ClientMessage { kind } in envelope.messages {
-            if handed_off && matches!(kind, Some(client_message::Kind::Event(_))) {
+            let is_event = matches!(kind, Some(client_message::Kind::Event(_)));
+            // A stopping node's rooms relay no more events: none is taken (nor counted,
+            // so the client sends it again where it continues).
+            if is_event && self.ctx.rooms.handed_off() {
                 continue;
             }
-            if let Some(client_message::Kind::Event(_)) = kind
-                && event_seq != 0
-            {
+            let mut taken_before = None;
+            if is_event && event_seq != 0 {
                 let n = event_seq;
                 event_seq += 1;
                 if n <= self.events_received {
                     continue; // taken before the connection it came on died
                 }
-                self.events_received = n;
+                taken_before = Some(std::mem::replace(&mut self.events_received, n));
             }
             if let Some(kind) = kind {
                 self.handle_message(kind, now);
+            }
+            // Handed off meanwhile: the event may have been refused (see
+            // `Rooms::handed_off`), so it is not counted (sent again: at least once).
+            if let Some(before) = taken_before
+                && self.ctx.rooms.handed_off()
+            {
+                self.events_received = before;
             }
         }
         self.check_overflow()

@@ -252,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         }
         if self.out.capacity() > MAX_KEPT_WRITE_BUFFER {
             // A large batch went out: do not hold its buffer for the connection's life.
-            (self.out, self.unwritten) = (BytesMut::new(), 0);
+            (self.out, self.unwritten) = (BytesMut::with_capacity(MAX_KEPT_WRITE_BUFFER), 0);
         }
         Ok(sent)
     }
