@@ -110,7 +110,7 @@ impl Context {
             // Claims the session may have been granted, given up (not waited for).
             while let Some(op) = session.poll_directory() {
                 let cluster = cluster.clone();
-                tokio::spawn(async move { cluster.run(op).await });
+                self.tracker.spawn(async move { cluster.run(op).await });
             }
             if !self.shutdown.is_cancelled() {
                 cluster.forget_session(session.resume_token());
