@@ -204,6 +204,11 @@ const CHECKPOINTS_PER_WRITE: usize = 256;
 /// How often one node of the cluster sweeps the room indexes.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// The answer to a claim on a stopping node.
+fn stopping() -> PoolError {
+    PoolError::Unavailable("this node is stopping; join through another".into())
+}
+
 /// How long a stopping node waits for its rooms' checkpoints to be written.
 const HAND_OFF_WAIT: Duration = Duration::from_secs(3);
 
@@ -589,9 +594,7 @@ impl Cluster {
         retake: bool,
     ) -> Result<Claim, PoolError> {
         if self.stopping.load(Ordering::Acquire) {
-            return Err(PoolError::Unavailable(
-                "this node is stopping; join through another".into(),
-            ));
+            return Err(stopping());
         }
         // A room open here lists as it is (its entry may have lapsed meanwhile). One
         // that the claim may restore enters the directory unlisted (a private room is
@@ -629,6 +632,12 @@ impl Cluster {
         } else {
             self.call(self.directory.claim(&entry)).await?
         };
+        // The node began stopping while the claim ran: what it took goes back (its
+        // rooms are released, or about to be), or it would own a room it never runs.
+        if matches!(claim, Claim::Ours) && self.stopping.load(Ordering::Acquire) {
+            let _ = self.call(self.directory.release(room)).await;
+            return Err(stopping());
+        }
         match &claim {
             Claim::Theirs { url: Some(_), .. } => {
                 self.metrics.redirects.inc();
