@@ -87,7 +87,7 @@ pub struct Config {
     pub default_room_type: String,
     /// Room types by name.
     pub room_types: BTreeMap<String, RoomTypeConfig>,
-    /// Rooms created at start-up.
+    /// Rooms created at start-up and kept open.
     pub rooms: Vec<PrecreatedRoom>,
     /// Benchmark baseline, never for players: every room sends every member a full
     /// snapshot every tick, encoded for that member alone, and the transport writes
@@ -443,7 +443,7 @@ impl FieldConfig {
     }
 }
 
-/// A room created at start-up.
+/// A room created at start-up and kept open (see `[[rooms]]` in the README).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrecreatedRoom {
@@ -1172,7 +1172,8 @@ arena_height = 100.0
 arena_npcs = 16
 arena_precision = 0.01         # positions are sent rounded to this step
 
-# Rooms created at start-up (others are created by the first join):
+# Rooms created at start-up and kept open (one its simulation closes opens again
+# within a second; others are created by the first join):
 # [[rooms]]
 # id = "lobby"
 # type = "relay"
