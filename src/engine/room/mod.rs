@@ -956,6 +956,10 @@ impl Room {
             ..Default::default()
         };
         let idle_frame = tick.is_multiple_of(self.config.idle_frame_interval());
+        // A member whose baseline advances only when it acknowledges (QUIC datagrams)
+        // gets them twice as often: an idle frame still unacknowledged when the window
+        // moves past the one before would cost it a full snapshot at the next change.
+        let idle_frame_acknowledged = tick.is_multiple_of((self.config.idle_frame_interval() / 2).max(1));
         let with_checksum = idle_frame || tick.is_multiple_of(self.config.checksum_interval);
         let checksum = self.world.checksum();
         let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
@@ -965,6 +969,7 @@ impl Room {
 
         for m in &mut self.members {
             let news = m.needs_full || m.last_applied != m.last_sent_seq;
+            let idle_frame = idle_frame || (idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged);
             if !(naive || changed || news || idle_frame) {
                 continue;
             }

@@ -340,6 +340,29 @@ fn a_quiet_member_of_a_fast_room_gets_a_delta_after_a_long_idle_spell() {
     assert!(b.mirror.world().same_state(room.world()));
 }
 
+/// A member over QUIC datagrams (its baseline moves when it acknowledges) gets idle
+/// frames twice as often as one over WebSocket.
+#[test]
+fn a_member_that_acknowledges_gets_idle_frames_twice_as_often() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut reliable = Client::new(1);
+    let mut acknowledging = Client::new(2);
+    acknowledging.outbox = Arc::new(Outbox::with_delivery(OutboxLimits::default(), Delivery::Acknowledged));
+    join(&mut room, &reliable);
+    join(&mut room, &acknowledging);
+    room.tick(0);
+    reliable.read();
+    acknowledging.read();
+    let (mut quiet, mut acked) = (0, 0);
+    for _ in 0..60 {
+        room.tick(0);
+        quiet += reliable.read();
+        acked += acknowledging.read();
+    }
+    // 30 Hz: one idle frame a second over WebSocket, two over QUIC.
+    assert_eq!((quiet, acked), (2, 4));
+}
+
 #[test]
 fn relay_members_write_only_their_own_entities() {
     let mut room = relay_room(RoomConfig::default());
