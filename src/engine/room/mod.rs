@@ -969,8 +969,9 @@ impl Room {
 
         for m in &mut self.members {
             let news = m.needs_full || m.last_applied != m.last_sent_seq;
-            let idle_frame = idle_frame || (idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged);
-            if !(naive || changed || news || idle_frame) {
+            // The outbox's delivery (a lock) is asked only when nothing else sends a frame.
+            let idle_acknowledged = || idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged;
+            if !(naive || changed || news || idle_frame || idle_acknowledged()) {
                 continue;
             }
             let found = m.outbox.supersede_state(self.key);
