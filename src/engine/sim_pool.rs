@@ -110,6 +110,9 @@ impl std::fmt::Debug for Checkpoints {
     }
 }
 
+/// Why a room whose simulation panicked was closed (its members' `Left`).
+const PANICKED: &str = "room closed after an internal error";
+
 /// Checkpoints of an unchanged room not written in a row, at most (see
 /// `SimThread`'s ticks).
 const UNCHANGED_CHECKPOINTS: u32 = 9;
@@ -788,10 +791,13 @@ impl SimPool {
             .get(type_name)
             .ok_or_else(|| PoolError::UnknownRoomType(type_name.to_string()))?;
         let creator = creator.map(|c| self.take_creation(c)).transpose()?;
-        let refuse = |e: PoolError| {
+        let give_back = || {
             if let Some(creator) = &creator {
                 release_creation(&self.creators, creator);
             }
+        };
+        let refuse = |e: PoolError| {
+            give_back();
             Err(e)
         };
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
@@ -836,9 +842,7 @@ impl SimPool {
             Ok(None) => {}
             Ok(Some(open)) => {
                 drop(directory);
-                if let Some(creator) = &creator {
-                    release_creation(&self.creators, creator);
-                }
+                give_back();
                 return Ok((open, false));
             }
             Err(e) => return refuse(e),
@@ -1285,10 +1289,7 @@ impl SimThread {
                         tracing::error!(room = owned.room.id(), "simulation panicked; closing the room");
                         self.metrics.room_panics.inc();
                         let closed = self.remove_room(i);
-                        self.close_room(
-                            closed,
-                            Some((ErrorCode::RoomClosed, "room closed after an internal error")),
-                        );
+                        self.close_room(closed, Some((ErrorCode::RoomClosed, PANICKED)));
                     }
                     sink(Checkpoint::Flushed);
                 }
@@ -1401,11 +1402,7 @@ impl SimThread {
                 continue;
             }
             let closed = self.remove_room(i);
-            let why = if healthy {
-                ended.as_deref()
-            } else {
-                Some("room closed after an internal error")
-            };
+            let why = if healthy { ended.as_deref() } else { Some(PANICKED) };
             self.close_room(closed, why.map(|why| (ErrorCode::RoomClosed, why)));
         }
     }

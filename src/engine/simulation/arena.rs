@@ -125,9 +125,9 @@ impl Arena {
     }
 
     fn spawn_npcs(&mut self, ctx: &mut SimContext<'_>) {
+        let (width, height) = self.config.walls();
         for _ in 0..self.config.npcs {
             let id = self.allocate_id();
-            let (width, height) = self.config.walls();
             let (x, y) = (self.rng.f32() * width, self.rng.f32() * height);
             let (vx, vy) = self.random_heading(self.config.npc_speed);
             let _ = ctx.world.spawn(
