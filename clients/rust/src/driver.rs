@@ -936,7 +936,7 @@ impl Driver {
     fn retry_joins(&mut self) {
         let now = Instant::now();
         let due: Vec<(String, String)> = (self.rooms.iter_mut())
-            .filter(|(_, s)| !s.joined && s.retry_join_at.is_some_and(|at| at <= now))
+            .filter(|(_, s)| s.retry_join_at.is_some_and(|at| at <= now))
             .map(|(room, s)| {
                 s.retry_join_at = None;
                 (room.clone(), s.room_type.clone())
