@@ -81,7 +81,8 @@ pub struct Config {
     pub room_searches_per_second: f64,
     /// Room searches one creator may make in a burst.
     pub room_search_burst: f64,
-    /// Seconds an empty room stays open before it is closed.
+    /// Seconds an empty room stays open before it is closed (a new room nobody has
+    /// joined yet: at least 1 s, its creator's join is on its way).
     pub empty_room_ttl_secs: u64,
     /// Room type used when a join names none.
     pub default_room_type: String,
@@ -953,7 +954,8 @@ room_creation_burst = 60.0
 # TLS-terminating proxy every anonymous client is one address: raise these.
 room_searches_per_second = 10.0
 room_search_burst = 20.0
-# Seconds an empty room stays open before it is closed.
+# Seconds an empty room stays open before it is closed (a new room nobody has
+# joined yet: at least 1 s, its creator's join is on its way).
 empty_room_ttl_secs = 30
 # Room type used when a join does not name one.
 default_room_type = "relay"

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, Delivery};
-use crate::cluster::{Claim, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory};
+use crate::cluster::{Claim, Closing, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory};
 use crate::config::{Config, ConfigError, PrecreatedRoom, Simulations};
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
 use crate::log_budget::LogBudget;
@@ -155,21 +155,26 @@ impl Server {
         // Cluster mode: rooms checkpoint into this channel; the cluster writes them.
         let checkpoints = config.cluster.redis_url.is_some().then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
+            let closing = Arc::new(Closing::default());
+            let marks = closing.clone();
             pool_config.checkpoints = Some(Checkpoints {
                 every_ticks: config.cluster.checkpoint_ticks,
                 seat_grace: Duration::from_secs_f64(config.session.resume_grace_secs),
                 rewrite_after: Duration::from_secs(config.cluster.checkpoint_ttl_secs) / 4,
                 sink: Arc::new(move |checkpoint| {
+                    if let Checkpoint::Closed(room) = &checkpoint {
+                        marks.closed(room);
+                    }
                     let _ = tx.send(checkpoint);
                 }),
             });
-            rx
+            (rx, closing)
         });
         let pool = Arc::new(SimPool::start(pool_config)?);
         let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
         let cluster = match (RedisAddress::from_config(&config.cluster)?, checkpoints) {
-            (Some(redis), Some(checkpoints)) => {
-                let (cluster, inbox) = join_cluster(&config, &redis, local_addr, &pool, &metrics).await?;
+            (Some(redis), Some((checkpoints, closing))) => {
+                let (cluster, inbox) = join_cluster(&config, &redis, local_addr, &pool, closing, &metrics).await?;
                 Some(ClusterParts {
                     cluster: Arc::new(cluster),
                     inbox,
@@ -426,6 +431,7 @@ async fn join_cluster(
     redis: &RedisAddress,
     local_addr: SocketAddr,
     pool: &Arc<SimPool>,
+    closing: Arc<Closing>,
     metrics: &Arc<Metrics>,
 ) -> Result<(Cluster, mpsc::UnboundedReceiver<Delivery>), ServerError> {
     let c = &config.cluster;
@@ -448,7 +454,7 @@ async fn join_cluster(
         resume_grace,
         placement: c.placement,
     };
-    let cluster = Cluster::new(directory, bus, pool.clone(), metrics.clone(), settings);
+    let cluster = Cluster::new(directory, bus, pool.clone(), closing, metrics.clone(), settings);
     Ok((cluster, inbox))
 }
 

@@ -10,11 +10,13 @@
 //! lists on another node (see `QuickJoin` in PROTOCOL.md).
 
 pub mod bus;
+pub mod closing;
 pub mod directory;
 pub mod node;
 mod redis_connection;
 pub mod redis_directory;
 
+pub use closing::Closing;
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
 pub use node::{Cluster, NodeSettings};
 pub use redis_connection::RedisAddress;

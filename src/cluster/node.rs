@@ -9,12 +9,15 @@
 //! ([`Cluster::hand_off`]): a checkpoint of every room, written, then its leases
 //! released, before its sessions are told to go.
 //!
-//! Leases are kept by one task: every third of the lease period it lists the rooms
-//! open here, releases the ones that closed since the last round, and renews the
-//! others with their member counts. A room whose lease lapsed (a Redis outage longer
-//! than a lease, or a round that came too late) is claimed again; if another node
-//! took it meanwhile, the room closes here and its members are told to join again
-//! (which redirects them to the new owner).
+//! The same task drops the rooms that close here from the directory, with their
+//! checkpoints, trying again until Redis has it; a claim of such a room here waits
+//! for its close (see [`super::closing`]).
+//!
+//! Leases are kept by another task: every third of the lease period it renews the
+//! leases of the rooms open here, with their member counts. A room whose lease
+//! lapsed (a Redis outage longer than a lease, or a round that came too late) is
+//! claimed again; if another node took it meanwhile, the room closes here and its
+//! members are told to join again (which redirects them to the new owner).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -30,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Delivery};
+use super::closing::Closing;
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::redis_directory::{RedisDirectory, SessionTake, SessionsKept};
 use crate::clock::unix_micros;
@@ -75,6 +79,8 @@ pub struct Cluster {
     stopping: AtomicBool,
     /// Stops the lease task before the hand-off releases the rooms.
     leases_stop: CancellationToken,
+    /// Rooms closed here whose close has not reached Redis.
+    closing: Arc<Closing>,
     /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
     flushed: AtomicUsize,
     flush: Notify,
@@ -168,7 +174,7 @@ struct Pending {
     /// The latest checkpoint of each room.
     rooms: HashMap<Arc<str>, proto::RoomCheckpoint>,
     /// Rooms that closed since (their checkpoints and entries go).
-    closed: HashSet<Arc<str>>,
+    closed: HashMap<Arc<str>, Closes>,
     /// [`Checkpoint::Flushed`] markers: done once this batch is written.
     flushed: usize,
 }
@@ -179,20 +185,51 @@ impl Pending {
             Checkpoint::Room(room) => {
                 let id: Arc<str> = room.room.as_str().into();
                 // Open again since it closed: it keeps its entry.
-                self.closed.remove(&id);
+                if let Some(closes) = self.closed.get_mut(&id) {
+                    closes.write = false;
+                }
                 self.rooms.insert(id, room);
             }
             Checkpoint::Closed(id) => {
                 self.rooms.remove(&id);
-                self.closed.insert(id);
+                self.close(id, 1, None);
             }
             Checkpoint::Flushed => self.flushed += 1,
         }
     }
 
+    /// Adds `received` closes of `room` to write (new, or failed `since` and tried
+    /// again).
+    fn close(&mut self, room: Arc<str>, received: u32, since: Option<Instant>) {
+        let closes = self.closed.entry(room).or_default();
+        closes.received += received;
+        closes.write = true;
+        closes.failing_since = closes.failing_since.or(since);
+    }
+
     fn is_empty(&self) -> bool {
         self.rooms.is_empty() && self.closed.is_empty() && self.flushed == 0
     }
+}
+
+/// The closes of one room a batch received.
+#[derive(Default)]
+struct Closes {
+    /// How many (each marked in [`Closing`]).
+    received: u32,
+    /// Whether the close is to be written: not when the room opened again since.
+    write: bool,
+    /// When writing it first failed.
+    failing_since: Option<Instant>,
+}
+
+/// What writing one batch of checkpoints did.
+struct Written {
+    /// Its [`Checkpoint::Flushed`] markers.
+    flushed: usize,
+    /// The closes that failed (how many of each room, failing since when), to be
+    /// tried again.
+    failed: Vec<(Arc<str>, u32, Instant)>,
 }
 
 /// How long a seat ticket is good for.
@@ -220,11 +257,12 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// This node of the cluster whose directory is `directory` and whose nodes talk
-    /// over `bus`.
+    /// over `bus`; `closing` is marked by the pool's checkpoint sink as rooms close.
     pub fn new(
         directory: RedisDirectory,
         bus: Bus,
         pool: Arc<SimPool>,
+        closing: Arc<Closing>,
         metrics: Arc<Metrics>,
         settings: NodeSettings,
     ) -> Self {
@@ -239,6 +277,7 @@ impl Cluster {
             settings,
             stopping: AtomicBool::new(false),
             leases_stop: CancellationToken::new(),
+            closing,
             flushed: AtomicUsize::new(0),
             flush: Notify::new(),
             destinations: OnceLock::new(),
@@ -596,6 +635,11 @@ impl Cluster {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping());
         }
+        // A room that closed here is claimed again once its close is written (see
+        // `Closing`).
+        if self.pool.room(room).is_none() && !self.closing.settled(room, DIRECTORY_TIMEOUT).await {
+            return Err(PoolError::Unavailable("the room is closing; join again".into()));
+        }
         // A room open here lists as it is (its entry may have lapsed meanwhile). One
         // that the claim may restore enters the directory unlisted (a private room is
         // never listed), and as itself once restored.
@@ -763,7 +807,10 @@ impl Cluster {
     ) {
         let mut received = Vec::with_capacity(CHECKPOINTS_PER_WRITE);
         let mut pending = Pending::default();
-        let mut writing: Option<Pin<Box<dyn Future<Output = usize> + Send>>> = None;
+        let mut writing: Option<Pin<Box<dyn Future<Output = Written> + Send>>> = None;
+        // Failed closes, tried again a third of a lease later.
+        let mut retry = Vec::new();
+        let mut retry_at = tokio::time::Instant::now();
         loop {
             if writing.is_none() && !pending.is_empty() {
                 let this = self.clone();
@@ -780,19 +827,28 @@ impl Cluster {
                         pending.add(checkpoint);
                     }
                 }
-                flushed = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                written = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
                     writing = None;
-                    if flushed > 0 {
-                        self.flushed.fetch_add(flushed, Ordering::AcqRel);
+                    if written.flushed > 0 {
+                        self.flushed.fetch_add(written.flushed, Ordering::AcqRel);
                         self.flush.notify_waiters();
+                    }
+                    if !written.failed.is_empty() {
+                        retry.extend(written.failed);
+                        retry_at = tokio::time::Instant::now() + self.settings.lease / 3;
+                    }
+                }
+                () = tokio::time::sleep_until(retry_at), if !retry.is_empty() => {
+                    for (room, received, since) in retry.drain(..) {
+                        pending.close(room, received, Some(since));
                     }
                 }
             }
         }
     }
 
-    /// Writes one batch; returns its flush markers.
-    async fn write(&self, batch: Pending) -> usize {
+    /// Writes one batch.
+    async fn write(&self, batch: Pending) -> Written {
         let mut writes = Vec::with_capacity(batch.rooms.len());
         for (room, checkpoint) in batch.rooms {
             let data = checkpoint.encode_to_vec();
@@ -818,10 +874,25 @@ impl Cluster {
                 }
             }
         }
-        for room in batch.closed {
-            let _ = self.call(self.directory.close(&room)).await;
+        // A close that failed is tried again (its room is not claimed here meanwhile),
+        // until the checkpoint it would drop has lapsed anyway.
+        let mut failed = Vec::new();
+        for (room, closes) in batch.closed {
+            if !closes.write || self.call(self.directory.close(&room)).await.is_ok() {
+                self.closing.written(&room, closes.received);
+                continue;
+            }
+            let since = closes.failing_since.unwrap_or_else(Instant::now);
+            if since.elapsed() >= self.settings.checkpoint_ttl {
+                self.closing.written(&room, closes.received);
+            } else {
+                failed.push((room, closes.received, since));
+            }
         }
-        batch.flushed
+        Written {
+            flushed: batch.flushed,
+            failed,
+        }
     }
 
     /// A stopping node hands its rooms off: a checkpoint of every room (which then
@@ -969,7 +1040,6 @@ impl Cluster {
     /// Keeps the leases of the rooms open here until `shutdown` (by then
     /// [`Cluster::hand_off`] released them).
     pub async fn keep_leases(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut held = HashSet::new();
         let mut every = tokio::time::interval(self.settings.lease / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -977,7 +1047,7 @@ impl Cluster {
                 biased;
                 () = shutdown.cancelled() => return,
                 () = self.leases_stop.cancelled() => return,
-                _ = every.tick() => self.renew(&mut held).await,
+                _ = every.tick() => self.renew().await,
             }
         }
     }
@@ -1014,25 +1084,16 @@ impl Cluster {
         }
     }
 
-    /// One round: releases the rooms `held` that closed since, renews the open ones
-    /// and takes back (or closes) the ones whose lease lapsed.
-    async fn renew(&self, held: &mut HashSet<String>) {
+    /// One round: renews the leases of the open rooms and takes back (or closes) the
+    /// ones whose lease lapsed. (The rooms that closed are dropped from the directory
+    /// by their closes, see [`Cluster::write_checkpoints`].)
+    async fn renew(&self) {
         if self.stopping.load(Ordering::Acquire) {
             return; // the hand-off releases them
         }
         let rooms: Vec<RoomEntry> = self.pool.all_rooms().iter().map(|r| self.entry_of(r)).collect();
         // The leases first: nothing below may delay them past their lapse.
         let renewed = self.call(self.directory.renew(&rooms)).await;
-        let mut open: HashSet<String> = rooms.iter().map(|r| r.room.clone()).collect();
-        // Closed here (emptied out) and not yet dropped from the directory (the room's
-        // Closed marker does it; this catches what Redis missed): the next room with
-        // the id starts empty. Tried again next round when Redis fails.
-        for closed in held.difference(&open).cloned().collect::<Vec<_>>() {
-            if self.call(self.directory.close(&closed)).await.is_err() {
-                open.insert(closed);
-            }
-        }
-        *held = open;
         let _ = self.call(self.bus.keep_listening()).await;
         self.keep_sessions().await;
         // On failure the rooms keep running; the next round tries again.
@@ -1055,7 +1116,6 @@ impl Cluster {
                     self.metrics.rooms_lost.inc();
                     let message = format!("the room moved to node `{node}`; join it again");
                     self.pool.close(&room.room, ErrorCode::RoomClosed, &message);
-                    held.remove(&room.room);
                 }
                 Ok(Claim::Settling) | Err(_) => {}
             }

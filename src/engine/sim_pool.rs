@@ -113,6 +113,10 @@ impl std::fmt::Debug for Checkpoints {
 /// Why a room whose simulation panicked was closed (its members' `Left`).
 const PANICKED: &str = "room closed after an internal error";
 
+/// How long a new room waits for its first member at least, whatever
+/// `empty_room_ttl`: its creator's join follows its creation.
+const FIRST_JOIN_WAIT: Duration = Duration::from_secs(1);
+
 /// Checkpoints of an unchanged room not written in a row, at most (see
 /// `SimThread`'s ticks).
 const UNCHANGED_CHECKPOINTS: u32 = 9;
@@ -1033,6 +1037,9 @@ struct OwnedRoom {
     persistent: bool,
     schedule: TickSchedule,
     empty_since: Option<Instant>,
+    /// Someone has joined it (until then it waits at least [`FIRST_JOIN_WAIT`] for
+    /// its creator's join).
+    joined: bool,
     /// The fingerprint of the last checkpoint written, when, and how many since were
     /// not written because it had not changed.
     checkpointed: Option<(u64, Instant, u32)>,
@@ -1045,11 +1052,21 @@ impl OwnedRoom {
     /// when it expires (never for a persistent room).
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
         match self.empty_since {
-            Some(since) if self.room.is_vacant() && !self.room.has_pending_work() => {
-                (!self.persistent).then(|| since + empty_room_ttl)
-            }
+            Some(_) if self.room.is_vacant() && !self.room.has_pending_work() => self.expires_at(empty_room_ttl),
             _ => Some(self.schedule.next_deadline()),
         }
+    }
+
+    /// When the room closes if it stays empty: none while it has members or kept
+    /// seats, or when it is persistent.
+    fn expires_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
+        let since = self.empty_since.filter(|_| !self.persistent && self.room.is_vacant())?;
+        let ttl = if self.joined {
+            empty_room_ttl
+        } else {
+            empty_room_ttl.max(FIRST_JOIN_WAIT)
+        };
+        Some(since + ttl)
     }
 }
 
@@ -1198,6 +1215,7 @@ impl SimThread {
                     persistent,
                     schedule,
                     empty_since: Some(Instant::now()),
+                    joined: false,
                     checkpointed: None,
                     checkpoint_due: false,
                 });
@@ -1391,11 +1409,7 @@ impl SimThread {
             {
                 owned.sync_members(&self.metrics);
             }
-            let expired = !owned.persistent
-                && owned.room.is_vacant()
-                && owned
-                    .empty_since
-                    .is_some_and(|t| now.duration_since(t) >= self.empty_room_ttl);
+            let expired = owned.expires_at(self.empty_room_ttl).is_some_and(|at| now >= at);
             let ended = owned.room.closing().map(str::to_string);
             if healthy && !expired && ended.is_none() {
                 i += 1;
@@ -1425,18 +1439,20 @@ impl SimThread {
         if let Some((code, message)) = why {
             room.close(code, message);
         }
-        // The creator's slot first: whoever sees the room gone may count on it.
+        // The creator's slot and the close first: whoever sees the room gone may
+        // count on the slot, and finds the close on its way (a cluster waits for it
+        // before it claims the room again).
         if let Some(creator) = &shared.creator {
             release_creation(&self.creators, creator);
+        }
+        if let Some(checkpoints) = &self.checkpoints {
+            (checkpoints.sink)(Checkpoint::Closed(shared.id.clone()));
         }
         {
             let mut directory = self.directory.lock();
             if directory.get(&shared.id).is_some_and(|h| h.key == key) {
                 directory.remove(&shared.id);
             }
-        }
-        if let Some(checkpoints) = &self.checkpoints {
-            (checkpoints.sink)(Checkpoint::Closed(shared.id.clone()));
         }
         self.room_count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.rooms.dec();
@@ -1464,6 +1480,7 @@ impl OwnedRoom {
             self.schedule.skip_to(now);
         }
         self.empty_since = (count == 0).then_some(now);
+        self.joined |= count > 0;
     }
 }
 
@@ -1765,6 +1782,38 @@ mod tests {
         }
         assert_eq!(answers, [41, 42].map(|id| (id, ErrorCode::NotAMember, "r".to_string())));
         assert_eq!(pool.list_rooms(&RoomFilter::all(), "", 10, usize::MAX).0[0].members, 1);
+    }
+
+    /// With no wait for empty rooms, a new room still waits for its creator's join
+    /// (sent just after it was created, and taken by its thread maybe a tick later);
+    /// once its members have left it closes at once.
+    #[test]
+    fn a_new_room_waits_for_its_first_join_whatever_the_empty_room_ttl() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let mut config = config(1, rx);
+        config.empty_room_ttl = Duration::ZERO;
+        let pool = SimPool::start(config).unwrap();
+        // A room that ticks keeps the thread taking its commands.
+        let busy = join(&pool, "busy", "arena", 1);
+        wait_for_frames(&busy, 2);
+        pool.get_or_create("new", "relay").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(pool.room("new").is_some(), "closed before its creator joined");
+        let outbox = join(&pool, "new", "relay", 2);
+        let handle = pool.room("new").unwrap();
+        let leave = Command::Leave {
+            room: handle.key,
+            room_id: handle.shared.id.clone(),
+            member: 2,
+            outbox,
+            request_id: 0,
+        };
+        pool.send(&handle, leave).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(900);
+        while pool.room("new").is_some() {
+            assert!(Instant::now() < deadline, "an emptied room waited as a new one");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// An empty room does not tick (an empty arena used to move its NPCs for nobody

@@ -1048,6 +1048,62 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
 }
 
+/// A room joined again on its node while its close is on its way to Redis (held back
+/// here: Redis pauses writes, so the node's checkpoint write waits and the close
+/// queues behind it) opens empty and listed: the claim waits for the close, so it
+/// neither restores the closed room from its last checkpoint nor has its new entry
+/// dropped by the late close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_listed() {
+    let cluster = TestCluster::start();
+    let a = cluster
+        .node_with(|c| {
+            c.cluster.checkpoint_ticks = 1;
+            c.empty_room_ttl_secs = 0;
+        })
+        .await;
+    let mut player = TestClient::connect(&a).await;
+    assert_eq!(join_or_redirect(&mut player, "world").await, None);
+    create_and_wait(&mut player, "world", 5).await;
+    let written = a.metric("tickrelay_checkpoints_written_total");
+    a.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+
+    let mut redis = raw_connection(&cluster.redis).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600)
+        .arg("WRITE")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // An unchanged room checkpoints every tenth tick: the node's write is waiting now.
+    // (Not paused for a lease: the node's own renewals would have lapsed.)
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let leave = proto::LeaveRoom {
+        request_id: 1,
+        room: "world".into(),
+    };
+    player.send(vec![proto::client_message::Kind::Leave(leave)]).await;
+    player
+        .until(|k| matches!(k, Kind::Left(l) if l.room == "world").then_some(()))
+        .await;
+    eventually("the room closed", || {
+        let open = a.metric("tickrelay_rooms");
+        std::future::ready(if open == 0 { Ok(()) } else { Err(open) })
+    })
+    .await;
+    assert_eq!(join_or_redirect(&mut player, "world").await, None);
+    player.frames_in("world", 1).await;
+    let entities: Vec<u64> = player.mirrors["world"].world().entities().map(|e| e.id()).collect();
+    assert_eq!(entities, [0u64; 0], "the closed room's state stays closed");
+    assert_eq!(a.metric("tickrelay_rooms_restored_total"), 0);
+    // Before the next renewal (every third of a lease) could list it again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let listed = player.list_rooms(100).await;
+    assert!(listed.iter().any(|r| r.room == "world"), "{listed:?}");
+}
+
 /// A configured room whose node stops opens again on a live node from its checkpoint,
 /// listed, with no one joining it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
