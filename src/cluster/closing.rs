@@ -2,8 +2,8 @@
 //!
 //! A room that empties out closes at once; its close (which drops its directory entry
 //! and its checkpoint, so the next room of its id starts empty) is written to Redis
-//! later, with the node's other checkpoint writes, and tried again until it is
-//! written. A claim of the same id on this node in between would find the closed
+//! later, with the node's other checkpoint writes, and tried again while Redis fails
+//! (until the checkpoint it would drop has lapsed anyway). A claim of the same id on this node in between would find the closed
 //! room's entry (still this node's) and checkpoint, and restore the room as it
 //! closed; and the late close would then drop the entry of the room opened again. So
 //! a claim of a room not open here waits until no close of it is pending

@@ -10,8 +10,9 @@
 //! released, before its sessions are told to go.
 //!
 //! The same task drops the rooms that close here from the directory, with their
-//! checkpoints, trying again until Redis has it; a claim of such a room here waits
-//! for its close (see [`super::closing`]).
+//! checkpoints, trying again while Redis fails (until the checkpoint has lapsed
+//! anyway); a claim of such a room here waits for its close (see
+//! [`super::closing`]).
 //!
 //! Leases are kept by another task: every third of the lease period it renews the
 //! leases of the rooms open here, with their member counts. A room whose lease
@@ -184,10 +185,6 @@ impl Pending {
         match checkpoint {
             Checkpoint::Room(room) => {
                 let id: Arc<str> = room.room.as_str().into();
-                // Open again since it closed: it keeps its entry.
-                if let Some(closes) = self.closed.get_mut(&id) {
-                    closes.write = false;
-                }
                 self.rooms.insert(id, room);
             }
             Checkpoint::Closed(id) => {
@@ -203,7 +200,6 @@ impl Pending {
     fn close(&mut self, room: Arc<str>, received: u32, since: Option<Instant>) {
         let closes = self.closed.entry(room).or_default();
         closes.received += received;
-        closes.write = true;
         closes.failing_since = closes.failing_since.or(since);
     }
 
@@ -217,8 +213,6 @@ impl Pending {
 struct Closes {
     /// How many (each marked in [`Closing`]).
     received: u32,
-    /// Whether the close is to be written: not when the room opened again since.
-    write: bool,
     /// When writing it first failed.
     failing_since: Option<Instant>,
 }
@@ -635,15 +629,17 @@ impl Cluster {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping());
         }
-        // A room that closed here is claimed again once its close is written (see
-        // `Closing`).
-        if self.pool.room(room).is_none() && !self.closing.settled(room, DIRECTORY_TIMEOUT).await {
-            return Err(PoolError::Unavailable("the room is closing; join again".into()));
-        }
         // A room open here lists as it is (its entry may have lapsed meanwhile). One
         // that the claim may restore enters the directory unlisted (a private room is
-        // never listed), and as itself once restored.
-        let open_here = self.pool.room(room);
+        // never listed), and as itself once restored. A room that closed here is
+        // claimed again once its close is written (see `Closing`).
+        let open_here = match self.pool.room(room) {
+            Some(handle) => Some(handle),
+            None if !self.closing.settled(room, DIRECTORY_TIMEOUT).await => {
+                return Err(PoolError::Unavailable("the room is closing; join again".into()));
+            }
+            None => self.pool.room(room),
+        };
         // A failed read is an error, not "no checkpoint": the room would open empty,
         // and its checkpoint be overwritten by the empty room's.
         let may_restore = open_here.is_none() && self.call(self.directory.has_checkpoint(room)).await?;
@@ -833,10 +829,10 @@ impl Cluster {
                         self.flushed.fetch_add(written.flushed, Ordering::AcqRel);
                         self.flush.notify_waiters();
                     }
-                    if !written.failed.is_empty() {
-                        retry.extend(written.failed);
+                    if retry.is_empty() {
                         retry_at = tokio::time::Instant::now() + self.settings.lease / 3;
                     }
+                    retry.extend(written.failed);
                 }
                 () = tokio::time::sleep_until(retry_at), if !retry.is_empty() => {
                     for (room, received, since) in retry.drain(..) {
@@ -875,15 +871,16 @@ impl Cluster {
             }
         }
         // A close that failed is tried again (its room is not claimed here meanwhile),
-        // until the checkpoint it would drop has lapsed anyway.
+        // until the checkpoint it would drop has lapsed anyway. After one failure the
+        // batch's other closes wait for the next try too: a Redis that does not
+        // answer must not hold the checkpoints of live rooms up for each of them.
         let mut failed = Vec::new();
         for (room, closes) in batch.closed {
-            if !closes.write || self.call(self.directory.close(&room)).await.is_ok() {
-                self.closing.written(&room, closes.received);
-                continue;
-            }
+            // Open here again (a join found it before it closed): its entry stays.
+            let done = self.pool.room(&room).is_some()
+                || (failed.is_empty() && self.call(self.directory.close(&room)).await.is_ok());
             let since = closes.failing_since.unwrap_or_else(Instant::now);
-            if since.elapsed() >= self.settings.checkpoint_ttl {
+            if done || since.elapsed() >= self.settings.checkpoint_ttl {
                 self.closing.written(&room, closes.received);
             } else {
                 failed.push((room, closes.received, since));
@@ -1110,6 +1107,11 @@ impl Cluster {
             .filter(|r| lapsed.contains(&r.room) && self.pool.room(&r.room).is_some())
         {
             match self.call(self.directory.retake(room)).await {
+                // Closed since it was listed above, and its close may have reached
+                // Redis before the retake: the entry must not outlive the room.
+                Ok(Claim::Ours) if self.pool.room(&room.room).is_none() => {
+                    let _ = self.call(self.directory.release(&room.room)).await;
+                }
                 Ok(Claim::Ours) => tracing::info!(room = %room.room, "room lease had lapsed; taken back"),
                 Ok(Claim::Theirs { node, .. }) => {
                     tracing::warn!(room = %room.room, owner = %node, "room lease lapsed and another node took the room; closing it here");

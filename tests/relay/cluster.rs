@@ -1056,9 +1056,12 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_listed() {
     let cluster = TestCluster::start();
+    // Leases long enough that Redis may pause for 1.5 s without the node's own
+    // renewals lapsing.
     let a = cluster
         .node_with(|c| {
             c.cluster.checkpoint_ticks = 1;
+            c.cluster.lease_ms = 6_000;
             c.empty_room_ttl_secs = 0;
         })
         .await;
@@ -1070,15 +1073,16 @@ async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_liste
         .await;
 
     let mut redis = raw_connection(&cluster.redis).await;
+    let pause = Duration::from_millis(1_500);
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(600)
+        .arg(pause.as_millis() as u64)
         .arg("WRITE")
         .query_async(&mut redis)
         .await
         .unwrap();
+    let paused = Instant::now();
     // An unchanged room checkpoints every tenth tick: the node's write is waiting now.
-    // (Not paused for a lease: the node's own renewals would have lapsed.)
     tokio::time::sleep(Duration::from_millis(250)).await;
     let leave = proto::LeaveRoom {
         request_id: 1,
@@ -1093,12 +1097,17 @@ async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_liste
         std::future::ready(if open == 0 { Ok(()) } else { Err(open) })
     })
     .await;
+    assert!(
+        paused.elapsed() < pause - Duration::from_millis(200),
+        "joined again too late to race the close"
+    );
     assert_eq!(join_or_redirect(&mut player, "world").await, None);
+    assert!(paused.elapsed() >= pause, "the join did not wait for the close");
     player.frames_in("world", 1).await;
     let entities: Vec<u64> = player.mirrors["world"].world().entities().map(|e| e.id()).collect();
     assert_eq!(entities, [0u64; 0], "the closed room's state stays closed");
     assert_eq!(a.metric("tickrelay_rooms_restored_total"), 0);
-    // Before the next renewal (every third of a lease) could list it again.
+    // Long before the next renewal (every third of a lease) could list it again.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let listed = player.list_rooms(100).await;
     assert!(listed.iter().any(|r| r.room == "world"), "{listed:?}");
