@@ -654,6 +654,11 @@ impl Driver {
                         reason: "connection dropped by the application".into(),
                         now: false,
                     },
+                    Some(command) if welcomed && self.queue.len() >= self.config.send_queue_limit
+                        && matches!(command, Command::Input { .. } | Command::Event(_) | Command::Request { .. }) => {
+                        self.refuse_queue_full(command).await;
+                        Ok(())
+                    }
                     Some(command) => match self.command(command) {
                         Some(out) if welcomed => {
                             self.queue.push_back(out);
@@ -1324,20 +1329,44 @@ impl Driver {
             Out::Request(request) => (String::new(), request.request_id),
             _ => (String::new(), 0),
         };
-        let error = proto::Error {
-            code: proto::ErrorCode::LimitExceeded as i32,
-            message: format!(
+        let error = local_error(
+            proto::ErrorCode::LimitExceeded,
+            format!(
                 "not sent: a message of {} bytes, over the {} an envelope may carry (seven eighths of the server's max_message_bytes)",
                 message.encoded_len(),
                 self.max_batch_bytes
             ),
-            request_id,
             room,
-            retry_after_ms: 0,
+            request_id,
+        );
+        let reply = (request_id != 0).then(|| self.requests.remove(&request_id)).flatten();
+        self.refuse(error, reply).await;
+    }
+
+    /// Refuses an input, event or request handed to a full send queue (see
+    /// `ClientConfig::send_queue_limit`), before it is numbered or kept.
+    async fn refuse_queue_full(&mut self, command: Command) {
+        let (room, reply) = match command {
+            Command::Input { room, .. } => (room, None),
+            Command::Event(event) => (event.room, None),
+            Command::Request { reply, .. } => (String::new(), Some(reply)),
+            _ => (String::new(), None),
         };
-        if request_id != 0
-            && let Some(reply) = self.requests.remove(&request_id)
-        {
+        let message = format!(
+            "not sent: {} messages already wait to be sent (send_queue_limit): the application sends faster than the server's limits allow",
+            self.queue.len()
+        );
+        self.refuse(local_error(proto::ErrorCode::RateLimited, message, room, 0), reply)
+            .await;
+    }
+
+    /// Tells the application (and a request's caller) that something was not sent.
+    async fn refuse(
+        &mut self,
+        error: proto::Error,
+        reply: Option<oneshot::Sender<Result<proto::Response, proto::Error>>>,
+    ) {
+        if let Some(reply) = reply {
             let _ = reply.send(Err(error.clone()));
         }
         self.emit(Event::Error(error)).await;
@@ -1348,6 +1377,17 @@ impl Driver {
         while self.events_unacked.front().is_some_and(|(n, _)| *n <= seq) {
             self.events_unacked.pop_front();
         }
+    }
+}
+
+/// An error the client makes itself (nothing was sent).
+fn local_error(code: proto::ErrorCode, message: String, room: String, request_id: u64) -> proto::Error {
+    proto::Error {
+        code: code as i32,
+        message,
+        request_id,
+        room,
+        retry_after_ms: 0,
     }
 }
 

@@ -98,6 +98,12 @@ pub struct ClientConfig {
     pub buffer_limit: usize,
     /// Inputs kept until the server acknowledges them, per room.
     pub unacked_input_limit: usize,
+    /// Messages waiting to be sent while connected (the server's announced message
+    /// and byte rates pace them). An input, event or request handed to a full queue
+    /// is refused: an [`Event::Error`] with `RATE_LIMITED` (the input is not kept for
+    /// a replay; a request's caller gets the error), so an application that sends
+    /// faster than the server takes learns it instead of queueing without bound.
+    pub send_queue_limit: usize,
     /// Send an application ping this often (round-trip time, liveness).
     pub ping_interval: Duration,
     /// Reconnect when nothing arrived from the server for this long.
@@ -146,6 +152,7 @@ impl ClientConfig {
             backoff: Backoff::default(),
             buffer_limit: 1024,
             unacked_input_limit: 1024,
+            send_queue_limit: 1024,
             ping_interval: Duration::from_secs(2),
             quiet_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(3),

@@ -25,6 +25,7 @@ both_transports!(
     events_the_pacer_held_back_go_out_after_a_reconnect,
     envelopes_stay_within_the_servers_message_size,
     a_message_too_big_for_any_envelope_is_refused_not_sent,
+    a_full_send_queue_refuses_what_the_application_adds,
 );
 
 fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
@@ -503,6 +504,49 @@ async fn a_message_too_big_for_any_envelope_is_refused_not_sent(transport: Trans
     })
     .await;
     assert_eq!(kind, "small", "the huge one was not sent; the next one was");
+}
+
+/// An application that sends faster than the server's limits (here 5 messages a
+/// second) into a small send queue (4): what does not fit is refused at once with a
+/// typed error and not numbered, what fits is paced and applied, and the connection
+/// goes on.
+async fn a_full_send_queue_refuses_what_the_application_adds(transport: Transport) {
+    let relay = tickrelay_testkit::start_with(|c| {
+        c.session.messages_per_second = 5.0;
+        c.session.message_burst = 5.0;
+    })
+    .await;
+    let mut config = config(&relay, transport);
+    config.send_queue_limit = 4;
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    for id in 1..=20 {
+        client.send_input("r", create_entity(id));
+    }
+    // Refusals come at once; a second is plenty.
+    let (mut refused, counted) = (0, tokio::time::Instant::now() + Duration::from_secs(1));
+    while let Ok(Some(event)) = tokio::time::timeout_at(counted, events.recv()).await {
+        match event {
+            Event::Error(error) => {
+                assert_eq!(error.code, proto::ErrorCode::RateLimited as i32, "{error:?}");
+                assert_eq!(error.room, "r");
+                refused += 1;
+            }
+            Event::Disconnected { .. } => panic!("{event:?}"),
+            _ => {}
+        }
+    }
+    let sent = 20 - refused;
+    assert!(refused > 0 && sent >= 4, "{refused} refused");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.with_mirror("r", |m| m.last_input_seq()) != Some(sent) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::Error(error))) => panic!("{error:?}"),
+            Ok(Some(_)) => {}
+            _ => panic!("the {sent} inputs that fitted were not all applied"),
+        }
+    }
 }
 
 /// The quiet timer: every message from the server pushes it back (a client that left

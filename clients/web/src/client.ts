@@ -55,6 +55,14 @@ export interface ClientOptions {
   bufferLimit?: number;
   /** Inputs kept per room until the server acknowledges them (default 1024). */
   unackedInputLimit?: number;
+  /**
+   * Messages waiting to be sent while connected, the server's announced rates pacing
+   * them (default 1024). An input, event or request handed to a full queue is refused:
+   * an `error` with `RATE_LIMITED` (`sendInput` returns undefined and the input is not
+   * kept; a request rejects), so an application sending faster than the server takes
+   * learns it instead of queueing without bound.
+   */
+  sendQueueLimit?: number;
   /** Application ping interval, ms (default 2000). */
   pingIntervalMs?: number;
   /** Reconnect when nothing arrived for this long, ms (default 10000). */
@@ -437,6 +445,7 @@ export class Client {
       backoff: options.backoff ?? DEFAULT_BACKOFF,
       bufferLimit: options.bufferLimit ?? 1024,
       unackedInputLimit: options.unackedInputLimit ?? 1024,
+      sendQueueLimit: options.sendQueueLimit ?? 1024,
       pingIntervalMs: options.pingIntervalMs ?? 2000,
       quietTimeoutMs: options.quietTimeoutMs ?? 10_000,
       stallTimeoutMs: options.stallTimeoutMs ?? 3000,
@@ -537,7 +546,7 @@ export class Client {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.sendInput(room, payload);
     const state = this.#rooms.get(room);
-    if (state === undefined) return undefined;
+    if (state === undefined || this.#refusedAsQueueFull(room)) return undefined;
     const seq = ++state.nextSeq;
     if (state.unacked.length >= this.#options.unackedInputLimit) state.unacked.shift();
     state.unacked.push({ seq, payload });
@@ -556,6 +565,7 @@ export class Client {
   sendEvent(room: string, kind: string, payload: Uint8Array, targets: bigint[] = []): void {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.sendEvent(room, kind, payload, targets);
+    if (this.#refusedAsQueueFull(room)) return;
     const event: Outgoing = { case: "event", value: { room, kind, payload, targets } };
     if (!this.#holdUntilJoined(event)) this.#send(event);
   }
@@ -576,6 +586,11 @@ export class Client {
 
   /** Sends a request (`listRooms`, `resync` or `updateRoom`) and waits for its response. */
   request(kind: MessageInitShape<typeof v1.RequestSchema>["kind"]): Promise<v1.Response> {
+    const full = this.#queueFullError("");
+    if (full !== undefined) {
+      this.#emit("error", full);
+      return Promise.reject(new RequestError(full.message, full));
+    }
     const requestId = this.#requestId();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -1272,6 +1287,20 @@ export class Client {
     }
     if (this.#buffer.length >= this.#options.bufferLimit) this.#buffer.shift();
     this.#buffer.push(message);
+  }
+
+  /** The error for an input, event or request handed to a full send queue (see `sendQueueLimit`); undefined while it has room. */
+  #queueFullError(room: string): v1.Error | undefined {
+    if (!this.#welcomed || this.#queue.length < this.#options.sendQueueLimit) return undefined;
+    const message = `not sent: ${this.#queue.length} messages already wait to be sent (sendQueueLimit): the application sends faster than the server's limits allow`;
+    return create(v1.ErrorSchema, { code: v1.ErrorCode.RATE_LIMITED, message, room });
+  }
+
+  /** Reports an input or event for `room` handed to a full send queue; false while it has room. */
+  #refusedAsQueueFull(room: string): boolean {
+    const full = this.#queueFullError(room);
+    if (full !== undefined) this.#emit("error", full);
+    return full !== undefined;
   }
 
   /** Reports a message larger than an envelope may carry as an `error` with `LIMIT_EXCEEDED`. */

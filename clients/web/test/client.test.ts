@@ -348,6 +348,33 @@ test("a message too big for any envelope is refused with an error, not sent", ()
   assert.match(refused[0]!, /"code":12.*"room":"r"/);
 });
 
+test("a full send queue refuses the inputs, events and requests handed to it, unnumbered; what fitted is sent, paced", async () => {
+  const { client: c, events } = client({ sendQueueLimit: 4 });
+  c.join("r", "relay");
+  c.connect();
+  const limits = { messagesPerSecond: 2, messageBurst: 2, bytesPerSecond: 65536, maxMessageBytes: 16384 };
+  last().receive([{ case: "welcome", value: { sessionId: 1n, resumeToken: "t", limits } }]);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  const seqs = [];
+  for (let i = 0; i < 10; i++) seqs.push(c.sendInput("r", { case: "intent", value: new Uint8Array([i]) }));
+  // The queue also holds what the client sends by itself (the first ping).
+  const accepted = seqs.filter((seq) => seq !== undefined);
+  assert.ok(accepted.length >= 2 && accepted.length < 4, `${accepted}`);
+  assert.deepEqual(accepted, seqs.slice(0, accepted.length), "numbered only when queued, in order");
+  assert.deepEqual(accepted, accepted.map((_, i) => BigInt(i + 1)));
+  c.sendEvent("r", "refused", new Uint8Array([1]));
+  await assert.rejects(c.request({ case: "listRooms", value: {} }), /sendQueueLimit/);
+  const refused = events.filter((e) => e.startsWith("error "));
+  assert.equal(refused.length, 10 - accepted.length + 2, events.join("; "));
+  assert.ok(refused.every((e) => /"code":13/.test(e)), refused.join("; "));
+  advance(5000);
+  const sent = last().sent.filter((k) => k.case === "input").map((k) => k.value.seq);
+  assert.deepEqual(sent, accepted);
+  assert.deepEqual(last().events.map(([, kind]) => kind), [], "the refused event was not sent");
+  const next = BigInt(accepted.length + 1);
+  assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array([9]) }), next, "room again once the queue drained");
+});
+
 test("inputs continue above the seat's last input; implausible acknowledgements are ignored; request ids are above every input number", () => {
   const { client: c } = client();
   const acks: bigint[] = [];
