@@ -641,36 +641,41 @@ impl Cluster {
             None => self.pool.room(room),
         };
         // A failed read is an error, not "no checkpoint": the room would open empty,
-        // and its checkpoint be overwritten by the empty room's.
-        let may_restore = open_here.is_none() && self.call(self.directory.has_checkpoint(room)).await?;
-        let listing = match &open_here {
-            Some(handle) => handle.shared.listing.get(),
-            None if may_restore => ListingState {
-                private: true,
-                ..ListingState::default()
-            },
-            None => listing,
-        };
-        // A join that creates the room with options (metadata, private) opens it
-        // here: the join sent again to another node would not carry them all (a
-        // quick join's metadata is the server's).
-        let placed = self.settings.placement == Placement::LeastLoaded
-            && open_here.is_none()
-            && !may_restore
-            && listing.metadata.is_empty()
-            && !listing.private;
-        let entry = self.entry(room, room_type, listing)?;
-        if placed && let Some(node) = self.place(room).await? {
-            self.metrics.redirects.inc();
-            return Ok(Claim::Theirs {
-                node: node.id,
-                url: Some(node.url),
-            });
-        }
-        let claim = if retake {
-            self.call(self.directory.retake(&entry)).await?
-        } else {
-            self.call(self.directory.claim(&entry)).await?
+        // and its checkpoint be overwritten by the empty room's. A checkpoint written
+        // between that read and the claim (its node handed the room off meanwhile)
+        // has the claim refused, and made again to restore it.
+        let mut may_restore = open_here.is_none() && self.call(self.directory.has_checkpoint(room)).await?;
+        let claim = loop {
+            let listing = match &open_here {
+                Some(handle) => handle.shared.listing.get(),
+                None if may_restore => ListingState {
+                    private: true,
+                    ..ListingState::default()
+                },
+                None => listing.clone(),
+            };
+            // A join that creates the room with options (metadata, private) opens it
+            // here: the join sent again to another node would not carry them all (a
+            // quick join's metadata is the server's).
+            let placed = self.settings.placement == Placement::LeastLoaded
+                && open_here.is_none()
+                && !may_restore
+                && listing.metadata.is_empty()
+                && !listing.private;
+            let entry = self.entry(room, room_type, listing)?;
+            if placed && let Some(node) = self.place(room).await? {
+                self.metrics.redirects.inc();
+                return Ok(Claim::Theirs {
+                    node: node.id,
+                    url: Some(node.url),
+                });
+            }
+            let none_found = open_here.is_none() && !may_restore;
+            let claim = self.directory.claim_unless_checkpointed(&entry, retake, none_found);
+            match self.call(claim).await? {
+                Some(claim) => break claim,
+                None => may_restore = true,
+            }
         };
         // The node began stopping while the claim ran: what it took goes back (its
         // rooms are released, or about to be), or it would own a room it never runs.

@@ -52,9 +52,11 @@ use crate::proto;
 /// Redis lost the directory, and starts that lease. A retake (the room runs on this
 /// node) does not wait. KEYS: room, node, rooms, open rooms of its type, checkpoint.
 /// ARGV: node id, lease ms, type, max, url, room id, prefix, listing, open (1 or 0),
-/// retake (1 or 0), this node has renewed before (1 or 0). Returns `{1}` when taken,
-/// `{0, owner, owner's url or false}` when another node holds it, `{2}` when it is
-/// not settled.
+/// retake (1 or 0), this node has renewed before (1 or 0), the claimer found no
+/// checkpoint (1 or 0). Returns `{1}` when taken, `{0, owner, owner's url or false}`
+/// when another node holds it, `{2}` when it is not settled, `{3}` when nobody holds
+/// it and it has a checkpoint the claimer did not find (its node handed it off since
+/// the claimer looked): not taken, so that it is not opened empty.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -66,6 +68,9 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if owner then
   return {1}
+end
+if ARGV[12] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+  return {3}
 end
 if ARGV[10] ~= '1' then
   local time = redis.call('TIME')
@@ -727,7 +732,16 @@ impl RedisDirectory {
         command.query_async(&mut self.connection.clone()).await.map_err(failed)
     }
 
-    async fn claim_or_retake(&self, room: &RoomEntry, retake: bool) -> Result<Claim, DirectoryError> {
+    /// [`Directory::claim`] (or, `retake`, [`Directory::retake`]) of a room that its
+    /// claimer found no checkpoint of (`none_found`): `None` when nobody holds the
+    /// room and it has a checkpoint after all (its node handed it off since the
+    /// claimer looked); not taken then, so that it is not opened empty.
+    pub async fn claim_unless_checkpointed(
+        &self,
+        room: &RoomEntry,
+        retake: bool,
+        none_found: bool,
+    ) -> Result<Option<Claim>, DirectoryError> {
         let reply: Vec<Value> = CLAIM
             .key(self.key("room", &room.room))
             .key(self.key("node", &self.node.id))
@@ -745,18 +759,25 @@ impl RedisDirectory {
             .arg(u8::from(room.is_open()))
             .arg(u8::from(retake))
             .arg(u8::from(self.renewed.load(Ordering::Relaxed)))
+            .arg(u8::from(none_found))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
         match reply.as_slice() {
-            [Value::Int(1)] => Ok(Claim::Ours),
-            [Value::Int(2)] => Ok(Claim::Settling),
-            [Value::Int(0), owner, url] => Ok(Claim::Theirs {
+            [Value::Int(1)] => Ok(Some(Claim::Ours)),
+            [Value::Int(2)] => Ok(Some(Claim::Settling)),
+            [Value::Int(3)] => Ok(None),
+            [Value::Int(0), owner, url] => Ok(Some(Claim::Theirs {
                 node: text(owner).ok_or_else(|| DirectoryError("claim: malformed owner".into()))?,
                 url: text(url),
-            }),
+            })),
             other => Err(DirectoryError(format!("claim: unexpected reply {other:?}"))),
         }
+    }
+
+    async fn claim_or_retake(&self, room: &RoomEntry, retake: bool) -> Result<Claim, DirectoryError> {
+        let claim = self.claim_unless_checkpointed(room, retake, false).await?;
+        claim.ok_or_else(|| DirectoryError("claim: refused over a checkpoint not asked about".into()))
     }
 }
 

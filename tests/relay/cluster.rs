@@ -242,6 +242,37 @@ async fn a_room_closed_after_its_lease_lapsed_leaves_no_checkpoint() {
     assert!(b.has_checkpoint("world").await.unwrap());
 }
 
+/// A claim by a node that found no checkpoint of the room is refused when, by the
+/// time it reaches Redis, nobody holds the room and it has one (its node handed it
+/// off meanwhile): the room must not open empty over it. Claimed again knowing of
+/// it, it is taken; a room another node holds is answered as such either way.
+#[tokio::test]
+async fn a_claim_that_found_no_checkpoint_does_not_take_a_room_handed_off_since() {
+    let (_server, a, b) = redis().await;
+    let fresh = entry("fresh", 1);
+    assert_eq!(
+        b.claim_unless_checkpointed(&fresh, true, true).await.unwrap(),
+        Some(Claim::Ours)
+    );
+    let room = entry("world", 1);
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    a.save_checkpoints(&[("world".into(), vec![1])], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let held = b.claim_unless_checkpointed(&room, true, true).await.unwrap();
+    assert!(
+        matches!(&held, Some(Claim::Theirs { node, .. }) if node == "a"),
+        "{held:?}"
+    );
+    a.release("world").await.unwrap();
+    assert_eq!(b.claim_unless_checkpointed(&room, true, true).await.unwrap(), None);
+    assert_eq!(b.locate("world").await.unwrap(), None, "not taken");
+    assert_eq!(
+        b.claim_unless_checkpointed(&room, true, false).await.unwrap(),
+        Some(Claim::Ours)
+    );
+}
+
 /// `call` until it succeeds (a connection broken by a Redis restart reconnects).
 async fn retried<T>(call: impl AsyncFn() -> Result<T, tickrelay::cluster::DirectoryError>) -> T {
     for _ in 0..40 {
