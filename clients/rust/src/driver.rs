@@ -654,12 +654,7 @@ impl Driver {
                         reason: "connection dropped by the application".into(),
                         now: false,
                     },
-                    Some(command) if welcomed && self.queue.len() >= self.config.send_queue_limit
-                        && matches!(command, Command::Input { .. } | Command::Event(_) | Command::Request { .. }) => {
-                        self.refuse_queue_full(command).await;
-                        Ok(())
-                    }
-                    Some(command) => match self.command(command) {
+                    Some(command) => match self.unless_queue_full(command, welcomed).await.and_then(|c| self.command(c)) {
                         Some(out) if welcomed => {
                             self.queue.push_back(out);
                             self.flush(&mut link).await
@@ -1343,14 +1338,19 @@ impl Driver {
         self.refuse(error, reply).await;
     }
 
-    /// Refuses an input, event or request handed to a full send queue (see
-    /// `ClientConfig::send_queue_limit`), before it is numbered or kept.
-    async fn refuse_queue_full(&mut self, command: Command) {
+    /// Gives `command` back, unless it is an input, event or request handed to a full
+    /// send queue (see `ClientConfig::send_queue_limit`) while connected: refused
+    /// then, before it is numbered or kept.
+    async fn unless_queue_full(&mut self, command: Command, welcomed: bool) -> Option<Command> {
+        if !welcomed || self.queue.len() < self.config.send_queue_limit {
+            return Some(command);
+        }
         let (room, reply) = match command {
-            Command::Input { room, .. } => (room, None),
+            // An input for a room not joined here is dropped by `command`, as ever.
+            Command::Input { room, .. } if self.rooms.contains_key(&room) => (room, None),
             Command::Event(event) => (event.room, None),
             Command::Request { reply, .. } => (String::new(), Some(reply)),
-            _ => (String::new(), None),
+            command => return Some(command),
         };
         let message = format!(
             "not sent: {} messages already wait to be sent (send_queue_limit): the application sends faster than the server's limits allow",
@@ -1358,6 +1358,7 @@ impl Driver {
         );
         self.refuse(local_error(proto::ErrorCode::RateLimited, message, room, 0), reply)
             .await;
+        None
     }
 
     /// Tells the application (and a request's caller) that something was not sent.

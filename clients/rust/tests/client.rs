@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tickrelay::config::Config;
 use tickrelay::server::Server;
-use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
+use tickrelay_client::{Backoff, Client, ClientConfig, ClientError, Event, Trust, proto};
 use tickrelay_testkit::{TestServer, Transport, both_transports, create_entity, start};
 use tokio::sync::mpsc::Receiver;
 
@@ -507,9 +507,9 @@ async fn a_message_too_big_for_any_envelope_is_refused_not_sent(transport: Trans
 }
 
 /// An application that sends faster than the server's limits (here 5 messages a
-/// second) into a small send queue (4): what does not fit is refused at once with a
-/// typed error and not numbered, what fits is paced and applied, and the connection
-/// goes on.
+/// second) into a small send queue (4): what does not fit (inputs, an event, a
+/// request) is refused at once with a typed error and not numbered, what fits is
+/// paced and applied, and the connection goes on.
 async fn a_full_send_queue_refuses_what_the_application_adds(transport: Transport) {
     let relay = tickrelay_testkit::start_with(|c| {
         c.session.messages_per_second = 5.0;
@@ -524,21 +524,30 @@ async fn a_full_send_queue_refuses_what_the_application_adds(transport: Transpor
     for id in 1..=20 {
         client.send_input("r", create_entity(id));
     }
+    client.send_event("r", "refused", Bytes::from_static(&[1]), Vec::new());
+    let request = client.request(proto::request::Kind::ListRooms(proto::ListRooms::default()));
+    let answer = tokio::time::timeout(Duration::from_secs(5), request).await.unwrap();
+    assert!(
+        matches!(&answer, Err(ClientError::Server(e)) if e.code == proto::ErrorCode::RateLimited as i32),
+        "{answer:?}"
+    );
     // Refusals come at once; a second is plenty.
     let (mut refused, counted) = (0, tokio::time::Instant::now() + Duration::from_secs(1));
     while let Ok(Some(event)) = tokio::time::timeout_at(counted, events.recv()).await {
         match event {
             Event::Error(error) => {
                 assert_eq!(error.code, proto::ErrorCode::RateLimited as i32, "{error:?}");
-                assert_eq!(error.room, "r");
+                // The request's has no room.
+                assert!(error.room == "r" || error.room.is_empty(), "{error:?}");
                 refused += 1;
             }
             Event::Disconnected { .. } => panic!("{event:?}"),
             _ => {}
         }
     }
-    let sent = 20 - refused;
-    assert!(refused > 0 && sent >= 4, "{refused} refused");
+    // The event and the request among them.
+    let sent = 20 + 2 - refused;
+    assert!(refused > 2 && sent >= 4, "{refused} refused");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while client.with_mirror("r", |m| m.last_input_seq()) != Some(sent) {
         match tokio::time::timeout_at(deadline, events.recv()).await {
