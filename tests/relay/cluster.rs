@@ -1144,6 +1144,45 @@ async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_liste
     assert!(listed.iter().any(|r| r.room == "world"), "{listed:?}");
 }
 
+/// A room that closed while Redis did not answer has its close tried again once
+/// Redis is back: a join of it there opens it empty, not restored from the checkpoint
+/// the failed close left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_that_failed_is_tried_again_before_the_room_opens_again() {
+    let cluster = TestCluster::start();
+    let a = cluster
+        .node_with(|c| {
+            c.cluster.checkpoint_ticks = 1;
+            c.empty_room_ttl_secs = 0;
+        })
+        .await;
+    let mut player = TestClient::connect(&a).await;
+    assert_eq!(join_or_redirect(&mut player, "world").await, None);
+    create_and_wait(&mut player, "world", 5).await;
+    let written = a.metric("tickrelay_checkpoints_written_total");
+    a.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+
+    cluster.redis.freeze();
+    let leave = proto::LeaveRoom {
+        request_id: 1,
+        room: "world".into(),
+    };
+    player.send(vec![proto::client_message::Kind::Leave(leave)]).await;
+    player
+        .until(|k| matches!(k, Kind::Left(l) if l.room == "world").then_some(()))
+        .await;
+    // The close (and whatever write it queued behind) fails: 2 s for an answer.
+    let errors = a.metric("tickrelay_directory_errors_total");
+    a.wait_for_metric("tickrelay_directory_errors_total", errors + 1).await;
+    cluster.redis.thaw();
+    join_until_open(&mut player, "world").await;
+    player.frames_in("world", 1).await;
+    let entities: Vec<u64> = player.mirrors["world"].world().entities().map(|e| e.id()).collect();
+    assert_eq!(entities, [0u64; 0], "the closed room's state stays closed");
+    assert_eq!(a.metric("tickrelay_rooms_restored_total"), 0);
+}
+
 /// A configured room whose node stops opens again on a live node from its checkpoint,
 /// listed, with no one joining it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
