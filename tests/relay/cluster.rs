@@ -1183,6 +1183,43 @@ async fn a_close_that_failed_is_tried_again_before_the_room_opens_again() {
     assert_eq!(a.metric("tickrelay_rooms_restored_total"), 0);
 }
 
+/// A claim that reaches Redis as its node begins to stop (held back here: Redis
+/// pauses writes, the node is told to stop meanwhile) is given back: the stopping
+/// node must not own a room it never runs until the lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_landing_as_its_node_stops_is_given_back() {
+    let cluster = TestCluster::start();
+    // A lease far longer than the test: the entry would not lapse by itself.
+    let mut a = cluster.node_with(|c| c.cluster.lease_ms = 20_000).await;
+    let mut player = TestClient::connect(&a).await;
+    let mut redis = raw_connection(&cluster.redis).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_000)
+        .arg("WRITE")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    player.send_join("late", "", "").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    let config = cluster.config(|_| {});
+    let observer = RedisDirectory::connect(
+        &RedisAddress::new(cluster.redis.url()),
+        node("observer"),
+        LEASE,
+        &config.cluster.key_prefix,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        observer.locate("late").await.unwrap(),
+        None,
+        "left claimed by a stopped node"
+    );
+}
+
 /// A configured room whose node stops opens again on a live node from its checkpoint,
 /// listed, with no one joining it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
