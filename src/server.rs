@@ -156,17 +156,11 @@ impl Server {
         let checkpoints = config.cluster.redis_url.is_some().then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let closing = Arc::new(Closing::default());
-            let marks = closing.clone();
             pool_config.checkpoints = Some(Checkpoints {
                 every_ticks: config.cluster.checkpoint_ticks,
                 seat_grace: Duration::from_secs_f64(config.session.resume_grace_secs),
                 rewrite_after: Duration::from_secs(config.cluster.checkpoint_ttl_secs) / 4,
-                sink: Arc::new(move |checkpoint| {
-                    if let Checkpoint::Closed(room) = &checkpoint {
-                        marks.closed(room);
-                    }
-                    let _ = tx.send(checkpoint);
-                }),
+                sink: Arc::new(closing.sink(tx)),
             });
             (rx, closing)
         });

@@ -1,13 +1,15 @@
 //! Rooms that closed on this node and whose close has not reached Redis yet.
 //!
-//! A room that empties out closes at once; its close (which drops its directory entry
-//! and its checkpoint, so the next room of its id starts empty) is written to Redis
-//! later, with the node's other checkpoint writes, and tried again while Redis fails
-//! (until the checkpoint it would drop has lapsed anyway). A claim of the same id on this node in between would find the closed
-//! room's entry (still this node's) and checkpoint, and restore the room as it
-//! closed; and the late close would then drop the entry of the room opened again. So
-//! a claim of a room not open here waits until no close of it is pending
-//! ([`Closing::settled`]).
+//! A room that closes here (it stayed empty, or its simulation ended it) is gone from
+//! the node at once; its close (which drops its directory entry and its checkpoint,
+//! so the next room of its id starts empty) is written to Redis later, with the
+//! node's other checkpoint writes, and tried again while Redis fails (until the
+//! checkpoint it would drop has lapsed anyway). A claim of the same id on this node in
+//! between would find the closed room's entry (still this node's) and checkpoint, and
+//! restore the room as it closed; and the late close would then drop the entry of the
+//! room opened again. So a claim of a room not open here waits until no close of it
+//! is pending ([`Closing::settled`]). Closes are marked by the pool's checkpoint sink
+//! ([`Closing::sink`]), which the pool calls before the room leaves its directory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::engine::sim_pool::Checkpoint;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -26,8 +31,21 @@ pub struct Closing {
 }
 
 impl Closing {
-    /// A room closed here: called before anyone can find it gone.
-    pub fn closed(&self, room: &Arc<str>) {
+    /// The pool's checkpoint sink in cluster mode: hands every checkpoint to the
+    /// writer (`to`), marking each close first. The pool calls it before the room
+    /// leaves its directory, so whoever finds the room gone finds its close pending.
+    pub fn sink(self: &Arc<Self>, to: UnboundedSender<Checkpoint>) -> impl Fn(Checkpoint) + Send + Sync + 'static {
+        let closing = self.clone();
+        move |checkpoint| {
+            if let Checkpoint::Closed(room) = &checkpoint {
+                closing.closed(room);
+            }
+            let _ = to.send(checkpoint);
+        }
+    }
+
+    /// A room closed here.
+    fn closed(&self, room: &Arc<str>) {
         *self.pending.lock().entry(room.clone()).or_default() += 1;
     }
 

@@ -670,6 +670,7 @@ impl Cluster {
                     url: Some(node.url),
                 });
             }
+            // Refused at most once: the second claim knows of the checkpoint.
             let none_found = open_here.is_none() && !may_restore;
             let claim = self.directory.claim_unless_checkpointed(&entry, retake, none_found);
             match self.call(claim).await? {
@@ -884,6 +885,7 @@ impl Cluster {
             // Open here again (a join found it before it closed): its entry stays.
             let done = self.pool.room(&room).is_some()
                 || (failed.is_empty() && self.call(self.directory.close(&room)).await.is_ok());
+            // (A close not tried, after an earlier failure, counts from now too.)
             let since = closes.failing_since.unwrap_or_else(Instant::now);
             if done || since.elapsed() >= self.settings.checkpoint_ttl {
                 self.closing.written(&room, closes.received);
@@ -1111,12 +1113,11 @@ impl Cluster {
             .iter()
             .filter(|r| lapsed.contains(&r.room) && self.pool.room(&r.room).is_some())
         {
+            // (A room that closes just after this check, and whose close reaches Redis
+            // before the retake, stays listed until the retaken lease lapses; a join
+            // of it here meanwhile opens it empty. Releasing it here instead could drop
+            // the entry of a join that claimed it again.)
             match self.call(self.directory.retake(room)).await {
-                // Closed since it was listed above, and its close may have reached
-                // Redis before the retake: the entry must not outlive the room.
-                Ok(Claim::Ours) if self.pool.room(&room.room).is_none() => {
-                    let _ = self.call(self.directory.release(&room.room)).await;
-                }
                 Ok(Claim::Ours) => tracing::info!(room = %room.room, "room lease had lapsed; taken back"),
                 Ok(Claim::Theirs { node, .. }) => {
                     tracing::warn!(room = %room.room, owner = %node, "room lease lapsed and another node took the room; closing it here");

@@ -1133,7 +1133,6 @@ async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_liste
         "joined again too late to race the close"
     );
     assert_eq!(join_or_redirect(&mut player, "world").await, None);
-    assert!(paused.elapsed() >= pause, "the join did not wait for the close");
     player.frames_in("world", 1).await;
     let entities: Vec<u64> = player.mirrors["world"].world().entities().map(|e| e.id()).collect();
     assert_eq!(entities, [0u64; 0], "the closed room's state stays closed");
