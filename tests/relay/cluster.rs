@@ -266,6 +266,14 @@ async fn a_claim_that_found_no_checkpoint_does_not_take_a_room_handed_off_since(
     );
     a.release("world").await.unwrap();
     assert_eq!(b.claim_unless_checkpointed(&room, true, true).await.unwrap(), None);
+    // Refused before the renewals' settling is looked at: a plain claim of the
+    // room, which may wait for that, is refused all the same.
+    assert_eq!(b.claim_unless_checkpointed(&room, false, true).await.unwrap(), None);
+    assert_eq!(
+        b.claim(&room).await.unwrap(),
+        Claim::Settling,
+        "no renewal recorded yet"
+    );
     assert_eq!(b.locate("world").await.unwrap(), None, "not taken");
     assert_eq!(
         b.claim_unless_checkpointed(&room, true, false).await.unwrap(),
