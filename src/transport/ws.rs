@@ -381,6 +381,18 @@ mod tests {
 
     /// A tungstenite client and the server's end over an in-memory pipe holding
     /// `capacity` bytes each way.
+    /// A full snapshot of `room` of `bytes` bytes, waiting in an outbox.
+    fn snapshot(room: u64, bytes: usize) -> crate::engine::outbox::PendingState {
+        crate::engine::outbox::PendingState {
+            room,
+            tick: 9,
+            baseline: 0,
+            body: Bytes::from(vec![0x0a; bytes]),
+            last_input_seq: 0,
+            server_time_us: 0,
+        }
+    }
+
     async fn pipe(capacity: usize) -> (WebSocketStream<DuplexStream>, WebSocket<DuplexStream>) {
         let (server_io, client_io) = tokio::io::duplex(capacity);
         let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
@@ -411,18 +423,9 @@ mod tests {
     /// that reads none of them leaves the connection holding one, not all of them.
     #[tokio::test]
     async fn a_split_batch_is_written_one_message_at_a_time() {
-        use crate::engine::outbox::PendingState;
         let (_client, mut ws) = pipe(64 * 1024).await;
-        let snapshot = |room| PendingState {
-            room,
-            tick: 9,
-            baseline: 0,
-            body: Bytes::from(vec![0x0a; 700 * 1024]),
-            last_input_seq: 0,
-            server_time_us: 0,
-        };
         let batch = Batch {
-            states: vec![snapshot(1), snapshot(2), snapshot(3)],
+            states: (1..=3).map(|room| snapshot(room, 700 * 1024)).collect(),
             ..Batch::default()
         };
         let outbox = Outbox::new(OutboxLimits::default());
@@ -460,18 +463,9 @@ mod tests {
     /// The buffer a full snapshot grew is not kept once the snapshot is written.
     #[tokio::test]
     async fn a_large_snapshot_leaves_no_large_buffer_behind() {
-        use crate::engine::outbox::PendingState;
         let (mut client, mut ws) = pipe(1 << 20).await;
-        let snapshot = PendingState {
-            room: 1,
-            tick: 9,
-            baseline: 0,
-            body: Bytes::from(vec![0x0a; 100 * 1024]),
-            last_input_seq: 0,
-            server_time_us: 0,
-        };
         let batch = Batch {
-            states: vec![snapshot],
+            states: vec![snapshot(1, 100 * 1024)],
             ..Batch::default()
         };
         ws.send(&batch, &Outbox::new(OutboxLimits::default())).await.unwrap();

@@ -1087,6 +1087,60 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
 }
 
+/// Node `a` of `cluster` (checkpointing every tick, closing empty rooms at once, then
+/// `adjust`) and a player in its relay room "world" holding entity 5, the room's
+/// checkpoint written.
+async fn player_in_checkpointed_world(
+    cluster: &TestCluster,
+    adjust: impl FnOnce(&mut tickrelay::config::Config),
+) -> (TestServer, TestClient) {
+    let a = cluster
+        .node_with(|c| {
+            c.cluster.checkpoint_ticks = 1;
+            c.empty_room_ttl_secs = 0;
+            adjust(c);
+        })
+        .await;
+    let mut player = TestClient::connect(&a).await;
+    assert_eq!(join_or_redirect(&mut player, "world").await, None);
+    create_and_wait(&mut player, "world", 5).await;
+    let written = a.metric("tickrelay_checkpoints_written_total");
+    a.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+    (a, player)
+}
+
+/// Leaves `room` and waits for the `Left`.
+async fn leave(player: &mut TestClient, room: &str) {
+    let leave = proto::LeaveRoom {
+        request_id: 1,
+        room: room.into(),
+    };
+    player.send(vec![proto::client_message::Kind::Leave(leave)]).await;
+    player
+        .until(|k| matches!(k, Kind::Left(l) if l.room == room).then_some(()))
+        .await;
+}
+
+/// Asserts that `room`, joined again, opened empty on `node`: not restored.
+async fn assert_opened_empty(player: &mut TestClient, node: &TestServer, room: &str) {
+    player.frames_in(room, 1).await;
+    let entities: Vec<u64> = player.mirrors[room].world().entities().map(|e| e.id()).collect();
+    assert_eq!(entities, [0u64; 0], "the closed room's state stays closed");
+    assert_eq!(node.metric("tickrelay_rooms_restored_total"), 0);
+}
+
+/// Has Redis hold every write command (scripts included) back for `pause`; reads go on.
+async fn pause_redis_writes(redis: &RedisServer, pause: Duration) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis() as u64)
+        .arg("WRITE")
+        .query_async(&mut raw_connection(redis).await)
+        .await
+        .unwrap();
+}
+
 /// A room joined again on its node while its close is on its way to Redis (held back
 /// here: Redis pauses writes, so the node's checkpoint write waits and the close
 /// queues behind it) opens empty and listed: the claim waits for the close, so it
@@ -1097,40 +1151,14 @@ async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_liste
     let cluster = TestCluster::start();
     // Leases long enough that Redis may pause for 1.5 s without the node's own
     // renewals lapsing.
-    let a = cluster
-        .node_with(|c| {
-            c.cluster.checkpoint_ticks = 1;
-            c.cluster.lease_ms = 6_000;
-            c.empty_room_ttl_secs = 0;
-        })
-        .await;
-    let mut player = TestClient::connect(&a).await;
-    assert_eq!(join_or_redirect(&mut player, "world").await, None);
-    create_and_wait(&mut player, "world", 5).await;
-    let written = a.metric("tickrelay_checkpoints_written_total");
-    a.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
-        .await;
+    let (a, mut player) = player_in_checkpointed_world(&cluster, |c| c.cluster.lease_ms = 6_000).await;
 
-    let mut redis = raw_connection(&cluster.redis).await;
     let pause = Duration::from_millis(1_500);
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(pause.as_millis() as u64)
-        .arg("WRITE")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    pause_redis_writes(&cluster.redis, pause).await;
     let paused = Instant::now();
     // An unchanged room checkpoints every tenth tick: the node's write is waiting now.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let leave = proto::LeaveRoom {
-        request_id: 1,
-        room: "world".into(),
-    };
-    player.send(vec![proto::client_message::Kind::Leave(leave)]).await;
-    player
-        .until(|k| matches!(k, Kind::Left(l) if l.room == "world").then_some(()))
-        .await;
+    leave(&mut player, "world").await;
     eventually("the room closed", || {
         let open = a.metric("tickrelay_rooms");
         std::future::ready(if open == 0 { Ok(()) } else { Err(open) })
@@ -1141,10 +1169,7 @@ async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_liste
         "joined again too late to race the close"
     );
     assert_eq!(join_or_redirect(&mut player, "world").await, None);
-    player.frames_in("world", 1).await;
-    let entities: Vec<u64> = player.mirrors["world"].world().entities().map(|e| e.id()).collect();
-    assert_eq!(entities, [0u64; 0], "the closed room's state stays closed");
-    assert_eq!(a.metric("tickrelay_rooms_restored_total"), 0);
+    assert_opened_empty(&mut player, &a, "world").await;
     // Long before the next renewal (every third of a lease) could list it again.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let listed = player.list_rooms(100).await;
@@ -1157,37 +1182,16 @@ async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_liste
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_that_failed_is_tried_again_before_the_room_opens_again() {
     let cluster = TestCluster::start();
-    let a = cluster
-        .node_with(|c| {
-            c.cluster.checkpoint_ticks = 1;
-            c.empty_room_ttl_secs = 0;
-        })
-        .await;
-    let mut player = TestClient::connect(&a).await;
-    assert_eq!(join_or_redirect(&mut player, "world").await, None);
-    create_and_wait(&mut player, "world", 5).await;
-    let written = a.metric("tickrelay_checkpoints_written_total");
-    a.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
-        .await;
+    let (a, mut player) = player_in_checkpointed_world(&cluster, |_| {}).await;
 
     cluster.redis.freeze();
-    let leave = proto::LeaveRoom {
-        request_id: 1,
-        room: "world".into(),
-    };
-    player.send(vec![proto::client_message::Kind::Leave(leave)]).await;
-    player
-        .until(|k| matches!(k, Kind::Left(l) if l.room == "world").then_some(()))
-        .await;
+    leave(&mut player, "world").await;
     // The close (and whatever write it queued behind) fails: 2 s for an answer.
     let errors = a.metric("tickrelay_directory_errors_total");
     a.wait_for_metric("tickrelay_directory_errors_total", errors + 1).await;
     cluster.redis.thaw();
     join_until_open(&mut player, "world").await;
-    player.frames_in("world", 1).await;
-    let entities: Vec<u64> = player.mirrors["world"].world().entities().map(|e| e.id()).collect();
-    assert_eq!(entities, [0u64; 0], "the closed room's state stays closed");
-    assert_eq!(a.metric("tickrelay_rooms_restored_total"), 0);
+    assert_opened_empty(&mut player, &a, "world").await;
 }
 
 /// A claim that reaches Redis as its node begins to stop (held back here: Redis
@@ -1199,27 +1203,13 @@ async fn a_claim_landing_as_its_node_stops_is_given_back() {
     // A lease far longer than the test: the entry would not lapse by itself.
     let mut a = cluster.node_with(|c| c.cluster.lease_ms = 20_000).await;
     let mut player = TestClient::connect(&a).await;
-    let mut redis = raw_connection(&cluster.redis).await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1_000)
-        .arg("WRITE")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    pause_redis_writes(&cluster.redis, Duration::from_secs(1)).await;
     player.send_join("late", "", "").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
-    let config = cluster.config(|_| {});
-    let observer = RedisDirectory::connect(
-        &RedisAddress::new(cluster.redis.url()),
-        node("observer"),
-        LEASE,
-        &config.cluster.key_prefix,
-    )
-    .await
-    .unwrap();
+    let prefix = cluster.config(|_| {}).cluster.key_prefix;
+    let observer = redis_node_under(&cluster.redis, "observer", LEASE, &prefix).await;
     assert_eq!(
         observer.locate("late").await.unwrap(),
         None,

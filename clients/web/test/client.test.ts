@@ -497,6 +497,17 @@ test("close() ends the requests still waiting, and connect() twice opens one soc
   await assert.rejects(pending, RequestError);
 });
 
+/** A client whose room "r" (arena) the home relay redirected to node-b (with `seat`); the node's socket is `last()`. */
+function redirectedToNodeB(seat = ""): { c: Client; home: FakeSocket } {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat } }], 1n);
+  return { c, home };
+}
+
 test("a redirected join is joined on the owning node; the room's sends follow it", () => {
   const { client: c } = client();
   const redirected: string[] = [];
@@ -538,12 +549,7 @@ test("a redirect from wss:// to ws:// is not followed, even with allowInsecure",
 });
 
 test("an event sent while the room's node is down goes home with the room", () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  const home = last();
-  home.welcome();
-  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  const { c, home } = redirectedToNodeB("t");
   last().welcome(false, 9n);
   last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
   last().end(1006);
@@ -561,12 +567,7 @@ test("an event sent while the room's node is down goes home with the room", () =
 });
 
 test("a room its node closed is joined at home again, not on that node", () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  const home = last();
-  home.welcome();
-  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  const { c, home } = redirectedToNodeB("t");
   const node = last();
   node.welcome(false, 9n);
   node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
@@ -703,12 +704,7 @@ test("a redirect to a node this client failed over from is retried, not followed
 });
 
 test("a node connection that never had a session gives its rooms back home", () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  const home = last();
-  home.welcome();
-  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws" } }], 1n);
+  const { home } = redirectedToNodeB();
   for (let attempt = 0; attempt <= 3; attempt++) {
     last().end(1006);
     advance(1000);
@@ -718,12 +714,7 @@ test("a node connection that never had a session gives its rooms back home", () 
 });
 
 test("a node connection that comes back to a new session there gives its rooms back home, the node not waited out", () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  const home = last();
-  home.welcome();
-  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "ticket-1" } }], 1n);
+  const { home } = redirectedToNodeB("ticket-1");
   const node = last();
   node.welcome(false, 9n);
   node.receive([{ case: "joined", value: { room: "r", roomType: "arena", memberId: 7n } }], 1n);
