@@ -189,18 +189,23 @@ impl Pending {
             }
             Checkpoint::Closed(id) => {
                 self.rooms.remove(&id);
-                self.close(id, 1, None);
+                self.close(
+                    id,
+                    Closes {
+                        received: 1,
+                        failing_since: None,
+                    },
+                );
             }
             Checkpoint::Flushed => self.flushed += 1,
         }
     }
 
-    /// Adds `received` closes of `room` to write (new, or failed `since` and tried
-    /// again).
-    fn close(&mut self, room: Arc<str>, received: u32, since: Option<Instant>) {
+    /// Adds closes of `room` to write (new, or failed and tried again).
+    fn close(&mut self, room: Arc<str>, more: Closes) {
         let closes = self.closed.entry(room).or_default();
-        closes.received += received;
-        closes.failing_since = closes.failing_since.or(since);
+        closes.received += more.received;
+        closes.failing_since = closes.failing_since.or(more.failing_since);
     }
 
     fn is_empty(&self) -> bool {
@@ -221,9 +226,8 @@ struct Closes {
 struct Written {
     /// Its [`Checkpoint::Flushed`] markers.
     flushed: usize,
-    /// The closes that failed (how many of each room, failing since when), to be
-    /// tried again.
-    failed: Vec<(Arc<str>, u32, Instant)>,
+    /// The closes that failed, to be tried again.
+    failed: Vec<(Arc<str>, Closes)>,
 }
 
 /// How long a seat ticket is good for.
@@ -443,9 +447,7 @@ impl Cluster {
                 }
             }
             DirectoryOp::Release { room } => {
-                if self.pool.room(&room).is_none() {
-                    let _ = self.call(self.directory.release(&room)).await;
-                }
+                self.release_unless_open(&room).await;
                 DirectoryReply::Released { room }
             }
             DirectoryOp::List {
@@ -611,9 +613,7 @@ impl Cluster {
             && let Err(e) = self.pool.create_persistent(room, room_type)
         {
             // Not left claimed for a room that runs nowhere (the room cap is full, say).
-            if self.pool.room(room).is_none() {
-                let _ = self.call(self.directory.release(room)).await;
-            }
+            self.release_unless_open(room).await;
             return Err(e);
         }
         Ok(())
@@ -701,9 +701,7 @@ impl Cluster {
                 // is released) and a later join restores it.
                 if let Err(e) = restored {
                     // Unless another join restored it meanwhile.
-                    if self.pool.room(room).is_none() {
-                        let _ = self.call(self.directory.release(room)).await;
-                    }
+                    self.release_unless_open(room).await;
                     return Err(e);
                 }
                 if let Some(restored) = self.pool.room(room) {
@@ -715,6 +713,14 @@ impl Cluster {
             _ => {}
         }
         Ok(claim)
+    }
+
+    /// Gives a claim of `room` back unless the room is open here (a claim that no
+    /// room follows, or another join opened it meanwhile).
+    async fn release_unless_open(&self, room: &str) {
+        if self.pool.room(room).is_none() {
+            let _ = self.call(self.directory.release(room)).await;
+        }
     }
 
     /// Where a room should open under [`Placement::LeastLoaded`], when not here: a
@@ -841,8 +847,8 @@ impl Cluster {
                     retry.extend(written.failed);
                 }
                 () = tokio::time::sleep_until(retry_at), if !retry.is_empty() => {
-                    for (room, received, since) in retry.drain(..) {
-                        pending.close(room, received, Some(since));
+                    for (room, closes) in retry.drain(..) {
+                        pending.close(room, closes);
                     }
                 }
             }
@@ -890,7 +896,13 @@ impl Cluster {
             if done || since.elapsed() >= self.settings.checkpoint_ttl {
                 self.closing.written(&room, closes.received);
             } else {
-                failed.push((room, closes.received, since));
+                failed.push((
+                    room,
+                    Closes {
+                        failing_since: Some(since),
+                        ..closes
+                    },
+                ));
             }
         }
         Written {

@@ -113,6 +113,12 @@ impl std::fmt::Debug for Checkpoints {
 /// Why a room whose simulation panicked was closed (its members' `Left`).
 const PANICKED: &str = "room closed after an internal error";
 
+/// Logs and counts a simulation that panicked in a running room (which then closes).
+fn room_panicked(metrics: &SimMetrics, room: &str) {
+    tracing::error!(room, "simulation panicked; closing the room");
+    metrics.room_panics.inc();
+}
+
 /// How long a new room waits for its first member at least, whatever
 /// `empty_room_ttl`: its creator's join follows its creation.
 const FIRST_JOIN_WAIT: Duration = Duration::from_secs(1);
@@ -570,6 +576,11 @@ struct Worker {
     queued: Arc<Queued>,
     rooms: Arc<AtomicU32>,
     join: Option<JoinHandle<()>>,
+    /// Held (read) while an event for this thread is checked against
+    /// `SimPool::handed_off` and sent, and (write) while the thread is sent its
+    /// `HandOff`: an event is either queued before it (and in the checkpoint) or
+    /// refused. One per thread: events for other threads do not touch it.
+    hand_off_gate: RwLock<()>,
 }
 
 impl Worker {
@@ -606,12 +617,9 @@ pub struct SimPool {
     next_key: AtomicU64,
     config: PoolConfig,
     metrics: Arc<SimMetrics>,
-    /// Set by [`SimPool::hand_off`]: the rooms take no more events.
+    /// Set by [`SimPool::hand_off`]: the rooms take no more events (see
+    /// `Worker::hand_off_gate`).
     handed_off: AtomicBool,
-    /// Held (read) while an event is checked against `handed_off` and sent, and
-    /// (write) while the flag is set and the threads told: an event is either queued
-    /// before a thread's `HandOff` (and in its checkpoint) or refused.
-    hand_off_gate: RwLock<()>,
 }
 
 impl std::fmt::Debug for SimPool {
@@ -658,6 +666,7 @@ impl SimPool {
                     queued,
                     rooms,
                     join: Some(join),
+                    hand_off_gate: RwLock::new(()),
                 })
             })
             .collect::<std::io::Result<_>>()?;
@@ -669,7 +678,6 @@ impl SimPool {
             config,
             metrics,
             handed_off: AtomicBool::new(false),
-            hand_off_gate: RwLock::new(()),
         })
     }
 
@@ -962,10 +970,10 @@ impl SimPool {
         }
         // Before the rooms are told: an event taken after this would be acknowledged
         // to its sender and never relayed.
-        let _gate = self.hand_off_gate.write();
         self.handed_off.store(true, Ordering::Release);
         let mut asked = 0;
         for worker in &self.workers {
+            let _gate = worker.hand_off_gate.write();
             if worker.send_unbounded(Command::HandOff) {
                 asked += 1;
                 if let Some(join) = &worker.join {
@@ -995,7 +1003,7 @@ impl SimPool {
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
         let wake = matches!(command, Command::Join { .. } | Command::Close { .. });
         let worker = &self.workers[room.thread];
-        let gate = matches!(command, Command::Event { .. }).then(|| self.hand_off_gate.read());
+        let gate = matches!(command, Command::Event { .. }).then(|| worker.hand_off_gate.read());
         if gate.is_some() && self.handed_off.load(Ordering::Acquire) {
             return Err(PoolError::Unavailable("this node is stopping".into()));
         }
@@ -1043,11 +1051,38 @@ struct OwnedRoom {
     /// The fingerprint of the last checkpoint written, when, and how many since were
     /// not written because it had not changed.
     checkpointed: Option<(u64, Instant, u32)>,
-    /// A checkpoint is due (see `SimThread::tick_due_rooms`).
+    /// A checkpoint is due (see `OwnedRoom::checkpoint_after`).
     checkpoint_due: bool,
 }
 
 impl OwnedRoom {
+    /// Hands the sink the room's checkpoint after its tick `tick` when one is due. A
+    /// checkpoint due while the simulation has yet to hear of joins or leaves (the
+    /// members this tick removed) is taken at the next tick that leaves none. A room
+    /// that did not change since its last checkpoint is not written again (an idle
+    /// room of a megabyte would cost Redis a megabyte each time), but every tenth time
+    /// all the same (a write Redis failed is made good then), and before Redis lets
+    /// the last one expire.
+    fn checkpoint_after(&mut self, tick: u64, c: &Checkpoints) {
+        self.checkpoint_due |= c.every_ticks > 0 && tick.is_multiple_of(u64::from(c.every_ticks));
+        if !self.checkpoint_due || self.room.has_pending_sim_calls() {
+            return;
+        }
+        self.checkpoint_due = false;
+        let fingerprint = self.room.checkpoint_fingerprint();
+        match &mut self.checkpointed {
+            Some((last, at, skipped))
+                if *last == fingerprint && *skipped < UNCHANGED_CHECKPOINTS && at.elapsed() < c.rewrite_after =>
+            {
+                *skipped += 1;
+            }
+            checkpointed => {
+                *checkpointed = Some((fingerprint, Instant::now(), 0));
+                (c.sink)(Checkpoint::Room(self.room.checkpoint(unix_micros())));
+            }
+        }
+    }
+
     /// When the thread must wake for this room: its next tick, or, while it is empty,
     /// when it expires (never for a persistent room).
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
@@ -1304,8 +1339,7 @@ impl SimThread {
                         // Closed, as after any tick that panics (and its checkpoint
                         // with it: restoring an older one would lose what was
                         // acknowledged since).
-                        tracing::error!(room = owned.room.id(), "simulation panicked; closing the room");
-                        self.metrics.room_panics.inc();
+                        room_panicked(&self.metrics, owned.room.id());
                         let closed = self.remove_room(i);
                         self.close_room(closed, Some((ErrorCode::RoomClosed, PANICKED)));
                     }
@@ -1353,36 +1387,8 @@ impl SimThread {
                 let result = catch_unwind(AssertUnwindSafe(|| owned.room.tick(unix_micros())));
                 match result {
                     Ok(report) => {
-                        // A checkpoint due while the simulation has yet to hear of
-                        // joins or leaves (the members this tick removed) is taken at
-                        // the next tick that leaves none.
-                        let scheduled =
-                            |c: &Checkpoints| c.every_ticks > 0 && report.tick.is_multiple_of(u64::from(c.every_ticks));
-                        owned.checkpoint_due |= self.checkpoints.as_ref().is_some_and(scheduled);
-                        if let Some(c) = &self.checkpoints
-                            && owned.checkpoint_due
-                            && !owned.room.has_pending_sim_calls()
-                        {
-                            owned.checkpoint_due = false;
-                            // A room that did not change since its last checkpoint is
-                            // not written again (an idle room of a megabyte would cost
-                            // Redis a megabyte each time), but every tenth time all the
-                            // same (a write Redis failed is made good then), and before
-                            // Redis lets the last one expire.
-                            let fingerprint = owned.room.checkpoint_fingerprint();
-                            match &mut owned.checkpointed {
-                                Some((last, at, skipped))
-                                    if *last == fingerprint
-                                        && *skipped < UNCHANGED_CHECKPOINTS
-                                        && at.elapsed() < c.rewrite_after =>
-                                {
-                                    *skipped += 1;
-                                }
-                                checkpointed => {
-                                    *checkpointed = Some((fingerprint, Instant::now(), 0));
-                                    (c.sink)(Checkpoint::Room(owned.room.checkpoint(unix_micros())));
-                                }
-                            }
+                        if let Some(c) = &self.checkpoints {
+                            owned.checkpoint_after(report.tick, c);
                         }
                         let m = &self.metrics;
                         m.ticks.inc();
@@ -1395,8 +1401,7 @@ impl SimThread {
                         }
                     }
                     Err(_) => {
-                        tracing::error!(room = owned.room.id(), "simulation panicked; closing the room");
-                        self.metrics.room_panics.inc();
+                        room_panicked(&self.metrics, owned.room.id());
                         healthy = false;
                         break;
                     }

@@ -1386,7 +1386,7 @@ impl Session {
             .retain(|op| matches!(op, DirectoryOp::Release { .. }));
         for op in in_flight {
             match op {
-                DirectoryOp::Release { room } => self.directory_ops.push(DirectoryOp::Release { room }),
+                op @ DirectoryOp::Release { .. } => self.directory_ops.push(op),
                 DirectoryOp::Claim { room, .. } => self.release_unopened(room),
                 _ => {}
             }

@@ -686,7 +686,7 @@ export class Client {
     const connectTimer = setTimeout(() => {
       if (!this.#welcomed && this.#socket === socket) {
         // A failed attempt, as a close before the welcome is: the next tries the next URL.
-        this.#unreachable.set(this.#urls[this.#current]!, now());
+        this.#failedAtCurrent();
         this.#abandon(socket, "no welcome in time");
         this.#retry(`no welcome within ${this.#options.connectTimeoutMs} ms`);
       }
@@ -707,11 +707,16 @@ export class Client {
     socket.onclose = (event) => {
       clearTimeout(connectTimer);
       if (this.#socket !== socket) return;
-      if (!this.#welcomed) this.#unreachable.set(this.#urls[this.#current]!, now());
+      if (!this.#welcomed) this.#failedAtCurrent();
       this.#detach(socket);
       this.#ended(event.code, event.reason);
     };
     socket.onerror = () => {}; // always followed by close
+  }
+
+  /** The URL connected to failed before a welcome: the next attempt tries the next one. */
+  #failedAtCurrent(): void {
+    this.#unreachable.set(this.#urls[this.#current]!, now());
   }
 
   /**
