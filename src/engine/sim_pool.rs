@@ -1048,41 +1048,50 @@ struct OwnedRoom {
     /// Someone has joined it (until then it waits at least [`FIRST_JOIN_WAIT`] for
     /// its creator's join).
     joined: bool,
-    /// The fingerprint of the last checkpoint written, when, and how many since were
-    /// not written because it had not changed.
-    checkpointed: Option<(u64, Instant, u32)>,
-    /// A checkpoint is due (see `OwnedRoom::checkpoint_after`).
-    checkpoint_due: bool,
+    /// Its periodic checkpoints.
+    checkpoints: PeriodicCheckpoints,
 }
 
-impl OwnedRoom {
-    /// Hands the sink the room's checkpoint after its tick `tick` when one is due. A
+/// When a room's periodic checkpoints are written.
+#[derive(Default)]
+struct PeriodicCheckpoints {
+    /// The fingerprint of the last checkpoint written, when, and how many since were
+    /// not written because it had not changed.
+    written: Option<(u64, Instant, u32)>,
+    /// A checkpoint is due.
+    due: bool,
+}
+
+impl PeriodicCheckpoints {
+    /// Hands the sink `room`'s checkpoint after its tick `tick` when one is due. A
     /// checkpoint due while the simulation has yet to hear of joins or leaves (the
     /// members this tick removed) is taken at the next tick that leaves none. A room
     /// that did not change since its last checkpoint is not written again (an idle
     /// room of a megabyte would cost Redis a megabyte each time), but every tenth time
     /// all the same (a write Redis failed is made good then), and before Redis lets
     /// the last one expire.
-    fn checkpoint_after(&mut self, tick: u64, c: &Checkpoints) {
-        self.checkpoint_due |= c.every_ticks > 0 && tick.is_multiple_of(u64::from(c.every_ticks));
-        if !self.checkpoint_due || self.room.has_pending_sim_calls() {
+    fn after_tick(&mut self, room: &mut Room, tick: u64, c: &Checkpoints) {
+        self.due |= c.every_ticks > 0 && tick.is_multiple_of(u64::from(c.every_ticks));
+        if !self.due || room.has_pending_sim_calls() {
             return;
         }
-        self.checkpoint_due = false;
-        let fingerprint = self.room.checkpoint_fingerprint();
-        match &mut self.checkpointed {
+        self.due = false;
+        let fingerprint = room.checkpoint_fingerprint();
+        match &mut self.written {
             Some((last, at, skipped))
                 if *last == fingerprint && *skipped < UNCHANGED_CHECKPOINTS && at.elapsed() < c.rewrite_after =>
             {
                 *skipped += 1;
             }
-            checkpointed => {
-                *checkpointed = Some((fingerprint, Instant::now(), 0));
-                (c.sink)(Checkpoint::Room(self.room.checkpoint(unix_micros())));
+            written => {
+                *written = Some((fingerprint, Instant::now(), 0));
+                (c.sink)(Checkpoint::Room(room.checkpoint(unix_micros())));
             }
         }
     }
+}
 
+impl OwnedRoom {
     /// When the thread must wake for this room: its next tick, or, while it is empty,
     /// when it expires (never for a persistent room).
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
@@ -1251,8 +1260,7 @@ impl SimThread {
                     schedule,
                     empty_since: Some(Instant::now()),
                     joined: false,
-                    checkpointed: None,
-                    checkpoint_due: false,
+                    checkpoints: PeriodicCheckpoints::default(),
                 });
                 self.metrics.rooms.inc();
             }
@@ -1388,7 +1396,7 @@ impl SimThread {
                 match result {
                     Ok(report) => {
                         if let Some(c) = &self.checkpoints {
-                            owned.checkpoint_after(report.tick, c);
+                            owned.checkpoints.after_tick(&mut owned.room, report.tick, c);
                         }
                         let m = &self.metrics;
                         m.ticks.inc();
@@ -1886,13 +1894,11 @@ mod tests {
                 _ => {}
             }
         };
-        let schema = Arc::new(ArenaConfig::default().schema().unwrap());
-        let mut mirror = crate::mirror::StateMirror::with_schema(schema);
-        mirror
-            .apply(&prost::Message::decode(&checkpoint.state[..]).unwrap())
-            .unwrap();
-        let avatars = mirror.world().entities().filter(|e| e.owner() == 7).count();
-        assert_eq!(avatars, 1, "the join was finished before the checkpoint");
+        assert_eq!(
+            avatars(&checkpoint, 7),
+            1,
+            "the join was finished before the checkpoint"
+        );
         let handle = pool.room("field").unwrap();
         let event = Command::Event {
             room: handle.key,
@@ -1925,6 +1931,50 @@ mod tests {
         let ticks = pool.metrics().ticks.get();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(pool.metrics().ticks.get(), ticks, "a room ticked after its checkpoint");
+    }
+
+    /// The entities `member` owns in an arena room's checkpoint.
+    fn avatars(checkpoint: &proto::RoomCheckpoint, member: MemberId) -> usize {
+        let schema = Arc::new(ArenaConfig::default().schema().unwrap());
+        let mut mirror = crate::mirror::StateMirror::with_schema(schema);
+        mirror
+            .apply(&prost::Message::decode(&checkpoint.state[..]).unwrap())
+            .unwrap();
+        mirror.world().entities().filter(|e| e.owner() == member).count()
+    }
+
+    /// A checkpoint that comes due while the simulation has yet to hear of a leave (a
+    /// member its tick removed) waits for the next tick: written at once, it would
+    /// hold the leaver's avatar without its seat, and a room restored from it would
+    /// keep that avatar for good.
+    #[test]
+    fn a_checkpoint_waits_for_the_simulation_to_hear_of_every_leave() {
+        let arena = Box::new(Arena::new(ArenaConfig::default()));
+        let mut room = Room::new(1, "field".into(), "arena".into(), RoomConfig::default(), arena);
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        room.join(7, "u".into(), outbox, 1, 1).unwrap();
+        let joined = room.tick(0).tick;
+        let (sink, written) = crossbeam_channel::unbounded();
+        let every_tick = Checkpoints {
+            every_ticks: 1,
+            seat_grace: Duration::from_secs(60),
+            rewrite_after: Duration::from_secs(60),
+            sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
+        };
+        let mut periodic = PeriodicCheckpoints::default();
+        // As a tick's removal leaves it: the member gone, its simulation not yet told.
+        room.leave(7, 0);
+        periodic.after_tick(&mut room, joined, &every_tick);
+        assert!(
+            written.is_empty(),
+            "a checkpoint was written before the simulation heard of the leave"
+        );
+        let report = room.tick(0);
+        periodic.after_tick(&mut room, report.tick, &every_tick);
+        let Ok(Checkpoint::Room(checkpoint)) = written.try_recv() else {
+            panic!("no checkpoint after the next tick");
+        };
+        assert_eq!(avatars(&checkpoint, 7), 0, "the leaver's avatar is in the checkpoint");
     }
 
     /// A room that does not change is checkpointed every tenth time only (an idle
