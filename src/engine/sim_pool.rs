@@ -1908,6 +1908,30 @@ mod tests {
         assert!(pool.send(&handle, event).is_err(), "no event taken after the hand-off");
     }
 
+    /// An event on its way to a thread as the node stops (checked against the
+    /// hand-off, not yet queued) is queued before the thread's `HandOff`, so it is in
+    /// the checkpoint: the hand-off waits for it. Queued after, it would be
+    /// acknowledged to its sender and never relayed.
+    #[test]
+    fn a_hand_off_waits_for_an_event_on_its_way() {
+        let (pool, _checkpoints) = checkpointing(1, 0);
+        let pool = Arc::new(pool);
+        let _member = join(&pool, "field", "arena", 7);
+        // What `SimPool::send` holds from its check to its send.
+        let on_its_way = pool.workers[0].hand_off_gate.read();
+        let stopping = std::thread::spawn({
+            let pool = pool.clone();
+            move || pool.hand_off()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !stopping.is_finished(),
+            "the hand-off went ahead of an event on its way"
+        );
+        drop(on_its_way);
+        assert_eq!(stopping.join().unwrap(), 1);
+    }
+
     /// A node stopping hands its rooms off: each is checkpointed, then ticks no more,
     /// so no input is applied (and acknowledged to its member) after its checkpoint:
     /// the node that restores the room from it loses nothing its members were told.
