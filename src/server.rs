@@ -136,7 +136,9 @@ impl Server {
             (_, false) => None,
         };
         let tls = if config.tls.insecure_plain {
-            tracing::warn!("serving plain ws:// and http:// without TLS: only behind a TLS-terminating proxy, or for development on this machine");
+            tracing::warn!(
+                "serving plain ws:// and http:// without TLS: only behind a TLS-terminating proxy, or for development on this machine"
+            );
             None
         } else {
             let tls = tls::load(&config.tls)?;

@@ -423,7 +423,9 @@ impl Cluster {
                 member,
                 listing,
             } => {
-                let outcome = self.claim(&room, &room_type, listing).await;
+                let claimed = self.claim_as(&room, &room_type, listing, false).await;
+                let was_open = matches!(claimed, Ok((_, true)));
+                let outcome = claimed.map(|(claim, _)| claim);
                 // A redirected member's ticket: join with the member id it carries.
                 // Taken (it is good once) only when the join goes on, here or at the
                 // owner: a join refused for now is tried again with it.
@@ -442,6 +444,7 @@ impl Cluster {
                 DirectoryReply::Claim {
                     room,
                     outcome,
+                    was_open,
                     ticket,
                     seat: carried,
                 }
@@ -592,14 +595,14 @@ impl Cluster {
     /// Claims a room for this node, or learns who owns it. An unknown room type is
     /// refused before the directory is asked.
     pub async fn claim(&self, room: &str, room_type: &str, listing: ListingState) -> Result<Claim, PoolError> {
-        self.claim_as(room, room_type, listing, false).await
+        Ok(self.claim_as(room, room_type, listing, false).await?.0)
     }
 
     /// [`Cluster::claim`] of a configured room as the node starts: the first node to
     /// start takes it, without waiting for renewals to settle (see
     /// [`Claim::Settling`]).
     pub async fn claim_configured(&self, room: &str, room_type: &str) -> Result<Claim, PoolError> {
-        self.claim_as(room, room_type, ListingState::default(), true).await
+        Ok(self.claim_as(room, room_type, ListingState::default(), true).await?.0)
     }
 
     /// Opens a configured room here again when no node holds it (its simulation
@@ -619,13 +622,15 @@ impl Cluster {
         Ok(())
     }
 
+    /// [`Cluster::claim`], and whether the room was open here as the claim began
+    /// (the claim then renewed its entry rather than taking it).
     async fn claim_as(
         &self,
         room: &str,
         room_type: &str,
         listing: ListingState,
         retake: bool,
-    ) -> Result<Claim, PoolError> {
+    ) -> Result<(Claim, bool), PoolError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping());
         }
@@ -665,10 +670,11 @@ impl Cluster {
             let entry = self.entry(room, room_type, listing)?;
             if placed && let Some(node) = self.place(room).await? {
                 self.metrics.redirects.inc();
-                return Ok(Claim::Theirs {
+                let placed = Claim::Theirs {
                     node: node.id,
                     url: Some(node.url),
-                });
+                };
+                return Ok((placed, false));
             }
             // Refused at most once: the second claim knows of the checkpoint.
             let none_found = open_here.is_none() && !may_restore;
@@ -712,7 +718,7 @@ impl Cluster {
             }
             _ => {}
         }
-        Ok(claim)
+        Ok((claim, open_here.is_some()))
     }
 
     /// Gives a claim of `room` back unless the room is open here (a claim that no

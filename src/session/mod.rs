@@ -214,6 +214,9 @@ pub enum DirectoryReply {
         room: String,
         /// Whether this node owns it now, or which node does.
         outcome: Result<Claim, PoolError>,
+        /// The room was open here as the claim began (the claim renewed its entry):
+        /// the join must find it still open, not open it anew.
+        was_open: bool,
         /// Redirected: the seat ticket for the owner (empty: none).
         ticket: String,
         /// The seat the join's ticket carried: join as that member.
@@ -1092,6 +1095,7 @@ impl Session {
             DirectoryReply::Claim {
                 room,
                 outcome,
+                was_open,
                 ticket,
                 seat,
             } => {
@@ -1105,6 +1109,15 @@ impl Session {
                 };
                 let request_id = pending.request_id;
                 match outcome {
+                    // It closed since: opened anew here it would run without its
+                    // entry, which its close takes away (a join through another node
+                    // would open a second copy). Joined again (clients do so on
+                    // UNAVAILABLE), it is claimed afresh.
+                    Ok(Claim::Ours) if was_open && self.ctx.rooms.find(&room).is_none() => {
+                        let closed = PoolError::Unavailable("the room closed as you joined; join again".into());
+                        self.pool_error(&closed, request_id, &room);
+                        self.release_unopened(room);
+                    }
                     Ok(Claim::Ours) => {
                         // A redirected member joins with the member id its ticket carries
                         // (with JWT, only the ticket's own user).

@@ -964,6 +964,7 @@ fn claimed_with(
     let reply = DirectoryReply::Claim {
         room: room.into(),
         outcome,
+        was_open: false,
         ticket: if redirected { "ticket".into() } else { String::new() },
         seat: carried,
     };
@@ -1152,6 +1153,44 @@ fn clustered_a_claimed_room_that_does_not_open_is_released() {
     *h.rooms.refuse_open.lock() = Some(PoolError::TooManyRooms);
     claimed(&mut h, "b", Ok(Claim::Ours));
     assert_eq!(h.session.poll_directory(), None, "open here: kept");
+}
+
+/// A room open here as its claim began (the claim renewed its entry) that closed
+/// before the claim answered is not opened anew (it would run without its entry,
+/// which its close takes away): the join is answered `UNAVAILABLE`, which clients
+/// try again, and the claim is given back. Still open, it is joined.
+#[test]
+fn clustered_a_room_that_closed_while_its_claim_ran_is_not_opened_anew() {
+    let mut h = Harness::clustered();
+    h.replies();
+    let renewed = |room: &str| DirectoryReply::Claim {
+        room: room.into(),
+        outcome: Ok(Claim::Ours),
+        was_open: true,
+        ticket: String::new(),
+        seat: None,
+    };
+    h.one(join("gone", 1)).unwrap();
+    assert!(matches!(h.session.poll_directory(), Some(DirectoryOp::Claim { .. })));
+    h.session.on_directory(renewed("gone"));
+    assert_eq!(h.errors(), [(ErrorCode::Unavailable, 1)]);
+    assert!(h.rooms.find("gone").is_none(), "opened anew");
+    let release = DirectoryOp::Release { room: "gone".into() };
+    assert_eq!(h.session.poll_directory(), Some(release));
+
+    h.one(join("kept", 2)).unwrap();
+    assert!(matches!(h.session.poll_directory(), Some(DirectoryOp::Claim { .. })));
+    h.rooms.open("kept", "", "", ListingState::default()).unwrap();
+    h.session.on_directory(renewed("kept"));
+    let kept = h.key("kept");
+    assert_eq!(
+        h.sent(),
+        [Sent::Join {
+            room: kept,
+            join_seq: 1
+        }]
+    );
+    assert_eq!(h.errors(), []);
 }
 
 /// Room searches look at many rooms each: a creator's sessions share a rate, and a
