@@ -1969,8 +1969,8 @@ mod tests {
 
     /// A checkpoint that comes due while the simulation has yet to hear of a leave (a
     /// member its tick removed) waits for the next tick: written at once, it would
-    /// hold the leaver's avatar without its seat, and a room restored from it would
-    /// keep that avatar for good.
+    /// hold the leaver's avatar but not its seat, and the simulation of a room
+    /// restored from it would never hear of that leave.
     #[test]
     fn a_checkpoint_waits_for_the_simulation_to_hear_of_every_leave() {
         let arena = Box::new(Arena::new(ArenaConfig::default()));
