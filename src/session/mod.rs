@@ -588,9 +588,14 @@ impl Session {
             self.reply(error_message(ErrorCode::BadRequest, &e.to_string(), 0, ""));
             return Ok(());
         }
-        // Like an input's `seq`: one huge number would swallow every later event.
-        if envelope.first_event_seq > MAX_INPUT_SEQ {
-            let message = format!("first_event_seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
+        // Like an input's `seq`: one huge number would swallow every later event. So
+        // would the numbers the envelope's events take after it.
+        let events = (envelope.messages.iter())
+            .filter(|m| matches!(m.kind, Some(client_message::Kind::Event(_))))
+            .count() as u64;
+        let last_event_seq = (envelope.first_event_seq).saturating_add(events.saturating_sub(1));
+        if last_event_seq > MAX_INPUT_SEQ {
+            let message = format!("events must be numbered at most {MAX_INPUT_SEQ} (2^53 - 1)");
             self.reply(error_message(ErrorCode::BadRequest, &message, 0, ""));
             return Ok(());
         }

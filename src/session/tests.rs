@@ -846,6 +846,10 @@ fn numbered_events_are_taken_once_and_acknowledged() {
     h.send_numbered(MAX_INPUT_SEQ + 1, vec![event()]).unwrap();
     assert!(h.sent().is_empty());
     assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0)]);
+    // So is an envelope whose later events would be numbered beyond it.
+    h.send_numbered(MAX_INPUT_SEQ, vec![event(), event()]).unwrap();
+    assert!(h.sent().is_empty());
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0)]);
     h.one(ping(6)).unwrap();
     assert!(matches!(&h.replies()[..], [Kind::Pong(p)] if p.events_received == 3));
 }
