@@ -26,11 +26,11 @@ pub enum MetadataError {
     /// More than [`MAX_METADATA_ENTRIES`] entries.
     #[error("a room holds at most {MAX_METADATA_ENTRIES} metadata entries")]
     TooMany,
-    /// A key empty or over [`MAX_METADATA_KEY_BYTES`].
-    #[error("metadata keys must be 1-{MAX_METADATA_KEY_BYTES} bytes")]
+    /// A key empty, over [`MAX_METADATA_KEY_BYTES`] or holding a control character.
+    #[error("metadata keys must be 1-{MAX_METADATA_KEY_BYTES} bytes, without control characters")]
     Key,
-    /// A value over [`MAX_METADATA_VALUE_BYTES`].
-    #[error("metadata values must be at most {MAX_METADATA_VALUE_BYTES} bytes")]
+    /// A value over [`MAX_METADATA_VALUE_BYTES`] or holding a control character.
+    #[error("metadata values must be at most {MAX_METADATA_VALUE_BYTES} bytes, without control characters")]
     Value,
 }
 
@@ -118,16 +118,18 @@ pub fn listed_bytes(room: &proto::RoomInfo) -> usize {
 
 /// Checks metadata as a room would hold it: at most [`MAX_METADATA_ENTRIES`] entries,
 /// keys of 1-[`MAX_METADATA_KEY_BYTES`] bytes, values of at most
-/// [`MAX_METADATA_VALUE_BYTES`].
+/// [`MAX_METADATA_VALUE_BYTES`], neither with a control character (other clients
+/// see them in listings, as they see room ids, which refuse them too).
 pub fn check(metadata: &Metadata) -> Result<(), MetadataError> {
     if metadata.len() > MAX_METADATA_ENTRIES {
         return Err(MetadataError::TooMany);
     }
     for (key, value) in metadata {
-        if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES {
+        let control = |s: &str| s.chars().any(char::is_control);
+        if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES || control(key) {
             return Err(MetadataError::Key);
         }
-        if value.len() > MAX_METADATA_VALUE_BYTES {
+        if value.len() > MAX_METADATA_VALUE_BYTES || control(value) {
             return Err(MetadataError::Value);
         }
     }
@@ -207,6 +209,9 @@ mod tests {
         assert_eq!(check(&meta(&[("", "v")])), Err(MetadataError::Key));
         assert_eq!(check(&meta(&[(&"k".repeat(65), "v")])), Err(MetadataError::Key));
         assert_eq!(check(&meta(&[(&"k".repeat(64), &"v".repeat(256))])), Ok(()));
+        assert_eq!(check(&meta(&[("a\nb", "v")])), Err(MetadataError::Key));
+        assert_eq!(check(&meta(&[("k", "v\u{0}")])), Err(MetadataError::Value));
+        assert_eq!(check(&meta(&[("ключ", "valeur é")])), Ok(()));
         // A removal brings a full room back under the cap.
         let mut full = ListingState {
             metadata: many
