@@ -897,6 +897,15 @@ impl RoomTypeConfig {
             SimulationKind::Registered(_) => Ok(Schema::default()),
             SimulationKind::Relay => {
                 let kinds = self.kinds.iter().map(|k| {
+                    // The rest could never be written.
+                    if k.fields.len() > self.max_fields_per_entity {
+                        return Err(format!(
+                            "kind {} declares {} fields, more than an entity may have (max_fields_per_entity = {})",
+                            k.kind,
+                            k.fields.len(),
+                            self.max_fields_per_entity
+                        ));
+                    }
                     let fields = k
                         .fields
                         .iter()
@@ -1145,8 +1154,9 @@ arena_precision = 0.01
 # Declared entity kinds: entities of a declared kind may only have these fields, with
 # values of this type and range (a write that does not fit is refused with
 # INVALID_FIELD), and travel packed: floats as integers on their grid, numbers
-# relative to the last frame, a few bytes per changed entity. Undeclared kinds are
-# free-form. None are declared by default; for example:
+# relative to the last frame, a few bytes per changed entity (a kind declares at most
+# max_fields_per_entity fields). Undeclared kinds are free-form. None are declared by
+# default; for example:
 # [[room_types.relay.kinds]]
 # kind = 1
 # name = "player"
@@ -1409,5 +1419,11 @@ mod tests {
             let e = Config::from_toml(&text).unwrap().validate().unwrap_err().to_string();
             assert!(e.contains(problem) && e.contains("room type `relay`"), "{e}");
         }
+        let three = "{ id = 1, type = \"bool\" }, { id = 2, type = \"bool\" }, { id = 3, type = \"bool\" }";
+        let text = format!(
+            "[room_types.relay]\nmax_fields_per_entity = 2\n[[room_types.relay.kinds]]\nkind = 1\nfields = [{three}]\n"
+        );
+        let e = Config::from_toml(&text).unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("declares 3 fields"), "{e}");
     }
 }
