@@ -27,11 +27,13 @@ pub use simulations::Simulations;
 /// The TOML crate `[room_types.NAME.params]` is read with ([`RoomTypeConfig::params`]).
 pub use toml;
 
-/// The largest presence message: a room id and a user id at their longest.
 /// Most reliable messages a session's queue may hold (`[session] outbox_max_messages`):
 /// the clients take a gap in message numbers wider than this (65,536) for a broken
 /// relay (PROTOCOL.md, "A client bounds what a relay can make it do").
 const MAX_OUTBOX_MESSAGES: usize = 1 << 16;
+/// The most NPCs an arena room type may have (each room holds them all).
+const MAX_ARENA_NPCS: u32 = 10_000;
+/// The largest presence message: a room id and a user id at their longest.
 const PRESENCE_MAX_BYTES: usize = crate::engine::room::MAX_ROOM_ID_BYTES + crate::session::auth::MAX_SUB_BYTES + 32;
 pub use crate::transport::quic::QuicConfig;
 pub use crate::transport::tls::TlsConfig;
@@ -648,6 +650,13 @@ impl Config {
             if let Err(e) = t.schema() {
                 return invalid(format!("room type `{name}`: {e}"));
             }
+            // Each room holds them all: a typo of a few zeros would take the memory of
+            // the machine at the first join.
+            if t.simulation == SimulationKind::Arena && t.arena_npcs > MAX_ARENA_NPCS {
+                return invalid(format!(
+                    "room type `{name}`: arena_npcs must be at most {MAX_ARENA_NPCS}"
+                ));
+            }
             if !t.params.is_empty() && !matches!(t.simulation, SimulationKind::Registered(_)) {
                 return invalid(format!(
                     "room type `{name}`: `params` are for simulations a program registers; relay and arena rooms take the settings above"
@@ -1181,7 +1190,7 @@ max_field_bytes = 1024
 max_state_bytes = 4194304
 arena_width = 100.0
 arena_height = 100.0
-arena_npcs = 16
+arena_npcs = 16                # wandering NPCs in each room, at most 10,000
 arena_precision = 0.01         # positions are sent rounded to this step
 
 # Rooms created at start-up and kept open (one its simulation closes opens again
@@ -1386,6 +1395,17 @@ mod tests {
                 .unwrap_err()
                 .contains("needs cluster.sentinel_password")
         );
+    }
+
+    #[test]
+    fn an_arena_of_too_many_npcs_is_refused_at_start() {
+        let arena = |npcs: u32| {
+            let text = format!("[room_types.arena]\nsimulation = \"arena\"\narena_npcs = {npcs}\n");
+            Config::from_toml(&text).unwrap().validate().map_err(|e| e.to_string())
+        };
+        assert_eq!(arena(MAX_ARENA_NPCS), Ok(()));
+        let e = arena(MAX_ARENA_NPCS + 1).unwrap_err();
+        assert!(e.contains("arena_npcs must be at most 10000"), "{e}");
     }
 
     #[test]
