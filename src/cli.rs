@@ -330,6 +330,10 @@ pub fn main(simulations: Simulations) -> ExitCode {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
+        #[cfg(unix)]
+        if let Some(reloader) = server.tls_reloader() {
+            tokio::spawn(reload_tls_on_hangup(reloader));
+        }
         server
             .run(shutdown, Duration::from_secs(args.shutdown_grace_secs))
             .await;
@@ -361,6 +365,19 @@ async fn signal_shutdown(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
     shutdown.cancel();
+}
+
+/// Reads the certificate files again on each SIGHUP.
+#[cfg(unix)]
+async fn reload_tls_on_hangup(reloader: crate::transport::tls::TlsReloader) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => return tracing::warn!("cannot listen for SIGHUP (certificate reloads): {e}"),
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reading the TLS certificate files again");
+        reloader.reload_logged();
+    }
 }
 
 /// The default configuration's part for the program's own simulations: a commented

@@ -992,6 +992,9 @@ demo = false
 dev_cert_path = "tickrelay-dev-cert.pem"
 # Serve plain ws:// and http:// (only behind a TLS-terminating proxy).
 insecure_plain = false
+# Read cert and key again every N seconds (and on SIGHUP): a renewed pair is served
+# to new connections without a restart; open ones keep theirs. 0: on SIGHUP only.
+reload_secs = 60
 
 [quic]
 # QUIC on UDP, ALPN "tickrelay/1", same certificate (needs TLS).

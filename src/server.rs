@@ -73,6 +73,8 @@ pub struct Server {
     http: Arc<Http>,
     pool: Arc<SimPool>,
     tls: Option<tls::Tls>,
+    /// `[tls] reload_secs`.
+    tls_reload: Duration,
     quic: Option<quinn::Endpoint>,
     /// Cluster mode: this node's part and its inputs.
     cluster: Option<ClusterParts>,
@@ -259,6 +261,7 @@ impl Server {
             http,
             pool,
             tls,
+            tls_reload: Duration::from_secs(config.tls.reload_secs),
             quic,
             cluster,
             configured_rooms: config.rooms.clone(),
@@ -285,6 +288,13 @@ impl Server {
         self.tls.as_ref()?.dev_certificate.as_deref()
     }
 
+    /// What reads the configured certificate files again (the binary: on SIGHUP),
+    /// besides every `[tls] reload_secs`; none with the development certificate or
+    /// without TLS.
+    pub fn tls_reloader(&self) -> Option<tls::TlsReloader> {
+        self.tls.as_ref()?.reloader()
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.ctx.metrics.clone()
@@ -307,6 +317,12 @@ impl Server {
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;
         ctx.tracker.spawn(reap_parked_sessions(ctx.clone()));
+        if let Some(reloader) = self.tls.as_ref().and_then(tls::Tls::reloader)
+            && !self.tls_reload.is_zero()
+        {
+            ctx.tracker
+                .spawn(reload_tls(reloader, self.tls_reload, ctx.shutdown.clone()));
+        }
         let cluster = self.cluster.as_ref().map(|parts| parts.cluster.clone());
         ctx.tracker.spawn(keep_configured_rooms(
             self.configured_rooms,
@@ -519,6 +535,17 @@ async fn keep_configured_rooms(
 }
 
 /// Ends parked sessions whose resume grace is over, every 100 ms.
+/// Reads the certificate files again every `every` until shutdown.
+async fn reload_tls(reloader: tls::TlsReloader, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => reloader.reload_logged(),
+        }
+    }
+}
+
 async fn reap_parked_sessions(ctx: Arc<Context>) {
     let mut every = tokio::time::interval(Duration::from_millis(100));
     loop {

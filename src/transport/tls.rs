@@ -2,14 +2,20 @@
 //! development certificate generated at the first start and written to a file clients
 //! can trust. Its key is kept beside it (`<name>.key.pem`, readable by the owner only),
 //! so later starts reuse the pair and the fingerprint clients pinned stays valid.
-//! [`ServerTls`] is an accepted connection as the transports read it.
+//! Configured files are read again every `reload_secs` (and on demand,
+//! [`TlsReloader`]): a renewed certificate is served to new connections without a
+//! restart. [`ServerTls`] is an accepted connection as the transports read it.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use parking_lot::RwLock;
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Deserialize;
@@ -33,6 +39,9 @@ pub struct TlsConfig {
     /// Serve plain `ws://` and `http://` instead of TLS (only behind a TLS-terminating
     /// proxy).
     pub insecure_plain: bool,
+    /// How often `cert` and `key` are read again (0: only when asked, SIGHUP for the
+    /// binary); a changed pair that loads is served to new connections.
+    pub reload_secs: u64,
 }
 
 impl Default for TlsConfig {
@@ -42,6 +51,7 @@ impl Default for TlsConfig {
             key: None,
             dev_cert_path: "tickrelay-dev-cert.pem".into(),
             insecure_plain: false,
+            reload_secs: 60,
         }
     }
 }
@@ -55,6 +65,16 @@ pub struct Tls {
     pub fingerprint: String,
     /// The generated development certificate (PEM), if one was generated.
     pub dev_certificate: Option<String>,
+    /// The configured files, read again by [`Tls::reloader`].
+    files: Option<Arc<CertFiles>>,
+}
+
+impl Tls {
+    /// What reads the configured certificate files again (none for the development
+    /// certificate).
+    pub fn reloader(&self) -> Option<TlsReloader> {
+        self.files.clone().map(TlsReloader)
+    }
 }
 
 /// Why TLS could not be set up.
@@ -79,25 +99,137 @@ pub enum TlsError {
 
 /// Loads or generates the certificate described by `config`.
 pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
-    let (chain, key, dev_certificate) = match (&config.cert, &config.key) {
-        (Some(cert), Some(key)) => (read_chain(cert)?, read_key(key)?, None),
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth();
+    let (mut server, fingerprint, dev_certificate, files) = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => {
+            let files = Arc::new(CertFiles::load(cert, key, provider)?);
+            let fingerprint = files.current.read().fingerprint.clone();
+            (
+                builder.with_cert_resolver(files.clone()),
+                fingerprint,
+                None,
+                Some(files),
+            )
+        }
         _ => {
             let (chain, key, pem) = dev_cert(&config.dev_cert_path)?;
-            (chain, key, Some(pem))
+            let fingerprint = fingerprint(&chain[0]);
+            (builder.with_single_cert(chain, key)?, fingerprint, Some(pem), None)
         }
     };
-    let fingerprint = fingerprint(&chain[0]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
         config: Arc::new(server),
         fingerprint,
         dev_certificate,
+        files,
     })
+}
+
+/// Configured certificate and key files: what new handshakes get (QUIC's too: its
+/// configuration shares this resolver), read again by [`TlsReloader::reload`].
+#[derive(Debug)]
+struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Served>,
+}
+
+/// The pair new handshakes get, and the file contents it came from.
+#[derive(Debug)]
+struct Served {
+    certified: Arc<CertifiedKey>,
+    fingerprint: String,
+    files: (Vec<u8>, Vec<u8>),
+}
+
+impl CertFiles {
+    fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+        let served = served(cert, key, &provider, read_pair(cert, key)?)?;
+        Ok(Self {
+            cert: cert.into(),
+            key: key.into(),
+            provider,
+            current: RwLock::new(served),
+        })
+    }
+}
+
+/// Both files' contents.
+fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| TlsError::Pem {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    };
+    Ok((read(cert)?, read(key)?))
+}
+
+/// The pair in `files` (the contents of `cert` and `key`), checked: a chain, a key,
+/// and the key the certificate's.
+fn served(cert: &Path, key: &Path, provider: &CryptoProvider, files: (Vec<u8>, Vec<u8>)) -> Result<Served, TlsError> {
+    let pem_error = |path: &Path, message: String| TlsError::Pem {
+        path: path.into(),
+        message,
+    };
+    let chain = CertificateDer::pem_slice_iter(&files.0)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(cert, e.to_string()))?;
+    let Some(leaf) = chain.first() else {
+        return Err(pem_error(cert, "no certificate in the file".into()));
+    };
+    let fingerprint = fingerprint(leaf);
+    let private = PrivateKeyDer::from_pem_slice(&files.1).map_err(|e| pem_error(key, e.to_string()))?;
+    let certified = CertifiedKey::from_der(chain, private, provider)?;
+    Ok(Served {
+        certified: Arc::new(certified),
+        fingerprint,
+        files,
+    })
+}
+
+impl ResolvesServerCert for CertFiles {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().certified.clone())
+    }
+}
+
+/// Reads the configured certificate files again ([`Tls::reloader`]): a renewed
+/// certificate is served to new connections without a restart; connections already
+/// open keep the one they began with.
+#[derive(Debug, Clone)]
+pub struct TlsReloader(Arc<CertFiles>);
+
+impl TlsReloader {
+    /// Reads both files; when they changed and hold a certificate with its key, new
+    /// handshakes get it. The new certificate's fingerprint, or `None` when the files
+    /// did not change. A pair that does not load (a key not the certificate's, say,
+    /// read between the writes of a renewal) leaves the one in use in place.
+    pub fn reload(&self) -> Result<Option<String>, TlsError> {
+        let CertFiles { cert, key, .. } = &*self.0;
+        let files = read_pair(cert, key)?;
+        if self.0.current.read().files == files {
+            return Ok(None);
+        }
+        let served = served(cert, key, &self.0.provider, files)?;
+        let fingerprint = served.fingerprint.clone();
+        *self.0.current.write() = served;
+        Ok(Some(fingerprint))
+    }
+
+    /// [`TlsReloader::reload`], its outcome logged.
+    pub fn reload_logged(&self) {
+        match self.reload() {
+            Ok(Some(sha256)) => tracing::info!(%sha256, "TLS certificate reloaded: new connections get it"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("TLS certificate not reloaded (the one in use is kept): {e}"),
+        }
+    }
 }
 
 /// SHA-256 of a certificate's DER bytes as `AB:CD:...`.
@@ -107,28 +239,6 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_error = |message: String| TlsError::Pem {
-        path: path.into(),
-        message,
-    };
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(pem_error("no certificate in the file".into()));
-    }
-    Ok(chain)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
-        path: path.into(),
-        message: e.to_string(),
-    })
 }
 
 type DevCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String);
@@ -305,6 +415,45 @@ mod tests {
         std::fs::remove_file(&lock_path).unwrap();
         std::fs::create_dir(&lock_path).unwrap();
         assert_eq!(load(&config).unwrap().fingerprint, first.fingerprint);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Configured files are read again: unchanged, nothing happens; a renewed pair is
+    /// taken; a pair that does not load is not, and says why.
+    #[test]
+    fn configured_files_are_read_again() {
+        let (dir, _) = dev_cert_in("tls-reload");
+        let config = TlsConfig {
+            cert: Some(dir.join("cert.pem")),
+            key: Some(dir.join("key.pem")),
+            ..Default::default()
+        };
+        let write = |cert: &str, key: &str| {
+            std::fs::write(dir.join("cert.pem"), cert).unwrap();
+            std::fs::write(dir.join("key.pem"), key).unwrap();
+        };
+        let issue = || {
+            let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            (pair.cert.pem(), pair.signing_key.serialize_pem())
+        };
+        let ((first, first_key), (renewed, renewed_key)) = (issue(), issue());
+        write(&first, &first_key);
+        let tls = load(&config).unwrap();
+        let reloader = tls.reloader().expect("configured files");
+        assert_eq!(reloader.reload().unwrap(), None, "unchanged");
+        write(&renewed, &first_key);
+        let e = reloader.reload().unwrap_err().to_string();
+        assert!(e.contains("key"), "{e}");
+        write(&renewed, &renewed_key);
+        let taken = reloader.reload().unwrap().expect("renewed");
+        assert_ne!(taken, tls.fingerprint);
+        assert_eq!(reloader.reload().unwrap(), None);
+        std::fs::remove_file(dir.join("key.pem")).unwrap();
+        let e = reloader.reload().unwrap_err().to_string();
+        assert!(e.contains("key.pem"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (dir, dev) = dev_cert_in("tls-reload-dev");
+        assert!(load(&dev).unwrap().reloader().is_none(), "nothing to read again");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -750,3 +750,49 @@ async fn a_start_on_an_address_in_use_names_it_and_leaves_the_certificate_alone(
     let mut a = TestClient::connect(&first).await;
     a.join("still-here", "").await;
 }
+
+/// A renewed certificate written over the configured files is served to new
+/// connections, WebSocket and QUIC, within `reload_secs` and without a restart; a
+/// session opened before goes on; files that do not load (a key that is not the
+/// certificate's) leave the certificate in use in place.
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("tickrelay-cert-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let issue = || {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        (pair.cert.pem(), pair.signing_key.serialize_pem())
+    };
+    let ((first, first_key), (renewed, renewed_key)) = (issue(), issue());
+    std::fs::write(&cert_path, &first).unwrap();
+    std::fs::write(&key_path, &first_key).unwrap();
+    let mut config = tickrelay::config::Config::loopback(60);
+    config.tls.cert = Some(cert_path.clone());
+    config.tls.key = Some(key_path.clone());
+    config.tls.reload_secs = 1;
+    let server = tickrelay::server::Server::bind(config).await.unwrap();
+    let mut server = tickrelay_testkit::serve(server, first);
+    let mut before = TestClient::connect(&server).await;
+    before.join("r", "relay").await;
+
+    std::fs::write(&key_path, &renewed_key).unwrap();
+    std::fs::write(&cert_path, &renewed).unwrap();
+    // From now on clients trust the renewed certificate only.
+    server.cert_pem = renewed;
+    let server = server;
+    tickrelay_testkit::eventually("the renewed certificate served", || async {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        server.try_tls_over(tcp).await.map(drop)
+    })
+    .await;
+    TestClient::connect_over(&server, Transport::Quic).await;
+    let seq = before.input("r", tickrelay_testkit::create_entity(1)).await;
+    before.applied("r", seq).await;
+
+    std::fs::write(&key_path, first_key).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    TestClient::connect(&server).await;
+    TestClient::connect_over(&server, Transport::Quic).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

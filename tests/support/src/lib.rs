@@ -34,7 +34,7 @@ use std::time::Duration;
 use tickrelay::proto;
 
 pub use client::{Conn, Incoming, TestClient};
-pub use server::{TestServer, many_searches, start, start_config, start_with, start_with_simulations};
+pub use server::{TestServer, many_searches, serve, start, start_config, start_with, start_with_simulations};
 
 /// How long any single expected event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);

@@ -71,9 +71,15 @@ pub async fn start_config(config: Config) -> TestServer {
 /// The server with exactly `config` and the program's own `simulations`.
 pub async fn start_with_simulations(config: Config, simulations: &Simulations) -> TestServer {
     let server = Server::bind_with(config, simulations).await.expect("server starts");
+    let cert_pem = server.dev_certificate().expect("dev certificate").to_string();
+    serve(server, cert_pem)
+}
+
+/// Runs a bound `server` whose clients trust the certificates in `cert_pem` (one
+/// or more, PEM).
+pub fn serve(server: Server, cert_pem: String) -> TestServer {
     let addr = server.local_addr();
     let quic_addr = server.quic_addr().expect("QUIC is on by default");
-    let cert_pem = server.dev_certificate().expect("dev certificate").to_string();
     let metrics = server.metrics();
     let metrics_addr = server.metrics_addr();
     let shutdown = CancellationToken::new();
