@@ -331,9 +331,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
         #[cfg(unix)]
-        if let Some(reloader) = server.tls_reloader() {
-            tokio::spawn(reload_tls_on_hangup(reloader));
-        }
+        tokio::spawn(reload_tls_on_hangup(server.tls_reloader()));
         server
             .run(shutdown, Duration::from_secs(args.shutdown_grace_secs))
             .await;
@@ -367,16 +365,22 @@ async fn signal_shutdown(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// Reads the certificate files again on each SIGHUP.
+/// Reads the certificate files again on each SIGHUP (which, without configured
+/// files, does nothing: it does not stop the relay).
 #[cfg(unix)]
-async fn reload_tls_on_hangup(reloader: crate::transport::tls::TlsReloader) {
+async fn reload_tls_on_hangup(reloader: Option<crate::transport::tls::TlsReloader>) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(e) => return tracing::warn!("cannot listen for SIGHUP (certificate reloads): {e}"),
     };
     while hangups.recv().await.is_some() {
-        tracing::info!("SIGHUP: reading the TLS certificate files again");
-        reloader.reload_logged();
+        match &reloader {
+            Some(reloader) => {
+                tracing::info!("SIGHUP: reading the TLS certificate files again");
+                reloader.reload_in_background().await;
+            }
+            None => tracing::info!("SIGHUP: no configured certificate files to read again"),
+        }
     }
 }
 

@@ -752,6 +752,9 @@ impl Config {
                 "cluster.sentinel_username / sentinel_password are for Redis Sentinel: the redis_url must then be redis-sentinel://… or rediss-sentinel://…".into(),
             );
         }
+        if self.tls.reload_secs > 86_400 {
+            return invalid("tls.reload_secs must be at most 86400 (a day; 0: on SIGHUP only)".into());
+        }
         if self.cluster.redis_url.is_some() && self.cluster.lease_ms < 300 {
             return invalid("cluster.lease_ms must be at least 300".into());
         }

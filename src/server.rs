@@ -534,18 +534,19 @@ async fn keep_configured_rooms(
     }
 }
 
-/// Ends parked sessions whose resume grace is over, every 100 ms.
 /// Reads the certificate files again every `every` until shutdown.
 async fn reload_tls(reloader: tls::TlsReloader, every: Duration, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await; // the first is at once: the files were just read
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticks.tick() => reloader.reload_logged(),
+            _ = ticks.tick() => reloader.reload_in_background().await,
         }
     }
 }
 
+/// Ends parked sessions whose resume grace is over, every 100 ms.
 async fn reap_parked_sessions(ctx: Arc<Context>) {
     let mut every = tokio::time::interval(Duration::from_millis(100));
     loop {

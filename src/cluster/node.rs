@@ -46,7 +46,7 @@ use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode, SendEvent, UserLive};
 use crate::session::auth::room_allowed;
-use crate::session::{DirectoryOp, DirectoryReply, Found};
+use crate::session::{DirectoryOp, DirectoryReply, Found, closed_as_joined};
 use crate::state::SERVER;
 
 /// How long a resume waits for the session's node to be gone (see
@@ -423,9 +423,15 @@ impl Cluster {
                 member,
                 listing,
             } => {
-                let claimed = self.claim_as(&room, &room_type, listing, false).await;
-                let was_open = matches!(claimed, Ok((_, true)));
-                let outcome = claimed.map(|(claim, _)| claim);
+                let was_open = self.pool.room(&room).is_some();
+                let mut outcome = self.claim(&room, &room_type, listing).await;
+                // Closed while the claim ran (the claim renewed its entry, which the
+                // close takes away): not opened anew without it (see the session's
+                // `was_open`), and the claim given back.
+                if was_open && matches!(outcome, Ok(Claim::Ours)) && self.pool.room(&room).is_none() {
+                    outcome = Err(closed_as_joined());
+                    self.release_unless_open(&room).await;
+                }
                 // A redirected member's ticket: join with the member id it carries.
                 // Taken (it is good once) only when the join goes on, here or at the
                 // owner: a join refused for now is tried again with it.
@@ -595,14 +601,14 @@ impl Cluster {
     /// Claims a room for this node, or learns who owns it. An unknown room type is
     /// refused before the directory is asked.
     pub async fn claim(&self, room: &str, room_type: &str, listing: ListingState) -> Result<Claim, PoolError> {
-        Ok(self.claim_as(room, room_type, listing, false).await?.0)
+        self.claim_as(room, room_type, listing, false).await
     }
 
     /// [`Cluster::claim`] of a configured room as the node starts: the first node to
     /// start takes it, without waiting for renewals to settle (see
     /// [`Claim::Settling`]).
     pub async fn claim_configured(&self, room: &str, room_type: &str) -> Result<Claim, PoolError> {
-        Ok(self.claim_as(room, room_type, ListingState::default(), true).await?.0)
+        self.claim_as(room, room_type, ListingState::default(), true).await
     }
 
     /// Opens a configured room here again when no node holds it (its simulation
@@ -622,15 +628,13 @@ impl Cluster {
         Ok(())
     }
 
-    /// [`Cluster::claim`], and whether the room was open here as the claim began
-    /// (the claim then renewed its entry rather than taking it).
     async fn claim_as(
         &self,
         room: &str,
         room_type: &str,
         listing: ListingState,
         retake: bool,
-    ) -> Result<(Claim, bool), PoolError> {
+    ) -> Result<Claim, PoolError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping());
         }
@@ -670,11 +674,10 @@ impl Cluster {
             let entry = self.entry(room, room_type, listing)?;
             if placed && let Some(node) = self.place(room).await? {
                 self.metrics.redirects.inc();
-                let placed = Claim::Theirs {
+                return Ok(Claim::Theirs {
                     node: node.id,
                     url: Some(node.url),
-                };
-                return Ok((placed, false));
+                });
             }
             // Refused at most once: the second claim knows of the checkpoint.
             let none_found = open_here.is_none() && !may_restore;
@@ -718,7 +721,7 @@ impl Cluster {
             }
             _ => {}
         }
-        Ok((claim, open_here.is_some()))
+        Ok(claim)
     }
 
     /// Gives a claim of `room` back unless the room is open here (a claim that no

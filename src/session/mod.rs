@@ -204,6 +204,12 @@ pub enum DirectoryOp {
     },
 }
 
+/// The answer to a join whose room, open here as its claim began, closed before the
+/// claim answered.
+pub(crate) fn closed_as_joined() -> PoolError {
+    PoolError::Unavailable("the room closed as you joined; join again".into())
+}
+
 /// The directory's answer to a [`DirectoryOp`] (a refusal as the [`PoolError`] to
 /// answer with).
 #[derive(Debug, Clone)]
@@ -1114,13 +1120,13 @@ impl Session {
                 };
                 let request_id = pending.request_id;
                 match outcome {
-                    // It closed since: opened anew here it would run without its
-                    // entry, which its close takes away (a join through another node
-                    // would open a second copy). Joined again (clients do so on
-                    // UNAVAILABLE), it is claimed afresh.
+                    // It closed since (the directory checks too, as the claim ends):
+                    // opened anew here it would run without its entry, which its close
+                    // takes away (a join through another node would open a second
+                    // copy). Joined again (clients do so on UNAVAILABLE), it is claimed
+                    // afresh.
                     Ok(Claim::Ours) if was_open && self.ctx.rooms.find(&room).is_none() => {
-                        let closed = PoolError::Unavailable("the room closed as you joined; join again".into());
-                        self.pool_error(&closed, request_id, &room);
+                        self.pool_error(&closed_as_joined(), request_id, &room);
                         self.release_unopened(room);
                     }
                     Ok(Claim::Ours) => {

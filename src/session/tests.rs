@@ -846,12 +846,16 @@ fn numbered_events_are_taken_once_and_acknowledged() {
     h.send_numbered(MAX_INPUT_SEQ + 1, vec![event()]).unwrap();
     assert!(h.sent().is_empty());
     assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0)]);
-    // So is an envelope whose later events would be numbered beyond it.
+    // So is an envelope whose later events would be numbered beyond it; one that
+    // ends at it is taken.
     h.send_numbered(MAX_INPUT_SEQ, vec![event(), event()]).unwrap();
     assert!(h.sent().is_empty());
     assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0)]);
+    h.send_numbered(MAX_INPUT_SEQ - 1, vec![event(), event()]).unwrap();
+    assert_eq!(h.sent(), [Sent::Event { room: a }, Sent::Event { room: a }]);
+    assert_eq!(h.errors(), []);
     h.one(ping(6)).unwrap();
-    assert!(matches!(&h.replies()[..], [Kind::Pong(p)] if p.events_received == 3));
+    assert!(matches!(&h.replies()[..], [Kind::Pong(p)] if p.events_received == MAX_INPUT_SEQ));
 }
 
 /// Once the node's rooms are handed off (the node stopping), events are not taken:

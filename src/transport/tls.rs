@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -137,24 +137,28 @@ struct CertFiles {
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Served>,
+    /// The last files that did not load, by digest, with why: warned about once.
+    failed: Mutex<Option<([u8; 32], String)>>,
 }
 
-/// The pair new handshakes get, and the file contents it came from.
+/// The pair new handshakes get, and the digest of the files it came from (not the
+/// files: the key's bytes stay out of memory and out of `Debug`).
 #[derive(Debug)]
 struct Served {
     certified: Arc<CertifiedKey>,
     fingerprint: String,
-    files: (Vec<u8>, Vec<u8>),
+    digest: [u8; 32],
 }
 
 impl CertFiles {
     fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
-        let served = served(cert, key, &provider, read_pair(cert, key)?)?;
+        let served = served(cert, key, &provider, &read_pair(cert, key)?)?;
         Ok(Self {
             cert: cert.into(),
             key: key.into(),
             provider,
             current: RwLock::new(served),
+            failed: Mutex::new(None),
         })
     }
 }
@@ -170,9 +174,18 @@ fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     Ok((read(cert)?, read(key)?))
 }
 
+/// What tells two readings of the files apart.
+fn digest((cert, key): &(Vec<u8>, Vec<u8>)) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update((cert.len() as u64).to_le_bytes());
+    hash.update(cert);
+    hash.update(key);
+    hash.finalize().into()
+}
+
 /// The pair in `files` (the contents of `cert` and `key`), checked: a chain, a key,
 /// and the key the certificate's.
-fn served(cert: &Path, key: &Path, provider: &CryptoProvider, files: (Vec<u8>, Vec<u8>)) -> Result<Served, TlsError> {
+fn served(cert: &Path, key: &Path, provider: &CryptoProvider, files: &(Vec<u8>, Vec<u8>)) -> Result<Served, TlsError> {
     let pem_error = |path: &Path, message: String| TlsError::Pem {
         path: path.into(),
         message,
@@ -185,11 +198,12 @@ fn served(cert: &Path, key: &Path, provider: &CryptoProvider, files: (Vec<u8>, V
     };
     let fingerprint = fingerprint(leaf);
     let private = PrivateKeyDer::from_pem_slice(&files.1).map_err(|e| pem_error(key, e.to_string()))?;
-    let certified = CertifiedKey::from_der(chain, private, provider)?;
+    let certified = CertifiedKey::from_der(chain, private, provider)
+        .map_err(|e| pem_error(key, format!("{e}, with the certificate in {}", cert.display())))?;
     Ok(Served {
         certified: Arc::new(certified),
         fingerprint,
-        files,
+        digest: digest(files),
     })
 }
 
@@ -211,24 +225,58 @@ impl TlsReloader {
     /// did not change. A pair that does not load (a key not the certificate's, say,
     /// read between the writes of a renewal) leaves the one in use in place.
     pub fn reload(&self) -> Result<Option<String>, TlsError> {
-        let CertFiles { cert, key, .. } = &*self.0;
-        let files = read_pair(cert, key)?;
-        if self.0.current.read().files == files {
-            return Ok(None);
-        }
-        let served = served(cert, key, &self.0.provider, files)?;
-        let fingerprint = served.fingerprint.clone();
-        *self.0.current.write() = served;
-        Ok(Some(fingerprint))
+        self.reload_files().1
     }
 
-    /// [`TlsReloader::reload`], its outcome logged.
-    pub fn reload_logged(&self) {
-        match self.reload() {
+    /// [`TlsReloader::reload`], and the digest of the files read (zeros when they
+    /// could not be).
+    fn reload_files(&self) -> ([u8; 32], Result<Option<String>, TlsError>) {
+        let CertFiles { cert, key, .. } = &*self.0;
+        let files = match read_pair(cert, key) {
+            Ok(files) => files,
+            Err(e) => return ([0; 32], Err(e)),
+        };
+        let read = digest(&files);
+        if self.0.current.read().digest == read {
+            return (read, Ok(None));
+        }
+        let outcome = served(cert, key, &self.0.provider, &files).map(|served| {
+            let fingerprint = served.fingerprint.clone();
+            *self.0.current.write() = served;
+            Some(fingerprint)
+        });
+        (read, outcome)
+    }
+
+    /// The SHA-256 fingerprint of the certificate new connections get.
+    pub fn fingerprint(&self) -> String {
+        self.0.current.read().fingerprint.clone()
+    }
+
+    /// [`TlsReloader::reload`] on a blocking thread (the files may be on a slow
+    /// mount), its outcome logged: a failure once until the files or the reason
+    /// change, not at every reading.
+    pub async fn reload_in_background(&self) {
+        let reloader = self.clone();
+        let _ = tokio::task::spawn_blocking(move || reloader.reload_logged()).await;
+    }
+
+    fn reload_logged(&self) {
+        let (read, outcome) = self.reload_files();
+        let mut failed = self.0.failed.lock();
+        match outcome {
             Ok(Some(sha256)) => tracing::info!(%sha256, "TLS certificate reloaded: new connections get it"),
             Ok(None) => {}
-            Err(e) => tracing::warn!("TLS certificate not reloaded (the one in use is kept): {e}"),
+            Err(e) => {
+                let why = e.to_string();
+                if failed.as_ref() != Some(&(read, why.clone())) {
+                    tracing::warn!("TLS certificate not reloaded (the one in use is kept): {why}");
+                    *failed = Some((read, why));
+                }
+                return;
+            }
         }
+        *failed = None;
     }
 }
 
@@ -441,16 +489,20 @@ mod tests {
         let tls = load(&config).unwrap();
         let reloader = tls.reloader().expect("configured files");
         assert_eq!(reloader.reload().unwrap(), None, "unchanged");
+        // A renewal read between its two writes: the old key with the new certificate.
         write(&renewed, &first_key);
         let e = reloader.reload().unwrap_err().to_string();
-        assert!(e.contains("key"), "{e}");
+        assert!(e.contains("KeyMismatch") && e.contains("cert.pem"), "{e}");
+        assert_eq!(reloader.fingerprint(), tls.fingerprint, "the pair in use is kept");
         write(&renewed, &renewed_key);
         let taken = reloader.reload().unwrap().expect("renewed");
         assert_ne!(taken, tls.fingerprint);
+        assert_eq!(reloader.fingerprint(), taken);
         assert_eq!(reloader.reload().unwrap(), None);
         std::fs::remove_file(dir.join("key.pem")).unwrap();
         let e = reloader.reload().unwrap_err().to_string();
         assert!(e.contains("key.pem"), "{e}");
+        assert_eq!(reloader.fingerprint(), taken);
         let _ = std::fs::remove_dir_all(&dir);
         let (dir, dev) = dev_cert_in("tls-reload-dev");
         assert!(load(&dev).unwrap().reloader().is_none(), "nothing to read again");
