@@ -63,6 +63,9 @@ pub enum ServerError {
     Cluster(#[from] DirectoryError),
 }
 
+/// A configured certificate expiring sooner than this is warned about at start.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
@@ -152,7 +155,15 @@ impl Server {
                      clients must trust this file (not for production)"
                 );
             } else {
-                tracing::info!(sha256 = %tls.fingerprint, "loaded TLS certificate");
+                let now = (crate::clock::unix_micros() / 1_000_000) as i64;
+                match tls.not_after.map(|t| (t - now) / 86_400) {
+                    Some(days_left) if days_left < EXPIRY_WARNING_DAYS => tracing::warn!(
+                        sha256 = %tls.fingerprint,
+                        days_left,
+                        "loaded TLS certificate, which expires within {EXPIRY_WARNING_DAYS} days (or has): renew it (the relay reads renewed files without a restart)"
+                    ),
+                    days_left => tracing::info!(sha256 = %tls.fingerprint, ?days_left, "loaded TLS certificate"),
+                }
             }
             Some(tls)
         };
@@ -170,6 +181,9 @@ impl Server {
         });
         let pool = Arc::new(SimPool::start(pool_config)?);
         let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
+        if let Some(tls) = &tls {
+            tls.report_expiry(metrics.tls_certificate_expiry.clone());
+        }
         let cluster = match (RedisAddress::from_config(&config.cluster)?, checkpoints) {
             (Some(redis), Some((checkpoints, closing))) => {
                 let (cluster, inbox) = join_cluster(&config, &redis, local_addr, &pool, closing, &metrics).await?;

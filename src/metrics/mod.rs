@@ -114,6 +114,9 @@ pub struct Metrics {
     pub closes: Family<CloseLabels, Counter>,
     /// TLS handshakes that failed.
     pub tls_failures: Counter,
+    /// When the certificate served to new connections expires, Unix seconds (0:
+    /// without TLS, or unreadable).
+    pub tls_certificate_expiry: Gauge,
     /// TCP connections closed as soon as accepted: their address held its share of
     /// unfinished handshakes, or the process was out of file descriptors.
     pub sockets_refused: Counter,
@@ -172,6 +175,7 @@ impl Metrics {
             state_send_delay: Histogram::new(SEND_DELAY_BUCKETS),
             closes: Family::default(),
             tls_failures: Counter::default(),
+            tls_certificate_expiry: Gauge::default(),
             sockets_refused: Counter::default(),
             handshakes_shed: Counter::default(),
             events_published: Counter::default(),
@@ -251,6 +255,11 @@ impl Metrics {
             m.closes.clone(),
         );
         registry.register("tls_failures", "Failed TLS handshakes", m.tls_failures.clone());
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate served to new connections expires, Unix seconds (0: no TLS); alert well before",
+            m.tls_certificate_expiry.clone(),
+        );
         registry.register(
             "sockets_refused",
             "TCP connections closed as soon as accepted (per-IP share of unfinished handshakes, or out of file descriptors)",

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use parking_lot::{Mutex, RwLock};
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -63,6 +64,8 @@ pub struct Tls {
     pub config: Arc<ServerConfig>,
     /// SHA-256 fingerprint of the leaf certificate, as colon-separated hex.
     pub fingerprint: String,
+    /// When the leaf certificate expires (Unix seconds; none if it could not be read).
+    pub not_after: Option<i64>,
     /// The generated development certificate (PEM), if one was generated.
     pub dev_certificate: Option<String>,
     /// The configured files, read again by [`Tls::reloader`].
@@ -75,6 +78,21 @@ impl Tls {
     pub fn reloader(&self) -> Option<TlsReloader> {
         self.files.clone().map(TlsReloader)
     }
+
+    /// Keeps `expiry` at the served certificate's expiry (Unix seconds), also after
+    /// reloads.
+    pub fn report_expiry(&self, expiry: Gauge) {
+        expiry.set(self.not_after.unwrap_or(0));
+        if let Some(files) = &self.files {
+            *files.expiry.lock() = Some(expiry);
+        }
+    }
+}
+
+/// When `cert` expires, in Unix seconds (none if it cannot be parsed).
+fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 /// Why TLS could not be set up.
@@ -103,27 +121,23 @@ pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth();
-    let (mut server, fingerprint, dev_certificate, files) = match (&config.cert, &config.key) {
+    let (mut server, leaf, dev_certificate, files) = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => {
             let files = Arc::new(CertFiles::load(cert, key, provider)?);
-            let fingerprint = files.current.read().fingerprint.clone();
-            (
-                builder.with_cert_resolver(files.clone()),
-                fingerprint,
-                None,
-                Some(files),
-            )
+            let leaf = files.current.read().certified.end_entity_cert()?.clone().into_owned();
+            (builder.with_cert_resolver(files.clone()), leaf, None, Some(files))
         }
         _ => {
             let (chain, key, pem) = dev_cert(&config.dev_cert_path)?;
-            let fingerprint = fingerprint(&chain[0]);
-            (builder.with_single_cert(chain, key)?, fingerprint, Some(pem), None)
+            let leaf = chain[0].clone();
+            (builder.with_single_cert(chain, key)?, leaf, Some(pem), None)
         }
     };
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
         config: Arc::new(server),
-        fingerprint,
+        fingerprint: fingerprint(&leaf),
+        not_after: not_after(&leaf),
         dev_certificate,
         files,
     })
@@ -139,6 +153,8 @@ struct CertFiles {
     current: RwLock<Served>,
     /// The last files that did not load, by digest, with why: warned about once.
     failed: Mutex<Option<([u8; 32], String)>>,
+    /// Kept at the served certificate's expiry ([`Tls::report_expiry`]).
+    expiry: Mutex<Option<Gauge>>,
 }
 
 /// The pair new handshakes get, and the digest of the files it came from (not the
@@ -159,6 +175,7 @@ impl CertFiles {
             provider,
             current: RwLock::new(served),
             failed: Mutex::new(None),
+            expiry: Mutex::new(None),
         })
     }
 }
@@ -242,6 +259,9 @@ impl TlsReloader {
         }
         let outcome = served(cert, key, &self.0.provider, &files).map(|served| {
             let fingerprint = served.fingerprint.clone();
+            if let (Some(expiry), Ok(leaf)) = (&*self.0.expiry.lock(), served.certified.end_entity_cert()) {
+                expiry.set(not_after(leaf).unwrap_or(0));
+            }
             *self.0.current.write() = served;
             Some(fingerprint)
         });

@@ -752,19 +752,23 @@ async fn a_start_on_an_address_in_use_names_it_and_leaves_the_certificate_alone(
 }
 
 /// A renewed certificate written over the configured files is served to new
-/// connections, WebSocket and QUIC, within `reload_secs` and without a restart; a
-/// session opened before goes on; files that do not load (a key that is not the
-/// certificate's) leave the certificate in use in place.
+/// connections, WebSocket and QUIC, within `reload_secs` and without a restart, and
+/// its expiry is in the metrics; a session opened before goes on; files that do not
+/// load (a key that is not the certificate's) leave the certificate in use in place.
 #[tokio::test]
 async fn a_renewed_certificate_is_served_without_a_restart() {
     let dir = std::env::temp_dir().join(format!("tickrelay-cert-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let issue = || {
-        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        (pair.cert.pem(), pair.signing_key.serialize_pem())
+    // Valid until the first of January of `year`.
+    let issue = |year| {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
     };
-    let ((first, first_key), (renewed, renewed_key)) = (issue(), issue());
+    let ((first, first_key), (renewed, renewed_key)) = (issue(2030), issue(2031));
+    let expiry = "tickrelay_tls_certificate_expiry_timestamp_seconds";
     std::fs::write(&cert_path, &first).unwrap();
     std::fs::write(&key_path, &first_key).unwrap();
     let mut config = tickrelay::config::Config::loopback(60);
@@ -774,6 +778,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     let server = tickrelay::server::Server::bind(config).await.unwrap();
     let reloader = server.tls_reloader().expect("configured files");
     let mut server = tickrelay_testkit::serve(server, first);
+    assert_eq!(server.metric(expiry), 1_893_456_000, "2030-01-01");
     let mut before = TestClient::connect(&server).await;
     before.join("r", "relay").await;
 
@@ -788,6 +793,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     })
     .await;
     TestClient::connect_over(&server, Transport::Quic).await;
+    assert_eq!(server.metric(expiry), 1_924_992_000, "2031-01-01");
     let seq = before.input("r", tickrelay_testkit::create_entity(1)).await;
     before.applied("r", seq).await;
 
