@@ -290,10 +290,15 @@ pub fn main(simulations: Simulations) -> ExitCode {
         Some(Command::Serve(args)) => *args,
         None => cli.serve,
     };
-    // Logs go to standard error (standard output is for what a command prints).
+    // Logs go to standard error (standard output is for what a command prints). A
+    // log line that cannot be written (its reader gone) is lost, nothing more: by
+    // default the subscriber would report it with `eprintln!`, which panics on that
+    // same closed pipe, in whichever task was logging (the signal handler's, and the
+    // relay no longer stopped on SIGTERM).
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match args.log_format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
@@ -328,10 +333,12 @@ pub fn main(simulations: Simulations) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // In place before the relay says it listens: a signal sent from then on is
+        // handled, not the process killed.
         let shutdown = CancellationToken::new();
-        tokio::spawn(signal_shutdown(shutdown.clone()));
+        stop_on_signals(shutdown.clone());
         #[cfg(unix)]
-        tokio::spawn(reload_tls_on_hangup(server.tls_reloader()));
+        reload_tls_on_hangup(server.tls_reloader());
         server
             .run(shutdown, Duration::from_secs(args.shutdown_grace_secs))
             .await;
@@ -340,48 +347,55 @@ pub fn main(simulations: Simulations) -> ExitCode {
     })
 }
 
-/// Cancels `shutdown` on Ctrl-C or SIGTERM.
-async fn signal_shutdown(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = ctrl_c.await;
-                shutdown.cancel();
-                return;
+/// Cancels `shutdown` on Ctrl-C or SIGTERM (their handlers in place on return).
+#[cfg(unix)]
+fn stop_on_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (interrupt, terminate) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    tokio::spawn(async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                return tracing::warn!("cannot listen for SIGINT and SIGTERM ({e}): only SIGKILL stops the relay");
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
-    shutdown.cancel();
+        tracing::info!("shutdown requested");
+        shutdown.cancel();
+    });
+}
+
+/// Cancels `shutdown` on Ctrl-C.
+#[cfg(not(unix))]
+fn stop_on_signals(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        shutdown.cancel();
+    });
 }
 
 /// Reads the certificate files again on each SIGHUP (which, without configured
-/// files, does nothing: it does not stop the relay).
+/// files, does nothing: it does not stop the relay); the handler in place on return.
 #[cfg(unix)]
-async fn reload_tls_on_hangup(reloader: Option<crate::transport::tls::TlsReloader>) {
+fn reload_tls_on_hangup(reloader: Option<crate::transport::tls::TlsReloader>) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(e) => return tracing::warn!("cannot listen for SIGHUP (certificate reloads): {e}"),
     };
-    while hangups.recv().await.is_some() {
-        match &reloader {
-            Some(reloader) => {
-                tracing::info!("SIGHUP: reading the TLS certificate files again");
-                reloader.reload_in_background().await;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match &reloader {
+                Some(reloader) => {
+                    tracing::info!("SIGHUP: reading the TLS certificate files again");
+                    reloader.reload_in_background().await;
+                }
+                None => tracing::info!("SIGHUP: no configured certificate files to read again"),
             }
-            None => tracing::info!("SIGHUP: no configured certificate files to read again"),
         }
-    }
+    });
 }
 
 /// The default configuration's part for the program's own simulations: a commented

@@ -257,3 +257,47 @@ fn out_of_file_descriptors_new_connections_are_closed_at_once() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(healthy, "serving again once the idle connections closed");
 }
+
+/// A relay whose log reader went away (a logging pipe or sidecar that died) still
+/// stops on SIGTERM: a log line it cannot write is lost, and does not take the task
+/// that wrote it down (here the signal handler's).
+#[test]
+fn the_relay_stops_on_sigterm_after_its_log_reader_is_gone() {
+    let dir = std::env::temp_dir().join(format!("tickrelay-bin-{}-log-gone", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .args(["--listen", "127.0.0.1:0", "--no-quic", "--dev-cert-path"])
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the relay ended before listening"
+        );
+    }
+    drop(stderr);
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running 15 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
