@@ -121,23 +121,23 @@ pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth();
-    let (mut server, leaf, dev_certificate, files) = match (&config.cert, &config.key) {
+    let (mut server, (fingerprint, not_after), dev_certificate, files) = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => {
             let files = Arc::new(CertFiles::load(cert, key, provider)?);
-            let leaf = files.current.read().certified.end_entity_cert()?.clone().into_owned();
+            let leaf = files.current.read().leaf.clone();
             (builder.with_cert_resolver(files.clone()), leaf, None, Some(files))
         }
         _ => {
             let (chain, key, pem) = dev_cert(&config.dev_cert_path)?;
-            let leaf = chain[0].clone();
+            let leaf = (fingerprint(&chain[0]), not_after(&chain[0]));
             (builder.with_single_cert(chain, key)?, leaf, Some(pem), None)
         }
     };
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
         config: Arc::new(server),
-        fingerprint: fingerprint(&leaf),
-        not_after: not_after(&leaf),
+        fingerprint,
+        not_after,
         dev_certificate,
         files,
     })
@@ -162,7 +162,8 @@ struct CertFiles {
 #[derive(Debug)]
 struct Served {
     certified: Arc<CertifiedKey>,
-    fingerprint: String,
+    /// The leaf certificate's fingerprint and expiry.
+    leaf: (String, Option<i64>),
     digest: [u8; 32],
 }
 
@@ -213,13 +214,13 @@ fn served(cert: &Path, key: &Path, provider: &CryptoProvider, files: &(Vec<u8>, 
     let Some(leaf) = chain.first() else {
         return Err(pem_error(cert, "no certificate in the file".into()));
     };
-    let fingerprint = fingerprint(leaf);
+    let leaf = (fingerprint(leaf), not_after(leaf));
     let private = PrivateKeyDer::from_pem_slice(&files.1).map_err(|e| pem_error(key, e.to_string()))?;
     let certified = CertifiedKey::from_der(chain, private, provider)
         .map_err(|e| pem_error(key, format!("{e}, with the certificate in {}", cert.display())))?;
     Ok(Served {
         certified: Arc::new(certified),
-        fingerprint,
+        leaf,
         digest: digest(files),
     })
 }
@@ -258,9 +259,9 @@ impl TlsReloader {
             return (read, Ok(None));
         }
         let outcome = served(cert, key, &self.0.provider, &files).map(|served| {
-            let fingerprint = served.fingerprint.clone();
-            if let (Some(expiry), Ok(leaf)) = (&*self.0.expiry.lock(), served.certified.end_entity_cert()) {
-                expiry.set(not_after(leaf).unwrap_or(0));
+            let (fingerprint, not_after) = served.leaf.clone();
+            if let Some(expiry) = &*self.0.expiry.lock() {
+                expiry.set(not_after.unwrap_or(0));
             }
             *self.0.current.write() = served;
             Some(fingerprint)
@@ -270,7 +271,7 @@ impl TlsReloader {
 
     /// The SHA-256 fingerprint of the certificate new connections get.
     pub fn fingerprint(&self) -> String {
-        self.0.current.read().fingerprint.clone()
+        self.0.current.read().leaf.0.clone()
     }
 
     /// [`TlsReloader::reload`] on a blocking thread (the files may be on a slow
