@@ -80,7 +80,9 @@ struct ServeArgs {
     #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// PEM certificate chain (needs --tls-key). Without both, a development
-    /// certificate is generated.
+    /// certificate is generated. Both files are read again every 60 s
+    /// ([tls] reload_secs) and on SIGHUP: a renewed pair reaches new connections
+    /// without a restart.
     #[arg(long, env = "TICKRELAY_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// PEM private key (needs --tls-cert).
