@@ -140,9 +140,20 @@ sample() {
     hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$relay_pid/status")
     printf '%s %s %s %s\n' "$(date +%s.%N)" $((f[11] + f[12])) "$rss" "$hwm"
 }
+# The bots' CPU ticks (their own and their worker processes', once those ended), with the
+# time, while they run: the last line is the latest.
+bots_ticks() {
+    local pid stat
+    pid=$(<"$work/bots.pid") || return 0
+    stat=$(<"/proc/$pid/stat") || return 0
+    stat=${stat##*) }
+    read -r -a f <<<"$stat"
+    echo "$(date +%s.%N) $((f[11] + f[12] + f[13] + f[14]))" >>"$work/bots.ticks"
+}
 (
     while sample; do
         echo "$(metrics | metric tickrelay_connections)" >>"$work/connections"
+        bots_ticks
         sleep 1
     done
 ) >"$work/samples" 2>/dev/null &
@@ -163,6 +174,7 @@ bots_status=0
 if ((nice_bots)); then bots_prefix+=(nice -n 19); fi
 setsid "${bots_prefix[@]}" "${bots_cmd[@]}" >"$work/bots.out" &
 bots_pid=$!
+echo "$bots_pid" >"$work/bots.pid"
 # The bots stop on their own after --duration-secs; give them a minute more at most.
 limit=$(awk -v d="$duration" 'BEGIN { printf "%d", d + 60 }')
 for ((waited = 0; waited < limit; waited++)); do
@@ -210,6 +222,11 @@ rss_held=$(paste -d' ' "$work/samples" "$work/connections" | sort -k5,5n -k3,3n 
 read -r cores rss_per_conn <<<"$(awk -v c0="$cpu0" -v c1="$cpu1" -v t0="$t0" -v t1="$t1" -v hz="$clk_tck" \
     -v r0="$rss0" -v r="$rss_held" -v n="$held" \
     'BEGIN { printf "%.2f %.1f\n", (c1 - c0) / hz / (t1 - t0), n ? (r - r0) / n : 0 }')"
+# The bots' CPU from their first to their last sample (their run, less a second at
+# most at either end).
+bots_cores=$(awk 'NR == 1 { t0 = $1; c0 = $2 } { t = $1; c = $2 }
+    END { if (NR > 1 && t > t0) printf "%.2f", (c - c0) / hz / (t - t0); else print "-" }' \
+    hz="$clk_tck" "$work/bots.ticks" 2>/dev/null || echo -)
 asked_inputs=$((bots * input_rate))
 mode=shared short_cmd="bench/load.sh $scenario --duration $duration"
 if ((naive)); then mode=naive short_cmd+=" --naive"; fi
@@ -222,13 +239,13 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 : "${out:=load-$scenario-$stamp.md}"
 
 {
-    echo "| scenario | command | duration | connections | latency p50 / p99 / max | relay send delay p50 / p99 | frames/s | inputs/s sent (asked) | bytes/s per client | desyncs (checksums verified) | overruns | server CPU | RSS start / peak | RSS per connection |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    printf '| %s %s %s | `%s` | %s s | %s | %s / %s / %s ms | %s / %s ms | %s | %s (%s) | %s | %s (%s) | %s of %s | %s cores | %d / %d MiB | %s KiB |\n' \
+    echo "| scenario | command | duration | connections | latency p50 / p99 / max | relay send delay p50 / p99 | frames/s | inputs/s sent (asked) | bytes/s per client | desyncs (checksums verified) | overruns | server CPU | bots CPU | RSS start / peak | RSS per connection |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    printf '| %s %s %s | `%s` | %s s | %s | %s / %s / %s ms | %s / %s ms | %s | %s (%s) | %s | %s (%s) | %s of %s | %s cores | %s cores | %d / %d MiB | %s KiB |\n' \
         "$scenario" "${transport:-wss}" "$mode" "$short_cmd" "$(bot duration)" "$held" \
         "$(bot 'latency p50')" "$(bot 'latency p99')" "$(bot 'latency max')" "$(send_delay 0.5)" "$(send_delay 0.99)" \
         "$(bot 'state frames / s')" "$(bot 'inputs sent / s')" "$asked_inputs" "$(bot 'bytes / s per client')" "$(bot desyncs)" "$(bot 'checksums verified')" \
-        "$overruns" "$ticks" "$cores" $((rss0 / 1024)) $((hwm / 1024)) "$rss_per_conn"
+        "$overruns" "$ticks" "$cores" "$bots_cores" $((rss0 / 1024)) $((hwm / 1024)) "$rss_per_conn"
     echo
     echo "- $stamp, bots exit status $bots_status ($(grep -E '^(OK|VIOLATED)' "$work/bots.out" | paste -sd';' -))"
     echo "- relay: \`${relay_cmd[*]/#$work\//}\` (tickrelay $("$relay_bin" --version | cut -d' ' -f2), $(nproc) cores)"
@@ -236,6 +253,6 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
     echo "- connections = most held at once (the relay's \`tickrelay_connections\` gauge, sampled each second);" \
         "relay send delay = from a tick's time stamp to its frame written to the socket (tickrelay_state_send_delay_seconds, bucket bound);" \
         "inputs/s sent = inputs the bots sent per second after the warm-up (asked: bots × input rate; fewer when the bots' CPU is saturated);" \
-        "server CPU = CPU time over wall time while the bots ran; RSS per connection = (RSS at the most connections - RSS before the bots) / connections"
+        "server CPU = CPU time over wall time while the bots ran (ramp-up included); bots CPU = the bots' own, sampled each second while they ran (one core's worth is 1.00: saturated when pinned); RSS per connection = (RSS at the most connections - RSS before the bots) / connections"
 } | tee "$out"
 echo "load.sh: written to $out" >&2
