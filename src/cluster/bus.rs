@@ -1,9 +1,10 @@
 //! Messages between nodes, over Redis pub/sub: each node listens on a channel of its
 //! own, `<prefix>node:<id>:inbox`, for room events published through another node's
 //! HTTP API for a room that lives here (a protobuf `SendEvent`, the same message a
-//! client sends), and on `<prefix>users` for sessions going live with the `replace`
-//! duplicate-session policy (a protobuf `UserLive`: every node closes the user's
-//! sessions of other clients).
+//! client sends), on `<prefix>node:<id>:closes` for the rooms that API closes (a
+//! protobuf `RoomClose`), and on `<prefix>users` for sessions going live with the
+//! `replace` duplicate-session policy (a protobuf `UserLive`: every node closes the
+//! user's sessions of other clients).
 //!
 //! Pub/sub keeps nothing: a message published while the owner is not listening (it is
 //! reconnecting to Redis: up to a third of a lease after Redis came back) is lost, and
@@ -22,13 +23,15 @@ use tokio::sync::mpsc;
 
 use super::directory::DirectoryError;
 use super::redis_connection::{Connection, RedisAddress};
-use crate::proto::{SendEvent, UserLive};
+use crate::proto::{RoomClose, SendEvent, UserLive};
 
 /// What arrived for this node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// A room event to publish in a room open here.
     Event(SendEvent),
+    /// A room open here to close.
+    Close(RoomClose),
     /// A client of this user went live: its other clients' sessions go.
     UserLive(UserLive),
 }
@@ -40,6 +43,8 @@ pub struct Bus {
     prefix: String,
     /// This node's inbox channel.
     inbox: String,
+    /// This node's channel for rooms to close.
+    closes: String,
     /// Every node's channel for sessions going live.
     users: String,
 }
@@ -55,16 +60,16 @@ impl Bus {
         let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
         let mut connection = Connection::open(redis, Some(pushes)).await?;
         let prefix = connection.key_prefix(prefix);
-        let (inbox, users) = (inbox(&prefix, node), format!("{prefix}users"));
+        let (inbox, closes, users) = (inbox(&prefix, node), closes(&prefix, node), format!("{prefix}users"));
         connection
-            .subscribe(&[&inbox, &users])
+            .subscribe(&[&inbox, &closes, &users])
             .await
             .map_err(|e| DirectoryError(format!("cannot subscribe at {}: {e}", redis.url())))?;
         let (deliveries, delivered) = mpsc::unbounded_channel();
-        let channels = (inbox.clone(), users.clone());
+        let channels = [inbox.clone(), closes.clone(), users.clone()];
         tokio::spawn(async move {
             while let Some(push) = pushed.recv().await {
-                if let Some(delivery) = decode(push, &channels.0, &channels.1)
+                if let Some(delivery) = decode(push, &channels)
                     && deliveries.send(delivery).is_err()
                 {
                     return;
@@ -75,6 +80,7 @@ impl Bus {
             connection,
             prefix,
             inbox,
+            closes,
             users,
         };
         Ok((bus, delivered))
@@ -90,7 +96,7 @@ impl Bus {
         if connection.listeners(&self.inbox).await.map_err(failed)? == 0 {
             tracing::info!(channel = %self.inbox, "subscribing to this node's inbox again");
             connection
-                .subscribe(&[&self.inbox, &self.users])
+                .subscribe(&[&self.inbox, &self.closes, &self.users])
                 .await
                 .map_err(failed)?;
         }
@@ -115,9 +121,18 @@ impl Bus {
 
     /// Sends a room event to `node`; whether a node was listening.
     pub async fn send_event(&self, node: &str, event: &SendEvent) -> Result<bool, DirectoryError> {
+        self.send(inbox(&self.prefix, node), event.encode_to_vec()).await
+    }
+
+    /// Asks `node` to close a room; whether a node was listening.
+    pub async fn send_close(&self, node: &str, close: &RoomClose) -> Result<bool, DirectoryError> {
+        self.send(closes(&self.prefix, node), close.encode_to_vec()).await
+    }
+
+    async fn send(&self, channel: String, message: Vec<u8>) -> Result<bool, DirectoryError> {
         let listeners: u64 = (self.connection.publish())
-            .arg(inbox(&self.prefix, node))
-            .arg(event.encode_to_vec())
+            .arg(channel)
+            .arg(message)
             .query_async(&mut self.connection.clone())
             .await
             .map_err(|e| DirectoryError(e.to_string()))?;
@@ -129,8 +144,13 @@ fn inbox(prefix: &str, node: &str) -> String {
     format!("{prefix}node:{node}:inbox")
 }
 
-/// A pushed message on `inbox` or `users`, if it is one this node understands.
-fn decode(push: PushInfo, inbox: &str, users: &str) -> Option<Delivery> {
+fn closes(prefix: &str, node: &str) -> String {
+    format!("{prefix}node:{node}:closes")
+}
+
+/// A pushed message on one of `[inbox, closes, users]`, if it is one this node
+/// understands.
+fn decode(push: PushInfo, [inbox, closes, users]: &[String; 3]) -> Option<Delivery> {
     if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
         return None;
     }
@@ -139,6 +159,8 @@ fn decode(push: PushInfo, inbox: &str, users: &str) -> Option<Delivery> {
     };
     let decoded = if channel == inbox.as_bytes() {
         SendEvent::decode(&payload[..]).map(Delivery::Event)
+    } else if channel == closes.as_bytes() {
+        RoomClose::decode(&payload[..]).map(Delivery::Close)
     } else if channel == users.as_bytes() {
         UserLive::decode(&payload[..]).map(Delivery::UserLive)
     } else {

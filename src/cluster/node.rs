@@ -44,7 +44,7 @@ use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomSh
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
-use crate::proto::{self, ErrorCode, SendEvent, UserLive};
+use crate::proto::{self, ErrorCode, RoomClose, SendEvent, UserLive};
 use crate::session::auth::room_allowed;
 use crate::session::{DirectoryOp, DirectoryReply, Found, closed_as_joined};
 use crate::state::SERVER;
@@ -1008,17 +1008,35 @@ impl Cluster {
         )))
     }
 
-    /// Publishes a room event (from the server) in a room that lives on another node;
-    /// the node it went to, or `None` when no node holds the room.
+    /// Hands a room event for a room not open here to the node that holds it: that
+    /// node's id, `None` when no node does, or `Unavailable` when that node does not
+    /// listen.
     pub async fn publish_elsewhere(&self, event: &SendEvent) -> Result<Option<String>, PoolError> {
-        let Some(node) = self.call(self.directory.locate(&event.room)).await? else {
+        let bus = &self.bus;
+        self.deliver_elsewhere(&event.room, async |node: String| bus.send_event(&node, event).await)
+            .await
+    }
+
+    /// [`Cluster::publish_elsewhere`] for a close of the room (`DELETE /rooms/{room}`).
+    pub async fn close_elsewhere(&self, close: &RoomClose) -> Result<Option<String>, PoolError> {
+        let bus = &self.bus;
+        self.deliver_elsewhere(&close.room, async |node: String| bus.send_close(&node, close).await)
+            .await
+    }
+
+    async fn deliver_elsewhere(
+        &self,
+        room: &str,
+        send: impl AsyncFnOnce(String) -> Result<bool, DirectoryError>,
+    ) -> Result<Option<String>, PoolError> {
+        let Some(node) = self.call(self.directory.locate(room)).await? else {
             return Ok(None);
         };
         if node == self.node.id {
             // The lease says here, but the room just closed.
             return Ok(None);
         }
-        if self.call(self.bus.send_event(&node, event)).await? {
+        if self.call(send(node.clone())).await? {
             Ok(Some(node))
         } else {
             Err(PoolError::Unavailable(format!(
@@ -1056,6 +1074,10 @@ impl Cluster {
                     if self.pool.send(&room, command).is_ok() {
                         self.metrics.events_published.inc();
                     }
+                }
+                Delivery::Close(close) => {
+                    tracing::info!(room = %close.room, "closing the room, as the HTTP API asked on another node");
+                    self.pool.close(&close.room, ErrorCode::RoomClosed, &close.reason);
                 }
                 Delivery::UserLive(live) => on_user_live(live),
             }

@@ -197,9 +197,10 @@ where
     let service = service_fn(move |req: Request<Incoming>| {
         let http = service_http.clone();
         async move {
-            let api = matches!(http.routes, Routes::Main { .. }) && req.method() == Method::POST;
-            let response = match api.then(|| api::room_of(req.uri().path())).flatten() {
-                Some(room) => api::publish(req, room, &http).await,
+            let main = matches!(http.routes, Routes::Main { .. });
+            let response = match main.then(|| api::call_of(req.method(), req.uri().path())).flatten() {
+                Some(api::Call::Publish(room)) => api::publish(req, room, &http).await,
+                Some(api::Call::Close(room)) => api::close(req, room, &http).await,
                 None => route(req, peer, http),
             };
             Ok::<_, Infallible>(response)

@@ -1037,6 +1037,12 @@ async fn publish_anywhere(cluster: TestCluster) {
     assert_eq!(a.metric("tickrelay_events_published_total"), 1);
     let (status, _) = b.https_request("POST", "/rooms/nowhere/events?kind=x", auth, b"").await;
     assert_eq!(status, 404);
+    // So is a close.
+    let (status, answer) = b.https_request("DELETE", "/rooms/lobby?reason=done", auth, b"").await;
+    assert_eq!(status, 202, "{answer}");
+    let left = member.left("lobby").await;
+    assert_eq!(left, (ErrorCode::RoomClosed as i32, "done".to_string()));
+    assert_eq!(b.https_request("DELETE", "/rooms/nowhere", auth, b"").await.0, 404);
 }
 
 /// Creates entity `id` in `room` (a relay room) and waits until the room applied it.

@@ -551,6 +551,36 @@ async fn backends_publish_room_events_over_http() {
     assert_eq!(status, 404, "{body}");
 }
 
+/// Game backends close rooms over HTTP (`DELETE /rooms/{room}`): every member gets
+/// `Left` with `ROOM_CLOSED` and the reason given; the room is gone; a bad token or
+/// reason and an unknown room are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_close_rooms_over_http() {
+    let server = start_with(|c| c.api.token = Some("backend-secret".into())).await;
+    let mut a = TestClient::connect(&server).await;
+    let mut b = TestClient::connect(&server).await;
+    a.join("match 7", "relay").await;
+    b.join("match 7", "relay").await;
+    let auth = "Authorization: Bearer backend-secret\r\n";
+    let delete = async |path: &str, headers: &str| server.https_request("DELETE", path, headers, b"").await;
+
+    assert_eq!(delete("/rooms/match%207", "").await.0, 401);
+    assert_eq!(delete("/rooms/match%207?reason=a%0Ab", auth).await.0, 400);
+    let (status, answer) = delete("/rooms/match%207?reason=match%20over", auth).await;
+    assert_eq!(status, 202, "{answer}");
+    for client in [&mut a, &mut b] {
+        let left = client.left("match 7").await;
+        assert_eq!(left, (ErrorCode::RoomClosed as i32, "match over".to_string()));
+    }
+    tickrelay_testkit::eventually("the room closed", || async {
+        match delete("/rooms/match%207", auth).await.0 {
+            404 => Ok(()),
+            status => Err(status),
+        }
+    })
+    .await;
+}
+
 /// The browser demo is served only when asked for (`--demo`), from the binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_is_served_only_with_demo() {

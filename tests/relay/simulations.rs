@@ -52,12 +52,7 @@ async fn two_players(server: &TestServer, transport: Transport) -> (TestClient, 
 
 /// The `Left` that `client` gets from `yard`: (reason, message).
 async fn left_yard(client: &mut TestClient) -> (i32, String) {
-    client
-        .until(|k| match k {
-            Kind::Left(l) if l.room == "yard" => Some((l.reason, l.message.clone())),
-            _ => None,
-        })
-        .await
+    client.left("yard").await
 }
 
 /// Whether `member`'s player in `room` is "it", as `client` mirrors the room.

@@ -383,6 +383,15 @@ impl TestClient {
         }
     }
 
+    /// Reads until `Left` from `room`: its reason code and message.
+    pub async fn left(&mut self, room: &str) -> (i32, String) {
+        self.until(|k| match k {
+            Kind::Left(l) if l.room == room => Some((l.reason, l.message.clone())),
+            _ => None,
+        })
+        .await
+    }
+
     /// Reads until `pick` returns something (messages passed over are dropped); fails
     /// the test after twice the wait time even if other messages keep arriving.
     pub async fn until<T>(&mut self, mut pick: impl FnMut(&Kind) -> Option<T>) -> T {
