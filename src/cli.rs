@@ -130,8 +130,8 @@ struct ServeArgs {
     #[arg(long, env = "TICKRELAY_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
     /// Turn on the HTTP API for game backends (`POST /rooms/ROOM/events?kind=NAME`,
-    /// the body as the event's payload) with this bearer token (prefer the
-    /// environment variable).
+    /// the body as the event's payload; `DELETE /rooms/ROOM?reason=TEXT` closes the
+    /// room) with this bearer token (prefer the environment variable).
     #[arg(long, env = "TICKRELAY_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Cluster mode: share one room directory with the other nodes in this Redis
@@ -369,7 +369,7 @@ fn stop_on_signals(shutdown: CancellationToken) {
     });
 }
 
-/// Cancels `shutdown` on Ctrl-C.
+/// Cancels `shutdown` on Ctrl-C (registered when the task first runs).
 #[cfg(not(unix))]
 fn stop_on_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {

@@ -60,7 +60,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Where `/metrics` is served and who may read it.
     pub metrics: MetricsConfig,
-    /// The HTTP API for game backends (`POST /rooms/{room}/events`).
+    /// The HTTP API for game backends (`POST /rooms/{room}/events`,
+    /// `DELETE /rooms/{room}`).
     pub api: ApiConfig,
     /// Several nodes sharing a room directory in Redis (off unless `redis_url` is set).
     pub cluster: ClusterConfig,
@@ -116,8 +117,7 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// The bearer token `POST /rooms/{room}/events` requires; without one the API is
-    /// off (404).
+    /// The bearer token the API requires; without one the API is off (404).
     pub token: Option<String>,
 }
 
@@ -1091,8 +1091,9 @@ max_unfinished_handshakes = 8192
 
 [api]
 # The HTTP API for game backends: POST /rooms/{room}/events?kind=NAME publishes the
-# request body as a room event from the server (sender 0), with
-# `Authorization: Bearer <token>`. Off (404) without a token.
+# request body as a room event from the server (sender 0), DELETE
+# /rooms/{room}?reason=TEXT closes the room, with `Authorization: Bearer <token>`.
+# Off (404) without a token.
 # token = "change-me"
 
 [cluster]

@@ -180,10 +180,8 @@ impl Server {
             (rx, closing)
         });
         let pool = Arc::new(SimPool::start(pool_config)?);
-        let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
-        if let Some(tls) = &tls {
-            tls.report_expiry(metrics.tls_certificate_expiry.clone());
-        }
+        let tls_expiry = tls.as_ref().map(|tls| tls.expiry.clone()).unwrap_or_default();
+        let metrics = Arc::new(Metrics::new(pool.metrics().clone(), tls_expiry));
         let cluster = match (RedisAddress::from_config(&config.cluster)?, checkpoints) {
             (Some(redis), Some((checkpoints, closing))) => {
                 let (cluster, inbox) = join_cluster(&config, &redis, local_addr, &pool, closing, &metrics).await?;

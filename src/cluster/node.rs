@@ -1040,7 +1040,7 @@ impl Cluster {
             Ok(Some(node))
         } else {
             Err(PoolError::Unavailable(format!(
-                "node `{node}` holds the room but is not listening"
+                "node `{node}` holds the room but is not listening (or runs a version without this call)"
             )))
         }
     }
@@ -1076,8 +1076,23 @@ impl Cluster {
                     }
                 }
                 Delivery::Close(close) => {
-                    tracing::info!(room = %close.room, "closing the room, as the HTTP API asked on another node");
-                    self.pool.close(&close.room, ErrorCode::RoomClosed, &close.reason);
+                    let Some(room) = self.pool.room(&close.room) else {
+                        tracing::debug!(room = %close.room, "close from another node for a room not open here; dropped");
+                        continue;
+                    };
+                    let command = Command::Close {
+                        room: room.key,
+                        code: ErrorCode::RoomClosed,
+                        message: close.reason,
+                    };
+                    match self.pool.send(&room, command) {
+                        Ok(()) => {
+                            tracing::info!(room = %close.room, "closing the room, as the HTTP API asked on another node")
+                        }
+                        Err(e) => {
+                            tracing::warn!(room = %close.room, "the HTTP API's close from another node was not taken: {e}")
+                        }
+                    }
                 }
                 Delivery::UserLive(live) => on_user_live(live),
             }

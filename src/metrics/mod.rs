@@ -159,8 +159,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric.
-    pub fn new(sim: Arc<SimMetrics>) -> Self {
+    /// Registers every metric; `tls_expiry` is [`crate::transport::tls::Tls::expiry`]
+    /// (a default gauge without TLS).
+    pub fn new(sim: Arc<SimMetrics>, tls_expiry: Gauge) -> Self {
         let mut registry = Registry::with_prefix("tickrelay");
         let m = Self {
             registry: Registry::default(),
@@ -175,7 +176,7 @@ impl Metrics {
             state_send_delay: Histogram::new(SEND_DELAY_BUCKETS),
             closes: Family::default(),
             tls_failures: Counter::default(),
-            tls_certificate_expiry: Gauge::default(),
+            tls_certificate_expiry: tls_expiry,
             sockets_refused: Counter::default(),
             handshakes_shed: Counter::default(),
             events_published: Counter::default(),
@@ -464,7 +465,7 @@ mod tests {
 
     #[test]
     fn the_classic_format_has_help_for_every_sample_as_promtool_wants() {
-        let metrics = Metrics::new(Arc::new(SimMetrics::default()));
+        let metrics = Metrics::new(Arc::new(SimMetrics::default()), Gauge::default());
         metrics.messages_in.inc();
         let text = metrics.render(Format::Prometheus);
         let (samples, help) = samples_and_help(&text);
@@ -488,7 +489,7 @@ mod tests {
 
     #[test]
     fn labelled_families_are_exported_before_their_first_event() {
-        let text = Metrics::new(Arc::new(SimMetrics::default())).render(Format::Prometheus);
+        let text = Metrics::new(Arc::new(SimMetrics::default()), Gauge::default()).render(Format::Prometheus);
         for sample in [
             "tickrelay_closes_total{code=\"1001\"} 0",
             "tickrelay_closes_total{code=\"4501\"} 0",

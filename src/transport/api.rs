@@ -25,6 +25,9 @@ const MAX_KIND_BYTES: usize = crate::engine::simulation::MAX_EVENT_KIND_BYTES;
 /// The longest reason a close takes (a `Left` message's).
 const MAX_REASON_BYTES: usize = 256;
 
+/// A close's reason when the call gives none.
+const DEFAULT_REASON: &str = "closed by the game's server";
+
 /// What an API request asks, of which room.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Call {
@@ -66,10 +69,8 @@ pub(crate) async fn close(req: Request<Incoming>, room: String, http: &Http) -> 
         return refusal;
     }
     let query = req.uri().query().unwrap_or("").as_bytes();
-    let reason = (form_urlencoded::parse(query).find(|(key, _)| key == "reason")).map_or_else(
-        || "closed by the game's server".to_string(),
-        |(_, reason)| reason.into_owned(),
-    );
+    let given = form_urlencoded::parse(query).find(|(key, value)| key == "reason" && !value.is_empty());
+    let reason = given.map_or_else(|| DEFAULT_REASON.to_string(), |(_, reason)| reason.into_owned());
     if reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control) {
         let message = format!("reason: at most {MAX_REASON_BYTES} bytes, without control characters\n");
         return text(StatusCode::BAD_REQUEST, message);

@@ -648,7 +648,7 @@ mod tests {
             duplicate_sessions: config.auth.duplicate_sessions,
             naive_fanout: false,
         };
-        let metrics = Arc::new(Metrics::new(pool.metrics().clone()));
+        let metrics = Arc::new(Metrics::new(pool.metrics().clone(), Default::default()));
         let gate = Gate::new(config.connections.clone());
         Arc::new(Context::new(session, settings, Registry::new(16, 16), gate, metrics))
     }

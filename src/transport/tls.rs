@@ -66,6 +66,9 @@ pub struct Tls {
     pub fingerprint: String,
     /// When the leaf certificate expires (Unix seconds; none if it could not be read).
     pub not_after: Option<i64>,
+    /// When the certificate new connections get expires (Unix seconds, 0 if it could
+    /// not be read), kept through reloads: for `/metrics`.
+    pub expiry: Gauge,
     /// The generated development certificate (PEM), if one was generated.
     pub dev_certificate: Option<String>,
     /// The configured files, read again by [`Tls::reloader`].
@@ -77,15 +80,6 @@ impl Tls {
     /// certificate).
     pub fn reloader(&self) -> Option<TlsReloader> {
         self.files.clone().map(TlsReloader)
-    }
-
-    /// Keeps `expiry` at the served certificate's expiry (Unix seconds), also after
-    /// reloads.
-    pub fn report_expiry(&self, expiry: Gauge) {
-        expiry.set(self.not_after.unwrap_or(0));
-        if let Some(files) = &self.files {
-            *files.expiry.lock() = Some(expiry);
-        }
     }
 }
 
@@ -121,10 +115,13 @@ pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth();
+    let expiry = Gauge::default();
     let (mut server, (fingerprint, not_after), dev_certificate, files) = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => {
-            let files = Arc::new(CertFiles::load(cert, key, provider)?);
-            let leaf = files.current.read().leaf.clone();
+            let files = Arc::new(CertFiles::load(cert, key, provider, expiry.clone())?);
+            let served = files.current.read();
+            let leaf = (served.fingerprint.clone(), served.not_after);
+            drop(served);
             (builder.with_cert_resolver(files.clone()), leaf, None, Some(files))
         }
         _ => {
@@ -133,11 +130,13 @@ pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
             (builder.with_single_cert(chain, key)?, leaf, Some(pem), None)
         }
     };
+    expiry.set(not_after.unwrap_or(0));
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
         config: Arc::new(server),
         fingerprint,
         not_after,
+        expiry,
         dev_certificate,
         files,
     })
@@ -153,8 +152,8 @@ struct CertFiles {
     current: RwLock<Served>,
     /// The last files that did not load, by digest, with why: warned about once.
     failed: Mutex<Option<([u8; 32], String)>>,
-    /// Kept at the served certificate's expiry ([`Tls::report_expiry`]).
-    expiry: Mutex<Option<Gauge>>,
+    /// Kept at the served certificate's expiry ([`Tls::expiry`]).
+    expiry: Gauge,
 }
 
 /// The pair new handshakes get, and the digest of the files it came from (not the
@@ -162,13 +161,13 @@ struct CertFiles {
 #[derive(Debug)]
 struct Served {
     certified: Arc<CertifiedKey>,
-    /// The leaf certificate's fingerprint and expiry.
-    leaf: (String, Option<i64>),
+    fingerprint: String,
+    not_after: Option<i64>,
     digest: [u8; 32],
 }
 
 impl CertFiles {
-    fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+    fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>, expiry: Gauge) -> Result<Self, TlsError> {
         let served = served(cert, key, &provider, &read_pair(cert, key)?)?;
         Ok(Self {
             cert: cert.into(),
@@ -176,7 +175,7 @@ impl CertFiles {
             provider,
             current: RwLock::new(served),
             failed: Mutex::new(None),
-            expiry: Mutex::new(None),
+            expiry,
         })
     }
 }
@@ -214,13 +213,14 @@ fn served(cert: &Path, key: &Path, provider: &CryptoProvider, files: &(Vec<u8>, 
     let Some(leaf) = chain.first() else {
         return Err(pem_error(cert, "no certificate in the file".into()));
     };
-    let leaf = (fingerprint(leaf), not_after(leaf));
+    let (fingerprint, not_after) = (fingerprint(leaf), not_after(leaf));
     let private = PrivateKeyDer::from_pem_slice(&files.1).map_err(|e| pem_error(key, e.to_string()))?;
     let certified = CertifiedKey::from_der(chain, private, provider)
         .map_err(|e| pem_error(key, format!("{e}, with the certificate in {}", cert.display())))?;
     Ok(Served {
         certified: Arc::new(certified),
-        leaf,
+        fingerprint,
+        not_after,
         digest: digest(files),
     })
 }
@@ -259,10 +259,8 @@ impl TlsReloader {
             return (read, Ok(None));
         }
         let outcome = served(cert, key, &self.0.provider, &files).map(|served| {
-            let (fingerprint, not_after) = served.leaf.clone();
-            if let Some(expiry) = &*self.0.expiry.lock() {
-                expiry.set(not_after.unwrap_or(0));
-            }
+            let fingerprint = served.fingerprint.clone();
+            self.0.expiry.set(served.not_after.unwrap_or(0));
             *self.0.current.write() = served;
             Some(fingerprint)
         });
@@ -271,7 +269,7 @@ impl TlsReloader {
 
     /// The SHA-256 fingerprint of the certificate new connections get.
     pub fn fingerprint(&self) -> String {
-        self.0.current.read().leaf.0.clone()
+        self.0.current.read().fingerprint.clone()
     }
 
     /// [`TlsReloader::reload`] on a blocking thread (the files may be on a slow

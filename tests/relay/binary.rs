@@ -272,16 +272,20 @@ fn the_relay_stops_on_sigterm_after_its_log_reader_is_gone() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the relay ended before listening"
-        );
-    }
-    drop(stderr);
+    // Reads up to the "listening" line, then closes the pipe.
+    let stderr = child.stderr.take().unwrap();
+    let (listening, heard) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        let found = lines.any(|line| line.contains("listening on"));
+        drop(lines); // the pipe closed before the test goes on
+        if found {
+            let _ = listening.send(());
+        }
+    });
+    heard
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the relay listening within 20 s");
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -1027,6 +1027,7 @@ async fn publish_anywhere(cluster: TestCluster) {
         .https_request("POST", "/rooms/lobby/events?kind=round-start", auth, b"round 7")
         .await;
     assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("on node"), "{answer}");
     let event = member.next_event().await;
     assert_eq!(
         (event.sender, &*event.kind, &event.payload[..]),
@@ -1040,6 +1041,7 @@ async fn publish_anywhere(cluster: TestCluster) {
     // So is a close.
     let (status, answer) = b.https_request("DELETE", "/rooms/lobby?reason=done", auth, b"").await;
     assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("on node"), "{answer}");
     let left = member.left("lobby").await;
     assert_eq!(left, (ErrorCode::RoomClosed as i32, "done".to_string()));
     assert_eq!(b.https_request("DELETE", "/rooms/nowhere", auth, b"").await.0, 404);

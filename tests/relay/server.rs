@@ -579,6 +579,22 @@ async fn backends_close_rooms_over_http() {
         }
     })
     .await;
+    // Without a reason, the default one; one too long is refused.
+    a.join("match 8", "relay").await;
+    let too_long = format!("/rooms/match%208?reason={}", "x".repeat(257));
+    assert_eq!(delete(&too_long, auth).await.0, 400);
+    assert_eq!(delete("/rooms/match%208?reason=", auth).await.0, 202);
+    let left = a.left("match 8").await;
+    assert_eq!(
+        left,
+        (ErrorCode::RoomClosed as i32, "closed by the game's server".to_string())
+    );
+    let off = start().await;
+    assert_eq!(
+        off.https_request("DELETE", "/rooms/x", auth, b"").await.0,
+        404,
+        "the API is off"
+    );
 }
 
 /// The browser demo is served only when asked for (`--demo`), from the binary.
@@ -790,14 +806,18 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     let dir = std::env::temp_dir().join(format!("tickrelay-cert-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    // Valid until the first of January of `year`.
+    // Valid until the first of January of `year` (two and three years ahead).
     let issue = |year| {
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params.not_after = rcgen::date_time_ymd(year, 1, 1);
         let key = rcgen::KeyPair::generate().unwrap();
         (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
     };
-    let ((first, first_key), (renewed, renewed_key)) = (issue(2030), issue(2031));
+    let since_1970 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let year = 1972 + (since_1970.as_secs() / 31_556_952) as i32;
+    let ((first, first_key), (renewed, renewed_key)) = (issue(year), issue(year + 1));
     let expiry = "tickrelay_tls_certificate_expiry_timestamp_seconds";
     std::fs::write(&cert_path, &first).unwrap();
     std::fs::write(&key_path, &first_key).unwrap();
@@ -808,7 +828,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     let server = tickrelay::server::Server::bind(config).await.unwrap();
     let reloader = server.tls_reloader().expect("configured files");
     let mut server = tickrelay_testkit::serve(server, first);
-    assert_eq!(server.metric(expiry), 1_893_456_000, "2030-01-01");
+    assert_eq!(server.metric(expiry), new_year(year), "{year}-01-01");
     let mut before = TestClient::connect(&server).await;
     before.join("r", "relay").await;
 
@@ -823,7 +843,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     })
     .await;
     TestClient::connect_over(&server, Transport::Quic).await;
-    assert_eq!(server.metric(expiry), 1_924_992_000, "2031-01-01");
+    assert_eq!(server.metric(expiry), new_year(year + 1));
     let seq = before.input("r", tickrelay_testkit::create_entity(1)).await;
     before.applied("r", seq).await;
 
@@ -832,4 +852,11 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     TestClient::connect(&server).await;
     TestClient::connect_over(&server, Transport::Quic).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The first of January of `year` (from 1970), Unix seconds.
+fn new_year(year: i32) -> u64 {
+    let leap = |y: i32| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days: u64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();
+    days * 86_400
 }
