@@ -22,13 +22,6 @@ async def victim_reader(ws, stats):
         stats["exc"] = repr(e)
     stats["close"] = close_info(ws)
 
-async def member(room):
-    ws = await connect()
-    w = decode(await ws.recv()).messages[0].welcome
-    await ws.send(env(join(room, 1, "relay")))
-    await recv_until(ws, lambda m: m.WhichOneof("kind") == "joined")
-    return ws, w.session_id
-
 async def main():
     pid = pid_of_relay()
     vws, vid = await member(ROOM)

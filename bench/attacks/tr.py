@@ -82,3 +82,12 @@ def close_info(ws):
         return ws.close_code, ws.close_reason
     except Exception:
         return None, None
+
+
+async def member(room):
+    """A session joined to relay room `room`: (websocket, its session id)."""
+    ws = await connect()
+    w = decode(await ws.recv()).messages[0].welcome
+    await ws.send(env(join(room, 1, "relay")))
+    await recv_until(ws, lambda m: m.WhichOneof("kind") == "joined")
+    return ws, w.session_id

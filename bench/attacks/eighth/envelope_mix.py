@@ -2,6 +2,7 @@
 filters/metadata edges. Prints every answer in order. Anonymous relay; TR_URL set."""
 import asyncio, os, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/attacks: tr.py
 from tr import *
 def short(m):
     k = m.WhichOneof("kind")

@@ -2,6 +2,7 @@
 Relay: TICKRELAY_JWT_SECRET=$S ./start.sh 7644 --auth jwt ; TR_URL=ws://127.0.0.1:7644/ws"""
 import asyncio, os, sys, time, json, hmac, hashlib, base64
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/attacks: tr.py
 from tr import *
 S = os.environ["TICKRELAY_JWT_SECRET"].encode()
 def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()

@@ -4,6 +4,7 @@ spec-only decoder (mirror.py) and check each checksum.
 Usage: SECS=15 python3 kinds_fuzz.py  (relay started with -c kinds.toml; TR_URL, TR_PID)"""
 import asyncio, os, sys, time, random, struct
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/attacks: tr.py
 from tr import *
 import mirror
 

@@ -3,6 +3,7 @@
 UpdateRoom by a non-owner, an input writing entity id 2^64-1. TR_URL set."""
 import asyncio, os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/attacks: tr.py
 from tr import *
 from envelope_mix import short
 U64 = 2**64 - 1

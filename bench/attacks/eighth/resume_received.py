@@ -4,6 +4,7 @@ resumes with received=VALUE. Counts the events A gets after the resume (expect a
 it never read). TR_URL set; anonymous relay."""
 import asyncio, os, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/attacks: tr.py
 from tr import *
 VALUES = ["", "0", "1", "18446744073709551615", "18446744073709551616", "-1", "1e3", "99999999999999999999999999", "abc", "3&received=0"]
 async def run(val, idx):

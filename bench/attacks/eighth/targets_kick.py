@@ -4,6 +4,7 @@ budget counts payload+kind only, so the victim's reliable queue (256 KiB) overfl
 Usage: A=3 N=8 python3 targets_kick.py   (TR_URL, TR_PID set)"""
 import asyncio, os, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/attacks: tr.py
 from tr import *
 
 A = int(os.environ.get("A", "3"))
@@ -27,13 +28,6 @@ async def reader(ws, stats):
     except Exception as e:
         stats["exc"] = repr(e)[:100]
     stats["close"] = close_info(ws)
-
-async def member(room):
-    ws = await connect()
-    w = decode(await ws.recv()).messages[0].welcome
-    await ws.send(env(join(room, 1, "relay")))
-    await recv_until(ws, lambda m: m.WhichOneof("kind") == "joined")
-    return ws, w.session_id
 
 async def main():
     pid = pid_of_relay()
