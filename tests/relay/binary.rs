@@ -18,22 +18,7 @@ fn start_program(
     prefix: &str,
     args: &[&str],
 ) -> (std::process::Child, Vec<String>, std::path::PathBuf) {
-    let name = program.file_name().unwrap().to_string_lossy();
-    let dir = std::env::temp_dir().join(format!("{name}-bin-{}-{}", std::process::id(), args.join("_")));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{prefix} exec \"$0\" \"$@\""))
-        .arg(program)
-        .args(["--listen", "127.0.0.1:0", "--no-quic"])
-        .args(args)
-        .env_remove("TICKRELAY_JWT_SECRET")
-        .arg("--dev-cert-path")
-        .arg(dir.join("cert.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
+    let (mut child, dir) = spawn(program, prefix, args);
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -49,6 +34,29 @@ fn start_program(
         );
     }
     (child, lines, dir)
+}
+
+/// `program` started by `sh -c PREFIX` on the test defaults (loopback, any port, no
+/// QUIC, its certificate in a directory of its own) and `args`, its standard output
+/// and error piped; and that directory.
+fn spawn(program: &std::path::Path, prefix: &str, args: &[&str]) -> (std::process::Child, std::path::PathBuf) {
+    let name = program.file_name().unwrap().to_string_lossy();
+    let dir = std::env::temp_dir().join(format!("{name}-bin-{}-{}", std::process::id(), args.join("_")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{prefix} exec \"$0\" \"$@\""))
+        .arg(program)
+        .args(["--listen", "127.0.0.1:0", "--no-quic"])
+        .args(args)
+        .env_remove("TICKRELAY_JWT_SECRET")
+        .arg("--dev-cert-path")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    (child, dir)
 }
 
 /// The port in the binary's "listening on" line.
@@ -263,15 +271,7 @@ fn out_of_file_descriptors_new_connections_are_closed_at_once() {
 /// that wrote it down (here the signal handler's).
 #[test]
 fn the_relay_stops_on_sigterm_after_its_log_reader_is_gone() {
-    let dir = std::env::temp_dir().join(format!("tickrelay-bin-{}-log-gone", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
-        .args(["--listen", "127.0.0.1:0", "--no-quic", "--dev-cert-path"])
-        .arg(dir.join("cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
+    let (mut child, dir) = spawn(env!("CARGO_BIN_EXE_tickrelay").as_ref(), "", &["--log", "info"]);
     // Reads up to the "listening" line, then closes the pipe.
     let stderr = child.stderr.take().unwrap();
     let (listening, heard) = mpsc::channel();
