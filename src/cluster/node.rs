@@ -1075,25 +1075,17 @@ impl Cluster {
                         self.metrics.events_published.inc();
                     }
                 }
-                Delivery::Close(close) => {
-                    let Some(room) = self.pool.room(&close.room) else {
-                        tracing::debug!(room = %close.room, "close from another node for a room not open here; dropped");
-                        continue;
-                    };
-                    let command = Command::Close {
-                        room: room.key,
-                        code: ErrorCode::RoomClosed,
-                        message: close.reason,
-                    };
-                    match self.pool.send(&room, command) {
-                        Ok(()) => {
-                            tracing::info!(room = %close.room, "closing the room, as the HTTP API asked on another node")
-                        }
-                        Err(e) => {
-                            tracing::warn!(room = %close.room, "the HTTP API's close from another node was not taken: {e}")
-                        }
+                Delivery::Close(close) => match self.pool.close(&close.room, ErrorCode::RoomClosed, &close.reason) {
+                    Some(Ok(())) => {
+                        tracing::info!(room = %close.room, "closing the room, as the HTTP API asked on another node")
                     }
-                }
+                    Some(Err(e)) => {
+                        tracing::warn!(room = %close.room, "the HTTP API's close from another node was not taken: {e}")
+                    }
+                    None => {
+                        tracing::debug!(room = %close.room, "close from another node for a room not open here; dropped")
+                    }
+                },
                 Delivery::UserLive(live) => on_user_live(live),
             }
         }
@@ -1181,7 +1173,7 @@ impl Cluster {
                     tracing::warn!(room = %room.room, owner = %node, "room lease lapsed and another node took the room; closing it here");
                     self.metrics.rooms_lost.inc();
                     let message = format!("the room moved to node `{node}`; join it again");
-                    self.pool.close(&room.room, ErrorCode::RoomClosed, &message);
+                    let _ = self.pool.close(&room.room, ErrorCode::RoomClosed, &message);
                 }
                 Ok(Claim::Settling) | Err(_) => {}
             }

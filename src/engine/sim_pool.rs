@@ -984,17 +984,17 @@ impl SimPool {
         asked
     }
 
-    /// Closes the room with this id, if open: every member gets `Left` with `code`
-    /// and `message`.
-    pub fn close(&self, id: &str, code: ErrorCode, message: &str) {
-        if let Some(room) = self.room(id) {
-            let command = Command::Close {
-                room: room.key,
-                code,
-                message: message.to_string(),
-            };
-            let _ = self.send(&room, command);
-        }
+    /// Closes the room with this id, if open (`None` if not): every member gets
+    /// `Left` with `code` and `message`. Refused like any command when the room's
+    /// thread has too much waiting.
+    pub fn close(&self, id: &str, code: ErrorCode, message: &str) -> Option<Result<(), PoolError>> {
+        let room = self.room(id)?;
+        let command = Command::Close {
+            room: room.key,
+            code,
+            message: message.to_string(),
+        };
+        Some(self.send(&room, command))
     }
 
     /// Sends a command to the room's thread without blocking. A join or a close wakes
