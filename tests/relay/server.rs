@@ -493,17 +493,26 @@ async fn metrics_on_a_listener_of_their_own_behind_a_token() {
     assert_eq!(get("/ws", "").await.0, 404, "no WebSocket on the metrics listener");
 }
 
+/// The header the test API token asks for.
+const API_AUTH: &str = "Authorization: Bearer backend-secret\r\n";
+
+/// A server with the HTTP API on (`API_AUTH`) and two members in relay room `room`.
+async fn two_in_a_room_with_the_api(room: &str) -> (tickrelay_testkit::TestServer, TestClient, TestClient) {
+    let server = start_with(|c| c.api.token = Some("backend-secret".into())).await;
+    let mut a = TestClient::connect(&server).await;
+    let mut b = TestClient::connect(&server).await;
+    a.join(room, "relay").await;
+    b.join(room, "relay").await;
+    (server, a, b)
+}
+
 /// Game backends publish room events over HTTP (`[api] token`): every member gets
 /// them from sender 0 (the server), or only the targets; a bad token, an unknown room,
 /// a missing kind and an oversized payload are refused; without a token the API is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_publish_room_events_over_http() {
-    let server = start_with(|c| c.api.token = Some("backend-secret".into())).await;
-    let mut a = TestClient::connect(&server).await;
-    let mut b = TestClient::connect(&server).await;
-    a.join("pub lobby", "relay").await;
-    b.join("pub lobby", "relay").await;
-    let auth = "Authorization: Bearer backend-secret\r\n";
+    let (server, mut a, mut b) = two_in_a_room_with_the_api("pub lobby").await;
+    let auth = API_AUTH;
     let post = async |path: &str, headers: &str, body: &[u8]| server.https_request("POST", path, headers, body).await;
 
     let (status, answer) = post("/rooms/pub%20lobby/events?kind=round-start", auth, b"round 7").await;
@@ -556,12 +565,8 @@ async fn backends_publish_room_events_over_http() {
 /// reason and an unknown room are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_close_rooms_over_http() {
-    let server = start_with(|c| c.api.token = Some("backend-secret".into())).await;
-    let mut a = TestClient::connect(&server).await;
-    let mut b = TestClient::connect(&server).await;
-    a.join("match 7", "relay").await;
-    b.join("match 7", "relay").await;
-    let auth = "Authorization: Bearer backend-secret\r\n";
+    let (server, mut a, mut b) = two_in_a_room_with_the_api("match 7").await;
+    let auth = API_AUTH;
     let delete = async |path: &str, headers: &str| server.https_request("DELETE", path, headers, b"").await;
 
     assert_eq!(delete("/rooms/match%207", "").await.0, 401);
