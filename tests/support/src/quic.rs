@@ -62,7 +62,12 @@ impl QuicConn {
             if let Some(frame) = split_stream_frame(&mut self.inbound, MAX_SERVER_FRAME_BYTES).unwrap() {
                 return Incoming::Envelope(frame);
             }
+            // The stream first, as the client library reads it: once the server's
+            // close has arrived, the datagram side is ready with it at once, though
+            // the stream may still hold the last words written before it (a
+            // stopping node's `GoingAway`).
             tokio::select! {
+                biased;
                 chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
                     Ok(None) => return closed(self.conn.closed().await),
