@@ -61,7 +61,7 @@ pub struct Config {
     /// Where `/metrics` is served and who may read it.
     pub metrics: MetricsConfig,
     /// The HTTP API for game backends (`POST /rooms/{room}/events`,
-    /// `DELETE /rooms/{room}`).
+    /// `DELETE /rooms/{room}`, `DELETE /rooms/{room}/users/{user}`).
     pub api: ApiConfig,
     /// Several nodes sharing a room directory in Redis (off unless `redis_url` is set).
     pub cluster: ClusterConfig,
@@ -1092,7 +1092,9 @@ max_unfinished_handshakes = 8192
 [api]
 # The HTTP API for game backends: POST /rooms/{room}/events?kind=NAME publishes the
 # request body as a room event from the server (sender 0), DELETE
-# /rooms/{room}?reason=TEXT closes the room, with `Authorization: Bearer <token>`.
+# /rooms/{room}?reason=TEXT closes the room, DELETE
+# /rooms/{room}/users/{user}?reason=TEXT&ban_secs=N removes the user from the room
+# (and bans it for N seconds), with `Authorization: Bearer <token>`.
 # Off (404) without a token.
 # token = "change-me"
 

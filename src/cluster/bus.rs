@@ -2,7 +2,9 @@
 //! own, `<prefix>node:<id>:inbox`, for room events published through another node's
 //! HTTP API for a room that lives here (a protobuf `SendEvent`, the same message a
 //! client sends), on `<prefix>node:<id>:closes` for the rooms that API closes (a
-//! protobuf `RoomClose`), and on `<prefix>users` for sessions going live with the
+//! protobuf `RoomClose`), on `<prefix>node:<id>:removals` for the users it removes
+//! from rooms (a protobuf `UserRemoval`), and on `<prefix>users` for sessions going
+//! live with the
 //! `replace` duplicate-session policy (a protobuf `UserLive`: every node closes the
 //! user's sessions of other clients).
 //!
@@ -23,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::directory::DirectoryError;
 use super::redis_connection::{Connection, RedisAddress};
-use crate::proto::{RoomClose, SendEvent, UserLive};
+use crate::proto::{RoomClose, SendEvent, UserLive, UserRemoval};
 
 /// What arrived for this node.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +34,8 @@ pub enum Delivery {
     Event(SendEvent),
     /// A room open here to close.
     Close(RoomClose),
+    /// A user to remove from a room open here.
+    Removal(UserRemoval),
     /// A client of this user went live: its other clients' sessions go.
     UserLive(UserLive),
 }
@@ -45,6 +49,8 @@ pub struct Bus {
     inbox: String,
     /// This node's channel for rooms to close.
     closes: String,
+    /// This node's channel for users to remove from rooms.
+    removals: String,
     /// Every node's channel for sessions going live.
     users: String,
 }
@@ -60,13 +66,14 @@ impl Bus {
         let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
         let mut connection = Connection::open(redis, Some(pushes)).await?;
         let prefix = connection.key_prefix(prefix);
-        let (inbox, closes, users) = (inbox(&prefix, node), closes(&prefix, node), format!("{prefix}users"));
+        let [inbox, closes, removals] = ["inbox", "closes", "removals"].map(|name| node_channel(&prefix, node, name));
+        let users = format!("{prefix}users");
         connection
-            .subscribe(&[&inbox, &closes, &users])
+            .subscribe(&[&inbox, &closes, &removals, &users])
             .await
             .map_err(|e| DirectoryError(format!("cannot subscribe at {}: {e}", redis.url())))?;
         let (deliveries, delivered) = mpsc::unbounded_channel();
-        let channels = [inbox.clone(), closes.clone(), users.clone()];
+        let channels = [inbox.clone(), closes.clone(), removals.clone(), users.clone()];
         tokio::spawn(async move {
             while let Some(push) = pushed.recv().await {
                 if let Some(delivery) = decode(push, &channels)
@@ -81,6 +88,7 @@ impl Bus {
             prefix,
             inbox,
             closes,
+            removals,
             users,
         };
         Ok((bus, delivered))
@@ -96,7 +104,7 @@ impl Bus {
         if connection.listeners(&self.inbox).await.map_err(failed)? == 0 {
             tracing::info!(channel = %self.inbox, "subscribing to this node's inbox again");
             connection
-                .subscribe(&[&self.inbox, &self.closes, &self.users])
+                .subscribe(&[&self.inbox, &self.closes, &self.removals, &self.users])
                 .await
                 .map_err(failed)?;
         }
@@ -121,12 +129,20 @@ impl Bus {
 
     /// Sends a room event to `node`; whether a node was listening.
     pub async fn send_event(&self, node: &str, event: &SendEvent) -> Result<bool, DirectoryError> {
-        self.send(inbox(&self.prefix, node), event.encode_to_vec()).await
+        self.send(node_channel(&self.prefix, node, "inbox"), event.encode_to_vec())
+            .await
     }
 
     /// Asks `node` to close a room; whether a node was listening.
     pub async fn send_close(&self, node: &str, close: &RoomClose) -> Result<bool, DirectoryError> {
-        self.send(closes(&self.prefix, node), close.encode_to_vec()).await
+        self.send(node_channel(&self.prefix, node, "closes"), close.encode_to_vec())
+            .await
+    }
+
+    /// Asks `node` to remove a user from a room; whether a node was listening.
+    pub async fn send_removal(&self, node: &str, removal: &UserRemoval) -> Result<bool, DirectoryError> {
+        self.send(node_channel(&self.prefix, node, "removals"), removal.encode_to_vec())
+            .await
     }
 
     async fn send(&self, channel: String, message: Vec<u8>) -> Result<bool, DirectoryError> {
@@ -140,17 +156,14 @@ impl Bus {
     }
 }
 
-fn inbox(prefix: &str, node: &str) -> String {
-    format!("{prefix}node:{node}:inbox")
+/// The channel `name` of `node` (see the module documentation).
+fn node_channel(prefix: &str, node: &str, name: &str) -> String {
+    format!("{prefix}node:{node}:{name}")
 }
 
-fn closes(prefix: &str, node: &str) -> String {
-    format!("{prefix}node:{node}:closes")
-}
-
-/// A pushed message on one of `[inbox, closes, users]`, if it is one this node
-/// understands.
-fn decode(push: PushInfo, [inbox, closes, users]: &[String; 3]) -> Option<Delivery> {
+/// A pushed message on one of `[inbox, closes, removals, users]`, if it is one this
+/// node understands.
+fn decode(push: PushInfo, [inbox, closes, removals, users]: &[String; 4]) -> Option<Delivery> {
     if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
         return None;
     }
@@ -161,6 +174,8 @@ fn decode(push: PushInfo, [inbox, closes, users]: &[String; 3]) -> Option<Delive
         SendEvent::decode(&payload[..]).map(Delivery::Event)
     } else if channel == closes.as_bytes() {
         RoomClose::decode(&payload[..]).map(Delivery::Close)
+    } else if channel == removals.as_bytes() {
+        UserRemoval::decode(&payload[..]).map(Delivery::Removal)
     } else if channel == users.as_bytes() {
         UserLive::decode(&payload[..]).map(Delivery::UserLive)
     } else {

@@ -40,11 +40,11 @@ use super::redis_directory::{RedisDirectory, SessionTake, SessionsKept};
 use crate::clock::unix_micros;
 use crate::config::Placement;
 use crate::engine::listing::{ListingState, Metadata};
-use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomShared, SimPool};
+use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomShared, Rooms, SimPool};
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
-use crate::proto::{self, ErrorCode, RoomClose, SendEvent, UserLive};
+use crate::proto::{self, ErrorCode, RoomClose, SendEvent, UserLive, UserRemoval};
 use crate::session::auth::room_allowed;
 use crate::session::{DirectoryOp, DirectoryReply, Found, closed_as_joined};
 use crate::state::SERVER;
@@ -1024,6 +1024,16 @@ impl Cluster {
             .await
     }
 
+    /// [`Cluster::publish_elsewhere`] for a removal of a user from the room (`DELETE
+    /// /rooms/{room}/users/{user}`).
+    pub async fn remove_elsewhere(&self, removal: &UserRemoval) -> Result<Option<String>, PoolError> {
+        let bus = &self.bus;
+        self.deliver_elsewhere(&removal.room, async |node: String| {
+            bus.send_removal(&node, removal).await
+        })
+        .await
+    }
+
     async fn deliver_elsewhere(
         &self,
         room: &str,
@@ -1075,17 +1085,14 @@ impl Cluster {
                         self.metrics.events_published.inc();
                     }
                 }
-                Delivery::Close(close) => match self.pool.close(&close.room, ErrorCode::RoomClosed, &close.reason) {
-                    Some(Ok(())) => {
-                        tracing::info!(room = %close.room, "closing the room, as the HTTP API asked on another node")
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(room = %close.room, "the HTTP API's close from another node was not taken: {e}")
-                    }
-                    None => {
-                        tracing::debug!(room = %close.room, "close from another node for a room not open here; dropped")
-                    }
-                },
+                Delivery::Close(close) => {
+                    let taken = self.pool.close(&close.room, ErrorCode::RoomClosed, &close.reason);
+                    log_call_from_elsewhere(taken, "close", &close.room);
+                }
+                Delivery::Removal(r) => {
+                    let taken = self.pool.remove_user(&r.room, &r.user_id, &r.reason, r.ban_secs);
+                    log_call_from_elsewhere(taken, "user removal", &r.room);
+                }
                 Delivery::UserLive(live) => on_user_live(live),
             }
         }
@@ -1178,6 +1185,15 @@ impl Cluster {
                 Ok(Claim::Settling) | Err(_) => {}
             }
         }
+    }
+}
+
+/// Logs what became of an HTTP API `call` another node handed to this one.
+fn log_call_from_elsewhere(taken: Option<Result<(), PoolError>>, call: &str, room: &str) {
+    match taken {
+        Some(Ok(())) => tracing::info!(%room, "{call} from the HTTP API on another node taken"),
+        Some(Err(e)) => tracing::warn!(%room, "{call} from the HTTP API on another node not taken: {e}"),
+        None => tracing::debug!(%room, "{call} from another node for a room not open here; dropped"),
     }
 }
 

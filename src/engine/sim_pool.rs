@@ -321,6 +321,17 @@ pub enum Command {
         /// The `Left` message's text.
         message: String,
     },
+    /// The game's backend removes a user (see [`Room::remove_user`]).
+    RemoveUser {
+        /// Room.
+        room: RoomKey,
+        /// The user whose members go.
+        user_id: String,
+        /// The `Left` message's text.
+        message: String,
+        /// How long its joins are refused (0: none, and a ban it had is lifted).
+        ban_secs: u32,
+    },
     /// Stop the thread.
     Shutdown,
 }
@@ -472,6 +483,32 @@ pub trait Rooms: Send + Sync {
 
     /// Sends a command to the room without blocking.
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError>;
+
+    /// Closes the room with this id, if open here (`None` if not): every member gets
+    /// `Left` with `code` and `message`. Refused like any command when the room's
+    /// thread has too much waiting.
+    fn close(&self, id: &str, code: ErrorCode, message: &str) -> Option<Result<(), PoolError>> {
+        let room = self.find(id)?;
+        let command = Command::Close {
+            room: room.key,
+            code,
+            message: message.to_string(),
+        };
+        Some(self.send(&room, command))
+    }
+
+    /// [`Rooms::close`] for a removal of `user_id` from the room, banned for
+    /// `ban_secs` (see [`Room::remove_user`]).
+    fn remove_user(&self, id: &str, user_id: &str, message: &str, ban_secs: u32) -> Option<Result<(), PoolError>> {
+        let room = self.find(id)?;
+        let command = Command::RemoveUser {
+            room: room.key,
+            user_id: user_id.to_string(),
+            message: message.to_string(),
+            ban_secs,
+        };
+        Some(self.send(&room, command))
+    }
 
     /// Whether the rooms were handed off (cluster mode, the node stopping): they
     /// relay no more events, so a session takes (and acknowledges) none.
@@ -984,19 +1021,6 @@ impl SimPool {
         asked
     }
 
-    /// Closes the room with this id, if open (`None` if not): every member gets
-    /// `Left` with `code` and `message`. Refused like any command when the room's
-    /// thread has too much waiting.
-    pub fn close(&self, id: &str, code: ErrorCode, message: &str) -> Option<Result<(), PoolError>> {
-        let room = self.room(id)?;
-        let command = Command::Close {
-            room: room.key,
-            code,
-            message: message.to_string(),
-        };
-        Some(self.send(&room, command))
-    }
-
     /// Sends a command to the room's thread without blocking. A join or a close wakes
     /// the thread: the room may be empty, and a thread whose rooms are all empty sleeps
     /// until the first of them expires.
@@ -1275,7 +1299,7 @@ impl SimThread {
                 reserved,
             } => match self.index.get(&room).map(|&i| &mut self.rooms[i]) {
                 Some(r) => {
-                    let _ = r.room.join(member, user_id, outbox, request_id, join_seq);
+                    let _ = (r.room).admit(member, user_id, outbox, request_id, join_seq, unix_micros());
                     r.sync_members(&self.metrics);
                     if reserved {
                         r.shared.reserved.fetch_sub(1, Ordering::Release);
@@ -1361,6 +1385,16 @@ impl SimThread {
                 if let Some(&i) = self.index.get(&room) {
                     let closed = self.remove_room(i);
                     self.close_room(closed, Some((code, &message)));
+                }
+            }
+            Command::RemoveUser {
+                room,
+                user_id,
+                message,
+                ban_secs,
+            } => {
+                if let Some(r) = self.room_mut(room) {
+                    r.room.remove_user(&user_id, &message, ban_secs, unix_micros());
                 }
             }
             Command::Shutdown => {}

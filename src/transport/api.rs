@@ -1,7 +1,10 @@
 //! The HTTP API for game backends: `POST /rooms/{room}/events?kind=NAME` publishes the
 //! request body as a room event from the server (`RoomEvent.sender` 0) to every member,
 //! or to the members listed in `&targets=ID,ID`; `DELETE /rooms/{room}?reason=TEXT`
-//! closes the room (its members get `Left` with `ROOM_CLOSED` and the reason). It needs
+//! closes the room (its members get `Left` with `ROOM_CLOSED` and the reason);
+//! `DELETE /rooms/{room}/users/{user}?reason=TEXT&ban_secs=N` removes a user from the
+//! room (each of its members gets `Left` with `FORBIDDEN` and the reason) and refuses
+//! its joins of the room for N seconds (0, the default: a ban it had is lifted). It needs
 //! `Authorization: Bearer` with `[api] token`; without a configured token the API is
 //! off. The room must be open on this node, or in cluster mode on any node (the call is
 //! handed to that node over Redis pub/sub); an event goes out reliably, in order with
@@ -14,8 +17,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 
-use crate::engine::sim_pool::Command;
-use crate::proto::{ErrorCode, RoomClose, SendEvent};
+use crate::cluster::Cluster;
+use crate::engine::sim_pool::{Command, PoolError};
+use crate::proto::{ErrorCode, RoomClose, SendEvent, UserRemoval};
 use crate::state::SERVER;
 use crate::transport::http::{Http, HttpResponse, bearer_matches, text, unauthorized};
 
@@ -28,6 +32,12 @@ const MAX_REASON_BYTES: usize = 256;
 /// A close's reason when the call gives none.
 const DEFAULT_REASON: &str = "closed by the game's server";
 
+/// A removal's reason when the call gives none.
+const DEFAULT_REMOVAL_REASON: &str = "removed by the game's server";
+
+/// The longest ban: 30 days.
+const MAX_BAN_SECS: u32 = 30 * 24 * 3600;
+
 /// What an API request asks, of which room.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Call {
@@ -35,21 +45,28 @@ pub(crate) enum Call {
     Publish(String),
     /// `DELETE /rooms/{room}`
     Close(String),
+    /// `DELETE /rooms/{room}/users/{user}`
+    RemoveUser(String, String),
 }
 
 /// The API call a request makes, if it is one (the room id percent-encoded in the path).
 pub(crate) fn call_of(method: &Method, path: &str) -> Option<Call> {
     let rest = path.strip_prefix("/rooms/")?;
-    let (encoded, call): (_, fn(String) -> Call) = match (method, rest.strip_suffix("/events")) {
-        (&Method::POST, Some(encoded)) => (encoded, Call::Publish),
-        (&Method::DELETE, None) => (rest, Call::Close),
-        _ => return None,
-    };
+    match (method, rest.strip_suffix("/events"), rest.split_once("/users/")) {
+        (&Method::POST, Some(room), _) => Some(Call::Publish(path_segment(room)?)),
+        (&Method::DELETE, None, Some((room, user))) => Some(Call::RemoveUser(path_segment(room)?, path_segment(user)?)),
+        (&Method::DELETE, None, None) => Some(Call::Close(path_segment(rest)?)),
+        _ => None,
+    }
+}
+
+/// One segment of a path, percent-decoded (a slash in it is encoded).
+fn path_segment(encoded: &str) -> Option<String> {
     if encoded.is_empty() || encoded.contains('/') {
         return None;
     }
-    let room = percent_encoding::percent_decode_str(encoded).decode_utf8().ok()?;
-    Some(call(room.into_owned()))
+    let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8().ok()?;
+    Some(decoded.into_owned())
 }
 
 /// Refuses a request without the API's token (or any, with the API off).
@@ -68,38 +85,106 @@ pub(crate) async fn close(req: Request<Incoming>, room: String, http: &Http) -> 
     if let Some(refusal) = refused(&req, http) {
         return refusal;
     }
+    let reason = match reason(&req, DEFAULT_REASON) {
+        Ok(reason) => reason,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    let ctx = &http.ctx;
+    let done = format!("closing {room:?}");
+    match ctx.session.rooms.close(&room, ErrorCode::RoomClosed, &reason) {
+        Some(taken) => {
+            tracing::info!(%room, "closing the room, as the HTTP API asked");
+            answer_taken(taken, done)
+        }
+        None => {
+            let close = RoomClose { room, reason };
+            let elsewhere = async |cluster: &Cluster| cluster.close_elsewhere(&close).await;
+            answer_elsewhere(http, &close.room, done, elsewhere).await
+        }
+    }
+}
+
+/// Answers one `DELETE /rooms/{room}/users/{user}`.
+pub(crate) async fn remove_user(req: Request<Incoming>, room: String, user_id: String, http: &Http) -> HttpResponse {
+    if let Some(refusal) = refused(&req, http) {
+        return refusal;
+    }
+    let reason = match reason(&req, DEFAULT_REMOVAL_REASON) {
+        Ok(reason) => reason,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    let query = req.uri().query().unwrap_or("").as_bytes();
+    let ban_secs = match form_urlencoded::parse(query).find(|(key, _)| key == "ban_secs") {
+        None => 0,
+        Some((_, secs)) => match secs.parse::<u32>() {
+            Ok(secs) if secs <= MAX_BAN_SECS => secs,
+            _ => {
+                let message = format!("ban_secs: whole seconds, at most {MAX_BAN_SECS} (30 days)\n");
+                return text(StatusCode::BAD_REQUEST, message);
+            }
+        },
+    };
+    let ctx = &http.ctx;
+    let banned = if ban_secs == 0 {
+        String::new()
+    } else {
+        format!(", banned for {ban_secs} s")
+    };
+    let done = format!("removing user {user_id:?} from {room:?}{banned}");
+    match ctx.session.rooms.remove_user(&room, &user_id, &reason, ban_secs) {
+        Some(taken) => {
+            tracing::info!(%room, user = %user_id, ban_secs, "removing the user from the room, as the HTTP API asked");
+            answer_taken(taken, done)
+        }
+        None => {
+            let removal = UserRemoval {
+                room,
+                user_id,
+                reason,
+                ban_secs,
+            };
+            let elsewhere = async |cluster: &Cluster| cluster.remove_elsewhere(&removal).await;
+            answer_elsewhere(http, &removal.room, done, elsewhere).await
+        }
+    }
+}
+
+/// The call's `reason`, `default` when it gives none; why not when it is too long or
+/// holds control characters.
+fn reason(req: &Request<Incoming>, default: &str) -> Result<String, String> {
     let query = req.uri().query().unwrap_or("").as_bytes();
     let given = form_urlencoded::parse(query).find(|(key, value)| key == "reason" && !value.is_empty());
-    let reason = given.map_or_else(|| DEFAULT_REASON.to_string(), |(_, reason)| reason.into_owned());
+    let reason = given.map_or_else(|| default.to_string(), |(_, reason)| reason.into_owned());
     if reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control) {
-        let message = format!("reason: at most {MAX_REASON_BYTES} bytes, without control characters\n");
-        return text(StatusCode::BAD_REQUEST, message);
+        return Err(format!(
+            "reason: at most {MAX_REASON_BYTES} bytes, without control characters\n"
+        ));
     }
-    let ctx = &http.ctx;
-    let Some(handle) = ctx.session.rooms.find(&room) else {
-        let close = RoomClose { room, reason };
-        return match &ctx.cluster {
-            Some(cluster) => match cluster.close_elsewhere(&close).await {
-                Ok(Some(node)) => text(
-                    StatusCode::ACCEPTED,
-                    format!("closing {:?} on node {node:?}\n", close.room),
-                ),
-                Ok(None) => not_open(&close.room, "in the cluster"),
-                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-            },
-            None => not_open(&close.room, "on this node"),
-        };
+    Ok(reason)
+}
+
+/// 202 (`done`) when the room's thread took the call, 503 when it did not.
+fn answer_taken(taken: Result<(), PoolError>, done: String) -> HttpResponse {
+    match taken {
+        Ok(()) => text(StatusCode::ACCEPTED, format!("{done}\n")),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
+}
+
+/// Answers a call for a room not open on this node: handed to the node that holds
+/// it (`elsewhere`) in cluster mode, 404 when no node does.
+async fn answer_elsewhere(
+    http: &Http,
+    room: &str,
+    done: String,
+    elsewhere: impl AsyncFnOnce(&Cluster) -> Result<Option<String>, PoolError>,
+) -> HttpResponse {
+    let Some(cluster) = &http.ctx.cluster else {
+        return not_open(room, "on this node");
     };
-    let command = Command::Close {
-        room: handle.key,
-        code: ErrorCode::RoomClosed,
-        message: reason,
-    };
-    match ctx.session.rooms.send(&handle, command) {
-        Ok(()) => {
-            tracing::info!(%room, "closing the room, as the HTTP API asked");
-            text(StatusCode::ACCEPTED, format!("closing {room:?}\n"))
-        }
+    match elsewhere(cluster).await {
+        Ok(Some(node)) => text(StatusCode::ACCEPTED, format!("{done} on node {node:?}\n")),
+        Ok(None) => not_open(room, "in the cluster"),
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }
@@ -146,37 +231,28 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
             return text(StatusCode::PAYLOAD_TOO_LARGE, message);
         }
     };
-    let bytes = payload.len();
+    let done = format!("published {} bytes to {room:?}", payload.len());
     let event = SendEvent {
-        room: room.clone(),
+        room,
         kind,
         payload,
         targets,
     };
     let Some(handle) = handle else {
         // Cluster mode: the room may live on another node.
-        let cluster = ctx.cluster.as_ref().expect("checked above");
-        return match cluster.publish_elsewhere(&event).await {
-            Ok(Some(node)) => text(
-                StatusCode::ACCEPTED,
-                format!("published {bytes} bytes to {room:?} on node {node:?}\n"),
-            ),
-            Ok(None) => not_open(&room, "in the cluster"),
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-        };
+        let elsewhere = async |cluster: &Cluster| cluster.publish_elsewhere(&event).await;
+        return answer_elsewhere(http, &event.room, done, elsewhere).await;
     };
     let command = Command::Event {
         room: handle.key,
         member: SERVER,
         event,
     };
-    match ctx.session.rooms.send(&handle, command) {
-        Ok(()) => {
-            ctx.metrics.events_published.inc();
-            text(StatusCode::ACCEPTED, format!("published {bytes} bytes to {room:?}\n"))
-        }
-        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    let taken = ctx.session.rooms.send(&handle, command);
+    if taken.is_ok() {
+        ctx.metrics.events_published.inc();
     }
+    answer_taken(taken, done)
 }
 
 #[cfg(test)]
@@ -198,6 +274,12 @@ mod tests {
         assert_eq!(close("/rooms/eu%20west%2F1"), Some(Call::Close("eu west/1".into())));
         assert_eq!(close("/rooms/lobby/events"), None);
         assert_eq!(close("/rooms/"), None);
+        let remove = |room: &str, user: &str| Some(Call::RemoveUser(room.into(), user.into()));
+        assert_eq!(close("/rooms/eu%2F1/users/ann%20b"), remove("eu/1", "ann b"));
+        assert_eq!(close("/rooms/lobby/users/a/b"), None, "a slash in the user is encoded");
+        assert_eq!(close("/rooms/lobby/users/"), None);
+        assert_eq!(close("/rooms//users/ann"), None);
+        assert_eq!(publish("/rooms/lobby/users/ann"), None);
         assert_eq!(call_of(&Method::GET, "/rooms/lobby"), None);
     }
 }

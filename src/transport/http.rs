@@ -201,6 +201,7 @@ where
             let response = match main.then(|| api::call_of(req.method(), req.uri().path())).flatten() {
                 Some(api::Call::Publish(room)) => api::publish(req, room, &http).await,
                 Some(api::Call::Close(room)) => api::close(req, room, &http).await,
+                Some(api::Call::RemoveUser(room, user)) => api::remove_user(req, room, user, &http).await,
                 None => route(req, peer, http),
             };
             Ok::<_, Infallible>(response)

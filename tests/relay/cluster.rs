@@ -1038,6 +1038,17 @@ async fn publish_anywhere(cluster: TestCluster) {
     assert_eq!(a.metric("tickrelay_events_published_total"), 1);
     let (status, _) = b.https_request("POST", "/rooms/nowhere/events?kind=x", auth, b"").await;
     assert_eq!(status, 404);
+    // So is a user's removal.
+    let mut other = TestClient::connect(&a).await;
+    join_or_redirect(&mut other, "lobby").await;
+    let path = format!("/rooms/lobby/users/{}?reason=out", other.welcome.user_id);
+    let (status, answer) = b.https_request("DELETE", &path, auth, b"").await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("on node"), "{answer}");
+    assert_eq!(
+        other.left("lobby").await,
+        (ErrorCode::Forbidden as i32, "out".to_string())
+    );
     // So is a close.
     let (status, answer) = b.https_request("DELETE", "/rooms/lobby?reason=done", auth, b"").await;
     assert_eq!(status, 202, "{answer}");

@@ -2,6 +2,7 @@
 //! baseline runs over both transports from one body.
 
 use bytes::Bytes;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use prost::Message as _;
 use tickrelay::proto::{
     self, EntityUpdate, EntityWrites, ErrorCode, Field, PresenceChange, client_message, input, request, response,
@@ -600,6 +601,56 @@ async fn backends_close_rooms_over_http() {
         404,
         "the API is off"
     );
+}
+
+/// Game backends remove a user from a room over HTTP (`DELETE
+/// /rooms/{room}/users/{user}`): its member gets `Left` with `FORBIDDEN` and the
+/// reason, the others see it leave; with `ban_secs` its joins are refused
+/// (`FORBIDDEN`, saying for how long) until a removal without a ban lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_remove_users_over_http() {
+    let (server, mut a, mut b) = two_in_a_room_with_the_api("arena 3").await;
+    let delete = async |path: &str, headers: &str| server.https_request("DELETE", path, headers, b"").await;
+    let user = utf8_percent_encode(&a.welcome.user_id, NON_ALPHANUMERIC).to_string();
+    let path = |query: &str| format!("/rooms/arena%203/users/{user}?{query}");
+
+    assert_eq!(delete(&path(""), "").await.0, 401);
+    assert_eq!(delete(&path("ban_secs=soon"), API_AUTH).await.0, 400);
+    assert_eq!(delete(&path("ban_secs=2592001"), API_AUTH).await.0, 400);
+    assert_eq!(delete("/rooms/nowhere/users/x", API_AUTH).await.0, 404);
+    let (status, answer) = delete(&path("reason=cheating&ban_secs=600"), API_AUTH).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        a.left("arena 3").await,
+        (ErrorCode::Forbidden as i32, "cheating".into())
+    );
+    let gone = b
+        .until(|k| match k {
+            Kind::Presence(p) if p.change == PresenceChange::Left as i32 => p.member.clone(),
+            _ => None,
+        })
+        .await;
+    assert_eq!(gone.member_id, a.welcome.session_id);
+
+    let rejoin = async |a: &mut TestClient| {
+        let request_id = a.send_join("arena 3", "relay", "").await;
+        a.until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(Ok(())),
+            Kind::Error(e) if e.request_id == request_id => Some(Err((e.code, e.retry_after_ms))),
+            _ => None,
+        })
+        .await
+    };
+    let (code, retry_after_ms) = rejoin(&mut a).await.unwrap_err();
+    assert_eq!(code, ErrorCode::Forbidden as i32);
+    assert!((599_000..=600_000).contains(&retry_after_ms), "{retry_after_ms}");
+    // Lifted: a removal without a ban (from a room it is not in).
+    assert_eq!(delete(&path(""), API_AUTH).await.0, 202);
+    // (Only the second after its last snapshot may hold it back now.)
+    while let Err((code, retry_after_ms)) = rejoin(&mut a).await {
+        assert_eq!(code, ErrorCode::RateLimited as i32);
+        tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms.into())).await;
+    }
 }
 
 /// The browser demo is served only when asked for (`--demo`), from the binary.

@@ -99,7 +99,14 @@ pub enum JoinError {
     /// left a room others are in.
     #[error("joined again too soon")]
     TooSoon,
+    /// The game's backend banned the user from the room ([`Room::remove_user`]).
+    #[error("banned from the room")]
+    Banned,
 }
+
+/// The most users a room keeps banned: a ban beyond it replaces the one that ends
+/// soonest.
+pub const MAX_BANS: usize = 10_000;
 
 enum SimCall {
     Join(MemberId, Arc<str>),
@@ -185,6 +192,8 @@ pub struct Room {
     presence_due: bool,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
+    /// Users whose joins are refused, and until when (µs since the Unix epoch).
+    bans: FxHashMap<Arc<str>, u64>,
 }
 
 /// A seat a restored room keeps for a member of its checkpoint.
@@ -240,6 +249,7 @@ impl Room {
             departed: Vec::new(),
             presence_due: false,
             listing: Arc::default(),
+            bans: FxHashMap::default(),
         }
     }
 
@@ -272,6 +282,8 @@ impl Room {
         if let Some(listing) = &checkpoint.listing {
             room.listing = Arc::new(Listing::new(ListingState::from_proto(listing)));
         }
+        let bans = checkpoint.bans.iter().take(MAX_BANS);
+        room.bans = bans.map(|ban| (ban.user_id.as_str().into(), ban.until_us)).collect();
         for seat in &checkpoint.seats {
             let reserved = Reserved {
                 user_id: seat.user_id.as_str().into(),
@@ -322,6 +334,13 @@ impl Room {
             seats: members.chain(reserved).collect(),
             time_us,
             listing: Some(self.listing.with(ListingState::to_proto)),
+            bans: (self.bans.iter())
+                .filter(|&(_, &until_us)| until_us > time_us)
+                .map(|(user, &until_us)| proto::RoomBan {
+                    user_id: user.to_string(),
+                    until_us,
+                })
+                .collect(),
         }
     }
 
@@ -338,6 +357,9 @@ impl Room {
         let mut reserved: Vec<_> = self.reserved.iter().map(|(&id, r)| (id, r.last_applied)).collect();
         reserved.sort_unstable();
         reserved.hash(&mut hasher);
+        let mut bans: Vec<_> = self.bans.iter().collect();
+        bans.sort_unstable();
+        bans.hash(&mut hasher);
         self.listing
             .with(|listing| listing.to_proto().encode_to_vec())
             .hash(&mut hasher);
@@ -420,6 +442,67 @@ impl Room {
 
     fn member_mut(&mut self, id: MemberId) -> Option<&mut Member> {
         self.index.get(&id).map(|&i| &mut self.members[i])
+    }
+
+    /// [`Room::join`] unless the game's backend banned `user_id` from the room and the
+    /// ban lasts past `now_us` (µs since the Unix epoch): then the join is refused
+    /// with `FORBIDDEN`, saying for how long.
+    pub fn admit(
+        &mut self,
+        member: MemberId,
+        user_id: Arc<str>,
+        outbox: Arc<Outbox>,
+        request_id: u64,
+        join_seq: u64,
+        now_us: u64,
+    ) -> Result<(), JoinError> {
+        match self.bans.get(&user_id) {
+            Some(&until_us) if until_us > now_us => {
+                let secs = (until_us - now_us).div_ceil(1_000_000);
+                let message = format!("banned from this room by the game's server for {secs} more s");
+                let error = proto::Error {
+                    code: ErrorCode::Forbidden as i32,
+                    message,
+                    request_id,
+                    room: self.id.to_string(),
+                    retry_after_ms: u32::try_from(secs * 1000).unwrap_or(u32::MAX),
+                };
+                outbox.leave_room(self.key, join_seq);
+                let _ = outbox.push_reliable(encode_message(Kind::Error(error)));
+                Err(JoinError::Banned)
+            }
+            _ => self.join(member, user_id, outbox, request_id, join_seq),
+        }
+    }
+
+    /// The game's backend removes `user_id` from the room: each of its members (and a
+    /// seat kept for it) goes as a member the simulation removes does (after the next
+    /// tick's events, with `Left`, `FORBIDDEN` and `why`), and its joins are refused
+    /// for `ban_secs` from `now_us` (0: a ban it had is lifted). At most [`MAX_BANS`]
+    /// bans are kept: one more replaces the ban that ends soonest.
+    pub fn remove_user(&mut self, user_id: &str, why: &str, ban_secs: u32, now_us: u64) {
+        let members = self.members.iter().filter(|m| &*m.user_id == user_id).map(|m| m.id);
+        let seats = (self.reserved.iter()).filter(|(_, seat)| &*seat.user_id == user_id);
+        let removed: Vec<MemberId> = members.chain(seats.map(|(&id, _)| id)).collect();
+        for member in removed {
+            self.requests.removals.push((member, why.to_string()));
+        }
+        if ban_secs == 0 {
+            self.bans.remove(user_id);
+            return;
+        }
+        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(user_id) {
+            self.bans.retain(|_, &mut until_us| until_us > now_us);
+            if self.bans.len() >= MAX_BANS
+                && let Some(soonest) = (self.bans.iter())
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(user, _)| user.clone())
+            {
+                self.bans.remove(&soonest);
+            }
+        }
+        self.bans
+            .insert(user_id.into(), now_us + u64::from(ban_secs) * 1_000_000);
     }
 
     /// Adds a member. At the next tick it is answered with `Joined`, the other

@@ -804,6 +804,105 @@ fn a_simulation_removes_members_and_ends_its_room() {
     );
 }
 
+/// Joins `client` as a member of `user` at `now_us`, through the ban check.
+fn admit_at(room: &mut Room, client: &Client, user: &str, now_us: u64) -> Result<(), JoinError> {
+    room.admit(client.id, user.into(), client.outbox.clone(), 7, 1, now_us)
+}
+
+/// The game's backend removes a user: each of its members gets `Left` with
+/// `FORBIDDEN` and the reason; its joins are refused, saying for how long, until the
+/// ban ends or a removal without one lifts it. Other users are not touched.
+#[test]
+fn a_backend_removes_a_user_and_bans_its_joins_for_a_while() {
+    const NOW: u64 = 1_700_000_000_000_000;
+    const SECOND: u64 = 1_000_000;
+    let mut room = relay_room(RoomConfig::default());
+    // Members 1 and 2 are two sessions of one user.
+    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for (c, user) in clients.iter().zip(["cheater", "cheater", "fair"]) {
+        admit_at(&mut room, c, user, NOW).unwrap();
+    }
+    room.tick(0);
+    clients.iter_mut().for_each(|c| drop(told(c)));
+    room.remove_user("cheater", "aimbot", 60, NOW);
+    room.tick(0);
+    for c in &mut clients[..2] {
+        assert_eq!(told(c), ["left ERROR_CODE_FORBIDDEN aimbot"]);
+    }
+    assert!(!room.is_member(1) && !room.is_member(2) && room.is_member(3));
+    room.tick(0);
+    assert_eq!(
+        clients[2].presence(),
+        [(1, PresenceChange::Left as i32), (2, PresenceChange::Left as i32)]
+    );
+
+    let mut back = Client::new(4);
+    assert_eq!(
+        admit_at(&mut room, &back, "cheater", NOW + 1_500_000),
+        Err(JoinError::Banned)
+    );
+    back.read();
+    let refused = back.errors();
+    let refused: Vec<_> = refused
+        .iter()
+        .map(|e| (e.code, &*e.message, e.request_id, e.retry_after_ms))
+        .collect();
+    let message = "banned from this room by the game's server for 59 more s";
+    assert_eq!(refused, [(ErrorCode::Forbidden as i32, message, 7, 59_000)]);
+    assert!(!room.is_member(4));
+    admit_at(&mut room, &Client::new(5), "someone else", NOW).unwrap();
+    admit_at(&mut room, &back, "cheater", NOW + 60 * SECOND).unwrap();
+
+    // Banned again, then lifted by a removal without a ban.
+    room.remove_user("cheater", "again", 60, NOW + 61 * SECOND);
+    room.tick(0);
+    assert_eq!(told(&mut back), ["left ERROR_CODE_FORBIDDEN again"]);
+    room.remove_user("cheater", "", 0, NOW + 62 * SECOND);
+    admit_at(&mut room, &Client::new(6), "cheater", NOW + 62 * SECOND).unwrap();
+}
+
+/// Bans move with the room's checkpoint; those over by then are left out.
+#[test]
+fn bans_are_checkpointed_until_they_end() {
+    let mut room = relay_room(RoomConfig::default());
+    room.remove_user("short", "", 1, 0);
+    room.remove_user("long", "", 3600, 0);
+    let checkpoint = room.checkpoint(2_000_000);
+    let banned: Vec<&str> = checkpoint.bans.iter().map(|b| &*b.user_id).collect();
+    assert_eq!(banned, ["long"]);
+    let relay = Relay::with_schema(Arc::new(Schema::new(vec![declared_kind()]).unwrap()));
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(relay), &checkpoint, 10).unwrap();
+    let banned = admit_at(&mut restored, &Client::new(1), "long", 2_000_000);
+    assert_eq!(banned, Err(JoinError::Banned));
+    assert_ne!(
+        room.checkpoint_fingerprint(),
+        Room::new(
+            3,
+            "room".into(),
+            "relay".into(),
+            RoomConfig::default(),
+            Box::new(Relay::new())
+        )
+        .checkpoint_fingerprint(),
+        "a ban is something a checkpoint holds"
+    );
+}
+
+/// At most [`MAX_BANS`] bans: one more first drops those that ended, then the one
+/// that ends soonest.
+#[test]
+fn a_room_keeps_a_bounded_number_of_bans() {
+    let mut room = relay_room(RoomConfig::default());
+    for i in 0..MAX_BANS as u32 {
+        room.remove_user(&format!("u{i}"), "", 10 + i, 0);
+    }
+    room.remove_user("one more", "", 5, 0);
+    let banned = |room: &mut Room, user: &str| admit_at(room, &Client::new(9), user, 1) == Err(JoinError::Banned);
+    assert!(banned(&mut room, "one more"));
+    assert!(!banned(&mut room, "u0"), "the ban ending soonest made way");
+    assert!(banned(&mut room, "u1"));
+}
+
 /// A room of members 1 and 2 running `new()`, restored from its checkpoint with
 /// `new()` again, and member 1 back in it (member 2's seat kept).
 fn restored_with_one_back<S: Simulation>(new: impl Fn() -> S) -> (Room, Client) {
