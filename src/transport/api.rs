@@ -2,7 +2,8 @@
 //! request body as a room event from the server (`RoomEvent.sender` 0) to every member,
 //! or to the members listed in `&targets=ID,ID`; `DELETE /rooms/{room}?reason=TEXT`
 //! closes the room (its members get `Left` with `ROOM_CLOSED` and the reason);
-//! `DELETE /rooms/{room}/users/{user}?reason=TEXT&ban_secs=N` removes a user from the
+//! `DELETE /rooms/{room}/users/{user}?reason=TEXT&ban_secs=N` removes a user (a token's
+//! `sub`) from the
 //! room (each of its members gets `Left` with `FORBIDDEN` and the reason) and refuses
 //! its joins of the room for N seconds (0, the default: a ban it had is lifted). It needs
 //! `Authorization: Bearer` with `[api] token`; without a configured token the API is
@@ -20,6 +21,7 @@ use hyper::{Method, Request, StatusCode};
 use crate::cluster::Cluster;
 use crate::engine::sim_pool::{Command, PoolError};
 use crate::proto::{ErrorCode, RoomClose, SendEvent, UserRemoval};
+use crate::session::auth::MAX_SUB_BYTES;
 use crate::state::SERVER;
 use crate::transport::http::{Http, HttpResponse, bearer_matches, text, unauthorized};
 
@@ -124,6 +126,10 @@ pub(crate) async fn remove_user(req: Request<Incoming>, room: String, user_id: S
             }
         },
     };
+    if user_id.len() > MAX_SUB_BYTES || user_id.chars().any(char::is_control) {
+        let message = format!("the user id: at most {MAX_SUB_BYTES} bytes, without control characters\n");
+        return text(StatusCode::BAD_REQUEST, message);
+    }
     let ctx = &http.ctx;
     let banned = if ban_secs == 0 {
         String::new()

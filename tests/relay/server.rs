@@ -618,6 +618,8 @@ async fn backends_remove_users_over_http() {
     assert_eq!(delete(&path("ban_secs=soon"), API_AUTH).await.0, 400);
     assert_eq!(delete(&path("ban_secs=2592001"), API_AUTH).await.0, 400);
     assert_eq!(delete("/rooms/nowhere/users/x", API_AUTH).await.0, 404);
+    let too_long = format!("/rooms/arena%203/users/{}", "u".repeat(257));
+    assert_eq!(delete(&too_long, API_AUTH).await.0, 400);
     let (status, answer) = delete(&path("reason=cheating&ban_secs=600"), API_AUTH).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(
