@@ -4,9 +4,8 @@
 //! client sends), on `<prefix>node:<id>:closes` for the rooms that API closes (a
 //! protobuf `RoomClose`), on `<prefix>node:<id>:removals` for the users it removes
 //! from rooms (a protobuf `UserRemoval`), and on `<prefix>users` for sessions going
-//! live with the
-//! `replace` duplicate-session policy (a protobuf `UserLive`: every node closes the
-//! user's sessions of other clients).
+//! live with the `replace` duplicate-session policy (a protobuf `UserLive`: every
+//! node closes the user's sessions of other clients).
 //!
 //! Pub/sub keeps nothing: a message published while the owner is not listening (it is
 //! reconnecting to Redis: up to a third of a lease after Redis came back) is lost, and
