@@ -1,6 +1,7 @@
 //! A minimal tickrelay client: connects over wss://, trusting the relay's development
 //! certificate, joins an arena room, steers its avatar in a circle and prints what
-//! arrives once a second (the state is verified against the server's checksums).
+//! arrives once a second (the state is verified against the server's checksums), and
+//! the room's events, errors and its leaving the room as they come.
 //!
 //! ```sh
 //! cargo run --example watch -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
@@ -55,6 +56,13 @@ fn envelope(kinds: Vec<Out>) -> Message {
 
 fn now_us() -> u64 {
     tickrelay::clock::unix_micros()
+}
+
+/// An error code's name, as PROTOCOL.md lists it (`FORBIDDEN`, `ROOM_CLOSED`, …).
+fn code_name(code: i32) -> String {
+    proto::ErrorCode::try_from(code).map_or(code.to_string(), |c| {
+        c.as_str_name().trim_start_matches("ERROR_CODE_").to_string()
+    })
 }
 
 #[tokio::main]
@@ -171,10 +179,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 Some(In::Pong(p)) => rtt_ms = (now_us().saturating_sub(p.ping_sent_time_us)) as f64 / 1000.0,
                                 // The join (request 1) refused: nothing to watch.
                                 Some(In::Error(e)) if e.request_id == 1 && member == 0 => {
-                                    let code = proto::ErrorCode::try_from(e.code).map_or(e.code.to_string(), |c| c.as_str_name().trim_start_matches("ERROR_CODE_").to_string());
-                                    return Err(format!("the relay refused the join: {code}: {}", e.message).into());
+                                    return Err(format!("the relay refused the join: {}: {}", code_name(e.code), e.message).into());
                                 }
-                                Some(In::Error(e)) => println!("error {}: {}", e.code, e.message),
+                                Some(In::Error(e)) => println!("error {}: {}", code_name(e.code), e.message),
+                                Some(In::Event(e)) => println!("room event {:?} from member {}: {} bytes", e.kind, e.sender, e.payload.len()),
+                                // Removed by the server (the room closed, or the game removed
+                                // this member): nothing left to watch.
+                                Some(In::Left(left)) => {
+                                    println!("left room {}: {}: {}", left.room, code_name(left.reason), left.message);
+                                    ws.close(None).await?;
+                                    return Ok(());
+                                }
                                 _ => {}
                             }
                         }

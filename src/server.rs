@@ -326,6 +326,10 @@ impl Server {
             let scheme = if self.tls.is_some() { "https" } else { "http" };
             tracing::info!("browser demo at {scheme}://{}/demo/", self.local_addr);
         }
+        if self.http.api_token.is_some() {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            tracing::info!("HTTP API for game backends on at {scheme}://{}/rooms/", self.local_addr);
+        }
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;
         ctx.tracker.spawn(reap_parked_sessions(ctx.clone()));

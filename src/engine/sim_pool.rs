@@ -613,10 +613,11 @@ struct Worker {
     queued: Arc<Queued>,
     rooms: Arc<AtomicU32>,
     join: Option<JoinHandle<()>>,
-    /// Held (read) while an event for this thread is checked against
-    /// `SimPool::handed_off` and sent, and (write) while the thread is sent its
-    /// `HandOff`: an event is either queued before it (and in the checkpoint) or
-    /// refused. One per thread: events for other threads do not touch it.
+    /// Held (read) while an event, a user's removal or a close for this thread is
+    /// checked against `SimPool::handed_off` and sent, and (write) while the thread is
+    /// sent its `HandOff`: such a command is either queued before it (and in the
+    /// checkpoint) or refused. One per thread: commands for other threads do not touch
+    /// it.
     hand_off_gate: RwLock<()>,
 }
 
@@ -1027,7 +1028,12 @@ impl SimPool {
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
         let wake = matches!(command, Command::Join { .. } | Command::Close { .. });
         let worker = &self.workers[room.thread];
-        let gate = matches!(command, Command::Event { .. }).then(|| worker.hand_off_gate.read());
+        // What the checkpoint must hold if taken: refused once the rooms are handed off.
+        let gated = matches!(
+            command,
+            Command::Event { .. } | Command::RemoveUser { .. } | Command::Close { .. }
+        );
+        let gate = gated.then(|| worker.hand_off_gate.read());
         if gate.is_some() && self.handed_off.load(Ordering::Acquire) {
             return Err(PoolError::Unavailable("this node is stopping".into()));
         }
@@ -1940,6 +1946,33 @@ mod tests {
             event: proto::SendEvent::default(),
         };
         assert!(pool.send(&handle, event).is_err(), "no event taken after the hand-off");
+    }
+
+    /// A user's removal sent before a hand-off is done before the room's checkpoint
+    /// (its seat and avatar gone, its ban kept); after the hand-off, removals and closes
+    /// are refused like events, not taken and lost with the node.
+    #[test]
+    fn a_hand_off_finishes_a_removal_and_takes_none_after() {
+        let (pool, checkpoints) = checkpointing(1, 0);
+        let _member = join(&pool, "field", "arena", 7);
+        assert!(matches!(
+            Rooms::remove_user(&pool, "field", "u", "bye", 60),
+            Some(Ok(()))
+        ));
+        pool.hand_off();
+        let checkpoint = loop {
+            match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
+                Checkpoint::Room(c) if c.room == "field" => break c,
+                _ => {}
+            }
+        };
+        assert!(checkpoint.seats.is_empty(), "{:?}", checkpoint.seats);
+        assert_eq!(avatars(&checkpoint, 7), 0);
+        let banned: Vec<&str> = checkpoint.bans.iter().map(|b| &*b.user_id).collect();
+        assert_eq!(banned, ["u"]);
+        let unavailable = |taken| matches!(taken, Some(Err(PoolError::Unavailable(_))));
+        assert!(unavailable(Rooms::remove_user(&pool, "field", "u", "", 0)));
+        assert!(unavailable(Rooms::close(&pool, "field", ErrorCode::RoomClosed, "")));
     }
 
     /// An event on its way to a thread as the node stops (checked against the

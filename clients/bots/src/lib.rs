@@ -162,6 +162,11 @@ pub struct Report {
     pub unexpected_closes: BTreeMap<u16, u64>,
     /// Error messages from the server, by error code.
     pub errors: BTreeMap<i32, u64>,
+    /// Bots the server removed from their room (`Left` with a reason: the room
+    /// closed, or the game removed the member), by that reason; such a bot stops
+    /// playing.
+    #[serde(default)]
+    pub removed: BTreeMap<i32, u64>,
     /// Tick-to-client latency histogram (HDR V2, base64), microseconds.
     pub latency: String,
     /// With [`Scenario::node_loss_expected`]: connections lost without a close (1006),
@@ -216,6 +221,9 @@ impl Report {
         }
         for (k, v) in &other.errors {
             *self.errors.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.removed {
+            *self.removed.entry(*k).or_default() += v;
         }
         let mut merged = self.histogram();
         merged.add(other.histogram()).expect("same histogram bounds");
@@ -272,21 +280,16 @@ impl Report {
         }
         let errors: u64 = self.errors.values().sum();
         if errors > duplicates {
-            v.push(format!("server errors {}", self.named_errors()));
+            v.push(format!("server errors {}", named_codes(&self.errors)));
+        }
+        let removed: u64 = self.removed.values().sum();
+        if removed > 0 {
+            v.push(format!(
+                "{removed} bots removed from their room by the server {}",
+                named_codes(&self.removed)
+            ));
         }
         v
-    }
-
-    /// The server errors by name as PROTOCOL.md lists them (`{ROOM_FULL: 2}`).
-    fn named_errors(&self) -> String {
-        let named: Vec<String> = (self.errors.iter())
-            .map(|(&code, &n)| {
-                let name = (proto::ErrorCode::try_from(code).map(|c| c.as_str_name()))
-                    .map_or("UNKNOWN", |name| name.trim_start_matches("ERROR_CODE_"));
-                format!("{name}: {n}")
-            })
-            .collect();
-        format!("{{{}}}", named.join(", "))
     }
 
     /// A readable table.
@@ -331,7 +334,8 @@ impl Report {
             ("messages lost across resumes", self.messages_lost.to_string()),
             ("inputs lost", self.lost_inputs.to_string()),
             ("unexpected closes", format!("{:?}", self.unexpected_closes)),
-            ("server errors", self.named_errors()),
+            ("server errors", named_codes(&self.errors)),
+            ("removed from their room by the server", named_codes(&self.removed)),
         ];
         let recovery = decode_histogram(&self.recovery);
         let recovered = (!recovery.is_empty()).then(|| {
@@ -403,6 +407,7 @@ struct Fleet {
     recovery: Mutex<Histogram<u64>>,
     closes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<BTreeMap<i32, u64>>,
+    removed: Mutex<BTreeMap<i32, u64>>,
     gave_up_reasons: Mutex<BTreeMap<String, u64>>,
     bots_started: AtomicU64,
     /// Counting starts here (see [`Scenario::warm_up`]).
@@ -459,6 +464,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         recovery: Mutex::new(new_histogram()),
         closes: Mutex::new(BTreeMap::new()),
         errors: Mutex::new(BTreeMap::new()),
+        removed: Mutex::new(BTreeMap::new()),
         gave_up_reasons: Mutex::new(BTreeMap::new()),
         bots_started: AtomicU64::new(0),
         measure_from: started + scenario.warm_up,
@@ -522,6 +528,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         replaced_players: c.replaced_players.load(Ordering::Relaxed),
         unexpected_closes: fleet.closes.lock().clone(),
         errors: fleet.errors.lock().clone(),
+        removed: fleet.removed.lock().clone(),
         latency: encode_histogram(&latency),
         node_losses: c.node_losses.load(Ordering::Relaxed),
         unavailable: c.unavailable.load(Ordering::Relaxed),
@@ -602,6 +609,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut sent = 0u64;
     let mut joined = false;
     let mut dropping = false;
+    // The server removed the bot from its room (see `Report::removed`).
+    let mut removed = false;
     // A rollback (a room restored from an older checkpoint) makes the next removal fail.
     let mut removal_refused_ahead = false;
     // The bot's open connections (home, and the nodes its room was redirected to):
@@ -738,6 +747,13 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     fleet.gave_up(reason);
                     break false;
                 }
+                // Removed by the server: its inputs go nowhere now, and none sent
+                // after this counts as lost.
+                Some(Event::Left(left)) if left.reason != 0 && left.room == room => {
+                    *fleet.removed.lock().entry(left.reason).or_default() += 1;
+                    removed = true;
+                    break false;
+                }
                 Some(Event::Desync { .. }) => {}
                 Some(_) => {}
             },
@@ -752,7 +768,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         c.entity_updates.fetch_add(updates, Ordering::Relaxed);
     }
     // Let the last inputs be acknowledged, then check none was lost.
-    if sent > 0 && live > 0 {
+    if sent > 0 && live > 0 && !removed {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while client.with_mirror(&room, |m| m.last_input_seq()) < Some(sent) && tokio::time::Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, events.recv()).await;
@@ -786,6 +802,18 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         c.connected.fetch_sub(1, Ordering::Relaxed);
     }
     replaced
+}
+
+/// Counts by error code, named as PROTOCOL.md lists them (`{ROOM_FULL: 2}`).
+fn named_codes(counts: &BTreeMap<i32, u64>) -> String {
+    let named: Vec<String> = (counts.iter())
+        .map(|(&code, &n)| {
+            let name = (proto::ErrorCode::try_from(code).map(|c| c.as_str_name()))
+                .map_or("UNKNOWN", |name| name.trim_start_matches("ERROR_CODE_"));
+            format!("{name}: {n}")
+        })
+        .collect();
+    format!("{{{}}}", named.join(", "))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Soak: the relay plus a few hundred bots with churn for 30 seconds over WebSocket,
-//! then 60 bots with churn for 20 seconds over QUIC, in one process; and a cluster of
-//! two nodes, one killed mid-run.
+//! then 60 bots with churn for 20 seconds over QUIC, in one process; a cluster of
+//! two nodes, one killed mid-run; and bots whose room a game backend closes.
 //!
 //! Asserts every invariant the bots check (no desync, no input lost or applied twice,
 //! no unexpected close, no client giving up) and that memory does not grow over the
@@ -87,6 +87,31 @@ async fn soak_with_churn_keeps_every_invariant_and_flat_memory() {
     let growth = late.saturating_sub(early);
     println!("memory: {} MiB at 10 s, {} MiB at the end", early >> 20, late >> 20);
     assert!(growth < 48 << 20, "memory grew by {} MiB", growth >> 20);
+}
+
+/// Bots whose room the game's backend closes (HTTP API) report it as a violation,
+/// by reason, and stop playing: the inputs they sent after it are not counted lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_removed_from_their_room_say_so() {
+    let server = tickrelay_testkit::start_with(|c| c.api.token = Some("backend".into())).await;
+    let mut bots = scenario(&server.url(Transport::WebSocket), &server.cert_pem, "relay", 1);
+    (bots.members, bots.churn_per_minute) = (3, 0.0);
+    (bots.duration, bots.ramp_up) = (Duration::from_secs(4), Duration::from_millis(300));
+    let run = tokio::spawn(run_scenario(bots));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let auth = "Authorization: Bearer backend\r\n";
+    let (status, answer) = server
+        .https_request("DELETE", "/rooms/soak-wss-relay-0?reason=over", auth, b"")
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let report = run.await.unwrap();
+    let closed = tickrelay::proto::ErrorCode::RoomClosed as i32;
+    assert_eq!(report.removed, [(closed, 3)].into());
+    assert_eq!(report.lost_inputs, 0);
+    assert_eq!(
+        report.violations(),
+        ["3 bots removed from their room by the server {ROOM_CLOSED: 3}"]
+    );
 }
 
 /// Two nodes of a cluster, 40 arena bots spread over both, one node killed mid-run:

@@ -105,9 +105,9 @@ pub enum JoinError {
 }
 
 /// The most users a room keeps banned: a ban beyond it replaces the one that ends
-/// soonest. (With user ids of up to 256 bytes, a quarter of a checkpoint's default
-/// bound at most.)
-pub const MAX_BANS: usize = 1_000;
+/// soonest. (With user ids of up to 256 bytes, at most 70 KB of a checkpoint's
+/// default 1 MiB.)
+pub const MAX_BANS: usize = 256;
 
 enum SimCall {
     Join(MemberId, Arc<str>),
@@ -425,11 +425,12 @@ impl Room {
     }
 
     /// Whether a tick has work to do though nobody would see its frame: calls to
-    /// the simulation (leaves it has not heard of) or events waiting. A room that
+    /// the simulation (leaves it has not heard of), events waiting, or removals the
+    /// game's backend asked for ([`Room::remove_user`]). A room that
     /// emptied ticks until it has none, so that its simulation hears of the leaves
     /// at once and what it sends then goes to nobody, not to whoever joins next.
     pub fn has_pending_work(&self) -> bool {
-        !self.sim_calls.is_empty() || !self.events.is_empty()
+        !self.sim_calls.is_empty() || !self.events.is_empty() || !self.requests.removals.is_empty()
     }
 
     /// Whether `member` is in the room.

@@ -861,6 +861,23 @@ fn a_backend_removes_a_user_and_bans_its_joins_for_a_while() {
     admit_at(&mut room, &Client::new(6), "cheater", NOW + 62 * SECOND).unwrap();
 }
 
+/// A removal asked for between ticks is done before a hand-off's checkpoint: the
+/// removed user's seat is not in it.
+#[test]
+fn a_removal_between_ticks_is_done_before_a_hand_off() {
+    let mut room = relay_room(RoomConfig::default());
+    let (mut a, b) = (Client::new(1), Client::new(2));
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.tick(0);
+    room.remove_user("user-1", "gone", 0, 0);
+    assert!(room.has_pending_work());
+    room.finish_pending(0);
+    let seats: Vec<MemberId> = checkpoint_of(&mut room).seats.iter().map(|s| s.member_id).collect();
+    assert_eq!(seats, [2]);
+    assert_eq!(told(&mut a), ["left ERROR_CODE_FORBIDDEN gone"]);
+}
+
 /// Bans move with the room's checkpoint; those over by then are left out.
 #[test]
 fn bans_are_checkpointed_until_they_end() {
