@@ -27,8 +27,8 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{
-    Connection, ConnectionError, Endpoint, IdleTimeout, Incoming, ReadError, RecvStream, SendStream, TransportConfig,
-    VarInt,
+    AckFrequencyConfig, Connection, ConnectionError, Endpoint, IdleTimeout, Incoming, ReadError, RecvStream,
+    SendStream, TransportConfig, VarInt,
 };
 use serde::Deserialize;
 use tokio_util::sync::ReusableBoxFuture;
@@ -153,6 +153,12 @@ fn transport_config(quic: &QuicConfig, session: &SessionSettings) -> TransportCo
     transport.send_window(quic.send_window_bytes as u64);
     transport.datagram_receive_buffer_size(Some(session.max_message_bytes as usize * 4));
     transport.datagram_send_buffer_size(quic.datagram_send_buffer_bytes);
+    // Clients acknowledge the relay's packets on their own (their inputs), not in
+    // packets of their own: QUIC's ACK frequency extension, asked of them with its
+    // default delay (see BENCHMARKS.md, "QUIC at W1a: two packets for every message").
+    let mut acks = AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(VarInt::from_u32(4));
+    transport.ack_frequency_config(Some(acks));
     transport
 }
 
