@@ -3,9 +3,9 @@
 //! or to the members listed in `&targets=ID,ID`; `DELETE /rooms/{room}?reason=TEXT`
 //! closes the room (its members get `Left` with `ROOM_CLOSED` and the reason);
 //! `DELETE /rooms/{room}/users/{user}?reason=TEXT&ban_secs=N` removes a user (a token's
-//! `sub`) from the
-//! room (each of its members gets `Left` with `FORBIDDEN` and the reason) and refuses
-//! its joins of the room for N seconds (0, the default: a ban it had is lifted). It needs
+//! `sub`) from the room (each of its members gets `Left` with `FORBIDDEN` and the
+//! reason) and refuses its joins of the room for N seconds (0, the default: a ban it
+//! had is lifted). It needs
 //! `Authorization: Bearer` with `[api] token`; without a configured token the API is
 //! off. The room must be open on this node, or in cluster mode on any node (the call is
 //! handed to that node over Redis pub/sub); an event goes out reliably, in order with
