@@ -88,6 +88,13 @@ client.on("joined", (joined) => {
 client.on("presence", (p) => {
   members += p.change === tickrelay.v1.PresenceChange.JOINED ? 1 : -1;
 });
+client.on("left", (left) => {
+  if (left.reason === tickrelay.v1.ErrorCode.UNSPECIFIED) return;
+  // The server removed us (the room closed, or the game removed this player): no more
+  // inputs for it.
+  status = `left ${left.room}: ${tickrelay.v1.ErrorCode[left.reason]}: ${left.message}`;
+  predictor = undefined;
+});
 client.on("disconnected", ({ code, willReconnect }) => {
   status = willReconnect ? `disconnected (${code}), reconnecting…` : `closed (${code})`;
 });
