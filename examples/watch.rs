@@ -179,6 +179,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 Some(In::Pong(p)) => rtt_ms = (now_us().saturating_sub(p.ping_sent_time_us)) as f64 / 1000.0,
                                 // The join (request 1) refused: nothing to watch.
                                 Some(In::Error(e)) if e.request_id == 1 && member == 0 => {
+                                    ws.close(None).await?;
                                     return Err(format!("the relay refused the join: {}: {}", code_name(e.code), e.message).into());
                                 }
                                 Some(In::Error(e)) => println!("error {}: {}", code_name(e.code), e.message),

@@ -39,6 +39,18 @@ pub enum Delivery {
     UserLive(UserLive),
 }
 
+impl Delivery {
+    /// The room it is for (none: a user's session going live, for every room).
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Delivery::Event(event) => Some(&event.room),
+            Delivery::Close(close) => Some(&close.room),
+            Delivery::Removal(removal) => Some(&removal.room),
+            Delivery::UserLive(_) => None,
+        }
+    }
+}
+
 /// See the module documentation.
 #[derive(Clone)]
 pub struct Bus {

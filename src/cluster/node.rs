@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::bus::{Bus, Delivery};
 use super::closing::Closing;
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
+use super::held::{HOLD_POLL, Held};
 use super::redis_directory::{RedisDirectory, SessionTake, SessionsKept};
 use crate::clock::unix_micros;
 use crate::config::Placement;
@@ -1055,13 +1056,19 @@ impl Cluster {
         }
     }
 
-    /// Publishes what other nodes send for rooms open here, until `shutdown`.
+    /// Publishes what other nodes send for rooms open here, until `shutdown`. A call
+    /// for a room not open here yet waits for it a moment (see [`Held`]).
     pub async fn serve_inbox(
         self: Arc<Self>,
         mut inbox: mpsc::UnboundedReceiver<Delivery>,
         on_user_live: impl Fn(UserLive) + Send,
         shutdown: CancellationToken,
     ) {
+        let mut held = Held::default();
+        // One timer for the loop (a sleep made per turn would never end while
+        // deliveries keep coming).
+        let mut poll = tokio::time::interval(HOLD_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let delivery = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -1069,32 +1076,54 @@ impl Cluster {
                     Some(delivery) => delivery,
                     None => return,
                 },
+                _ = poll.tick(), if !held.is_empty() => {
+                    let due = held.take_due(Instant::now(), |room| self.pool.room(room).is_some());
+                    for call in due.deliver {
+                        self.deliver(call, &on_user_live);
+                    }
+                    for call in due.dropped {
+                        tracing::debug!(room = ?call.room(), "call from another node for a room that did not open here; dropped");
+                    }
+                    continue;
+                }
             };
-            match delivery {
-                Delivery::Event(event) => {
-                    let Some(room) = self.pool.room(&event.room) else {
-                        tracing::debug!(room = %event.room, "event from another node for a room not open here; dropped");
-                        continue;
-                    };
-                    let command = Command::Event {
-                        room: room.key,
-                        member: SERVER,
-                        event,
-                    };
-                    if self.pool.send(&room, command).is_ok() {
-                        self.metrics.events_published.inc();
+            match delivery.room() {
+                Some(room) if held.holds(room) || self.pool.room(room).is_none() => {
+                    if let Err(call) = held.hold(delivery, Instant::now()) {
+                        tracing::warn!(room = ?call.room(), "too many calls from other nodes wait for their rooms; dropped");
                     }
                 }
-                Delivery::Close(close) => {
-                    let taken = self.pool.close(&close.room, ErrorCode::RoomClosed, &close.reason);
-                    log_call_from_elsewhere(taken, "close", &close.room);
-                }
-                Delivery::Removal(r) => {
-                    let taken = self.pool.remove_user(&r.room, &r.user_id, &r.reason, r.ban_secs);
-                    log_call_from_elsewhere(taken, "user removal", &r.room);
-                }
-                Delivery::UserLive(live) => on_user_live(live),
+                _ => self.deliver(delivery, &on_user_live),
             }
+        }
+    }
+
+    /// Does what another node sent: a room that closed meanwhile takes nothing.
+    fn deliver(&self, delivery: Delivery, on_user_live: &impl Fn(UserLive)) {
+        match delivery {
+            Delivery::Event(event) => {
+                let Some(room) = self.pool.room(&event.room) else {
+                    tracing::debug!(room = %event.room, "event from another node for a room not open here; dropped");
+                    return;
+                };
+                let command = Command::Event {
+                    room: room.key,
+                    member: SERVER,
+                    event,
+                };
+                if self.pool.send(&room, command).is_ok() {
+                    self.metrics.events_published.inc();
+                }
+            }
+            Delivery::Close(close) => {
+                let taken = self.pool.close(&close.room, ErrorCode::RoomClosed, &close.reason);
+                log_call_from_elsewhere(taken, "close", &close.room);
+            }
+            Delivery::Removal(r) => {
+                let taken = self.pool.remove_user(&r.room, &r.user_id, &r.reason, r.ban_secs);
+                log_call_from_elsewhere(taken, "user removal", &r.room);
+            }
+            Delivery::UserLive(live) => on_user_live(live),
         }
     }
 

@@ -132,14 +132,14 @@ pub(crate) async fn remove_user(req: Request<Incoming>, room: String, user_id: S
     }
     let ctx = &http.ctx;
     let banned = if ban_secs == 0 {
-        String::new()
+        " (a ban it had is lifted)".to_string()
     } else {
         format!(", banned for {ban_secs} s")
     };
     let done = format!("removing user {user_id:?} from {room:?}{banned}");
     match ctx.session.rooms.remove_user(&room, &user_id, &reason, ban_secs) {
         Some(taken) => {
-            tracing::info!(%room, user = %user_id, ban_secs, "removing the user from the room, as the HTTP API asked");
+            tracing::info!(%room, user = %user_id, %reason, ban_secs, "removing the user from the room, as the HTTP API asked");
             answer_taken(taken, done)
         }
         None => {
