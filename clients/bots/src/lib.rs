@@ -549,7 +549,7 @@ async fn progress(fleet: Arc<Fleet>, every: Duration, started: Instant) {
             latency.add(&*shard.lock()).expect("same bounds");
         }
         eprintln!(
-            "[worker {}] t={:>4.0}s connected={} frames={} p99={:.2}ms reconnects={} desyncs={} errors={:?} closes={:?}",
+            "[worker {}] t={:>4.0}s connected={} frames={} p99={:.2}ms reconnects={} desyncs={} errors={:?} closes={:?} removed={:?}",
             fleet.scenario.worker,
             started.elapsed().as_secs_f64(),
             c.connected.load(Ordering::Relaxed),
@@ -559,6 +559,7 @@ async fn progress(fleet: Arc<Fleet>, every: Duration, started: Instant) {
             c.desyncs.load(Ordering::Relaxed),
             fleet.errors.lock(),
             fleet.closes.lock(),
+            fleet.removed.lock(),
         );
     }
 }
