@@ -1057,7 +1057,7 @@ impl Cluster {
     }
 
     /// Publishes what other nodes send for rooms open here, until `shutdown`. A call
-    /// for a room not open here yet waits for it a moment (see [`Held`]).
+    /// for a room not open here yet waits for it a moment (see `cluster::held`).
     pub async fn serve_inbox(
         self: Arc<Self>,
         mut inbox: mpsc::UnboundedReceiver<Delivery>,
