@@ -1,10 +1,12 @@
 //! Calls another node hands this one for a room that is not open here yet: the
 //! directory named this node because it has just claimed the room and is restoring
 //! it from its checkpoint. The caller's API already answered 202, so the call is held,
-//! in arrival order, until the room opens, for at most [`HOLD_FOR`]; a later call for a
-//! room with calls held waits behind them, so a room's calls keep their order.
+//! in arrival order, while the room opens, for at most [`HOLD_FOR`]; a later call for a
+//! room with calls held waits behind them, so a room's calls keep their order. A call
+//! for a room neither open nor opening here (it closed) is not held: a new room of
+//! that id opened later must not get it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::bus::Delivery;
@@ -23,6 +25,17 @@ const MAX_HELD: usize = 1024;
 #[derive(Debug, Default)]
 pub struct Held {
     calls: VecDeque<(Instant, Delivery)>,
+}
+
+/// Where a room of held calls stands on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomState {
+    /// Open: its calls go.
+    Open,
+    /// Being claimed or restored: its calls wait.
+    Opening,
+    /// Neither (its claim went elsewhere, or it closed): its calls are dropped.
+    Gone,
 }
 
 /// What [`Held::take_due`] returns: calls to deliver now, and calls given up.
@@ -52,23 +65,32 @@ impl Held {
         Ok(())
     }
 
-    /// Takes, in arrival order, the calls whose room `is_open` and those held past
-    /// [`HOLD_FOR`] at `now`; the others wait on.
-    pub fn take_due(&mut self, now: Instant, is_open: impl Fn(&str) -> bool) -> Due {
+    /// Takes, in arrival order, the calls whose room is open (by `state`) and those
+    /// whose room is gone or that waited past [`HOLD_FOR`] at `now`; the others wait
+    /// on. Each room's state is asked once a pass: a room that opens during it has all
+    /// its calls wait for the next, not its later ones go first.
+    pub fn take_due(&mut self, now: Instant, state: impl Fn(&str) -> RoomState) -> Due {
         let mut due = Due::default();
+        let mut states: HashMap<String, RoomState> = HashMap::new();
         let mut waiting = VecDeque::with_capacity(self.calls.len());
         for (since, call) in self.calls.drain(..) {
-            let open = call.room().is_none_or(&is_open);
-            if open {
-                due.deliver.push(call);
-            } else if now >= since + HOLD_FOR {
-                due.dropped.push(call);
-            } else {
-                waiting.push_back((since, call));
+            let room_state = match call.room() {
+                None => RoomState::Open,
+                Some(room) => *states.entry(room.to_string()).or_insert_with(|| state(room)),
+            };
+            match room_state {
+                RoomState::Open => due.deliver.push(call),
+                RoomState::Opening if now < since + HOLD_FOR => waiting.push_back((since, call)),
+                RoomState::Opening | RoomState::Gone => due.dropped.push(call),
             }
         }
         self.calls = waiting;
         due
+    }
+
+    /// How many calls wait.
+    pub fn len(&self) -> usize {
+        self.calls.len()
     }
 }
 
@@ -86,7 +108,7 @@ mod tests {
     }
 
     /// Calls wait for their room in order, go once it opens, and are given up after
-    /// [`HOLD_FOR`]; a full hold gives a call back.
+    /// [`HOLD_FOR`] or once their room is gone; a full hold gives a call back.
     #[test]
     fn calls_wait_for_their_room_in_order_for_a_while() {
         let start = Instant::now();
@@ -100,14 +122,39 @@ mod tests {
         held.hold(event("a", "2"), start + HOLD_FOR / 2).unwrap();
         assert!(held.holds("a") && held.holds("b") && !held.holds("c"));
 
-        let none_open = held.take_due(start + HOLD_FOR / 4, |_| false);
-        assert_eq!(none_open, Due::default());
-        let a_open = held.take_due(start + HOLD_FOR / 2, |room| room == "a");
-        assert_eq!(a_open.deliver, [event("a", "1"), event("a", "2")]);
+        let opening = |_: &str| RoomState::Opening;
+        assert_eq!(held.take_due(start + HOLD_FOR / 4, opening), Due::default());
+        // A room that opens during a pass (asked again, it would say open): all its
+        // calls wait for the next pass.
+        let asked = std::cell::Cell::new(0);
+        let a_opens_midway = |room: &str| {
+            if room != "a" {
+                return RoomState::Opening;
+            }
+            asked.set(asked.get() + 1);
+            if asked.get() == 1 {
+                RoomState::Opening
+            } else {
+                RoomState::Open
+            }
+        };
+        assert_eq!(held.take_due(start + HOLD_FOR / 4, a_opens_midway), Due::default());
+        let a_open = |room: &str| {
+            if room == "a" {
+                RoomState::Open
+            } else {
+                RoomState::Opening
+            }
+        };
+        let due = held.take_due(start + HOLD_FOR / 2, a_open);
+        assert_eq!(due.deliver, [event("a", "1"), event("a", "2")]);
         assert!(held.holds("b") && !held.holds("a"));
-        let late = held.take_due(start + HOLD_FOR, |_| false);
-        assert_eq!(late.dropped, [close]);
+        let late = held.take_due(start + HOLD_FOR, opening);
+        assert_eq!(late.dropped, std::slice::from_ref(&close));
         assert!(held.is_empty());
+        held.hold(close.clone(), start).unwrap();
+        let gone = held.take_due(start, |_| RoomState::Gone);
+        assert_eq!(gone.dropped, [close]);
 
         for n in 0..MAX_HELD {
             held.hold(event("c", &n.to_string()), start).unwrap();

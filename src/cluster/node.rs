@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::bus::{Bus, Delivery};
 use super::closing::Closing;
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
-use super::held::{HOLD_POLL, Held};
+use super::held::{HOLD_POLL, Held, RoomState};
 use super::redis_directory::{RedisDirectory, SessionTake, SessionsKept};
 use crate::clock::unix_micros;
 use crate::config::Placement;
@@ -97,6 +97,35 @@ pub struct Cluster {
     /// A session record's write failed: every record is written again at the next
     /// renewal.
     rewrite_sessions: AtomicBool,
+    /// Rooms not open here that claims are under way for (a restore among them), and
+    /// how many: calls from other nodes for them wait (see `cluster::held`).
+    opening: parking_lot::Mutex<HashMap<String, usize>>,
+}
+
+/// A claim of a room not open here, under way: counted in `Cluster::opening` while
+/// it lives.
+struct Opening<'a> {
+    rooms: &'a parking_lot::Mutex<HashMap<String, usize>>,
+    room: &'a str,
+}
+
+impl<'a> Opening<'a> {
+    fn new(rooms: &'a parking_lot::Mutex<HashMap<String, usize>>, room: &'a str) -> Self {
+        *rooms.lock().entry(room.to_string()).or_default() += 1;
+        Self { rooms, room }
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut rooms = self.rooms.lock();
+        if let Some(claims) = rooms.get_mut(self.room) {
+            *claims -= 1;
+            if *claims == 0 {
+                rooms.remove(self.room);
+            }
+        }
+    }
 }
 
 /// How this node takes part in the cluster.
@@ -283,6 +312,7 @@ impl Cluster {
             seat_keys: [std::hash::RandomState::new(), std::hash::RandomState::new()],
             sessions: parking_lot::Mutex::default(),
             rewrite_sessions: AtomicBool::new(false),
+            opening: parking_lot::Mutex::default(),
         }
     }
 
@@ -650,6 +680,7 @@ impl Cluster {
             }
             None => self.pool.room(room),
         };
+        let _opening = open_here.is_none().then(|| Opening::new(&self.opening, room));
         // A failed read is an error, not "no checkpoint": the room would open empty,
         // and its checkpoint be overwritten by the empty room's. A checkpoint written
         // between that read and the claim (its node handed the room off meanwhile)
@@ -1071,13 +1102,18 @@ impl Cluster {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let delivery = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    if !held.is_empty() {
+                        tracing::warn!(calls = held.len(), "stopping: calls from other nodes still waiting for their rooms dropped");
+                    }
+                    return;
+                }
                 delivery = inbox.recv() => match delivery {
                     Some(delivery) => delivery,
                     None => return,
                 },
                 _ = poll.tick(), if !held.is_empty() => {
-                    let due = held.take_due(Instant::now(), |room| self.pool.room(room).is_some());
+                    let due = held.take_due(Instant::now(), |room| self.room_state(room));
                     for call in due.deliver {
                         self.deliver(call, &on_user_live);
                     }
@@ -1088,13 +1124,24 @@ impl Cluster {
                 }
             };
             match delivery.room() {
-                Some(room) if held.holds(room) || self.pool.room(room).is_none() => {
+                Some(room) if held.holds(room) || self.room_state(room) == RoomState::Opening => {
                     if let Err(call) = held.hold(delivery, Instant::now()) {
                         tracing::warn!(room = ?call.room(), "too many calls from other nodes wait for their rooms; dropped");
                     }
                 }
                 _ => self.deliver(delivery, &on_user_live),
             }
+        }
+    }
+
+    /// Where `room` stands here, for the calls other nodes send for it.
+    fn room_state(&self, room: &str) -> RoomState {
+        if self.pool.room(room).is_some() {
+            RoomState::Open
+        } else if self.opening.lock().contains_key(room) {
+            RoomState::Opening
+        } else {
+            RoomState::Gone
         }
     }
 
@@ -1209,7 +1256,9 @@ impl Cluster {
                     tracing::warn!(room = %room.room, owner = %node, "room lease lapsed and another node took the room; closing it here");
                     self.metrics.rooms_lost.inc();
                     let message = format!("the room moved to node `{node}`; join it again");
-                    let _ = self.pool.close(&room.room, ErrorCode::RoomClosed, &message);
+                    if let Some(Err(e)) = self.pool.close(&room.room, ErrorCode::RoomClosed, &message) {
+                        tracing::debug!(room = %room.room, "the room's close was not taken: {e}");
+                    }
                 }
                 Ok(Claim::Settling) | Err(_) => {}
             }

@@ -750,7 +750,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 }
                 // Removed by the server: its inputs go nowhere now, and none sent
                 // after this counts as lost.
-                Some(Event::Left(left)) if left.reason != 0 && left.room == room => {
+                Some(Event::Left(left)) if removed_from(&room, &left) => {
                     *fleet.removed.lock().entry(left.reason).or_default() += 1;
                     removed = true;
                     break false;
@@ -772,12 +772,19 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     if sent > 0 && live > 0 && !removed {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while client.with_mirror(&room, |m| m.last_input_seq()) < Some(sent) && tokio::time::Instant::now() < deadline {
-            let _ = tokio::time::timeout_at(deadline, events.recv()).await;
+            if let Ok(Some(Event::Left(left))) = tokio::time::timeout_at(deadline, events.recv()).await
+                && removed_from(&room, &left)
+            {
+                *fleet.removed.lock().entry(left.reason).or_default() += 1;
+                removed = true;
+                break;
+            }
         }
         // Applied as the room last said, if it said anything since the client's last
         // connection (a new connection's mirror waits for its room's first frame).
         let applied = client.with_mirror(&room, |m| (m.tick() > 0).then(|| m.last_input_seq()));
         match applied.flatten() {
+            _ if removed => 0,
             Some(applied) => c.lost_inputs.fetch_add(sent.saturating_sub(applied), Ordering::Relaxed),
             // The room is not back (its node was lost, its join still waits), so
             // nothing since the last acknowledgement can be confirmed.
@@ -803,6 +810,12 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         c.connected.fetch_sub(1, Ordering::Relaxed);
     }
     replaced
+}
+
+/// Whether `left` says the server removed the bot from `room` (a reason: the room
+/// closed, or the game removed the member; none: the bot's own leave).
+fn removed_from(room: &str, left: &proto::Left) -> bool {
+    left.reason != 0 && left.room == room
 }
 
 /// Counts by error code, named as PROTOCOL.md lists them (`{ROOM_FULL: 2}`).
