@@ -1075,8 +1075,12 @@ impl Cluster {
             return Ok(None);
         };
         if node == self.node.id {
-            // The lease says here, but the room just closed.
-            return Ok(None);
+            // The lease says here: the room is opening (a join is restoring it), or
+            // it just closed.
+            return match self.room_state(room) {
+                RoomState::Opening => Err(PoolError::Unavailable("the room is opening on this node; retry".into())),
+                _ => Ok(None),
+            };
         }
         if self.call(send(node.clone())).await? {
             Ok(Some(node))
