@@ -1078,8 +1078,11 @@ impl Cluster {
             // The lease says here: the room is opening (a join is restoring it), or
             // it just closed.
             return match self.room_state(room) {
-                RoomState::Opening => Err(PoolError::Unavailable("the room is opening on this node; retry".into())),
-                _ => Ok(None),
+                RoomState::Gone => Ok(None),
+                // (Open: it opened since the caller looked.)
+                RoomState::Opening | RoomState::Open => {
+                    Err(PoolError::Unavailable("the room is opening on this node; retry".into()))
+                }
             };
         }
         if self.call(send(node.clone())).await? {
