@@ -29,7 +29,7 @@ use crate::bucket::TokenBucket;
 use crate::clock::unix_micros;
 use crate::engine::listing::{self, Listing, ListingState, Metadata};
 use crate::engine::outbox::{Outbox, RoomKey};
-use crate::engine::room::{Room, RoomConfig, error_message};
+use crate::engine::room::{Bans, Room, RoomConfig, error_message};
 use crate::engine::schedule::TickSchedule;
 use crate::engine::simulation::Simulation;
 use crate::log_budget::LogBudget;
@@ -356,6 +356,8 @@ pub struct RoomShared {
     /// Seats a restored room keeps for members of its checkpoint, updated by the
     /// owning thread.
     pub kept: AtomicU32,
+    /// Users banned from it (shared with the room).
+    pub bans: Arc<Bans>,
 }
 
 impl RoomShared {
@@ -476,7 +478,7 @@ pub trait Rooms: Send + Sync {
     /// exclude, among the first [`LIST_SCAN`] rooms of the type in id order, the one with the most
     /// seats taken (the first in id order on a tie), with a seat reserved for the join
     /// (send it with `reserved: true`).
-    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle>;
+    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&RoomShared) -> bool) -> Option<RoomHandle>;
 
     /// The open room with this id, if any (never creates one).
     fn find(&self, id: &str) -> Option<RoomHandle>;
@@ -535,7 +537,7 @@ impl Rooms for SimPool {
             .map(|(handle, _)| handle)
     }
 
-    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle> {
+    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&RoomShared) -> bool) -> Option<RoomHandle> {
         SimPool::pick(self, room_type, filters, skip)
     }
 
@@ -784,7 +786,7 @@ impl SimPool {
     }
 
     /// See [`Rooms::pick`].
-    pub fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle> {
+    pub fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&RoomShared) -> bool) -> Option<RoomHandle> {
         let filter = RoomFilter {
             room_type: if room_type.is_empty() {
                 &self.config.default_room_type
@@ -806,7 +808,7 @@ impl SimPool {
             .cloned()
             .collect();
         let mut open: Vec<(u32, RoomHandle)> = (scan.into_iter())
-            .filter(|h| h.shared.listed(&filter) && !skip(&h.shared.id))
+            .filter(|h| h.shared.listed(&filter) && !skip(&h.shared))
             .map(|h| (h.shared.seats_taken(), h))
             .collect();
         // The fullest first (the first in id order on a tie); a seat is reserved only
@@ -906,6 +908,7 @@ impl SimPool {
             listing: room.listing().clone(),
             reserved: AtomicU32::new(0),
             kept: AtomicU32::new(room.kept_seats() as u32),
+            bans: room.bans().clone(),
         });
         let thread = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].rooms.load(Ordering::Relaxed))
@@ -2250,7 +2253,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the join was not handled");
             std::thread::sleep(Duration::from_millis(1));
         }
-        let nothing = |_: &str| false;
+        let nothing = |_: &RoomShared| false;
         // The fullest first, then the other: every seat once, then none.
         let mut picked = Vec::new();
         while let Some(room) = pool.pick("", &ctf.metadata, &nothing) {
@@ -2281,7 +2284,7 @@ mod tests {
         assert_eq!(b.shared.reserved.load(Ordering::Relaxed), 62);
         // Skipped rooms (the session is in them, or its token forbids them) are not picked.
         b.shared.reserved.store(0, Ordering::Relaxed);
-        let not_b = |id: &str| id == "b";
+        let not_b = |room: &RoomShared| &*room.id == "b";
         assert!(pool.pick("", &ctf.metadata, &not_b).is_none());
     }
 
@@ -2307,7 +2310,7 @@ mod tests {
         assert_eq!(next.as_deref(), Some(ids[LIST_SCAN - 1].as_str()), "where it stopped");
         let (page, next) = pool.list_rooms(&rare, &ids[LIST_SCAN - 1], 10, usize::MAX);
         assert_eq!((page.len(), page[0].room.as_str(), next), (1, "z", None));
-        let nothing = |_: &str| false;
+        let nothing = |_: &RoomShared| false;
         assert!(
             pool.pick("relay", &ctf.metadata, &nothing).is_none(),
             "z is past the scan"
@@ -2361,7 +2364,7 @@ mod tests {
         let room = pool.restore(&checkpoint).unwrap().unwrap();
         assert_eq!(room.shared.occupied(), 64);
         assert!(pool.restore(&checkpoint).unwrap().is_none(), "open already");
-        let nothing = |_: &str| false;
+        let nothing = |_: &RoomShared| false;
         assert!(
             pool.pick("relay", &Metadata::new(), &nothing).is_none(),
             "full of kept seats"

@@ -32,7 +32,7 @@ use crate::cluster::Claim;
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox};
 use crate::engine::room::error_message;
-use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, Rooms};
+use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
 use crate::proto::{
@@ -680,7 +680,7 @@ impl Session {
             K::QuickJoin(quick) => {
                 self.forget_left(now);
                 if self.searched(quick.request_id, now) {
-                    self.quick_join(quick);
+                    self.quick_join(quick, now);
                 }
             }
             K::Leave(leave) => {
@@ -894,7 +894,7 @@ impl Session {
 
     /// A quick join: the fullest open room that matches, or a new one (see
     /// `QuickJoin` in the schema).
-    fn quick_join(&mut self, quick: proto::QuickJoin) {
+    fn quick_join(&mut self, quick: proto::QuickJoin, now: Now) {
         let refuse = |code, message: &str| self.reply(error_message(code, message, quick.request_id, ""));
         if let Err(message) = check_room_type(&quick.room_type) {
             return refuse(ErrorCode::BadRequest, &message);
@@ -912,12 +912,14 @@ impl Session {
             return refuse(ErrorCode::BadRequest, &message);
         }
         let excluded: HashSet<&str> = quick.exclude.iter().map(String::as_str).collect();
-        let skip = |id: &str| {
+        let skip = |room: &RoomShared| {
+            let id = &*room.id;
             self.just_left.iter().any(|(left, _)| left == id)
                 || self.rooms.contains_key(id)
                 || self.claims.contains_key(id)
                 || excluded.contains(id)
                 || !self.identity.may_join(id)
+                || room.bans.remaining_us(&self.identity.user_id, now.unix_us).is_some()
         };
         // A room open here first; in a cluster, then the fullest elsewhere.
         if let Some(handle) = self.ctx.rooms.pick(&quick.room_type, &quick.filters, &skip) {

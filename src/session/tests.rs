@@ -62,22 +62,21 @@ impl Rooms for FakeRooms {
                 listing: Arc::new(Listing::new(listing)),
                 reserved: AtomicU32::new(0),
                 kept: AtomicU32::new(0),
+                bans: Arc::default(),
             };
             RoomHandle::standalone(key, Arc::new(shared))
         });
         Ok(handle.clone())
     }
 
-    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&str) -> bool) -> Option<RoomHandle> {
+    fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&RoomShared) -> bool) -> Option<RoomHandle> {
         let filter = RoomFilter {
             room_type,
             metadata: filters,
             open_only: true,
         };
         let opened = self.opened.lock();
-        let mut open = opened
-            .values()
-            .filter(|h| !skip(&h.shared.id) && h.shared.listed(&filter));
+        let mut open = opened.values().filter(|h| !skip(&h.shared) && h.shared.listed(&filter));
         let handle = open.next()?;
         handle.shared.reserved.fetch_add(1, Ordering::Relaxed);
         Some(handle.clone())
@@ -1651,6 +1650,28 @@ fn a_quick_join_passes_over_a_room_just_left() {
             join_seq: 3
         }]
     );
+}
+
+/// A quick join passes over a room whose bans hold its user, until the ban ends.
+#[test]
+fn a_quick_join_passes_over_a_room_that_bans_its_user() {
+    let mut h = Harness::new();
+    h.replies();
+    let banning = h.rooms.open("banning", "arena", "", ListingState::default()).unwrap();
+    banning.shared.bans.set("anonymous-1", 60, h.now().unix_us);
+    h.one(quick_join("arena", &[], &[], 1)).unwrap();
+    let created = Sent::Join {
+        room: h.key("arena-r4nd0m"),
+        join_seq: 1,
+    };
+    assert_eq!(h.sent(), [created]);
+    h.advance(Duration::from_secs(60));
+    h.one(quick_join("arena", &[], &[], 2)).unwrap();
+    let taken = Sent::QuickJoin {
+        room: banning.key,
+        join_seq: 2,
+    };
+    assert_eq!(h.sent(), [taken]);
 }
 
 #[test]

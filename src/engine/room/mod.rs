@@ -11,9 +11,11 @@
 //! Nothing here blocks, sleeps or reads a clock: the
 //! driver ([`crate::engine::sim_pool`]) calls [`Room::tick`] when the tick is due.
 
+mod bans;
 mod config;
 mod member;
 
+pub use bans::{Bans, MAX_BANS};
 pub use config::{ConfigError, RoomConfig};
 
 use std::collections::VecDeque;
@@ -104,11 +106,6 @@ pub enum JoinError {
     Banned,
 }
 
-/// The most users a room keeps banned: a ban beyond it replaces the one that ends
-/// soonest. (With user ids of up to 256 bytes, at most 70 KB of a checkpoint's
-/// default 1 MiB.)
-pub const MAX_BANS: usize = 256;
-
 enum SimCall {
     Join(MemberId, Arc<str>),
     Leave(MemberId),
@@ -193,8 +190,8 @@ pub struct Room {
     presence_due: bool,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
-    /// Users whose joins are refused, and until when (µs since the Unix epoch).
-    bans: FxHashMap<Arc<str>, u64>,
+    /// Users whose joins are refused, and until when (shared with quick joins).
+    bans: Arc<Bans>,
 }
 
 /// A seat a restored room keeps for a member of its checkpoint.
@@ -250,7 +247,7 @@ impl Room {
             departed: Vec::new(),
             presence_due: false,
             listing: Arc::default(),
-            bans: FxHashMap::default(),
+            bans: Arc::default(),
         }
     }
 
@@ -283,8 +280,7 @@ impl Room {
         if let Some(listing) = &checkpoint.listing {
             room.listing = Arc::new(Listing::new(ListingState::from_proto(listing)));
         }
-        let bans = checkpoint.bans.iter().take(MAX_BANS);
-        room.bans = bans.map(|ban| (ban.user_id.as_str().into(), ban.until_us)).collect();
+        room.bans = Arc::new(Bans::from_proto(&checkpoint.bans));
         for seat in &checkpoint.seats {
             let reserved = Reserved {
                 user_id: seat.user_id.as_str().into(),
@@ -335,13 +331,7 @@ impl Room {
             seats: members.chain(reserved).collect(),
             time_us,
             listing: Some(self.listing.with(ListingState::to_proto)),
-            bans: (self.bans.iter())
-                .filter(|&(_, &until_us)| until_us > time_us)
-                .map(|(user, &until_us)| proto::RoomBan {
-                    user_id: user.to_string(),
-                    until_us,
-                })
-                .collect(),
+            bans: self.bans.to_proto(time_us),
         }
     }
 
@@ -358,9 +348,7 @@ impl Room {
         let mut reserved: Vec<_> = self.reserved.iter().map(|(&id, r)| (id, r.last_applied)).collect();
         reserved.sort_unstable();
         reserved.hash(&mut hasher);
-        let mut bans: Vec<_> = self.bans.iter().collect();
-        bans.sort_unstable();
-        bans.hash(&mut hasher);
+        self.bans.hash_into(&mut hasher);
         self.listing
             .with(|listing| listing.to_proto().encode_to_vec())
             .hash(&mut hasher);
@@ -458,9 +446,9 @@ impl Room {
         join_seq: u64,
         now_us: u64,
     ) -> Result<(), JoinError> {
-        match self.bans.get(&user_id) {
-            Some(&until_us) if until_us > now_us => {
-                let secs = (until_us - now_us).div_ceil(1_000_000);
+        match self.bans.remaining_us(&user_id, now_us) {
+            Some(remaining_us) => {
+                let secs = remaining_us.div_ceil(1_000_000);
                 let message = format!("banned from this room by the game's server for {secs} more s");
                 let error = proto::Error {
                     code: ErrorCode::Forbidden as i32,
@@ -473,7 +461,7 @@ impl Room {
                 let _ = outbox.push_reliable(encode_message(Kind::Error(error)));
                 Err(JoinError::Banned)
             }
-            _ => self.join(member, user_id, outbox, request_id, join_seq),
+            None => self.join(member, user_id, outbox, request_id, join_seq),
         }
     }
 
@@ -489,22 +477,13 @@ impl Room {
         for member in removed {
             self.requests.removals.push((member, why.to_string()));
         }
-        if ban_secs == 0 {
-            self.bans.remove(user_id);
-            return;
-        }
-        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(user_id) {
-            self.bans.retain(|_, &mut until_us| until_us > now_us);
-            if self.bans.len() >= MAX_BANS
-                && let Some(soonest) = (self.bans.iter())
-                    .min_by_key(|(_, until)| **until)
-                    .map(|(user, _)| user.clone())
-            {
-                self.bans.remove(&soonest);
-            }
-        }
-        self.bans
-            .insert(user_id.into(), now_us + u64::from(ban_secs) * 1_000_000);
+        self.bans.set(user_id, ban_secs, now_us);
+    }
+
+    /// The users banned from the room (shared with quick joins, which pass over it
+    /// for them).
+    pub fn bans(&self) -> &Arc<Bans> {
+        &self.bans
     }
 
     /// Adds a member. At the next tick it is answered with `Joined`, the other

@@ -1,0 +1,80 @@
+//! Users the game's backend banned from a room (`DELETE /rooms/{room}/users/{user}
+//! ?ban_secs=N`), and until when. The room's thread writes them; quick joins read them
+//! (through the room's `RoomShared`) to pass over a room that would refuse the user.
+//! Times are µs since the Unix epoch, passed in (nothing here reads a clock).
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+use crate::proto;
+
+/// The most users a room keeps banned: a ban beyond it replaces the one that ends
+/// soonest. (With user ids of up to 256 bytes, at most 70 KB of a checkpoint's
+/// default 1 MiB.)
+pub const MAX_BANS: usize = 256;
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct Bans {
+    until_us: Mutex<FxHashMap<Arc<str>, u64>>,
+}
+
+impl Bans {
+    /// The bans a checkpoint holds (at most [`MAX_BANS`] of them).
+    pub fn from_proto(bans: &[proto::RoomBan]) -> Self {
+        let bans = bans.iter().take(MAX_BANS);
+        let until_us = bans.map(|ban| (ban.user_id.as_str().into(), ban.until_us)).collect();
+        Self {
+            until_us: Mutex::new(until_us),
+        }
+    }
+
+    /// The bans still on at `now_us`, for a checkpoint.
+    pub fn to_proto(&self, now_us: u64) -> Vec<proto::RoomBan> {
+        (self.until_us.lock().iter())
+            .filter(|&(_, &until_us)| until_us > now_us)
+            .map(|(user, &until_us)| proto::RoomBan {
+                user_id: user.to_string(),
+                until_us,
+            })
+            .collect()
+    }
+
+    /// Bans `user_id` for `secs` from `now_us`; 0 lifts its ban. Beyond [`MAX_BANS`],
+    /// the bans over by `now_us` go, then the one that ends soonest.
+    pub fn set(&self, user_id: &str, secs: u32, now_us: u64) {
+        let mut bans = self.until_us.lock();
+        if secs == 0 {
+            bans.remove(user_id);
+            return;
+        }
+        if bans.len() >= MAX_BANS && !bans.contains_key(user_id) {
+            bans.retain(|_, &mut until_us| until_us > now_us);
+            if bans.len() >= MAX_BANS
+                && let Some(soonest) = (bans.iter())
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(user, _)| user.clone())
+            {
+                bans.remove(&soonest);
+            }
+        }
+        bans.insert(user_id.into(), now_us + u64::from(secs) * 1_000_000);
+    }
+
+    /// How long (µs) `user_id` stays banned after `now_us`, if it is.
+    pub fn remaining_us(&self, user_id: &str, now_us: u64) -> Option<u64> {
+        let until_us = *self.until_us.lock().get(user_id)?;
+        (until_us > now_us).then(|| until_us - now_us)
+    }
+
+    /// Feeds the bans, in a stable order, to `hasher` (a checkpoint's fingerprint).
+    pub fn hash_into(&self, hasher: &mut impl Hasher) {
+        let bans = self.until_us.lock();
+        let mut sorted: Vec<_> = bans.iter().collect();
+        sorted.sort_unstable();
+        sorted.hash(hasher);
+    }
+}
