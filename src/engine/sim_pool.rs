@@ -1108,6 +1108,23 @@ impl PeriodicCheckpoints {
         if !self.due || room.has_pending_sim_calls() {
             return;
         }
+        self.write(room, c);
+    }
+
+    /// Between ticks: a change the room's ticks would not bring to a checkpoint soon
+    /// (a ban, which an empty room keeps without ticking) is written now, or after the
+    /// next tick when the room has work pending (periodic checkpoints only).
+    fn write_soon(&mut self, room: &mut Room, c: &Checkpoints) {
+        if c.every_ticks == 0 {
+            return;
+        }
+        self.due = true;
+        if !room.has_pending_work() {
+            self.write(room, c);
+        }
+    }
+
+    fn write(&mut self, room: &mut Room, c: &Checkpoints) {
         self.due = false;
         let fingerprint = room.checkpoint_fingerprint();
         match &mut self.written {
@@ -1402,8 +1419,12 @@ impl SimThread {
                 message,
                 ban_secs,
             } => {
-                if let Some(r) = self.room_mut(room) {
-                    r.room.remove_user(&user_id, &message, ban_secs, unix_micros());
+                if let Some(&i) = self.index.get(&room) {
+                    let owned = &mut self.rooms[i];
+                    owned.room.remove_user(&user_id, &message, ban_secs, unix_micros());
+                    if let Some(c) = &self.checkpoints {
+                        owned.checkpoints.write_soon(&mut owned.room, c);
+                    }
                 }
             }
             Command::Shutdown => {}
@@ -1976,6 +1997,26 @@ mod tests {
         let unavailable = |taken| matches!(taken, Some(Err(PoolError::Unavailable(_))));
         assert!(unavailable(Rooms::remove_user(&pool, "field", "u", "", 0)));
         assert!(unavailable(Rooms::close(&pool, "field", ErrorCode::RoomClosed, "")));
+    }
+
+    /// A ban reaches the room's checkpoint at once, not at the next periodic one (an
+    /// empty room would take that only once it ticks again).
+    #[test]
+    fn a_ban_is_checkpointed_at_once() {
+        let (pool, checkpoints) = checkpointing(1, 100_000);
+        let _member = join(&pool, "field", "arena", 7);
+        assert!(matches!(
+            Rooms::remove_user(&pool, "field", "other", "", 60),
+            Some(Ok(()))
+        ));
+        let checkpoint = loop {
+            match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
+                Checkpoint::Room(c) if c.room == "field" => break c,
+                _ => {}
+            }
+        };
+        let banned: Vec<&str> = checkpoint.bans.iter().map(|b| &*b.user_id).collect();
+        assert_eq!(banned, ["other"]);
     }
 
     /// An event on its way to a thread as the node stops (checked against the
