@@ -148,9 +148,12 @@ bots_ticks() {
     stat=$(<"/proc/$pid/stat") || return 0
     stat=${stat##*) }
     read -r -a f <<<"$stat"
+    ((${#f[@]} > 14)) || return 0
     echo "$(date +%s.%N) $((f[11] + f[12] + f[13] + f[14]))" >>"$work/bots.ticks"
 }
 (
+    # A failed read must not end the sampling (the script's own `set -e`).
+    set +e
     while sample; do
         echo "$(metrics | metric tickrelay_connections)" >>"$work/connections"
         bots_ticks
