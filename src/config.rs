@@ -60,7 +60,7 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Where `/metrics` is served and who may read it.
     pub metrics: MetricsConfig,
-    /// The HTTP API for game backends (`POST /rooms/{room}/events`,
+    /// The HTTP API for game backends (`POST /rooms/{room}/events`, `GET` and
     /// `DELETE /rooms/{room}`, `DELETE /rooms/{room}/users/{user}`).
     pub api: ApiConfig,
     /// Several nodes sharing a room directory in Redis (off unless `redis_url` is set).
@@ -1094,7 +1094,8 @@ max_unfinished_handshakes = 8192
 # request body as a room event from the server (sender 0), DELETE
 # /rooms/{room}?reason=TEXT closes the room, DELETE
 # /rooms/{room}/users/{user}?reason=TEXT&ban_secs=N removes the user from the room
-# (and bans it for N seconds), with `Authorization: Bearer <token>`.
+# (and bans it for N seconds), GET /rooms/{room} says who is in it, with
+# `Authorization: Bearer <token>`.
 # Off (404) without a token.
 # token = "change-me"
 

@@ -1056,6 +1056,20 @@ impl Cluster {
             .await
     }
 
+    /// The base URL (`https://host:port`, from its public URL) of the node holding
+    /// `room` when another node does (`None`: no node, or this one).
+    pub async fn owner_url(&self, room: &str) -> Result<Option<String>, PoolError> {
+        let Some(node) = self.call(self.directory.locate(room)).await? else {
+            return Ok(None);
+        };
+        if node == self.node.id {
+            return Ok(None);
+        }
+        let loads = self.call(self.directory.node_loads()).await?;
+        let url = loads.into_iter().find(|(n, _)| n.id == node).map(|(n, _)| n.url);
+        Ok(url.and_then(|url| http_base(&url)))
+    }
+
     /// [`Cluster::publish_elsewhere`] for a removal of a user from the room (`DELETE
     /// /rooms/{room}/users/{user}`).
     pub async fn remove_elsewhere(&self, removal: &UserRemoval) -> Result<Option<String>, PoolError> {
@@ -1273,6 +1287,19 @@ impl Cluster {
     }
 }
 
+/// The HTTP base of a node's public WebSocket URL: `wss://host:port/ws` →
+/// `https://host:port` (`ws://` → `http://`).
+fn http_base(public_url: &str) -> Option<String> {
+    let (scheme, rest) = public_url.split_once("://")?;
+    let scheme = match scheme {
+        "wss" => "https",
+        "ws" => "http",
+        _ => return None,
+    };
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    Some(format!("{scheme}://{authority}"))
+}
+
 /// Logs what became of an HTTP API `call` another node handed to this one.
 fn log_call_from_elsewhere(taken: Option<Result<(), PoolError>>, call: &str, room: &str) {
     match taken {
@@ -1315,6 +1342,20 @@ mod tests {
         assert_eq!(plan.for_rooms([]), Some("b"));
         assert_eq!(plan.for_rooms(["gone", "mid"]), Some("b"));
         assert_eq!(plan.for_rooms(["gone", "small"]), Some("c"));
+    }
+
+    #[test]
+    fn a_nodes_http_base_comes_from_its_public_url() {
+        assert_eq!(
+            http_base("wss://relay-2.example.com:7443/ws").as_deref(),
+            Some("https://relay-2.example.com:7443")
+        );
+        assert_eq!(
+            http_base("ws://10.0.0.2:7443/ws").as_deref(),
+            Some("http://10.0.0.2:7443")
+        );
+        assert_eq!(http_base("quic://10.0.0.2:7443"), None);
+        assert_eq!(http_base("wss:///ws"), None);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::bucket::TokenBucket;
 use crate::clock::unix_micros;
 use crate::engine::listing::{self, Listing, ListingState, Metadata};
 use crate::engine::outbox::{Outbox, RoomKey};
-use crate::engine::room::{Bans, Room, RoomConfig, error_message};
+use crate::engine::room::{Bans, Roll, Room, RoomConfig, error_message};
 use crate::engine::schedule::TickSchedule;
 use crate::engine::simulation::Simulation;
 use crate::log_budget::LogBudget;
@@ -331,6 +331,13 @@ pub enum Command {
         message: String,
         /// How long its joins are refused (0: none, and a ban it had is lifted).
         ban_secs: u32,
+    },
+    /// Tell who is in the room ([`Room::roster`]) on `reply`.
+    Roster {
+        /// Room.
+        room: RoomKey,
+        /// Where the answer goes (its receiver may have given up waiting).
+        reply: std::sync::mpsc::SyncSender<Roll>,
     },
     /// Stop the thread.
     Shutdown,
@@ -1425,6 +1432,11 @@ impl SimThread {
                     if let Some(c) = &self.checkpoints {
                         owned.checkpoints.write_soon(&mut owned.room, c);
                     }
+                }
+            }
+            Command::Roster { room, reply } => {
+                if let Some(r) = self.room_mut(room) {
+                    let _ = reply.try_send(r.room.roster());
                 }
             }
             Command::Shutdown => {}

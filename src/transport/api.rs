@@ -5,7 +5,8 @@
 //! `DELETE /rooms/{room}/users/{user}?reason=TEXT&ban_secs=N` removes a user (a token's
 //! `sub`) from the room (each of its members gets `Left` with `FORBIDDEN` and the
 //! reason) and refuses its joins of the room for N seconds (0, the default: a ban it
-//! had is lifted). It needs
+//! had is lifted); `GET /rooms/{room}` answers who is in the room (member and user
+//! ids, and the seats it keeps), its type, cap and listing, as JSON. It needs
 //! `Authorization: Bearer` with `[api] token`; without a configured token the API is
 //! off. The room must be open on this node, or in cluster mode on any node (the call is
 //! handed to that node over Redis pub/sub); an event goes out reliably, in order with
@@ -13,14 +14,19 @@
 //! room already holding its bound of pending events (`max_pending_events`, 1,024 a
 //! tick) drops an event and logs so.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Method, Request, StatusCode};
+use serde::Serialize;
 
 use crate::cluster::Cluster;
+use crate::engine::listing::Metadata;
 use crate::engine::sim_pool::{Command, PoolError};
-use crate::proto::{ErrorCode, RoomClose, SendEvent, UserRemoval};
+use crate::proto::{self, ErrorCode, RoomClose, SendEvent, UserRemoval};
 use crate::session::auth::MAX_SUB_BYTES;
 use crate::state::SERVER;
 use crate::transport::http::{Http, HttpResponse, bearer_matches, text, unauthorized};
@@ -49,6 +55,8 @@ pub(crate) enum Call {
     Close(String),
     /// `DELETE /rooms/{room}/users/{user}`
     RemoveUser(String, String),
+    /// `GET /rooms/{room}`
+    Describe(String),
 }
 
 /// The API call a request makes, if it is one (the room id percent-encoded in the path).
@@ -58,6 +66,7 @@ pub(crate) fn call_of(method: &Method, path: &str) -> Option<Call> {
         (&Method::POST, Some(room), _) => Some(Call::Publish(path_segment(room)?)),
         (&Method::DELETE, None, Some((room, user))) => Some(Call::RemoveUser(path_segment(room)?, path_segment(user)?)),
         (&Method::DELETE, None, None) => Some(Call::Close(path_segment(rest)?)),
+        (&Method::GET, None, None) => Some(Call::Describe(path_segment(rest)?)),
         _ => None,
     }
 }
@@ -153,6 +162,95 @@ pub(crate) async fn remove_user(req: Request<Incoming>, room: String, user_id: S
             answer_elsewhere(http, &removal.room, done, elsewhere).await
         }
     }
+}
+
+/// How long `GET /rooms/{room}` waits for the room's thread.
+const DESCRIBE_WAIT: Duration = Duration::from_secs(2);
+
+/// One member (or kept seat) in `GET /rooms/{room}`'s answer.
+#[derive(Serialize)]
+struct MemberView {
+    member_id: u64,
+    user_id: String,
+}
+
+/// `GET /rooms/{room}`'s answer.
+#[derive(Serialize)]
+struct RoomView {
+    room: String,
+    room_type: String,
+    max_members: u32,
+    members: Vec<MemberView>,
+    kept_seats: Vec<MemberView>,
+    metadata: Metadata,
+    locked: bool,
+    private: bool,
+}
+
+/// Answers one `GET /rooms/{room}`: in cluster mode, a room open on another node is a
+/// redirect (307) to the same path on that node.
+pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) -> HttpResponse {
+    if let Some(refusal) = refused(&req, http) {
+        return refusal;
+    }
+    let ctx = &http.ctx;
+    let Some(handle) = ctx.session.rooms.find(&room) else {
+        let Some(cluster) = &ctx.cluster else {
+            return not_open(&room, "on this node");
+        };
+        return match cluster.owner_url(&room).await {
+            Ok(Some(base)) => {
+                let location = format!("{base}{}", req.uri().path());
+                let mut response = text(
+                    StatusCode::TEMPORARY_REDIRECT,
+                    format!("{room:?} is open on another node: {location}\n"),
+                );
+                if let Ok(location) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(LOCATION, location);
+                }
+                response
+            }
+            Ok(None) => not_open(&room, "in the cluster"),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        };
+    };
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    let command = Command::Roster {
+        room: handle.key,
+        reply,
+    };
+    if let Err(e) = ctx.session.rooms.send(&handle, command) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+    }
+    // The room's thread answers between ticks; the wait runs off the I/O threads.
+    let roll = tokio::task::spawn_blocking(move || answer.recv_timeout(DESCRIBE_WAIT)).await;
+    let Ok(Ok(roll)) = roll else {
+        return not_open(&room, "any more (or its thread did not answer in time)");
+    };
+    let view = |members: Vec<proto::MemberInfo>| {
+        (members.into_iter())
+            .map(|m| MemberView {
+                member_id: m.member_id,
+                user_id: m.user_id,
+            })
+            .collect()
+    };
+    let listing = handle.shared.listing.get();
+    let body = RoomView {
+        room,
+        room_type: handle.shared.room_type.to_string(),
+        max_members: handle.shared.max_members,
+        members: view(roll.members),
+        kept_seats: view(roll.kept),
+        metadata: listing.metadata,
+        locked: listing.locked,
+        private: listing.private,
+    };
+    let mut response = text(StatusCode::OK, serde_json::to_string(&body).unwrap_or_default() + "\n");
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// The call's `reason`, `default` when it gives none; why not when it is too long or
@@ -286,6 +384,9 @@ mod tests {
         assert_eq!(close("/rooms/lobby/users/"), None);
         assert_eq!(close("/rooms//users/ann"), None);
         assert_eq!(publish("/rooms/lobby/users/ann"), None);
-        assert_eq!(call_of(&Method::GET, "/rooms/lobby"), None);
+        let describe = |path| call_of(&Method::GET, path);
+        assert_eq!(describe("/rooms/eu%20west"), Some(Call::Describe("eu west".into())));
+        assert_eq!(describe("/rooms/lobby/events"), None);
+        assert_eq!(describe("/rooms/lobby/users/ann"), None);
     }
 }

@@ -202,6 +202,7 @@ where
                 Some(api::Call::Publish(room)) => api::publish(req, room, &http).await,
                 Some(api::Call::Close(room)) => api::close(req, room, &http).await,
                 Some(api::Call::RemoveUser(room, user)) => api::remove_user(req, room, user, &http).await,
+                Some(api::Call::Describe(room)) => api::describe(req, room, &http).await,
                 None => route(req, peer, http),
             };
             Ok::<_, Infallible>(response)

@@ -1049,6 +1049,11 @@ async fn publish_anywhere(cluster: TestCluster) {
         other.left("lobby").await,
         (ErrorCode::Forbidden as i32, "out".to_string())
     );
+    // Asked on b, who is in the room is answered on a: a redirect there.
+    let (status, answer) = b.https_request("GET", "/rooms/lobby", auth, b"").await;
+    assert_eq!(status, 307, "{answer}");
+    assert!(answer.contains(&format!("https://{}/rooms/lobby", a.addr)), "{answer}");
+    assert_eq!(a.https_request("GET", "/rooms/lobby", auth, b"").await.0, 200);
     // So is a close.
     let (status, answer) = b.https_request("DELETE", "/rooms/lobby?reason=done", auth, b"").await;
     assert_eq!(status, 202, "{answer}");

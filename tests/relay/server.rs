@@ -614,6 +614,23 @@ async fn backends_remove_users_over_http() {
     let user = utf8_percent_encode(&a.welcome.user_id, NON_ALPHANUMERIC).to_string();
     let path = |query: &str| format!("/rooms/arena%203/users/{user}?{query}");
 
+    // Who is in the room, as the backend sees it.
+    let get = async |path: &str, headers: &str| server.https_request("GET", path, headers, b"").await;
+    assert_eq!(get("/rooms/arena%203", "").await.0, 401);
+    assert_eq!(get("/rooms/nowhere", API_AUTH).await.0, 404);
+    let (status, body) = get("/rooms/arena%203", API_AUTH).await;
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let members: Vec<(u64, &str)> = (view["members"].as_array().unwrap().iter())
+        .map(|m| (m["member_id"].as_u64().unwrap(), m["user_id"].as_str().unwrap()))
+        .collect();
+    let expected = [&a, &b].map(|c| (c.welcome.session_id, &*c.welcome.user_id));
+    assert_eq!(members, expected);
+    assert_eq!(
+        (view["room"].as_str(), view["room_type"].as_str()),
+        (Some("arena 3"), Some("relay"))
+    );
+
     assert_eq!(delete(&path(""), "").await.0, 401);
     assert_eq!(delete(&path("ban_secs=soon"), API_AUTH).await.0, 400);
     assert_eq!(delete(&path("ban_secs=2592001"), API_AUTH).await.0, 400);

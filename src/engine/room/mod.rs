@@ -90,6 +90,15 @@ pub struct TickReport {
     pub full_bytes: usize,
 }
 
+/// Who is in a room ([`Room::roster`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roll {
+    /// Its members, in join order.
+    pub members: Vec<proto::MemberInfo>,
+    /// Seats it keeps for members of its checkpoint that have not come back yet.
+    pub kept: Vec<proto::MemberInfo>,
+}
+
 /// Why a join was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -399,6 +408,27 @@ impl Room {
     /// the member cap until taken back or lapsed).
     pub fn kept_seats(&self) -> usize {
         self.reserved.len()
+    }
+
+    /// Who is in the room: its members in join order, then the seats it keeps (by
+    /// member id), each with its user id.
+    pub fn roster(&self) -> Roll {
+        let mut kept: Vec<proto::MemberInfo> = (self.reserved.iter())
+            .map(|(&member_id, seat)| proto::MemberInfo {
+                member_id,
+                user_id: seat.user_id.to_string(),
+            })
+            .collect();
+        kept.sort_unstable_by_key(|m| m.member_id);
+        Roll {
+            members: (self.members.iter())
+                .map(|m| proto::MemberInfo {
+                    member_id: m.id,
+                    user_id: m.user_id.to_string(),
+                })
+                .collect(),
+            kept,
+        }
     }
 
     /// Whether nobody is in the room and no seat is kept for anyone: then nobody
