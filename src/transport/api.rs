@@ -14,6 +14,7 @@
 //! room already holding its bound of pending events (`max_pending_events`, 1,024 a
 //! tick) drops an event and logs so.
 
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -223,9 +224,14 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
     }
     // The room's thread answers between ticks; the wait runs off the I/O threads.
-    let roll = tokio::task::spawn_blocking(move || answer.recv_timeout(DESCRIBE_WAIT)).await;
-    let Ok(Ok(roll)) = roll else {
-        return not_open(&room, "any more (or its thread did not answer in time)");
+    let roll = match tokio::task::spawn_blocking(move || answer.recv_timeout(DESCRIBE_WAIT)).await {
+        Ok(Ok(roll)) => roll,
+        // The command dropped unanswered: the room closed meanwhile.
+        Ok(Err(RecvTimeoutError::Disconnected)) => return not_open(&room, "any more"),
+        _ => {
+            let message = format!("the room's thread did not answer within {DESCRIBE_WAIT:?}; retry\n");
+            return text(StatusCode::SERVICE_UNAVAILABLE, message);
+        }
     };
     let view = |members: Vec<proto::MemberInfo>| {
         (members.into_iter())
