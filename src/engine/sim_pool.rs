@@ -332,8 +332,8 @@ pub enum Command {
         /// How long its joins are refused (0: none, and a ban it had is lifted).
         ban_secs: u32,
     },
-    /// Tell who is in the room ([`Room::roster`]) on `reply`.
-    Roster {
+    /// Tell who is in the room ([`Room::roll`]) on `reply`.
+    Roll {
         /// Room.
         room: RoomKey,
         /// Where the answer goes (its receiver may have given up waiting).
@@ -1434,9 +1434,9 @@ impl SimThread {
                     }
                 }
             }
-            Command::Roster { room, reply } => {
+            Command::Roll { room, reply } => {
                 if let Some(r) = self.room_mut(room) {
-                    let _ = reply.try_send(r.room.roster());
+                    let _ = reply.try_send(r.room.roll());
                 }
             }
             Command::Shutdown => {}

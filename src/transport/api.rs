@@ -26,8 +26,9 @@ use serde::Serialize;
 
 use crate::cluster::Cluster;
 use crate::engine::listing::Metadata;
+use crate::engine::room::Roll;
 use crate::engine::sim_pool::{Command, PoolError};
-use crate::proto::{self, ErrorCode, RoomClose, SendEvent, UserRemoval};
+use crate::proto::{ErrorCode, RoomClose, SendEvent, UserRemoval};
 use crate::session::auth::MAX_SUB_BYTES;
 use crate::state::SERVER;
 use crate::transport::http::{Http, HttpResponse, bearer_matches, text, unauthorized};
@@ -168,21 +169,14 @@ pub(crate) async fn remove_user(req: Request<Incoming>, room: String, user_id: S
 /// How long `GET /rooms/{room}` waits for the room's thread.
 const DESCRIBE_WAIT: Duration = Duration::from_secs(2);
 
-/// One member (or kept seat) in `GET /rooms/{room}`'s answer.
-#[derive(Serialize)]
-struct MemberView {
-    member_id: u64,
-    user_id: String,
-}
-
 /// `GET /rooms/{room}`'s answer.
 #[derive(Serialize)]
 struct RoomView {
     room: String,
     room_type: String,
     max_members: u32,
-    members: Vec<MemberView>,
-    kept_seats: Vec<MemberView>,
+    #[serde(flatten)]
+    roll: Roll,
     metadata: Metadata,
     locked: bool,
     private: bool,
@@ -216,7 +210,7 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
         };
     };
     let (reply, answer) = std::sync::mpsc::sync_channel(1);
-    let command = Command::Roster {
+    let command = Command::Roll {
         room: handle.key,
         reply,
     };
@@ -233,21 +227,12 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
             return text(StatusCode::SERVICE_UNAVAILABLE, message);
         }
     };
-    let view = |members: Vec<proto::MemberInfo>| {
-        (members.into_iter())
-            .map(|m| MemberView {
-                member_id: m.member_id,
-                user_id: m.user_id,
-            })
-            .collect()
-    };
     let listing = handle.shared.listing.get();
     let body = RoomView {
         room,
         room_type: handle.shared.room_type.to_string(),
         max_members: handle.shared.max_members,
-        members: view(roll.members),
-        kept_seats: view(roll.kept),
+        roll,
         metadata: listing.metadata,
         locked: listing.locked,
         private: listing.private,

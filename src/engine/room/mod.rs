@@ -90,13 +90,22 @@ pub struct TickReport {
     pub full_bytes: usize,
 }
 
-/// Who is in a room ([`Room::roster`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Who is in a room ([`Room::roll`]), as the HTTP API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Roll {
     /// Its members, in join order.
-    pub members: Vec<proto::MemberInfo>,
+    pub members: Vec<Seated>,
     /// Seats it keeps for members of its checkpoint that have not come back yet.
-    pub kept: Vec<proto::MemberInfo>,
+    pub kept_seats: Vec<Seated>,
+}
+
+/// A member (or a kept seat) in a [`Roll`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Seated {
+    /// The member id (its session's id).
+    pub member_id: MemberId,
+    /// Its user id.
+    pub user_id: String,
 }
 
 /// Why a join was refused.
@@ -412,22 +421,18 @@ impl Room {
 
     /// Who is in the room: its members in join order, then the seats it keeps (by
     /// member id), each with its user id.
-    pub fn roster(&self) -> Roll {
-        let mut kept: Vec<proto::MemberInfo> = (self.reserved.iter())
-            .map(|(&member_id, seat)| proto::MemberInfo {
-                member_id,
-                user_id: seat.user_id.to_string(),
-            })
+    pub fn roll(&self) -> Roll {
+        let seated = |member_id, user_id: &Arc<str>| Seated {
+            member_id,
+            user_id: user_id.to_string(),
+        };
+        let mut kept_seats: Vec<Seated> = (self.reserved.iter())
+            .map(|(&id, seat)| seated(id, &seat.user_id))
             .collect();
-        kept.sort_unstable_by_key(|m| m.member_id);
+        kept_seats.sort_unstable_by_key(|s| s.member_id);
         Roll {
-            members: (self.members.iter())
-                .map(|m| proto::MemberInfo {
-                    member_id: m.id,
-                    user_id: m.user_id.to_string(),
-                })
-                .collect(),
-            kept,
+            members: self.members.iter().map(|m| seated(m.id, &m.user_id)).collect(),
+            kept_seats,
         }
     }
 
