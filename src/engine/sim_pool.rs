@@ -1032,11 +1032,14 @@ impl SimPool {
         asked
     }
 
-    /// Sends a command to the room's thread without blocking. A join or a close wakes
-    /// the thread: the room may be empty, and a thread whose rooms are all empty sleeps
-    /// until the first of them expires.
+    /// Sends a command to the room's thread without blocking. A command that may find
+    /// the room empty (anything but what its members send) wakes the thread: a thread
+    /// whose rooms are all empty sleeps until the first of them expires.
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
-        let wake = matches!(command, Command::Join { .. } | Command::Close { .. });
+        let from_member = matches!(
+            command,
+            Command::Input { .. } | Command::Event { .. } | Command::Leave { .. } | Command::Resync { .. }
+        );
         let worker = &self.workers[room.thread];
         // What the checkpoint must hold if taken: refused once the rooms are handed off.
         let gated = matches!(
@@ -1048,7 +1051,7 @@ impl SimPool {
             return Err(PoolError::Unavailable("this node is stopping".into()));
         }
         worker.send(command, self.config.channel_capacity)?;
-        if wake && let Some(join) = &worker.join {
+        if !from_member && let Some(join) = &worker.join {
             join.thread().unpark();
         }
         Ok(())
@@ -1938,6 +1941,28 @@ mod tests {
         // The 30-odd slots passed while it was empty were neither late nor dropped.
         assert_eq!(pool.metrics().overruns.get(), overruns);
         assert_eq!(pool.metrics().dropped_ticks.get(), dropped);
+    }
+
+    /// An empty room's thread sleeps until the room expires, but a backend's call for
+    /// the room (who is in it, a user's removal) is answered at once.
+    #[test]
+    fn a_backend_call_for_an_empty_room_wakes_its_thread() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = SimPool::start(config(1, rx)).unwrap();
+        let handle = pool.get_or_create("quiet", "relay").unwrap();
+        // The thread takes the room, then sleeps until it would expire (60 s).
+        std::thread::sleep(Duration::from_millis(100));
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        pool.send(
+            &handle,
+            Command::Roll {
+                room: handle.key,
+                reply,
+            },
+        )
+        .unwrap();
+        let roll = answer.recv_timeout(Duration::from_secs(2)).expect("answered at once");
+        assert!(roll.members.is_empty() && roll.kept_seats.is_empty());
     }
 
     /// A pool of `threads` whose rooms checkpoint every `every_ticks` ticks (0: on
