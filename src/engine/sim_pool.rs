@@ -1989,12 +1989,7 @@ mod tests {
         assert!(!Rooms::handed_off(&pool));
         pool.hand_off();
         assert!(Rooms::handed_off(&pool));
-        let checkpoint = loop {
-            match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
-                Checkpoint::Room(c) if c.room == "field" => break c,
-                _ => {}
-            }
-        };
+        let checkpoint = next_checkpoint_of(&checkpoints, "field");
         assert_eq!(
             avatars(&checkpoint, 7),
             1,
@@ -2021,12 +2016,7 @@ mod tests {
             Some(Ok(()))
         ));
         pool.hand_off();
-        let checkpoint = loop {
-            match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
-                Checkpoint::Room(c) if c.room == "field" => break c,
-                _ => {}
-            }
-        };
+        let checkpoint = next_checkpoint_of(&checkpoints, "field");
         assert!(checkpoint.seats.is_empty(), "{:?}", checkpoint.seats);
         assert_eq!(avatars(&checkpoint, 7), 0);
         let banned: Vec<&str> = checkpoint.bans.iter().map(|b| &*b.user_id).collect();
@@ -2046,12 +2036,7 @@ mod tests {
             Rooms::remove_user(&pool, "field", "other", "", 60),
             Some(Ok(()))
         ));
-        let checkpoint = loop {
-            match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
-                Checkpoint::Room(c) if c.room == "field" => break c,
-                _ => {}
-            }
-        };
+        let checkpoint = next_checkpoint_of(&checkpoints, "field");
         let banned: Vec<&str> = checkpoint.bans.iter().map(|b| &*b.user_id).collect();
         assert_eq!(banned, ["other"]);
     }
@@ -2103,6 +2088,16 @@ mod tests {
         let ticks = pool.metrics().ticks.get();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(pool.metrics().ticks.get(), ticks, "a room ticked after its checkpoint");
+    }
+
+    /// The next checkpoint of `room` the sink gets (within 5 s), skipping the others.
+    fn next_checkpoint_of(checkpoints: &crossbeam_channel::Receiver<Checkpoint>, room: &str) -> proto::RoomCheckpoint {
+        loop {
+            match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
+                Checkpoint::Room(c) if c.room == room => break c,
+                _ => {}
+            }
+        }
     }
 
     /// The entities `member` owns in an arena room's checkpoint.
