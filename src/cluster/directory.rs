@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::engine::listing::ListingState;
+use crate::engine::room::user_digest;
 use crate::proto;
 
 /// A node of the cluster, as clients reach it.
@@ -47,6 +48,9 @@ pub struct RoomEntry {
     pub max_members: u32,
     /// Its listing (metadata, locked, private) at the owner's last renewal.
     pub listing: ListingState,
+    /// The users it banned at the owner's last renewal, as ascending
+    /// [`user_digest`]s.
+    pub banned: Vec<u64>,
 }
 
 impl RoomEntry {
@@ -54,6 +58,11 @@ impl RoomEntry {
     /// seat (as of the owner's last renewal).
     pub fn is_open(&self) -> bool {
         !self.listing.locked && !self.listing.private && self.members < self.max_members
+    }
+
+    /// Whether the room banned `user_id` (as of the owner's last renewal).
+    pub fn bans(&self, user_id: &str) -> bool {
+        self.banned.binary_search(&user_digest(user_id)).is_ok()
     }
 
     /// The room as listed to clients.
@@ -247,6 +256,7 @@ impl Directory for MemoryDirectory {
                 Some(lease) if lease.value.node == self.node.id && lease.expires > now => {
                     lease.value.members = room.members;
                     lease.value.listing = room.listing.clone();
+                    lease.value.banned.clone_from(&room.banned);
                     lease.expires = expires;
                     load += u64::from(room.members);
                 }

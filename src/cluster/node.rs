@@ -514,7 +514,9 @@ impl Cluster {
                 allowed,
                 member,
             } => {
-                let found = self.find_open(&room_type, &filters, &skip, allowed.as_deref()).await;
+                let found = self
+                    .find_open(&room_type, &filters, &skip, &member, allowed.as_deref())
+                    .await;
                 let outcome = match found {
                     Ok(Some((room, url))) => {
                         self.metrics.redirects.inc();
@@ -554,13 +556,14 @@ impl Cluster {
     }
 
     /// The fullest open room of `room_type` (empty: the default) on another live node
-    /// whose metadata holds `filters`, not in `skip` and allowed by the token's room
-    /// `patterns`; with its node's URL. Looks at the [`QUICK_JOIN_SCAN`] fullest.
+    /// whose metadata holds `filters`, not in `skip`, not banning `member`'s user and
+    /// allowed by the token's room `patterns`; with its node's URL. Looks at the [`QUICK_JOIN_SCAN`] fullest.
     async fn find_open(
         &self,
         room_type: &str,
         filters: &Metadata,
         skip: &[String],
+        member: &proto::Seat,
         patterns: Option<&[String]>,
     ) -> Result<Option<(String, String)>, PoolError> {
         let room_type = match room_type {
@@ -572,6 +575,7 @@ impl Cluster {
         for entry in &open {
             let fits = entry.node != self.node.id
                 && !skip.contains(&entry.room)
+                && !entry.bans(&member.user_id)
                 && room_allowed(patterns, &entry.room)
                 && entry.listing.matches(filters);
             if !fits {
@@ -802,6 +806,7 @@ impl Cluster {
             members: room.occupied(),
             max_members: room.max_members,
             listing: room.listing.get(),
+            banned: room.bans.digests(unix_micros()),
         }
     }
 
@@ -1017,6 +1022,8 @@ impl Cluster {
             members: 0,
             max_members: spec.config.max_members as u32,
             listing,
+            // The renewals list a restored room's bans.
+            banned: Vec::new(),
         })
     }
 

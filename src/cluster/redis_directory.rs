@@ -103,12 +103,22 @@ return {1}
     )
 });
 
+/// Banned users' digests as a renewal writes them (8 bytes each, big-endian), in
+/// ascending order (a trailing partial digest is ignored).
+fn digests(bytes: &[u8]) -> Vec<u64> {
+    let mut digests: Vec<u64> = (bytes.chunks_exact(8))
+        .map(|digest| u64::from_be_bytes(digest.try_into().expect("chunks of 8")))
+        .collect();
+    digests.sort_unstable();
+    digests
+}
+
 /// Renews this node's URL lease (KEYS[1]) and the leases of the rooms it owns
 /// (KEYS[2..]), with their member counts and listings, and keeps the open-room sets
 /// current, and records the members of the rooms it holds in the `load` set. ARGV:
 /// node id, lease ms, url, prefix, then per room its id, type, member count, whether
-/// its listing is written (1 or 0: unchanged), the listing, and whether it is open (1
-/// or 0). Returns the (1-based) positions of the rooms it no longer holds.
+/// its listing and bans are written (1 or 0: unchanged), the listing, whether it is
+/// open (1 or 0), and its bans (8 bytes per banned user's digest). Returns the (1-based) positions of the rooms it no longer holds.
 ///
 /// It also keeps the time of the last renewal by any node (`renewed-at`, Redis's
 /// clock) and since when renewals have come without a gap of half a lease
@@ -139,12 +149,12 @@ redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local lost = {}
 local load = 0
 for i = 2, #KEYS do
-  local a = 6 + (i - 2) * 6
+  local a = 6 + (i - 2) * 7
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
   if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
     load = load + tonumber(ARGV[a + 2])
     if ARGV[a + 3] == '1' then
-      redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 4])
+      redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 4], 'bans', ARGV[a + 6])
     else
       redis.call('HSET', KEYS[i], 'members', ARGV[a + 2])
     end
@@ -801,8 +811,9 @@ impl Directory for RedisDirectory {
             let written = self.listings.lock();
             for room in rooms {
                 let listing = room.listing.to_proto().encode_to_vec();
+                let bans: Vec<u8> = room.banned.iter().flat_map(|digest| digest.to_be_bytes()).collect();
                 let mut hasher = std::hash::DefaultHasher::new();
-                listing.hash(&mut hasher);
+                (&listing, &bans).hash(&mut hasher);
                 let hash = hasher.finish();
                 let unchanged = written
                     .get(&room.room)
@@ -813,7 +824,8 @@ impl Directory for RedisDirectory {
                     .arg(room.members)
                     .arg(u8::from(!unchanged))
                     .arg(if unchanged { Vec::new() } else { listing })
-                    .arg(u8::from(room.is_open()));
+                    .arg(u8::from(room.is_open()))
+                    .arg(if unchanged { Vec::new() } else { bans });
             }
         }
         let lost: Vec<usize> = invocation
@@ -1015,6 +1027,7 @@ impl RedisDirectory {
                     members: field("members").parse().unwrap_or(0),
                     max_members: field("max").parse().unwrap_or(0),
                     listing: listing.as_ref().map(ListingState::from_proto).unwrap_or_default(),
+                    banned: hash.get("bans").map(|b| digests(b)).unwrap_or_default(),
                 }),
             }
         }

@@ -1759,6 +1759,39 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
     assert_ne!(created, ctf);
 }
 
+/// A quick join on one node passes over a room on another node that banned its user
+/// (the ban reaches the directory with the owner's next renewal), and creates a room
+/// instead of sending the user to a join that would be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_join_passes_over_a_room_elsewhere_that_banned_its_user() {
+    let cluster = TestCluster::start();
+    let with_api = |c: &mut tickrelay::config::Config| c.api.token = Some("backend-secret".into());
+    let (a, b) = (cluster.node_with(with_api).await, cluster.node_with(with_api).await);
+    let mut owner = TestClient::connect(&a).await;
+    let ctf = owner.quick_join(proto::QuickJoin {
+        filters: [("mode".to_string(), "ctf".to_string())].into(),
+        ..Default::default()
+    });
+    let ctf = ctf.await.unwrap().room;
+    let mut banned = TestClient::connect(&b).await;
+    let redirect = quick_join_or_redirect(&mut banned, "ctf").await.unwrap_err();
+    assert_eq!(redirect.room, ctf, "before the ban");
+    let auth = "Authorization: Bearer backend-secret\r\n";
+    let path = format!("/rooms/{ctf}/users/{}?ban_secs=600", banned.welcome.user_id);
+    let (status, answer) = a.https_request("DELETE", &path, auth, b"").await;
+    assert_eq!(status, 202, "{answer}");
+    let deadline = Instant::now() + 4 * LEASE;
+    let created = loop {
+        match quick_join_or_redirect(&mut banned, "ctf").await {
+            Ok(created) => break created,
+            Err(redirect) => assert_eq!(redirect.room, ctf),
+        }
+        assert!(Instant::now() < deadline, "the ban never reached the directory");
+        tokio::time::sleep(LEASE / 10).await;
+    };
+    assert_ne!(created, ctf);
+}
+
 /// With `replace`, a user's newer client closes the sessions of the user's older
 /// client on every node; sessions presenting the same client id (`?client=`: one
 /// client following a redirect to another node) are one client's and stay.

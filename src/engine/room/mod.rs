@@ -15,7 +15,7 @@ mod bans;
 mod config;
 mod member;
 
-pub use bans::{Bans, MAX_BANS};
+pub use bans::{Bans, MAX_BANS, user_digest};
 pub use config::{ConfigError, RoomConfig};
 
 use std::collections::VecDeque;

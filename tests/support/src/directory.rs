@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tickrelay::cluster::{Claim, Directory, Node, RoomEntry};
 use tickrelay::engine::listing::ListingState;
+use tickrelay::engine::room::user_digest;
 
 /// A room entry of type "arena" with room for 8.
 pub fn entry(room: &str, members: u32) -> RoomEntry {
@@ -17,6 +18,7 @@ pub fn entry(room: &str, members: u32) -> RoomEntry {
         members,
         max_members: 8,
         listing: ListingState::default(),
+        banned: Vec::new(),
     }
 }
 
@@ -156,10 +158,10 @@ pub async fn open_rooms_are_the_fullest_open_ones<D: Directory>(
     let open = ids(a.open_rooms("arena", 10).await.unwrap());
     assert_eq!(open.len(), 3, "new rooms are open at once: {open:?}");
     assert!(!open.contains(&"o-private".to_string()));
-    // Renewed: o2 fuller than o3, o1 locked.
-    a.renew(&[listed("o1", 5, "ctf", true), listed("o2", 6, "ctf", false)])
-        .await
-        .unwrap();
+    // Renewed: o2 fuller than o3 and banning ann, o1 locked.
+    let mut banning = listed("o2", 6, "ctf", false);
+    banning.banned = vec![user_digest("ann")];
+    a.renew(&[listed("o1", 5, "ctf", true), banning]).await.unwrap();
     b.renew(&[listed("o3", 2, "dm", false)]).await.unwrap();
     // The owner claiming again (a redirected member's join) keeps the renewed entry.
     assert_eq!(a.claim(&entry("o2", 0)).await.unwrap(), Claim::Ours);
@@ -167,6 +169,7 @@ pub async fn open_rooms_are_the_fullest_open_ones<D: Directory>(
     assert_eq!(ids(open.clone()), ["o2", "o3"]);
     assert_eq!((open[0].members, open[0].node.as_str()), (6, "a"));
     assert_eq!(open[0].listing.metadata["mode"], "ctf");
+    assert!(open[0].bans("ann") && !open[0].bans("bob") && !open[1].bans("ann"));
     assert_eq!(
         ids(b.open_rooms("arena", 1).await.unwrap()),
         ["o2"],
@@ -174,10 +177,12 @@ pub async fn open_rooms_are_the_fullest_open_ones<D: Directory>(
     );
     let (listing, _) = b.list("o0", 1).await.unwrap();
     assert_eq!((listing[0].room.as_str(), listing[0].listing.locked), ("o1", true));
-    // Full rooms are not open; rooms leave when released.
+    // Full rooms are not open; rooms leave when released; a ban lifted is gone.
     a.renew(&[listed("o1", 5, "ctf", false), listed("o2", 8, "ctf", false)])
         .await
         .unwrap();
+    let (listing, _) = b.list("o1", 1).await.unwrap();
+    assert_eq!((listing[0].room.as_str(), listing[0].bans("ann")), ("o2", false));
     b.release("o3").await.unwrap();
     assert_eq!(ids(a.open_rooms("arena", 10).await.unwrap()), ["o1"]);
     assert_eq!(a.node_url("b").await.unwrap().as_deref(), Some("wss://b.test/ws"));
