@@ -1064,7 +1064,8 @@ impl Cluster {
     }
 
     /// The base URL (`https://host:port`, from its public URL) of the node holding
-    /// `room` when another node does (`None`: no node, or this one).
+    /// `room` when another live node does (`None`: no node, this one, or a node whose
+    /// own lease lapsed).
     pub async fn owner_url(&self, room: &str) -> Result<Option<String>, PoolError> {
         let Some(node) = self.call(self.directory.locate(room)).await? else {
             return Ok(None);
@@ -1072,8 +1073,7 @@ impl Cluster {
         if node == self.node.id {
             return Ok(None);
         }
-        let loads = self.call(self.directory.node_loads()).await?;
-        let url = loads.into_iter().find(|(n, _)| n.id == node).map(|(n, _)| n.url);
+        let url = self.call(self.directory.node_url(&node)).await?;
         Ok(url.and_then(|url| http_base(&url)))
     }
 
