@@ -678,6 +678,13 @@ impl Config {
             }
         }
         crate::session::auth::Authenticator::new(&self.auth).map_err(ConfigError::Invalid)?;
+        for (name, token) in [("api.token", &self.api.token), ("metrics.token", &self.metrics.token)] {
+            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return invalid(format!(
+                    "{name} is empty: no request could present it (leave it unset to turn that endpoint's token off)"
+                ));
+            }
+        }
         let s = &self.session;
         let positive = [
             ("session.heartbeat_interval_secs", s.heartbeat_interval_secs),
@@ -1266,6 +1273,13 @@ mod tests {
         assert_eq!(c.session.byte_burst, 200_000.0);
         let c = Config::from_toml("[session]\nmax_message_bytes = 200000\nbyte_burst = 1000.0\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("byte_burst"));
+        // A token no request could present (`TICKRELAY_API_TOKEN=` left empty).
+        let mut c = Config::default();
+        c.api.token = Some(" ".into());
+        assert!(c.validate().unwrap_err().to_string().contains("api.token is empty"));
+        c.api.token = None;
+        c.metrics.token = Some(String::new());
+        assert!(c.validate().unwrap_err().to_string().contains("metrics.token is empty"));
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub enum ServerError {
 /// A configured certificate expiring sooner than this is warned about at start.
 const EXPIRY_WARNING_DAYS: i64 = 14;
 
+/// An HTTP API token shorter than this is warned about (16 bytes: 128 bits of a random
+/// one).
+const MIN_API_TOKEN_BYTES: usize = 16;
+
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
@@ -326,9 +330,16 @@ impl Server {
             let scheme = if self.tls.is_some() { "https" } else { "http" };
             tracing::info!("browser demo at {scheme}://{}/demo/", self.local_addr);
         }
-        if self.http.api_token.is_some() {
+        if let Some(token) = &self.http.api_token {
             let scheme = if self.tls.is_some() { "https" } else { "http" };
             tracing::info!("HTTP API for game backends on at {scheme}://{}/rooms/", self.local_addr);
+            if token.len() < MIN_API_TOKEN_BYTES {
+                tracing::warn!(
+                    bytes = token.len(),
+                    "the HTTP API's token is shorter than {MIN_API_TOKEN_BYTES} bytes: it can be guessed; use for \
+                     example `head -c 32 /dev/urandom | base64`"
+                );
+            }
         }
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;

@@ -1103,7 +1103,14 @@ struct PeriodicCheckpoints {
     written: Option<(u64, Instant, u32)>,
     /// A checkpoint is due.
     due: bool,
+    /// When a change written soon (see [`PeriodicCheckpoints::write_soon`]) is
+    /// written, at the latest.
+    soon_at: Option<Instant>,
 }
+
+/// Changes written soon (bans) make at most one checkpoint of a room this often: a
+/// backend banning many users in a row costs Redis one write a second, not one each.
+const SOON_INTERVAL: Duration = Duration::from_secs(1);
 
 impl PeriodicCheckpoints {
     /// Hands the sink `room`'s checkpoint after its tick `tick` when one is due. A
@@ -1123,19 +1130,30 @@ impl PeriodicCheckpoints {
 
     /// Between ticks: a change the room's ticks would not bring to a checkpoint soon
     /// (a ban, which an empty room keeps without ticking) is written now, or after the
-    /// next tick when the room has work pending (periodic checkpoints only).
-    fn write_soon(&mut self, room: &mut Room, c: &Checkpoints) {
+    /// next tick when the room has work pending, or [`SOON_INTERVAL`] after the last
+    /// checkpoint when that was less than that ago (periodic checkpoints only).
+    fn write_soon(&mut self, room: &mut Room, now: Instant, c: &Checkpoints) {
         if c.every_ticks == 0 {
             return;
         }
         self.due = true;
-        if !room.has_pending_work() {
+        let last = self.written.as_ref().map(|&(_, at, _)| at);
+        let soon = last.map_or(now, |at| at + SOON_INTERVAL);
+        self.soon_at = Some(self.soon_at.map_or(soon, |at| at.min(soon)));
+        self.when_due(room, now, c);
+    }
+
+    /// Writes what [`PeriodicCheckpoints::write_soon`] left for later, once its time
+    /// came and the room has no work pending (then a tick writes it).
+    fn when_due(&mut self, room: &mut Room, now: Instant, c: &Checkpoints) {
+        if self.soon_at.is_some_and(|at| now >= at) && !room.has_pending_work() {
             self.write(room, c);
         }
     }
 
     fn write(&mut self, room: &mut Room, c: &Checkpoints) {
         self.due = false;
+        self.soon_at = None;
         let fingerprint = room.checkpoint_fingerprint();
         match &mut self.written {
             Some((last, at, skipped))
@@ -1154,10 +1172,15 @@ impl PeriodicCheckpoints {
 impl OwnedRoom {
     /// When the thread must wake for this room: its next tick, or, while it is empty,
     /// when it expires (never for a persistent room).
+    /// A checkpoint written soon may be due before either.
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
-        match self.empty_since {
+        let wake = match self.empty_since {
             Some(_) if self.room.is_vacant() && !self.room.has_pending_work() => self.expires_at(empty_room_ttl),
             _ => Some(self.schedule.next_deadline()),
+        };
+        match (wake, self.checkpoints.soon_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -1433,7 +1456,7 @@ impl SimThread {
                     let owned = &mut self.rooms[i];
                     owned.room.remove_user(&user_id, &message, ban_secs, unix_micros());
                     if let Some(c) = &self.checkpoints {
-                        owned.checkpoints.write_soon(&mut owned.room, c);
+                        owned.checkpoints.write_soon(&mut owned.room, Instant::now(), c);
                     }
                 }
             }
@@ -1493,6 +1516,9 @@ impl SimThread {
                         break;
                     }
                 }
+            }
+            if healthy && let Some(c) = &self.checkpoints {
+                owned.checkpoints.when_due(&mut owned.room, now, c);
             }
             // Ticks evict members whose session is gone, and kept seats lapse: keep the
             // counts current.
@@ -2039,6 +2065,33 @@ mod tests {
         let checkpoint = next_checkpoint_of(&checkpoints, "field");
         let banned: Vec<&str> = checkpoint.bans.iter().map(|b| &*b.user_id).collect();
         assert_eq!(banned, ["other"]);
+    }
+
+    /// Bans in a row make one checkpoint at once and one a second later holding the
+    /// rest, not one each; an empty room, which does not tick, wakes for it.
+    #[test]
+    fn bans_in_a_row_are_checkpointed_once_a_second() {
+        let (pool, checkpoints) = checkpointing(1, 100_000);
+        pool.open("field", "relay", "x", ListingState::default()).unwrap();
+        let ban = |user: &str| assert!(matches!(Rooms::remove_user(&pool, "field", user, "", 60), Some(Ok(()))));
+        ban("first");
+        assert_eq!(next_checkpoint_of(&checkpoints, "field").bans.len(), 1, "at once");
+        let started = Instant::now();
+        for i in 0..20 {
+            ban(&format!("user{i}"));
+        }
+        let second = next_checkpoint_of(&checkpoints, "field");
+        assert_eq!(second.bans.len(), 21);
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "{:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(1_500));
+        let more = checkpoints
+            .try_iter()
+            .filter(|c| matches!(c, Checkpoint::Room(r) if r.room == "field"));
+        assert_eq!(more.count(), 0, "one checkpoint for the twenty");
     }
 
     /// An event on its way to a thread as the node stops (checked against the

@@ -31,7 +31,7 @@ use crate::engine::sim_pool::{Command, PoolError};
 use crate::proto::{ErrorCode, RoomClose, SendEvent, UserRemoval};
 use crate::session::auth::MAX_SUB_BYTES;
 use crate::state::SERVER;
-use crate::transport::http::{Http, HttpResponse, bearer_matches, text, unauthorized};
+use crate::transport::http::{Http, HttpResponse, REQUEST_READ_TIMEOUT, bearer_matches, text, unauthorized};
 
 /// The longest event kind the API takes.
 const MAX_KIND_BYTES: usize = crate::engine::simulation::MAX_EVENT_KIND_BYTES;
@@ -61,16 +61,32 @@ pub(crate) enum Call {
     Describe(String),
 }
 
-/// The API call a request makes, if it is one (the room id percent-encoded in the path).
-pub(crate) fn call_of(method: &Method, path: &str) -> Option<Call> {
+/// The API call a request makes, if it is one (the room id percent-encoded in the
+/// path); `Err` with the methods its path takes when the path is the API's and the
+/// method is not one of them.
+pub(crate) fn call_of(method: &Method, path: &str) -> Option<Result<Call, &'static str>> {
     let rest = path.strip_prefix("/rooms/")?;
-    match (method, rest.strip_suffix("/events"), rest.split_once("/users/")) {
-        (&Method::POST, Some(room), _) => Some(Call::Publish(path_segment(room)?)),
-        (&Method::DELETE, None, Some((room, user))) => Some(Call::RemoveUser(path_segment(room)?, path_segment(user)?)),
-        (&Method::DELETE, None, None) => Some(Call::Close(path_segment(rest)?)),
-        (&Method::GET, None, None) => Some(Call::Describe(path_segment(rest)?)),
-        _ => None,
-    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (room, user) = match segments[..] {
+        [room] => (path_segment(room)?, None),
+        [room, "events"] => {
+            let room = path_segment(room)?;
+            return Some(if method == Method::POST {
+                Ok(Call::Publish(room))
+            } else {
+                Err("POST")
+            });
+        }
+        [room, "users", user] => (path_segment(room)?, Some(path_segment(user)?)),
+        _ => return None,
+    };
+    Some(match (method, user) {
+        (&Method::DELETE, Some(user)) => Ok(Call::RemoveUser(room, user)),
+        (_, Some(_)) => Err("DELETE"),
+        (&Method::DELETE, None) => Ok(Call::Close(room)),
+        (&Method::GET, None) => Ok(Call::Describe(room)),
+        (_, None) => Err("GET, DELETE"),
+    })
 }
 
 /// One segment of a path, percent-decoded (a slash in it is encoded).
@@ -145,7 +161,7 @@ pub(crate) async fn remove_user(req: Request<Incoming>, room: String, user_id: S
     let banned = if ban_secs == 0 {
         " (a ban it had is lifted)".to_string()
     } else {
-        format!(", banned for {ban_secs} s")
+        format!(", banned for {ban_secs} s while the room stays open")
     };
     let done = format!("removing user {user_id:?} from {room:?}{banned}");
     match ctx.session.rooms.remove_user(&room, &user_id, &reason, ban_secs) {
@@ -319,11 +335,16 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
     }
     // The same bound as a client's message.
     let limit = ctx.session.settings.max_message_bytes as usize;
-    let payload: Bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
+    let upload = tokio::time::timeout(REQUEST_READ_TIMEOUT, Limited::new(req.into_body(), limit).collect());
+    let payload: Bytes = match upload.await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(_)) => {
             let message = format!("the payload is over {limit} bytes, or its upload failed\n");
             return text(StatusCode::PAYLOAD_TOO_LARGE, message);
+        }
+        Err(_) => {
+            let message = format!("the payload did not arrive within {REQUEST_READ_TIMEOUT:?}\n");
+            return text(StatusCode::REQUEST_TIMEOUT, message);
         }
     };
     let done = format!("published {} bytes to {room:?}", payload.len());
@@ -356,8 +377,8 @@ mod tests {
 
     #[test]
     fn api_paths_name_one_room() {
-        let publish = |path| call_of(&Method::POST, path);
-        let close = |path| call_of(&Method::DELETE, path);
+        let publish = |path| call_of(&Method::POST, path).and_then(Result::ok);
+        let close = |path| call_of(&Method::DELETE, path).and_then(Result::ok);
         let room = |room: &str| Some(Call::Publish(room.into()));
         assert_eq!(publish("/rooms/lobby/events"), room("lobby"));
         assert_eq!(publish("/rooms/eu%20west%2F1/events"), room("eu west/1"));
@@ -375,9 +396,16 @@ mod tests {
         assert_eq!(close("/rooms/lobby/users/"), None);
         assert_eq!(close("/rooms//users/ann"), None);
         assert_eq!(publish("/rooms/lobby/users/ann"), None);
+        // A user may be called `events`.
+        assert_eq!(close("/rooms/lobby/users/events"), remove("lobby", "events"));
+        assert_eq!(close("/rooms/events/users/users"), remove("events", "users"));
         let describe = |path| call_of(&Method::GET, path);
-        assert_eq!(describe("/rooms/eu%20west"), Some(Call::Describe("eu west".into())));
-        assert_eq!(describe("/rooms/lobby/events"), None);
-        assert_eq!(describe("/rooms/lobby/users/ann"), None);
+        assert_eq!(describe("/rooms/eu%20west"), Some(Ok(Call::Describe("eu west".into()))));
+        assert_eq!(describe("/rooms/events"), Some(Ok(Call::Describe("events".into()))));
+        // The API's paths with another method: 405, naming the methods they take.
+        assert_eq!(describe("/rooms/lobby/events"), Some(Err("POST")));
+        assert_eq!(describe("/rooms/lobby/users/ann"), Some(Err("DELETE")));
+        assert_eq!(call_of(&Method::PUT, "/rooms/lobby"), Some(Err("GET, DELETE")));
+        assert_eq!(describe("/rooms/lobby/members"), None);
     }
 }

@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
@@ -110,6 +111,12 @@ pub(crate) async fn serve_connection(
     }
 }
 
+/// How long a stopping server lets a request under way on an HTTP connection finish.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a request's head, and an API call's body, may take to arrive.
+pub(crate) const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// About the most a request's line and headers may take (431 beyond; hyper applies it
 /// to its read buffer, so a head that arrives in one go may pass up to about twice
 /// this): room for a 16 KiB token in a header, far below hyper's default (~400 KiB), so
@@ -199,10 +206,11 @@ where
         async move {
             let main = matches!(http.routes, Routes::Main { .. });
             let response = match main.then(|| api::call_of(req.method(), req.uri().path())).flatten() {
-                Some(api::Call::Publish(room)) => api::publish(req, room, &http).await,
-                Some(api::Call::Close(room)) => api::close(req, room, &http).await,
-                Some(api::Call::RemoveUser(room, user)) => api::remove_user(req, room, user, &http).await,
-                Some(api::Call::Describe(room)) => api::describe(req, room, &http).await,
+                Some(Ok(api::Call::Publish(room))) => api::publish(req, room, &http).await,
+                Some(Ok(api::Call::Close(room))) => api::close(req, room, &http).await,
+                Some(Ok(api::Call::RemoveUser(room, user))) => api::remove_user(req, room, user, &http).await,
+                Some(Ok(api::Call::Describe(room))) => api::describe(req, room, &http).await,
+                Some(Err(allowed)) => method_not_allowed(allowed),
                 None => route(req, peer, http),
             };
             Ok::<_, Infallible>(response)
@@ -210,7 +218,7 @@ where
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(REQUEST_READ_TIMEOUT)
         .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -222,8 +230,10 @@ where
             }
         }
         _ = http.ctx.shutdown.cancelled() => {
+            // A request under way may finish (an API call), for a moment: a peer that
+            // stalls in the middle of a head or a body does not hold the stop up.
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            let _ = tokio::time::timeout(HTTP_DRAIN, conn).await;
         }
     }
 }
@@ -294,9 +304,24 @@ fn metrics_response(req: &Request<Incoming>, http: &Http) -> HttpResponse {
 pub(crate) fn bearer_matches(req: &Request<Incoming>, token: &str) -> bool {
     let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let offered = auth::token_from_request(header, None, std::iter::empty());
+    // Compared as digests, byte for byte without an early exit: the time taken tells
+    // nothing of the token, its length included.
     offered.is_some_and(|o| {
-        o.len() == token.len() && o.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+        let (offered, token) = (Sha256::digest(o.as_bytes()), Sha256::digest(token.as_bytes()));
+        offered.iter().zip(token.iter()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
     })
+}
+
+/// 405 with `Allow: allowed`.
+fn method_not_allowed(allowed: &'static str) -> HttpResponse {
+    let mut response = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {allowed}\n"),
+    );
+    response
+        .headers_mut()
+        .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+    response
 }
 
 /// 401 with `WWW-Authenticate: Bearer`.

@@ -44,24 +44,31 @@ impl Bans {
     }
 
     /// Bans `user_id` for `secs` from `now_us`; 0 lifts its ban. Beyond [`MAX_BANS`],
-    /// the bans over by `now_us` go, then the one that ends soonest.
-    pub fn set(&self, user_id: &str, secs: u32, now_us: u64) {
+    /// the bans over by `now_us` go, then the one that ends soonest, which may be this
+    /// one: then it is not kept, and `false` says so (a short ban never pushes out a
+    /// longer one).
+    pub fn set(&self, user_id: &str, secs: u32, now_us: u64) -> bool {
         let mut bans = self.until_us.lock();
         if secs == 0 {
             bans.remove(user_id);
-            return;
+            return true;
         }
+        let until_us = now_us + u64::from(secs) * 1_000_000;
         if bans.len() >= MAX_BANS && !bans.contains_key(user_id) {
             bans.retain(|_, &mut until_us| until_us > now_us);
-            if bans.len() >= MAX_BANS
-                && let Some(soonest) = (bans.iter())
-                    .min_by_key(|(_, until)| **until)
-                    .map(|(user, _)| user.clone())
-            {
-                bans.remove(&soonest);
+            if bans.len() >= MAX_BANS {
+                let soonest = (bans.iter()).min_by_key(|(_, until)| **until);
+                match soonest.map(|(user, &until)| (user.clone(), until)) {
+                    Some((_, soonest)) if soonest >= until_us => return false,
+                    Some((user, _)) => {
+                        bans.remove(&user);
+                    }
+                    None => {}
+                }
             }
         }
-        bans.insert(user_id.into(), now_us + u64::from(secs) * 1_000_000);
+        bans.insert(user_id.into(), until_us);
+        true
     }
 
     /// How long (µs) `user_id` stays banned after `now_us`, if it is.
@@ -116,6 +123,23 @@ mod tests {
         assert_eq!(bans.digests(15_000_000), [user_digest("bob")], "ann's ban is over");
         bans.set("bob", 0, 15_000_000);
         assert_eq!(bans.digests(15_000_000), Vec::<u64>::new(), "lifted");
+    }
+
+    #[test]
+    fn beyond_the_cap_the_ban_ending_soonest_goes_even_a_new_one() {
+        let bans = Bans::default();
+        for i in 0..MAX_BANS {
+            assert!(bans.set(&format!("long{i}"), 1_000 + i as u32, 0));
+        }
+        assert!(!bans.set("short", 5, 0), "shorter than every ban kept");
+        assert_eq!(bans.remaining_us("short", 0), None);
+        assert_eq!(bans.remaining_us("long0", 0), Some(1_000_000_000), "kept");
+        assert!(bans.set("longer", 2_000, 0));
+        assert_eq!(bans.remaining_us("long0", 0), None, "the soonest to end went");
+        assert!(bans.remaining_us("longer", 0).is_some());
+        // Bans that are over make room first.
+        assert!(bans.set("later", 5, 1_001 * 1_000_000));
+        assert!(bans.remaining_us("long2", 1_001 * 1_000_000).is_some());
     }
 
     #[test]

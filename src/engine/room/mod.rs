@@ -46,6 +46,9 @@ static DROPPED_EVENTS: LogBudget = LogBudget::new(1);
 /// Server events (published, or sent by the simulation) a room dropped at its bound:
 /// one log line a second at most.
 static DROPPED_PUBLISHES: LogBudget = LogBudget::new(1);
+
+/// Bans not kept (a room at [`MAX_BANS`]): at most one line a second.
+static BANS_NOT_KEPT: LogBudget = LogBudget::new(1);
 use member::{InputVerdict, Member};
 
 /// Counters of one room, cumulative.
@@ -504,7 +507,8 @@ impl Room {
     /// seat kept for it) goes as a member the simulation removes does (after the next
     /// tick's events, with `Left`, `FORBIDDEN` and `why`), and its joins are refused
     /// for `ban_secs` from `now_us` (0: a ban it had is lifted). At most [`MAX_BANS`]
-    /// bans are kept: one more replaces the ban that ends soonest.
+    /// bans are kept: one more replaces the ban that ends soonest, unless it is the
+    /// soonest itself (then it is not kept, and logged).
     pub fn remove_user(&mut self, user_id: &str, why: &str, ban_secs: u32, now_us: u64) {
         let members = self.members.iter().filter(|m| &*m.user_id == user_id).map(|m| m.id);
         let seats = (self.reserved.iter()).filter(|(_, seat)| &*seat.user_id == user_id);
@@ -512,7 +516,17 @@ impl Room {
         for member in removed {
             self.requests.removals.push((member, why.to_string()));
         }
-        self.bans.set(user_id, ban_secs, now_us);
+        if !self.bans.set(user_id, ban_secs, now_us)
+            && let Some(suppressed) = BANS_NOT_KEPT.take(std::time::Instant::now())
+        {
+            tracing::warn!(
+                room = %self.id,
+                user = user_id,
+                ban_secs,
+                suppressed,
+                "ban not kept: the room holds {MAX_BANS} bans, each ending later than this one"
+            );
+        }
     }
 
     /// The users banned from the room (shared with quick joins, which pass over it

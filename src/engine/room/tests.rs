@@ -913,8 +913,14 @@ fn a_room_keeps_a_bounded_number_of_bans() {
     for i in 0..MAX_BANS as u32 {
         room.remove_user(&format!("u{i}"), "", 10 + i, 0);
     }
-    room.remove_user("one more", "", 5, 0);
+    room.remove_user("short", "", 5, 0);
     let banned = |room: &mut Room, user: &str| admit_at(room, &Client::new(9), user, 1) == Err(JoinError::Banned);
+    assert!(
+        !banned(&mut room, "short"),
+        "a ban ending before every other is not kept"
+    );
+    assert!(banned(&mut room, "u0"));
+    room.remove_user("one more", "", 1_000, 0);
     assert!(banned(&mut room, "one more"));
     assert!(!banned(&mut room, "u0"), "the ban ending soonest made way");
     assert!(banned(&mut room, "u1"));
