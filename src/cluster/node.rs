@@ -100,6 +100,9 @@ pub struct Cluster {
     /// Rooms not open here that claims are under way for (a restore among them), and
     /// how many: calls from other nodes for them wait (see `cluster::held`).
     opening: parking_lot::Mutex<HashMap<String, usize>>,
+    /// Calls other nodes sent for rooms this stopping node had handed off: handed to a
+    /// live node once the rooms are released (see [`Cluster::forward_refused`]).
+    refused: parking_lot::Mutex<Vec<Delivery>>,
 }
 
 /// A claim of a room not open here, under way: counted in `Cluster::opening` while
@@ -313,6 +316,7 @@ impl Cluster {
             sessions: parking_lot::Mutex::default(),
             rewrite_sessions: AtomicBool::new(false),
             opening: parking_lot::Mutex::default(),
+            refused: parking_lot::Mutex::default(),
         }
     }
 
@@ -998,6 +1002,7 @@ impl Cluster {
                 "stopping: rooms not released; they move when their leases lapse"
             ),
         }
+        self.forward_refused().await;
     }
 
     /// Where a client of this stopping node goes (see `Destinations`), given the
@@ -1063,18 +1068,80 @@ impl Cluster {
             .await
     }
 
-    /// The base URL (`https://host:port`, from its public URL) of the node holding
-    /// `room` when another live node does (`None`: no node, this one, or a node whose
-    /// own lease lapsed).
-    pub async fn owner_url(&self, room: &str) -> Result<Option<String>, PoolError> {
-        let Some(node) = self.call(self.directory.locate(room)).await? else {
+    /// The base URL (`https://host:port`, from its public URL) of `node` while it is
+    /// live.
+    pub async fn node_base(&self, node: &str) -> Result<Option<String>, PoolError> {
+        let url = self.call(self.directory.node_url(node)).await?;
+        Ok(url.and_then(|url| http_base(&url)))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node.id
+    }
+
+    /// The node a call for `room` (the HTTP API's) goes to: the one holding it (this
+    /// one, while it opens the room), or, when no node does and Redis keeps its
+    /// checkpoint (its node stopped or died), this node, having restored it as a join
+    /// would. None: no such room (it closed, or never was).
+    pub async fn route_call(&self, room: &str) -> Result<Option<String>, PoolError> {
+        match self.call(self.directory.locate(room)).await? {
+            Some(node) if node != self.node.id => return Ok(Some(node)),
+            // The lease says here: the room is opening (a join is restoring it), or it
+            // just closed.
+            Some(_) => return Ok((self.room_state(room) != RoomState::Gone).then(|| self.node.id.clone())),
+            None => {}
+        }
+        let Some(checkpoint) = self.checkpoint(room).await? else {
             return Ok(None);
         };
-        if node == self.node.id {
-            return Ok(None);
+        let listing = ListingState {
+            private: true,
+            ..ListingState::default()
+        };
+        match self.claim(room, &checkpoint.room_type, listing).await? {
+            Claim::Ours => Ok(Some(self.node.id.clone())),
+            Claim::Theirs { node, .. } => Ok(Some(node)),
+            Claim::Settling => Err(PoolError::Unavailable(
+                "the room directory is settling after a Redis outage; retry".into(),
+            )),
         }
-        let url = self.call(self.directory.node_url(&node)).await?;
-        Ok(url.and_then(|url| http_base(&url)))
+    }
+
+    /// Hands `call` to `node` over the bus; whether a node was listening.
+    async fn forward(&self, node: &str, call: &Delivery) -> Result<bool, PoolError> {
+        let sent = match call {
+            Delivery::Event(event) => self.bus.send_event(node, event).await,
+            Delivery::Close(close) => self.bus.send_close(node, close).await,
+            Delivery::Removal(removal) => self.bus.send_removal(node, removal).await,
+            Delivery::UserLive(_) => return Ok(false),
+        };
+        self.call(async { sent }).await
+    }
+
+    /// A stopping node hands the calls it was sent for rooms it had already handed
+    /// off (their 202 went out) to a live node, which restores each room from its
+    /// checkpoint and delivers the call there: once the rooms are released.
+    async fn forward_refused(&self) {
+        let calls = std::mem::take(&mut *self.refused.lock());
+        if calls.is_empty() {
+            return;
+        }
+        let loads = self.call(self.directory.node_loads()).await.unwrap_or_default();
+        let Some((live, _)) = loads.into_iter().find(|(node, _)| node.id != self.node.id) else {
+            tracing::warn!(
+                calls = calls.len(),
+                "stopping: calls from other nodes for handed-off rooms dropped: no live node to take them"
+            );
+            return;
+        };
+        let mut dropped = 0;
+        for call in &calls {
+            if !matches!(self.forward(&live.id, call).await, Ok(true)) {
+                dropped += 1;
+            }
+        }
+        tracing::info!(calls = calls.len(), dropped, node = %live.id, "stopping: calls for handed-off rooms handed to a live node");
     }
 
     /// [`Cluster::publish_elsewhere`] for a removal of a user from the room (`DELETE
@@ -1092,20 +1159,11 @@ impl Cluster {
         room: &str,
         send: impl AsyncFnOnce(String) -> Result<bool, DirectoryError>,
     ) -> Result<Option<String>, PoolError> {
-        let Some(node) = self.call(self.directory.locate(room)).await? else {
+        // (Here: the room is opening, and this node's inbox holds the call until it is
+        // open.)
+        let Some(node) = self.route_call(room).await? else {
             return Ok(None);
         };
-        if node == self.node.id {
-            // The lease says here: the room is opening (a join is restoring it), or
-            // it just closed.
-            return match self.room_state(room) {
-                RoomState::Gone => Ok(None),
-                // (Open: it opened since the caller looked.)
-                RoomState::Opening | RoomState::Open => {
-                    Err(PoolError::Unavailable("the room is opening on this node; retry".into()))
-                }
-            };
-        }
         if self.call(send(node.clone())).await? {
             Ok(Some(node))
         } else {
@@ -1116,7 +1174,10 @@ impl Cluster {
     }
 
     /// Publishes what other nodes send for rooms open here, until `shutdown`. A call
-    /// for a room not open here yet waits for it a moment (see `cluster::held`).
+    /// for a room not open here yet waits for it a moment (see `cluster::held`); one
+    /// for a room that is not here at all goes where [`Cluster::route_call`] says (a
+    /// stopping node sent it on); one for a room this stopping node handed off waits
+    /// for [`Cluster::forward_refused`].
     pub async fn serve_inbox(
         self: Arc<Self>,
         mut inbox: mpsc::UnboundedReceiver<Delivery>,
@@ -1134,6 +1195,7 @@ impl Cluster {
                     if !held.is_empty() {
                         tracing::warn!(calls = held.len(), "stopping: calls from other nodes still waiting for their rooms dropped");
                     }
+                    self.forward_refused().await;
                     return;
                 }
                 delivery = inbox.recv() => match delivery {
@@ -1152,13 +1214,34 @@ impl Cluster {
                 }
             };
             match delivery.room() {
+                Some(_) if self.pool.handed_off() => self.refused.lock().push(delivery),
                 Some(room) if held.holds(room) || self.room_state(room) == RoomState::Opening => {
                     if let Err(call) = held.hold(delivery, Instant::now()) {
                         tracing::warn!(room = ?call.room(), "too many calls from other nodes wait for their rooms; dropped");
                     }
                 }
+                Some(room) if self.room_state(room) == RoomState::Gone => {
+                    let cluster = self.clone();
+                    tokio::spawn(async move { cluster.route_elsewhere(delivery).await });
+                }
                 _ => self.deliver(delivery, &on_user_live),
             }
+        }
+    }
+
+    /// A call for a room not here: to the node [`Cluster::route_call`] names (this
+    /// one, once it restored the room: the call comes back through the inbox).
+    async fn route_elsewhere(&self, call: Delivery) {
+        let room = call.room().unwrap_or_default().to_string();
+        let sent = match self.route_call(&room).await {
+            Ok(Some(node)) => self.forward(&node, &call).await,
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(%room, "call from another node for a room open nowhere; dropped"),
+            Err(e) => tracing::warn!(%room, "call from another node for a room not here dropped: {e}"),
         }
     }
 

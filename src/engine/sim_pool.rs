@@ -1462,7 +1462,7 @@ impl SimThread {
             }
             Command::Roll { room, reply } => {
                 if let Some(r) = self.room_mut(room) {
-                    let _ = reply.try_send(r.room.roll());
+                    let _ = reply.try_send(r.room.roll(unix_micros()));
                 }
             }
             Command::Shutdown => {}

@@ -9,7 +9,8 @@
 //! ids, and the seats it keeps), its type, cap and listing, as JSON. It needs
 //! `Authorization: Bearer` with `[api] token`; without a configured token the API is
 //! off. The room must be open on this node, or in cluster mode on any node (the call is
-//! handed to that node over Redis pub/sub); an event goes out reliably, in order with
+//! handed to that node over Redis pub/sub; a room no node holds whose checkpoint Redis
+//! keeps is restored on this node first, see `Cluster::route_call`); an event goes out reliably, in order with
 //! the members' own events, at the room's next tick. 202 means queued for the room: a
 //! room already holding its bound of pending events (`max_pending_events`, 1,024 a
 //! tick) drops an event and logs so.
@@ -205,25 +206,24 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
         return refusal;
     }
     let ctx = &http.ctx;
-    let Some(handle) = ctx.session.rooms.find(&room) else {
-        let Some(cluster) = &ctx.cluster else {
-            return not_open(&room, "on this node");
-        };
-        return match cluster.owner_url(&room).await {
-            Ok(Some(base)) => {
-                let location = format!("{base}{}", req.uri().path());
-                let mut response = text(
-                    StatusCode::TEMPORARY_REDIRECT,
-                    format!("{room:?} is open on another node: {location}\n"),
-                );
-                if let Ok(location) = HeaderValue::from_str(&location) {
-                    response.headers_mut().insert(LOCATION, location);
+    let handle = match (ctx.session.rooms.find(&room), &ctx.cluster) {
+        (Some(handle), _) => handle,
+        (None, None) => return not_open(&room, "on this node"),
+        (None, Some(cluster)) => match cluster.route_call(&room).await {
+            // Restored here, or opening.
+            Ok(Some(node)) if node == cluster.node_id() => match ctx.session.rooms.find(&room) {
+                Some(handle) => handle,
+                None => {
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the room is opening on this node; retry\n",
+                    );
                 }
-                response
-            }
-            Ok(None) => not_open(&room, "in the cluster"),
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-        };
+            },
+            Ok(Some(node)) => return redirect_to(cluster, &node, &room, req.uri().path()).await,
+            Ok(None) => return not_open(&room, "in the cluster"),
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        },
     };
     let (reply, answer) = std::sync::mpsc::sync_channel(1);
     let command = Command::Roll {
@@ -258,6 +258,32 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// 307 to the same `path` on `node`.
+async fn redirect_to(cluster: &Cluster, node: &str, room: &str, path: &str) -> HttpResponse {
+    match cluster.node_base(node).await {
+        Ok(Some(base)) => {
+            // (The path as the request gave it, its bytes beyond ASCII encoded.)
+            let location = format!(
+                "{base}{}",
+                percent_encoding::utf8_percent_encode(path, percent_encoding::CONTROLS)
+            );
+            let mut response = text(
+                StatusCode::TEMPORARY_REDIRECT,
+                format!("{room:?} is open on another node: {location}\n"),
+            );
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            response
+        }
+        Ok(None) => {
+            let message = format!("the room lives on node `{node}`, which is not answering; retry shortly\n");
+            text(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
 }
 
 /// The call's `reason`, `default` when it gives none; why not when it is too long or

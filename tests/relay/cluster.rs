@@ -1111,6 +1111,72 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
 }
 
+/// A backend's calls for a room whose node stops reach the room wherever it goes: a
+/// call relayed to the stopping node after it handed the room off is sent on to a
+/// live node, and one for a room no node holds (Redis keeps its checkpoint) restores
+/// the room on the node asked. Every ban answered 202 holds in the restored room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_calls_follow_a_room_whose_node_stops() {
+    let cluster = TestCluster::start();
+    let with_api = |c: &mut tickrelay::config::Config| c.api.token = Some("backend-secret".into());
+    let (mut a, b) = (cluster.node_with(with_api).await, cluster.node_with(with_api).await);
+    let b = Arc::new(b);
+    let mut player = TestClient::connect(&a).await;
+    assert_eq!(join_or_redirect(&mut player, "world").await, None);
+    create_and_wait(&mut player, "world", 5).await;
+    // Bans through b, one after the other, until a has stopped and ten more.
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let banning = tokio::spawn({
+        let (b, stopped) = (b.clone(), stopped.clone());
+        async move {
+            let auth = "Authorization: Bearer backend-secret\r\n";
+            let (mut accepted, mut after_stop) = (Vec::new(), 0);
+            for i in 0.. {
+                let path = format!("/rooms/world/users/u{i}?ban_secs=600");
+                let (status, answer) = b.https_request("DELETE", &path, auth, b"").await;
+                match status {
+                    202 => accepted.push(format!("u{i}")),
+                    503 => {}
+                    _ => panic!("{status}: {answer}"),
+                }
+                // (A room keeps 256 bans.)
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if stopped.load(Ordering::Acquire) {
+                    after_stop += 1;
+                    if after_stop == 10 {
+                        break;
+                    }
+                }
+            }
+            accepted
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    stopped.store(true, Ordering::Release);
+    let accepted = banning.await.unwrap();
+    let auth = "Authorization: Bearer backend-secret\r\n";
+    let (status, body) = b.https_request("GET", "/rooms/world", auth, b"").await;
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let banned: Vec<&str> = (view["bans"].as_array().unwrap().iter())
+        .map(|ban| ban["user_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        accepted.len() <= tickrelay::engine::room::MAX_BANS,
+        "{}",
+        accepted.len()
+    );
+    let lost: Vec<&String> = accepted.iter().filter(|u| !banned.contains(&u.as_str())).collect();
+    assert!(
+        lost.is_empty(),
+        "bans answered 202 and lost: {lost:?} of {}",
+        accepted.len()
+    );
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
+}
+
 /// Node `a` of `cluster` (checkpointing every tick, closing empty rooms at once, then
 /// `adjust`) and a player in its relay room "world" holding entity 5, the room's
 /// checkpoint written.

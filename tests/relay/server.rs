@@ -663,6 +663,17 @@ async fn backends_remove_users_over_http() {
     let (code, retry_after_ms) = rejoin(&mut a).await.unwrap_err();
     assert_eq!(code, ErrorCode::Forbidden as i32);
     assert!((599_000..=600_000).contains(&retry_after_ms), "{retry_after_ms}");
+    let (status, body) = get("/rooms/arena%203", API_AUTH).await;
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["bans"][0]["user_id"].as_str(), Some(&*a.welcome.user_id), "{body}");
+    assert_eq!(view["bans"][0]["remaining_secs"].as_u64(), Some(600), "{body}");
+    // A user may be called `events`.
+    assert_eq!(delete("/rooms/arena%203/users/events", API_AUTH).await.0, 202);
+    assert_eq!(
+        server.https_request("PUT", "/rooms/arena%203", API_AUTH, b"").await.0,
+        405
+    );
     // Lifted: a removal without a ban (from a room it is not in).
     assert_eq!(delete(&path(""), API_AUTH).await.0, 202);
     // (Only the second after its last snapshot may hold it back now.)

@@ -100,6 +100,17 @@ pub struct Roll {
     pub members: Vec<Seated>,
     /// Seats it keeps for members of its checkpoint that have not come back yet.
     pub kept_seats: Vec<Seated>,
+    /// The users banned from it, by user id.
+    pub bans: Vec<Banned>,
+}
+
+/// A ban in a [`Roll`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Banned {
+    /// The user id.
+    pub user_id: String,
+    /// Seconds until the ban ends (rounded up).
+    pub remaining_secs: u64,
 }
 
 /// A member (or a kept seat) in a [`Roll`].
@@ -423,8 +434,8 @@ impl Room {
     }
 
     /// Who is in the room: its members in join order, then the seats it keeps (by
-    /// member id), each with its user id.
-    pub fn roll(&self) -> Roll {
+    /// member id), each with its user id; and whom it bans at `now_us`.
+    pub fn roll(&self, now_us: u64) -> Roll {
         let seated = |member_id, user_id: &Arc<str>| Seated {
             member_id,
             user_id: user_id.to_string(),
@@ -433,9 +444,17 @@ impl Room {
             .map(|(&id, seat)| seated(id, &seat.user_id))
             .collect();
         kept_seats.sort_unstable_by_key(|s| s.member_id);
+        let mut bans: Vec<Banned> = (self.bans.to_proto(now_us).into_iter())
+            .map(|ban| Banned {
+                user_id: ban.user_id,
+                remaining_secs: (ban.until_us - now_us).div_ceil(1_000_000),
+            })
+            .collect();
+        bans.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
         Roll {
             members: self.members.iter().map(|m| seated(m.id, &m.user_id)).collect(),
             kept_seats,
+            bans,
         }
     }
 
