@@ -1177,7 +1177,7 @@ impl Cluster {
     /// for a room not open here yet waits for it a moment (see `cluster::held`); one
     /// for a room that is not here at all goes where [`Cluster::route_call`] says (a
     /// stopping node sent it on); one for a room this stopping node handed off waits
-    /// for [`Cluster::forward_refused`].
+    /// for the hand-off to pass it on (`Cluster::forward_refused`).
     pub async fn serve_inbox(
         self: Arc<Self>,
         mut inbox: mpsc::UnboundedReceiver<Delivery>,
