@@ -678,6 +678,7 @@ impl Config {
             }
         }
         crate::session::auth::Authenticator::new(&self.auth).map_err(ConfigError::Invalid)?;
+        self.origins.validate().map_err(ConfigError::Invalid)?;
         for (name, token) in [("api.token", &self.api.token), ("metrics.token", &self.metrics.token)] {
             if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 return invalid(format!(

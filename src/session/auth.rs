@@ -164,6 +164,23 @@ pub enum AuthError {
     OtherUser,
 }
 
+/// What a token that does not decode says to its client: short, and nothing of the
+/// parser's own words (line and column, variant lists).
+fn token_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let why = match kind {
+        K::InvalidSignature | K::InvalidAlgorithm | K::InvalidAlgorithmName => return AuthError::BadSignature,
+        K::InvalidToken | K::Base64(_) | K::Utf8(_) => "malformed (not three base64url parts)",
+        K::Json(_) => "malformed header or claims (the claims need `sub`, a string, and `exp`, a number)",
+        K::InvalidIssuer => "wrong issuer (`iss`)",
+        K::InvalidAudience => "wrong audience (`aud`)",
+        K::InvalidSubject => "wrong subject (`sub`)",
+        K::MissingRequiredClaim(claim) => return AuthError::Invalid(format!("missing claim `{claim}`")),
+        _ => "not accepted",
+    };
+    AuthError::Invalid(why.into())
+}
+
 impl AuthError {
     /// Every [`AuthError::kind`].
     pub const KINDS: [&'static str; 6] = [
@@ -304,13 +321,7 @@ impl Authenticator {
             Some((key, validation)) => {
                 let token = token.ok_or(AuthError::Missing)?;
                 let Timed { claims, nbf, iat } = jsonwebtoken::decode::<Timed>(token, key, validation)
-                    .map_err(|e| {
-                        use jsonwebtoken::errors::ErrorKind as K;
-                        match e.kind() {
-                            K::InvalidSignature | K::InvalidAlgorithm => AuthError::BadSignature,
-                            _ => AuthError::Invalid(e.to_string()),
-                        }
-                    })?
+                    .map_err(|e| token_error(e.kind()))?
                     .claims;
                 // The user id appears in logs and in other members' presence: short and
                 // printable, never echoed as sent.
@@ -453,6 +464,21 @@ mod tests {
             auth.authenticate(Some("not.a.jwt"), NOW),
             Err(AuthError::Invalid(_))
         ));
+        // What a client is told of a token that does not decode: nothing of the
+        // parser's words.
+        // Signed, without `exp`; and {"alg":"none"}.{"sub":"a","exp":1}. unsigned.
+        let key = jsonwebtoken::EncodingKey::from_secret(b"s3cret");
+        let no_exp = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &serde_json::json!({"sub": "a"}), &key);
+        let no_exp = no_exp.unwrap();
+        let alg_none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIiwiZXhwIjoxfQ.";
+        for (token, told) in [
+            ("not.a.jwt", "malformed (not three base64url parts)"),
+            (no_exp.as_str(), "malformed header or claims"),
+            (alg_none, "malformed header or claims"),
+        ] {
+            let error = auth.authenticate(Some(token), NOW).unwrap_err().to_string();
+            assert!(error.contains(told) && !error.contains("line"), "{token}: {error}");
+        }
         // A user id goes to logs and presence: printable and short, or refused.
         for sub in [
             "",

@@ -312,6 +312,16 @@ pub(crate) fn bearer_matches(req: &Request<Incoming>, token: &str) -> bool {
     })
 }
 
+/// A gate's refusal (429 or 503) with `Retry-After: 1`: the handshake rate refills
+/// within a second, and caps free up as connections close.
+fn too_many(status: StatusCode, message: &str) -> HttpResponse {
+    let mut response = text(status, format!("{message}\n"));
+    response
+        .headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// 405 with `Allow: allowed`.
 fn method_not_allowed(allowed: &'static str) -> HttpResponse {
     let mut response = text(
@@ -383,7 +393,8 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
     // Two `Origin` headers: no browser sends that; neither is trusted.
     let origin_allowed = origins.next().is_none() && http.origins.allows(origin);
     if !origin_allowed {
-        tracing::debug!(%peer, ?origin, "origin refused");
+        let why = format!("origin not allowed: {}", origin.unwrap_or("none"));
+        crate::transport::log_refusal(peer, "websocket", &why);
         if !offered_protocol {
             metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
             return text(StatusCode::FORBIDDEN, "origin not allowed\n");
@@ -393,7 +404,8 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
         Ok(permit) => permit,
         Err(refusal) => {
             metrics.count_refused_upgrade(refusal.status);
-            return text(refusal.status, format!("{}\n", refusal.message));
+            crate::transport::log_refusal(peer, "websocket", &refusal.message);
+            return too_many(refusal.status, refusal.message);
         }
     };
     if !origin_allowed {
@@ -414,6 +426,7 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
         Err(e) => {
             metrics.count_auth_failure(e.kind());
             metrics.count_refused_upgrade(StatusCode::UNAUTHORIZED);
+            crate::transport::log_refusal(peer, "websocket", &format_args!("authentication failed: {e}"));
             if offered_protocol {
                 let reason = format!("authentication failed: {e}");
                 return refuse_in_band(req, &accept, &http, permit, CloseReason::AuthFailed.code(), reason);

@@ -27,8 +27,11 @@ pub mod registry;
 pub mod tls;
 pub(crate) mod ws;
 
+use std::net::SocketAddr;
+
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::CloseReason;
+use crate::log_budget::LogBudget;
 use crate::session::Inbound;
 
 /// What a transport read from the peer.
@@ -97,4 +100,15 @@ pub(crate) trait Transport {
 
     /// Completes a close the peer started.
     async fn finish(&mut self);
+}
+
+/// Refused connections' lines: at most 5 a second (`suppressed` counts the rest), so
+/// an operator sees why clients are turned away without a flood filling the log.
+static REFUSAL_LOGS: LogBudget = LogBudget::new(5);
+
+/// Logs (at info) that a connection from `peer` over `transport` was refused, and why.
+pub(crate) fn log_refusal(peer: SocketAddr, transport: &str, why: &dyn std::fmt::Display) {
+    if let Some(suppressed) = REFUSAL_LOGS.take(std::time::Instant::now()) {
+        tracing::info!(%peer, transport, suppressed, "connection refused: {why}");
+    }
 }

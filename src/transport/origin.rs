@@ -47,6 +47,29 @@ impl OriginConfig {
     }
 }
 
+impl OriginConfig {
+    /// Refuses a pattern no origin a browser sends could match (a trailing slash or a
+    /// path, no scheme, a port that is not a number or `*`): it would refuse every
+    /// page it was meant for, without a word.
+    pub fn validate(&self) -> Result<(), String> {
+        for pattern in &self.allowed {
+            let concrete = pattern.replacen("://*.", "://wildcard.", 1);
+            let concrete = match concrete.strip_suffix(":*") {
+                Some(head) => format!("{head}:1"),
+                None => concrete,
+            };
+            if !well_formed(&concrete) || concrete.contains('*') {
+                return Err(format!(
+                    "origins.allowed: {pattern:?} can never match: an origin is scheme://host[:port] (a port \
+                     number or `*`), without a path or a trailing slash, for example \"https://game.example.com\" \
+                     or \"https://*.example.com\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether `origin` has the form browsers send (RFC 6454 serialisation):
 /// `scheme://host[:port]` with a numeric port and nothing else — no path, no trailing
 /// slash, no whitespace or control characters.
@@ -92,6 +115,35 @@ fn matches(pattern: &str, origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_that_can_never_match_are_refused() {
+        let config = |pattern: &str| OriginConfig {
+            allowed: vec![pattern.into()],
+            allow_missing: false,
+        };
+        for good in [
+            "https://game.example.com",
+            "https://GAME.example.com",
+            "https://*.example.com",
+            "http://localhost:*",
+            "http://[::1]:8080",
+            "app://localhost",
+        ] {
+            assert_eq!(config(good).validate(), Ok(()), "{good}");
+        }
+        for bad in [
+            "https://game.example.com/",
+            "game.example.com",
+            "https://game.example.com/play",
+            "https://game.example.com:port",
+            "https://*",
+            " https://game.example.com",
+        ] {
+            assert!(config(bad).validate().unwrap_err().contains("can never match"), "{bad}");
+        }
+        assert_eq!(OriginConfig::default().validate(), Ok(()));
+    }
 
     #[test]
     fn patterns() {

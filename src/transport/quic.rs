@@ -188,7 +188,7 @@ pub(crate) async fn accept(endpoint: Endpoint, ctx: Arc<Context>) {
             Ok(permit) => permit,
             Err(refusal) => {
                 ctx.metrics.count_refused_upgrade(refusal.status);
-                tracing::debug!(%peer, "QUIC connection refused: {}", refusal.message);
+                crate::transport::log_refusal(peer, "quic", &refusal.message);
                 incoming.refuse();
                 continue;
             }
@@ -266,7 +266,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
         Ok(identity) => identity.with_address(peer.ip()),
         Err(e) => {
             ctx.metrics.count_auth_failure(e.kind());
-            tracing::debug!(%peer, "QUIC authentication failed: {e}");
+            crate::transport::log_refusal(peer, "quic", &format_args!("authentication failed: {e}"));
             return quic.refuse_auth(ctx, &e).await;
         }
     };
