@@ -76,7 +76,7 @@ struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, short, env = "TICKRELAY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on (HTTPS: /ws, /healthz, /metrics) [default: 127.0.0.1:7443].
+    /// Address to listen on (HTTPS: /ws, /healthz, /readyz, /metrics) [default: 127.0.0.1:7443].
     #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// PEM certificate chain (needs --tls-key). Without both, a development
@@ -121,7 +121,7 @@ struct ServeArgs {
     /// HS256 shared secret for JWT authentication (prefer the environment variable).
     #[arg(long, env = "TICKRELAY_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// Serve /metrics (and /healthz) on this address instead, over plain HTTP (for a
+    /// Serve /metrics (and /healthz, /readyz) on this address instead, over plain HTTP (for a
     /// scraper on a private network) [default: on --listen].
     #[arg(long, env = "TICKRELAY_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,

@@ -1036,7 +1036,9 @@ impl Cluster {
     async fn call<T>(&self, operation: impl Future<Output = Result<T, DirectoryError>>) -> Result<T, PoolError> {
         let error = match tokio::time::timeout(DIRECTORY_TIMEOUT, operation).await {
             Ok(Ok(value)) => {
-                self.metrics.directory_up.set(1);
+                if self.metrics.directory_up.set(1) == 0 {
+                    tracing::info!("room directory reachable again");
+                }
                 return Ok(value);
             }
             Ok(Err(e)) => e.to_string(),
@@ -1078,6 +1080,18 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node.id
+    }
+
+    /// Why this node should get no new clients, if it should not: it is stopping, or
+    /// its last directory call failed (rooms it does not hold cannot be joined).
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.stopping.load(Ordering::Acquire) {
+            Some("stopping: its rooms are moving to other nodes")
+        } else if self.metrics.directory_up.get() == 0 {
+            Some("the room directory (Redis) is unreachable")
+        } else {
+            None
+        }
     }
 
     /// The node a call for `room` (the HTTP API's) goes to: the one holding it (this

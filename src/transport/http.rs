@@ -261,11 +261,19 @@ fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRespo
     let demo = matches!(http.routes, Routes::Main { demo: true, .. });
     let path = req.uri().path();
     let demo_file = DEMO.iter().find(|(name, ..)| *name == path).filter(|_| demo);
-    let served = path == "/healthz" || (path == "/ws" && ws) || (path == "/metrics" && metrics) || demo_file.is_some();
+    let served = path == "/healthz"
+        || path == "/readyz"
+        || (path == "/ws" && ws)
+        || (path == "/metrics" && metrics)
+        || demo_file.is_some();
     match (req.method(), path) {
         _ if !served && ws => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
         _ if !served => text(StatusCode::NOT_FOUND, "not found; this listener serves /metrics\n"),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => match http.ctx.cluster.as_ref().and_then(|c| c.not_ready()) {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        },
         (&Method::GET, "/metrics") => metrics_response(&req, &http),
         (&Method::GET, "/ws") => upgrade(req, peer, http),
         (&Method::GET, _) => match demo_file {

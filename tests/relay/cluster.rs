@@ -847,6 +847,9 @@ async fn redis_lost_and_back() {
     assert_eq!(join_or_redirect(&mut newcomer, "lobby").await, None);
     assert!(a.metric("tickrelay_directory_errors_total") >= 1);
     assert_eq!(a.metric("tickrelay_directory_up"), 0);
+    let (status, why) = a.https_get("/readyz").await;
+    assert_eq!((status, why.contains("Redis")), (503, true), "{why}");
+    assert_eq!(a.https_get("/healthz").await.0, 200, "alive all the same");
 
     cluster.redis.restart();
     let b = cluster.node_with(with_api).await;
@@ -865,6 +868,7 @@ async fn redis_lost_and_back() {
     join_until_open(&mut newcomer, "new").await;
     // (Set again at a's next renewal that reaches Redis.)
     a.wait_for_metric("tickrelay_directory_up", 1).await;
+    assert_eq!(a.https_get("/readyz").await, (200, "ready\n".into()));
     player.frames_in("lobby", 5).await;
     // a subscribes to its inbox again (within a renewal; until then b answers 503):
     // events published on b reach the lobby.

@@ -706,6 +706,7 @@ async fn the_demo_page_is_served_only_with_demo() {
 async fn http_endpoints() {
     let server = start().await;
     assert_eq!(server.https_get("/healthz").await, (200, "ok\n".into()));
+    assert_eq!(server.https_get("/readyz").await, (200, "ready\n".into()));
     let mut client = TestClient::connect(&server).await;
     client.join("metered", "arena").await;
     client.frames_in("metered", 3).await;
