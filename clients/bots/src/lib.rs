@@ -154,6 +154,10 @@ pub struct Report {
     /// Why clients gave up: the reason, and how many gave up for it.
     #[serde(default)]
     pub gave_up_reasons: BTreeMap<String, u64>,
+    /// Connection attempts that failed (and were retried), by reason: at most
+    /// [`MAX_ATTEMPT_REASONS`] reasons, the rest counted under "other reasons".
+    #[serde(default)]
+    pub failed_attempts: BTreeMap<String, u64>,
     /// Inputs never acknowledged at the end.
     pub lost_inputs: u64,
     /// Players replaced by churn.
@@ -211,6 +215,9 @@ impl Report {
         self.checksums += other.checksums;
         self.messages_lost += other.messages_lost;
         self.gave_up += other.gave_up;
+        for (k, v) in &other.failed_attempts {
+            count_attempt(&mut self.failed_attempts, k, *v);
+        }
         for (k, v) in &other.gave_up_reasons {
             *self.gave_up_reasons.entry(k.clone()).or_default() += v;
         }
@@ -248,7 +255,16 @@ impl Report {
     pub fn violations(&self) -> Vec<String> {
         let mut v = Vec::new();
         if self.bots > 0 && self.max_connected == 0 {
-            v.push("no bot ever connected".to_string());
+            let attempts: Vec<String> = (self.failed_attempts.iter())
+                .map(|(reason, n)| format!("{n} × {reason}"))
+                .collect();
+            match attempts.is_empty() {
+                true => v.push("no bot ever connected".to_string()),
+                false => v.push(format!(
+                    "no bot ever connected; attempts failed: {}",
+                    attempts.join("; ")
+                )),
+            }
         } else if self.bots > 0 && self.players_joined == 0 {
             v.push("no bot ever joined its room".to_string());
         }
@@ -409,6 +425,7 @@ struct Fleet {
     errors: Mutex<BTreeMap<i32, u64>>,
     removed: Mutex<BTreeMap<i32, u64>>,
     gave_up_reasons: Mutex<BTreeMap<String, u64>>,
+    failed_attempts: Mutex<BTreeMap<String, u64>>,
     bots_started: AtomicU64,
     /// Counting starts here (see [`Scenario::warm_up`]).
     measure_from: Instant,
@@ -439,6 +456,20 @@ fn quic_endpoints(scenario: &Scenario, bots: usize) -> std::io::Result<Vec<quinn
         .collect()
 }
 
+/// The most distinct reasons a report keeps for failed connection attempts.
+pub const MAX_ATTEMPT_REASONS: usize = 8;
+
+/// Counts `n` failed connection attempts for `reason` in `attempts` (beyond
+/// [`MAX_ATTEMPT_REASONS`] reasons, under "other reasons").
+fn count_attempt(attempts: &mut BTreeMap<String, u64>, reason: &str, n: u64) {
+    let reason = if attempts.contains_key(reason) || attempts.len() < MAX_ATTEMPT_REASONS {
+        reason
+    } else {
+        "other reasons"
+    };
+    *attempts.entry(reason.to_string()).or_default() += n;
+}
+
 impl Fleet {
     /// A bot gave up for `reason`.
     fn gave_up(&self, reason: String) {
@@ -466,6 +497,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         errors: Mutex::new(BTreeMap::new()),
         removed: Mutex::new(BTreeMap::new()),
         gave_up_reasons: Mutex::new(BTreeMap::new()),
+        failed_attempts: Mutex::new(BTreeMap::new()),
         bots_started: AtomicU64::new(0),
         measure_from: started + scenario.warm_up,
         stop_at: started + scenario.duration,
@@ -524,6 +556,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         messages_lost: c.messages_lost.load(Ordering::Relaxed),
         gave_up: c.gave_up.load(Ordering::Relaxed),
         gave_up_reasons: fleet.gave_up_reasons.lock().clone(),
+        failed_attempts: fleet.failed_attempts.lock().clone(),
         lost_inputs: c.lost_inputs.load(Ordering::Relaxed),
         replaced_players: c.replaced_players.load(Ordering::Relaxed),
         unexpected_closes: fleet.closes.lock().clone(),
@@ -677,6 +710,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             event = events.recv() => match event {
                 None => break false,
                 Some(Event::Connected { .. }) => opened(&mut live),
+                Some(Event::Reconnecting { reason, .. }) => count_attempt(&mut fleet.failed_attempts.lock(), &reason, 1),
                 Some(Event::Joined(j)) => {
                     if !joined {
                         c.players_joined.fetch_add(1, Ordering::Relaxed);
@@ -851,8 +885,12 @@ mod tests {
         r.max_connected = 0;
         r.gave_up = 4;
         r.gave_up_reasons.insert("connection refused (127.0.0.1:1)".into(), 4);
+        r.failed_attempts.insert("connect: Connection refused".into(), 12);
         let v = r.violations().join("\n");
-        assert!(v.contains("no bot ever connected"), "{v}");
+        assert!(
+            v.contains("no bot ever connected; attempts failed: 12 × connect: Connection refused"),
+            "{v}"
+        );
         assert!(
             v.contains("4 clients gave up: 4 × connection refused (127.0.0.1:1)"),
             "{v}"

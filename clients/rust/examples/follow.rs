@@ -17,9 +17,10 @@ use tickrelay_client::{Client, ClientConfig, Event, Trust, proto};
 /// second.
 #[derive(clap::Parser)]
 struct Args {
-    /// The relay's WebSocket (or QUIC) URL.
+    /// The relay's WebSocket (or QUIC) URL; given again, other nodes of the same
+    /// cluster to try when it cannot be reached (`ClientConfig::fallback_urls`).
     #[arg(long, default_value = "wss://127.0.0.1:7443/ws")]
-    url: String,
+    url: Vec<String>,
     /// PEM file of the certificate to trust (the relay's development certificate).
     #[arg(long, default_value = "tickrelay-dev-cert.pem")]
     cert: String,
@@ -44,7 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         room,
         seconds,
     } = clap::Parser::parse();
-    let mut config = ClientConfig::new(url, Trust::CertFile(cert.into()));
+    let mut urls = url.into_iter();
+    let first = urls.next().expect("clap gives the default");
+    let mut config = ClientConfig::new(first, Trust::CertFile(cert.into()));
+    config.fallback_urls = urls.collect();
     config.token = token;
     let (client, mut events) = Client::connect(config)?;
     client.join(&room, "arena");

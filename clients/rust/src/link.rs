@@ -109,6 +109,19 @@ impl Target {
     }
 }
 
+/// Why a WebSocket connection was lost, in words for the application: a connection
+/// cut without a close (a relay killed, a machine gone; rustls words it as a missing
+/// `close_notify`, with a link to its manual) is "connection lost".
+fn ws_lost(error: &WsError) -> String {
+    match error {
+        WsError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "connection lost: closed without a close frame".into()
+        }
+        WsError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "connection lost: reset".into(),
+        e => e.to_string(),
+    }
+}
+
 /// A failed connection attempt, and whether trying again could help.
 pub(crate) struct Failure {
     pub reason: String,
@@ -341,12 +354,23 @@ async fn connect_ws(
         Ok((ws, _)) => Ok(Link::WebSocket(Box::new(ws))),
         Err(WsError::Http(response)) => {
             let status = response.status().as_u16();
+            // The relay says why in the body ("token expired", "origin not allowed").
+            let why = (response.body().as_deref())
+                .map(|body| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string())
+                .filter(|why| !why.is_empty())
+                .map_or_else(String::new, |why| format!(": {why}"));
             // Refused for who we are (401, 403): retrying cannot help.
             Err(Failure {
-                reason: format!("upgrade refused with HTTP {status}"),
+                reason: format!("upgrade refused with HTTP {status}{why}"),
                 fatal: matches!(status, 400 | 401 | 403 | 404),
             })
         }
+        // A TLS listener's answer to plain HTTP is a TLS alert, which reads as a
+        // response with a bad version: the URL should say wss://.
+        Err(e) if !target.scheme.uses_tls() && e.to_string().contains("invalid HTTP version") => Err(fatal(format!(
+            "{}: the server answered in TLS, not plain HTTP: use wss://",
+            target.url
+        ))),
         Err(e) => Err(retry(format!("upgrade: {e}"))),
     }
 }
@@ -449,7 +473,7 @@ impl Link {
             Link::WebSocket(ws) => ws
                 .send(Message::Binary(envelope.encode_to_vec().into()))
                 .await
-                .map_err(|e| Broken(e.to_string())),
+                .map_err(|e| Broken(ws_lost(&e))),
             Link::Quic(q) => q
                 .send
                 .write_all(&envelope.encode_length_delimited_to_vec())
@@ -531,7 +555,7 @@ impl Link {
         match self {
             Link::WebSocket(ws) => match ws.next().await {
                 None => Received::Lost("connection closed".into()),
-                Some(Err(e)) => Received::Lost(e.to_string()),
+                Some(Err(e)) => Received::Lost(ws_lost(&e)),
                 Some(Ok(Message::Binary(bytes))) => Received::Envelope(bytes),
                 // tungstenite reports a close code it does not allow (1014 Bad
                 // Gateway, which proxies send, or a reserved one) as this: not the

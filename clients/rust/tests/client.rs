@@ -338,6 +338,15 @@ async fn plain_ws_only_when_the_url_says_so() {
     let reason = gave_up(&mut events, "a wss:// client connected without TLS").await;
     assert!(reason.contains("TLS"), "{reason}");
     shutdown.cancel();
+
+    // The other way round: a ws:// URL for a TLS relay gives up at once, saying so.
+    let relay = start().await;
+    let mut plain = config(&relay, Transport::WebSocket);
+    plain.url = plain.url.replace("wss://", "ws://");
+    plain.backoff.max_attempts = Some(5);
+    let (_client, mut events) = Client::connect(plain).unwrap();
+    let reason = gave_up(&mut events, "a ws:// client connected to a TLS relay").await;
+    assert!(reason.contains("use wss://"), "{reason}");
 }
 
 /// Leaving a room others are in and joining it again at once is refused for up to a
