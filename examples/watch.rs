@@ -66,8 +66,18 @@ fn code_name(code: i32) -> String {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = <Args as clap::Parser>::parse();
+async fn main() -> std::process::ExitCode {
+    // The error in words, not as `Debug` quotes it.
+    match run(<Args as clap::Parser>::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let rest = args
         .url
         .strip_prefix("wss://")
@@ -77,7 +87,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Trust exactly the relay's certificate file, nothing else.
     let mut roots = rustls::RootCertStore::empty();
-    let unreadable = |e: &dyn std::fmt::Display| format!("certificate file {}: {e}", args.cert);
+    let unreadable = |e: &dyn std::fmt::Display| {
+        format!(
+            "certificate file {}: {e} (run this where the relay runs, which writes it there, or pass --cert PATH)",
+            args.cert
+        )
+    };
     for cert in CertificateDer::pem_file_iter(&args.cert).map_err(|e| unreadable(&e))? {
         roots.add(cert.map_err(|e| unreadable(&e))?)?;
     }

@@ -155,6 +155,10 @@ fn the_watch_example_explains_itself_and_names_a_missing_certificate_file() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("/nonexistent/relay-cert.pem"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: certificate file") && stderr.contains("--cert"),
+        "{stderr}"
+    );
 
     // A join the relay refuses (the token allows another room) ends it with the reason.
     let secret = "k".repeat(32);

@@ -167,7 +167,12 @@ impl Simulation for Arena {
 
     fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
         let id = self.allocate_id();
-        let (x, y) = (self.config.width / 2.0, self.config.height / 2.0);
+        // The first avatar at the centre, the others around it (the golden angle
+        // apart), so that two players who just joined see each other.
+        let (w, h) = (self.config.width, self.config.height);
+        let k = self.avatars.len() as f32;
+        let (radius, angle) = (w.min(h) / 10.0 * k.min(1.0), k * 2.399_963);
+        let (x, y) = (w / 2.0 + radius * angle.cos(), h / 2.0 + radius * angle.sin());
         let _ = ctx.world.spawn(
             id,
             member,
@@ -232,7 +237,9 @@ impl Simulation for Arena {
 
     fn input(&mut self, _ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
         let input::Payload::Intent(intent) = payload else {
-            return Err(SimError::WrongPayload { expected: "intent" });
+            return Err(SimError::WrongPayload {
+                expected: "intent (`Input.intent`)",
+            });
         };
         let &[dx, dy] = intent.as_ref() else {
             return Err(SimError::InvalidIntent("expected 2 bytes: dx, dy as i8"));
@@ -289,6 +296,31 @@ mod tests {
             requests,
             members: &ROSTER,
         }
+    }
+
+    #[test]
+    fn avatars_that_join_together_do_not_overlap() {
+        let mut arena = Arena::new(ArenaConfig {
+            npcs: 0,
+            ..Default::default()
+        });
+        let mut world = World::with_schema(32, arena.schema());
+        let mut events = Requests::default();
+        for member in 1..=5 {
+            arena.join(&mut ctx(&mut world, &mut events, 1), member);
+        }
+        let mut spots: Vec<(i64, i64)> = (world.entities())
+            .map(|e| match (e.get(FIELD_X), e.get(FIELD_Y)) {
+                (Some(Value::Float(x)), Some(Value::Float(y))) => {
+                    assert!((0.0..=100.0).contains(x) && (0.0..=100.0).contains(y), "{x},{y}");
+                    ((x * 100.0) as i64, (y * 100.0) as i64)
+                }
+                _ => panic!("entity {} lacks a position", e.id()),
+            })
+            .collect();
+        spots.sort_unstable();
+        spots.dedup();
+        assert_eq!(spots.len(), 5, "{spots:?}");
     }
 
     #[test]

@@ -246,7 +246,7 @@ pub enum SimError {
     #[error("entity {0} does not exist")]
     EntityNotFound(EntityId),
     /// The payload kind does not fit this room (intent for relay, writes for arena).
-    #[error("this room type expects {expected} inputs")]
+    #[error("this room type takes inputs of {expected}")]
     WrongPayload {
         /// The payload kind the room expects.
         expected: &'static str,

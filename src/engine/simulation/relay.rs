@@ -190,7 +190,7 @@ impl Simulation for Relay {
         match payload {
             input::Payload::Writes(writes) => self.apply(ctx, member, writes),
             input::Payload::Intent(_) => Err(SimError::WrongPayload {
-                expected: "entity writes",
+                expected: "entity writes (`Input.writes`)",
             }),
         }
     }
