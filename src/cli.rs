@@ -53,12 +53,16 @@ enum Command {
         #[arg(long)]
         print_default: bool,
     },
-    /// Mint an HS256 token for development and tests (use the server's
-    /// `auth.hs256_secret`).
+    /// Mint an HS256 token for development and tests (with the server's
+    /// `auth.hs256_secret`: --secret, TICKRELAY_JWT_SECRET, or the config file's).
     Token {
         /// The shared secret.
         #[arg(long, env = "TICKRELAY_JWT_SECRET", hide_env_values = true)]
-        secret: String,
+        secret: Option<String>,
+        /// Read the secret from this TOML configuration file (`[auth] hs256_secret`)
+        /// when --secret is not given.
+        #[arg(long, short, env = "TICKRELAY_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
         /// The user id (`sub`).
         #[arg(long)]
         sub: String,
@@ -282,10 +286,36 @@ pub fn main(simulations: Simulations) -> ExitCode {
         }
         Some(Command::Token {
             secret,
+            config,
             sub,
             ttl_secs,
             rooms,
         }) => {
+            let secret = match (secret, config) {
+                (Some(secret), _) => secret,
+                (None, Some(path)) => match Config::from_file(&path) {
+                    Ok(Config {
+                        auth:
+                            crate::session::auth::AuthConfig {
+                                hs256_secret: Some(secret),
+                                ..
+                            },
+                        ..
+                    }) => secret,
+                    Ok(_) => {
+                        eprintln!("{}: no [auth] hs256_secret", path.display());
+                        return ExitCode::from(2);
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => {
+                    eprintln!("the secret: --secret, TICKRELAY_JWT_SECRET, or --config FILE with [auth] hs256_secret");
+                    return ExitCode::from(2);
+                }
+            };
             let exp = crate::clock::unix_micros() / 1_000_000 + ttl_secs;
             let rooms = (!rooms.is_empty()).then_some(rooms);
             println!("{}", mint_hs256(&secret, &Claims { sub, exp, rooms }));

@@ -127,6 +127,42 @@ fn jwt_authentication_names_where_the_secret_goes_and_warns_of_a_short_one() {
     assert!(!lines.iter().any(|l| l.contains("shorter than")), "{lines:?}");
 }
 
+/// `tickrelay token` reads the secret from the configuration file the relay runs
+/// with, so it need not be typed (and shown by `ps`).
+#[test]
+fn tokens_are_minted_with_the_config_files_secret() {
+    let dir = std::env::temp_dir().join(format!("tickrelay-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("relay.toml");
+    let secret = "s".repeat(32);
+    std::fs::write(&file, format!("[auth]\nmode = \"jwt\"\nhs256_secret = \"{secret}\"\n")).unwrap();
+    let mint = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+            .arg("token")
+            .args(args)
+            .env_remove("TICKRELAY_JWT_SECRET")
+            .env_remove("TICKRELAY_CONFIG")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        )
+    };
+    let (ok, from_file) = mint(&["-c", file.to_str().unwrap(), "--sub", "ann", "--ttl-secs", "60"]);
+    assert!(ok);
+    let auth = tickrelay::session::auth::Authenticator::new(&tickrelay::session::auth::AuthConfig {
+        mode: tickrelay::session::auth::AuthMode::Jwt,
+        hs256_secret: Some(secret),
+        ..Default::default()
+    })
+    .unwrap();
+    let now = tickrelay::clock::unix_micros() / 1_000_000;
+    assert_eq!(&*auth.authenticate(Some(&from_file), now).unwrap().user_id, "ann");
+    assert!(!mint(&["--sub", "ann"]).0, "no secret anywhere");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// An example program of this package: `cargo test` builds them next to the tests
 /// (`cargo test --test relay` alone does not).
 fn example(name: &str) -> std::path::PathBuf {
