@@ -752,6 +752,8 @@ impl Driver {
             code: 1006,
             reason: reason.clone(),
             will_reconnect: true,
+            url: self.targets[self.current].url.clone(),
+            redirected: !self.routing.home,
         })
         .await;
         End::Reconnect { reason, now: false }
@@ -1029,6 +1031,8 @@ impl Driver {
             code,
             reason: reason.clone(),
             will_reconnect,
+            url: self.targets[self.current].url.clone(),
+            redirected: !self.routing.home,
         })
         .await;
         if !will_reconnect {

@@ -224,14 +224,24 @@ pub enum Event {
         /// What went wrong.
         error: Desync,
     },
-    /// The connection ended.
+    /// A connection ended: the client's own, or (`redirected`) one it opened to
+    /// another node of a cluster for rooms living there.
     Disconnected {
         /// Close code (1006 when the connection was lost without one).
         code: u16,
         /// Close reason.
         reason: String,
-        /// Whether the client will try again.
+        /// Whether this connection is tried again. False for the client's own
+        /// connection means [`Event::GaveUp`] follows; for a `redirected` one, that
+        /// its rooms are joined again through the client's own connection (a node
+        /// that stops or cannot be reached gives its rooms back), and the client
+        /// carries on.
         will_reconnect: bool,
+        /// The URL of the connection that ended.
+        url: String,
+        /// Whether it was a connection to another node, opened for rooms a join was
+        /// redirected to.
+        redirected: bool,
     },
     /// Waiting before reconnection attempt `attempt`.
     Reconnecting {

@@ -265,7 +265,12 @@ async fn an_event_sent_while_the_rooms_node_is_down_goes_home_with_the_room() {
         member,
     } = room_elsewhere(&cluster).await;
     a.kill();
-    until(&mut events, |e| matches!(e, Event::Disconnected { .. }).then_some(())).await;
+    let redirected = until(&mut events, |e| match e {
+        Event::Disconnected { redirected, .. } => Some(*redirected),
+        _ => None,
+    })
+    .await;
+    assert!(redirected, "the connection to the room's node, not the client's own");
     client.send_event("world", "hello", bytes::Bytes::from_static(b"still here"), vec![member]);
     let heard = until(&mut events, |e| match e {
         Event::RoomEvent(event) if event.kind == "hello" => Some(event.payload.clone()),

@@ -129,8 +129,13 @@ export interface ClientEvents {
   messagesLost: { count: bigint };
   /** A room's mirror went out of sync; a new one waits for the full snapshot asked for (at most once a second). */
   desync: { room: string; error: DesyncError };
-  /** The connection ended (1006: lost without a close). */
-  disconnected: { code: number; reason: string; willReconnect: boolean };
+  /**
+   * A connection ended (1006: lost without a close): the client's own, or (`redirected`)
+   * one it opened to another node of a cluster for rooms living there. `willReconnect`
+   * false: for the client's own connection, `gaveUp` follows; for a redirected one,
+   * its rooms are joined again through the client's own connection and play goes on.
+   */
+  disconnected: { code: number; reason: string; willReconnect: boolean; url: string; redirected: boolean };
   reconnecting: { attempt: number; delayMs: number; reason: string };
   /**
    * The client stopped: a do-not-reconnect close code (`attempts` 0), or too many
@@ -736,13 +741,18 @@ export class Client {
     }
   }
 
+  /** Which connection a `disconnected` event is about. */
+  #connection(): { url: string; redirected: boolean } {
+    return { url: this.#urls[this.#current]!, redirected: this.#home !== this };
+  }
+
   /**
    * Ends a connection from this side (see {@link #abandon}) and reconnects through the
    * backoff, reported as closed with `reported` (1006: as if lost).
    */
   #drop(socket: WebSocket, reason: string, code = DROPPED, reported = 1006): void {
     this.#abandon(socket, reason, code);
-    this.#emit("disconnected", { code: reported, reason, willReconnect: true });
+    this.#emit("disconnected", { code: reported, reason, willReconnect: true, ...this.#connection() });
     this.#retry(reason);
   }
 
@@ -814,7 +824,7 @@ export class Client {
     }
     // A node other than home that stops hands its rooms back at once.
     const willReconnect = reconnectAllowed(code) && (this.#home === this || code !== SHUTTING_DOWN);
-    this.#emit("disconnected", { code, reason, willReconnect });
+    this.#emit("disconnected", { code, reason, willReconnect, ...this.#connection() });
     if (!willReconnect) {
       this.#giveUp(0, `closed by the server with ${code}: ${reason}`);
       return;
