@@ -539,7 +539,7 @@ impl Cluster {
     /// `after`, and where the next page starts (none: the last). Reads one page of
     /// [`LIST_CHUNK`] directory entries: a selective filter may answer a short page
     /// (even an empty one) that is not the last.
-    async fn list(
+    pub async fn list(
         &self,
         filter: &RoomFilter<'_>,
         mut after: String,

@@ -6,7 +6,9 @@
 //! `sub`) from the room (each of its members gets `Left` with `FORBIDDEN` and the
 //! reason) and refuses its joins of the room for N seconds (0, the default: a ban it
 //! had is lifted); `GET /rooms/{room}` answers who is in the room (member and user
-//! ids, and the seats it keeps), its type, cap and listing, as JSON. It needs
+//! ids, the seats it keeps and its bans), its type, cap and listing, as JSON; `GET
+//! /rooms?after=&limit=&room_type=&open_only=&filter.KEY=VALUE` lists the rooms, a
+//! page at a time, as `ListRooms` lists them to clients. It needs
 //! `Authorization: Bearer` with `[api] token`; without a configured token the API is
 //! off. The room must be open on this node, or in cluster mode on any node (the call is
 //! handed to that node over Redis pub/sub; a room no node holds whose checkpoint Redis
@@ -28,7 +30,7 @@ use serde::Serialize;
 use crate::cluster::Cluster;
 use crate::engine::listing::Metadata;
 use crate::engine::room::Roll;
-use crate::engine::sim_pool::{Command, PoolError};
+use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter};
 use crate::proto::{ErrorCode, RoomClose, SendEvent, UserRemoval};
 use crate::session::auth::MAX_SUB_BYTES;
 use crate::state::SERVER;
@@ -60,12 +62,21 @@ pub(crate) enum Call {
     RemoveUser(String, String),
     /// `GET /rooms/{room}`
     Describe(String),
+    /// `GET /rooms`
+    List,
 }
 
 /// The API call a request makes, if it is one (the room id percent-encoded in the
 /// path); `Err` with the methods its path takes when the path is the API's and the
 /// method is not one of them.
 pub(crate) fn call_of(method: &Method, path: &str) -> Option<Result<Call, &'static str>> {
+    if path == "/rooms" || path == "/rooms/" {
+        return Some(if method == Method::GET {
+            Ok(Call::List)
+        } else {
+            Err("GET")
+        });
+    }
     let rest = path.strip_prefix("/rooms/")?;
     let segments: Vec<&str> = rest.split('/').collect();
     let (room, user) = match segments[..] {
@@ -253,11 +264,7 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
         locked: listing.locked,
         private: listing.private,
     };
-    let mut response = text(StatusCode::OK, serde_json::to_string(&body).unwrap_or_default() + "\n");
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json(&body)
 }
 
 /// 307 to the same `path` on `node`.
@@ -284,6 +291,98 @@ async fn redirect_to(cluster: &Cluster, node: &str, room: &str, path: &str) -> H
         }
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
+}
+
+/// Rooms a `GET /rooms` page holds when the call does not say.
+const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// The most bytes of rooms one `GET /rooms` page holds (a page of rooms with large
+/// metadata is cut short, its `next_after` saying where the rest starts).
+const MAX_LIST_BYTES: usize = 1024 * 1024;
+
+/// A room in a `GET /rooms` page.
+#[derive(Serialize)]
+struct Listed {
+    room: String,
+    room_type: String,
+    members: u32,
+    max_members: u32,
+    metadata: Metadata,
+    locked: bool,
+}
+
+/// `GET /rooms`'s answer.
+#[derive(Serialize)]
+struct Page {
+    rooms: Vec<Listed>,
+    /// Where the next page starts (`after=`), if there is one.
+    next_after: Option<String>,
+}
+
+/// Answers one `GET /rooms?after=&limit=&room_type=&open_only=&filter.KEY=VALUE`: a
+/// page of the listed rooms (not private ones) in id order, on this node or, in
+/// cluster mode, in the whole cluster's directory, as `ListRooms` answers a client.
+pub(crate) async fn list(req: Request<Incoming>, http: &Http) -> HttpResponse {
+    if let Some(refusal) = refused(&req, http) {
+        return refusal;
+    }
+    let (mut after, mut limit, mut room_type, mut open_only) =
+        (String::new(), DEFAULT_LIST_LIMIT, String::new(), false);
+    let mut filters = Metadata::new();
+    for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match (&*key, key.strip_prefix("filter.")) {
+            ("after", _) => after = value.into_owned(),
+            ("limit", _) => match value.parse::<usize>() {
+                Ok(n @ 1..=MAX_ROOMS_PER_PAGE) => limit = n,
+                _ => {
+                    let message = format!("limit: rooms per page, 1 to {MAX_ROOMS_PER_PAGE}\n");
+                    return text(StatusCode::BAD_REQUEST, message);
+                }
+            },
+            ("room_type", _) => room_type = value.into_owned(),
+            ("open_only", _) => open_only = matches!(&*value, "true" | "1"),
+            (_, Some(name)) => {
+                filters.insert(name.to_string(), value.into_owned());
+            }
+            _ => {}
+        }
+    }
+    if let Err(e) = crate::engine::listing::check(&filters) {
+        return text(StatusCode::BAD_REQUEST, format!("filters: {e}\n"));
+    }
+    let filter = RoomFilter {
+        room_type: &room_type,
+        metadata: &filters,
+        open_only,
+    };
+    let ctx = &http.ctx;
+    let (rooms, next_after) = match &ctx.cluster {
+        None => ctx.session.rooms.list(&filter, &after, limit, MAX_LIST_BYTES),
+        Some(cluster) => match cluster.list(&filter, after, limit).await {
+            Ok(page) => page,
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        },
+    };
+    let rooms = (rooms.into_iter())
+        .map(|r| Listed {
+            room: r.room,
+            room_type: r.room_type,
+            members: r.members,
+            max_members: r.max_members,
+            metadata: r.metadata.into_iter().collect(),
+            locked: r.locked,
+        })
+        .collect();
+    json(&Page { rooms, next_after })
+}
+
+/// 200 with `body` as JSON.
+fn json(body: &impl Serialize) -> HttpResponse {
+    let mut response = text(StatusCode::OK, serde_json::to_string(body).unwrap_or_default() + "\n");
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// The call's `reason`, `default` when it gives none; why not when it is too long or
@@ -433,5 +532,9 @@ mod tests {
         assert_eq!(describe("/rooms/lobby/users/ann"), Some(Err("DELETE")));
         assert_eq!(call_of(&Method::PUT, "/rooms/lobby"), Some(Err("GET, DELETE")));
         assert_eq!(describe("/rooms/lobby/members"), None);
+        assert_eq!(describe("/rooms"), Some(Ok(Call::List)));
+        assert_eq!(describe("/rooms/"), Some(Ok(Call::List)));
+        assert_eq!(call_of(&Method::POST, "/rooms"), Some(Err("GET")));
+        assert_eq!(describe("/roomsx"), None);
     }
 }

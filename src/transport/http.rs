@@ -210,6 +210,7 @@ where
                 Some(Ok(api::Call::Close(room))) => api::close(req, room, &http).await,
                 Some(Ok(api::Call::RemoveUser(room, user))) => api::remove_user(req, room, user, &http).await,
                 Some(Ok(api::Call::Describe(room))) => api::describe(req, room, &http).await,
+                Some(Ok(api::Call::List)) => api::list(req, &http).await,
                 Some(Err(allowed)) => method_not_allowed(allowed),
                 None => route(req, peer, http),
             };

@@ -1058,6 +1058,10 @@ async fn publish_anywhere(cluster: TestCluster) {
     assert_eq!(status, 307, "{answer}");
     assert!(answer.contains(&format!("https://{}/rooms/lobby", a.addr)), "{answer}");
     assert_eq!(a.https_request("GET", "/rooms/lobby", auth, b"").await.0, 200);
+    // Listed from the directory on any node.
+    let (status, page) = b.https_request("GET", "/rooms", auth, b"").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(r#""room":"lobby""#), "{page}");
     // So is a close.
     let (status, answer) = b.https_request("DELETE", "/rooms/lobby?reason=done", auth, b"").await;
     assert_eq!(status, 202, "{answer}");

@@ -631,6 +631,18 @@ async fn backends_remove_users_over_http() {
         (Some("arena 3"), Some("relay"))
     );
 
+    // The rooms open, as a client's `ListRooms` lists them.
+    assert_eq!(get("/rooms", "").await.0, 401);
+    let (status, body) = get("/rooms?limit=10&room_type=relay", API_AUTH).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["rooms"][0]["room"].as_str(), Some("arena 3"), "{body}");
+    assert_eq!(page["rooms"][0]["members"].as_u64(), Some(2), "{body}");
+    assert!(page["next_after"].is_null(), "{body}");
+    let (_, body) = get("/rooms?filter.mode=ctf", API_AUTH).await;
+    assert_eq!(body.trim(), r#"{"rooms":[],"next_after":null}"#);
+    assert_eq!(get("/rooms?limit=0", API_AUTH).await.0, 400);
+
     assert_eq!(delete(&path(""), "").await.0, 401);
     assert_eq!(delete(&path("ban_secs=soon"), API_AUTH).await.0, 400);
     assert_eq!(delete(&path("ban_secs=2592001"), API_AUTH).await.0, 400);
