@@ -1392,7 +1392,9 @@ impl Cluster {
 }
 
 /// The HTTP base of a node's public WebSocket URL: `wss://host:port/ws` →
-/// `https://host:port` (`ws://` → `http://`).
+/// `https://host:port` (`ws://` → `http://`); behind a proxy routing by path, the
+/// path up to the WebSocket endpoint's own segment stays: `wss://lb/eu-1/ws` →
+/// `https://lb/eu-1` (its API is at `https://lb/eu-1/rooms/…`).
 fn http_base(public_url: &str) -> Option<String> {
     let (scheme, rest) = public_url.split_once("://")?;
     let scheme = match scheme {
@@ -1400,8 +1402,15 @@ fn http_base(public_url: &str) -> Option<String> {
         "ws" => "http",
         _ => return None,
     };
-    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
-    Some(format!("{scheme}://{authority}"))
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.is_empty() {
+        return None;
+    }
+    let prefix = path.rsplit_once('/').map_or("", |(prefix, _)| prefix);
+    Some(match prefix {
+        "" => format!("{scheme}://{authority}"),
+        prefix => format!("{scheme}://{authority}/{prefix}"),
+    })
 }
 
 /// Logs what became of an HTTP API `call` another node handed to this one.
@@ -1457,6 +1466,14 @@ mod tests {
         assert_eq!(
             http_base("ws://10.0.0.2:7443/ws").as_deref(),
             Some("http://10.0.0.2:7443")
+        );
+        assert_eq!(
+            http_base("wss://lb.example.com/eu-1/ws").as_deref(),
+            Some("https://lb.example.com/eu-1")
+        );
+        assert_eq!(
+            http_base("wss://lb.example.com").as_deref(),
+            Some("https://lb.example.com")
         );
         assert_eq!(http_base("quic://10.0.0.2:7443"), None);
         assert_eq!(http_base("wss:///ws"), None);

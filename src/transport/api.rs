@@ -157,8 +157,8 @@ pub(crate) async fn remove_user(req: Request<Incoming>, room: String, user_id: S
     let query = req.uri().query().unwrap_or("").as_bytes();
     let ban_secs = match form_urlencoded::parse(query).find(|(key, _)| key == "ban_secs") {
         None => 0,
-        Some((_, secs)) => match secs.parse::<u32>() {
-            Ok(secs) if secs <= MAX_BAN_SECS => secs,
+        Some((_, secs)) => match whole(&secs) {
+            Some(secs) if secs <= u64::from(MAX_BAN_SECS) => secs as u32,
             _ => {
                 let message = format!("ban_secs: whole seconds, at most {MAX_BAN_SECS} (30 days)\n");
                 return text(StatusCode::BAD_REQUEST, message);
@@ -332,8 +332,8 @@ pub(crate) async fn list(req: Request<Incoming>, http: &Http) -> HttpResponse {
     for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match (&*key, key.strip_prefix("filter.")) {
             ("after", _) => after = value.into_owned(),
-            ("limit", _) => match value.parse::<usize>() {
-                Ok(n @ 1..=MAX_ROOMS_PER_PAGE) => limit = n,
+            ("limit", _) => match whole(&value).map(|n| n as usize) {
+                Some(n @ 1..=MAX_ROOMS_PER_PAGE) => limit = n,
                 _ => {
                     let message = format!("limit: rooms per page, 1 to {MAX_ROOMS_PER_PAGE}\n");
                     return text(StatusCode::BAD_REQUEST, message);
@@ -374,6 +374,15 @@ pub(crate) async fn list(req: Request<Incoming>, http: &Http) -> HttpResponse {
         })
         .collect();
     json(&Page { rooms, next_after })
+}
+
+/// A whole number written in digits only (no sign, no spaces), if it is one.
+fn whole(value: &str) -> Option<u64> {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| value.parse().ok())
+        .flatten()
 }
 
 /// 200 with `body` as JSON.

@@ -646,6 +646,7 @@ async fn backends_remove_users_over_http() {
     assert_eq!(delete(&path(""), "").await.0, 401);
     assert_eq!(delete(&path("ban_secs=soon"), API_AUTH).await.0, 400);
     assert_eq!(delete(&path("ban_secs=2592001"), API_AUTH).await.0, 400);
+    assert_eq!(delete(&path("ban_secs=%2B5"), API_AUTH).await.0, 400, "digits only");
     assert_eq!(delete("/rooms/nowhere/users/x", API_AUTH).await.0, 404);
     let too_long = format!("/rooms/arena%203/users/{}", "u".repeat(257));
     assert_eq!(delete(&too_long, API_AUTH).await.0, 400);
