@@ -685,6 +685,11 @@ impl Config {
                     "{name} is empty: no request could present it (leave it unset to turn that endpoint's token off)"
                 ));
             }
+            if token.as_deref().is_some_and(|t| t.trim() != t) {
+                return invalid(format!(
+                    "{name} starts or ends with white space, which no Authorization header can carry"
+                ));
+            }
         }
         let s = &self.session;
         let positive = [
@@ -1281,6 +1286,8 @@ mod tests {
         c.api.token = None;
         c.metrics.token = Some(String::new());
         assert!(c.validate().unwrap_err().to_string().contains("metrics.token is empty"));
+        c.metrics.token = Some("secret\n".into());
+        assert!(c.validate().unwrap_err().to_string().contains("white space"));
     }
 
     #[test]

@@ -8,15 +8,18 @@
 //! node closes the user's sessions of other clients).
 //!
 //! Pub/sub keeps nothing: a message published while the owner is not listening (it is
-//! reconnecting to Redis: up to a third of a lease after Redis came back) is lost, and
-//! the publisher learns it from `PUBLISH`'s count of listeners (0), which the API
-//! answers with 503.
+//! reconnecting to Redis: up to a third of a lease after Redis came back; or it is
+//! stopping, see [`Bus::stop_calls`]) is lost, and the publisher learns it from
+//! `PUBLISH`'s count of listeners (0), which the API answers with 503.
 //!
 //! The subscription lives on a RESP3 connection of its own (redis-rs's connection
 //! manager, or its cluster connection, which reconnect and subscribe again by
 //! themselves, once used: see [`Bus::keep_listening`]; through Redis Sentinel, a
 //! new primary's connection subscribes at once). On a Redis Cluster the channels are
 //! sharded (`SSUBSCRIBE`), under the directory's hash tag.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prost::Message;
 use redis::{PushInfo, PushKind, Value};
@@ -37,6 +40,8 @@ pub enum Delivery {
     Removal(UserRemoval),
     /// A client of this user went live: its other clients' sessions go.
     UserLive(UserLive),
+    /// Every call published before [`Bus::stop_calls`] has been delivered before this.
+    CallsStopped,
 }
 
 impl Delivery {
@@ -46,7 +51,7 @@ impl Delivery {
             Delivery::Event(event) => Some(&event.room),
             Delivery::Close(close) => Some(&close.room),
             Delivery::Removal(removal) => Some(&removal.room),
-            Delivery::UserLive(_) => None,
+            Delivery::UserLive(_) | Delivery::CallsStopped => None,
         }
     }
 }
@@ -64,7 +69,15 @@ pub struct Bus {
     removals: String,
     /// Every node's channel for sessions going live.
     users: String,
+    /// Where the connection hands what arrives (and [`Bus::stop_calls`] its marker).
+    pushes: mpsc::UnboundedSender<PushInfo>,
+    /// Set by [`Bus::stop_calls`]: the calls' channels are not subscribed again.
+    calls_stopped: Arc<AtomicBool>,
 }
+
+/// The push [`Bus::stop_calls`] sends after its unsubscribe, to mark where the calls
+/// end.
+const CALLS_STOPPED: &str = "tickrelay-calls-stopped";
 
 impl Bus {
     /// Connects, subscribes to this node's inbox, and returns the bus with the stream
@@ -75,7 +88,7 @@ impl Bus {
         node: &str,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Delivery>), DirectoryError> {
         let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
-        let mut connection = Connection::open(redis, Some(pushes)).await?;
+        let mut connection = Connection::open(redis, Some(pushes.clone())).await?;
         let prefix = connection.key_prefix(prefix);
         let [inbox, closes, removals] = ["inbox", "closes", "removals"].map(|name| node_channel(&prefix, node, name));
         let users = format!("{prefix}users");
@@ -101,6 +114,8 @@ impl Bus {
             closes,
             removals,
             users,
+            pushes,
+            calls_stopped: Arc::default(),
         };
         Ok((bus, delivered))
     }
@@ -110,6 +125,9 @@ impl Bus {
     /// connection that only listens only when it is used: this is that use). Called
     /// every lease renewal.
     pub async fn keep_listening(&self) -> Result<(), DirectoryError> {
+        if self.calls_stopped.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let failed = |e: redis::RedisError| DirectoryError(e.to_string());
         let mut connection = self.connection.clone();
         if connection.listeners(&self.inbox).await.map_err(failed)? == 0 {
@@ -120,6 +138,24 @@ impl Bus {
                 .map_err(failed)?;
         }
         Ok(())
+    }
+
+    /// A node about to hand its rooms off stops taking calls from other nodes (room
+    /// events, closes, removals): it unsubscribes from their channels, so a call
+    /// published from then on counts no listener and its API answers 503 (retry: the
+    /// room is on its way to another node); [`Delivery::CallsStopped`] follows the
+    /// calls published before, which reach the rooms ahead of their last checkpoint.
+    pub async fn stop_calls(&self) -> Result<(), DirectoryError> {
+        self.calls_stopped.store(true, Ordering::Release);
+        let channels = [self.inbox.as_str(), self.closes.as_str(), self.removals.as_str()];
+        (self.connection.clone().unsubscribe(&channels).await).map_err(|e| DirectoryError(e.to_string()))?;
+        let marker = PushInfo {
+            kind: PushKind::Other(CALLS_STOPPED.into()),
+            data: Vec::new(),
+        };
+        self.pushes
+            .send(marker)
+            .map_err(|_| DirectoryError("the bus stopped".into()))
     }
 
     /// Tells every node that a client (`family`) of `user_id` went live at `since_us`.
@@ -175,8 +211,10 @@ fn node_channel(prefix: &str, node: &str, name: &str) -> String {
 /// A pushed message on one of `[inbox, closes, removals, users]`, if it is one this
 /// node understands.
 fn decode(push: PushInfo, [inbox, closes, removals, users]: &[String; 4]) -> Option<Delivery> {
-    if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
-        return None;
+    match &push.kind {
+        PushKind::Message | PushKind::SMessage => {}
+        PushKind::Other(kind) if kind == CALLS_STOPPED => return Some(Delivery::CallsStopped),
+        _ => return None,
     }
     let [Value::BulkString(channel), Value::BulkString(payload)] = &push.data[..] else {
         return None;

@@ -100,9 +100,10 @@ pub struct Cluster {
     /// Rooms not open here that claims are under way for (a restore among them), and
     /// how many: calls from other nodes for them wait (see `cluster::held`).
     opening: parking_lot::Mutex<HashMap<String, usize>>,
-    /// Calls other nodes sent for rooms this stopping node had handed off: handed to a
-    /// live node once the rooms are released (see [`Cluster::forward_refused`]).
-    refused: parking_lot::Mutex<Vec<Delivery>>,
+    /// Set when the inbox took [`Delivery::CallsStopped`]: every call other nodes
+    /// published before this node stopped taking them has reached its room.
+    calls_drained: AtomicBool,
+    calls_drained_notify: Notify,
 }
 
 /// A claim of a room not open here, under way: counted in `Cluster::opening` while
@@ -316,7 +317,8 @@ impl Cluster {
             sessions: parking_lot::Mutex::default(),
             rewrite_sessions: AtomicBool::new(false),
             opening: parking_lot::Mutex::default(),
-            refused: parking_lot::Mutex::default(),
+            calls_drained: AtomicBool::new(false),
+            calls_drained_notify: Notify::new(),
         }
     }
 
@@ -537,7 +539,7 @@ impl Cluster {
 
     /// One page of the cluster's rooms that `filter` admits: at most `limit` after
     /// `after`, and where the next page starts (none: the last). Reads one page of
-    /// [`LIST_CHUNK`] directory entries: a selective filter may answer a short page
+    /// `LIST_CHUNK` (200) directory entries: a selective filter may answer a short page
     /// (even an empty one) that is not the last.
     pub async fn list(
         &self,
@@ -972,6 +974,7 @@ impl Cluster {
         // No node sends new rooms here any more (`release_all` below does it too,
         // seconds later, if Redis answers then).
         let _ = self.call(self.directory.withdraw_load()).await;
+        self.stop_calls().await;
         let before = self.flushed.load(Ordering::Acquire);
         let asked = self.pool.hand_off();
         let written = async {
@@ -1002,7 +1005,29 @@ impl Cluster {
                 "stopping: rooms not released; they move when their leases lapse"
             ),
         }
-        self.forward_refused().await;
+    }
+
+    /// Stops taking calls from other nodes ([`Bus::stop_calls`]) and waits (a moment
+    /// at most) until those published before have reached their rooms: then the
+    /// rooms' last checkpoints hold them, and a call published later is answered 503
+    /// by its node's API (retried, it finds the room where it went).
+    async fn stop_calls(&self) {
+        if let Err(e) = self.call(self.bus.stop_calls()).await {
+            tracing::warn!("stopping: calls from other nodes not stopped: {e}");
+            return;
+        }
+        let drained = async {
+            loop {
+                let notified = self.calls_drained_notify.notified();
+                if self.calls_drained.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(DIRECTORY_TIMEOUT, drained).await.is_err() {
+            tracing::warn!("stopping: calls from other nodes still on their way may be lost");
+        }
     }
 
     /// Where a client of this stopping node goes (see `Destinations`), given the
@@ -1095,16 +1120,23 @@ impl Cluster {
     }
 
     /// The node a call for `room` (the HTTP API's) goes to: the one holding it (this
-    /// one, while it opens the room), or, when no node does and Redis keeps its
-    /// checkpoint (its node stopped or died), this node, having restored it as a join
-    /// would. None: no such room (it closed, or never was).
-    pub async fn route_call(&self, room: &str) -> Result<Option<String>, PoolError> {
+    /// one, while it opens the room). When no node does and Redis keeps its checkpoint
+    /// (its node stopped or died), with `restore` this node, having restored it as a
+    /// join would; without, `Unavailable` (retry). None: no such room (it closed, or
+    /// never was).
+    pub async fn route_call(&self, room: &str, restore: bool) -> Result<Option<String>, PoolError> {
         match self.call(self.directory.locate(room)).await? {
             Some(node) if node != self.node.id => return Ok(Some(node)),
             // The lease says here: the room is opening (a join is restoring it), or it
             // just closed.
             Some(_) => return Ok((self.room_state(room) != RoomState::Gone).then(|| self.node.id.clone())),
             None => {}
+        }
+        if !restore {
+            return match self.call(self.directory.has_checkpoint(room)).await? {
+                true => Err(between_nodes()),
+                false => Ok(None),
+            };
         }
         let Some(checkpoint) = self.checkpoint(room).await? else {
             return Ok(None);
@@ -1114,48 +1146,20 @@ impl Cluster {
             ..ListingState::default()
         };
         match self.claim(room, &checkpoint.room_type, listing).await? {
-            Claim::Ours => Ok(Some(self.node.id.clone())),
+            Claim::Ours if self.pool.room(room).is_some() => Ok(Some(self.node.id.clone())),
+            // Claimed, but the room did not open (the checkpoint went meanwhile, or
+            // this node has no room for it): not held for nothing.
+            Claim::Ours => {
+                let _ = self.call(self.directory.release(room)).await;
+                Err(PoolError::Unavailable(
+                    "the room could not be restored on this node; retry".into(),
+                ))
+            }
             Claim::Theirs { node, .. } => Ok(Some(node)),
             Claim::Settling => Err(PoolError::Unavailable(
                 "the room directory is settling after a Redis outage; retry".into(),
             )),
         }
-    }
-
-    /// Hands `call` to `node` over the bus; whether a node was listening.
-    async fn forward(&self, node: &str, call: &Delivery) -> Result<bool, PoolError> {
-        let sent = match call {
-            Delivery::Event(event) => self.bus.send_event(node, event).await,
-            Delivery::Close(close) => self.bus.send_close(node, close).await,
-            Delivery::Removal(removal) => self.bus.send_removal(node, removal).await,
-            Delivery::UserLive(_) => return Ok(false),
-        };
-        self.call(async { sent }).await
-    }
-
-    /// A stopping node hands the calls it was sent for rooms it had already handed
-    /// off (their 202 went out) to a live node, which restores each room from its
-    /// checkpoint and delivers the call there: once the rooms are released.
-    async fn forward_refused(&self) {
-        let calls = std::mem::take(&mut *self.refused.lock());
-        if calls.is_empty() {
-            return;
-        }
-        let loads = self.call(self.directory.node_loads()).await.unwrap_or_default();
-        let Some((live, _)) = loads.into_iter().find(|(node, _)| node.id != self.node.id) else {
-            tracing::warn!(
-                calls = calls.len(),
-                "stopping: calls from other nodes for handed-off rooms dropped: no live node to take them"
-            );
-            return;
-        };
-        let mut dropped = 0;
-        for call in &calls {
-            if !matches!(self.forward(&live.id, call).await, Ok(true)) {
-                dropped += 1;
-            }
-        }
-        tracing::info!(calls = calls.len(), dropped, node = %live.id, "stopping: calls for handed-off rooms handed to a live node");
     }
 
     /// [`Cluster::publish_elsewhere`] for a removal of a user from the room (`DELETE
@@ -1173,9 +1177,9 @@ impl Cluster {
         room: &str,
         send: impl AsyncFnOnce(String) -> Result<bool, DirectoryError>,
     ) -> Result<Option<String>, PoolError> {
-        // (Here: the room is opening, and this node's inbox holds the call until it is
-        // open.)
-        let Some(node) = self.route_call(room).await? else {
+        // (Here: the room is opening, or was just restored, and this node's inbox holds
+        // the call until it is open.)
+        let Some(node) = self.route_call(room, true).await? else {
             return Ok(None);
         };
         if self.call(send(node.clone())).await? {
@@ -1188,10 +1192,7 @@ impl Cluster {
     }
 
     /// Publishes what other nodes send for rooms open here, until `shutdown`. A call
-    /// for a room not open here yet waits for it a moment (see `cluster::held`); one
-    /// for a room that is not here at all goes where [`Cluster::route_call`] says (a
-    /// stopping node sent it on); one for a room this stopping node handed off waits
-    /// for the hand-off to pass it on (`Cluster::forward_refused`).
+    /// for a room not open here yet waits for it a moment (see `cluster::held`).
     pub async fn serve_inbox(
         self: Arc<Self>,
         mut inbox: mpsc::UnboundedReceiver<Delivery>,
@@ -1209,7 +1210,6 @@ impl Cluster {
                     if !held.is_empty() {
                         tracing::warn!(calls = held.len(), "stopping: calls from other nodes still waiting for their rooms dropped");
                     }
-                    self.forward_refused().await;
                     return;
                 }
                 delivery = inbox.recv() => match delivery {
@@ -1228,34 +1228,13 @@ impl Cluster {
                 }
             };
             match delivery.room() {
-                Some(_) if self.pool.handed_off() => self.refused.lock().push(delivery),
                 Some(room) if held.holds(room) || self.room_state(room) == RoomState::Opening => {
                     if let Err(call) = held.hold(delivery, Instant::now()) {
                         tracing::warn!(room = ?call.room(), "too many calls from other nodes wait for their rooms; dropped");
                     }
                 }
-                Some(room) if self.room_state(room) == RoomState::Gone => {
-                    let cluster = self.clone();
-                    tokio::spawn(async move { cluster.route_elsewhere(delivery).await });
-                }
                 _ => self.deliver(delivery, &on_user_live),
             }
-        }
-    }
-
-    /// A call for a room not here: to the node [`Cluster::route_call`] names (this
-    /// one, once it restored the room: the call comes back through the inbox).
-    async fn route_elsewhere(&self, call: Delivery) {
-        let room = call.room().unwrap_or_default().to_string();
-        let sent = match self.route_call(&room).await {
-            Ok(Some(node)) => self.forward(&node, &call).await,
-            Ok(None) => Ok(false),
-            Err(e) => Err(e),
-        };
-        match sent {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!(%room, "call from another node for a room open nowhere; dropped"),
-            Err(e) => tracing::warn!(%room, "call from another node for a room not here dropped: {e}"),
         }
     }
 
@@ -1296,6 +1275,10 @@ impl Cluster {
                 log_call_from_elsewhere(taken, "user removal", &r.room);
             }
             Delivery::UserLive(live) => on_user_live(live),
+            Delivery::CallsStopped => {
+                self.calls_drained.store(true, Ordering::Release);
+                self.calls_drained_notify.notify_waiters();
+            }
         }
     }
 
@@ -1403,6 +1386,7 @@ fn http_base(public_url: &str) -> Option<String> {
         _ => return None,
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = path.trim_end_matches('/');
     if authority.is_empty() {
         return None;
     }
@@ -1411,6 +1395,14 @@ fn http_base(public_url: &str) -> Option<String> {
         "" => format!("{scheme}://{authority}"),
         prefix => format!("{scheme}://{authority}/{prefix}"),
     })
+}
+
+/// A room no node holds, whose checkpoint Redis keeps.
+fn between_nodes() -> PoolError {
+    PoolError::Unavailable(
+        "no node runs the room now, and Redis keeps its checkpoint: a member's join (or a call that changes the room) brings it back; retry"
+            .into(),
+    )
 }
 
 /// Logs what became of an HTTP API `call` another node handed to this one.
@@ -1474,6 +1466,10 @@ mod tests {
         assert_eq!(
             http_base("wss://lb.example.com").as_deref(),
             Some("https://lb.example.com")
+        );
+        assert_eq!(
+            http_base("wss://lb.example.com/eu-1/ws/").as_deref(),
+            Some("https://lb.example.com/eu-1")
         );
         assert_eq!(http_base("quic://10.0.0.2:7443"), None);
         assert_eq!(http_base("wss:///ws"), None);

@@ -249,6 +249,24 @@ impl Connection {
         }
     }
 
+    /// `UNSUBSCRIBE`, or `SUNSUBSCRIBE` on a cluster. What arrived on `channels`
+    /// before it is on the push channel when it returns (Redis sends in order, and
+    /// the connection hands pushes on as it reads them).
+    pub(super) async fn unsubscribe(&mut self, channels: &[&str]) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(connection) => connection.unsubscribe(channels).await,
+            Self::Cluster(connection) => connection.sunsubscribe(channels).await,
+            Self::Sentinel(followed) => {
+                followed
+                    .0
+                    .channels
+                    .lock()
+                    .retain(|known| !channels.contains(&known.as_str()));
+                followed.current().unsubscribe(channels).await
+            }
+        }
+    }
+
     /// `PUBLISH`, or `SPUBLISH` on a cluster: answers how many listen.
     pub(super) fn publish(&self) -> Cmd {
         redis::cmd(match self {

@@ -8,11 +8,11 @@
 //!
 //! | key | value | expires |
 //! |---|---|---|
-//! | `room:<id>` | a hash: `node`, `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private) | with the owner's lease |
+//! | `room:<id>` | a hash: `node`, `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`) | with the owner's lease |
 //! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them, and by the sweep | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write |
-//! | `node:<id>:inbox` | (a pub/sub channel: room events for the node's rooms) | — |
+//! | `node:<id>:inbox`, `:closes`, `:removals` | (pub/sub channels: room events, closes and user removals for the node's rooms, which a stopping node leaves before it hands them off) | — |
 //! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
 //! | `node-starts` | a counter numbering node starts (from a random value when Redis has none) | never |
 //! | `node-number:<n>` | the id of the node start holding number `n` | like `sessions:<n>` |

@@ -1136,7 +1136,6 @@ impl PeriodicCheckpoints {
         if c.every_ticks == 0 {
             return;
         }
-        self.due = true;
         let last = self.written.as_ref().map(|&(_, at, _)| at);
         let soon = last.map_or(now, |at| at + SOON_INTERVAL);
         self.soon_at = Some(self.soon_at.map_or(soon, |at| at.min(soon)));
@@ -1144,7 +1143,8 @@ impl PeriodicCheckpoints {
     }
 
     /// Writes what [`PeriodicCheckpoints::write_soon`] left for later, once its time
-    /// came and the room has no work pending (then a tick writes it).
+    /// came and the room has no work pending (its ticks, which do that work, call
+    /// this again after each).
     fn when_due(&mut self, room: &mut Room, now: Instant, c: &Checkpoints) {
         if self.soon_at.is_some_and(|at| now >= at) && !room.has_pending_work() {
             self.write(room, c);
@@ -1172,13 +1172,16 @@ impl PeriodicCheckpoints {
 impl OwnedRoom {
     /// When the thread must wake for this room: its next tick, or, while it is empty,
     /// when it expires (never for a persistent room).
-    /// A checkpoint written soon may be due before either.
+    /// A checkpoint written soon may be due before either (while the room has work
+    /// pending, its ticks write it once that is done: waking for it sooner would find
+    /// it still not writable, again and again).
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
         let wake = match self.empty_since {
             Some(_) if self.room.is_vacant() && !self.room.has_pending_work() => self.expires_at(empty_room_ttl),
             _ => Some(self.schedule.next_deadline()),
         };
-        match (wake, self.checkpoints.soon_at) {
+        let soon = self.checkpoints.soon_at.filter(|_| !self.room.has_pending_work());
+        match (wake, soon) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -220,8 +220,8 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
     let handle = match (ctx.session.rooms.find(&room), &ctx.cluster) {
         (Some(handle), _) => handle,
         (None, None) => return not_open(&room, "on this node"),
-        (None, Some(cluster)) => match cluster.route_call(&room).await {
-            // Restored here, or opening.
+        (None, Some(cluster)) => match cluster.route_call(&room, false).await {
+            // Opening here (a join is restoring it), or open since.
             Ok(Some(node)) if node == cluster.node_id() => match ctx.session.rooms.find(&room) {
                 Some(handle) => handle,
                 None => {
@@ -340,7 +340,11 @@ pub(crate) async fn list(req: Request<Incoming>, http: &Http) -> HttpResponse {
                 }
             },
             ("room_type", _) => room_type = value.into_owned(),
-            ("open_only", _) => open_only = matches!(&*value, "true" | "1"),
+            ("open_only", _) => match &*value {
+                "true" | "1" => open_only = true,
+                "false" | "0" => open_only = false,
+                _ => return text(StatusCode::BAD_REQUEST, "open_only: true or false\n"),
+            },
             (_, Some(name)) => {
                 filters.insert(name.to_string(), value.into_owned());
             }

@@ -112,7 +112,7 @@ pub(crate) async fn serve_connection(
 }
 
 /// How long a stopping server lets a request under way on an HTTP connection finish.
-const HTTP_DRAIN: Duration = Duration::from_secs(2);
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long a request's head, and an API call's body, may take to arrive.
 pub(crate) const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,7 +211,9 @@ where
                 Some(Ok(api::Call::RemoveUser(room, user))) => api::remove_user(req, room, user, &http).await,
                 Some(Ok(api::Call::Describe(room))) => api::describe(req, room, &http).await,
                 Some(Ok(api::Call::List)) => api::list(req, &http).await,
-                Some(Err(allowed)) => method_not_allowed(allowed),
+                // (With the API off, its paths are not there at all.)
+                Some(Err(allowed)) if http.api_token.is_some() => method_not_allowed(allowed),
+                Some(Err(_)) => route(req, peer, http),
                 None => route(req, peer, http),
             };
             Ok::<_, Infallible>(response)
@@ -231,7 +233,8 @@ where
             }
         }
         _ = http.ctx.shutdown.cancelled() => {
-            // A request under way may finish (an API call), for a moment: a peer that
+            // A request under way may finish (an API call: a few directory round
+            // trips, or a room thread's answer, bounded at 2 s each), for a moment: a peer that
             // stalls in the middle of a head or a body does not hold the stop up.
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(HTTP_DRAIN, conn).await;

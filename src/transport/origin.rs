@@ -58,11 +58,16 @@ impl OriginConfig {
                 Some(head) => format!("{head}:1"),
                 None => concrete,
             };
-            if !well_formed(&concrete) || concrete.contains('*') {
+            // Browsers leave a scheme's default port out of the origin.
+            let default_port = ["https://", "http://"]
+                .iter()
+                .zip([":443", ":80"])
+                .any(|(scheme, port)| pattern.to_ascii_lowercase().starts_with(scheme) && pattern.ends_with(port));
+            if !well_formed(&concrete) || concrete.contains('*') || default_port {
                 return Err(format!(
                     "origins.allowed: {pattern:?} can never match: an origin is scheme://host[:port] (a port \
-                     number or `*`), without a path or a trailing slash, for example \"https://game.example.com\" \
-                     or \"https://*.example.com\""
+                     number or `*`, never the scheme's default one), without a path or a trailing slash, for \
+                     example \"https://game.example.com\" or \"https://*.example.com\""
                 ));
             }
         }
@@ -103,9 +108,12 @@ fn matches(pattern: &str, origin: &str) -> bool {
         return false;
     };
     let host_ok = match p_host.strip_prefix("*.") {
-        Some(domain) => host
-            .strip_suffix(domain)
-            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        Some(domain) => {
+            host.len() > domain.len() + 1 && {
+                let (sub, tail) = host.split_at(host.len() - domain.len());
+                tail.eq_ignore_ascii_case(domain) && sub.ends_with('.')
+            }
+        }
         None => p_host.eq_ignore_ascii_case(host),
     };
     let port_ok = p_port == Some("*") || p_port == port;
@@ -139,6 +147,8 @@ mod tests {
             "https://game.example.com:port",
             "https://*",
             " https://game.example.com",
+            "https://game.example.com:443",
+            "http://game.example.com:80",
         ] {
             assert!(config(bad).validate().unwrap_err().contains("can never match"), "{bad}");
         }
@@ -160,6 +170,10 @@ mod tests {
         assert!(!c.allows(Some("https://game.example.com:8443")), "port matters");
         assert!(!c.allows(Some("https://evil-game.example.com")));
         assert!(c.allows(Some("https://eu.play.studio.io")));
+        assert!(
+            c.allows(Some("https://EU.play.Studio.IO")),
+            "hosts match whatever their case"
+        );
         assert!(
             !c.allows(Some("https://studio.io")),
             "the bare domain is not a subdomain"

@@ -546,6 +546,60 @@ async fn an_unreachable_redis_is_a_clear_error_at_start() {
     );
 }
 
+/// A node that stops taking calls ([`Bus::stop_calls`]) gets every call published
+/// before, then the marker; one published after counts no listener (its API
+/// answers 503), so no call answered 202 is dropped by a node handing its rooms off.
+#[tokio::test]
+async fn a_node_that_stops_taking_calls_gets_those_sent_before_and_no_later_one() {
+    stop_taking_calls(RedisServer::start()).await;
+}
+
+/// The same on a Redis Cluster (sharded pub/sub: `SUNSUBSCRIBE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_taking_calls_on_a_redis_cluster() {
+    stop_taking_calls(RedisServer::start_cluster()).await;
+}
+
+async fn stop_taking_calls(redis: RedisServer) {
+    use tickrelay::cluster::bus::{Bus, Delivery};
+    let config = tickrelay::config::ClusterConfig {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    };
+    let address = RedisAddress::from_config(&config).unwrap().unwrap();
+    let (stopping, mut inbox) = Bus::connect(&address, "stop:", "a").await.unwrap();
+    let (other, _) = Bus::connect(&address, "stop:", "b").await.unwrap();
+    let removal = |user: &str| proto::UserRemoval {
+        room: "lobby".into(),
+        user_id: user.into(),
+        ..Default::default()
+    };
+    for user in ["u1", "u2", "u3"] {
+        assert!(other.send_removal("a", &removal(user)).await.unwrap(), "a listens");
+    }
+    stopping.stop_calls().await.unwrap();
+    assert!(
+        !other.send_removal("a", &removal("late")).await.unwrap(),
+        "no one listens now"
+    );
+    let mut received = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Delivery::Removal(r) => received.push(r.user_id),
+            Delivery::CallsStopped => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(received, ["u1", "u2", "u3"]);
+    // The renewals' check does not subscribe it again.
+    stopping.keep_listening().await.unwrap();
+    assert!(!other.send_removal("a", &removal("later")).await.unwrap());
+}
+
 /// Over TLS (`rediss://`), a Redis that asks for a client certificate is reached
 /// with the CA and the certificate configured, and refused, with the reason, to a
 /// node that does not trust its certificate or presents none.
@@ -1148,7 +1202,7 @@ async fn backend_calls_follow_a_room_whose_node_stops() {
                     _ => panic!("{status}: {answer}"),
                 }
                 // (A room keeps 256 bans.)
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 if stopped.load(Ordering::Acquire) {
                     after_stop += 1;
                     if after_stop == 10 {

@@ -154,8 +154,9 @@ pub struct Report {
     /// Why clients gave up: the reason, and how many gave up for it.
     #[serde(default)]
     pub gave_up_reasons: BTreeMap<String, u64>,
-    /// Connection attempts that failed (and were retried), by reason: at most
-    /// [`MAX_ATTEMPT_REASONS`] reasons, the rest counted under "other reasons".
+    /// Reconnection waits, by why the last connection or attempt ended (a refused
+    /// attempt, or a connection lost): at most [`MAX_ATTEMPT_REASONS`] reasons, the
+    /// rest counted under "other reasons".
     #[serde(default)]
     pub failed_attempts: BTreeMap<String, u64>,
     /// Inputs never acknowledged at the end.

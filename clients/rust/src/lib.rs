@@ -225,7 +225,9 @@ pub enum Event {
         error: Desync,
     },
     /// A connection ended: the client's own, or (`redirected`) one it opened to
-    /// another node of a cluster for rooms living there.
+    /// another node of a cluster for rooms living there. (Match it with `..`: fields
+    /// may be added.)
+    #[non_exhaustive]
     Disconnected {
         /// Close code (1006 when the connection was lost without one).
         code: u16,

@@ -117,6 +117,9 @@ fn ws_lost(error: &WsError) -> String {
         WsError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             "connection lost: closed without a close frame".into()
         }
+        WsError::Protocol(tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            "connection lost: closed without a close frame".into()
+        }
         WsError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "connection lost: reset".into(),
         e => e.to_string(),
     }

@@ -74,6 +74,8 @@ pub struct Arena {
     avatars: FxHashMap<MemberId, Mover>,
     npcs: Vec<Mover>,
     next_id: EntityId,
+    /// Avatars spawned so far: where the next one goes (see `join`).
+    spawned: u32,
 }
 
 impl ArenaConfig {
@@ -110,6 +112,7 @@ impl Arena {
             avatars: FxHashMap::default(),
             npcs: Vec::new(),
             next_id: 1,
+            spawned: 0,
         }
     }
 
@@ -170,7 +173,8 @@ impl Simulation for Arena {
         // The first avatar at the centre, the others around it (the golden angle
         // apart), so that two players who just joined see each other.
         let (w, h) = (self.config.width, self.config.height);
-        let k = self.avatars.len() as f32;
+        let k = self.spawned as f32;
+        self.spawned += 1;
         let (radius, angle) = (w.min(h) / 10.0 * k.min(1.0), k * 2.399_963);
         let (x, y) = (w / 2.0 + radius * angle.cos(), h / 2.0 + radius * angle.sin());
         let _ = ctx.world.spawn(
