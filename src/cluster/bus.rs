@@ -69,15 +69,13 @@ pub struct Bus {
     removals: String,
     /// Every node's channel for sessions going live.
     users: String,
-    /// Where the connection hands what arrives (and [`Bus::stop_calls`] its marker).
-    pushes: mpsc::UnboundedSender<PushInfo>,
     /// Set by [`Bus::stop_calls`]: the calls' channels are not subscribed again.
     calls_stopped: Arc<AtomicBool>,
+    /// Held across a look at the subscription and its change ([`Bus::keep_listening`],
+    /// [`Bus::stop_calls`]), so that a renewal under way cannot subscribe again
+    /// behind a stop.
+    subscribing: Arc<tokio::sync::Mutex<()>>,
 }
-
-/// The push [`Bus::stop_calls`] sends after its unsubscribe, to mark where the calls
-/// end.
-const CALLS_STOPPED: &str = "tickrelay-calls-stopped";
 
 impl Bus {
     /// Connects, subscribes to this node's inbox, and returns the bus with the stream
@@ -88,7 +86,7 @@ impl Bus {
         node: &str,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Delivery>), DirectoryError> {
         let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
-        let mut connection = Connection::open(redis, Some(pushes.clone())).await?;
+        let mut connection = Connection::open(redis, Some(pushes)).await?;
         let prefix = connection.key_prefix(prefix);
         let [inbox, closes, removals] = ["inbox", "closes", "removals"].map(|name| node_channel(&prefix, node, name));
         let users = format!("{prefix}users");
@@ -98,9 +96,11 @@ impl Bus {
             .map_err(|e| DirectoryError(format!("cannot subscribe at {}: {e}", redis.url())))?;
         let (deliveries, delivered) = mpsc::unbounded_channel();
         let channels = [inbox.clone(), closes.clone(), removals.clone(), users.clone()];
+        let calls_stopped = Arc::new(AtomicBool::new(false));
+        let stopped = calls_stopped.clone();
         tokio::spawn(async move {
             while let Some(push) = pushed.recv().await {
-                if let Some(delivery) = decode(push, &channels)
+                if let Some(delivery) = decode(push, &channels, &stopped)
                     && deliveries.send(delivery).is_err()
                 {
                     return;
@@ -114,8 +114,8 @@ impl Bus {
             closes,
             removals,
             users,
-            pushes,
-            calls_stopped: Arc::default(),
+            calls_stopped,
+            subscribing: Arc::default(),
         };
         Ok((bus, delivered))
     }
@@ -125,6 +125,7 @@ impl Bus {
     /// connection that only listens only when it is used: this is that use). Called
     /// every lease renewal.
     pub async fn keep_listening(&self) -> Result<(), DirectoryError> {
+        let _subscribing = self.subscribing.lock().await;
         if self.calls_stopped.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -143,19 +144,28 @@ impl Bus {
     /// A node about to hand its rooms off stops taking calls from other nodes (room
     /// events, closes, removals): it unsubscribes from their channels, so a call
     /// published from then on counts no listener and its API answers 503 (retry: the
-    /// room is on its way to another node); [`Delivery::CallsStopped`] follows the
-    /// calls published before, which reach the rooms ahead of their last checkpoint.
-    pub async fn stop_calls(&self) -> Result<(), DirectoryError> {
+    /// room is on its way to another node). [`Delivery::CallsStopped`] follows the
+    /// calls published before, which reach the rooms ahead of their last checkpoint:
+    /// it is Redis's confirmation that the last of those channels is left, which
+    /// comes on the same connection, and the same way, as the calls before it. Tried
+    /// again until `deadline` when Redis does not answer.
+    pub async fn stop_calls(&self, deadline: tokio::time::Instant) -> Result<(), DirectoryError> {
+        let _subscribing = self.subscribing.lock().await;
         self.calls_stopped.store(true, Ordering::Release);
         let channels = [self.inbox.as_str(), self.closes.as_str(), self.removals.as_str()];
-        (self.connection.clone().unsubscribe(&channels).await).map_err(|e| DirectoryError(e.to_string()))?;
-        let marker = PushInfo {
-            kind: PushKind::Other(CALLS_STOPPED.into()),
-            data: Vec::new(),
-        };
-        self.pushes
-            .send(marker)
-            .map_err(|_| DirectoryError("the bus stopped".into()))
+        let mut connection = self.connection.clone();
+        loop {
+            let attempt = connection.unsubscribe(&channels);
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) if tokio::time::Instant::now() + RETRY_UNSUBSCRIBE < deadline => {
+                    tracing::debug!("unsubscribing from this node's call channels: {e}; trying again");
+                    tokio::time::sleep(RETRY_UNSUBSCRIBE).await;
+                }
+                Ok(Err(e)) => return Err(DirectoryError(e.to_string())),
+                Err(_) => return Err(DirectoryError("Redis did not answer the unsubscribe".into())),
+            }
+        }
     }
 
     /// Tells every node that a client (`family`) of `user_id` went live at `since_us`.
@@ -203,6 +213,9 @@ impl Bus {
     }
 }
 
+/// How soon [`Bus::stop_calls`] tries again.
+const RETRY_UNSUBSCRIBE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The channel `name` of `node` (see the module documentation).
 fn node_channel(prefix: &str, node: &str, name: &str) -> String {
     format!("{prefix}node:{node}:{name}")
@@ -210,10 +223,14 @@ fn node_channel(prefix: &str, node: &str, name: &str) -> String {
 
 /// A pushed message on one of `[inbox, closes, removals, users]`, if it is one this
 /// node understands.
-fn decode(push: PushInfo, [inbox, closes, removals, users]: &[String; 4]) -> Option<Delivery> {
+fn decode(push: PushInfo, [inbox, closes, removals, users]: &[String; 4], stopped: &AtomicBool) -> Option<Delivery> {
     match &push.kind {
         PushKind::Message | PushKind::SMessage => {}
-        PushKind::Other(kind) if kind == CALLS_STOPPED => return Some(Delivery::CallsStopped),
+        // Leaving the removals channel, the last of the calls' (see `Bus::stop_calls`).
+        PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+            let left = matches!(push.data.first(), Some(Value::BulkString(channel)) if channel == removals.as_bytes());
+            return (left && stopped.load(Ordering::Acquire)).then_some(Delivery::CallsStopped);
+        }
         _ => return None,
     }
     let [Value::BulkString(channel), Value::BulkString(payload)] = &push.data[..] else {

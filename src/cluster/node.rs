@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::bus::{Bus, Delivery};
 use super::closing::Closing;
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
-use super::held::{HOLD_POLL, Held, RoomState};
+use super::held::{HOLD_FOR, HOLD_POLL, Held, RoomState};
 use super::redis_directory::{RedisDirectory, SessionTake, SessionsKept};
 use crate::clock::unix_micros;
 use crate::config::Placement;
@@ -65,6 +65,9 @@ const LIST_CHUNK: usize = 200;
 
 /// A directory operation taking longer than this is answered `UNAVAILABLE`.
 const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Events from other nodes a room did not take: at most one line a second.
+static CALLS_NOT_TAKEN: LogBudget = LogBudget::new(1);
 
 /// Directory failure lines: at most one a second (`suppressed` counts the rest).
 static DIRECTORY_LOGS: LogBudget = LogBudget::new(1);
@@ -1012,8 +1015,18 @@ impl Cluster {
     /// rooms' last checkpoints hold them, and a call published later is answered 503
     /// by its node's API (retried, it finds the room where it went).
     async fn stop_calls(&self) {
-        if let Err(e) = self.call(self.bus.stop_calls()).await {
-            tracing::warn!("stopping: calls from other nodes not stopped: {e}");
+        // Claims are refused from now on: the rooms still opening here open (or not)
+        // first, so the calls held for them are delivered before the rooms' last
+        // checkpoints (the inbox signals only once it holds none).
+        let opened = async {
+            while !self.opening.lock().is_empty() {
+                tokio::time::sleep(HOLD_POLL).await;
+            }
+        };
+        let _ = tokio::time::timeout(HOLD_FOR, opened).await;
+        let deadline = tokio::time::Instant::now() + DIRECTORY_TIMEOUT;
+        if let Err(e) = self.bus.stop_calls(deadline).await {
+            tracing::warn!("stopping: calls from other nodes not stopped ({e}): some may be lost");
             return;
         }
         let drained = async {
@@ -1025,7 +1038,10 @@ impl Cluster {
                 notified.await;
             }
         };
-        if tokio::time::timeout(DIRECTORY_TIMEOUT, drained).await.is_err() {
+        if tokio::time::timeout(DIRECTORY_TIMEOUT + HOLD_FOR, drained)
+            .await
+            .is_err()
+        {
             tracing::warn!("stopping: calls from other nodes still on their way may be lost");
         }
     }
@@ -1150,7 +1166,10 @@ impl Cluster {
             // Claimed, but the room did not open (the checkpoint went meanwhile, or
             // this node has no room for it): not held for nothing.
             Claim::Ours => {
-                let _ = self.call(self.directory.release(room)).await;
+                // (Unless a join here opened it meanwhile, or is opening it.)
+                if self.pool.room(room).is_none() && !self.opening.lock().contains_key(room) {
+                    let _ = self.call(self.directory.release(room)).await;
+                }
                 Err(PoolError::Unavailable(
                     "the room could not be restored on this node; retry".into(),
                 ))
@@ -1200,6 +1219,9 @@ impl Cluster {
         shutdown: CancellationToken,
     ) {
         let mut held = Held::default();
+        // The calls stopped (see `Cluster::stop_calls`), and some wait for their rooms:
+        // drained once they are delivered (or given up).
+        let mut stopped_behind_held = false;
         // One timer for the loop (a sleep made per turn would never end while
         // deliveries keep coming).
         let mut poll = tokio::time::interval(HOLD_POLL);
@@ -1224,9 +1246,20 @@ impl Cluster {
                     for call in due.dropped {
                         tracing::debug!(room = ?call.room(), "call from another node for a room that did not open here; dropped");
                     }
+                    if stopped_behind_held && held.is_empty() {
+                        stopped_behind_held = false;
+                        self.calls_drained();
+                    }
                     continue;
                 }
             };
+            if delivery == Delivery::CallsStopped {
+                match held.is_empty() {
+                    true => self.calls_drained(),
+                    false => stopped_behind_held = true,
+                }
+                continue;
+            }
             match delivery.room() {
                 Some(room) if held.holds(room) || self.room_state(room) == RoomState::Opening => {
                     if let Err(call) = held.hold(delivery, Instant::now()) {
@@ -1236,6 +1269,13 @@ impl Cluster {
                 _ => self.deliver(delivery, &on_user_live),
             }
         }
+    }
+
+    /// Every call other nodes sent before this node stopped taking them reached its
+    /// room (see `Cluster::stop_calls`).
+    fn calls_drained(&self) {
+        self.calls_drained.store(true, Ordering::Release);
+        self.calls_drained_notify.notify_waiters();
     }
 
     /// Where `room` stands here, for the calls other nodes send for it.
@@ -1262,8 +1302,14 @@ impl Cluster {
                     member: SERVER,
                     event,
                 };
-                if self.pool.send(&room, command).is_ok() {
+                let taken = self.pool.send(&room, command);
+                if taken.is_ok() {
                     self.metrics.events_published.inc();
+                }
+                if let Err(e) = taken
+                    && let Some(suppressed) = CALLS_NOT_TAKEN.take(Instant::now())
+                {
+                    tracing::warn!(room = %room.shared.id, suppressed, "event from the HTTP API on another node not taken: {e}");
                 }
             }
             Delivery::Close(close) => {
@@ -1275,10 +1321,7 @@ impl Cluster {
                 log_call_from_elsewhere(taken, "user removal", &r.room);
             }
             Delivery::UserLive(live) => on_user_live(live),
-            Delivery::CallsStopped => {
-                self.calls_drained.store(true, Ordering::Release);
-                self.calls_drained_notify.notify_waiters();
-            }
+            Delivery::CallsStopped => self.calls_drained(),
         }
     }
 
