@@ -110,13 +110,18 @@ fn path_segment(encoded: &str) -> Option<String> {
     Some(decoded.into_owned())
 }
 
+/// The answer to any API path with the API off.
+pub(crate) fn off() -> HttpResponse {
+    text(
+        StatusCode::NOT_FOUND,
+        "not found; the HTTP API is off (set [api] token)\n",
+    )
+}
+
 /// Refuses a request without the API's token (or any, with the API off).
 fn refused(req: &Request<Incoming>, http: &Http) -> Option<HttpResponse> {
     let Some(token) = &http.api_token else {
-        return Some(text(
-            StatusCode::NOT_FOUND,
-            "not found; the HTTP API is off (set [api] token)\n",
-        ));
+        return Some(off());
     };
     (!bearer_matches(req, token)).then(|| unauthorized("the HTTP API needs its bearer token\n"))
 }

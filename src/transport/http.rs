@@ -211,9 +211,8 @@ where
                 Some(Ok(api::Call::RemoveUser(room, user))) => api::remove_user(req, room, user, &http).await,
                 Some(Ok(api::Call::Describe(room))) => api::describe(req, room, &http).await,
                 Some(Ok(api::Call::List)) => api::list(req, &http).await,
-                // (With the API off, its paths are not there at all.)
                 Some(Err(allowed)) if http.api_token.is_some() => method_not_allowed(allowed),
-                Some(Err(_)) => route(req, peer, http),
+                Some(Err(_)) => api::off(),
                 None => route(req, peer, http),
             };
             Ok::<_, Infallible>(response)

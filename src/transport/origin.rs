@@ -63,7 +63,11 @@ impl OriginConfig {
                 .iter()
                 .zip([":443", ":80"])
                 .any(|(scheme, port)| pattern.to_ascii_lowercase().starts_with(scheme) && pattern.ends_with(port));
-            if !well_formed(&concrete) || concrete.contains('*') || default_port {
+            // A port with a leading zero is no port a browser writes.
+            let zero_led = split(&concrete)
+                .and_then(|(_, _, port)| port)
+                .is_some_and(|p| p.starts_with('0'));
+            if !well_formed(&concrete) || concrete.contains('*') || default_port || zero_led {
                 return Err(format!(
                     "origins.allowed: {pattern:?} can never match: an origin is scheme://host[:port] (a port \
                      number or `*`, never the scheme's default one), without a path or a trailing slash, for \
@@ -149,6 +153,7 @@ mod tests {
             " https://game.example.com",
             "https://game.example.com:443",
             "http://game.example.com:80",
+            "https://game.example.com:0443",
         ] {
             assert!(config(bad).validate().unwrap_err().contains("can never match"), "{bad}");
         }

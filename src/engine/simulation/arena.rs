@@ -231,6 +231,8 @@ impl Simulation for Arena {
                 _ => {}
             }
         }
+        // The next avatar goes beside those restored, not on the centre again.
+        self.spawned = self.avatars.len() as u32;
     }
 
     fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
