@@ -566,7 +566,8 @@ impl Cluster {
 
     /// The fullest open room of `room_type` (empty: the default) on another live node
     /// whose metadata holds `filters`, not in `skip`, not banning `member`'s user and
-    /// allowed by the token's room `patterns`; with its node's URL. Looks at the [`QUICK_JOIN_SCAN`] fullest.
+    /// allowed by the token's room `patterns`; with its node's URL. Looks at the
+    /// [`QUICK_JOIN_SCAN`] fullest.
     async fn find_open(
         &self,
         room_type: &str,
@@ -1248,14 +1249,14 @@ impl Cluster {
                     }
                     if stopped_behind_held && held.is_empty() {
                         stopped_behind_held = false;
-                        self.calls_drained();
+                        self.mark_calls_drained();
                     }
                     continue;
                 }
             };
             if delivery == Delivery::CallsStopped {
                 match held.is_empty() {
-                    true => self.calls_drained(),
+                    true => self.mark_calls_drained(),
                     false => stopped_behind_held = true,
                 }
                 continue;
@@ -1273,7 +1274,7 @@ impl Cluster {
 
     /// Every call other nodes sent before this node stopped taking them reached its
     /// room (see `Cluster::stop_calls`).
-    fn calls_drained(&self) {
+    fn mark_calls_drained(&self) {
         self.calls_drained.store(true, Ordering::Release);
         self.calls_drained_notify.notify_waiters();
     }
@@ -1302,14 +1303,15 @@ impl Cluster {
                     member: SERVER,
                     event,
                 };
-                let taken = self.pool.send(&room, command);
-                if taken.is_ok() {
-                    self.metrics.events_published.inc();
-                }
-                if let Err(e) = taken
-                    && let Some(suppressed) = CALLS_NOT_TAKEN.take(Instant::now())
-                {
-                    tracing::warn!(room = %room.shared.id, suppressed, "event from the HTTP API on another node not taken: {e}");
+                match self.pool.send(&room, command) {
+                    Ok(()) => {
+                        self.metrics.events_published.inc();
+                    }
+                    Err(e) => {
+                        if let Some(suppressed) = CALLS_NOT_TAKEN.take(Instant::now()) {
+                            tracing::warn!(room = %room.shared.id, suppressed, "event from the HTTP API on another node not taken: {e}");
+                        }
+                    }
                 }
             }
             Delivery::Close(close) => {
@@ -1321,7 +1323,8 @@ impl Cluster {
                 log_call_from_elsewhere(taken, "user removal", &r.room);
             }
             Delivery::UserLive(live) => on_user_live(live),
-            Delivery::CallsStopped => self.calls_drained(),
+            // (`serve_inbox` takes it.)
+            Delivery::CallsStopped => {}
         }
     }
 
