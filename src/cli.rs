@@ -34,6 +34,11 @@ use crate::session::auth::{AuthMode, Claims, mint_hs256};
 /// Settings come from built-in defaults, then the TOML file (--config), then
 /// TICKRELAY_* environment variables, then flags. The `config --print-default`
 /// command prints every file setting with its default.
+/// Descriptors the relay keeps for itself beyond its connections (listeners, Redis,
+/// files, the reserve it frees when out of them): a limit below `max_connections`
+/// plus this is warned about at start.
+const FILE_RESERVE: u64 = 64;
+
 #[derive(Parser, Debug)]
 #[command(name = "tickrelay", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -146,7 +151,8 @@ struct ServeArgs {
     /// the sentinels watching a primary named `name`; `rediss://` and
     /// `rediss-sentinel://` over TLS, certificates in `[cluster] redis_ca_file`,
     /// `redis_cert_file`, `redis_key_file`); each room lives on one node, and joins
-    /// elsewhere are redirected to it.
+    /// elsewhere are redirected to it. A URL with a password: prefer the environment
+    /// variable, which `ps` does not show (logs show it without the password).
     #[arg(long, env = "TICKRELAY_CLUSTER", value_name = "REDIS_URL", hide_env_values = true)]
     cluster: Option<String>,
     /// Cluster mode: this node's id, unique in the cluster [default: its public URL].
@@ -324,13 +330,23 @@ pub fn main(simulations: Simulations) -> ExitCode {
         Some(Command::Serve(args)) => *args,
         None => cli.serve,
     };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!(
+                "--log {:?}: {e} (for example `info`, or `tickrelay=debug,info`)",
+                args.log
+            );
+            return ExitCode::from(2);
+        }
+    };
     // Logs go to standard error (standard output is for what a command prints). A
     // log line that cannot be written (its reader gone) is lost, nothing more: by
     // default the subscriber would report it with `eprintln!`, which panics on that
     // same closed pipe, in whichever task was logging (the signal handler's, and the
     // relay no longer stopped on SIGTERM).
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
     match args.log_format {
@@ -344,8 +360,26 @@ pub fn main(simulations: Simulations) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let max_connections = config.connections.max_connections;
     match crate::fd_limit::raise() {
-        Ok(r) if r.from != r.to => tracing::info!(from = ?r.from, to = ?r.to, "raised the open file limit"),
+        Ok(crate::fd_limit::Raised { from, to: Some(limit) }) => {
+            let from = from.filter(|&from| from != limit);
+            tracing::info!(
+                open_files = limit,
+                raised_from = from,
+                max_connections,
+                "open file limit"
+            );
+            // Each connection is a descriptor, and the relay needs some of its own.
+            if max_connections as u64 + FILE_RESERVE > limit {
+                tracing::warn!(
+                    open_files = limit,
+                    max_connections,
+                    "the open file limit is below max_connections plus {FILE_RESERVE}: connections beyond it are \
+                     refused at accept (raise `ulimit -n` / LimitNOFILE, or lower [connections] max_connections)"
+                );
+            }
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
     }

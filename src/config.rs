@@ -679,6 +679,12 @@ impl Config {
         }
         crate::session::auth::Authenticator::new(&self.auth).map_err(ConfigError::Invalid)?;
         self.origins.validate().map_err(ConfigError::Invalid)?;
+        if self.connections.max_connections == 0 || self.connections.max_per_ip == 0 {
+            return invalid(
+                "connections.max_connections and max_per_ip must be at least 1 (0 refuses every connection, /healthz too)"
+                    .into(),
+            );
+        }
         for (name, token) in [("api.token", &self.api.token), ("metrics.token", &self.metrics.token)] {
             if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 return invalid(format!(
@@ -1288,6 +1294,9 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("metrics.token is empty"));
         c.metrics.token = Some("secret\n".into());
         assert!(c.validate().unwrap_err().to_string().contains("white space"));
+        let mut c = Config::default();
+        c.connections.max_per_ip = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("at least 1"));
     }
 
     #[test]

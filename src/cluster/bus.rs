@@ -93,7 +93,7 @@ impl Bus {
         connection
             .subscribe(&[&inbox, &closes, &removals, &users])
             .await
-            .map_err(|e| DirectoryError(format!("cannot subscribe at {}: {e}", redis.url())))?;
+            .map_err(|e| DirectoryError(format!("cannot subscribe at {}: {e}", redis.shown())))?;
         let (deliveries, delivered) = mpsc::unbounded_channel();
         let channels = [inbox.clone(), closes.clone(), removals.clone(), users.clone()];
         let calls_stopped = Arc::new(AtomicBool::new(false));

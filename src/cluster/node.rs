@@ -1124,15 +1124,19 @@ impl Cluster {
         &self.node.id
     }
 
-    /// Why this node should get no new clients, if it should not: it is stopping, or
-    /// its last directory call failed (rooms it does not hold cannot be joined).
-    pub fn not_ready(&self) -> Option<&'static str> {
+    /// Why this node should get no new clients, if it should not (`Err`): it is
+    /// stopping. `Ok` with a warning when it serves, but its last directory call
+    /// failed: rooms open here play on and take joins, rooms elsewhere and new ones
+    /// wait for Redis, on every node alike (so no node is taken out for it).
+    pub fn readiness(&self) -> Result<Option<&'static str>, &'static str> {
         if self.stopping.load(Ordering::Acquire) {
-            Some("stopping: its rooms are moving to other nodes")
+            Err("stopping: its rooms are moving to other nodes")
         } else if self.metrics.directory_up.get() == 0 {
-            Some("the room directory (Redis) is unreachable")
+            Ok(Some(
+                "the room directory (Redis) is unreachable: new rooms and rooms on other nodes wait for it",
+            ))
         } else {
-            None
+            Ok(None)
         }
     }
 

@@ -111,6 +111,12 @@ impl RedisAddress {
         &self.url
     }
 
+    /// The URL as logs and errors show it: without the user and password any of its
+    /// addresses carries.
+    pub fn shown(&self) -> String {
+        without_credentials(&self.url)
+    }
+
     /// The sentinel at `url`, with the credentials it asks for.
     fn sentinel(&self, url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
         let info = url.into_connection_info()?;
@@ -187,11 +193,12 @@ impl Connection {
         pushes: Option<UnboundedSender<PushInfo>>,
     ) -> Result<Self, DirectoryError> {
         let url = redis.url();
-        let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {url}: {e}"));
+        let shown = redis.shown();
+        let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {shown}: {e}"));
         let sentinels = (url.strip_prefix(SENTINEL_SCHEME).map(|rest| (rest, false)))
             .or_else(|| url.strip_prefix(TLS_SENTINEL_SCHEME).map(|rest| (rest, true)));
         if let Some((sentinels, tls)) = sentinels {
-            let sentinels = SentinelUrl::parse(sentinels, tls).map_err(|e| DirectoryError(format!("{url}: {e}")))?;
+            let sentinels = SentinelUrl::parse(sentinels, tls).map_err(|e| DirectoryError(format!("{shown}: {e}")))?;
             return follow(sentinels, redis.clone(), pushes).await.map(Self::Sentinel);
         }
         let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
@@ -212,8 +219,8 @@ impl Connection {
         }
         let [seed] = seeds[..] else {
             return Err(DirectoryError(format!(
-                "{url}: several Redis URLs, but {} is not a Redis Cluster",
-                seeds[0]
+                "{shown}: several Redis URLs, but {} is not a Redis Cluster",
+                without_credentials(seeds[0])
             )));
         };
         let connection = manager(redis, seed, pushes).await.map_err(unreachable)?;
@@ -425,14 +432,15 @@ impl Watch {
         channels: &[String],
     ) -> Result<ConnectionManager, String> {
         let url = self.url.primary(at);
-        let failed = |e: redis::RedisError| format!("the Redis primary at {url}: {e}");
+        let shown = without_credentials(&url);
+        let failed = |e: redis::RedisError| format!("the Redis primary at {shown}: {e}");
         let mut connection = manager(&self.redis, url.as_str(), pushes).await.map_err(failed)?;
         let role: Value = redis::cmd("ROLE").query_async(&mut connection).await.map_err(failed)?;
         let primary = matches!(&role, Value::Array(fields)
             if matches!(fields.first(), Some(Value::BulkString(role)) if role == b"master"));
         if !primary {
             self.distrust();
-            return Err(format!("{url}, named by a sentinel, is not a primary"));
+            return Err(format!("{shown}, named by a sentinel, is not a primary"));
         }
         if !channels.is_empty() {
             let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
@@ -632,5 +640,39 @@ mod tests {
         assert!(!has_hash_tag("{}tickrelay:"));
         assert!(!has_hash_tag("tickrelay:{"));
         assert!(!has_hash_tag("}{"));
+    }
+}
+
+/// `urls` (one, or several separated by commas) with each one's `user:password@`
+/// replaced by `***@`: a password must not reach a log.
+fn without_credentials(urls: &str) -> String {
+    let hide = |url: &str| match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***{}", &rest[at..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    };
+    urls.split(',').map(hide).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::without_credentials;
+
+    #[test]
+    fn passwords_never_reach_a_log() {
+        assert_eq!(
+            without_credentials("redis://:hunter2@10.0.0.5:6379/0"),
+            "redis://***@10.0.0.5:6379/0"
+        );
+        assert_eq!(
+            without_credentials("rediss://app:s3cret@a:6380,rediss://app:s3cret@b:6380"),
+            "rediss://***@a:6380,rediss://***@b:6380"
+        );
+        assert_eq!(without_credentials("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -92,13 +92,14 @@ pub(crate) async fn serve_connection(
                 let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
                 match handshake {
                     Ok(Ok(tls)) => serve_http(tls, peer, http.clone()).await,
+                    // (A client that does not trust the certificate says so here.)
                     Ok(Err(e)) => {
                         http.ctx.metrics.tls_failures.inc();
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        crate::transport::log_refusal(peer, "tls", &format_args!("TLS handshake failed: {e}"));
                     }
                     Err(_) => {
                         http.ctx.metrics.tls_failures.inc();
-                        tracing::debug!(%peer, "TLS handshake timed out");
+                        crate::transport::log_refusal(peer, "tls", &"TLS handshake timed out");
                     }
                 }
             }
@@ -273,9 +274,10 @@ fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRespo
         _ if !served && ws => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
         _ if !served => text(StatusCode::NOT_FOUND, "not found; this listener serves /metrics\n"),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => match http.ctx.cluster.as_ref().and_then(|c| c.not_ready()) {
-            None => text(StatusCode::OK, "ready\n"),
-            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        (&Method::GET, "/readyz") => match http.ctx.cluster.as_ref().map_or(Ok(None), |c| c.readiness()) {
+            Ok(None) => text(StatusCode::OK, "ready\n"),
+            Ok(Some(warning)) => text(StatusCode::OK, format!("ready; {warning}\n")),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
         },
         (&Method::GET, "/metrics") => metrics_response(&req, &http),
         (&Method::GET, "/ws") => upgrade(req, peer, http),

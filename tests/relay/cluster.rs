@@ -913,9 +913,10 @@ async fn redis_lost_and_back() {
     assert_eq!(join_or_redirect(&mut newcomer, "lobby").await, None);
     assert!(a.metric("tickrelay_directory_errors_total") >= 1);
     assert_eq!(a.metric("tickrelay_directory_up"), 0);
+    // Every node would be out alike: still ready (its rooms play on), saying why not
+    // all is well.
     let (status, why) = a.https_get("/readyz").await;
-    assert_eq!((status, why.contains("Redis")), (503, true), "{why}");
-    assert_eq!(a.https_get("/healthz").await.0, 200, "alive all the same");
+    assert_eq!((status, why.contains("Redis")), (200, true), "{why}");
 
     cluster.redis.restart();
     let b = cluster.node_with(with_api).await;
