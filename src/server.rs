@@ -186,6 +186,9 @@ impl Server {
         let pool = Arc::new(SimPool::start(pool_config)?);
         let tls_expiry = tls.as_ref().map(|tls| tls.expiry.clone()).unwrap_or_default();
         let metrics = Arc::new(Metrics::new(pool.metrics().clone(), tls_expiry));
+        // One node's directory is in memory: always there (cluster mode sets it from
+        // Redis's answers).
+        metrics.directory_up.set(1);
         let cluster = match (RedisAddress::from_config(&config.cluster)?, checkpoints) {
             (Some(redis), Some((checkpoints, closing))) => {
                 let (cluster, inbox) = join_cluster(&config, &redis, local_addr, &pool, closing, &metrics).await?;
@@ -325,7 +328,11 @@ impl Server {
     /// waits up to `grace` for them to finish.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
-        tracing::info!("listening on {scheme}://{}/ws", self.local_addr);
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "listening on {scheme}://{}/ws",
+            self.local_addr
+        );
         if matches!(self.http.routes, Routes::Main { demo: true, .. }) {
             let scheme = if self.tls.is_some() { "https" } else { "http" };
             tracing::info!("browser demo at {scheme}://{}/demo/", self.local_addr);

@@ -216,7 +216,11 @@ impl Metrics {
             s.bytes_encoded.clone(),
         );
         registry.register("rooms", "Open rooms", s.rooms.clone());
-        registry.register("members", "Members in all rooms", s.members.clone());
+        registry.register(
+            "members",
+            "Members in all rooms (a member whose connection dropped stays one through the resume grace)",
+            s.members.clone(),
+        );
         registry.register(
             "room_panics",
             "Rooms closed (or not opened) after their simulation panicked",
@@ -283,7 +287,7 @@ impl Metrics {
         );
         registry.register(
             "directory_up",
-            "Cluster mode: 1 while the room directory (Redis) answers",
+            "1 while the room directory answers (always on one node, whose directory is in memory; in cluster mode, Redis)",
             m.directory_up.clone(),
         );
         registry.register(

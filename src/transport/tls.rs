@@ -83,6 +83,9 @@ impl Tls {
     }
 }
 
+/// A certificate read again that expires within this many days is warned about.
+const RELOAD_WARNING_DAYS: i64 = 14;
+
 /// When `cert` expires, in Unix seconds (none if it cannot be parsed).
 fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
@@ -258,11 +261,27 @@ impl TlsReloader {
         if self.0.current.read().digest == read {
             return (read, Ok(None));
         }
-        let outcome = served(cert, key, &self.0.provider, &files).map(|served| {
+        let now = (crate::clock::unix_micros() / 1_000_000) as i64;
+        let outcome = served(cert, key, &self.0.provider, &files).and_then(|served| {
+            // A renewal that went wrong must not replace a certificate that works.
+            match served.not_after {
+                Some(not_after) if not_after <= now => {
+                    return Err(TlsError::Pem {
+                        path: cert.clone(),
+                        message: "the certificate has expired".into(),
+                    });
+                }
+                Some(not_after) if (not_after - now) / 86_400 < RELOAD_WARNING_DAYS => tracing::warn!(
+                    sha256 = %served.fingerprint,
+                    days_left = (not_after - now) / 86_400,
+                    "the TLS certificate read again expires within {RELOAD_WARNING_DAYS} days: renew it"
+                ),
+                _ => {}
+            }
             let fingerprint = served.fingerprint.clone();
             self.0.expiry.set(served.not_after.unwrap_or(0));
             *self.0.current.write() = served;
-            Some(fingerprint)
+            Ok(Some(fingerprint))
         });
         (read, outcome)
     }
@@ -518,6 +537,19 @@ mod tests {
         assert_ne!(taken, tls.fingerprint);
         assert_eq!(reloader.fingerprint(), taken);
         assert_eq!(reloader.reload().unwrap(), None);
+        // A renewal gone wrong: an expired certificate does not replace one that works.
+        let expired = {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+        };
+        write(&expired.0, &expired.1);
+        let e = reloader.reload().unwrap_err().to_string();
+        assert!(e.contains("expired"), "{e}");
+        assert_eq!(reloader.fingerprint(), taken);
+        write(&renewed, &renewed_key);
         std::fs::remove_file(dir.join("key.pem")).unwrap();
         let e = reloader.reload().unwrap_err().to_string();
         assert!(e.contains("key.pem"), "{e}");
