@@ -178,6 +178,11 @@ struct ServeArgs {
         default_value_t = 10
     )]
     shutdown_grace_secs: u64,
+    /// Seconds to keep serving once asked to stop (SIGTERM, Ctrl-C), with /readyz
+    /// answering 503, so that a load balancer takes the node out of rotation before
+    /// its sessions are closed (0: stop at once).
+    #[arg(long, env = "TICKRELAY_DRAIN_SECS", value_name = "SECS", default_value_t = 0)]
+    drain_secs: u64,
     /// Log filter (tracing EnvFilter syntax, for example `info` or `tickrelay=debug`).
     #[arg(long, env = "TICKRELAY_LOG", value_name = "FILTER", default_value = "info")]
     log: String,
@@ -408,6 +413,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
         #[cfg(unix)]
         reload_tls_on_hangup(server.tls_reloader());
         server
+            .drain(Duration::from_secs(args.drain_secs))
             .run(shutdown, Duration::from_secs(args.shutdown_grace_secs))
             .await;
         tracing::info!("stopped");

@@ -87,6 +87,8 @@ pub struct Server {
     cluster: Option<ClusterParts>,
     /// `[[rooms]]`: kept open while the server runs.
     configured_rooms: Vec<PrecreatedRoom>,
+    /// How long it keeps serving, with `/readyz` answering 503, once asked to stop.
+    drain: Duration,
 }
 
 /// Cluster mode: this node, what other nodes send it, and its rooms' checkpoints.
@@ -284,7 +286,15 @@ impl Server {
             quic,
             cluster,
             configured_rooms: config.rooms.clone(),
+            drain: Duration::ZERO,
         })
+    }
+
+    /// Once asked to stop, keeps serving for `drain` with `/readyz` answering 503
+    /// (load balancers take the node out of rotation), then stops as usual.
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -402,9 +412,19 @@ impl Server {
         // waiting connection and close it at once (the client learns at once instead
         // of waiting in the backlog, and accept does not spin), then taken back.
         let mut reserve = std::fs::File::open("/dev/null").ok();
+        let mut drained_at: Option<tokio::time::Instant> = None;
         loop {
             let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled(), if drained_at.is_none() => {
+                    if self.drain.is_zero() {
+                        break;
+                    }
+                    ctx.draining.store(true, std::sync::atomic::Ordering::Release);
+                    tracing::info!(drain_secs = self.drain.as_secs_f64(), "draining: /readyz answers 503, then the relay stops");
+                    drained_at = Some(tokio::time::Instant::now() + self.drain);
+                    continue;
+                }
+                () = tokio::time::sleep_until(drained_at.unwrap_or_else(tokio::time::Instant::now)), if drained_at.is_some() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) if matches!(e.raw_os_error(), Some(code) if OUT_OF_DESCRIPTORS.contains(&code)) => {

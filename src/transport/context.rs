@@ -51,6 +51,9 @@ pub struct Context {
     pub tracker: TaskTracker,
     /// Cluster mode: this node's part (runs the sessions' directory work).
     pub cluster: Option<Arc<Cluster>>,
+    /// Asked to stop, and draining: still serving, but `/readyz` answers 503 so that
+    /// load balancers send new clients elsewhere first (see `Server::drain`).
+    pub draining: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
 }
 
@@ -72,6 +75,7 @@ impl Context {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             cluster: None,
+            draining: std::sync::atomic::AtomicBool::new(false),
             next_session: AtomicU64::new(1),
         }
     }

@@ -274,6 +274,9 @@ fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRespo
         _ if !served && ws => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
         _ if !served => text(StatusCode::NOT_FOUND, "not found; this listener serves /metrics\n"),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if http.ctx.draining.load(std::sync::atomic::Ordering::Acquire) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining before it stops\n")
+        }
         (&Method::GET, "/readyz") => match http.ctx.cluster.as_ref().map_or(Ok(None), |c| c.readiness()) {
             Ok(None) => text(StatusCode::OK, "ready\n"),
             Ok(Some(warning)) => text(StatusCode::OK, format!("ready; {warning}\n")),

@@ -696,6 +696,38 @@ async fn backends_remove_users_over_http() {
     }
 }
 
+/// Asked to stop with a drain period, the relay keeps serving (sessions play on,
+/// `/healthz` answers) while `/readyz` answers 503, then stops as usual: a load
+/// balancer takes it out of rotation before its sessions are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_relay_answers_not_ready_and_then_stops() {
+    let server = tickrelay::server::Server::bind(tickrelay::config::Config::loopback(60))
+        .await
+        .unwrap()
+        .drain(std::time::Duration::from_millis(1500));
+    let cert_pem = server.dev_certificate().unwrap().to_string();
+    let mut server = tickrelay_testkit::serve(server, cert_pem);
+    let mut client = TestClient::connect(&server).await;
+    client.join("lobby", "arena").await;
+    assert_eq!(server.https_get("/readyz").await.0, 200);
+    server.shutdown.cancel();
+    let started = std::time::Instant::now();
+    while server.https_get("/readyz").await.0 != 503 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "never draining");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.https_get("/healthz").await.0, 200, "still serving");
+    client.frames_in("lobby", 5).await;
+    // Then the stop: the session closes with 1001.
+    assert_eq!(client.close_frame().await.0, 1001);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    server.task.take().unwrap().await.unwrap();
+}
+
 /// The browser demo is served only when asked for (`--demo`), from the binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_is_served_only_with_demo() {
