@@ -1119,11 +1119,6 @@ impl Cluster {
         Ok(url.and_then(|url| http_base(&url)))
     }
 
-    /// This node's id.
-    pub fn node_id(&self) -> &str {
-        &self.node.id
-    }
-
     /// Why this node should get no new clients, if it should not (`Err`): it is
     /// stopping. `Ok` with a warning when it serves, but its last directory call
     /// failed: rooms open here play on and take joins, rooms elsewhere and new ones

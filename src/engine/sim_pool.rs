@@ -1176,11 +1176,12 @@ impl OwnedRoom {
     /// pending, its ticks write it once that is done: waking for it sooner would find
     /// it still not writable, again and again).
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
+        let pending = self.room.has_pending_work();
         let wake = match self.empty_since {
-            Some(_) if self.room.is_vacant() && !self.room.has_pending_work() => self.expires_at(empty_room_ttl),
+            Some(_) if self.room.is_vacant() && !pending => self.expires_at(empty_room_ttl),
             _ => Some(self.schedule.next_deadline()),
         };
-        let soon = self.checkpoints.soon_at.filter(|_| !self.room.has_pending_work());
+        let soon = self.checkpoints.soon_at.filter(|_| !pending);
         match (wake, soon) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -2040,10 +2041,7 @@ mod tests {
     fn a_hand_off_finishes_a_removal_and_takes_none_after() {
         let (pool, checkpoints) = checkpointing(1, 0);
         let _member = join(&pool, "field", "arena", 7);
-        assert!(matches!(
-            Rooms::remove_user(&pool, "field", "u", "bye", 60),
-            Some(Ok(()))
-        ));
+        ban_from_field(&pool, "u");
         pool.hand_off();
         let checkpoint = next_checkpoint_of(&checkpoints, "field");
         assert!(checkpoint.seats.is_empty(), "{:?}", checkpoint.seats);
@@ -2061,10 +2059,7 @@ mod tests {
     fn a_ban_is_checkpointed_at_once() {
         let (pool, checkpoints) = checkpointing(1, 100_000);
         let _member = join(&pool, "field", "arena", 7);
-        assert!(matches!(
-            Rooms::remove_user(&pool, "field", "other", "", 60),
-            Some(Ok(()))
-        ));
+        ban_from_field(&pool, "other");
         let checkpoint = next_checkpoint_of(&checkpoints, "field");
         let banned: Vec<&str> = checkpoint.bans.iter().map(|b| &*b.user_id).collect();
         assert_eq!(banned, ["other"]);
@@ -2076,7 +2071,7 @@ mod tests {
     fn bans_in_a_row_are_checkpointed_once_a_second() {
         let (pool, checkpoints) = checkpointing(1, 100_000);
         pool.open("field", "relay", "x", ListingState::default()).unwrap();
-        let ban = |user: &str| assert!(matches!(Rooms::remove_user(&pool, "field", user, "", 60), Some(Ok(()))));
+        let ban = |user: &str| ban_from_field(&pool, user);
         ban("first");
         assert_eq!(next_checkpoint_of(&checkpoints, "field").bans.len(), 1, "at once");
         let started = Instant::now();
@@ -2144,6 +2139,11 @@ mod tests {
         let ticks = pool.metrics().ticks.get();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(pool.metrics().ticks.get(), ticks, "a room ticked after its checkpoint");
+    }
+
+    /// Removes `user` from room "field" with a minute's ban, the room's thread taking it.
+    fn ban_from_field(pool: &SimPool, user: &str) {
+        assert!(matches!(Rooms::remove_user(pool, "field", user, "", 60), Some(Ok(()))));
     }
 
     /// The next checkpoint of `room` the sink gets (within 5 s), skipping the others.

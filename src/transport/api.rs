@@ -227,7 +227,7 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
         (None, None) => return not_open(&room, "on this node"),
         (None, Some(cluster)) => match cluster.route_call(&room, false).await {
             // Opening here (a join is restoring it), or open since.
-            Ok(Some(node)) if node == cluster.node_id() => match ctx.session.rooms.find(&room) {
+            Ok(Some(node)) if node == cluster.node().id => match ctx.session.rooms.find(&room) {
                 Some(handle) => handle,
                 None => {
                     return text(

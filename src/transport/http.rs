@@ -408,9 +408,9 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
     let origin = origins.next().map(|v| v.to_str().unwrap_or("invalid"));
     // Two `Origin` headers: no browser sends that; neither is trusted.
     let origin_allowed = origins.next().is_none() && http.origins.allows(origin);
-    if !origin_allowed {
-        let why = format!("origin not allowed: {}", origin.unwrap_or("none"));
-        crate::transport::log_refusal(peer, "websocket", &why);
+    let origin_refused = (!origin_allowed).then(|| format!("origin not allowed: {}", origin.unwrap_or("none")));
+    if let Some(why) = &origin_refused {
+        crate::transport::log_refusal(peer, "websocket", why);
         if !offered_protocol {
             metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
             return text(StatusCode::FORBIDDEN, "origin not allowed\n");
@@ -424,9 +424,8 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
             return too_many(refusal.status, refusal.message);
         }
     };
-    if !origin_allowed {
+    if let Some(reason) = origin_refused {
         metrics.count_refused_upgrade(StatusCode::FORBIDDEN);
-        let reason = format!("origin not allowed: {}", origin.unwrap_or("none"));
         return refuse_in_band(req, &accept, &http, permit, CloseReason::Forbidden.code(), reason);
     }
     let query = req.uri().query();
