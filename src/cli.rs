@@ -22,7 +22,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, DEFAULT_CONFIG, Simulations};
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG, Override, Simulations};
 use crate::server::Server;
 use crate::session::auth::{AuthMode, Claims, mint_hs256};
 
@@ -32,8 +32,10 @@ use crate::session::auth::{AuthMode, Claims, mint_hs256};
 /// certificate.
 ///
 /// Settings come from built-in defaults, then the TOML file (--config), then
-/// TICKRELAY_* environment variables, then flags. The `config --print-default`
-/// command prints every file setting with its default.
+/// TICKRELAY__SECTION__KEY variables and --set (any file setting), then the named
+/// TICKRELAY_* environment variables and flags below. The `config --print-default`
+/// command prints every file setting with its default; --check checks a
+/// configuration.
 /// Descriptors the relay keeps for itself beyond its connections (listeners, Redis,
 /// files, the reserve it frees when out of them): a limit below `max_connections`
 /// plus this is warned about at start.
@@ -85,6 +87,18 @@ struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, short, env = "TICKRELAY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Any file setting, over the file: `--set session.max_rooms_per_session=8`
+    /// (repeatable; the key dotted as in TOML, the value TOML or else a string). Each
+    /// can also be an environment variable, TICKRELAY__ and the keys in capitals
+    /// joined by `__` (TICKRELAY__SESSION__MAX_ROOMS_PER_SESSION=8), which --set
+    /// outranks; the named options here outrank both.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::from_set)]
+    set: Vec<Override>,
+    /// Check the configuration (file, variables, flags) as a start would, print what
+    /// the relay would use and exit: 0 when it would start, 2 with the reason when
+    /// not. Reads the TLS files; binds nothing and does not reach Redis.
+    #[arg(long)]
+    check: bool,
     /// Address to listen on (HTTPS: /ws, /healthz, /readyz, /metrics) [default: 127.0.0.1:7443].
     #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -201,10 +215,9 @@ enum LogFormat {
 
 impl ServeArgs {
     fn config(&self) -> Result<Config, ConfigError> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+        let mut overrides = Override::from_environment().map_err(ConfigError::Invalid)?;
+        overrides.extend(self.set.iter().cloned());
+        let mut config = Config::load(self.config.as_deref(), &overrides)?;
         if let Some(v) = self.listen {
             config.listen = v;
         }
@@ -292,7 +305,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
                 print!("{}", own_room_types(&own));
                 return ExitCode::SUCCESS;
             }
-            eprintln!("nothing to do: try `config --print-default`");
+            eprintln!("nothing to do: try `config --print-default` (and `tickrelay --check` to check a configuration)");
             return ExitCode::from(2);
         }
         Some(Command::Token {
@@ -360,11 +373,28 @@ pub fn main(simulations: Simulations) -> ExitCode {
     }
     let config = match args.config() {
         Ok(config) => config,
+        Err(e) if args.check => {
+            eprintln!("configuration refused: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(2);
         }
     };
+    if args.check {
+        return match Server::check(config, &simulations) {
+            Ok(lines) => {
+                println!("configuration OK");
+                lines.iter().for_each(|line| println!("  {line}"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("configuration refused: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let max_connections = config.connections.max_connections;
     match crate::fd_limit::raise() {
         Ok(crate::fd_limit::Raised { from, to: Some(limit) }) => {

@@ -1,8 +1,10 @@
-//! Server configuration: built-in defaults, overridden by a TOML file, then by
-//! `TICKRELAY_*` environment variables, then by command-line flags (the binary's
-//! `--help` lists them). [`DEFAULT_CONFIG`] is the commented default file that
+//! Server configuration: built-in defaults, overridden by a TOML file, then by any
+//! file setting given as a `TICKRELAY__SECTION__KEY` variable or a `--set` flag
+//! ([`Override`]), then by the named `TICKRELAY_*` variables and command-line flags
+//! (the binary's `--help` lists them). [`DEFAULT_CONFIG`] is the commented default file that
 //! `tickrelay config --print-default` prints.
 
+mod overrides;
 mod simulations;
 
 use std::collections::BTreeMap;
@@ -23,6 +25,7 @@ use crate::session::limits::RateLimits;
 use crate::state::{FieldSpec, FieldType, KindSchema, Schema};
 pub use crate::transport::gate::ConnectionLimits;
 use crate::transport::origin::OriginConfig;
+pub use overrides::{ENV_PREFIX, Override};
 pub use simulations::Simulations;
 /// The TOML crate `[room_types.NAME.params]` is read with ([`RoomTypeConfig::params`]).
 pub use toml;
@@ -585,20 +588,62 @@ impl Config {
 
     /// Reads a TOML file; settings it leaves out keep their defaults.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
+        Self::load(Some(path), &[])
+    }
+
+    /// Reads the file (none: the defaults) and sets `overrides` over it, in order.
+    pub fn load(path: Option<&std::path::Path>, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let parse_error = |source| match path {
+            Some(path) => ConfigError::Parse {
+                path: path.into(),
+                source: Box::new(source),
+            },
+            None => ConfigError::Invalid(source.to_string()),
+        };
+        if overrides.is_empty() {
+            // From the text, so that an error names its line.
+            return Self::from_toml(&text).map_err(parse_error);
+        }
+        let mut table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        // The built-in room types the file leaves out, written out: an override of
+        // one of their settings changes that setting alone.
+        let defaults: toml::Table = toml::from_str(DEFAULT_CONFIG).expect("the default file parses");
+        if let (Some(toml::Value::Table(builtin)), Some(types)) = (
+            defaults.get("room_types"),
+            (table.entry("room_types").or_insert_with(|| toml::Table::new().into())).as_table_mut(),
+        ) {
+            for (name, room_type) in builtin {
+                types.entry(name.clone()).or_insert_with(|| room_type.clone());
+            }
+        }
+        for o in overrides {
+            o.apply(&mut table).map_err(ConfigError::Invalid)?;
+        }
+        let config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e| {
+            let origins: Vec<&str> = overrides.iter().map(Override::origin).collect();
+            let e = e.to_string().trim().replace('\n', " ");
+            ConfigError::Invalid(format!("{e} (settings from {})", origins.join(", ")))
         })?;
-        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source: Box::new(source),
-        })
+        Ok(config.completed(&table))
     }
 
     /// Parses a TOML configuration. Room types in it are added to the built-in
     /// `relay` and `arena` types (or redefine them); they do not remove them.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
-        let mut config: Config = toml::from_str(text)?;
+        let config: Config = toml::from_str(text)?;
+        Ok(config.completed(&toml::from_str(text)?))
+    }
+
+    /// What a parsed file implies beyond what it says (`table`: the file as parsed).
+    fn completed(mut self, table: &toml::Table) -> Self {
+        let config = &mut self;
         for (name, room_type) in Config::default().room_types {
             config.room_types.entry(name).or_insert(room_type);
         }
@@ -617,12 +662,11 @@ impl Config {
         // A message of the size allowed must fit the byte bucket: a file that raises
         // the size and leaves the burst out raises the burst with it (one that sets
         // both inconsistently is refused by `validate`).
-        let table: toml::Table = toml::from_str(text)?;
         let burst_given = (table.get("session")).is_some_and(|s| s.get("byte_burst").is_some());
         if !burst_given {
             session.fit_byte_burst_to_message_size();
         }
-        Ok(config)
+        self
     }
 
     /// Checks every setting.
@@ -971,7 +1015,9 @@ impl RoomTypeConfig {
 
 /// The default configuration file, with every setting explained.
 pub const DEFAULT_CONFIG: &str = r#"# tickrelay configuration (TOML). Every setting is optional; these are the defaults.
-# Precedence, lowest first: this file, TICKRELAY_* environment variables, flags.
+# Precedence, lowest first: this file, TICKRELAY__SECTION__KEY variables and
+# --set section.key=VALUE flags (any setting here), the named TICKRELAY_* variables
+# and flags (`tickrelay --help`). `tickrelay --check` checks a configuration.
 
 # HTTPS listener: WebSocket upgrade at /ws, plus /healthz and /metrics.
 listen = "127.0.0.1:7443"
@@ -1238,6 +1284,46 @@ mod tests {
         let parsed = Config::from_toml(DEFAULT_CONFIG).unwrap();
         assert_eq!(parsed, Config::default());
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn overrides_set_single_settings_over_the_file() {
+        assert_eq!(Config::load(None, &[]).unwrap(), Config::default());
+        let dir = std::env::temp_dir().join(format!("tickrelay-overrides-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, "max_rooms = 5\n[session]\nmax_rooms_per_session = 7\n").unwrap();
+        let set = |arg: &str| Override::from_set(arg).unwrap();
+        let env = |name: &str, value: &str| Override::from_env(name, value).unwrap().unwrap();
+        let c = Config::load(
+            Some(&file),
+            &[
+                env("TICKRELAY__SESSION__MAX_ROOMS_PER_SESSION", "9"),
+                env("TICKRELAY__ROOM_TYPES__ARENA__TICK_RATE", "30"),
+                set("session.max_rooms_per_session=11"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.max_rooms, 5, "the file's other settings kept");
+        assert_eq!(c.session.max_rooms_per_session, 11, "later overrides win");
+        // One setting of a built-in room type changed, the type otherwise as built in.
+        let arena = &c.room_types["arena"];
+        assert_eq!(arena.tick_rate, 30);
+        assert_eq!(arena.simulation, SimulationKind::Arena);
+        assert_eq!(arena.arena_npcs, Config::default().room_types["arena"].arena_npcs);
+        // A typo or a wrong type is refused, naming where the overrides came from.
+        let e = Config::load(Some(&file), &[set("session.max_rooms_per_sessio=1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_rooms_per_sessio") && e.contains("--set session.max_rooms_per_sessio"),
+            "{e}"
+        );
+        let e = Config::load(None, &[env("TICKRELAY__MAX_ROOMS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TICKRELAY__MAX_ROOMS"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::bus::{Bus, Delivery};
 use crate::cluster::{Claim, Closing, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory};
 use crate::config::{Config, ConfigError, PrecreatedRoom, Simulations};
-use crate::engine::sim_pool::{Checkpoint, Checkpoints, SimPool};
+use crate::engine::sim_pool::{Checkpoint, Checkpoints, PoolConfig, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
@@ -70,6 +70,42 @@ const EXPIRY_WARNING_DAYS: i64 = 14;
 /// one).
 const MIN_API_TOKEN_BYTES: usize = 16;
 
+/// `config` with the program's own room types added and every setting checked:
+/// what the simulation pool starts with.
+fn settled(config: &mut Config, simulations: &Simulations) -> Result<PoolConfig, ServerError> {
+    config.add_room_types(simulations)?;
+    config.validate()?;
+    Ok(config.pool_config(simulations)?)
+}
+
+/// What in the authentication of `config` a relay in production should not run with,
+/// a sentence each: logged at start, printed by `tickrelay --check`.
+fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
+    let mut weak = Vec::new();
+    if auth.mode() == AuthMode::Anonymous {
+        weak.push("auth.mode = \"anonymous\": every connection is accepted without a token (development only)".into());
+    }
+    if let Some(bytes) = auth.short_secret() {
+        weak.push(format!(
+            "the HS256 secret is {bytes} bytes, shorter than {MIN_HS256_SECRET_BYTES} (RFC 7518 asks for at least \
+             256 bits): tokens can be forged by guessing it; use for example `head -c 32 /dev/urandom | base64`"
+        ));
+    }
+    if let Some(bytes) = config
+        .api
+        .token
+        .as_ref()
+        .map(String::len)
+        .filter(|&n| n < MIN_API_TOKEN_BYTES)
+    {
+        weak.push(format!(
+            "the HTTP API's token is {bytes} bytes, shorter than {MIN_API_TOKEN_BYTES}: it can be guessed; use for \
+             example `head -c 32 /dev/urandom | base64`"
+        ));
+    }
+    weak
+}
+
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
@@ -113,13 +149,82 @@ impl Server {
         Self::bind_with(config, &Simulations::new()).await
     }
 
+    /// Checks `config` as [`Server::bind_with`] would, without binding, starting or
+    /// writing anything: the settings, the room types with the program's
+    /// `simulations`, the configured TLS files (read; a development certificate is
+    /// not made) and the cluster's Redis address (parsed, not reached). Returns what
+    /// a start would use, a line each, warnings first (`tickrelay --check`).
+    pub fn check(mut config: Config, simulations: &Simulations) -> Result<Vec<String>, ServerError> {
+        settled(&mut config, simulations)?;
+        let (mut lines, mut warnings) = (Vec::new(), Vec::new());
+        let scheme = if config.tls.insecure_plain { "ws" } else { "wss" };
+        lines.push(format!("listen: {scheme}://{}/ws", config.listen));
+        lines.push(match (config.tls.insecure_plain, config.quic.enabled) {
+            (false, true) => format!("quic: udp {}", config.quic.listen.unwrap_or(config.listen)),
+            (true, true) => "quic: off (it needs TLS, and tls.insecure_plain is set)".into(),
+            (_, false) => "quic: off".into(),
+        });
+        if config.tls.insecure_plain {
+            warnings.push("no TLS (tls.insecure_plain): only behind a TLS-terminating proxy".into());
+        } else if config.tls.cert.is_some() {
+            let tls = tls::load(&config.tls)?;
+            let now = (crate::clock::unix_micros() / 1_000_000) as i64;
+            let expiry = match tls.not_after.map(|t| (t - now) / 86_400) {
+                Some(days) if days < EXPIRY_WARNING_DAYS => {
+                    warnings.push(format!(
+                        "the TLS certificate expires within {EXPIRY_WARNING_DAYS} days, or has: renew it"
+                    ));
+                    format!("{days} days left")
+                }
+                Some(days) => format!("{days} days left"),
+                None => "its expiry unreadable".into(),
+            };
+            lines.push(format!("tls: certificate sha256 {}, {expiry}", tls.fingerprint));
+        } else {
+            warnings.push(
+                "no TLS certificate configured: a development certificate for localhost (not for production)".into(),
+            );
+            lines.push(format!(
+                "tls: development certificate at {}",
+                config.tls.dev_cert_path.display()
+            ));
+        }
+        lines.push(format!("auth: {:?}", config.auth.mode).to_lowercase());
+        let auth = Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?;
+        warnings.extend(weak_secrets(&config, &auth));
+        let types: Vec<String> = (config.room_types.iter())
+            .map(|(name, t)| format!("{name} ({} Hz, {} seats)", t.tick_rate, t.max_members))
+            .collect();
+        lines.push(format!(
+            "room types: {}; default {}",
+            types.join(", "),
+            config.default_room_type
+        ));
+        lines.push(format!("rooms kept open: {}", config.rooms.len()));
+        lines.push(match config.metrics.listen {
+            Some(addr) => format!("metrics: http://{addr}/metrics"),
+            None => "metrics: /metrics on the listener".into(),
+        });
+        lines.push(format!(
+            "http api: {}",
+            if config.api.token.is_some() { "on" } else { "off" }
+        ));
+        lines.push(match RedisAddress::from_config(&config.cluster)? {
+            Some(redis) => format!("cluster: {} (not reached by this check)", redis.shown()),
+            None => "cluster: off".into(),
+        });
+        Ok(warnings
+            .into_iter()
+            .map(|w| format!("warning: {w}"))
+            .chain(lines)
+            .collect())
+    }
+
     /// [`Server::bind`] with the program's own simulations, which room types name
     /// in `simulation = "…"`; each has a room type of its name unless the configuration
     /// gives one ([`Config::add_room_types`]).
     pub async fn bind_with(mut config: Config, simulations: &Simulations) -> Result<Self, ServerError> {
-        config.add_room_types(simulations)?;
-        config.validate()?;
-        let mut pool_config = config.pool_config(simulations)?;
+        let mut pool_config = settled(&mut config, simulations)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -228,17 +333,8 @@ impl Server {
             _ => None,
         };
         let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
-        if let Some(bytes) = auth.short_secret() {
-            tracing::warn!(
-                bytes,
-                "the HS256 secret is shorter than {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 asks for at least \
-                 256 bits): tokens can be forged by guessing it; use for example `head -c 32 /dev/urandom | base64`"
-            );
-        }
-        if auth.mode() == AuthMode::Anonymous {
-            tracing::warn!(
-                "auth.mode = \"anonymous\": every connection is accepted without a token (development only)"
-            );
+        for warning in weak_secrets(&config, &auth) {
+            tracing::warn!("{warning}");
         }
         let session = SessionContext {
             rooms: pool.clone(),
@@ -347,16 +443,9 @@ impl Server {
             let scheme = if self.tls.is_some() { "https" } else { "http" };
             tracing::info!("browser demo at {scheme}://{}/demo/", self.local_addr);
         }
-        if let Some(token) = &self.http.api_token {
+        if self.http.api_token.is_some() {
             let scheme = if self.tls.is_some() { "https" } else { "http" };
             tracing::info!("HTTP API for game backends on at {scheme}://{}/rooms/", self.local_addr);
-            if token.len() < MIN_API_TOKEN_BYTES {
-                tracing::warn!(
-                    bytes = token.len(),
-                    "the HTTP API's token is shorter than {MIN_API_TOKEN_BYTES} bytes: it can be guessed; use for \
-                     example `head -c 32 /dev/urandom | base64`"
-                );
-            }
         }
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;

@@ -119,7 +119,7 @@ fn jwt_authentication_names_where_the_secret_goes_and_warns_of_a_short_one() {
     let (_, lines) = first_logs(&["--auth", "jwt", "--jwt-secret", "x"]);
     let warnings = lines
         .iter()
-        .filter(|l| l.contains("WARN") && l.contains("shorter than 32 bytes"))
+        .filter(|l| l.contains("WARN") && l.contains("shorter than 32 ("))
         .count();
     assert_eq!(warnings, 1, "warned once: {lines:?}");
     let secret = "k".repeat(32);
@@ -344,4 +344,69 @@ fn the_relay_stops_on_sigterm_after_its_log_reader_is_gone() {
     };
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tickrelay --check` checks what a start would use (the file, `TICKRELAY__*`
+/// variables, `--set`, the named flags) without binding or writing anything.
+#[test]
+fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
+    let dir = std::env::temp_dir().join(format!("tickrelay-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("relay.toml");
+    std::fs::write(&file, "[room_types.arena]\nsimulation = \"arena\"\ntick_rate = 10\n").unwrap();
+    // An address in use: a start would fail on it, a check does not bind it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let cert = dir.join("cert.pem");
+    let check = |env: &[(&str, &str)], args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+            .args(["--check", "-c", file.to_str().unwrap(), "--listen", &listen])
+            .arg("--dev-cert-path")
+            .arg(&cert)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("TICKRELAY_CONFIG")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    };
+
+    let (code, stdout, _) = check(
+        &[("TICKRELAY__ROOM_TYPES__RELAY__MAX_MEMBERS", "12")],
+        &["--set", "room_types.arena.tick_rate=15"],
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.starts_with("configuration OK\n"), "{stdout}");
+    assert!(stdout.contains(&format!("listen: wss://{listen}/ws")), "{stdout}");
+    assert!(
+        stdout.contains("arena (15 Hz, 64 seats)"),
+        "--set over the file: {stdout}"
+    );
+    assert!(
+        stdout.contains("relay (30 Hz, 12 seats)"),
+        "the variable over the built-in type: {stdout}"
+    );
+    assert!(stdout.contains("warning: auth.mode = \"anonymous\""), "{stdout}");
+    assert!(!cert.exists(), "no development certificate written");
+
+    let (code, stdout, stderr) = check(&[("TICKRELAY__SESSION__MAX_ROOMS_PER_SESSION", "many")], &[]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stderr.starts_with("configuration refused:") && stderr.contains("TICKRELAY__SESSION__MAX_ROOMS_PER_SESSION"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = check(&[], &["--auth", "jwt", "--jwt-secret", "short", "--api-token", "short"]);
+    assert_eq!(code, Some(0), "weak secrets are warnings, as at start: {stdout}");
+    assert!(stdout.contains("warning: the HS256 secret is 5 bytes"), "{stdout}");
+    assert!(stdout.contains("warning: the HTTP API's token is 5 bytes"), "{stdout}");
+    assert!(
+        stdout.contains("auth: jwt") && stdout.contains("http api: on"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = check(&[], &["--set", "connections.max_per_ip=0"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("max_per_ip must be at least 1"), "{stderr}");
+    drop(taken);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
