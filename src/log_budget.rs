@@ -2,13 +2,32 @@
 //! (an attack, every client reconnecting at once) must not make the log the
 //! bottleneck, nor fill the disk. The time is passed in.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+/// Label of [`suppressed`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The budget's kind of log line.
+    pub kind: &'static str,
+}
+
+/// Log lines left out, by kind, since the process started (every server in it):
+/// `/metrics` exports it, so a storm shows even when no line after it says so.
+pub fn suppressed() -> &'static Family<KindLabels, Counter> {
+    static SUPPRESSED: LazyLock<Family<KindLabels, Counter>> = LazyLock::new(Family::default);
+    &SUPPRESSED
+}
 
 /// A per-second allowance of log lines of one kind.
 #[derive(Debug)]
 pub struct LogBudget {
+    kind: &'static str,
     per_second: u32,
     window: Mutex<Window>,
 }
@@ -21,9 +40,10 @@ struct Window {
 }
 
 impl LogBudget {
-    /// `per_second` lines a second.
-    pub const fn new(per_second: u32) -> Self {
+    /// `per_second` lines a second of `kind` (the label of [`suppressed`]).
+    pub const fn new(kind: &'static str, per_second: u32) -> Self {
         Self {
+            kind,
             per_second,
             window: Mutex::new(Window {
                 started: None,
@@ -45,6 +65,8 @@ impl LogBudget {
         }
         if w.used >= self.per_second {
             w.suppressed += 1;
+            drop(w);
+            suppressed().get_or_create(&KindLabels { kind: self.kind }).inc();
             return None;
         }
         w.used += 1;
@@ -58,13 +80,15 @@ mod tests {
 
     #[test]
     fn allows_so_many_lines_a_second_and_counts_the_rest() {
-        let budget = LogBudget::new(2);
+        let budget = LogBudget::new("test", 2);
+        let left_out = || suppressed().get_or_create(&KindLabels { kind: "test" }).get();
         let t0 = Instant::now();
         assert_eq!(budget.take(t0), Some(0));
         assert_eq!(budget.take(t0), Some(0));
         assert_eq!(budget.take(t0 + Duration::from_millis(500)), None);
         assert_eq!(budget.take(t0 + Duration::from_millis(999)), None);
         // A new second: the first line says two were left out.
+        assert_eq!(left_out(), 2, "counted for /metrics too");
         assert_eq!(budget.take(t0 + Duration::from_secs(1)), Some(2));
         assert_eq!(budget.take(t0 + Duration::from_secs(1)), Some(0));
         assert_eq!(budget.take(t0 + Duration::from_secs(1)), None);

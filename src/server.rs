@@ -621,7 +621,7 @@ const CONFIGURED_ROOMS_CHECK: Duration = Duration::from_secs(1);
 const OUT_OF_DESCRIPTORS: [i32; 2] = [24, 23];
 
 /// Out-of-descriptor warnings: at most one a second (`suppressed` counts the rest).
-static ACCEPT_LOGS: LogBudget = LogBudget::new(1);
+static ACCEPT_LOGS: LogBudget = LogBudget::new("accept_errors", 1);
 
 /// Binds the UDP socket for QUIC on `quic.listen`, by default the TCP listener's
 /// address and port. With an ephemeral TCP port (`listen` port 0) whose number is

@@ -67,10 +67,10 @@ const LIST_CHUNK: usize = 200;
 const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Events from other nodes a room did not take: at most one line a second.
-static CALLS_NOT_TAKEN: LogBudget = LogBudget::new(1);
+static CALLS_NOT_TAKEN: LogBudget = LogBudget::new("calls_not_taken", 1);
 
 /// Directory failure lines: at most one a second (`suppressed` counts the rest).
-static DIRECTORY_LOGS: LogBudget = LogBudget::new(1);
+static DIRECTORY_LOGS: LogBudget = LogBudget::new("directory", 1);
 
 /// See the module documentation.
 pub struct Cluster {

@@ -38,7 +38,7 @@ use crate::proto::{self, ErrorCode, SendEvent, input};
 use crate::state::{MemberId, Tick};
 
 /// Room created and closed lines: at most 20 a second (`suppressed` counts the rest).
-static ROOM_LOGS: LogBudget = LogBudget::new(20);
+static ROOM_LOGS: LogBudget = LogBudget::new("rooms", 20);
 
 /// Builds the simulation of a new room.
 pub type SimFactory = Arc<dyn Fn() -> Box<dyn Simulation> + Send + Sync>;

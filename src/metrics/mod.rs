@@ -15,12 +15,19 @@ use crate::error::CloseReason;
 use crate::session::auth::AuthError;
 
 mod histogram;
+mod process;
 
 /// Label of [`Metrics::closes`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CloseLabels {
     /// The close code.
     pub code: u16,
+}
+
+/// Label of `tickrelay_build_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
 }
 
 /// Label of [`Metrics::auth_failures`].
@@ -90,6 +97,8 @@ impl Default for SimMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The `process_*` metrics, named without the `tickrelay_` prefix.
+    process: Registry,
     /// Simulation metrics (shared with the pool).
     pub sim: Arc<SimMetrics>,
     /// Open connections (WebSocket and QUIC).
@@ -165,6 +174,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tickrelay");
         let m = Self {
             registry: Registry::default(),
+            process: Registry::default(),
             sim,
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
@@ -357,7 +367,22 @@ impl Metrics {
         for status in REFUSAL_STATUSES {
             let _ = m.upgrades_refused.get_or_create(&StatusLabels { status });
         }
-        Self { registry, ..m }
+        registry.register(
+            "log_lines_suppressed",
+            "Log lines left out by the per-kind budgets (a few lines a second of each kind), by kind",
+            crate::log_budget::suppressed().clone(),
+        );
+        // A gauge, not OpenMetrics' info type, which the classic format has not.
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The relay's version (always 1)", build);
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
+        Self { registry, process, ..m }
     }
 
     /// Counts a server-initiated close.
@@ -383,7 +408,10 @@ impl Metrics {
     pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         match format {
             Format::OpenMetrics => out,
             Format::Prometheus => classic(&out),
@@ -489,6 +517,39 @@ mod tests {
         let open = metrics.render(Format::OpenMetrics);
         assert!(open.contains("# TYPE tickrelay_messages_in counter\ntickrelay_messages_in_total 1\n"));
         assert!(open.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_process_and_the_build_are_exported_as_every_client_library_names_them() {
+        // A kind's series appears with the first line its budget leaves out.
+        let budget = crate::log_budget::LogBudget::new("metrics_test", 1);
+        let now = std::time::Instant::now();
+        assert!(budget.take(now).is_some() && budget.take(now).is_none());
+        let text = Metrics::new(Arc::new(SimMetrics::default()), Gauge::default()).render(Format::Prometheus);
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("tickrelay_build_info{{version=\"{version}\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("tickrelay_log_lines_suppressed_total{kind=\"metrics_test\"} 1\n"),
+            "{text}"
+        );
+        #[cfg(target_os = "linux")]
+        for family in [
+            "process_cpu_seconds_total counter",
+            "process_resident_memory_bytes gauge",
+            "process_start_time_seconds gauge",
+            "process_open_fds gauge",
+            "process_threads gauge",
+        ] {
+            assert!(text.contains(&format!("# TYPE {family}\n")), "{family} in\n{text}");
+        }
+        let open_metrics = Metrics::new(Arc::new(SimMetrics::default()), Gauge::default()).render(Format::OpenMetrics);
+        assert!(
+            open_metrics.ends_with("# EOF\n") && open_metrics.matches("# EOF").count() == 1,
+            "{open_metrics}"
+        );
     }
 
     #[test]

@@ -73,7 +73,7 @@ fn family(client: Option<&str>, session: MemberId) -> u64 {
 
 /// Connection opened and closed lines: at most 20 a second (`suppressed` counts the
 /// rest).
-static CONNECTION_LOGS: LogBudget = LogBudget::new(20);
+static CONNECTION_LOGS: LogBudget = LogBudget::new("connections", 20);
 
 /// How long a resume waits for a connection it takes over to park its session.
 const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);

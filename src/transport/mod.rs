@@ -104,7 +104,7 @@ pub(crate) trait Transport {
 
 /// Refused connections' lines: at most 5 a second (`suppressed` counts the rest), so
 /// an operator sees why clients are turned away without a flood filling the log.
-static REFUSAL_LOGS: LogBudget = LogBudget::new(5);
+static REFUSAL_LOGS: LogBudget = LogBudget::new("refusals", 5);
 
 /// Logs (at info) that a connection from `peer` over `transport` was refused, and why.
 pub(crate) fn log_refusal(peer: SocketAddr, transport: &str, why: &dyn std::fmt::Display) {

@@ -41,14 +41,14 @@ use crate::proto::{
 use crate::state::{MemberId, SERVER, Tick, World};
 
 /// The simulation's events over the size limits: one log line a second at most.
-static DROPPED_EVENTS: LogBudget = LogBudget::new(1);
+static DROPPED_EVENTS: LogBudget = LogBudget::new("room_events_dropped", 1);
 
 /// Server events (published, or sent by the simulation) a room dropped at its bound:
 /// one log line a second at most.
-static DROPPED_PUBLISHES: LogBudget = LogBudget::new(1);
+static DROPPED_PUBLISHES: LogBudget = LogBudget::new("room_publishes_dropped", 1);
 
 /// Bans not kept (a room at [`MAX_BANS`]): at most one line a second.
-static BANS_NOT_KEPT: LogBudget = LogBudget::new(1);
+static BANS_NOT_KEPT: LogBudget = LogBudget::new("bans_not_kept", 1);
 use member::{InputVerdict, Member};
 
 /// Counters of one room, cumulative.
