@@ -30,6 +30,19 @@ struct BuildLabels {
     version: &'static str,
 }
 
+/// Label of [`Metrics::connection_ends`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndLabels {
+    /// How the connection ended (one of [`CONNECTION_ENDS`]).
+    pub end: &'static str,
+}
+
+/// The labels of [`Metrics::connection_ends`]: the server closed it (its code in
+/// `closes`), the client closed it with 1000 or with another code, it was lost (no
+/// close frame: a network fault, a killed client, a heartbeat the server gave up
+/// on is `server`), or a resume took it over.
+pub const CONNECTION_ENDS: [&str; 5] = ["server", "client_normal", "client_other_code", "lost", "taken_over"];
+
 /// Label of [`Metrics::auth_failures`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthLabels {
@@ -121,6 +134,8 @@ pub struct Metrics {
     pub state_send_delay: Histogram,
     /// Sessions closed by the server, by close code.
     pub closes: Family<CloseLabels, Counter>,
+    /// Connections (WebSocket and QUIC) ended, by how (see [`CONNECTION_ENDS`]).
+    pub connection_ends: Family<EndLabels, Counter>,
     /// TLS handshakes that failed.
     pub tls_failures: Counter,
     /// When the certificate served to new connections expires, Unix seconds (0:
@@ -185,6 +200,7 @@ impl Metrics {
             frames_superseded: Counter::default(),
             state_send_delay: Histogram::new(SEND_DELAY_BUCKETS),
             closes: Family::default(),
+            connection_ends: Family::default(),
             tls_failures: Counter::default(),
             tls_certificate_expiry: tls_expiry,
             sockets_refused: Counter::default(),
@@ -268,6 +284,11 @@ impl Metrics {
             "closes",
             "Sessions closed by the server, by close code",
             m.closes.clone(),
+        );
+        registry.register(
+            "connection_ends",
+            "Connections ended: closed by the server (by code in closes) or the client (with 1000 or another code), lost without a close, or taken over by a resume",
+            m.connection_ends.clone(),
         );
         registry.register("tls_failures", "Failed TLS handshakes", m.tls_failures.clone());
         registry.register(
@@ -360,6 +381,9 @@ impl Metrics {
         // dashboard or alert sees a series before its first event.
         for reason in CloseReason::ALL {
             let _ = m.closes.get_or_create(&CloseLabels { code: reason.code() });
+        }
+        for end in CONNECTION_ENDS {
+            let _ = m.connection_ends.get_or_create(&EndLabels { end });
         }
         for kind in AuthError::KINDS {
             let _ = m.auth_failures.get_or_create(&AuthLabels { kind });

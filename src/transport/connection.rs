@@ -22,6 +22,7 @@ use crate::clock::{Now, unix_micros};
 use crate::engine::outbox::{Batch, Outbox, PendingState};
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
+use crate::metrics::{CONNECTION_ENDS, EndLabels};
 use crate::session::auth::{AuthMode, DuplicateSessions, Identity};
 use crate::session::heartbeat::Beat;
 use crate::session::limits::address_key;
@@ -123,6 +124,21 @@ enum End {
     /// Another connection resumed this session: tell this one (4002), keep the
     /// session for the new connection.
     TakenOver,
+}
+
+impl End {
+    /// Its label in `tickrelay_connection_ends_total` (one of [`CONNECTION_ENDS`]).
+    fn label(&self) -> &'static str {
+        let label = match self {
+            End::Close(_) => "server",
+            End::ClientClosed => "client_normal",
+            End::ClientLeft => "client_other_code",
+            End::Lost => "lost",
+            End::TakenOver => "taken_over",
+        };
+        debug_assert!(CONNECTION_ENDS.contains(&label));
+        label
+    }
 }
 
 /// Runs one authenticated connection to its end.
@@ -319,6 +335,10 @@ pub(crate) async fn serve<T: Transport>(
     }
     ctx.registry.leave_live(&user, id);
     metrics.connections.dec();
+    metrics
+        .connection_ends
+        .get_or_create(&EndLabels { end: end.label() })
+        .inc();
     metrics.frames_superseded.inc_by(outbox.take_superseded());
     drop(permit);
     if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {

@@ -380,6 +380,35 @@ fields = [
     assert!(frames.iter().any(|f| !f.packed.is_empty()));
 }
 
+/// `/metrics` tells how connections end: closed by the client (with 1000 or with
+/// another code), lost without a close, closed by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_ends_are_counted_by_how() {
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    let server = start().await;
+    let end = |how: &str| format!("tickrelay_connection_ends_total{{end=\"{how}\"}}");
+    for how in ["server", "client_normal", "client_other_code", "lost", "taken_over"] {
+        assert_eq!(server.metric(&end(how)), 0, "{how} exported at zero");
+    }
+    TestClient::connect(&server).await.close_normally().await;
+    server.wait_for_metric(&end("client_normal"), 1).await;
+    let mut leaving = TestClient::connect(&server).await;
+    let frame = CloseFrame {
+        code: CloseCode::Library(4100),
+        reason: "back to the menu".into(),
+    };
+    leaving.send_raw(Message::Close(Some(frame))).await;
+    server.wait_for_metric(&end("client_other_code"), 1).await;
+    drop(TestClient::connect(&server).await);
+    server.wait_for_metric(&end("lost"), 1).await;
+    let mut bad = TestClient::connect(&server).await;
+    bad.send_raw(Message::Text("hello".into())).await;
+    assert_eq!(bad.close_frame().await.0, 1003);
+    server.wait_for_metric(&end("server"), 1).await;
+    assert_eq!(server.metric(&end("client_normal")), 1, "each end counted once");
+    assert_eq!(server.metric(&end("lost")), 1);
+}
+
 /// Each kind of bad input closes the offender with its documented code; another
 /// client of the same room keeps receiving ticks.
 async fn bad_input_closes_only_the_offender(transport: Transport) {
