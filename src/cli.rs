@@ -99,6 +99,11 @@ struct ServeArgs {
     /// not. Reads the TLS files; binds nothing and does not reach Redis.
     #[arg(long)]
     check: bool,
+    /// Print the configuration the relay would run with (file, variables, flags,
+    /// every setting written out) as a TOML file, secrets left out, and exit (with
+    /// --check: then check it).
+    #[arg(long)]
+    print_config: bool,
     /// Address to listen on (HTTPS: /ws, /healthz, /readyz, /metrics) [default: 127.0.0.1:7443].
     #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -373,7 +378,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
     }
     let config = match args.config() {
         Ok(config) => config,
-        Err(e) if args.check => {
+        Err(e) if args.check || args.print_config => {
             eprintln!("configuration refused: {e}");
             return ExitCode::from(2);
         }
@@ -382,6 +387,18 @@ pub fn main(simulations: Simulations) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.print_config {
+        let mut shown = config.clone();
+        if let Err(e) = shown.add_room_types(&simulations) {
+            eprintln!("configuration refused: {e}");
+            return ExitCode::from(2);
+        }
+        println!("# The configuration tickrelay would run with.");
+        print!("{}", shown.to_toml_redacted());
+        if !args.check {
+            return ExitCode::SUCCESS;
+        }
+    }
     if args.check {
         return match Server::check(config, &simulations) {
             Ok(lines) => {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::outbox::OutboxLimits;
 use crate::engine::room::RoomConfig;
@@ -42,7 +42,7 @@ pub use crate::transport::quic::QuicConfig;
 pub use crate::transport::tls::TlsConfig;
 
 /// The whole server configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address of the HTTPS listener (WebSocket at `/ws`, `/healthz`, `/metrics`).
@@ -106,7 +106,7 @@ pub struct Config {
 }
 
 /// Where `/metrics` is served and who may read it (`[metrics]`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Serve `/metrics` (and `/healthz`) on this address instead, over plain HTTP (for
@@ -117,7 +117,7 @@ pub struct MetricsConfig {
 }
 
 /// The HTTP API for game backends (`[api]`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// The bearer token the API requires; without one the API is off (404).
@@ -126,7 +126,7 @@ pub struct ApiConfig {
 
 /// Cluster mode (`[cluster]`): several relay nodes share one room directory in Redis.
 /// Off unless `redis_url` is set; a single node needs none of it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The Redis holding the directory (`redis://host:port/db`, a Redis Cluster's seed
@@ -179,7 +179,7 @@ pub struct ClusterConfig {
 }
 
 /// Where a new room opens (`[cluster] placement`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// On the node the join reached.
@@ -214,7 +214,7 @@ impl Default for ClusterConfig {
 }
 
 /// WebSocket-only settings (`[websocket]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
     /// A connection's read buffer between messages (a larger message grows it while
@@ -236,7 +236,7 @@ pub struct WebSocketConfig {
 }
 
 /// Per-session protections, over every transport (`[session]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// Largest inbound message; larger ones close the connection with 1009.
@@ -301,8 +301,8 @@ impl Default for SessionConfig {
 
 /// Which simulation a room type runs: `simulation = "relay"`, `"arena"`, or the name
 /// of one the program registered ([`Simulations`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
 pub enum SimulationKind {
     /// Members write the entities they own.
     Relay,
@@ -323,8 +323,18 @@ impl From<String> for SimulationKind {
     }
 }
 
+impl From<SimulationKind> for String {
+    fn from(kind: SimulationKind) -> Self {
+        match kind {
+            SimulationKind::Relay => "relay".into(),
+            SimulationKind::Arena => "arena".into(),
+            SimulationKind::Registered(name) => name,
+        }
+    }
+}
+
 /// A room type.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomTypeConfig {
     /// The simulation.
@@ -364,7 +374,7 @@ pub struct RoomTypeConfig {
 }
 
 /// A declared entity kind of a relay room type: `[[room_types.NAME.kinds]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KindConfig {
     /// The kind number entities are created with.
@@ -378,7 +388,7 @@ pub struct KindConfig {
 
 /// A declared field: `{ id = 1, name = "x", type = "float", min = 0, max = 100,
 /// precision = 0.01 }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldConfig {
     /// The field id.
@@ -400,7 +410,7 @@ pub struct FieldConfig {
 }
 
 /// A TOML number, integer or float.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Number {
     /// An integer.
@@ -450,7 +460,7 @@ impl FieldConfig {
 }
 
 /// A room created at start-up and kept open (see `[[rooms]]` in the README).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrecreatedRoom {
     /// Room id.
@@ -632,6 +642,34 @@ impl Config {
             ConfigError::Invalid(format!("{e} (settings from {})", origins.join(", ")))
         })?;
         Ok(config.completed(&table))
+    }
+
+    /// This configuration as a TOML file (`tickrelay --print-config`), every setting
+    /// written out but secrets: the HS256 secret, the API and metrics tokens and the
+    /// sentinels' password are left out (a comment first names those that are set),
+    /// credentials in the Redis URL shown as `***`.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut table = toml::Table::try_from(self).expect("a configuration is a TOML table");
+        let mut hidden = Vec::new();
+        for (section, key) in [
+            ("auth", "hs256_secret"),
+            ("api", "token"),
+            ("metrics", "token"),
+            ("cluster", "sentinel_password"),
+        ] {
+            let section_table = table.get_mut(section).and_then(toml::Value::as_table_mut);
+            if section_table.and_then(|t| t.remove(key)).is_some() {
+                hidden.push(format!("{section}.{key}"));
+            }
+        }
+        if let Some(url) = self.cluster.redis_url.as_deref() {
+            table["cluster"]["redis_url"] = crate::cluster::without_credentials(url).into();
+        }
+        let mut out = String::new();
+        if !hidden.is_empty() {
+            out = format!("# Set, not shown: {}.\n", hidden.join(", "));
+        }
+        out + &toml::to_string(&table).expect("a table prints")
     }
 
     /// Parses a TOML configuration. Room types in it are added to the built-in
@@ -1284,6 +1322,52 @@ mod tests {
         let parsed = Config::from_toml(DEFAULT_CONFIG).unwrap();
         assert_eq!(parsed, Config::default());
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_as_itself_but_for_secrets() {
+        let mut c = Config::default();
+        c.room_types.get_mut("relay").unwrap().kinds.push(KindConfig {
+            kind: 3,
+            name: "dot".into(),
+            fields: vec![FieldConfig {
+                id: 1,
+                name: "x".into(),
+                ty: "float".into(),
+                min: Some(Number::Int(0)),
+                max: Some(Number::Float(10.5)),
+                precision: Some(0.5),
+                max_len: None,
+            }],
+        });
+        c.room_types.insert(
+            "tag".into(),
+            RoomTypeConfig {
+                simulation: SimulationKind::Registered("tag".into()),
+                ..RoomTypeConfig::default()
+            },
+        );
+        c.rooms.push(PrecreatedRoom {
+            id: "lobby".into(),
+            room_type: "relay".into(),
+        });
+        let printed = c.to_toml_redacted();
+        assert_eq!(Config::from_toml(&printed).unwrap(), c, "{printed}");
+
+        c.auth.hs256_secret = Some("k".repeat(32));
+        c.api.token = Some("api-token-of-the-backend".into());
+        c.cluster.redis_url = Some("redis://user:hunter2@redis:6379".into());
+        let printed = c.to_toml_redacted();
+        for secret in ["kkkk", "api-token", "hunter2"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(
+            printed.starts_with("# Set, not shown: auth.hs256_secret, api.token.\n"),
+            "{printed}"
+        );
+        let read = Config::from_toml(&printed).unwrap();
+        assert_eq!((read.auth.hs256_secret, read.api.token), (None, None));
+        assert_eq!(read.cluster.redis_url.as_deref(), Some("redis://***@redis:6379"));
     }
 
     #[test]

@@ -22,4 +22,5 @@ pub use closing::Closing;
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
 pub use node::{Cluster, NodeSettings};
 pub use redis_connection::RedisAddress;
+pub(crate) use redis_connection::without_credentials;
 pub use redis_directory::{RedisDirectory, SessionTake, SessionsKept};

@@ -645,7 +645,7 @@ mod tests {
 
 /// `urls` (one, or several separated by commas) with each one's `user:password@`
 /// replaced by `***@`: a password must not reach a log.
-fn without_credentials(urls: &str) -> String {
+pub(crate) fn without_credentials(urls: &str) -> String {
     let hide = |url: &str| match url.split_once("://") {
         Some((scheme, rest)) => {
             let authority_end = rest.find('/').unwrap_or(rest.len());

@@ -19,14 +19,14 @@ use std::time::Instant;
 
 use hyper::StatusCode;
 use parking_lot::Mutex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::bucket::TokenBucket;
 use crate::session::limits::address_key;
 
 /// Listener protections (`[connections]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionLimits {
     /// Open connections (both transports) at most; more get HTTP 503 at the upgrade.

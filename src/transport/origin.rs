@@ -6,10 +6,10 @@
 //! a wildcard port (`http://localhost:*`). Requests without an `Origin` header come
 //! from non-browser clients; whether they are allowed is a separate setting.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[origins]` in the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OriginConfig {
     /// Allowed origin patterns.

@@ -30,7 +30,7 @@ use quinn::{
     AckFrequencyConfig, Connection, ConnectionError, Endpoint, IdleTimeout, Incoming, ReadError, RecvStream,
     SendStream, TransportConfig, VarInt,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::ReusableBoxFuture;
 
 use crate::clock::unix_micros;
@@ -51,7 +51,7 @@ use crate::transport::{Broken, Received, Sent, Transport};
 pub use crate::frame::{ALPN, MAX_SERVER_FRAME_BYTES};
 
 /// QUIC settings (`[quic]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuicConfig {
     /// Serve QUIC (needs TLS: off with `tls.insecure_plain`).

@@ -407,6 +407,28 @@ fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
     let (code, _, stderr) = check(&[], &["--set", "connections.max_per_ip=0"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("max_per_ip must be at least 1"), "{stderr}");
+
+    // What the relay would run with, printed as a file (then checked): secrets
+    // hidden, and read back it is the same configuration.
+    let printed_part = |stdout: &str| stdout.split("configuration OK").next().unwrap().to_string();
+    let (code, stdout, _) = check(
+        &[("TICKRELAY__ROOM_TYPES__RELAY__MAX_MEMBERS", "12")],
+        &["--print-config", "--api-token", "a-long-secret-api-token"],
+    );
+    assert_eq!(code, Some(0));
+    let printed = printed_part(&stdout);
+    assert!(
+        printed.contains("max_members = 12") && printed.contains("not shown: api.token"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("a-long-secret") && stdout.contains("configuration OK"),
+        "{stdout}"
+    );
+    std::fs::write(&file, &printed).unwrap();
+    let (code, again, _) = check(&[], &["--print-config", "--api-token", "a-long-secret-api-token"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(printed_part(&again), printed, "the printed file reads back as itself");
     drop(taken);
     std::fs::remove_dir_all(&dir).unwrap();
 }
