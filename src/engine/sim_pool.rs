@@ -1413,7 +1413,10 @@ impl SimThread {
                 outbox,
                 request_id,
             } => match self.room_mut(room) {
-                Some(r) if r.room.seated(member, &outbox) => r.room.resync(member, request_id),
+                Some(r) if r.room.seated(member, &outbox) => {
+                    r.room.resync(member, request_id);
+                    self.metrics.resyncs.inc();
+                }
                 r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
             },
             Command::HandOff => {

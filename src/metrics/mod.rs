@@ -86,6 +86,9 @@ pub struct SimMetrics {
     pub members: Gauge,
     /// Rooms closed because their simulation panicked.
     pub room_panics: Counter,
+    /// Full snapshots members asked for (`Resync`: a mirror failed its checksum, or
+    /// the client wanted one).
+    pub resyncs: Counter,
 }
 
 impl Default for SimMetrics {
@@ -102,6 +105,7 @@ impl Default for SimMetrics {
             rooms: Gauge::default(),
             members: Gauge::default(),
             room_panics: Counter::default(),
+            resyncs: Counter::default(),
         }
     }
 }
@@ -242,6 +246,11 @@ impl Metrics {
             s.bytes_encoded.clone(),
         );
         registry.register("rooms", "Open rooms", s.rooms.clone());
+        registry.register(
+            "resyncs",
+            "Full snapshots members asked for (Resync: a client's mirror failed its checksum, or it wanted one)",
+            s.resyncs.clone(),
+        );
         registry.register(
             "members",
             "Members in all rooms (a member whose connection dropped stays one through the resume grace)",

@@ -253,6 +253,7 @@ async fn requests_are_answered_with_their_correlation_ids(transport: Transport) 
     };
     assert_eq!(list.rooms[0].room, "req");
     assert_eq!(list.rooms[0].members, 1);
+    assert_eq!(server.metric("tickrelay_resyncs_total"), 1, "counted for /metrics");
     let pong = pong.unwrap();
     assert_eq!((pong.nonce, pong.ping_sent_time_us), (9, 1234));
     assert!(pong.time_us > 0);
