@@ -219,10 +219,11 @@ enum LogFormat {
 }
 
 impl ServeArgs {
-    fn config(&self) -> Result<Config, ConfigError> {
+    /// The configuration these arguments give, with the program's `own` simulations.
+    fn config(&self, own: &Simulations) -> Result<Config, ConfigError> {
         let mut overrides = Override::from_environment().map_err(ConfigError::Invalid)?;
         overrides.extend(self.set.iter().cloned());
-        let mut config = Config::load(self.config.as_deref(), &overrides)?;
+        let mut config = Config::load(self.config.as_deref(), &overrides, own)?;
         if let Some(v) = self.listen {
             config.listen = v;
         }
@@ -376,7 +377,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
     }
-    let config = match args.config() {
+    let config = match args.config(&simulations) {
         Ok(config) => config,
         Err(e) if args.check || args.print_config => {
             eprintln!("configuration refused: {e}");
@@ -399,11 +400,42 @@ pub fn main(simulations: Simulations) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
+    // The process the relay runs in, as a start sets it up.
+    let max_connections = config.connections.max_connections;
+    let mut warnings = Vec::new();
+    match crate::fd_limit::raise() {
+        Ok(crate::fd_limit::Raised { from, to: Some(limit) }) => {
+            if !args.check {
+                let from = from.filter(|&from| from != limit);
+                tracing::info!(
+                    open_files = limit,
+                    raised_from = from,
+                    max_connections,
+                    "open file limit"
+                );
+            }
+            // Each connection is a descriptor, and the relay needs some of its own.
+            if max_connections as u64 + FILE_RESERVE > limit {
+                warnings.push(format!(
+                    "the open file limit ({limit}) is below [connections] max_connections ({max_connections}) plus \
+                     {FILE_RESERVE}: connections beyond it are refused at accept (raise `ulimit -n` / LimitNOFILE, or \
+                     lower max_connections)"
+                ));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warnings.push(format!("cannot raise the open file limit: {e}")),
+    }
+    if config.naive_fanout {
+        warnings
+            .push("naive_fanout: a full snapshot per member per tick, encoded per member (benchmark baseline)".into());
+    }
     if args.check {
         return match Server::check(config, &simulations) {
             Ok(lines) => {
                 println!("configuration OK");
-                lines.iter().for_each(|line| println!("  {line}"));
+                let warnings = warnings.iter().map(|w| format!("warning: {w}"));
+                warnings.chain(lines).for_each(|line| println!("  {line}"));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -412,31 +444,8 @@ pub fn main(simulations: Simulations) -> ExitCode {
             }
         };
     }
-    let max_connections = config.connections.max_connections;
-    match crate::fd_limit::raise() {
-        Ok(crate::fd_limit::Raised { from, to: Some(limit) }) => {
-            let from = from.filter(|&from| from != limit);
-            tracing::info!(
-                open_files = limit,
-                raised_from = from,
-                max_connections,
-                "open file limit"
-            );
-            // Each connection is a descriptor, and the relay needs some of its own.
-            if max_connections as u64 + FILE_RESERVE > limit {
-                tracing::warn!(
-                    open_files = limit,
-                    max_connections,
-                    "the open file limit is below max_connections plus {FILE_RESERVE}: connections beyond it are \
-                     refused at accept (raise `ulimit -n` / LimitNOFILE, or lower [connections] max_connections)"
-                );
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
-    }
-    if config.naive_fanout {
-        tracing::warn!("naive_fanout: a full snapshot per member per tick, encoded per member (benchmark baseline)");
+    for warning in warnings {
+        tracing::warn!("{warning}");
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -598,11 +598,19 @@ impl Config {
 
     /// Reads a TOML file; settings it leaves out keep their defaults.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        Self::load(Some(path), &[])
+        Self::load(Some(path), &[], &Simulations::new())
     }
 
     /// Reads the file (none: the defaults) and sets `overrides` over it, in order.
-    pub fn load(path: Option<&std::path::Path>, overrides: &[Override]) -> Result<Self, ConfigError> {
+    /// Room types are those of the file added to the built-in `relay` and `arena`
+    /// and to one per simulation of the program's `own` (named after it): a file's
+    /// or an override's `[room_types.NAME]` of one of those changes the settings it
+    /// names, the others keep the type's.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        overrides: &[Override],
+        own: &Simulations,
+    ) -> Result<Self, ConfigError> {
         let text = match path {
             Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.into(),
@@ -610,38 +618,74 @@ impl Config {
             })?,
             None => String::new(),
         };
-        let parse_error = |source| match path {
+        Self::from_parts(&text, path, overrides, own)
+    }
+
+    /// [`Config::load`] of a file that holds `text` (`path`: where it was read).
+    fn from_parts(
+        text: &str,
+        path: Option<&std::path::Path>,
+        overrides: &[Override],
+        own: &Simulations,
+    ) -> Result<Self, ConfigError> {
+        // The file alone first, so that an error in it names its line.
+        let file_error = |source| match path {
             Some(path) => ConfigError::Parse {
                 path: path.into(),
                 source: Box::new(source),
             },
             None => ConfigError::Invalid(source.to_string()),
         };
-        if overrides.is_empty() {
-            // From the text, so that an error names its line.
-            return Self::from_toml(&text).map_err(parse_error);
-        }
-        let mut table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
-        // The built-in room types the file leaves out, written out: an override of
-        // one of their settings changes that setting alone.
-        let defaults: toml::Table = toml::from_str(DEFAULT_CONFIG).expect("the default file parses");
-        if let (Some(toml::Value::Table(builtin)), Some(types)) = (
-            defaults.get("room_types"),
-            (table.entry("room_types").or_insert_with(|| toml::Table::new().into())).as_table_mut(),
-        ) {
-            for (name, room_type) in builtin {
-                types.entry(name.clone()).or_insert_with(|| room_type.clone());
+        let mut table: toml::Table = toml::from_str(text).map_err(file_error)?;
+        toml::from_str::<Config>(text).map_err(file_error)?;
+        move_old_settings(&mut table)?;
+        let types = (table.entry("room_types").or_insert_with(|| toml::Table::new().into()))
+            .as_table_mut()
+            .expect("the file parsed as a configuration: room_types is a table");
+        for (name, seed) in room_type_seeds(own) {
+            let Some(given) = types
+                .entry(name)
+                .or_insert_with(|| toml::Table::new().into())
+                .as_table_mut()
+            else {
+                continue;
+            };
+            for (key, value) in seed {
+                given.entry(key).or_insert(value);
             }
         }
+        let known: Vec<String> = types.keys().cloned().collect();
         for o in overrides {
             o.apply(&mut table).map_err(ConfigError::Invalid)?;
         }
-        let config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e| {
-            let origins: Vec<&str> = overrides.iter().map(Override::origin).collect();
+        // A new room type from an override must say what it runs: a typo in a
+        // type's name would otherwise make a new relay type.
+        if let Some(types) = table.get("room_types").and_then(toml::Value::as_table) {
+            for (name, room_type) in types.iter().filter(|(name, _)| !known.contains(name)) {
+                if room_type.get("simulation").is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "room type `{name}` is not in the file, built in or the program's: a new one given by {} needs its `simulation` too (relay, arena, or the program's)",
+                        overrides_of(overrides, &format!("room_types.{name}")).join(", "),
+                    )));
+                }
+            }
+        }
+        let mut config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e| {
+            // The file alone deserialized: the overrides are in it.
             let e = e.to_string().trim().replace('\n', " ");
-            ConfigError::Invalid(format!("{e} (settings from {})", origins.join(", ")))
+            let key = e
+                .rsplit_once("in `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map_or("", |(key, _)| key);
+            ConfigError::Invalid(format!("{e} (set by {})", overrides_of(overrides, key).join(", ")))
         })?;
-        Ok(config.completed(&table))
+        // A message of the size allowed must fit the byte bucket: a configuration
+        // that raises the size and leaves the burst out raises the burst with it
+        // (one that sets both inconsistently is refused by `validate`).
+        if (table.get("session")).is_none_or(|s| s.get("byte_burst").is_none()) {
+            config.session.fit_byte_burst_to_message_size();
+        }
+        Ok(config)
     }
 
     /// This configuration as a TOML file (`tickrelay --print-config`), every setting
@@ -672,39 +716,9 @@ impl Config {
         out + &toml::to_string(&table).expect("a table prints")
     }
 
-    /// Parses a TOML configuration. Room types in it are added to the built-in
-    /// `relay` and `arena` types (or redefine them); they do not remove them.
-    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
-        let config: Config = toml::from_str(text)?;
-        Ok(config.completed(&toml::from_str(text)?))
-    }
-
-    /// What a parsed file implies beyond what it says (`table`: the file as parsed).
-    fn completed(mut self, table: &toml::Table) -> Self {
-        let config = &mut self;
-        for (name, room_type) in Config::default().room_types {
-            config.room_types.entry(name).or_insert(room_type);
-        }
-        // Settings that moved from `[websocket]` to `[session]` (they govern QUIC
-        // too): the old names still work.
-        let (ws, session) = (&mut config.websocket, &mut config.session);
-        if let Some(v) = ws.max_message_bytes.take() {
-            session.max_message_bytes = v;
-        }
-        if let Some(v) = ws.outbox_max_messages.take() {
-            session.outbox_max_messages = v;
-        }
-        if let Some(v) = ws.outbox_max_bytes.take() {
-            session.outbox_max_bytes = v;
-        }
-        // A message of the size allowed must fit the byte bucket: a file that raises
-        // the size and leaves the burst out raises the burst with it (one that sets
-        // both inconsistently is refused by `validate`).
-        let burst_given = (table.get("session")).is_some_and(|s| s.get("byte_burst").is_some());
-        if !burst_given {
-            session.fit_byte_burst_to_message_size();
-        }
-        self
+    /// Parses a TOML configuration, as [`Config::load`] reads a file.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_parts(text, None, &[], &Simulations::new())
     }
 
     /// Checks every setting.
@@ -754,10 +768,33 @@ impl Config {
                 ));
             }
         }
+        let mut rooms = BTreeMap::new();
         for room in &self.rooms {
+            if !crate::engine::room::valid_room_id(&room.id) {
+                return invalid(format!(
+                    "room `{}`: a room id is 1-128 bytes, without control characters",
+                    room.id.escape_debug()
+                ));
+            }
             if !self.room_types.contains_key(&room.room_type) {
                 return invalid(format!("room `{}` has unknown type `{}`", room.id, room.room_type));
             }
+            if let Some(other) = rooms
+                .insert(&room.id, &room.room_type)
+                .filter(|&t| t != &room.room_type)
+            {
+                return invalid(format!(
+                    "room `{}` is listed twice, as `{other}` and as `{}`",
+                    room.id, room.room_type
+                ));
+            }
+        }
+        if rooms.len() > self.max_rooms {
+            return invalid(format!(
+                "{} rooms kept open, more than max_rooms ({})",
+                rooms.len(),
+                self.max_rooms
+            ));
         }
         crate::session::auth::Authenticator::new(&self.auth).map_err(ConfigError::Invalid)?;
         self.origins.validate().map_err(ConfigError::Invalid)?;
@@ -1048,6 +1085,69 @@ impl RoomTypeConfig {
             config: self.room_config(),
             factory,
         })
+    }
+}
+
+/// Settings that moved from `[websocket]` to `[session]` (they govern QUIC too): the
+/// old names still work, moved in `table` to their place (a file setting both is
+/// refused).
+fn move_old_settings(table: &mut toml::Table) -> Result<(), ConfigError> {
+    let Some(websocket) = table.get_mut("websocket").and_then(toml::Value::as_table_mut) else {
+        return Ok(());
+    };
+    let moved: Vec<(&str, toml::Value)> = ["max_message_bytes", "outbox_max_messages", "outbox_max_bytes"]
+        .into_iter()
+        .filter_map(|key| Some((key, websocket.remove(key)?)))
+        .collect();
+    let session = (table.entry("session").or_insert_with(|| toml::Table::new().into()))
+        .as_table_mut()
+        .expect("the file parsed as a configuration: session is a table");
+    for (key, value) in moved {
+        if session.contains_key(key) {
+            return Err(ConfigError::Invalid(format!(
+                "[websocket] {key} is the old name of [session] {key}, and both are set: keep [session]'s"
+            )));
+        }
+        session.insert(key.into(), value);
+    }
+    Ok(())
+}
+
+/// Each room type a configuration has without naming it, with its settings: the
+/// built-in ones written out in full, one per simulation of the program's `own` with
+/// its `simulation` alone.
+fn room_type_seeds(own: &Simulations) -> Vec<(String, toml::Table)> {
+    let built_in = Config::default().room_types.into_iter().map(|(name, room_type)| {
+        let written = toml::Table::try_from(room_type).expect("a room type is a TOML table");
+        (name, written)
+    });
+    let own = own.names().map(|name| {
+        let mut written = toml::Table::new();
+        written.insert("simulation".into(), name.into());
+        (name.to_string(), written)
+    });
+    built_in.chain(own).collect()
+}
+
+/// The origins of the overrides that set `key` (a dotted path), or a setting in or
+/// around it; all of them when none does.
+fn overrides_of<'a>(overrides: &'a [Override], key: &str) -> Vec<&'a str> {
+    let related: Vec<&str> = (overrides.iter())
+        .filter(|o| {
+            let path = o.dotted();
+            let within = |inner: &str, outer: &str| {
+                inner
+                    .strip_prefix(outer)
+                    .is_some_and(|r| r.is_empty() || r.starts_with('.'))
+            };
+            within(&path, key) || within(key, &path)
+        })
+        .map(Override::origin)
+        .collect();
+    if related.is_empty() {
+        overrides.iter().map(Override::origin).collect()
+    } else {
+        related
     }
 }
 
@@ -1372,11 +1472,16 @@ mod tests {
 
     #[test]
     fn overrides_set_single_settings_over_the_file() {
-        assert_eq!(Config::load(None, &[]).unwrap(), Config::default());
+        let none = Simulations::new();
+        assert_eq!(Config::load(None, &[], &none).unwrap(), Config::default());
         let dir = std::env::temp_dir().join(format!("tickrelay-overrides-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("relay.toml");
-        std::fs::write(&file, "max_rooms = 5\n[session]\nmax_rooms_per_session = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "max_rooms = 5\n[session]\nmax_rooms_per_session = 7\n[websocket]\nmax_message_bytes = 65536\n",
+        )
+        .unwrap();
         let set = |arg: &str| Override::from_set(arg).unwrap();
         let env = |name: &str, value: &str| Override::from_env(name, value).unwrap().unwrap();
         let c = Config::load(
@@ -1385,29 +1490,110 @@ mod tests {
                 env("TICKRELAY__SESSION__MAX_ROOMS_PER_SESSION", "9"),
                 env("TICKRELAY__ROOM_TYPES__ARENA__TICK_RATE", "30"),
                 set("session.max_rooms_per_session=11"),
+                set("session.max_message_bytes=100000"),
             ],
+            &none,
         )
         .unwrap();
         assert_eq!(c.max_rooms, 5, "the file's other settings kept");
         assert_eq!(c.session.max_rooms_per_session, 11, "later overrides win");
+        assert_eq!(
+            c.session.max_message_bytes, 100_000,
+            "over the file's old [websocket] name too"
+        );
+        assert!(
+            c.session.byte_burst >= 100_000.0,
+            "the byte burst fitted to the size set"
+        );
         // One setting of a built-in room type changed, the type otherwise as built in.
         let arena = &c.room_types["arena"];
         assert_eq!(arena.tick_rate, 30);
         assert_eq!(arena.simulation, SimulationKind::Arena);
         assert_eq!(arena.arena_npcs, Config::default().room_types["arena"].arena_npcs);
-        // A typo or a wrong type is refused, naming where the overrides came from.
-        let e = Config::load(Some(&file), &[set("session.max_rooms_per_sessio=1")])
+        // So is a type of the program's own simulation.
+        let own = Simulations::new().add("plain", || Arena::new(ArenaConfig::default()));
+        let c = Config::load(None, &[set("room_types.plain.tick_rate=60")], &own).unwrap();
+        let plain = &c.room_types["plain"];
+        assert_eq!(
+            (plain.tick_rate, &plain.simulation),
+            (60, &SimulationKind::Registered("plain".into()))
+        );
+        // A new type must say what it runs (a typo in a name would make one).
+        let e = Config::load(None, &[set("room_types.arean.tick_rate=60")], &none)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("max_rooms_per_sessio") && e.contains("--set session.max_rooms_per_sessio"),
+            e.contains("room type `arean`") && e.contains("--set room_types.arean.tick_rate"),
             "{e}"
         );
-        let e = Config::load(None, &[env("TICKRELAY__MAX_ROOMS", "many")])
+        let c = Config::load(
+            None,
+            &[
+                set("room_types.duel.simulation=\"arena\""),
+                set("room_types.duel.max_members=2"),
+            ],
+            &none,
+        )
+        .unwrap();
+        assert_eq!(c.room_types["duel"].max_members, 2);
+        // A typo or a wrong type is refused, naming the override that set it.
+        let e = Config::load(Some(&file), &[set("session.max_rooms_per_sessio=1")], &none)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("TICKRELAY__MAX_ROOMS"), "{e}");
+        assert!(
+            e.contains("max_rooms_per_sessio") && e.ends_with("(set by --set session.max_rooms_per_sessio)"),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            &[set("max_rooms_per_creator=3"), env("TICKRELAY__MAX_ROOMS", "many")],
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`max_rooms`") && e.ends_with("(set by TICKRELAY__MAX_ROOMS)"),
+            "{e}"
+        );
+        // An error in the file names the file and its line, whatever overrides there are.
+        std::fs::write(&file, "max_rooms = 5\nmax_roms = 6\n").unwrap();
+        let e = Config::load(Some(&file), &[env("TICKRELAY__MAX_ROOMS", "7")], &none).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Parse { .. }) && e.to_string().contains("line 2"),
+            "{e}"
+        );
+        // An old name and its new one both set: which one was meant is not clear.
+        std::fs::write(
+            &file,
+            "[websocket]\noutbox_max_bytes = 1\n[session]\noutbox_max_bytes = 2\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), &[], &none).unwrap_err().to_string();
+        assert!(e.contains("[websocket] outbox_max_bytes is the old name"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rooms_kept_open_are_checked_as_a_start_would_open_them() {
+        let refused = |toml: &str| Config::from_toml(toml).unwrap().validate().unwrap_err().to_string();
+        let e = refused(
+            "max_rooms = 1\n[[rooms]]\nid = \"a\"\ntype = \"relay\"\n[[rooms]]\nid = \"b\"\ntype = \"relay\"\n",
+        );
+        assert!(e.contains("2 rooms kept open, more than max_rooms (1)"), "{e}");
+        let e = refused("[[rooms]]\nid = \"a\"\ntype = \"relay\"\n[[rooms]]\nid = \"a\"\ntype = \"arena\"\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = refused("[[rooms]]\nid = \"a\\nb\"\ntype = \"relay\"\n");
+        assert!(e.contains("without control characters"), "{e}");
+        let twice = "max_rooms = 1\n[[rooms]]\nid = \"a\"\ntype = \"relay\"\n[[rooms]]\nid = \"a\"\ntype = \"relay\"\n";
+        Config::from_toml(twice).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn a_files_built_in_room_type_changes_the_settings_it_names() {
+        let c = Config::from_toml("[room_types.arena]\ntick_rate = 10\n").unwrap();
+        let arena = &c.room_types["arena"];
+        assert_eq!((arena.tick_rate, &arena.simulation), (10, &SimulationKind::Arena));
+        assert_eq!(arena.arena_npcs, Config::default().room_types["arena"].arena_npcs);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (an attack, every client reconnecting at once) must not make the log the
 //! bottleneck, nor fill the disk. The time is passed in.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -30,6 +30,8 @@ pub struct LogBudget {
     kind: &'static str,
     per_second: u32,
     window: Mutex<Window>,
+    /// This kind's series of [`suppressed`], found at the first line left out.
+    counter: OnceLock<Counter>,
 }
 
 #[derive(Debug)]
@@ -45,6 +47,7 @@ impl LogBudget {
         Self {
             kind,
             per_second,
+            counter: OnceLock::new(),
             window: Mutex::new(Window {
                 started: None,
                 used: 0,
@@ -66,7 +69,10 @@ impl LogBudget {
         if w.used >= self.per_second {
             w.suppressed += 1;
             drop(w);
-            suppressed().get_or_create(&KindLabels { kind: self.kind }).inc();
+            let counter = self
+                .counter
+                .get_or_init(|| suppressed().get_or_create(&KindLabels { kind: self.kind }).clone());
+            counter.inc();
             return None;
         }
         w.used += 1;

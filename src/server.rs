@@ -28,7 +28,7 @@ use crate::transport::gate::Gate;
 use crate::transport::http::{self, Http, Routes};
 use crate::transport::quic;
 use crate::transport::registry::Registry;
-use crate::transport::tls::{self, TlsError};
+use crate::transport::tls::{self, EXPIRY_WARNING_DAYS, TlsError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +62,6 @@ pub enum ServerError {
     #[error("cluster mode: {0} (check `[cluster] redis_url` / --cluster)")]
     Cluster(#[from] DirectoryError),
 }
-
-/// A configured certificate expiring sooner than this is warned about at start.
-const EXPIRY_WARNING_DAYS: i64 = 14;
 
 /// An HTTP API token shorter than this is warned about (16 bytes: 128 bits of a random
 /// one).
@@ -168,8 +165,7 @@ impl Server {
             warnings.push("no TLS (tls.insecure_plain): only behind a TLS-terminating proxy".into());
         } else if config.tls.cert.is_some() {
             let tls = tls::load(&config.tls)?;
-            let now = (crate::clock::unix_micros() / 1_000_000) as i64;
-            let expiry = match tls.not_after.map(|t| (t - now) / 86_400) {
+            let expiry = match tls::days_left(tls.not_after) {
                 Some(days) if days < EXPIRY_WARNING_DAYS => {
                     warnings.push(format!(
                         "the TLS certificate expires within {EXPIRY_WARNING_DAYS} days, or has: renew it"
@@ -189,7 +185,10 @@ impl Server {
                 config.tls.dev_cert_path.display()
             ));
         }
-        lines.push(format!("auth: {:?}", config.auth.mode).to_lowercase());
+        lines.push(match config.auth.mode {
+            AuthMode::Anonymous => "auth: anonymous".into(),
+            AuthMode::Jwt => format!("auth: jwt ({})", config.auth.algorithm),
+        });
         let auth = Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?;
         warnings.extend(weak_secrets(&config, &auth));
         let types: Vec<String> = (config.room_types.iter())
@@ -266,8 +265,7 @@ impl Server {
                      clients must trust this file (not for production)"
                 );
             } else {
-                let now = (crate::clock::unix_micros() / 1_000_000) as i64;
-                match tls.not_after.map(|t| (t - now) / 86_400) {
+                match tls::days_left(tls.not_after) {
                     Some(days_left) if days_left < EXPIRY_WARNING_DAYS => tracing::warn!(
                         sha256 = %tls.fingerprint,
                         days_left,

@@ -78,6 +78,9 @@ impl RedisAddress {
         let Some(url) = &config.redis_url else {
             return Ok(None);
         };
+        // Parsed now: a typo is an error at start (and for `tickrelay --check`), not at
+        // the first connection.
+        check_url(url).map_err(|e| DirectoryError(format!("{}: {e}", without_credentials(url))))?;
         let read = |key: &str, path: &Option<std::path::PathBuf>| {
             path.as_ref()
                 .map(|path| {
@@ -195,9 +198,7 @@ impl Connection {
         let url = redis.url();
         let shown = redis.shown();
         let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {shown}: {e}"));
-        let sentinels = (url.strip_prefix(SENTINEL_SCHEME).map(|rest| (rest, false)))
-            .or_else(|| url.strip_prefix(TLS_SENTINEL_SCHEME).map(|rest| (rest, true)));
-        if let Some((sentinels, tls)) = sentinels {
+        if let Some((sentinels, tls)) = sentinels_of(url) {
             let sentinels = SentinelUrl::parse(sentinels, tls).map_err(|e| DirectoryError(format!("{shown}: {e}")))?;
             return follow(sentinels, redis.clone(), pushes).await.map(Self::Sentinel);
         }
@@ -337,6 +338,25 @@ struct SentinelUrl {
     db: String,
     /// Whether the sentinels and the primary are reached over TLS.
     tls: bool,
+}
+
+/// What follows the scheme of a sentinels' URL, and whether it is over TLS (`None`:
+/// not a sentinels' URL).
+fn sentinels_of(url: &str) -> Option<(&str, bool)> {
+    (url.strip_prefix(SENTINEL_SCHEME).map(|rest| (rest, false)))
+        .or_else(|| url.strip_prefix(TLS_SENTINEL_SCHEME).map(|rest| (rest, true)))
+}
+
+/// Whether `url` (`[cluster] redis_url`) parses: a sentinels' URL, or one Redis URL or
+/// several comma-separated.
+fn check_url(url: &str) -> Result<(), String> {
+    if let Some((sentinels, tls)) = sentinels_of(url) {
+        return SentinelUrl::parse(sentinels, tls).map(drop);
+    }
+    for seed in url.split(',').map(str::trim) {
+        seed.into_connection_info().map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 impl SentinelUrl {

@@ -83,6 +83,11 @@ impl Override {
         Ok(())
     }
 
+    /// The setting's keys joined by dots.
+    pub fn dotted(&self) -> String {
+        self.path.join(".")
+    }
+
     /// Where it came from (`--set KEY` or the variable's name).
     pub fn origin(&self) -> &str {
         &self.origin
@@ -140,7 +145,7 @@ mod tests {
 
         let o = Override::from_set(r#"room_types."my.type".tick_rate = 30"#).unwrap();
         assert_eq!(o.path, ["room_types", "my.type", "tick_rate"]);
-        let o = Override::from_set(r#"origins.allow=["https://a.example", "https://b.example"]"#).unwrap();
+        let o = Override::from_set(r#"origins.allowed=["https://a.example", "https://b.example"]"#).unwrap();
         assert_eq!(o.value.as_array().map(Vec::len), Some(2));
     }
 

@@ -19,7 +19,7 @@ struct Sample {
     cpu_seconds: f64,
     resident_bytes: i64,
     virtual_bytes: i64,
-    start_time_seconds: i64,
+    start_time_seconds: f64,
     threads: i64,
     open_fds: i64,
     /// `None`: unlimited.
@@ -41,7 +41,7 @@ impl Sample {
             cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
             resident_bytes: (stat.rss * procfs::page_size()) as i64,
             virtual_bytes: stat.vsize as i64,
-            start_time_seconds: boot as i64 + (stat.starttime as f64 / ticks) as i64,
+            start_time_seconds: boot as f64 + stat.starttime as f64 / ticks,
             threads: stat.num_threads,
             open_fds: me.fd_count().ok()? as i64,
             max_fds,
@@ -68,40 +68,40 @@ impl Collector for ProcessCollector {
         )?)?;
         let gauges = [
             (
-                "process_resident_memory",
-                "Resident memory size in bytes.",
-                Some(Unit::Bytes),
-                Some(s.resident_bytes),
-            ),
-            (
-                "process_virtual_memory",
-                "Virtual memory size in bytes.",
-                Some(Unit::Bytes),
-                Some(s.virtual_bytes),
-            ),
-            (
                 "process_start_time",
                 "Start time of the process since unix epoch in seconds.",
                 Some(Unit::Seconds),
                 Some(s.start_time_seconds),
             ),
             (
+                "process_resident_memory",
+                "Resident memory size in bytes.",
+                Some(Unit::Bytes),
+                Some(s.resident_bytes as f64),
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes.",
+                Some(Unit::Bytes),
+                Some(s.virtual_bytes as f64),
+            ),
+            (
                 "process_threads",
                 "Number of OS threads in the process.",
                 None,
-                Some(s.threads),
+                Some(s.threads as f64),
             ),
             (
                 "process_open_fds",
                 "Number of open file descriptors.",
                 None,
-                Some(s.open_fds),
+                Some(s.open_fds as f64),
             ),
             (
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
                 None,
-                s.max_fds,
+                s.max_fds.map(|n| n as f64),
             ),
         ];
         for (name, help, unit, value) in gauges {
@@ -129,9 +129,9 @@ mod tests {
             s.threads >= 1 && s.resident_bytes > 0 && s.virtual_bytes >= s.resident_bytes,
             "{s:?}"
         );
-        let now = (crate::clock::unix_micros() / 1_000_000) as i64;
+        let now = crate::clock::unix_micros() as f64 / 1e6;
         assert!(
-            (now - 24 * 3600..=now + 1).contains(&s.start_time_seconds),
+            (now - 24.0 * 3600.0..=now + 1.0).contains(&s.start_time_seconds),
             "started today: {s:?}"
         );
         // Work shows as CPU time (read in clock ticks of 10 ms, within seconds on a

@@ -31,7 +31,7 @@ use crate::clock::Now;
 use crate::cluster::Claim;
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox};
-use crate::engine::room::error_message;
+use crate::engine::room::{error_message, valid_room_id};
 use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
@@ -817,9 +817,7 @@ impl Session {
 
     fn join(&mut self, join: proto::JoinRoom) {
         let refuse = |code, message: &str| self.reply(error_message(code, message, join.request_id, &join.room));
-        // Room ids reach logs and listings: no control characters (a newline would
-        // forge a log line).
-        if join.room.is_empty() || join.room.len() > MAX_ROOM_ID_BYTES || join.room.chars().any(char::is_control) {
+        if !valid_room_id(&join.room) {
             return refuse(
                 ErrorCode::BadRequest,
                 "room id must be 1-128 bytes, without control characters",

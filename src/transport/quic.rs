@@ -489,12 +489,14 @@ impl Transport for Quic {
     }
 }
 
-/// A closed connection: normal when the client closed it with 1000.
+/// A closed connection: normal when the client closed it with 1000, left (its seat
+/// kept) with another code, lost otherwise.
 fn lost(error: ConnectionError) -> Received {
     match error {
         ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(1000) => {
             Received::ClientClosed
         }
+        ConnectionError::ApplicationClosed(_) => Received::ClientLeft,
         _ => Received::Lost,
     }
 }

@@ -83,8 +83,16 @@ impl Tls {
     }
 }
 
-/// A certificate read again that expires within this many days is warned about.
-const RELOAD_WARNING_DAYS: i64 = 14;
+/// A certificate that expires within this many days is warned about (at start, read
+/// again, and by `tickrelay --check`).
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Whole days from now to `not_after` (Unix seconds; negative once past; none if the
+/// expiry could not be read).
+pub fn days_left(not_after: Option<i64>) -> Option<i64> {
+    let now = (crate::clock::unix_micros() / 1_000_000) as i64;
+    not_after.map(|t| (t - now) / 86_400)
+}
 
 /// When `cert` expires, in Unix seconds (none if it cannot be parsed).
 fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
@@ -264,6 +272,7 @@ impl TlsReloader {
         let now = (crate::clock::unix_micros() / 1_000_000) as i64;
         let outcome = served(cert, key, &self.0.provider, &files).and_then(|served| {
             // A renewal that went wrong must not replace a certificate that works.
+            let days = days_left(served.not_after);
             match served.not_after {
                 Some(not_after) if not_after <= now => {
                     return Err(TlsError::Pem {
@@ -271,10 +280,10 @@ impl TlsReloader {
                         message: "the certificate has expired".into(),
                     });
                 }
-                Some(not_after) if (not_after - now) / 86_400 < RELOAD_WARNING_DAYS => tracing::warn!(
+                _ if days.is_some_and(|days| days < EXPIRY_WARNING_DAYS) => tracing::warn!(
                     sha256 = %served.fingerprint,
-                    days_left = (not_after - now) / 86_400,
-                    "the TLS certificate read again expires within {RELOAD_WARNING_DAYS} days: renew it"
+                    days_left = days,
+                    "the TLS certificate read again expires within {EXPIRY_WARNING_DAYS} days: renew it"
                 ),
                 _ => {}
             }

@@ -400,12 +400,27 @@ async fn connection_ends_are_counted_by_how() {
     };
     leaving.send_raw(Message::Close(Some(frame))).await;
     server.wait_for_metric(&end("client_other_code"), 1).await;
+    // Over QUIC, an application close with a code other than 1000 too.
+    let quic = TestClient::connect_over(&server, Transport::Quic).await;
+    let tickrelay_testkit::Conn::Quic(q) = &quic.conn else {
+        unreachable!()
+    };
+    q.conn.close(4100u32.into(), b"back to the menu");
+    server.wait_for_metric(&end("client_other_code"), 2).await;
     drop(TestClient::connect(&server).await);
     server.wait_for_metric(&end("lost"), 1).await;
     let mut bad = TestClient::connect(&server).await;
     bad.send_raw(Message::Text("hello".into())).await;
     assert_eq!(bad.close_frame().await.0, 1003);
     server.wait_for_metric(&end("server"), 1).await;
+    // A resume while the old connection is open takes the session over.
+    let mut old = TestClient::connect(&server).await;
+    let token = old.welcome.resume_token.clone();
+    let _new = TestClient::resume_over(&server, Transport::WebSocket, &token)
+        .await
+        .unwrap();
+    assert_eq!(old.close_frame().await.0, 4002);
+    server.wait_for_metric(&end("taken_over"), 1).await;
     assert_eq!(server.metric(&end("client_normal")), 1, "each end counted once");
     assert_eq!(server.metric(&end("lost")), 1);
 }

@@ -1199,6 +1199,12 @@ impl Room {
 /// The longest room id, in bytes.
 pub const MAX_ROOM_ID_BYTES: usize = 128;
 
+/// Whether `id` may name a room: 1 to [`MAX_ROOM_ID_BYTES`] bytes, no control
+/// characters (room ids reach logs and listings: a newline would forge a log line).
+pub fn valid_room_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ROOM_ID_BYTES && !id.chars().any(char::is_control)
+}
+
 /// The most ticks [`Room::finish_pending`] runs: each relays up to a quarter of a
 /// member's queue of events, so four relay as much as the queue holds.
 const FINISH_TICKS: usize = 4;
