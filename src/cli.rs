@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -122,11 +123,11 @@ struct ServeArgs {
     dev_cert_path: Option<PathBuf>,
     /// Serve plain ws:// and http:// without TLS (behind a TLS-terminating proxy, or
     /// for development on your own machine). Turns QUIC off (QUIC always needs TLS).
-    #[arg(long, env = "TICKRELAY_INSECURE_PLAIN")]
-    insecure_plain: bool,
+    #[arg(long, env = "TICKRELAY_INSECURE_PLAIN", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    insecure_plain: Option<bool>,
     /// Do not serve QUIC.
-    #[arg(long, env = "TICKRELAY_NO_QUIC")]
-    no_quic: bool,
+    #[arg(long, env = "TICKRELAY_NO_QUIC", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    no_quic: Option<bool>,
     /// UDP address for QUIC [default: the address and port of --listen].
     #[arg(long, env = "TICKRELAY_QUIC_LISTEN", value_name = "ADDR")]
     quic_listen: Option<SocketAddr>,
@@ -183,12 +184,12 @@ struct ServeArgs {
     /// Benchmark baseline, never for players: every room sends every member a full
     /// snapshot every tick, encoded for that member alone, and each message is written
     /// separately. Compare a load run with and without it.
-    #[arg(long, env = "TICKRELAY_NAIVE_FANOUT")]
-    naive_fanout: bool,
+    #[arg(long, env = "TICKRELAY_NAIVE_FANOUT", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    naive_fanout: Option<bool>,
     /// Serve the browser demo at /demo/ (open https://127.0.0.1:7443/demo/ on the
     /// defaults).
-    #[arg(long, env = "TICKRELAY_DEMO")]
-    demo: bool,
+    #[arg(long, env = "TICKRELAY_DEMO", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    demo: Option<bool>,
     /// Seconds to wait for sessions to close on shutdown.
     #[arg(
         long,
@@ -236,13 +237,21 @@ impl ServeArgs {
         if let Some(v) = &self.dev_cert_path {
             config.tls.dev_cert_path = v.clone();
         }
-        config.tls.insecure_plain |= self.insecure_plain;
-        config.quic.enabled &= !self.no_quic;
+        if let Some(v) = self.insecure_plain {
+            config.tls.insecure_plain = v;
+        }
+        if let Some(v) = self.no_quic {
+            config.quic.enabled = !v;
+        }
         if let Some(v) = self.quic_listen {
             config.quic.listen = Some(v);
         }
-        config.naive_fanout |= self.naive_fanout;
-        config.demo |= self.demo;
+        if let Some(v) = self.naive_fanout {
+            config.naive_fanout = v;
+        }
+        if let Some(v) = self.demo {
+            config.demo = v;
+        }
         if let Some(v) = self.sim_threads {
             config.sim_threads = v;
         }
@@ -307,8 +316,8 @@ pub fn main(simulations: Simulations) -> ExitCode {
     let args = match cli.command {
         Some(Command::Config { print_default }) => {
             if print_default {
-                print!("{DEFAULT_CONFIG}");
-                print!("{}", own_room_types(&own));
+                out(DEFAULT_CONFIG);
+                out(&own_room_types(&own));
                 return ExitCode::SUCCESS;
             }
             eprintln!("nothing to do: try `config --print-default` (and `tickrelay --check` to check a configuration)");
@@ -348,7 +357,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
             };
             let exp = crate::clock::unix_micros() / 1_000_000 + ttl_secs;
             let rooms = (!rooms.is_empty()).then_some(rooms);
-            println!("{}", mint_hs256(&secret, &Claims { sub, exp, rooms }));
+            out(&format!("{}\n", mint_hs256(&secret, &Claims { sub, exp, rooms })));
             return ExitCode::SUCCESS;
         }
         Some(Command::Serve(args)) => *args,
@@ -394,8 +403,8 @@ pub fn main(simulations: Simulations) -> ExitCode {
             eprintln!("configuration refused: {e}");
             return ExitCode::from(2);
         }
-        println!("# The configuration tickrelay would run with.");
-        print!("{}", shown.to_toml_redacted());
+        out("# The configuration tickrelay would run with.\n");
+        out(&shown.to_toml_redacted());
         if !args.check {
             return ExitCode::SUCCESS;
         }
@@ -433,9 +442,9 @@ pub fn main(simulations: Simulations) -> ExitCode {
     if args.check {
         return match Server::check(config, &simulations) {
             Ok(lines) => {
-                println!("configuration OK");
+                out("configuration OK\n");
                 let warnings = warnings.iter().map(|w| format!("warning: {w}"));
-                warnings.chain(lines).for_each(|line| println!("  {line}"));
+                warnings.chain(lines).for_each(|line| out(&format!("  {line}\n")));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -475,6 +484,13 @@ pub fn main(simulations: Simulations) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Writes `text` to standard output; a reader gone (`tickrelay --check | head -1`)
+/// loses the rest, nothing more (`print!` would panic).
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM (their handlers in place on return).

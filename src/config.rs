@@ -739,7 +739,25 @@ impl Config {
                 self.default_room_type
             ));
         }
+        let at_least_one = [
+            ("sim_queue_capacity", self.sim_queue_capacity),
+            ("max_rooms", self.max_rooms),
+            ("max_rooms_per_creator", self.max_rooms_per_creator),
+            ("session.max_rooms_per_session", self.session.max_rooms_per_session),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return invalid(format!(
+                "{name} must be at least 1 (0 refuses every join that opens a room)"
+            ));
+        }
         for (name, t) in &self.room_types {
+            if name.is_empty() || crate::session::check_room_type(name).is_err() {
+                return invalid(format!(
+                    "room type `{}`: a room type's name is 1-{} bytes, without control characters",
+                    name.escape_debug(),
+                    crate::session::MAX_ROOM_TYPE_BYTES
+                ));
+            }
             t.room_config()
                 .validate()
                 .or_else(|e| invalid(format!("room type `{name}`: {e}")))?;
@@ -805,6 +823,11 @@ impl Config {
             );
         }
         for (name, token) in [("api.token", &self.api.token), ("metrics.token", &self.metrics.token)] {
+            if token.as_deref().is_some_and(|t| t.chars().any(char::is_control)) {
+                return invalid(format!(
+                    "{name} holds a control character (a line break?), which no Authorization header can carry"
+                ));
+            }
             if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 return invalid(format!(
                     "{name} is empty: no request could present it (leave it unset to turn that endpoint's token off)"
@@ -901,6 +924,31 @@ impl Config {
                 "cluster mode listening on {}: set cluster.public_url (--public-url), the URL other machines reach this node at",
                 self.listen
             ));
+        }
+        if let Some(url) = c
+            .public_url
+            .as_deref()
+            .filter(|url| crate::cluster::node::http_base(url).is_none())
+        {
+            return invalid(format!(
+                "cluster.public_url `{url}` is not a ws:// or wss:// URL with a host (for example wss://node1.example.com/ws)"
+            ));
+        }
+        if c.node_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
+        {
+            return invalid("cluster.node_id must be 1-128 bytes, without control characters".into());
+        }
+        if self.metrics.listen.is_some_and(|m| m == self.listen && m.port() != 0) {
+            return invalid(format!(
+                "metrics.listen is listen's own address ({}): leave it unset to serve /metrics there",
+                self.listen
+            ));
+        }
+        // No credit at all would stall every QUIC client's control stream.
+        if self.quic.stream_receive_window_bytes < 1024 {
+            return invalid("quic.stream_receive_window_bytes must be at least 1024".into());
         }
         if self.session.max_message_bytes < 64 || self.websocket.read_buffer_bytes < 256 {
             return invalid("session.max_message_bytes must be >= 64 and websocket.read_buffer_bytes >= 256".into());
@@ -1648,8 +1696,28 @@ mod tests {
         c.api.token = None;
         c.metrics.token = Some(String::new());
         assert!(c.validate().unwrap_err().to_string().contains("metrics.token is empty"));
-        c.metrics.token = Some("secret\n".into());
+        c.metrics.token = Some("secret ".into());
         assert!(c.validate().unwrap_err().to_string().contains("white space"));
+        c.metrics.token = Some("line\nbreak".into());
+        assert!(c.validate().unwrap_err().to_string().contains("control character"));
+        // Settings that would leave the relay up but useless.
+        let refused = |set: &str| {
+            let c = Config::load(None, &[Override::from_set(set).unwrap()], &Simulations::new()).unwrap();
+            c.validate().unwrap_err().to_string()
+        };
+        for set in [
+            "sim_queue_capacity=0",
+            "max_rooms=0",
+            "max_rooms_per_creator=0",
+            "session.max_rooms_per_session=0",
+        ] {
+            assert!(refused(set).contains("at least 1"), "{set}");
+        }
+        assert!(refused("quic.stream_receive_window_bytes=0").contains("at least 1024"));
+        assert!(refused("cluster.public_url=notaurl").contains("not a ws:// or wss:// URL"));
+        assert!(refused("cluster.node_id=\"\"").contains("cluster.node_id"));
+        assert!(refused("metrics.listen=\"127.0.0.1:7443\"").contains("listen's own address"));
+        assert!(refused("room_types.\"a\\tb\".simulation=\"relay\"").contains("a room type's name"));
         let mut c = Config::default();
         c.connections.max_per_ip = 0;
         assert!(c.validate().unwrap_err().to_string().contains("at least 1"));

@@ -63,7 +63,10 @@ pub enum ServerError {
     Cluster(#[from] DirectoryError),
 }
 
-/// An HTTP API token shorter than this is warned about (16 bytes: 128 bits of a random
+/// Said when certificate files are configured with `insecure_plain`.
+const IGNORED_CERTIFICATE: &str = "tls.cert and tls.key are set but not used: tls.insecure_plain serves without TLS";
+
+/// An HTTP API or metrics token shorter than this is warned about (16 bytes: 128 bits of a random
 /// one).
 const MIN_API_TOKEN_BYTES: usize = 16;
 
@@ -88,17 +91,16 @@ fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
              256 bits): tokens can be forged by guessing it; use for example `head -c 32 /dev/urandom | base64`"
         ));
     }
-    if let Some(bytes) = config
-        .api
-        .token
-        .as_ref()
-        .map(String::len)
-        .filter(|&n| n < MIN_API_TOKEN_BYTES)
-    {
-        weak.push(format!(
-            "the HTTP API's token is {bytes} bytes, shorter than {MIN_API_TOKEN_BYTES}: it can be guessed; use for \
-             example `head -c 32 /dev/urandom | base64`"
-        ));
+    for (what, token) in [
+        ("the HTTP API's token", &config.api.token),
+        ("the metrics token", &config.metrics.token),
+    ] {
+        if let Some(bytes) = token.as_ref().map(String::len).filter(|&n| n < MIN_API_TOKEN_BYTES) {
+            weak.push(format!(
+                "{what} is {bytes} bytes, shorter than {MIN_API_TOKEN_BYTES}: it can be guessed; use for example \
+                 `head -c 32 /dev/urandom | base64`"
+            ));
+        }
     }
     weak
 }
@@ -163,6 +165,9 @@ impl Server {
         });
         if config.tls.insecure_plain {
             warnings.push("no TLS (tls.insecure_plain): only behind a TLS-terminating proxy".into());
+            if config.tls.cert.is_some() {
+                warnings.push(IGNORED_CERTIFICATE.into());
+            }
         } else if config.tls.cert.is_some() {
             let tls = tls::load(&config.tls)?;
             let expiry = match tls::days_left(tls.not_after) {
@@ -177,6 +182,7 @@ impl Server {
             };
             lines.push(format!("tls: certificate sha256 {}, {expiry}", tls.fingerprint));
         } else {
+            tls::check_dev_cert_path(&config.tls.dev_cert_path)?;
             warnings.push(
                 "no TLS certificate configured: a development certificate for localhost (not for production)".into(),
             );
@@ -254,6 +260,9 @@ impl Server {
             tracing::warn!(
                 "serving plain ws:// and http:// without TLS: only behind a TLS-terminating proxy, or for development on this machine"
             );
+            if config.tls.cert.is_some() {
+                tracing::warn!("{IGNORED_CERTIFICATE}");
+            }
             None
         } else {
             let tls = tls::load(&config.tls)?;
@@ -271,7 +280,8 @@ impl Server {
                         days_left,
                         "loaded TLS certificate, which expires within {EXPIRY_WARNING_DAYS} days (or has): renew it (the relay reads renewed files without a restart)"
                     ),
-                    days_left => tracing::info!(sha256 = %tls.fingerprint, ?days_left, "loaded TLS certificate"),
+                    Some(days_left) => tracing::info!(sha256 = %tls.fingerprint, days_left, "loaded TLS certificate"),
+                    None => tracing::info!(sha256 = %tls.fingerprint, "loaded TLS certificate (its expiry unreadable)"),
                 }
             }
             Some(tls)
@@ -539,8 +549,10 @@ impl Server {
                 },
             };
             let Some((socket, shed)) = ctx.gate.admit_socket(peer.ip(), std::time::Instant::now()) else {
-                // This address holds its share of unfinished handshakes.
+                // This address holds its share of sockets.
                 ctx.metrics.sockets_refused.inc();
+                let why = "closed at accept: this address holds [connections] max_per_ip sockets";
+                crate::transport::log_refusal(peer, "tcp", &why);
                 continue;
             };
             if shed {

@@ -1423,7 +1423,7 @@ impl Cluster {
 /// `https://host:port` (`ws://` → `http://`); behind a proxy routing by path, the
 /// path up to the WebSocket endpoint's own segment stays: `wss://lb/eu-1/ws` →
 /// `https://lb/eu-1` (its API is at `https://lb/eu-1/rooms/…`).
-fn http_base(public_url: &str) -> Option<String> {
+pub(crate) fn http_base(public_url: &str) -> Option<String> {
     let (scheme, rest) = public_url.split_once("://")?;
     let scheme = match scheme {
         "wss" => "https",

@@ -17,6 +17,9 @@ pub struct Override {
     value: Value,
     /// Where it came from, for error messages: `--set KEY` or the variable's name.
     origin: String,
+    /// A variable's keys (read in lower case) match a key of the file that differs
+    /// only in case (a room type `FastArena`).
+    any_case: bool,
 }
 
 impl Override {
@@ -32,6 +35,7 @@ impl Override {
             path,
             value: value_of(value.trim()),
             origin: format!("--set {}", key.trim()),
+            any_case: false,
         })
     }
 
@@ -47,6 +51,7 @@ impl Override {
             path,
             value: value_of(value.trim()),
             origin: name.to_owned(),
+            any_case: true,
         }))
     }
 
@@ -70,7 +75,8 @@ impl Override {
         let (last, sections) = self.path.split_last().expect("a path has at least one key");
         let mut at = table;
         for (depth, key) in sections.iter().enumerate() {
-            let entry = at.entry(key.clone()).or_insert_with(|| Value::Table(Table::new()));
+            let key = self.key_in(at, key);
+            let entry = at.entry(key).or_insert_with(|| Value::Table(Table::new()));
             at = entry.as_table_mut().ok_or_else(|| {
                 format!(
                     "{}: `{}` is a setting, not a section",
@@ -79,8 +85,16 @@ impl Override {
                 )
             })?;
         }
-        at.insert(last.clone(), self.value.clone());
+        at.insert(self.key_in(at, last), self.value.clone());
         Ok(())
+    }
+
+    /// `key` as `table` spells it, for a variable's keys; `key` itself otherwise.
+    fn key_in(&self, table: &Table, key: &str) -> String {
+        let spelt = (self.any_case && !table.contains_key(key))
+            .then(|| table.keys().find(|k| k.eq_ignore_ascii_case(key)))
+            .flatten();
+        spelt.map_or(key, String::as_str).to_owned()
     }
 
     /// The setting's keys joined by dots.
@@ -187,5 +201,12 @@ mod tests {
         assert_eq!(o.origin(), "TICKRELAY__ROOM_TYPES__ARENA__TICK_RATE");
         let t = applied(&[o], "").unwrap();
         assert_eq!(t["room_types"]["arena"]["tick_rate"].as_integer(), Some(30));
+        // A type named with capitals in the file is the one a variable sets.
+        let o = Override::from_env("TICKRELAY__ROOM_TYPES__FASTARENA__TICK_RATE", "10")
+            .unwrap()
+            .unwrap();
+        let t = applied(&[o], "[room_types.FastArena]\ntick_rate = 20\n").unwrap();
+        assert_eq!(t["room_types"]["FastArena"]["tick_rate"].as_integer(), Some(10));
+        assert_eq!(t["room_types"].as_table().unwrap().len(), 1);
     }
 }

@@ -464,10 +464,26 @@ pub enum Format {
 
 impl Format {
     /// The format an `Accept` header asks for: OpenMetrics only when it is named.
+    /// OpenMetrics only when it is named and preferred (a higher `q`) to everything
+    /// that would take the classic format (`text/plain`, `text/*`, `*/*`).
     pub fn from_accept(accept: Option<&str>) -> Self {
-        match accept {
-            Some(a) if a.contains("application/openmetrics-text") => Self::OpenMetrics,
-            _ => Self::Prometheus,
+        let (mut open_metrics, mut classic) = (0.0_f64, 0.0_f64);
+        for range in accept.unwrap_or("").split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let q = (parts.filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))))
+                .find_map(|q| q.parse::<f64>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => open_metrics = open_metrics.max(q),
+                "text/plain" | "text/*" | "*/*" => classic = classic.max(q),
+                _ => {}
+            }
+        }
+        if open_metrics > 0.0 && open_metrics > classic {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
         }
     }
 
@@ -602,7 +618,19 @@ mod tests {
     fn the_format_follows_the_accept_header() {
         let prometheus = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
         assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
+        let prometheus_3 = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(Format::from_accept(Some(prometheus_3)), Format::OpenMetrics);
+        assert_eq!(
+            Format::from_accept(Some("Application/OpenMetrics-Text")),
+            Format::OpenMetrics
+        );
         assert_eq!(Format::from_accept(Some("*/*")), Format::Prometheus);
         assert_eq!(Format::from_accept(None), Format::Prometheus);
+        let prefers_text = "text/plain;version=0.0.4;q=1,application/openmetrics-text;q=0.1";
+        assert_eq!(Format::from_accept(Some(prefers_text)), Format::Prometheus);
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text;q=0")),
+            Format::Prometheus
+        );
     }
 }

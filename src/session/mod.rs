@@ -104,7 +104,7 @@ pub const MAX_ROOM_TYPE_BYTES: usize = 64;
 
 /// A room type a client names: at most [`MAX_ROOM_TYPE_BYTES`], no control characters
 /// (a quick join makes a room id of it).
-fn check_room_type(room_type: &str) -> Result<(), String> {
+pub(crate) fn check_room_type(room_type: &str) -> Result<(), String> {
     if room_type.len() > MAX_ROOM_TYPE_BYTES || room_type.chars().any(char::is_control) {
         return Err(format!(
             "room type must be at most {MAX_ROOM_TYPE_BYTES} bytes, without control characters"

@@ -122,8 +122,8 @@ impl Gate {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Admits an accepted socket from `ip` (`None`: it holds its address's share of
-    /// unfinished handshakes; close it). At the global cap the oldest unfinished
+    /// Admits an accepted socket from `ip` (`None`: the address holds
+    /// `max_per_ip` sockets; close it). At the global cap the oldest unfinished
     /// socket is shed to make room; the result says whether one was.
     pub fn admit_socket(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<(SocketPermit, bool)> {
         let ip = address_key(ip);

@@ -100,6 +100,23 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     Some(parsed.validity().not_after.timestamp())
 }
 
+/// Why no client would accept `cert` now: it has expired, or is not valid yet (none
+/// if it is valid, or its dates cannot be read).
+fn out_of_date(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let (validity, now) = (parsed.validity(), (crate::clock::unix_micros() / 1_000_000) as i64);
+    if validity.not_after.timestamp() <= now {
+        Some(format!("the certificate has expired (on {})", validity.not_after))
+    } else if validity.not_before.timestamp() > now {
+        Some(format!(
+            "the certificate is not valid yet (from {})",
+            validity.not_before
+        ))
+    } else {
+        None
+    }
+}
+
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -224,6 +241,11 @@ fn served(cert: &Path, key: &Path, provider: &CryptoProvider, files: &(Vec<u8>, 
     let Some(leaf) = chain.first() else {
         return Err(pem_error(cert, "no certificate in the file".into()));
     };
+    // Clients would refuse it: a start stops, a renewal gone wrong does not replace
+    // a certificate that works.
+    if let Some(why) = out_of_date(leaf) {
+        return Err(pem_error(cert, why));
+    }
     let (fingerprint, not_after) = (fingerprint(leaf), not_after(leaf));
     let private = PrivateKeyDer::from_pem_slice(&files.1).map_err(|e| pem_error(key, e.to_string()))?;
     let certified = CertifiedKey::from_der(chain, private, provider)
@@ -269,28 +291,18 @@ impl TlsReloader {
         if self.0.current.read().digest == read {
             return (read, Ok(None));
         }
-        let now = (crate::clock::unix_micros() / 1_000_000) as i64;
-        let outcome = served(cert, key, &self.0.provider, &files).and_then(|served| {
-            // A renewal that went wrong must not replace a certificate that works.
-            let days = days_left(served.not_after);
-            match served.not_after {
-                Some(not_after) if not_after <= now => {
-                    return Err(TlsError::Pem {
-                        path: cert.clone(),
-                        message: "the certificate has expired".into(),
-                    });
-                }
-                _ if days.is_some_and(|days| days < EXPIRY_WARNING_DAYS) => tracing::warn!(
+        let outcome = served(cert, key, &self.0.provider, &files).map(|served| {
+            if let Some(days) = days_left(served.not_after).filter(|&days| days < EXPIRY_WARNING_DAYS) {
+                tracing::warn!(
                     sha256 = %served.fingerprint,
                     days_left = days,
                     "the TLS certificate read again expires within {EXPIRY_WARNING_DAYS} days: renew it"
-                ),
-                _ => {}
+                );
             }
             let fingerprint = served.fingerprint.clone();
             self.0.expiry.set(served.not_after.unwrap_or(0));
             *self.0.current.write() = served;
-            Ok(Some(fingerprint))
+            Some(fingerprint)
         });
         (read, outcome)
     }
@@ -353,6 +365,7 @@ fn dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
     if let Some(reused) = reuse_dev_cert(cert) {
         return Ok(reused);
     }
+    check_dev_cert_path(cert)?;
     let lock_path = cert.with_extension("lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -367,6 +380,50 @@ fn dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
     };
     drop(lock);
     made
+}
+
+/// The subject's common name of the development certificates tickrelay makes (rcgen's
+/// default).
+const DEV_CERT_NAME: &str = "rcgen self signed cert";
+
+/// Whether a development certificate may be written at `cert`: nothing there yet (in
+/// a directory that exists), or one tickrelay made (an older one, or one whose key is
+/// gone, is made again). Anything else is refused rather than written over: a path
+/// given by mistake must not cost a real certificate.
+pub fn check_dev_cert_path(cert: &Path) -> Result<(), TlsError> {
+    let refuse = |why: String| {
+        Err(TlsError::DevCert(format!(
+            "{}: {why}; give --dev-cert-path ([tls] dev_cert_path) another file, or configure a certificate with \
+             --tls-cert and --tls-key",
+            cert.display()
+        )))
+    };
+    match std::fs::read(cert) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = cert
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            match parent.is_dir() {
+                true => Ok(()),
+                false => refuse(format!("no directory {}", parent.display())),
+            }
+        }
+        Err(e) => refuse(format!("cannot read it ({e})")),
+        Ok(pem) => {
+            let leaf = CertificateDer::pem_slice_iter(&pem).next().and_then(Result::ok);
+            let name = leaf.as_ref().and_then(|leaf| {
+                let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+                let cn = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+                Some(cn)
+            });
+            match name.as_deref() {
+                Some(DEV_CERT_NAME) => Ok(()),
+                _ if pem.is_empty() => Ok(()),
+                _ => refuse("it holds something other than a development certificate tickrelay made".into()),
+            }
+        }
+    }
 }
 
 /// The development certificate and key of an earlier start, when both files are there
@@ -546,18 +603,23 @@ mod tests {
         assert_ne!(taken, tls.fingerprint);
         assert_eq!(reloader.fingerprint(), taken);
         assert_eq!(reloader.reload().unwrap(), None);
-        // A renewal gone wrong: an expired certificate does not replace one that works.
-        let expired = {
+        // A renewal gone wrong: a certificate expired, or not valid yet, does not
+        // replace one that works; and no start serves one (no client would accept it).
+        let dated = |from: i32, to: i32| {
             let key = rcgen::KeyPair::generate().unwrap();
             let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(to, 1, 1);
             (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
         };
-        write(&expired.0, &expired.1);
-        let e = reloader.reload().unwrap_err().to_string();
-        assert!(e.contains("expired"), "{e}");
-        assert_eq!(reloader.fingerprint(), taken);
+        for ((cert, key), why) in [(dated(2020, 2021), "has expired"), (dated(2090, 2091), "not valid yet")] {
+            write(&cert, &key);
+            let e = reloader.reload().unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert_eq!(reloader.fingerprint(), taken);
+            let e = load(&config).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("cert.pem"), "{e}");
+        }
         write(&renewed, &renewed_key);
         std::fs::remove_file(dir.join("key.pem")).unwrap();
         let e = reloader.reload().unwrap_err().to_string();
@@ -566,6 +628,42 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (dir, dev) = dev_cert_in("tls-reload-dev");
         assert!(load(&dev).unwrap().reloader().is_none(), "nothing to read again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A development certificate is never written over a file that is not one: a
+    /// path given by mistake must not cost a real certificate.
+    #[test]
+    fn a_development_certificate_replaces_only_its_own_kind() {
+        let (dir, config) = dev_cert_in("tls-dev-path");
+        let path = &config.dev_cert_path;
+        let real = {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["game.example".to_string()]).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "game.example");
+            params.self_signed(&key).unwrap().pem()
+        };
+        for kept in [real.as_str(), "not a certificate"] {
+            std::fs::write(path, kept).unwrap();
+            let e = load(&config).unwrap_err().to_string();
+            assert!(e.contains("something other than a development certificate"), "{e}");
+            assert_eq!(std::fs::read_to_string(path).unwrap(), kept, "left as it was");
+        }
+        // One of ours whose key is gone is made again.
+        std::fs::remove_file(path).unwrap();
+        let first = load(&config).unwrap().fingerprint;
+        std::fs::remove_file(dev_key_path(path)).unwrap();
+        assert_ne!(load(&config).unwrap().fingerprint, first);
+        let nowhere = TlsConfig {
+            dev_cert_path: dir.join("missing").join("dev.pem"),
+            ..Default::default()
+        };
+        let e = load(&nowhere).unwrap_err().to_string();
+        assert!(e.contains("no directory"), "{e}");
+        let e = check_dev_cert_path(&dir).unwrap_err().to_string();
+        assert!(e.contains("cannot read it"), "a directory: {e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
