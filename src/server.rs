@@ -198,24 +198,52 @@ impl Server {
         let auth = Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?;
         warnings.extend(weak_secrets(&config, &auth));
         let types: Vec<String> = (config.room_types.iter())
-            .map(|(name, t)| format!("{name} ({} Hz, {} seats)", t.tick_rate, t.max_members))
+            .map(|(name, t)| {
+                let simulation: String = t.simulation.clone().into();
+                format!("{name} ({simulation}, {} Hz, {} seats)", t.tick_rate, t.max_members)
+            })
             .collect();
         lines.push(format!(
             "room types: {}; default {}",
             types.join(", "),
             config.default_room_type
         ));
-        lines.push(format!("rooms kept open: {}", config.rooms.len()));
+        let ids: Vec<&str> = config.rooms.iter().map(|room| room.id.as_str()).collect();
+        lines.push(format!("rooms kept open: {} {ids:?}", ids.len()));
+        let origins = &config.origins;
+        lines.push(format!(
+            "origins allowed: {:?}{}",
+            origins.allowed,
+            if origins.allow_missing {
+                ", and clients sending none"
+            } else {
+                ""
+            }
+        ));
+        let token = if config.metrics.token.is_some() {
+            ", behind a token"
+        } else {
+            ""
+        };
         lines.push(match config.metrics.listen {
-            Some(addr) => format!("metrics: http://{addr}/metrics"),
-            None => "metrics: /metrics on the listener".into(),
+            Some(addr) => format!("metrics: http://{addr}/metrics{token}"),
+            None => format!("metrics: /metrics on the listener{token}"),
         });
         lines.push(format!(
             "http api: {}",
             if config.api.token.is_some() { "on" } else { "off" }
         ));
         lines.push(match RedisAddress::from_config(&config.cluster)? {
-            Some(redis) => format!("cluster: {} (not reached by this check)", redis.shown()),
+            Some(redis) => format!(
+                "cluster: {} (not reached by this check), node {}, clients sent to {}",
+                redis.shown(),
+                config.cluster.node_id.as_deref().unwrap_or("(its public URL)"),
+                config
+                    .cluster
+                    .public_url
+                    .as_deref()
+                    .unwrap_or("(wss:// at the listen address)"),
+            ),
             None => "cluster: off".into(),
         });
         Ok(warnings

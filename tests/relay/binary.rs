@@ -380,11 +380,11 @@ fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
     assert!(stdout.starts_with("configuration OK\n"), "{stdout}");
     assert!(stdout.contains(&format!("listen: wss://{listen}/ws")), "{stdout}");
     assert!(
-        stdout.contains("arena (15 Hz, 64 seats)"),
+        stdout.contains("arena (arena, 15 Hz, 64 seats)"),
         "--set over the file: {stdout}"
     );
     assert!(
-        stdout.contains("relay (30 Hz, 12 seats)"),
+        stdout.contains("relay (relay, 30 Hz, 12 seats)"),
         "the variable over the built-in type: {stdout}"
     );
     assert!(stdout.contains("warning: auth.mode = \"anonymous\""), "{stdout}");
