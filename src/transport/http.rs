@@ -407,8 +407,11 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
     let mut origins = req.headers().get_all(ORIGIN).iter();
     let origin = origins.next().map(|v| v.to_str().unwrap_or("invalid"));
     // Two `Origin` headers: no browser sends that; neither is trusted.
-    let origin_allowed = origins.next().is_none() && http.origins.allows(origin);
-    let origin_refused = (!origin_allowed).then(|| format!("origin not allowed: {}", origin.unwrap_or("none")));
+    let origin_refused = if origins.next().is_some() {
+        Some("origin not allowed: several Origin headers".to_string())
+    } else {
+        (!http.origins.allows(origin)).then(|| format!("origin not allowed: {}", origin.unwrap_or("none")))
+    };
     if let Some(why) = &origin_refused {
         crate::transport::log_refusal(peer, "websocket", why);
         if !offered_protocol {
