@@ -432,3 +432,65 @@ fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
     drop(taken);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The systemd unit in `docs/` runs: its commands' flags and variables are the
+/// binary's (each command run with `--check`), and `systemd-analyze verify` (where
+/// it is installed) finds nothing to say about it.
+#[test]
+fn the_systemd_unit_in_the_docs_is_one_this_binary_runs_under() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tickrelay.service")).unwrap();
+    let binary = env!("CARGO_BIN_EXE_tickrelay");
+    let dir = std::env::temp_dir().join(format!("tickrelay-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!("[tls]\ndev_cert_path = \"{}\"\n", dir.join("cert.pem").display()),
+    )
+    .unwrap();
+    let local = |line: &str| {
+        line.replace("/usr/local/bin/tickrelay", binary)
+            .replace("/etc/tickrelay/relay.toml", config.to_str().unwrap())
+    };
+    let values = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_owned)
+            .collect()
+    };
+    let environment: Vec<(String, String)> = values("Environment")
+        .iter()
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
+        .collect();
+    for command in values("ExecStartPre").into_iter().chain(values("ExecStart")) {
+        let command = local(&command);
+        let mut words = command.split_whitespace();
+        let output = Command::new(words.next().unwrap())
+            .args(words.filter(|&word| word != "--check"))
+            .arg("--check")
+            .env_clear()
+            .envs(environment.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{command}: {stderr}");
+    }
+    match Command::new("systemd-analyze").arg("--version").output() {
+        Ok(_) => {
+            let local_unit = dir.join("tickrelay.service");
+            let as_root = local(&unit)
+                .replace("User=tickrelay", "User=root")
+                .replace("Group=tickrelay", "Group=root");
+            std::fs::write(&local_unit, as_root).unwrap();
+            let output = Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&local_unit)
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success() && said.trim().is_empty(), "{said}");
+        }
+        Err(e) => eprintln!("systemd-analyze not installed ({e}): the unit's syntax is not verified"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
