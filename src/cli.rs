@@ -24,7 +24,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG, Override, Simulations};
-use crate::server::Server;
+use crate::server::{Server, ServerError};
 use crate::session::auth::{AuthMode, Claims, mint_hs256};
 
 /// tickrelay: a multiplayer game state relay. Clients connect over wss:// to /ws (or
@@ -468,7 +468,9 @@ pub fn main(simulations: Simulations) -> ExitCode {
             Ok(server) => server,
             Err(e) => {
                 tracing::error!("cannot start: {e}");
-                return ExitCode::FAILURE;
+                // 2 for a configuration refused (as `--check` says), 1 for the rest.
+                let refused = matches!(e, ServerError::Config(_) | ServerError::Tls(_));
+                return ExitCode::from(if refused { 2 } else { 1 });
             }
         };
         // In place before the relay says it listens: a signal sent from then on is

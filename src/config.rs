@@ -596,7 +596,9 @@ impl Config {
         config
     }
 
-    /// Reads a TOML file; settings it leaves out keep their defaults.
+    /// Reads a TOML file; settings it leaves out keep their defaults. A program with
+    /// simulations of its own reads it with [`Config::load`] and them, so that a
+    /// `[room_types.NAME]` of one may leave its `simulation` out.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         Self::load(Some(path), &[], &Simulations::new())
     }
@@ -638,36 +640,46 @@ impl Config {
         };
         let mut table: toml::Table = toml::from_str(text).map_err(file_error)?;
         toml::from_str::<Config>(text).map_err(file_error)?;
-        move_old_settings(&mut table)?;
-        let types = (table.entry("room_types").or_insert_with(|| toml::Table::new().into()))
-            .as_table_mut()
-            .expect("the file parsed as a configuration: room_types is a table");
-        for (name, seed) in room_type_seeds(own) {
-            let Some(given) = types
-                .entry(name)
-                .or_insert_with(|| toml::Table::new().into())
-                .as_table_mut()
-            else {
-                continue;
-            };
-            for (key, value) in seed {
-                given.entry(key).or_insert(value);
-            }
-        }
-        let known: Vec<String> = types.keys().cloned().collect();
+        move_old_settings(&mut table, false)?;
+        // The room types the file and the simulations name: an override that makes
+        // another must say what it runs (a typo in a type's name would otherwise make
+        // a new relay type).
+        let simulations: Vec<String> = ["relay", "arena"]
+            .into_iter()
+            .chain(own.names())
+            .map(str::to_owned)
+            .collect();
+        let mut known = simulations.clone();
+        known.extend(
+            table
+                .get("room_types")
+                .and_then(toml::Value::as_table)
+                .into_iter()
+                .flat_map(|t| t.keys().cloned()),
+        );
         for o in overrides {
             o.apply(&mut table).map_err(ConfigError::Invalid)?;
         }
-        // A new room type from an override must say what it runs: a typo in a
-        // type's name would otherwise make a new relay type.
-        if let Some(types) = table.get("room_types").and_then(toml::Value::as_table) {
-            for (name, room_type) in types.iter().filter(|(name, _)| !known.contains(name)) {
-                if room_type.get("simulation").is_none() {
-                    return Err(ConfigError::Invalid(format!(
-                        "room type `{name}` is not in the file, built in or the program's: a new one given by {} needs its `simulation` too (relay, arena, or the program's)",
-                        overrides_of(overrides, &format!("room_types.{name}")).join(", "),
-                    )));
-                }
+        // Old names given as overrides outrank the file's new ones.
+        move_old_settings(&mut table, true)?;
+        let types = table.entry("room_types").or_insert_with(|| toml::Table::new().into());
+        let types = types
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Invalid("room_types must be a table".into()))?;
+        for (name, room_type) in types.iter().filter(|(name, _)| !known.contains(name)) {
+            if room_type.get("simulation").is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "room type `{name}` is not in the file, built in or the program's: a new one given by {} needs its `simulation` too (relay, arena, or the program's)",
+                    overrides_of(overrides, &format!("room_types.{name}")).join(", "),
+                )));
+            }
+        }
+        // Each simulation has a room type of its name, which runs it unless told
+        // otherwise: a section (or override) of one changes the settings it names.
+        for name in simulations {
+            let room_type = types.entry(name.clone()).or_insert_with(|| toml::Table::new().into());
+            if let Some(room_type) = room_type.as_table_mut() {
+                room_type.entry("simulation").or_insert_with(|| name.into());
             }
         }
         let mut config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e| {
@@ -742,12 +754,11 @@ impl Config {
         let at_least_one = [
             ("sim_queue_capacity", self.sim_queue_capacity),
             ("max_rooms", self.max_rooms),
-            ("max_rooms_per_creator", self.max_rooms_per_creator),
             ("session.max_rooms_per_session", self.session.max_rooms_per_session),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return invalid(format!(
-                "{name} must be at least 1 (0 refuses every join that opens a room)"
+                "{name} must be at least 1 (0 leaves the relay refusing every join)"
             ));
         }
         for (name, t) in &self.room_types {
@@ -1137,9 +1148,9 @@ impl RoomTypeConfig {
 }
 
 /// Settings that moved from `[websocket]` to `[session]` (they govern QUIC too): the
-/// old names still work, moved in `table` to their place (a file setting both is
-/// refused).
-fn move_old_settings(table: &mut toml::Table) -> Result<(), ConfigError> {
+/// old names still work, moved in `table` to their place. Both names in one file are
+/// refused; an old name given as an override (`replace`) outranks the file's new one.
+fn move_old_settings(table: &mut toml::Table, replace: bool) -> Result<(), ConfigError> {
     let Some(websocket) = table.get_mut("websocket").and_then(toml::Value::as_table_mut) else {
         return Ok(());
     };
@@ -1147,11 +1158,15 @@ fn move_old_settings(table: &mut toml::Table) -> Result<(), ConfigError> {
         .into_iter()
         .filter_map(|key| Some((key, websocket.remove(key)?)))
         .collect();
-    let session = (table.entry("session").or_insert_with(|| toml::Table::new().into()))
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let session = table.entry("session").or_insert_with(|| toml::Table::new().into());
+    let session = session
         .as_table_mut()
-        .expect("the file parsed as a configuration: session is a table");
+        .ok_or_else(|| ConfigError::Invalid("session must be a table".into()))?;
     for (key, value) in moved {
-        if session.contains_key(key) {
+        if session.contains_key(key) && !replace {
             return Err(ConfigError::Invalid(format!(
                 "[websocket] {key} is the old name of [session] {key}, and both are set: keep [session]'s"
             )));
@@ -1159,22 +1174,6 @@ fn move_old_settings(table: &mut toml::Table) -> Result<(), ConfigError> {
         session.insert(key.into(), value);
     }
     Ok(())
-}
-
-/// Each room type a configuration has without naming it, with its settings: the
-/// built-in ones written out in full, one per simulation of the program's `own` with
-/// its `simulation` alone.
-fn room_type_seeds(own: &Simulations) -> Vec<(String, toml::Table)> {
-    let built_in = Config::default().room_types.into_iter().map(|(name, room_type)| {
-        let written = toml::Table::try_from(room_type).expect("a room type is a TOML table");
-        (name, written)
-    });
-    let own = own.names().map(|name| {
-        let mut written = toml::Table::new();
-        written.insert("simulation".into(), name.into());
-        (name.to_string(), written)
-    });
-    built_in.chain(own).collect()
 }
 
 /// The origins of the overrides that set `key` (a dotted path), or a setting in or
@@ -1217,7 +1216,8 @@ sim_queue_capacity = 65536
 max_rooms = 10000
 # Rooms one creator may have open and create (joining an existing room is not
 # limited). The creator is the user with JWT, the client's address when anonymous.
-# Beyond: LIMIT_EXCEEDED.
+# Beyond: LIMIT_EXCEEDED. 0: clients create no rooms (they join the [[rooms]] kept
+# open).
 max_rooms_per_creator = 1000
 room_creations_per_minute = 120.0
 room_creation_burst = 60.0
@@ -1549,15 +1549,27 @@ mod tests {
             c.session.max_message_bytes, 100_000,
             "over the file's old [websocket] name too"
         );
-        assert!(
-            c.session.byte_burst >= 100_000.0,
-            "the byte burst fitted to the size set"
-        );
+        let c2 = Config::load(None, &[set("session.max_message_bytes=200000")], &none).unwrap();
+        assert_eq!(c2.session.byte_burst, 200_000.0, "the byte burst raised with the size");
         // One setting of a built-in room type changed, the type otherwise as built in.
         let arena = &c.room_types["arena"];
         assert_eq!(arena.tick_rate, 30);
         assert_eq!(arena.simulation, SimulationKind::Arena);
-        assert_eq!(arena.arena_npcs, Config::default().room_types["arena"].arena_npcs);
+        // A whole table given for it too; and one for every type keeps the built-in ones.
+        let c = Config::load(None, &[set("room_types.arena={max_members=8}")], &none).unwrap();
+        let arena = &c.room_types["arena"];
+        assert_eq!((arena.max_members, &arena.simulation), (8, &SimulationKind::Arena));
+        let c = Config::load(None, &[set("room_types={fast={simulation=\"arena\"}}")], &none).unwrap();
+        let types: Vec<&str> = c.room_types.keys().map(String::as_str).collect();
+        assert_eq!(types, ["arena", "fast", "relay"]);
+        // An old [websocket] name given as an override outranks the file's new one.
+        let c = Config::load(
+            Some(&file),
+            &[env("TICKRELAY__WEBSOCKET__MAX_MESSAGE_BYTES", "70000")],
+            &none,
+        )
+        .unwrap();
+        assert_eq!(c.session.max_message_bytes, 70_000);
         // So is a type of the program's own simulation.
         let own = Simulations::new().add("plain", || Arena::new(ArenaConfig::default()));
         let c = Config::load(None, &[set("room_types.plain.tick_rate=60")], &own).unwrap();
@@ -1641,7 +1653,9 @@ mod tests {
         let c = Config::from_toml("[room_types.arena]\ntick_rate = 10\n").unwrap();
         let arena = &c.room_types["arena"];
         assert_eq!((arena.tick_rate, &arena.simulation), (10, &SimulationKind::Arena));
-        assert_eq!(arena.arena_npcs, Config::default().room_types["arena"].arena_npcs);
+        // A section that is not a table is an error, not a crash.
+        let e = Config::from_toml("session = []\n[websocket]\nmax_message_bytes = 1000\n").unwrap_err();
+        assert!(e.to_string().contains("session must be a table"), "{e}");
     }
 
     #[test]
@@ -1705,12 +1719,7 @@ mod tests {
             let c = Config::load(None, &[Override::from_set(set).unwrap()], &Simulations::new()).unwrap();
             c.validate().unwrap_err().to_string()
         };
-        for set in [
-            "sim_queue_capacity=0",
-            "max_rooms=0",
-            "max_rooms_per_creator=0",
-            "session.max_rooms_per_session=0",
-        ] {
+        for set in ["sim_queue_capacity=0", "max_rooms=0", "session.max_rooms_per_session=0"] {
             assert!(refused(set).contains("at least 1"), "{set}");
         }
         assert!(refused("quic.stream_receive_window_bytes=0").contains("at least 1024"));

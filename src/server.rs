@@ -28,7 +28,7 @@ use crate::transport::gate::Gate;
 use crate::transport::http::{self, Http, Routes};
 use crate::transport::quic;
 use crate::transport::registry::Registry;
-use crate::transport::tls::{self, EXPIRY_WARNING_DAYS, TlsError};
+use crate::transport::tls::{self, TlsError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -170,19 +170,14 @@ impl Server {
             }
         } else if config.tls.cert.is_some() {
             let tls = tls::load(&config.tls)?;
+            warnings.extend(tls::expiry_warning(tls.not_after));
             let expiry = match tls::days_left(tls.not_after) {
-                Some(days) if days < EXPIRY_WARNING_DAYS => {
-                    warnings.push(format!(
-                        "the TLS certificate expires within {EXPIRY_WARNING_DAYS} days, or has: renew it"
-                    ));
-                    format!("{days} days left")
-                }
                 Some(days) => format!("{days} days left"),
                 None => "its expiry unreadable".into(),
             };
             lines.push(format!("tls: certificate sha256 {}, {expiry}", tls.fingerprint));
         } else {
-            tls::check_dev_cert_path(&config.tls.dev_cert_path)?;
+            tls::check_dev_cert(&config.tls.dev_cert_path)?;
             warnings.push(
                 "no TLS certificate configured: a development certificate for localhost (not for production)".into(),
             );
@@ -302,14 +297,14 @@ impl Server {
                      clients must trust this file (not for production)"
                 );
             } else {
-                match tls::days_left(tls.not_after) {
-                    Some(days_left) if days_left < EXPIRY_WARNING_DAYS => tracing::warn!(
-                        sha256 = %tls.fingerprint,
-                        days_left,
-                        "loaded TLS certificate, which expires within {EXPIRY_WARNING_DAYS} days (or has): renew it (the relay reads renewed files without a restart)"
-                    ),
-                    Some(days_left) => tracing::info!(sha256 = %tls.fingerprint, days_left, "loaded TLS certificate"),
-                    None => tracing::info!(sha256 = %tls.fingerprint, "loaded TLS certificate (its expiry unreadable)"),
+                match (tls::expiry_warning(tls.not_after), tls::days_left(tls.not_after)) {
+                    (Some(warning), _) => tracing::warn!(sha256 = %tls.fingerprint, "loaded: {warning}"),
+                    (None, Some(days_left)) => {
+                        tracing::info!(sha256 = %tls.fingerprint, days_left, "loaded TLS certificate")
+                    }
+                    (None, None) => {
+                        tracing::info!(sha256 = %tls.fingerprint, "loaded TLS certificate (its expiry unreadable)")
+                    }
                 }
             }
             Some(tls)

@@ -94,11 +94,25 @@ pub fn days_left(not_after: Option<i64>) -> Option<i64> {
     not_after.map(|t| (t - now) / 86_400)
 }
 
+/// The warning for a certificate expiring within [`EXPIRY_WARNING_DAYS`] (at start,
+/// read again, and by `tickrelay --check`), if it does.
+pub fn expiry_warning(not_after: Option<i64>) -> Option<String> {
+    let days = days_left(not_after).filter(|&days| days < EXPIRY_WARNING_DAYS)?;
+    Some(format!(
+        "the TLS certificate expires in {days} days: renew it (the relay reads renewed files without a restart)"
+    ))
+}
+
 /// When `cert` expires, in Unix seconds (none if it cannot be parsed).
 fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(parsed.validity().not_after.timestamp())
 }
+
+/// How far this machine's clock may lag a certificate just issued (a CA that does
+/// not backdate its certificates, a clock a little behind) before it is refused as
+/// not valid yet.
+const NOT_BEFORE_SKEW_SECS: i64 = 300;
 
 /// Why no client would accept `cert` now: it has expired, or is not valid yet (none
 /// if it is valid, or its dates cannot be read).
@@ -107,7 +121,7 @@ fn out_of_date(cert: &CertificateDer<'_>) -> Option<String> {
     let (validity, now) = (parsed.validity(), (crate::clock::unix_micros() / 1_000_000) as i64);
     if validity.not_after.timestamp() <= now {
         Some(format!("the certificate has expired (on {})", validity.not_after))
-    } else if validity.not_before.timestamp() > now {
+    } else if validity.not_before.timestamp() > now + NOT_BEFORE_SKEW_SECS {
         Some(format!(
             "the certificate is not valid yet (from {})",
             validity.not_before
@@ -292,12 +306,8 @@ impl TlsReloader {
             return (read, Ok(None));
         }
         let outcome = served(cert, key, &self.0.provider, &files).map(|served| {
-            if let Some(days) = days_left(served.not_after).filter(|&days| days < EXPIRY_WARNING_DAYS) {
-                tracing::warn!(
-                    sha256 = %served.fingerprint,
-                    days_left = days,
-                    "the TLS certificate read again expires within {EXPIRY_WARNING_DAYS} days: renew it"
-                );
+            if let Some(warning) = expiry_warning(served.not_after) {
+                tracing::warn!(sha256 = %served.fingerprint, "read again: {warning}");
             }
             let fingerprint = served.fingerprint.clone();
             self.0.expiry.set(served.not_after.unwrap_or(0));
@@ -365,7 +375,7 @@ fn dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
     if let Some(reused) = reuse_dev_cert(cert) {
         return Ok(reused);
     }
-    check_dev_cert_path(cert)?;
+    writable_dev_cert_path(cert)?;
     let lock_path = cert.with_extension("lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -386,11 +396,21 @@ fn dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
 /// default).
 const DEV_CERT_NAME: &str = "rcgen self signed cert";
 
-/// Whether a development certificate may be written at `cert`: nothing there yet (in
-/// a directory that exists), or one tickrelay made (an older one, or one whose key is
-/// gone, is made again). Anything else is refused rather than written over: a path
-/// given by mistake must not cost a real certificate.
-pub fn check_dev_cert_path(cert: &Path) -> Result<(), TlsError> {
+/// Whether a start could use the development certificate at `cert`: a pair there to
+/// reuse (whoever made it), or one it may write ([`writable_dev_cert_path`]).
+pub fn check_dev_cert(cert: &Path) -> Result<(), TlsError> {
+    match reuse_dev_cert(cert) {
+        Some(_) => Ok(()),
+        None => writable_dev_cert_path(cert),
+    }
+}
+
+/// Whether a development certificate may be written at `cert` (and its key beside
+/// it): nothing there yet (in a directory that exists), or one tickrelay made (an
+/// older one, or one whose key is gone, is made again). Anything else is refused
+/// rather than written over: a path given by mistake must not cost a real
+/// certificate or key.
+fn writable_dev_cert_path(cert: &Path) -> Result<(), TlsError> {
     let refuse = |why: String| {
         Err(TlsError::DevCert(format!(
             "{}: {why}; give --dev-cert-path ([tls] dev_cert_path) another file, or configure a certificate with \
@@ -404,9 +424,18 @@ pub fn check_dev_cert_path(cert: &Path) -> Result<(), TlsError> {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            match parent.is_dir() {
-                true => Ok(()),
-                false => refuse(format!("no directory {}", parent.display())),
+            let key = dev_key_path(cert);
+            if std::fs::symlink_metadata(cert).is_ok() {
+                refuse("a link to nothing".into())
+            } else if !parent.is_dir() {
+                refuse(format!("no directory {}", parent.display()))
+            } else if std::fs::read(&key).is_ok_and(|k| !k.trim_ascii().is_empty()) {
+                refuse(format!(
+                    "no certificate, but a key at {} that is not one tickrelay made",
+                    key.display()
+                ))
+            } else {
+                Ok(())
             }
         }
         Err(e) => refuse(format!("cannot read it ({e})")),
@@ -419,7 +448,7 @@ pub fn check_dev_cert_path(cert: &Path) -> Result<(), TlsError> {
             });
             match name.as_deref() {
                 Some(DEV_CERT_NAME) => Ok(()),
-                _ if pem.is_empty() => Ok(()),
+                _ if pem.trim_ascii().is_empty() => Ok(()),
                 _ => refuse("it holds something other than a development certificate tickrelay made".into()),
             }
         }
@@ -662,8 +691,27 @@ mod tests {
         };
         let e = load(&nowhere).unwrap_err().to_string();
         assert!(e.contains("no directory"), "{e}");
-        let e = check_dev_cert_path(&dir).unwrap_err().to_string();
+        let e = check_dev_cert(&dir).unwrap_err().to_string();
         assert!(e.contains("cannot read it"), "a directory: {e}");
+        // Nor over a key without its certificate.
+        std::fs::remove_file(path).unwrap();
+        std::fs::write(dev_key_path(path), "REAL KEY").unwrap();
+        let e = load(&config).unwrap_err().to_string();
+        assert!(e.contains("a key at"), "{e}");
+        assert_eq!(std::fs::read_to_string(dev_key_path(path)).unwrap(), "REAL KEY");
+        // A pair made elsewhere (openssl, mkcert) is used as it is.
+        let (chain, key) = {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "mkcert development certificate");
+            (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+        };
+        std::fs::write(path, &chain).unwrap();
+        std::fs::write(dev_key_path(path), &key).unwrap();
+        check_dev_cert(path).unwrap();
+        assert_eq!(load(&config).unwrap().dev_certificate.as_deref(), Some(chain.as_str()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -110,7 +110,11 @@ fn jwt_authentication_names_where_the_secret_goes_and_warns_of_a_short_one() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a configuration refused, as --check would: {stderr}"
+    );
     assert!(
         stderr.contains("--jwt-secret") && stderr.contains("TICKRELAY_JWT_SECRET"),
         "{stderr}"
