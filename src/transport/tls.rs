@@ -397,7 +397,7 @@ fn dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
 const DEV_CERT_NAME: &str = "rcgen self signed cert";
 
 /// Whether a start could use the development certificate at `cert`: a pair there to
-/// reuse (whoever made it), or one it may write ([`writable_dev_cert_path`]).
+/// reuse (whoever made it), or a path where it may write one (nothing there, or one tickrelay made).
 pub fn check_dev_cert(cert: &Path) -> Result<(), TlsError> {
     match reuse_dev_cert(cert) {
         Some(_) => Ok(()),
