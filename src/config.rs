@@ -640,28 +640,31 @@ impl Config {
         };
         let mut table: toml::Table = toml::from_str(text).map_err(file_error)?;
         toml::from_str::<Config>(text).map_err(file_error)?;
-        move_old_settings(&mut table, false)?;
-        // The room types the file and the simulations name: an override that makes
-        // another must say what it runs (a typo in a type's name would otherwise make
-        // a new relay type).
-        let simulations: Vec<String> = ["relay", "arena"]
-            .into_iter()
-            .chain(own.names())
-            .map(str::to_owned)
-            .collect();
-        let mut known = simulations.clone();
-        known.extend(
-            table
-                .get("room_types")
-                .and_then(toml::Value::as_table)
-                .into_iter()
-                .flat_map(|t| t.keys().cloned()),
-        );
-        for o in overrides {
-            o.apply(&mut table).map_err(ConfigError::Invalid)?;
+        move_old_settings(&mut table)?;
+        // Each simulation has a room type of its name (written out before the
+        // overrides, so that a variable's key finds it whatever its case).
+        let simulations: Vec<&str> = ["relay", "arena"].into_iter().chain(own.names()).collect();
+        let types = table.entry("room_types").or_insert_with(|| toml::Table::new().into());
+        let types = types
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Invalid("room_types must be a table".into()))?;
+        for name in &simulations {
+            types.entry(*name).or_insert_with(|| toml::Table::new().into());
         }
-        // Old names given as overrides outrank the file's new ones.
-        move_old_settings(&mut table, true)?;
+        // The types known so far: an override that makes another must say what it
+        // runs (a typo in a type's name would otherwise make a new relay type).
+        let known: Vec<String> = types.keys().cloned().collect();
+        for o in overrides {
+            // An old `[websocket]` name sets the new one, in its turn.
+            let moved = OLD_NAMES
+                .iter()
+                .find_map(|key| o.renamed(["websocket", key], ["session", key]));
+            moved
+                .as_ref()
+                .unwrap_or(o)
+                .apply(&mut table)
+                .map_err(ConfigError::Invalid)?;
+        }
         let types = table.entry("room_types").or_insert_with(|| toml::Table::new().into());
         let types = types
             .as_table_mut()
@@ -674,10 +677,11 @@ impl Config {
                 )));
             }
         }
-        // Each simulation has a room type of its name, which runs it unless told
-        // otherwise: a section (or override) of one changes the settings it names.
+        // Each simulation's type runs it unless told otherwise: a section (or override)
+        // of one changes the settings it names, and one given whole (which may have
+        // dropped the built-in types) leaves them there.
         for name in simulations {
-            let room_type = types.entry(name.clone()).or_insert_with(|| toml::Table::new().into());
+            let room_type = types.entry(name).or_insert_with(|| toml::Table::new().into());
             if let Some(room_type) = room_type.as_table_mut() {
                 room_type.entry("simulation").or_insert_with(|| name.into());
             }
@@ -1147,14 +1151,16 @@ impl RoomTypeConfig {
     }
 }
 
-/// Settings that moved from `[websocket]` to `[session]` (they govern QUIC too): the
-/// old names still work, moved in `table` to their place. Both names in one file are
-/// refused; an old name given as an override (`replace`) outranks the file's new one.
-fn move_old_settings(table: &mut toml::Table, replace: bool) -> Result<(), ConfigError> {
+/// Settings that moved from `[websocket]` to `[session]` (they govern QUIC too).
+const OLD_NAMES: [&str; 3] = ["max_message_bytes", "outbox_max_messages", "outbox_max_bytes"];
+
+/// The file's `[websocket]` settings of [`OLD_NAMES`] moved in `table` to their place
+/// in `[session]` (the old names still work); a file with both names is refused.
+fn move_old_settings(table: &mut toml::Table) -> Result<(), ConfigError> {
     let Some(websocket) = table.get_mut("websocket").and_then(toml::Value::as_table_mut) else {
         return Ok(());
     };
-    let moved: Vec<(&str, toml::Value)> = ["max_message_bytes", "outbox_max_messages", "outbox_max_bytes"]
+    let moved: Vec<(&str, toml::Value)> = OLD_NAMES
         .into_iter()
         .filter_map(|key| Some((key, websocket.remove(key)?)))
         .collect();
@@ -1166,7 +1172,7 @@ fn move_old_settings(table: &mut toml::Table, replace: bool) -> Result<(), Confi
         .as_table_mut()
         .ok_or_else(|| ConfigError::Invalid("session must be a table".into()))?;
     for (key, value) in moved {
-        if session.contains_key(key) && !replace {
+        if session.contains_key(key) {
             return Err(ConfigError::Invalid(format!(
                 "[websocket] {key} is the old name of [session] {key}, and both are set: keep [session]'s"
             )));
@@ -1570,6 +1576,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.session.max_message_bytes, 70_000);
+        let c = Config::load(
+            None,
+            &[
+                env("TICKRELAY__WEBSOCKET__MAX_MESSAGE_BYTES", "70000"),
+                set("session.max_message_bytes=90000"),
+            ],
+            &none,
+        )
+        .unwrap();
+        assert_eq!(c.session.max_message_bytes, 90_000, "in the order given");
+        // A variable finds the program's own type whatever the case of its name.
+        let capitals = Simulations::new().add("Plain", || Arena::new(ArenaConfig::default()));
+        let c = Config::load(None, &[env("TICKRELAY__ROOM_TYPES__PLAIN__TICK_RATE", "60")], &capitals).unwrap();
+        assert_eq!(c.room_types["Plain"].tick_rate, 60);
+        assert!(!c.room_types.contains_key("plain"));
         // So is a type of the program's own simulation.
         let own = Simulations::new().add("plain", || Arena::new(ArenaConfig::default()));
         let c = Config::load(None, &[set("room_types.plain.tick_rate=60")], &own).unwrap();

@@ -97,6 +97,15 @@ impl Override {
         spelt.map_or(key, String::as_str).to_owned()
     }
 
+    /// The same setting under an old name's new place: `old` (a section and key) as
+    /// `new` (`None`: this override sets something else).
+    pub fn renamed(&self, old: [&str; 2], new: [&str; 2]) -> Option<Self> {
+        (self.path == old).then(|| Self {
+            path: new.map(str::to_owned).to_vec(),
+            ..self.clone()
+        })
+    }
+
     /// The setting's keys joined by dots.
     pub fn dotted(&self) -> String {
         self.path.join(".")

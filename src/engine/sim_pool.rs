@@ -731,6 +731,12 @@ impl SimPool {
     /// Counts a creation against `creator`'s limits, or says which one it exceeds.
     fn take_creation(&self, creator: &str) -> Result<Arc<str>, PoolError> {
         let limits = &self.config.creation;
+        if limits.max_open == 0 {
+            // Nothing to remember per creator: none may create.
+            return Err(PoolError::CreationLimit(
+                "this relay lets clients create no rooms: join one it keeps open".into(),
+            ));
+        }
         let now = Instant::now();
         let key: Arc<str> = creator.into();
         let mut creators = self.creators.lock();
@@ -2603,6 +2609,21 @@ mod tests {
         let _member = join(&pool, "doomed", "panicking", 1);
         wait_closed(&pool, "doomed");
         pool.open("c", "relay", "x", ListingState::default()).unwrap();
+    }
+
+    /// With no rooms to create, a creator is refused without being remembered.
+    #[test]
+    fn no_creations_at_all_remember_no_creator() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let mut config = config(1, rx);
+        config.creation.max_open = 0;
+        let pool = SimPool::start(config).unwrap();
+        pool.create_persistent("lobby", "relay").unwrap();
+        let refused = pool.open("c", "relay", "x", ListingState::default()).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::LimitExceeded);
+        assert!(refused.to_string().contains("create no rooms"), "{refused}");
+        assert!(pool.creators.lock().is_empty());
+        pool.open("lobby", "relay", "x", ListingState::default()).unwrap();
     }
 
     /// A room's simulation is built outside the directory's lock: a slow factory holds

@@ -418,22 +418,20 @@ fn writable_dev_cert_path(cert: &Path) -> Result<(), TlsError> {
             cert.display()
         )))
     };
+    let key = dev_key_path(cert);
+    if kept_dev_key(cert).is_err() {
+        return refuse(format!("{} holds something other than a private key", key.display()));
+    }
     match std::fs::read(cert) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = cert
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            let key = dev_key_path(cert);
             if std::fs::symlink_metadata(cert).is_ok() {
                 refuse("a link to nothing".into())
             } else if !parent.is_dir() {
                 refuse(format!("no directory {}", parent.display()))
-            } else if std::fs::read(&key).is_ok_and(|k| !k.trim_ascii().is_empty()) {
-                refuse(format!(
-                    "no certificate, but a key at {} that is not one tickrelay made",
-                    key.display()
-                ))
             } else {
                 Ok(())
             }
@@ -455,6 +453,19 @@ fn writable_dev_cert_path(cert: &Path) -> Result<(), TlsError> {
     }
 }
 
+/// The key beside the development certificate `cert`, kept when a new certificate is
+/// made (its certificate deleted, or a start stopped between writing the key and the
+/// certificate): `Ok(None)` when there is none (or an empty file), `Err` when the file
+/// holds something that is not a key (never written over).
+fn kept_dev_key(cert: &Path) -> Result<Option<rcgen::KeyPair>, ()> {
+    match std::fs::read_to_string(dev_key_path(cert)) {
+        Ok(pem) if !pem.trim_ascii().is_empty() => rcgen::KeyPair::from_pem(&pem).map(Some).map_err(drop),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
 /// The development certificate and key of an earlier start, when both files are there
 /// and belong together (anything else: `None`, and a new pair is made).
 fn reuse_dev_cert(cert: &Path) -> Option<DevCert> {
@@ -462,6 +473,10 @@ fn reuse_dev_cert(cert: &Path) -> Option<DevCert> {
     let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .ok()?;
+    // One no client would accept (made elsewhere, expired) is not used.
+    if out_of_date(chain.first()?).is_some() {
+        return None;
+    }
     let key = PrivateKeyDer::from_pem_file(dev_key_path(cert)).ok()?;
     // rustls checks that the key is the certificate's.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -479,23 +494,39 @@ fn reuse_dev_cert(cert: &Path) -> Option<DevCert> {
 fn write_dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::DevCert(e.to_string()))?;
-    let pem = certified.cert.pem();
+    let dev_error = |e: rcgen::Error| TlsError::DevCert(e.to_string());
     let key_path = dev_key_path(cert);
     let cannot_write =
         |path: &Path, e: std::io::Error| TlsError::DevCert(format!("cannot write {}: {e}", path.display()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&key_path)
-        .and_then(|mut f| f.write_all(certified.signing_key.serialize_pem().as_bytes()))
-        .map_err(|e| cannot_write(&key_path, e))?;
+    let key = match kept_dev_key(cert) {
+        Ok(Some(kept)) => kept,
+        Ok(None) => {
+            let key = rcgen::KeyPair::generate().map_err(dev_error)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&key_path)
+                .and_then(|mut f| f.write_all(key.serialize_pem().as_bytes()))
+                .map_err(|e| cannot_write(&key_path, e))?;
+            key
+        }
+        Err(()) => {
+            return Err(TlsError::DevCert(format!(
+                "{} is not a private key",
+                key_path.display()
+            )));
+        }
+    };
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let certified = (rcgen::CertificateParams::new(names).map_err(dev_error)?)
+        .self_signed(&key)
+        .map_err(dev_error)?;
+    let pem = certified.pem();
     std::fs::write(cert, &pem).map_err(|e| cannot_write(cert, e))?;
-    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
-    Ok((vec![certified.cert.der().clone()], key.into(), pem))
+    let der = PrivatePkcs8KeyDer::from(key.serialize_der());
+    Ok((vec![certified.der().clone()], der.into(), pem))
 }
 
 /// An accepted TLS connection whose reads ask the socket's readiness first while
@@ -693,12 +724,27 @@ mod tests {
         assert!(e.contains("no directory"), "{e}");
         let e = check_dev_cert(&dir).unwrap_err().to_string();
         assert!(e.contains("cannot read it"), "a directory: {e}");
-        // Nor over a key without its certificate.
+        // Nor over a key: one whose certificate is gone gets a new certificate, a file
+        // that is not a key is left as it is.
+        let key_pem = std::fs::read_to_string(dev_key_path(path)).unwrap();
         std::fs::remove_file(path).unwrap();
-        std::fs::write(dev_key_path(path), "REAL KEY").unwrap();
-        let e = load(&config).unwrap_err().to_string();
-        assert!(e.contains("a key at"), "{e}");
-        assert_eq!(std::fs::read_to_string(dev_key_path(path)).unwrap(), "REAL KEY");
+        let again = load(&config).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dev_key_path(path)).unwrap(),
+            key_pem,
+            "the key kept"
+        );
+        assert!(reuse_dev_cert(path).is_some(), "a pair again: {}", again.fingerprint);
+        std::fs::remove_file(path).unwrap();
+        for beside in ["REAL KEY", "\n"] {
+            std::fs::write(dev_key_path(path), "REAL KEY").unwrap();
+            std::fs::write(path, beside).unwrap();
+            let e = load(&config).unwrap_err().to_string();
+            assert!(e.contains("something other than a private key"), "{e}");
+            assert_eq!(std::fs::read_to_string(dev_key_path(path)).unwrap(), "REAL KEY");
+        }
+        std::fs::remove_file(path).unwrap();
+        std::fs::remove_file(dev_key_path(path)).unwrap();
         // A pair made elsewhere (openssl, mkcert) is used as it is.
         let (chain, key) = {
             let key = rcgen::KeyPair::generate().unwrap();
