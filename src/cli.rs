@@ -62,7 +62,8 @@ enum Command {
         print_default: bool,
     },
     /// Mint an HS256 token for development and tests (with the server's
-    /// `auth.hs256_secret`: --secret, TICKRELAY_JWT_SECRET, or the config file's).
+    /// `auth.hs256_secret`: --secret, TICKRELAY_JWT_SECRET, or the configuration's:
+    /// the file's, or TICKRELAY__AUTH__HS256_SECRET).
     Token {
         /// The shared secret.
         #[arg(long, env = "TICKRELAY_JWT_SECRET", hide_env_values = true)]
@@ -330,19 +331,19 @@ pub fn main(simulations: Simulations) -> ExitCode {
             ttl_secs,
             rooms,
         }) => {
-            let secret = match (secret, config) {
-                (Some(secret), _) => secret,
-                (None, Some(path)) => match Config::from_file(&path) {
-                    Ok(Config {
-                        auth:
-                            crate::session::auth::AuthConfig {
-                                hs256_secret: Some(secret),
-                                ..
-                            },
-                        ..
-                    }) => secret,
-                    Ok(_) => {
-                        eprintln!("{}: no [auth] hs256_secret", path.display());
+            // Else the relay's own: its file and TICKRELAY__* variables.
+            let configured = || {
+                let overrides = Override::from_environment().map_err(ConfigError::Invalid)?;
+                Config::load(config.as_deref(), &overrides, &simulations).map(|c| c.auth.hs256_secret)
+            };
+            let secret = match secret {
+                Some(secret) => secret,
+                None => match configured() {
+                    Ok(Some(secret)) => secret,
+                    Ok(None) => {
+                        eprintln!(
+                            "the secret: --secret, TICKRELAY_JWT_SECRET, or [auth] hs256_secret in --config FILE or TICKRELAY__AUTH__HS256_SECRET"
+                        );
                         return ExitCode::from(2);
                     }
                     Err(e) => {
@@ -350,10 +351,6 @@ pub fn main(simulations: Simulations) -> ExitCode {
                         return ExitCode::from(2);
                     }
                 },
-                (None, None) => {
-                    eprintln!("the secret: --secret, TICKRELAY_JWT_SECRET, or --config FILE with [auth] hs256_secret");
-                    return ExitCode::from(2);
-                }
             };
             let exp = crate::clock::unix_micros() / 1_000_000 + ttl_secs;
             let rooms = (!rooms.is_empty()).then_some(rooms);

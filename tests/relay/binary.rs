@@ -157,13 +157,22 @@ fn tokens_are_minted_with_the_config_files_secret() {
     assert!(ok);
     let auth = tickrelay::session::auth::Authenticator::new(&tickrelay::session::auth::AuthConfig {
         mode: tickrelay::session::auth::AuthMode::Jwt,
-        hs256_secret: Some(secret),
+        hs256_secret: Some(secret.clone()),
         ..Default::default()
     })
     .unwrap();
     let now = tickrelay::clock::unix_micros() / 1_000_000;
     assert_eq!(&*auth.authenticate(Some(&from_file), now).unwrap().user_id, "ann");
     assert!(!mint(&["--sub", "ann"]).0, "no secret anywhere");
+    // The relay's variable for its file setting serves too.
+    let output = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .args(["token", "--sub", "bob"])
+        .env_clear()
+        .env("TICKRELAY__AUTH__HS256_SECRET", &secret)
+        .output()
+        .unwrap();
+    let from_variable = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert_eq!(&*auth.authenticate(Some(&from_variable), now).unwrap().user_id, "bob");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
