@@ -644,10 +644,7 @@ impl Config {
         // Each simulation has a room type of its name (written out before the
         // overrides, so that a variable's key finds it whatever its case).
         let simulations: Vec<&str> = ["relay", "arena"].into_iter().chain(own.names()).collect();
-        let types = table.entry("room_types").or_insert_with(|| toml::Table::new().into());
-        let types = types
-            .as_table_mut()
-            .ok_or_else(|| ConfigError::Invalid("room_types must be a table".into()))?;
+        let types = room_types_mut(&mut table)?;
         for name in &simulations {
             types.entry(*name).or_insert_with(|| toml::Table::new().into());
         }
@@ -665,10 +662,7 @@ impl Config {
                 .apply(&mut table)
                 .map_err(ConfigError::Invalid)?;
         }
-        let types = table.entry("room_types").or_insert_with(|| toml::Table::new().into());
-        let types = types
-            .as_table_mut()
-            .ok_or_else(|| ConfigError::Invalid("room_types must be a table".into()))?;
+        let types = room_types_mut(&mut table)?;
         for (name, room_type) in types.iter().filter(|(name, _)| !known.contains(name)) {
             if room_type.get("simulation").is_none() {
                 return Err(ConfigError::Invalid(format!(
@@ -805,8 +799,9 @@ impl Config {
         for room in &self.rooms {
             if !crate::engine::room::valid_room_id(&room.id) {
                 return invalid(format!(
-                    "room `{}`: a room id is 1-128 bytes, without control characters",
-                    room.id.escape_debug()
+                    "room `{}`: a room id is 1-{} bytes, without control characters",
+                    room.id.escape_debug(),
+                    crate::engine::room::MAX_ROOM_ID_BYTES
                 ));
             }
             if !self.room_types.contains_key(&room.room_type) {
@@ -1180,6 +1175,14 @@ fn move_old_settings(table: &mut toml::Table) -> Result<(), ConfigError> {
         session.insert(key.into(), value);
     }
     Ok(())
+}
+
+/// The `[room_types]` table of a configuration being read (made when missing).
+fn room_types_mut(table: &mut toml::Table) -> Result<&mut toml::Table, ConfigError> {
+    let types = table.entry("room_types").or_insert_with(|| toml::Table::new().into());
+    types
+        .as_table_mut()
+        .ok_or_else(|| ConfigError::Invalid("room_types must be a table".into()))
 }
 
 /// The origins of the overrides that set `key` (a dotted path), or a setting in or
