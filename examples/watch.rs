@@ -96,7 +96,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for cert in CertificateDer::pem_file_iter(&args.cert).map_err(|e| unreadable(&e))? {
         roots.add(cert.map_err(|e| unreadable(&e))?)?;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();

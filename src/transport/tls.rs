@@ -153,7 +153,7 @@ pub enum TlsError {
 
 /// Loads or generates the certificate described by `config`.
 pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth();
@@ -479,7 +479,7 @@ fn reuse_dev_cert(cert: &Path) -> Option<DevCert> {
     }
     let key = PrivateKeyDer::from_pem_file(dev_key_path(cert)).ok()?;
     // rustls checks that the key is the certificate's.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .ok()?

@@ -493,6 +493,37 @@ async fn the_metrics_listener_holds_a_bounded_number_of_connections() {
     assert!(!kept.await, "below the caps again");
 }
 
+/// TLS key exchange: a client that offers the post-quantum hybrid X25519MLKEM768 (as
+/// current browsers do) gets it; one that offers only a classical group still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_prefers_the_post_quantum_key_exchange_and_keeps_the_classical_ones() {
+    use rustls::NamedGroup;
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let server = start().await;
+    let negotiated = |config: rustls::ClientConfig| {
+        let server = &server;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .expect("TLS handshake");
+            tls.get_ref()
+                .1
+                .negotiated_key_exchange_group()
+                .map(|group| group.name())
+        }
+    };
+    assert_eq!(negotiated(server.tls_config()).await, Some(NamedGroup::X25519MLKEM768));
+    for classical in [kx_group::X25519, kx_group::SECP256R1] {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider.kx_groups = vec![classical];
+        let config = server.tls_config_with(provider);
+        assert_eq!(negotiated(config).await, Some(classical.name()));
+    }
+}
+
 /// Whether the server closes `tcp` within `wait`.
 async fn closed_within(mut tcp: tokio::net::TcpStream, wait: std::time::Duration) -> bool {
     use tokio::io::AsyncReadExt;

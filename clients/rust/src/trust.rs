@@ -29,7 +29,7 @@ pub enum Trust {
 pub struct TrustError(pub String);
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Builds the TLS client configuration for `trust`.

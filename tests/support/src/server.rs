@@ -126,12 +126,17 @@ impl TestServer {
 
     /// A TLS client configuration that trusts only this server's certificate.
     pub fn tls_config(&self) -> rustls::ClientConfig {
+        self.tls_config_with(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    /// [`TestServer::tls_config`] with the cryptography (key exchange groups, cipher
+    /// suites) of `provider`.
+    pub fn tls_config_with(&self, provider: rustls::crypto::CryptoProvider) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::ClientConfig::builder_with_provider(provider)
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
