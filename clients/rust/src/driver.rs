@@ -407,8 +407,10 @@ impl Driver {
                 Some(Out::QuickJoin(quick))
             }
             Command::Leave { room } => {
-                self.rooms.remove(&room);
                 self.shared.mirrors.lock().remove(&room);
+                // A room this client is not in (never joined, or its join refused):
+                // nothing to ask the server, which would only answer `NotAMember`.
+                self.rooms.remove(&room)?;
                 let request_id = self.request_id();
                 Some(Out::Leave(proto::LeaveRoom { request_id, room }))
             }
@@ -891,6 +893,13 @@ impl Driver {
                     if joining && error.code == proto::ErrorCode::AlreadyMember as i32 {
                         tracing::debug!(room = %error.room, "join already being answered");
                         continue;
+                    }
+                    // Any other refusal of a join (an unknown room type, a full room, a
+                    // token that does not allow it) is final: the room is forgotten with
+                    // what waited for it, and not joined again at the next connection.
+                    if joining && !later.iter().any(|&code| error.code == code as i32) {
+                        self.rooms.remove(&error.room);
+                        self.shared.mirrors.lock().remove(&error.room);
                     }
                     self.emit(Event::Error(error)).await;
                 }

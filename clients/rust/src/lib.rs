@@ -433,7 +433,10 @@ impl Client {
 
     /// Joins a room (created with `room_type` if it does not exist; empty: the
     /// server's default). Answered with [`Event::Joined`] or [`Event::Error`]. Rooms
-    /// are joined again automatically after a reconnect that could not resume.
+    /// are joined again automatically after a reconnect that could not resume. Of the
+    /// refusals, `Unavailable` and `RateLimited` are retried by the client itself; any
+    /// other forgets the room (inputs and events that waited for it are dropped) until
+    /// it is joined again.
     pub fn join(&self, room: &str, room_type: &str) {
         self.command(Command::Join {
             room: room.into(),
@@ -471,7 +474,7 @@ impl Client {
         }));
     }
 
-    /// Leaves a room.
+    /// Leaves a room (one this client is not in: nothing is sent).
     pub fn leave(&self, room: &str) {
         self.command(Command::Leave { room: room.into() });
     }

@@ -26,6 +26,7 @@ both_transports!(
     envelopes_stay_within_the_servers_message_size,
     a_message_too_big_for_any_envelope_is_refused_not_sent,
     a_full_send_queue_refuses_what_the_application_adds,
+    a_refused_join_is_forgotten,
 );
 
 fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
@@ -112,6 +113,43 @@ async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport
     let stats = client.stats();
     assert_eq!(stats.resumes.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(stats.desyncs.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// A join the server refuses for good (here: an unknown room type) is forgotten: not
+/// sent again when the connection comes back, and leaving the room asks nothing (the
+/// server would answer `NotAMember`).
+async fn a_refused_join_is_forgotten(transport: Transport) {
+    let relay = start().await;
+    let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();
+    client.join("ghost", "nosuchtype");
+    let refused = until(&mut events, |e| match e {
+        Event::Error(error) => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(refused.code, proto::ErrorCode::UnknownRoomType as i32);
+    assert_eq!(refused.room, "ghost");
+    client.send_input("ghost", create_entity(1));
+
+    client.drop_connection();
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+    client.join("r", "relay");
+    client.leave("ghost");
+    until(&mut events, |e| match e {
+        Event::Error(error) => panic!("asked again: {error:?}"),
+        Event::Joined(joined) => (joined.room == "r").then_some(()),
+        _ => None,
+    })
+    .await;
+    // What the leave would have brought comes before this answer.
+    client
+        .request(proto::request::Kind::ListRooms(proto::ListRooms::default()))
+        .await
+        .unwrap();
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, Event::Error(_)), "{event:?}");
+    }
+    assert_eq!(relay.metric("tickrelay_rooms"), 1, "only r");
 }
 
 async fn gives_up_after_the_configured_attempts(transport: Transport) {

@@ -46,7 +46,14 @@ export interface ClientOptions {
    */
   fallbackUrls?: string[];
   /** A JWT (none in the relay's anonymous mode), offered as a subprotocol. */
-  token?: string;
+  token?: string | undefined;
+  /**
+   * Asked for a token before every connection attempt (the first and each reconnect,
+   * after a 4500 "token expired" close too); what it returns replaces `token`. Fetch
+   * a fresh one from your backend here when tokens are short-lived. A rejection counts
+   * as a failed attempt (the backoff, then `gaveUp`).
+   */
+  getToken?: (() => string | Promise<string>) | undefined;
   /** Allow a `ws://` URL (behind a TLS-terminating proxy, or local development). */
   allowInsecure?: boolean;
   /** Reconnection policy (default: {@link DEFAULT_BACKOFF}). */
@@ -175,6 +182,9 @@ export class RequestError extends Error {
 export function reconnectAllowed(code: number): boolean {
   return [1001, 1006, 1011, 1012, 1013, 1014].includes(code) || (code >= 4500 && code <= 4999);
 }
+
+/** `WebSocket.OPEN`. */
+const OPEN = 1;
 
 /** 4504: the resume token is unknown or expired; start a new session. */
 const RESUME_FAILED = 4504;
@@ -338,7 +348,7 @@ const unixMicros = (): bigint => BigInt(Math.round((performance.timeOrigin + per
 export class Client {
   readonly stats: ClientStats;
 
-  readonly #options: Required<Omit<ClientOptions, "token">> & { token: string | undefined };
+  readonly #options: Required<Omit<ClientOptions, "token" | "getToken">> & Pick<ClientOptions, "token" | "getToken">;
   readonly #listeners: Map<keyof ClientEvents, Set<Listener<never>>>;
   /** The client the application made (this one, or the one that opened this node's connection). */
   readonly #home: Client;
@@ -401,6 +411,8 @@ export class Client {
   #queuedPong: Extract<Outgoing, { case: "pong" }> | undefined;
   #welcomed = false;
   #stopped = false;
+  /** `getToken` was asked and has not answered yet. */
+  #askingToken = false;
   #attempt = 0;
   #pacing = pacing(undefined);
   #timers: {
@@ -446,6 +458,7 @@ export class Client {
       url: options.url,
       fallbackUrls: options.fallbackUrls ?? [],
       token: options.token,
+      getToken: options.getToken,
       allowInsecure: options.allowInsecure ?? false,
       backoff: options.backoff ?? DEFAULT_BACKOFF,
       bufferLimit: options.bufferLimit ?? 1024,
@@ -472,10 +485,21 @@ export class Client {
 
   /** Starts connecting (and reconnecting until {@link Client.close} or giving up); a no-op while connecting or connected. */
   connect(): void {
-    if (this.#socket !== undefined || this.#timers.retry !== undefined) return;
+    if (this.#socket !== undefined || this.#timers.retry !== undefined || this.#askingToken) return;
     this.#stopped = false;
     this.#attempt = 0;
     this.#open();
+  }
+
+  /**
+   * Messages waiting for the pacer (the server's announced limits), on this client's
+   * connections together. It grows while the application sends faster than the server
+   * takes (more than about one input per tick, say): each message then waits longer.
+   */
+  get queuedMessages(): number {
+    let queued = this.#queue.length;
+    for (const node of this.#nodes.values()) queued += node.queuedMessages;
+    return queued;
   }
 
   /** Whether a connection is up and welcomed. */
@@ -490,7 +514,11 @@ export class Client {
 
   /**
    * Joins a room, creating it with `roomType` (and `create`'s metadata and privacy,
-   * with this client as its owner) if it does not exist.
+   * with this client as its owner) if it does not exist. Answered with `joined`, or
+   * with an `error` naming the room: UNAVAILABLE and RATE_LIMITED are retried by the
+   * client itself; any other refusal forgets the room (the inputs and events that
+   * waited for it are dropped, and `sendInput` returns undefined until it is joined
+   * again).
    */
   join(room: string, roomType: string, create?: RoomOptions): void {
     const node = this.#redirected.get(room)?.node;
@@ -530,7 +558,7 @@ export class Client {
     if (!this.#rooms.has(room)) this.#rooms.set(room, newRoom(roomType));
   }
 
-  /** Leaves a room and forgets its mirror and unacknowledged inputs. */
+  /** Leaves a room and forgets its mirror and unacknowledged inputs (one this client is not in: nothing is sent). */
   leave(room: string): void {
     const node = this.#redirected.get(room)?.node;
     this.#hops.delete(room);
@@ -538,8 +566,9 @@ export class Client {
       this.#redirected.delete(room);
       return node.leave(room);
     }
-    this.#rooms.delete(room);
-    this.#send({ case: "leave", value: { requestId: this.#requestId(), room } });
+    // A room this client is not in (never joined, or its join refused): nothing to
+    // ask the server, which would only answer NOT_A_MEMBER.
+    if (this.#rooms.delete(room)) this.#send({ case: "leave", value: { requestId: this.#requestId(), room } });
   }
 
   /**
@@ -589,24 +618,34 @@ export class Client {
     state.heldEvents.push(event);
   }
 
-  /** Sends a request (`listRooms`, `resync` or `updateRoom`) and waits for its response. */
+  /**
+   * Sends a request (`listRooms`, `resync` or `updateRoom`) and waits for its response.
+   * While the client is between connections the request waits for the next one; it
+   * rejects after `requestTimeoutMs` (and is then not sent), and at once on a client
+   * closed or given up.
+   */
   request(kind: MessageInitShape<typeof v1.RequestSchema>["kind"]): Promise<v1.Response> {
+    if (this.#stopped) return Promise.reject(new RequestError("not sent: the client is closed (connect() first)"));
     const full = this.#queueFullError("");
     if (full !== undefined) {
       this.#emit("error", full);
       return Promise.reject(new RequestError(full.message, full));
     }
     const requestId = this.#requestId();
+    const message: Outgoing = { case: "request", value: { requestId, kind } };
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#requests.delete(requestId);
+        // Not sent later, when nobody waits for its answer any more.
+        this.#buffer = this.#buffer.filter((m) => m !== message);
+        this.#queue = this.#queue.filter((m) => m !== message);
         reject(new RequestError(`no response within ${this.#options.requestTimeoutMs} ms`));
       }, this.#options.requestTimeoutMs);
       this.#requests.set(requestId, {
         resolve: (r) => (clearTimeout(timer), resolve(r)),
         reject: (e) => (clearTimeout(timer), reject(e)),
       });
-      this.#send({ case: "request", value: { requestId, kind } });
+      this.#send(message);
     });
   }
 
@@ -638,7 +677,9 @@ export class Client {
 
   /**
    * Closes the connection (1000: the server releases the session at once) and stops
-   * reconnecting; resolves when the server answered the close (or after 2 s).
+   * reconnecting; resolves when the server answered the close (or after 2 s). Requests
+   * waiting for an answer reject. A later `connect` starts a new session and joins the
+   * rooms not left again.
    */
   close(): Promise<void> {
     const nodes = [...this.#nodes.values()].map((node) => node.close());
@@ -652,6 +693,8 @@ export class Client {
     this.#stopped = true;
     this.#clearTimers();
     this.#welcomed = false;
+    // The server ends the session at a 1000 close: a later `connect` starts a new one.
+    this.#session = undefined;
     this.#rejectRequests("client closed");
     const socket = this.#socket;
     if (socket === undefined || socket.readyState === socket.CLOSED) return Promise.resolve();
@@ -664,7 +707,26 @@ export class Client {
 
   // -- connection -------------------------------------------------------------------
 
+  /** Opens a connection, with a token from `getToken` first when there is one. */
   #open(): void {
+    const getToken = this.#options.getToken;
+    if (getToken === undefined) return this.#openSocket();
+    this.#askingToken = true;
+    new Promise<string>((resolve) => resolve(getToken())).then(
+      (token) => {
+        this.#askingToken = false;
+        if (this.#stopped) return;
+        this.#options.token = token;
+        this.#openSocket();
+      },
+      (error: unknown) => {
+        this.#askingToken = false;
+        this.#retry(`getToken failed: ${String(error)}`);
+      },
+    );
+  }
+
+  #openSocket(): void {
     const url = new URL(this.#urls[this.#current]!);
     // The same on every connection (and node) of this client: the relay's `replace`
     // policy counts its sessions as one client's.
@@ -1075,6 +1137,10 @@ export class Client {
           // A join sent again (after a resume) while the session's first one is still
           // being answered: that answer follows, nothing went wrong.
           if (code === v1.ErrorCode.ALREADY_MEMBER && this.#rooms.get(room)?.joined === false) break;
+          // Any other refusal of a join (an unknown room type, a full room, a token
+          // that does not allow it) is final: the room is forgotten with what waited
+          // for it, and not joined again at the next connection.
+          if (!later && this.#rooms.get(room)?.joined === false) this.#rooms.delete(room);
           this.#emit("error", kind.value);
           break;
         }
@@ -1346,7 +1412,8 @@ export class Client {
   /** Sends what the pacers allow now as one envelope; schedules the rest. */
   #flush(): void {
     const socket = this.#socket;
-    if (socket === undefined || !this.#welcomed || this.#timers.flush !== undefined) return;
+    // (A socket the server is closing takes nothing more: the browser would only warn.)
+    if (socket === undefined || socket.readyState !== OPEN || !this.#welcomed || this.#timers.flush !== undefined) return;
     const { messages: pacer, bytes: bytePacer, maxBatch, maxBatchBytes } = this.#pacing;
     const at = now();
     const parts: Uint8Array[] = [];
@@ -1355,7 +1422,11 @@ export class Client {
     let held: Uint8Array | undefined;
     let size = 0;
     while (this.#queue.length > 0 && parts.length < maxBatch) {
-      const part = encodeMessage(this.#queue[0]!);
+      const head = this.#queue[0]!;
+      // A ping measures the round trip from when it leaves, not from when it was
+      // queued (behind inputs the pacer holds back).
+      if (head.case === "ping") head.value = { ...head.value, sentTimeUs: unixMicros(), receivedSeq: this.#received };
+      const part = encodeMessage(head);
       // The server closes a connection whose envelope exceeds its message size (1009,
       // after which the client gives up): a message too large for any envelope is
       // refused here instead.

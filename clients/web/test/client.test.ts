@@ -177,6 +177,75 @@ test("a new session joins every room; a resume joins only what it had not confir
   assert.deepEqual(last().kinds(), ["join", "join"]);
 });
 
+test("a refused join forgets its room; one the server asks to retry is kept", () => {
+  const { client: c, events } = client();
+  c.join("ghost", "nosuchtype");
+  c.join("busy", "arena");
+  c.connect();
+  last().welcome();
+  const refusal = (room: string, code: v1.ErrorCode) => ({ case: "error" as const, value: { code, room, retryAfterMs: 100 } });
+  last().receive([refusal("ghost", v1.ErrorCode.UNKNOWN_ROOM_TYPE), refusal("busy", v1.ErrorCode.UNAVAILABLE)], 1n);
+  assert.equal(events.filter((e) => e.startsWith("error")).length, 2, "both reach the application");
+  assert.equal(c.sendInput("ghost", { case: "intent", value: new Uint8Array([1]) }), undefined);
+  assert.equal(c.sendInput("busy", { case: "intent", value: new Uint8Array([1]) }), 1n, "kept for its retry");
+  // A new session joins again only the room the server asked to retry.
+  last().end(1006);
+  mock.timers.tick(1000);
+  assert.equal(FakeSocket.opened.length, 2);
+  last().welcome(false, 8n);
+  const joins = last().sent.filter((k) => k.case === "join").map((k) => (k.value as v1.JoinRoom).room);
+  assert.deepEqual(joins, ["busy"]);
+  // Leaving the forgotten room asks the server nothing it would refuse.
+  c.leave("ghost");
+  assert.ok(!last().kinds().includes("leave"));
+});
+
+test("connect after close starts a new session instead of resuming the closed one", async () => {
+  const { client: c, events } = client();
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  const closed = c.close();
+  last().end(1000);
+  await closed;
+  c.connect();
+  assert.equal(FakeSocket.opened.length, 2);
+  assert.equal(last().url.searchParams.get("resume"), null);
+  last().welcome(false, 8n);
+  assert.deepEqual(last().kinds(), ["join"]);
+  assert.ok(!events.some((e) => e.startsWith("disconnected") && e.includes("4504")), events.join("\n"));
+});
+
+test("getToken is asked before every attempt: a token that expired (4500) is replaced, a failure is an attempt", async () => {
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+  let asked = 0;
+  const { client: c, events } = client({
+    getToken: async () => {
+      asked++;
+      if (asked === 3) throw new Error("backend down");
+      return `t${asked}`;
+    },
+  });
+  c.connect();
+  c.connect(); // a no-op while the token is on its way
+  await settle();
+  assert.equal(FakeSocket.opened.length, 1);
+  assert.deepEqual(last().protocols, ["tickrelay.v1", "tickrelay.bearer.t1"]);
+  last().welcome();
+  last().end(4500, "token expired");
+  mock.timers.tick(1000);
+  await settle();
+  assert.deepEqual(last().protocols, ["tickrelay.v1", "tickrelay.bearer.t2"]);
+  last().end(1006);
+  mock.timers.tick(1000); // the third answer fails: a failed attempt, retried
+  await settle();
+  assert.equal(FakeSocket.opened.length, 2);
+  assert.ok(events.some((e) => e.startsWith("reconnecting") && e.includes("getToken failed: Error: backend down")), events.join("\n"));
+  mock.timers.tick(1000);
+  await settle();
+  assert.deepEqual(last().protocols, ["tickrelay.v1", "tickrelay.bearer.t4"]);
+});
+
 test("unacknowledged inputs are replayed after a reconnect, acknowledged ones are not", () => {
   const { client: c } = client();
   c.join("r", "arena");
@@ -249,6 +318,23 @@ test("requests are answered by correlation id; an Error rejects with a RequestEr
   await assert.rejects(refused, (e) => e instanceof RequestError && e.error?.code === v1.ErrorCode.NOT_A_MEMBER);
 });
 
+test("a request waits for the next connection until its timeout, and is then not sent; a closed client refuses at once", async () => {
+  const { client: c } = client({ requestTimeoutMs: 1000 });
+  c.connect();
+  last().welcome();
+  last().end(1006);
+  const waiting = c.request({ case: "listRooms", value: {} });
+  mock.timers.tick(1000);
+  await assert.rejects(waiting, (e) => e instanceof RequestError && /no response within 1000 ms/.test(e.message));
+  mock.timers.tick(1000);
+  last().welcome(true);
+  assert.ok(!last().kinds().includes("request"), "not sent once given up on");
+  const closed = c.close();
+  last().end(1000);
+  await closed;
+  await assert.rejects(c.request({ case: "listRooms", value: {} }), /client is closed/);
+});
+
 test("sends are paced to the announced limits, one envelope per flush", () => {
   const c = joinedUnderTightLimits();
   for (let i = 0; i < 10; i++) c.sendInput("r", { case: "intent", value: new Uint8Array([1, 1]) });
@@ -259,6 +345,22 @@ test("sends are paced to the announced limits, one envelope per flush", () => {
   assert.equal(inputs(), 4);
   advance(1000);
   assert.equal(inputs(), 10, "the rest within the next second");
+});
+
+test("a ping queued behind held-back inputs is stamped when it leaves; the backlog is visible", () => {
+  const c = joinedUnderTightLimits();
+  for (let i = 0; i < 30; i++) c.sendInput("r", { case: "intent", value: new Uint8Array([1, 1]) });
+  assert.equal(c.queuedMessages, 30);
+  // 8 messages a second: the ping of the 2 s interval waits behind the inputs left.
+  advance(2000);
+  assert.ok(c.queuedMessages > 10, `${c.queuedMessages} left`);
+  advance(3000);
+  assert.equal(c.queuedMessages, 0);
+  const pings = last().sent.filter((k) => k.case === "ping").map((k) => k.value as v1.Ping);
+  const sentAtMs = Number(pings[1]!.sentTimeUs) / 1000 - performance.timeOrigin;
+  assert.ok(sentAtMs > 3000, `stamped at ${sentAtMs} ms, queued at 2000`);
+  last().receive([{ case: "pong", value: { pingSentTimeUs: pings[1]!.sentTimeUs } }]);
+  assert.ok(c.stats.rttMs! < 2000, `${c.stats.rttMs} ms: the queueing counted`);
 });
 
 test("a Joined again does not queue the room's unacknowledged inputs again", () => {
