@@ -337,21 +337,34 @@ pub fn main(simulations: Simulations) -> ExitCode {
                 Config::load(config.as_deref(), &overrides, &simulations).map(|c| c.auth.hs256_secret)
             };
             let secret = match secret {
-                Some(secret) => secret,
+                Some(secret) => Some(secret),
                 None => match configured() {
-                    Ok(Some(secret)) => secret,
-                    Ok(None) => {
-                        eprintln!(
-                            "the secret: --secret, TICKRELAY_JWT_SECRET, or [auth] hs256_secret in --config FILE or TICKRELAY__AUTH__HS256_SECRET"
-                        );
-                        return ExitCode::from(2);
-                    }
+                    Ok(secret) => secret,
                     Err(e) => {
                         eprintln!("{e}");
                         return ExitCode::from(2);
                     }
                 },
             };
+            // The relay refuses an empty secret, and tokens for a user id it refuses.
+            let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+                eprintln!(
+                    "no secret to sign with: give --secret, set TICKRELAY_JWT_SECRET, or set [auth] hs256_secret \
+                     in --config FILE or TICKRELAY__AUTH__HS256_SECRET (the relay's own secret)"
+                );
+                return ExitCode::from(2);
+            };
+            if let Err(e) = crate::session::auth::check_sub(&sub) {
+                eprintln!("--sub: {e} (the relay would refuse the token)");
+                return ExitCode::from(2);
+            }
+            if secret.len() < crate::session::auth::MIN_HS256_SECRET_BYTES {
+                eprintln!(
+                    "warning: the secret is {} bytes, shorter than {}: tokens signed with it can be forged by guessing it",
+                    secret.len(),
+                    crate::session::auth::MIN_HS256_SECRET_BYTES
+                );
+            }
             let exp = crate::clock::unix_micros() / 1_000_000 + ttl_secs;
             let rooms = (!rooms.is_empty()).then_some(rooms);
             out(&format!("{}\n", mint_hs256(&secret, &Claims { sub, exp, rooms })));
@@ -546,8 +559,9 @@ fn own_room_types(names: &[&str]) -> String {
     if !names.is_empty() {
         text.push_str(
             "\n# This program's own simulations. Each is a room type of its name with the\n\
-             # default room settings; a section tunes it (`simulation` is then required), and\n\
-             # its `params` table holds the game's own settings.\n",
+             # default room settings; a section of its name tunes it (`simulation` may be\n\
+             # left out there; a section of another name running it needs it), and its\n\
+             # `params` table holds the game's own settings.\n",
         );
     }
     for name in names {

@@ -671,6 +671,20 @@ impl Config {
                 )));
             }
         }
+        // A section whose name misses a simulation's by a letter or two, with no
+        // `simulation` of its own, is a typo far more often than a relay type.
+        let unnamed = |(name, t): &(&String, &toml::Value)| {
+            !simulations.contains(&name.as_str()) && t.get("simulation").is_none()
+        };
+        for (name, _) in types.iter().filter(unnamed) {
+            let near = |sim: &str| strsim::damerau_levenshtein(&sim.to_lowercase(), &name.to_lowercase()) <= 2;
+            if let Some(sim) = simulations.iter().find(|&&sim| sim != "relay" && near(sim)) {
+                return Err(ConfigError::Invalid(format!(
+                    "room type `{name}` names no `simulation`, so it would be a relay room type: did you mean \
+                     `{sim}`? (to keep `{name}` as it is, give it `simulation = \"relay\"` or the one it runs)"
+                )));
+            }
+        }
         // Each simulation's type runs it unless told otherwise: a section (or override)
         // of one changes the settings it names, and one given whole (which may have
         // dropped the built-in types) leaves them there.
@@ -1695,6 +1709,24 @@ mod tests {
         assert_eq!(c.room_types["arena"].tick_rate, 10);
         c.validate().unwrap();
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_room_type_named_like_a_simulation_but_running_none_is_taken_for_a_typo() {
+        let own = Simulations::new().add("ctf", || Arena::new(ArenaConfig::default()));
+        let load = |text: &str| Config::from_parts(text, None, &[], &own);
+        for typo in ["[room_types.cft]\ntick_rate = 10\n", "[room_types.Arnea]\n"] {
+            let e = load(typo).unwrap_err().to_string();
+            assert!(
+                e.contains("did you mean") && e.contains("simulation = \"relay\""),
+                "{e}"
+            );
+        }
+        assert!(
+            load("[room_types.cft]\nsimulation = \"relay\"\n").is_ok(),
+            "named: meant"
+        );
+        assert!(load("[room_types.lobby]\n[room_types.ctf]\ntick_rate = 10\n").is_ok());
     }
 
     #[test]

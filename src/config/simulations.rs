@@ -40,8 +40,14 @@ type Maker = Arc<dyn Fn(&toml::Table) -> Result<SimFactory, String> + Send + Syn
 /// #     fn step(&mut self, _: &mut SimContext<'_>) {}
 /// # }
 /// #[derive(serde::Deserialize)]
+/// #[serde(default)] // a type without `params` runs with the defaults
 /// struct Race {
 ///     laps: u32,
+/// }
+/// impl Default for Race {
+///     fn default() -> Self {
+///         Self { laps: 3 }
+///     }
 /// }
 /// # struct Racing(u32);
 /// # impl Simulation for Racing {
@@ -83,6 +89,12 @@ impl Simulations {
     /// them in `[room_types.TYPE.params]`, read into `P` once as the server starts
     /// (a table that does not fit `P` stops the start with serde's reason), and each
     /// of its rooms runs `new(&params)`. Panics when `name` is taken.
+    ///
+    /// A type without a `params` table reads an empty one, and the simulation's own
+    /// type (of its `name`) has none unless the configuration gives it: for the
+    /// program to start without a configuration file, `P` must accept `{}` (put
+    /// `#[serde(default)]` on it, or on every field; a missing field otherwise stops
+    /// the start with "room type `NAME`: params: missing field …").
     pub fn add_with_params<P, S>(mut self, name: &str, new: impl Fn(&P) -> S + Send + Sync + 'static) -> Self
     where
         P: DeserializeOwned + Send + Sync + 'static,

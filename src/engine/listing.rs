@@ -161,9 +161,22 @@ impl Listing {
         f(&self.0.lock())
     }
 
-    /// Changes the listing.
-    pub fn update<R>(&self, f: impl FnOnce(&mut ListingState) -> R) -> R {
+    /// Changes the listing (unchecked: the server's own changes).
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ListingState) -> R) -> R {
         f(&mut self.0.lock())
+    }
+
+    /// Merges `changes` into the metadata (an empty value removes its key), all or
+    /// nothing: refused when the result would break [`check`]'s limits, as a client's
+    /// `UpdateRoom` is.
+    pub fn merge_metadata(&self, changes: &Metadata) -> Result<(), MetadataError> {
+        self.0.lock().merge(changes)
+    }
+
+    /// Locks the room (listed, joinable by id, never picked by a quick join) or
+    /// unlocks it.
+    pub fn set_locked(&self, locked: bool) {
+        self.0.lock().locked = locked;
     }
 
     /// A copy of the listing.
@@ -222,6 +235,21 @@ mod tests {
             ..ListingState::default()
         };
         assert_eq!(full.merge(&meta(&[("k0", ""), ("new", "v")])), Ok(()));
+    }
+
+    #[test]
+    fn a_simulations_changes_are_checked_like_an_owners() {
+        let listing = Listing::new(ListingState::default());
+        listing.merge_metadata(&meta(&[("map", "canyon")])).unwrap();
+        assert_eq!(listing.merge_metadata(&meta(&[("k\n", "v")])), Err(MetadataError::Key));
+        listing.set_locked(true);
+        let state = listing.get();
+        assert_eq!(
+            state.metadata,
+            meta(&[("map", "canyon")]),
+            "the refused change left nothing"
+        );
+        assert!(state.locked);
     }
 
     #[test]

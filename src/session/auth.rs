@@ -325,12 +325,7 @@ impl Authenticator {
                     .claims;
                 // The user id appears in logs and in other members' presence: short and
                 // printable, never echoed as sent.
-                if claims.sub.is_empty() || claims.sub.len() > MAX_SUB_BYTES || claims.sub.chars().any(char::is_control)
-                {
-                    return Err(AuthError::Invalid(format!(
-                        "sub must be 1-{MAX_SUB_BYTES} bytes without control characters"
-                    )));
-                }
+                check_sub(&claims.sub).map_err(AuthError::Invalid)?;
                 // Accepted up to `exp + leeway`, so enforced until then too.
                 let expires_at = claims.exp.saturating_add(self.leeway_secs);
                 if expires_at <= now_unix {
@@ -359,6 +354,17 @@ impl Authenticator {
         }
         Ok(identity)
     }
+}
+
+/// Checks a token's user id (`sub`) as the relay does: 1-[`MAX_SUB_BYTES`] bytes,
+/// without control characters.
+pub fn check_sub(sub: &str) -> Result<(), String> {
+    if sub.is_empty() || sub.len() > MAX_SUB_BYTES || sub.chars().any(char::is_control) {
+        return Err(format!(
+            "sub must be 1-{MAX_SUB_BYTES} bytes without control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// Mints an HS256 token (for development and tests: `tickrelay token`).

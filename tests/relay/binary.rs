@@ -164,6 +164,12 @@ fn tokens_are_minted_with_the_config_files_secret() {
     let now = tickrelay::clock::unix_micros() / 1_000_000;
     assert_eq!(&*auth.authenticate(Some(&from_file), now).unwrap().user_id, "ann");
     assert!(!mint(&["--sub", "ann"]).0, "no secret anywhere");
+    // Nothing the relay would refuse: an empty secret, an empty or overlong user id.
+    assert!(!mint(&["--secret", "", "--sub", "ann"]).0, "an empty secret");
+    let overlong = "x".repeat(tickrelay::session::auth::MAX_SUB_BYTES + 1);
+    for sub in ["", overlong.as_str()] {
+        assert!(!mint(&["-c", file.to_str().unwrap(), "--sub", sub]).0, "sub {sub:?}");
+    }
     // The relay's variable for its file setting serves too.
     let output = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
         .args(["token", "--sub", "bob"])

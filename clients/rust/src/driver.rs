@@ -315,6 +315,13 @@ impl Driver {
         });
         (self.welcomed_at, self.played) = (None, false);
         (self.presented_resume, self.going_away_seen) = (resume.is_some(), false);
+        if let Some(source) = &self.config.token_source {
+            let fetched = tokio::time::timeout(self.config.connect_timeout, source.fetch()).await;
+            self.config.token = Some(fetched.unwrap_or(Err("no token in time".into())).map_err(|e| Failure {
+                reason: format!("token source: {e}"),
+                fatal: false,
+            })?);
+        }
         let presented = link::Presented {
             token: self.config.token.as_deref(),
             resume,
@@ -1028,13 +1035,15 @@ impl Driver {
     }
 
     async fn closed_by_server(&mut self, code: u16, reason: String) -> End {
-        let resume_failed = code == tickrelay_proto::error::CloseReason::ResumeFailed.code();
-        if resume_failed {
-            // The server no longer has our session: start a new one and rejoin.
+        use tickrelay_proto::error::CloseReason;
+        let resume_failed = code == CloseReason::ResumeFailed.code();
+        // The server no longer has our session (a session whose token expired is
+        // over too): start a new one and rejoin.
+        if resume_failed || code == CloseReason::TokenExpired.code() {
             self.session = None;
         }
         // A node other than home that stops hands its rooms back at once.
-        let shutting_down = code == tickrelay_proto::error::CloseReason::ShuttingDown.code();
+        let shutting_down = code == CloseReason::ShuttingDown.code();
         let will_reconnect = reconnect_allowed(code) && (self.routing.home || !shutting_down);
         self.emit(Event::Disconnected {
             code,

@@ -29,7 +29,9 @@
 //!   to it.
 //! - **Rooms and inputs**: inputs get sequence numbers per room; each room's state is
 //!   mirrored ([`StateMirror`]) and verified against the server's checksums; on a
-//!   mismatch the client asks for a full snapshot by itself.
+//!   mismatch the client asks for a full snapshot by itself. The mirror's world and
+//!   its values are the types of [`state`] (`state::World`, `state::Entity`,
+//!   `state::Value`), the messages those of [`proto`]: no other crate is needed.
 //! - **Reconnection**: exponential backoff with full jitter (1 s, 2 s, 4 s … 30 s),
 //!   giving up after a configurable number of attempts ([`Event::GaveUp`]), each
 //!   [`Event::Reconnecting`] saying why the last attempt failed; permanent failures (a
@@ -72,8 +74,47 @@ use tokio::sync::{mpsc, oneshot};
 pub use backoff::Backoff;
 pub use link::quic_endpoint;
 pub use tickrelay_proto::mirror::{Desync, StateMirror};
+pub use tickrelay_proto::state;
 pub use tickrelay_proto::v1 as proto;
 pub use trust::{Trust, TrustError};
+
+/// Where [`ClientConfig::token_source`] gets a fresh token from.
+///
+/// ```
+/// # use tickrelay_client::TokenSource;
+/// let source = TokenSource::new(|| async {
+///     // Ask the game's backend here.
+///     Ok::<_, std::io::Error>("eyJhbGciOi…".to_string())
+/// });
+/// ```
+#[derive(Clone)]
+pub struct TokenSource(Arc<dyn Fn() -> TokenFuture + Send + Sync>);
+
+type TokenFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
+
+impl TokenSource {
+    /// A source that runs `fetch` for each token.
+    pub fn new<F, E>(fetch: impl Fn() -> F + Send + Sync + 'static) -> Self
+    where
+        F: std::future::Future<Output = Result<String, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        Self(Arc::new(move || {
+            let token = fetch();
+            Box::pin(async move { token.await.map_err(|e| e.to_string()) })
+        }))
+    }
+
+    pub(crate) fn fetch(&self) -> TokenFuture {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource")
+    }
+}
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -92,6 +133,11 @@ pub struct ClientConfig {
     pub trust: Trust,
     /// A JWT, sent as `Authorization: Bearer` (none in anonymous mode).
     pub token: Option<String>,
+    /// Asked for a token before every connection attempt (the first and each
+    /// reconnect, after a 4500 "token expired" close too); what it gives replaces
+    /// `token`. For short-lived tokens fetched from the game's backend. An error
+    /// counts as a failed attempt (the backoff, then [`Event::GaveUp`]).
+    pub token_source: Option<TokenSource>,
     /// Reconnection policy.
     pub backoff: Backoff,
     /// Messages (other than inputs, which are replayed) kept while disconnected.
@@ -149,6 +195,7 @@ impl ClientConfig {
             fallback_urls: Vec::new(),
             trust,
             token: None,
+            token_source: None,
             backoff: Backoff::default(),
             buffer_limit: 1024,
             unacked_input_limit: 1024,
@@ -502,7 +549,10 @@ impl Client {
         }));
     }
 
-    /// Sends a request and waits for its response (with the configured timeout).
+    /// Sends a request and waits for its response (with the configured timeout). A
+    /// refusal is returned as `Err(ClientError::Server(error))` and, like every
+    /// server `Error`, also comes as an [`Event::Error`] (an application that logs
+    /// those sees it twice; its `request_id` tells them apart).
     pub async fn request(&self, kind: proto::request::Kind) -> Result<proto::Response, ClientError> {
         let (reply, response) = oneshot::channel();
         self.command(Command::Request { kind, reply });

@@ -152,6 +152,65 @@ async fn a_refused_join_is_forgotten(transport: Transport) {
     assert_eq!(relay.metric("tickrelay_rooms"), 1, "only r");
 }
 
+/// A token source is asked before every connection: a session closed at its token's
+/// expiry (4500) comes back with a fresh token, and a source that fails is a failed
+/// attempt, retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_source_replaces_an_expired_token() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tickrelay::session::auth::{AuthMode, Claims, mint_hs256};
+    const SECRET: &str = "a-secret-of-thirty-two-bytes-abc";
+    let relay = tickrelay_testkit::start_with(|c| {
+        c.auth.mode = AuthMode::Jwt;
+        c.auth.hs256_secret = Some(SECRET.into());
+        c.auth.leeway_secs = 0;
+    })
+    .await;
+    let asked = std::sync::Arc::new(AtomicU32::new(0));
+    let counter = asked.clone();
+    let mut config = config(&relay, Transport::WebSocket);
+    config.token_source = Some(tickrelay_client::TokenSource::new(move || {
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        async move {
+            let now = tickrelay::clock::unix_micros() / 1_000_000;
+            match n {
+                2 => Err("backend down".to_string()),
+                // The first lives two seconds, the others a minute.
+                _ => Ok(mint_hs256(
+                    SECRET,
+                    &Claims {
+                        sub: "ann".into(),
+                        exp: now + if n == 1 { 2 } else { 60 },
+                        rooms: None,
+                    },
+                )),
+            }
+        }
+    }));
+    let (client, mut events) = Client::connect(config).unwrap();
+    let mut seen = Vec::new();
+    until(&mut events, |e| {
+        match e {
+            Event::Connected { .. } => seen.push("connected".to_string()),
+            Event::Disconnected { code, .. } => seen.push(format!("closed {code}")),
+            Event::Reconnecting { reason, .. } => seen.push(reason.clone()),
+            Event::GaveUp { reason, .. } => panic!("gave up: {reason}"),
+            _ => {}
+        }
+        (seen.iter().filter(|s| *s == "connected").count() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(seen[..2], ["connected", "closed 4500"], "{seen:?}");
+    assert!(
+        seen.iter().any(|s| s.contains("token source: backend down")),
+        "{seen:?}"
+    );
+    // A new session at once: the one whose token expired is over (no 4504 first).
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(asked.load(Ordering::Relaxed), 3, "{seen:?}");
+    client.close().await;
+}
+
 async fn gives_up_after_the_configured_attempts(transport: Transport) {
     let relay = start().await;
     let (client, mut events) = Client::connect(config(&relay, transport)).unwrap();

@@ -186,6 +186,8 @@ export function reconnectAllowed(code: number): boolean {
 /** `WebSocket.OPEN`. */
 const OPEN = 1;
 
+/** 4500: the token expired; the session is over. */
+const TOKEN_EXPIRED = 4500;
 /** 4504: the resume token is unknown or expired; start a new session. */
 const RESUME_FAILED = 4504;
 /** What the client closes with when it means to resume: not 1000, so the server keeps the session. */
@@ -891,6 +893,8 @@ export class Client {
       this.#giveUp(0, `closed by the server with ${code}: ${reason}`);
       return;
     }
+    // A session whose token expired is over: the next connection starts a new one.
+    if (code === TOKEN_EXPIRED) this.#session = undefined;
     if (code === RESUME_FAILED) {
       this.#session = undefined;
       // The session this connection tried to resume is gone: a new one at once (and

@@ -236,6 +236,7 @@ test("getToken is asked before every attempt: a token that expired (4500) is rep
   mock.timers.tick(1000);
   await settle();
   assert.deepEqual(last().protocols, ["tickrelay.v1", "tickrelay.bearer.t2"]);
+  assert.equal(last().url.searchParams.get("resume"), null, "a session closed with 4500 is over");
   last().end(1006);
   mock.timers.tick(1000); // the third answer fails: a failed attempt, retried
   await settle();

@@ -106,8 +106,9 @@ pub struct SimContext<'a> {
     /// The room's entity limits.
     pub limits: EntityLimits,
     /// What the room shows in listings and quick joins: a simulation may set
-    /// metadata (say, the map or the round) and lock the room (say, once a match
-    /// started), within [`crate::engine::listing::check`]'s limits.
+    /// metadata (say, the map or the round) with [`Listing::merge_metadata`], refused
+    /// beyond [`crate::engine::listing::check`]'s limits, and lock the room (say, once
+    /// a match started) with [`Listing::set_locked`].
     pub listing: &'a Listing,
     /// What the simulation asks of the room beside changing the world: events to
     /// send, members to remove, the room to close ([`SimContext::send_event`],
@@ -270,6 +271,10 @@ pub enum SimError {
         /// What is wrong with the value.
         problem: FieldProblem,
     },
+    /// The game refuses the input by its own rules (a player out of the round
+    /// moving, an action out of turn): sent as `INVALID_INTENT` with this text.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl SimError {
@@ -282,7 +287,7 @@ impl SimError {
             Self::WrongPayload { .. } => ErrorCode::WrongPayload,
             Self::LimitExceeded(_) => ErrorCode::LimitExceeded,
             Self::Malformed(_) => ErrorCode::BadRequest,
-            Self::InvalidIntent(_) => ErrorCode::InvalidIntent,
+            Self::InvalidIntent(_) | Self::Refused(_) => ErrorCode::InvalidIntent,
             Self::InvalidField { .. } => ErrorCode::InvalidField,
         }
     }
