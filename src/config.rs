@@ -468,6 +468,10 @@ pub struct PrecreatedRoom {
     /// Room type name.
     #[serde(rename = "type")]
     pub room_type: String,
+    /// Its listing's metadata (matched by quick joins' filters), within the limits
+    /// a join's is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: crate::engine::listing::Metadata,
 }
 
 impl Default for Config {
@@ -733,6 +737,15 @@ impl Config {
         if let Some(url) = self.cluster.redis_url.as_deref() {
             table["cluster"]["redis_url"] = crate::cluster::without_credentials(url).into();
         }
+        // The arena's settings only where they apply.
+        let types = table.get_mut("room_types").and_then(toml::Value::as_table_mut);
+        for (name, room_type) in types.into_iter().flatten() {
+            if let Some(room_type) = room_type.as_table_mut()
+                && self.room_types[name].simulation != SimulationKind::Arena
+            {
+                room_type.retain(|key, _| !key.starts_with("arena_"));
+            }
+        }
         let mut out = String::new();
         if !hidden.is_empty() {
             out = format!("# Set, not shown: {}.\n", hidden.join(", "));
@@ -820,6 +833,9 @@ impl Config {
             }
             if !self.room_types.contains_key(&room.room_type) {
                 return invalid(format!("room `{}` has unknown type `{}`", room.id, room.room_type));
+            }
+            if let Err(e) = crate::engine::listing::check(&room.metadata) {
+                return invalid(format!("room `{}`: metadata: {e}", room.id));
             }
             if let Some(other) = rooms
                 .insert(&room.id, &room.room_type)
@@ -1482,6 +1498,7 @@ arena_precision = 0.01         # positions are sent rounded to this step
 # [[rooms]]
 # id = "lobby"
 # type = "relay"
+# metadata = { map = "canyon" }   # its listing (matched by quick joins' filters)
 "#;
 
 #[cfg(test)]
@@ -1521,9 +1538,15 @@ mod tests {
         c.rooms.push(PrecreatedRoom {
             id: "lobby".into(),
             room_type: "relay".into(),
+            metadata: Default::default(),
         });
         let printed = c.to_toml_redacted();
         assert_eq!(Config::from_toml(&printed).unwrap(), c, "{printed}");
+        assert_eq!(
+            printed.matches("arena_width").count(),
+            1,
+            "the arena's alone: {printed}"
+        );
 
         c.auth.hs256_secret = Some("k".repeat(32));
         c.api.token = Some("api-token-of-the-backend".into());
@@ -1682,6 +1705,8 @@ mod tests {
         assert!(e.contains("listed twice"), "{e}");
         let e = refused("[[rooms]]\nid = \"a\\nb\"\ntype = \"relay\"\n");
         assert!(e.contains("without control characters"), "{e}");
+        let e = refused("[[rooms]]\nid = \"a\"\ntype = \"relay\"\nmetadata = { \"\" = \"v\" }\n");
+        assert!(e.contains("room `a`: metadata: metadata keys"), "{e}");
         let twice = "max_rooms = 1\n[[rooms]]\nid = \"a\"\ntype = \"relay\"\n[[rooms]]\nid = \"a\"\ntype = \"relay\"\n";
         Config::from_toml(twice).unwrap().validate().unwrap();
     }

@@ -341,14 +341,16 @@ impl Server {
         for room in &config.rooms {
             // In a cluster, the node that claims a configured room first holds it.
             if let Some(ClusterParts { cluster, .. }) = &cluster {
-                let claim = cluster.claim_configured(&room.id, &room.room_type).await;
+                let claim = cluster
+                    .claim_configured(&room.id, &room.room_type, &room.metadata)
+                    .await;
                 let claim = claim.map_err(|e| ServerError::Room(room.id.clone(), e))?;
                 if let Claim::Theirs { node, .. } = claim {
                     tracing::info!(room = %room.id, owner = %node, "configured room is held by another node");
                     continue;
                 }
             }
-            pool.create_persistent(&room.id, &room.room_type)
+            pool.create_persistent(&room.id, &room.room_type, &room.metadata)
                 .map_err(|e| ServerError::Room(room.id.clone(), e))?;
         }
         let mut settings = config.session_settings();
@@ -698,8 +700,14 @@ async fn keep_configured_rooms(
         }
         for room in &rooms {
             let reopened = match &cluster {
-                Some(cluster) => cluster.reopen_configured(&room.id, &room.room_type).await,
-                None if pool.room(&room.id).is_none() => pool.create_persistent(&room.id, &room.room_type).map(drop),
+                Some(cluster) => {
+                    cluster
+                        .reopen_configured(&room.id, &room.room_type, &room.metadata)
+                        .await
+                }
+                None if pool.room(&room.id).is_none() => pool
+                    .create_persistent(&room.id, &room.room_type, &room.metadata)
+                    .map(drop),
                 None => Ok(()),
             };
             // Tried again at the next check (the room cap is full, Redis is away).

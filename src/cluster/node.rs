@@ -222,7 +222,7 @@ impl Pending {
         match checkpoint {
             Checkpoint::Room(room) => {
                 let id: Arc<str> = room.room.as_str().into();
-                self.rooms.insert(id, room);
+                self.rooms.insert(id, *room);
             }
             Checkpoint::Closed(id) => {
                 self.rooms.remove(&id);
@@ -652,19 +652,20 @@ impl Cluster {
     /// [`Cluster::claim`] of a configured room as the node starts: the first node to
     /// start takes it, without waiting for renewals to settle (see
     /// [`Claim::Settling`]).
-    pub async fn claim_configured(&self, room: &str, room_type: &str) -> Result<Claim, PoolError> {
-        self.claim_as(room, room_type, ListingState::default(), true).await
+    pub async fn claim_configured(&self, room: &str, room_type: &str, metadata: &Metadata) -> Result<Claim, PoolError> {
+        self.claim_as(room, room_type, ListingState::listed_as(metadata), true)
+            .await
     }
 
     /// Opens a configured room here again when no node holds it (its simulation
     /// closed it, or its node died or stopped and its lease lapsed), from its
     /// checkpoint when it has one. Asks the directory only about a room not open here.
-    pub async fn reopen_configured(&self, room: &str, room_type: &str) -> Result<(), PoolError> {
+    pub async fn reopen_configured(&self, room: &str, room_type: &str, metadata: &Metadata) -> Result<(), PoolError> {
         if self.pool.room(room).is_some() || self.call(self.directory.locate(room)).await?.is_some() {
             return Ok(());
         }
-        if let Claim::Ours = self.claim(room, room_type, ListingState::default()).await?
-            && let Err(e) = self.pool.create_persistent(room, room_type)
+        if let Claim::Ours = self.claim(room, room_type, ListingState::listed_as(metadata)).await?
+            && let Err(e) = self.pool.create_persistent(room, room_type, metadata)
         {
             // Not left claimed for a room that runs nowhere (the room cap is full, say).
             self.release_unless_open(room).await;

@@ -48,6 +48,15 @@ pub struct ListingState {
 }
 
 impl ListingState {
+    /// A room's listing of this metadata, neither locked nor private, without an
+    /// owner (a room the configuration keeps open).
+    pub fn listed_as(metadata: &Metadata) -> Self {
+        Self {
+            metadata: metadata.clone(),
+            ..Self::default()
+        }
+    }
+
     /// A new room's listing, from the creating join's options (`private` honoured
     /// only when `allow_private`: quick joins create public rooms).
     pub fn created(options: Option<&proto::RoomOptions>, owner: MemberId, allow_private: bool) -> Self {

@@ -131,7 +131,7 @@ const UNCHANGED_CHECKPOINTS: u32 = 9;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Checkpoint {
     /// A room's state.
-    Room(proto::RoomCheckpoint),
+    Room(Box<proto::RoomCheckpoint>),
     /// The thread has sent the checkpoints [`SimPool::hand_off`] asked of it.
     Flushed,
     /// The room with this id closed (it emptied out, or failed): its checkpoint must
@@ -783,10 +783,17 @@ impl SimPool {
             .map(|(handle, _)| handle)
     }
 
-    /// Creates a room that stays open while empty (rooms from the configuration).
-    pub fn create_persistent(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, true, None, Opening::New(ListingState::default()))
-            .map(|(handle, _)| handle)
+    /// Creates a room that stays open while empty (rooms from the configuration),
+    /// listed with `metadata`.
+    pub fn create_persistent(&self, id: &str, room_type: &str, metadata: &Metadata) -> Result<RoomHandle, PoolError> {
+        self.open_room(
+            id,
+            room_type,
+            true,
+            None,
+            Opening::New(ListingState::listed_as(metadata)),
+        )
+        .map(|(handle, _)| handle)
     }
 
     /// Opens a room as its checkpoint left it (cluster mode: the node that held it
@@ -1169,7 +1176,7 @@ impl PeriodicCheckpoints {
             }
             written => {
                 *written = Some((fingerprint, Instant::now(), 0));
-                (c.sink)(Checkpoint::Room(room.checkpoint(unix_micros())));
+                (c.sink)(Checkpoint::Room(Box::new(room.checkpoint(unix_micros()))));
             }
         }
     }
@@ -1434,9 +1441,13 @@ impl SimThread {
                         // included (they are in the checkpoint, so acknowledging
                         // them loses nothing).
                         let owned = &mut self.rooms[i];
-                        let finished = catch_unwind(AssertUnwindSafe(|| owned.room.finish_pending(now)));
-                        if finished.is_ok() {
-                            sink(Checkpoint::Room(owned.room.checkpoint(now)));
+                        // (A checkpoint asks the simulation what it saves: it may panic too.)
+                        let finished = catch_unwind(AssertUnwindSafe(|| {
+                            owned.room.finish_pending(now);
+                            owned.room.checkpoint(now)
+                        }));
+                        if let Ok(checkpoint) = finished {
+                            sink(Checkpoint::Room(Box::new(checkpoint)));
                             i += 1;
                             continue;
                         }
@@ -1510,8 +1521,16 @@ impl SimThread {
                 let result = catch_unwind(AssertUnwindSafe(|| owned.room.tick(unix_micros())));
                 match result {
                     Ok(report) => {
-                        if let Some(c) = &self.checkpoints {
-                            owned.checkpoints.after_tick(&mut owned.room, report.tick, c);
+                        // A checkpoint asks the simulation what it saves (it may panic).
+                        let checkpointed = self.checkpoints.as_ref().map_or(Ok(()), |c| {
+                            catch_unwind(AssertUnwindSafe(|| {
+                                owned.checkpoints.after_tick(&mut owned.room, report.tick, c)
+                            }))
+                        });
+                        if checkpointed.is_err() {
+                            room_panicked(&self.metrics, owned.room.id());
+                            healthy = false;
+                            break;
                         }
                         let m = &self.metrics;
                         m.ticks.inc();
@@ -1530,8 +1549,12 @@ impl SimThread {
                     }
                 }
             }
-            if healthy && let Some(c) = &self.checkpoints {
-                owned.checkpoints.when_due(&mut owned.room, now, c);
+            if healthy
+                && let Some(c) = &self.checkpoints
+                && catch_unwind(AssertUnwindSafe(|| owned.checkpoints.when_due(&mut owned.room, now, c))).is_err()
+            {
+                room_panicked(&self.metrics, owned.room.id());
+                healthy = false;
             }
             // Ticks evict members whose session is gone, and kept seats lapse: keep the
             // counts current.
@@ -2007,6 +2030,15 @@ mod tests {
     /// A pool of `threads` whose rooms checkpoint every `every_ticks` ticks (0: on
     /// hand-off only), and what they checkpoint.
     fn checkpointing(threads: usize, every_ticks: u32) -> (SimPool, crossbeam_channel::Receiver<Checkpoint>) {
+        checkpointing_with(threads, every_ticks, |_| {})
+    }
+
+    /// [`checkpointing`] of the configuration `edit` leaves.
+    fn checkpointing_with(
+        threads: usize,
+        every_ticks: u32,
+        edit: impl FnOnce(&mut PoolConfig),
+    ) -> (SimPool, crossbeam_channel::Receiver<Checkpoint>) {
         let (_gate, rx) = crossbeam_channel::bounded(0);
         let (sink, checkpoints) = crossbeam_channel::unbounded();
         let mut config = config(threads, rx);
@@ -2016,7 +2048,51 @@ mod tests {
             rewrite_after: Duration::from_secs(60),
             sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
         });
+        edit(&mut config);
         (SimPool::start(config).unwrap(), checkpoints)
+    }
+
+    /// A simulation that panics saving what it keeps beside the world.
+    struct Unsavable;
+
+    impl Simulation for Unsavable {
+        fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+            Ok(())
+        }
+        fn step(&mut self, _: &mut SimContext<'_>) {}
+        fn save(&self) -> Vec<u8> {
+            panic!("simulated game bug in save")
+        }
+    }
+
+    /// A checkpoint asks the simulation what it saves: one that panics there closes
+    /// only its room, as a panic in a tick does; the thread's other rooms go on.
+    #[test]
+    fn a_simulation_that_panics_saving_closes_only_its_room() {
+        let (pool, checkpoints) = checkpointing_with(1, 2, |config| {
+            let unsavable = RoomType {
+                config: config.room_types["arena"].config.clone(),
+                factory: Arc::new(|| Box::new(Unsavable)),
+            };
+            config.room_types.insert("unsavable".into(), unsavable);
+        });
+        let _bad = join(&pool, "bad", "unsavable", 1);
+        let _good = join(&pool, "field", "arena", 2);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.room("bad").is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the room whose save panics closes"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let before = next_checkpoint_of(&checkpoints, "field").tick;
+        assert!(
+            next_checkpoint_of(&checkpoints, "field").tick > before,
+            "the other room goes on"
+        );
     }
 
     /// A hand-off finishes what a room was told before its checkpoint (a member who
@@ -2159,7 +2235,7 @@ mod tests {
     fn next_checkpoint_of(checkpoints: &crossbeam_channel::Receiver<Checkpoint>, room: &str) -> proto::RoomCheckpoint {
         loop {
             match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
-                Checkpoint::Room(c) if c.room == room => break c,
+                Checkpoint::Room(c) if c.room == room => break *c,
                 _ => {}
             }
         }
@@ -2440,7 +2516,7 @@ mod tests {
         // More rooms than one page looks at; the one that matches comes after them.
         let ids: Vec<String> = (0..=LIST_SCAN).map(|i| format!("r{i}")).collect();
         for id in &ids {
-            pool.create_persistent(id, "relay").unwrap();
+            pool.create_persistent(id, "relay", &Metadata::new()).unwrap();
         }
         pool.open("z", "relay", "x", ctf.clone()).unwrap();
         let (page, next) = pool.list_rooms(&rare, "", 10, usize::MAX);
@@ -2456,7 +2532,8 @@ mod tests {
         pool.open("a", "relay", "x", ctf.clone()).unwrap();
         // Rooms of another type before it in id order do not count.
         for i in 0..=LIST_SCAN {
-            pool.create_persistent(&format!("0-{i}"), "arena").unwrap();
+            pool.create_persistent(&format!("0-{i}"), "arena", &Metadata::new())
+                .unwrap();
         }
         let picked = pool
             .pick("relay", &ctf.metadata, &nothing)
@@ -2618,12 +2695,26 @@ mod tests {
         let mut config = config(1, rx);
         config.creation.max_open = 0;
         let pool = SimPool::start(config).unwrap();
-        pool.create_persistent("lobby", "relay").unwrap();
+        pool.create_persistent("lobby", "relay", &Metadata::new()).unwrap();
         let refused = pool.open("c", "relay", "x", ListingState::default()).unwrap_err();
         assert_eq!(refused.code(), ErrorCode::LimitExceeded);
         assert!(refused.to_string().contains("create no rooms"), "{refused}");
         assert!(pool.creators.lock().is_empty());
         pool.open("lobby", "relay", "x", ListingState::default()).unwrap();
+    }
+
+    /// A room the configuration keeps open carries its metadata: quick joins with
+    /// filters find it before anyone joined it.
+    #[test]
+    fn a_configured_rooms_metadata_is_matched_by_quick_joins() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = SimPool::start(config(1, rx)).unwrap();
+        let canyon: Metadata = [("map".to_string(), "canyon".to_string())].into();
+        pool.create_persistent("lobby", "relay", &canyon).unwrap();
+        let picked = pool.pick("relay", &canyon, &|_| false).map(|h| h.shared.id.to_string());
+        assert_eq!(picked.as_deref(), Some("lobby"));
+        let desert: Metadata = [("map".to_string(), "desert".to_string())].into();
+        assert!(pool.pick("relay", &desert, &|_| false).is_none());
     }
 
     /// A room's simulation is built outside the directory's lock: a slow factory holds

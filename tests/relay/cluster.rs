@@ -1391,6 +1391,7 @@ async fn a_configured_room_opens_again_on_a_live_node_when_its_node_stops() {
         config.rooms.push(tickrelay::config::PrecreatedRoom {
             id: "lobby".into(),
             room_type: "relay".into(),
+            metadata: Default::default(),
         })
     };
     let mut a = cluster.node_with(lobby).await;
@@ -1800,6 +1801,7 @@ async fn a_configured_room_stays_persistent_when_it_moves() {
         c.rooms = vec![tickrelay::config::PrecreatedRoom {
             id: "lobby".into(),
             room_type: "relay".into(),
+            metadata: Default::default(),
         }];
     };
     let mut a = cluster.node_with(configured).await;

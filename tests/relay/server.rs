@@ -957,6 +957,7 @@ async fn thousands_of_rooms_are_listed_in_pages() {
             .map(|i| tickrelay::config::PrecreatedRoom {
                 id: format!("room-{i:05}"),
                 room_type: "slow".into(),
+                metadata: Default::default(),
             })
             .collect();
     })

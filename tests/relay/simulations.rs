@@ -35,6 +35,7 @@ async fn tag_server(params: &str, configured: &[&str]) -> TestServer {
         .map(|&id| PrecreatedRoom {
             id: id.into(),
             room_type: "tag".into(),
+            metadata: Default::default(),
         })
         .collect();
     start_with_simulations(config, &simulations).await

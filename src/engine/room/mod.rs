@@ -323,6 +323,7 @@ impl Room {
             room.reserved.insert(seat.member_id, reserved);
         }
         let members: Vec<MemberId> = room.reserved.keys().copied().collect();
+        room.sim.load(&checkpoint.game_state);
         room.sim.restore(&mut sim_context!(room, tick), &members);
         room.do_requests();
         room.remove_members();
@@ -364,12 +365,14 @@ impl Room {
             time_us,
             listing: Some(self.listing.with(ListingState::to_proto)),
             bans: self.bans.to_proto(time_us),
+            game_state: self.sim.save().into(),
         }
     }
 
     /// A hash of what a checkpoint holds but its tick and time: the state (its
-    /// checksum), the event numbering, the seats and the listing. Equal between two
-    /// checkpoints when nothing a restore would bring back changed.
+    /// checksum), the event numbering, the seats, the listing and what the simulation
+    /// saves beside the world. Equal between two checkpoints when nothing a restore
+    /// would bring back changed.
     pub fn checkpoint_fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::hash::DefaultHasher::new();
@@ -384,6 +387,7 @@ impl Room {
         self.listing
             .with(|listing| listing.to_proto().encode_to_vec())
             .hash(&mut hasher);
+        self.sim.save().hash(&mut hasher);
         hasher.finish()
     }
 

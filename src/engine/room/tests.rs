@@ -1898,6 +1898,60 @@ fn a_checkpoint_right_after_a_restore_holds_what_the_simulation_restored() {
     assert!(restored_again.world().get(99).is_some(), "the marker was checkpointed");
 }
 
+/// A simulation that keeps a score beside the world, saved with each checkpoint.
+#[derive(Default)]
+struct Scorer {
+    score: u32,
+    loaded: Option<Vec<u8>>,
+}
+
+impl Simulation for Scorer {
+    fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        self.score += 1;
+        Ok(())
+    }
+    fn step(&mut self, _: &mut SimContext<'_>) {}
+    fn save(&self) -> Vec<u8> {
+        self.score.to_le_bytes().to_vec()
+    }
+    fn load(&mut self, saved: &[u8]) {
+        self.loaded = Some(saved.to_vec());
+        self.score = saved.try_into().map_or(0, u32::from_le_bytes);
+    }
+    fn restore(&mut self, _: &mut SimContext<'_>, _: &[MemberId]) {
+        assert!(self.loaded.is_some(), "load comes first");
+    }
+}
+
+/// What a simulation keeps beside the world travels in the checkpoint, and a change
+/// of it alone is a change of the checkpoint (it is written again).
+#[test]
+fn what_a_simulation_saves_beside_the_world_comes_back_with_its_room() {
+    let mut room = game_room(Scorer::default());
+    join(&mut room, &Client::new(1));
+    room.tick(0);
+    let before = room.checkpoint_fingerprint();
+    room.push_input(1, 1, input::Payload::Intent(bytes::Bytes::from_static(&[1])));
+    room.push_input(1, 2, input::Payload::Intent(bytes::Bytes::from_static(&[1])));
+    room.tick(0);
+    assert_ne!(room.checkpoint_fingerprint(), before, "only the score changed");
+    let checkpoint = checkpoint_of(&mut room);
+    assert_eq!(&checkpoint.game_state[..], &2u32.to_le_bytes());
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(Scorer::default()), &checkpoint, 100).unwrap();
+    assert_eq!(
+        checkpoint_of(&mut restored).game_state,
+        checkpoint.game_state,
+        "the score came back"
+    );
+    // A checkpoint of a simulation that saves nothing gives `load` nothing.
+    let empty = checkpoint_of(&mut game_room(Marker));
+    let mut scorer = Scorer::default();
+    scorer.load(&empty.game_state);
+    assert_eq!((scorer.score, scorer.loaded.as_deref()), (0, Some(&[][..])));
+}
+
 #[test]
 fn a_restored_relay_room_continues_where_its_checkpoint_was() {
     let mut room = relay_room(RoomConfig::default());

@@ -330,12 +330,30 @@ pub trait Simulation: Send + 'static {
 
     /// The room was restored from a checkpoint (cluster mode: its node died or
     /// stopped): `ctx.world` holds the checkpointed entities, and `members` were in the
-    /// room then. Rebuild whatever the simulation keeps beside the world; those
+    /// room then. Rebuild whatever the simulation keeps beside the world (what
+    /// [`Simulation::save`] gave was handed to [`Simulation::load`] just before); those
     /// members' seats are held for them (no [`Simulation::join`] when they come back; a
     /// [`Simulation::leave`] if they do not within the resume grace). By default
     /// nothing is kept beside the world.
     fn restore(&mut self, ctx: &mut SimContext<'_>, members: &[MemberId]) {
         let _ = (ctx, members);
+    }
+
+    /// What the simulation keeps beside the world that a restored room needs (scores,
+    /// a round timer, a departed player's points), in any encoding the game likes.
+    /// Asked between ticks for each checkpoint (cluster mode, every `[cluster]
+    /// checkpoint_ticks`; compared with the last one, so return the same
+    /// bytes for the same state), stored with it and counted in
+    /// `max_checkpoint_bytes`: keep it small. Nothing by default.
+    fn save(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Takes back what [`Simulation::save`] gave, as the room is restored from a
+    /// checkpoint, before [`Simulation::restore`] (empty when the checkpoint holds
+    /// none). A panic here, as in any callback, closes only the room.
+    fn load(&mut self, saved: &[u8]) {
+        let _ = saved;
     }
 }
 
