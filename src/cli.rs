@@ -440,6 +440,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
         Ok(_) => {}
         Err(e) => warnings.push(format!("cannot raise the open file limit: {e}")),
     }
+    warnings.extend(config.lookalikes.iter().cloned());
     if config.naive_fanout {
         warnings
             .push("naive_fanout: a full snapshot per member per tick, encoded per member (benchmark baseline)".into());

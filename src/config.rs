@@ -96,6 +96,10 @@ pub struct Config {
     pub room_types: BTreeMap<String, RoomTypeConfig>,
     /// Rooms created at start-up and kept open.
     pub rooms: Vec<PrecreatedRoom>,
+    /// What loading found suspicious but allowed (a room type named like a
+    /// simulation, running none): warned about at start and by `--check`.
+    #[serde(skip)]
+    pub lookalikes: Vec<String>,
     /// Benchmark baseline, never for players: every room sends every member a full
     /// snapshot every tick, encoded for that member alone, and the transport writes
     /// each message separately ([`RoomConfig::naive_fanout`] in every room type).
@@ -510,6 +514,7 @@ impl Default for Config {
             default_room_type: "relay".into(),
             room_types: room_types.into_iter().collect(),
             rooms: Vec::new(),
+            lookalikes: Vec::new(),
             naive_fanout: false,
             demo: false,
         }
@@ -676,17 +681,21 @@ impl Config {
             }
         }
         // A section whose name misses a simulation's by a letter or two, with no
-        // `simulation` of its own, is a typo far more often than a relay type.
+        // `simulation` of its own, is more often a typo than a relay type: warned about.
         let unnamed = |(name, t): &(&String, &toml::Value)| {
             !simulations.contains(&name.as_str()) && t.get("simulation").is_none()
         };
+        let mut lookalikes = Vec::new();
         for (name, _) in types.iter().filter(unnamed) {
-            let near = |sim: &str| strsim::damerau_levenshtein(&sim.to_lowercase(), &name.to_lowercase()) <= 2;
+            let near = |sim: &str| {
+                let distance = strsim::damerau_levenshtein(&sim.to_lowercase(), &name.to_lowercase());
+                distance <= if sim.len().min(name.len()) < 5 { 1 } else { 2 }
+            };
             if let Some(sim) = simulations.iter().find(|&&sim| sim != "relay" && near(sim)) {
-                return Err(ConfigError::Invalid(format!(
-                    "room type `{name}` names no `simulation`, so it would be a relay room type: did you mean \
-                     `{sim}`? (to keep `{name}` as it is, give it `simulation = \"relay\"` or the one it runs)"
-                )));
+                lookalikes.push(format!(
+                    "room type `{name}` names no `simulation`, so it is a relay room type: did you mean `{sim}`? \
+                     (give it `simulation = \"relay\"` to say it is meant)"
+                ));
             }
         }
         // Each simulation's type runs it unless told otherwise: a section (or override)
@@ -713,6 +722,7 @@ impl Config {
         if (table.get("session")).is_none_or(|s| s.get("byte_burst").is_none()) {
             config.session.fit_byte_burst_to_message_size();
         }
+        config.lookalikes = lookalikes;
         Ok(config)
     }
 
@@ -1737,21 +1747,30 @@ mod tests {
     }
 
     #[test]
-    fn a_room_type_named_like_a_simulation_but_running_none_is_taken_for_a_typo() {
-        let own = Simulations::new().add("ctf", || Arena::new(ArenaConfig::default()));
-        let load = |text: &str| Config::from_parts(text, None, &[], &own);
-        for typo in ["[room_types.cft]\ntick_rate = 10\n", "[room_types.Arnea]\n"] {
-            let e = load(typo).unwrap_err().to_string();
+    fn a_room_type_named_like_a_simulation_but_running_none_is_warned_about() {
+        let own = Simulations::new()
+            .add("ctf", || Arena::new(ArenaConfig::default()))
+            .add("go", || Arena::new(ArenaConfig::default()));
+        let warned = |text: &str| Config::from_parts(text, None, &[], &own).unwrap().lookalikes;
+        for typo in [
+            "[room_types.cft]\ntick_rate = 10\n",
+            "[room_types.Arnea]\n",
+            "[room_types.arenaa]\n",
+        ] {
+            let warned = warned(typo);
             assert!(
-                e.contains("did you mean") && e.contains("simulation = \"relay\""),
-                "{e}"
+                warned.len() == 1 && warned[0].contains("did you mean"),
+                "{typo}: {warned:?}"
             );
         }
+        // Meant, or too far from any simulation's name (short names need a closer miss).
         assert!(
-            load("[room_types.cft]\nsimulation = \"relay\"\n").is_ok(),
+            warned("[room_types.cft]\nsimulation = \"relay\"\n").is_empty(),
             "named: meant"
         );
-        assert!(load("[room_types.lobby]\n[room_types.ctf]\ntick_rate = 10\n").is_ok());
+        for name in ["lobby", "dm", "ui", "tdm", "game", "ctf"] {
+            assert!(warned(&format!("[room_types.{name}]\n")).is_empty(), "{name}");
+        }
     }
 
     #[test]

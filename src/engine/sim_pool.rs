@@ -1167,7 +1167,12 @@ impl PeriodicCheckpoints {
     fn write(&mut self, room: &mut Room, c: &Checkpoints) {
         self.due = false;
         self.soon_at = None;
-        let fingerprint = room.checkpoint_fingerprint();
+        // (A simulation that panics saving its state fails the room: not written.)
+        let game_state = room.game_state();
+        if room.failed() {
+            return;
+        }
+        let fingerprint = room.checkpoint_fingerprint(&game_state);
         match &mut self.written {
             Some((last, at, skipped))
                 if *last == fingerprint && *skipped < UNCHANGED_CHECKPOINTS && at.elapsed() < c.rewrite_after =>
@@ -1176,7 +1181,9 @@ impl PeriodicCheckpoints {
             }
             written => {
                 *written = Some((fingerprint, Instant::now(), 0));
-                (c.sink)(Checkpoint::Room(Box::new(room.checkpoint(unix_micros()))));
+                (c.sink)(Checkpoint::Room(Box::new(
+                    room.checkpoint_with(unix_micros(), game_state),
+                )));
             }
         }
     }
@@ -1441,15 +1448,14 @@ impl SimThread {
                         // included (they are in the checkpoint, so acknowledging
                         // them loses nothing).
                         let owned = &mut self.rooms[i];
-                        // (A checkpoint asks the simulation what it saves: it may panic too.)
-                        let finished = catch_unwind(AssertUnwindSafe(|| {
-                            owned.room.finish_pending(now);
-                            owned.room.checkpoint(now)
-                        }));
-                        if let Ok(checkpoint) = finished {
-                            sink(Checkpoint::Room(Box::new(checkpoint)));
-                            i += 1;
-                            continue;
+                        let finished = catch_unwind(AssertUnwindSafe(|| owned.room.finish_pending(now)));
+                        if finished.is_ok() {
+                            let checkpoint = owned.room.checkpoint(now);
+                            if !owned.room.failed() {
+                                sink(Checkpoint::Room(Box::new(checkpoint)));
+                                i += 1;
+                                continue;
+                            }
                         }
                         // Closed, as after any tick that panics (and its checkpoint
                         // with it: restoring an older one would lose what was
@@ -1521,16 +1527,8 @@ impl SimThread {
                 let result = catch_unwind(AssertUnwindSafe(|| owned.room.tick(unix_micros())));
                 match result {
                     Ok(report) => {
-                        // A checkpoint asks the simulation what it saves (it may panic).
-                        let checkpointed = self.checkpoints.as_ref().map_or(Ok(()), |c| {
-                            catch_unwind(AssertUnwindSafe(|| {
-                                owned.checkpoints.after_tick(&mut owned.room, report.tick, c)
-                            }))
-                        });
-                        if checkpointed.is_err() {
-                            room_panicked(&self.metrics, owned.room.id());
-                            healthy = false;
-                            break;
+                        if let Some(c) = &self.checkpoints {
+                            owned.checkpoints.after_tick(&mut owned.room, report.tick, c);
                         }
                         let m = &self.metrics;
                         m.ticks.inc();
@@ -1549,10 +1547,12 @@ impl SimThread {
                     }
                 }
             }
-            if healthy
-                && let Some(c) = &self.checkpoints
-                && catch_unwind(AssertUnwindSafe(|| owned.checkpoints.when_due(&mut owned.room, now, c))).is_err()
-            {
+            if healthy && let Some(c) = &self.checkpoints {
+                owned.checkpoints.when_due(&mut owned.room, now, c);
+            }
+            // A checkpoint (after a tick, or a ban's between ticks) found the
+            // simulation panicking as it saved its state.
+            if healthy && owned.room.failed() {
                 room_panicked(&self.metrics, owned.room.id());
                 healthy = false;
             }
@@ -2069,25 +2069,39 @@ mod tests {
 
     /// A checkpoint asks the simulation what it saves: one that panics there closes
     /// only its room, as a panic in a tick does; the thread's other rooms go on.
+    /// Checkpoints after ticks, and the one a ban asks between ticks.
     #[test]
     fn a_simulation_that_panics_saving_closes_only_its_room() {
-        let (pool, checkpoints) = checkpointing_with(1, 2, |config| {
+        let unsavable = |config: &mut PoolConfig| {
             let unsavable = RoomType {
                 config: config.room_types["arena"].config.clone(),
                 factory: Arc::new(|| Box::new(Unsavable)),
             };
             config.room_types.insert("unsavable".into(), unsavable);
-        });
+        };
+        let closed = |pool: &SimPool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while pool.room("bad").is_some() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the room whose save panics closes"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        // A ban's checkpoint, between ticks (the periodic ones too far apart).
+        let (pool, _checkpoints) = checkpointing_with(1, 100_000, unsavable);
+        let _bad = join(&pool, "bad", "unsavable", 1);
+        std::thread::sleep(Duration::from_millis(100));
+        Rooms::remove_user(&pool, "bad", "someone", "banned", 60)
+            .unwrap()
+            .unwrap();
+        closed(&pool); // (by the thread: it lives)
+        // Periodic checkpoints, after ticks.
+        let (pool, checkpoints) = checkpointing_with(1, 2, unsavable);
         let _bad = join(&pool, "bad", "unsavable", 1);
         let _good = join(&pool, "field", "arena", 2);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while pool.room("bad").is_some() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the room whose save panics closes"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        closed(&pool);
         let before = next_checkpoint_of(&checkpoints, "field").tick;
         assert!(
             next_checkpoint_of(&checkpoints, "field").tick > before,

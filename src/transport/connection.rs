@@ -168,7 +168,17 @@ pub(crate) async fn serve<T: Transport>(
                 metrics.messages_replayed.inc_by(replayed as u64);
                 session
             }
-            None => match continue_elsewhere_session::<T>(&ctx, &token, identity, client.as_deref(), now).await {
+            // Boxed: rare (a cluster's session moving nodes), and large in every
+            // connection's future otherwise.
+            None => match Box::pin(continue_elsewhere_session::<T>(
+                &ctx,
+                &token,
+                identity,
+                client.as_deref(),
+                now,
+            ))
+            .await
+            {
                 Ok(session) => session,
                 Err(reason) => {
                     metrics.count_close(reason);

@@ -148,7 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     // the frames after it cannot be found. What the client still sends
                     // is read as bytes and dropped, until it closes.
                     Received::ProtocolError | Received::Other(Inbound::TooBig) => {
-                        let mut scratch = [0u8; 4096];
+                        // On the heap: in the future, 4 KiB held by every connection.
+                        let mut scratch = vec![0u8; 4096];
                         while matches!(self.io.read(&mut scratch).await, Ok(1..)) {}
                         return;
                     }

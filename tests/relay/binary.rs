@@ -372,7 +372,11 @@ fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
     let dir = std::env::temp_dir().join(format!("tickrelay-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("relay.toml");
-    std::fs::write(&file, "[room_types.arena]\nsimulation = \"arena\"\ntick_rate = 10\n").unwrap();
+    std::fs::write(
+        &file,
+        "[room_types.arena]\nsimulation = \"arena\"\ntick_rate = 10\n[room_types.arnea]\nmax_members = 8\n",
+    )
+    .unwrap();
     // An address in use: a start would fail on it, a check does not bind it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap().to_string();
@@ -407,6 +411,10 @@ fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
         "the variable over the built-in type: {stdout}"
     );
     assert!(stdout.contains("warning: auth.mode = \"anonymous\""), "{stdout}");
+    assert!(
+        stdout.contains("warning: room type `arnea` names no `simulation`") && stdout.contains("did you mean `arena`?"),
+        "a type named like a simulation, running none: {stdout}"
+    );
     assert!(!cert.exists(), "no development certificate written");
 
     let (code, stdout, stderr) = check(&[("TICKRELAY__SESSION__MAX_ROOMS_PER_SESSION", "many")], &[]);

@@ -64,6 +64,8 @@ struct RoomState {
     schema: Option<Arc<Schema>>,
     /// The options of a join that creates the room.
     create: Option<proto::RoomOptions>,
+    /// The request id of the last join sent: an `Error` carrying it refuses the join.
+    join_request: u64,
 }
 
 impl RoomState {
@@ -80,6 +82,7 @@ impl RoomState {
             seat: String::new(),
             schema: None,
             create: None,
+            join_request: 0,
         }
     }
 
@@ -516,6 +519,16 @@ impl Driver {
         }
     }
 
+    /// Forgets a room the server removed this client from, or refused: its state,
+    /// its mirror and its route (joined again, it may live elsewhere).
+    fn forget_room(&mut self, room: &str) {
+        self.rooms.remove(room);
+        self.shared.mirrors.lock().remove(room);
+        if let Some(routes) = self.routing.routes.upgrade() {
+            routes.left(room);
+        }
+    }
+
     fn request_id(&mut self) -> u64 {
         self.next_request += 1;
         self.next_request
@@ -523,6 +536,9 @@ impl Driver {
 
     fn join_message(&mut self, room: &str, room_type: &str) -> Out {
         let request_id = self.request_id();
+        if let Some(state) = self.rooms.get_mut(room) {
+            state.join_request = request_id;
+        }
         let state = self.rooms.get(room);
         Out::Join(proto::JoinRoom {
             request_id,
@@ -862,13 +878,8 @@ impl Driver {
                 }
                 In::Left(left) => {
                     if left.reason != 0 {
-                        // The server removed us (room closed): forget the room, and
-                        // its route (joined again, it may live elsewhere now).
-                        self.rooms.remove(&left.room);
-                        self.shared.mirrors.lock().remove(&left.room);
-                        if let Some(routes) = self.routing.routes.upgrade() {
-                            routes.left(&left.room);
-                        }
+                        // The server removed us (room closed).
+                        self.forget_room(&left.room);
                     }
                     self.emit(Event::Left(left)).await;
                 }
@@ -901,12 +912,16 @@ impl Driver {
                         tracing::debug!(room = %error.room, "join already being answered");
                         continue;
                     }
-                    // Any other refusal of a join (an unknown room type, a full room, a
+                    // Any other refusal of the join (an unknown room type, a full room, a
                     // token that does not allow it) is final: the room is forgotten with
                     // what waited for it, and not joined again at the next connection.
-                    if joining && !later.iter().any(|&code| error.code == code as i32) {
-                        self.rooms.remove(&error.room);
-                        self.shared.mirrors.lock().remove(&error.room);
+                    // (Not an error for another message about the room meanwhile.)
+                    let refused = self
+                        .rooms
+                        .get(&error.room)
+                        .is_some_and(|s| s.join_request == error.request_id);
+                    if joining && refused && !later.iter().any(|&code| error.code == code as i32) {
+                        self.forget_room(&error.room);
                     }
                     self.emit(Event::Error(error)).await;
                 }

@@ -654,3 +654,54 @@ async fn a_close_before_the_welcome_moves_on_to_the_next_url() {
     .await;
     assert!(connected, "the fallback was tried");
 }
+
+/// An error naming a room whose join is still unanswered, but answering another
+/// message (a request the application made meanwhile), does not refuse the join: the
+/// `Joined` that follows is taken, and inputs for the room go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_for_another_message_about_a_joining_room_is_not_its_refusal() {
+    let (inputs, mut inputs_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let inputs = inputs.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let join = loop {
+                let messages = next_messages(&mut ws).await.expect("the client joins");
+                if let Some(join) = messages.into_iter().find_map(|m| match m {
+                    Out::Join(join) => Some(join),
+                    _ => None,
+                }) {
+                    break join;
+                }
+            };
+            let not_yet = proto::Error {
+                code: proto::ErrorCode::NotAMember as i32,
+                room: join.room.clone(),
+                request_id: join.request_id + 1000,
+                ..Default::default()
+            };
+            let joined = proto::Joined {
+                request_id: join.request_id,
+                room: join.room.clone(),
+                room_type: "relay".into(),
+                ..Default::default()
+            };
+            let answers = vec![In::Error(not_yet), In::Joined(joined)];
+            ws.send(fake_envelope(answers, 1)).await.unwrap();
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    if let Out::Input(input) = message {
+                        let _ = inputs.send(input.room);
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = Client::connect(config(url)).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    let room = tokio::time::timeout(Duration::from_secs(5), inputs_rx.recv()).await;
+    assert_eq!(room.ok().flatten().as_deref(), Some("r"), "the room was kept");
+}

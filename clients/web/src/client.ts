@@ -311,6 +311,8 @@ interface RoomState {
   seat: string;
   /** The options of a join that creates the room. */
   create: RoomOptions | undefined;
+  /** The request id of the last join sent: an `Error` carrying it refuses the join. */
+  joinRequest: bigint;
 }
 
 /** How a join creates a room: its metadata (listed, matched by quick joins) and privacy. */
@@ -331,6 +333,7 @@ function newRoom(roomType: string): RoomState {
     resyncAskedMs: -Infinity,
     seat: "",
     create: undefined,
+    joinRequest: 0n,
   };
 }
 
@@ -413,8 +416,9 @@ export class Client {
   #queuedPong: Extract<Outgoing, { case: "pong" }> | undefined;
   #welcomed = false;
   #stopped = false;
-  /** `getToken` was asked and has not answered yet. */
-  #askingToken = false;
+  /** The `getToken` ask under way (0: none); an answer to an older one is dropped. */
+  #asking = 0;
+  #asks = 0;
   #attempt = 0;
   #pacing = pacing(undefined);
   #timers: {
@@ -487,7 +491,7 @@ export class Client {
 
   /** Starts connecting (and reconnecting until {@link Client.close} or giving up); a no-op while connecting or connected. */
   connect(): void {
-    if (this.#socket !== undefined || this.#timers.retry !== undefined || this.#askingToken) return;
+    if (this.#socket !== undefined || this.#timers.retry !== undefined || (this.#asking !== 0 && !this.#stopped)) return;
     this.#stopped = false;
     this.#attempt = 0;
     this.#open();
@@ -549,7 +553,14 @@ export class Client {
 
   #joinMessage(room: string, state: RoomState): Outgoing {
     const { roomType, seat, create } = state;
-    return { case: "join", value: { requestId: this.#requestId(), room, roomType, seat, create } };
+    state.joinRequest = this.#requestId();
+    return { case: "join", value: { requestId: state.joinRequest, room, roomType, seat, create } };
+  }
+
+  /** Forgets a room the server removed this client from, or refused, and where it lived (a later join of it starts at home again). */
+  #forget(room: string): void {
+    this.#rooms.delete(room);
+    if (this.#home.#redirected.get(room)?.node === this) this.#home.#redirected.delete(room);
   }
 
   /** The answer to a quick join names its room: from now on one of this client's. */
@@ -695,8 +706,10 @@ export class Client {
     this.#stopped = true;
     this.#clearTimers();
     this.#welcomed = false;
-    // The server ends the session at a 1000 close: a later `connect` starts a new one.
+    // The server ends the session at a 1000 close: a later `connect` starts a new one
+    // (and a token asked for meanwhile is not used).
     this.#session = undefined;
+    this.#asking = 0;
     this.#rejectRequests("client closed");
     const socket = this.#socket;
     if (socket === undefined || socket.readyState === socket.CLOSED) return Promise.resolve();
@@ -711,19 +724,33 @@ export class Client {
 
   /** Opens a connection, with a token from `getToken` first when there is one. */
   #open(): void {
+    // A new attempt: what the last connection did no longer counts (see `#retry`).
+    this.#link = { resuming: this.#session !== undefined, welcomedAt: undefined, played: false, goingAway: false };
     const getToken = this.#options.getToken;
     if (getToken === undefined) return this.#openSocket();
-    this.#askingToken = true;
-    new Promise<string>((resolve) => resolve(getToken())).then(
+    const ask = ++this.#asks;
+    this.#asking = ask;
+    const timeoutMs = this.#options.connectTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no token within ${timeoutMs} ms`)), timeoutMs);
+    });
+    // (Asked again by a later attempt, or the client closed meanwhile: dropped.)
+    const current = (): boolean => {
+      if (this.#asking !== ask) return false;
+      this.#asking = 0;
+      return true;
+    };
+    Promise.race([new Promise<string>((resolve) => resolve(getToken())), late]).then(
       (token) => {
-        this.#askingToken = false;
-        if (this.#stopped) return;
+        clearTimeout(timer);
+        if (!current() || this.#stopped) return;
         this.#options.token = token;
         this.#openSocket();
       },
       (error: unknown) => {
-        this.#askingToken = false;
-        this.#retry(`getToken failed: ${String(error)}`);
+        clearTimeout(timer);
+        if (current()) this.#retry(`getToken failed: ${String(error)}`);
       },
     );
   }
@@ -737,7 +764,6 @@ export class Client {
       url.searchParams.set("resume", this.#session.resumeToken);
       url.searchParams.set("received", this.#received.toString());
     }
-    this.#link = { resuming: this.#session !== undefined, welcomedAt: undefined, played: false, goingAway: false };
     this.#frameAt = undefined;
     this.#probedAt = undefined;
     const protocols = [PROTOCOL];
@@ -934,6 +960,10 @@ export class Client {
 
   #rejectRequests(reason: string): void {
     for (const { reject } of this.#requests.values()) reject(new RequestError(reason));
+    // Not sent later either, nor the leaves of the session that ended.
+    const unsent = (m: Outgoing) => m?.case !== "leave" && !(m?.case === "request" && this.#requests.has(m.value.requestId ?? 0n));
+    this.#buffer = this.#buffer.filter(unsent);
+    this.#queue = this.#queue.filter(unsent);
     this.#requests.clear();
   }
 
@@ -1108,10 +1138,7 @@ export class Client {
         case "left":
           // A reason: the server removed us (room closed); forget the room, and where
           // it lived (a later join of it starts at home again).
-          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED) {
-            this.#rooms.delete(kind.value.room);
-            if (this.#home.#redirected.get(kind.value.room)?.node === this) this.#home.#redirected.delete(kind.value.room);
-          }
+          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED) this.#forget(kind.value.room);
           this.#emit("left", kind.value);
           break;
         case "presence":
@@ -1144,7 +1171,9 @@ export class Client {
           // Any other refusal of a join (an unknown room type, a full room, a token
           // that does not allow it) is final: the room is forgotten with what waited
           // for it, and not joined again at the next connection.
-          if (!later && this.#rooms.get(room)?.joined === false) this.#rooms.delete(room);
+          // (Not an error for another message about the room meanwhile.)
+          const pendingJoin = this.#rooms.get(room);
+          if (!later && pendingJoin?.joined === false && pendingJoin.joinRequest === kind.value.requestId) this.#forget(room);
           this.#emit("error", kind.value);
           break;
         }

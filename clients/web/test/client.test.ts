@@ -183,9 +183,18 @@ test("a refused join forgets its room; one the server asks to retry is kept", ()
   c.join("busy", "arena");
   c.connect();
   last().welcome();
-  const refusal = (room: string, code: v1.ErrorCode) => ({ case: "error" as const, value: { code, room, retryAfterMs: 100 } });
-  last().receive([refusal("ghost", v1.ErrorCode.UNKNOWN_ROOM_TYPE), refusal("busy", v1.ErrorCode.UNAVAILABLE)], 1n);
-  assert.equal(events.filter((e) => e.startsWith("error")).length, 2, "both reach the application");
+  const joinOf = (room: string) =>
+    last().sent.map((k) => k.value as v1.JoinRoom).find((j) => j.room === room)!.requestId;
+  const refusal = (room: string, code: v1.ErrorCode, requestId = joinOf(room)) => ({
+    case: "error" as const,
+    value: { code, room, requestId, retryAfterMs: 100 },
+  });
+  // An error for another message about the room (a request while its join waits) is
+  // not the join's answer.
+  last().receive([refusal("ghost", v1.ErrorCode.NOT_A_MEMBER, 999n)], 1n);
+  assert.equal(c.sendInput("ghost", { case: "intent", value: new Uint8Array([1]) }), 1n, "still joining");
+  last().receive([refusal("ghost", v1.ErrorCode.UNKNOWN_ROOM_TYPE), refusal("busy", v1.ErrorCode.UNAVAILABLE)], 2n);
+  assert.equal(events.filter((e) => e.startsWith("error")).length, 3, "every one reaches the application");
   assert.equal(c.sendInput("ghost", { case: "intent", value: new Uint8Array([1]) }), undefined);
   assert.equal(c.sendInput("busy", { case: "intent", value: new Uint8Array([1]) }), 1n, "kept for its retry");
   // A new session joins again only the room the server asked to retry.
@@ -245,6 +254,45 @@ test("getToken is asked before every attempt: a token that expired (4500) is rep
   mock.timers.tick(1000);
   await settle();
   assert.deepEqual(last().protocols, ["tickrelay.v1", "tickrelay.bearer.t4"]);
+});
+
+test("getToken: failing after a stable connection goes through the backoff to gaveUp; close then connect asks again; a hung one times out", async () => {
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+  let fail = false;
+  let asked = 0;
+  const { client: c, events } = client({
+    connectTimeoutMs: 1000,
+    getToken: () => {
+      asked++;
+      if (asked === 3) return new Promise<string>(() => {}); // never answers
+      return fail ? Promise.reject(new Error("backend down")) : Promise.resolve("t");
+    },
+  });
+  c.connect();
+  await settle();
+  last().welcome();
+  advance(11_000); // a stable connection (10 s after its welcome)
+  fail = true;
+  last().end(1006);
+  for (let i = 0; i < 10 && !events.some((e) => e.startsWith("gaveUp")); i++) {
+    mock.timers.tick(1000);
+    await settle();
+  }
+  assert.ok(events.some((e) => e.startsWith("gaveUp")), events.join("\n"));
+  assert.equal(asked, 4, "the first, then three failed attempts (one of them hung)");
+  assert.ok(events.some((e) => e.includes("no token within 1000 ms")), events.join("\n"));
+  // close() while an ask is under way, then connect(): the new attempt is not lost.
+  fail = false;
+  asked = 10;
+  c.connect();
+  const closed = c.close();
+  await closed;
+  c.connect();
+  await settle();
+  assert.equal(last().readyState, 1);
+  assert.equal(FakeSocket.opened.length, 2, "one new connection");
+  await settle();
+  assert.equal(FakeSocket.opened.length, 2, "the older ask's answer opened none");
 });
 
 test("unacknowledged inputs are replayed after a reconnect, acknowledged ones are not", () => {
@@ -361,7 +409,7 @@ test("a ping queued behind held-back inputs is stamped when it leaves; the backl
   const sentAtMs = Number(pings[1]!.sentTimeUs) / 1000 - performance.timeOrigin;
   assert.ok(sentAtMs > 3000, `stamped at ${sentAtMs} ms, queued at 2000`);
   last().receive([{ case: "pong", value: { pingSentTimeUs: pings[1]!.sentTimeUs } }]);
-  assert.ok(c.stats.rttMs! < 2000, `${c.stats.rttMs} ms: the queueing counted`);
+  assert.ok(c.stats.rttMs! < 2000, `${c.stats.rttMs} ms: the time queued was counted in the round trip`);
 });
 
 test("a Joined again does not queue the room's unacknowledged inputs again", () => {

@@ -195,6 +195,8 @@ pub struct Room {
     requests: Requests,
     /// Why the simulation closed the room ([`Room::closing`]).
     closing: Option<String>,
+    /// The simulation panicked saving its state for a checkpoint ([`Room::failed`]).
+    failed: bool,
     /// The members the simulation knows of ([`SimContext::members`]).
     roster: Roster,
     /// Reliable messages and bytes each member (by position) got from this tick's
@@ -266,6 +268,7 @@ impl Room {
             events: Vec::new(),
             requests: Requests::default(),
             closing: None,
+            failed: false,
             roster: Roster::default(),
             sent_this_tick: Vec::new(),
             event_seq: 0,
@@ -333,10 +336,37 @@ impl Room {
         Ok(room)
     }
 
+    /// What the simulation keeps beside the world ([`Simulation::save`]). A panic
+    /// there (a bug in the game, as in any callback) marks the room failed: the
+    /// driver closes it as after a tick that panics.
+    pub fn game_state(&mut self) -> Bytes {
+        let sim = &self.sim;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.save())) {
+            Ok(saved) => saved.into(),
+            Err(_) => {
+                self.failed = true;
+                Bytes::new()
+            }
+        }
+    }
+
+    /// Whether the simulation panicked saving its state ([`Room::game_state`]): the
+    /// room must close, and its checkpoint not be written.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// The room's state for a checkpoint (call between ticks): every entity as a full
     /// snapshot, the event numbering and the members' seats (seats still kept from a
-    /// restore included), stamped `time_us`.
+    /// restore included), stamped `time_us`, and what the simulation saves
+    /// ([`Room::game_state`]: check [`Room::failed`] before writing it).
     pub fn checkpoint(&mut self, time_us: u64) -> proto::RoomCheckpoint {
+        let game_state = self.game_state();
+        self.checkpoint_with(time_us, game_state)
+    }
+
+    /// [`Room::checkpoint`] with the simulation's state already asked.
+    pub fn checkpoint_with(&mut self, time_us: u64, game_state: Bytes) -> proto::RoomCheckpoint {
         let meta = FrameMeta {
             room: &self.id,
             server_time_us: time_us,
@@ -365,15 +395,15 @@ impl Room {
             time_us,
             listing: Some(self.listing.with(ListingState::to_proto)),
             bans: self.bans.to_proto(time_us),
-            game_state: self.sim.save().into(),
+            game_state,
         }
     }
 
     /// A hash of what a checkpoint holds but its tick and time: the state (its
-    /// checksum), the event numbering, the seats, the listing and what the simulation
-    /// saves beside the world. Equal between two checkpoints when nothing a restore
-    /// would bring back changed.
-    pub fn checkpoint_fingerprint(&self) -> u64 {
+    /// checksum), the event numbering, the seats, the listing and `game_state` (what
+    /// the simulation saves beside the world). Equal between two checkpoints when
+    /// nothing a restore would bring back changed.
+    pub fn checkpoint_fingerprint(&self, game_state: &[u8]) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::hash::DefaultHasher::new();
         (self.world.checksum(), self.world.len(), self.event_seq).hash(&mut hasher);
@@ -387,7 +417,7 @@ impl Room {
         self.listing
             .with(|listing| listing.to_proto().encode_to_vec())
             .hash(&mut hasher);
-        self.sim.save().hash(&mut hasher);
+        game_state.hash(&mut hasher);
         hasher.finish()
     }
 

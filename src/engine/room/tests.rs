@@ -892,7 +892,7 @@ fn bans_are_checkpointed_until_they_end() {
     let banned = admit_at(&mut restored, &Client::new(1), "long", 2_000_000);
     assert_eq!(banned, Err(JoinError::Banned));
     assert_ne!(
-        room.checkpoint_fingerprint(),
+        room.checkpoint_fingerprint(&[]),
         Room::new(
             3,
             "room".into(),
@@ -900,7 +900,7 @@ fn bans_are_checkpointed_until_they_end() {
             RoomConfig::default(),
             Box::new(Relay::new())
         )
-        .checkpoint_fingerprint(),
+        .checkpoint_fingerprint(&[]),
         "a ban is something a checkpoint holds"
     );
 }
@@ -1932,11 +1932,15 @@ fn what_a_simulation_saves_beside_the_world_comes_back_with_its_room() {
     let mut room = game_room(Scorer::default());
     join(&mut room, &Client::new(1));
     room.tick(0);
-    let before = room.checkpoint_fingerprint();
+    let fingerprint = |room: &mut Room| {
+        let saved = room.game_state();
+        room.checkpoint_fingerprint(&saved)
+    };
+    let before = fingerprint(&mut room);
     room.push_input(1, 1, input::Payload::Intent(bytes::Bytes::from_static(&[1])));
     room.push_input(1, 2, input::Payload::Intent(bytes::Bytes::from_static(&[1])));
     room.tick(0);
-    assert_ne!(room.checkpoint_fingerprint(), before, "only the score changed");
+    assert_ne!(fingerprint(&mut room), before, "only the score changed");
     let checkpoint = checkpoint_of(&mut room);
     assert_eq!(&checkpoint.game_state[..], &2u32.to_le_bytes());
     let mut restored = Room::restore(2, RoomConfig::default(), Box::new(Scorer::default()), &checkpoint, 100).unwrap();
@@ -1945,11 +1949,12 @@ fn what_a_simulation_saves_beside_the_world_comes_back_with_its_room() {
         checkpoint.game_state,
         "the score came back"
     );
-    // A checkpoint of a simulation that saves nothing gives `load` nothing.
+    // A checkpoint of a simulation that saves nothing gives `load` nothing (which
+    // `Scorer::restore` checks it had).
     let empty = checkpoint_of(&mut game_room(Marker));
-    let mut scorer = Scorer::default();
-    scorer.load(&empty.game_state);
-    assert_eq!((scorer.score, scorer.loaded.as_deref()), (0, Some(&[][..])));
+    let mut restored = Room::restore(3, RoomConfig::default(), Box::new(Scorer::default()), &empty, 100).unwrap();
+    assert_eq!(&checkpoint_of(&mut restored).game_state[..], &0u32.to_le_bytes());
+    assert!(!restored.failed());
 }
 
 #[test]

@@ -344,7 +344,10 @@ pub trait Simulation: Send + 'static {
     /// Asked between ticks for each checkpoint (cluster mode, every `[cluster]
     /// checkpoint_ticks`; compared with the last one, so return the same
     /// bytes for the same state), stored with it and counted in
-    /// `max_checkpoint_bytes`: keep it small. Nothing by default.
+    /// `max_checkpoint_bytes`: keep it small (a checkpoint over that is not written,
+    /// but logged and counted in `tickrelay_checkpoints_skipped_total`, and the room
+    /// falls back to its last written one). A panic here closes only the room. Nothing by
+    /// default.
     fn save(&self) -> Vec<u8> {
         Vec::new()
     }
