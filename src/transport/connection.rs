@@ -141,26 +141,23 @@ impl End {
     }
 }
 
-/// Runs one authenticated connection to its end.
-pub(crate) async fn serve<T: Transport>(
-    mut transport: T,
-    peer: SocketAddr,
-    ctx: Arc<Context>,
-    start: Start,
-    permit: Permit,
-) {
+/// The session a connection starts with: a new one, or the one it resumes (here, or
+/// continued from another node). None when the connection was refused (and closed).
+/// (Apart from `serve`, which boxes it: what it holds while it waits is not kept in
+/// every connection's task for the connection's life.)
+async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start: Start) -> Option<Session> {
     let now = Now::system();
     let metrics = &ctx.metrics;
-    let mut session = match start {
+    let session = match start {
         Start::New { identity, client } => {
-            new_session::<T>(&ctx, ctx.next_session_id(), identity, client.as_deref(), now)
+            new_session::<T>(ctx, ctx.next_session_id(), identity, client.as_deref(), now)
         }
         Start::Resume {
             token,
             identity,
             received,
             client,
-        } => match find_session(&ctx, &token, &identity).await {
+        } => match find_session(ctx, &token, &identity).await {
             Some(mut session) => {
                 let identity = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(identity);
                 let replayed = session.resume(identity, T::DELIVERY, received, Now::system());
@@ -168,10 +165,9 @@ pub(crate) async fn serve<T: Transport>(
                 metrics.messages_replayed.inc_by(replayed as u64);
                 session
             }
-            // Boxed: rare (a cluster's session moving nodes), and large in every
-            // connection's future otherwise.
+            // Boxed: rare (a cluster's session moving nodes), and large.
             None => match Box::pin(continue_elsewhere_session::<T>(
-                &ctx,
+                ctx,
                 &token,
                 identity,
                 client.as_deref(),
@@ -183,10 +179,26 @@ pub(crate) async fn serve<T: Transport>(
                 Err(reason) => {
                     metrics.count_close(reason);
                     transport.close(reason).await;
-                    return;
+                    return None;
                 }
             },
         },
+    };
+    Some(session)
+}
+
+/// Runs one authenticated connection to its end.
+pub(crate) async fn serve<T: Transport>(
+    mut transport: T,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    start: Start,
+    permit: Permit,
+) {
+    let metrics = &ctx.metrics;
+    // Boxed: what opening waits on is large, and done with once the session runs.
+    let Some(mut session) = Box::pin(open_session(&mut transport, &ctx, start)).await else {
+        return;
     };
     let id = session.id();
     let user = session.identity().user_id.clone();
