@@ -513,7 +513,7 @@ export class Client {
     return this.#welcomed;
   }
 
-  /** The session id, which is also this client's member id in every room. */
+  /** The session id, which is also this client's member id in every room (undefined before the first `Welcome` and after `close()`). */
   get sessionId(): bigint | undefined {
     return this.#session?.id;
   }

@@ -196,9 +196,10 @@ test("the library in a page: requests, events between clients, typed errors", LI
     } catch (e) {
       resyncError = e instanceof RequestError ? `RequestError ${e.error?.code}` : String(e);
     }
+    const fromA = event.sender === a.sessionId; // (a closed client has no session)
     await Promise.all([a.close(), b.close()]);
     return {
-      event: { kind: event.kind, text: new TextDecoder().decode(event.payload), fromA: event.sender === a.sessionId },
+      event: { kind: event.kind, text: new TextDecoder().decode(event.payload), fromA },
       rooms,
       error: { code: error.code, room: error.room },
       resyncError,
