@@ -97,7 +97,9 @@ pub struct Config {
     /// Rooms created at start-up and kept open.
     pub rooms: Vec<PrecreatedRoom>,
     /// What loading found suspicious but allowed (a room type named like a
-    /// simulation, running none): warned about at start and by `--check`.
+    /// simulation, running none): the command line (`tickrelay::cli::main`) warns
+    /// about it at start and in `--check`; a program that binds the server itself
+    /// may log it.
     #[serde(skip)]
     pub lookalikes: Vec<String>,
     /// Benchmark baseline, never for players: every room sends every member a full

@@ -1529,6 +1529,9 @@ impl SimThread {
                     Ok(report) => {
                         if let Some(c) = &self.checkpoints {
                             owned.checkpoints.after_tick(&mut owned.room, report.tick, c);
+                            if owned.room.failed() {
+                                break; // its simulation panicked saving: no more ticks
+                            }
                         }
                         let m = &self.metrics;
                         m.ticks.inc();
@@ -2107,6 +2110,22 @@ mod tests {
             next_checkpoint_of(&checkpoints, "field").tick > before,
             "the other room goes on"
         );
+        // A hand-off's checkpoints: the room is closed, not checkpointed, and the
+        // others are.
+        let (pool, checkpoints) = checkpointing_with(1, 0, unsavable);
+        let _bad = join(&pool, "bad", "unsavable", 1);
+        let _good = join(&pool, "field", "arena", 2);
+        pool.hand_off();
+        let mut rooms = Vec::new();
+        loop {
+            match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
+                Checkpoint::Room(c) => rooms.push(c.room),
+                Checkpoint::Flushed => break,
+                Checkpoint::Closed(_) => {}
+            }
+        }
+        assert_eq!(rooms, ["field"]);
+        closed(&pool);
     }
 
     /// A hand-off finishes what a room was told before its checkpoint (a member who

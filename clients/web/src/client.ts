@@ -50,8 +50,9 @@ export interface ClientOptions {
   /**
    * Asked for a token before every connection attempt (the first and each reconnect,
    * after a 4500 "token expired" close too); what it returns replaces `token`. Fetch
-   * a fresh one from your backend here when tokens are short-lived. A rejection counts
-   * as a failed attempt (the backoff, then `gaveUp`).
+   * a fresh one from your backend here when tokens are short-lived. A rejection, or
+   * no answer within `connectTimeoutMs`, counts as a failed attempt (the backoff, then
+   * `gaveUp`).
    */
   getToken?: (() => string | Promise<string>) | undefined;
   /** Allow a `ws://` URL (behind a TLS-terminating proxy, or local development). */
@@ -419,6 +420,8 @@ export class Client {
   /** The `getToken` ask under way (0: none); an answer to an older one is dropped. */
   #asking = 0;
   #asks = 0;
+  /** The timeout of the ask under way. */
+  #askTimer: ReturnType<typeof setTimeout> | undefined;
   #attempt = 0;
   #pacing = pacing(undefined);
   #timers: {
@@ -707,9 +710,12 @@ export class Client {
     this.#clearTimers();
     this.#welcomed = false;
     // The server ends the session at a 1000 close: a later `connect` starts a new one
-    // (and a token asked for meanwhile is not used).
+    // (and a token asked for meanwhile is not used), where the leaves it had not sent
+    // would only be refused.
     this.#session = undefined;
     this.#asking = 0;
+    clearTimeout(this.#askTimer);
+    this.#unsend((m) => m?.case === "leave");
     this.#rejectRequests("client closed");
     const socket = this.#socket;
     if (socket === undefined || socket.readyState === socket.CLOSED) return Promise.resolve();
@@ -730,11 +736,12 @@ export class Client {
     if (getToken === undefined) return this.#openSocket();
     const ask = ++this.#asks;
     this.#asking = ask;
-    const timeoutMs = this.#options.connectTimeoutMs;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    // The application's own timeout (a redirect's connections have a shorter one).
+    const timeoutMs = this.#home.#options.connectTimeoutMs;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no token within ${timeoutMs} ms`)), timeoutMs);
+      this.#askTimer = setTimeout(() => reject(new Error(`no token within ${timeoutMs} ms`)), timeoutMs);
     });
+    const timer = this.#askTimer;
     // (Asked again by a later attempt, or the client closed meanwhile: dropped.)
     const current = (): boolean => {
       if (this.#asking !== ask) return false;
@@ -960,11 +967,15 @@ export class Client {
 
   #rejectRequests(reason: string): void {
     for (const { reject } of this.#requests.values()) reject(new RequestError(reason));
-    // Not sent later either, nor the leaves of the session that ended.
-    const unsent = (m: Outgoing) => m?.case !== "leave" && !(m?.case === "request" && this.#requests.has(m.value.requestId ?? 0n));
-    this.#buffer = this.#buffer.filter(unsent);
-    this.#queue = this.#queue.filter(unsent);
+    // Not sent later either: nobody waits for their answers.
+    this.#unsend((m) => m?.case === "request" && this.#requests.has(m.value.requestId ?? 0n));
     this.#requests.clear();
+  }
+
+  /** Takes what `dropped` picks out of the offline buffer and the send queue. */
+  #unsend(dropped: (message: Outgoing) => boolean): void {
+    this.#buffer = this.#buffer.filter((m) => !dropped(m));
+    this.#queue = this.#queue.filter((m) => !dropped(m));
   }
 
   #giveUp(attempts: number, reason: string): void {
@@ -1245,6 +1256,7 @@ export class Client {
       this.#stopped = true;
       this.#clearTimers();
       this.#rejectRequests("the node's session is a new one");
+      this.#unsend((m) => m?.case === "leave");
       if (this.#socket !== undefined) this.#abandon(this.#socket, "joining through the first connection again", 1000);
       this.#roomsHome(false);
       return;

@@ -295,6 +295,31 @@ test("getToken: failing after a stable connection goes through the backoff to ga
   assert.equal(FakeSocket.opened.length, 2, "the older ask's answer opened none");
 });
 
+test("a leave made offline goes out when the session resumes, even after a give-up; not after close", async () => {
+  const { client: c, events } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  last().end(1006);
+  c.leave("r");
+  while (!events.some((e) => e.startsWith("gaveUp"))) {
+    mock.timers.tick(1000);
+    last().end(1006);
+  }
+  c.connect();
+  last().welcome(true);
+  assert.ok(last().kinds().includes("leave"), "the resumed session leaves the room");
+  c.join("s", "relay");
+  last().end(1006);
+  c.leave("s");
+  const closed = c.close();
+  await closed;
+  c.connect();
+  last().welcome(false, 9n);
+  assert.ok(!last().kinds().includes("leave"), "a new session was never in the room");
+});
+
 test("unacknowledged inputs are replayed after a reconnect, acknowledged ones are not", () => {
   const { client: c } = client();
   c.join("r", "arena");

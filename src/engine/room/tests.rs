@@ -1954,7 +1954,6 @@ fn what_a_simulation_saves_beside_the_world_comes_back_with_its_room() {
     let empty = checkpoint_of(&mut game_room(Marker));
     let mut restored = Room::restore(3, RoomConfig::default(), Box::new(Scorer::default()), &empty, 100).unwrap();
     assert_eq!(&checkpoint_of(&mut restored).game_state[..], &0u32.to_le_bytes());
-    assert!(!restored.failed());
 }
 
 #[test]
