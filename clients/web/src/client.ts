@@ -652,9 +652,7 @@ export class Client {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#requests.delete(requestId);
-        // Not sent later, when nobody waits for its answer any more.
-        this.#buffer = this.#buffer.filter((m) => m !== message);
-        this.#queue = this.#queue.filter((m) => m !== message);
+        this.#unsend((m) => m === message); // not sent later: nobody waits for it
         reject(new RequestError(`no response within ${this.#options.requestTimeoutMs} ms`));
       }, this.#options.requestTimeoutMs);
       this.#requests.set(requestId, {
