@@ -358,12 +358,8 @@ pub fn main(simulations: Simulations) -> ExitCode {
                 eprintln!("--sub: {e} (the relay would refuse the token)");
                 return ExitCode::from(2);
             }
-            if secret.len() < crate::session::auth::MIN_HS256_SECRET_BYTES {
-                eprintln!(
-                    "warning: the secret is {} bytes, shorter than {}: tokens signed with it can be forged by guessing it",
-                    secret.len(),
-                    crate::session::auth::MIN_HS256_SECRET_BYTES
-                );
+            if let Some(warning) = crate::session::auth::short_secret_warning(secret.len()) {
+                eprintln!("warning: {warning}");
             }
             let exp = crate::clock::unix_micros() / 1_000_000 + ttl_secs;
             let rooms = (!rooms.is_empty()).then_some(rooms);

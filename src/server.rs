@@ -22,7 +22,7 @@ use crate::engine::sim_pool::{Checkpoint, Checkpoints, PoolConfig, SimPool};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
-use crate::session::auth::{AuthMode, Authenticator, MIN_HS256_SECRET_BYTES};
+use crate::session::auth::{AuthMode, Authenticator};
 use crate::transport::context::{ConnectionSettings, Context};
 use crate::transport::gate::Gate;
 use crate::transport::http::{self, Http, Routes};
@@ -85,12 +85,7 @@ fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
     if auth.mode() == AuthMode::Anonymous {
         weak.push("auth.mode = \"anonymous\": every connection is accepted without a token (development only)".into());
     }
-    if let Some(bytes) = auth.short_secret() {
-        weak.push(format!(
-            "the HS256 secret is {bytes} bytes, shorter than {MIN_HS256_SECRET_BYTES} (RFC 7518 asks for at least \
-             256 bits): tokens can be forged by guessing it; use for example `head -c 32 /dev/urandom | base64`"
-        ));
-    }
+    weak.extend(auth.short_secret().map(String::from));
     for (what, token) in [
         ("the HTTP API's token", &config.api.token),
         ("the metrics token", &config.metrics.token),

@@ -211,8 +211,8 @@ pub struct Authenticator {
     leeway_secs: u64,
     key: Option<(DecodingKey, Validation)>,
     anonymous: AtomicU64,
-    /// The HS256 secret's length when it is shorter than [`MIN_HS256_SECRET_BYTES`].
-    short_secret: Option<usize>,
+    /// The warning when the HS256 secret is shorter than [`MIN_HS256_SECRET_BYTES`].
+    short_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -245,7 +245,7 @@ impl Authenticator {
                             "JWT authentication with HS256 needs a shared secret: --jwt-secret, \
                              TICKRELAY_JWT_SECRET or [auth] hs256_secret",
                         )?;
-                        short_secret = (secret.len() < MIN_HS256_SECRET_BYTES).then_some(secret.len());
+                        short_secret = short_secret_warning(secret.len());
                         DecodingKey::from_secret(secret.as_bytes())
                     }
                     Algorithm::RS256 | Algorithm::EdDSA => {
@@ -290,10 +290,10 @@ impl Authenticator {
         })
     }
 
-    /// The HS256 secret's length in bytes when it is shorter than
-    /// [`MIN_HS256_SECRET_BYTES`] (tokens can be forged by guessing it).
-    pub fn short_secret(&self) -> Option<usize> {
-        self.short_secret
+    /// The warning when the HS256 secret is shorter than [`MIN_HS256_SECRET_BYTES`]
+    /// (tokens can be forged by guessing it; see [`short_secret_warning`]).
+    pub fn short_secret(&self) -> Option<&str> {
+        self.short_secret.as_deref()
     }
 
     /// Anonymous users are numbered from `first` on (cluster mode: from the node's
@@ -354,6 +354,17 @@ impl Authenticator {
         }
         Ok(identity)
     }
+}
+
+/// The warning for an HS256 secret of `bytes` when it is shorter than
+/// [`MIN_HS256_SECRET_BYTES`] (at start, by `--check`, and by `tickrelay token`).
+pub fn short_secret_warning(bytes: usize) -> Option<String> {
+    (bytes < MIN_HS256_SECRET_BYTES).then(|| {
+        format!(
+            "the HS256 secret is {bytes} bytes, shorter than {MIN_HS256_SECRET_BYTES} (RFC 7518 asks for at least \
+             256 bits): tokens can be forged by guessing it; use for example `head -c 32 /dev/urandom | base64`"
+        )
+    })
 }
 
 /// Checks a token's user id (`sub`) as the relay does: 1-[`MAX_SUB_BYTES`] bytes,

@@ -916,11 +916,9 @@ impl Driver {
                     // token that does not allow it) is final: the room is forgotten with
                     // what waited for it, and not joined again at the next connection.
                     // (Not an error for another message about the room meanwhile.)
-                    let refused = self
-                        .rooms
-                        .get(&error.room)
-                        .is_some_and(|s| s.join_request == error.request_id);
-                    if joining && refused && !later.iter().any(|&code| error.code == code as i32) {
+                    let refused =
+                        (self.rooms.get(&error.room)).is_some_and(|s| !s.joined && s.join_request == error.request_id);
+                    if refused && !later.iter().any(|&code| error.code == code as i32) {
                         self.forget_room(&error.room);
                     }
                     self.emit(Event::Error(error)).await;
