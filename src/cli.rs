@@ -98,7 +98,8 @@ struct ServeArgs {
     set: Vec<Override>,
     /// Check the configuration (file, variables, flags) as a start would, print what
     /// the relay would use and exit: 0 when it would start, 2 with the reason when
-    /// not. Reads the TLS files; binds nothing and does not reach Redis.
+    /// not. Reads the TLS files, warns about an address it cannot bind now (in use,
+    /// perhaps by the relay itself), and does not reach Redis.
     #[arg(long)]
     check: bool,
     /// Print the configuration the relay would run with (file, variables, flags,

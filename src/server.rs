@@ -143,11 +143,12 @@ impl Server {
         Self::bind_with(config, &Simulations::new()).await
     }
 
-    /// Checks `config` as [`Server::bind_with`] would, without binding, starting or
-    /// writing anything: the settings, the room types with the program's
-    /// `simulations`, the configured TLS files (read; a development certificate is
-    /// not made) and the cluster's Redis address (parsed, not reached). Returns what
-    /// a start would use, a line each, warnings first (`tickrelay --check`).
+    /// Checks `config` as [`Server::bind_with`] would, without starting or writing
+    /// anything: the settings, the room types with the program's `simulations`, the
+    /// configured TLS files (read; a development certificate is not made), the
+    /// addresses (each bound and released at once; one that cannot be is a warning)
+    /// and the cluster's Redis address (parsed, not reached). Returns what a start
+    /// would use, a line each, warnings first (`tickrelay --check`).
     pub fn check(mut config: Config, simulations: &Simulations) -> Result<Vec<String>, ServerError> {
         settled(&mut config, simulations)?;
         let (mut lines, mut warnings) = (Vec::new(), Vec::new());
@@ -236,6 +237,7 @@ impl Server {
             ),
             None => "cluster: off".into(),
         });
+        warnings.extend(unbindable(&config));
         Ok(warnings
             .into_iter()
             .map(|w| format!("warning: {w}"))
@@ -253,7 +255,7 @@ impl Server {
             .map_err(|source| ServerError::Bind {
                 protocol: "TCP",
                 addr: config.listen,
-                option: "`listen` / --listen",
+                option: LISTEN_OPTION,
                 source,
             })?;
         let local_addr = listener.local_addr()?;
@@ -261,7 +263,7 @@ impl Server {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
                 protocol: "TCP (metrics)",
                 addr,
-                option: "`[metrics] listen`",
+                option: METRICS_OPTION,
                 source,
             })?),
             None => None,
@@ -656,6 +658,44 @@ static ACCEPT_LOGS: LogBudget = LogBudget::new("accept_errors", 1);
 /// Binds the UDP socket for QUIC on `quic.listen`, by default the TCP listener's
 /// address and port. With an ephemeral TCP port (`listen` port 0) whose number is
 /// taken on UDP, any free UDP port is used instead.
+/// The settings that give each address the relay binds, for [`ServerError::Bind`].
+const LISTEN_OPTION: &str = "`listen` / --listen";
+const METRICS_OPTION: &str = "`[metrics] listen` / --metrics-listen";
+const QUIC_OPTION: &str = "`[quic] listen` / --quic-listen, or `[quic] enabled = false`";
+
+/// For `--check`: the addresses a start could not bind now (in use, or a port below
+/// 1024 without the right to it), each bound and released at once. Warnings, not
+/// refusals: the relay being checked, running, may be what holds them.
+fn unbindable(config: &Config) -> Vec<String> {
+    let mut tried = vec![(
+        "TCP",
+        config.listen,
+        LISTEN_OPTION,
+        std::net::TcpListener::bind(config.listen).err(),
+    )];
+    if let Some(addr) = config.metrics.listen {
+        tried.push(("TCP", addr, METRICS_OPTION, std::net::TcpListener::bind(addr).err()));
+    }
+    if config.quic.enabled && !config.tls.insecure_plain {
+        let addr = config.quic.listen.unwrap_or(config.listen);
+        tried.push(("UDP (QUIC)", addr, QUIC_OPTION, std::net::UdpSocket::bind(addr).err()));
+    }
+    (tried.into_iter())
+        .filter_map(|(protocol, addr, option, failed)| {
+            let source = failed?;
+            let error = ServerError::Bind {
+                protocol,
+                addr,
+                option,
+                source,
+            };
+            Some(format!(
+                "{error}; a start fails unless it is freed first (a relay running there holds it)"
+            ))
+        })
+        .collect()
+}
+
 fn bind_udp(config: &Config, tcp: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
     let addr = config.quic.listen.unwrap_or(tcp);
     let buffer = config.quic.socket_buffer_bytes;
@@ -668,7 +708,7 @@ fn bind_udp(config: &Config, tcp: SocketAddr) -> Result<std::net::UdpSocket, Ser
     bound.map_err(|source| ServerError::Bind {
         protocol: "UDP (QUIC)",
         addr,
-        option: "`[quic] listen` / --quic-listen, or `[quic] enabled = false`",
+        option: QUIC_OPTION,
         source,
     })
 }

@@ -38,10 +38,18 @@ pub struct EndLabels {
 }
 
 /// The labels of [`Metrics::connection_ends`]: the server closed it (its code in
-/// `closes`), the client closed it with 1000 or with another code, it was lost (no
+/// `closes`), the client closed it with 1000, with 1001 (going away: a browser
+/// leaving the page) or with another code, it was lost (no
 /// close frame: a network fault, a killed client, a heartbeat the server gave up
 /// on is `server`), or a resume took it over.
-pub const CONNECTION_ENDS: [&str; 5] = ["server", "client_normal", "client_other_code", "lost", "taken_over"];
+pub const CONNECTION_ENDS: [&str; 6] = [
+    "server",
+    "client_normal",
+    "client_going_away",
+    "client_other_code",
+    "lost",
+    "taken_over",
+];
 
 /// Label of [`Metrics::auth_failures`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -118,7 +118,7 @@ enum End {
     /// The client closed normally: it is done, nothing to resume.
     ClientClosed,
     /// The client closed with another code: answer the close, keep the seat.
-    ClientLeft,
+    ClientLeft(u16),
     /// The connection was lost or the client went away: keep the seat for resume.
     Lost,
     /// Another connection resumed this session: tell this one (4002), keep the
@@ -132,7 +132,8 @@ impl End {
         let label = match self {
             End::Close(_) => "server",
             End::ClientClosed => "client_normal",
-            End::ClientLeft => "client_other_code",
+            End::ClientLeft(1001) => "client_going_away",
+            End::ClientLeft(_) => "client_other_code",
             End::Lost => "lost",
             End::TakenOver => "taken_over",
         };
@@ -286,7 +287,7 @@ pub(crate) async fn serve<T: Transport>(
                     Received::ProtocolError => Err(CloseReason::ProtocolError),
                     Received::InvalidPayload => Err(CloseReason::Undecodable),
                     Received::ClientClosed => break End::ClientClosed,
-                    Received::ClientLeft => break End::ClientLeft,
+                    Received::ClientLeft(code) => break End::ClientLeft(code),
                     Received::Lost => break End::Lost,
                     Received::Flood => Err(CloseReason::RateLimited),
                 };
@@ -368,7 +369,8 @@ pub(crate) async fn serve<T: Transport>(
         let (code, reason) = match end {
             End::Close(reason) => (Some(reason.code()), reason.reason()),
             End::ClientClosed => (Some(CloseReason::Normal.code()), "closed by the client"),
-            End::ClientLeft => (None, "closed by the client with a code other than 1000"),
+            End::ClientLeft(1001) => (Some(1001), "closed by the client: going away"),
+            End::ClientLeft(code) => (Some(code), "closed by the client with a code other than 1000"),
             End::Lost => (None, "connection lost"),
             End::TakenOver => (Some(CloseReason::Replaced.code()), "resumed on another connection"),
         };
@@ -382,7 +384,7 @@ pub(crate) async fn serve<T: Transport>(
         // another connection.
         End::Close(reason) => matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer),
         End::ClientClosed => false,
-        End::ClientLeft | End::Lost | End::TakenOver => true,
+        End::ClientLeft(_) | End::Lost | End::TakenOver => true,
     };
     let grace = ctx.session.settings.resume_grace;
     if !park || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
@@ -407,7 +409,7 @@ pub(crate) async fn serve<T: Transport>(
             metrics.count_close(reason);
             transport.close(reason).await;
         }
-        End::ClientClosed | End::ClientLeft => transport.finish().await,
+        End::ClientClosed | End::ClientLeft(_) => transport.finish().await,
         End::Lost => {}
         End::TakenOver => transport.close(CloseReason::Replaced).await,
     }
@@ -468,7 +470,7 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
         match transport.recv().now_or_never() {
             Some(Received::Binary(_) | Received::Other(_)) => {}
             Some(Received::ClientClosed) => return End::ClientClosed,
-            Some(Received::ClientLeft) => return End::ClientLeft,
+            Some(Received::ClientLeft(code)) => return End::ClientLeft(code),
             _ => return End::Lost,
         }
     }

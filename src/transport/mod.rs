@@ -47,9 +47,10 @@ pub(crate) enum Received {
     InvalidPayload,
     /// The peer closed normally: it is done, nothing to resume.
     ClientClosed,
-    /// The peer closed with another code (going away, an error of its own): answer
-    /// its close, and keep the seat for resume.
-    ClientLeft,
+    /// The peer closed with another code (1001 going away, as a browser leaving the
+    /// page does, or an error of its own): answer its close, and keep the seat for
+    /// resume.
+    ClientLeft(u16),
     /// The connection was lost or closed abnormally: keep the seat for resume.
     Lost,
     /// The peer sent more raw bytes than the limits allow for longer than the flood

@@ -496,7 +496,10 @@ fn lost(error: ConnectionError) -> Received {
         ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(1000) => {
             Received::ClientClosed
         }
-        ConnectionError::ApplicationClosed(_) => Received::ClientLeft,
+        // A code beyond WebSocket's range is no close code of ours: counted as other.
+        ConnectionError::ApplicationClosed(close) => {
+            Received::ClientLeft(u16::try_from(close.error_code.into_inner()).unwrap_or(u16::MAX))
+        }
         _ => Received::Lost,
     }
 }

@@ -189,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 let payload = code.map(|code| close_payload(code, reason)).unwrap_or_default();
                 self.queue_control(OP_CLOSE, &payload);
                 match code {
-                    Some(code) if code != 1000 => Received::ClientLeft,
+                    Some(code) if code != 1000 => Received::ClientLeft(code),
                     _ => Received::ClientClosed,
                 }
             }
@@ -544,7 +544,7 @@ mod tests {
                 match ws.recv().await {
                     Received::Binary(b) => seen.push(format!("binary {}", b.len())),
                     Received::Other(Inbound::Control(n)) => seen.push(format!("control {n}")),
-                    Received::ClientLeft => break,
+                    Received::ClientLeft(_) => break,
                     _ => panic!("unexpected"),
                 }
             }

@@ -377,7 +377,8 @@ fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
         "[room_types.arena]\nsimulation = \"arena\"\ntick_rate = 10\n[room_types.arnea]\nmax_members = 8\n",
     )
     .unwrap();
-    // An address in use: a start would fail on it, a check does not bind it.
+    // An address in use: a start would fail on it, a check warns (the relay being
+    // checked may hold it) and still exits 0.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap().to_string();
     let cert = dir.join("cert.pem");
@@ -402,6 +403,10 @@ fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.starts_with("configuration OK\n"), "{stdout}");
     assert!(stdout.contains(&format!("listen: wss://{listen}/ws")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("warning: cannot listen on TCP {listen}: ")),
+        "the address in use: {stdout}"
+    );
     assert!(
         stdout.contains("arena (arena, 15 Hz, 64 seats)"),
         "--set over the file: {stdout}"

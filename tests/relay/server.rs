@@ -381,14 +381,14 @@ fields = [
     assert!(frames.iter().any(|f| !f.packed.is_empty()));
 }
 
-/// `/metrics` tells how connections end: closed by the client (with 1000 or with
+/// `/metrics` tells how connections end: closed by the client (with 1000, 1001 or
 /// another code), lost without a close, closed by the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_ends_are_counted_by_how() {
     use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
     let server = start().await;
     let end = |how: &str| format!("tickrelay_connection_ends_total{{end=\"{how}\"}}");
-    for how in ["server", "client_normal", "client_other_code", "lost", "taken_over"] {
+    for how in tickrelay::metrics::CONNECTION_ENDS {
         assert_eq!(server.metric(&end(how)), 0, "{how} exported at zero");
     }
     TestClient::connect(&server).await.close_normally().await;
@@ -400,6 +400,14 @@ async fn connection_ends_are_counted_by_how() {
     };
     leaving.send_raw(Message::Close(Some(frame))).await;
     server.wait_for_metric(&end("client_other_code"), 1).await;
+    // A browser leaving the page closes with 1001: going away.
+    let mut leaving = TestClient::connect(&server).await;
+    let frame = CloseFrame {
+        code: CloseCode::Away,
+        reason: "".into(),
+    };
+    leaving.send_raw(Message::Close(Some(frame))).await;
+    server.wait_for_metric(&end("client_going_away"), 1).await;
     // Over QUIC, an application close with a code other than 1000 too.
     let quic = TestClient::connect_over(&server, Transport::Quic).await;
     let tickrelay_testkit::Conn::Quic(q) = &quic.conn else {
@@ -423,6 +431,7 @@ async fn connection_ends_are_counted_by_how() {
     server.wait_for_metric(&end("taken_over"), 1).await;
     assert_eq!(server.metric(&end("client_normal")), 1, "each end counted once");
     assert_eq!(server.metric(&end("lost")), 1);
+    assert_eq!(server.metric(&end("client_other_code")), 2, "1001 counted apart");
 }
 
 /// Each kind of bad input closes the offender with its documented code; another
