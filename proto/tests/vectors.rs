@@ -162,7 +162,7 @@ fn generate() -> Json {
         }));
     }
     json!({
-        "about": "tickrelay packed-block test vectors: apply each frame (a tickrelay.v1.StateFrame, hex) in order to a mirror of a room with this schema (Joined.schema); after each, the mirror must hold state_after and its checksum (docs/PROTOCOL.md, \"State checksum\") must equal checksum. Float values are the exact float32 values, written as decimals.",
+        "about": "tickrelay packed-block test vectors: apply each frame (a tickrelay.v1.StateFrame, hex) in order to a mirror of a room with this schema (Joined.schema); after each, the mirror must hold state_after and its checksum (docs/PROTOCOL.md, \"State checksum\") must equal checksum. Float values are the exact float32 values, written as decimals; bytes values are hex (not base64, as protobuf's JSON mapping would write them).",
         "schema": schema.to_proto().iter().map(kind_json).collect::<Vec<_>>(),
         "frames": frames,
     })

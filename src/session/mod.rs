@@ -655,8 +655,14 @@ impl Session {
             return self.reply(error);
         };
         // A room applies each member's inputs in increasing `seq` and drops the rest
-        // (replays after a resume): one huge `seq` would silently swallow every later
-        // input. JavaScript numbers are exact below 2^53.
+        // (replays after a resume): 0 would never be applied (a client that does not
+        // number its inputs would see none applied, and no error), and one huge `seq`
+        // would silently swallow every later input. JavaScript numbers are exact below
+        // 2^53.
+        if seq == 0 {
+            let error = error_message(ErrorCode::BadRequest, "input seq must be at least 1", seq, room_id);
+            return self.reply(error);
+        }
         if seq > MAX_INPUT_SEQ {
             let message = format!("input seq must be at most {MAX_INPUT_SEQ} (2^53 - 1)");
             return self.reply(error_message(ErrorCode::BadRequest, &message, seq, room_id));

@@ -760,9 +760,14 @@ fn inputs_and_events_go_to_the_room() {
     .unwrap();
     assert_eq!(h.errors(), [(ErrorCode::BadRequest, 11)]);
     assert!(h.sent().is_empty());
-    // Nor does one whose seq would swallow every later input; the next one is applied.
-    h.send(vec![input("a", u64::MAX), input("a", 12)]).unwrap();
-    assert_eq!(h.errors(), [(ErrorCode::BadRequest, u64::MAX)]);
+    // Nor does one numbered 0, which would never be applied, or one whose seq would
+    // swallow every later input; the next one is applied.
+    h.send(vec![input("a", 0), input("a", u64::MAX), input("a", 12)])
+        .unwrap();
+    assert_eq!(
+        h.errors(),
+        [(ErrorCode::BadRequest, 0), (ErrorCode::BadRequest, u64::MAX)]
+    );
     assert_eq!(h.sent(), [Sent::Input { room: a, seq: 12 }]);
 }
 

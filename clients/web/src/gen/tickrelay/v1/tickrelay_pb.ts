@@ -598,7 +598,9 @@ export type Joined = Message<"tickrelay.v1.Joined"> & {
   members: MemberInfo[];
 
   /**
-   * The last input sequence number applied for this member (non-zero on resume).
+   * The last input sequence number the room applied for this member: non-zero when
+   * the seat already held inputs (a join of a room the session is in already, a seat
+   * a restored room kept). A resume sends no Joined: its snapshot's StateFrame says.
    *
    * @generated from field: uint64 last_input_seq = 8;
    */
