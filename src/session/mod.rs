@@ -32,6 +32,7 @@ use crate::cluster::Claim;
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox};
 use crate::engine::room::{error_message, valid_room_id};
+use crate::engine::simulation::MAX_EVENT_KIND_BYTES;
 use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
@@ -718,6 +719,12 @@ impl Session {
             }
             K::Input(input) => self.input(&input.room, input.seq, input.payload),
             K::Event(event) => {
+                // The bound every other source of events has (a simulation's, the
+                // HTTP API's): every member's client holds the kind.
+                if event.kind.len() > MAX_EVENT_KIND_BYTES {
+                    let message = format!("an event's kind may be at most {MAX_EVENT_KIND_BYTES} bytes");
+                    return self.reply(error_message(ErrorCode::BadRequest, &message, 0, &event.room));
+                }
                 let Some((room, member)) = self.room(&event.room) else {
                     if self.claims.contains_key(&event.room) {
                         let room = event.room.clone();

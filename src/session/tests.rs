@@ -742,7 +742,12 @@ fn inputs_and_events_go_to_the_room() {
         room: "a".into(),
         ..Default::default()
     });
-    h.send(vec![input("a", 10), event]).unwrap();
+    let long_kind = Out::Event(proto::SendEvent {
+        room: "a".into(),
+        kind: "k".repeat(257),
+        ..Default::default()
+    });
+    h.send(vec![input("a", 10), event, long_kind]).unwrap();
     assert_eq!(
         h.sent(),
         [
@@ -751,6 +756,8 @@ fn inputs_and_events_go_to_the_room() {
             Sent::Event { room: a }
         ]
     );
+    // An event's kind is bounded as a simulation's and the HTTP API's are.
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0)]);
     // An input without a payload never reaches the room.
     h.one(Out::Input(proto::Input {
         room: "a".into(),
