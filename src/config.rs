@@ -437,7 +437,33 @@ impl Number {
 impl FieldConfig {
     fn spec(&self, max_field_bytes: usize) -> Result<FieldSpec, String> {
         let need = |v: Option<Number>, what: &str| v.ok_or(format!("field {} needs `{what}`", self.id));
-        let bounded = |max_len: Option<u32>| max_len.unwrap_or(max_field_bytes.min(u32::MAX as usize) as u32);
+        let max_field_bytes = max_field_bytes.min(u32::MAX as usize) as u32;
+        let bounded = |max_len: Option<u32>| match max_len {
+            // The rest could never be written: every value is bounded by the room's
+            // max_field_bytes first.
+            Some(len) if len > max_field_bytes => Err(format!(
+                "field {}: max_len = {len} is more than the room type's max_field_bytes ({max_field_bytes})",
+                self.id
+            )),
+            len => Ok(len.unwrap_or(max_field_bytes)),
+        };
+        // A setting the type does not take would be silently ignored.
+        let numeric = matches!(self.ty.as_str(), "int" | "float");
+        let given = [
+            ("min", self.min.is_some() && !numeric),
+            ("max", self.max.is_some() && !numeric),
+            ("precision", self.precision.is_some() && self.ty != "float"),
+            (
+                "max_len",
+                self.max_len.is_some() && !matches!(self.ty.as_str(), "bytes" | "string"),
+            ),
+        ];
+        if let Some((setting, _)) = given.iter().find(|(_, misplaced)| *misplaced) {
+            return Err(format!(
+                "field {}: type = \"{}\" takes no `{setting}`",
+                self.id, self.ty
+            ));
+        }
         let ty = match self.ty.as_str() {
             "int" => match (need(self.min, "min")?, need(self.max, "max")?) {
                 (Number::Int(min), Number::Int(max)) => FieldType::int(min, max),
@@ -453,10 +479,10 @@ impl FieldConfig {
             }
             "bool" => Ok(FieldType::Bool),
             "bytes" => Ok(FieldType::Bytes {
-                max_len: bounded(self.max_len),
+                max_len: bounded(self.max_len)?,
             }),
             "string" => Ok(FieldType::String {
-                max_len: bounded(self.max_len),
+                max_len: bounded(self.max_len)?,
             }),
             other => return Err(format!("field {}: unknown type `{other}`", self.id)),
         };
@@ -2006,6 +2032,23 @@ mod tests {
             ("{ id = 1, type = \"float\", min = 0, max = 1 }", "needs `precision`"),
             ("{ id = 1, type = \"int\", min = 0.5, max = 1 }", "must be integers"),
             ("{ id = 1, type = \"vec3\" }", "unknown type"),
+            (
+                "{ id = 1, type = \"int\", min = 0, max = 9, precision = 1 }",
+                "type = \"int\" takes no `precision`",
+            ),
+            ("{ id = 1, type = \"bool\", max = 1 }", "type = \"bool\" takes no `max`"),
+            (
+                "{ id = 1, type = \"float\", min = 0, max = 1, precision = 0.1, max_len = 4 }",
+                "no `max_len`",
+            ),
+            (
+                "{ id = 1, type = \"string\", max_len = 5000 }",
+                "more than the room type's max_field_bytes (1024)",
+            ),
+            (
+                "{ id = 1, name = \"hp\", type = \"bool\" }, { id = 2, name = \"hp\", type = \"bool\" }",
+                "two fields of one name",
+            ),
             (
                 "{ id = 1, type = \"float\", min = 0, max = 1e9, precision = 1 }",
                 "2^24 steps",

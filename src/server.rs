@@ -19,6 +19,7 @@ use crate::cluster::bus::{Bus, Delivery};
 use crate::cluster::{Claim, Closing, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory};
 use crate::config::{Config, ConfigError, PrecreatedRoom, Simulations};
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, PoolConfig, SimPool};
+use crate::engine::simulation::named;
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
@@ -199,6 +200,21 @@ impl Server {
             types.join(", "),
             config.default_room_type
         ));
+        for (name, t) in &config.room_types {
+            // Settled above: every type's declaration is valid.
+            let schema = t.schema().map_err(ConfigError::Invalid)?;
+            let kinds: Vec<String> = (schema.kinds().iter())
+                .map(|kind| {
+                    let fields: Vec<String> = (kind.fields().iter())
+                        .map(|f| format!("{} {}", named(&f.name, f.id), f.ty))
+                        .collect();
+                    format!("{}: {}", named(kind.name(), kind.kind()), fields.join(", "))
+                })
+                .collect();
+            if !kinds.is_empty() {
+                lines.push(format!("kinds of {name}: {}", kinds.join("; ")));
+            }
+        }
         let ids: Vec<&str> = config.rooms.iter().map(|room| room.id.as_str()).collect();
         lines.push(format!("rooms kept open: {} {ids:?}", ids.len()));
         let origins = &config.origins;

@@ -32,8 +32,8 @@ use crate::cluster::Claim;
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox};
 use crate::engine::room::{error_message, valid_room_id};
-use crate::engine::simulation::MAX_EVENT_KIND_BYTES;
 use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
+use crate::engine::simulation::MAX_EVENT_KIND_BYTES;
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
 use crate::proto::{

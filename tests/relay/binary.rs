@@ -368,7 +368,7 @@ fn the_relay_stops_on_sigterm_after_its_log_reader_is_gone() {
 /// `tickrelay --check` checks what a start would use (the file, `TICKRELAY__*`
 /// variables, `--set`, the named flags) without binding or writing anything.
 #[test]
-fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
+fn check_reports_the_configuration_a_start_would_use_and_warns_about_an_address_in_use() {
     let dir = std::env::temp_dir().join(format!("tickrelay-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("relay.toml");
@@ -406,6 +406,10 @@ fn check_reports_the_configuration_a_start_would_use_and_binds_nothing() {
     assert!(
         stdout.contains(&format!("warning: cannot listen on TCP {listen}: ")),
         "the address in use: {stdout}"
+    );
+    assert!(
+        stdout.contains("kinds of arena: avatar (1): x (1) float 0..=100 in steps of 0.01, y (2) float"),
+        "the declared kinds: {stdout}"
     );
     assert!(
         stdout.contains("arena (arena, 15 Hz, 64 seats)"),

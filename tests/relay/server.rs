@@ -337,8 +337,24 @@ fields = [
         Kind::Error(e) => Some((e.code, e.request_id)),
         _ => None,
     };
+    // The refusal names the kind, the field, the value and the declaration.
+    let refusal = |k: &Kind| match k {
+        Kind::Error(e) => Some((e.code, e.request_id, e.message.clone())),
+        _ => None,
+    };
     let refused = a.input("dots", dot(1, 3.3, 10)).await;
-    assert_eq!(a.until(error).await, (ErrorCode::InvalidField as i32, refused));
+    let shown = "entity 1, a dot (kind 3): field hp (2) = 10 is outside its declared range (int 0..=9)";
+    assert_eq!(
+        a.until(refusal).await,
+        (ErrorCode::InvalidField as i32, refused, shown.to_string())
+    );
+    let refused = a.input("dots", dot(1, f32::NAN, 1)).await;
+    let shown =
+        "entity 1, a dot (kind 3): field x (1) = NaN is outside its declared range (float 0..=10 in steps of 0.5)";
+    assert_eq!(
+        a.until(refusal).await,
+        (ErrorCode::InvalidField as i32, refused, shown.to_string())
+    );
     let refused = a.input("dots", dot(1, 11.0, 1)).await;
     assert_eq!(a.until(error).await, (ErrorCode::InvalidField as i32, refused));
     let last = a.input("dots", dot(1, 3.3, 9)).await;

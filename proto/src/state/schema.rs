@@ -132,6 +132,21 @@ pub enum FieldType {
     },
 }
 
+/// The type as a declaration gives it: `int 0..=100`, `float -500..=500 in steps of
+/// 0.01`, `bool`, `string of at most 24 bytes`.
+impl std::fmt::Display for FieldType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Int { min, max } => write!(f, "int {min}..={max}"),
+            Self::Float(q) => write!(f, "float {}..={} in steps of {}", q.min, q.max, q.precision),
+            Self::Bool => f.write_str("bool"),
+            Self::Bytes { max_len } | Self::String { max_len } => {
+                write!(f, "{} of at most {max_len} bytes", self.name())
+            }
+        }
+    }
+}
+
 /// Why a value does not fit its declared field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FieldProblem {
@@ -255,11 +270,15 @@ pub struct KindSchema {
 }
 
 impl KindSchema {
-    /// A kind with these fields (in any order; ids must be unique, at most 64).
+    /// A kind with these fields (in any order; ids must be unique, and names other
+    /// than empty ones; at most 64).
     pub fn new(kind: u32, name: impl Into<String>, mut fields: Vec<FieldSpec>) -> Result<Self, SchemaError> {
         fields.sort_by_key(|f| f.id);
         if fields.windows(2).any(|w| w[0].id == w[1].id) {
             return Err(SchemaError::new("a kind declares a field id twice"));
+        }
+        if repeats(fields.iter().map(|f| f.name.as_str())) {
+            return Err(SchemaError::new("a kind declares two fields of one name"));
         }
         if fields.len() > MAX_FIELDS_PER_KIND {
             return Err(SchemaError::new("a kind declares at most 64 fields"));
@@ -300,11 +319,15 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// A schema of these kinds (in any order; kind numbers must be unique).
+    /// A schema of these kinds (in any order; kind numbers must be unique, and names
+    /// other than empty ones).
     pub fn new(mut kinds: Vec<KindSchema>) -> Result<Self, SchemaError> {
         kinds.sort_by_key(|k| k.kind);
         if kinds.windows(2).any(|w| w[0].kind == w[1].kind) {
             return Err(SchemaError::new("a kind is declared twice"));
+        }
+        if repeats(kinds.iter().map(|k| k.name.as_str())) {
+            return Err(SchemaError::new("two kinds have one name"));
         }
         Ok(Self { kinds })
     }
@@ -390,6 +413,14 @@ fn field_from_proto(f: &v1::FieldSchema) -> Result<FieldSpec, SchemaError> {
     Ok(FieldSpec::new(f.id, f.name.clone(), ty))
 }
 
+/// Whether a name other than the empty one stands twice in `names` (names are
+/// optional; given, each names one thing).
+fn repeats<'a>(names: impl Iterator<Item = &'a str>) -> bool {
+    let mut named: Vec<&str> = names.filter(|n| !n.is_empty()).collect();
+    named.sort_unstable();
+    named.windows(2).any(|w| w[0] == w[1])
+}
+
 /// A schema declaration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid schema: {0}")]
@@ -469,11 +500,18 @@ mod tests {
         assert!(FieldType::float(0.0, 1e9, 1.0).is_err(), "more than 2^24 steps");
         assert!(FieldType::int(5, 4).is_err());
         assert!(FieldType::int(i64::MIN, i64::MAX).is_err());
-        let field = |id| FieldSpec::new(id, "f", FieldType::Bool);
+        let field = |id| FieldSpec::new(id, format!("f{id}"), FieldType::Bool);
         assert!(KindSchema::new(1, "k", vec![field(1), field(1)]).is_err());
+        assert!(KindSchema::new(1, "k", (0..64).map(field).collect()).is_ok());
         assert!(KindSchema::new(1, "k", (0..65).map(field).collect()).is_err());
-        let kind = || KindSchema::new(1, "k", vec![]).unwrap();
-        assert!(Schema::new(vec![kind(), kind()]).is_err());
+        let kind = |kind, name| KindSchema::new(kind, name, vec![]).unwrap();
+        assert!(Schema::new(vec![kind(1, "a"), kind(1, "b")]).is_err());
+        // Names are optional, and given, each names one thing.
+        let named = |id, name| FieldSpec::new(id, name, FieldType::Bool);
+        let unnamed = KindSchema::new(1, "", vec![named(1, ""), named(2, "")]).unwrap();
+        assert!(KindSchema::new(1, "k", vec![named(1, "hp"), named(2, "hp")]).is_err());
+        assert!(Schema::new(vec![unnamed.clone(), kind(2, ""), kind(3, "k")]).is_ok());
+        assert!(Schema::new(vec![kind(2, "k"), kind(3, "k")]).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::engine::listing::Listing;
 use crate::proto::{ErrorCode, SendEvent, input};
-use crate::state::{EntityId, FieldId, FieldProblem, MemberId, Schema, Tick, World, WorldError};
+use crate::state::{EntityId, FieldId, FieldProblem, KindSchema, MemberId, Schema, Tick, Value, World, WorldError};
 
 /// Per-room caps on what members may put into the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +233,26 @@ impl Requests {
     }
 }
 
+/// A declared kind or field as messages name it: `hp (3)`, or `3` without a name.
+pub(crate) fn named(name: &str, id: u32) -> String {
+    match name {
+        "" => format!("{id}"),
+        name => format!("{name} ({id})"),
+    }
+}
+
+/// A written value as an error message shows it: numbers as they are, bytes and text
+/// by their length (a message is no place to echo a kilobyte).
+fn shown_value(value: &Value) -> String {
+    match value {
+        Value::Int(v) => v.to_string(),
+        Value::Float(v) => v.to_string(),
+        Value::Bool(v) => v.to_string(),
+        Value::Bytes(b) => format!("{} bytes", b.len()),
+        Value::String(s) => format!("a string of {} bytes", s.len()),
+    }
+}
+
 /// Why a simulation refused an input. Sent to the member as an `Error` message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -261,8 +281,9 @@ pub enum SimError {
     /// The intent bytes are malformed.
     #[error("invalid intent: {0}")]
     InvalidIntent(&'static str),
-    /// A value does not fit the field the entity's kind declares.
-    #[error("field {field} of entity {entity} {problem}")]
+    /// A value does not fit the field the entity's kind declares (made with
+    /// [`SimError::invalid_field`]).
+    #[error("{shown}")]
     InvalidField {
         /// The entity.
         entity: EntityId,
@@ -270,6 +291,9 @@ pub enum SimError {
         field: FieldId,
         /// What is wrong with the value.
         problem: FieldProblem,
+        /// The message: the kind's and the field's names, the value and the
+        /// declaration, where known.
+        shown: String,
     },
     /// The game refuses the input by its own rules (a player out of the round
     /// moving, an action out of turn): sent as `INVALID_INTENT` with this text.
@@ -278,6 +302,49 @@ pub enum SimError {
 }
 
 impl SimError {
+    /// A value that does not fit its declared field, told in the declaration's names
+    /// where `declared` (the entity's kind) is known, with the `value` written where
+    /// it is: `entity 6001, a player (kind 1): field hp (3) = 150 is outside its
+    /// declared range (int 0..=100)`.
+    pub fn invalid_field(
+        entity: EntityId,
+        field: FieldId,
+        problem: FieldProblem,
+        declared: Option<&KindSchema>,
+        value: Option<&Value>,
+    ) -> Self {
+        let mut shown = format!("entity {entity}");
+        let spec = declared.and_then(|kind| Some(&kind.fields()[kind.slot(field)?]));
+        if let Some(kind) = declared {
+            shown += &match kind.name() {
+                "" => format!(", of kind {}", kind.kind()),
+                name => format!(", a {name} (kind {})", kind.kind()),
+            };
+        }
+        shown += &format!(": field {}", named(spec.map_or("", |s| &s.name), field));
+        if let Some(value) = value {
+            shown += &format!(" = {}", shown_value(value));
+        }
+        shown += &format!(" {problem}");
+        match (spec, declared) {
+            (Some(spec), _) if problem == FieldProblem::OutOfRange => shown += &format!(" ({})", spec.ty),
+            (None, Some(kind)) => {
+                let fields: Vec<String> = kind.fields().iter().map(|f| named(&f.name, f.id)).collect();
+                shown += &match fields.is_empty() {
+                    true => " (it declares none)".to_string(),
+                    false => format!(" (it declares {})", fields.join(", ")),
+                };
+            }
+            _ => {}
+        }
+        Self::InvalidField {
+            entity,
+            field,
+            problem,
+            shown,
+        }
+    }
+
     /// The wire error code.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -298,7 +365,7 @@ impl From<WorldError> for SimError {
         match e {
             WorldError::Exists(id) => Self::EntityExists(id),
             WorldError::NotFound(id) => Self::EntityNotFound(id),
-            WorldError::Field { entity, field, problem } => Self::InvalidField { entity, field, problem },
+            WorldError::Field { entity, field, problem } => Self::invalid_field(entity, field, problem, None, None),
         }
     }
 }
@@ -363,7 +430,57 @@ pub trait Simulation: Send + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Value;
+    use crate::state::{FieldSpec, FieldType, Value};
+
+    #[test]
+    fn an_invalid_field_is_told_in_the_declarations_names_where_known() {
+        let ty = FieldType::String { max_len: 4 };
+        let kind = KindSchema::new(
+            2,
+            "ship",
+            vec![FieldSpec::new(1, "nick", ty), FieldSpec::new(2, "", ty)],
+        )
+        .unwrap();
+        let unnamed = KindSchema::new(5, "", vec![]).unwrap();
+        let text = Value::String("arthur".into());
+        for (error, shown) in [
+            (
+                SimError::invalid_field(7, 1, FieldProblem::TooLong(4), Some(&kind), Some(&text)),
+                "entity 7, a ship (kind 2): field nick (1) = a string of 6 bytes is longer than its declared 4 bytes",
+            ),
+            (
+                SimError::invalid_field(
+                    7,
+                    2,
+                    FieldProblem::WrongType("string"),
+                    Some(&kind),
+                    Some(&Value::Int(3)),
+                ),
+                "entity 7, a ship (kind 2): field 2 = 3 must be of type string",
+            ),
+            (
+                SimError::invalid_field(7, 9, FieldProblem::Undeclared, Some(&kind), Some(&Value::Bool(true))),
+                "entity 7, a ship (kind 2): field 9 = true is not declared for its kind (it declares nick (1), 2)",
+            ),
+            (
+                SimError::invalid_field(7, 9, FieldProblem::Undeclared, Some(&unnamed), None),
+                "entity 7, of kind 5: field 9 is not declared for its kind (it declares none)",
+            ),
+            // What a world's own refusal knows (a simulation's write): ids.
+            (
+                WorldError::Field {
+                    entity: 7,
+                    field: 3,
+                    problem: FieldProblem::OutOfRange,
+                }
+                .into(),
+                "entity 7: field 3 is outside its declared range",
+            ),
+        ] {
+            assert_eq!(error.to_string(), shown);
+            assert_eq!(error.code(), ErrorCode::InvalidField);
+        }
+    }
 
     /// The README and the configuration reference give these figures.
     #[test]

@@ -120,11 +120,13 @@ fn check_declared(world: &World, writes: &EntityWrites) -> Result<(), SimError> 
                 (None, _) => Some(FieldProblem::Undeclared),
             };
             if let Some(problem) = problem {
-                return Err(SimError::InvalidField {
+                return Err(SimError::invalid_field(
                     entity,
-                    field: f.id,
+                    f.id,
                     problem,
-                });
+                    Some(declared),
+                    f.value.as_ref(),
+                ));
             }
         }
         Ok(())
