@@ -188,6 +188,8 @@ struct Driver {
     going_away_seen: bool,
     /// When this connection's last state frame arrived.
     frame_at: Option<Instant>,
+    /// This connection's share of `Stats::queued`.
+    queued_reported: usize,
 }
 
 /// A connection that ends sooner than this after its `Welcome` (or before one), and
@@ -256,42 +258,83 @@ pub(crate) async fn run(
         presented_resume: false,
         going_away_seen: false,
         frame_at: None,
+        queued_reported: 0,
     };
-    let mut attempt = 0u32;
-    loop {
-        let reason = match d.connect().await {
-            Ok(link) => {
-                d.unreachable.remove(&d.targets[d.current].url);
-                let end = d.serve(link).await;
-                if d.played || d.welcomed_at.is_some_and(|at| at.elapsed() >= STABLE_AFTER) {
-                    attempt = 0;
+    d.reconnecting().await;
+    d.report_queued(0);
+}
+
+impl Driver {
+    /// Connects, serves and reconnects until the client stops or gives up.
+    async fn reconnecting(&mut self) {
+        let mut attempt = 0u32;
+        loop {
+            let reason = match self.connect().await {
+                Ok(link) => {
+                    self.unreachable.remove(&self.targets[self.current].url);
+                    let end = self.serve(link).await;
+                    self.report_queued(self.queue.len());
+                    if self.played || self.welcomed_at.is_some_and(|at| at.elapsed() >= STABLE_AFTER) {
+                        attempt = 0;
+                    }
+                    match end {
+                        End::Stop | End::CloseAndStop => return,
+                        End::Reconnect { now: true, .. } => continue,
+                        // Closed before its `Welcome` (1013: the session's node is still
+                        // alive, say): a failed attempt at that URL, and the next tries the
+                        // next one (back towards the session's own node).
+                        End::Reconnect { reason, .. } if self.welcomed_at.is_none() => self.failed_at_current(&reason),
+                        End::Reconnect { reason, .. } => reason,
+                    }
                 }
-                match end {
-                    End::Stop | End::CloseAndStop => return,
-                    End::Reconnect { now: true, .. } => continue,
-                    // Closed before its `Welcome` (1013: the session's node is still
-                    // alive, say): a failed attempt at that URL, and the next tries the
-                    // next one (back towards the session's own node).
-                    End::Reconnect { reason, .. } if d.welcomed_at.is_none() => d.failed_at_current(&reason),
-                    End::Reconnect { reason, .. } => reason,
+                Err(failure) if failure.fatal => {
+                    self.give_up(attempt + 1, failure.reason).await;
+                    return;
                 }
-            }
-            Err(failure) if failure.fatal => {
-                d.give_up(attempt + 1, failure.reason).await;
+                Err(failure) => self.failed_at_current(&failure.reason),
+            };
+            attempt += 1;
+            if !self.config.backoff.allows(attempt) {
+                self.give_up(attempt, reason).await;
                 return;
             }
-            Err(failure) => d.failed_at_current(&failure.reason),
+            let delay = self.config.backoff.delay(attempt, &mut self.rng);
+            self.emit(Event::Reconnecting { attempt, delay, reason }).await;
+            if !self.wait_offline(delay).await {
+                return;
+            }
+        }
+    }
+
+    /// Queues a ping, unless one waits in the send queue already: behind a backlog
+    /// the pacer holds back, pings would pile up (one per interval), each costing a
+    /// message of the rate limit when it goes. Stamped again as it is written, so the
+    /// round-trip time does not count the wait.
+    fn queue_ping(&mut self) {
+        if !self.queue.iter().any(|m| matches!(m, Out::Ping(_))) {
+            // Stamped now too, so that the pacer counts the size it will have.
+            self.queue.push_back(Out::Ping(proto::Ping {
+                nonce: 0,
+                sent_time_us: unix_micros(),
+                received_seq: self.received.last(),
+            }));
+        }
+    }
+
+    /// Keeps `Stats::queued` (every connection's messages waiting for the pacer)
+    /// up to date with this connection's `queued`.
+    fn report_queued(&mut self, queued: usize) {
+        let queued_stat = &self.shared.stats.queued;
+        match queued.cmp(&self.queued_reported) {
+            std::cmp::Ordering::Greater => {
+                queued_stat.fetch_add((queued - self.queued_reported) as u64, Ordering::Relaxed)
+            }
+            std::cmp::Ordering::Less => {
+                queued_stat.fetch_sub((self.queued_reported - queued) as u64, Ordering::Relaxed)
+            }
+            std::cmp::Ordering::Equal => 0,
         };
-        attempt += 1;
-        if !d.config.backoff.allows(attempt) {
-            d.give_up(attempt, reason).await;
-            return;
-        }
-        let delay = d.config.backoff.delay(attempt, &mut d.rng);
-        d.emit(Event::Reconnecting { attempt, delay, reason }).await;
-        if !d.wait_offline(delay).await {
-            return;
-        }
+        self.queued_reported = queued;
     }
 }
 
@@ -393,6 +436,9 @@ impl Driver {
                     .entry(room.clone())
                     .or_insert_with(|| RoomState::new(&room_type));
                 state.next_seq = state.next_seq.max(carried.next_seq);
+                // Numbered by the handle (a join again after this room was forgotten
+                // here numbers from where it was).
+                self.shared.inputs_above(&room, state.next_seq);
                 if !carried.seat.is_empty() {
                     state.seat = carried.seat;
                 }
@@ -424,10 +470,18 @@ impl Driver {
                 let request_id = self.request_id();
                 Some(Out::Leave(proto::LeaveRoom { request_id, room }))
             }
-            Command::Input { room, payload } => {
+            Command::Input { room, seq, payload } => {
                 let limit = self.config.unacked_input_limit;
                 let state = self.rooms.get_mut(&room)?;
-                state.next_seq += 1;
+                // Numbered by the handle; one numbered just before a join's answer
+                // raised the numbering above it goes above it too.
+                state.next_seq = match seq > state.next_seq {
+                    true => seq,
+                    false => {
+                        self.shared.inputs_above(&room, state.next_seq + 1);
+                        state.next_seq + 1
+                    }
+                };
                 if state.unacked.len() >= limit {
                     state.unacked.pop_front();
                 }
@@ -496,6 +550,7 @@ impl Driver {
         // a checkpoint on another node): those are done with, and new inputs are
         // numbered above them.
         state.acknowledged(joined.last_input_seq, true);
+        self.shared.inputs_above(&joined.room, state.next_seq);
         // Inputs that waited for the join (the room drops what it applied already),
         // once: a `Joined` again (a join sent twice) does not queue them twice.
         let room = joined.room.as_str();
@@ -524,6 +579,7 @@ impl Driver {
     fn forget_room(&mut self, room: &str) {
         self.rooms.remove(room);
         self.shared.mirrors.lock().remove(room);
+        self.shared.input_seqs.lock().remove(room);
         if let Some(routes) = self.routing.routes.upgrade() {
             routes.left(room);
         }
@@ -595,6 +651,7 @@ impl Driver {
             link_woken,
         ] = std::array::from_fn(|_| Woken::new(&task));
         loop {
+            self.report_queued(self.queue.len());
             let pacing = welcomed && !self.queue.is_empty();
             if pacing {
                 let now = std::time::Instant::now();
@@ -640,11 +697,7 @@ impl Driver {
                         None if welcomed && self.frame_at.is_some_and(|at| at + STALL_AFTER > last_inbound) => {
                             if now >= stalled {
                                 probed = Some(now);
-                                self.queue.push_back(Out::Ping(proto::Ping {
-                                    nonce: 0,
-                                    sent_time_us: unix_micros(),
-                                    received_seq: self.received.last(),
-                                }));
+                                self.queue_ping();
                                 outcome = self.flush(&mut link).await;
                                 now + self.config.stall_timeout
                             } else {
@@ -657,11 +710,7 @@ impl Driver {
                     outcome
                 }
                 _ = ping_woken.poll(ping.tick()), if welcomed => {
-                    self.queue.push_back(Out::Ping(proto::Ping {
-                        nonce: 0,
-                        sent_time_us: unix_micros(),
-                        received_seq: self.received.last(),
-                    }));
+                    self.queue_ping();
                     self.flush(&mut link).await
                 }
                 command = commands_woken.poll(self.commands.recv()) => match command {
@@ -960,6 +1009,7 @@ impl Driver {
             self.rooms
                 .entry(room.to_string())
                 .or_insert_with(|| RoomState::new(&room_type));
+            self.shared.inputs_above(room, 0);
         }
     }
 
@@ -1325,7 +1375,13 @@ impl Driver {
         if n == 0 {
             return Ok(());
         }
-        let batch: Vec<Out> = self.queue.drain(..n).collect();
+        let mut batch: Vec<Out> = self.queue.drain(..n).collect();
+        for message in &mut batch {
+            if let Out::Ping(ping) = message {
+                ping.sent_time_us = unix_micros();
+                ping.received_seq = self.received.last();
+            }
+        }
         // Saturating: a relay's `Welcome` may claim any count (a hostile one, the
         // largest), and that must not panic the driver.
         let first_event_seq = self.events_sent.saturating_add(1);
@@ -1352,7 +1408,7 @@ impl Driver {
                 if let Some(state) = self.rooms.get_mut(&input.room) {
                     state.unacked.retain(|(seq, _)| *seq != input.seq);
                 }
-                (input.room.clone(), 0)
+                (input.room.clone(), input.seq)
             }
             Out::Event(event) => (event.room.clone(), 0),
             Out::Join(join) => (join.room.clone(), join.request_id),
@@ -1375,24 +1431,27 @@ impl Driver {
 
     /// Gives `command` back, unless it is an input, event or request handed to a full
     /// send queue (see `ClientConfig::send_queue_limit`) while connected: refused
-    /// then, before it is numbered or kept.
+    /// then, not kept (an input's error carries the number `send_input` gave it).
     async fn unless_queue_full(&mut self, command: Command, welcomed: bool) -> Option<Command> {
         if !welcomed || self.queue.len() < self.config.send_queue_limit {
             return Some(command);
         }
-        let (room, reply) = match command {
+        let (room, request_id, reply) = match command {
             // An input for a room not joined here is dropped by `command`, as ever.
-            Command::Input { room, .. } if self.rooms.contains_key(&room) => (room, None),
-            Command::Event(event) => (event.room, None),
-            Command::Request { reply, .. } => (String::new(), Some(reply)),
+            Command::Input { room, seq, .. } if self.rooms.contains_key(&room) => (room, seq, None),
+            Command::Event(event) => (event.room, 0, None),
+            Command::Request { reply, .. } => (String::new(), 0, Some(reply)),
             command => return Some(command),
         };
         let message = format!(
             "not sent: {} messages already wait to be sent (send_queue_limit): the application sends faster than the server's limits allow",
             self.queue.len()
         );
-        self.refuse(local_error(proto::ErrorCode::RateLimited, message, room, 0), reply)
-            .await;
+        self.refuse(
+            local_error(proto::ErrorCode::RateLimited, message, room, request_id),
+            reply,
+        )
+        .await;
         None
     }
 

@@ -344,6 +344,9 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     /// Last round-trip time in microseconds (0: none yet).
     pub rtt_us: AtomicU64,
+    /// Messages waiting to be sent, paced to the server's announced limits, on every
+    /// connection of the client (see [`Client::queued_messages`]).
+    pub queued: AtomicU64,
 }
 
 /// Failures the caller sees directly.
@@ -381,6 +384,8 @@ pub(crate) enum Command {
     },
     Input {
         room: String,
+        /// Given by [`Client::send_input`].
+        seq: u64,
         payload: proto::input::Payload,
     },
     Event(proto::SendEvent),
@@ -415,6 +420,21 @@ pub(crate) struct Shared {
     /// Presented on every connection, so the relay counts this client's sessions on
     /// several nodes as one client's (see `Hello.client_id`).
     pub client_id: String,
+    /// The last input number given in each room this client is in (or joining):
+    /// [`Client::send_input`] numbers there, so it can return the number; a join's
+    /// answer raises it above what the seat applied already. One count per room
+    /// wherever the room lives (home or another node).
+    pub input_seqs: Mutex<HashMap<String, u64>>,
+}
+
+impl Shared {
+    /// Numbers in `room` continue above `seq` (a join's answer: the seat applied that
+    /// much already).
+    pub(crate) fn inputs_above(&self, room: &str, seq: u64) {
+        let mut seqs = self.input_seqs.lock();
+        let next = seqs.entry(room.to_string()).or_default();
+        *next = (*next).max(seq);
+    }
 }
 
 /// A handle to a client; cheap to clone. The connection lives in a background task
@@ -458,6 +478,7 @@ impl Client {
             mirrors: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             client_id: format!("{:016x}", fastrand::u64(..)),
+            input_seqs: Mutex::new(HashMap::new()),
         });
         let request_timeout = config.request_timeout;
         let spawn = routes::Spawn {
@@ -481,10 +502,12 @@ impl Client {
     /// Joins a room (created with `room_type` if it does not exist; empty: the
     /// server's default). Answered with [`Event::Joined`] or [`Event::Error`]. Rooms
     /// are joined again automatically after a reconnect that could not resume. Of the
-    /// refusals, `Unavailable` and `RateLimited` are retried by the client itself; any
+    /// refusals, `Unavailable` and `RateLimited` are retried by the client itself
+    /// (they still come as [`Event::Error`], for the record: a `Joined` follows); any
     /// other forgets the room (inputs and events that waited for it are dropped) until
     /// it is joined again.
     pub fn join(&self, room: &str, room_type: &str) {
+        self.numbered(room);
         self.command(Command::Join {
             room: room.into(),
             room_type: room_type.into(),
@@ -497,6 +520,7 @@ impl Client {
     /// this client as its owner (who may change them: `UpdateRoom` through
     /// [`Client::request`]).
     pub fn join_with(&self, room: &str, room_type: &str, create: proto::RoomOptions) {
+        self.numbered(room);
         self.command(Command::Join {
             room: room.into(),
             room_type: room_type.into(),
@@ -521,19 +545,36 @@ impl Client {
         }));
     }
 
+    /// Inputs to `room` are numbered from now on (from 1, or above what its seat
+    /// applied once the join is answered).
+    fn numbered(&self, room: &str) {
+        self.shared.input_seqs.lock().entry(room.to_string()).or_insert(0);
+    }
+
     /// Leaves a room (one this client is not in: nothing is sent).
     pub fn leave(&self, room: &str) {
+        self.shared.input_seqs.lock().remove(room);
         self.command(Command::Leave { room: room.into() });
     }
 
-    /// Sends an input for the room's next tick; its sequence number is assigned for
-    /// you. It is kept until the server acknowledges it and replayed after a
-    /// reconnect.
-    pub fn send_input(&self, room: &str, payload: proto::input::Payload) {
+    /// Sends an input for the room's next tick and returns its sequence number:
+    /// compare it with the mirror's `last_input_seq` (applied up to there), and an
+    /// [`Event::Error`] refusing the input carries it as its `request_id`. It is kept
+    /// until the server acknowledges it and replayed after a reconnect. None (and
+    /// nothing sent) for a room this client has not joined, or has left or been
+    /// refused.
+    pub fn send_input(&self, room: &str, payload: proto::input::Payload) -> Option<u64> {
+        let mut seqs = self.shared.input_seqs.lock();
+        let next = seqs.get_mut(room)?;
+        *next += 1;
+        // Handed on while numbering is held: two threads' inputs reach the driver in
+        // the order of their numbers (the room drops a lower number after a higher).
         self.command(Command::Input {
             room: room.into(),
+            seq: *next,
             payload,
         });
+        Some(*next)
     }
 
     /// Sends a room event to `targets` (empty: everyone else in the room). An event
@@ -577,6 +618,17 @@ impl Client {
     /// The client's counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// Messages (inputs, events, requests) in the send queues of this client's
+    /// connections together (what is handed to the client while it is offline waits
+    /// apart, bounded by `buffer_limit`): everything goes out paced to the server's announced
+    /// limits (80 % of them), in order, so this grows while the application sends
+    /// faster than that (more than about one input per tick at the defaults), and
+    /// each new input waits longer behind it. A game that sees it grow should send
+    /// less (merge its inputs, say); at `send_queue_limit` new ones are refused.
+    pub fn queued_messages(&self) -> u64 {
+        self.shared.stats.queued.load(Ordering::Relaxed)
     }
 
     /// The last measured round-trip time.

@@ -319,6 +319,7 @@ mod tests {
                 mirrors: Mutex::default(),
                 stats: Stats::default(),
                 client_id: "c".into(),
+                input_seqs: Mutex::default(),
             }),
         };
         let routes = Routes {
@@ -333,6 +334,7 @@ mod tests {
     fn input(room: &str, byte: u8) -> Command {
         Command::Input {
             room: room.into(),
+            seq: u64::from(byte),
             payload: crate::proto::input::Payload::Intent(bytes::Bytes::from(vec![byte])),
         }
     }
@@ -345,6 +347,7 @@ mod tests {
                 Command::Input {
                     room,
                     payload: crate::proto::input::Payload::Intent(intent),
+                    ..
                 } => format!("input {room} {}", intent[0]),
                 Command::Leave { room } => format!("leave {room}"),
                 _ => "other".into(),

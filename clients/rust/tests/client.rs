@@ -341,7 +341,8 @@ async fn inputs_larger_than_a_seconds_bytes_are_paced_not_refused(transport: Tra
 
 /// Joins relay room "r", sends `inputs` inputs at once, each creating `entities`
 /// entities of two 1,000-byte fields, and waits `within` for the last to be applied,
-/// failing on any `Error` or disconnection on the way.
+/// failing on any `Error` or disconnection on the way; meanwhile the client shows
+/// inputs waiting for the pacer, and none once they are all applied.
 async fn send_big_inputs_and_see_them_applied(
     relay: &TestServer,
     transport: Transport,
@@ -371,16 +372,28 @@ async fn send_big_inputs_and_see_them_applied(
             create,
             ..Default::default()
         };
-        client.send_input("r", proto::input::Payload::Writes(writes));
+        assert_eq!(client.send_input("r", proto::input::Payload::Writes(writes)), Some(id));
     }
     let deadline = tokio::time::Instant::now() + within;
+    let mut most_queued = 0;
     while client.with_mirror("r", |m| m.last_input_seq()) != Some(inputs) {
         let event = tokio::time::timeout_at(deadline, events.recv()).await.unwrap().unwrap();
+        most_queued = most_queued.max(client.queued_messages());
         assert!(
             !matches!(event, Event::Error(_) | Event::Disconnected { .. }),
             "{event:?}"
         );
     }
+    assert!(most_queued > 0, "inputs waited for the pacer and were shown waiting");
+    // At most one ping waits behind them (not one per ping interval), and goes at once.
+    let sent = async {
+        while client.queued_messages() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), sent)
+        .await
+        .expect("nothing waits once every input is applied");
 }
 
 /// Waits for the client to give up and returns why; panics with `never` if it connects.
@@ -610,12 +623,26 @@ async fn a_message_too_big_for_any_envelope_is_refused_not_sent(transport: Trans
     })
     .await;
     assert_eq!(kind, "small", "the huge one was not sent; the next one was");
+    // An input too: its refusal carries the number `send_input` returned.
+    let huge = proto::input::Payload::Intent(Bytes::from(vec![0; 17 * 1024]));
+    let seq = talker.send_input("r", huge).expect("joined");
+    let refused = until(&mut events, |e| match e {
+        Event::Error(error) => Some(error.clone()),
+        Event::Disconnected { .. } => panic!("{e:?}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (refused.code, refused.request_id),
+        (proto::ErrorCode::LimitExceeded as i32, seq)
+    );
 }
 
 /// An application that sends faster than the server's limits (here 5 messages a
 /// second) into a small send queue (4): what does not fit (inputs, an event, a
-/// request) is refused at once with a typed error and not numbered, what fits is
-/// paced and applied, and the connection goes on.
+/// request) is refused at once with a typed error (an input's carrying the number
+/// `send_input` returned), what fits is paced and applied, and the connection goes
+/// on.
 async fn a_full_send_queue_refuses_what_the_application_adds(transport: Transport) {
     let relay = tickrelay_testkit::start_with(|c| {
         c.session.messages_per_second = 5.0;
@@ -628,7 +655,7 @@ async fn a_full_send_queue_refuses_what_the_application_adds(transport: Transpor
     client.join("r", "relay");
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
     for id in 1..=20 {
-        client.send_input("r", create_entity(id));
+        assert_eq!(client.send_input("r", create_entity(id)), Some(id), "numbered from 1");
     }
     client.send_event("r", "refused", Bytes::from_static(&[1]), Vec::new());
     let request = client.request(proto::request::Kind::ListRooms(proto::ListRooms::default()));
@@ -639,12 +666,16 @@ async fn a_full_send_queue_refuses_what_the_application_adds(transport: Transpor
     );
     // Refusals come at once; a second is plenty.
     let (mut refused, counted) = (0, tokio::time::Instant::now() + Duration::from_secs(1));
+    let mut refused_inputs = Vec::new();
     while let Ok(Some(event)) = tokio::time::timeout_at(counted, events.recv()).await {
         match event {
             Event::Error(error) => {
                 assert_eq!(error.code, proto::ErrorCode::RateLimited as i32, "{error:?}");
                 // The request's has no room.
                 assert!(error.room == "r" || error.room.is_empty(), "{error:?}");
+                if error.request_id != 0 {
+                    refused_inputs.push(error.request_id);
+                }
                 refused += 1;
             }
             Event::Disconnected { .. } => panic!("{event:?}"),
@@ -654,8 +685,10 @@ async fn a_full_send_queue_refuses_what_the_application_adds(transport: Transpor
     // The event and the request among them.
     let sent = 20 + 2 - refused;
     assert!(refused > 2 && sent >= 4, "{refused} refused");
+    assert_eq!(refused_inputs.len(), refused as usize - 2, "{refused_inputs:?}");
+    let last = (1..=20).filter(|seq| !refused_inputs.contains(seq)).max();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while client.with_mirror("r", |m| m.last_input_seq()) != Some(sent) {
+    while client.with_mirror("r", |m| m.last_input_seq()) != last {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(Event::Error(error))) => panic!("{error:?}"),
             Ok(Some(_)) => {}
@@ -784,7 +817,13 @@ async fn inputs_continue_above_the_seats_last_input_and_requests_never_share_the
     let (client, mut events) = Client::connect(config).unwrap();
     client.join("r", "relay");
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
-    client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    let intent = || proto::input::Payload::Intent(Bytes::from_static(&[1]));
+    assert_eq!(
+        client.send_input("r", intent()),
+        Some(501),
+        "the number sent is the one returned"
+    );
+    assert_eq!(client.send_input("not-joined", intent()), None, "nothing sent");
     let request = client.request(proto::request::Kind::ListRooms(proto::ListRooms::default()));
     let _ = tokio::time::timeout(Duration::from_millis(200), request).await;
     let (join_id, input_seq, request_id) = tokio::time::timeout(Duration::from_secs(5), server)

@@ -904,7 +904,7 @@ export class Client {
       next = this.#probedAt + ms;
     } else if (t >= next) {
       this.#probedAt = t;
-      this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
+      this.#ping();
       next = t + ms;
     }
     this.#timers.stall = setTimeout(() => this.#checkStall(socket), next - t);
@@ -1292,10 +1292,9 @@ export class Client {
     this.#buffer = [];
     this.#welcomed = true;
     const socket = this.#socket;
-    const ping = () => this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
-    this.#timers.ping = setInterval(ping, this.#options.pingIntervalMs);
+    this.#timers.ping = setInterval(() => this.#ping(), this.#options.pingIntervalMs);
     this.#queue.push(...out);
-    ping(); // a round-trip time at once (and the first flush)
+    this.#ping(); // a round-trip time at once (and the first flush)
     if (this.#socket === socket) {
       this.#emit("connected", { sessionId: welcome.sessionId, userId: welcome.userId, resumed });
     }
@@ -1450,6 +1449,17 @@ export class Client {
   #enqueue(message: Outgoing): void {
     this.#queue.push(message);
     this.#flush();
+  }
+
+  /**
+   * Queues a ping, unless one waits already: behind a backlog the pacer holds back,
+   * pings would pile up (one per interval), each costing a message of the rate limit.
+   * Stamped again as it is written (`#flush`), so the round-trip time does not count
+   * the wait.
+   */
+  #ping(): void {
+    if (this.#queue.some((m) => m?.case === "ping")) return this.#flush();
+    this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
   }
 
   /** Sends what the pacers allow now as one envelope; schedules the rest. */

@@ -437,6 +437,18 @@ test("a ping queued behind held-back inputs is stamped when it leaves; the backl
   assert.ok(c.stats.rttMs! < 2000, `${c.stats.rttMs} ms: the time queued was counted in the round trip`);
 });
 
+test("behind a backlog longer than several ping intervals, one ping waits, not one per interval", () => {
+  const c = joinedUnderTightLimits();
+  for (let i = 0; i < 60; i++) c.sendInput("r", { case: "intent", value: new Uint8Array([1, 1]) });
+  // 8 messages a second: the inputs take 7.5 s, over the pings of 2, 4 and 6 s.
+  advance(6500);
+  const pingsSent = () => last().sent.filter((k) => k.case === "ping").length;
+  assert.equal(pingsSent(), 1, "only the first went");
+  advance(1400);
+  assert.equal(c.queuedMessages, 0);
+  assert.equal(pingsSent(), 2, "the first, then one that waited for the backlog");
+});
+
 test("a Joined again does not queue the room's unacknowledged inputs again", () => {
   const c = joinedUnderTightLimits();
   c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
