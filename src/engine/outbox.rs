@@ -202,6 +202,9 @@ pub struct Outbox {
     /// Whether `left` holds anything: the session looks before every inbound message,
     /// and rooms are rarely left.
     left_pending: AtomicBool,
+    /// The session's connection was lost and it waits for a resume: its rooms tell
+    /// their members (presence `AWAY`, then `BACK` or `LEFT`).
+    away: AtomicBool,
 }
 
 impl Outbox {
@@ -216,6 +219,7 @@ impl Outbox {
             closed: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             left_pending: AtomicBool::new(false),
+            away: AtomicBool::new(false),
         }
     }
 
@@ -234,6 +238,17 @@ impl Outbox {
     /// closed at their next tick, so a seat cannot leak even if a leave was lost.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+
+    /// Marks the session as waiting for a resume (its connection lost, its seats
+    /// held), or back: the rooms it is in tell their members at their next tick.
+    pub fn set_away(&self, away: bool) {
+        self.away.store(away, Ordering::Relaxed);
+    }
+
+    /// Whether the session waits for a resume (see [`Outbox::set_away`]).
+    pub fn is_away(&self) -> bool {
+        self.away.load(Ordering::Relaxed)
     }
 
     /// Whether [`Outbox::close`] was called.

@@ -438,6 +438,7 @@ impl Session {
         self.heartbeat = Heartbeat::new(s.heartbeat_interval, s.heartbeat_timeout, now.instant);
         self.limiter = RateLimiter::new(s.rate, now.instant);
         self.outbox.reset_delivered(delivery);
+        self.outbox.set_away(false);
         self.outbox.push_welcome(self.welcome(true, now));
         let replayed = self.outbox.replay_after(received);
         self.forget_rooms_left();

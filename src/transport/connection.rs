@@ -391,6 +391,8 @@ pub(crate) async fn serve<T: Transport>(
         ctx.end_session(&mut session);
     } else {
         let address = address_key(peer.ip());
+        // Its rooms tell their members it is away (its seats held) until it is back.
+        outbox.set_away(true);
         match ctx
             .registry
             .park(token.clone(), user, address, session, Instant::now() + grace)

@@ -18,6 +18,7 @@ both_transports!(
     rooms_are_isolated,
     presence_announces_joins_and_leaves,
     a_lost_connection_keeps_its_seat_for_the_grace_period_only,
+    a_member_away_is_announced_and_back_after_its_resume,
     events_reach_exactly_their_targets,
     requests_are_answered_with_their_correlation_ids,
     mistakes_get_typed_errors_and_the_session_continues,
@@ -161,14 +162,46 @@ async fn a_lost_connection_keeps_its_seat_for_the_grace_period_only(transport: T
         }
         _ => None,
     };
+    let changes = |k: &Kind| match k {
+        Kind::Presence(p) if p.member.as_ref().unwrap().member_id == b_id => Some(p.change),
+        _ => None,
+    };
+    assert_eq!(a.until(changes).await, PresenceChange::Joined as i32);
     let dropped = std::time::Instant::now();
     drop(b); // no close frame: the connection is simply lost
+    assert_eq!(a.until(changes).await, PresenceChange::Away as i32, "its seat held");
     a.until(left).await;
     let held = dropped.elapsed();
     assert!(
         held >= std::time::Duration::from_millis(500),
         "seat released after {held:?}"
     );
+}
+
+/// The others see a member whose connection was lost as away (a player's avatar
+/// frozen, say, is explained), then back once it resumed; and a member joining
+/// meanwhile sees it away in its `Joined`.
+async fn a_member_away_is_announced_and_back_after_its_resume(transport: Transport) {
+    let server = start().await;
+    let mut a = TestClient::connect_over(&server, transport).await;
+    a.join("lobby", "relay").await;
+    let mut b = TestClient::connect_over(&server, transport).await;
+    b.join("lobby", "relay").await;
+    let (b_id, token) = (b.welcome.session_id, b.welcome.resume_token.clone());
+    let changes = |k: &Kind| match k {
+        Kind::Presence(p) if p.member.as_ref().unwrap().member_id == b_id => Some(p.change),
+        _ => None,
+    };
+    assert_eq!(a.until(changes).await, PresenceChange::Joined as i32);
+    drop(b);
+    assert_eq!(a.until(changes).await, PresenceChange::Away as i32);
+    let mut c = TestClient::connect_over(&server, transport).await;
+    let joined = c.join("lobby", "relay").await;
+    let b_info = joined.members.iter().find(|m| m.member_id == b_id).unwrap();
+    assert!(b_info.away, "{:?}", joined.members);
+    let _b = TestClient::resume_over(&server, transport, &token).await.unwrap();
+    assert_eq!(a.until(changes).await, PresenceChange::Back as i32);
+    assert_eq!(c.until(changes).await, PresenceChange::Back as i32);
 }
 
 async fn events_reach_exactly_their_targets(transport: Transport) {

@@ -495,18 +495,24 @@ async fn joining_again_right_after_leaving_is_retried_when_allowed() {
     other.close().await;
 }
 
+/// The path of the client crate's example `name`: `cargo test` builds the examples
+/// next to the tests.
+fn example(name: &str) -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let example = deps.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(
+        example.exists(),
+        "{} not built: run `cargo test` without --test",
+        example.display()
+    );
+    example
+}
+
 /// The `follow` example answers `--help` (with the same options as the server's
-/// `watch` example) and names a certificate file it cannot read. `cargo test` builds
-/// the examples next to the tests.
+/// `watch` example) and names a certificate file it cannot read.
 #[test]
 fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
-    let deps = std::env::current_exe().unwrap();
-    let follow = deps.parent().unwrap().parent().unwrap().join("examples/follow");
-    assert!(
-        follow.exists(),
-        "{} not built: run `cargo test` without --test",
-        follow.display()
-    );
+    let follow = example("follow");
     let help = std::process::Command::new(&follow).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(help.status.success(), "{help:?}");
@@ -522,6 +528,34 @@ fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
         !missing.status.success() && stderr.contains("/nonexistent/relay-cert.pem"),
         "{stderr}"
     );
+}
+
+/// The `relay_writes` example (README, "The Rust client") creates an entity in a relay
+/// room, moves it and reads it back, against a real relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_writes_example_writes_and_reads_back_an_entity() {
+    let relay_writes = example("relay_writes");
+    let relay = start().await;
+    let cert = std::env::temp_dir().join(format!("tickrelay-relay-writes-{}.pem", std::process::id()));
+    std::fs::write(&cert, &relay.cert_pem).unwrap();
+    let mut command = std::process::Command::new(&relay_writes);
+    command.args([
+        "--url",
+        &relay.url(Transport::WebSocket),
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
+    // The relay runs in this test's runtime: the example is waited for on another thread.
+    let run = tokio::task::spawn_blocking(move || command.output());
+    let output = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_file(&cert);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("at x = 2.5"), "{stdout}");
 }
 
 /// A client of `relay` joined to the relay room `r`, with its events.

@@ -86,7 +86,10 @@ client.on("joined", (joined) => {
   others = new InterpolationBuffer({ delayMs });
 });
 client.on("presence", (p) => {
-  members += p.change === tickrelay.v1.PresenceChange.JOINED ? 1 : -1;
+  // AWAY and BACK (a member's connection lost, its seat held; then resumed) change no
+  // count.
+  if (p.change === tickrelay.v1.PresenceChange.JOINED) members += 1;
+  if (p.change === tickrelay.v1.PresenceChange.LEFT) members -= 1;
 });
 client.on("left", (left) => {
   if (left.reason === tickrelay.v1.ErrorCode.UNSPECIFIED) return;

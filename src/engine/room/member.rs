@@ -45,6 +45,10 @@ pub(super) struct Member {
     pub announced: bool,
     /// A `Joined` it is owed at the next tick, with the request id to answer.
     pub joined_reply: Option<u64>,
+    /// Its session waits for a resume ([`Outbox::is_away`] at the last tick), and
+    /// whether the others were told so (presence `AWAY`, then `BACK`).
+    pub away: bool,
+    pub away_told: bool,
 }
 
 impl Member {
@@ -64,6 +68,8 @@ impl Member {
             joined_tick: 0,
             announced: false,
             joined_reply: None,
+            away: false,
+            away_told: false,
         }
     }
 
@@ -72,6 +78,7 @@ impl Member {
         MemberInfo {
             member_id: self.id,
             user_id: self.user_id.to_string(),
+            away: self.away,
         }
     }
 

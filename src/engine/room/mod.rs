@@ -696,10 +696,11 @@ impl Room {
 
     /// Tells the members what changed in the room since the last tick, as one net
     /// change: those who knew of a member that left get its leave, those here before
-    /// get the joins, and each new member its `Joined` with everyone here now. A
-    /// member that joined and left in between is never announced, so presence per
-    /// tick is bounded by the room's size (at most twice `max_members` messages per
-    /// member), however many sessions join and leave.
+    /// get the joins and the members whose connection was lost (`AWAY`, their seat
+    /// held) or resumed (`BACK`), and each new member its `Joined` with everyone here
+    /// now. A member that joined and left in between is never announced, so presence
+    /// per tick is bounded by the room's size (at most twice `max_members` messages
+    /// per member), however many sessions join, leave, drop and resume.
     fn announce(&mut self) {
         if !self.presence_due {
             return;
@@ -707,8 +708,21 @@ impl Room {
         self.presence_due = false;
         let departed = std::mem::take(&mut self.departed);
         let arrived = self.members.iter().filter(|m| !m.announced).map(Member::info);
+        let turned = (self.members.iter())
+            .filter(|m| m.announced && m.away != m.away_told)
+            .map(|m| {
+                (
+                    m.info(),
+                    if m.away {
+                        PresenceChange::Away
+                    } else {
+                        PresenceChange::Back
+                    },
+                )
+            });
         let changes = (departed.into_iter().map(|info| (info, PresenceChange::Left)))
             .chain(arrived.map(|info| (info, PresenceChange::Joined)))
+            .chain(turned)
             .collect::<Vec<_>>();
         self.sent_this_tick.resize(self.members.len(), (0, 0));
         for (info, change) in changes {
@@ -733,6 +747,7 @@ impl Room {
         }
         for m in &mut self.members {
             m.announced = true;
+            m.away_told = m.away;
             m.joined_reply = None;
         }
     }
@@ -928,12 +943,18 @@ impl Room {
     /// Runs one tick; `server_time_us` is stamped on the frames. Members whose
     /// session is gone (closed outbox) are removed first.
     pub fn tick(&mut self, server_time_us: u64) -> TickReport {
-        let gone: Vec<MemberId> = self
-            .members
-            .iter()
-            .filter(|m| m.outbox.is_closed())
-            .map(|m| m.id)
-            .collect();
+        let mut gone = Vec::new();
+        for m in &mut self.members {
+            if m.outbox.is_closed() {
+                gone.push(m.id);
+                continue;
+            }
+            // Sampled once a tick: a connection lost and resumed within it is no news.
+            m.away = m.outbox.is_away();
+            if m.away != m.away_told {
+                self.presence_due = true;
+            }
+        }
         for member in gone {
             self.leave(member, 0);
         }

@@ -1090,6 +1090,52 @@ fn presence_within_a_tick_is_the_net_change() {
     );
 }
 
+/// A member whose connection is lost (its session parked, its seat held) is
+/// announced `AWAY`, and `BACK` when it resumes; a member joining meanwhile learns it
+/// from `Joined`; a connection lost and resumed within one tick is no news.
+#[test]
+fn members_away_and_back_are_announced() {
+    let mut room = relay_room_at_10_hz();
+    let mut clients: Vec<Client> = (1..=2).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    room.tick(0);
+    clients.iter_mut().for_each(|c| drop(c.presence()));
+    clients[1].outbox.set_away(true);
+    room.tick(0);
+    assert_eq!(clients[0].presence(), [(2, PresenceChange::Away as i32)]);
+    let mut late = Client::new(3);
+    join(&mut room, &late);
+    room.tick(0);
+    late.read();
+    let members = late.take_received().into_iter().find_map(|k| match k {
+        server_message::Kind::Joined(joined) => Some(joined.members),
+        _ => None,
+    });
+    let away: Vec<(MemberId, bool)> = members.unwrap().iter().map(|m| (m.member_id, m.away)).collect();
+    assert_eq!(away, [(1, false), (2, true), (3, false)]);
+    assert_eq!(clients[0].presence(), [(3, PresenceChange::Joined as i32)]);
+    clients[1].outbox.set_away(false);
+    room.tick(0);
+    assert_eq!(clients[0].presence(), [(2, PresenceChange::Back as i32)]);
+    assert_eq!(late.presence(), [(2, PresenceChange::Back as i32)]);
+    // Lost and back between two ticks: nothing to tell.
+    clients[1].outbox.set_away(true);
+    clients[1].outbox.set_away(false);
+    room.tick(0);
+    assert_eq!(clients[0].presence(), []);
+    // Away, then gone: away, then left.
+    clients[1].outbox.set_away(true);
+    room.tick(0);
+    assert!(room.leave(2, 0));
+    room.tick(0);
+    assert_eq!(
+        clients[0].presence(),
+        [(2, PresenceChange::Away as i32), (2, PresenceChange::Left as i32)]
+    );
+}
+
 #[test]
 fn member_cap_is_enforced() {
     let config = RoomConfig {
