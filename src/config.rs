@@ -1354,10 +1354,21 @@ read_buffer_bytes = 1024
 # "jwt" requires a token at the upgrade: `Authorization: Bearer <jwt>`, the `token`
 # query parameter, or a `tickrelay.bearer.<jwt>` WebSocket subprotocol entry.
 mode = "anonymous"
-# HS256 (shared secret), RS256 or EdDSA (PEM public key).
+# HS256 (shared secret), RS256 (also RS384, RS512, PS256, PS384, PS512), ES256 (also
+# ES384) or EdDSA (PEM public key).
 algorithm = "HS256"
 # hs256_secret = "change-me"
 # public_key = "/etc/tickrelay/jwt-public.pem"
+# Or the signing keys an identity provider publishes (a JWK set; Auth0, Cognito,
+# Firebase, Keycloak…): the token's `kid` picks the key, and the key's type its
+# algorithm. Fetched at start (a start fails without them) and every
+# jwks_refresh_secs; a token naming a key not held is refused with HTTP 503 (QUIC:
+# 1013) and the set is fetched again within 30 s. https:// (the system's certificates,
+# plus those in jwks_ca) or http:// to a loopback address. Replaces algorithm,
+# hs256_secret and public_key.
+# jwks_url = "https://auth.example.com/.well-known/jwks.json"
+# jwks_ca = "/etc/tickrelay/provider-ca.pem"
+jwks_refresh_secs = 600
 # issuer = "https://auth.example.com"
 # audience = "tickrelay"
 # Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.

@@ -27,6 +27,7 @@ use crate::session::auth::{AuthMode, Authenticator};
 use crate::transport::context::{ConnectionSettings, Context};
 use crate::transport::gate::Gate;
 use crate::transport::http::{self, Http, Routes};
+use crate::transport::jwks;
 use crate::transport::quic;
 use crate::transport::registry::Registry;
 use crate::transport::tls::{self, TlsError};
@@ -55,6 +56,14 @@ pub enum ServerError {
         option: &'static str,
         /// What the operating system said.
         source: std::io::Error,
+    },
+    /// The signing keys of `[auth] jwks_url` could not be fetched.
+    #[error("cannot fetch the signing keys from {url}: {why}")]
+    Jwks {
+        /// `[auth] jwks_url`.
+        url: String,
+        /// What went wrong.
+        why: String,
     },
     /// A pre-created room could not be created.
     #[error("cannot create room `{0}`: {1}")]
@@ -113,6 +122,8 @@ pub struct Server {
     tls: Option<tls::Tls>,
     /// `[tls] reload_secs`.
     tls_reload: Duration,
+    /// `[auth] jwks_url`: kept fresh once started.
+    jwks: Option<jwks::Source>,
     quic: Option<quinn::Endpoint>,
     /// Cluster mode: this node's part and its inputs.
     cluster: Option<ClusterParts>,
@@ -185,9 +196,13 @@ impl Server {
         }
         lines.push(match config.auth.mode {
             AuthMode::Anonymous => "auth: anonymous".into(),
-            AuthMode::Jwt => format!("auth: jwt ({})", config.auth.algorithm),
+            AuthMode::Jwt => match &config.auth.jwks_url {
+                Some(url) => format!("auth: jwt (keys from {url}, fetched at start, not by this check)"),
+                None => format!("auth: jwt ({})", config.auth.algorithm),
+            },
         });
         let auth = Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?;
+        jwks::Source::from_config(&config.auth).map_err(ConfigError::Invalid)?;
         warnings.extend(weak_secrets(&config, &auth));
         let types: Vec<String> = (config.room_types.iter())
             .map(|(name, t)| {
@@ -379,6 +394,12 @@ impl Server {
             _ => None,
         };
         let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
+        let jwks = jwks::Source::from_config(&config.auth).map_err(ConfigError::Invalid)?;
+        if let (Some(source), Some(keys)) = (&jwks, auth.key_set()) {
+            let url = config.auth.jwks_url.clone().unwrap_or_default();
+            let count = (source.load(keys).await).map_err(|why| ServerError::Jwks { url: url.clone(), why })?;
+            tracing::info!(%url, keys = count, "signing keys fetched");
+        }
         for warning in weak_secrets(&config, &auth) {
             tracing::warn!("{warning}");
         }
@@ -425,6 +446,7 @@ impl Server {
             pool,
             tls,
             tls_reload: Duration::from_secs(config.tls.reload_secs),
+            jwks,
             quic,
             cluster,
             configured_rooms: config.rooms.clone(),
@@ -496,6 +518,9 @@ impl Server {
         let acceptor = self.tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
         let ctx = self.ctx;
         ctx.tracker.spawn(reap_parked_sessions(ctx.clone()));
+        if let (Some(source), Some(keys)) = (self.jwks, ctx.session.auth.key_set()) {
+            (ctx.tracker).spawn(jwks::keep_fresh(source, keys.clone(), ctx.shutdown.clone()));
+        }
         if let Some(reloader) = self.tls.as_ref().and_then(tls::Tls::reloader)
             && !self.tls_reload.is_zero()
         {

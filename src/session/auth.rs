@@ -1,5 +1,7 @@
-//! Authentication at the WebSocket upgrade: a JWT (HS256 with a shared secret, or
-//! RS256/EdDSA with a public key) from `Authorization: Bearer`, the `token` query
+//! Authentication at the WebSocket upgrade: a JWT (HS256 with a shared secret,
+//! RS256/ES256/EdDSA with a public key, or any of those public-key algorithms with
+//! the keys an identity provider publishes as a JWK set, chosen by the token's `kid`)
+//! from `Authorization: Bearer`, the `token` query
 //! parameter, or a `Sec-WebSocket-Protocol` entry `tickrelay.bearer.<jwt>` (browsers
 //! cannot set headers). The user id is the token's `sub`; `exp` is required and is
 //! enforced during the session too. An optional `rooms` claim restricts which rooms
@@ -9,9 +11,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 /// Authentication settings (`[auth]` in the config file).
@@ -20,12 +22,22 @@ use serde::{Deserialize, Serialize};
 pub struct AuthConfig {
     /// `anonymous` (development only) or `jwt`.
     pub mode: AuthMode,
-    /// `HS256`, `RS256` or `EdDSA`.
+    /// `HS256`, `RS256`, `ES256` or `EdDSA` (not used with `jwks_url`: each key
+    /// of the set has its own).
     pub algorithm: String,
     /// Shared secret for HS256.
     pub hs256_secret: Option<String>,
-    /// PEM public key for RS256 or EdDSA.
+    /// PEM public key for RS256, ES256 or EdDSA.
     pub public_key: Option<PathBuf>,
+    /// Where an identity provider publishes its signing keys (a JWK set, as
+    /// `https://…/.well-known/jwks.json`): fetched at start and every
+    /// `jwks_refresh_secs`, and sooner when a token names a key not in it. `http://`
+    /// only to a loopback address.
+    pub jwks_url: Option<String>,
+    /// PEM certificates trusted for fetching `jwks_url`, besides the system's.
+    pub jwks_ca: Option<PathBuf>,
+    /// Seconds between fetches of `jwks_url`.
+    pub jwks_refresh_secs: u64,
     /// Required `iss`, if set.
     pub issuer: Option<String>,
     /// Required `aud`, if set.
@@ -65,6 +77,9 @@ impl Default for AuthConfig {
             algorithm: "HS256".into(),
             hs256_secret: None,
             public_key: None,
+            jwks_url: None,
+            jwks_ca: None,
+            jwks_refresh_secs: 600,
             issuer: None,
             audience: None,
             leeway_secs: 5,
@@ -156,6 +171,10 @@ pub enum AuthError {
     /// The signature does not verify, or the algorithm is not the configured one.
     #[error("invalid signature")]
     BadSignature,
+    /// The token names a signing key (`kid`) the relay does not hold: its set of
+    /// keys is fetched again (an identity provider's new key).
+    #[error("unknown signing key (`kid`): try again in a minute")]
+    UnknownKey,
     /// Anything else: malformed, wrong issuer or audience, missing claims.
     #[error("invalid token: {0}")]
     Invalid(String),
@@ -183,11 +202,12 @@ fn token_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
 
 impl AuthError {
     /// Every [`AuthError::kind`].
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         "missing",
         "expired",
         "not_yet_valid",
         "bad_signature",
+        "unknown_key",
         "invalid",
         "other_user",
     ];
@@ -199,17 +219,160 @@ impl AuthError {
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::BadSignature => "bad_signature",
+            Self::UnknownKey => "unknown_key",
             Self::Invalid(_) => "invalid",
             Self::OtherUser => "other_user",
         }
     }
 }
 
+/// How tokens are verified.
+enum Keys {
+    /// With the one key of the configuration (boxed: the set is a pointer).
+    One(Box<(DecodingKey, Validation)>),
+    /// With the key of an identity provider's set that the token names.
+    Set(Arc<KeySet>),
+}
+
+impl Keys {
+    fn decode(&self, token: &str) -> Result<Timed, AuthError> {
+        let decoded = match self {
+            Keys::One(one) => jsonwebtoken::decode::<Timed>(token, &one.0, &one.1),
+            Keys::Set(set) => return set.decode(token),
+        };
+        decoded.map(|data| data.claims).map_err(|e| token_error(e.kind()))
+    }
+}
+
+/// Signing keys from a JWK set (`[auth] jwks_url`), replaced whole by each fetch
+/// ([`KeySet::replace`]); the fetching is the server's.
+pub struct KeySet {
+    keys: parking_lot::RwLock<Vec<SetKey>>,
+    /// What every token must meet beside its signature (issuer, audience, claims).
+    validation: Validation,
+    /// A token named a key the set does not hold (a provider's new key): fetch again.
+    wanted: AtomicBool,
+}
+
+/// One usable key of a set.
+struct SetKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    /// What it may verify: the JWK's `alg`, or every public-key algorithm of its type.
+    algorithms: Vec<Algorithm>,
+}
+
+impl KeySet {
+    fn new(validation: Validation) -> Self {
+        Self {
+            keys: parking_lot::RwLock::new(Vec::new()),
+            validation,
+            wanted: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the keys of a JWK set document (`{"keys": [...]}`) in place of those
+    /// held, and returns how many. Keys it cannot use are skipped: shared secrets
+    /// (`oct`: a published set holds public keys only), keys for encryption, curves
+    /// and types it does not verify. A document without a usable key changes nothing
+    /// and is an error.
+    pub fn replace(&self, json: &[u8]) -> Result<usize, String> {
+        use jsonwebtoken::jwk::{AlgorithmParameters as P, EllipticCurve, JwkSet, PublicKeyUse};
+        let set: JwkSet = serde_json::from_slice(json).map_err(|e| format!("not a JWK set: {e}"))?;
+        let usable: Vec<SetKey> = (set.keys.iter())
+            .filter(|jwk| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
+            .filter_map(|jwk| {
+                let of_type = match &jwk.algorithm {
+                    P::RSA(_) => RSA_ALGORITHMS.to_vec(),
+                    P::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => vec![Algorithm::ES256],
+                    P::EllipticCurve(ec) if ec.curve == EllipticCurve::P384 => vec![Algorithm::ES384],
+                    P::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+                    _ => return None,
+                };
+                let algorithms = match jwk.common.key_algorithm.map(Algorithm::try_from) {
+                    None => of_type,
+                    Some(Ok(alg)) if of_type.contains(&alg) => vec![alg],
+                    Some(_) => return None,
+                };
+                Some(SetKey {
+                    kid: jwk.common.key_id.clone(),
+                    key: DecodingKey::from_jwk(jwk).ok()?,
+                    algorithms,
+                })
+            })
+            .collect();
+        if usable.is_empty() {
+            return Err(format!(
+                "none of its {} keys is a public signing key tickrelay verifies (RSA, P-256, P-384, Ed25519)",
+                set.keys.len()
+            ));
+        }
+        let count = usable.len();
+        *self.keys.write() = usable;
+        self.wanted.store(false, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// Whether a token named a key the set does not hold since the last fetch.
+    pub fn is_wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    fn decode(&self, token: &str) -> Result<Timed, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(e.kind()))?;
+        let keys = self.keys.read();
+        // A token without `kid` is for a set of one key.
+        let key = match &header.kid {
+            Some(kid) => keys.iter().find(|k| k.kid.as_ref() == Some(kid)),
+            None if keys.len() == 1 => keys.first(),
+            None => None,
+        };
+        let Some(key) = key else {
+            self.wanted.store(true, Ordering::Relaxed);
+            return Err(AuthError::UnknownKey);
+        };
+        if !key.algorithms.contains(&header.alg) {
+            return Err(AuthError::BadSignature);
+        }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
+        let decoded = jsonwebtoken::decode::<Timed>(token, &key.key, &validation);
+        decoded.map(|data| data.claims).map_err(|e| token_error(e.kind()))
+    }
+}
+
+/// The algorithms an RSA key verifies.
+const RSA_ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+/// What every token must meet beside its signature by `algorithm`: `exp` and `sub`
+/// present (`exp`, `nbf` and `iat` are checked against the caller's clock, see
+/// [`Authenticator::authenticate`]), and the configured issuer and audience.
+fn validation(config: &AuthConfig, algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation.validate_exp = false;
+    if let Some(issuer) = &config.issuer {
+        validation.set_issuer(&[issuer]);
+    }
+    match &config.audience {
+        Some(audience) => validation.set_audience(&[audience]),
+        None => validation.validate_aud = false,
+    }
+    validation
+}
+
 /// Checks tokens according to an [`AuthConfig`].
 pub struct Authenticator {
     mode: AuthMode,
     leeway_secs: u64,
-    key: Option<(DecodingKey, Validation)>,
+    keys: Option<Keys>,
     anonymous: AtomicU64,
     /// The warning when the HS256 secret is shorter than [`MIN_HS256_SECRET_BYTES`].
     short_secret: Option<String>,
@@ -229,18 +392,27 @@ pub const MAX_SUB_BYTES: usize = 256;
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 impl Authenticator {
-    /// Builds the verifier; fails on a missing or unreadable key.
+    /// Builds the verifier; fails on a missing or unreadable key. With `jwks_url` it
+    /// holds no key until the server fetches the set ([`Authenticator::key_set`]).
     pub fn new(config: &AuthConfig) -> Result<Self, String> {
         let mut short_secret = None;
-        let key = match config.mode {
+        let keys = match config.mode {
             AuthMode::Anonymous => None,
+            AuthMode::Jwt if config.jwks_url.is_some() => {
+                if config.public_key.is_some() || config.hs256_secret.is_some() {
+                    return Err("auth.jwks_url takes the keys from the identity provider: leave out \
+                                auth.public_key and the HS256 secret"
+                        .into());
+                }
+                Some(Keys::Set(Arc::new(KeySet::new(validation(config, Algorithm::RS256)))))
+            }
             AuthMode::Jwt => {
                 let algorithm: Algorithm = config
                     .algorithm
                     .parse()
                     .map_err(|_| format!("unknown auth.algorithm `{}`", config.algorithm))?;
-                let key = match algorithm {
-                    Algorithm::HS256 => {
+                let key = match algorithm.family() {
+                    _ if algorithm == Algorithm::HS256 => {
                         let secret = config.hs256_secret.as_deref().filter(|s| !s.is_empty()).ok_or(
                             "JWT authentication with HS256 needs a shared secret: --jwt-secret, \
                              TICKRELAY_JWT_SECRET or [auth] hs256_secret",
@@ -248,46 +420,42 @@ impl Authenticator {
                         short_secret = short_secret_warning(secret.len());
                         DecodingKey::from_secret(secret.as_bytes())
                     }
-                    Algorithm::RS256 | Algorithm::EdDSA => {
-                        let path = config
-                            .public_key
-                            .as_ref()
-                            .ok_or("auth.public_key is required for RS256/EdDSA")?;
+                    family @ (AlgorithmFamily::Rsa | AlgorithmFamily::Ec | AlgorithmFamily::Ed) => {
+                        let path = (config.public_key.as_ref())
+                            .ok_or(format!("auth.public_key (a PEM file) is required for {algorithm:?}"))?;
                         let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                        let key = if algorithm == Algorithm::RS256 {
-                            DecodingKey::from_rsa_pem(&pem)
-                        } else {
-                            DecodingKey::from_ed_pem(&pem)
+                        let key = match family {
+                            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
+                            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
+                            _ => DecodingKey::from_ed_pem(&pem),
                         };
                         key.map_err(|e| format!("invalid public key {}: {e}", path.display()))?
                     }
-                    other => {
+                    _ => {
                         return Err(format!(
-                            "auth.algorithm {other:?} is not supported; use HS256, RS256 or EdDSA"
+                            "auth.algorithm {algorithm:?} is not supported; use HS256, RS256 (or RS384, RS512, \
+                             PS256, PS384, PS512), ES256 (or ES384) or EdDSA"
                         ));
                     }
                 };
-                let mut validation = Validation::new(algorithm);
-                validation.set_required_spec_claims(&["exp", "sub"]);
-                // `exp` is checked against the caller's clock (see `authenticate`).
-                validation.validate_exp = false;
-                if let Some(issuer) = &config.issuer {
-                    validation.set_issuer(&[issuer]);
-                }
-                match &config.audience {
-                    Some(audience) => validation.set_audience(&[audience]),
-                    None => validation.validate_aud = false,
-                }
-                Some((key, validation))
+                Some(Keys::One(Box::new((key, validation(config, algorithm)))))
             }
         };
         Ok(Self {
             mode: config.mode,
             leeway_secs: config.leeway_secs,
-            key,
+            keys,
             anonymous: AtomicU64::new(0),
             short_secret,
         })
+    }
+
+    /// The signing keys fetched from `[auth] jwks_url`, when configured.
+    pub fn key_set(&self) -> Option<&Arc<KeySet>> {
+        match &self.keys {
+            Some(Keys::Set(set)) => Some(set),
+            _ => None,
+        }
     }
 
     /// The warning when the HS256 secret is shorter than [`MIN_HS256_SECRET_BYTES`]
@@ -311,18 +479,16 @@ impl Authenticator {
     /// Authenticates a connection from the token it presented, if any, at `now_unix`
     /// (seconds since the Unix epoch): a token is accepted until `exp` plus the leeway.
     pub fn authenticate(&self, token: Option<&str>, now_unix: u64) -> Result<Identity, AuthError> {
-        match &self.key {
+        match &self.keys {
             None => Ok(Identity {
                 user_id: format!("anonymous-{}", self.anonymous.fetch_add(1, Ordering::Relaxed) + 1).into(),
                 expires_at: None,
                 rooms: None,
                 creator: "".into(),
             }),
-            Some((key, validation)) => {
+            Some(keys) => {
                 let token = token.ok_or(AuthError::Missing)?;
-                let Timed { claims, nbf, iat } = jsonwebtoken::decode::<Timed>(token, key, validation)
-                    .map_err(|e| token_error(e.kind()))?
-                    .claims;
+                let Timed { claims, nbf, iat } = keys.decode(token)?;
                 // The user id appears in logs and in other members' presence: short and
                 // printable, never echoed as sent.
                 check_sub(&claims.sub).map_err(AuthError::Invalid)?;
@@ -561,6 +727,60 @@ mod tests {
             auth.authenticate(Some(&mint(Some(NOW - 1), Some(NOW - 1))), NOW)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_key_set_keeps_public_signing_keys_only() {
+        let config = AuthConfig {
+            mode: AuthMode::Jwt,
+            jwks_url: Some("https://id.example/jwks.json".into()),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::new(&config).unwrap();
+        let set = auth.key_set().expect("a set to fetch");
+        // Before the first fetch nothing verifies.
+        assert_eq!(auth.authenticate(Some("a.b.c"), now()).unwrap_err().kind(), "invalid");
+        let ed = |kid: &str, extra: &str| {
+            format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"{extra}}}"#
+            )
+        };
+        let secret = r#"{"kty":"oct","kid":"s","k":"c2VjcmV0"}"#;
+        let document = format!(
+            r#"{{"keys":[{},{},{},{secret}]}}"#,
+            ed("sig", ""),
+            ed("enc", r#","use":"enc""#),
+            ed("rsa-alg", r#","alg":"RS256""#)
+        );
+        assert_eq!(
+            set.replace(document.as_bytes()),
+            Ok(1),
+            "a shared secret, an encryption key, a mislabelled key"
+        );
+        let none = format!(r#"{{"keys":[{secret}]}}"#);
+        assert!(set.replace(none.as_bytes()).unwrap_err().contains("none of its 1 keys"));
+        assert!(set.replace(b"<html>").unwrap_err().contains("not a JWK set"));
+        // A token naming a key the set lacks asks for a fetch.
+        assert!(!set.is_wanted());
+        let header = r#"{"alg":"EdDSA","kid":"new"}"#;
+        let token = format!("{}.e30.c2ln", base64_url(header.as_bytes()));
+        assert_eq!(
+            auth.authenticate(Some(&token), now()).unwrap_err(),
+            AuthError::UnknownKey
+        );
+        assert!(set.is_wanted());
+        // With a static key configured as well, the configuration is refused.
+        let both = AuthConfig {
+            hs256_secret: Some("secret".into()),
+            ..config
+        };
+        assert!(Authenticator::new(&both).unwrap_err().contains("jwks_url"));
+    }
+
+    /// Base64url without padding, as a JWT's parts are written.
+    fn base64_url(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use crate::clock::unix_micros;
 use crate::error::CloseReason;
 use crate::metrics::Format;
-use crate::session::auth;
+use crate::session::auth::{self, AuthError};
 use crate::session::limits::{AddressCounts, address_key};
 use crate::transport::api;
 use crate::transport::connection::{self, Start};
@@ -441,6 +441,17 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
     let token = auth::token_from_request(authorization, query, protocols);
     let identity = match ctx.session.auth.authenticate(token, unix_micros() / 1_000_000) {
         Ok(identity) => identity.with_address(peer.ip()),
+        // Signed by a key the relay does not hold yet (its set is fetched again): the
+        // client's fault only if it stays unknown, so a retry, not a give-up.
+        Err(e @ AuthError::UnknownKey) => {
+            metrics.count_auth_failure(e.kind());
+            metrics.count_refused_upgrade(StatusCode::SERVICE_UNAVAILABLE);
+            crate::transport::log_refusal(peer, "websocket", &format_args!("authentication failed: {e}"));
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+            let retry = HeaderValue::from(crate::transport::jwks::MIN_REFETCH.as_secs());
+            response.headers_mut().insert(hyper::header::RETRY_AFTER, retry);
+            return response;
+        }
         Err(e) => {
             metrics.count_auth_failure(e.kind());
             metrics.count_refused_upgrade(StatusCode::UNAUTHORIZED);

@@ -8,6 +8,7 @@
 //! - `connection` — the loop every transport shares.
 //! - `context` — what a connection may use of the server.
 //! - `http` — HTTP/1.1 routes (`/ws`, `/healthz`, `/metrics`) and the WebSocket upgrade.
+//! - `jwks` — fetching an identity provider's signing keys (`[auth] jwks_url`).
 //! - `ws` — the WebSocket transport; [`quic`]: the QUIC transport.
 //! - [`gate`] — connection caps and handshake rate at the upgrade.
 //! - [`origin`] — the `Origin` allowlist.
@@ -21,6 +22,7 @@ pub(crate) mod context;
 pub(crate) mod frame;
 pub mod gate;
 pub(crate) mod http;
+pub(crate) mod jwks;
 pub mod origin;
 pub mod quic;
 pub mod registry;

@@ -363,9 +363,14 @@ impl Quic {
     }
 
     async fn refuse_auth<T>(&mut self, ctx: &Context, error: &AuthError) -> Option<T> {
-        ctx.metrics.count_close(CloseReason::AuthFailed);
+        // A key the relay does not hold yet (see the WebSocket upgrade's 503): try again.
+        let close = match error {
+            AuthError::UnknownKey => CloseReason::TryAgainLater,
+            _ => CloseReason::AuthFailed,
+        };
+        ctx.metrics.count_close(close);
         let reason = format!("authentication failed: {error}");
-        close_with(&self.conn, CloseReason::AuthFailed.code(), &reason);
+        close_with(&self.conn, close.code(), &reason);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.closed()).await;
         None
     }

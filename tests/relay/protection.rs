@@ -80,6 +80,135 @@ async fn tokens_are_checked_at_the_upgrade() {
     assert_eq!(&*by_protocol.unwrap().welcome.user_id, "alice");
 }
 
+/// A key an identity provider signs tokens with, and its public half as a JWK.
+struct SigningKey {
+    kid: &'static str,
+    algorithm: jsonwebtoken::Algorithm,
+    private: jsonwebtoken::EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl SigningKey {
+    fn new(kid: &'static str, algorithm: jsonwebtoken::Algorithm) -> Self {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let (rcgen_alg, private): (_, fn(&[u8]) -> _) = match algorithm {
+            jsonwebtoken::Algorithm::ES256 => (&rcgen::PKCS_ECDSA_P256_SHA256, jsonwebtoken::EncodingKey::from_ec_pem),
+            _ => (&rcgen::PKCS_ED25519, jsonwebtoken::EncodingKey::from_ed_pem),
+        };
+        let pair = rcgen::KeyPair::generate_for(rcgen_alg).unwrap();
+        let public = pair.public_key_raw();
+        let jwk = match algorithm {
+            // An uncompressed point: 0x04, then x and y.
+            jsonwebtoken::Algorithm::ES256 => serde_json::json!({
+                "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+                "x": b64(&public[1..33]), "y": b64(&public[33..]),
+            }),
+            _ => serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(public) }),
+        };
+        Self {
+            kid,
+            algorithm,
+            private: private(pair.serialize_pem().as_bytes()).unwrap(),
+            jwk,
+        }
+    }
+
+    /// A token for `sub`, valid for a minute, naming this key (or `kid`).
+    fn token(&self, sub: &str, kid: Option<&str>) -> String {
+        let mut header = jsonwebtoken::Header::new(self.algorithm);
+        header.kid = Some(kid.unwrap_or(self.kid).to_string());
+        let claims = Claims {
+            sub: sub.into(),
+            exp: unix_now() + 60,
+            rooms: None,
+        };
+        jsonwebtoken::encode(&header, &claims, &self.private).unwrap()
+    }
+}
+
+/// Tokens signed by an identity provider's keys, published as a JWK set (here over
+/// `http://` on loopback): verified with the key the token names; a token naming a
+/// key the relay does not hold yet is refused with 503 (retry, not give up), and a
+/// key the provider adds is taken at the next fetch; a key of the set used with
+/// another algorithm, or a set-less signature, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_with_the_identity_providers_published_keys() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = (
+        SigningKey::new("a", jsonwebtoken::Algorithm::ES256),
+        SigningKey::new("b", jsonwebtoken::Algorithm::EdDSA),
+    );
+    // The provider: serves the set it holds now, and counts the fetches.
+    let published = Arc::new(parking_lot::Mutex::new(serde_json::json!({ "keys": [a.jwk] })));
+    let fetches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let provider = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/.well-known/jwks.json", provider.local_addr().unwrap());
+    let (set, count) = (published.clone(), fetches.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = provider.accept().await {
+            let mut request = [0; 4096];
+            let _ = socket.read(&mut request).await;
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let body = set.lock().to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all((head + &body).as_bytes()).await;
+        }
+    });
+    let server = start_with(|c| {
+        c.auth.mode = AuthMode::Jwt;
+        c.auth.jwks_url = Some(url.clone());
+        c.auth.jwks_refresh_secs = 1;
+        c.auth.leeway_secs = 0;
+    })
+    .await;
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "fetched before the relay started"
+    );
+    let connect = |token: String| {
+        let server = &server;
+        async move { TestClient::connect_with(server, "", &[("authorization", &bearer(&token))]).await }
+    };
+    let alice = connect(a.token("alice", None)).await.unwrap();
+    assert_eq!(&*alice.welcome.user_id, "alice");
+    // Key b is not published yet: try again later.
+    assert_eq!(connect(b.token("bob", None)).await.err(), Some(503));
+    let over_quic = TestClient::connect_quic(&server, &b.token("bob", None), "").await.err();
+    assert_eq!(over_quic.map(|(code, _)| code), Some(1013), "QUIC: try again later");
+    assert_eq!(server.metric("tickrelay_auth_failures_total{kind=\"unknown_key\"}"), 2);
+    // Key a's kid on a token b signed: the signature does not verify.
+    assert_eq!(connect(b.token("mallory", Some("a"))).await.err(), Some(401));
+    // An HS256 token (a shared secret is never taken from a published set).
+    let forged = mint_hs256(
+        "any-secret",
+        &Claims {
+            sub: "eve".into(),
+            exp: unix_now() + 60,
+            rooms: None,
+        },
+    );
+    assert_eq!(connect(forged).await.err(), Some(401));
+    // The provider adds key b; the next fetch (every second here) takes it.
+    published.lock()["keys"] = serde_json::json!([a.jwk, b.jwk]);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let bob = loop {
+        match connect(b.token("bob", None)).await {
+            Ok(bob) => break bob,
+            Err(503) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("key b refused with {status}"),
+        }
+    };
+    assert_eq!(&*bob.welcome.user_id, "bob");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_restricted_to_rooms_cannot_join_others() {
     let server = start_with(jwt).await;
