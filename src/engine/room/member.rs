@@ -49,6 +49,8 @@ pub(super) struct Member {
     /// whether the others were told so (presence `AWAY`, then `BACK`).
     pub away: bool,
     pub away_told: bool,
+    /// Whether the simulation was told it is away ([`Simulation::away`]).
+    pub away_simulated: bool,
 }
 
 impl Member {
@@ -70,6 +72,7 @@ impl Member {
             joined_reply: None,
             away: false,
             away_told: false,
+            away_simulated: false,
         }
     }
 

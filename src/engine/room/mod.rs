@@ -141,6 +141,7 @@ pub enum JoinError {
 enum SimCall {
     Join(MemberId, Arc<str>),
     Leave(MemberId),
+    Away(MemberId, bool),
 }
 
 /// The simulation's view of `room` for a callback at `tick` (a macro, so that the
@@ -954,6 +955,11 @@ impl Room {
             if m.away != m.away_told {
                 self.presence_due = true;
             }
+            // Once the simulation knows of the member (its join told).
+            if m.away != m.away_simulated && self.roster.user(m.id).is_some() {
+                m.away_simulated = m.away;
+                self.sim_calls.push(SimCall::Away(m.id, m.away));
+            }
         }
         for member in gone {
             self.leave(member, 0);
@@ -1008,6 +1014,10 @@ impl Room {
                 SimCall::Leave(m) => {
                     self.sim.leave(&mut sim_context!(self, tick), m);
                     self.roster.remove(m);
+                }
+                SimCall::Away(m, away) => {
+                    self.roster.set_away(m, away);
+                    self.sim.away(&mut sim_context!(self, tick), m, away);
                 }
             }
         }

@@ -746,6 +746,10 @@ impl Simulation for Referee {
         Ok(())
     }
     fn step(&mut self, _: &mut SimContext<'_>) {}
+    fn away(&mut self, ctx: &mut SimContext<'_>, member: MemberId, away: bool) {
+        let told = format!("{member} {}", ctx.members.is_away(member));
+        ctx.send_event(if away { "away" } else { "back" }, told, &[]);
+    }
 }
 
 /// The events and `Left` messages a client read, in order, as `event kind payload`
@@ -1088,6 +1092,29 @@ fn presence_within_a_tick_is_the_net_change() {
         honest.presence(),
         [(2, PresenceChange::Left as i32), (3, PresenceChange::Joined as i32)]
     );
+}
+
+/// The simulation is told a member is away and back (once each, a tick after it is
+/// seen), with the roster saying the same; a member away while its join waited for
+/// the simulation is told away once the join was.
+#[test]
+fn a_simulation_is_told_who_is_away_and_back() {
+    let mut room = game_room(Referee);
+    let mut clients: Vec<Client> = (1..=2).map(Client::new).collect();
+    join(&mut room, &clients[0]);
+    room.tick(0);
+    drop(told(&mut clients[0]));
+    join(&mut room, &clients[1]);
+    clients[1].outbox.set_away(true);
+    room.tick(0);
+    assert_eq!(told(&mut clients[0]), Vec::<String>::new(), "its join is told first");
+    room.tick(0);
+    assert_eq!(told(&mut clients[0]), ["event away 2 true"]);
+    room.tick(0);
+    assert_eq!(told(&mut clients[0]), Vec::<String>::new(), "once");
+    clients[1].outbox.set_away(false);
+    room.tick(0);
+    assert_eq!(told(&mut clients[0]), ["event back 2 false"]);
 }
 
 /// A member whose connection is lost (its session parked, its seat held) is

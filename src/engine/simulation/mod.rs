@@ -125,6 +125,8 @@ pub struct SimContext<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Roster {
     users: rustc_hash::FxHashMap<MemberId, Arc<str>>,
+    /// Members whose connection is lost, their seats held (see [`Simulation::away`]).
+    away: rustc_hash::FxHashSet<MemberId>,
 }
 
 impl Roster {
@@ -132,6 +134,22 @@ impl Roster {
     pub const fn new() -> Self {
         Self {
             users: std::collections::HashMap::with_hasher(rustc_hash::FxBuildHasher),
+            away: std::collections::HashSet::with_hasher(rustc_hash::FxBuildHasher),
+        }
+    }
+
+    /// Whether `member`'s connection is lost and its seat held for it (its inputs
+    /// stopped; it may resume, or leave when the grace period ends).
+    pub fn is_away(&self, member: MemberId) -> bool {
+        self.away.contains(&member)
+    }
+
+    /// Marks `member` away or back (the room does; a simulation's tests may too).
+    pub fn set_away(&mut self, member: MemberId, away: bool) {
+        if away {
+            self.away.insert(member);
+        } else {
+            self.away.remove(&member);
         }
     }
 
@@ -163,6 +181,7 @@ impl Roster {
     /// Removes `member`.
     pub fn remove(&mut self, member: MemberId) {
         self.users.remove(&member);
+        self.away.remove(&member);
     }
 }
 
@@ -394,6 +413,17 @@ pub trait Simulation: Send + 'static {
 
     /// Advances the simulation by one tick.
     fn step(&mut self, ctx: &mut SimContext<'_>);
+
+    /// `member`'s connection was lost (`away`: its seat is held for the resume grace
+    /// period, and its inputs stop) or it resumed (`away` false): a game may pause
+    /// its player or mark its avatar. Called at the start of the tick after the
+    /// change, once per change seen (a connection lost and resumed within one tick is
+    /// none); a member that does not come back gets [`Simulation::leave`] when the
+    /// grace period ends. `ctx.members.is_away(member)` says the same at any time.
+    /// Nothing by default.
+    fn away(&mut self, ctx: &mut SimContext<'_>, member: MemberId, away: bool) {
+        let _ = (ctx, member, away);
+    }
 
     /// The room was restored from a checkpoint (cluster mode: its node died or
     /// stopped): `ctx.world` holds the checkpointed entities, and `members` were in the
