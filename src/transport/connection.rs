@@ -391,8 +391,11 @@ pub(crate) async fn serve<T: Transport>(
         ctx.end_session(&mut session);
     } else {
         let address = address_key(peer.ip());
-        // Its rooms tell their members it is away (its seats held) until it is back.
-        outbox.set_away(true);
+        // Its rooms tell their members it is away (its seats held) until it is back;
+        // not one that a resume is taking over this moment.
+        if !matches!(end, End::TakenOver) {
+            outbox.set_away(true);
+        }
         match ctx
             .registry
             .park(token.clone(), user, address, session, Instant::now() + grace)

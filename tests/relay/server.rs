@@ -147,8 +147,10 @@ async fn presence_announces_joins_and_leaves(transport: Transport) {
     assert_eq!(a.until(change).await, PresenceChange::Left as i32);
 }
 
+/// A lost connection keeps its seat for the grace period (here 1.5 s), shown away
+/// after a second, and then leaves.
 async fn a_lost_connection_keeps_its_seat_for_the_grace_period_only(transport: Transport) {
-    let server = start_with(|c| c.session.resume_grace_secs = 0.5).await;
+    let server = start_with(|c| c.session.resume_grace_secs = 1.5).await;
     let mut a = TestClient::connect_over(&server, transport).await;
     a.join("lobby", "relay").await;
     let mut b = TestClient::connect_over(&server, transport).await;
@@ -170,10 +172,15 @@ async fn a_lost_connection_keeps_its_seat_for_the_grace_period_only(transport: T
     let dropped = std::time::Instant::now();
     drop(b); // no close frame: the connection is simply lost
     assert_eq!(a.until(changes).await, PresenceChange::Away as i32, "its seat held");
+    let away_after = dropped.elapsed();
+    assert!(
+        away_after >= std::time::Duration::from_secs(1),
+        "away after {away_after:?}"
+    );
     a.until(left).await;
     let held = dropped.elapsed();
     assert!(
-        held >= std::time::Duration::from_millis(500),
+        held >= std::time::Duration::from_millis(1500),
         "seat released after {held:?}"
     );
 }

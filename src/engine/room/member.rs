@@ -45,8 +45,11 @@ pub(super) struct Member {
     pub announced: bool,
     /// A `Joined` it is owed at the next tick, with the request id to answer.
     pub joined_reply: Option<u64>,
-    /// Its session waits for a resume ([`Outbox::is_away`] at the last tick), and
-    /// whether the others were told so (presence `AWAY`, then `BACK`).
+    /// The tick its session was first seen waiting for a resume ([`Outbox::is_away`]),
+    /// if it still waits.
+    pub away_since: Option<Tick>,
+    /// It has waited a second or more, and whether the others were told so (presence
+    /// `AWAY`, then `BACK`).
     pub away: bool,
     pub away_told: bool,
     /// Whether the simulation was told it is away ([`Simulation::away`]).
@@ -70,6 +73,7 @@ impl Member {
             joined_tick: 0,
             announced: false,
             joined_reply: None,
+            away_since: None,
             away: false,
             away_told: false,
             away_simulated: false,

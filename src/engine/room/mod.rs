@@ -945,13 +945,21 @@ impl Room {
     /// session is gone (closed outbox) are removed first.
     pub fn tick(&mut self, server_time_us: u64) -> TickReport {
         let mut gone = Vec::new();
+        let (now, second) = (self.world.tick() + 1, Tick::from(self.config.tick_rate));
         for m in &mut self.members {
             if m.outbox.is_closed() {
                 gone.push(m.id);
                 continue;
             }
-            // Sampled once a tick: a connection lost and resumed within it is no news.
-            m.away = m.outbox.is_away();
+            // Away once its connection has been lost for a second: a resume sooner is
+            // no news, so dropping and resuming a connection again and again (each
+            // change costs every member a presence message) gets a member at most one
+            // AWAY and one BACK a second, as leaving and joining again does.
+            m.away_since = match (m.outbox.is_away(), m.away_since) {
+                (true, since) => since.or(Some(now)),
+                (false, _) => None,
+            };
+            m.away = m.away_since.is_some_and(|since| now >= since + second);
             if m.away != m.away_told {
                 self.presence_due = true;
             }

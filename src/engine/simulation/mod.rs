@@ -416,10 +416,10 @@ pub trait Simulation: Send + 'static {
 
     /// `member`'s connection was lost (`away`: its seat is held for the resume grace
     /// period, and its inputs stop) or it resumed (`away` false): a game may pause
-    /// its player or mark its avatar. Called at the start of the tick after the
-    /// change, once per change seen (a connection lost and resumed within one tick is
-    /// none); a member that does not come back gets [`Simulation::leave`] when the
-    /// grace period ends. `ctx.members.is_away(member)` says the same at any time.
+    /// its player or mark its avatar. Called once its connection has been lost for a
+    /// second (a resume sooner is no change), and at the tick after it resumed; a
+    /// member that does not come back gets [`Simulation::leave`] when the grace
+    /// period ends. `ctx.members.is_away(member)` says the same at any time.
     /// Nothing by default.
     fn away(&mut self, ctx: &mut SimContext<'_>, member: MemberId, away: bool) {
         let _ = (ctx, member, away);

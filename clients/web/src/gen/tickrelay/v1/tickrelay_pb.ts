@@ -2011,7 +2011,8 @@ export enum PresenceChange {
   LEFT = 2,
 
   /**
-   * The member's connection was lost; its seat is held (MemberInfo.away).
+   * The member's connection has been lost for a second; its seat is held
+   * (MemberInfo.away).
    *
    * @generated from enum value: PRESENCE_CHANGE_AWAY = 3;
    */
