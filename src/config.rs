@@ -1364,8 +1364,8 @@ algorithm = "HS256"
 # algorithm. Fetched at start (a start fails without them) and every
 # jwks_refresh_secs; a token naming a key not held is refused with HTTP 503 (QUIC:
 # 1013) and the set is fetched again within 30 s. https:// (the system's certificates,
-# plus those in jwks_ca) or http:// to a loopback address. Replaces algorithm,
-# hs256_secret and public_key.
+# plus those in jwks_ca) or http:// to a loopback address. Not with hs256_secret or
+# public_key (a start refuses both); algorithm is then not used.
 # jwks_url = "https://auth.example.com/.well-known/jwks.json"
 # jwks_ca = "/etc/tickrelay/provider-ca.pem"
 jwks_refresh_secs = 600

@@ -94,6 +94,9 @@ fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
     let mut weak = Vec::new();
     if auth.mode() == AuthMode::Anonymous {
         weak.push("auth.mode = \"anonymous\": every connection is accepted without a token (development only)".into());
+        if config.auth.jwks_url.is_some() {
+            weak.push("auth.jwks_url is set but auth.mode is \"anonymous\": no token is checked".into());
+        }
     }
     weak.extend(auth.short_secret().map(String::from));
     for (what, token) in [

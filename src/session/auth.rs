@@ -252,7 +252,19 @@ pub struct KeySet {
     validation: Validation,
     /// A token named a key the set does not hold (a provider's new key): fetch again.
     wanted: AtomicBool,
+    /// How many times the set was taken ([`KeySet::replace`]).
+    generation: AtomicU64,
+    /// Key ids tokens named that the set did not hold, with the generation they
+    /// were first seen at: one still missing after a later fetch is no new key, and
+    /// its tokens are refused for good (a retired key, a forgery).
+    unknown: parking_lot::Mutex<rustc_hash::FxHashMap<String, u64>>,
 }
+
+/// Key ids remembered as missing, at most (then forgotten together).
+const MAX_UNKNOWN_KIDS: usize = 1024;
+
+/// The longest key id (`kid`) looked up.
+const MAX_KID_BYTES: usize = 256;
 
 /// One usable key of a set.
 struct SetKey {
@@ -268,6 +280,8 @@ impl KeySet {
             keys: parking_lot::RwLock::new(Vec::new()),
             validation,
             wanted: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            unknown: parking_lot::Mutex::default(),
         }
     }
 
@@ -309,6 +323,7 @@ impl KeySet {
         }
         let count = usable.len();
         *self.keys.write() = usable;
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.wanted.store(false, Ordering::Relaxed);
         Ok(count)
     }
@@ -321,25 +336,54 @@ impl KeySet {
     fn decode(&self, token: &str) -> Result<Timed, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(e.kind()))?;
         let keys = self.keys.read();
-        // A token without `kid` is for a set of one key.
-        let key = match &header.kid {
-            Some(kid) => keys.iter().find(|k| k.kid.as_ref() == Some(kid)),
-            None if keys.len() == 1 => keys.first(),
-            None => None,
+        // The key the token names; without `kid`, each key that verifies its
+        // algorithm in turn.
+        let candidates: Vec<&SetKey> = match &header.kid {
+            Some(kid) => match keys.iter().find(|k| k.kid.as_ref() == Some(kid)) {
+                Some(key) => vec![key],
+                None => return Err(self.unknown(kid)),
+            },
+            None => keys.iter().collect(),
         };
-        let Some(key) = key else {
-            self.wanted.store(true, Ordering::Relaxed);
-            return Err(AuthError::UnknownKey);
-        };
-        if !key.algorithms.contains(&header.alg) {
-            return Err(AuthError::BadSignature);
-        }
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
-        let decoded = jsonwebtoken::decode::<Timed>(token, &key.key, &validation);
-        decoded.map(|data| data.claims).map_err(|e| token_error(e.kind()))
+        let mut verdict = Err(AuthError::BadSignature);
+        for key in candidates.into_iter().filter(|k| k.algorithms.contains(&header.alg)) {
+            verdict = jsonwebtoken::decode::<Timed>(token, &key.key, &validation)
+                .map(|data| data.claims)
+                .map_err(|e| token_error(e.kind()));
+            if verdict.is_ok() {
+                break;
+            }
+        }
+        verdict
+    }
+
+    /// A token names `kid`, which the set does not hold: a key the provider added
+    /// since the last fetch (try again once it is fetched), or, if a fetch since it
+    /// was first seen still lacks it, one that is not the provider's (refused).
+    fn unknown(&self, kid: &str) -> AuthError {
+        if kid.len() > MAX_KID_BYTES {
+            return AuthError::Invalid(format!("a key id (`kid`) longer than {MAX_KID_BYTES} bytes"));
+        }
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut unknown = self.unknown.lock();
+        if unknown.len() >= MAX_UNKNOWN_KIDS && !unknown.contains_key(kid) {
+            unknown.clear();
+        }
+        let first_seen = *unknown.entry(kid.to_string()).or_insert(generation);
+        if first_seen < generation {
+            return AuthError::Invalid("signed by a key (`kid`) its issuer does not publish".into());
+        }
+        self.wanted.store(true, Ordering::Relaxed);
+        AuthError::UnknownKey
     }
 }
+
+/// How soon a set is fetched again once a token named a key it does not hold, at
+/// the soonest (clients cannot make the relay fetch more often): how long a client
+/// told so should wait before it tries again.
+pub const KEYS_REFETCH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The algorithms an RSA key verifies.
 const RSA_ALGORITHMS: [Algorithm; 6] = [

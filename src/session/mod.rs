@@ -40,7 +40,7 @@ use crate::proto::{
     self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, RoomLock, SendEvent, client_message, input,
     request, response, server_message::Kind,
 };
-use crate::session::auth::{AuthMode, Authenticator, Identity};
+use crate::session::auth::{AuthError, AuthMode, Authenticator, Identity, KEYS_REFETCH};
 use crate::session::heartbeat::{Beat, Heartbeat};
 use crate::session::limits::{RateLimiter, RateLimits, Verdict};
 use crate::state::MemberId;
@@ -813,6 +813,15 @@ impl Session {
                     expires_at_unix,
                 })));
             }
+            // Signed by a key the relay does not hold yet (its identity provider's new
+            // one, fetched within `KEYS_REFETCH`): send it again then.
+            Err(e @ AuthError::UnknownKey) => self.reply(encode_message(Kind::Error(proto::Error {
+                code: ErrorCode::Unavailable as i32,
+                message: format!("token refused for now: {e}"),
+                request_id: refresh.request_id,
+                retry_after_ms: KEYS_REFETCH.as_millis() as u32,
+                ..Default::default()
+            }))),
             Err(e) => self.reply(error_message(
                 ErrorCode::Forbidden,
                 &format!("token refused: {e}"),

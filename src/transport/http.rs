@@ -448,7 +448,7 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
             metrics.count_refused_upgrade(StatusCode::SERVICE_UNAVAILABLE);
             crate::transport::log_refusal(peer, "websocket", &format_args!("authentication failed: {e}"));
             let mut response = text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
-            let retry = HeaderValue::from(crate::transport::jwks::MIN_REFETCH.as_secs());
+            let retry = HeaderValue::from(auth::KEYS_REFETCH.as_secs());
             response.headers_mut().insert(hyper::header::RETRY_AFTER, retry);
             return response;
         }

@@ -1,6 +1,6 @@
 //! Fetching an identity provider's signing keys (`[auth] jwks_url`): once before the
 //! relay starts, then every `jwks_refresh_secs`, and sooner (at most every
-//! [`MIN_REFETCH`]) once a token names a key the set does not hold. The keys
+//! [`KEYS_REFETCH`]) once a token names a key the set does not hold. The keys
 //! themselves, and which one verifies a token, are [`KeySet`]'s.
 
 use std::net::IpAddr;
@@ -17,17 +17,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::session::auth::{AuthConfig, KeySet};
+use crate::session::auth::{AuthConfig, KEYS_REFETCH, KeySet};
 
 /// The longest a fetch may take, connection included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest key set taken (providers publish a few keys: a few KiB).
 const MAX_SET_BYTES: usize = 1024 * 1024;
-
-/// Fetches at most this often because tokens name unknown keys: a client cannot make
-/// the relay hammer its provider.
-pub(crate) const MIN_REFETCH: Duration = Duration::from_secs(30);
 
 /// Where the keys come from, and how to reach it.
 pub(crate) struct Source {
@@ -47,6 +43,9 @@ impl Source {
         };
         let uri: Uri = url.parse().map_err(|e| format!("auth.jwks_url `{url}`: {e}"))?;
         let host = uri.host().ok_or(format!("auth.jwks_url `{url}` names no host"))?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("auth.jwks_url: no user name or password in the URL (they would be sent as the Host)".into());
+        }
         let tls = match uri.scheme_str() {
             Some("https") => Some(tls_connector(auth.jwks_ca.as_deref())?),
             Some("http") if is_loopback(host) => None,
@@ -153,10 +152,21 @@ fn tls_connector(ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, String
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// Keeps `keys` fresh from `source` until `shutdown`: every `jwks_refresh_secs`, and
-/// within [`MIN_REFETCH`] of the last fetch once a token named a key the set lacks. A
-/// failed fetch keeps the keys held (logged; tried again at the next turn).
+/// Keeps `keys` fresh from `source` until `shutdown` (see [`refreshing`]).
 pub(crate) async fn keep_fresh(source: Source, keys: Arc<KeySet>, shutdown: CancellationToken) {
+    refreshing(source.every, &keys, &shutdown, || source.load(&keys), &source.url).await;
+}
+
+/// Calls `load` every `every`, and within [`KEYS_REFETCH`] of the last call once a
+/// token named a key `keys` lacks, until `shutdown` (a fetch under way included). A
+/// failed fetch keeps the keys held (logged; tried again at the next turn).
+async fn refreshing<F: Future<Output = Result<usize, String>>>(
+    every: Duration,
+    keys: &KeySet,
+    shutdown: &CancellationToken,
+    mut load: impl FnMut() -> F,
+    url: &str,
+) {
     let mut fetched = tokio::time::Instant::now();
     let mut check = tokio::time::interval(Duration::from_secs(1));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -166,13 +176,102 @@ pub(crate) async fn keep_fresh(source: Source, keys: Arc<KeySet>, shutdown: Canc
             _ = check.tick() => {}
         }
         let since = fetched.elapsed();
-        if since < source.every && !(keys.is_wanted() && since >= MIN_REFETCH) {
+        if since < every && !(keys.is_wanted() && since >= KEYS_REFETCH) {
             continue;
         }
         fetched = tokio::time::Instant::now();
-        match source.load(&keys).await {
-            Ok(count) => tracing::debug!(url = %source.url, keys = count, "signing keys fetched"),
-            Err(e) => tracing::warn!(url = %source.url, "cannot fetch the signing keys ({e}); keeping those held"),
+        let loaded = tokio::select! {
+            () = shutdown.cancelled() => return,
+            loaded = load() => loaded,
+        };
+        match loaded {
+            Ok(count) => tracing::debug!(url, keys = count, "signing keys fetched"),
+            Err(e) => tracing::warn!(url, "cannot fetch the signing keys ({e}); keeping those held"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::session::auth::{AuthMode, Authenticator};
+
+    /// A set of one Ed25519 key (RFC 8037's example), `kid` "a".
+    const SET: &[u8] =
+        br#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+    /// A token (unsigned: it never gets that far) naming key `kid`.
+    fn naming(kid: &str) -> String {
+        use base64::Engine as _;
+        let header = format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#);
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header);
+        format!("{header}.e30.c2ln")
+    }
+
+    /// On the paused clock: a fetch every `every`; tokens naming unknown keys bring
+    /// the next one forward, to 30 s after the last at the soonest, however many.
+    #[tokio::test(start_paused = true)]
+    async fn tokens_naming_unknown_keys_bring_a_fetch_forward_at_most_every_30_s() {
+        let auth = Authenticator::new(&AuthConfig {
+            mode: AuthMode::Jwt,
+            jwks_url: Some("https://id.example/jwks.json".into()),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let keys = auth.key_set().unwrap().clone();
+        keys.replace(SET).unwrap();
+        let (loads, shutdown) = (Arc::new(AtomicU64::new(0)), CancellationToken::new());
+        let task = tokio::spawn({
+            let (keys, loads, shutdown) = (keys.clone(), loads.clone(), shutdown.clone());
+            async move {
+                let load = || {
+                    loads.fetch_add(1, Ordering::Relaxed);
+                    std::future::ready(keys.replace(SET))
+                };
+                refreshing(Duration::from_secs(600), &keys, &shutdown, load, "test").await;
+            }
+        });
+        let at = |secs| tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(secs));
+        at(10).await;
+        for kid in ["b", "c", "d"] {
+            assert!(auth.authenticate(Some(&naming(kid)), 0).is_err());
+        }
+        at(15).await; // 25 s in
+        assert_eq!(loads.load(Ordering::Relaxed), 0, "not before 30 s");
+        at(10).await; // 35 s in
+        assert_eq!(loads.load(Ordering::Relaxed), 1, "one fetch for the three");
+        assert!(auth.authenticate(Some(&naming("e")), 0).is_err());
+        at(20).await; // 55 s: 20 s after the last
+        assert_eq!(loads.load(Ordering::Relaxed), 1);
+        at(10).await; // 65 s
+        assert_eq!(loads.load(Ordering::Relaxed), 2);
+        at(540).await; // 605 s: the periodic fetch, 600 s after the last
+        assert_eq!(loads.load(Ordering::Relaxed), 2);
+        at(60).await; // 665 s
+        assert_eq!(loads.load(Ordering::Relaxed), 3);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn urls_the_relay_fetches_from() {
+        let source = |url: &str| {
+            let config = AuthConfig {
+                jwks_url: Some(url.into()),
+                ..AuthConfig::default()
+            };
+            Source::from_config(&config).map(|s| s.map(|s| s.tls.is_some()))
+        };
+        assert_eq!(source("http://127.0.0.1:8080/jwks.json"), Ok(Some(false)));
+        assert_eq!(source("http://[::1]/jwks.json"), Ok(Some(false)));
+        assert!(source("http://id.example/jwks.json").unwrap_err().contains("https://"));
+        assert!(
+            source("https://user:pw@id.example/jwks.json")
+                .unwrap_err()
+                .contains("password")
+        );
+        assert!(source("ftp://id.example/jwks.json").is_err());
     }
 }

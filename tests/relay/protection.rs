@@ -114,10 +114,11 @@ impl SigningKey {
         }
     }
 
-    /// A token for `sub`, valid for a minute, naming this key (or `kid`).
+    /// A token for `sub`, valid for a minute, naming this key (or `kid`, or none
+    /// with `Some("")`).
     fn token(&self, sub: &str, kid: Option<&str>) -> String {
         let mut header = jsonwebtoken::Header::new(self.algorithm);
-        header.kid = Some(kid.unwrap_or(self.kid).to_string());
+        header.kid = Some(kid.unwrap_or(self.kid).to_string()).filter(|kid| !kid.is_empty());
         let claims = Claims {
             sub: sub.into(),
             exp: unix_now() + 60,
@@ -128,10 +129,12 @@ impl SigningKey {
 }
 
 /// Tokens signed by an identity provider's keys, published as a JWK set (here over
-/// `http://` on loopback): verified with the key the token names; a token naming a
-/// key the relay does not hold yet is refused with 503 (retry, not give up), and a
-/// key the provider adds is taken at the next fetch; a key of the set used with
-/// another algorithm, or a set-less signature, is refused.
+/// `http://` on loopback): verified with the key the token names (without a name,
+/// with each key in turn); a token naming a key the relay does not hold yet is
+/// refused with 503 (retry, not give up; a refresh in band: UNAVAILABLE), a key the
+/// provider adds is taken at the next fetch, and one a later fetch still lacks is
+/// refused with 401; a signature by another key under a published key's name, a key
+/// used with another algorithm, or a shared secret are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_checked_with_the_identity_providers_published_keys() {
     use std::sync::Arc;
@@ -175,14 +178,34 @@ async fn tokens_are_checked_with_the_identity_providers_published_keys() {
         let server = &server;
         async move { TestClient::connect_with(server, "", &[("authorization", &bearer(&token))]).await }
     };
-    let alice = connect(a.token("alice", None)).await.unwrap();
+    let mut alice = connect(a.token("alice", None)).await.unwrap();
     assert_eq!(&*alice.welcome.user_id, "alice");
     // Key b is not published yet: try again later.
     assert_eq!(connect(b.token("bob", None)).await.err(), Some(503));
+    alice
+        .send(vec![client_message::Kind::RefreshToken(proto::RefreshToken {
+            request_id: 5,
+            token: b.token("alice", None),
+        })])
+        .await;
+    let refused = alice
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == 5 => Some((e.code, e.retry_after_ms)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        refused,
+        (ErrorCode::Unavailable as i32, 30_000),
+        "a refresh: try again later"
+    );
     let over_quic = TestClient::connect_quic(&server, &b.token("bob", None), "").await.err();
     assert_eq!(over_quic.map(|(code, _)| code), Some(1013), "QUIC: try again later");
     assert_eq!(server.metric("tickrelay_auth_failures_total{kind=\"unknown_key\"}"), 2);
-    // Key a's kid on a token b signed: the signature does not verify.
+    // Key a's kid on a token another P-256 key signed: the signature does not verify.
+    let c = SigningKey::new("c", jsonwebtoken::Algorithm::ES256);
+    assert_eq!(connect(c.token("mallory", Some("a"))).await.err(), Some(401));
+    // Key a's kid on a token b signed (EdDSA): not an algorithm key a verifies.
     assert_eq!(connect(b.token("mallory", Some("a"))).await.err(), Some(401));
     // An HS256 token (a shared secret is never taken from a published set).
     let forged = mint_hs256(
@@ -207,6 +230,22 @@ async fn tokens_are_checked_with_the_identity_providers_published_keys() {
         }
     };
     assert_eq!(&*bob.welcome.user_id, "bob");
+    // Without a key id: each key of the set is tried.
+    let unnamed = connect(b.token("carol", Some(""))).await.unwrap();
+    assert_eq!(&*unnamed.welcome.user_id, "carol");
+    // Key c's name is never published: refused for now, then for good once a fetch
+    // since still lacks it.
+    assert_eq!(connect(c.token("dave", None)).await.err(), Some(503));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match connect(c.token("dave", None)).await.err() {
+            Some(401) => break,
+            Some(503) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => panic!("key c's token answered {other:?} after a fetch"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
