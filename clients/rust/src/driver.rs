@@ -436,8 +436,7 @@ impl Driver {
                     .entry(room.clone())
                     .or_insert_with(|| RoomState::new(&room_type));
                 state.next_seq = state.next_seq.max(carried.next_seq);
-                // Numbered by the handle (a join again after this room was forgotten
-                // here numbers from where it was).
+                // Numbered by the handle, which goes on above what this room took along.
                 self.shared.inputs_above(&room, state.next_seq);
                 if !carried.seat.is_empty() {
                     state.seat = carried.seat;
@@ -579,7 +578,7 @@ impl Driver {
     fn forget_room(&mut self, room: &str) {
         self.rooms.remove(room);
         self.shared.mirrors.lock().remove(room);
-        self.shared.input_seqs.lock().remove(room);
+        self.shared.inputs_open(room, false);
         if let Some(routes) = self.routing.routes.upgrade() {
             routes.left(room);
         }
@@ -1009,7 +1008,7 @@ impl Driver {
             self.rooms
                 .entry(room.to_string())
                 .or_insert_with(|| RoomState::new(&room_type));
-            self.shared.inputs_above(room, 0);
+            self.shared.inputs_open(room, true);
         }
     }
 

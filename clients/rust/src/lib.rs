@@ -420,11 +420,20 @@ pub(crate) struct Shared {
     /// Presented on every connection, so the relay counts this client's sessions on
     /// several nodes as one client's (see `Hello.client_id`).
     pub client_id: String,
-    /// The last input number given in each room this client is in (or joining):
-    /// [`Client::send_input`] numbers there, so it can return the number; a join's
-    /// answer raises it above what the seat applied already. One count per room
-    /// wherever the room lives (home or another node).
-    pub input_seqs: Mutex<HashMap<String, u64>>,
+    /// Each room's input numbering: [`Client::send_input`] numbers there, so it can
+    /// return the number. One count per room, wherever the room lives (home or
+    /// another node), never started again: a seat that outlived a leave (restored
+    /// from a checkpoint, say) drops numbers it applied already.
+    pub input_seqs: Mutex<HashMap<String, InputNumbers>>,
+}
+
+/// A room's input numbering (see [`Shared::input_seqs`]).
+#[derive(Debug, Default)]
+pub(crate) struct InputNumbers {
+    /// The last number given (or the last a join's answer says the seat applied).
+    pub last: u64,
+    /// Joined (or joining), not left nor refused: inputs may be sent.
+    pub open: bool,
 }
 
 impl Shared {
@@ -432,8 +441,13 @@ impl Shared {
     /// much already).
     pub(crate) fn inputs_above(&self, room: &str, seq: u64) {
         let mut seqs = self.input_seqs.lock();
-        let next = seqs.entry(room.to_string()).or_default();
-        *next = (*next).max(seq);
+        let numbers = seqs.entry(room.to_string()).or_default();
+        numbers.last = numbers.last.max(seq);
+    }
+
+    /// Inputs to `room` are sent (`open`) or not, from now on.
+    pub(crate) fn inputs_open(&self, room: &str, open: bool) {
+        self.input_seqs.lock().entry(room.to_string()).or_default().open = open;
     }
 }
 
@@ -545,15 +559,15 @@ impl Client {
         }));
     }
 
-    /// Inputs to `room` are numbered from now on (from 1, or above what its seat
-    /// applied once the join is answered).
+    /// Inputs to `room` are sent from now on, numbered on from the room's last
+    /// (or above what its seat applied, once the join is answered).
     fn numbered(&self, room: &str) {
-        self.shared.input_seqs.lock().entry(room.to_string()).or_insert(0);
+        self.shared.inputs_open(room, true);
     }
 
     /// Leaves a room (one this client is not in: nothing is sent).
     pub fn leave(&self, room: &str) {
-        self.shared.input_seqs.lock().remove(room);
+        self.shared.inputs_open(room, false);
         self.command(Command::Leave { room: room.into() });
     }
 
@@ -565,16 +579,16 @@ impl Client {
     /// refused.
     pub fn send_input(&self, room: &str, payload: proto::input::Payload) -> Option<u64> {
         let mut seqs = self.shared.input_seqs.lock();
-        let next = seqs.get_mut(room)?;
-        *next += 1;
+        let numbers = seqs.get_mut(room).filter(|n| n.open)?;
+        numbers.last += 1;
         // Handed on while numbering is held: two threads' inputs reach the driver in
         // the order of their numbers (the room drops a lower number after a higher).
         self.command(Command::Input {
             room: room.into(),
-            seq: *next,
+            seq: numbers.last,
             payload,
         });
-        Some(*next)
+        Some(numbers.last)
     }
 
     /// Sends a room event to `targets` (empty: everyone else in the room). An event

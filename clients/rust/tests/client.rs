@@ -129,7 +129,11 @@ async fn a_refused_join_is_forgotten(transport: Transport) {
     .await;
     assert_eq!(refused.code, proto::ErrorCode::UnknownRoomType as i32);
     assert_eq!(refused.room, "ghost");
-    client.send_input("ghost", create_entity(1));
+    assert_eq!(
+        client.send_input("ghost", create_entity(1)),
+        None,
+        "forgotten: not sent"
+    );
 
     client.drop_connection();
     until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
@@ -150,6 +154,21 @@ async fn a_refused_join_is_forgotten(transport: Transport) {
         assert!(!matches!(event, Event::Error(_)), "{event:?}");
     }
     assert_eq!(relay.metric("tickrelay_rooms"), 1, "only r");
+    // A room's inputs are numbered on after a leave: a seat that outlived it (a
+    // restored room's) drops the numbers it applied, never the new ones.
+    assert_eq!(client.send_input("r", create_entity(1)), Some(1));
+    client.leave("r");
+    assert_eq!(client.send_input("r", create_entity(2)), None, "left: not sent");
+    client.join("r", "relay");
+    assert_eq!(client.send_input("r", create_entity(3)), Some(2));
+    let applied = async {
+        while client.with_mirror("r", |m| m.last_input_seq()) != Some(2) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), applied)
+        .await
+        .expect("the input numbered 2 applied in the new seat");
 }
 
 /// A token source is asked before every connection: a session closed at its token's
@@ -385,6 +404,8 @@ async fn send_big_inputs_and_see_them_applied(
         );
     }
     assert!(most_queued > 0, "inputs waited for the pacer and were shown waiting");
+    // The inputs and at most one ping (not one per ping interval) ever waited.
+    assert!(most_queued <= inputs + 1, "{most_queued} waited for {inputs} inputs");
     // At most one ping waits behind them (not one per ping interval), and goes at once.
     let sent = async {
         while client.queued_messages() > 0 {
