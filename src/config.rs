@@ -434,6 +434,14 @@ impl Number {
     }
 }
 
+/// Whether a name other than the empty one stands twice in `names` (names are
+/// optional; given, each names one thing: clients and messages go by them).
+fn repeats<'a>(names: impl Iterator<Item = &'a str>) -> bool {
+    let mut named: Vec<&str> = names.filter(|n| !n.is_empty()).collect();
+    named.sort_unstable();
+    named.windows(2).any(|w| w[0] == w[1])
+}
+
 impl FieldConfig {
     fn spec(&self, max_field_bytes: usize) -> Result<FieldSpec, String> {
         let need = |v: Option<Number>, what: &str| v.ok_or(format!("field {} needs `{what}`", self.id));
@@ -1188,9 +1196,16 @@ impl RoomTypeConfig {
                         .map(|f| f.spec(self.max_field_bytes))
                         .collect::<Result<_, _>>()
                         .map_err(|e| format!("kind {}: {e}", k.kind))?;
+                    if repeats(k.fields.iter().map(|f| f.name.as_str())) {
+                        return Err(format!("kind {}: two fields have one name", k.kind));
+                    }
                     KindSchema::new(k.kind, k.name.clone(), fields).map_err(|e| format!("kind {}: {e}", k.kind))
                 });
-                Schema::new(kinds.collect::<Result<_, _>>()?).map_err(|e| e.to_string())
+                let kinds = kinds.collect::<Result<_, _>>()?;
+                if repeats(self.kinds.iter().map(|k| k.name.as_str())) {
+                    return Err("two kinds have one name".into());
+                }
+                Schema::new(kinds).map_err(|e| e.to_string())
             }
         }
     }
@@ -2058,7 +2073,7 @@ mod tests {
             ),
             (
                 "{ id = 1, name = \"hp\", type = \"bool\" }, { id = 2, name = \"hp\", type = \"bool\" }",
-                "two fields of one name",
+                "two fields have one name",
             ),
             (
                 "{ id = 1, type = \"float\", min = 0, max = 1e9, precision = 1 }",
@@ -2075,5 +2090,15 @@ mod tests {
         );
         let e = Config::from_toml(&text).unwrap().validate().unwrap_err().to_string();
         assert!(e.contains("declares 3 fields"), "{e}");
+        // Names are optional; given, no two kinds share one (nor two fields of a kind).
+        let kinds = |a: &str, b: &str| {
+            let kind = |n: u32, name: &str| {
+                format!("[[room_types.relay.kinds]]\nkind = {n}\nname = \"{name}\"\nfields = []\n")
+            };
+            Config::from_toml(&(kind(1, a) + &kind(2, b))).unwrap().validate()
+        };
+        assert!(kinds("", "").is_ok() && kinds("ship", "rock").is_ok());
+        let e = kinds("ship", "ship").unwrap_err().to_string();
+        assert!(e.contains("two kinds have one name"), "{e}");
     }
 }

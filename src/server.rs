@@ -699,12 +699,11 @@ const OUT_OF_DESCRIPTORS: [i32; 2] = [24, 23];
 /// Out-of-descriptor warnings: at most one a second (`suppressed` counts the rest).
 static ACCEPT_LOGS: LogBudget = LogBudget::new("accept_errors", 1);
 
-/// Binds the UDP socket for QUIC on `quic.listen`, by default the TCP listener's
-/// address and port. With an ephemeral TCP port (`listen` port 0) whose number is
-/// taken on UDP, any free UDP port is used instead.
-/// The settings that give each address the relay binds, for [`ServerError::Bind`].
+/// The setting that gives the TCP address, for [`ServerError::Bind`].
 const LISTEN_OPTION: &str = "`listen` / --listen";
+/// The setting that gives the metrics' own address.
 const METRICS_OPTION: &str = "`[metrics] listen` / --metrics-listen";
+/// The setting that gives the QUIC address.
 const QUIC_OPTION: &str = "`[quic] listen` / --quic-listen, or `[quic] enabled = false`";
 
 /// For `--check`: the addresses a start could not bind now (in use, or a port below
@@ -740,6 +739,9 @@ fn unbindable(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// Binds the UDP socket for QUIC on `quic.listen`, by default the TCP listener's
+/// address and port. With an ephemeral TCP port (`listen` port 0) whose number is
+/// taken on UDP, any free UDP port is used instead.
 fn bind_udp(config: &Config, tcp: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
     let addr = config.quic.listen.unwrap_or(tcp);
     let buffer = config.quic.socket_buffer_bytes;

@@ -365,16 +365,21 @@ pub(crate) async fn serve<T: Transport>(
     metrics.frames_superseded.inc_by(outbox.take_superseded());
     drop(permit);
     if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {
-        // `code`: the close code the server sends, when it sends one.
-        let (code, reason) = match end {
-            End::Close(reason) => (Some(reason.code()), reason.reason()),
-            End::ClientClosed => (Some(CloseReason::Normal.code()), "closed by the client"),
-            End::ClientLeft(1001) => (Some(1001), "closed by the client: going away"),
-            End::ClientLeft(code) => (Some(code), "closed by the client with a code other than 1000"),
-            End::Lost => (None, "connection lost"),
-            End::TakenOver => (Some(CloseReason::Replaced.code()), "resumed on another connection"),
+        // `code`: the close code the server sends, when it sends one of its own;
+        // `client_code`: the client's.
+        let (code, client_code, reason) = match end {
+            End::Close(reason) => (Some(reason.code()), None, reason.reason()),
+            End::ClientClosed => (Some(CloseReason::Normal.code()), None, "closed by the client"),
+            End::ClientLeft(1001) => (None, Some(1001), "closed by the client: going away"),
+            End::ClientLeft(code) => (None, Some(code), "closed by the client with a code other than 1000"),
+            End::Lost => (None, None, "connection lost"),
+            End::TakenOver => (
+                Some(CloseReason::Replaced.code()),
+                None,
+                "resumed on another connection",
+            ),
         };
-        tracing::info!(%peer, session = id, code, reason, suppressed, "connection closed");
+        tracing::info!(%peer, session = id, code, client_code, reason, suppressed, "connection closed");
     }
     // The session is parked (or ended) before the transport is closed: a resume
     // taking it over waits for it (`TAKE_OVER_WAIT`), and closing a connection whose

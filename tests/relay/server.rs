@@ -383,14 +383,14 @@ fields = [
         _ => None,
     };
     let refused = a.input("dots", dot(1, 3.3, 10)).await;
-    let shown = "entity 1, a dot (kind 3): field hp (2) = 10 is outside its declared range (int 0..=9)";
+    let shown = "entity 1 (kind dot (3)): field hp (2) = 10 is outside its declared range (int 0..=9)";
     assert_eq!(
         a.until(refusal).await,
         (ErrorCode::InvalidField as i32, refused, shown.to_string())
     );
     let refused = a.input("dots", dot(1, f32::NAN, 1)).await;
     let shown =
-        "entity 1, a dot (kind 3): field x (1) = NaN is outside its declared range (float 0..=10 in steps of 0.5)";
+        "entity 1 (kind dot (3)): field x (1) = NaN is outside its declared range (float 0..=10 in steps of 0.5)";
     assert_eq!(
         a.until(refusal).await,
         (ErrorCode::InvalidField as i32, refused, shown.to_string())

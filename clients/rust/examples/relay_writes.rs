@@ -45,7 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let room = args.room.as_str();
     client.join(room, "relay");
     // Entity ids are the game's own, unique in the room (a taken one is refused with
-    // ENTITY_EXISTS): here the member id the join gave, times 1,000, plus a counter.
+    // ENTITY_EXISTS): here the member id the join gave, times 1,000, plus a counter
+    // below 1,000 (ids are 64-bit).
     let id = loop {
         match events.recv().await {
             Some(Event::Joined(joined)) => break joined.member_id * 1000 + 1,

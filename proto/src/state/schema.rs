@@ -270,15 +270,11 @@ pub struct KindSchema {
 }
 
 impl KindSchema {
-    /// A kind with these fields (in any order; ids must be unique, and names other
-    /// than empty ones; at most 64).
+    /// A kind with these fields (in any order; ids must be unique; at most 64).
     pub fn new(kind: u32, name: impl Into<String>, mut fields: Vec<FieldSpec>) -> Result<Self, SchemaError> {
         fields.sort_by_key(|f| f.id);
         if fields.windows(2).any(|w| w[0].id == w[1].id) {
             return Err(SchemaError::new("a kind declares a field id twice"));
-        }
-        if repeats(fields.iter().map(|f| f.name.as_str())) {
-            return Err(SchemaError::new("a kind declares two fields of one name"));
         }
         if fields.len() > MAX_FIELDS_PER_KIND {
             return Err(SchemaError::new("a kind declares at most 64 fields"));
@@ -319,15 +315,11 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// A schema of these kinds (in any order; kind numbers must be unique, and names
-    /// other than empty ones).
+    /// A schema of these kinds (in any order; kind numbers must be unique).
     pub fn new(mut kinds: Vec<KindSchema>) -> Result<Self, SchemaError> {
         kinds.sort_by_key(|k| k.kind);
         if kinds.windows(2).any(|w| w[0].kind == w[1].kind) {
             return Err(SchemaError::new("a kind is declared twice"));
-        }
-        if repeats(kinds.iter().map(|k| k.name.as_str())) {
-            return Err(SchemaError::new("two kinds have one name"));
         }
         Ok(Self { kinds })
     }
@@ -411,14 +403,6 @@ fn field_from_proto(f: &v1::FieldSchema) -> Result<FieldSpec, SchemaError> {
         Ok(v1::FieldType::Unspecified) | Err(_) => return Err(SchemaError::new("a field has no known type")),
     };
     Ok(FieldSpec::new(f.id, f.name.clone(), ty))
-}
-
-/// Whether a name other than the empty one stands twice in `names` (names are
-/// optional; given, each names one thing).
-fn repeats<'a>(names: impl Iterator<Item = &'a str>) -> bool {
-    let mut named: Vec<&str> = names.filter(|n| !n.is_empty()).collect();
-    named.sort_unstable();
-    named.windows(2).any(|w| w[0] == w[1])
 }
 
 /// A schema declaration that cannot be used.
@@ -506,12 +490,6 @@ mod tests {
         assert!(KindSchema::new(1, "k", (0..65).map(field).collect()).is_err());
         let kind = |kind, name| KindSchema::new(kind, name, vec![]).unwrap();
         assert!(Schema::new(vec![kind(1, "a"), kind(1, "b")]).is_err());
-        // Names are optional, and given, each names one thing.
-        let named = |id, name| FieldSpec::new(id, name, FieldType::Bool);
-        let unnamed = KindSchema::new(1, "", vec![named(1, ""), named(2, "")]).unwrap();
-        assert!(KindSchema::new(1, "k", vec![named(1, "hp"), named(2, "hp")]).is_err());
-        assert!(Schema::new(vec![unnamed.clone(), kind(2, ""), kind(3, "k")]).is_ok());
-        assert!(Schema::new(vec![kind(2, "k"), kind(3, "k")]).is_err());
     }
 
     #[test]

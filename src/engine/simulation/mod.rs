@@ -303,6 +303,7 @@ pub enum SimError {
     /// A value does not fit the field the entity's kind declares (made with
     /// [`SimError::invalid_field`]).
     #[error("{shown}")]
+    #[non_exhaustive]
     InvalidField {
         /// The entity.
         entity: EntityId,
@@ -323,7 +324,7 @@ pub enum SimError {
 impl SimError {
     /// A value that does not fit its declared field, told in the declaration's names
     /// where `declared` (the entity's kind) is known, with the `value` written where
-    /// it is: `entity 6001, a player (kind 1): field hp (3) = 150 is outside its
+    /// it is: `entity 6001 (kind player (1)): field hp (3) = 150 is outside its
     /// declared range (int 0..=100)`.
     pub fn invalid_field(
         entity: EntityId,
@@ -335,10 +336,7 @@ impl SimError {
         let mut shown = format!("entity {entity}");
         let spec = declared.and_then(|kind| Some(&kind.fields()[kind.slot(field)?]));
         if let Some(kind) = declared {
-            shown += &match kind.name() {
-                "" => format!(", of kind {}", kind.kind()),
-                name => format!(", a {name} (kind {})", kind.kind()),
-            };
+            shown += &format!(" (kind {})", named(kind.name(), kind.kind()));
         }
         shown += &format!(": field {}", named(spec.map_or("", |s| &s.name), field));
         if let Some(value) = value {
@@ -476,7 +474,7 @@ mod tests {
         for (error, shown) in [
             (
                 SimError::invalid_field(7, 1, FieldProblem::TooLong(4), Some(&kind), Some(&text)),
-                "entity 7, a ship (kind 2): field nick (1) = a string of 6 bytes is longer than its declared 4 bytes",
+                "entity 7 (kind ship (2)): field nick (1) = a string of 6 bytes is longer than its declared 4 bytes",
             ),
             (
                 SimError::invalid_field(
@@ -486,15 +484,15 @@ mod tests {
                     Some(&kind),
                     Some(&Value::Int(3)),
                 ),
-                "entity 7, a ship (kind 2): field 2 = 3 must be of type string",
+                "entity 7 (kind ship (2)): field 2 = 3 must be of type string",
             ),
             (
                 SimError::invalid_field(7, 9, FieldProblem::Undeclared, Some(&kind), Some(&Value::Bool(true))),
-                "entity 7, a ship (kind 2): field 9 = true is not declared for its kind (it declares nick (1), 2)",
+                "entity 7 (kind ship (2)): field 9 = true is not declared for its kind (it declares nick (1), 2)",
             ),
             (
                 SimError::invalid_field(7, 9, FieldProblem::Undeclared, Some(&unnamed), None),
-                "entity 7, of kind 5: field 9 is not declared for its kind (it declares none)",
+                "entity 7 (kind 5): field 9 is not declared for its kind (it declares none)",
             ),
             // What a world's own refusal knows (a simulation's write): ids.
             (
