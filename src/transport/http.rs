@@ -441,21 +441,23 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
     let token = auth::token_from_request(authorization, query, protocols);
     let identity = match ctx.session.auth.authenticate(token, unix_micros() / 1_000_000) {
         Ok(identity) => identity.with_address(peer.ip()),
-        // Signed by a key the relay does not hold yet (its set is fetched again): the
-        // client's fault only if it stays unknown, so a retry, not a give-up.
-        Err(e @ AuthError::UnknownKey) => {
-            metrics.count_auth_failure(e.kind());
-            metrics.count_refused_upgrade(StatusCode::SERVICE_UNAVAILABLE);
-            crate::transport::log_refusal(peer, "websocket", &format_args!("authentication failed: {e}"));
-            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
-            let retry = HeaderValue::from(auth::KEYS_REFETCH.as_secs());
-            response.headers_mut().insert(hyper::header::RETRY_AFTER, retry);
-            return response;
-        }
         Err(e) => {
+            // Signed by a key the relay does not hold yet (its set is fetched again):
+            // the client's fault only if it stays unknown, so a retry, not a give-up.
+            let unknown_key = e == AuthError::UnknownKey;
+            let status = match unknown_key {
+                true => StatusCode::SERVICE_UNAVAILABLE,
+                false => StatusCode::UNAUTHORIZED,
+            };
             metrics.count_auth_failure(e.kind());
-            metrics.count_refused_upgrade(StatusCode::UNAUTHORIZED);
+            metrics.count_refused_upgrade(status);
             crate::transport::log_refusal(peer, "websocket", &format_args!("authentication failed: {e}"));
+            if unknown_key {
+                let mut response = text(status, format!("{e}\n"));
+                let retry = HeaderValue::from(auth::KEYS_REFETCH.as_secs());
+                response.headers_mut().insert(hyper::header::RETRY_AFTER, retry);
+                return response;
+            }
             if offered_protocol {
                 let reason = format!("authentication failed: {e}");
                 return refuse_in_band(req, &accept, &http, permit, CloseReason::AuthFailed.code(), reason);
