@@ -322,7 +322,9 @@ impl KeySet {
             ));
         }
         let count = usable.len();
-        *self.keys.write() = usable;
+        let mut keys = self.keys.write();
+        *keys = usable;
+        // Under the lock: a token that saw these keys sees this generation.
         self.generation.fetch_add(1, Ordering::Relaxed);
         self.wanted.store(false, Ordering::Relaxed);
         Ok(count)
@@ -352,16 +354,20 @@ impl KeySet {
             verdict = jsonwebtoken::decode::<Timed>(token, &key.key, &validation)
                 .map(|data| data.claims)
                 .map_err(|e| token_error(e.kind()));
-            if verdict.is_ok() {
+            // This key verified the signature (its claims decide): no other is tried.
+            if !matches!(verdict, Err(AuthError::BadSignature)) {
                 break;
             }
         }
         verdict
     }
 
-    /// A token names `kid`, which the set does not hold: a key the provider added
-    /// since the last fetch (try again once it is fetched), or, if a fetch since it
-    /// was first seen still lacks it, one that is not the provider's (refused).
+    /// A token names `kid`, which the set does not hold (called with the keys read):
+    /// a key the provider added since the last fetch (try again once it is fetched),
+    /// or, once two fetches since it was first seen lack it (a provider's published
+    /// set may lag its new key by one: caches), one that is not the provider's
+    /// (refused). Either way the set is fetched again (at most every
+    /// [`KEYS_REFETCH`]).
     fn unknown(&self, kid: &str) -> AuthError {
         if kid.len() > MAX_KID_BYTES {
             return AuthError::Invalid(format!("a key id (`kid`) longer than {MAX_KID_BYTES} bytes"));
@@ -372,10 +378,10 @@ impl KeySet {
             unknown.clear();
         }
         let first_seen = *unknown.entry(kid.to_string()).or_insert(generation);
-        if first_seen < generation {
+        self.wanted.store(true, Ordering::Relaxed);
+        if generation >= first_seen + 2 {
             return AuthError::Invalid("signed by a key (`kid`) its issuer does not publish".into());
         }
-        self.wanted.store(true, Ordering::Relaxed);
         AuthError::UnknownKey
     }
 }
@@ -813,6 +819,24 @@ mod tests {
             AuthError::UnknownKey
         );
         assert!(set.is_wanted());
+        // Still missing after two fetches: refused for good.
+        let document = format!(r#"{{"keys":[{}]}}"#, ed("sig", ""));
+        set.replace(document.as_bytes()).unwrap();
+        let unknown = auth.authenticate(Some(&token), now()).unwrap_err();
+        assert_eq!(unknown, AuthError::UnknownKey, "one fetch may lag a new key");
+        set.replace(document.as_bytes()).unwrap();
+        assert_eq!(auth.authenticate(Some(&token), now()).unwrap_err().kind(), "invalid");
+        // Key ids are bounded, and so is what is remembered of them.
+        let named = |kid: &str| {
+            let header = format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#);
+            format!("{}.e30.c2ln", base64_url(header.as_bytes()))
+        };
+        let long = auth.authenticate(Some(&named(&"k".repeat(MAX_KID_BYTES + 1))), now());
+        assert_eq!(long.unwrap_err().kind(), "invalid");
+        for i in 0..2 * MAX_UNKNOWN_KIDS {
+            let _ = auth.authenticate(Some(&named(&format!("flood-{i}"))), now());
+        }
+        assert!(set.unknown.lock().len() <= MAX_UNKNOWN_KIDS);
         // With a static key configured as well, the configuration is refused.
         let both = AuthConfig {
             hs256_secret: Some("secret".into()),
