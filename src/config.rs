@@ -1375,10 +1375,11 @@ algorithm = "HS256"
 # hs256_secret = "change-me"
 # public_key = "/etc/tickrelay/jwt-public.pem"
 # Or the signing keys an identity provider publishes (a JWK set; Auth0, Cognito,
-# Firebase, Keycloak…): the token's `kid` picks the key, and the key's type its
-# algorithm. Fetched at start (a start fails without them) and every
-# jwks_refresh_secs; a token naming a key not held is refused with HTTP 503 (QUIC:
-# 1013) and the set is fetched again within 30 s. https:// (the system's certificates,
+# Firebase, Keycloak…): the token's `kid` picks the key (without one, each key is
+# tried), and the key's type its algorithm. Fetched at start (a start fails without
+# them) and every jwks_refresh_secs; a token naming a key not held is refused with
+# HTTP 503 (QUIC: 1013) and the set is fetched again within 30 s; one still missing
+# after two fetches since is refused for good (401). https:// (the system's certificates,
 # plus those in jwks_ca) or http:// to a loopback address. Not with hs256_secret or
 # public_key (a start refuses both); algorithm is then not used.
 # jwks_url = "https://auth.example.com/.well-known/jwks.json"
@@ -1415,7 +1416,9 @@ outbox_max_bytes = 262144
 # nothing arrives within the timeout after the ping.
 heartbeat_interval_secs = 30.0
 heartbeat_timeout_secs = 5.0
-# Seconds a dropped session's seats and entities are held for resume.
+# Seconds a dropped session's seats and entities are held for resume (the rooms
+# announce the member AWAY after the first second: with a grace of a second or less,
+# never).
 resume_grace_secs = 20.0
 # Seconds a write may stay blocked before the client is closed as slow (4501).
 slow_consumer_secs = 5.0

@@ -365,8 +365,8 @@ pub(crate) async fn serve<T: Transport>(
     metrics.frames_superseded.inc_by(outbox.take_superseded());
     drop(permit);
     if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {
-        // `code`: the close code the server sends, when it sends one of its own;
-        // `client_code`: the client's.
+        // `code`: the close code the server sends of its own (1000 answering a normal
+        // close); `client_code`: the client's other code.
         let (code, client_code, reason) = match end {
             End::Close(reason) => (Some(reason.code()), None, reason.reason()),
             End::ClientClosed => (Some(CloseReason::Normal.code()), None, "closed by the client"),
@@ -396,11 +396,9 @@ pub(crate) async fn serve<T: Transport>(
         ctx.end_session(&mut session);
     } else {
         let address = address_key(peer.ip());
-        // Its rooms tell their members it is away (its seats held) until it is back;
-        // not one that a resume is taking over this moment.
-        if !matches!(end, End::TakenOver) {
-            outbox.set_away(true);
-        }
+        // Its rooms tell their members it is away (its seats held) once that has
+        // lasted a second (a resume taking it over this moment clears it sooner).
+        outbox.set_away(true);
         match ctx
             .registry
             .park(token.clone(), user, address, session, Instant::now() + grace)

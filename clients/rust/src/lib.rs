@@ -427,6 +427,10 @@ pub(crate) struct Shared {
     pub input_seqs: Mutex<HashMap<String, InputNumbers>>,
 }
 
+/// Rooms whose input numbering is kept after they are left, at most (beyond it,
+/// numbering in a room left long ago starts again).
+const MAX_ROOMS_NUMBERED: usize = 1024;
+
 /// A room's input numbering (see [`Shared::input_seqs`]).
 #[derive(Debug, Default)]
 pub(crate) struct InputNumbers {
@@ -445,9 +449,15 @@ impl Shared {
         numbers.last = numbers.last.max(seq);
     }
 
-    /// Inputs to `room` are sent (`open`) or not, from now on.
+    /// Inputs to `room` are sent (`open`) or not, from now on. Past
+    /// [`MAX_ROOMS_NUMBERED`] rooms, those closed are forgotten (a client hopping
+    /// through many match rooms keeps no number per room for ever).
     pub(crate) fn inputs_open(&self, room: &str, open: bool) {
-        self.input_seqs.lock().entry(room.to_string()).or_default().open = open;
+        let mut seqs = self.input_seqs.lock();
+        seqs.entry(room.to_string()).or_default().open = open;
+        if seqs.len() > MAX_ROOMS_NUMBERED {
+            seqs.retain(|_, numbers| numbers.open);
+        }
     }
 }
 

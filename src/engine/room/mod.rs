@@ -324,6 +324,8 @@ impl Room {
                 until: tick + seat_ticks,
             };
             room.roster.insert(seat.member_id, reserved.user_id.clone());
+            // Its connection is elsewhere until it joins again (told back then).
+            room.roster.set_away(seat.member_id, true);
             room.reserved.insert(seat.member_id, reserved);
         }
         let members: Vec<MemberId> = room.reserved.keys().copied().collect();
@@ -642,6 +644,8 @@ impl Room {
             // Back after a restore: the simulation kept what it had for this member.
             let mut seated = Member::new(member, seat.user_id, outbox, join_seq, self.config.input_queue);
             seated.resume_after(seat.last_applied);
+            // The simulation knew it away since the restore: back at the next tick.
+            seated.away_simulated = true;
             seated.joined_reply = Some(request_id);
             self.index.insert(member, self.members.len());
             self.members.push(seated);

@@ -427,7 +427,8 @@ pub trait Simulation: Send + 'static {
     /// stopped): `ctx.world` holds the checkpointed entities, and `members` were in the
     /// room then. Rebuild whatever the simulation keeps beside the world (what
     /// [`Simulation::save`] gave was handed to [`Simulation::load`] just before); those
-    /// members' seats are held for them (no [`Simulation::join`] when they come back; a
+    /// members' seats are held for them (no [`Simulation::join`] when they come back,
+    /// but [`Simulation::away`] with `false`: they are away until then; a
     /// [`Simulation::leave`] if they do not within the resume grace). By default
     /// nothing is kept beside the world.
     fn restore(&mut self, ctx: &mut SimContext<'_>, members: &[MemberId]) {
