@@ -399,9 +399,9 @@ impl Server {
         let auth = Arc::new(Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?);
         let jwks = jwks::Source::from_config(&config.auth).map_err(ConfigError::Invalid)?;
         if let (Some(source), Some(keys)) = (&jwks, auth.key_set()) {
-            let url = config.auth.jwks_url.clone().unwrap_or_default();
-            let count = (source.load(keys).await).map_err(|why| ServerError::Jwks { url: url.clone(), why })?;
-            tracing::info!(%url, keys = count, "signing keys fetched");
+            let url = source.url();
+            let count = (source.load(keys).await).map_err(|why| ServerError::Jwks { url: url.into(), why })?;
+            tracing::info!(url, keys = count, "signing keys fetched");
         }
         for warning in weak_secrets(&config, &auth) {
             tracing::warn!("{warning}");
@@ -717,7 +717,8 @@ fn unbindable(config: &Config) -> Vec<String> {
         std::net::TcpListener::bind(config.listen).err(),
     )];
     if let Some(addr) = config.metrics.listen {
-        tried.push(("TCP", addr, METRICS_OPTION, std::net::TcpListener::bind(addr).err()));
+        let failed = std::net::TcpListener::bind(addr).err();
+        tried.push(("TCP (metrics)", addr, METRICS_OPTION, failed));
     }
     if config.quic.enabled && !config.tls.insecure_plain {
         let addr = config.quic.listen.unwrap_or(config.listen);

@@ -255,8 +255,8 @@ pub struct KeySet {
     /// How many times the set was taken ([`KeySet::replace`]).
     generation: AtomicU64,
     /// Key ids tokens named that the set did not hold, with the generation they
-    /// were first seen at: one still missing after a later fetch is no new key, and
-    /// its tokens are refused for good (a retired key, a forgery).
+    /// were first seen at: one still missing after two fetches since is no new key,
+    /// and its tokens are refused for good (a retired key, a forgery).
     unknown: parking_lot::Mutex<rustc_hash::FxHashMap<String, u64>>,
 }
 

@@ -67,6 +67,11 @@ impl Source {
         }))
     }
 
+    /// The URL the keys come from.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Fetches the set into `keys`; returns how many keys it holds now.
     pub(crate) async fn load(&self, keys: &KeySet) -> Result<usize, String> {
         let body = tokio::time::timeout(FETCH_TIMEOUT, self.fetch())
