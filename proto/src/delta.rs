@@ -343,6 +343,26 @@ mod tests {
     }
 
     #[test]
+    fn an_entity_given_to_another_owner_is_listed_whole() {
+        let mut w = World::new(32);
+        w.begin_tick(1);
+        w.spawn(1, 3, 1, [(1, Value::Int(9))]).unwrap();
+        w.spawn(2, 3, 1, [(1, Value::Int(9))]).unwrap();
+        w.finish_tick();
+        let before = w.checksum();
+        w.begin_tick(2);
+        w.set_owner(1, 4).unwrap();
+        w.finish_tick();
+        let d = decode(&w, 1);
+        assert!(d.removed.is_empty() && d.changed.is_empty());
+        assert_eq!(d.added.len(), 1);
+        assert_eq!((d.added[0].id, d.added[0].owner), (1, 4));
+        assert_eq!(d.added[0].fields.len(), 1, "with its fields");
+        assert_ne!(w.checksum(), before);
+        assert!(decode(&w, 2).added.is_empty(), "listed once");
+    }
+
+    #[test]
     fn entities_created_and_removed_after_the_baseline_are_listed_as_removed() {
         // A mirror that is ahead of the baseline may hold such an entity.
         let mut w = World::new(32);

@@ -378,7 +378,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::state::{FieldSpec, KindSchema, Schema};
+    use crate::state::{Entity, FieldSpec, KindSchema, Schema};
 
     fn world() -> World {
         let position = |id, name| FieldSpec::new(id, name, FieldType::float(0.0, 100.0, 0.01).unwrap());
@@ -453,6 +453,29 @@ mod tests {
             assert!(m.same_state(&w));
             assert_eq!(m.checksum(), w.checksum());
         }
+    }
+
+    #[test]
+    fn an_entity_given_to_another_owner_is_sent_whole_and_replaces_the_copy() {
+        let (at_1, mut w) = moved();
+        w.begin_tick(3);
+        w.set_owner(7, 4).unwrap();
+        w.set_owner(5, 0).unwrap(); // its owner already: no change
+        w.finish_tick();
+        assert_eq!(w.get(7).map(Entity::owner), Some(4));
+        // Against tick 1 and 2, entity 7 is added (whole, with its new owner); 5 is
+        // not listed against tick 2.
+        assert_eq!(header(&block(&w, 2, Values::AgainstBaseline)), Ok((1, 1, 0)));
+        let mut fields = Vec::new();
+        for (baseline, at) in [(1, at_1.clone()), (2, moved().1)] {
+            let mut m = at;
+            m.begin_tick(3);
+            apply_block(&mut m, &block(&w, baseline, Values::AgainstBaseline), &mut fields).unwrap();
+            m.finish_tick();
+            assert!(m.same_state(&w), "against tick {baseline}");
+            assert_eq!(m.checksum(), w.checksum());
+        }
+        assert_ne!(w.checksum(), moved().1.checksum(), "the owner is part of the checksum");
     }
 
     #[test]

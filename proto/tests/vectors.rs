@@ -97,6 +97,15 @@ fn script() -> Vec<Step> {
                 w.set(12, 2, Value::Float(0.07)).unwrap();
             },
         },
+        Step {
+            name: "delta: a ship and an undeclared entity given to other owners (added again whole, replacing)",
+            baseline: 4,
+            values: Values::AgainstBaseline,
+            run: |w| {
+                w.set_owner(12, 8).unwrap();
+                w.set_owner(4, 7).unwrap();
+            },
+        },
     ]
 }
 
@@ -212,5 +221,5 @@ fn vectors_match_the_encoder_and_the_mirror() {
         assert_eq!(state_json(mirror.world()), frame["state_after"], "{}", frame["name"]);
         assert_eq!(format!("{:016x}", mirror.world().checksum()), frame["checksum"]);
     }
-    assert_eq!(mirror.checksums_verified(), 4);
+    assert_eq!(mirror.checksums_verified(), 5);
 }

@@ -1,6 +1,6 @@
 //! What a room shows in listings and quick joins: its metadata, whether it is locked
-//! or private, and who may change them (its owner: the member whose join created it;
-//! the room's simulation may too). Shared between the room's simulation thread, the
+//! or private, and who may change them (its owner: the member whose join created it,
+//! until ownership passes on; the room's simulation may too). Shared between the room's simulation thread, the
 //! room directory and the sessions.
 
 use std::collections::BTreeMap;
@@ -43,7 +43,8 @@ pub struct ListingState {
     pub locked: bool,
     /// Never listed, never picked by a quick join.
     pub private: bool,
-    /// The member whose join created the room (0: none).
+    /// The member whose join created the room, or the one ownership passed to
+    /// when its owner left or was away (0: none).
     pub owner: MemberId,
 }
 

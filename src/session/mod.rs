@@ -1338,7 +1338,7 @@ impl Session {
             if l.owner != member {
                 return Err((
                     ErrorCode::NotOwner,
-                    "only the member whose join created the room may change it".into(),
+                    "only the room's owner may change it (see Joined.owner and presence OWNER)".into(),
                 ));
             }
             l.merge(&update.metadata)

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use tickrelay::proto::{self, ErrorCode, RoomLock};
 use tickrelay_testkit::{TestClient, Transport, both_transports, many_searches, start_with};
 
-both_transports!(quick_joins_fill_matching_rooms_and_skip_full_locked_and_private_ones);
+both_transports!(
+    quick_joins_fill_matching_rooms_and_skip_full_locked_and_private_ones,
+    a_rooms_owner_hands_over_its_listing_and_entities_when_it_leaves
+);
 
 fn meta(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
     entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -158,4 +161,89 @@ async fn rooms_with_large_metadata_are_listed_in_pages_within_the_byte_bound() {
     }
     // Still connected and answered.
     honest.join(&listed[0].room, "").await;
+}
+
+/// Host migration over real sockets: the member whose join created the room creates
+/// entities of the room; when it leaves, the member here longest owns the room (told
+/// by presence), writes those entities and changes the listing.
+async fn a_rooms_owner_hands_over_its_listing_and_entities_when_it_leaves(transport: Transport) {
+    use proto::server_message::Kind;
+    let server = start_with(|_| {}).await;
+    let mut host = TestClient::connect_over(&server, transport).await;
+    let mut guest = TestClient::connect_over(&server, transport).await;
+    let joined = host.join("match", "relay").await;
+    let host_id = joined.member_id;
+    assert_eq!(joined.owner, host_id, "the creating member owns the room");
+    let joined = guest.join("match", "relay").await;
+    let guest_id = joined.member_id;
+    assert_eq!(joined.owner, host_id);
+    let ball = |fields| {
+        proto::input::Payload::Writes(proto::EntityWrites {
+            create_for_room: vec![proto::Entity {
+                id: 7,
+                kind: 1,
+                fields,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    };
+    let x = |v: f32| proto::Field {
+        id: 1,
+        value: Some(proto::field::Value::Float(v)),
+    };
+    let seq = host.input("match", ball(vec![x(1.0)])).await;
+    host.applied("match", seq).await;
+    let moved = |v| {
+        proto::input::Payload::Writes(proto::EntityWrites {
+            update: vec![proto::EntityUpdate {
+                id: 7,
+                fields: vec![x(v)],
+            }],
+            ..Default::default()
+        })
+    };
+    // Not the guest's to write while the host owns the room.
+    let seq = guest.input("match", moved(2.0)).await;
+    let refused = guest
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == seq => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, ErrorCode::NotOwner as i32);
+
+    let leave = proto::LeaveRoom {
+        request_id: host.request_id(),
+        room: "match".into(),
+    };
+    host.send(vec![proto::client_message::Kind::Leave(leave)]).await;
+    let owner = guest
+        .until(|k| match k {
+            Kind::Presence(p) if p.change == proto::PresenceChange::Owner as i32 => p.member.clone(),
+            _ => None,
+        })
+        .await;
+    assert_eq!(owner.member_id, guest_id);
+    let seq = guest.input("match", moved(3.0)).await;
+    guest.applied("match", seq).await;
+    let ball = guest.mirrors["match"]
+        .world()
+        .get(7)
+        .cloned()
+        .expect("the room's entity stayed");
+    assert_eq!(
+        (ball.owner(), ball.get(1)),
+        (0, Some(&tickrelay::state::Value::Float(3.0)))
+    );
+    let update = proto::UpdateRoom {
+        room: "match".into(),
+        metadata: meta(&[("host", "guest")]),
+        lock: RoomLock::Unchanged as i32,
+    };
+    let listed = guest
+        .update_room(update)
+        .await
+        .expect("the new owner changes the listing");
+    assert_eq!(listed.metadata["host"], "guest");
 }

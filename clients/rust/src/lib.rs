@@ -253,7 +253,9 @@ pub enum Event {
     },
     /// A room event.
     RoomEvent(proto::RoomEvent),
-    /// A member joined or left a room.
+    /// A member joined or left a room, went away (its connection lost for a second,
+    /// its seat held) or came back, or became the room's owner (`OWNER`; the owner at
+    /// joining is `Joined.owner`).
     Presence(proto::Presence),
     /// The server refused something.
     Error(proto::Error),

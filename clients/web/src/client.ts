@@ -127,6 +127,11 @@ export interface ClientEvents {
     mirror: StateMirror;
   };
   event: v1.RoomEvent;
+  /**
+   * A member joined or left, went away (its connection lost for a second, its seat
+   * held) or came back, or became the room's owner (`OWNER`; the owner at joining is
+   * `Joined.owner`). Treat a change you do not know as no change of membership.
+   */
   presence: v1.Presence;
   /**
    * Something this client sent was refused; the session goes on. Also a state frame

@@ -253,6 +253,27 @@ impl World {
         })
     }
 
+    /// Hands an entity to another owner. Its next deltas list it whole (in `added`,
+    /// which replaces a receiver's copy), as if it were created again now: a client's
+    /// mirror learns owners from entities added.
+    pub fn set_owner(&mut self, id: EntityId, owner: MemberId) -> Result<(), WorldError> {
+        let tick = self.tick;
+        let entity = self.entities.get_mut(&id).ok_or(WorldError::NotFound(id))?;
+        if entity.owner == owner {
+            return Ok(());
+        }
+        if !entity.dirty {
+            self.checksum = self.checksum.wrapping_sub(entity.hash);
+            entity.dirty = true;
+            self.dirty.push(id);
+        }
+        entity.owner = owner;
+        entity.created = tick;
+        entity.changed = tick;
+        self.last_change = tick;
+        Ok(())
+    }
+
     /// Removes an entity and returns it.
     pub fn despawn(&mut self, id: EntityId) -> Result<Entity, WorldError> {
         let (index, _, entity) = self.entities.swap_remove_full(&id).ok_or(WorldError::NotFound(id))?;

@@ -685,6 +685,7 @@ impl Room {
             members: self.members.iter().map(Member::info).collect(),
             last_input_seq: m.last_applied,
             schema: self.world.schema().to_proto(),
+            owner: self.listing.with(|l| l.owner),
         }))
     }
 
@@ -725,10 +726,13 @@ impl Room {
                     },
                 )
             });
-        let changes = (departed.into_iter().map(|info| (info, PresenceChange::Left)))
+        let mut changes = (departed.into_iter().map(|info| (info, PresenceChange::Left)))
             .chain(arrived.map(|info| (info, PresenceChange::Joined)))
             .chain(turned)
             .collect::<Vec<_>>();
+        if let Some(heir) = self.pass_ownership() {
+            changes.push((heir, PresenceChange::Owner));
+        }
         self.sent_this_tick.resize(self.members.len(), (0, 0));
         for (info, change) in changes {
             let message = encode_message(Kind::Presence(Presence {
@@ -755,6 +759,27 @@ impl Room {
             m.away_told = m.away;
             m.joined_reply = None;
         }
+    }
+
+    /// Passes the room's ownership on when its owner left, or has been away for a
+    /// second while another member is not: to the member here longest that is not
+    /// away (when the owner left and every member is away, to the one here longest;
+    /// in an empty room, to the next member to join). A room without an owner (one
+    /// the configuration keeps open) keeps none. Returns the new owner, to announce.
+    fn pass_ownership(&mut self) -> Option<MemberInfo> {
+        let owner = self.listing.with(|l| l.owner);
+        if owner == SERVER {
+            return None;
+        }
+        let holder = self.member(owner);
+        if holder.is_some_and(|m| !m.away) {
+            return None;
+        }
+        let present = self.members.iter().find(|m| !m.away && m.id != owner);
+        let heir = present.or_else(|| holder.is_none().then(|| self.members.first()).flatten())?;
+        let info = heir.info();
+        self.listing.update(|l| l.owner = info.member_id);
+        Some(info)
     }
 
     /// The seat a restore kept for `member`, if it is `user_id`'s. Another user's (a

@@ -1194,6 +1194,211 @@ fn members_away_and_back_are_announced() {
     );
 }
 
+/// The `Joined` among what `client` received, if any.
+fn joined_of(client: &mut Client) -> Option<proto::Joined> {
+    client.read();
+    client.take_received().into_iter().find_map(|k| match k {
+        server_message::Kind::Joined(joined) => Some(joined),
+        _ => None,
+    })
+}
+
+fn owned_by(room: &mut Room, owner: MemberId) -> &mut Room {
+    room.set_listing(ListingState {
+        owner,
+        ..ListingState::default()
+    });
+    room
+}
+
+#[test]
+fn ownership_passes_to_the_member_here_longest_when_the_owner_leaves_or_is_away() {
+    let mut room = relay_room_at_10_hz();
+    owned_by(&mut room, 1);
+    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    room.tick(0);
+    for c in &mut clients {
+        assert_eq!(joined_of(c).map(|j| j.owner), Some(1));
+    }
+    let owner = |room: &Room| room.listing().with(|l| l.owner);
+    // Away for a second: the member here longest that is not away takes over.
+    clients[0].outbox.set_away(true);
+    for _ in 0..=10 {
+        room.tick(0);
+    }
+    let away_then_owner = [(1, PresenceChange::Away as i32), (2, PresenceChange::Owner as i32)];
+    assert_eq!(clients[1].presence(), away_then_owner);
+    assert_eq!(clients[2].presence(), away_then_owner);
+    assert_eq!(owner(&room), 2);
+    // Back: it stays a member like any other.
+    clients[0].outbox.set_away(false);
+    room.tick(0);
+    let mut told = away_then_owner.to_vec();
+    told.push((1, PresenceChange::Back as i32));
+    assert_eq!(clients[0].presence(), told, "told while away, as it resumes");
+    assert_eq!(clients[2].presence(), [(1, PresenceChange::Back as i32)]);
+    assert_eq!(owner(&room), 2);
+    // The owner leaves: to the member here longest (1 joined before 3).
+    assert!(room.leave(2, 0));
+    room.tick(0);
+    let left_then_owner = [(2, PresenceChange::Left as i32), (1, PresenceChange::Owner as i32)];
+    assert_eq!(clients[0].presence(), left_then_owner);
+    assert_eq!(clients[2].presence(), left_then_owner);
+    // Away while everyone else is too: it stays the owner.
+    clients[0].outbox.set_away(true);
+    clients[2].outbox.set_away(true);
+    for _ in 0..=10 {
+        room.tick(0);
+    }
+    assert_eq!(owner(&room), 1);
+    // Then one comes back: it takes over.
+    clients[2].outbox.set_away(false);
+    room.tick(0);
+    assert_eq!(
+        clients[2].presence(),
+        [
+            (1, PresenceChange::Away as i32),
+            (3, PresenceChange::Away as i32),
+            (3, PresenceChange::Back as i32),
+            (3, PresenceChange::Owner as i32)
+        ]
+    );
+    // The room empties; the next member to join owns it.
+    assert!(room.leave(1, 0) && room.leave(3, 0));
+    let mut late = Client::new(4);
+    join(&mut room, &late);
+    room.tick(0);
+    assert_eq!(joined_of(&mut late).map(|j| j.owner), Some(4));
+    assert_eq!(owner(&room), 4);
+}
+
+#[test]
+fn a_room_without_an_owner_keeps_none() {
+    let mut room = relay_room_at_10_hz();
+    let mut clients: Vec<Client> = (1..=2).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    room.tick(0);
+    assert_eq!(joined_of(&mut clients[0]).map(|j| j.owner), Some(0));
+    assert!(room.leave(2, 0));
+    room.tick(0);
+    assert_eq!(clients[0].presence(), [(2, PresenceChange::Left as i32)]);
+    assert_eq!(room.listing().with(|l| l.owner), 0);
+}
+
+fn writes(writes: EntityWrites) -> input::Payload {
+    input::Payload::Writes(writes)
+}
+
+fn give(id: u64, to: MemberId) -> input::Payload {
+    writes(EntityWrites {
+        give: vec![proto::Give { id, to }],
+        ..Default::default()
+    })
+}
+
+fn create_for_room(id: u64) -> input::Payload {
+    writes(EntityWrites {
+        create_for_room: vec![Entity {
+            id,
+            owner: 0,
+            kind: 1,
+            fields: vec![float(1, 0.0)],
+        }],
+        ..Default::default()
+    })
+}
+
+/// Host migration: the room's entities stay when their creator leaves, and its next
+/// owner writes them; entities change hands; every client's mirror follows.
+#[test]
+fn the_rooms_entities_outlive_their_creator_and_entities_change_hands() {
+    let mut room = relay_room_at_10_hz();
+    owned_by(&mut room, 1);
+    let (mut a, mut b) = (Client::new(1), Client::new(2));
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(1, 1, create_for_room(100));
+    room.push_input(1, 2, create(101, vec![float(1, 0.0)]));
+    room.push_input(2, 1, create(200, vec![float(1, 0.0)]));
+    room.push_input(2, 2, update(100, vec![float(1, 5.0)]));
+    room.push_input(2, 3, create_for_room(201));
+    room.push_input(2, 4, give(101, 2));
+    room.push_input(2, 5, give(200, 9));
+    room.tick(0);
+    let owner = |room: &Room, id| room.world().get(id).map(|e| e.owner());
+    assert_eq!(
+        (owner(&room, 100), owner(&room, 101), owner(&room, 200)),
+        (Some(0), Some(1), Some(2))
+    );
+    assert!(owner(&room, 201).is_none());
+    b.read();
+    let codes: Vec<_> = b.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    let refused = [
+        (ErrorCode::NotOwner as i32, 2),
+        (ErrorCode::NotOwner as i32, 3),
+        (ErrorCode::NotOwner as i32, 4),
+        (ErrorCode::BadRequest as i32, 5),
+    ];
+    assert_eq!(codes, refused);
+    // The room's owner writes the room's entity and gives it to b; b gives its own
+    // to a, then the room's entity back to the room.
+    room.push_input(1, 3, update(100, vec![float(1, 1.0)]));
+    room.push_input(1, 4, give(100, 2));
+    room.push_input(2, 6, give(200, 1));
+    room.tick(0);
+    assert_eq!((owner(&room, 100), owner(&room, 200)), (Some(2), Some(1)));
+    a.read();
+    b.read();
+    for c in [&a, &b] {
+        assert!(
+            c.mirror.world().same_state(room.world()),
+            "the mirror follows a change of hands"
+        );
+        assert_eq!(c.mirror.world().get(100).map(|e| e.owner()), Some(2));
+    }
+    room.push_input(2, 7, update(100, vec![float(1, 2.0)]));
+    room.push_input(2, 8, give(100, 0));
+    room.tick(0);
+    assert_eq!(owner(&room, 100), Some(0));
+    // The owner leaves: its own entities go, the room's stay, and b, now the room's
+    // owner, writes them.
+    assert!(room.leave(1, 0));
+    room.push_input(2, 9, update(100, vec![float(1, 3.0)]));
+    room.tick(0);
+    b.read();
+    assert_eq!(b.errors(), []);
+    assert_eq!(room.listing().with(|l| l.owner), 2);
+    assert_eq!(
+        (owner(&room, 100), owner(&room, 101), owner(&room, 200)),
+        (Some(0), None, None)
+    );
+    assert_eq!(room.world().get(100).unwrap().get(1), Some(&Value::Float(3.0)));
+    assert!(b.mirror.world().same_state(room.world()));
+}
+
+#[test]
+fn a_room_without_an_owner_has_no_entities_of_its_own() {
+    let mut room = relay_room_at_10_hz();
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.push_input(1, 1, create_for_room(100));
+    room.push_input(1, 2, create(101, vec![]));
+    room.push_input(1, 3, give(101, 0));
+    room.tick(0);
+    a.read();
+    let codes: Vec<_> = a.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    assert_eq!(
+        codes,
+        [(ErrorCode::NotOwner as i32, 1), (ErrorCode::BadRequest as i32, 3)]
+    );
+    assert_eq!(room.world().get(101).map(|e| e.owner()), Some(1));
+}
+
 #[test]
 fn member_cap_is_enforced() {
     let config = RoomConfig {

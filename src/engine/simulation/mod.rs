@@ -108,7 +108,9 @@ pub struct SimContext<'a> {
     /// What the room shows in listings and quick joins: a simulation may set
     /// metadata (say, the map or the round) with [`Listing::merge_metadata`], refused
     /// beyond [`crate::engine::listing::check`]'s limits, and lock the room (say, once
-    /// a match started) with [`Listing::set_locked`].
+    /// a match started) with [`Listing::set_locked`]. Its `owner` is the room's
+    /// owner of the moment (0: none), which passes on when the owner leaves or is
+    /// away (see docs/PROTOCOL.md, "Room ownership").
     pub listing: &'a Listing,
     /// What the simulation asks of the room beside changing the world: events to
     /// send, members to remove, the room to close ([`SimContext::send_event`],
@@ -279,6 +281,13 @@ pub enum SimError {
     /// The member tried to change an entity it does not own.
     #[error("entity {0} is not owned by this member")]
     NotOwner(EntityId),
+    /// A write to an entity of the room (owner 0) by a member that is not the room's
+    /// owner, or a room without one (see `EntityWrites.create_for_room`).
+    #[error("entity {0} belongs to the room: only the room's owner writes it")]
+    NotRoomOwner(EntityId),
+    /// An entity given to a member that is not in the room.
+    #[error("member {0} is not in the room")]
+    NotInRoom(MemberId),
     /// Create of an id that exists.
     #[error("entity {0} already exists")]
     EntityExists(EntityId),
@@ -365,7 +374,8 @@ impl SimError {
     /// The wire error code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::NotOwner(_) => ErrorCode::NotOwner,
+            Self::NotOwner(_) | Self::NotRoomOwner(_) => ErrorCode::NotOwner,
+            Self::NotInRoom(_) => ErrorCode::BadRequest,
             Self::EntityExists(_) => ErrorCode::EntityExists,
             Self::EntityNotFound(_) => ErrorCode::EntityNotFound,
             Self::WrongPayload { .. } => ErrorCode::WrongPayload,

@@ -2,13 +2,14 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{ENTITY_COST, SimContext, SimError, Simulation, field_cost, state_cost};
-use crate::proto::{EntityWrites, Field, input};
+use super::{ENTITY_COST, EntityLimits, SimContext, SimError, Simulation, field_cost, state_cost};
+use crate::proto::{self, EntityWrites, Field, input};
 use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Value, World, value_len};
 
-/// The built-in relay simulation: each member creates, updates and removes only the
-/// entities it owns; the server checks ownership, limits and the declared kinds, and
-/// relays the result. A member's entities are removed when it leaves.
+/// The built-in relay simulation: each member creates, updates, removes and gives
+/// away only the entities it owns, and the room's owner those of the room; the server
+/// checks ownership, limits and the declared kinds, and relays the result. A member's
+/// entities are removed when it leaves; the room's stay, for its next owner.
 #[derive(Debug, Default)]
 pub struct Relay {
     owned: FxHashMap<MemberId, usize>,
@@ -34,47 +35,41 @@ impl Relay {
     fn apply(&mut self, ctx: &mut SimContext<'_>, member: MemberId, writes: &EntityWrites) -> Result<(), SimError> {
         // Checked up front, so that a write that does not fit changes nothing.
         check_declared(ctx.world, writes)?;
-        let limits = ctx.limits;
-        let check_value = |value: &Option<Value>| match value {
-            Some(v) if value_len(v) > limits.max_field_bytes => Err(SimError::LimitExceeded("bytes per field")),
-            Some(_) => Ok(()),
-            None => Err(SimError::Malformed("a field must have a value")),
+        // The room's entities are written by its owner of the moment (a room without
+        // an owner has owner 0, which no member is). Read only when one is written.
+        let listing = ctx.listing;
+        let room_owner = || listing.with(|l| l.owner);
+        let may_write = |entity: &Entity| match entity.owner() {
+            owner if owner == member => Ok(()),
+            SERVER if room_owner() == member => Ok(()),
+            SERVER => Err(SimError::NotRoomOwner(entity.id())),
+            _ => Err(SimError::NotOwner(entity.id())),
         };
         for create in &writes.create {
-            let owned = self.owned.entry(member).or_default();
-            if *owned >= limits.max_entities_per_member {
-                return Err(SimError::LimitExceeded("entities per member"));
-            }
-            if create.fields.len() > limits.max_fields_per_entity {
-                return Err(SimError::LimitExceeded("fields per entity"));
-            }
-            create.fields.iter().try_for_each(|f| check_value(&f.value))?;
-            let cost = ENTITY_COST
-                + create
-                    .fields
-                    .iter()
-                    .filter_map(|f| f.value.as_ref())
-                    .map(field_cost)
-                    .sum::<usize>();
-            if self.state_bytes + cost > limits.max_state_bytes {
-                return Err(SimError::LimitExceeded("bytes of room state"));
-            }
-            let fields = create.fields.iter().filter_map(|f| Some((f.id, f.value.clone()?)));
-            ctx.world.spawn(create.id, member, create.kind, fields)?;
-            *owned += 1;
-            self.state_bytes += ctx.world.get(create.id).map_or(0, state_cost);
+            self.create(ctx, member, create)?;
         }
+        for create in &writes.create_for_room {
+            if room_owner() != member {
+                return Err(SimError::NotRoomOwner(create.id));
+            }
+            self.create(ctx, SERVER, create)?;
+        }
+        let limits = ctx.limits;
         for update in &writes.update {
             let mut target = ctx
                 .world
                 .entity_mut(update.id)
                 .ok_or(SimError::EntityNotFound(update.id))?;
-            let entity = owned_by(target.get(), member)?;
+            let entity = target.get();
+            may_write(entity)?;
             let new_fields = update.fields.iter().filter(|f| entity.get(f.id).is_none()).count();
             if entity.fields().len() + new_fields > limits.max_fields_per_entity {
                 return Err(SimError::LimitExceeded("fields per entity"));
             }
-            update.fields.iter().try_for_each(|f| check_value(&f.value))?;
+            update
+                .fields
+                .iter()
+                .try_for_each(|f| check_value(limits, f.value.as_ref()))?;
             let before = state_cost(entity);
             let growth: usize = (update.fields.iter())
                 .map(|f| {
@@ -93,13 +88,80 @@ impl Relay {
             set?;
         }
         for &id in &writes.remove {
-            owned_by(ctx.world.get(id).ok_or(SimError::EntityNotFound(id))?, member)?;
+            let entity = ctx.world.get(id).ok_or(SimError::EntityNotFound(id))?;
+            may_write(entity)?;
+            let owner = entity.owner();
             self.state_bytes -= state_cost(&ctx.world.despawn(id)?);
-            if let Some(owned) = self.owned.get_mut(&member) {
+            if let Some(owned) = self.owned.get_mut(&owner) {
+                *owned -= 1;
+            }
+        }
+        for give in &writes.give {
+            let entity = ctx.world.get(give.id).ok_or(SimError::EntityNotFound(give.id))?;
+            may_write(entity)?;
+            let from = entity.owner();
+            if give.to == SERVER && room_owner() == SERVER {
+                return Err(SimError::Malformed(
+                    "a room without an owner holds no entities of its own",
+                ));
+            }
+            if give.to != SERVER && ctx.members.user(give.to).is_none() {
+                return Err(SimError::NotInRoom(give.to));
+            }
+            if give.to == from {
+                continue;
+            }
+            let owned = self.owned.entry(give.to).or_default();
+            if *owned >= limits.max_entities_per_member {
+                return Err(SimError::LimitExceeded("entities per member"));
+            }
+            *owned += 1;
+            ctx.world.set_owner(give.id, give.to)?;
+            if let Some(owned) = self.owned.get_mut(&from) {
                 *owned -= 1;
             }
         }
         Ok(())
+    }
+
+    /// Creates one entity owned by `owner` (a member, or the room).
+    fn create(&mut self, ctx: &mut SimContext<'_>, owner: MemberId, create: &proto::Entity) -> Result<(), SimError> {
+        let limits = ctx.limits;
+        let owned = self.owned.entry(owner).or_default();
+        if *owned >= limits.max_entities_per_member {
+            return Err(SimError::LimitExceeded("entities per member"));
+        }
+        if create.fields.len() > limits.max_fields_per_entity {
+            return Err(SimError::LimitExceeded("fields per entity"));
+        }
+        create
+            .fields
+            .iter()
+            .try_for_each(|f| check_value(limits, f.value.as_ref()))?;
+        let cost = ENTITY_COST
+            + create
+                .fields
+                .iter()
+                .filter_map(|f| f.value.as_ref())
+                .map(field_cost)
+                .sum::<usize>();
+        if self.state_bytes + cost > limits.max_state_bytes {
+            return Err(SimError::LimitExceeded("bytes of room state"));
+        }
+        let fields = create.fields.iter().filter_map(|f| Some((f.id, f.value.clone()?)));
+        ctx.world.spawn(create.id, owner, create.kind, fields)?;
+        *owned += 1;
+        self.state_bytes += ctx.world.get(create.id).map_or(0, state_cost);
+        Ok(())
+    }
+}
+
+/// Checks a written value against the per-field bound.
+fn check_value(limits: EntityLimits, value: Option<&Value>) -> Result<(), SimError> {
+    match value {
+        Some(v) if value_len(v) > limits.max_field_bytes => Err(SimError::LimitExceeded("bytes per field")),
+        Some(_) => Ok(()),
+        None => Err(SimError::Malformed("a field must have a value")),
     }
 }
 
@@ -131,26 +193,21 @@ fn check_declared(world: &World, writes: &EntityWrites) -> Result<(), SimError> 
         }
         Ok(())
     };
-    for create in &writes.create {
+    for create in writes.create.iter().chain(&writes.create_for_room) {
         check(create.id, create.kind, &create.fields)?;
     }
     for update in &writes.update {
         // Of an entity that exists, or that this input creates.
-        let kind = (world.get(update.id).map(Entity::kind))
-            .or_else(|| writes.create.iter().find(|c| c.id == update.id).map(|c| c.kind));
+        let kind = (world.get(update.id).map(Entity::kind)).or_else(|| {
+            (writes.create.iter().chain(&writes.create_for_room))
+                .find(|c| c.id == update.id)
+                .map(|c| c.kind)
+        });
         if let Some(kind) = kind {
             check(update.id, kind, &update.fields)?;
         }
     }
     Ok(())
-}
-
-/// `entity`, if `member` owns it.
-fn owned_by(entity: &Entity, member: MemberId) -> Result<&Entity, SimError> {
-    if entity.owner() != member {
-        return Err(SimError::NotOwner(entity.id()));
-    }
-    Ok(entity)
 }
 
 impl Simulation for Relay {
@@ -164,9 +221,7 @@ impl Simulation for Relay {
         self.owned.clear();
         self.state_bytes = 0;
         for entity in ctx.world.entities() {
-            if entity.owner() != SERVER {
-                *self.owned.entry(entity.owner()).or_default() += 1;
-            }
+            *self.owned.entry(entity.owner()).or_default() += 1;
             self.state_bytes += state_cost(entity);
         }
     }

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tickrelay/v1/tickrelay.proto.
  */
 export const file_tickrelay_v1_tickrelay: GenFile = /*@__PURE__*/
-  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiWAoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZRIXCg9maXJzdF9ldmVudF9zZXEYAiABKAQiUgoOU2VydmVyRW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuU2VydmVyTWVzc2FnZRIRCglmaXJzdF9zZXEYAiABKAQisQMKDUNsaWVudE1lc3NhZ2USJgoEam9pbhgBIAEoCzIWLnRpY2tyZWxheS52MS5Kb2luUm9vbUgAEigKBWxlYXZlGAIgASgLMhcudGlja3JlbGF5LnYxLkxlYXZlUm9vbUgAEiQKBWlucHV0GAMgASgLMhMudGlja3JlbGF5LnYxLklucHV0SAASKAoFZXZlbnQYBCABKAsyFy50aWNrcmVsYXkudjEuU2VuZEV2ZW50SAASKAoHcmVxdWVzdBgFIAEoCzIVLnRpY2tyZWxheS52MS5SZXF1ZXN0SAASIgoEcGluZxgGIAEoCzISLnRpY2tyZWxheS52MS5QaW5nSAASIgoEcG9uZxgHIAEoCzISLnRpY2tyZWxheS52MS5Qb25nSAASIAoDYWNrGAggASgLMhEudGlja3JlbGF5LnYxLkFja0gAEjMKDXJlZnJlc2hfdG9rZW4YCSABKAsyGi50aWNrcmVsYXkudjEuUmVmcmVzaFRva2VuSAASLQoKcXVpY2tfam9pbhgKIAEoCzIXLnRpY2tyZWxheS52MS5RdWlja0pvaW5IAEIGCgRraW5kIrwECg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSAASKgoIcmVkaXJlY3QYDCABKAsyFi50aWNrcmVsYXkudjEuUmVkaXJlY3RIABItCgpnb2luZ19hd2F5GA0gASgLMhcudGlja3JlbGF5LnYxLkdvaW5nQXdheUgAQgYKBGtpbmQiawoFSGVsbG8SDQoFdG9rZW4YASABKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgJEhkKDHJlY2VpdmVkX3NlcRgDIAEoBEgAiAEBEhEKCWNsaWVudF9pZBgEIAEoCUIPCg1fcmVjZWl2ZWRfc2VxIpwCCgdXZWxjb21lEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SEgoKc2Vzc2lvbl9pZBgCIAEoBBIUCgxyZXN1bWVfdG9rZW4YAyABKAkSJAoGbGltaXRzGAQgASgLMhQudGlja3JlbGF5LnYxLkxpbWl0cxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0SHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SFwoPcmVzdW1lX2dyYWNlX21zGAcgASgNEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg8KB3VzZXJfaWQYCSABKAkSDwoHcmVzdW1lZBgKIAEoCBIXCg9ldmVudHNfcmVjZWl2ZWQYCyABKAQihQEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgBIAEoDRIbChNtZXNzYWdlc19wZXJfc2Vjb25kGAIgASgNEhUKDW1lc3NhZ2VfYnVyc3QYAyABKA0SGAoQYnl0ZXNfcGVyX3NlY29uZBgEIAEoDRISCgpieXRlX2J1cnN0GAUgASgNIngKCEpvaW5Sb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRIRCglyb29tX3R5cGUYAyABKAkSDAoEc2VhdBgEIAEoCRIpCgZjcmVhdGUYBSABKAsyGS50aWNrcmVsYXkudjEuUm9vbU9wdGlvbnMiigEKC1Jvb21PcHRpb25zEjkKCG1ldGFkYXRhGAEgAygLMicudGlja3JlbGF5LnYxLlJvb21PcHRpb25zLk1ldGFkYXRhRW50cnkSDwoHcHJpdmF0ZRgCIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1QEKCVF1aWNrSm9pbhISCgpyZXF1ZXN0X2lkGAEgASgEEhEKCXJvb21fdHlwZRgCIAEoCRI1CgdmaWx0ZXJzGAMgAygLMiQudGlja3JlbGF5LnYxLlF1aWNrSm9pbi5GaWx0ZXJzRW50cnkSKQoGY3JlYXRlGAQgASgLMhkudGlja3JlbGF5LnYxLlJvb21PcHRpb25zEg8KB2V4Y2x1ZGUYBSADKAkaLgoMRmlsdGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi5QEKBkpvaW5lZBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSEQoJcm9vbV90eXBlGAMgASgJEhEKCW1lbWJlcl9pZBgEIAEoBBIRCgl0aWNrX3JhdGUYBSABKA0SEwoLbWF4X21lbWJlcnMYBiABKA0SKQoHbWVtYmVycxgHIAMoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEhYKDmxhc3RfaW5wdXRfc2VxGAggASgEEigKBnNjaGVtYRgJIAMoCzIYLnRpY2tyZWxheS52MS5LaW5kU2NoZW1hIi0KCUxlYXZlUm9vbRISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkiYgoETGVmdBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSJwoGcmVhc29uGAMgASgOMhcudGlja3JlbGF5LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAQgASgJIkcKCFJlZGlyZWN0EhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRILCgN1cmwYAyABKAkSDAoEc2VhdBgEIAEoCSIYCglHb2luZ0F3YXkSCwoDdXJsGAEgASgJIj4KCk1lbWJlckluZm8SEQoJbWVtYmVyX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkSDAoEYXdheRgDIAEoCCJwCghQcmVzZW5jZRIMCgRyb29tGAEgASgJEigKBm1lbWJlchgCIAEoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEiwKBmNoYW5nZRgDIAEoDjIcLnRpY2tyZWxheS52MS5QcmVzZW5jZUNoYW5nZSJvCgVGaWVsZBIKCgJpZBgBIAEoDRINCgNpbnQYAiABKBJIABIPCgVmbG9hdBgDIAEoAkgAEg4KBGJvb2wYBCABKAhIABIPCgVieXRlcxgFIAEoDEgAEhAKBnN0cmluZxgGIAEoCUgAQgcKBXZhbHVlIlYKBkVudGl0eRIKCgJpZBgBIAEoBBINCgVvd25lchgCIAEoBBIMCgRraW5kGAMgASgNEiMKBmZpZWxkcxgEIAMoCzITLnRpY2tyZWxheS52MS5GaWVsZCJTCgpLaW5kU2NoZW1hEgwKBGtpbmQYASABKA0SDAoEbmFtZRgCIAEoCRIpCgZmaWVsZHMYAyADKAsyGS50aWNrcmVsYXkudjEuRmllbGRTY2hlbWEiugEKC0ZpZWxkU2NoZW1hEgoKAmlkGAEgASgNEgwKBG5hbWUYAiABKAkSJQoEdHlwZRgDIAEoDjIXLnRpY2tyZWxheS52MS5GaWVsZFR5cGUSDwoHaW50X21pbhgEIAEoEhIPCgdpbnRfbWF4GAUgASgSEhEKCWZsb2F0X21pbhgGIAEoARIRCglmbG9hdF9tYXgYByABKAESEQoJcHJlY2lzaW9uGAggASgBEg8KB21heF9sZW4YCSABKA0iPwoMRW50aXR5VXBkYXRlEgoKAmlkGAEgASgEEiMKBmZpZWxkcxgCIAMoCzITLnRpY2tyZWxheS52MS5GaWVsZCJtCgVJbnB1dBIMCgRyb29tGAEgASgJEgsKA3NlcRgCIAEoBBIsCgZ3cml0ZXMYAyABKAsyGi50aWNrcmVsYXkudjEuRW50aXR5V3JpdGVzSAASEAoGaW50ZW50GAQgASgMSABCCQoHcGF5bG9hZCJwCgxFbnRpdHlXcml0ZXMSJAoGY3JlYXRlGAEgAygLMhQudGlja3JlbGF5LnYxLkVudGl0eRIqCgZ1cGRhdGUYAiADKAsyGi50aWNrcmVsYXkudjEuRW50aXR5VXBkYXRlEg4KBnJlbW92ZRgDIAMoBCKGAgoKU3RhdGVGcmFtZRIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQSFQoNYmFzZWxpbmVfdGljaxgDIAEoBBIPCgdyZW1vdmVkGAQgAygEEiMKBWFkZGVkGAUgAygLMhQudGlja3JlbGF5LnYxLkVudGl0eRIrCgdjaGFuZ2VkGAYgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIVCghjaGVja3N1bRgHIAEoBkgAiAEBEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg4KBnBhY2tlZBgJIAMoDBIWCg5sYXN0X2lucHV0X3NlcRgPIAEoBEILCglfY2hlY2tzdW0iIQoDQWNrEgwKBHJvb20YASABKAkSDAoEdGljaxgCIAEoBCJJCglTZW5kRXZlbnQSDAoEcm9vbRgBIAEoCRIMCgRraW5kGAIgASgJEg8KB3BheWxvYWQYAyABKAwSDwoHdGFyZ2V0cxgEIAMoBCJmCglSb29tRXZlbnQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSDgoGc2VuZGVyGAMgASgEEgwKBGtpbmQYBCABKAkSDwoHcGF5bG9hZBgFIAEoDBIPCgd0YXJnZXRzGAYgAygEIq0BCgdSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSLQoKbGlzdF9yb29tcxgCIAEoCzIXLnRpY2tyZWxheS52MS5MaXN0Um9vbXNIABImCgZyZXN5bmMYAyABKAsyFC50aWNrcmVsYXkudjEuUmVzeW5jSAASLwoLdXBkYXRlX3Jvb20YBCABKAsyGC50aWNrcmVsYXkudjEuVXBkYXRlUm9vbUgAQgYKBGtpbmQitgEKCUxpc3RSb29tcxINCgVhZnRlchgBIAEoCRINCgVsaW1pdBgCIAEoDRIRCglyb29tX3R5cGUYAyABKAkSNQoHZmlsdGVycxgEIAMoCzIkLnRpY2tyZWxheS52MS5MaXN0Um9vbXMuRmlsdGVyc0VudHJ5EhEKCW9wZW5fb25seRgFIAEoCBouCgxGaWx0ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKrAQoKVXBkYXRlUm9vbRIMCgRyb29tGAEgASgJEjgKCG1ldGFkYXRhGAIgAygLMiYudGlja3JlbGF5LnYxLlVwZGF0ZVJvb20uTWV0YWRhdGFFbnRyeRIkCgRsb2NrGAMgASgOMhYudGlja3JlbGF5LnYxLlJvb21Mb2NrGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIWCgZSZXN5bmMSDAoEcm9vbRgBIAEoCSKoAQoIUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBInCgVyb29tcxgCIAEoCzIWLnRpY2tyZWxheS52MS5Sb29tTGlzdEgAEi8KBnJlc3luYxgDIAEoCzIdLnRpY2tyZWxheS52MS5SZXN5bmNTY2hlZHVsZWRIABImCgRyb29tGAQgASgLMhYudGlja3JlbGF5LnYxLlJvb21JbmZvSABCBgoEa2luZCJTCghSb29tTGlzdBIlCgVyb29tcxgBIAMoCzIWLnRpY2tyZWxheS52MS5Sb29tSW5mbxIMCgRtb3JlGAIgASgIEhIKCm5leHRfYWZ0ZXIYAyABKAkiygEKCFJvb21JbmZvEgwKBHJvb20YASABKAkSEQoJcm9vbV90eXBlGAIgASgJEg8KB21lbWJlcnMYAyABKA0SEwoLbWF4X21lbWJlcnMYBCABKA0SNgoIbWV0YWRhdGEYBSADKAsyJC50aWNrcmVsYXkudjEuUm9vbUluZm8uTWV0YWRhdGFFbnRyeRIOCgZsb2NrZWQYBiABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIh8KD1Jlc3luY1NjaGVkdWxlZBIMCgRyb29tGAEgASgJIkEKBFBpbmcSDQoFbm9uY2UYASABKAQSFAoMc2VudF90aW1lX3VzGAIgASgEEhQKDHJlY2VpdmVkX3NlcRgDIAEoBCJaCgRQb25nEg0KBW5vbmNlGAEgASgEEhkKEXBpbmdfc2VudF90aW1lX3VzGAIgASgEEg8KB3RpbWVfdXMYAyABKAQSFwoPZXZlbnRzX3JlY2VpdmVkGAQgASgEIjEKDFJlZnJlc2hUb2tlbhISCgpyZXF1ZXN0X2lkGAEgASgEEg0KBXRva2VuGAIgASgJIj0KDlRva2VuUmVmcmVzaGVkEhIKCnJlcXVlc3RfaWQYASABKAQSFwoPZXhwaXJlc19hdF91bml4GAIgASgEInkKBUVycm9yEiUKBGNvZGUYASABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoBBIMCgRyb29tGAQgASgJEhYKDnJldHJ5X2FmdGVyX21zGAUgASgNIvYBCg5Sb29tQ2hlY2twb2ludBIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIMCgR0aWNrGAMgASgEEhEKCWV2ZW50X3NlcRgEIAEoBBINCgVzdGF0ZRgFIAEoDBIhCgVzZWF0cxgGIAMoCzISLnRpY2tyZWxheS52MS5TZWF0Eg8KB3RpbWVfdXMYByABKAQSJgoHbGlzdGluZxgIIAEoCzIVLnRpY2tyZWxheS52MS5MaXN0aW5nEiMKBGJhbnMYCSADKAsyFS50aWNrcmVsYXkudjEuUm9vbUJhbhISCgpnYW1lX3N0YXRlGAogASgMIiwKB1Jvb21CYW4SDwoHdXNlcl9pZBgBIAEoCRIQCgh1bnRpbF91cxgCIAEoBCI9CghVc2VyTGl2ZRIPCgd1c2VyX2lkGAEgASgJEg4KBmZhbWlseRgCIAEoBBIQCghzaW5jZV91cxgDIAEoBCIpCglSb29tQ2xvc2USDAoEcm9vbRgBIAEoCRIOCgZyZWFzb24YAiABKAkiTgoLVXNlclJlbW92YWwSDAoEcm9vbRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIQCghiYW5fc2VjcxgEIAEoDSKhAQoHTGlzdGluZxI1CghtZXRhZGF0YRgBIAMoCzIjLnRpY2tyZWxheS52MS5MaXN0aW5nLk1ldGFkYXRhRW50cnkSDgoGbG9ja2VkGAIgASgIEg8KB3ByaXZhdGUYAyABKAgSDQoFb3duZXIYBCABKAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkIKBFNlYXQSEQoJbWVtYmVyX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkSFgoObGFzdF9pbnB1dF9zZXEYAyABKAQiNAoNU2Vzc2lvblJlY29yZBISCgpzZXNzaW9uX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkqmwEKDlByZXNlbmNlQ2hhbmdlEh8KG1BSRVNFTkNFX0NIQU5HRV9VTlNQRUNJRklFRBAAEhoKFlBSRVNFTkNFX0NIQU5HRV9KT0lORUQQARIYChRQUkVTRU5DRV9DSEFOR0VfTEVGVBACEhgKFFBSRVNFTkNFX0NIQU5HRV9BV0FZEAMSGAoUUFJFU0VOQ0VfQ0hBTkdFX0JBQ0sQBCqTAQoJRmllbGRUeXBlEhoKFkZJRUxEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUVMRF9UWVBFX0lOVBABEhQKEEZJRUxEX1RZUEVfRkxPQVQQAhITCg9GSUVMRF9UWVBFX0JPT0wQAxIUChBGSUVMRF9UWVBFX0JZVEVTEAQSFQoRRklFTERfVFlQRV9TVFJJTkcQBSpRCghSb29tTG9jaxIXChNST09NX0xPQ0tfVU5DSEFOR0VEEAASFAoQUk9PTV9MT0NLX0xPQ0tFRBABEhYKElJPT01fTE9DS19VTkxPQ0tFRBACKvwECglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEhoKFkVSUk9SX0NPREVfQkFEX1JFUVVFU1QQARIdChlFUlJPUl9DT0RFX1JPT01fTk9UX0ZPVU5EEAISGAoURVJST1JfQ09ERV9ST09NX0ZVTEwQAxIbChdFUlJPUl9DT0RFX05PVF9BX01FTUJFUhAEEh0KGUVSUk9SX0NPREVfQUxSRUFEWV9NRU1CRVIQBRIgChxFUlJPUl9DT0RFX1VOS05PV05fUk9PTV9UWVBFEAYSGAoURVJST1JfQ09ERV9OT1RfT1dORVIQBxIcChhFUlJPUl9DT0RFX0VOVElUWV9FWElTVFMQCBIfChtFUlJPUl9DT0RFX0VOVElUWV9OT1RfRk9VTkQQCRIcChhFUlJPUl9DT0RFX1dST05HX1BBWUxPQUQQChIfChtFUlJPUl9DT0RFX0lOUFVUX1FVRVVFX0ZVTEwQCxIdChlFUlJPUl9DT0RFX0xJTUlUX0VYQ0VFREVEEAwSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQDRIaChZFUlJPUl9DT0RFX1NFUlZFUl9CVVNZEA4SGgoWRVJST1JfQ09ERV9ST09NX0NMT1NFRBAPEhgKFEVSUk9SX0NPREVfRk9SQklEREVOEBASHQoZRVJST1JfQ09ERV9JTlZBTElEX0lOVEVOVBAREhwKGEVSUk9SX0NPREVfSU5WQUxJRF9GSUVMRBASEiEKHUVSUk9SX0NPREVfUk9PTV9UWVBFX01JU01BVENIEBMSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAUQmMKEGRldi50aWNrcmVsYXkudjFQAVo+Z2l0aHViLmNvbS90aWNrcmVsYXkvdGlja3JlbGF5L2dlbi9nby90aWNrcmVsYXkvdjE7dGlja3JlbGF5djGqAgxUaWNrcmVsYXkuVjFiBnByb3RvMw");
+  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiWAoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZRIXCg9maXJzdF9ldmVudF9zZXEYAiABKAQiUgoOU2VydmVyRW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuU2VydmVyTWVzc2FnZRIRCglmaXJzdF9zZXEYAiABKAQisQMKDUNsaWVudE1lc3NhZ2USJgoEam9pbhgBIAEoCzIWLnRpY2tyZWxheS52MS5Kb2luUm9vbUgAEigKBWxlYXZlGAIgASgLMhcudGlja3JlbGF5LnYxLkxlYXZlUm9vbUgAEiQKBWlucHV0GAMgASgLMhMudGlja3JlbGF5LnYxLklucHV0SAASKAoFZXZlbnQYBCABKAsyFy50aWNrcmVsYXkudjEuU2VuZEV2ZW50SAASKAoHcmVxdWVzdBgFIAEoCzIVLnRpY2tyZWxheS52MS5SZXF1ZXN0SAASIgoEcGluZxgGIAEoCzISLnRpY2tyZWxheS52MS5QaW5nSAASIgoEcG9uZxgHIAEoCzISLnRpY2tyZWxheS52MS5Qb25nSAASIAoDYWNrGAggASgLMhEudGlja3JlbGF5LnYxLkFja0gAEjMKDXJlZnJlc2hfdG9rZW4YCSABKAsyGi50aWNrcmVsYXkudjEuUmVmcmVzaFRva2VuSAASLQoKcXVpY2tfam9pbhgKIAEoCzIXLnRpY2tyZWxheS52MS5RdWlja0pvaW5IAEIGCgRraW5kIrwECg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSAASKgoIcmVkaXJlY3QYDCABKAsyFi50aWNrcmVsYXkudjEuUmVkaXJlY3RIABItCgpnb2luZ19hd2F5GA0gASgLMhcudGlja3JlbGF5LnYxLkdvaW5nQXdheUgAQgYKBGtpbmQiawoFSGVsbG8SDQoFdG9rZW4YASABKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgJEhkKDHJlY2VpdmVkX3NlcRgDIAEoBEgAiAEBEhEKCWNsaWVudF9pZBgEIAEoCUIPCg1fcmVjZWl2ZWRfc2VxIpwCCgdXZWxjb21lEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SEgoKc2Vzc2lvbl9pZBgCIAEoBBIUCgxyZXN1bWVfdG9rZW4YAyABKAkSJAoGbGltaXRzGAQgASgLMhQudGlja3JlbGF5LnYxLkxpbWl0cxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0SHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SFwoPcmVzdW1lX2dyYWNlX21zGAcgASgNEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg8KB3VzZXJfaWQYCSABKAkSDwoHcmVzdW1lZBgKIAEoCBIXCg9ldmVudHNfcmVjZWl2ZWQYCyABKAQihQEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgBIAEoDRIbChNtZXNzYWdlc19wZXJfc2Vjb25kGAIgASgNEhUKDW1lc3NhZ2VfYnVyc3QYAyABKA0SGAoQYnl0ZXNfcGVyX3NlY29uZBgEIAEoDRISCgpieXRlX2J1cnN0GAUgASgNIngKCEpvaW5Sb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRIRCglyb29tX3R5cGUYAyABKAkSDAoEc2VhdBgEIAEoCRIpCgZjcmVhdGUYBSABKAsyGS50aWNrcmVsYXkudjEuUm9vbU9wdGlvbnMiigEKC1Jvb21PcHRpb25zEjkKCG1ldGFkYXRhGAEgAygLMicudGlja3JlbGF5LnYxLlJvb21PcHRpb25zLk1ldGFkYXRhRW50cnkSDwoHcHJpdmF0ZRgCIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1QEKCVF1aWNrSm9pbhISCgpyZXF1ZXN0X2lkGAEgASgEEhEKCXJvb21fdHlwZRgCIAEoCRI1CgdmaWx0ZXJzGAMgAygLMiQudGlja3JlbGF5LnYxLlF1aWNrSm9pbi5GaWx0ZXJzRW50cnkSKQoGY3JlYXRlGAQgASgLMhkudGlja3JlbGF5LnYxLlJvb21PcHRpb25zEg8KB2V4Y2x1ZGUYBSADKAkaLgoMRmlsdGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi9AEKBkpvaW5lZBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSEQoJcm9vbV90eXBlGAMgASgJEhEKCW1lbWJlcl9pZBgEIAEoBBIRCgl0aWNrX3JhdGUYBSABKA0SEwoLbWF4X21lbWJlcnMYBiABKA0SKQoHbWVtYmVycxgHIAMoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEhYKDmxhc3RfaW5wdXRfc2VxGAggASgEEigKBnNjaGVtYRgJIAMoCzIYLnRpY2tyZWxheS52MS5LaW5kU2NoZW1hEg0KBW93bmVyGAogASgEIi0KCUxlYXZlUm9vbRISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkiYgoETGVmdBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSJwoGcmVhc29uGAMgASgOMhcudGlja3JlbGF5LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAQgASgJIkcKCFJlZGlyZWN0EhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRILCgN1cmwYAyABKAkSDAoEc2VhdBgEIAEoCSIYCglHb2luZ0F3YXkSCwoDdXJsGAEgASgJIj4KCk1lbWJlckluZm8SEQoJbWVtYmVyX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkSDAoEYXdheRgDIAEoCCJwCghQcmVzZW5jZRIMCgRyb29tGAEgASgJEigKBm1lbWJlchgCIAEoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEiwKBmNoYW5nZRgDIAEoDjIcLnRpY2tyZWxheS52MS5QcmVzZW5jZUNoYW5nZSJvCgVGaWVsZBIKCgJpZBgBIAEoDRINCgNpbnQYAiABKBJIABIPCgVmbG9hdBgDIAEoAkgAEg4KBGJvb2wYBCABKAhIABIPCgVieXRlcxgFIAEoDEgAEhAKBnN0cmluZxgGIAEoCUgAQgcKBXZhbHVlIlYKBkVudGl0eRIKCgJpZBgBIAEoBBINCgVvd25lchgCIAEoBBIMCgRraW5kGAMgASgNEiMKBmZpZWxkcxgEIAMoCzITLnRpY2tyZWxheS52MS5GaWVsZCJTCgpLaW5kU2NoZW1hEgwKBGtpbmQYASABKA0SDAoEbmFtZRgCIAEoCRIpCgZmaWVsZHMYAyADKAsyGS50aWNrcmVsYXkudjEuRmllbGRTY2hlbWEiugEKC0ZpZWxkU2NoZW1hEgoKAmlkGAEgASgNEgwKBG5hbWUYAiABKAkSJQoEdHlwZRgDIAEoDjIXLnRpY2tyZWxheS52MS5GaWVsZFR5cGUSDwoHaW50X21pbhgEIAEoEhIPCgdpbnRfbWF4GAUgASgSEhEKCWZsb2F0X21pbhgGIAEoARIRCglmbG9hdF9tYXgYByABKAESEQoJcHJlY2lzaW9uGAggASgBEg8KB21heF9sZW4YCSABKA0iPwoMRW50aXR5VXBkYXRlEgoKAmlkGAEgASgEEiMKBmZpZWxkcxgCIAMoCzITLnRpY2tyZWxheS52MS5GaWVsZCJtCgVJbnB1dBIMCgRyb29tGAEgASgJEgsKA3NlcRgCIAEoBBIsCgZ3cml0ZXMYAyABKAsyGi50aWNrcmVsYXkudjEuRW50aXR5V3JpdGVzSAASEAoGaW50ZW50GAQgASgMSABCCQoHcGF5bG9hZCLBAQoMRW50aXR5V3JpdGVzEiQKBmNyZWF0ZRgBIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkSKgoGdXBkYXRlGAIgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIOCgZyZW1vdmUYAyADKAQSIAoEZ2l2ZRgEIAMoCzISLnRpY2tyZWxheS52MS5HaXZlEi0KD2NyZWF0ZV9mb3Jfcm9vbRgFIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkiHgoER2l2ZRIKCgJpZBgBIAEoBBIKCgJ0bxgCIAEoBCKGAgoKU3RhdGVGcmFtZRIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQSFQoNYmFzZWxpbmVfdGljaxgDIAEoBBIPCgdyZW1vdmVkGAQgAygEEiMKBWFkZGVkGAUgAygLMhQudGlja3JlbGF5LnYxLkVudGl0eRIrCgdjaGFuZ2VkGAYgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIVCghjaGVja3N1bRgHIAEoBkgAiAEBEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg4KBnBhY2tlZBgJIAMoDBIWCg5sYXN0X2lucHV0X3NlcRgPIAEoBEILCglfY2hlY2tzdW0iIQoDQWNrEgwKBHJvb20YASABKAkSDAoEdGljaxgCIAEoBCJJCglTZW5kRXZlbnQSDAoEcm9vbRgBIAEoCRIMCgRraW5kGAIgASgJEg8KB3BheWxvYWQYAyABKAwSDwoHdGFyZ2V0cxgEIAMoBCJmCglSb29tRXZlbnQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSDgoGc2VuZGVyGAMgASgEEgwKBGtpbmQYBCABKAkSDwoHcGF5bG9hZBgFIAEoDBIPCgd0YXJnZXRzGAYgAygEIq0BCgdSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSLQoKbGlzdF9yb29tcxgCIAEoCzIXLnRpY2tyZWxheS52MS5MaXN0Um9vbXNIABImCgZyZXN5bmMYAyABKAsyFC50aWNrcmVsYXkudjEuUmVzeW5jSAASLwoLdXBkYXRlX3Jvb20YBCABKAsyGC50aWNrcmVsYXkudjEuVXBkYXRlUm9vbUgAQgYKBGtpbmQitgEKCUxpc3RSb29tcxINCgVhZnRlchgBIAEoCRINCgVsaW1pdBgCIAEoDRIRCglyb29tX3R5cGUYAyABKAkSNQoHZmlsdGVycxgEIAMoCzIkLnRpY2tyZWxheS52MS5MaXN0Um9vbXMuRmlsdGVyc0VudHJ5EhEKCW9wZW5fb25seRgFIAEoCBouCgxGaWx0ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKrAQoKVXBkYXRlUm9vbRIMCgRyb29tGAEgASgJEjgKCG1ldGFkYXRhGAIgAygLMiYudGlja3JlbGF5LnYxLlVwZGF0ZVJvb20uTWV0YWRhdGFFbnRyeRIkCgRsb2NrGAMgASgOMhYudGlja3JlbGF5LnYxLlJvb21Mb2NrGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIWCgZSZXN5bmMSDAoEcm9vbRgBIAEoCSKoAQoIUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBInCgVyb29tcxgCIAEoCzIWLnRpY2tyZWxheS52MS5Sb29tTGlzdEgAEi8KBnJlc3luYxgDIAEoCzIdLnRpY2tyZWxheS52MS5SZXN5bmNTY2hlZHVsZWRIABImCgRyb29tGAQgASgLMhYudGlja3JlbGF5LnYxLlJvb21JbmZvSABCBgoEa2luZCJTCghSb29tTGlzdBIlCgVyb29tcxgBIAMoCzIWLnRpY2tyZWxheS52MS5Sb29tSW5mbxIMCgRtb3JlGAIgASgIEhIKCm5leHRfYWZ0ZXIYAyABKAkiygEKCFJvb21JbmZvEgwKBHJvb20YASABKAkSEQoJcm9vbV90eXBlGAIgASgJEg8KB21lbWJlcnMYAyABKA0SEwoLbWF4X21lbWJlcnMYBCABKA0SNgoIbWV0YWRhdGEYBSADKAsyJC50aWNrcmVsYXkudjEuUm9vbUluZm8uTWV0YWRhdGFFbnRyeRIOCgZsb2NrZWQYBiABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIh8KD1Jlc3luY1NjaGVkdWxlZBIMCgRyb29tGAEgASgJIkEKBFBpbmcSDQoFbm9uY2UYASABKAQSFAoMc2VudF90aW1lX3VzGAIgASgEEhQKDHJlY2VpdmVkX3NlcRgDIAEoBCJaCgRQb25nEg0KBW5vbmNlGAEgASgEEhkKEXBpbmdfc2VudF90aW1lX3VzGAIgASgEEg8KB3RpbWVfdXMYAyABKAQSFwoPZXZlbnRzX3JlY2VpdmVkGAQgASgEIjEKDFJlZnJlc2hUb2tlbhISCgpyZXF1ZXN0X2lkGAEgASgEEg0KBXRva2VuGAIgASgJIj0KDlRva2VuUmVmcmVzaGVkEhIKCnJlcXVlc3RfaWQYASABKAQSFwoPZXhwaXJlc19hdF91bml4GAIgASgEInkKBUVycm9yEiUKBGNvZGUYASABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoBBIMCgRyb29tGAQgASgJEhYKDnJldHJ5X2FmdGVyX21zGAUgASgNIvYBCg5Sb29tQ2hlY2twb2ludBIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIMCgR0aWNrGAMgASgEEhEKCWV2ZW50X3NlcRgEIAEoBBINCgVzdGF0ZRgFIAEoDBIhCgVzZWF0cxgGIAMoCzISLnRpY2tyZWxheS52MS5TZWF0Eg8KB3RpbWVfdXMYByABKAQSJgoHbGlzdGluZxgIIAEoCzIVLnRpY2tyZWxheS52MS5MaXN0aW5nEiMKBGJhbnMYCSADKAsyFS50aWNrcmVsYXkudjEuUm9vbUJhbhISCgpnYW1lX3N0YXRlGAogASgMIiwKB1Jvb21CYW4SDwoHdXNlcl9pZBgBIAEoCRIQCgh1bnRpbF91cxgCIAEoBCI9CghVc2VyTGl2ZRIPCgd1c2VyX2lkGAEgASgJEg4KBmZhbWlseRgCIAEoBBIQCghzaW5jZV91cxgDIAEoBCIpCglSb29tQ2xvc2USDAoEcm9vbRgBIAEoCRIOCgZyZWFzb24YAiABKAkiTgoLVXNlclJlbW92YWwSDAoEcm9vbRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIQCghiYW5fc2VjcxgEIAEoDSKhAQoHTGlzdGluZxI1CghtZXRhZGF0YRgBIAMoCzIjLnRpY2tyZWxheS52MS5MaXN0aW5nLk1ldGFkYXRhRW50cnkSDgoGbG9ja2VkGAIgASgIEg8KB3ByaXZhdGUYAyABKAgSDQoFb3duZXIYBCABKAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkIKBFNlYXQSEQoJbWVtYmVyX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkSFgoObGFzdF9pbnB1dF9zZXEYAyABKAQiNAoNU2Vzc2lvblJlY29yZBISCgpzZXNzaW9uX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkqtgEKDlByZXNlbmNlQ2hhbmdlEh8KG1BSRVNFTkNFX0NIQU5HRV9VTlNQRUNJRklFRBAAEhoKFlBSRVNFTkNFX0NIQU5HRV9KT0lORUQQARIYChRQUkVTRU5DRV9DSEFOR0VfTEVGVBACEhgKFFBSRVNFTkNFX0NIQU5HRV9BV0FZEAMSGAoUUFJFU0VOQ0VfQ0hBTkdFX0JBQ0sQBBIZChVQUkVTRU5DRV9DSEFOR0VfT1dORVIQBSqTAQoJRmllbGRUeXBlEhoKFkZJRUxEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUVMRF9UWVBFX0lOVBABEhQKEEZJRUxEX1RZUEVfRkxPQVQQAhITCg9GSUVMRF9UWVBFX0JPT0wQAxIUChBGSUVMRF9UWVBFX0JZVEVTEAQSFQoRRklFTERfVFlQRV9TVFJJTkcQBSpRCghSb29tTG9jaxIXChNST09NX0xPQ0tfVU5DSEFOR0VEEAASFAoQUk9PTV9MT0NLX0xPQ0tFRBABEhYKElJPT01fTE9DS19VTkxPQ0tFRBACKvwECglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEhoKFkVSUk9SX0NPREVfQkFEX1JFUVVFU1QQARIdChlFUlJPUl9DT0RFX1JPT01fTk9UX0ZPVU5EEAISGAoURVJST1JfQ09ERV9ST09NX0ZVTEwQAxIbChdFUlJPUl9DT0RFX05PVF9BX01FTUJFUhAEEh0KGUVSUk9SX0NPREVfQUxSRUFEWV9NRU1CRVIQBRIgChxFUlJPUl9DT0RFX1VOS05PV05fUk9PTV9UWVBFEAYSGAoURVJST1JfQ09ERV9OT1RfT1dORVIQBxIcChhFUlJPUl9DT0RFX0VOVElUWV9FWElTVFMQCBIfChtFUlJPUl9DT0RFX0VOVElUWV9OT1RfRk9VTkQQCRIcChhFUlJPUl9DT0RFX1dST05HX1BBWUxPQUQQChIfChtFUlJPUl9DT0RFX0lOUFVUX1FVRVVFX0ZVTEwQCxIdChlFUlJPUl9DT0RFX0xJTUlUX0VYQ0VFREVEEAwSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQDRIaChZFUlJPUl9DT0RFX1NFUlZFUl9CVVNZEA4SGgoWRVJST1JfQ09ERV9ST09NX0NMT1NFRBAPEhgKFEVSUk9SX0NPREVfRk9SQklEREVOEBASHQoZRVJST1JfQ09ERV9JTlZBTElEX0lOVEVOVBAREhwKGEVSUk9SX0NPREVfSU5WQUxJRF9GSUVMRBASEiEKHUVSUk9SX0NPREVfUk9PTV9UWVBFX01JU01BVENIEBMSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAUQmMKEGRldi50aWNrcmVsYXkudjFQAVo+Z2l0aHViLmNvbS90aWNrcmVsYXkvdGlja3JlbGF5L2dlbi9nby90aWNrcmVsYXkvdjE7dGlja3JlbGF5djGqAgxUaWNrcmVsYXkuVjFiBnByb3RvMw");
 
 /**
  * Everything a client sends, in order.
@@ -475,8 +475,9 @@ export const JoinRoomSchema: GenMessage<JoinRoom> = /*@__PURE__*/
 
 /**
  * How a room is created: what it shows in listings and quick joins. The joining
- * member that creates a room is its owner, and may change both later
- * (`UpdateRoom`); so may the room's simulation.
+ * member that creates a room is its owner (until ownership passes on, see
+ * `PRESENCE_CHANGE_OWNER`), and may change both later (`UpdateRoom`); so may the
+ * room's simulation.
  *
  * @generated from message tickrelay.v1.RoomOptions
  */
@@ -613,6 +614,15 @@ export type Joined = Message<"tickrelay.v1.Joined"> & {
    * @generated from field: repeated tickrelay.v1.KindSchema schema = 9;
    */
   schema: KindSchema[];
+
+  /**
+   * The room's owner: the member whose join created the room, or the one it passed
+   * to (`PRESENCE_CHANGE_OWNER`); 0 for a room the server's configuration keeps open,
+   * which has none.
+   *
+   * @generated from field: uint64 owner = 10;
+   */
+  owner: bigint;
 };
 
 /**
@@ -1061,10 +1071,14 @@ export const InputSchema: GenMessage<Input> = /*@__PURE__*/
   messageDesc(file_tickrelay_v1_tickrelay, 22);
 
 /**
+ * Applied in field order: `create`, `create_for_room`, `update`, `remove`, `give`.
+ *
  * @generated from message tickrelay.v1.EntityWrites
  */
 export type EntityWrites = Message<"tickrelay.v1.EntityWrites"> & {
   /**
+   * Entities owned by the sender (`owner` is ignored).
+   *
    * @generated from field: repeated tickrelay.v1.Entity create = 1;
    */
   create: Entity[];
@@ -1078,6 +1092,24 @@ export type EntityWrites = Message<"tickrelay.v1.EntityWrites"> & {
    * @generated from field: repeated uint64 remove = 3;
    */
   remove: bigint[];
+
+  /**
+   * Entities another owner takes over, re-sent to every member in full with the new
+   * owner (`StateFrame.added`).
+   *
+   * @generated from field: repeated tickrelay.v1.Give give = 4;
+   */
+  give: Give[];
+
+  /**
+   * Entities owned by the room (owner 0 in state frames; `owner` is ignored): only
+   * the room's owner creates them, and whoever owns the room at the time updates,
+   * removes and gives them. They stay when their creator leaves: the room's next
+   * owner takes them over (host migration).
+   *
+   * @generated from field: repeated tickrelay.v1.Entity create_for_room = 5;
+   */
+  createForRoom: Entity[];
 };
 
 /**
@@ -1086,6 +1118,31 @@ export type EntityWrites = Message<"tickrelay.v1.EntityWrites"> & {
  */
 export const EntityWritesSchema: GenMessage<EntityWrites> = /*@__PURE__*/
   messageDesc(file_tickrelay_v1_tickrelay, 23);
+
+/**
+ * Hands entity `id` to member `to` of the room, or to the room itself when `to` is 0.
+ * Allowed to the entity's owner, and to the room's owner for entities the room owns.
+ *
+ * @generated from message tickrelay.v1.Give
+ */
+export type Give = Message<"tickrelay.v1.Give"> & {
+  /**
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * @generated from field: uint64 to = 2;
+   */
+  to: bigint;
+};
+
+/**
+ * Describes the message tickrelay.v1.Give.
+ * Use `create(GiveSchema)` to create a new message.
+ */
+export const GiveSchema: GenMessage<Give> = /*@__PURE__*/
+  messageDesc(file_tickrelay_v1_tickrelay, 24);
 
 /**
  * The room's state at `tick`, as a delta against `baseline_tick` (0: a full snapshot).
@@ -1160,7 +1217,7 @@ export type StateFrame = Message<"tickrelay.v1.StateFrame"> & {
  * Use `create(StateFrameSchema)` to create a new message.
  */
 export const StateFrameSchema: GenMessage<StateFrame> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 24);
+  messageDesc(file_tickrelay_v1_tickrelay, 25);
 
 /**
  * Acknowledges receipt of a state frame (unreliable transports only).
@@ -1184,7 +1241,7 @@ export type Ack = Message<"tickrelay.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 25);
+  messageDesc(file_tickrelay_v1_tickrelay, 26);
 
 /**
  * @generated from message tickrelay.v1.SendEvent
@@ -1218,7 +1275,7 @@ export type SendEvent = Message<"tickrelay.v1.SendEvent"> & {
  * Use `create(SendEventSchema)` to create a new message.
  */
 export const SendEventSchema: GenMessage<SendEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 26);
+  messageDesc(file_tickrelay_v1_tickrelay, 27);
 
 /**
  * @generated from message tickrelay.v1.RoomEvent
@@ -1264,7 +1321,7 @@ export type RoomEvent = Message<"tickrelay.v1.RoomEvent"> & {
  * Use `create(RoomEventSchema)` to create a new message.
  */
 export const RoomEventSchema: GenMessage<RoomEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 27);
+  messageDesc(file_tickrelay_v1_tickrelay, 28);
 
 /**
  * @generated from message tickrelay.v1.Request
@@ -1304,7 +1361,7 @@ export type Request = Message<"tickrelay.v1.Request"> & {
  * Use `create(RequestSchema)` to create a new message.
  */
 export const RequestSchema: GenMessage<Request> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 28);
+  messageDesc(file_tickrelay_v1_tickrelay, 29);
 
 /**
  * One page of the open rooms, in room id order.
@@ -1353,10 +1410,11 @@ export type ListRooms = Message<"tickrelay.v1.ListRooms"> & {
  * Use `create(ListRoomsSchema)` to create a new message.
  */
 export const ListRoomsSchema: GenMessage<ListRooms> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 29);
+  messageDesc(file_tickrelay_v1_tickrelay, 30);
 
 /**
- * The room's owner (the member whose join created it) changes its listing.
+ * The room's owner (the member whose join created it, or the one ownership passed
+ * to) changes its listing.
  * Answered with `Response.room`, or `Error` NOT_OWNER / NOT_A_MEMBER / BAD_REQUEST.
  *
  * @generated from message tickrelay.v1.UpdateRoom
@@ -1385,7 +1443,7 @@ export type UpdateRoom = Message<"tickrelay.v1.UpdateRoom"> & {
  * Use `create(UpdateRoomSchema)` to create a new message.
  */
 export const UpdateRoomSchema: GenMessage<UpdateRoom> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 30);
+  messageDesc(file_tickrelay_v1_tickrelay, 31);
 
 /**
  * Ask for a full snapshot of a room (after a detected desync).
@@ -1404,7 +1462,7 @@ export type Resync = Message<"tickrelay.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 31);
+  messageDesc(file_tickrelay_v1_tickrelay, 32);
 
 /**
  * @generated from message tickrelay.v1.Response
@@ -1444,7 +1502,7 @@ export type Response = Message<"tickrelay.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 32);
+  messageDesc(file_tickrelay_v1_tickrelay, 33);
 
 /**
  * @generated from message tickrelay.v1.RoomList
@@ -1476,7 +1534,7 @@ export type RoomList = Message<"tickrelay.v1.RoomList"> & {
  * Use `create(RoomListSchema)` to create a new message.
  */
 export const RoomListSchema: GenMessage<RoomList> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 33);
+  messageDesc(file_tickrelay_v1_tickrelay, 34);
 
 /**
  * @generated from message tickrelay.v1.RoomInfo
@@ -1520,7 +1578,7 @@ export type RoomInfo = Message<"tickrelay.v1.RoomInfo"> & {
  * Use `create(RoomInfoSchema)` to create a new message.
  */
 export const RoomInfoSchema: GenMessage<RoomInfo> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 34);
+  messageDesc(file_tickrelay_v1_tickrelay, 35);
 
 /**
  * @generated from message tickrelay.v1.ResyncScheduled
@@ -1537,7 +1595,7 @@ export type ResyncScheduled = Message<"tickrelay.v1.ResyncScheduled"> & {
  * Use `create(ResyncScheduledSchema)` to create a new message.
  */
 export const ResyncScheduledSchema: GenMessage<ResyncScheduled> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 35);
+  messageDesc(file_tickrelay_v1_tickrelay, 36);
 
 /**
  * @generated from message tickrelay.v1.Ping
@@ -1567,7 +1625,7 @@ export type Ping = Message<"tickrelay.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 36);
+  messageDesc(file_tickrelay_v1_tickrelay, 37);
 
 /**
  * @generated from message tickrelay.v1.Pong
@@ -1606,7 +1664,7 @@ export type Pong = Message<"tickrelay.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 37);
+  messageDesc(file_tickrelay_v1_tickrelay, 38);
 
 /**
  * @generated from message tickrelay.v1.RefreshToken
@@ -1628,7 +1686,7 @@ export type RefreshToken = Message<"tickrelay.v1.RefreshToken"> & {
  * Use `create(RefreshTokenSchema)` to create a new message.
  */
 export const RefreshTokenSchema: GenMessage<RefreshToken> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 38);
+  messageDesc(file_tickrelay_v1_tickrelay, 39);
 
 /**
  * @generated from message tickrelay.v1.TokenRefreshed
@@ -1650,7 +1708,7 @@ export type TokenRefreshed = Message<"tickrelay.v1.TokenRefreshed"> & {
  * Use `create(TokenRefreshedSchema)` to create a new message.
  */
 export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 39);
+  messageDesc(file_tickrelay_v1_tickrelay, 40);
 
 /**
  * @generated from message tickrelay.v1.Error
@@ -1691,7 +1749,7 @@ export type Error = Message<"tickrelay.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 40);
+  messageDesc(file_tickrelay_v1_tickrelay, 41);
 
 /**
  * A room's state as its node saves it to Redis every `[cluster] checkpoint_ticks`
@@ -1776,7 +1834,7 @@ export type RoomCheckpoint = Message<"tickrelay.v1.RoomCheckpoint"> & {
  * Use `create(RoomCheckpointSchema)` to create a new message.
  */
 export const RoomCheckpointSchema: GenMessage<RoomCheckpoint> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 41);
+  messageDesc(file_tickrelay_v1_tickrelay, 42);
 
 /**
  * A user's joins of a room are refused until `until_us` (µs since the Unix epoch).
@@ -1800,7 +1858,7 @@ export type RoomBan = Message<"tickrelay.v1.RoomBan"> & {
  * Use `create(RoomBanSchema)` to create a new message.
  */
 export const RoomBanSchema: GenMessage<RoomBan> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 42);
+  messageDesc(file_tickrelay_v1_tickrelay, 43);
 
 /**
  * Cluster mode, with `duplicate_sessions = "replace"`: a session of `user_id` went
@@ -1831,7 +1889,7 @@ export type UserLive = Message<"tickrelay.v1.UserLive"> & {
  * Use `create(UserLiveSchema)` to create a new message.
  */
 export const UserLiveSchema: GenMessage<UserLive> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 43);
+  messageDesc(file_tickrelay_v1_tickrelay, 44);
 
 /**
  * Cluster mode: a game backend asked another node's HTTP API to close this room
@@ -1856,7 +1914,7 @@ export type RoomClose = Message<"tickrelay.v1.RoomClose"> & {
  * Use `create(RoomCloseSchema)` to create a new message.
  */
 export const RoomCloseSchema: GenMessage<RoomClose> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 44);
+  messageDesc(file_tickrelay_v1_tickrelay, 45);
 
 /**
  * Cluster mode: a game backend asked another node's HTTP API to remove a user from
@@ -1893,7 +1951,7 @@ export type UserRemoval = Message<"tickrelay.v1.UserRemoval"> & {
  * Use `create(UserRemovalSchema)` to create a new message.
  */
 export const UserRemovalSchema: GenMessage<UserRemoval> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 45);
+  messageDesc(file_tickrelay_v1_tickrelay, 46);
 
 /**
  * What a room shows in listings, as checkpointed.
@@ -1917,7 +1975,8 @@ export type Listing = Message<"tickrelay.v1.Listing"> & {
   private: boolean;
 
   /**
-   * The member whose join created the room (0: none, or the server).
+   * The room's owner: the member whose join created the room, or the one ownership
+   * passed to (0: none).
    *
    * @generated from field: uint64 owner = 4;
    */
@@ -1929,7 +1988,7 @@ export type Listing = Message<"tickrelay.v1.Listing"> & {
  * Use `create(ListingSchema)` to create a new message.
  */
 export const ListingSchema: GenMessage<Listing> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 46);
+  messageDesc(file_tickrelay_v1_tickrelay, 47);
 
 /**
  * A member of a checkpointed room: the room keeps the seat (and the entities the
@@ -1961,7 +2020,7 @@ export type Seat = Message<"tickrelay.v1.Seat"> & {
  * Use `create(SeatSchema)` to create a new message.
  */
 export const SeatSchema: GenMessage<Seat> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 47);
+  messageDesc(file_tickrelay_v1_tickrelay, 48);
 
 /**
  * A live session, as its node records it in Redis, so that its client can continue
@@ -1987,7 +2046,7 @@ export type SessionRecord = Message<"tickrelay.v1.SessionRecord"> & {
  * Use `create(SessionRecordSchema)` to create a new message.
  */
 export const SessionRecordSchema: GenMessage<SessionRecord> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 48);
+  messageDesc(file_tickrelay_v1_tickrelay, 49);
 
 /**
  * A client treats a change it does not know as no change of membership.
@@ -2024,6 +2083,14 @@ export enum PresenceChange {
    * @generated from enum value: PRESENCE_CHANGE_BACK = 4;
    */
   BACK = 4,
+
+  /**
+   * The member is now the room's owner: its owner left, or has been away for a
+   * second while this member was not (`Joined.owner` names the owner at joining).
+   *
+   * @generated from enum value: PRESENCE_CHANGE_OWNER = 5;
+   */
+  OWNER = 5,
 }
 
 /**
