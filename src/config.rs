@@ -622,12 +622,11 @@ pub enum ConfigError {
 impl Config {
     /// A configuration for tests and local tools: listens on `127.0.0.1:0` (any free
     /// port), two simulation threads, the built-in room types at `tick_rate`, and a
-    /// development certificate written to a fresh directory under the system's
-    /// temporary directory.
+    /// development certificate in this process's directory under the system's
+    /// temporary directory (one for every such configuration of the process: a
+    /// directory per configuration left thousands behind after a test run).
     pub fn loopback(tick_rate: u32) -> Self {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tickrelay-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tickrelay-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
