@@ -223,6 +223,12 @@ pub struct Room {
     departed: Vec<MemberInfo>,
     /// A join, a leave of an announced member or a `Joined` owed since the last tick.
     presence_due: bool,
+    /// The room's owner left since the last tick (it may be back already, as a new
+    /// member): its ownership passes on ([`Room::pass_ownership`]).
+    owner_left: bool,
+    /// The tick a checkpoint restored the room at: the owner's seat kept since then
+    /// counts as away a second after it.
+    restored_at: Option<Tick>,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
     /// Users whose joins are refused, and until when (shared with quick joins).
@@ -282,6 +288,8 @@ impl Room {
             left_recently: FxHashMap::default(),
             departed: Vec::new(),
             presence_due: false,
+            owner_left: false,
+            restored_at: None,
             listing: Arc::default(),
             bans: Arc::default(),
         }
@@ -313,6 +321,7 @@ impl Room {
         }
         room.world.finish_tick();
         room.event_seq = checkpoint.event_seq;
+        room.restored_at = Some(tick);
         if let Some(listing) = &checkpoint.listing {
             room.listing = Arc::new(Listing::new(ListingState::from_proto(listing)));
         }
@@ -704,9 +713,10 @@ impl Room {
     /// change: those who knew of a member that left get its leave, those here before
     /// get the joins and the members whose connection was lost (`AWAY`, their seat
     /// held) or resumed (`BACK`), and each new member its `Joined` with everyone here
-    /// now. A member that joined and left in between is never announced, so presence
-    /// per tick is bounded by the room's size (at most twice `max_members` messages
-    /// per member), however many sessions join, leave, drop and resume.
+    /// now, then a new owner if ownership passed. A member that joined and left in
+    /// between is never announced, so presence per tick is bounded by the room's size
+    /// (at most twice `max_members` messages per member, and one `OWNER`), however
+    /// many sessions join, leave, drop and resume.
     fn announce(&mut self) {
         if !self.presence_due {
             return;
@@ -764,19 +774,33 @@ impl Room {
     /// Passes the room's ownership on when its owner left, or has been away for a
     /// second while another member is not: to the member here longest that is not
     /// away (when the owner left and every member is away, to the one here longest;
-    /// in an empty room, to the next member to join). A room without an owner (one
-    /// the configuration keeps open) keeps none. Returns the new owner, to announce.
+    /// in an empty room, to the next member to join). A seat a restore keeps for the
+    /// owner counts as away a second after the restore, and as gone once it lapses. A
+    /// room without an owner (one the configuration keeps open) keeps none. Returns
+    /// the new owner, to announce.
     fn pass_ownership(&mut self) -> Option<MemberInfo> {
+        let left = std::mem::take(&mut self.owner_left);
         let owner = self.listing.with(|l| l.owner);
         if owner == SERVER {
             return None;
         }
-        let holder = self.member(owner);
-        if holder.is_some_and(|m| !m.away) {
+        let second = Tick::from(self.config.tick_rate);
+        let restored_a_second_ago = (self.restored_at).is_some_and(|at| self.world.tick() + 1 >= at + second);
+        // Whether the owner is away (`None`: gone).
+        let away = match self.member(owner) {
+            _ if left => None,
+            Some(m) => Some(m.away),
+            None if self.reserved.contains_key(&owner) => Some(restored_a_second_ago),
+            None => None,
+        };
+        if away == Some(false) {
             return None;
         }
         let present = self.members.iter().find(|m| !m.away && m.id != owner);
-        let heir = present.or_else(|| holder.is_none().then(|| self.members.first()).flatten())?;
+        let heir = match away {
+            Some(_) => present?,
+            None => present.or_else(|| self.members.first())?,
+        };
         let info = heir.info();
         self.listing.update(|l| l.owner = info.member_id);
         Some(info)
@@ -790,6 +814,8 @@ impl Room {
         if *seat.user_id == *user_id {
             return Some(seat);
         }
+        // Another user under the owner's member id does not own the room.
+        self.owner_left |= self.listing.with(|l| l.owner) == member;
         self.sim_calls.push(SimCall::Leave(member));
         None
     }
@@ -820,6 +846,10 @@ impl Room {
             self.index.insert(later.id, self.index[&later.id] - 1);
         }
         gone.outbox.leave_room(self.key, gone.join_seq);
+        if self.listing.with(|l| l.owner) == member {
+            self.owner_left = true;
+            self.presence_due = true;
+        }
         // Ticks measure the second; an empty room stands still (and holds nothing
         // its members made: joining it again costs little).
         let last = gone.last_full.max(gone.joined_tick);
@@ -1004,13 +1034,18 @@ impl Room {
         self.sent_this_tick.clear();
         self.announce();
         let tick = self.world.tick() + 1;
-        // Seats kept from a restore whose members did not come back in time.
+        // Seats kept from a restore whose members did not come back in time (the
+        // owner's, a second after the restore, counts as away: see `pass_ownership`).
         if !self.reserved.is_empty() {
-            let sim_calls = &mut self.sim_calls;
+            let owner = self.listing.with(|l| l.owner);
+            let (sim_calls, presence_due) = (&mut self.sim_calls, &mut self.presence_due);
+            *presence_due |=
+                self.restored_at.is_some_and(|at| tick == at + second) && self.reserved.contains_key(&owner);
             self.reserved.retain(|&member, seat| {
                 let kept = seat.until > tick;
                 if !kept {
                     sim_calls.push(SimCall::Leave(member));
+                    *presence_due |= member == owner;
                 }
                 kept
             });

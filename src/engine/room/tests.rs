@@ -1328,7 +1328,8 @@ fn the_rooms_entities_outlive_their_creator_and_entities_change_hands() {
     room.push_input(2, 2, update(100, vec![float(1, 5.0)]));
     room.push_input(2, 3, create_for_room(201));
     room.push_input(2, 4, give(101, 2));
-    room.push_input(2, 5, give(200, 9));
+    room.push_input(2, 5, give(200, 3));
+    room.push_input(1, 3, give(101, 9));
     room.tick(0);
     let owner = |room: &Room, id| room.world().get(id).map(|e| e.owner());
     assert_eq!(
@@ -1342,13 +1343,16 @@ fn the_rooms_entities_outlive_their_creator_and_entities_change_hands() {
         (ErrorCode::NotOwner as i32, 2),
         (ErrorCode::NotOwner as i32, 3),
         (ErrorCode::NotOwner as i32, 4),
-        (ErrorCode::BadRequest as i32, 5),
+        (ErrorCode::NotOwner as i32, 5), // only to the room's owner
     ];
     assert_eq!(codes, refused);
+    a.read();
+    let codes: Vec<_> = a.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    assert_eq!(codes, [(ErrorCode::BadRequest as i32, 3)], "not a member");
     // The room's owner writes the room's entity and gives it to b; b gives its own
-    // to a, then the room's entity back to the room.
-    room.push_input(1, 3, update(100, vec![float(1, 1.0)]));
-    room.push_input(1, 4, give(100, 2));
+    // to the room's owner.
+    room.push_input(1, 4, update(100, vec![float(1, 1.0)]));
+    room.push_input(1, 5, give(100, 2));
     room.push_input(2, 6, give(200, 1));
     room.tick(0);
     assert_eq!((owner(&room, 100), owner(&room, 200)), (Some(2), Some(1)));
@@ -1361,10 +1365,16 @@ fn the_rooms_entities_outlive_their_creator_and_entities_change_hands() {
         );
         assert_eq!(c.mirror.world().get(100).map(|e| e.owner()), Some(2));
     }
+    // b writes what it was given, and hands it back; the room's owner gives it to
+    // the room.
     room.push_input(2, 7, update(100, vec![float(1, 2.0)]));
-    room.push_input(2, 8, give(100, 0));
+    room.push_input(2, 8, give(100, 1));
+    room.tick(0);
+    room.push_input(1, 6, give(100, 0));
     room.tick(0);
     assert_eq!(owner(&room, 100), Some(0));
+    b.read();
+    assert_eq!(b.errors(), []);
     // The owner leaves: its own entities go, the room's stay, and b, now the room's
     // owner, writes them.
     assert!(room.leave(1, 0));
@@ -1394,9 +1404,113 @@ fn a_room_without_an_owner_has_no_entities_of_its_own() {
     let codes: Vec<_> = a.errors().iter().map(|e| (e.code, e.request_id)).collect();
     assert_eq!(
         codes,
-        [(ErrorCode::NotOwner as i32, 1), (ErrorCode::BadRequest as i32, 3)]
+        [(ErrorCode::NotOwner as i32, 1), (ErrorCode::NotOwner as i32, 3)]
     );
     assert_eq!(room.world().get(101).map(|e| e.owner()), Some(1));
+}
+
+/// Gifts count against the recipient's entity limit (the room's, for the room), and
+/// free the giver's.
+#[test]
+fn a_gift_is_refused_past_the_recipients_limit_and_frees_the_givers_quota() {
+    let mut config = RoomConfig {
+        tick_rate: 10,
+        ..RoomConfig::default()
+    };
+    config.limits.max_entities_per_member = 2;
+    let mut room = relay_room(config);
+    owned_by(&mut room, 1);
+    let (mut a, mut b) = (Client::new(1), Client::new(2));
+    join(&mut room, &a);
+    join(&mut room, &b);
+    room.push_input(1, 1, create(10, vec![]));
+    room.push_input(1, 2, create(11, vec![]));
+    room.push_input(2, 1, create(20, vec![]));
+    room.push_input(2, 2, create(21, vec![]));
+    room.push_input(2, 3, give(20, 1)); // a holds 2 already
+    room.tick(0);
+    b.read();
+    let codes: Vec<_> = b.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    assert_eq!(codes, [(ErrorCode::LimitExceeded as i32, 3)]);
+    // a gives one to the room: a may create again, the room may hold one more.
+    room.push_input(1, 3, give(10, 0));
+    room.push_input(1, 4, create(12, vec![]));
+    room.push_input(1, 5, create_for_room(13));
+    room.push_input(1, 6, create_for_room(14));
+    room.tick(0);
+    a.read();
+    let codes: Vec<_> = a.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    assert_eq!(codes, [(ErrorCode::LimitExceeded as i32, 6)], "the room holds two");
+    let held = |room: &Room, owner| room.world().entities().filter(|e| e.owner() == owner).count();
+    assert_eq!((held(&room, 0), held(&room, 1), held(&room, 2)), (2, 2, 2));
+}
+
+#[test]
+fn an_owner_that_leaves_and_joins_again_before_the_next_tick_is_no_longer_the_owner() {
+    let mut room = relay_room_at_10_hz();
+    owned_by(&mut room, 1);
+    let mut clients: Vec<Client> = (1..=2).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    // (Joining again is refused within a second of a full snapshot.)
+    for _ in 0..=10 {
+        room.tick(0);
+    }
+    clients.iter_mut().for_each(|c| drop(c.presence()));
+    assert!(room.leave(1, 0));
+    join(&mut room, &clients[0]);
+    room.tick(0);
+    assert_eq!(
+        clients[1].presence(),
+        [
+            (1, PresenceChange::Left as i32),
+            (1, PresenceChange::Joined as i32),
+            (2, PresenceChange::Owner as i32)
+        ]
+    );
+    assert_eq!(joined_of(&mut clients[0]).map(|j| j.owner), Some(2));
+}
+
+/// A restored room's owner has a second to come back (as an owner whose connection
+/// is lost has): the member back first takes over only then, unless the owner is back.
+#[test]
+fn a_restored_rooms_owner_keeps_the_room_for_a_second_after_the_restore() {
+    let restore = || {
+        let mut room = relay_room_at_10_hz();
+        owned_by(&mut room, 1);
+        join(&mut room, &Client::new(1));
+        join(&mut room, &Client::new(2));
+        room.tick(0);
+        let checkpoint = checkpoint_of(&mut room);
+        let relay = Relay::with_schema(Arc::new(Schema::new(vec![declared_kind()]).unwrap()));
+        let config = RoomConfig {
+            tick_rate: 10,
+            ..RoomConfig::default()
+        };
+        Room::restore(2, config, Box::new(relay), &checkpoint, 100).unwrap()
+    };
+    let owner = |room: &Room| room.listing().with(|l| l.owner);
+    // The owner is not back: member 2 takes over a second after the restore.
+    let mut room = restore();
+    let mut back = Client::new(2);
+    join(&mut room, &back);
+    room.tick(0);
+    assert_eq!(joined_of(&mut back).map(|j| j.owner), Some(1));
+    for _ in 0..10 {
+        room.tick(0);
+    }
+    assert_eq!(owner(&room), 2);
+    assert_eq!(back.presence(), [(2, PresenceChange::Owner as i32)]);
+    // The owner is back, after the other: it stays the owner.
+    let mut room = restore();
+    join(&mut room, &Client::new(2));
+    room.tick(0);
+    join(&mut room, &Client::new(1));
+    for _ in 0..20 {
+        room.tick(0);
+    }
+    assert_eq!(owner(&room), 1);
 }
 
 #[test]
@@ -2407,4 +2521,31 @@ fn a_corrupted_checkpoint_is_refused() {
     checkpoint.state = state.into();
     let restored = Room::restore(2, RoomConfig::default(), Box::new(Relay::new()), &checkpoint, 10);
     assert!(restored.is_err());
+}
+
+/// A restored relay room counts the entities the room owns against its limit, as
+/// before the restore.
+#[test]
+fn a_restored_relay_room_counts_its_own_entities_against_its_limit() {
+    let mut config = RoomConfig {
+        tick_rate: 10,
+        ..RoomConfig::default()
+    };
+    config.limits.max_entities_per_member = 1;
+    let mut room = relay_room(config.clone());
+    owned_by(&mut room, 1);
+    join(&mut room, &Client::new(1));
+    room.push_input(1, 1, create_for_room(5));
+    room.tick(0);
+    let checkpoint = checkpoint_of(&mut room);
+    let relay = Relay::with_schema(Arc::new(Schema::new(vec![declared_kind()]).unwrap()));
+    let mut restored = Room::restore(2, config, Box::new(relay), &checkpoint, 100).unwrap();
+    let mut back = Client::new(1);
+    join(&mut restored, &back);
+    restored.push_input(1, 2, create_for_room(6));
+    restored.tick(0);
+    back.read();
+    let codes: Vec<_> = back.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    assert_eq!(codes, [(ErrorCode::LimitExceeded as i32, 2)]);
+    assert_eq!(restored.world().get(5).map(|e| e.owner()), Some(0));
 }

@@ -285,6 +285,14 @@ pub enum SimError {
     /// owner, or a room without one (see `EntityWrites.create_for_room`).
     #[error("entity {0} belongs to the room: only the room's owner writes it")]
     NotRoomOwner(EntityId),
+    /// A give the member may not make: only the room's owner gives entities to other
+    /// members or to the room; any other member gives its own to the room's owner.
+    /// A room without an owner has none to give.
+    #[error(
+        "entity {0} not given: a member gives its entities to the room's owner only, and only the room's owner gives them \
+         to others or to the room"
+    )]
+    GiveRefused(EntityId),
     /// An entity given to a member that is not in the room.
     #[error("member {0} is not in the room")]
     NotInRoom(MemberId),
@@ -374,7 +382,7 @@ impl SimError {
     /// The wire error code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::NotOwner(_) | Self::NotRoomOwner(_) => ErrorCode::NotOwner,
+            Self::NotOwner(_) | Self::NotRoomOwner(_) | Self::GiveRefused(_) => ErrorCode::NotOwner,
             Self::NotInRoom(_) => ErrorCode::BadRequest,
             Self::EntityExists(_) => ErrorCode::EntityExists,
             Self::EntityNotFound(_) => ErrorCode::EntityNotFound,

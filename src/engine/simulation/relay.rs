@@ -7,7 +7,8 @@ use crate::proto::{self, EntityWrites, Field, input};
 use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Value, World, value_len};
 
 /// The built-in relay simulation: each member creates, updates, removes and gives
-/// away only the entities it owns, and the room's owner those of the room; the server
+/// away (to the room's owner) only the entities it owns, and the room's owner those of
+/// the room (to any member); the server
 /// checks ownership, limits and the declared kinds, and relays the result. A member's
 /// entities are removed when it leaves; the room's stay, for its next owner.
 #[derive(Debug, Default)]
@@ -100,10 +101,11 @@ impl Relay {
             let entity = ctx.world.get(give.id).ok_or(SimError::EntityNotFound(give.id))?;
             may_write(entity)?;
             let from = entity.owner();
-            if give.to == SERVER && room_owner() == SERVER {
-                return Err(SimError::Malformed(
-                    "a room without an owner holds no entities of its own",
-                ));
+            // Entities change hands through the room's owner (no other member fills
+            // another's or the room's entity quota); in a room without one, never.
+            let host = room_owner();
+            if host == SERVER || (member != host && give.to != host) {
+                return Err(SimError::GiveRefused(give.id));
             }
             if give.to != SERVER && ctx.members.user(give.to).is_none() {
                 return Err(SimError::NotInRoom(give.to));

@@ -880,7 +880,8 @@ export type Entity = Message<"tickrelay.v1.Entity"> & {
   id: bigint;
 
   /**
-   * Member id of the owner; 0 means the server owns it.
+   * Member id of the owner; 0 means the server owns it (in a relay room: the room,
+   * see `EntityWrites.create_for_room`).
    *
    * @generated from field: uint64 owner = 2;
    */
@@ -1121,7 +1122,9 @@ export const EntityWritesSchema: GenMessage<EntityWrites> = /*@__PURE__*/
 
 /**
  * Hands entity `id` to member `to` of the room, or to the room itself when `to` is 0.
- * Allowed to the entity's owner, and to the room's owner for entities the room owns.
+ * Entities change hands through the room's owner: a member gives its own entities to
+ * the room's owner only; the room's owner gives its own and the room's to any member
+ * or to the room.
  *
  * @generated from message tickrelay.v1.Give
  */
