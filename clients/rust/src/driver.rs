@@ -117,6 +117,18 @@ impl RoomState {
     }
 }
 
+/// A token refresh waiting for its answer.
+struct Refresh {
+    request_id: u64,
+    /// Refused for now (`UNAVAILABLE`: the relay does not hold the token's signing
+    /// key yet): sent again at this time.
+    retry_at: Option<Instant>,
+}
+
+/// The least and most a refresh refused for now waits before it is sent again,
+/// whatever the relay's `retry_after_ms` says.
+const REFRESH_RETRY_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+
 /// How a connection ended.
 enum End {
     /// Reconnect (after backoff unless `now`).
@@ -144,6 +156,9 @@ struct Driver {
     requests: HashMap<u64, Reply>,
     /// Quick joins not answered yet: their room types, by request id.
     quick_joins: HashMap<u64, String>,
+    /// The token refresh not answered yet (`set_token`), and when to send it again
+    /// if the relay refused it for now.
+    refresh: Option<Refresh>,
     next_request: u64,
     /// (session id, resume token) of the last session.
     session: Option<(u64, String)>,
@@ -237,6 +252,7 @@ pub(crate) async fn run(
         buffer: VecDeque::new(),
         requests: HashMap::new(),
         quick_joins: HashMap::new(),
+        refresh: None,
         next_request: FIRST_REQUEST_ID - 1,
         session: None,
         received: Received::default(),
@@ -506,9 +522,8 @@ impl Driver {
                 }))
             }
             Command::SetToken(token) => {
-                self.config.token = Some(token.clone());
-                let request_id = self.request_id();
-                Some(Out::RefreshToken(proto::RefreshToken { request_id, token }))
+                self.config.token = Some(token);
+                Some(self.refresh_message())
             }
             Command::DropConnection | Command::Close(_) => None,
         }
@@ -589,6 +604,26 @@ impl Driver {
         self.next_request
     }
 
+    /// A refresh of the session's token with the current one (`set_token`'s), now
+    /// the one waiting for its answer.
+    fn refresh_message(&mut self) -> Out {
+        let request_id = self.request_id();
+        self.refresh = Some(Refresh {
+            request_id,
+            retry_at: None,
+        });
+        let token = self.config.token.clone().unwrap_or_default();
+        Out::RefreshToken(proto::RefreshToken { request_id, token })
+    }
+
+    /// Sends the token refresh again once a refusal for now has waited its time.
+    fn retry_refresh(&mut self) {
+        if (self.refresh.as_ref()).is_some_and(|r| r.retry_at.is_some_and(|at| at <= Instant::now())) {
+            let refresh = self.refresh_message();
+            self.queue.push_back(refresh);
+        }
+    }
+
     fn join_message(&mut self, room: &str, room_type: &str) -> Out {
         let request_id = self.request_id();
         if let Some(state) = self.rooms.get_mut(room) {
@@ -662,9 +697,15 @@ impl Driver {
                 pace_timer.as_mut().reset(Instant::now() + wait);
                 pace_woken.set();
             }
-            // Joins refused for now (UNAVAILABLE, RATE_LIMITED, a stale redirect) are tried again then.
+            // Joins refused for now (UNAVAILABLE, RATE_LIMITED, a stale redirect) and a
+            // token refresh refused for now (UNAVAILABLE) are tried again then.
+            let refresh_at = self.refresh.as_ref().and_then(|r| r.retry_at);
             let retry = welcomed
-                .then(|| self.rooms.values().filter_map(|s| s.retry_join_at).min())
+                .then(|| {
+                    (self.rooms.values().filter_map(|s| s.retry_join_at))
+                        .chain(refresh_at)
+                        .min()
+                })
                 .flatten();
             if let Some(at) = retry.filter(|at| *at != retry_timer.deadline()) {
                 retry_timer.as_mut().reset(at);
@@ -674,6 +715,7 @@ impl Driver {
                 () = pace_woken.poll(pace_timer.as_mut()), if pacing => self.flush(&mut link).await,
                 () = retry_woken.poll(retry_timer.as_mut()), if retry.is_some() => {
                     self.retry_joins();
+                    self.retry_refresh();
                     self.flush(&mut link).await
                 }
                 () = quiet_woken.poll(quiet_timer.as_mut()) => {
@@ -940,6 +982,17 @@ impl Driver {
                 }
                 In::Error(error) => {
                     self.quick_joins.remove(&error.request_id);
+                    if let Some(refresh) = self.refresh.as_mut().filter(|r| r.request_id == error.request_id) {
+                        // A key the relay does not hold yet (its identity provider's
+                        // new one): send it again when told. Refused for good: not.
+                        if error.code == proto::ErrorCode::Unavailable as i32 {
+                            let wait = Duration::from_millis(u64::from(error.retry_after_ms));
+                            let (least, most) = REFRESH_RETRY_WAIT;
+                            refresh.retry_at = Some(Instant::now() + wait.clamp(least, most));
+                        } else {
+                            self.refresh = None;
+                        }
+                    }
                     if let Some(reply) = self.requests.remove(&error.request_id) {
                         let _ = reply.send(Err(error.clone()));
                     }
@@ -984,7 +1037,15 @@ impl Driver {
                         events_received: 0,
                     });
                 }
-                In::TokenRefreshed(_) => {}
+                In::TokenRefreshed(refreshed) => {
+                    if self
+                        .refresh
+                        .as_ref()
+                        .is_some_and(|r| r.request_id == refreshed.request_id)
+                    {
+                        self.refresh = None;
+                    }
+                }
                 In::GoingAway(away) => self.going_away(&away.url),
             }
         }

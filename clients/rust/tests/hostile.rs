@@ -705,3 +705,76 @@ async fn an_error_for_another_message_about_a_joining_room_is_not_its_refusal() 
     let room = tokio::time::timeout(Duration::from_secs(5), inputs_rx.recv()).await;
     assert_eq!(room.ok().flatten().as_deref(), Some("r"), "the room was kept");
 }
+
+/// A token refresh the relay refuses for now (UNAVAILABLE: it does not hold the
+/// token's signing key yet) is sent again by itself after the wait the relay names,
+/// with the same token; one refused for good is not sent again.
+#[tokio::test]
+async fn a_refresh_refused_for_now_is_sent_again_after_the_wait() {
+    use tokio::time::Instant;
+    let (seen, mut refreshes) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let seen = seen.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let mut asked_new = 0;
+            while let Some(kinds) = next_messages(&mut ws).await {
+                for kind in kinds {
+                    let proto::client_message::Kind::RefreshToken(refresh) = kind else {
+                        continue;
+                    };
+                    let _ = seen.send((refresh.token.clone(), Instant::now()));
+                    let request_id = refresh.request_id;
+                    let refused = |code: proto::ErrorCode| {
+                        proto::server_message::Kind::Error(proto::Error {
+                            code: code as i32,
+                            request_id,
+                            retry_after_ms: 1_000,
+                            ..Default::default()
+                        })
+                    };
+                    let answer = match refresh.token.as_str() {
+                        "new" if asked_new == 0 => refused(proto::ErrorCode::Unavailable),
+                        "new" => proto::server_message::Kind::TokenRefreshed(proto::TokenRefreshed {
+                            request_id,
+                            expires_at_unix: 0,
+                        }),
+                        _ => refused(proto::ErrorCode::Forbidden),
+                    };
+                    asked_new += usize::from(refresh.token == "new");
+                    ws.send(fake_server_message(answer)).await.unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = Client::connect(config(url)).unwrap();
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+    let asked = Instant::now();
+    client.set_token("new");
+    async fn next<T>(refreshes: &mut tokio::sync::mpsc::UnboundedReceiver<T>, within: Duration) -> Option<T> {
+        tokio::time::timeout(within, refreshes.recv()).await.ok().flatten()
+    }
+    let wait = Duration::from_secs(5);
+    let first = next(&mut refreshes, wait).await.expect("the refresh");
+    let again = next(&mut refreshes, wait).await.expect("the refresh, sent again");
+    assert_eq!((&*first.0, &*again.0), ("new", "new"));
+    assert!(again.1 >= asked + Duration::from_millis(1_000), "after the wait");
+    let refused = until(&mut events, |e| match e {
+        Event::Error(e) => Some(e.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        refused,
+        proto::ErrorCode::Unavailable as i32,
+        "each refusal is reported"
+    );
+    // Refused for good: not sent again.
+    client.set_token("bad");
+    let bad = next(&mut refreshes, wait).await.map(|(token, _)| token);
+    assert_eq!(bad.as_deref(), Some("bad"));
+    let quiet = next(&mut refreshes, Duration::from_millis(2_500)).await;
+    assert!(quiet.is_none(), "sent again: {quiet:?}");
+    client.close().await;
+}

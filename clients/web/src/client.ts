@@ -377,6 +377,11 @@ export class Client {
   readonly #clientId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
   /** Quick joins not answered yet: their room types, by request id. */
   readonly #quickJoins = new Map<bigint, string>();
+  /**
+   * The token refresh waiting for its answer (`setToken`), and the timer that sends
+   * it again when the relay refused it for now (`UNAVAILABLE`).
+   */
+  #refresh: { requestId: bigint; token: string; timer?: ReturnType<typeof setTimeout> } | undefined;
   /** `url`, then the fallback URLs; the next attempt connects to `#urls[#current]`. */
   #urls: string[];
   #current = 0;
@@ -668,11 +673,25 @@ export class Client {
     });
   }
 
-  /** Replaces the session's token before it expires (answered with `TokenRefreshed`). */
+  /**
+   * Replaces the session's token before it expires (answered with `TokenRefreshed`).
+   * A refresh the relay refuses for now (`UNAVAILABLE`, with `retryAfterMs`: the token
+   * is signed by a key of the identity provider's that the relay has not fetched yet)
+   * is sent again after that wait (at least a second, at most five minutes), until it
+   * is answered otherwise or `setToken` is called again; the `error` event still
+   * reports each refusal.
+   */
   setToken(token: string): void {
     for (const node of this.#nodes.values()) node.setToken(token);
     this.#options.token = token;
-    this.#send({ case: "refreshToken", value: { requestId: this.#requestId(), token } });
+    this.#refreshToken(token);
+  }
+
+  #refreshToken(token: string): void {
+    clearTimeout(this.#refresh?.timer);
+    const requestId = this.#requestId();
+    this.#refresh = { requestId, token };
+    this.#send({ case: "refreshToken", value: { requestId, token } });
   }
 
   /** The room's verified state, once its first full snapshot arrived. */
@@ -711,6 +730,8 @@ export class Client {
   #closeOwn(): Promise<void> {
     this.#stopped = true;
     this.#clearTimers();
+    clearTimeout(this.#refresh?.timer);
+    this.#refresh = undefined;
     this.#welcomed = false;
     // The server ends the session at a 1000 close: a later `connect` starts a new one
     // (and a token asked for meanwhile is not used), where the leaves it had not sent
@@ -1173,6 +1194,16 @@ export class Client {
             pending.reject(new RequestError(kind.value.message, kind.value));
           }
           const { code, room, retryAfterMs } = kind.value;
+          const refresh = this.#refresh;
+          if (refresh?.requestId === kind.value.requestId) {
+            // A key the relay does not hold yet: send it again when told. Refused for good: not.
+            if (code === v1.ErrorCode.UNAVAILABLE) {
+              const wait = Math.min(300_000, Math.max(1000, retryAfterMs));
+              refresh.timer = setTimeout(() => this.#refreshToken(refresh.token), wait);
+            } else {
+              this.#refresh = undefined;
+            }
+          }
           // The room's node died and its lease has not lapsed yet, or Redis is away; or
           // this member left the room a moment ago (one full snapshot per second).
           const later = code === v1.ErrorCode.UNAVAILABLE || code === v1.ErrorCode.RATE_LIMITED;
@@ -1202,6 +1233,8 @@ export class Client {
           this.#goingAway(kind.value.url);
           break;
         case "tokenRefreshed":
+          if (this.#refresh?.requestId === kind.value.requestId) this.#refresh = undefined;
+          break;
         case undefined:
           break;
       }

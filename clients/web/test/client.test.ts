@@ -1270,3 +1270,32 @@ test("frames that stop are asked about at once: a silent relay is left within th
   assert.equal(FakeSocket.opened.length, opened, events.join("\n"));
   assert.equal(events.filter((e) => e.startsWith("disconnected")).length, 1, events.join("\n"));
 });
+
+test("a token refresh refused for now is sent again after the relay's wait; one refused for good is not", () => {
+  const { client: c, events } = client();
+  c.connect();
+  last().welcome();
+  c.setToken("new");
+  advance(10);
+  const refreshes = () => last().sent.filter((k) => k.case === "refreshToken").map((k) => k.value as v1.RefreshToken);
+  const [first] = refreshes();
+  assert.equal(first.token, "new");
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.UNAVAILABLE, requestId: first.requestId, retryAfterMs: 1500 } }], 1n);
+  assert.ok(events.some((e) => e.startsWith("error")), "the refusal is reported");
+  advance(1400);
+  assert.equal(refreshes().length, 1);
+  advance(200);
+  const again = refreshes()[1];
+  assert.equal(again?.token, "new");
+  assert.notEqual(again.requestId, first.requestId);
+  last().receive([{ case: "tokenRefreshed", value: { requestId: again.requestId } }], 2n);
+  c.setToken("bad");
+  advance(10);
+  const bad = refreshes()[2];
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.FORBIDDEN, requestId: bad.requestId } }], 3n);
+  advance(5000);
+  assert.deepEqual(
+    refreshes().map((r) => r.token),
+    ["new", "new", "bad"],
+  );
+});
