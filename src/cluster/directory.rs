@@ -74,6 +74,7 @@ impl RoomEntry {
             max_members: self.max_members,
             metadata: self.listing.metadata.clone(),
             locked: self.listing.locked,
+            owner: self.listing.owner,
         }
     }
 }

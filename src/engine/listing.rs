@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-use crate::proto::{self, RoomLock};
+use crate::proto::{self, ErrorCode, RoomLock};
 use crate::state::MemberId;
 
 /// Metadata entries a room holds at most.
@@ -82,6 +82,22 @@ impl ListingState {
         }
         check(&merged)?;
         self.metadata = merged;
+        Ok(())
+    }
+
+    /// Applies `member`'s `UpdateRoom` (metadata and lock; its `owner`, a handover,
+    /// is the room's to check), all or nothing: refused unless `member` owns the room.
+    pub fn apply_update(&mut self, member: MemberId, update: &proto::UpdateRoom) -> Result<(), (ErrorCode, String)> {
+        let Ok(lock) = RoomLock::try_from(update.lock) else {
+            return Err((ErrorCode::BadRequest, "unknown lock value".into()));
+        };
+        if self.owner != member {
+            let message = "only the room's owner may change it (see Joined.owner and presence OWNER)";
+            return Err((ErrorCode::NotOwner, message.into()));
+        }
+        self.merge(&update.metadata)
+            .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        self.set_lock(lock);
         Ok(())
     }
 

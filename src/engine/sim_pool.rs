@@ -309,6 +309,22 @@ pub enum Command {
         /// Request id to answer (0: do not answer).
         request_id: u64,
     },
+    /// The room's owner hands it to another member, with its other listing changes
+    /// (see [`Room::update_listing`]; answered through `outbox`).
+    UpdateRoom {
+        /// Room.
+        room: RoomKey,
+        /// Its id, for an answer.
+        room_id: Arc<str>,
+        /// The asking member.
+        member: MemberId,
+        /// The asking session's outbox (see `Leave`).
+        outbox: Arc<Outbox>,
+        /// Request id to answer.
+        request_id: u64,
+        /// What it asks.
+        update: proto::UpdateRoom,
+    },
     /// The node is stopping: checkpoint every room of the thread now, send
     /// [`Checkpoint::Flushed`], and tick no room any more.
     HandOff,
@@ -401,7 +417,7 @@ impl RoomShared {
 
     /// The room as listed.
     pub fn info(&self) -> proto::RoomInfo {
-        let (metadata, locked) = self.listing.with(|l| (l.metadata.clone(), l.locked));
+        let (metadata, locked, owner) = self.listing.with(|l| (l.metadata.clone(), l.locked, l.owner));
         proto::RoomInfo {
             room: self.id.to_string(),
             room_type: self.room_type.to_string(),
@@ -409,6 +425,7 @@ impl RoomShared {
             max_members: self.max_members,
             metadata,
             locked,
+            owner,
         }
     }
 }
@@ -1051,7 +1068,11 @@ impl SimPool {
     pub fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
         let from_member = matches!(
             command,
-            Command::Input { .. } | Command::Event { .. } | Command::Leave { .. } | Command::Resync { .. }
+            Command::Input { .. }
+                | Command::Event { .. }
+                | Command::Leave { .. }
+                | Command::Resync { .. }
+                | Command::UpdateRoom { .. }
         );
         let worker = &self.workers[room.thread];
         // What the checkpoint must hold if taken: refused once the rooms are handed off.
@@ -1436,6 +1457,28 @@ impl SimThread {
                 Some(r) if r.room.seated(member, &outbox) => {
                     r.room.resync(member, request_id);
                     self.metrics.resyncs.inc();
+                }
+                r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
+            },
+            Command::UpdateRoom {
+                room,
+                room_id,
+                member,
+                outbox,
+                request_id,
+                update,
+            } => match self.room_mut(room) {
+                Some(r) if r.room.seated(member, &outbox) => {
+                    let answer = match r.room.update_listing(member, &update) {
+                        Ok(()) => {
+                            crate::frame::encode_message(proto::server_message::Kind::Response(proto::Response {
+                                request_id,
+                                kind: Some(proto::response::Kind::Room(r.shared.info())),
+                            }))
+                        }
+                        Err((code, message)) => error_message(code, &message, request_id, &room_id),
+                    };
+                    let _ = outbox.push_reliable(answer);
                 }
                 r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
             },

@@ -37,8 +37,8 @@ use crate::engine::simulation::MAX_EVENT_KIND_BYTES;
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
 use crate::proto::{
-    self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, RoomLock, SendEvent, client_message, input,
-    request, response, server_message::Kind,
+    self, ClientEnvelope, ClientMessage, ErrorCode, PROTOCOL_VERSION, SendEvent, client_message, input, request,
+    response, server_message::Kind,
 };
 use crate::session::auth::{AuthError, AuthMode, Authenticator, Identity, KEYS_REFETCH};
 use crate::session::heartbeat::{Beat, Heartbeat};
@@ -1325,27 +1325,25 @@ impl Session {
         }
     }
 
-    /// The room's owner changes its listing.
+    /// The room's owner changes its listing (here), or hands the room to another
+    /// member (on the room's thread, which knows who is in the room and answers).
     fn update_room(&mut self, request_id: u64, update: proto::UpdateRoom) {
         let Some((room, member)) = self.room(&update.room) else {
             return self.not_a_member(&update.room, request_id);
         };
-        let Ok(lock) = RoomLock::try_from(update.lock) else {
-            let error = error_message(ErrorCode::BadRequest, "unknown lock value", request_id, &update.room);
-            return self.reply(error);
-        };
-        let updated = room.shared.listing.update(|l| {
-            if l.owner != member {
-                return Err((
-                    ErrorCode::NotOwner,
-                    "only the room's owner may change it (see Joined.owner and presence OWNER)".into(),
-                ));
-            }
-            l.merge(&update.metadata)
-                .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-            l.set_lock(lock);
-            Ok(())
-        });
+        if update.owner != 0 && update.owner != member {
+            let command = Command::UpdateRoom {
+                room: room.key,
+                room_id: room.shared.id.clone(),
+                member,
+                outbox: self.outbox.clone(),
+                request_id,
+                update,
+            };
+            self.send(&room, command, request_id);
+            return;
+        }
+        let updated = room.shared.listing.update(|l| l.apply_update(member, &update));
         match updated {
             Ok(()) => {
                 let response = Kind::Response(proto::Response {

@@ -10,7 +10,7 @@ use super::*;
 use crate::engine::listing::Listing;
 use crate::engine::outbox::{Batch, OutboxLimits, RoomKey};
 use crate::engine::sim_pool::RoomShared;
-use crate::proto::{ServerMessage, client_message::Kind as Out};
+use crate::proto::{RoomLock, ServerMessage, client_message::Kind as Out};
 use crate::session::auth::{AuthConfig, Claims, mint_hs256};
 
 const SECRET: &str = "test-secret";
@@ -348,6 +348,7 @@ fn update_room(room: &str, metadata: &[(&str, &str)], lock: RoomLock, request_id
             room: room.into(),
             metadata: meta(metadata),
             lock: lock as i32,
+            owner: 0,
         })),
     })
 }

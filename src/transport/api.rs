@@ -213,6 +213,8 @@ struct RoomView {
     metadata: Metadata,
     locked: bool,
     private: bool,
+    /// The room's owner's member id (0: none).
+    owner: u64,
 }
 
 /// Answers one `GET /rooms/{room}`: in cluster mode, a room open on another node is a
@@ -268,6 +270,7 @@ pub(crate) async fn describe(req: Request<Incoming>, room: String, http: &Http) 
         metadata: listing.metadata,
         locked: listing.locked,
         private: listing.private,
+        owner: listing.owner,
     };
     json(&body)
 }
@@ -314,6 +317,7 @@ struct Listed {
     max_members: u32,
     metadata: Metadata,
     locked: bool,
+    owner: u64,
 }
 
 /// `GET /rooms`'s answer.
@@ -380,6 +384,7 @@ pub(crate) async fn list(req: Request<Incoming>, http: &Http) -> HttpResponse {
             max_members: r.max_members,
             metadata: r.metadata.into_iter().collect(),
             locked: r.locked,
+            owner: r.owner,
         })
         .collect();
     json(&Page { rooms, next_after })

@@ -75,6 +75,7 @@ async fn quick_joins_fill_matching_rooms_and_skip_full_locked_and_private_ones(t
         room: room.into(),
         metadata: meta(&[("round", "1")]),
         lock: lock as i32,
+        owner: 0,
     };
     let locked = c.update_room(lock(&second, RoomLock::Locked)).await.unwrap();
     assert!(locked.locked && locked.metadata["round"] == "1");
@@ -236,14 +237,39 @@ async fn a_rooms_owner_hands_over_its_listing_and_entities_when_it_leaves(transp
         (ball.owner(), ball.get(1)),
         (0, Some(&tickrelay::state::Value::Float(3.0)))
     );
-    let update = proto::UpdateRoom {
+    let update = |host: &str, owner: u64| proto::UpdateRoom {
         room: "match".into(),
-        metadata: meta(&[("host", "guest")]),
+        metadata: meta(&[("host", host)]),
         lock: RoomLock::Unchanged as i32,
+        owner,
     };
     let listed = guest
-        .update_room(update)
+        .update_room(update("guest", 0))
         .await
         .expect("the new owner changes the listing");
-    assert_eq!(listed.metadata["host"], "guest");
+    assert_eq!((listed.metadata["host"].as_str(), listed.owner), ("guest", guest_id));
+
+    // The owner hands the room to a member of its choice; not to one not in it.
+    let mut third = TestClient::connect_over(&server, transport).await;
+    let third_id = third.join("match", "relay").await.member_id;
+    let refused = guest.update_room(update("nobody", 999_999)).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::BadRequest as i32, "{refused:?}");
+    let handed = guest.update_room(update("third", third_id)).await.unwrap();
+    assert_eq!((handed.metadata["host"].as_str(), handed.owner), ("third", third_id));
+    let told = |k: &Kind| match k {
+        Kind::Presence(p) if p.change == proto::PresenceChange::Owner as i32 => p.member.as_ref().map(|m| m.member_id),
+        _ => None,
+    };
+    assert_eq!(third.until(told).await, third_id);
+    assert_eq!(guest.until(told).await, third_id);
+    let seq = guest.input("match", moved(4.0)).await;
+    let refused = guest
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == seq => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, ErrorCode::NotOwner as i32, "no longer the room's owner");
+    let seq = third.input("match", moved(5.0)).await;
+    third.applied("match", seq).await;
 }

@@ -229,6 +229,8 @@ pub struct Room {
     /// The tick a checkpoint restored the room at: the owner's seat kept since then
     /// counts as away a second after it.
     restored_at: Option<Tick>,
+    /// The member its owner handed the room to since the last tick, to announce.
+    handed_to: Option<MemberId>,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
     /// Users whose joins are refused, and until when (shared with quick joins).
@@ -290,6 +292,7 @@ impl Room {
             presence_due: false,
             owner_left: false,
             restored_at: None,
+            handed_to: None,
             listing: Arc::default(),
             bans: Arc::default(),
         }
@@ -740,7 +743,13 @@ impl Room {
             .chain(arrived.map(|info| (info, PresenceChange::Joined)))
             .chain(turned)
             .collect::<Vec<_>>();
-        if let Some(heir) = self.pass_ownership() {
+        // Handed over by its owner, unless it passed on since (the new owner left).
+        let owner = self.listing.with(|l| l.owner);
+        let handed = (self.handed_to.take())
+            .filter(|&to| to == owner)
+            .and_then(|to| self.member(to));
+        let handed = handed.map(Member::info);
+        if let Some(heir) = self.pass_ownership().or(handed) {
             changes.push((heir, PresenceChange::Owner));
         }
         self.sent_this_tick.resize(self.members.len(), (0, 0));
@@ -769,6 +778,26 @@ impl Room {
             m.away_told = m.away;
             m.joined_reply = None;
         }
+    }
+
+    /// The owner's `UpdateRoom` handing the room to member `update.owner`, with its
+    /// other listing changes, all or nothing: refused when `to` is not in the room or
+    /// is away (it would pass on at once). The members are told at the next tick.
+    pub fn update_listing(&mut self, member: MemberId, update: &proto::UpdateRoom) -> Result<(), (ErrorCode, String)> {
+        let to = update.owner;
+        match self.member(to) {
+            None => return Err((ErrorCode::BadRequest, format!("member {to} is not in the room"))),
+            Some(m) if m.away => return Err((ErrorCode::BadRequest, format!("member {to} is away"))),
+            Some(_) => {}
+        }
+        self.listing.update(|l| {
+            l.apply_update(member, update)?;
+            l.owner = to;
+            Ok(())
+        })?;
+        self.handed_to = Some(to);
+        self.presence_due = true;
+        Ok(())
     }
 
     /// Passes the room's ownership on when its owner left, or has been away for a

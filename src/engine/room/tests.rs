@@ -1211,15 +1211,21 @@ fn owned_by(room: &mut Room, owner: MemberId) -> &mut Room {
     room
 }
 
-#[test]
-fn ownership_passes_to_the_member_here_longest_when_the_owner_leaves_or_is_away() {
+/// A 10 Hz relay room owned by member 1, members 1 to `n` in it since a tick.
+fn owned_room_of(n: MemberId) -> (Room, Vec<Client>) {
     let mut room = relay_room_at_10_hz();
     owned_by(&mut room, 1);
-    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    let clients: Vec<Client> = (1..=n).map(Client::new).collect();
     for c in &clients {
         join(&mut room, c);
     }
     room.tick(0);
+    (room, clients)
+}
+
+#[test]
+fn ownership_passes_to_the_member_here_longest_when_the_owner_leaves_or_is_away() {
+    let (mut room, mut clients) = owned_room_of(3);
     for c in &mut clients {
         assert_eq!(joined_of(c).map(|j| j.owner), Some(1));
     }
@@ -1447,14 +1453,9 @@ fn a_gift_is_refused_past_the_recipients_limit_and_frees_the_givers_quota() {
 
 #[test]
 fn an_owner_that_leaves_and_joins_again_before_the_next_tick_is_no_longer_the_owner() {
-    let mut room = relay_room_at_10_hz();
-    owned_by(&mut room, 1);
-    let mut clients: Vec<Client> = (1..=2).map(Client::new).collect();
-    for c in &clients {
-        join(&mut room, c);
-    }
+    let (mut room, mut clients) = owned_room_of(2);
     // (Joining again is refused within a second of a full snapshot.)
-    for _ in 0..=10 {
+    for _ in 0..10 {
         room.tick(0);
     }
     clients.iter_mut().for_each(|c| drop(c.presence()));
@@ -2548,4 +2549,52 @@ fn a_restored_relay_room_counts_its_own_entities_against_its_limit() {
     let codes: Vec<_> = back.errors().iter().map(|e| (e.code, e.request_id)).collect();
     assert_eq!(codes, [(ErrorCode::LimitExceeded as i32, 2)]);
     assert_eq!(restored.world().get(5).map(|e| e.owner()), Some(0));
+}
+
+/// The owner hands the room to a member of its choice, with its listing changes, all
+/// or nothing: not to a member not in the room or away; the members are told.
+#[test]
+fn the_owner_hands_the_room_to_a_member_of_its_choice() {
+    let (mut room, mut clients) = owned_room_of(3);
+    clients.iter_mut().for_each(|c| drop(c.presence()));
+    let update = |owner: MemberId| proto::UpdateRoom {
+        metadata: [("host".to_string(), owner.to_string())].into(),
+        owner,
+        ..Default::default()
+    };
+    clients[2].outbox.set_away(true);
+    for _ in 0..=10 {
+        room.tick(0);
+    }
+    let refused = |room: &mut Room, member, to| room.update_listing(member, &update(to)).map_err(|(code, _)| code);
+    assert_eq!(refused(&mut room, 1, 9), Err(ErrorCode::BadRequest), "not in the room");
+    assert_eq!(refused(&mut room, 1, 3), Err(ErrorCode::BadRequest), "away");
+    assert_eq!(refused(&mut room, 2, 1), Err(ErrorCode::NotOwner));
+    assert!(
+        room.listing().with(|l| l.owner == 1 && l.metadata.is_empty()),
+        "nothing changed"
+    );
+    room.update_listing(1, &update(2)).unwrap();
+    room.tick(0);
+    assert_eq!(
+        room.listing().with(|l| (l.owner, l.metadata["host"].clone())),
+        (2, "2".into())
+    );
+    assert_eq!(
+        clients[0].presence(),
+        [(3, PresenceChange::Away as i32), (2, PresenceChange::Owner as i32)]
+    );
+    // Handed over, then gone before the tick: the rule's heir is announced.
+    room.update_listing(2, &update(1)).unwrap();
+    assert!(room.leave(1, 0));
+    room.tick(0);
+    assert_eq!(
+        clients[1].presence(),
+        [
+            (3, PresenceChange::Away as i32),
+            (2, PresenceChange::Owner as i32),
+            (1, PresenceChange::Left as i32),
+            (2, PresenceChange::Owner as i32)
+        ]
+    );
 }
