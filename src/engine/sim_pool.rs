@@ -1469,14 +1469,14 @@ impl SimThread {
                 update,
             } => match self.room_mut(room) {
                 Some(r) if r.room.seated(member, &outbox) => {
-                    let answer = match r.room.update_listing(member, &update) {
+                    let answer = match r.room.update_listing(member, &update, request_id) {
                         Ok(()) => {
                             crate::frame::encode_message(proto::server_message::Kind::Response(proto::Response {
                                 request_id,
                                 kind: Some(proto::response::Kind::Room(r.shared.info())),
                             }))
                         }
-                        Err((code, message)) => error_message(code, &message, request_id, &room_id),
+                        Err(refused) => refused,
                     };
                     let _ = outbox.push_reliable(answer);
                 }

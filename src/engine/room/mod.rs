@@ -231,6 +231,9 @@ pub struct Room {
     restored_at: Option<Tick>,
     /// The member its owner handed the room to since the last tick, to announce.
     handed_to: Option<MemberId>,
+    /// The tick of the last handover (0: none): at most one a second, as each costs
+    /// every member a presence message.
+    handed_at: Tick,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
     /// Users whose joins are refused, and until when (shared with quick joins).
@@ -293,6 +296,7 @@ impl Room {
             owner_left: false,
             restored_at: None,
             handed_to: None,
+            handed_at: 0,
             listing: Arc::default(),
             bans: Arc::default(),
         }
@@ -782,20 +786,33 @@ impl Room {
 
     /// The owner's `UpdateRoom` handing the room to member `update.owner`, with its
     /// other listing changes, all or nothing: refused when `to` is not in the room or
-    /// is away (it would pass on at once). The members are told at the next tick.
-    pub fn update_listing(&mut self, member: MemberId, update: &proto::UpdateRoom) -> Result<(), (ErrorCode, String)> {
+    /// is away (it would pass on at once), and within a second of the last handover
+    /// (each costs every member a presence message). The members are told at the next
+    /// tick. A refusal is the `Error` to answer `request_id` with.
+    pub fn update_listing(
+        &mut self,
+        member: MemberId,
+        update: &proto::UpdateRoom,
+        request_id: u64,
+    ) -> Result<(), Bytes> {
         let to = update.owner;
+        let refuse = |message: String| self.error(ErrorCode::BadRequest, &message, request_id);
         match self.member(to) {
-            None => return Err((ErrorCode::BadRequest, format!("member {to} is not in the room"))),
-            Some(m) if m.away => return Err((ErrorCode::BadRequest, format!("member {to} is away"))),
+            None => return Err(refuse(format!("member {to} is not in the room"))),
+            Some(m) if m.away => return Err(refuse(format!("member {to} is away"))),
             Some(_) => {}
         }
-        self.listing.update(|l| {
+        if let Some(wait) = self.snapshot_wait(self.handed_at) {
+            return Err(self.rate_limited("the room was handed over less than a second ago", wait, request_id));
+        }
+        (self.listing.update(|l| {
             l.apply_update(member, update)?;
             l.owner = to;
             Ok(())
-        })?;
+        }))
+        .map_err(|(code, message)| self.error(code, &message, request_id))?;
         self.handed_to = Some(to);
+        self.handed_at = self.world.tick() + 1;
         self.presence_due = true;
         Ok(())
     }

@@ -2566,15 +2566,21 @@ fn the_owner_hands_the_room_to_a_member_of_its_choice() {
     for _ in 0..=10 {
         room.tick(0);
     }
-    let refused = |room: &mut Room, member, to| room.update_listing(member, &update(to)).map_err(|(code, _)| code);
-    assert_eq!(refused(&mut room, 1, 9), Err(ErrorCode::BadRequest), "not in the room");
-    assert_eq!(refused(&mut room, 1, 3), Err(ErrorCode::BadRequest), "away");
-    assert_eq!(refused(&mut room, 2, 1), Err(ErrorCode::NotOwner));
+    let refused = |room: &mut Room, member, to| {
+        let answer = room.update_listing(member, &update(to), 1).err()?;
+        match ServerMessage::decode(&answer[..]).ok()?.kind? {
+            server_message::Kind::Error(e) => ErrorCode::try_from(e.code).ok(),
+            _ => None,
+        }
+    };
+    assert_eq!(refused(&mut room, 1, 9), Some(ErrorCode::BadRequest), "not in the room");
+    assert_eq!(refused(&mut room, 1, 3), Some(ErrorCode::BadRequest), "away");
+    assert_eq!(refused(&mut room, 2, 1), Some(ErrorCode::NotOwner));
     assert!(
         room.listing().with(|l| l.owner == 1 && l.metadata.is_empty()),
         "nothing changed"
     );
-    room.update_listing(1, &update(2)).unwrap();
+    room.update_listing(1, &update(2), 1).unwrap();
     room.tick(0);
     assert_eq!(
         room.listing().with(|l| (l.owner, l.metadata["host"].clone())),
@@ -2584,8 +2590,17 @@ fn the_owner_hands_the_room_to_a_member_of_its_choice() {
         clients[0].presence(),
         [(3, PresenceChange::Away as i32), (2, PresenceChange::Owner as i32)]
     );
+    // At most one handover a second.
+    assert_eq!(
+        refused(&mut room, 2, 1),
+        Some(ErrorCode::RateLimited),
+        "within a second"
+    );
+    for _ in 0..10 {
+        room.tick(0);
+    }
     // Handed over, then gone before the tick: the rule's heir is announced.
-    room.update_listing(2, &update(1)).unwrap();
+    room.update_listing(2, &update(1), 1).unwrap();
     assert!(room.leave(1, 0));
     room.tick(0);
     assert_eq!(

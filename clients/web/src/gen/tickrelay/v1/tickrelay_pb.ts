@@ -1443,7 +1443,8 @@ export type UpdateRoom = Message<"tickrelay.v1.UpdateRoom"> & {
   /**
    * Hands the room's ownership to this member of the room (0, or the owner itself:
    * keeps it). Refused (BAD_REQUEST, nothing changed) when it is not in the room or
-   * its connection is away. Every member gets presence OWNER naming it.
+   * its connection is away, and (RATE_LIMITED) within a second of the room's last
+   * handover. Every member gets presence OWNER naming it.
    *
    * @generated from field: uint64 owner = 4;
    */
