@@ -555,11 +555,18 @@ fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
 /// room, moves it and reads it back, against a real relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_writes_example_writes_and_reads_back_an_entity() {
-    let relay_writes = example("relay_writes");
+    let stdout = run_example_against_a_relay("relay_writes").await;
+    assert!(stdout.contains("at x = 2.5"), "{stdout}");
+}
+
+/// Runs example `name` with `--url` and `--cert` of a relay started for it; returns
+/// what it printed, once it succeeded.
+async fn run_example_against_a_relay(name: &str) -> String {
+    let program = example(name);
     let relay = start().await;
-    let cert = std::env::temp_dir().join(format!("tickrelay-relay-writes-{}.pem", std::process::id()));
+    let cert = std::env::temp_dir().join(format!("tickrelay-{name}-{}.pem", std::process::id()));
     std::fs::write(&cert, &relay.cert_pem).unwrap();
-    let mut command = std::process::Command::new(&relay_writes);
+    let mut command = std::process::Command::new(&program);
     command.args([
         "--url",
         &relay.url(Transport::WebSocket),
@@ -574,9 +581,19 @@ async fn the_relay_writes_example_writes_and_reads_back_an_entity() {
         .unwrap()
         .unwrap();
     let _ = std::fs::remove_file(&cert);
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
-    assert!(stdout.contains("at x = 2.5"), "{stdout}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `host_migration` example (README, "The Rust client"): the guest takes the room
+/// over when the host leaves, and moves the room's entity on, against a real relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_migration_example_hands_the_room_to_the_guest() {
+    let stdout = run_example_against_a_relay("host_migration").await;
+    assert!(
+        stdout.contains("owns host-demo now") && stdout.contains("x = 2"),
+        "{stdout}"
+    );
 }
 
 /// A client of `relay` joined to the relay room `r`, with its events.
