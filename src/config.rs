@@ -355,6 +355,9 @@ pub struct RoomTypeConfig {
     pub checksum_interval: u64,
     /// Inputs a member may queue for one tick.
     pub input_queue: usize,
+    /// The room's owner counts as away (its ownership passes on) once it has sent no
+    /// input for this long; 0: only when its connection has been lost for a second.
+    pub owner_quiet_ms: u64,
     /// Entities one member may own (relay).
     pub max_entities_per_member: usize,
     /// Fields per entity (relay).
@@ -580,6 +583,7 @@ impl Default for RoomTypeConfig {
             history: room.history,
             checksum_interval: room.checksum_interval,
             input_queue: room.input_queue,
+            owner_quiet_ms: 0,
             max_entities_per_member: room.limits.max_entities_per_member,
             max_fields_per_entity: room.limits.max_fields_per_entity,
             max_field_bytes: room.limits.max_field_bytes,
@@ -1147,6 +1151,8 @@ impl RoomTypeConfig {
             history: self.history,
             checksum_interval: self.checksum_interval,
             input_queue: self.input_queue,
+            // In whole ticks, rounded up.
+            owner_quiet: (self.owner_quiet_ms * u64::from(self.tick_rate)).div_ceil(1000),
             limits: EntityLimits {
                 max_entities_per_member: self.max_entities_per_member,
                 max_fields_per_entity: self.max_fields_per_entity,
@@ -1518,6 +1524,7 @@ max_members = 64
 history = 32                   # ticks a delta baseline may lag before a full snapshot
 checksum_interval = 1          # send the state checksum every N ticks
 input_queue = 128              # inputs a member may queue for one tick (>= message_burst)
+owner_quiet_ms = 0             # the room's owner silent (no input) this long counts as away: ownership passes (0: off)
 max_entities_per_member = 64
 max_fields_per_entity = 32
 max_field_bytes = 1024
@@ -1550,6 +1557,7 @@ max_members = 64
 history = 32
 checksum_interval = 1
 input_queue = 128
+owner_quiet_ms = 0
 max_entities_per_member = 64
 max_fields_per_entity = 32
 max_field_bytes = 1024

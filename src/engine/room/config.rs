@@ -23,6 +23,11 @@ pub struct RoomConfig {
     pub max_pending_events: usize,
     /// Caps on entities, fields and field sizes.
     pub limits: EntityLimits,
+    /// The room's owner counts as away once it has sent no input for this many
+    /// ticks (ownership passes on, see [`crate::engine::room::Room`]), for games
+    /// whose owner sends inputs every tick and must be replaced fast when it freezes.
+    /// 0: off (only a lost connection counts).
+    pub owner_quiet: Tick,
     /// Benchmark baseline, never for players: every member gets a full snapshot every
     /// tick, changed or not, encoded separately for each member (no shared bodies, no
     /// deltas). It measures what delta compression and encode-once fan-out save.
@@ -42,6 +47,7 @@ impl Default for RoomConfig {
             input_queue: 128,
             max_pending_events: 1024,
             limits: EntityLimits::default(),
+            owner_quiet: 0,
             naive_fanout: false,
         }
     }

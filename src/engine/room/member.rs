@@ -54,6 +54,8 @@ pub(super) struct Member {
     pub away_told: bool,
     /// Whether the simulation was told it is away ([`Simulation::away`]).
     pub away_simulated: bool,
+    /// The tick its last input arrived before (its join's, before any).
+    pub last_input_tick: Tick,
 }
 
 impl Member {
@@ -77,6 +79,7 @@ impl Member {
             away: false,
             away_told: false,
             away_simulated: false,
+            last_input_tick: 0,
         }
     }
 

@@ -660,6 +660,7 @@ impl Room {
             // Back after a restore: the simulation kept what it had for this member.
             let mut seated = Member::new(member, seat.user_id, outbox, join_seq, self.config.input_queue);
             seated.resume_after(seat.last_applied);
+            seated.last_input_tick = self.world.tick();
             // The simulation knew it away since the restore: back at the next tick.
             seated.away_simulated = true;
             seated.joined_reply = Some(request_id);
@@ -680,6 +681,7 @@ impl Room {
             self.sim_calls.push(SimCall::Join(member, user_id.clone()));
             let mut joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
             joining.joined_tick = self.world.tick() + 1;
+            joining.last_input_tick = self.world.tick();
             joining.joined_reply = Some(request_id);
             self.index.insert(member, self.members.len());
             self.members.push(joining);
@@ -832,24 +834,35 @@ impl Room {
         }
         let second = Tick::from(self.config.tick_rate);
         let restored_a_second_ago = (self.restored_at).is_some_and(|at| self.world.tick() + 1 >= at + second);
-        // Whether the owner is away (`None`: gone).
-        let away = match self.member(owner) {
-            _ if left => None,
-            Some(m) => Some(m.away),
-            None if self.reserved.contains_key(&owner) => Some(restored_a_second_ago),
-            None => None,
+        // Whether the owner is away (`None`: gone), and whether only quiet.
+        let (away, quiet) = match self.member(owner) {
+            _ if left => (None, false),
+            Some(m) => (Some(m.away || self.quiet(m)), !m.away),
+            None if self.reserved.contains_key(&owner) => (Some(restored_a_second_ago), false),
+            None => (None, false),
         };
         if away == Some(false) {
             return None;
         }
-        let present = self.members.iter().find(|m| !m.away && m.id != owner);
+        // Members sending inputs first (with `owner_quiet` on), then any not away.
+        let lively = self.members.iter().find(|m| !m.away && !self.quiet(m) && m.id != owner);
+        let present = || self.members.iter().find(|m| !m.away && m.id != owner);
         let heir = match away {
-            Some(_) => present?,
-            None => present.or_else(|| self.members.first())?,
+            // A quiet owner gives way only to a member that is not.
+            Some(_) if quiet => lively?,
+            Some(_) => lively.or_else(present)?,
+            None => lively.or_else(present).or_else(|| self.members.first())?,
         };
         let info = heir.info();
         self.listing.update(|l| l.owner = info.member_id);
         Some(info)
+    }
+
+    /// Whether `m` has sent no input for the room's `owner_quiet` ticks (never, when
+    /// that is 0).
+    fn quiet(&self, m: &Member) -> bool {
+        let quiet = self.config.owner_quiet;
+        quiet > 0 && self.world.tick() + 1 > m.last_input_tick + quiet
     }
 
     /// The seat a restore kept for `member`, if it is `user_id`'s. Another user's (a
@@ -926,9 +939,11 @@ impl Room {
     /// last accepted one, as after a reconnect replay) are ignored; a full queue is
     /// answered with an `INPUT_QUEUE_FULL` error and the input is not applied.
     pub fn push_input(&mut self, member: MemberId, seq: u64, payload: input::Payload) {
+        let now = self.world.tick();
         let Some(m) = self.member_mut(member) else {
             return;
         };
+        m.last_input_tick = now;
         match m.accept(seq, payload) {
             InputVerdict::Queued => {}
             InputVerdict::Duplicate => self.stats.inputs_duplicate += 1,
@@ -1076,6 +1091,12 @@ impl Room {
         }
         for member in gone {
             self.leave(member, 0);
+        }
+        // An owner quiet for `owner_quiet` ticks as of this one: ownership may pass.
+        if self.config.owner_quiet > 0 {
+            let owner = self.listing.with(|l| l.owner);
+            let quiet_from = |m: &Member| m.last_input_tick + self.config.owner_quiet + 1;
+            self.presence_due |= self.member(owner).is_some_and(|m| quiet_from(m) == now);
         }
         self.sent_this_tick.clear();
         self.announce();

@@ -2613,3 +2613,56 @@ fn the_owner_hands_the_room_to_a_member_of_its_choice() {
         ]
     );
 }
+
+/// With `owner_quiet`, an owner that sends no input for that long counts as away:
+/// ownership passes to a member that does send (a quiet one is passed over), and
+/// not back when the old owner sends again.
+#[test]
+fn an_owner_quiet_for_owner_quiet_ticks_gives_way_to_a_member_sending_inputs() {
+    let mut room = relay_room(RoomConfig {
+        tick_rate: 10,
+        owner_quiet: 3,
+        ..RoomConfig::default()
+    });
+    owned_by(&mut room, 1);
+    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    let mut seq = [0; 4];
+    let mut send = |room: &mut Room, member: MemberId| {
+        seq[member as usize] += 1;
+        room.push_input(member, seq[member as usize], update(999, vec![]));
+    };
+    // The owner and member 3 send every tick; member 2 never does.
+    for _ in 0..6 {
+        send(&mut room, 1);
+        send(&mut room, 3);
+        room.tick(0);
+    }
+    assert_eq!(room.listing().with(|l| l.owner), 1, "an owner sending keeps the room");
+    clients.iter_mut().for_each(|c| drop(c.presence()));
+    // The owner falls silent: at the third tick without its input it is quiet, and
+    // member 3 takes over.
+    for _ in 0..2 {
+        send(&mut room, 3);
+        room.tick(0);
+    }
+    assert_eq!(room.listing().with(|l| l.owner), 1, "not yet");
+    send(&mut room, 3);
+    room.tick(0);
+    assert_eq!(room.listing().with(|l| l.owner), 3);
+    assert_eq!(clients[1].presence(), [(3, PresenceChange::Owner as i32)]);
+    // The old owner sends again: it stays a member like any other.
+    for _ in 0..5 {
+        send(&mut room, 1);
+        send(&mut room, 3);
+        room.tick(0);
+    }
+    assert_eq!(room.listing().with(|l| l.owner), 3);
+    // A quiet owner with no member sending keeps the room.
+    for _ in 0..10 {
+        room.tick(0);
+    }
+    assert_eq!(room.listing().with(|l| l.owner), 3);
+}
