@@ -823,9 +823,11 @@ impl Room {
     /// second while another member is not: to the member here longest that is not
     /// away (when the owner left and every member is away, to the one here longest;
     /// in an empty room, to the next member to join). A seat a restore keeps for the
-    /// owner counts as away a second after the restore, and as gone once it lapses. A
-    /// room without an owner (one the configuration keeps open) keeps none. Returns
-    /// the new owner, to announce.
+    /// owner counts as away a second after the restore, and as gone once it lapses.
+    /// With `owner_quiet`, an owner that sent no input for that long counts as away
+    /// too, and members that did are preferred (a quiet owner gives way only to
+    /// them). A room without an owner (one the configuration keeps open) keeps none.
+    /// Returns the new owner, to announce.
     fn pass_ownership(&mut self) -> Option<MemberInfo> {
         let left = std::mem::take(&mut self.owner_left);
         let owner = self.listing.with(|l| l.owner);

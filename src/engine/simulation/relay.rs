@@ -8,9 +8,9 @@ use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Val
 
 /// The built-in relay simulation: each member creates, updates, removes and gives
 /// away (to the room's owner) only the entities it owns, and the room's owner those of
-/// the room (to any member); the server
-/// checks ownership, limits and the declared kinds, and relays the result. A member's
-/// entities are removed when it leaves; the room's stay, for its next owner.
+/// the room (to any member); the server checks ownership, limits and the declared
+/// kinds, and relays the result. A member's entities are removed when it leaves; the
+/// room's stay, for its next owner.
 #[derive(Debug, Default)]
 pub struct Relay {
     owned: FxHashMap<MemberId, usize>,
