@@ -10,7 +10,8 @@ use super::*;
 use crate::engine::envelope::encode_batch;
 use crate::engine::outbox::{Batch, Left, OutboxLimits};
 use crate::engine::simulation::{
-    Arena, ArenaConfig, ENTITY_COST, MAX_EVENT_PAYLOAD_BYTES, Relay, SimError, field_cost,
+    Arena, ArenaConfig, ENTITY_COST, GIVEN_BYTES_PER_SECOND, MAX_EVENT_PAYLOAD_BYTES, Relay, SimError, field_cost,
+    state_cost,
 };
 use crate::frame::decode_server;
 use crate::mirror::{Desync, StateMirror};
@@ -2665,4 +2666,56 @@ fn an_owner_quiet_for_owner_quiet_ticks_gives_way_to_a_member_sending_inputs() {
         room.tick(0);
     }
     assert_eq!(room.listing().with(|l| l.owner), 3);
+}
+
+/// A give sends the entity whole to every member: a member gives away at most
+/// [`GIVEN_BYTES_PER_SECOND`] of entities a second (`RATE_LIMITED` beyond), so handing
+/// large entities back and forth every tick cannot flood the room.
+#[test]
+fn gives_are_bounded_in_bytes_a_second() {
+    let (mut room, mut clients) = owned_room_of(2);
+    let blob = |n: u8| Field {
+        id: u32::from(n),
+        value: Some(Value::Bytes(vec![n; 1000].into())),
+    };
+    // Big room entities: 15 fields of 1,000 bytes each, about 16 KB as counted.
+    for id in 1..=8 {
+        room.push_input(
+            1,
+            id,
+            writes(EntityWrites {
+                create_for_room: vec![Entity {
+                    id,
+                    owner: 0,
+                    kind: 1,
+                    fields: (1..=15).map(blob).collect(),
+                }],
+                ..Default::default()
+            }),
+        );
+    }
+    room.tick(0);
+    let cost = state_cost(room.world().get(1).unwrap());
+    let fit = GIVEN_BYTES_PER_SECOND / cost;
+    assert!((1..8).contains(&fit), "{fit} of 8 fit in a second");
+    // Given to member 2 in one tick: those that fit, then RATE_LIMITED.
+    for id in 1..=8 {
+        room.push_input(1, 8 + id, give(id, 2));
+    }
+    room.tick(0);
+    clients[0].read();
+    let limited: Vec<u64> = (clients[0].errors().iter())
+        .filter(|e| e.code == ErrorCode::RateLimited as i32)
+        .map(|e| e.request_id)
+        .collect();
+    assert_eq!(limited, (9 + fit as u64..=16).collect::<Vec<_>>());
+    let given = room.world().entities().filter(|e| e.owner() == 2).count();
+    assert_eq!(given, fit);
+    // A second later, the budget is back.
+    for _ in 0..10 {
+        room.tick(0);
+    }
+    room.push_input(1, 17, give(8, 2));
+    room.tick(0);
+    assert_eq!(room.world().get(8).map(|e| e.owner()), Some(2));
 }

@@ -10,7 +10,7 @@ mod arena;
 mod relay;
 
 pub use arena::{Arena, ArenaConfig};
-pub use relay::Relay;
+pub use relay::{GIVEN_BYTES_PER_SECOND, Relay};
 
 use std::sync::Arc;
 
@@ -293,6 +293,9 @@ pub enum SimError {
          to others or to the room"
     )]
     GiveRefused(EntityId),
+    /// A write over a per-second bound (see [`GIVEN_BYTES_PER_SECOND`]).
+    #[error("rate limited: {0}")]
+    RateLimited(&'static str),
     /// An entity given to a member that is not in the room.
     #[error("member {0} is not in the room")]
     NotInRoom(MemberId),
@@ -384,6 +387,7 @@ impl SimError {
         match self {
             Self::NotOwner(_) | Self::NotRoomOwner(_) | Self::GiveRefused(_) => ErrorCode::NotOwner,
             Self::NotInRoom(_) => ErrorCode::BadRequest,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
             Self::EntityExists(_) => ErrorCode::EntityExists,
             Self::EntityNotFound(_) => ErrorCode::EntityNotFound,
             Self::WrongPayload { .. } => ErrorCode::WrongPayload,

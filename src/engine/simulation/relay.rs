@@ -4,7 +4,7 @@ use rustc_hash::FxHashMap;
 
 use super::{ENTITY_COST, EntityLimits, SimContext, SimError, Simulation, field_cost, state_cost};
 use crate::proto::{self, EntityWrites, Field, input};
-use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Value, World, value_len};
+use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Tick, Value, World, value_len};
 
 /// The built-in relay simulation: each member creates, updates, removes and gives
 /// away (to the room's owner) only the entities it owns, and the room's owner those of
@@ -14,10 +14,20 @@ use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Val
 #[derive(Debug, Default)]
 pub struct Relay {
     owned: FxHashMap<MemberId, usize>,
+    /// What each member gave away in the current second: its first tick, and the
+    /// entities' bytes ([`GIVEN_BYTES_PER_SECOND`]).
+    given: FxHashMap<MemberId, (Tick, usize)>,
     schema: Arc<Schema>,
     /// The room state's [`state_cost`], kept up to date with every write.
     state_bytes: usize,
 }
+
+/// The entity bytes (as the room counts them, [`state_cost`]) a member may give away
+/// per second. A give sends the entity whole to every member, as its creation did, so
+/// gives are bounded as the writes that make entities are (the session's default byte
+/// rate, 64 KiB/s): without it, a few bytes of input handing large entities back and
+/// forth every tick made every member receive megabytes a second.
+pub const GIVEN_BYTES_PER_SECOND: usize = 64 * 1024;
 
 impl Relay {
     /// A relay simulation with no declared kinds.
@@ -113,6 +123,16 @@ impl Relay {
             if give.to == from {
                 continue;
             }
+            let cost = state_cost(entity);
+            let second = (1.0 / ctx.dt).round() as Tick;
+            let given = self.given.entry(member).or_insert((ctx.tick, 0));
+            if ctx.tick >= given.0 + second {
+                *given = (ctx.tick, 0);
+            }
+            if given.1 + cost > GIVEN_BYTES_PER_SECOND {
+                return Err(SimError::RateLimited("gives over 64 KiB of entities a second"));
+            }
+            given.1 += cost;
             let owned = self.owned.entry(give.to).or_default();
             if *owned >= limits.max_entities_per_member {
                 return Err(SimError::LimitExceeded("entities per member"));
@@ -229,6 +249,7 @@ impl Simulation for Relay {
     }
 
     fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        self.given.remove(&member);
         if self.owned.remove(&member).is_none() {
             return;
         }
