@@ -730,7 +730,6 @@ export class Client {
   #closeOwn(): Promise<void> {
     this.#stopped = true;
     this.#clearTimers();
-    clearTimeout(this.#refresh?.timer);
     this.#refresh = undefined;
     this.#welcomed = false;
     // The server ends the session at a 1000 close: a later `connect` starts a new one
@@ -899,6 +898,11 @@ export class Client {
     clearTimeout(this.#timers.flush);
     clearTimeout(this.#timers.retry);
     this.#timers = {};
+    // A refresh waiting to be sent again: the next connection presents the token itself.
+    if (this.#refresh?.timer !== undefined) {
+      clearTimeout(this.#refresh.timer);
+      this.#refresh = undefined;
+    }
   }
 
   #armQuiet(socket: WebSocket): void {

@@ -1299,3 +1299,21 @@ test("a token refresh refused for now is sent again after the relay's wait; one 
     ["new", "new", "bad"],
   );
 });
+
+test("a refresh waiting to be sent again is dropped with its connection: the next one presents the token", () => {
+  const { client: c } = client();
+  c.connect();
+  last().welcome();
+  c.setToken("new");
+  advance(10);
+  const first = last().sent.find((k) => k.case === "refreshToken")?.value as v1.RefreshToken;
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.UNAVAILABLE, requestId: first.requestId, retryAfterMs: 1000 } }], 1n);
+  const dropped = last();
+  dropped.end(1006);
+  advance(3000);
+  assert.equal(dropped.sent.filter((k) => k.case === "refreshToken").length, 1);
+  const next = last();
+  assert.notEqual(next, dropped, "reconnected");
+  assert.ok(next.protocols.some((p) => p.includes("new")), `the token in the subprotocols: ${next.protocols}`);
+  assert.equal(next.sent.filter((k) => k.case === "refreshToken").length, 0);
+});

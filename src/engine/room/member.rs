@@ -56,6 +56,8 @@ pub(super) struct Member {
     pub away_simulated: bool,
     /// The tick its last input arrived before (its join's, before any).
     pub last_input_tick: Tick,
+    /// It sent an input since it joined.
+    pub sent_input: bool,
 }
 
 impl Member {
@@ -80,6 +82,7 @@ impl Member {
             away_told: false,
             away_simulated: false,
             last_input_tick: 0,
+            sent_input: false,
         }
     }
 

@@ -798,10 +798,20 @@ impl Room {
         request_id: u64,
     ) -> Result<(), Bytes> {
         let to = update.owner;
+        if self.listing.with(|l| l.owner) != member {
+            let message = "only the room's owner may change it (see Joined.owner and presence OWNER)";
+            return Err(self.error(ErrorCode::NotOwner, message, request_id));
+        }
         let refuse = |message: String| self.error(ErrorCode::BadRequest, &message, request_id);
         match self.member(to) {
             None => return Err(refuse(format!("member {to} is not in the room"))),
             Some(m) if m.away => return Err(refuse(format!("member {to} is away"))),
+            // It would give the room back at once.
+            Some(m) if !self.lively(m) => {
+                return Err(refuse(format!(
+                    "member {to} sent no input within the room's owner_quiet_ms"
+                )));
+            }
             Some(_) => {}
         }
         if let Some(wait) = self.snapshot_wait(self.handed_at) {
@@ -847,7 +857,7 @@ impl Room {
             return None;
         }
         // Members sending inputs first (with `owner_quiet` on), then any not away.
-        let lively = self.members.iter().find(|m| !m.away && !self.quiet(m) && m.id != owner);
+        let lively = self.members.iter().find(|m| !m.away && self.lively(m) && m.id != owner);
         let present = || self.members.iter().find(|m| !m.away && m.id != owner);
         let heir = match away {
             // A quiet owner gives way only to a member that is not.
@@ -861,10 +871,16 @@ impl Room {
     }
 
     /// Whether `m` has sent no input for the room's `owner_quiet` ticks (never, when
-    /// that is 0).
+    /// that is 0; a member's join counts as an input, so an owner has that long).
     fn quiet(&self, m: &Member) -> bool {
         let quiet = self.config.owner_quiet;
         quiet > 0 && self.world.tick() + 1 > m.last_input_tick + quiet
+    }
+
+    /// Whether `m` may take over from a quiet owner: with `owner_quiet` on, it sent
+    /// an input within it (always, when that is 0).
+    fn lively(&self, m: &Member) -> bool {
+        self.config.owner_quiet == 0 || (m.sent_input && !self.quiet(m))
     }
 
     /// The seat a restore kept for `member`, if it is `user_id`'s. Another user's (a
@@ -946,6 +962,7 @@ impl Room {
             return;
         };
         m.last_input_tick = now;
+        m.sent_input = true;
         match m.accept(seq, payload) {
             InputVerdict::Queued => {}
             InputVerdict::Duplicate => self.stats.inputs_duplicate += 1,
@@ -1094,11 +1111,11 @@ impl Room {
         for member in gone {
             self.leave(member, 0);
         }
-        // An owner quiet for `owner_quiet` ticks as of this one: ownership may pass.
-        if self.config.owner_quiet > 0 {
+        // A quiet owner gives way as soon as a member sends inputs.
+        if self.config.owner_quiet > 0 && !self.presence_due {
             let owner = self.listing.with(|l| l.owner);
-            let quiet_from = |m: &Member| m.last_input_tick + self.config.owner_quiet + 1;
-            self.presence_due |= self.member(owner).is_some_and(|m| quiet_from(m) == now);
+            let quiet = self.member(owner).is_some_and(|m| !m.away && self.quiet(m));
+            self.presence_due = quiet && (self.members.iter()).any(|m| m.id != owner && !m.away && self.lively(m));
         }
         self.sent_this_tick.clear();
         self.announce();
@@ -1170,7 +1187,13 @@ impl Room {
                     Ok(()) => self.stats.inputs_applied += 1,
                     Err(e) => {
                         self.stats.inputs_rejected += 1;
-                        let error = error_message(e.code(), &e.to_string(), seq, &self.id);
+                        let error = encode_message(Kind::Error(proto::Error {
+                            code: e.code() as i32,
+                            message: e.to_string(),
+                            request_id: seq,
+                            room: self.id.to_string(),
+                            retry_after_ms: e.retry_after_ms(),
+                        }));
                         let _ = member.outbox.push_reliable(error);
                     }
                 }

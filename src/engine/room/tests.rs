@@ -2577,6 +2577,11 @@ fn the_owner_hands_the_room_to_a_member_of_its_choice() {
     assert_eq!(refused(&mut room, 1, 9), Some(ErrorCode::BadRequest), "not in the room");
     assert_eq!(refused(&mut room, 1, 3), Some(ErrorCode::BadRequest), "away");
     assert_eq!(refused(&mut room, 2, 1), Some(ErrorCode::NotOwner));
+    assert_eq!(
+        refused(&mut room, 2, 9),
+        Some(ErrorCode::NotOwner),
+        "not the owner's, whoever"
+    );
     assert!(
         room.listing().with(|l| l.owner == 1 && l.metadata.is_empty()),
         "nothing changed"
@@ -2661,11 +2666,26 @@ fn an_owner_quiet_for_owner_quiet_ticks_gives_way_to_a_member_sending_inputs() {
         room.tick(0);
     }
     assert_eq!(room.listing().with(|l| l.owner), 3);
-    // A quiet owner with no member sending keeps the room.
+    // A quiet owner with no member sending keeps the room, also against a member
+    // joining (that has sent nothing), and cannot hand it to a quiet member...
     for _ in 0..10 {
         room.tick(0);
     }
+    let late = Client::new(4);
+    join(&mut room, &late);
+    for _ in 0..5 {
+        room.tick(0);
+    }
     assert_eq!(room.listing().with(|l| l.owner), 3);
+    let to_2 = proto::UpdateRoom {
+        owner: 2,
+        ..Default::default()
+    };
+    assert!(room.update_listing(3, &to_2, 1).is_err(), "member 2 sends no inputs");
+    // ... until a member sends: it takes over at once.
+    send(&mut room, 2);
+    room.tick(0);
+    assert_eq!(room.listing().with(|l| l.owner), 2);
 }
 
 /// A give sends the entity whole to every member: a member gives away at most
@@ -2711,11 +2731,76 @@ fn gives_are_bounded_in_bytes_a_second() {
     assert_eq!(limited, (9 + fit as u64..=16).collect::<Vec<_>>());
     let given = room.world().entities().filter(|e| e.owner() == 2).count();
     assert_eq!(given, fit);
-    // A second later, the budget is back.
-    for _ in 0..10 {
+    // The budget comes back a second (10 ticks) after the window began, not sooner.
+    for _ in 0..8 {
         room.tick(0);
     }
     room.push_input(1, 17, give(8, 2));
     room.tick(0);
-    assert_eq!(room.world().get(8).map(|e| e.owner()), Some(2));
+    assert_eq!(room.world().get(8).map(|e| e.owner()), Some(0), "9 ticks on: refused");
+    room.push_input(1, 18, give(8, 2));
+    room.tick(0);
+    assert_eq!(room.world().get(8).map(|e| e.owner()), Some(2), "10 ticks on");
+}
+
+/// A give refused because the recipient holds its most entities costs the giver none
+/// of its budget; a give refused for the budget says when to try again.
+#[test]
+fn a_refused_give_costs_no_budget_and_a_limited_one_says_when_to_retry() {
+    let mut config = RoomConfig {
+        tick_rate: 10,
+        ..RoomConfig::default()
+    };
+    config.limits.max_entities_per_member = 1;
+    let mut room = relay_room(config);
+    owned_by(&mut room, 1);
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    join(&mut room, &Client::new(2));
+    join(&mut room, &Client::new(3));
+    let blob = |n: u8| Field {
+        id: u32::from(n),
+        value: Some(Value::Bytes(vec![n; 1000].into())),
+    };
+    // Member 2 holds its one entity; the room one big entity.
+    room.push_input(2, 1, create(20, vec![]));
+    room.push_input(
+        1,
+        1,
+        writes(EntityWrites {
+            create_for_room: vec![Entity {
+                id: 1,
+                owner: 0,
+                kind: 1,
+                fields: (1..=31).map(blob).collect(),
+            }],
+            ..Default::default()
+        }),
+    );
+    room.tick(0);
+    let cost = state_cost(room.world().get(1).unwrap());
+    assert!(2 * cost > GIVEN_BYTES_PER_SECOND && cost <= GIVEN_BYTES_PER_SECOND);
+    // Refused twice for member 2's limit: the budget is untouched, member 3 gets it.
+    room.push_input(1, 2, give(1, 2));
+    room.push_input(1, 3, give(1, 2));
+    room.push_input(1, 4, give(1, 3));
+    room.tick(0);
+    assert_eq!(room.world().get(1).map(|e| e.owner()), Some(3));
+    a.read();
+    let codes: Vec<_> = a.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    let full = ErrorCode::LimitExceeded as i32;
+    assert_eq!(codes, [(full, 2), (full, 3)]);
+    // Given back (member 3 gives to the owner) and on again at once: over the
+    // owner's budget.
+    room.push_input(3, 1, give(1, 1));
+    room.tick(0);
+    room.push_input(1, 5, give(1, 3));
+    room.tick(0);
+    a.read();
+    let limited: Vec<_> = (a.errors().iter())
+        .filter(|e| e.code == ErrorCode::RateLimited as i32)
+        .map(|e| (e.request_id, e.retry_after_ms))
+        .collect();
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    assert!(limited[0].1 > 0 && limited[0].1 <= 1000, "{limited:?}");
 }

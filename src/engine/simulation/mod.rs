@@ -294,8 +294,13 @@ pub enum SimError {
     )]
     GiveRefused(EntityId),
     /// A write over a per-second bound (see [`GIVEN_BYTES_PER_SECOND`]).
-    #[error("rate limited: {0}")]
-    RateLimited(&'static str),
+    #[error("rate limited: {what}")]
+    RateLimited {
+        /// What is limited.
+        what: &'static str,
+        /// When the member may try again.
+        retry_after_ms: u32,
+    },
     /// An entity given to a member that is not in the room.
     #[error("member {0} is not in the room")]
     NotInRoom(MemberId),
@@ -382,12 +387,20 @@ impl SimError {
         }
     }
 
+    /// When the member may try again (`Error.retry_after_ms`; 0: not said).
+    pub fn retry_after_ms(&self) -> u32 {
+        match self {
+            Self::RateLimited { retry_after_ms, .. } => *retry_after_ms,
+            _ => 0,
+        }
+    }
+
     /// The wire error code.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotOwner(_) | Self::NotRoomOwner(_) | Self::GiveRefused(_) => ErrorCode::NotOwner,
             Self::NotInRoom(_) => ErrorCode::BadRequest,
-            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::EntityExists(_) => ErrorCode::EntityExists,
             Self::EntityNotFound(_) => ErrorCode::EntityNotFound,
             Self::WrongPayload { .. } => ErrorCode::WrongPayload,

@@ -124,21 +124,24 @@ impl Relay {
                 continue;
             }
             let cost = state_cost(entity);
-            let second = (1.0 / ctx.dt).round() as Tick;
+            let ticks_a_second = (1.0 / ctx.dt).round() as Tick;
             let given = self.given.entry(member).or_insert((ctx.tick, 0));
-            if ctx.tick >= given.0 + second {
+            if ctx.tick >= given.0 + ticks_a_second {
                 *given = (ctx.tick, 0);
             }
             if given.1 + cost > GIVEN_BYTES_PER_SECOND {
-                return Err(SimError::RateLimited("gives over 64 KiB of entities a second"));
+                let wait = given.0 + ticks_a_second - ctx.tick;
+                return Err(SimError::RateLimited {
+                    what: "gives over 64 KiB of entities a second",
+                    retry_after_ms: (wait as f32 * ctx.dt * 1000.0).ceil() as u32,
+                });
             }
-            given.1 += cost;
-            let owned = self.owned.entry(give.to).or_default();
-            if *owned >= limits.max_entities_per_member {
+            if self.owned.get(&give.to).copied().unwrap_or(0) >= limits.max_entities_per_member {
                 return Err(SimError::LimitExceeded("entities per member"));
             }
-            *owned += 1;
             ctx.world.set_owner(give.id, give.to)?;
+            given.1 += cost;
+            *self.owned.entry(give.to).or_default() += 1;
             if let Some(owned) = self.owned.get_mut(&from) {
                 *owned -= 1;
             }
