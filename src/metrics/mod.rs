@@ -97,6 +97,8 @@ pub struct SimMetrics {
     /// Full snapshots members asked for (`Resync`: a mirror failed its checksum, or
     /// the client wanted one).
     pub resyncs: Counter,
+    /// Inputs a room's simulation refused (each answered with an `Error`).
+    pub inputs_refused: Counter,
 }
 
 impl Default for SimMetrics {
@@ -114,6 +116,7 @@ impl Default for SimMetrics {
             members: Gauge::default(),
             room_panics: Counter::default(),
             resyncs: Counter::default(),
+            inputs_refused: Counter::default(),
         }
     }
 }
@@ -258,6 +261,11 @@ impl Metrics {
             "resyncs",
             "Full snapshots members asked for (Resync: a client's mirror failed its checksum, or it wanted one)",
             s.resyncs.clone(),
+        );
+        registry.register(
+            "inputs_refused",
+            "Inputs a room's simulation refused, each answered with an Error (not the member's entity, a limit, a rate, a value its kind does not take, a game's own rule)",
+            s.inputs_refused.clone(),
         );
         registry.register(
             "members",

@@ -272,4 +272,6 @@ async fn a_rooms_owner_hands_over_its_listing_and_entities_when_it_leaves(transp
     assert_eq!(refused, ErrorCode::NotOwner as i32, "no longer the room's owner");
     let seq = third.input("match", moved(5.0)).await;
     third.applied("match", seq).await;
+    // The guest's two refused writes, in the metrics.
+    server.wait_for_metric("tickrelay_inputs_refused_total", 2).await;
 }

@@ -91,6 +91,8 @@ pub struct TickReport {
     pub delta_bytes: usize,
     /// Size of the full snapshot body (0 if none was sent).
     pub full_bytes: usize,
+    /// Inputs the simulation refused this tick.
+    pub inputs_refused: u32,
 }
 
 /// Who is in a room ([`Room::roll`]), as the HTTP API shows it.
@@ -1141,6 +1143,7 @@ impl Room {
             self.left_recently.retain(|_, last| *last + rate > tick);
         }
         self.world.begin_tick(tick);
+        let refused_before = self.stats.inputs_rejected;
         self.run_simulation(tick);
         self.world.finish_tick();
         self.stats.ticks += 1;
@@ -1157,7 +1160,11 @@ impl Room {
         self.relay_events();
         // After the events: a member the simulation removes gets what it was sent.
         self.remove_members();
-        self.fan_out(tick, changed, server_time_us)
+        let inputs_refused = (self.stats.inputs_rejected - refused_before) as u32;
+        TickReport {
+            inputs_refused,
+            ..self.fan_out(tick, changed, server_time_us)
+        }
     }
 
     fn run_simulation(&mut self, tick: Tick) {
