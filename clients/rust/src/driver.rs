@@ -478,7 +478,7 @@ impl Driver {
                 Some(Out::QuickJoin(quick))
             }
             Command::Leave { room } => {
-                self.shared.mirrors.lock().remove(&room);
+                self.shared.forget_room(&room);
                 // A room this client is not in (never joined, or its join refused):
                 // nothing to ask the server, which would only answer `NotAMember`.
                 self.rooms.remove(&room)?;
@@ -592,7 +592,7 @@ impl Driver {
     /// its mirror and its route (joined again, it may live elsewhere).
     fn forget_room(&mut self, room: &str) {
         self.rooms.remove(room);
-        self.shared.mirrors.lock().remove(room);
+        self.shared.forget_room(room);
         self.shared.inputs_open(room, false);
         if let Some(routes) = self.routing.routes.upgrade() {
             routes.left(room);
@@ -957,6 +957,9 @@ impl Driver {
                 In::Joined(joined) => {
                     self.took_quick_join(joined.request_id, &joined.room);
                     self.joined(&joined);
+                    if self.rooms.contains_key(&joined.room) {
+                        self.shared.owners.lock().insert(joined.room.clone(), joined.owner);
+                    }
                     if let Some(routes) = self.routing.routes.upgrade() {
                         routes.joined(&joined.room);
                     }
@@ -973,7 +976,15 @@ impl Driver {
                     }
                     self.emit(Event::Left(left)).await;
                 }
-                In::Presence(p) => self.emit(Event::Presence(p)).await,
+                In::Presence(p) => {
+                    if p.change == proto::PresenceChange::Owner as i32
+                        && let Some(member) = &p.member
+                        && let Some(owner) = self.shared.owners.lock().get_mut(&p.room)
+                    {
+                        *owner = member.member_id;
+                    }
+                    self.emit(Event::Presence(p)).await
+                }
                 In::Event(e) => self.emit(Event::RoomEvent(e)).await,
                 In::Response(response) => {
                     if let Some(reply) = self.requests.remove(&response.request_id) {
@@ -1117,7 +1128,7 @@ impl Driver {
         let Some(state) = self.rooms.remove(&room) else {
             return; // left meanwhile
         };
-        self.shared.mirrors.lock().remove(&room);
+        self.shared.forget_room(&room);
         let room_type = state.room_type.clone();
         let followed = match self.routing.routes.upgrade() {
             Some(routes) => {

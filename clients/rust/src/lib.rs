@@ -418,6 +418,8 @@ pub(crate) struct Carried {
 
 pub(crate) struct Shared {
     pub mirrors: Mutex<HashMap<String, StateMirror>>,
+    /// Each room's owner, as last told (`Joined.owner`, presence `OWNER`).
+    pub owners: Mutex<HashMap<String, u64>>,
     pub stats: Stats,
     /// Presented on every connection, so the relay counts this client's sessions on
     /// several nodes as one client's (see `Hello.client_id`).
@@ -443,6 +445,13 @@ pub(crate) struct InputNumbers {
 }
 
 impl Shared {
+    /// Forgets what the client held of `room` (its mirror, its owner): it left, or
+    /// the room lives elsewhere now.
+    pub(crate) fn forget_room(&self, room: &str) {
+        self.mirrors.lock().remove(room);
+        self.owners.lock().remove(room);
+    }
+
     /// Numbers in `room` continue above `seq` (a join's answer: the seat applied that
     /// much already).
     pub(crate) fn inputs_above(&self, room: &str, seq: u64) {
@@ -502,6 +511,7 @@ impl Client {
         let (event_tx, events) = mpsc::channel(config.event_capacity);
         let shared = Arc::new(Shared {
             mirrors: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             client_id: format!("{:016x}", fastrand::u64(..)),
             input_seqs: Mutex::new(HashMap::new()),
@@ -639,6 +649,14 @@ impl Client {
     /// error event still reports each refusal.
     pub fn set_token(&self, token: &str) {
         self.command(Command::SetToken(token.into()));
+    }
+
+    /// The room's owner as last told (`Joined.owner`, then presence `OWNER`): the
+    /// member that changes its listing and, in a relay room, writes the room's own
+    /// entities (docs/PROTOCOL.md, "Room ownership"). 0: the room has none; `None`:
+    /// this client is not in the room (or its join is not answered yet).
+    pub fn room_owner(&self, room: &str) -> Option<u64> {
+        self.shared.owners.lock().get(room).copied()
     }
 
     /// Reads a room's mirror (`None` if the client is not in the room).

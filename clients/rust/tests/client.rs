@@ -596,6 +596,34 @@ async fn the_host_migration_example_hands_the_room_to_the_guest() {
     );
 }
 
+/// `room_owner` follows the room's owner: `Joined.owner`, then presence `OWNER` when
+/// the owner leaves; `None` once the client left the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_owner_follows_the_rooms_owner() {
+    let relay = start().await;
+    let join = async |relay: &TestServer| {
+        let (client, mut events) = Client::connect(config(relay, Transport::WebSocket)).unwrap();
+        client.join("r", "relay");
+        let id = until(&mut events, |e| match e {
+            Event::Joined(joined) => Some(joined.member_id),
+            _ => None,
+        })
+        .await;
+        (client, events, id)
+    };
+    let (host, _host_events, host_id) = join(&relay).await;
+    let (guest, mut guest_events, guest_id) = join(&relay).await;
+    assert_eq!(host.room_owner("r"), Some(host_id), "the creating member");
+    assert_eq!(guest.room_owner("r"), Some(host_id));
+    host.leave("r");
+    let owner_told = |e: &Event| matches!(e, Event::Presence(p) if p.change == proto::PresenceChange::Owner as i32);
+    until(&mut guest_events, |e| owner_told(e).then_some(())).await;
+    assert_eq!(guest.room_owner("r"), Some(guest_id), "passed to the guest");
+    assert_eq!(host.room_owner("r"), None, "the host left");
+    host.close().await;
+    guest.close().await;
+}
+
 /// A client of `relay` joined to the relay room `r`, with its events.
 async fn joined_to_relay_room(relay: &TestServer, transport: Transport) -> (Client, Receiver<Event>) {
     let (client, mut events) = Client::connect(config(relay, transport)).unwrap();
