@@ -319,6 +319,8 @@ interface RoomState {
   create: RoomOptions | undefined;
   /** The request id of the last join sent: an `Error` carrying it refuses the join. */
   joinRequest: bigint;
+  /** The room's owner as last told (`Joined.owner`, presence `OWNER`); undefined before the join's answer. */
+  owner: bigint | undefined;
 }
 
 /** How a join creates a room: its metadata (listed, matched by quick joins) and privacy. */
@@ -337,6 +339,7 @@ function newRoom(roomType: string): RoomState {
     wireSchema: [],
     mirror: undefined,
     resyncAskedMs: -Infinity,
+    owner: undefined,
     seat: "",
     create: undefined,
     joinRequest: 0n,
@@ -700,6 +703,18 @@ export class Client {
     if (node !== undefined) return node.mirror(room);
     const mirror = this.#rooms.get(room)?.mirror;
     return mirror?.synced ? mirror : undefined;
+  }
+
+  /**
+   * The room's owner as last told (`Joined.owner`, then presence `OWNER`): the member
+   * that changes its listing and, in a relay room, writes the room's own entities
+   * (PROTOCOL.md, "Room ownership"). 0n: the room has none; undefined: not in the room
+   * (or its join not answered yet).
+   */
+  roomOwner(room: string): bigint | undefined {
+    const node = this.#redirected.get(room)?.node;
+    if (node !== undefined) return node.roomOwner(room);
+    return this.#rooms.get(room)?.owner;
   }
 
   /**
@@ -1180,9 +1195,15 @@ export class Client {
           if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED) this.#forget(kind.value.room);
           this.#emit("left", kind.value);
           break;
-        case "presence":
+        case "presence": {
+          const { room, member, change } = kind.value;
+          const state = this.#rooms.get(room);
+          if (change === v1.PresenceChange.OWNER && state?.owner !== undefined && member !== undefined) {
+            state.owner = member.memberId;
+          }
           this.#emit("presence", kind.value);
           break;
+        }
         case "event":
           this.#emit("event", kind.value);
           break;
@@ -1355,6 +1376,7 @@ export class Client {
       schema = Schema.EMPTY;
     }
     state.joined = true;
+    state.owner = joined.owner;
     state.seat = "";
     // The seat may have applied inputs already (a resume, or a seat restored from a
     // checkpoint on another node): those are done with, and new inputs are numbered

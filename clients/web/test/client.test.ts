@@ -1317,3 +1317,17 @@ test("a refresh waiting to be sent again is dropped with its connection: the nex
   assert.ok(next.protocols.some((p) => p.includes("new")), `the token in the subprotocols: ${next.protocols}`);
   assert.equal(next.sent.filter((k) => k.case === "refreshToken").length, 0);
 });
+
+test("roomOwner follows Joined.owner, then presence OWNER; undefined once left", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  assert.equal(c.roomOwner("r"), undefined, "not answered yet");
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 7n, owner: 3n } }], 1n);
+  assert.equal(c.roomOwner("r"), 3n);
+  last().receive([{ case: "presence", value: { room: "r", member: { memberId: 7n }, change: v1.PresenceChange.OWNER } }], 2n);
+  assert.equal(c.roomOwner("r"), 7n);
+  c.leave("r");
+  assert.equal(c.roomOwner("r"), undefined);
+});
