@@ -236,6 +236,8 @@ pub struct Room {
     /// The tick of the last handover (0: none): at most one a second, as each costs
     /// every member a presence message.
     handed_at: Tick,
+    /// The simulation was told the room opened ([`Simulation::start`]) or restored.
+    started: bool,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
     /// Users whose joins are refused, and until when (shared with quick joins).
@@ -299,6 +301,7 @@ impl Room {
             restored_at: None,
             handed_to: None,
             handed_at: 0,
+            started: false,
             listing: Arc::default(),
             bans: Arc::default(),
         }
@@ -331,6 +334,7 @@ impl Room {
         room.world.finish_tick();
         room.event_seq = checkpoint.event_seq;
         room.restored_at = Some(tick);
+        room.started = true;
         if let Some(listing) = &checkpoint.listing {
             room.listing = Arc::new(Listing::new(ListingState::from_proto(listing)));
         }
@@ -1168,6 +1172,10 @@ impl Room {
     }
 
     fn run_simulation(&mut self, tick: Tick) {
+        if !self.started {
+            self.started = true;
+            self.sim.start(&mut sim_context!(self, tick));
+        }
         // The roster changes between these calls: a member is in it for its join and
         // its leave.
         for call in self.sim_calls.drain(..) {

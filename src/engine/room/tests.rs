@@ -2804,3 +2804,62 @@ fn a_refused_give_costs_no_budget_and_a_limited_one_says_when_to_retry() {
     assert_eq!(limited.len(), 1, "{limited:?}");
     assert!(limited[0].1 > 0 && limited[0].1 <= 1000, "{limited:?}");
 }
+
+/// Sets its world up from the room's metadata when the room opens, and counts how
+/// often it was told so.
+#[derive(Default)]
+struct Opening {
+    starts: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Simulation for Opening {
+    fn start(&mut self, ctx: &mut SimContext<'_>) {
+        self.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let map = ctx.listing.with(|l| l.metadata.get("map").cloned()).unwrap_or_default();
+        let fields = [(1, Value::String(format!("{} {map}", ctx.room)))];
+        ctx.world.spawn(1, SERVER, 9, fields).unwrap();
+    }
+    fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        Ok(())
+    }
+    fn step(&mut self, _: &mut SimContext<'_>) {}
+}
+
+/// A room's simulation is told it opened once, before its first member joins, with
+/// the room's id and the creating join's metadata; a restored room is not (it is
+/// restored instead).
+#[test]
+fn a_simulation_sets_its_world_up_from_the_creating_joins_options_when_the_room_opens() {
+    let opening = Opening::default();
+    let starts = opening.starts.clone();
+    let mut room = game_room(opening);
+    room.set_listing(ListingState {
+        metadata: [("map".to_string(), "canyon".to_string())].into(),
+        ..ListingState::default()
+    });
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    for _ in 0..3 {
+        room.tick(0);
+    }
+    assert!(a.read() > 0);
+    let label = a.mirror.world().get(1).and_then(|e| e.get(1).cloned());
+    assert_eq!(
+        label,
+        Some(Value::String("room canyon".into())),
+        "in the first snapshot"
+    );
+    assert_eq!(starts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let checkpoint = checkpoint_of(&mut room);
+    let again = Opening::default();
+    let restarts = again.starts.clone();
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(again), &checkpoint, 100).unwrap();
+    restored.tick(0);
+    assert_eq!(
+        restarts.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "restored, not started"
+    );
+}

@@ -434,6 +434,16 @@ pub trait Simulation: Send + 'static {
         Arc::default()
     }
 
+    /// The room opened (one restored from a checkpoint gets [`Simulation::restore`]
+    /// instead): called once, at its first tick, before its first member's
+    /// [`Simulation::join`]. `ctx.room` is its id and `ctx.listing` holds what the
+    /// join that created it asked for (`RoomOptions.metadata`: the map or the mode a
+    /// player chose; for a room the configuration keeps open, its `metadata`). A game
+    /// sets its world up here. Nothing by default.
+    fn start(&mut self, ctx: &mut SimContext<'_>) {
+        let _ = ctx;
+    }
+
     /// A member joined. Authoritative games typically spawn its avatar here.
     fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId);
 
