@@ -445,9 +445,10 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
             // Signed by a key the relay does not hold yet (its set is fetched again):
             // the client's fault only if it stays unknown, so a retry, not a give-up.
             let unknown_key = e == AuthError::UnknownKey;
-            let status = match unknown_key {
-                true => StatusCode::SERVICE_UNAVAILABLE,
-                false => StatusCode::UNAUTHORIZED,
+            let status = if unknown_key {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
             };
             metrics.count_auth_failure(e.kind());
             metrics.count_refused_upgrade(status);

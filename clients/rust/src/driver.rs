@@ -340,17 +340,12 @@ impl Driver {
     /// Keeps `Stats::queued` (every connection's messages waiting for the pacer)
     /// up to date with this connection's `queued`.
     fn report_queued(&mut self, queued: usize) {
-        let queued_stat = &self.shared.stats.queued;
-        match queued.cmp(&self.queued_reported) {
-            std::cmp::Ordering::Greater => {
-                queued_stat.fetch_add((queued - self.queued_reported) as u64, Ordering::Relaxed)
-            }
-            std::cmp::Ordering::Less => {
-                queued_stat.fetch_sub((self.queued_reported - queued) as u64, Ordering::Relaxed)
-            }
-            std::cmp::Ordering::Equal => 0,
-        };
-        self.queued_reported = queued;
+        if queued != self.queued_reported {
+            // The difference, either way (the atomic's addition wraps).
+            let change = (queued as u64).wrapping_sub(self.queued_reported as u64);
+            self.shared.stats.queued.fetch_add(change, Ordering::Relaxed);
+            self.queued_reported = queued;
+        }
     }
 }
 
@@ -490,12 +485,11 @@ impl Driver {
                 let state = self.rooms.get_mut(&room)?;
                 // Numbered by the handle; one numbered just before a join's answer
                 // raised the numbering above it goes above it too.
-                state.next_seq = match seq > state.next_seq {
-                    true => seq,
-                    false => {
-                        self.shared.inputs_above(&room, state.next_seq + 1);
-                        state.next_seq + 1
-                    }
+                state.next_seq = if seq > state.next_seq {
+                    seq
+                } else {
+                    self.shared.inputs_above(&room, state.next_seq + 1);
+                    state.next_seq + 1
                 };
                 if state.unacked.len() >= limit {
                     state.unacked.pop_front();

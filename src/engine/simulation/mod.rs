@@ -372,9 +372,10 @@ impl SimError {
             (Some(spec), _) if problem == FieldProblem::OutOfRange => shown += &format!(" ({})", spec.ty),
             (None, Some(kind)) => {
                 let fields: Vec<String> = kind.fields().iter().map(|f| named(&f.name, f.id)).collect();
-                shown += &match fields.is_empty() {
-                    true => " (it declares none)".to_string(),
-                    false => format!(" (it declares {})", fields.join(", ")),
+                shown += &if fields.is_empty() {
+                    " (it declares none)".to_string()
+                } else {
+                    format!(" (it declares {})", fields.join(", "))
                 };
             }
             _ => {}
