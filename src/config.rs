@@ -1152,7 +1152,7 @@ impl RoomTypeConfig {
             checksum_interval: self.checksum_interval,
             input_queue: self.input_queue,
             // In whole ticks, rounded up.
-            owner_quiet: (self.owner_quiet_ms * u64::from(self.tick_rate)).div_ceil(1000),
+            owner_quiet: (self.owner_quiet_ms.saturating_mul(u64::from(self.tick_rate))).div_ceil(1000),
             limits: EntityLimits {
                 max_entities_per_member: self.max_entities_per_member,
                 max_fields_per_entity: self.max_fields_per_entity,
