@@ -17,6 +17,9 @@ pub const MAX_METADATA_KEY_BYTES: usize = 64;
 /// The longest metadata value, in bytes.
 pub const MAX_METADATA_VALUE_BYTES: usize = 256;
 
+/// The answer (`NOT_OWNER`) to an `UpdateRoom` from a member that does not own the room.
+pub const NOT_OWNER: &str = "only the room's owner may change it (see Joined.owner and presence OWNER)";
+
 /// Metadata as rooms hold it (in key order, as it is listed).
 pub type Metadata = BTreeMap<String, String>;
 
@@ -92,8 +95,7 @@ impl ListingState {
             return Err((ErrorCode::BadRequest, "unknown lock value".into()));
         };
         if self.owner != member {
-            let message = "only the room's owner may change it (see Joined.owner and presence OWNER)";
-            return Err((ErrorCode::NotOwner, message.into()));
+            return Err((ErrorCode::NotOwner, NOT_OWNER.into()));
         }
         self.merge(&update.metadata)
             .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;

@@ -805,8 +805,7 @@ impl Room {
     ) -> Result<(), Bytes> {
         let to = update.owner;
         if self.listing.with(|l| l.owner) != member {
-            let message = "only the room's owner may change it (see Joined.owner and presence OWNER)";
-            return Err(self.error(ErrorCode::NotOwner, message, request_id));
+            return Err(self.error(ErrorCode::NotOwner, crate::engine::listing::NOT_OWNER, request_id));
         }
         let refuse = |message: String| self.error(ErrorCode::BadRequest, &message, request_id);
         match self.member(to) {
