@@ -159,6 +159,16 @@ pub struct Left {
     pub join_seq: u64,
 }
 
+/// What a resume sends again ([`Outbox::replay_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Replay {
+    /// Messages sent again, with their numbers.
+    pub sent_again: usize,
+    /// Messages the client did not receive that are no longer kept: the numbers skip
+    /// them.
+    pub missing: u64,
+}
+
 /// The reliable queue is over its bound; the session must be closed as a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("outbox overflowed")]
@@ -295,13 +305,15 @@ impl Outbox {
     /// A resume: the client received reliable messages up to `received`, so those
     /// taken after it go out again, ahead of what is waiting and with their numbers.
     /// When some were already forgotten (beyond the kept half of the bounds), the
-    /// client sees the gap in the numbers. Returns how many are sent again.
-    pub fn replay_after(&self, received: u64) -> usize {
+    /// client sees the gap in the numbers.
+    pub fn replay_after(&self, received: u64) -> Replay {
         let mut inner = self.inner.lock();
         // What the client has is forgotten; the rest goes back to the queue.
         let received = received.min(inner.first_waiting() - 1);
         inner.forget_taken_through(received);
         let replayed = inner.taken.len();
+        let first_kept = inner.first_waiting() - replayed as u64;
+        let missing = first_kept - 1 - received;
         while let Some(m) = inner.taken.pop_back() {
             inner.taken_bytes -= m.len();
             inner.reliable_bytes += m.len();
@@ -312,7 +324,10 @@ impl Outbox {
         if replayed > 0 {
             wake(inner);
         }
-        replayed
+        Replay {
+            sent_again: replayed,
+            missing,
+        }
     }
 
     /// How the transport it writes to delivers state frames.
@@ -728,7 +743,7 @@ mod tests {
         // The connection died; the client had received 1 ("a"). A new welcome goes
         // first, then 2 and 3 again, then 4, which was never taken.
         outbox.push_welcome(Bytes::from_static(b"w2"));
-        assert_eq!(outbox.replay_after(1), 2);
+        assert_eq!(outbox.replay_after(1).sent_again, 2);
         outbox.drain(&mut batch);
         assert_eq!(batch.welcome, Some(Bytes::from_static(b"w2")));
         assert_eq!(batch.first_seq, 2);
@@ -744,14 +759,14 @@ mod tests {
         // ignored.
         outbox.confirm(3);
         outbox.confirm(99);
-        assert_eq!(outbox.replay_after(0), 1, "only 4 is still kept");
+        assert_eq!(outbox.replay_after(0).sent_again, 1, "only 4 is still kept");
         assert_eq!(numbered(&outbox), (4, vec![Bytes::from_static(b"d")]));
         // A resume claiming more than was taken: everything arrived, nothing again.
-        assert_eq!(outbox.replay_after(99), 0);
+        assert_eq!(outbox.replay_after(99).sent_again, 0);
         outbox.push_reliable(Bytes::from_static(b"e")).unwrap();
         assert_eq!(numbered(&outbox).0, 5, "numbering continues");
         assert_eq!(
-            outbox.replay_after(4),
+            outbox.replay_after(4).sent_again,
             1,
             "5 is kept after a claim of everything before it"
         );
@@ -770,7 +785,7 @@ mod tests {
         for m in [&b"c"[..], b"d", b"e"] {
             outbox.push_reliable(Bytes::from_static(m)).unwrap();
         }
-        assert_eq!(outbox.replay_after(0), 2);
+        assert_eq!(outbox.replay_after(0).sent_again, 2);
         // Five waiting, two of them sent again: one more still fits the bound of four.
         outbox.push_reliable(Bytes::from_static(b"f")).unwrap();
         assert_eq!(outbox.push_reliable(Bytes::from_static(b"g")), Err(Overflow));
@@ -788,8 +803,14 @@ mod tests {
             }
             numbered(&outbox);
         }
-        // 12 taken, the last 4 kept: a client that received only 2 sees a gap (9).
-        assert_eq!(outbox.replay_after(2), 4);
+        // 12 taken, the last 4 kept: a client that received only 2 sees a gap (3 to 8).
+        assert_eq!(
+            outbox.replay_after(2),
+            Replay {
+                sent_again: 4,
+                missing: 6
+            }
+        );
         let (first, messages) = numbered(&outbox);
         assert_eq!(first, 9);
         assert_eq!(messages.iter().map(|m| m[0]).collect::<Vec<_>>(), vec![8, 9, 10, 11]);

@@ -308,6 +308,8 @@ pub enum Command {
         outbox: Arc<Outbox>,
         /// Request id to answer (0: do not answer).
         request_id: u64,
+        /// Send the member its `Joined` again as well (a resume that lost presence).
+        joined_too: bool,
     },
     /// The room's owner hands it to another member, with its other listing changes
     /// (see [`Room::update_listing`]; answered through `outbox`).
@@ -1453,9 +1455,13 @@ impl SimThread {
                 member,
                 outbox,
                 request_id,
+                joined_too,
             } => match self.room_mut(room) {
                 Some(r) if r.room.seated(member, &outbox) => {
                     r.room.resync(member, request_id);
+                    if joined_too {
+                        r.room.send_joined(member);
+                    }
                     self.metrics.resyncs.inc();
                 }
                 r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
@@ -1965,6 +1971,7 @@ mod tests {
             member: 7,
             outbox: other.clone(),
             request_id: 42,
+            joined_too: false,
         };
         pool.send(&handle, resync).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -193,6 +193,8 @@ pub struct Metrics {
     /// Reliable messages sent again on a resume (taken by a connection that died
     /// before the client confirmed them).
     pub messages_replayed: Counter,
+    /// Reliable messages a resumed client missed that were no longer kept.
+    pub messages_lost: Counter,
     /// Sessions currently parked, waiting for a resume.
     pub sessions_parked: Gauge,
 }
@@ -234,6 +236,7 @@ impl Metrics {
             messages_rate_limited: Counter::default(),
             resumes: Counter::default(),
             messages_replayed: Counter::default(),
+            messages_lost: Counter::default(),
             sessions_parked: Gauge::default(),
         };
         let s = &m.sim;
@@ -396,6 +399,11 @@ impl Metrics {
             "messages_replayed",
             "Reliable messages sent again on a resume",
             m.messages_replayed.clone(),
+        );
+        registry.register(
+            "messages_lost",
+            "Reliable messages a resumed client missed that were no longer kept (its rooms send their Joined again)",
+            m.messages_lost.clone(),
         );
         registry.register(
             "sessions_parked",

@@ -30,7 +30,7 @@ use rustc_hash::FxHashMap;
 use crate::clock::Now;
 use crate::cluster::Claim;
 use crate::engine::listing::{self, ListingState, Metadata};
-use crate::engine::outbox::{Delivery, Left, Outbox};
+use crate::engine::outbox::{Delivery, Left, Outbox, Replay};
 use crate::engine::room::{error_message, valid_room_id};
 use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
 use crate::engine::simulation::MAX_EVENT_KIND_BYTES;
@@ -427,9 +427,11 @@ impl Session {
     /// `Welcome` with `resumed` set ahead of anything that waited in the outbox, the
     /// reliable messages after `received` (the last one the client got) again, and a
     /// full snapshot of every room at its next tick. `delivery` is the new
-    /// connection's (a session may resume over another transport).
-    /// Returns how many messages are sent again.
-    pub fn resume(&mut self, identity: Option<Identity>, delivery: Delivery, received: u64, now: Now) -> usize {
+    /// connection's (a session may resume over another transport). When some of
+    /// the messages the client missed are no longer kept, every room sends its
+    /// `Joined` again too (who is in it, who owns it: presence the client may have
+    /// missed).
+    pub fn resume(&mut self, identity: Option<Identity>, delivery: Delivery, received: u64, now: Now) -> Replay {
         if let Some(identity) = identity {
             self.expires_at = deadline(identity.expires_at, now);
             self.identity = identity;
@@ -440,7 +442,7 @@ impl Session {
         self.outbox.reset_delivered(delivery);
         self.outbox.set_away(false);
         self.outbox.push_welcome(self.welcome(true, now));
-        let replayed = self.outbox.replay_after(received);
+        let replay = self.outbox.replay_after(received);
         self.forget_rooms_left();
         // The old connection's driver dropped what it was running for the directory.
         self.directory_ops.append(&mut self.in_flight);
@@ -452,10 +454,11 @@ impl Session {
                 member: room.member,
                 outbox: self.outbox.clone(),
                 request_id: 0,
+                joined_too: replay.missing > 0,
             };
             let _ = self.ctx.rooms.send(&room.handle, command);
         }
-        replayed
+        replay
     }
 
     /// The resume token announced in `Welcome`.
@@ -1318,6 +1321,7 @@ impl Session {
                     member,
                     outbox: self.outbox.clone(),
                     request_id: id,
+                    joined_too: false,
                 };
                 self.send(&room, command, id);
             }

@@ -20,12 +20,30 @@ const UNIX0: u64 = 1_800_000_000;
 /// What the session asked of the rooms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
-    Join { room: RoomKey, join_seq: u64 },
-    QuickJoin { room: RoomKey, join_seq: u64 },
-    Leave { room: RoomKey, request_id: u64 },
-    Input { room: RoomKey, seq: u64 },
-    Event { room: RoomKey },
-    Resync { room: RoomKey, request_id: u64 },
+    Join {
+        room: RoomKey,
+        join_seq: u64,
+    },
+    QuickJoin {
+        room: RoomKey,
+        join_seq: u64,
+    },
+    Leave {
+        room: RoomKey,
+        request_id: u64,
+    },
+    Input {
+        room: RoomKey,
+        seq: u64,
+    },
+    Event {
+        room: RoomKey,
+    },
+    Resync {
+        room: RoomKey,
+        request_id: u64,
+        joined_too: bool,
+    },
 }
 
 /// A listing asked for: after, limit, room type, filters, open only.
@@ -108,7 +126,16 @@ impl Rooms for FakeRooms {
             Command::Leave { room, request_id, .. } => Sent::Leave { room, request_id },
             Command::Input { room, seq, .. } => Sent::Input { room, seq },
             Command::Event { room, .. } => Sent::Event { room },
-            Command::Resync { room, request_id, .. } => Sent::Resync { room, request_id },
+            Command::Resync {
+                room,
+                request_id,
+                joined_too,
+                ..
+            } => Sent::Resync {
+                room,
+                request_id,
+                joined_too,
+            },
             _ => unreachable!("sessions send no other command"),
         };
         self.sent.lock().push(sent);
@@ -730,7 +757,7 @@ fn ping_is_answered_with_both_time_stamps_and_confirms_what_the_client_got() {
         [Kind::Pong(p)] if (p.nonce, p.ping_sent_time_us, p.time_us) == (42, 1234, now_us)));
     // What the client did not confirm (the third reply and the pong) is kept for a
     // resume; the first two are forgotten.
-    assert_eq!(h.outbox.replay_after(0), 2);
+    assert_eq!(h.outbox.replay_after(0).sent_again, 2);
 }
 
 #[test]
@@ -907,8 +934,16 @@ fn a_resume_welcomes_again_and_resyncs_every_room() {
     assert_eq!(
         sent,
         [
-            Sent::Resync { room: a, request_id: 0 },
-            Sent::Resync { room: b, request_id: 0 }
+            Sent::Resync {
+                room: a,
+                request_id: 0,
+                joined_too: false
+            },
+            Sent::Resync {
+                room: b,
+                request_id: 0,
+                joined_too: false
+            }
         ]
     );
     assert!(matches!(&h.replies()[0], Kind::Welcome(w) if w.resumed));
@@ -917,6 +952,34 @@ fn a_resume_welcomes_again_and_resyncs_every_room() {
         h.session.poll_timeout(),
         now.instant + h.session.ctx.settings.heartbeat_interval
     );
+}
+
+#[test]
+fn a_resume_that_misses_messages_no_longer_kept_asks_its_rooms_for_joined() {
+    let mut h = Harness::new();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    let a = h.key("a");
+    h.sent();
+    // More presence than is kept for a resume went to the dropped connection.
+    let kept = OutboxLimits::default().max_messages / 2;
+    for _ in 0..kept + 3 {
+        h.outbox.push_reliable(Bytes::from_static(b"presence")).unwrap();
+    }
+    h.outbox.drain(&mut h.batch);
+    let now = h.now();
+    let replay = h.session.resume(None, Delivery::Reliable, 1, now);
+    assert_eq!((replay.sent_again, replay.missing), (kept, 2));
+    let resync = Sent::Resync {
+        room: a,
+        request_id: 0,
+        joined_too: true,
+    };
+    assert_eq!(h.sent(), [resync]);
+    // Resumed again having received everything: a snapshot, no `Joined`.
+    let replay = h.session.resume(None, Delivery::Reliable, kept as u64 + 3, now);
+    assert_eq!((replay.sent_again, replay.missing), (0, 0));
+    assert!(matches!(&h.sent()[..], [Sent::Resync { joined_too: false, .. }]));
 }
 
 #[test]

@@ -161,9 +161,10 @@ async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start
         } => match find_session(ctx, &token, &identity).await {
             Some(mut session) => {
                 let identity = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(identity);
-                let replayed = session.resume(identity, T::DELIVERY, received, Now::system());
+                let replay = session.resume(identity, T::DELIVERY, received, Now::system());
                 metrics.resumes.inc();
-                metrics.messages_replayed.inc_by(replayed as u64);
+                metrics.messages_replayed.inc_by(replay.sent_again as u64);
+                metrics.messages_lost.inc_by(replay.missing);
                 session
             }
             // Boxed: rare (a cluster's session moving nodes), and large.

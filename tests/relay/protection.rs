@@ -732,6 +732,59 @@ async fn a_session_whose_queue_overflowed_while_away_is_refused_at_resume() {
     .await;
 }
 
+/// A resumed client that missed messages the server no longer kept (presence among
+/// them) is sent each room's `Joined` again: who is in it and who owns it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_that_missed_presence_gets_the_rooms_joined_again() {
+    // Four messages kept for a resume.
+    let server = start_with(|c| {
+        c.session.outbox_max_messages = 8;
+        c.room_types.values_mut().for_each(|t| t.max_members = 3);
+    })
+    .await;
+    let mut owner = TestClient::connect(&server).await;
+    owner.join("talk", "relay").await;
+    let mut b = TestClient::connect(&server).await;
+    let b_id = b.join("talk", "relay").await.member_id;
+    let mut c = TestClient::connect(&server).await;
+    let c_id = c.join("talk", "relay").await.member_id;
+    let received = c.received_seq.expect("numbered messages arrived");
+    // The owner leaves (c is told it left and that b owns the room), then six
+    // events: c's connection takes all eight, then dies before c confirms any.
+    owner.close_normally().await;
+    b.until(|k| matches!(k, Kind::Presence(p) if p.change == proto::PresenceChange::Owner as i32).then_some(()))
+        .await;
+    b.send((1..=6).map(say).collect()).await;
+    let mut arrived = 0;
+    c.until(|k| {
+        arrived += usize::from(matches!(k, Kind::Event(_)));
+        (arrived == 6).then_some(())
+    })
+    .await;
+    let resume_token = c.welcome.resume_token.clone();
+    drop(c);
+    server.wait_for_metric("tickrelay_sessions_parked", 1).await;
+
+    let mut c = TestClient::resume_after_loss(&server, Transport::WebSocket, &resume_token, received)
+        .await
+        .unwrap();
+    let mut said = Vec::new();
+    let joined = c
+        .until(|k| match k {
+            Kind::Event(e) => {
+                said.push(e.payload[0]);
+                None
+            }
+            Kind::Joined(j) => Some(j.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(said, [3, 4, 5, 6], "the four kept, then the room's Joined");
+    let members: Vec<_> = joined.members.iter().map(|m| m.member_id).collect();
+    assert_eq!((joined.request_id, joined.owner, members), (0, b_id, vec![b_id, c_id]));
+    assert_eq!(server.metric("tickrelay_messages_lost_total"), 4);
+}
+
 /// A client loses its connection with inputs in flight, resumes with its token and
 /// replays every input it had sent: each is applied exactly once, none is lost.
 async fn resume_with_input_replay_loses_nothing_and_applies_nothing_twice(transport: Transport) {

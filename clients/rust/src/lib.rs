@@ -261,7 +261,9 @@ pub enum Event {
     Error(proto::Error),
     /// After a resume, the server no longer had `count` messages (events, presence,
     /// responses) that were sent to the dropped connection and did not arrive: it
-    /// keeps the last few hundred for a resume. Rejoin or resync what depends on them.
+    /// keeps the last few hundred for a resume. Each room then sends its
+    /// [`Event::Joined`] again (`request_id` 0): who is in it and who owns it now
+    /// ([`Client::room_owner`] follows it). Lost events and responses stay lost.
     MessagesLost {
         /// How many numbered messages are missing.
         count: u64,

@@ -138,7 +138,11 @@ export interface ClientEvents {
    * over `maxEntitiesPerRoom`, not applied (`LIMIT_EXCEEDED`, with its room).
    */
   error: v1.Error;
-  /** Numbered messages the server no longer had when this client resumed. */
+  /**
+   * Numbered messages the server no longer had when this client resumed. Each room then
+   * sends its `joined` again (`requestId` 0): who is in it and who owns it now
+   * (`roomOwner` follows it). Lost events and responses stay lost.
+   */
   messagesLost: { count: bigint };
   /** A room's mirror went out of sync; a new one waits for the full snapshot asked for (at most once a second). */
   desync: { room: string; error: DesyncError };

@@ -1035,6 +1035,18 @@ impl Room {
         self.send_to(member, encode_message(response));
     }
 
+    /// Sends `member` its `Joined` again at the next tick (request id 0), with who is
+    /// in the room and who owns it now: a resumed session that missed presence. One
+    /// already owed (a join being answered) serves.
+    pub fn send_joined(&mut self, member: MemberId) {
+        if let Some(m) = self.member_mut(member)
+            && m.joined_reply.is_none()
+        {
+            m.joined_reply = Some(0);
+            self.presence_due = true;
+        }
+    }
+
     /// How many ticks from now a member whose last full snapshot went out at
     /// `last_full` (0: none) waits for its next: none after a second. The frame a
     /// request earns goes out at the next tick.

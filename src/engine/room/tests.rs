@@ -1283,6 +1283,38 @@ fn ownership_passes_to_the_member_here_longest_when_the_owner_leaves_or_is_away(
 }
 
 #[test]
+fn a_member_that_missed_presence_is_sent_its_joined_again() {
+    let (mut room, mut clients) = owned_room_of(3);
+    for c in &mut clients {
+        joined_of(c);
+    }
+    // Member 1 hands the room on and leaves while member 3's messages are lost.
+    assert!(room.leave(1, 0));
+    room.tick(0);
+    clients[2].read();
+    clients[2].take_received();
+    // Member 3 resumes, having missed them: its next tick says who is in and who owns.
+    room.send_joined(3);
+    room.send_joined(3);
+    room.tick(0);
+    clients[2].read();
+    let joined: Vec<_> = (clients[2].take_received().into_iter())
+        .filter_map(|k| match k {
+            server_message::Kind::Joined(joined) => Some(joined),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined.len(), 1, "asked twice, sent once");
+    let members: Vec<_> = joined[0].members.iter().map(|m| m.member_id).collect();
+    assert_eq!((joined[0].request_id, joined[0].owner, members), (0, 2, vec![2, 3]));
+    assert!(joined_of(&mut clients[1]).is_none(), "the others are not told");
+    // A member not in the room: nothing.
+    room.send_joined(9);
+    room.tick(0);
+    assert!(joined_of(&mut clients[2]).is_none());
+}
+
+#[test]
 fn a_room_without_an_owner_keeps_none() {
     let mut room = relay_room_at_10_hz();
     let mut clients: Vec<Client> = (1..=2).map(Client::new).collect();

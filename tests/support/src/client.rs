@@ -128,9 +128,30 @@ impl TestClient {
         resume_token: &str,
         received: u64,
     ) -> Result<Self, u16> {
-        let query = format!("resume={resume_token}&received={received}");
         // Check the numbers from `received` on (see `absorb`).
         let from = (received != u64::MAX).then_some(received);
+        Self::resume_numbered_from(server, transport, resume_token, received, from).await
+    }
+
+    /// As [`Self::resume_after`], when the server may no longer hold every message
+    /// after `received`: the numbers are checked from the first one that comes.
+    pub async fn resume_after_loss(
+        server: &TestServer,
+        transport: Transport,
+        resume_token: &str,
+        received: u64,
+    ) -> Result<Self, u16> {
+        Self::resume_numbered_from(server, transport, resume_token, received, None).await
+    }
+
+    async fn resume_numbered_from(
+        server: &TestServer,
+        transport: Transport,
+        resume_token: &str,
+        received: u64,
+        from: Option<u64>,
+    ) -> Result<Self, u16> {
+        let query = format!("resume={resume_token}&received={received}");
         let conn = match transport {
             Transport::WebSocket => Self::upgrade(server, &query, &[]).await?,
             Transport::Quic => Conn::Quic(Box::new(
