@@ -98,8 +98,9 @@ struct ServeArgs {
     set: Vec<Override>,
     /// Check the configuration (file, variables, flags) as a start would, print what
     /// the relay would use and exit: 0 when it would start, 2 with the reason when
-    /// not. Reads the TLS files, warns about an address it cannot bind now (in use,
-    /// perhaps by the relay itself), and does not reach Redis.
+    /// not (1 when something it needs is out of reach: Redis, the signing keys'
+    /// URL). Reads the TLS files, fetches the signing keys, reaches Redis, and warns
+    /// about an address it cannot bind now (in use, perhaps by the relay itself).
     #[arg(long)]
     check: bool,
     /// Print the configuration the relay would run with (file, variables, flags,
@@ -442,23 +443,6 @@ pub fn main(simulations: Simulations) -> ExitCode {
         warnings
             .push("naive_fanout: a full snapshot per member per tick, encoded per member (benchmark baseline)".into());
     }
-    if args.check {
-        return match Server::check(config, &simulations) {
-            Ok(lines) => {
-                out("configuration OK\n");
-                let warnings = warnings.iter().map(|w| format!("warning: {w}"));
-                warnings.chain(lines).for_each(|line| out(&format!("  {line}\n")));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("configuration refused: {e}");
-                ExitCode::from(2)
-            }
-        };
-    }
-    for warning in warnings {
-        tracing::warn!("{warning}");
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -466,14 +450,34 @@ pub fn main(simulations: Simulations) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.check {
+        return match runtime.block_on(Server::check(config, &simulations)) {
+            Ok(lines) => {
+                out("configuration OK\n");
+                let warnings = warnings.iter().map(|w| format!("warning: {w}"));
+                warnings.chain(lines).for_each(|line| out(&format!("  {line}\n")));
+                ExitCode::SUCCESS
+            }
+            Err(e) if refuses_configuration(&e) => {
+                eprintln!("configuration refused: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("the relay would not start: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     runtime.block_on(async {
         let server = match Server::bind_with(config, &simulations).await {
             Ok(server) => server,
             Err(e) => {
                 tracing::error!("cannot start: {e}");
                 // 2 for a configuration refused (as `--check` says), 1 for the rest.
-                let refused = matches!(e, ServerError::Config(_) | ServerError::Tls(_));
-                return ExitCode::from(if refused { 2 } else { 1 });
+                return ExitCode::from(if refuses_configuration(&e) { 2 } else { 1 });
             }
         };
         // In place before the relay says it listens: a signal sent from then on is
@@ -489,6 +493,12 @@ pub fn main(simulations: Simulations) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Whether a start failed on its configuration (exit code 2), not on something out
+/// of reach or in use (1).
+fn refuses_configuration(e: &ServerError) -> bool {
+    matches!(e, ServerError::Config(_) | ServerError::Tls(_))
 }
 
 /// Writes `text` to standard output; a reader gone (`tickrelay --check | head -1`)

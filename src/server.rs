@@ -16,7 +16,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, Delivery};
-use crate::cluster::{Claim, Closing, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory};
+use crate::cluster::{
+    Claim, Closing, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory, probe_redis,
+};
 use crate::config::{Config, ConfigError, PrecreatedRoom, Simulations};
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, PoolConfig, SimPool};
 use crate::engine::simulation::named;
@@ -72,6 +74,10 @@ pub enum ServerError {
     #[error("cluster mode: {0} (check `[cluster] redis_url` / --cluster)")]
     Cluster(#[from] DirectoryError),
 }
+
+/// How long `tickrelay --check` waits for the signing keys and for Redis (a start
+/// fails without them).
+pub const CHECK_REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Said when certificate files are configured with `insecure_plain`.
 const IGNORED_CERTIFICATE: &str = "tls.cert and tls.key are set but not used: tls.insecure_plain serves without TLS";
@@ -161,10 +167,11 @@ impl Server {
     /// Checks `config` as [`Server::bind_with`] would, without starting or writing
     /// anything: the settings, the room types with the program's `simulations`, the
     /// configured TLS files (read; a development certificate is not made), the
-    /// addresses (each bound and released at once; one that cannot be is a warning)
-    /// and the cluster's Redis address (parsed, not reached). Returns what a start
-    /// would use, a line each, warnings first (`tickrelay --check`).
-    pub fn check(mut config: Config, simulations: &Simulations) -> Result<Vec<String>, ServerError> {
+    /// addresses (each bound and released at once; one that cannot be is a warning),
+    /// the signing keys of `[auth] jwks_url` (fetched) and the cluster's Redis
+    /// (reached, and asked for a `PONG`), each within [`CHECK_REACH_TIMEOUT`]. Returns
+    /// what a start would use, a line each, warnings first (`tickrelay --check`).
+    pub async fn check(mut config: Config, simulations: &Simulations) -> Result<Vec<String>, ServerError> {
         settled(&mut config, simulations)?;
         let (mut lines, mut warnings) = (Vec::new(), Vec::new());
         let scheme = if config.tls.insecure_plain { "ws" } else { "wss" };
@@ -197,15 +204,19 @@ impl Server {
                 config.tls.dev_cert_path.display()
             ));
         }
-        lines.push(match config.auth.mode {
-            AuthMode::Anonymous => "auth: anonymous".into(),
-            AuthMode::Jwt => match &config.auth.jwks_url {
-                Some(url) => format!("auth: jwt (keys from {url}, fetched at start, not by this check)"),
-                None => format!("auth: jwt ({})", config.auth.algorithm),
-            },
-        });
         let auth = Authenticator::new(&config.auth).map_err(ConfigError::Invalid)?;
-        jwks::Source::from_config(&config.auth).map_err(ConfigError::Invalid)?;
+        let jwks = jwks::Source::from_config(&config.auth).map_err(ConfigError::Invalid)?;
+        lines.push(match (config.auth.mode, &jwks, auth.key_set()) {
+            (AuthMode::Anonymous, ..) => "auth: anonymous".into(),
+            (AuthMode::Jwt, Some(source), Some(keys)) => {
+                let url = source.url();
+                let fetched = tokio::time::timeout(CHECK_REACH_TIMEOUT, source.load(keys)).await;
+                let count = (fetched.unwrap_or_else(|_| Err(format!("no answer within {CHECK_REACH_TIMEOUT:?}"))))
+                    .map_err(|why| ServerError::Jwks { url: url.into(), why })?;
+                format!("auth: jwt ({count} signing keys fetched from {url})")
+            }
+            (AuthMode::Jwt, ..) => format!("auth: jwt ({})", config.auth.algorithm),
+        });
         warnings.extend(weak_secrets(&config, &auth));
         let types: Vec<String> = (config.room_types.iter())
             .map(|(name, t)| {
@@ -260,8 +271,14 @@ impl Server {
         ));
         lines.push(match RedisAddress::from_config(&config.cluster)? {
             Some(redis) => format!(
-                "cluster: {} (not reached by this check), node {}, clients sent to {}",
+                "cluster: {} ({} answered), node {}, clients sent to {}",
                 redis.shown(),
+                (tokio::time::timeout(CHECK_REACH_TIMEOUT, probe_redis(&redis)).await).unwrap_or_else(|_| Err(
+                    DirectoryError(format!(
+                        "no answer from Redis at {} within {CHECK_REACH_TIMEOUT:?}",
+                        redis.shown()
+                    ))
+                ))?,
                 config.cluster.node_id.as_deref().unwrap_or("(its public URL)"),
                 config
                     .cluster

@@ -21,6 +21,6 @@ pub mod redis_directory;
 pub use closing::Closing;
 pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
 pub use node::{Cluster, NodeSettings};
-pub use redis_connection::RedisAddress;
 pub(crate) use redis_connection::without_credentials;
+pub use redis_connection::{RedisAddress, probe as probe_redis};
 pub use redis_directory::{RedisDirectory, SessionTake, SessionsKept};

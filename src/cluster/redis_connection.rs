@@ -45,7 +45,7 @@ use redis::{
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::directory::DirectoryError;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ConfigError};
 
 /// Where the directory's Redis is (`[cluster] redis_url`) and, over TLS, whom to
 /// trust there and what to present (see the module documentation).
@@ -73,18 +73,20 @@ impl RedisAddress {
 
     /// `[cluster] redis_url` with the certificates `redis_ca_file`, `redis_cert_file`
     /// and `redis_key_file` name (read here: a missing file is an error at start).
-    /// `None` when cluster mode is off.
-    pub fn from_config(config: &ClusterConfig) -> Result<Option<Self>, DirectoryError> {
+    /// `None` when cluster mode is off. An error is the configuration's.
+    pub fn from_config(config: &ClusterConfig) -> Result<Option<Self>, ConfigError> {
         let Some(url) = &config.redis_url else {
             return Ok(None);
         };
         // Parsed now: a typo is an error at start (and for `tickrelay --check`), not at
         // the first connection.
-        check_url(url).map_err(|e| DirectoryError(format!("{}: {e}", without_credentials(url))))?;
+        check_url(url)
+            .map_err(|e| ConfigError::Invalid(format!("[cluster] redis_url {}: {e}", without_credentials(url))))?;
         let read = |key: &str, path: &Option<std::path::PathBuf>| {
             path.as_ref()
                 .map(|path| {
-                    std::fs::read(path).map_err(|e| DirectoryError(format!("[cluster] {key} {}: {e}", path.display())))
+                    std::fs::read(path)
+                        .map_err(|e| ConfigError::Invalid(format!("[cluster] {key} {}: {e}", path.display())))
                 })
                 .transpose()
         };
@@ -560,6 +562,27 @@ async fn follow(
         }
     });
     Ok(followed)
+}
+
+/// Reaches `redis` as a node's start does and asks it for a `PONG`: what answered
+/// ("one Redis server", "a Redis Cluster", "a primary found through Sentinel"), or
+/// why nothing did. For `tickrelay --check`.
+pub async fn probe(redis: &RedisAddress) -> Result<&'static str, DirectoryError> {
+    let mut connection = Connection::open(redis, None).await?;
+    let what = match connection {
+        Connection::Single(_) => "one Redis server",
+        Connection::Cluster(_) => "a Redis Cluster",
+        Connection::Sentinel(_) => "a primary found through Sentinel",
+    };
+    let pong: String = (redis::cmd("PING").query_async(&mut connection).await)
+        .map_err(|e| DirectoryError(format!("Redis at {} did not answer PING: {e}", redis.shown())))?;
+    match pong.as_str() {
+        "PONG" => Ok(what),
+        other => Err(DirectoryError(format!(
+            "Redis at {} answered PING with {other:?}",
+            redis.shown()
+        ))),
+    }
 }
 
 /// A plain connection to `url` (no reconnection; trusting as `redis` says), within

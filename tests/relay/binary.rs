@@ -530,3 +530,72 @@ fn the_systemd_unit_in_the_docs_is_one_this_binary_runs_under() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `tickrelay --check` reaches what a start needs and cannot start without: the
+/// cluster's Redis and the identity provider's signing keys. Out of reach, it says
+/// the relay would not start and exits 1 (a configuration refused: 2).
+#[test]
+fn check_reaches_redis_and_fetches_the_signing_keys() {
+    let check = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+            .args(["--check", "--listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    };
+    let redis = tickrelay_testkit::redis::RedisServer::start();
+    let url = redis.url();
+    let (code, stdout, stderr) = check(&["--cluster", &url]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("cluster: {url} (one Redis server answered)")),
+        "{stdout}"
+    );
+    drop(redis);
+    let (code, _, stderr) = check(&["--cluster", &url]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("the relay would not start:") && stderr.contains("cannot reach Redis"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check(&["--cluster", "redis://no such host"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "a URL that does not parse is the configuration's: {stderr}"
+    );
+
+    // The identity provider: one key, served to every fetch.
+    let key = crate::protection::SigningKey::new("a", jsonwebtoken::Algorithm::ES256);
+    let body = serde_json::json!({ "keys": [key.jwk] }).to_string();
+    let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let keys_url = format!("http://{}/jwks.json", provider.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut socket in provider.incoming().flatten() {
+            let mut request = [0; 4096];
+            let _ = socket.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut socket, (head + &body).as_bytes());
+        }
+    });
+    let jwt = |url: &str| check(&["--auth", "jwt", "--set", &format!("auth.jwks_url={url}")]);
+    let (code, stdout, stderr) = jwt(&keys_url);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("auth: jwt (1 signing keys fetched from {keys_url})")),
+        "{stdout}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, stderr) = jwt(&format!("http://{closed}/jwks.json"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot fetch the signing keys"), "{stderr}");
+}

@@ -81,15 +81,15 @@ async fn tokens_are_checked_at_the_upgrade() {
 }
 
 /// A key an identity provider signs tokens with, and its public half as a JWK.
-struct SigningKey {
+pub(crate) struct SigningKey {
     kid: &'static str,
     algorithm: jsonwebtoken::Algorithm,
     private: jsonwebtoken::EncodingKey,
-    jwk: serde_json::Value,
+    pub(crate) jwk: serde_json::Value,
 }
 
 impl SigningKey {
-    fn new(kid: &'static str, algorithm: jsonwebtoken::Algorithm) -> Self {
+    pub(crate) fn new(kid: &'static str, algorithm: jsonwebtoken::Algorithm) -> Self {
         use base64::Engine as _;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let (rcgen_alg, private): (_, fn(&[u8]) -> _) = match algorithm {
