@@ -169,11 +169,18 @@ pub struct ClusterConfig {
     /// node stops). What a room loses when its node dies is at most this.
     pub checkpoint_ticks: u32,
     /// Checkpoints larger than this are not written (counted and logged): the room
-    /// then restarts from its previous checkpoint, or empty.
+    /// then restarts from its previous checkpoint, or empty. By default above what a
+    /// relay room of the default `max_state_bytes` (4 MiB in memory) holds, with its
+    /// seats and bans.
     pub max_checkpoint_bytes: usize,
     /// How long a checkpoint is kept in Redis after its last write: a room whose node
     /// died can be restored this long after.
     pub checkpoint_ttl_secs: u64,
+    /// Bytes a room's periodic checkpoints write a second at most: a room whose
+    /// checkpoint is larger than this times the interval is checkpointed less often
+    /// (its checkpoint's size over this apart), and loses up to that much when its
+    /// node dies.
+    pub checkpoint_bytes_per_second: u64,
     /// Where a room that no node owns opens: on the node asked, or on a live node
     /// with clearly fewer members (the client is redirected there).
     pub placement: Placement,
@@ -211,8 +218,9 @@ impl Default for ClusterConfig {
             lease_ms: 6_000,
             key_prefix: "tickrelay:".into(),
             checkpoint_ticks: 30,
-            max_checkpoint_bytes: 1 << 20,
+            max_checkpoint_bytes: 5 << 20,
             checkpoint_ttl_secs: 600,
+            checkpoint_bytes_per_second: 1 << 20,
             placement: Placement::Local,
             quic_redirects: None,
         }
@@ -1008,6 +1016,9 @@ impl Config {
         if self.cluster.redis_url.is_some() && self.cluster.lease_ms < 300 {
             return invalid("cluster.lease_ms must be at least 300".into());
         }
+        if self.cluster.checkpoint_bytes_per_second < 1024 {
+            return invalid("cluster.checkpoint_bytes_per_second must be at least 1024".into());
+        }
         if self.cluster.redis_url.is_some() && self.cluster.public_url.is_none() && self.listen.ip().is_unspecified() {
             return invalid(format!(
                 "cluster mode listening on {}: set cluster.public_url (--public-url), the URL other machines reach this node at",
@@ -1492,10 +1503,15 @@ key_prefix = "tickrelay:"
 # so that another node can restore it when this one dies: what is lost is at most
 # this many ticks. 0: only when the node stops.
 checkpoint_ticks = 30
-# Larger checkpoints are not written (counted in tickrelay_checkpoints_skipped_total).
-max_checkpoint_bytes = 1048576
+# Larger checkpoints are not written (counted in tickrelay_checkpoints_skipped_total):
+# keep it above the relay room types' max_state_bytes (a start warns when not).
+max_checkpoint_bytes = 5242880
 # How long a checkpoint stays in Redis after its last write.
 checkpoint_ttl_secs = 600
+# A room's periodic checkpoints write at most this many bytes a second: a larger room
+# is checkpointed less often (its checkpoint's size over this apart), and loses up to
+# that much when its node dies.
+checkpoint_bytes_per_second = 1048576
 # Where a room nobody owns opens: "local" (the node asked) or "least_loaded" (a live
 # node with at least 8 and a fifth fewer members than the node asked, if any; the
 # client is redirected there). A room created with options opens on the node asked.

@@ -19,7 +19,7 @@ use crate::cluster::bus::{Bus, Delivery};
 use crate::cluster::{
     Claim, Closing, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory, probe_redis,
 };
-use crate::config::{Config, ConfigError, PrecreatedRoom, Simulations};
+use crate::config::{Config, ConfigError, PrecreatedRoom, SimulationKind, Simulations};
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, PoolConfig, SimPool};
 use crate::engine::simulation::named;
 use crate::log_budget::LogBudget;
@@ -117,6 +117,27 @@ fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
         }
     }
     weak
+}
+
+/// Cluster mode: the relay room types whose rooms may hold more state than a
+/// checkpoint may carry (such a room's checkpoints are skipped, so it does not survive
+/// its node), a sentence each: logged at start, printed by `tickrelay --check`.
+fn unkept_rooms(config: &Config) -> Vec<String> {
+    let bound = config.cluster.max_checkpoint_bytes;
+    if config.cluster.redis_url.is_none() {
+        return Vec::new();
+    }
+    (config.room_types.iter())
+        .filter(|(_, t)| t.simulation == SimulationKind::Relay && t.max_state_bytes > bound)
+        .map(|(name, t)| {
+            format!(
+                "room type `{name}`: a room may hold {} bytes of state (max_state_bytes), more than \
+                 [cluster] max_checkpoint_bytes ({bound}): a room near that size is not checkpointed and does \
+                 not survive its node",
+                t.max_state_bytes
+            )
+        })
+        .collect()
 }
 
 /// A bound, not yet running server.
@@ -218,6 +239,7 @@ impl Server {
             (AuthMode::Jwt, ..) => format!("auth: jwt ({})", config.auth.algorithm),
         });
         warnings.extend(weak_secrets(&config, &auth));
+        warnings.extend(unkept_rooms(&config));
         let types: Vec<String> = (config.room_types.iter())
             .map(|(name, t)| {
                 let simulation: String = t.simulation.clone().into();
@@ -365,6 +387,7 @@ impl Server {
                 every_ticks: config.cluster.checkpoint_ticks,
                 seat_grace: Duration::from_secs_f64(config.session.resume_grace_secs),
                 rewrite_after: Duration::from_secs(config.cluster.checkpoint_ttl_secs) / 4,
+                bytes_per_second: config.cluster.checkpoint_bytes_per_second,
                 sink: Arc::new(closing.sink(tx)),
             });
             (rx, closing)
@@ -420,7 +443,7 @@ impl Server {
             let count = (source.load(keys).await).map_err(|why| ServerError::Jwks { url: url.into(), why })?;
             tracing::info!(url, keys = count, "signing keys fetched");
         }
-        for warning in weak_secrets(&config, &auth) {
+        for warning in weak_secrets(&config, &auth).into_iter().chain(unkept_rooms(&config)) {
             tracing::warn!("{warning}");
         }
         let session = SessionContext {

@@ -97,6 +97,11 @@ pub struct Checkpoints {
     /// A room that did not change is checkpointed again after this long at the
     /// latest (well within how long Redis keeps a checkpoint).
     pub rewrite_after: Duration,
+    /// A room's periodic checkpoints write at most this many bytes a second: a
+    /// large room's come less often than every `every_ticks` (its checkpoint's size
+    /// over this rate apart), so a small change to it does not cost Redis its whole
+    /// state every interval.
+    pub bytes_per_second: u64,
     /// Called on the simulation thread with each checkpoint; must not block.
     pub sink: Arc<dyn Fn(Checkpoint) + Send + Sync>,
 }
@@ -1142,6 +1147,8 @@ struct PeriodicCheckpoints {
     /// When a change written soon (see [`PeriodicCheckpoints::write_soon`]) is
     /// written, at the latest.
     soon_at: Option<Instant>,
+    /// Periodic checkpoints wait until then (see [`Checkpoints::bytes_per_second`]).
+    paced_until: Option<Instant>,
 }
 
 /// Changes written soon (bans) make at most one checkpoint of a room this often: a
@@ -1155,13 +1162,14 @@ impl PeriodicCheckpoints {
     /// that did not change since its last checkpoint is not written again (an idle
     /// room of a megabyte would cost Redis a megabyte each time), but every tenth time
     /// all the same (a write Redis failed is made good then), and before Redis lets
-    /// the last one expire.
-    fn after_tick(&mut self, room: &mut Room, tick: u64, c: &Checkpoints) {
+    /// the last one expire. One that comes due sooner than the last one's size allows
+    /// ([`Checkpoints::bytes_per_second`]) waits for the first tick after that.
+    fn after_tick(&mut self, room: &mut Room, tick: u64, now: Instant, c: &Checkpoints) {
         self.due |= c.every_ticks > 0 && tick.is_multiple_of(u64::from(c.every_ticks));
-        if !self.due || room.has_pending_sim_calls() {
+        if !self.due || room.has_pending_sim_calls() || self.paced_until.is_some_and(|until| now < until) {
             return;
         }
-        self.write(room, c);
+        self.write(room, now, c);
     }
 
     /// Between ticks: a change the room's ticks would not bring to a checkpoint soon
@@ -1183,11 +1191,11 @@ impl PeriodicCheckpoints {
     /// this again after each).
     fn when_due(&mut self, room: &mut Room, now: Instant, c: &Checkpoints) {
         if self.soon_at.is_some_and(|at| now >= at) && !room.has_pending_work() {
-            self.write(room, c);
+            self.write(room, now, c);
         }
     }
 
-    fn write(&mut self, room: &mut Room, c: &Checkpoints) {
+    fn write(&mut self, room: &mut Room, now: Instant, c: &Checkpoints) {
         self.due = false;
         self.soon_at = None;
         // (A simulation that panics saving its state fails the room: not written.)
@@ -1198,15 +1206,16 @@ impl PeriodicCheckpoints {
         let fingerprint = room.checkpoint_fingerprint(&game_state);
         match &mut self.written {
             Some((last, at, skipped))
-                if *last == fingerprint && *skipped < UNCHANGED_CHECKPOINTS && at.elapsed() < c.rewrite_after =>
+                if *last == fingerprint && *skipped < UNCHANGED_CHECKPOINTS && now - *at < c.rewrite_after =>
             {
                 *skipped += 1;
             }
             written => {
-                *written = Some((fingerprint, Instant::now(), 0));
-                (c.sink)(Checkpoint::Room(Box::new(
-                    room.checkpoint_with(unix_micros(), game_state),
-                )));
+                *written = Some((fingerprint, now, 0));
+                let checkpoint = room.checkpoint_with(unix_micros(), game_state);
+                let bytes = prost::Message::encoded_len(&checkpoint) as f64;
+                self.paced_until = Some(now + Duration::from_secs_f64(bytes / c.bytes_per_second.max(1) as f64));
+                (c.sink)(Checkpoint::Room(Box::new(checkpoint)));
             }
         }
     }
@@ -1577,7 +1586,7 @@ impl SimThread {
                 match result {
                     Ok(report) => {
                         if let Some(c) = &self.checkpoints {
-                            owned.checkpoints.after_tick(&mut owned.room, report.tick, c);
+                            owned.checkpoints.after_tick(&mut owned.room, report.tick, now, c);
                             if owned.room.failed() {
                                 break; // its simulation panicked saving: no more ticks
                             }
@@ -2100,6 +2109,7 @@ mod tests {
             every_ticks,
             seat_grace: Duration::from_secs(60),
             rewrite_after: Duration::from_secs(60),
+            bytes_per_second: u64::MAX,
             sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
         });
         edit(&mut config);
@@ -2351,22 +2361,63 @@ mod tests {
             every_ticks: 1,
             seat_grace: Duration::from_secs(60),
             rewrite_after: Duration::from_secs(60),
+            bytes_per_second: u64::MAX,
             sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
         };
         let mut periodic = PeriodicCheckpoints::default();
         // As a tick's removal leaves it: the member gone, its simulation not yet told.
         room.leave(7, 0);
-        periodic.after_tick(&mut room, joined, &every_tick);
+        periodic.after_tick(&mut room, joined, Instant::now(), &every_tick);
         assert!(
             written.is_empty(),
             "a checkpoint was written before the simulation heard of the leave"
         );
         let report = room.tick(0);
-        periodic.after_tick(&mut room, report.tick, &every_tick);
+        periodic.after_tick(&mut room, report.tick, Instant::now(), &every_tick);
         let Ok(Checkpoint::Room(checkpoint)) = written.try_recv() else {
             panic!("no checkpoint after the next tick");
         };
         assert_eq!(avatars(&checkpoint, 7), 0, "the leaver's avatar is in the checkpoint");
+    }
+
+    /// A room's periodic checkpoints are at least its checkpoint's size over
+    /// `bytes_per_second` apart: a room that changes every tick (the arena's moving
+    /// NPCs) but whose checkpoint takes longer than a tick at that rate waits.
+    #[test]
+    fn a_large_rooms_checkpoints_are_paced_by_their_size() {
+        let arena = Box::new(Arena::new(ArenaConfig::default()));
+        let mut room = Room::new(1, "field".into(), "arena".into(), RoomConfig::default(), arena);
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        room.join(7, "u".into(), outbox, 1, 1).unwrap();
+        let (sink, written) = crossbeam_channel::unbounded();
+        let paced = Checkpoints {
+            every_ticks: 1,
+            seat_grace: Duration::from_secs(60),
+            rewrite_after: Duration::from_secs(60),
+            bytes_per_second: 1024,
+            sink: Arc::new(move |checkpoint| sink.send(checkpoint).unwrap()),
+        };
+        let mut periodic = PeriodicCheckpoints::default();
+        let start = Instant::now();
+        let mut tick_at = |room: &mut Room, at: Instant| {
+            let tick = room.tick(0).tick;
+            periodic.after_tick(room, tick, at, &paced);
+            match written.try_recv() {
+                Ok(Checkpoint::Room(checkpoint)) => Some(checkpoint),
+                _ => None,
+            }
+        };
+        let first = tick_at(&mut room, start).expect("the first is written at once");
+        let apart = Duration::from_secs_f64(prost::Message::encoded_len(&*first) as f64 / 1024.0);
+        assert!(apart > Duration::from_millis(100), "{apart:?}");
+        for n in 1..10 {
+            assert!(
+                tick_at(&mut room, start + apart * n / 10).is_none(),
+                "written {n} tenths early"
+            );
+        }
+        let second = tick_at(&mut room, start + apart).expect("written once its time came");
+        assert!(second.tick > first.tick);
     }
 
     /// A room that does not change is checkpointed every tenth time only (an idle
@@ -2636,6 +2687,7 @@ mod tests {
             every_ticks: 0,
             seat_grace: grace,
             rewrite_after: Duration::from_secs(60),
+            bytes_per_second: u64::MAX,
             sink: Arc::new(|_| {}),
         });
         // Configured: an empty room that never closes.

@@ -554,6 +554,16 @@ fn check_reaches_redis_and_fetches_the_signing_keys() {
         stdout.contains(&format!("cluster: {url} (one Redis server answered)")),
         "{stdout}"
     );
+    assert!(
+        !stdout.contains("not checkpointed"),
+        "every default room fits a checkpoint: {stdout}"
+    );
+    let (code, stdout, _) = check(&["--cluster", &url, "--set", "cluster.max_checkpoint_bytes=1048576"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("warning: room type `relay`: a room may hold 4194304 bytes of state"),
+        "{stdout}"
+    );
     drop(redis);
     let (code, _, stderr) = check(&["--cluster", &url]);
     assert_eq!(code, Some(1), "{stderr}");
