@@ -91,12 +91,12 @@ impl ListingState {
     /// Applies `member`'s `UpdateRoom` (metadata and lock; its `owner`, a handover,
     /// is the room's to check), all or nothing: refused unless `member` owns the room.
     pub fn apply_update(&mut self, member: MemberId, update: &proto::UpdateRoom) -> Result<(), (ErrorCode, String)> {
-        let Ok(lock) = RoomLock::try_from(update.lock) else {
-            return Err((ErrorCode::BadRequest, "unknown lock value".into()));
-        };
         if self.owner != member {
             return Err((ErrorCode::NotOwner, NOT_OWNER.into()));
         }
+        let Ok(lock) = RoomLock::try_from(update.lock) else {
+            return Err((ErrorCode::BadRequest, "unknown lock value".into()));
+        };
         self.merge(&update.metadata)
             .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         self.set_lock(lock);
@@ -219,6 +219,26 @@ mod tests {
 
     fn meta(entries: &[(&str, &str)]) -> Metadata {
         entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn an_update_by_another_than_the_owner_is_refused_first() {
+        let mut listing = ListingState {
+            owner: 1,
+            ..ListingState::default()
+        };
+        let bad_lock = proto::UpdateRoom {
+            lock: 99,
+            ..Default::default()
+        };
+        assert_eq!(
+            listing.apply_update(2, &bad_lock).map_err(|e| e.0),
+            Err(ErrorCode::NotOwner)
+        );
+        assert_eq!(
+            listing.apply_update(1, &bad_lock).map_err(|e| e.0),
+            Err(ErrorCode::BadRequest)
+        );
     }
 
     #[test]

@@ -551,6 +551,12 @@ impl Driver {
         let Some(state) = self.rooms.get_mut(&joined.room) else {
             return; // left meanwhile
         };
+        if state.joined && joined.request_id == 0 {
+            // Sent again after a resume that lost messages (who is in the room, who
+            // owns it): the inputs went out again at the resume already.
+            state.acknowledged(joined.last_input_seq, false);
+            return;
+        }
         state.joined = true;
         state.retry_join_at = None;
         state.seat.clear();
@@ -1250,6 +1256,13 @@ impl Driver {
             state.joined &= resumed;
             if !state.joined {
                 rejoin.push((room.clone(), state.room_type.clone()));
+            }
+        }
+        {
+            // Their owner is told again with their join's answer.
+            let mut owners = self.shared.owners.lock();
+            for (room, _) in &rejoin {
+                owners.remove(room);
             }
         }
         for (room, room_type) in rejoin {

@@ -66,6 +66,19 @@ async fn answer_join(ws: &mut FakeSocket, last_input_seq: u64) -> String {
     }
 }
 
+/// The client's next `JoinRoom` (what comes before it is read and dropped).
+async fn next_join(ws: &mut FakeSocket) -> proto::JoinRoom {
+    loop {
+        let messages = next_messages(ws).await.expect("the client joins");
+        if let Some(join) = messages.into_iter().find_map(|m| match m {
+            Out::Join(join) => Some(join),
+            _ => None,
+        }) {
+            return join;
+        }
+    }
+}
+
 /// A client joined to room `r`, and its events.
 fn joined_client(url: String) -> (Client, Receiver<Event>) {
     let (client, events) = Client::connect(config(url)).unwrap();
@@ -665,15 +678,7 @@ async fn an_error_for_another_message_about_a_joining_room_is_not_its_refusal() 
         let inputs = inputs.clone();
         async move {
             send_welcome(&mut ws, welcome("t")).await;
-            let join = loop {
-                let messages = next_messages(&mut ws).await.expect("the client joins");
-                if let Some(join) = messages.into_iter().find_map(|m| match m {
-                    Out::Join(join) => Some(join),
-                    _ => None,
-                }) {
-                    break join;
-                }
-            };
+            let join = next_join(&mut ws).await;
             let not_yet = proto::Error {
                 code: proto::ErrorCode::NotAMember as i32,
                 room: join.room.clone(),
@@ -776,5 +781,90 @@ async fn a_refresh_refused_for_now_is_sent_again_after_the_wait() {
     assert_eq!(bad.as_deref(), Some("bad"));
     let quiet = next(&mut refreshes, Duration::from_millis(2_500)).await;
     assert!(quiet.is_none(), "sent again: {quiet:?}");
+    client.close().await;
+}
+
+/// A `Joined` a relay sends again after a resume that lost messages (request id 0)
+/// tells the room's owner and sends nothing again (the resume did); a reconnect to a
+/// new session forgets the owner until its join is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_sent_again_updates_the_owner_and_a_new_session_forgets_it() {
+    let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let answer = Arc::new(tokio::sync::Notify::new());
+    let go = answer.clone();
+    let url = fake_relay(move |n, _, mut ws| {
+        let (seen, go) = (seen.clone(), go.clone());
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let join = next_join(&mut ws).await;
+            if n == 2 {
+                seen.send("join asked").unwrap();
+                go.notified().await;
+            }
+            let joined = |request_id, owner| {
+                In::Joined(proto::Joined {
+                    request_id,
+                    room: join.room.clone(),
+                    room_type: "relay".into(),
+                    owner,
+                    ..Default::default()
+                })
+            };
+            ws.send(fake_server_message(joined(join.request_id, n as u64)))
+                .await
+                .unwrap();
+            if n == 2 {
+                while next_messages(&mut ws).await.is_some() {}
+                return;
+            }
+            // The input, then the room's `Joined` again: the input is not sent again.
+            while !(next_messages(&mut ws).await.unwrap())
+                .iter()
+                .any(|m| matches!(m, Out::Input(_)))
+            {}
+            ws.send(fake_server_message(joined(0, 7))).await.unwrap();
+            let mut inputs = 0;
+            let quiet = tokio::time::sleep(Duration::from_millis(300));
+            tokio::pin!(quiet);
+            loop {
+                tokio::select! {
+                    () = &mut quiet => break,
+                    messages = next_messages(&mut ws) => {
+                        let messages = messages.expect("connected");
+                        inputs += messages.iter().filter(|m| matches!(m, Out::Input(_))).count();
+                    }
+                }
+            }
+            seen.send(if inputs == 0 {
+                "no input again"
+            } else {
+                "an input again"
+            })
+            .unwrap();
+            // Dropped without a close: the client reconnects, to a new session.
+        }
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| {
+        matches!(e, Event::Joined(j) if j.request_id != 0).then_some(())
+    })
+    .await;
+    assert_eq!(client.room_owner("r"), Some(1));
+    client.send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])));
+    until(&mut events, |e| {
+        matches!(e, Event::Joined(j) if j.request_id == 0).then_some(())
+    })
+    .await;
+    assert_eq!(client.room_owner("r"), Some(7));
+    assert_eq!(seen_rx.recv().await, Some("no input again"));
+    assert_eq!(seen_rx.recv().await, Some("join asked"));
+    assert_eq!(client.room_owner("r"), None, "a new session's join is not answered yet");
+    answer.notify_one();
+    until(&mut events, |e| {
+        matches!(e, Event::Joined(j) if j.request_id != 0).then_some(())
+    })
+    .await;
+    assert_eq!(client.room_owner("r"), Some(2));
     client.close().await;
 }

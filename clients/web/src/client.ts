@@ -1349,6 +1349,7 @@ export class Client {
       state.mirror = state.schema === undefined ? undefined : this.#newMirror(state.schema);
       if (!resumed) state.joined = false;
       if (!state.joined) {
+        state.owner = undefined; // told again with the join's answer
         out.push(this.#joinMessage(room, state));
       }
       if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
@@ -1371,6 +1372,13 @@ export class Client {
   #joinedRoom(joined: v1.Joined): void {
     const state = this.#rooms.get(joined.room);
     if (state === undefined) return; // left meanwhile
+    if (state.joined && joined.requestId === 0n) {
+      // Sent again after a resume that lost messages (who is in the room, who owns
+      // it): the inputs went out again at the resume already.
+      state.owner = joined.owner;
+      acknowledge(state, joined.lastInputSeq, false);
+      return;
+    }
     // A schema this client cannot use leaves the room without one: its packed frames
     // then fail to apply and are reported as desyncs.
     let schema: Schema;

@@ -662,7 +662,7 @@ test("a room joined again with other declared kinds gets a new mirror; the same 
     name: "ship",
     fields: [{ id: 1, name: "hp", type: v1.FieldType.INT, intMin: 0n, intMax: max }],
   });
-  const joined = (max: bigint): ServerKind => ({ case: "joined", value: { room: "r", schema: [ship(max)] } });
+  const joined = (max: bigint): ServerKind => ({ case: "joined", value: { requestId: 5n, room: "r", schema: [ship(max)] } });
   const snapshot: ServerKind = { case: "state", value: { room: "r", tick: 1n, baselineTick: 0n } };
   last().receive([joined(100n)], 1n);
   last().receive([snapshot]);
@@ -1330,4 +1330,26 @@ test("roomOwner follows Joined.owner, then presence OWNER; undefined once left",
   assert.equal(c.roomOwner("r"), 7n);
   c.leave("r");
   assert.equal(c.roomOwner("r"), undefined);
+});
+
+test("a Joined sent again after a lossy resume tells the owner and sends nothing again; a new session forgets the owner", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  const joinId = (last().sent.find((k) => k.case === "join")!.value as v1.JoinRoom).requestId;
+  last().receive([{ case: "joined", value: { requestId: joinId, room: "r", roomType: "relay", memberId: 7n, owner: 3n } }], 1n);
+  c.sendInput("r", { case: "intent", value: new Uint8Array([1]) });
+  mock.timers.tick(100);
+  const inputs = () => last().sent.filter((k) => k.case === "input").length;
+  const before = inputs();
+  assert.equal(before, 1);
+  last().receive([{ case: "joined", value: { requestId: 0n, room: "r", roomType: "relay", memberId: 7n, owner: 9n } }], 5n);
+  mock.timers.tick(100);
+  assert.equal(c.roomOwner("r"), 9n);
+  assert.equal(inputs(), before, "the input is not sent again");
+  last().end(1006);
+  mock.timers.tick(1000);
+  last().welcome(false);
+  assert.equal(c.roomOwner("r"), undefined, "a new session's join is not answered yet");
 });

@@ -868,7 +868,11 @@ impl Room {
             // A quiet owner gives way only to a member that is not.
             Some(_) if quiet => lively?,
             Some(_) => lively.or_else(present)?,
-            None => lively.or_else(present).or_else(|| self.members.first())?,
+            // Gone: one that left and joined again since gets the room back only
+            // when every other member is away.
+            None => (lively.or_else(present))
+                .or_else(|| self.members.iter().find(|m| !m.away))
+                .or_else(|| self.members.first())?,
         };
         let info = heir.info();
         self.listing.update(|l| l.owner = info.member_id);
@@ -1128,15 +1132,7 @@ impl Room {
         for member in gone {
             self.leave(member, 0);
         }
-        // A quiet owner gives way as soon as a member sends inputs.
-        if self.config.owner_quiet > 0 && !self.presence_due {
-            let owner = self.listing.with(|l| l.owner);
-            let quiet = self.member(owner).is_some_and(|m| !m.away && self.quiet(m));
-            self.presence_due = quiet && (self.members.iter()).any(|m| m.id != owner && !m.away && self.lively(m));
-        }
-        self.sent_this_tick.clear();
-        self.announce();
-        let tick = self.world.tick() + 1;
+        let tick = now;
         // Seats kept from a restore whose members did not come back in time (the
         // owner's, a second after the restore, counts as away: see `pass_ownership`).
         if !self.reserved.is_empty() {
@@ -1153,6 +1149,15 @@ impl Room {
                 kept
             });
         }
+        // A quiet owner gives way as soon as a member sends inputs. (An owner's or a
+        // member's going away or coming back is presence: checked then.)
+        if self.config.owner_quiet > 0 && !self.presence_due {
+            let owner = self.listing.with(|l| l.owner);
+            let quiet = self.member(owner).is_some_and(|m| !m.away && self.quiet(m));
+            self.presence_due = quiet && (self.members.iter()).any(|m| m.id != owner && !m.away && self.lively(m));
+        }
+        self.sent_this_tick.clear();
+        self.announce();
         if !self.left_recently.is_empty() {
             let rate = Tick::from(self.config.tick_rate);
             self.left_recently.retain(|_, last| *last + rate > tick);

@@ -1315,6 +1315,34 @@ fn a_member_that_missed_presence_is_sent_its_joined_again() {
 }
 
 #[test]
+fn an_owner_away_gives_way_to_a_member_present_however_it_came_to_own_the_room() {
+    // Member 2 away, member 1 (the owner) leaves and joins again before the tick: the
+    // only member present (1, again) owns the room.
+    let (mut room, clients) = owned_room_of(2);
+    clients[1].outbox.set_away(true);
+    for _ in 0..=10 {
+        room.tick(0);
+    }
+    let owner = |room: &Room| room.listing().with(|l| l.owner);
+    assert_eq!(owner(&room), 1);
+    assert!(room.leave(1, 0));
+    let mut again = Client::new(1);
+    join(&mut room, &again);
+    room.tick(0);
+    assert_eq!(owner(&room), 1, "not given to the member away");
+    assert_eq!(joined_of(&mut again).map(|j| j.owner), Some(1));
+    // Member 1 away, then member 2 back and 1 still away: 2 takes over at that tick.
+    again.outbox.set_away(true);
+    for _ in 0..=10 {
+        room.tick(0);
+    }
+    assert_eq!(owner(&room), 1, "every member away: it stays the owner");
+    clients[1].outbox.set_away(false);
+    room.tick(0);
+    assert_eq!(owner(&room), 2);
+}
+
+#[test]
 fn a_room_without_an_owner_keeps_none() {
     let mut room = relay_room_at_10_hz();
     let mut clients: Vec<Client> = (1..=2).map(Client::new).collect();
@@ -1531,10 +1559,12 @@ fn a_restored_rooms_owner_keeps_the_room_for_a_second_after_the_restore() {
     join(&mut room, &back);
     room.tick(0);
     assert_eq!(joined_of(&mut back).map(|j| j.owner), Some(1));
-    for _ in 0..10 {
+    for _ in 0..8 {
         room.tick(0);
     }
-    assert_eq!(owner(&room), 2);
+    assert_eq!(owner(&room), 1, "nine ticks after the restore");
+    room.tick(0);
+    assert_eq!(owner(&room), 2, "at the tenth: a second");
     assert_eq!(back.presence(), [(2, PresenceChange::Owner as i32)]);
     // The owner is back, after the other: it stays the owner.
     let mut room = restore();
@@ -2773,6 +2803,58 @@ fn gives_are_bounded_in_bytes_a_second() {
     room.push_input(1, 18, give(8, 2));
     room.tick(0);
     assert_eq!(room.world().get(8).map(|e| e.owner()), Some(2), "10 ticks on");
+}
+
+/// An entity larger than a second's budget (a room type with larger fields) is given
+/// alone, in a second of its own: never given, it would be refused for ever with
+/// "retry later".
+#[test]
+fn an_entity_larger_than_the_budget_is_given_alone() {
+    let mut config = RoomConfig {
+        tick_rate: 10,
+        ..RoomConfig::default()
+    };
+    config.limits.max_field_bytes = 4096;
+    config.limits.max_state_bytes = 1 << 20;
+    let mut room = relay_room(config);
+    owned_by(&mut room, 1);
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    join(&mut room, &Client::new(2));
+    let big = |id| Entity {
+        id,
+        owner: 0,
+        kind: 1,
+        fields: (1..=20)
+            .map(|n| Field {
+                id: n,
+                value: Some(Value::Bytes(vec![7; 4000].into())),
+            })
+            .collect(),
+    };
+    room.push_input(
+        1,
+        1,
+        writes(EntityWrites {
+            create_for_room: vec![big(1), big(2)],
+            ..Default::default()
+        }),
+    );
+    room.tick(0);
+    assert!(state_cost(room.world().get(1).unwrap()) > GIVEN_BYTES_PER_SECOND);
+    room.push_input(1, 2, give(1, 2));
+    room.push_input(1, 3, give(2, 2));
+    room.tick(0);
+    let owners = |room: &Room| [1, 2].map(|id| room.world().get(id).map(|e| e.owner()));
+    assert_eq!(owners(&room), [Some(2), Some(0)], "the first alone");
+    a.read();
+    assert_eq!(a.errors().iter().map(|e| e.request_id).collect::<Vec<_>>(), [3]);
+    for _ in 0..9 {
+        room.tick(0);
+    }
+    room.push_input(1, 4, give(2, 2));
+    room.tick(0);
+    assert_eq!(owners(&room), [Some(2), Some(2)], "the second a second later");
 }
 
 /// A give refused because the recipient holds its most entities costs the giver none

@@ -129,7 +129,8 @@ impl Relay {
             if ctx.tick >= given.0 + ticks_a_second {
                 *given = (ctx.tick, 0);
             }
-            if given.1 + cost > GIVEN_BYTES_PER_SECOND {
+            // (One entity larger than the budget goes alone, in a second of its own.)
+            if given.1 > 0 && given.1 + cost > GIVEN_BYTES_PER_SECOND {
                 let wait = given.0 + ticks_a_second - ctx.tick;
                 return Err(SimError::RateLimited {
                     what: "gives over 64 KiB of entities a second",
