@@ -631,6 +631,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The least `owner_quiet_ms` a room type may set (0 aside: off).
+pub const MIN_OWNER_QUIET_MS: u64 = 100;
+
 impl Config {
     /// A configuration for tests and local tools: listens on `127.0.0.1:0` (any free
     /// port), two simulation threads, the built-in room types at `tick_rate`, and a
@@ -856,6 +859,13 @@ impl Config {
                 .or_else(|e| invalid(format!("room type `{name}`: {e}")))?;
             if let Err(e) = t.schema() {
                 return invalid(format!("room type `{name}`: {e}"));
+            }
+            // Ownership passing back and forth between two members a few ticks apart
+            // would cost every member a presence message each time.
+            if (1..MIN_OWNER_QUIET_MS).contains(&t.owner_quiet_ms) {
+                return invalid(format!(
+                    "room type `{name}`: owner_quiet_ms must be 0 (off) or at least {MIN_OWNER_QUIET_MS}"
+                ));
             }
             // Each room holds them all: a typo of a few zeros would take the memory of
             // the machine at the first join.
@@ -1540,7 +1550,7 @@ max_members = 64
 history = 32                   # ticks a delta baseline may lag before a full snapshot
 checksum_interval = 1          # send the state checksum every N ticks
 input_queue = 128              # inputs a member may queue for one tick (>= message_burst)
-owner_quiet_ms = 0             # the room's owner silent (no input) this long counts as away: ownership passes (0: off)
+owner_quiet_ms = 0             # the room's owner silent (no input) this long counts as away: ownership passes (0: off; else at least 100)
 max_entities_per_member = 64
 max_fields_per_entity = 32
 max_field_bytes = 1024
@@ -1858,6 +1868,16 @@ mod tests {
         let mut c = Config::default();
         c.room_types.get_mut("relay").unwrap().tick_rate = 500;
         assert!(c.validate().unwrap_err().to_string().contains("tick_rate"));
+        let mut c = Config::default();
+        c.room_types.get_mut("relay").unwrap().owner_quiet_ms = 40;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("owner_quiet_ms must be 0 (off) or at least 100")
+        );
+        c.room_types.get_mut("relay").unwrap().owner_quiet_ms = MIN_OWNER_QUIET_MS;
+        assert!(c.validate().is_ok());
         let c = Config {
             default_room_type: "nope".into(),
             ..Config::default()
