@@ -1,7 +1,7 @@
 //! The background task behind a [`crate::Client`]: connects, runs one connection at a
 //! time, and reconnects with backoff, resuming the session when the server kept it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -934,6 +934,12 @@ impl Driver {
                 // there (the node restarted, say) holds none of its seats, and would
                 // join again as that session, not as home's member: its rooms go
                 // home, which joins them again as the member that had the seats.
+                // Not something a relay does: each connection has one.
+                In::Welcome(_) if *welcomed => {
+                    return Ok(Some(
+                        self.broken_by_server("a second Welcome on one connection".into()).await,
+                    ));
+                }
                 In::Welcome(welcome)
                     if !welcome.resumed && !self.routing.home && self.connected_before && !self.rooms.is_empty() =>
                 {
@@ -1265,8 +1271,22 @@ impl Driver {
                 owners.remove(room);
             }
         }
+        // A room left and joined again offline is joined after the leave (sent with
+        // what waited offline): before it, the leave would undo the join.
+        let leaving: HashSet<String> = (self.buffer.iter())
+            .filter_map(|m| match m {
+                Out::Leave(leave) => Some(leave.room.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut joins_after = Vec::new();
         for (room, room_type) in rejoin {
-            out.push(self.join_message(&room, &room_type));
+            let join = self.join_message(&room, &room_type);
+            if leaving.contains(&room) {
+                joins_after.push(join);
+            } else {
+                out.push(join);
+            }
         }
         // Rooms still joined (a resumed session) get their unacknowledged inputs now;
         // the others when their join is answered.
@@ -1288,6 +1308,7 @@ impl Driver {
                 message => out.push(message),
             }
         }
+        out.extend(joins_after);
         self.emit(Event::Connected {
             session_id: welcome.session_id,
             user_id: welcome.user_id,

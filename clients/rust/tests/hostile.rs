@@ -868,3 +868,78 @@ async fn a_joined_sent_again_updates_the_owner_and_a_new_session_forgets_it() {
     assert_eq!(client.room_owner("r"), Some(2));
     client.close().await;
 }
+
+/// A relay that sends a second `Welcome` on one connection is broken: the client
+/// drops the connection and starts a new session (no resume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_welcome_on_one_connection_starts_a_new_session() {
+    let (asked, mut asked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, query, mut ws| {
+        let asked = asked.clone();
+        async move {
+            if n == 2 {
+                asked.send(query).unwrap();
+            }
+            send_welcome(&mut ws, welcome("t")).await;
+            if n == 1 {
+                send_welcome(&mut ws, welcome("t")).await;
+            }
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let (client, _events) = Client::connect(config(url)).unwrap();
+    let query = tokio::time::timeout(Duration::from_secs(10), asked_rx.recv())
+        .await
+        .unwrap();
+    assert!(!query.unwrap().contains("resume="), "a new session");
+    client.close().await;
+}
+
+/// A room left and joined again while the connection is down is left, then joined,
+/// once it is back (the other way round, the leave would undo the join).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_left_and_joined_again_offline_is_left_then_joined() {
+    let (sent, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, _, mut ws| {
+        let sent = sent.clone();
+        async move {
+            if n == 1 {
+                send_welcome(&mut ws, welcome("t")).await;
+                answer_join(&mut ws, 0).await;
+                return; // dropped without a close
+            }
+            let resumed = proto::Welcome {
+                resumed: true,
+                ..welcome("t")
+            };
+            send_welcome(&mut ws, resumed).await;
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    match message {
+                        Out::Join(_) => sent.send("join").unwrap(),
+                        Out::Leave(_) => sent.send("leave").unwrap(),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    until(&mut events, |e| matches!(e, Event::Disconnected { .. }).then_some(())).await;
+    client.leave("r");
+    client.join("r", "relay");
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        order.push(
+            tokio::time::timeout(Duration::from_secs(10), sent_rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_eq!(order, ["leave", "join"]);
+    client.close().await;
+}

@@ -325,6 +325,8 @@ interface RoomState {
   joinRequest: bigint;
   /** The room's owner as last told (`Joined.owner`, presence `OWNER`); undefined before the join's answer. */
   owner: bigint | undefined;
+  /** A join refused for now, sent again when this fires (see `#joinLater`). */
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** How a join creates a room: its metadata (listed, matched by quick joins) and privacy. */
@@ -347,6 +349,7 @@ function newRoom(roomType: string): RoomState {
     seat: "",
     create: undefined,
     joinRequest: 0n,
+    retryTimer: undefined,
   };
 }
 
@@ -739,11 +742,17 @@ export class Client {
    * rooms not left again.
    */
   close(): Promise<void> {
-    const nodes = [...this.#nodes.values()].map((node) => node.close());
+    const own = this.#closeOwn();
+    const nodes = [...this.#nodes.values()];
     this.#nodes.clear();
     this.#redirected.clear();
     this.#hops.clear();
-    return Promise.all([this.#closeOwn(), ...nodes]).then(() => undefined);
+    // Rooms living on other nodes come home (not sent now: closed), so that a later
+    // `connect` joins them again as well.
+    for (const node of nodes) {
+      for (const [room, state] of node.#rooms) this.#adopt(room, state.roomType, { ...state, seat: "" });
+    }
+    return Promise.all([own, ...nodes.map((node) => node.close())]).then(() => undefined);
   }
 
   #closeOwn(): Promise<void> {
@@ -917,6 +926,11 @@ export class Client {
     clearTimeout(this.#timers.flush);
     clearTimeout(this.#timers.retry);
     this.#timers = {};
+    // A connection's joins are sent again at its welcome.
+    for (const state of this.#rooms.values()) {
+      clearTimeout(state.retryTimer);
+      state.retryTimer = undefined;
+    }
     // A refresh waiting to be sent again: the next connection presents the token itself.
     if (this.#refresh?.timer !== undefined) {
       clearTimeout(this.#refresh.timer);
@@ -1084,11 +1098,16 @@ export class Client {
     for (const event of moved.heldEvents) this.#hold(state, event);
   }
 
-  /** Joins `room` again after `delayMs`, if it is still waiting for this session's join. */
+  /** Joins `room` again after `delayMs`, if it is still waiting for this session's join (one wait per room). */
   #joinLater(room: string, delayMs: number): void {
-    setTimeout(() => {
+    const waiting = this.#rooms.get(room);
+    if (waiting === undefined) return;
+    clearTimeout(waiting.retryTimer);
+    waiting.retryTimer = setTimeout(() => {
       const state = this.#rooms.get(room);
-      if (state === undefined || state.joined || !this.#welcomed) return;
+      if (state === undefined) return;
+      state.retryTimer = undefined;
+      if (state.joined || !this.#welcomed) return;
       this.#enqueue(this.#joinMessage(room, state));
     }, delayMs);
   }
@@ -1165,6 +1184,12 @@ export class Client {
       }
       switch (kind.case) {
         case "welcome":
+          if (this.#welcomed) {
+            // Not something a relay does: each connection has one. A new session instead.
+            this.#session = undefined;
+            if (this.#socket !== undefined) this.#drop(this.#socket, "a second Welcome on one connection", PROTOCOL_ERROR, PROTOCOL_ERROR);
+            return;
+          }
           this.#welcome(kind.value);
           break;
         case "state":
@@ -1175,9 +1200,10 @@ export class Client {
           this.#tookQuickJoin(requestId, room);
           const state = this.#rooms.get(room);
           if (state === undefined) break; // left meanwhile
-          // A node this connection failed over from (the directory names it until its
-          // leases lapse): the room stays, and is joined again shortly.
-          const lostAt = this.#unreachable.get(url);
+          // A node this client lost lately (failed over from, or a node connection that
+          // gave up; the directory names it until its leases lapse): the room stays, and
+          // is joined again shortly.
+          const lostAt = this.#unreachable.get(url) ?? this.#home.#unreachable.get(url);
           if (lostAt !== undefined && now() - lostAt < UNREACHABLE_FOR_MS) {
             this.#joinLater(room, STALE_REDIRECT_WAIT_MS);
             break;
@@ -1228,6 +1254,7 @@ export class Client {
             // A key the relay does not hold yet: send it again when told. Refused for good: not.
             if (code === v1.ErrorCode.UNAVAILABLE) {
               const wait = Math.min(300_000, Math.max(1000, retryAfterMs));
+              clearTimeout(refresh.timer);
               refresh.timer = setTimeout(() => this.#refreshToken(refresh.token), wait);
             } else {
               this.#refresh = undefined;
@@ -1344,19 +1371,24 @@ export class Client {
     this.#session = { id: welcome.sessionId, resumeToken: welcome.resumeToken };
     this.#pacing = pacing(welcome.limits);
     const out: Outgoing[] = [];
+    // A room left and joined again offline is joined after the leave (sent with what
+    // waited offline): before it, the leave would undo the join.
+    const leaving = new Set(this.#buffer.flatMap((m) => (m?.case === "leave" ? [m.value.room] : [])));
+    const joinsAfter: Outgoing[] = [];
     for (const [room, state] of this.#rooms) {
       // Every mirror waits for a full snapshot (sent on join and on resume).
       state.mirror = state.schema === undefined ? undefined : this.#newMirror(state.schema);
       if (!resumed) state.joined = false;
       if (!state.joined) {
         state.owner = undefined; // told again with the join's answer
-        out.push(this.#joinMessage(room, state));
+        (leaving.has(room) ? joinsAfter : out).push(this.#joinMessage(room, state));
       }
       if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
     }
     // Then what waited offline; events for rooms joined again wait for their `joined`
     // (the room may live on another node now).
     for (const message of [...unacked, ...this.#buffer]) if (!this.#holdUntilJoined(message)) out.push(message);
+    out.push(...joinsAfter);
     this.#buffer = [];
     this.#welcomed = true;
     const socket = this.#socket;

@@ -1353,3 +1353,78 @@ test("a Joined sent again after a lossy resume tells the owner and sends nothing
   last().welcome(false);
   assert.equal(c.roomOwner("r"), undefined, "a new session's join is not answered yet");
 });
+
+test("a second Welcome on one connection drops it for a new session", () => {
+  const { client: c } = client();
+  c.connect();
+  const first = last();
+  first.welcome();
+  first.welcome();
+  // 1002 as a browser allows it: 1000, the session ended.
+  assert.deepEqual([first.refusedCodes, first.closedWith], [[1002], 1000]);
+  mock.timers.tick(1000);
+  assert.notEqual(last(), first, "reconnected");
+  assert.equal(last().url.searchParams.get("resume"), null, "as a new session");
+});
+
+test("a room left and joined again while offline is left, then joined", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { requestId: 1n, room: "r", roomType: "relay" } }], 1n);
+  last().end(1006);
+  c.leave("r");
+  c.join("r", "relay");
+  mock.timers.tick(1000);
+  last().welcome(true);
+  advance(100);
+  assert.deepEqual(last().kinds(), ["leave", "join"]);
+});
+
+test("a join refused for now again and again waits once: one join each time, not one more per refusal", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  const joins = () => last().sent.filter((k) => k.case === "join") as { value: v1.JoinRoom }[];
+  const refuse = () => {
+    const requestId = joins().at(-1)!.value.requestId;
+    last().receive([{ case: "error", value: { code: v1.ErrorCode.UNAVAILABLE, room: "r", requestId, retryAfterMs: 500 } }]);
+  };
+  refuse();
+  refuse(); // the same refusal twice (a relay answering a join sent twice)
+  advance(600);
+  assert.equal(joins().length, 2, "one join again");
+  refuse();
+  advance(600);
+  assert.equal(joins().length, 3);
+  // Offline, the wait is dropped: the welcome joins the room.
+  refuse();
+  last().end(1006);
+  mock.timers.tick(1000);
+  last().welcome(false);
+  advance(600);
+  assert.equal(joins().length, 1, "the welcome's join only");
+});
+
+test("close() then connect(): rooms that lived on another node are joined again", async () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  const node = last();
+  node.welcome(false, 9n);
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  const closed = c.close();
+  home.end(1000);
+  node.end(1000);
+  await closed;
+  c.connect();
+  last().welcome();
+  assert.equal(last().url.host, "relay.test");
+  assert.deepEqual(last().kinds(), ["join"]);
+  assert.equal((last().sent[0]!.value as v1.JoinRoom).room, "r");
+});
