@@ -462,6 +462,7 @@ impl Cluster {
                 seat,
                 member,
                 listing,
+                request_id,
             } => {
                 let was_open = self.pool.room(&room).is_some();
                 let mut outcome = self.claim(&room, &room_type, listing).await;
@@ -493,6 +494,7 @@ impl Cluster {
                     was_open,
                     ticket,
                     seat: carried,
+                    request_id,
                 }
             }
             DirectoryOp::Release { room } => {

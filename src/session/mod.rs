@@ -165,6 +165,8 @@ pub enum DirectoryOp {
         member: proto::Seat,
         /// The room's listing, should the claim create it.
         listing: ListingState,
+        /// The join's request id: its answer finishes that join, not a later one.
+        request_id: u64,
     },
     /// Find an open room for a quick join on another node (none fit here).
     QuickJoin {
@@ -228,6 +230,8 @@ pub enum DirectoryReply {
         ticket: String,
         /// The seat the join's ticket carried: join as that member.
         seat: Option<proto::Seat>,
+        /// The claim's [`DirectoryOp::Claim::request_id`].
+        request_id: u64,
     },
     /// To [`DirectoryOp::List`].
     List {
@@ -896,6 +900,7 @@ impl Session {
                 seat: join.seat,
                 member: self.seat(),
                 listing: ListingState::created(join.create.as_ref(), self.id, true),
+                request_id: join.request_id,
             });
             let pending = PendingJoin {
                 request_id: join.request_id,
@@ -1096,8 +1101,15 @@ impl Session {
     /// the listing.
     pub fn on_directory(&mut self, reply: DirectoryReply) {
         self.in_flight.retain(|op| match (op, &reply) {
-            (DirectoryOp::Claim { room, .. }, DirectoryReply::Claim { room: answered, .. })
-            | (DirectoryOp::Release { room }, DirectoryReply::Released { room: answered }) => room != answered,
+            (
+                DirectoryOp::Claim { room, request_id, .. },
+                DirectoryReply::Claim {
+                    room: answered,
+                    request_id: answered_id,
+                    ..
+                },
+            ) => (room, request_id) != (answered, answered_id),
+            (DirectoryOp::Release { room }, DirectoryReply::Released { room: answered }) => room != answered,
             (
                 DirectoryOp::List { request_id, .. },
                 DirectoryReply::List {
@@ -1135,16 +1147,23 @@ impl Session {
                 was_open,
                 ticket,
                 seat,
+                request_id,
             } => {
+                let pending = match self.claims.get(&room) {
+                    Some(pending) if pending.request_id == request_id => self.claims.remove(&room),
+                    // Left while the claim ran, then joined again: the newer join's
+                    // claim (of the same room, for this node too) decides.
+                    Some(_) => return,
+                    None => None,
+                };
                 // Left while the claim ran: nothing to finish, and a room claimed for
                 // the join is given up.
-                let Some(pending) = self.claims.remove(&room) else {
+                let Some(pending) = pending else {
                     if matches!(outcome, Ok(Claim::Ours)) {
                         self.release_unopened(room);
                     }
                     return;
                 };
-                let request_id = pending.request_id;
                 match outcome {
                     // It closed since (the directory checks too, as the claim ends):
                     // opened anew here it would run without its entry, which its close

@@ -1027,6 +1027,10 @@ fn claimed_with(
     carried: Option<proto::Seat>,
 ) {
     let op = h.session.poll_directory();
+    let request_id = match &op {
+        Some(DirectoryOp::Claim { request_id, .. }) => *request_id,
+        _ => 0,
+    };
     let member = proto::Seat {
         member_id: 7,
         user_id: "anonymous-1".into(),
@@ -1041,6 +1045,7 @@ fn claimed_with(
             owner: 7,
             ..ListingState::default()
         },
+        request_id,
     };
     assert_eq!(op, Some(expected));
     let redirected = matches!(outcome, Ok(Claim::Theirs { url: Some(_), .. }));
@@ -1050,6 +1055,7 @@ fn claimed_with(
         was_open: false,
         ticket: if redirected { "ticket".into() } else { String::new() },
         seat: carried,
+        request_id,
     };
     h.session.on_directory(reply);
 }
@@ -1200,6 +1206,46 @@ fn clustered_a_leave_before_the_claim_answers_is_final() {
     assert_eq!(h.session.poll_directory(), Some(release), "its claim given up");
 }
 
+/// Joined, left and joined again while the first join's claim runs: the first claim's
+/// answer finishes nothing (nor gives the room up: the second claim, for this node
+/// too, decides); the second's finishes the second join.
+#[test]
+fn clustered_a_claim_answers_its_own_join_not_a_later_one() {
+    let mut h = Harness::clustered();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    let first = h.session.poll_directory();
+    assert!(
+        matches!(first, Some(DirectoryOp::Claim { request_id: 1, .. })),
+        "{first:?}"
+    );
+    h.one(Out::Leave(proto::LeaveRoom {
+        room: "a".into(),
+        request_id: 2,
+    }))
+    .unwrap();
+    h.one(join("a", 3)).unwrap();
+    let second = h.session.poll_directory();
+    assert!(
+        matches!(second, Some(DirectoryOp::Claim { request_id: 3, .. })),
+        "{second:?}"
+    );
+    let ours = |request_id| DirectoryReply::Claim {
+        room: "a".into(),
+        outcome: Ok(Claim::Ours),
+        was_open: false,
+        ticket: String::new(),
+        seat: None,
+        request_id,
+    };
+    h.session.on_directory(ours(1));
+    assert_eq!(h.sent(), []);
+    assert_eq!(h.session.poll_directory(), None, "not given up");
+    h.session.on_directory(ours(3));
+    let a = h.key("a");
+    assert_eq!(h.sent(), [Sent::Join { room: a, join_seq: 1 }]);
+}
+
 /// A session that ends while a claim is under way gives the room up (the claim may
 /// have been granted, and nobody would open it); one not yet sent, or a listing,
 /// needs nothing.
@@ -1246,16 +1292,17 @@ fn clustered_a_claimed_room_that_does_not_open_is_released() {
 fn clustered_a_room_that_closed_while_its_claim_ran_is_not_opened_anew() {
     let mut h = Harness::clustered();
     h.replies();
-    let renewed = |room: &str| DirectoryReply::Claim {
+    let renewed = |room: &str, request_id| DirectoryReply::Claim {
         room: room.into(),
         outcome: Ok(Claim::Ours),
         was_open: true,
         ticket: String::new(),
         seat: None,
+        request_id,
     };
     h.one(join("gone", 1)).unwrap();
     assert!(matches!(h.session.poll_directory(), Some(DirectoryOp::Claim { .. })));
-    h.session.on_directory(renewed("gone"));
+    h.session.on_directory(renewed("gone", 1));
     assert_eq!(h.errors(), [(ErrorCode::Unavailable, 1)]);
     assert!(h.rooms.find("gone").is_none(), "opened anew");
     let release = DirectoryOp::Release { room: "gone".into() };
@@ -1264,7 +1311,7 @@ fn clustered_a_room_that_closed_while_its_claim_ran_is_not_opened_anew() {
     h.one(join("kept", 2)).unwrap();
     assert!(matches!(h.session.poll_directory(), Some(DirectoryOp::Claim { .. })));
     h.rooms.open("kept", "", "", ListingState::default()).unwrap();
-    h.session.on_directory(renewed("kept"));
+    h.session.on_directory(renewed("kept", 2));
     let kept = h.key("kept");
     assert_eq!(
         h.sent(),

@@ -400,10 +400,14 @@ pub(crate) async fn serve<T: Transport>(
         // Its rooms tell their members it is away (its seats held) once that has
         // lasted a second (a resume taking it over this moment clears it sooner).
         outbox.set_away(true);
-        match ctx
-            .registry
-            .park(token.clone(), user, address, session, Instant::now() + grace)
-        {
+        match ctx.registry.park(
+            token.clone(),
+            user,
+            session.family(),
+            address,
+            session,
+            Instant::now() + grace,
+        ) {
             None => tracing::debug!(session = id, "parked for resume"),
             // Another parked session made room (of this address, or of the one holding
             // the most), or nothing may be parked: it ends now (it leaves its rooms).

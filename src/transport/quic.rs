@@ -477,9 +477,16 @@ impl Transport for Quic {
             messages: std::slice::from_ref(&ping),
             ..Reliable::default()
         };
+        if self.cut {
+            return Err(Broken);
+        }
         encode_stream_frame(unnumbered, &[], &mut self.outbound);
         let frame = self.outbound.split().freeze();
-        self.send.write_chunk(frame).await.map_err(|_| Broken)
+        // Not cancel-safe either (see `cut`): a stop may drop it half written.
+        self.cut = true;
+        self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+        self.cut = false;
+        Ok(())
     }
 
     async fn close(&mut self, reason: CloseReason) {

@@ -22,6 +22,8 @@ use crate::session::limits::AddressCounts;
 struct Parked<T> {
     item: T,
     user: Arc<str>,
+    /// Its client's sessions (see [`Registry::go_live`]).
+    family: u64,
     /// The client's address, as per-address limits count it.
     address: IpAddr,
     until: Instant,
@@ -189,7 +191,15 @@ impl<T> Registry<T> {
     /// purpose cannot keep other clients' sessions from being parked. Returns what the
     /// caller must end now: the evicted session, or `item` itself when nothing may be
     /// parked at all.
-    pub fn park(&self, token: String, user: Arc<str>, address: IpAddr, item: T, until: Instant) -> Option<T> {
+    pub fn park(
+        &self,
+        token: String,
+        user: Arc<str>,
+        family: u64,
+        address: IpAddr,
+        item: T,
+        until: Instant,
+    ) -> Option<T> {
         if self.max_parked == 0 {
             return Some(item);
         }
@@ -214,6 +224,7 @@ impl<T> Registry<T> {
             Parked {
                 item,
                 user,
+                family,
                 address,
                 until,
             },
@@ -262,7 +273,9 @@ impl<T> Registry<T> {
     /// (one client following redirects holds a session on each node it plays on),
     /// going live at `now_us` (later than every session recorded before, here). With
     /// `replace`, every live session of the user of another family is told to close
-    /// ([`StopReason::Replaced`]). Returns when it went live, for other nodes.
+    /// ([`StopReason::Replaced`]), and every parked one ends (at the next
+    /// [`Registry::expire`]; a resume of it is refused). Returns when it went live, for
+    /// other nodes.
     pub fn go_live(&self, user: &Arc<str>, session: u64, family: u64, now_us: u64, stop: Stop, replace: bool) -> u64 {
         let mut live = self.live.lock();
         let since_us = now_us.max(self.last_live_us.load(Ordering::Relaxed) + 1);
@@ -271,6 +284,7 @@ impl<T> Registry<T> {
         if replace {
             // Every session recorded here went live before this one.
             stop_other_clients(sessions, family, since_us);
+            self.end_parked_of_other_clients(user, family);
         }
         if self.stopping.load(Ordering::Relaxed) {
             stop.stop(StopReason::Shutdown);
@@ -290,6 +304,18 @@ impl<T> Registry<T> {
     pub fn replace(&self, user: &str, family: u64, since_us: u64) {
         if let Some(sessions) = self.live.lock().get_mut(user) {
             stop_other_clients(sessions, family, since_us);
+        }
+        self.end_parked_of_other_clients(user, family);
+    }
+
+    /// Ends the grace of every parked session of `user` of another family than
+    /// `family`: a newer client of the user replaced them.
+    fn end_parked_of_other_clients(&self, user: &str, family: u64) {
+        let now = Instant::now();
+        for parked in self.parked.lock().by_token.values_mut() {
+            if *parked.user == *user && parked.family != family {
+                parked.until = parked.until.min(now);
+            }
         }
     }
 
@@ -386,13 +412,13 @@ mod tests {
     fn a_parked_session_is_resumable_within_its_grace_only() {
         let t0 = Instant::now();
         let r = Registry::new(10, 10);
-        assert_eq!(r.park("tok".into(), "alice".into(), A, 1, t0 + 20 * S), None);
+        assert_eq!(r.park("tok".into(), "alice".into(), 1, A, 1, t0 + 20 * S), None);
         assert_eq!(r.take("nope", None, t0), None);
         assert_eq!(r.take("tok", Some("mallory"), t0 + S), None, "another user's token");
         assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), Some(1));
         assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), None, "taken once");
 
-        assert_eq!(r.park("tok2".into(), "bob".into(), A, 2, t0 + 20 * S), None);
+        assert_eq!(r.park("tok2".into(), "bob".into(), 1, A, 2, t0 + 20 * S), None);
         assert_eq!(r.take("tok2", None, t0 + 20 * S), None, "grace over");
         assert!(r.expire(t0 + 19 * S).is_empty());
         assert_eq!(r.expire(t0 + 20 * S), vec![2]);
@@ -408,7 +434,7 @@ mod tests {
         let t0 = Instant::now();
         let r = Registry::new(4, 3);
         let park = |token: &str, address: IpAddr, item: u32, secs: u32| {
-            r.park(token.into(), "u".into(), address, item, t0 + secs * S)
+            r.park(token.into(), "u".into(), 1, address, item, t0 + secs * S)
         };
         assert_eq!(park("m1", M, 1, 1), None);
         assert_eq!(park("m2", M, 2, 2), None);
@@ -426,7 +452,7 @@ mod tests {
         assert_eq!(r.expire_all().len(), 2);
         let none = Registry::new(0, 1);
         assert_eq!(
-            none.park("x".into(), "u".into(), A, 7, t0),
+            none.park("x".into(), "u".into(), 1, A, 7, t0),
             Some(7),
             "nothing may be parked"
         );
@@ -482,6 +508,32 @@ mod tests {
         assert!(stops[2].is_stopped() && !stops[3].is_stopped());
     }
 
+    /// With `replace`, a newer client of the user also ends the user's sessions parked
+    /// for a resume (another client's): not resumed later, they do not hold seats
+    /// meanwhile nor replace the newer one when they come back.
+    #[test]
+    fn a_replacing_client_ends_the_users_parked_sessions_of_other_clients() {
+        let t0 = Instant::now();
+        let r = Registry::new(10, 10);
+        let later = t0 + 20 * S;
+        assert_eq!(r.park("a".into(), "alice".into(), 1, A, 1, later), None);
+        assert_eq!(r.park("b".into(), "alice".into(), 2, A, 2, later), None);
+        assert_eq!(r.park("c".into(), "bob".into(), 1, A, 3, later), None);
+        r.go_live(&"alice".into(), 9, 2, 10, Stop::new(), true);
+        let now = Instant::now();
+        let mut ended = r.expire(now);
+        ended.sort_unstable();
+        assert_eq!(ended, [1], "alice's other client's; not her own client's, nor bob's");
+        assert_eq!(r.take("b", Some("alice"), now), Some(2));
+        // Another node's newer client of bob's does the same here.
+        r.replace("bob", 5, 10);
+        assert_eq!(r.take("c", Some("bob"), Instant::now()), None);
+        // Without `replace`, nothing ends.
+        assert_eq!(r.park("d".into(), "carol".into(), 1, A, 4, later), None);
+        r.go_live(&"carol".into(), 10, 2, 20, Stop::new(), false);
+        assert_eq!(r.take("d", Some("carol"), Instant::now()), Some(4));
+    }
+
     #[test]
     fn a_resume_can_take_over_a_connection_not_yet_known_dead() {
         let t0 = Instant::now();
@@ -495,7 +547,7 @@ mod tests {
         assert_eq!(take_over.reason(), StopReason::TakenOver);
         // The old connection parks its session; the new one takes it and registers
         // the token as its own before the old one forgets it: the new one's stays.
-        assert_eq!(r.park("tok".into(), "alice".into(), A, 7, t0 + 20 * S), None);
+        assert_eq!(r.park("tok".into(), "alice".into(), 1, A, 7, t0 + 20 * S), None);
         assert_eq!(r.take("tok", Some("alice"), t0), Some(7));
         let newer = Stop::new();
         r.register_token("tok", "alice".into(), newer.clone());
