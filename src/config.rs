@@ -966,6 +966,17 @@ impl Config {
                 return invalid(format!("{name} must be a positive number"));
             }
         }
+        // Times: a day at most (beyond, a typo of a few zeros; and a time too large for
+        // a `Duration` would stop the start).
+        let times = [
+            ("session.heartbeat_interval_secs", s.heartbeat_interval_secs),
+            ("session.heartbeat_timeout_secs", s.heartbeat_timeout_secs),
+            ("session.slow_consumer_secs", s.slow_consumer_secs),
+            ("session.resume_grace_secs", s.resume_grace_secs),
+        ];
+        if let Some((name, _)) = times.iter().find(|(_, secs)| !(0.0..=86_400.0).contains(secs)) {
+            return invalid(format!("{name} must be at most 86400 (a day)"));
+        }
         // Told to clients as whole numbers (`Welcome.limits`), where 0 means "not
         // announced": a client would then pace to the defaults, not to these.
         let announced = [
@@ -1868,6 +1879,14 @@ mod tests {
         let mut c = Config::default();
         c.room_types.get_mut("relay").unwrap().tick_rate = 500;
         assert!(c.validate().unwrap_err().to_string().contains("tick_rate"));
+        let mut c = Config::default();
+        c.session.resume_grace_secs = 1e20;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("resume_grace_secs must be at most 86400")
+        );
         let mut c = Config::default();
         c.room_types.get_mut("relay").unwrap().owner_quiet_ms = 40;
         assert!(

@@ -406,7 +406,13 @@ const RSA_ALGORITHMS: [Algorithm; 6] = [
 /// [`Authenticator::authenticate`]), and the configured issuer and audience.
 fn validation(config: &AuthConfig, algorithm: Algorithm) -> Validation {
     let mut validation = Validation::new(algorithm);
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    // A configured issuer or audience must be there too: jsonwebtoken checks the
+    // claims only when present (a token of the same keys for another service, without
+    // `aud`, would pass).
+    let mut required = vec!["exp", "sub"];
+    required.extend(config.issuer.as_ref().map(|_| "iss"));
+    required.extend(config.audience.as_ref().map(|_| "aud"));
+    validation.set_required_spec_claims(&required);
     validation.validate_exp = false;
     if let Some(issuer) = &config.issuer {
         validation.set_issuer(&[issuer]);
@@ -732,6 +738,39 @@ mod tests {
             auth.authenticate(Some(&token("s3cret", &longest, now() + 60, None)), NOW)
                 .is_ok()
         );
+    }
+
+    /// A configured issuer and audience are required: a token of the same key
+    /// without them (issued for another service) is refused, as is one naming others.
+    #[test]
+    fn a_configured_issuer_and_audience_must_be_in_the_token() {
+        let auth = Authenticator::new(&AuthConfig {
+            mode: AuthMode::Jwt,
+            hs256_secret: Some("k".into()),
+            issuer: Some("https://id.example".into()),
+            audience: Some("tickrelay".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let key = jsonwebtoken::EncodingKey::from_secret(b"k");
+        let signed =
+            |claims: serde_json::Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        let (iss, aud) = ("https://id.example", "tickrelay");
+        let both = signed(serde_json::json!({"sub": "a", "exp": NOW + 60, "iss": iss, "aud": aud}));
+        assert!(auth.authenticate(Some(&both), NOW).is_ok());
+        for claims in [
+            serde_json::json!({"sub": "a", "exp": NOW + 60, "iss": iss}),
+            serde_json::json!({"sub": "a", "exp": NOW + 60, "aud": aud}),
+            serde_json::json!({"sub": "a", "exp": NOW + 60, "iss": iss, "aud": "other"}),
+            serde_json::json!({"sub": "a", "exp": NOW + 60, "iss": "https://other", "aud": aud}),
+        ] {
+            let refused = auth.authenticate(Some(&signed(claims.clone())), NOW);
+            assert!(refused.is_err(), "{claims}");
+        }
+        // Without them configured, neither is needed.
+        let plain = jwt("k");
+        let bare = signed(serde_json::json!({"sub": "a", "exp": NOW + 60}));
+        assert!(plain.authenticate(Some(&bare), NOW).is_ok());
     }
 
     #[test]
