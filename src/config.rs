@@ -1040,6 +1040,9 @@ impl Config {
         if self.cluster.checkpoint_bytes_per_second < 1024 {
             return invalid("cluster.checkpoint_bytes_per_second must be at least 1024".into());
         }
+        if self.cluster.checkpoint_ttl_secs == 0 {
+            return invalid("cluster.checkpoint_ttl_secs must be at least 1".into());
+        }
         if self.cluster.redis_url.is_some() && self.cluster.public_url.is_none() && self.listen.ip().is_unspecified() {
             return invalid(format!(
                 "cluster mode listening on {}: set cluster.public_url (--public-url), the URL other machines reach this node at",

@@ -714,7 +714,8 @@ async fn join_cluster(
     };
     let lease = Duration::from_millis(c.lease_ms);
     let (bus, inbox) = Bus::connect(redis, &c.key_prefix, &node.id).await?;
-    let directory = RedisDirectory::connect(redis, node, lease, &c.key_prefix).await?;
+    let directory = (RedisDirectory::connect(redis, node, lease, &c.key_prefix).await?)
+        .with_checkpoint_ttl(Duration::from_secs(c.checkpoint_ttl_secs));
     let resume_grace = Duration::from_secs_f64(config.session.resume_grace_secs);
     let settings = NodeSettings {
         lease,

@@ -130,6 +130,13 @@ pub trait Directory: Send + Sync {
     /// must go.
     fn renew(&self, rooms: &[RoomEntry]) -> impl Future<Output = Result<Vec<String>, DirectoryError>> + Send;
 
+    /// [`Directory::renew`] of some of the node's rooms only (one just restored, or
+    /// a stopping node's): the node's load, which counts all its rooms' members (and
+    /// which a stopping node has withdrawn), is left as it is.
+    fn renew_held(&self, rooms: &[RoomEntry]) -> impl Future<Output = Result<Vec<String>, DirectoryError>> + Send {
+        self.renew(rooms)
+    }
+
     /// The node holding the room's lease, if any (never takes it).
     fn locate(&self, room: &str) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
 

@@ -84,6 +84,8 @@ pub struct Cluster {
     stopping: AtomicBool,
     /// Stops the lease task before the hand-off releases the rooms.
     leases_stop: CancellationToken,
+    /// Held through each renewal: the hand-off's release waits for one under way.
+    renewing: tokio::sync::Mutex<()>,
     /// Rooms closed here whose close has not reached Redis.
     closing: Arc<Closing>,
     /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
@@ -312,6 +314,7 @@ impl Cluster {
             settings,
             stopping: AtomicBool::new(false),
             leases_stop: CancellationToken::new(),
+            renewing: tokio::sync::Mutex::new(()),
             closing,
             flushed: AtomicUsize::new(0),
             flush: Notify::new(),
@@ -764,7 +767,7 @@ impl Cluster {
                 }
                 if let Some(restored) = self.pool.room(room) {
                     let _ = self
-                        .call(self.directory.renew(&[self.entry_of(&restored.shared)]))
+                        .call(self.directory.renew_held(&[self.entry_of(&restored.shared)]))
                         .await;
                 }
             }
@@ -975,9 +978,10 @@ impl Cluster {
     /// (waiting at most a few seconds), then every lease released, so the next join on
     /// another node restores each room where it is now.
     pub async fn hand_off(&self) {
-        // No more claims, and no renewal taking back what is released below.
+        // No more claims; renewals go on (the last checkpoints are written only while
+        // this node holds the rooms, and what comes before them may take longer than
+        // a lease) but take nothing back, until the rooms are released below.
         self.stopping.store(true, Ordering::Release);
-        self.leases_stop.cancel();
         // No node sends new rooms here any more (`release_all` below does it too,
         // seconds later, if Redis answers then).
         let _ = self.call(self.directory.withdraw_load()).await;
@@ -1005,6 +1009,9 @@ impl Cluster {
             let _ = self.destinations.set(Destinations::plan(members, others));
         }
         let rooms: Vec<String> = rooms.iter().map(|r| r.id.to_string()).collect();
+        // No renewal under way, nor after: none reaches Redis after the release.
+        self.leases_stop.cancel();
+        let _renewing = self.renewing.lock().await;
         match self.call(self.directory.release_all(&rooms)).await {
             Ok(()) => tracing::info!(rooms = rooms.len(), "stopping: rooms checkpointed and released"),
             Err(_) => tracing::warn!(
@@ -1381,10 +1388,18 @@ impl Cluster {
     /// ones whose lease lapsed. (The rooms that closed are dropped from the directory
     /// by their closes, see [`Cluster::write_checkpoints`].)
     async fn renew(&self) {
-        if self.stopping.load(Ordering::Acquire) {
-            return; // the hand-off releases them
+        let _renewing = self.renewing.lock().await;
+        if self.leases_stop.is_cancelled() {
+            return; // released
         }
         let rooms: Vec<RoomEntry> = self.pool.all_rooms().iter().map(|r| self.entry_of(r)).collect();
+        if self.stopping.load(Ordering::Acquire) {
+            // Held until the hand-off releases them (its last checkpoints are written
+            // only while this node holds the rooms), with the node's load withdrawn,
+            // and nothing taken back.
+            let _ = self.call(self.directory.renew_held(&rooms)).await;
+            return;
+        }
         // The leases first: nothing below may delay them past their lapse.
         let renewed = self.call(self.directory.renew(&rooms)).await;
         let _ = self.call(self.bus.keep_listening()).await;

@@ -11,7 +11,7 @@
 //! | `room:<id>` | a hash: `node`, `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`) | with the owner's lease |
 //! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them, and by the sweep | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
-//! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write |
+//! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write or its owner's last renewal |
 //! | `node:<id>:inbox`, `:closes`, `:removals` | (pub/sub channels: room events, closes and user removals for the node's rooms, which a stopping node leaves before it hands them off) | — |
 //! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
 //! | `node-starts` | a counter numbering node starts (from a random value when Redis has none) | never |
@@ -129,7 +129,12 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// renewal yet is new (settled), unless this node has renewed before: then Redis
 /// restarted empty under it, and no room without a lease is claimed for a lease
 /// (`restarted`, see [`CLAIM`]). ARGV\[5\]: whether this node has renewed before
-/// (1 or 0); the rooms' arguments follow it.
+/// (1 or 0); ARGV\[6\]: how long a checkpoint is kept (ms): each room held keeps its
+/// checkpoint that long from now (a room that does not change, or an empty one, which
+/// does not tick, is not checkpointed again for a while); ARGV\[7\]: whether the
+/// rooms are all the node holds, so their members are its load (1 or 0: a room just
+/// restored, or a stopping node's, whose load is withdrawn); the rooms' arguments
+/// follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -149,7 +154,7 @@ redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local lost = {}
 local load = 0
 for i = 2, #KEYS do
-  local a = 6 + (i - 2) * 7
+  local a = 8 + (i - 2) * 7
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
   if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
     load = load + tonumber(ARGV[a + 2])
@@ -159,6 +164,7 @@ for i = 2, #KEYS do
       redis.call('HSET', KEYS[i], 'members', ARGV[a + 2])
     end
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    redis.call('PEXPIRE', ARGV[4] .. 'checkpoint:' .. ARGV[a], ARGV[6])
     if ARGV[a + 5] == '1' then
       redis.call('ZADD', open, ARGV[a + 2], ARGV[a])
     else
@@ -168,7 +174,9 @@ for i = 2, #KEYS do
     table.insert(lost, i - 1)
   end
 end
-redis.call('ZADD', ARGV[4] .. 'load', load, ARGV[1])
+if ARGV[7] == '1' then
+  redis.call('ZADD', ARGV[4] .. 'load', load, ARGV[1])
+end
 return lost
 ",
     )
@@ -403,8 +411,13 @@ pub struct RedisDirectory {
     renewed: Arc<AtomicBool>,
     node: Node,
     lease_ms: u64,
+    /// How long a checkpoint is kept (see [`RedisDirectory::with_checkpoint_ttl`]).
+    checkpoint_ttl_ms: u64,
     prefix: String,
 }
+
+/// How long a checkpoint is kept unless [`RedisDirectory::with_checkpoint_ttl`] says.
+const DEFAULT_CHECKPOINT_TTL: Duration = Duration::from_secs(600);
 
 impl RedisDirectory {
     /// Connects to `redis` (`redis://host:port/db`, a Redis Cluster's seed nodes,
@@ -427,7 +440,67 @@ impl RedisDirectory {
             renewed: Arc::default(),
             node,
             lease_ms: lease.as_millis().max(1) as u64,
+            checkpoint_ttl_ms: DEFAULT_CHECKPOINT_TTL.as_millis() as u64,
         })
+    }
+
+    /// Each renewal keeps the checkpoints of the rooms it renews `ttl` from then
+    /// (`[cluster] checkpoint_ttl_secs`; 10 minutes unless said), as their writes do.
+    pub fn with_checkpoint_ttl(mut self, ttl: Duration) -> Self {
+        self.checkpoint_ttl_ms = ttl.as_millis().max(1) as u64;
+        self
+    }
+
+    /// [`Directory::renew`], telling the node's load (the members of `rooms`) when
+    /// `whole`.
+    async fn renew_leases(&self, rooms: &[RoomEntry], whole: bool) -> Result<Vec<String>, DirectoryError> {
+        let mut invocation = RENEW.key(self.key("node", &self.node.id));
+        (invocation.arg(&self.node.id).arg(self.lease_ms))
+            .arg(&self.node.url)
+            .arg(&self.prefix)
+            .arg(u8::from(self.renewed.load(Ordering::Relaxed)))
+            .arg(self.checkpoint_ttl_ms)
+            .arg(u8::from(whole));
+        let mut hashes = Vec::with_capacity(rooms.len());
+        {
+            let written = self.listings.lock();
+            for room in rooms {
+                let listing = room.listing.to_proto().encode_to_vec();
+                let bans: Vec<u8> = room.banned.iter().flat_map(|digest| digest.to_be_bytes()).collect();
+                let mut hasher = std::hash::DefaultHasher::new();
+                (&listing, &bans).hash(&mut hasher);
+                let hash = hasher.finish();
+                let unchanged = written
+                    .get(&room.room)
+                    .is_some_and(|&(last, renewals)| last == hash && renewals < UNCHANGED_LISTING_RENEWALS);
+                hashes.push((hash, !unchanged));
+                (invocation.key(self.key("room", &room.room)).arg(&room.room))
+                    .arg(&room.room_type)
+                    .arg(room.members)
+                    .arg(u8::from(!unchanged))
+                    .arg(if unchanged { Vec::new() } else { listing })
+                    .arg(u8::from(room.is_open()))
+                    .arg(if unchanged { Vec::new() } else { bans });
+            }
+        }
+        let lost: Vec<usize> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed)?;
+        self.renewed.store(true, Ordering::Relaxed);
+        let lost: Vec<String> = (lost.into_iter())
+            .filter_map(|i| rooms.get(i.checked_sub(1)?))
+            .map(|r| r.room.clone())
+            .collect();
+        let mut written = self.listings.lock();
+        for (room, (hash, sent)) in rooms.iter().zip(hashes) {
+            let renewals = written.get(&room.room).map_or(0, |&(_, renewals)| renewals + 1);
+            written.insert(room.room.clone(), (hash, if sent { 0 } else { renewals }));
+        }
+        for room in &lost {
+            written.remove(room);
+        }
+        Ok(lost)
     }
 
     /// The prefix of the keys in Redis (the configured one, inside a hash tag on a
@@ -801,51 +874,11 @@ impl Directory for RedisDirectory {
     }
 
     async fn renew(&self, rooms: &[RoomEntry]) -> Result<Vec<String>, DirectoryError> {
-        let mut invocation = RENEW.key(self.key("node", &self.node.id));
-        (invocation.arg(&self.node.id).arg(self.lease_ms))
-            .arg(&self.node.url)
-            .arg(&self.prefix)
-            .arg(u8::from(self.renewed.load(Ordering::Relaxed)));
-        let mut hashes = Vec::with_capacity(rooms.len());
-        {
-            let written = self.listings.lock();
-            for room in rooms {
-                let listing = room.listing.to_proto().encode_to_vec();
-                let bans: Vec<u8> = room.banned.iter().flat_map(|digest| digest.to_be_bytes()).collect();
-                let mut hasher = std::hash::DefaultHasher::new();
-                (&listing, &bans).hash(&mut hasher);
-                let hash = hasher.finish();
-                let unchanged = written
-                    .get(&room.room)
-                    .is_some_and(|&(last, renewals)| last == hash && renewals < UNCHANGED_LISTING_RENEWALS);
-                hashes.push((hash, !unchanged));
-                (invocation.key(self.key("room", &room.room)).arg(&room.room))
-                    .arg(&room.room_type)
-                    .arg(room.members)
-                    .arg(u8::from(!unchanged))
-                    .arg(if unchanged { Vec::new() } else { listing })
-                    .arg(u8::from(room.is_open()))
-                    .arg(if unchanged { Vec::new() } else { bans });
-            }
-        }
-        let lost: Vec<usize> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(failed)?;
-        self.renewed.store(true, Ordering::Relaxed);
-        let lost: Vec<String> = (lost.into_iter())
-            .filter_map(|i| rooms.get(i.checked_sub(1)?))
-            .map(|r| r.room.clone())
-            .collect();
-        let mut written = self.listings.lock();
-        for (room, (hash, sent)) in rooms.iter().zip(hashes) {
-            let renewals = written.get(&room.room).map_or(0, |&(_, renewals)| renewals + 1);
-            written.insert(room.room.clone(), (hash, if sent { 0 } else { renewals }));
-        }
-        for room in &lost {
-            written.remove(room);
-        }
-        Ok(lost)
+        self.renew_leases(rooms, true).await
+    }
+
+    async fn renew_held(&self, rooms: &[RoomEntry]) -> Result<Vec<String>, DirectoryError> {
+        self.renew_leases(rooms, false).await
     }
 
     async fn locate(&self, room: &str) -> Result<Option<String>, DirectoryError> {

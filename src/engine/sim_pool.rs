@@ -99,8 +99,8 @@ pub struct Checkpoints {
     pub rewrite_after: Duration,
     /// A room's periodic checkpoints write at most this many bytes a second: a
     /// large room's come less often than every `every_ticks` (its checkpoint's size
-    /// over this rate apart), so a small change to it does not cost Redis its whole
-    /// state every interval.
+    /// over this rate apart, at most `rewrite_after`), so a small change to it does
+    /// not cost Redis its whole state every interval.
     pub bytes_per_second: u64,
     /// Called on the simulation thread with each checkpoint; must not block.
     pub sink: Arc<dyn Fn(Checkpoint) + Send + Sync>,
@@ -1213,8 +1213,10 @@ impl PeriodicCheckpoints {
             written => {
                 *written = Some((fingerprint, now, 0));
                 let checkpoint = room.checkpoint_with(unix_micros(), game_state);
+                // (At most `rewrite_after` apart all the same: what the room would lose.)
                 let bytes = prost::Message::encoded_len(&checkpoint) as f64;
-                self.paced_until = Some(now + Duration::from_secs_f64(bytes / c.bytes_per_second.max(1) as f64));
+                let apart = Duration::from_secs_f64(bytes / c.bytes_per_second.max(1) as f64);
+                self.paced_until = Some(now + apart.min(c.rewrite_after));
                 (c.sink)(Checkpoint::Room(Box::new(checkpoint)));
             }
         }

@@ -242,6 +242,50 @@ async fn a_room_closed_after_its_lease_lapsed_leaves_no_checkpoint() {
     assert!(b.has_checkpoint("world").await.unwrap());
 }
 
+/// A room held keeps its checkpoint past the checkpoint's time to live while its
+/// node renews its lease (an empty room does not tick, nor write one); once nobody
+/// renews it, it goes after that time.
+#[tokio::test]
+async fn a_held_rooms_checkpoint_lives_while_its_lease_is_renewed() {
+    let server = RedisServer::start();
+    let ttl = Duration::from_millis(600);
+    let a = redis_node(&server, "a").await.with_checkpoint_ttl(ttl);
+    let room = entry("world", 1);
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    a.save_checkpoints(&[("world".into(), vec![1])], ttl).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(ttl / 2).await;
+        a.renew(std::slice::from_ref(&room)).await.unwrap();
+    }
+    assert!(a.has_checkpoint("world").await.unwrap(), "kept by the renewals");
+    tokio::time::sleep(ttl + ttl / 2).await;
+    assert!(!a.has_checkpoint("world").await.unwrap(), "gone without them");
+}
+
+/// A renewal of some of a node's rooms (one just restored, a stopping node's) keeps
+/// their leases and leaves the node's load as its last whole renewal said.
+#[tokio::test]
+async fn a_partial_renewal_leaves_the_nodes_load_alone() {
+    let server = RedisServer::start();
+    let a = redis_node(&server, "a").await;
+    let rooms = [entry("one", 5), entry("two", 7)];
+    for room in &rooms {
+        assert_eq!(a.claim(room).await.unwrap(), Claim::Ours);
+    }
+    a.renew(&rooms).await.unwrap();
+    let load = async || {
+        a.node_loads()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(n, m)| (n.id, m))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(load().await, [("a".to_string(), 12)]);
+    assert_eq!(a.renew_held(&rooms[..1]).await.unwrap(), Vec::<String>::new());
+    assert_eq!(load().await, [("a".to_string(), 12)], "not the one room's 5");
+}
+
 /// A claim by a node that found no checkpoint of the room is refused when, by the
 /// time it reaches Redis, nobody holds the room and it has one (its node handed it
 /// off meanwhile): the room must not open empty over it. Claimed again knowing of
