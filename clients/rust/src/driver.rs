@@ -66,6 +66,9 @@ struct RoomState {
     create: Option<proto::RoomOptions>,
     /// The request id of the last join sent: an `Error` carrying it refuses the join.
     join_request: u64,
+    /// The request id of this state's first join: a `Joined` with a lower one answers
+    /// a join made before the room was left (and joined again), and is not this one's.
+    first_join: u64,
 }
 
 impl RoomState {
@@ -83,6 +86,7 @@ impl RoomState {
             schema: None,
             create: None,
             join_request: 0,
+            first_join: 0,
         }
     }
 
@@ -628,6 +632,9 @@ impl Driver {
         let request_id = self.request_id();
         if let Some(state) = self.rooms.get_mut(room) {
             state.join_request = request_id;
+            if state.first_join == 0 {
+                state.first_join = request_id;
+            }
         }
         let state = self.rooms.get(room);
         Out::Join(proto::JoinRoom {
@@ -843,14 +850,13 @@ impl Driver {
                 hold(&mut state.held_events, event, limit);
             }
         }
-        let mut mirrors = self.shared.mirrors.lock();
         let rooms = (rooms.into_iter())
             .map(|(room, state)| {
-                mirrors.remove(&room);
+                // Told again when home's join is answered.
+                self.shared.forget_room(&room);
                 (room, state.room_type.clone(), state.carried(String::new()))
             })
             .collect();
-        drop(mirrors);
         routes.give_back(&self.config.url, rooms, &mut self.commands, lost);
     }
 
@@ -960,6 +966,12 @@ impl Driver {
                     self.frame_at = Some(Instant::now());
                     self.state(frame, received_us, link).await?
                 }
+                // The answer to a join made before the room was left and joined again
+                // (the server answers a join before a leave that follows it): that
+                // membership ended; the new join's answer (or refusal) follows.
+                In::Joined(joined)
+                    if joined.request_id != 0
+                        && (self.rooms.get(&joined.room)).is_some_and(|s| joined.request_id < s.first_join) => {}
                 In::Joined(joined) => {
                     self.took_quick_join(joined.request_id, &joined.room);
                     self.joined(&joined);
@@ -1129,6 +1141,7 @@ impl Driver {
             if let Some(state) = self.rooms.get_mut(&room) {
                 state.retry_join_at = Some(Instant::now() + STALE_REDIRECT_WAIT);
             }
+            self.shared.owners.lock().remove(&room);
             return;
         }
         let Some(state) = self.rooms.remove(&room) else {
@@ -1141,13 +1154,19 @@ impl Driver {
                 let from = (!self.routing.home).then_some(self.config.url.as_str());
                 routes.redirect(&room, &room_type, state.carried(seat), &url, from, &mut self.commands)
             }
-            None => Err("the client is closed".into()),
+            None => Err((proto::ErrorCode::Unavailable, "the client is closed".into())),
         };
         match followed {
             Ok(()) => self.emit(Event::Redirected { room, url }).await,
-            Err(message) => {
+            // Not followed (too many hops, a URL refused): the join is refused for good,
+            // what waited for it dropped.
+            Err((code, message)) => {
+                self.shared.inputs_open(&room, false);
+                if let Some(routes) = self.routing.routes.upgrade() {
+                    routes.left(&room);
+                }
                 let error = proto::Error {
-                    code: proto::ErrorCode::Unavailable as i32,
+                    code: code as i32,
                     message,
                     request_id,
                     room,

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 
 use crate::driver::UNREACHABLE_FOR;
 use crate::link::Target;
-use crate::{Carried, ClientConfig, Command, Event, Shared, driver};
+use crate::{Carried, ClientConfig, Command, Event, Shared, driver, proto};
+use proto::ErrorCode;
 
 /// Redirects in a row for one join before the client stops following them (nodes
 /// that disagree about a room's owner settle within a lease; more means a loop).
@@ -194,20 +195,22 @@ impl Routes {
         url: &str,
         from: Option<&str>,
         waiting: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> Result<(), String> {
+    ) -> Result<(), (ErrorCode, String)> {
         let mut table = self.table.lock();
         let hops = table.hops.get(room).copied().unwrap_or(0) + 1;
         if hops > MAX_HOPS {
             table.rooms.remove(room);
             table.hops.remove(room);
-            return Err(format!("redirected {MAX_HOPS} times in a row; not following to {url}"));
+            let message = format!("redirected {MAX_HOPS} times in a row; not following to {url}");
+            return Err((ErrorCode::LimitExceeded, message));
         }
-        let target = Target::parse(url).map_err(|e| e.to_string())?;
+        let target = Target::parse(url).map_err(|e| (ErrorCode::Forbidden, e.to_string()))?;
         if target.scheme.uses_tls() != self.spawn.tls.is_some() {
-            return Err(format!(
+            let message = format!(
                 "redirected to {url}, which does not use the same kind of transport security as {}",
                 self.spawn.config.url
-            ));
+            );
+            return Err((ErrorCode::Forbidden, message));
         }
         table.rooms.insert(room.to_string(), url.to_string());
         table.hops.insert(room.to_string(), hops);
@@ -225,7 +228,7 @@ impl Routes {
             room_type: room_type.to_string(),
             carried,
         };
-        sender.send(join).map_err(|_| "the client is closed".to_string())?;
+        (sender.send(join)).map_err(|_| (ErrorCode::Unavailable, "the client is closed".to_string()))?;
         let own = match from {
             None => Some(&self.home),
             Some(from) => table.nodes.get(from),

@@ -943,3 +943,50 @@ async fn a_room_left_and_joined_again_offline_is_left_then_joined() {
     assert_eq!(order, ["leave", "join"]);
     client.close().await;
 }
+
+/// The answer to a join made before the room was left and joined again (the relay
+/// answers a join before the leave that follows it) is not the new join's: the new
+/// join, refused for now, is sent again once its wait is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_for_a_join_made_before_a_leave_is_not_the_new_joins() {
+    let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let seen = seen.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let first = next_join(&mut ws).await;
+            seen.send(0).unwrap();
+            let second = next_join(&mut ws).await;
+            let joined = proto::Joined {
+                request_id: first.request_id,
+                room: first.room.clone(),
+                room_type: "relay".into(),
+                owner: 7,
+                ..Default::default()
+            };
+            let refused = proto::Error {
+                code: proto::ErrorCode::RateLimited as i32,
+                room: second.room.clone(),
+                request_id: second.request_id,
+                retry_after_ms: 300,
+                ..Default::default()
+            };
+            let answers = fake_envelope(vec![In::Joined(joined), In::Error(refused)], 1);
+            ws.send(answers).await.unwrap();
+            let third = next_join(&mut ws).await;
+            seen.send(third.request_id.saturating_sub(second.request_id)).unwrap();
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let (client, _events) = joined_client(url);
+    assert_eq!(seen_rx.recv().await, Some(0));
+    client.leave("r");
+    client.join("r", "relay");
+    let again = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv())
+        .await
+        .unwrap();
+    assert!(again.is_some_and(|n| n > 0), "the new join sent again: {again:?}");
+    assert_eq!(client.room_owner("r"), None, "not joined by the first join's answer");
+    client.close().await;
+}

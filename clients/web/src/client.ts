@@ -323,6 +323,11 @@ interface RoomState {
   create: RoomOptions | undefined;
   /** The request id of the last join sent: an `Error` carrying it refuses the join. */
   joinRequest: bigint;
+  /**
+   * The request id of this state's first join: a `joined` with a lower one answers a join
+   * made before the room was left (and joined again), and is not this one's.
+   */
+  firstJoin: bigint;
   /** The room's owner as last told (`Joined.owner`, presence `OWNER`); undefined before the join's answer. */
   owner: bigint | undefined;
   /** A join refused for now, sent again when this fires (see `#joinLater`). */
@@ -349,6 +354,7 @@ function newRoom(roomType: string): RoomState {
     seat: "",
     create: undefined,
     joinRequest: 0n,
+    firstJoin: 0n,
     retryTimer: undefined,
   };
 }
@@ -577,6 +583,7 @@ export class Client {
   #joinMessage(room: string, state: RoomState): Outgoing {
     const { roomType, seat, create } = state;
     state.joinRequest = this.#requestId();
+    if (state.firstJoin === 0n) state.firstJoin = state.joinRequest;
     return { case: "join", value: { requestId: state.joinRequest, room, roomType, seat, create } };
   }
 
@@ -1117,16 +1124,17 @@ export class Client {
     const hops = (this.#hops.get(room) ?? 0) + 1;
     this.#redirected.delete(room);
     this.#hops.set(room, hops);
-    const refuse = (message: string): void =>
-      this.#emit("error", create(v1.ErrorSchema, { code: v1.ErrorCode.UNAVAILABLE, message, requestId, room }));
+    // Not followed: the join is refused for good (not UNAVAILABLE, which is retried).
+    const refuse = (code: v1.ErrorCode, message: string): void =>
+      this.#emit("error", create(v1.ErrorSchema, { code, message, requestId, room }));
     if (hops > MAX_HOPS) {
       this.#hops.delete(room);
-      return refuse(`redirected ${MAX_HOPS} times in a row; not following to ${url}`);
+      return refuse(v1.ErrorCode.LIMIT_EXCEEDED, `redirected ${MAX_HOPS} times in a row; not following to ${url}`);
     }
     // A redirect keeps the transport's security: never from wss:// to ws://.
     if (this.#options.url.startsWith("wss:") && !url.startsWith("wss:")) {
       this.#hops.delete(room);
-      return refuse(`not following a redirect from wss:// to ${url}`);
+      return refuse(v1.ErrorCode.FORBIDDEN, `not following a redirect from wss:// to ${url}`);
     }
     let node = this.#nodes.get(url);
     if (node === undefined || node.#stopped) {
@@ -1136,7 +1144,7 @@ export class Client {
         const connectTimeoutMs = Math.min(this.#options.connectTimeoutMs, NODE_CONNECT_TIMEOUT_MS);
         node = new Client({ ...this.#options, url, fallbackUrls: [], connectTimeoutMs }, this);
       } catch (e) {
-        return refuse(`cannot follow the redirect to ${url}: ${String(e)}`);
+        return refuse(v1.ErrorCode.FORBIDDEN, `cannot follow the redirect to ${url}: ${String(e)}`);
       }
       this.#nodes.set(url, node);
       node.connect();
@@ -1213,6 +1221,10 @@ export class Client {
           break;
         }
         case "joined": {
+          // The answer to a join made before the room was left and joined again (the
+          // server answers a join before a leave that follows it): that membership ended.
+          const { requestId: answered, room: joinedRoom } = kind.value;
+          if (answered !== 0n && answered < (this.#rooms.get(joinedRoom)?.firstJoin ?? 0n)) break;
           this.#tookQuickJoin(kind.value.requestId, kind.value.room);
           this.#home.#hops.delete(kind.value.room);
           this.#joinedRoom(kind.value);

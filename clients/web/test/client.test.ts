@@ -662,7 +662,8 @@ test("a room joined again with other declared kinds gets a new mirror; the same 
     name: "ship",
     fields: [{ id: 1, name: "hp", type: v1.FieldType.INT, intMin: 0n, intMax: max }],
   });
-  const joined = (max: bigint): ServerKind => ({ case: "joined", value: { requestId: 5n, room: "r", schema: [ship(max)] } });
+  const requestId = (last().sent.find((k) => k.case === "join")!.value as v1.JoinRoom).requestId;
+  const joined = (max: bigint): ServerKind => ({ case: "joined", value: { requestId, room: "r", schema: [ship(max)] } });
   const snapshot: ServerKind = { case: "state", value: { room: "r", tick: 1n, baselineTick: 0n } };
   last().receive([joined(100n)], 1n);
   last().receive([snapshot]);
@@ -1427,4 +1428,24 @@ test("close() then connect(): rooms that lived on another node are joined again"
   assert.equal(last().url.host, "relay.test");
   assert.deepEqual(last().kinds(), ["join"]);
   assert.equal((last().sent[0]!.value as v1.JoinRoom).room, "r");
+});
+
+test("a Joined answering a join made before the room was left is not taken for the new join's", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  const joins = () => last().sent.filter((k) => k.case === "join").map((k) => (k.value as v1.JoinRoom).requestId);
+  const [first] = joins();
+  c.leave("r");
+  c.join("r", "relay");
+  advance(100);
+  const second = joins().at(-1)!;
+  assert.ok(second > first!);
+  // The server answers the first join before the leave, then refuses the second for now.
+  last().receive([{ case: "joined", value: { requestId: first!, room: "r", roomType: "relay", owner: 7n } }], 1n);
+  assert.equal(c.roomOwner("r"), undefined, "not joined by that answer");
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.RATE_LIMITED, room: "r", requestId: second, retryAfterMs: 900 } }], 2n);
+  advance(1000);
+  assert.equal(joins().length, 3, "joined again once the wait is over");
 });
