@@ -57,11 +57,17 @@ struct Table {
     lost: HashMap<String, Instant>,
 }
 
-/// The room a command is for, if it is for one.
+/// The room a command is for, if it is for one (a request about a room the client
+/// is in goes to the room's node: only the session there is in it).
 fn room_of(command: &Command) -> Option<&str> {
+    use proto::request::Kind;
     match command {
         Command::Join { room, .. } | Command::Input { room, .. } | Command::Leave { room } => Some(room),
         Command::Event(event) => Some(&event.room),
+        Command::Request {
+            kind: Kind::UpdateRoom(proto::UpdateRoom { room, .. }) | Kind::Resync(proto::Resync { room }),
+            ..
+        } => Some(room),
         _ => None,
     }
 }
@@ -392,6 +398,36 @@ mod tests {
     /// A relay that redirects a room to one unreachable node after another is followed
     /// `MAX_HOPS` times, not for ever: the room's count survives its trips back home.
     /// A join answered starts it again.
+    /// A request about a room on another node (its listing, a resync) goes there:
+    /// the session at home is not in it. Others go home.
+    #[test]
+    fn requests_about_a_room_go_to_its_node() {
+        let (routes, mut home) = routes();
+        let (node, mut node_rx) = mpsc::unbounded_channel();
+        {
+            let mut table = routes.table.lock();
+            table.nodes.insert(NODE.into(), node);
+            table.rooms.insert("r".into(), NODE.into());
+        }
+        let request = |kind| Command::Request {
+            kind,
+            reply: tokio::sync::oneshot::channel().0,
+        };
+        use proto::request::Kind;
+        let update = |room: &str| {
+            Kind::UpdateRoom(proto::UpdateRoom {
+                room: room.into(),
+                ..Default::default()
+            })
+        };
+        routes.send(request(update("r")));
+        routes.send(request(Kind::Resync(proto::Resync { room: "r".into() })));
+        routes.send(request(update("home-room")));
+        routes.send(request(Kind::ListRooms(proto::ListRooms::default())));
+        let count = |rx: &mut mpsc::UnboundedReceiver<Command>| std::iter::from_fn(|| rx.try_recv().ok()).count();
+        assert_eq!((count(&mut node_rx), count(&mut home)), (2, 2));
+    }
+
     #[test]
     fn redirects_count_across_rooms_given_back_home_until_a_join_is_answered() {
         let (routes, mut home) = routes();

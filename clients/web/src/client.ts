@@ -668,6 +668,10 @@ export class Client {
    * closed or given up.
    */
   request(kind: MessageInitShape<typeof v1.RequestSchema>["kind"]): Promise<v1.Response> {
+    // About a room living on another node: only the session there is in it.
+    const room = kind?.case === "updateRoom" || kind?.case === "resync" ? kind.value?.room : undefined;
+    const node = room === undefined ? undefined : this.#redirected.get(room)?.node;
+    if (node !== undefined) return node.request(kind);
     if (this.#stopped) return Promise.reject(new RequestError("not sent: the client is closed (connect() first)"));
     const full = this.#queueFullError("");
     if (full !== undefined) {

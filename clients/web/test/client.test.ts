@@ -1449,3 +1449,23 @@ test("a Joined answering a join made before the room was left is not taken for t
   advance(1000);
   assert.equal(joins().length, 3, "joined again once the wait is over");
 });
+
+test("a request about a room on another node goes to that node; others go home", () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  const node = last();
+  node.welcome(false, 9n);
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  void c.request({ case: "updateRoom", value: { room: "r", metadata: { mode: "ctf" } } }).catch(() => {});
+  void c.request({ case: "resync", value: { room: "r" } }).catch(() => {});
+  void c.request({ case: "listRooms", value: {} }).catch(() => {});
+  advance(100);
+  const requests = (socket: FakeSocket) => socket.sent.filter((k) => k.case === "request").map((k) => (k.value as v1.Request).kind.case);
+  assert.deepEqual(requests(node), ["updateRoom", "resync"]);
+  assert.deepEqual(requests(home), ["listRooms"]);
+  void c.close();
+});
