@@ -632,7 +632,7 @@ impl Room {
             let same_session = Arc::ptr_eq(&self.members[i].outbox, &outbox);
             // The membership goes on under this join's number, granted or refused: the
             // session forgets it only when told about its newest join.
-            self.members[i].join_seq = join_seq;
+            let old_join_seq = std::mem::replace(&mut self.members[i].join_seq, join_seq);
             let existing = &self.members[i];
             if same_session {
                 // Joining a room it is in: its `Joined` (the whole member list) and a
@@ -656,7 +656,9 @@ impl Room {
             let existing = &mut self.members[i];
             if !same_session {
                 // A new session with this member id (continued from another node):
-                // its first full snapshot, not one more for the old one.
+                // its first full snapshot, not one more for the old one, which is told
+                // it left (its inputs and events are no longer the seat's).
+                existing.outbox.leave_room(self.key, old_join_seq);
                 existing.outbox = outbox;
                 existing.last_full = 0;
             }
@@ -987,9 +989,18 @@ impl Room {
     /// ignored; [`SERVER`] (the HTTP API, the simulation) may always send. Over the
     /// per-room bound the sender gets a `SERVER_BUSY` error (the server's own event is
     /// dropped and logged).
-    pub fn push_event(&mut self, sender: MemberId, event: SendEvent) {
+    pub fn push_event(&mut self, sender: MemberId, mut event: SendEvent) {
         // A room the simulation closed relays what was queued before, then closes.
         if (sender != SERVER && !self.is_member(sender)) || self.closing.is_some() {
+            return;
+        }
+        // Each target is looked up for every member (sorted: by halves), and at most
+        // one per seat names anyone.
+        event.targets.sort_unstable();
+        event.targets.dedup();
+        if sender != SERVER && event.targets.len() > self.config.max_members {
+            let error = self.error(ErrorCode::BadRequest, "an event names more targets than the room has seats", 0);
+            self.send_to(sender, error);
             return;
         }
         if self.events.len() >= self.config.max_pending_events {
@@ -1307,10 +1318,10 @@ impl Room {
                 if queued.event.targets.is_empty() {
                     m.id != queued.sender
                 } else {
-                    queued.event.targets.contains(&m.id)
+                    queued.event.targets.binary_search(&m.id).is_ok()
                 }
             };
-            let len = queued.event.payload.len() + queued.event.kind.len();
+            let len = queued.event.payload.len() + queued.event.kind.len() + 8 * queued.event.targets.len();
             let over = (self.members.iter().zip(&took)).any(|(m, &(messages, bytes))| {
                 let limits = m.outbox.limits();
                 addressed(m)

@@ -632,6 +632,44 @@ fn events_reach_exactly_their_targets_in_order() {
     assert_eq!(seen[3], vec![("all".to_string(), 1, 1)]);
 }
 
+/// An event's targets count once each, and no more of them than the room has seats
+/// (each is looked up for every member).
+#[test]
+fn an_events_targets_are_bounded_by_the_rooms_seats() {
+    let config = RoomConfig {
+        max_members: 4,
+        ..Default::default()
+    };
+    let mut room = relay_room(config);
+    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    let event = |targets: Vec<u64>| SendEvent {
+        room: "room".into(),
+        kind: "dm".into(),
+        payload: bytes::Bytes::from_static(b"!"),
+        targets,
+    };
+    room.push_event(1, event(vec![3, 2, 3, 3, 3, 3, 2]));
+    room.push_event(1, event((10..15).collect()));
+    room.tick(0);
+    let received = |c: &mut Client| {
+        c.read();
+        (c.take_received().into_iter())
+            .filter_map(|k| match k {
+                server_message::Kind::Event(e) => Some(e.targets),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(received(&mut clients[2]), [vec![2, 3]], "once each, in order");
+    assert_eq!(received(&mut clients[1]), [vec![2, 3]]);
+    clients[0].read();
+    let errors = clients[0].errors();
+    assert_eq!(errors.iter().map(|e| e.code).collect::<Vec<_>>(), [ErrorCode::BadRequest as i32]);
+}
+
 /// A simulation that greets each member who joins by its user id (to it alone),
 /// announces a round with the members it knows of at every step after the first,
 /// and who left (with how many members it still knows of then).
@@ -1879,6 +1917,16 @@ fn an_old_sessions_leave_does_not_free_a_seat_taken_over() {
     room.tick(0);
     let new = Client::new(1);
     join(&mut room, &new);
+    // The old session is told it left the room (under its join's number).
+    let mut left = Vec::new();
+    old.outbox.take_left(&mut left);
+    assert_eq!(
+        left,
+        [Left {
+            room: room.key(),
+            join_seq: 1
+        }]
+    );
     room.tick(1);
     assert!(!room.leave_session(1, &old.outbox, 0), "the old session's leave");
     assert_eq!(room.member_count(), 1);
