@@ -42,6 +42,11 @@ use crate::ClientError;
 /// control stream.
 const CLOSE_CODE_WAIT: Duration = Duration::from_secs(1);
 
+/// How long one write may wait for the relay to take it: a relay that stops reading
+/// (its socket buffer full) is a lost connection, not a client stuck in a write with
+/// nothing else looked at (timers, commands, `close`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The most one WebSocket read asks for: a typical state frame (about 200 bytes to
 /// 2 KiB in the benchmarks' rooms); larger messages (full snapshots) take several
 /// reads, from rustls's buffer over TLS.
@@ -472,16 +477,25 @@ impl Link {
             messages,
             first_event_seq,
         };
-        match self {
-            Link::WebSocket(ws) => ws
-                .send(Message::Binary(envelope.encode_to_vec().into()))
-                .await
-                .map_err(|e| Broken(ws_lost(&e))),
-            Link::Quic(q) => q
-                .send
-                .write_all(&envelope.encode_length_delimited_to_vec())
-                .await
-                .map_err(|e| Broken(e.to_string())),
+        let written = async {
+            match self {
+                Link::WebSocket(ws) => ws
+                    .send(Message::Binary(envelope.encode_to_vec().into()))
+                    .await
+                    .map_err(|e| Broken(ws_lost(&e))),
+                Link::Quic(q) => q
+                    .send
+                    .write_all(&envelope.encode_length_delimited_to_vec())
+                    .await
+                    .map_err(|e| Broken(e.to_string())),
+            }
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+            Ok(written) => written,
+            Err(_) => Err(Broken(format!(
+                "the relay took nothing written for {} s",
+                WRITE_TIMEOUT.as_secs()
+            ))),
         }
     }
 
@@ -591,9 +605,12 @@ impl Link {
                     code: 1000.into(),
                     reason: "client closing".into(),
                 };
-                let _ = ws.send(Message::Close(Some(frame))).await;
-                // What arrives before the server's close frame is dropped.
-                let answered = async { while let Some(Ok(_)) = ws.next().await {} };
+                // What arrives before the server's close frame is dropped; a relay that
+                // takes nothing written gets a second for it all.
+                let answered = async {
+                    let _ = ws.send(Message::Close(Some(frame))).await;
+                    while let Some(Ok(_)) = ws.next().await {}
+                };
                 let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
             }
             Link::Quic(q) => {
