@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_micros;
 use crate::error::CloseReason;
@@ -125,54 +126,83 @@ pub(crate) const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 
 /// Connections the metrics listener serves at once (a scraper needs one or two),
-/// and from one address (so one client cannot shut the scraper and a liveness probe
-/// out); more are closed at accept, so this listener, outside the gate's caps,
-/// cannot take the process's file descriptors.
+/// and from one address; so that this listener, outside the gate's caps, cannot take
+/// the process's file descriptors. Beyond them a new connection closes the oldest of
+/// its address, or of the address holding the most: one client holding connections
+/// open cannot shut the scraper and a liveness probe out.
 pub(crate) const METRICS_CONNECTIONS: usize = 64;
 const METRICS_CONNECTIONS_PER_ADDRESS: usize = 8;
 
-/// The metrics listener's open connections, in all and by address.
+/// How long a metrics connection is served at most (a scraper opens another).
+const METRICS_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The metrics listener's open connections: by address, and each with the token that
+/// closes it, oldest first.
 #[derive(Default)]
 struct MetricsConnections {
-    total: usize,
     per_address: AddressCounts,
+    open: std::collections::VecDeque<(u64, std::net::IpAddr, CancellationToken)>,
+    next: u64,
+}
+
+impl MetricsConnections {
+    /// Closes the connection at `index` of `open` (it ends at its next poll).
+    fn close(&mut self, index: usize) {
+        if let Some((_, address, closed)) = self.open.remove(index) {
+            self.per_address.remove(address);
+            closed.cancel();
+        }
+    }
 }
 
 /// A metrics connection's place in [`MetricsConnections`] while it lives.
 struct MetricsSlot {
-    open: Arc<parking_lot::Mutex<MetricsConnections>>,
-    address: std::net::IpAddr,
+    connections: Arc<parking_lot::Mutex<MetricsConnections>>,
+    id: u64,
+    /// Cancelled when a newer connection takes its place.
+    closed: CancellationToken,
 }
 
 impl MetricsSlot {
-    /// A slot for a connection from `address`, unless a cap is reached.
-    fn take(open: &Arc<parking_lot::Mutex<MetricsConnections>>, address: std::net::IpAddr) -> Option<Self> {
-        let mut connections = open.lock();
-        if connections.total >= METRICS_CONNECTIONS
-            || connections.per_address.get(address) >= METRICS_CONNECTIONS_PER_ADDRESS
-        {
-            return None;
+    /// A slot for a connection from `address`, making room at the caps.
+    fn take(connections: &Arc<parking_lot::Mutex<MetricsConnections>>, address: std::net::IpAddr) -> Self {
+        let mut c = connections.lock();
+        let oldest_of = |c: &MetricsConnections, address| c.open.iter().position(|(_, a, _)| *a == address);
+        if c.per_address.get(address) >= METRICS_CONNECTIONS_PER_ADDRESS {
+            if let Some(oldest) = oldest_of(&c, address) {
+                c.close(oldest);
+            }
+        } else if c.open.len() >= METRICS_CONNECTIONS {
+            let most = c.per_address.most();
+            if let Some(heaviest) = (c.open.iter()).position(|(_, a, _)| c.per_address.get(*a) == most) {
+                c.close(heaviest);
+            }
         }
-        connections.total += 1;
-        connections.per_address.add(address);
-        Some(Self {
-            open: open.clone(),
-            address,
-        })
+        let (id, closed) = (c.next, CancellationToken::new());
+        c.next += 1;
+        c.per_address.add(address);
+        c.open.push_back((id, address, closed.clone()));
+        Self {
+            connections: connections.clone(),
+            id,
+            closed,
+        }
     }
 }
 
 impl Drop for MetricsSlot {
     fn drop(&mut self) {
-        let mut connections = self.open.lock();
-        connections.total -= 1;
-        connections.per_address.remove(self.address);
+        let mut c = self.connections.lock();
+        // (Gone already when a newer connection closed it.)
+        if let Some(i) = c.open.iter().position(|(id, ..)| *id == self.id) {
+            c.close(i);
+        }
     }
 }
 
 /// Serves `[metrics] listen` (plain HTTP, `/metrics` and `/healthz`) until shutdown.
 pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
-    let open = Arc::new(parking_lot::Mutex::new(MetricsConnections::default()));
+    let connections = Arc::new(parking_lot::Mutex::new(MetricsConnections::default()));
     loop {
         let (stream, peer) = tokio::select! {
             _ = http.ctx.shutdown.cancelled() => return,
@@ -185,13 +215,14 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
                 }
             },
         };
-        let Some(slot) = MetricsSlot::take(&open, address_key(peer.ip())) else {
-            tracing::debug!(%peer, "metrics listener: at its connection caps; closed");
-            continue;
-        };
+        let slot = MetricsSlot::take(&connections, address_key(peer.ip()));
         let http = http.clone();
         http.ctx.tracker.clone().spawn(async move {
-            serve_http(stream, peer, http).await;
+            tokio::select! {
+                () = serve_http(stream, peer, http) => {}
+                () = slot.closed.cancelled() => tracing::debug!(%peer, "metrics connection closed for a newer one"),
+                () = tokio::time::sleep(METRICS_CONNECTION_LIFETIME) => {}
+            }
             drop(slot);
         });
     }

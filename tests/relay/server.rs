@@ -528,9 +528,9 @@ async fn bad_input_closes_only_the_offender(transport: Transport) {
 }
 
 /// The metrics listener is outside the connection caps, so it holds at most 8
-/// connections of one address and 64 in all: the next one is closed at accept, not
-/// kept until its head times out (one client could otherwise take every file
-/// descriptor through it, or shut the scraper out).
+/// connections of one address and 64 in all: a newer one closes the oldest of its
+/// address, or of the address holding the most (one client could otherwise take every
+/// file descriptor through it, or shut the scraper out by holding its slots).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_listener_holds_a_bounded_number_of_connections() {
     let server = start_with(|c| c.metrics.listen = Some("127.0.0.1:0".parse().unwrap())).await;
@@ -540,22 +540,25 @@ async fn the_metrics_listener_holds_a_bounded_number_of_connections() {
         socket.bind(std::net::SocketAddr::from(([127, 0, 0, host], 0))).unwrap();
         socket.connect(addr).await.unwrap()
     };
-    let closed_at_once = |tcp| closed_within(tcp, std::time::Duration::from_secs(3));
+    let closed_soon = |tcp| closed_within(tcp, std::time::Duration::from_secs(3));
+    let kept = |tcp| async move { !closed_within(tcp, std::time::Duration::from_millis(300)).await };
     let mut held = Vec::new();
-    for host in 1..=8 {
+    for _ in 0..8 {
+        held.push(connect_from(1).await);
+    }
+    // A 9th of one address: its oldest goes.
+    held.push(connect_from(1).await);
+    assert!(closed_soon(held.remove(0)).await, "the oldest of the address");
+    for host in 2..=8 {
         for _ in 0..8 {
             held.push(connect_from(host).await);
         }
-        if host == 1 {
-            assert!(closed_at_once(connect_from(1).await).await, "a 9th of one address");
-        }
     }
-    assert!(closed_at_once(connect_from(9).await).await, "a 65th in all");
-    held.truncate(63);
-    // A slot freed is taken again (the listener notices the close first).
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let kept = closed_within(connect_from(9).await, std::time::Duration::from_millis(300));
-    assert!(!kept.await, "below the caps again");
+    // A 65th in all, of an address holding none: the oldest of those holding the most.
+    held.push(connect_from(9).await);
+    assert!(closed_soon(held.remove(0)).await, "the oldest of the heaviest");
+    assert!(kept(held.pop().unwrap()).await, "the newest is served");
+    assert!(kept(held.pop().unwrap()).await);
 }
 
 /// TLS key exchange: a client that offers the post-quantum hybrid X25519MLKEM768 (as

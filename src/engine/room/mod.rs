@@ -999,7 +999,11 @@ impl Room {
         event.targets.sort_unstable();
         event.targets.dedup();
         if sender != SERVER && event.targets.len() > self.config.max_members {
-            let error = self.error(ErrorCode::BadRequest, "an event names more targets than the room has seats", 0);
+            let error = self.error(
+                ErrorCode::BadRequest,
+                "an event names more targets than the room has seats",
+                0,
+            );
             self.send_to(sender, error);
             return;
         }

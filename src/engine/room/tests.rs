@@ -667,7 +667,10 @@ fn an_events_targets_are_bounded_by_the_rooms_seats() {
     assert_eq!(received(&mut clients[1]), [vec![2, 3]]);
     clients[0].read();
     let errors = clients[0].errors();
-    assert_eq!(errors.iter().map(|e| e.code).collect::<Vec<_>>(), [ErrorCode::BadRequest as i32]);
+    assert_eq!(
+        errors.iter().map(|e| e.code).collect::<Vec<_>>(),
+        [ErrorCode::BadRequest as i32]
+    );
 }
 
 /// A simulation that greets each member who joins by its user id (to it alone),
