@@ -102,6 +102,10 @@ pub struct Cluster {
     /// A session record's write failed: every record is written again at the next
     /// renewal.
     rewrite_sessions: AtomicBool,
+    /// Ended sessions whose record Redis did not forget (it was away): tried again at
+    /// each renewal (the records' hash lives on with the node's, and a record left
+    /// there could be continued on another node once this one died).
+    unforgotten: parking_lot::Mutex<Vec<String>>,
     /// Rooms not open here that claims are under way for (a restore among them), and
     /// how many: calls from other nodes for them wait (see `cluster::held`).
     opening: parking_lot::Mutex<HashMap<String, usize>>,
@@ -275,6 +279,14 @@ const SEAT_TICKET_TTL: Duration = Duration::from_secs(60);
 /// Checkpoints taken from the channel at once, at most.
 const CHECKPOINTS_PER_WRITE: usize = 256;
 
+/// Bytes of checkpoints one write to Redis carries, at most (one larger checkpoint
+/// goes alone).
+const CHECKPOINT_WRITE_BYTES: usize = 8 << 20;
+
+/// Ended sessions' tokens kept for their records to be forgotten once Redis is back,
+/// at most (beyond, a record stays until the node's own records expire).
+const MAX_UNFORGOTTEN: usize = 65_536;
+
 /// How often one node of the cluster sweeps the room indexes.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -322,6 +334,7 @@ impl Cluster {
             seat_keys: [std::hash::RandomState::new(), std::hash::RandomState::new()],
             sessions: parking_lot::Mutex::default(),
             rewrite_sessions: AtomicBool::new(false),
+            unforgotten: parking_lot::Mutex::default(),
             opening: parking_lot::Mutex::default(),
             calls_drained: AtomicBool::new(false),
             calls_drained_notify: Notify::new(),
@@ -382,15 +395,28 @@ impl Cluster {
     pub fn forget_session(self: &Arc<Self>, token: &str) {
         self.sessions.lock().remove(token);
         let (cluster, token) = (self.clone(), token.to_string());
-        tokio::spawn(async move {
-            let forgotten = cluster.directory.forget_session(cluster.settings.number, &token);
-            let _ = cluster.call(forgotten).await;
-        });
+        tokio::spawn(async move { cluster.forget_in_redis(token).await });
+    }
+
+    /// Forgets an ended session's record in Redis, or keeps its token for the next
+    /// renewal to try again.
+    async fn forget_in_redis(&self, token: String) {
+        let forgotten = self.directory.forget_session(self.settings.number, &token);
+        if self.call(forgotten).await.is_err() {
+            let mut unforgotten = self.unforgotten.lock();
+            if unforgotten.len() < MAX_UNFORGOTTEN {
+                unforgotten.push(token);
+            }
+        }
     }
 
     /// Keeps this node's sessions resumable elsewhere (every renewal); writes their
     /// records again when Redis lost them (restarted empty, say) or a write failed.
     async fn keep_sessions(&self) {
+        let unforgotten = std::mem::take(&mut *self.unforgotten.lock());
+        for token in unforgotten {
+            self.forget_in_redis(token).await;
+        }
         let continued: Vec<u64> = {
             let sessions = self.sessions.lock();
             let numbers = sessions.values().map(|r| r.session_id >> SESSION_ID_BITS);
@@ -931,16 +957,29 @@ impl Cluster {
             }
             writes.push((room.to_string(), data));
         }
-        if !writes.is_empty() {
-            let saved = self.directory.save_checkpoints(&writes, self.settings.checkpoint_ttl);
+        // A few megabytes a round trip: Redis reads a command whole (and refuses one
+        // over its query buffer's limit) before the renewals queued behind it.
+        let mut rest = &writes[..];
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let n = (rest.iter())
+                .take_while(|(_, data)| {
+                    bytes += data.len();
+                    bytes <= CHECKPOINT_WRITE_BYTES
+                })
+                .count()
+                .max(1);
+            let (chunk, later) = rest.split_at(n);
+            rest = later;
+            let saved = self.directory.save_checkpoints(chunk, self.settings.checkpoint_ttl);
             match self.call(saved).await {
                 Ok(saved) => {
                     self.metrics.checkpoints_written.inc_by(saved as u64);
                     // The others' rooms belong to another node now.
-                    self.metrics.checkpoints_skipped.inc_by((writes.len() - saved) as u64);
+                    self.metrics.checkpoints_skipped.inc_by((chunk.len() - saved) as u64);
                 }
                 Err(_) => {
-                    self.metrics.checkpoints_skipped.inc_by(writes.len() as u64);
+                    self.metrics.checkpoints_skipped.inc_by(chunk.len() as u64);
                 }
             }
         }
