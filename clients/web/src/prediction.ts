@@ -129,6 +129,18 @@ export class Predictor<S, I> {
   }
 
   /**
+   * Takes `lastInputSeq` as the last input acknowledged, even below the last one the
+   * server reported: a room restored from a checkpoint (cluster mode: its node died)
+   * applied fewer inputs than it had acknowledged, the client sends the later ones
+   * again, and its frames say so; without this they would be refused as older ones.
+   * Call it with `joined.lastInputSeq` at the room's `joined` (the demo makes a new
+   * predictor there instead).
+   */
+  rewind(lastInputSeq: bigint): void {
+    if (lastInputSeq < this.#acked) this.#acked = lastInputSeq;
+  }
+
+  /**
    * Rebases the prediction on the server's `state` of the entity, which includes
    * every input up to `lastInputSeq` (`StateFrame.last_input_seq`): drops those
    * inputs and replays the rest on `state`. `nowMs` starts the fade of a correction.

@@ -169,3 +169,16 @@ test("options out of range are refused", () => {
   assert.throws(() => new Predictor({ initial: ORIGIN, apply: move, maxPending: 0 }), RangeError);
   assert.throws(() => new Predictor({ initial: ORIGIN, apply: move, smoothing: { ...smoothing, ms: -1 } }), RangeError);
 });
+
+test("rewound to a restored room's last input, frames acknowledging less than before are taken again", () => {
+  const p = new Predictor({ initial: ORIGIN, apply: move });
+  for (let seq = 1n; seq <= 8n; seq++) p.input(seq, right(1));
+  assert.equal(p.authoritative({ x: 6, y: 0 }, 6n, 0), true);
+  // The room, restored from a checkpoint, applied inputs up to 4 only.
+  p.rewind(4n);
+  assert.equal(p.acked, 4n);
+  assert.equal(p.authoritative({ x: 4, y: 0 }, 4n, 0), true);
+  assert.deepEqual(p.predicted, { x: 6, y: 0 }, "inputs 7 and 8 replayed on it");
+  p.rewind(9n);
+  assert.equal(p.acked, 4n, "never forward");
+});
