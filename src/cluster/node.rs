@@ -287,6 +287,9 @@ const CHECKPOINT_WRITE_BYTES: usize = 8 << 20;
 /// at most (beyond, a record stays until the node's own records expire).
 const MAX_UNFORGOTTEN: usize = 65_536;
 
+/// Of those, how many a renewal tries again.
+const FORGETS_PER_RENEWAL: usize = 64;
+
 /// How often one node of the cluster sweeps the room indexes.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -399,23 +402,32 @@ impl Cluster {
     }
 
     /// Forgets an ended session's record in Redis, or keeps its token for the next
-    /// renewal to try again.
-    async fn forget_in_redis(&self, token: String) {
+    /// renewal to try again. Returns whether Redis forgot it.
+    async fn forget_in_redis(&self, token: String) -> bool {
         let forgotten = self.directory.forget_session(self.settings.number, &token);
-        if self.call(forgotten).await.is_err() {
-            let mut unforgotten = self.unforgotten.lock();
-            if unforgotten.len() < MAX_UNFORGOTTEN {
-                unforgotten.push(token);
-            }
+        if self.call(forgotten).await.is_ok() {
+            return true;
         }
+        let mut unforgotten = self.unforgotten.lock();
+        if unforgotten.len() < MAX_UNFORGOTTEN {
+            unforgotten.push(token);
+        }
+        false
     }
 
     /// Keeps this node's sessions resumable elsewhere (every renewal); writes their
     /// records again when Redis lost them (restarted empty, say) or a write failed.
     async fn keep_sessions(&self) {
-        let unforgotten = std::mem::take(&mut *self.unforgotten.lock());
-        for token in unforgotten {
-            self.forget_in_redis(token).await;
+        // A few a round (the leases wait behind them), until one fails.
+        let retry: Vec<String> = {
+            let mut unforgotten = self.unforgotten.lock();
+            let n = unforgotten.len().min(FORGETS_PER_RENEWAL);
+            unforgotten.drain(..n).collect()
+        };
+        for token in retry {
+            if !self.forget_in_redis(token).await {
+                break; // (the rest stay in `unforgotten`)
+            }
         }
         let continued: Vec<u64> = {
             let sessions = self.sessions.lock();
@@ -960,6 +972,7 @@ impl Cluster {
         // A few megabytes a round trip: Redis reads a command whole (and refuses one
         // over its query buffer's limit) before the renewals queued behind it.
         let mut rest = &writes[..];
+        let mut failed = false;
         while !rest.is_empty() {
             let mut bytes = 0;
             let n = (rest.iter())
@@ -971,6 +984,12 @@ impl Cluster {
                 .max(1);
             let (chunk, later) = rest.split_at(n);
             rest = later;
+            // After a failure the rest wait for the rooms' next checkpoints: a Redis
+            // that does not answer must not hold this write up for each chunk.
+            if failed {
+                self.metrics.checkpoints_skipped.inc_by(chunk.len() as u64);
+                continue;
+            }
             let saved = self.directory.save_checkpoints(chunk, self.settings.checkpoint_ttl);
             match self.call(saved).await {
                 Ok(saved) => {
@@ -980,6 +999,7 @@ impl Cluster {
                 }
                 Err(_) => {
                     self.metrics.checkpoints_skipped.inc_by(chunk.len() as u64);
+                    failed = true;
                 }
             }
         }
@@ -1020,10 +1040,14 @@ impl Cluster {
         // No more claims; renewals go on (the last checkpoints are written only while
         // this node holds the rooms, and what comes before them may take longer than
         // a lease) but take nothing back, until the rooms are released below.
-        self.stopping.store(true, Ordering::Release);
-        // No node sends new rooms here any more (`release_all` below does it too,
-        // seconds later, if Redis answers then).
-        let _ = self.call(self.directory.withdraw_load()).await;
+        {
+            // No renewal under way: none puts the load back after it is withdrawn.
+            let _renewing = self.renewing.lock().await;
+            self.stopping.store(true, Ordering::Release);
+            // No node sends new rooms here any more (`release_all` below does it too,
+            // seconds later, if Redis answers then).
+            let _ = self.call(self.directory.withdraw_load()).await;
+        }
         self.stop_calls().await;
         let before = self.flushed.load(Ordering::Acquire);
         let asked = self.pool.hand_off();

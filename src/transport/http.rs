@@ -128,8 +128,9 @@ const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 /// Connections the metrics listener serves at once (a scraper needs one or two),
 /// and from one address; so that this listener, outside the gate's caps, cannot take
 /// the process's file descriptors. Beyond them a new connection closes the oldest of
-/// its address, or of the address holding the most: one client holding connections
-/// open cannot shut the scraper and a liveness probe out.
+/// its address, or of the address holding the most (when that is one, the new one is
+/// closed instead): one client holding connections open cannot shut the scraper and a
+/// liveness probe out.
 pub(crate) const METRICS_CONNECTIONS: usize = 64;
 const METRICS_CONNECTIONS_PER_ADDRESS: usize = 8;
 
@@ -164,8 +165,9 @@ struct MetricsSlot {
 }
 
 impl MetricsSlot {
-    /// A slot for a connection from `address`, making room at the caps.
-    fn take(connections: &Arc<parking_lot::Mutex<MetricsConnections>>, address: std::net::IpAddr) -> Self {
+    /// A slot for a connection from `address`, making room at the caps (none when
+    /// every address holds one connection: the others are no less entitled).
+    fn take(connections: &Arc<parking_lot::Mutex<MetricsConnections>>, address: std::net::IpAddr) -> Option<Self> {
         let mut c = connections.lock();
         let oldest_of = |c: &MetricsConnections, address| c.open.iter().position(|(_, a, _)| *a == address);
         if c.per_address.get(address) >= METRICS_CONNECTIONS_PER_ADDRESS {
@@ -174,6 +176,9 @@ impl MetricsSlot {
             }
         } else if c.open.len() >= METRICS_CONNECTIONS {
             let most = c.per_address.most();
+            if most <= 1 {
+                return None;
+            }
             if let Some(heaviest) = (c.open.iter()).position(|(_, a, _)| c.per_address.get(*a) == most) {
                 c.close(heaviest);
             }
@@ -182,11 +187,11 @@ impl MetricsSlot {
         c.next += 1;
         c.per_address.add(address);
         c.open.push_back((id, address, closed.clone()));
-        Self {
+        Some(Self {
             connections: connections.clone(),
             id,
             closed,
-        }
+        })
     }
 }
 
@@ -215,7 +220,10 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
                 }
             },
         };
-        let slot = MetricsSlot::take(&connections, address_key(peer.ip()));
+        let Some(slot) = MetricsSlot::take(&connections, address_key(peer.ip())) else {
+            tracing::debug!(%peer, "metrics listener: every address holds a connection; closed");
+            continue;
+        };
         let http = http.clone();
         http.ctx.tracker.clone().spawn(async move {
             tokio::select! {

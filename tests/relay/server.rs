@@ -559,6 +559,15 @@ async fn the_metrics_listener_holds_a_bounded_number_of_connections() {
     assert!(closed_soon(held.remove(0)).await, "the oldest of the heaviest");
     assert!(kept(held.pop().unwrap()).await, "the newest is served");
     assert!(kept(held.pop().unwrap()).await);
+    // 64 addresses holding one each: a 65th address's connection is the one closed.
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut one_each = Vec::new();
+    for host in 10..74 {
+        one_each.push(connect_from(host).await);
+    }
+    assert!(closed_soon(connect_from(74).await).await, "the newcomer");
+    assert!(kept(one_each.remove(0)).await, "the oldest stays");
 }
 
 /// TLS key exchange: a client that offers the post-quantum hybrid X25519MLKEM768 (as
