@@ -116,6 +116,11 @@ pub(crate) async fn serve_connection(
 /// How long a stopping server lets a request under way on an HTTP connection finish.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
+/// How long an HTTP connection is served before it is closed (gracefully: a request
+/// under way gets [`HTTP_DRAIN`]), upgrades aside: a keep-alive client sends another;
+/// one that stopped reading a response holds its connection no longer.
+const HTTP_CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
 /// How long a request's head, and an API call's body, may take to arrive.
 pub(crate) const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -271,10 +276,15 @@ where
                 tracing::debug!(%peer, "HTTP connection error: {e}");
             }
         }
+        // A request under way may finish (an API call: a few directory round trips, or
+        // a room thread's answer, bounded at 2 s each), for a moment: a peer that stalls
+        // in the middle of a head or a body (or does not read its response) does not
+        // hold the stop up.
         _ = http.ctx.shutdown.cancelled() => {
-            // A request under way may finish (an API call: a few directory round
-            // trips, or a room thread's answer, bounded at 2 s each), for a moment: a peer that
-            // stalls in the middle of a head or a body does not hold the stop up.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(HTTP_DRAIN, conn).await;
+        }
+        () = tokio::time::sleep(HTTP_CONNECTION_LIFETIME) => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(HTTP_DRAIN, conn).await;
         }
