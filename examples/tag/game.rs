@@ -224,8 +224,21 @@ impl Simulation for Tag {
         }
     }
 
+    /// The tags so far (the rest of the game is in the world), for a room restored
+    /// on another node to end after the same number of tags.
+    fn save(&self) -> Vec<u8> {
+        self.tagged.to_le_bytes().to_vec()
+    }
+
+    fn load(&mut self, saved: &[u8]) {
+        if let Ok(tagged) = saved.try_into() {
+            self.tagged = u32::from_le_bytes(tagged);
+        }
+    }
+
     fn restore(&mut self, ctx: &mut SimContext<'_>, _members: &[MemberId]) {
-        // Everything the game needs is in the world: positions, and who is "it".
+        // Everything else the game needs is in the world: positions, and who is "it"
+        // (the tags so far came with `load`).
         self.players.clear();
         self.it = None;
         for e in ctx.world.entities().filter(|e| e.kind() == KIND_PLAYER) {

@@ -1654,8 +1654,14 @@ impl SimThread {
     fn close_room(&mut self, closed: OwnedRoom, why: Option<(ErrorCode, &str)>) {
         let OwnedRoom { room, shared, .. } = closed;
         let key = room.key();
-        if let Some((code, message)) = why {
-            room.close(code, message);
+        // (A simulation that panics as it is dropped takes no other room of the
+        // thread with it.)
+        let ended = catch_unwind(AssertUnwindSafe(move || match why {
+            Some((code, message)) => room.close(code, message),
+            None => drop(room),
+        }));
+        if ended.is_err() {
+            room_panicked(&self.metrics, &shared.id);
         }
         // The creator's slot and the close first: whoever sees the room gone may
         // count on the slot, and finds the close on its way (a cluster waits for it

@@ -169,3 +169,15 @@ async fn a_game_removes_the_players_it_wants_gone(transport: Transport) {
     assert_eq!(gone.await, b_id);
     assert_eq!(server.metric("tickrelay_rooms "), 1, "the game goes on");
 }
+
+/// Tag keeps its tag count beside the world (`save` / `load`): a room restored on
+/// another node ends after the same number of tags.
+#[test]
+fn tag_saves_the_tags_so_far_for_a_restore() {
+    use tickrelay::engine::simulation::Simulation;
+    let mut moved = game::Tag::new(&game::TagParams::default());
+    moved.load(&7u32.to_le_bytes());
+    assert_eq!(moved.save(), 7u32.to_le_bytes());
+    let fresh = game::Tag::new(&game::TagParams::default());
+    assert_eq!(fresh.save(), 0u32.to_le_bytes());
+}

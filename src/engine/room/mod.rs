@@ -334,7 +334,10 @@ impl Room {
         room.world.finish_tick();
         room.event_seq = checkpoint.event_seq;
         room.restored_at = Some(tick);
-        room.started = true;
+        // A room checkpointed before its first tick (an empty room kept open by the
+        // configuration, moved by a rolling restart) has not been started: it is, at
+        // its first tick here.
+        room.started = tick > 0;
         if let Some(listing) = &checkpoint.listing {
             room.listing = Arc::new(Listing::new(ListingState::from_proto(listing)));
         }

@@ -3028,3 +3028,19 @@ fn a_simulation_sets_its_world_up_from_the_creating_joins_options_when_the_room_
         "restored, not started"
     );
 }
+
+/// A room checkpointed before its first tick (an empty room the configuration keeps
+/// open, moved by a rolling restart) is started where it is restored, at its first
+/// tick there: its world was never set up.
+#[test]
+fn a_room_checkpointed_before_its_first_tick_is_started_where_it_is_restored() {
+    let mut never_ticked = game_room(Opening::default());
+    let checkpoint = checkpoint_of(&mut never_ticked);
+    assert_eq!(checkpoint.tick, 0);
+    let opening = Opening::default();
+    let starts = opening.starts.clone();
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(opening), &checkpoint, 100).unwrap();
+    restored.tick(0);
+    assert_eq!(starts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(restored.world().get(1).is_some(), "its world set up");
+}

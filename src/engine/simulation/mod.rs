@@ -423,8 +423,10 @@ impl From<WorldError> for SimError {
     }
 }
 
-/// A room's game logic. Callbacks run on the room's simulation thread, in this order
-/// within a tick: joins and leaves since the last tick, then every member's queued
+/// A room's game logic. Callbacks run on the room's simulation thread (the room's
+/// making, [`Simulation::schema`], and a restore's [`Simulation::load`] and
+/// [`Simulation::restore`] aside: those run on the I/O thread of the join that opens
+/// the room, see [`crate::config::Simulations`]), in this order within a tick: joins and leaves since the last tick, then every member's queued
 /// inputs (members in join order, inputs in sequence order), then [`Simulation::step`].
 pub trait Simulation: Send + 'static {
     /// The entity kinds this room declares (none by default). Entities of declared
@@ -436,7 +438,9 @@ pub trait Simulation: Send + 'static {
     }
 
     /// The room opened (one restored from a checkpoint gets [`Simulation::restore`]
-    /// instead): called once, at its first tick, before its first member's
+    /// instead, unless the checkpoint was taken before the room's first tick: an empty
+    /// room the configuration keeps open, moved by a rolling restart, is restored,
+    /// then started): called once, at its first tick, before its first member's
     /// [`Simulation::join`]. `ctx.room` is its id and `ctx.listing` holds what the
     /// join that created it asked for (`RoomOptions.metadata`: the map or the mode a
     /// player chose; for a room the configuration keeps open, its `metadata`). A game
