@@ -70,20 +70,25 @@ pub struct Scenario {
     pub workers: usize,
     /// Share of bots that mirror their room in full and verify every checksum; the
     /// others follow ticks and input acknowledgements only, which costs a fraction of
-    /// the CPU (see [`tickrelay_client::StateMirror::headers_only`]). Verifying bots
-    /// are spread evenly over the seats, so with 20 members per room a share of 0.1
-    /// verifies every room twice.
+    /// the CPU (see [`tickrelay_client::StateMirror::headers_only`]). The first
+    /// seats of every room verify, the share of its members rounded up: with 20
+    /// members per room a share of 0.1 verifies every room twice, with 8 once (any
+    /// share above 0 verifies every room).
     pub verify_share: f64,
 }
 
 impl Scenario {
-    /// Whether the bot in seat `index` verifies its room's state.
+    /// Whether the bot at `index` (room `index / members`) verifies its room's state.
     pub fn verifies(&self, index: usize) -> bool {
+        let members = self.members.max(1);
         let share = self.verify_share.clamp(0.0, 1.0);
-        // Seat i verifies when the running count floor(i * share) steps up at i.
-        ((index + 1) as f64 * share).floor() > (index as f64 * share).floor()
+        let verifying = (members as f64 * share).ceil() as usize;
+        index % members < verifying
     }
 }
+
+/// How long a bot plays before its join not answered counts as never answered.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Counters, summed over bots.
 #[derive(Debug, Default)]
@@ -91,6 +96,7 @@ struct Counters {
     connected: AtomicU64,
     max_connected: AtomicU64,
     players_joined: AtomicU64,
+    never_joined: AtomicU64,
     frames: AtomicU64,
     bytes: AtomicU64,
     entity_updates: AtomicU64,
@@ -120,6 +126,14 @@ pub struct Report {
     /// Bots (players) whose join of their room was answered at least once.
     #[serde(default)]
     pub players_joined: u64,
+    /// Bots that played to their end, [`JOIN_WAIT`] or longer, without their join
+    /// ever answered.
+    #[serde(default)]
+    pub never_joined: u64,
+    /// The run expected a node to be lost ([`Scenario::node_loss_expected`]): bots
+    /// that never joined and inputs rolled back are then no violation.
+    #[serde(default)]
+    pub node_loss_expected: bool,
     /// Seconds counted: from the end of the warm-up to the end of play.
     pub seconds: f64,
     /// State frames applied.
@@ -204,6 +218,8 @@ impl Report {
         self.bots += other.bots;
         self.max_connected += other.max_connected;
         self.players_joined += other.players_joined;
+        self.never_joined += other.never_joined;
+        self.node_loss_expected |= other.node_loss_expected;
         self.seconds = self.seconds.max(other.seconds);
         self.frames += other.frames;
         self.bytes += other.bytes;
@@ -268,6 +284,13 @@ impl Report {
             }
         } else if self.bots > 0 && self.players_joined == 0 {
             v.push("no bot ever joined its room".to_string());
+        } else if self.never_joined > 0 && !self.node_loss_expected {
+            v.push(format!("{} bots never joined their room", self.never_joined));
+        }
+        // Without a node lost, a relay that forgets applied inputs (a resume that
+        // lost them) is wrong: clients number on and the run would pass.
+        if self.inputs_rolled_back > 0 && !self.node_loss_expected {
+            v.push(format!("{} acknowledged inputs rolled back", self.inputs_rolled_back));
         }
         if self.desyncs > 0 {
             v.push(format!("{} desyncs", self.desyncs));
@@ -318,6 +341,7 @@ impl Report {
             ("bots started", self.bots.to_string()),
             ("connections held (max)", self.max_connected.to_string()),
             ("players that joined their room", self.players_joined.to_string()),
+            ("bots that never joined", self.never_joined.to_string()),
             ("duration", format!("{:.1} s", self.seconds)),
             (
                 "state frames / s",
@@ -541,6 +565,8 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         bots: fleet.bots_started.load(Ordering::Relaxed),
         max_connected: c.max_connected.load(Ordering::Relaxed),
         players_joined: c.players_joined.load(Ordering::Relaxed),
+        never_joined: c.never_joined.load(Ordering::Relaxed),
+        node_loss_expected: fleet.scenario.node_loss_expected,
         // The time played (and counted), without the wait for the last acks.
         seconds: (fleet.stop_at.min(Instant::now()))
             .saturating_duration_since(fleet.measure_from)
@@ -643,6 +669,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let entity_base = ((index as u64) << 32) | (generation << 24);
     let mut sent = 0u64;
     let mut joined = false;
+    let mut ever_joined = false;
+    let began = Instant::now();
     let mut dropping = false;
     // The server removed the bot from its room (see `Report::removed`).
     let mut removed = false;
@@ -713,10 +741,10 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 Some(Event::Connected { .. }) => opened(&mut live),
                 Some(Event::Reconnecting { reason, .. }) => count_attempt(&mut fleet.failed_attempts.lock(), &reason, 1),
                 Some(Event::Joined(j)) => {
-                    if !joined {
+                    if !ever_joined {
                         c.players_joined.fetch_add(1, Ordering::Relaxed);
                     }
-                    joined = true;
+                    (joined, ever_joined) = (true, true);
                     // A new member (its session could not be continued) had none of
                     // them applied: what the old one had is no rollback. A relay bot's
                     // next input removes an entity the old member made (gone with it,
@@ -829,6 +857,10 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             None => c.lost_inputs.fetch_add(sent, Ordering::Relaxed),
         };
     }
+    // (A player that came in at the very end may not have been answered yet.)
+    if !ever_joined && began.elapsed() >= JOIN_WAIT {
+        c.never_joined.fetch_add(1, Ordering::Relaxed);
+    }
     let stats = client.stats();
     c.reconnects
         .fetch_add(stats.reconnects.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -904,6 +936,54 @@ mod tests {
         let mut r = report();
         r.players_joined = 0;
         assert_eq!(r.violations(), ["no bot ever joined its room"]);
+    }
+
+    /// Some bots never joined, or a relay forgot inputs it had acknowledged: failures,
+    /// unless a node was expected to be lost (then both happen by design).
+    #[test]
+    fn bots_that_never_joined_and_inputs_rolled_back_fail_a_run_without_a_node_lost() {
+        let mut r = report();
+        (r.never_joined, r.inputs_rolled_back) = (3, 5);
+        assert_eq!(
+            r.violations(),
+            ["3 bots never joined their room", "5 acknowledged inputs rolled back"]
+        );
+        let mut other = report();
+        other.node_loss_expected = true;
+        r.merge(&other);
+        assert!(r.violations().is_empty(), "{:?}", r.violations());
+    }
+
+    /// Every room has a verifying bot, its share of the seats rounded up.
+    #[test]
+    fn every_room_is_verified() {
+        let verifying = |members: usize, share: f64| {
+            let s = Scenario {
+                urls: vec![],
+                node_loss_expected: false,
+                trust: Trust::CertFile("cert.pem".into()),
+                token: None,
+                rooms: 3,
+                members,
+                room_type: "arena".into(),
+                room_prefix: "r".into(),
+                input_rate: 0.0,
+                duration: Duration::ZERO,
+                ramp_up: Duration::ZERO,
+                warm_up: Duration::ZERO,
+                churn_per_minute: 0.0,
+                churn_resume_share: 0.0,
+                progress: None,
+                worker: 0,
+                workers: 1,
+                verify_share: share,
+            };
+            (0..members * 3).filter(|&i| s.verifies(i)).count()
+        };
+        assert_eq!(verifying(8, 0.1), 3, "one in each of 3 rooms");
+        assert_eq!(verifying(20, 0.1), 6);
+        assert_eq!(verifying(20, 0.0), 0);
+        assert_eq!(verifying(20, 1.0), 60);
     }
 
     #[test]

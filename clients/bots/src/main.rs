@@ -97,7 +97,8 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     processes: usize,
     /// Share of bots that mirror their room in full and verify every state checksum
-    /// (spread evenly over the seats); the others follow ticks and input
+    /// (the first seats of every room, the share rounded up: every room is verified
+    /// when it is above 0); the others follow ticks and input
     /// acknowledgements only. Below 1, the fleet spends less CPU per bot, so more of
     /// the machine is left to the relay when both share it.
     #[arg(long, default_value_t = 1.0, value_parser = share)]
