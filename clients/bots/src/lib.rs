@@ -88,7 +88,7 @@ impl Scenario {
 }
 
 /// How long a bot plays before its join not answered counts as never answered.
-const JOIN_WAIT: Duration = Duration::from_secs(5);
+pub const JOIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Counters, summed over bots.
 #[derive(Debug, Default)]
