@@ -1162,7 +1162,7 @@ impl Cluster {
         self.metrics.directory_errors.inc();
         self.metrics.directory_up.set(0);
         if let Some(suppressed) = DIRECTORY_LOGS.take(Instant::now()) {
-            tracing::warn!(suppressed, "room directory: {error}");
+            tracing::warn!(suppressed, "{error}");
         }
         Err(PoolError::Unavailable(format!(
             "the room directory is unavailable; retry shortly ({error})"

@@ -205,6 +205,9 @@ struct Driver {
     played: bool,
     presented_resume: bool,
     going_away_seen: bool,
+    /// The URL of the connection being made or served (`GoingAway` changes the next
+    /// one's before this one ends).
+    connection_url: String,
     /// When this connection's last state frame arrived.
     frame_at: Option<Instant>,
     /// This connection's share of `Stats::queued`.
@@ -277,6 +280,7 @@ pub(crate) async fn run(
         played: false,
         presented_resume: false,
         going_away_seen: false,
+        connection_url: String::new(),
         frame_at: None,
         queued_reported: 0,
     };
@@ -376,6 +380,7 @@ impl Driver {
         });
         (self.welcomed_at, self.played) = (None, false);
         (self.presented_resume, self.going_away_seen) = (resume.is_some(), false);
+        self.connection_url.clone_from(&self.targets[self.current].url);
         if let Some(source) = &self.config.token_source {
             let fetched = tokio::time::timeout(self.config.connect_timeout, source.fetch()).await;
             self.config.token = Some(fetched.unwrap_or(Err("no token in time".into())).map_err(|e| Failure {
@@ -863,7 +868,7 @@ impl Driver {
     /// The server sent what no relay sends: the connection goes (as lost), and so does
     /// the session (a new one follows, its rooms joined again).
     async fn broken_by_server(&mut self, reason: String) -> End {
-        tracing::warn!(url = %self.targets[self.current].url, "{reason}; starting a new session");
+        tracing::warn!(url = %self.connection_url, "{reason}; starting a new session");
         self.session = None;
         self.lost(reason).await
     }
@@ -873,7 +878,7 @@ impl Driver {
             code: 1006,
             reason: reason.clone(),
             will_reconnect: true,
-            url: self.targets[self.current].url.clone(),
+            url: self.connection_url.clone(),
             redirected: !self.routing.home,
         })
         .await;
@@ -1208,7 +1213,7 @@ impl Driver {
             code,
             reason: reason.clone(),
             will_reconnect,
-            url: self.targets[self.current].url.clone(),
+            url: self.connection_url.clone(),
             redirected: !self.routing.home,
         })
         .await;

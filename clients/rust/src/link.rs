@@ -323,14 +323,27 @@ async fn connect_ws(
         Some(tls) => {
             let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
             let tls = TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(|e| {
-                let rejected = e
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                    .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
-                // Not the certificate we trust: trying again cannot help.
+                let rustls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+                // Not the certificate we trust: trying again cannot help. Nor can a
+                // server that answers in plain HTTP (a relay run with --insecure-plain).
+                let rejected = rustls.is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+                let plain = rustls.is_some_and(|e| {
+                    matches!(
+                        e,
+                        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+                    )
+                });
+                let hint = if plain {
+                    format!(
+                        ": the server does not speak TLS; if it is a relay run with --insecure-plain, use ws://{}",
+                        target.authority
+                    )
+                } else {
+                    String::new()
+                };
                 Failure {
-                    reason: format!("TLS: {e}"),
-                    fatal: rejected,
+                    reason: format!("TLS: {e}{hint}"),
+                    fatal: rejected || plain,
                 }
             })?;
             Either::Left(tls)

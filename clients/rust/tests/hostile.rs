@@ -990,3 +990,33 @@ async fn a_joined_for_a_join_made_before_a_leave_is_not_the_new_joins() {
     assert_eq!(client.room_owner("r"), None, "not joined by the first join's answer");
     client.close().await;
 }
+
+/// The `Disconnected` of a connection whose node stops names that node, not the one
+/// its `GoingAway` named for the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_nodes_disconnect_names_that_node() {
+    let next = fake_relay(|_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let named = next.clone();
+    let stopping = fake_relay(move |_, _, mut ws| {
+        let named = named.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let away = In::GoingAway(proto::GoingAway { url: named });
+            ws.send(fake_server_message(away)).await.unwrap();
+            close(ws, 1001).await;
+        }
+    })
+    .await;
+    let (client, mut events) = Client::connect(config(stopping.clone())).unwrap();
+    let url = until(&mut events, |e| match e {
+        Event::Disconnected { url, .. } => Some(url.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(url, stopping);
+    client.close().await;
+}

@@ -433,11 +433,13 @@ export class Client {
    * welcome came (`performance.now()`), whether a state frame was applied on it,
    * whether a `GoingAway` came on it.
    */
-  #link: { resuming: boolean; welcomedAt: number | undefined; played: boolean; goingAway: boolean } = {
+  /** The connection being made or served; `url` is its own (`goingAway` changes the next one's before it ends). */
+  #link: { resuming: boolean; welcomedAt: number | undefined; played: boolean; goingAway: boolean; url: string } = {
     resuming: false,
     welcomedAt: undefined,
     played: false,
     goingAway: false,
+    url: "",
   };
   /** The pong in `#queue`, if one waits: a newer ping replaces its contents (one pending pong at most). */
   #queuedPong: Extract<Outgoing, { case: "pong" }> | undefined;
@@ -793,7 +795,13 @@ export class Client {
   /** Opens a connection, with a token from `getToken` first when there is one. */
   #open(): void {
     // A new attempt: what the last connection did no longer counts (see `#retry`).
-    this.#link = { resuming: this.#session !== undefined, welcomedAt: undefined, played: false, goingAway: false };
+    this.#link = {
+      resuming: this.#session !== undefined,
+      welcomedAt: undefined,
+      played: false,
+      goingAway: false,
+      url: this.#urls[this.#current]!,
+    };
     const getToken = this.#options.getToken;
     if (getToken === undefined) return this.#openSocket();
     const ask = ++this.#asks;
@@ -902,7 +910,7 @@ export class Client {
 
   /** Which connection a `disconnected` event is about. */
   #connection(): { url: string; redirected: boolean } {
-    return { url: this.#urls[this.#current]!, redirected: this.#home !== this };
+    return { url: this.#link.url, redirected: this.#home !== this };
   }
 
   /**

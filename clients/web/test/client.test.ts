@@ -812,7 +812,7 @@ test("a node whose host stops answering: after the connect timeout the next atte
 
 test("a stopping node that names another: the session continues there, then on the configured URLs", () => {
   const backoff = { initialMs: 100, maxMs: 1000, maxAttempts: 10 };
-  const { client: c } = client({ fallbackUrls: ["wss://relay-3.test/ws"], backoff });
+  const { client: c, events } = client({ fallbackUrls: ["wss://relay-3.test/ws"], backoff });
   c.join("r", "arena");
   c.connect();
   last().welcome(false, 7n);
@@ -827,6 +827,8 @@ test("a stopping node that names another: the session continues there, then on t
   last().receive([{ case: "goingAway", value: { url: "wss://relay-2.test/ws" } }], 3n);
   last().receive([{ case: "goingAway", value: { url: "wss://relay-9.test/ws" } }], 4n);
   last().end(1001);
+  const disconnected = events.filter((e) => e.startsWith("disconnected")).at(-1)!;
+  assert.match(disconnected, /"url":"wss:\/\/relay\.test\/ws"/, "the connection that ended, not the next");
   advance(1000);
   assert.equal(last().url.host, "relay-2.test");
   assert.equal(last().url.searchParams.get("resume"), "resume-me");
