@@ -119,6 +119,12 @@ fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
     weak
 }
 
+/// The URL a node's clients are sent to: `[cluster] public_url`, or `scheme://` at
+/// the listen address (as [`Server::bind_with`] makes it; port 0: the port bound).
+fn public_url(config: &Config, scheme: &str) -> String {
+    (config.cluster.public_url.clone()).unwrap_or_else(|| format!("{scheme}://{}/ws", config.listen))
+}
+
 /// Cluster mode: the relay room types whose rooms may hold more state than a
 /// checkpoint may carry (such a room's checkpoints are skipped, so it does not survive
 /// its node), a sentence each: logged at start, printed by `tickrelay --check`.
@@ -220,8 +226,13 @@ impl Server {
             warnings.push(
                 "no TLS certificate configured: a development certificate for localhost (not for production)".into(),
             );
+            let made = if config.tls.dev_cert_path.exists() {
+                "kept from an earlier start while it is valid"
+            } else {
+                "written at the first start"
+            };
             lines.push(format!(
-                "tls: development certificate at {}",
+                "tls: development certificate at {} ({made})",
                 config.tls.dev_cert_path.display()
             ));
         }
@@ -301,12 +312,12 @@ impl Server {
                         redis.shown()
                     ))
                 ))?,
-                config.cluster.node_id.as_deref().unwrap_or("(its public URL)"),
                 config
                     .cluster
-                    .public_url
-                    .as_deref()
-                    .unwrap_or("(wss:// at the listen address)"),
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| public_url(&config, scheme)),
+                public_url(&config, scheme),
             ),
             None => "cluster: off".into(),
         });

@@ -107,6 +107,7 @@ struct Counters {
     desyncs: AtomicU64,
     checksums: AtomicU64,
     messages_lost: AtomicU64,
+    events_dropped: AtomicU64,
     gave_up: AtomicU64,
     lost_inputs: AtomicU64,
     replaced_players: AtomicU64,
@@ -121,11 +122,19 @@ struct Counters {
 pub struct Report {
     /// Bots started (new players from churn included).
     pub bots: u64,
+    /// Seats played (rooms × members, of this worker's share): one bot at a time in
+    /// each, however often churn replaced it.
+    #[serde(default)]
+    pub seats: u64,
     /// Most bots connected at once.
     pub max_connected: u64,
     /// Bots (players) whose join of their room was answered at least once.
     #[serde(default)]
     pub players_joined: u64,
+    /// Client events a bot was too slow to take (its client dropped them, state frames
+    /// mostly): frames and latency under-count by that much.
+    #[serde(default)]
+    pub events_dropped: u64,
     /// Bots that played to their end, [`JOIN_WAIT`] or longer, without their join
     /// ever answered.
     #[serde(default)]
@@ -216,9 +225,11 @@ impl Report {
     /// Adds another worker's report.
     pub fn merge(&mut self, other: &Report) {
         self.bots += other.bots;
+        self.seats += other.seats;
         self.max_connected += other.max_connected;
         self.players_joined += other.players_joined;
         self.never_joined += other.never_joined;
+        self.events_dropped += other.events_dropped;
         self.node_loss_expected |= other.node_loss_expected;
         self.seconds = self.seconds.max(other.seconds);
         self.frames += other.frames;
@@ -336,12 +347,15 @@ impl Report {
     pub fn table(&self) -> String {
         let h = self.histogram();
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        let per_client = self.bots.max(1) as f64 * self.seconds.max(0.001);
+        // Per seat: churn's replacements play in turn, not at once.
+        let clients = if self.seats > 0 { self.seats } else { self.bots };
+        let per_client = clients.max(1) as f64 * self.seconds.max(0.001);
         let rows = [
             ("bots started", self.bots.to_string()),
             ("connections held (max)", self.max_connected.to_string()),
             ("players that joined their room", self.players_joined.to_string()),
             ("bots that never joined", self.never_joined.to_string()),
+            ("client events dropped (bots too slow)", self.events_dropped.to_string()),
             ("duration", format!("{:.1} s", self.seconds)),
             (
                 "state frames / s",
@@ -566,6 +580,11 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         max_connected: c.max_connected.load(Ordering::Relaxed),
         players_joined: c.players_joined.load(Ordering::Relaxed),
         never_joined: c.never_joined.load(Ordering::Relaxed),
+        seats: {
+            let (s, seats) = (&fleet.scenario, fleet.scenario.rooms * fleet.scenario.members);
+            (0..seats).filter(|i| i % s.workers.max(1) == s.worker).count() as u64
+        },
+        events_dropped: c.events_dropped.load(Ordering::Relaxed),
         node_loss_expected: fleet.scenario.node_loss_expected,
         // The time played (and counted), without the wait for the last acks.
         seconds: (fleet.stop_at.min(Instant::now()))
@@ -872,6 +891,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         .fetch_add(stats.checksums.load(Ordering::Relaxed), Ordering::Relaxed);
     c.messages_lost
         .fetch_add(stats.messages_lost.load(Ordering::Relaxed), Ordering::Relaxed);
+    c.events_dropped
+        .fetch_add(stats.events_dropped.load(Ordering::Relaxed), Ordering::Relaxed);
     client.close().await;
     if live > 0 {
         c.connected.fetch_sub(1, Ordering::Relaxed);
@@ -997,6 +1018,14 @@ mod tests {
         merged.merge(&r);
         merged.merge(&r);
         assert_eq!(merged.entity_updates, 200);
+    }
+
+    /// Bytes per client count each seat once, however many bots churn put in it.
+    #[test]
+    fn bytes_per_client_are_per_seat() {
+        let mut r = report();
+        (r.bots, r.seats, r.seconds, r.bytes) = (4, 2, 2.0, 400);
+        assert!(r.table().contains("| bytes / s per client | 100 |"), "{}", r.table());
     }
 
     #[test]

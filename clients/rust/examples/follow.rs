@@ -50,7 +50,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ClientConfig::new(first, Trust::CertFile(cert.into()));
     config.fallback_urls = urls.collect();
     config.token = token;
-    let (client, mut events) = Client::connect(config)?;
+    let (client, mut events) = match Client::connect(config) {
+        Ok(connected) => connected,
+        Err(e @ tickrelay_client::ClientError::Trust(_)) => {
+            eprintln!("{e} (run this where the relay runs, which writes it there, or pass --cert PATH)");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
     client.join(&room, "arena");
     let mut second = tokio::time::interval(Duration::from_secs(1));
     for elapsed in 0..=seconds {
