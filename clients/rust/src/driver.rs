@@ -1519,7 +1519,25 @@ impl Driver {
                 self.events_unacked.push_back((self.events_sent, event.clone()));
             }
         }
-        link.send(batch, if numbered { first_event_seq } else { 0 }).await
+        // What only this batch holds (leaves, requests, token refreshes: joins and
+        // inputs come back from `rooms`, events from `events_unacked`) goes back to the
+        // queue's front if the write fails, for the next connection.
+        let again: Vec<Out> = (batch.iter())
+            .filter(|m| {
+                !matches!(
+                    m,
+                    Out::Join(_) | Out::Input(_) | Out::Event(_) | Out::Ping(_) | Out::Pong(_) | Out::Ack(_)
+                )
+            })
+            .cloned()
+            .collect();
+        let sent = link.send(batch, if numbered { first_event_seq } else { 0 }).await;
+        if sent.is_err() {
+            for message in again.into_iter().rev() {
+                self.queue.push_front(message);
+            }
+        }
+        sent
     }
 
     /// Reports a message larger than an envelope may carry (see `max_batch_bytes`)

@@ -701,7 +701,7 @@ impl Client {
     /// program that exits right after it leaves no member waiting for a resume.
     pub async fn close(&self) {
         let mut waiting = Vec::new();
-        for to in self.routes.all() {
+        for to in self.routes.close_all() {
             let (done, closed) = oneshot::channel();
             let _ = to.send(Command::Close(done));
             waiting.push(closed);

@@ -43,6 +43,8 @@ pub(crate) struct Spawn {
 
 #[derive(Default)]
 struct Table {
+    /// `Client::close` began: no connection to another node opens any more.
+    closed: bool,
     /// Connections to nodes other than home, by URL.
     nodes: HashMap<String, mpsc::UnboundedSender<Command>>,
     /// Rooms that live on another node: its URL.
@@ -182,9 +184,12 @@ impl Routes {
         self.table.lock().rooms.keys().cloned().collect()
     }
 
-    /// Every connection, home first.
-    pub fn all(&self) -> Vec<mpsc::UnboundedSender<Command>> {
-        self.table.lock().connections(&self.home).cloned().collect()
+    /// Every connection, home first, and none opened from now on (the client is
+    /// closing: a redirect home reads after this is not followed).
+    pub fn close_all(&self) -> Vec<mpsc::UnboundedSender<Command>> {
+        let mut table = self.table.lock();
+        table.closed = true;
+        table.connections(&self.home).cloned().collect()
     }
 
     /// A relay redirected the join of `room` to `url`: joins it there (over a new
@@ -203,6 +208,9 @@ impl Routes {
         waiting: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Result<(), (ErrorCode, String)> {
         let mut table = self.table.lock();
+        if table.closed {
+            return Err((ErrorCode::Unavailable, "the client is closed".to_string()));
+        }
         let hops = table.hops.get(room).copied().unwrap_or(0) + 1;
         if hops > MAX_HOPS {
             table.rooms.remove(room);
