@@ -70,8 +70,8 @@ pub struct Scenario {
     pub workers: usize,
     /// Share of bots that mirror their room in full and verify every checksum; the
     /// others follow ticks and input acknowledgements only, which costs a fraction of
-    /// the CPU (see [`tickrelay_client::StateMirror::headers_only`]). The first
-    /// seats of every room verify, the share of its members rounded up: with 20
+    /// the CPU (see [`tickrelay_client::StateMirror::headers_only`]). In every room
+    /// the share of its members verifies, rounded up: with 20
     /// members per room a share of 0.1 verifies every room twice, with 8 once (any
     /// share above 0 verifies every room).
     pub verify_share: f64,
@@ -83,7 +83,10 @@ impl Scenario {
         let members = self.members.max(1);
         let share = self.verify_share.clamp(0.0, 1.0);
         let verifying = (members as f64 * share).ceil() as usize;
-        index % members < verifying
+        // Seats shifted by the room's number, so that worker processes (which take
+        // bots by index) share the verifying bots evenly.
+        let (room, seat) = (index / members, index % members);
+        (seat + room) % members < verifying
     }
 }
 
@@ -135,8 +138,7 @@ pub struct Report {
     /// mostly): frames and latency under-count by that much.
     #[serde(default)]
     pub events_dropped: u64,
-    /// Bots that played to their end, [`JOIN_WAIT`] or longer, without their join
-    /// ever answered.
+    /// Bots connected for [`JOIN_WAIT`] or longer whose join was never answered.
     #[serde(default)]
     pub never_joined: u64,
     /// The run expected a node to be lost ([`Scenario::node_loss_expected`]): bots
@@ -689,7 +691,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut sent = 0u64;
     let mut joined = false;
     let mut ever_joined = false;
-    let began = Instant::now();
+    // When the bot's first connection was welcomed.
+    let mut connected_at: Option<Instant> = None;
     let mut dropping = false;
     // The server removed the bot from its room (see `Report::removed`).
     let mut removed = false;
@@ -757,7 +760,10 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             }
             event = events.recv() => match event {
                 None => break false,
-                Some(Event::Connected { .. }) => opened(&mut live),
+                Some(Event::Connected { .. }) => {
+                    connected_at.get_or_insert_with(Instant::now);
+                    opened(&mut live);
+                }
                 Some(Event::Reconnecting { reason, .. }) => count_attempt(&mut fleet.failed_attempts.lock(), &reason, 1),
                 Some(Event::Joined(j)) => {
                     if !ever_joined {
@@ -877,7 +883,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         };
     }
     // (A player that came in at the very end may not have been answered yet.)
-    if !ever_joined && began.elapsed() >= JOIN_WAIT {
+    if !ever_joined && connected_at.is_some_and(|at| at.elapsed() >= JOIN_WAIT) {
         c.never_joined.fetch_add(1, Ordering::Relaxed);
     }
     let stats = client.stats();

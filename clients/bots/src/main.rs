@@ -97,7 +97,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     processes: usize,
     /// Share of bots that mirror their room in full and verify every state checksum
-    /// (the first seats of every room, the share rounded up: every room is verified
+    /// (that share of every room's seats, rounded up: every room is verified
     /// when it is above 0); the others follow ticks and input
     /// acknowledgements only. Below 1, the fleet spends less CPU per bot, so more of
     /// the machine is left to the relay when both share it.

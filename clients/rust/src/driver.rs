@@ -1295,6 +1295,11 @@ impl Driver {
                 owners.remove(room);
             }
         }
+        // A new session is in no room: the leaves that waited are done with (sent,
+        // they would only be answered NOT_A_MEMBER).
+        if !resumed {
+            self.buffer.retain(|m| !matches!(m, Out::Leave(_)));
+        }
         // A room left and joined again offline is joined after the leave (sent with
         // what waited offline): before it, the leave would undo the join.
         let leaving: HashSet<String> = (self.buffer.iter())

@@ -591,6 +591,7 @@ export class Client {
 
   /** Forgets a room the server removed this client from, or refused, and where it lived (a later join of it starts at home again). */
   #forget(room: string): void {
+    clearTimeout(this.#rooms.get(room)?.retryTimer);
     this.#rooms.delete(room);
     if (this.#home.#redirected.get(room)?.node === this) this.#home.#redirected.delete(room);
   }
@@ -613,6 +614,7 @@ export class Client {
     }
     // A room this client is not in (never joined, or its join refused): nothing to
     // ask the server, which would only answer NOT_A_MEMBER.
+    clearTimeout(this.#rooms.get(room)?.retryTimer);
     if (this.#rooms.delete(room)) this.#send({ case: "leave", value: { requestId: this.#requestId(), room } });
   }
 
@@ -1123,11 +1125,10 @@ export class Client {
     if (waiting === undefined) return;
     clearTimeout(waiting.retryTimer);
     waiting.retryTimer = setTimeout(() => {
-      const state = this.#rooms.get(room);
-      if (state === undefined) return;
-      state.retryTimer = undefined;
-      if (state.joined || !this.#welcomed) return;
-      this.#enqueue(this.#joinMessage(room, state));
+      waiting.retryTimer = undefined;
+      // Not a room left (and perhaps joined again) since: that is another wait's.
+      if (this.#rooms.get(room) !== waiting || waiting.joined || !this.#welcomed) return;
+      this.#enqueue(this.#joinMessage(room, waiting));
     }, delayMs);
   }
 
@@ -1169,6 +1170,9 @@ export class Client {
   // -- inbound ----------------------------------------------------------------------
 
   #inbound(bytes: Uint8Array): void {
+    // Closed (or given up): what the closing socket still delivers (Node's `ws` does)
+    // is not acted on, a redirect least of all (it would open a node connection).
+    if (this.#stopped) return;
     this.stats.messagesIn++;
     this.stats.bytesIn += bytes.byteLength;
     const receivedMs = now();
@@ -1395,6 +1399,9 @@ export class Client {
     this.#session = { id: welcome.sessionId, resumeToken: welcome.resumeToken };
     this.#pacing = pacing(welcome.limits);
     const out: Outgoing[] = [];
+    // A new session is in no room: the leaves that waited are done with (sent, they
+    // would only be answered NOT_A_MEMBER).
+    if (!resumed) this.#buffer = this.#buffer.filter((m) => m?.case !== "leave");
     // A room left and joined again offline is joined after the leave (sent with what
     // waited offline): before it, the leave would undo the join.
     const leaving = new Set(this.#buffer.flatMap((m) => (m?.case === "leave" ? [m.value.room] : [])));

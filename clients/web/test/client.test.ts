@@ -1471,3 +1471,32 @@ test("a request about a room on another node goes to that node; others go home",
   assert.deepEqual(requests(home), ["listRooms"]);
   void c.close();
 });
+
+test("a join's wait does not outlive the room: left and joined again, one join goes out", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  const joins = () => last().sent.filter((k) => k.case === "join") as { value: v1.JoinRoom }[];
+  const requestId = joins()[0]!.value.requestId;
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.UNAVAILABLE, room: "r", requestId, retryAfterMs: 500 } }]);
+  c.leave("r");
+  c.join("r", "relay");
+  advance(100);
+  assert.equal(joins().length, 2, "the new join");
+  advance(1000);
+  assert.equal(joins().length, 2, "and no other when the old wait is over");
+});
+
+test("what a closed client's socket still delivers is not acted on (a redirect opens nothing)", async () => {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  const closed = c.close();
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  assert.equal(last(), home, "no node connection");
+  home.end(1000);
+  await closed;
+});
