@@ -512,7 +512,7 @@ impl Cluster {
                 // `was_open`), and the claim given back.
                 if was_open && matches!(outcome, Ok(Claim::Ours)) && self.pool.room(&room).is_none() {
                     outcome = Err(closed_as_joined());
-                    self.release_unless_open(&room).await;
+                    self.release_unless_open(&room, 0).await;
                 }
                 // A redirected member's ticket: join with the member id it carries.
                 // Taken (it is good once) only when the join goes on, here or at the
@@ -539,7 +539,7 @@ impl Cluster {
                 }
             }
             DirectoryOp::Release { room } => {
-                self.release_unless_open(&room).await;
+                self.release_unless_open(&room, 0).await;
                 DirectoryReply::Released { room }
             }
             DirectoryOp::List {
@@ -711,7 +711,7 @@ impl Cluster {
             && let Err(e) = self.pool.create_persistent(room, room_type, metadata)
         {
             // Not left claimed for a room that runs nowhere (the room cap is full, say).
-            self.release_unless_open(room).await;
+            self.release_unless_open(room, 0).await;
             return Err(e);
         }
         Ok(())
@@ -799,8 +799,8 @@ impl Cluster {
                 // that the room's simulation failed to restore: the claim lapses (or
                 // is released) and a later join restores it.
                 if let Err(e) = restored {
-                    // Unless another join restored it meanwhile.
-                    self.release_unless_open(room).await;
+                    // Unless another join restored it meanwhile (or is restoring it).
+                    self.release_unless_open(room, 1).await;
                     return Err(e);
                 }
                 if let Some(restored) = self.pool.room(room) {
@@ -815,9 +815,12 @@ impl Cluster {
     }
 
     /// Gives a claim of `room` back unless the room is open here (a claim that no
-    /// room follows, or another join opened it meanwhile).
-    async fn release_unless_open(&self, room: &str) {
-        if self.pool.room(room).is_none() {
+    /// room follows, or another join opened it meanwhile), or another join's claim is
+    /// opening it (restoring it from its checkpoint, say: it would open without its
+    /// lease). `mine`: the caller's own claims under way (counted in `opening`).
+    async fn release_unless_open(&self, room: &str, mine: usize) {
+        let opening = self.opening.lock().get(room).copied().unwrap_or(0);
+        if self.pool.room(room).is_none() && opening <= mine {
             let _ = self.call(self.directory.release(room)).await;
         }
     }
