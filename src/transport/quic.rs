@@ -311,6 +311,10 @@ pub(crate) struct Quic {
     cut: bool,
 }
 
+/// How long a connection whose client finished its control stream is given for the
+/// close that follows.
+const CLOSE_AFTER_FINISH: Duration = Duration::from_secs(1);
+
 /// Reads the next datagram of `conn`.
 async fn read_datagram(conn: Connection) -> Result<Bytes, ConnectionError> {
     conn.read_datagram().await
@@ -393,13 +397,22 @@ impl Transport for Quic {
                 Err(FrameError::TooBig) => return Received::Other(Inbound::TooBig),
                 Err(FrameError::BadLength) => return Received::ProtocolError,
             }
-            // Both reads are cancel-safe: a dropped read consumes nothing.
+            // Both reads are cancel-safe: a dropped read consumes nothing. The stream
+            // first: what the client sent on it before its close is read before the
+            // close that the datagram read reports at once.
             tokio::select! {
+                biased;
                 chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
                     Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
-                    // A finished control stream without a close: the connection is
-                    // going away (a normal close is an application close with 1000).
-                    Ok(None) => return Received::Lost,
+                    // The client finished its control stream: its close follows (a
+                    // normal close is an application close with 1000, once the client
+                    // knows its last messages were read); without one, it is lost.
+                    Ok(None) => {
+                        return match tokio::time::timeout(CLOSE_AFTER_FINISH, self.conn.closed()).await {
+                            Ok(e) => lost(e),
+                            Err(_) => Received::Lost,
+                        };
+                    }
                     Err(ReadError::ConnectionLost(e)) => return lost(e),
                     Err(_) => return Received::Lost,
                 },
@@ -508,6 +521,8 @@ fn lost(error: ConnectionError) -> Received {
         ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(1000) => {
             Received::ClientClosed
         }
+        // (PROTOCOL.md: code 0 counts as a lost connection.)
+        ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(0) => Received::Lost,
         // A code beyond WebSocket's range is no close code of ours: counted as other.
         ConnectionError::ApplicationClosed(close) => {
             Received::ClientLeft(u16::try_from(close.error_code.into_inner()).unwrap_or(u16::MAX))

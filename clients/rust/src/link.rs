@@ -626,7 +626,12 @@ impl Link {
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
             }
-            Link::Quic(q) => {
+            Link::Quic(mut q) => {
+                // What was written goes first: the stream finished, and read to its
+                // end by the relay (half a second at most), then the close (quinn
+                // sends nothing after it, and the relay may drop what it has not read).
+                let _ = q.send.finish();
+                let _ = tokio::time::timeout(Duration::from_millis(500), q.send.stopped()).await;
                 q.conn.close(1000u32.into(), b"client closing");
                 if let Some(endpoint) = &q.endpoint {
                     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
