@@ -1,12 +1,5 @@
 import asyncio, time, subprocess
 from lib import *
-NF=15
-def big(i): return pb.Entity(id=i, kind=7, fields=[pb.Field(id=f, bytes=bytes([f])*1000) for f in range(1,NF+1)])
-async def rtt(x):
-    t=time.time(); n=len(x.msgs)
-    await x.send(pb.ClientMessage(ping=pb.Ping(nonce=1)))
-    while not any(m.WhichOneof('kind')=='pong' for _,m in x.msgs[n:]): await asyncio.sleep(0.001)
-    return round((time.time()-t)*1000,1)
 async def main():
     R='scale'
     a=await C('a').connect(); await a.join(R)

@@ -1,12 +1,6 @@
 import asyncio, time, sys
 from lib import *
-NF=15; NE=64; NP=int(sys.argv[1]) if len(sys.argv)>1 else 3
-def big(i): return pb.Entity(id=i, kind=7, fields=[pb.Field(id=f, bytes=bytes([f])*1000) for f in range(1,NF+1)])
-async def rtt(x):
-    t=time.time(); n=len(x.msgs)
-    await x.send(pb.ClientMessage(ping=pb.Ping(nonce=1)))
-    while not any(m.WhichOneof('kind')=='pong' for _,m in x.msgs[n:]): await asyncio.sleep(0.001)
-    return (time.time()-t)*1000
+NE=64; NP=int(sys.argv[1]) if len(sys.argv)>1 else 3
 async def main():
     a=await C('a').connect(); b=await C('b').connect()
     ps=[await C('p%d'%i).connect() for i in range(NP)]

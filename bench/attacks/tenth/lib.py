@@ -199,3 +199,20 @@ def rl_summary(*cs):
     return 'RATE_LIMITED=%d (retry_after_ms distinct: %s; msg: %r) other_errors=%d %s' % (
         len(rl), ra[:6] + (['...', ra[-1]] if len(ra) > 6 else []), rl[0].message[:90] if rl else None,
         len(other), [(pb.ErrorCode.Name(e.code), e.message[:60]) for e in other[:3]])
+
+
+# What the scripts share: a big entity (NF fields of 1,000 bytes), and a ping's round
+# trip in ms on client x.
+NF = 15
+
+
+def big(i):
+    return pb.Entity(id=i, kind=7, fields=[pb.Field(id=f, bytes=bytes([f]) * 1000) for f in range(1, NF + 1)])
+
+
+async def rtt(x):
+    t = time.time(); n = len(x.msgs)
+    await x.send(pb.ClientMessage(ping=pb.Ping(nonce=1)))
+    while not any(m.WhichOneof('kind') == 'pong' for _, m in x.msgs[n:]):
+        await asyncio.sleep(0.001)
+    return round((time.time() - t) * 1000, 1)
