@@ -13,6 +13,7 @@
 #   --npcs N         arena NPCs per room (default 60)
 #   --rounds N       rounds (default 3; read the first as a warm-up)
 #   --window SECS    the measured window (default 15), after 10 s of ramp-up
+#   --quic           the bots connect over QUIC (default: wss)
 #
 # Example (the flushers' A/B in BENCHMARKS.md: commit f11bafc against its parent):
 #   git worktree add /tmp/a f11bafc~1 && (cd /tmp/a && cargo build --release -p tickrelay)
@@ -22,7 +23,7 @@
 set -euo pipefail
 source "$(dirname "$0")/relay_config.sh"
 
-rooms=1 members=200 hz=20 npcs=60 rounds=3 window=15 input_rate=
+rooms=1 members=200 hz=20 npcs=60 rounds=3 window=15 input_rate= quic=
 while (($#)); do
     case $1 in
         --rooms) rooms=$2; shift ;;
@@ -32,7 +33,8 @@ while (($#)); do
         --input-rate) input_rate=$2; shift ;;
         --rounds) rounds=$2; shift ;;
         --window) window=$2; shift ;;
-        -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --quic) quic=1 ;;
+        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -50,7 +52,7 @@ relay_pid=
 port=$(free_port)
 {
     bench_relay_config "$port" "$work/cert.pem"
-    printf '\n[quic]\nenabled = false\n'
+    [[ -n $quic ]] || printf '\n[quic]\nenabled = false\n'
     bench_arena_room_type "$hz" "$members" "$npcs"
 } >"$work/relay.toml"
 
@@ -69,7 +71,9 @@ for ((round = 1; round <= rounds; round++)); do
         (cd "$work" && exec taskset -c 0 "$bin" --config relay.toml --log warn) >"$work/relay.log" 2>&1 &
         relay_pid=$!
         for _ in $(seq 100); do curl -skf "https://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-        taskset -c 1 "$bots" --url "wss://127.0.0.1:$port/ws" --cert "$work/cert.pem" --rooms "$rooms" \
+        url=wss://127.0.0.1:$port/ws
+        [[ -n $quic ]] && url=quic://127.0.0.1:$port
+        taskset -c 1 "$bots" --url "$url" --cert "$work/cert.pem" --rooms "$rooms" \
             --members "$members" --room-type arena --input-rate "${input_rate:-$hz}" --duration-secs $((window + 13)) \
             --ramp-up-secs 5 --warm-up-secs 8 --verify-share 0.1 --progress-secs 0 --json "$work/bots.json" \
             >"$work/bots.out" 2>&1 &
