@@ -160,7 +160,7 @@ pub struct Server {
     tls_reload: Duration,
     /// `[auth] jwks_url`: kept fresh once started.
     jwks: Option<jwks::Source>,
-    quic: Option<quic::Endpoint>,
+    quic: Option<quinn::Endpoint>,
     /// Cluster mode: this node's part and its inputs.
     cluster: Option<ClusterParts>,
     /// `[[rooms]]`: kept open while the server runs.
@@ -554,7 +554,7 @@ impl Server {
 
     /// Serves until `shutdown` is cancelled, then closes every session with 1001 and
     /// waits up to `grace` for them to finish.
-    pub async fn run(mut self, shutdown: CancellationToken, grace: Duration) {
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -606,15 +606,12 @@ impl Server {
             ctx.tracker
                 .spawn(cluster.write_checkpoints(checkpoints, ctx.shutdown.clone()));
         }
-        // Not a tracked task: it serves until every session's close was sent.
-        let quic = self.quic.take().map(|endpoint| {
+        if let Some(endpoint) = self.quic.clone() {
             if let Ok(addr) = endpoint.local_addr() {
                 tracing::info!("listening on quic://{addr} (ALPN tickrelay/1)");
             }
-            let closer = endpoint.closer();
-            tokio::spawn(quic::accept(endpoint, ctx.clone()));
-            closer
-        });
+            ctx.tracker.spawn(quic::accept(endpoint, ctx.clone()));
+        }
         if let Some(listener) = self.metrics_listener {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("serving /metrics on http://{addr}/metrics");
@@ -699,8 +696,8 @@ impl Server {
         if tokio::time::timeout_at(deadline, ctx.tracker.wait()).await.is_err() {
             tracing::warn!("shutdown deadline reached with sessions still open");
         }
-        if let Some(quic) = &quic {
-            quic.close(deadline).await;
+        if let Some(endpoint) = &self.quic {
+            quic::close_endpoint(endpoint, deadline).await;
         }
         // Sessions parked for resume end now (their members leave their rooms).
         for mut session in ctx.registry.expire_all() {

@@ -19,43 +19,34 @@
 //! The connection closes with an application error code equal to the WebSocket
 //! close code for the same [`CloseReason`], and the same reason string.
 
-mod conn;
-mod endpoint;
-
-use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use quinn_proto::crypto::rustls::QuicServerConfig;
-use quinn_proto::{
-    AckFrequencyConfig, ConnectionError, Dir, IdleTimeout, ReadError, ReadableError, StreamId, TransportConfig,
-    VarInt, WriteError,
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{
+    AckFrequencyConfig, Connection, ConnectionError, Endpoint, IdleTimeout, Incoming, ReadError, RecvStream,
+    SendStream, TransportConfig, VarInt,
 };
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::ReusableBoxFuture;
 
 use crate::clock::unix_micros;
 use crate::engine::envelope::{
     Reliable, SPLIT_ENVELOPE_BYTES, encode_envelope, encode_stream_frame, split_envelopes, state_envelope_len,
 };
 use crate::engine::outbox::{Batch, Delivery, Outbox, PendingState};
-use crate::error::CloseReason;
+use crate::error::{CloseReason, fit_close_reason};
 use crate::frame::{FrameError, encode_message, split_stream_frame};
 use crate::proto::{Hello, Ping, server_message::Kind};
 use crate::session::auth::AuthError;
 use crate::session::{Inbound, SessionSettings};
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
-use crate::transport::gate::Permit;
 use crate::transport::tls::Tls;
 use crate::transport::{Broken, Received, Sent, Transport};
-
-use self::conn::Conn;
-pub(crate) use self::endpoint::Endpoint;
-use self::endpoint::Admission;
 
 pub use crate::frame::{ALPN, MAX_SERVER_FRAME_BYTES};
 
@@ -102,8 +93,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// allows, whatever `max_message_bytes` says.
 const MAX_HELLO_BYTES: usize = 32 * 1024;
 
-/// The QUIC endpoint on an already bound UDP `socket` (see [`udp_socket`]), with the
-/// listener's certificate; [`accept`] serves it.
+/// Starts the QUIC endpoint on an already bound UDP `socket` (see [`udp_socket`]),
+/// with the listener's certificate.
 pub(crate) fn endpoint(
     socket: std::net::UdpSocket,
     config: &QuicConfig,
@@ -113,9 +104,14 @@ pub(crate) fn endpoint(
     let mut crypto = (*tls.config).clone();
     crypto.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(crypto).map_err(std::io::Error::other)?;
-    let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(config, session)));
-    Endpoint::new(socket, server)
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
 }
 
 /// One UDP socket carries every QUIC connection: with the kernel's default buffer
@@ -166,87 +162,94 @@ fn transport_config(quic: &QuicConfig, session: &SessionSettings) -> TransportCo
     transport
 }
 
-/// Serves QUIC connections until [`Closer::close`] (which `Server` calls after every
-/// session closed itself with 1001, after its last words: a cluster node's
-/// `GoingAway`). From shutdown on, new connections are refused at once rather than
-/// left to time out.
+/// Accepts QUIC connections until shutdown.
 pub(crate) async fn accept(endpoint: Endpoint, ctx: Arc<Context>) {
-    endpoint.serve(ctx, admit).await;
-}
-
-/// Whether a new connection is taken.
-fn admit(incoming: &quinn_proto::Incoming, ctx: &Context) -> Admission {
-    if ctx.shutdown.is_cancelled() {
-        return Admission::Refuse;
-    }
-    let peer = incoming.remote_address();
-    // A first Initial from an address not yet validated gets a Retry (one round
-    // trip more): the client must echo its token from that address, so packets
-    // with a spoofed source never reach the caps below (they would hold a slot of
-    // the victim's address, or of the server, for the handshake's timeout).
-    if !incoming.remote_address_validated() {
-        return Admission::Retry;
-    }
-    // The same caps and handshake rate as the WebSocket listener, checked before
-    // the handshake costs anything.
-    match ctx.gate.admit(peer.ip(), std::time::Instant::now()) {
-        Ok(permit) => Admission::Accept(permit),
-        Err(refusal) => {
-            ctx.metrics.count_refused_upgrade(refusal.status);
-            crate::transport::log_refusal(peer, "quic", &refusal.message);
-            Admission::Refuse
+    loop {
+        let incoming = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let peer = incoming.remote_address();
+        // A first Initial from an address not yet validated gets a Retry (one round
+        // trip more): the client must echo its token from that address, so packets
+        // with a spoofed source never reach the caps below (they would hold a slot of
+        // the victim's address, or of the server, for the handshake's timeout).
+        if !incoming.remote_address_validated() {
+            // Guaranteed retryable when not validated (quinn's contract).
+            let _ = incoming.retry();
+            continue;
         }
+        // The same caps and handshake rate as the WebSocket listener, checked before
+        // the handshake costs anything.
+        let permit = match ctx.gate.admit(peer.ip(), std::time::Instant::now()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                ctx.metrics.count_refused_upgrade(refusal.status);
+                crate::transport::log_refusal(peer, "quic", &refusal.message);
+                incoming.refuse();
+                continue;
+            }
+        };
+        let task_ctx = ctx.clone();
+        ctx.tracker.spawn(async move {
+            // A handshake under way at shutdown is dropped (the peer learns it from
+            // the endpoint's close), not waited for.
+            let handshake = tokio::select! {
+                biased;
+                () = task_ctx.shutdown.cancelled() => None,
+                done = handshake(incoming, peer, &task_ctx) => done,
+            };
+            if let Some((transport, start)) = handshake {
+                connection::serve(transport, peer, task_ctx, start, permit).await;
+            }
+        });
     }
+    // Every session closes itself with 1001 on shutdown, after its last words (a
+    // cluster node's `GoingAway`): the endpoint is closed only once they are done
+    // (`close_endpoint`), or it would cut them off. Until then, connections that
+    // arrive are refused at once rather than left to time out.
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            incoming.refuse();
+        }
+    });
 }
 
-/// Serves one accepted connection: its handshake, then its session.
-async fn serve(conn: Conn, ctx: Arc<Context>, permit: Permit) {
-    let peer = conn.inner.remote_address();
-    // A handshake under way at shutdown is dropped (the peer learns it from the
-    // endpoint's close), not waited for.
-    let handshake = tokio::select! {
-        biased;
-        () = ctx.shutdown.cancelled() => None,
-        done = handshake(conn, peer, &ctx) => done,
-    };
-    if let Some((transport, start)) = handshake {
-        connection::serve(transport, peer, ctx, start, permit).await;
-    }
+/// Closes what connections are left with 1001 and waits, until `deadline` but at
+/// least a second, for the endpoint to be idle: QUIC closes are datagrams, so the
+/// endpoint must stay up until every connection has drained (a client whose close
+/// was lost gets it again when it next sends), or clients see a timeout instead.
+pub(crate) async fn close_endpoint(endpoint: &Endpoint, deadline: tokio::time::Instant) {
+    endpoint.close(
+        VarInt::from_u32(CloseReason::ShuttingDown.code().into()),
+        b"server shutting down",
+    );
+    let drained = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    let _ = tokio::time::timeout_at(drained, endpoint.wait_idle()).await;
 }
 
 /// Completes the QUIC handshake, accepts the control stream and checks the `Hello`.
-async fn handshake(mut conn: Conn, peer: SocketAddr, ctx: &Context) -> Option<(Quic, Start)> {
+async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Option<(Quic, Start)> {
     let max_message = ctx.session.settings.max_message_bytes as usize;
     // Bounded like the TLS handshake: a peer that stops half way holds its slot for
     // this long, not for the idle timeout.
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
-    let opened = poll_fn(|cx| {
-        conn.drive(cx);
-        if conn.ended.is_some() {
-            return Poll::Ready(None);
-        }
-        if !conn.connected {
-            return Poll::Pending;
-        }
-        match conn.inner.streams().accept(Dir::Bi) {
-            Some(stream) => Poll::Ready(Some(stream)),
-            None => Poll::Pending,
-        }
-    });
-    let stream = match tokio::time::timeout_at(deadline, opened).await {
-        Ok(Some(stream)) => stream,
-        Ok(None) => return None,
-        // A handshake that did not complete is dropped (closed as lost).
-        Err(_) if !conn.connected => return None,
+    let conn = tokio::time::timeout_at(deadline, incoming).await.ok()?.ok()?;
+    let (send, recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) => return None,
         Err(_) => {
             let reason = CloseReason::HeartbeatTimeout;
             ctx.metrics.count_close(reason);
-            conn.close(reason.code(), "no control stream in time");
+            close_with(&conn, reason.code(), "no control stream in time");
             return None;
         }
     };
     // The `Hello` carries the token: it may be as large as a WebSocket upgrade's head.
-    let mut quic = Quic::new(conn, stream, max_message.max(MAX_HELLO_BYTES));
+    let mut quic = Quic::new(conn, send, recv, max_message.max(MAX_HELLO_BYTES));
     let hello = match tokio::time::timeout_at(deadline, quic.recv()).await {
         Ok(Received::Binary(bytes)) => Hello::decode(bytes),
         Ok(Received::Other(Inbound::TooBig)) => return quic.refuse(ctx, CloseReason::MessageTooBig).await,
@@ -284,144 +287,76 @@ async fn handshake(mut conn: Conn, peer: SocketAddr, ctx: &Context) -> Option<(Q
 
 /// One QUIC connection with its control stream.
 pub(crate) struct Quic {
-    conn: Conn,
-    stream: StreamId,
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
     /// Control-stream bytes read but not yet a whole frame.
     inbound: BytesMut,
     outbound: BytesMut,
     max_message: usize,
     /// State frames too big for a datagram, written on the stream instead.
     on_stream: Vec<PendingState>,
-    /// The part of a control-stream frame not yet taken by the connection (its
-    /// send window was full). A write cancelled half way (a `send` dropped by a
-    /// stop) leaves its rest here, and the next write sends it first, so the
-    /// stream never holds half a frame followed by another.
-    unsent: Bytes,
-    /// The client finished its control stream at this time (its close follows).
-    finished: Option<tokio::time::Instant>,
-    /// Waits for the close after `finished`.
-    finish_wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    /// The datagram buffer space with nothing queued (its configured size).
+    /// The next datagram's read, kept from one `recv` to the next: quinn's read
+    /// waits on a `Notify`, which forgets a waiter whose future is dropped, so a read
+    /// made anew by each `recv` would only wake the connection while a `recv` is
+    /// pending (see [`Transport::recv`]).
+    datagram: ReusableBoxFuture<'static, Result<Bytes, ConnectionError>>,
+    /// quinn's free datagram buffer space with nothing queued (its configured size).
     datagram_space: usize,
-    /// Buffer space the state datagrams of the last `send` took in the connection's queue.
+    /// Buffer space the state datagrams of the last `send` took in quinn's queue.
     last_datagrams: usize,
+    /// A stream write was dropped half done (a `send` cancelled by a stop): quinn's
+    /// writes are not cancel-safe, so what follows on the stream would be read as the
+    /// rest of that frame. Nothing more is written.
+    cut: bool,
 }
 
 /// How long a connection whose client finished its control stream is given for the
 /// close that follows.
 const CLOSE_AFTER_FINISH: Duration = Duration::from_secs(1);
 
-/// The most control-stream bytes one read takes.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Reads the next datagram of `conn`.
+async fn read_datagram(conn: Connection) -> Result<Bytes, ConnectionError> {
+    conn.read_datagram().await
+}
 
 impl Quic {
-    fn new(mut conn: Conn, stream: StreamId, max_message: usize) -> Self {
+    fn new(conn: Connection, send: SendStream, recv: RecvStream, max_message: usize) -> Self {
         Self {
-            datagram_space: conn.inner.datagrams().send_buffer_space(),
-            conn,
-            stream,
+            datagram: ReusableBoxFuture::new(read_datagram(conn.clone())),
+            send,
+            recv,
             inbound: BytesMut::new(),
             outbound: BytesMut::new(),
             max_message,
             on_stream: Vec::new(),
-            unsent: Bytes::new(),
-            finished: None,
-            finish_wait: None,
+            datagram_space: conn.datagram_send_buffer_space(),
             last_datagrams: 0,
+            cut: false,
+            conn,
         }
-    }
-
-    /// Reads what the control stream holds into `inbound`: `Ready` with what the
-    /// read says the connection is when the stream ended or failed.
-    fn read_stream(&mut self) -> Option<Received> {
-        if self.finished.is_some() {
-            return None;
-        }
-        let mut stream = self.conn.inner.recv_stream(self.stream);
-        let mut chunks = match stream.read(true) {
-            Ok(chunks) => chunks,
-            Err(ReadableError::ClosedStream) => return Some(Received::Lost),
-            Err(ReadableError::IllegalOrderedRead) => unreachable!("only ordered reads"),
-        };
-        let mut outcome = None;
-        loop {
-            match chunks.next(READ_CHUNK_BYTES) {
-                Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
-                Ok(None) => {
-                    // The client finished its control stream: its close follows (a
-                    // normal close is an application close with 1000, once the client
-                    // knows its last messages were read); without one, it is lost.
-                    self.finished = Some(tokio::time::Instant::now());
-                    break;
-                }
-                Err(ReadError::Blocked) => break,
-                Err(ReadError::Reset(_)) => {
-                    outcome = Some(Received::Lost);
-                    break;
-                }
-            }
-        }
-        // The credit the read gave back is sent with the next drive.
-        let _ = chunks.finalize();
-        outcome
     }
 
     /// Writes `reliable` and the states in `on_stream` on the control stream: one
     /// frame, or several when large (a member of several large rooms). The stream is
     /// reliable and ordered, so those states count as acknowledged.
     async fn write_stream(&mut self, reliable: Reliable<'_>, outbox: &Outbox, sent: &mut Sent) -> Result<(), Broken> {
-        let on_stream = std::mem::take(&mut self.on_stream);
-        for (reliable, states) in split_envelopes(reliable, &on_stream, SPLIT_ENVELOPE_BYTES) {
+        if self.cut {
+            return Err(Broken);
+        }
+        for (reliable, states) in split_envelopes(reliable, &self.on_stream, SPLIT_ENVELOPE_BYTES) {
             encode_stream_frame(reliable, states, &mut self.outbound);
             let frame = self.outbound.split().freeze();
             sent.bytes += frame.len() as u64;
             sent.messages += 1;
-            self.write_frame(frame).await?;
+            self.cut = true;
+            self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+            self.cut = false;
         }
-        for state in &on_stream {
+        for state in &self.on_stream {
             outbox.ack(state.room, state.tick);
         }
-        self.on_stream = on_stream;
         Ok(())
-    }
-
-    /// Writes one frame on the control stream (after the rest of an earlier one),
-    /// waiting while the client's window is full.
-    async fn write_frame(&mut self, frame: Bytes) -> Result<(), Broken> {
-        let mut frame = (!frame.is_empty()).then_some(frame);
-        poll_fn(|cx| {
-            let mut drove = false;
-            loop {
-                if self.unsent.is_empty() {
-                    match frame.take() {
-                        Some(next) => self.unsent = next,
-                        None => {
-                            self.conn.writer_done();
-                            self.conn.flush();
-                            return Poll::Ready(Ok(()));
-                        }
-                    }
-                }
-                if self.conn.ended.is_some() {
-                    return Poll::Ready(Err(Broken));
-                }
-                let mut chunk = [std::mem::take(&mut self.unsent)];
-                let written = self.conn.inner.send_stream(self.stream).write_chunks(&mut chunk);
-                self.unsent = std::mem::take(&mut chunk[0]);
-                match written {
-                    Ok(_) => drove = false,
-                    // Acknowledgements from the client open the window: take in what
-                    // arrived, once, then wait for more.
-                    Err(WriteError::Blocked) if !drove => {
-                        self.conn.drive_writer(cx);
-                        drove = true;
-                    }
-                    Err(WriteError::Blocked) => return Poll::Pending,
-                    Err(_) => return Poll::Ready(Err(Broken)),
-                }
-            }
-        })
-        .await
     }
 
     /// Closes a connection refused before its session (counted like a session's close).
@@ -438,10 +373,16 @@ impl Quic {
             _ => CloseReason::AuthFailed,
         };
         ctx.metrics.count_close(close);
-        self.conn.close(close.code(), &format!("authentication failed: {error}"));
-        self.conn.flush();
+        let reason = format!("authentication failed: {error}");
+        close_with(&self.conn, close.code(), &reason);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.closed()).await;
         None
     }
+}
+
+fn close_with(conn: &Connection, code: u16, reason: &str) {
+    // Like a WebSocket close reason: at most 123 bytes.
+    conn.close(VarInt::from_u32(code.into()), fit_close_reason(reason).as_bytes());
 }
 
 impl Transport for Quic {
@@ -449,54 +390,50 @@ impl Transport for Quic {
     const NAME: &'static str = "quic";
 
     async fn recv(&mut self) -> Received {
-        poll_fn(|cx| {
-            loop {
-                match split_stream_frame(&mut self.inbound, self.max_message) {
-                    Ok(Some(frame)) => return Poll::Ready(Received::Binary(frame)),
-                    Ok(None) => {}
-                    Err(FrameError::TooBig) => return Poll::Ready(Received::Other(Inbound::TooBig)),
-                    Err(FrameError::BadLength) => return Poll::Ready(Received::ProtocolError),
-                }
-                self.conn.drive(cx);
-                // The stream first: what the client sent on it before its close is
-                // read before the close.
-                let before = self.inbound.len();
-                if let Some(outcome) = self.read_stream() {
-                    return Poll::Ready(outcome);
-                }
-                if self.inbound.len() > before {
-                    continue;
-                }
-                if let Some(datagram) = self.conn.inner.datagrams().recv() {
-                    return Poll::Ready(Received::Binary(datagram));
-                }
-                if let Some(error) = &self.conn.ended {
-                    return Poll::Ready(lost(error));
-                }
-                if let Some(finished) = self.finished {
-                    let wait = self
-                        .finish_wait
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(finished + CLOSE_AFTER_FINISH)));
-                    if wait.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Received::Lost);
+        loop {
+            match split_stream_frame(&mut self.inbound, self.max_message) {
+                Ok(Some(frame)) => return Received::Binary(frame),
+                Ok(None) => {}
+                Err(FrameError::TooBig) => return Received::Other(Inbound::TooBig),
+                Err(FrameError::BadLength) => return Received::ProtocolError,
+            }
+            // Both reads are cancel-safe: a dropped read consumes nothing. The stream
+            // first: what the client sent on it before its close is read before the
+            // close that the datagram read reports at once.
+            tokio::select! {
+                biased;
+                chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
+                    Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
+                    // The client finished its control stream: its close follows (a
+                    // normal close is an application close with 1000, once the client
+                    // knows its last messages were read); without one, it is lost.
+                    Ok(None) => {
+                        return match tokio::time::timeout(CLOSE_AFTER_FINISH, self.conn.closed()).await {
+                            Ok(e) => lost(e),
+                            Err(_) => Received::Lost,
+                        };
+                    }
+                    Err(ReadError::ConnectionLost(e)) => return lost(e),
+                    Err(_) => return Received::Lost,
+                },
+                datagram = std::future::poll_fn(|cx| self.datagram.poll(cx)) => {
+                    self.datagram.set(read_datagram(self.conn.clone()));
+                    match datagram {
+                        Ok(datagram) => return Received::Binary(datagram),
+                        Err(e) => return lost(e),
                     }
                 }
-                return Poll::Pending;
             }
-        })
-        .await
+        }
     }
 
     async fn send(&mut self, batch: &Batch, outbox: &Outbox) -> Result<Sent, Broken> {
-        if self.conn.ended.is_some() {
-            return Err(Broken);
-        }
         let mut sent = Sent::default();
-        let max_datagram = self.conn.inner.datagrams().max_size().unwrap_or(0);
+        let max_datagram = self.conn.max_datagram_size().unwrap_or(0);
         // On the stream: frames too big for a datagram, and full snapshots written
         // with reliable messages, which they must not overtake (a room's first frame
         // is useless to a client before its `Joined`, a resume's before its
-        // `Welcome`; a packet carries datagrams ahead of stream data).
+        // `Welcome`; quinn puts datagrams ahead of stream data in a packet).
         let reliable = batch.welcome.is_some() || !batch.reliable.is_empty();
         let on_stream =
             |state: &PendingState| (reliable && state.baseline == 0) || state_envelope_len(state) > max_datagram;
@@ -506,17 +443,17 @@ impl Transport for Quic {
         if reliable || !self.on_stream.is_empty() {
             self.write_stream(batch.reliable_part(), outbox, &mut sent).await?;
         }
-        // State datagrams wait in the connection's queue while the path (its
-        // congestion window) or this process cannot send them, and its buffer holds
-        // hundreds. When what the last `send` queued is not all that waits, the
-        // connection is behind: this batch's datagrams are dropped as superseded
-        // (each frame is a delta against what the client acknowledged, so a frame
-        // dropped costs nothing later), and a frame waits behind at most one send's.
+        // State datagrams wait in quinn's queue while the path (its congestion
+        // window) or this process cannot send them, and its buffer holds hundreds.
+        // When what the last `send` queued is not all that waits, the connection is
+        // behind: this batch's datagrams are dropped as superseded (each frame is a
+        // delta against what the client acknowledged, so a frame dropped costs
+        // nothing later), and a frame waits behind at most one send's.
         // (A batch with no datagram leaves the last send's figure as it was.)
         if batch.states.iter().all(on_stream) {
             return Ok(sent);
         }
-        let space = self.conn.inner.datagrams().send_buffer_space();
+        let space = self.conn.datagram_send_buffer_space();
         let behind = self.datagram_space.saturating_sub(space) > self.last_datagrams;
         for state in batch.states.iter().filter(|s| !on_stream(s)) {
             if behind {
@@ -527,18 +464,20 @@ impl Transport for Quic {
             let datagram = self.outbound.split().freeze();
             sent.bytes += datagram.len() as u64;
             sent.messages += 1;
-            if self.conn.inner.datagrams().send(datagram, true).is_err() {
+            match self.conn.send_datagram(datagram) {
+                Ok(()) => {}
+                Err(quinn::SendDatagramError::ConnectionLost(_)) => return Err(Broken),
                 // The peer's limit shrank meanwhile: the stream takes it.
-                self.on_stream.clear();
-                self.on_stream.push(state.clone());
-                self.write_stream(Reliable::default(), outbox, &mut sent).await?;
+                Err(_) => {
+                    self.on_stream.clear();
+                    self.on_stream.push(state.clone());
+                    self.write_stream(Reliable::default(), outbox, &mut sent).await?;
+                }
             }
         }
-        self.last_datagrams = space.saturating_sub(self.conn.inner.datagrams().send_buffer_space());
-        self.conn.flush();
+        self.last_datagrams = space.saturating_sub(self.conn.datagram_send_buffer_space());
         Ok(sent)
     }
-
     async fn ping(&mut self) -> Result<(), Broken> {
         // QUIC has no application-visible ping: an application `Ping` the client
         // answers with a `Pong` (any inbound traffic counts as liveness).
@@ -551,42 +490,33 @@ impl Transport for Quic {
             messages: std::slice::from_ref(&ping),
             ..Reliable::default()
         };
+        if self.cut {
+            return Err(Broken);
+        }
         encode_stream_frame(unnumbered, &[], &mut self.outbound);
         let frame = self.outbound.split().freeze();
-        self.write_frame(frame).await
+        // Not cancel-safe either (see `cut`): a stop may drop it half written.
+        self.cut = true;
+        self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+        self.cut = false;
+        Ok(())
     }
 
     async fn close(&mut self, reason: CloseReason) {
-        // Let what was already written reach the client before the close: the rest
-        // of a frame, then the stream's end, acknowledged (half a second at most).
-        let settled = async {
-            let _ = self.write_frame(Bytes::new()).await;
-            let _ = self.conn.inner.send_stream(self.stream).finish();
-            poll_fn(|cx| {
-                self.conn.drive_writer(cx);
-                if self.conn.stream_settled || self.conn.ended.is_some() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(500), settled).await;
-        self.conn.writer_done();
-        self.conn.close(reason.code(), reason.reason());
-        self.conn.flush();
+        // Let what was already written reach the client before the close.
+        let _ = self.send.finish();
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.send.stopped()).await;
+        close_with(&self.conn, reason.code(), reason.reason());
     }
 
     async fn finish(&mut self) {
-        self.conn.close(CloseReason::Normal.code(), CloseReason::Normal.reason());
-        self.conn.flush();
+        close_with(&self.conn, CloseReason::Normal.code(), CloseReason::Normal.reason());
     }
 }
 
 /// A closed connection: normal when the client closed it with 1000, left (its seat
 /// kept) with another code, lost otherwise.
-fn lost(error: &ConnectionError) -> Received {
+fn lost(error: ConnectionError) -> Received {
     match error {
         ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(1000) => {
             Received::ClientClosed
