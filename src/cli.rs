@@ -304,11 +304,19 @@ impl ServeArgs {
     }
 }
 
+/// `--help` names each option's variable (`[env: TICKRELAY_LISTEN]`) without its value:
+/// clap would print an unset one as `TICKRELAY_LISTEN=`, and a set one in full.
+fn hide_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| arg.hide_env_values(true))
+        .mut_subcommands(hide_env_values)
+}
+
 /// Parses the command line and does what it says (runs the relay, by default, with
 /// the built-in simulations and `simulations`) until a signal stops it.
 pub fn main(simulations: Simulations) -> ExitCode {
     let own: Vec<&str> = simulations.names().collect();
-    let mut command = Cli::command();
+    let mut command = hide_env_values(Cli::command());
     if !own.is_empty() {
         command = command.after_help(format!(
             "This program's own simulations (each a room type of its name; see `config --print-default`): {}",
