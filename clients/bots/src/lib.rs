@@ -118,6 +118,11 @@ struct Counters {
     unavailable: AtomicU64,
     inputs_rolled_back: AtomicU64,
     inputs_unconfirmed: AtomicU64,
+    /// Reconnections and desyncs of live bots as their events arrive, for the progress
+    /// line (the report counts each bot's own figures when it ends: events can be
+    /// dropped behind a slow bot).
+    seen_reconnects: AtomicU64,
+    seen_desyncs: AtomicU64,
 }
 
 /// The result of a run (mergeable across worker processes).
@@ -636,8 +641,8 @@ async fn progress(fleet: Arc<Fleet>, every: Duration, started: Instant) {
             c.connected.load(Ordering::Relaxed),
             c.frames.load(Ordering::Relaxed),
             latency.value_at_quantile(0.99) as f64 / 1000.0,
-            c.reconnects.load(Ordering::Relaxed),
-            c.desyncs.load(Ordering::Relaxed),
+            c.seen_reconnects.load(Ordering::Relaxed),
+            c.seen_desyncs.load(Ordering::Relaxed),
             fleet.errors.lock(),
             fleet.closes.lock(),
             fleet.removed.lock(),
@@ -761,6 +766,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
             event = events.recv() => match event {
                 None => break false,
                 Some(Event::Connected { .. }) => {
+                    if connected_at.is_some() {
+                        c.seen_reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                     connected_at.get_or_insert_with(Instant::now);
                     opened(&mut live);
                 }
@@ -843,7 +851,9 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     removed = true;
                     break false;
                 }
-                Some(Event::Desync { .. }) => {}
+                Some(Event::Desync { .. }) => {
+                    c.seen_desyncs.fetch_add(1, Ordering::Relaxed);
+                }
                 Some(_) => {}
             },
         }
