@@ -1536,7 +1536,8 @@ impl Driver {
             })
             .cloned()
             .collect();
-        let sent = link.send(batch, if numbered { first_event_seq } else { 0 }).await;
+        let first = if numbered { first_event_seq } else { 0 };
+        let sent = link.send(batch, first, self.config.write_timeout).await;
         if sent.is_err() {
             for message in again.into_iter().rev() {
                 self.queue.push_front(message);

@@ -163,6 +163,11 @@ pub struct ClientConfig {
     /// Give up on one connection attempt after this long (a QUIC handshake to a
     /// closed port gets no answer at all).
     pub connect_timeout: Duration,
+    /// How long one write may wait for the relay to take it: a relay that stops
+    /// reading (its socket's buffer full) is a lost connection, not a client stuck in
+    /// a write with nothing else looked at (timers, commands, `close`). What the write
+    /// carried is sent again on the next connection as for any lost one.
+    pub write_timeout: Duration,
     /// How long [`Client::request`] waits for its response.
     pub request_timeout: Duration,
     /// Capacity of the event channel; state events are dropped (and counted) when it
@@ -204,6 +209,7 @@ impl ClientConfig {
             quiet_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
             event_capacity: 4096,
             mirror_contents: true,

@@ -42,11 +42,6 @@ use crate::ClientError;
 /// control stream.
 const CLOSE_CODE_WAIT: Duration = Duration::from_secs(1);
 
-/// How long one write may wait for the relay to take it: a relay that stops reading
-/// (its socket buffer full) is a lost connection, not a client stuck in a write with
-/// nothing else looked at (timers, commands, `close`).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The most one WebSocket read asks for: a typical state frame (about 200 bytes to
 /// 2 KiB in the benchmarks' rooms); larger messages (full snapshots) take several
 /// reads, from rustls's buffer over TLS.
@@ -478,8 +473,14 @@ impl Link {
     }
 
     /// Sends one envelope of `messages`, its events numbered from `first_event_seq`
-    /// (0: not numbered).
-    pub async fn send(&mut self, messages: impl IntoIterator<Item = Out>, first_event_seq: u64) -> Result<(), Broken> {
+    /// (0: not numbered); a write the relay has not taken within `timeout` is a lost
+    /// connection (`ClientConfig::write_timeout`).
+    pub async fn send(
+        &mut self,
+        messages: impl IntoIterator<Item = Out>,
+        first_event_seq: u64,
+        timeout: Duration,
+    ) -> Result<(), Broken> {
         let mut messages: Vec<ClientMessage> = messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
         if let Link::Quic(q) = self {
             messages.extend(q.pending_acks.drain(..).map(|ack| ClientMessage {
@@ -503,12 +504,9 @@ impl Link {
                     .map_err(|e| Broken(e.to_string())),
             }
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+        match tokio::time::timeout(timeout, written).await {
             Ok(written) => written,
-            Err(_) => Err(Broken(format!(
-                "the relay took nothing written for {} s",
-                WRITE_TIMEOUT.as_secs()
-            ))),
+            Err(_) => Err(Broken(format!("the relay took nothing written for {timeout:?}"))),
         }
     }
 

@@ -1020,3 +1020,54 @@ async fn a_stopping_nodes_disconnect_names_that_node() {
     assert_eq!(url, stopping);
     client.close().await;
 }
+
+/// A relay that stops reading (its socket's buffer full) while it goes on sending
+/// frames is a lost connection after `write_timeout`: the client does not stay in a
+/// write for ever (frames keep arriving, so neither the stall nor the quiet timeout
+/// would end it), and connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_stops_reading_is_left_after_the_write_timeout() {
+    let url = fake_relay(move |n, _, mut ws| async move {
+        let mut welcome = welcome("t");
+        // Limits that do not pace the client: its writes fill the socket at once.
+        welcome.limits = Some(proto::Limits {
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 1_000_000,
+            message_burst: 1_000_000,
+            bytes_per_second: 1 << 30,
+            byte_burst: 1 << 30,
+        });
+        send_welcome(&mut ws, welcome).await;
+        if n == 1 {
+            let room = answer_join(&mut ws, 0).await;
+            // 20 s of frames, nothing read.
+            send_frames(&mut ws, &room, 400).await;
+        } else {
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let mut config = config(url);
+    config.write_timeout = Duration::from_millis(500);
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    // 15 MB of inputs: more than loopback's socket buffers at both ends hold.
+    for _ in 0..1000 {
+        let payload = proto::input::Payload::Intent(Bytes::from(vec![1; 15_000]));
+        assert!(client.send_input("r", payload).is_some());
+    }
+    let started = std::time::Instant::now();
+    let reason = until(&mut events, |e| match e {
+        Event::Disconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("took nothing written"), "{reason}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "left after {:?}",
+        started.elapsed()
+    );
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+}
