@@ -18,7 +18,7 @@ pub mod heartbeat;
 pub mod inputs;
 pub mod limits;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -295,6 +295,10 @@ pub struct Session {
     claims: HashMap<String, PendingJoin>,
     /// Cluster mode: quick joins waiting for the directory, by request id.
     quick_joins: HashMap<u64, PendingQuickJoin>,
+    /// The request ids of this session's last quick joins: one sent again (a client
+    /// after a resume, not knowing whether the lost connection delivered it) is not
+    /// run again; its answer was sent, and a resume sends it again.
+    quick_join_ids: VecDeque<u64>,
     /// Rooms this session left in the last second, and when: a quick join does not
     /// pick them (joining one again so soon is refused, see
     /// [`crate::engine::room::Room::join`]).
@@ -333,6 +337,9 @@ struct PendingJoin {
     create: Option<proto::RoomOptions>,
     waiting: Vec<Waiting>,
 }
+
+/// Quick joins whose request ids a session remembers (see `Session::quick_join_ids`).
+const RECENT_QUICK_JOINS: usize = 64;
 
 /// A quick join waiting for the directory: what it creates if no room is found.
 #[derive(Debug)]
@@ -392,6 +399,7 @@ impl Session {
             rooms: FxHashMap::default(),
             claims: HashMap::new(),
             quick_joins: HashMap::new(),
+            quick_join_ids: VecDeque::new(),
             just_left: Vec::new(),
             directory_ops: Vec::new(),
             in_flight: Vec::new(),
@@ -924,6 +932,16 @@ impl Session {
     /// A quick join: the fullest open room that matches, or a new one (see
     /// `QuickJoin` in the schema).
     fn quick_join(&mut self, quick: proto::QuickJoin, now: Now) {
+        // (0: a client that does not number its requests; each is a new one.)
+        if quick.request_id != 0 {
+            if self.quick_join_ids.contains(&quick.request_id) {
+                return;
+            }
+            if self.quick_join_ids.len() == RECENT_QUICK_JOINS {
+                self.quick_join_ids.pop_front();
+            }
+            self.quick_join_ids.push_back(quick.request_id);
+        }
         let refuse = |code, message: &str| self.reply(error_message(code, message, quick.request_id, ""));
         if let Err(message) = check_room_type(&quick.room_type) {
             return refuse(ErrorCode::BadRequest, &message);
