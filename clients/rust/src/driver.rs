@@ -158,8 +158,17 @@ struct Driver {
     /// Non-input messages sent while disconnected, in order.
     buffer: VecDeque<Out>,
     requests: HashMap<u64, Reply>,
-    /// Quick joins not answered yet: their room types, by request id.
-    quick_joins: HashMap<u64, String>,
+    /// Quick joins not answered yet, by request id: sent again at every `Welcome` (a
+    /// resumed session ignores one it took already, a new one runs it).
+    quick_joins: BTreeMap<u64, proto::QuickJoin>,
+    /// Leaves not answered yet (room, by request id): sent again after a resume (the
+    /// lost connection may not have delivered them; one that did is answered
+    /// `NOT_A_MEMBER`, taken as its answer).
+    leaves: BTreeMap<u64, String>,
+    /// Of those, the ones sent again at this session's last resume: a
+    /// `NOT_A_MEMBER` for one is its answer, even after the first one's `Left`
+    /// came with the resume's messages sent again.
+    resent_leaves: HashSet<u64>,
     /// The token refresh not answered yet (`set_token`), and when to send it again
     /// if the relay refused it for now.
     refresh: Option<Refresh>,
@@ -235,6 +244,11 @@ const MAX_MESSAGE_GAP: u64 = 1 << 16;
 /// retried rather than followed): longer than a room lease, by default 6 s.
 pub(crate) const UNREACHABLE_FOR: Duration = Duration::from_secs(20);
 
+/// How long a close waits for the pacer to let out what it holds (see
+/// `Driver::send_queued`), and how often it looks.
+const CLOSE_SENDS_FOR: Duration = Duration::from_secs(1);
+const PACE_STEP: Duration = Duration::from_millis(10);
+
 pub(crate) async fn run(
     config: ClientConfig,
     target: Target,
@@ -258,7 +272,9 @@ pub(crate) async fn run(
         rooms: BTreeMap::new(),
         buffer: VecDeque::new(),
         requests: HashMap::new(),
-        quick_joins: HashMap::new(),
+        quick_joins: BTreeMap::new(),
+        leaves: BTreeMap::new(),
+        resent_leaves: HashSet::new(),
         refresh: None,
         next_request: FIRST_REQUEST_ID - 1,
         session: None,
@@ -286,6 +302,16 @@ pub(crate) async fn run(
     };
     d.reconnecting().await;
     d.report_queued(0);
+    // Home stopped (it gave up, or the client closed): the connections to other
+    // nodes stop with it, as their rooms could not go home any more.
+    if d.routing.home
+        && let Some(routes) = d.routing.routes.upgrade()
+    {
+        for to in routes.close_all() {
+            let (done, _) = oneshot::channel();
+            let _ = to.send(Command::Close(done));
+        }
+    }
 }
 
 impl Driver {
@@ -293,7 +319,13 @@ impl Driver {
     async fn reconnecting(&mut self) {
         let mut attempt = 0u32;
         loop {
-            let reason = match self.connect().await {
+            let closing = self.shared.clone();
+            let connected = tokio::select! {
+                biased;
+                () = closing.closing.cancelled() => return,
+                connected = self.connect() => connected,
+            };
+            let reason = match connected {
                 Ok(link) => {
                     self.unreachable.remove(&self.targets[self.current].url);
                     let end = self.serve(link).await;
@@ -370,7 +402,14 @@ impl Driver {
     }
 
     async fn emit(&self, event: Event) {
-        let _ = self.events.send(event).await;
+        // A client being closed may have stopped reading its events (it awaits
+        // `close()` in its event loop): an event that does not fit then is dropped
+        // rather than hold the close up.
+        tokio::select! {
+            biased;
+            _ = self.events.send(event) => {}
+            () = self.shared.closing.cancelled() => {}
+        }
     }
 
     async fn connect(&mut self) -> Result<Link, Failure> {
@@ -478,7 +517,7 @@ impl Driver {
                     quick.exclude = routes.rooms_elsewhere();
                     quick.exclude.truncate(proto::MAX_QUICK_JOIN_EXCLUDED);
                 }
-                self.quick_joins.insert(quick.request_id, quick.room_type.clone());
+                self.quick_joins.insert(quick.request_id, quick.clone());
                 Some(Out::QuickJoin(quick))
             }
             Command::Leave { room } => {
@@ -487,6 +526,7 @@ impl Driver {
                 // nothing to ask the server, which would only answer `NotAMember`.
                 self.rooms.remove(&room)?;
                 let request_id = self.request_id();
+                self.leaves.insert(request_id, room.clone());
                 Some(Out::Leave(proto::LeaveRoom { request_id, room }))
             }
             Command::Input { room, seq, payload } => {
@@ -768,10 +808,12 @@ impl Driver {
                 }
                 command = commands_woken.poll(self.commands.recv()) => match command {
                     None => {
+                        self.send_queued(&mut link).await;
                         link.close().await;
                         return End::Stop;
                     }
                     Some(Command::Close(done)) => {
+                        self.send_queued(&mut link).await;
                         link.close().await;
                         // `close().await` returns now.
                         drop(done);
@@ -893,7 +935,10 @@ impl Driver {
     ) -> Result<Option<End>, Broken> {
         let bytes = match received {
             Incoming::Envelope(bytes) => bytes,
-            Incoming::Closed { code, reason } => return Ok(Some(self.closed_by_server(code, reason).await)),
+            Incoming::Closed { code, reason } => {
+                link.answer_close().await;
+                return Ok(Some(self.closed_by_server(code, reason).await));
+            }
             Incoming::Lost(reason) => return Ok(Some(self.lost(reason).await)),
             Incoming::Nothing => return Ok(None),
         };
@@ -993,8 +1038,12 @@ impl Driver {
                     self.redirected(redirect).await
                 }
                 In::Left(left) => {
-                    if left.reason != 0 {
-                        // The server removed us (room closed).
+                    self.leaves.remove(&left.request_id);
+                    // The server removed us (the room closed, the game removed us),
+                    // unless a join of the room waits for its answer: then this ended
+                    // the membership before it, and the join's answer follows.
+                    let joining = self.rooms.get(&left.room).is_some_and(|s| !s.joined);
+                    if left.reason != 0 && !joining {
                         self.forget_room(&left.room);
                     }
                     self.emit(Event::Left(left)).await;
@@ -1016,6 +1065,30 @@ impl Driver {
                 }
                 In::Error(error) => {
                     self.quick_joins.remove(&error.request_id);
+                    let not_a_member = error.code == proto::ErrorCode::NotAMember as i32;
+                    // A leave sent again after a resume that the lost connection had
+                    // delivered: it was done.
+                    let leave = self.leaves.remove(&error.request_id).is_some();
+                    if not_a_member && (leave || self.resent_leaves.remove(&error.request_id)) {
+                        continue;
+                    }
+                    // A room this client is in by its last `Joined` that the relay says
+                    // it is not in: the relay removed it, and the `Left` saying so was
+                    // lost (messages lost across a resume, see PROTOCOL.md). Told as
+                    // that `Left`.
+                    if not_a_member
+                        && self.rooms.get(&error.room).is_some_and(|s| s.joined)
+                        && !self.leaves.values().any(|room| *room == error.room)
+                    {
+                        self.forget_room(&error.room);
+                        let left = proto::Left {
+                            request_id: 0,
+                            room: error.room.clone(),
+                            reason: error.code,
+                            message: "the relay no longer has this member in the room (its Left was lost)".into(),
+                        };
+                        self.emit(Event::Left(left)).await;
+                    }
                     if let Some(refresh) = self.refresh.as_mut().filter(|r| r.request_id == error.request_id) {
                         // A key the relay does not hold yet (its identity provider's
                         // new one): send it again when told. Refused for good: not.
@@ -1099,10 +1172,10 @@ impl Driver {
     /// The answer to a quick join names its room: from now on the room is one of this
     /// client's like any other (joined again by id after a reconnect).
     fn took_quick_join(&mut self, request_id: u64, room: &str) {
-        if let Some(room_type) = self.quick_joins.remove(&request_id) {
+        if let Some(quick) = self.quick_joins.remove(&request_id) {
             self.rooms
                 .entry(room.to_string())
-                .or_insert_with(|| RoomState::new(&room_type));
+                .or_insert_with(|| RoomState::new(&quick.room_type));
             self.shared.inputs_open(room, true);
         }
     }
@@ -1285,6 +1358,8 @@ impl Driver {
         for (room, state) in &mut self.rooms {
             state.joined &= resumed;
             if !state.joined {
+                // Joined now: a retry that waited would join it a second time.
+                state.retry_join_at = None;
                 rejoin.push((room.clone(), state.room_type.clone()));
             }
         }
@@ -1296,9 +1371,41 @@ impl Driver {
             }
         }
         // A new session is in no room: the leaves that waited are done with (sent,
-        // they would only be answered NOT_A_MEMBER).
+        // they would only be answered NOT_A_MEMBER). A resumed one gets again those
+        // the lost connection took but perhaps did not deliver.
         if !resumed {
             self.buffer.retain(|m| !matches!(m, Out::Leave(_)));
+            self.leaves.clear();
+        }
+        let waiting: HashSet<u64> = (self.buffer.iter())
+            .filter_map(|m| match m {
+                Out::Leave(leave) => Some(leave.request_id),
+                Out::QuickJoin(quick) => Some(quick.request_id),
+                _ => None,
+            })
+            .collect();
+        let leaves = (self.leaves.iter()).map(|(&request_id, room)| {
+            Out::Leave(proto::LeaveRoom {
+                request_id,
+                room: room.clone(),
+            })
+        });
+        let quick_joins = (self.quick_joins.values()).map(|quick| Out::QuickJoin(quick.clone()));
+        let again: Vec<Out> = (leaves.chain(quick_joins))
+            .filter(|m| match m {
+                Out::Leave(leave) => !waiting.contains(&leave.request_id),
+                Out::QuickJoin(quick) => !waiting.contains(&quick.request_id),
+                _ => false,
+            })
+            .collect();
+        self.resent_leaves = (again.iter())
+            .filter_map(|m| match m {
+                Out::Leave(leave) => Some(leave.request_id),
+                _ => None,
+            })
+            .collect();
+        for message in again.into_iter().rev() {
+            self.buffer.push_front(message);
         }
         // A room left and joined again offline is joined after the leave (sent with
         // what waited offline): before it, the leave would undo the join.
@@ -1403,8 +1510,8 @@ impl Driver {
                 self.shared.stats.frames.fetch_add(1, Ordering::Relaxed);
                 let packed: u64 = (frame.packed.iter())
                     .filter_map(|block| packed::header(block).ok())
-                    .map(|(_, added, changed)| added + changed)
-                    .sum();
+                    .map(|(_, added, changed)| added.saturating_add(changed))
+                    .fold(0, u64::saturating_add);
                 let updates = (frame.added.len() + frame.changed.len() + frame.removed.len()) as u64 + packed;
                 (self.shared.stats.entity_updates).fetch_add(updates, Ordering::Relaxed);
                 let event = Event::State {
@@ -1544,6 +1651,21 @@ impl Driver {
             }
         }
         sent
+    }
+
+    /// Sends what the pacer still holds before a close, for [`CLOSE_SENDS_FOR`] at
+    /// most (the relay reads a connection's last messages before its close; what is
+    /// left then is dropped).
+    async fn send_queued(&mut self, link: &mut Link) {
+        let until = Instant::now() + CLOSE_SENDS_FOR;
+        while self.queue.iter().any(|m| !matches!(m, Out::Ping(_))) && Instant::now() < until {
+            if self.flush(link).await.is_err() {
+                return;
+            }
+            if !self.queue.is_empty() {
+                tokio::time::sleep(PACE_STEP).await;
+            }
+        }
     }
 
     /// Reports a message larger than an envelope may carry (see `max_batch_bytes`)

@@ -437,6 +437,8 @@ pub(crate) struct Shared {
     /// another node), never started again: a seat that outlived a leave (restored
     /// from a checkpoint, say) drops numbers it applied already.
     pub input_seqs: Mutex<HashMap<String, InputNumbers>>,
+    /// Set by [`Client::close`]: no connection attempt or event waits any more.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 /// Rooms whose input numbering is kept after they are left, at most (beyond it,
@@ -523,6 +525,7 @@ impl Client {
             stats: Stats::default(),
             client_id: format!("{:016x}", fastrand::u64(..)),
             input_seqs: Mutex::new(HashMap::new()),
+            closing: tokio_util::sync::CancellationToken::new(),
         });
         let request_timeout = config.request_timeout;
         let spawn = routes::Spawn {
@@ -706,6 +709,7 @@ impl Client {
     /// the server answered the close (or after a second without an answer), so a
     /// program that exits right after it leaves no member waiting for a resume.
     pub async fn close(&self) {
+        self.shared.closing.cancel();
         let mut waiting = Vec::new();
         for to in self.routes.close_all() {
             let (done, closed) = oneshot::channel();

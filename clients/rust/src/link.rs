@@ -607,6 +607,15 @@ impl Link {
         }
     }
 
+    /// Sends the answer to the server's close frame, which the WebSocket library
+    /// queued as it read the frame (a tenth of a second at most): the relay waits
+    /// for it.
+    pub async fn answer_close(&mut self) {
+        if let Link::WebSocket(ws) = self {
+            let _ = tokio::time::timeout(Duration::from_millis(100), ws.flush()).await;
+        }
+    }
+
     /// Closes normally (1000) and waits (at most a second) for the server's answer, so
     /// the server has ended the session before the caller goes on.
     pub async fn close(self) {

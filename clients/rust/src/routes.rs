@@ -338,6 +338,7 @@ mod tests {
                 stats: Stats::default(),
                 client_id: "c".into(),
                 input_seqs: Mutex::default(),
+                closing: Default::default(),
             }),
         };
         let routes = Routes {

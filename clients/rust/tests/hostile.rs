@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use proto::client_message::Kind as Out;
 use proto::server_message::Kind as In;
 use tickrelay_client::{Backoff, Client, ClientConfig, Event, Trust, proto};
 use tokio::sync::mpsc::Receiver;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 mod common;
@@ -1070,4 +1071,276 @@ async fn a_relay_that_stops_reading_is_left_after_the_write_timeout() {
         started.elapsed()
     );
     until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+}
+
+/// A leave and a quick join written on a connection that died before the relay
+/// answered them are sent again after the resume, with their request ids (the relay
+/// runs a quick join once per id): the lost connection may not have delivered them,
+/// and the room would otherwise stay held, the quick join unanswered. A relay that
+/// had the leave answers the second one `NOT_A_MEMBER`: its answer, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_and_a_quick_join_unanswered_on_a_lost_connection_are_sent_again() {
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, _, mut ws| {
+        let sent = sent_tx.clone();
+        async move {
+            let mut welcome = welcome("t");
+            welcome.resumed = n > 1;
+            send_welcome(&mut ws, welcome).await;
+            if n == 1 {
+                answer_join(&mut ws, 0).await;
+            }
+            let (mut leave, mut quick) = (None, None);
+            while leave.is_none() || quick.is_none() {
+                let Some(messages) = next_messages(&mut ws).await else {
+                    return;
+                };
+                for message in messages {
+                    match message {
+                        Out::Leave(l) => leave = Some(l.request_id),
+                        Out::QuickJoin(q) => quick = Some(q.request_id),
+                        _ => {}
+                    }
+                }
+            }
+            let _ = sent.send((leave, quick));
+            if n == 1 {
+                return; // dropped without a close, unanswered
+            }
+            let refused = proto::Error {
+                code: proto::ErrorCode::NotAMember as i32,
+                request_id: leave.unwrap(),
+                room: "r".into(),
+                ..Default::default()
+            };
+            ws.send(fake_server_message(In::Error(refused))).await.unwrap();
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    client.leave("r");
+    client.quick_join("arena", Default::default(), proto::RoomOptions::default());
+    let within = Duration::from_secs(10);
+    let first = tokio::time::timeout(within, sent_rx.recv()).await;
+    let first = first.expect("the first connection's leave and quick join");
+    let again = tokio::time::timeout(within, sent_rx.recv()).await;
+    let again = again.expect("the leave and quick join sent again after the resume");
+    assert_eq!(first, again, "the same leave and quick join, sent again");
+    until(&mut events, |e| {
+        matches!(e, Event::Connected { resumed: true, .. }).then_some(())
+    })
+    .await;
+    let error = tokio::time::timeout(Duration::from_millis(500), async {
+        until(&mut events, |e| matches!(e, Event::Error(_)).then_some(())).await
+    })
+    .await;
+    assert!(error.is_err(), "NOT_A_MEMBER for a leave sent again is its answer");
+}
+
+/// A `Left` the relay sent for a membership that ended while the application left
+/// and joined the room again is about the old membership: the new join's answer
+/// that follows makes the room joined (the client used to forget the room at the
+/// `Left`, and its inputs went nowhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_for_an_earlier_membership_does_not_undo_a_join_that_waits() {
+    let url = fake_relay(move |_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        answer_join(&mut ws, 0).await;
+        let join = next_join(&mut ws).await;
+        // The room removed the member before the relay read its leave.
+        let left = proto::Left {
+            room: "r".into(),
+            reason: proto::ErrorCode::RoomClosed as i32,
+            ..Default::default()
+        };
+        ws.send(fake_server_message(In::Left(left))).await.unwrap();
+        let joined = proto::Joined {
+            request_id: join.request_id,
+            room: "r".into(),
+            room_type: "relay".into(),
+            ..Default::default()
+        };
+        ws.send(fake_server_message(In::Joined(joined))).await.unwrap();
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    client.leave("r");
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Left(_)).then_some(())).await;
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    let payload = proto::input::Payload::Intent(Bytes::from_static(&[1]));
+    assert!(client.send_input("r", payload).is_some(), "the room is joined");
+}
+
+/// Inputs to a joined room answered `NOT_A_MEMBER`: the relay removed the member and
+/// the `Left` saying so was lost (messages lost across a resume). The client tells
+/// the application as that `Left`, and forgets the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_a_member_for_a_joined_room_is_told_as_its_lost_left() {
+    let url = fake_relay(move |_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        answer_join(&mut ws, 0).await;
+        while let Some(messages) = next_messages(&mut ws).await {
+            for message in messages {
+                if let Out::Input(input) = message {
+                    let refused = proto::Error {
+                        code: proto::ErrorCode::NotAMember as i32,
+                        request_id: input.seq,
+                        room: input.room,
+                        ..Default::default()
+                    };
+                    ws.send(fake_server_message(In::Error(refused))).await.unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    let payload = proto::input::Payload::Intent(Bytes::from_static(&[1]));
+    assert!(client.send_input("r", payload.clone()).is_some());
+    let left = until(&mut events, |e| match e {
+        Event::Left(left) => Some(left.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (left.room.as_str(), left.reason),
+        ("r", proto::ErrorCode::NotAMember as i32)
+    );
+    assert!(client.send_input("r", payload).is_none(), "the room is forgotten");
+}
+
+/// `close()` sends what the pacer still holds before the close frame (within a
+/// second), and returns even when the application stopped reading its events (it
+/// awaits `close()` in its event loop) while the relay fills the event channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_sends_what_the_pacer_holds_and_does_not_wait_for_events_read() {
+    let (inputs_tx, mut inputs_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let inputs_tx = inputs_tx.clone();
+        async move {
+            let mut welcome = welcome("t");
+            // Paced to 16 messages a second, 2 at once.
+            welcome.limits = Some(proto::Limits {
+                messages_per_second: 20,
+                message_burst: 4,
+                ..Default::default()
+            });
+            send_welcome(&mut ws, welcome).await;
+            answer_join(&mut ws, 0).await;
+            for _ in 0..64 {
+                let event = proto::RoomEvent {
+                    room: "r".into(),
+                    kind: "noise".into(),
+                    ..Default::default()
+                };
+                ws.send(fake_server_message(In::Event(event))).await.unwrap();
+            }
+            let mut inputs = 0;
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        let envelope = <proto::ClientEnvelope as prost::Message>::decode(&bytes[..]).unwrap();
+                        inputs += envelope
+                            .messages
+                            .iter()
+                            .filter(|m| matches!(m.kind, Some(Out::Input(_))))
+                            .count();
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+            let _ = inputs_tx.send(inputs);
+        }
+    })
+    .await;
+    let mut config = config(url);
+    config.event_capacity = 4;
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    for _ in 0..10 {
+        assert!(
+            client
+                .send_input("r", proto::input::Payload::Intent(Bytes::from_static(&[1])))
+                .is_some()
+        );
+    }
+    // The relay's 64 events fill the channel of 4, unread.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(3), client.close()).await;
+    assert!(closed.is_ok(), "close() returned");
+    assert_eq!(inputs_rx.recv().await, Some(10), "every input before the close frame");
+}
+
+/// The relay's close frame is answered (the relay waits a second for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_close_frame_is_answered() {
+    let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let answer_tx = answer_tx.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let frame = CloseFrame {
+                code: 4002.into(),
+                reason: "fake relay".into(),
+            };
+            ws.send(Message::Close(Some(frame))).await.unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(1), ws.next()).await;
+            let _ = answer_tx.send(matches!(answer, Ok(Some(Ok(Message::Close(_))))));
+        }
+    })
+    .await;
+    let (_client, mut events) = Client::connect(config(url)).unwrap();
+    until(&mut events, |e| matches!(e, Event::Disconnected { .. }).then_some(())).await;
+    assert_eq!(answer_rx.recv().await, Some(true), "a close frame came back");
+}
+
+/// A join refused for now (`UNAVAILABLE`, retry after 2 s), then joined again by the
+/// next connection at its `Welcome`, is not sent a third time when the first wait
+/// ends before that join's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_waiting_to_be_retried_is_not_sent_again_once_a_reconnect_joined_it() {
+    let (joins_tx, mut joins_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, _, mut ws| {
+        let joins_tx = joins_tx.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let join = next_join(&mut ws).await;
+            if n == 1 {
+                let later = proto::Error {
+                    code: proto::ErrorCode::Unavailable as i32,
+                    request_id: join.request_id,
+                    room: join.room,
+                    retry_after_ms: 2_000,
+                    ..Default::default()
+                };
+                ws.send(fake_server_message(In::Error(later))).await.unwrap();
+                return; // lost
+            }
+            // Answered after the first connection's wait has ended.
+            let within = Duration::from_millis(2_500);
+            if let Ok(again) = tokio::time::timeout(within, next_join(&mut ws)).await {
+                let _ = joins_tx.send(again.request_id);
+            }
+            let joined = proto::Joined {
+                request_id: join.request_id,
+                room: join.room,
+                room_type: "relay".into(),
+                ..Default::default()
+            };
+            ws.send(fake_server_message(In::Joined(joined))).await.unwrap();
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let (_client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    assert_eq!(joins_rx.try_recv().ok(), None, "joined a second time");
 }
