@@ -44,7 +44,7 @@ done
 binaries=()
 for bin in "$@"; do binaries+=("$(realpath "$bin")"); done
 root=$(cd "$(dirname "$0")/.." && pwd)
-bots=$root/target/release/tickrelay-bots
+bots=${CARGO_TARGET_DIR:-$root/target}/release/tickrelay-bots
 [[ -x $bots ]] || { echo "ab.sh: build the bots first: cargo build --release -p tickrelay-bots" >&2; exit 2; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/tickrelay-ab.XXXXXX")
 trap 'kill $relay_pid 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -28,6 +28,7 @@ case $SIGNAL in
 esac
 cd "$(dirname "$0")/.."
 cargo build --release -q -p tickrelay -p tickrelay-bots --bin tickrelay --bin tickrelay-bots
+BIN=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 DIR=$(mktemp -d /tmp/tickrelay-cluster-soak.XXXXXX)
 REDIS_PORT=6391
 PIDS=()
@@ -44,14 +45,14 @@ URLS=()
 for n in 1 2 3; do
   port=$((7450 + n))
   # One directory, one development certificate for every node.
-  (cd "$DIR" && exec "$OLDPWD/target/release/tickrelay" --cluster "redis://127.0.0.1:$REDIS_PORT" \
+  (cd "$DIR" && exec "$BIN/tickrelay" --cluster "redis://127.0.0.1:$REDIS_PORT" \
     --listen "127.0.0.1:$port" --no-quic --max-rooms 10000 >"$DIR/node$n.log" 2>&1) &
   PIDS+=($!)
   eval "NODE$n=$!"
   until grep -q "listening on" "$DIR/node$n.log" 2>/dev/null; do sleep 0.1; done
   URLS+=(--url "wss://127.0.0.1:$port/ws")
 done
-./target/release/tickrelay-bots "${URLS[@]}" --cert "$DIR/tickrelay-dev-cert.pem" \
+"$BIN/tickrelay-bots" "${URLS[@]}" --cert "$DIR/tickrelay-dev-cert.pem" \
   --rooms "$ROOMS" --members "$MEMBERS" --room-type arena --input-rate 10 \
   --duration-secs "$SECONDS_TOTAL" --ramp-up-secs 5 --verify-share 0.2 --expect-node-loss \
   >"$DIR/bots.out" 2>"$DIR/bots.err" &

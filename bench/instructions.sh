@@ -41,7 +41,7 @@ done
 (($#)) || { echo "usage: bench/instructions.sh [options] BINARY..." >&2; exit 2; }
 command -v callgrind_control >/dev/null || { echo "instructions.sh: valgrind is not installed" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/.." && pwd)
-bots=$root/target/release/tickrelay-bots
+bots=${CARGO_TARGET_DIR:-$root/target}/release/tickrelay-bots
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -60,7 +60,7 @@ for bin in "$@"; do
     # Under callgrind: the relay, or with --bots the bots (the binary given).
     relay_bin=$bin bots_bin=$bots relay_run=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.out") bots_run=()
     if [[ -n $count_bots ]]; then
-        relay_bin=$root/target/release/tickrelay bots_bin=$bin bots_run=("${relay_run[@]}") relay_run=()
+        relay_bin=${CARGO_TARGET_DIR:-$root/target}/release/tickrelay bots_bin=$bin bots_run=("${relay_run[@]}") relay_run=()
     fi
     (cd "$work" && exec "${relay_run[@]}" "$relay_bin" --config relay.toml --log warn "${extra[@]}") >"$work/relay.log" 2>&1 &
     relay=$!

@@ -19,6 +19,7 @@ esac
 DOWN_AFTER_MS=${1:-5000}
 cd "$(dirname "$0")/.."
 cargo build --release -q -p tickrelay -p tickrelay-bots --bin tickrelay --bin tickrelay-bots
+BIN=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 DIR=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 redis-server --port 6511 --bind 127.0.0.1 --save "" --dir "$DIR" --logfile "$DIR/primary.log" &
@@ -33,13 +34,13 @@ for _ in $(seq 150); do
     sleep 0.2
 done
 for i in 1 2; do
-    target/release/tickrelay --insecure-plain --listen 127.0.0.1:772$i --metrics-listen 127.0.0.1:773$i \
+    "$BIN/tickrelay" --insecure-plain --listen 127.0.0.1:772$i --metrics-listen 127.0.0.1:773$i \
         --cluster 'redis-sentinel://127.0.0.1:26511#m' --node-id n$i --public-url ws://127.0.0.1:772$i/ws \
         > "$DIR/node$i.log" 2>&1 &
 done
 sleep 3
 SECONDS_TOTAL=$(( DOWN_AFTER_MS / 1000 + 20 ))
-target/release/tickrelay-bots --url ws://127.0.0.1:7721/ws --rooms 2 --members 5 --room-type arena \
+"$BIN/tickrelay-bots" --url ws://127.0.0.1:7721/ws --rooms 2 --members 5 --room-type arena \
     --duration-secs "$SECONDS_TOTAL" > "$DIR/bots.log" 2>&1 &
 BOTS=$!
 sleep 3

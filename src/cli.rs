@@ -402,7 +402,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
     }
-    let config = match args.config(&simulations) {
+    let mut config = match args.config(&simulations) {
         Ok(config) => config,
         Err(e) if args.check || args.print_config => {
             eprintln!("configuration refused: {e}");
@@ -421,10 +421,19 @@ pub fn main(simulations: Simulations) -> ExitCode {
         }
     }
     // The process the relay runs in, as a start sets it up.
-    let max_connections = config.connections.max_connections;
     let mut warnings = Vec::new();
     match crate::fd_limit::raise() {
         Ok(crate::fd_limit::Raised { from, to: Some(limit) }) => {
+            // Each connection is a descriptor, and the relay needs some of its own.
+            // The default cap is lowered to what the limit holds; one configured
+            // above it is kept, with a warning.
+            let fits = limit.saturating_sub(FILE_RESERVE).max(1);
+            let default = crate::transport::gate::ConnectionLimits::default().max_connections;
+            let connections = &mut config.connections.max_connections;
+            if *connections == default && *connections as u64 > fits {
+                *connections = fits as usize;
+            }
+            let max_connections = *connections;
             if !args.check {
                 let from = from.filter(|&from| from != limit);
                 tracing::info!(
@@ -434,7 +443,6 @@ pub fn main(simulations: Simulations) -> ExitCode {
                     "open file limit"
                 );
             }
-            // Each connection is a descriptor, and the relay needs some of its own.
             if max_connections as u64 + FILE_RESERVE > limit {
                 warnings.push(format!(
                     "the open file limit ({limit}) is below [connections] max_connections ({max_connections}) plus \

@@ -936,9 +936,11 @@ impl Config {
                 ));
             }
             if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-                return invalid(format!(
-                    "{name} is empty: no request could present it (leave it unset to turn that endpoint's token off)"
-                ));
+                let unset = match name {
+                    "api.token" => "leave it unset to turn the HTTP API off",
+                    _ => "leave it unset to serve /metrics without a token",
+                };
+                return invalid(format!("{name} is empty: no request could present it ({unset})"));
             }
             if token.as_deref().is_some_and(|t| t.trim() != t) {
                 return invalid(format!(

@@ -320,6 +320,14 @@ fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRespo
         || (path == "/metrics" && metrics)
         || demo_file.is_some();
     match (req.method(), path) {
+        _ if !served && ws && path.starts_with("/demo") => text(
+            StatusCode::NOT_FOUND,
+            "not found; the browser demo is served with --demo (`demo = true`)\n",
+        ),
+        _ if !served && ws && path == "/metrics" => text(
+            StatusCode::NOT_FOUND,
+            "not found; /metrics is served on the `[metrics] listen` address\n",
+        ),
         _ if !served && ws => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
         _ if !served => text(StatusCode::NOT_FOUND, "not found; this listener serves /metrics\n"),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),

@@ -618,7 +618,12 @@ async fn metrics_on_a_listener_of_their_own_behind_a_token() {
         c.metrics.token = Some("scrape-me".into());
     })
     .await;
-    assert_eq!(server.https_get("/metrics").await.0, 404, "not on the main listener");
+    let (status, body) = server.https_get("/metrics").await;
+    assert_eq!(status, 404, "not on the main listener");
+    assert!(body.contains("[metrics] listen"), "the answer says where: {body}");
+    let (status, body) = server.https_get("/demo/").await;
+    assert_eq!(status, 404, "no demo without --demo");
+    assert!(body.contains("--demo"), "{body}");
     let addr = server.metrics_addr.unwrap();
     let get = |path: &'static str, headers: &'static str| async move {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
