@@ -392,7 +392,12 @@ export class Client {
   /** Presented on every connection (home's is used): see `Hello.client_id`. */
   readonly #clientId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
   /** Quick joins not answered yet: their room types, by request id. */
-  readonly #quickJoins = new Map<bigint, string>();
+  /** Quick joins not answered yet, by request id: sent again at every welcome (a resumed session ignores one it took already, a new one runs it). */
+  readonly #quickJoins = new Map<bigint, Outgoing & { case: "quickJoin" }>();
+  /** Leaves not answered yet (their rooms, by request id): sent again after a resume (NOT_A_MEMBER then answers one the lost connection had delivered). */
+  readonly #leaves = new Map<bigint, string>();
+  /** Of those, the ones sent again at the last resume: NOT_A_MEMBER answers one even after the first one's `left` came with the resume. */
+  #resentLeaves = new Set<bigint>();
   /**
    * The token refresh waiting for its answer (`setToken`), and the timer that sends
    * it again when the relay refused it for now (`UNAVAILABLE`).
@@ -576,10 +581,11 @@ export class Client {
    */
   quickJoin(roomType: string, filters: Record<string, string> = {}, create?: RoomOptions): void {
     const requestId = this.#requestId();
-    this.#quickJoins.set(requestId, roomType);
     // Not a room this client is in on another node.
     const exclude = [...this.#redirected.keys()].slice(0, 64); // the relay's limit
-    this.#send({ case: "quickJoin", value: { requestId, roomType, filters, create, exclude } });
+    const message = { case: "quickJoin" as const, value: { requestId, roomType, filters, create, exclude } };
+    this.#quickJoins.set(requestId, message);
+    this.#send(message);
   }
 
   #joinMessage(room: string, state: RoomState): Outgoing {
@@ -598,10 +604,10 @@ export class Client {
 
   /** The answer to a quick join names its room: from now on one of this client's. */
   #tookQuickJoin(requestId: bigint, room: string): void {
-    const roomType = this.#quickJoins.get(requestId);
-    if (roomType === undefined) return;
+    const quick = this.#quickJoins.get(requestId);
+    if (quick === undefined) return;
     this.#quickJoins.delete(requestId);
-    if (!this.#rooms.has(room)) this.#rooms.set(room, newRoom(roomType));
+    if (!this.#rooms.has(room)) this.#rooms.set(room, newRoom(quick.value.roomType ?? ""));
   }
 
   /** Leaves a room and forgets its mirror and unacknowledged inputs (one this client is not in: nothing is sent). */
@@ -615,7 +621,10 @@ export class Client {
     // A room this client is not in (never joined, or its join refused): nothing to
     // ask the server, which would only answer NOT_A_MEMBER.
     clearTimeout(this.#rooms.get(room)?.retryTimer);
-    if (this.#rooms.delete(room)) this.#send({ case: "leave", value: { requestId: this.#requestId(), room } });
+    if (!this.#rooms.delete(room)) return;
+    const requestId = this.#requestId();
+    this.#leaves.set(requestId, room);
+    this.#send({ case: "leave", value: { requestId, room } });
   }
 
   /**
@@ -1247,12 +1256,16 @@ export class Client {
           this.#emit("joined", kind.value);
           break;
         }
-        case "left":
+        case "left": {
+          this.#leaves.delete(kind.value.requestId);
           // A reason: the server removed us (room closed); forget the room, and where
-          // it lived (a later join of it starts at home again).
-          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED) this.#forget(kind.value.room);
+          // it lived (a later join of it starts at home again). Unless a join of the
+          // room waits for its answer: this ended the membership before it.
+          const joining = this.#rooms.get(kind.value.room)?.joined === false;
+          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED && !joining) this.#forget(kind.value.room);
           this.#emit("left", kind.value);
           break;
+        }
         case "presence": {
           const { room, member, change } = kind.value;
           const state = this.#rooms.get(room);
@@ -1271,6 +1284,19 @@ export class Client {
           break;
         case "error": {
           this.#quickJoins.delete(kind.value.requestId);
+          const notAMember = kind.value.code === v1.ErrorCode.NOT_A_MEMBER;
+          // A leave sent again after a resume that the lost connection had delivered: done.
+          const leave = this.#leaves.delete(kind.value.requestId);
+          if (notAMember && (leave || this.#resentLeaves.delete(kind.value.requestId))) break;
+          // A room this client is in by its last `joined` that the relay says it is not
+          // in: the relay removed it, and the `left` saying so was lost (messages lost
+          // across a resume). Told as that `left`.
+          const lostLeft = notAMember && this.#rooms.get(kind.value.room)?.joined === true;
+          if (lostLeft && ![...this.#leaves.values()].includes(kind.value.room)) {
+            this.#forget(kind.value.room);
+            const message = "the relay no longer has this member in the room (its left was lost)";
+            this.#emit("left", create(v1.LeftSchema, { room: kind.value.room, reason: kind.value.code, message }));
+          }
           const pending = this.#requests.get(kind.value.requestId);
           if (pending !== undefined) {
             this.#requests.delete(kind.value.requestId);
@@ -1400,8 +1426,22 @@ export class Client {
     this.#pacing = pacing(welcome.limits);
     const out: Outgoing[] = [];
     // A new session is in no room: the leaves that waited are done with (sent, they
-    // would only be answered NOT_A_MEMBER).
-    if (!resumed) this.#buffer = this.#buffer.filter((m) => m?.case !== "leave");
+    // would only be answered NOT_A_MEMBER). A resumed one gets again those the lost
+    // connection took but perhaps did not deliver; quick joins not answered go again
+    // either way (with their request ids: a session runs one once).
+    if (!resumed) {
+      this.#buffer = this.#buffer.filter((m) => m?.case !== "leave");
+      this.#leaves.clear();
+    }
+    const waiting = new Set(
+      this.#buffer.flatMap((m) => (m?.case === "leave" || m?.case === "quickJoin" ? [m.value.requestId] : [])),
+    );
+    const leavesAgain = [...this.#leaves]
+      .filter(([requestId]) => !waiting.has(requestId))
+      .map(([requestId, room]): Outgoing => ({ case: "leave", value: { requestId, room } }));
+    const quickJoinsAgain = [...this.#quickJoins.values()].filter((m) => !waiting.has(m.value.requestId));
+    this.#resentLeaves = new Set(leavesAgain.flatMap((m) => (m?.case === "leave" ? [m.value.requestId ?? 0n] : [])));
+    this.#buffer.unshift(...leavesAgain, ...quickJoinsAgain);
     // A room left and joined again offline is joined after the leave (sent with what
     // waited offline): before it, the leave would undo the join.
     const leaving = new Set(this.#buffer.flatMap((m) => (m?.case === "leave" ? [m.value.room] : [])));
@@ -1411,6 +1451,9 @@ export class Client {
       state.mirror = state.schema === undefined ? undefined : this.#newMirror(state.schema);
       if (!resumed) state.joined = false;
       if (!state.joined) {
+        // Joined now: a retry that waited would join it a second time.
+        clearTimeout(state.retryTimer);
+        state.retryTimer = undefined;
         state.owner = undefined; // told again with the join's answer
         (leaving.has(room) ? joinsAfter : out).push(this.#joinMessage(room, state));
       }

@@ -1500,3 +1500,74 @@ test("what a closed client's socket still delivers is not acted on (a redirect o
   home.end(1000);
   await closed;
 });
+
+test("a leave and a quick join the lost connection carried unanswered go again after the resume; NOT_A_MEMBER answers the leave", () => {
+  const { client: c, events } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  c.leave("r");
+  c.quickJoin("arena");
+  advance(100);
+  const sent = (socket: FakeSocket) =>
+    socket.sent.flatMap((k) => (k.case === "leave" || k.case === "quickJoin" ? [`${k.case} ${k.value.requestId}`] : []));
+  const first = sent(last());
+  assert.equal(first.length, 2);
+  last().end(1006);
+  advance(1000);
+  last().welcome(true);
+  advance(100);
+  assert.deepEqual(sent(last()), first, "the same leave and quick join, with their request ids");
+  const leaveId = BigInt(first.find((s) => s.startsWith("leave"))!.split(" ")[1]!);
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.NOT_A_MEMBER, room: "r", requestId: leaveId } }], 2n);
+  assert.deepEqual(events.filter((e) => e.startsWith("error")), [], "the leave's answer, not an error");
+  // A new session runs the quick join again; it holds no seat to leave.
+  last().end(1006);
+  advance(1000);
+  last().welcome(false, 9n);
+  advance(100);
+  assert.deepEqual(last().kinds(), ["quickJoin"]);
+});
+
+test("a left for a membership that ended while the room was left and joined again does not undo the join that waits", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  c.leave("r");
+  c.join("r", "relay");
+  advance(100);
+  const join = last().sent.filter((k) => k.case === "join").at(-1)!;
+  last().receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED } }], 2n);
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay", requestId: join.value.requestId } }], 3n);
+  assert.notEqual(c.sendInput("r", { case: "intent", value: new Uint8Array([1]) }), undefined, "the room is joined");
+});
+
+test("NOT_A_MEMBER for a joined room is told as its lost left, and the room is forgotten", () => {
+  const { client: c } = client();
+  const left: string[] = [];
+  c.on("left", (l) => left.push(`${l.room} ${l.reason}`));
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  const seq = c.sendInput("r", { case: "intent", value: new Uint8Array([1]) })!;
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.NOT_A_MEMBER, room: "r", requestId: seq } }], 2n);
+  assert.deepEqual(left, [`r ${v1.ErrorCode.NOT_A_MEMBER}`]);
+  assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array([1]) }), undefined);
+});
+
+test("a join waiting to be retried is not sent again once a reconnect joined it", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "error", value: { code: v1.ErrorCode.UNAVAILABLE, room: "r", retryAfterMs: 2000 } }], 1n);
+  last().end(1006);
+  advance(1000);
+  last().welcome();
+  advance(3000);
+  assert.deepEqual(last().kinds(), ["join"], "joined once by the new connection");
+});
