@@ -211,7 +211,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         }
                     }
                     Message::Close(frame) => {
-                        println!("closed by the server: {frame:?}");
+                        match frame {
+                            Some(frame) => println!("closed by the server: {} {}", u16::from(frame.code), frame.reason),
+                            None => println!("closed by the server"),
+                        }
                         return Ok(());
                     }
                     _ => {}

@@ -67,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             match event {
                 Event::State { .. } => {}
                 Event::GaveUp { reason, .. } => return Err(reason.into()),
-                other => println!("{other:?}"),
+                other => println!("{}", describe(&other)),
             }
         }
         let angle = elapsed as f32;
@@ -81,4 +81,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     client.close().await;
     Ok(())
+}
+
+/// One line for an event: a room's messages in words, the client's own (short) as Rust
+/// prints them.
+fn describe(event: &Event) -> String {
+    let code = |code: i32| proto::ErrorCode::try_from(code).map_or("UNKNOWN", |c| c.as_str_name());
+    match event {
+        Event::Joined(j) => format!(
+            "joined {} ({}, {} Hz): member {}, {} members, owner {}",
+            j.room,
+            j.room_type,
+            j.tick_rate,
+            j.member_id,
+            j.members.len(),
+            j.owner
+        ),
+        Event::Left(l) => format!("left {}: {} {}", l.room, code(l.reason), l.message),
+        Event::Error(e) => format!("error in {}: {} {}", e.room, code(e.code), e.message),
+        other => format!("{other:?}"),
+    }
 }
