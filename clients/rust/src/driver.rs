@@ -459,7 +459,7 @@ impl Driver {
                 command = self.commands.recv() => match command {
                     None | Some(Command::Close(_)) => return false,
                     Some(command) => {
-                        if let Some(out) = self.command(command) {
+                        if let Some(out) = self.unless_queue_full(command, false).await.and_then(|c| self.command(c)) {
                             self.buffer_offline(out);
                         }
                     }
@@ -474,9 +474,9 @@ impl Driver {
         if matches!(out, Out::Join(_) | Out::Input(_)) {
             return;
         }
-        if self.buffer.len() >= self.config.buffer_limit {
-            self.buffer.pop_front();
-        }
+        // Events and requests beyond `buffer_limit` were refused (see
+        // `unless_queue_full`); leaves, quick joins and token refreshes, a few per room,
+        // are never dropped.
         self.buffer.push_back(out);
     }
 
@@ -712,9 +712,6 @@ impl Driver {
             .collect();
         for message in unsent.into_iter().rev() {
             self.buffer.push_front(message);
-        }
-        while self.buffer.len() > self.config.buffer_limit {
-            self.buffer.pop_front();
         }
         // One timer each for the connection's life: a timer made per turn of the loop
         // cost a registration in tokio's timer wheel per message. The quiet timer is
@@ -1702,20 +1699,32 @@ impl Driver {
     /// send queue (see `ClientConfig::send_queue_limit`) while connected: refused
     /// then, not kept (an input's error carries the number `send_input` gave it).
     async fn unless_queue_full(&mut self, command: Command, welcomed: bool) -> Option<Command> {
-        if !welcomed || self.queue.len() < self.config.send_queue_limit {
+        // Online, the send queue; offline, the buffer (inputs wait in `rooms` then,
+        // within `unacked_input_limit`).
+        let (waiting, limit, why) = if welcomed {
+            (
+                self.queue.len(),
+                self.config.send_queue_limit,
+                "send_queue_limit: the application sends faster than the server's limits allow",
+            )
+        } else {
+            (
+                self.buffer.len(),
+                self.config.buffer_limit,
+                "buffer_limit: the client is offline",
+            )
+        };
+        if waiting < limit {
             return Some(command);
         }
         let (room, request_id, reply) = match command {
             // An input for a room not joined here is dropped by `command`, as ever.
-            Command::Input { room, seq, .. } if self.rooms.contains_key(&room) => (room, seq, None),
+            Command::Input { room, seq, .. } if welcomed && self.rooms.contains_key(&room) => (room, seq, None),
             Command::Event(event) => (event.room, 0, None),
             Command::Request { reply, .. } => (String::new(), 0, Some(reply)),
             command => return Some(command),
         };
-        let message = format!(
-            "not sent: {} messages already wait to be sent (send_queue_limit): the application sends faster than the server's limits allow",
-            self.queue.len()
-        );
+        let message = format!("not sent: {waiting} messages already wait to be sent ({why})");
         self.refuse(
             local_error(proto::ErrorCode::RateLimited, message, room, request_id),
             reply,

@@ -140,7 +140,10 @@ pub struct ClientConfig {
     pub token_source: Option<TokenSource>,
     /// Reconnection policy.
     pub backoff: Backoff,
-    /// Messages (other than inputs, which are replayed) kept while disconnected.
+    /// Events and requests kept while disconnected (inputs are kept for their replay
+    /// instead, within `unacked_input_limit`). One handed over beyond it is refused as
+    /// beyond `send_queue_limit`: an [`Event::Error`] with `RATE_LIMITED`, a request's
+    /// caller gets the error. Leaves, quick joins and token refreshes are always kept.
     pub buffer_limit: usize,
     /// Inputs kept until the server acknowledges them, per room.
     pub unacked_input_limit: usize,

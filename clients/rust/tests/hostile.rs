@@ -1344,3 +1344,57 @@ async fn a_join_waiting_to_be_retried_is_not_sent_again_once_a_reconnect_joined_
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
     assert_eq!(joins_rx.try_recv().ok(), None, "joined a second time");
 }
+
+/// Offline, events beyond `buffer_limit` are refused (`RATE_LIMITED`) rather than
+/// pushing out what waited before them: a leave handed over first still goes out
+/// when the session resumes (the oldest message used to be dropped, whatever it was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_a_full_buffer_refuses_events_and_keeps_the_leave() {
+    let (leaves_tx, mut leaves_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, _, mut ws| {
+        let leaves_tx = leaves_tx.clone();
+        async move {
+            let mut welcome = welcome("t");
+            welcome.resumed = n > 1;
+            send_welcome(&mut ws, welcome).await;
+            if n == 1 {
+                answer_join(&mut ws, 0).await;
+                let _ = leaves_tx.send(None);
+                // Gone without a close once the client has been told to go offline.
+                while next_messages(&mut ws).await.is_some() {}
+                return;
+            }
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    if let Out::Leave(leave) = message {
+                        let _ = leaves_tx.send(Some(leave.room));
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let mut config = config(url);
+    config.buffer_limit = 4;
+    config.backoff.initial = Duration::from_millis(300);
+    config.backoff.max = Duration::from_millis(300);
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    assert_eq!(leaves_rx.recv().await, Some(None));
+    client.drop_connection();
+    until(&mut events, |e| matches!(e, Event::Reconnecting { .. }).then_some(())).await;
+    client.send_event("r", "before", Bytes::new(), Vec::new());
+    client.leave("r");
+    for _ in 0..10 {
+        client.send_event("r", "flood", Bytes::new(), Vec::new());
+    }
+    let refused = until(&mut events, |e| match e {
+        Event::Error(e) if e.code == proto::ErrorCode::RateLimited as i32 => Some(e.message.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(refused.contains("buffer_limit"), "{refused}");
+    let left = tokio::time::timeout(Duration::from_secs(5), leaves_rx.recv()).await;
+    assert_eq!(left.ok().flatten(), Some(Some("r".to_string())), "the leave went out");
+}
