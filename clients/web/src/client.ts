@@ -59,7 +59,7 @@ export interface ClientOptions {
   allowInsecure?: boolean;
   /** Reconnection policy (default: {@link DEFAULT_BACKOFF}). */
   backoff?: Backoff;
-  /** Non-input messages kept while disconnected (default 1024; the oldest go first). */
+  /** Events and requests kept while disconnected (default 1024; more are refused with a RATE_LIMITED `error`; leaves, quick joins and token refreshes are always kept; inputs wait for their replay instead). */
   bufferLimit?: number;
   /** Inputs kept per room until the server acknowledges them (default 1024). */
   unackedInputLimit?: number;
@@ -636,7 +636,7 @@ export class Client {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.sendInput(room, payload);
     const state = this.#rooms.get(room);
-    if (state === undefined || this.#refusedAsQueueFull(room)) return undefined;
+    if (state === undefined || this.#refusedAsQueueFull(room, true)) return undefined;
     const seq = ++state.nextSeq;
     if (state.unacked.length >= this.#options.unackedInputLimit) state.unacked.shift();
     state.unacked.push({ seq, payload });
@@ -1590,20 +1590,27 @@ export class Client {
       this.#enqueue(message);
       return;
     }
-    if (this.#buffer.length >= this.#options.bufferLimit) this.#buffer.shift();
+    // Events and requests beyond `bufferLimit` were refused (see `#queueFullError`);
+    // leaves, quick joins and token refreshes, a few per room, are never dropped.
     this.#buffer.push(message);
   }
 
   /** The error for an input, event or request handed to a full send queue (see `sendQueueLimit`); undefined while it has room. */
-  #queueFullError(room: string): v1.Error | undefined {
-    if (!this.#welcomed || this.#queue.length < this.#options.sendQueueLimit) return undefined;
-    const message = `not sent: ${this.#queue.length} messages already wait to be sent (sendQueueLimit): the application sends faster than the server's limits allow`;
+  #queueFullError(room: string, input = false): v1.Error | undefined {
+    // Online, the send queue; offline, the buffer (inputs wait for their replay then,
+    // within `unackedInputLimit`).
+    if (!this.#welcomed && input) return undefined;
+    const [waiting, limit, why] = this.#welcomed
+      ? [this.#queue.length, this.#options.sendQueueLimit, "sendQueueLimit: the application sends faster than the server's limits allow"]
+      : [this.#buffer.length, this.#options.bufferLimit, "bufferLimit: the client is offline"];
+    if (waiting < limit) return undefined;
+    const message = `not sent: ${waiting} messages already wait to be sent (${why})`;
     return create(v1.ErrorSchema, { code: v1.ErrorCode.RATE_LIMITED, message, room });
   }
 
   /** Reports an input or event for `room` handed to a full send queue; false while it has room. */
-  #refusedAsQueueFull(room: string): boolean {
-    const full = this.#queueFullError(room);
+  #refusedAsQueueFull(room: string, input = false): boolean {
+    const full = this.#queueFullError(room, input);
     if (full !== undefined) this.#emit("error", full);
     return full !== undefined;
   }

@@ -1571,3 +1571,21 @@ test("a join waiting to be retried is not sent again once a reconnect joined it"
   advance(3000);
   assert.deepEqual(last().kinds(), ["join"], "joined once by the new connection");
 });
+
+test("offline, events beyond bufferLimit are refused; a leave handed over before them still goes out", () => {
+  const { client: c, events } = client({ bufferLimit: 4 });
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  last().end(1006);
+  c.sendEvent("r", "before", new Uint8Array());
+  c.leave("r");
+  for (let i = 0; i < 10; i++) c.sendEvent("r", "flood", new Uint8Array());
+  assert.ok(events.some((e) => e.startsWith("error") && e.includes("bufferLimit")), "refused, and said so");
+  advance(1000);
+  last().welcome(true);
+  advance(100);
+  assert.ok(last().kinds().includes("leave"));
+  assert.equal(last().kinds().filter((k) => k === "event").length, 3, "the events that fitted");
+});
