@@ -702,6 +702,11 @@ impl Session {
             K::Join(join) => self.join(join),
             K::QuickJoin(quick) => {
                 self.forget_left(now);
+                // One sent again is ignored before it costs a search (a refusal of it
+                // would look like the answer to the quick join that did run).
+                if self.quick_join_again(quick.request_id) {
+                    return;
+                }
                 if self.searched(quick.request_id, now) {
                     self.quick_join(quick, now);
                 }
@@ -931,17 +936,24 @@ impl Session {
 
     /// A quick join: the fullest open room that matches, or a new one (see
     /// `QuickJoin` in the schema).
-    fn quick_join(&mut self, quick: proto::QuickJoin, now: Now) {
+    /// Whether this session took a quick join with `request_id` already (see
+    /// `quick_join_ids`); otherwise remembers it.
+    fn quick_join_again(&mut self, request_id: u64) -> bool {
         // (0: a client that does not number its requests; each is a new one.)
-        if quick.request_id != 0 {
-            if self.quick_join_ids.contains(&quick.request_id) {
-                return;
-            }
-            if self.quick_join_ids.len() == RECENT_QUICK_JOINS {
-                self.quick_join_ids.pop_front();
-            }
-            self.quick_join_ids.push_back(quick.request_id);
+        if request_id == 0 {
+            return false;
         }
+        if self.quick_join_ids.contains(&request_id) {
+            return true;
+        }
+        if self.quick_join_ids.len() == RECENT_QUICK_JOINS {
+            self.quick_join_ids.pop_front();
+        }
+        self.quick_join_ids.push_back(request_id);
+        false
+    }
+
+    fn quick_join(&mut self, quick: proto::QuickJoin, now: Now) {
         let refuse = |code, message: &str| self.reply(error_message(code, message, quick.request_id, ""));
         if let Err(message) = check_room_type(&quick.room_type) {
             return refuse(ErrorCode::BadRequest, &message);

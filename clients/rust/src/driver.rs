@@ -490,6 +490,10 @@ impl Driver {
                 room_type,
                 carried,
             } => {
+                // A leave of the room before this join is not sent again after a
+                // resume: the join follows it on the connection (arriving after it, or
+                // lost with it), and a leave sent again would undo the join.
+                self.leaves.retain(|_, left| *left != room);
                 let state = self
                     .rooms
                     .entry(room.clone())

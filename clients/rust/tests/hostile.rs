@@ -1398,3 +1398,57 @@ async fn offline_a_full_buffer_refuses_events_and_keeps_the_leave() {
     let left = tokio::time::timeout(Duration::from_secs(5), leaves_rx.recv()).await;
     assert_eq!(left.ok().flatten(), Some(Some("r".to_string())), "the leave went out");
 }
+
+/// A leave then a join of the same room, written on a connection that died before
+/// their answers: the resume joins the room again and does not send the leave again
+/// (the join followed it on the connection; sent again, it would undo the join).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_before_a_join_on_a_lost_connection_is_not_sent_again() {
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, _, mut ws| {
+        let sent = sent_tx.clone();
+        async move {
+            let mut welcome = welcome("t");
+            welcome.resumed = n > 1;
+            send_welcome(&mut ws, welcome).await;
+            if n == 1 {
+                answer_join(&mut ws, 0).await;
+                let mut kinds = Vec::new();
+                while kinds.len() < 2 {
+                    let Some(messages) = next_messages(&mut ws).await else {
+                        return;
+                    };
+                    kinds.extend(messages.into_iter().filter_map(|m| match m {
+                        Out::Leave(_) => Some("leave"),
+                        Out::Join(_) => Some("join"),
+                        _ => None,
+                    }));
+                }
+                let _ = sent.send(kinds);
+                return; // lost, unanswered
+            }
+            let mut kinds = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Some(messages) = next_messages(&mut ws).await {
+                    kinds.extend(messages.into_iter().filter_map(|m| match m {
+                        Out::Leave(_) => Some("leave"),
+                        Out::Join(_) => Some("join"),
+                        _ => None,
+                    }));
+                }
+            })
+            .await;
+            let _ = sent.send(kinds);
+        }
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    client.leave("r");
+    client.join("r", "relay");
+    let within = Duration::from_secs(10);
+    let first = tokio::time::timeout(within, sent_rx.recv()).await.unwrap();
+    assert_eq!(first, Some(vec!["leave", "join"]));
+    let again = tokio::time::timeout(within, sent_rx.recv()).await.unwrap();
+    assert_eq!(again, Some(vec!["join"]), "joined again, not left again");
+}

@@ -568,6 +568,10 @@ export class Client {
     const state = this.#rooms.get(room) ?? newRoom(roomType);
     if (create !== undefined) state.create = create;
     this.#rooms.set(room, state);
+    // A leave of the room before this join is not sent again after a resume: the
+    // join follows it on the connection (arriving after it, or lost with it), and a
+    // leave sent again would undo the join.
+    for (const [requestId, left] of this.#leaves) if (left === room) this.#leaves.delete(requestId);
     // Offline, the welcome sends it (rooms not yet answered are joined again).
     if (this.#welcomed) this.#enqueue(this.#joinMessage(room, state));
   }
@@ -767,16 +771,22 @@ export class Client {
    */
   close(): Promise<void> {
     const own = this.#closeOwn();
+    return Promise.all([own, ...this.#closeNodes()]).then(() => undefined);
+  }
+
+  /**
+   * Closes the connections to other nodes. Their rooms come home (not sent now: home
+   * is closed or gave up), so that a later `connect` joins them again as well.
+   */
+  #closeNodes(): Promise<void>[] {
     const nodes = [...this.#nodes.values()];
     this.#nodes.clear();
     this.#redirected.clear();
     this.#hops.clear();
-    // Rooms living on other nodes come home (not sent now: closed), so that a later
-    // `connect` joins them again as well.
     for (const node of nodes) {
       for (const [room, state] of node.#rooms) this.#adopt(room, state.roomType, { ...state, seat: "" });
     }
-    return Promise.all([own, ...nodes.map((node) => node.close())]).then(() => undefined);
+    return nodes.map((node) => node.close());
   }
 
   #closeOwn(): Promise<void> {
@@ -790,12 +800,23 @@ export class Client {
     this.#session = undefined;
     this.#asking = 0;
     clearTimeout(this.#askTimer);
-    this.#unsend((m) => m?.case === "leave");
+    this.#unsend((m) => m?.case === "leave" || m?.case === "quickJoin");
+    this.#leaves.clear();
+    this.#quickJoins.clear();
     this.#rejectRequests("client closed");
     const socket = this.#socket;
     if (socket === undefined || socket.readyState === socket.CLOSED) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(), 2000);
+      // A relay that does not answer the close: the socket is let go, so that a
+      // later `connect` opens a new one.
+      const timer = setTimeout(() => {
+        if (this.#socket === socket) {
+          socket.onclose = null;
+          socket.onmessage = null;
+          this.#socket = undefined;
+        }
+        resolve();
+      }, 2000);
       this.#closed = () => (clearTimeout(timer), resolve());
       socket.close(1000, "client closed");
     });
@@ -845,6 +866,9 @@ export class Client {
 
   #openSocket(): void {
     const url = new URL(this.#urls[this.#current]!);
+    // The WebSocket constructor refuses a URL with a fragment (a relay's redirect or
+    // `goingAway` may name one); it means nothing to a server anyway.
+    url.hash = "";
     // The same on every connection (and node) of this client: the relay's `replace`
     // policy counts its sessions as one client's.
     url.searchParams.set("client", this.#home.#clientId);
@@ -860,7 +884,9 @@ export class Client {
     try {
       socket = new this.#options.WebSocket(url, protocols);
     } catch (e) {
-      this.#giveUp(this.#attempt + 1, `cannot open ${url}: ${String(e)}`);
+      // A failed attempt at that URL (a relay may have named it): the next tries the next.
+      this.#failedAtCurrent();
+      this.#retry(`cannot open ${url}: ${String(e)}`);
       return;
     }
     socket.binaryType = "arraybuffer";
@@ -946,7 +972,9 @@ export class Client {
     const unsent = this.#queue.filter((m) => !["join", "input", "ping", "pong"].includes(m?.case ?? ""));
     this.#queue = [];
     this.#queuedPong = undefined;
-    this.#buffer = [...unsent, ...this.#buffer].slice(-this.#options.bufferLimit);
+    // Not cut to `bufferLimit`: events and requests were admitted within the limits,
+    // and the rest (leaves, quick joins, token refreshes) is never dropped.
+    this.#buffer = [...unsent, ...this.#buffer];
   }
 
   #clearTimers(): void {
@@ -1074,6 +1102,9 @@ export class Client {
     this.#clearTimers();
     this.#rejectRequests(`client gave up: ${reason}`);
     if (this.#home === this) {
+      // The connections to other nodes stop with it: their rooms could not come
+      // home any more.
+      void Promise.all(this.#closeNodes());
       this.#emit("gaveUp", { attempts, reason });
       return;
     }
@@ -1195,7 +1226,11 @@ export class Client {
     // Every message but state frames and the welcome is numbered from `firstSeq`:
     // skip what a resume sent again, count what the server no longer had.
     let seq = envelope.firstSeq;
+    const socket = this.#socket;
     for (const { kind } of envelope.messages) {
+      // A listener closed the client (or this connection ended) at an earlier message:
+      // the rest is not acted on.
+      if (this.#stopped || this.#socket !== socket) return;
       // A kind this version does not know is numbered too (only frames and welcomes are not).
       if (seq !== 0n && kind.case !== "state" && kind.case !== "welcome") {
         const n = seq++;
@@ -1618,7 +1653,13 @@ export class Client {
   /** Reports a message larger than an envelope may carry as an `error` with `LIMIT_EXCEEDED`. */
   #refuseTooBig(message: Outgoing, bytes: number): void {
     const value = message?.value as { room?: string; requestId?: bigint } | undefined;
-    const requestId = message?.case === "request" || message?.case === "join" ? (value?.requestId ?? 0n) : 0n;
+    // An input's error carries its sequence number, as the relay's do.
+    const requestId =
+      message?.case === "input"
+        ? (message.value.seq ?? 0n)
+        : message?.case === "request" || message?.case === "join"
+          ? (value?.requestId ?? 0n)
+          : 0n;
     const room = message?.case === "request" ? "" : (value?.room ?? "");
     const text = `not sent: a message of ${bytes} bytes, over the ${this.#pacing.maxBatchBytes} an envelope may carry (seven eighths of the server's max_message_bytes)`;
     const error = create(v1.ErrorSchema, { code: v1.ErrorCode.LIMIT_EXCEEDED, message: text, requestId, room });

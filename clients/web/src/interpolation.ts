@@ -128,7 +128,9 @@ export class InterpolationBuffer<F extends string = string> {
    *
    * Returns false, storing nothing, for a tick already held, for one older than the
    * newest whose time the render clock has already passed, and for one older than
-   * every tick held when `maxSnapshots` are held. Arrival times of all frames still
+   * every tick held when `maxSnapshots` are held. An older tick with a later time
+   * than the newest held (a room restored from a checkpoint numbers on from there)
+   * starts the buffer again. Arrival times of all frames still
    * feed the clock estimate.
    */
   push(
@@ -141,6 +143,10 @@ export class InterpolationBuffer<F extends string = string> {
     const time = Number(serverTimeUs - this.#base) / 1000;
     this.#clock.observe(arrivalMs, time);
     const snapshots = this.#snapshots;
+    // An earlier tick at a later time: the room goes on from a checkpoint (its node
+    // was lost) under its old numbers. A new timeline: what was held is dropped.
+    const newest = snapshots.at(-1);
+    if (newest !== undefined && tick < newest.tick && time > newest.time) snapshots.length = 0;
     // Search from the end: frames nearly always arrive in order.
     let i = snapshots.length;
     while (i > 0 && snapshots[i - 1]!.tick > tick) i--;

@@ -1589,3 +1589,20 @@ test("offline, events beyond bufferLimit are refused; a leave handed over before
   assert.ok(last().kinds().includes("leave"));
   assert.equal(last().kinds().filter((k) => k === "event").length, 3, "the events that fitted");
 });
+
+test("a leave followed by a join of the room on the lost connection is not sent again: it would undo the join", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
+  c.leave("r");
+  c.join("r", "relay");
+  advance(100);
+  assert.deepEqual(last().kinds(), ["join", "leave", "join"]);
+  last().end(1006);
+  advance(1000);
+  last().welcome(true);
+  advance(100);
+  assert.deepEqual(last().kinds(), ["join"], "joined again, not left again");
+});

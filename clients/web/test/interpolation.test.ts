@@ -344,3 +344,14 @@ test("options out of range are refused", () => {
   assert.equal(buffer.delayMs, 0);
   assert.equal(buffer.behindMs, undefined);
 });
+
+test("a room restored from a checkpoint, on from an earlier tick at a later time, starts the buffer again", () => {
+  const buffer = new InterpolationBuffer<"x" | "y">();
+  for (const tick of [10, 11, 12]) push(buffer, tick);
+  // The room's node died; restored elsewhere from tick 5, stamped after tick 12.
+  const restored = (tick: number) =>
+    buffer.push(BigInt(tick), serverTime(tick + 10), arrival(tick + 10), [[1n, { x: 1000 + tick, y: 0 }]]);
+  assert.equal(restored(5), true);
+  assert.equal(restored(6), true);
+  assert.deepEqual(at(buffer, 16), { x: 1006, y: 0 }, "the restored timeline is shown");
+});
