@@ -1534,6 +1534,17 @@ fn a_quick_join_sent_again_with_its_request_id_is_not_run_twice() {
     // An unnumbered quick join (request id 0) is always a new one.
     h.one(quick_join("relay", &[], &[], 0)).unwrap();
     assert_eq!(h.sent().len(), 1);
+    // One sent again costs no room search: with none left it is still not answered
+    // (a RATE_LIMITED would read as the answer to the one that ran).
+    h.session.ctx.searches = Arc::new(limits::SharedRate::new(0.001, 1.0));
+    h.one(quick_join("arena", &[], &[], 4)).unwrap();
+    h.one(quick_join("arena", &[], &[], 6)).unwrap();
+    h.one(quick_join("arena", &[], &[], 7)).unwrap();
+    let limited: Vec<u64> = (h.errors().into_iter())
+        .filter(|(code, _)| *code == ErrorCode::RateLimited)
+        .map(|(_, request_id)| request_id)
+        .collect();
+    assert_eq!(limited, [7], "the search went to 6, not to 4 sent again");
 }
 
 #[test]

@@ -30,7 +30,7 @@ use crate::session::{DirectoryReply, Inbound, Session};
 use crate::state::MemberId;
 use crate::transport::context::Context;
 use crate::transport::gate::Permit;
-use crate::transport::registry::{Stop, StopReason};
+use crate::transport::registry::{Owner, Stop, StopReason};
 use crate::transport::{Broken, Received, Sent, Transport};
 
 /// How a session starts, decided when the connection authenticated.
@@ -357,7 +357,6 @@ pub(crate) async fn serve<T: Transport>(
         session.going_away(url);
         write_pending(&mut transport, &outbox, &mut batch, slow).await;
     }
-    ctx.registry.leave_live(&user, id);
     metrics.connections.dec();
     metrics
         .connection_ends
@@ -394,20 +393,20 @@ pub(crate) async fn serve<T: Transport>(
     };
     let grace = ctx.session.settings.resume_grace;
     if !park || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
+        ctx.registry.leave_live(&user, id);
         ctx.end_session(&mut session);
     } else {
         let address = address_key(peer.ip());
         // Its rooms tell their members it is away (its seats held) once that has
         // lasted a second (a resume taking it over this moment clears it sooner).
         outbox.set_away(true);
-        match ctx.registry.park(
-            token.clone(),
+        let owner = Owner {
             user,
-            session.family(),
+            family: session.family(),
             address,
-            session,
-            Instant::now() + grace,
-        ) {
+            live: Some((id, since_us)),
+        };
+        match ctx.registry.park(token.clone(), owner, session, Instant::now() + grace) {
             None => tracing::debug!(session = id, "parked for resume"),
             // Another parked session made room (of this address, or of the one holding
             // the most), or nothing may be parked: it ends now (it leaves its rooms).

@@ -24,6 +24,8 @@ struct Parked<T> {
     user: Arc<str>,
     /// Its client's sessions (see [`Registry::go_live`]).
     family: u64,
+    /// When it went live: a newer client of the user replaces it, an older not.
+    since_us: u64,
     /// The client's address, as per-address limits count it.
     address: IpAddr,
     until: Instant,
@@ -59,6 +61,20 @@ impl<T> ParkedSet<T> {
     }
 }
 
+/// Whose session [`Registry::park`] parks.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// Its user.
+    pub user: Arc<str>,
+    /// Its client's sessions (see [`Registry::go_live`]).
+    pub family: u64,
+    /// The client's address, as per-address limits count it.
+    pub address: IpAddr,
+    /// The session as [`Registry::go_live`] recorded it: its id and when it went live
+    /// (none: it never went live).
+    pub live: Option<(u64, u64)>,
+}
+
 /// Why a live connection was asked to stop (see [`Stop`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -89,14 +105,17 @@ impl Stop {
         Self::default()
     }
 
-    /// Asks the connection to stop for `reason` (a second request keeps the first reason).
+    /// Asks the connection to stop for `reason` (a second request keeps the first
+    /// reason, except that being replaced outranks being taken over: the session a
+    /// resume was taking over is ended, as the newer client's replacing it says).
     pub fn stop(&self, reason: StopReason) {
         let code = match reason {
             StopReason::Shutdown => 1,
             StopReason::Replaced => 2,
             StopReason::TakenOver => 3,
         };
-        let _ = (self.0.reason).compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let replaced_take_over = |now: u8| (now == 0 || (now == 3 && code == 2)).then_some(code);
+        let _ = (self.0.reason).fetch_update(Ordering::AcqRel, Ordering::Acquire, replaced_take_over);
         self.0.waker.wake();
     }
 
@@ -191,19 +210,39 @@ impl<T> Registry<T> {
     /// purpose cannot keep other clients' sessions from being parked. Returns what the
     /// caller must end now: the evicted session, or `item` itself when nothing may be
     /// parked at all.
-    pub fn park(
-        &self,
-        token: String,
-        user: Arc<str>,
-        family: u64,
-        address: IpAddr,
-        item: T,
-        until: Instant,
-    ) -> Option<T> {
+    ///
+    /// `owner.live`: the session as [`Registry::go_live`] recorded it, forgotten as
+    /// live as it is parked, under one lock: a newer client of
+    /// the user that went live meanwhile (`replace`) took it off the live sessions,
+    /// and it is then returned to be ended, not parked (parked a moment later, it
+    /// would have escaped that client's replacing it).
+    pub fn park(&self, token: String, owner: Owner, item: T, until: Instant) -> Option<T> {
+        let Owner {
+            user,
+            family,
+            address,
+            live,
+        } = owner;
+        let mut live_sessions = self.live.lock();
+        let since_us = match live {
+            Some((session, since_us)) => {
+                let sessions = live_sessions.get_mut(&user);
+                let Some(sessions) = sessions.filter(|s| s.iter().any(|l| l.session == session)) else {
+                    return Some(item); // replaced
+                };
+                sessions.retain(|l| l.session != session);
+                if sessions.is_empty() {
+                    live_sessions.remove(&user);
+                }
+                since_us
+            }
+            None => 0,
+        };
         if self.max_parked == 0 {
             return Some(item);
         }
         let mut parked = self.parked.lock();
+        drop(live_sessions);
         let own = parked.per_address.get(address);
         let evicted = if own >= self.max_parked_per_address {
             parked.evict_oldest_of(address)
@@ -225,6 +264,7 @@ impl<T> Registry<T> {
                 item,
                 user,
                 family,
+                since_us,
                 address,
                 until,
             },
@@ -284,7 +324,7 @@ impl<T> Registry<T> {
         if replace {
             // Every session recorded here went live before this one.
             stop_other_clients(sessions, family, since_us);
-            self.end_parked_of_other_clients(user, family);
+            self.end_parked_of_other_clients(user, family, since_us);
         }
         if self.stopping.load(Ordering::Relaxed) {
             stop.stop(StopReason::Shutdown);
@@ -302,18 +342,20 @@ impl<T> Registry<T> {
     /// live before `since_us` to close (a newer client of the user went live on
     /// another node; a session newer than that stays; node clocks are compared).
     pub fn replace(&self, user: &str, family: u64, since_us: u64) {
-        if let Some(sessions) = self.live.lock().get_mut(user) {
+        let mut live = self.live.lock();
+        if let Some(sessions) = live.get_mut(user) {
             stop_other_clients(sessions, family, since_us);
         }
-        self.end_parked_of_other_clients(user, family);
+        self.end_parked_of_other_clients(user, family, since_us);
     }
 
     /// Ends the grace of every parked session of `user` of another family than
-    /// `family`: a newer client of the user replaced them.
-    fn end_parked_of_other_clients(&self, user: &str, family: u64) {
+    /// `family` that went live before `since_us`: a newer client of the user replaced
+    /// them (a session newer than that, parked here, stays).
+    fn end_parked_of_other_clients(&self, user: &str, family: u64, since_us: u64) {
         let now = Instant::now();
         for parked in self.parked.lock().by_token.values_mut() {
-            if *parked.user == *user && parked.family != family {
+            if *parked.user == *user && parked.family != family && parked.since_us < since_us {
                 parked.until = parked.until.min(now);
             }
         }
@@ -412,13 +454,19 @@ mod tests {
     fn a_parked_session_is_resumable_within_its_grace_only() {
         let t0 = Instant::now();
         let r = Registry::new(10, 10);
-        assert_eq!(r.park("tok".into(), "alice".into(), 1, A, 1, t0 + 20 * S), None);
+        assert_eq!(
+            r.park("tok".into(), owner("alice".into(), 1, A, None), 1, t0 + 20 * S),
+            None
+        );
         assert_eq!(r.take("nope", None, t0), None);
         assert_eq!(r.take("tok", Some("mallory"), t0 + S), None, "another user's token");
         assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), Some(1));
         assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), None, "taken once");
 
-        assert_eq!(r.park("tok2".into(), "bob".into(), 1, A, 2, t0 + 20 * S), None);
+        assert_eq!(
+            r.park("tok2".into(), owner("bob".into(), 1, A, None), 2, t0 + 20 * S),
+            None
+        );
         assert_eq!(r.take("tok2", None, t0 + 20 * S), None, "grace over");
         assert!(r.expire(t0 + 19 * S).is_empty());
         assert_eq!(r.expire(t0 + 20 * S), vec![2]);
@@ -434,7 +482,7 @@ mod tests {
         let t0 = Instant::now();
         let r = Registry::new(4, 3);
         let park = |token: &str, address: IpAddr, item: u32, secs: u32| {
-            r.park(token.into(), "u".into(), 1, address, item, t0 + secs * S)
+            r.park(token.into(), owner("u".into(), 1, address, None), item, t0 + secs * S)
         };
         assert_eq!(park("m1", M, 1, 1), None);
         assert_eq!(park("m2", M, 2, 2), None);
@@ -452,7 +500,7 @@ mod tests {
         assert_eq!(r.expire_all().len(), 2);
         let none = Registry::new(0, 1);
         assert_eq!(
-            none.park("x".into(), "u".into(), 1, A, 7, t0),
+            none.park("x".into(), owner("u".into(), 1, A, None), 7, t0),
             Some(7),
             "nothing may be parked"
         );
@@ -516,9 +564,9 @@ mod tests {
         let t0 = Instant::now();
         let r = Registry::new(10, 10);
         let later = t0 + 20 * S;
-        assert_eq!(r.park("a".into(), "alice".into(), 1, A, 1, later), None);
-        assert_eq!(r.park("b".into(), "alice".into(), 2, A, 2, later), None);
-        assert_eq!(r.park("c".into(), "bob".into(), 1, A, 3, later), None);
+        assert_eq!(r.park("a".into(), owner("alice".into(), 1, A, None), 1, later), None);
+        assert_eq!(r.park("b".into(), owner("alice".into(), 2, A, None), 2, later), None);
+        assert_eq!(r.park("c".into(), owner("bob".into(), 1, A, None), 3, later), None);
         r.go_live(&"alice".into(), 9, 2, 10, Stop::new(), true);
         let now = Instant::now();
         let mut ended = r.expire(now);
@@ -529,9 +577,40 @@ mod tests {
         r.replace("bob", 5, 10);
         assert_eq!(r.take("c", Some("bob"), Instant::now()), None);
         // Without `replace`, nothing ends.
-        assert_eq!(r.park("d".into(), "carol".into(), 1, A, 4, later), None);
+        assert_eq!(r.park("d".into(), owner("carol".into(), 1, A, None), 4, later), None);
         r.go_live(&"carol".into(), 10, 2, 20, Stop::new(), false);
         assert_eq!(r.take("d", Some("carol"), Instant::now()), Some(4));
+    }
+
+    /// A session whose connection ended just as a newer client of the user went live
+    /// (`replace`), or that a resume was taking over then, is not parked: the newer
+    /// client took it off the live sessions, so parking it ends it. And another node's
+    /// announcement of a client older than a session parked here does not end it.
+    #[test]
+    fn a_session_replaced_while_its_connection_ended_is_ended_not_parked() {
+        let t0 = Instant::now();
+        let r = Registry::new(10, 10);
+        let later = t0 + 20 * S;
+        let user: Arc<str> = "alice".into();
+        let older = Stop::new();
+        let since = r.go_live(&user, 1, 1, 10, older.clone(), true);
+        older.stop(StopReason::TakenOver);
+        r.go_live(&user, 2, 2, 20, Stop::new(), true);
+        assert_eq!(older.reason(), StopReason::Replaced, "replaced outranks taken over");
+        assert_eq!(
+            r.park("a".into(), owner(user.clone(), 1, A, Some((1, since))), 1, later),
+            Some(1)
+        );
+        assert_eq!(r.parked(), 0);
+        // The newer one parks (its own live record), and an announcement from another
+        // node of a client that went live before it leaves it parked.
+        let newer = r.go_live(&user, 3, 3, 30, Stop::new(), true);
+        assert_eq!(
+            r.park("c".into(), owner(user.clone(), 3, A, Some((3, newer))), 3, later),
+            None
+        );
+        r.replace(&user, 4, newer - 1);
+        assert_eq!(r.take("c", Some("alice"), Instant::now()), Some(3));
     }
 
     #[test]
@@ -547,7 +626,10 @@ mod tests {
         assert_eq!(take_over.reason(), StopReason::TakenOver);
         // The old connection parks its session; the new one takes it and registers
         // the token as its own before the old one forgets it: the new one's stays.
-        assert_eq!(r.park("tok".into(), "alice".into(), 1, A, 7, t0 + 20 * S), None);
+        assert_eq!(
+            r.park("tok".into(), owner("alice".into(), 1, A, None), 7, t0 + 20 * S),
+            None
+        );
         assert_eq!(r.take("tok", Some("alice"), t0), Some(7));
         let newer = Stop::new();
         r.register_token("tok", "alice".into(), newer.clone());
@@ -556,6 +638,15 @@ mod tests {
         assert!(newer.is_stopped());
         r.unregister_token("tok", &newer);
         assert!(!r.take_over("tok", None));
+    }
+
+    fn owner(user: Arc<str>, family: u64, address: IpAddr, live: Option<(u64, u64)>) -> Owner {
+        Owner {
+            user,
+            family,
+            address,
+            live,
+        }
     }
 
     #[test]
