@@ -241,6 +241,9 @@ const NODE_CONNECT_TIMEOUT_MS = 2000;
 const UNREACHABLE_FOR_MS = 20_000;
 /** How long a room redirected to a node this client failed over from waits before it is joined again. */
 const STALE_REDIRECT_WAIT_MS = 500;
+
+/** How long a close waits for the pacer to let out what it holds (see `#sendQueued`). */
+const CLOSE_SENDS_FOR_MS = 1000;
 /** The server's default limits (docs/PROTOCOL.md, "Rate limits"), for those a welcome leaves at 0: not announced. */
 const DEFAULT_LIMITS = { maxMessageBytes: 16 * 1024, messagesPerSecond: 50, messageBurst: 100, bytesPerSecond: 65_536 };
 /** The smallest `max_message_bytes` believed: a smaller one would leave room for no message. */
@@ -793,7 +796,6 @@ export class Client {
     this.#stopped = true;
     this.#clearTimers();
     this.#refresh = undefined;
-    this.#welcomed = false;
     // The server ends the session at a 1000 close: a later `connect` starts a new one
     // (and a token asked for meanwhile is not used), where the leaves it had not sent
     // would only be refused.
@@ -805,7 +807,40 @@ export class Client {
     this.#quickJoins.clear();
     this.#rejectRequests("client closed");
     const socket = this.#socket;
-    if (socket === undefined || socket.readyState === socket.CLOSED) return Promise.resolve();
+    if (socket === undefined || socket.readyState === socket.CLOSED) {
+      this.#welcomed = false;
+      return Promise.resolve();
+    }
+    return this.#sendQueued().then(() => this.#closeSocket(socket));
+  }
+
+  /**
+   * Sends what the pacer still holds before a close, for {@link CLOSE_SENDS_FOR_MS} at
+   * most (the relay reads a connection's last messages before its close; what is left
+   * then is dropped).
+   */
+  #sendQueued(): Promise<void> {
+    const until = now() + CLOSE_SENDS_FOR_MS;
+    const waiting = () => this.#welcomed && this.#queue.some((m) => m?.case !== "ping" && m?.case !== "pong");
+    return new Promise((resolve) => {
+      const step = (): void => {
+        this.#flush();
+        if (waiting() && now() < until) {
+          setTimeout(step, 10);
+          return;
+        }
+        clearTimeout(this.#timers.flush);
+        this.#timers.flush = undefined;
+        this.#welcomed = false;
+        resolve();
+      };
+      step();
+    });
+  }
+
+  /** Closes `socket` with 1000; resolves at the relay's answer, or after 2 s. */
+  #closeSocket(socket: WebSocket): Promise<void> {
+    if (socket.readyState === socket.CLOSED) return Promise.resolve();
     return new Promise((resolve) => {
       // A relay that does not answer the close: the socket is let go, so that a
       // later `connect` opens a new one.
@@ -1482,8 +1517,10 @@ export class Client {
     const leaving = new Set(this.#buffer.flatMap((m) => (m?.case === "leave" ? [m.value.room] : [])));
     const joinsAfter: Outgoing[] = [];
     for (const [room, state] of this.#rooms) {
-      // Every mirror waits for a full snapshot (sent on join and on resume).
+      // Every mirror waits for a full snapshot (sent on join and on resume), and may
+      // ask for one at once if it does not come.
       state.mirror = state.schema === undefined ? undefined : this.#newMirror(state.schema);
+      state.resyncAskedMs = -Infinity;
       if (!resumed) state.joined = false;
       if (!state.joined) {
         // Joined now: a retry that waited would join it a second time.

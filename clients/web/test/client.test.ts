@@ -1606,3 +1606,17 @@ test("a leave followed by a join of the room on the lost connection is not sent 
   advance(100);
   assert.deepEqual(last().kinds(), ["join"], "joined again, not left again");
 });
+
+test("close() sends what the pacer holds before the close frame, within a second", async () => {
+  const c = joinedUnderTightLimits();
+  for (let i = 0; i < 6; i++) c.sendInput("r", { case: "intent", value: new Uint8Array([i]) });
+  const socket = last();
+  const closed = c.close();
+  assert.equal(socket.closedWith, undefined, "not closed while inputs wait");
+  advance(1000);
+  await Promise.resolve();
+  assert.equal(socket.kinds().filter((k) => k === "input").length, 6, "every input went first");
+  assert.equal(socket.closedWith, 1000);
+  socket.end(1000);
+  await closed;
+});
