@@ -517,6 +517,13 @@ pub trait Rooms: Send + Sync {
     /// Sends a command to the room without blocking.
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError>;
 
+    /// Sends a command the room must get, past the bound on what waits for its thread
+    /// (a resume's full snapshot: the client has its state from nothing else; resumes
+    /// bound how many there are).
+    fn send_owed(&self, room: &RoomHandle, command: Command) {
+        let _ = self.send(room, command);
+    }
+
     /// Closes the room with this id, if open here (`None` if not): every member gets
     /// `Left` with `code` and `message`. Refused like any command when the room's
     /// thread has too much waiting.
@@ -578,6 +585,11 @@ impl Rooms for SimPool {
 
     fn send(&self, room: &RoomHandle, command: Command) -> Result<(), PoolError> {
         SimPool::send(self, room, command)
+    }
+
+    fn send_owed(&self, room: &RoomHandle, command: Command) {
+        // (False only when the thread is gone, with its rooms.)
+        let _ = self.workers[room.thread].send_unbounded(command);
     }
 
     fn handed_off(&self) -> bool {

@@ -468,7 +468,7 @@ impl Session {
                 request_id: 0,
                 joined_too: replay.missing > 0,
             };
-            let _ = self.ctx.rooms.send(&room.handle, command);
+            self.ctx.rooms.send_owed(&room.handle, command);
         }
         replay
     }
