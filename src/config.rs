@@ -935,6 +935,11 @@ impl Config {
                     "{name} holds a control character (a line break?), which no Authorization header can carry"
                 ));
             }
+            if token.as_deref().is_some_and(|t| !t.is_ascii()) {
+                return invalid(format!(
+                    "{name} holds a character beyond ASCII, which an Authorization header cannot carry as text"
+                ));
+            }
             if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 let unset = match name {
                     "api.token" => "leave it unset to turn the HTTP API off",

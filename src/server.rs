@@ -665,12 +665,13 @@ impl Server {
                     }
                 },
             };
-            let Some((socket, shed)) = ctx.gate.admit_socket(peer.ip(), std::time::Instant::now()) else {
-                // This address holds its share of sockets.
-                ctx.metrics.sockets_refused.inc();
-                let why = "closed at accept: this address holds [connections] max_per_ip sockets";
-                crate::transport::log_refusal(peer, "tcp", &why);
-                continue;
+            let (socket, shed) = match ctx.gate.admit_socket(peer.ip(), std::time::Instant::now()) {
+                Ok(admitted) => admitted,
+                Err(why) => {
+                    ctx.metrics.sockets_refused.inc();
+                    crate::transport::log_refusal(peer, "tcp", &format_args!("closed at accept: {why}"));
+                    continue;
+                }
             };
             if shed {
                 ctx.metrics.handshakes_shed.inc();

@@ -322,6 +322,11 @@ impl KeySet {
             ));
         }
         let count = usable.len();
+        // A key id seen missing before and published now is no stranger: should the
+        // set lack it again, the count of fetches lacking it starts over.
+        self.unknown
+            .lock()
+            .retain(|kid, _| !usable.iter().any(|k| k.kid.as_deref() == Some(kid.as_str())));
         let mut keys = self.keys.write();
         *keys = usable;
         // Under the lock: a token that saw these keys sees this generation.
@@ -341,9 +346,10 @@ impl KeySet {
         // The key the token names; without `kid`, each key that verifies its
         // algorithm in turn.
         let candidates: Vec<&SetKey> = match &header.kid {
-            Some(kid) => match keys.iter().find(|k| k.kid.as_ref() == Some(kid)) {
-                Some(key) => vec![key],
-                None => return Err(self.unknown(kid)),
+            // (A set may list one key id twice: for two algorithms, or two keys.)
+            Some(kid) => match keys.iter().filter(|k| k.kid.as_ref() == Some(kid)).collect::<Vec<_>>() {
+                named if named.is_empty() => return Err(self.unknown(kid)),
+                named => named,
             },
             None => keys.iter().collect(),
         };

@@ -58,7 +58,11 @@ struct PerIp {
     open: usize,
     /// Accepted sockets not yet upgraded (or answered and closed).
     sockets: usize,
+    /// Upgrades (and QUIC handshakes).
     handshakes: TokenBucket,
+    /// Accepted TCP sockets, at the same rate: each costs a TLS handshake (a key
+    /// exchange and a signature) before any upgrade is asked for.
+    accepts: TokenBucket,
 }
 
 /// See the module documentation.
@@ -122,15 +126,19 @@ impl Gate {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Admits an accepted socket from `ip` (`None`: the address holds
-    /// `max_per_ip` sockets; close it). At the global cap the oldest unfinished
-    /// socket is shed to make room; the result says whether one was.
-    pub fn admit_socket(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<(SocketPermit, bool)> {
+    /// Admits an accepted socket from `ip`, or says why not (close it): the address
+    /// holds `max_per_ip` sockets, or opens them faster than its handshake rate. At
+    /// the global cap the oldest unfinished socket is shed to make room; the result
+    /// says whether one was.
+    pub fn admit_socket(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<(SocketPermit, bool), &'static str> {
         let ip = address_key(ip);
         let mut state = self.state.lock();
         let address = self.address(&mut state.per_ip, ip, now);
         if address.sockets >= self.limits.max_per_ip {
-            return None;
+            return Err("this address holds [connections] max_per_ip sockets");
+        }
+        if address.accepts.try_take(1.0, now).is_err() {
+            return Err("this address opens sockets faster than [connections] handshakes_per_ip_per_second");
         }
         address.sockets += 1;
         let mut shed = false;
@@ -149,22 +157,26 @@ impl Gate {
             id,
             shed: token,
         };
-        Some((permit, shed))
+        Ok((permit, shed))
     }
 
     fn address<'a>(&self, per_ip: &'a mut HashMap<IpAddr, PerIp>, ip: IpAddr, now: Instant) -> &'a mut PerIp {
         if per_ip.len() > 65_536 {
             // Forget idle addresses whose bucket has refilled: nothing to remember.
-            per_ip.retain(|_, s| s.open > 0 || s.sockets > 0 || !s.handshakes.is_full(now));
+            per_ip.retain(|_, s| s.open > 0 || s.sockets > 0 || !s.handshakes.is_full(now) || !s.accepts.is_full(now));
         }
-        per_ip.entry(ip).or_insert_with(|| PerIp {
-            open: 0,
-            sockets: 0,
-            handshakes: TokenBucket::new(
+        let bucket = || {
+            TokenBucket::new(
                 self.limits.handshakes_per_ip_per_second,
                 self.limits.handshake_burst,
                 now,
-            ),
+            )
+        };
+        per_ip.entry(ip).or_insert_with(|| PerIp {
+            open: 0,
+            sockets: 0,
+            handshakes: bucket(),
+            accepts: bucket(),
         })
     }
 
@@ -270,12 +282,35 @@ mod tests {
         let s1 = g.admit_socket(a, now).unwrap();
         let _s2 = g.admit_socket(a, now).unwrap();
         assert!(!s1.1, "nothing shed below the global cap");
-        assert!(g.admit_socket(a, now).is_none());
-        assert!(g.admit_socket("10.0.0.2".parse().unwrap(), now).is_some());
+        assert!(g.admit_socket(a, now).is_err());
+        assert!(g.admit_socket("10.0.0.2".parse().unwrap(), now).is_ok());
         drop(s1);
-        assert!(g.admit_socket(a, now).is_some());
+        assert!(g.admit_socket(a, now).is_ok());
         // Sessions count apart: the same address may still upgrade.
         assert!(g.admit(a, now).is_ok());
+    }
+
+    /// Each accepted socket costs a TLS handshake: an address that opens and closes
+    /// sockets in a loop is held to its handshake rate at accept, not only at the
+    /// upgrade it never asks for.
+    #[test]
+    fn sockets_are_accepted_at_the_handshake_rate_per_address() {
+        let g = gate(100, 100, 1.0, 2.0);
+        let now = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..2 {
+            drop(g.admit_socket(a, now).unwrap());
+        }
+        let refused = g.admit_socket(a, now).err().unwrap();
+        assert!(refused.contains("handshakes_per_ip_per_second"), "{refused}");
+        assert!(
+            g.admit_socket("10.0.0.2".parse().unwrap(), now).is_ok(),
+            "another address"
+        );
+        assert!(
+            g.admit_socket(a, now + std::time::Duration::from_secs(1)).is_ok(),
+            "a second later"
+        );
     }
 
     #[test]

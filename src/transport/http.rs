@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
+    ACCEPT, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
@@ -319,7 +319,12 @@ fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRespo
         || (path == "/ws" && ws)
         || (path == "/metrics" && metrics)
         || demo_file.is_some();
-    match (req.method(), path) {
+    // HEAD is GET without the body (hyper leaves it out), the upgrade excepted.
+    let method = match req.method() {
+        &Method::HEAD if path != "/ws" => Method::GET,
+        method => method.clone(),
+    };
+    match (&method, path) {
         _ if !served && ws && path.starts_with("/demo") => text(
             StatusCode::NOT_FOUND,
             "not found; the browser demo is served with --demo (`demo = true`)\n",
@@ -351,7 +356,12 @@ fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRespo
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
-        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            let allow = if path == "/ws" { "GET" } else { "GET, HEAD" };
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+            response
+        }
     }
 }
 
@@ -441,6 +451,11 @@ fn header_has_token(req: &Request<Incoming>, name: hyper::header::HeaderName, to
 /// the `tickrelay.v1` subprotocol (a browser) gets the origin and token refusals as an
 /// upgrade closed at once with 4001 or 4000 instead ([`refuse_in_band`]).
 fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpResponse {
+    // Only HTTP/1.1 upgrades (hyper would answer 101 to an HTTP/1.0 one and then
+    // close): refused before the origin, the caps and the token cost anything.
+    if req.version() != hyper::Version::HTTP_11 {
+        return text(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1\n");
+    }
     if !header_has_token(&req, CONNECTION, "upgrade") || !header_has_token(&req, UPGRADE, "websocket") {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request\n");
     }

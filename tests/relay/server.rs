@@ -905,6 +905,34 @@ async fn the_demo_page_is_served_only_with_demo() {
     assert_eq!(server.https_get("/demo/other.js").await.0, 404);
 }
 
+/// HEAD is answered as GET without a body (load balancers' probes); other methods get
+/// 405 naming the allowed ones; a WebSocket upgrade over HTTP/1.0 is refused with 400
+/// (it used to get a 101 with no upgrade behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_get_without_a_body_and_upgrades_need_http_1_1() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start().await;
+    let raw = async |request: &str| {
+        let mut tls = server.tls_connect().await;
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut response)).await;
+        String::from_utf8_lossy(&response).to_lowercase()
+    };
+    let head = raw("HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "no body: {head}");
+    let post = raw("POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
+    assert!(post.starts_with("http/1.1 405"), "{post}");
+    assert!(post.contains("allow: get, head"), "{post}");
+    let old = raw(
+        "GET /ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert!(old.starts_with("http/1.0 400"), "{old}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints() {
     let server = start().await;
