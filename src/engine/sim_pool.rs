@@ -172,15 +172,17 @@ struct Creator {
     bucket: TokenBucket,
 }
 
-/// Creators with rooms open, by key.
+/// Creators with rooms open, or whose creation rate has not refilled, by key.
 type Creators = HashMap<Arc<str>, Creator>;
 
-/// Gives a creator's slot back (its room closed, or was never made).
+/// Gives a creator's slot back (its room closed, or was never made). The record is
+/// kept while its bucket is not full: forgotten, a creator whose rooms close at once
+/// (a game closing rooms as they empty) would start each time with a whole burst.
 fn release_creation(creators: &Mutex<Creators>, key: &str) {
     let mut creators = creators.lock();
     if let Some(c) = creators.get_mut(key) {
         c.open -= 1;
-        if c.open == 0 {
+        if c.open == 0 && c.bucket.is_full(Instant::now()) {
             creators.remove(key);
         }
     }
@@ -776,6 +778,10 @@ impl SimPool {
         let now = Instant::now();
         let key: Arc<str> = creator.into();
         let mut creators = self.creators.lock();
+        if creators.len() > 65_536 {
+            // Forget creators with no room open whose bucket has refilled.
+            creators.retain(|_, c| c.open > 0 || !c.bucket.is_full(now));
+        }
         let state = creators.entry(key.clone()).or_insert_with(|| Creator {
             open: 0,
             bucket: TokenBucket::new(limits.per_second, limits.burst, now),
@@ -1715,7 +1721,13 @@ impl OwnedRoom {
             // counting the slots passed as late (or running them).
             self.schedule.skip_to(now);
         }
-        self.empty_since = (count == 0).then_some(now);
+        // Since it emptied: a join refused or a leave of no member (the room still
+        // empty) does not start the wait for its close again.
+        self.empty_since = if count == 0 {
+            self.empty_since.or(Some(now))
+        } else {
+            None
+        };
         self.joined |= count > 0;
     }
 }
@@ -2842,6 +2854,27 @@ mod tests {
         let _member = join(&pool, "doomed", "panicking", 1);
         wait_closed(&pool, "doomed");
         pool.open("c", "relay", "x", ListingState::default()).unwrap();
+    }
+
+    /// A creator whose rooms close as soon as they open (a game closing rooms as they
+    /// empty) does not start again with a whole burst: its rate is remembered while
+    /// its bucket refills.
+    #[test]
+    fn a_creators_rate_outlives_its_rooms() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let mut config = config(1, rx);
+        config.creation = CreationLimits {
+            max_open: 10,
+            per_second: 0.001,
+            burst: 2.0,
+        };
+        let pool = SimPool::start(config).unwrap();
+        for _ in 0..2 {
+            let key = pool.take_creation("x").unwrap();
+            release_creation(&pool.creators, &key);
+        }
+        let refused = pool.take_creation("x").unwrap_err();
+        assert!(refused.to_string().contains("too fast"), "{refused}");
     }
 
     /// With no rooms to create, a creator is refused without being remembered.

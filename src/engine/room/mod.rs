@@ -1035,11 +1035,15 @@ impl Room {
         };
         // One full snapshot per member per second at most: a 20-byte request must not
         // buy a full snapshot every tick. A request while one is pending costs nothing.
-        if !needs_full && let Some(wait) = self.snapshot_wait(last_full) {
-            if request_id != 0 {
-                let error = self.rate_limited("at most one resync per second", wait, request_id);
-                self.send_to(member, error);
-            }
+        // A resume's (request id 0) is owed: marked now, it goes once the second is up
+        // (the fan-out holds it till then), not at the next full snapshot a change
+        // brings (in an idle room, a second later still).
+        if request_id != 0
+            && !needs_full
+            && let Some(wait) = self.snapshot_wait(last_full)
+        {
+            let error = self.rate_limited("at most one resync per second", wait, request_id);
+            self.send_to(member, error);
             return;
         }
         if let Some(m) = self.member_mut(member) {

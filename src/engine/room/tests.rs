@@ -2012,6 +2012,32 @@ fn resuming_again_and_again_is_granted_a_full_snapshot_at_most_once_per_second()
     assert_eq!(a.read(), 1);
 }
 
+/// One resume within a second of the last full snapshot, in a room where nothing
+/// changes: the snapshot it is owed goes as soon as the second is up, not at the
+/// idle frame after (it used to be dropped, and came a second later still).
+#[test]
+fn a_single_resume_in_an_idle_room_gets_its_snapshot_once_the_second_is_up() {
+    let mut room = relay_room_at_10_hz();
+    let mut a = Client::new(1);
+    join(&mut room, &a);
+    room.tick(0);
+    a.read();
+    room.tick(0);
+    a.read();
+    a.outbox.reset_delivered(Delivery::Reliable);
+    room.resync(1, 0);
+    a.mirror = StateMirror::with_schema(room.world().schema().clone());
+    let mut granted = None;
+    for _ in 0..30 {
+        let tick = room.tick(0).tick;
+        if a.read() > 0 {
+            granted = Some(tick);
+            break;
+        }
+    }
+    assert_eq!(granted, Some(11), "the first tick a second after the join's snapshot");
+}
+
 /// Over an unreliable transport the full snapshot goes out again at every change
 /// until the client acknowledges one: those are the same snapshot, not new ones, and
 /// are not held back, after a join or a resume alike.
