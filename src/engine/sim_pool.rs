@@ -1103,7 +1103,11 @@ impl SimPool {
         // What the checkpoint must hold if taken: refused once the rooms are handed off.
         let gated = matches!(
             command,
-            Command::Event { .. } | Command::RemoveUser { .. } | Command::Close { .. }
+            Command::Event { .. }
+                | Command::RemoveUser { .. }
+                | Command::Close { .. }
+                | Command::Join { .. }
+                | Command::UpdateRoom { .. }
         );
         let gate = gated.then(|| worker.hand_off_gate.read());
         if gate.is_some() && self.handed_off.load(Ordering::Acquire) {
@@ -2243,6 +2247,20 @@ mod tests {
             event: proto::SendEvent::default(),
         };
         assert!(pool.send(&handle, event).is_err(), "no event taken after the hand-off");
+        // Nor a join, seated after the checkpoint and never answered (the client is
+        // told UNAVAILABLE and joins where the relay sends it).
+        let join = Command::Join {
+            room: handle.key,
+            room_id: handle.shared.id.clone(),
+            member: 8,
+            user_id: "u".into(),
+            outbox: Arc::new(Outbox::new(OutboxLimits::default())),
+            request_id: 2,
+            join_seq: 1,
+            reserved: false,
+        };
+        let refused = pool.send(&handle, join).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::Unavailable);
     }
 
     /// A user's removal sent before a hand-off is done before the room's checkpoint

@@ -1384,6 +1384,12 @@ impl Session {
         let Some((room, member)) = self.room(&update.room) else {
             return self.not_a_member(&update.room, request_id);
         };
+        // The node stopping: the rooms' checkpoints went already, and a change now
+        // would be answered and lost with them.
+        if self.ctx.rooms.handed_off() {
+            let message = "this node is stopping; update the room where the relay sends you";
+            return self.reply(error_message(ErrorCode::Unavailable, message, request_id, &update.room));
+        }
         if update.owner != 0 && update.owner != member {
             let command = Command::UpdateRoom {
                 room: room.key,
