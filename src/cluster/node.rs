@@ -415,6 +415,20 @@ impl Cluster {
         false
     }
 
+    /// Forgets `tokens` in Redis in turn until one fails: that one and the rest wait
+    /// in `unforgotten` for the next renewal (they used to be dropped).
+    async fn forget_all(&self, tokens: Vec<String>) {
+        let mut tokens = tokens.into_iter();
+        while let Some(token) = tokens.next() {
+            if !self.forget_in_redis(token).await {
+                let mut unforgotten = self.unforgotten.lock();
+                let room = MAX_UNFORGOTTEN.saturating_sub(unforgotten.len());
+                unforgotten.extend(tokens.take(room));
+                return;
+            }
+        }
+    }
+
     /// Keeps this node's sessions resumable elsewhere (every renewal); writes their
     /// records again when Redis lost them (restarted empty, say) or a write failed.
     async fn keep_sessions(&self) {
@@ -424,11 +438,7 @@ impl Cluster {
             let n = unforgotten.len().min(FORGETS_PER_RENEWAL);
             unforgotten.drain(..n).collect()
         };
-        for token in retry {
-            if !self.forget_in_redis(token).await {
-                break; // (the rest stay in `unforgotten`)
-            }
-        }
+        self.forget_all(retry).await;
         let continued: Vec<u64> = {
             let sessions = self.sessions.lock();
             let numbers = sessions.values().map(|r| r.session_id >> SESSION_ID_BITS);
@@ -452,10 +462,21 @@ impl Cluster {
             .directory
             .save_sessions(self.settings.number, &records, self.session_ttl());
         match self.call(saved).await {
-            Ok(()) => tracing::warn!(
-                sessions = records.len(),
-                "session records written again (Redis had lost them, or a write failed)"
-            ),
+            Ok(()) => {
+                tracing::warn!(
+                    sessions = records.len(),
+                    "session records written again (Redis had lost them, or a write failed)"
+                );
+                // A session that ended while they were written came back with them.
+                let ended: Vec<String> = {
+                    let sessions = self.sessions.lock();
+                    (records.into_iter())
+                        .map(|(token, _)| token)
+                        .filter(|token| !sessions.contains_key(token))
+                        .collect()
+                };
+                self.forget_all(ended).await;
+            }
             Err(e) => {
                 self.rewrite_sessions.store(true, Ordering::Relaxed);
                 tracing::warn!("writing the session records again failed ({e}); tried again at the next renewal");
@@ -1053,6 +1074,7 @@ impl Cluster {
         }
         self.stop_calls().await;
         let before = self.flushed.load(Ordering::Acquire);
+        let skipped_before = self.metrics.checkpoints_skipped.get();
         let asked = self.pool.hand_off();
         let written = async {
             loop {
@@ -1065,6 +1087,16 @@ impl Cluster {
         };
         if tokio::time::timeout(HAND_OFF_WAIT, written).await.is_err() {
             tracing::warn!("stopping: not every room's checkpoint was written in time");
+        }
+        // (Counted from the hand-off on: a periodic write finishing meanwhile counts
+        // too, which errs towards the warning.)
+        let unsaved = self.metrics.checkpoints_skipped.get() - skipped_before;
+        if unsaved > 0 {
+            tracing::warn!(
+                checkpoints = unsaved,
+                "stopping: checkpoints not written (Redis failed them, their leases had lapsed, or over \
+                 [cluster] max_checkpoint_bytes): those rooms come back from an older checkpoint, or empty"
+            );
         }
         let rooms = self.pool.all_rooms();
         if let Ok(loads) = self.call(self.directory.node_loads()).await {
