@@ -1009,9 +1009,11 @@ impl Cluster {
             let (chunk, later) = rest.split_at(n);
             rest = later;
             // After a failure the rest wait for the rooms' next checkpoints: a Redis
-            // that does not answer must not hold this write up for each chunk.
+            // that does not answer must not hold this write up for each chunk. Those
+            // rooms write their next one even if they have not changed since.
             if failed {
                 self.metrics.checkpoints_skipped.inc_by(chunk.len() as u64);
+                chunk.iter().for_each(|(room, _)| self.pool.checkpoint_again(room));
                 continue;
             }
             let saved = self.directory.save_checkpoints(chunk, self.settings.checkpoint_ttl);
@@ -1023,6 +1025,7 @@ impl Cluster {
                 }
                 Err(_) => {
                     self.metrics.checkpoints_skipped.inc_by(chunk.len() as u64);
+                    chunk.iter().for_each(|(room, _)| self.pool.checkpoint_again(room));
                     failed = true;
                 }
             }

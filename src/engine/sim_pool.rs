@@ -337,6 +337,12 @@ pub enum Command {
     /// The node is stopping: checkpoint every room of the thread now, send
     /// [`Checkpoint::Flushed`], and tick no room any more.
     HandOff,
+    /// The room's last checkpoint did not reach the directory: its next periodic one
+    /// is written even if nothing changed (an idle room's would be skipped).
+    CheckpointAgain {
+        /// Room.
+        room: RoomKey,
+    },
     /// Close the room now: every member gets `Left` with this reason.
     Close {
         /// Room.
@@ -1120,6 +1126,14 @@ impl SimPool {
         Ok(())
     }
 
+    /// The last checkpoint of the room with this id did not reach the directory (see
+    /// [`Command::CheckpointAgain`]); nothing for a room no longer open.
+    pub fn checkpoint_again(&self, id: &str) {
+        if let Some(room) = self.room(id) {
+            let _ = self.workers[room.thread].send_unbounded(Command::CheckpointAgain { room: room.key });
+        }
+    }
+
     /// Stops every thread and waits for them.
     pub fn shutdown(&mut self) {
         for worker in &self.workers {
@@ -1521,6 +1535,11 @@ impl SimThread {
                 }
                 r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
             },
+            Command::CheckpointAgain { room } => {
+                if let Some(r) = self.room_mut(room) {
+                    r.checkpoints.written = None;
+                }
+            }
             Command::HandOff => {
                 if let Some(sink) = self.checkpoints.as_ref().map(|c| c.sink.clone()) {
                     let now = unix_micros();
