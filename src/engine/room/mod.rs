@@ -656,6 +656,13 @@ impl Room {
                     return Err(JoinError::TooSoon);
                 }
             }
+            // A join of the old session still waiting for its `Joined` is answered: a
+            // newer session takes the seat.
+            if !same_session && let Some(waiting) = self.members[i].joined_reply {
+                let message = "a newer session of this member took the seat";
+                let error = self.error(ErrorCode::NotAMember, message, waiting);
+                let _ = self.members[i].outbox.push_reliable(error);
+            }
             let existing = &mut self.members[i];
             if !same_session {
                 // A new session with this member id (continued from another node):

@@ -1941,6 +1941,27 @@ fn an_old_sessions_leave_does_not_free_a_seat_taken_over() {
     assert_eq!(room.member_count(), 0);
 }
 
+/// A join of the old session still waiting for its `Joined` when a newer session of
+/// the member takes the seat is answered (`NOT_A_MEMBER`), not left unanswered.
+#[test]
+fn a_join_waiting_when_a_newer_session_takes_the_seat_is_answered() {
+    let mut room = relay_room_at_10_hz();
+    let mut old = Client::new(1);
+    // Joins (its `Joined` due at the next tick)...
+    room.join(1, "user-1".into(), old.outbox.clone(), 7, 1).unwrap();
+    // ...and a newer session of the member takes the seat first.
+    let new = Client::new(1);
+    join(&mut room, &new);
+    room.tick(0);
+    old.read();
+    let errors = old.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].code, errors[0].request_id),
+        (ErrorCode::NotAMember as i32, 7)
+    );
+}
+
 /// A join of a room the member is in while its `Joined` is still owed is refused, so
 /// every join gets exactly one answer; a refused join still moves the membership to
 /// its number, which the session's leave notice then carries.
