@@ -1130,7 +1130,7 @@ impl SimPool {
     /// [`Command::CheckpointAgain`]); nothing for a room no longer open.
     pub fn checkpoint_again(&self, id: &str) {
         if let Some(room) = self.room(id) {
-            let _ = self.workers[room.thread].send_unbounded(Command::CheckpointAgain { room: room.key });
+            self.send_owed(&room, Command::CheckpointAgain { room: room.key });
         }
     }
 

@@ -1385,25 +1385,17 @@ impl Driver {
                 _ => None,
             })
             .collect();
-        let leaves = (self.leaves.iter()).map(|(&request_id, room)| {
-            Out::Leave(proto::LeaveRoom {
+        let leaves: Vec<proto::LeaveRoom> = (self.leaves.iter())
+            .filter(|(request_id, _)| !waiting.contains(request_id))
+            .map(|(&request_id, room)| proto::LeaveRoom {
                 request_id,
                 room: room.clone(),
             })
-        });
-        let quick_joins = (self.quick_joins.values()).map(|quick| Out::QuickJoin(quick.clone()));
-        let again: Vec<Out> = (leaves.chain(quick_joins))
-            .filter(|m| match m {
-                Out::Leave(leave) => !waiting.contains(&leave.request_id),
-                Out::QuickJoin(quick) => !waiting.contains(&quick.request_id),
-                _ => false,
-            })
             .collect();
-        self.resent_leaves = (again.iter())
-            .filter_map(|m| match m {
-                Out::Leave(leave) => Some(leave.request_id),
-                _ => None,
-            })
+        self.resent_leaves = leaves.iter().map(|leave| leave.request_id).collect();
+        let quick_joins = (self.quick_joins.values()).filter(|quick| !waiting.contains(&quick.request_id));
+        let again: Vec<Out> = (leaves.into_iter().map(Out::Leave))
+            .chain(quick_joins.cloned().map(Out::QuickJoin))
             .collect();
         for message in again.into_iter().rev() {
             self.buffer.push_front(message);

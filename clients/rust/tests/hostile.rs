@@ -47,6 +47,35 @@ async fn close(mut ws: FakeSocket, code: u16) {
     while next_messages(&mut ws).await.is_some() {}
 }
 
+/// The answer to join `request_id` of relay room `room`.
+fn joined_relay(request_id: u64, room: &str) -> proto::Joined {
+    proto::Joined {
+        request_id,
+        room: room.into(),
+        room_type: "relay".into(),
+        ..Default::default()
+    }
+}
+
+/// An `Error` with `code` answering `request_id` about `room`.
+fn error(code: proto::ErrorCode, request_id: u64, room: &str) -> proto::Error {
+    proto::Error {
+        code: code as i32,
+        request_id,
+        room: room.into(),
+        ..Default::default()
+    }
+}
+
+/// A fake relay's `Welcome` to its `n`th connection: the first starts the session,
+/// the later ones resume it.
+fn welcome_resuming_after_first(n: u32) -> proto::Welcome {
+    proto::Welcome {
+        resumed: n > 1,
+        ..welcome("t")
+    }
+}
+
 /// Reads until the client joins a room, answers it as a relay room, and returns the
 /// room's name.
 async fn answer_join(ws: &mut FakeSocket, last_input_seq: u64) -> String {
@@ -54,11 +83,8 @@ async fn answer_join(ws: &mut FakeSocket, last_input_seq: u64) -> String {
         for message in next_messages(ws).await.expect("the client joins") {
             if let Out::Join(join) = message {
                 let joined = proto::Joined {
-                    request_id: join.request_id,
-                    room: join.room.clone(),
-                    room_type: "relay".into(),
                     last_input_seq,
-                    ..Default::default()
+                    ..joined_relay(join.request_id, &join.room)
                 };
                 ws.send(fake_server_message(In::Joined(joined))).await.unwrap();
                 return join.room;
@@ -1084,9 +1110,7 @@ async fn a_leave_and_a_quick_join_unanswered_on_a_lost_connection_are_sent_again
     let url = fake_relay(move |n, _, mut ws| {
         let sent = sent_tx.clone();
         async move {
-            let mut welcome = welcome("t");
-            welcome.resumed = n > 1;
-            send_welcome(&mut ws, welcome).await;
+            send_welcome(&mut ws, welcome_resuming_after_first(n)).await;
             if n == 1 {
                 answer_join(&mut ws, 0).await;
             }
@@ -1107,12 +1131,7 @@ async fn a_leave_and_a_quick_join_unanswered_on_a_lost_connection_are_sent_again
             if n == 1 {
                 return; // dropped without a close, unanswered
             }
-            let refused = proto::Error {
-                code: proto::ErrorCode::NotAMember as i32,
-                request_id: leave.unwrap(),
-                room: "r".into(),
-                ..Default::default()
-            };
+            let refused = error(proto::ErrorCode::NotAMember, leave.unwrap(), "r");
             ws.send(fake_server_message(In::Error(refused))).await.unwrap();
             while next_messages(&mut ws).await.is_some() {}
         }
@@ -1156,12 +1175,7 @@ async fn a_left_for_an_earlier_membership_does_not_undo_a_join_that_waits() {
             ..Default::default()
         };
         ws.send(fake_server_message(In::Left(left))).await.unwrap();
-        let joined = proto::Joined {
-            request_id: join.request_id,
-            room: "r".into(),
-            room_type: "relay".into(),
-            ..Default::default()
-        };
+        let joined = joined_relay(join.request_id, "r");
         ws.send(fake_server_message(In::Joined(joined))).await.unwrap();
         while next_messages(&mut ws).await.is_some() {}
     })
@@ -1187,12 +1201,7 @@ async fn not_a_member_for_a_joined_room_is_told_as_its_lost_left() {
         while let Some(messages) = next_messages(&mut ws).await {
             for message in messages {
                 if let Out::Input(input) = message {
-                    let refused = proto::Error {
-                        code: proto::ErrorCode::NotAMember as i32,
-                        request_id: input.seq,
-                        room: input.room,
-                        ..Default::default()
-                    };
+                    let refused = error(proto::ErrorCode::NotAMember, input.seq, &input.room);
                     ws.send(fake_server_message(In::Error(refused))).await.unwrap();
                 }
             }
@@ -1315,11 +1324,8 @@ async fn a_join_waiting_to_be_retried_is_not_sent_again_once_a_reconnect_joined_
             let join = next_join(&mut ws).await;
             if n == 1 {
                 let later = proto::Error {
-                    code: proto::ErrorCode::Unavailable as i32,
-                    request_id: join.request_id,
-                    room: join.room,
                     retry_after_ms: 2_000,
-                    ..Default::default()
+                    ..error(proto::ErrorCode::Unavailable, join.request_id, &join.room)
                 };
                 ws.send(fake_server_message(In::Error(later))).await.unwrap();
                 return; // lost
@@ -1329,12 +1335,7 @@ async fn a_join_waiting_to_be_retried_is_not_sent_again_once_a_reconnect_joined_
             if let Ok(again) = tokio::time::timeout(within, next_join(&mut ws)).await {
                 let _ = joins_tx.send(again.request_id);
             }
-            let joined = proto::Joined {
-                request_id: join.request_id,
-                room: join.room,
-                room_type: "relay".into(),
-                ..Default::default()
-            };
+            let joined = joined_relay(join.request_id, &join.room);
             ws.send(fake_server_message(In::Joined(joined))).await.unwrap();
             while next_messages(&mut ws).await.is_some() {}
         }
@@ -1354,9 +1355,7 @@ async fn offline_a_full_buffer_refuses_events_and_keeps_the_leave() {
     let url = fake_relay(move |n, _, mut ws| {
         let leaves_tx = leaves_tx.clone();
         async move {
-            let mut welcome = welcome("t");
-            welcome.resumed = n > 1;
-            send_welcome(&mut ws, welcome).await;
+            send_welcome(&mut ws, welcome_resuming_after_first(n)).await;
             if n == 1 {
                 answer_join(&mut ws, 0).await;
                 let _ = leaves_tx.send(None);
@@ -1408,33 +1407,30 @@ async fn a_leave_before_a_join_on_a_lost_connection_is_not_sent_again() {
     let url = fake_relay(move |n, _, mut ws| {
         let sent = sent_tx.clone();
         async move {
-            let mut welcome = welcome("t");
-            welcome.resumed = n > 1;
-            send_welcome(&mut ws, welcome).await;
+            // The leaves and joins of each envelope, in order.
+            let leaves_and_joins = |messages: Vec<Out>| {
+                messages.into_iter().filter_map(|m| match m {
+                    Out::Leave(_) => Some("leave"),
+                    Out::Join(_) => Some("join"),
+                    _ => None,
+                })
+            };
+            send_welcome(&mut ws, welcome_resuming_after_first(n)).await;
+            let mut kinds = Vec::new();
             if n == 1 {
                 answer_join(&mut ws, 0).await;
-                let mut kinds = Vec::new();
                 while kinds.len() < 2 {
                     let Some(messages) = next_messages(&mut ws).await else {
                         return;
                     };
-                    kinds.extend(messages.into_iter().filter_map(|m| match m {
-                        Out::Leave(_) => Some("leave"),
-                        Out::Join(_) => Some("join"),
-                        _ => None,
-                    }));
+                    kinds.extend(leaves_and_joins(messages));
                 }
                 let _ = sent.send(kinds);
                 return; // lost, unanswered
             }
-            let mut kinds = Vec::new();
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
                 while let Some(messages) = next_messages(&mut ws).await {
-                    kinds.extend(messages.into_iter().filter_map(|m| match m {
-                        Out::Leave(_) => Some("leave"),
-                        Out::Join(_) => Some("join"),
-                        _ => None,
-                    }));
+                    kinds.extend(leaves_and_joins(messages));
                 }
             })
             .await;

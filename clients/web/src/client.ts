@@ -1506,12 +1506,13 @@ export class Client {
     const waiting = new Set(
       this.#buffer.flatMap((m) => (m?.case === "leave" || m?.case === "quickJoin" ? [m.value.requestId] : [])),
     );
-    const leavesAgain = [...this.#leaves]
-      .filter(([requestId]) => !waiting.has(requestId))
-      .map(([requestId, room]): Outgoing => ({ case: "leave", value: { requestId, room } }));
+    const leavesAgain = [...this.#leaves].filter(([requestId]) => !waiting.has(requestId));
+    this.#resentLeaves = new Set(leavesAgain.map(([requestId]) => requestId));
     const quickJoinsAgain = [...this.#quickJoins.values()].filter((m) => !waiting.has(m.value.requestId));
-    this.#resentLeaves = new Set(leavesAgain.flatMap((m) => (m?.case === "leave" ? [m.value.requestId ?? 0n] : [])));
-    this.#buffer.unshift(...leavesAgain, ...quickJoinsAgain);
+    this.#buffer.unshift(
+      ...leavesAgain.map(([requestId, room]): Outgoing => ({ case: "leave", value: { requestId, room } })),
+      ...quickJoinsAgain,
+    );
     // A room left and joined again offline is joined after the leave (sent with what
     // waited offline): before it, the leave would undo the join.
     const leaving = new Set(this.#buffer.flatMap((m) => (m?.case === "leave" ? [m.value.room] : [])));

@@ -131,6 +131,21 @@ function joinedUnderTightLimits(): Client {
   return c;
 }
 
+/** A client joining arena room "r", welcomed by its home connection (returned). */
+function welcomedInArena(): { c: Client; home: FakeSocket } {
+  const { client: c } = client();
+  c.join("r", "arena");
+  c.connect();
+  const home = last();
+  home.welcome();
+  return { c, home };
+}
+
+/** `home` redirects the join of room "r" to node B. */
+function redirectToNodeB(home: FakeSocket): void {
+  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+}
+
 beforeEach(() => {
   FakeSocket.opened = [];
   clock = 0;
@@ -688,11 +703,7 @@ test("close() ends the requests still waiting, and connect() twice opens one soc
 
 /** A client whose room "r" (arena) the home relay redirected to node-b (with `seat`); the node's socket is `last()`. */
 function redirectedToNodeB(seat = ""): { c: Client; home: FakeSocket } {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  const home = last();
-  home.welcome();
+  const { c, home } = welcomedInArena();
   home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat } }], 1n);
   return { c, home };
 }
@@ -1412,12 +1423,8 @@ test("a join refused for now again and again waits once: one join each time, not
 });
 
 test("close() then connect(): rooms that lived on another node are joined again", async () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  const home = last();
-  home.welcome();
-  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  const { c, home } = welcomedInArena();
+  redirectToNodeB(home);
   const node = last();
   node.welcome(false, 9n);
   node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
@@ -1453,12 +1460,8 @@ test("a Joined answering a join made before the room was left is not taken for t
 });
 
 test("a request about a room on another node goes to that node; others go home", () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  const home = last();
-  home.welcome();
-  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  const { c, home } = welcomedInArena();
+  redirectToNodeB(home);
   const node = last();
   node.welcome(false, 9n);
   node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
@@ -1489,13 +1492,9 @@ test("a join's wait does not outlive the room: left and joined again, one join g
 });
 
 test("what a closed client's socket still delivers is not acted on (a redirect opens nothing)", async () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  const home = last();
-  home.welcome();
+  const { c, home } = welcomedInArena();
   const closed = c.close();
-  home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
+  redirectToNodeB(home);
   assert.equal(last(), home, "no node connection");
   home.end(1000);
   await closed;
