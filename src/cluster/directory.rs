@@ -97,6 +97,12 @@ pub enum Claim {
     /// empty: its node, if alive, takes it back at its next renewal. Ask again in a
     /// moment.
     Settling,
+    /// The copy of the room this node runs is out of date: its lease lapsed (the node
+    /// was cut off from the directory) and another claim took the room since, whether
+    /// or not that claim's node still holds it. Or another start of this node's id
+    /// holds the room. Not taken; the copy here must close. (Only the Redis directory
+    /// numbers claims: one process's never answers this.)
+    Superseded,
 }
 
 /// The directory could not be reached or answered nonsense: what needs it is refused

@@ -792,7 +792,9 @@ impl Cluster {
             }
             // Refused at most once: the second claim knows of the checkpoint.
             let none_found = open_here.is_none() && !may_restore;
-            let claim = self.directory.claim_unless_checkpointed(&entry, retake, none_found);
+            let claim = self
+                .directory
+                .claim_unless_checkpointed(&entry, retake, none_found, open_here.is_some());
             match self.call(claim).await? {
                 Some(claim) => break claim,
                 None => may_restore = true,
@@ -807,6 +809,16 @@ impl Cluster {
         match &claim {
             Claim::Theirs { url: Some(_), .. } => {
                 self.metrics.redirects.inc();
+            }
+            // The copy open here is out of date: it closes, and the join, made again,
+            // claims the room afresh (restoring it from the later claim's checkpoint).
+            Claim::Superseded => {
+                if open_here.is_some() {
+                    self.close_lost(room, SUPERSEDED);
+                }
+                return Err(PoolError::Unavailable(
+                    "the room was taken over elsewhere while this node was cut off from Redis; join again".into(),
+                ));
             }
             // Read after the claim: the owner writes its last checkpoint before it
             // releases the room.
@@ -1286,7 +1298,8 @@ impl Cluster {
                 ))
             }
             Claim::Theirs { node, .. } => Ok(Some(node)),
-            Claim::Settling => Err(PoolError::Unavailable(
+            // (claim_as answers Superseded with an error of its own.)
+            Claim::Settling | Claim::Superseded => Err(PoolError::Unavailable(
                 "the room directory is settling after a Redis outage; retry".into(),
             )),
         }
@@ -1485,6 +1498,15 @@ impl Cluster {
         }
     }
 
+    /// Closes the copy of a room this node no longer holds (`message`: why, and
+    /// what its members do), counted as lost.
+    fn close_lost(&self, room: &str, message: &str) {
+        self.metrics.rooms_lost.inc();
+        if let Some(Err(e)) = self.pool.close(room, ErrorCode::RoomClosed, message) {
+            tracing::debug!(%room, "the room's close was not taken: {e}");
+        }
+    }
+
     /// One round: renews the leases of the open rooms and takes back (or closes) the
     /// ones whose lease lapsed. (The rooms that closed are dropped from the directory
     /// by their closes, see [`Cluster::write_checkpoints`].)
@@ -1526,17 +1548,20 @@ impl Cluster {
                 Ok(Claim::Ours) => tracing::info!(room = %room.room, "room lease had lapsed; taken back"),
                 Ok(Claim::Theirs { node, .. }) => {
                     tracing::warn!(room = %room.room, owner = %node, "room lease lapsed and another node took the room; closing it here");
-                    self.metrics.rooms_lost.inc();
-                    let message = format!("the room moved to node `{node}`; join it again");
-                    if let Some(Err(e)) = self.pool.close(&room.room, ErrorCode::RoomClosed, &message) {
-                        tracing::debug!(room = %room.room, "the room's close was not taken: {e}");
-                    }
+                    self.close_lost(&room.room, &format!("the room moved to node `{node}`; join it again"));
+                }
+                Ok(Claim::Superseded) => {
+                    tracing::warn!(room = %room.room, "room lease lapsed and another claim took the room since; closing it here");
+                    self.close_lost(&room.room, SUPERSEDED);
                 }
                 Ok(Claim::Settling) | Err(_) => {}
             }
         }
     }
 }
+
+/// Why a room whose copy here is out of date ([`Claim::Superseded`]) closes.
+const SUPERSEDED: &str = "another node took the room over while this node was cut off from Redis; join it again";
 
 /// The HTTP base of a node's public WebSocket URL: `wss://host:port/ws` →
 /// `https://host:port` (`ws://` → `http://`); behind a proxy routing by path, the

@@ -8,9 +8,10 @@
 //!
 //! | key | value | expires |
 //! |---|---|---|
-//! | `room:<id>` | a hash: `node`, `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`) | with the owner's lease |
+//! | `room:<id>` | a hash: `node`, `claim` (the number of the node's claim: see `claim:<id>`), `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`) | with the owner's lease |
 //! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them, and by the sweep | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
+//! | `claim:<id>` | the number of the room's latest claim (a take of the room when no node held it): renewals, checkpoints, releases and closes name theirs, and one that is not the latest fails | like the checkpoint |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write or its owner's last renewal |
 //! | `node:<id>:inbox`, `:closes`, `:removals` | (pub/sub channels: room events, closes and user removals for the node's rooms, which a stopping node leaves before it hands them off) | — |
 //! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
@@ -50,31 +51,53 @@ use crate::proto;
 /// lease after Redis came back empty (`restarted`): its node, alive, had it. A node
 /// that has renewed before and finds no renewal recorded is the first to see that
 /// Redis lost the directory, and starts that lease. A retake (the room runs on this
-/// node) does not wait. KEYS: room, node, rooms, open rooms of its type, checkpoint.
-/// ARGV: node id, lease ms, type, max, url, room id, prefix, listing, open (1 or 0),
-/// retake (1 or 0), this node has renewed before (1 or 0), the claimer found no
-/// checkpoint (1 or 0). Returns `{1}` when taken, `{0, owner, owner's url or false}`
-/// when another node holds it, `{2}` when it is not settled, `{3}` when nobody holds
-/// it and it has a checkpoint the claimer did not find (its node handed it off since
-/// the claimer looked): not taken, so that it is not opened empty.
+/// node) does not wait.
+///
+/// Each take of a room nobody held is numbered (`claim:<id>`, and the entry's `claim`
+/// field): the node's renewals, checkpoints, releases and closes of the room name
+/// that number, so a node start that lost the room (its lease lapsed while it was cut
+/// off from Redis) cannot renew, overwrite or delete what a later claim holds, even
+/// when that claim was another start of its own id. A room that runs on the
+/// claimer is taken back under its own number, unless another claim came since
+/// (`{4}`: its copy is out of date, even if that claim's node has let it go since).
+///
+/// KEYS: room, node, rooms, open rooms of its type, checkpoint, claim number. ARGV:
+/// node id, lease ms, type, max, url, room id, prefix, listing, open (1 or 0), retake
+/// (1 or 0), this node has renewed before (1 or 0), the claimer found no checkpoint
+/// (1 or 0), the number of the claimer's own claim ('' for none), whether the room
+/// runs on the claimer (1 or 0: a claim number it has is otherwise not its copy's),
+/// how long a checkpoint is kept (ms: the claim number is kept as long). Returns
+/// `{1, claim number}` when taken, `{0, owner, owner's url or false}` when another
+/// node holds it, `{2}` when it is not settled, `{3}` when nobody holds it and it has
+/// a checkpoint the claimer did not find (its node handed it off since the claimer
+/// looked): not taken, so that it is not opened empty; `{4}` when the claimer's copy
+/// is out of date, or another start of its node id holds the room.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local owner = redis.call('HGET', KEYS[1], 'node')
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
-if owner and owner ~= ARGV[1] then
+if owner == ARGV[1] then
+  local held = redis.call('HGET', KEYS[1], 'claim')
+  if held ~= ARGV[13] then
+    return {4}
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, held}
+end
+if owner then
   return {0, owner, redis.call('GET', ARGV[7] .. 'node:' .. owner)}
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if owner then
-  return {1}
+local latest = redis.call('GET', KEYS[6])
+if ARGV[14] == '1' and ARGV[13] ~= '' and latest and latest ~= ARGV[13] then
+  return {4}
 end
 if ARGV[12] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
   return {3}
 end
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
 if ARGV[10] ~= '1' then
-  local time = redis.call('TIME')
-  local now = time[1] * 1000 + math.floor(time[2] / 1000)
   local last = tonumber(redis.call('GET', ARGV[7] .. 'renewed-at'))
   local lease = tonumber(ARGV[2])
   if not last and ARGV[11] == '1' then
@@ -92,13 +115,22 @@ if ARGV[10] ~= '1' then
     end
   end
 end
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8], 'members', 0)
+local claim = ARGV[13]
+if ARGV[14] ~= '1' or claim == '' then
+  if latest then
+    claim = tostring(redis.call('INCR', KEYS[6]))
+  else
+    claim = tostring(now)
+  end
+end
+redis.call('SET', KEYS[6], claim, 'PX', ARGV[15])
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'claim', claim, 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8], 'members', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[6])
 if ARGV[9] == '1' then
   redis.call('ZADD', KEYS[4], 0, ARGV[6])
 end
-return {1}
+return {1, claim}
 ",
     )
 });
@@ -118,7 +150,9 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// current, and records the members of the rooms it holds in the `load` set. ARGV:
 /// node id, lease ms, url, prefix, then per room its id, type, member count, whether
 /// its listing and bans are written (1 or 0: unchanged), the listing, whether it is
-/// open (1 or 0), and its bans (8 bytes per banned user's digest). Returns the (1-based) positions of the rooms it no longer holds.
+/// open (1 or 0), its bans (8 bytes per banned user's digest), and the number of the
+/// node's claim of it (see [`CLAIM`]). Returns the (1-based) positions of the rooms
+/// it no longer holds (under that claim).
 ///
 /// It also keeps the time of the last renewal by any node (`renewed-at`, Redis's
 /// clock) and since when renewals have come without a gap of half a lease
@@ -131,7 +165,8 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// (`restarted`, see [`CLAIM`]). ARGV\[5\]: whether this node has renewed before
 /// (1 or 0); ARGV\[6\]: how long a checkpoint is kept (ms): each room held keeps its
 /// checkpoint that long from now (a room that does not change, or an empty one, which
-/// does not tick, is not checkpointed again for a while); ARGV\[7\]: whether the
+/// does not tick, is not checkpointed again for a while), and its claim number as
+/// long; ARGV\[7\]: whether the
 /// rooms are all the node holds, so their members are its load (1 or 0: a room just
 /// restored, or a stopping node's, whose load is withdrawn); the rooms' arguments
 /// follow it.
@@ -154,9 +189,10 @@ redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local lost = {}
 local load = 0
 for i = 2, #KEYS do
-  local a = 8 + (i - 2) * 7
+  local a = 8 + (i - 2) * 8
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
-  if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
+  local entry = redis.call('HMGET', KEYS[i], 'node', 'claim')
+  if entry[1] == ARGV[1] and entry[2] == ARGV[a + 7] then
     load = load + tonumber(ARGV[a + 2])
     if ARGV[a + 3] == '1' then
       redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 4], 'bans', ARGV[a + 6])
@@ -165,6 +201,7 @@ for i = 2, #KEYS do
     end
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     redis.call('PEXPIRE', ARGV[4] .. 'checkpoint:' .. ARGV[a], ARGV[6])
+    redis.call('PEXPIRE', ARGV[4] .. 'claim:' .. ARGV[a], ARGV[6])
     if ARGV[a + 5] == '1' then
       redis.call('ZADD', open, ARGV[a + 2], ARGV[a])
     else
@@ -252,16 +289,20 @@ return record
     )
 });
 
-/// Saves checkpoints of rooms this node holds (a node that lost a room to another
-/// must not overwrite the new owner's). KEYS: room key, checkpoint key, per room.
-/// ARGV: node id, ttl ms, then one checkpoint per room. Returns how many were saved.
+/// Saves checkpoints of rooms this node holds under the claims it names (a node that
+/// lost a room must not overwrite what a later claim holds), and keeps their claim
+/// numbers as long. KEYS: room key, checkpoint key, claim number key, per room. ARGV:
+/// node id, ttl ms, then per room its checkpoint and this node's claim number.
+/// Returns how many were saved.
 static SAVE_CHECKPOINTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local saved = 0
-for i = 1, #KEYS / 2 do
-  if redis.call('HGET', KEYS[2 * i - 1], 'node') == ARGV[1] then
-    redis.call('SET', KEYS[2 * i], ARGV[i + 2], 'PX', ARGV[2])
+for i = 1, #KEYS / 3 do
+  local entry = redis.call('HMGET', KEYS[3 * i - 2], 'node', 'claim')
+  if entry[1] == ARGV[1] and entry[2] == ARGV[2 * i + 2] then
+    redis.call('SET', KEYS[3 * i - 1], ARGV[2 * i + 1], 'PX', ARGV[2])
+    redis.call('PEXPIRE', KEYS[3 * i], ARGV[2])
     saved = saved + 1
   end
 end
@@ -270,18 +311,23 @@ return saved
     )
 });
 
-/// A room closed on its node: its checkpoint and entry go, if this node holds it, or
-/// if no node does (its lease lapsed while Redis was away: a join would restore the
-/// closed room from the checkpoint otherwise). KEYS: room, checkpoint, rooms. ARGV:
-/// node, id, prefix.
+/// A room closed on its node: its checkpoint and entry go if this node holds it
+/// under the claim named, or if no node holds it and no claim came after that one
+/// (its lease lapsed while Redis was away: a join would restore the closed room from
+/// the checkpoint otherwise; a later claim's checkpoint is that claim's). The claim
+/// number stays, so that no copy of the room claimed before it is taken back. KEYS:
+/// room, checkpoint, rooms, claim number. ARGV: node, id, prefix, this node's claim
+/// number.
 static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local owner = redis.call('HGET', KEYS[1], 'node')
-if owner == ARGV[1] then
+local entry = redis.call('HMGET', KEYS[1], 'node', 'claim')
+local ours = entry[1] == ARGV[1] and entry[2] == ARGV[4]
+if ours then
   redis.call('ZREM', ARGV[3] .. 'open:' .. redis.call('HGET', KEYS[1], 'type'), ARGV[2])
 end
-if owner == ARGV[1] or not owner then
+local latest = redis.call('GET', KEYS[4])
+if ours or (not entry[1] and (not latest or latest == ARGV[4])) then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
 end
@@ -290,17 +336,20 @@ return 0
     )
 });
 
-/// A node stops: releases every room it holds, its own URL lease and its load entry. KEYS: the rooms
-/// set, this node's key, then one room key per room. ARGV: node id, prefix, then the
-/// room ids.
+/// A node stops: releases every room it holds (under the claims it names), its own
+/// URL lease and its load entry. KEYS: the rooms set, this node's key, then one room
+/// key per room. ARGV: node id, prefix, then per room its id and this node's claim
+/// number.
 static RELEASE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 for i = 3, #KEYS do
-  if redis.call('HGET', KEYS[i], 'node') == ARGV[1] then
-    redis.call('ZREM', ARGV[2] .. 'open:' .. redis.call('HGET', KEYS[i], 'type'), ARGV[i])
+  local id = ARGV[2 * i - 3]
+  local entry = redis.call('HMGET', KEYS[i], 'node', 'claim', 'type')
+  if entry[1] == ARGV[1] and entry[2] == ARGV[2 * i - 2] then
+    redis.call('ZREM', ARGV[2] .. 'open:' .. entry[3], id)
     redis.call('DEL', KEYS[i])
-    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[1], id)
   end
 end
 redis.call('DEL', KEYS[2])
@@ -373,13 +422,14 @@ return 0
     )
 });
 
-/// Deletes a room's entry if this node holds it. KEYS: room, rooms. ARGV: node, id,
-/// prefix.
+/// Deletes a room's entry if this node holds it under the claim named. KEYS: room,
+/// rooms. ARGV: node, id, prefix, this node's claim number.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
-  redis.call('ZREM', ARGV[3] .. 'open:' .. redis.call('HGET', KEYS[1], 'type'), ARGV[2])
+local entry = redis.call('HMGET', KEYS[1], 'node', 'claim', 'type')
+if entry[1] == ARGV[1] and entry[2] == ARGV[4] then
+  redis.call('ZREM', ARGV[3] .. 'open:' .. entry[3], ARGV[2])
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
@@ -406,6 +456,10 @@ pub struct RedisDirectory {
     /// Per room held, a hash of the listing last written and the renewals since:
     /// renewals write a listing when it changed, and every tenth time all the same.
     listings: Arc<Mutex<HashMap<String, (u64, u8)>>>,
+    /// Per room this node claimed, the number of its claim (see [`CLAIM`]), which
+    /// its renewals, checkpoints, releases and closes name; kept until the room is
+    /// released or its close written.
+    claims: Arc<Mutex<HashMap<String, String>>>,
     /// Set once a renewal succeeded: a directory with no renewal recorded is then
     /// one Redis lost (see [`CLAIM`]).
     renewed: Arc<AtomicBool>,
@@ -437,6 +491,7 @@ impl RedisDirectory {
             prefix: connection.key_prefix(prefix),
             connection,
             listings: Arc::default(),
+            claims: Arc::default(),
             renewed: Arc::default(),
             node,
             lease_ms: lease.as_millis().max(1) as u64,
@@ -464,6 +519,7 @@ impl RedisDirectory {
         let mut hashes = Vec::with_capacity(rooms.len());
         {
             let written = self.listings.lock();
+            let claims = self.claims.lock();
             for room in rooms {
                 let listing = room.listing.to_proto().encode_to_vec();
                 let bans: Vec<u8> = room.banned.iter().flat_map(|digest| digest.to_be_bytes()).collect();
@@ -480,7 +536,8 @@ impl RedisDirectory {
                     .arg(u8::from(!unchanged))
                     .arg(if unchanged { Vec::new() } else { listing })
                     .arg(u8::from(room.is_open()))
-                    .arg(if unchanged { Vec::new() } else { bans });
+                    .arg(if unchanged { Vec::new() } else { bans })
+                    .arg(claims.get(&room.room).map_or("", String::as_str));
             }
         }
         let lost: Vec<usize> = invocation
@@ -528,7 +585,9 @@ impl RedisDirectory {
             invocation
                 .key(self.key("room", room))
                 .key(self.key("checkpoint", room))
-                .arg(data);
+                .key(self.key("claim", room))
+                .arg(data)
+                .arg(self.claim_of(room));
         }
         invocation
             .invoke_async(&mut self.connection.clone())
@@ -545,13 +604,18 @@ impl RedisDirectory {
             .key(self.key("node", &self.node.id))
             .arg(&self.node.id)
             .arg(&self.prefix);
-        for room in rooms {
-            invocation.key(self.key("room", room)).arg(room);
+        let claims: Vec<String> = rooms.iter().map(|room| self.claim_of(room)).collect();
+        for (room, claim) in rooms.iter().zip(&claims) {
+            invocation.key(self.key("room", room)).arg(room).arg(claim);
         }
         invocation
-            .invoke_async(&mut self.connection.clone())
+            .invoke_async::<()>(&mut self.connection.clone())
             .await
-            .map_err(failed)
+            .map_err(failed)?;
+        for (room, claim) in rooms.iter().zip(&claims) {
+            self.forget_claim(room, claim);
+        }
+        Ok(())
     }
 
     /// The node stops taking new rooms: its load entry goes, so placement sends none
@@ -596,16 +660,21 @@ impl RedisDirectory {
     /// this node still holds it), so the next room with its id starts empty.
     pub async fn close(&self, room: &str) -> Result<(), DirectoryError> {
         self.listings.lock().remove(room);
+        let claim = self.claim_of(room);
         CLOSE
             .key(self.key("room", room))
             .key(self.key("checkpoint", room))
             .key(format!("{}rooms", self.prefix))
+            .key(self.key("claim", room))
             .arg(&self.node.id)
             .arg(room)
             .arg(&self.prefix)
-            .invoke_async(&mut self.connection.clone())
+            .arg(&claim)
+            .invoke_async::<()>(&mut self.connection.clone())
             .await
-            .map_err(failed)
+            .map_err(failed)?;
+        self.forget_claim(room, &claim);
+        Ok(())
     }
 
     /// A number for this node start, from 1 to 8191, unique among the nodes running
@@ -775,6 +844,20 @@ impl RedisDirectory {
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}:{id}", self.prefix)
     }
+
+    /// The number of this node's claim of `room` ('' for none).
+    fn claim_of(&self, room: &str) -> String {
+        self.claims.lock().get(room).cloned().unwrap_or_default()
+    }
+
+    /// Forgets claim `number` of `room` once Redis let it go, unless a claim since
+    /// (a join's, while the release ran) put another in its place.
+    fn forget_claim(&self, room: &str, number: &str) {
+        let mut claims = self.claims.lock();
+        if claims.get(room).is_some_and(|held| held == number) {
+            claims.remove(room);
+        }
+    }
 }
 
 /// Renewals in a row that do not write a room's listing because it did not change,
@@ -818,12 +901,15 @@ impl RedisDirectory {
     /// [`Directory::claim`] (or, `retake`, [`Directory::retake`]) of a room that its
     /// claimer found no checkpoint of (`none_found`): `None` when nobody holds the
     /// room and it has a checkpoint after all (its node handed it off since the
-    /// claimer looked); not taken then, so that it is not opened empty.
+    /// claimer looked); not taken then, so that it is not opened empty. `runs_here`:
+    /// the room runs on this node, under its claim, which is taken back unless
+    /// another claim came since ([`Claim::Superseded`]); otherwise a claim is new.
     pub async fn claim_unless_checkpointed(
         &self,
         room: &RoomEntry,
         retake: bool,
         none_found: bool,
+        runs_here: bool,
     ) -> Result<Option<Claim>, DirectoryError> {
         let reply: Vec<Value> = CLAIM
             .key(self.key("room", &room.room))
@@ -831,6 +917,7 @@ impl RedisDirectory {
             .key(format!("{}rooms", self.prefix))
             .key(self.key("open", &room.room_type))
             .key(self.key("checkpoint", &room.room))
+            .key(self.key("claim", &room.room))
             .arg(&self.node.id)
             .arg(self.lease_ms)
             .arg(&room.room_type)
@@ -843,13 +930,21 @@ impl RedisDirectory {
             .arg(u8::from(retake))
             .arg(u8::from(self.renewed.load(Ordering::Relaxed)))
             .arg(u8::from(none_found))
+            .arg(self.claim_of(&room.room))
+            .arg(u8::from(runs_here))
+            .arg(self.checkpoint_ttl_ms)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
         match reply.as_slice() {
-            [Value::Int(1)] => Ok(Some(Claim::Ours)),
+            [Value::Int(1), number] => {
+                let number = text(number).ok_or_else(|| DirectoryError("claim: malformed claim number".into()))?;
+                self.claims.lock().insert(room.room.clone(), number);
+                Ok(Some(Claim::Ours))
+            }
             [Value::Int(2)] => Ok(Some(Claim::Settling)),
             [Value::Int(3)] => Ok(None),
+            [Value::Int(4)] => Ok(Some(Claim::Superseded)),
             [Value::Int(0), owner, url] => Ok(Some(Claim::Theirs {
                 node: text(owner).ok_or_else(|| DirectoryError("claim: malformed owner".into()))?,
                 url: text(url),
@@ -859,7 +954,7 @@ impl RedisDirectory {
     }
 
     async fn claim_or_retake(&self, room: &RoomEntry, retake: bool) -> Result<Claim, DirectoryError> {
-        let claim = self.claim_unless_checkpointed(room, retake, false).await?;
+        let claim = self.claim_unless_checkpointed(room, retake, false, retake).await?;
         claim.ok_or_else(|| DirectoryError("claim: refused over a checkpoint not asked about".into()))
     }
 }
@@ -888,15 +983,18 @@ impl Directory for RedisDirectory {
 
     async fn release(&self, room: &str) -> Result<(), DirectoryError> {
         self.listings.lock().remove(room);
+        let claim = self.claim_of(room);
         let _: i64 = RELEASE
             .key(self.key("room", room))
             .key(format!("{}rooms", self.prefix))
             .arg(&self.node.id)
             .arg(room)
             .arg(&self.prefix)
+            .arg(&claim)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
+        self.forget_claim(room, &claim);
         Ok(())
     }
 

@@ -219,6 +219,83 @@ async fn a_redis_stall_does_not_hand_a_live_room_to_another_node() {
     assert_eq!(b.claim(&room).await.unwrap(), Claim::Ours);
 }
 
+/// Renews `node`'s (empty) lease often for `span`: the renewals of a node that
+/// stays in touch with Redis, which settle the directory (see `Claim::Settling`).
+async fn keep_renewing(node: &RedisDirectory, span: Duration) {
+    let until = Instant::now() + span;
+    while Instant::now() < until {
+        node.renew(&[]).await.unwrap();
+        tokio::time::sleep(REDIS_LEASE / 4).await;
+    }
+}
+
+/// A node cut off from Redis past its lease, whose room another node took, ran and
+/// handed off meanwhile: coming back, it cannot take the room back (nobody holds it,
+/// but its copy is older than the checkpoint there), nor overwrite or delete that
+/// checkpoint, nor release anything; its copy must close.
+#[tokio::test]
+async fn a_node_cut_off_does_not_take_back_a_room_claimed_since() {
+    let (_server, a, b) = redis().await;
+    let room = entry("world", 1);
+    let ttl = Duration::from_secs(60);
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    assert_eq!(a.save_checkpoints(&[("world".into(), vec![1])], ttl).await.unwrap(), 1);
+    // a is cut off; b renews on, and takes the room once its lease lapsed.
+    keep_renewing(&b, 2 * REDIS_LEASE).await;
+    assert_eq!(b.claim(&room).await.unwrap(), Claim::Ours);
+    assert_eq!(b.save_checkpoints(&[("world".into(), vec![2])], ttl).await.unwrap(), 1);
+    b.release("world").await.unwrap();
+
+    assert_eq!(a.renew(std::slice::from_ref(&room)).await.unwrap(), ["world"], "lapsed");
+    assert_eq!(a.retake(&room).await.unwrap(), Claim::Superseded);
+    assert_eq!(a.locate("world").await.unwrap(), None, "not taken");
+    assert_eq!(a.save_checkpoints(&[("world".into(), vec![3])], ttl).await.unwrap(), 0);
+    a.close("world").await.unwrap();
+    assert_eq!(
+        a.load_checkpoint("world").await.unwrap(),
+        Some(vec![2]),
+        "b's checkpoint stays"
+    );
+    // Claimed afresh (as a join of the closed room would), it is a's again.
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    assert_eq!(a.save_checkpoints(&[("world".into(), vec![4])], ttl).await.unwrap(), 1);
+}
+
+/// Two starts of one node id (the first cut off from Redis past its lease, the
+/// second started meanwhile) own their claims apart: the second's claim is not
+/// the first's to renew, checkpoint or release.
+#[tokio::test]
+async fn a_second_start_of_a_node_id_owns_its_claims_alone() {
+    let server = RedisServer::start();
+    let first = redis_node(&server, "a").await;
+    let second = redis_node(&server, "a").await;
+    let room = entry("world", 1);
+    let ttl = Duration::from_secs(60);
+    assert_eq!(first.claim(&room).await.unwrap(), Claim::Ours);
+    assert_eq!(second.claim(&room).await.unwrap(), Claim::Superseded, "the first's");
+    tokio::time::sleep(2 * REDIS_LEASE).await;
+    assert_eq!(second.claim(&room).await.unwrap(), Claim::Ours);
+
+    assert_eq!(first.renew(std::slice::from_ref(&room)).await.unwrap(), ["world"]);
+    assert_eq!(first.retake(&room).await.unwrap(), Claim::Superseded);
+    assert_eq!(
+        first.save_checkpoints(&[("world".into(), vec![1])], ttl).await.unwrap(),
+        0
+    );
+    first.release("world").await.unwrap();
+    assert_eq!(
+        second.renew(std::slice::from_ref(&room)).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        second
+            .save_checkpoints(&[("world".into(), vec![2])], ttl)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
 /// A room that closed while its lease had lapsed (Redis away longer than a lease)
 /// takes its checkpoint with it when the close reaches Redis: the next room of its
 /// id starts empty, not as the closed one was.
@@ -295,7 +372,7 @@ async fn a_claim_that_found_no_checkpoint_does_not_take_a_room_handed_off_since(
     let (_server, a, b) = redis().await;
     let fresh = entry("fresh", 1);
     assert_eq!(
-        b.claim_unless_checkpointed(&fresh, true, true).await.unwrap(),
+        b.claim_unless_checkpointed(&fresh, true, true, false).await.unwrap(),
         Some(Claim::Ours)
     );
     let room = entry("world", 1);
@@ -303,16 +380,22 @@ async fn a_claim_that_found_no_checkpoint_does_not_take_a_room_handed_off_since(
     a.save_checkpoints(&[("world".into(), vec![1])], Duration::from_secs(60))
         .await
         .unwrap();
-    let held = b.claim_unless_checkpointed(&room, true, true).await.unwrap();
+    let held = b.claim_unless_checkpointed(&room, true, true, false).await.unwrap();
     assert!(
         matches!(&held, Some(Claim::Theirs { node, .. }) if node == "a"),
         "{held:?}"
     );
     a.release("world").await.unwrap();
-    assert_eq!(b.claim_unless_checkpointed(&room, true, true).await.unwrap(), None);
+    assert_eq!(
+        b.claim_unless_checkpointed(&room, true, true, false).await.unwrap(),
+        None
+    );
     // Refused before the renewals' settling is looked at: a plain claim of the
     // room, which may wait for that, is refused all the same.
-    assert_eq!(b.claim_unless_checkpointed(&room, false, true).await.unwrap(), None);
+    assert_eq!(
+        b.claim_unless_checkpointed(&room, false, true, false).await.unwrap(),
+        None
+    );
     assert_eq!(
         b.claim(&room).await.unwrap(),
         Claim::Settling,
@@ -320,7 +403,7 @@ async fn a_claim_that_found_no_checkpoint_does_not_take_a_room_handed_off_since(
     );
     assert_eq!(b.locate("world").await.unwrap(), None, "not taken");
     assert_eq!(
-        b.claim_unless_checkpointed(&room, true, false).await.unwrap(),
+        b.claim_unless_checkpointed(&room, true, false, false).await.unwrap(),
         Some(Claim::Ours)
     );
 }
