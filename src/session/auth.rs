@@ -890,6 +890,48 @@ mod tests {
         assert!(Authenticator::new(&both).unwrap_err().contains("jwks_url"));
     }
 
+    /// A set may publish one key id twice (a key rotated in under the old one's
+    /// name, as some providers do): a token naming it verifies with whichever of
+    /// them signed it, and a third key's signature under that name does not.
+    #[test]
+    fn a_key_id_published_twice_verifies_with_either_key() {
+        let config = AuthConfig {
+            mode: AuthMode::Jwt,
+            jwks_url: Some("https://id.example/jwks.json".into()),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::new(&config).unwrap();
+        // An Ed25519 key pair: its public half as a JWK named "k", and a signer.
+        let key = || {
+            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+            let x = base64_url(&pair.public_key_raw());
+            let jwk = format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"k","x":"{x}"}}"#);
+            let signer = jsonwebtoken::EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap();
+            (jwk, signer)
+        };
+        let ((old, old_signer), (new, new_signer), (_, stranger)) = (key(), key(), key());
+        let document = format!(r#"{{"keys":[{old},{new}]}}"#);
+        assert_eq!(auth.key_set().unwrap().replace(document.as_bytes()), Ok(2));
+        let signed = |signer: &jsonwebtoken::EncodingKey, sub: &str| {
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some("k".into());
+            let claims = Claims {
+                sub: sub.into(),
+                exp: NOW + 60,
+                rooms: None,
+            };
+            jsonwebtoken::encode(&header, &claims, signer).unwrap()
+        };
+        for (signer, user) in [(&old_signer, "old"), (&new_signer, "new")] {
+            let identity = auth.authenticate(Some(&signed(signer, user)), NOW).unwrap();
+            assert_eq!(&*identity.user_id, user);
+        }
+        assert_eq!(
+            auth.authenticate(Some(&signed(&stranger, "eve")), NOW).unwrap_err(),
+            AuthError::BadSignature
+        );
+    }
+
     /// Base64url without padding, as a JWT's parts are written.
     fn base64_url(bytes: &[u8]) -> String {
         use base64::Engine as _;
