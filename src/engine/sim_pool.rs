@@ -2088,6 +2088,45 @@ mod tests {
         }
     }
 
+    /// An empty room closes `empty_room_ttl` after it emptied, however many commands
+    /// that leave it empty reach it meanwhile (here leaves of no member: each used to
+    /// start the wait again, so that a client could keep an empty room open for ever).
+    #[test]
+    fn commands_that_leave_a_room_empty_do_not_put_its_close_off() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let mut config = config(1, rx);
+        config.empty_room_ttl = Duration::from_millis(300);
+        let pool = SimPool::start(config).unwrap();
+        let outbox = join(&pool, "r", "relay", 1);
+        let handle = pool.room("r").unwrap();
+        let leave = |member| Command::Leave {
+            room: handle.key,
+            room_id: handle.shared.id.clone(),
+            member,
+            outbox: outbox.clone(),
+            request_id: 0,
+        };
+        let members = || {
+            pool.list_rooms(&RoomFilter::all(), "", 10, usize::MAX)
+                .0
+                .first()
+                .map(|r| r.members)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while members() != Some(1) {
+            assert!(Instant::now() < deadline, "the join was not applied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pool.send(&handle, leave(1)).unwrap();
+        // Ten times the wait, with a leave of nobody every 20 ms.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while pool.room("r").is_some() {
+            assert!(Instant::now() < deadline, "the empty room stayed open");
+            let _ = pool.send(&handle, leave(99));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// An empty room does not tick (an empty arena used to move its NPCs for nobody
     /// until the room was reclaimed); it ticks again when someone joins.
     #[test]
