@@ -904,7 +904,7 @@ mod tests {
         // An Ed25519 key pair: its public half as a JWK named "k", and a signer.
         let key = || {
             let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-            let x = base64_url(&pair.public_key_raw());
+            let x = base64_url(pair.public_key_raw());
             let jwk = format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"k","x":"{x}"}}"#);
             let signer = jsonwebtoken::EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap();
             (jwk, signer)
