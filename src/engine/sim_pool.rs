@@ -2547,6 +2547,34 @@ mod tests {
         );
     }
 
+    /// A checkpoint Redis did not take has the room's next one written even if
+    /// nothing changed ([`SimPool::checkpoint_again`]), not the tenth after it.
+    #[test]
+    fn a_checkpoint_asked_again_is_written_at_the_next_tick() {
+        let (pool, checkpoints) = checkpointing(1, 1);
+        let outbox = join(&pool, "quiet", "relay", 7);
+        wait_for_frames(&outbox, 1);
+        let next = || loop {
+            match checkpoints.recv_timeout(Duration::from_secs(10)) {
+                Ok(Checkpoint::Room(checkpoint)) => break checkpoint.tick,
+                Ok(_) => {}
+                Err(e) => panic!("no checkpoint: {e}"),
+            }
+        };
+        // Unchanged, the room is written every tenth tick: asked again just after a
+        // write, the next comes sooner. (A few tries: this thread may be descheduled
+        // for the ten ticks between.)
+        let gaps: Vec<u64> = (0..5)
+            .map(|_| {
+                while checkpoints.try_recv().is_ok() {}
+                let written = next();
+                pool.checkpoint_again("quiet");
+                next() - written
+            })
+            .collect();
+        assert!(gaps.iter().any(|&gap| gap < 5), "ticks between checkpoints: {gaps:?}");
+    }
+
     #[test]
     fn a_blocked_room_does_not_delay_a_room_on_another_thread() {
         let (gate, rx) = crossbeam_channel::bounded::<()>(0);
