@@ -426,10 +426,19 @@ impl Server {
                 let claim = cluster
                     .claim_configured(&room.id, &room.room_type, &room.metadata)
                     .await;
-                let claim = claim.map_err(|e| ServerError::Room(room.id.clone(), e))?;
-                if let Claim::Theirs { node, .. } = claim {
-                    tracing::info!(room = %room.id, owner = %node, "configured room is held by another node");
-                    continue;
+                match claim.map_err(|e| ServerError::Room(room.id.clone(), e))? {
+                    Claim::Ours => {}
+                    Claim::Theirs { node, .. } => {
+                        tracing::info!(room = %room.id, owner = %node, "configured room is held by another node");
+                        continue;
+                    }
+                    // Another process with this node's id (cut off from Redis, and
+                    // back) holds it: opened here once its lease lapses. (A claim of
+                    // a configured room at start is never Settling.)
+                    Claim::Superseded | Claim::Settling => {
+                        tracing::warn!(room = %room.id, "configured room is held by another process with this node's id");
+                        continue;
+                    }
                 }
             }
             pool.create_persistent(&room.id, &room.room_type, &room.metadata)

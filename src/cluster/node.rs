@@ -812,12 +812,13 @@ impl Cluster {
             }
             // The copy open here is out of date: it closes, and the join, made again,
             // claims the room afresh (restoring it from the later claim's checkpoint).
+            Claim::Superseded if open_here.is_some() => {
+                self.close_lost(room, SUPERSEDED);
+                return Err(PoolError::Unavailable(SUPERSEDED.into()));
+            }
             Claim::Superseded => {
-                if open_here.is_some() {
-                    self.close_lost(room, SUPERSEDED);
-                }
                 return Err(PoolError::Unavailable(
-                    "the room was taken over elsewhere while this node was cut off from Redis; join again".into(),
+                    "another process started with this node's id holds the room; retry".into(),
                 ));
             }
             // Read after the claim: the owner writes its last checkpoint before it
@@ -1083,9 +1084,10 @@ impl Cluster {
             // No renewal under way: none puts the load back after it is withdrawn.
             let _renewing = self.renewing.lock().await;
             self.stopping.store(true, Ordering::Release);
-            // No node sends new rooms here any more (`release_all` below does it too,
-            // seconds later, if Redis answers then).
-            let _ = self.call(self.directory.withdraw_load()).await;
+            // No node sends new rooms, nor quick joins, here any more (`release_all`
+            // below does it too, seconds later, if Redis answers then).
+            let rooms: Vec<RoomEntry> = self.pool.all_rooms().iter().map(|r| self.entry_of(r)).collect();
+            let _ = self.call(self.directory.withdraw_load(&rooms)).await;
         }
         self.stop_calls().await;
         let before = self.flushed.load(Ordering::Acquire);
@@ -1561,7 +1563,7 @@ impl Cluster {
 }
 
 /// Why a room whose copy here is out of date ([`Claim::Superseded`]) closes.
-const SUPERSEDED: &str = "another node took the room over while this node was cut off from Redis; join it again";
+const SUPERSEDED: &str = "this node's copy of the room is out of date: the room was claimed again while the node was cut off from Redis; join it again";
 
 /// The HTTP base of a node's public WebSocket URL: `wss://host:port/ws` →
 /// `https://host:port` (`ws://` → `http://`); behind a proxy routing by path, the

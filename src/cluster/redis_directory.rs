@@ -8,10 +8,10 @@
 //!
 //! | key | value | expires |
 //! |---|---|---|
-//! | `room:<id>` | a hash: `node`, `claim` (the number of the node's claim: see `claim:<id>`), `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`) | with the owner's lease |
+//! | `room:<id>` | a hash: `node`, `start` (the token of the node start holding it: see `CLAIM`), `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`) | with the owner's lease |
 //! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them, and by the sweep | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
-//! | `claim:<id>` | the number of the room's latest claim (a take of the room when no node held it): renewals, checkpoints, releases and closes name theirs, and one that is not the latest fails | like the checkpoint |
+//! | `claim:<id>` | the number of the room's latest claim (a take of the room when no node held it): a node whose copy of the room was claimed before it does not take it back | like the checkpoint |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write or its owner's last renewal |
 //! | `node:<id>:inbox`, `:closes`, `:removals` | (pub/sub channels: room events, closes and user removals for the node's rooms, which a stopping node leaves before it hands them off) | — |
 //! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -53,43 +53,47 @@ use crate::proto;
 /// Redis lost the directory, and starts that lease. A retake (the room runs on this
 /// node) does not wait.
 ///
-/// Each take of a room nobody held is numbered (`claim:<id>`, and the entry's `claim`
-/// field): the node's renewals, checkpoints, releases and closes of the room name
-/// that number, so a node start that lost the room (its lease lapsed while it was cut
-/// off from Redis) cannot renew, overwrite or delete what a later claim holds, even
-/// when that claim was another start of its own id. A room that runs on the
-/// claimer is taken back under its own number, unless another claim came since
-/// (`{4}`: its copy is out of date, even if that claim's node has let it go since).
+/// A room's entry names the node start holding it (`node`, its id, and `start`, a
+/// token drawn as the node started), so that its renewals, checkpoints, releases and
+/// closes are its own, not those of another start of its id. And each take of a room
+/// nobody held is numbered (`claim:<id>`: at least Redis's time in ms, above the last
+/// number): a room that runs on the claimer is taken back under its own number,
+/// unless a later claim came since (`{4}`: the copy there is out of date, even if that
+/// claim's node has let the room go since); a node cut off from Redis past its lease
+/// cannot take back a room another node claimed meanwhile, nor its close delete that
+/// claim's checkpoint.
 ///
 /// KEYS: room, node, rooms, open rooms of its type, checkpoint, claim number. ARGV:
 /// node id, lease ms, type, max, url, room id, prefix, listing, open (1 or 0), retake
 /// (1 or 0), this node has renewed before (1 or 0), the claimer found no checkpoint
-/// (1 or 0), the number of the claimer's own claim ('' for none), whether the room
-/// runs on the claimer (1 or 0: a claim number it has is otherwise not its copy's),
-/// how long a checkpoint is kept (ms: the claim number is kept as long). Returns
-/// `{1, claim number}` when taken, `{0, owner, owner's url or false}` when another
-/// node holds it, `{2}` when it is not settled, `{3}` when nobody holds it and it has
-/// a checkpoint the claimer did not find (its node handed it off since the claimer
-/// looked): not taken, so that it is not opened empty; `{4}` when the claimer's copy
-/// is out of date, or another start of its node id holds the room.
+/// (1 or 0), the node start's token, the number of its claim of the room ('' for
+/// none), whether the room runs on the claimer (1 or 0: a number it has is otherwise
+/// not its copy's), how long a checkpoint is kept (ms: the claim number is kept as
+/// long). Returns `{1, claim number}` when taken (or held already), `{0, owner,
+/// owner's url or false}` when another node holds it, `{2}` when it is not settled,
+/// `{3}` when nobody holds it and it has a checkpoint the claimer did not find (its
+/// node handed it off since the claimer looked): not taken, so that it is not opened
+/// empty; `{4}` when the claimer's copy is out of date, or another start of its node
+/// id holds the room.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local owner = redis.call('HGET', KEYS[1], 'node')
+local entry = redis.call('HMGET', KEYS[1], 'node', 'start')
+local owner = entry[1]
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
-if owner == ARGV[1] then
-  local held = redis.call('HGET', KEYS[1], 'claim')
-  if held ~= ARGV[13] then
-    return {4}
-  end
+if owner == ARGV[1] and entry[2] == ARGV[13] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, held}
+  return {1, redis.call('GET', KEYS[6]) or ''}
+end
+if owner == ARGV[1] then
+  return {4}
 end
 if owner then
   return {0, owner, redis.call('GET', ARGV[7] .. 'node:' .. owner)}
 end
-local latest = redis.call('GET', KEYS[6])
-if ARGV[14] == '1' and ARGV[13] ~= '' and latest and latest ~= ARGV[13] then
+local latest = tonumber(redis.call('GET', KEYS[6]))
+local mine = ARGV[15] == '1' and tonumber(ARGV[14])
+if mine and latest and latest > mine then
   return {4}
 end
 if ARGV[12] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
@@ -115,16 +119,16 @@ if ARGV[10] ~= '1' then
     end
   end
 end
-local claim = ARGV[13]
-if ARGV[14] ~= '1' or claim == '' then
-  if latest then
-    claim = tostring(redis.call('INCR', KEYS[6]))
-  else
-    claim = tostring(now)
+local claim = mine
+if not claim then
+  claim = now
+  if latest and latest >= now then
+    claim = latest + 1
   end
 end
-redis.call('SET', KEYS[6], claim, 'PX', ARGV[15])
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'claim', claim, 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8], 'members', 0)
+claim = tostring(claim)
+redis.call('SET', KEYS[6], claim, 'PX', ARGV[16])
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'start', ARGV[13], 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8], 'members', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[6])
 if ARGV[9] == '1' then
@@ -150,9 +154,8 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// current, and records the members of the rooms it holds in the `load` set. ARGV:
 /// node id, lease ms, url, prefix, then per room its id, type, member count, whether
 /// its listing and bans are written (1 or 0: unchanged), the listing, whether it is
-/// open (1 or 0), its bans (8 bytes per banned user's digest), and the number of the
-/// node's claim of it (see [`CLAIM`]). Returns the (1-based) positions of the rooms
-/// it no longer holds (under that claim).
+/// open (1 or 0), and its bans (8 bytes per banned user's digest). Returns the
+/// (1-based) positions of the rooms this node start no longer holds (see [`CLAIM`]).
 ///
 /// It also keeps the time of the last renewal by any node (`renewed-at`, Redis's
 /// clock) and since when renewals have come without a gap of half a lease
@@ -166,10 +169,9 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// (1 or 0); ARGV\[6\]: how long a checkpoint is kept (ms): each room held keeps its
 /// checkpoint that long from now (a room that does not change, or an empty one, which
 /// does not tick, is not checkpointed again for a while), and its claim number as
-/// long; ARGV\[7\]: whether the
-/// rooms are all the node holds, so their members are its load (1 or 0: a room just
-/// restored, or a stopping node's, whose load is withdrawn); the rooms' arguments
-/// follow it.
+/// long; ARGV\[7\]: whether the rooms are all the node holds, so their members are
+/// its load (1 or 0: a room just restored, or a stopping node's, whose load is
+/// withdrawn); ARGV\[8\]: the node start's token; the rooms' arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -189,10 +191,10 @@ redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local lost = {}
 local load = 0
 for i = 2, #KEYS do
-  local a = 8 + (i - 2) * 8
+  local a = 9 + (i - 2) * 7
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
-  local entry = redis.call('HMGET', KEYS[i], 'node', 'claim')
-  if entry[1] == ARGV[1] and entry[2] == ARGV[a + 7] then
+  local entry = redis.call('HMGET', KEYS[i], 'node', 'start')
+  if entry[1] == ARGV[1] and entry[2] == ARGV[8] then
     load = load + tonumber(ARGV[a + 2])
     if ARGV[a + 3] == '1' then
       redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 4], 'bans', ARGV[a + 6])
@@ -289,19 +291,18 @@ return record
     )
 });
 
-/// Saves checkpoints of rooms this node holds under the claims it names (a node that
-/// lost a room must not overwrite what a later claim holds), and keeps their claim
-/// numbers as long. KEYS: room key, checkpoint key, claim number key, per room. ARGV:
-/// node id, ttl ms, then per room its checkpoint and this node's claim number.
-/// Returns how many were saved.
+/// Saves checkpoints of rooms this node start holds (one that lost a room must not
+/// overwrite what a later claim holds), and keeps their claim numbers as long. KEYS:
+/// room key, checkpoint key, claim number key, per room. ARGV: node id, ttl ms, the
+/// node start's token, then one checkpoint per room. Returns how many were saved.
 static SAVE_CHECKPOINTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local saved = 0
 for i = 1, #KEYS / 3 do
-  local entry = redis.call('HMGET', KEYS[3 * i - 2], 'node', 'claim')
-  if entry[1] == ARGV[1] and entry[2] == ARGV[2 * i + 2] then
-    redis.call('SET', KEYS[3 * i - 1], ARGV[2 * i + 1], 'PX', ARGV[2])
+  local entry = redis.call('HMGET', KEYS[3 * i - 2], 'node', 'start')
+  if entry[1] == ARGV[1] and entry[2] == ARGV[3] then
+    redis.call('SET', KEYS[3 * i - 1], ARGV[i + 3], 'PX', ARGV[2])
     redis.call('PEXPIRE', KEYS[3 * i], ARGV[2])
     saved = saved + 1
   end
@@ -311,23 +312,24 @@ return saved
     )
 });
 
-/// A room closed on its node: its checkpoint and entry go if this node holds it
-/// under the claim named, or if no node holds it and no claim came after that one
-/// (its lease lapsed while Redis was away: a join would restore the closed room from
-/// the checkpoint otherwise; a later claim's checkpoint is that claim's). The claim
-/// number stays, so that no copy of the room claimed before it is taken back. KEYS:
-/// room, checkpoint, rooms, claim number. ARGV: node, id, prefix, this node's claim
-/// number.
+/// A room closed on its node: its checkpoint and entry go if this node start holds
+/// it, or if no node does and no claim came after this node's (its lease lapsed
+/// while Redis was away: a join would restore the closed room from the checkpoint
+/// otherwise; a later claim's checkpoint is that claim's). The claim number stays, so
+/// that no copy of the room claimed before it is taken back. KEYS: room, checkpoint,
+/// rooms, claim number. ARGV: node id, room id, prefix, the node start's token, its
+/// claim number ('' for none).
 static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local entry = redis.call('HMGET', KEYS[1], 'node', 'claim')
+local entry = redis.call('HMGET', KEYS[1], 'node', 'start', 'type')
 local ours = entry[1] == ARGV[1] and entry[2] == ARGV[4]
 if ours then
-  redis.call('ZREM', ARGV[3] .. 'open:' .. redis.call('HGET', KEYS[1], 'type'), ARGV[2])
+  redis.call('ZREM', ARGV[3] .. 'open:' .. entry[3], ARGV[2])
 end
-local latest = redis.call('GET', KEYS[4])
-if ours or (not entry[1] and (not latest or latest == ARGV[4])) then
+local latest = tonumber(redis.call('GET', KEYS[4]))
+local mine = tonumber(ARGV[5])
+if ours or (not entry[1] and (not latest or (mine and latest <= mine))) then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
 end
@@ -336,20 +338,18 @@ return 0
     )
 });
 
-/// A node stops: releases every room it holds (under the claims it names), its own
-/// URL lease and its load entry. KEYS: the rooms set, this node's key, then one room
-/// key per room. ARGV: node id, prefix, then per room its id and this node's claim
-/// number.
+/// A node stops: releases every room it holds (this start), its own URL lease and
+/// its load entry. KEYS: the rooms set, this node's key, then one room key per room.
+/// ARGV: node id, prefix, the node start's token, then the room ids.
 static RELEASE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 for i = 3, #KEYS do
-  local id = ARGV[2 * i - 3]
-  local entry = redis.call('HMGET', KEYS[i], 'node', 'claim', 'type')
-  if entry[1] == ARGV[1] and entry[2] == ARGV[2 * i - 2] then
-    redis.call('ZREM', ARGV[2] .. 'open:' .. entry[3], id)
+  local entry = redis.call('HMGET', KEYS[i], 'node', 'start', 'type')
+  if entry[1] == ARGV[1] and entry[2] == ARGV[3] then
+    redis.call('ZREM', ARGV[2] .. 'open:' .. entry[3], ARGV[i + 1])
     redis.call('DEL', KEYS[i])
-    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[1], ARGV[i + 1])
   end
 end
 redis.call('DEL', KEYS[2])
@@ -422,12 +422,12 @@ return 0
     )
 });
 
-/// Deletes a room's entry if this node holds it under the claim named. KEYS: room,
-/// rooms. ARGV: node, id, prefix, this node's claim number.
+/// Deletes a room's entry if this node start holds it. KEYS: room, rooms. ARGV:
+/// node id, room id, prefix, the node start's token.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local entry = redis.call('HMGET', KEYS[1], 'node', 'claim', 'type')
+local entry = redis.call('HMGET', KEYS[1], 'node', 'start', 'type')
 if entry[1] == ARGV[1] and entry[2] == ARGV[4] then
   redis.call('ZREM', ARGV[3] .. 'open:' .. entry[3], ARGV[2])
   redis.call('DEL', KEYS[1])
@@ -456,13 +456,19 @@ pub struct RedisDirectory {
     /// Per room held, a hash of the listing last written and the renewals since:
     /// renewals write a listing when it changed, and every tenth time all the same.
     listings: Arc<Mutex<HashMap<String, (u64, u8)>>>,
-    /// Per room this node claimed, the number of its claim (see [`CLAIM`]), which
-    /// its renewals, checkpoints, releases and closes name; kept until the room is
-    /// released or its close written.
-    claims: Arc<Mutex<HashMap<String, String>>>,
+    /// This node start's token (random), which the entries of the rooms it holds
+    /// name (see [`CLAIM`]).
+    start: String,
+    /// Per room this node start claimed, the number of its claim (see [`CLAIM`]) and
+    /// when it last held the room (claimed or renewed it): until the room is released
+    /// or its close written, or a checkpoint's time to live after that.
+    claims: Arc<Mutex<HashMap<String, (String, Instant)>>>,
     /// Set once a renewal succeeded: a directory with no renewal recorded is then
     /// one Redis lost (see [`CLAIM`]).
     renewed: Arc<AtomicBool>,
+    /// Set once the node withdrew ([`RedisDirectory::withdraw_load`]): its renewals
+    /// list none of its rooms as open.
+    withdrawn: Arc<AtomicBool>,
     node: Node,
     lease_ms: u64,
     /// How long a checkpoint is kept (see [`RedisDirectory::with_checkpoint_ttl`]).
@@ -491,8 +497,10 @@ impl RedisDirectory {
             prefix: connection.key_prefix(prefix),
             connection,
             listings: Arc::default(),
+            start: format!("{:016x}", fastrand::u64(..)),
             claims: Arc::default(),
             renewed: Arc::default(),
+            withdrawn: Arc::default(),
             node,
             lease_ms: lease.as_millis().max(1) as u64,
             checkpoint_ttl_ms: DEFAULT_CHECKPOINT_TTL.as_millis() as u64,
@@ -515,11 +523,12 @@ impl RedisDirectory {
             .arg(&self.prefix)
             .arg(u8::from(self.renewed.load(Ordering::Relaxed)))
             .arg(self.checkpoint_ttl_ms)
-            .arg(u8::from(whole));
+            .arg(u8::from(whole))
+            .arg(&self.start);
         let mut hashes = Vec::with_capacity(rooms.len());
+        let withdrawn = self.withdrawn.load(Ordering::Relaxed);
         {
             let written = self.listings.lock();
-            let claims = self.claims.lock();
             for room in rooms {
                 let listing = room.listing.to_proto().encode_to_vec();
                 let bans: Vec<u8> = room.banned.iter().flat_map(|digest| digest.to_be_bytes()).collect();
@@ -535,9 +544,8 @@ impl RedisDirectory {
                     .arg(room.members)
                     .arg(u8::from(!unchanged))
                     .arg(if unchanged { Vec::new() } else { listing })
-                    .arg(u8::from(room.is_open()))
-                    .arg(if unchanged { Vec::new() } else { bans })
-                    .arg(claims.get(&room.room).map_or("", String::as_str));
+                    .arg(u8::from(room.is_open() && !withdrawn))
+                    .arg(if unchanged { Vec::new() } else { bans });
             }
         }
         let lost: Vec<usize> = invocation
@@ -557,6 +565,8 @@ impl RedisDirectory {
         for room in &lost {
             written.remove(room);
         }
+        drop(written);
+        self.held_now(rooms, &lost, whole);
         Ok(lost)
     }
 
@@ -580,14 +590,13 @@ impl RedisDirectory {
         ttl: Duration,
     ) -> Result<usize, DirectoryError> {
         let mut invocation = SAVE_CHECKPOINTS.prepare_invoke();
-        invocation.arg(&self.node.id).arg(ttl.as_millis() as u64);
+        (invocation.arg(&self.node.id).arg(ttl.as_millis() as u64)).arg(&self.start);
         for (room, data) in checkpoints {
             invocation
                 .key(self.key("room", room))
                 .key(self.key("checkpoint", room))
                 .key(self.key("claim", room))
-                .arg(data)
-                .arg(self.claim_of(room));
+                .arg(data);
         }
         invocation
             .invoke_async(&mut self.connection.clone())
@@ -603,30 +612,45 @@ impl RedisDirectory {
             .key(format!("{}rooms", self.prefix))
             .key(self.key("node", &self.node.id))
             .arg(&self.node.id)
-            .arg(&self.prefix);
-        let claims: Vec<String> = rooms.iter().map(|room| self.claim_of(room)).collect();
-        for (room, claim) in rooms.iter().zip(&claims) {
-            invocation.key(self.key("room", room)).arg(room).arg(claim);
+            .arg(&self.prefix)
+            .arg(&self.start);
+        for room in rooms {
+            invocation.key(self.key("room", room)).arg(room);
         }
         invocation
             .invoke_async::<()>(&mut self.connection.clone())
             .await
             .map_err(failed)?;
-        for (room, claim) in rooms.iter().zip(&claims) {
-            self.forget_claim(room, claim);
+        let mut claims = self.claims.lock();
+        for room in rooms {
+            claims.remove(room);
         }
         Ok(())
     }
 
-    /// The node stops taking new rooms: its load entry goes, so placement sends none
-    /// here.
-    pub async fn withdraw_load(&self) -> Result<(), DirectoryError> {
-        self.query(
-            redis::cmd("ZREM")
-                .arg(format!("{}load", self.prefix))
-                .arg(&self.node.id),
-        )
-        .await
+    /// The node stops taking new rooms and members: its load entry goes, so placement
+    /// sends none here, and its `rooms` leave the quick joins' open sets (so that no
+    /// quick join on another node is sent to a room about to move), as they stay in
+    /// its renewals from now on.
+    pub async fn withdraw_load(&self, rooms: &[RoomEntry]) -> Result<(), DirectoryError> {
+        self.withdrawn.store(true, Ordering::Relaxed);
+        let mut withdraw = redis::pipe();
+        withdraw
+            .cmd("ZREM")
+            .arg(format!("{}load", self.prefix))
+            .arg(&self.node.id)
+            .ignore();
+        for room in rooms {
+            withdraw
+                .cmd("ZREM")
+                .arg(self.key("open", &room.room_type))
+                .arg(&room.room)
+                .ignore();
+        }
+        withdraw
+            .query_async::<()>(&mut self.connection.clone())
+            .await
+            .map_err(failed)
     }
 
     /// Keeps a seat ticket (see `Redirect.seat`) for `ttl`.
@@ -669,6 +693,7 @@ impl RedisDirectory {
             .arg(&self.node.id)
             .arg(room)
             .arg(&self.prefix)
+            .arg(&self.start)
             .arg(&claim)
             .invoke_async::<()>(&mut self.connection.clone())
             .await
@@ -847,15 +872,37 @@ impl RedisDirectory {
 
     /// The number of this node's claim of `room` ('' for none).
     fn claim_of(&self, room: &str) -> String {
-        self.claims.lock().get(room).cloned().unwrap_or_default()
+        self.claims
+            .lock()
+            .get(room)
+            .map(|(number, _)| number.clone())
+            .unwrap_or_default()
     }
 
     /// Forgets claim `number` of `room` once Redis let it go, unless a claim since
     /// (a join's, while the release ran) put another in its place.
     fn forget_claim(&self, room: &str, number: &str) {
         let mut claims = self.claims.lock();
-        if claims.get(room).is_some_and(|held| held == number) {
+        if claims.get(room).is_some_and(|(held, _)| held == number) {
             claims.remove(room);
+        }
+    }
+
+    /// A renewal held `rooms` but the `lost` ones: their claims are current. After a
+    /// renewal of all the node's rooms (`whole`), the claims of rooms it no longer
+    /// runs go once their numbers may have lapsed in Redis (a close or release that
+    /// failed left them).
+    fn held_now(&self, rooms: &[RoomEntry], lost: &[String], whole: bool) {
+        let now = Instant::now();
+        let mut claims = self.claims.lock();
+        for room in rooms.iter().filter(|r| !lost.contains(&r.room)) {
+            if let Some((_, held)) = claims.get_mut(&room.room) {
+                *held = now;
+            }
+        }
+        if whole {
+            let ttl = Duration::from_millis(self.checkpoint_ttl_ms);
+            claims.retain(|_, (_, held)| now.duration_since(*held) < ttl);
         }
     }
 }
@@ -930,6 +977,7 @@ impl RedisDirectory {
             .arg(u8::from(retake))
             .arg(u8::from(self.renewed.load(Ordering::Relaxed)))
             .arg(u8::from(none_found))
+            .arg(&self.start)
             .arg(self.claim_of(&room.room))
             .arg(u8::from(runs_here))
             .arg(self.checkpoint_ttl_ms)
@@ -939,7 +987,9 @@ impl RedisDirectory {
         match reply.as_slice() {
             [Value::Int(1), number] => {
                 let number = text(number).ok_or_else(|| DirectoryError("claim: malformed claim number".into()))?;
-                self.claims.lock().insert(room.room.clone(), number);
+                if !number.is_empty() {
+                    (self.claims.lock()).insert(room.room.clone(), (number, Instant::now()));
+                }
                 Ok(Some(Claim::Ours))
             }
             [Value::Int(2)] => Ok(Some(Claim::Settling)),
@@ -990,7 +1040,7 @@ impl Directory for RedisDirectory {
             .arg(&self.node.id)
             .arg(room)
             .arg(&self.prefix)
-            .arg(&claim)
+            .arg(&self.start)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;

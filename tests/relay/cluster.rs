@@ -134,9 +134,32 @@ async fn redis_node_loads_follow_renewals() {
     directory::node_loads_follow_renewals(&a, &b, REDIS_LEASE, elapse).await;
     // A stopping node withdraws its load while its lease still runs: a placement
     // counted on it then does not bring it back.
-    a.withdraw_load().await.unwrap();
+    a.withdraw_load(&[]).await.unwrap();
     b.count_placement("a").await.unwrap();
     assert_eq!(b.node_loads().await.unwrap(), []);
+}
+
+/// A stopping node's rooms leave the quick joins' open sets as it withdraws, and
+/// its renewals until it releases them (they keep its rooms' leases) do not put them
+/// back: no quick join is sent to a room about to move.
+#[tokio::test]
+async fn a_withdrawn_nodes_rooms_are_not_open_to_quick_joins() {
+    let (_redis, a, b) = redis().await;
+    let rooms = [entry("one", 1), entry("two", 1)];
+    for room in &rooms {
+        assert_eq!(a.claim(room).await.unwrap(), Claim::Ours);
+    }
+    a.renew(&rooms).await.unwrap();
+    let open = async || {
+        let open = b.open_rooms(&rooms[0].room_type, 10).await.unwrap();
+        open.into_iter().map(|r| r.room).collect::<Vec<_>>()
+    };
+    assert_eq!(open().await.len(), 2);
+    a.withdraw_load(&rooms[..1]).await.unwrap();
+    assert_eq!(open().await, ["two"], "one left as a withdrew");
+    assert_eq!(a.renew_held(&rooms).await.unwrap(), Vec::<String>::new());
+    assert_eq!(open().await, Vec::<String>::new(), "and its renewals list none");
+    assert_eq!(b.locate("two").await.unwrap().as_deref(), Some("a"), "still held");
 }
 
 /// The rooms of a node that died leave their ids in the indexes (`rooms`, `open:`)
@@ -261,6 +284,47 @@ async fn a_node_cut_off_does_not_take_back_a_room_claimed_since() {
     assert_eq!(a.save_checkpoints(&[("world".into(), vec![4])], ttl).await.unwrap(), 1);
 }
 
+/// A node whose room's lease lapsed takes it back under its own claim when Redis
+/// lost the later claim numbers it had written (a failover to a replica that lagged,
+/// a restart from an older snapshot): its number is not below the one Redis holds.
+#[tokio::test]
+async fn a_room_is_taken_back_when_redis_holds_an_older_claim_number() {
+    let (server, a, _b) = redis().await;
+    let room = entry("world", 1);
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    let mut redis = raw_connection(&server).await;
+    let number: u64 = redis::cmd("GET")
+        .arg("test:claim:world")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("test:claim:world")
+        .arg(number - 1_000)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    tokio::time::sleep(2 * REDIS_LEASE).await;
+    assert_eq!(a.renew(std::slice::from_ref(&room)).await.unwrap(), ["world"], "lapsed");
+    assert_eq!(a.retake(&room).await.unwrap(), Claim::Ours);
+    let now: u64 = redis::cmd("GET")
+        .arg("test:claim:world")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(now, number, "its own number again");
+}
+
+/// Joins of one new room racing on one node (its players arriving together) claim it
+/// for that node alike.
+#[tokio::test]
+async fn claims_racing_on_one_node_are_all_its_own() {
+    let (_server, a, _b) = redis().await;
+    let room = entry("world", 1);
+    let claims = futures_util::future::join_all((0..8).map(|_| a.claim(&room))).await;
+    assert!(claims.iter().all(|c| c == &Ok(Claim::Ours)), "{claims:?}");
+}
+
 /// Two starts of one node id (the first cut off from Redis past its lease, the
 /// second started meanwhile) own their claims apart: the second's claim is not
 /// the first's to renew, checkpoint or release.
@@ -294,6 +358,13 @@ async fn a_second_start_of_a_node_id_owns_its_claims_alone() {
             .unwrap(),
         1
     );
+    first.close("world").await.unwrap();
+    assert_eq!(
+        second.load_checkpoint("world").await.unwrap(),
+        Some(vec![2]),
+        "the second's stays"
+    );
+    assert_eq!(second.locate("world").await.unwrap().as_deref(), Some("a"));
 }
 
 /// A room that closed while its lease had lapsed (Redis away longer than a lease)
