@@ -1448,3 +1448,53 @@ async fn a_leave_before_a_join_on_a_lost_connection_is_not_sent_again() {
     let again = tokio::time::timeout(within, sent_rx.recv()).await.unwrap();
     assert_eq!(again, Some(vec!["join"]), "joined again, not left again");
 }
+
+/// A client that gives up on its first URL (home) closes its connections to the
+/// other nodes its rooms were redirected to: their rooms could not go home any more,
+/// and a connection left open would hold the client's seat there for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_up_on_home_closes_the_connections_to_other_nodes() {
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (joined_tx, joined_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let node = fake_relay(move |_, _, mut ws| {
+        let (ended, joined) = (ended_tx.clone(), joined_tx.clone());
+        async move {
+            send_welcome(&mut ws, welcome("n")).await;
+            answer_join(&mut ws, 0).await;
+            let _ = joined.send(());
+            while next_messages(&mut ws).await.is_some() {}
+            let _ = ended.send(());
+        }
+    })
+    .await;
+    let joined_rx = Arc::new(tokio::sync::Mutex::new(joined_rx));
+    let home = fake_relay(move |n, _, mut ws| {
+        let (node, joined) = (node.clone(), joined_rx.clone());
+        async move {
+            if n > 1 {
+                return; // gone: each later attempt fails
+            }
+            send_welcome(&mut ws, welcome("h")).await;
+            let join = next_join(&mut ws).await;
+            let redirect = In::Redirect(proto::Redirect {
+                request_id: join.request_id,
+                room: join.room,
+                url: node,
+                seat: String::new(),
+            });
+            ws.send(fake_server_message(redirect)).await.unwrap();
+            // Lost once the room is joined on the other node.
+            joined.lock().await.recv().await;
+        }
+    })
+    .await;
+    let (_client, mut events) = joined_client(home);
+    until(&mut events, |e| matches!(e, Event::Redirected { .. }).then_some(())).await;
+    until(&mut events, |e| matches!(e, Event::GaveUp { .. }).then_some(())).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), ended_rx.recv()).await;
+    assert_eq!(
+        ended.ok().flatten(),
+        Some(()),
+        "the other node's connection was left open"
+    );
+}
