@@ -132,13 +132,13 @@ function joinedUnderTightLimits(): Client {
 }
 
 /** A client joining arena room "r", welcomed by its home connection (returned). */
-function welcomedInArena(): { c: Client; home: FakeSocket } {
-  const { client: c } = client();
+function welcomedInArena(): { c: Client; home: FakeSocket; events: string[] } {
+  const { client: c, events } = client();
   c.join("r", "arena");
   c.connect();
   const home = last();
   home.welcome();
-  return { c, home };
+  return { c, home, events };
 }
 
 /** `home` redirects the join of room "r" to node B. */
@@ -1457,6 +1457,19 @@ test("a Joined answering a join made before the room was left is not taken for t
   last().receive([{ case: "error", value: { code: v1.ErrorCode.RATE_LIMITED, room: "r", requestId: second, retryAfterMs: 900 } }], 2n);
   advance(1000);
   assert.equal(joins().length, 3, "joined again once the wait is over");
+});
+
+test("giving up on home closes the connections to other nodes", async () => {
+  const { c, home, events } = welcomedInArena();
+  redirectToNodeB(home);
+  const node = last();
+  node.welcome(false, 9n);
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  home.end(4002, "replaced");
+  assert.match(events.at(-1)!, /^gaveUp /);
+  await Promise.resolve(); // (the close follows what the pacer held)
+  assert.equal(node.closedWith, 1000, "the node connection was left open");
+  void c.close();
 });
 
 test("a request about a room on another node goes to that node; others go home", () => {
