@@ -816,11 +816,8 @@ impl Cluster {
                 self.close_lost(room, SUPERSEDED);
                 return Err(PoolError::Unavailable(SUPERSEDED.into()));
             }
-            Claim::Superseded => {
-                return Err(PoolError::Unavailable(
-                    "another process started with this node's id holds the room; retry".into(),
-                ));
-            }
+            // (Nothing open here: another process with this node's id holds the
+            // room. The caller says what it does of it.)
             // Read after the claim: the owner writes its last checkpoint before it
             // releases the room.
             Claim::Ours if may_restore && self.pool.room(room).is_none() => {
@@ -1300,10 +1297,10 @@ impl Cluster {
                 ))
             }
             Claim::Theirs { node, .. } => Ok(Some(node)),
-            // (claim_as answers Superseded with an error of its own.)
-            Claim::Settling | Claim::Superseded => Err(PoolError::Unavailable(
+            Claim::Settling => Err(PoolError::Unavailable(
                 "the room directory is settling after a Redis outage; retry".into(),
             )),
+            Claim::Superseded => Err(PoolError::Unavailable(ANOTHER_START.into())),
         }
     }
 
@@ -1561,6 +1558,11 @@ impl Cluster {
         }
     }
 }
+
+/// Why a room that another process with this node's id holds is not joined here
+/// ([`Claim::Superseded`] of a room not open here).
+pub(crate) const ANOTHER_START: &str =
+    "another process started with this node's id holds the room (it was cut off from Redis); retry shortly";
 
 /// Why a room whose copy here is out of date ([`Claim::Superseded`]) closes.
 const SUPERSEDED: &str = "this node's copy of the room is out of date: the room was claimed again while the node was cut off from Redis; join it again";

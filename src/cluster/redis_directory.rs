@@ -58,8 +58,9 @@ use crate::proto;
 /// closes are its own, not those of another start of its id. And each take of a room
 /// nobody held is numbered (`claim:<id>`: at least Redis's time in ms, above the last
 /// number): a room that runs on the claimer is taken back under its own number,
-/// unless a later claim came since (`{4}`: the copy there is out of date, even if that
-/// claim's node has let the room go since); a node cut off from Redis past its lease
+/// unless a later claim came since, or the claimer knows of none and Redis does
+/// (`{4}`: the copy there is out of date, even if that claim's node has let the room
+/// go since); a node cut off from Redis past its lease
 /// cannot take back a room another node claimed meanwhile, nor its close delete that
 /// claim's checkpoint.
 ///
@@ -69,7 +70,8 @@ use crate::proto;
 /// (1 or 0), the node start's token, the number of its claim of the room ('' for
 /// none), whether the room runs on the claimer (1 or 0: a number it has is otherwise
 /// not its copy's), how long a checkpoint is kept (ms: the claim number is kept as
-/// long). Returns `{1, claim number}` when taken (or held already), `{0, owner,
+/// long). Returns `{1, claim number}` when taken (or held already: a new number if
+/// Redis lost it), `{0, owner,
 /// owner's url or false}` when another node holds it, `{2}` when it is not settled,
 /// `{3}` when nobody holds it and it has a checkpoint the claimer did not find (its
 /// node handed it off since the claimer looked): not taken, so that it is not opened
@@ -81,9 +83,16 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
 local entry = redis.call('HMGET', KEYS[1], 'node', 'start')
 local owner = entry[1]
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
 if owner == ARGV[1] and entry[2] == ARGV[13] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, redis.call('GET', KEYS[6]) or ''}
+  local held = redis.call('GET', KEYS[6])
+  if not held then
+    held = tostring(now)
+    redis.call('SET', KEYS[6], held, 'PX', ARGV[16])
+  end
+  return {1, held}
 end
 if owner == ARGV[1] then
   return {4}
@@ -93,14 +102,12 @@ if owner then
 end
 local latest = tonumber(redis.call('GET', KEYS[6]))
 local mine = ARGV[15] == '1' and tonumber(ARGV[14])
-if mine and latest and latest > mine then
+if ARGV[15] == '1' and latest and (not mine or latest > mine) then
   return {4}
 end
 if ARGV[12] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
   return {3}
 end
-local time = redis.call('TIME')
-local now = time[1] * 1000 + math.floor(time[2] / 1000)
 if ARGV[10] ~= '1' then
   local last = tonumber(redis.call('GET', ARGV[7] .. 'renewed-at'))
   local lease = tonumber(ARGV[2])
@@ -460,8 +467,9 @@ pub struct RedisDirectory {
     /// name (see [`CLAIM`]).
     start: String,
     /// Per room this node start claimed, the number of its claim (see [`CLAIM`]) and
-    /// when it last held the room (claimed or renewed it): until the room is released
-    /// or its close written, or a checkpoint's time to live after that.
+    /// when it last claimed the room or ran it (renewed it, held or not): kept a
+    /// checkpoint's time to live after that (a close written after a release names
+    /// it; the room's number in Redis lapses by then).
     claims: Arc<Mutex<HashMap<String, (String, Instant)>>>,
     /// Set once a renewal succeeded: a directory with no renewal recorded is then
     /// one Redis lost (see [`CLAIM`]).
@@ -566,7 +574,7 @@ impl RedisDirectory {
             written.remove(room);
         }
         drop(written);
-        self.held_now(rooms, &lost, whole);
+        self.held_now(rooms, whole);
         Ok(lost)
     }
 
@@ -620,12 +628,7 @@ impl RedisDirectory {
         invocation
             .invoke_async::<()>(&mut self.connection.clone())
             .await
-            .map_err(failed)?;
-        let mut claims = self.claims.lock();
-        for room in rooms {
-            claims.remove(room);
-        }
-        Ok(())
+            .map_err(failed)
     }
 
     /// The node stops taking new rooms and members: its load entry goes, so placement
@@ -684,7 +687,6 @@ impl RedisDirectory {
     /// this node still holds it), so the next room with its id starts empty.
     pub async fn close(&self, room: &str) -> Result<(), DirectoryError> {
         self.listings.lock().remove(room);
-        let claim = self.claim_of(room);
         CLOSE
             .key(self.key("room", room))
             .key(self.key("checkpoint", room))
@@ -694,12 +696,10 @@ impl RedisDirectory {
             .arg(room)
             .arg(&self.prefix)
             .arg(&self.start)
-            .arg(&claim)
-            .invoke_async::<()>(&mut self.connection.clone())
+            .arg(self.claim_of(room))
+            .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(failed)?;
-        self.forget_claim(room, &claim);
-        Ok(())
+            .map_err(failed)
     }
 
     /// A number for this node start, from 1 to 8191, unique among the nodes running
@@ -879,23 +879,14 @@ impl RedisDirectory {
             .unwrap_or_default()
     }
 
-    /// Forgets claim `number` of `room` once Redis let it go, unless a claim since
-    /// (a join's, while the release ran) put another in its place.
-    fn forget_claim(&self, room: &str, number: &str) {
-        let mut claims = self.claims.lock();
-        if claims.get(room).is_some_and(|(held, _)| held == number) {
-            claims.remove(room);
-        }
-    }
-
-    /// A renewal held `rooms` but the `lost` ones: their claims are current. After a
-    /// renewal of all the node's rooms (`whole`), the claims of rooms it no longer
-    /// runs go once their numbers may have lapsed in Redis (a close or release that
-    /// failed left them).
-    fn held_now(&self, rooms: &[RoomEntry], lost: &[String], whole: bool) {
+    /// `rooms` run here (a renewal named them, held or lost): their claim numbers
+    /// are current, even for a room whose lease lapsed (its retake names its number).
+    /// After a renewal of all the node's rooms (`whole`), the numbers of rooms no
+    /// longer run here go once they may have lapsed in Redis.
+    fn held_now(&self, rooms: &[RoomEntry], whole: bool) {
         let now = Instant::now();
         let mut claims = self.claims.lock();
-        for room in rooms.iter().filter(|r| !lost.contains(&r.room)) {
+        for room in rooms {
             if let Some((_, held)) = claims.get_mut(&room.room) {
                 *held = now;
             }
@@ -1033,7 +1024,6 @@ impl Directory for RedisDirectory {
 
     async fn release(&self, room: &str) -> Result<(), DirectoryError> {
         self.listings.lock().remove(room);
-        let claim = self.claim_of(room);
         let _: i64 = RELEASE
             .key(self.key("room", room))
             .key(format!("{}rooms", self.prefix))
@@ -1044,7 +1034,6 @@ impl Directory for RedisDirectory {
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
-        self.forget_claim(room, &claim);
         Ok(())
     }
 

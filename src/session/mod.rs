@@ -1242,8 +1242,11 @@ impl Session {
                         let message = format!("the room lives on node `{node}`, which is not answering; retry shortly");
                         self.pool_error(&PoolError::Unavailable(message), request_id, &room);
                     }
-                    // (The cluster answers Superseded with an error of its own.)
-                    Ok(Claim::Settling | Claim::Superseded) => {
+                    Ok(Claim::Superseded) => {
+                        let message = crate::cluster::node::ANOTHER_START;
+                        self.pool_error(&PoolError::Unavailable(message.into()), request_id, &room);
+                    }
+                    Ok(Claim::Settling) => {
                         let message = "the room's node may be taking it back after a Redis outage; retry shortly";
                         self.pool_error(&PoolError::Unavailable(message.into()), request_id, &room);
                     }
