@@ -432,10 +432,15 @@ impl Server {
                         tracing::info!(room = %room.id, owner = %node, "configured room is held by another node");
                         continue;
                     }
+                    // Opened here once the directory settles, if its node (alive
+                    // through a Redis outage) does not take it back first.
+                    Claim::Settling => {
+                        tracing::info!(room = %room.id, "configured room waits for the room directory to settle after a Redis outage");
+                        continue;
+                    }
                     // Another process with this node's id (cut off from Redis, and
-                    // back) holds it: opened here once its lease lapses. (A claim of
-                    // a configured room at start is never Settling.)
-                    Claim::Superseded | Claim::Settling => {
+                    // back) holds it: opened here once its lease lapses.
+                    Claim::Superseded => {
                         tracing::warn!(room = %room.id, "configured room is held by another process with this node's id");
                         continue;
                     }

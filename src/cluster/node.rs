@@ -707,18 +707,12 @@ impl Cluster {
         proto::Seat::decode(&seat[..]).ok()
     }
 
-    /// Claims a room for this node, or learns who owns it. An unknown room type is
-    /// refused before the directory is asked.
-    pub async fn claim(&self, room: &str, room_type: &str, listing: ListingState) -> Result<Claim, PoolError> {
-        self.claim_as(room, room_type, listing, false).await
-    }
-
     /// [`Cluster::claim`] of a configured room as the node starts: the first node to
-    /// start takes it, without waiting for renewals to settle (see
-    /// [`Claim::Settling`]).
+    /// start takes it. Like any claim it waits for renewals to settle after a Redis
+    /// outage ([`Claim::Settling`]: its node, alive, may be about to take it back);
+    /// the caller then leaves it to [`Cluster::reopen_configured`].
     pub async fn claim_configured(&self, room: &str, room_type: &str, metadata: &Metadata) -> Result<Claim, PoolError> {
-        self.claim_as(room, room_type, ListingState::listed_as(metadata), true)
-            .await
+        self.claim(room, room_type, ListingState::listed_as(metadata)).await
     }
 
     /// Opens a configured room here again when no node holds it (its simulation
@@ -738,13 +732,9 @@ impl Cluster {
         Ok(())
     }
 
-    async fn claim_as(
-        &self,
-        room: &str,
-        room_type: &str,
-        listing: ListingState,
-        retake: bool,
-    ) -> Result<Claim, PoolError> {
+    /// Claims a room for this node, or learns who owns it. An unknown room type is
+    /// refused before the directory is asked.
+    pub async fn claim(&self, room: &str, room_type: &str, listing: ListingState) -> Result<Claim, PoolError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping());
         }
@@ -794,7 +784,7 @@ impl Cluster {
             let none_found = open_here.is_none() && !may_restore;
             let claim = self
                 .directory
-                .claim_unless_checkpointed(&entry, retake, none_found, open_here.is_some());
+                .claim_unless_checkpointed(&entry, false, none_found, open_here.is_some());
             match self.call(claim).await? {
                 Some(claim) => break claim,
                 None => may_restore = true,

@@ -1658,6 +1658,57 @@ async fn a_configured_room_opens_again_on_a_live_node_when_its_node_stops() {
     assert_eq!(entities, [5], "the entity moved with the room");
 }
 
+/// A node that starts just after Redis came back from a stall (every lease lapsed)
+/// does not take a configured room that a live node runs: it waits for the directory
+/// to settle, as any claim does (the room's node takes it back at its next renewal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_after_a_redis_stall_leaves_a_live_nodes_configured_room_alone() {
+    let cluster = TestCluster::start();
+    let lobby = |config: &mut tickrelay::config::Config| {
+        config.cluster.checkpoint_ticks = 1;
+        config.rooms.push(tickrelay::config::PrecreatedRoom {
+            id: "lobby".into(),
+            room_type: "relay".into(),
+            metadata: Default::default(),
+        })
+    };
+    // a renews rarely: the stall's aftermath below lasts until its next renewal.
+    let a = cluster
+        .node_with(|c| {
+            lobby(c);
+            c.cluster.lease_ms = 20_000;
+        })
+        .await;
+    let mut player = TestClient::connect(&a).await;
+    assert_eq!(join_or_redirect(&mut player, "lobby").await, None);
+    create_and_wait(&mut player, "lobby", 5).await;
+    let written = a.metric("tickrelay_checkpoints_written_total");
+    a.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
+    // As a stall leaves Redis: the room's lease lapsed, the last renewal long ago.
+    let prefix = cluster.config(|_| {}).cluster.key_prefix;
+    let mut redis = raw_connection(&cluster.redis).await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}room:lobby"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        - 3 * LEASE;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}renewed-at"))
+        .arg(long_ago.as_millis() as u64)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let b = cluster.node_with(lobby).await;
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 0, "b took the room");
+    let observer = redis_node_under(&cluster.redis, "observer", LEASE, &prefix).await;
+    assert_eq!(observer.locate("lobby").await.unwrap(), None, "not b's");
+}
+
 /// A checkpoint Redis holds but does not give (here a key of another type) is not
 /// taken for none: the join is refused `UNAVAILABLE`, the room does not open empty
 /// over it, and its claim is released, so once the checkpoint reads again a join on
