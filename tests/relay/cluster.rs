@@ -1508,10 +1508,16 @@ async fn player_in_checkpointed_world(
     let mut player = TestClient::connect(&a).await;
     assert_eq!(join_or_redirect(&mut player, "world").await, None);
     create_and_wait(&mut player, "world", 5).await;
-    let written = a.metric("tickrelay_checkpoints_written_total");
-    a.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
-        .await;
+    two_more_checkpoints(&a).await;
     (a, player)
+}
+
+/// Waits until `node` has written two more checkpoints (the last then holds what
+/// was applied before the call).
+async fn two_more_checkpoints(node: &TestServer) {
+    let written = node.metric("tickrelay_checkpoints_written_total");
+    node.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
+        .await;
 }
 
 /// Leaves `room` and waits for the `Left`.
@@ -1682,9 +1688,7 @@ async fn a_node_starting_after_a_redis_stall_leaves_a_live_nodes_configured_room
     let mut player = TestClient::connect(&a).await;
     assert_eq!(join_or_redirect(&mut player, "lobby").await, None);
     create_and_wait(&mut player, "lobby", 5).await;
-    let written = a.metric("tickrelay_checkpoints_written_total");
-    a.wait_for_metric("tickrelay_checkpoints_written_total", written + 2)
-        .await;
+    two_more_checkpoints(&a).await;
     // As a stall leaves Redis: the room's lease lapsed, the last renewal long ago.
     let prefix = cluster.config(|_| {}).cluster.key_prefix;
     let mut redis = raw_connection(&cluster.redis).await;
