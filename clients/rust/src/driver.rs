@@ -135,8 +135,9 @@ const REFRESH_RETRY_WAIT: (Duration, Duration) = (Duration::from_secs(1), Durati
 
 /// How a connection ended.
 enum End {
-    /// Reconnect (after backoff unless `now`).
-    Reconnect { reason: String, now: bool },
+    /// Reconnect (after backoff unless `now`). `answered`: the server closed the
+    /// connection itself (it is alive), rather than it being lost or never made.
+    Reconnect { reason: String, now: bool, answered: bool },
     /// Stop the client.
     Stop,
     /// Close the connection normally, then stop (only `serve` sees it).
@@ -339,7 +340,9 @@ impl Driver {
                         // Closed before its `Welcome` (1013: the session's node is still
                         // alive, say): a failed attempt at that URL, and the next tries the
                         // next one (back towards the session's own node).
-                        End::Reconnect { reason, .. } if self.welcomed_at.is_none() => self.failed_at_current(&reason),
+                        End::Reconnect { reason, answered, .. } if self.welcomed_at.is_none() => {
+                            self.failed_at_current(&reason, answered)
+                        }
                         End::Reconnect { reason, .. } => reason,
                     }
                 }
@@ -347,7 +350,7 @@ impl Driver {
                     self.give_up(attempt + 1, failure.reason).await;
                     return;
                 }
-                Err(failure) => self.failed_at_current(&failure.reason),
+                Err(failure) => self.failed_at_current(&failure.reason, false),
             };
             attempt += 1;
             if !self.config.backoff.allows(attempt) {
@@ -390,12 +393,17 @@ impl Driver {
 }
 
 impl Driver {
-    /// An attempt at the current URL failed: it is marked unreachable, and the next
-    /// attempt tries the next node (home only: a node connection has no others, and
-    /// gives its rooms back instead). Returns the reason, naming the URL.
-    fn failed_at_current(&mut self, reason: &str) -> String {
+    /// An attempt at the current URL failed: the next attempt tries the next node
+    /// (home only: a node connection has no others, and gives its rooms back instead).
+    /// A node that did not answer (`answered`: it closed the connection itself, as a
+    /// live node does with 1013 while the session's own node lives) is marked
+    /// unreachable: a redirect there soon after names a node that died. Returns the
+    /// reason, naming the URL.
+    fn failed_at_current(&mut self, reason: &str, answered: bool) -> String {
         let url = &self.targets[self.current].url;
-        self.unreachable.insert(url.clone(), Instant::now());
+        if !answered {
+            self.unreachable.insert(url.clone(), Instant::now());
+        }
         let reason = format!("{url}: {reason}");
         self.current = (self.current + 1) % self.targets.len();
         reason
@@ -823,6 +831,7 @@ impl Driver {
                     Some(Command::DropConnection) => return End::Reconnect {
                         reason: "connection dropped by the application".into(),
                         now: false,
+                        answered: false,
                     },
                     Some(command) => match self.unless_queue_full(command, welcomed).await.and_then(|c| self.command(c)) {
                         Some(out) if welcomed => {
@@ -925,7 +934,11 @@ impl Driver {
             redirected: !self.routing.home,
         })
         .await;
-        End::Reconnect { reason, now: false }
+        End::Reconnect {
+            reason,
+            now: false,
+            answered: false,
+        }
     }
 
     async fn inbound(
@@ -1301,6 +1314,7 @@ impl Driver {
         End::Reconnect {
             reason,
             now: resume_failed && self.presented_resume,
+            answered: true,
         }
     }
 

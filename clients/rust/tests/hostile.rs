@@ -1498,3 +1498,63 @@ async fn giving_up_on_home_closes_the_connections_to_other_nodes() {
         "the other node's connection was left open"
     );
 }
+
+/// A node that answered a resume with 1013 (the session's own node was still alive
+/// in the directory) is no dead node: when the room is restored there, a redirect to
+/// it is followed at once. (It was taken for a dead node's for 20 s: after a node
+/// died, its players whose first fallback said 1013 waited that long for their room.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_answered_try_again_later_is_not_taken_for_a_dead_one() {
+    // b: says 1013 to the first resume, then serves the room redirected to it.
+    let b = fake_relay(|n, _, mut ws| async move {
+        if n == 1 {
+            return close(ws, 1013).await;
+        }
+        send_welcome(&mut ws, welcome("b")).await;
+        answer_join(&mut ws, 0).await;
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    // c: continues the session, and redirects the room's join to b.
+    let b_url = b.clone();
+    let c = fake_relay(move |_, _, mut ws| {
+        let b = b_url.clone();
+        async move {
+            send_welcome(&mut ws, welcome("c")).await;
+            loop {
+                let join = next_join(&mut ws).await;
+                let redirect = In::Redirect(proto::Redirect {
+                    request_id: join.request_id,
+                    room: join.room,
+                    url: b.clone(),
+                    seat: String::new(),
+                });
+                ws.send(fake_server_message(redirect)).await.unwrap();
+            }
+        }
+    })
+    .await;
+    // a (home): the room's node, which dies after the join (later attempts: lost).
+    let a = fake_relay(|n, _, mut ws| async move {
+        if n > 1 {
+            return;
+        }
+        send_welcome(&mut ws, welcome("a")).await;
+        answer_join(&mut ws, 0).await;
+    })
+    .await;
+    let mut config = config(a);
+    config.fallback_urls = vec![b.clone(), c];
+    config.backoff.max_attempts = Some(10);
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    let url = until(&mut events, |e| match e {
+        Event::Redirected { url, .. } => Some(url.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(url, b);
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    client.close().await;
+}

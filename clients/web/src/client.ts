@@ -241,6 +241,8 @@ const NODE_CONNECT_TIMEOUT_MS = 2000;
 const UNREACHABLE_FOR_MS = 20_000;
 /** How long a room redirected to a node this client failed over from waits before it is joined again. */
 const STALE_REDIRECT_WAIT_MS = 500;
+/** The close code a browser reports when no close frame came (the connection failed or was lost). */
+const ABNORMAL_CLOSE = 1006;
 
 /** How long a close waits for the pacer to let out what it holds (see `#sendQueued`). */
 const CLOSE_SENDS_FOR_MS = 1000;
@@ -411,6 +413,8 @@ export class Client {
   #current = 0;
   /** URLs this client lost or could not reach, and when (`performance.now()`). */
   readonly #unreachable = new Map<string, number>();
+  /** The last attempt failed before a welcome: the next tries the next URL. */
+  #failed = false;
   readonly #rooms = new Map<string, RoomState>();
   readonly #requests = new Map<bigint, { resolve: (r: v1.Response) => void; reject: (e: Error) => void }>();
   /** Non-input messages sent while disconnected, in order. */
@@ -951,16 +955,23 @@ export class Client {
     socket.onclose = (event) => {
       clearTimeout(connectTimer);
       if (this.#socket !== socket) return;
-      if (!this.#welcomed) this.#failedAtCurrent();
+      // A close the relay sent (1013 while the session's own node lives, say) comes
+      // from a live node; 1006 (no close frame) from one not reached.
+      if (!this.#welcomed) this.#failedAtCurrent(event.code !== ABNORMAL_CLOSE);
       this.#detach(socket);
       this.#ended(event.code, event.reason);
     };
     socket.onerror = () => {}; // always followed by close
   }
 
-  /** The URL connected to failed before a welcome: the next attempt tries the next one. */
-  #failedAtCurrent(): void {
-    this.#unreachable.set(this.#urls[this.#current]!, now());
+  /**
+   * The URL connected to failed before a welcome: the next attempt tries the next one.
+   * One that did not answer (`answered`: it closed the connection itself) is marked
+   * unreachable: a redirect there soon after names a node that died.
+   */
+  #failedAtCurrent(answered = false): void {
+    this.#failed = true;
+    if (!answered) this.#unreachable.set(this.#urls[this.#current]!, now());
   }
 
   /**
@@ -1107,7 +1118,8 @@ export class Client {
     if (played || (welcomedAt !== undefined && now() - welcomedAt >= STABLE_AFTER_MS)) this.#attempt = 0;
     // After an attempt that failed, the next tries the next node: for a node this
     // client was redirected to, only to continue its session there.
-    if (this.#unreachable.has(this.#urls[this.#current]!)) this.#current = (this.#current + 1) % this.#urls.length;
+    if (this.#failed) this.#current = (this.#current + 1) % this.#urls.length;
+    this.#failed = false;
     this.#attempt++;
     const most = this.#home === this ? Infinity : NODE_ATTEMPTS;
     if (this.#attempt > Math.min(this.#options.backoff.maxAttempts, most)) {

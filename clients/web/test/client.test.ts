@@ -905,6 +905,25 @@ test("a redirect to a node this client failed over from is retried, not followed
   assert.deepEqual(socket.kinds(), ["join", "join"], "joined again where it is");
 });
 
+test("a node that answered try-again-later (1013) is no dead node: a redirect there is followed", () => {
+  const { client: c } = client({ fallbackUrls: ["wss://relay-2.test/ws", "wss://relay-3.test/ws"], backoff: { initialMs: 100, maxMs: 1000, maxAttempts: 10 } });
+  c.join("r", "arena");
+  c.connect();
+  last().welcome();
+  last().end(1006);
+  advance(1000);
+  last().end(1006); // relay.test is gone
+  advance(1000);
+  assert.equal(last().url.host, "relay-2.test");
+  last().end(1013, "try again later: the session is live on another node");
+  advance(1000);
+  const socket = last();
+  assert.equal(socket.url.host, "relay-3.test");
+  socket.welcome(false, 7n);
+  socket.receive([{ case: "redirect", value: { requestId: 2n, room: "r", url: "wss://relay-2.test/ws" } }], 1n);
+  assert.equal(last().url.host, "relay-2.test", "followed to the node that restored the room");
+});
+
 test("a node connection that never had a session gives its rooms back home", () => {
   const { home } = redirectedToNodeB();
   for (let attempt = 0; attempt <= 3; attempt++) {
