@@ -888,8 +888,12 @@ test("a join already being answered (ALREADY_MEMBER while joining) is no error: 
   assert.equal(events.filter((e) => e.startsWith("error")).length, 1);
 });
 
-test("a redirect to a node this client failed over from is retried, not followed", () => {
-  const { client: c } = client({ fallbackUrls: ["wss://relay-2.test/ws"] });
+/**
+ * A client in room "r" on relay.test (backoff up to 10 attempts) whose connection was
+ * lost and which found relay.test gone: the next attempt goes to the first fallback.
+ */
+function failedOverFromRelay(fallbackUrls: string[]): Client {
+  const { client: c } = client({ fallbackUrls, backoff: { initialMs: 100, maxMs: 1000, maxAttempts: 10 } });
   c.join("r", "arena");
   c.connect();
   last().welcome();
@@ -897,6 +901,11 @@ test("a redirect to a node this client failed over from is retried, not followed
   advance(1000);
   last().end(1006); // relay.test is gone
   advance(1000);
+  return c;
+}
+
+test("a redirect to a node this client failed over from is retried, not followed", () => {
+  failedOverFromRelay(["wss://relay-2.test/ws"]);
   const socket = last();
   socket.welcome(false, 7n);
   socket.receive([{ case: "redirect", value: { requestId: 2n, room: "r", url: "wss://relay.test/ws" } }], 1n);
@@ -906,14 +915,7 @@ test("a redirect to a node this client failed over from is retried, not followed
 });
 
 test("a node that answered try-again-later (1013) is no dead node: a redirect there is followed", () => {
-  const { client: c } = client({ fallbackUrls: ["wss://relay-2.test/ws", "wss://relay-3.test/ws"], backoff: { initialMs: 100, maxMs: 1000, maxAttempts: 10 } });
-  c.join("r", "arena");
-  c.connect();
-  last().welcome();
-  last().end(1006);
-  advance(1000);
-  last().end(1006); // relay.test is gone
-  advance(1000);
+  failedOverFromRelay(["wss://relay-2.test/ws", "wss://relay-3.test/ws"]);
   assert.equal(last().url.host, "relay-2.test");
   last().end(1013, "try again later: the session is live on another node");
   advance(1000);
