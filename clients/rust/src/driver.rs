@@ -135,9 +135,10 @@ const REFRESH_RETRY_WAIT: (Duration, Duration) = (Duration::from_secs(1), Durati
 
 /// How a connection ended.
 enum End {
-    /// Reconnect (after backoff unless `now`). `answered`: the server closed the
-    /// connection itself (it is alive), rather than it being lost or never made.
-    Reconnect { reason: String, now: bool, answered: bool },
+    /// Reconnect (after backoff unless `now`). `unreached`: the connection was lost
+    /// without a word from the server (not closed by it, which a live node does, nor
+    /// dropped here).
+    Reconnect { reason: String, now: bool, unreached: bool },
     /// Stop the client.
     Stop,
     /// Close the connection normally, then stop (only `serve` sees it).
@@ -340,8 +341,8 @@ impl Driver {
                         // Closed before its `Welcome` (1013: the session's node is still
                         // alive, say): a failed attempt at that URL, and the next tries the
                         // next one (back towards the session's own node).
-                        End::Reconnect { reason, answered, .. } if self.welcomed_at.is_none() => {
-                            self.failed_at_current(&reason, answered)
+                        End::Reconnect { reason, unreached, .. } if self.welcomed_at.is_none() => {
+                            self.failed_at_current(&reason, unreached)
                         }
                         End::Reconnect { reason, .. } => reason,
                     }
@@ -350,7 +351,7 @@ impl Driver {
                     self.give_up(attempt + 1, failure.reason).await;
                     return;
                 }
-                Err(failure) => self.failed_at_current(&failure.reason, false),
+                Err(failure) => self.failed_at_current(&failure.reason, failure.unreached),
             };
             attempt += 1;
             if !self.config.backoff.allows(attempt) {
@@ -395,13 +396,14 @@ impl Driver {
 impl Driver {
     /// An attempt at the current URL failed: the next attempt tries the next node
     /// (home only: a node connection has no others, and gives its rooms back instead).
-    /// A node that did not answer (`answered`: it closed the connection itself, as a
-    /// live node does with 1013 while the session's own node lives) is marked
-    /// unreachable: a redirect there soon after names a node that died. Returns the
-    /// reason, naming the URL.
-    fn failed_at_current(&mut self, reason: &str, answered: bool) -> String {
+    /// A node that could not be reached (`unreached`: no connection, or one lost
+    /// without a word) is marked unreachable: a redirect there soon after names a
+    /// node that died. One that answered (closed the connection itself, as a live node
+    /// does with 1013 while the session's own node lives, or refused the upgrade with
+    /// an HTTP status) is not. Returns the reason, naming the URL.
+    fn failed_at_current(&mut self, reason: &str, unreached: bool) -> String {
         let url = &self.targets[self.current].url;
-        if !answered {
+        if unreached {
             self.unreachable.insert(url.clone(), Instant::now());
         }
         let reason = format!("{url}: {reason}");
@@ -430,9 +432,11 @@ impl Driver {
         self.connection_url.clone_from(&self.targets[self.current].url);
         if let Some(source) = &self.config.token_source {
             let fetched = tokio::time::timeout(self.config.connect_timeout, source.fetch()).await;
+            // (The node was not asked: not marked unreachable.)
             self.config.token = Some(fetched.unwrap_or(Err("no token in time".into())).map_err(|e| Failure {
                 reason: format!("token source: {e}"),
                 fatal: false,
+                unreached: false,
             })?);
         }
         let presented = link::Presented {
@@ -453,6 +457,7 @@ impl Driver {
                 Err(Failure {
                     reason: format!("no answer within {:?}", self.config.connect_timeout),
                     fatal: false,
+                    unreached: true,
                 })
             })
     }
@@ -831,7 +836,7 @@ impl Driver {
                     Some(Command::DropConnection) => return End::Reconnect {
                         reason: "connection dropped by the application".into(),
                         now: false,
-                        answered: false,
+                        unreached: false,
                     },
                     Some(command) => match self.unless_queue_full(command, welcomed).await.and_then(|c| self.command(c)) {
                         Some(out) if welcomed => {
@@ -937,7 +942,7 @@ impl Driver {
         End::Reconnect {
             reason,
             now: false,
-            answered: false,
+            unreached: true,
         }
     }
 
@@ -1314,7 +1319,7 @@ impl Driver {
         End::Reconnect {
             reason,
             now: resume_failed && self.presented_resume,
-            answered: true,
+            unreached: false,
         }
     }
 

@@ -129,14 +129,25 @@ fn ws_lost(error: &WsError) -> String {
 pub(crate) struct Failure {
     pub reason: String,
     pub fatal: bool,
+    /// The server was not reached, or gave no answer (an HTTP status refusing the
+    /// upgrade is one: the node is alive).
+    pub unreached: bool,
 }
 
 fn retry(reason: String) -> Failure {
-    Failure { reason, fatal: false }
+    Failure {
+        reason,
+        fatal: false,
+        unreached: true,
+    }
 }
 
 fn fatal(reason: String) -> Failure {
-    Failure { reason, fatal: true }
+    Failure {
+        reason,
+        fatal: true,
+        unreached: true,
+    }
 }
 
 /// Whether a QUIC handshake failed because this side rejected the server's
@@ -339,6 +350,7 @@ async fn connect_ws(
                 Failure {
                     reason: format!("TLS: {e}{hint}"),
                     fatal: rejected || plain,
+                    unreached: true,
                 }
             })?;
             Either::Left(tls)
@@ -379,6 +391,7 @@ async fn connect_ws(
             Err(Failure {
                 reason: format!("upgrade refused with HTTP {status}{why}"),
                 fatal: matches!(status, 400 | 401 | 403 | 404),
+                unreached: false,
             })
         }
         // A TLS listener's answer to plain HTTP is a TLS alert, which reads as a
@@ -437,6 +450,7 @@ async fn connect_quic(
         .map_err(|e| Failure {
             reason: format!("QUIC handshake (TLS): {e}"),
             fatal: certificate_rejected(&e),
+            unreached: true,
         })?;
     let (mut send, recv) = conn.open_bi().await.map_err(|e| retry(format!("QUIC stream: {e}")))?;
     let Presented {

@@ -1515,6 +1515,38 @@ async fn a_node_that_answered_try_again_later_is_not_taken_for_a_dead_one() {
         while next_messages(&mut ws).await.is_some() {}
     })
     .await;
+    a_redirect_to_b_is_followed(b).await;
+}
+
+/// The same for a node that refused the upgrade with an HTTP status (503: at
+/// capacity, say): it answered, so it is alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_refused_the_upgrade_is_not_taken_for_a_dead_one() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = format!("ws://{}/ws", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut first, _) = listener.accept().await.unwrap();
+        let _ = first.read(&mut [0; 4096]).await;
+        let refusal = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let _ = first.write_all(refusal.as_bytes()).await;
+        drop(first);
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                send_welcome(&mut ws, welcome("b")).await;
+                answer_join(&mut ws, 0).await;
+                while next_messages(&mut ws).await.is_some() {}
+            });
+        }
+    });
+    a_redirect_to_b_is_followed(b).await;
+}
+
+/// A client whose home (a) dies after its room's join; its first fallback is `b`
+/// (which does not continue the session), the second continues it and redirects the
+/// room's join to `b`: the redirect is followed.
+async fn a_redirect_to_b_is_followed(b: String) {
     // c: continues the session, and redirects the room's join to b.
     let b_url = b.clone();
     let c = fake_relay(move |_, _, mut ws| {

@@ -241,8 +241,12 @@ const NODE_CONNECT_TIMEOUT_MS = 2000;
 const UNREACHABLE_FOR_MS = 20_000;
 /** How long a room redirected to a node this client failed over from waits before it is joined again. */
 const STALE_REDIRECT_WAIT_MS = 500;
-/** The close code a browser reports when no close frame came (the connection failed or was lost). */
-const ABNORMAL_CLOSE = 1006;
+/**
+ * Close codes a browser reports when the relay itself did not close the connection:
+ * no close frame came (1006: the connection failed or was lost), a proxy found no
+ * relay (1014), the TLS handshake failed (1015).
+ */
+const UNANSWERED_CLOSES = [1006, 1014, 1015];
 
 /** How long a close waits for the pacer to let out what it holds (see `#sendQueued`). */
 const CLOSE_SENDS_FOR_MS = 1000;
@@ -413,7 +417,7 @@ export class Client {
   #current = 0;
   /** URLs this client lost or could not reach, and when (`performance.now()`). */
   readonly #unreachable = new Map<string, number>();
-  /** The last attempt failed before a welcome: the next tries the next URL. */
+  /** The attempt under way failed before a welcome: the next tries the next URL. */
   #failed = false;
   readonly #rooms = new Map<string, RoomState>();
   readonly #requests = new Map<bigint, { resolve: (r: v1.Response) => void; reject: (e: Error) => void }>();
@@ -866,6 +870,7 @@ export class Client {
   /** Opens a connection, with a token from `getToken` first when there is one. */
   #open(): void {
     // A new attempt: what the last connection did no longer counts (see `#retry`).
+    this.#failed = false;
     this.#link = {
       resuming: this.#session !== undefined,
       welcomedAt: undefined,
@@ -956,8 +961,9 @@ export class Client {
       clearTimeout(connectTimer);
       if (this.#socket !== socket) return;
       // A close the relay sent (1013 while the session's own node lives, say) comes
-      // from a live node; 1006 (no close frame) from one not reached.
-      if (!this.#welcomed) this.#failedAtCurrent(event.code !== ABNORMAL_CLOSE);
+      // from a live node; 1006 (no close frame), 1014 and 1015 (a proxy or TLS
+      // failing) from one not reached.
+      if (!this.#welcomed) this.#failedAtCurrent(!UNANSWERED_CLOSES.includes(event.code));
       this.#detach(socket);
       this.#ended(event.code, event.reason);
     };
@@ -966,12 +972,16 @@ export class Client {
 
   /**
    * The URL connected to failed before a welcome: the next attempt tries the next one.
-   * One that did not answer (`answered`: it closed the connection itself) is marked
-   * unreachable: a redirect there soon after names a node that died.
+   * One that did not answer is marked unreachable: a redirect there soon after names
+   * a node that died. One that answered (`answered`: it closed the connection itself,
+   * as a live node does with 1013 while the session's own node lives) is not, nor
+   * any longer.
    */
   #failedAtCurrent(answered = false): void {
     this.#failed = true;
-    if (!answered) this.#unreachable.set(this.#urls[this.#current]!, now());
+    const url = this.#urls[this.#current]!;
+    if (answered) this.#unreachable.delete(url);
+    else this.#unreachable.set(url, now());
   }
 
   /**

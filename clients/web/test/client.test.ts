@@ -926,6 +926,35 @@ test("a node that answered try-again-later (1013) is no dead node: a redirect th
   assert.equal(last().url.host, "relay-2.test", "followed to the node that restored the room");
 });
 
+test("a resume refused (4504) before the welcome does not send the next reconnect to another URL", () => {
+  failedOverFromRelay(["wss://relay-2.test/ws"]);
+  last().end(4504, "resume token unknown or expired");
+  assert.equal(last().url.host, "relay-2.test", "a new session at once, where it was");
+  last().welcome();
+  last().end(1006);
+  advance(1000);
+  assert.equal(last().url.host, "relay-2.test", "the URL that served it");
+});
+
+test("a node that failed to answer once and then answered 1013 is alive again: a redirect there is followed", () => {
+  failedOverFromRelay(["wss://relay-2.test/ws", "wss://relay-3.test/ws"]);
+  advance(5000 + 1000); // relay-2's socket never opens: the connect timeout marks it
+  assert.equal(last().url.host, "relay-3.test");
+  last().end(1006);
+  advance(1000);
+  assert.equal(last().url.host, "relay.test");
+  last().end(1006);
+  advance(1000);
+  assert.equal(last().url.host, "relay-2.test");
+  last().end(1013, "try again later: the session is live on another node");
+  advance(1000);
+  const socket = last();
+  assert.equal(socket.url.host, "relay-3.test");
+  socket.welcome(false, 7n);
+  socket.receive([{ case: "redirect", value: { requestId: 2n, room: "r", url: "wss://relay-2.test/ws" } }], 1n);
+  assert.equal(last().url.host, "relay-2.test", "followed");
+});
+
 test("a node connection that never had a session gives its rooms back home", () => {
   const { home } = redirectedToNodeB();
   for (let attempt = 0; attempt <= 3; attempt++) {
