@@ -1008,14 +1008,22 @@ impl Room {
         // one per seat names anyone.
         event.targets.sort_unstable();
         event.targets.dedup();
-        if sender != SERVER && event.targets.len() > self.config.max_members {
-            let error = self.error(
-                ErrorCode::BadRequest,
-                "an event names more targets than the room has seats",
-                0,
-            );
-            self.send_to(sender, error);
-            return;
+        if event.targets.len() > self.config.max_members {
+            if sender != SERVER {
+                let error = self.error(
+                    ErrorCode::BadRequest,
+                    "an event names more targets than the room has seats",
+                    0,
+                );
+                self.send_to(sender, error);
+                return;
+            }
+            // The HTTP API's (bounded only by the URL's length): the members among
+            // them, as every member would be sent the whole list. None: sent to nobody.
+            event.targets.retain(|&target| self.index.contains_key(&target));
+            if event.targets.is_empty() {
+                return;
+            }
         }
         if self.events.len() >= self.config.max_pending_events {
             if sender == SERVER {
