@@ -123,9 +123,8 @@ pub trait Directory: Send + Sync {
     /// renewals' to keep).
     fn claim(&self, room: &RoomEntry) -> impl Future<Output = Result<Claim, DirectoryError>> + Send;
 
-    /// [`Directory::claim`] of a room that runs on this node (its lease lapsed, or
-    /// it is configured here): taken back at once unless another node holds it,
-    /// never [`Claim::Settling`].
+    /// [`Directory::claim`] of a room that runs on this node (its lease lapsed):
+    /// taken back at once unless another node holds it, never [`Claim::Settling`].
     fn retake(&self, room: &RoomEntry) -> impl Future<Output = Result<Claim, DirectoryError>> + Send {
         self.claim(room)
     }

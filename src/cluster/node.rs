@@ -722,7 +722,7 @@ impl Cluster {
         if self.pool.room(room).is_some() || self.call(self.directory.locate(room)).await?.is_some() {
             return Ok(());
         }
-        if let Claim::Ours = self.claim(room, room_type, ListingState::listed_as(metadata)).await?
+        if let Claim::Ours = self.claim_configured(room, room_type, metadata).await?
             && let Err(e) = self.pool.create_persistent(room, room_type, metadata)
         {
             // Not left claimed for a room that runs nowhere (the room cap is full, say).
@@ -802,12 +802,12 @@ impl Cluster {
             }
             // The copy open here is out of date: it closes, and the join, made again,
             // claims the room afresh (restoring it from the later claim's checkpoint).
+            // (With nothing open here, another process with this node's id holds the
+            // room: the caller says what it does of that.)
             Claim::Superseded if open_here.is_some() => {
                 self.close_lost(room, SUPERSEDED);
                 return Err(PoolError::Unavailable(SUPERSEDED.into()));
             }
-            // (Nothing open here: another process with this node's id holds the
-            // room. The caller says what it does of it.)
             // Read after the claim: the owner writes its last checkpoint before it
             // releases the room.
             Claim::Ours if may_restore && self.pool.room(room).is_none() => {

@@ -978,9 +978,7 @@ impl RedisDirectory {
         match reply.as_slice() {
             [Value::Int(1), number] => {
                 let number = text(number).ok_or_else(|| DirectoryError("claim: malformed claim number".into()))?;
-                if !number.is_empty() {
-                    (self.claims.lock()).insert(room.room.clone(), (number, Instant::now()));
-                }
+                (self.claims.lock()).insert(room.room.clone(), (number, Instant::now()));
                 Ok(Some(Claim::Ours))
             }
             [Value::Int(2)] => Ok(Some(Claim::Settling)),

@@ -2550,7 +2550,7 @@ mod tests {
     /// A checkpoint Redis did not take has the room's next one written even if
     /// nothing changed ([`SimPool::checkpoint_again`]), not the tenth after it.
     #[test]
-    fn a_checkpoint_asked_again_is_written_at_the_next_tick() {
+    fn a_checkpoint_asked_again_is_written_sooner_than_the_tenth_tick() {
         let (pool, checkpoints) = checkpointing(1, 1);
         let outbox = join(&pool, "quiet", "relay", 7);
         wait_for_frames(&outbox, 1);

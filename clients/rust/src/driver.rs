@@ -136,8 +136,8 @@ const REFRESH_RETRY_WAIT: (Duration, Duration) = (Duration::from_secs(1), Durati
 /// How a connection ended.
 enum End {
     /// Reconnect (after backoff unless `now`). `unreached`: the connection was lost
-    /// without a word from the server (not closed by it, which a live node does, nor
-    /// dropped here).
+    /// without a close from the server (which a live node sends), and not dropped
+    /// here.
     Reconnect { reason: String, now: bool, unreached: bool },
     /// Stop the client.
     Stop,
@@ -405,6 +405,8 @@ impl Driver {
         let url = &self.targets[self.current].url;
         if unreached {
             self.unreachable.insert(url.clone(), Instant::now());
+        } else {
+            self.unreachable.remove(url);
         }
         let reason = format!("{url}: {reason}");
         self.current = (self.current + 1) % self.targets.len();

@@ -130,7 +130,7 @@ pub(crate) struct Failure {
     pub reason: String,
     pub fatal: bool,
     /// The server was not reached, or gave no answer (an HTTP status refusing the
-    /// upgrade is one: the node is alive).
+    /// upgrade, or a QUIC handshake it closed, is one: the node is alive).
     pub unreached: bool,
 }
 
@@ -391,7 +391,8 @@ async fn connect_ws(
             Err(Failure {
                 reason: format!("upgrade refused with HTTP {status}{why}"),
                 fatal: matches!(status, 400 | 401 | 403 | 404),
-                unreached: false,
+                // A proxy's 502 or 504: it found no relay behind it.
+                unreached: matches!(status, 502 | 504),
             })
         }
         // A TLS listener's answer to plain HTTP is a TLS alert, which reads as a
@@ -450,7 +451,11 @@ async fn connect_quic(
         .map_err(|e| Failure {
             reason: format!("QUIC handshake (TLS): {e}"),
             fatal: certificate_rejected(&e),
-            unreached: true,
+            // Refused by the relay (at its connection cap, say): it answered.
+            unreached: !matches!(
+                e,
+                quinn::ConnectionError::ConnectionClosed(_) | quinn::ConnectionError::ApplicationClosed(_)
+            ),
         })?;
     let (mut send, recv) = conn.open_bi().await.map_err(|e| retry(format!("QUIC stream: {e}")))?;
     let Presented {

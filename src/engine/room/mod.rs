@@ -1008,18 +1008,18 @@ impl Room {
         // one per seat names anyone.
         event.targets.sort_unstable();
         event.targets.dedup();
-        if event.targets.len() > self.config.max_members {
-            if sender != SERVER {
-                let error = self.error(
-                    ErrorCode::BadRequest,
-                    "an event names more targets than the room has seats",
-                    0,
-                );
-                self.send_to(sender, error);
-                return;
-            }
-            // The HTTP API's (bounded only by the URL's length): the members among
-            // them, as every member would be sent the whole list. None: sent to nobody.
+        if sender != SERVER && event.targets.len() > self.config.max_members {
+            let error = self.error(
+                ErrorCode::BadRequest,
+                "an event names more targets than the room has seats",
+                0,
+            );
+            self.send_to(sender, error);
+            return;
+        }
+        // The server's (the HTTP API's are bounded only by the URL's length): the
+        // members among them, as each recipient is sent the list. None: to nobody.
+        if sender == SERVER && !event.targets.is_empty() {
             event.targets.retain(|&target| self.index.contains_key(&target));
             if event.targets.is_empty() {
                 return;

@@ -671,13 +671,15 @@ fn an_events_targets_are_bounded_by_the_rooms_seats() {
         errors.iter().map(|e| e.code).collect::<Vec<_>>(),
         [ErrorCode::BadRequest as i32]
     );
-    // The server's (the HTTP API's, bounded by its URL only): over the seats, the
-    // members among them; with none, to nobody (not to everyone).
+    // The server's (the HTTP API's, bounded by its URL only): the members among
+    // them; with none, to nobody (not to everyone).
     room.push_event(SERVER, event((1..=1000).collect()));
     room.push_event(SERVER, event((10..1000).collect()));
+    room.push_event(SERVER, event(vec![99, 2]));
     room.tick(0);
     assert_eq!(received(&mut clients[2]), [vec![1, 2, 3]], "the members named");
     assert_eq!(received(&mut clients[0]), [vec![1, 2, 3]]);
+    assert_eq!(received(&mut clients[1]), [vec![1, 2, 3], vec![2]]);
 }
 
 /// A simulation that greets each member who joins by its user id (to it alone),
