@@ -611,6 +611,8 @@ impl Server {
             let node = cluster.node();
             tracing::info!(node = %node.id, url = %node.url, "cluster mode: sharing the room directory");
             ctx.tracker.spawn(cluster.clone().keep_leases(ctx.shutdown.clone()));
+            ctx.tracker
+                .spawn(cluster.clone().keep_session_records(ctx.shutdown.clone()));
             ctx.tracker.spawn(cluster.clone().sweep_indexes(ctx.shutdown.clone()));
             let replace = Arc::clone(&ctx);
             let on_user_live =

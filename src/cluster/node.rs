@@ -18,7 +18,9 @@
 //! leases of the rooms open here, with their member counts. A room whose lease
 //! lapsed (a Redis outage longer than a lease, or a round that came too late) is
 //! claimed again; if another node took it meanwhile, the room closes here and its
-//! members are told to join again (which redirects them to the new owner).
+//! members are told to join again (which redirects them to the new owner). The
+//! sessions' records are kept by a third, at the same pace, so that writing many of
+//! them again does not delay a renewal.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -429,7 +431,8 @@ impl Cluster {
         }
     }
 
-    /// Keeps this node's sessions resumable elsewhere (every renewal); writes their
+    /// Keeps this node's sessions resumable elsewhere (every third of a lease, see
+    /// [`Cluster::keep_session_records`]); writes their
     /// records again when Redis lost them (restarted empty, say) or a write failed.
     async fn keep_sessions(&self) {
         // A few a round (the leases wait behind them), until one fails.
@@ -1455,6 +1458,26 @@ impl Cluster {
         }
     }
 
+    /// Keeps this node's session records (see `keep_sessions`) every
+    /// third of a lease until `shutdown`, or until the node stops (its hand-off
+    /// leaves them to the nodes its sessions go to). A task of its own: writing many
+    /// records again, or a Redis slow to answer them, must not hold up the leases.
+    pub async fn keep_session_records(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(self.settings.lease / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = self.leases_stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if !self.stopping.load(Ordering::Acquire) {
+                self.keep_sessions().await;
+            }
+        }
+    }
+
     /// Every minute, until `shutdown`, forgets the listed ids of rooms whose
     /// node died (see [`RedisDirectory::sweep`]; one node of the cluster does it per
     /// period; the `open:` sets of the room types this node knows, which nodes sharing
@@ -1515,7 +1538,6 @@ impl Cluster {
         // The leases first: nothing below may delay them past their lapse.
         let renewed = self.call(self.directory.renew(&rooms)).await;
         let _ = self.call(self.bus.keep_listening()).await;
-        self.keep_sessions().await;
         // On failure the rooms keep running; the next round tries again.
         let Ok(lapsed) = renewed else {
             return;
