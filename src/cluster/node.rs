@@ -1446,23 +1446,25 @@ impl Cluster {
     /// Keeps the leases of the rooms open here until `shutdown` (by then
     /// [`Cluster::hand_off`] released them).
     pub async fn keep_leases(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut every = tokio::time::interval(self.settings.lease / 3);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return,
-                () = self.leases_stop.cancelled() => return,
-                _ = every.tick() => self.renew().await,
-            }
-        }
+        self.every_third_of_a_lease(shutdown, || self.renew()).await;
     }
 
-    /// Keeps this node's session records (see `keep_sessions`) every
-    /// third of a lease until `shutdown`, or until the node stops (its hand-off
-    /// leaves them to the nodes its sessions go to). A task of its own: writing many
-    /// records again, or a Redis slow to answer them, must not hold up the leases.
+    /// Keeps this node's session records (see `keep_sessions`) every third of a
+    /// lease until `shutdown`, or until the node stops (its hand-off leaves them to
+    /// the nodes its sessions go to). A task of its own: writing many records again,
+    /// or a Redis slow to answer them, must not hold up the leases.
     pub async fn keep_session_records(self: Arc<Self>, shutdown: CancellationToken) {
+        let keep = || async {
+            if !self.stopping.load(Ordering::Acquire) {
+                self.keep_sessions().await;
+            }
+        };
+        self.every_third_of_a_lease(shutdown, keep).await;
+    }
+
+    /// Runs `round` every third of a lease (the next one a third after the last ended,
+    /// if it ran late) until `shutdown`, or until the hand-off stops the leases.
+    async fn every_third_of_a_lease<F: Future<Output = ()>>(&self, shutdown: CancellationToken, round: impl Fn() -> F) {
         let mut every = tokio::time::interval(self.settings.lease / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -1470,10 +1472,7 @@ impl Cluster {
                 biased;
                 () = shutdown.cancelled() => return,
                 () = self.leases_stop.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            if !self.stopping.load(Ordering::Acquire) {
-                self.keep_sessions().await;
+                _ = every.tick() => round().await,
             }
         }
     }
