@@ -226,13 +226,8 @@ impl<T> Registry<T> {
         let mut live_sessions = self.live.lock();
         let since_us = match live {
             Some((session, since_us)) => {
-                let sessions = live_sessions.get_mut(&user);
-                let Some(sessions) = sessions.filter(|s| s.iter().any(|l| l.session == session)) else {
+                if !forget_live(&mut live_sessions, &user, session) {
                     return Some(item); // replaced
-                };
-                sessions.retain(|l| l.session != session);
-                if sessions.is_empty() {
-                    live_sessions.remove(&user);
                 }
                 since_us
             }
@@ -406,14 +401,22 @@ impl<T> Registry<T> {
 
     /// Forgets a live session.
     pub fn leave_live(&self, user: &Arc<str>, session: u64) {
-        let mut live = self.live.lock();
-        if let Some(sessions) = live.get_mut(user) {
-            sessions.retain(|live| live.session != session);
-            if sessions.is_empty() {
-                live.remove(user);
-            }
-        }
+        forget_live(&mut self.live.lock(), user, session);
     }
+}
+
+/// Forgets `session` among `user`'s live sessions; whether it was one.
+fn forget_live(live: &mut HashMap<Arc<str>, Vec<Live>>, user: &Arc<str>, session: u64) -> bool {
+    let Some(sessions) = live.get_mut(user) else {
+        return false;
+    };
+    let before = sessions.len();
+    sessions.retain(|live| live.session != session);
+    let forgot = sessions.len() < before;
+    if sessions.is_empty() {
+        live.remove(user);
+    }
+    forgot
 }
 
 /// Tells the sessions of `sessions` of another family than `family` that went live
