@@ -238,6 +238,16 @@ async fn a_redis_stall_does_not_hand_a_live_room_to_another_node() {
     assert_eq!(b.claim(&room).await.unwrap(), Claim::Ours);
 }
 
+/// Room "world" claimed by `node`, with a checkpoint (`[1]`, kept a minute).
+async fn world_with_checkpoint(node: &RedisDirectory) -> tickrelay::cluster::RoomEntry {
+    let room = entry("world", 1);
+    assert_eq!(node.claim(&room).await.unwrap(), Claim::Ours);
+    node.save_checkpoints(&[("world".into(), vec![1])], Duration::from_secs(60))
+        .await
+        .unwrap();
+    room
+}
+
 /// Renews `node`'s (empty) lease often for `span`: the renewals of a node that
 /// stays in touch with Redis, which settle the directory (see `Claim::Settling`).
 async fn keep_renewing(node: &RedisDirectory, span: Duration) {
@@ -342,11 +352,7 @@ async fn a_node_cut_off_past_the_checkpoint_ttl_keeps_its_claim_numbers() {
 #[tokio::test]
 async fn a_room_released_then_closed_leaves_no_checkpoint() {
     let (_server, a, _b) = redis().await;
-    let room = entry("world", 1);
-    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
-    a.save_checkpoints(&[("world".into(), vec![1])], Duration::from_secs(60))
-        .await
-        .unwrap();
+    let room = world_with_checkpoint(&a).await;
     a.release("world").await.unwrap();
     a.close("world").await.unwrap();
     assert!(!a.has_checkpoint("world").await.unwrap());
@@ -410,11 +416,7 @@ async fn a_second_start_of_a_node_id_owns_its_claims_alone() {
 #[tokio::test]
 async fn a_room_closed_after_its_lease_lapsed_leaves_no_checkpoint() {
     let (_server, a, b) = redis().await;
-    let room = entry("world", 1);
-    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
-    a.save_checkpoints(&[("world".into(), vec![1])], Duration::from_secs(60))
-        .await
-        .unwrap();
+    let room = world_with_checkpoint(&a).await;
     tokio::time::sleep(2 * REDIS_LEASE).await;
     a.close("world").await.unwrap();
     assert!(!a.has_checkpoint("world").await.unwrap());
@@ -483,11 +485,7 @@ async fn a_claim_that_found_no_checkpoint_does_not_take_a_room_handed_off_since(
         b.claim_unless_checkpointed(&fresh, true, true, false).await.unwrap(),
         Some(Claim::Ours)
     );
-    let room = entry("world", 1);
-    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
-    a.save_checkpoints(&[("world".into(), vec![1])], Duration::from_secs(60))
-        .await
-        .unwrap();
+    let room = world_with_checkpoint(&a).await;
     let held = b.claim_unless_checkpointed(&room, true, true, false).await.unwrap();
     assert!(
         matches!(&held, Some(Claim::Theirs { node, .. }) if node == "a"),
