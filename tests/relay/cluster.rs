@@ -352,7 +352,7 @@ async fn a_node_cut_off_past_the_checkpoint_ttl_keeps_its_claim_numbers() {
 #[tokio::test]
 async fn a_room_released_then_closed_leaves_no_checkpoint() {
     let (_server, a, _b) = redis().await;
-    let room = world_with_checkpoint(&a).await;
+    world_with_checkpoint(&a).await;
     a.release("world").await.unwrap();
     a.close("world").await.unwrap();
     assert!(!a.has_checkpoint("world").await.unwrap());
