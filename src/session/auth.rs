@@ -824,13 +824,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_key_set_keeps_public_signing_keys_only() {
-        let config = AuthConfig {
+    /// JWT checked with the keys a provider publishes (not fetched here).
+    fn jwks_config() -> AuthConfig {
+        AuthConfig {
             mode: AuthMode::Jwt,
             jwks_url: Some("https://id.example/jwks.json".into()),
             ..AuthConfig::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_key_set_keeps_public_signing_keys_only() {
+        let config = jwks_config();
         let auth = Authenticator::new(&config).unwrap();
         let set = auth.key_set().expect("a set to fetch");
         // Before the first fetch nothing verifies.
@@ -895,11 +900,7 @@ mod tests {
     /// them signed it, and a third key's signature under that name does not.
     #[test]
     fn a_key_id_published_twice_verifies_with_either_key() {
-        let config = AuthConfig {
-            mode: AuthMode::Jwt,
-            jwks_url: Some("https://id.example/jwks.json".into()),
-            ..AuthConfig::default()
-        };
+        let config = jwks_config();
         let auth = Authenticator::new(&config).unwrap();
         // An Ed25519 key pair: its public half as a JWK named "k", and a signer.
         let key = || {
