@@ -141,6 +141,19 @@ function welcomedInArena(): { c: Client; home: FakeSocket; events: string[] } {
   return { c, home, events };
 }
 
+/** A client welcomed and joined to room "r" of `roomType`, which then leaves it and joins it again. */
+function leftAndJoinedAgain(roomType: string): Client {
+  const { client: c } = client();
+  c.join("r", roomType);
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType } }], 1n);
+  c.leave("r");
+  c.join("r", roomType);
+  advance(100);
+  return c;
+}
+
 /** `home` redirects the join of room "r" to node B. */
 function redirectToNodeB(home: FakeSocket): void {
   home.receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "wss://node-b.test/ws", seat: "t" } }], 1n);
@@ -855,14 +868,7 @@ test("a stopping node that names another: the session continues there, then on t
 });
 
 test("joining a room again right after leaving it is retried when the relay allows it", () => {
-  const { client: c } = client();
-  c.join("r", "arena");
-  c.connect();
-  last().welcome();
-  last().receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
-  c.leave("r");
-  c.join("r", "arena");
-  advance(100);
+  leftAndJoinedAgain("arena");
   assert.deepEqual(last().kinds(), ["join", "leave", "join"]);
   // Within a second of its last full snapshot: RATE_LIMITED, then a retry when told.
   last().receive([{ case: "error", value: { code: v1.ErrorCode.RATE_LIMITED, room: "r", retryAfterMs: 700 } }], 2n);
@@ -1594,14 +1600,7 @@ test("a leave and a quick join the lost connection carried unanswered go again a
 });
 
 test("a left for a membership that ended while the room was left and joined again does not undo the join that waits", () => {
-  const { client: c } = client();
-  c.join("r", "relay");
-  c.connect();
-  last().welcome();
-  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
-  c.leave("r");
-  c.join("r", "relay");
-  advance(100);
+  const c = leftAndJoinedAgain("relay");
   const join = last().sent.filter((k) => k.case === "join").at(-1)!;
   last().receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED } }], 2n);
   last().receive([{ case: "joined", value: { room: "r", roomType: "relay", requestId: join.value.requestId } }], 3n);
@@ -1654,14 +1653,7 @@ test("offline, events beyond bufferLimit are refused; a leave handed over before
 });
 
 test("a leave followed by a join of the room on the lost connection is not sent again: it would undo the join", () => {
-  const { client: c } = client();
-  c.join("r", "relay");
-  c.connect();
-  last().welcome();
-  last().receive([{ case: "joined", value: { room: "r", roomType: "relay" } }], 1n);
-  c.leave("r");
-  c.join("r", "relay");
-  advance(100);
+  leftAndJoinedAgain("relay");
   assert.deepEqual(last().kinds(), ["join", "leave", "join"]);
   last().end(1006);
   advance(1000);
