@@ -4,6 +4,7 @@
 //! room directory and the sessions.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -166,50 +167,74 @@ pub fn check(metadata: &Metadata) -> Result<(), MetadataError> {
 
 /// A room's listing, shared (see the module documentation).
 #[derive(Debug, Default)]
-pub struct Listing(Mutex<ListingState>);
+pub struct Listing {
+    state: Mutex<ListingState>,
+    /// Changes of the metadata or the lock so far (the room tells its members of
+    /// them: `RoomUpdated`).
+    changes: AtomicU64,
+}
 
 impl Listing {
     /// An empty listing, for statics.
     pub const fn unlisted() -> Self {
-        Self(Mutex::new(ListingState {
-            metadata: BTreeMap::new(),
-            locked: false,
-            private: false,
-            owner: 0,
-        }))
+        Self {
+            state: Mutex::new(ListingState {
+                metadata: BTreeMap::new(),
+                locked: false,
+                private: false,
+                owner: 0,
+            }),
+            changes: AtomicU64::new(0),
+        }
     }
 
     /// A listing holding `state`.
     pub fn new(state: ListingState) -> Self {
-        Self(Mutex::new(state))
+        Self {
+            state: Mutex::new(state),
+            changes: AtomicU64::new(0),
+        }
     }
 
     /// Reads the listing.
     pub fn with<R>(&self, f: impl FnOnce(&ListingState) -> R) -> R {
-        f(&self.0.lock())
+        f(&self.state.lock())
     }
 
-    /// Changes the listing (unchecked: the server's own changes).
+    /// Changes the listing (unchecked: the server's own changes), counting a change
+    /// of the metadata or the lock (see [`Listing::changes`]).
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ListingState) -> R) -> R {
-        f(&mut self.0.lock())
+        let mut state = self.state.lock();
+        let (metadata, locked) = (state.metadata.clone(), state.locked);
+        let result = f(&mut state);
+        if state.locked != locked || state.metadata != metadata {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// How many times the metadata or the lock changed: the room tells its members
+    /// when this moves.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// Merges `changes` into the metadata (an empty value removes its key), all or
     /// nothing: refused when the result would break [`check`]'s limits, as a client's
     /// `UpdateRoom` is.
     pub fn merge_metadata(&self, changes: &Metadata) -> Result<(), MetadataError> {
-        self.0.lock().merge(changes)
+        self.update(|l| l.merge(changes))
     }
 
     /// Locks the room (listed, joinable by id, never picked by a quick join) or
     /// unlocks it.
     pub fn set_locked(&self, locked: bool) {
-        self.0.lock().locked = locked;
+        self.update(|l| l.locked = locked);
     }
 
     /// A copy of the listing.
     pub fn get(&self) -> ListingState {
-        self.0.lock().clone()
+        self.state.lock().clone()
     }
 }
 
@@ -298,6 +323,21 @@ mod tests {
             "the refused change left nothing"
         );
         assert!(state.locked);
+    }
+
+    #[test]
+    fn only_changes_of_metadata_or_lock_are_counted() {
+        let listing = Listing::new(ListingState::default());
+        listing.merge_metadata(&meta(&[("map", "canyon")])).unwrap();
+        assert_eq!(listing.changes(), 1);
+        listing.merge_metadata(&meta(&[("map", "canyon")])).unwrap();
+        let _ = listing.merge_metadata(&meta(&[("k\n", "v")]));
+        listing.set_locked(false);
+        listing.update(|l| l.owner = 7);
+        assert_eq!(listing.changes(), 1, "the same values, a refusal, the owner: no change");
+        listing.set_locked(true);
+        listing.merge_metadata(&meta(&[("map", "")])).unwrap();
+        assert_eq!(listing.changes(), 3);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::routes::Routes;
 /// How long a room redirected to a node this client failed over from waits before it
 /// is joined again (the directory names the dead node until its leases lapse).
 const STALE_REDIRECT_WAIT: Duration = Duration::from_millis(500);
-use crate::{Carried, ClientConfig, Command, Event, Shared};
+use crate::{Carried, ClientConfig, Command, Event, RoomTold, Shared};
 
 /// How a driver reaches the client's other connections (see [`Routes`]).
 pub(crate) struct Routing {
@@ -1047,7 +1047,15 @@ impl Driver {
                     self.took_quick_join(joined.request_id, &joined.room);
                     self.joined(&joined);
                     if self.rooms.contains_key(&joined.room) {
-                        self.shared.owners.lock().insert(joined.room.clone(), joined.owner);
+                        let told = RoomTold {
+                            owner: joined.owner,
+                            listing: proto::RoomUpdated {
+                                room: joined.room.clone(),
+                                metadata: joined.metadata.clone(),
+                                locked: joined.locked,
+                            },
+                        };
+                        self.shared.told.lock().insert(joined.room.clone(), told);
                     }
                     if let Some(routes) = self.routing.routes.upgrade() {
                         routes.joined(&joined.room);
@@ -1072,11 +1080,17 @@ impl Driver {
                 In::Presence(p) => {
                     if p.change == proto::PresenceChange::Owner as i32
                         && let Some(member) = &p.member
-                        && let Some(owner) = self.shared.owners.lock().get_mut(&p.room)
+                        && let Some(told) = self.shared.told.lock().get_mut(&p.room)
                     {
-                        *owner = member.member_id;
+                        told.owner = member.member_id;
                     }
                     self.emit(Event::Presence(p)).await
+                }
+                In::RoomUpdated(update) => {
+                    if let Some(told) = self.shared.told.lock().get_mut(&update.room) {
+                        told.listing = update.clone();
+                    }
+                    self.emit(Event::RoomUpdated(update)).await
                 }
                 In::Event(e) => self.emit(Event::RoomEvent(e)).await,
                 In::Response(response) => {
@@ -1240,7 +1254,7 @@ impl Driver {
             if let Some(state) = self.rooms.get_mut(&room) {
                 state.retry_join_at = Some(Instant::now() + STALE_REDIRECT_WAIT);
             }
-            self.shared.owners.lock().remove(&room);
+            self.shared.told.lock().remove(&room);
             return;
         }
         let Some(state) = self.rooms.remove(&room) else {
@@ -1386,10 +1400,10 @@ impl Driver {
             }
         }
         {
-            // Their owner is told again with their join's answer.
-            let mut owners = self.shared.owners.lock();
+            // Their owner and listing are told again with their join's answer.
+            let mut told = self.shared.told.lock();
             for (room, _) in &rejoin {
-                owners.remove(room);
+                told.remove(room);
             }
         }
         // A new session is in no room: the leaves that waited are done with (sent,

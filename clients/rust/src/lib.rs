@@ -266,6 +266,9 @@ pub enum Event {
     /// its seat held) or came back, or became the room's owner (`OWNER`; the owner at
     /// joining is `Joined.owner`).
     Presence(proto::Presence),
+    /// A room's metadata or lock changed (its owner's `UpdateRoom`, or its game), at
+    /// most four times a second ([`Client::room_listing`] follows it).
+    RoomUpdated(proto::RoomUpdated),
     /// The server refused something.
     Error(proto::Error),
     /// After a resume, the server no longer had `count` messages (events, presence,
@@ -429,8 +432,8 @@ pub(crate) struct Carried {
 
 pub(crate) struct Shared {
     pub mirrors: Mutex<HashMap<String, StateMirror>>,
-    /// Each room's owner, as last told (`Joined.owner`, presence `OWNER`).
-    pub owners: Mutex<HashMap<String, u64>>,
+    /// What the relay last told of each room the client is in.
+    pub told: Mutex<HashMap<String, RoomTold>>,
     pub stats: Stats,
     /// Presented on every connection, so the relay counts this client's sessions on
     /// several nodes as one client's (see `Hello.client_id`).
@@ -457,12 +460,20 @@ pub(crate) struct InputNumbers {
     pub open: bool,
 }
 
+/// What the relay last told of a room (see [`Shared::told`]): its `Joined` says it
+/// all, then presence `OWNER` and `RoomUpdated` what changes.
+#[derive(Debug, Default)]
+pub(crate) struct RoomTold {
+    pub owner: u64,
+    pub listing: proto::RoomUpdated,
+}
+
 impl Shared {
     /// Forgets what the client held of `room` (its mirror, its owner): it left, or
     /// the room lives elsewhere now.
     pub(crate) fn forget_room(&self, room: &str) {
         self.mirrors.lock().remove(room);
-        self.owners.lock().remove(room);
+        self.told.lock().remove(room);
     }
 
     /// Numbers in `room` continue above `seq` (a join's answer: the seat applied that
@@ -524,7 +535,7 @@ impl Client {
         let (event_tx, events) = mpsc::channel(config.event_capacity);
         let shared = Arc::new(Shared {
             mirrors: Mutex::new(HashMap::new()),
-            owners: Mutex::new(HashMap::new()),
+            told: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             client_id: format!("{:016x}", fastrand::u64(..)),
             input_seqs: Mutex::new(HashMap::new()),
@@ -670,7 +681,13 @@ impl Client {
     /// entities (docs/PROTOCOL.md, "Room ownership"). 0: the room has none; `None`:
     /// this client is not in the room (or its join is not answered yet).
     pub fn room_owner(&self, room: &str) -> Option<u64> {
-        self.shared.owners.lock().get(room).copied()
+        self.shared.told.lock().get(room).map(|t| t.owner)
+    }
+
+    /// The room's metadata and whether it is locked, as last told (`Joined`, then
+    /// [`Event::RoomUpdated`]); `None` as for [`Client::room_owner`].
+    pub fn room_listing(&self, room: &str) -> Option<proto::RoomUpdated> {
+        self.shared.told.lock().get(room).map(|t| t.listing.clone())
     }
 
     /// Reads a room's mirror (`None` if the client is not in the room).

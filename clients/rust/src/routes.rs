@@ -334,7 +334,7 @@ mod tests {
             events,
             shared: Arc::new(Shared {
                 mirrors: Mutex::default(),
-                owners: Mutex::default(),
+                told: Mutex::default(),
                 stats: Stats::default(),
                 client_id: "c".into(),
                 input_seqs: Mutex::default(),

@@ -632,6 +632,49 @@ async fn room_owner_follows_the_rooms_owner() {
     guest.close().await;
 }
 
+/// `room_listing` follows the room's metadata and lock: `Joined`, then
+/// `RoomUpdated` when the owner changes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_listing_follows_the_owners_changes() {
+    let relay = start().await;
+    let (host, mut host_events) = Client::connect(config(&relay, Transport::WebSocket)).unwrap();
+    let mode = |mode: &str| [("mode".to_string(), mode.to_string())].into();
+    let create = proto::RoomOptions {
+        metadata: mode("ctf"),
+        ..Default::default()
+    };
+    host.join_with("r", "relay", create);
+    until(&mut host_events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    let (guest, mut guest_events) = joined_to_relay_room(&relay, Transport::WebSocket).await;
+    let listing = |metadata, locked| proto::RoomUpdated {
+        room: "r".into(),
+        metadata,
+        locked,
+    };
+    assert_eq!(guest.room_listing("r"), Some(listing(mode("ctf"), false)));
+    let update = proto::UpdateRoom {
+        room: "r".into(),
+        metadata: mode("dm"),
+        lock: proto::RoomLock::Locked as i32,
+        owner: 0,
+    };
+    host.request(proto::request::Kind::UpdateRoom(update)).await.unwrap();
+    let told = until(&mut guest_events, |e| match e {
+        Event::RoomUpdated(u) => Some(u.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(told, listing(mode("dm"), true));
+    assert_eq!(guest.room_listing("r"), Some(told.clone()));
+    until(&mut host_events, |e| matches!(e, Event::RoomUpdated(_)).then_some(())).await;
+    assert_eq!(host.room_listing("r"), Some(told), "the owner is told too");
+    guest.leave("r");
+    until(&mut guest_events, |e| matches!(e, Event::Left(_)).then_some(())).await;
+    assert_eq!(guest.room_listing("r"), None, "left");
+    host.close().await;
+    guest.close().await;
+}
+
 /// A client of `relay` joined to the relay room `r`, with its events.
 async fn joined_to_relay_room(relay: &TestServer, transport: Transport) -> (Client, Receiver<Event>) {
     let (client, mut events) = Client::connect(config(relay, transport)).unwrap();

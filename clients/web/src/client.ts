@@ -134,6 +134,11 @@ export interface ClientEvents {
    */
   presence: v1.Presence;
   /**
+   * A room's metadata or lock changed (its owner's `UpdateRoom`, or its game), at most
+   * four times a second (`roomListing` follows it).
+   */
+  roomUpdated: v1.RoomUpdated;
+  /**
    * Something this client sent was refused; the session goes on. Also a state frame
    * over `maxEntitiesPerRoom`, not applied (`LIMIT_EXCEEDED`, with its room).
    */
@@ -339,12 +344,19 @@ interface RoomState {
   firstJoin: bigint;
   /** The room's owner as last told (`Joined.owner`, presence `OWNER`); undefined before the join's answer. */
   owner: bigint | undefined;
+  /** The room's metadata and lock as last told (`Joined`, then `RoomUpdated`); undefined before the join's answer. */
+  listing: v1.RoomUpdated | undefined;
   /** A join refused for now, sent again when this fires (see `#joinLater`). */
   retryTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** How a join creates a room: its metadata (listed, matched by quick joins) and privacy. */
 export type RoomOptions = MessageInitShape<typeof v1.RoomOptionsSchema>;
+
+/** What a `Joined` says of its room's listing, as a `RoomUpdated` would. */
+function listingOf({ room, metadata, locked }: v1.Joined): v1.RoomUpdated {
+  return create(v1.RoomUpdatedSchema, { room, metadata, locked });
+}
 
 /** A room this client asked to join, not answered yet. */
 function newRoom(roomType: string): RoomState {
@@ -360,6 +372,7 @@ function newRoom(roomType: string): RoomState {
     mirror: undefined,
     resyncAskedMs: -Infinity,
     owner: undefined,
+    listing: undefined,
     seat: "",
     create: undefined,
     joinRequest: 0n,
@@ -761,6 +774,16 @@ export class Client {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.roomOwner(room);
     return this.#rooms.get(room)?.owner;
+  }
+
+  /**
+   * The room's metadata and whether it is locked, as last told (`Joined`, then
+   * `roomUpdated`); undefined as for `roomOwner`.
+   */
+  roomListing(room: string): v1.RoomUpdated | undefined {
+    const node = this.#redirected.get(room)?.node;
+    if (node !== undefined) return node.roomListing(room);
+    return this.#rooms.get(room)?.listing;
   }
 
   /**
@@ -1367,6 +1390,12 @@ export class Client {
           this.#emit("presence", kind.value);
           break;
         }
+        case "roomUpdated": {
+          const state = this.#rooms.get(kind.value.room);
+          if (state?.listing !== undefined) state.listing = kind.value;
+          this.#emit("roomUpdated", kind.value);
+          break;
+        }
         case "event":
           this.#emit("event", kind.value);
           break;
@@ -1549,7 +1578,9 @@ export class Client {
         // Joined now: a retry that waited would join it a second time.
         clearTimeout(state.retryTimer);
         state.retryTimer = undefined;
-        state.owner = undefined; // told again with the join's answer
+        // Told again with the join's answer.
+        state.owner = undefined;
+        state.listing = undefined;
         (leaving.has(room) ? joinsAfter : out).push(this.#joinMessage(room, state));
       }
       if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
@@ -1577,6 +1608,7 @@ export class Client {
       // Sent again after a resume that lost messages (who is in the room, who owns
       // it): the inputs went out again at the resume already.
       state.owner = joined.owner;
+      state.listing = listingOf(joined);
       acknowledge(state, joined.lastInputSeq, false);
       return;
     }
@@ -1590,6 +1622,7 @@ export class Client {
     }
     state.joined = true;
     state.owner = joined.owner;
+    state.listing = listingOf(joined);
     state.seat = "";
     // The seat may have applied inputs already (a resume, or a seat restored from a
     // checkpoint on another node): those are done with, and new inputs are numbered

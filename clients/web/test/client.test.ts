@@ -1403,6 +1403,30 @@ test("roomOwner follows Joined.owner, then presence OWNER; undefined once left",
   assert.equal(c.roomOwner("r"), undefined);
 });
 
+test("roomListing follows Joined's metadata and lock, then RoomUpdated; undefined once left", () => {
+  const { client: c } = client();
+  const told: string[] = [];
+  c.on("roomUpdated", (u) => told.push(u.room));
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  assert.equal(c.roomListing("r"), undefined, "not answered yet");
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 7n, metadata: { mode: "ctf" } } }], 1n);
+  const listing = () => {
+    const l = c.roomListing("r");
+    return l && { room: l.room, metadata: { ...l.metadata }, locked: l.locked };
+  };
+  assert.deepEqual(listing(), { room: "r", metadata: { mode: "ctf" }, locked: false });
+  last().receive([{ case: "roomUpdated", value: { room: "r", metadata: { mode: "dm" }, locked: true } }], 2n);
+  assert.deepEqual(listing(), { room: "r", metadata: { mode: "dm" }, locked: true });
+  // Of a room this client is not in: told, kept nowhere.
+  last().receive([{ case: "roomUpdated", value: { room: "other", metadata: { mode: "dm" } } }], 3n);
+  assert.equal(c.roomListing("other"), undefined);
+  assert.deepEqual(told, ["r", "other"]);
+  c.leave("r");
+  assert.equal(c.roomListing("r"), undefined);
+});
+
 test("a Joined sent again after a lossy resume tells the owner and sends nothing again; a new session forgets the owner", () => {
   const { client: c } = client();
   c.join("r", "relay");

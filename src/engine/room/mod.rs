@@ -240,6 +240,9 @@ pub struct Room {
     started: bool,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
+    /// The listing's changes its members were last told of ([`Listing::changes`]),
+    /// and the tick they were (see [`Room::tell_listing`]).
+    listing_told: (u64, Tick),
     /// Users whose joins are refused, and until when (shared with quick joins).
     bans: Arc<Bans>,
 }
@@ -303,6 +306,7 @@ impl Room {
             handed_at: 0,
             started: false,
             listing: Arc::default(),
+            listing_told: (0, 0),
             bans: Arc::default(),
         }
     }
@@ -457,6 +461,8 @@ impl Room {
     /// Sets what a new room shows in listings (its creating join's options).
     pub fn set_listing(&mut self, state: ListingState) {
         self.listing.update(|l| *l = state);
+        // Its members learn it from their `Joined`.
+        self.listing_told.0 = self.listing.changes();
     }
 
     /// The room key.
@@ -711,6 +717,7 @@ impl Room {
     /// The `Joined` answering `m`'s join `request_id`: the room's members as they
     /// are now.
     fn joined_message(&self, m: &Member, request_id: u64) -> Bytes {
+        let (owner, metadata, locked) = self.listing.with(|l| (l.owner, l.metadata.clone(), l.locked));
         encode_message(Kind::Joined(proto::Joined {
             request_id,
             room: self.id.to_string(),
@@ -721,8 +728,43 @@ impl Room {
             members: self.members.iter().map(Member::info).collect(),
             last_input_seq: m.last_applied,
             schema: self.world.schema().to_proto(),
-            owner: self.listing.with(|l| l.owner),
+            owner,
+            metadata,
+            locked,
         }))
+    }
+
+    /// Tells the members (those announced: a `Joined` on its way says it too) the
+    /// room's metadata and lock (`RoomUpdated`) when they changed since they were last
+    /// told, at most four times a second: each costs every member up to 5 KiB, and an
+    /// owner may change them at its request rate, a simulation every tick.
+    fn tell_listing(&mut self, tick: Tick) {
+        let (told, at) = self.listing_told;
+        let changes = self.listing.changes();
+        let interval = Tick::from(self.config.tick_rate).div_ceil(4);
+        if changes == told || (at != 0 && tick < at + interval) {
+            return;
+        }
+        self.listing_told = (changes, tick);
+        let message = self.listing.with(|l| {
+            encode_message(Kind::RoomUpdated(proto::RoomUpdated {
+                room: self.id.to_string(),
+                metadata: l.metadata.clone(),
+                locked: l.locked,
+            }))
+        });
+        self.tell_announced(&message);
+    }
+
+    /// Sends `message` to every announced member, counted in `sent_this_tick`.
+    fn tell_announced(&mut self, message: &Bytes) {
+        self.sent_this_tick.resize(self.members.len(), (0, 0));
+        for (m, sent) in self.members.iter().zip(&mut self.sent_this_tick) {
+            if m.announced {
+                *sent = (sent.0 + 1, sent.1 + message.len());
+                let _ = m.outbox.push_reliable(message.clone());
+            }
+        }
     }
 
     /// Sends `m` the `Joined` its join is owed, if any; returns its size (0: none).
@@ -783,12 +825,7 @@ impl Room {
                 member: Some(info),
                 change: change as i32,
             }));
-            for (m, sent) in self.members.iter().zip(&mut self.sent_this_tick) {
-                if m.announced {
-                    *sent = (sent.0 + 1, sent.1 + message.len());
-                    let _ = m.outbox.push_reliable(message.clone());
-                }
-            }
+            self.tell_announced(&message);
         }
         for i in 0..self.members.len() {
             let len = self.answer_join(&self.members[i]);
@@ -1194,6 +1231,7 @@ impl Room {
             self.presence_due = quiet && (self.members.iter()).any(|m| m.id != owner && !m.away && self.lively(m));
         }
         self.sent_this_tick.clear();
+        self.tell_listing(tick);
         self.announce();
         if !self.left_recently.is_empty() {
             let rate = Tick::from(self.config.tick_rate);

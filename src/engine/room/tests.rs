@@ -2789,6 +2789,74 @@ fn the_owner_hands_the_room_to_a_member_of_its_choice() {
     );
 }
 
+fn listings_told(client: &mut Client) -> Vec<(Vec<(String, String)>, bool)> {
+    client.read();
+    (client.take_received().into_iter())
+        .filter_map(|k| match k {
+            server_message::Kind::RoomUpdated(u) => Some((u.metadata.into_iter().collect(), u.locked)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The members are told the room's metadata and lock when they change (by the owner
+/// or the simulation), at the next tick, at most four times a second with the last
+/// state; a joining member learns them from its `Joined`.
+#[test]
+fn members_are_told_the_rooms_listing_as_it_changes_at_most_four_times_a_second() {
+    let (mut room, mut clients) = owned_room_of(2);
+    clients.iter_mut().for_each(|c| drop(listings_told(c)));
+    let mode = |value: &str| proto::UpdateRoom {
+        metadata: [("mode".to_string(), value.to_string())].into(),
+        ..Default::default()
+    };
+    room.listing().update(|l| l.apply_update(1, &mode("ctf"))).unwrap();
+    room.tick(0);
+    let ctf = || (vec![("mode".to_string(), "ctf".to_string())], false);
+    assert_eq!(listings_told(&mut clients[1]), [ctf()]);
+    assert_eq!(listings_told(&mut clients[0]), [ctf()], "the owner too");
+    // Changes within a quarter of a second (3 ticks at 10 Hz) come together, the
+    // last state.
+    room.listing().update(|l| l.apply_update(1, &mode("dm"))).unwrap();
+    room.tick(0);
+    room.listing().set_locked(true);
+    room.tick(0);
+    assert_eq!(listings_told(&mut clients[1]), []);
+    room.tick(0);
+    let dm_locked = (vec![("mode".to_string(), "dm".to_string())], true);
+    assert_eq!(listings_told(&mut clients[1]), std::slice::from_ref(&dm_locked));
+    // Nothing changed (the same value again, the owner passing on): nothing told.
+    room.listing().set_locked(true);
+    room.update_listing(
+        1,
+        &proto::UpdateRoom {
+            owner: 2,
+            ..Default::default()
+        },
+        1,
+    )
+    .unwrap();
+    for _ in 0..10 {
+        room.tick(0);
+    }
+    assert_eq!(listings_told(&mut clients[1]), []);
+    // A member joining learns the listing from its Joined, and is told what changes.
+    let late = Client::new(3);
+    join(&mut room, &late);
+    let mut late = late;
+    room.tick(0);
+    let joined = joined_of(&mut late).expect("joined");
+    assert_eq!(
+        (joined.metadata.into_iter().collect::<Vec<_>>(), joined.locked),
+        dm_locked
+    );
+    room.listing()
+        .merge_metadata(&[("mode".to_string(), String::new())].into())
+        .unwrap();
+    room.tick(0);
+    assert_eq!(listings_told(&mut late), [(vec![], true)]);
+}
+
 /// With `owner_quiet`, an owner that sends no input for that long counts as away:
 /// ownership passes to a member that does send (a quiet one is passed over), and
 /// not back when the old owner sends again.

@@ -108,7 +108,8 @@ pub struct SimContext<'a> {
     /// What the room shows in listings and quick joins: a simulation may set
     /// metadata (say, the map or the round) with [`Listing::merge_metadata`], refused
     /// beyond [`crate::engine::listing::check`]'s limits, and lock the room (say, once
-    /// a match started) with [`Listing::set_locked`]. Its `owner` is the room's
+    /// a match started) with [`Listing::set_locked`]; the members are told of a
+    /// change at the next tick (`RoomUpdated`, at most four a second). Its `owner` is the room's
     /// owner of the moment (0: none), which passes on when the owner leaves or is
     /// away (see docs/PROTOCOL.md, "Room ownership").
     pub listing: &'a Listing,
