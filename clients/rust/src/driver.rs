@@ -145,6 +145,14 @@ enum End {
     CloseAndStop,
 }
 
+/// Why a connection attempt made no connection.
+enum NotConnected {
+    /// The token source gave no token: no node was asked.
+    NoToken(String),
+    /// The node at the current URL was tried.
+    Failed(Failure),
+}
+
 struct Driver {
     config: ClientConfig,
     /// The configured URL, then the fallback URLs.
@@ -347,11 +355,13 @@ impl Driver {
                         End::Reconnect { reason, .. } => reason,
                     }
                 }
-                Err(failure) if failure.fatal => {
+                // The node was not asked: the next attempt goes to the same URL.
+                Err(NotConnected::NoToken(reason)) => reason,
+                Err(NotConnected::Failed(failure)) if failure.fatal => {
                     self.give_up(attempt + 1, failure.reason).await;
                     return;
                 }
-                Err(failure) => self.failed_at_current(&failure.reason, failure.unreached),
+                Err(NotConnected::Failed(failure)) => self.failed_at_current(&failure.reason, failure.unreached),
             };
             attempt += 1;
             if !self.config.backoff.allows(attempt) {
@@ -424,7 +434,7 @@ impl Driver {
         }
     }
 
-    async fn connect(&mut self) -> Result<Link, Failure> {
+    async fn connect(&mut self) -> Result<Link, NotConnected> {
         let resume = self.session.as_ref().map(|(_, token)| link::Resume {
             token,
             received: self.received.last(),
@@ -434,12 +444,8 @@ impl Driver {
         self.connection_url.clone_from(&self.targets[self.current].url);
         if let Some(source) = &self.config.token_source {
             let fetched = tokio::time::timeout(self.config.connect_timeout, source.fetch()).await;
-            // (The node was not asked: not marked unreachable.)
-            self.config.token = Some(fetched.unwrap_or(Err("no token in time".into())).map_err(|e| Failure {
-                reason: format!("token source: {e}"),
-                fatal: false,
-                unreached: false,
-            })?);
+            let fetched = fetched.unwrap_or(Err("no token in time".into()));
+            self.config.token = Some(fetched.map_err(|e| NotConnected::NoToken(format!("token source: {e}")))?);
         }
         let presented = link::Presented {
             token: self.config.token.as_deref(),
@@ -462,6 +468,7 @@ impl Driver {
                     unreached: true,
                 })
             })
+            .map_err(NotConnected::Failed)
     }
 
     /// Handles commands while waiting to reconnect. Returns false if the client

@@ -136,7 +136,8 @@ pub struct ClientConfig {
     /// Asked for a token before every connection attempt (the first and each
     /// reconnect, after a 4500 "token expired" close too); what it gives replaces
     /// `token`. For short-lived tokens fetched from the game's backend. An error
-    /// counts as a failed attempt (the backoff, then [`Event::GaveUp`]).
+    /// counts as a failed attempt (the backoff, then [`Event::GaveUp`]), and the next
+    /// attempt goes to the same URL (no node was asked).
     pub token_source: Option<TokenSource>,
     /// Reconnection policy.
     pub backoff: Backoff,
