@@ -37,7 +37,7 @@ impl Closing {
     pub fn sink(self: &Arc<Self>, to: UnboundedSender<Checkpoint>) -> impl Fn(Checkpoint) + Send + Sync + 'static {
         let closing = self.clone();
         move |checkpoint| {
-            if let Checkpoint::Closed(room) = &checkpoint {
+            if let Checkpoint::Closed(room, _) = &checkpoint {
                 closing.closed(room);
             }
             let _ = to.send(checkpoint);

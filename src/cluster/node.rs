@@ -43,6 +43,7 @@ use super::redis_directory::{RedisDirectory, SessionTake, SessionsKept};
 use crate::clock::unix_micros;
 use crate::config::Placement;
 use crate::engine::listing::{ListingState, Metadata};
+use crate::engine::outbox::RoomKey;
 use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomShared, Rooms, SimPool};
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
@@ -232,13 +233,14 @@ impl Pending {
                 let id: Arc<str> = room.room.as_str().into();
                 self.rooms.insert(id, *room);
             }
-            Checkpoint::Closed(id) => {
+            Checkpoint::Closed(id, key) => {
                 self.rooms.remove(&id);
                 self.close(
                     id,
                     Closes {
                         received: 1,
                         failing_since: None,
+                        key,
                     },
                 );
             }
@@ -251,6 +253,7 @@ impl Pending {
         let closes = self.closed.entry(room).or_default();
         closes.received += more.received;
         closes.failing_since = closes.failing_since.or(more.failing_since);
+        closes.key = closes.key.max(more.key);
     }
 
     fn is_empty(&self) -> bool {
@@ -265,6 +268,19 @@ struct Closes {
     received: u32,
     /// When writing it first failed.
     failing_since: Option<Instant>,
+    /// The key of the last room closed (keys grow: a room open under the id with a
+    /// larger one opened since).
+    key: RoomKey,
+}
+
+impl Closes {
+    /// Whether the room open under the id now (its key, if one is) opened after the
+    /// last close (a join found the room gone and opened it anew): its entry stays.
+    /// The room that closed may still be in the pool's directory (it leaves it after
+    /// it sent its close): that one's close is written.
+    fn opened_since(&self, open: Option<RoomKey>) -> bool {
+        open.is_some_and(|key| key > self.key)
+    }
 }
 
 /// What writing one batch of checkpoints did.
@@ -494,8 +510,14 @@ impl Cluster {
     /// 4 s (`TAKE_SESSION_WAIT`): a node that died a moment ago is live in the directory
     /// until its own lease lapses, and its clients reconnect at once.
     /// `Err(CloseReason::TryAgainLater)` when the node still lives then (the client
-    /// is to resume there, or try again), or Redis does not answer.
-    pub async fn take_session(&self, token: &str) -> Result<Option<proto::SessionRecord>, CloseReason> {
+    /// is to resume there, or try again), or Redis does not answer. With `user`, a
+    /// record of another user is put back and `Ok(None)`: a token presented by
+    /// someone else (stolen) does not end its session.
+    pub async fn take_session(
+        &self,
+        token: &str,
+        user: Option<&str>,
+    ) -> Result<Option<proto::SessionRecord>, CloseReason> {
         let Some(number) = token.split_once('.').and_then(|(number, _)| number.parse::<u64>().ok()) else {
             return Ok(None);
         };
@@ -508,7 +530,17 @@ impl Cluster {
                 .call(self.directory.take_session(number, token, self.session_ttl()))
                 .await
             {
-                Ok(SessionTake::Taken(record)) => return Ok(proto::SessionRecord::decode(&record[..]).ok()),
+                Ok(SessionTake::Taken(record)) => {
+                    let decoded = proto::SessionRecord::decode(&record[..]).ok();
+                    if let (Some(taken), Some(user)) = (&decoded, user)
+                        && taken.user_id != user
+                    {
+                        let put_back = self.directory.save_session(number, token, &record, self.session_ttl());
+                        let _ = self.call(put_back).await;
+                        return Ok(None);
+                    }
+                    return Ok(decoded);
+                }
                 Ok(SessionTake::Unknown) => return Ok(None),
                 Ok(SessionTake::Live) if Instant::now() < deadline => {
                     tokio::time::sleep(self.settings.lease / 12).await;
@@ -1039,9 +1071,8 @@ impl Cluster {
         // answer must not hold the checkpoints of live rooms up for each of them.
         let mut failed = Vec::new();
         for (room, closes) in batch.closed {
-            // Open here again (a join found it before it closed): its entry stays.
-            let done = self.pool.room(&room).is_some()
-                || (failed.is_empty() && self.call(self.directory.close(&room)).await.is_ok());
+            let opened_since = closes.opened_since(self.pool.room(&room).map(|open| open.key));
+            let done = opened_since || (failed.is_empty() && self.call(self.directory.close(&room)).await.is_ok());
             // (A close not tried, after an earlier failure, counts from now too.)
             let since = closes.failing_since.unwrap_or_else(Instant::now);
             if done || since.elapsed() >= self.settings.checkpoint_ttl {
@@ -1634,6 +1665,21 @@ mod tests {
             .iter()
             .map(|(room, members)| (room.to_string(), *members))
             .collect()
+    }
+
+    /// A close is written unless the room opened again since: the room that closed
+    /// may still be found under its id (its close is sent before it leaves the
+    /// pool), and a backend's close of a room restored here was dropped for it.
+    #[test]
+    fn a_close_is_written_unless_the_room_opened_again_since() {
+        let mut pending = Pending::default();
+        pending.add(Checkpoint::Closed("r".into(), 4));
+        pending.add(Checkpoint::Closed("r".into(), 7));
+        let closes = &pending.closed["r"];
+        assert_eq!(closes.received, 2);
+        assert!(!closes.opened_since(None), "gone");
+        assert!(!closes.opened_since(Some(7)), "the room that closed, still found");
+        assert!(closes.opened_since(Some(8)), "opened anew");
     }
 
     #[test]

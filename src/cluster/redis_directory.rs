@@ -17,6 +17,7 @@
 //! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
 //! | `node-starts` | a counter numbering node starts (from a random value when Redis has none) | never |
 //! | `node-number:<n>` | the id of the node start holding number `n` | like `sessions:<n>` |
+//! | `node-start:<id>` | the number of the node start running under the id now (a later start of the id leaves an earlier one's sessions to other nodes) | with the node's lease |
 //! | `numbers-in-use` | a sorted set: numbers of dead node starts whose sessions other nodes continue, scored by when they may be given again (Unix ms) | entries pruned as nodes start |
 //! | `seat:<ticket>` | a redirected member's seat ticket (`Seat`, protobuf: member id, user, room) | a minute, or when used |
 //! | `rooms` | a sorted set of the room ids claimed (score 0, so ids sort by bytes), for listings; ids whose `room:` key lapsed are removed as listings meet them (and by a sweep every minute: [`RedisDirectory::sweep`]) | never |
@@ -28,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -178,11 +179,16 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// does not tick, is not checkpointed again for a while), and its claim number as
 /// long; ARGV\[7\]: whether the rooms are all the node holds, so their members are
 /// its load (1 or 0: a room just restored, or a stopping node's, whose load is
-/// withdrawn); ARGV\[8\]: the node start's token; the rooms' arguments follow it.
+/// withdrawn); ARGV\[8\]: the node start's token; ARGV\[9\]: its number (see
+/// [`RedisDirectory::register_node`]; 0: none yet), kept in `node-start:<id>` as long
+/// as the node's lease; the rooms' arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+if ARGV[9] ~= '0' then
+  redis.call('SET', ARGV[4] .. 'node-start:' .. ARGV[1], ARGV[9], 'PX', ARGV[2])
+end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local last = tonumber(redis.call('GET', ARGV[4] .. 'renewed-at'))
@@ -198,7 +204,7 @@ redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local lost = {}
 local load = 0
 for i = 2, #KEYS do
-  local a = 9 + (i - 2) * 7
+  local a = 10 + (i - 2) * 7
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
   local entry = redis.call('HMGET', KEYS[i], 'node', 'start')
   if entry[1] == ARGV[1] and entry[2] == ARGV[8] then
@@ -269,9 +275,12 @@ return removed
 });
 
 /// Takes a session record: HGET and HDEL in one step, so one node only continues a
-/// session; not while the node start holding it lives (its URL lease), which has the
+/// session; not while the node start holding it lives (its id's URL lease, with its
+/// number in `node-start:<id>`: a later start of the id, restarted in place, leaves
+/// the earlier one's sessions to whichever node its clients reach), which has the
 /// session live or parked (answers `1`), unless that node's id is this node's (an
-/// earlier start of it, dead). A record taken keeps its node's number in use for
+/// earlier start of it, dead). (A node of an earlier version, which writes no
+/// `node-start:`, counts as the start holding the number while its id's lease lives.) A record taken keeps its node's number in use for
 /// `ttl` (the taking node keeps it so from its next renewal on: see
 /// [`RedisDirectory::keep_sessions`]). KEYS: the sessions hash, the node number, the
 /// numbers in use. ARGV: the resume token, the prefix, this node's id, the number,
@@ -281,7 +290,10 @@ static TAKE_SESSION: LazyLock<Script> = LazyLock::new(|| {
         r"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[2] .. 'node:' .. holder) == 1 then
-  return 1
+  local start = redis.call('GET', ARGV[2] .. 'node-start:' .. holder)
+  if not start or start == ARGV[4] then
+    return 1
+  end
 end
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if record then
@@ -359,7 +371,7 @@ for i = 3, #KEYS do
     redis.call('ZREM', KEYS[1], ARGV[i + 1])
   end
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], ARGV[2] .. 'node-start:' .. ARGV[1])
 redis.call('ZREM', ARGV[2] .. 'load', ARGV[1])
 return 0
 ",
@@ -477,6 +489,9 @@ pub struct RedisDirectory {
     /// Set once the node withdrew ([`RedisDirectory::withdraw_load`]): its renewals
     /// list none of its rooms as open.
     withdrawn: Arc<AtomicBool>,
+    /// This node start's number, once registered ([`RedisDirectory::register_node`]);
+    /// 0 before.
+    number: Arc<AtomicU64>,
     node: Node,
     lease_ms: u64,
     /// How long a checkpoint is kept (see [`RedisDirectory::with_checkpoint_ttl`]).
@@ -509,6 +524,7 @@ impl RedisDirectory {
             claims: Arc::default(),
             renewed: Arc::default(),
             withdrawn: Arc::default(),
+            number: Arc::default(),
             node,
             lease_ms: lease.as_millis().max(1) as u64,
             checkpoint_ttl_ms: DEFAULT_CHECKPOINT_TTL.as_millis() as u64,
@@ -532,7 +548,8 @@ impl RedisDirectory {
             .arg(u8::from(self.renewed.load(Ordering::Relaxed)))
             .arg(self.checkpoint_ttl_ms)
             .arg(u8::from(whole))
-            .arg(&self.start);
+            .arg(&self.start)
+            .arg(self.number.load(Ordering::Relaxed));
         let mut hashes = Vec::with_capacity(rooms.len());
         let withdrawn = self.withdrawn.load(Ordering::Relaxed);
         {
@@ -744,6 +761,16 @@ impl RedisDirectory {
                 "all {NODE_NUMBERS} node numbers are held by running nodes (or nodes whose sessions may still resume)"
             )));
         }
+        // Kept by the renewals from now on.
+        self.number.store(number, Ordering::Relaxed);
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(self.key("node-start", &self.node.id))
+                .arg(number)
+                .arg("PX")
+                .arg(self.lease_ms),
+        )
+        .await?;
         Ok(number)
     }
 

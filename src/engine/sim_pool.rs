@@ -139,9 +139,11 @@ pub enum Checkpoint {
     Room(Box<proto::RoomCheckpoint>),
     /// The thread has sent the checkpoints [`SimPool::hand_off`] asked of it.
     Flushed,
-    /// The room with this id closed (it emptied out, or failed): its checkpoint must
-    /// go, so that the next room with its id starts empty.
-    Closed(Arc<str>),
+    /// The room with this id and key closed (it emptied out, or failed): its
+    /// checkpoint must go, so that the next room with its id starts empty. (Sent
+    /// before the room leaves the pool's directory: the key tells it from a room
+    /// opened under the id since.)
+    Closed(Arc<str>, RoomKey),
 }
 
 /// How many rooms one creator may make: a user (with JWT), or a client's address
@@ -1711,7 +1713,7 @@ impl SimThread {
             release_creation(&self.creators, creator);
         }
         if let Some(checkpoints) = &self.checkpoints {
-            (checkpoints.sink)(Checkpoint::Closed(shared.id.clone()));
+            (checkpoints.sink)(Checkpoint::Closed(shared.id.clone(), key));
         }
         {
             let mut directory = self.directory.lock();
@@ -2276,7 +2278,7 @@ mod tests {
             match checkpoints.recv_timeout(Duration::from_secs(5)).unwrap() {
                 Checkpoint::Room(c) => rooms.push(c.room),
                 Checkpoint::Flushed => break,
-                Checkpoint::Closed(_) => {}
+                Checkpoint::Closed(..) => {}
             }
         }
         assert_eq!(rooms, ["field"]);

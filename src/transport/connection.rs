@@ -460,11 +460,14 @@ async fn continue_elsewhere_session<T: Transport>(
     now: Now,
 ) -> Result<Session, CloseReason> {
     let cluster = ctx.cluster.as_ref().ok_or(CloseReason::ResumeFailed)?;
-    let record = cluster.take_session(token).await?.ok_or(CloseReason::ResumeFailed)?;
-    match ctx.session.auth.mode() {
-        AuthMode::Jwt if *identity.user_id != record.user_id => return Err(CloseReason::ResumeFailed),
-        AuthMode::Jwt => {}
-        AuthMode::Anonymous => identity.user_id = record.user_id.as_str().into(),
+    // With JWT the token's user must be the session's: another's record stays.
+    let user = matches!(ctx.session.auth.mode(), AuthMode::Jwt).then_some(&*identity.user_id);
+    let record = cluster
+        .take_session(token, user)
+        .await?
+        .ok_or(CloseReason::ResumeFailed)?;
+    if matches!(ctx.session.auth.mode(), AuthMode::Anonymous) {
+        identity.user_id = record.user_id.as_str().into();
     }
     ctx.metrics.sessions_moved.inc();
     tracing::info!(session = record.session_id, user = %identity.user_id, "session continued from another node");

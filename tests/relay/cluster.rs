@@ -729,6 +729,29 @@ async fn a_taken_session_keeps_its_number_in_use() {
     assert_ne!(c.register_node(hold).await.unwrap(), dead);
 }
 
+/// A node restarted in place (stopped, then started again under its id) holds a new
+/// number: the earlier start's sessions are taken by the node their clients reach,
+/// not refused as live while the id's lease lives again; the running start's are.
+#[tokio::test]
+async fn a_restarted_nodes_earlier_sessions_are_taken_elsewhere() {
+    use tickrelay::cluster::SessionTake;
+    let (server, a, b) = redis().await;
+    let hold = Duration::from_secs(30);
+    let earlier = a.register_node(hold).await.unwrap();
+    a.save_session(earlier, "old", b"record", hold).await.unwrap();
+    assert_eq!(b.take_session(earlier, "old", hold).await.unwrap(), SessionTake::Live);
+    a.release_all(&[]).await.unwrap();
+    let again = redis_node(&server, "a").await;
+    let later = again.register_node(hold).await.unwrap();
+    again.save_session(later, "new", b"record", hold).await.unwrap();
+    again.renew(&[]).await.unwrap();
+    assert_eq!(
+        b.take_session(earlier, "old", hold).await.unwrap(),
+        SessionTake::Taken(b"record".to_vec())
+    );
+    assert_eq!(b.take_session(later, "new", hold).await.unwrap(), SessionTake::Live);
+}
+
 /// A number whose sessions another node continues (its own node start died) is not
 /// given to a new node start while that node keeps it in use, even after Redis
 /// forgot everything else: the renewals after an empty restart hold it again.
@@ -1942,6 +1965,29 @@ async fn survive_a_kill(cluster: TestCluster) {
     );
     // A token is taken once.
     assert!(TestClient::resume_over(&b, Transport::WebSocket, &token).await.is_err());
+}
+
+/// A session of a dead node presented by another user is refused (4504) without
+/// ending it: its own user continues it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_resume_token_does_not_end_its_session() {
+    let cluster = TestCluster::start();
+    let mut a = cluster.killable_node(jwt_replacing).await;
+    let b = cluster.node_with(jwt_replacing).await;
+    let alice = TestClient::connect_quic(&a.server, &user_token("alice"), "")
+        .await
+        .unwrap();
+    let (session_id, token) = (alice.welcome.session_id, alice.welcome.resume_token.clone());
+    a.kill();
+    // Until a's lease lapses, b answers 1013 (a may live).
+    let resume_as = async |user: &str| loop {
+        match TestClient::connect_quic(&b, &user_token(user), &token).await {
+            Err((1013, _)) => tokio::time::sleep(LEASE / 10).await,
+            other => return other.map(|c| c.welcome.session_id).map_err(|(code, _)| code),
+        }
+    };
+    assert_eq!(resume_as("mallory").await, Err(4504));
+    assert_eq!(resume_as("alice").await, Ok(session_id), "alice's session, still there");
 }
 
 /// A rolling restart loses nothing: the stopping node checkpoints its rooms with
