@@ -262,8 +262,13 @@ fn served(cert: &Path, key: &Path, provider: &CryptoProvider, files: &(Vec<u8>, 
     }
     let (fingerprint, not_after) = (fingerprint(leaf), not_after(leaf));
     let private = PrivateKeyDer::from_pem_slice(&files.1).map_err(|e| pem_error(key, e.to_string()))?;
-    let certified = CertifiedKey::from_der(chain, private, provider)
-        .map_err(|e| pem_error(key, format!("{e}, with the certificate in {}", cert.display())))?;
+    let certified = CertifiedKey::from_der(chain, private, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => pem_error(
+            key,
+            format!("not the private key of the certificate in {} ({e})", cert.display()),
+        ),
+        e => pem_error(key, format!("{e}, with the certificate in {}", cert.display())),
+    })?;
     Ok(Served {
         certified: Arc::new(certified),
         fingerprint,
@@ -656,7 +661,10 @@ mod tests {
         // A renewal read between its two writes: the old key with the new certificate.
         write(&renewed, &first_key);
         let e = reloader.reload().unwrap_err().to_string();
-        assert!(e.contains("KeyMismatch") && e.contains("cert.pem"), "{e}");
+        assert!(
+            e.contains("not the private key of the certificate in") && e.contains("cert.pem"),
+            "{e}"
+        );
         assert_eq!(reloader.fingerprint(), tls.fingerprint, "the pair in use is kept");
         write(&renewed, &renewed_key);
         let taken = reloader.reload().unwrap().expect("renewed");

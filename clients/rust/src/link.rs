@@ -150,6 +150,11 @@ fn fatal(reason: String) -> Failure {
     }
 }
 
+/// What a certificate this client does not trust most often is.
+const NOT_TRUSTED_HINT: &str = ": the relay's certificate is not the one this client trusts (a development \
+     certificate another start of the relay wrote, say: trust the tickrelay-dev-cert.pem the running relay wrote, \
+     or the SHA-256 fingerprint it logs at start)";
+
 /// Whether a QUIC handshake failed because this side rejected the server's
 /// certificate (a TLS alert about the certificate): trying again cannot help.
 fn certificate_rejected(error: &quinn::ConnectionError) -> bool {
@@ -344,6 +349,8 @@ async fn connect_ws(
                         ": the server does not speak TLS; if it is a relay run with --insecure-plain, use ws://{}",
                         target.authority
                     )
+                } else if rejected {
+                    NOT_TRUSTED_HINT.to_string()
                 } else {
                     String::new()
                 };
@@ -449,7 +456,10 @@ async fn connect_quic(
         .map_err(|e| fatal(format!("QUIC: {e}")))?
         .await
         .map_err(|e| Failure {
-            reason: format!("QUIC handshake (TLS): {e}"),
+            reason: format!(
+                "QUIC handshake (TLS): {e}{}",
+                if certificate_rejected(&e) { NOT_TRUSTED_HINT } else { "" }
+            ),
             fatal: certificate_rejected(&e),
             // Refused by the relay (at its connection cap, say): it answered.
             unreached: !matches!(

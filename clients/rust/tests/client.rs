@@ -288,6 +288,10 @@ async fn trusts_a_pinned_fingerprint_and_nothing_else(transport: Transport) {
     .await;
     assert_eq!(attempts, 1);
     assert!(reason.contains("TLS") && reason.contains("certificate"), "{reason}");
+    assert!(
+        reason.contains("not the one this client trusts"),
+        "with a hint: {reason}"
+    );
 }
 
 /// Once `close().await` returns, the server has ended the session: the member has
