@@ -18,6 +18,13 @@ pub const MAX_METADATA_KEY_BYTES: usize = 64;
 /// The longest metadata value, in bytes.
 pub const MAX_METADATA_VALUE_BYTES: usize = 256;
 
+/// The largest `RoomUpdated` (as framed): the metadata at its limits (with each
+/// entry's map framing) and a room id at its longest.
+pub const MAX_ROOM_UPDATED_BYTES: usize = MAX_METADATA_ENTRIES
+    * (MAX_METADATA_KEY_BYTES + MAX_METADATA_VALUE_BYTES + 8)
+    + crate::engine::room::MAX_ROOM_ID_BYTES
+    + 16;
+
 /// The answer (`NOT_OWNER`) to an `UpdateRoom` from a member that does not own the room.
 pub const NOT_OWNER: &str = "only the room's owner may change it (see Joined.owner and presence OWNER)";
 
@@ -111,6 +118,15 @@ impl ListingState {
             RoomLock::Locked => self.locked = true,
             RoomLock::Unlocked => self.locked = false,
         }
+    }
+
+    /// A digest of what members are told of the listing (`RoomUpdated`): the metadata
+    /// and the lock.
+    pub(crate) fn told_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&self.metadata, self.locked).hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Whether the metadata holds every entry of `filters`.
@@ -338,6 +354,20 @@ mod tests {
         listing.set_locked(true);
         listing.merge_metadata(&meta(&[("map", "")])).unwrap();
         assert_eq!(listing.changes(), 3);
+    }
+
+    #[test]
+    fn the_largest_room_updated_fits_its_bound() {
+        let metadata: Metadata = (0..MAX_METADATA_ENTRIES)
+            .map(|i| (format!("{i:0>64}"), "v".repeat(MAX_METADATA_VALUE_BYTES)))
+            .collect();
+        assert_eq!(check(&metadata), Ok(()));
+        let message = crate::frame::encode_message(proto::server_message::Kind::RoomUpdated(proto::RoomUpdated {
+            room: "r".repeat(crate::engine::room::MAX_ROOM_ID_BYTES),
+            metadata,
+            locked: true,
+        }));
+        assert!(message.len() <= MAX_ROOM_UPDATED_BYTES, "{} bytes", message.len());
     }
 
     #[test]

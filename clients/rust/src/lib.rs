@@ -275,8 +275,9 @@ pub enum Event {
     /// After a resume, the server no longer had `count` messages (events, presence,
     /// responses) that were sent to the dropped connection and did not arrive: it
     /// keeps the last few hundred for a resume. Each room then sends its
-    /// [`Event::Joined`] again (`request_id` 0): who is in it and who owns it now
-    /// ([`Client::room_owner`] follows it). Lost events and responses stay lost.
+    /// [`Event::Joined`] again (`request_id` 0): who is in it, who owns it and its
+    /// metadata and lock now ([`Client::room_owner`] and [`Client::room_listing`]
+    /// follow it). Lost events and responses stay lost.
     MessagesLost {
         /// How many numbered messages are missing.
         count: u64,
@@ -470,7 +471,7 @@ pub(crate) struct RoomTold {
 }
 
 impl Shared {
-    /// Forgets what the client held of `room` (its mirror, its owner): it left, or
+    /// Forgets what the client held of `room` (its mirror, its owner and listing): it left, or
     /// the room lives elsewhere now.
     pub(crate) fn forget_room(&self, room: &str) {
         self.mirrors.lock().remove(room);

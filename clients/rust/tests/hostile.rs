@@ -812,10 +812,10 @@ async fn a_refresh_refused_for_now_is_sent_again_after_the_wait() {
 }
 
 /// A `Joined` a relay sends again after a resume that lost messages (request id 0)
-/// tells the room's owner and sends nothing again (the resume did); a reconnect to a
-/// new session forgets the owner until its join is answered.
+/// tells the room's owner and listing and sends nothing again (the resume did); a
+/// reconnect to a new session forgets them until its join is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joined_sent_again_updates_the_owner_and_a_new_session_forgets_it() {
+async fn a_joined_sent_again_updates_the_owner_and_listing_and_a_new_session_forgets_them() {
     let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let answer = Arc::new(tokio::sync::Notify::new());
     let go = answer.clone();
@@ -834,6 +834,8 @@ async fn a_joined_sent_again_updates_the_owner_and_a_new_session_forgets_it() {
                     room: join.room.clone(),
                     room_type: "relay".into(),
                     owner,
+                    // Locked as the owner changes to 7.
+                    locked: owner == 7,
                     ..Default::default()
                 })
             };
@@ -884,9 +886,11 @@ async fn a_joined_sent_again_updates_the_owner_and_a_new_session_forgets_it() {
     })
     .await;
     assert_eq!(client.room_owner("r"), Some(7));
+    assert_eq!(client.room_listing("r").map(|l| l.locked), Some(true));
     assert_eq!(seen_rx.recv().await, Some("no input again"));
     assert_eq!(seen_rx.recv().await, Some("join asked"));
     assert_eq!(client.room_owner("r"), None, "a new session's join is not answered yet");
+    assert_eq!(client.room_listing("r"), None);
     answer.notify_one();
     until(&mut events, |e| {
         matches!(e, Event::Joined(j) if j.request_id != 0).then_some(())

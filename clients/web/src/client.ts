@@ -22,7 +22,7 @@
  * gives its rooms back to this client, which joins them again wherever they live now.
  */
 
-import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { clone, create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import * as v1 from "./gen/tickrelay/v1/tickrelay_pb.js";
 import { DEFAULT_BACKOFF, TokenBucket, backoffDelay, type Backoff } from "./bucket.js";
 import { DEFAULT_MAX_ENTITIES, DesyncError, StateMirror } from "./mirror.js";
@@ -145,8 +145,9 @@ export interface ClientEvents {
   error: v1.Error;
   /**
    * Numbered messages the server no longer had when this client resumed. Each room then
-   * sends its `joined` again (`requestId` 0): who is in it and who owns it now
-   * (`roomOwner` follows it). Lost events and responses stay lost.
+   * sends its `joined` again (`requestId` 0): who is in it, who owns it and its metadata
+   * and lock now (`roomOwner` and `roomListing` follow it). Lost events and responses
+   * stay lost.
    */
   messagesLost: { count: bigint };
   /** A room's mirror went out of sync; a new one waits for the full snapshot asked for (at most once a second). */
@@ -1392,7 +1393,8 @@ export class Client {
         }
         case "roomUpdated": {
           const state = this.#rooms.get(kind.value.room);
-          if (state?.listing !== undefined) state.listing = kind.value;
+          // A copy: a listener changing the event's does not change `roomListing`.
+          if (state?.listing !== undefined) state.listing = clone(v1.RoomUpdatedSchema, kind.value);
           this.#emit("roomUpdated", kind.value);
           break;
         }

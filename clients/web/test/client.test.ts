@@ -1427,7 +1427,7 @@ test("roomListing follows Joined's metadata and lock, then RoomUpdated; undefine
   assert.equal(c.roomListing("r"), undefined);
 });
 
-test("a Joined sent again after a lossy resume tells the owner and sends nothing again; a new session forgets the owner", () => {
+test("a Joined sent again after a lossy resume tells the owner and listing and sends nothing again; a new session forgets them", () => {
   const { client: c } = client();
   c.join("r", "relay");
   c.connect();
@@ -1439,14 +1439,16 @@ test("a Joined sent again after a lossy resume tells the owner and sends nothing
   const inputs = () => last().sent.filter((k) => k.case === "input").length;
   const before = inputs();
   assert.equal(before, 1);
-  last().receive([{ case: "joined", value: { requestId: 0n, room: "r", roomType: "relay", memberId: 7n, owner: 9n } }], 5n);
+  last().receive([{ case: "joined", value: { requestId: 0n, room: "r", roomType: "relay", memberId: 7n, owner: 9n, metadata: { mode: "b" } } }], 5n);
   mock.timers.tick(100);
   assert.equal(c.roomOwner("r"), 9n);
+  assert.deepEqual({ ...c.roomListing("r")?.metadata }, { mode: "b" });
   assert.equal(inputs(), before, "the input is not sent again");
   last().end(1006);
   mock.timers.tick(1000);
   last().welcome(false);
   assert.equal(c.roomOwner("r"), undefined, "a new session's join is not answered yet");
+  assert.equal(c.roomListing("r"), undefined);
 });
 
 test("a second Welcome on one connection drops it for a new session", () => {

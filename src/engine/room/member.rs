@@ -58,6 +58,11 @@ pub(super) struct Member {
     pub last_input_tick: Tick,
     /// It sent an input since it joined.
     pub sent_input: bool,
+    /// The digest of the room's metadata and lock it was last told (its `Joined`, a
+    /// `RoomUpdated`; see [`ListingState::told_digest`]).
+    ///
+    /// [`ListingState::told_digest`]: crate::engine::listing::ListingState::told_digest
+    pub listing_told: u64,
 }
 
 impl Member {
@@ -83,6 +88,7 @@ impl Member {
             away_simulated: false,
             last_input_tick: 0,
             sent_input: false,
+            listing_told: 0,
         }
     }
 

@@ -240,9 +240,14 @@ pub struct Room {
     started: bool,
     /// What the room shows in listings (shared with the room directory).
     listing: Arc<Listing>,
-    /// The listing's changes its members were last told of ([`Listing::changes`]),
-    /// and the tick they were (see [`Room::tell_listing`]).
-    listing_told: (u64, Tick),
+    /// The listing's changes last looked at ([`Listing::changes`]) and the tick they
+    /// were (see [`Room::tell_listing`]).
+    listing_seen: (u64, Tick),
+    /// What members are told of the listing as last looked at: its digest and its
+    /// `RoomUpdated` (none before a change).
+    listing_now: Option<(u64, Bytes)>,
+    /// A member was not told the listing as it is (its connection lost).
+    listing_behind: bool,
     /// Users whose joins are refused, and until when (shared with quick joins).
     bans: Arc<Bans>,
 }
@@ -306,7 +311,9 @@ impl Room {
             handed_at: 0,
             started: false,
             listing: Arc::default(),
-            listing_told: (0, 0),
+            listing_seen: (0, 0),
+            listing_now: None,
+            listing_behind: false,
             bans: Arc::default(),
         }
     }
@@ -462,7 +469,7 @@ impl Room {
     pub fn set_listing(&mut self, state: ListingState) {
         self.listing.update(|l| *l = state);
         // Its members learn it from their `Joined`.
-        self.listing_told.0 = self.listing.changes();
+        self.listing_seen.0 = self.listing.changes();
     }
 
     /// The room key.
@@ -715,10 +722,11 @@ impl Room {
     }
 
     /// The `Joined` answering `m`'s join `request_id`: the room's members as they
-    /// are now.
-    fn joined_message(&self, m: &Member, request_id: u64) -> Bytes {
-        let (owner, metadata, locked) = self.listing.with(|l| (l.owner, l.metadata.clone(), l.locked));
-        encode_message(Kind::Joined(proto::Joined {
+    /// are now; and the digest of the listing it tells.
+    fn joined_message(&self, m: &Member, request_id: u64) -> (Bytes, u64) {
+        let (owner, metadata, locked, digest) =
+            (self.listing).with(|l| (l.owner, l.metadata.clone(), l.locked, l.told_digest()));
+        let joined = encode_message(Kind::Joined(proto::Joined {
             request_id,
             room: self.id.to_string(),
             room_type: self.room_type.to_string(),
@@ -731,29 +739,52 @@ impl Room {
             owner,
             metadata,
             locked,
-        }))
+        }));
+        (joined, digest)
     }
 
-    /// Tells the members (those announced: a `Joined` on its way says it too) the
-    /// room's metadata and lock (`RoomUpdated`) when they changed since they were last
-    /// told, at most four times a second: each costs every member up to 5 KiB, and an
-    /// owner may change them at its request rate, a simulation every tick.
+    /// Tells each member the room's metadata and lock (`RoomUpdated`) when they are
+    /// not what it was last told, looking at most four times a second (every quarter
+    /// of a second of ticks): each costs every member up to 5 KiB, and an owner may
+    /// change them at its request rate, a simulation every tick. A member whose
+    /// `Joined` is owed learns them from it; one whose connection is lost is told
+    /// once it is back (however often they changed meanwhile, its queue holds none of
+    /// it).
     fn tell_listing(&mut self, tick: Tick) {
-        let (told, at) = self.listing_told;
+        let (seen, at) = self.listing_seen;
         let changes = self.listing.changes();
         let interval = Tick::from(self.config.tick_rate).div_ceil(4);
-        if changes == told || (at != 0 && tick < at + interval) {
+        if (changes == seen && !self.listing_behind) || (at != 0 && tick < at + interval) {
             return;
         }
-        self.listing_told = (changes, tick);
-        let message = self.listing.with(|l| {
-            encode_message(Kind::RoomUpdated(proto::RoomUpdated {
-                room: self.id.to_string(),
-                metadata: l.metadata.clone(),
-                locked: l.locked,
-            }))
-        });
-        self.tell_announced(&message);
+        self.listing_seen = (changes, tick);
+        if changes != seen || self.listing_now.is_none() {
+            self.listing_now = Some(self.listing.with(|l| {
+                let message = encode_message(Kind::RoomUpdated(proto::RoomUpdated {
+                    room: self.id.to_string(),
+                    metadata: l.metadata.clone(),
+                    locked: l.locked,
+                }));
+                (l.told_digest(), message)
+            }));
+        }
+        let Some((digest, message)) = &self.listing_now else {
+            return;
+        };
+        self.listing_behind = false;
+        self.sent_this_tick.resize(self.members.len(), (0, 0));
+        for (m, sent) in self.members.iter_mut().zip(&mut self.sent_this_tick) {
+            if !m.announced || m.joined_reply.is_some() || m.listing_told == *digest {
+                continue;
+            }
+            if m.outbox.is_away() {
+                self.listing_behind = true;
+                continue;
+            }
+            m.listing_told = *digest;
+            *sent = (sent.0 + 1, sent.1 + message.len());
+            let _ = m.outbox.push_reliable(message.clone());
+        }
     }
 
     /// Sends `message` to every announced member, counted in `sent_this_tick`.
@@ -767,15 +798,16 @@ impl Room {
         }
     }
 
-    /// Sends `m` the `Joined` its join is owed, if any; returns its size (0: none).
-    fn answer_join(&self, m: &Member) -> usize {
+    /// Sends `m` the `Joined` its join is owed, if any; returns its size (0: none)
+    /// and the digest of the listing it told.
+    fn answer_join(&self, m: &Member) -> (usize, u64) {
         let Some(request_id) = m.joined_reply else {
-            return 0;
+            return (0, m.listing_told);
         };
-        let joined = self.joined_message(m, request_id);
+        let (joined, digest) = self.joined_message(m, request_id);
         let len = joined.len();
         let _ = m.outbox.push_reliable(joined);
-        len
+        (len, digest)
     }
 
     /// Tells the members what changed in the room since the last tick, as one net
@@ -828,7 +860,8 @@ impl Room {
             self.tell_announced(&message);
         }
         for i in 0..self.members.len() {
-            let len = self.answer_join(&self.members[i]);
+            let len;
+            (len, self.members[i].listing_told) = self.answer_join(&self.members[i]);
             if len > 0 {
                 let sent = &mut self.sent_this_tick[i];
                 *sent = (sent.0 + 1, sent.1 + len);

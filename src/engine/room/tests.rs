@@ -2799,33 +2799,70 @@ fn listings_told(client: &mut Client) -> Vec<(Vec<(String, String)>, bool)> {
         .collect()
 }
 
-/// The members are told the room's metadata and lock when they change (by the owner
-/// or the simulation), at the next tick, at most four times a second with the last
-/// state; a joining member learns them from its `Joined`.
+/// The members are told the room's metadata and lock (whole) when they change (by
+/// the owner or the simulation), at the next tick, looking at most four times a second
+/// (the last state; nothing when it came back to what they were told); a joining
+/// member learns them from its `Joined` alone; a member whose connection is lost is
+/// queued nothing, and told the state once it is back.
 #[test]
 fn members_are_told_the_rooms_listing_as_it_changes_at_most_four_times_a_second() {
-    let (mut room, mut clients) = owned_room_of(2);
+    let (mut room, mut clients) = owned_room_of(3);
     clients.iter_mut().for_each(|c| drop(listings_told(c)));
-    let mode = |value: &str| proto::UpdateRoom {
-        metadata: [("mode".to_string(), value.to_string())].into(),
+    let set = |entries: &[(&str, &str)]| proto::UpdateRoom {
+        metadata: entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         ..Default::default()
     };
-    room.listing().update(|l| l.apply_update(1, &mode("ctf"))).unwrap();
+    let told = |entries: &[(&str, &str)], locked| {
+        let metadata = entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        (metadata, locked)
+    };
+    room.listing()
+        .update(|l| l.apply_update(1, &set(&[("mode", "ctf"), ("map", "dust")])))
+        .unwrap();
     room.tick(0);
-    let ctf = || (vec![("mode".to_string(), "ctf".to_string())], false);
-    assert_eq!(listings_told(&mut clients[1]), [ctf()]);
-    assert_eq!(listings_told(&mut clients[0]), [ctf()], "the owner too");
+    let ctf = told(&[("map", "dust"), ("mode", "ctf")], false);
+    assert_eq!(listings_told(&mut clients[1]), std::slice::from_ref(&ctf));
+    assert_eq!(
+        listings_told(&mut clients[0]),
+        std::slice::from_ref(&ctf),
+        "the owner too"
+    );
+    assert_eq!(listings_told(&mut clients[2]), std::slice::from_ref(&ctf));
     // Changes within a quarter of a second (3 ticks at 10 Hz) come together, the
-    // last state.
-    room.listing().update(|l| l.apply_update(1, &mode("dm"))).unwrap();
+    // last state, whole; a member whose connection is lost meanwhile is queued none.
+    clients[2].outbox.set_away(true);
+    room.listing()
+        .update(|l| l.apply_update(1, &set(&[("mode", "dm")])))
+        .unwrap();
     room.tick(0);
     room.listing().set_locked(true);
     room.tick(0);
     assert_eq!(listings_told(&mut clients[1]), []);
     room.tick(0);
-    let dm_locked = (vec![("mode".to_string(), "dm".to_string())], true);
+    let dm_locked = told(&[("map", "dust"), ("mode", "dm")], true);
     assert_eq!(listings_told(&mut clients[1]), std::slice::from_ref(&dm_locked));
-    // Nothing changed (the same value again, the owner passing on): nothing told.
+    room.listing()
+        .update(|l| l.apply_update(1, &set(&[("map", "mirage")])))
+        .unwrap();
+    for _ in 0..4 {
+        room.tick(0);
+    }
+    let mirage = told(&[("map", "mirage"), ("mode", "dm")], true);
+    assert_eq!(listings_told(&mut clients[1]), std::slice::from_ref(&mirage));
+    assert_eq!(listings_told(&mut clients[2]), [], "away");
+    clients[2].outbox.set_away(false);
+    for _ in 0..3 {
+        room.tick(0);
+    }
+    assert_eq!(
+        listings_told(&mut clients[2]),
+        [mirage],
+        "back: the state now, once"
+    );
+    // Nothing changed in the end (a change undone within the quarter second, the same
+    // value again, the owner passing on): nothing told.
+    room.listing().set_locked(false);
+    room.tick(0);
     room.listing().set_locked(true);
     room.update_listing(
         1,
@@ -2840,21 +2877,85 @@ fn members_are_told_the_rooms_listing_as_it_changes_at_most_four_times_a_second(
         room.tick(0);
     }
     assert_eq!(listings_told(&mut clients[1]), []);
-    // A member joining learns the listing from its Joined, and is told what changes.
-    let late = Client::new(3);
-    join(&mut room, &late);
-    let mut late = late;
+    // A member joining while a change waits for the quarter second learns it from its
+    // Joined, and is not told it again; then it is told what changes.
+    room.listing()
+        .update(|l| l.apply_update(2, &set(&[("mode", "ffa")])))
+        .unwrap();
     room.tick(0);
-    let joined = joined_of(&mut late).expect("joined");
-    assert_eq!(
-        (joined.metadata.into_iter().collect::<Vec<_>>(), joined.locked),
-        dm_locked
+    room.listing()
+        .update(|l| l.apply_update(2, &set(&[("mode", "gun")])))
+        .unwrap();
+    let mut late = Client::new(4);
+    join(&mut room, &late);
+    room.tick(0);
+    late.read();
+    let received = late.take_received();
+    let joined: Vec<_> = (received.iter())
+        .filter_map(|k| match k {
+            server_message::Kind::Joined(j) => Some((j.metadata.clone().into_iter().collect(), j.locked)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined, [told(&[("map", "mirage"), ("mode", "gun")], true)]);
+    assert!(
+        !received
+            .iter()
+            .any(|k| matches!(k, server_message::Kind::RoomUpdated(_))),
+        "its Joined says it all: {received:?}"
     );
+    for _ in 0..3 {
+        room.tick(0);
+    }
+    assert_eq!(listings_told(&mut late), [], "not told again");
     room.listing()
         .merge_metadata(&[("mode".to_string(), String::new())].into())
         .unwrap();
+    for _ in 0..3 {
+        room.tick(0);
+    }
+    assert_eq!(listings_told(&mut late), [told(&[("map", "mirage")], true)]);
+}
+
+/// A simulation's changes of the listing (here at its start and in `step`) reach the
+/// members as an owner's do.
+#[test]
+fn a_simulations_listing_changes_are_told_to_the_members() {
+    struct Rounds;
+    impl Simulation for Rounds {
+        fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+            Ok(())
+        }
+        fn start(&mut self, ctx: &mut SimContext<'_>) {
+            ctx.listing
+                .merge_metadata(&[("round".to_string(), "0".to_string())].into())
+                .unwrap();
+        }
+        fn step(&mut self, ctx: &mut SimContext<'_>) {
+            let round = (ctx.tick / 10).to_string();
+            ctx.listing
+                .merge_metadata(&[("round".to_string(), round)].into())
+                .unwrap();
+        }
+    }
+    let mut room = game_room(Rounds);
+    let mut client = Client::new(1);
+    join(&mut room, &client);
     room.tick(0);
-    assert_eq!(listings_told(&mut late), [(vec![], true)]);
+    let joined = joined_of(&mut client).expect("joined");
+    assert!(
+        joined.metadata.is_empty(),
+        "answered before the simulation started: {joined:?}"
+    );
+    for _ in 0..25 {
+        room.tick(0);
+    }
+    let rounds: Vec<String> = (listings_told(&mut client).into_iter())
+        .map(|(metadata, _)| metadata[0].1.clone())
+        .collect();
+    assert_eq!(rounds, ["0", "1", "2"]);
 }
 
 /// With `owner_quiet`, an owner that sends no input for that long counts as away:
