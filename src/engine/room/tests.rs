@@ -2854,11 +2854,7 @@ fn members_are_told_the_rooms_listing_as_it_changes_at_most_four_times_a_second(
     for _ in 0..3 {
         room.tick(0);
     }
-    assert_eq!(
-        listings_told(&mut clients[2]),
-        [mirage],
-        "back: the state now, once"
-    );
+    assert_eq!(listings_told(&mut clients[2]), [mirage], "back: the state now, once");
     // Nothing changed in the end (a change undone within the quarter second, the same
     // value again, the owner passing on): nothing told.
     room.listing().set_locked(false);
