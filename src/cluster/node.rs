@@ -391,10 +391,10 @@ impl Cluster {
         };
         let encoded = record.encode_to_vec();
         self.sessions.lock().insert(token.to_string(), record);
-        let (cluster, token) = (self.clone(), token.to_string());
+        let (cluster, token, user) = (self.clone(), token.to_string(), user_id.to_string());
         tokio::spawn(async move {
             let (number, ttl) = (cluster.settings.number, cluster.session_ttl());
-            let saved = cluster.directory.save_session(number, &token, &encoded, ttl);
+            let saved = cluster.directory.save_session(number, &token, &encoded, &user, ttl);
             if cluster.call(saved).await.is_err() {
                 cluster.rewrite_sessions.store(true, Ordering::Relaxed);
             }
@@ -471,8 +471,8 @@ impl Cluster {
         if self.call(kept).await != Ok(SessionsKept::Retaken) && !rewrite {
             return;
         }
-        let records: Vec<(String, Vec<u8>)> = (self.sessions.lock().iter())
-            .map(|(token, record)| (token.clone(), record.encode_to_vec()))
+        let records: Vec<(String, Vec<u8>, String)> = (self.sessions.lock().iter())
+            .map(|(token, record)| (token.clone(), record.encode_to_vec(), record.user_id.clone()))
             .collect();
         if records.is_empty() {
             return;
@@ -490,7 +490,7 @@ impl Cluster {
                 let ended: Vec<String> = {
                     let sessions = self.sessions.lock();
                     (records.into_iter())
-                        .map(|(token, _)| token)
+                        .map(|(token, ..)| token)
                         .filter(|token| !sessions.contains_key(token))
                         .collect()
                 };
@@ -511,7 +511,7 @@ impl Cluster {
     /// until its own lease lapses, and its clients reconnect at once.
     /// `Err(CloseReason::TryAgainLater)` when the node still lives then (the client
     /// is to resume there, or try again), or Redis does not answer. With `user`, a
-    /// record of another user is put back and `Ok(None)`: a token presented by
+    /// session of another user is `Ok(None)`, and left in place: a token presented by
     /// someone else (stolen) does not end its session.
     pub async fn take_session(
         &self,
@@ -527,21 +527,15 @@ impl Cluster {
         let deadline = Instant::now() + (self.settings.lease + self.settings.lease / 4).min(TAKE_SESSION_WAIT);
         loop {
             match self
-                .call(self.directory.take_session(number, token, self.session_ttl()))
+                .call(self.directory.take_session(number, token, user, self.session_ttl()))
                 .await
             {
                 Ok(SessionTake::Taken(record)) => {
                     let decoded = proto::SessionRecord::decode(&record[..]).ok();
-                    if let (Some(taken), Some(user)) = (&decoded, user)
-                        && taken.user_id != user
-                    {
-                        let put_back = self.directory.save_session(number, token, &record, self.session_ttl());
-                        let _ = self.call(put_back).await;
-                        return Ok(None);
-                    }
-                    return Ok(decoded);
+                    // (A record an earlier version wrote names no user in Redis.)
+                    return Ok(decoded.filter(|taken| user.is_none_or(|user| taken.user_id == user)));
                 }
-                Ok(SessionTake::Unknown) => return Ok(None),
+                Ok(SessionTake::Unknown | SessionTake::OtherUser) => return Ok(None),
                 Ok(SessionTake::Live) if Instant::now() < deadline => {
                     tokio::time::sleep(self.settings.lease / 12).await;
                 }

@@ -14,7 +14,7 @@
 //! | `claim:<id>` | the number of the room's latest claim (a take of the room when no node held it): a node whose copy of the room was claimed before it does not take it back | like the checkpoint |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write or its owner's last renewal |
 //! | `node:<id>:inbox`, `:closes`, `:removals` | (pub/sub channels: room events, closes and user removals for the node's rooms, which a stopping node leaves before it hands them off) | — |
-//! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf) | `lease_ms` plus the resume grace after the node's last renewal |
+//! | `sessions:<n>` | a hash: the live sessions of node start `n` (resume token → `SessionRecord`, protobuf; `user:<token>` → its user) | `lease_ms` plus the resume grace after the node's last renewal |
 //! | `node-starts` | a counter numbering node starts (from a random value when Redis has none) | never |
 //! | `node-number:<n>` | the id of the node start holding number `n` | like `sessions:<n>` |
 //! | `node-start:<id>` | the number of the node start running under the id now (a later start of the id leaves an earlier one's sessions to other nodes) | with the node's lease |
@@ -181,13 +181,22 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// its load (1 or 0: a room just restored, or a stopping node's, whose load is
 /// withdrawn); ARGV\[8\]: the node start's token; ARGV\[9\]: its number (see
 /// [`RedisDirectory::register_node`]; 0: none yet), kept in `node-start:<id>` as long
-/// as the node's lease; the rooms' arguments follow it.
+/// as the node's lease unless another start of the id holds it (a node cut off past
+/// its lease, whose id a new start took: position 0 in the answer says so); the
+/// rooms' arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+local lost = {}
 if ARGV[9] ~= '0' then
-  redis.call('SET', ARGV[4] .. 'node-start:' .. ARGV[1], ARGV[9], 'PX', ARGV[2])
+  local start = ARGV[4] .. 'node-start:' .. ARGV[1]
+  local current = redis.call('GET', start)
+  if not current or current == ARGV[9] then
+    redis.call('SET', start, ARGV[9], 'PX', ARGV[2])
+  else
+    table.insert(lost, 0)
+  end
 end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
@@ -201,7 +210,6 @@ elseif now - last > tonumber(ARGV[2]) / 2 then
   redis.call('SET', ARGV[4] .. 'renewing-since', now)
 end
 redis.call('SET', ARGV[4] .. 'renewed-at', now)
-local lost = {}
 local load = 0
 for i = 2, #KEYS do
   local a = 10 + (i - 2) * 7
@@ -280,11 +288,13 @@ return removed
 /// the earlier one's sessions to whichever node its clients reach), which has the
 /// session live or parked (answers `1`), unless that node's id is this node's (an
 /// earlier start of it, dead). (A node of an earlier version, which writes no
-/// `node-start:`, counts as the start holding the number while its id's lease lives.) A record taken keeps its node's number in use for
-/// `ttl` (the taking node keeps it so from its next renewal on: see
+/// `node-start:`, counts as the start holding the number while its id's lease lives.)
+/// Nor for another user than the session's (answers `2`, the record left in place: a
+/// stolen token does not end its session). A record taken keeps its node's number in
+/// use for `ttl` (the taking node keeps it so from its next renewal on: see
 /// [`RedisDirectory::keep_sessions`]). KEYS: the sessions hash, the node number, the
 /// numbers in use. ARGV: the resume token, the prefix, this node's id, the number,
-/// ttl ms.
+/// ttl ms, the presenting user ('': any).
 static TAKE_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -297,7 +307,11 @@ if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[2] .. 'node:' .. h
 end
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if record then
-  redis.call('HDEL', KEYS[1], ARGV[1])
+  local user = redis.call('HGET', KEYS[1], 'user:' .. ARGV[1])
+  if ARGV[6] ~= '' and user and user ~= ARGV[6] then
+    return 2
+  end
+  redis.call('HDEL', KEYS[1], ARGV[1], 'user:' .. ARGV[1])
   local time = redis.call('TIME')
   local hold_until = time[1] * 1000 + math.floor(time[2] / 1000) + tonumber(ARGV[5])
   local held = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[4]))
@@ -466,6 +480,8 @@ pub enum SessionTake {
     Live,
     /// No such session (ended, taken already, or never).
     Unknown,
+    /// The session is another user's: left in place.
+    OtherUser,
 }
 
 /// The directory in Redis, seen from one node.
@@ -492,6 +508,8 @@ pub struct RedisDirectory {
     /// This node start's number, once registered ([`RedisDirectory::register_node`]);
     /// 0 before.
     number: Arc<AtomicU64>,
+    /// Set once a renewal found another start of this node id running (logged once).
+    superseded: Arc<AtomicBool>,
     node: Node,
     lease_ms: u64,
     /// How long a checkpoint is kept (see [`RedisDirectory::with_checkpoint_ttl`]).
@@ -525,6 +543,7 @@ impl RedisDirectory {
             renewed: Arc::default(),
             withdrawn: Arc::default(),
             number: Arc::default(),
+            superseded: Arc::default(),
             node,
             lease_ms: lease.as_millis().max(1) as u64,
             checkpoint_ttl_ms: DEFAULT_CHECKPOINT_TTL.as_millis() as u64,
@@ -578,6 +597,13 @@ impl RedisDirectory {
             .await
             .map_err(failed)?;
         self.renewed.store(true, Ordering::Relaxed);
+        if lost.contains(&0) && !self.superseded.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                node = %self.node.id,
+                "another start of this node id runs (this one was cut off from Redis past its lease): \
+                 its sessions and rooms are its own; stop this process"
+            );
+        }
         let lost: Vec<String> = (lost.into_iter())
             .filter_map(|i| rooms.get(i.checked_sub(1)?))
             .map(|r| r.room.clone())
@@ -774,7 +800,8 @@ impl RedisDirectory {
         Ok(number)
     }
 
-    /// Records a live session of node `number` under its resume token.
+    /// Records a live session of node `number` under its resume token, with its user
+    /// (only that user may continue it elsewhere: see `TAKE_SESSION`).
     /// The records expire `ttl` after the last write or renewal (see
     /// [`RedisDirectory::keep_sessions`]), so a node that dies leaves none behind.
     pub async fn save_session(
@@ -782,6 +809,7 @@ impl RedisDirectory {
         number: u64,
         token: &str,
         record: &[u8],
+        user: &str,
         ttl: Duration,
     ) -> Result<(), DirectoryError> {
         let key = self.key("sessions", &number.to_string());
@@ -790,6 +818,8 @@ impl RedisDirectory {
             .arg(&key)
             .arg(token)
             .arg(record)
+            .arg(format!("user:{token}"))
+            .arg(user)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
@@ -800,9 +830,16 @@ impl RedisDirectory {
             .map_err(failed)
     }
 
-    /// Takes (reads and deletes) the record of a session of node `number`, keeping
-    /// the number in use for `ttl` when there was one.
-    pub async fn take_session(&self, number: u64, token: &str, ttl: Duration) -> Result<SessionTake, DirectoryError> {
+    /// Takes (reads and deletes) the record of a session of node `number` for `user`
+    /// (`None`: whoever presents its token), keeping the number in use for `ttl` when
+    /// there was one.
+    pub async fn take_session(
+        &self,
+        number: u64,
+        token: &str,
+        user: Option<&str>,
+        ttl: Duration,
+    ) -> Result<SessionTake, DirectoryError> {
         let reply: Value = TAKE_SESSION
             .key(self.key("sessions", &number.to_string()))
             .key(self.key("node-number", &number.to_string()))
@@ -812,11 +849,13 @@ impl RedisDirectory {
             .arg(&self.node.id)
             .arg(number)
             .arg(ttl.as_millis() as u64)
+            .arg(user.unwrap_or_default())
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
         Ok(match reply {
             Value::Int(1) => SessionTake::Live,
+            Value::Int(2) => SessionTake::OtherUser,
             Value::BulkString(record) => SessionTake::Taken(record),
             _ => SessionTake::Unknown,
         })
@@ -827,7 +866,8 @@ impl RedisDirectory {
         self.query(
             redis::cmd("HDEL")
                 .arg(self.key("sessions", &number.to_string()))
-                .arg(token),
+                .arg(token)
+                .arg(format!("user:{token}")),
         )
         .await
     }
@@ -864,20 +904,20 @@ impl RedisDirectory {
         }
     }
 
-    /// Writes node `number`'s session records again (token, record), after Redis lost
-    /// them ([`SessionsKept::Retaken`]), in batches.
+    /// Writes node `number`'s session records again (token, record, user), after
+    /// Redis lost them ([`SessionsKept::Retaken`]), in batches.
     pub async fn save_sessions(
         &self,
         number: u64,
-        records: &[(String, Vec<u8>)],
+        records: &[(String, Vec<u8>, String)],
         ttl: Duration,
     ) -> Result<(), DirectoryError> {
         let key = self.key("sessions", &number.to_string());
         for batch in records.chunks(SESSIONS_PER_WRITE) {
             let mut write = redis::pipe();
             write.cmd("HSET").arg(&key);
-            for (token, record) in batch {
-                write.arg(token).arg(record);
+            for (token, record, user) in batch {
+                write.arg(token).arg(record).arg(format!("user:{token}")).arg(user);
             }
             write
                 .ignore()

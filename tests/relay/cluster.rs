@@ -712,7 +712,7 @@ async fn a_taken_session_keeps_its_number_in_use() {
     let (server, a, b) = redis().await;
     let hold = Duration::from_secs(30);
     let dead = a.register_node(hold).await.unwrap();
-    a.save_session(dead, "t", b"record", hold).await.unwrap();
+    a.save_session(dead, "t", b"record", "ann", hold).await.unwrap();
     let mut connection = raw_connection(&server).await;
     let _: () = redis::cmd("DEL")
         .arg(format!("test:node-number:{dead}"))
@@ -721,7 +721,7 @@ async fn a_taken_session_keeps_its_number_in_use() {
         .await
         .unwrap();
     assert!(matches!(
-        b.take_session(dead, "t", hold).await.unwrap(),
+        b.take_session(dead, "t", None, hold).await.unwrap(),
         tickrelay::cluster::SessionTake::Taken(_)
     ));
     next_start_draws(&mut connection, "test:", dead).await;
@@ -738,18 +738,77 @@ async fn a_restarted_nodes_earlier_sessions_are_taken_elsewhere() {
     let (server, a, b) = redis().await;
     let hold = Duration::from_secs(30);
     let earlier = a.register_node(hold).await.unwrap();
-    a.save_session(earlier, "old", b"record", hold).await.unwrap();
-    assert_eq!(b.take_session(earlier, "old", hold).await.unwrap(), SessionTake::Live);
+    a.save_session(earlier, "old", b"record", "ann", hold).await.unwrap();
+    assert_eq!(
+        b.take_session(earlier, "old", None, hold).await.unwrap(),
+        SessionTake::Live
+    );
     a.release_all(&[]).await.unwrap();
     let again = redis_node(&server, "a").await;
     let later = again.register_node(hold).await.unwrap();
-    again.save_session(later, "new", b"record", hold).await.unwrap();
+    again.save_session(later, "new", b"record", "ann", hold).await.unwrap();
     again.renew(&[]).await.unwrap();
     assert_eq!(
-        b.take_session(earlier, "old", hold).await.unwrap(),
+        b.take_session(earlier, "old", None, hold).await.unwrap(),
         SessionTake::Taken(b"record".to_vec())
     );
-    assert_eq!(b.take_session(later, "new", hold).await.unwrap(), SessionTake::Live);
+    assert_eq!(
+        b.take_session(later, "new", None, hold).await.unwrap(),
+        SessionTake::Live
+    );
+}
+
+/// A node start cut off from Redis past its lease, whose id a new start took, does
+/// not name itself the id's running start when it renews again: the new start's
+/// sessions stay live.
+#[tokio::test]
+async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
+    use tickrelay::cluster::SessionTake;
+    let (server, old, b) = redis().await;
+    let hold = Duration::from_secs(30);
+    old.register_node(hold).await.unwrap();
+    let mut connection = raw_connection(&server).await;
+    // Its lease lapses (cut off).
+    let _: () = redis::cmd("DEL")
+        .arg("test:node:a")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let new = redis_node(&server, "a").await;
+    let number = new.register_node(hold).await.unwrap();
+    new.save_session(number, "t", b"record", "ann", hold).await.unwrap();
+    old.renew(&[]).await.unwrap();
+    assert_eq!(
+        b.take_session(number, "t", None, hold).await.unwrap(),
+        SessionTake::Live
+    );
+}
+
+/// A session of a dead node is taken by its own user only: another user's attempt
+/// leaves it in place, in one step (no moment in which its user would find it gone).
+#[tokio::test]
+async fn a_session_is_taken_by_its_own_user_only() {
+    use tickrelay::cluster::SessionTake;
+    let (server, a, b) = redis().await;
+    let hold = Duration::from_secs(30);
+    let dead = a.register_node(hold).await.unwrap();
+    a.save_session(dead, "t", b"record", "ann", hold).await.unwrap();
+    a.release_all(&[]).await.unwrap();
+    let mut connection = raw_connection(&server).await;
+    let fields = async |connection: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
+        let key = format!("test:sessions:{dead}");
+        redis::cmd("HKEYS").arg(key).query_async(connection).await.unwrap()
+    };
+    assert_eq!(
+        b.take_session(dead, "t", Some("bob"), hold).await.unwrap(),
+        SessionTake::OtherUser
+    );
+    assert_eq!(fields(&mut connection).await.len(), 2, "left in place");
+    assert_eq!(
+        b.take_session(dead, "t", Some("ann"), hold).await.unwrap(),
+        SessionTake::Taken(b"record".to_vec())
+    );
+    assert!(fields(&mut connection).await.is_empty(), "its user taken with it");
 }
 
 /// A number whose sessions another node continues (its own node start died) is not
@@ -1867,7 +1926,8 @@ async fn sessions_outlive_an_empty_redis_restart() {
                 .query_async(&mut redis)
                 .await
                 .map_err(|e| e.to_string())?;
-            if in_use.is_some() && records == 1 {
+            // One session: its record and its user.
+            if in_use.is_some() && records == 2 {
                 Ok(())
             } else {
                 Err(format!("{in_use:?}, {records}"))

@@ -335,6 +335,8 @@ impl Driver {
                 () = closing.closing.cancelled() => return,
                 connected = self.connect() => connected,
             };
+            // Whether the node was asked (a token source that failed did not ask it).
+            let mut asked = true;
             let reason = match connected {
                 Ok(link) => {
                     self.unreachable.remove(&self.targets[self.current].url);
@@ -356,16 +358,19 @@ impl Driver {
                     }
                 }
                 // The node was not asked: the next attempt goes to the same URL.
-                Err(NotConnected::NoToken(reason)) => reason,
+                Err(NotConnected::NoToken(reason)) => {
+                    asked = false;
+                    reason
+                }
                 Err(NotConnected::Failed(failure)) if failure.fatal => {
-                    self.give_up(attempt + 1, failure.reason).await;
+                    self.give_up(attempt + 1, failure.reason, true).await;
                     return;
                 }
                 Err(NotConnected::Failed(failure)) => self.failed_at_current(&failure.reason, failure.unreached),
             };
             attempt += 1;
             if !self.config.backoff.allows(attempt) {
-                self.give_up(attempt, reason).await;
+                self.give_up(attempt, reason, asked).await;
                 return;
             }
             let delay = self.config.backoff.delay(attempt, &mut self.rng);
@@ -889,12 +894,13 @@ impl Driver {
 
     /// This connection cannot come back. Home: the client is finished. Another
     /// node: its rooms are joined again through home.
-    async fn give_up(&mut self, attempts: u32, reason: String) {
+    async fn give_up(&mut self, attempts: u32, reason: String, asked: bool) {
         if self.routing.home {
             return self.emit(Event::GaveUp { attempts, reason }).await;
         }
         tracing::info!(url = %self.config.url, "node unreachable ({reason}); joining its rooms again through the first URL");
-        self.rooms_home(true);
+        // A node never asked (its token source failed) is not marked lost.
+        self.rooms_home(asked);
     }
 
     /// A connection to another node than home: its rooms are joined again through
@@ -1333,7 +1339,7 @@ impl Driver {
         })
         .await;
         if !will_reconnect {
-            self.give_up(0, format!("closed by the server with {code}: {reason}"))
+            self.give_up(0, format!("closed by the server with {code}: {reason}"), true)
                 .await;
             return End::Stop;
         }

@@ -150,10 +150,23 @@ fn fatal(reason: String) -> Failure {
     }
 }
 
-/// What a certificate this client does not trust most often is.
-const NOT_TRUSTED_HINT: &str = ": the relay's certificate is not the one this client trusts (a development \
-     certificate another start of the relay wrote, say: trust the tickrelay-dev-cert.pem the running relay wrote, \
-     or the SHA-256 fingerprint it logs at start)";
+/// What a TLS handshake's `error` most often means, for the reason a client reports
+/// (rustls names the certificate errors in its messages, over both transports).
+fn certificate_hint(error: &str) -> &'static str {
+    if ["UnknownIssuer", "BadSignature", "FingerprintMismatch"]
+        .iter()
+        .any(|e| error.contains(e))
+    {
+        ": the relay's certificate is not the one this client trusts (a development certificate another start \
+         of the relay wrote, say: trust the tickrelay-dev-cert.pem the running relay wrote, or the SHA-256 \
+         fingerprint it logs at start)"
+    } else if error.contains("NotValidForName") {
+        ": the URL's host is not one of the names the certificate was made for (the development certificate's \
+         are localhost, 127.0.0.1 and ::1)"
+    } else {
+        ""
+    }
+}
 
 /// Whether a QUIC handshake failed because this side rejected the server's
 /// certificate (a TLS alert about the certificate): trying again cannot help.
@@ -349,10 +362,8 @@ async fn connect_ws(
                         ": the server does not speak TLS; if it is a relay run with --insecure-plain, use ws://{}",
                         target.authority
                     )
-                } else if rejected {
-                    NOT_TRUSTED_HINT.to_string()
                 } else {
-                    String::new()
+                    certificate_hint(&e.to_string()).to_string()
                 };
                 Failure {
                     reason: format!("TLS: {e}{hint}"),
@@ -456,10 +467,7 @@ async fn connect_quic(
         .map_err(|e| fatal(format!("QUIC: {e}")))?
         .await
         .map_err(|e| Failure {
-            reason: format!(
-                "QUIC handshake (TLS): {e}{}",
-                if certificate_rejected(&e) { NOT_TRUSTED_HINT } else { "" }
-            ),
+            reason: format!("QUIC handshake (TLS): {e}{}", certificate_hint(&e.to_string())),
             fatal: certificate_rejected(&e),
             // Refused by the relay (at its connection cap, say): it answered.
             unreached: !matches!(
@@ -763,5 +771,14 @@ mod tests {
         assert!(Target::parse("WS://plain/ws").is_err());
         assert!(Target::parse("ws:///ws").is_err());
         assert!(Target::parse("wss:///ws").is_err());
+    }
+
+    #[test]
+    fn a_certificate_error_says_what_it_most_often_means() {
+        let untrusted = "TLS: invalid peer certificate: UnknownIssuer";
+        assert!(certificate_hint(untrusted).contains("not the one this client trusts"));
+        let name = "the cryptographic handshake failed: error 42: invalid peer certificate: NotValidForName";
+        assert!(certificate_hint(name).contains("not one of the names"));
+        assert_eq!(certificate_hint("invalid peer certificate: Expired"), "");
     }
 }

@@ -22,7 +22,7 @@
  * gives its rooms back to this client, which joins them again wherever they live now.
  */
 
-import { clone, create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import * as v1 from "./gen/tickrelay/v1/tickrelay_pb.js";
 import { DEFAULT_BACKOFF, TokenBucket, backoffDelay, type Backoff } from "./bucket.js";
 import { DEFAULT_MAX_ENTITIES, DesyncError, StateMirror } from "./mirror.js";
@@ -354,9 +354,9 @@ interface RoomState {
 /** How a join creates a room: its metadata (listed, matched by quick joins) and privacy. */
 export type RoomOptions = MessageInitShape<typeof v1.RoomOptionsSchema>;
 
-/** What a `Joined` says of its room's listing, as a `RoomUpdated` would. */
-function listingOf({ room, metadata, locked }: v1.Joined): v1.RoomUpdated {
-  return create(v1.RoomUpdatedSchema, { room, metadata, locked });
+/** What a `Joined` or `RoomUpdated` says of its room's listing, as a `RoomUpdated` of its own. */
+function listingOf({ room, metadata, locked }: v1.Joined | v1.RoomUpdated): v1.RoomUpdated {
+  return create(v1.RoomUpdatedSchema, { room, metadata: { ...metadata }, locked });
 }
 
 /** A room this client asked to join, not answered yet. */
@@ -779,12 +779,13 @@ export class Client {
 
   /**
    * The room's metadata and whether it is locked, as last told (`Joined`, then
-   * `roomUpdated`); undefined as for `roomOwner`.
+   * `roomUpdated`; a copy); undefined as for `roomOwner`.
    */
   roomListing(room: string): v1.RoomUpdated | undefined {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.roomListing(room);
-    return this.#rooms.get(room)?.listing;
+    const listing = this.#rooms.get(room)?.listing;
+    return listing && listingOf(listing);
   }
 
   /**
@@ -1394,7 +1395,7 @@ export class Client {
         case "roomUpdated": {
           const state = this.#rooms.get(kind.value.room);
           // A copy: a listener changing the event's does not change `roomListing`.
-          if (state?.listing !== undefined) state.listing = clone(v1.RoomUpdatedSchema, kind.value);
+          if (state?.listing !== undefined) state.listing = listingOf(kind.value);
           this.#emit("roomUpdated", kind.value);
           break;
         }

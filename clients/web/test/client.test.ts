@@ -1419,6 +1419,8 @@ test("roomListing follows Joined's metadata and lock, then RoomUpdated; undefine
   assert.deepEqual(listing(), { room: "r", metadata: { mode: "ctf" }, locked: false });
   last().receive([{ case: "roomUpdated", value: { room: "r", metadata: { mode: "dm" }, locked: true } }], 2n);
   assert.deepEqual(listing(), { room: "r", metadata: { mode: "dm" }, locked: true });
+  c.roomListing("r")!.metadata["mode"] = "changed by the game";
+  assert.deepEqual(listing(), { room: "r", metadata: { mode: "dm" }, locked: true }, "a copy");
   // Of a room this client is not in: told, kept nowhere.
   last().receive([{ case: "roomUpdated", value: { room: "other", metadata: { mode: "dm" } } }], 3n);
   assert.equal(c.roomListing("other"), undefined);
