@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisAddress, RedisDirectory, SessionsKept};
+use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisAddress, RedisDirectory, SessionTake, SessionsKept};
 use tickrelay::proto::{self, ErrorCode, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster, jwt_replacing, user_token};
 use tickrelay_testkit::directory::{self, entry, node};
@@ -729,31 +729,40 @@ async fn a_taken_session_keeps_its_number_in_use() {
     assert_ne!(c.register_node(hold).await.unwrap(), dead);
 }
 
+/// How long the session tests' node numbers and records are held.
+const SESSION_HOLD: Duration = Duration::from_secs(30);
+
+/// Registers `node` and records a session of user "ann" under `token`; returns the
+/// node start's number.
+async fn start_with_session(node: &RedisDirectory, token: &str) -> u64 {
+    let number = node.register_node(SESSION_HOLD).await.unwrap();
+    (node.save_session(number, token, b"record", "ann", SESSION_HOLD))
+        .await
+        .unwrap();
+    number
+}
+
 /// A node restarted in place (stopped, then started again under its id) holds a new
 /// number: the earlier start's sessions are taken by the node their clients reach,
 /// not refused as live while the id's lease lives again; the running start's are.
 #[tokio::test]
 async fn a_restarted_nodes_earlier_sessions_are_taken_elsewhere() {
-    use tickrelay::cluster::SessionTake;
     let (server, a, b) = redis().await;
-    let hold = Duration::from_secs(30);
-    let earlier = a.register_node(hold).await.unwrap();
-    a.save_session(earlier, "old", b"record", "ann", hold).await.unwrap();
+    let earlier = start_with_session(&a, "old").await;
     assert_eq!(
-        b.take_session(earlier, "old", None, hold).await.unwrap(),
+        b.take_session(earlier, "old", None, SESSION_HOLD).await.unwrap(),
         SessionTake::Live
     );
     a.release_all(&[]).await.unwrap();
     let again = redis_node(&server, "a").await;
-    let later = again.register_node(hold).await.unwrap();
-    again.save_session(later, "new", b"record", "ann", hold).await.unwrap();
+    let later = start_with_session(&again, "new").await;
     again.renew(&[]).await.unwrap();
     assert_eq!(
-        b.take_session(earlier, "old", None, hold).await.unwrap(),
+        b.take_session(earlier, "old", None, SESSION_HOLD).await.unwrap(),
         SessionTake::Taken(b"record".to_vec())
     );
     assert_eq!(
-        b.take_session(later, "new", None, hold).await.unwrap(),
+        b.take_session(later, "new", None, SESSION_HOLD).await.unwrap(),
         SessionTake::Live
     );
 }
@@ -763,10 +772,8 @@ async fn a_restarted_nodes_earlier_sessions_are_taken_elsewhere() {
 /// sessions stay live.
 #[tokio::test]
 async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
-    use tickrelay::cluster::SessionTake;
     let (server, old, b) = redis().await;
-    let hold = Duration::from_secs(30);
-    old.register_node(hold).await.unwrap();
+    old.register_node(SESSION_HOLD).await.unwrap();
     let mut connection = raw_connection(&server).await;
     // Its lease lapses (cut off).
     let _: () = redis::cmd("DEL")
@@ -775,11 +782,10 @@ async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
         .await
         .unwrap();
     let new = redis_node(&server, "a").await;
-    let number = new.register_node(hold).await.unwrap();
-    new.save_session(number, "t", b"record", "ann", hold).await.unwrap();
+    let number = start_with_session(&new, "t").await;
     old.renew(&[]).await.unwrap();
     assert_eq!(
-        b.take_session(number, "t", None, hold).await.unwrap(),
+        b.take_session(number, "t", None, SESSION_HOLD).await.unwrap(),
         SessionTake::Live
     );
 }
@@ -788,11 +794,8 @@ async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
 /// leaves it in place, in one step (no moment in which its user would find it gone).
 #[tokio::test]
 async fn a_session_is_taken_by_its_own_user_only() {
-    use tickrelay::cluster::SessionTake;
     let (server, a, b) = redis().await;
-    let hold = Duration::from_secs(30);
-    let dead = a.register_node(hold).await.unwrap();
-    a.save_session(dead, "t", b"record", "ann", hold).await.unwrap();
+    let dead = start_with_session(&a, "t").await;
     a.release_all(&[]).await.unwrap();
     let mut connection = raw_connection(&server).await;
     let fields = async |connection: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
@@ -800,12 +803,12 @@ async fn a_session_is_taken_by_its_own_user_only() {
         redis::cmd("HKEYS").arg(key).query_async(connection).await.unwrap()
     };
     assert_eq!(
-        b.take_session(dead, "t", Some("bob"), hold).await.unwrap(),
+        b.take_session(dead, "t", Some("bob"), SESSION_HOLD).await.unwrap(),
         SessionTake::OtherUser
     );
     assert_eq!(fields(&mut connection).await.len(), 2, "left in place");
     assert_eq!(
-        b.take_session(dead, "t", Some("ann"), hold).await.unwrap(),
+        b.take_session(dead, "t", Some("ann"), SESSION_HOLD).await.unwrap(),
         SessionTake::Taken(b"record".to_vec())
     );
     assert!(fields(&mut connection).await.is_empty(), "its user taken with it");
