@@ -880,11 +880,11 @@ impl Config {
                 ));
             }
             // One tick's presence for a member: a leave and a join per seat, with room
-            // for its own `Joined` and an error (events wait for the next tick), and
-            // the room's metadata once (a `RoomUpdated`, or in the `Joined`: a member
-            // owed one is told the metadata by it alone).
+            // for its own `Joined` (or a `RoomUpdated`: a member owed a `Joined` is told
+            // the room's metadata by it alone) and an error (events wait for the next
+            // tick), and the room's metadata once.
             let listing = crate::engine::listing::MAX_ROOM_UPDATED_BYTES;
-            let (messages, bytes) = (2 * t.max_members + 3, 2 * t.max_members * PRESENCE_MAX_BYTES + listing);
+            let (messages, bytes) = (2 * t.max_members + 2, 2 * t.max_members * PRESENCE_MAX_BYTES + listing);
             if messages > self.session.outbox_max_messages || bytes > self.session.outbox_max_bytes {
                 return invalid(format!(
                     "room type `{name}`: max_members {} needs session.outbox_max_messages of at least {messages} and outbox_max_bytes of at least {bytes} (one tick's presence can be a leave and a join per seat, and the room's metadata)",
