@@ -182,21 +182,25 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// withdrawn); ARGV\[8\]: the node start's token; ARGV\[9\]: its number (see
 /// [`RedisDirectory::register_node`]; 0: none yet), kept in `node-start:<id>` as long
 /// as the node's lease unless another start of the id holds it (a node cut off past
-/// its lease, whose id a new start took: position 0 in the answer says so); the
-/// rooms' arguments follow it.
+/// its lease, whose id a new start took: position 0 in the answer says so, and the
+/// id's URL lease and load are left to that start); the rooms' arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 local lost = {}
+local superseded = false
 if ARGV[9] ~= '0' then
   local start = ARGV[4] .. 'node-start:' .. ARGV[1]
   local current = redis.call('GET', start)
   if not current or current == ARGV[9] then
     redis.call('SET', start, ARGV[9], 'PX', ARGV[2])
   else
+    superseded = true
     table.insert(lost, 0)
   end
+end
+if not superseded then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
@@ -234,7 +238,7 @@ for i = 2, #KEYS do
     table.insert(lost, i - 1)
   end
 end
-if ARGV[7] == '1' then
+if ARGV[7] == '1' and not superseded then
   redis.call('ZADD', ARGV[4] .. 'load', load, ARGV[1])
 end
 return lost
@@ -290,7 +294,10 @@ return removed
 /// earlier start of it, dead). (A node of an earlier version, which writes no
 /// `node-start:`, counts as the start holding the number while its id's lease lives.)
 /// Nor for another user than the session's (answers `2`, the record left in place: a
-/// stolen token does not end its session). A record taken keeps its node's number in
+/// stolen token does not end its session). (A record a node of an earlier version
+/// wrote has no user beside it: it is taken whoever presents it, and the taking node
+/// refuses another user then, the session lost; during an upgrade from such a
+/// version only.) A record taken keeps its node's number in
 /// use for `ttl` (the taking node keeps it so from its next renewal on: see
 /// [`RedisDirectory::keep_sessions`]). KEYS: the sessions hash, the node number, the
 /// numbers in use. ARGV: the resume token, the prefix, this node's id, the number,
@@ -372,21 +379,25 @@ return 0
 });
 
 /// A node stops: releases every room it holds (this start), its own URL lease and
-/// its load entry. KEYS: the rooms set, this node's key, then one room key per room.
-/// ARGV: node id, prefix, the node start's token, then the room ids.
+/// its load entry (unless another start of its id runs: see [`RENEW`]). KEYS: the
+/// rooms set, this node's key, then one room key per room. ARGV: node id, prefix, the
+/// node start's token, its number, then the room ids.
 static RELEASE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 for i = 3, #KEYS do
   local entry = redis.call('HMGET', KEYS[i], 'node', 'start', 'type')
   if entry[1] == ARGV[1] and entry[2] == ARGV[3] then
-    redis.call('ZREM', ARGV[2] .. 'open:' .. entry[3], ARGV[i + 1])
+    redis.call('ZREM', ARGV[2] .. 'open:' .. entry[3], ARGV[i + 2])
     redis.call('DEL', KEYS[i])
-    redis.call('ZREM', KEYS[1], ARGV[i + 1])
+    redis.call('ZREM', KEYS[1], ARGV[i + 2])
   end
 end
-redis.call('DEL', KEYS[2], ARGV[2] .. 'node-start:' .. ARGV[1])
-redis.call('ZREM', ARGV[2] .. 'load', ARGV[1])
+local start = redis.call('GET', ARGV[2] .. 'node-start:' .. ARGV[1])
+if not start or start == ARGV[4] then
+  redis.call('DEL', KEYS[2], ARGV[2] .. 'node-start:' .. ARGV[1])
+  redis.call('ZREM', ARGV[2] .. 'load', ARGV[1])
+end
 return 0
 ",
     )
@@ -664,7 +675,8 @@ impl RedisDirectory {
             .key(self.key("node", &self.node.id))
             .arg(&self.node.id)
             .arg(&self.prefix)
-            .arg(&self.start);
+            .arg(&self.start)
+            .arg(self.number.load(Ordering::Relaxed));
         for room in rooms {
             invocation.key(self.key("room", room)).arg(room);
         }
@@ -681,11 +693,14 @@ impl RedisDirectory {
     pub async fn withdraw_load(&self, rooms: &[RoomEntry]) -> Result<(), DirectoryError> {
         self.withdrawn.store(true, Ordering::Relaxed);
         let mut withdraw = redis::pipe();
-        withdraw
-            .cmd("ZREM")
-            .arg(format!("{}load", self.prefix))
-            .arg(&self.node.id)
-            .ignore();
+        // (The load under this id is another start's once one superseded this one.)
+        if !self.superseded.load(Ordering::Relaxed) {
+            withdraw
+                .cmd("ZREM")
+                .arg(format!("{}load", self.prefix))
+                .arg(&self.node.id)
+                .ignore();
+        }
         for room in rooms {
             withdraw
                 .cmd("ZREM")

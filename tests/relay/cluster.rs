@@ -768,8 +768,8 @@ async fn a_restarted_nodes_earlier_sessions_are_taken_elsewhere() {
 }
 
 /// A node start cut off from Redis past its lease, whose id a new start took, does
-/// not name itself the id's running start when it renews again: the new start's
-/// sessions stay live.
+/// not name itself the id's running start when it renews again, nor delete the new
+/// start's keys when it stops: the new start's sessions stay live.
 #[tokio::test]
 async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
     let (server, old, b) = redis().await;
@@ -784,6 +784,12 @@ async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
     let new = redis_node(&server, "a").await;
     let number = start_with_session(&new, "t").await;
     old.renew(&[]).await.unwrap();
+    assert_eq!(
+        b.take_session(number, "t", None, SESSION_HOLD).await.unwrap(),
+        SessionTake::Live
+    );
+    // Nor does it take the id's keys with it when it stops.
+    old.release_all(&[]).await.unwrap();
     assert_eq!(
         b.take_session(number, "t", None, SESSION_HOLD).await.unwrap(),
         SessionTake::Live

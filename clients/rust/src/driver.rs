@@ -328,6 +328,9 @@ impl Driver {
     /// Connects, serves and reconnects until the client stops or gives up.
     async fn reconnecting(&mut self) {
         let mut attempt = 0u32;
+        // Whether an attempt of this run asked the node (a token source that failed
+        // did not ask it).
+        let mut asked = false;
         loop {
             let closing = self.shared.clone();
             let connected = tokio::select! {
@@ -335,15 +338,14 @@ impl Driver {
                 () = closing.closing.cancelled() => return,
                 connected = self.connect() => connected,
             };
-            // Whether the node was asked (a token source that failed did not ask it).
-            let mut asked = true;
+            asked |= !matches!(connected, Err(NotConnected::NoToken(_)));
             let reason = match connected {
                 Ok(link) => {
                     self.unreachable.remove(&self.targets[self.current].url);
                     let end = self.serve(link).await;
                     self.report_queued(self.queue.len());
                     if self.played || self.welcomed_at.is_some_and(|at| at.elapsed() >= STABLE_AFTER) {
-                        attempt = 0;
+                        (attempt, asked) = (0, false);
                     }
                     match end {
                         End::Stop | End::CloseAndStop => return,
@@ -358,10 +360,7 @@ impl Driver {
                     }
                 }
                 // The node was not asked: the next attempt goes to the same URL.
-                Err(NotConnected::NoToken(reason)) => {
-                    asked = false;
-                    reason
-                }
+                Err(NotConnected::NoToken(reason)) => reason,
                 Err(NotConnected::Failed(failure)) if failure.fatal => {
                     self.give_up(attempt + 1, failure.reason, true).await;
                     return;

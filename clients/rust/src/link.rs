@@ -160,7 +160,10 @@ fn certificate_hint(error: &str) -> &'static str {
         ": the relay's certificate is not the one this client trusts (a development certificate another start \
          of the relay wrote, say: trust the tickrelay-dev-cert.pem the running relay wrote, or the SHA-256 \
          fingerprint it logs at start)"
-    } else if error.contains("NotValidForName") {
+    } else if ["NotValidForName", "not valid for name"]
+        .iter()
+        .any(|e| error.contains(e))
+    {
         ": the URL's host is not one of the names the certificate was made for (the development certificate's \
          are localhost, 127.0.0.1 and ::1)"
     } else {
@@ -775,10 +778,17 @@ mod tests {
 
     #[test]
     fn a_certificate_error_says_what_it_most_often_means() {
-        let untrusted = "TLS: invalid peer certificate: UnknownIssuer";
-        assert!(certificate_hint(untrusted).contains("not the one this client trusts"));
-        let name = "the cryptographic handshake failed: error 42: invalid peer certificate: NotValidForName";
-        assert!(certificate_hint(name).contains("not one of the names"));
-        assert_eq!(certificate_hint("invalid peer certificate: Expired"), "");
+        use rustls::CertificateError as E;
+        let said = |e: E| certificate_hint(&rustls::Error::InvalidCertificate(e).to_string());
+        assert!(said(E::UnknownIssuer).contains("not the one this client trusts"));
+        let name = E::NotValidForNameContext {
+            expected: rustls_pki_types::ServerName::try_from("192.168.1.5")
+                .unwrap()
+                .to_owned(),
+            presented: vec!["DnsName(\"localhost\")".into()],
+        };
+        assert!(said(name).contains("not one of the names"));
+        assert!(said(E::NotValidForName).contains("not one of the names"));
+        assert_eq!(said(E::Expired), "");
     }
 }
