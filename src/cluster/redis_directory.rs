@@ -71,7 +71,8 @@ use crate::proto;
 /// (1 or 0), the node start's token, the number of its claim of the room ('' for
 /// none), whether the room runs on the claimer (1 or 0: a number it has is otherwise
 /// not its copy's), how long a checkpoint is kept (ms: the claim number is kept as
-/// long). Returns `{1, claim number}` when taken (or held already: a new number if
+/// long), the node start's number (0: none yet; its URL lease and `node-start:<id>` are
+/// refreshed as [`RENEW`] does, unless another start of the id runs). Returns `{1, claim number}` when taken (or held already: a new number if
 /// Redis lost it), `{0, owner,
 /// owner's url or false}` when another node holds it, `{2}` when it is not settled,
 /// `{3}` when nobody holds it and it has a checkpoint the claimer did not find (its
@@ -83,7 +84,14 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
         r"
 local entry = redis.call('HMGET', KEYS[1], 'node', 'start')
 local owner = entry[1]
-redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
+local started = ARGV[7] .. 'node-start:' .. ARGV[1]
+local current = redis.call('GET', started)
+if ARGV[17] == '0' or not current or current == ARGV[17] then
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
+  if ARGV[17] ~= '0' then
+    redis.call('SET', started, ARGV[17], 'PX', ARGV[2])
+  end
+end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 if owner == ARGV[1] and entry[2] == ARGV[13] then
@@ -403,6 +411,25 @@ return 0
     )
 });
 
+/// A stopping node's withdrawal ([`RedisDirectory::withdraw_load`]): its load entry
+/// goes (unless another start of its id runs: see [`RENEW`]), and its rooms leave
+/// the open sets. KEYS: the load set. ARGV: node id, prefix, the node start's number,
+/// then per room its type and id.
+static WITHDRAW_LOAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local start = redis.call('GET', ARGV[2] .. 'node-start:' .. ARGV[1])
+if not start or start == ARGV[3] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+for i = 4, #ARGV, 2 do
+  redis.call('ZREM', ARGV[2] .. 'open:' .. ARGV[i], ARGV[i + 1])
+end
+return 0
+",
+    )
+});
+
 /// Keeps a node start's session records and its number's hold `ttl` longer, taking
 /// the hold again when it went (Redis lost it: restarted, or unreachable for longer
 /// than the hold), and keeps the numbers of other (dead) node starts whose sessions
@@ -666,8 +693,8 @@ impl RedisDirectory {
             .map_err(failed)
     }
 
-    /// The node stops: releases `rooms` (those it holds) and its URL lease, in one
-    /// round trip.
+    /// The node stops: releases `rooms` (those it holds) and its URL lease (unless
+    /// another start of its id runs), in one round trip.
     pub async fn release_all(&self, rooms: &[String]) -> Result<(), DirectoryError> {
         let mut invocation = RELEASE_ALL.prepare_invoke();
         invocation
@@ -692,24 +719,13 @@ impl RedisDirectory {
     /// its renewals from now on.
     pub async fn withdraw_load(&self, rooms: &[RoomEntry]) -> Result<(), DirectoryError> {
         self.withdrawn.store(true, Ordering::Relaxed);
-        let mut withdraw = redis::pipe();
-        // (The load under this id is another start's once one superseded this one.)
-        if !self.superseded.load(Ordering::Relaxed) {
-            withdraw
-                .cmd("ZREM")
-                .arg(format!("{}load", self.prefix))
-                .arg(&self.node.id)
-                .ignore();
-        }
+        let mut invocation = WITHDRAW_LOAD.key(format!("{}load", self.prefix));
+        (invocation.arg(&self.node.id).arg(&self.prefix)).arg(self.number.load(Ordering::Relaxed));
         for room in rooms {
-            withdraw
-                .cmd("ZREM")
-                .arg(self.key("open", &room.room_type))
-                .arg(&room.room)
-                .ignore();
+            invocation.arg(&room.room_type).arg(&room.room);
         }
-        withdraw
-            .query_async::<()>(&mut self.connection.clone())
+        invocation
+            .invoke_async::<()>(&mut self.connection.clone())
             .await
             .map_err(failed)
     }
@@ -1054,6 +1070,7 @@ impl RedisDirectory {
             .arg(self.claim_of(&room.room))
             .arg(u8::from(runs_here))
             .arg(self.checkpoint_ttl_ms)
+            .arg(self.number.load(Ordering::Relaxed))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;

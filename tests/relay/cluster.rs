@@ -783,17 +783,21 @@ async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
         .unwrap();
     let new = redis_node(&server, "a").await;
     let number = start_with_session(&new, "t").await;
+    new.renew(&[]).await.unwrap();
     old.renew(&[]).await.unwrap();
     assert_eq!(
         b.take_session(number, "t", None, SESSION_HOLD).await.unwrap(),
         SessionTake::Live
     );
-    // Nor does it take the id's keys with it when it stops.
+    // Nor does it take the id's keys or load with it when it stops.
+    old.withdraw_load(&[]).await.unwrap();
     old.release_all(&[]).await.unwrap();
     assert_eq!(
         b.take_session(number, "t", None, SESSION_HOLD).await.unwrap(),
         SessionTake::Live
     );
+    let loads = b.node_loads().await.unwrap();
+    assert!(loads.iter().any(|(node, _)| node.id == "a"), "{loads:?}");
 }
 
 /// A session of a dead node is taken by its own user only: another user's attempt
