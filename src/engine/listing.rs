@@ -221,9 +221,9 @@ impl Listing {
     /// of the metadata or the lock (see [`Listing::changes`]).
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ListingState) -> R) -> R {
         let mut state = self.state.lock();
-        let (metadata, locked) = (state.metadata.clone(), state.locked);
+        let told = state.told_digest();
         let result = f(&mut state);
-        if state.locked != locked || state.metadata != metadata {
+        if state.told_digest() != told {
             self.changes.fetch_add(1, Ordering::Relaxed);
         }
         result

@@ -460,13 +460,14 @@ async fn continue_elsewhere_session<T: Transport>(
     now: Now,
 ) -> Result<Session, CloseReason> {
     let cluster = ctx.cluster.as_ref().ok_or(CloseReason::ResumeFailed)?;
-    // With JWT the token's user must be the session's: another's record stays.
-    let user = matches!(ctx.session.auth.mode(), AuthMode::Jwt).then_some(&*identity.user_id);
+    // With JWT the token's user must be the session's (another's record stays);
+    // anonymous, the session's user is taken on.
+    let jwt = matches!(ctx.session.auth.mode(), AuthMode::Jwt);
     let record = cluster
-        .take_session(token, user)
+        .take_session(token, jwt.then_some(&*identity.user_id))
         .await?
         .ok_or(CloseReason::ResumeFailed)?;
-    if matches!(ctx.session.auth.mode(), AuthMode::Anonymous) {
+    if !jwt {
         identity.user_id = record.user_id.as_str().into();
     }
     ctx.metrics.sessions_moved.inc();
