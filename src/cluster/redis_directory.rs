@@ -44,6 +44,33 @@ use super::redis_connection::{Connection, RedisAddress};
 use crate::engine::listing::ListingState;
 use crate::proto;
 
+/// Lua functions for the scripts that deal with a node id's running start (its
+/// number in `node-start:<id>`, see [`RENEW`]): whether `number` is it (or none is
+/// named: a node of an earlier version, or one that stopped); and, for a claim or a
+/// renewal, the id's URL lease and `node-start:<id>` refreshed for start `number`
+/// ('0': not numbered yet) unless another start is named (then false).
+const NODE_START_LUA: &str = r"
+local function start_is(prefix, id, number)
+  local current = redis.call('GET', prefix .. 'node-start:' .. id)
+  return not current or current == number
+end
+local function hold_id(prefix, id, number, url, lease)
+  if number ~= '0' then
+    if not start_is(prefix, id, number) then
+      return false
+    end
+    redis.call('SET', prefix .. 'node-start:' .. id, number, 'PX', lease)
+  end
+  redis.call('SET', prefix .. 'node:' .. id, url, 'PX', lease)
+  return true
+end
+";
+
+/// A script whose body uses [`NODE_START_LUA`]'s functions.
+fn with_node_start(body: &str) -> Script {
+    Script::new(&format!("{NODE_START_LUA}{body}"))
+}
+
 /// Takes a room unless another node's lease on it lives; refreshes this node's URL
 /// lease (and the room's, when it was this node's already: its entry is the renewals'
 /// to keep). A room with a checkpoint and no lease is not taken (`{2}`) while the
@@ -80,18 +107,11 @@ use crate::proto;
 /// empty; `{4}` when the claimer's copy is out of date, or another start of its node
 /// id holds the room.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_node_start(
         r"
 local entry = redis.call('HMGET', KEYS[1], 'node', 'start')
 local owner = entry[1]
-local started = ARGV[7] .. 'node-start:' .. ARGV[1]
-local current = redis.call('GET', started)
-if ARGV[17] == '0' or not current or current == ARGV[17] then
-  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
-  if ARGV[17] ~= '0' then
-    redis.call('SET', started, ARGV[17], 'PX', ARGV[2])
-  end
-end
+hold_id(ARGV[7], ARGV[1], ARGV[17], ARGV[5], ARGV[2])
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 if owner == ARGV[1] and entry[2] == ARGV[13] then
@@ -193,22 +213,12 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// its lease, whose id a new start took: position 0 in the answer says so, and the
 /// id's URL lease and load are left to that start); the rooms' arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_node_start(
         r"
 local lost = {}
-local superseded = false
-if ARGV[9] ~= '0' then
-  local start = ARGV[4] .. 'node-start:' .. ARGV[1]
-  local current = redis.call('GET', start)
-  if not current or current == ARGV[9] then
-    redis.call('SET', start, ARGV[9], 'PX', ARGV[2])
-  else
-    superseded = true
-    table.insert(lost, 0)
-  end
-end
-if not superseded then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+local superseded = not hold_id(ARGV[4], ARGV[1], ARGV[9], ARGV[3], ARGV[2])
+if superseded then
+  table.insert(lost, 0)
 end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
@@ -311,14 +321,12 @@ return removed
 /// numbers in use. ARGV: the resume token, the prefix, this node's id, the number,
 /// ttl ms, the presenting user ('': any).
 static TAKE_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_node_start(
         r"
 local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[2] .. 'node:' .. holder) == 1 then
-  local start = redis.call('GET', ARGV[2] .. 'node-start:' .. holder)
-  if not start or start == ARGV[4] then
-    return 1
-  end
+if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[2] .. 'node:' .. holder) == 1
+  and start_is(ARGV[2], holder, ARGV[4]) then
+  return 1
 end
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if record then
@@ -391,7 +399,7 @@ return 0
 /// rooms set, this node's key, then one room key per room. ARGV: node id, prefix, the
 /// node start's token, its number, then the room ids.
 static RELEASE_ALL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_node_start(
         r"
 for i = 3, #KEYS do
   local entry = redis.call('HMGET', KEYS[i], 'node', 'start', 'type')
@@ -401,8 +409,7 @@ for i = 3, #KEYS do
     redis.call('ZREM', KEYS[1], ARGV[i + 2])
   end
 end
-local start = redis.call('GET', ARGV[2] .. 'node-start:' .. ARGV[1])
-if not start or start == ARGV[4] then
+if start_is(ARGV[2], ARGV[1], ARGV[4]) then
   redis.call('DEL', KEYS[2], ARGV[2] .. 'node-start:' .. ARGV[1])
   redis.call('ZREM', ARGV[2] .. 'load', ARGV[1])
 end
@@ -416,10 +423,9 @@ return 0
 /// the open sets. KEYS: the load set. ARGV: node id, prefix, the node start's number,
 /// then per room its type and id.
 static WITHDRAW_LOAD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_node_start(
         r"
-local start = redis.call('GET', ARGV[2] .. 'node-start:' .. ARGV[1])
-if not start or start == ARGV[3] then
+if start_is(ARGV[2], ARGV[1], ARGV[3]) then
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
 for i = 4, #ARGV, 2 do
