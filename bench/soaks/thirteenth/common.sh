@@ -1,6 +1,8 @@
 #!/bin/bash
-# Shared helpers (sourced). Binaries are copies in /tmp/soak13/bin; runtime state in $D.
-BIN=/tmp/soak13/bin
+# Shared helpers (sourced). Binaries are copies in $SOAK/bin (SOAK: /tmp/soak13 by default; the rerun
+# used /tmp/soak13b); runtime state in $D.
+SOAK=${SOAK:-/tmp/soak13}
+BIN=$SOAK/bin
 ts() { date +%T; }
 log() { echo "$(ts) $*" | tee -a "$D/events.log"; }
 start_redis() { # PORT
@@ -47,4 +49,8 @@ snapshot() {
     done
     echo "redis dbsize=$(redis-cli -p $RP dbsize) keys: $(redis-cli -p $RP --scan --pattern '*' | awk -F: '{print $2}' | sort | uniq -c | tr '\n' ' ')"
   } | tee -a "$D/snapshots.txt"
+}
+# redis_numbers: the node-starts counter, the numbers in use and the node numbers Redis holds
+redis_numbers() {
+  echo "starts=$(redis-cli -p $RP get tickrelay:node-starts) in-use=$(redis-cli -p $RP zrange tickrelay:numbers-in-use 0 -1 withscores | tr '\n' ,) numbers=$(for k in $(redis-cli -p $RP --scan --pattern 'tickrelay:node-number:*'); do echo -n ${k##*:},; done)"
 }

@@ -2,7 +2,7 @@
 # probe_joins.py PORT ROOM:TYPE... : one anonymous wss session on PORT joins each room (type given);
 # prints, per room, joined (opened/held on that node) or redirect URL or error. Needs D (dev cert).
 import asyncio, ssl, sys, os, time
-sys.path.insert(0, "/tmp/soak13/gen")
+sys.path.insert(0, os.environ.get("SOAK", "/tmp/soak13") + "/gen")
 from websockets.asyncio.client import connect
 from tickrelay.v1 import tickrelay_pb2 as pb
 ctx = ssl.create_default_context(cafile=os.path.join(os.environ["D"], "tickrelay-dev-cert.pem"))

@@ -4,7 +4,7 @@
 # a live member of a room on another node?
 # Usage: D=/tmp/soak13/s2d RP=6487 P=786 python3 s2d_member_id_reuse.py   (starts and stops its own Redis and nodes)
 import asyncio, os, ssl, subprocess, sys, time, signal
-sys.path.insert(0, "/tmp/soak13/gen")
+sys.path.insert(0, os.environ.get("SOAK", "/tmp/soak13") + "/gen")
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from tickrelay.v1 import tickrelay_pb2 as pb
@@ -68,14 +68,20 @@ async def main():
     os.kill(pid("redis"), signal.SIGKILL); out("SIGKILL redis")
     await asyncio.sleep(8)
     out(sh(f"start_redis {RP}; echo redis back"))
-    await asyncio.sleep(2)
+    await asyncio.sleep(float(os.environ.get("NODE3_DELAY", "2")))  # rerun: 3 s (documented safe) or 0
     out(sh(f"start_node 3 {P}3 {RP}"))
+    out("redis after node 3' start:", sh(f"echo starts=$(redis-cli -p {RP} get tickrelay:node-starts) in-use=$(redis-cli -p {RP} zrange tickrelay:numbers-in-use 0 -1 withscores | tr '\\n' ,) numbers=$(for k in $(redis-cli -p {RP} --scan --pattern 'tickrelay:node-number:*'); do echo -n ${{k##*:}},; done)"))
+    out(sh(f"python3 {HERE}/sessid_probe.py {P}1 {P}2"))
+    await asyncio.sleep(3)
+    out("redis 3 s later:", sh(f"echo starts=$(redis-cli -p {RP} get tickrelay:node-starts) in-use=$(redis-cli -p {RP} zrange tickrelay:numbers-in-use 0 -1 withscores | tr '\\n' ,) numbers=$(for k in $(redis-cli -p {RP} --scan --pattern 'tickrelay:node-number:*'); do echo -n ${{k##*:}}=$(redis-cli -p {RP} get $k),; done)"))
     # new clients on node 3' until one gets A's id
     target = ja.member_id; C = None
     for i in range(200):
         c = S(f"C{i}"); sid = await c.open(f"{P}3", f"?client=cc{i}")
         if sid == target: C = c; break
-        if sid >> 40 != target >> 40: out("node 3' uses another node number:", nid(sid), "- no reuse"); break
+        if sid >> 40 != target >> 40:
+            live = {B.welcome.session_id >> 40, Aroom.welcome.session_id >> 40}
+            out("node 3' uses another node number:", nid(sid), "- no reuse of A's id;", "SAME AS A LIVE NODE'S" if sid >> 40 in live else "not a live node's either", "(live numbers", sorted(live), ")"); break
         await c.ws.close()
     if not C: out("no reuse of", nid(target)); return
     out("new client", C.name, "on node 3' got session id", nid(C.welcome.session_id), "= A's member id; A still connected to col:", Aroom.ws.state.name)

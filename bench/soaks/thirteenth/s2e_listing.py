@@ -3,7 +3,7 @@
 # node 2; node 3 is asked ListRooms every second before and after Redis is SIGKILLed and started empty.
 # Usage: D=/tmp/soak13/s2c RP=6485 P=784 python3 s2e_listing.py   (on a running 3-node cluster)
 import asyncio, os, ssl, subprocess, sys, time, signal
-sys.path.insert(0, "/tmp/soak13/gen")
+sys.path.insert(0, os.environ.get("SOAK", "/tmp/soak13") + "/gen")
 from websockets.asyncio.client import connect
 from tickrelay.v1 import tickrelay_pb2 as pb
 HERE = os.path.dirname(os.path.abspath(__file__)); D = os.environ["D"]; RP = os.environ["RP"]; P = os.environ["P"]

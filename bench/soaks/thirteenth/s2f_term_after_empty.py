@@ -5,7 +5,7 @@
 # its own entity. Control: client N, whose session began AFTER the Redis restart, does the same.
 # Usage: D=/tmp/soak13/s2f RP=6488 P=787 WAIT=20 python3 s2f_term_after_empty.py (starts/stops its own Redis+nodes)
 import asyncio, os, ssl, subprocess, sys, time, signal
-sys.path.insert(0, "/tmp/soak13/gen")
+sys.path.insert(0, os.environ.get("SOAK", "/tmp/soak13") + "/gen")
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from tickrelay.v1 import tickrelay_pb2 as pb

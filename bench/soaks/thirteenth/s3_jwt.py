@@ -3,7 +3,7 @@
 # started by s3_jwt.sh; this script kills/restarts node 3 itself through common.sh.
 # Usage: D=/tmp/soak13/s3 RP=6482 python3 s3_jwt.py [TEST...]
 import asyncio, os, sys, time, json, subprocess, signal
-sys.path.insert(0, "/tmp/soak13/gen")
+sys.path.insert(0, os.environ.get("SOAK", "/tmp/soak13") + "/gen")
 import jwt, websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # sessid_probe.py PORT...: open 3 anonymous sessions on each node, print the session ids (node number = id >> 40)
 import asyncio, ssl, sys, os
-sys.path.insert(0, "/tmp/soak13/gen")
+sys.path.insert(0, os.environ.get("SOAK", "/tmp/soak13") + "/gen")
 from websockets.asyncio.client import connect
 from tickrelay.v1 import tickrelay_pb2 as pb
 ctx = ssl.create_default_context(cafile=os.path.join(os.environ["D"], "tickrelay-dev-cert.pem"))
