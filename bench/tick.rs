@@ -467,6 +467,7 @@ fn t2_fanout(c: &mut Criterion) {
                             tick,
                             baseline: baseline.tick,
                             body: body.clone(),
+                            own: Bytes::new(),
                             last_input_seq: tick,
                             server_time_us: 0,
                         };

@@ -401,6 +401,9 @@ pub struct KindConfig {
     pub name: String,
     /// The fields (at most 64).
     pub fields: Vec<FieldConfig>,
+    /// Entities of the kind reach their owner only (a hand of cards, a fog of war).
+    #[serde(default)]
+    pub owner_only: bool,
 }
 
 /// A declared field: `{ id = 1, name = "x", type = "float", min = 0, max = 100,
@@ -1249,7 +1252,9 @@ impl RoomTypeConfig {
                     if repeats(k.fields.iter().map(|f| f.name.as_str())) {
                         return Err(format!("kind {}: two fields have one name", k.kind));
                     }
-                    KindSchema::new(k.kind, k.name.clone(), fields).map_err(|e| format!("kind {}: {e}", k.kind))
+                    let kind =
+                        KindSchema::new(k.kind, k.name.clone(), fields).map_err(|e| format!("kind {}: {e}", k.kind))?;
+                    Ok(if k.owner_only { kind.seen_by_owner_only() } else { kind })
                 });
                 let kinds = kinds.collect::<Result<_, _>>()?;
                 if repeats(self.kinds.iter().map(|k| k.name.as_str())) {
@@ -1599,6 +1604,14 @@ arena_precision = 0.01
 #   { id = 4, name = "alive", type = "bool" },
 #   { id = 5, name = "nick", type = "string", max_len = 24 },
 # ]
+# A kind may be seen by its owner only (a hand of cards, a fog of war): other members
+# never receive its entities, and only their owner (or the room's owner, for the
+# room's) may write them:
+# [[room_types.relay.kinds]]
+# kind = 2
+# name = "card"
+# owner_only = true
+# fields = [{ id = 1, name = "rank", type = "int", min = 1, max = 13 }]
 
 [room_types.arena]
 simulation = "arena"
@@ -1651,6 +1664,7 @@ mod tests {
                 precision: Some(0.5),
                 max_len: None,
             }],
+            owner_only: true,
         });
         c.room_types.insert(
             "tag".into(),
@@ -2123,6 +2137,8 @@ mod tests {
             .take_while(|l| l.starts_with('#') && !l.starts_with("# Rooms"))
             .filter(|l| !l.starts_with("#   ") || l.contains('{'))
             .map(|l| l.trim_start_matches("# ").trim_start_matches('#'))
+            // Its prose between the examples left out.
+            .filter(|l| l.starts_with(['[', ' ', ']']) || l.contains(" = ") || l.is_empty())
             .collect::<Vec<_>>()
             .join("\n");
         let c = Config::from_toml(&example).unwrap();
@@ -2130,6 +2146,9 @@ mod tests {
         let schema = c.room_types["relay"].schema().unwrap();
         let player = &schema.kinds()[0];
         assert_eq!((player.kind(), player.name(), player.fields().len()), (1, "player", 5));
+        assert!(!player.is_owner_only());
+        let card = &schema.kinds()[1];
+        assert_eq!((card.kind(), card.name(), card.is_owner_only()), (2, "card", true));
         assert_eq!(c.room_types["arena"].schema().unwrap().kinds().len(), 2);
 
         for (toml, problem) in [

@@ -20,7 +20,43 @@ use bytes::BufMut;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::packed::{self, BlockScratch, Values};
-use crate::state::{Entity, Field, Tick, Value, World};
+use crate::state::{Entity, Field, MemberId, Removal, Tick, Value, World};
+
+/// Whose view of a world a frame (or part of one) carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Every entity: a checkpoint, a room with no owner-only kinds.
+    Whole,
+    /// What every member sees: all but the entities of owner-only kinds (a state
+    /// frame's shared body).
+    Shared,
+    /// Only this member's own entities of owner-only kinds (a state frame's
+    /// per-member part, [`Encoder::encode_own`]).
+    Own(MemberId),
+}
+
+impl View {
+    /// True when the view holds `entity`.
+    pub fn sees(self, entity: &Entity) -> bool {
+        match self {
+            Self::Whole => true,
+            Self::Shared => !entity.is_owner_only(),
+            Self::Own(member) => entity.is_owner_only() && entity.owner() == member,
+        }
+    }
+
+    /// True when a delta of this view against `baseline` lists `removal` in
+    /// `removed`: the view held the entity, and does not hold it now (an entity
+    /// there again, or there under the same id, is sent whole, which replaces it).
+    fn removes(self, world: &World, baseline: Tick, removal: &Removal) -> bool {
+        let held = match self {
+            Self::Whole => true,
+            Self::Shared => removal.seen_by.is_none(),
+            Self::Own(member) => removal.seen_by == Some(member),
+        };
+        held && baseline != 0 && removal.tick > baseline && !world.get(removal.id).is_some_and(|e| self.sees(e))
+    }
+}
 
 /// Frame-wide metadata that is the same for every member.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +79,6 @@ mod tag {
     pub const CHANGED: u32 = 6;
     pub const CHECKSUM: u32 = 7;
     pub const SERVER_TIME: u32 = 8;
-    pub const PACKED: u32 = 9;
     pub const LAST_INPUT_SEQ: u32 = 15;
 }
 
@@ -57,12 +92,13 @@ pub struct Encoder {
 /// with numbers relative to the baseline (for an ordered transport) and appends it to
 /// `buf`; see [`Encoder::encode`].
 pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mut impl BufMut) {
-    Encoder::default().encode(world, baseline, Values::AgainstBaseline, meta, buf);
+    Encoder::default().encode(world, baseline, Values::AgainstBaseline, View::Whole, meta, buf);
 }
 
 impl Encoder {
-    /// Encodes the world's current state as a delta against `baseline` (0: full
-    /// snapshot) and appends it to `buf`. The caller guarantees that `baseline` is 0 or
+    /// Encodes the world's current state as `view` sees it (whole or shared), as a
+    /// delta against `baseline` (0: full snapshot), and appends it to `buf`. The
+    /// caller guarantees that `baseline` is 0 or
     /// inside the world's history window (the server's room falls back to a full
     /// snapshot otherwise) and that the tick is finished ([`World::finish_tick`]).
     pub fn encode(
@@ -70,43 +106,81 @@ impl Encoder {
         world: &World,
         baseline: Tick,
         values: Values,
+        view: View,
         meta: FrameMeta<'_>,
         buf: &mut impl BufMut,
     ) {
-        encode_generic(world, baseline, meta, buf);
-        for position in 0..world.schema().kinds().len() {
-            packed::encode_block(world, position, baseline, values, &mut self.scratch, tag::PACKED, buf);
+        let view = match view {
+            View::Own(_) => unreachable!("a member's own part is encode_own's"),
+            // A room with no owner-only kinds has one view.
+            View::Shared if !world.has_owner_only_kinds() => View::Whole,
+            view => view,
+        };
+        encode_header(world, meta, buf);
+        encode_removed(world, baseline, view, buf);
+        encode_generic(world, baseline, buf);
+        for (position, kind) in world.schema().kinds().iter().enumerate() {
+            if view == View::Whole || !kind.is_owner_only() {
+                packed::encode_block(world, position, baseline, values, view, &mut self.scratch, buf);
+            }
         }
-        if let Some(checksum) = meta.checksum {
-            encode_key(tag::CHECKSUM, WireType::SixtyFourBit, buf);
-            buf.put_u64_le(checksum);
-        }
+        encode_checksum(meta.checksum, buf);
         if meta.server_time_us != 0 {
             encode_key(tag::SERVER_TIME, WireType::Varint, buf);
             encode_varint(meta.server_time_us, buf);
         }
     }
+
+    /// Appends what `member` sees beyond a frame's shared body (encoded with
+    /// [`View::Shared`] against the same baseline): its own entities of owner-only
+    /// kinds, as packed blocks, those it lost since the baseline, in `removed`, and
+    /// `checksum` (its view's: the shared one plus its own entities'), which replaces
+    /// the shared body's. Protobuf merges repeated fields and keeps the last of a
+    /// field sent twice, so the frame decodes as one.
+    pub fn encode_own(
+        &mut self,
+        world: &World,
+        member: MemberId,
+        baseline: Tick,
+        values: Values,
+        checksum: Option<u64>,
+        buf: &mut impl BufMut,
+    ) {
+        let view = View::Own(member);
+        encode_removed(world, baseline, view, buf);
+        for (position, kind) in world.schema().kinds().iter().enumerate() {
+            if kind.is_owner_only() {
+                packed::encode_block(world, position, baseline, values, view, &mut self.scratch, buf);
+            }
+        }
+        encode_checksum(checksum, buf);
+    }
 }
 
-/// Room, tick, `removed`, and the entities of undeclared kinds.
-fn encode_generic(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mut impl BufMut) {
-    let tick = world.tick();
+fn encode_header(world: &World, meta: FrameMeta<'_>, buf: &mut impl BufMut) {
     if !meta.room.is_empty() {
         encode_len_delimited(tag::ROOM, meta.room.as_bytes(), buf);
     }
     encode_key(tag::TICK, WireType::Varint, buf);
-    encode_varint(tick, buf);
+    encode_varint(world.tick(), buf);
+}
 
-    // `removed`: packed varints of entities removed after the baseline and not
-    // re-created (a re-created one is sent in `added`, which replaces it). This includes
-    // entities created after the baseline, so the delta also applies to a mirror that
-    // is ahead of the baseline (acknowledged-baseline deltas over QUIC datagrams).
+fn encode_checksum(checksum: Option<u64>, buf: &mut impl BufMut) {
+    if let Some(checksum) = checksum {
+        encode_key(tag::CHECKSUM, WireType::SixtyFourBit, buf);
+        buf.put_u64_le(checksum);
+    }
+}
+
+/// `removed`: packed varints of the view's entities removed after the baseline and
+/// not there again (one there again is sent in `added`, which replaces it). This
+/// includes entities created after the baseline, so the delta also applies to a
+/// mirror that is ahead of the baseline (acknowledged-baseline deltas over QUIC
+/// datagrams).
+fn encode_removed(world: &World, baseline: Tick, view: View, buf: &mut impl BufMut) {
     let removed = || {
-        world
-            .removals()
-            .iter()
-            .filter(move |r| baseline != 0 && r.tick > baseline)
-            .filter(|r| world.get(r.id).is_none())
+        (world.removals().iter())
+            .filter(move |r| view.removes(world, baseline, r))
             .map(|r| r.id)
     };
     let removed_len: usize = removed().map(encoded_len_varint).sum();
@@ -115,7 +189,10 @@ fn encode_generic(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mut 
         encode_varint(removed_len as u64, buf);
         removed().for_each(|id| encode_varint(id, buf));
     }
+}
 
+/// The entities of undeclared kinds (which every member sees).
+fn encode_generic(world: &World, baseline: Tick, buf: &mut impl BufMut) {
     for entity in world.entities().filter(|e| e.schema.is_none()) {
         if baseline != 0 && entity.changed <= baseline {
             continue;

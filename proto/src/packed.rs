@@ -23,7 +23,7 @@
 use bytes::{BufMut, Bytes};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
-use crate::delta::zigzag;
+use crate::delta::{View, zigzag};
 use crate::state::{EntityId, FieldId, FieldType, KindSchema, Tick, Value, World, WorldError};
 
 /// How a delta's numbers are sent.
@@ -38,6 +38,9 @@ pub enum Values {
     Absolute,
 }
 
+/// `StateFrame.packed`'s field number.
+const PACKED_TAG: u32 = 9;
+
 /// Scratch space for [`encode_block`], reused across frames.
 #[derive(Debug, Default)]
 pub struct BlockScratch {
@@ -46,16 +49,16 @@ pub struct BlockScratch {
 }
 
 /// Appends the block of the kind at `position` in the world's schema, as a
-/// length-delimited field `tag`, for a delta against `baseline` (0: full snapshot).
-/// Appends nothing when no entity of the kind is in the delta. The world's entities
-/// must be in id order (as after [`World::finish_tick`]).
+/// `StateFrame.packed` field, for a delta against `baseline` (0: full snapshot) of
+/// the entities `view` sees. Appends nothing when no entity of the kind is in the
+/// delta. The world's entities must be in id order (as after [`World::finish_tick`]).
 pub fn encode_block(
     world: &World,
     position: usize,
     baseline: Tick,
     values: Values,
+    view: View,
     scratch: &mut BlockScratch,
-    tag: u32,
     buf: &mut impl BufMut,
 ) {
     let declared = &world.schema().kinds()[position];
@@ -65,7 +68,7 @@ pub fn encode_block(
     let (mut added_count, mut changed_count) = (0u64, 0u64);
     let (mut last_added, mut last_changed) = (0, 0);
     let want = Some(position as u16);
-    for entity in world.entities().filter(|e| e.schema == want) {
+    for entity in world.entities().filter(|e| e.schema == want && view.sees(e)) {
         if baseline == 0 || entity.created > baseline {
             debug_assert!(added_count == 0 || entity.id > last_added, "entities out of id order");
             encode_varint(entity.id - last_added, added);
@@ -102,7 +105,7 @@ pub fn encode_block(
         + encoded_len_varint(changed_count)
         + added.len()
         + changed.len();
-    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+    prost::encoding::encode_key(PACKED_TAG, prost::encoding::WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
     encode_varint(kind, buf);
     encode_varint(added_count, buf);
@@ -398,7 +401,15 @@ mod tests {
 
     fn block(world: &World, baseline: Tick, values: Values) -> Bytes {
         let mut buf = Vec::new();
-        encode_block(world, 0, baseline, values, &mut BlockScratch::default(), 9, &mut buf);
+        encode_block(
+            world,
+            0,
+            baseline,
+            values,
+            View::Whole,
+            &mut BlockScratch::default(),
+            &mut buf,
+        );
         // Strip the field key and length: the block itself.
         let mut rest = &buf[1..];
         let len = prost::encoding::decode_varint(&mut rest).unwrap() as usize;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use serde_json::{Value as Json, json};
-use tickrelay_proto::delta::{Encoder, FrameMeta, encode_member_part};
+use tickrelay_proto::delta::{Encoder, FrameMeta, View, encode_member_part};
 use tickrelay_proto::mirror::StateMirror;
 use tickrelay_proto::packed::Values;
 use tickrelay_proto::state::{FieldSpec, FieldType, KindSchema, Schema, Value, World};
@@ -161,7 +161,7 @@ fn generate() -> Json {
             checksum: Some(world.checksum()),
         };
         let mut buf = Vec::new();
-        encoder.encode(&world, step.baseline, step.values, meta, &mut buf);
+        encoder.encode(&world, step.baseline, step.values, View::Whole, meta, &mut buf);
         encode_member_part(step.baseline, 0, &mut buf);
         frames.push(json!({
             "name": step.name,

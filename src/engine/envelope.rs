@@ -170,12 +170,13 @@ pub fn encode_envelope(reliable: Reliable<'_>, states: &[PendingState], buf: &mu
     buf.reserve(envelope_len(reliable, states));
     reliable.encode(buf);
     for state in states {
-        let frame_len = state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq);
+        let frame_len = frame_len(state);
         encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
         encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, buf);
         encode_key(MESSAGE_STATE, WireType::LengthDelimited, buf);
         encode_varint(frame_len as u64, buf);
         buf.put_slice(&state.body);
+        buf.put_slice(&state.own);
         delta::encode_member_part(state.baseline, state.last_input_seq, buf);
     }
 }
@@ -190,10 +191,13 @@ pub fn encode_stream_frame(reliable: Reliable<'_>, states: &[PendingState], buf:
 }
 
 fn state_message_len(state: &PendingState) -> usize {
-    nested_len(
-        MESSAGE_STATE,
-        state.body.len() + delta::member_part_len(state.baseline, state.last_input_seq),
-    )
+    nested_len(MESSAGE_STATE, frame_len(state))
+}
+
+/// The length of one `StateFrame`: the shared body, the member's own part and the
+/// per-member fields.
+fn frame_len(state: &PendingState) -> usize {
+    state.body.len() + state.own.len() + delta::member_part_len(state.baseline, state.last_input_seq)
 }
 
 fn nested_len(tag: u32, len: usize) -> usize {
@@ -227,6 +231,7 @@ mod tests {
             }
             .encode_to_vec()
             .into(),
+            own: Bytes::new(),
             last_input_seq: 0,
             server_time_us: 0,
         }
@@ -323,6 +328,7 @@ mod tests {
                 tick: 9,
                 baseline: 8,
                 body,
+                own: Bytes::new(),
                 last_input_seq: 300,
                 server_time_us: 0,
             }],

@@ -65,6 +65,10 @@ pub struct PendingState {
     pub baseline: Tick,
     /// Shared encoded `StateFrame` fields (everything but the per-member ones).
     pub body: Bytes,
+    /// What only this member sees, after the body: its own entities of owner-only
+    /// kinds and its view's checksum ([`tickrelay_proto::delta::Encoder::encode_own`]);
+    /// empty for most frames.
+    pub own: Bytes,
     /// The member's last applied input sequence number.
     pub last_input_seq: u64,
     /// The tick's server time stamp (microseconds since the Unix epoch), to measure
@@ -574,6 +578,7 @@ mod tests {
             tick,
             baseline,
             body: Bytes::new(),
+            own: Bytes::new(),
             last_input_seq: 0,
             server_time_us: 0,
         }

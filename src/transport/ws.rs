@@ -389,6 +389,7 @@ mod tests {
             tick: 9,
             baseline: 0,
             body: Bytes::from(vec![0x0a; bytes]),
+            own: Bytes::new(),
             last_input_seq: 0,
             server_time_us: 0,
         }

@@ -43,6 +43,8 @@ pub struct Entity {
     pub(crate) kind: u32,
     /// The kind's position in the world's schema, if declared.
     pub(crate) schema: Option<u16>,
+    /// Its kind is seen by its owner only ([`super::KindSchema::is_owner_only`]).
+    pub(crate) owner_only: bool,
     pub(crate) fields: Vec<Field>,
     /// Tick at which this entity was created.
     pub(crate) created: Tick,
@@ -67,6 +69,11 @@ impl Entity {
     /// The game-defined kind.
     pub fn kind(&self) -> u32 {
         self.kind
+    }
+
+    /// True when only its owner sees it (its kind is declared so).
+    pub fn is_owner_only(&self) -> bool {
+        self.owner_only
     }
 
     /// The tick at which any of its fields last changed (or it was created).

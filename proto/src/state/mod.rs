@@ -16,7 +16,7 @@ pub use schema::{
     FieldProblem, FieldSpec, FieldType, KindSchema, MAX_FIELDS_PER_KIND, MAX_FLOAT_STEPS, Quantizer, Schema,
     SchemaError,
 };
-pub use world::{EntityMut, Removal, World, WorldError};
+pub use world::{EntityMut, Own, Removal, World, WorldError};
 
 /// A room tick number. Tick 0 is "before the first tick"; a baseline of 0 means "full".
 pub type Tick = u64;

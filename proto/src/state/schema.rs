@@ -261,12 +261,13 @@ impl FieldSpec {
 }
 
 /// A declared entity kind: its fields, sorted by id (bit `i` of a packed field mask is
-/// `fields()[i]`).
+/// `fields()[i]`), and who sees its entities.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KindSchema {
     kind: u32,
     name: String,
     fields: Vec<FieldSpec>,
+    owner_only: bool,
 }
 
 impl KindSchema {
@@ -283,7 +284,23 @@ impl KindSchema {
             kind,
             name: name.into(),
             fields,
+            owner_only: false,
         })
+    }
+
+    /// The same kind, its entities seen by their owner only: a hand of cards, a fog
+    /// of war. Other members never receive them (nor their removal), and what the
+    /// server owns of the kind no member receives.
+    pub fn seen_by_owner_only(self) -> Self {
+        Self {
+            owner_only: true,
+            ..self
+        }
+    }
+
+    /// True when only an entity's owner receives it ([`KindSchema::seen_by_owner_only`]).
+    pub fn is_owner_only(&self) -> bool {
+        self.owner_only
     }
 
     /// The kind number.
@@ -347,6 +364,7 @@ impl Schema {
                 kind: k.kind,
                 name: k.name.clone(),
                 fields: k.fields.iter().map(field_to_proto).collect(),
+                owner_only: k.owner_only,
             })
             .collect()
     }
@@ -357,7 +375,8 @@ impl Schema {
             .iter()
             .map(|k| {
                 let fields = k.fields.iter().map(field_from_proto).collect::<Result<_, _>>()?;
-                KindSchema::new(k.kind, k.name.clone(), fields)
+                let kind = KindSchema::new(k.kind, k.name.clone(), fields)?;
+                Ok(if k.owner_only { kind.seen_by_owner_only() } else { kind })
             })
             .collect::<Result<_, _>>()?;
         Self::new(kinds)
@@ -523,11 +542,14 @@ mod tests {
                 ],
             )
             .unwrap(),
-            KindSchema::new(1, "flag", vec![FieldSpec::new(1, "up", FieldType::Bool)]).unwrap(),
+            KindSchema::new(1, "flag", vec![FieldSpec::new(1, "up", FieldType::Bool)])
+                .unwrap()
+                .seen_by_owner_only(),
         ])
         .unwrap();
         assert_eq!(Schema::from_proto(&schema.to_proto()).unwrap(), schema);
         assert_eq!(schema.kinds()[0].kind(), 1);
+        assert!(schema.kinds()[0].is_owner_only() && !schema.kinds()[1].is_owner_only());
         assert_eq!(schema.kinds()[1].slot(7), Some(2));
     }
 

@@ -2,7 +2,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::entity::NEVER;
 use super::{
@@ -37,6 +37,72 @@ pub struct Removal {
     pub tick: Tick,
     /// The removed entity.
     pub id: EntityId,
+    /// The one member that saw it, for an entity of an owner-only kind (its owner,
+    /// also when the entity was given to another); `None`: every member did.
+    pub seen_by: Option<MemberId>,
+}
+
+/// What the entities of owner-only kinds one member owns add up to (see
+/// [`World::own`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Own {
+    /// How many the member owns.
+    pub count: u32,
+    /// The wrapping sum of their hashes: their share of the checksum.
+    pub checksum: u64,
+    /// The last tick in which one was created, written, given or taken away, or
+    /// removed.
+    pub changed: Tick,
+}
+
+/// The world's running sums: the checksum (and its part per owner of owner-only
+/// entities) and when anything last changed.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    /// Wrapping sum of the hashes of all clean entities.
+    checksum: u64,
+    /// The part of `checksum` from entities of owner-only kinds.
+    own_checksum: u64,
+    own: FxHashMap<MemberId, Own>,
+    /// The last tick in which an entity was created, changed or removed.
+    last_change: Tick,
+    /// The same, of entities every member sees.
+    last_shared_change: Tick,
+}
+
+impl Tally {
+    /// Counts a clean entity's hash in.
+    fn put(&mut self, e: &Entity) {
+        self.checksum = self.checksum.wrapping_add(e.hash);
+        if e.owner_only {
+            self.own_checksum = self.own_checksum.wrapping_add(e.hash);
+            let own = self.own.entry(e.owner).or_default();
+            own.checksum = own.checksum.wrapping_add(e.hash);
+        }
+    }
+
+    /// Takes a clean entity's hash out (it is about to change, change hands or go).
+    fn take(&mut self, e: &Entity) {
+        self.checksum = self.checksum.wrapping_sub(e.hash);
+        if e.owner_only {
+            self.own_checksum = self.own_checksum.wrapping_sub(e.hash);
+            let own = self.own.entry(e.owner).or_default();
+            own.checksum = own.checksum.wrapping_sub(e.hash);
+        }
+    }
+
+    /// Records a change of `e` in `tick`; `owned` is +1 for an entity its owner gains,
+    /// -1 for one it loses.
+    fn touch(&mut self, e: &Entity, tick: Tick, owned: i32) {
+        self.last_change = tick;
+        if e.owner_only {
+            let own = self.own.entry(e.owner).or_default();
+            own.changed = tick;
+            own.count = own.count.wrapping_add_signed(owned);
+        } else {
+            self.last_shared_change = tick;
+        }
+    }
 }
 
 /// The entities of a room, with the change bookkeeping that delta encoding and the
@@ -55,12 +121,9 @@ pub struct World {
     sorted: bool,
     schema: Arc<Schema>,
     tick: Tick,
-    /// The last tick in which anything changed.
-    last_change: Tick,
     window: Tick,
     removals: VecDeque<Removal>,
-    /// Wrapping sum of the hashes of all clean entities.
-    checksum: u64,
+    tally: Tally,
     dirty: Vec<EntityId>,
 }
 
@@ -78,10 +141,9 @@ impl World {
             sorted: true,
             schema,
             tick: 0,
-            last_change: 0,
             window,
             removals: VecDeque::new(),
-            checksum: 0,
+            tally: Tally::default(),
             dirty: Vec::new(),
         }
     }
@@ -93,7 +155,13 @@ impl World {
 
     /// The last tick in which an entity was created, changed or removed.
     pub fn last_change(&self) -> Tick {
-        self.last_change
+        self.tally.last_change
+    }
+
+    /// The last tick in which an entity every member sees (not of an owner-only
+    /// kind) was created, changed or removed.
+    pub fn last_shared_change(&self) -> Tick {
+        self.tally.last_shared_change
     }
 
     /// Starts building `tick`; mutations from now on are stamped with it.
@@ -118,19 +186,40 @@ impl World {
             if let Some(e) = self.entities.get_mut(&id).filter(|e| e.dirty) {
                 e.hash = entity_hash(e.id, e.owner, e.kind, e.fields());
                 e.dirty = false;
-                self.checksum = self.checksum.wrapping_add(e.hash);
+                self.tally.put(e);
             }
         }
         let oldest = self.tick.saturating_sub(self.window);
         while self.removals.front().is_some_and(|r| r.tick <= oldest) {
             self.removals.pop_front();
         }
+        if !self.tally.own.is_empty() {
+            self.tally.own.retain(|_, own| own.count > 0 || own.changed > oldest);
+        }
     }
 
     /// Checksum of the whole state as of the last [`World::finish_tick`].
     pub fn checksum(&self) -> u64 {
         debug_assert!(self.dirty.is_empty(), "checksum read mid-tick");
-        self.checksum
+        self.tally.checksum
+    }
+
+    /// Checksum of what every member sees: the state without the entities of
+    /// owner-only kinds. A member's own are [`World::own`]`.checksum` more.
+    pub fn shared_checksum(&self) -> u64 {
+        debug_assert!(self.dirty.is_empty(), "checksum read mid-tick");
+        self.tally.checksum.wrapping_sub(self.tally.own_checksum)
+    }
+
+    /// What `member`'s entities of owner-only kinds add up to (all zero when it owns
+    /// none and lost none within the history window).
+    pub fn own(&self, member: MemberId) -> Own {
+        self.tally.own.get(&member).copied().unwrap_or_default()
+    }
+
+    /// True when some kind is seen by its owner only.
+    pub fn has_owner_only_kinds(&self) -> bool {
+        self.schema.kinds().iter().any(KindSchema::is_owner_only)
     }
 
     /// Number of entities.
@@ -191,6 +280,7 @@ impl World {
         // over from the duplicates (a create may name one field many times).
         fields.shrink_to_fit();
         let schema = self.schema.position(kind);
+        let owner_only = schema.is_some_and(|p| self.schema.kinds()[p].is_owner_only());
         if let Some(position) = schema {
             let declared = &self.schema.kinds()[position];
             for f in &mut fields {
@@ -206,22 +296,21 @@ impl World {
         if self.entities.last().is_some_and(|(&last, _)| last > id) {
             self.sorted = false;
         }
-        self.entities.insert(
+        let entity = Entity {
             id,
-            Entity {
-                id,
-                owner,
-                kind,
-                schema: schema.map(|p| p as u16),
-                fields,
-                created: tick,
-                changed: tick,
-                hash: 0,
-                dirty: true,
-            },
-        );
+            owner,
+            kind,
+            schema: schema.map(|p| p as u16),
+            owner_only,
+            fields,
+            created: tick,
+            changed: tick,
+            hash: 0,
+            dirty: true,
+        };
+        self.tally.touch(&entity, tick, 1);
+        self.entities.insert(id, entity);
         self.dirty.push(id);
-        self.last_change = tick;
         Ok(())
     }
 
@@ -237,8 +326,7 @@ impl World {
             entities,
             schema,
             tick,
-            last_change,
-            checksum,
+            tally,
             dirty,
             ..
         } = self;
@@ -247,15 +335,15 @@ impl World {
             declared: entity.schema.map(|p| &schema.kinds()[usize::from(p)]),
             entity,
             tick: *tick,
-            last_change,
-            checksum,
+            tally,
             dirty,
         })
     }
 
     /// Hands an entity to another owner. Its next deltas list it whole (in `added`,
     /// which replaces a receiver's copy), as if it were created again now: a client's
-    /// mirror learns owners from entities added.
+    /// mirror learns owners from entities added. An entity of an owner-only kind is
+    /// removed for its old owner and added for its new one.
     pub fn set_owner(&mut self, id: EntityId, owner: MemberId) -> Result<(), WorldError> {
         let tick = self.tick;
         let entity = self.entities.get_mut(&id).ok_or(WorldError::NotFound(id))?;
@@ -263,14 +351,22 @@ impl World {
             return Ok(());
         }
         if !entity.dirty {
-            self.checksum = self.checksum.wrapping_sub(entity.hash);
+            self.tally.take(entity);
             entity.dirty = true;
             self.dirty.push(id);
+        }
+        if entity.owner_only {
+            self.tally.touch(entity, tick, -1);
+            self.removals.push_back(Removal {
+                tick,
+                id,
+                seen_by: Some(entity.owner),
+            });
         }
         entity.owner = owner;
         entity.created = tick;
         entity.changed = tick;
-        self.last_change = tick;
+        self.tally.touch(entity, tick, i32::from(entity.owner_only));
         Ok(())
     }
 
@@ -281,10 +377,14 @@ impl World {
             self.sorted = false; // the last entity moved into the gap
         }
         if !entity.dirty {
-            self.checksum = self.checksum.wrapping_sub(entity.hash);
+            self.tally.take(&entity);
         }
-        self.last_change = self.tick;
-        self.removals.push_back(Removal { tick: self.tick, id });
+        self.tally.touch(&entity, self.tick, -1);
+        self.removals.push_back(Removal {
+            tick: self.tick,
+            id,
+            seen_by: entity.owner_only.then_some(entity.owner),
+        });
         Ok(entity)
     }
 
@@ -307,7 +407,7 @@ impl World {
         self.sorted = true;
         self.removals.clear();
         self.dirty.clear();
-        self.checksum = 0;
+        self.tally = Tally::default();
     }
 
     /// True when both worlds hold the same entities with the same values.
@@ -332,8 +432,7 @@ pub struct EntityMut<'w> {
     entity: &'w mut Entity,
     declared: Option<&'w KindSchema>,
     tick: Tick,
-    last_change: &'w mut Tick,
-    checksum: &'w mut u64,
+    tally: &'w mut Tally,
     dirty: &'w mut Vec<EntityId>,
 }
 
@@ -399,10 +498,10 @@ impl EntityMut<'_> {
             }
         }
         entity.changed = tick;
-        *self.last_change = tick;
+        self.tally.touch(entity, tick, 0);
         if !entity.dirty {
             entity.dirty = true;
-            *self.checksum = self.checksum.wrapping_sub(entity.hash);
+            self.tally.take(entity);
             self.dirty.push(entity.id);
         }
         true
@@ -412,6 +511,7 @@ impl EntityMut<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{FieldSpec, FieldType};
 
     fn full_checksum(world: &World) -> u64 {
         world.entities().fold(0u64, |sum, e| {
@@ -438,6 +538,68 @@ mod tests {
         w.finish_tick();
         assert_eq!(w.checksum(), full_checksum(&w));
         assert_eq!(w.len(), 2);
+    }
+
+    /// The checksum's parts (shared, and each owner's entities of owner-only kinds)
+    /// follow creates, writes, gives and removals, and add up to the whole.
+    #[test]
+    fn each_owners_share_of_the_checksum_is_kept_up_to_date() {
+        let int = FieldSpec::new(1, "n", FieldType::int(0, 9).unwrap());
+        let hidden = KindSchema::new(3, "hidden", vec![int]).unwrap().seen_by_owner_only();
+        let mut w = World::with_schema(4, Arc::new(Schema::new(vec![hidden]).unwrap()));
+        let part = |w: &World, member: Option<MemberId>| {
+            let seen = |e: &&Entity| match member {
+                Some(m) => e.owner_only && e.owner == m,
+                None => !e.owner_only,
+            };
+            (w.entities().filter(seen)).fold(0u64, |sum, e| {
+                sum.wrapping_add(entity_hash(e.id, e.owner, e.kind, e.fields()))
+            })
+        };
+        let check = |w: &World| {
+            assert_eq!(w.shared_checksum(), part(w, None));
+            for m in [1, 2] {
+                assert_eq!(w.own(m).checksum, part(w, Some(m)), "member {m}");
+                assert_eq!(
+                    w.own(m).count as usize,
+                    w.entities().filter(|e| e.owner_only && e.owner == m).count()
+                );
+            }
+            assert_eq!(w.checksum(), full_checksum(w));
+        };
+        w.begin_tick(1);
+        w.spawn(1, 1, 3, [(1, Value::Int(1))]).unwrap();
+        w.spawn(2, 2, 3, []).unwrap();
+        w.spawn(3, 1, 1, []).unwrap();
+        w.finish_tick();
+        check(&w);
+        assert_eq!((w.last_shared_change(), w.own(1).changed), (1, 1));
+        w.begin_tick(2);
+        w.set(1, 1, Value::Int(2)).unwrap();
+        w.set_owner(1, 2).unwrap();
+        w.finish_tick();
+        check(&w);
+        assert_eq!((w.last_shared_change(), w.own(1).changed, w.own(2).changed), (1, 2, 2));
+        let lost: Vec<_> = w.removals().iter().map(|r| (r.id, r.seen_by)).collect();
+        assert_eq!(lost, [(1, Some(1))]);
+        w.begin_tick(3);
+        w.despawn(2).unwrap();
+        w.set(3, 1, Value::Int(1)).unwrap();
+        w.finish_tick();
+        check(&w);
+        assert_eq!(
+            w.own(1),
+            Own {
+                count: 0,
+                checksum: 0,
+                changed: 2
+            }
+        );
+        // An owner with nothing left is forgotten once its last change is out of the window.
+        w.begin_tick(7);
+        w.finish_tick();
+        assert_eq!(w.own(1), Own::default());
+        assert_eq!(w.own(2).count, 1);
     }
 
     #[test]

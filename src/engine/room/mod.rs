@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use rustc_hash::FxHashMap;
 
-use crate::delta::{self, FrameMeta};
+use crate::delta::{self, FrameMeta, View};
 use crate::engine::listing::{Listing, ListingState};
 use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
 use crate::engine::simulation::{
@@ -38,7 +38,7 @@ use crate::packed::Values;
 use crate::proto::{
     self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
 };
-use crate::state::{MemberId, SERVER, Tick, World};
+use crate::state::{MemberId, Own, SERVER, Tick, World};
 
 /// The simulation's events over the size limits: one log line a second at most.
 static DROPPED_EVENTS: LogBudget = LogBudget::new("room_events_dropped", 1);
@@ -411,8 +411,14 @@ impl Room {
             server_time_us: time_us,
             checksum: Some(self.world.checksum()),
         };
-        self.encoder
-            .encode(&self.world, 0, Values::AgainstBaseline, meta, &mut self.buf);
+        self.encoder.encode(
+            &self.world,
+            0,
+            Values::AgainstBaseline,
+            View::Whole,
+            meta,
+            &mut self.buf,
+        );
         let state = self.buf.split().freeze();
         let members = self.members.iter().map(|m| proto::Seat {
             member_id: m.id,
@@ -1276,7 +1282,9 @@ impl Room {
         self.world.finish_tick();
         self.stats.ticks += 1;
 
-        let changed = self.world.last_change() == tick;
+        // What every member sees changed (a change of a member's own entities of an
+        // owner-only kind is that member's news alone).
+        let changed = self.world.last_shared_change() == tick;
         if changed {
             self.change_ticks.push_back(tick);
         }
@@ -1461,14 +1469,16 @@ impl Room {
         // moves past the one before would cost it a full snapshot at the next change.
         let idle_frame_acknowledged = tick.is_multiple_of((self.config.idle_frame_interval() / 2).max(1));
         let with_checksum = idle_frame || tick.is_multiple_of(self.config.checksum_interval);
-        let checksum = self.world.checksum();
+        let checksum = self.world.shared_checksum();
+        let views = self.world.has_owner_only_kinds();
         let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
         let naive = self.config.naive_fanout;
         let rate = Tick::from(self.config.tick_rate);
         self.bodies.clear();
 
         for m in &mut self.members {
-            let news = m.needs_full || m.last_applied != m.last_sent_seq;
+            let own = if views { self.world.own(m.id) } else { Own::default() };
+            let news = m.needs_full || m.last_applied != m.last_sent_seq || own.changed == tick;
             // The outbox's delivery (a lock) is asked only when nothing else sends a frame.
             let idle_acknowledged = || idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged;
             if !(naive || changed || news || idle_frame || idle_acknowledged()) {
@@ -1511,7 +1521,8 @@ impl Room {
                         server_time_us,
                         checksum: (full || with_checksum).then_some(checksum),
                     };
-                    self.encoder.encode(&self.world, baseline, values, meta, &mut self.buf);
+                    self.encoder
+                        .encode(&self.world, baseline, values, View::Shared, meta, &mut self.buf);
                     let body = self.buf.split().freeze();
                     report.encodes += 1;
                     self.stats.bytes_encoded += body.len() as u64;
@@ -1523,12 +1534,24 @@ impl Room {
                     body
                 }
             };
+            // What this member sees beyond the shared body: its own entities of
+            // owner-only kinds (added, changed or lost since the baseline), and its
+            // view's checksum when the frame carries one.
+            let checksum_sent = full || with_checksum;
+            let own = if own.changed > baseline || (own.count > 0 && checksum_sent) {
+                let checksum = checksum_sent.then(|| checksum.wrapping_add(own.checksum));
+                (self.encoder).encode_own(&self.world, m.id, baseline, values, checksum, &mut self.buf);
+                self.buf.split().freeze()
+            } else {
+                Bytes::new()
+            };
             let pushed = m.outbox.push_state(
                 PendingState {
                     room: self.key,
                     tick,
                     baseline,
                     body,
+                    own,
                     last_input_seq: m.last_applied,
                     server_time_us,
                 },

@@ -169,9 +169,11 @@ impl LossyClient {
     }
 }
 
-/// A relay room whose kind 2 is declared ([`declared_kind`]); kind 1 is free-form.
+/// A relay room whose kind 2 is declared ([`declared_kind`]), and kind 3 alike but
+/// seen by its owner only; kind 1 is free-form.
 fn relay_room(config: RoomConfig) -> Room {
-    let schema = Schema::new(vec![declared_kind()]).unwrap();
+    let hidden = KindSchema::new(3, "hidden", declared_kind().fields().to_vec()).unwrap();
+    let schema = Schema::new(vec![declared_kind(), hidden.seen_by_owner_only()]).unwrap();
     let relay = Relay::with_schema(Arc::new(schema));
     Room::new(1, "room".into(), "relay".into(), config, Box::new(relay))
 }
@@ -2224,6 +2226,22 @@ enum Op {
         member: usize,
         id: u64,
     },
+    Give {
+        member: usize,
+        id: u64,
+        to: usize,
+    },
+}
+
+/// True when `mirror` holds exactly what `member` sees of `world`: every entity but
+/// the others' (and the room's) of owner-only kinds.
+fn holds_the_view_of(mirror: &World, world: &World, member: MemberId) -> bool {
+    let seen = |e: &&crate::state::Entity| !e.is_owner_only() || e.owner() == member;
+    mirror.len() == world.entities().filter(seen).count()
+        && world
+            .entities()
+            .filter(seen)
+            .all(|e| mirror.get(e.id()).is_some_and(|m| m.same_state(e)))
 }
 
 fn value() -> impl Strategy<Value = Value> {
@@ -2261,7 +2279,7 @@ fn op() -> impl Strategy<Value = Op> {
         (
             member.clone(),
             id.clone(),
-            1u32..=2,
+            1u32..=3,
             proptest::collection::vec(field_value(), 0..4)
         )
             .prop_map(|(member, id, kind, fields)| Op::Create {
@@ -2278,7 +2296,8 @@ fn op() -> impl Strategy<Value = Op> {
                 value,
             }
         }),
-        (member, id).prop_map(|(member, id)| Op::Remove { member, id }),
+        (member.clone(), id.clone()).prop_map(|(member, id)| Op::Remove { member, id }),
+        (member.clone(), id, member).prop_map(|(member, id, to)| Op::Give { member, id, to }),
     ]
 }
 
@@ -2308,6 +2327,17 @@ fn payload(op: &Op) -> (usize, input::Payload) {
             *member,
             input::Payload::Writes(EntityWrites {
                 remove: vec![*id],
+                ..Default::default()
+            }),
+        ),
+        // Members 1, 2 and 3 (indices 0, 1, 2) join in that order: 1 owns the room.
+        Op::Give { member, id, to } => (
+            *member,
+            input::Payload::Writes(EntityWrites {
+                give: vec![proto::Give {
+                    id: *id,
+                    to: *to as MemberId + 1,
+                }],
                 ..Default::default()
             }),
         ),
@@ -2358,6 +2388,7 @@ proptest! {
     ) {
         let config = RoomConfig { history: 5, ..Default::default() };
         let mut room = relay_room(config);
+        owned_by(&mut room, 1); // member 1 may give entities to others
         let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
         for c in &clients {
             join(&mut room, c);
@@ -2374,10 +2405,11 @@ proptest! {
                 if *read {
                     c.read();
                     c.received.clear();
-                    prop_assert!(c.mirror.world().same_state(room.world()));
+                    prop_assert!(holds_the_view_of(c.mirror.world(), room.world(), c.id), "member {}", c.id);
                     // Idle ticks send nothing, so the mirror's tick may trail the
-                    // room's, but never behind the last change.
-                    prop_assert!(c.mirror.tick() >= room.world().last_change());
+                    // room's, but never behind the last change the member sees.
+                    let seen = room.world().last_shared_change().max(room.world().own(c.id).changed);
+                    prop_assert!(c.mirror.tick() >= seen);
                 }
             }
         }
@@ -2396,6 +2428,7 @@ proptest! {
     ) {
         let config = RoomConfig { history: 6, ..Default::default() };
         let mut room = relay_room(config);
+        owned_by(&mut room, 1); // member 1 may give entities to others
         let schema = room.world().schema().clone();
         let mut clients: Vec<LossyClient> = (1..=3).map(|id| LossyClient::new(id, &schema)).collect();
         for c in &clients {
@@ -2413,7 +2446,7 @@ proptest! {
             past.insert(room.world().tick(), room.world().clone());
             for (c, &fate) in clients.iter_mut().zip(fates) {
                 for tick in c.exchange(fate) {
-                    prop_assert!(c.mirror.world().same_state(&past[&tick]), "client {} at tick {tick}", c.id);
+                    prop_assert!(holds_the_view_of(c.mirror.world(), &past[&tick], c.id), "client {} at tick {tick}", c.id);
                 }
             }
         }
@@ -2427,7 +2460,7 @@ proptest! {
             }
         }
         for c in &clients {
-            prop_assert!(c.mirror.world().same_state(room.world()), "client {} did not catch up", c.id);
+            prop_assert!(holds_the_view_of(c.mirror.world(), room.world(), c.id), "client {} did not catch up", c.id);
         }
     }
 
@@ -3264,4 +3297,114 @@ fn a_room_checkpointed_before_its_first_tick_is_started_where_it_is_restored() {
     restored.tick(0);
     assert_eq!(starts.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert!(restored.world().get(1).is_some(), "its world set up");
+}
+
+/// Entities of an owner-only kind (kind 3 of [`relay_room`]) reach their owner
+/// only: another member's mirror never holds them, both mirrors verify their
+/// checksums, and to another member they do not exist (its writes get
+/// `ENTITY_NOT_FOUND`, as for an id nobody uses). Given away, one leaves its old
+/// owner's mirror and enters its new owner's.
+#[test]
+fn entities_of_an_owner_only_kind_reach_their_owner_only() {
+    let (mut room, mut clients) = owned_room_of(2);
+    let [a, b] = &mut clients[..] else { unreachable!() };
+    room.push_input(
+        1,
+        1,
+        create_of(
+            3,
+            7,
+            vec![Field {
+                id: 0,
+                value: Some(Value::Int(5)),
+            }],
+        ),
+    );
+    room.push_input(1, 2, create_of(2, 8, vec![]));
+    room.push_input(2, 1, create_of(3, 9, vec![]));
+    room.tick(0);
+    room.push_input(
+        2,
+        2,
+        update(
+            7,
+            vec![Field {
+                id: 0,
+                value: Some(Value::Int(6)),
+            }],
+        ),
+    );
+    room.push_input(
+        2,
+        3,
+        writes(EntityWrites {
+            remove: vec![7],
+            ..Default::default()
+        }),
+    );
+    room.tick(0);
+    let ids = |c: &Client| c.mirror.world().entities().map(|e| e.id()).collect::<Vec<_>>();
+    a.read();
+    b.read();
+    assert_eq!((ids(a), ids(b)), (vec![7, 8], vec![8, 9]));
+    let codes: Vec<_> = b.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    assert_eq!(
+        codes,
+        [
+            (ErrorCode::EntityNotFound as i32, 2),
+            (ErrorCode::EntityNotFound as i32, 3)
+        ]
+    );
+    assert_eq!(room.world().get(7).and_then(|e| e.get(0)), Some(&Value::Int(5)));
+
+    // The join's full snapshot and deltas both verify each member's checksum.
+    for seq in 0..RoomConfig::default().checksum_interval {
+        room.push_input(
+            1,
+            3 + seq,
+            update(
+                8,
+                vec![Field {
+                    id: 0,
+                    value: Some(Value::Int(seq as i64)),
+                }],
+            ),
+        );
+        room.tick(0);
+    }
+    a.read();
+    b.read();
+    assert!(a.mirror.checksums_verified() >= 2 && b.mirror.checksums_verified() >= 2);
+    let seq = 3 + RoomConfig::default().checksum_interval;
+
+    room.push_input(1, seq, give(7, 2));
+    room.tick(0);
+    a.read();
+    b.read();
+    assert_eq!((ids(a), ids(b)), (vec![8], vec![7, 8, 9]));
+    assert!(holds_the_view_of(a.mirror.world(), room.world(), 1));
+    assert!(holds_the_view_of(b.mirror.world(), room.world(), 2));
+}
+
+/// A checkpoint holds every entity, those of owner-only kinds too, and the restored
+/// room sends each member its own again.
+#[test]
+fn a_checkpoint_keeps_entities_seen_by_their_owner_only() {
+    let (mut room, _clients) = owned_room_of(2);
+    room.push_input(1, 1, create_of(3, 7, vec![]));
+    room.push_input(2, 1, create_of(2, 8, vec![]));
+    room.tick(0);
+    let checkpoint = checkpoint_of(&mut room);
+    let hidden = KindSchema::new(3, "hidden", declared_kind().fields().to_vec()).unwrap();
+    let schema = Schema::new(vec![declared_kind(), hidden.seen_by_owner_only()]).unwrap();
+    let relay = Relay::with_schema(Arc::new(schema));
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(relay), &checkpoint, 10).unwrap();
+    assert!(restored.world().same_state(room.world()));
+    let a = Client::new(1);
+    restored.join(1, "user-1".into(), a.outbox.clone(), 1, 1).unwrap();
+    restored.tick(0);
+    let mut a = a;
+    a.read();
+    assert!(holds_the_view_of(a.mirror.world(), restored.world(), 1));
+    assert!(a.mirror.world().get(7).is_some());
 }

@@ -44,18 +44,21 @@ impl Relay {
     }
 
     fn apply(&mut self, ctx: &mut SimContext<'_>, member: MemberId, writes: &EntityWrites) -> Result<(), SimError> {
-        // Checked up front, so that a write that does not fit changes nothing.
-        check_declared(ctx.world, writes)?;
         // The room's entities are written by its owner of the moment (a room without
         // an owner has owner 0, which no member is). Read only when one is written.
         let listing = ctx.listing;
         let room_owner = || listing.with(|l| l.owner);
+        // Another's entity of an owner-only kind is, to this member, no entity at
+        // all: every answer about it is the one an absent id gets.
         let may_write = |entity: &Entity| match entity.owner() {
             owner if owner == member => Ok(()),
             SERVER if room_owner() == member => Ok(()),
+            _ if entity.is_owner_only() => Err(SimError::EntityNotFound(entity.id())),
             SERVER => Err(SimError::NotRoomOwner(entity.id())),
             _ => Err(SimError::NotOwner(entity.id())),
         };
+        // Checked up front, so that a write that does not fit changes nothing.
+        check_declared(ctx.world, writes, |e| may_write(e).is_ok() || !e.is_owner_only())?;
         for create in &writes.create {
             self.create(ctx, member, create)?;
         }
@@ -191,8 +194,10 @@ fn check_value(limits: EntityLimits, value: Option<&Value>) -> Result<(), SimErr
     }
 }
 
-/// Checks every written value of a declared kind against its declaration.
-fn check_declared(world: &World, writes: &EntityWrites) -> Result<(), SimError> {
+/// Checks every written value of a declared kind against its declaration; an update
+/// of an entity the writer may not know of (`known` false) is left to the ownership
+/// check.
+fn check_declared(world: &World, writes: &EntityWrites, known: impl Fn(&Entity) -> bool) -> Result<(), SimError> {
     let schema = world.schema();
     if schema.is_empty() {
         return Ok(());
@@ -224,6 +229,9 @@ fn check_declared(world: &World, writes: &EntityWrites) -> Result<(), SimError> 
     }
     for update in &writes.update {
         // Of an entity that exists, or that this input creates.
+        if world.get(update.id).is_some_and(|e| !known(e)) {
+            continue;
+        }
         let kind = (world.get(update.id).map(Entity::kind)).or_else(|| {
             (writes.create.iter().chain(&writes.create_for_room))
                 .find(|c| c.id == update.id)
