@@ -73,21 +73,20 @@ struct Tally {
 impl Tally {
     /// Counts a clean entity's hash in.
     fn put(&mut self, e: &Entity) {
-        self.checksum = self.checksum.wrapping_add(e.hash);
-        if e.owner_only {
-            self.own_checksum = self.own_checksum.wrapping_add(e.hash);
-            let own = self.own.entry(e.owner).or_default();
-            own.checksum = own.checksum.wrapping_add(e.hash);
-        }
+        self.add(e, e.hash);
     }
 
     /// Takes a clean entity's hash out (it is about to change, change hands or go).
     fn take(&mut self, e: &Entity) {
-        self.checksum = self.checksum.wrapping_sub(e.hash);
+        self.add(e, e.hash.wrapping_neg());
+    }
+
+    fn add(&mut self, e: &Entity, hash: u64) {
+        self.checksum = self.checksum.wrapping_add(hash);
         if e.owner_only {
-            self.own_checksum = self.own_checksum.wrapping_sub(e.hash);
+            self.own_checksum = self.own_checksum.wrapping_add(hash);
             let own = self.own.entry(e.owner).or_default();
-            own.checksum = own.checksum.wrapping_sub(e.hash);
+            own.checksum = own.checksum.wrapping_add(hash);
         }
     }
 
