@@ -23,6 +23,7 @@ both_transports!(
     requests_are_answered_with_their_correlation_ids,
     mistakes_get_typed_errors_and_the_session_continues,
     declared_kinds_travel_packed_and_writes_that_do_not_fit_are_refused,
+    entities_of_an_owner_only_kind_reach_their_owner_only,
     bad_input_closes_only_the_offender,
     shutdown_closes_every_session_with_1001,
 );
@@ -435,6 +436,87 @@ fields = [
     let frames = &b.frames["dots"];
     assert!(frames.iter().all(|f| f.added.is_empty() && f.changed.is_empty()));
     assert!(frames.iter().any(|f| !f.packed.is_empty()));
+}
+
+/// A kind declared `owner_only` (in TOML, as a user writes it): each member's mirror
+/// holds its own cards and every member's dots, never another's cards, and verifies
+/// its checksums; to another member a card does not exist.
+async fn entities_of_an_owner_only_kind_reach_their_owner_only(transport: Transport) {
+    let declared = tickrelay::config::Config::from_toml(
+        r#"
+[room_types.cards]
+simulation = "relay"
+[[room_types.cards.kinds]]
+kind = 1
+name = "dot"
+fields = [{ id = 1, name = "hp", type = "int", min = 0, max = 9 }]
+[[room_types.cards.kinds]]
+kind = 2
+name = "card"
+owner_only = true
+fields = [{ id = 1, name = "rank", type = "int", min = 0, max = 9 }]
+"#,
+    )
+    .unwrap();
+    let server = start_with(|c| {
+        c.room_types
+            .insert("cards".into(), declared.room_types["cards"].clone());
+    })
+    .await;
+    let mut a = TestClient::connect_over(&server, transport).await;
+    let mut b = TestClient::connect_over(&server, transport).await;
+    let joined = a.join("table", "cards").await;
+    assert!(!joined.schema[0].owner_only && joined.schema[1].owner_only);
+    b.join("table", "cards").await;
+    let entity = |id, kind, rank| proto::Entity {
+        id,
+        owner: 0,
+        kind,
+        fields: vec![int_field(1, rank)],
+    };
+    let writes = |create: Vec<proto::Entity>| {
+        input::Payload::Writes(EntityWrites {
+            create,
+            ..Default::default()
+        })
+    };
+    let dealt = a.input("table", writes(vec![entity(1, 1, 5), entity(10, 2, 7)])).await;
+    a.applied("table", dealt).await;
+    let dealt = b.input("table", writes(vec![entity(20, 2, 3)])).await;
+    b.applied("table", dealt).await;
+    let peek = b.input("table", set(10, 9)).await;
+    let error = |k: &Kind| match k {
+        Kind::Error(e) => Some((e.code, e.request_id)),
+        _ => None,
+    };
+    assert_eq!(b.until(error).await, (ErrorCode::EntityNotFound as i32, peek));
+    let ids = |c: &TestClient| {
+        let mirror = &c.mirrors["table"];
+        mirror.world().entities().map(|e| e.id()).collect::<Vec<_>>()
+    };
+    for (client, mine) in [(&mut a, 10), (&mut b, 20)] {
+        for _ in 0..500 {
+            if ids(client) == [1, mine] {
+                break;
+            }
+            client.next().await;
+        }
+        assert_eq!(ids(client), [1, mine]);
+    }
+    // Checksums verify from frames that carry one, full snapshots among them.
+    let last = a.input("table", set(1, 6)).await;
+    a.applied("table", last).await;
+    for client in [&mut a, &mut b] {
+        for _ in 0..500 {
+            if client.mirrors["table"].checksums_verified() >= 2 {
+                break;
+            }
+            client.next().await;
+        }
+        assert!(client.mirrors["table"].checksums_verified() >= 2);
+    }
+    assert_eq!(ids(&a), [1, 10]);
+    assert_eq!(ids(&b), [1, 20]);
 }
 
 /// `/metrics` tells how connections end: closed by the client (with 1000, 1001 or
