@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 
 import { StateFrameSchema, type Field, type StateFrame } from "../src/gen/tickrelay/v1/tickrelay_pb.js";
 import { stateChecksum } from "../src/checksum.js";
@@ -172,4 +172,21 @@ test("fuzz: mutated frames leave the mirror with a DesyncError or a consistent s
     }
   }
   assert.ok(applied > 100 && desyncs > 100, `applied ${applied}, desyncs ${desyncs}`);
+});
+
+test("a frame whose per-member part repeats removed, packed and checksum decodes as one (owner-only kinds)", () => {
+  // The relay sends a member's own entities of owner-only kinds after the shared
+  // body: more `packed` blocks and the member's view's checksum, which replaces the
+  // shared one (protobuf keeps the last of a field sent twice).
+  assert.ok(full.packed.length >= 1 && full.checksum !== undefined);
+  const [own, ...shared] = full.packed;
+  const sharedBody = toBinary(StateFrameSchema, frame({ ...full, packed: shared, checksum: full.checksum! ^ 1n }));
+  const ownPart = toBinary(StateFrameSchema, frame({ packed: [own!], checksum: full.checksum }));
+  const wire = new Uint8Array([...sharedBody, ...ownPart]);
+  const merged = fromBinary(StateFrameSchema, wire);
+  assert.equal(merged.checksum, full.checksum);
+  assert.equal(merged.packed.length, full.packed.length);
+  const mirror = new StateMirror(schema);
+  mirror.apply(merged);
+  assert.equal(mirror.checksumsVerified, 1);
 });
