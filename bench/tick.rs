@@ -9,6 +9,9 @@
 //! - `t2_fanout/N`: handing one encoded tick to N member outboxes.
 //! - `fanout_mode/{shared,naive}/64_members`: the T1 tick with the shared fan-out
 //!   against the naive baseline (a full snapshot encoded per member per tick).
+//! - `owner_only/{shared,hidden}/{64,512}_members`: the T1 tick with the kind
+//!   declared, seen by every member, against seen by its owner only (each member's
+//!   entities in its own part of the frame).
 //! - `matrix/{relay,arena}/<M>m_<E>e_<P>pct`: the same timed tick for 16, 64 and 512
 //!   members × 64, 1,024 and 8,192 entities × 5, 25 and 100 % of them changing per
 //!   tick, on both simulations (short measurements: 54 workloads, less the arena
@@ -52,6 +55,8 @@ enum Sim {
     Relay,
     /// The relay with the workload's kind declared ([`relay_schema`]): packed blocks.
     DeclaredRelay,
+    /// The same kind seen by its owner only: each member's own part encoded apart.
+    HiddenRelay,
     Arena,
 }
 
@@ -104,6 +109,7 @@ impl Shape {
         let sim = match self.sim {
             Sim::Relay => "relay",
             Sim::DeclaredRelay => "relay-declared",
+            Sim::HiddenRelay => "relay-hidden",
             Sim::Arena => "arena",
         };
         format!("{sim}/{}m_{}e_{}pct", self.members, self.entities, self.changing_pct)
@@ -139,6 +145,10 @@ impl Workload {
         let sim: Box<dyn Simulation> = match shape.sim {
             Sim::Relay => Box::new(Relay::new()),
             Sim::DeclaredRelay => Box::new(Relay::with_schema(Arc::new(relay_schema()))),
+            Sim::HiddenRelay => {
+                let unit = relay_schema().kinds()[0].clone().seen_by_owner_only();
+                Box::new(Relay::with_schema(Arc::new(Schema::new(vec![unit]).unwrap())))
+            }
             Sim::Arena => Box::new(Arena::new(ArenaConfig {
                 npcs: (entities - members) as u32,
                 npc_moving_share: shape.changing_pct as f32 / 100.0,
@@ -211,7 +221,7 @@ impl Workload {
         self.seq += 1;
         let (tick, seq) = (self.tick, self.seq);
         match self.shape.sim {
-            Sim::Relay | Sim::DeclaredRelay => {
+            Sim::Relay | Sim::DeclaredRelay | Sim::HiddenRelay => {
                 let period = 100 / self.shape.changing_pct;
                 let mut inputs = Vec::new();
                 for (m, ids) in self.owned.iter().enumerate() {
@@ -355,6 +365,24 @@ fn naive_vs_shared(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(name, "64_members"), |b| {
             b.iter_custom(|iters| w.timed_ticks(iters, encodes))
         });
+    }
+    group.finish();
+}
+
+/// The T1 tick with the kind declared, seen by everyone against seen by its owner
+/// only (every member's own part encoded apart, its checksum on each frame).
+fn owner_only(c: &mut Criterion) {
+    let mut group = c.benchmark_group("owner_only");
+    for (name, sim) in [("shared", Sim::DeclaredRelay), ("hidden", Sim::HiddenRelay)] {
+        for members in [64u64, 512] {
+            let mut w = Workload::new(Shape {
+                sim,
+                ..Shape::t1(members)
+            });
+            group.bench_function(BenchmarkId::new(name, format!("{members}_members")), |b| {
+                b.iter_custom(|iters| w.timed_ticks(iters, 1))
+            });
+        }
     }
     group.finish();
 }
@@ -701,6 +729,7 @@ criterion_group!(
     t1_encode,
     t2_fanout,
     naive_vs_shared,
+    owner_only,
     codec,
     matrix,
     quick_join

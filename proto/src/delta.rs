@@ -22,36 +22,40 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 use crate::packed::{self, BlockScratch, Values};
 use crate::state::{Entity, Field, MemberId, Removal, Tick, Value, World};
 
-/// Whose view of a world a frame (or part of one) carries.
+/// Whose view of a world a frame's body carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
     /// Every entity: a checkpoint, a room with no owner-only kinds.
     Whole,
     /// What every member sees: all but the entities of owner-only kinds (a state
-    /// frame's shared body).
+    /// frame's shared body; a member's own follow it, [`Encoder::encode_own`]).
     Shared,
-    /// Only this member's own entities of owner-only kinds (a state frame's
-    /// per-member part, [`Encoder::encode_own`]).
+}
+
+/// Whose removals a delta lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sight {
+    View(View),
+    /// Only this member's own entities of owner-only kinds.
     Own(MemberId),
 }
 
-impl View {
-    /// True when the view holds `entity`.
-    pub fn sees(self, entity: &Entity) -> bool {
+impl Sight {
+    fn sees(self, entity: &Entity) -> bool {
         match self {
-            Self::Whole => true,
-            Self::Shared => !entity.is_owner_only(),
+            Self::View(View::Whole) => true,
+            Self::View(View::Shared) => !entity.is_owner_only(),
             Self::Own(member) => entity.is_owner_only() && entity.owner() == member,
         }
     }
 
-    /// True when a delta of this view against `baseline` lists `removal` in
-    /// `removed`: the view held the entity, and does not hold it now (an entity
-    /// there again, or there under the same id, is sent whole, which replaces it).
+    /// True when a delta against `baseline` lists `removal` in `removed`: the sight
+    /// held the entity, and does not hold it now (an entity there again, or there
+    /// under the same id, is sent whole, which replaces it).
     fn removes(self, world: &World, baseline: Tick, removal: &Removal) -> bool {
         let held = match self {
-            Self::Whole => true,
-            Self::Shared => removal.seen_by.is_none(),
+            Self::View(View::Whole) => true,
+            Self::View(View::Shared) => removal.seen_by.is_none(),
             Self::Own(member) => removal.seen_by == Some(member),
         };
         held && baseline != 0 && removal.tick > baseline && !world.get(removal.id).is_some_and(|e| self.sees(e))
@@ -110,18 +114,14 @@ impl Encoder {
         meta: FrameMeta<'_>,
         buf: &mut impl BufMut,
     ) {
-        let view = match view {
-            View::Own(_) => unreachable!("a member's own part is encode_own's"),
-            // A room with no owner-only kinds has one view.
-            View::Shared if !world.has_owner_only_kinds() => View::Whole,
-            view => view,
-        };
         encode_header(world, meta, buf);
-        encode_removed(world, baseline, view, buf);
+        encode_removed(world, baseline, Sight::View(view), buf);
         encode_generic(world, baseline, buf);
         for (position, kind) in world.schema().kinds().iter().enumerate() {
             if view == View::Whole || !kind.is_owner_only() {
-                packed::encode_block(world, position, baseline, values, view, &mut self.scratch, buf);
+                let want = Some(position as u16);
+                let entities = world.entities().filter(|e| e.schema == want);
+                packed::encode_block(kind, entities, baseline, values, &mut self.scratch, buf);
             }
         }
         encode_checksum(meta.checksum, buf);
@@ -146,11 +146,16 @@ impl Encoder {
         checksum: Option<u64>,
         buf: &mut impl BufMut,
     ) {
-        let view = View::Own(member);
-        encode_removed(world, baseline, view, buf);
-        for (position, kind) in world.schema().kinds().iter().enumerate() {
-            if kind.is_owner_only() {
-                packed::encode_block(world, position, baseline, values, view, &mut self.scratch, buf);
+        encode_removed(world, baseline, Sight::Own(member), buf);
+        // Only when something of its own changed since the baseline; else the
+        // checksum alone.
+        if world.own(member).changed > baseline {
+            for (position, kind) in world.schema().kinds().iter().enumerate() {
+                if kind.is_owner_only() {
+                    let want = Some(position as u16);
+                    let entities = world.own_entities(member).filter(|e| e.schema == want);
+                    packed::encode_block(kind, entities, baseline, values, &mut self.scratch, buf);
+                }
             }
         }
         encode_checksum(checksum, buf);
@@ -177,10 +182,10 @@ fn encode_checksum(checksum: Option<u64>, buf: &mut impl BufMut) {
 /// includes entities created after the baseline, so the delta also applies to a
 /// mirror that is ahead of the baseline (acknowledged-baseline deltas over QUIC
 /// datagrams).
-fn encode_removed(world: &World, baseline: Tick, view: View, buf: &mut impl BufMut) {
+fn encode_removed(world: &World, baseline: Tick, sight: Sight, buf: &mut impl BufMut) {
     let removed = || {
         (world.removals().iter())
-            .filter(move |r| view.removes(world, baseline, r))
+            .filter(move |r| sight.removes(world, baseline, r))
             .map(|r| r.id)
     };
     let removed_len: usize = removed().map(encoded_len_varint).sum();

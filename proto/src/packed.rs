@@ -23,8 +23,8 @@
 use bytes::{BufMut, Bytes};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
-use crate::delta::{View, zigzag};
-use crate::state::{EntityId, FieldId, FieldType, KindSchema, Tick, Value, World, WorldError};
+use crate::delta::zigzag;
+use crate::state::{Entity, EntityId, FieldId, FieldType, KindSchema, Tick, Value, World, WorldError};
 
 /// How a delta's numbers are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,27 +48,24 @@ pub struct BlockScratch {
     changed: Vec<u8>,
 }
 
-/// Appends the block of the kind at `position` in the world's schema, as a
-/// `StateFrame.packed` field, for a delta against `baseline` (0: full snapshot) of
-/// the entities `view` sees. Appends nothing when no entity of the kind is in the
-/// delta. The world's entities must be in id order (as after [`World::finish_tick`]).
-pub fn encode_block(
-    world: &World,
-    position: usize,
+/// Appends the block of `entities` (of the `declared` kind, in id order: a world's,
+/// as after [`World::finish_tick`]) as a `StateFrame.packed` field, for a delta
+/// against `baseline` (0: full snapshot). Appends nothing when none of them is in the
+/// delta.
+pub fn encode_block<'w>(
+    declared: &KindSchema,
+    entities: impl Iterator<Item = &'w Entity>,
     baseline: Tick,
     values: Values,
-    view: View,
     scratch: &mut BlockScratch,
     buf: &mut impl BufMut,
 ) {
-    let declared = &world.schema().kinds()[position];
     let BlockScratch { added, changed } = scratch;
     added.clear();
     changed.clear();
     let (mut added_count, mut changed_count) = (0u64, 0u64);
     let (mut last_added, mut last_changed) = (0, 0);
-    let want = Some(position as u16);
-    for entity in world.entities().filter(|e| e.schema == want && view.sees(e)) {
+    for entity in entities {
         if baseline == 0 || entity.created > baseline {
             debug_assert!(added_count == 0 || entity.id > last_added, "entities out of id order");
             encode_varint(entity.id - last_added, added);
@@ -401,12 +398,12 @@ mod tests {
 
     fn block(world: &World, baseline: Tick, values: Values) -> Bytes {
         let mut buf = Vec::new();
+        let kind = &world.schema().kinds()[0];
         encode_block(
-            world,
-            0,
+            kind,
+            world.entities(),
             baseline,
             values,
-            View::Whole,
             &mut BlockScratch::default(),
             &mut buf,
         );

@@ -1641,7 +1641,8 @@ impl SimThread {
                         m.tick_duration.observe(started.elapsed().as_secs_f64());
                         m.frames.inc_by(u64::from(report.frames));
                         m.full_frames.inc_by(u64::from(report.full_frames));
-                        m.bytes_encoded.inc_by((report.delta_bytes + report.full_bytes) as u64);
+                        m.bytes_encoded
+                            .inc_by((report.delta_bytes + report.full_bytes + report.own_bytes) as u64);
                         m.inputs_refused.inc_by(u64::from(report.inputs_refused));
                         if owned.room.closing().is_some() {
                             break; // the simulation ended the room

@@ -256,7 +256,7 @@ impl Metrics {
         registry.register("full_snapshots", "Full snapshot state frames", s.full_frames.clone());
         registry.register(
             "state_bytes_encoded",
-            "Bytes of encoded state bodies",
+            "Bytes of encoded state bodies (and members' own parts)",
             s.bytes_encoded.clone(),
         );
         registry.register("rooms", "Open rooms", s.rooms.clone());

@@ -174,7 +174,7 @@ test("fuzz: mutated frames leave the mirror with a DesyncError or a consistent s
   assert.ok(applied > 100 && desyncs > 100, `applied ${applied}, desyncs ${desyncs}`);
 });
 
-test("a frame whose per-member part repeats removed, packed and checksum decodes as one (owner-only kinds)", () => {
+test("a frame whose per-member part repeats packed and checksum decodes as one (owner-only kinds)", () => {
   // The relay sends a member's own entities of owner-only kinds after the shared
   // body: more `packed` blocks and the member's view's checksum, which replaces the
   // shared one (protobuf keeps the last of a field sent twice).

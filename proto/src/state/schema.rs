@@ -290,7 +290,7 @@ impl KindSchema {
 
     /// The same kind, its entities seen by their owner only: a hand of cards, a fog
     /// of war. Other members never receive them (nor their removal), and what the
-    /// server owns of the kind no member receives.
+    /// server owns of the kind no member receives until it is given to one.
     pub fn seen_by_owner_only(self) -> Self {
         Self {
             owner_only: true,

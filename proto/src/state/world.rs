@@ -1,4 +1,4 @@
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -55,18 +55,25 @@ pub struct Own {
     pub changed: Tick,
 }
 
+/// One owner's entities of owner-only kinds: their ids, in order, and [`Own`]'s sums.
+#[derive(Debug, Clone, Default)]
+struct Owned {
+    ids: BTreeSet<EntityId>,
+    checksum: u64,
+    changed: Tick,
+}
+
 /// The world's running sums: the checksum (and its part per owner of owner-only
-/// entities) and when anything last changed.
+/// entities) and when what every member sees last changed.
 #[derive(Debug, Clone, Default)]
 struct Tally {
     /// Wrapping sum of the hashes of all clean entities.
     checksum: u64,
     /// The part of `checksum` from entities of owner-only kinds.
     own_checksum: u64,
-    own: FxHashMap<MemberId, Own>,
-    /// The last tick in which an entity was created, changed or removed.
-    last_change: Tick,
-    /// The same, of entities every member sees.
+    own: FxHashMap<MemberId, Owned>,
+    /// The last tick in which an entity every member sees was created, changed or
+    /// removed.
     last_shared_change: Tick,
 }
 
@@ -90,14 +97,17 @@ impl Tally {
         }
     }
 
-    /// Records a change of `e` in `tick`; `owned` is +1 for an entity its owner gains,
-    /// -1 for one it loses.
-    fn touch(&mut self, e: &Entity, tick: Tick, owned: i32) {
-        self.last_change = tick;
+    /// Records a change of `e` in `tick`; `gained` is `Some(true)` for an entity its
+    /// owner gains, `Some(false)` for one it loses.
+    fn touch(&mut self, e: &Entity, tick: Tick, gained: Option<bool>) {
         if e.owner_only {
             let own = self.own.entry(e.owner).or_default();
             own.changed = tick;
-            own.count = own.count.wrapping_add_signed(owned);
+            match gained {
+                Some(true) => own.ids.insert(e.id),
+                Some(false) => own.ids.remove(&e.id),
+                None => false,
+            };
         } else {
             self.last_shared_change = tick;
         }
@@ -152,11 +162,6 @@ impl World {
         self.tick
     }
 
-    /// The last tick in which an entity was created, changed or removed.
-    pub fn last_change(&self) -> Tick {
-        self.tally.last_change
-    }
-
     /// The last tick in which an entity every member sees (not of an owner-only
     /// kind) was created, changed or removed.
     pub fn last_shared_change(&self) -> Tick {
@@ -193,7 +198,9 @@ impl World {
             self.removals.pop_front();
         }
         if !self.tally.own.is_empty() {
-            self.tally.own.retain(|_, own| own.count > 0 || own.changed > oldest);
+            self.tally
+                .own
+                .retain(|_, own| !own.ids.is_empty() || own.changed > oldest);
         }
     }
 
@@ -213,7 +220,17 @@ impl World {
     /// What `member`'s entities of owner-only kinds add up to (all zero when it owns
     /// none and lost none within the history window).
     pub fn own(&self, member: MemberId) -> Own {
-        self.tally.own.get(&member).copied().unwrap_or_default()
+        self.tally.own.get(&member).map_or_else(Own::default, |own| Own {
+            count: own.ids.len() as u32,
+            checksum: own.checksum,
+            changed: own.changed,
+        })
+    }
+
+    /// `member`'s entities of owner-only kinds, in id order.
+    pub fn own_entities(&self, member: MemberId) -> impl Iterator<Item = &Entity> {
+        let ids = self.tally.own.get(&member).map(|own| &own.ids);
+        ids.into_iter().flatten().filter_map(|id| self.entities.get(id))
     }
 
     /// True when some kind is seen by its owner only.
@@ -307,7 +324,7 @@ impl World {
             hash: 0,
             dirty: true,
         };
-        self.tally.touch(&entity, tick, 1);
+        self.tally.touch(&entity, tick, Some(true));
         self.entities.insert(id, entity);
         self.dirty.push(id);
         Ok(())
@@ -355,7 +372,7 @@ impl World {
             self.dirty.push(id);
         }
         if entity.owner_only {
-            self.tally.touch(entity, tick, -1);
+            self.tally.touch(entity, tick, Some(false));
             self.removals.push_back(Removal {
                 tick,
                 id,
@@ -365,7 +382,7 @@ impl World {
         entity.owner = owner;
         entity.created = tick;
         entity.changed = tick;
-        self.tally.touch(entity, tick, i32::from(entity.owner_only));
+        self.tally.touch(entity, tick, Some(true));
         Ok(())
     }
 
@@ -378,7 +395,7 @@ impl World {
         if !entity.dirty {
             self.tally.take(&entity);
         }
-        self.tally.touch(&entity, self.tick, -1);
+        self.tally.touch(&entity, self.tick, Some(false));
         self.removals.push_back(Removal {
             tick: self.tick,
             id,
@@ -497,7 +514,7 @@ impl EntityMut<'_> {
             }
         }
         entity.changed = tick;
-        self.tally.touch(entity, tick, 0);
+        self.tally.touch(entity, tick, None);
         if !entity.dirty {
             entity.dirty = true;
             self.tally.take(entity);

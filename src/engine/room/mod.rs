@@ -70,7 +70,7 @@ pub struct RoomStats {
     pub full_frames: u64,
     /// Bodies encoded (one per distinct delta content per tick).
     pub encodes: u64,
-    /// Bytes of encoded bodies.
+    /// Bytes of encoded bodies and members' own parts.
     pub bytes_encoded: u64,
     /// Room events relayed.
     pub events: u64,
@@ -91,6 +91,9 @@ pub struct TickReport {
     pub delta_bytes: usize,
     /// Size of the full snapshot body (0 if none was sent).
     pub full_bytes: usize,
+    /// Bytes of members' own parts (their entities of owner-only kinds), all
+    /// together.
+    pub own_bytes: usize,
     /// Inputs the simulation refused this tick.
     pub inputs_refused: u32,
 }
@@ -1541,6 +1544,8 @@ impl Room {
             let own = if own.changed > baseline || (own.count > 0 && checksum_sent) {
                 let checksum = checksum_sent.then(|| checksum.wrapping_add(own.checksum));
                 (self.encoder).encode_own(&self.world, m.id, baseline, values, checksum, &mut self.buf);
+                report.own_bytes += self.buf.len();
+                self.stats.bytes_encoded += self.buf.len() as u64;
                 self.buf.split().freeze()
             } else {
                 Bytes::new()

@@ -950,7 +950,7 @@ export type KindSchema = Message<"tickrelay.v1.KindSchema"> & {
   /**
    * Entities of this kind reach their owner only (a hand of cards, a fog of war):
    * other members never receive them, and those the server owns (owner 0) no member
-   * receives. They travel in the per-member part of a state frame (docs/PROTOCOL.md,
+   * receives until they are given to one. They travel in the per-member part of a state frame (docs/PROTOCOL.md,
    * "Entities seen by their owner only").
    *
    * @generated from field: bool owner_only = 4;
