@@ -49,16 +49,15 @@ impl Sight {
         }
     }
 
-    /// True when a delta against `baseline` lists `removal` in `removed`: the sight
-    /// held the entity, and does not hold it now (an entity there again, or there
-    /// under the same id, is sent whole, which replaces it).
-    fn removes(self, world: &World, baseline: Tick, removal: &Removal) -> bool {
-        let held = match self {
-            Self::View(View::Whole) => true,
-            Self::View(View::Shared) => removal.seen_by.is_none(),
-            Self::Own(member) => removal.seen_by == Some(member),
+    /// The removals of entities the sight held, within the world's window.
+    fn removals(self, world: &World) -> impl Iterator<Item = &Removal> {
+        let (shared, own) = match self {
+            Self::View(View::Whole) => (true, Some(None)),
+            Self::View(View::Shared) => (true, None),
+            Self::Own(member) => (false, Some(Some(member))),
         };
-        held && baseline != 0 && removal.tick > baseline && !world.get(removal.id).is_some_and(|e| self.sees(e))
+        let shared = shared.then(|| world.removals()).into_iter().flatten();
+        shared.chain(own.into_iter().flat_map(|owner| world.own_removals(owner)))
     }
 }
 
@@ -146,10 +145,10 @@ impl Encoder {
         checksum: Option<u64>,
         buf: &mut impl BufMut,
     ) {
-        encode_removed(world, baseline, Sight::Own(member), buf);
         // Only when something of its own changed since the baseline; else the
         // checksum alone.
         if world.own(member).changed > baseline {
+            encode_removed(world, baseline, Sight::Own(member), buf);
             for (position, kind) in world.schema().kinds().iter().enumerate() {
                 if kind.is_owner_only() {
                     let want = Some(position as u16);
@@ -183,9 +182,12 @@ fn encode_checksum(checksum: Option<u64>, buf: &mut impl BufMut) {
 /// mirror that is ahead of the baseline (acknowledged-baseline deltas over QUIC
 /// datagrams).
 fn encode_removed(world: &World, baseline: Tick, sight: Sight, buf: &mut impl BufMut) {
+    // Not those the sight holds again (there again, or another entity under the same
+    // id): they are sent whole, which replaces them.
     let removed = || {
-        (world.removals().iter())
-            .filter(move |r| sight.removes(world, baseline, r))
+        (sight.removals(world))
+            .filter(move |r| baseline != 0 && r.tick > baseline)
+            .filter(move |r| !world.get(r.id).is_some_and(|e| sight.sees(e)))
             .map(|r| r.id)
     };
     let removed_len: usize = removed().map(encoded_len_varint).sum();

@@ -37,9 +37,6 @@ pub struct Removal {
     pub tick: Tick,
     /// The removed entity.
     pub id: EntityId,
-    /// The one member that saw it, for an entity of an owner-only kind (its owner,
-    /// also when the entity was given to another); `None`: every member did.
-    pub seen_by: Option<MemberId>,
 }
 
 /// What the entities of owner-only kinds one member owns add up to (see
@@ -59,6 +56,8 @@ pub struct Own {
 #[derive(Debug, Clone, Default)]
 struct Owned {
     ids: BTreeSet<EntityId>,
+    /// Those it lost (removed, or given to another) within the window.
+    lost: VecDeque<Removal>,
     checksum: u64,
     changed: Tick,
 }
@@ -104,10 +103,15 @@ impl Tally {
             let own = self.own.entry(e.owner).or_default();
             own.changed = tick;
             match gained {
-                Some(true) => own.ids.insert(e.id),
-                Some(false) => own.ids.remove(&e.id),
-                None => false,
-            };
+                Some(true) => {
+                    own.ids.insert(e.id);
+                }
+                Some(false) => {
+                    own.ids.remove(&e.id);
+                    own.lost.push_back(Removal { tick, id: e.id });
+                }
+                None => {}
+            }
         } else {
             self.last_shared_change = tick;
         }
@@ -194,13 +198,12 @@ impl World {
             }
         }
         let oldest = self.tick.saturating_sub(self.window);
-        while self.removals.front().is_some_and(|r| r.tick <= oldest) {
-            self.removals.pop_front();
-        }
+        forget_before(&mut self.removals, oldest);
         if !self.tally.own.is_empty() {
-            self.tally
-                .own
-                .retain(|_, own| !own.ids.is_empty() || own.changed > oldest);
+            self.tally.own.retain(|_, own| {
+                forget_before(&mut own.lost, oldest);
+                !own.ids.is_empty() || !own.lost.is_empty()
+            });
         }
     }
 
@@ -259,8 +262,17 @@ impl World {
         self.entities.values()
     }
 
+    /// Removals of entities every member saw, within the window.
     pub(crate) fn removals(&self) -> &VecDeque<Removal> {
         &self.removals
+    }
+
+    /// The entities of owner-only kinds `member` lost (removed, or given to another)
+    /// within the window; `None`: every owner's.
+    pub(crate) fn own_removals(&self, member: Option<MemberId>) -> impl Iterator<Item = &Removal> {
+        let one = member.and_then(|member| self.tally.own.get(&member));
+        let all = member.is_none().then(|| self.tally.own.values()).into_iter().flatten();
+        one.into_iter().chain(all).flat_map(|own| &own.lost)
     }
 
     /// Creates an entity. Duplicate field ids keep the last value.
@@ -373,11 +385,6 @@ impl World {
         }
         if entity.owner_only {
             self.tally.touch(entity, tick, Some(false));
-            self.removals.push_back(Removal {
-                tick,
-                id,
-                seen_by: Some(entity.owner),
-            });
         }
         entity.owner = owner;
         entity.created = tick;
@@ -396,11 +403,9 @@ impl World {
             self.tally.take(&entity);
         }
         self.tally.touch(&entity, self.tick, Some(false));
-        self.removals.push_back(Removal {
-            tick: self.tick,
-            id,
-            seen_by: entity.owner_only.then_some(entity.owner),
-        });
+        if !entity.owner_only {
+            self.removals.push_back(Removal { tick: self.tick, id });
+        }
         Ok(entity)
     }
 
@@ -432,6 +437,13 @@ impl World {
             && self
                 .entities()
                 .all(|e| other.get(e.id).is_some_and(|o| e.same_state(o)))
+    }
+}
+
+/// Forgets the removals at or before `oldest`.
+fn forget_before(removals: &mut VecDeque<Removal>, oldest: Tick) {
+    while removals.front().is_some_and(|r| r.tick <= oldest) {
+        removals.pop_front();
     }
 }
 
@@ -596,8 +608,9 @@ mod tests {
         w.finish_tick();
         check(&w);
         assert_eq!((w.last_shared_change(), w.own(1).changed, w.own(2).changed), (1, 2, 2));
-        let lost: Vec<_> = w.removals().iter().map(|r| (r.id, r.seen_by)).collect();
-        assert_eq!(lost, [(1, Some(1))]);
+        let lost: Vec<_> = w.own_removals(Some(1)).map(|r| (r.tick, r.id)).collect();
+        assert_eq!(lost, [(2, 1)]);
+        assert!(w.removals().is_empty() && w.own_removals(Some(2)).next().is_none());
         w.begin_tick(3);
         w.despawn(2).unwrap();
         w.set(3, 1, Value::Int(1)).unwrap();
