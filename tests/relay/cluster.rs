@@ -2124,6 +2124,46 @@ async fn rolling_restart(cluster: TestCluster) {
     assert_eq!(mirror.last_input_seq(), 5);
 }
 
+/// Entities of an owner-only kind move with their room when its node stops: each
+/// member, resumed on the next node, holds its own again and never the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_entities_move_with_their_room_and_stay_hidden() {
+    let cluster = TestCluster::start();
+    let hidden = |c: &mut tickrelay::config::Config| {
+        let relay = c.room_types.get_mut("relay").unwrap();
+        relay.kinds.push(tickrelay::config::KindConfig {
+            kind: 1,
+            name: "card".into(),
+            fields: vec![],
+            owner_only: true,
+        });
+        c.cluster.checkpoint_ticks = 0; // only the one taken when the node stops
+    };
+    let mut a = cluster.node_with(hidden).await;
+    let b = cluster.node_with(hidden).await;
+    let mut players = [TestClient::connect(&a).await, TestClient::connect(&a).await];
+    for (player, card) in players.iter_mut().zip([7, 8]) {
+        join_or_redirect(player, "table").await;
+        create_and_wait(player, "table", card).await;
+    }
+    let tokens = players
+        .each_ref()
+        .map(|p| (p.welcome.session_id, p.welcome.resume_token.clone()));
+    cluster.wait_for_live_nodes(2).await;
+    a.shutdown.cancel();
+    a.task.take().unwrap().await.unwrap();
+    for ((session_id, token), card) in tokens.into_iter().zip([7, 8]) {
+        let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
+        assert_eq!(back.welcome.session_id, session_id);
+        assert_eq!(join_or_redirect(&mut back, "table").await, None, "restored on b");
+        back.frames_in("table", 1).await;
+        let mirror = &back.mirrors["table"];
+        let held: Vec<u64> = mirror.world().entities().map(|e| e.id()).collect();
+        assert_eq!(held, [card], "its own card, and not the other's");
+    }
+    assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
+}
+
 /// Two live nodes with one id would take each other's rooms for their own: the second
 /// is refused at start, saying why. So is a node other machines could not reach.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
