@@ -145,9 +145,9 @@ impl Encoder {
         checksum: Option<u64>,
         buf: &mut impl BufMut,
     ) {
-        // Only when something of its own changed since the baseline; else the
-        // checksum alone.
-        if world.own(member).changed > baseline {
+        // A full snapshot, or something of its own changed since the baseline; else
+        // the checksum alone.
+        if baseline == 0 || world.own(member).changed > baseline {
             encode_removed(world, baseline, Sight::Own(member), buf);
             for (position, kind) in world.schema().kinds().iter().enumerate() {
                 if kind.is_owner_only() {
@@ -350,6 +350,23 @@ mod tests {
         encode_state(world, baseline, meta(), &mut buf);
         encode_member_part(baseline, 77, &mut buf);
         v1::StateFrame::decode(&buf[..]).unwrap()
+    }
+
+    /// A member's own part of a full snapshot holds its hidden entities, also those
+    /// made before the first tick (a world built at tick 0).
+    #[test]
+    fn a_full_snapshots_own_part_holds_entities_made_at_tick_0() {
+        use std::sync::Arc;
+
+        use crate::state::{KindSchema, Schema};
+        let hidden = KindSchema::new(3, "hidden", vec![]).unwrap().seen_by_owner_only();
+        let mut w = World::with_schema(8, Arc::new(Schema::new(vec![hidden]).unwrap()));
+        w.spawn(9, 5, 3, []).unwrap();
+        w.finish_tick();
+        let mut buf = Vec::new();
+        Encoder::default().encode_own(&w, 5, 0, Values::Absolute, None, &mut buf);
+        let own = v1::StateFrame::decode(&buf[..]).unwrap();
+        assert_eq!(own.packed.len(), 1, "the hidden entity, in its block");
     }
 
     #[test]

@@ -108,7 +108,11 @@ impl Tally {
                 }
                 Some(false) => {
                     own.ids.remove(&e.id);
-                    own.lost.push_back(Removal { tick, id: e.id });
+                    // One it gained in this same tick it was never sent: its id is
+                    // none of its business.
+                    if e.created != tick {
+                        own.lost.push_back(Removal { tick, id: e.id });
+                    }
                 }
                 None => {}
             }
@@ -629,6 +633,21 @@ mod tests {
         w.finish_tick();
         assert_eq!(w.own(1), Own::default());
         assert_eq!(w.own(2).count, 1);
+
+        // Held for part of a tick only (given on, or removed, in the tick it was
+        // gained): never sent, so not lost either.
+        w.begin_tick(8);
+        w.spawn(4, 1, 3, []).unwrap();
+        w.finish_tick();
+        w.begin_tick(9);
+        w.set_owner(4, 2).unwrap();
+        w.set_owner(4, 1).unwrap();
+        w.set_owner(1, 1).unwrap();
+        w.despawn(1).unwrap();
+        w.finish_tick();
+        check(&w);
+        let lost = |m| w.own_removals(Some(m)).map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!((lost(1), lost(2)), (vec![4], vec![1]));
     }
 
     #[test]
