@@ -568,15 +568,14 @@ fn the_follow_example_explains_itself_and_names_a_missing_certificate_file() {
 /// room, moves it and reads it back, against a real relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_writes_example_writes_and_reads_back_an_entity() {
-    let stdout = run_example_against_a_relay("relay_writes").await;
+    let stdout = run_example_against_a_relay("relay_writes", start().await).await;
     assert!(stdout.contains("at x = 2.5"), "{stdout}");
 }
 
-/// Runs example `name` with `--url` and `--cert` of a relay started for it; returns
+/// Runs example `name` with `--url` and `--cert` of `relay`, started for it; returns
 /// what it printed, once it succeeded.
-async fn run_example_against_a_relay(name: &str) -> String {
+async fn run_example_against_a_relay(name: &str, relay: TestServer) -> String {
     let program = example(name);
-    let relay = start().await;
     let cert = std::env::temp_dir().join(format!("tickrelay-{name}-{}.pem", std::process::id()));
     std::fs::write(&cert, &relay.cert_pem).unwrap();
     let mut command = std::process::Command::new(&program);
@@ -602,11 +601,32 @@ async fn run_example_against_a_relay(name: &str) -> String {
 /// over when the host leaves, and moves the room's entity on, against a real relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_migration_example_hands_the_room_to_the_guest() {
-    let stdout = run_example_against_a_relay("host_migration").await;
+    let stdout = run_example_against_a_relay("host_migration", start().await).await;
     assert!(
         stdout.contains("owns host-demo now") && stdout.contains("x = 2"),
         "{stdout}"
     );
+}
+
+/// The `hidden_hands` example (README, "Hidden state"): the host deals a card of a
+/// kind the relay declares owner-only to the guest and one to itself, and each
+/// client's mirror holds its own card only, against a relay configured as the
+/// example's documentation says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hidden_hands_example_deals_cards_each_member_alone_sees() {
+    // The `--set` flag the example's documentation gives, read as the binary reads it.
+    let set = r#"room_types.relay.kinds=[{kind=2, name="card", owner_only=true, fields=[{id=1, name="rank", type="int", min=1, max=13}]}]"#;
+    let source = include_str!("../examples/hidden_hands.rs");
+    assert!(source.contains(&format!("--set '{set}'")), "the documented flag");
+    let set = tickrelay::config::Override::from_set(set).unwrap();
+    let declared = Config::load(None, &[set], &tickrelay::config::Simulations::new()).unwrap();
+    let relay = tickrelay_testkit::start_with(|c| {
+        c.room_types
+            .insert("relay".into(), declared.room_types["relay"].clone());
+    })
+    .await;
+    let stdout = run_example_against_a_relay("hidden_hands", relay).await;
+    assert!(stdout.contains("neither sees the other's card"), "{stdout}");
 }
 
 /// `room_owner` follows the room's owner: `Joined.owner`, then presence `OWNER` when
