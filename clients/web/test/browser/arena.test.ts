@@ -32,8 +32,17 @@ type Snapshot = {
 let relay: Relay;
 let chromium: Awaited<ReturnType<typeof launchChromium>>;
 
+/** Relay rooms declare a card kind seen by its owner only (hidden state). */
+const HIDDEN_CARDS = `
+[[room_types.relay.kinds]]
+kind = 2
+name = "card"
+owner_only = true
+fields = [{ id = 1, name = "rank", type = "int", min = 1, max = 13 }]
+`;
+
 before(async () => {
-  relay = await startRelay();
+  relay = await startRelay(HIDDEN_CARDS);
   chromium = await launchChromium();
 });
 
@@ -212,5 +221,53 @@ test("the library in a page: requests, events between clients, typed errors", LI
   );
   assert.deepEqual(result.error, { code: 1, room: "" }); // BAD_REQUEST
   assert.match(result.resyncError, /^RequestError \d+$/);
+  await page.close();
+});
+
+test("hidden state in a page: each client's verified mirror holds its own card, never the other's", LIMIT, async () => {
+  const page = await chromium.context.newPage();
+  await page.goto(`${relay.origin}/demo/?room=library`);
+  const result = await page.evaluate(async () => {
+    type Lib = typeof import("../../src/index.js");
+    const { Client } = (globalThis as unknown as { tickrelay: Lib }).tickrelay;
+    const url = `wss://${location.host}/ws`;
+    const clients = [new Client({ url }), new Client({ url })];
+    // Random 64-bit ids, as PROTOCOL.md advises for hidden entities.
+    const ids = clients.map(() => crypto.getRandomValues(new BigUint64Array(1))[0]! | 1n);
+    const joined = clients.map(
+      (c) => new Promise<void>((resolve) => {
+        const off = c.on("joined", () => (off(), resolve()));
+      }),
+    );
+    for (const c of clients) {
+      c.join("table", "relay");
+      c.connect();
+    }
+    await Promise.all(joined);
+    clients.forEach((c, i) =>
+      c.sendInput("table", {
+        case: "writes",
+        value: { create: [{ id: ids[i]!, kind: 2, fields: [{ id: 1, value: { case: "int", value: BigInt(i + 1) } }] }] },
+      }),
+    );
+    const held = (c: InstanceType<Lib["Client"]>) => [...(c.mirror("table")?.entities() ?? [])].map((e) => e.id);
+    const deadline = Date.now() + 10_000;
+    while (!clients.every((c, i) => held(c).includes(ids[i]!) && (c.mirror("table")?.checksumsVerified ?? 0) >= 3)) {
+      if (Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const result = clients.map((c, i) => ({
+      own: held(c).includes(ids[i]!),
+      other: held(c).includes(ids[1 - i]!),
+      size: held(c).length,
+      verified: c.mirror("table")?.checksumsVerified ?? 0,
+      desyncs: c.stats.desyncs,
+    }));
+    await Promise.all(clients.map((c) => c.close()));
+    return result;
+  });
+  for (const client of result) {
+    assert.deepEqual({ ...client, verified: client.verified >= 3 }, { own: true, other: false, size: 1, verified: true, desyncs: 0 });
+  }
   await page.close();
 });
