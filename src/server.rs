@@ -270,7 +270,12 @@ impl Server {
                     let fields: Vec<String> = (kind.fields().iter())
                         .map(|f| format!("{} {}", named(&f.name, f.id), f.ty))
                         .collect();
-                    format!("{}: {}", named(kind.name(), kind.kind()), fields.join(", "))
+                    let seen = if kind.is_owner_only() {
+                        " (seen by its owner only)"
+                    } else {
+                        ""
+                    };
+                    format!("{}{seen}: {}", named(kind.name(), kind.kind()), fields.join(", "))
                 })
                 .collect();
             if !kinds.is_empty() {

@@ -415,6 +415,13 @@ fn check_reports_the_configuration_a_start_would_use_and_warns_about_an_address_
         stdout.contains("arena (arena, 15 Hz, 64 seats)"),
         "--set over the file: {stdout}"
     );
+    let hidden = r#"room_types.relay.kinds=[{kind=2, name="card", owner_only=true, fields=[]}]"#;
+    let (code, hidden, _) = check(&[], &["--set", hidden]);
+    assert_eq!(code, Some(0), "{hidden}");
+    assert!(
+        hidden.contains("kinds of relay: card (2) (seen by its owner only): "),
+        "a hidden kind, said so: {hidden}"
+    );
     assert!(
         stdout.contains("relay (relay, 30 Hz, 12 seats)"),
         "the variable over the built-in type: {stdout}"

@@ -4,12 +4,19 @@
 //! itself, and each client's verified mirror then holds its own card and not the
 //! other's. Two clients in one program, the host and a guest.
 //!
-//! The relay needs the kind declared (in a configuration file, or as here):
+//! The relay needs the kind declared (in a configuration file, or as here). From the
+//! repository's root, the relay in one terminal and the example in another (the
+//! example trusts the development certificate the relay writes there,
+//! `tickrelay-dev-cert.pem`; `--url` and `--cert` say otherwise):
 //!
 //! ```sh
-//! tickrelay --set 'room_types.relay.kinds=[{kind=2, name="card", owner_only=true, fields=[{id=1, name="rank", type="int", min=1, max=13}]}]'
-//! cargo run -p tickrelay-client --example hidden_hands -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
+//! cargo run --release -- --set 'room_types.relay.kinds=[{kind=2, name="card", owner_only=true, fields=[{id=1, name="rank", type="int", min=1, max=13}]}]'
+//! cargo run --release -p tickrelay-client --example hidden_hands
 //! ```
+//!
+//! The host knows the deck it made and every card it dealt: in a relay room hidden
+//! state hides hands from the other players, not from the host. For a deck no player
+//! sees, a game's own simulation holds it (README, "Your own game logic").
 
 mod common;
 
@@ -62,9 +69,11 @@ async fn main() -> Result<(), Error> {
     let (host_id, guest_id) = (host.joined.member_id, guest.joined.member_id);
 
     // A deck of the room's own (owner 0: no member sees it). Hidden entities get
-    // random 64-bit ids: an id another member could guess could be probed for with
-    // creates (a taken id is refused with ENTITY_EXISTS).
-    let deck: Vec<(u64, i64)> = (1..=13).map(|rank| (fastrand::u64(1..), rank)).collect();
+    // unpredictable 64-bit ids (from the system's cryptographic generator): an id
+    // another member could guess could be probed for with creates (a taken id is
+    // refused with ENTITY_EXISTS).
+    let deck = (1..=13).map(|rank| Ok((getrandom::u64()?.max(1), rank)));
+    let deck: Vec<(u64, i64)> = deck.collect::<Result<_, getrandom::Error>>()?;
     let cards = deck.iter().map(|&(id, rank)| proto::Entity {
         id,
         kind: CARD,
@@ -110,6 +119,14 @@ async fn main() -> Result<(), Error> {
          nor the 11 left in the deck",
         deck[1].1, deck[0].1
     );
+    // The room's entities outlive their creator (and count against the room's own
+    // entity limit): the host puts the rest of the deck away. The players' cards go
+    // with them.
+    let put_away = Payload::Writes(EntityWrites {
+        remove: deck[2..].iter().map(|&(id, _)| id).collect(),
+        ..Default::default()
+    });
+    apply(&host.client, &mut host.events, room, put_away).await?;
     host.client.close().await;
     guest.client.close().await;
     Ok(())

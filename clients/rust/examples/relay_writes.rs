@@ -46,7 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.join(room, "relay");
     // Entity ids are the game's own, unique in the room (a taken one is refused with
     // ENTITY_EXISTS): here the member id the join gave, times 1,000, plus a counter
-    // below 1,000 (ids are 64-bit).
+    // below 1,000 (ids are 64-bit). Ids of hidden kinds must be unpredictable instead:
+    // see the hidden_hands example.
     let id = loop {
         match events.recv().await {
             Some(Event::Joined(joined)) => break joined.member_id * 1000 + 1,
