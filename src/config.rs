@@ -767,7 +767,19 @@ impl Config {
                 .rsplit_once("in `")
                 .and_then(|(_, rest)| rest.split_once('`'))
                 .map_or("", |(key, _)| key);
-            ConfigError::Invalid(format!("{e} (set by {})", overrides_of(overrides, key).join(", ")))
+            let by = overrides_of(overrides, key);
+            // A value meant as an array or a table that is not TOML was read as text.
+            let doubts = (overrides.iter())
+                .filter(|o| by.contains(&o.origin()) && o.read_as_text())
+                .map(|o| {
+                    format!(
+                        "; the value of {} is not valid TOML, so it was read as text (quote the strings \
+                         inside it, as in name = \"card\", and the whole flag for the shell)",
+                        o.origin()
+                    )
+                });
+            let doubts: String = doubts.collect();
+            ConfigError::Invalid(format!("{e} (set by {}){doubts}", by.join(", ")))
         })?;
         // A message of the size allowed must fit the byte bucket: a configuration
         // that raises the size and leaves the burst out raises the burst with it
@@ -1814,6 +1826,18 @@ mod tests {
             e.contains("`max_rooms`") && e.ends_with("(set by TICKRELAY__MAX_ROOMS)"),
             "{e}"
         );
+        // A value meant as an array that is not TOML (its strings unquoted) is text,
+        // and the refusal says so; an address in brackets is text, rightly.
+        let e = Config::load(
+            None,
+            &[set("room_types.relay.kinds=[{kind=2, name=card, fields=[]}]")],
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is not valid TOML, so it was read as text"), "{e}");
+        let c = Config::load(None, &[set("listen=[::1]:7443")], &none).unwrap();
+        assert_eq!(c.listen.to_string(), "[::1]:7443");
         // An error in the file names the file and its line, whatever overrides there are.
         std::fs::write(&file, "max_rooms = 5\nmax_roms = 6\n").unwrap();
         let e = Config::load(Some(&file), &[env("TICKRELAY__MAX_ROOMS", "7")], &none).unwrap_err();

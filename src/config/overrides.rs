@@ -106,6 +106,13 @@ impl Override {
         })
     }
 
+    /// True when the value looks like an array or a table but is not valid TOML, and
+    /// so was taken as text (which is right for `listen=[::1]:7443`, and the likely
+    /// cause of an error otherwise).
+    pub fn read_as_text(&self) -> bool {
+        matches!(&self.value, Value::String(text) if text.starts_with(['[', '{']))
+    }
+
     /// The setting's keys joined by dots.
     pub fn dotted(&self) -> String {
         self.path.join(".")
