@@ -101,9 +101,9 @@ pub fn encode_state(world: &World, baseline: Tick, meta: FrameMeta<'_>, buf: &mu
 impl Encoder {
     /// Encodes the world's current state as `view` sees it (whole or shared), as a
     /// delta against `baseline` (0: full snapshot), and appends it to `buf`. The
-    /// caller guarantees that `baseline` is 0 or
-    /// inside the world's history window (the server's room falls back to a full
-    /// snapshot otherwise) and that the tick is finished ([`World::finish_tick`]).
+    /// caller guarantees that `baseline` is 0 or inside the world's history window
+    /// (the server's room falls back to a full snapshot otherwise) and that the tick
+    /// is finished ([`World::finish_tick`]).
     pub fn encode(
         &mut self,
         world: &World,
