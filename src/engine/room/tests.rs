@@ -1558,8 +1558,14 @@ fn a_gift_is_refused_past_the_recipients_limit_and_frees_the_givers_quota() {
     room.push_input(1, 6, create_for_room(14));
     room.tick(0);
     a.read();
-    let codes: Vec<_> = a.errors().iter().map(|e| (e.code, e.request_id)).collect();
+    let errors = a.errors();
+    let codes: Vec<_> = errors.iter().map(|e| (e.code, e.request_id)).collect();
     assert_eq!(codes, [(ErrorCode::LimitExceeded as i32, 6)], "the room holds two");
+    assert!(
+        errors[0].message.contains("entities of the room"),
+        "{}",
+        errors[0].message
+    );
     let held = |room: &Room, owner| room.world().entities().filter(|e| e.owner() == owner).count();
     assert_eq!((held(&room, 0), held(&room, 1), held(&room, 2)), (2, 2, 2));
 }

@@ -141,7 +141,7 @@ impl Relay {
                 });
             }
             if self.owned.get(&give.to).copied().unwrap_or(0) >= limits.max_entities_per_member {
-                return Err(SimError::LimitExceeded("entities per member"));
+                return Err(SimError::LimitExceeded(entities_of(give.to)));
             }
             ctx.world.set_owner(give.id, give.to)?;
             given.1 += cost;
@@ -158,7 +158,7 @@ impl Relay {
         let limits = ctx.limits;
         let owned = self.owned.entry(owner).or_default();
         if *owned >= limits.max_entities_per_member {
-            return Err(SimError::LimitExceeded("entities per member"));
+            return Err(SimError::LimitExceeded(entities_of(owner)));
         }
         if create.fields.len() > limits.max_fields_per_entity {
             return Err(SimError::LimitExceeded("fields per entity"));
@@ -182,6 +182,15 @@ impl Relay {
         *owned += 1;
         self.state_bytes += ctx.world.get(create.id).map_or(0, state_cost);
         Ok(())
+    }
+}
+
+/// The limit an owner's entities reach: a member's, or the room's own (which count
+/// as a member's).
+fn entities_of(owner: MemberId) -> &'static str {
+    match owner {
+        SERVER => "entities of the room (the room's own count as a member's: max_entities_per_member)",
+        _ => "entities per member",
     }
 }
 
