@@ -1504,6 +1504,7 @@ impl Room {
                 Delivery::Reliable => Values::AgainstBaseline,
                 Delivery::Acknowledged => Values::Absolute,
             };
+            let checksum_sent = full || with_checksum;
             let (key, baseline) = if full {
                 (BodyKey::Full, 0)
             } else {
@@ -1522,7 +1523,7 @@ impl Room {
                     let meta = FrameMeta {
                         room: &self.id,
                         server_time_us,
-                        checksum: (full || with_checksum).then_some(checksum),
+                        checksum: checksum_sent.then_some(checksum),
                     };
                     self.encoder
                         .encode(&self.world, baseline, values, View::Shared, meta, &mut self.buf);
@@ -1540,8 +1541,7 @@ impl Room {
             // What this member sees beyond the shared body: its own entities of
             // owner-only kinds (added, changed or lost since the baseline), and its
             // view's checksum when the frame carries one.
-            let checksum_sent = full || with_checksum;
-            let own = if own.changed > baseline || (own.count > 0 && checksum_sent) {
+            let own_part = if own.changed > baseline || (own.count > 0 && checksum_sent) {
                 let checksum = checksum_sent.then(|| checksum.wrapping_add(own.checksum));
                 (self.encoder).encode_own(&self.world, m.id, baseline, values, checksum, &mut self.buf);
                 report.own_bytes += self.buf.len();
@@ -1556,7 +1556,7 @@ impl Room {
                     tick,
                     baseline,
                     body,
-                    own,
+                    own: own_part,
                     last_input_seq: m.last_applied,
                     server_time_us,
                 },
