@@ -433,7 +433,11 @@ fn writable_dev_cert_path(cert: &Path) -> Result<(), TlsError> {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            if std::fs::symlink_metadata(cert).is_ok() {
+            // (A file another start wrote since it was read is no link: it is read
+            // again under the lock.)
+            let dangling = std::fs::symlink_metadata(cert).is_ok_and(|m| m.file_type().is_symlink())
+                && std::fs::metadata(cert).is_err();
+            if dangling {
                 refuse("a link to nothing".into())
             } else if !parent.is_dir() {
                 refuse(format!("no directory {}", parent.display()))
