@@ -773,6 +773,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A development certificate path that is a link to nothing is refused, not
+    /// written through.
+    #[test]
+    fn a_dangling_link_at_the_development_certificate_path_is_refused() {
+        let (dir, config) = dev_cert_in("tls-dangling");
+        let path = config.dev_cert_path.clone();
+        std::os::unix::fs::symlink(dir.join("nowhere.pem"), &path).unwrap();
+        let e = load(&config).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("a link to nothing"), "{e}");
+        assert!(!dir.join("nowhere.pem").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Nodes started at once from one directory end with one certificate.
     #[test]
     fn starts_at_once_share_one_development_certificate() {
