@@ -373,7 +373,7 @@ pub struct RoomTypeConfig {
     /// Bytes per bytes/string field (relay).
     pub max_field_bytes: usize,
     /// Bytes of the whole room state as it sits in memory: an entity 128, a field 80
-    /// plus its value (relay).
+    /// plus its value, each member a hidden entity is shown to 64 (relay).
     pub max_state_bytes: usize,
     /// Arena width (arena).
     pub arena_width: f32,

@@ -36,16 +36,17 @@ pub enum View {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sight {
     View(View),
-    /// Only this member's own entities of owner-only kinds.
+    /// Only the entities of owner-only kinds this member sees (its own, and those
+    /// shown to it).
     Own(MemberId),
 }
 
 impl Sight {
-    fn sees(self, entity: &Entity) -> bool {
+    fn sees(self, world: &World, entity: &Entity) -> bool {
         match self {
             Self::View(View::Whole) => true,
             Self::View(View::Shared) => !entity.is_owner_only(),
-            Self::Own(member) => entity.is_owner_only() && entity.owner() == member,
+            Self::Own(member) => world.sees(member, entity.id()),
         }
     }
 
@@ -119,7 +120,7 @@ impl Encoder {
         for (position, kind) in world.schema().kinds().iter().enumerate() {
             if view == View::Whole || !kind.is_owner_only() {
                 let want = Some(position as u16);
-                let entities = world.entities().filter(|e| e.schema == want);
+                let entities = (world.entities().filter(|e| e.schema == want)).map(|e| (e, e.created));
                 packed::encode_block(kind, entities, baseline, values, &mut self.scratch, buf);
             }
         }
@@ -132,7 +133,8 @@ impl Encoder {
 
     /// Appends what `member` sees beyond a frame's shared body (encoded with
     /// [`View::Shared`] against the same baseline): its own entities of owner-only
-    /// kinds, as packed blocks, those it lost since the baseline, in `removed`, and
+    /// kinds and those shown to it, as packed blocks, those it lost since the
+    /// baseline, in `removed`, and
     /// `checksum` (its view's: the shared one plus its own entities'), which replaces
     /// the shared body's. Protobuf merges repeated fields and keeps the last of a
     /// field sent twice, so the frame decodes as one.
@@ -152,7 +154,7 @@ impl Encoder {
             for (position, kind) in world.schema().kinds().iter().enumerate() {
                 if kind.is_owner_only() {
                     let want = Some(position as u16);
-                    let entities = world.own_entities(member).filter(|e| e.schema == want);
+                    let entities = world.own_entities(member).filter(|(e, _)| e.schema == want);
                     packed::encode_block(kind, entities, baseline, values, &mut self.scratch, buf);
                 }
             }
@@ -187,7 +189,7 @@ fn encode_removed(world: &World, baseline: Tick, sight: Sight, buf: &mut impl Bu
     let removed = || {
         (sight.removals(world))
             .filter(move |r| baseline != 0 && r.tick > baseline)
-            .filter(move |r| !world.get(r.id).is_some_and(|e| sight.sees(e)))
+            .filter(move |r| !world.get(r.id).is_some_and(|e| sight.sees(world, e)))
             .map(|r| r.id)
     };
     let removed_len: usize = removed().map(encoded_len_varint).sum();

@@ -50,11 +50,13 @@ pub struct BlockScratch {
 
 /// Appends the block of `entities` (of the `declared` kind, in id order: a world's,
 /// as after [`World::finish_tick`]) as a `StateFrame.packed` field, for a delta
-/// against `baseline` (0: full snapshot). Appends nothing when none of them is in the
-/// delta.
+/// against `baseline` (0: full snapshot). Each comes with the tick since which the
+/// receiver has it as it is (its creation, or when it was given or shown to the
+/// receiver): after the baseline, it is sent whole. Appends nothing when none of
+/// them is in the delta.
 pub fn encode_block<'w>(
     declared: &KindSchema,
-    entities: impl Iterator<Item = &'w Entity>,
+    entities: impl Iterator<Item = (&'w Entity, Tick)>,
     baseline: Tick,
     values: Values,
     scratch: &mut BlockScratch,
@@ -65,8 +67,8 @@ pub fn encode_block<'w>(
     changed.clear();
     let (mut added_count, mut changed_count) = (0u64, 0u64);
     let (mut last_added, mut last_changed) = (0, 0);
-    for entity in entities {
-        if baseline == 0 || entity.created > baseline {
+    for (entity, since) in entities {
+        if baseline == 0 || since > baseline {
             debug_assert!(added_count == 0 || entity.id > last_added, "entities out of id order");
             encode_varint(entity.id - last_added, added);
             encode_varint(entity.owner, added);
@@ -401,7 +403,7 @@ mod tests {
         let kind = &world.schema().kinds()[0];
         encode_block(
             kind,
-            world.entities(),
+            world.entities().map(|e| (e, e.created)),
             baseline,
             values,
             &mut BlockScratch::default(),

@@ -467,7 +467,7 @@ fields = [{ id = 1, name = "rank", type = "int", min = 0, max = 9 }]
     let mut b = TestClient::connect_over(&server, transport).await;
     let joined = a.join("table", "cards").await;
     assert!(!joined.schema[0].owner_only && joined.schema[1].owner_only);
-    b.join("table", "cards").await;
+    let b_id = b.join("table", "cards").await.member_id;
     let entity = |id, kind, rank| proto::Entity {
         id,
         owner: 0,
@@ -517,6 +517,60 @@ fields = [{ id = 1, name = "rank", type = "int", min = 0, max = 9 }]
     }
     assert_eq!(ids(&a), [1, 10]);
     assert_eq!(ids(&b), [1, 20]);
+
+    // Shown to b: b's mirror holds it, then its change, and verifies its checksums;
+    // hidden again, it is gone. Only its owner shows it, and to a member only.
+    let viewer = |id, member| vec![proto::Viewer { id, member }];
+    let show = |id, member| {
+        input::Payload::Writes(EntityWrites {
+            show: viewer(id, member),
+            ..Default::default()
+        })
+    };
+    let shown = a.input("table", show(10, b_id)).await;
+    a.applied("table", shown).await;
+    let rank = |c: &TestClient| c.mirrors["table"].world().get(10).and_then(|e| e.get(1).cloned());
+    let verified = |c: &TestClient| c.mirrors["table"].checksums_verified();
+    let before = verified(&b);
+    for _ in 0..500 {
+        if ids(&b) == [1, 10, 20] && verified(&b) > before {
+            break;
+        }
+        b.next().await;
+    }
+    assert_eq!((ids(&b), rank(&b)), (vec![1, 10, 20], Some(Value::Int(7))));
+    assert!(verified(&b) > before, "b's checksum counts in the card shown to it");
+    let turned = a.input("table", set(10, 2)).await;
+    a.applied("table", turned).await;
+    for _ in 0..500 {
+        if rank(&b) == Some(Value::Int(2)) {
+            break;
+        }
+        b.next().await;
+    }
+    assert_eq!(rank(&b), Some(Value::Int(2)));
+    let steal = b.input("table", show(10, b_id)).await;
+    assert_eq!(b.until(error).await, (ErrorCode::NotOwner as i32, steal));
+    let stranger = a.input("table", show(10, 999)).await;
+    assert_eq!(a.until(error).await, (ErrorCode::BadRequest as i32, stranger));
+    let hidden = a
+        .input(
+            "table",
+            input::Payload::Writes(EntityWrites {
+                hide: viewer(10, b_id),
+                ..Default::default()
+            }),
+        )
+        .await;
+    a.applied("table", hidden).await;
+    for _ in 0..500 {
+        if ids(&b) == [1, 20] {
+            break;
+        }
+        b.next().await;
+    }
+    assert_eq!(ids(&b), [1, 20]);
+    assert_eq!(ids(&a), [1, 10]);
 }
 
 /// `/metrics` tells how connections end: closed by the client (with 1000, 1001 or

@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -39,31 +39,51 @@ pub struct Removal {
     pub id: EntityId,
 }
 
-/// What the entities of owner-only kinds one member owns add up to (see
-/// [`World::own`]).
+/// What the entities of owner-only kinds one member sees add up to: those it owns
+/// and those shown to it (see [`World::own`], [`World::show`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Own {
-    /// How many the member owns.
+    /// How many it sees.
     pub count: u32,
     /// The wrapping sum of their hashes: their share of the checksum.
     pub checksum: u64,
-    /// The last tick in which one was created, written, given or taken away, or
-    /// removed.
+    /// The last tick in which one was created, written, given or taken away, shown
+    /// or hidden, or removed.
     pub changed: Tick,
 }
 
-/// One owner's entities of owner-only kinds: their ids, in order, and [`Own`]'s sums.
+/// The entities of owner-only kinds one member sees, and [`Own`]'s sums.
 #[derive(Debug, Clone, Default)]
 struct Owned {
-    ids: BTreeSet<EntityId>,
-    /// Those it lost (removed, or given to another) within the window.
+    /// Their ids, in order, each with the tick since which the member has it as it
+    /// is: created, given to it, or shown to it (its deltas send it whole when that
+    /// is after their baseline).
+    ids: BTreeMap<EntityId, Tick>,
+    /// Those it lost (removed, given to another, or hidden from it) within the
+    /// window.
     lost: VecDeque<Removal>,
     checksum: u64,
     changed: Tick,
 }
 
-/// The world's running sums: the checksum (and its part per owner of owner-only
-/// entities) and when what every member sees last changed.
+impl Owned {
+    fn gain(&mut self, id: EntityId, tick: Tick) {
+        self.ids.insert(id, tick);
+        self.changed = tick;
+    }
+
+    fn lose(&mut self, id: EntityId, tick: Tick) {
+        // One it gained in this same tick it was never sent: its id is none of its
+        // business.
+        if self.ids.remove(&id).is_some_and(|since| since != tick) {
+            self.lost.push_back(Removal { tick, id });
+        }
+        self.changed = tick;
+    }
+}
+
+/// The world's running sums: the checksum (and its part per member that sees
+/// entities of owner-only kinds) and when what every member sees last changed.
 #[derive(Debug, Clone, Default)]
 struct Tally {
     /// Wrapping sum of the hashes of all clean entities.
@@ -71,6 +91,10 @@ struct Tally {
     /// The part of `checksum` from entities of owner-only kinds.
     own_checksum: u64,
     own: FxHashMap<MemberId, Owned>,
+    /// The members other than its owner an entity of an owner-only kind is shown to.
+    shown: FxHashMap<EntityId, Vec<MemberId>>,
+    /// Entries in `shown`, all entities together.
+    shown_count: usize,
     /// The last tick in which an entity every member sees was created, changed or
     /// removed.
     last_shared_change: Tick,
@@ -91,35 +115,47 @@ impl Tally {
         self.checksum = self.checksum.wrapping_add(hash);
         if e.owner_only {
             self.own_checksum = self.own_checksum.wrapping_add(hash);
-            let own = self.own.entry(e.owner).or_default();
-            own.checksum = own.checksum.wrapping_add(hash);
+            let Self { own, shown, .. } = self;
+            for member in viewers(shown, e) {
+                let own = own.entry(member).or_default();
+                own.checksum = own.checksum.wrapping_add(hash);
+            }
         }
     }
 
-    /// Records a change of `e` in `tick`; `gained` is `Some(true)` for an entity its
-    /// owner gains, `Some(false)` for one it loses.
-    fn touch(&mut self, e: &Entity, tick: Tick, gained: Option<bool>) {
+    /// Records a write to `e` in `tick`.
+    fn touch(&mut self, e: &Entity, tick: Tick) {
         if e.owner_only {
-            let own = self.own.entry(e.owner).or_default();
-            own.changed = tick;
-            match gained {
-                Some(true) => {
-                    own.ids.insert(e.id);
-                }
-                Some(false) => {
-                    own.ids.remove(&e.id);
-                    // One it gained in this same tick it was never sent: its id is
-                    // none of its business.
-                    if e.created != tick {
-                        own.lost.push_back(Removal { tick, id: e.id });
-                    }
-                }
-                None => {}
+            let Self { own, shown, .. } = self;
+            for member in viewers(shown, e) {
+                own.entry(member).or_default().changed = tick;
             }
         } else {
             self.last_shared_change = tick;
         }
     }
+
+    /// Takes `member` off the list of those entity `id` is shown to. Returns whether
+    /// it was on it.
+    fn unshow(&mut self, id: EntityId, member: MemberId) -> bool {
+        let Some(viewers) = self.shown.get_mut(&id) else {
+            return false;
+        };
+        let Some(at) = viewers.iter().position(|&m| m == member) else {
+            return false;
+        };
+        viewers.swap_remove(at);
+        self.shown_count -= 1;
+        if viewers.is_empty() {
+            self.shown.remove(&id);
+        }
+        true
+    }
+}
+
+/// Who sees an entity of an owner-only kind: its owner, and those it is shown to.
+fn viewers<'a>(shown: &'a FxHashMap<EntityId, Vec<MemberId>>, e: &Entity) -> impl Iterator<Item = MemberId> + 'a {
+    std::iter::once(e.owner).chain(shown.get(&e.id).into_iter().flatten().copied())
 }
 
 /// The entities of a room, with the change bookkeeping that delta encoding and the
@@ -224,8 +260,8 @@ impl World {
         self.tally.checksum.wrapping_sub(self.tally.own_checksum)
     }
 
-    /// What `member`'s entities of owner-only kinds add up to (all zero when it owns
-    /// none and lost none within the history window).
+    /// What the entities of owner-only kinds `member` sees add up to (all zero when
+    /// it sees none and lost none within the history window).
     pub fn own(&self, member: MemberId) -> Own {
         self.tally.own.get(&member).map_or_else(Own::default, |own| Own {
             count: own.ids.len() as u32,
@@ -234,10 +270,90 @@ impl World {
         })
     }
 
-    /// `member`'s entities of owner-only kinds, in id order.
-    pub fn own_entities(&self, member: MemberId) -> impl Iterator<Item = &Entity> {
+    /// The entities of owner-only kinds `member` sees (its own and those shown to
+    /// it), in id order, each with the tick since which it has the entity as it is
+    /// (created, given to it, or shown to it).
+    pub fn own_entities(&self, member: MemberId) -> impl Iterator<Item = (&Entity, Tick)> {
         let ids = self.tally.own.get(&member).map(|own| &own.ids);
-        ids.into_iter().flatten().filter_map(|id| self.entities.get(id))
+        (ids.into_iter().flatten()).filter_map(|(id, &since)| Some((self.entities.get(id)?, since)))
+    }
+
+    /// True when `member` sees entity `id` of an owner-only kind: it owns it, or it
+    /// is shown to it.
+    pub fn sees(&self, member: MemberId, id: EntityId) -> bool {
+        self.tally.own.get(&member).is_some_and(|own| own.ids.contains_key(&id))
+    }
+
+    /// The members an entity of an owner-only kind is shown to besides its owner
+    /// ([`World::show`]), in no particular order.
+    pub fn shown_to(&self, id: EntityId) -> &[MemberId] {
+        self.tally.shown.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// How many (entity, member) pairs [`World::show`] made, all entities together:
+    /// what showing costs the room's memory.
+    pub fn shown_count(&self) -> usize {
+        self.tally.shown_count
+    }
+
+    /// Shows an entity of an owner-only kind to `member` as well as to its owner: its
+    /// next frames carry it whole, then its changes, until [`World::hide`] (or the
+    /// entity is removed, or given to `member`). Returns whether it was hidden from
+    /// `member` before; an entity every member sees, or `member`'s own, is left as it
+    /// is. The room hides everything from a member that leaves.
+    pub fn show(&mut self, id: EntityId, member: MemberId) -> Result<bool, WorldError> {
+        let e = self.entities.get(&id).ok_or(WorldError::NotFound(id))?;
+        if !e.owner_only || e.owner == member {
+            return Ok(false);
+        }
+        let Tally {
+            own,
+            shown,
+            shown_count,
+            ..
+        } = &mut self.tally;
+        let viewers = shown.entry(id).or_default();
+        if viewers.contains(&member) {
+            return Ok(false);
+        }
+        viewers.push(member);
+        *shown_count += 1;
+        let own = own.entry(member).or_default();
+        own.gain(id, self.tick);
+        // A dirty entity's hash is counted in for every viewer when the tick finishes.
+        if !e.dirty {
+            own.checksum = own.checksum.wrapping_add(e.hash);
+        }
+        Ok(true)
+    }
+
+    /// Hides an entity [`World::show`] showed to `member` again: its next frames
+    /// remove it. Returns whether it was shown to `member`.
+    pub fn hide(&mut self, id: EntityId, member: MemberId) -> Result<bool, WorldError> {
+        let e = self.entities.get(&id).ok_or(WorldError::NotFound(id))?;
+        if !self.tally.unshow(id, member) {
+            return Ok(false);
+        }
+        let own = self.tally.own.entry(member).or_default();
+        own.lose(id, self.tick);
+        if !e.dirty {
+            own.checksum = own.checksum.wrapping_sub(e.hash);
+        }
+        Ok(true)
+    }
+
+    /// Hides from `member` every entity shown to it (it left the room). Returns how
+    /// many were.
+    pub fn hide_all_from(&mut self, member: MemberId) -> usize {
+        let ids = self.tally.own.get(&member).map(|own| own.ids.keys());
+        let shown: Vec<EntityId> = (ids.into_iter().flatten())
+            .filter(|id| self.entities.get(*id).is_some_and(|e| e.owner != member))
+            .copied()
+            .collect();
+        for &id in &shown {
+            let _ = self.hide(id, member);
+        }
+        shown.len()
     }
 
     /// True when some kind is seen by its owner only.
@@ -340,7 +456,11 @@ impl World {
             hash: 0,
             dirty: true,
         };
-        self.tally.touch(&entity, tick, Some(true));
+        if owner_only {
+            self.tally.own.entry(owner).or_default().gain(id, tick);
+        } else {
+            self.tally.last_shared_change = tick;
+        }
         self.entities.insert(id, entity);
         self.dirty.push(id);
         Ok(())
@@ -375,7 +495,8 @@ impl World {
     /// Hands an entity to another owner. Its next deltas list it whole (in `added`,
     /// which replaces a receiver's copy), as if it were created again now: a client's
     /// mirror learns owners from entities added. An entity of an owner-only kind is
-    /// removed for its old owner and added for its new one.
+    /// removed for its old owner and added for its new one (no longer shown to it,
+    /// if it was) and for those it is shown to.
     pub fn set_owner(&mut self, id: EntityId, owner: MemberId) -> Result<(), WorldError> {
         let tick = self.tick;
         let entity = self.entities.get_mut(&id).ok_or(WorldError::NotFound(id))?;
@@ -387,13 +508,19 @@ impl World {
             entity.dirty = true;
             self.dirty.push(id);
         }
-        if entity.owner_only {
-            self.tally.touch(entity, tick, Some(false));
-        }
-        entity.owner = owner;
+        let before = std::mem::replace(&mut entity.owner, owner);
         entity.created = tick;
         entity.changed = tick;
-        self.tally.touch(entity, tick, Some(true));
+        if entity.owner_only {
+            self.tally.own.entry(before).or_default().lose(id, tick);
+            self.tally.unshow(id, owner);
+            let Tally { own, shown, .. } = &mut self.tally;
+            for member in viewers(shown, entity) {
+                own.entry(member).or_default().gain(id, tick);
+            }
+        } else {
+            self.tally.last_shared_change = tick;
+        }
         Ok(())
     }
 
@@ -406,8 +533,14 @@ impl World {
         if !entity.dirty {
             self.tally.take(&entity);
         }
-        self.tally.touch(&entity, self.tick, Some(false));
-        if !entity.owner_only {
+        if entity.owner_only {
+            let shown = self.tally.shown.remove(&id).unwrap_or_default();
+            self.tally.shown_count -= shown.len();
+            for member in std::iter::once(entity.owner).chain(shown) {
+                self.tally.own.entry(member).or_default().lose(id, self.tick);
+            }
+        } else {
+            self.tally.last_shared_change = self.tick;
             self.removals.push_back(Removal { tick: self.tick, id });
         }
         Ok(entity)
@@ -530,7 +663,7 @@ impl EntityMut<'_> {
             }
         }
         entity.changed = tick;
-        self.tally.touch(entity, tick, None);
+        self.tally.touch(entity, tick);
         if !entity.dirty {
             entity.dirty = true;
             self.tally.take(entity);
@@ -581,7 +714,7 @@ mod tests {
         let mut w = World::with_schema(4, Arc::new(Schema::new(vec![hidden]).unwrap()));
         let part = |w: &World, member: Option<MemberId>| {
             let seen = |e: &&Entity| match member {
-                Some(m) => e.owner_only && e.owner == m,
+                Some(m) => e.owner_only && (e.owner == m || w.shown_to(e.id).contains(&m)),
                 None => !e.owner_only,
             };
             (w.entities().filter(seen)).fold(0u64, |sum, e| {
@@ -590,13 +723,14 @@ mod tests {
         };
         let check = |w: &World| {
             assert_eq!(w.shared_checksum(), part(w, None));
-            for m in [1, 2] {
+            for m in [1, 2, 3] {
                 assert_eq!(w.own(m).checksum, part(w, Some(m)), "member {m}");
-                assert_eq!(
-                    w.own(m).count as usize,
-                    w.entities().filter(|e| e.owner_only && e.owner == m).count()
-                );
+                let seen = |e: &&Entity| e.owner_only && (e.owner == m || w.shown_to(e.id).contains(&m));
+                assert_eq!(w.own(m).count as usize, w.entities().filter(seen).count());
+                assert!(w.entities().filter(seen).all(|e| w.sees(m, e.id)));
             }
+            let shown: usize = w.entities().map(|e| w.shown_to(e.id).len()).sum();
+            assert_eq!(w.shown_count(), shown);
             assert_eq!(w.checksum(), full_checksum(w));
         };
         w.begin_tick(1);
@@ -646,8 +780,74 @@ mod tests {
         w.despawn(1).unwrap();
         w.finish_tick();
         check(&w);
-        let lost = |m| w.own_removals(Some(m)).map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!((lost(1), lost(2)), (vec![4], vec![1]));
+        let lost = |w: &World, m| w.own_removals(Some(m)).map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!((lost(&w, 1), lost(&w, 2)), (vec![4], vec![1]));
+
+        // Shown to others: counted in their share, written, hidden, given to one who
+        // saw it, removed while shown.
+        w.begin_tick(10);
+        w.spawn(5, 1, 3, [(1, Value::Int(3))]).unwrap();
+        w.finish_tick();
+        w.begin_tick(11);
+        assert!(w.show(5, 2).unwrap() && w.show(5, 3).unwrap());
+        assert!(
+            !w.show(5, 2).unwrap() && !w.show(5, 1).unwrap(),
+            "shown already, or its owner's"
+        );
+        assert!(!w.show(3, 2).unwrap(), "every member sees entity 3 already");
+        assert_eq!(w.show(99, 2), Err(WorldError::NotFound(99)));
+        w.finish_tick();
+        check(&w);
+        assert_eq!(
+            (w.own(2).changed, w.own(3).changed, w.last_shared_change()),
+            (11, 11, 3)
+        );
+        let since = |w: &World, m| w.own_entities(m).map(|(e, since)| (e.id, since)).collect::<Vec<_>>();
+        assert_eq!(since(&w, 3), [(5, 11)]);
+        w.begin_tick(12);
+        assert!(w.hide(5, 3).unwrap() && !w.hide(5, 3).unwrap());
+        w.set(5, 1, Value::Int(4)).unwrap();
+        w.finish_tick();
+        check(&w);
+        assert_eq!((w.own(1).changed, w.own(2).changed, w.own(3).changed), (12, 12, 12));
+        assert_eq!(lost(&w, 3), [5]);
+        w.begin_tick(13);
+        w.show(5, 3).unwrap();
+        w.set_owner(5, 2).unwrap();
+        w.finish_tick();
+        check(&w);
+        assert_eq!(
+            w.shown_to(5),
+            [3],
+            "its new owner is not shown it, its old one not at all"
+        );
+        assert_eq!((since(&w, 2), since(&w, 3)), (vec![(5, 13)], vec![(5, 13)]));
+        assert!(lost(&w, 1).contains(&5) && !w.sees(1, 5));
+        w.begin_tick(14);
+        w.show(5, 1).unwrap();
+        w.despawn(5).unwrap();
+        w.finish_tick();
+        check(&w);
+        assert_eq!((w.shown_count(), w.own(3).count), (0, 0));
+        assert_eq!(lost(&w, 3), [5, 5], "hidden at 12, removed at 14");
+        assert_eq!(
+            lost(&w, 1).iter().filter(|&&id| id == 5).count(),
+            1,
+            "shown and removed in tick 14: never sent"
+        );
+        // A member that leaves is hidden everything shown to it.
+        w.begin_tick(15);
+        w.spawn(6, 2, 3, []).unwrap();
+        w.spawn(7, crate::state::SERVER, 3, []).unwrap();
+        w.show(6, 3).unwrap();
+        w.show(7, 3).unwrap();
+        w.finish_tick();
+        check(&w);
+        w.begin_tick(16);
+        assert_eq!(w.hide_all_from(3), 2);
+        w.finish_tick();
+        check(&w);
+        assert_eq!((w.shown_count(), w.own(3).count, w.own(2).count), (0, 0, 1));
     }
 
     #[test]

@@ -1322,6 +1322,7 @@ impl Room {
                 SimCall::Leave(m) => {
                     self.sim.leave(&mut sim_context!(self, tick), m);
                     self.roster.remove(m);
+                    self.world.hide_all_from(m);
                 }
                 SimCall::Away(m, away) => {
                     self.roster.set_away(m, away);

@@ -2237,12 +2237,19 @@ enum Op {
         id: u64,
         to: usize,
     },
+    /// Shows (or hides) an entity to member `to`.
+    Show {
+        member: usize,
+        id: u64,
+        to: usize,
+        hide: bool,
+    },
 }
 
 /// True when `mirror` holds exactly what `member` sees of `world`: every entity but
-/// the others' (and the room's) of owner-only kinds.
+/// the others' (and the room's) of owner-only kinds not shown to it.
 fn holds_the_view_of(mirror: &World, world: &World, member: MemberId) -> bool {
-    let seen = |e: &&crate::state::Entity| !e.is_owner_only() || e.owner() == member;
+    let seen = |e: &&crate::state::Entity| !e.is_owner_only() || world.sees(member, e.id());
     mirror.len() == world.entities().filter(seen).count()
         && world
             .entities()
@@ -2303,7 +2310,13 @@ fn op() -> impl Strategy<Value = Op> {
             }
         }),
         (member.clone(), id.clone()).prop_map(|(member, id)| Op::Remove { member, id }),
-        (member.clone(), id, member).prop_map(|(member, id, to)| Op::Give { member, id, to }),
+        (member.clone(), id.clone(), member.clone()).prop_map(|(member, id, to)| Op::Give { member, id, to }),
+        (member.clone(), id, member, any::<bool>()).prop_map(|(member, id, to, hide)| Op::Show {
+            member,
+            id,
+            to,
+            hide
+        }),
     ]
 }
 
@@ -2347,6 +2360,23 @@ fn payload(op: &Op) -> (usize, input::Payload) {
                 ..Default::default()
             }),
         ),
+        Op::Show { member, id, to, hide } => {
+            let viewer = vec![proto::Viewer {
+                id: *id,
+                member: *to as MemberId + 1,
+            }];
+            let writes = match hide {
+                false => EntityWrites {
+                    show: viewer,
+                    ..Default::default()
+                },
+                true => EntityWrites {
+                    hide: viewer,
+                    ..Default::default()
+                },
+            };
+            (*member, input::Payload::Writes(writes))
+        }
     }
 }
 

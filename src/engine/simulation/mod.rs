@@ -44,6 +44,10 @@ pub fn state_cost(entity: &crate::state::Entity) -> usize {
 /// (hash, key and index) in the world (in a full snapshot its framing is at most 32).
 pub const ENTITY_COST: usize = std::mem::size_of::<crate::state::Entity>() + 48;
 
+/// What showing an entity of an owner-only kind to one more member counts
+/// ([`World::show`]): the room's record of it, in memory.
+pub const VIEWER_COST: usize = 64;
+
 /// What one field counts: the field in memory plus its value's length (in a full
 /// snapshot: at most 8 bytes of framing plus that length). A one-byte value counts
 /// as what it takes, not as one byte.
@@ -565,7 +569,7 @@ mod tests {
     /// The README and the configuration reference give these figures.
     #[test]
     fn what_an_entity_and_a_field_count_is_what_the_docs_say() {
-        assert_eq!(ENTITY_COST, 128);
+        assert_eq!((ENTITY_COST, VIEWER_COST), (128, 64));
         assert_eq!(field_cost(&Value::Bool(true)), 80 + 1);
         assert_eq!(field_cost(&Value::String("x".repeat(100))), 80 + 100);
     }

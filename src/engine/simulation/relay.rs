@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{ENTITY_COST, EntityLimits, SimContext, SimError, Simulation, field_cost, state_cost};
+use super::{ENTITY_COST, EntityLimits, SimContext, SimError, Simulation, VIEWER_COST, field_cost, state_cost};
 use crate::proto::{self, EntityWrites, Field, input};
 use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Tick, Value, World, value_len};
 
@@ -48,17 +48,20 @@ impl Relay {
         // an owner has owner 0, which no member is). Read only when one is written.
         let listing = ctx.listing;
         let room_owner = || listing.with(|l| l.owner);
-        // Another's entity of an owner-only kind is, to this member, no entity at
-        // all: every answer about it is the one an absent id gets.
-        let may_write = |entity: &Entity| match entity.owner() {
+        // Another's entity of an owner-only kind not shown to this member is, to it,
+        // no entity at all: every answer about it is the one an absent id gets.
+        let may_write = |world: &World, entity: &Entity| match entity.owner() {
             owner if owner == member => Ok(()),
             SERVER if room_owner() == member => Ok(()),
-            _ if entity.is_owner_only() => Err(SimError::EntityNotFound(entity.id())),
+            _ if entity.is_owner_only() && !world.sees(member, entity.id()) => {
+                Err(SimError::EntityNotFound(entity.id()))
+            }
             SERVER => Err(SimError::NotRoomOwner(entity.id())),
             _ => Err(SimError::NotOwner(entity.id())),
         };
         // Checked up front, so that a write that does not fit changes nothing.
-        check_declared(ctx.world, writes, |e| may_write(e).is_ok() || !e.is_owner_only())?;
+        let world = &*ctx.world;
+        check_declared(world, writes, |e| may_write(world, e).is_ok() || !e.is_owner_only())?;
         for create in &writes.create {
             self.create(ctx, member, create)?;
         }
@@ -69,13 +72,13 @@ impl Relay {
             self.create(ctx, SERVER, create)?;
         }
         let limits = ctx.limits;
+        let shown_bytes = |world: &World| world.shown_count() * VIEWER_COST;
         for update in &writes.update {
-            let mut target = ctx
-                .world
-                .entity_mut(update.id)
-                .ok_or(SimError::EntityNotFound(update.id))?;
+            let shown = shown_bytes(ctx.world);
+            let entity = ctx.world.get(update.id).ok_or(SimError::EntityNotFound(update.id))?;
+            may_write(ctx.world, entity)?;
+            let mut target = ctx.world.entity_mut(update.id).expect("found above");
             let entity = target.get();
-            may_write(entity)?;
             let new_fields = update.fields.iter().filter(|f| entity.get(f.id).is_none()).count();
             if entity.fields().len() + new_fields > limits.max_fields_per_entity {
                 return Err(SimError::LimitExceeded("fields per entity"));
@@ -91,7 +94,7 @@ impl Relay {
                     f.value.as_ref().map_or(0, field_cost).saturating_sub(old)
                 })
                 .sum();
-            if self.state_bytes + growth > limits.max_state_bytes {
+            if self.state_bytes + shown + growth > limits.max_state_bytes {
                 return Err(SimError::LimitExceeded("bytes of room state"));
             }
             let set = (update.fields.iter())
@@ -103,7 +106,7 @@ impl Relay {
         }
         for &id in &writes.remove {
             let entity = ctx.world.get(id).ok_or(SimError::EntityNotFound(id))?;
-            may_write(entity)?;
+            may_write(ctx.world, entity)?;
             let owner = entity.owner();
             self.state_bytes -= state_cost(&ctx.world.despawn(id)?);
             if let Some(owned) = self.owned.get_mut(&owner) {
@@ -112,7 +115,7 @@ impl Relay {
         }
         for give in &writes.give {
             let entity = ctx.world.get(give.id).ok_or(SimError::EntityNotFound(give.id))?;
-            may_write(entity)?;
+            may_write(ctx.world, entity)?;
             let from = entity.owner();
             // Entities change hands through the room's owner (no other member fills
             // another's or the room's entity quota); in a room without one, never.
@@ -150,12 +153,30 @@ impl Relay {
                 *owned -= 1;
             }
         }
+        for show in &writes.show {
+            let entity = ctx.world.get(show.id).ok_or(SimError::EntityNotFound(show.id))?;
+            may_write(ctx.world, entity)?;
+            if ctx.members.user(show.member).is_none() {
+                return Err(SimError::NotInRoom(show.member));
+            }
+            if self.state_bytes + shown_bytes(ctx.world) + VIEWER_COST > limits.max_state_bytes {
+                return Err(SimError::LimitExceeded("bytes of room state"));
+            }
+            ctx.world.show(show.id, show.member)?;
+        }
+        for hide in &writes.hide {
+            let entity = ctx.world.get(hide.id).ok_or(SimError::EntityNotFound(hide.id))?;
+            may_write(ctx.world, entity)?;
+            ctx.world.hide(hide.id, hide.member)?;
+        }
         Ok(())
     }
 
     /// Creates one entity owned by `owner` (a member, or the room).
     fn create(&mut self, ctx: &mut SimContext<'_>, owner: MemberId, create: &proto::Entity) -> Result<(), SimError> {
         let limits = ctx.limits;
+        // The room's state bound counts each member an entity is shown to too.
+        let shown_bytes = ctx.world.shown_count() * VIEWER_COST;
         let owned = self.owned.entry(owner).or_default();
         if *owned >= limits.max_entities_per_member {
             return Err(SimError::LimitExceeded(entities_of(owner)));
@@ -174,7 +195,7 @@ impl Relay {
                 .filter_map(|f| f.value.as_ref())
                 .map(field_cost)
                 .sum::<usize>();
-        if self.state_bytes + cost > limits.max_state_bytes {
+        if self.state_bytes + shown_bytes + cost > limits.max_state_bytes {
             return Err(SimError::LimitExceeded("bytes of room state"));
         }
         let fields = create.fields.iter().filter_map(|f| Some((f.id, f.value.clone()?)));

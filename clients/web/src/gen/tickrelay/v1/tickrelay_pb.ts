@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tickrelay/v1/tickrelay.proto.
  */
 export const file_tickrelay_v1_tickrelay: GenFile = /*@__PURE__*/
-  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiWAoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZRIXCg9maXJzdF9ldmVudF9zZXEYAiABKAQiUgoOU2VydmVyRW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuU2VydmVyTWVzc2FnZRIRCglmaXJzdF9zZXEYAiABKAQisQMKDUNsaWVudE1lc3NhZ2USJgoEam9pbhgBIAEoCzIWLnRpY2tyZWxheS52MS5Kb2luUm9vbUgAEigKBWxlYXZlGAIgASgLMhcudGlja3JlbGF5LnYxLkxlYXZlUm9vbUgAEiQKBWlucHV0GAMgASgLMhMudGlja3JlbGF5LnYxLklucHV0SAASKAoFZXZlbnQYBCABKAsyFy50aWNrcmVsYXkudjEuU2VuZEV2ZW50SAASKAoHcmVxdWVzdBgFIAEoCzIVLnRpY2tyZWxheS52MS5SZXF1ZXN0SAASIgoEcGluZxgGIAEoCzISLnRpY2tyZWxheS52MS5QaW5nSAASIgoEcG9uZxgHIAEoCzISLnRpY2tyZWxheS52MS5Qb25nSAASIAoDYWNrGAggASgLMhEudGlja3JlbGF5LnYxLkFja0gAEjMKDXJlZnJlc2hfdG9rZW4YCSABKAsyGi50aWNrcmVsYXkudjEuUmVmcmVzaFRva2VuSAASLQoKcXVpY2tfam9pbhgKIAEoCzIXLnRpY2tyZWxheS52MS5RdWlja0pvaW5IAEIGCgRraW5kIu8ECg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSAASKgoIcmVkaXJlY3QYDCABKAsyFi50aWNrcmVsYXkudjEuUmVkaXJlY3RIABItCgpnb2luZ19hd2F5GA0gASgLMhcudGlja3JlbGF5LnYxLkdvaW5nQXdheUgAEjEKDHJvb21fdXBkYXRlZBgOIAEoCzIZLnRpY2tyZWxheS52MS5Sb29tVXBkYXRlZEgAQgYKBGtpbmQiawoFSGVsbG8SDQoFdG9rZW4YASABKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgJEhkKDHJlY2VpdmVkX3NlcRgDIAEoBEgAiAEBEhEKCWNsaWVudF9pZBgEIAEoCUIPCg1fcmVjZWl2ZWRfc2VxIpwCCgdXZWxjb21lEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SEgoKc2Vzc2lvbl9pZBgCIAEoBBIUCgxyZXN1bWVfdG9rZW4YAyABKAkSJAoGbGltaXRzGAQgASgLMhQudGlja3JlbGF5LnYxLkxpbWl0cxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0SHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SFwoPcmVzdW1lX2dyYWNlX21zGAcgASgNEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg8KB3VzZXJfaWQYCSABKAkSDwoHcmVzdW1lZBgKIAEoCBIXCg9ldmVudHNfcmVjZWl2ZWQYCyABKAQihQEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgBIAEoDRIbChNtZXNzYWdlc19wZXJfc2Vjb25kGAIgASgNEhUKDW1lc3NhZ2VfYnVyc3QYAyABKA0SGAoQYnl0ZXNfcGVyX3NlY29uZBgEIAEoDRISCgpieXRlX2J1cnN0GAUgASgNIngKCEpvaW5Sb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRIRCglyb29tX3R5cGUYAyABKAkSDAoEc2VhdBgEIAEoCRIpCgZjcmVhdGUYBSABKAsyGS50aWNrcmVsYXkudjEuUm9vbU9wdGlvbnMiigEKC1Jvb21PcHRpb25zEjkKCG1ldGFkYXRhGAEgAygLMicudGlja3JlbGF5LnYxLlJvb21PcHRpb25zLk1ldGFkYXRhRW50cnkSDwoHcHJpdmF0ZRgCIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1QEKCVF1aWNrSm9pbhISCgpyZXF1ZXN0X2lkGAEgASgEEhEKCXJvb21fdHlwZRgCIAEoCRI1CgdmaWx0ZXJzGAMgAygLMiQudGlja3JlbGF5LnYxLlF1aWNrSm9pbi5GaWx0ZXJzRW50cnkSKQoGY3JlYXRlGAQgASgLMhkudGlja3JlbGF5LnYxLlJvb21PcHRpb25zEg8KB2V4Y2x1ZGUYBSADKAkaLgoMRmlsdGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi6wIKBkpvaW5lZBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSEQoJcm9vbV90eXBlGAMgASgJEhEKCW1lbWJlcl9pZBgEIAEoBBIRCgl0aWNrX3JhdGUYBSABKA0SEwoLbWF4X21lbWJlcnMYBiABKA0SKQoHbWVtYmVycxgHIAMoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEhYKDmxhc3RfaW5wdXRfc2VxGAggASgEEigKBnNjaGVtYRgJIAMoCzIYLnRpY2tyZWxheS52MS5LaW5kU2NoZW1hEg0KBW93bmVyGAogASgEEjQKCG1ldGFkYXRhGAsgAygLMiIudGlja3JlbGF5LnYxLkpvaW5lZC5NZXRhZGF0YUVudHJ5Eg4KBmxvY2tlZBgMIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoJTGVhdmVSb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCSJiCgRMZWZ0EhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRInCgZyZWFzb24YAyABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYBCABKAkiRwoIUmVkaXJlY3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEgsKA3VybBgDIAEoCRIMCgRzZWF0GAQgASgJIhgKCUdvaW5nQXdheRILCgN1cmwYASABKAkiPgoKTWVtYmVySW5mbxIRCgltZW1iZXJfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIMCgRhd2F5GAMgASgIInAKCFByZXNlbmNlEgwKBHJvb20YASABKAkSKAoGbWVtYmVyGAIgASgLMhgudGlja3JlbGF5LnYxLk1lbWJlckluZm8SLAoGY2hhbmdlGAMgASgOMhwudGlja3JlbGF5LnYxLlByZXNlbmNlQ2hhbmdlIm8KBUZpZWxkEgoKAmlkGAEgASgNEg0KA2ludBgCIAEoEkgAEg8KBWZsb2F0GAMgASgCSAASDgoEYm9vbBgEIAEoCEgAEg8KBWJ5dGVzGAUgASgMSAASEAoGc3RyaW5nGAYgASgJSABCBwoFdmFsdWUiVgoGRW50aXR5EgoKAmlkGAEgASgEEg0KBW93bmVyGAIgASgEEgwKBGtpbmQYAyABKA0SIwoGZmllbGRzGAQgAygLMhMudGlja3JlbGF5LnYxLkZpZWxkImcKCktpbmRTY2hlbWESDAoEa2luZBgBIAEoDRIMCgRuYW1lGAIgASgJEikKBmZpZWxkcxgDIAMoCzIZLnRpY2tyZWxheS52MS5GaWVsZFNjaGVtYRISCgpvd25lcl9vbmx5GAQgASgIIroBCgtGaWVsZFNjaGVtYRIKCgJpZBgBIAEoDRIMCgRuYW1lGAIgASgJEiUKBHR5cGUYAyABKA4yFy50aWNrcmVsYXkudjEuRmllbGRUeXBlEg8KB2ludF9taW4YBCABKBISDwoHaW50X21heBgFIAEoEhIRCglmbG9hdF9taW4YBiABKAESEQoJZmxvYXRfbWF4GAcgASgBEhEKCXByZWNpc2lvbhgIIAEoARIPCgdtYXhfbGVuGAkgASgNIj8KDEVudGl0eVVwZGF0ZRIKCgJpZBgBIAEoBBIjCgZmaWVsZHMYAiADKAsyEy50aWNrcmVsYXkudjEuRmllbGQibQoFSW5wdXQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSLAoGd3JpdGVzGAMgASgLMhoudGlja3JlbGF5LnYxLkVudGl0eVdyaXRlc0gAEhAKBmludGVudBgEIAEoDEgAQgkKB3BheWxvYWQiwQEKDEVudGl0eVdyaXRlcxIkCgZjcmVhdGUYASADKAsyFC50aWNrcmVsYXkudjEuRW50aXR5EioKBnVwZGF0ZRgCIAMoCzIaLnRpY2tyZWxheS52MS5FbnRpdHlVcGRhdGUSDgoGcmVtb3ZlGAMgAygEEiAKBGdpdmUYBCADKAsyEi50aWNrcmVsYXkudjEuR2l2ZRItCg9jcmVhdGVfZm9yX3Jvb20YBSADKAsyFC50aWNrcmVsYXkudjEuRW50aXR5Ih4KBEdpdmUSCgoCaWQYASABKAQSCgoCdG8YAiABKAQihgIKClN0YXRlRnJhbWUSDAoEcm9vbRgBIAEoCRIMCgR0aWNrGAIgASgEEhUKDWJhc2VsaW5lX3RpY2sYAyABKAQSDwoHcmVtb3ZlZBgEIAMoBBIjCgVhZGRlZBgFIAMoCzIULnRpY2tyZWxheS52MS5FbnRpdHkSKwoHY2hhbmdlZBgGIAMoCzIaLnRpY2tyZWxheS52MS5FbnRpdHlVcGRhdGUSFQoIY2hlY2tzdW0YByABKAZIAIgBARIWCg5zZXJ2ZXJfdGltZV91cxgIIAEoBBIOCgZwYWNrZWQYCSADKAwSFgoObGFzdF9pbnB1dF9zZXEYDyABKARCCwoJX2NoZWNrc3VtIiEKA0FjaxIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQiSQoJU2VuZEV2ZW50EgwKBHJvb20YASABKAkSDAoEa2luZBgCIAEoCRIPCgdwYXlsb2FkGAMgASgMEg8KB3RhcmdldHMYBCADKAQiZgoJUm9vbUV2ZW50EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgEEg4KBnNlbmRlchgDIAEoBBIMCgRraW5kGAQgASgJEg8KB3BheWxvYWQYBSABKAwSDwoHdGFyZ2V0cxgGIAMoBCKtAQoHUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEi0KCmxpc3Rfcm9vbXMYAiABKAsyFy50aWNrcmVsYXkudjEuTGlzdFJvb21zSAASJgoGcmVzeW5jGAMgASgLMhQudGlja3JlbGF5LnYxLlJlc3luY0gAEi8KC3VwZGF0ZV9yb29tGAQgASgLMhgudGlja3JlbGF5LnYxLlVwZGF0ZVJvb21IAEIGCgRraW5kIrYBCglMaXN0Um9vbXMSDQoFYWZ0ZXIYASABKAkSDQoFbGltaXQYAiABKA0SEQoJcm9vbV90eXBlGAMgASgJEjUKB2ZpbHRlcnMYBCADKAsyJC50aWNrcmVsYXkudjEuTGlzdFJvb21zLkZpbHRlcnNFbnRyeRIRCglvcGVuX29ubHkYBSABKAgaLgoMRmlsdGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiugEKClVwZGF0ZVJvb20SDAoEcm9vbRgBIAEoCRI4CghtZXRhZGF0YRgCIAMoCzImLnRpY2tyZWxheS52MS5VcGRhdGVSb29tLk1ldGFkYXRhRW50cnkSJAoEbG9jaxgDIAEoDjIWLnRpY2tyZWxheS52MS5Sb29tTG9jaxINCgVvd25lchgEIAEoBBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFgoGUmVzeW5jEgwKBHJvb20YASABKAkiqAEKCFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSJwoFcm9vbXMYAiABKAsyFi50aWNrcmVsYXkudjEuUm9vbUxpc3RIABIvCgZyZXN5bmMYAyABKAsyHS50aWNrcmVsYXkudjEuUmVzeW5jU2NoZWR1bGVkSAASJgoEcm9vbRgEIAEoCzIWLnRpY2tyZWxheS52MS5Sb29tSW5mb0gAQgYKBGtpbmQiUwoIUm9vbUxpc3QSJQoFcm9vbXMYASADKAsyFi50aWNrcmVsYXkudjEuUm9vbUluZm8SDAoEbW9yZRgCIAEoCBISCgpuZXh0X2FmdGVyGAMgASgJItkBCghSb29tSW5mbxIMCgRyb29tGAEgASgJEhEKCXJvb21fdHlwZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEhMKC21heF9tZW1iZXJzGAQgASgNEjYKCG1ldGFkYXRhGAUgAygLMiQudGlja3JlbGF5LnYxLlJvb21JbmZvLk1ldGFkYXRhRW50cnkSDgoGbG9ja2VkGAYgASgIEg0KBW93bmVyGAcgASgEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKXAQoLUm9vbVVwZGF0ZWQSDAoEcm9vbRgBIAEoCRI5CghtZXRhZGF0YRgCIAMoCzInLnRpY2tyZWxheS52MS5Sb29tVXBkYXRlZC5NZXRhZGF0YUVudHJ5Eg4KBmxvY2tlZBgDIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiHwoPUmVzeW5jU2NoZWR1bGVkEgwKBHJvb20YASABKAkiQQoEUGluZxINCgVub25jZRgBIAEoBBIUCgxzZW50X3RpbWVfdXMYAiABKAQSFAoMcmVjZWl2ZWRfc2VxGAMgASgEIloKBFBvbmcSDQoFbm9uY2UYASABKAQSGQoRcGluZ19zZW50X3RpbWVfdXMYAiABKAQSDwoHdGltZV91cxgDIAEoBBIXCg9ldmVudHNfcmVjZWl2ZWQYBCABKAQiMQoMUmVmcmVzaFRva2VuEhIKCnJlcXVlc3RfaWQYASABKAQSDQoFdG9rZW4YAiABKAkiPQoOVG9rZW5SZWZyZXNoZWQSEgoKcmVxdWVzdF9pZBgBIAEoBBIXCg9leHBpcmVzX2F0X3VuaXgYAiABKAQieQoFRXJyb3ISJQoEY29kZRgBIAEoDjIXLnRpY2tyZWxheS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgEEgwKBHJvb20YBCABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYBSABKA0i9gEKDlJvb21DaGVja3BvaW50EgwKBHJvb20YASABKAkSEQoJcm9vbV90eXBlGAIgASgJEgwKBHRpY2sYAyABKAQSEQoJZXZlbnRfc2VxGAQgASgEEg0KBXN0YXRlGAUgASgMEiEKBXNlYXRzGAYgAygLMhIudGlja3JlbGF5LnYxLlNlYXQSDwoHdGltZV91cxgHIAEoBBImCgdsaXN0aW5nGAggASgLMhUudGlja3JlbGF5LnYxLkxpc3RpbmcSIwoEYmFucxgJIAMoCzIVLnRpY2tyZWxheS52MS5Sb29tQmFuEhIKCmdhbWVfc3RhdGUYCiABKAwiLAoHUm9vbUJhbhIPCgd1c2VyX2lkGAEgASgJEhAKCHVudGlsX3VzGAIgASgEIj0KCFVzZXJMaXZlEg8KB3VzZXJfaWQYASABKAkSDgoGZmFtaWx5GAIgASgEEhAKCHNpbmNlX3VzGAMgASgEIikKCVJvb21DbG9zZRIMCgRyb29tGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJOCgtVc2VyUmVtb3ZhbBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhAKCGJhbl9zZWNzGAQgASgNIqEBCgdMaXN0aW5nEjUKCG1ldGFkYXRhGAEgAygLMiMudGlja3JlbGF5LnYxLkxpc3RpbmcuTWV0YWRhdGFFbnRyeRIOCgZsb2NrZWQYAiABKAgSDwoHcHJpdmF0ZRgDIAEoCBINCgVvd25lchgEIAEoBBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoEU2VhdBIRCgltZW1iZXJfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIWCg5sYXN0X2lucHV0X3NlcRgDIAEoBCI0Cg1TZXNzaW9uUmVjb3JkEhIKCnNlc3Npb25faWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCSq2AQoOUHJlc2VuY2VDaGFuZ2USHwobUFJFU0VOQ0VfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASGgoWUFJFU0VOQ0VfQ0hBTkdFX0pPSU5FRBABEhgKFFBSRVNFTkNFX0NIQU5HRV9MRUZUEAISGAoUUFJFU0VOQ0VfQ0hBTkdFX0FXQVkQAxIYChRQUkVTRU5DRV9DSEFOR0VfQkFDSxAEEhkKFVBSRVNFTkNFX0NIQU5HRV9PV05FUhAFKpMBCglGaWVsZFR5cGUSGgoWRklFTERfVFlQRV9VTlNQRUNJRklFRBAAEhIKDkZJRUxEX1RZUEVfSU5UEAESFAoQRklFTERfVFlQRV9GTE9BVBACEhMKD0ZJRUxEX1RZUEVfQk9PTBADEhQKEEZJRUxEX1RZUEVfQllURVMQBBIVChFGSUVMRF9UWVBFX1NUUklORxAFKlEKCFJvb21Mb2NrEhcKE1JPT01fTE9DS19VTkNIQU5HRUQQABIUChBST09NX0xPQ0tfTE9DS0VEEAESFgoSUk9PTV9MT0NLX1VOTE9DS0VEEAIq/AQKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASGgoWRVJST1JfQ09ERV9CQURfUkVRVUVTVBABEh0KGUVSUk9SX0NPREVfUk9PTV9OT1RfRk9VTkQQAhIYChRFUlJPUl9DT0RFX1JPT01fRlVMTBADEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9BTFJFQURZX01FTUJFUhAFEiAKHEVSUk9SX0NPREVfVU5LTk9XTl9ST09NX1RZUEUQBhIYChRFUlJPUl9DT0RFX05PVF9PV05FUhAHEhwKGEVSUk9SX0NPREVfRU5USVRZX0VYSVNUUxAIEh8KG0VSUk9SX0NPREVfRU5USVRZX05PVF9GT1VORBAJEhwKGEVSUk9SX0NPREVfV1JPTkdfUEFZTE9BRBAKEh8KG0VSUk9SX0NPREVfSU5QVVRfUVVFVUVfRlVMTBALEh0KGUVSUk9SX0NPREVfTElNSVRfRVhDRUVERUQQDBIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBANEhoKFkVSUk9SX0NPREVfU0VSVkVSX0JVU1kQDhIaChZFUlJPUl9DT0RFX1JPT01fQ0xPU0VEEA8SGAoURVJST1JfQ09ERV9GT1JCSURERU4QEBIdChlFUlJPUl9DT0RFX0lOVkFMSURfSU5URU5UEBESHAoYRVJST1JfQ09ERV9JTlZBTElEX0ZJRUxEEBISIQodRVJST1JfQ09ERV9ST09NX1RZUEVfTUlTTUFUQ0gQExIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEBRCYwoQZGV2LnRpY2tyZWxheS52MVABWj5naXRodWIuY29tL3RpY2tyZWxheS90aWNrcmVsYXkvZ2VuL2dvL3RpY2tyZWxheS92MTt0aWNrcmVsYXl2MaoCDFRpY2tyZWxheS5WMWIGcHJvdG8z");
+  fileDesc("Chx0aWNrcmVsYXkvdjEvdGlja3JlbGF5LnByb3RvEgx0aWNrcmVsYXkudjEiWAoOQ2xpZW50RW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuQ2xpZW50TWVzc2FnZRIXCg9maXJzdF9ldmVudF9zZXEYAiABKAQiUgoOU2VydmVyRW52ZWxvcGUSLQoIbWVzc2FnZXMYASADKAsyGy50aWNrcmVsYXkudjEuU2VydmVyTWVzc2FnZRIRCglmaXJzdF9zZXEYAiABKAQisQMKDUNsaWVudE1lc3NhZ2USJgoEam9pbhgBIAEoCzIWLnRpY2tyZWxheS52MS5Kb2luUm9vbUgAEigKBWxlYXZlGAIgASgLMhcudGlja3JlbGF5LnYxLkxlYXZlUm9vbUgAEiQKBWlucHV0GAMgASgLMhMudGlja3JlbGF5LnYxLklucHV0SAASKAoFZXZlbnQYBCABKAsyFy50aWNrcmVsYXkudjEuU2VuZEV2ZW50SAASKAoHcmVxdWVzdBgFIAEoCzIVLnRpY2tyZWxheS52MS5SZXF1ZXN0SAASIgoEcGluZxgGIAEoCzISLnRpY2tyZWxheS52MS5QaW5nSAASIgoEcG9uZxgHIAEoCzISLnRpY2tyZWxheS52MS5Qb25nSAASIAoDYWNrGAggASgLMhEudGlja3JlbGF5LnYxLkFja0gAEjMKDXJlZnJlc2hfdG9rZW4YCSABKAsyGi50aWNrcmVsYXkudjEuUmVmcmVzaFRva2VuSAASLQoKcXVpY2tfam9pbhgKIAEoCzIXLnRpY2tyZWxheS52MS5RdWlja0pvaW5IAEIGCgRraW5kIu8ECg1TZXJ2ZXJNZXNzYWdlEigKB3dlbGNvbWUYASABKAsyFS50aWNrcmVsYXkudjEuV2VsY29tZUgAEiYKBmpvaW5lZBgCIAEoCzIULnRpY2tyZWxheS52MS5Kb2luZWRIABIiCgRsZWZ0GAMgASgLMhIudGlja3JlbGF5LnYxLkxlZnRIABIqCghwcmVzZW5jZRgEIAEoCzIWLnRpY2tyZWxheS52MS5QcmVzZW5jZUgAEikKBXN0YXRlGAUgASgLMhgudGlja3JlbGF5LnYxLlN0YXRlRnJhbWVIABIoCgVldmVudBgGIAEoCzIXLnRpY2tyZWxheS52MS5Sb29tRXZlbnRIABIqCghyZXNwb25zZRgHIAEoCzIWLnRpY2tyZWxheS52MS5SZXNwb25zZUgAEiIKBHBpbmcYCCABKAsyEi50aWNrcmVsYXkudjEuUGluZ0gAEiIKBHBvbmcYCSABKAsyEi50aWNrcmVsYXkudjEuUG9uZ0gAEiQKBWVycm9yGAogASgLMhMudGlja3JlbGF5LnYxLkVycm9ySAASNwoPdG9rZW5fcmVmcmVzaGVkGAsgASgLMhwudGlja3JlbGF5LnYxLlRva2VuUmVmcmVzaGVkSAASKgoIcmVkaXJlY3QYDCABKAsyFi50aWNrcmVsYXkudjEuUmVkaXJlY3RIABItCgpnb2luZ19hd2F5GA0gASgLMhcudGlja3JlbGF5LnYxLkdvaW5nQXdheUgAEjEKDHJvb21fdXBkYXRlZBgOIAEoCzIZLnRpY2tyZWxheS52MS5Sb29tVXBkYXRlZEgAQgYKBGtpbmQiawoFSGVsbG8SDQoFdG9rZW4YASABKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgJEhkKDHJlY2VpdmVkX3NlcRgDIAEoBEgAiAEBEhEKCWNsaWVudF9pZBgEIAEoCUIPCg1fcmVjZWl2ZWRfc2VxIpwCCgdXZWxjb21lEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SEgoKc2Vzc2lvbl9pZBgCIAEoBBIUCgxyZXN1bWVfdG9rZW4YAyABKAkSJAoGbGltaXRzGAQgASgLMhQudGlja3JlbGF5LnYxLkxpbWl0cxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0SHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SFwoPcmVzdW1lX2dyYWNlX21zGAcgASgNEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg8KB3VzZXJfaWQYCSABKAkSDwoHcmVzdW1lZBgKIAEoCBIXCg9ldmVudHNfcmVjZWl2ZWQYCyABKAQihQEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgBIAEoDRIbChNtZXNzYWdlc19wZXJfc2Vjb25kGAIgASgNEhUKDW1lc3NhZ2VfYnVyc3QYAyABKA0SGAoQYnl0ZXNfcGVyX3NlY29uZBgEIAEoDRISCgpieXRlX2J1cnN0GAUgASgNIngKCEpvaW5Sb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRIRCglyb29tX3R5cGUYAyABKAkSDAoEc2VhdBgEIAEoCRIpCgZjcmVhdGUYBSABKAsyGS50aWNrcmVsYXkudjEuUm9vbU9wdGlvbnMiigEKC1Jvb21PcHRpb25zEjkKCG1ldGFkYXRhGAEgAygLMicudGlja3JlbGF5LnYxLlJvb21PcHRpb25zLk1ldGFkYXRhRW50cnkSDwoHcHJpdmF0ZRgCIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1QEKCVF1aWNrSm9pbhISCgpyZXF1ZXN0X2lkGAEgASgEEhEKCXJvb21fdHlwZRgCIAEoCRI1CgdmaWx0ZXJzGAMgAygLMiQudGlja3JlbGF5LnYxLlF1aWNrSm9pbi5GaWx0ZXJzRW50cnkSKQoGY3JlYXRlGAQgASgLMhkudGlja3JlbGF5LnYxLlJvb21PcHRpb25zEg8KB2V4Y2x1ZGUYBSADKAkaLgoMRmlsdGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi6wIKBkpvaW5lZBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBHJvb20YAiABKAkSEQoJcm9vbV90eXBlGAMgASgJEhEKCW1lbWJlcl9pZBgEIAEoBBIRCgl0aWNrX3JhdGUYBSABKA0SEwoLbWF4X21lbWJlcnMYBiABKA0SKQoHbWVtYmVycxgHIAMoCzIYLnRpY2tyZWxheS52MS5NZW1iZXJJbmZvEhYKDmxhc3RfaW5wdXRfc2VxGAggASgEEigKBnNjaGVtYRgJIAMoCzIYLnRpY2tyZWxheS52MS5LaW5kU2NoZW1hEg0KBW93bmVyGAogASgEEjQKCG1ldGFkYXRhGAsgAygLMiIudGlja3JlbGF5LnYxLkpvaW5lZC5NZXRhZGF0YUVudHJ5Eg4KBmxvY2tlZBgMIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoJTGVhdmVSb29tEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCSJiCgRMZWZ0EhIKCnJlcXVlc3RfaWQYASABKAQSDAoEcm9vbRgCIAEoCRInCgZyZWFzb24YAyABKA4yFy50aWNrcmVsYXkudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYBCABKAkiRwoIUmVkaXJlY3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIMCgRyb29tGAIgASgJEgsKA3VybBgDIAEoCRIMCgRzZWF0GAQgASgJIhgKCUdvaW5nQXdheRILCgN1cmwYASABKAkiPgoKTWVtYmVySW5mbxIRCgltZW1iZXJfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIMCgRhd2F5GAMgASgIInAKCFByZXNlbmNlEgwKBHJvb20YASABKAkSKAoGbWVtYmVyGAIgASgLMhgudGlja3JlbGF5LnYxLk1lbWJlckluZm8SLAoGY2hhbmdlGAMgASgOMhwudGlja3JlbGF5LnYxLlByZXNlbmNlQ2hhbmdlIm8KBUZpZWxkEgoKAmlkGAEgASgNEg0KA2ludBgCIAEoEkgAEg8KBWZsb2F0GAMgASgCSAASDgoEYm9vbBgEIAEoCEgAEg8KBWJ5dGVzGAUgASgMSAASEAoGc3RyaW5nGAYgASgJSABCBwoFdmFsdWUiVgoGRW50aXR5EgoKAmlkGAEgASgEEg0KBW93bmVyGAIgASgEEgwKBGtpbmQYAyABKA0SIwoGZmllbGRzGAQgAygLMhMudGlja3JlbGF5LnYxLkZpZWxkImcKCktpbmRTY2hlbWESDAoEa2luZBgBIAEoDRIMCgRuYW1lGAIgASgJEikKBmZpZWxkcxgDIAMoCzIZLnRpY2tyZWxheS52MS5GaWVsZFNjaGVtYRISCgpvd25lcl9vbmx5GAQgASgIIroBCgtGaWVsZFNjaGVtYRIKCgJpZBgBIAEoDRIMCgRuYW1lGAIgASgJEiUKBHR5cGUYAyABKA4yFy50aWNrcmVsYXkudjEuRmllbGRUeXBlEg8KB2ludF9taW4YBCABKBISDwoHaW50X21heBgFIAEoEhIRCglmbG9hdF9taW4YBiABKAESEQoJZmxvYXRfbWF4GAcgASgBEhEKCXByZWNpc2lvbhgIIAEoARIPCgdtYXhfbGVuGAkgASgNIj8KDEVudGl0eVVwZGF0ZRIKCgJpZBgBIAEoBBIjCgZmaWVsZHMYAiADKAsyEy50aWNrcmVsYXkudjEuRmllbGQibQoFSW5wdXQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSLAoGd3JpdGVzGAMgASgLMhoudGlja3JlbGF5LnYxLkVudGl0eVdyaXRlc0gAEhAKBmludGVudBgEIAEoDEgAQgkKB3BheWxvYWQiiQIKDEVudGl0eVdyaXRlcxIkCgZjcmVhdGUYASADKAsyFC50aWNrcmVsYXkudjEuRW50aXR5EioKBnVwZGF0ZRgCIAMoCzIaLnRpY2tyZWxheS52MS5FbnRpdHlVcGRhdGUSDgoGcmVtb3ZlGAMgAygEEiAKBGdpdmUYBCADKAsyEi50aWNrcmVsYXkudjEuR2l2ZRItCg9jcmVhdGVfZm9yX3Jvb20YBSADKAsyFC50aWNrcmVsYXkudjEuRW50aXR5EiIKBHNob3cYBiADKAsyFC50aWNrcmVsYXkudjEuVmlld2VyEiIKBGhpZGUYByADKAsyFC50aWNrcmVsYXkudjEuVmlld2VyIiQKBlZpZXdlchIKCgJpZBgBIAEoBBIOCgZtZW1iZXIYAiABKAQiHgoER2l2ZRIKCgJpZBgBIAEoBBIKCgJ0bxgCIAEoBCKGAgoKU3RhdGVGcmFtZRIMCgRyb29tGAEgASgJEgwKBHRpY2sYAiABKAQSFQoNYmFzZWxpbmVfdGljaxgDIAEoBBIPCgdyZW1vdmVkGAQgAygEEiMKBWFkZGVkGAUgAygLMhQudGlja3JlbGF5LnYxLkVudGl0eRIrCgdjaGFuZ2VkGAYgAygLMhoudGlja3JlbGF5LnYxLkVudGl0eVVwZGF0ZRIVCghjaGVja3N1bRgHIAEoBkgAiAEBEhYKDnNlcnZlcl90aW1lX3VzGAggASgEEg4KBnBhY2tlZBgJIAMoDBIWCg5sYXN0X2lucHV0X3NlcRgPIAEoBEILCglfY2hlY2tzdW0iIQoDQWNrEgwKBHJvb20YASABKAkSDAoEdGljaxgCIAEoBCJJCglTZW5kRXZlbnQSDAoEcm9vbRgBIAEoCRIMCgRraW5kGAIgASgJEg8KB3BheWxvYWQYAyABKAwSDwoHdGFyZ2V0cxgEIAMoBCJmCglSb29tRXZlbnQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSDgoGc2VuZGVyGAMgASgEEgwKBGtpbmQYBCABKAkSDwoHcGF5bG9hZBgFIAEoDBIPCgd0YXJnZXRzGAYgAygEIq0BCgdSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSLQoKbGlzdF9yb29tcxgCIAEoCzIXLnRpY2tyZWxheS52MS5MaXN0Um9vbXNIABImCgZyZXN5bmMYAyABKAsyFC50aWNrcmVsYXkudjEuUmVzeW5jSAASLwoLdXBkYXRlX3Jvb20YBCABKAsyGC50aWNrcmVsYXkudjEuVXBkYXRlUm9vbUgAQgYKBGtpbmQitgEKCUxpc3RSb29tcxINCgVhZnRlchgBIAEoCRINCgVsaW1pdBgCIAEoDRIRCglyb29tX3R5cGUYAyABKAkSNQoHZmlsdGVycxgEIAMoCzIkLnRpY2tyZWxheS52MS5MaXN0Um9vbXMuRmlsdGVyc0VudHJ5EhEKCW9wZW5fb25seRgFIAEoCBouCgxGaWx0ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK6AQoKVXBkYXRlUm9vbRIMCgRyb29tGAEgASgJEjgKCG1ldGFkYXRhGAIgAygLMiYudGlja3JlbGF5LnYxLlVwZGF0ZVJvb20uTWV0YWRhdGFFbnRyeRIkCgRsb2NrGAMgASgOMhYudGlja3JlbGF5LnYxLlJvb21Mb2NrEg0KBW93bmVyGAQgASgEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIWCgZSZXN5bmMSDAoEcm9vbRgBIAEoCSKoAQoIUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBInCgVyb29tcxgCIAEoCzIWLnRpY2tyZWxheS52MS5Sb29tTGlzdEgAEi8KBnJlc3luYxgDIAEoCzIdLnRpY2tyZWxheS52MS5SZXN5bmNTY2hlZHVsZWRIABImCgRyb29tGAQgASgLMhYudGlja3JlbGF5LnYxLlJvb21JbmZvSABCBgoEa2luZCJTCghSb29tTGlzdBIlCgVyb29tcxgBIAMoCzIWLnRpY2tyZWxheS52MS5Sb29tSW5mbxIMCgRtb3JlGAIgASgIEhIKCm5leHRfYWZ0ZXIYAyABKAki2QEKCFJvb21JbmZvEgwKBHJvb20YASABKAkSEQoJcm9vbV90eXBlGAIgASgJEg8KB21lbWJlcnMYAyABKA0SEwoLbWF4X21lbWJlcnMYBCABKA0SNgoIbWV0YWRhdGEYBSADKAsyJC50aWNrcmVsYXkudjEuUm9vbUluZm8uTWV0YWRhdGFFbnRyeRIOCgZsb2NrZWQYBiABKAgSDQoFb3duZXIYByABKAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpcBCgtSb29tVXBkYXRlZBIMCgRyb29tGAEgASgJEjkKCG1ldGFkYXRhGAIgAygLMicudGlja3JlbGF5LnYxLlJvb21VcGRhdGVkLk1ldGFkYXRhRW50cnkSDgoGbG9ja2VkGAMgASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIfCg9SZXN5bmNTY2hlZHVsZWQSDAoEcm9vbRgBIAEoCSJBCgRQaW5nEg0KBW5vbmNlGAEgASgEEhQKDHNlbnRfdGltZV91cxgCIAEoBBIUCgxyZWNlaXZlZF9zZXEYAyABKAQiWgoEUG9uZxINCgVub25jZRgBIAEoBBIZChFwaW5nX3NlbnRfdGltZV91cxgCIAEoBBIPCgd0aW1lX3VzGAMgASgEEhcKD2V2ZW50c19yZWNlaXZlZBgEIAEoBCIxCgxSZWZyZXNoVG9rZW4SEgoKcmVxdWVzdF9pZBgBIAEoBBINCgV0b2tlbhgCIAEoCSI9Cg5Ub2tlblJlZnJlc2hlZBISCgpyZXF1ZXN0X2lkGAEgASgEEhcKD2V4cGlyZXNfYXRfdW5peBgCIAEoBCJ5CgVFcnJvchIlCgRjb2RlGAEgASgOMhcudGlja3JlbGF5LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAQSDAoEcm9vbRgEIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgFIAEoDSL2AQoOUm9vbUNoZWNrcG9pbnQSDAoEcm9vbRgBIAEoCRIRCglyb29tX3R5cGUYAiABKAkSDAoEdGljaxgDIAEoBBIRCglldmVudF9zZXEYBCABKAQSDQoFc3RhdGUYBSABKAwSIQoFc2VhdHMYBiADKAsyEi50aWNrcmVsYXkudjEuU2VhdBIPCgd0aW1lX3VzGAcgASgEEiYKB2xpc3RpbmcYCCABKAsyFS50aWNrcmVsYXkudjEuTGlzdGluZxIjCgRiYW5zGAkgAygLMhUudGlja3JlbGF5LnYxLlJvb21CYW4SEgoKZ2FtZV9zdGF0ZRgKIAEoDCIsCgdSb29tQmFuEg8KB3VzZXJfaWQYASABKAkSEAoIdW50aWxfdXMYAiABKAQiPQoIVXNlckxpdmUSDwoHdXNlcl9pZBgBIAEoCRIOCgZmYW1pbHkYAiABKAQSEAoIc2luY2VfdXMYAyABKAQiKQoJUm9vbUNsb3NlEgwKBHJvb20YASABKAkSDgoGcmVhc29uGAIgASgJIk4KC1VzZXJSZW1vdmFsEgwKBHJvb20YASABKAkSDwoHdXNlcl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkSEAoIYmFuX3NlY3MYBCABKA0ioQEKB0xpc3RpbmcSNQoIbWV0YWRhdGEYASADKAsyIy50aWNrcmVsYXkudjEuTGlzdGluZy5NZXRhZGF0YUVudHJ5Eg4KBmxvY2tlZBgCIAEoCBIPCgdwcml2YXRlGAMgASgIEg0KBW93bmVyGAQgASgEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCCgRTZWF0EhEKCW1lbWJlcl9pZBgBIAEoBBIPCgd1c2VyX2lkGAIgASgJEhYKDmxhc3RfaW5wdXRfc2VxGAMgASgEIjQKDVNlc3Npb25SZWNvcmQSEgoKc2Vzc2lvbl9pZBgBIAEoBBIPCgd1c2VyX2lkGAIgASgJKrYBCg5QcmVzZW5jZUNoYW5nZRIfChtQUkVTRU5DRV9DSEFOR0VfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9DSEFOR0VfSk9JTkVEEAESGAoUUFJFU0VOQ0VfQ0hBTkdFX0xFRlQQAhIYChRQUkVTRU5DRV9DSEFOR0VfQVdBWRADEhgKFFBSRVNFTkNFX0NIQU5HRV9CQUNLEAQSGQoVUFJFU0VOQ0VfQ0hBTkdFX09XTkVSEAUqkwEKCUZpZWxkVHlwZRIaChZGSUVMRF9UWVBFX1VOU1BFQ0lGSUVEEAASEgoORklFTERfVFlQRV9JTlQQARIUChBGSUVMRF9UWVBFX0ZMT0FUEAISEwoPRklFTERfVFlQRV9CT09MEAMSFAoQRklFTERfVFlQRV9CWVRFUxAEEhUKEUZJRUxEX1RZUEVfU1RSSU5HEAUqUQoIUm9vbUxvY2sSFwoTUk9PTV9MT0NLX1VOQ0hBTkdFRBAAEhQKEFJPT01fTE9DS19MT0NLRUQQARIWChJST09NX0xPQ0tfVU5MT0NLRUQQAir8BAoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHQoZRVJST1JfQ09ERV9ST09NX05PVF9GT1VORBACEhgKFEVSUk9SX0NPREVfUk9PTV9GVUxMEAMSGwoXRVJST1JfQ09ERV9OT1RfQV9NRU1CRVIQBBIdChlFUlJPUl9DT0RFX0FMUkVBRFlfTUVNQkVSEAUSIAocRVJST1JfQ09ERV9VTktOT1dOX1JPT01fVFlQRRAGEhgKFEVSUk9SX0NPREVfTk9UX09XTkVSEAcSHAoYRVJST1JfQ09ERV9FTlRJVFlfRVhJU1RTEAgSHwobRVJST1JfQ09ERV9FTlRJVFlfTk9UX0ZPVU5EEAkSHAoYRVJST1JfQ09ERV9XUk9OR19QQVlMT0FEEAoSHwobRVJST1JfQ09ERV9JTlBVVF9RVUVVRV9GVUxMEAsSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAMEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEA0SGgoWRVJST1JfQ09ERV9TRVJWRVJfQlVTWRAOEhoKFkVSUk9SX0NPREVfUk9PTV9DTE9TRUQQDxIYChRFUlJPUl9DT0RFX0ZPUkJJRERFThAQEh0KGUVSUk9SX0NPREVfSU5WQUxJRF9JTlRFTlQQERIcChhFUlJPUl9DT0RFX0lOVkFMSURfRklFTEQQEhIhCh1FUlJPUl9DT0RFX1JPT01fVFlQRV9NSVNNQVRDSBATEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQFEJjChBkZXYudGlja3JlbGF5LnYxUAFaPmdpdGh1Yi5jb20vdGlja3JlbGF5L3RpY2tyZWxheS9nZW4vZ28vdGlja3JlbGF5L3YxO3RpY2tyZWxheXYxqgIMVGlja3JlbGF5LlYxYgZwcm90bzM");
 
 /**
  * Everything a client sends, in order.
@@ -1140,6 +1140,22 @@ export type EntityWrites = Message<"tickrelay.v1.EntityWrites"> & {
    * @generated from field: repeated tickrelay.v1.Entity create_for_room = 5;
    */
   createForRoom: Entity[];
+
+  /**
+   * Entities of owner-only kinds the sender may write (its own; the room's, for the
+   * room's owner) shown to one more member of the room (`show`), or no longer
+   * (`hide`): that member's frames carry the entity whole, then its changes, or
+   * remove it. Showing an entity every member sees, or to its owner, changes nothing.
+   * Applied after the other writes of the same input.
+   *
+   * @generated from field: repeated tickrelay.v1.Viewer show = 6;
+   */
+  show: Viewer[];
+
+  /**
+   * @generated from field: repeated tickrelay.v1.Viewer hide = 7;
+   */
+  hide: Viewer[];
 };
 
 /**
@@ -1148,6 +1164,30 @@ export type EntityWrites = Message<"tickrelay.v1.EntityWrites"> & {
  */
 export const EntityWritesSchema: GenMessage<EntityWrites> = /*@__PURE__*/
   messageDesc(file_tickrelay_v1_tickrelay, 23);
+
+/**
+ * Member `member` of the room, as one who sees entity `id` (see `EntityWrites.show`).
+ *
+ * @generated from message tickrelay.v1.Viewer
+ */
+export type Viewer = Message<"tickrelay.v1.Viewer"> & {
+  /**
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * @generated from field: uint64 member = 2;
+   */
+  member: bigint;
+};
+
+/**
+ * Describes the message tickrelay.v1.Viewer.
+ * Use `create(ViewerSchema)` to create a new message.
+ */
+export const ViewerSchema: GenMessage<Viewer> = /*@__PURE__*/
+  messageDesc(file_tickrelay_v1_tickrelay, 24);
 
 /**
  * Hands entity `id` to member `to` of the room, or to the room itself when `to` is 0.
@@ -1174,7 +1214,7 @@ export type Give = Message<"tickrelay.v1.Give"> & {
  * Use `create(GiveSchema)` to create a new message.
  */
 export const GiveSchema: GenMessage<Give> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 24);
+  messageDesc(file_tickrelay_v1_tickrelay, 25);
 
 /**
  * The room's state at `tick`, as a delta against `baseline_tick` (0: a full snapshot).
@@ -1252,7 +1292,7 @@ export type StateFrame = Message<"tickrelay.v1.StateFrame"> & {
  * Use `create(StateFrameSchema)` to create a new message.
  */
 export const StateFrameSchema: GenMessage<StateFrame> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 25);
+  messageDesc(file_tickrelay_v1_tickrelay, 26);
 
 /**
  * Acknowledges receipt of a state frame (unreliable transports only).
@@ -1276,7 +1316,7 @@ export type Ack = Message<"tickrelay.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 26);
+  messageDesc(file_tickrelay_v1_tickrelay, 27);
 
 /**
  * @generated from message tickrelay.v1.SendEvent
@@ -1310,7 +1350,7 @@ export type SendEvent = Message<"tickrelay.v1.SendEvent"> & {
  * Use `create(SendEventSchema)` to create a new message.
  */
 export const SendEventSchema: GenMessage<SendEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 27);
+  messageDesc(file_tickrelay_v1_tickrelay, 28);
 
 /**
  * @generated from message tickrelay.v1.RoomEvent
@@ -1356,7 +1396,7 @@ export type RoomEvent = Message<"tickrelay.v1.RoomEvent"> & {
  * Use `create(RoomEventSchema)` to create a new message.
  */
 export const RoomEventSchema: GenMessage<RoomEvent> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 28);
+  messageDesc(file_tickrelay_v1_tickrelay, 29);
 
 /**
  * @generated from message tickrelay.v1.Request
@@ -1396,7 +1436,7 @@ export type Request = Message<"tickrelay.v1.Request"> & {
  * Use `create(RequestSchema)` to create a new message.
  */
 export const RequestSchema: GenMessage<Request> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 29);
+  messageDesc(file_tickrelay_v1_tickrelay, 30);
 
 /**
  * One page of the open rooms, in room id order.
@@ -1445,7 +1485,7 @@ export type ListRooms = Message<"tickrelay.v1.ListRooms"> & {
  * Use `create(ListRoomsSchema)` to create a new message.
  */
 export const ListRoomsSchema: GenMessage<ListRooms> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 30);
+  messageDesc(file_tickrelay_v1_tickrelay, 31);
 
 /**
  * The room's owner (the member whose join created it, or the one ownership passed
@@ -1488,7 +1528,7 @@ export type UpdateRoom = Message<"tickrelay.v1.UpdateRoom"> & {
  * Use `create(UpdateRoomSchema)` to create a new message.
  */
 export const UpdateRoomSchema: GenMessage<UpdateRoom> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 31);
+  messageDesc(file_tickrelay_v1_tickrelay, 32);
 
 /**
  * Ask for a full snapshot of a room (after a detected desync).
@@ -1507,7 +1547,7 @@ export type Resync = Message<"tickrelay.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 32);
+  messageDesc(file_tickrelay_v1_tickrelay, 33);
 
 /**
  * @generated from message tickrelay.v1.Response
@@ -1547,7 +1587,7 @@ export type Response = Message<"tickrelay.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 33);
+  messageDesc(file_tickrelay_v1_tickrelay, 34);
 
 /**
  * @generated from message tickrelay.v1.RoomList
@@ -1579,7 +1619,7 @@ export type RoomList = Message<"tickrelay.v1.RoomList"> & {
  * Use `create(RoomListSchema)` to create a new message.
  */
 export const RoomListSchema: GenMessage<RoomList> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 34);
+  messageDesc(file_tickrelay_v1_tickrelay, 35);
 
 /**
  * @generated from message tickrelay.v1.RoomInfo
@@ -1630,7 +1670,7 @@ export type RoomInfo = Message<"tickrelay.v1.RoomInfo"> & {
  * Use `create(RoomInfoSchema)` to create a new message.
  */
 export const RoomInfoSchema: GenMessage<RoomInfo> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 35);
+  messageDesc(file_tickrelay_v1_tickrelay, 36);
 
 /**
  * A room's metadata or lock changed (its owner's `UpdateRoom`, or its simulation):
@@ -1662,7 +1702,7 @@ export type RoomUpdated = Message<"tickrelay.v1.RoomUpdated"> & {
  * Use `create(RoomUpdatedSchema)` to create a new message.
  */
 export const RoomUpdatedSchema: GenMessage<RoomUpdated> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 36);
+  messageDesc(file_tickrelay_v1_tickrelay, 37);
 
 /**
  * @generated from message tickrelay.v1.ResyncScheduled
@@ -1679,7 +1719,7 @@ export type ResyncScheduled = Message<"tickrelay.v1.ResyncScheduled"> & {
  * Use `create(ResyncScheduledSchema)` to create a new message.
  */
 export const ResyncScheduledSchema: GenMessage<ResyncScheduled> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 37);
+  messageDesc(file_tickrelay_v1_tickrelay, 38);
 
 /**
  * @generated from message tickrelay.v1.Ping
@@ -1709,7 +1749,7 @@ export type Ping = Message<"tickrelay.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 38);
+  messageDesc(file_tickrelay_v1_tickrelay, 39);
 
 /**
  * @generated from message tickrelay.v1.Pong
@@ -1748,7 +1788,7 @@ export type Pong = Message<"tickrelay.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 39);
+  messageDesc(file_tickrelay_v1_tickrelay, 40);
 
 /**
  * @generated from message tickrelay.v1.RefreshToken
@@ -1770,7 +1810,7 @@ export type RefreshToken = Message<"tickrelay.v1.RefreshToken"> & {
  * Use `create(RefreshTokenSchema)` to create a new message.
  */
 export const RefreshTokenSchema: GenMessage<RefreshToken> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 40);
+  messageDesc(file_tickrelay_v1_tickrelay, 41);
 
 /**
  * @generated from message tickrelay.v1.TokenRefreshed
@@ -1792,7 +1832,7 @@ export type TokenRefreshed = Message<"tickrelay.v1.TokenRefreshed"> & {
  * Use `create(TokenRefreshedSchema)` to create a new message.
  */
 export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 41);
+  messageDesc(file_tickrelay_v1_tickrelay, 42);
 
 /**
  * @generated from message tickrelay.v1.Error
@@ -1833,7 +1873,7 @@ export type Error = Message<"tickrelay.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 42);
+  messageDesc(file_tickrelay_v1_tickrelay, 43);
 
 /**
  * A room's state as its node saves it to Redis every `[cluster] checkpoint_ticks`
@@ -1918,7 +1958,7 @@ export type RoomCheckpoint = Message<"tickrelay.v1.RoomCheckpoint"> & {
  * Use `create(RoomCheckpointSchema)` to create a new message.
  */
 export const RoomCheckpointSchema: GenMessage<RoomCheckpoint> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 43);
+  messageDesc(file_tickrelay_v1_tickrelay, 44);
 
 /**
  * A user's joins of a room are refused until `until_us` (µs since the Unix epoch).
@@ -1942,7 +1982,7 @@ export type RoomBan = Message<"tickrelay.v1.RoomBan"> & {
  * Use `create(RoomBanSchema)` to create a new message.
  */
 export const RoomBanSchema: GenMessage<RoomBan> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 44);
+  messageDesc(file_tickrelay_v1_tickrelay, 45);
 
 /**
  * Cluster mode, with `duplicate_sessions = "replace"`: a session of `user_id` went
@@ -1973,7 +2013,7 @@ export type UserLive = Message<"tickrelay.v1.UserLive"> & {
  * Use `create(UserLiveSchema)` to create a new message.
  */
 export const UserLiveSchema: GenMessage<UserLive> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 45);
+  messageDesc(file_tickrelay_v1_tickrelay, 46);
 
 /**
  * Cluster mode: a game backend asked another node's HTTP API to close this room
@@ -1998,7 +2038,7 @@ export type RoomClose = Message<"tickrelay.v1.RoomClose"> & {
  * Use `create(RoomCloseSchema)` to create a new message.
  */
 export const RoomCloseSchema: GenMessage<RoomClose> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 46);
+  messageDesc(file_tickrelay_v1_tickrelay, 47);
 
 /**
  * Cluster mode: a game backend asked another node's HTTP API to remove a user from
@@ -2035,7 +2075,7 @@ export type UserRemoval = Message<"tickrelay.v1.UserRemoval"> & {
  * Use `create(UserRemovalSchema)` to create a new message.
  */
 export const UserRemovalSchema: GenMessage<UserRemoval> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 47);
+  messageDesc(file_tickrelay_v1_tickrelay, 48);
 
 /**
  * What a room shows in listings, as checkpointed.
@@ -2072,7 +2112,7 @@ export type Listing = Message<"tickrelay.v1.Listing"> & {
  * Use `create(ListingSchema)` to create a new message.
  */
 export const ListingSchema: GenMessage<Listing> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 48);
+  messageDesc(file_tickrelay_v1_tickrelay, 49);
 
 /**
  * A member of a checkpointed room: the room keeps the seat (and the entities the
@@ -2104,7 +2144,7 @@ export type Seat = Message<"tickrelay.v1.Seat"> & {
  * Use `create(SeatSchema)` to create a new message.
  */
 export const SeatSchema: GenMessage<Seat> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 49);
+  messageDesc(file_tickrelay_v1_tickrelay, 50);
 
 /**
  * A live session, as its node records it in Redis, so that its client can continue
@@ -2130,7 +2170,7 @@ export type SessionRecord = Message<"tickrelay.v1.SessionRecord"> & {
  * Use `create(SessionRecordSchema)` to create a new message.
  */
 export const SessionRecordSchema: GenMessage<SessionRecord> = /*@__PURE__*/
-  messageDesc(file_tickrelay_v1_tickrelay, 50);
+  messageDesc(file_tickrelay_v1_tickrelay, 51);
 
 /**
  * A client treats a change it does not know as no change of membership.
