@@ -164,8 +164,8 @@ struct ServeArgs {
     /// Turn on the HTTP API for game backends (`POST /rooms/ROOM/events?kind=NAME`,
     /// the body as the event's payload; `DELETE /rooms/ROOM?reason=TEXT` closes the
     /// room; `DELETE /rooms/ROOM/users/USER?reason=TEXT&ban_secs=N` removes a user
-    /// from it; `GET /rooms/ROOM` says who is in it) with this bearer token (prefer
-    /// the environment variable).
+    /// from it; `GET /rooms/ROOM` says who is in it; `GET /rooms` lists the rooms)
+    /// with this bearer token (prefer the environment variable).
     #[arg(long, env = "TICKRELAY_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Cluster mode: share one room directory with the other nodes in this Redis

@@ -1518,8 +1518,8 @@ max_unfinished_handshakes = 8192
 # request body as a room event from the server (sender 0), DELETE
 # /rooms/{room}?reason=TEXT closes the room, DELETE
 # /rooms/{room}/users/{user}?reason=TEXT&ban_secs=N removes the user from the room
-# (and bans it for N seconds), GET /rooms/{room} says who is in it, with
-# `Authorization: Bearer <token>`.
+# (and bans it for N seconds), GET /rooms/{room} says who is in it, GET /rooms lists
+# the rooms, with `Authorization: Bearer <token>`.
 # Off (404) without a token.
 # token = "change-me"
 

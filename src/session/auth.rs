@@ -173,7 +173,7 @@ pub enum AuthError {
     BadSignature,
     /// The token names a signing key (`kid`) the relay does not hold: its set of
     /// keys is fetched again (an identity provider's new key).
-    #[error("unknown signing key (`kid`): try again in a minute")]
+    #[error("unknown signing key (`kid`): try again in 30 s")]
     UnknownKey,
     /// Anything else: malformed, wrong issuer or audience, missing claims.
     #[error("invalid token: {0}")]
