@@ -3,6 +3,9 @@
 //! moves by the member's intents; one player is "it", and touching another passes it
 //! on. The server announces each tag to the room as a `tagged` event, removes
 //! players idle for too long, and ends the game after so many tags, if told to.
+//! Played in the dark (`sight`), each player sees only the players near it: the
+//! player kind is seen by its owner only, and each tick the game shows each player
+//! to those within sight and hides it from the others.
 //!
 //! Intents are the arena's: two bytes, `dx` and `dy` as signed 8-bit integers, so
 //! `tickrelay-bots --room-type tag` can play it too.
@@ -40,6 +43,9 @@ pub struct TagParams {
     pub tags: u32,
     /// A player who sends no input for this many seconds is removed; 0: never.
     pub idle_secs: f32,
+    /// Players see the others within this distance only (tag in the dark); 0: every
+    /// player sees every other.
+    pub sight: f32,
 }
 
 impl Default for TagParams {
@@ -51,6 +57,7 @@ impl Default for TagParams {
             cooldown_secs: 1.0,
             tags: 0,
             idle_secs: 0.0,
+            sight: 0.0,
         }
     }
 }
@@ -91,7 +98,10 @@ impl Tag {
             FieldSpec::new(FIELD_Y, "y", position),
             FieldSpec::new(FIELD_IT, "it", FieldType::Bool),
         ];
-        let player = KindSchema::new(KIND_PLAYER, "player", fields).expect("a valid kind");
+        let mut player = KindSchema::new(KIND_PLAYER, "player", fields).expect("a valid kind");
+        if params.sight > 0.0 {
+            player = player.seen_by_owner_only();
+        }
         Self {
             params: *params,
             schema: Arc::new(Schema::new(vec![player]).expect("a valid schema")),
@@ -115,6 +125,23 @@ impl Tag {
         self.it = Some(to);
         self.cooldown = self.params.cooldown_secs;
         ctx.send_event("tagged", format!("{{\"from\":{from},\"to\":{to}}}"), &[]);
+    }
+
+    /// Shows each player to the others within sight, and hides it from the rest
+    /// (showing or hiding again what already is costs nothing on the wire).
+    fn light(&self, ctx: &mut SimContext<'_>) {
+        for (&seen, a) in &self.players {
+            for (&viewer, b) in &self.players {
+                if viewer == seen {
+                    continue;
+                }
+                let near = (a.x - b.x).hypot(a.y - b.y) <= self.params.sight;
+                let _ = match near {
+                    true => ctx.world.show(a.entity, viewer),
+                    false => ctx.world.hide(a.entity, viewer),
+                };
+            }
+        }
     }
 }
 
@@ -205,6 +232,9 @@ impl Simulation for Tag {
             player.y = (player.y + player.dy * step).clamp(0.0, size);
             let _ = ctx.world.set(player.entity, FIELD_X, Value::Float(player.x));
             let _ = ctx.world.set(player.entity, FIELD_Y, Value::Float(player.y));
+        }
+        if self.params.sight > 0.0 {
+            self.light(ctx);
         }
         self.cooldown -= ctx.dt;
         let Some(it) = self.it.filter(|_| self.cooldown <= 0.0) else {

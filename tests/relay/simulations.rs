@@ -16,6 +16,7 @@ both_transports!(
     a_game_ends_its_room_when_it_is_won,
     a_configured_room_opens_again_when_its_game_ends,
     a_game_removes_the_players_it_wants_gone,
+    a_game_in_the_dark_shows_each_player_those_near_it,
 );
 
 /// The relay with Tag registered as the example's `main` does, a `tag` room type at
@@ -73,6 +74,58 @@ async fn until_it(client: &mut TestClient, room: &str, member: u64) {
         );
         client.next().await;
     }
+}
+
+/// Reads until `client` mirrors exactly the players of `members` in `yard`.
+async fn until_sees(client: &mut TestClient, members: &[u64]) {
+    let deadline = tokio::time::Instant::now() + 2 * WAIT;
+    loop {
+        let mirror = client.mirrors.get("yard");
+        let mut seen: Vec<u64> = (mirror.into_iter())
+            .flat_map(|m| m.world().entities().map(|e| e.owner()))
+            .collect();
+        seen.sort_unstable();
+        if seen == members {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "saw {seen:?}, never {members:?}"
+        );
+        client.next().await;
+    }
+}
+
+/// Tag in the dark: the game shows each player only the players near it, and its
+/// checksums (each over what its player sees) verify.
+async fn a_game_in_the_dark_shows_each_player_those_near_it(transport: Transport) {
+    let server = tag_server("speed = 60.0\nsight = 20.0\n", &[]).await;
+    // a at (25, 50), b at (75, 50), c at (25, 57).
+    let (mut a, a_id, mut b, b_id) = two_players(&server, transport).await;
+    let mut c = TestClient::connect_over(&server, transport).await;
+    let c_id = c.join("yard", "tag").await.member_id;
+    until_sees(&mut a, &[a_id, c_id]).await;
+    until_sees(&mut c, &[a_id, c_id]).await;
+    until_sees(&mut b, &[b_id]).await;
+    // b runs left until it sees the others, and stops there.
+    let left = input::Payload::Intent(Bytes::from_static(&[(-127i8) as u8, 0]));
+    b.input("yard", left).await;
+    until_sees(&mut b, &[a_id, b_id, c_id]).await;
+    b.input("yard", input::Payload::Intent(Bytes::from_static(&[0, 0])))
+        .await;
+    until_sees(&mut a, &[a_id, b_id, c_id]).await;
+    until_sees(&mut c, &[a_id, b_id, c_id]).await;
+    for client in [&a, &b, &c] {
+        assert!(client.mirrors["yard"].checksums_verified() > 0);
+    }
+    // b runs back to the right, out of their sight.
+    let right = input::Payload::Intent(Bytes::from_static(&[127, 0]));
+    b.input("yard", right).await;
+    until_sees(&mut b, &[b_id]).await;
+    until_sees(&mut a, &[a_id, c_id]).await;
+    // One who leaves is gone for the others.
+    c.close_normally().await;
+    until_sees(&mut a, &[a_id]).await;
 }
 
 async fn a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events(transport: Transport) {

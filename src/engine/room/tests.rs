@@ -2246,6 +2246,21 @@ enum Op {
     },
 }
 
+/// Shows entity `id` to `member` (or, with `hide`, hides it from it).
+fn show(id: u64, member: MemberId, hide: bool) -> input::Payload {
+    let viewer = vec![proto::Viewer { id, member }];
+    writes(match hide {
+        false => EntityWrites {
+            show: viewer,
+            ..Default::default()
+        },
+        true => EntityWrites {
+            hide: viewer,
+            ..Default::default()
+        },
+    })
+}
+
 /// True when `mirror` holds exactly what `member` sees of `world`: every entity but
 /// the others' (and the room's) of owner-only kinds not shown to it.
 fn holds_the_view_of(mirror: &World, world: &World, member: MemberId) -> bool {
@@ -2360,23 +2375,7 @@ fn payload(op: &Op) -> (usize, input::Payload) {
                 ..Default::default()
             }),
         ),
-        Op::Show { member, id, to, hide } => {
-            let viewer = vec![proto::Viewer {
-                id: *id,
-                member: *to as MemberId + 1,
-            }];
-            let writes = match hide {
-                false => EntityWrites {
-                    show: viewer,
-                    ..Default::default()
-                },
-                true => EntityWrites {
-                    hide: viewer,
-                    ..Default::default()
-                },
-            };
-            (*member, input::Payload::Writes(writes))
-        }
+        Op::Show { member, id, to, hide } => (*member, show(*id, *to as MemberId + 1, *hide)),
     }
 }
 
@@ -3420,6 +3419,45 @@ fn entities_of_an_owner_only_kind_reach_their_owner_only() {
     assert_eq!((ids(a), ids(b)), (vec![8], vec![7, 8, 9]));
     assert!(holds_the_view_of(a.mirror.world(), room.world(), 1));
     assert!(holds_the_view_of(b.mirror.world(), room.world(), 2));
+}
+
+/// An entity of an owner-only kind shown to another member reaches that member's
+/// mirror (which verifies its checksum with it) until hidden; the room hides
+/// everything from a member that leaves.
+#[test]
+fn an_entity_shown_to_another_reaches_it_until_hidden_or_it_leaves() {
+    let (mut room, mut clients) = owned_room_of(3);
+    room.push_input(1, 1, create_of(3, 7, vec![]));
+    room.push_input(1, 2, show(7, 2, false));
+    room.push_input(1, 3, show(7, 3, false));
+    room.tick(0);
+    let ids = |c: &Client| c.mirror.world().entities().map(|e| e.id()).collect::<Vec<_>>();
+    for c in &mut clients {
+        c.read();
+        assert_eq!(ids(c), [7], "member {}", c.id);
+    }
+    room.push_input(1, 4, show(7, 2, true));
+    room.push_input(2, 1, update(7, vec![]));
+    room.tick(0);
+    for c in &mut clients {
+        c.read();
+        assert!(
+            holds_the_view_of(c.mirror.world(), room.world(), c.id),
+            "member {}",
+            c.id
+        );
+    }
+    assert_eq!((ids(&clients[1]), ids(&clients[2])), (vec![], vec![7]));
+    let codes: Vec<_> = clients[1].errors().iter().map(|e| e.code).collect();
+    assert_eq!(
+        codes,
+        [ErrorCode::EntityNotFound as i32],
+        "hidden again: no entity at all"
+    );
+    assert_eq!(room.world().shown_count(), 1);
+    room.leave(3, 0);
+    room.tick(0);
+    assert_eq!(room.world().shown_count(), 0, "hidden from the member that left");
 }
 
 /// A checkpoint holds every entity, those of owner-only kinds too, and the restored
