@@ -204,7 +204,8 @@ impl Workload {
                 create,
                 ..Default::default()
             };
-            w.room.push_input(m as u64 + 1, w.seq, input::Payload::Writes(writes));
+            w.room
+                .push_input(m as u64 + 1, w.seq, input::Payload::Writes(Box::new(writes)));
         }
         w.room.tick(0);
         w.drain();
@@ -240,7 +241,7 @@ impl Workload {
                         update,
                         ..Default::default()
                     };
-                    inputs.push((m as u64 + 1, seq, input::Payload::Writes(writes)));
+                    inputs.push((m as u64 + 1, seq, input::Payload::Writes(Box::new(writes))));
                 }
                 inputs
             }

@@ -179,7 +179,7 @@ async fn a_rooms_owner_hands_over_its_listing_and_entities_when_it_leaves(transp
     let guest_id = joined.member_id;
     assert_eq!(joined.owner, host_id);
     let ball = |fields| {
-        proto::input::Payload::Writes(proto::EntityWrites {
+        proto::input::Payload::Writes(Box::new(proto::EntityWrites {
             create_for_room: vec![proto::Entity {
                 id: 7,
                 kind: 1,
@@ -187,7 +187,7 @@ async fn a_rooms_owner_hands_over_its_listing_and_entities_when_it_leaves(transp
                 ..Default::default()
             }],
             ..Default::default()
-        })
+        }))
     };
     let x = |v: f32| proto::Field {
         id: 1,
@@ -196,13 +196,13 @@ async fn a_rooms_owner_hands_over_its_listing_and_entities_when_it_leaves(transp
     let seq = host.input("match", ball(vec![x(1.0)])).await;
     host.applied("match", seq).await;
     let moved = |v| {
-        proto::input::Payload::Writes(proto::EntityWrites {
+        proto::input::Payload::Writes(Box::new(proto::EntityWrites {
             update: vec![proto::EntityUpdate {
                 id: 7,
                 fields: vec![x(v)],
             }],
             ..Default::default()
-        })
+        }))
     };
     // Not the guest's to write while the host owns the room.
     let seq = guest.input("match", moved(2.0)).await;

@@ -876,10 +876,10 @@ async fn resume_works_across_transports() {
         let create_seq = b.input_with_seq("both", 100 + seq_base, create_entity(id)).await;
         b.applied("both", create_seq).await;
         assert!(b.mirrors["both"].world().get(id).is_some());
-        let remove = input::Payload::Writes(proto::EntityWrites {
+        let remove = input::Payload::Writes(Box::new(proto::EntityWrites {
             remove: vec![id],
             ..Default::default()
-        });
+        }));
         let remove_seq = b.input_with_seq("both", 101 + seq_base, remove).await;
         b.applied("both", remove_seq).await;
         assert_eq!(b.mirrors["both"].world().len(), 1);
@@ -1056,7 +1056,7 @@ async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error()
                 value: Some(Value::Bytes(vec![f as u8; 1000].into())),
             })
             .collect();
-        input::Payload::Writes(EntityWrites {
+        input::Payload::Writes(Box::new(EntityWrites {
             create: vec![Entity {
                 id,
                 owner: 0,
@@ -1064,7 +1064,7 @@ async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error()
                 fields,
             }],
             ..Default::default()
-        })
+        }))
     };
     let mut a = TestClient::connect(&server).await;
     a.join("big", "relay").await;
@@ -1134,10 +1134,10 @@ async fn full_snapshots_of_several_rooms_come_in_separate_messages() {
             last = a
                 .input(
                     room,
-                    input::Payload::Writes(EntityWrites {
+                    input::Payload::Writes(Box::new(EntityWrites {
                         create,
                         ..Default::default()
-                    }),
+                    })),
                 )
                 .await;
         }

@@ -47,7 +47,7 @@ fn int_field(id: u32, v: i64) -> Field {
 }
 
 fn create(id: u64, value: i64) -> input::Payload {
-    input::Payload::Writes(EntityWrites {
+    input::Payload::Writes(Box::new(EntityWrites {
         create: vec![proto::Entity {
             id,
             owner: 0,
@@ -55,17 +55,17 @@ fn create(id: u64, value: i64) -> input::Payload {
             fields: vec![int_field(1, value)],
         }],
         ..Default::default()
-    })
+    }))
 }
 
 fn set(id: u64, value: i64) -> input::Payload {
-    input::Payload::Writes(EntityWrites {
+    input::Payload::Writes(Box::new(EntityWrites {
         update: vec![EntityUpdate {
             id,
             fields: vec![int_field(1, value)],
         }],
         ..Default::default()
-    })
+    }))
 }
 
 async fn welcome_join_full_snapshot_then_deltas_and_the_mirror_matches(transport: Transport) {
@@ -358,7 +358,7 @@ fields = [
     b.join("dots", "shapes").await;
 
     let dot = |id, x: f32, hp: i64| {
-        input::Payload::Writes(EntityWrites {
+        input::Payload::Writes(Box::new(EntityWrites {
             create: vec![proto::Entity {
                 id,
                 owner: 0,
@@ -372,7 +372,7 @@ fields = [
                 ],
             }],
             ..Default::default()
-        })
+        }))
     };
     let error = |k: &Kind| match k {
         Kind::Error(e) => Some((e.code, e.request_id)),
@@ -403,7 +403,7 @@ fields = [
     let moved = a
         .input(
             "dots",
-            input::Payload::Writes(EntityWrites {
+            input::Payload::Writes(Box::new(EntityWrites {
                 update: vec![EntityUpdate {
                     id: 1,
                     fields: vec![Field {
@@ -412,7 +412,7 @@ fields = [
                     }],
                 }],
                 ..Default::default()
-            }),
+            })),
         )
         .await;
     a.applied("dots", moved).await;
@@ -475,10 +475,10 @@ fields = [{ id = 1, name = "rank", type = "int", min = 0, max = 9 }]
         fields: vec![int_field(1, rank)],
     };
     let writes = |create: Vec<proto::Entity>| {
-        input::Payload::Writes(EntityWrites {
+        input::Payload::Writes(Box::new(EntityWrites {
             create,
             ..Default::default()
-        })
+        }))
     };
     let dealt = a.input("table", writes(vec![entity(1, 1, 5), entity(10, 2, 7)])).await;
     a.applied("table", dealt).await;
@@ -522,10 +522,10 @@ fields = [{ id = 1, name = "rank", type = "int", min = 0, max = 9 }]
     // hidden again, it is gone. Only its owner shows it, and to a member only.
     let viewer = |id, member| vec![proto::Viewer { id, member }];
     let show = |id, member| {
-        input::Payload::Writes(EntityWrites {
+        input::Payload::Writes(Box::new(EntityWrites {
             show: viewer(id, member),
             ..Default::default()
-        })
+        }))
     };
     let shown = a.input("table", show(10, b_id)).await;
     a.applied("table", shown).await;
@@ -556,10 +556,10 @@ fields = [{ id = 1, name = "rank", type = "int", min = 0, max = 9 }]
     let hidden = a
         .input(
             "table",
-            input::Payload::Writes(EntityWrites {
+            input::Payload::Writes(Box::new(EntityWrites {
                 hide: viewer(10, b_id),
                 ..Default::default()
-            }),
+            })),
         )
         .await;
     a.applied("table", hidden).await;

@@ -742,7 +742,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     // Create a new entity, remove the previous: a replay would fail.
                     let create = vec![proto::Entity { id: entity_base + sent, owner: 0, kind: 1, fields: vec![] }];
                     let remove = if sent > 1 { vec![entity_base + sent - 1] } else { vec![] };
-                    proto::input::Payload::Writes(proto::EntityWrites { create, remove, ..Default::default() })
+                    proto::input::Payload::Writes(Box::new(proto::EntityWrites { create, remove, ..Default::default() }))
                 } else {
                     let intent = [rng.i8(..) as u8, rng.i8(..) as u8];
                     proto::input::Payload::Intent(Bytes::copy_from_slice(&intent))

@@ -83,16 +83,16 @@ async fn main() -> Result<(), Error> {
         }],
         ..Default::default()
     });
-    let create = Payload::Writes(EntityWrites {
+    let create = Payload::Writes(Box::new(EntityWrites {
         create_for_room: cards.collect(),
         ..Default::default()
-    });
+    }));
     apply(&host.client, &mut host.events, room, create).await?;
     if !hand(&host.client, room).is_empty() {
         return Err("the host sees the room's deck".into());
     }
     // The room's owner deals: a card to the guest, one to itself.
-    let deal = Payload::Writes(EntityWrites {
+    let deal = Payload::Writes(Box::new(EntityWrites {
         give: vec![
             Give {
                 id: deck[0].0,
@@ -104,7 +104,7 @@ async fn main() -> Result<(), Error> {
             },
         ],
         ..Default::default()
-    });
+    }));
     apply(&host.client, &mut host.events, room, deal).await?;
     // The guest's mirror follows once its next frame arrives.
     while hand(&guest.client, room).is_empty() {
@@ -122,10 +122,10 @@ async fn main() -> Result<(), Error> {
     // The room's entities outlive their creator (and count against the room's own
     // entity limit): the host puts the rest of the deck away. The players' cards go
     // with them.
-    let put_away = Payload::Writes(EntityWrites {
+    let put_away = Payload::Writes(Box::new(EntityWrites {
         remove: deck[2..].iter().map(|&(id, _)| id).collect(),
         ..Default::default()
-    });
+    }));
     apply(&host.client, &mut host.events, room, put_away).await?;
     host.client.close().await;
     guest.client.close().await;

@@ -35,10 +35,10 @@ fn moved_to(x: f32) -> Payload {
             value: Some(Value::Float(x)),
         }],
     };
-    Payload::Writes(EntityWrites {
+    Payload::Writes(Box::new(EntityWrites {
         update: vec![update],
         ..Default::default()
-    })
+    }))
 }
 
 #[tokio::main]
@@ -57,10 +57,10 @@ async fn main() -> Result<(), Error> {
         fields: vec![],
         ..Default::default()
     };
-    let create = Payload::Writes(EntityWrites {
+    let create = Payload::Writes(Box::new(EntityWrites {
         create_for_room: vec![ball],
         ..Default::default()
-    });
+    }));
     apply(&host.client, &mut host.events, room, create).await?;
     apply(&host.client, &mut host.events, room, moved_to(1.0)).await?;
 

@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         kind: 1,
         fields: vec![x(0.0)],
     };
-    let writes = |writes: EntityWrites| Payload::Writes(writes);
+    let writes = |writes: EntityWrites| Payload::Writes(Box::new(writes));
     client.send_input(
         room,
         writes(EntityWrites {

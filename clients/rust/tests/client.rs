@@ -404,7 +404,10 @@ async fn send_big_inputs_and_see_them_applied(
             create,
             ..Default::default()
         };
-        assert_eq!(client.send_input("r", proto::input::Payload::Writes(writes)), Some(id));
+        assert_eq!(
+            client.send_input("r", proto::input::Payload::Writes(Box::new(writes))),
+            Some(id)
+        );
     }
     let deadline = tokio::time::Instant::now() + within;
     let mut most_queued = 0;

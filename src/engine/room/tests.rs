@@ -214,7 +214,7 @@ fn create(id: u64, fields: Vec<Field>) -> input::Payload {
 }
 
 fn create_of(kind: u32, id: u64, fields: Vec<Field>) -> input::Payload {
-    input::Payload::Writes(EntityWrites {
+    input::Payload::Writes(Box::new(EntityWrites {
         create: vec![Entity {
             id,
             owner: 0,
@@ -222,14 +222,14 @@ fn create_of(kind: u32, id: u64, fields: Vec<Field>) -> input::Payload {
             fields,
         }],
         ..Default::default()
-    })
+    }))
 }
 
 fn update(id: u64, fields: Vec<Field>) -> input::Payload {
-    input::Payload::Writes(EntityWrites {
+    input::Payload::Writes(Box::new(EntityWrites {
         update: vec![EntityUpdate { id, fields }],
         ..Default::default()
-    })
+    }))
 }
 
 #[test]
@@ -292,7 +292,7 @@ fn an_update_of_an_entity_created_in_the_same_input_is_checked_before_anything_i
         }],
         ..Default::default()
     };
-    room.push_input(1, 1, input::Payload::Writes(writes));
+    room.push_input(1, 1, input::Payload::Writes(Box::new(writes)));
     room.tick(0);
     assert!(room.world().get(7).is_none(), "nothing of the refused input is applied");
     // Created, updated and removed again: the count ends where it began.
@@ -301,10 +301,10 @@ fn an_update_of_an_entity_created_in_the_same_input_is_checked_before_anything_i
     room.push_input(
         1,
         4,
-        input::Payload::Writes(EntityWrites {
+        input::Payload::Writes(Box::new(EntityWrites {
             remove: vec![7],
             ..Default::default()
-        }),
+        })),
     );
     room.tick(0);
     assert!(room.world().get(7).is_none());
@@ -380,10 +380,10 @@ fn relay_members_write_only_their_own_entities() {
     room.push_input(
         2,
         3,
-        input::Payload::Writes(EntityWrites {
+        input::Payload::Writes(Box::new(EntityWrites {
             remove: vec![100],
             ..Default::default()
-        }),
+        })),
     );
     room.push_input(2, 4, input::Payload::Intent(vec![1].into()));
     room.tick(0);
@@ -470,10 +470,10 @@ fn the_room_state_bound_follows_creates_updates_removes_and_leaves() {
     room.push_input(
         1,
         5,
-        input::Payload::Writes(EntityWrites {
+        input::Payload::Writes(Box::new(EntityWrites {
             remove: vec![1],
             ..Default::default()
-        }),
+        })),
     );
     room.push_input(1, 6, create(3, vec![text(100)])); // fits again
     room.tick(0);
@@ -1410,7 +1410,7 @@ fn a_room_without_an_owner_keeps_none() {
 }
 
 fn writes(writes: EntityWrites) -> input::Payload {
-    input::Payload::Writes(writes)
+    input::Payload::Writes(Box::new(writes))
 }
 
 fn give(id: u64, to: MemberId) -> input::Payload {
@@ -2359,21 +2359,21 @@ fn payload(op: &Op) -> (usize, input::Payload) {
         } => (*member, update(*id, fields(&[(*field, value.clone())]))),
         Op::Remove { member, id } => (
             *member,
-            input::Payload::Writes(EntityWrites {
+            input::Payload::Writes(Box::new(EntityWrites {
                 remove: vec![*id],
                 ..Default::default()
-            }),
+            })),
         ),
         // Members 1, 2 and 3 (indices 0, 1, 2) join in that order: 1 owns the room.
         Op::Give { member, id, to } => (
             *member,
-            input::Payload::Writes(EntityWrites {
+            input::Payload::Writes(Box::new(EntityWrites {
                 give: vec![proto::Give {
                     id: *id,
                     to: *to as MemberId + 1,
                 }],
                 ..Default::default()
-            }),
+            })),
         ),
         Op::Show { member, id, to, hide } => (*member, show(*id, *to as MemberId + 1, *hide)),
     }

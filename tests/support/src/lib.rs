@@ -98,7 +98,7 @@ where
 
 /// An input that creates entity `id` (kind 1, no fields).
 pub fn create_entity(id: u64) -> proto::input::Payload {
-    proto::input::Payload::Writes(proto::EntityWrites {
+    proto::input::Payload::Writes(Box::new(proto::EntityWrites {
         create: vec![proto::Entity {
             id,
             owner: 0,
@@ -106,7 +106,7 @@ pub fn create_entity(id: u64) -> proto::input::Payload {
             fields: vec![],
         }],
         ..Default::default()
-    })
+    }))
 }
 
 /// This process's resident memory, in bytes (Linux).
