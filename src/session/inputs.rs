@@ -304,7 +304,7 @@ mod tests {
         let writes = client_message::Kind::Input(Input {
             room: "r".into(),
             seq: 1,
-            payload: Some(input::Payload::Writes(Box::new(EntityWrites::default()))),
+            payload: Some(input::Payload::Writes(Box::default())),
         });
         let ping = client_message::Kind::Ping(Ping::default());
         let mut not_utf8 = envelope(vec![intent("x", 1, Some(&[1]))]);
