@@ -189,7 +189,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::proto::{Ack, ClientEnvelope, ClientMessage, EntityWrites, Input, Ping, client_message, input};
+    use crate::proto::{Ack, ClientEnvelope, ClientMessage, Input, Ping, client_message, input};
 
     fn envelope(kinds: Vec<client_message::Kind>) -> Vec<u8> {
         let messages = kinds.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
