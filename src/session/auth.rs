@@ -168,9 +168,18 @@ pub enum AuthError {
     /// the leeway.
     #[error("token not valid yet (nbf or iat in the future)")]
     NotYetValid,
-    /// The signature does not verify, or the algorithm is not the configured one.
+    /// The signature does not verify.
     #[error("invalid signature")]
     BadSignature,
+    /// The token's `alg` is not one the relay verifies with its key(s) (`none`, or a
+    /// stronger or weaker one than configured, or an algorithm confusion).
+    #[error("algorithm {got} not accepted (this relay takes {accepted})")]
+    WrongAlgorithm {
+        /// The token's `alg`.
+        got: String,
+        /// What the relay takes.
+        accepted: String,
+    },
     /// The token names a signing key (`kid`) the relay does not hold: its set of
     /// keys is fetched again (an identity provider's new key).
     #[error("unknown signing key (`kid`): try again in 30 s")]
@@ -185,12 +194,12 @@ pub enum AuthError {
 
 /// What a token that does not decode says to its client: short, and nothing of the
 /// parser's own words (line and column, variant lists).
-fn token_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
+fn token_error(token: &str, accepted: &[Algorithm], kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
     use jsonwebtoken::errors::ErrorKind as K;
     let why = match kind {
-        K::InvalidSignature | K::InvalidAlgorithm | K::InvalidAlgorithmName => return AuthError::BadSignature,
-        K::InvalidToken | K::Base64(_) | K::Utf8(_) => "malformed (not three base64url parts)",
-        K::Json(_) => "malformed header or claims (the claims need `sub`, a string, and `exp`, a number)",
+        K::InvalidSignature => return AuthError::BadSignature,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => return wrong_algorithm(token, accepted),
+        K::InvalidToken | K::Base64(_) | K::Utf8(_) | K::Json(_) => return malformed(token, accepted),
         K::InvalidIssuer => "wrong issuer (`iss`)",
         K::InvalidAudience => "wrong audience (`aud`)",
         K::InvalidSubject => "wrong subject (`sub`)",
@@ -200,13 +209,71 @@ fn token_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
     AuthError::Invalid(why.into())
 }
 
+/// The token's `alg` as written, if its header is base64url JSON.
+fn written_algorithm(token: &str) -> Option<String> {
+    let header = part_json(token.split('.').next()?)?;
+    Some(header.get("alg")?.as_str()?.chars().take(16).collect())
+}
+
+/// One part of a token, decoded: base64url JSON, or `None`.
+fn part_json(part: &str) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn wrong_algorithm(token: &str, accepted: &[Algorithm]) -> AuthError {
+    let names: Vec<String> = accepted.iter().map(|a| format!("{a:?}")).collect();
+    AuthError::WrongAlgorithm {
+        got: written_algorithm(token).map_or_else(|| "(none named)".into(), |alg| format!("`{alg}`")),
+        accepted: names.join(", "),
+    }
+}
+
+/// What is wrong with a token that did not decode, found part by part.
+fn malformed(token: &str, accepted: &[Algorithm]) -> AuthError {
+    let invalid = |why: &str| AuthError::Invalid(why.into());
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, claims, signature] = parts[..] else {
+        return invalid("malformed: a JWT is three base64url parts joined by dots");
+    };
+    let Some(header) = part_json(header) else {
+        return invalid("malformed header (not base64url JSON)");
+    };
+    if header
+        .get("alg")
+        .and_then(|alg| alg.as_str()?.parse::<Algorithm>().ok())
+        .is_none()
+    {
+        return wrong_algorithm(token, accepted);
+    }
+    let Some(claims) = part_json(claims) else {
+        return invalid("malformed claims (not base64url JSON)");
+    };
+    if !claims.get("sub").is_some_and(serde_json::Value::is_string) {
+        return invalid("the claim `sub` must be a string");
+    }
+    if !claims.get("exp").is_some_and(serde_json::Value::is_number) {
+        return invalid("the claim `exp` must be a number (seconds since the Unix epoch)");
+    }
+    use base64::Engine as _;
+    if base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .is_err()
+    {
+        return invalid("malformed signature (not base64url: a character cut off or added?)");
+    }
+    invalid("malformed header or claims (`nbf`, `iat`, `rooms` or `kid` of the wrong type?)")
+}
+
 impl AuthError {
     /// Every [`AuthError::kind`].
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 8] = [
         "missing",
         "expired",
         "not_yet_valid",
         "bad_signature",
+        "wrong_algorithm",
         "unknown_key",
         "invalid",
         "other_user",
@@ -219,6 +286,7 @@ impl AuthError {
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::BadSignature => "bad_signature",
+            Self::WrongAlgorithm { .. } => "wrong_algorithm",
             Self::UnknownKey => "unknown_key",
             Self::Invalid(_) => "invalid",
             Self::OtherUser => "other_user",
@@ -236,11 +304,12 @@ enum Keys {
 
 impl Keys {
     fn decode(&self, token: &str) -> Result<Timed, AuthError> {
-        let decoded = match self {
-            Keys::One(one) => jsonwebtoken::decode::<Timed>(token, &one.0, &one.1),
-            Keys::Set(set) => return set.decode(token),
-        };
-        decoded.map(|data| data.claims).map_err(|e| token_error(e.kind()))
+        match self {
+            Keys::One(one) => (jsonwebtoken::decode::<Timed>(token, &one.0, &one.1))
+                .map(|data| data.claims)
+                .map_err(|e| token_error(token, &one.1.algorithms, e.kind())),
+            Keys::Set(set) => set.decode(token),
+        }
     }
 }
 
@@ -341,8 +410,14 @@ impl KeySet {
     }
 
     fn decode(&self, token: &str) -> Result<Timed, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(e.kind()))?;
         let keys = self.keys.read();
+        let accepted = || {
+            let mut all: Vec<Algorithm> = keys.iter().flat_map(|k| k.algorithms.iter().copied()).collect();
+            all.sort_by_key(|a| format!("{a:?}"));
+            all.dedup();
+            all
+        };
+        let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(token, &accepted(), e.kind()))?;
         // The key the token names; without `kid`, each key that verifies its
         // algorithm in turn.
         let candidates: Vec<&SetKey> = match &header.kid {
@@ -355,11 +430,11 @@ impl KeySet {
         };
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
-        let mut verdict = Err(AuthError::BadSignature);
+        let mut verdict = Err(wrong_algorithm(token, &accepted()));
         for key in candidates.into_iter().filter(|k| k.algorithms.contains(&header.alg)) {
             verdict = jsonwebtoken::decode::<Timed>(token, &key.key, &validation)
                 .map(|data| data.claims)
-                .map_err(|e| token_error(e.kind()));
+                .map_err(|e| token_error(token, &accepted(), e.kind()));
             // This key verified the signature (its claims decide): no other is tried.
             if !matches!(verdict, Err(AuthError::BadSignature)) {
                 break;
@@ -716,10 +791,29 @@ mod tests {
         let no_exp = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &serde_json::json!({"sub": "a"}), &key);
         let no_exp = no_exp.unwrap();
         let alg_none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIiwiZXhwIjoxfQ.";
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &serde_json::json!({"sub": "a", "exp": now() + 60}),
+            &key,
+        );
+        let hs512 = hs512.unwrap();
+        let good = token("s3cret", "alice", now() + 60, None);
+        let cut = &good[..good.len() - 1];
+        let spaced = format!("{good} ");
+        let sub_a_number = jsonwebtoken::encode(&Header::default(), &serde_json::json!({"sub": 1, "exp": 1}), &key);
+        let sub_a_number = sub_a_number.unwrap();
         for (token, told) in [
-            ("not.a.jwt", "malformed (not three base64url parts)"),
-            (no_exp.as_str(), "malformed header or claims"),
-            (alg_none, "malformed header or claims"),
+            ("not.a.jwt", "malformed header (not base64url JSON)"),
+            ("a.b", "malformed: a JWT is three base64url parts joined by dots"),
+            (no_exp.as_str(), "the claim `exp` must be a number"),
+            (sub_a_number.as_str(), "the claim `sub` must be a string"),
+            (alg_none, "algorithm `none` not accepted (this relay takes HS256)"),
+            (
+                hs512.as_str(),
+                "algorithm `HS512` not accepted (this relay takes HS256)",
+            ),
+            (cut, "malformed signature (not base64url"),
+            (spaced.as_str(), "malformed signature (not base64url"),
         ] {
             let error = auth.authenticate(Some(token), NOW).unwrap_err().to_string();
             assert!(error.contains(told) && !error.contains("line"), "{token}: {error}");

@@ -68,6 +68,20 @@ async fn tokens_are_checked_at_the_upgrade() {
         1
     );
     assert_eq!(server.metric("tickrelay_auth_failures_total{kind=\"expired\"}"), 1);
+    // Signed with the right secret by another algorithm (a backend's library
+    // default): told so, not "invalid signature".
+    let hs512 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &serde_json::json!({"sub": "alice", "exp": unix_now() + 60}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    );
+    let hs512 = bearer(&hs512.unwrap());
+    let refused = TestClient::connect_with(&server, "", &[("authorization", &hs512)]).await;
+    assert_eq!(status(refused), Some(401));
+    assert_eq!(
+        server.metric("tickrelay_auth_failures_total{kind=\"wrong_algorithm\"}"),
+        1
+    );
 
     // The three places a token may come from.
     let good = token(SECRET, "alice", 60, None);
