@@ -514,7 +514,11 @@ pub fn main(simulations: Simulations) -> ExitCode {
 /// Whether a start failed on its configuration (exit code 2), not on something out
 /// of reach or in use (1).
 fn refuses_configuration(e: &ServerError) -> bool {
-    matches!(e, ServerError::Config(_) | ServerError::Tls(_))
+    use crate::engine::sim_pool::PoolError;
+    matches!(
+        e,
+        ServerError::Config(_) | ServerError::Tls(_) | ServerError::Room(_, PoolError::SimulationFailed)
+    )
 }
 
 /// Writes `text` to standard output; a reader gone (`tickrelay --check | head -1`)

@@ -119,6 +119,33 @@ fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
     weak
 }
 
+/// The room types whose simulation panics as it is made (its constructor, or its
+/// `schema`, refuses the type's params), a warning each: no room of such a type can
+/// open. An error when `[[rooms]]` keeps one open: the relay would not start.
+fn unmakeable_simulations(config: &Config, pool: &PoolConfig) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    let mut names: Vec<&String> = pool.room_types.keys().collect();
+    names.sort();
+    for name in names {
+        let room_type = &pool.room_types[name];
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (room_type.factory)().schema()));
+        if made.is_ok() {
+            continue;
+        }
+        let why = format!("room type `{name}`: its simulation panicked as it was made (above): no room of it can open");
+        match config.rooms.iter().find(|r| &r.room_type == name) {
+            Some(room) => {
+                return Err(ConfigError::Invalid(format!(
+                    "{why}, `[[rooms]]` `{}` included",
+                    room.id
+                )));
+            }
+            None => warnings.push(why),
+        }
+    }
+    Ok(warnings)
+}
+
 /// The URL a node's clients are sent to: `[cluster] public_url`, or `scheme://` at
 /// the listen address (as [`Server::bind_with`] makes it; port 0: the port bound).
 fn public_url(config: &Config, scheme: &str) -> String {
@@ -199,8 +226,9 @@ impl Server {
     /// (reached, and asked for a `PONG`), each within [`CHECK_REACH_TIMEOUT`]. Returns
     /// what a start would use, a line each, warnings first (`tickrelay --check`).
     pub async fn check(mut config: Config, simulations: &Simulations) -> Result<Vec<String>, ServerError> {
-        settled(&mut config, simulations)?;
+        let pool = settled(&mut config, simulations)?;
         let (mut lines, mut warnings) = (Vec::new(), Vec::new());
+        warnings.extend(unmakeable_simulations(&config, &pool)?);
         let scheme = if config.tls.insecure_plain { "ws" } else { "wss" };
         lines.push(format!("listen: {scheme}://{}/ws", config.listen));
         lines.push(match (config.tls.insecure_plain, config.quic.enabled) {

@@ -276,6 +276,38 @@ fn the_tag_example_is_the_relay_with_a_room_type_of_its_own() {
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&relay.stdout).contains("own simulations"));
+
+    // Params the game's constructor refuses (it panics): `--check` warns that no room
+    // of the type can open, and refuses (2, as a start does) when `[[rooms]]` keeps one
+    // open.
+    let check = |extra: &[&str]| {
+        let args = [&["--check", "--set", "room_types.tag.params.size=0"], extra].concat();
+        Command::new(example("tag")).args(args).output().unwrap()
+    };
+    let warned = check(&[]);
+    let stdout = String::from_utf8_lossy(&warned.stdout);
+    assert!(warned.status.success(), "{warned:?}");
+    assert!(
+        stdout.contains("warning: room type `tag`: its simulation panicked"),
+        "{stdout}"
+    );
+    let kept = ["--set", r#"rooms=[{id="t", type="tag"}]"#];
+    let refused = check(&kept);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`[[rooms]]` `t` included"), "{stderr}");
+    let started = Command::new(example("tag"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-plain",
+            "--set",
+            "room_types.tag.params.size=0",
+        ])
+        .args(kept)
+        .output()
+        .unwrap();
+    assert_eq!(started.status.code(), Some(2), "{started:?}");
 }
 
 /// Out of file descriptors, the relay closes new connections at once (a descriptor kept
