@@ -269,12 +269,12 @@ impl ServeArgs {
             config.session.fit_byte_burst_to_message_size();
         }
         if let Some(v) = &self.auth {
-            config.auth.mode = match v.as_str() {
+            config.auth.mode = match v.to_ascii_lowercase().as_str() {
                 "anonymous" => AuthMode::Anonymous,
                 "jwt" => AuthMode::Jwt,
-                other => {
+                _ => {
                     return Err(ConfigError::Invalid(format!(
-                        "--auth must be anonymous or jwt, not `{other}`"
+                        "--auth (or TICKRELAY_AUTH) must be anonymous or jwt, not `{v}`"
                     )));
                 }
             };
