@@ -659,13 +659,27 @@ export class Client {
   /**
    * Sends an input for the room's next tick; returns its sequence number (compare it
    * with the state event's `lastInputSeq`, or feed it to a `Predictor`). Kept until
-   * acknowledged and replayed after a reconnect. Undefined if the room was not joined.
+   * acknowledged and replayed after a reconnect. Undefined if the room was not joined,
+   * the send queue is full, or (connected) the input is larger than an envelope may
+   * carry; each of the last two also emits an `error`. (Offline, an input too large
+   * is refused when it would be sent: an `error` then, and it is not replayed.)
    */
   sendInput(room: string, payload: InputPayload): bigint | undefined {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.sendInput(room, payload);
     const state = this.#rooms.get(room);
     if (state === undefined || this.#refusedAsQueueFull(room, true)) return undefined;
+    if (this.#welcomed) {
+      // The server's limits are known: an input no envelope can carry is refused now.
+      const input: Outgoing = { case: "input", value: { room, seq: state.nextSeq + 1n, payload } };
+      const intent = payload?.case === "intent" ? payload.value : undefined;
+      const surely = intent instanceof Uint8Array && intent.byteLength + room.length * 3 < this.#pacing.maxBatchBytes / 2;
+      const bytes = surely ? 0 : encodeMessage(input).byteLength;
+      if (bytes + MESSAGE_FRAMING > this.#pacing.maxBatchBytes) {
+        this.#refuseTooBig(input, bytes);
+        return undefined;
+      }
+    }
     const seq = ++state.nextSeq;
     if (state.unacked.length >= this.#options.unackedInputLimit) state.unacked.shift();
     state.unacked.push({ seq, payload });

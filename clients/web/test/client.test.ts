@@ -559,9 +559,13 @@ test("a message too big for any envelope is refused with an error, not sent", ()
   c.sendEvent("r", "small", new Uint8Array([1]));
   assert.deepEqual(last().events.map(([, kind]) => kind), ["small"]);
   assert.ok(last().sizes.every((n) => n <= 16384));
+  // An input too large is not numbered (nothing to predict with): refused at once.
+  assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array(20000) }), undefined);
+  assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array([1]) }), 1n);
   const refused = events.filter((e) => e.startsWith("error "));
-  assert.equal(refused.length, 1, events.join("; "));
+  assert.equal(refused.length, 2, events.join("; "));
   assert.match(refused[0]!, /"code":12.*"room":"r"/);
+  assert.match(refused[1]!, /"code":12.*"room":"r"/);
 });
 
 test("a full send queue refuses the inputs, events and requests handed to it, unnumbered; what fitted is sent, paced", async () => {

@@ -1101,7 +1101,8 @@ export const InputSchema: GenMessage<Input> = /*@__PURE__*/
   messageDesc(file_tickrelay_v1_tickrelay, 22);
 
 /**
- * Applied in field order: `create`, `create_for_room`, `update`, `remove`, `give`.
+ * Applied in this order: `create`, `create_for_room`, `update`, `remove`, `give`,
+ * `show`, `hide`.
  *
  * @generated from message tickrelay.v1.EntityWrites
  */
