@@ -744,7 +744,7 @@ impl Server {
         ctx.tracker.close();
         let deadline = tokio::time::Instant::now() + grace;
         if tokio::time::timeout_at(deadline, ctx.tracker.wait()).await.is_err() {
-            tracing::warn!("shutdown deadline reached with sessions still open");
+            tracing::warn!("shutdown deadline reached with connections still open");
         }
         if let Some(endpoint) = &self.quic {
             quic::close_endpoint(endpoint, deadline).await;

@@ -90,7 +90,12 @@ pub(crate) async fn serve_connection(
     let serve = async {
         match acceptor {
             Some(acceptor) => {
-                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                // A stopping server waits for no TLS handshake (an idle socket would
+                // hold the stop for 10 s).
+                let handshake = tokio::select! {
+                    done = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)) => done,
+                    () = http.ctx.shutdown.cancelled() => return,
+                };
                 match handshake {
                     Ok(Ok(tls)) => serve_http(tls, peer, http.clone()).await,
                     // (A client that does not trust the certificate says so here.)

@@ -397,6 +397,34 @@ fn the_relay_stops_on_sigterm_after_its_log_reader_is_gone() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A socket that never starts its TLS handshake does not hold a stop: the relay
+/// exits at once on SIGTERM (it waited out the handshake's 10 s).
+#[test]
+fn a_socket_without_a_handshake_does_not_hold_a_stop() {
+    let (mut child, lines, dir) = start("", &[]);
+    let idle = std::net::TcpStream::connect(("127.0.0.1", port_of(lines.last().unwrap()))).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // accepted
+    let asked = std::time::Instant::now();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if asked.elapsed() > Duration::from_secs(8) {
+            child.kill().unwrap();
+            panic!("still running 8 s after SIGTERM, held by a socket without a handshake");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(idle);
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `tickrelay --check` checks what a start would use (the file, `TICKRELAY__*`
 /// variables, `--set`, the named flags) without binding or writing anything.
 #[test]
