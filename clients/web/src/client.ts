@@ -1006,7 +1006,18 @@ export class Client {
       this.#detach(socket);
       this.#ended(event.code, event.reason);
     };
-    socket.onerror = () => {}; // always followed by close
+    socket.onerror = () => {
+      // Browsers follow an error with a close, in the same task. Some runtimes (Node
+      // 20's WebSocket, failing before it opens) do not: a failed attempt then, told
+      // as such instead of waiting for the welcome's timeout.
+      setTimeout(() => {
+        if (this.#socket !== socket || this.#welcomed || this.#stopped) return;
+        clearTimeout(connectTimer);
+        this.#failedAtCurrent();
+        this.#abandon(socket, "connection failed");
+        this.#retry("the connection failed before the relay answered (not reachable, a certificate not trusted, or no WebSocket at that URL)");
+      }, 0);
+    };
   }
 
   /**

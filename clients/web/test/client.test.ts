@@ -548,6 +548,21 @@ test("messages larger than a second's bytes are paced by their whole size", () =
   });
 });
 
+test("an error with no close after it (Node 20's WebSocket failing to connect) is a failed attempt, told so at once", () => {
+  const { client: c, events } = client();
+  c.connect();
+  last().onerror?.();
+  advance(5);
+  assert.ok(events.some((e) => e.startsWith("reconnecting") && e.includes("the connection failed before the relay answered")), events.join("; "));
+  advance(200);
+  assert.equal(FakeSocket.opened.length, 2, "tried again after the backoff, not after connectTimeoutMs");
+  // A browser's error and close in the same task: the close alone counts.
+  last().onerror?.();
+  last().end(1006);
+  advance(5);
+  assert.equal(events.filter((e) => e.startsWith("reconnecting")).length, 2, events.join("; "));
+});
+
 test("a message too big for any envelope is refused with an error, not sent", () => {
   const { client: c, events } = client();
   c.join("r", "relay");
