@@ -1201,7 +1201,8 @@ impl Cluster {
         } else {
             room_type
         };
-        let spec = (config.room_types.get(type_name)).ok_or_else(|| PoolError::UnknownRoomType(type_name.into()))?;
+        let spec = (config.room_types.get(type_name))
+            .ok_or_else(|| PoolError::unknown_room_type(type_name, &config.room_types))?;
         Ok(RoomEntry {
             room: room.to_string(),
             room_type: type_name.to_string(),

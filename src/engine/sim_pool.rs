@@ -194,9 +194,14 @@ fn release_creation(creators: &Mutex<Creators>, key: &str) {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {
-    /// No room type with this name.
-    #[error("unknown room type `{0}`")]
-    UnknownRoomType(String),
+    /// No room type with this name (made with [`PoolError::unknown_room_type`]).
+    #[error("unknown room type `{name}`{hint}")]
+    UnknownRoomType {
+        /// The name asked for.
+        name: String,
+        /// What the relay has instead: "; did you mean `arena`? (this relay has: …)".
+        hint: String,
+    },
     /// No room with this id.
     #[error("no room `{0}`")]
     RoomNotFound(String),
@@ -232,10 +237,28 @@ pub enum PoolError {
 }
 
 impl PoolError {
+    /// A join's room type is not one of `known`: the error names the nearest, if one
+    /// is near, and them all.
+    pub fn unknown_room_type(name: &str, known: &HashMap<String, RoomType>) -> Self {
+        let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let distance = |known: &str| strsim::damerau_levenshtein(&known.to_lowercase(), &name.to_lowercase());
+        let near = (names.iter()).filter(|k| distance(k) <= 2).min_by_key(|k| distance(k));
+        let mut hint = near.map_or_else(String::new, |k| format!("; did you mean `{k}`?"));
+        // A long list is left out: a room type's name is the game's, not the client's guess.
+        if (1..=16).contains(&names.len()) {
+            hint += &format!(" (this relay has: {})", names.join(", "));
+        }
+        Self::UnknownRoomType {
+            name: name.to_string(),
+            hint,
+        }
+    }
+
     /// The wire error code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::UnknownRoomType(_) => ErrorCode::UnknownRoomType,
+            Self::UnknownRoomType { .. } => ErrorCode::UnknownRoomType,
             Self::RoomNotFound(_) => ErrorCode::RoomNotFound,
             Self::RoomTypeMismatch { .. } => ErrorCode::RoomTypeMismatch,
             Self::TooManyRooms | Self::Busy => ErrorCode::ServerBusy,
@@ -911,7 +934,7 @@ impl SimPool {
             .config
             .room_types
             .get(type_name)
-            .ok_or_else(|| PoolError::UnknownRoomType(type_name.to_string()))?;
+            .ok_or_else(|| PoolError::unknown_room_type(type_name, &self.config.room_types))?;
         let creator = creator.map(|c| self.take_creation(c)).transpose()?;
         let give_back = || {
             if let Some(creator) = &creator {
@@ -1969,7 +1992,12 @@ mod tests {
         );
         assert_eq!(
             pool.get_or_create("x", "nope").unwrap_err(),
-            PoolError::UnknownRoomType("nope".into())
+            PoolError::unknown_room_type("nope", &pool.config.room_types)
+        );
+        let told = pool.get_or_create("x", "Relay").unwrap_err().to_string();
+        assert!(
+            told.starts_with("unknown room type `Relay`; did you mean `relay`? (this relay has: arena, blocking,"),
+            "{told}"
         );
     }
 

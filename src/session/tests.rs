@@ -552,7 +552,7 @@ fn requests_for_rooms_the_session_is_not_in_are_answered() {
 fn room_side_refusals_are_answered_and_not_recorded() {
     let mut h = Harness::new();
     h.replies();
-    *h.rooms.refuse_open.lock() = Some(PoolError::UnknownRoomType("nope".into()));
+    *h.rooms.refuse_open.lock() = Some(PoolError::unknown_room_type("nope", &Default::default()));
     h.one(join("a", 1)).unwrap();
     assert_eq!(h.errors(), [(ErrorCode::UnknownRoomType, 1)]);
     *h.rooms.refuse_open.lock() = None;
