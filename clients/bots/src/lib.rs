@@ -35,6 +35,9 @@ pub struct Scenario {
     /// its own lease lives and the `UNAVAILABLE` answers until its rooms' leases
     /// lapse are counted apart (`node_losses`, `unavailable`), not as violations.
     pub node_loss_expected: bool,
+    /// The room's game refuses some of the bots' random intents by its own rules
+    /// (`INVALID_INTENT`): counted and reported, not a violation.
+    pub refusals_expected: bool,
     /// Certificate trust.
     pub trust: Trust,
     /// JWT for every bot (none in anonymous mode).
@@ -150,6 +153,9 @@ pub struct Report {
     /// that never joined and inputs rolled back are then no violation.
     #[serde(default)]
     pub node_loss_expected: bool,
+    /// The run expected a game's refusals ([`Scenario::refusals_expected`]).
+    #[serde(default)]
+    pub refusals_expected: bool,
     /// Seconds counted: from the end of the warm-up to the end of play.
     pub seconds: f64,
     /// State frames applied.
@@ -238,6 +244,7 @@ impl Report {
         self.never_joined += other.never_joined;
         self.events_dropped += other.events_dropped;
         self.node_loss_expected |= other.node_loss_expected;
+        self.refusals_expected |= other.refusals_expected;
         self.seconds = self.seconds.max(other.seconds);
         self.frames += other.frames;
         self.bytes += other.bytes;
@@ -336,8 +343,12 @@ impl Report {
         if duplicates > 0 {
             v.push(format!("{duplicates} inputs applied twice or out of order"));
         }
+        let refusals = match self.refusals_expected {
+            true => (self.errors.get(&(proto::ErrorCode::InvalidIntent as i32)).copied()).unwrap_or(0),
+            false => 0,
+        };
         let errors: u64 = self.errors.values().sum();
-        if errors > duplicates {
+        if errors > duplicates + refusals {
             v.push(format!("server errors {}", named_codes(&self.errors)));
         }
         let removed: u64 = self.removed.values().sum();
@@ -593,6 +604,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         },
         events_dropped: c.events_dropped.load(Ordering::Relaxed),
         node_loss_expected: fleet.scenario.node_loss_expected,
+        refusals_expected: fleet.scenario.refusals_expected,
         // The time played (and counted), without the wait for the last acks.
         seconds: (fleet.stop_at.min(Instant::now()))
             .saturating_duration_since(fleet.measure_from)
@@ -998,6 +1010,7 @@ mod tests {
             let s = Scenario {
                 urls: vec![],
                 node_loss_expected: false,
+                refusals_expected: false,
                 trust: Trust::CertFile("cert.pem".into()),
                 token: None,
                 rooms: 3,
@@ -1054,5 +1067,19 @@ mod tests {
             "{}",
             r.table()
         );
+    }
+
+    /// A game's refusals of random intents are no violation when expected, and
+    /// still reported; other errors still are.
+    #[test]
+    fn a_games_refusals_may_be_expected() {
+        let mut r = report();
+        r.errors.insert(proto::ErrorCode::InvalidIntent as i32, 5);
+        assert!(!r.violations().is_empty());
+        r.refusals_expected = true;
+        assert!(r.violations().is_empty(), "{:?}", r.violations());
+        assert!(r.table().contains("INVALID_INTENT: 5"), "{}", r.table());
+        r.errors.insert(proto::ErrorCode::RoomFull as i32, 1);
+        assert!(r.violations().join("").contains("ROOM_FULL: 1"), "{:?}", r.violations());
     }
 }

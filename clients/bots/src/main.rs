@@ -48,6 +48,11 @@ struct Args {
     /// not as failures; the report gives how long bots took to play again.
     #[arg(long)]
     expect_node_loss: bool,
+    /// The room type's game refuses some random intents by its own rules
+    /// (INVALID_INTENT: a move out of turn, say): counted in the report, not a
+    /// failure.
+    #[arg(long)]
+    game_refusals_ok: bool,
     /// Trust the certificates in this PEM file (the relay's development certificate
     /// by default).
     #[arg(long, default_value = "tickrelay-dev-cert.pem")]
@@ -119,6 +124,7 @@ impl Args {
         Scenario {
             urls: self.url.clone(),
             node_loss_expected: self.expect_node_loss,
+            refusals_expected: self.game_refusals_ok,
             trust: match &self.fingerprint {
                 Some(f) => Trust::Fingerprint(f.clone()),
                 None => Trust::CertFile(self.cert.clone()),

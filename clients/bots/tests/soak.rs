@@ -20,6 +20,7 @@ fn scenario(url: &str, cert: &str, room_type: &str, rooms: usize) -> Scenario {
     Scenario {
         urls: vec![url.into()],
         node_loss_expected: false,
+        refusals_expected: false,
         trust: Trust::CertPem(cert.into()),
         token: None,
         rooms,
