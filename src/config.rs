@@ -1617,7 +1617,8 @@ arena_precision = 0.01
 #   { id = 5, name = "nick", type = "string", max_len = 24 },
 # ]
 # A kind may be seen by its owner only (a hand of cards, a fog of war): other members
-# never receive its entities (the room's own reach no member, its owner included);
+# never receive its entities unless shown to them (EntityWrites.show; the room's own
+# reach no member, its owner included, unless shown);
 # give them unpredictable random ids (README, "Hidden state"):
 # [[room_types.relay.kinds]]
 # kind = 2

@@ -212,7 +212,16 @@ fn token_error(token: &str, accepted: &[Algorithm], kind: &jsonwebtoken::errors:
 /// The token's `alg` as written, if its header is base64url JSON.
 fn written_algorithm(token: &str) -> Option<String> {
     let header = part_json(token.split('.').next()?)?;
-    Some(header.get("alg")?.as_str()?.chars().take(16).collect())
+    // Printable only: the refusal goes to the log and to the client.
+    Some(
+        header
+            .get("alg")?
+            .as_str()?
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(16)
+            .collect(),
+    )
 }
 
 /// One part of a token, decoded: base64url JSON, or `None`.
@@ -226,7 +235,10 @@ fn wrong_algorithm(token: &str, accepted: &[Algorithm]) -> AuthError {
     let names: Vec<String> = accepted.iter().map(|a| format!("{a:?}")).collect();
     AuthError::WrongAlgorithm {
         got: written_algorithm(token).map_or_else(|| "(none named)".into(), |alg| format!("`{alg}`")),
-        accepted: names.join(", "),
+        accepted: match names.is_empty() {
+            true => "none: it holds no key for it".into(),
+            false => names.join(", "),
+        },
     }
 }
 
@@ -411,13 +423,15 @@ impl KeySet {
 
     fn decode(&self, token: &str) -> Result<Timed, AuthError> {
         let keys = self.keys.read();
-        let accepted = || {
+        // What these keys verify, each algorithm once.
+        let accepted = |keys: &[&SetKey]| {
             let mut all: Vec<Algorithm> = keys.iter().flat_map(|k| k.algorithms.iter().copied()).collect();
             all.sort_by_key(|a| format!("{a:?}"));
             all.dedup();
             all
         };
-        let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(token, &accepted(), e.kind()))?;
+        let all: Vec<&SetKey> = keys.iter().collect();
+        let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(token, &accepted(&all), e.kind()))?;
         // The key the token names; without `kid`, each key that verifies its
         // algorithm in turn.
         let candidates: Vec<&SetKey> = match &header.kid {
@@ -430,11 +444,12 @@ impl KeySet {
         };
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
-        let mut verdict = Err(wrong_algorithm(token, &accepted()));
+        // None of the keys it may name verifies its algorithm: told what those do.
+        let mut verdict = Err(wrong_algorithm(token, &accepted(&candidates)));
         for key in candidates.into_iter().filter(|k| k.algorithms.contains(&header.alg)) {
             verdict = jsonwebtoken::decode::<Timed>(token, &key.key, &validation)
                 .map(|data| data.claims)
-                .map_err(|e| token_error(token, &accepted(), e.kind()));
+                .map_err(|e| token_error(token, &accepted(&all), e.kind()));
             // This key verified the signature (its claims decide): no other is tried.
             if !matches!(verdict, Err(AuthError::BadSignature)) {
                 break;

@@ -99,7 +99,9 @@ async fn until_sees(client: &mut TestClient, members: &[u64]) {
 /// Tag in the dark: the game shows each player only the players near it, and its
 /// checksums (each over what its player sees) verify.
 async fn a_game_in_the_dark_shows_each_player_those_near_it(transport: Transport) {
-    let server = tag_server("speed = 60.0\nsight = 20.0\n", &[]).await;
+    // Slow enough that b, seeing the others for 40 units of its way (x 45 to 5),
+    // is told to stop while it does, on a loaded machine too.
+    let server = tag_server("speed = 20.0\nsight = 20.0\n", &[]).await;
     // a at (25, 50), b at (75, 50), c at (25, 57).
     let (mut a, a_id, mut b, b_id) = two_players(&server, transport).await;
     let mut c = TestClient::connect_over(&server, transport).await;

@@ -68,7 +68,12 @@ struct Owned {
 
 impl Owned {
     fn gain(&mut self, id: EntityId, tick: Tick) {
-        self.ids.insert(id, tick);
+        // Held before, and sent whole again now: should it go again within this tick,
+        // its removal is the one recorded here (the encoder skips it while the
+        // member still holds the entity).
+        if self.ids.insert(id, tick).is_some_and(|since| since != tick) {
+            self.lost.push_back(Removal { tick, id });
+        }
         self.changed = tick;
     }
 
@@ -155,7 +160,9 @@ impl Tally {
 
 /// Who sees an entity of an owner-only kind: its owner, and those it is shown to.
 fn viewers<'a>(shown: &'a FxHashMap<EntityId, Vec<MemberId>>, e: &Entity) -> impl Iterator<Item = MemberId> + 'a {
-    std::iter::once(e.owner).chain(shown.get(&e.id).into_iter().flatten().copied())
+    // (No lookup in a room that shows nothing: most.)
+    let others = if shown.is_empty() { None } else { shown.get(&e.id) };
+    std::iter::once(e.owner).chain(others.into_iter().flatten().copied())
 }
 
 /// The entities of a room, with the change bookkeeping that delta encoding and the
@@ -298,9 +305,10 @@ impl World {
 
     /// Shows an entity of an owner-only kind to `member` as well as to its owner: its
     /// next frames carry it whole, then its changes, until [`World::hide`] (or the
-    /// entity is removed, or given to `member`). Returns whether it was hidden from
-    /// `member` before; an entity every member sees, or `member`'s own, is left as it
-    /// is. The room hides everything from a member that leaves.
+    /// entity is removed, or given away). Returns whether it was hidden from `member`
+    /// before; an entity every member sees, or `member`'s own, is left as it is.
+    /// Show to members of the room only: the room hides everything from a member
+    /// that leaves, and nothing shown to an id that is not a member's.
     pub fn show(&mut self, id: EntityId, member: MemberId) -> Result<bool, WorldError> {
         let e = self.entities.get(&id).ok_or(WorldError::NotFound(id))?;
         if !e.owner_only || e.owner == member {
@@ -495,8 +503,8 @@ impl World {
     /// Hands an entity to another owner. Its next deltas list it whole (in `added`,
     /// which replaces a receiver's copy), as if it were created again now: a client's
     /// mirror learns owners from entities added. An entity of an owner-only kind is
-    /// removed for its old owner and added for its new one (no longer shown to it,
-    /// if it was) and for those it is shown to.
+    /// removed for its old owner and for those it was shown to, and added for its new
+    /// owner.
     pub fn set_owner(&mut self, id: EntityId, owner: MemberId) -> Result<(), WorldError> {
         let tick = self.tick;
         let entity = self.entities.get_mut(&id).ok_or(WorldError::NotFound(id))?;
@@ -512,12 +520,16 @@ impl World {
         entity.created = tick;
         entity.changed = tick;
         if entity.owner_only {
-            self.tally.own.entry(before).or_default().lose(id, tick);
-            self.tally.unshow(id, owner);
-            let Tally { own, shown, .. } = &mut self.tally;
-            for member in viewers(shown, entity) {
-                own.entry(member).or_default().gain(id, tick);
+            // Those it was shown to see it no longer: its new owner shows it, if it
+            // wants to (a card peeked at, then dealt to another, tells the peeker
+            // nothing of its new hand). (Their share of the checksum lost its hash
+            // as it became dirty.)
+            let shown = self.tally.shown.remove(&id).unwrap_or_default();
+            self.tally.shown_count -= shown.len();
+            for member in shown.into_iter().chain([before]).filter(|&m| m != owner) {
+                self.tally.own.entry(member).or_default().lose(id, tick);
             }
+            self.tally.own.entry(owner).or_default().gain(id, tick);
         } else {
             self.tally.last_shared_change = tick;
         }
@@ -816,34 +828,50 @@ mod tests {
         w.set_owner(5, 2).unwrap();
         w.finish_tick();
         check(&w);
-        assert_eq!(
-            w.shown_to(5),
-            [3],
-            "its new owner is not shown it, its old one not at all"
-        );
-        assert_eq!((since(&w, 2), since(&w, 3)), (vec![(5, 13)], vec![(5, 13)]));
+        assert_eq!(w.shown_to(5), [0; 0], "given away, it is shown to nobody");
+        assert_eq!((since(&w, 2), since(&w, 3)), (vec![(5, 13)], vec![]));
         assert!(lost(&w, 1).contains(&5) && !w.sees(1, 5));
+        assert_eq!(
+            lost(&w, 3),
+            [5],
+            "hidden at 12 (shown and given away in 13: never sent)"
+        );
         w.begin_tick(14);
         w.show(5, 1).unwrap();
+        w.show(5, 3).unwrap();
+        w.finish_tick();
+        w.begin_tick(15);
         w.despawn(5).unwrap();
         w.finish_tick();
         check(&w);
         assert_eq!((w.shown_count(), w.own(3).count), (0, 0));
-        assert_eq!(lost(&w, 3), [5, 5], "hidden at 12, removed at 14");
-        assert_eq!(
-            lost(&w, 1).iter().filter(|&&id| id == 5).count(),
-            1,
-            "shown and removed in tick 14: never sent"
+        assert_eq!(lost(&w, 3), [5, 5], "hidden at 12, removed at 15");
+        // Seen before, given to it, then lost in the same tick: the removal is there.
+        w.begin_tick(16);
+        w.spawn(8, 1, 3, []).unwrap();
+        w.show(8, 3).unwrap();
+        w.finish_tick();
+        w.begin_tick(17);
+        w.set_owner(8, 3).unwrap();
+        w.set_owner(8, 2).unwrap();
+        w.finish_tick();
+        check(&w);
+        assert!(
+            w.own_removals(Some(3)).any(|r| (r.tick, r.id) == (17, 8)),
+            "member 3 held it since 16"
         );
+        w.begin_tick(18);
+        w.despawn(8).unwrap();
+        w.finish_tick();
         // A member that leaves is hidden everything shown to it.
-        w.begin_tick(15);
+        w.begin_tick(19);
         w.spawn(6, 2, 3, []).unwrap();
         w.spawn(7, crate::state::SERVER, 3, []).unwrap();
         w.show(6, 3).unwrap();
         w.show(7, 3).unwrap();
         w.finish_tick();
         check(&w);
-        w.begin_tick(16);
+        w.begin_tick(20);
         assert_eq!(w.hide_all_from(3), 2);
         w.finish_tick();
         check(&w);

@@ -3145,6 +3145,65 @@ fn gives_are_bounded_in_bytes_a_second() {
     assert_eq!(room.world().get(8).map(|e| e.owner()), Some(2), "10 ticks on");
 }
 
+/// A show sends the entity whole to the member shown it: hiding and showing large
+/// hidden entities every tick is bounded as gives are (`RATE_LIMITED` beyond
+/// [`GIVEN_BYTES_PER_SECOND`] a second); a show of what is shown already costs nothing.
+#[test]
+fn shows_are_bounded_in_bytes_a_second() {
+    let (mut room, mut clients) = owned_room_of(3);
+    // Member 1's 64 hidden entities (kind 3), every declared field set.
+    let fields = || {
+        let values = [
+            Value::Int(1),
+            Value::Float(1.0),
+            Value::Bool(true),
+            Value::Bytes(vec![7; 8].into()),
+            Value::String("abcdef".into()),
+            Value::Float(500.0),
+        ];
+        (values.into_iter().enumerate())
+            .map(|(id, value)| Field {
+                id: id as u32,
+                value: Some(value),
+            })
+            .collect()
+    };
+    let create = (1..=64)
+        .map(|id| Entity {
+            id,
+            owner: 0,
+            kind: 3,
+            fields: fields(),
+        })
+        .collect();
+    room.push_input(
+        1,
+        1,
+        writes(EntityWrites {
+            create,
+            ..Default::default()
+        }),
+    );
+    room.tick(0);
+    let cost = state_cost(room.world().get(1).unwrap());
+    let fit = GIVEN_BYTES_PER_SECOND / cost;
+    assert!((64..127).contains(&fit), "{fit} of 128 shows fit in a second");
+    let mut seq = 1;
+    for id in 1..=64 {
+        for member in [2, 3] {
+            seq += 1;
+            room.push_input(1, seq, show(id, member, false));
+        }
+    }
+    seq += 1;
+    room.push_input(1, seq, show(1, 2, false)); // shown already: free
+    room.tick(0);
+    clients[0].read();
+    let limited = (clients[0].errors().into_iter()).filter(|e| e.code == ErrorCode::RateLimited as i32);
+    assert_eq!(limited.count(), 128 - fit);
+    assert_eq!(room.world().shown_count(), fit);
+}
+
 /// An entity larger than a second's budget (a room type with larger fields) is given
 /// alone, in a second of its own: never given, it would be refused for ever with
 /// "retry later".

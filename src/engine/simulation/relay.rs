@@ -14,8 +14,8 @@ use crate::state::{Entity, EntityId, FieldProblem, MemberId, SERVER, Schema, Tic
 #[derive(Debug, Default)]
 pub struct Relay {
     owned: FxHashMap<MemberId, usize>,
-    /// What each member gave away in the current second: its first tick, and the
-    /// entities' bytes ([`GIVEN_BYTES_PER_SECOND`]).
+    /// What each member gave away or showed in the current second: its first tick,
+    /// and the entities' bytes ([`GIVEN_BYTES_PER_SECOND`]).
     given: FxHashMap<MemberId, (Tick, usize)>,
     schema: Arc<Schema>,
     /// The room state's [`state_cost`], kept up to date with every write.
@@ -23,10 +23,11 @@ pub struct Relay {
 }
 
 /// The entity bytes (as the room counts them, [`state_cost`]) a member may give away
-/// per second. A give sends the entity whole to every member, as its creation did, so
-/// gives are bounded as the writes that make entities are (the session's default byte
-/// rate, 64 KiB/s): without it, a few bytes of input handing large entities back and
-/// forth every tick made every member receive megabytes a second.
+/// or show per second. A give sends the entity whole to every member, as its creation
+/// did, and a show to the member shown it, so they are bounded as the writes that
+/// make entities are (the session's default byte rate, 64 KiB/s): without it, a few
+/// bytes of input handing large entities back and forth (or hiding and showing them)
+/// every tick made members receive megabytes a second.
 pub const GIVEN_BYTES_PER_SECOND: usize = 64 * 1024;
 
 impl Relay {
@@ -130,24 +131,12 @@ impl Relay {
                 continue;
             }
             let cost = state_cost(entity);
-            let ticks_a_second = (1.0 / ctx.dt).round() as Tick;
-            let given = self.given.entry(member).or_insert((ctx.tick, 0));
-            if ctx.tick >= given.0 + ticks_a_second {
-                *given = (ctx.tick, 0);
-            }
-            // (One entity larger than the budget goes alone, in a second of its own.)
-            if given.1 > 0 && given.1 + cost > GIVEN_BYTES_PER_SECOND {
-                let wait = given.0 + ticks_a_second - ctx.tick;
-                return Err(SimError::RateLimited {
-                    what: "gives over 64 KiB of entities a second",
-                    retry_after_ms: (wait as f32 * ctx.dt * 1000.0).ceil() as u32,
-                });
-            }
+            self.may_send_whole(member, ctx.tick, ctx.dt, cost)?;
             if self.owned.get(&give.to).copied().unwrap_or(0) >= limits.max_entities_per_member {
                 return Err(SimError::LimitExceeded(entities_of(give.to)));
             }
             ctx.world.set_owner(give.id, give.to)?;
-            given.1 += cost;
+            self.sent_whole(member, cost);
             *self.owned.entry(give.to).or_default() += 1;
             if let Some(owned) = self.owned.get_mut(&from) {
                 *owned -= 1;
@@ -162,7 +151,13 @@ impl Relay {
             if self.state_bytes + shown_bytes(ctx.world) + VIEWER_COST > limits.max_state_bytes {
                 return Err(SimError::LimitExceeded("bytes of room state"));
             }
-            ctx.world.show(show.id, show.member)?;
+            // Sent whole to the member shown it: counted as a give is (a hide and a
+            // show each tick would send it every tick).
+            let cost = state_cost(entity);
+            self.may_send_whole(member, ctx.tick, ctx.dt, cost)?;
+            if ctx.world.show(show.id, show.member)? {
+                self.sent_whole(member, cost);
+            }
         }
         for hide in &writes.hide {
             let entity = ctx.world.get(hide.id).ok_or(SimError::EntityNotFound(hide.id))?;
@@ -170,6 +165,32 @@ impl Relay {
             ctx.world.hide(hide.id, hide.member)?;
         }
         Ok(())
+    }
+
+    /// Refuses entities of `cost` bytes that `member`'s write would send whole (a give,
+    /// a show) beyond [`GIVEN_BYTES_PER_SECOND`] in the current second.
+    fn may_send_whole(&mut self, member: MemberId, tick: Tick, dt: f32, cost: usize) -> Result<(), SimError> {
+        let ticks_a_second = (1.0 / dt).round() as Tick;
+        let given = self.given.entry(member).or_insert((tick, 0));
+        if tick >= given.0 + ticks_a_second {
+            *given = (tick, 0);
+        }
+        // (One entity larger than the budget goes alone, in a second of its own.)
+        if given.1 > 0 && given.1 + cost > GIVEN_BYTES_PER_SECOND {
+            let wait = given.0 + ticks_a_second - tick;
+            return Err(SimError::RateLimited {
+                what: "gives and shows over 64 KiB of entities a second",
+                retry_after_ms: (wait as f32 * dt * 1000.0).ceil() as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts what [`Relay::may_send_whole`] let through.
+    fn sent_whole(&mut self, member: MemberId, cost: usize) {
+        if let Some(given) = self.given.get_mut(&member) {
+            given.1 += cost;
+        }
     }
 
     /// Creates one entity owned by `owner` (a member, or the room).
