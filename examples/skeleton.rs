@@ -60,7 +60,9 @@ impl Simulation for Dots {
     /// The room restored from a cluster checkpoint on another node: the dots are in
     /// the world, the intents are not.
     fn restore(&mut self, ctx: &mut SimContext<'_>, _members: &[MemberId]) {
-        self.dots = (ctx.world.entities()).map(|e| (e.owner(), (e.id(), 0.0, 0.0))).collect();
+        self.dots = (ctx.world.entities())
+            .map(|e| (e.owner(), (e.id(), 0.0, 0.0)))
+            .collect();
         self.next_id = ctx.world.entities().map(|e| e.id()).max().unwrap_or(0);
     }
 
