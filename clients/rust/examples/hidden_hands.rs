@@ -2,7 +2,8 @@
 //! `owner_only`, so each card reaches its owner only. The host creates a deck for the
 //! room (owned by the room: no member sees it), deals one card to the guest and one to
 //! itself, and each client's verified mirror then holds its own card and not the
-//! other's. Two clients in one program, the host and a guest.
+//! other's. Then the guest shows its card to the host (a peek) and hides it again.
+//! Two clients in one program, the host and a guest.
 //!
 //! The relay needs the kind declared (in a configuration file, or as here). From the
 //! repository's root, the relay in one terminal and the example in another (the
@@ -21,7 +22,7 @@
 mod common;
 
 use common::{Error, RelayArgs, apply, host_and_guest, until};
-use tickrelay_client::proto::{self, EntityWrites, Give, field::Value, input::Payload};
+use tickrelay_client::proto::{self, EntityWrites, Give, Viewer, field::Value, input::Payload};
 use tickrelay_client::{Client, Event};
 
 /// A host deals one hidden card to a guest and one to itself.
@@ -119,6 +120,42 @@ async fn main() -> Result<(), Error> {
          nor the 11 left in the deck",
         deck[1].1, deck[0].1
     );
+    // A peek: the guest shows its card to the host, then hides it again.
+    let guests_card = Viewer {
+        id: deck[0].0,
+        member: host_id,
+    };
+    let show = Payload::Writes(Box::new(EntityWrites {
+        show: vec![guests_card],
+        ..Default::default()
+    }));
+    apply(&guest.client, &mut guest.events, room, show).await?;
+    let both = [
+        (deck[0].0, guest_id, Some(deck[0].1)),
+        (deck[1].0, host_id, Some(deck[1].1)),
+    ];
+    let sorted_hand = |client: &Client| {
+        let mut cards = hand(client, room);
+        cards.sort_unstable();
+        cards
+    };
+    let mut expected = both.to_vec();
+    expected.sort_unstable();
+    while sorted_hand(&host.client) != expected {
+        until(&mut host.events, |e| matches!(e, Event::State { .. }).then_some(())).await?;
+    }
+    println!(
+        "the guest showed its card to the host: the host sees rank {}",
+        deck[0].1
+    );
+    let hide = Payload::Writes(Box::new(EntityWrites {
+        hide: vec![guests_card],
+        ..Default::default()
+    }));
+    apply(&guest.client, &mut guest.events, room, hide).await?;
+    while hand(&host.client, room) != [both[1]] {
+        until(&mut host.events, |e| matches!(e, Event::State { .. }).then_some(())).await?;
+    }
     // The room's entities outlive their creator (and count against the room's own
     // entity limit): the host puts the rest of the deck away. The players' cards go
     // with them.

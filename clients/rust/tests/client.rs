@@ -613,8 +613,9 @@ async fn the_host_migration_example_hands_the_room_to_the_guest() {
 
 /// The `hidden_hands` example (README, "Hidden state"): the host deals a card of a
 /// kind the relay declares owner-only to the guest and one to itself, and each
-/// client's mirror holds its own card only, against a relay configured as the
-/// example's documentation says.
+/// client's mirror holds its own card only (until the guest shows its card to the
+/// host, and hides it again), against a relay configured as the example's
+/// documentation says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hidden_hands_example_deals_cards_each_member_alone_sees() {
     // The `--set` flag the example's documentation gives, read as the binary reads it.
@@ -632,6 +633,7 @@ async fn the_hidden_hands_example_deals_cards_each_member_alone_sees() {
     for _ in 0..2 {
         let stdout = run_example_against_a_relay("hidden_hands", &relay).await;
         assert!(stdout.contains("neither sees the other's card"), "{stdout}");
+        assert!(stdout.contains("the guest showed its card to the host"), "{stdout}");
     }
 }
 
