@@ -2380,7 +2380,7 @@ fn payload(op: &Op) -> (usize, input::Payload) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// For every tick and every baseline still in the window: the state at the
     /// baseline (as a full snapshot) plus the delta equals the state at the tick, and
