@@ -97,7 +97,8 @@ pub struct Config {
     /// Rooms created at start-up and kept open.
     pub rooms: Vec<PrecreatedRoom>,
     /// What loading found suspicious but allowed (a room type named like a
-    /// simulation, running none): the command line (`tickrelay::cli::main`) warns
+    /// simulation, running none; the arena's settings on a type running a game's own
+    /// simulation): the command line (`tickrelay::cli::main`) warns
     /// about it at start and in `--check`; a program that binds the server itself
     /// may log it.
     #[serde(skip)]
@@ -758,6 +759,28 @@ impl Config {
             let room_type = types.entry(name).or_insert_with(|| toml::Table::new().into());
             if let Some(room_type) = room_type.as_table_mut() {
                 room_type.entry("simulation").or_insert_with(|| name.into());
+            }
+        }
+        // The arena's settings on a type running a game's own simulation do nothing
+        // (a relay type's are allowed: the default file has them).
+        for (name, room_type) in types.iter() {
+            let runs = room_type
+                .get("simulation")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("relay");
+            if matches!(runs, "relay" | "arena") {
+                continue;
+            }
+            let arena: Vec<&str> = (room_type.as_table().into_iter().flatten())
+                .map(|(key, _)| key.as_str())
+                .filter(|key| key.starts_with("arena_"))
+                .collect();
+            if !arena.is_empty() {
+                lookalikes.push(format!(
+                    "room type `{name}` runs `{runs}`, not the arena: {} ignored (a game's own settings go in \
+                     [room_types.{name}.params])",
+                    arena.join(", ")
+                ));
             }
         }
         let mut config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e| {
@@ -1924,6 +1947,15 @@ mod tests {
         for name in ["lobby", "dm", "ui", "tdm", "game", "ctf"] {
             assert!(warned(&format!("[room_types.{name}]\n")).is_empty(), "{name}");
         }
+        // The arena's settings on a game's own type are ignored, and said so; on a
+        // relay type (as in the default file) they are not worth a word.
+        let arena_on_ctf = warned("[room_types.ctf]\narena_npcs = 3\n");
+        assert!(
+            arena_on_ctf.len() == 1 && arena_on_ctf[0].contains("runs `ctf`, not the arena: arena_npcs ignored"),
+            "{arena_on_ctf:?}"
+        );
+        assert!(warned("[room_types.lobby]\narena_npcs = 3\n").is_empty());
+        assert!(warned("[room_types.arena]\narena_npcs = 3\n").is_empty());
     }
 
     #[test]
