@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use tickrelay::engine::simulation::{SimContext, SimError, Simulation};
+use tickrelay::engine::simulation::{SimContext, SimError, Simulation, stick_intent};
 use tickrelay::proto::input;
 use tickrelay::state::{EntityId, MemberId, Value};
 
@@ -45,14 +45,9 @@ impl Simulation for Dots {
     }
 
     fn input(&mut self, _: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
-        let input::Payload::Intent(intent) = payload else {
-            return Err(SimError::WrongPayload { expected: "intent" });
-        };
-        let &[dx, dy] = &intent[..] else {
-            return Err(SimError::InvalidIntent("two bytes: dx and dy"));
-        };
+        let (dx, dy) = stick_intent(payload)?;
         if let Some(dot) = self.dots.get_mut(&member) {
-            (dot.1, dot.2) = (f32::from(dx as i8) / 127.0, f32::from(dy as i8) / 127.0);
+            (dot.1, dot.2) = (dx, dy);
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use tickrelay::engine::simulation::{SimContext, SimError, Simulation};
+use tickrelay::engine::simulation::{SimContext, SimError, Simulation, stick_intent};
 use tickrelay::proto::input;
 use tickrelay::state::{EntityId, FieldSpec, FieldType, KindSchema, MemberId, SERVER, Schema, Value};
 
@@ -199,15 +199,9 @@ impl Simulation for Tag {
     }
 
     fn input(&mut self, _: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
-        let input::Payload::Intent(intent) = payload else {
-            return Err(SimError::WrongPayload { expected: "intent" });
-        };
-        let &[dx, dy] = &intent[..] else {
-            return Err(SimError::InvalidIntent("two bytes: dx and dy"));
-        };
+        let (dx, dy) = stick_intent(payload)?;
         if let Some(player) = self.players.get_mut(&member) {
-            player.dx = f32::from(dx as i8) / 127.0;
-            player.dy = f32::from(dy as i8) / 127.0;
+            (player.dx, player.dy) = (dx, dy);
             player.idle = player.idle.map(|_| 0.0);
         }
         Ok(())

@@ -242,19 +242,11 @@ impl Simulation for Arena {
     }
 
     fn input(&mut self, _ctx: &mut SimContext<'_>, member: MemberId, payload: &input::Payload) -> Result<(), SimError> {
-        let input::Payload::Intent(intent) = payload else {
-            return Err(SimError::WrongPayload {
-                expected: "intent (`Input.intent`)",
-            });
-        };
-        let &[dx, dy] = intent.as_ref() else {
-            return Err(SimError::InvalidIntent("expected 2 bytes: dx, dy as i8"));
-        };
-        let scale = self.config.avatar_speed / 127.0;
+        let (dx, dy) = super::stick_intent(payload)?;
+        let speed = self.config.avatar_speed;
         // Joins are applied before inputs in a tick, so the avatar exists.
         if let Some(avatar) = self.avatars.get_mut(&member) {
-            avatar.vx = f32::from(dx as i8) * scale;
-            avatar.vy = f32::from(dy as i8) * scale;
+            (avatar.vx, avatar.vy) = (dx * speed, dy * speed);
         }
         Ok(())
     }

@@ -418,6 +418,21 @@ impl SimError {
     }
 }
 
+/// Reads a movement intent as the arena (and `tickrelay-bots`) sends it: two bytes,
+/// `dx` and `dy` as signed 8-bit integers, returned each in `-1.0..=1.0`. A game whose
+/// inputs are a stick's direction decodes them with this.
+pub fn stick_intent(payload: &input::Payload) -> Result<(f32, f32), SimError> {
+    let input::Payload::Intent(intent) = payload else {
+        return Err(SimError::WrongPayload {
+            expected: "intent (`Input.intent`)",
+        });
+    };
+    let &[dx, dy] = intent.as_ref() else {
+        return Err(SimError::InvalidIntent("expected 2 bytes: dx, dy as i8"));
+    };
+    Ok((f32::from(dx as i8) / 127.0, f32::from(dy as i8) / 127.0))
+}
+
 impl From<WorldError> for SimError {
     fn from(e: WorldError) -> Self {
         match e {
