@@ -140,6 +140,13 @@ impl Tally {
         }
     }
 
+    /// Takes the list of those entity `id` is shown to (it is shown to nobody now).
+    fn take_viewers(&mut self, id: EntityId) -> std::vec::IntoIter<MemberId> {
+        let viewers = self.shown.remove(&id).unwrap_or_default();
+        self.shown_count -= viewers.len();
+        viewers.into_iter()
+    }
+
     /// Takes `member` off the list of those entity `id` is shown to. Returns whether
     /// it was on it.
     fn unshow(&mut self, id: EntityId, member: MemberId) -> bool {
@@ -524,9 +531,7 @@ impl World {
             // wants to (a card peeked at, then dealt to another, tells the peeker
             // nothing of its new hand). (Their share of the checksum lost its hash
             // as it became dirty.)
-            let shown = self.tally.shown.remove(&id).unwrap_or_default();
-            self.tally.shown_count -= shown.len();
-            for member in shown.into_iter().chain([before]).filter(|&m| m != owner) {
+            for member in self.tally.take_viewers(id).chain([before]).filter(|&m| m != owner) {
                 self.tally.own.entry(member).or_default().lose(id, tick);
             }
             self.tally.own.entry(owner).or_default().gain(id, tick);
@@ -546,9 +551,7 @@ impl World {
             self.tally.take(&entity);
         }
         if entity.owner_only {
-            let shown = self.tally.shown.remove(&id).unwrap_or_default();
-            self.tally.shown_count -= shown.len();
-            for member in std::iter::once(entity.owner).chain(shown) {
+            for member in std::iter::once(entity.owner).chain(self.tally.take_viewers(id)) {
                 self.tally.own.entry(member).or_default().lose(id, self.tick);
             }
         } else {

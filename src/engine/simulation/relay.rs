@@ -73,9 +73,8 @@ impl Relay {
             self.create(ctx, SERVER, create)?;
         }
         let limits = ctx.limits;
-        let shown_bytes = |world: &World| world.shown_count() * VIEWER_COST;
         for update in &writes.update {
-            let shown = shown_bytes(ctx.world);
+            let used = self.state_in_use(ctx.world);
             let entity = ctx.world.get(update.id).ok_or(SimError::EntityNotFound(update.id))?;
             may_write(ctx.world, entity)?;
             let mut target = ctx.world.entity_mut(update.id).expect("found above");
@@ -95,7 +94,7 @@ impl Relay {
                     f.value.as_ref().map_or(0, field_cost).saturating_sub(old)
                 })
                 .sum();
-            if self.state_bytes + shown + growth > limits.max_state_bytes {
+            if used + growth > limits.max_state_bytes {
                 return Err(SimError::LimitExceeded("bytes of room state"));
             }
             let set = (update.fields.iter())
@@ -148,7 +147,7 @@ impl Relay {
             if ctx.members.user(show.member).is_none() {
                 return Err(SimError::NotInRoom(show.member));
             }
-            if self.state_bytes + shown_bytes(ctx.world) + VIEWER_COST > limits.max_state_bytes {
+            if self.state_in_use(ctx.world) + VIEWER_COST > limits.max_state_bytes {
                 return Err(SimError::LimitExceeded("bytes of room state"));
             }
             // Sent whole to the member shown it: counted as a give is (a hide and a
@@ -165,6 +164,12 @@ impl Relay {
             ctx.world.hide(hide.id, hide.member)?;
         }
         Ok(())
+    }
+
+    /// What the room's state bound counts now: the entities, and each member an
+    /// entity is shown to.
+    fn state_in_use(&self, world: &World) -> usize {
+        self.state_bytes + world.shown_count() * VIEWER_COST
     }
 
     /// Refuses entities of `cost` bytes that `member`'s write would send whole (a give,
@@ -196,8 +201,7 @@ impl Relay {
     /// Creates one entity owned by `owner` (a member, or the room).
     fn create(&mut self, ctx: &mut SimContext<'_>, owner: MemberId, create: &proto::Entity) -> Result<(), SimError> {
         let limits = ctx.limits;
-        // The room's state bound counts each member an entity is shown to too.
-        let shown_bytes = ctx.world.shown_count() * VIEWER_COST;
+        let used = self.state_in_use(ctx.world);
         let owned = self.owned.entry(owner).or_default();
         if *owned >= limits.max_entities_per_member {
             return Err(SimError::LimitExceeded(entities_of(owner)));
@@ -216,7 +220,7 @@ impl Relay {
                 .filter_map(|f| f.value.as_ref())
                 .map(field_cost)
                 .sum::<usize>();
-        if self.state_bytes + shown_bytes + cost > limits.max_state_bytes {
+        if used + cost > limits.max_state_bytes {
             return Err(SimError::LimitExceeded("bytes of room state"));
         }
         let fields = create.fields.iter().filter_map(|f| Some((f.id, f.value.clone()?)));
