@@ -25,6 +25,7 @@ use crate::routes::Routes;
 /// How long a room redirected to a node this client failed over from waits before it
 /// is joined again (the directory names the dead node until its leases lapse).
 const STALE_REDIRECT_WAIT: Duration = Duration::from_millis(500);
+use crate::trust::Tls;
 use crate::{Carried, ClientConfig, Command, Event, RoomTold, Shared};
 
 /// How a driver reaches the client's other connections (see [`Routes`]).
@@ -160,7 +161,7 @@ struct Driver {
     /// The one the next attempt connects to.
     current: usize,
     /// TLS for `wss://` and `quic://` (none for `ws://`).
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<Arc<Tls>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
@@ -262,7 +263,7 @@ const PACE_STEP: Duration = Duration::from_millis(10);
 pub(crate) async fn run(
     config: ClientConfig,
     target: Target,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<Arc<Tls>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
@@ -458,7 +459,7 @@ impl Driver {
         };
         let connecting = link::connect(
             &self.targets[self.current],
-            self.tls.as_ref(),
+            self.tls.as_deref(),
             presented,
             self.config.quiet_timeout,
             self.config.quic_endpoint.as_ref(),

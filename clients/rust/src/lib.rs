@@ -529,7 +529,7 @@ impl Client {
             }
         }
         let tls = if target.scheme.uses_tls() {
-            Some(trust::client_config(&config.trust)?)
+            Some(Arc::new(trust::Tls::new(&config.trust)?))
         } else {
             tracing::warn!(url = %config.url, "connecting without TLS (ws://): only behind a TLS-terminating proxy or on a trusted network");
             None

@@ -37,6 +37,7 @@ use tokio_util::either::Either;
 use tokio_util::sync::ReusableBoxFuture;
 
 use crate::ClientError;
+use crate::trust::Tls;
 
 /// How long a QUIC client waits for the close code after the server finished the
 /// control stream.
@@ -151,23 +152,27 @@ fn fatal(reason: String) -> Failure {
 }
 
 /// What a TLS handshake's `error` most often means, for the reason a client reports
-/// (rustls names the certificate errors in its messages, over both transports).
-fn certificate_hint(error: &str) -> &'static str {
+/// (rustls names the certificate errors in its messages, over both transports);
+/// `trusted` says what the client trusts ([`Tls::trusted`]).
+fn certificate_hint(error: &str, trusted: &str) -> String {
     if ["UnknownIssuer", "BadSignature", "FingerprintMismatch"]
         .iter()
         .any(|e| error.contains(e))
     {
-        ": the relay's certificate is not the one this client trusts (a development certificate another start \
-         of the relay wrote, say: trust the tickrelay-dev-cert.pem the running relay wrote, or the SHA-256 \
-         fingerprint it logs at start)"
+        format!(
+            ": the relay's certificate is not the one this client trusts ({trusted}); a development certificate \
+             another start of the relay wrote, say: trust the tickrelay-dev-cert.pem the running relay wrote, or \
+             the SHA-256 fingerprint it logs at start"
+        )
     } else if ["NotValidForName", "not valid for name"]
         .iter()
         .any(|e| error.contains(e))
     {
         ": the URL's host is not one of the names the certificate was made for (the development certificate's \
          are localhost, 127.0.0.1 and ::1)"
+            .into()
     } else {
-        ""
+        String::new()
     }
 }
 
@@ -320,7 +325,7 @@ pub(crate) struct Presented<'a> {
 /// schemes that use TLS ([`Scheme::uses_tls`]).
 pub(crate) async fn connect(
     target: &Target,
-    tls: Option<&Arc<rustls::ClientConfig>>,
+    tls: Option<&Tls>,
     presented: Presented<'_>,
     idle_timeout: Duration,
     shared_endpoint: Option<&quinn::Endpoint>,
@@ -337,19 +342,17 @@ pub(crate) async fn connect(
 }
 
 /// The WebSocket upgrade over TLS with `tls`, or over plain TCP without it.
-async fn connect_ws(
-    target: &Target,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-    presented: Presented<'_>,
-) -> Result<Link, Failure> {
+async fn connect_ws(target: &Target, tls: Option<&Tls>, presented: Presented<'_>) -> Result<Link, Failure> {
     let tcp = TcpStream::connect(&target.authority)
         .await
         .map_err(|e| retry(format!("connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let stream = match tls {
-        Some(tls) => {
-            let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
-            let tls = TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(|e| {
+    let stream =
+        match tls {
+            Some(tls) => {
+                let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
+                let trusted = &tls.trusted;
+                let tls = TlsConnector::from(tls.config.clone()).connect(name, tcp).await.map_err(|e| {
                 let rustls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
                 // Not the certificate we trust: trying again cannot help. Nor can a
                 // server that answers in plain HTTP (a relay run with --insecure-plain).
@@ -366,7 +369,7 @@ async fn connect_ws(
                         target.authority
                     )
                 } else {
-                    certificate_hint(&e.to_string()).to_string()
+                    certificate_hint(&e.to_string(), trusted)
                 };
                 Failure {
                     reason: format!("TLS: {e}{hint}"),
@@ -374,10 +377,10 @@ async fn connect_ws(
                     unreached: true,
                 }
             })?;
-            Either::Left(tls)
-        }
-        None => Either::Right(tcp),
-    };
+                Either::Left(tls)
+            }
+            None => Either::Right(tcp),
+        };
     let mut url = target.url.clone();
     url.push(if url.contains('?') { '&' } else { '?' });
     url.push_str(&format!("client={}", presented.client_id));
@@ -428,7 +431,7 @@ async fn connect_ws(
 
 async fn connect_quic(
     target: &Target,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: &Tls,
     presented: Presented<'_>,
     idle_timeout: Duration,
     shared_endpoint: Option<&quinn::Endpoint>,
@@ -438,7 +441,7 @@ async fn connect_quic(
         .map_err(|e| retry(format!("resolve: {e}")))?
         .next()
         .ok_or_else(|| retry(format!("resolve: no address for {}", target.authority)))?;
-    let mut crypto = (**tls).clone();
+    let mut crypto = (*tls.config).clone();
     crypto.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(crypto).map_err(|e| fatal(format!("QUIC TLS: {e}")))?;
     let mut transport = TransportConfig::default();
@@ -470,7 +473,10 @@ async fn connect_quic(
         .map_err(|e| fatal(format!("QUIC: {e}")))?
         .await
         .map_err(|e| Failure {
-            reason: format!("QUIC handshake (TLS): {e}{}", certificate_hint(&e.to_string())),
+            reason: format!(
+                "QUIC handshake (TLS): {e}{}",
+                certificate_hint(&e.to_string(), &tls.trusted)
+            ),
             fatal: certificate_rejected(&e),
             // Refused by the relay (at its connection cap, say): it answered.
             unreached: !matches!(
@@ -779,8 +785,13 @@ mod tests {
     #[test]
     fn a_certificate_error_says_what_it_most_often_means() {
         use rustls::CertificateError as E;
-        let said = |e: E| certificate_hint(&rustls::Error::InvalidCertificate(e).to_string());
-        assert!(said(E::UnknownIssuer).contains("not the one this client trusts"));
+        let said = |e: E| {
+            certificate_hint(
+                &rustls::Error::InvalidCertificate(e).to_string(),
+                "the certificate in a.pem",
+            )
+        };
+        assert!(said(E::UnknownIssuer).contains("not the one this client trusts (the certificate in a.pem)"));
         let name = E::NotValidForNameContext {
             expected: rustls_pki_types::ServerName::try_from("192.168.1.5")
                 .unwrap()

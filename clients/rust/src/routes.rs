@@ -36,7 +36,7 @@ const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a driver needs to start another driver.
 pub(crate) struct Spawn {
     pub config: ClientConfig,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls: Option<Arc<crate::trust::Tls>>,
     pub events: mpsc::Sender<Event>,
     pub shared: Arc<Shared>,
 }

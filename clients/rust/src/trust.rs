@@ -23,6 +23,33 @@ pub enum Trust {
     Fingerprint(String),
 }
 
+impl std::fmt::Display for Trust {
+    /// What is trusted, for the reason of a refused certificate.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::CertFile(path) => write!(f, "the certificate in {}", path.display()),
+            Self::CertPem(_) => f.write_str("the PEM certificate it was given"),
+            Self::Fingerprint(hex) => write!(f, "the certificate of SHA-256 fingerprint {hex}"),
+        }
+    }
+}
+
+/// The TLS client configuration for a [`Trust`], and what it trusts (for the reason
+/// of a refused certificate).
+pub(crate) struct Tls {
+    pub config: Arc<ClientConfig>,
+    pub trusted: String,
+}
+
+impl Tls {
+    pub fn new(trust: &Trust) -> Result<Self, TrustError> {
+        Ok(Self {
+            config: client_config(trust)?,
+            trusted: trust.to_string(),
+        })
+    }
+}
+
 /// Why the trust settings could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("certificate trust: {0}")]

@@ -304,6 +304,11 @@ impl World {
         self.tally.shown.get(&id).map_or(&[], Vec::as_slice)
     }
 
+    /// Every (entity, member) pair [`World::show`] made, in no particular order.
+    pub fn shows(&self) -> impl Iterator<Item = (EntityId, MemberId)> + '_ {
+        (self.tally.shown.iter()).flat_map(|(&id, viewers)| viewers.iter().map(move |&member| (id, member)))
+    }
+
     /// How many (entity, member) pairs [`World::show`] made, all entities together:
     /// what showing costs the room's memory.
     pub fn shown_count(&self) -> usize {

@@ -322,7 +322,7 @@ impl Room {
     }
 
     /// A room as `checkpoint` left it: its entities at the checkpoint's tick (checked
-    /// against the snapshot's checksum), its event numbering, and its members' seats,
+    /// against the snapshot's checksum), its event numbering, its shows, and its members' seats,
     /// kept for `seat_ticks` ticks for their sessions to take back (with the inputs
     /// the room had applied). The simulation rebuilds what it keeps beside the world
     /// ([`Simulation::restore`]).
@@ -367,6 +367,10 @@ impl Room {
             room.roster.set_away(seat.member_id, true);
             room.reserved.insert(seat.member_id, reserved);
         }
+        // (A show of an entity the snapshot lacks is dropped, not the room.)
+        for shown in (checkpoint.shown.iter()).filter(|v| room.reserved.contains_key(&v.member)) {
+            let _ = room.world.show(shown.id, shown.member);
+        }
         let members: Vec<MemberId> = room.reserved.keys().copied().collect();
         room.sim.load(&checkpoint.game_state);
         room.sim.restore(&mut sim_context!(room, tick), &members);
@@ -399,8 +403,8 @@ impl Room {
     }
 
     /// The room's state for a checkpoint (call between ticks): every entity as a full
-    /// snapshot, the event numbering and the members' seats (seats still kept from a
-    /// restore included), stamped `time_us`, and what the simulation saves
+    /// snapshot, the event numbering, the members' seats (seats still kept from a
+    /// restore included) and what is shown to whom, stamped `time_us`, and what the simulation saves
     /// ([`Room::game_state`]: check [`Room::failed`] before writing it).
     pub fn checkpoint(&mut self, time_us: u64) -> proto::RoomCheckpoint {
         let game_state = self.game_state();
@@ -444,11 +448,21 @@ impl Room {
             listing: Some(self.listing.with(ListingState::to_proto)),
             bans: self.bans.to_proto(time_us),
             game_state,
+            shown: self.shows(),
         }
     }
 
+    /// What [`World::shows`] holds, in order.
+    fn shows(&self) -> Vec<proto::Viewer> {
+        let mut shows: Vec<_> = (self.world.shows())
+            .map(|(id, member)| proto::Viewer { id, member })
+            .collect();
+        shows.sort_unstable_by_key(|v| (v.id, v.member));
+        shows
+    }
+
     /// A hash of what a checkpoint holds but its tick and time: the state (its
-    /// checksum), the event numbering, the seats, the listing and `game_state` (what
+    /// checksum), the event numbering, the seats, the shows, the listing and `game_state` (what
     /// the simulation saves beside the world). Equal between two checkpoints when
     /// nothing a restore would bring back changed.
     pub fn checkpoint_fingerprint(&self, game_state: &[u8]) -> u64 {
@@ -462,6 +476,9 @@ impl Room {
         reserved.sort_unstable();
         reserved.hash(&mut hasher);
         self.bans.hash_into(&mut hasher);
+        for shown in self.shows() {
+            (shown.id, shown.member).hash(&mut hasher);
+        }
         self.listing
             .with(|listing| listing.to_proto().encode_to_vec())
             .hash(&mut hasher);

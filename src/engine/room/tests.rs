@@ -2216,11 +2216,13 @@ fn a_skipped_or_corrupted_frame_is_detected() {
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// Creates an entity of `member`'s own, or (`for_room`) of the room's.
     Create {
         member: usize,
         id: u64,
         kind: u32,
         fields: Vec<(u32, Value)>,
+        for_room: bool,
     },
     Set {
         member: usize,
@@ -2244,6 +2246,10 @@ enum Op {
         to: usize,
         hide: bool,
     },
+    /// The room's owner hands the room to member `to`.
+    Hand {
+        to: usize,
+    },
 }
 
 /// Shows entity `id` to `member` (or, with `hide`, hides it from it).
@@ -2261,10 +2267,26 @@ fn show(id: u64, member: MemberId, hide: bool) -> input::Payload {
     })
 }
 
+/// Every client reads what it was sent: its mirror holds what it sees of the room.
+fn read_their_views(room: &Room, clients: &mut [Client]) {
+    for c in clients {
+        c.read();
+        assert!(
+            holds_the_view_of(c.mirror.world(), room.world(), c.id),
+            "member {}",
+            c.id
+        );
+    }
+}
+
 /// True when `mirror` holds exactly what `member` sees of `world`: every entity but
-/// the others' (and the room's) of owner-only kinds not shown to it.
+/// the others' (and the room's) of owner-only kinds not shown to it. (From the
+/// entities' owners and viewers, not from the per-member index the encoder reads,
+/// [`World::sees`].)
 fn holds_the_view_of(mirror: &World, world: &World, member: MemberId) -> bool {
-    let seen = |e: &&crate::state::Entity| !e.is_owner_only() || world.sees(member, e.id());
+    let seen = |e: &&crate::state::Entity| {
+        !e.is_owner_only() || e.owner() == member || world.shown_to(e.id()).contains(&member)
+    };
     mirror.len() == world.entities().filter(seen).count()
         && world
             .entities()
@@ -2308,13 +2330,15 @@ fn op() -> impl Strategy<Value = Op> {
             member.clone(),
             id.clone(),
             1u32..=3,
-            proptest::collection::vec(field_value(), 0..4)
+            proptest::collection::vec(field_value(), 0..4),
+            proptest::bool::weighted(0.2),
         )
-            .prop_map(|(member, id, kind, fields)| Op::Create {
+            .prop_map(|(member, id, kind, fields, for_room)| Op::Create {
                 member,
                 id,
                 kind,
-                fields
+                fields,
+                for_room
             }),
         (member.clone(), id.clone(), field_value()).prop_map(|(member, id, (field, value))| {
             Op::Set {
@@ -2326,13 +2350,31 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         (member.clone(), id.clone()).prop_map(|(member, id)| Op::Remove { member, id }),
         (member.clone(), id.clone(), member.clone()).prop_map(|(member, id, to)| Op::Give { member, id, to }),
-        (member.clone(), id, member, any::<bool>()).prop_map(|(member, id, to, hide)| Op::Show {
+        (member.clone(), id, member.clone(), any::<bool>()).prop_map(|(member, id, to, hide)| Op::Show {
             member,
             id,
             to,
             hide
         }),
+        member.prop_map(|to| Op::Hand { to }),
     ]
+}
+
+/// Does `op` in a room of members 1, 2 and 3 (indices 0, 1, 2), `seqs` numbering
+/// their inputs.
+fn do_op(room: &mut Room, seqs: &mut [u64; 3], op: &Op) {
+    if let Op::Hand { to } = op {
+        let owner = room.listing().with(|l| l.owner);
+        let to = proto::UpdateRoom {
+            owner: *to as MemberId + 1,
+            ..Default::default()
+        };
+        let _ = room.update_listing(owner, &to, 0);
+        return;
+    }
+    let (member, payload) = payload(op);
+    seqs[member] += 1;
+    room.push_input(member as MemberId + 1, seqs[member], payload);
 }
 
 fn payload(op: &Op) -> (usize, input::Payload) {
@@ -2350,7 +2392,26 @@ fn payload(op: &Op) -> (usize, input::Payload) {
             id,
             kind,
             fields: fs,
-        } => (*member, create_of(*kind, *id, fields(fs))),
+            for_room,
+        } => {
+            let entity = Entity {
+                id: *id,
+                owner: 0,
+                kind: *kind,
+                fields: fields(fs),
+            };
+            let writes = match for_room {
+                false => EntityWrites {
+                    create: vec![entity],
+                    ..Default::default()
+                },
+                true => EntityWrites {
+                    create_for_room: vec![entity],
+                    ..Default::default()
+                },
+            };
+            (*member, input::Payload::Writes(Box::new(writes)))
+        }
         Op::Set {
             member,
             id,
@@ -2376,6 +2437,7 @@ fn payload(op: &Op) -> (usize, input::Payload) {
             })),
         ),
         Op::Show { member, id, to, hide } => (*member, show(*id, *to as MemberId + 1, *hide)),
+        Op::Hand { .. } => unreachable!("not an input"),
     }
 }
 
@@ -2400,9 +2462,7 @@ proptest! {
         let mut past: Vec<World> = Vec::new();
         for ops in &ticks {
             for op in ops {
-                let (member, payload) = payload(op);
-                seqs[member] += 1;
-                room.push_input(clients[member].id, seqs[member], payload);
+                do_op(&mut room, &mut seqs, op);
             }
             room.tick(0);
             let now = room.world().tick();
@@ -2431,9 +2491,7 @@ proptest! {
         let mut seqs = [0u64; 3];
         for (ops, reads) in &ticks {
             for op in ops {
-                let (member, payload) = payload(op);
-                seqs[member] += 1;
-                room.push_input(clients[member].id, seqs[member], payload);
+                do_op(&mut room, &mut seqs, op);
             }
             room.tick(0);
             for (c, read) in clients.iter_mut().zip(reads) {
@@ -2473,9 +2531,7 @@ proptest! {
         let mut past = std::collections::HashMap::new();
         for (ops, fates) in &ticks {
             for op in ops {
-                let (member, payload) = payload(op);
-                seqs[member] += 1;
-                room.push_input(clients[member].id, seqs[member], payload);
+                do_op(&mut room, &mut seqs, op);
             }
             room.tick(0);
             past.insert(room.world().tick(), room.world().clone());
@@ -3147,7 +3203,9 @@ fn gives_are_bounded_in_bytes_a_second() {
 
 /// A show sends the entity whole to the member shown it: hiding and showing large
 /// hidden entities every tick is bounded as gives are (`RATE_LIMITED` beyond
-/// [`GIVEN_BYTES_PER_SECOND`] a second); a show of what is shown already costs nothing.
+/// [`GIVEN_BYTES_PER_SECOND`] a second); a show of what is shown already costs nothing,
+/// and hides come first, so an owner sending its whole view again each tick has its
+/// hides applied with its budget spent.
 #[test]
 fn shows_are_bounded_in_bytes_a_second() {
     let (mut room, mut clients) = owned_room_of(3);
@@ -3195,13 +3253,54 @@ fn shows_are_bounded_in_bytes_a_second() {
             room.push_input(1, seq, show(id, member, false));
         }
     }
-    seq += 1;
-    room.push_input(1, seq, show(1, 2, false)); // shown already: free
     room.tick(0);
     clients[0].read();
     let limited = (clients[0].errors().into_iter()).filter(|e| e.code == ErrorCode::RateLimited as i32);
     assert_eq!(limited.count(), 128 - fit);
     assert_eq!(room.world().shown_count(), fit);
+    let (shown, hidden) = (proto::Viewer { id: 1, member: 2 }, proto::Viewer { id: 1, member: 3 });
+    let view = EntityWrites {
+        show: vec![shown],
+        hide: vec![hidden],
+        ..Default::default()
+    };
+    room.push_input(1, seq + 1, writes(view));
+    room.tick(0);
+    clients[0].read();
+    assert_eq!(clients[0].errors(), [], "shown already: free");
+    assert_eq!(room.world().shown_to(1), [2]);
+}
+
+/// The room's entities its owner showed to itself are the host's: a member that
+/// hands the room on no longer sees them (those shown to others stay shown).
+#[test]
+fn a_host_handing_the_room_on_no_longer_sees_what_it_showed_itself() {
+    let (mut room, mut clients) = owned_room_of(3);
+    let card = |id| Entity {
+        id,
+        owner: 0,
+        kind: 3,
+        fields: vec![],
+    };
+    let viewers = [(100, 1), (100, 2), (101, 3)].map(|(id, member)| proto::Viewer { id, member });
+    let deal = EntityWrites {
+        create_for_room: vec![card(100), card(101)],
+        show: viewers.to_vec(),
+        ..Default::default()
+    };
+    room.push_input(1, 1, writes(deal));
+    room.tick(0);
+    assert!(room.world().sees(1, 100));
+    let to_2 = proto::UpdateRoom {
+        owner: 2,
+        ..Default::default()
+    };
+    room.update_listing(1, &to_2, 1).unwrap();
+    room.tick(0);
+    assert!(!room.world().sees(1, 100), "the old host's peek ends");
+    assert!(room.world().sees(2, 100) && room.world().sees(3, 101));
+    read_their_views(&room, &mut clients);
+    assert!(clients[0].mirror.world().get(100).is_none());
 }
 
 /// An entity larger than a second's budget (a room type with larger fields) is given
@@ -3498,14 +3597,7 @@ fn an_entity_shown_to_another_reaches_it_until_hidden_or_it_leaves() {
     room.push_input(1, 4, show(7, 2, true));
     room.push_input(2, 1, update(7, vec![]));
     room.tick(0);
-    for c in &mut clients {
-        c.read();
-        assert!(
-            holds_the_view_of(c.mirror.world(), room.world(), c.id),
-            "member {}",
-            c.id
-        );
-    }
+    read_their_views(&room, &mut clients);
     assert_eq!((ids(&clients[1]), ids(&clients[2])), (vec![], vec![7]));
     let codes: Vec<_> = clients[1].errors().iter().map(|e| e.code).collect();
     assert_eq!(
@@ -3519,14 +3611,22 @@ fn an_entity_shown_to_another_reaches_it_until_hidden_or_it_leaves() {
     assert_eq!(room.world().shown_count(), 0, "hidden from the member that left");
 }
 
-/// A checkpoint holds every entity, those of owner-only kinds too, and the restored
-/// room sends each member its own again.
+/// A checkpoint holds every entity, those of owner-only kinds too, and what is shown
+/// to whom; the restored room sends each member its own and those shown to it again.
 #[test]
 fn a_checkpoint_keeps_entities_seen_by_their_owner_only() {
-    let (mut room, _clients) = owned_room_of(2);
+    let (mut room, _clients) = owned_room_of(3);
     room.push_input(1, 1, create_of(3, 7, vec![]));
     room.push_input(2, 1, create_of(2, 8, vec![]));
     room.tick(0);
+    let unshown = room.checkpoint_fingerprint(&[]);
+    room.push_input(1, 2, show(7, 2, false));
+    room.tick(0);
+    assert_ne!(
+        room.checkpoint_fingerprint(&[]),
+        unshown,
+        "a show is something a checkpoint holds"
+    );
     let checkpoint = checkpoint_of(&mut room);
     let hidden = KindSchema::new(3, "hidden", declared_kind().fields().to_vec()).unwrap();
     let schema = Schema::new(vec![declared_kind(), hidden.seen_by_owner_only()]).unwrap();
@@ -3540,4 +3640,11 @@ fn a_checkpoint_keeps_entities_seen_by_their_owner_only() {
     a.read();
     assert!(holds_the_view_of(a.mirror.world(), restored.world(), 1));
     assert!(a.mirror.world().get(7).is_some());
+    assert_eq!(restored.world().shown_to(7), [2]);
+    let mut b = Client::new(2);
+    restored.join(2, "user-2".into(), b.outbox.clone(), 1, 1).unwrap();
+    restored.tick(0);
+    b.read();
+    assert!(holds_the_view_of(b.mirror.world(), restored.world(), 2));
+    assert!(b.mirror.world().get(7).is_some(), "shown to member 2 again");
 }

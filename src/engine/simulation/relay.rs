@@ -20,6 +20,8 @@ pub struct Relay {
     schema: Arc<Schema>,
     /// The room state's [`state_cost`], kept up to date with every write.
     state_bytes: usize,
+    /// The room's owner as of the last tick ([`Simulation::step`]).
+    host: MemberId,
 }
 
 /// The entity bytes (as the room counts them, [`state_cost`]) a member may give away
@@ -141,11 +143,21 @@ impl Relay {
                 *owned -= 1;
             }
         }
+        for hide in &writes.hide {
+            let entity = ctx.world.get(hide.id).ok_or(SimError::EntityNotFound(hide.id))?;
+            may_write(ctx.world, entity)?;
+            ctx.world.hide(hide.id, hide.member)?;
+        }
         for show in &writes.show {
             let entity = ctx.world.get(show.id).ok_or(SimError::EntityNotFound(show.id))?;
             may_write(ctx.world, entity)?;
             if ctx.members.user(show.member).is_none() {
                 return Err(SimError::NotInRoom(show.member));
+            }
+            // Seen already (every member sees its kind, it is the member's own, or
+            // shown to it): nothing to count.
+            if !entity.is_owner_only() || ctx.world.sees(show.member, show.id) {
+                continue;
             }
             if self.state_in_use(ctx.world) + VIEWER_COST > limits.max_state_bytes {
                 return Err(SimError::LimitExceeded("bytes of room state"));
@@ -154,14 +166,8 @@ impl Relay {
             // show each tick would send it every tick).
             let cost = state_cost(entity);
             self.may_send_whole(member, ctx.tick, ctx.dt, cost)?;
-            if ctx.world.show(show.id, show.member)? {
-                self.sent_whole(member, cost);
-            }
-        }
-        for hide in &writes.hide {
-            let entity = ctx.world.get(hide.id).ok_or(SimError::EntityNotFound(hide.id))?;
-            may_write(ctx.world, entity)?;
-            ctx.world.hide(hide.id, hide.member)?;
+            ctx.world.show(show.id, show.member)?;
+            self.sent_whole(member, cost);
         }
         Ok(())
     }
@@ -342,5 +348,21 @@ impl Simulation for Relay {
         }
     }
 
-    fn step(&mut self, _ctx: &mut SimContext<'_>) {}
+    /// The room's entities its owner showed to itself are the host's: a member that
+    /// stops being the room's owner no longer sees them (shows to other members stay).
+    fn step(&mut self, ctx: &mut SimContext<'_>) {
+        let host = ctx.listing.with(|l| l.owner);
+        let was = std::mem::replace(&mut self.host, host);
+        if was == host || was == SERVER {
+            return;
+        }
+        let world = &mut *ctx.world;
+        let rooms: Vec<EntityId> = (world.own_entities(was))
+            .filter(|(e, _)| e.owner() == SERVER)
+            .map(|(e, _)| e.id())
+            .collect();
+        for id in rooms {
+            let _ = world.hide(id, was);
+        }
+    }
 }
