@@ -199,6 +199,9 @@ struct Inner {
     superseded: u64,
     /// Rooms left since the session last looked.
     left: Vec<Left>,
+    /// Rooms closed while their last frame waited ([`Outbox::close_room`]), with the
+    /// `Left` queued once that frame is taken.
+    closing: Vec<(RoomKey, Bytes)>,
     /// Incremented by [`Outbox::reset_delivered`]: a frame encoded against a baseline
     /// read before a reset must not be delivered after it.
     epoch: u64,
@@ -422,6 +425,24 @@ impl Outbox {
         self.left_pending.store(true, Ordering::Release);
     }
 
+    /// The room closed: as [`Outbox::leave_room`] then [`Outbox::push_reliable`] of
+    /// `left` (the member's `Left`), except that the room's waiting frame (the state
+    /// of its last tick) is still delivered, and `left` queued once it is taken, so
+    /// the client has the room's final state before it hears the room closed.
+    pub fn close_room(&self, room: RoomKey, join_seq: u64, left: Bytes) -> Result<(), Overflow> {
+        {
+            let mut inner = self.inner.lock();
+            if inner.states.iter().any(|s| s.room == room) {
+                inner.closing.push((room, left));
+                inner.left.push(Left { room, join_seq });
+                self.left_pending.store(true, Ordering::Release);
+                return Ok(());
+            }
+        }
+        self.leave_room(room, join_seq);
+        self.push_reliable(left)
+    }
+
     /// Moves the rooms left since the last call into `out` (cleared first).
     pub fn take_left(&self, out: &mut Vec<Left>) {
         out.clear();
@@ -436,6 +457,7 @@ impl Outbox {
     /// transport).
     pub fn reset_delivered(&self, delivery: Delivery) {
         let mut inner = self.inner.lock();
+        inner.queue_closed();
         inner.rooms.clear();
         inner.states.clear();
         inner.delivery = delivery;
@@ -527,6 +549,9 @@ impl Outbox {
                 r.baseline = 0;
             }
         }
+        if !inner.closing.is_empty() {
+            inner.queue_closed();
+        }
         let ready = !batch.is_empty() || batch.overflowed;
         if ready {
             batch.superseded = std::mem::take(&mut inner.superseded);
@@ -536,6 +561,18 @@ impl Outbox {
 }
 
 impl Inner {
+    /// Queues the `Left` of each room closed while its last frame waited
+    /// ([`Outbox::close_room`]): taken, or dropped by a reset. (Outside the bounds:
+    /// one message per room the member was in.)
+    fn queue_closed(&mut self) {
+        for (room, left) in std::mem::take(&mut self.closing) {
+            self.rooms.retain(|r| r.room != room);
+            self.reliable_bytes += left.len();
+            self.reliable.push_back(left);
+            self.next_seq += 1;
+        }
+    }
+
     /// What was delivered of `room` on this connection, if anything was taken.
     fn record(&self, room: RoomKey) -> Option<&RoomDelivery> {
         self.rooms.iter().find(|r| r.room == room)
@@ -606,6 +643,50 @@ mod tests {
         assert_eq!(batch.states.len(), 1);
         assert_eq!(batch.states[0].tick, 50);
         assert_eq!(outbox.delivered(1), 50);
+    }
+
+    /// A room closed while its last frame waits: the frame is taken first, then the
+    /// `Left`, numbered in turn; with no frame waiting, the `Left` at once.
+    #[test]
+    fn a_closed_rooms_last_frame_goes_before_its_left() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 7, 0), b));
+        outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
+        outbox.close_room(2, 4, Bytes::from_static(b"left 2")).unwrap();
+        let mut left = Vec::new();
+        outbox.take_left(&mut left);
+        let rooms: Vec<RoomKey> = left.iter().map(|l| l.room).collect();
+        assert_eq!(rooms, [1, 2], "the session learns of both at once");
+        assert!(outbox.drain(&mut batch));
+        assert_eq!((batch.states.len(), batch.states[0].tick), (1, 7));
+        assert_eq!(
+            (batch.first_seq, &batch.reliable[..]),
+            (1, &[Bytes::from_static(b"left 2")][..])
+        );
+        assert!(outbox.drain(&mut batch), "the Left waits for the next write");
+        assert_eq!(
+            (batch.first_seq, &batch.reliable[..]),
+            (2, &[Bytes::from_static(b"left 1")][..])
+        );
+        assert_eq!(outbox.delivered(1), 0, "nothing kept of the closed room");
+        assert!(!outbox.drain(&mut batch));
+    }
+
+    /// A resume drops the closed room's last frame (the new connection's mirror starts
+    /// empty): its `Left` is queued then.
+    #[test]
+    fn a_reset_queues_the_left_of_a_closed_room_at_once() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 7, 0), b));
+        outbox.close_room(1, 3, Bytes::from_static(b"left")).unwrap();
+        outbox.reset_delivered(Delivery::Reliable);
+        assert!(outbox.drain(&mut batch));
+        assert!(batch.states.is_empty());
+        assert_eq!(&batch.reliable[..], [Bytes::from_static(b"left")]);
     }
 
     #[test]

@@ -1814,7 +1814,7 @@ mod tests {
         }
     }
 
-    /// A simulation that ends its room at its third tick.
+    /// A simulation that ends its room at its third tick (writing an entity then).
     struct Ending;
 
     impl Simulation for Ending {
@@ -1825,6 +1825,7 @@ mod tests {
         }
         fn step(&mut self, ctx: &mut SimContext<'_>) {
             if ctx.tick == 3 {
+                ctx.world.spawn(1, 0, 1, [(1, crate::state::Value::Int(3))]).unwrap();
                 ctx.close_room("match over");
             }
         }
@@ -2913,16 +2914,28 @@ mod tests {
 
     /// The first `Left` waiting in `outbox`: (reason, message).
     fn left_of(outbox: &Outbox) -> Option<(i32, String)> {
+        last_frame_and_left(outbox).1
+    }
+
+    /// What a member of a closed room takes in two writes (its `Left` waits for the
+    /// room's last frame): the tick of the last state frame before the `Left`, and
+    /// the `Left`'s reason and message.
+    fn last_frame_and_left(outbox: &Outbox) -> (Option<Tick>, Option<(i32, String)>) {
         use prost::Message;
         let mut batch = Batch::default();
-        outbox.drain(&mut batch);
-        batch
-            .reliable
-            .iter()
-            .find_map(|m| match proto::ServerMessage::decode(&m[..]).unwrap().kind {
+        let mut last = None;
+        for _ in 0..2 {
+            outbox.drain(&mut batch);
+            last = batch.states.iter().map(|s| s.tick).max().or(last);
+            let left = (batch.reliable.iter()).find_map(|m| match proto::ServerMessage::decode(&m[..]).unwrap().kind {
                 Some(server_message::Kind::Left(l)) => Some((l.reason, l.message)),
                 _ => None,
-            })
+            });
+            if left.is_some() {
+                return (last, left);
+            }
+        }
+        (last, None)
     }
 
     #[test]
@@ -2950,7 +2963,8 @@ mod tests {
         pool.open("final", "ending", "x", ListingState::default()).unwrap();
         let member = join(&pool, "final", "ending", 1);
         wait_closed(&pool, "final");
-        let left = left_of(&member);
+        let (last, left) = last_frame_and_left(&member);
+        assert_eq!(last, Some(3), "the closing tick's state, before the Left");
         assert_eq!(left, Some((ErrorCode::RoomClosed as i32, "match over".to_string())));
         // Its creator's slot came back: two more rooms for "x".
         pool.open("a", "relay", "x", ListingState::default()).unwrap();

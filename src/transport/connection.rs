@@ -493,12 +493,19 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
     End::Lost
 }
 
-/// Writes what the outbox holds now, waiting at most `slow` (before a close).
+/// Writes what the outbox holds now, waiting at most `slow` (before a close): twice,
+/// for the `Left` of a room closed while its last frame waited, which is queued as
+/// that frame is taken ([`Outbox::close_room`]).
 async fn write_pending<T: Transport>(transport: &mut T, outbox: &Outbox, batch: &mut Batch, slow: Duration) {
-    let drained = std::future::poll_fn(|cx| outbox.poll_drain(cx, batch)).now_or_never();
-    if drained.is_some() && !batch.overflowed {
-        let _ = tokio::time::timeout(slow, transport.send(batch, outbox)).await;
-    }
+    let write = async {
+        for _ in 0..2 {
+            let drained = std::future::poll_fn(|cx| outbox.poll_drain(cx, batch)).now_or_never();
+            if drained.is_none() || batch.overflowed || transport.send(batch, outbox).await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(slow, write).await;
 }
 
 /// How a connection ends when its [`Stop`] fired.

@@ -1205,13 +1205,13 @@ impl Room {
         }))
     }
 
-    /// Closes the room: every member is told it left, with `reason`.
+    /// Closes the room: every member is told it left, with `reason`, after the state
+    /// of the room's last tick ([`Outbox::close_room`]).
     pub fn close(self, reason: ErrorCode, message: &str) {
         let left = self.left_message(reason, message);
         for m in &self.members {
             self.answer_join(m);
-            m.outbox.leave_room(self.key, m.join_seq);
-            let _ = m.outbox.push_reliable(left.clone());
+            let _ = m.outbox.close_room(self.key, m.join_seq, left.clone());
         }
     }
 
