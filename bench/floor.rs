@@ -68,8 +68,9 @@ type Stream = Box<dyn Io>;
 struct Member {
     writer: WriteHalf<Stream>,
     session: u64,
-    /// Set by the reader: the room the client asked to join (its first message).
-    room: Rc<RefCell<Option<String>>>,
+    /// Set by the reader: the room the client asked to join (its first message), and
+    /// the join's request id (a client takes only the answer to its latest join).
+    room: Rc<RefCell<Option<(String, u64)>>>,
     closed: Rc<Cell<bool>>,
     /// The tick of the last frame written (0: none yet, Joined not sent).
     last: u64,
@@ -209,8 +210,9 @@ async fn connection(mut stream: Stream, session: u64, arrivals: Rc<RefCell<Vec<M
     }
 }
 
-/// The room of the first `JoinRoom` in the client's WebSocket messages so far.
-fn join_room(mut bytes: &[u8]) -> Option<String> {
+/// The room and request id of the first `JoinRoom` in the client's WebSocket
+/// messages so far.
+fn join_room(mut bytes: &[u8]) -> Option<(String, u64)> {
     loop {
         let b1 = *bytes.get(1)?;
         let mut rest = &bytes[2..];
@@ -233,7 +235,7 @@ fn join_room(mut bytes: &[u8]) -> Option<String> {
             .collect();
         let joined = ClientEnvelope::decode(&payload[..]).ok().and_then(|envelope| {
             envelope.messages.into_iter().find_map(|m| match m.kind {
-                Some(client_message::Kind::Join(join)) => Some(join.room),
+                Some(client_message::Kind::Join(join)) => Some((join.room, join.request_id)),
                 _ => None,
             })
         });
@@ -316,10 +318,12 @@ async fn tick_loop(rate: u32, frame_bytes: usize, entities: u64, arrivals: Rc<Re
         };
         let mut gone = Vec::new();
         for (i, m) in members.iter_mut().enumerate() {
-            let Some(room) = m.room.borrow().clone() else { continue };
+            let Some((room, request_id)) = m.room.borrow().clone() else {
+                continue;
+            };
             let result = if m.last == 0 {
                 let joined = Kind::Joined(Joined {
-                    request_id: 1,
+                    request_id,
                     room: room.clone(),
                     room_type: "arena".into(),
                     member_id: m.session,

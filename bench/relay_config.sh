@@ -26,12 +26,14 @@ CONFIG
 }
 
 # Prints the side-by-side arena room type (room for 16 more than the bots per room),
-# and for rooms of more than 315 seats a reliable queue that holds one tick's
-# presence at its largest (a leave and a join per seat, 416 bytes each at most: the
-# relay refuses a configuration where it does not fit).
+# and for rooms of more than about 300 seats a reliable queue that holds one tick's
+# presence at its largest (a leave and a join per seat, 416 bytes each at most, two
+# more messages and the room's metadata: the relay refuses a configuration where it
+# does not fit, saying what it needs; 8 KiB covers the metadata).
 #   bench_arena_room_type TICK_RATE MEMBERS NPCS
 bench_arena_room_type() {
     local seats=$(($2 + 16))
+    local messages=$((2 * seats + 2)) bytes=$((2 * seats * 416 + 8192))
     cat <<CONFIG
 
 [room_types.arena]
@@ -40,8 +42,9 @@ tick_rate = $1
 max_members = $seats
 arena_npcs = $3
 CONFIG
-    if ((2 * seats * 416 > 262144)); then
-        printf '\n[session]\noutbox_max_bytes = %d\n' $((2 * seats * 416))
+    if ((messages > 1024 || bytes > 262144)); then
+        printf '\n[session]\noutbox_max_messages = %d\noutbox_max_bytes = %d\n' \
+            $((messages > 1024 ? messages : 1024)) $((bytes > 262144 ? bytes : 262144))
     fi
 }
 
