@@ -439,6 +439,8 @@ export class Client {
   #buffer: Outgoing[] = [];
   /** Messages waiting for the pacers on the live connection. */
   #queue: Outgoing[] = [];
+  /** Inputs in `#queue` already encoded (to check their size): not encoded again. */
+  readonly #encodedInputs = new WeakMap<NonNullable<Outgoing>, Uint8Array>();
   /**
    * Request ids (joins, leaves, requests) count from 2^53, above every input number:
    * the server answers a refused input with an `Error` whose `requestId` is the
@@ -669,15 +671,18 @@ export class Client {
     if (node !== undefined) return node.sendInput(room, payload);
     const state = this.#rooms.get(room);
     if (state === undefined || this.#refusedAsQueueFull(room, true)) return undefined;
+    const input = { case: "input" as const, value: { room, seq: state.nextSeq + 1n, payload } };
     if (this.#welcomed) {
       // The server's limits are known: an input no envelope can carry is refused now.
-      const input: Outgoing = { case: "input", value: { room, seq: state.nextSeq + 1n, payload } };
       const intent = payload?.case === "intent" ? payload.value : undefined;
       const surely = intent instanceof Uint8Array && intent.byteLength + room.length * 3 < this.#pacing.maxBatchBytes / 2;
-      const bytes = surely ? 0 : encodeMessage(input).byteLength;
-      if (bytes + MESSAGE_FRAMING > this.#pacing.maxBatchBytes) {
-        this.#refuseTooBig(input, bytes);
-        return undefined;
+      if (!surely) {
+        const encoded = encodeMessage(input);
+        if (encoded.byteLength + MESSAGE_FRAMING > this.#pacing.maxBatchBytes) {
+          this.#refuseTooBig(input, encoded.byteLength);
+          return undefined;
+        }
+        this.#encodedInputs.set(input, encoded);
       }
     }
     const seq = ++state.nextSeq;
@@ -685,7 +690,7 @@ export class Client {
     state.unacked.push({ seq, payload });
     // Offline, or before this session's join is answered, inputs wait in `unacked`:
     // sent at the room's `Joined` (or replayed at the next welcome, when resumed).
-    if (this.#welcomed && state.joined) this.#enqueue({ case: "input", value: { room, seq, payload } });
+    if (this.#welcomed && state.joined) this.#enqueue(input);
     return seq;
   }
 
@@ -1813,6 +1818,11 @@ export class Client {
     this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
   }
 
+  /** `message` encoded (an input, once: see `#encodedInputs`). */
+  #encoded(message: Outgoing): Uint8Array {
+    return (message && this.#encodedInputs.get(message)) ?? encodeMessage(message);
+  }
+
   /** Sends what the pacers allow now as one envelope; schedules the rest. */
   #flush(): void {
     const socket = this.#socket;
@@ -1830,7 +1840,7 @@ export class Client {
       // A ping measures the round trip from when it leaves, not from when it was
       // queued (behind inputs the pacer holds back).
       if (head.case === "ping") head.value = { ...head.value, sentTimeUs: unixMicros(), receivedSeq: this.#received };
-      const part = encodeMessage(head);
+      const part = this.#encoded(head);
       // The server closes a connection whose envelope exceeds its message size (1009,
       // after which the client gives up): a message too large for any envelope is
       // refused here instead.
@@ -1868,7 +1878,7 @@ export class Client {
       this.stats.bytesOut += envelope.byteLength;
     }
     if (this.#queue.length > 0) {
-      const next = (held ?? encodeMessage(this.#queue[0]!)).byteLength + MESSAGE_FRAMING;
+      const next = (held ?? this.#encoded(this.#queue[0]!)).byteLength + MESSAGE_FRAMING;
       const waitMs = Math.max(pacer.waitFor(1, at), bytePacer.waitFor(next, at), 1);
       this.#timers.flush = setTimeout(() => {
         this.#timers.flush = undefined;
