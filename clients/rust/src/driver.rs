@@ -21,12 +21,12 @@ use tokio::time::Instant;
 use crate::link::{self, Broken, Failure, Link, MESSAGE_FRAMING, Received as Incoming, Target};
 use crate::numbering::{Arrival, Received};
 use crate::routes::Routes;
+use crate::trust::Tls;
+use crate::{Carried, ClientConfig, Command, Event, RoomTold, Shared};
 
 /// How long a room redirected to a node this client failed over from waits before it
 /// is joined again (the directory names the dead node until its leases lapse).
 const STALE_REDIRECT_WAIT: Duration = Duration::from_millis(500);
-use crate::trust::Tls;
-use crate::{Carried, ClientConfig, Command, Event, RoomTold, Shared};
 
 /// How a driver reaches the client's other connections (see [`Routes`]).
 pub(crate) struct Routing {

@@ -341,46 +341,47 @@ pub(crate) async fn connect(
     }
 }
 
+/// Why a TLS handshake with `target` failed (`trusted`: what the client trusts).
+fn tls_failure(e: &std::io::Error, target: &Target, trusted: &str) -> Failure {
+    let rustls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    // Not the certificate we trust: trying again cannot help. Nor can a server that
+    // answers in plain HTTP (a relay run with --insecure-plain).
+    let rejected = rustls.is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    let plain = rustls.is_some_and(|e| {
+        matches!(
+            e,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+        )
+    });
+    let hint = if plain {
+        format!(
+            ": the server does not speak TLS; if it is a relay run with --insecure-plain, use ws://{}",
+            target.authority
+        )
+    } else {
+        certificate_hint(&e.to_string(), trusted)
+    };
+    Failure {
+        reason: format!("TLS: {e}{hint}"),
+        fatal: rejected || plain,
+        unreached: true,
+    }
+}
+
 /// The WebSocket upgrade over TLS with `tls`, or over plain TCP without it.
 async fn connect_ws(target: &Target, tls: Option<&Tls>, presented: Presented<'_>) -> Result<Link, Failure> {
     let tcp = TcpStream::connect(&target.authority)
         .await
         .map_err(|e| retry(format!("connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let stream =
-        match tls {
-            Some(tls) => {
-                let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
-                let trusted = &tls.trusted;
-                let tls = TlsConnector::from(tls.config.clone()).connect(name, tcp).await.map_err(|e| {
-                let rustls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
-                // Not the certificate we trust: trying again cannot help. Nor can a
-                // server that answers in plain HTTP (a relay run with --insecure-plain).
-                let rejected = rustls.is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
-                let plain = rustls.is_some_and(|e| {
-                    matches!(
-                        e,
-                        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
-                    )
-                });
-                let hint = if plain {
-                    format!(
-                        ": the server does not speak TLS; if it is a relay run with --insecure-plain, use ws://{}",
-                        target.authority
-                    )
-                } else {
-                    certificate_hint(&e.to_string(), trusted)
-                };
-                Failure {
-                    reason: format!("TLS: {e}{hint}"),
-                    fatal: rejected || plain,
-                    unreached: true,
-                }
-            })?;
-                Either::Left(tls)
-            }
-            None => Either::Right(tcp),
-        };
+    let stream = match tls {
+        Some(tls) => {
+            let name = ServerName::try_from(target.host.clone()).map_err(|e| fatal(format!("server name: {e}")))?;
+            let connecting = TlsConnector::from(tls.config.clone()).connect(name, tcp);
+            Either::Left(connecting.await.map_err(|e| tls_failure(&e, target, &tls.trusted))?)
+        }
+        None => Either::Right(tcp),
+    };
     let mut url = target.url.clone();
     url.push(if url.contains('?') { '&' } else { '?' });
     url.push_str(&format!("client={}", presented.client_id));
