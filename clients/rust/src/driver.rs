@@ -666,6 +666,7 @@ impl Driver {
         if !known || !mirrors.contains_key(&joined.room) {
             mirrors.insert(joined.room.clone(), self.new_mirror(&schema));
         }
+        self.shared.ended.lock().retain(|(room, _)| *room != joined.room);
     }
 
     /// Forgets a room the server removed this client from, or refused: its state,
@@ -1086,6 +1087,7 @@ impl Driver {
                     // the membership before it, and the join's answer follows.
                     let joining = self.rooms.get(&left.room).is_some_and(|s| !s.joined);
                     if left.reason != 0 && !joining {
+                        self.shared.room_ended(&left.room);
                         self.forget_room(&left.room);
                     }
                     self.emit(Event::Left(left)).await;

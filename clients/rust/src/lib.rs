@@ -62,7 +62,7 @@ mod numbering;
 mod routes;
 mod trust;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -434,6 +434,10 @@ pub(crate) struct Carried {
 
 pub(crate) struct Shared {
     pub mirrors: Mutex<HashMap<String, StateMirror>>,
+    /// The mirrors of the last rooms the server closed or removed the client from, as
+    /// they were then, the newest last ([`Client::with_mirror`] reads them until the
+    /// room is joined again).
+    pub ended: Mutex<VecDeque<(String, StateMirror)>>,
     /// What the relay last told of each room the client is in.
     pub told: Mutex<HashMap<String, RoomTold>>,
     pub stats: Stats,
@@ -452,6 +456,9 @@ pub(crate) struct Shared {
 /// Rooms whose input numbering is kept after they are left, at most (beyond it,
 /// numbering in a room left long ago starts again).
 const MAX_ROOMS_NUMBERED: usize = 1024;
+
+/// How many ended rooms' mirrors a client keeps readable ([`Client::with_mirror`]).
+pub const ENDED_MIRRORS_KEPT: usize = 4;
 
 /// A room's input numbering (see [`Shared::input_seqs`]).
 #[derive(Debug, Default)]
@@ -476,6 +483,22 @@ impl Shared {
     pub(crate) fn forget_room(&self, room: &str) {
         self.mirrors.lock().remove(room);
         self.told.lock().remove(room);
+    }
+
+    /// [`Shared::forget_room`] for a room the server closed or removed the client
+    /// from: its mirror stays readable, as the room's last state, among the last
+    /// [`ENDED_MIRRORS_KEPT`].
+    pub(crate) fn room_ended(&self, room: &str) {
+        let mirror = self.mirrors.lock().remove(room);
+        self.told.lock().remove(room);
+        let mut ended = self.ended.lock();
+        ended.retain(|(r, _)| r != room);
+        if let Some(mirror) = mirror {
+            if ended.len() == ENDED_MIRRORS_KEPT {
+                ended.pop_front();
+            }
+            ended.push_back((room.to_string(), mirror));
+        }
     }
 
     /// Numbers in `room` continue above `seq` (a join's answer: the seat applied that
@@ -537,6 +560,7 @@ impl Client {
         let (event_tx, events) = mpsc::channel(config.event_capacity);
         let shared = Arc::new(Shared {
             mirrors: Mutex::new(HashMap::new()),
+            ended: Mutex::new(VecDeque::new()),
             told: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             client_id: format!("{:016x}", fastrand::u64(..)),
@@ -692,9 +716,21 @@ impl Client {
         self.shared.told.lock().get(room).map(|t| t.listing.clone())
     }
 
-    /// Reads a room's mirror (`None` if the client is not in the room).
+    /// Reads a room's mirror (`None` if the client is not in the room). A room the
+    /// server closed, or removed the client from ([`Event::Left`] with a reason), stays
+    /// readable as it was then, its last state (a closed room's last tick arrives
+    /// before its `Left`), until the client joins it again; the last
+    /// [`ENDED_MIRRORS_KEPT`] such rooms are kept.
     pub fn with_mirror<T>(&self, room: &str, read: impl FnOnce(&StateMirror) -> T) -> Option<T> {
-        self.shared.mirrors.lock().get(room).map(read)
+        if let Some(mirror) = self.shared.mirrors.lock().get(room) {
+            return Some(read(mirror));
+        }
+        let ended = self.shared.ended.lock();
+        ended
+            .iter()
+            .rev()
+            .find(|(r, _)| r == room)
+            .map(|(_, mirror)| read(mirror))
     }
 
     /// The client's counters.

@@ -1194,6 +1194,46 @@ async fn a_left_for_an_earlier_membership_does_not_undo_a_join_that_waits() {
     assert!(client.send_input("r", payload).is_some(), "the room is joined");
 }
 
+/// A room the relay closes stays readable as its last state (which the relay sends
+/// before the `Left`) after the `Left`, which the application reads after that
+/// state's event, until it is joined again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_rooms_last_state_stays_readable_until_it_is_joined_again() {
+    let url = fake_relay(move |_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        let room = answer_join(&mut ws, 0).await;
+        let entity = proto::Entity {
+            id: 7,
+            kind: 1,
+            ..Default::default()
+        };
+        let last = proto::StateFrame {
+            room: room.clone(),
+            tick: 1,
+            added: vec![entity],
+            ..Default::default()
+        };
+        ws.send(fake_server_message(In::State(last))).await.unwrap();
+        let left = proto::Left {
+            room,
+            reason: proto::ErrorCode::RoomClosed as i32,
+            message: "match over".into(),
+            ..Default::default()
+        };
+        ws.send(fake_server_message(In::Left(left))).await.unwrap();
+        answer_join(&mut ws, 0).await;
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::Left(_)).then_some(())).await;
+    let ids = |client: &Client| client.with_mirror("r", |m| m.world().entities().map(|e| e.id()).collect::<Vec<_>>());
+    assert_eq!(ids(&client), Some(vec![7]), "the room's last state");
+    client.join("r", "relay");
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    assert_eq!(ids(&client), Some(vec![]), "joined again: a new mirror");
+}
+
 /// Inputs to a joined room answered `NOT_A_MEMBER`: the relay removed the member and
 /// the `Left` saying so was lost (messages lost across a resume). The client tells
 /// the application as that `Left`, and forgets the room.

@@ -33,6 +33,8 @@ import { Schema } from "./schema.js";
 export const PROTOCOL = "tickrelay.v1";
 /** The subprotocol prefix that carries a token (browsers cannot set headers). */
 export const BEARER_PREFIX = "tickrelay.bearer.";
+/** How many ended rooms' mirrors a client keeps readable (`Client.mirror`). */
+export const ENDED_MIRRORS_KEPT = 4;
 
 /** Client settings; only `url` is required. */
 export interface ClientOptions {
@@ -439,6 +441,12 @@ export class Client {
   #buffer: Outgoing[] = [];
   /** Messages waiting for the pacers on the live connection. */
   #queue: Outgoing[] = [];
+  /**
+   * The mirrors of the last rooms the server closed or removed this client from, as
+   * they were then (`mirror` reads them until the room is joined again), the oldest
+   * first: at most `ENDED_MIRRORS_KEPT`.
+   */
+  readonly #endedRooms = new Map<string, StateMirror>();
   /** Inputs in `#queue` already encoded (to check their size): not encoded again. */
   readonly #encodedInputs = new WeakMap<NonNullable<Outgoing>, Uint8Array>();
   /**
@@ -776,11 +784,16 @@ export class Client {
     this.#send({ case: "refreshToken", value: { requestId, token } });
   }
 
-  /** The room's verified state, once its first full snapshot arrived. */
+  /**
+   * The room's verified state, once its first full snapshot arrived. A room the
+   * server closed, or removed this client from (`left` with a reason), stays readable
+   * as it was then, its last state (a closed room's last tick arrives before its
+   * `left`), until it is joined again; the last `ENDED_MIRRORS_KEPT` such rooms are kept.
+   */
   mirror(room: string): StateMirror | undefined {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.mirror(room);
-    const mirror = this.#rooms.get(room)?.mirror;
+    const mirror = this.#rooms.get(room)?.mirror ?? this.#endedRooms.get(room);
     return mirror?.synced ? mirror : undefined;
   }
 
@@ -1409,7 +1422,10 @@ export class Client {
           // it lived (a later join of it starts at home again). Unless a join of the
           // room waits for its answer: this ended the membership before it.
           const joining = this.#rooms.get(kind.value.room)?.joined === false;
-          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED && !joining) this.#forget(kind.value.room);
+          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED && !joining) {
+            this.#keepEnded(kind.value.room);
+            this.#forget(kind.value.room);
+          }
           this.#emit("left", kind.value);
           break;
         }
@@ -1634,7 +1650,17 @@ export class Client {
   }
 
   /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */
+  /** Keeps the mirror of a room the server ended among the last `ENDED_MIRRORS_KEPT` (see `mirror`). */
+  #keepEnded(room: string): void {
+    const mirror = this.#rooms.get(room)?.mirror;
+    this.#endedRooms.delete(room);
+    if (mirror === undefined) return;
+    if (this.#endedRooms.size >= ENDED_MIRRORS_KEPT) this.#endedRooms.delete(this.#endedRooms.keys().next().value!);
+    this.#endedRooms.set(room, mirror);
+  }
+
   #joinedRoom(joined: v1.Joined): void {
+    this.#endedRooms.delete(joined.room);
     const state = this.#rooms.get(joined.room);
     if (state === undefined) return; // left meanwhile
     if (state.joined && joined.requestId === 0n) {

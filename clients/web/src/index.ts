@@ -37,6 +37,7 @@ export {
   reconnectAllowed,
   PROTOCOL,
   BEARER_PREFIX,
+  ENDED_MIRRORS_KEPT,
   type ClientOptions,
   type ClientEvents,
   type ClientStats,

@@ -1722,3 +1722,17 @@ test("close() sends what the pacer holds before the close frame, within a second
   socket.end(1000);
   await closed;
 });
+
+test("a room the server closes stays readable as its last state until it is joined again", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 7n } }], 1n);
+  last().receive([{ case: "state", value: { room: "r", tick: 3n, added: [{ id: 7n }, { id: 8n }] } }]);
+  last().receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED, message: "match over" } }], 2n);
+  assert.equal(c.mirror("r")?.size, 2, "the room's last state, after its left");
+  c.join("r", "relay");
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 9n } }], 3n);
+  assert.equal(c.mirror("r"), undefined, "joined again: a new mirror, waiting for its snapshot");
+});
