@@ -334,6 +334,7 @@ mod tests {
             events,
             shared: Arc::new(Shared {
                 mirrors: Mutex::default(),
+                ended: Mutex::default(),
                 told: Mutex::default(),
                 stats: Stats::default(),
                 client_id: "c".into(),
