@@ -2250,6 +2250,11 @@ enum Op {
     Hand {
         to: usize,
     },
+    /// Member `member` leaves or, out of the room, joins again (the same session;
+    /// refused within a second of its leave).
+    Rejoin {
+        member: usize,
+    },
 }
 
 /// Shows entity `id` to `member` (or, with `hide`, hides it from it).
@@ -2356,21 +2361,32 @@ fn op() -> impl Strategy<Value = Op> {
             to,
             hide
         }),
-        member.prop_map(|to| Op::Hand { to }),
+        member.clone().prop_map(|to| Op::Hand { to }),
+        member.prop_map(|member| Op::Rejoin { member }),
     ]
 }
 
 /// Does `op` in a room of members 1, 2 and 3 (indices 0, 1, 2), `seqs` numbering
-/// their inputs.
-fn do_op(room: &mut Room, seqs: &mut [u64; 3], op: &Op) {
-    if let Op::Hand { to } = op {
-        let owner = room.listing().with(|l| l.owner);
-        let to = proto::UpdateRoom {
-            owner: *to as MemberId + 1,
-            ..Default::default()
-        };
-        let _ = room.update_listing(owner, &to, 0);
-        return;
+/// their inputs, `outboxes` their sessions'.
+fn do_op(room: &mut Room, seqs: &mut [u64; 3], outboxes: &[Arc<Outbox>], op: &Op) {
+    match *op {
+        Op::Hand { to } => {
+            let owner = room.listing().with(|l| l.owner);
+            let to = proto::UpdateRoom {
+                owner: to as MemberId + 1,
+                ..Default::default()
+            };
+            let _ = room.update_listing(owner, &to, 0);
+            return;
+        }
+        Op::Rejoin { member } => {
+            let id = member as MemberId + 1;
+            if !room.leave(id, 0) {
+                let _ = room.join(id, format!("user-{id}").into(), outboxes[member].clone(), 1, 1);
+            }
+            return;
+        }
+        _ => {}
     }
     let (member, payload) = payload(op);
     seqs[member] += 1;
@@ -2437,7 +2453,7 @@ fn payload(op: &Op) -> (usize, input::Payload) {
             })),
         ),
         Op::Show { member, id, to, hide } => (*member, show(*id, *to as MemberId + 1, *hide)),
-        Op::Hand { .. } => unreachable!("not an input"),
+        Op::Hand { .. } | Op::Rejoin { .. } => unreachable!("not an input"),
     }
 }
 
@@ -2459,10 +2475,11 @@ proptest! {
             join(&mut room, c);
         }
         let mut seqs = [0u64; 3];
+        let outboxes: Vec<Arc<Outbox>> = clients.iter().map(|c| c.outbox.clone()).collect();
         let mut past: Vec<World> = Vec::new();
         for ops in &ticks {
             for op in ops {
-                do_op(&mut room, &mut seqs, op);
+                do_op(&mut room, &mut seqs, &outboxes, op);
             }
             room.tick(0);
             let now = room.world().tick();
@@ -2489,13 +2506,16 @@ proptest! {
             join(&mut room, c);
         }
         let mut seqs = [0u64; 3];
+        let outboxes: Vec<Arc<Outbox>> = clients.iter().map(|c| c.outbox.clone()).collect();
         for (ops, reads) in &ticks {
             for op in ops {
-                do_op(&mut room, &mut seqs, op);
+                do_op(&mut room, &mut seqs, &outboxes, op);
             }
             room.tick(0);
+            // (A member out of the room reads once back: its join's answer starts
+            // its mirror again.)
             for (c, read) in clients.iter_mut().zip(reads) {
-                if *read {
+                if *read && room.is_member(c.id) {
                     c.read();
                     c.received.clear();
                     prop_assert!(holds_the_view_of(c.mirror.world(), room.world(), c.id), "member {}", c.id);
@@ -2528,10 +2548,11 @@ proptest! {
             room.join(c.id, format!("user-{}", c.id).into(), c.outbox.clone(), 1, 1).unwrap();
         }
         let mut seqs = [0u64; 3];
+        let outboxes: Vec<Arc<Outbox>> = clients.iter().map(|c| c.outbox.clone()).collect();
         let mut past = std::collections::HashMap::new();
         for (ops, fates) in &ticks {
             for op in ops {
-                do_op(&mut room, &mut seqs, op);
+                do_op(&mut room, &mut seqs, &outboxes, op);
             }
             room.tick(0);
             past.insert(room.world().tick(), room.world().clone());
@@ -2550,7 +2571,7 @@ proptest! {
                 c.exchange(FATE_DELIVER);
             }
         }
-        for c in &clients {
+        for c in clients.iter().filter(|c| room.is_member(c.id)) {
             prop_assert!(holds_the_view_of(c.mirror.world(), room.world(), c.id), "client {} did not catch up", c.id);
         }
     }
