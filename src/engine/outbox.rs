@@ -412,7 +412,8 @@ impl Outbox {
         }
     }
 
-    /// The member is out of `room`: it left, was refused, or the room closed. A
+    /// The member is out of `room`: it left, was refused or removed (a room that closes
+    /// calls [`Outbox::close_room`]). A
     /// pending frame is dropped, the next join starts from a full snapshot, and the
     /// session learns of it from [`Outbox::take_left`]. `join_seq` is the session's
     /// number of the join this ends, so a notice about an earlier join cannot undo a
