@@ -412,12 +412,11 @@ impl Outbox {
         }
     }
 
-    /// The member is out of `room`: it left, was refused or removed (a room that closes
-    /// calls [`Outbox::close_room`]). A
-    /// pending frame is dropped, the next join starts from a full snapshot, and the
-    /// session learns of it from [`Outbox::take_left`]. `join_seq` is the session's
-    /// number of the join this ends, so a notice about an earlier join cannot undo a
-    /// later one.
+    /// The member is out of `room`: it left, was refused or removed (a room that
+    /// closes calls [`Outbox::close_room`]). A pending frame is dropped, the next join
+    /// starts from a full snapshot, and the session learns of it from
+    /// [`Outbox::take_left`]. `join_seq` is the session's number of the join this
+    /// ends, so a notice about an earlier join cannot undo a later one.
     pub fn leave_room(&self, room: RoomKey, join_seq: u64) {
         let mut inner = self.inner.lock();
         inner.states.retain(|s| s.room != room);
