@@ -1396,8 +1396,13 @@ impl Driver {
             // This connection's rooms only: the mirrors are shared with the client's
             // connections to other nodes.
             let mut mirrors = self.shared.mirrors.lock();
-            mirrors.retain(|room, _| !self.rooms.contains_key(room));
+            let mut previous = self.shared.previous.lock();
             for (room, state) in &self.rooms {
+                // The state the client had is read until the snapshot comes.
+                match mirrors.remove(room) {
+                    Some(mirror) if mirror.is_synced() => drop(previous.insert(room.clone(), mirror)),
+                    _ => {}
+                }
                 if let Some(schema) = &state.schema {
                     mirrors.insert(room.clone(), self.new_mirror(schema));
                 }
@@ -1504,7 +1509,7 @@ impl Driver {
             let Some(mirror) = mirrors.get_mut(&frame.room) else {
                 return Ok(()); // a room we left
             };
-            let verified = mirror.checksums_verified();
+            let (verified, synced) = (mirror.checksums_verified(), mirror.is_synced());
             // Over QUIC, frames may be lost or reordered: a frame that cannot be used
             // is skipped (the server repeats full snapshots until one is acknowledged).
             let result = if link.acknowledged() {
@@ -1514,6 +1519,9 @@ impl Driver {
             };
             if mirror.checksums_verified() > verified {
                 self.shared.stats.checksums.fetch_add(1, Ordering::Relaxed);
+            }
+            if !synced && mirror.is_synced() {
+                self.shared.previous.lock().remove(&frame.room);
             }
             result
         };

@@ -438,6 +438,9 @@ pub(crate) struct Shared {
     /// they were then, the newest last ([`Client::with_mirror`] reads them until the
     /// room is joined again).
     pub ended: Mutex<VecDeque<(String, StateMirror)>>,
+    /// The mirrors rooms had before a reconnect, until the full snapshot after it
+    /// comes ([`Client::with_mirror`] reads them meanwhile).
+    pub previous: Mutex<HashMap<String, StateMirror>>,
     /// What the relay last told of each room the client is in.
     pub told: Mutex<HashMap<String, RoomTold>>,
     pub stats: Stats,
@@ -482,6 +485,7 @@ impl Shared {
     /// the room lives elsewhere now.
     pub(crate) fn forget_room(&self, room: &str) {
         self.mirrors.lock().remove(room);
+        self.previous.lock().remove(room);
         self.told.lock().remove(room);
     }
 
@@ -489,7 +493,8 @@ impl Shared {
     /// from: its mirror stays readable, as the room's last state, among the last
     /// [`ENDED_MIRRORS_KEPT`].
     pub(crate) fn room_ended(&self, room: &str) {
-        let mirror = self.mirrors.lock().remove(room);
+        let live = self.mirrors.lock().remove(room).filter(StateMirror::is_synced);
+        let mirror = live.or_else(|| self.previous.lock().remove(room));
         self.told.lock().remove(room);
         let mut ended = self.ended.lock();
         ended.retain(|(r, _)| r != room);
@@ -561,6 +566,7 @@ impl Client {
         let shared = Arc::new(Shared {
             mirrors: Mutex::new(HashMap::new()),
             ended: Mutex::new(VecDeque::new()),
+            previous: Mutex::new(HashMap::new()),
             told: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             client_id: format!("{:016x}", fastrand::u64(..)),
@@ -716,14 +722,24 @@ impl Client {
         self.shared.told.lock().get(room).map(|t| t.listing.clone())
     }
 
-    /// Reads a room's mirror (`None` if the client is not in the room). A room the
+    /// Reads a room's mirror (`None` if the client is not in the room). After a
+    /// reconnect, until the full snapshot that follows it arrives, the state the
+    /// client had before (so a renderer does not go blank for a moment). A room the
     /// server closed, or removed the client from ([`Event::Left`] with a reason), stays
     /// readable as it was then, its last state (a closed room's last tick arrives
-    /// before its `Left`), until the client joins it again; the last
-    /// [`ENDED_MIRRORS_KEPT`] such rooms are kept.
+    /// before its `Left`; a client offline then keeps what it had), until the client
+    /// joins it again; the last [`ENDED_MIRRORS_KEPT`] such rooms are kept.
     pub fn with_mirror<T>(&self, room: &str, read: impl FnOnce(&StateMirror) -> T) -> Option<T> {
-        if let Some(mirror) = self.shared.mirrors.lock().get(room) {
-            return Some(read(mirror));
+        {
+            let mirrors = self.shared.mirrors.lock();
+            if let Some(mirror) = mirrors.get(room) {
+                if !mirror.is_synced()
+                    && let Some(previous) = self.shared.previous.lock().get(room)
+                {
+                    return Some(read(previous));
+                }
+                return Some(read(mirror));
+            }
         }
         let ended = self.shared.ended.lock();
         ended

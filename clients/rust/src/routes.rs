@@ -335,6 +335,7 @@ mod tests {
             shared: Arc::new(Shared {
                 mirrors: Mutex::default(),
                 ended: Mutex::default(),
+                previous: Mutex::default(),
                 told: Mutex::default(),
                 stats: Stats::default(),
                 client_id: "c".into(),

@@ -1202,36 +1202,88 @@ async fn a_closed_rooms_last_state_stays_readable_until_it_is_joined_again() {
     let url = fake_relay(move |_, _, mut ws| async move {
         send_welcome(&mut ws, welcome("t")).await;
         let room = answer_join(&mut ws, 0).await;
-        let entity = proto::Entity {
-            id: 7,
-            kind: 1,
-            ..Default::default()
-        };
-        let last = proto::StateFrame {
-            room: room.clone(),
-            tick: 1,
-            added: vec![entity],
-            ..Default::default()
-        };
-        ws.send(fake_server_message(In::State(last))).await.unwrap();
-        let left = proto::Left {
-            room,
-            reason: proto::ErrorCode::RoomClosed as i32,
-            message: "match over".into(),
-            ..Default::default()
-        };
-        ws.send(fake_server_message(In::Left(left))).await.unwrap();
+        ws.send(fake_server_message(In::State(snapshot_of(&room, 7))))
+            .await
+            .unwrap();
+        ws.send(fake_server_message(In::Left(room_closed(&room))))
+            .await
+            .unwrap();
         answer_join(&mut ws, 0).await;
         while next_messages(&mut ws).await.is_some() {}
     })
     .await;
     let (client, mut events) = joined_client(url);
     until(&mut events, |e| matches!(e, Event::Left(_)).then_some(())).await;
-    let ids = |client: &Client| client.with_mirror("r", |m| m.world().entities().map(|e| e.id()).collect::<Vec<_>>());
-    assert_eq!(ids(&client), Some(vec![7]), "the room's last state");
+    assert_eq!(entity_ids(&client), Some(vec![7]), "the room's last state");
     client.join("r", "relay");
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
-    assert_eq!(ids(&client), Some(vec![]), "joined again: a new mirror");
+    assert_eq!(entity_ids(&client), Some(vec![]), "joined again: a new mirror");
+}
+
+/// A full snapshot of `room` at tick 1 holding entity `id`.
+fn snapshot_of(room: &str, id: u64) -> proto::StateFrame {
+    let entity = proto::Entity {
+        id,
+        kind: 1,
+        ..Default::default()
+    };
+    proto::StateFrame {
+        room: room.to_string(),
+        tick: 1,
+        added: vec![entity],
+        ..Default::default()
+    }
+}
+
+/// `Left` of `room`: the relay closed it.
+fn room_closed(room: &str) -> proto::Left {
+    proto::Left {
+        room: room.to_string(),
+        reason: proto::ErrorCode::RoomClosed as i32,
+        message: "match over".into(),
+        ..Default::default()
+    }
+}
+
+/// The ids of the entities room "r" holds as `client` reads it.
+fn entity_ids(client: &Client) -> Option<Vec<u64>> {
+    client.with_mirror("r", |m| m.world().entities().map(|e| e.id()).collect())
+}
+
+/// After a reconnect a room reads as the client had it until the full snapshot
+/// comes (a renderer does not go blank); closed before that snapshot, it stays
+/// readable so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_reads_as_it_was_until_the_snapshot_after_a_reconnect() {
+    let url = fake_relay(move |n, _, mut ws| async move {
+        send_welcome(&mut ws, welcome_resuming_after_first(n)).await;
+        if n == 1 {
+            let room = answer_join(&mut ws, 0).await;
+            ws.send(fake_server_message(In::State(snapshot_of(&room, 7))))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            close(ws, 1001).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ws.send(fake_server_message(In::Left(room_closed("r")))).await.unwrap();
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::State { .. }).then_some(())).await;
+    until(&mut events, |e| {
+        matches!(e, Event::Connected { resumed: true, .. }).then_some(())
+    })
+    .await;
+    assert_eq!(entity_ids(&client), Some(vec![7]), "what it had, until the snapshot");
+    until(&mut events, |e| matches!(e, Event::Left(_)).then_some(())).await;
+    assert_eq!(
+        entity_ids(&client),
+        Some(vec![7]),
+        "closed before the snapshot: what it had"
+    );
 }
 
 /// Inputs to a joined room answered `NOT_A_MEMBER`: the relay removed the member and

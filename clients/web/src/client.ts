@@ -105,6 +105,9 @@ export interface ClientOptions {
 /** An input's payload: relay writes or authoritative intent bytes. */
 export type InputPayload = MessageInitShape<typeof v1.InputSchema>["payload"];
 
+/** A relay room's writes, as `sendInput(room, { case: "writes", value })` takes them. */
+export type Writes = MessageInitShape<typeof v1.EntityWritesSchema>;
+
 /** Everything a client reports, by event name. */
 export interface ClientEvents {
   /** A connection is up (`resumed`: the server kept the session and its seats). */
@@ -333,6 +336,8 @@ interface RoomState {
   /** The same as it came (to tell whether a new `Joined` changed it). */
   wireSchema: v1.KindSchema[];
   mirror: StateMirror | undefined;
+  /** The mirror before a reconnect, read until `mirror` has the snapshot after it. */
+  previous: StateMirror | undefined;
   resyncAskedMs: number;
   /** A redirect's seat ticket, presented in this room's next join (then dropped). */
   seat: string;
@@ -373,6 +378,7 @@ function newRoom(roomType: string): RoomState {
     schema: undefined,
     wireSchema: [],
     mirror: undefined,
+    previous: undefined,
     resyncAskedMs: -Infinity,
     owner: undefined,
     listing: undefined,
@@ -785,15 +791,19 @@ export class Client {
   }
 
   /**
-   * The room's verified state, once its first full snapshot arrived. A room the
-   * server closed, or removed this client from (`left` with a reason), stays readable
-   * as it was then, its last state (a closed room's last tick arrives before its
-   * `left`), until it is joined again; the last `ENDED_MIRRORS_KEPT` such rooms are kept.
+   * The room's verified state, once its first full snapshot arrived. After a
+   * reconnect, until the full snapshot that follows it arrives, the state the client
+   * had before (a renderer does not go blank for a moment). A room the server closed,
+   * or removed this client from (`left` with a reason), stays readable as it was
+   * then, its last state (a closed room's last tick arrives before its `left`; a
+   * client offline then keeps what it had), until it is joined again; the last
+   * `ENDED_MIRRORS_KEPT` such rooms are kept.
    */
   mirror(room: string): StateMirror | undefined {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.mirror(room);
-    const mirror = this.#rooms.get(room)?.mirror ?? this.#endedRooms.get(room);
+    const state = this.#rooms.get(room);
+    const mirror = state === undefined ? this.#endedRooms.get(room) : state.mirror?.synced ? state.mirror : state.previous;
     return mirror?.synced ? mirror : undefined;
   }
 
@@ -1620,6 +1630,8 @@ export class Client {
     for (const [room, state] of this.#rooms) {
       // Every mirror waits for a full snapshot (sent on join and on resume), and may
       // ask for one at once if it does not come.
+      // The state the client had is read until the snapshot comes (see `mirror`).
+      if (state.mirror?.synced) state.previous = state.mirror;
       state.mirror = state.schema === undefined ? undefined : this.#newMirror(state.schema);
       state.resyncAskedMs = -Infinity;
       if (!resumed) state.joined = false;
@@ -1652,7 +1664,7 @@ export class Client {
   /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */
   /** Keeps the mirror of a room the server ended among the last `ENDED_MIRRORS_KEPT` (see `mirror`). */
   #keepEnded(room: string): void {
-    const mirror = this.#rooms.get(room)?.mirror;
+    const mirror = this.mirror(room);
     this.#endedRooms.delete(room);
     if (mirror === undefined) return;
     if (this.#endedRooms.size >= ENDED_MIRRORS_KEPT) this.#endedRooms.delete(this.#endedRooms.keys().next().value!);
@@ -1720,6 +1732,7 @@ export class Client {
       if (error.desync.type !== "awaiting-snapshot") this.#desynced(frame.room, state, mirror, error);
       return;
     }
+    state.previous = undefined;
     this.stats.checksumsVerified += mirror.checksumsVerified - verified;
     this.stats.frames++;
     this.#link.played = true;

@@ -42,6 +42,7 @@ export {
   type ClientEvents,
   type ClientStats,
   type InputPayload,
+  type Writes,
   type RoomOptions,
 } from "./client.js";
 export { TokenBucket, DEFAULT_BACKOFF, backoffDelay, type Backoff } from "./bucket.js";

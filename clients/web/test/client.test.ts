@@ -1736,3 +1736,31 @@ test("a room the server closes stays readable as its last state until it is join
   last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 9n } }], 3n);
   assert.equal(c.mirror("r"), undefined, "joined again: a new mirror, waiting for its snapshot");
 });
+
+/** A client whose room "r" held entity 7, resumed after a dropped connection (no snapshot yet). */
+function resumedHoldingOneEntity(): Client {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 7n } }], 1n);
+  last().receive([{ case: "state", value: { room: "r", tick: 3n, added: [{ id: 7n }] } }]);
+  last().end(1006);
+  mock.timers.tick(1000);
+  last().welcome(true);
+  return c;
+}
+
+test("after a reconnect a room reads as it was until the snapshot comes, and so if it closes first", () => {
+  const c = resumedHoldingOneEntity();
+  assert.equal(c.mirror("r")?.size, 1, "what it had, until the snapshot");
+  last().receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED, message: "match over" } }], 2n);
+  assert.equal(c.mirror("r")?.size, 1, "closed before the snapshot: what it had");
+});
+
+test("after a reconnect the snapshot replaces what the room read as", () => {
+  const c = resumedHoldingOneEntity();
+  last().receive([{ case: "state", value: { room: "r", tick: 9n, added: [{ id: 8n }, { id: 9n }] } }]);
+  assert.equal(c.mirror("r")?.size, 2);
+  assert.equal(c.mirror("r")?.tick, 9n);
+});

@@ -1102,7 +1102,8 @@ export const InputSchema: GenMessage<Input> = /*@__PURE__*/
 
 /**
  * Applied in this order: `create`, `create_for_room`, `update`, `remove`, `give`,
- * `show`, `hide`.
+ * `hide`, `show` (so an entity given in an input cannot be shown in the same input:
+ * its new owner shows it). The first refused write stops the rest of the input.
  *
  * @generated from message tickrelay.v1.EntityWrites
  */
