@@ -322,9 +322,9 @@ impl Room {
     }
 
     /// A room as `checkpoint` left it: its entities at the checkpoint's tick (checked
-    /// against the snapshot's checksum), its event numbering, its shows, and its members' seats,
-    /// kept for `seat_ticks` ticks for their sessions to take back (with the inputs
-    /// the room had applied). The simulation rebuilds what it keeps beside the world
+    /// against the snapshot's checksum), its event numbering, its shows, and its
+    /// members' seats, kept for `seat_ticks` ticks for their sessions to take back
+    /// (with the inputs the room had applied). The simulation rebuilds what it keeps beside the world
     /// ([`Simulation::restore`]).
     pub fn restore(
         key: RoomKey,
@@ -404,8 +404,9 @@ impl Room {
 
     /// The room's state for a checkpoint (call between ticks): every entity as a full
     /// snapshot, the event numbering, the members' seats (seats still kept from a
-    /// restore included) and what is shown to whom, stamped `time_us`, and what the simulation saves
-    /// ([`Room::game_state`]: check [`Room::failed`] before writing it).
+    /// restore included) and what is shown to whom, stamped `time_us`, and what the
+    /// simulation saves ([`Room::game_state`]: check [`Room::failed`] before writing
+    /// it).
     pub fn checkpoint(&mut self, time_us: u64) -> proto::RoomCheckpoint {
         let game_state = self.game_state();
         self.checkpoint_with(time_us, game_state)
@@ -462,8 +463,8 @@ impl Room {
     }
 
     /// A hash of what a checkpoint holds but its tick and time: the state (its
-    /// checksum), the event numbering, the seats, the shows, the listing and `game_state` (what
-    /// the simulation saves beside the world). Equal between two checkpoints when
+    /// checksum), the event numbering, the seats, the shows, the listing and
+    /// `game_state` (what the simulation saves beside the world). Equal between two checkpoints when
     /// nothing a restore would bring back changed.
     pub fn checkpoint_fingerprint(&self, game_state: &[u8]) -> u64 {
         use std::hash::{Hash, Hasher};
