@@ -193,6 +193,8 @@ struct Inner {
     replayed_bytes: usize,
     /// The number the next reliable message gets.
     next_seq: u64,
+    /// The highest number the client confirmed it received ([`Outbox::confirm`]).
+    confirmed: u64,
     states: Vec<PendingState>,
     delivery: Delivery,
     rooms: Vec<RoomDelivery>,
@@ -306,17 +308,19 @@ impl Outbox {
         let mut inner = self.inner.lock();
         if seq < inner.first_waiting() {
             inner.forget_taken_through(seq);
+            inner.confirmed = inner.confirmed.max(seq);
         }
     }
 
-    /// A resume: the client received reliable messages up to `received`, so those
-    /// taken after it go out again, ahead of what is waiting and with their numbers.
-    /// When some were already forgotten (beyond the kept half of the bounds), the
-    /// client sees the gap in the numbers.
+    /// A resume: the client received reliable messages up to `received` (at least
+    /// what it confirmed), so those taken after it go out again, ahead of what is
+    /// waiting and with their numbers. When some were already forgotten (beyond the
+    /// kept half of the bounds), the client sees the gap in the numbers.
     pub fn replay_after(&self, received: u64) -> Replay {
         let mut inner = self.inner.lock();
-        // What the client has is forgotten; the rest goes back to the queue.
-        let received = received.min(inner.first_waiting() - 1);
+        // What the client has is forgotten; the rest goes back to the queue. (A
+        // client claiming less than it confirmed missed nothing it confirmed.)
+        let received = received.max(inner.confirmed).min(inner.first_waiting() - 1);
         inner.forget_taken_through(received);
         let replayed = inner.taken.len();
         let first_kept = inner.first_waiting() - replayed as u64;
@@ -845,7 +849,9 @@ mod tests {
         // ignored.
         outbox.confirm(3);
         outbox.confirm(99);
-        assert_eq!(outbox.replay_after(0).sent_again, 1, "only 4 is still kept");
+        let replay = outbox.replay_after(0);
+        assert_eq!(replay.sent_again, 1, "only 4 is still kept");
+        assert_eq!(replay.missing, 0, "what the client confirmed is not missing");
         assert_eq!(numbered(&outbox), (4, vec![Bytes::from_static(b"d")]));
         // A resume claiming more than was taken: everything arrived, nothing again.
         assert_eq!(outbox.replay_after(99).sent_again, 0);

@@ -3322,6 +3322,30 @@ fn a_host_handing_the_room_on_no_longer_sees_what_it_showed_itself() {
     assert!(room.world().sees(2, 100) && room.world().sees(3, 101));
     read_their_views(&room, &mut clients);
     assert!(clients[0].mirror.world().get(100).is_none());
+
+    // Member 3, shown 101 by a host, keeps it when it hosts and hands on; a show
+    // to the old host by the new one in the tick of the hand-over stands.
+    let hand = |room: &mut Room, from: MemberId, to: MemberId| {
+        for _ in 0..10 {
+            room.tick(0); // a second between two hand-overs
+        }
+        let to = proto::UpdateRoom {
+            owner: to,
+            ..Default::default()
+        };
+        room.update_listing(from, &to, 1).unwrap();
+    };
+    hand(&mut room, 2, 3);
+    room.tick(0);
+    hand(&mut room, 3, 1);
+    room.push_input(1, 2, show(100, 1, false));
+    room.tick(0);
+    hand(&mut room, 1, 2);
+    room.push_input(2, 1, show(100, 1, false));
+    room.tick(0);
+    assert!(room.world().sees(3, 101), "shown by another host, not by itself");
+    assert!(room.world().sees(1, 100), "shown again by the new host");
+    read_their_views(&room, &mut clients);
 }
 
 /// An entity larger than a second's budget (a room type with larger fields) is given

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{ENTITY_COST, EntityLimits, SimContext, SimError, Simulation, VIEWER_COST, field_cost, state_cost};
 use crate::proto::{self, EntityWrites, Field, input};
@@ -22,6 +22,9 @@ pub struct Relay {
     state_bytes: usize,
     /// The room's owner as of the last tick ([`Simulation::step`]).
     host: MemberId,
+    /// The room's entities a room owner showed to itself: hidden from it again when
+    /// it stops owning the room (unless shown to it since by another).
+    self_shown: FxHashSet<(EntityId, MemberId)>,
 }
 
 /// The entity bytes (as the room counts them, [`state_cost`]) a member may give away
@@ -153,6 +156,11 @@ impl Relay {
             may_write(ctx.world, entity)?;
             if ctx.members.user(show.member).is_none() {
                 return Err(SimError::NotInRoom(show.member));
+            }
+            if entity.owner() == SERVER && show.member == member {
+                self.self_shown.insert((show.id, member));
+            } else {
+                self.self_shown.remove(&(show.id, show.member));
             }
             // Seen already (every member sees its kind, it is the member's own, or
             // shown to it): nothing to count.
@@ -349,20 +357,21 @@ impl Simulation for Relay {
     }
 
     /// The room's entities its owner showed to itself are the host's: a member that
-    /// stops being the room's owner no longer sees them (shows to other members stay).
+    /// stops being the room's owner no longer sees them (unless another showed them
+    /// to it since; what it showed to other members stays shown).
     fn step(&mut self, ctx: &mut SimContext<'_>) {
         let host = ctx.listing.with(|l| l.owner);
         let was = std::mem::replace(&mut self.host, host);
-        if was == host || was == SERVER {
+        if was == host || self.self_shown.is_empty() {
             return;
         }
         let world = &mut *ctx.world;
-        let rooms: Vec<EntityId> = (world.own_entities(was))
-            .filter(|(e, _)| e.owner() == SERVER)
-            .map(|(e, _)| e.id())
-            .collect();
-        for id in rooms {
-            let _ = world.hide(id, was);
-        }
+        self.self_shown.retain(|&(id, member)| {
+            let hide = member == was;
+            if hide && world.get(id).is_some_and(|e| e.owner() == SERVER) {
+                let _ = world.hide(id, member);
+            }
+            !hide
+        });
     }
 }
