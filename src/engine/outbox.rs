@@ -450,7 +450,9 @@ impl Outbox {
     /// Moves the rooms left since the last call into `out` (cleared first).
     pub fn take_left(&self, out: &mut Vec<Left>) {
         out.clear();
-        if self.left_pending.swap(false, Ordering::Acquire) {
+        // Read before the swap: a swap writes, to a line the room's thread reads
+        // every tick, and the session looks before every message it handles.
+        if self.left_pending.load(Ordering::Relaxed) && self.left_pending.swap(false, Ordering::Acquire) {
             std::mem::swap(out, &mut self.inner.lock().left);
         }
     }
