@@ -3666,6 +3666,19 @@ fn a_checkpoint_keeps_entities_seen_by_their_owner_only() {
     room.tick(0);
     let unshown = room.checkpoint_fingerprint(&[]);
     room.push_input(1, 2, show(7, 2, false));
+    // The host's peek at a card of the room's.
+    let card = Entity {
+        id: 100,
+        owner: 0,
+        kind: 3,
+        fields: vec![],
+    };
+    let peek = EntityWrites {
+        create_for_room: vec![card],
+        show: vec![proto::Viewer { id: 100, member: 1 }],
+        ..Default::default()
+    };
+    room.push_input(1, 3, writes(peek));
     room.tick(0);
     assert_ne!(
         room.checkpoint_fingerprint(&[]),
@@ -3692,4 +3705,13 @@ fn a_checkpoint_keeps_entities_seen_by_their_owner_only() {
     b.read();
     assert!(holds_the_view_of(b.mirror.world(), restored.world(), 2));
     assert!(b.mirror.world().get(7).is_some(), "shown to member 2 again");
+    // Restored, the host's peek ends when it hands the room on, as before.
+    assert!(restored.world().sees(1, 100));
+    let to_2 = proto::UpdateRoom {
+        owner: 2,
+        ..Default::default()
+    };
+    restored.update_listing(1, &to_2, 1).unwrap();
+    restored.tick(0);
+    assert!(!restored.world().sees(1, 100));
 }

@@ -327,6 +327,12 @@ impl Simulation for Relay {
             *self.owned.entry(entity.owner()).or_default() += 1;
             self.state_bytes += state_cost(entity);
         }
+        // Who showed what is not in a checkpoint: the room's entities shown to its
+        // owner count as shown by itself (hidden from it when it hands the room on).
+        self.host = ctx.listing.with(|l| l.owner);
+        let host = self.host;
+        let shown = (ctx.world.own_entities(host)).filter(|(e, _)| e.owner() == SERVER && host != SERVER);
+        self.self_shown = shown.map(|(e, _)| (e.id(), host)).collect();
     }
 
     fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
