@@ -20,10 +20,8 @@ pub struct Relay {
     schema: Arc<Schema>,
     /// The room state's [`state_cost`], kept up to date with every write.
     state_bytes: usize,
-    /// The room's owner as of the last tick ([`Simulation::step`]).
-    host: MemberId,
     /// The room's entities a room owner showed to itself: hidden from it again when
-    /// it stops owning the room (unless shown to it since by another).
+    /// it no longer owns the room (unless shown to it since by another).
     self_shown: FxHashSet<(EntityId, MemberId)>,
 }
 
@@ -329,10 +327,9 @@ impl Simulation for Relay {
         }
         // Who showed what is not in a checkpoint: the room's entities shown to its
         // owner count as shown by itself (hidden from it when it hands the room on).
-        self.host = ctx.listing.with(|l| l.owner);
-        let host = self.host;
-        let shown = (ctx.world.own_entities(host)).filter(|(e, _)| e.owner() == SERVER && host != SERVER);
-        self.self_shown = shown.map(|(e, _)| (e.id(), host)).collect();
+        let host = ctx.listing.with(|l| l.owner);
+        let rooms = (ctx.world.own_entities(host)).filter(|(e, _)| host != SERVER && e.owner() == SERVER);
+        self.self_shown = rooms.map(|(e, _)| (e.id(), host)).collect();
     }
 
     fn leave(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
@@ -366,18 +363,18 @@ impl Simulation for Relay {
     /// stops being the room's owner no longer sees them (unless another showed them
     /// to it since; what it showed to other members stays shown).
     fn step(&mut self, ctx: &mut SimContext<'_>) {
-        let host = ctx.listing.with(|l| l.owner);
-        let was = std::mem::replace(&mut self.host, host);
-        if was == host || self.self_shown.is_empty() {
+        // (The listing, a lock, is read only in a room where a host peeks.)
+        if self.self_shown.is_empty() {
             return;
         }
+        let host = ctx.listing.with(|l| l.owner);
         let world = &mut *ctx.world;
         self.self_shown.retain(|&(id, member)| {
-            let hide = member == was;
-            if hide && world.get(id).is_some_and(|e| e.owner() == SERVER) {
+            let kept = member == host;
+            if !kept && world.get(id).is_some_and(|e| e.owner() == SERVER) {
                 let _ = world.hide(id, member);
             }
-            !hide
+            kept
         });
     }
 }
