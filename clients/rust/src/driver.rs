@@ -1399,9 +1399,8 @@ impl Driver {
             let mut previous = self.shared.previous.lock();
             for (room, state) in &self.rooms {
                 // The state the client had is read until the snapshot comes.
-                match mirrors.remove(room) {
-                    Some(mirror) if mirror.is_synced() => drop(previous.insert(room.clone(), mirror)),
-                    _ => {}
+                if let Some(mirror) = mirrors.remove(room).filter(StateMirror::is_synced) {
+                    previous.insert(room.clone(), mirror);
                 }
                 if let Some(schema) = &state.schema {
                     mirrors.insert(room.clone(), self.new_mirror(schema));

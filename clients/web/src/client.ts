@@ -1629,8 +1629,8 @@ export class Client {
     const joinsAfter: Outgoing[] = [];
     for (const [room, state] of this.#rooms) {
       // Every mirror waits for a full snapshot (sent on join and on resume), and may
-      // ask for one at once if it does not come.
-      // The state the client had is read until the snapshot comes (see `mirror`).
+      // ask for one at once if it does not come; the state the client had is read
+      // until it comes (see `mirror`).
       if (state.mirror?.synced) state.previous = state.mirror;
       state.mirror = state.schema === undefined ? undefined : this.#newMirror(state.schema);
       state.resyncAskedMs = -Infinity;
@@ -1661,7 +1661,6 @@ export class Client {
     }
   }
 
-  /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */
   /** Keeps the mirror of a room the server ended among the last `ENDED_MIRRORS_KEPT` (see `mirror`). */
   #keepEnded(room: string): void {
     const mirror = this.mirror(room);
@@ -1671,6 +1670,7 @@ export class Client {
     this.#endedRooms.set(room, mirror);
   }
 
+  /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */
   #joinedRoom(joined: v1.Joined): void {
     this.#endedRooms.delete(joined.room);
     const state = this.#rooms.get(joined.room);

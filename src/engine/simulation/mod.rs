@@ -221,9 +221,10 @@ impl SimContext<'_> {
     /// Closes the room (a match that ended) once the events sent before are relayed
     /// (normally at the end of this tick; events sent after are dropped): every
     /// member gets the state of the room's last tick, then `Left` with reason
-    /// `ROOM_CLOSED` and `why` as the message (over QUIC the state is a datagram, which
-    /// may be lost: what must arrive goes in an event or in `why`), and the room is gone (a join of its id opens a new one; a room configured in
-    /// `[[rooms]]` opens again, empty, within a second). The first reason wins.
+    /// `ROOM_CLOSED` and `why` as the message (over QUIC the state is a datagram,
+    /// which may be lost: what must arrive goes in an event or in `why`), and the room
+    /// is gone (a join of its id opens a new one; a room configured in `[[rooms]]`
+    /// opens again, empty, within a second). The first reason wins.
     pub fn close_room(&mut self, why: &str) {
         self.requests.close.get_or_insert_with(|| why.to_string());
     }
