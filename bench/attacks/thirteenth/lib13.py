@@ -46,51 +46,13 @@ class C(lib12.C):
         self.timeline = []
         self.all_seqs = []     # every number received, repeats included, in order
 
-    async def _recv(self):
-        try:
-            async for data in self.ws:
-                while self.pause:
-                    await asyncio.sleep(0.01)
-                t = time.time()
-                self.bytes_in += len(data)
-                env = pb.ServerEnvelope(); env.ParseFromString(data)
-                raws = raw_states(data)
-                ri = 0; n = 0
-                for m in env.messages:
-                    k = m.WhichOneof('kind')
-                    if k == 'state':
-                        self.timeline.append(('state', m.state.room, m.state.tick, m.state.baseline_tick))
-                        self._state(t, raws[ri], m.state, len(data)); ri += 1
-                        continue
-                    if k == 'welcome':
-                        self.timeline.append(('welcome', m.welcome.resumed))
-                    else:
-                        s = env.first_seq + n; n += 1
-                        room = getattr(getattr(m, k), 'room', '') if k else ''
-                        rep = s <= self.last_seq
-                        self.all_seqs.append(s)
-                        self.timeline.append(('num', s, k, room, m, rep))
-                        if rep:
-                            continue
-                        self.last_seq = s
-                    self.msgs.append((t, m))
-                    if k == 'welcome': self.welcome = m.welcome
-                    elif k == 'joined':
-                        self.schema[m.joined.room] = list(m.joined.schema)
-                        self.mirrors[m.joined.room] = lib12.Mirror(m.joined.schema, self.id)
-                    elif k == 'error': self.errors.append(m.error)
-                    rid = {'joined': lambda: m.joined.request_id, 'response': lambda: m.response.request_id,
-                           'error': lambda: m.error.request_id, 'left': lambda: m.left.request_id}.get(k, lambda: 0)()
-                    fut = self.waiters.pop(rid, None) if rid else None
-                    if fut and not fut.done():
-                        fut.set_result(m)
-        except websockets.ConnectionClosed as e:
-            self.closed = (e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else None)
-        except Exception as e:
-            import traceback; traceback.print_exc()
-            self.closed = ('exc', repr(e))
-        else:
-            self.closed = ('eof', None)
+    def _noted(self, entry):
+        self.timeline.append(entry)
+
+    def _numbered(self, seq, kind, m, repeat):
+        room = getattr(getattr(m, kind), 'room', '') if kind else ''
+        self.all_seqs.append(seq)
+        self.timeline.append(('num', seq, kind, room, m, repeat))
 
     async def show(self, room, id_, member, **kw):
         return await self.write(room, show=[pb.Viewer(id=id_, member=member)], **kw)

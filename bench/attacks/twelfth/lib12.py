@@ -198,32 +198,7 @@ class C:
             async for data in self.ws:
                 while self.pause:
                     await asyncio.sleep(0.01)
-                t = time.time()
-                self.bytes_in += len(data)
-                env = pb.ServerEnvelope(); env.ParseFromString(data)
-                raws = raw_states(data)
-                ri = 0; n = 0
-                for m in env.messages:
-                    k = m.WhichOneof('kind')
-                    if k == 'state':
-                        self._state(t, raws[ri], m.state, len(data)); ri += 1
-                        continue
-                    if k != 'welcome':
-                        s = env.first_seq + n; n += 1
-                        if s <= self.last_seq:
-                            continue
-                        self.last_seq = s
-                    self.msgs.append((t, m))
-                    if k == 'welcome': self.welcome = m.welcome
-                    elif k == 'joined':
-                        self.schema[m.joined.room] = list(m.joined.schema)
-                        self.mirrors[m.joined.room] = Mirror(m.joined.schema, self.id)
-                    elif k == 'error': self.errors.append(m.error)
-                    rid = {'joined': lambda: m.joined.request_id, 'response': lambda: m.response.request_id,
-                           'error': lambda: m.error.request_id, 'left': lambda: m.left.request_id}.get(k, lambda: 0)()
-                    fut = self.waiters.pop(rid, None) if rid else None
-                    if fut and not fut.done():
-                        fut.set_result(m)
+                self._envelope(time.time(), data)
         except websockets.ConnectionClosed as e:
             self.closed = (e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else None)
         except Exception as e:
@@ -231,6 +206,46 @@ class C:
             self.closed = ('exc', repr(e))
         else:
             self.closed = ('eof', None)
+
+    def _envelope(self, t, data):
+        """Takes one envelope received at `t`: state frames into the mirrors, numbered
+        messages once each (repeats after a resume are skipped)."""
+        self.bytes_in += len(data)
+        env = pb.ServerEnvelope(); env.ParseFromString(data)
+        raws = raw_states(data)
+        ri = 0; n = 0
+        for m in env.messages:
+            k = m.WhichOneof('kind')
+            if k == 'state':
+                self._noted(('state', m.state.room, m.state.tick, m.state.baseline_tick))
+                self._state(t, raws[ri], m.state, len(data)); ri += 1
+                continue
+            if k == 'welcome':
+                self._noted(('welcome', m.welcome.resumed))
+            else:
+                s = env.first_seq + n; n += 1
+                repeat = s <= self.last_seq
+                self._numbered(s, k, m, repeat)
+                if repeat:
+                    continue
+                self.last_seq = s
+            self.msgs.append((t, m))
+            if k == 'welcome': self.welcome = m.welcome
+            elif k == 'joined':
+                self.schema[m.joined.room] = list(m.joined.schema)
+                self.mirrors[m.joined.room] = Mirror(m.joined.schema, self.id)
+            elif k == 'error': self.errors.append(m.error)
+            rid = {'joined': lambda: m.joined.request_id, 'response': lambda: m.response.request_id,
+                   'error': lambda: m.error.request_id, 'left': lambda: m.left.request_id}.get(k, lambda: 0)()
+            fut = self.waiters.pop(rid, None) if rid else None
+            if fut and not fut.done():
+                fut.set_result(m)
+
+    def _noted(self, entry):
+        """A state frame or welcome as it arrived (kept by lib13's timeline)."""
+
+    def _numbered(self, seq, kind, m, repeat):
+        """A numbered message as it arrived, repeats included (kept by lib13)."""
 
     def _state(self, t, raw, st, env_len):
         f = Frame()
