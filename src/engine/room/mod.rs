@@ -814,11 +814,12 @@ impl Room {
         }
     }
 
-    /// Sends `message` to every announced member, counted in `sent_this_tick`.
-    fn tell_announced(&mut self, message: &Bytes) {
+    /// Sends `message` to every announced member but `except`, counted in
+    /// `sent_this_tick`.
+    fn tell_announced(&mut self, message: &Bytes, except: Option<MemberId>) {
         self.sent_this_tick.resize(self.members.len(), (0, 0));
         for (m, sent) in self.members.iter().zip(&mut self.sent_this_tick) {
-            if m.announced {
+            if m.announced && Some(m.id) != except {
                 *sent = (sent.0 + 1, sent.1 + message.len());
                 let _ = m.outbox.push_reliable(message.clone());
             }
@@ -840,7 +841,7 @@ impl Room {
     /// Tells the members what changed in the room since the last tick, as one net
     /// change: those who knew of a member that left get its leave, those here before
     /// get the joins and the members whose connection was lost (`AWAY`, their seat
-    /// held) or resumed (`BACK`), and each new member its `Joined` with everyone here
+    /// held) or resumed (`BACK`; not told to the member itself), and each new member its `Joined` with everyone here
     /// now, then a new owner if ownership passed. A member that joined and left in
     /// between is never announced, so presence per tick is bounded by the room's size
     /// (at most twice `max_members` messages per member, and one `OWNER`), however
@@ -879,12 +880,15 @@ impl Room {
         }
         self.sent_this_tick.resize(self.members.len(), (0, 0));
         for (info, change) in changes {
+            // A member is not told it was away: it learns that from its own connection
+            // (and would read these only after its resume).
+            let except = matches!(change, PresenceChange::Away | PresenceChange::Back).then_some(info.member_id);
             let message = encode_message(Kind::Presence(Presence {
                 room: self.id.to_string(),
                 member: Some(info),
                 change: change as i32,
             }));
-            self.tell_announced(&message);
+            self.tell_announced(&message, except);
         }
         for i in 0..self.members.len() {
             let len;
