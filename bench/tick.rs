@@ -22,6 +22,10 @@
 //!   decoding into `StateFrame`, and applying a decoded frame to a `StateMirror`.
 //! - `quick_join/{pick,list_page}/{1000,10000}`: a quick join's pick and a filtered
 //!   listing page among that many rooms on one node.
+//! - `sight/{grid,pairs}/{64,400}_players`: a game's interest management by distance
+//!   (each player sees the players within 100 of it on a 1,000 × 1,000 field, every
+//!   player moving): [`Sight`]'s grid against showing or hiding every pair, as a
+//!   simulation would without it. Timed: one tick's shows and hides.
 //!
 //! The same run prints target T3 (bytes of the full snapshot, the delta, and an idle
 //! room, for a relay room without and with declared kinds and for an arena), target
@@ -44,10 +48,10 @@ use tickrelay::engine::listing::{ListingState, Metadata};
 use tickrelay::engine::outbox::{Batch, Outbox, OutboxLimits, PendingState};
 use tickrelay::engine::room::{Room, RoomConfig, TickReport};
 use tickrelay::engine::sim_pool::{RoomFilter, Rooms, SimPool};
-use tickrelay::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay, Simulation};
+use tickrelay::engine::simulation::{Arena, ArenaConfig, EntityLimits, Relay, Sight, Simulation};
 use tickrelay::mirror::StateMirror;
 use tickrelay::proto::{Entity, EntityUpdate, EntityWrites, Field, StateFrame, input};
-use tickrelay::state::{FieldSpec, FieldType, KindSchema, Schema, Value};
+use tickrelay::state::{FieldSpec, FieldType, KindSchema, MemberId, Schema, Value, World};
 
 /// Which simulation a workload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -721,6 +725,64 @@ fn input_read(c: &mut Criterion) {
     });
 }
 
+/// Interest management by distance: [`Sight`] against every pair.
+fn sight(c: &mut Criterion) {
+    const FIELD: f32 = 1000.0;
+    const RADIUS: f32 = 100.0;
+    let mut group = c.benchmark_group("sight");
+    for players in [64u64, 400] {
+        let int = FieldType::int(0, 1).unwrap();
+        let kind = KindSchema::new(1, "player", vec![FieldSpec::new(1, "hp", int)]).unwrap();
+        let schema = Arc::new(Schema::new(vec![kind.seen_by_owner_only()]).unwrap());
+        // Player m owns entity m; spread by a fixed sequence, each with its heading.
+        let mut world = World::with_schema(8, schema);
+        let mut at: Vec<(MemberId, f32, f32)> = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for m in 1..=players {
+            world.spawn(m, m, 1, [(1, Value::Int(1))]).unwrap();
+            at.push((m, next() * FIELD, next() * FIELD));
+        }
+        let headings: Vec<(f32, f32)> = (0..players).map(|_| (next() * 2.0 - 1.0, next() * 2.0 - 1.0)).collect();
+        let step = |at: &mut Vec<(MemberId, f32, f32)>| {
+            for ((_, x, y), (dx, dy)) in at.iter_mut().zip(&headings) {
+                *x = (*x + dx * 5.0).rem_euclid(FIELD);
+                *y = (*y + dy * 5.0).rem_euclid(FIELD);
+            }
+        };
+        let mut sight = Sight::new(RADIUS);
+        group.bench_function(BenchmarkId::new("grid", format!("{players}_players")), |b| {
+            b.iter(|| {
+                step(&mut at);
+                black_box(sight.update(&mut world, at.iter().copied(), at.iter().copied()));
+                world.finish_tick();
+            })
+        });
+        group.bench_function(BenchmarkId::new("pairs", format!("{players}_players")), |b| {
+            b.iter(|| {
+                step(&mut at);
+                for &(seen, x, y) in &at {
+                    for &(viewer, vx, vy) in &at {
+                        if viewer != seen {
+                            let _ = match (vx - x).hypot(vy - y) <= RADIUS {
+                                true => world.show(seen, viewer),
+                                false => world.hide(seen, viewer),
+                            };
+                        }
+                    }
+                }
+                world.finish_tick();
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     input_read,
@@ -733,6 +795,7 @@ criterion_group!(
     owner_only,
     codec,
     matrix,
-    quick_join
+    quick_join,
+    sight
 );
 criterion_main!(benches);

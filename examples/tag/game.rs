@@ -5,7 +5,7 @@
 //! players idle for too long, and ends the game after so many tags, if told to.
 //! Played in the dark (`sight`), each player sees only the players near it: the
 //! player kind is seen by its owner only, and each tick the game shows each player
-//! to those within sight and hides it from the others.
+//! to those within sight and hides it from the others ([`Sight`]).
 //!
 //! Intents are the arena's: two bytes, `dx` and `dy` as signed 8-bit integers, so
 //! `tickrelay-bots --room-type tag` can play it too.
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use tickrelay::engine::simulation::{SimContext, SimError, Simulation, stick_intent};
+use tickrelay::engine::simulation::{Sight, SimContext, SimError, Simulation, stick_intent};
 use tickrelay::proto::input;
 use tickrelay::state::{EntityId, FieldSpec, FieldType, KindSchema, MemberId, SERVER, Schema, Value};
 
@@ -87,6 +87,8 @@ pub struct Tag {
     joined: u32,
     /// Tags so far.
     tagged: u32,
+    /// Who sees whom, when played in the dark.
+    sight: Option<Sight>,
 }
 
 impl Tag {
@@ -99,7 +101,9 @@ impl Tag {
             FieldSpec::new(FIELD_IT, "it", FieldType::Bool),
         ];
         let mut player = KindSchema::new(KIND_PLAYER, "player", fields).expect("a valid kind");
-        if params.sight > 0.0 {
+        // (An infinite sight is no darkness.)
+        let sight = (params.sight > 0.0 && params.sight.is_finite()).then(|| Sight::new(params.sight));
+        if sight.is_some() {
             player = player.seen_by_owner_only();
         }
         Self {
@@ -111,6 +115,7 @@ impl Tag {
             next_entity: 1,
             joined: 0,
             tagged: 0,
+            sight,
         }
     }
 
@@ -127,20 +132,15 @@ impl Tag {
         ctx.send_event("tagged", format!("{{\"from\":{from},\"to\":{to}}}"), &[]);
     }
 
-    /// Shows each player to the others within sight, and hides it from the rest
-    /// (showing or hiding again what already is costs nothing on the wire).
-    fn light(&self, ctx: &mut SimContext<'_>) {
-        for (&seen, a) in &self.players {
-            for (&viewer, b) in &self.players {
-                if viewer == seen {
-                    continue;
-                }
-                let near = (a.x - b.x).hypot(a.y - b.y) <= self.params.sight;
-                let _ = match near {
-                    true => ctx.world.show(a.entity, viewer),
-                    false => ctx.world.hide(a.entity, viewer),
-                };
-            }
+    /// Shows each player to the others within sight, and hides it from the rest.
+    fn light(&mut self, ctx: &mut SimContext<'_>) {
+        if let Some(sight) = &mut self.sight {
+            let players = || self.players.iter();
+            sight.update(
+                ctx.world,
+                players().map(|(&member, p)| (member, p.x, p.y)),
+                players().map(|(_, p)| (p.entity, p.x, p.y)),
+            );
         }
     }
 }
@@ -227,9 +227,7 @@ impl Simulation for Tag {
             let _ = ctx.world.set(player.entity, FIELD_X, Value::Float(player.x));
             let _ = ctx.world.set(player.entity, FIELD_Y, Value::Float(player.y));
         }
-        if self.params.sight > 0.0 {
-            self.light(ctx);
-        }
+        self.light(ctx);
         self.cooldown -= ctx.dt;
         let Some(it) = self.it.filter(|_| self.cooldown <= 0.0) else {
             return;

@@ -8,9 +8,11 @@
 
 mod arena;
 mod relay;
+mod sight;
 
 pub use arena::{Arena, ArenaConfig};
 pub use relay::{GIVEN_BYTES_PER_SECOND, Relay};
+pub use sight::{Sight, SightChanges};
 
 use std::sync::Arc;
 
