@@ -202,8 +202,9 @@ struct Inner {
     /// Rooms left since the session last looked.
     left: Vec<Left>,
     /// Rooms closed while their last frame waited ([`Outbox::close_room`]), with the
-    /// `Left` queued once that frame is taken.
-    closing: Vec<(RoomKey, Bytes)>,
+    /// number of their `Left`: a drain that takes the frame takes no message from
+    /// that number on.
+    closing: Vec<(RoomKey, u64)>,
     /// Incremented by [`Outbox::reset_delivered`]: a frame encoded against a baseline
     /// read before a reset must not be delivered after it.
     epoch: u64,
@@ -278,7 +279,10 @@ impl Outbox {
     /// Queues a reliable message. Over the bound the message is dropped, the outbox is
     /// marked overflowed and the session must be closed ([`Outbox::is_overflowed`]).
     pub fn push_reliable(&self, message: Bytes) -> Result<(), Overflow> {
-        let mut inner = self.inner.lock();
+        self.push_locked(self.inner.lock(), message)
+    }
+
+    fn push_locked(&self, mut inner: MutexGuard<'_, Inner>, message: Bytes) -> Result<(), Overflow> {
         if self.is_overflowed()
             || inner.reliable.len() - inner.replayed >= self.limits.max_messages
             || inner.reliable_bytes - inner.replayed_bytes + message.len() > self.limits.max_bytes
@@ -321,6 +325,8 @@ impl Outbox {
         // What the client has is forgotten; the rest goes back to the queue. (A
         // client claiming less than it confirmed missed nothing it confirmed.)
         let received = received.max(inner.confirmed).min(inner.first_waiting() - 1);
+        // A resume confirms what it claims, as a ping does.
+        inner.confirmed = received;
         inner.forget_taken_through(received);
         let replayed = inner.taken.len();
         let first_kept = inner.first_waiting() - replayed as u64;
@@ -430,21 +436,21 @@ impl Outbox {
     }
 
     /// The room closed: as [`Outbox::leave_room`] then [`Outbox::push_reliable`] of
-    /// `left` (the member's `Left`), except that the room's waiting frame (the state
-    /// of its last tick) is still delivered, and `left` queued once it is taken, so
+    /// `left` (the member's `Left`), under one lock (nothing the session answers can
+    /// go before the `Left`), except that the room's waiting frame (the state of its
+    /// last tick) is still delivered, with the messages before the `Left` only, so
     /// the client has the room's final state before it hears the room closed.
     pub fn close_room(&self, room: RoomKey, join_seq: u64, left: Bytes) -> Result<(), Overflow> {
-        {
-            let mut inner = self.inner.lock();
-            if inner.states.iter().any(|s| s.room == room) {
-                inner.closing.push((room, left));
-                inner.left.push(Left { room, join_seq });
-                self.left_pending.store(true, Ordering::Release);
-                return Ok(());
-            }
+        let mut inner = self.inner.lock();
+        if inner.states.iter().any(|s| s.room == room) {
+            let left_seq = inner.next_seq;
+            inner.closing.push((room, left_seq));
+        } else {
+            inner.rooms.retain(|r| r.room != room);
         }
-        self.leave_room(room, join_seq);
-        self.push_reliable(left)
+        inner.left.push(Left { room, join_seq });
+        self.left_pending.store(true, Ordering::Release);
+        self.push_locked(inner, left)
     }
 
     /// Moves the rooms left since the last call into `out` (cleared first).
@@ -463,7 +469,7 @@ impl Outbox {
     /// transport).
     pub fn reset_delivered(&self, delivery: Delivery) {
         let mut inner = self.inner.lock();
-        inner.queue_closed();
+        inner.closing.clear();
         inner.rooms.clear();
         inner.states.clear();
         inner.delivery = delivery;
@@ -511,10 +517,23 @@ impl Outbox {
         batch.overflowed = self.is_overflowed();
         batch.welcome = inner.welcome.take();
         batch.first_seq = inner.first_waiting();
-        batch.reliable.extend(inner.reliable.drain(..));
-        inner.reliable_bytes = 0;
-        inner.replayed = 0;
-        inner.replayed_bytes = 0;
+        // A closed room's last frame goes before its Left: while such a frame waits,
+        // only the messages numbered before the Left are taken with it (the rest at
+        // the next drain).
+        let first_seq = batch.first_seq;
+        let cut = (inner.closing.iter())
+            .filter(|&&(room, _)| inner.states.iter().any(|s| s.room == room))
+            .map(|&(_, seq)| seq.saturating_sub(first_seq) as usize)
+            .min()
+            .unwrap_or(usize::MAX)
+            .min(inner.reliable.len());
+        batch.reliable.extend(inner.reliable.drain(..cut));
+        let taken_bytes: usize = batch.reliable.iter().map(Bytes::len).sum();
+        inner.reliable_bytes -= taken_bytes;
+        let replayed_taken = inner.replayed.min(cut);
+        let replayed_bytes_taken: usize = batch.reliable[..replayed_taken].iter().map(Bytes::len).sum();
+        inner.replayed -= replayed_taken;
+        inner.replayed_bytes -= replayed_bytes_taken;
         // Keep what was taken for a resume, within half the bounds (oldest out first).
         for m in &batch.reliable {
             inner.taken_bytes += m.len();
@@ -555,8 +574,12 @@ impl Outbox {
                 r.baseline = 0;
             }
         }
+        // Every waiting frame was taken: the closed rooms are done with.
         if !inner.closing.is_empty() {
-            inner.queue_closed();
+            let Inner { closing, rooms, .. } = &mut *inner;
+            for (room, _) in closing.drain(..) {
+                rooms.retain(|r| r.room != room);
+            }
         }
         let ready = !batch.is_empty() || batch.overflowed;
         if ready {
@@ -567,18 +590,6 @@ impl Outbox {
 }
 
 impl Inner {
-    /// Queues the `Left` of each room closed while its last frame waited
-    /// ([`Outbox::close_room`]): taken, or dropped by a reset. (Outside the bounds:
-    /// one message per room the member was in.)
-    fn queue_closed(&mut self) {
-        for (room, left) in std::mem::take(&mut self.closing) {
-            self.rooms.retain(|r| r.room != room);
-            self.reliable_bytes += left.len();
-            self.reliable.push_back(left);
-            self.next_seq += 1;
-        }
-    }
-
     /// What was delivered of `room` on this connection, if anything was taken.
     fn record(&self, room: RoomKey) -> Option<&RoomDelivery> {
         self.rooms.iter().find(|r| r.room == room)
@@ -652,7 +663,8 @@ mod tests {
     }
 
     /// A room closed while its last frame waits: the frame is taken first, then the
-    /// `Left`, numbered in turn; with no frame waiting, the `Left` at once.
+    /// `Left` and what follows it, in the order queued; with no frame waiting, the
+    /// `Left` at once.
     #[test]
     fn a_closed_rooms_last_frame_goes_before_its_left() {
         let outbox = Outbox::new(OutboxLimits::default());
@@ -667,17 +679,33 @@ mod tests {
         assert_eq!(rooms, [1, 2], "the session learns of both at once");
         assert!(outbox.drain(&mut batch));
         assert_eq!((batch.states.len(), batch.states[0].tick), (1, 7));
+        assert!(batch.reliable.is_empty(), "nothing from the Left on");
+        assert!(outbox.drain(&mut batch), "the Lefts wait for the next write");
         assert_eq!(
             (batch.first_seq, &batch.reliable[..]),
-            (1, &[Bytes::from_static(b"left 2")][..])
-        );
-        assert!(outbox.drain(&mut batch), "the Left waits for the next write");
-        assert_eq!(
-            (batch.first_seq, &batch.reliable[..]),
-            (2, &[Bytes::from_static(b"left 1")][..])
+            (1, &[Bytes::from_static(b"left 1"), Bytes::from_static(b"left 2")][..])
         );
         assert_eq!(outbox.delivered(1), 0, "nothing kept of the closed room");
         assert!(!outbox.drain(&mut batch));
+    }
+
+    /// A closed room's frame dropped without being taken (the member left it again,
+    /// say) holds nothing back: its `Left` and what follows go at the next drain.
+    #[test]
+    fn a_closed_rooms_frame_dropped_holds_nothing_back() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 7, 0), b));
+        outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
+        outbox.push_reliable(Bytes::from_static(b"after")).unwrap();
+        outbox.leave_room(1, 3);
+        assert!(outbox.drain(&mut batch));
+        assert!(batch.states.is_empty());
+        assert_eq!(
+            &batch.reliable[..],
+            [Bytes::from_static(b"left 1"), Bytes::from_static(b"after")]
+        );
     }
 
     /// A resume drops the closed room's last frame (the new connection's mirror starts
@@ -942,5 +970,30 @@ mod tests {
         assert!(flag.0.load(Ordering::SeqCst));
         assert!(outbox.poll_drain(&mut cx, &mut batch).is_ready());
         assert_eq!(batch.reliable.len(), 1);
+    }
+
+    /// A resume with `received=n` confirms every message up to n, as
+    /// `Ping{received_seq}` does: a later resume claiming less counts none of them
+    /// lost (or every room would send its `Joined` again).
+    #[test]
+    fn a_resume_confirms_as_a_ping_does() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        for m in [&b"a"[..], b"b", b"c"] {
+            outbox.push_reliable(Bytes::from_static(m)).unwrap();
+        }
+        assert!(outbox.drain(&mut batch));
+        // As after a Ping{received_seq: 3}, a resume claiming 0 misses nothing:
+        let pinged = Outbox::new(OutboxLimits::default());
+        for m in [&b"a"[..], b"b", b"c"] {
+            pinged.push_reliable(Bytes::from_static(m)).unwrap();
+        }
+        assert!(pinged.drain(&mut batch));
+        pinged.confirm(3);
+        assert_eq!(pinged.replay_after(0).missing, 0);
+        // A resume that received all three confirms them too; the next one claiming 0
+        // should miss nothing either.
+        assert_eq!(outbox.replay_after(3).missing, 0);
+        assert_eq!(outbox.replay_after(0).missing, 0, "confirmed by the first resume");
     }
 }

@@ -1847,3 +1847,58 @@ fn a_quick_join_passes_over_the_rooms_it_excludes() {
     h.one(Out::QuickJoin(quick)).unwrap();
     assert_eq!(h.errors(), [(ErrorCode::BadRequest, 2)]);
 }
+
+/// A room closed while its last frame waits for the transport
+/// (`Outbox::close_room`): the session forgets the room at once, and its answers to
+/// an input and a `LeaveRoom` for it (`NOT_A_MEMBER`) come after the room's `Left`
+/// (PROTOCOL: "before the answer"); clients take a `NOT_A_MEMBER` for a room they
+/// are in as a lost `Left`.
+#[test]
+fn answers_about_a_closed_room_come_after_its_left() {
+    use crate::engine::outbox::PendingState;
+    let mut h = Harness::new();
+    h.replies();
+    h.one(join("a", 1)).unwrap();
+    let a = h.key("a");
+    h.replies();
+    // The room's last tick: its frame waits, then the room closes (Room::close).
+    let baseline = h.outbox.supersede_state(a);
+    let frame = PendingState {
+        room: a,
+        tick: 9,
+        baseline: 0,
+        body: Bytes::new(),
+        own: Bytes::new(),
+        last_input_seq: 0,
+        server_time_us: 0,
+    };
+    assert!(h.outbox.push_state(frame, baseline));
+    let left = encode_message(Kind::Left(proto::Left {
+        request_id: 0,
+        room: "a".into(),
+        reason: ErrorCode::RoomClosed as i32,
+        message: "match over".into(),
+    }));
+    h.outbox.close_room(a, 1, left).unwrap();
+    // What the client sent before it heard: an input, and a leave.
+    let leave = Out::Leave(proto::LeaveRoom {
+        room: "a".into(),
+        request_id: 8,
+    });
+    h.send(vec![input("a", 7), leave]).unwrap();
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        for kind in h.replies() {
+            match kind {
+                Kind::Left(l) => read.push(format!("Left {}", l.reason)),
+                Kind::Error(e) => read.push(format!("Error {} for {}", e.code, e.request_id)),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        read[0],
+        format!("Left {}", ErrorCode::RoomClosed as i32),
+        "the room's Left first: {read:?}"
+    );
+}

@@ -1125,11 +1125,12 @@ impl Driver {
                     // A room this client is in by its last `Joined` that the relay says
                     // it is not in: the relay removed it, and the `Left` saying so was
                     // lost (messages lost across a resume, see PROTOCOL.md). Told as
-                    // that `Left`.
+                    // that `Left` (the room's last state kept readable, as after one).
                     if not_a_member
                         && self.rooms.get(&error.room).is_some_and(|s| s.joined)
                         && !self.leaves.values().any(|room| *room == error.room)
                     {
+                        self.shared.room_ended(&error.room);
                         self.forget_room(&error.room);
                         let left = proto::Left {
                             request_id: 0,

@@ -1686,3 +1686,40 @@ async fn a_redirect_to_b_is_followed(b: String) {
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
     client.close().await;
 }
+
+/// A relay that answers an input about a room the client is in with `NOT_A_MEMBER`
+/// (the `Left` that removed it was lost, as across a resume that missed messages):
+/// the application is told one `Left`, and the room's last state stays readable, as
+/// after a `Left` that arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_told_by_not_a_member_keeps_the_last_state() {
+    let url = fake_relay(move |_, _, mut ws| async move {
+        send_welcome(&mut ws, welcome("t")).await;
+        let room = answer_join(&mut ws, 0).await;
+        ws.send(fake_server_message(In::State(snapshot_of(&room, 7))))
+            .await
+            .unwrap();
+        while let Some(messages) = next_messages(&mut ws).await {
+            for message in messages {
+                if let Out::Input(input) = message {
+                    let refused = error(proto::ErrorCode::NotAMember, input.seq, &input.room);
+                    ws.send(fake_server_message(In::Error(refused))).await.unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = joined_client(url);
+    until(&mut events, |e| matches!(e, Event::State { .. }).then_some(())).await;
+    let payload = proto::input::Payload::Intent(Bytes::from_static(&[1]));
+    assert!(client.send_input("r", payload).is_some());
+    let mut lefts = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if let Event::Left(left) = event {
+            lefts.push(left.reason);
+        }
+    }
+    assert_eq!(lefts, [proto::ErrorCode::NotAMember as i32], "one Left");
+    assert_eq!(entity_ids(&client), Some(vec![7]), "the room's last state");
+}

@@ -1470,9 +1470,10 @@ export class Client {
           if (notAMember && (leave || this.#resentLeaves.delete(kind.value.requestId))) break;
           // A room this client is in by its last `joined` that the relay says it is not
           // in: the relay removed it, and the `left` saying so was lost (messages lost
-          // across a resume). Told as that `left`.
+          // across a resume). Told as that `left` (the room's last state kept readable, as after one).
           const lostLeft = notAMember && this.#rooms.get(kind.value.room)?.joined === true;
           if (lostLeft && ![...this.#leaves.values()].includes(kind.value.room)) {
+            this.#keepEnded(kind.value.room);
             this.#forget(kind.value.room);
             const message = "the relay no longer has this member in the room (its left was lost)";
             this.#emit("left", create(v1.LeftSchema, { room: kind.value.room, reason: kind.value.code, message }));
@@ -1661,18 +1662,22 @@ export class Client {
     }
   }
 
-  /** Keeps the mirror of a room the server ended among the last `ENDED_MIRRORS_KEPT` (see `mirror`). */
+  /**
+   * Keeps the mirror of a room the server ended among the last `ENDED_MIRRORS_KEPT` (see
+   * `mirror`), on the home client, which the application reads (a room on another node too).
+   */
   #keepEnded(room: string): void {
     const mirror = this.mirror(room);
-    this.#endedRooms.delete(room);
+    const ended = this.#home.#endedRooms;
+    ended.delete(room);
     if (mirror === undefined) return;
-    if (this.#endedRooms.size >= ENDED_MIRRORS_KEPT) this.#endedRooms.delete(this.#endedRooms.keys().next().value!);
-    this.#endedRooms.set(room, mirror);
+    if (ended.size >= ENDED_MIRRORS_KEPT) ended.delete(ended.keys().next().value!);
+    ended.set(room, mirror);
   }
 
   /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */
   #joinedRoom(joined: v1.Joined): void {
-    this.#endedRooms.delete(joined.room);
+    this.#home.#endedRooms.delete(joined.room);
     const state = this.#rooms.get(joined.room);
     if (state === undefined) return; // left meanwhile
     if (state.joined && joined.requestId === 0n) {

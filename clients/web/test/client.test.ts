@@ -1764,3 +1764,14 @@ test("after a reconnect the snapshot replaces what the room read as", () => {
   assert.equal(c.mirror("r")?.size, 2);
   assert.equal(c.mirror("r")?.tick, 9n);
 });
+
+test("a redirected room the server closes stays readable as its last state", () => {
+  const { c } = redirectedToNodeB("t");
+  const node = last();
+  node.welcome(false, 9n);
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  node.receive([{ case: "state", value: { room: "r", tick: 3n, added: [{ id: 7n }, { id: 8n }] } }]);
+  assert.equal(c.mirror("r")?.size, 2, "read through the home client while joined");
+  node.receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED, message: "match over" } }], 2n);
+  assert.equal(c.mirror("r")?.size, 2, "the room's last state, after its left (README: until it is joined again)");
+});

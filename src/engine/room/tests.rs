@@ -3327,16 +3327,6 @@ fn a_host_handing_the_room_on_no_longer_sees_what_it_showed_itself() {
 
     // Member 3, shown 101 by a host, keeps it when it hosts and hands on; a show
     // to the old host by the new one in the tick of the hand-over stands.
-    let hand = |room: &mut Room, from: MemberId, to: MemberId| {
-        for _ in 0..10 {
-            room.tick(0); // a second between two hand-overs
-        }
-        let to = proto::UpdateRoom {
-            owner: to,
-            ..Default::default()
-        };
-        room.update_listing(from, &to, 1).unwrap();
-    };
     hand(&mut room, 2, 3);
     room.tick(0);
     hand(&mut room, 3, 1);
@@ -3658,6 +3648,33 @@ fn an_entity_shown_to_another_reaches_it_until_hidden_or_it_leaves() {
     assert_eq!(room.world().shown_count(), 0, "hidden from the member that left");
 }
 
+/// The room's owner `from` hands it to `to`, a second after the last hand-over.
+fn hand(room: &mut Room, from: MemberId, to: MemberId) {
+    for _ in 0..10 {
+        room.tick(0);
+    }
+    let to = proto::UpdateRoom {
+        owner: to,
+        ..Default::default()
+    };
+    room.update_listing(from, &to, 1).unwrap();
+}
+
+/// Writes creating a room entity `id` of the hidden kind 3, shown to `member`.
+fn room_card_shown_to(id: u64, member: MemberId) -> EntityWrites {
+    let card = Entity {
+        id,
+        owner: 0,
+        kind: 3,
+        fields: vec![],
+    };
+    EntityWrites {
+        create_for_room: vec![card],
+        show: vec![proto::Viewer { id, member }],
+        ..Default::default()
+    }
+}
+
 /// A checkpoint holds every entity, those of owner-only kinds too, and what is shown
 /// to whom; the restored room sends each member its own and those shown to it again.
 #[test]
@@ -3669,18 +3686,7 @@ fn a_checkpoint_keeps_entities_seen_by_their_owner_only() {
     let unshown = room.checkpoint_fingerprint(&[]);
     room.push_input(1, 2, show(7, 2, false));
     // The host's peek at a card of the room's.
-    let card = Entity {
-        id: 100,
-        owner: 0,
-        kind: 3,
-        fields: vec![],
-    };
-    let peek = EntityWrites {
-        create_for_room: vec![card],
-        show: vec![proto::Viewer { id: 100, member: 1 }],
-        ..Default::default()
-    };
-    room.push_input(1, 3, writes(peek));
+    room.push_input(1, 3, writes(room_card_shown_to(100, 1)));
     room.tick(0);
     assert_ne!(
         room.checkpoint_fingerprint(&[]),
@@ -3716,4 +3722,78 @@ fn a_checkpoint_keeps_entities_seen_by_their_owner_only() {
     restored.update_listing(1, &to_2, 1).unwrap();
     restored.tick(0);
     assert!(!restored.world().sees(1, 100));
+}
+
+/// A show to the host of what another host showed it already changes nothing
+/// (PROTOCOL): the host keeps seeing it after it hands the room on, as it keeps
+/// everything another owner showed it.
+#[test]
+fn a_show_of_what_another_host_showed_changes_nothing_at_a_hand_over() {
+    let (mut room, mut clients) = owned_room_of(3);
+    // Host 1 deals card 100 to member 2.
+    room.push_input(1, 1, writes(room_card_shown_to(100, 2)));
+    room.tick(0);
+    hand(&mut room, 1, 2);
+    room.tick(0);
+    assert!(room.world().sees(2, 100), "shown by host 1");
+    // Host 2 shows itself the card it sees already (a game that re-asserts what its
+    // host sees): a show that changes nothing.
+    room.push_input(2, 1, show(100, 2, false));
+    room.tick(0);
+    assert!(clients[1].errors().is_empty());
+    hand(&mut room, 2, 3);
+    room.tick(0);
+    read_their_views(&room, &mut clients);
+    assert!(
+        room.world().sees(2, 100),
+        "shown to member 2 by another owner (host 1): stays shown"
+    );
+}
+
+/// A room that closed while its last frame waited, joined again at once (the
+/// session forgets the room as soon as it closes): the client reads the old room's
+/// last frame and `Left` before the new room's `Joined`, not "joined, then left".
+#[test]
+fn a_room_joined_again_after_a_close_is_not_undone_by_the_closes_left() {
+    let mut old = relay_room(RoomConfig::default());
+    let client = Client::new(1);
+    old.join(1, "user-1".into(), client.outbox.clone(), 1, 1).unwrap();
+    old.tick(0);
+    let mut batch = Batch::default();
+    client.outbox.drain(&mut batch);
+    old.push_input(1, 1, create(5, vec![]));
+    old.tick(0); // the last tick's frame waits in the outbox
+    old.close(ErrorCode::RoomClosed, "match over");
+    let mut left = Vec::new();
+    client.outbox.take_left(&mut left);
+    assert_eq!(left.len(), 1, "the session forgets the room now");
+    // The client's JoinRoom of "room" (sent before it heard of the close): a new
+    // room of that id, on this or another simulation thread.
+    let relay = Relay::new();
+    let mut new = Room::new(2, "room".into(), "relay".into(), RoomConfig::default(), Box::new(relay));
+    new.join(1, "user-1".into(), client.outbox.clone(), 2, 2).unwrap();
+    new.tick(0);
+    // What the client reads, in order, over the writes the transport makes.
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        if !client.outbox.drain(&mut batch) {
+            break;
+        }
+        let mut wire = BytesMut::new();
+        encode_batch(&batch, &mut wire);
+        for message in decode_server(&wire).unwrap().messages {
+            match message.kind {
+                Some(server_message::Kind::Joined(j)) => read.push(format!("Joined {}", j.room)),
+                Some(server_message::Kind::Left(l)) => read.push(format!("Left {} {}", l.room, l.reason)),
+                Some(server_message::Kind::State(f)) => read.push(format!("State {} tick {}", f.room, f.tick)),
+                _ => {}
+            }
+        }
+    }
+    let last_left = read.iter().rposition(|m| m.starts_with("Left room"));
+    let last_joined = read.iter().rposition(|m| m.starts_with("Joined room"));
+    assert!(
+        last_left < last_joined,
+        "the client ends up out of the room it is in: {read:?}"
+    );
 }

@@ -155,9 +155,8 @@ impl Relay {
             if ctx.members.user(show.member).is_none() {
                 return Err(SimError::NotInRoom(show.member));
             }
-            if entity.owner() == SERVER && show.member == member {
-                self.self_shown.insert((show.id, member));
-            } else {
+            let to_itself = entity.owner() == SERVER && show.member == member;
+            if !to_itself {
                 self.self_shown.remove(&(show.id, show.member));
             }
             // Seen already (every member sees its kind, it is the member's own, or
@@ -174,6 +173,9 @@ impl Relay {
             self.may_send_whole(member, ctx.tick, ctx.dt, cost)?;
             ctx.world.show(show.id, show.member)?;
             self.sent_whole(member, cost);
+            if to_itself {
+                self.self_shown.insert((show.id, member));
+            }
         }
         Ok(())
     }
@@ -370,11 +372,87 @@ impl Simulation for Relay {
         let host = ctx.listing.with(|l| l.owner);
         let world = &mut *ctx.world;
         self.self_shown.retain(|&(id, member)| {
-            let kept = member == host;
-            if !kept && world.get(id).is_some_and(|e| e.owner() == SERVER) {
-                let _ = world.hide(id, member);
+            let room_s = world.get(id).is_some_and(|e| e.owner() == SERVER);
+            if !room_s || !world.shown_to(id).contains(&member) {
+                return false; // gone, given away or hidden since: nothing to undo
             }
-            kept
+            if member != host {
+                let _ = world.hide(id, member);
+                return false;
+            }
+            true
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::listing::{Listing, ListingState};
+    use crate::engine::simulation::{Requests, Roster};
+    use crate::state::KindSchema;
+
+    /// What a host showed itself is forgotten once the entity is gone (or given
+    /// away, or hidden), and a show that changed nothing is not counted: the set
+    /// stays bounded by what is shown now, though a host that stays the host deals,
+    /// peeks at and throws away cards for ever (`step` walks the set every tick).
+    #[test]
+    fn what_a_host_showed_itself_is_forgotten_once_gone() {
+        let schema = Schema::new(vec![KindSchema::new(2, "public", vec![]).unwrap()]).unwrap();
+        let mut relay = Relay::with_schema(Arc::new(schema.clone()));
+        let mut world = World::with_schema(32, Arc::new(schema));
+        let listing = Listing::new(ListingState {
+            owner: 1,
+            ..ListingState::default()
+        });
+        let mut roster = Roster::new();
+        roster.insert(1, "user-1".into());
+        let mut requests = Requests::default();
+        let card = |id| proto::Entity {
+            id,
+            owner: 0,
+            kind: 2,
+            fields: vec![],
+        };
+        let mut tick = 0;
+        for round in 0..100u64 {
+            let ids: Vec<u64> = (0..10).map(|i| 1000 + round * 10 + i).collect();
+            // Deal ten cards of the room's and peek at them; next input, throw them away.
+            let deal = EntityWrites {
+                create_for_room: ids.iter().map(|&id| card(id)).collect(),
+                show: ids.iter().map(|&id| proto::Viewer { id, member: 1 }).collect(),
+                ..Default::default()
+            };
+            let discard = EntityWrites {
+                remove: ids.clone(),
+                ..Default::default()
+            };
+            for writes in [deal, discard] {
+                tick += 1;
+                world.begin_tick(tick);
+                let mut ctx = SimContext {
+                    room: "room",
+                    world: &mut world,
+                    tick,
+                    dt: 0.1,
+                    limits: EntityLimits::default(),
+                    listing: &listing,
+                    requests: &mut requests,
+                    members: &roster,
+                };
+                relay
+                    .input(&mut ctx, 1, &input::Payload::Writes(Box::new(writes)))
+                    .unwrap();
+                relay.step(&mut ctx);
+                world.finish_tick();
+            }
+        }
+        assert_eq!(world.len(), 0, "every card was thrown away");
+        assert_eq!(world.shown_count(), 0);
+        assert_eq!(
+            relay.self_shown.len(),
+            0,
+            "entries kept for entities that no longer exist"
+        );
     }
 }
