@@ -511,6 +511,7 @@ impl Server {
             clustered: cluster.is_some(),
             room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
             searches: Arc::new(config.search_rate()),
+            refreshes: Arc::new(crate::session::limits::refresh_rate()),
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),

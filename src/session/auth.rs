@@ -9,6 +9,7 @@
 //!
 //! Anonymous mode (for local development) accepts every connection.
 
+use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -335,14 +336,21 @@ pub struct KeySet {
     wanted: AtomicBool,
     /// How many times the set was taken ([`KeySet::replace`]).
     generation: AtomicU64,
-    /// Key ids tokens named that the set did not hold, with the generation they
-    /// were first seen at: one still missing after two fetches since is no new key,
-    /// and its tokens are refused for good (a retired key, a forgery).
-    unknown: parking_lot::Mutex<rustc_hash::FxHashMap<String, u64>>,
+    /// Key ids tokens named that the set did not hold (by their hash), with the
+    /// generation they were first seen at: one still missing after two fetches
+    /// since is no new key, and its tokens are refused for good (a retired key, a
+    /// forgery).
+    unknown: parking_lot::Mutex<rustc_hash::FxHashMap<u64, u64>>,
+    /// Hashes key ids for `unknown`, with keys of its own (no id can be made to
+    /// share another's count).
+    kid_hasher: std::hash::RandomState,
 }
 
-/// Key ids remembered as missing, at most (then forgotten together).
-const MAX_UNKNOWN_KIDS: usize = 1024;
+/// Key ids remembered as missing, at most (16 bytes each): when full, those already
+/// refused are forgotten first (named again, they wait two fetches more), then all.
+/// A flood of made-up ids must name more than this many within two fetches to keep
+/// one made-up id from being refused.
+const MAX_UNKNOWN_KIDS: usize = 65_536;
 
 /// The longest key id (`kid`) looked up.
 const MAX_KID_BYTES: usize = 256;
@@ -363,6 +371,7 @@ impl KeySet {
             wanted: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             unknown: parking_lot::Mutex::default(),
+            kid_hasher: std::hash::RandomState::new(),
         }
     }
 
@@ -405,9 +414,10 @@ impl KeySet {
         let count = usable.len();
         // A key id seen missing before and published now is no stranger: should the
         // set lack it again, the count of fetches lacking it starts over.
-        self.unknown
-            .lock()
-            .retain(|kid, _| !usable.iter().any(|k| k.kid.as_deref() == Some(kid.as_str())));
+        let published: Vec<u64> = (usable.iter())
+            .filter_map(|k| k.kid.as_deref().map(|kid| self.kid_hasher.hash_one(kid)))
+            .collect();
+        self.unknown.lock().retain(|kid, _| !published.contains(kid));
         let mut keys = self.keys.write();
         *keys = usable;
         // Under the lock: a token that saw these keys sees this generation.
@@ -432,15 +442,25 @@ impl KeySet {
         };
         let all: Vec<&SetKey> = keys.iter().collect();
         let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(token, &accepted(&all), e.kind()))?;
-        // The key the token names; without `kid`, each key that verifies its
-        // algorithm in turn.
+        // The key the token names; without `kid`, the set's one key for its
+        // algorithm (trying each of several would multiply what a forged token costs).
         let candidates: Vec<&SetKey> = match &header.kid {
             // (A set may list one key id twice: for two algorithms, or two keys.)
             Some(kid) => match keys.iter().filter(|k| k.kid.as_ref() == Some(kid)).collect::<Vec<_>>() {
                 named if named.is_empty() => return Err(self.unknown(kid)),
                 named => named,
             },
-            None => keys.iter().collect(),
+            None => {
+                let able: Vec<&SetKey> = keys.iter().filter(|k| k.algorithms.contains(&header.alg)).collect();
+                if able.len() > 1 {
+                    return Err(AuthError::Invalid(format!(
+                        "the token names no signing key (`kid`), and its issuer publishes {} keys for {:?}",
+                        able.len(),
+                        header.alg
+                    )));
+                }
+                keys.iter().collect()
+            }
         };
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
@@ -469,11 +489,15 @@ impl KeySet {
             return AuthError::Invalid(format!("a key id (`kid`) longer than {MAX_KID_BYTES} bytes"));
         }
         let generation = self.generation.load(Ordering::Relaxed);
+        let kid = self.kid_hasher.hash_one(kid);
         let mut unknown = self.unknown.lock();
-        if unknown.len() >= MAX_UNKNOWN_KIDS && !unknown.contains_key(kid) {
-            unknown.clear();
+        if unknown.len() >= MAX_UNKNOWN_KIDS && !unknown.contains_key(&kid) {
+            unknown.retain(|_, &mut first_seen| generation < first_seen + 2);
+            if unknown.len() >= MAX_UNKNOWN_KIDS {
+                unknown.clear();
+            }
         }
-        let first_seen = *unknown.entry(kid.to_string()).or_insert(generation);
+        let first_seen = *unknown.entry(kid).or_insert(generation);
         self.wanted.store(true, Ordering::Relaxed);
         if generation >= first_seen + 2 {
             return AuthError::Invalid("signed by a key (`kid`) its issuer does not publish".into());
@@ -1002,6 +1026,66 @@ mod tests {
             ..config
         };
         assert!(Authenticator::new(&both).unwrap_err().contains("jwks_url"));
+    }
+
+    /// A flood of made-up key ids between fetches (far fewer than
+    /// [`MAX_UNKNOWN_KIDS`]) does not keep a missing key waiting: it is refused once
+    /// two fetches lacked it.
+    #[test]
+    fn made_up_key_ids_do_not_keep_a_missing_key_waiting() {
+        let auth = Authenticator::new(&jwks_config()).unwrap();
+        let set = auth.key_set().unwrap();
+        let document = br#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"sig","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        set.replace(document).unwrap();
+        let named = |kid: &str| {
+            let header = format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#);
+            format!("{}.e30.c2ln", base64_url(header.as_bytes()))
+        };
+        assert_eq!(
+            auth.authenticate(Some(&named("gone")), now()).unwrap_err(),
+            AuthError::UnknownKey
+        );
+        for round in 0..2 {
+            for i in 0..5_000 {
+                let _ = auth.authenticate(Some(&named(&format!("flood-{round}-{i}"))), now());
+            }
+            set.replace(document).unwrap();
+        }
+        assert_eq!(
+            auth.authenticate(Some(&named("gone")), now()).unwrap_err().kind(),
+            "invalid"
+        );
+    }
+
+    /// A token without `kid` is checked with the set's one key for its algorithm;
+    /// with several, it is refused rather than checked with each (a forged one
+    /// would cost a signature check per key).
+    #[test]
+    fn a_token_without_a_key_id_is_checked_with_one_key_at_most() {
+        let auth = Authenticator::new(&jwks_config()).unwrap();
+        let key = || {
+            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+            let x = base64_url(pair.public_key_raw());
+            let jwk = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}"#);
+            let signer = jsonwebtoken::EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap();
+            (jwk, signer)
+        };
+        let ((one, signer), (two, _)) = (key(), key());
+        let claims = Claims {
+            sub: "ada".into(),
+            exp: NOW + 60,
+            rooms: None,
+        };
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::EdDSA), &claims, &signer).unwrap();
+        let set = auth.key_set().unwrap();
+        set.replace(format!(r#"{{"keys":[{one}]}}"#).as_bytes()).unwrap();
+        assert_eq!(&*auth.authenticate(Some(&token), NOW).unwrap().user_id, "ada");
+        set.replace(format!(r#"{{"keys":[{two},{one}]}}"#).as_bytes()).unwrap();
+        let refused = auth.authenticate(Some(&token), NOW).unwrap_err();
+        assert!(
+            refused.to_string().contains("names no signing key (`kid`)"),
+            "{refused}"
+        );
     }
 
     /// A set may publish one key id twice (a key rotated in under the old one's

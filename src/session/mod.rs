@@ -145,6 +145,9 @@ pub struct SessionContext {
     /// Room searches (`ListRooms`, `QuickJoin`), per creator: each looks at many
     /// rooms, so one client opening many sessions must not multiply them.
     pub searches: Arc<limits::SharedRate>,
+    /// Token refreshes (`RefreshToken`), per user: each checks a signature, which
+    /// costs far more than the message it comes in ([`limits::refresh_rate`]).
+    pub refreshes: Arc<limits::SharedRate>,
 }
 
 /// Work a clustered session needs from the room directory. The driver takes it from
@@ -818,6 +821,10 @@ impl Session {
         if self.ctx.auth.mode() == AuthMode::Anonymous {
             let message = "token refresh needs JWT authentication; this server runs in anonymous mode";
             return self.reply(error_message(ErrorCode::BadRequest, message, refresh.request_id, ""));
+        }
+        if let Err(wait) = self.ctx.refreshes.take(&self.identity.creator, now.instant) {
+            let message = "too many token refreshes from this user (3 at once, then one every 5 s)";
+            return self.refuse_rate_limited(message, refresh.request_id, wait);
         }
         match self
             .ctx

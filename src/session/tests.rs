@@ -267,6 +267,7 @@ impl Harness {
             clustered,
             room_ids: Arc::new(|| "r4nd0m".into()),
             searches: Arc::new(limits::SharedRate::new(1000.0, 1000.0)),
+            refreshes: Arc::new(limits::refresh_rate()),
         };
         let t0 = Instant::now();
         let now = Now {
@@ -723,6 +724,36 @@ fn an_expired_token_closes_the_session_unless_refreshed() {
         h.session.handle_timeout(h.now().instant),
         Err(CloseReason::TokenExpired)
     );
+}
+
+/// Each refresh checks a signature: a user's sessions together get 3 at once, then
+/// one every 5 s, refused `RATE_LIMITED` with when to retry before the check.
+#[test]
+fn token_refreshes_are_rate_limited_per_user() {
+    let mut h = Harness::jwt(600, None);
+    h.replies();
+    let refresh = |request_id| {
+        Out::RefreshToken(proto::RefreshToken {
+            token: token("alice", UNIX0 + 900, None),
+            request_id,
+        })
+    };
+    for id in 1..=4 {
+        h.one(refresh(id)).unwrap();
+    }
+    let replies = h.replies();
+    assert_eq!(
+        replies.iter().filter(|k| matches!(k, Kind::TokenRefreshed(_))).count(),
+        3
+    );
+    let refused = replies.iter().find_map(|k| match k {
+        Kind::Error(e) => Some((e.code, e.request_id, e.retry_after_ms)),
+        _ => None,
+    });
+    assert_eq!(refused, Some((ErrorCode::RateLimited as i32, 4, 5000)));
+    h.advance(Duration::from_secs(5));
+    h.one(refresh(5)).unwrap();
+    assert!(matches!(&h.replies()[..], [Kind::TokenRefreshed(r)] if r.request_id == 5));
 }
 
 #[test]

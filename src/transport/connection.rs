@@ -708,6 +708,7 @@ mod tests {
             clustered: false,
             room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
             searches: Arc::new(config.search_rate()),
+            refreshes: Arc::new(crate::session::limits::refresh_rate()),
         };
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),

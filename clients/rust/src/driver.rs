@@ -1142,8 +1142,10 @@ impl Driver {
                     }
                     if let Some(refresh) = self.refresh.as_mut().filter(|r| r.request_id == error.request_id) {
                         // A key the relay does not hold yet (its identity provider's
-                        // new one): send it again when told. Refused for good: not.
-                        if error.code == proto::ErrorCode::Unavailable as i32 {
+                        // new one), or refreshes too often: send it again when told.
+                        // Refused for good: not.
+                        let later = [proto::ErrorCode::Unavailable, proto::ErrorCode::RateLimited];
+                        if later.iter().any(|&code| error.code == code as i32) {
                             let wait = Duration::from_millis(u64::from(error.retry_after_ms));
                             let (least, most) = REFRESH_RETRY_WAIT;
                             refresh.retry_at = Some(Instant::now() + wait.clamp(least, most));

@@ -700,8 +700,9 @@ impl Client {
     /// Replaces the token used for reconnecting and refreshes it on the live
     /// session (answered with `TokenRefreshed` or an error event). A refresh the
     /// relay refuses for now (`UNAVAILABLE`, with `retry_after_ms`: the token is
-    /// signed by a key of the identity provider's that the relay has not fetched yet)
-    /// is sent again by itself after that wait (at least a second, at most five
+    /// signed by a key of the identity provider's that the relay has not fetched yet;
+    /// or `RATE_LIMITED`: a user's sessions refresh 3 times at once, then once every
+    /// 5 s) is sent again by itself after that wait (at least a second, at most five
     /// minutes), until it is answered otherwise or `set_token` is called again; the
     /// error event still reports each refusal.
     pub fn set_token(&self, token: &str) {

@@ -772,7 +772,8 @@ export class Client {
   /**
    * Replaces the session's token before it expires (answered with `TokenRefreshed`).
    * A refresh the relay refuses for now (`UNAVAILABLE`, with `retryAfterMs`: the token
-   * is signed by a key of the identity provider's that the relay has not fetched yet)
+   * is signed by a key of the identity provider's that the relay has not fetched yet;
+   * or `RATE_LIMITED`: a user's sessions refresh 3 times at once, then once every 5 s)
    * is sent again after that wait (at least a second, at most five minutes), until it
    * is answered otherwise or `setToken` is called again; the `error` event still
    * reports each refusal.
@@ -1486,8 +1487,9 @@ export class Client {
           const { code, room, retryAfterMs } = kind.value;
           const refresh = this.#refresh;
           if (refresh?.requestId === kind.value.requestId) {
-            // A key the relay does not hold yet: send it again when told. Refused for good: not.
-            if (code === v1.ErrorCode.UNAVAILABLE) {
+            // A key the relay does not hold yet, or refreshes too often: send it again when
+            // told. Refused for good: not.
+            if (code === v1.ErrorCode.UNAVAILABLE || code === v1.ErrorCode.RATE_LIMITED) {
               const wait = Math.min(300_000, Math.max(1000, retryAfterMs));
               clearTimeout(refresh.timer);
               refresh.timer = setTimeout(() => this.#refreshToken(refresh.token), wait);

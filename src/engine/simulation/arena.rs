@@ -66,7 +66,8 @@ struct Mover {
 /// server-owned NPCs wander at random.
 ///
 /// Intent format: exactly two bytes, `dx` and `dy` as signed 8-bit integers; the
-/// avatar moves at `avatar_speed * (dx, dy) / 127` until the next intent.
+/// avatar moves at `avatar_speed * (dx, dy) / 127` (-128 as -127) until the next
+/// intent.
 #[derive(Debug)]
 pub struct Arena {
     config: ArenaConfig,

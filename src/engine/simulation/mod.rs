@@ -434,7 +434,9 @@ pub fn stick_intent(payload: &input::Payload) -> Result<(f32, f32), SimError> {
     let &[dx, dy] = intent.as_ref() else {
         return Err(SimError::InvalidIntent("expected 2 bytes: dx, dy as i8"));
     };
-    Ok((f32::from(dx as i8) / 127.0, f32::from(dy as i8) / 127.0))
+    // -128 is -1 too: no direction is faster than its opposite.
+    let axis = |v: u8| (f32::from(v as i8) / 127.0).max(-1.0);
+    Ok((axis(dx), axis(dy)))
 }
 
 impl From<WorldError> for SimError {
@@ -583,6 +585,15 @@ mod tests {
             assert_eq!(error.to_string(), shown);
             assert_eq!(error.code(), ErrorCode::InvalidField);
         }
+    }
+
+    /// Each axis is in `-1.0..=1.0`, symmetric: -128 is as fast as 127.
+    #[test]
+    fn a_stick_intent_is_as_fast_either_way() {
+        let read = |dx: i8, dy: i8| stick_intent(&input::Payload::Intent(vec![dx as u8, dy as u8].into())).unwrap();
+        assert_eq!(read(127, -127), (1.0, -1.0));
+        assert_eq!(read(-128, 0), (-1.0, 0.0));
+        assert_eq!(read(64, -64).0, -read(64, -64).1);
     }
 
     /// The README and the configuration reference give these figures.
