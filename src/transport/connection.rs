@@ -208,6 +208,14 @@ pub(crate) async fn serve<T: Transport>(
     let stop = Stop::new();
     let replace = ctx.settings.duplicate_sessions == DuplicateSessions::Replace;
     let since_us = (ctx.registry).go_live(&user, id, session.family(), unix_micros(), stop.clone(), replace);
+    if replace {
+        // The user's parked sessions this one replaced end now, not at the reaper's
+        // next round: their seats are free before this session's first join reaches
+        // a room (a player whose game crashed and restarted takes its seat back).
+        for mut ended in ctx.registry.expire(Instant::now()) {
+            ctx.end_session(&mut ended);
+        }
+    }
     if let Some(cluster) = ctx.cluster.as_ref().filter(|_| replace) {
         let (cluster, user, family) = (cluster.clone(), user.clone(), session.family());
         tokio::spawn(async move { cluster.announce_live(&user, family, since_us).await });

@@ -358,6 +358,42 @@ async fn a_newer_session_replaces_the_older_one_when_configured() {
     assert_eq!(first.close_frame().await.0, 4002);
 }
 
+/// With `replace`, a player whose game crashed (its connection lost, its session
+/// parked) and restarted at once takes its seat in a full room back: the parked
+/// session it replaces leaves before the new one's join is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_client_takes_its_seat_in_a_full_room_at_once() {
+    let server = start_with(|c| {
+        jwt(c);
+        c.auth.duplicate_sessions = DuplicateSessions::Replace;
+        c.room_types.values_mut().for_each(|t| t.max_members = 2);
+    })
+    .await;
+    let (dave, erin) = (
+        bearer(&token(SECRET, "dave", 60, None)),
+        bearer(&token(SECRET, "erin", 60, None)),
+    );
+    let connect = |t: String| {
+        let server = &server;
+        async move {
+            TestClient::connect_with(server, "", &[("authorization", &t)])
+                .await
+                .unwrap()
+        }
+    };
+    let mut crashed = connect(dave.clone()).await;
+    crashed.join("duel", "relay").await;
+    connect(erin).await.join("duel", "relay").await;
+    drop(crashed); // no close frame: the session is parked, its seat held
+    server.wait_for_metric("tickrelay_sessions_parked", 1).await;
+    for _ in 0..5 {
+        let mut restarted = connect(dave.clone()).await;
+        restarted.join("duel", "relay").await;
+        drop(restarted);
+        server.wait_for_metric("tickrelay_sessions_parked", 1).await;
+    }
+}
+
 /// A browser never sees the HTTP status of a refused upgrade, so a client that offers
 /// the `tickrelay.v1` subprotocol (as browsers do, to carry the token) gets origin and
 /// token refusals as a close with 4001 or 4000 and the reason, before any session.
