@@ -848,11 +848,10 @@ impl Driver {
                         drop(done);
                         return End::Stop;
                     }
-                    Some(Command::DropConnection) => return End::Reconnect {
-                        reason: "connection dropped by the application".into(),
-                        now: false,
-                        unreached: false,
-                    },
+                    // Told as a network failure is (the node was reached, though).
+                    Some(Command::DropConnection) => {
+                        return self.disconnected("connection dropped by the application".into(), false).await;
+                    }
                     Some(command) => match self.unless_queue_full(command, welcomed).await.and_then(|c| self.command(c)) {
                         Some(out) if welcomed => {
                             self.queue.push_back(out);
@@ -947,6 +946,11 @@ impl Driver {
     }
 
     async fn lost(&mut self, reason: String) -> End {
+        self.disconnected(reason, true).await
+    }
+
+    /// The connection ended without a close from the server: told, and reconnected.
+    async fn disconnected(&mut self, reason: String, unreached: bool) -> End {
         self.emit(Event::Disconnected {
             code: 1006,
             reason: reason.clone(),
@@ -958,7 +962,7 @@ impl Driver {
         End::Reconnect {
             reason,
             now: false,
-            unreached: true,
+            unreached,
         }
     }
 

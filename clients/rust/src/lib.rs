@@ -72,6 +72,9 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 pub use backoff::Backoff;
+/// The `bytes` crate the protocol types use (`Bytes` in payloads), for a game that has no
+/// dependency of its own on it.
+pub use bytes;
 pub use link::quic_endpoint;
 pub use tickrelay_proto::mirror::{Desync, StateMirror};
 pub use tickrelay_proto::state;
@@ -319,7 +322,8 @@ pub enum Event {
         /// Why the last connection or attempt failed.
         reason: String,
     },
-    /// The client stopped trying; it is finished.
+    /// The client stopped trying; it is finished. The last event: the stream itself
+    /// stays open while the [`Client`] lives (drop it, or stop reading here).
     GaveUp {
         /// Failed connections in a row, the first included (so
         /// `Backoff::max_attempts + 1` when the retries ran out, 1 for a permanent
@@ -775,7 +779,8 @@ impl Client {
     }
 
     /// Drops the connection without a close frame, as a network failure would (for
-    /// tests and churn): the client reconnects and resumes.
+    /// tests and churn): told as one (`Event::Disconnected`, code 1006), then the
+    /// client reconnects and resumes.
     pub fn drop_connection(&self) {
         self.command(Command::DropConnection);
     }

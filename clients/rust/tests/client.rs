@@ -94,6 +94,15 @@ async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport
         client.send_input("r", create_entity(id));
     }
     client.join("late", "relay");
+    let told = until(&mut events, |e| match e {
+        Event::Disconnected {
+            code, will_reconnect, ..
+        } => Some((*code, *will_reconnect)),
+        Event::Connected { .. } => panic!("connected again before the drop was told"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(told, (1006, true), "told as a network failure");
     let resumed = until(&mut events, |e| match e {
         Event::Connected { resumed, .. } => Some(*resumed),
         Event::Error(err) => panic!("unexpected error {err:?}"),
