@@ -804,7 +804,9 @@ export class Client {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.mirror(room);
     const state = this.#rooms.get(room);
-    const mirror = state === undefined ? this.#endedRooms.get(room) : state.mirror?.synced ? state.mirror : state.previous;
+    // An ended room reads as it ended until a join of it is answered.
+    const ended = state?.joined === true ? undefined : this.#endedRooms.get(room);
+    const mirror = ended ?? (state?.mirror?.synced ? state.mirror : state?.previous);
     return mirror?.synced ? mirror : undefined;
   }
 

@@ -1733,6 +1733,7 @@ test("a room the server closes stays readable as its last state until it is join
   last().receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED, message: "match over" } }], 2n);
   assert.equal(c.mirror("r")?.size, 2, "the room's last state, after its left");
   c.join("r", "relay");
+  assert.equal(c.mirror("r")?.size, 2, "still, while the join waits for its answer (as the Rust client)");
   last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 9n } }], 3n);
   assert.equal(c.mirror("r"), undefined, "joined again: a new mirror, waiting for its snapshot");
 });
