@@ -33,7 +33,7 @@ use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox, Replay};
 use crate::engine::room::{error_message, valid_room_id};
 use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
-use crate::engine::simulation::MAX_EVENT_KIND_BYTES;
+use crate::engine::simulation::{MAX_EVENT_KIND_BYTES, valid_event_kind};
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};
 use crate::proto::{
@@ -745,8 +745,10 @@ impl Session {
             K::Event(event) => {
                 // The bound every other source of events has (a simulation's, the
                 // HTTP API's): every member's client holds the kind.
-                if event.kind.len() > MAX_EVENT_KIND_BYTES {
-                    let message = format!("an event's kind may be at most {MAX_EVENT_KIND_BYTES} bytes");
+                if !valid_event_kind(&event.kind) {
+                    let message = format!(
+                        "an event's kind may be at most {MAX_EVENT_KIND_BYTES} bytes, without control characters"
+                    );
                     return self.reply(error_message(ErrorCode::BadRequest, &message, 0, &event.room));
                 }
                 let Some((room, member)) = self.room(&event.room) else {

@@ -801,12 +801,20 @@ fn inputs_and_events_go_to_the_room() {
         room: "a".into(),
         ..Default::default()
     });
-    let long_kind = Out::Event(proto::SendEvent {
-        room: "a".into(),
-        kind: "k".repeat(257),
-        ..Default::default()
-    });
-    h.send(vec![input("a", 10), event, long_kind]).unwrap();
+    let kind = |kind: String| {
+        Out::Event(proto::SendEvent {
+            room: "a".into(),
+            kind,
+            ..Default::default()
+        })
+    };
+    h.send(vec![
+        input("a", 10),
+        event,
+        kind("k".repeat(257)),
+        kind("shot\nfired".into()),
+    ])
+    .unwrap();
     assert_eq!(
         h.sent(),
         [
@@ -815,8 +823,9 @@ fn inputs_and_events_go_to_the_room() {
             Sent::Event { room: a }
         ]
     );
-    // An event's kind is bounded as a simulation's and the HTTP API's are.
-    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0)]);
+    // An event's kind is bounded as a simulation's and the HTTP API's are, and holds
+    // no control characters.
+    assert_eq!(h.errors(), [(ErrorCode::BadRequest, 0), (ErrorCode::BadRequest, 0)]);
     // An input without a payload never reaches the room.
     h.one(Out::Input(proto::Input {
         room: "a".into(),

@@ -36,9 +36,6 @@ use crate::session::auth::MAX_SUB_BYTES;
 use crate::state::SERVER;
 use crate::transport::http::{Http, HttpResponse, REQUEST_READ_TIMEOUT, bearer_matches, text, unauthorized};
 
-/// The longest event kind the API takes.
-const MAX_KIND_BYTES: usize = crate::engine::simulation::MAX_EVENT_KIND_BYTES;
-
 /// The longest reason a close takes (a `Left` message's).
 const MAX_REASON_BYTES: usize = 256;
 
@@ -473,8 +470,11 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
             _ => {}
         }
     }
-    if kind.is_empty() || kind.len() > MAX_KIND_BYTES {
-        return text(StatusCode::BAD_REQUEST, "kind=NAME is required, at most 256 bytes\n");
+    if kind.is_empty() || !crate::engine::simulation::valid_event_kind(&kind) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "kind=NAME is required, at most 256 bytes, without control characters\n",
+        );
     }
     let ctx = &http.ctx;
     let handle = ctx.session.rooms.find(&room);

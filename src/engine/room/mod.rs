@@ -29,7 +29,7 @@ use crate::delta::{self, FrameMeta, View};
 use crate::engine::listing::{Listing, ListingState};
 use crate::engine::outbox::{Delivery, Outbox, PendingState, RoomKey};
 use crate::engine::simulation::{
-    MAX_EVENT_KIND_BYTES, MAX_EVENT_PAYLOAD_BYTES, Requests, Roster, SimContext, Simulation,
+    MAX_EVENT_KIND_BYTES, MAX_EVENT_PAYLOAD_BYTES, Requests, Roster, SimContext, Simulation, valid_event_kind,
 };
 use crate::frame::encode_message;
 use crate::log_budget::LogBudget;
@@ -1381,10 +1381,10 @@ impl Room {
     fn do_requests(&mut self) {
         let mut events = std::mem::take(&mut self.requests.events);
         for event in events.drain(..) {
-            if event.kind.len() > MAX_EVENT_KIND_BYTES || event.payload.len() > MAX_EVENT_PAYLOAD_BYTES {
+            if !valid_event_kind(&event.kind) || event.payload.len() > MAX_EVENT_PAYLOAD_BYTES {
                 if let Some(suppressed) = DROPPED_EVENTS.take(std::time::Instant::now()) {
                     tracing::warn!(room = %self.id, kind_bytes = event.kind.len(), payload_bytes = event.payload.len(), suppressed,
-                        "the simulation's event dropped: over {MAX_EVENT_KIND_BYTES} bytes of kind or {MAX_EVENT_PAYLOAD_BYTES} of payload");
+                        "the simulation's event dropped: a kind over {MAX_EVENT_KIND_BYTES} bytes or with control characters, or over {MAX_EVENT_PAYLOAD_BYTES} bytes of payload");
                 }
                 continue;
             }

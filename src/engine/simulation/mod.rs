@@ -201,8 +201,9 @@ impl SimContext<'_> {
     /// a member's share of its queue for the tick (then at the next ticks, in order).
     /// A member removed in the same tick gets it before its `Left`. Over the room's
     /// bound on pending events it is dropped (and logged), like an event the HTTP API
-    /// publishes; so is one with a `kind` over [`MAX_EVENT_KIND_BYTES`] or a payload
-    /// over [`MAX_EVENT_PAYLOAD_BYTES`].
+    /// publishes; so is one with a `kind` over [`MAX_EVENT_KIND_BYTES`] or with
+    /// control characters ([`valid_event_kind`]), or a payload over
+    /// [`MAX_EVENT_PAYLOAD_BYTES`].
     pub fn send_event(&mut self, kind: &str, payload: impl Into<bytes::Bytes>, targets: &[MemberId]) {
         self.requests.events.push(SendEvent {
             room: String::new(),
@@ -234,6 +235,13 @@ impl SimContext<'_> {
 
 /// The longest `kind` of a simulation's event (as for the HTTP API's).
 pub const MAX_EVENT_KIND_BYTES: usize = 256;
+
+/// Whether `kind` may name an event, from any source (a member, a simulation, the
+/// HTTP API): at most [`MAX_EVENT_KIND_BYTES`] bytes, without control characters
+/// (every member's client holds it, and games show and log it).
+pub fn valid_event_kind(kind: &str) -> bool {
+    kind.len() <= MAX_EVENT_KIND_BYTES && !kind.chars().any(char::is_control)
+}
 /// The largest payload of a simulation's event (the default largest client message).
 pub const MAX_EVENT_PAYLOAD_BYTES: usize = 16 * 1024;
 
