@@ -196,6 +196,9 @@ struct Inner {
     /// The highest number the client confirmed it received ([`Outbox::confirm`]).
     confirmed: u64,
     states: Vec<PendingState>,
+    /// For each of `states` (same index), the number the next reliable message had
+    /// when it was pushed.
+    states_at: Vec<u64>,
     delivery: Delivery,
     rooms: Vec<RoomDelivery>,
     superseded: u64,
@@ -370,6 +373,7 @@ impl Outbox {
         let mut dropped_full = false;
         if let Some(i) = inner.states.iter().position(|s| s.room == room) {
             dropped_full = inner.states.swap_remove(i).baseline == 0;
+            inner.states_at.swap_remove(i);
             inner.superseded += 1;
         }
         let record = inner.record(room);
@@ -394,7 +398,9 @@ impl Outbox {
             return false;
         }
         debug_assert!(inner.states.iter().all(|s| s.room != state.room));
+        let at = inner.next_seq;
         inner.states.push(state);
+        inner.states_at.push(at);
         wake(inner);
         true
     }
@@ -429,7 +435,10 @@ impl Outbox {
     /// ends, so a notice about an earlier join cannot undo a later one.
     pub fn leave_room(&self, room: RoomKey, join_seq: u64) {
         let mut inner = self.inner.lock();
-        inner.states.retain(|s| s.room != room);
+        if let Some(i) = inner.states.iter().position(|s| s.room == room) {
+            inner.states.swap_remove(i);
+            inner.states_at.swap_remove(i);
+        }
         inner.rooms.retain(|r| r.room != room);
         inner.left.push(Left { room, join_seq });
         self.left_pending.store(true, Ordering::Release);
@@ -472,6 +481,7 @@ impl Outbox {
         inner.closing.clear();
         inner.rooms.clear();
         inner.states.clear();
+        inner.states_at.clear();
         inner.delivery = delivery;
         inner.epoch += 1;
     }
@@ -545,7 +555,23 @@ impl Outbox {
                 None => break,
             }
         }
-        std::mem::swap(&mut batch.states, &mut inner.states);
+        // A frame goes after every message queued before it: while a closed room's
+        // `Left` is held back, the frames pushed after it wait too.
+        let held_from = first_seq + cut as u64;
+        if inner.states_at.iter().all(|&at| at <= held_from) {
+            std::mem::swap(&mut batch.states, &mut inner.states);
+            inner.states_at.clear();
+        } else {
+            let mut i = 0;
+            while i < inner.states.len() {
+                if inner.states_at[i] <= held_from {
+                    batch.states.push(inner.states.swap_remove(i));
+                    inner.states_at.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
         let reliable = inner.delivery == Delivery::Reliable;
         for state in &batch.states {
             let (i, fresh) = match inner.rooms.iter().position(|r| r.room == state.room) {
@@ -574,12 +600,18 @@ impl Outbox {
                 r.baseline = 0;
             }
         }
-        // Every waiting frame was taken: the closed rooms are done with.
+        // Closed rooms whose last frame was taken (or dropped) are done with.
         if !inner.closing.is_empty() {
-            let Inner { closing, rooms, .. } = &mut *inner;
-            for (room, _) in closing.drain(..) {
-                rooms.retain(|r| r.room != room);
-            }
+            let Inner {
+                closing, rooms, states, ..
+            } = &mut *inner;
+            closing.retain(|&(room, _)| {
+                let waiting = states.iter().any(|s| s.room == room);
+                if !waiting {
+                    rooms.retain(|r| r.room != room);
+                }
+                waiting
+            });
         }
         let ready = !batch.is_empty() || batch.overflowed;
         if ready {
@@ -687,6 +719,59 @@ mod tests {
         );
         assert_eq!(outbox.delivered(1), 0, "nothing kept of the closed room");
         assert!(!outbox.drain(&mut batch));
+    }
+
+    /// A room closes with its last frame waiting, and before the transport takes it
+    /// another room answers a join of this member (its `Joined`, then its first
+    /// frame): the drain that takes the closed room's frame, stopping the reliable
+    /// messages at its `Left`, leaves the frames pushed after that `Left` too (the
+    /// new room's snapshot must follow its `Joined`, or the client drops it while
+    /// the outbox counts it delivered).
+    #[test]
+    fn a_frame_never_goes_before_the_joined_queued_before_it() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 7, 0), b));
+        outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
+        // Room 2's tick: the Joined, then the first full snapshot.
+        outbox.push_reliable(Bytes::from_static(b"joined 2")).unwrap();
+        let b = outbox.supersede_state(2);
+        assert!(outbox.push_state(state(2, 40, 0), b));
+        assert!(outbox.drain(&mut batch));
+        let frames: Vec<RoomKey> = batch.states.iter().map(|s| s.room).collect();
+        let joined_taken = batch.reliable.iter().any(|m| &m[..] == b"joined 2");
+        assert!(
+            joined_taken || !frames.contains(&2),
+            "room 2's frame taken ({frames:?}) before its Joined ({:?})",
+            batch.reliable
+        );
+    }
+
+    /// The same with a room the member is already in: its event of tick 41 (queued
+    /// after the closed room's `Left`) goes out before its frame of tick 41.
+    #[test]
+    fn a_rooms_event_never_goes_after_the_frame_of_its_tick() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(2);
+        assert!(outbox.push_state(state(2, 40, 0), b));
+        assert!(outbox.drain(&mut batch));
+        let b = outbox.supersede_state(1);
+        assert!(outbox.push_state(state(1, 7, 0), b));
+        outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
+        outbox
+            .push_reliable(Bytes::from_static(b"event of room 2, tick 41"))
+            .unwrap();
+        let b = outbox.supersede_state(2);
+        assert!(outbox.push_state(state(2, 41, 40), b));
+        assert!(outbox.drain(&mut batch));
+        let frame_41 = batch.states.iter().any(|s| s.room == 2);
+        let event_41 = !batch.reliable.is_empty();
+        assert!(
+            !frame_41 || event_41,
+            "room 2's frame of tick 41 goes before its event of tick 41"
+        );
     }
 
     /// A closed room's frame dropped without being taken (the member left it again,

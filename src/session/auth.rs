@@ -459,6 +459,8 @@ impl KeySet {
                         header.alg
                     )));
                 }
+                // All: the loop below tries those of its algorithm (one at most), and
+                // a refusal names what the others verify.
                 keys.iter().collect()
             }
         };

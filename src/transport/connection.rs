@@ -501,12 +501,12 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
     End::Lost
 }
 
-/// Writes what the outbox holds now, waiting at most `slow` (before a close): twice,
-/// for the `Left` of a room closed while its last frame waited, which is queued as
-/// that frame is taken ([`Outbox::close_room`]).
+/// Writes what the outbox holds now, waiting at most `slow` (before a close): in
+/// several writes when rooms closed while their last frames waited (a drain stops
+/// at each such room's `Left`, [`Outbox::close_room`]), at most [`PENDING_WRITES`].
 async fn write_pending<T: Transport>(transport: &mut T, outbox: &Outbox, batch: &mut Batch, slow: Duration) {
     let write = async {
-        for _ in 0..2 {
+        for _ in 0..PENDING_WRITES {
             let drained = std::future::poll_fn(|cx| outbox.poll_drain(cx, batch)).now_or_never();
             if drained.is_none() || batch.overflowed || transport.send(batch, outbox).await.is_err() {
                 return;
@@ -515,6 +515,10 @@ async fn write_pending<T: Transport>(transport: &mut T, outbox: &Outbox, batch: 
     };
     let _ = tokio::time::timeout(slow, write).await;
 }
+
+/// The most writes [`write_pending`] makes: one more than the rooms a session is in
+/// at most by default (`max_rooms_per_session`), all closing at once.
+const PENDING_WRITES: usize = 17;
 
 /// How a connection ends when its [`Stop`] fired.
 fn stopped(stop: &Stop) -> End {

@@ -805,7 +805,7 @@ export class Client {
     if (node !== undefined) return node.mirror(room);
     const state = this.#rooms.get(room);
     // An ended room reads as it ended until a join of it is answered.
-    const ended = state?.joined === true ? undefined : this.#endedRooms.get(room);
+    const ended = state?.joined === true ? undefined : this.#home.#endedRooms.get(room);
     const mirror = ended ?? (state?.mirror?.synced ? state.mirror : state?.previous);
     return mirror?.synced ? mirror : undefined;
   }

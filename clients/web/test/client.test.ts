@@ -1776,3 +1776,18 @@ test("a redirected room the server closes stays readable as its last state", () 
   node.receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED, message: "match over" } }], 2n);
   assert.equal(c.mirror("r")?.size, 2, "the room's last state, after its left (README: until it is joined again)");
 });
+
+test("a redirected room the server closed stays readable while a join of it waits", () => {
+  const { c, home } = redirectedToNodeB("t");
+  const node = last();
+  node.welcome(false, 9n);
+  node.receive([{ case: "joined", value: { room: "r", roomType: "arena" } }], 1n);
+  node.receive([{ case: "state", value: { room: "r", tick: 3n, added: [{ id: 7n }, { id: 8n }] } }]);
+  node.receive([{ case: "left", value: { room: "r", reason: v1.ErrorCode.ROOM_CLOSED, message: "match over" } }], 2n);
+  assert.equal(c.mirror("r")?.size, 2, "the room's last state, after its left");
+  c.join("r", "arena");
+  assert.equal(c.mirror("r")?.size, 2, "while the join waits at home");
+  // The home relay redirects the join to node B again: the join now waits there.
+  home.receive([{ case: "redirect", value: { requestId: 2n, room: "r", url: "wss://node-b.test/ws", seat: "u" } }], 2n);
+  assert.equal(c.mirror("r")?.size, 2, "still, while the join waits on node B (README: until it is joined again)");
+});

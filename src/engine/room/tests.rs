@@ -3750,11 +3750,13 @@ fn a_show_of_what_another_host_showed_changes_nothing_at_a_hand_over() {
     );
 }
 
-/// A room that closed while its last frame waited, joined again at once (the
-/// session forgets the room as soon as it closes): the client reads the old room's
-/// last frame and `Left` before the new room's `Joined`, not "joined, then left".
+/// A room closed while its last frame waited and joined again at once (the session
+/// forgets the room as soon as it closes): the client reads the old room's last
+/// frame, its `Left`, then the new room's `Joined` and only then the new room's
+/// first frame (its full snapshot); not "joined, then left", nor the snapshot ahead
+/// of both (applied to the old room's mirror, and counted delivered).
 #[test]
-fn a_room_joined_again_after_a_close_is_not_undone_by_the_closes_left() {
+fn a_room_joined_again_after_a_close_gets_its_joined_before_its_first_frame() {
     let mut old = relay_room(RoomConfig::default());
     let client = Client::new(1);
     old.join(1, "user-1".into(), client.outbox.clone(), 1, 1).unwrap();
@@ -3766,14 +3768,10 @@ fn a_room_joined_again_after_a_close_is_not_undone_by_the_closes_left() {
     old.close(ErrorCode::RoomClosed, "match over");
     let mut left = Vec::new();
     client.outbox.take_left(&mut left);
-    assert_eq!(left.len(), 1, "the session forgets the room now");
-    // The client's JoinRoom of "room" (sent before it heard of the close): a new
-    // room of that id, on this or another simulation thread.
     let relay = Relay::new();
     let mut new = Room::new(2, "room".into(), "relay".into(), RoomConfig::default(), Box::new(relay));
     new.join(1, "user-1".into(), client.outbox.clone(), 2, 2).unwrap();
     new.tick(0);
-    // What the client reads, in order, over the writes the transport makes.
     let mut read = Vec::new();
     for _ in 0..3 {
         if !client.outbox.drain(&mut batch) {
@@ -3784,16 +3782,82 @@ fn a_room_joined_again_after_a_close_is_not_undone_by_the_closes_left() {
         for message in decode_server(&wire).unwrap().messages {
             match message.kind {
                 Some(server_message::Kind::Joined(j)) => read.push(format!("Joined {}", j.room)),
-                Some(server_message::Kind::Left(l)) => read.push(format!("Left {} {}", l.room, l.reason)),
-                Some(server_message::Kind::State(f)) => read.push(format!("State {} tick {}", f.room, f.tick)),
+                Some(server_message::Kind::Left(l)) => read.push(format!("Left {}", l.room)),
+                Some(server_message::Kind::State(f)) => {
+                    read.push(format!("State {} tick {} baseline {}", f.room, f.tick, f.baseline_tick))
+                }
                 _ => {}
             }
         }
     }
-    let last_left = read.iter().rposition(|m| m.starts_with("Left room"));
-    let last_joined = read.iter().rposition(|m| m.starts_with("Joined room"));
+    assert_eq!(
+        read,
+        [
+            "State room tick 2 baseline 1",
+            "Left room",
+            "Joined room",
+            "State room tick 1 baseline 0"
+        ],
+        "the new room's snapshot must follow its Joined"
+    );
+}
+
+/// The same, read by a client as the Rust client reads (a new mirror at each
+/// `Joined`): the new room's mirror gets its snapshot and applies every frame after.
+#[test]
+fn a_room_joined_again_after_a_close_is_applied_by_the_client() {
+    // The client as the Rust client is: one mirror per room id, a new one at each
+    // `Joined`, frames of a room it has no mirror for dropped.
+    fn read(client: &Client, mirror: &mut Option<StateMirror>, results: &mut Vec<(u64, u64, Result<(), String>)>) {
+        let mut batch = Batch::default();
+        if !client.outbox.drain(&mut batch) {
+            return;
+        }
+        let mut wire = BytesMut::new();
+        encode_batch(&batch, &mut wire);
+        for message in decode_server(&wire).unwrap().messages {
+            match message.kind {
+                Some(server_message::Kind::Joined(j)) => {
+                    let schema = Schema::from_proto(&j.schema).unwrap();
+                    *mirror = Some(StateMirror::with_schema(Arc::new(schema)));
+                }
+                Some(server_message::Kind::Left(_)) => *mirror = None,
+                Some(server_message::Kind::State(f)) => {
+                    if let Some(m) = mirror.as_mut() {
+                        results.push((f.tick, f.baseline_tick, m.apply(&f).map_err(|e| format!("{e:?}"))));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let (mut mirror, mut results) = (None, Vec::new());
+    let mut old = relay_room(RoomConfig::default());
+    let client = Client::new(1);
+    old.join(1, "user-1".into(), client.outbox.clone(), 1, 1).unwrap();
+    old.tick(0);
+    read(&client, &mut mirror, &mut results);
+    old.push_input(1, 1, create(5, vec![]));
+    old.tick(0);
+    old.close(ErrorCode::RoomClosed, "match over");
+    let mut left = Vec::new();
+    client.outbox.take_left(&mut left);
+    let mut new = Room::new(
+        2,
+        "room".into(),
+        "relay".into(),
+        RoomConfig::default(),
+        Box::new(Relay::new()),
+    );
+    new.join(1, "user-1".into(), client.outbox.clone(), 2, 2).unwrap();
+    new.tick(0);
+    read(&client, &mut mirror, &mut results);
+    read(&client, &mut mirror, &mut results);
+    new.push_input(1, 1, create(9, vec![]));
+    new.tick(0); // the new room's next tick: a delta
+    read(&client, &mut mirror, &mut results);
     assert!(
-        last_left < last_joined,
-        "the client ends up out of the room it is in: {read:?}"
+        results.iter().all(|(.., r)| r.is_ok()),
+        "frames (tick, baseline, applied) do not apply: {results:?}"
     );
 }
