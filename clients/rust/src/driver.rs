@@ -680,6 +680,13 @@ impl Driver {
         }
     }
 
+    /// [`Driver::forget_room`] for a room the server closed or removed this client
+    /// from: its last state stays readable ([`Shared::room_ended`]).
+    fn room_ended(&mut self, room: &str) {
+        self.shared.room_ended(room);
+        self.forget_room(room);
+    }
+
     fn request_id(&mut self) -> u64 {
         self.next_request += 1;
         self.next_request
@@ -1091,8 +1098,7 @@ impl Driver {
                     // the membership before it, and the join's answer follows.
                     let joining = self.rooms.get(&left.room).is_some_and(|s| !s.joined);
                     if left.reason != 0 && !joining {
-                        self.shared.room_ended(&left.room);
-                        self.forget_room(&left.room);
+                        self.room_ended(&left.room);
                     }
                     self.emit(Event::Left(left)).await;
                 }
@@ -1134,8 +1140,7 @@ impl Driver {
                         && self.rooms.get(&error.room).is_some_and(|s| s.joined)
                         && !self.leaves.values().any(|room| *room == error.room)
                     {
-                        self.shared.room_ended(&error.room);
-                        self.forget_room(&error.room);
+                        self.room_ended(&error.room);
                         let left = proto::Left {
                             request_id: 0,
                             room: error.room.clone(),

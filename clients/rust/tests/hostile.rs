@@ -1286,6 +1286,19 @@ async fn a_room_reads_as_it_was_until_the_snapshot_after_a_reconnect() {
     );
 }
 
+/// Answers every input with `NOT_A_MEMBER` (a relay that removed the member and
+/// whose `Left` saying so was lost), until the client goes.
+async fn answer_inputs_not_a_member(ws: &mut FakeSocket) {
+    while let Some(messages) = next_messages(ws).await {
+        for message in messages {
+            if let Out::Input(input) = message {
+                let refused = error(proto::ErrorCode::NotAMember, input.seq, &input.room);
+                ws.send(fake_server_message(In::Error(refused))).await.unwrap();
+            }
+        }
+    }
+}
+
 /// Inputs to a joined room answered `NOT_A_MEMBER`: the relay removed the member and
 /// the `Left` saying so was lost (messages lost across a resume). The client tells
 /// the application as that `Left`, and forgets the room.
@@ -1294,14 +1307,7 @@ async fn not_a_member_for_a_joined_room_is_told_as_its_lost_left() {
     let url = fake_relay(move |_, _, mut ws| async move {
         send_welcome(&mut ws, welcome("t")).await;
         answer_join(&mut ws, 0).await;
-        while let Some(messages) = next_messages(&mut ws).await {
-            for message in messages {
-                if let Out::Input(input) = message {
-                    let refused = error(proto::ErrorCode::NotAMember, input.seq, &input.room);
-                    ws.send(fake_server_message(In::Error(refused))).await.unwrap();
-                }
-            }
-        }
+        answer_inputs_not_a_member(&mut ws).await;
     })
     .await;
     let (client, mut events) = joined_client(url);
@@ -1699,14 +1705,7 @@ async fn a_left_told_by_not_a_member_keeps_the_last_state() {
         ws.send(fake_server_message(In::State(snapshot_of(&room, 7))))
             .await
             .unwrap();
-        while let Some(messages) = next_messages(&mut ws).await {
-            for message in messages {
-                if let Out::Input(input) = message {
-                    let refused = error(proto::ErrorCode::NotAMember, input.seq, &input.room);
-                    ws.send(fake_server_message(In::Error(refused))).await.unwrap();
-                }
-            }
-        }
+        answer_inputs_not_a_member(&mut ws).await;
     })
     .await;
     let (client, mut events) = joined_client(url);

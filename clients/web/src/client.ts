@@ -1435,10 +1435,7 @@ export class Client {
           // it lived (a later join of it starts at home again). Unless a join of the
           // room waits for its answer: this ended the membership before it.
           const joining = this.#rooms.get(kind.value.room)?.joined === false;
-          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED && !joining) {
-            this.#keepEnded(kind.value.room);
-            this.#forget(kind.value.room);
-          }
+          if (kind.value.reason !== v1.ErrorCode.UNSPECIFIED && !joining) this.#roomEnded(kind.value.room);
           this.#emit("left", kind.value);
           break;
         }
@@ -1476,8 +1473,7 @@ export class Client {
           // across a resume). Told as that `left` (the room's last state kept readable, as after one).
           const lostLeft = notAMember && this.#rooms.get(kind.value.room)?.joined === true;
           if (lostLeft && ![...this.#leaves.values()].includes(kind.value.room)) {
-            this.#keepEnded(kind.value.room);
-            this.#forget(kind.value.room);
+            this.#roomEnded(kind.value.room);
             const message = "the relay no longer has this member in the room (its left was lost)";
             this.#emit("left", create(v1.LeftSchema, { room: kind.value.room, reason: kind.value.code, message }));
           }
@@ -1667,16 +1663,19 @@ export class Client {
   }
 
   /**
-   * Keeps the mirror of a room the server ended among the last `ENDED_MIRRORS_KEPT` (see
-   * `mirror`), on the home client, which the application reads (a room on another node too).
+   * `#forget` for a room the server closed or removed this client from: its mirror is
+   * kept among the last `ENDED_MIRRORS_KEPT` (see `mirror`), on the home client, which
+   * the application reads (a room on another node too).
    */
-  #keepEnded(room: string): void {
+  #roomEnded(room: string): void {
     const mirror = this.mirror(room);
     const ended = this.#home.#endedRooms;
     ended.delete(room);
-    if (mirror === undefined) return;
-    if (ended.size >= ENDED_MIRRORS_KEPT) ended.delete(ended.keys().next().value!);
-    ended.set(room, mirror);
+    if (mirror !== undefined) {
+      if (ended.size >= ENDED_MIRRORS_KEPT) ended.delete(ended.keys().next().value!);
+      ended.set(room, mirror);
+    }
+    this.#forget(room);
   }
 
   /** A mirror that knows the room's kinds; one made at a welcome for the same kinds is kept. */
