@@ -10,6 +10,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # ../tr.py, ../procstat.py and ../gen
 BIN = os.environ.get("TR_BIN", os.path.join(HERE, "..", "..", "..", "target", "release", "tickrelay"))
 import keys, procstat
+from pinger import ping_rtts
 import tr
 from tr import pb
 CONF = os.environ.get("CONF", "jwks8")
@@ -67,16 +68,7 @@ async def attacker(i, until):
 
 
 async def honest(until, out):
-    ws = await tr.websockets.connect(URL, additional_headers={"Authorization": "Bearer " + hgood}, max_size=1 << 24, ping_interval=None)
-    n = 0
-    while time.time() < until:
-        n += 1
-        t = time.time()
-        await ws.send(tr.env(tr.cm(ping=pb.Ping(nonce=n))))
-        m, _ = await tr.recv_until(ws, lambda m: m.WhichOneof("kind") == "pong" and m.pong.nonce == n, 5)
-        out.append((time.time() - t) * 1000 if m else 5000)
-        await asyncio.sleep(0.1)
-    await ws.close()
+    await ping_rtts(URL, hgood, until, out)
 
 
 async def main():
