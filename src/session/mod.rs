@@ -443,10 +443,18 @@ impl Session {
     /// reliable messages after `received` (the last one the client got) again, and a
     /// full snapshot of every room at its next tick. `delivery` is the new
     /// connection's (a session may resume over another transport). When some of
-    /// the messages the client missed are no longer kept, every room sends its
+    /// the messages the client missed are no longer kept, or the client does not say
+    /// what it received (`None`: one that does not number messages, or a new process
+    /// taking over its session with a stored resume token), every room sends its
     /// `Joined` again too (who is in it, who owns it: presence the client may have
-    /// missed).
-    pub fn resume(&mut self, identity: Option<Identity>, delivery: Delivery, received: u64, now: Now) -> Replay {
+    /// missed; the room itself, to a client that did not know it).
+    pub fn resume(
+        &mut self,
+        identity: Option<Identity>,
+        delivery: Delivery,
+        received: Option<u64>,
+        now: Now,
+    ) -> Replay {
         if let Some(identity) = identity {
             self.expires_at = deadline(identity.expires_at, now);
             self.identity = identity;
@@ -457,7 +465,8 @@ impl Session {
         self.outbox.reset_delivered(delivery);
         self.outbox.set_away(false);
         self.outbox.push_welcome(self.welcome(true, now));
-        let replay = self.outbox.replay_after(received);
+        // Without a number nothing is sent again: what the connection took is forgotten.
+        let replay = self.outbox.replay_after(received.unwrap_or(u64::MAX));
         self.forget_rooms_left();
         // The old connection's driver dropped what it was running for the directory.
         self.directory_ops.append(&mut self.in_flight);
@@ -469,7 +478,7 @@ impl Session {
                 member: room.member,
                 outbox: self.outbox.clone(),
                 request_id: 0,
-                joined_too: replay.missing > 0,
+                joined_too: replay.missing > 0 || received.is_none(),
             };
             self.ctx.rooms.send_owed(&room.handle, command);
         }

@@ -914,7 +914,7 @@ fn numbered_events_are_taken_once_and_acknowledged() {
     // The connection dies; the resumed client sends 2 and 3 again (it never saw the
     // pong): only 3 is new.
     let now = h.now();
-    h.session.resume(None, Delivery::Reliable, 0, now);
+    h.session.resume(None, Delivery::Reliable, Some(0), now);
     assert!(matches!(&h.replies()[0], Kind::Welcome(w) if w.resumed && w.events_received == 2));
     h.sent();
     h.send_numbered(2, vec![event(), event()]).unwrap();
@@ -968,7 +968,7 @@ fn a_resume_welcomes_again_and_resyncs_every_room() {
     h.replies();
     h.advance(Duration::from_secs(3));
     let now = h.now();
-    h.session.resume(None, Delivery::Acknowledged, 0, now);
+    h.session.resume(None, Delivery::Acknowledged, Some(0), now);
     let mut sent = h.sent();
     sent.sort_by_key(|s| format!("{s:?}"));
     assert_eq!(
@@ -1008,7 +1008,7 @@ fn a_resume_that_misses_messages_no_longer_kept_asks_its_rooms_for_joined() {
     }
     h.outbox.drain(&mut h.batch);
     let now = h.now();
-    let replay = h.session.resume(None, Delivery::Reliable, 1, now);
+    let replay = h.session.resume(None, Delivery::Reliable, Some(1), now);
     assert_eq!((replay.sent_again, replay.missing), (kept, 2));
     let resync = Sent::Resync {
         room: a,
@@ -1017,9 +1017,32 @@ fn a_resume_that_misses_messages_no_longer_kept_asks_its_rooms_for_joined() {
     };
     assert_eq!(h.sent(), [resync]);
     // Resumed again having received everything: a snapshot, no `Joined`.
-    let replay = h.session.resume(None, Delivery::Reliable, kept as u64 + 3, now);
+    let replay = h.session.resume(None, Delivery::Reliable, Some(kept as u64 + 3), now);
     assert_eq!((replay.sent_again, replay.missing), (0, 0));
     assert!(matches!(&h.sent()[..], [Sent::Resync { joined_too: false, .. }]));
+}
+
+#[test]
+fn a_resume_that_does_not_say_what_it_received_gets_every_room_joined_again() {
+    // A new process with its predecessor's resume token: it knows none of the rooms.
+    let mut h = Harness::new();
+    h.replies();
+    h.send(vec![join("a", 1), join("b", 2)]).unwrap();
+    let (a, b) = (h.key("a"), h.key("b"));
+    h.sent();
+    h.outbox.push_reliable(Bytes::from_static(b"presence")).unwrap();
+    h.outbox.drain(&mut h.batch);
+    let now = h.now();
+    let replay = h.session.resume(None, Delivery::Reliable, None, now);
+    assert_eq!((replay.sent_again, replay.missing), (0, 0), "nothing is sent again");
+    let mut sent = h.sent();
+    sent.sort_by_key(|s| format!("{s:?}"));
+    let resync = |room| Sent::Resync {
+        room,
+        request_id: 0,
+        joined_too: true,
+    };
+    assert_eq!(sent, [resync(a), resync(b)]);
 }
 
 #[test]
@@ -1408,7 +1431,7 @@ fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
     let mut taken = vec![h.session.poll_directory().unwrap(), h.session.poll_directory().unwrap()];
     assert_eq!(h.session.poll_directory(), None);
     // The connection died with both under way.
-    h.session.resume(None, Delivery::Reliable, 0, h.now());
+    h.session.resume(None, Delivery::Reliable, Some(0), h.now());
     let mut again = vec![h.session.poll_directory().unwrap(), h.session.poll_directory().unwrap()];
     taken.sort_by_key(|op| format!("{op:?}"));
     again.sort_by_key(|op| format!("{op:?}"));

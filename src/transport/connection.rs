@@ -48,8 +48,9 @@ pub(crate) enum Start {
         token: String,
         /// Who is connecting (with JWT, must be the session's user).
         identity: Identity,
-        /// The last numbered server message the client received.
-        received: u64,
+        /// The last numbered server message the client received; none when the
+        /// client did not say (see [`Session::resume`]).
+        received: Option<u64>,
         /// The client's id (`Hello.client_id`), if it sent one.
         client: Option<String>,
     },
@@ -807,7 +808,7 @@ mod tests {
         let start = Start::Resume {
             token,
             identity: identity(ctx),
-            received: u64::MAX,
+            received: None,
             client: None,
         };
         connect(ctx, server, start);
@@ -914,7 +915,7 @@ mod tests {
         let start = Start::Resume {
             token: "unknown".into(),
             identity: identity(&ctx),
-            received: 0,
+            received: Some(0),
             client: None,
         };
         connect(&ctx, server, start).await.unwrap();

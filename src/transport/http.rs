@@ -554,12 +554,12 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRes
         Some(token) => Start::Resume {
             token: token.to_string(),
             identity,
-            // Without a number (a client that does not track them) nothing is sent
-            // again.
+            // Without a number (a client that does not track them, or a new process
+            // with a stored resume token) nothing is sent again, and every room
+            // sends its `Joined` again.
             received: query
                 .and_then(|q| auth::query_param(q, "received"))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(u64::MAX),
+                .and_then(|n| n.parse().ok()),
             client,
         },
     };

@@ -277,8 +277,8 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
         Start::Resume {
             token: hello.resume_token,
             identity,
-            // Absent: a client that does not track the numbers; send nothing again.
-            received: hello.received_seq.unwrap_or(u64::MAX),
+            // Absent: as `?received=` absent over WebSocket (see `Session::resume`).
+            received: hello.received_seq,
             client,
         }
     };

@@ -184,7 +184,8 @@ struct Driver {
     /// if the relay refused it for now.
     refresh: Option<Refresh>,
     next_request: u64,
-    /// (session id, resume token) of the last session.
+    /// (session id, resume token) of the last session; (0, token) for one an earlier
+    /// process started (`ClientConfig::resume_token`), until its `Welcome`.
     session: Option<(u64, String)>,
     /// The last numbered server message received in this session (see
     /// `ServerEnvelope.first_seq`): reported when resuming and in every ping.
@@ -311,6 +312,9 @@ pub(crate) async fn run(
         frame_at: None,
         queued_reported: 0,
     };
+    if d.routing.home {
+        d.session = d.config.resume_token.clone().map(|token| (0, token));
+    }
     d.reconnecting().await;
     d.report_queued(0);
     // Home stopped (it gave up, or the client closed): the connections to other
@@ -440,9 +444,10 @@ impl Driver {
     }
 
     async fn connect(&mut self) -> Result<Link, NotConnected> {
-        let resume = self.session.as_ref().map(|(_, token)| link::Resume {
+        // An earlier process's session: what it received is not known here.
+        let resume = self.session.as_ref().map(|(id, token)| link::Resume {
             token,
-            received: self.received.last(),
+            received: (*id != 0).then(|| self.received.last()),
         });
         (self.welcomed_at, self.played) = (None, false);
         (self.presented_resume, self.going_away_seen) = (resume.is_some(), false);
@@ -1070,6 +1075,7 @@ impl Driver {
                         && (self.rooms.get(&joined.room)).is_some_and(|s| joined.request_id < s.first_join) => {}
                 In::Joined(joined) => {
                     self.took_quick_join(joined.request_id, &joined.room);
+                    self.took_resumed_room(&joined);
                     self.joined(&joined);
                     if self.rooms.contains_key(&joined.room) {
                         let told = RoomTold {
@@ -1235,11 +1241,25 @@ impl Driver {
     /// client's like any other (joined again by id after a reconnect).
     fn took_quick_join(&mut self, request_id: u64, room: &str) {
         if let Some(quick) = self.quick_joins.remove(&request_id) {
-            self.rooms
-                .entry(room.to_string())
-                .or_insert_with(|| RoomState::new(&quick.room_type));
-            self.shared.inputs_open(room, true);
+            self.take_room(room, &quick.room_type);
         }
+    }
+
+    /// A `Joined` sent again at a resume (`request_id` 0) for a room this client
+    /// does not know and is not leaving: the session was an earlier process's
+    /// (`ClientConfig::resume_token`), and the room is one of this client's now.
+    fn took_resumed_room(&mut self, joined: &proto::Joined) {
+        let leaving = self.leaves.values().any(|room| *room == joined.room);
+        if joined.request_id == 0 && !leaving && !self.rooms.contains_key(&joined.room) {
+            self.take_room(&joined.room, &joined.room_type);
+        }
+    }
+
+    fn take_room(&mut self, room: &str, room_type: &str) {
+        self.rooms
+            .entry(room.to_string())
+            .or_insert_with(|| RoomState::new(room_type));
+        self.shared.inputs_open(room, true);
     }
 
     /// Joins again the rooms whose join was refused for now, once their wait is over.
@@ -1389,6 +1409,9 @@ impl Driver {
         self.events_sent = welcome.events_received;
         let unacked = std::mem::take(&mut self.events_unacked);
         self.session = Some((welcome.session_id, welcome.resume_token.clone()));
+        if self.routing.home {
+            *self.shared.resume_token.lock() = Some(welcome.resume_token.clone());
+        }
         // Pace below the server's limits, with headroom for pings and for messages
         // that the network delivers bunched together (the server's bucket sees them
         // arrive at once): 80 % of the rate, half the burst.

@@ -142,6 +142,17 @@ pub struct ClientConfig {
     /// counts as a failed attempt (the backoff, then [`Event::GaveUp`]), and the next
     /// attempt goes to the same URL (no node was asked).
     pub token_source: Option<TokenSource>,
+    /// A session to take over at the first connection: the [`Client::resume_token`]
+    /// of an earlier process of this game (one that crashed, or was restarted),
+    /// within the relay's resume grace period (20 s by default) and, under JWT, with
+    /// a token for the same user. The session's rooms come back as
+    /// [`Event::Joined`] (`request_id` 0) and their full snapshots, with the seats,
+    /// member ids and entities the earlier process had; its input numbering goes on
+    /// above the last input the room applied. Messages the earlier process may have
+    /// received and not handled are not sent again. A token the relay no longer
+    /// knows is answered 4504, and the client starts a new session at once
+    /// ([`Event::Connected`] with `resumed` false).
+    pub resume_token: Option<String>,
     /// Reconnection policy.
     pub backoff: Backoff,
     /// Events and requests kept while disconnected (inputs are kept for their replay
@@ -208,6 +219,7 @@ impl ClientConfig {
             trust,
             token: None,
             token_source: None,
+            resume_token: None,
             backoff: Backoff::default(),
             buffer_limit: 1024,
             unacked_input_limit: 1024,
@@ -458,6 +470,9 @@ pub(crate) struct Shared {
     pub input_seqs: Mutex<HashMap<String, InputNumbers>>,
     /// Set by [`Client::close`]: no connection attempt or event waits any more.
     pub closing: tokio_util::sync::CancellationToken,
+    /// The resume token of the home connection's session (see
+    /// [`Client::resume_token`]).
+    pub resume_token: Mutex<Option<String>>,
 }
 
 /// Rooms whose input numbering is kept after they are left, at most (beyond it,
@@ -576,6 +591,7 @@ impl Client {
             client_id: format!("{:016x}", fastrand::u64(..)),
             input_seqs: Mutex::new(HashMap::new()),
             closing: tokio_util::sync::CancellationToken::new(),
+            resume_token: Mutex::new(None),
         });
         let request_timeout = config.request_timeout;
         let spawn = routes::Spawn {
@@ -768,6 +784,16 @@ impl Client {
     /// less (merge its inputs, say); at `send_queue_limit` new ones are refused.
     pub fn queued_messages(&self) -> u64 {
         self.shared.stats.queued.load(Ordering::Relaxed)
+    }
+
+    /// The resume token of the client's session, once connected (it changes only
+    /// when a new session starts: after [`Event::Connected`] with `resumed` false).
+    /// Store it to continue the session from a new process after a crash or a
+    /// restart ([`ClientConfig::resume_token`]). A secret: in anonymous mode it
+    /// alone continues the session. Rooms on other nodes of a cluster (joins
+    /// redirected there) are sessions of their own, not continued by it.
+    pub fn resume_token(&self) -> Option<String> {
+        self.shared.resume_token.lock().clone()
     }
 
     /// The last measured round-trip time.

@@ -304,8 +304,10 @@ async fn read_datagram(conn: quinn::Connection) -> Result<Bytes, ConnectionError
 pub(crate) struct Resume<'a> {
     /// The resume token of the session's last `Welcome`.
     pub token: &'a str,
-    /// The last numbered server message received (the server sends the later ones again).
-    pub received: u64,
+    /// The last numbered server message received (the server sends the later ones
+    /// again); none for a session an earlier process started (nothing is sent
+    /// again, and every room sends its `Joined` again).
+    pub received: Option<u64>,
 }
 
 /// Who connects: the token, the session to resume, and the client's id (the same on
@@ -386,7 +388,10 @@ async fn connect_ws(target: &Target, tls: Option<&Tls>, presented: Presented<'_>
     url.push(if url.contains('?') { '&' } else { '?' });
     url.push_str(&format!("client={}", presented.client_id));
     if let Some(resume) = presented.resume {
-        url.push_str(&format!("&resume={}&received={}", resume.token, resume.received));
+        url.push_str(&format!("&resume={}", resume.token));
+        if let Some(received) = resume.received {
+            url.push_str(&format!("&received={received}"));
+        }
     }
     let mut request = url.into_client_request().map_err(|e| fatal(e.to_string()))?;
     if let Some(token) = presented.token {
@@ -494,7 +499,7 @@ async fn connect_quic(
     let hello = proto::Hello {
         token: token.unwrap_or_default().to_string(),
         resume_token: resume.map(|r| r.token.to_string()).unwrap_or_default(),
-        received_seq: resume.map(|r| r.received),
+        received_seq: resume.and_then(|r| r.received),
         client_id: client_id.to_string(),
     };
     send.write_all(&hello.encode_length_delimited_to_vec())

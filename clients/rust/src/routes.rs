@@ -341,6 +341,7 @@ mod tests {
                 client_id: "c".into(),
                 input_seqs: Mutex::default(),
                 closing: Default::default(),
+                resume_token: Mutex::default(),
             }),
         };
         let routes = Routes {

@@ -27,6 +27,7 @@ both_transports!(
     a_message_too_big_for_any_envelope_is_refused_not_sent,
     a_full_send_queue_refuses_what_the_application_adds,
     a_refused_join_is_forgotten,
+    a_new_process_takes_over_its_crashed_predecessors_session,
 );
 
 fn config(relay: &TestServer, transport: Transport) -> ClientConfig {
@@ -122,6 +123,99 @@ async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport
     let stats = client.stats();
     assert_eq!(stats.resumes.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(stats.desyncs.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// A game process that crashes: it joins `r`, creates entities 1 to 3 there, and
+/// dies (its runtime dropped, no close frame) once the room applied them, leaving
+/// its session id and resume token behind.
+fn crashing_process(config: ClientConfig) -> (u64, String) {
+    let process = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (client, mut events) = Client::connect(config).unwrap();
+            client.join("r", "relay");
+            let session = until(&mut events, |e| match e {
+                Event::Connected { session_id, .. } => Some(*session_id),
+                _ => None,
+            })
+            .await;
+            for id in 1..=3 {
+                client.send_input("r", create_entity(id));
+            }
+            until(&mut events, |_| {
+                let applied = client.with_mirror("r", |m| m.world().len() == 3 && m.last_input_seq() == 3);
+                (applied == Some(true)).then_some(())
+            })
+            .await;
+            let token = client.resume_token().expect("a resume token once connected");
+            // Kept alive until the runtime goes: dropping the handle is not the crash.
+            std::mem::forget(client);
+            (session, token)
+        })
+    });
+    process.join().unwrap()
+}
+
+/// A restarted game continues its predecessor's session from the resume token the
+/// predecessor stored: same member id, the room's `Joined` again (the client did not
+/// know it), the seat's entities, and its inputs numbered on from the last applied.
+/// The other member never sees it leave. A token the relay does not know starts a
+/// new session.
+async fn a_new_process_takes_over_its_crashed_predecessors_session(transport: Transport) {
+    let relay = start().await;
+    let (watcher, mut watched) = joined_to_relay_room(&relay, transport).await;
+    let (session, token) = crashing_process(config(&relay, transport));
+
+    let mut restarted = config(&relay, transport);
+    restarted.resume_token = Some(token.clone());
+    let (client, mut events) = Client::connect(restarted).unwrap();
+    let welcome = until(&mut events, |e| match e {
+        Event::Connected {
+            session_id, resumed, ..
+        } => Some((*session_id, *resumed)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(welcome, (session, true));
+    let joined = until(&mut events, |e| match e {
+        Event::Joined(joined) => Some(joined.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!((joined.room.as_str(), joined.request_id), ("r", 0));
+    assert_eq!((joined.member_id, joined.last_input_seq), (session, 3));
+    assert_eq!(client.resume_token(), Some(token), "the same session, the same token");
+    until(&mut events, |_| {
+        (client.with_mirror("r", |m| m.world().len()) == Some(3)).then_some(())
+    })
+    .await;
+    assert_eq!(client.send_input("r", create_entity(4)), Some(4), "numbered on");
+    until(&mut events, |_| {
+        let applied = client.with_mirror("r", |m| m.world().len() == 4 && m.last_input_seq() == 4);
+        (applied == Some(true)).then_some(())
+    })
+    .await;
+    assert_eq!(client.stats().desyncs.load(std::sync::atomic::Ordering::Relaxed), 0);
+    while let Ok(event) = watched.try_recv() {
+        let left = matches!(&event, Event::Presence(p) if p.change == proto::PresenceChange::Left as i32);
+        assert!(!left, "the other member saw the crashed one leave: {event:?}");
+    }
+    assert_eq!(watcher.with_mirror("r", |m| m.world().len()), Some(4));
+    client.close().await;
+
+    let mut unknown = config(&relay, transport);
+    unknown.resume_token = Some("not-a-token".into());
+    let (client, mut events) = Client::connect(unknown).unwrap();
+    let resumed = until(&mut events, |e| match e {
+        Event::Connected { resumed, .. } => Some(*resumed),
+        _ => None,
+    })
+    .await;
+    assert!(!resumed, "a new session");
+    client.close().await;
 }
 
 /// A join the server refuses for good (here: an unknown room type) is forgotten: not

@@ -24,12 +24,19 @@ const delayMs = Number(params.get("delay") ?? 100);
 const speed = Number(params.get("speed") ?? 10);
 const secure = location.protocol === "https:";
 
+// The relay that served this page, unless `?url=` names another.
+const url = params.get("url") ?? `${secure ? "wss" : "ws"}://${location.host}/ws`;
+/** Where this tab keeps its session's resume token: a reload continues the session. */
+const RESUME_KEY = `tickrelay.resume ${url}`;
+
 const client = new Client({
-  // The relay that served this page, unless `?url=` names another.
-  url: params.get("url") ?? `${secure ? "wss" : "ws"}://${location.host}/ws`,
+  url,
   token: params.get("token") ?? undefined,
   // The page came over plain HTTP from the relay itself (`--insecure-plain`).
   allowInsecure: !secure,
+  // A reload of this tab within the relay's resume grace period (20 s) continues the
+  // session: the same member, its avatar where it was.
+  resumeToken: sessionStorage.getItem(RESUME_KEY) ?? undefined,
 });
 
 interface Position {
@@ -72,6 +79,7 @@ const positionOf = (mirror: StateMirror, id: bigint): Position | undefined => {
 
 client.on("connected", ({ resumed }) => {
   status = resumed ? "connected (resumed)" : "connected";
+  sessionStorage.setItem(RESUME_KEY, client.resumeToken!);
 });
 client.on("joined", (joined) => {
   tickRate = joined.tickRate || 30;
@@ -213,9 +221,9 @@ setInterval(() => {
 }, 250);
 
 document.getElementById("drop")?.addEventListener("click", () => client.dropConnection());
-// Leaving the page leaves the room at once (1000); otherwise the browser's 1001 makes
-// the relay keep the seat for the resume grace period, which a reload cannot use.
-addEventListener("pagehide", () => void client.close());
+// Leaving the page does not close the client: the browser closes its connection with
+// 1001, and the relay keeps the seat for the resume grace period, for a reload (a tab
+// closed for good leaves the room when the grace period ends).
 
 /** What the browser tests read. */
 function snapshot() {

@@ -59,6 +59,18 @@ export interface ClientOptions {
   getToken?: (() => string | Promise<string>) | undefined;
   /** Allow a `ws://` URL (behind a TLS-terminating proxy, or local development). */
   allowInsecure?: boolean;
+  /**
+   * A session to take over at the first connection: the {@link Client.resumeToken} of
+   * an earlier page (reloaded) or process of this game, within the relay's resume
+   * grace period (20 s by default) and, under JWT, with a token for the same user. The
+   * session's rooms come back as `joined` (`requestId` 0) and their full snapshots,
+   * with the seats, member id and entities the earlier page had; inputs are numbered on
+   * above the last one each room applied. Messages the earlier page may have received
+   * and not handled are not sent again. A token the relay no longer knows is answered
+   * 4504, and the client starts a new session at once (`connected` with `resumed`
+   * false).
+   */
+  resumeToken?: string | undefined;
   /** Reconnection policy (default: {@link DEFAULT_BACKOFF}). */
   backoff?: Backoff;
   /** Events and requests kept while disconnected (default 1024; more are refused with a RATE_LIMITED `error`; leaves, quick joins and token refreshes are always kept; inputs wait for their replay instead). */
@@ -406,7 +418,7 @@ const unixMicros = (): bigint => BigInt(Math.round((performance.timeOrigin + per
 export class Client {
   readonly stats: ClientStats;
 
-  readonly #options: Required<Omit<ClientOptions, "token" | "getToken">> & Pick<ClientOptions, "token" | "getToken">;
+  readonly #options: Required<Omit<ClientOptions, "token" | "getToken" | "resumeToken">> & Pick<ClientOptions, "token" | "getToken">;
   readonly #listeners: Map<keyof ClientEvents, Set<Listener<never>>>;
   /** The client the application made (this one, or the one that opened this node's connection). */
   readonly #home: Client;
@@ -461,7 +473,8 @@ export class Client {
    * input's `seq`, which must not be taken for a request's answer.
    */
   #nextRequest = 1n << 53n;
-  #session: { id: bigint; resumeToken: string } | undefined;
+  /** The last session (id undefined: an earlier page's, `resumeToken`, until its welcome). */
+  #session: { id: bigint | undefined; resumeToken: string } | undefined;
   /** The last numbered server message received in this session. */
   #received = 0n;
   /** The number of the last event sent in this session (`ClientEnvelope.firstEventSeq`). */
@@ -556,6 +569,7 @@ export class Client {
       maxEntitiesPerRoom: options.maxEntitiesPerRoom ?? DEFAULT_MAX_ENTITIES,
       WebSocket: WebSocketImpl,
     };
+    if (home === undefined && options.resumeToken !== undefined) this.#session = { id: undefined, resumeToken: options.resumeToken };
   }
 
   /** Subscribes to one kind of event; returns the unsubscribe function. */
@@ -593,6 +607,18 @@ export class Client {
   /** The session id, which is also this client's member id in every room (undefined before the first `Welcome` and after `close()`). */
   get sessionId(): bigint | undefined {
     return this.#session?.id;
+  }
+
+  /**
+   * The resume token of the client's session, once connected (it changes only when a
+   * new session starts: `connected` with `resumed` false). Store it (in
+   * `sessionStorage`, say) to continue the session after a page reload
+   * ({@link ClientOptions.resumeToken}). A secret: in the relay's anonymous mode it
+   * alone continues the session. Rooms on other nodes of a cluster (joins redirected
+   * there) are sessions of their own, not continued by it.
+   */
+  get resumeToken(): string | undefined {
+    return this.#session?.id === undefined ? undefined : this.#session.resumeToken;
   }
 
   /**
@@ -653,6 +679,16 @@ export class Client {
     if (quick === undefined) return;
     this.#quickJoins.delete(requestId);
     if (!this.#rooms.has(room)) this.#rooms.set(room, newRoom(quick.value.roomType ?? ""));
+  }
+
+  /**
+   * A `joined` sent again at a resume (`requestId` 0) for a room this client does not
+   * know and is not leaving: the session was an earlier page's
+   * ({@link ClientOptions.resumeToken}), and the room is one of this client's now.
+   */
+  #tookResumedRoom(joined: v1.Joined): void {
+    const leaving = [...this.#leaves.values()].includes(joined.room);
+    if (joined.requestId === 0n && !leaving && !this.#rooms.has(joined.room)) this.#rooms.set(joined.room, newRoom(joined.roomType));
   }
 
   /** Leaves a room and forgets its mirror and unacknowledged inputs (one this client is not in: nothing is sent). */
@@ -988,7 +1024,9 @@ export class Client {
     url.searchParams.set("client", this.#home.#clientId);
     if (this.#session !== undefined) {
       url.searchParams.set("resume", this.#session.resumeToken);
-      url.searchParams.set("received", this.#received.toString());
+      // An earlier page's session: what it received is not known here (the relay
+      // then sends every room's `joined` again).
+      if (this.#session.id !== undefined) url.searchParams.set("received", this.#received.toString());
     }
     this.#frameAt = undefined;
     this.#probedAt = undefined;
@@ -1424,6 +1462,7 @@ export class Client {
           const { requestId: answered, room: joinedRoom } = kind.value;
           if (answered !== 0n && answered < (this.#rooms.get(joinedRoom)?.firstJoin ?? 0n)) break;
           this.#tookQuickJoin(kind.value.requestId, kind.value.room);
+          this.#tookResumedRoom(kind.value);
           this.#home.#hops.delete(kind.value.room);
           this.#joinedRoom(kind.value);
           this.#emit("joined", kind.value);

@@ -205,6 +205,29 @@ test("a new session joins every room; a resume joins only what it had not confir
   assert.deepEqual(last().kinds(), ["join", "join"]);
 });
 
+test("a stored resume token continues an earlier page's session, and its rooms come back", () => {
+  const { client: c, events } = client({ resumeToken: "earlier" });
+  assert.equal(c.resumeToken, undefined, "not before the relay welcomed it");
+  c.connect();
+  assert.equal(last().url.searchParams.get("resume"), "earlier");
+  assert.equal(last().url.searchParams.get("received"), null, "what the earlier page received is not known");
+  last().receive([{ case: "welcome", value: { sessionId: 7n, resumeToken: "earlier", resumed: true, userId: "ada" } }]);
+  assert.equal(c.resumeToken, "earlier");
+  assert.deepEqual(last().kinds(), [], "no room to join: the session is in them");
+  // Every room the session is in says so again: it is this client's now, its inputs
+  // numbered above the last one it applied.
+  last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 7n, lastInputSeq: 41n } }], 5n);
+  assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array([1]) }), 42n);
+  assert.ok(events.some((e) => e.startsWith("connected") && e.includes('"resumed":true')));
+  // Its own numbering from here: the next resume says what it received.
+  last().end(1006);
+  mock.timers.tick(1000);
+  assert.equal(last().url.searchParams.get("received"), "5");
+  // A token the relay no longer knows: a new session at once.
+  last().end(4504, "resume token unknown or expired");
+  assert.equal(last().url.searchParams.get("resume"), null);
+});
+
 test("a refused join forgets its room; one the server asks to retry is kept", () => {
   const { client: c, events } = client();
   c.join("ghost", "nosuchtype");

@@ -106,6 +106,9 @@ test("the demo page plays: verified state, a predicted avatar, everyone else int
   await page.waitForTimeout(3000);
   const to = await page.evaluate(() => (globalThis as any).demo.client.stats.bytesIn as number);
   t.diagnostic(`the demo receives ${Math.round(((to - from) * 1000) / (Date.now() - fromAt))} bytes/s; screenshot ${SCREENSHOT}`);
+  // A player who quits (closing its client: a page closed without it keeps its seat
+  // for the resume grace period, for a reload) leaves at once.
+  await other.evaluate(() => (globalThis as unknown as { demo: { client: { close(): Promise<void> } } }).demo.client.close());
   await other.close();
   await until(page, "the other avatar leaves", (s) => s.avatars === 1 && s.others === 16);
   const end = await until(page, "100 checksums verified", (s) => s.stats.checksumsVerified >= 100);
@@ -168,6 +171,24 @@ test("a dropped connection resumes the same session with nothing lost", LIMIT, a
   const later = await until(page, "state flows again", (s) => s.stats.checksumsVerified > after.stats.checksumsVerified + 10);
   assert.equal(later.stats.desyncs, 0);
   assert.equal(later.avatars, 1, "the seat was kept, not taken twice");
+  await page.close();
+});
+
+test("a reloaded page continues its session: the same member, its avatar where it was", LIMIT, async () => {
+  const page = await openDemo("reload");
+  await page.keyboard.down("ArrowRight");
+  await page.waitForTimeout(500);
+  await page.keyboard.up("ArrowRight");
+  const sent = BigInt((await snapshot(page)).lastSeqSent);
+  const before = await until(page, "the moves applied", (s) => BigInt(s.lastSeqApplied ?? 0) >= sent);
+  await page.reload();
+  const after = await until(page, "the reloaded page syncs", (s) => s.stats.checksumsVerified >= 10 && s.authoritative !== undefined);
+  assert.equal(after.status, "connected (resumed)");
+  assert.equal(after.sessionId, before.sessionId, "the same member");
+  assert.equal(after.avatars, 1, "the seat was kept, not taken twice");
+  assert.deepEqual(after.authoritative, before.authoritative, "the avatar where the earlier page left it");
+  assert.ok(BigInt(after.lastSeqApplied ?? 0) >= BigInt(before.lastSeqApplied ?? 0), "inputs numbered on");
+  assert.equal(after.stats.desyncs, 0);
   await page.close();
 });
 
