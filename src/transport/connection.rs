@@ -161,6 +161,12 @@ async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start
             client,
         } => match find_session(ctx, &token, &identity).await {
             Some(mut session) => {
+                // The client resuming it may be another process than the one that
+                // started it (a restarted game, a reloaded page): its sessions on
+                // other nodes are this one's family from now on.
+                if let Some(client) = client.as_deref() {
+                    session.set_family(family(Some(client), session.id()));
+                }
                 let identity = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(identity);
                 let replay = session.resume(identity, T::DELIVERY, received, Now::system());
                 metrics.resumes.inc();

@@ -184,9 +184,15 @@ struct Driver {
     /// if the relay refused it for now.
     refresh: Option<Refresh>,
     next_request: u64,
-    /// (session id, resume token) of the last session; (0, token) for one an earlier
-    /// process started (`ClientConfig::resume_token`), until its `Welcome`.
-    session: Option<(u64, String)>,
+    /// The resume token of the last session (at first, home only, the one an earlier
+    /// process stored: `ClientConfig::resume_token`).
+    session: Option<String>,
+    /// Home only: the client took over an earlier process's session
+    /// (`ClientConfig::resume_token`), whose rooms, requests and message numbers it
+    /// learns from the relay (see `Driver::took_resumed_room`).
+    inherited: bool,
+    /// The first request id this driver gives (see `Driver::issued`).
+    first_request: u64,
     /// The last numbered server message received in this session (see
     /// `ServerEnvelope.first_seq`): reported when resuming and in every ping.
     received: Received,
@@ -289,6 +295,8 @@ pub(crate) async fn run(
         resent_leaves: HashSet::new(),
         refresh: None,
         next_request: FIRST_REQUEST_ID - 1,
+        first_request: FIRST_REQUEST_ID,
+        inherited: false,
         session: None,
         received: Received::default(),
         events_sent: 0,
@@ -312,8 +320,14 @@ pub(crate) async fn run(
         frame_at: None,
         queued_reported: 0,
     };
-    if d.routing.home {
-        d.session = d.config.resume_token.clone().map(|token| (0, token));
+    if let Some(token) = d.config.resume_token.clone().filter(|_| d.routing.home) {
+        d.session = Some(token);
+        d.inherited = true;
+        d.received.forget();
+        // Request ids of their own: the session may still answer, or remember, the
+        // earlier process's (quick joins are run once per id).
+        d.first_request = FIRST_REQUEST_ID + (fastrand::u64(1..1 << 32) << 16);
+        d.next_request = d.first_request - 1;
     }
     d.reconnecting().await;
     d.report_queued(0);
@@ -445,9 +459,9 @@ impl Driver {
 
     async fn connect(&mut self) -> Result<Link, NotConnected> {
         // An earlier process's session: what it received is not known here.
-        let resume = self.session.as_ref().map(|(id, token)| link::Resume {
+        let resume = self.session.as_ref().map(|token| link::Resume {
             token,
-            received: (*id != 0).then(|| self.received.last()),
+            received: self.received.known(),
         });
         (self.welcomed_at, self.played) = (None, false);
         (self.presented_resume, self.going_away_seen) = (resume.is_some(), false);
@@ -560,7 +574,11 @@ impl Driver {
                 self.shared.forget_room(&room);
                 // A room this client is not in (never joined, or its join refused):
                 // nothing to ask the server, which would only answer `NotAMember`.
-                self.rooms.remove(&room)?;
+                // Unless the session is an earlier process's: it may be in rooms this
+                // client has not learnt of yet (their `Joined` comes after the resume).
+                if self.rooms.remove(&room).is_none() && !self.inherited {
+                    return None;
+                }
                 let request_id = self.request_id();
                 self.leaves.insert(request_id, room.clone());
                 Some(Out::Leave(proto::LeaveRoom { request_id, room }))
@@ -1014,7 +1032,8 @@ impl Driver {
             if seq != 0 && numbered {
                 let n = seq;
                 seq += 1;
-                if n > self.received.last().saturating_add(MAX_MESSAGE_GAP) {
+                let known = self.received.known();
+                if known.is_some_and(|last| n > last.saturating_add(MAX_MESSAGE_GAP)) {
                     return Ok(Some(
                         self.broken_by_server(format!(
                             "message number {n} after {}: more than a relay can skip",
@@ -1245,12 +1264,15 @@ impl Driver {
         }
     }
 
-    /// A `Joined` sent again at a resume (`request_id` 0) for a room this client
-    /// does not know and is not leaving: the session was an earlier process's
-    /// (`ClientConfig::resume_token`), and the room is one of this client's now.
+    /// A `Joined` this client did not ask for (sent again at a resume, `request_id`
+    /// 0, or answering a join the session made before) for a room it does not know
+    /// and is not leaving: the session was an earlier process's
+    /// (`ClientConfig::resume_token`), and the room is one of this client's now, its
+    /// inputs numbered above the seat's last.
     fn took_resumed_room(&mut self, joined: &proto::Joined) {
         let leaving = self.leaves.values().any(|room| *room == joined.room);
-        if joined.request_id == 0 && !leaving && !self.rooms.contains_key(&joined.room) {
+        if !self.issued(joined.request_id) && !leaving && !self.rooms.contains_key(&joined.room) {
+            self.shared.inputs_above(&joined.room, joined.last_input_seq);
             self.take_room(&joined.room, &joined.room_type);
         }
     }
@@ -1260,6 +1282,11 @@ impl Driver {
             .entry(room.to_string())
             .or_insert_with(|| RoomState::new(room_type));
         self.shared.inputs_open(room, true);
+    }
+
+    /// Whether `request_id` is one this driver gave.
+    fn issued(&self, request_id: u64) -> bool {
+        (self.first_request..=self.next_request).contains(&request_id)
     }
 
     /// Joins again the rooms whose join was refused for now, once their wait is over.
@@ -1408,7 +1435,7 @@ impl Driver {
         self.events_acknowledged(welcome.events_received);
         self.events_sent = welcome.events_received;
         let unacked = std::mem::take(&mut self.events_unacked);
-        self.session = Some((welcome.session_id, welcome.resume_token.clone()));
+        self.session = Some(welcome.resume_token.clone());
         if self.routing.home {
             *self.shared.resume_token.lock() = Some(welcome.resume_token.clone());
         }

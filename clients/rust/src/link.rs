@@ -388,7 +388,14 @@ async fn connect_ws(target: &Target, tls: Option<&Tls>, presented: Presented<'_>
     url.push(if url.contains('?') { '&' } else { '?' });
     url.push_str(&format!("client={}", presented.client_id));
     if let Some(resume) = presented.resume {
-        url.push_str(&format!("&resume={}", resume.token));
+        // Percent-encoded: a stored token comes from the application.
+        url.push_str("&resume=");
+        for byte in resume.token.bytes() {
+            match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => url.push(char::from(byte)),
+                _ => url.push_str(&format!("%{byte:02X}")),
+            }
+        }
         if let Some(received) = resume.received {
             url.push_str(&format!("&received={received}"));
         }

@@ -14,21 +14,39 @@ pub(crate) enum Arrival {
 #[derive(Debug, Default)]
 pub(crate) struct Received {
     last: u64,
+    /// The session's numbering is not known here (an earlier process's session): the
+    /// next number received sets it.
+    unknown: bool,
 }
 
 impl Received {
-    /// The number to report when resuming and in pings.
+    /// The number to report in pings.
     pub(crate) fn last(&self) -> u64 {
         self.last
     }
 
+    /// The number to report when resuming: none while the numbering is unknown.
+    pub(crate) fn known(&self) -> Option<u64> {
+        (!self.unknown).then_some(self.last)
+    }
+
     /// A new session numbers its messages from 1 again.
     pub(crate) fn reset(&mut self) {
-        self.last = 0;
+        (self.last, self.unknown) = (0, false);
+    }
+
+    /// A session numbered elsewhere (an earlier process's): its next message is
+    /// neither a repeat nor after a gap.
+    pub(crate) fn forget(&mut self) {
+        (self.last, self.unknown) = (0, true);
     }
 
     /// Message number `n` arrived.
     pub(crate) fn arrive(&mut self, n: u64) -> Arrival {
+        if std::mem::take(&mut self.unknown) {
+            self.last = n;
+            return Arrival::New { missing: 0 };
+        }
         if n <= self.last {
             return Arrival::Repeat;
         }
@@ -55,5 +73,17 @@ mod tests {
         assert_eq!(r.last(), 7);
         r.reset();
         assert_eq!(r.arrive(1), Arrival::New { missing: 0 });
+    }
+
+    #[test]
+    fn a_forgotten_numbering_starts_at_the_next_number() {
+        let mut r = Received::default();
+        assert_eq!(r.known(), Some(0));
+        r.forget();
+        assert_eq!(r.known(), None, "nothing to report when resuming");
+        assert_eq!(r.arrive(100_000), Arrival::New { missing: 0 });
+        assert_eq!(r.known(), Some(100_000));
+        assert_eq!(r.arrive(100_000), Arrival::Repeat);
+        assert_eq!(r.arrive(100_003), Arrival::New { missing: 2 });
     }
 }

@@ -125,9 +125,9 @@ async fn reconnects_resumes_and_replays_inputs_sent_while_disconnected(transport
     assert_eq!(stats.desyncs.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
-/// A game process that crashes: it joins `r`, creates entities 1 to 3 there, and
-/// dies (its runtime dropped, no close frame) once the room applied them, leaving
-/// its session id and resume token behind.
+/// A game process that crashes: it quick-joins a lobby, joins `r`, creates entities
+/// 1 to 3 there, and dies (its runtime dropped, no close frame) once the room
+/// applied them, leaving its session id and resume token behind.
 fn crashing_process(config: ClientConfig) -> (u64, String) {
     let process = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -136,9 +136,12 @@ fn crashing_process(config: ClientConfig) -> (u64, String) {
             .unwrap();
         runtime.block_on(async move {
             let (client, mut events) = Client::connect(config).unwrap();
+            // Its first request.
+            client.quick_join("relay", lobby(), proto::RoomOptions::default());
+            until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
             client.join("r", "relay");
             let session = until(&mut events, |e| match e {
-                Event::Connected { session_id, .. } => Some(*session_id),
+                Event::Joined(joined) if joined.room == "r" => Some(joined.member_id),
                 _ => None,
             })
             .await;
@@ -159,11 +162,16 @@ fn crashing_process(config: ClientConfig) -> (u64, String) {
     process.join().unwrap()
 }
 
+fn lobby() -> std::collections::BTreeMap<String, String> {
+    [("mode".to_string(), "lobby".to_string())].into()
+}
+
 /// A restarted game continues its predecessor's session from the resume token the
-/// predecessor stored: same member id, the room's `Joined` again (the client did not
-/// know it), the seat's entities, and its inputs numbered on from the last applied.
-/// The other member never sees it leave. A token the relay does not know starts a
-/// new session.
+/// predecessor stored: same member id, each room's `Joined` again (the client did not
+/// know them), the seat's entities, and its inputs numbered on from the last
+/// applied; no message is reported lost, and its own requests are answered (not
+/// taken for the predecessor's). The other member never sees it leave. A token the
+/// relay does not know starts a new session.
 async fn a_new_process_takes_over_its_crashed_predecessors_session(transport: Transport) {
     let relay = start().await;
     let (watcher, mut watched) = joined_to_relay_room(&relay, transport).await;
@@ -180,14 +188,34 @@ async fn a_new_process_takes_over_its_crashed_predecessors_session(transport: Tr
     })
     .await;
     assert_eq!(welcome, (session, true));
-    let joined = until(&mut events, |e| match e {
-        Event::Joined(joined) => Some(joined.clone()),
+    let mut rooms = Vec::new();
+    while rooms.len() < 2 {
+        let joined = until(&mut events, |e| match e {
+            Event::Joined(joined) => Some(joined.clone()),
+            Event::MessagesLost { count } => panic!("{count} messages reported lost"),
+            _ => None,
+        })
+        .await;
+        assert_eq!((joined.request_id, joined.member_id), (0, session));
+        rooms.push((joined.room.clone(), joined.last_input_seq));
+    }
+    rooms.sort_by_key(|(room, _)| room != "r");
+    assert_eq!(rooms[0], ("r".to_string(), 3));
+    let lobby_room = rooms[1].0.clone();
+    assert_eq!(client.resume_token(), Some(token), "the same session, the same token");
+    // Its first request would have the id of the predecessor's quick join if ids
+    // started where the predecessor's did: the relay would take it for that one and
+    // not answer.
+    client.quick_join("relay", lobby(), proto::RoomOptions::default());
+    let answer = until(&mut events, |e| match e {
+        Event::Joined(joined) if joined.request_id != 0 => Some(Ok(joined.room.clone())),
+        Event::Error(error) => Some(Err(error.clone())),
         _ => None,
     })
     .await;
-    assert_eq!((joined.room.as_str(), joined.request_id), ("r", 0));
-    assert_eq!((joined.member_id, joined.last_input_seq), (session, 3));
-    assert_eq!(client.resume_token(), Some(token), "the same session, the same token");
+    // Answered with another lobby: a quick join passes over the rooms the member is in.
+    let answer = answer.map_err(|e| e.code);
+    assert!(answer.as_ref().is_ok_and(|room| *room != lobby_room), "{answer:?}");
     until(&mut events, |_| {
         (client.with_mirror("r", |m| m.world().len()) == Some(3)).then_some(())
     })
@@ -199,11 +227,16 @@ async fn a_new_process_takes_over_its_crashed_predecessors_session(transport: Tr
     })
     .await;
     assert_eq!(client.stats().desyncs.load(std::sync::atomic::Ordering::Relaxed), 0);
-    while let Ok(event) = watched.try_recv() {
+    assert_eq!(
+        client.stats().messages_lost.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    until(&mut watched, |event| {
         let left = matches!(&event, Event::Presence(p) if p.change == proto::PresenceChange::Left as i32);
         assert!(!left, "the other member saw the crashed one leave: {event:?}");
-    }
-    assert_eq!(watcher.with_mirror("r", |m| m.world().len()), Some(4));
+        (watcher.with_mirror("r", |m| m.world().len()) == Some(4)).then_some(())
+    })
+    .await;
     client.close().await;
 
     let mut unknown = config(&relay, transport);

@@ -26,8 +26,14 @@ const secure = location.protocol === "https:";
 
 // The relay that served this page, unless `?url=` names another.
 const url = params.get("url") ?? `${secure ? "wss" : "ws"}://${location.host}/ws`;
-/** Where this tab keeps its session's resume token: a reload continues the session. */
-const RESUME_KEY = `tickrelay.resume ${url}`;
+/**
+ * Where this tab keeps its session's resume token when it goes away, so that a reload
+ * continues the session. Taken out at once: a tab duplicated later (browsers copy
+ * `sessionStorage` into it) starts a session of its own instead of taking this one's.
+ */
+const RESUME_KEY = `tickrelay.resume ${url} ${room}`;
+const stored = sessionStorage.getItem(RESUME_KEY) ?? undefined;
+sessionStorage.removeItem(RESUME_KEY);
 
 const client = new Client({
   url,
@@ -36,7 +42,7 @@ const client = new Client({
   allowInsecure: !secure,
   // A reload of this tab within the relay's resume grace period (20 s) continues the
   // session: the same member, its avatar where it was.
-  resumeToken: sessionStorage.getItem(RESUME_KEY) ?? undefined,
+  resumeToken: stored,
 });
 
 interface Position {
@@ -79,9 +85,9 @@ const positionOf = (mirror: StateMirror, id: bigint): Position | undefined => {
 
 client.on("connected", ({ resumed }) => {
   status = resumed ? "connected (resumed)" : "connected";
-  sessionStorage.setItem(RESUME_KEY, client.resumeToken!);
 });
 client.on("joined", (joined) => {
+  if (joined.room !== room) return;
   tickRate = joined.tickRate || 30;
   members = joined.members.length;
   const avatar = tickrelay.Schema.fromProto(joined.schema).kind(KIND_AVATAR);
@@ -94,13 +100,14 @@ client.on("joined", (joined) => {
   others = new InterpolationBuffer({ delayMs });
 });
 client.on("presence", (p) => {
+  if (p.room !== room) return;
   // AWAY and BACK (a member's connection lost, its seat held; then resumed) change no
   // count.
   if (p.change === tickrelay.v1.PresenceChange.JOINED) members += 1;
   if (p.change === tickrelay.v1.PresenceChange.LEFT) members -= 1;
 });
 client.on("left", (left) => {
-  if (left.reason === tickrelay.v1.ErrorCode.UNSPECIFIED) return;
+  if (left.room !== room || left.reason === tickrelay.v1.ErrorCode.UNSPECIFIED) return;
   // The server removed us (the room closed, or the game removed this player): no more
   // inputs for it.
   status = `left ${left.room}: ${tickrelay.v1.ErrorCode[left.reason]}: ${left.message}`;
@@ -115,7 +122,8 @@ client.on("reconnecting", ({ attempt, delayMs: wait }) => {
 client.on("gaveUp", ({ reason }) => {
   status = `gave up: ${reason}`;
 });
-client.on("state", ({ tick, serverTimeUs, receivedMs, lastInputSeq, mirror }) => {
+client.on("state", ({ room: from, tick, serverTimeUs, receivedMs, lastInputSeq, mirror }) => {
+  if (from !== room) return;
   lastTick = tick;
   lastAck = lastInputSeq;
   const me = client.sessionId;
@@ -224,6 +232,10 @@ document.getElementById("drop")?.addEventListener("click", () => client.dropConn
 // Leaving the page does not close the client: the browser closes its connection with
 // 1001, and the relay keeps the seat for the resume grace period, for a reload (a tab
 // closed for good leaves the room when the grace period ends).
+addEventListener("pagehide", () => {
+  const token = client.resumeToken;
+  if (token !== undefined) sessionStorage.setItem(RESUME_KEY, token);
+});
 
 /** What the browser tests read. */
 function snapshot() {

@@ -473,10 +473,17 @@ export class Client {
    * input's `seq`, which must not be taken for a request's answer.
    */
   #nextRequest = 1n << 53n;
+  /** The first request id this client gives (see `#issued`). */
+  #firstRequest = (1n << 53n) + 1n;
   /** The last session (id undefined: an earlier page's, `resumeToken`, until its welcome). */
   #session: { id: bigint | undefined; resumeToken: string } | undefined;
-  /** The last numbered server message received in this session. */
-  #received = 0n;
+  /**
+   * Home only: the client took over an earlier page's session (`resumeToken`), whose
+   * rooms, requests and message numbers it learns from the relay (see `#tookResumedRoom`).
+   */
+  #inherited = false;
+  /** The last numbered server message received in this session (undefined: an earlier page's session, numbered from its next message). */
+  #received: bigint | undefined = 0n;
   /** The number of the last event sent in this session (`ClientEnvelope.firstEventSeq`). */
   #eventsSent = 0n;
   /**
@@ -569,7 +576,15 @@ export class Client {
       maxEntitiesPerRoom: options.maxEntitiesPerRoom ?? DEFAULT_MAX_ENTITIES,
       WebSocket: WebSocketImpl,
     };
-    if (home === undefined && options.resumeToken !== undefined) this.#session = { id: undefined, resumeToken: options.resumeToken };
+    if (home === undefined && options.resumeToken !== undefined) {
+      this.#session = { id: undefined, resumeToken: options.resumeToken };
+      this.#inherited = true;
+      this.#received = undefined;
+      // Request ids of its own: the session may still answer, or remember, the earlier
+      // page's (quick joins are run once per id).
+      this.#firstRequest = (1n << 53n) + (BigInt(1 + Math.floor(Math.random() * 2 ** 32)) << 16n);
+      this.#nextRequest = this.#firstRequest - 1n;
+    }
   }
 
   /** Subscribes to one kind of event; returns the unsubscribe function. */
@@ -682,13 +697,19 @@ export class Client {
   }
 
   /**
-   * A `joined` sent again at a resume (`requestId` 0) for a room this client does not
-   * know and is not leaving: the session was an earlier page's
-   * ({@link ClientOptions.resumeToken}), and the room is one of this client's now.
+   * A `joined` this client did not ask for (sent again at a resume, `requestId` 0, or
+   * answering a join the session made before) for a room it does not know and is not
+   * leaving: the session was an earlier page's ({@link ClientOptions.resumeToken}),
+   * and the room is one of this client's now.
    */
   #tookResumedRoom(joined: v1.Joined): void {
     const leaving = [...this.#leaves.values()].includes(joined.room);
-    if (joined.requestId === 0n && !leaving && !this.#rooms.has(joined.room)) this.#rooms.set(joined.room, newRoom(joined.roomType));
+    if (!this.#issued(joined.requestId) && !leaving && !this.#rooms.has(joined.room)) this.#rooms.set(joined.room, newRoom(joined.roomType));
+  }
+
+  /** Whether `requestId` is one this client gave. */
+  #issued(requestId: bigint): boolean {
+    return requestId >= this.#firstRequest && requestId <= this.#nextRequest;
   }
 
   /** Leaves a room and forgets its mirror and unacknowledged inputs (one this client is not in: nothing is sent). */
@@ -700,9 +721,11 @@ export class Client {
       return node.leave(room);
     }
     // A room this client is not in (never joined, or its join refused): nothing to
-    // ask the server, which would only answer NOT_A_MEMBER.
+    // ask the server, which would only answer NOT_A_MEMBER. Unless the session is an
+    // earlier page's: it may be in rooms this client has not learnt of yet (their
+    // `joined` comes after the resume).
     clearTimeout(this.#rooms.get(room)?.retryTimer);
-    if (!this.#rooms.delete(room)) return;
+    if (!this.#rooms.delete(room) && !this.#inherited) return;
     const requestId = this.#requestId();
     this.#leaves.set(requestId, room);
     this.#send({ case: "leave", value: { requestId, room } });
@@ -1026,7 +1049,7 @@ export class Client {
       url.searchParams.set("resume", this.#session.resumeToken);
       // An earlier page's session: what it received is not known here (the relay
       // then sends every room's `joined` again).
-      if (this.#session.id !== undefined) url.searchParams.set("received", this.#received.toString());
+      if (this.#received !== undefined) url.searchParams.set("received", this.#received.toString());
     }
     this.#frameAt = undefined;
     this.#probedAt = undefined;
@@ -1410,6 +1433,8 @@ export class Client {
       // A kind this version does not know is numbered too (only frames and welcomes are not).
       if (seq !== 0n && kind.case !== "state" && kind.case !== "welcome") {
         const n = seq++;
+        // An earlier page's session: its numbering goes on from here.
+        this.#received ??= n - 1n;
         if (n <= this.#received) continue;
         if (n - this.#received > MAX_MESSAGE_GAP) {
           // Not a gap a server makes: taken, every later message would be skipped as a
@@ -1901,7 +1926,7 @@ export class Client {
    */
   #ping(): void {
     if (this.#queue.some((m) => m?.case === "ping")) return this.#flush();
-    this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received } });
+    this.#enqueue({ case: "ping", value: { sentTimeUs: unixMicros(), receivedSeq: this.#received ?? 0n } });
   }
 
   /** `message` encoded (an input, once: see `#encodedInputs`). */
@@ -1925,7 +1950,7 @@ export class Client {
       const head = this.#queue[0]!;
       // A ping measures the round trip from when it leaves, not from when it was
       // queued (behind inputs the pacer holds back).
-      if (head.case === "ping") head.value = { ...head.value, sentTimeUs: unixMicros(), receivedSeq: this.#received };
+      if (head.case === "ping") head.value = { ...head.value, sentTimeUs: unixMicros(), receivedSeq: this.#received ?? 0n };
       const part = this.#encoded(head);
       // The server closes a connection whose envelope exceeds its message size (1009,
       // after which the client gives up): a message too large for any envelope is

@@ -215,14 +215,30 @@ test("a stored resume token continues an earlier page's session, and its rooms c
   assert.equal(c.resumeToken, "earlier");
   assert.deepEqual(last().kinds(), [], "no room to join: the session is in them");
   // Every room the session is in says so again: it is this client's now, its inputs
-  // numbered above the last one it applied.
-  last().receive([{ case: "joined", value: { room: "r", roomType: "relay", memberId: 7n, lastInputSeq: 41n } }], 5n);
+  // numbered above the last one it applied. The session's messages are numbered far
+  // beyond anything this client saw: no gap, nothing lost.
+  c.leave("gone"); // a room of the session this client has not learnt of yet: asked all the same
+  const leaveId = (last().sent.find((k) => k.case === "leave")!.value as v1.LeaveRoom).requestId;
+  assert.ok(leaveId > (1n << 53n) + 1n, "request ids of its own, not where the earlier page's began");
+  last().receive(
+    [
+      { case: "joined", value: { room: "r", roomType: "relay", memberId: 7n, lastInputSeq: 41n } },
+      { case: "joined", value: { room: "gone", roomType: "relay", memberId: 7n } },
+      // The answer to a join the earlier page made (its request id): a room of the session too.
+      { case: "joined", value: { requestId: (1n << 53n) + 1n, room: "late", roomType: "relay", memberId: 7n } },
+    ],
+    100_000n,
+  );
   assert.equal(c.sendInput("r", { case: "intent", value: new Uint8Array([1]) }), 42n);
+  assert.equal(c.sendInput("late", { case: "intent", value: new Uint8Array([1]) }), 1n);
+  assert.equal(c.sendInput("gone", { case: "intent", value: new Uint8Array([1]) }), undefined, "left, not taken");
   assert.ok(events.some((e) => e.startsWith("connected") && e.includes('"resumed":true')));
+  assert.ok(!events.some((e) => e.startsWith("messagesLost")), events.join("\n"));
+  assert.equal(c.stats.messagesLost, 0);
   // Its own numbering from here: the next resume says what it received.
   last().end(1006);
   mock.timers.tick(1000);
-  assert.equal(last().url.searchParams.get("received"), "5");
+  assert.equal(last().url.searchParams.get("received"), "100002");
   // A token the relay no longer knows: a new session at once.
   last().end(4504, "resume token unknown or expired");
   assert.equal(last().url.searchParams.get("resume"), null);

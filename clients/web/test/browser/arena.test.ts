@@ -179,6 +179,9 @@ test("a reloaded page continues its session: the same member, its avatar where i
   await page.keyboard.down("ArrowRight");
   await page.waitForTimeout(500);
   await page.keyboard.up("ArrowRight");
+  // Standing still: inputs sent after the key went up applied (the avatar keeps its
+  // last intent's speed until the next input comes).
+  await page.waitForTimeout(200);
   const sent = BigInt((await snapshot(page)).lastSeqSent);
   const before = await until(page, "the moves applied", (s) => BigInt(s.lastSeqApplied ?? 0) >= sent);
   await page.reload();
