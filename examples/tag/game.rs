@@ -26,6 +26,11 @@ pub const FIELD_X: u32 = 1;
 pub const FIELD_Y: u32 = 2;
 /// Whether the player is "it" (bool).
 pub const FIELD_IT: u32 = 3;
+/// The player's name (string): what it told as it joined (`member_data`, UTF-8), or
+/// its user id.
+pub const FIELD_NAME: u32 = 4;
+/// The longest name shown, in bytes.
+pub const MAX_NAME_BYTES: usize = 32;
 
 /// The game's settings: `[room_types.tag.params]` in the relay's configuration.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -99,6 +104,13 @@ impl Tag {
             FieldSpec::new(FIELD_X, "x", position),
             FieldSpec::new(FIELD_Y, "y", position),
             FieldSpec::new(FIELD_IT, "it", FieldType::Bool),
+            FieldSpec::new(
+                FIELD_NAME,
+                "name",
+                FieldType::String {
+                    max_len: MAX_NAME_BYTES as u32,
+                },
+            ),
         ];
         let mut player = KindSchema::new(KIND_PLAYER, "player", fields).expect("a valid kind");
         // (An infinite sight is no darkness.)
@@ -145,6 +157,22 @@ impl Tag {
     }
 }
 
+/// `member`'s name: what it told as it joined if that is text, else its user id; cut to
+/// [`MAX_NAME_BYTES`] (at a character's edge).
+fn name(ctx: &SimContext<'_>, member: MemberId) -> String {
+    let told = std::str::from_utf8(ctx.members.data(member)).ok();
+    let name = told
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .or(ctx.members.user(member))
+        .unwrap_or_default();
+    let end = (0..=name.len().min(MAX_NAME_BYTES))
+        .rev()
+        .find(|&i| name.is_char_boundary(i))
+        .unwrap_or(0);
+    name[..end].to_string()
+}
+
 impl Simulation for Tag {
     fn schema(&self) -> Arc<Schema> {
         self.schema.clone()
@@ -167,6 +195,7 @@ impl Simulation for Tag {
             (FIELD_X, Value::Float(x)),
             (FIELD_Y, Value::Float(y)),
             (FIELD_IT, Value::Bool(first)),
+            (FIELD_NAME, Value::String(name(ctx, member))),
         ];
         if ctx.world.spawn(entity, member, KIND_PLAYER, fields).is_err() {
             return; // the room's entity limits: this member plays without a player

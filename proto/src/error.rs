@@ -37,7 +37,9 @@ pub enum CloseReason {
     AuthFailed,
     /// 4001: the token does not allow what the session asked for.
     Forbidden,
-    /// 4002: a newer connection of the same user replaced this one.
+    /// 4002: another connection took this one's place: the session's resume (a
+    /// reconnect, another process with its resume token), or a newer session of the
+    /// same user (`duplicate_sessions = "replace"`).
     Replaced,
     /// 4003: the client speaks an unsupported protocol version.
     UnsupportedVersion,
@@ -92,7 +94,9 @@ impl CloseReason {
             Self::TryAgainLater => "try again later: the session is live on another node",
             Self::AuthFailed => "authentication failed",
             Self::Forbidden => "forbidden",
-            Self::Replaced => "replaced by a newer session of the same user",
+            Self::Replaced => {
+                "replaced by another connection: this session resumed there, or a newer session of the same user"
+            }
             Self::UnsupportedVersion => "unsupported protocol version",
             Self::TokenExpired => "token expired",
             Self::SlowConsumer => "slow consumer: fell too far behind",

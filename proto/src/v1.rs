@@ -11,3 +11,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Rooms a [`QuickJoin`] may exclude, at most (the relay refuses more).
 pub const MAX_QUICK_JOIN_EXCLUDED: usize = 64;
+
+/// The longest [`JoinRoom::member_data`] (and [`QuickJoin::member_data`]) the relay
+/// takes, in bytes.
+pub const MAX_MEMBER_DATA_BYTES: usize = 1024;

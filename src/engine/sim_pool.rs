@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
@@ -29,7 +30,7 @@ use crate::bucket::TokenBucket;
 use crate::clock::unix_micros;
 use crate::engine::listing::{self, Listing, ListingState, Metadata};
 use crate::engine::outbox::{Outbox, RoomKey};
-use crate::engine::room::{Bans, Roll, Room, RoomConfig, error_message};
+use crate::engine::room::{Bans, Joiner, Roll, Room, RoomConfig, error_message};
 use crate::engine::schedule::TickSchedule;
 use crate::engine::simulation::Simulation;
 use crate::log_budget::LogBudget;
@@ -284,6 +285,8 @@ pub enum Command {
         member: MemberId,
         /// Authenticated user id.
         user_id: Arc<str>,
+        /// What the member told the room's game about itself (`JoinRoom.member_data`).
+        member_data: Bytes,
         /// The member's session outbox.
         outbox: Arc<Outbox>,
         /// Request id to answer.
@@ -1471,13 +1474,19 @@ impl SimThread {
                 room_id,
                 member,
                 user_id,
+                member_data,
                 outbox,
                 request_id,
                 join_seq,
                 reserved,
             } => match self.index.get(&room).map(|&i| &mut self.rooms[i]) {
                 Some(r) => {
-                    let _ = (r.room).admit(member, user_id, outbox, request_id, join_seq, unix_micros());
+                    let joiner = Joiner {
+                        member,
+                        user_id,
+                        data: member_data,
+                    };
+                    let _ = (r.room).admit(joiner, outbox, request_id, join_seq, unix_micros());
                     r.sync_members(&self.metrics);
                     if reserved {
                         r.shared.reserved.fetch_sub(1, Ordering::Release);
@@ -1948,6 +1957,7 @@ mod tests {
                 room_id: handle.shared.id.clone(),
                 member,
                 user_id: "u".into(),
+                member_data: Bytes::new(),
                 outbox: outbox.clone(),
                 request_id: 1,
                 join_seq: 1,
@@ -2344,6 +2354,7 @@ mod tests {
             room_id: handle.shared.id.clone(),
             member: 8,
             user_id: "u".into(),
+            member_data: Bytes::new(),
             outbox: Arc::new(Outbox::new(OutboxLimits::default())),
             request_id: 2,
             join_seq: 1,
@@ -2787,6 +2798,7 @@ mod tests {
                 room_id: b.shared.id.clone(),
                 member: 2,
                 user_id: "u".into(),
+                member_data: Bytes::new(),
                 outbox: Arc::new(Outbox::new(OutboxLimits::default())),
                 request_id: 1,
                 join_seq: 1,
@@ -2871,6 +2883,7 @@ mod tests {
             member_id,
             user_id: format!("u{member_id}"),
             last_input_seq: 0,
+            member_data: Default::default(),
         };
         let checkpoint = proto::RoomCheckpoint {
             room: "restored".into(),

@@ -31,7 +31,7 @@ use crate::clock::Now;
 use crate::cluster::Claim;
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox, Replay};
-use crate::engine::room::{error_message, valid_room_id};
+use crate::engine::room::{Joiner, error_message, valid_room_id};
 use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
 use crate::engine::simulation::{MAX_EVENT_KIND_BYTES, valid_event_kind};
 use crate::error::CloseReason;
@@ -114,7 +114,7 @@ pub(crate) fn check_room_type(room_type: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub use crate::proto::MAX_QUICK_JOIN_EXCLUDED;
+pub use crate::proto::{MAX_MEMBER_DATA_BYTES, MAX_QUICK_JOIN_EXCLUDED};
 
 /// How long a room this session left is not picked by its quick joins.
 const JUST_LEFT: Duration = Duration::from_secs(1);
@@ -338,7 +338,14 @@ struct PendingJoin {
     request_id: u64,
     room_type: String,
     create: Option<proto::RoomOptions>,
+    member_data: Bytes,
     waiting: Vec<Waiting>,
+}
+
+/// Why `data` cannot be a join's `member_data`, if it cannot.
+fn member_data_too_long(data: &[u8]) -> Option<String> {
+    (data.len() > MAX_MEMBER_DATA_BYTES)
+        .then(|| format!("member_data is {} bytes; at most {MAX_MEMBER_DATA_BYTES}", data.len()))
 }
 
 /// Quick joins whose request ids a session remembers (see `Session::quick_join_ids`).
@@ -349,6 +356,7 @@ const RECENT_QUICK_JOINS: usize = 64;
 struct PendingQuickJoin {
     room_type: String,
     metadata: Metadata,
+    member_data: Bytes,
 }
 
 #[derive(Debug)]
@@ -904,6 +912,9 @@ impl Session {
         if let Some(Err(e)) = join.create.as_ref().map(|c| listing::check(&c.metadata)) {
             return refuse(ErrorCode::BadRequest, &e.to_string());
         }
+        if let Some(message) = member_data_too_long(&join.member_data) {
+            return refuse(ErrorCode::LimitExceeded, &message);
+        }
         // A room open here is this node's; one that is not may live on another node.
         // A seat ticket is checked in the directory too, unless the session is in the
         // room already (the room answers that join as any other).
@@ -937,14 +948,19 @@ impl Session {
                 request_id: join.request_id,
                 room_type: join.room_type,
                 create: join.create,
+                member_data: join.member_data,
                 waiting: Vec::new(),
             };
             self.claims.insert(join.room, pending);
             return;
         }
-        let (member, user_id) = (self.id, self.identity.user_id.clone());
-        let listing = ListingState::created(join.create.as_ref(), member, true);
-        self.open_and_join(join.room, &join.room_type, join.request_id, member, user_id, listing);
+        let joiner = Joiner {
+            member: self.id,
+            user_id: self.identity.user_id.clone(),
+            data: join.member_data,
+        };
+        let listing = ListingState::created(join.create.as_ref(), joiner.member, true);
+        self.open_and_join(join.room, &join.room_type, join.request_id, joiner, listing);
     }
 
     /// Drops the rooms left more than [`JUST_LEFT`] ago from `just_left`.
@@ -988,6 +1004,9 @@ impl Session {
             let message = format!("a quick join may exclude at most {MAX_QUICK_JOIN_EXCLUDED} rooms");
             return refuse(ErrorCode::BadRequest, &message);
         }
+        if let Some(message) = member_data_too_long(&quick.member_data) {
+            return refuse(ErrorCode::LimitExceeded, &message);
+        }
         let excluded: HashSet<&str> = quick.exclude.iter().map(String::as_str).collect();
         let skip = |room: &RoomShared| {
             let id = &*room.id;
@@ -1000,13 +1019,22 @@ impl Session {
         };
         // A room open here first; in a cluster, then the fullest elsewhere.
         if let Some(handle) = self.ctx.rooms.pick(&quick.room_type, &quick.filters, &skip) {
-            let (member, user_id) = (self.id, self.identity.user_id.clone());
+            let joiner = Joiner {
+                member: self.id,
+                user_id: self.identity.user_id.clone(),
+                data: quick.member_data,
+            };
             let id = handle.shared.id.to_string();
-            self.join_open(id, handle, quick.request_id, member, user_id, true);
+            self.join_open(id, handle, quick.request_id, joiner, true);
             return;
         }
         if !self.ctx.clustered {
-            return self.create_for_quick_join(quick.request_id, &quick.room_type, metadata);
+            let pending = PendingQuickJoin {
+                room_type: quick.room_type,
+                metadata,
+                member_data: quick.member_data,
+            };
+            return self.create_for_quick_join(quick.request_id, pending);
         }
         // Each waiting quick join counts against the room cap by its request id.
         if self.quick_joins.contains_key(&quick.request_id) {
@@ -1028,13 +1056,19 @@ impl Session {
         let pending = PendingQuickJoin {
             room_type: quick.room_type,
             metadata,
+            member_data: quick.member_data,
         };
         self.quick_joins.insert(quick.request_id, pending);
     }
 
-    /// No open room fits a quick join: a new one, with `metadata`, joined like any.
-    fn create_for_quick_join(&mut self, request_id: u64, room_type: &str, metadata: Metadata) {
-        let prefix = if room_type.is_empty() { "room" } else { room_type };
+    /// No open room fits a quick join: a new one, with its metadata, joined like any.
+    fn create_for_quick_join(&mut self, request_id: u64, quick: PendingQuickJoin) {
+        let PendingQuickJoin {
+            room_type,
+            metadata,
+            member_data,
+        } = quick;
+        let prefix = if room_type.is_empty() { "room" } else { &room_type };
         let room = format!("{prefix}-{}", (self.ctx.room_ids)());
         if !self.identity.may_join(&room) {
             let message = format!("no open room matches, and the token does not allow creating `{room}`");
@@ -1043,12 +1077,13 @@ impl Session {
         self.join(proto::JoinRoom {
             request_id,
             room,
-            room_type: room_type.to_string(),
+            room_type,
             seat: String::new(),
             create: Some(proto::RoomOptions {
                 metadata,
                 private: false,
             }),
+            member_data,
         });
     }
 
@@ -1058,6 +1093,8 @@ impl Session {
             member_id: self.id,
             user_id: self.identity.user_id.to_string(),
             last_input_seq: 0,
+            // (The client's join on the room's node says it.)
+            member_data: Bytes::new(),
         }
     }
 
@@ -1069,8 +1106,7 @@ impl Session {
         room: String,
         room_type: &str,
         request_id: u64,
-        member: MemberId,
-        user_id: Arc<str>,
+        joiner: Joiner,
         listing: ListingState,
     ) -> Option<RoomHandle> {
         let handle = match self.ctx.rooms.open(&room, room_type, &self.identity.creator, listing) {
@@ -1080,7 +1116,7 @@ impl Session {
                 return None;
             }
         };
-        self.join_open(room, handle, request_id, member, user_id, false)
+        self.join_open(room, handle, request_id, joiner, false)
     }
 
     /// Sends the join of a room open here (`reserved`: into a seat a quick join
@@ -1090,17 +1126,18 @@ impl Session {
         room: String,
         handle: RoomHandle,
         request_id: u64,
-        member: MemberId,
-        user_id: Arc<str>,
+        joiner: Joiner,
         reserved: bool,
     ) -> Option<RoomHandle> {
         let join_seq = self.next_join;
         self.next_join += 1;
+        let Joiner { member, user_id, data } = joiner;
         let command = Command::Join {
             room: handle.key,
             room_id: handle.shared.id.clone(),
             member,
             user_id,
+            member_data: data,
             outbox: self.outbox.clone(),
             request_id,
             join_seq,
@@ -1185,7 +1222,7 @@ impl Session {
                 };
                 match outcome {
                     Ok(Some(Found { room, url, seat })) => self.redirect(request_id, room, url, seat),
-                    Ok(None) => self.create_for_quick_join(request_id, &pending.room_type, pending.metadata),
+                    Ok(None) => self.create_for_quick_join(request_id, pending),
                     Err(e) => self.pool_error(&e, request_id, ""),
                 }
             }
@@ -1231,9 +1268,14 @@ impl Session {
                             Some(seat) => (seat.member_id, Arc::from(seat.user_id)),
                             None => (self.id, self.identity.user_id.clone()),
                         };
+                        let joiner = Joiner {
+                            member,
+                            user_id,
+                            data: pending.member_data,
+                        };
                         let listing = ListingState::created(pending.create.as_ref(), member, true);
                         let Some(handle) =
-                            self.open_and_join(room.clone(), &pending.room_type, request_id, member, user_id, listing)
+                            self.open_and_join(room.clone(), &pending.room_type, request_id, joiner, listing)
                         else {
                             self.release_unopened(room);
                             return;

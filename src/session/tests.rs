@@ -366,6 +366,7 @@ fn quick_join(room_type: &str, filters: &[(&str, &str)], create: &[(&str, &str)]
             private: true,
         }),
         exclude: Vec::new(),
+        member_data: Default::default(),
     })
 }
 
@@ -1098,6 +1099,7 @@ fn claimed_with(
         member_id: 7,
         user_id: "anonymous-1".into(),
         last_input_seq: 0,
+        member_data: Default::default(),
     };
     let expected = DirectoryOp::Claim {
         room: room.into(),
@@ -1558,6 +1560,7 @@ fn clustered_a_seat_ticket_joins_as_the_member_it_carries() {
         member_id: 42,
         user_id: "anonymous-9".into(),
         last_input_seq: 0,
+        member_data: Default::default(),
     };
     claimed_with(&mut h, "r", Ok(Claim::Ours), "t", Some(carried));
     let r = h.key("r");
@@ -1646,6 +1649,35 @@ fn a_quick_join_takes_a_reserved_seat_in_an_open_matching_room_it_is_not_in() {
             join_seq: 2
         }]
     );
+}
+
+#[test]
+fn member_data_over_its_limit_refuses_the_join() {
+    let mut h = Harness::new();
+    h.replies();
+    let told = |len: usize| Bytes::from(vec![b'x'; len]);
+    let with_data = |out: Out, data: Bytes| match out {
+        Out::Join(join) => Out::Join(proto::JoinRoom {
+            member_data: data,
+            ..join
+        }),
+        Out::QuickJoin(quick) => Out::QuickJoin(proto::QuickJoin {
+            member_data: data,
+            ..quick
+        }),
+        other => other,
+    };
+    let over = told(MAX_MEMBER_DATA_BYTES + 1);
+    h.one(with_data(join("a", 1), over.clone())).unwrap();
+    h.one(with_data(quick_join("arena", &[], &[], 2), over)).unwrap();
+    assert_eq!(
+        h.errors(),
+        [(ErrorCode::LimitExceeded, 1), (ErrorCode::LimitExceeded, 2)]
+    );
+    assert!(h.sent().is_empty());
+    h.one(with_data(join("a", 3), told(MAX_MEMBER_DATA_BYTES))).unwrap();
+    assert_eq!(h.errors(), []);
+    assert_eq!(h.sent().len(), 1, "the join goes to the room");
 }
 
 #[test]
@@ -1753,6 +1785,7 @@ fn clustered_a_quick_join_with_nothing_open_here_asks_the_directory() {
         member_id: 7,
         user_id: "anonymous-1".into(),
         last_input_seq: 0,
+        member_data: Default::default(),
     };
     let expected = DirectoryOp::QuickJoin {
         request_id: 2,

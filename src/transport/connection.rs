@@ -77,6 +77,11 @@ fn family(client: Option<&str>, session: MemberId) -> u64 {
 /// rest).
 static CONNECTION_LOGS: LogBudget = LogBudget::new("connections", 20);
 
+/// How long a resume waits for a token that is neither parked nor live to become one
+/// (see `take_session`): longer than a resume takes from taking the parked session to
+/// registering its token.
+const IN_TRANSIT_WAIT: Duration = Duration::from_millis(250);
+
 /// How long a resume waits for a connection it takes over to park its session.
 const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
 
@@ -96,20 +101,24 @@ async fn find_session(ctx: &Context, token: &str, identity: &Identity) -> Option
 async fn take_session(ctx: &Context, token: &str, identity: &Identity) -> Option<Session> {
     // Anonymous sessions are identified by the resume token alone.
     let user = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
-    if let Some(session) = ctx.registry.take(token, user, Instant::now()) {
-        return Some(session);
-    }
-    if !ctx.registry.take_over(token, user) {
-        return None;
-    }
-    let deadline = Instant::now() + TAKE_OVER_WAIT;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // Parked: taken at once. Live: the connection holding it is asked to park it,
+    // and the resume waits for that. Neither: another resume may hold it this moment
+    // (between taking it and going live), so the resume looks again for a while
+    // rather than tell the client it is unknown; and a session another resume took
+    // while this one waited is asked for again (the newest resume takes it).
+    let since = Instant::now();
+    let mut asked = false;
+    loop {
         if let Some(session) = ctx.registry.take(token, user, Instant::now()) {
             return Some(session);
         }
+        asked |= ctx.registry.take_over(token, user);
+        let wait = if asked { TAKE_OVER_WAIT } else { IN_TRANSIT_WAIT };
+        if since.elapsed() >= wait {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    None
 }
 
 /// How the connection ended.
@@ -186,6 +195,9 @@ async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start
             {
                 Ok(session) => session,
                 Err(reason) => {
+                    if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {
+                        tracing::info!(transport = T::NAME, suppressed, "resume refused: {}", reason.reason());
+                    }
                     metrics.count_close(reason);
                     transport.close(reason).await;
                     return None;
@@ -205,6 +217,7 @@ pub(crate) async fn serve<T: Transport>(
     permit: Permit,
 ) {
     let metrics = &ctx.metrics;
+    let resume = matches!(start, Start::Resume { .. });
     // Boxed: what opening waits on is large, and done with once the session runs.
     let Some(mut session) = Box::pin(open_session(&mut transport, &ctx, start)).await else {
         return;
@@ -232,7 +245,7 @@ pub(crate) async fn serve<T: Transport>(
     metrics.connections.inc();
     metrics.connections_accepted.inc();
     if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {
-        tracing::info!(%peer, session = id, user = %user, transport = T::NAME, suppressed, "connection opened");
+        tracing::info!(%peer, session = id, user = %user, transport = T::NAME, resume, suppressed, "connection opened");
     }
 
     let outbox = session.outbox().clone();

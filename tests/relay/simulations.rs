@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use tickrelay::config::{Config, PrecreatedRoom, RoomTypeConfig, SimulationKind, Simulations};
-use tickrelay::proto::{ErrorCode, PresenceChange, input, server_message::Kind};
+use tickrelay::proto::{
+    self, ErrorCode, PresenceChange, client_message::Kind as ClientKind, input, server_message::Kind,
+};
 use tickrelay::state::Value;
 use tickrelay_testkit::{TestClient, TestServer, Transport, WAIT, both_transports, start_with_simulations};
 
@@ -17,6 +19,7 @@ both_transports!(
     a_configured_room_opens_again_when_its_game_ends,
     a_game_removes_the_players_it_wants_gone,
     a_game_in_the_dark_shows_each_player_those_near_it,
+    a_game_names_players_by_what_they_told_as_they_joined,
 );
 
 /// The relay with Tag registered as the example's `main` does, a `tag` room type at
@@ -160,6 +163,56 @@ async fn a_game_registered_by_the_program_runs_its_rooms_and_sends_its_events(tr
     }
     until_it(&mut b, "yard", b_id).await;
     assert_eq!(is_it(&b, "yard", a_id), Some(false));
+}
+
+/// What a player tells as it joins (`JoinRoom.member_data`) reaches the game, which
+/// shows it as the player's name; a player that tells nothing is named by its user
+/// id; too much is refused with a typed error.
+async fn a_game_names_players_by_what_they_told_as_they_joined(transport: Transport) {
+    let server = tag_server("", &[]).await;
+    let join = |request_id, member_data: &'static [u8]| {
+        ClientKind::Join(proto::JoinRoom {
+            request_id,
+            room: "yard".into(),
+            room_type: "tag".into(),
+            member_data: Bytes::from_static(member_data),
+            ..Default::default()
+        })
+    };
+    let mut a = TestClient::connect_over(&server, transport).await;
+    a.send(vec![join(1, &[b'x'; 1025])]).await;
+    let refused = a.until(|k| match k {
+        Kind::Error(e) if e.request_id == 1 => Some(e.clone()),
+        _ => None,
+    });
+    assert_eq!(refused.await.code, ErrorCode::LimitExceeded as i32);
+    a.send(vec![join(2, "  Ada Lovelace  ".as_bytes())]).await;
+    let a_id = a
+        .until(|k| match k {
+            Kind::Joined(j) if j.request_id == 2 => Some(j.member_id),
+            _ => None,
+        })
+        .await;
+    let mut b = TestClient::connect_over(&server, transport).await;
+    let b_joined = b.join("yard", "tag").await;
+    let name_of = |client: &TestClient, member: u64| {
+        let mirror = client.mirrors.get("yard")?;
+        let player = mirror.world().entities().find(|e| e.owner() == member)?;
+        player.get(game::FIELD_NAME).cloned()
+    };
+    let deadline = tokio::time::Instant::now() + 2 * WAIT;
+    while name_of(&b, a_id).is_none() || name_of(&b, b_joined.member_id).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no names");
+        b.next().await;
+    }
+    assert_eq!(name_of(&b, a_id), Some(Value::String("Ada Lovelace".into())));
+    let b_user = &b_joined
+        .members
+        .iter()
+        .find(|m| m.member_id == b_joined.member_id)
+        .unwrap()
+        .user_id;
+    assert_eq!(name_of(&b, b_joined.member_id), Some(Value::String(b_user.clone())));
 }
 
 async fn a_game_ends_its_room_when_it_is_won(transport: Transport) {

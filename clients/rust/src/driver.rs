@@ -562,6 +562,7 @@ impl Driver {
             }
             Command::QuickJoin(mut quick) => {
                 quick.request_id = self.request_id();
+                quick.member_data = self.config.member_data.clone();
                 // Not a room this client is in on another node.
                 if let Some(routes) = self.routing.routes.upgrade() {
                     quick.exclude = routes.rooms_elsewhere();
@@ -750,6 +751,7 @@ impl Driver {
             room_type: room_type.into(),
             seat: state.map(|s| s.seat.clone()).unwrap_or_default(),
             create: state.and_then(|s| s.create.clone()),
+            member_data: self.config.member_data.clone(),
         })
     }
 

@@ -153,6 +153,12 @@ pub struct ClientConfig {
     /// knows is answered 4504, and the client starts a new session at once
     /// ([`Event::Connected`] with `resumed` false).
     pub resume_token: Option<String>,
+    /// What this player tells the game of every room it joins (a display name, a
+    /// chosen character), sent with each join and quick join: at most
+    /// [`proto::MAX_MEMBER_DATA_BYTES`] (1 KiB; beyond, joins are refused with
+    /// `LIMIT_EXCEEDED`). A room's simulation reads it as `ctx.members.data(member)`;
+    /// other members are not sent it. Empty (the default): nothing.
+    pub member_data: Bytes,
     /// Reconnection policy.
     pub backoff: Backoff,
     /// Events and requests kept while disconnected (inputs are kept for their replay
@@ -220,6 +226,7 @@ impl ClientConfig {
             token: None,
             token_source: None,
             resume_token: None,
+            member_data: Bytes::new(),
             backoff: Backoff::default(),
             buffer_limit: 1024,
             unacked_input_limit: 1024,
@@ -655,6 +662,7 @@ impl Client {
             filters,
             create: Some(create),
             exclude: Vec::new(),
+            member_data: Bytes::new(), // the configuration's, set as it is sent
         }));
     }
 

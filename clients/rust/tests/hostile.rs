@@ -1722,3 +1722,39 @@ async fn a_left_told_by_not_a_member_keeps_the_last_state() {
     assert_eq!(lefts, [proto::ErrorCode::NotAMember as i32], "one Left");
     assert_eq!(entity_ids(&client), Some(vec![7]), "the room's last state");
 }
+
+/// The configuration's `member_data` goes with every join and quick join (the relay
+/// here only records them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_data_goes_with_every_join_and_quick_join() {
+    let (told_tx, mut told) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let told = told_tx.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    match message {
+                        Out::Join(join) => told.send(("join", join.member_data)).unwrap(),
+                        Out::QuickJoin(quick) => told.send(("quick join", quick.member_data)).unwrap(),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let mut config = config(url);
+    config.member_data = Bytes::from_static(b"Ada");
+    let (client, _events) = Client::connect(config).unwrap();
+    client.join("r", "tag");
+    client.quick_join("tag", Default::default(), proto::RoomOptions::default());
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(10), told.recv()).await;
+        seen.push(next.expect("within 10 s").expect("the relay runs"));
+    }
+    seen.sort();
+    let ada = Bytes::from_static(b"Ada");
+    assert_eq!(seen, [("join", ada.clone()), ("quick join", ada)]);
+}

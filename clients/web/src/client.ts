@@ -71,6 +71,13 @@ export interface ClientOptions {
    * false).
    */
   resumeToken?: string | undefined;
+  /**
+   * What this player tells the game of every room it joins (a display name, a chosen
+   * character), sent with each join and quick join: at most 1,024 bytes (beyond, joins
+   * are refused with `LIMIT_EXCEEDED`). A room's simulation reads it
+   * (`ctx.members.data(member)`); other members are not sent it. Default: nothing.
+   */
+  memberData?: Uint8Array;
   /** Reconnection policy (default: {@link DEFAULT_BACKOFF}). */
   backoff?: Backoff;
   /** Events and requests kept while disconnected (default 1024; more are refused with a RATE_LIMITED `error`; leaves, quick joins and token refreshes are always kept; inputs wait for their replay instead). */
@@ -552,7 +559,7 @@ export class Client {
       throw new TypeError(`${options.url}: use a wss:// URL (ws:// needs allowInsecure)`);
     }
     const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
-    if (WebSocketImpl === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket");
+    if (WebSocketImpl === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket (Node 22 and browsers have one; Node 20 with --experimental-websocket)");
     this.#urls = [options.url, ...(options.fallbackUrls ?? [])].slice(0, MAX_URLS);
     for (const fallback of this.#urls.slice(1)) {
       if (new URL(fallback).protocol !== url.protocol) throw new TypeError(`${fallback}: a fallback URL must use the scheme of ${options.url}`);
@@ -575,6 +582,7 @@ export class Client {
       maxMessageBytes: options.maxMessageBytes ?? 16 * 1024 * 1024,
       maxEntitiesPerRoom: options.maxEntitiesPerRoom ?? DEFAULT_MAX_ENTITIES,
       WebSocket: WebSocketImpl,
+      memberData: options.memberData ?? new Uint8Array(),
     };
     if (home === undefined && options.resumeToken !== undefined) {
       this.#session = { id: undefined, resumeToken: options.resumeToken };
@@ -669,7 +677,8 @@ export class Client {
     const requestId = this.#requestId();
     // Not a room this client is in on another node.
     const exclude = [...this.#redirected.keys()].slice(0, 64); // the relay's limit
-    const message = { case: "quickJoin" as const, value: { requestId, roomType, filters, create, exclude } };
+    const memberData = this.#options.memberData;
+    const message = { case: "quickJoin" as const, value: { requestId, roomType, filters, create, exclude, memberData } };
     this.#quickJoins.set(requestId, message);
     this.#send(message);
   }
@@ -678,7 +687,7 @@ export class Client {
     const { roomType, seat, create } = state;
     state.joinRequest = this.#requestId();
     if (state.firstJoin === 0n) state.firstJoin = state.joinRequest;
-    return { case: "join", value: { requestId: state.joinRequest, room, roomType, seat, create } };
+    return { case: "join", value: { requestId: state.joinRequest, room, roomType, seat, create, memberData: this.#options.memberData } };
   }
 
   /** Forgets a room the server removed this client from, or refused, and where it lived (a later join of it starts at home again). */

@@ -244,6 +244,18 @@ test("a stored resume token continues an earlier page's session, and its rooms c
   assert.equal(last().url.searchParams.get("resume"), null);
 });
 
+test("member data goes with every join and quick join", () => {
+  const memberData = new TextEncoder().encode("Ada");
+  const { client: c } = client({ memberData });
+  c.join("a", "tag");
+  c.quickJoin("tag");
+  c.connect();
+  last().welcome();
+  const sent = last().sent.filter((k) => k.case === "join" || k.case === "quickJoin");
+  assert.equal(sent.length, 2);
+  for (const k of sent) assert.deepEqual((k.value as v1.JoinRoom | v1.QuickJoin).memberData, memberData);
+});
+
 test("a refused join forgets its room; one the server asks to retry is kept", () => {
   const { client: c, events } = client();
   c.join("ghost", "nosuchtype");
@@ -409,7 +421,7 @@ test("do-not-reconnect close codes give up at once; others retry with backoff un
   const first = client();
   first.client.connect();
   last().welcome();
-  last().end(4002, "replaced by a newer session of the same user");
+  last().end(4002, "replaced by another connection: this session resumed there, or a newer session of the same user");
   mock.timers.tick(60_000);
   assert.equal(FakeSocket.opened.length, 1);
   assert.match(first.events.at(-1)!, /^gaveUp .*4002: replaced/);

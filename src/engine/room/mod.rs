@@ -127,6 +127,17 @@ pub struct Seated {
     pub user_id: String,
 }
 
+/// Who joins a room ([`Room::admit`]).
+#[derive(Debug, Clone)]
+pub struct Joiner {
+    /// The member id (its session's id, or a redirected member's).
+    pub member: MemberId,
+    /// Its user id.
+    pub user_id: Arc<str>,
+    /// What it told the room's game about itself (`JoinRoom.member_data`).
+    pub data: Bytes,
+}
+
 /// Why a join was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -144,7 +155,7 @@ pub enum JoinError {
 }
 
 enum SimCall {
-    Join(MemberId, Arc<str>),
+    Join(MemberId, Arc<str>, Bytes),
     Leave(MemberId),
     Away(MemberId, bool),
 }
@@ -258,6 +269,8 @@ pub struct Room {
 /// A seat a restored room keeps for a member of its checkpoint.
 struct Reserved {
     user_id: Arc<str>,
+    /// Its join's `member_data`.
+    data: Bytes,
     last_applied: u64,
     until: Tick,
 }
@@ -359,10 +372,12 @@ impl Room {
         for seat in &checkpoint.seats {
             let reserved = Reserved {
                 user_id: seat.user_id.as_str().into(),
+                data: seat.member_data.clone(),
                 last_applied: seat.last_input_seq,
                 until: tick + seat_ticks,
             };
             room.roster.insert(seat.member_id, reserved.user_id.clone());
+            room.roster.set_data(seat.member_id, reserved.data.clone());
             // Its connection is elsewhere until it joins again (told back then).
             room.roster.set_away(seat.member_id, true);
             room.reserved.insert(seat.member_id, reserved);
@@ -432,11 +447,13 @@ impl Room {
             member_id: m.id,
             user_id: m.user_id.to_string(),
             last_input_seq: m.last_applied,
+            member_data: self.roster.data(m.id).clone(),
         });
         let reserved = self.reserved.iter().map(|(&id, r)| proto::Seat {
             member_id: id,
             user_id: r.user_id.to_string(),
             last_input_seq: r.last_applied,
+            member_data: r.data.clone(),
         });
         proto::RoomCheckpoint {
             room: self.id.to_string(),
@@ -598,14 +615,13 @@ impl Room {
     /// with `FORBIDDEN`, saying for how long.
     pub fn admit(
         &mut self,
-        member: MemberId,
-        user_id: Arc<str>,
+        joiner: Joiner,
         outbox: Arc<Outbox>,
         request_id: u64,
         join_seq: u64,
         now_us: u64,
     ) -> Result<(), JoinError> {
-        match self.bans.remaining_us(&user_id, now_us) {
+        match self.bans.remaining_us(&joiner.user_id, now_us) {
             Some(remaining_us) => {
                 let secs = remaining_us.div_ceil(1_000_000);
                 let message = format!("banned from this room by the game's server for {secs} more s");
@@ -620,7 +636,7 @@ impl Room {
                 let _ = outbox.push_reliable(encode_message(Kind::Error(error)));
                 Err(JoinError::Banned)
             }
-            None => self.join(member, user_id, outbox, request_id, join_seq),
+            None => self.seat(joiner, outbox, request_id, join_seq),
         }
     }
 
@@ -671,6 +687,19 @@ impl Room {
         request_id: u64,
         join_seq: u64,
     ) -> Result<(), JoinError> {
+        let joiner = Joiner {
+            member,
+            user_id,
+            data: Bytes::new(),
+        };
+        self.seat(joiner, outbox, request_id, join_seq)
+    }
+
+    /// [`Room::join`] with the joiner's `member_data` (the simulation's roster keeps
+    /// it for a new member; a member joining again, or taking back a seat a restore
+    /// kept, keeps its own).
+    fn seat(&mut self, joiner: Joiner, outbox: Arc<Outbox>, request_id: u64, join_seq: u64) -> Result<(), JoinError> {
+        let Joiner { member, user_id, data } = joiner;
         if let Some(&i) = self.index.get(&member) {
             let same_session = Arc::ptr_eq(&self.members[i].outbox, &outbox);
             // The membership goes on under this join's number, granted or refused: the
@@ -736,7 +765,7 @@ impl Room {
             let _ = outbox.push_reliable(error);
             return Err(JoinError::Full);
         } else {
-            self.sim_calls.push(SimCall::Join(member, user_id.clone()));
+            self.sim_calls.push(SimCall::Join(member, user_id.clone(), data));
             let mut joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
             joining.joined_tick = self.world.tick() + 1;
             joining.last_input_tick = self.world.tick();
@@ -890,9 +919,19 @@ impl Room {
             }));
             self.tell_announced(&message, except);
         }
+        // A resume's `Joined` (request id 0) goes with the full snapshot the resume
+        // earned, which the fan-out holds until a second after the member's last:
+        // resumes in a loop get one of each a second, not the room's member list
+        // each time.
+        let mut held = Vec::new();
         for i in 0..self.members.len() {
+            let m = &self.members[i];
+            if m.joined_reply == Some(0) && self.snapshot_wait(m.last_full).is_some() {
+                held.push(i);
+                continue;
+            }
             let len;
-            (len, self.members[i].listing_told) = self.answer_join(&self.members[i]);
+            (len, self.members[i].listing_told) = self.answer_join(m);
             if len > 0 {
                 let sent = &mut self.sent_this_tick[i];
                 *sent = (sent.0 + 1, sent.1 + len);
@@ -903,6 +942,10 @@ impl Room {
             m.away_told = m.away;
             m.joined_reply = None;
         }
+        for &i in &held {
+            self.members[i].joined_reply = Some(0);
+        }
+        self.presence_due |= !held.is_empty();
     }
 
     /// The owner's `UpdateRoom` handing the room to member `update.owner`, with its
@@ -1177,9 +1220,11 @@ impl Room {
         self.send_to(member, encode_message(response));
     }
 
-    /// Sends `member` its `Joined` again at the next tick (request id 0), with who is
-    /// in the room and who owns it now: a resumed session that missed presence. One
-    /// already owed (a join being answered) serves.
+    /// Sends `member` its `Joined` again (request id 0), with who is in the room and
+    /// who owns it now: a resumed session that missed presence (or a new process that
+    /// took the session over). At the next tick, or with the full snapshot the resume
+    /// earned when that waits (at most one a second per member). One already owed (a
+    /// join being answered) serves.
     pub fn send_joined(&mut self, member: MemberId) {
         if let Some(m) = self.member_mut(member)
             && m.joined_reply.is_none()
@@ -1337,8 +1382,9 @@ impl Room {
         // its leave.
         for call in self.sim_calls.drain(..) {
             match call {
-                SimCall::Join(m, user) => {
+                SimCall::Join(m, user, data) => {
                     self.roster.insert(m, user);
+                    self.roster.set_data(m, data);
                     self.sim.join(&mut sim_context!(self, tick), m);
                 }
                 SimCall::Leave(m) => {

@@ -863,7 +863,12 @@ fn a_simulation_removes_members_and_ends_its_room() {
 
 /// Joins `client` as a member of `user` at `now_us`, through the ban check.
 fn admit_at(room: &mut Room, client: &Client, user: &str, now_us: u64) -> Result<(), JoinError> {
-    room.admit(client.id, user.into(), client.outbox.clone(), 7, 1, now_us)
+    let joiner = Joiner {
+        member: client.id,
+        user_id: user.into(),
+        data: Bytes::new(),
+    };
+    room.admit(joiner, client.outbox.clone(), 7, 1, now_us)
 }
 
 /// The game's backend removes a user: each of its members gets `Left` with
@@ -981,6 +986,73 @@ fn a_room_keeps_a_bounded_number_of_bans() {
     assert!(banned(&mut room, "one more"));
     assert!(!banned(&mut room, "u0"), "the ban ending soonest made way");
     assert!(banned(&mut room, "u1"));
+}
+
+/// A simulation that greets each member who joins by what it told about itself, and
+/// names every member's data when restored.
+struct Greeter;
+
+impl Simulation for Greeter {
+    fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        let told = String::from_utf8_lossy(ctx.members.data(member)).into_owned();
+        ctx.send_event("hello", told, &[member]);
+    }
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        Ok(())
+    }
+    fn restore(&mut self, ctx: &mut SimContext<'_>, members: &[MemberId]) {
+        let mut told: Vec<String> = (members.iter())
+            .map(|&m| String::from_utf8_lossy(ctx.members.data(m)).into_owned())
+            .collect();
+        told.sort_unstable();
+        ctx.send_event("restored", told.join(" "), &[]);
+    }
+    fn step(&mut self, _: &mut SimContext<'_>) {}
+}
+
+/// What a member tells the game as it joins (`member_data`) is the simulation's to
+/// read from its join on; a join again keeps the first; a checkpoint carries it to
+/// the restored room.
+#[test]
+fn the_simulation_reads_what_a_member_told_as_it_joined() {
+    let mut room = game_room(Greeter);
+    let (mut ada, bob) = (Client::new(1), Client::new(2));
+    let joiner = |client: &Client, data: &'static str| Joiner {
+        member: client.id,
+        user_id: "u".into(),
+        data: Bytes::from_static(data.as_bytes()),
+    };
+    room.admit(joiner(&ada, "ada"), ada.outbox.clone(), 7, 1, 0).unwrap();
+    room.admit(joiner(&bob, ""), bob.outbox.clone(), 7, 1, 0).unwrap();
+    room.tick(0);
+    let said = |client: &mut Client| -> Vec<(String, String)> {
+        events_read(client)
+            .into_iter()
+            .map(|(kind, payload, ..)| (kind, payload))
+            .collect()
+    };
+    assert_eq!(said(&mut ada), [("hello".to_string(), "ada".to_string())]);
+    assert_eq!(room.roster.data(2).len(), 0, "nothing told");
+    // Joining again (a second join of the same session) keeps what it told first.
+    for _ in 0..2 * RoomConfig::default().tick_rate {
+        room.tick(0);
+    }
+    room.admit(joiner(&ada, "someone else"), ada.outbox.clone(), 8, 2, 0)
+        .unwrap();
+    room.tick(0);
+    assert_eq!(&room.roster.data(1)[..], b"ada");
+    // Carried by the checkpoint: the restored room's simulation knows it.
+    let checkpoint = checkpoint_of(&mut room);
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(Greeter), &checkpoint, 100).unwrap();
+    let mut back = Client::new(1);
+    // Taking its seat back keeps what it told (a join's data does not replace it).
+    restored
+        .admit(joiner(&back, "other"), back.outbox.clone(), 9, 1, 0)
+        .unwrap();
+    restored.tick(0);
+    assert_eq!(said(&mut back), [("restored".to_string(), " ada".to_string())]);
+    assert_eq!(&restored.roster.data(1)[..], b"ada");
 }
 
 /// A room of members 1 and 2 running `new()`, restored from its checkpoint with
@@ -1347,25 +1419,43 @@ fn a_member_that_missed_presence_is_sent_its_joined_again() {
     room.tick(0);
     clients[2].read();
     clients[2].take_received();
-    // Member 3 resumes, having missed them: its next tick says who is in and who owns.
+    // Member 3 resumes, having missed them: it is told who is in and who owns, with
+    // the full snapshot the resume earned (a second after its last: its join's).
+    let joined_again = |room: &mut Room, client: &mut Client, ticks: u32| {
+        let mut joined = Vec::new();
+        for _ in 0..ticks {
+            room.tick(0);
+            client.read();
+            joined.extend(client.take_received().into_iter().filter_map(|k| match k {
+                server_message::Kind::Joined(joined) => Some(joined),
+                _ => None,
+            }));
+        }
+        joined
+    };
+    let second = room.config.tick_rate;
     room.send_joined(3);
     room.send_joined(3);
-    room.tick(0);
-    clients[2].read();
-    let joined: Vec<_> = (clients[2].take_received().into_iter())
-        .filter_map(|k| match k {
-            server_message::Kind::Joined(joined) => Some(joined),
-            _ => None,
-        })
-        .collect();
+    room.resync(3, 0);
+    let joined = joined_again(&mut room, &mut clients[2], second);
     assert_eq!(joined.len(), 1, "asked twice, sent once");
     let members: Vec<_> = joined[0].members.iter().map(|m| m.member_id).collect();
     assert_eq!((joined[0].request_id, joined[0].owner, members), (0, 2, vec![2, 3]));
     assert!(joined_of(&mut clients[1]).is_none(), "the others are not told");
+    // Resumes in a loop (every tick, for two seconds) get it once a second, not each
+    // time.
+    let mut told = 0;
+    for _ in 0..2 * second {
+        room.send_joined(3);
+        room.resync(3, 0);
+        told += joined_again(&mut room, &mut clients[2], 1).len();
+    }
+    assert!((1..=2).contains(&told), "{told} Joined in two seconds");
+    // (The last resume's, held, goes within the next second.)
+    assert!(joined_again(&mut room, &mut clients[2], second).len() <= 1);
     // A member not in the room: nothing.
     room.send_joined(9);
-    room.tick(0);
-    assert!(joined_of(&mut clients[2]).is_none());
+    assert!(joined_again(&mut room, &mut clients[2], second).is_empty());
 }
 
 #[test]

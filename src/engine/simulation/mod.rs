@@ -134,6 +134,9 @@ pub struct SimContext<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Roster {
     users: rustc_hash::FxHashMap<MemberId, Arc<str>>,
+    /// What members told the game about themselves at joining (`JoinRoom.member_data`),
+    /// for those that told anything.
+    data: rustc_hash::FxHashMap<MemberId, bytes::Bytes>,
     /// Members whose connection is lost, their seats held (see [`Simulation::away`]).
     away: rustc_hash::FxHashSet<MemberId>,
 }
@@ -143,6 +146,7 @@ impl Roster {
     pub const fn new() -> Self {
         Self {
             users: std::collections::HashMap::with_hasher(rustc_hash::FxBuildHasher),
+            data: std::collections::HashMap::with_hasher(rustc_hash::FxBuildHasher),
             away: std::collections::HashSet::with_hasher(rustc_hash::FxBuildHasher),
         }
     }
@@ -165,6 +169,26 @@ impl Roster {
     /// The user id of `member`.
     pub fn user(&self, member: MemberId) -> Option<&str> {
         self.users.get(&member).map(|u| &**u)
+    }
+
+    /// What `member` told the game about itself as it joined (`JoinRoom.member_data`:
+    /// a display name, a chosen character; at most
+    /// [`MAX_MEMBER_DATA_BYTES`](crate::proto::MAX_MEMBER_DATA_BYTES)), empty if
+    /// nothing (or not a member). The client chose it: check it as any input. Other
+    /// members are not sent it; a game shows what it wants of it in the state.
+    pub fn data(&self, member: MemberId) -> &bytes::Bytes {
+        static NONE: bytes::Bytes = bytes::Bytes::new();
+        self.data.get(&member).unwrap_or(&NONE)
+    }
+
+    /// Sets what `member` told about itself (the room does; a simulation's tests may
+    /// too). Empty: nothing.
+    pub fn set_data(&mut self, member: MemberId, data: bytes::Bytes) {
+        if data.is_empty() {
+            self.data.remove(&member);
+        } else {
+            self.data.insert(member, data);
+        }
     }
 
     /// Every member with its user id, in no particular order.
@@ -190,6 +214,7 @@ impl Roster {
     /// Removes `member`.
     pub fn remove(&mut self, member: MemberId) {
         self.users.remove(&member);
+        self.data.remove(&member);
         self.away.remove(&member);
     }
 }

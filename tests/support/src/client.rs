@@ -491,7 +491,7 @@ impl TestClient {
             room: room.into(),
             room_type: room_type.into(),
             seat: seat.into(),
-            create: None,
+            ..Default::default()
         })])
         .await;
         request_id
