@@ -373,6 +373,12 @@ impl Cluster {
         (self.settings.number << SESSION_ID_BITS) + 1
     }
 
+    /// Whether `token` is one of this node's resume tokens (one of another node's is
+    /// never parked or live here: a session continued here gets a token of its own).
+    pub fn issued(&self, token: &str) -> bool {
+        token_node(token) == Some(self.settings.number)
+    }
+
     /// A new resume token: this node start's number, a dot, 32 random hex digits.
     pub fn resume_token(&self) -> String {
         format!(
@@ -518,12 +524,9 @@ impl Cluster {
         token: &str,
         user: Option<&str>,
     ) -> Result<Option<proto::SessionRecord>, CloseReason> {
-        let Some(number) = token.split_once('.').and_then(|(number, _)| number.parse::<u64>().ok()) else {
+        let Some(number) = token_node(token).filter(|&number| number != self.settings.number) else {
             return Ok(None);
         };
-        if number == self.settings.number {
-            return Ok(None);
-        }
         let deadline = Instant::now() + (self.settings.lease + self.settings.lease / 4).min(TAKE_SESSION_WAIT);
         loop {
             match self
@@ -1642,6 +1645,11 @@ fn log_call_from_elsewhere(taken: Option<Result<(), PoolError>>, call: &str, roo
         Some(Err(e)) => tracing::warn!(%room, "{call} from the HTTP API on another node not taken: {e}"),
         None => tracing::debug!(%room, "{call} from another node for a room not open here; dropped"),
     }
+}
+
+/// The number of the node that issued a resume token (`<node>.<random>`).
+fn token_node(token: &str) -> Option<u64> {
+    token.split_once('.').and_then(|(number, _)| number.parse().ok())
 }
 
 #[cfg(test)]

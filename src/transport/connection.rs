@@ -87,35 +87,59 @@ const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
 
 /// Finds the session for a resume token: parked, or still held by a connection the
 /// server has not yet noticed is dead (that connection is told to end and park it).
-/// A session whose reliable queue overflowed while it waited (room mates' messages
-/// past the queue's bounds) cannot be resumed: it ends, and the resume fails (4504).
-async fn find_session(ctx: &Context, token: &str, identity: &Identity) -> Option<Session> {
-    let mut session = take_session(ctx, token, identity).await?;
+/// None: no session has the token here. A session whose reliable queue overflowed
+/// while it waited (room mates' messages past the queue's bounds) cannot be resumed:
+/// it ends, and the resume fails (4504). `Err(Replaced)`: a newer resume took the
+/// session while this one waited for it.
+async fn find_session(ctx: &Context, token: &str, identity: &Identity) -> Result<Option<Session>, CloseReason> {
+    let Some(mut session) = take_session(ctx, token, identity).await? else {
+        return Ok(None);
+    };
     if session.outbox().is_overflowed() {
         ctx.end_session(&mut session);
-        return None;
+        return Ok(None);
     }
-    Some(session)
+    Ok(Some(session))
 }
 
-async fn take_session(ctx: &Context, token: &str, identity: &Identity) -> Option<Session> {
+async fn take_session(ctx: &Context, token: &str, identity: &Identity) -> Result<Option<Session>, CloseReason> {
     // Anonymous sessions are identified by the resume token alone.
     let user = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
     // Parked: taken at once. Live: the connection holding it is asked to park it,
     // and the resume waits for that. Neither: another resume may hold it this moment
-    // (between taking it and going live), so the resume looks again for a while
-    // rather than tell the client it is unknown; and a session another resume took
-    // while this one waited is asked for again (the newest resume takes it).
+    // (between taking it and going live), so this one looks again for a while rather
+    // than tell the client it is unknown (not for another node's token, which is
+    // never either here). A connection that goes live with it after this resume
+    // asked is a newer resume's: it keeps the session, and this one is told so.
     let since = Instant::now();
-    let mut asked = false;
+    let mut asked: Option<(usize, Instant)> = None;
+    let in_transit = if ctx.cluster.as_ref().is_none_or(|c| c.issued(token)) {
+        IN_TRANSIT_WAIT
+    } else {
+        Duration::ZERO
+    };
     loop {
         if let Some(session) = ctx.registry.take(token, user, Instant::now()) {
-            return Some(session);
+            return Ok(Some(session));
         }
-        asked |= ctx.registry.take_over(token, user);
-        let wait = if asked { TAKE_OVER_WAIT } else { IN_TRANSIT_WAIT };
-        if since.elapsed() >= wait {
-            return None;
+        match asked {
+            None => {
+                asked = ctx
+                    .registry
+                    .take_over(token, user)
+                    .map(|holder| (holder, Instant::now()))
+            }
+            Some((holder, _)) if ctx.registry.holder(token).is_some_and(|now| now != holder) => {
+                return Err(CloseReason::Replaced);
+            }
+            Some(_) => {}
+        }
+        let waited = match asked {
+            Some((_, at)) => at.elapsed() >= TAKE_OVER_WAIT,
+            None => since.elapsed() >= in_transit,
+        };
+        if waited {
+            return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -169,7 +193,12 @@ async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start
             received,
             client,
         } => match find_session(ctx, &token, &identity).await {
-            Some(mut session) => {
+            Err(reason) => {
+                metrics.count_close(reason);
+                transport.close(reason).await;
+                return None;
+            }
+            Ok(Some(mut session)) => {
                 // The client resuming it may be another process than the one that
                 // started it (a restarted game, a reloaded page): its sessions on
                 // other nodes are this one's family from now on.
@@ -184,7 +213,7 @@ async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start
                 session
             }
             // Boxed: rare (a cluster's session moving nodes), and large.
-            None => match Box::pin(continue_elsewhere_session::<T>(
+            Ok(None) => match Box::pin(continue_elsewhere_session::<T>(
                 ctx,
                 &token,
                 identity,

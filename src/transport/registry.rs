@@ -376,17 +376,24 @@ impl<T> Registry<T> {
     }
 
     /// If a live connection holds `token` (and belongs to `user`, when given), asks
-    /// it to end and park its session, and returns true: the caller then waits for
-    /// the session to appear in [`Registry::take`].
-    pub fn take_over(&self, token: &str, user: Option<&str>) -> bool {
+    /// it to end and park its session, and returns which connection that is (see
+    /// [`Registry::holder`]): the caller then waits for the session to appear in
+    /// [`Registry::take`].
+    pub fn take_over(&self, token: &str, user: Option<&str>) -> Option<usize> {
         let live = self.live_tokens.lock();
         match live.get(token) {
             Some((owner, stop)) if user.is_none_or(|u| u == &**owner) => {
                 stop.stop(StopReason::TakenOver);
-                true
+                Some(Arc::as_ptr(&stop.0) as usize)
             }
-            _ => false,
+            _ => None,
         }
+    }
+
+    /// Which live connection holds `token`, if one does (an identity, valid while it
+    /// holds it).
+    pub fn holder(&self, token: &str) -> Option<usize> {
+        (self.live_tokens.lock().get(token)).map(|(_, stop)| Arc::as_ptr(&stop.0) as usize)
     }
 
     /// Tells every live session, and every one that goes live from now on, to stop
@@ -622,9 +629,11 @@ mod tests {
         let r = Registry::new(10, 10);
         let take_over = Stop::new();
         r.register_token("tok", "alice".into(), take_over.clone());
-        assert!(!r.take_over("tok", Some("mallory")), "not another user's");
-        assert!(!r.take_over("other", None));
-        assert!(r.take_over("tok", Some("alice")));
+        assert!(r.take_over("tok", Some("mallory")).is_none(), "not another user's");
+        assert!(r.take_over("other", None).is_none());
+        let first = r.take_over("tok", Some("alice"));
+        assert!(first.is_some());
+        assert_eq!(r.holder("tok"), first);
         assert!(take_over.is_stopped());
         assert_eq!(take_over.reason(), StopReason::TakenOver);
         // The old connection parks its session; the new one takes it and registers
@@ -637,10 +646,12 @@ mod tests {
         let newer = Stop::new();
         r.register_token("tok", "alice".into(), newer.clone());
         r.unregister_token("tok", &take_over);
-        assert!(r.take_over("tok", Some("alice")), "the newer connection's token");
+        let second = r.take_over("tok", Some("alice"));
+        assert!(second.is_some(), "the newer connection's token");
+        assert_ne!(second, first, "another holder");
         assert!(newer.is_stopped());
         r.unregister_token("tok", &newer);
-        assert!(!r.take_over("tok", None));
+        assert!(r.take_over("tok", None).is_none());
     }
 
     fn owner(user: Arc<str>, family: u64, address: IpAddr, live: Option<(u64, u64)>) -> Owner {

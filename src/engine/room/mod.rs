@@ -727,7 +727,8 @@ impl Room {
             }
             // A join of the old session still waiting for its `Joined` is answered: a
             // newer session takes the seat.
-            if !same_session && let Some(waiting) = self.members[i].joined_reply {
+            // (A resume's `Joined`, request id 0, answers nothing.)
+            if !same_session && let Some(waiting) = self.members[i].joined_reply.filter(|&id| id != 0) {
                 let message = "a newer session of this member took the seat";
                 let error = self.error(ErrorCode::NotAMember, message, waiting);
                 let _ = self.members[i].outbox.push_reliable(error);
@@ -751,6 +752,10 @@ impl Room {
             // The simulation knew it away since the restore: back at the next tick.
             seated.away_simulated = true;
             seated.joined_reply = Some(request_id);
+            // A seat checkpointed without data (by an older relay) takes the join's.
+            if self.roster.data(member).is_empty() {
+                self.roster.set_data(member, data);
+            }
             self.index.insert(member, self.members.len());
             self.members.push(seated);
         } else if let Some(wait) = (self.left_recently.get(&member)).and_then(|&last| self.snapshot_wait(last)) {
