@@ -105,37 +105,48 @@ async fn find_session(ctx: &Context, token: &str, identity: &Identity) -> Result
 async fn take_session(ctx: &Context, token: &str, identity: &Identity) -> Result<Option<Session>, CloseReason> {
     // Anonymous sessions are identified by the resume token alone.
     let user = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
+    // Resumes are counted per user: another user's resume with the token (a stolen
+    // one, refused) does not make the owner's lose.
+    let key = user.map_or_else(|| token.to_string(), |user| format!("{user}\n{token}"));
+    let resume = ctx.registry.resume_begins(&key);
+    let newest = || ctx.registry.is_newest(&key, resume);
+    let taken = look_for_session(ctx, token, user, newest).await;
+    ctx.registry.resume_ended(&key, resume);
+    taken
+}
+
+/// [`take_session`]'s search, while `newest` says no newer resume of the token came.
+async fn look_for_session(
+    ctx: &Context,
+    token: &str,
+    user: Option<&str>,
+    newest: impl Fn() -> bool,
+) -> Result<Option<Session>, CloseReason> {
     // Parked: taken at once. Live: the connection holding it is asked to park it,
     // and the resume waits for that. Neither: another resume may hold it this moment
     // (between taking it and going live), so this one looks again for a while rather
     // than tell the client it is unknown (not for another node's token, which is
-    // never either here). A connection that goes live with it after this resume
-    // asked is a newer resume's: it keeps the session, and this one is told so.
+    // never either here). A newer resume of the token coming meanwhile takes the
+    // session: this one is told so (4002), as a connection taken over is.
     let since = Instant::now();
-    let mut asked: Option<(usize, Instant)> = None;
+    let mut asked: Option<Instant> = None;
     let in_transit = if ctx.cluster.as_ref().is_none_or(|c| c.issued(token)) {
         IN_TRANSIT_WAIT
     } else {
         Duration::ZERO
     };
     loop {
+        if !newest() {
+            return Err(CloseReason::Replaced);
+        }
         if let Some(session) = ctx.registry.take(token, user, Instant::now()) {
             return Ok(Some(session));
         }
-        match asked {
-            None => {
-                asked = ctx
-                    .registry
-                    .take_over(token, user)
-                    .map(|holder| (holder, Instant::now()))
-            }
-            Some((holder, _)) if ctx.registry.holder(token).is_some_and(|now| now != holder) => {
-                return Err(CloseReason::Replaced);
-            }
-            Some(_) => {}
+        if asked.is_none() && ctx.registry.take_over(token, user) {
+            asked = Some(Instant::now());
         }
         let waited = match asked {
-            Some((_, at)) => at.elapsed() >= TAKE_OVER_WAIT,
+            Some(at) => at.elapsed() >= TAKE_OVER_WAIT,
             None => since.elapsed() >= in_transit,
         };
         if waited {
@@ -887,6 +898,45 @@ mod tests {
         });
         assert_eq!(state.await, ("lobby".to_string(), 0));
         assert_eq!((ctx.registry.parked(), ctx.metrics.resumes.get()), (0, 1));
+    }
+
+    /// A resume that finds the session neither parked nor live (another resume has
+    /// it in hand) looks again rather than say it is unknown; and when a newer resume
+    /// of it comes meanwhile, the older one is told it lost (4002), and the newer one
+    /// gets the session.
+    #[tokio::test]
+    async fn the_newest_resume_gets_a_session_in_transit() {
+        let ctx = context();
+        let (server, mut client) = pair();
+        let (task, token) = join_the_lobby(&ctx, server, &mut client).await;
+        let _ = client.inbound.send(Received::Lost);
+        task.await.unwrap();
+        // In another resume's hands for a moment.
+        let session = ctx.registry.take(&token, None, Instant::now()).unwrap();
+        let identity = identity(&ctx);
+        let older = tokio::spawn({
+            let (ctx, token, identity) = (ctx.clone(), token.clone(), identity.clone());
+            async move { take_session(&ctx, &token, &identity).await.map(|s| s.is_some()) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!older.is_finished(), "still looking, not 4504");
+        let newer = tokio::spawn({
+            let (ctx, token) = (ctx.clone(), token.clone());
+            async move { take_session(&ctx, &token, &identity).await.map(|s| s.is_some()) }
+        });
+        assert_eq!(older.await.unwrap(), Err(CloseReason::Replaced));
+        let owner = Owner {
+            user: session.identity().user_id.clone(),
+            family: session.family(),
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            live: None,
+        };
+        assert!(
+            ctx.registry
+                .park(token, owner, session, Instant::now() + Duration::from_secs(20))
+                .is_none()
+        );
+        assert_eq!(newer.await.unwrap(), Ok(true), "the newest resume takes it");
     }
 
     /// A resume that takes over a connection the server still holds (its peer gone

@@ -168,6 +168,10 @@ pub struct Registry<T> {
     /// Live sessions by resume token: a resume that arrives before the server noticed
     /// the old connection died takes the session over (see [`Registry::take_over`]).
     live_tokens: Mutex<HashMap<String, (Arc<str>, Stop)>>,
+    /// Resumes looking for their session, by token (and user): the newest one's number (see
+    /// [`Registry::resume_begins`]).
+    resuming: Mutex<HashMap<String, u64>>,
+    next_resume: AtomicU64,
     /// When the last session went live (written under `live`'s lock).
     last_live_us: AtomicU64,
     /// Set by [`Registry::stop_all`] (under `live`'s lock): sessions going live after
@@ -196,6 +200,8 @@ impl<T> Registry<T> {
             }),
             live: Mutex::new(HashMap::new()),
             live_tokens: Mutex::new(HashMap::new()),
+            resuming: Mutex::new(HashMap::new()),
+            next_resume: AtomicU64::new(0),
             last_live_us: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             max_parked,
@@ -376,24 +382,40 @@ impl<T> Registry<T> {
     }
 
     /// If a live connection holds `token` (and belongs to `user`, when given), asks
-    /// it to end and park its session, and returns which connection that is (see
-    /// [`Registry::holder`]): the caller then waits for the session to appear in
-    /// [`Registry::take`].
-    pub fn take_over(&self, token: &str, user: Option<&str>) -> Option<usize> {
+    /// it to end and park its session, and returns true: the caller then waits for
+    /// the session to appear in [`Registry::take`].
+    pub fn take_over(&self, token: &str, user: Option<&str>) -> bool {
         let live = self.live_tokens.lock();
         match live.get(token) {
             Some((owner, stop)) if user.is_none_or(|u| u == &**owner) => {
                 stop.stop(StopReason::TakenOver);
-                Some(Arc::as_ptr(&stop.0) as usize)
+                true
             }
-            _ => None,
+            _ => false,
         }
     }
 
-    /// Which live connection holds `token`, if one does (an identity, valid while it
-    /// holds it).
-    pub fn holder(&self, token: &str) -> Option<usize> {
-        (self.live_tokens.lock().get(token)).map(|(_, stop)| Arc::as_ptr(&stop.0) as usize)
+    /// A resume begins, of the session `key` names (its token, with the user under
+    /// JWT): from now on it is that session's newest, and older ones still looking
+    /// for the session have lost it ([`Registry::is_newest`]). Returns its number,
+    /// for [`Registry::resume_ended`].
+    pub fn resume_begins(&self, key: &str) -> u64 {
+        let n = self.next_resume.fetch_add(1, Ordering::Relaxed) + 1;
+        self.resuming.lock().insert(key.to_string(), n);
+        n
+    }
+
+    /// Whether resume `n` of `key` is still its newest.
+    pub fn is_newest(&self, key: &str, n: u64) -> bool {
+        self.resuming.lock().get(key) == Some(&n)
+    }
+
+    /// Resume `n` of `key` took the session, or gave up.
+    pub fn resume_ended(&self, key: &str, n: u64) {
+        let mut resuming = self.resuming.lock();
+        if resuming.get(key) == Some(&n) {
+            resuming.remove(key);
+        }
     }
 
     /// Tells every live session, and every one that goes live from now on, to stop
@@ -629,11 +651,9 @@ mod tests {
         let r = Registry::new(10, 10);
         let take_over = Stop::new();
         r.register_token("tok", "alice".into(), take_over.clone());
-        assert!(r.take_over("tok", Some("mallory")).is_none(), "not another user's");
-        assert!(r.take_over("other", None).is_none());
-        let first = r.take_over("tok", Some("alice"));
-        assert!(first.is_some());
-        assert_eq!(r.holder("tok"), first);
+        assert!(!r.take_over("tok", Some("mallory")), "not another user's");
+        assert!(!r.take_over("other", None));
+        assert!(r.take_over("tok", Some("alice")));
         assert!(take_over.is_stopped());
         assert_eq!(take_over.reason(), StopReason::TakenOver);
         // The old connection parks its session; the new one takes it and registers
@@ -646,12 +666,24 @@ mod tests {
         let newer = Stop::new();
         r.register_token("tok", "alice".into(), newer.clone());
         r.unregister_token("tok", &take_over);
-        let second = r.take_over("tok", Some("alice"));
-        assert!(second.is_some(), "the newer connection's token");
-        assert_ne!(second, first, "another holder");
+        assert!(r.take_over("tok", Some("alice")), "the newer connection's token");
         assert!(newer.is_stopped());
         r.unregister_token("tok", &newer);
-        assert!(r.take_over("tok", None).is_none());
+        assert!(!r.take_over("tok", None));
+    }
+
+    #[test]
+    fn the_newest_resume_of_a_token_is_the_one_that_looks_for_it() {
+        let r: Registry<u32> = Registry::new(10, 10);
+        let older = r.resume_begins("tok");
+        assert!(r.is_newest("tok", older));
+        let newer = r.resume_begins("tok");
+        assert!(!r.is_newest("tok", older) && r.is_newest("tok", newer));
+        r.resume_ended("tok", older); // an older one ending forgets nothing
+        assert!(r.is_newest("tok", newer));
+        r.resume_ended("tok", newer);
+        assert!(!r.is_newest("tok", newer));
+        assert!(r.resuming.lock().is_empty(), "nothing kept");
     }
 
     fn owner(user: Arc<str>, family: u64, address: IpAddr, live: Option<(u64, u64)>) -> Owner {
