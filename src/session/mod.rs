@@ -954,11 +954,7 @@ impl Session {
             self.claims.insert(join.room, pending);
             return;
         }
-        let joiner = Joiner {
-            member: self.id,
-            user_id: self.identity.user_id.clone(),
-            data: join.member_data,
-        };
+        let joiner = self.joiner(join.member_data);
         let listing = ListingState::created(join.create.as_ref(), joiner.member, true);
         self.open_and_join(join.room, &join.room_type, join.request_id, joiner, listing);
     }
@@ -1019,11 +1015,7 @@ impl Session {
         };
         // A room open here first; in a cluster, then the fullest elsewhere.
         if let Some(handle) = self.ctx.rooms.pick(&quick.room_type, &quick.filters, &skip) {
-            let joiner = Joiner {
-                member: self.id,
-                user_id: self.identity.user_id.clone(),
-                data: quick.member_data,
-            };
+            let joiner = self.joiner(quick.member_data);
             let id = handle.shared.id.to_string();
             self.join_open(id, handle, quick.request_id, joiner, true);
             return;
@@ -1085,6 +1077,15 @@ impl Session {
             }),
             member_data,
         });
+    }
+
+    /// This session's member joining a room, telling its game `data`.
+    fn joiner(&self, data: Bytes) -> Joiner {
+        Joiner {
+            member: self.id,
+            user_id: self.identity.user_id.clone(),
+            data,
+        }
     }
 
     /// This session's member, as a redirect's seat ticket carries it on.

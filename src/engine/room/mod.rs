@@ -488,7 +488,8 @@ impl Room {
         let mut hasher = std::hash::DefaultHasher::new();
         (self.world.checksum(), self.world.len(), self.event_seq).hash(&mut hasher);
         for member in &self.members {
-            (member.id, &*member.user_id, member.last_applied).hash(&mut hasher);
+            let data = &self.roster.data(member.id)[..];
+            (member.id, &*member.user_id, member.last_applied, data).hash(&mut hasher);
         }
         let mut reserved: Vec<_> = self.reserved.iter().map(|(&id, r)| (id, r.last_applied)).collect();
         reserved.sort_unstable();
