@@ -2168,7 +2168,8 @@ export type Seat = Message<"tickrelay.v1.Seat"> & {
   lastInputSeq: bigint;
 
   /**
-   * The `member_data` of its join.
+   * The `member_data` of its join, in a checkpoint (empty in a redirect's seat
+   * ticket: the client's join on the room's node carries it).
    *
    * @generated from field: bytes member_data = 4;
    */
