@@ -7,20 +7,15 @@ Runs SECS (default 75) seconds.
 import os, subprocess, sys, time, collections, uuid, threading
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # ../tr.py, ../procstat.py and ../gen
-BIN = os.environ.get("TR_BIN", os.path.join(HERE, "..", "..", "..", "target", "release", "tickrelay"))
 import keys, up, procstat
+from launch import start_idp, start_relay, jwks_url
 
 FLOOD = os.environ.get("FLOOD", "1") == "1"
 SECS = int(os.environ.get("SECS", "75"))
 RATE = float(os.environ.get("RATE", "5"))  # flood upgrades per second per thread (THREADS=16)
 PORT, RP, D = 18081, 17545, HERE
-open(f"{D}/mode_kf", "w").write("ok set_A.json\n")
-open(f"{D}/idp_kf.log", "w").close()
-idp = subprocess.Popen([sys.executable, f"{D}/fakeidp.py", str(PORT), f"{D}/mode_kf", f"{D}/idp_kf.log", str(SECS + 30)])
-time.sleep(0.5)
-relay = subprocess.Popen([BIN, "--insecure-plain", "--listen", f"127.0.0.1:{RP}", "--auth", "jwt",
-                          "--set", f"auth.jwks_url=http://127.0.0.1:{PORT}/jwks.json"],
-                         stdout=open(f"{D}/relay_kf.out", "w"), stderr=subprocess.STDOUT)
+idp = start_idp("kf", "set_A.json", PORT, SECS + 30)
+relay = start_relay("kf", RP, *jwks_url(PORT))
 time.sleep(1)
 t0 = time.time()
 fetch_times = []

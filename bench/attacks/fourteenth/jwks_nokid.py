@@ -5,17 +5,13 @@ address, sequentially; prints relay CPU per upgrade and the statuses."""
 import os, subprocess, sys, time, collections, threading
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # ../tr.py, ../procstat.py and ../gen
-BIN = os.environ.get("TR_BIN", os.path.join(HERE, "..", "..", "..", "target", "release", "tickrelay"))
 import keys, up, procstat
+from launch import start_idp, start_relay, jwks_url
 SET = os.environ.get("SET", "set_many_1000.json")
 COUNT = int(os.environ.get("COUNT", "100"))
 PORT, RP, D = 18082, 17546, HERE
-open(f"{D}/mode_nk", "w").write(f"ok {SET}\n")
-idp = subprocess.Popen([sys.executable, f"{D}/fakeidp.py", str(PORT), f"{D}/mode_nk", f"{D}/idp_nk.log", "120"])
-time.sleep(0.5)
-relay = subprocess.Popen([BIN, "--insecure-plain", "--listen", f"127.0.0.1:{RP}", "--auth", "jwt",
-                          "--set", f"auth.jwks_url=http://127.0.0.1:{PORT}/jwks.json"],
-                         stdout=open(f"{D}/relay_nk.out", "w"), stderr=subprocess.STDOUT)
+idp = start_idp("nk", SET, PORT)
+relay = start_relay("nk", RP, *jwks_url(PORT))
 time.sleep(1.5)
 try:
     bad = keys.token(kid=None, key="B")

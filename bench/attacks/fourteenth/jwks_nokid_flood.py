@@ -5,19 +5,15 @@ Prints relay CPU (cores) and the honest upgrade time, before and during."""
 import asyncio, os, subprocess, sys, time, collections, base64
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # ../tr.py, ../procstat.py and ../gen
-BIN = os.environ.get("TR_BIN", os.path.join(HERE, "..", "..", "..", "target", "release", "tickrelay"))
 import keys, procstat
+from launch import start_idp, start_relay, jwks_url
 SET = os.environ.get("SET", "set_many_8.json")
 ADDRS = int(os.environ.get("ADDRS", "4"))
 SECS = float(os.environ.get("SECS", "12"))
 PER = float(os.environ.get("PER", "190"))
 PORT, RP, D = 18083, 17547, HERE
-open(f"{D}/mode_nf", "w").write(f"ok {SET}\n")
-idp = subprocess.Popen([sys.executable, f"{D}/fakeidp.py", str(PORT), f"{D}/mode_nf", f"{D}/idp_nf.log", "120"])
-time.sleep(0.5)
-relay = subprocess.Popen([BIN, "--insecure-plain", "--listen", f"127.0.0.1:{RP}", "--auth", "jwt",
-                          "--set", f"auth.jwks_url=http://127.0.0.1:{PORT}/jwks.json"],
-                         stdout=open(f"{D}/relay_nf.out", "w"), stderr=subprocess.STDOUT)
+idp = start_idp("nf", SET, PORT)
+relay = start_relay("nf", RP, *jwks_url(PORT))
 time.sleep(1.5)
 bad = keys.token(kid=None, key="B")
 good = keys.token(kid="A", key="A")

@@ -8,22 +8,16 @@ open fds, and whether a token of key A still connects while the IdP misbehaves.
 import os, subprocess, sys, time, re, collections
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # ../tr.py, ../procstat.py and ../gen
-BIN = os.environ.get("TR_BIN", os.path.join(HERE, "..", "..", "..", "target", "release", "tickrelay"))
 import keys, up
+from launch import start_idp, start_relay, jwks_url
 
 REFRESH = int(os.environ.get("REFRESH", "2"))
 HANG = int(os.environ.get("HANG", "45"))
 TRICKLE = int(os.environ.get("TRICKLE", "30"))
 PORT, RP = 18080, 17544
 D = HERE
-open(f"{D}/mode_rt", "w").write("ok set_A.json\n")
-open(f"{D}/idp_rt.log", "w").close()
-idp = subprocess.Popen([sys.executable, f"{D}/fakeidp.py", str(PORT), f"{D}/mode_rt", f"{D}/idp_rt.log", "200"])
-time.sleep(0.5)
-relay = subprocess.Popen([BIN, "--insecure-plain", "--listen", f"127.0.0.1:{RP}", "--auth", "jwt",
-                          "--set", f"auth.jwks_url=http://127.0.0.1:{PORT}/jwks.json",
-                          "--set", f"auth.jwks_refresh_secs={REFRESH}"],
-                         stdout=open(f"{D}/relay_rt.out", "w"), stderr=subprocess.STDOUT)
+idp = start_idp("rt", "set_A.json", PORT, 200)
+relay = start_relay("rt", RP, *jwks_url(PORT), "--set", f"auth.jwks_refresh_secs={REFRESH}")
 t0 = time.time()
 
 

@@ -8,8 +8,8 @@ S (default 20) sessions, SECS (default 12) seconds.  Prints relay CPU and the ho
 import asyncio, os, subprocess, sys, time, collections
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # ../tr.py, ../procstat.py and ../gen
-BIN = os.environ.get("TR_BIN", os.path.join(HERE, "..", "..", "..", "target", "release", "tickrelay"))
 import keys, procstat
+from launch import start_idp, start_relay, jwks_url
 from pinger import ping_rtts
 import tr
 from tr import pb
@@ -19,18 +19,15 @@ SECS = float(os.environ.get("SECS", "12"))
 MSG = os.environ.get("MSG", "refresh")
 PER_ENV = int(os.environ.get("PER_ENV", "10"))
 PORT, RP, D = 18084, 17548, HERE
-args = [BIN, "--insecure-plain", "--listen", f"127.0.0.1:{RP}", "--auth", "jwt"]
 idp = None
 if CONF == "jwks8":
-    open(f"{D}/mode_rf", "w").write("ok set_many_8.json\n")
-    idp = subprocess.Popen([sys.executable, f"{D}/fakeidp.py", str(PORT), f"{D}/mode_rf", f"{D}/idp_rf.log", "120"])
-    time.sleep(0.5)
-    args += ["--set", f"auth.jwks_url=http://127.0.0.1:{PORT}/jwks.json"]
+    idp = start_idp("rf", "set_many_8.json", PORT)
+    args = jwks_url(PORT)
     bad = keys.token(kid=None, key="B")
 else:
-    args += ["--set", "auth.algorithm=RS256", "--set", f"auth.public_key={D}/pubA.pem"]
+    args = ["--set", "auth.algorithm=RS256", "--set", f"auth.public_key={D}/pubA.pem"]
     bad = keys.token(kid="A", key="B")
-relay = subprocess.Popen(args, stdout=open(f"{D}/relay_rf.out", "w"), stderr=subprocess.STDOUT)
+relay = start_relay("rf", RP, *args)
 time.sleep(1.5)
 URL = f"ws://127.0.0.1:{RP}/ws"
 good = keys.token(kid="A", key="A", sub="attacker")
