@@ -537,15 +537,17 @@ impl Outbox {
             .min()
             .unwrap_or(usize::MAX)
             .min(inner.reliable.len());
+        let holding = cut < inner.reliable.len();
         batch.reliable.extend(inner.reliable.drain(..cut));
-        let taken_bytes: usize = batch.reliable.iter().map(Bytes::len).sum();
-        inner.reliable_bytes -= taken_bytes;
+        // (Replayed messages are the first ones.)
         let replayed_taken = inner.replayed.min(cut);
-        let replayed_bytes_taken: usize = batch.reliable[..replayed_taken].iter().map(Bytes::len).sum();
         inner.replayed -= replayed_taken;
-        inner.replayed_bytes -= replayed_bytes_taken;
         // Keep what was taken for a resume, within half the bounds (oldest out first).
-        for m in &batch.reliable {
+        for (i, m) in batch.reliable.iter().enumerate() {
+            inner.reliable_bytes -= m.len();
+            if i < replayed_taken {
+                inner.replayed_bytes -= m.len();
+            }
             inner.taken_bytes += m.len();
             inner.taken.push_back(m.clone());
         }
@@ -558,7 +560,7 @@ impl Outbox {
         // A frame goes after every message queued before it: while a closed room's
         // `Left` is held back, the frames pushed after it wait too.
         let held_from = first_seq + cut as u64;
-        if inner.states_at.iter().all(|&at| at <= held_from) {
+        if !holding || inner.states_at.iter().all(|&at| at <= held_from) {
             std::mem::swap(&mut batch.states, &mut inner.states);
             inner.states_at.clear();
         } else {
