@@ -203,36 +203,36 @@ async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start
             identity,
             received,
             client,
-        } => match find_session(ctx, &token, &identity).await {
-            Err(reason) => {
-                metrics.count_close(reason);
-                transport.close(reason).await;
-                return None;
-            }
-            Ok(Some(mut session)) => {
-                // The client resuming it may be another process than the one that
-                // started it (a restarted game, a reloaded page): its sessions on
-                // other nodes are this one's family from now on.
-                if let Some(client) = client.as_deref() {
-                    session.set_family(family(Some(client), session.id()));
+        } => {
+            let resumed = match find_session(ctx, &token, &identity).await {
+                Err(reason) => Err(reason),
+                Ok(Some(mut session)) => {
+                    // The client resuming it may be another process than the one that
+                    // started it (a restarted game, a reloaded page): its sessions on
+                    // other nodes are this one's family from now on.
+                    if let Some(client) = client.as_deref() {
+                        session.set_family(family(Some(client), session.id()));
+                    }
+                    let identity = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(identity);
+                    let replay = session.resume(identity, T::DELIVERY, received, Now::system());
+                    metrics.resumes.inc();
+                    metrics.messages_replayed.inc_by(replay.sent_again as u64);
+                    metrics.messages_lost.inc_by(replay.missing);
+                    Ok(session)
                 }
-                let identity = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(identity);
-                let replay = session.resume(identity, T::DELIVERY, received, Now::system());
-                metrics.resumes.inc();
-                metrics.messages_replayed.inc_by(replay.sent_again as u64);
-                metrics.messages_lost.inc_by(replay.missing);
-                session
-            }
-            // Boxed: rare (a cluster's session moving nodes), and large.
-            Ok(None) => match Box::pin(continue_elsewhere_session::<T>(
-                ctx,
-                &token,
-                identity,
-                client.as_deref(),
-                now,
-            ))
-            .await
-            {
+                // Boxed: rare (a cluster's session moving nodes), and large.
+                Ok(None) => {
+                    Box::pin(continue_elsewhere_session::<T>(
+                        ctx,
+                        &token,
+                        identity,
+                        client.as_deref(),
+                        now,
+                    ))
+                    .await
+                }
+            };
+            match resumed {
                 Ok(session) => session,
                 Err(reason) => {
                     if let Some(suppressed) = CONNECTION_LOGS.take(Instant::now()) {
@@ -242,8 +242,8 @@ async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start
                     transport.close(reason).await;
                     return None;
                 }
-            },
-        },
+            }
+        }
     };
     Some(session)
 }
