@@ -18,6 +18,18 @@ use crate::mirror::{Desync, StateMirror};
 use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
 use crate::state::{FieldSpec, FieldType, KindSchema, Schema, Value};
 
+/// What one write of `outbox` would carry, as the client decodes it (None: nothing
+/// to write).
+fn drained(outbox: &Outbox) -> Option<Vec<ServerMessage>> {
+    let mut batch = Batch::default();
+    if !outbox.drain(&mut batch) {
+        return None;
+    }
+    let mut wire = BytesMut::new();
+    encode_batch(&batch, &mut wire);
+    Some(decode_server(&wire).expect("server output decodes").messages)
+}
+
 struct Client {
     id: MemberId,
     outbox: Arc<Outbox>,
@@ -38,15 +50,8 @@ impl Client {
     /// Takes everything pending as one envelope, decodes it and applies state frames
     /// to the mirror. Returns the number of state frames.
     fn read(&mut self) -> usize {
-        let mut batch = Batch::default();
-        if !self.outbox.drain(&mut batch) {
-            return 0;
-        }
-        let mut wire = BytesMut::new();
-        encode_batch(&batch, &mut wire);
-        let envelope = decode_server(&wire).expect("server output decodes");
         let mut frames = 0;
-        for message in envelope.messages {
+        for message in drained(&self.outbox).unwrap_or_default() {
             if let Some(server_message::Kind::Joined(joined)) = &message.kind {
                 let schema = Schema::from_proto(&joined.schema).expect("the room's schema decodes");
                 self.mirror = StateMirror::with_schema(Arc::new(schema));
@@ -3851,8 +3856,7 @@ fn a_room_joined_again_after_a_close_gets_its_joined_before_its_first_frame() {
     let client = Client::new(1);
     old.join(1, "user-1".into(), client.outbox.clone(), 1, 1).unwrap();
     old.tick(0);
-    let mut batch = Batch::default();
-    client.outbox.drain(&mut batch);
+    drained(&client.outbox);
     old.push_input(1, 1, create(5, vec![]));
     old.tick(0); // the last tick's frame waits in the outbox
     old.close(ErrorCode::RoomClosed, "match over");
@@ -3864,12 +3868,10 @@ fn a_room_joined_again_after_a_close_gets_its_joined_before_its_first_frame() {
     new.tick(0);
     let mut read = Vec::new();
     for _ in 0..3 {
-        if !client.outbox.drain(&mut batch) {
+        let Some(messages) = drained(&client.outbox) else {
             break;
-        }
-        let mut wire = BytesMut::new();
-        encode_batch(&batch, &mut wire);
-        for message in decode_server(&wire).unwrap().messages {
+        };
+        for message in messages {
             match message.kind {
                 Some(server_message::Kind::Joined(j)) => read.push(format!("Joined {}", j.room)),
                 Some(server_message::Kind::Left(l)) => read.push(format!("Left {}", l.room)),
@@ -3899,13 +3901,7 @@ fn a_room_joined_again_after_a_close_is_applied_by_the_client() {
     // The client as the Rust client is: one mirror per room id, a new one at each
     // `Joined`, frames of a room it has no mirror for dropped.
     fn read(client: &Client, mirror: &mut Option<StateMirror>, results: &mut Vec<(u64, u64, Result<(), String>)>) {
-        let mut batch = Batch::default();
-        if !client.outbox.drain(&mut batch) {
-            return;
-        }
-        let mut wire = BytesMut::new();
-        encode_batch(&batch, &mut wire);
-        for message in decode_server(&wire).unwrap().messages {
+        for message in drained(&client.outbox).unwrap_or_default() {
             match message.kind {
                 Some(server_message::Kind::Joined(j)) => {
                     let schema = Schema::from_proto(&j.schema).unwrap();
