@@ -63,15 +63,24 @@ pub(crate) enum Call {
     List,
 }
 
+/// Why a request on one of the API's paths is not a call.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotACall {
+    /// The path takes other methods: these (405 with `Allow`).
+    Method(&'static str),
+    /// A room or user id in the path is not UTF-8 once percent-decoded (400).
+    NotUtf8,
+}
+
 /// The API call a request makes, if it is one (the room id percent-encoded in the
-/// path); `Err` with the methods its path takes when the path is the API's and the
-/// method is not one of them.
-pub(crate) fn call_of(method: &Method, path: &str) -> Option<Result<Call, &'static str>> {
+/// path); `Err` when the path is the API's but the method is not one it takes, or an
+/// id in it is not UTF-8.
+pub(crate) fn call_of(method: &Method, path: &str) -> Option<Result<Call, NotACall>> {
     if path == "/rooms" || path == "/rooms/" {
         return Some(if method == Method::GET {
             Ok(Call::List)
         } else {
-            Err("GET")
+            Err(NotACall::Method("GET"))
         });
     }
     let rest = path.strip_prefix("/rooms/")?;
@@ -80,31 +89,36 @@ pub(crate) fn call_of(method: &Method, path: &str) -> Option<Result<Call, &'stat
         [room] => (path_segment(room)?, None),
         [room, "events"] => {
             let room = path_segment(room)?;
-            return Some(if method == Method::POST {
-                Ok(Call::Publish(room))
-            } else {
-                Err("POST")
+            return Some(match room {
+                Ok(room) if method == Method::POST => Ok(Call::Publish(room)),
+                Ok(_) => Err(NotACall::Method("POST")),
+                Err(e) => Err(e),
             });
         }
         [room, "users", user] => (path_segment(room)?, Some(path_segment(user)?)),
         _ => return None,
     };
+    let (room, user) = match (room, user.transpose()) {
+        (Ok(room), Ok(user)) => (room, user),
+        (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+    };
     Some(match (method, user) {
         (&Method::DELETE, Some(user)) => Ok(Call::RemoveUser(room, user)),
-        (_, Some(_)) => Err("DELETE"),
+        (_, Some(_)) => Err(NotACall::Method("DELETE")),
         (&Method::DELETE, None) => Ok(Call::Close(room)),
         (&Method::GET, None) => Ok(Call::Describe(room)),
-        (_, None) => Err("GET, DELETE"),
+        (_, None) => Err(NotACall::Method("GET, DELETE")),
     })
 }
 
-/// One segment of a path, percent-decoded (a slash in it is encoded).
-fn path_segment(encoded: &str) -> Option<String> {
+/// One segment of a path, percent-decoded (a slash in it is encoded): `None` when it
+/// is empty or holds a slash (not one of the API's paths).
+fn path_segment(encoded: &str) -> Option<Result<String, NotACall>> {
     if encoded.is_empty() || encoded.contains('/') {
         return None;
     }
-    let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8().ok()?;
-    Some(decoded.into_owned())
+    let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8();
+    Some(decoded.map(|id| id.into_owned()).map_err(|_| NotACall::NotUtf8))
 }
 
 /// The answer to any API path with the API off.
@@ -534,7 +548,15 @@ mod tests {
         assert_eq!(publish("/rooms/eu%20west/events"), room("eu west"));
         assert_eq!(publish("/rooms//events"), None);
         assert_eq!(publish("/rooms/lobby"), None);
-        assert_eq!(publish("/rooms/%FF/events"), None, "not UTF-8");
+        assert_eq!(
+            call_of(&Method::POST, "/rooms/%FF/events"),
+            Some(Err(NotACall::NotUtf8))
+        );
+        assert_eq!(call_of(&Method::GET, "/rooms/%FF"), Some(Err(NotACall::NotUtf8)));
+        assert_eq!(
+            call_of(&Method::DELETE, "/rooms/a/users/%C3"),
+            Some(Err(NotACall::NotUtf8))
+        );
         assert_eq!(close("/rooms/eu%20west%2F1"), Some(Call::Close("eu west/1".into())));
         assert_eq!(close("/rooms/lobby/events"), None);
         assert_eq!(close("/rooms/"), None);
@@ -551,13 +573,19 @@ mod tests {
         assert_eq!(describe("/rooms/eu%20west"), Some(Ok(Call::Describe("eu west".into()))));
         assert_eq!(describe("/rooms/events"), Some(Ok(Call::Describe("events".into()))));
         // The API's paths with another method: 405, naming the methods they take.
-        assert_eq!(describe("/rooms/lobby/events"), Some(Err("POST")));
-        assert_eq!(describe("/rooms/lobby/users/ann"), Some(Err("DELETE")));
-        assert_eq!(call_of(&Method::PUT, "/rooms/lobby"), Some(Err("GET, DELETE")));
+        assert_eq!(describe("/rooms/lobby/events"), Some(Err(NotACall::Method("POST"))));
+        assert_eq!(
+            describe("/rooms/lobby/users/ann"),
+            Some(Err(NotACall::Method("DELETE")))
+        );
+        assert_eq!(
+            call_of(&Method::PUT, "/rooms/lobby"),
+            Some(Err(NotACall::Method("GET, DELETE")))
+        );
         assert_eq!(describe("/rooms/lobby/members"), None);
         assert_eq!(describe("/rooms"), Some(Ok(Call::List)));
         assert_eq!(describe("/rooms/"), Some(Ok(Call::List)));
-        assert_eq!(call_of(&Method::POST, "/rooms"), Some(Err("GET")));
+        assert_eq!(call_of(&Method::POST, "/rooms"), Some(Err(NotACall::Method("GET"))));
         assert_eq!(describe("/roomsx"), None);
     }
 }

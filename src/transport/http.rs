@@ -261,7 +261,11 @@ where
                 Some(Ok(api::Call::RemoveUser(room, user))) => api::remove_user(req, room, user, &http).await,
                 Some(Ok(api::Call::Describe(room))) => api::describe(req, room, &http).await,
                 Some(Ok(api::Call::List)) => api::list(req, &http).await,
-                Some(Err(allowed)) if http.api_token.is_some() => method_not_allowed(allowed),
+                Some(Err(api::NotACall::Method(allowed))) if http.api_token.is_some() => method_not_allowed(allowed),
+                Some(Err(api::NotACall::NotUtf8)) if http.api_token.is_some() => text(
+                    StatusCode::BAD_REQUEST,
+                    "bad request; a room or user id in the path is not UTF-8 once percent-decoded\n",
+                ),
                 Some(Err(_)) => api::off(),
                 None => route(req, peer, http),
             };

@@ -981,6 +981,8 @@ async fn backends_remove_users_over_http() {
         server.https_request("PUT", "/rooms/arena%203", API_AUTH, b"").await.0,
         405
     );
+    let (status, body) = delete("/rooms/arena%203/users/%FF", API_AUTH).await;
+    assert_eq!((status, body.contains("not UTF-8")), (400, true), "{body}");
     // Lifted: a removal without a ban (from a room it is not in).
     assert_eq!(delete(&path(""), API_AUTH).await.0, 202);
     // (Only the second after its last snapshot may hold it back now.)
