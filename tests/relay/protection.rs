@@ -394,6 +394,43 @@ async fn a_restarted_client_takes_its_seat_in_a_full_room_at_once() {
     }
 }
 
+/// With `replace`, a session resumed by a new process (a restarted game presenting
+/// another client id) becomes that client's: the client's further sessions keep it,
+/// where they would have replaced the crashed process's client; another client still
+/// replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_belongs_to_the_client_that_resumed_it() {
+    let server = start_with(|c| {
+        jwt(c);
+        c.auth.duplicate_sessions = DuplicateSessions::Replace;
+    })
+    .await;
+    let auth = bearer(&token(SECRET, "fay", 60, None));
+    let headers = [("authorization", auth.as_str())];
+    let mut crashed = TestClient::connect_with(&server, "client=phone", &headers)
+        .await
+        .unwrap();
+    crashed.join("den", "relay").await;
+    let resume_token = crashed.welcome.resume_token.clone();
+    drop(crashed); // no close frame: parked
+    server.wait_for_metric("tickrelay_sessions_parked", 1).await;
+
+    let query = format!("resume={resume_token}&client=tablet");
+    let mut resumed = TestClient::connect_with(&server, &query, &headers).await.unwrap();
+    assert!(resumed.welcome.resumed);
+    let mut also_tablet = TestClient::connect_with(&server, "client=tablet", &headers)
+        .await
+        .unwrap();
+    also_tablet.join("study", "relay").await;
+    // Still open: the tablet's second session spared it.
+    resumed.join("hall", "relay").await;
+    let _laptop = TestClient::connect_with(&server, "client=laptop", &headers)
+        .await
+        .unwrap();
+    assert_eq!(resumed.close_frame().await.0, 4002);
+    assert_eq!(also_tablet.close_frame().await.0, 4002);
+}
+
 /// A browser never sees the HTTP status of a refused upgrade, so a client that offers
 /// the `tickrelay.v1` subprotocol (as browsers do, to carry the token) gets origin and
 /// token refusals as a close with 4001 or 4000 and the reason, before any session.
