@@ -373,12 +373,6 @@ impl Cluster {
         (self.settings.number << SESSION_ID_BITS) + 1
     }
 
-    /// Whether `token` is one of this node's resume tokens (one of another node's is
-    /// never parked or live here: a session continued here gets a token of its own).
-    pub fn issued(&self, token: &str) -> bool {
-        token_node(token) == Some(self.settings.number)
-    }
-
     /// A new resume token: this node start's number, a dot, 32 random hex digits.
     pub fn resume_token(&self) -> String {
         format!(

@@ -77,79 +77,68 @@ fn family(client: Option<&str>, session: MemberId) -> u64 {
 /// rest).
 static CONNECTION_LOGS: LogBudget = LogBudget::new("connections", 20);
 
-/// How long a resume waits for a token that is neither parked nor live to become one
-/// (see `take_session`): longer than a resume takes from taking the parked session to
-/// registering its token.
-const IN_TRANSIT_WAIT: Duration = Duration::from_millis(250);
-
 /// How long a resume waits for a connection it takes over to park its session.
 const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
 
-/// Finds the session for a resume token: parked, or still held by a connection the
-/// server has not yet noticed is dead (that connection is told to end and park it).
-/// None: no session has the token here. A session whose reliable queue overflowed
-/// while it waited (room mates' messages past the queue's bounds) cannot be resumed:
-/// it ends, and the resume fails (4504). `Err(Replaced)`: a newer resume took the
-/// session while this one waited for it.
-async fn find_session(ctx: &Context, token: &str, identity: &Identity) -> Result<Option<Session>, CloseReason> {
-    let Some(mut session) = take_session(ctx, token, identity).await? else {
+/// Finds the session for a resume token, for the connection that `stop` stops:
+/// parked, or still held by a connection the server has not yet noticed is dead
+/// (that connection is told to end and park it). None: no session has the token here.
+/// A session whose reliable queue overflowed while it waited (room mates' messages
+/// past the queue's bounds) cannot be resumed: it ends, and the resume fails (4504).
+/// `Err(Replaced)`: a newer resume took the session while this one waited for it.
+async fn find_session(
+    ctx: &Context,
+    token: &str,
+    identity: &Identity,
+    stop: &Stop,
+) -> Result<Option<Session>, CloseReason> {
+    let Some(mut session) = take_session(ctx, token, identity, stop).await? else {
         return Ok(None);
     };
     if session.outbox().is_overflowed() {
+        ctx.registry.unregister_token(token, stop);
         ctx.end_session(&mut session);
         return Ok(None);
     }
     Ok(Some(session))
 }
 
-async fn take_session(ctx: &Context, token: &str, identity: &Identity) -> Result<Option<Session>, CloseReason> {
+/// [`find_session`]'s search. Parked: taken at once (and the token is this
+/// connection's from then on). Live: the connection holding it is asked to park it,
+/// and the resume waits for that. A newer resume of the token coming meanwhile takes
+/// the session: this one is told so (4002), as a connection taken over is.
+async fn take_session(
+    ctx: &Context,
+    token: &str,
+    identity: &Identity,
+    stop: &Stop,
+) -> Result<Option<Session>, CloseReason> {
     // Anonymous sessions are identified by the resume token alone.
     let user = (ctx.session.auth.mode() == AuthMode::Jwt).then_some(&*identity.user_id);
     // Resumes are counted per user: another user's resume with the token (a stolen
     // one, refused) does not make the owner's lose.
     let key = user.map_or_else(|| token.to_string(), |user| format!("{user}\n{token}"));
-    let resume = ctx.registry.resume_begins(&key);
-    let newest = || ctx.registry.is_newest(&key, resume);
-    let taken = look_for_session(ctx, token, user, newest).await;
-    ctx.registry.resume_ended(&key, resume);
-    taken
-}
-
-/// [`take_session`]'s search, while `newest` says no newer resume of the token came.
-async fn look_for_session(
-    ctx: &Context,
-    token: &str,
-    user: Option<&str>,
-    newest: impl Fn() -> bool,
-) -> Result<Option<Session>, CloseReason> {
-    // Parked: taken at once. Live: the connection holding it is asked to park it,
-    // and the resume waits for that. Neither: another resume may hold it this moment
-    // (between taking it and going live), so this one looks again for a while rather
-    // than tell the client it is unknown (not for another node's token, which is
-    // never either here). A newer resume of the token coming meanwhile takes the
-    // session: this one is told so (4002), as a connection taken over is.
-    let since = Instant::now();
-    let mut asked: Option<Instant> = None;
-    let in_transit = if ctx.cluster.as_ref().is_none_or(|c| c.issued(token)) {
-        IN_TRANSIT_WAIT
-    } else {
-        Duration::ZERO
+    let resume = ctx.registry.resume_begins(key);
+    let take = || {
+        resume
+            .take(token, user, Instant::now(), stop)
+            .map_err(|_| CloseReason::Replaced)
     };
+    let mut asked: Option<Instant> = None;
     loop {
-        if !newest() {
-            return Err(CloseReason::Replaced);
-        }
-        if let Some(session) = ctx.registry.take(token, user, Instant::now()) {
+        if let Some(session) = take()? {
             return Ok(Some(session));
         }
-        if asked.is_none() && ctx.registry.take_over(token, user) {
-            asked = Some(Instant::now());
+        if !resume.take_over(token, user) {
+            // Neither live nor parked (a connection parks before it lets the token
+            // go, and a resume takes the token with the session: this look sees a
+            // session its holder parked since the last one).
+            return take();
         }
-        let waited = match asked {
-            Some(at) => at.elapsed() >= TAKE_OVER_WAIT,
-            None => since.elapsed() >= in_transit,
-        };
-        if waited {
+        // Asked again at each look: a resume that took the session from the holder
+        // asked first is asked in turn.
+        let asked = *asked.get_or_insert_with(Instant::now);
+        if asked.elapsed() >= TAKE_OVER_WAIT {
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -191,7 +180,12 @@ impl End {
 /// continued from another node). None when the connection was refused (and closed).
 /// (Apart from `serve`, which boxes it: what it holds while it waits is not kept in
 /// every connection's task for the connection's life.)
-async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start: Start) -> Option<Session> {
+async fn open_session<T: Transport>(
+    transport: &mut T,
+    ctx: &Arc<Context>,
+    start: Start,
+    stop: &Stop,
+) -> Option<Session> {
     let now = Now::system();
     let metrics = &ctx.metrics;
     let session = match start {
@@ -204,7 +198,7 @@ async fn open_session<T: Transport>(transport: &mut T, ctx: &Arc<Context>, start
             received,
             client,
         } => {
-            let resumed = match find_session(ctx, &token, &identity).await {
+            let resumed = match find_session(ctx, &token, &identity, stop).await {
                 Err(reason) => Err(reason),
                 Ok(Some(mut session)) => {
                     // The client resuming it may be another process than the one that
@@ -259,13 +253,13 @@ pub(crate) async fn serve<T: Transport>(
     let metrics = &ctx.metrics;
     let resume = matches!(start, Start::Resume { .. });
     // Boxed: what opening waits on is large, and done with once the session runs.
-    let Some(mut session) = Box::pin(open_session(&mut transport, &ctx, start)).await else {
+    // Shutdown, a newer session replacing this one, or a resume taking it over.
+    let stop = Stop::new();
+    let Some(mut session) = Box::pin(open_session(&mut transport, &ctx, start, &stop)).await else {
         return;
     };
     let id = session.id();
     let user = session.identity().user_id.clone();
-    // Shutdown, a newer session replacing this one, or a resume taking it over.
-    let stop = Stop::new();
     let replace = ctx.settings.duplicate_sessions == DuplicateSessions::Replace;
     let since_us = (ctx.registry).go_live(&user, id, session.family(), unix_micros(), stop.clone(), replace);
     if replace {
@@ -900,10 +894,10 @@ mod tests {
         assert_eq!((ctx.registry.parked(), ctx.metrics.resumes.get()), (0, 1));
     }
 
-    /// A resume that finds the session neither parked nor live (another resume has
-    /// it in hand) looks again rather than say it is unknown; and when a newer resume
-    /// of it comes meanwhile, the older one is told it lost (4002), and the newer one
-    /// gets the session.
+    /// A resume that finds the session in another resume's hands asks that one to give
+    /// it up and waits, rather than say it is unknown; and when a newer resume of it
+    /// comes meanwhile, the older one is told it lost (4002), and the newer one gets
+    /// the session.
     #[tokio::test]
     async fn the_newest_resume_gets_a_session_in_transit() {
         let ctx = context();
@@ -912,18 +906,22 @@ mod tests {
         let _ = client.inbound.send(Received::Lost);
         task.await.unwrap();
         // In another resume's hands for a moment.
-        let session = ctx.registry.take(&token, None, Instant::now()).unwrap();
+        let holder = Stop::new();
+        let session = ctx.registry.take(&token, None, Instant::now(), &holder).unwrap();
         let identity = identity(&ctx);
-        let older = tokio::spawn({
-            let (ctx, token, identity) = (ctx.clone(), token.clone(), identity.clone());
-            async move { take_session(&ctx, &token, &identity).await.map(|s| s.is_some()) }
-        });
+        let resume = |identity| {
+            let (ctx, token) = (ctx.clone(), token.clone());
+            tokio::spawn(async move {
+                take_session(&ctx, &token, &identity, &Stop::new())
+                    .await
+                    .map(|s| s.is_some())
+            })
+        };
+        let older = resume(identity.clone());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!older.is_finished(), "still looking, not 4504");
-        let newer = tokio::spawn({
-            let (ctx, token) = (ctx.clone(), token.clone());
-            async move { take_session(&ctx, &token, &identity).await.map(|s| s.is_some()) }
-        });
+        assert_eq!(holder.reason(), StopReason::TakenOver, "the holder was asked for it");
+        let newer = resume(identity);
         assert_eq!(older.await.unwrap(), Err(CloseReason::Replaced));
         let owner = Owner {
             user: session.identity().user_id.clone(),
@@ -937,6 +935,18 @@ mod tests {
                 .is_none()
         );
         assert_eq!(newer.await.unwrap(), Ok(true), "the newest resume takes it");
+    }
+
+    /// A resume of a token no session has here is refused at once (on the paused
+    /// clock: no wait at all).
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_token_is_refused_at_once() {
+        let ctx = context();
+        let identity = identity(&ctx);
+        let started = tokio::time::Instant::now();
+        let found = take_session(&ctx, "0.unknown", &identity, &Stop::new()).await;
+        assert_eq!(found.map(|s| s.is_some()), Ok(false));
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     /// A resume that takes over a connection the server still holds (its peer gone

@@ -275,14 +275,18 @@ impl<T> Registry<T> {
 
     /// Takes back the session parked under `token`, if its grace has not ended and it
     /// belongs to `user` (`None` for `user` skips that check: anonymous sessions are
-    /// identified by the token alone).
-    pub fn take(&self, token: &str, user: Option<&str>, now: Instant) -> Option<T> {
+    /// identified by the token alone), for the connection that `stop` stops: the
+    /// token is recorded as that connection's (see [`Registry::register_token`]) under
+    /// the same lock, so a resume never finds it neither parked nor live.
+    pub fn take(&self, token: &str, user: Option<&str>, now: Instant, stop: &Stop) -> Option<T> {
         let mut parked = self.parked.lock();
         let entry = parked.by_token.get(token)?;
         if now >= entry.until || user.is_some_and(|u| u != &*entry.user) {
             return None;
         }
-        parked.remove(token).map(|p| p.item)
+        let taken = parked.remove(token)?;
+        self.register_token(token, taken.user, stop.clone());
+        Some(taken.item)
     }
 
     /// Removes and returns every session whose grace ended by `now`.
@@ -396,26 +400,12 @@ impl<T> Registry<T> {
     }
 
     /// A resume begins, of the session `key` names (its token, with the user under
-    /// JWT): from now on it is that session's newest, and older ones still looking
-    /// for the session have lost it ([`Registry::is_newest`]). Returns its number,
-    /// for [`Registry::resume_ended`].
-    pub fn resume_begins(&self, key: &str) -> u64 {
+    /// JWT): from now on it is that session's newest, and older ones still looking for
+    /// the session have lost it. It ends when dropped.
+    pub fn resume_begins(&self, key: String) -> Resume<'_, T> {
         let n = self.next_resume.fetch_add(1, Ordering::Relaxed) + 1;
-        self.resuming.lock().insert(key.to_string(), n);
-        n
-    }
-
-    /// Whether resume `n` of `key` is still its newest.
-    pub fn is_newest(&self, key: &str, n: u64) -> bool {
-        self.resuming.lock().get(key) == Some(&n)
-    }
-
-    /// Resume `n` of `key` took the session, or gave up.
-    pub fn resume_ended(&self, key: &str, n: u64) {
-        let mut resuming = self.resuming.lock();
-        if resuming.get(key) == Some(&n) {
-            resuming.remove(key);
-        }
+        self.resuming.lock().insert(key.clone(), n);
+        Resume { registry: self, key, n }
     }
 
     /// Tells every live session, and every one that goes live from now on, to stop
@@ -431,6 +421,47 @@ impl<T> Registry<T> {
     /// Forgets a live session.
     pub fn leave_live(&self, user: &Arc<str>, session: u64) {
         forget_live(&mut self.live.lock(), user, session);
+    }
+}
+
+/// A resume looking for its session (see [`Registry::resume_begins`]): it takes the
+/// session, or asks the connection holding it to give it up, only while it is the
+/// session's newest resume (checked under the lock a newer one's beginning takes, so
+/// an older resume never takes the session from a newer one).
+pub struct Resume<'a, T> {
+    registry: &'a Registry<T>,
+    key: String,
+    n: u64,
+}
+
+/// A newer resume of the session began: this one lost it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Superseded;
+
+impl<T> Resume<'_, T> {
+    /// [`Registry::take`], while this is the newest resume of the session.
+    pub fn take(&self, token: &str, user: Option<&str>, now: Instant, stop: &Stop) -> Result<Option<T>, Superseded> {
+        let resuming = self.registry.resuming.lock();
+        if resuming.get(&self.key) != Some(&self.n) {
+            return Err(Superseded);
+        }
+        Ok(self.registry.take(token, user, now, stop))
+    }
+
+    /// [`Registry::take_over`], while this is the newest resume of the session (false
+    /// when it is not).
+    pub fn take_over(&self, token: &str, user: Option<&str>) -> bool {
+        let resuming = self.registry.resuming.lock();
+        resuming.get(&self.key) == Some(&self.n) && self.registry.take_over(token, user)
+    }
+}
+
+impl<T> Drop for Resume<'_, T> {
+    fn drop(&mut self) {
+        let mut resuming = self.registry.resuming.lock();
+        if resuming.get(&self.key) == Some(&self.n) {
+            resuming.remove(&self.key);
+        }
     }
 }
 
@@ -490,16 +521,24 @@ mod tests {
             r.park("tok".into(), owner("alice".into(), 1, A, None), 1, t0 + 20 * S),
             None
         );
-        assert_eq!(r.take("nope", None, t0), None);
-        assert_eq!(r.take("tok", Some("mallory"), t0 + S), None, "another user's token");
-        assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), Some(1));
-        assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S), None, "taken once");
+        assert_eq!(r.take("nope", None, t0, &Stop::new()), None);
+        assert_eq!(
+            r.take("tok", Some("mallory"), t0 + S, &Stop::new()),
+            None,
+            "another user's token"
+        );
+        assert_eq!(r.take("tok", Some("alice"), t0 + 19 * S, &Stop::new()), Some(1));
+        assert_eq!(
+            r.take("tok", Some("alice"), t0 + 19 * S, &Stop::new()),
+            None,
+            "taken once"
+        );
 
         assert_eq!(
             r.park("tok2".into(), owner("bob".into(), 1, A, None), 2, t0 + 20 * S),
             None
         );
-        assert_eq!(r.take("tok2", None, t0 + 20 * S), None, "grace over");
+        assert_eq!(r.take("tok2", None, t0 + 20 * S, &Stop::new()), None, "grace over");
         assert!(r.expire(t0 + 19 * S).is_empty());
         assert_eq!(r.expire(t0 + 20 * S), vec![2]);
         assert_eq!(r.parked(), 0);
@@ -527,8 +566,8 @@ mod tests {
             Some(2),
             "full: the oldest of M, which holds the most"
         );
-        assert_eq!(r.take("a1", None, t0), Some(5));
-        assert_eq!(r.take("m3", None, t0), Some(3));
+        assert_eq!(r.take("a1", None, t0, &Stop::new()), Some(5));
+        assert_eq!(r.take("m3", None, t0, &Stop::new()), Some(3));
         assert_eq!(r.expire_all().len(), 2);
         let none = Registry::new(0, 1);
         assert_eq!(
@@ -604,14 +643,14 @@ mod tests {
         let mut ended = r.expire(now);
         ended.sort_unstable();
         assert_eq!(ended, [1], "alice's other client's; not her own client's, nor bob's");
-        assert_eq!(r.take("b", Some("alice"), now), Some(2));
+        assert_eq!(r.take("b", Some("alice"), now, &Stop::new()), Some(2));
         // Another node's newer client of bob's does the same here.
         r.replace("bob", 5, 10);
-        assert_eq!(r.take("c", Some("bob"), Instant::now()), None);
+        assert_eq!(r.take("c", Some("bob"), Instant::now(), &Stop::new()), None);
         // Without `replace`, nothing ends.
         assert_eq!(r.park("d".into(), owner("carol".into(), 1, A, None), 4, later), None);
         r.go_live(&"carol".into(), 10, 2, 20, Stop::new(), false);
-        assert_eq!(r.take("d", Some("carol"), Instant::now()), Some(4));
+        assert_eq!(r.take("d", Some("carol"), Instant::now(), &Stop::new()), Some(4));
     }
 
     /// A session whose connection ended just as a newer client of the user went live
@@ -642,7 +681,7 @@ mod tests {
             None
         );
         r.replace(&user, 4, newer - 1);
-        assert_eq!(r.take("c", Some("alice"), Instant::now()), Some(3));
+        assert_eq!(r.take("c", Some("alice"), Instant::now(), &Stop::new()), Some(3));
     }
 
     #[test]
@@ -662,9 +701,8 @@ mod tests {
             r.park("tok".into(), owner("alice".into(), 1, A, None), 7, t0 + 20 * S),
             None
         );
-        assert_eq!(r.take("tok", Some("alice"), t0), Some(7));
         let newer = Stop::new();
-        r.register_token("tok", "alice".into(), newer.clone());
+        assert_eq!(r.take("tok", Some("alice"), t0, &newer), Some(7));
         r.unregister_token("tok", &take_over);
         assert!(r.take_over("tok", Some("alice")), "the newer connection's token");
         assert!(newer.is_stopped());
@@ -674,15 +712,26 @@ mod tests {
 
     #[test]
     fn the_newest_resume_of_a_token_is_the_one_that_looks_for_it() {
+        let t0 = Instant::now();
         let r: Registry<u32> = Registry::new(10, 10);
-        let older = r.resume_begins("tok");
-        assert!(r.is_newest("tok", older));
-        let newer = r.resume_begins("tok");
-        assert!(!r.is_newest("tok", older) && r.is_newest("tok", newer));
-        r.resume_ended("tok", older); // an older one ending forgets nothing
-        assert!(r.is_newest("tok", newer));
-        r.resume_ended("tok", newer);
-        assert!(!r.is_newest("tok", newer));
+        let holder = Stop::new();
+        r.register_token("tok", "alice".into(), holder.clone());
+        let older = r.resume_begins("tok".into());
+        assert!(older.take_over("tok", None));
+        assert_eq!(older.take("tok", None, t0, &Stop::new()), Ok(None));
+        let newer = r.resume_begins("tok".into());
+        assert_eq!(older.take("tok", None, t0, &Stop::new()), Err(Superseded));
+        assert!(!older.take_over("tok", None), "an older resume asks no more");
+        assert_eq!(
+            r.park("tok".into(), owner("alice".into(), 1, A, None), 7, t0 + 20 * S),
+            None
+        );
+        drop(older); // an older one ending forgets nothing
+        let taker = Stop::new();
+        assert_eq!(newer.take("tok", None, t0, &taker), Ok(Some(7)));
+        assert!(newer.take_over("tok", None), "the token is the taker's at once");
+        assert!(taker.is_stopped());
+        drop(newer);
         assert!(r.resuming.lock().is_empty(), "nothing kept");
     }
 
