@@ -449,7 +449,8 @@ impl Session {
     /// Continues this session on a new connection: fresh timers and buckets, a
     /// `Welcome` with `resumed` set ahead of anything that waited in the outbox, the
     /// reliable messages after `received` (the last one the client got) again, and a
-    /// full snapshot of every room at its next tick. `delivery` is the new
+    /// full snapshot of every room (at its next tick, or, within a second of the last
+    /// one it sent the member, a second after that). `delivery` is the new
     /// connection's (a session may resume over another transport). When some of
     /// the messages the client missed are no longer kept, or the client does not say
     /// what it received (`None`: one that does not number messages, or a new process
@@ -478,7 +479,8 @@ impl Session {
         self.forget_rooms_left();
         // The old connection's driver dropped what it was running for the directory.
         self.directory_ops.append(&mut self.in_flight);
-        // A full snapshot of every room at its next tick (request id 0: no answer).
+        // A full snapshot of every room, as soon as the room sends one (request id 0:
+        // no answer).
         for room in self.rooms.values() {
             let command = Command::Resync {
                 room: room.handle.key,

@@ -258,6 +258,10 @@ const STALL_AFTER: Duration = Duration::from_secs(1);
 /// is dropped and a new session started.
 const MAX_MESSAGE_GAP: u64 = 1 << 16;
 
+/// The highest number an earlier process's session is taken to be at (as for inputs,
+/// 2^53).
+const MAX_FIRST_MESSAGE: u64 = 1 << 53;
+
 /// How long a URL this connection lost counts as a dead node's (redirects there are
 /// retried rather than followed): longer than a room lease, by default 6 s.
 pub(crate) const UNREACHABLE_FOR: Duration = Duration::from_secs(20);
@@ -321,6 +325,7 @@ pub(crate) async fn run(
         queued_reported: 0,
     };
     if let Some(token) = d.config.resume_token.clone().filter(|_| d.routing.home) {
+        *d.shared.resume_token.lock() = Some(token.clone());
         d.session = Some(token);
         d.inherited = true;
         d.received.forget();
@@ -1033,17 +1038,17 @@ impl Driver {
             let numbered = !matches!(message.kind, Some(In::State(_) | In::Welcome(_)));
             if seq != 0 && numbered {
                 let n = seq;
-                seq += 1;
+                // Numbering unknown (an earlier process's session): from a number a
+                // session reaches.
                 let known = self.received.known();
-                if known.is_some_and(|last| n > last.saturating_add(MAX_MESSAGE_GAP)) {
+                if n > known.map_or(MAX_FIRST_MESSAGE, |last| last.saturating_add(MAX_MESSAGE_GAP)) {
+                    let after = known.map_or_else(|| "first of the session".into(), |last| format!("after {last}"));
                     return Ok(Some(
-                        self.broken_by_server(format!(
-                            "message number {n} after {}: more than a relay can skip",
-                            self.received.last()
-                        ))
-                        .await,
+                        self.broken_by_server(format!("message number {n} {after}: more than a relay can skip"))
+                            .await,
                     ));
                 }
+                seq += 1;
                 match self.received.arrive(n) {
                     Arrival::Repeat => {
                         stats.messages_repeated.fetch_add(1, Ordering::Relaxed);
@@ -1088,11 +1093,13 @@ impl Driver {
                     self.frame_at = Some(Instant::now());
                     self.state(frame, received_us, link).await?
                 }
-                // The answer to a join made before the room was left and joined again
-                // (the server answers a join before a leave that follows it): that
-                // membership ended; the new join's answer (or refusal) follows.
+                // The answer to a join this client made before the room was left and
+                // joined again (the server answers a join before a leave that follows
+                // it): that membership ended; the new join's answer (or refusal)
+                // follows. (An earlier process's join is answered once, and the
+                // session is in the room then.)
                 In::Joined(joined)
-                    if joined.request_id != 0
+                    if self.issued(joined.request_id)
                         && (self.rooms.get(&joined.room)).is_some_and(|s| joined.request_id < s.first_join) => {}
                 In::Joined(joined) => {
                     self.took_quick_join(joined.request_id, &joined.room);
@@ -1274,6 +1281,8 @@ impl Driver {
     fn took_resumed_room(&mut self, joined: &proto::Joined) {
         let leaving = self.leaves.values().any(|room| *room == joined.room);
         if !self.issued(joined.request_id) && !leaving && !self.rooms.contains_key(&joined.room) {
+            // Before the room's inputs open (`Driver::joined` sets this too, after):
+            // no input is numbered at or below the seat's last meanwhile.
             self.shared.inputs_above(&joined.room, joined.last_input_seq);
             self.take_room(&joined.room, &joined.room_type);
         }
@@ -1428,8 +1437,10 @@ impl Driver {
         self.connected_before = true;
         self.welcomed_at = Some(Instant::now());
         if !resumed {
-            // A new session numbers its messages from 1 again.
+            // A new session numbers its messages from 1 again, and is this client's
+            // own.
             self.received.reset();
+            self.inherited = false;
         }
         // Events the session took are done with; the rest go out again, numbered on
         // from what it took (a new session took none: every one goes out again, as

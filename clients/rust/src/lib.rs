@@ -146,7 +146,8 @@ pub struct ClientConfig {
     /// of an earlier process of this game (one that crashed, or was restarted),
     /// within the relay's resume grace period (20 s by default) and, under JWT, with
     /// a token for the same user. The session's rooms come back as
-    /// [`Event::Joined`] (`request_id` 0) and their full snapshots, with the seats,
+    /// [`Event::Joined`] (`request_id` 0, or the earlier process's own for a join
+    /// still being answered) and their full snapshots, with the seats,
     /// member ids and entities the earlier process had; its input numbering goes on
     /// above the last input the room applied. Messages the earlier process may have
     /// received and not handled are not sent again. A token the relay no longer
@@ -795,7 +796,8 @@ impl Client {
     }
 
     /// The resume token of the client's session, once connected (it changes only
-    /// when a new session starts: after [`Event::Connected`] with `resumed` false).
+    /// when a new session starts: after [`Event::Connected`] with `resumed` false);
+    /// given [`ClientConfig::resume_token`], that one from the start.
     /// Store it to continue the session from a new process after a crash or a
     /// restart ([`ClientConfig::resume_token`]). A secret: in anonymous mode it
     /// alone continues the session. Rooms on other nodes of a cluster (joins

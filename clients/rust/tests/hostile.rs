@@ -258,6 +258,49 @@ async fn a_message_number_no_relay_sends_starts_a_new_session() {
     assert!(!second.contains("resume="), "{second}");
 }
 
+/// The same for a session taken over from an earlier process (its numbering unknown):
+/// a first number no session reaches is not taken as where the numbering stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_number_no_session_reaches_starts_a_new_session() {
+    let (asked_tx, mut asked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, asked, mut ws| {
+        let _ = asked_tx.send(asked);
+        async move {
+            let resumed = proto::Welcome {
+                resumed: n == 1,
+                ..welcome("t")
+            };
+            send_welcome(&mut ws, resumed).await;
+            let (kind, seq) = if n == 1 { ("jump", (1 << 53) + 1) } else { ("after", 1) };
+            let event = In::Event(proto::RoomEvent {
+                kind: kind.into(),
+                ..Default::default()
+            });
+            ws.send(fake_envelope(vec![event], seq)).await.unwrap();
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let config = ClientConfig {
+        resume_token: Some("earlier".into()),
+        ..config(url)
+    };
+    let (_client, mut events) = Client::connect(config).unwrap();
+    let kind = until(&mut events, |e| match e {
+        Event::RoomEvent(event) => Some(event.kind.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(kind, "after");
+    let first = asked_rx.recv().await.unwrap();
+    assert!(
+        first.contains("resume=earlier") && !first.contains("received="),
+        "{first}"
+    );
+    let second = asked_rx.recv().await.unwrap();
+    assert!(!second.contains("resume="), "{second}");
+}
+
 /// A join's answer that acknowledges inputs beyond any input number is ignored: the
 /// next input is numbered 1 (the count used to wrap to 0, or panic). And a frame that
 /// acknowledges inputs never sent acknowledges none: the input is sent again when the
@@ -610,6 +653,41 @@ async fn a_join_already_being_answered_is_no_error() {
     })
     .await;
     assert_eq!(first, "joined r");
+}
+
+/// A new process that joins a room its predecessor was still joining: the new join is
+/// answered `ALREADY_MEMBER`, then the predecessor's join its `Joined` (with the
+/// predecessor's request id, below any this client gives): the room is joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predecessors_join_answered_after_a_new_processs_join_joins_the_room() {
+    let url = fake_relay(|_, _, mut ws| async move {
+        let resumed = proto::Welcome {
+            resumed: true,
+            ..welcome("t")
+        };
+        send_welcome(&mut ws, resumed).await;
+        let join = next_join(&mut ws).await;
+        let already = error(proto::ErrorCode::AlreadyMember, join.request_id, &join.room);
+        let predecessors = joined_relay(5, &join.room);
+        ws.send(fake_envelope(vec![In::Error(already), In::Joined(predecessors)], 1))
+            .await
+            .unwrap();
+        while next_messages(&mut ws).await.is_some() {}
+    })
+    .await;
+    let config = ClientConfig {
+        resume_token: Some("earlier".into()),
+        ..config(url)
+    };
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    let first = until(&mut events, |e| match e {
+        Event::Error(e) => Some(format!("error {e:?}")),
+        Event::Joined(j) => Some(format!("joined {} {}", j.room, j.request_id)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first, "joined r 5");
 }
 
 /// A relay that answers a join again and again (`Joined` a thousand times) makes

@@ -63,7 +63,8 @@ export interface ClientOptions {
    * A session to take over at the first connection: the {@link Client.resumeToken} of
    * an earlier page (reloaded) or process of this game, within the relay's resume
    * grace period (20 s by default) and, under JWT, with a token for the same user. The
-   * session's rooms come back as `joined` (`requestId` 0) and their full snapshots,
+   * session's rooms come back as `joined` (`requestId` 0, or the earlier page's own
+   * for a join still being answered) and their full snapshots,
    * with the seats, member id and entities the earlier page had; inputs are numbered on
    * above the last one each room applied. Messages the earlier page may have received
    * and not handled are not sent again. A token the relay no longer knows is answered
@@ -254,6 +255,8 @@ const STALL_AFTER_MS = 1000;
  * default): the connection and its session go.
  */
 const MAX_MESSAGE_GAP = 65_536n;
+/** The highest number an earlier page's session is taken to be at (as for inputs, 2^53). */
+const MAX_FIRST_MESSAGE = 2n ** 53n;
 /** Most URLs kept: `url`, the fallback URLs and the nodes a `GoingAway` named. */
 const MAX_URLS = 16;
 /** A room asks for a full snapshot at most this often, whatever asks (as the server grants them). */
@@ -634,14 +637,15 @@ export class Client {
 
   /**
    * The resume token of the client's session, once connected (it changes only when a
-   * new session starts: `connected` with `resumed` false). Store it (in
+   * new session starts: `connected` with `resumed` false); given the `resumeToken`
+   * option, that one from the start. Store it (in
    * `sessionStorage`, say) to continue the session after a page reload
    * ({@link ClientOptions.resumeToken}). A secret: in the relay's anonymous mode it
    * alone continues the session. Rooms on other nodes of a cluster (joins redirected
    * there) are sessions of their own, not continued by it.
    */
   get resumeToken(): string | undefined {
-    return this.#session?.id === undefined ? undefined : this.#session.resumeToken;
+    return this.#session?.resumeToken;
   }
 
   /**
@@ -1442,8 +1446,9 @@ export class Client {
       // A kind this version does not know is numbered too (only frames and welcomes are not).
       if (seq !== 0n && kind.case !== "state" && kind.case !== "welcome") {
         const n = seq++;
-        // An earlier page's session: its numbering goes on from here.
-        this.#received ??= n - 1n;
+        // An earlier page's session: its numbering goes on from here (from a number a
+        // session reaches).
+        this.#received ??= n > MAX_FIRST_MESSAGE ? 0n : n - 1n;
         if (n <= this.#received) continue;
         if (n - this.#received > MAX_MESSAGE_GAP) {
           // Not a gap a server makes: taken, every later message would be skipped as a
@@ -1491,10 +1496,12 @@ export class Client {
           break;
         }
         case "joined": {
-          // The answer to a join made before the room was left and joined again (the
-          // server answers a join before a leave that follows it): that membership ended.
+          // The answer to a join this client made before the room was left and joined
+          // again (the server answers a join before a leave that follows it): that
+          // membership ended. (An earlier page's join is answered once, and the session
+          // is in the room then.)
           const { requestId: answered, room: joinedRoom } = kind.value;
-          if (answered !== 0n && answered < (this.#rooms.get(joinedRoom)?.firstJoin ?? 0n)) break;
+          if (this.#issued(answered) && answered < (this.#rooms.get(joinedRoom)?.firstJoin ?? 0n)) break;
           this.#tookQuickJoin(kind.value.requestId, kind.value.room);
           this.#tookResumedRoom(kind.value);
           this.#home.#hops.delete(kind.value.room);
@@ -1668,7 +1675,11 @@ export class Client {
     this.#connectedBefore = true;
     this.#link.welcomedAt = now();
     this.#unreachable.delete(this.#urls[this.#current]!);
-    if (!resumed) this.#received = 0n; // a new session numbers from 1 again
+    if (!resumed) {
+      // A new session numbers from 1 again, and is this client's own.
+      this.#received = 0n;
+      this.#inherited = false;
+    }
     // Events the session took are done with; the rest go out again, numbered on from
     // what it took (a new session took none: every one goes out again, as the old
     // session may have relayed it or not).

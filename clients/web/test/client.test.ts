@@ -207,7 +207,7 @@ test("a new session joins every room; a resume joins only what it had not confir
 
 test("a stored resume token continues an earlier page's session, and its rooms come back", () => {
   const { client: c, events } = client({ resumeToken: "earlier" });
-  assert.equal(c.resumeToken, undefined, "not before the relay welcomed it");
+  assert.equal(c.resumeToken, "earlier", "from the start: a page going before the welcome passes it on");
   c.connect();
   assert.equal(last().url.searchParams.get("resume"), "earlier");
   assert.equal(last().url.searchParams.get("received"), null, "what the earlier page received is not known");
@@ -239,9 +239,32 @@ test("a stored resume token continues an earlier page's session, and its rooms c
   last().end(1006);
   mock.timers.tick(1000);
   assert.equal(last().url.searchParams.get("received"), "100002");
-  // A token the relay no longer knows: a new session at once.
+  // A token the relay no longer knows: a new session at once, this client's own.
   last().end(4504, "resume token unknown or expired");
   assert.equal(last().url.searchParams.get("resume"), null);
+  last().receive([{ case: "welcome", value: { sessionId: 8n, resumeToken: "fresh", resumed: false } }]);
+  assert.equal(c.resumeToken, "fresh");
+  c.leave("never-joined");
+  assert.deepEqual(last().kinds().filter((k) => k === "leave"), [], "no leave of a room it never joined");
+});
+
+test("a join the earlier page was still making, answered after this page's own join of the room, joins it", () => {
+  const { client: c } = client({ resumeToken: "earlier" });
+  const joined: bigint[] = [];
+  c.on("joined", (j) => joined.push(j.requestId));
+  c.join("match", "relay");
+  c.connect();
+  last().receive([{ case: "welcome", value: { sessionId: 7n, resumeToken: "earlier", resumed: true } }]);
+  const own = (last().sent.find((k) => k.case === "join")!.value as v1.JoinRoom).requestId;
+  last().receive(
+    [
+      { case: "error", value: { requestId: own, room: "match", code: v1.ErrorCode.ALREADY_MEMBER } },
+      { case: "joined", value: { requestId: 5n, room: "match", roomType: "relay", memberId: 7n } },
+    ],
+    1n,
+  );
+  assert.deepEqual(joined, [5n]);
+  assert.equal(c.sendInput("match", { case: "intent", value: new Uint8Array([1]) }), 1n, "inputs open");
 });
 
 test("member data goes with every join and quick join", () => {

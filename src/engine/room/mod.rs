@@ -269,8 +269,6 @@ pub struct Room {
 /// A seat a restored room keeps for a member of its checkpoint.
 struct Reserved {
     user_id: Arc<str>,
-    /// Its join's `member_data`.
-    data: Bytes,
     last_applied: u64,
     until: Tick,
 }
@@ -372,12 +370,11 @@ impl Room {
         for seat in &checkpoint.seats {
             let reserved = Reserved {
                 user_id: seat.user_id.as_str().into(),
-                data: seat.member_data.clone(),
                 last_applied: seat.last_input_seq,
                 until: tick + seat_ticks,
             };
             room.roster.insert(seat.member_id, reserved.user_id.clone());
-            room.roster.set_data(seat.member_id, reserved.data.clone());
+            room.roster.set_data(seat.member_id, seat.member_data.clone());
             // Its connection is elsewhere until it joins again (told back then).
             room.roster.set_away(seat.member_id, true);
             room.reserved.insert(seat.member_id, reserved);
@@ -453,7 +450,7 @@ impl Room {
             member_id: id,
             user_id: r.user_id.to_string(),
             last_input_seq: r.last_applied,
-            member_data: r.data.clone(),
+            member_data: self.roster.data(id).clone(),
         });
         proto::RoomCheckpoint {
             room: self.id.to_string(),
@@ -679,7 +676,8 @@ impl Room {
     /// Joining again while a member is answered like a join, with `Joined` and a full
     /// snapshot, at most once per second (counted with resyncs); so is joining again
     /// after leaving a room others are in. Sooner, both are refused (`RATE_LIMITED`,
-    /// with when to retry; a member stays one).
+    /// with when to retry; a member stays one). (Sessions join through
+    /// [`Room::admit`]: this, after the room's bans, with the member's data.)
     pub fn join(
         &mut self,
         member: MemberId,
