@@ -329,7 +329,7 @@ impl Keys {
 /// Signing keys from a JWK set (`[auth] jwks_url`), replaced whole by each fetch
 /// ([`KeySet::replace`]); the fetching is the server's.
 pub struct KeySet {
-    keys: parking_lot::RwLock<Vec<SetKey>>,
+    keys: parking_lot::RwLock<HeldKeys>,
     /// What every token must meet beside its signature (issuer, audience, claims).
     validation: Validation,
     /// A token named a key the set does not hold (a provider's new key): fetch again.
@@ -355,6 +355,42 @@ const MAX_UNKNOWN_KIDS: usize = 65_536;
 /// The longest key id (`kid`) looked up.
 const MAX_KID_BYTES: usize = 256;
 
+/// The keys of a set, and what they verify together (each algorithm once, in a
+/// fixed order: what a refusal names, worked out once per fetch rather than per
+/// refused token).
+#[derive(Default)]
+struct HeldKeys {
+    list: Vec<SetKey>,
+    accepted: Vec<Algorithm>,
+}
+
+/// Whether an RSA key (JWK `n` and `e`, base64url) is one the signature checks take: a
+/// modulus of 2,048 to 8,192 bits, an odd exponent from 3 to 2^33 − 1. (Others
+/// would refuse every token signed with them as an invalid signature.)
+fn rsa_verifiable(n: &str, e: &str) -> bool {
+    use base64::Engine as _;
+    let decode = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok();
+    let significant = |bytes: Vec<u8>| -> Vec<u8> { bytes.into_iter().skip_while(|&b| b == 0).collect() };
+    let (Some(n), Some(e)) = (decode(n).map(significant), decode(e).map(significant)) else {
+        return false;
+    };
+    let bits = |bytes: &[u8]| {
+        bytes
+            .first()
+            .map_or(0, |&top| 8 * bytes.len() - top.leading_zeros() as usize)
+    };
+    let exponent = (e.len() <= 8).then(|| e.iter().fold(0u64, |v, &b| v << 8 | u64::from(b)));
+    (2048..=8192).contains(&bits(&n)) && exponent.is_some_and(|e| e % 2 == 1 && (3..1 << 33).contains(&e))
+}
+
+/// What `keys` verify, each algorithm once.
+fn accepted<'a>(keys: impl Iterator<Item = &'a SetKey>) -> Vec<Algorithm> {
+    let mut all: Vec<Algorithm> = keys.flat_map(|k| k.algorithms.iter().copied()).collect();
+    all.sort_by_key(|a| format!("{a:?}"));
+    all.dedup();
+    all
+}
+
 /// One usable key of a set.
 struct SetKey {
     kid: Option<String>,
@@ -366,7 +402,7 @@ struct SetKey {
 impl KeySet {
     fn new(validation: Validation) -> Self {
         Self {
-            keys: parking_lot::RwLock::new(Vec::new()),
+            keys: parking_lot::RwLock::new(HeldKeys::default()),
             validation,
             wanted: AtomicBool::new(false),
             generation: AtomicU64::new(0),
@@ -387,7 +423,7 @@ impl KeySet {
             .filter(|jwk| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
             .filter_map(|jwk| {
                 let of_type = match &jwk.algorithm {
-                    P::RSA(_) => RSA_ALGORITHMS.to_vec(),
+                    P::RSA(rsa) if rsa_verifiable(&rsa.n, &rsa.e) => RSA_ALGORITHMS.to_vec(),
                     P::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => vec![Algorithm::ES256],
                     P::EllipticCurve(ec) if ec.curve == EllipticCurve::P384 => vec![Algorithm::ES384],
                     P::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
@@ -414,12 +450,16 @@ impl KeySet {
         let count = usable.len();
         // A key id seen missing before and published now is no stranger: should the
         // set lack it again, the count of fetches lacking it starts over.
-        let published: Vec<u64> = (usable.iter())
+        let published: rustc_hash::FxHashSet<u64> = (usable.iter())
             .filter_map(|k| k.kid.as_deref().map(|kid| self.kid_hasher.hash_one(kid)))
             .collect();
         self.unknown.lock().retain(|kid, _| !published.contains(kid));
-        let mut keys = self.keys.write();
-        *keys = usable;
+        let keys = HeldKeys {
+            accepted: accepted(usable.iter()),
+            list: usable,
+        };
+        let mut held = self.keys.write();
+        *held = keys;
         // Under the lock: a token that saw these keys sees this generation.
         self.generation.fetch_add(1, Ordering::Relaxed);
         self.wanted.store(false, Ordering::Relaxed);
@@ -432,16 +472,9 @@ impl KeySet {
     }
 
     fn decode(&self, token: &str) -> Result<Timed, AuthError> {
-        let keys = self.keys.read();
-        // What these keys verify, each algorithm once.
-        let accepted = |keys: &[&SetKey]| {
-            let mut all: Vec<Algorithm> = keys.iter().flat_map(|k| k.algorithms.iter().copied()).collect();
-            all.sort_by_key(|a| format!("{a:?}"));
-            all.dedup();
-            all
-        };
-        let all: Vec<&SetKey> = keys.iter().collect();
-        let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(token, &accepted(&all), e.kind()))?;
+        let held = self.keys.read();
+        let (keys, all) = (&held.list, &held.accepted);
+        let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(token, all, e.kind()))?;
         // The key the token names; without `kid`, the set's one key for its
         // algorithm (trying each of several would multiply what a forged token costs).
         let candidates: Vec<&SetKey> = match &header.kid {
@@ -466,18 +499,20 @@ impl KeySet {
         };
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
-        // None of the keys it may name verifies its algorithm: told what those do.
-        let mut verdict = Err(wrong_algorithm(token, &accepted(&candidates)));
-        for key in candidates.into_iter().filter(|k| k.algorithms.contains(&header.alg)) {
-            verdict = jsonwebtoken::decode::<Timed>(token, &key.key, &validation)
+        let mut verdict = None;
+        for key in candidates.iter().filter(|k| k.algorithms.contains(&header.alg)) {
+            let checked = jsonwebtoken::decode::<Timed>(token, &key.key, &validation)
                 .map(|data| data.claims)
-                .map_err(|e| token_error(token, &accepted(&all), e.kind()));
+                .map_err(|e| token_error(token, all, e.kind()));
             // This key verified the signature (its claims decide): no other is tried.
-            if !matches!(verdict, Err(AuthError::BadSignature)) {
+            let verified = !matches!(checked, Err(AuthError::BadSignature));
+            verdict = Some(checked);
+            if verified {
                 break;
             }
         }
-        verdict
+        // None of the keys it may name verifies its algorithm: told what those do.
+        verdict.unwrap_or_else(|| Err(wrong_algorithm(token, &accepted(candidates.into_iter()))))
     }
 
     /// A token names `kid`, which the set does not hold (called with the keys read):
@@ -1028,6 +1063,31 @@ mod tests {
             ..config
         };
         assert!(Authenticator::new(&both).unwrap_err().contains("jwks_url"));
+    }
+
+    /// RSA keys the signature checks refuse to use are not counted as the set's.
+    #[test]
+    fn rsa_keys_the_checks_cannot_use_are_skipped() {
+        let b64 = |bytes: &[u8]| base64_url(bytes);
+        let modulus = |bits: usize| {
+            let mut n = vec![0xff_u8; bits / 8];
+            n[0] = 0x80;
+            n
+        };
+        let f4 = b64(&[1, 0, 1]);
+        assert!(rsa_verifiable(&b64(&modulus(2048)), &f4));
+        assert!(rsa_verifiable(&b64(&modulus(8192)), &b64(&[3])));
+        let padded = [&[0u8][..], &modulus(2048)].concat();
+        assert!(
+            rsa_verifiable(&b64(&padded), &f4),
+            "a leading zero byte counts for nothing"
+        );
+        assert!(!rsa_verifiable(&b64(&modulus(1024)), &f4));
+        assert!(!rsa_verifiable(&b64(&modulus(16384)), &f4));
+        for e in [&[1u8][..], &[1, 0, 0], &[2, 0, 0, 0, 1], &[1; 9]] {
+            assert!(!rsa_verifiable(&b64(&modulus(2048)), &b64(e)), "{e:?}");
+        }
+        assert!(!rsa_verifiable("not base64!", &f4));
     }
 
     /// A flood of made-up key ids between fetches (far fewer than

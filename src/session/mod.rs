@@ -446,7 +446,8 @@ impl Session {
         }))
     }
 
-    /// Continues this session on a new connection: fresh timers and buckets, a
+    /// Continues this session on a new connection: a fresh heartbeat (the rate limit
+    /// goes on), a
     /// `Welcome` with `resumed` set ahead of anything that waited in the outbox, the
     /// reliable messages after `received` (the last one the client got) again, and a
     /// full snapshot of every room (at its next tick, or, within a second of the last
@@ -470,7 +471,7 @@ impl Session {
         }
         let s = &self.ctx.settings;
         self.heartbeat = Heartbeat::new(s.heartbeat_interval, s.heartbeat_timeout, now.instant);
-        self.limiter = RateLimiter::new(s.rate, now.instant);
+        // (The rate limit goes on as it was: a resume refills no bucket.)
         self.outbox.reset_delivered(delivery);
         self.outbox.set_away(false);
         self.outbox.push_welcome(self.welcome(true, now));

@@ -659,6 +659,33 @@ fn over_the_rate_limit_is_refused_then_a_flood_is_closed() {
     assert!(h.elapsed >= Duration::from_secs(1));
 }
 
+/// A resume continues the session's rate limit: a client cannot refill its buckets
+/// (or start its flood window over) by dropping its connection and resuming.
+#[test]
+fn a_resume_keeps_the_rate_limit() {
+    let mut h = Harness::anonymous(strict());
+    h.replies();
+    for n in 0..4 {
+        h.one(ping(n)).unwrap();
+    }
+    let now = h.now();
+    h.session.resume(None, Delivery::Reliable, None, now);
+    h.replies();
+    h.one(ping(4)).unwrap();
+    assert_eq!(h.errors(), [(ErrorCode::RateLimited, 0)], "the bucket is as it was");
+    let mut end = Ok(());
+    for _ in 0..40 {
+        h.advance(Duration::from_millis(50));
+        let now = h.now();
+        h.session.resume(None, Delivery::Reliable, None, now);
+        end = h.send(vec![ping(0), ping(0)]);
+        if end.is_err() {
+            break;
+        }
+    }
+    assert_eq!(end, Err(CloseReason::RateLimited), "a flood across resumes is closed");
+}
+
 #[test]
 fn frames_outside_the_protocol_close_with_their_code() {
     let mut h = Harness::new();
