@@ -22,6 +22,7 @@ max_connections = 20000
 max_per_ip = 20000
 handshakes_per_ip_per_second = 5000.0
 handshake_burst = 5000.0
+reserve_for_light_addresses = 0
 CONFIG
 }
 

@@ -1535,6 +1535,10 @@ handshake_burst = 400.0
 # Accepted sockets still in their TLS handshake or HTTP request, all addresses
 # together; beyond, each new socket closes the oldest of them.
 max_unfinished_handshakes = 8192
+# The last connections below max_connections (at most a quarter of it) that only
+# addresses holding fewer than 8 may take (HTTP 503 to the others): a few
+# addresses holding thousands each cannot lock everyone else out. 0: none kept.
+reserve_for_light_addresses = 1024
 
 [api]
 # The HTTP API for game backends: POST /rooms/{room}/events?kind=NAME publishes the

@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 use crate::bucket::TokenBucket;
 use crate::session::limits::address_key;
 
+/// An address holding fewer connections than this may take the last ones (see
+/// [`ConnectionLimits::reserve_for_light_addresses`]).
+pub const LIGHT_ADDRESS: usize = 8;
+
 /// Listener protections (`[connections]`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +44,10 @@ pub struct ConnectionLimits {
     /// Accepted sockets not yet upgraded (TLS or HTTP under way), all addresses
     /// together; beyond, each new socket closes the oldest of them.
     pub max_unfinished_handshakes: usize,
+    /// The last connections below `max_connections` (at most a quarter of it) that
+    /// only addresses holding fewer than [`LIGHT_ADDRESS`] may take: a few addresses
+    /// holding thousands each cannot lock everyone else out (HTTP 503).
+    pub reserve_for_light_addresses: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -50,6 +58,7 @@ impl Default for ConnectionLimits {
             handshakes_per_ip_per_second: 200.0,
             handshake_burst: 400.0,
             max_unfinished_handshakes: 8_192,
+            reserve_for_light_addresses: 1_024,
         }
     }
 }
@@ -197,10 +206,20 @@ impl Gate {
                 message: "too many connections from this address",
             });
         }
-        if self.open.load(Ordering::Relaxed) >= self.limits.max_connections {
+        let open = self.open.load(Ordering::Relaxed);
+        if open >= self.limits.max_connections {
             return Err(Refusal {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: "server at capacity; try again later",
+            });
+        }
+        // The last connections are kept for addresses that hold few: a handful of
+        // addresses holding thousands each cannot lock out everyone else.
+        let reserve = (self.limits.reserve_for_light_addresses).min(self.limits.max_connections / 4);
+        if open >= self.limits.max_connections - reserve && state.open >= LIGHT_ADDRESS {
+            return Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "server near capacity: its last connections are kept for addresses holding few; try again later",
             });
         }
         state.open += 1;
@@ -258,6 +277,34 @@ mod tests {
         drop(p1);
         assert_eq!(g.open(), 2);
         assert!(g.admit(a, now).is_ok());
+    }
+
+    /// Near the cap, the last connections go to addresses that hold few: a few
+    /// addresses holding thousands each do not lock everyone else out.
+    #[test]
+    fn the_last_connections_are_kept_for_addresses_holding_few() {
+        let g = Gate::new(ConnectionLimits {
+            max_connections: 160,
+            max_per_ip: 1000,
+            reserve_for_light_addresses: 10,
+            ..ConnectionLimits::default()
+        });
+        let now = Instant::now();
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        let mut held: Vec<Permit> = (0..150).map(|_| g.admit(ip(1), now).unwrap()).collect();
+        let refused = g.admit(ip(1), now).err().unwrap();
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.message);
+        held.extend((0..LIGHT_ADDRESS).map(|_| g.admit(ip(2), now).unwrap()));
+        assert!(g.admit(ip(2), now).is_err(), "no longer holding few");
+        held.extend((0..2).map(|_| g.admit(ip(3), now).unwrap()));
+        assert_eq!(g.open(), 160);
+        assert_eq!(
+            g.admit(ip(4), now).err().unwrap().message,
+            "server at capacity; try again later"
+        );
+        drop(held.swap_remove(0));
+        assert!(g.admit(ip(1), now).is_err(), "what a heavy address gives back is kept");
+        assert!(g.admit(ip(4), now).is_ok());
     }
 
     #[test]
