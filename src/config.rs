@@ -1097,13 +1097,12 @@ impl Config {
                 self.listen
             ));
         }
-        if let Some(url) = c
-            .public_url
-            .as_deref()
-            .filter(|url| crate::cluster::node::http_base(url).is_none())
-        {
+        if let Some(url) = c.public_url.as_deref().filter(|url| {
+            let path = url.split_once("://").is_some_and(|(_, rest)| rest.contains('/'));
+            crate::cluster::node::http_base(url).is_none() || !path
+        }) {
             return invalid(format!(
-                "cluster.public_url `{url}` is not a ws:// or wss:// URL with a host (for example wss://node1.example.com/ws)"
+                "cluster.public_url `{url}` is not a ws:// or wss:// URL with a host and the WebSocket path (for example wss://node1.example.com/ws)"
             ));
         }
         if c.node_id
@@ -2031,6 +2030,7 @@ mod tests {
         }
         assert!(refused("quic.stream_receive_window_bytes=0").contains("at least 1024"));
         assert!(refused("cluster.public_url=notaurl").contains("not a ws:// or wss:// URL"));
+        assert!(refused("cluster.public_url=wss://node1.example.com").contains("the WebSocket path"));
         assert!(refused("cluster.node_id=\"\"").contains("cluster.node_id"));
         assert!(refused("metrics.listen=\"127.0.0.1:7443\"").contains("listen's own address"));
         assert!(refused("room_types.\"a\\tb\".simulation=\"relay\"").contains("a room type's name"));

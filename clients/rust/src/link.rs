@@ -91,6 +91,12 @@ impl Target {
             .next()
             .filter(|a| !a.is_empty())
             .ok_or_else(bad)?;
+        if scheme != Scheme::Quic && !rest[authority.len()..].starts_with('/') {
+            let scheme = &url[..url.len() - rest.len()];
+            return Err(ClientError::Url(format!(
+                "{url}` has no path; the relay's WebSocket endpoint is /ws, as in `{scheme}{authority}/ws"
+            )));
+        }
         let host = match authority.rsplit_once(':') {
             Some((host, port)) if port.parse::<u16>().is_ok() => host,
             _ => authority,
@@ -357,8 +363,8 @@ fn tls_failure(e: &std::io::Error, target: &Target, trusted: &str) -> Failure {
     });
     let hint = if plain {
         format!(
-            ": the server does not speak TLS; if it is a relay run with --insecure-plain, use ws://{}",
-            target.authority
+            ": the server does not speak TLS; if it is a relay run with --insecure-plain, use {}",
+            target.url.replacen("wss://", "ws://", 1)
         )
     } else {
         certificate_hint(&e.to_string(), trusted)
@@ -781,6 +787,12 @@ mod tests {
         let t = Target::parse("quic://[::1]:7443").unwrap();
         assert_eq!((t.host.as_str(), t.authority.as_str()), ("::1", "[::1]:7443"));
         assert_eq!(t.scheme, Scheme::Quic);
+        let no_path = Target::parse("ws://127.0.0.1:7080").err().unwrap().to_string();
+        assert!(
+            no_path.contains("has no path") && no_path.contains("`ws://127.0.0.1:7080/ws`"),
+            "{no_path}"
+        );
+        assert!(Target::parse("wss://relay.test?token=t").is_err());
         let t = Target::parse("ws://127.0.0.1:7080/ws").unwrap();
         assert_eq!(
             (t.authority.as_str(), t.scheme),

@@ -94,6 +94,7 @@ client.on("joined", (joined) => {
   const range = (id: number) => avatar?.fields.find((f) => f.id === id)?.type;
   const [x, y] = [range(FIELD_X), range(FIELD_Y)];
   if (x?.case === "float" && y?.case === "float") bounds = { width: x.quantizer.max, height: y.quantizer.max };
+  if (status.startsWith("refused")) status = "joined"; // a join retried, and taken
   // A new session is a new avatar: forget the old one.
   myEntity = undefined;
   predictor = undefined;
@@ -112,6 +113,14 @@ client.on("left", (left) => {
   // inputs for it.
   status = `left ${left.room}: ${tickrelay.v1.ErrorCode[left.reason]}: ${left.message}`;
   predictor = undefined;
+});
+client.on("error", (error) => {
+  // A refused join (the token's rooms, a room of another type, a full room) or
+  // another refusal about this room: say so rather than show an empty arena. (Not
+  // one to retry later, which the client does by itself: a reloaded page's join of
+  // the room its session is in, say.)
+  if (error.room !== room || error.retryAfterMs > 0) return;
+  status = `refused: ${tickrelay.v1.ErrorCode[error.code]}: ${error.message}`;
 });
 client.on("disconnected", ({ code, willReconnect }) => {
   status = willReconnect ? `disconnected (${code}), reconnecting…` : `closed (${code})`;

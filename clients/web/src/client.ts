@@ -561,6 +561,9 @@ export class Client {
     if (url.protocol !== "wss:" && !(url.protocol === "ws:" && options.allowInsecure)) {
       throw new TypeError(`${options.url}: use a wss:// URL (ws:// needs allowInsecure)`);
     }
+    if (!options.url.slice(url.protocol.length + 2).includes("/")) {
+      throw new TypeError(`${options.url} has no path; the relay's WebSocket endpoint is /ws, as in ${url.protocol}//${url.host}/ws`);
+    }
     const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     if (WebSocketImpl === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket (Node 22 and browsers have one; Node 20 with --experimental-websocket)");
     this.#urls = [options.url, ...(options.fallbackUrls ?? [])].slice(0, MAX_URLS);

@@ -176,6 +176,8 @@ test("the token is offered as a subprotocol, and ws:// needs allowInsecure", () 
   assert.deepEqual(last().protocols, ["tickrelay.v1", "tickrelay.bearer.jwt.token.here"]);
   assert.throws(() => new Client({ url: "ws://relay.test/ws" }), TypeError);
   assert.doesNotThrow(() => new Client({ url: "ws://relay.test/ws", allowInsecure: true, WebSocket: FakeSocket as never }));
+  assert.throws(() => new Client({ url: "wss://relay.test:7443", WebSocket: FakeSocket as never }), /has no path; .* wss:\/\/relay\.test:7443\/ws/);
+  assert.throws(() => new Client({ url: "wss://relay.test?x=1", WebSocket: FakeSocket as never }), /has no path/);
 });
 
 test("a new session joins every room; a resume joins only what it had not confirmed", () => {

@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { after, before, test } from "node:test";
 import type { Page } from "playwright-core";
@@ -145,7 +146,14 @@ test("a connection the network cuts resumes without a desync; inputs in flight a
   }
 });
 
-test("a refused origin and a bad token reach the page as typed close codes", LIMIT, async () => {
+/** A JWT signed with HS256 (the relay's `[auth]` shared secret). */
+function hs256(claims: object, secret: string): string {
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
+}
+
+test("a refused origin, a bad token and a refused join reach the page typed", LIMIT, async () => {
   const strict = await startRelay('[auth]\nmode = "jwt"\n[origins]\nallowed = ["https://localhost:*"]\n', {
     TICKRELAY_JWT_SECRET: "a development secret of 32 bytes!",
   });
@@ -156,6 +164,10 @@ test("a refused origin and a bad token reach the page as typed close codes", LIM
     assert.match((await gaveUp(page)).status, /closed by the server with 4001: origin not allowed: https:\/\/127\.0\.0\.1:/);
     await page.goto(`${strict.origin.replace("127.0.0.1", "localhost")}/demo/?room=refused&token=not-a-jwt`);
     assert.match((await gaveUp(page)).status, /closed by the server with 4000: authentication failed/);
+    // A token for other rooms: the join's refusal is shown, not an empty arena.
+    const token = hs256({ sub: "ada", exp: Math.floor(Date.now() / 1000) + 600, rooms: ["demo*"] }, "a development secret of 32 bytes!");
+    await page.goto(`${strict.origin.replace("127.0.0.1", "localhost")}/demo/?room=refused&token=${token}`);
+    await until(page, "the join is refused", (s) => /^refused: FORBIDDEN: /.test(s.status));
     await page.close();
   } finally {
     await strict.stop();
