@@ -470,6 +470,15 @@ impl FieldConfig {
             )),
             len => Ok(len.unwrap_or(max_field_bytes)),
         };
+        const TYPES: [&str; 5] = ["int", "float", "bool", "bytes", "string"];
+        if !TYPES.contains(&self.ty.as_str()) {
+            return Err(format!(
+                "field {}: unknown type `{}` (one of: {})",
+                self.id,
+                self.ty,
+                TYPES.join(", ")
+            ));
+        }
         // A setting the type does not take would be silently ignored.
         let numeric = matches!(self.ty.as_str(), "int" | "float");
         let given = [
@@ -507,7 +516,7 @@ impl FieldConfig {
             "string" => Ok(FieldType::String {
                 max_len: bounded(self.max_len)?,
             }),
-            other => return Err(format!("field {}: unknown type `{other}`", self.id)),
+            _ => unreachable!("a type checked above"),
         };
         let ty = ty.map_err(|e| format!("field {}: {e}", self.id))?;
         Ok(FieldSpec::new(self.id, self.name.clone(), ty))
@@ -2216,6 +2225,10 @@ mod tests {
             ("{ id = 1, type = \"float\", min = 0, max = 1 }", "needs `precision`"),
             ("{ id = 1, type = \"int\", min = 0.5, max = 1 }", "must be integers"),
             ("{ id = 1, type = \"vec3\" }", "unknown type"),
+            (
+                "{ id = 1, type = \"f32\", min = 0, max = 1, precision = 0.1 }",
+                "unknown type `f32` (one of: int, float, bool, bytes, string)",
+            ),
             (
                 "{ id = 1, type = \"int\", min = 0, max = 9, precision = 1 }",
                 "type = \"int\" takes no `precision`",

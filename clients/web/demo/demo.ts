@@ -67,6 +67,9 @@ let others = new InterpolationBuffer<"x" | "y">({ delayMs });
 /** Kind and owner of every entity last seen, for drawing. */
 const kinds = new Map<bigint, number>();
 
+// One input's move, stopped at the walls. (The server moves an avatar at its last
+// intent's velocity every tick and bounces it off a wall: held against one, it comes
+// back a tick's move until the next input; each authoritative frame corrects that.)
 const step = (s: Position, i: Intent): Position => {
   const dt = 1 / tickRate;
   const clamp = (v: number, max: number) => Math.min(Math.max(v, 0), max);

@@ -815,7 +815,9 @@ export class Client {
    * Sends a request (`listRooms`, `resync` or `updateRoom`) and waits for its response.
    * While the client is between connections the request waits for the next one; it
    * rejects after `requestTimeoutMs` (and is then not sent), and at once on a client
-   * closed or given up.
+   * closed or given up. A refusal rejects with a `RequestError` holding the server's
+   * `Error`, which the `error` event reports too (handle it in one place: the event
+   * sees every refusal, the promise only its own).
    */
   request(kind: MessageInitShape<typeof v1.RequestSchema>["kind"]): Promise<v1.Response> {
     // About a room living on another node: only the session there is in it.
@@ -911,12 +913,13 @@ export class Client {
   /**
    * Drops the connection as a network failure would, and reconnects (resuming the
    * session): for tests and demos. A browser cannot end a WebSocket without a close
-   * frame, so it closes with 4000, which (unlike 1000) keeps the session on the server.
+   * frame, so it closes with 4000, which (unlike 1000) keeps the session on the server;
+   * `disconnected` reports 1006, as for a connection lost.
    */
   dropConnection(): void {
     const socket = this.#socket;
     if (socket === undefined) return;
-    this.#drop(socket, "connection dropped by the application", DROPPED, DROPPED);
+    this.#drop(socket, "connection dropped by the application");
   }
 
   /**

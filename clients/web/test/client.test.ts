@@ -1867,3 +1867,13 @@ test("a redirected room the server closed stays readable while a join of it wait
   home.receive([{ case: "redirect", value: { requestId: 2n, room: "r", url: "wss://node-b.test/ws", seat: "u" } }], 2n);
   assert.equal(c.mirror("r")?.size, 2, "still, while the join waits on node B (README: until it is joined again)");
 });
+
+test("dropConnection closes with 4000 (the session kept) and reports a lost connection (1006), not 4000's meaning", () => {
+  const { client: c, events } = client();
+  c.connect();
+  const socket = last();
+  socket.welcome();
+  c.dropConnection();
+  assert.equal(socket.closedWith, 4000);
+  assert.ok(events.some((e) => e.startsWith('disconnected {"code":1006') && e.includes('"willReconnect":true')), events.join("\n"));
+});
