@@ -470,32 +470,6 @@ impl FieldConfig {
             )),
             len => Ok(len.unwrap_or(max_field_bytes)),
         };
-        const TYPES: [&str; 5] = ["int", "float", "bool", "bytes", "string"];
-        if !TYPES.contains(&self.ty.as_str()) {
-            return Err(format!(
-                "field {}: unknown type `{}` (one of: {})",
-                self.id,
-                self.ty,
-                TYPES.join(", ")
-            ));
-        }
-        // A setting the type does not take would be silently ignored.
-        let numeric = matches!(self.ty.as_str(), "int" | "float");
-        let given = [
-            ("min", self.min.is_some() && !numeric),
-            ("max", self.max.is_some() && !numeric),
-            ("precision", self.precision.is_some() && self.ty != "float"),
-            (
-                "max_len",
-                self.max_len.is_some() && !matches!(self.ty.as_str(), "bytes" | "string"),
-            ),
-        ];
-        if let Some((setting, _)) = given.iter().find(|(_, misplaced)| *misplaced) {
-            return Err(format!(
-                "field {}: type = \"{}\" takes no `{setting}`",
-                self.id, self.ty
-            ));
-        }
         let ty = match self.ty.as_str() {
             "int" => match (need(self.min, "min")?, need(self.max, "max")?) {
                 (Number::Int(min), Number::Int(max)) => FieldType::int(min, max),
@@ -516,8 +490,30 @@ impl FieldConfig {
             "string" => Ok(FieldType::String {
                 max_len: bounded(self.max_len)?,
             }),
-            _ => unreachable!("a type checked above"),
+            other => {
+                return Err(format!(
+                    "field {}: unknown type `{other}` (one of: int, float, bool, bytes, string)",
+                    self.id
+                ));
+            }
         };
+        // A setting the type does not take would be silently ignored.
+        let numeric = matches!(self.ty.as_str(), "int" | "float");
+        let given = [
+            ("min", self.min.is_some() && !numeric),
+            ("max", self.max.is_some() && !numeric),
+            ("precision", self.precision.is_some() && self.ty != "float"),
+            (
+                "max_len",
+                self.max_len.is_some() && !matches!(self.ty.as_str(), "bytes" | "string"),
+            ),
+        ];
+        if let Some((setting, _)) = given.iter().find(|(_, misplaced)| *misplaced) {
+            return Err(format!(
+                "field {}: type = \"{}\" takes no `{setting}`",
+                self.id, self.ty
+            ));
+        }
         let ty = ty.map_err(|e| format!("field {}: {e}", self.id))?;
         Ok(FieldSpec::new(self.id, self.name.clone(), ty))
     }
@@ -1107,8 +1103,11 @@ impl Config {
             ));
         }
         if let Some(url) = c.public_url.as_deref().filter(|url| {
-            let path = url.split_once("://").is_some_and(|(_, rest)| rest.contains('/'));
-            crate::cluster::node::http_base(url).is_none() || !path
+            // The path after the host, before any query: more than `/`.
+            let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+            let path = rest.trim_start_matches(|c| !matches!(c, '/' | '?' | '#'));
+            let path = path.split(['?', '#']).next().unwrap_or("");
+            crate::cluster::node::http_base(url).is_none() || path.len() < 2
         }) {
             return invalid(format!(
                 "cluster.public_url `{url}` is not a ws:// or wss:// URL with a host and the WebSocket path (for example wss://node1.example.com/ws)"
@@ -2039,7 +2038,16 @@ mod tests {
         }
         assert!(refused("quic.stream_receive_window_bytes=0").contains("at least 1024"));
         assert!(refused("cluster.public_url=notaurl").contains("not a ws:// or wss:// URL"));
-        assert!(refused("cluster.public_url=wss://node1.example.com").contains("the WebSocket path"));
+        for url in [
+            "wss://node1.example.com",
+            "wss://node1.example.com/",
+            "wss://node1.example.com?x=/ws",
+        ] {
+            assert!(
+                refused(&format!("cluster.public_url={url}")).contains("the WebSocket path"),
+                "{url}"
+            );
+        }
         assert!(refused("cluster.node_id=\"\"").contains("cluster.node_id"));
         assert!(refused("metrics.listen=\"127.0.0.1:7443\"").contains("listen's own address"));
         assert!(refused("room_types.\"a\\tb\".simulation=\"relay\"").contains("a room type's name"));

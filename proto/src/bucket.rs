@@ -29,6 +29,14 @@ impl TokenBucket {
         self.last = now;
     }
 
+    /// Holds no more than `earlier` does at `now` (a bucket that replaces it, for
+    /// limits announced again, does not start full).
+    pub fn no_fuller_than(&mut self, earlier: &mut TokenBucket, now: Instant) {
+        self.refill(now);
+        earlier.refill(now);
+        self.tokens = self.tokens.min(earlier.tokens);
+    }
+
     /// Takes `n` tokens, or returns how long until they would be available (the
     /// bucket is left unchanged then).
     pub fn try_take(&mut self, n: f64, now: Instant) -> Result<(), Duration> {
@@ -105,6 +113,25 @@ mod tests {
         assert!(b.try_take(1.0, t0 + ms(20)).is_err());
         // Refills to the burst, not beyond.
         assert!(b.is_full(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_bucket_replacing_another_starts_no_fuller() {
+        let t0 = Instant::now();
+        let mut earlier = TokenBucket::new(10.0, 5.0, t0);
+        assert_eq!(earlier.take_up_to(5, t0), 5);
+        let mut next = TokenBucket::new(20.0, 10.0, t0 + ms(100));
+        next.no_fuller_than(&mut earlier, t0 + ms(100));
+        assert_eq!(
+            next.take_up_to(10, t0 + ms(100)),
+            1,
+            "the earlier one's refill, not a full bucket"
+        );
+        let mut emptier = TokenBucket::new(10.0, 5.0, t0);
+        let mut full = TokenBucket::new(10.0, 5.0, t0);
+        emptier.take_up_to(2, t0);
+        emptier.no_fuller_than(&mut full, t0);
+        assert_eq!(emptier.take_up_to(10, t0), 3, "never fuller than it was");
     }
 
     #[test]

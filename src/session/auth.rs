@@ -362,6 +362,9 @@ const MAX_KID_BYTES: usize = 256;
 struct HeldKeys {
     list: Vec<SetKey>,
     accepted: Vec<Algorithm>,
+    /// The ids of the set's keys it cannot use, and why: a token naming one is
+    /// told so (not that its key is unknown).
+    skipped: Vec<(String, &'static str)>,
 }
 
 /// Whether an RSA key (JWK `n` and `e`, base64url) is one the signature checks take: a
@@ -414,33 +417,38 @@ impl KeySet {
     /// Takes the keys of a JWK set document (`{"keys": [...]}`) in place of those
     /// held, and returns how many. Keys it cannot use are skipped: shared secrets
     /// (`oct`: a published set holds public keys only), keys for encryption, curves
-    /// and types it does not verify. A document without a usable key changes nothing
+    /// and types it does not verify, RSA keys outside what the checks take (see
+    /// `rsa_verifiable`); a token naming one is refused saying so. A document without a usable key changes nothing
     /// and is an error.
     pub fn replace(&self, json: &[u8]) -> Result<usize, String> {
         use jsonwebtoken::jwk::{AlgorithmParameters as P, EllipticCurve, JwkSet, PublicKeyUse};
         let set: JwkSet = serde_json::from_slice(json).map_err(|e| format!("not a JWK set: {e}"))?;
-        let usable: Vec<SetKey> = (set.keys.iter())
-            .filter(|jwk| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
-            .filter_map(|jwk| {
-                let of_type = match &jwk.algorithm {
-                    P::RSA(rsa) if rsa_verifiable(&rsa.n, &rsa.e) => RSA_ALGORITHMS.to_vec(),
-                    P::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => vec![Algorithm::ES256],
-                    P::EllipticCurve(ec) if ec.curve == EllipticCurve::P384 => vec![Algorithm::ES384],
-                    P::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
-                    _ => return None,
-                };
-                let algorithms = match jwk.common.key_algorithm.map(Algorithm::try_from) {
-                    None => of_type,
-                    Some(Ok(alg)) if of_type.contains(&alg) => vec![alg],
-                    Some(_) => return None,
-                };
-                Some(SetKey {
-                    kid: jwk.common.key_id.clone(),
-                    key: DecodingKey::from_jwk(jwk).ok()?,
-                    algorithms,
-                })
-            })
-            .collect();
+        let (mut usable, mut skipped) = (Vec::new(), Vec::new());
+        for jwk in &set.keys {
+            let of_type = match &jwk.algorithm {
+                _ if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) => Err("an encryption key"),
+                P::RSA(rsa) if rsa_verifiable(&rsa.n, &rsa.e) => Ok(RSA_ALGORITHMS.to_vec()),
+                P::RSA(_) => Err("an RSA key of under 2,048 or over 8,192 bits, or an exponent not odd in 3..2^33"),
+                P::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Ok(vec![Algorithm::ES256]),
+                P::EllipticCurve(ec) if ec.curve == EllipticCurve::P384 => Ok(vec![Algorithm::ES384]),
+                P::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => Ok(vec![Algorithm::EdDSA]),
+                _ => Err("a key type or curve it does not verify with"),
+            };
+            let algorithms = of_type.and_then(|of_type| match jwk.common.key_algorithm.map(Algorithm::try_from) {
+                None => Ok(of_type),
+                Some(Ok(alg)) if of_type.contains(&alg) => Ok(vec![alg]),
+                Some(_) => Err("a key whose `alg` does not fit its type"),
+            });
+            let key = algorithms.and_then(|algorithms| match DecodingKey::from_jwk(jwk) {
+                Ok(key) => Ok((key, algorithms)),
+                Err(_) => Err("a malformed key"),
+            });
+            match (key, jwk.common.key_id.clone()) {
+                (Ok((key, algorithms)), kid) => usable.push(SetKey { kid, key, algorithms }),
+                (Err(why), Some(kid)) => skipped.push((kid, why)),
+                (Err(_), None) => {}
+            }
+        }
         if usable.is_empty() {
             return Err(format!(
                 "none of its {} keys is a public signing key tickrelay verifies (RSA, P-256, P-384, Ed25519)",
@@ -457,6 +465,7 @@ impl KeySet {
         let keys = HeldKeys {
             accepted: accepted(usable.iter()),
             list: usable,
+            skipped,
         };
         let mut held = self.keys.write();
         *held = keys;
@@ -480,21 +489,28 @@ impl KeySet {
         let candidates: Vec<&SetKey> = match &header.kid {
             // (A set may list one key id twice: for two algorithms, or two keys.)
             Some(kid) => match keys.iter().filter(|k| k.kid.as_ref() == Some(kid)).collect::<Vec<_>>() {
-                named if named.is_empty() => return Err(self.unknown(kid)),
+                named if named.is_empty() => {
+                    return Err(match held.skipped.iter().find(|(id, _)| id == kid) {
+                        Some((_, why)) => AuthError::Invalid(format!(
+                            "signed by a key its issuer publishes and this relay cannot verify with ({why})"
+                        )),
+                        None => self.unknown(kid),
+                    });
+                }
                 named => named,
             },
             None => {
                 let able: Vec<&SetKey> = keys.iter().filter(|k| k.algorithms.contains(&header.alg)).collect();
-                if able.len() > 1 {
-                    return Err(AuthError::Invalid(format!(
-                        "the token names no signing key (`kid`), and its issuer publishes {} keys for {:?}",
-                        able.len(),
-                        header.alg
-                    )));
+                match able.len() {
+                    0 => return Err(wrong_algorithm(token, all)),
+                    1 => able,
+                    n => {
+                        return Err(AuthError::Invalid(format!(
+                            "the token names no signing key (`kid`), and its issuer publishes {n} keys for {:?}",
+                            header.alg
+                        )));
+                    }
                 }
-                // All: the loop below tries those of its algorithm (one at most), and
-                // a refusal names what the others verify.
-                keys.iter().collect()
             }
         };
         let mut validation = self.validation.clone();
@@ -1027,6 +1043,17 @@ mod tests {
             Ok(1),
             "a shared secret, an encryption key, a mislabelled key"
         );
+        // A token naming a key the set holds and cannot use is told so (no fetch).
+        let named = |kid: &str| {
+            let header = format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#);
+            format!("{}.e30.c2ln", base64_url(header.as_bytes()))
+        };
+        let refused = auth.authenticate(Some(&named("enc")), now()).unwrap_err();
+        assert!(
+            refused.to_string().contains("cannot verify with (an encryption key)"),
+            "{refused}"
+        );
+        assert!(!set.is_wanted());
         let none = format!(r#"{{"keys":[{secret}]}}"#);
         assert!(set.replace(none.as_bytes()).unwrap_err().contains("none of its 1 keys"));
         assert!(set.replace(b"<html>").unwrap_err().contains("not a JWK set"));
@@ -1047,10 +1074,6 @@ mod tests {
         set.replace(document.as_bytes()).unwrap();
         assert_eq!(auth.authenticate(Some(&token), now()).unwrap_err().kind(), "invalid");
         // Key ids are bounded, and so is what is remembered of them.
-        let named = |kid: &str| {
-            let header = format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#);
-            format!("{}.e30.c2ln", base64_url(header.as_bytes()))
-        };
         let long = auth.authenticate(Some(&named(&"k".repeat(MAX_KID_BYTES + 1))), now());
         assert_eq!(long.unwrap_err().kind(), "invalid");
         for i in 0..2 * MAX_UNKNOWN_KIDS {

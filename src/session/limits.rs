@@ -161,6 +161,12 @@ impl RateLimiter {
         &self.limits
     }
 
+    /// The session goes on over a new connection: the buckets as they are, the flood
+    /// window afresh (a time offline is not time over the limit).
+    pub fn resume(&mut self) {
+        self.over = None;
+    }
+
     /// Messages refused so far.
     pub fn refused(&self) -> u64 {
         self.refused

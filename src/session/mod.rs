@@ -471,7 +471,8 @@ impl Session {
         }
         let s = &self.ctx.settings;
         self.heartbeat = Heartbeat::new(s.heartbeat_interval, s.heartbeat_timeout, now.instant);
-        // (The rate limit goes on as it was: a resume refills no bucket.)
+        // A resume refills no bucket (its flood window starts afresh).
+        self.limiter.resume();
         self.outbox.reset_delivered(delivery);
         self.outbox.set_away(false);
         self.outbox.push_welcome(self.welcome(true, now));

@@ -659,8 +659,10 @@ fn over_the_rate_limit_is_refused_then_a_flood_is_closed() {
     assert!(h.elapsed >= Duration::from_secs(1));
 }
 
-/// A resume continues the session's rate limit: a client cannot refill its buckets
-/// (or start its flood window over) by dropping its connection and resuming.
+/// A resume continues the session's rate limit: a client cannot refill its buckets by
+/// dropping its connection and resuming (its flood window starts afresh: a time
+/// offline is not time over the limit, and a client paced to the limits is never
+/// closed for it).
 #[test]
 fn a_resume_keeps_the_rate_limit() {
     let mut h = Harness::anonymous(strict());
@@ -673,17 +675,17 @@ fn a_resume_keeps_the_rate_limit() {
     h.replies();
     h.one(ping(4)).unwrap();
     assert_eq!(h.errors(), [(ErrorCode::RateLimited, 0)], "the bucket is as it was");
-    let mut end = Ok(());
+    // Resuming every 50 ms with two pings each, for two seconds: held to the rate
+    // (10 a second), not closed.
+    let mut answered = 0;
     for _ in 0..40 {
         h.advance(Duration::from_millis(50));
         let now = h.now();
         h.session.resume(None, Delivery::Reliable, None, now);
-        end = h.send(vec![ping(0), ping(0)]);
-        if end.is_err() {
-            break;
-        }
+        h.send(vec![ping(0), ping(0)]).unwrap();
+        answered += h.replies().iter().filter(|k| matches!(k, Kind::Pong(_))).count();
     }
-    assert_eq!(end, Err(CloseReason::RateLimited), "a flood across resumes is closed");
+    assert!((19..=21).contains(&answered), "{answered} pings answered in 2 s");
 }
 
 #[test]

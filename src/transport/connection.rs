@@ -252,9 +252,10 @@ pub(crate) async fn serve<T: Transport>(
 ) {
     let metrics = &ctx.metrics;
     let resume = matches!(start, Start::Resume { .. });
-    // Boxed: what opening waits on is large, and done with once the session runs.
-    // Shutdown, a newer session replacing this one, or a resume taking it over.
+    // Shutdown, a newer session replacing this one, or a resume taking it over (from
+    // the moment a resume takes its session).
     let stop = Stop::new();
+    // Boxed: what opening waits on is large, and done with once the session runs.
     let Some(mut session) = Box::pin(open_session(&mut transport, &ctx, start, &stop)).await else {
         return;
     };

@@ -1458,11 +1458,18 @@ impl Driver {
         if let Some(limits) = &welcome.limits {
             let rate = f64::from(announced(limits.messages_per_second, DEFAULT_MESSAGES_PER_SECOND)) * 0.8;
             let burst = f64::from(announced(limits.message_burst, DEFAULT_MESSAGE_BURST)) * 0.5;
-            self.pacer = TokenBucket::new(rate, burst.max(1.0), std::time::Instant::now());
+            let now = std::time::Instant::now();
+            let mut pacer = TokenBucket::new(rate, burst.max(1.0), now);
             self.max_batch = burst.max(1.0) as u64;
             let max_message_bytes = announced(limits.max_message_bytes, DEFAULT_MESSAGE_BYTES).max(1024);
             self.max_batch_bytes = batch_bytes(max_message_bytes as usize);
-            self.byte_pacer = byte_pacer(limits, self.max_batch_bytes);
+            let mut byte_pacer = byte_pacer(limits, self.max_batch_bytes);
+            if resumed {
+                // The session's buckets on the server go on as they were: so do ours.
+                pacer.no_fuller_than(&mut self.pacer, now);
+                byte_pacer.no_fuller_than(&mut self.byte_pacer, now);
+            }
+            (self.pacer, self.byte_pacer) = (pacer, byte_pacer);
         }
         // Never assume deltas suffice after a reconnect: every mirror waits for a
         // full snapshot (the server sends one on resume and on join).

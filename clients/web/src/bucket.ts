@@ -25,6 +25,13 @@ export class TokenBucket {
     }
   }
 
+  /** Holds no more than `earlier` does at `nowMs` (a bucket that replaces it does not start full). */
+  noFullerThan(earlier: TokenBucket, nowMs: number): void {
+    this.#refill(nowMs);
+    earlier.#refill(nowMs);
+    this.#tokens = Math.min(this.#tokens, earlier.#tokens);
+  }
+
   /** Takes `n` tokens if there are that many. */
   tryTake(n: number, nowMs: number): boolean {
     this.#refill(nowMs);

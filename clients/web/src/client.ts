@@ -561,14 +561,17 @@ export class Client {
     if (url.protocol !== "wss:" && !(url.protocol === "ws:" && options.allowInsecure)) {
       throw new TypeError(`${options.url}: use a wss:// URL (ws:// needs allowInsecure)`);
     }
-    if (!options.url.slice(url.protocol.length + 2).includes("/")) {
-      throw new TypeError(`${options.url} has no path; the relay's WebSocket endpoint is /ws, as in ${url.protocol}//${url.host}/ws`);
-    }
     const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     if (WebSocketImpl === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket (Node 22 and browsers have one; Node 20 with --experimental-websocket)");
     this.#urls = [options.url, ...(options.fallbackUrls ?? [])].slice(0, MAX_URLS);
     for (const fallback of this.#urls.slice(1)) {
       if (new URL(fallback).protocol !== url.protocol) throw new TypeError(`${fallback}: a fallback URL must use the scheme of ${options.url}`);
+    }
+    for (const given of this.#urls) {
+      if (!/^wss?:\/\/[^/?#]+\//i.test(given)) {
+        const { protocol, host } = new URL(given);
+        throw new TypeError(`${given} has no path; the relay's WebSocket endpoint is /ws, as in ${protocol}//${host}/ws`);
+      }
     }
     this.#options = {
       url: options.url,
@@ -1454,13 +1457,15 @@ export class Client {
         const n = seq++;
         // An earlier page's session: its numbering goes on from here (from a number a
         // session reaches).
+        const first = this.#received === undefined;
         this.#received ??= n > MAX_FIRST_MESSAGE ? 0n : n - 1n;
         if (n <= this.#received) continue;
         if (n - this.#received > MAX_MESSAGE_GAP) {
           // Not a gap a server makes: taken, every later message would be skipped as a
           // repeat, for the rest of the session. A new session instead.
           this.#session = undefined;
-          const reason = `message number ${n} after ${this.#received}: more than the server keeps for a resume`;
+          const after = first ? "first of the session" : `after ${this.#received}`;
+          const reason = `message number ${n} ${after}: more than the server keeps for a resume`;
           if (this.#socket !== undefined) this.#drop(this.#socket, reason, PROTOCOL_ERROR, PROTOCOL_ERROR);
           return;
         }
@@ -1694,7 +1699,13 @@ export class Client {
     const unacked = this.#eventsUnacked.map(({ event }) => event);
     this.#eventsUnacked = [];
     this.#session = { id: welcome.sessionId, resumeToken: welcome.resumeToken };
+    const earlier = this.#pacing;
     this.#pacing = pacing(welcome.limits);
+    if (resumed) {
+      // The session's buckets on the server go on as they were: so do ours.
+      this.#pacing.messages.noFullerThan(earlier.messages, now());
+      this.#pacing.bytes.noFullerThan(earlier.bytes, now());
+    }
     const out: Outgoing[] = [];
     // A new session is in no room: the leaves that waited are done with (sent, they
     // would only be answered NOT_A_MEMBER). A resumed one gets again those the lost

@@ -177,7 +177,9 @@ test("the token is offered as a subprotocol, and ws:// needs allowInsecure", () 
   assert.throws(() => new Client({ url: "ws://relay.test/ws" }), TypeError);
   assert.doesNotThrow(() => new Client({ url: "ws://relay.test/ws", allowInsecure: true, WebSocket: FakeSocket as never }));
   assert.throws(() => new Client({ url: "wss://relay.test:7443", WebSocket: FakeSocket as never }), /has no path; .* wss:\/\/relay\.test:7443\/ws/);
-  assert.throws(() => new Client({ url: "wss://relay.test?x=1", WebSocket: FakeSocket as never }), /has no path/);
+  assert.throws(() => new Client({ url: "wss://relay.test?next=/ws", WebSocket: FakeSocket as never }), /has no path/);
+  const fallbackUrls = ["wss://b.relay.test"];
+  assert.throws(() => new Client({ url: "wss://relay.test/ws", fallbackUrls, WebSocket: FakeSocket as never }), /b\.relay\.test has no path/);
 });
 
 test("a new session joins every room; a resume joins only what it had not confirmed", () => {
@@ -1355,6 +1357,20 @@ test("GoingAway: only a connection's first is acted on; the URL list stays withi
   advance(20);
   const hosts = tryAll();
   assert.deepEqual(hosts, ["later.test", ...kept, "later.test"]);
+});
+
+test("an earlier page's session whose first message number no session reaches: a new session", () => {
+  const { client: c, events } = client({ resumeToken: "earlier" });
+  const presence: bigint[] = [];
+  c.on("presence", (p) => presence.push(p.member!.memberId));
+  c.connect();
+  last().receive([{ case: "welcome", value: { sessionId: 7n, resumeToken: "earlier", resumed: true } }]);
+  last().receive([{ case: "presence", value: { room: "r", member: { memberId: 1n } } }], (1n << 53n) + 1n);
+  assert.deepEqual(presence, [], "not taken");
+  assert.deepEqual(last().refusedCodes, [1002]);
+  assert.ok(events.some((e) => e.startsWith('disconnected {"code":1002') && e.includes("first of the session")), events.join("\n"));
+  advance(1000);
+  assert.equal(last().url.searchParams.get("resume"), null, "a new session");
 });
 
 test("a message number more than 65,536 above the last received: a new session, through the backoff", () => {
