@@ -388,6 +388,7 @@ pub struct RoomTypeConfig {
     pub kinds: Vec<KindConfig>,
     /// Settings of a registered simulation, read into its own type as the server
     /// starts (`[room_types.TYPE.params]`; see [`Simulations::add_with_params`]).
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
     pub params: toml::Table,
 }
 
