@@ -418,8 +418,8 @@ impl KeySet {
     /// held, and returns how many. Keys it cannot use are skipped: shared secrets
     /// (`oct`: a published set holds public keys only), keys for encryption, curves
     /// and types it does not verify, RSA keys outside what the checks take (see
-    /// `rsa_verifiable`); a token naming one is refused saying so. A document without a usable key changes nothing
-    /// and is an error.
+    /// `rsa_verifiable`); a token naming one is refused saying so. A document
+    /// without a usable key changes nothing and is an error.
     pub fn replace(&self, json: &[u8]) -> Result<usize, String> {
         use jsonwebtoken::jwk::{AlgorithmParameters as P, EllipticCurve, JwkSet, PublicKeyUse};
         let set: JwkSet = serde_json::from_slice(json).map_err(|e| format!("not a JWK set: {e}"))?;

@@ -276,6 +276,7 @@ pub(crate) async fn serve<T: Transport>(
         tokio::spawn(async move { cluster.announce_live(&user, family, since_us).await });
     }
     let token = session.resume_token().to_string();
+    // (A session a resume took here has it registered already: again is harmless.)
     ctx.registry.register_token(&token, user.clone(), stop.clone());
     metrics.connections.inc();
     metrics.connections_accepted.inc();

@@ -439,10 +439,15 @@ pub struct Resume<'a, T> {
 pub struct Superseded;
 
 impl<T> Resume<'_, T> {
+    /// Whether this is the newest resume of its session (`resuming` locked).
+    fn is_newest(&self, resuming: &HashMap<String, u64>) -> bool {
+        resuming.get(&self.key) == Some(&self.n)
+    }
+
     /// [`Registry::take`], while this is the newest resume of the session.
     pub fn take(&self, token: &str, user: Option<&str>, now: Instant, stop: &Stop) -> Result<Option<T>, Superseded> {
         let resuming = self.registry.resuming.lock();
-        if resuming.get(&self.key) != Some(&self.n) {
+        if !self.is_newest(&resuming) {
             return Err(Superseded);
         }
         Ok(self.registry.take(token, user, now, stop))
@@ -452,14 +457,14 @@ impl<T> Resume<'_, T> {
     /// when it is not).
     pub fn take_over(&self, token: &str, user: Option<&str>) -> bool {
         let resuming = self.registry.resuming.lock();
-        resuming.get(&self.key) == Some(&self.n) && self.registry.take_over(token, user)
+        self.is_newest(&resuming) && self.registry.take_over(token, user)
     }
 }
 
 impl<T> Drop for Resume<'_, T> {
     fn drop(&mut self) {
         let mut resuming = self.registry.resuming.lock();
-        if resuming.get(&self.key) == Some(&self.n) {
+        if self.is_newest(&resuming) {
             resuming.remove(&self.key);
         }
     }

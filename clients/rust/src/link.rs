@@ -48,6 +48,14 @@ const CLOSE_CODE_WAIT: Duration = Duration::from_secs(1);
 /// reads, from rustls's buffer over TLS.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
+/// What a query value percent-encodes: all but RFC 3986's unreserved characters
+/// (a relay's own tokens, `<node>.<hex>`, go as they are).
+const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Which transport a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scheme {
@@ -395,13 +403,8 @@ async fn connect_ws(target: &Target, tls: Option<&Tls>, presented: Presented<'_>
     url.push_str(&format!("client={}", presented.client_id));
     if let Some(resume) = presented.resume {
         // Percent-encoded: a stored token comes from the application.
-        url.push_str("&resume=");
-        for byte in resume.token.bytes() {
-            match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => url.push(char::from(byte)),
-                _ => url.push_str(&format!("%{byte:02X}")),
-            }
-        }
+        let token = percent_encoding::utf8_percent_encode(resume.token, UNRESERVED_KEPT);
+        url.push_str(&format!("&resume={token}"));
         if let Some(received) = resume.received {
             url.push_str(&format!("&received={received}"));
         }

@@ -257,6 +257,8 @@ const STALL_AFTER_MS = 1000;
 const MAX_MESSAGE_GAP = 65_536n;
 /** The highest number an earlier page's session is taken to be at (as for inputs, 2^53). */
 const MAX_FIRST_MESSAGE = 2n ** 53n;
+/** Request ids count from here, above every input number (at most 2^53 - 1), as the Rust client's. */
+const FIRST_REQUEST_ID = (1n << 53n) + 1n;
 /** Most URLs kept: `url`, the fallback URLs and the nodes a `GoingAway` named. */
 const MAX_URLS = 16;
 /** A room asks for a full snapshot at most this often, whatever asks (as the server grants them). */
@@ -482,9 +484,9 @@ export class Client {
    * the server answers a refused input with an `Error` whose `requestId` is the
    * input's `seq`, which must not be taken for a request's answer.
    */
-  #nextRequest = 1n << 53n;
+  #nextRequest = FIRST_REQUEST_ID - 1n;
   /** The first request id this client gives (see `#issued`). */
-  #firstRequest = (1n << 53n) + 1n;
+  #firstRequest = FIRST_REQUEST_ID;
   /** The last session (id undefined: an earlier page's, `resumeToken`, until its welcome). */
   #session: { id: bigint | undefined; resumeToken: string } | undefined;
   /**
@@ -599,7 +601,7 @@ export class Client {
       this.#received = undefined;
       // Request ids of its own: the session may still answer, or remember, the earlier
       // page's (quick joins are run once per id).
-      this.#firstRequest = (1n << 53n) + (BigInt(1 + Math.floor(Math.random() * 2 ** 32)) << 16n);
+      this.#firstRequest = FIRST_REQUEST_ID + (BigInt(1 + Math.floor(Math.random() * 2 ** 32)) << 16n);
       this.#nextRequest = this.#firstRequest - 1n;
     }
   }
