@@ -70,6 +70,12 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Simulation threads; 0 means one per core.
     pub sim_threads: usize,
+    /// Threads that serve WebSocket connections; 0 means one per core.
+    pub io_threads: usize,
+    /// While rooms tick, the longest a message that is not for a room (a ping, a
+    /// request, a handshake) waits for its I/O thread, in milliseconds: the threads
+    /// sleep between ticks instead of waking for every message. 0: woken by each.
+    pub io_wait_ms: u64,
     /// Commands (joins, inputs, events) that may wait for one simulation thread;
     /// beyond it sessions are answered `SERVER_BUSY`. Memory is taken only while
     /// commands wait.
@@ -560,6 +566,8 @@ impl Default for Config {
             api: ApiConfig::default(),
             cluster: ClusterConfig::default(),
             sim_threads: 0,
+            io_threads: 0,
+            io_wait_ms: 50,
             sim_queue_capacity: 65_536,
             max_rooms: 10_000,
             max_rooms_per_creator: 1_000,
@@ -1195,6 +1203,7 @@ impl Config {
                 .collect::<Result<_, ConfigError>>()?,
             checkpoints: None,
             configured_rooms: self.rooms.iter().map(|r| r.id.clone()).collect(),
+            pacer: None,
         })
     }
 
@@ -1399,6 +1408,13 @@ listen = "127.0.0.1:7443"
 
 # Simulation threads that tick the rooms; 0 = one per core.
 sim_threads = 0
+# Threads that serve the WebSocket connections; 0 = one per core.
+io_threads = 0
+# While rooms tick, I/O threads sleep between the ticks instead of waking for every
+# message (inputs are read just before each tick, frames written right after it);
+# this is the longest anything else (a ping, a request, a handshake) waits, in ms.
+# 0: every message wakes its thread at once (more CPU per message).
+io_wait_ms = 50
 # Commands (joins, inputs, events) that may wait for one simulation thread; beyond
 # it clients get SERVER_BUSY. Memory is taken only while commands wait.
 sim_queue_capacity = 65536

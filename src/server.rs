@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use crate::cluster::{
     Claim, Closing, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory, probe_redis,
 };
 use crate::config::{Config, ConfigError, PrecreatedRoom, SimulationKind, Simulations};
+use crate::engine::pacer::Pacer;
 use crate::engine::sim_pool::{Checkpoint, Checkpoints, PoolConfig, SimPool};
 use crate::engine::simulation::named;
 use crate::log_budget::LogBudget;
@@ -29,6 +30,7 @@ use crate::session::auth::{AuthMode, Authenticator};
 use crate::transport::context::{ConnectionSettings, Context};
 use crate::transport::gate::Gate;
 use crate::transport::http::{self, Http, Routes};
+use crate::transport::io_threads::IoThreads;
 use crate::transport::jwks;
 use crate::transport::quic;
 use crate::transport::registry::Registry;
@@ -194,6 +196,8 @@ pub struct Server {
     configured_rooms: Vec<PrecreatedRoom>,
     /// How long it keeps serving, with `/readyz` answering 503, once asked to stop.
     drain: Duration,
+    /// The threads that serve the WebSocket connections.
+    io: IoThreads,
 }
 
 /// Cluster mode: this node, what other nodes send it, and its rooms' checkpoints.
@@ -436,6 +440,17 @@ impl Server {
             });
             (rx, closing)
         });
+        let io_threads = match config.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pacer = Arc::new(Pacer::new(
+            pool_config.threads,
+            io_threads,
+            Duration::from_millis(config.io_wait_ms),
+        ));
+        pool_config.pacer = Some(pacer.clone());
+        let io = IoThreads::start(&pacer)?;
         let pool = Arc::new(SimPool::start(pool_config)?);
         let tls_expiry = tls.as_ref().map(|tls| tls.expiry.clone()).unwrap_or_default();
         let metrics = Arc::new(Metrics::new(pool.metrics().clone(), tls_expiry));
@@ -553,6 +568,7 @@ impl Server {
             cluster,
             configured_rooms: config.rooms.clone(),
             drain: Duration::ZERO,
+            io,
         })
     }
 
@@ -726,14 +742,16 @@ impl Server {
             if shed {
                 ctx.metrics.handshakes_shed.inc();
             }
-            let acceptor = acceptor.clone();
-            ctx.tracker.spawn(http::serve_connection(
-                stream,
-                peer,
-                acceptor,
-                self.http.clone(),
-                socket,
-            ));
+            // The connection moves to an I/O thread, for its whole life.
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let (acceptor, http) = (acceptor.clone(), self.http.clone());
+            self.io.spawn(ctx.tracker.track_future(async move {
+                if let Ok(stream) = TcpStream::from_std(stream) {
+                    http::serve_connection(stream, peer, acceptor, http, socket).await;
+                }
+            }));
         }
         drop(self.listener);
         // Before the sessions go: their rooms' state and seats move with them.

@@ -11,10 +11,12 @@
 //! - [`schedule`] — fixed-rate tick scheduling without drift, on an injected clock.
 //! - [`listing`] — what a room shows in listings and quick joins.
 //! - [`sim_pool`] — the dedicated simulation threads that own and tick the rooms.
+//! - [`pacer`] — I/O threads woken around the ticks rather than by every message.
 
 pub mod envelope;
 pub mod listing;
 pub mod outbox;
+pub mod pacer;
 pub mod room;
 pub mod schedule;
 pub mod sim_pool;

@@ -30,6 +30,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::engine::pacer::{self, Home};
 use crate::state::Tick;
 
 /// Identifies a room instance within a server (unique for the server's lifetime).
@@ -212,6 +213,8 @@ struct Inner {
     /// read before a reset must not be delivered after it.
     epoch: u64,
     waker: Option<Waker>,
+    /// The I/O thread of the task `waker` wakes (see [`crate::engine::pacer`]).
+    waker_home: Home,
 }
 
 /// See the module documentation.
@@ -236,6 +239,7 @@ impl Outbox {
         Self {
             inner: Mutex::new(Inner {
                 next_seq: 1,
+                waker_home: pacer::NO_HOME,
                 ..Inner::default()
             }),
             limits,
@@ -509,6 +513,7 @@ impl Outbox {
         }
         if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             inner.waker = Some(cx.waker().clone());
+            inner.waker_home = pacer::home();
         }
         Poll::Pending
     }
@@ -647,12 +652,14 @@ impl Inner {
 }
 
 /// Wakes the driver waiting on the outbox, after releasing the lock: the woken task
-/// may run at once on another core and take the lock itself.
+/// may run at once on another core and take the lock itself. (On a simulation
+/// thread, the wake-up waits for the end of its turn: see [`pacer::wake`].)
 fn wake(mut inner: MutexGuard<'_, Inner>) {
     let waker = inner.waker.take();
+    let home = inner.waker_home;
     drop(inner);
     if let Some(waker) = waker {
-        waker.wake();
+        pacer::wake(waker, home);
     }
 }
 

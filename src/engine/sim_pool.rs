@@ -30,6 +30,7 @@ use crate::bucket::TokenBucket;
 use crate::clock::unix_micros;
 use crate::engine::listing::{self, Listing, ListingState, Metadata};
 use crate::engine::outbox::{Outbox, RoomKey};
+use crate::engine::pacer::Pacer;
 use crate::engine::room::{Bans, Joiner, Roll, Room, RoomConfig, error_message};
 use crate::engine::schedule::TickSchedule;
 use crate::engine::simulation::Simulation;
@@ -84,6 +85,9 @@ pub struct PoolConfig {
     /// when a join or a restore opens them (cluster mode: on a node other than the one
     /// that created them).
     pub configured_rooms: HashSet<String>,
+    /// The I/O threads' pacer: told when each thread ticks next, and handed the
+    /// wake-ups of each turn in one batch (none: wake-ups happen as they come).
+    pub pacer: Option<Arc<Pacer>>,
 }
 
 /// Cluster mode: rooms checkpoint their state every `every_ticks` ticks (and on
@@ -776,6 +780,8 @@ impl SimPool {
                     epoch: Instant::now(),
                     next_phase: 0,
                     handed_off: false,
+                    pacer: config.pacer.clone(),
+                    number: i,
                 };
                 let join = std::thread::Builder::new()
                     .name(format!("tickrelay-sim-{i}"))
@@ -1293,6 +1299,11 @@ impl OwnedRoom {
     /// A checkpoint written soon may be due before either (while the room has work
     /// pending, its ticks write it once that is done: waking for it sooner would find
     /// it still not writable, again and again).
+    /// When the room ticks next, if it ticks (it has members).
+    fn next_tick(&self) -> Option<Instant> {
+        (!self.room.is_vacant()).then(|| self.schedule.next_deadline())
+    }
+
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
         let pending = self.room.has_pending_work();
         let wake = match self.empty_since {
@@ -1341,6 +1352,10 @@ struct SimThread {
     next_phase: u32,
     /// Set by [`Command::HandOff`]: the rooms stay as checkpointed.
     handed_off: bool,
+    /// Told when this thread ticks next; holds each turn's wake-ups.
+    pacer: Option<Arc<Pacer>>,
+    /// This thread's number in the pool (and the pacer).
+    number: usize,
 }
 
 /// Answers a leave or a resync (if it asks for an answer) of a session not seated in
@@ -1380,6 +1395,7 @@ impl SimThread {
                 true => None,
                 false => self.rooms.iter().filter_map(|r| r.wake_at(self.empty_room_ttl)).min(),
             };
+
             match wake_at {
                 // More commands wait than one turn takes: take them before sleeping.
                 _ if backlog => {}
@@ -1406,11 +1422,23 @@ impl SimThread {
                     }
                 }
             }
+            // What the turn leaves in outboxes reaches each I/O thread in one batch.
+            let pacer = self.pacer.clone();
+            let _turn = pacer.as_deref().map(Pacer::defer);
             match self.take_queued() {
                 Some(more) => backlog = more,
                 None => return,
             }
             self.tick_due_rooms();
+            // Before the turn's wake-ups go: the woken I/O threads then sleep until
+            // just before the next tick.
+            if let Some(pacer) = &pacer {
+                let next_tick = match self.handed_off {
+                    true => None,
+                    false => self.rooms.iter().filter_map(OwnedRoom::next_tick).min(),
+                };
+                pacer.next_tick(self.number, next_tick);
+            }
         }
     }
 
@@ -1944,6 +1972,7 @@ mod tests {
             },
             checkpoints: None,
             configured_rooms: HashSet::new(),
+            pacer: None,
         }
     }
 

@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_micros;
+use crate::engine::pacer::{self, Hurry};
 use crate::error::CloseReason;
 use crate::metrics::Format;
 use crate::session::auth::{self, AuthError};
@@ -87,6 +88,8 @@ pub(crate) async fn serve_connection(
     socket: SocketPermit,
 ) {
     let _ = stream.set_nodelay(true);
+    // Not held between ticks until its first request arrives (see `pacer::hurry`).
+    let hurry = Arc::new(parking_lot::Mutex::new(Some(pacer::hurry())));
     let serve = async {
         match acceptor {
             Some(acceptor) => {
@@ -97,7 +100,7 @@ pub(crate) async fn serve_connection(
                     () = http.ctx.shutdown.cancelled() => return,
                 };
                 match handshake {
-                    Ok(Ok(tls)) => serve_http(tls, peer, http.clone()).await,
+                    Ok(Ok(tls)) => serve_http(tls, peer, http.clone(), hurry).await,
                     // (A client that does not trust the certificate says so here.)
                     Ok(Err(e)) => {
                         http.ctx.metrics.tls_failures.inc();
@@ -109,7 +112,7 @@ pub(crate) async fn serve_connection(
                     }
                 }
             }
-            None => serve_http(stream, peer, http.clone()).await,
+            None => serve_http(stream, peer, http.clone(), hurry).await,
         }
     };
     tokio::select! {
@@ -237,7 +240,7 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
         let http = http.clone();
         http.ctx.tracker.clone().spawn(async move {
             tokio::select! {
-                () = serve_http(stream, peer, http) => {}
+                () = serve_http(stream, peer, http, Arc::default()) => {}
                 () = slot.closed.cancelled() => tracing::debug!(%peer, "metrics connection closed for a newer one"),
                 () = tokio::time::sleep(METRICS_CONNECTION_LIFETIME) => {}
             }
@@ -246,12 +249,15 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
     }
 }
 
-async fn serve_http<S>(io: S, peer: SocketAddr, http: Arc<Http>)
+/// Serves HTTP/1.1 on `io` until the connection ends; `hurry` (see `pacer::hurry`)
+/// is dropped when the first request arrives.
+async fn serve_http<S>(io: S, peer: SocketAddr, http: Arc<Http>, hurry: Arc<parking_lot::Mutex<Option<Hurry>>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_http = http.clone();
     let service = service_fn(move |req: Request<Incoming>| {
+        drop(hurry.lock().take());
         let http = service_http.clone();
         async move {
             let main = matches!(http.routes, Routes::Main { .. });

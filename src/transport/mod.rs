@@ -7,6 +7,7 @@
 //!
 //! - `connection` — the loop every transport shares.
 //! - `context` — what a connection may use of the server.
+//! - `io_threads` — the threads that serve WebSocket connections, paced by the ticks.
 //! - `http` — HTTP/1.1 routes (`/ws`, `/healthz`, `/metrics`) and the WebSocket upgrade.
 //! - `jwks` — fetching an identity provider's signing keys (`[auth] jwks_url`).
 //! - `ws` — the WebSocket transport; [`quic`]: the QUIC transport.
@@ -22,6 +23,7 @@ pub(crate) mod context;
 pub(crate) mod frame;
 pub mod gate;
 pub(crate) mod http;
+pub(crate) mod io_threads;
 pub(crate) mod jwks;
 pub mod origin;
 pub mod quic;

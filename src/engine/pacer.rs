@@ -1,0 +1,439 @@
+//! I/O in step with the ticks: the threads that serve connections sleep between tick
+//! instants instead of waking for every message a client sends.
+//!
+//! A relay's inputs only matter at its rooms' ticks, and its frames leave right after
+//! them. Waking an I/O thread for each arriving message (a few thousand times a second
+//! at 200 clients) cost more CPU than anything the relay did with the message: the
+//! kernel's switch to and from the sleeping thread, the poll of readiness, the task's
+//! wake-up. While rooms tick, the [`Pacer`] lets an I/O thread sleep until whichever
+//! comes first:
+//!
+//! - shortly ([`LEAD`]) before the next tick of any simulation thread, so the inputs
+//!   that arrived meanwhile are read and queued for that tick;
+//! - a simulation thread finishing a turn that left frames or messages for this
+//!   thread's connections (the turn's wake-ups are handed over in one batch, see
+//!   [`Deferral`]);
+//! - `max_wait` after it fell asleep: the longest anything else (a ping, a request, a
+//!   handshake, a timer) waits for the thread.
+//!
+//! With no room ticking, or `max_wait` zero, or while a connection on the thread is
+//! being set up ([`hurry`]), I/O threads park as usual: woken by each message.
+//!
+//! Plain threads and atomics: the I/O threads' runtime calls [`Pacer::before_park`]
+//! and [`Pacer::drain`] (see `transport::io_threads`); nothing here imports tokio.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Waker;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// How long before a tick an I/O thread wakes to read the inputs for it.
+pub const LEAD: Duration = Duration::from_millis(1);
+
+/// Sleeps shorter than this are not taken (the thread parks as usual instead).
+const MIN_SLEEP: Duration = Duration::from_micros(200);
+
+/// A deadline slot with no tick in it.
+const NO_TICK: u64 = u64::MAX;
+
+/// Which I/O thread a connection's task runs on (an index into the pacer's threads).
+pub type Home = u16;
+
+/// Not an I/O thread of the pacer's (a QUIC connection, a test's runtime).
+pub const NO_HOME: Home = Home::MAX;
+
+thread_local! {
+    /// The I/O thread this thread is ([`Pacer::enter`]).
+    static HOME: Cell<Home> = const { Cell::new(NO_HOME) };
+    /// Set during a simulation thread's turn ([`Deferral`]).
+    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+    /// Wake-ups the turn deferred (kept allocated between turns).
+    static DEFERRED: RefCell<Vec<(Home, Waker)>> = const { RefCell::new(Vec::new()) };
+    /// [`Hurry`] guards alive on this I/O thread.
+    static HURRIED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// While it lives, the I/O thread that made it is not held (see [`hurry`]).
+#[derive(Debug)]
+#[must_use]
+pub struct Hurry {
+    on_io_thread: bool,
+}
+
+/// Keeps the calling I/O thread from being held while the guard lives: a connection
+/// being set up (its TLS handshake and its first HTTP request, an upgrade, takes a
+/// few round trips) does not wait for a window at each. A no-op on other threads.
+/// Drop it on the thread that made it (a task on an I/O thread stays there).
+pub fn hurry() -> Hurry {
+    let on_io_thread = home() != NO_HOME;
+    if on_io_thread {
+        HURRIED.with(|h| h.set(h.get() + 1));
+    }
+    Hurry { on_io_thread }
+}
+
+impl Drop for Hurry {
+    fn drop(&mut self) {
+        if self.on_io_thread {
+            HURRIED.with(|h| h.set(h.get().saturating_sub(1)));
+        }
+    }
+}
+
+/// The I/O thread the calling thread is, if it is one ([`NO_HOME`] otherwise): a
+/// connection's task records it with its waker, so wake-ups from simulation threads
+/// reach its thread in batches.
+pub fn home() -> Home {
+    HOME.with(Cell::get)
+}
+
+/// Wakes `waker`, or, during a simulation thread's turn ([`Deferral`]), leaves the
+/// wake-up for the end of the turn when the task lives on an I/O thread (`home`).
+pub fn wake(waker: Waker, home: Home) {
+    if home != NO_HOME && DEFERRING.with(Cell::get) {
+        DEFERRED.with(|d| d.borrow_mut().push((home, waker)));
+    } else {
+        waker.wake();
+    }
+}
+
+/// One I/O thread as the pacer sees it.
+#[derive(Debug, Default)]
+struct IoThread {
+    /// Wake-ups handed over by simulation threads, not yet delivered.
+    woken: Mutex<Vec<Waker>>,
+    /// The thread's draining task ([`Pacer::drain`]), woken when `woken` fills.
+    drainer: Mutex<Option<Waker>>,
+    /// While the thread sleeps in [`Pacer::before_park`]: until when, in nanoseconds
+    /// after the pacer's epoch (0: awake).
+    until: AtomicU64,
+    thread: Mutex<Option<Thread>>,
+}
+
+impl IoThread {
+    fn unpark(&self) {
+        if let Some(thread) = self.thread.lock().as_ref() {
+            thread.unpark();
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Pacer {
+    epoch: Instant,
+    max_wait: Duration,
+    /// Each simulation thread's next tick, in nanoseconds after `epoch` ([`NO_TICK`]:
+    /// none of its rooms ticks).
+    ticks: Box<[AtomicU64]>,
+    io: Box<[IoThread]>,
+}
+
+impl Pacer {
+    /// A pacer for `sim_threads` simulation threads and `io_threads` I/O threads whose
+    /// sleeps last at most `max_wait` (zero: I/O threads are never held).
+    pub fn new(sim_threads: usize, io_threads: usize, max_wait: Duration) -> Self {
+        assert!(io_threads < usize::from(NO_HOME), "too many I/O threads");
+        Self {
+            epoch: Instant::now(),
+            max_wait,
+            ticks: (0..sim_threads).map(|_| AtomicU64::new(NO_TICK)).collect(),
+            io: (0..io_threads).map(|_| IoThread::default()).collect(),
+        }
+    }
+
+    /// The number of I/O threads.
+    pub fn io_threads(&self) -> usize {
+        self.io.len()
+    }
+
+    /// Called by simulation thread `sim` at the end of each turn: when it ticks next
+    /// (none: no room of its ticks). I/O threads asleep past that tick's window wake
+    /// to sleep until it instead.
+    pub fn next_tick(&self, sim: usize, at: Option<Instant>) {
+        let nanos = at.map_or(NO_TICK, |at| self.nanos(at));
+        let Some(slot) = self.ticks.get(sim) else {
+            return;
+        };
+        if slot.swap(nanos, Ordering::SeqCst) == nanos || nanos == NO_TICK {
+            return;
+        }
+        let window = nanos.saturating_sub(LEAD.as_nanos() as u64);
+        for io in &self.io {
+            if io.until.load(Ordering::SeqCst) > window {
+                io.unpark();
+            }
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(NO_TICK - 1)
+    }
+
+    /// Starts deferring the calling simulation thread's wake-ups of tasks on I/O
+    /// threads; the returned guard hands them over when dropped.
+    pub fn defer(&self) -> Deferral<'_> {
+        DEFERRING.with(|d| d.set(true));
+        Deferral { pacer: self }
+    }
+
+    /// Called once on I/O thread `home`, before its runtime starts.
+    pub fn enter(&self, home: Home) {
+        HOME.with(|h| h.set(home));
+        *self.io[usize::from(home)].thread.lock() = Some(std::thread::current());
+    }
+
+    /// Called by I/O thread `home`'s runtime before it parks: sleeps until the next
+    /// window (see the module documentation) while rooms tick, then wakes the
+    /// thread's draining task, so the runtime looks for I/O without blocking.
+    pub fn before_park(&self, home: Home) {
+        let io = &self.io[usize::from(home)];
+        let mut slept = false;
+        while HURRIED.with(Cell::get) == 0
+            && let Some(until) = self.window(Instant::now())
+        {
+            io.until.store(self.nanos(until).max(1), Ordering::SeqCst);
+            // Handed over while this thread went to sleep: its drainer was woken.
+            if !io.woken.lock().is_empty() {
+                break;
+            }
+            std::thread::park_timeout(until.saturating_duration_since(Instant::now()));
+            slept = true;
+            // Woken early to sleep until a nearer window (see `next_tick`), or for
+            // nothing: sleep on.
+            if Instant::now() >= until || !io.woken.lock().is_empty() {
+                break;
+            }
+        }
+        io.until.store(0, Ordering::SeqCst);
+        if slept && let Some(drainer) = io.drainer.lock().as_ref() {
+            drainer.wake_by_ref();
+        }
+    }
+
+    /// When an I/O thread that parks at `now` should wake, if it should not park as
+    /// usual.
+    fn window(&self, now: Instant) -> Option<Instant> {
+        if self.max_wait.is_zero() {
+            return None;
+        }
+        let next = self.ticks.iter().map(|t| t.load(Ordering::Relaxed)).min()?;
+        if next == NO_TICK {
+            return None;
+        }
+        let latest = now + self.max_wait;
+        let before_tick = (self.epoch + Duration::from_nanos(next)).checked_sub(LEAD);
+        // Past that point the tick's simulation thread wakes this one when it is done.
+        let until = before_tick.filter(|&at| at > now).map_or(latest, |at| at.min(latest));
+        (until > now + MIN_SLEEP).then_some(until)
+    }
+
+    /// Called by I/O thread `home`'s draining task whenever it is polled: registers
+    /// `waker` for the next hand-over and wakes every task handed over so far.
+    pub fn drain(&self, home: Home, waker: &Waker, spare: &mut Vec<Waker>) {
+        let io = &self.io[usize::from(home)];
+        {
+            let mut drainer = io.drainer.lock();
+            if !drainer.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *drainer = Some(waker.clone());
+            }
+        }
+        std::mem::swap(&mut *io.woken.lock(), spare);
+        spare.drain(..).for_each(Waker::wake);
+    }
+
+    /// Hands the deferred wake-ups to their I/O threads (`deferred` is left empty)
+    /// and wakes those threads.
+    fn hand_over(&self, deferred: &mut Vec<(Home, Waker)>) {
+        deferred.sort_unstable_by_key(|&(home, _)| home);
+        let mut wakes = deferred.drain(..).peekable();
+        while let Some((home, first)) = wakes.next() {
+            let Some(io) = self.io.get(usize::from(home)) else {
+                first.wake();
+                continue;
+            };
+            {
+                let mut woken = io.woken.lock();
+                woken.push(first);
+                while let Some((_, waker)) = wakes.next_if(|&(h, _)| h == home) {
+                    woken.push(waker);
+                }
+            }
+            if let Some(drainer) = io.drainer.lock().as_ref() {
+                drainer.wake_by_ref();
+            }
+            if io.until.load(Ordering::SeqCst) != 0 {
+                io.unpark();
+            }
+        }
+    }
+}
+
+/// A simulation thread's turn during which wake-ups of tasks on I/O threads wait
+/// ([`Pacer::defer`]); dropping it hands them over.
+#[must_use]
+pub struct Deferral<'a> {
+    pacer: &'a Pacer,
+}
+
+impl Drop for Deferral<'_> {
+    fn drop(&mut self) {
+        DEFERRING.with(|d| d.set(false));
+        let mut deferred = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        if !deferred.is_empty() {
+            self.pacer.hand_over(&mut deferred);
+        }
+        // Keep the allocation for the next turn.
+        DEFERRED.with(|d| *d.borrow_mut() = deferred);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Equal but for the pacer's nanosecond rounding.
+    fn near(a: Instant, b: Instant) -> bool {
+        a.max(b) - a.min(b) < Duration::from_micros(1)
+    }
+
+    #[test]
+    fn io_threads_park_as_usual_while_no_room_ticks_or_when_not_held() {
+        let pacer = Pacer::new(2, 1, 50 * MS);
+        let now = Instant::now();
+        assert_eq!(pacer.window(now), None);
+        let held_not = Pacer::new(1, 1, Duration::ZERO);
+        held_not.next_tick(0, Some(now + 20 * MS));
+        assert_eq!(held_not.window(now), None);
+    }
+
+    #[test]
+    fn an_io_thread_sleeps_until_just_before_the_next_tick_and_no_longer_than_max_wait() {
+        let pacer = Pacer::new(2, 1, 50 * MS);
+        let now = Instant::now();
+        pacer.next_tick(0, Some(now + 30 * MS));
+        pacer.next_tick(1, Some(now + 20 * MS));
+        let until = pacer.window(now).expect("held");
+        assert!(near(until, now + 20 * MS - LEAD), "{until:?}");
+        // A tick further than max_wait: max_wait.
+        pacer.next_tick(1, Some(now + 90 * MS));
+        let until = pacer.window(now).expect("held");
+        assert!(near(until, now + 30 * MS - LEAD), "{until:?}");
+        pacer.next_tick(0, Some(now + 200 * MS));
+        let until = pacer.window(now).expect("held");
+        assert_eq!(until, now + 50 * MS);
+        // Inside a tick's window (or past it): until its thread hands over, at most
+        // max_wait.
+        pacer.next_tick(0, Some(now + LEAD / 2));
+        assert_eq!(pacer.window(now), Some(now + 50 * MS));
+        // A window closer than the shortest sleep: no sleep.
+        let pacer = Pacer::new(1, 1, Duration::from_micros(100));
+        pacer.next_tick(0, Some(now + 20 * MS));
+        assert_eq!(pacer.window(now), None);
+    }
+
+    #[test]
+    fn a_turn_hands_its_wake_ups_to_each_io_thread_at_its_end() {
+        let pacer = Pacer::new(1, 2, 50 * MS);
+        let (on_0, on_1, elsewhere) = (
+            Arc::new(Count::default()),
+            Arc::new(Count::default()),
+            Arc::new(Count::default()),
+        );
+        // Outside a turn: at once.
+        wake(Waker::from(on_0.clone()), 0);
+        assert_eq!(on_0.get(), 1);
+        {
+            let _turn = pacer.defer();
+            wake(Waker::from(on_0.clone()), 0);
+            wake(Waker::from(on_1.clone()), 1);
+            wake(Waker::from(on_0.clone()), 0);
+            wake(Waker::from(elsewhere.clone()), NO_HOME);
+            assert_eq!(
+                (on_0.get(), on_1.get(), elsewhere.get()),
+                (1, 0, 1),
+                "not an I/O thread's: at once"
+            );
+        }
+        assert_eq!((on_0.get(), on_1.get()), (1, 0), "handed over, not delivered");
+        let (drainer_0, drainer_1) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let mut spare = Vec::new();
+        pacer.drain(0, &Waker::from(drainer_0.clone()), &mut spare);
+        assert_eq!((on_0.get(), on_1.get()), (3, 0));
+        pacer.drain(1, &Waker::from(drainer_1.clone()), &mut spare);
+        assert_eq!(on_1.get(), 1);
+        // The next turn's hand-over wakes the registered drainers.
+        {
+            let _turn = pacer.defer();
+            wake(Waker::from(on_1.clone()), 1);
+        }
+        assert_eq!((drainer_0.get(), drainer_1.get()), (0, 1));
+        pacer.drain(1, &Waker::from(drainer_1.clone()), &mut spare);
+        assert_eq!(on_1.get(), 2);
+    }
+
+    /// The thread sleeps for up to a minute: only a hand-over or a nearer tick ends
+    /// its sleep before the test's harness gives up on it.
+    #[test]
+    fn a_sleeping_io_thread_wakes_for_a_hand_over_and_for_a_nearer_tick() {
+        let pacer = Arc::new(Pacer::new(1, 1, Duration::from_secs(60)));
+        pacer.next_tick(0, Some(Instant::now() + Duration::from_secs(50)));
+        let delivered = Arc::new(Count::default());
+        let io = std::thread::spawn({
+            let (pacer, delivered) = (pacer.clone(), delivered.clone());
+            move || {
+                pacer.enter(0);
+                let drainer = Arc::new(Count::default());
+                let mut spare = Vec::new();
+                pacer.drain(0, &Waker::from(drainer.clone()), &mut spare);
+                pacer.before_park(0);
+                pacer.drain(0, &Waker::from(drainer.clone()), &mut spare);
+                assert_eq!(delivered.get(), 1, "woken by the hand-over");
+                assert!(drainer.get() >= 1, "its drainer woken");
+                let started = Instant::now();
+                pacer.before_park(0);
+                started.elapsed()
+            }
+        });
+        while pacer.io[0].until.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        {
+            let _turn = pacer.defer();
+            wake(Waker::from(delivered.clone()), 0);
+        }
+        // Asleep again, until just before the tick in 50 s; a tick in 30 ms moves it.
+        while delivered.get() == 0 {
+            std::thread::yield_now();
+        }
+        while pacer.io[0].until.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        pacer.next_tick(0, Some(Instant::now() + 30 * MS));
+        let slept = io.join().expect("the I/O thread");
+        assert!(slept < Duration::from_secs(10), "woke for the nearer tick: {slept:?}");
+    }
+}
