@@ -6,7 +6,9 @@
 //! message with `Joined`, and then, once per tick, writes one prebuilt state frame of
 //! `--frame-bytes` to every connection — the same bytes for every member of a room,
 //! one write each, no per-connection wake-up — and reads whatever clients send without
-//! decoding it. No simulation, no delta encoding, no sessions, limits or checks.
+//! decoding it. No simulation, no delta encoding, no sessions, limits or checks. It
+//! sleeps between ticks (as the relay's I/O threads do while rooms tick), so what
+//! clients send is read once per tick; `--unpaced` wakes it for every message.
 //!
 //! Its frames carry a tick, a baseline and a time stamp, and an opaque packed block
 //! whose header counts `--entities` changed entities, so `tickrelay-bots
@@ -22,6 +24,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,6 +62,10 @@ struct Args {
     /// Plain ws:// and http:// instead of TLS.
     #[arg(long)]
     plain: bool,
+    /// Wake for every message a client sends (the floor before the relay's I/O
+    /// threads were paced), instead of once per tick.
+    #[arg(long)]
+    unpaced: bool,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin {}
@@ -78,11 +86,24 @@ struct Member {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    tokio::task::LocalSet::new().block_on(&runtime, serve(args))
+    // Paced as the relay's I/O threads are: asleep until the next tick (the tick loop
+    // says when), then everything that arrived is read and every frame written.
+    let next_tick = Arc::new(AtomicU64::new(0));
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
+    if !args.unpaced {
+        let next_tick = next_tick.clone();
+        runtime.on_thread_park(move || {
+            let wait = next_tick.load(Ordering::Relaxed).saturating_sub(unix_micros());
+            if wait > 200 {
+                std::thread::sleep(Duration::from_micros(wait));
+            }
+        });
+    }
+    let runtime = runtime.enable_all().build()?;
+    tokio::task::LocalSet::new().block_on(&runtime, serve(args, next_tick))
 }
 
-async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(args: Args, next_tick: Arc<AtomicU64>) -> Result<(), Box<dyn std::error::Error>> {
     let acceptor = if args.plain {
         None
     } else {
@@ -104,6 +125,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.frame_bytes,
         args.entities,
         arrivals.clone(),
+        next_tick,
     ));
     let mut sessions = 0;
     loop {
@@ -274,7 +296,13 @@ fn ws_frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Once per tick: every joined member gets the room's frame, one write each.
-async fn tick_loop(rate: u32, frame_bytes: usize, entities: u64, arrivals: Rc<RefCell<Vec<Member>>>) {
+async fn tick_loop(
+    rate: u32,
+    frame_bytes: usize,
+    entities: u64,
+    arrivals: Rc<RefCell<Vec<Member>>>,
+    next_tick: Arc<AtomicU64>,
+) {
     let mut members: Vec<Member> = Vec::new();
     let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -286,6 +314,7 @@ async fn tick_loop(rate: u32, frame_bytes: usize, entities: u64, arrivals: Rc<Re
     let mut frames: HashMap<(String, bool), Bytes> = HashMap::new();
     for tick in 1u64.. {
         interval.tick().await;
+        next_tick.store(unix_micros() + 1_000_000 / u64::from(rate), Ordering::Relaxed);
         members.append(&mut arrivals.borrow_mut());
         members.retain(|m| !m.closed.get());
         frames.clear();
