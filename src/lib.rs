@@ -9,12 +9,14 @@
 //!
 //! - [`server`] — builds everything from the [`config`], accepts connections, shuts down.
 //! - [`transport`] — the connection loop every transport shares and its
-//!   `transport::context::Context`; WebSocket over HTTP/1.1 and TLS, QUIC; the
-//!   listener gate, the `Origin` allowlist, certificates, the session registry.
+//!   `transport::context::Context`; the I/O threads that own the WebSocket
+//!   connections; WebSocket over HTTP/1.1 and TLS, QUIC; the listener gate, the
+//!   `Origin` allowlist, certificates, the session registry.
 //! - [`session`] — one client session, sans IO: inbound messages to room commands and
 //!   replies, rate limits, heartbeat, authentication, close decisions.
 //! - [`engine`] — rooms and their simulations on dedicated simulation threads, tick
-//!   scheduling, and the outboxes where rooms leave frames for transports.
+//!   scheduling, the outboxes where rooms leave frames for transports, and the pacer
+//!   that holds the I/O threads between ticks.
 //! - [`cluster`] — scale-out over Redis (`[cluster]`): the room directory (leases,
 //!   owners, listings, checkpoints) in memory and in Redis, redirects, cross-node
 //!   publish, rooms restored from checkpoints on another node.

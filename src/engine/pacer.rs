@@ -8,8 +8,10 @@
 //! wake-up. While rooms tick, the [`Pacer`] lets an I/O thread sleep until whichever
 //! comes first:
 //!
-//! - shortly ([`LEAD`]) before the next tick of any simulation thread, so the inputs
-//!   that arrived meanwhile are read and queued for that tick;
+//! - shortly before the next tick of any simulation thread, so the inputs that
+//!   arrived meanwhile are read and queued for that tick: twice as long before it as
+//!   the thread's last such reading took, and 0.25 ms more ([`MIN_LEAD`] to
+//!   [`MAX_LEAD`]);
 //! - a simulation thread finishing a turn that left frames or messages for this
 //!   thread's connections (the turn's wake-ups are handed over in one batch, see
 //!   [`Deferral`]);
@@ -30,8 +32,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// How long before a tick an I/O thread wakes to read the inputs for it.
-pub const LEAD: Duration = Duration::from_millis(1);
+/// How long before a tick an I/O thread wakes to read the inputs for it, at least ...
+pub const MIN_LEAD: Duration = Duration::from_millis(1);
+
+/// ... and at most (the inputs that arrive in that time wait for the tick after).
+pub const MAX_LEAD: Duration = Duration::from_millis(5);
 
 /// Sleeps shorter than this are not taken (the thread parks as usual instead).
 const MIN_SLEEP: Duration = Duration::from_micros(200);
@@ -101,7 +106,7 @@ pub fn wake(waker: Waker, home: Home) {
 }
 
 /// One I/O thread as the pacer sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct IoThread {
     /// Wake-ups handed over by simulation threads, not yet delivered.
     woken: Mutex<Vec<Waker>>,
@@ -110,10 +115,45 @@ struct IoThread {
     /// While the thread sleeps in [`Pacer::before_park`]: until when, in nanoseconds
     /// after the pacer's epoch (0: awake).
     until: AtomicU64,
+    /// How long before a tick the thread wakes, in nanoseconds (see the module
+    /// documentation).
+    lead: AtomicU64,
+    /// When the thread woke for a tick's window, until it next parks (0: it did not).
+    woke: AtomicU64,
     thread: Mutex<Option<Thread>>,
 }
 
+impl Default for IoThread {
+    fn default() -> Self {
+        Self {
+            woken: Mutex::default(),
+            drainer: Mutex::default(),
+            until: AtomicU64::new(0),
+            lead: AtomicU64::new(MIN_LEAD.as_nanos() as u64),
+            woke: AtomicU64::new(0),
+            thread: Mutex::default(),
+        }
+    }
+}
+
 impl IoThread {
+    fn lead(&self) -> Duration {
+        Duration::from_nanos(self.lead.load(Ordering::Relaxed))
+    }
+
+    /// Sets the lead from how long the thread's reading before a tick took.
+    fn learn_lead(&self, reading: Duration) {
+        let target = (2 * reading + Duration::from_micros(250)).clamp(MIN_LEAD, MAX_LEAD);
+        let lead = self.lead();
+        // At once when longer; an eighth of the way each time when shorter.
+        let lead = if target >= lead {
+            target
+        } else {
+            lead - (lead - target) / 8
+        };
+        self.lead.store(lead.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     fn unpark(&self) {
         if let Some(thread) = self.thread.lock().as_ref() {
             thread.unpark();
@@ -161,8 +201,8 @@ impl Pacer {
         if slot.swap(nanos, Ordering::SeqCst) == nanos || nanos == NO_TICK {
             return;
         }
-        let window = nanos.saturating_sub(LEAD.as_nanos() as u64);
         for io in &self.io {
+            let window = nanos.saturating_sub(io.lead.load(Ordering::Relaxed));
             if io.until.load(Ordering::SeqCst) > window {
                 io.unpark();
             }
@@ -191,9 +231,13 @@ impl Pacer {
     /// thread's draining task, so the runtime looks for I/O without blocking.
     pub fn before_park(&self, home: Home) {
         let io = &self.io[usize::from(home)];
+        let woke = io.woke.swap(0, Ordering::Relaxed);
+        if woke != 0 {
+            io.learn_lead(Duration::from_nanos(self.nanos(Instant::now()).saturating_sub(woke)));
+        }
         let mut slept = false;
         while HURRIED.with(Cell::get) == 0
-            && let Some(until) = self.window(Instant::now())
+            && let Some((until, before_tick)) = self.window(Instant::now(), io.lead())
         {
             io.until.store(self.nanos(until).max(1), Ordering::SeqCst);
             // Handed over while this thread went to sleep: its drainer was woken.
@@ -202,9 +246,16 @@ impl Pacer {
             }
             std::thread::park_timeout(until.saturating_duration_since(Instant::now()));
             slept = true;
+            let now = Instant::now();
+            if now >= until {
+                if before_tick {
+                    io.woke.store(self.nanos(now).max(1), Ordering::Relaxed);
+                }
+                break;
+            }
             // Woken early to sleep until a nearer window (see `next_tick`), or for
             // nothing: sleep on.
-            if Instant::now() >= until || !io.woken.lock().is_empty() {
+            if !io.woken.lock().is_empty() {
                 break;
             }
         }
@@ -214,9 +265,10 @@ impl Pacer {
         }
     }
 
-    /// When an I/O thread that parks at `now` should wake, if it should not park as
-    /// usual.
-    fn window(&self, now: Instant) -> Option<Instant> {
+    /// When an I/O thread that parks at `now` and reads `lead` before a tick should
+    /// wake, if it should not park as usual, and whether that is before a tick (else
+    /// `max_wait` from now).
+    fn window(&self, now: Instant, lead: Duration) -> Option<(Instant, bool)> {
         if self.max_wait.is_zero() {
             return None;
         }
@@ -225,10 +277,12 @@ impl Pacer {
             return None;
         }
         let latest = now + self.max_wait;
-        let before_tick = (self.epoch + Duration::from_nanos(next)).checked_sub(LEAD);
         // Past that point the tick's simulation thread wakes this one when it is done.
-        let until = before_tick.filter(|&at| at > now).map_or(latest, |at| at.min(latest));
-        (until > now + MIN_SLEEP).then_some(until)
+        let window = match (self.epoch + Duration::from_nanos(next)).checked_sub(lead) {
+            Some(at) if at > now && at <= latest => (at, true),
+            _ => (latest, false),
+        };
+        (window.0 > now + MIN_SLEEP).then_some(window)
     }
 
     /// Called by I/O thread `home`'s draining task whenever it is polled: registers
@@ -324,35 +378,48 @@ mod tests {
     fn io_threads_park_as_usual_while_no_room_ticks_or_when_not_held() {
         let pacer = Pacer::new(2, 1, 50 * MS);
         let now = Instant::now();
-        assert_eq!(pacer.window(now), None);
+        assert_eq!(pacer.window(now, MIN_LEAD), None);
         let held_not = Pacer::new(1, 1, Duration::ZERO);
         held_not.next_tick(0, Some(now + 20 * MS));
-        assert_eq!(held_not.window(now), None);
+        assert_eq!(held_not.window(now, MIN_LEAD), None);
     }
 
     #[test]
     fn an_io_thread_sleeps_until_just_before_the_next_tick_and_no_longer_than_max_wait() {
         let pacer = Pacer::new(2, 1, 50 * MS);
-        let now = Instant::now();
+        let (now, lead) = (Instant::now(), 2 * MS);
         pacer.next_tick(0, Some(now + 30 * MS));
         pacer.next_tick(1, Some(now + 20 * MS));
-        let until = pacer.window(now).expect("held");
-        assert!(near(until, now + 20 * MS - LEAD), "{until:?}");
+        let (until, before_tick) = pacer.window(now, lead).expect("held");
+        assert!(near(until, now + 18 * MS) && before_tick, "{until:?}");
         // A tick further than max_wait: max_wait.
         pacer.next_tick(1, Some(now + 90 * MS));
-        let until = pacer.window(now).expect("held");
-        assert!(near(until, now + 30 * MS - LEAD), "{until:?}");
+        let (until, _) = pacer.window(now, lead).expect("held");
+        assert!(near(until, now + 28 * MS), "{until:?}");
         pacer.next_tick(0, Some(now + 200 * MS));
-        let until = pacer.window(now).expect("held");
-        assert_eq!(until, now + 50 * MS);
+        assert_eq!(pacer.window(now, lead), Some((now + 50 * MS, false)));
         // Inside a tick's window (or past it): until its thread hands over, at most
         // max_wait.
-        pacer.next_tick(0, Some(now + LEAD / 2));
-        assert_eq!(pacer.window(now), Some(now + 50 * MS));
+        pacer.next_tick(0, Some(now + MS));
+        assert_eq!(pacer.window(now, lead), Some((now + 50 * MS, false)));
         // A window closer than the shortest sleep: no sleep.
         let pacer = Pacer::new(1, 1, Duration::from_micros(100));
         pacer.next_tick(0, Some(now + 20 * MS));
-        assert_eq!(pacer.window(now), None);
+        assert_eq!(pacer.window(now, lead), None);
+    }
+
+    #[test]
+    fn the_lead_grows_at_once_with_the_reading_before_a_tick_and_shrinks_slowly() {
+        let io = IoThread::default();
+        assert_eq!(io.lead(), MIN_LEAD);
+        io.learn_lead(Duration::from_micros(100));
+        assert_eq!(io.lead(), MIN_LEAD, "never shorter than MIN_LEAD");
+        io.learn_lead(Duration::from_micros(1500));
+        assert_eq!(io.lead(), Duration::from_micros(3250));
+        io.learn_lead(Duration::from_micros(100));
+        assert_eq!(io.lead(), Duration::from_micros(3250) - Duration::from_micros(2250) / 8);
+        io.learn_lead(Duration::from_millis(40));
+        assert_eq!(io.lead(), MAX_LEAD);
     }
 
     #[test]

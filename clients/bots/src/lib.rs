@@ -11,7 +11,7 @@
 //! acknowledged at the end), no input applied twice (relay rooms: each input creates
 //! a new entity and removes the previous one, so a replayed input would be refused).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -232,6 +232,12 @@ pub struct Report {
     /// (HDR V2, base64), microseconds: how long players wait to play again.
     #[serde(default)]
     pub recovery: String,
+    /// From an input sent to the first state frame that acknowledges it
+    /// (`last_input_seq`), after the warm-up, timed by the verifying bots (HDR V2,
+    /// base64), microseconds: the wait for the room's next tick plus the frame's way
+    /// back.
+    #[serde(default)]
+    pub input_latency: String,
 }
 
 impl Report {
@@ -282,6 +288,11 @@ impl Report {
             .add(decode_histogram(&other.recovery))
             .expect("same histogram bounds");
         self.recovery = encode_histogram(&recovery);
+        let mut input_latency = decode_histogram(&self.input_latency);
+        input_latency
+            .add(decode_histogram(&other.input_latency))
+            .expect("same histogram bounds");
+        self.input_latency = encode_histogram(&input_latency);
         self.node_losses += other.node_losses;
         self.unavailable += other.unavailable;
         self.inputs_rolled_back += other.inputs_rolled_back;
@@ -433,7 +444,23 @@ impl Report {
                 ),
             ]
         });
-        let rows = rows.into_iter().chain(recovered.into_iter().flatten());
+        let input_latency = decode_histogram(&self.input_latency);
+        let acknowledged = (!input_latency.is_empty()).then(|| {
+            let ms = |q: f64| input_latency.value_at_quantile(q) as f64 / 1000.0;
+            (
+                "input to its acknowledging frame p50 / p99 / max",
+                format!(
+                    "{:.2} / {:.2} / {:.2} ms",
+                    ms(0.5),
+                    ms(0.99),
+                    input_latency.max() as f64 / 1000.0
+                ),
+            )
+        });
+        let rows = rows
+            .into_iter()
+            .chain(acknowledged)
+            .chain(recovered.into_iter().flatten());
         let mut out = String::from("| metric | value |\n|---|---|\n");
         for (k, v) in rows {
             out.push_str(&format!("| {k} | {v} |\n"));
@@ -477,6 +504,7 @@ struct Fleet {
     counters: Counters,
     /// Sharded so thousands of bots do not contend on one lock.
     latency: Vec<Mutex<Histogram<u64>>>,
+    input_latency: Vec<Mutex<Histogram<u64>>>,
     recovery: Mutex<Histogram<u64>>,
     closes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<BTreeMap<i32, u64>>,
@@ -496,6 +524,10 @@ struct Fleet {
 /// an endpoint per bot costs a socket, a task and a receive system call per
 /// datagram.
 const BOTS_PER_QUIC_ENDPOINT: usize = 500;
+
+/// Inputs a bot remembers sending until they are acknowledged (for
+/// [`Report::input_latency`]); beyond, the oldest are forgotten.
+const IN_FLIGHT: usize = 256;
 
 /// The shared QUIC endpoints for `bots` bots (see [`BOTS_PER_QUIC_ENDPOINT`]).
 fn quic_endpoints(scenario: &Scenario, bots: usize) -> std::io::Result<Vec<quinn::Endpoint>> {
@@ -549,6 +581,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
     let fleet = Arc::new(Fleet {
         counters: Counters::default(),
         latency: (0..32).map(|_| Mutex::new(new_histogram())).collect(),
+        input_latency: (0..32).map(|_| Mutex::new(new_histogram())).collect(),
         recovery: Mutex::new(new_histogram()),
         closes: Mutex::new(BTreeMap::new()),
         errors: Mutex::new(BTreeMap::new()),
@@ -589,10 +622,13 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         progress.abort();
     }
     let c = &fleet.counters;
-    let mut latency = new_histogram();
-    for shard in &fleet.latency {
-        latency.add(&*shard.lock()).expect("same bounds");
-    }
+    let merged = |shards: &[Mutex<Histogram<u64>>]| {
+        let mut all = new_histogram();
+        for shard in shards {
+            all.add(&*shard.lock()).expect("same bounds");
+        }
+        encode_histogram(&all)
+    };
     Report {
         bots: fleet.bots_started.load(Ordering::Relaxed),
         max_connected: c.max_connected.load(Ordering::Relaxed),
@@ -627,7 +663,8 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         unexpected_closes: fleet.closes.lock().clone(),
         errors: fleet.errors.lock().clone(),
         removed: fleet.removed.lock().clone(),
-        latency: encode_histogram(&latency),
+        latency: merged(&fleet.latency),
+        input_latency: merged(&fleet.input_latency),
         node_losses: c.node_losses.load(Ordering::Relaxed),
         unavailable: c.unavailable.load(Ordering::Relaxed),
         inputs_rolled_back: c.inputs_rolled_back.load(Ordering::Relaxed),
@@ -722,6 +759,10 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut lost_at: Option<Instant> = None;
     // The last input the server acknowledged, and the member that had it applied.
     let mut acked = 0u64;
+    // A verifying bot's inputs sent and not yet acknowledged, with when (the oldest
+    // dropped beyond `IN_FLIGHT`).
+    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
+    let times_inputs = s.verifies(index);
     let mut member = None;
     // One timer for the bot's whole play, not one made per turn of the loop.
     let stop = tokio::time::sleep_until(tokio::time::Instant::from_std(fleet.stop_at));
@@ -760,6 +801,12 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     proto::input::Payload::Intent(Bytes::copy_from_slice(&intent))
                 };
                 client.send_input(&room, payload);
+                if times_inputs {
+                    if in_flight.len() == IN_FLIGHT {
+                        in_flight.pop_front();
+                    }
+                    in_flight.push_back((sent, Instant::now()));
+                }
                 c.inputs_sent.fetch_add(1, Ordering::Relaxed);
                 if counted_from.is_some() {
                     c.inputs_counted.fetch_add(1, Ordering::Relaxed);
@@ -813,6 +860,15 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     acked = acked.max(client.with_mirror(&room, |m| m.last_input_seq()).unwrap_or(0));
                     if counted_from.is_none() && Instant::now() >= fleet.measure_from {
                         counted_from = Some(before_frame);
+                    }
+                    while let Some(&(seq, at)) = in_flight.front()
+                        && seq <= acked
+                    {
+                        in_flight.pop_front();
+                        if counted_from.is_some() {
+                            let waited = (at.elapsed().as_micros() as u64).max(1);
+                            let _ = fleet.input_latency[index % fleet.input_latency.len()].lock().record(waited);
+                        }
                     }
                     if counted_from.is_some() {
                         c.frames.fetch_add(1, Ordering::Relaxed);
