@@ -70,11 +70,15 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Simulation threads; 0 means one per core.
     pub sim_threads: usize,
-    /// Threads that serve WebSocket connections; 0 means one per core.
+    /// Threads that serve the main listener's connections (WebSocket sessions, the
+    /// HTTP API, `/healthz`, the demo); 0 means one per core.
     pub io_threads: usize,
-    /// While rooms tick, the longest a message that is not for a room (a ping, a
-    /// request, a handshake) waits for its I/O thread, in milliseconds: the threads
-    /// sleep between ticks instead of waking for every message. 0: woken by each.
+    /// While rooms tick, the I/O threads sleep between ticks instead of waking for
+    /// every message (inputs are read just before each tick, frames written right
+    /// after it); this is the longest anything else (a ping, a request, a timer)
+    /// waits, in milliseconds. A connection's TLS handshake and first HTTP request,
+    /// and a blocked write, are not held. 0: woken by every message. Not held in
+    /// cluster mode.
     pub io_wait_ms: u64,
     /// Commands (joins, inputs, events) that may wait for one simulation thread;
     /// beyond it sessions are answered `SERVER_BUSY`. Memory is taken only while
@@ -882,6 +886,9 @@ impl Config {
         if !(self.room_searches_per_second > 0.0 && self.room_search_burst >= 1.0) {
             return invalid("room_searches_per_second must be > 0 and room_search_burst >= 1".into());
         }
+        if self.io_threads > MAX_IO_THREADS {
+            return invalid(format!("io_threads must be at most {MAX_IO_THREADS} (0: one per core)"));
+        }
         if !self.room_types.contains_key(&self.default_room_type) {
             return invalid(format!(
                 "default_room_type `{}` is not in room_types",
@@ -1397,6 +1404,9 @@ fn overrides_of<'a>(overrides: &'a [Override], key: &str) -> Vec<&'a str> {
     }
 }
 
+/// The most `io_threads` may ask for.
+pub const MAX_IO_THREADS: usize = 1024;
+
 /// The default configuration file, with every setting explained.
 pub const DEFAULT_CONFIG: &str = r#"# tickrelay configuration (TOML). Every setting is optional; these are the defaults.
 # Precedence, lowest first: this file, TICKRELAY__SECTION__KEY variables and
@@ -1408,12 +1418,15 @@ listen = "127.0.0.1:7443"
 
 # Simulation threads that tick the rooms; 0 = one per core.
 sim_threads = 0
-# Threads that serve the WebSocket connections; 0 = one per core.
+# Threads that serve the main listener's connections (WebSocket sessions, the HTTP
+# API, /healthz, the demo); 0 = one per core.
 io_threads = 0
 # While rooms tick, I/O threads sleep between the ticks instead of waking for every
 # message (inputs are read just before each tick, frames written right after it);
-# this is the longest anything else (a ping, a request, a handshake) waits, in ms.
-# 0: every message wakes its thread at once (more CPU per message).
+# this is the longest anything else (a ping, a request, a timer) waits, in ms. A
+# connection's TLS handshake and first HTTP request, and a blocked write, are not
+# held. 0: every message wakes its thread at once (more CPU per message). Cluster
+# mode does not hold them.
 io_wait_ms = 50
 # Commands (joins, inputs, events) that may wait for one simulation thread; beyond
 # it clients get SERVER_BUSY. Memory is taken only while commands wait.

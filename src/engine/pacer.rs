@@ -25,7 +25,8 @@
 //! and [`Pacer::drain`] (see `transport::io_threads`); nothing here imports tokio.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Waker;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -59,6 +60,26 @@ thread_local! {
     static DEFERRED: RefCell<Vec<(Home, Waker)>> = const { RefCell::new(Vec::new()) };
     /// [`Hurry`] guards alive on this I/O thread.
     static HURRIED: Cell<u32> = const { Cell::new(0) };
+    /// This I/O thread as its pacer sees it ([`Pacer::enter`]).
+    static IO: RefCell<Option<Arc<IoThread>>> = const { RefCell::new(None) };
+}
+
+/// Wakes one I/O thread from its sleep between ticks ([`poker`]).
+#[derive(Debug, Clone)]
+pub struct Poker(Arc<IoThread>);
+
+impl Poker {
+    /// Wakes the thread if it sleeps: a task on it was woken from another thread
+    /// (told to stop, say), which its runtime alone would not notice before the next
+    /// window.
+    pub fn poke(&self) {
+        self.0.poke();
+    }
+}
+
+/// The calling I/O thread's [`Poker`] (none on other threads).
+pub fn poker() -> Option<Poker> {
+    IO.with(|io| io.borrow().clone().map(Poker))
 }
 
 /// While it lives, the I/O thread that made it is not held (see [`hurry`]).
@@ -105,6 +126,18 @@ pub fn wake(waker: Waker, home: Home) {
     }
 }
 
+/// What an I/O thread about to park does ([`Pacer::before_park`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Window {
+    /// Park as usual (no room ticks, or the pacer holds no thread).
+    Park,
+    /// Look for I/O now, without blocking.
+    Poll,
+    /// Sleep until then; whether that is before a tick (else `max_wait` from when
+    /// the thread first parked).
+    Sleep(Instant, bool),
+}
+
 /// One I/O thread as the pacer sees it.
 #[derive(Debug)]
 struct IoThread {
@@ -120,6 +153,11 @@ struct IoThread {
     lead: AtomicU64,
     /// When the thread woke for a tick's window, until it next parks (0: it did not).
     woke: AtomicU64,
+    /// When the thread last left [`Pacer::before_park`] (its runtime then looks for
+    /// I/O), in nanoseconds after the pacer's epoch.
+    polled: AtomicU64,
+    /// Set by [`Pacer::poke`]: work arrived from another thread.
+    poked: AtomicBool,
     thread: Mutex<Option<Thread>>,
 }
 
@@ -131,6 +169,8 @@ impl Default for IoThread {
             until: AtomicU64::new(0),
             lead: AtomicU64::new(MIN_LEAD.as_nanos() as u64),
             woke: AtomicU64::new(0),
+            polled: AtomicU64::new(0),
+            poked: AtomicBool::new(false),
             thread: Mutex::default(),
         }
     }
@@ -159,6 +199,13 @@ impl IoThread {
             thread.unpark();
         }
     }
+
+    fn poke(&self) {
+        self.poked.store(true, Ordering::SeqCst);
+        if self.until.load(Ordering::SeqCst) != 0 {
+            self.unpark();
+        }
+    }
 }
 
 /// See the module documentation.
@@ -169,7 +216,7 @@ pub struct Pacer {
     /// Each simulation thread's next tick, in nanoseconds after `epoch` ([`NO_TICK`]:
     /// none of its rooms ticks).
     ticks: Box<[AtomicU64]>,
-    io: Box<[IoThread]>,
+    io: Box<[Arc<IoThread>]>,
 }
 
 impl Pacer {
@@ -181,7 +228,7 @@ impl Pacer {
             epoch: Instant::now(),
             max_wait,
             ticks: (0..sim_threads).map(|_| AtomicU64::new(NO_TICK)).collect(),
-            io: (0..io_threads).map(|_| IoThread::default()).collect(),
+            io: (0..io_threads).map(|_| Arc::default()).collect(),
         }
     }
 
@@ -223,7 +270,9 @@ impl Pacer {
     /// Called once on I/O thread `home`, before its runtime starts.
     pub fn enter(&self, home: Home) {
         HOME.with(|h| h.set(home));
-        *self.io[usize::from(home)].thread.lock() = Some(std::thread::current());
+        let io = &self.io[usize::from(home)];
+        *io.thread.lock() = Some(std::thread::current());
+        IO.with(|me| *me.borrow_mut() = Some(io.clone()));
     }
 
     /// Called by I/O thread `home`'s runtime before it parks: sleeps until the next
@@ -235,17 +284,31 @@ impl Pacer {
         if woke != 0 {
             io.learn_lead(Duration::from_nanos(self.nanos(Instant::now()).saturating_sub(woke)));
         }
-        let mut slept = false;
-        while HURRIED.with(Cell::get) == 0
-            && let Some((until, before_tick)) = self.window(Instant::now(), io.lead())
-        {
+        let (latest, lead) = (Instant::now() + self.max_wait, io.lead());
+        let polled = self.epoch + Duration::from_nanos(io.polled.load(Ordering::Relaxed));
+        let mut poll = false;
+        while HURRIED.with(Cell::get) == 0 && !io.poked.swap(false, Ordering::SeqCst) {
+            let (until, before_tick) = match self.window(Instant::now(), lead, polled, latest) {
+                Window::Park => break,
+                Window::Poll => {
+                    poll = true;
+                    break;
+                }
+                Window::Sleep(until, before_tick) => (until, before_tick),
+            };
             io.until.store(self.nanos(until).max(1), Ordering::SeqCst);
-            // Handed over while this thread went to sleep: its drainer was woken.
+            // A tick published while this thread chose its window (`next_tick` saw no
+            // sleeper to wake), or a hand-over meanwhile (its drainer was woken): look
+            // again.
             if !io.woken.lock().is_empty() {
                 break;
             }
+            if self.window(Instant::now(), lead, polled, latest) != Window::Sleep(until, before_tick) {
+                io.until.store(0, Ordering::SeqCst);
+                continue;
+            }
             std::thread::park_timeout(until.saturating_duration_since(Instant::now()));
-            slept = true;
+            poll = true;
             let now = Instant::now();
             if now >= until {
                 if before_tick {
@@ -260,29 +323,58 @@ impl Pacer {
             }
         }
         io.until.store(0, Ordering::SeqCst);
-        if slept && let Some(drainer) = io.drainer.lock().as_ref() {
+        io.polled.store(self.nanos(Instant::now()), Ordering::Relaxed);
+        if poll && let Some(drainer) = io.drainer.lock().as_ref() {
             drainer.wake_by_ref();
         }
     }
 
-    /// When an I/O thread that parks at `now` and reads `lead` before a tick should
-    /// wake, if it should not park as usual, and whether that is before a tick (else
-    /// `max_wait` from now).
-    fn window(&self, now: Instant, lead: Duration) -> Option<(Instant, bool)> {
+    /// Wakes I/O thread `home` if it sleeps: work for it arrived from another thread
+    /// (a connection handed to it), which its runtime alone would not notice before
+    /// the next window.
+    pub fn poke(&self, home: Home) {
+        if let Some(io) = self.io.get(usize::from(home)) {
+            io.poke();
+        }
+    }
+
+    /// What an I/O thread that parks at `now`, reads `lead` before a tick, last
+    /// looked for I/O at `polled` and sleeps until `latest` at the most should do.
+    fn window(&self, now: Instant, lead: Duration, polled: Instant, latest: Instant) -> Window {
         if self.max_wait.is_zero() {
-            return None;
+            return Window::Park;
         }
-        let next = self.ticks.iter().map(|t| t.load(Ordering::Relaxed)).min()?;
-        if next == NO_TICK {
-            return None;
+        let mut ticking = false;
+        let mut next: Option<Instant> = None;
+        for slot in &self.ticks {
+            let tick = slot.load(Ordering::SeqCst);
+            if tick == NO_TICK {
+                continue;
+            }
+            ticking = true;
+            let at = (self.epoch + Duration::from_nanos(tick))
+                .checked_sub(lead)
+                .unwrap_or(self.epoch);
+            if at > now {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            } else if polled < at {
+                // Inside this tick's window, not read since it opened: read now.
+                return Window::Poll;
+            }
+            // (Read since: its simulation thread wakes this one when it is done.)
         }
-        let latest = now + self.max_wait;
-        // Past that point the tick's simulation thread wakes this one when it is done.
-        let window = match (self.epoch + Duration::from_nanos(next)).checked_sub(lead) {
-            Some(at) if at > now && at <= latest => (at, true),
+        if !ticking {
+            return Window::Park;
+        }
+        let (until, before_tick) = match next {
+            Some(at) if at <= latest => (at, true),
             _ => (latest, false),
         };
-        (window.0 > now + MIN_SLEEP).then_some(window)
+        if until > now + MIN_SLEEP {
+            Window::Sleep(until, before_tick)
+        } else {
+            Window::Park
+        }
     }
 
     /// Called by I/O thread `home`'s draining task whenever it is polled: registers
@@ -348,7 +440,6 @@ impl Drop for Deferral<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
     use std::task::Wake;
 
@@ -378,34 +469,44 @@ mod tests {
     fn io_threads_park_as_usual_while_no_room_ticks_or_when_not_held() {
         let pacer = Pacer::new(2, 1, 50 * MS);
         let now = Instant::now();
-        assert_eq!(pacer.window(now, MIN_LEAD), None);
+        assert_eq!(pacer.window(now, MIN_LEAD, now, now + 50 * MS), Window::Park);
         let held_not = Pacer::new(1, 1, Duration::ZERO);
         held_not.next_tick(0, Some(now + 20 * MS));
-        assert_eq!(held_not.window(now, MIN_LEAD), None);
+        assert_eq!(held_not.window(now, MIN_LEAD, now, now + 50 * MS), Window::Park);
     }
 
     #[test]
     fn an_io_thread_sleeps_until_just_before_the_next_tick_and_no_longer_than_max_wait() {
         let pacer = Pacer::new(2, 1, 50 * MS);
         let (now, lead) = (Instant::now(), 2 * MS);
+        let window = |now, latest| pacer.window(now, lead, now, latest);
         pacer.next_tick(0, Some(now + 30 * MS));
         pacer.next_tick(1, Some(now + 20 * MS));
-        let (until, before_tick) = pacer.window(now, lead).expect("held");
-        assert!(near(until, now + 18 * MS) && before_tick, "{until:?}");
-        // A tick further than max_wait: max_wait.
+        assert!(matches!(window(now, now + 50 * MS), Window::Sleep(u, true) if near(u, now + 18 * MS)));
+        // A tick further than max_wait: max_wait from when the thread first parked.
         pacer.next_tick(1, Some(now + 90 * MS));
-        let (until, _) = pacer.window(now, lead).expect("held");
-        assert!(near(until, now + 28 * MS), "{until:?}");
+        assert!(matches!(window(now, now + 50 * MS), Window::Sleep(u, true) if near(u, now + 28 * MS)));
         pacer.next_tick(0, Some(now + 200 * MS));
-        assert_eq!(pacer.window(now, lead), Some((now + 50 * MS, false)));
-        // Inside a tick's window (or past it): until its thread hands over, at most
-        // max_wait.
+        assert_eq!(window(now, now + 50 * MS), Window::Sleep(now + 50 * MS, false));
+        assert_eq!(
+            window(now + 10 * MS, now + 50 * MS),
+            Window::Sleep(now + 50 * MS, false)
+        );
+        // Inside a tick's window and read since it opened: until its thread hands
+        // over, at most max_wait; a thread that has not read since reads at once.
         pacer.next_tick(0, Some(now + MS));
-        assert_eq!(pacer.window(now, lead), Some((now + 50 * MS, false)));
-        // A window closer than the shortest sleep: no sleep.
+        assert_eq!(window(now, now + 50 * MS), Window::Sleep(now + 50 * MS, false));
+        assert_eq!(pacer.window(now, lead, now - 2 * MS, now + 50 * MS), Window::Poll);
+        // Another thread's tick past: the next one of a thread still ticking counts.
+        pacer.next_tick(1, Some(now + 10 * MS));
+        assert!(matches!(window(now, now + 50 * MS), Window::Sleep(u, true) if near(u, now + 8 * MS)));
+        // A window closer than the shortest sleep: parked as usual.
         let pacer = Pacer::new(1, 1, Duration::from_micros(100));
         pacer.next_tick(0, Some(now + 20 * MS));
-        assert_eq!(pacer.window(now, lead), None);
+        assert_eq!(
+            pacer.window(now, lead, now, now + Duration::from_micros(100)),
+            Window::Park
+        );
     }
 
     #[test]

@@ -1294,16 +1294,16 @@ impl PeriodicCheckpoints {
 }
 
 impl OwnedRoom {
-    /// When the thread must wake for this room: its next tick, or, while it is empty,
-    /// when it expires (never for a persistent room).
-    /// A checkpoint written soon may be due before either (while the room has work
-    /// pending, its ticks write it once that is done: waking for it sooner would find
-    /// it still not writable, again and again).
     /// When the room ticks next, if it ticks (it has members).
     fn next_tick(&self) -> Option<Instant> {
         (!self.room.is_vacant()).then(|| self.schedule.next_deadline())
     }
 
+    /// When the thread must wake for this room: its next tick, or, while it is empty,
+    /// when it expires (never for a persistent room).
+    /// A checkpoint written soon may be due before either (while the room has work
+    /// pending, its ticks write it once that is done: waking for it sooner would find
+    /// it still not writable, again and again).
     fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
         let pending = self.room.has_pending_work();
         let wake = match self.empty_since {
@@ -1389,7 +1389,16 @@ const COMMANDS_PER_TURN: usize = 4096;
 
 impl SimThread {
     fn run(mut self) {
+        self.serve();
+        // Gone (shutdown): I/O threads wait for no tick of this thread's.
+        if let Some(pacer) = &self.pacer {
+            pacer.next_tick(self.number, None);
+        }
+    }
+
+    fn serve(&mut self) {
         let mut backlog = false;
+        let mut received = None;
         loop {
             let wake_at = match self.handed_off {
                 true => None,
@@ -1402,11 +1411,7 @@ impl SimThread {
                 // No rooms, only empty persistent ones, or rooms handed off: nothing to
                 // do until a command (a new room, a join; shutdown) arrives.
                 None => match self.rx.recv() {
-                    Ok(command) => {
-                        if !self.take(command) {
-                            return;
-                        }
-                    }
+                    Ok(command) => received = Some(command),
                     Err(_) => return,
                 },
                 // Sleep until the next tick (or an empty room's expiry). Senders do not
@@ -1425,6 +1430,11 @@ impl SimThread {
             // What the turn leaves in outboxes reaches each I/O thread in one batch.
             let pacer = self.pacer.clone();
             let _turn = pacer.as_deref().map(Pacer::defer);
+            if let Some(command) = received.take()
+                && !self.take(command)
+            {
+                return;
+            }
             match self.take_queued() {
                 Some(more) => backlog = more,
                 None => return,

@@ -20,6 +20,7 @@ use tickrelay_proto::woken::Woken;
 
 use crate::clock::{Now, unix_micros};
 use crate::engine::outbox::{Batch, Outbox, PendingState};
+use crate::engine::pacer;
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::metrics::{CONNECTION_ENDS, EndLabels};
@@ -382,10 +383,15 @@ pub(crate) async fn serve<T: Transport>(
                 let first = std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
                 let sent = match first {
                     Poll::Ready(sent) => Ok(sent),
-                    Poll::Pending => tokio::select! {
-                        sent = tokio::time::timeout(slow, &mut sending) => sent,
-                        () = stop.registered() => break stopped(&stop),
-                    },
+                    Poll::Pending => {
+                        // The socket drains as fast as the network takes it, not once
+                        // per tick (see `pacer::hurry`).
+                        let _hurry = pacer::hurry();
+                        tokio::select! {
+                            sent = tokio::time::timeout(slow, &mut sending) => sent,
+                            () = stop.registered() => break stopped(&stop),
+                        }
+                    }
                 };
                 match sent {
                     Ok(Ok(sent)) => {

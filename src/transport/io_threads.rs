@@ -21,6 +21,7 @@ use crate::engine::pacer::{Home, Pacer};
 /// still runs).
 #[derive(Debug)]
 pub(crate) struct IoThreads {
+    pacer: Arc<Pacer>,
     handles: Vec<Handle>,
     next: AtomicUsize,
     stop: CancellationToken,
@@ -30,6 +31,8 @@ impl IoThreads {
     /// Starts one thread per I/O thread of `pacer`.
     pub fn start(pacer: &Arc<Pacer>) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
+        // Threads started before one that failed stop too.
+        let stopping = stop.clone().drop_guard();
         let mut handles = Vec::with_capacity(pacer.io_threads());
         for i in 0..pacer.io_threads() {
             let home = Home::try_from(i).map_err(std::io::Error::other)?;
@@ -54,17 +57,21 @@ impl IoThreads {
                 })?;
             handles.push(rx.recv().map_err(std::io::Error::other)??);
         }
+        stopping.disarm();
         Ok(Self {
+            pacer: pacer.clone(),
             handles,
             next: AtomicUsize::new(0),
             stop,
         })
     }
 
-    /// Runs `task` on the next thread (round robin).
+    /// Runs `task` on the next thread (round robin), at once even if it sleeps
+    /// between ticks.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         self.handles[i].spawn(task);
+        self.pacer.poke(i as Home);
     }
 }
 

@@ -15,6 +15,8 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
+
+use crate::engine::pacer::{self, Poker};
 use parking_lot::Mutex;
 
 use crate::session::limits::AddressCounts;
@@ -97,6 +99,8 @@ struct StopState {
     /// 0 while running, else the reason's code (see [`Stop::stop`]).
     reason: AtomicU8,
     waker: AtomicWaker,
+    /// The connection's I/O thread, woken from its sleep between ticks by a stop.
+    poker: parking_lot::Mutex<Option<Poker>>,
 }
 
 impl Stop {
@@ -117,12 +121,19 @@ impl Stop {
         let replaced_take_over = |now: u8| (now == 0 || (now == 3 && code == 2)).then_some(code);
         let _ = (self.0.reason).fetch_update(Ordering::AcqRel, Ordering::Acquire, replaced_take_over);
         self.0.waker.wake();
+        if let Some(poker) = self.0.poker.lock().as_ref() {
+            poker.poke();
+        }
     }
 
     /// Registers the waker `stop` wakes: the connection's task, whose waker does not
     /// change. One task waits on a signal (a later registration replaces this one).
     pub fn register(&self, task: &Waker) {
         self.0.waker.register(task);
+        let mut poker = self.0.poker.lock();
+        if poker.is_none() {
+            *poker = pacer::poker();
+        }
     }
 
     /// Ready once the connection should stop: an atomic load at each poll, for the

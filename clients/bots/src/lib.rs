@@ -800,12 +800,12 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     let intent = [rng.i8(..) as u8, rng.i8(..) as u8];
                     proto::input::Payload::Intent(Bytes::copy_from_slice(&intent))
                 };
-                client.send_input(&room, payload);
-                if times_inputs {
+                let seq = client.send_input(&room, payload);
+                if let Some(seq) = seq.filter(|_| times_inputs) {
                     if in_flight.len() == IN_FLIGHT {
                         in_flight.pop_front();
                     }
-                    in_flight.push_back((sent, Instant::now()));
+                    in_flight.push_back((seq, Instant::now()));
                 }
                 c.inputs_sent.fetch_add(1, Ordering::Relaxed);
                 if counted_from.is_some() {
@@ -843,6 +843,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                     // or not the new member's): refused once.
                     if member.replace(j.member_id).is_some_and(|old| old != j.member_id) {
                         acked = 0;
+                        in_flight.clear();
                         removal_refused_ahead |= relay;
                     }
                     let rolled_back = acked.saturating_sub(j.last_input_seq);
