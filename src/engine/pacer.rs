@@ -25,8 +25,8 @@
 //! and [`Pacer::drain`] (see `transport::io_threads`); nothing here imports tokio.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Waker;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -52,8 +52,6 @@ pub type Home = u16;
 pub const NO_HOME: Home = Home::MAX;
 
 thread_local! {
-    /// The I/O thread this thread is ([`Pacer::enter`]).
-    static HOME: Cell<Home> = const { Cell::new(NO_HOME) };
     /// Set during a simulation thread's turn ([`Deferral`]).
     static DEFERRING: Cell<bool> = const { Cell::new(false) };
     /// Wake-ups the turn deferred (kept allocated between turns).
@@ -113,7 +111,7 @@ impl Drop for Hurry {
 /// connection's task records it with its waker, so wake-ups from simulation threads
 /// reach its thread in batches.
 pub fn home() -> Home {
-    HOME.with(Cell::get)
+    IO.with(|io| io.borrow().as_ref().map_or(NO_HOME, |io| io.home))
 }
 
 /// Wakes `waker`, or, during a simulation thread's turn ([`Deferral`]), leaves the
@@ -141,6 +139,8 @@ enum Window {
 /// One I/O thread as the pacer sees it.
 #[derive(Debug)]
 struct IoThread {
+    /// Its index among the pacer's threads.
+    home: Home,
     /// Wake-ups handed over by simulation threads, not yet delivered.
     woken: Mutex<Vec<Waker>>,
     /// The thread's draining task ([`Pacer::drain`]), woken when `woken` fills.
@@ -158,12 +158,14 @@ struct IoThread {
     polled: AtomicU64,
     /// Set by [`Pacer::poke`]: work arrived from another thread.
     poked: AtomicBool,
-    thread: Mutex<Option<Thread>>,
+    /// Set by [`Pacer::enter`].
+    thread: OnceLock<Thread>,
 }
 
-impl Default for IoThread {
-    fn default() -> Self {
+impl IoThread {
+    fn new(home: Home) -> Self {
         Self {
+            home,
             woken: Mutex::default(),
             drainer: Mutex::default(),
             until: AtomicU64::new(0),
@@ -171,12 +173,10 @@ impl Default for IoThread {
             woke: AtomicU64::new(0),
             polled: AtomicU64::new(0),
             poked: AtomicBool::new(false),
-            thread: Mutex::default(),
+            thread: OnceLock::new(),
         }
     }
-}
 
-impl IoThread {
     fn lead(&self) -> Duration {
         Duration::from_nanos(self.lead.load(Ordering::Relaxed))
     }
@@ -195,7 +195,7 @@ impl IoThread {
     }
 
     fn unpark(&self) {
-        if let Some(thread) = self.thread.lock().as_ref() {
+        if let Some(thread) = self.thread.get() {
             thread.unpark();
         }
     }
@@ -228,7 +228,9 @@ impl Pacer {
             epoch: Instant::now(),
             max_wait,
             ticks: (0..sim_threads).map(|_| AtomicU64::new(NO_TICK)).collect(),
-            io: (0..io_threads).map(|_| Arc::default()).collect(),
+            io: (0..io_threads as Home)
+                .map(|home| Arc::new(IoThread::new(home)))
+                .collect(),
         }
     }
 
@@ -269,9 +271,8 @@ impl Pacer {
 
     /// Called once on I/O thread `home`, before its runtime starts.
     pub fn enter(&self, home: Home) {
-        HOME.with(|h| h.set(home));
         let io = &self.io[usize::from(home)];
-        *io.thread.lock() = Some(std::thread::current());
+        let _ = io.thread.set(std::thread::current());
         IO.with(|me| *me.borrow_mut() = Some(io.clone()));
     }
 
@@ -329,13 +330,9 @@ impl Pacer {
         }
     }
 
-    /// Wakes I/O thread `home` if it sleeps: work for it arrived from another thread
-    /// (a connection handed to it), which its runtime alone would not notice before
-    /// the next window.
-    pub fn poke(&self, home: Home) {
-        if let Some(io) = self.io.get(usize::from(home)) {
-            io.poke();
-        }
+    /// I/O thread `home`'s [`Poker`].
+    pub fn poker(&self, home: Home) -> Poker {
+        Poker(self.io[usize::from(home)].clone())
     }
 
     /// What an I/O thread that parks at `now`, reads `lead` before a tick, last
@@ -511,7 +508,7 @@ mod tests {
 
     #[test]
     fn the_lead_grows_at_once_with_the_reading_before_a_tick_and_shrinks_slowly() {
-        let io = IoThread::default();
+        let io = IoThread::new(0);
         assert_eq!(io.lead(), MIN_LEAD);
         io.learn_lead(Duration::from_micros(100));
         assert_eq!(io.lead(), MIN_LEAD, "never shorter than MIN_LEAD");

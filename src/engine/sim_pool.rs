@@ -1293,6 +1293,14 @@ impl PeriodicCheckpoints {
     }
 }
 
+/// The sooner of two instants, either of which may be none.
+fn sooner(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl OwnedRoom {
     /// When the room ticks next, if it ticks (it has members).
     fn next_tick(&self) -> Option<Instant> {
@@ -1310,11 +1318,7 @@ impl OwnedRoom {
             Some(_) if self.room.is_vacant() && !pending => self.expires_at(empty_room_ttl),
             _ => Some(self.schedule.next_deadline()),
         };
-        let soon = self.checkpoints.soon_at.filter(|_| !pending);
-        match (wake, soon) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        sooner(wake, self.checkpoints.soon_at.filter(|_| !pending))
     }
 
     /// When the room closes if it stays empty: none while it has members or kept
@@ -1397,14 +1401,10 @@ impl SimThread {
     }
 
     fn serve(&mut self) {
-        let mut backlog = false;
-        let mut received = None;
+        let (mut backlog, mut received) = (false, None);
+        // No rooms yet: nothing to wake for.
+        let mut wake_at = None;
         loop {
-            let wake_at = match self.handed_off {
-                true => None,
-                false => self.rooms.iter().filter_map(|r| r.wake_at(self.empty_room_ttl)).min(),
-            };
-
             match wake_at {
                 // More commands wait than one turn takes: take them before sleeping.
                 _ if backlog => {}
@@ -1440,16 +1440,28 @@ impl SimThread {
                 None => return,
             }
             self.tick_due_rooms();
+            let next_tick;
+            (wake_at, next_tick) = self.next_wakes();
             // Before the turn's wake-ups go: the woken I/O threads then sleep until
             // just before the next tick.
             if let Some(pacer) = &pacer {
-                let next_tick = match self.handed_off {
-                    true => None,
-                    false => self.rooms.iter().filter_map(OwnedRoom::next_tick).min(),
-                };
                 pacer.next_tick(self.number, next_tick);
             }
         }
+    }
+
+    /// When the thread must wake next (see `OwnedRoom::wake_at`), and when one of
+    /// its rooms ticks next: none for rooms handed off.
+    fn next_wakes(&self) -> (Option<Instant>, Option<Instant>) {
+        if self.handed_off {
+            return (None, None);
+        }
+        (self.rooms.iter()).fold((None, None), |(wake, tick), r| {
+            (
+                sooner(wake, r.wake_at(self.empty_room_ttl)),
+                sooner(tick, r.next_tick()),
+            )
+        })
     }
 
     /// Handles the commands waiting, at most [`COMMANDS_PER_TURN`]; whether more

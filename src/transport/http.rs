@@ -89,7 +89,7 @@ pub(crate) async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     // Not held between ticks until its first request arrives (see `pacer::hurry`).
-    let hurry = Arc::new(parking_lot::Mutex::new(Some(pacer::hurry())));
+    let hurry = Some(pacer::hurry());
     let serve = async {
         match acceptor {
             Some(acceptor) => {
@@ -240,7 +240,7 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
         let http = http.clone();
         http.ctx.tracker.clone().spawn(async move {
             tokio::select! {
-                () = serve_http(stream, peer, http, Arc::default()) => {}
+                () = serve_http(stream, peer, http, None) => {}
                 () = slot.closed.cancelled() => tracing::debug!(%peer, "metrics connection closed for a newer one"),
                 () = tokio::time::sleep(METRICS_CONNECTION_LIFETIME) => {}
             }
@@ -251,10 +251,11 @@ pub(crate) async fn serve_metrics(listener: TcpListener, http: Arc<Http>) {
 
 /// Serves HTTP/1.1 on `io` until the connection ends; `hurry` (see `pacer::hurry`)
 /// is dropped when the first request arrives.
-async fn serve_http<S>(io: S, peer: SocketAddr, http: Arc<Http>, hurry: Arc<parking_lot::Mutex<Option<Hurry>>>)
+async fn serve_http<S>(io: S, peer: SocketAddr, http: Arc<Http>, hurry: Option<Hurry>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let hurry = parking_lot::Mutex::new(hurry);
     let service_http = http.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         drop(hurry.lock().take());

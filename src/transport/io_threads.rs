@@ -15,14 +15,14 @@ use std::task::Poll;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::pacer::{Home, Pacer};
+use crate::engine::pacer::{Home, Pacer, Poker};
 
 /// See the module documentation. Dropping it stops the threads (each drops what it
 /// still runs).
 #[derive(Debug)]
 pub(crate) struct IoThreads {
-    pacer: Arc<Pacer>,
-    handles: Vec<Handle>,
+    /// Each thread's runtime, and what wakes the thread from its sleep between ticks.
+    threads: Vec<(Handle, Poker)>,
     next: AtomicUsize,
     stop: CancellationToken,
 }
@@ -33,9 +33,10 @@ impl IoThreads {
         let stop = CancellationToken::new();
         // Threads started before one that failed stop too.
         let stopping = stop.clone().drop_guard();
-        let mut handles = Vec::with_capacity(pacer.io_threads());
+        let mut threads = Vec::with_capacity(pacer.io_threads());
         for i in 0..pacer.io_threads() {
             let home = Home::try_from(i).map_err(std::io::Error::other)?;
+            let poker = pacer.poker(home);
             let (pacer, stop) = (pacer.clone(), stop.clone());
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
@@ -55,12 +56,12 @@ impl IoThreads {
                     runtime.spawn(drain(pacer, home));
                     runtime.block_on(stop.cancelled());
                 })?;
-            handles.push(rx.recv().map_err(std::io::Error::other)??);
+            let handle = rx.recv().map_err(std::io::Error::other)??;
+            threads.push((handle, poker));
         }
         stopping.disarm();
         Ok(Self {
-            pacer: pacer.clone(),
-            handles,
+            threads,
             next: AtomicUsize::new(0),
             stop,
         })
@@ -69,9 +70,9 @@ impl IoThreads {
     /// Runs `task` on the next thread (round robin), at once even if it sleeps
     /// between ticks.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[i].spawn(task);
-        self.pacer.poke(i as Home);
+        let (handle, poker) = &self.threads[self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len()];
+        handle.spawn(task);
+        poker.poke();
     }
 }
 

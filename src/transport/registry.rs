@@ -9,16 +9,15 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
-
-use crate::engine::pacer::{self, Poker};
 use parking_lot::Mutex;
 
+use crate::engine::pacer::{self, Poker};
 use crate::session::limits::AddressCounts;
 
 struct Parked<T> {
@@ -100,7 +99,7 @@ struct StopState {
     reason: AtomicU8,
     waker: AtomicWaker,
     /// The connection's I/O thread, woken from its sleep between ticks by a stop.
-    poker: parking_lot::Mutex<Option<Poker>>,
+    poker: OnceLock<Poker>,
 }
 
 impl Stop {
@@ -121,7 +120,7 @@ impl Stop {
         let replaced_take_over = |now: u8| (now == 0 || (now == 3 && code == 2)).then_some(code);
         let _ = (self.0.reason).fetch_update(Ordering::AcqRel, Ordering::Acquire, replaced_take_over);
         self.0.waker.wake();
-        if let Some(poker) = self.0.poker.lock().as_ref() {
+        if let Some(poker) = self.0.poker.get() {
             poker.poke();
         }
     }
@@ -130,9 +129,8 @@ impl Stop {
     /// change. One task waits on a signal (a later registration replaces this one).
     pub fn register(&self, task: &Waker) {
         self.0.waker.register(task);
-        let mut poker = self.0.poker.lock();
-        if poker.is_none() {
-            *poker = pacer::poker();
+        if let Some(poker) = pacer::poker() {
+            let _ = self.0.poker.set(poker);
         }
     }
 

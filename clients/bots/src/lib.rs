@@ -280,19 +280,14 @@ impl Report {
         for (k, v) in &other.removed {
             *self.removed.entry(*k).or_default() += v;
         }
-        let mut merged = self.histogram();
-        merged.add(other.histogram()).expect("same histogram bounds");
-        self.latency = encode_histogram(&merged);
-        let mut recovery = decode_histogram(&self.recovery);
-        recovery
-            .add(decode_histogram(&other.recovery))
-            .expect("same histogram bounds");
-        self.recovery = encode_histogram(&recovery);
-        let mut input_latency = decode_histogram(&self.input_latency);
-        input_latency
-            .add(decode_histogram(&other.input_latency))
-            .expect("same histogram bounds");
-        self.input_latency = encode_histogram(&input_latency);
+        let merge = |mine: &mut String, theirs: &str| {
+            let mut merged = decode_histogram(mine);
+            merged.add(decode_histogram(theirs)).expect("same histogram bounds");
+            *mine = encode_histogram(&merged);
+        };
+        merge(&mut self.latency, &other.latency);
+        merge(&mut self.recovery, &other.recovery);
+        merge(&mut self.input_latency, &other.input_latency);
         self.node_losses += other.node_losses;
         self.unavailable += other.unavailable;
         self.inputs_rolled_back += other.inputs_rolled_back;
