@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A/B of relay binaries on one arena workload, alternating them so that both see the
 # same machine: each round runs every binary once (relay on CPU 0, bots on CPU 1) and
-# prints the relay's CPU per delivered frame and its voluntary context switches (all
-# threads, from /proc/PID/task/*/status) per delivered frame over a steady window.
+# prints the relay's CPU per delivered frame, its voluntary context switches (all
+# threads, from /proc/PID/task/*/status) and the TCP segments sent on the machine
+# (both ends, from `nstat`: bare ACKs are what exceeds one per message) per delivered
+# frame over a steady window.
 #
 # Usage: bench/ab.sh [options] BINARY...
 #   --rooms N        rooms (default 1)
@@ -56,6 +58,9 @@ port=$(free_port)
     bench_arena_room_type "$hz" "$members" "$npcs"
 } >"$work/relay.toml"
 
+# TCP segments sent on the machine so far (0 without nstat).
+tcp_segments() { { nstat -saz TcpOutSegs 2>/dev/null || true; } | awk '/TcpOutSegs/ {s = $2} END {print s + 0}'; }
+
 # CPU ticks (user + system) and voluntary context switches of every thread of $1.
 sample() {
     local cpu vcsw
@@ -64,8 +69,8 @@ sample() {
     echo "$cpu $vcsw"
 }
 
-echo "| round | binary | relay cores | delivered frames/s | bytes / frame | CPU µs / frame | voluntary switches / frame | desyncs |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| round | binary | relay cores | delivered frames/s | bytes / frame | CPU µs / frame | voluntary switches / frame | TCP segments / frame | desyncs |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for ((round = 1; round <= rounds; round++)); do
     for bin in "${binaries[@]}"; do
         (cd "$work" && exec taskset -c 0 "$bin" --config relay.toml --log warn) >"$work/relay.log" 2>&1 &
@@ -80,20 +85,22 @@ for ((round = 1; round <= rounds; round++)); do
         bots_pid=$!
         sleep 10
         read -r c0 v0 < <(sample $relay_pid)
+        segments=$(tcp_segments)
         sleep "$window"
         read -r c1 v1 < <(sample $relay_pid)
+        segments=$(($(tcp_segments) - segments))
         wait $bots_pid || true
         kill $relay_pid && wait $relay_pid 2>/dev/null || true
         relay_pid=
-        python3 - "$round" "$bin" "$c0" "$c1" "$v0" "$v1" "$window" "$(getconf CLK_TCK)" "$work" <<'EOF'
+        python3 - "$round" "$bin" "$c0" "$c1" "$v0" "$v1" "$window" "$(getconf CLK_TCK)" "$work" "$segments" <<'EOF'
 import json, re, sys
-rnd, binary, c0, c1, v0, v1, window, hz, work = sys.argv[1:]
+rnd, binary, c0, c1, v0, v1, window, hz, work, segments = sys.argv[1:]
 bots = json.load(open(f"{work}/bots.json"))
 frames = bots["frames"] / max(bots["seconds"], 1e-3)
 cores = (float(c1) - float(c0)) / float(hz) / float(window)
 switches = (float(v1) - float(v0)) / float(window)
 m = re.search(r"\| desyncs \| (\d+)", open(f"{work}/bots.out").read())
-print(f"| {rnd} | {binary} | {cores:.3f} | {frames:.0f} | {bots['bytes'] / max(bots['frames'], 1):.0f} | {cores * 1e6 / frames:.1f} | {switches / frames:.3f} | {m.group(1) if m else '?'} |")
+print(f"| {rnd} | {binary} | {cores:.3f} | {frames:.0f} | {bots['bytes'] / max(bots['frames'], 1):.0f} | {cores * 1e6 / frames:.1f} | {switches / frames:.3f} | {float(segments) / float(window) / frames:.2f} | {m.group(1) if m else '?'} |")
 EOF
     done
 done

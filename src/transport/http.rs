@@ -632,7 +632,23 @@ where
 
 /// An upgraded connection's socket, taken back from hyper (its boxed, rewinding
 /// wrapper cost two trait conversions and a dynamic call per read and per write).
-pub(crate) enum Socket {
+///
+/// Its reads keep the kernel from acknowledging a client's message on its own. While
+/// rooms tick, a client's input is read shortly before the tick and answered by the
+/// frame after it, which carries the acknowledgement; but a socket leaves the
+/// kernel's interactive ("pingpong") mode whenever its delayed acknowledgement timer
+/// fires (an input that came more than 40 ms before the frame), and outside that mode
+/// every read of a small message sends a bare ACK (a packet out, and on loopback the
+/// client's handling of it too: 14 % of the relay's CPU samples in one W1a profile;
+/// see BENCHMARKS.md, "Bare ACKs"). So the first read after the socket ran dry puts it
+/// back in that mode (`TCP_QUICKACK` off: one `setsockopt` per burst of reads).
+pub(crate) struct Socket {
+    stream: Stream,
+    /// Set since the last read that found nothing.
+    acks_held: bool,
+}
+
+enum Stream {
     /// A `wss://` connection.
     Tls(ServerTls),
     /// A `ws://` connection (`--insecure-plain`).
@@ -644,42 +660,64 @@ pub(crate) enum Socket {
 impl Socket {
     /// The socket under `upgraded`, and what hyper had read past the request.
     fn from_upgraded(upgraded: Upgraded) -> (Self, Vec<u8>) {
-        let upgraded = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-            Ok(parts) => {
-                return (
-                    Self::Tls(ServerTls::new(parts.io.into_inner())),
-                    parts.read_buf.to_vec(),
-                );
-            }
-            Err(upgraded) => upgraded,
+        let (stream, read) = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => (
+                Stream::Tls(ServerTls::new(parts.io.into_inner())),
+                parts.read_buf.to_vec(),
+            ),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => (Stream::Plain(parts.io.into_inner()), parts.read_buf.to_vec()),
+                Err(upgraded) => (Stream::Other(TokioIo::new(upgraded)), Vec::new()),
+            },
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Self::Plain(parts.io.into_inner()), parts.read_buf.to_vec()),
-            Err(upgraded) => (Self::Other(TokioIo::new(upgraded)), Vec::new()),
+        let socket = Self {
+            stream,
+            acks_held: false,
+        };
+        (socket, read)
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        match &self.stream {
+            Stream::Tls(s) => Some(s.tcp()),
+            Stream::Plain(s) => Some(s),
+            Stream::Other(_) => None,
         }
     }
 }
 
 /// Delegates to the stream of the variant.
-macro_rules! socket_call {
-    ($self:expr, $method:ident($($arg:expr),*)) => {
-        match $self.get_mut() {
-            Socket::Tls(s) => Pin::new(s).$method($($arg),*),
-            Socket::Plain(s) => Pin::new(s).$method($($arg),*),
-            Socket::Other(s) => Pin::new(s).$method($($arg),*),
+macro_rules! stream_call {
+    ($stream:expr, $method:ident($($arg:expr),*)) => {
+        match $stream {
+            Stream::Tls(s) => Pin::new(s).$method($($arg),*),
+            Stream::Plain(s) => Pin::new(s).$method($($arg),*),
+            Stream::Other(s) => Pin::new(s).$method($($arg),*),
         }
     };
 }
 
 impl AsyncRead for Socket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        socket_call!(self, poll_read(cx, buf))
+        let this = self.get_mut();
+        if !this.acks_held {
+            if let Some(tcp) = this.tcp() {
+                // Best effort: a socket that refuses it acknowledges as before.
+                let _ = socket2::SockRef::from(tcp).set_tcp_quickack(false);
+            }
+            this.acks_held = true;
+        }
+        let read = stream_call!(&mut this.stream, poll_read(cx, buf));
+        if read.is_pending() {
+            this.acks_held = false;
+        }
+        read
     }
 }
 
 impl AsyncWrite for Socket {
     fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        socket_call!(self, poll_write(cx, data))
+        stream_call!(&mut self.get_mut().stream, poll_write(cx, data))
     }
 
     fn poll_write_vectored(
@@ -687,23 +725,23 @@ impl AsyncWrite for Socket {
         cx: &mut TaskContext<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        socket_call!(self, poll_write_vectored(cx, bufs))
+        stream_call!(&mut self.get_mut().stream, poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tls(s) => s.is_write_vectored(),
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Other(s) => s.is_write_vectored(),
+        match &self.stream {
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Other(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        socket_call!(self, poll_flush(cx))
+        stream_call!(&mut self.get_mut().stream, poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        socket_call!(self, poll_shutdown(cx))
+        stream_call!(&mut self.get_mut().stream, poll_shutdown(cx))
     }
 }
 
@@ -724,4 +762,46 @@ fn refuse_in_band(
         ws.close_with(code, &reason).await;
         drop(permit);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// `TCP_QUICKACK` reads back as "not in the interactive mode".
+    fn acks_at_once(tcp: &TcpStream) -> bool {
+        socket2::SockRef::from(tcp).tcp_quickack().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_read_puts_the_socket_back_in_the_mode_where_the_reply_carries_the_ack() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut socket = Socket {
+            stream: Stream::Plain(server),
+            acks_held: false,
+        };
+        let mut buf = [0u8; 64];
+        for message in [&b"input 1"[..], b"input 2"] {
+            // As after a delayed acknowledgement timer fired.
+            socket2::SockRef::from(socket.tcp().unwrap())
+                .set_tcp_quickack(true)
+                .unwrap();
+            assert!(acks_at_once(socket.tcp().unwrap()));
+            client.write_all(message).await.unwrap();
+            let n = socket.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], message);
+            assert!(!acks_at_once(socket.tcp().unwrap()), "read in the interactive mode");
+            // The socket ran dry: the next read sets the mode again.
+            let dry = std::future::poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut socket).poll_read(cx, &mut ReadBuf::new(&mut buf)))
+            })
+            .await;
+            assert!(dry.is_pending());
+            assert!(!socket.acks_held);
+        }
+    }
 }

@@ -550,6 +550,11 @@ impl ServerTls {
     pub fn new(stream: TlsStream<TcpStream>) -> Self {
         Self(Box::new(stream))
     }
+
+    /// The TCP socket under the TLS session.
+    pub fn tcp(&self) -> &TcpStream {
+        self.0.get_ref().0
+    }
 }
 
 impl AsyncRead for ServerTls {
