@@ -58,6 +58,12 @@ impl Woken {
         std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await
     }
 
+    /// The waker that marks this source woken, for a source that keeps a waker
+    /// registered once rather than the one of each poll (a stop signal).
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
     /// Marks the source woken: its next poll happens (and registers the waker).
     pub fn set(&self) {
         self.flag.woken.store(true, Ordering::Release);
@@ -70,7 +76,8 @@ impl Woken {
         let mut source = std::pin::pin!(source);
         std::future::poll_fn(|cx| {
             debug_assert!(cx.waker().will_wake(&self.flag.task), "the loop moved to another task");
-            if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            // A load first: most polls find the flag clear, and a swap writes its line.
+            if !self.flag.woken.load(Ordering::Acquire) || !self.flag.woken.swap(false, Ordering::AcqRel) {
                 return Poll::Pending;
             }
             let ready = source.as_mut().poll(&mut Context::from_waker(&self.waker));

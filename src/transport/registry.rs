@@ -125,17 +125,17 @@ impl Stop {
         }
     }
 
-    /// Registers the waker `stop` wakes: the connection's task, whose waker does not
-    /// change. One task waits on a signal (a later registration replaces this one).
-    pub fn register(&self, task: &Waker) {
-        self.0.waker.register(task);
+    /// Registers the waker `stop` wakes (once): the connection loop's, which does not
+    /// change. One loop waits on a signal (a later registration replaces this one).
+    pub fn register(&self, waker: &Waker) {
+        self.0.waker.register(waker);
         if let Some(poker) = pacer::poker() {
             let _ = self.0.poker.set(poker);
         }
     }
 
     /// Ready once the connection should stop: an atomic load at each poll, for the
-    /// task that [`Stop::register`]ed (the connection loop polls it at every wake-up).
+    /// loop that [`Stop::register`]ed (which polls it when that waker was woken).
     pub fn registered(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|_| {
             if self.is_stopped() {
