@@ -36,7 +36,7 @@ while (($#)); do
         --rounds) rounds=$2; shift ;;
         --window) window=$2; shift ;;
         --quic) quic=1 ;;
-        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
