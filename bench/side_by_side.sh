@@ -31,10 +31,14 @@
 #
 # Options:
 #   --duration SECS      the steady window measured per server (default 20)
+#   --rounds N           run every server N times per workload, in turn (round 1 of
+#                        each, then round 2, …), and add a table of the CPU ratios
+#                        per round with their median: one run of each decides little
+#                        on a shared machine (default 1)
 #   --only LIST          workloads to run, comma-separated: w1a,w1b,w2 (default all)
 #   --servers LIST       servers to run, comma-separated: colyseus,wss,ws,floor,floor-ws
 #                        (default all; the floors take their frame size from the wss
-#                        run before them)
+#                        run of their round)
 #   --ramp-up SECS       connect the bots over this time (w1: 5, w2: 10)
 #   --settle SECS        wait this long after the ramp-up before the window (default 3)
 #   --verify-share S     tickrelay-bots' share of bots that mirror their room in full and
@@ -65,7 +69,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 peer=$root/bench/peers/colyseus
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 window=20 only=w1a,w1b,w2 servers=colyseus,wss,ws,floor,floor-ws ramp="" settle=3 verify=0.1 js_processes=""
-pin=1 server_cpus=0 bots_cpus=1 out="" build=1 keep=0
+pin=1 server_cpus=0 bots_cpus=1 out="" build=1 keep=0 rounds=1
 while [[ $# -gt 0 ]]; do
     case $1 in
         --duration) window=$2; shift ;;
@@ -79,6 +83,7 @@ while [[ $# -gt 0 ]]; do
         --bots-cpus) bots_cpus=$2; shift ;;
         --no-pin) pin=0 ;;
         --out) out=$2; shift ;;
+        --rounds) rounds=$2; shift ;;
         --no-build) build=0 ;;
         --keep) keep=1 ;;
         -h|--help) usage 0 ;;
@@ -92,6 +97,7 @@ done
 for s in ${servers//,/ }; do
     case $s in colyseus | wss | ws | floor | floor-ws) ;; *) echo "side_by_side.sh: unknown server '$s' (colyseus, wss, ws, floor, floor-ws)" >&2; exit 2 ;; esac
 done
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "side_by_side.sh: --rounds takes a whole number from 1" >&2; exit 2; }
 for tool in node npm python3 curl; do
     command -v "$tool" >/dev/null || { echo "side_by_side.sh: needs $tool" >&2; exit 2; }
 done
@@ -173,8 +179,8 @@ wait_ready() {
 # --- one server on one workload ------------------------------------------------------------
 # Sets: run (its directory). Writes $run/result.json.
 run_one() {
-    local server=$1 port url bots_cmd=() total metrics_url=""
-    run=$work/$workload-$server
+    local server=$1 round=$2 port url bots_cmd=() total metrics_url=""
+    run=$work/$workload-$server-$round
     mkdir -p "$run"
     port=$(free_port)
     total=$((warm + window))
@@ -211,7 +217,7 @@ run_one() {
             # encoding (about 5 bytes per avatar and 4 per NPC, 40 of framing).
             local frame_bytes flags=() scheme=wss
             frame_bytes=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["bytes_per_frame"]))' \
-                "$work/$workload-wss/result.json" 2>/dev/null || echo $((members * 5 + npcs * 4 + 40)))
+                "$work/$workload-wss-$round/result.json" 2>/dev/null || echo $((members * 5 + npcs * 4 + 40)))
             if [[ $server == floor-ws ]]; then flags=(--plain) scheme=ws; fi
             (cd "$run" && exec "${server_cpu[@]}" "$floor_bin" --listen "127.0.0.1:$port" --tick-rate "$hz" \
                 --frame-bytes "$frame_bytes" --entities $((members + npcs)) --dev-cert-path cert.pem "${flags[@]}") \
@@ -224,7 +230,7 @@ run_one() {
                 --json "$run/bots.json")
             ;;
     esac
-    echo "side_by_side.sh: $workload $server: $((rooms * members)) bots, ${warm} s warm-up, ${window} s window (server pid $server_pid)" >&2
+    echo "side_by_side.sh: $workload $server (round $round of $rounds): $((rooms * members)) bots, ${warm} s warm-up, ${window} s window (server pid $server_pid)" >&2
     printf '%s\n' "${bots_cmd[*]}" >"$run/bots.cmd"
     local started
     started=$(date +%s.%N)
@@ -252,12 +258,12 @@ run_one() {
     wait "$bots_pid" || bots_status=$?
     bots_pid=""
     stop_server
-    python3 - "$server" "$before" "$after" "$clk_tck" "$peak" "$bots_status" "$run" "$((rooms * members * hz))" <<'EOF' >"$run/result.json"
+    python3 - "$server" "$before" "$after" "$clk_tck" "$peak" "$bots_status" "$run" "$((rooms * members * hz))" "$round" <<'EOF' >"$run/result.json"
 import json, re, sys
-server, before, after, hz, peak, status, run, expected = sys.argv[1:]
+server, before, after, hz, peak, status, run, expected, round_ = sys.argv[1:]
 t0, c0 = map(float, before.split()); t1, c1 = map(float, after.split())
 cores = (c1 - c0) / float(hz) / (t1 - t0)
-r = {"server": server, "cores": cores, "rss_mib": int(peak) / 1024, "bots_status": int(status)}
+r = {"server": server, "round": int(round_), "cores": cores, "rss_mib": int(peak) / 1024, "bots_status": int(status)}
 try:
     bots = json.load(open(f"{run}/bots.json"))
 except (OSError, ValueError) as e:
@@ -328,9 +334,11 @@ for workload in ${only//,/ }; do
     esac
     warm=$(awk -v r="$ramp_w" -v s="$settle" 'BEGIN { printf "%d", r + s + 0.999 }')
     results=()
-    for server in ${servers//,/ }; do
-        run_one "$server"
-        results+=("$run/result.json")
+    for ((round = 1; round <= rounds; round++)); do
+        for server in ${servers//,/ }; do
+            run_one "$server" "$round"
+            results+=("$run/result.json")
+        done
     done
     python3 - "$workload" "$rooms" "$members" "$npcs" "$hz" "$window" "$warm" "${results[@]}" <<'EOF' | tee -a "$work/tables.md"
 import json, sys
@@ -344,17 +352,41 @@ print(f"### {workload}: {rooms} room(s) of {members} clients, {npcs} NPCs per ro
 print()
 print(f"Expected {rooms * members * hz} frames/s delivered; {window} s window after {warm} s of ramp-up and settling.")
 print()
+rounds = max(json.load(open(p)).get("round", 1) for p in sys.argv[8:])
 print("| server | delivered frames/s | server CPU (cores) | CPU µs / delivered frame | bytes / frame | bytes / changed entity | changed entities / frame | client latency p50 / p99 (ms) | server RSS (MiB) | notes |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for path in sys.argv[8:]:
-    r = json.load(open(path))
+runs = [json.load(open(path)) for path in sys.argv[8:]]
+for r in runs:
+    name = names[r["server"]] + (f", round {r['round']}" if rounds > 1 else "")
     if "error" in r:
-        print(f"| {names[r['server']]} | - | {r['cores']:.2f} | - | - | - | - | - | {r['rss_mib']:.0f} | {r['error']} |")
+        print(f"| {name} | - | {r['cores']:.2f} | - | - | - | - | - | {r['rss_mib']:.0f} | {r['error']} |")
         continue
-    print(f"| {names[r['server']]} | {r['frames_per_s']:.0f} | {r['cores']:.2f} | {f(r['cpu_us_per_frame'], '.1f')} "
+    print(f"| {name} | {r['frames_per_s']:.0f} | {r['cores']:.2f} | {f(r['cpu_us_per_frame'], '.1f')} "
           f"| {f(r['bytes_per_frame'], '.0f')} | {f(r['bytes_per_entity'], '.2f')} | {f(r['entities_per_frame'], '.1f')} "
           f"| {f(r['p50'], '.2f')} / {f(r['p99'], '.2f')} | {r['rss_mib']:.0f} | {r['note']} |")
 print()
+# Several rounds: the CPU ratios of each round (servers measured within minutes of each
+# other) and their median.
+pairs = [("wss", "floor"), ("ws", "floor-ws"), ("wss", "colyseus"), ("ws", "colyseus")]
+cpu = {(r["server"], r["round"]): r.get("cpu_us_per_frame") for r in runs}
+pairs = [p for p in pairs if any((p[0], n) in cpu and (p[1], n) in cpu for n in range(1, rounds + 1))]
+if rounds > 1 and pairs:
+    print("CPU µs per delivered frame, one server over another, per round:")
+    print()
+    print("| round | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |")
+    print("|---|" + "---|" * len(pairs))
+    ratios = {p: [] for p in pairs}
+    for n in range(1, rounds + 1):
+        cells = []
+        for a, b in pairs:
+            x, y = cpu.get((a, n)), cpu.get((b, n))
+            if x and y:
+                ratios[(a, b)].append(x / y)
+            cells.append(f"{x / y:.2f}" if x and y else "-")
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    median = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+    print("| median | " + " | ".join(f"**{median(v):.2f}**" if v else "-" for v in ratios.values()) + " |")
+    print()
 EOF
 done
 
@@ -365,7 +397,7 @@ done
         "@colyseus/core $(node -p "require('$peer/node_modules/@colyseus/core/package.json').version")"
     pinning=" --no-pin"
     if ((pin)); then pinning=" --server-cpus $server_cpus --bots-cpus $bots_cpus"; fi
-    echo "- command: \`bench/side_by_side.sh --duration $window --only $only --servers $servers --verify-share $verify$pinning\`"
+    echo "- command: \`bench/side_by_side.sh --duration $window --rounds $rounds --only $only --servers $servers --verify-share $verify$pinning\`"
 } >"$work/report.md"
 cp "$work/report.md" "$out"
 tail -n 2 "$work/report.md"
