@@ -58,8 +58,9 @@ port=$(free_port)
     bench_arena_room_type "$hz" "$members" "$npcs"
 } >"$work/relay.toml"
 
-# TCP segments sent on the machine so far (0 without nstat).
-tcp_segments() { { nstat -saz TcpOutSegs 2>/dev/null || true; } | awk '/TcpOutSegs/ {s = $2} END {print s + 0}'; }
+# TCP segments sent on the machine so far (all of its TCP traffic: keep it quiet
+# otherwise), or nothing without nstat.
+tcp_segments() { { nstat -saz TcpOutSegs 2>/dev/null || true; } | awk '/TcpOutSegs/ {print $2}'; }
 
 # CPU ticks (user + system) and voluntary context switches of every thread of $1.
 sample() {
@@ -88,7 +89,8 @@ for ((round = 1; round <= rounds; round++)); do
         segments=$(tcp_segments)
         sleep "$window"
         read -r c1 v1 < <(sample $relay_pid)
-        segments=$(($(tcp_segments) - segments))
+        after_segments=$(tcp_segments)
+        segments=${segments:+$((after_segments - segments))}
         wait $bots_pid || true
         kill $relay_pid && wait $relay_pid 2>/dev/null || true
         relay_pid=
@@ -100,7 +102,7 @@ frames = bots["frames"] / max(bots["seconds"], 1e-3)
 cores = (float(c1) - float(c0)) / float(hz) / float(window)
 switches = (float(v1) - float(v0)) / float(window)
 m = re.search(r"\| desyncs \| (\d+)", open(f"{work}/bots.out").read())
-print(f"| {rnd} | {binary} | {cores:.3f} | {frames:.0f} | {bots['bytes'] / max(bots['frames'], 1):.0f} | {cores * 1e6 / frames:.1f} | {switches / frames:.3f} | {float(segments) / float(window) / frames:.2f} | {m.group(1) if m else '?'} |")
+print(f"| {rnd} | {binary} | {cores:.3f} | {frames:.0f} | {bots['bytes'] / max(bots['frames'], 1):.0f} | {cores * 1e6 / frames:.1f} | {switches / frames:.3f} | {f'{float(segments) / float(window) / frames:.2f}' if segments else '-'} | {m.group(1) if m else '?'} |")
 EOF
     done
 done

@@ -352,7 +352,7 @@ print(f"### {workload}: {rooms} room(s) of {members} clients, {npcs} NPCs per ro
 print()
 print(f"Expected {rooms * members * hz} frames/s delivered; {window} s window after {warm} s of ramp-up and settling.")
 print()
-rounds = max(json.load(open(p)).get("round", 1) for p in sys.argv[8:])
+rounds = max((json.load(open(p)).get("round", 1) for p in sys.argv[8:]), default=1)
 print("| server | delivered frames/s | server CPU (cores) | CPU µs / delivered frame | bytes / frame | bytes / changed entity | changed entities / frame | client latency p50 / p99 (ms) | server RSS (MiB) | notes |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 runs = [json.load(open(path)) for path in sys.argv[8:]]

@@ -686,6 +686,15 @@ impl Socket {
     }
 }
 
+/// Puts `tcp` in the kernel's interactive mode (see [`Socket`]). Best effort: a socket
+/// that refuses acknowledges as before; Linux only (elsewhere: nothing).
+fn hold_acks(tcp: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(tcp).set_tcp_quickack(false);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = tcp;
+}
+
 /// Delegates to the stream of the variant.
 macro_rules! stream_call {
     ($stream:expr, $method:ident($($arg:expr),*)) => {
@@ -700,11 +709,14 @@ macro_rules! stream_call {
 impl AsyncRead for Socket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if !this.acks_held {
-            if let Some(tcp) = this.tcp() {
-                // Best effort: a socket that refuses it acknowledges as before.
-                let _ = socket2::SockRef::from(tcp).set_tcp_quickack(false);
-            }
+        // Only once there is something to read (a poll may find nothing: a wake-up
+        // for nothing, tokio's budget spent), and before it is read: the kernel
+        // decides during the read whether to acknowledge.
+        if !this.acks_held
+            && let Some(tcp) = this.tcp()
+            && tcp.poll_read_ready(cx).is_ready()
+        {
+            hold_acks(tcp);
             this.acks_held = true;
         }
         let read = stream_call!(&mut this.stream, poll_read(cx, buf));
@@ -764,7 +776,7 @@ fn refuse_in_band(
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -776,7 +788,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_puts_the_socket_back_in_the_mode_where_the_reply_carries_the_ack() {
+    async fn the_first_read_of_a_burst_puts_the_socket_back_in_the_mode_where_the_reply_carries_the_ack() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
