@@ -216,7 +216,9 @@ impl RedisServer {
     }
 
     fn start_servers(count: usize, cluster: bool) -> Self {
-        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..count)
+            .map(|_| if cluster { free_cluster_port() } else { free_port() })
+            .collect();
         let dir = std::env::temp_dir().join(format!("tickrelay-redis-{}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir).unwrap();
         let children = ports.iter().map(|&port| spawn(port, &dir, cluster, None)).collect();
@@ -313,6 +315,18 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A free port for a Redis Cluster node, whose cluster bus listens 10,000 ports
+/// higher: at most 55535 (redis-server refuses to start above it, and the kernel hands
+/// out ports up to 60999), with that bus port free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn answers_ping(port: u16) -> bool {
