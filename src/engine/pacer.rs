@@ -202,6 +202,11 @@ impl IoThread {
 
     fn poke(&self) {
         self.poked.store(true, Ordering::SeqCst);
+        self.unpark_if_asleep();
+    }
+
+    /// Unparks the thread if it sleeps in [`Pacer::before_park`].
+    fn unpark_if_asleep(&self) {
         if self.until.load(Ordering::SeqCst) != 0 {
             self.unpark();
         }
@@ -408,9 +413,7 @@ impl Pacer {
             if let Some(drainer) = io.drainer.lock().as_ref() {
                 drainer.wake_by_ref();
             }
-            if io.until.load(Ordering::SeqCst) != 0 {
-                io.unpark();
-            }
+            io.unpark_if_asleep();
         }
     }
 }
