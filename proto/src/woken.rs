@@ -7,17 +7,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 /// A waker of its own for one source of a task's wake-ups: it notes it was woken and
 /// wakes the task. [`Woken::poll`] polls the source only when it was woken since its
 /// last poll returned `Pending`.
-///
-/// The sources of one loop are made together ([`Woken::group`]) and keep their flags
-/// in one word, so a wake-up that checks every source reads one cache line: with a
-/// few hundred connections on a thread, each flag of its own allocation was a cache
-/// miss per source per wake-up.
 ///
 /// This relies on the source, once pending, waking the waker of its last poll when
 /// it can go on, even after the future that polled it was dropped (as a socket's
@@ -25,56 +20,37 @@ use std::task::{Context, Poll, Wake, Waker};
 /// `Notify` waited on by a future made anew each time). After changing the source
 /// outside a poll (a timer reset), call [`Woken::set`].
 pub struct Woken {
-    flags: Arc<Flags>,
-    bit: u8,
+    flag: Arc<Flag>,
     waker: Waker,
 }
 
-/// The flags of a group of sources, one bit each.
-struct Flags {
-    woken: AtomicU8,
+struct Flag {
+    woken: AtomicBool,
     /// The task the loop runs in (spawned for it: its waker does not change).
     task: Waker,
 }
 
-/// What one source's waker holds: the group's flags and its bit.
-struct Source {
-    flags: Arc<Flags>,
-    bit: u8,
-}
-
-impl Wake for Source {
+impl Wake for Flag {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.flags.woken.fetch_or(self.bit, Ordering::Release);
-        self.flags.task.wake_by_ref();
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
     }
 }
 
 impl Woken {
-    /// `N` sources (at most 8) of the task whose waker is `task`; each woken to begin
-    /// with, so its first poll registers its waker.
-    pub fn group<const N: usize>(task: &Waker) -> [Woken; N] {
-        const { assert!(N <= 8, "a group's flags are one byte") };
-        let flags = Arc::new(Flags {
-            woken: AtomicU8::new(u8::MAX),
+    /// A source of the task whose waker is `task`; woken to begin with, so the first
+    /// poll registers the waker.
+    pub fn new(task: &Waker) -> Self {
+        let flag = Arc::new(Flag {
+            woken: AtomicBool::new(true),
             task: task.clone(),
         });
-        std::array::from_fn(|i| {
-            let bit = 1 << i;
-            let waker = Waker::from(Arc::new(Source {
-                flags: flags.clone(),
-                bit,
-            }));
-            Woken {
-                flags: flags.clone(),
-                bit,
-                waker,
-            }
-        })
+        let waker = Waker::from(flag.clone());
+        Self { flag, waker }
     }
 
     /// The waker of the task the loop runs in (call it from that task).
@@ -90,7 +66,7 @@ impl Woken {
 
     /// Marks the source woken: its next poll happens (and registers the waker).
     pub fn set(&self) {
-        self.flags.woken.fetch_or(self.bit, Ordering::Release);
+        self.flag.woken.store(true, Ordering::Release);
     }
 
     /// `source`, polled through this waker when it was woken. The flag is cleared
@@ -99,17 +75,14 @@ impl Woken {
     pub async fn poll<F: Future>(&self, source: F) -> F::Output {
         let mut source = std::pin::pin!(source);
         std::future::poll_fn(|cx| {
-            debug_assert!(cx.waker().will_wake(&self.flags.task), "the loop moved to another task");
-            // A load first: most polls find the flag clear, and a write takes the line.
-            let woken = &self.flags.woken;
-            if woken.load(Ordering::Acquire) & self.bit == 0
-                || woken.fetch_and(!self.bit, Ordering::AcqRel) & self.bit == 0
-            {
+            debug_assert!(cx.waker().will_wake(&self.flag.task), "the loop moved to another task");
+            // A load first: most polls find the flag clear, and a swap writes its line.
+            if !self.flag.woken.load(Ordering::Acquire) || !self.flag.woken.swap(false, Ordering::AcqRel) {
                 return Poll::Pending;
             }
             let ready = source.as_mut().poll(&mut Context::from_waker(&self.waker));
             if ready.is_ready() {
-                self.set();
+                self.flag.woken.store(true, Ordering::Release);
             }
             ready
         })
@@ -155,7 +128,7 @@ mod tests {
     fn a_source_is_polled_only_after_its_own_waker_woke_the_task() {
         let counter = Arc::new(Task(AtomicUsize::new(0)));
         let task = Waker::from(counter.clone());
-        let [a, b, c] = Woken::group::<3>(&task);
+        let [a, b, c] = std::array::from_fn(|_| Woken::new(&task));
         let polls = [Cell::new(0), Cell::new(0), Cell::new(0)];
         let wakers: [std::cell::RefCell<Option<Waker>>; 3] = Default::default();
         let round = |sources: [&Woken; 3]| {
@@ -186,10 +159,10 @@ mod tests {
     #[test]
     fn a_ready_source_is_polled_again_at_the_next_wake_up() {
         let task = Waker::from(Arc::new(Task(AtomicUsize::new(0))));
-        let [ready, other] = Woken::group::<2>(&task);
+        let [ready, other] = std::array::from_fn(|_| Woken::new(&task));
         assert!(poll_once(ready.poll(std::future::ready(())), &task).is_ready());
         assert!(poll_once(ready.poll(std::future::ready(())), &task).is_ready());
-        // The other source's flag was not touched by the ready one's.
+        // The other source is polled on its own flag.
         let polled = Cell::new(false);
         let source = std::future::poll_fn(|_| {
             polled.set(true);

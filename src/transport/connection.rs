@@ -297,13 +297,12 @@ pub(crate) async fn serve<T: Transport>(
     let timer = tokio::time::sleep_until(session.poll_timeout().into());
     tokio::pin!(timer);
     // The socket, the outbox, the timer and the stop signal wake the task through
-    // wakers of their own, so a wake-up polls the one that woke it (see `Woken`: the
-    // four flags share one word; a reset timer is marked woken, so its next poll
-    // registers it). The stop signal
+    // wakers of their own, so a wake-up polls the one that woke it (see `Woken`; a
+    // reset timer is marked woken, so its next poll registers it). The stop signal
     // keeps the waker it was given: reading its flag at every wake-up cost a cache
     // miss per message (its own allocation, made long before the others).
     let task = Woken::task().await;
-    let [socket, outbox_woken, timer_woken, stop_woken] = Woken::group(&task);
+    let [socket, outbox_woken, timer_woken, stop_woken] = std::array::from_fn(|_| Woken::new(&task));
     stop.register(stop_woken.waker());
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();

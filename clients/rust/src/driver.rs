@@ -801,7 +801,7 @@ impl Driver {
             ping_woken,
             commands_woken,
             link_woken,
-        ] = Woken::group(&task);
+        ] = std::array::from_fn(|_| Woken::new(&task));
         loop {
             self.report_queued(self.queue.len());
             let pacing = welcomed && !self.queue.is_empty();
