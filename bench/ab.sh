@@ -16,6 +16,8 @@
 #   --rounds N       rounds (default 3; read the first as a warm-up)
 #   --window SECS    the measured window (default 15), after 10 s of ramp-up
 #   --quic           the bots connect over QUIC (default: wss)
+#   --plain          the relay runs with --insecure-plain and the bots connect over
+#                    ws:// (the TLS share out of the comparison)
 #
 # Example (the flushers' A/B in BENCHMARKS.md: commit f11bafc against its parent):
 #   git worktree add /tmp/a f11bafc~1 && (cd /tmp/a && cargo build --release -p tickrelay)
@@ -25,7 +27,7 @@
 set -euo pipefail
 source "$(dirname "$0")/relay_config.sh"
 
-rooms=1 members=200 hz=20 npcs=60 rounds=3 window=15 input_rate= quic=
+rooms=1 members=200 hz=20 npcs=60 rounds=3 window=15 input_rate= quic= plain=()
 while (($#)); do
     case $1 in
         --rooms) rooms=$2; shift ;;
@@ -36,7 +38,8 @@ while (($#)); do
         --rounds) rounds=$2; shift ;;
         --window) window=$2; shift ;;
         --quic) quic=1 ;;
-        -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --plain) plain=(--insecure-plain) ;;
+        -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -74,10 +77,13 @@ echo "| round | binary | relay cores | delivered frames/s | bytes / frame | CPU 
 echo "|---|---|---|---|---|---|---|---|---|"
 for ((round = 1; round <= rounds; round++)); do
     for bin in "${binaries[@]}"; do
-        (cd "$work" && exec taskset -c 0 "$bin" --config relay.toml --log warn) >"$work/relay.log" 2>&1 &
+        (cd "$work" && exec taskset -c 0 "$bin" --config relay.toml --log warn "${plain[@]}") >"$work/relay.log" 2>&1 &
         relay_pid=$!
-        for _ in $(seq 100); do curl -skf "https://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+        scheme=https
+        ((${#plain[@]})) && scheme=http
+        for _ in $(seq 100); do curl -skf "$scheme://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
         url=wss://127.0.0.1:$port/ws
+        ((${#plain[@]})) && url=ws://127.0.0.1:$port/ws
         [[ -n $quic ]] && url=quic://127.0.0.1:$port
         taskset -c 1 "$bots" --url "$url" --cert "$work/cert.pem" --rooms "$rooms" \
             --members "$members" --room-type arena --input-rate "${input_rate:-$hz}" --duration-secs $((window + 13)) \
