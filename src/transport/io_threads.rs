@@ -79,6 +79,10 @@ impl IoThreads {
 impl Drop for IoThreads {
     fn drop(&mut self) {
         self.stop.cancel();
+        // A thread asleep between ticks would see it only at its next window.
+        for (_, poker) in &self.threads {
+            poker.poke();
+        }
     }
 }
 
