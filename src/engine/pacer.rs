@@ -303,6 +303,13 @@ impl Pacer {
                 Window::Sleep(until, before_tick) => (until, before_tick),
             };
             io.until.store(self.nanos(until).max(1), Ordering::SeqCst);
+            // A poke while this thread chose its window found no sleeper to unpark: it
+            // read `until` before the store above (each side stores its flag, then
+            // reads the other's, both `SeqCst`: one of them sees the other). Without
+            // this, a new connection's task or a stop waited out the whole window.
+            if io.poked.swap(false, Ordering::SeqCst) {
+                break;
+            }
             // A tick published while this thread chose its window (`next_tick` saw no
             // sleeper to wake), or a hand-over meanwhile (its drainer was woken): look
             // again.
