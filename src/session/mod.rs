@@ -727,11 +727,13 @@ impl Session {
             K::QuickJoin(quick) => {
                 self.forget_left(now);
                 // One sent again is ignored before it costs a search (a refusal of it
-                // would look like the answer to the quick join that did run).
-                if self.quick_join_again(quick.request_id) {
+                // would look like the answer to the quick join that did run). One the
+                // search rate refused did not run: its id may come again after the wait.
+                if self.quick_join_ran(quick.request_id) {
                     return;
                 }
                 if self.searched(quick.request_id, now) {
+                    self.remember_quick_join(quick.request_id);
                     self.quick_join(quick, now);
                 }
             }
@@ -970,21 +972,23 @@ impl Session {
 
     /// A quick join: the fullest open room that matches, or a new one (see
     /// `QuickJoin` in the schema).
-    /// Whether this session took a quick join with `request_id` already (see
-    /// `quick_join_ids`); otherwise remembers it.
-    fn quick_join_again(&mut self, request_id: u64) -> bool {
+    /// Whether this session ran a quick join with `request_id` already (see
+    /// `quick_join_ids`).
+    fn quick_join_ran(&self, request_id: u64) -> bool {
         // (0: a client that does not number its requests; each is a new one.)
+        request_id != 0 && self.quick_join_ids.contains(&request_id)
+    }
+
+    /// Notes that the quick join with `request_id` runs (it is answered, whatever the
+    /// answer).
+    fn remember_quick_join(&mut self, request_id: u64) {
         if request_id == 0 {
-            return false;
-        }
-        if self.quick_join_ids.contains(&request_id) {
-            return true;
+            return;
         }
         if self.quick_join_ids.len() == RECENT_QUICK_JOINS {
             self.quick_join_ids.pop_front();
         }
         self.quick_join_ids.push_back(request_id);
-        false
     }
 
     fn quick_join(&mut self, quick: proto::QuickJoin, now: Now) {
@@ -1190,7 +1194,10 @@ impl Session {
     /// redirects it (another node owns the room) or answers the refusal; or answers
     /// the listing.
     pub fn on_directory(&mut self, reply: DirectoryReply) {
-        self.in_flight.retain(|op| match (op, &reply) {
+        // The one operation answered: a client may have several under way with the
+        // same room and request id (joined and left again), each counted against the
+        // bounds on claims and listings until its own answer.
+        let answered = self.in_flight.iter().position(|op| match (op, &reply) {
             (
                 DirectoryOp::Claim { room, request_id, .. },
                 DirectoryReply::Claim {
@@ -1198,8 +1205,8 @@ impl Session {
                     request_id: answered_id,
                     ..
                 },
-            ) => (room, request_id) != (answered, answered_id),
-            (DirectoryOp::Release { room }, DirectoryReply::Released { room: answered }) => room != answered,
+            ) => (room, request_id) == (answered, answered_id),
+            (DirectoryOp::Release { room }, DirectoryReply::Released { room: answered }) => room == answered,
             (
                 DirectoryOp::List { request_id, .. },
                 DirectoryReply::List {
@@ -1211,9 +1218,12 @@ impl Session {
                 DirectoryReply::QuickJoin {
                     request_id: answered, ..
                 },
-            ) => request_id != answered,
-            _ => true,
+            ) => request_id == answered,
+            _ => false,
         });
+        if let Some(i) = answered {
+            self.in_flight.remove(i);
+        }
         match reply {
             DirectoryReply::Released { .. } => {}
             DirectoryReply::List { request_id, outcome } => match outcome {

@@ -1449,6 +1449,27 @@ fn room_searches_share_a_rate_per_creator() {
     assert_eq!(h.rooms.listed.lock().len(), 2);
 }
 
+/// A quick join the search rate refused did not run: sent again with its request id
+/// after the wait, it runs (only a quick join that ran is remembered by its id).
+#[test]
+fn a_quick_join_refused_for_the_search_rate_runs_when_sent_again_with_its_id() {
+    let mut h = Harness::new();
+    h.replies();
+    h.session.ctx.searches = Arc::new(limits::SharedRate::new(1.0, 1.0));
+    h.send(vec![quick_join("relay", &[], &[], 1), quick_join("relay", &[], &[], 2)])
+        .unwrap();
+    assert_eq!(h.sent().len(), 1, "the first ran");
+    assert_eq!(h.errors(), [(ErrorCode::RateLimited, 2)]);
+    h.advance(Duration::from_secs(1));
+    h.one(quick_join("relay", &[], &[], 2)).unwrap();
+    assert_eq!(h.sent().len(), 1, "sent again after the wait, it ran");
+    // Once run, the same id again is ignored, as before.
+    h.advance(Duration::from_secs(1));
+    h.one(quick_join("relay", &[], &[], 2)).unwrap();
+    assert_eq!(h.sent(), []);
+    assert!(h.replies().is_empty());
+}
+
 #[test]
 fn clustered_a_resume_asks_again_what_the_old_connection_was_running() {
     let mut h = Harness::clustered();
@@ -1536,6 +1557,46 @@ fn clustered_claims_under_way_are_bounded_even_for_rooms_left() {
         h.errors(),
         [(ErrorCode::LimitExceeded, 3)],
         "two claims under way: the cap"
+    );
+}
+
+/// The directory's answer to one claim ends that claim only: the same room joined and
+/// left twice with the same request id is two claims under way, and one answer must
+/// not free the bound of both.
+#[test]
+fn clustered_one_answer_ends_one_of_two_claims_with_the_same_request_id() {
+    let mut h = Harness::clustered();
+    h.replies();
+    let leave = |room: &str| {
+        Out::Leave(proto::LeaveRoom {
+            room: room.into(),
+            request_id: 0,
+        })
+    };
+    h.send(vec![join("a", 1), leave("a"), join("a", 1), leave("a")])
+        .unwrap();
+    h.replies();
+    for _ in 0..2 {
+        assert!(matches!(
+            h.session.poll_directory(),
+            Some(DirectoryOp::Claim { request_id: 1, .. })
+        ));
+    }
+    h.session.on_directory(DirectoryReply::Claim {
+        room: "a".into(),
+        outcome: Ok(Claim::Ours),
+        was_open: false,
+        ticket: String::new(),
+        seat: None,
+        request_id: 1,
+    });
+    h.replies();
+    // One claim still runs: one more fits under the bound of two, a second does not.
+    h.send(vec![join("c", 3), leave("c"), join("d", 4)]).unwrap();
+    assert_eq!(
+        h.errors(),
+        [(ErrorCode::LimitExceeded, 4)],
+        "one claim of the two still under way"
     );
 }
 
