@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -113,6 +113,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         if self.unwritten == self.out.len() {
             self.out.clear();
+            self.unwritten = 0;
+        } else if self.unwritten > 0 {
+            // What went out goes: a client that reads its pongs a little slower than
+            // it pings, so that some are always partly written, would otherwise grow
+            // the buffer for the connection's life.
+            self.out.advance(self.unwritten);
             self.unwritten = 0;
         }
         control_frame(&mut self.out, opcode, payload);
@@ -532,6 +538,21 @@ mod tests {
         // What waits for the client stayed bounded (the rest was not answered).
         let waiting = ws.out.len() - ws.unwritten;
         assert!(waiting <= MAX_UNWRITTEN_PONGS + 102, "{waiting} bytes waiting");
+    }
+
+    /// Pongs queued behind one partly written do not keep what was written: the buffer
+    /// holds what is still to go, however long a client keeps pinging a little faster
+    /// than it reads.
+    #[tokio::test]
+    async fn pongs_queued_behind_a_partly_written_one_drop_what_was_written() {
+        let (_client, mut ws) = pipe(4096).await;
+        for _ in 0..1000 {
+            ws.queue_control(OP_PONG, &[7; 100]);
+            // The socket took all but a few bytes of what waited.
+            ws.unwritten = ws.out.len() - 3;
+        }
+        assert!(ws.out.len() < 256, "holds {} bytes", ws.out.len());
+        assert_eq!(&ws.out[ws.unwritten..], &[7, 7, 7], "what is still to go is kept");
     }
 
     /// A client's pings are answered with pongs carrying their payload, and its close
