@@ -261,6 +261,7 @@ async fn handshake(incoming: Incoming, peer: SocketAddr, ctx: &Context) -> Optio
         return quic.refuse(ctx, CloseReason::Undecodable).await;
     };
     quic.max_message = max_message;
+    quic.awaiting_hello = false;
     let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
     let identity = match ctx.session.auth.authenticate(token, unix_micros() / 1_000_000) {
         Ok(identity) => identity.with_address(peer.ip()),
@@ -309,6 +310,8 @@ pub(crate) struct Quic {
     /// writes are not cancel-safe, so what follows on the stream would be read as the
     /// rest of that frame. Nothing more is written.
     cut: bool,
+    /// The `Hello` has not been read yet (datagrams are dropped until it is).
+    awaiting_hello: bool,
 }
 
 /// How long a connection whose client finished its control stream is given for the
@@ -333,6 +336,7 @@ impl Quic {
             datagram_space: conn.datagram_send_buffer_space(),
             last_datagrams: 0,
             cut: false,
+            awaiting_hello: true,
             conn,
         }
     }
@@ -419,6 +423,11 @@ impl Transport for Quic {
                 datagram = std::future::poll_fn(|cx| self.datagram.poll(cx)) => {
                     self.datagram.set(read_datagram(self.conn.clone()));
                     match datagram {
+                        // The `Hello` is the control stream's first frame: a datagram
+                        // before it is not read as one (nor kept).
+                        Ok(_) if self.awaiting_hello => {}
+                        // The same bound as the stream's (quinn's own is the path's).
+                        Ok(datagram) if datagram.len() > self.max_message => return Received::Other(Inbound::TooBig),
                         Ok(datagram) => return Received::Binary(datagram),
                         Err(e) => return lost(e),
                     }
@@ -503,8 +512,14 @@ impl Transport for Quic {
     }
 
     async fn close(&mut self, reason: CloseReason) {
-        // Let what was already written reach the client before the close.
-        let _ = self.send.finish();
+        // Let what was already written reach the client before the close; a frame cut
+        // off half way is not finished (the client would read its end as a framing
+        // error before the close): the stream is reset instead.
+        if self.cut {
+            let _ = self.send.reset(VarInt::from_u32(0));
+        } else {
+            let _ = self.send.finish();
+        }
         let _ = tokio::time::timeout(Duration::from_millis(500), self.send.stopped()).await;
         close_with(&self.conn, reason.code(), reason.reason());
     }

@@ -1315,3 +1315,58 @@ async fn a_large_token_works_over_both_transports() {
     let quic = TestClient::connect_quic(&server, &large, "").await.unwrap();
     assert_eq!(&*quic.welcome.user_id, "alice");
 }
+
+/// Over QUIC a datagram is held to `max_message_bytes` as a control-stream frame is
+/// (1009), and a datagram that arrives before the `Hello` is not taken for it: the
+/// `Hello` on the control stream starts the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_datagrams_are_held_to_the_size_limit_and_never_taken_for_the_hello() {
+    use tickrelay_testkit::quic::{QuicConn, client_config};
+    let server = start_with(|config: &mut Config| config.session.max_message_bytes = 256).await;
+
+    // The control stream open (the first byte of the `Hello` sent), then a datagram
+    // (bytes no `Hello` decodes from), then the rest of the `Hello`.
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client_config(&server));
+    let conn = endpoint.connect(server.quic_addr, "localhost").unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = proto::Hello {
+        client_id: "datagram-first".into(),
+        ..Default::default()
+    }
+    .encode_length_delimited_to_vec();
+    send.write_all(&hello[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.send_datagram(Bytes::from_static(&[0xff, 0xff, 0xff])).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send.write_all(&hello[1..]).await.unwrap();
+    let mut head = [0u8; 1];
+    if tokio::time::timeout(WAIT, recv.read_exact(&mut head))
+        .await
+        .unwrap()
+        .is_err()
+    {
+        panic!("a close, not the Welcome: {:?}", conn.closed().await);
+    }
+    // The datagram is gone, not read later as a message.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(conn.close_reason(), None);
+    drop((send, recv, conn));
+
+    // A datagram over the limit closes the session with 1009, as a frame would.
+    let mut quic = QuicConn::open(&server, server.quic_addr, "", "", u64::MAX).await;
+    assert!(matches!(quic.recv().await, Incoming::Envelope(_)), "the Welcome");
+    // 600 bytes: over the 256 the session takes (checked before decoding: without
+    // the check these bytes were read, and refused as undecodable, 1007), under the
+    // 1,024 quinn takes at most (four times the limit; beyond, quinn's own error).
+    let big = vec![0u8; 600];
+    quic.conn.send_datagram(big.into()).unwrap();
+    let closed = loop {
+        match tokio::time::timeout(WAIT, quic.recv()).await.unwrap() {
+            Incoming::Closed(code, reason) => break (code, reason),
+            Incoming::Envelope(_) => {}
+            Incoming::Ended(e) => panic!("ended without a close: {e}"),
+        }
+    };
+    assert_eq!(closed.0, 1009, "{}", closed.1);
+}
