@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::cluster::Cluster;
 use crate::engine::listing::Metadata;
-use crate::engine::room::Roll;
+use crate::engine::room::{Roll, valid_room_id};
 use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter};
 use crate::proto::{ErrorCode, RoomClose, SendEvent, UserRemoval};
 use crate::session::auth::MAX_SUB_BYTES;
@@ -70,6 +70,9 @@ pub(crate) enum NotACall {
     Method(&'static str),
     /// A room or user id in the path is not UTF-8 once percent-decoded (400).
     NotUtf8,
+    /// The room id in the path is not one: empty once decoded, over 128 bytes or
+    /// holding a control character (400, without echoing it).
+    RoomId,
 }
 
 /// The API call a request makes, if it is one (the room id percent-encoded in the
@@ -86,16 +89,16 @@ pub(crate) fn call_of(method: &Method, path: &str) -> Option<Result<Call, NotACa
     let rest = path.strip_prefix("/rooms/")?;
     let segments: Vec<&str> = rest.split('/').collect();
     let (room, user) = match segments[..] {
-        [room] => (path_segment(room)?, None),
+        [room] => (room_segment(room)?, None),
         [room, "events"] => {
-            let room = path_segment(room)?;
+            let room = room_segment(room)?;
             return Some(match room {
                 Ok(room) if method == Method::POST => Ok(Call::Publish(room)),
                 Ok(_) => Err(NotACall::Method("POST")),
                 Err(e) => Err(e),
             });
         }
-        [room, "users", user] => (path_segment(room)?, Some(path_segment(user)?)),
+        [room, "users", user] => (room_segment(room)?, Some(path_segment(user)?)),
         _ => return None,
     };
     let (room, user) = match (room, user.transpose()) {
@@ -119,6 +122,18 @@ fn path_segment(encoded: &str) -> Option<Result<String, NotACall>> {
     }
     let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8();
     Some(decoded.map(|id| id.into_owned()).map_err(|_| NotACall::NotUtf8))
+}
+
+/// A room id in the path, percent-decoded and checked as a join checks it (see
+/// [`path_segment`]).
+fn room_segment(encoded: &str) -> Option<Result<String, NotACall>> {
+    Some(path_segment(encoded)?.and_then(|id| {
+        if valid_room_id(&id) {
+            Ok(id)
+        } else {
+            Err(NotACall::RoomId)
+        }
+    }))
 }
 
 /// The answer to any API path with the API off.
@@ -509,6 +524,11 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
             return text(StatusCode::REQUEST_TIMEOUT, message);
         }
     };
+    // The room may have closed (or closed and opened again) while the payload came.
+    let handle = handle.and_then(|_| ctx.session.rooms.find(&room));
+    if handle.is_none() && ctx.cluster.is_none() {
+        return not_open(&room, "on this node");
+    }
     let done = format!("published {} bytes to {room:?}", payload.len());
     let event = SendEvent {
         room,
@@ -553,6 +573,21 @@ mod tests {
             Some(Err(NotACall::NotUtf8))
         );
         assert_eq!(call_of(&Method::GET, "/rooms/%FF"), Some(Err(NotACall::NotUtf8)));
+        // Room ids as a join takes them: 1-128 bytes, no control characters.
+        let long = format!("/rooms/{}", "a".repeat(129));
+        assert_eq!(call_of(&Method::GET, &long), Some(Err(NotACall::RoomId)));
+        assert_eq!(
+            call_of(&Method::GET, &long[..long.len() - 1]),
+            Some(Ok(Call::Describe("a".repeat(128))))
+        );
+        assert_eq!(
+            call_of(&Method::POST, "/rooms/a%0Ab/events"),
+            Some(Err(NotACall::RoomId))
+        );
+        assert_eq!(
+            call_of(&Method::DELETE, &format!("{long}/users/ann")),
+            Some(Err(NotACall::RoomId))
+        );
         assert_eq!(
             call_of(&Method::DELETE, "/rooms/a/users/%C3"),
             Some(Err(NotACall::NotUtf8))

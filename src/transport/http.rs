@@ -273,6 +273,10 @@ where
                     StatusCode::BAD_REQUEST,
                     "bad request; a room or user id in the path is not UTF-8 once percent-decoded\n",
                 ),
+                Some(Err(api::NotACall::RoomId)) if http.api_token.is_some() => text(
+                    StatusCode::BAD_REQUEST,
+                    "bad request; a room id is 1-128 bytes once percent-decoded, without control characters\n",
+                ),
                 Some(Err(_)) => api::off(),
                 None => route(req, peer, http),
             };
