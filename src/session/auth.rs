@@ -481,6 +481,7 @@ impl KeySet {
     }
 
     fn decode(&self, token: &str) -> Result<Timed, AuthError> {
+        const MAX_KEYS_PER_KID: usize = 4;
         let held = self.keys.read();
         let (keys, all) = (&held.list, &held.accepted);
         let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(token, all, e.kind()))?;
@@ -516,7 +517,11 @@ impl KeySet {
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
         let mut verdict = None;
-        for key in candidates.iter().filter(|k| k.algorithms.contains(&header.alg)) {
+        // At most the first few keys under one name: a set (1 MiB, hostile or not) that
+        // lists hundreds under one `kid` would make each forged token cost as many
+        // signature checks.
+        let named = candidates.iter().filter(|k| k.algorithms.contains(&header.alg));
+        for key in named.take(MAX_KEYS_PER_KID) {
             let checked = jsonwebtoken::decode::<Timed>(token, &key.key, &validation)
                 .map(|data| data.claims)
                 .map_err(|e| token_error(token, all, e.kind()));
@@ -1208,6 +1213,42 @@ mod tests {
         assert_eq!(
             auth.authenticate(Some(&signed(&stranger, "eve")), NOW).unwrap_err(),
             AuthError::BadSignature
+        );
+    }
+
+    /// A token is checked with at most the first four keys its `kid` names: a set
+    /// listing many under one name does not multiply what a forged token costs.
+    #[test]
+    fn a_key_id_is_checked_with_its_first_four_keys_at_most() {
+        let config = jwks_config();
+        let auth = Authenticator::new(&config).unwrap();
+        let keys: Vec<_> = (0..6)
+            .map(|_| {
+                let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+                let x = base64_url(pair.public_key_raw());
+                let jwk = format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"k","x":"{x}"}}"#);
+                let signer = jsonwebtoken::EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap();
+                (jwk, signer)
+            })
+            .collect();
+        let jwks: Vec<&str> = keys.iter().map(|(jwk, _)| jwk.as_str()).collect();
+        let document = format!(r#"{{"keys":[{}]}}"#, jwks.join(","));
+        assert_eq!(auth.key_set().unwrap().replace(document.as_bytes()), Ok(6));
+        let signed = |signer: &jsonwebtoken::EncodingKey| {
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some("k".into());
+            let claims = Claims {
+                sub: "ann".into(),
+                exp: NOW + 60,
+                rooms: None,
+            };
+            jsonwebtoken::encode(&header, &claims, signer).unwrap()
+        };
+        assert!(auth.authenticate(Some(&signed(&keys[3].1)), NOW).is_ok(), "the fourth");
+        assert_eq!(
+            auth.authenticate(Some(&signed(&keys[4].1)), NOW).unwrap_err(),
+            AuthError::BadSignature,
+            "the fifth is not tried"
         );
     }
 
