@@ -334,13 +334,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             // still a flood.
             Ok(()) if this.bucket.tokens() >= this.burst / 2.0 => this.over_since = None,
             Ok(()) => {}
-            Err(wait) => {
+            Err(_) => {
                 let since = *this.over_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= this.flood_window {
                     return Poll::Ready(Err(std::io::Error::other(Flooded)));
                 }
-                // Let these bytes through, and read no more until the bucket refilled.
-                this.bucket.take_up_to(u64::MAX, now);
+                // Let these bytes through, charged in full (the bucket goes below
+                // zero: emptying it only let every other read through unpaid, twice
+                // the rate), and read no more until it is back at zero.
+                this.bucket.charge(read, now);
+                let wait = this.bucket.wait_for(0.0, now);
                 this.throttle = Some(Box::pin(tokio::time::sleep(wait)));
             }
         }
