@@ -137,7 +137,7 @@ async fn serve(args: Args, next_tick: Arc<AtomicU64>) -> Result<(), Box<dyn std:
             let stream: Stream = match acceptor {
                 // The relay's own TLS reads (readiness first), so the floor's I/O is
                 // the relay's.
-                Some(a) => match a.accept(tcp).await {
+                Some(a) => match a.accept(tls::CountedTcp::new(tcp)).await {
                     Ok(tls) => Box::new(ServerTls::new(tls)),
                     Err(_) => return,
                 },

@@ -41,7 +41,7 @@ use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
 use crate::transport::gate::{Permit, SocketPermit};
 use crate::transport::origin::OriginConfig;
-use crate::transport::tls::ServerTls;
+use crate::transport::tls::{CountedTcp, ServerTls};
 use crate::transport::ws::{Metered, WebSocket};
 
 /// What the HTTP side needs beyond the connection [`Context`].
@@ -96,7 +96,7 @@ pub(crate) async fn serve_connection(
                 // A stopping server waits for no TLS handshake (an idle socket would
                 // hold the stop for 10 s).
                 let handshake = tokio::select! {
-                    done = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)) => done,
+                    done = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(CountedTcp::new(stream))) => done,
                     () = http.ctx.shutdown.cancelled() => return,
                 };
                 match handshake {
@@ -664,7 +664,7 @@ enum Stream {
 impl Socket {
     /// The socket under `upgraded`, and what hyper had read past the request.
     fn from_upgraded(upgraded: Upgraded) -> (Self, Vec<u8>) {
-        let (stream, read) = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        let (stream, read) = match upgraded.downcast::<TokioIo<TlsStream<CountedTcp>>>() {
             Ok(parts) => (
                 Stream::Tls(ServerTls::new(parts.io.into_inner())),
                 parts.read_buf.to_vec(),

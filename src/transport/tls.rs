@@ -538,41 +538,33 @@ fn write_dev_cert(cert: &Path) -> Result<DevCert, TlsError> {
     Ok((vec![certified.der().clone()], der.into(), pem))
 }
 
-/// An accepted TLS connection whose reads ask the socket's readiness first while
-/// rustls has nothing buffered: a connection is polled for input at every wake-up,
-/// most of them for output, and a TLS read prepares its record buffer before it finds
-/// the socket empty. Writes go to the TLS stream as they are.
+/// A TCP socket that counts the bytes read from it: the TLS records under a
+/// [`ServerTls`].
 #[derive(Debug)]
-pub struct ServerTls(Box<TlsStream<TcpStream>>);
+pub struct CountedTcp {
+    tcp: TcpStream,
+    read: u64,
+}
 
-impl ServerTls {
-    /// Wraps an accepted connection.
-    pub fn new(stream: TlsStream<TcpStream>) -> Self {
-        Self(Box::new(stream))
-    }
-
-    /// The TCP socket under the TLS session.
-    pub fn tcp(&self) -> &TcpStream {
-        self.0.get_ref().0
+impl CountedTcp {
+    /// Wraps an accepted socket (hand it to the TLS acceptor).
+    pub fn new(tcp: TcpStream) -> Self {
+        Self { tcp, read: 0 }
     }
 }
 
-impl AsyncRead for ServerTls {
+impl AsyncRead for CountedTcp {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let (tcp, session) = self.0.get_ref();
-        if session.wants_read() {
-            // A poll, not a future: the socket keeps the waker when the read that
-            // asked is dropped, which the connection loop relies on (see
-            // `Transport::recv`).
-            ready!(tcp.poll_read_ready(cx))?;
-        }
-        Pin::new(&mut *self.0).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.tcp).poll_read(cx, buf))?;
+        self.read += (buf.filled().len() - before) as u64;
+        Poll::Ready(Ok(()))
     }
 }
 
-impl AsyncWrite for ServerTls {
+impl AsyncWrite for CountedTcp {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, data)
+        Pin::new(&mut self.tcp).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -580,19 +572,109 @@ impl AsyncWrite for ServerTls {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.tcp.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
+        Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_shutdown(cx)
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// TLS bytes a connection may read beyond [`TLS_BYTES_PER_BYTE`] per byte of data ...
+const TLS_SLACK_BYTES: u64 = 64 * 1024;
+
+/// ... and per byte of data: a client's records carry at least a byte each, 22 bytes
+/// of TLS around it (a client that sends records of a byte is well under this).
+const TLS_BYTES_PER_BYTE: u64 = 32;
+
+/// An accepted TLS connection whose reads ask the socket's readiness first while
+/// rustls has nothing buffered: a connection is polled for input at every wake-up,
+/// most of them for output, and a TLS read prepares its record buffer before it finds
+/// the socket empty. Writes go to the TLS stream as they are.
+///
+/// The byte rate limit counts what the TLS records hold: records that hold nothing but
+/// padding would cost their decryption unmetered (rustls refuses 33 of them in a row,
+/// not 32 with a byte of data between each). So a connection that read more than
+/// [`TLS_BYTES_PER_BYTE`] TLS bytes per byte of data since the upgrade, and
+/// [`TLS_SLACK_BYTES`] more, fails its read as a flood.
+#[derive(Debug)]
+pub struct ServerTls {
+    stream: Box<TlsStream<CountedTcp>>,
+    /// TLS bytes read before the upgrade (the handshake, the HTTP request).
+    tls_at_start: u64,
+    /// Bytes of data read since.
+    data: u64,
+}
+
+impl ServerTls {
+    /// Wraps an accepted connection.
+    pub fn new(stream: TlsStream<CountedTcp>) -> Self {
+        let tls_at_start = stream.get_ref().0.read;
+        Self {
+            stream: Box::new(stream),
+            tls_at_start,
+            data: 0,
+        }
+    }
+
+    /// The TCP socket under the TLS session.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.stream.get_ref().0.tcp
+    }
+}
+
+impl AsyncRead for ServerTls {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let (tcp, session) = this.stream.get_ref();
+        if session.wants_read() {
+            // A poll, not a future: the socket keeps the waker when the read that
+            // asked is dropped, which the connection loop relies on (see
+            // `Transport::recv`).
+            ready!(tcp.tcp.poll_read_ready(cx))?;
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut *this.stream).poll_read(cx, buf);
+        this.data += (buf.filled().len() - before) as u64;
+        let tls = this.stream.get_ref().0.read - this.tls_at_start;
+        if tls > TLS_SLACK_BYTES + TLS_BYTES_PER_BYTE * this.data {
+            return Poll::Ready(Err(std::io::Error::other(crate::transport::ws::Flooded)));
+        }
+        read
+    }
+}
+
+impl AsyncWrite for ServerTls {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.stream).poll_shutdown(cx)
     }
 }
 

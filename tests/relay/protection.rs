@@ -1370,3 +1370,97 @@ async fn quic_datagrams_are_held_to_the_size_limit_and_never_taken_for_the_hello
     };
     assert_eq!(closed.0, 1009, "{}", closed.1);
 }
+
+/// Over wss:// TLS's own bytes count too: a client that sends records holding no data,
+/// with one byte of a message between every 32 of them (rustls refuses 33 empty
+/// records in a row), had the relay decrypt them unmetered; it is closed as a flood
+/// (1008) once it sent far more TLS than data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_records_without_data_count_against_the_byte_limit() {
+    use rustls::crypto::CryptoProvider;
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+    use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = start().await;
+    let suite = cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut config = server.tls_config_with(CryptoProvider {
+        cipher_suites: vec![suite],
+        ..default_provider()
+    });
+    config.enable_secret_extraction = true;
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 1024];
+        let n = tls.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the upgrade's answer");
+        head.extend_from_slice(&chunk[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+
+    // From here the client writes its own records, with the session's keys.
+    let (mut tcp, conn) = tls.into_inner();
+    let (mut seq, secrets) = conn.dangerous_extract_secrets().unwrap().tx;
+    let ConnectionTrafficSecrets::Aes128Gcm { key, iv } = secrets else {
+        panic!("AES-128-GCM was the only suite offered");
+    };
+    let mut encrypter = suite.tls13().unwrap().aead_alg.encrypter(key, iv);
+    // aws-lc's TLS 1.3 sealing learns the nonce mask from a first record numbered 0 and
+    // then wants the numbers to grow: one sealed and dropped.
+    let zeroth = OutboundPlainMessage {
+        typ: ContentType::ApplicationData,
+        version: ProtocolVersion::TLSv1_2,
+        payload: OutboundChunks::Single(&[]),
+    };
+    encrypter.encrypt(zeroth, 0).unwrap();
+    let mut record = |data: &[u8]| {
+        let plain = OutboundPlainMessage {
+            typ: ContentType::ApplicationData,
+            version: ProtocolVersion::TLSv1_2,
+            payload: OutboundChunks::Single(data),
+        };
+        let sealed = encrypter.encrypt(plain, seq).unwrap().encode();
+        seq += 1;
+        sealed
+    };
+    // Pings of 125 bytes (masked, mask 0), a byte at a time, each after 32 empty records.
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.resize(6 + 125, 0);
+    let mut sent_data = 0;
+    'sending: for _ in 0..20 {
+        for &byte in &ping {
+            let mut burst = Vec::new();
+            for _ in 0..32 {
+                burst.extend(record(&[]));
+            }
+            burst.extend(record(&[byte]));
+            if tcp.write_all(&burst).await.is_err() {
+                break 'sending;
+            }
+            sent_data += 1;
+        }
+    }
+    let closes = || server.metric("tickrelay_closes_total{code=\"1008\"}");
+    eventually("the close for the flood", || async {
+        match closes() {
+            1 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+    assert!(sent_data < 20 * ping.len(), "closed before the client was done");
+}
