@@ -588,7 +588,7 @@ impl AsyncWrite for CountedTcp {
     }
 }
 
-/// TLS bytes a connection may read beyond [`TLS_BYTES_PER_BYTE`] per byte of data ...
+/// TLS bytes a connection may read beyond `TLS_BYTES_PER_BYTE` per byte of data ...
 const TLS_SLACK_BYTES: u64 = 64 * 1024;
 
 /// ... and per byte of data: a client's records carry at least a byte each, 22 bytes
@@ -603,8 +603,8 @@ const TLS_BYTES_PER_BYTE: u64 = 32;
 /// The byte rate limit counts what the TLS records hold: records that hold nothing but
 /// padding would cost their decryption unmetered (rustls refuses 33 of them in a row,
 /// not 32 with a byte of data between each). So a connection that read more than
-/// [`TLS_BYTES_PER_BYTE`] TLS bytes per byte of data since the upgrade, and
-/// [`TLS_SLACK_BYTES`] more, fails its read as a flood.
+/// 32 TLS bytes per byte of data since the upgrade, and 64 KiB more, fails its read
+/// as a flood.
 #[derive(Debug)]
 pub struct ServerTls {
     stream: Box<TlsStream<CountedTcp>>,
