@@ -352,6 +352,13 @@ fn join(room: &str, request_id: u64) -> Out {
     })
 }
 
+fn leave(room: &str, request_id: u64) -> Out {
+    Out::Leave(proto::LeaveRoom {
+        room: room.into(),
+        request_id,
+    })
+}
+
 fn meta(entries: &[(&str, &str)]) -> Metadata {
     entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -1542,14 +1549,8 @@ fn clustered_listings_waiting_for_the_directory_are_bounded() {
 fn clustered_claims_under_way_are_bounded_even_for_rooms_left() {
     let mut h = Harness::clustered();
     h.replies();
-    let leave = |room: &str| {
-        Out::Leave(proto::LeaveRoom {
-            room: room.into(),
-            request_id: 0,
-        })
-    };
     // Join and leave at once, again and again: each claim still runs.
-    h.send(vec![join("a", 1), leave("a"), join("b", 2), leave("b")])
+    h.send(vec![join("a", 1), leave("a", 0), join("b", 2), leave("b", 0)])
         .unwrap();
     h.replies();
     h.one(join("c", 3)).unwrap();
@@ -1567,13 +1568,7 @@ fn clustered_claims_under_way_are_bounded_even_for_rooms_left() {
 fn clustered_one_answer_ends_one_of_two_claims_with_the_same_request_id() {
     let mut h = Harness::clustered();
     h.replies();
-    let leave = |room: &str| {
-        Out::Leave(proto::LeaveRoom {
-            room: room.into(),
-            request_id: 0,
-        })
-    };
-    h.send(vec![join("a", 1), leave("a"), join("a", 1), leave("a")])
+    h.send(vec![join("a", 1), leave("a", 0), join("a", 1), leave("a", 0)])
         .unwrap();
     h.replies();
     for _ in 0..2 {
@@ -1592,7 +1587,7 @@ fn clustered_one_answer_ends_one_of_two_claims_with_the_same_request_id() {
     });
     h.replies();
     // One claim still runs: one more fits under the bound of two, a second does not.
-    h.send(vec![join("c", 3), leave("c"), join("d", 4)]).unwrap();
+    h.send(vec![join("c", 3), leave("c", 0), join("d", 4)]).unwrap();
     assert_eq!(
         h.errors(),
         [(ErrorCode::LimitExceeded, 4)],
@@ -1961,14 +1956,8 @@ fn a_quick_join_passes_over_a_room_just_left() {
     let mut h = Harness::new();
     h.replies();
     let open = h.rooms.open("open", "arena", "", ListingState::default()).unwrap();
-    let leave = |request_id| {
-        Out::Leave(proto::LeaveRoom {
-            request_id,
-            room: "open".into(),
-        })
-    };
     h.one(quick_join("arena", &[], &[], 1)).unwrap();
-    h.one(leave(2)).unwrap();
+    h.one(leave("open", 2)).unwrap();
     h.sent();
     h.one(quick_join("arena", &[], &[], 3)).unwrap();
     assert_eq!(
