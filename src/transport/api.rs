@@ -506,8 +506,10 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
         );
     }
     let ctx = &http.ctx;
-    let handle = ctx.session.rooms.find(&room);
-    if handle.is_none() && ctx.cluster.is_none() {
+    // Looked up before the payload is read (no upload for a room not open) and again
+    // after it: the room may have closed (or closed and opened again) meanwhile.
+    let here = || ctx.session.rooms.find(&room);
+    if ctx.cluster.is_none() && here().is_none() {
         return not_open(&room, "on this node");
     }
     // The same bound as a client's message.
@@ -524,8 +526,7 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
             return text(StatusCode::REQUEST_TIMEOUT, message);
         }
     };
-    // The room may have closed (or closed and opened again) while the payload came.
-    let handle = handle.and_then(|_| ctx.session.rooms.find(&room));
+    let handle = here();
     if handle.is_none() && ctx.cluster.is_none() {
         return not_open(&room, "on this node");
     }
