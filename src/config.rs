@@ -77,8 +77,8 @@ pub struct Config {
     /// every message (inputs are read just before each tick, frames written right
     /// after it); this is the longest anything else (a ping, a request, a timer)
     /// waits, in milliseconds. A connection's TLS handshake and first HTTP request,
-    /// and a blocked write, are not held. 0: woken by every message. Not held in
-    /// cluster mode.
+    /// and a blocked write, are not held, and Redis's answers (cluster mode) wake
+    /// them at once. 0: woken by every message.
     pub io_wait_ms: u64,
     /// Commands (joins, inputs, events) that may wait for one simulation thread;
     /// beyond it sessions are answered `SERVER_BUSY`. Memory is taken only while
@@ -1425,8 +1425,8 @@ io_threads = 0
 # message (inputs are read just before each tick, frames written right after it);
 # this is the longest anything else (a ping, a request, a timer) waits, in ms. A
 # connection's TLS handshake and first HTTP request, and a blocked write, are not
-# held. 0: every message wakes its thread at once (more CPU per message). Cluster
-# mode does not hold them.
+# held, and Redis's answers (cluster mode) wake them at once. 0: every message
+# wakes its thread at once (more CPU per message).
 io_wait_ms = 50
 # Commands (joins, inputs, events) that may wait for one simulation thread; beyond
 # it clients get SERVER_BUSY. Memory is taken only while commands wait.

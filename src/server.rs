@@ -444,13 +444,7 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        // Cluster mode: not held between ticks (yet): a Redis connection made again on an
-        // I/O thread would be driven by it, and every Redis reply would wait for its
-        // windows.
-        let io_wait = match config.cluster.redis_url {
-            Some(_) => Duration::ZERO,
-            None => Duration::from_millis(config.io_wait_ms),
-        };
+        let io_wait = Duration::from_millis(config.io_wait_ms);
         let pacer = Arc::new(Pacer::new(pool_config.threads, io_threads, io_wait));
         pool_config.pacer = Some(pacer.clone());
         let io = IoThreads::start(&pacer)?;

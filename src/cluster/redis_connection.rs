@@ -31,6 +31,7 @@
 //! (a cluster gives it failover, not more throughput: about 5 commands per room per
 //! second, see BENCHMARKS.md).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,10 +43,12 @@ use redis::{
     Client, ClientTlsConfig, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture,
     TlsCertificates, Value,
 };
+use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::directory::DirectoryError;
 use crate::config::{ClusterConfig, ConfigError};
+use crate::engine::pacer;
 
 /// Where the directory's Redis is (`[cluster] redis_url`) and, over TLS, whom to
 /// trust there and what to present (see the module documentation).
@@ -144,9 +147,19 @@ impl RedisAddress {
     }
 }
 
-/// See the module documentation.
+/// See the module documentation. Its commands run on the runtime that opened it
+/// (the server's), whichever thread asks: a connection to Redis that a command made
+/// again would otherwise be driven by the task that asked, and an I/O thread sleeps
+/// between ticks (`engine::pacer`).
 #[derive(Clone)]
-pub(super) enum Connection {
+pub(super) struct Connection {
+    link: Link,
+    runtime: Handle,
+}
+
+/// How a [`Connection`] reaches Redis.
+#[derive(Clone)]
+enum Link {
     /// One Redis server.
     Single(ConnectionManager),
     /// A Redis Cluster.
@@ -202,7 +215,8 @@ impl Connection {
         let unreachable = |e: redis::RedisError| DirectoryError(format!("cannot reach Redis at {shown}: {e}"));
         if let Some((sentinels, tls)) = sentinels_of(url) {
             let sentinels = SentinelUrl::parse(sentinels, tls).map_err(|e| DirectoryError(format!("{shown}: {e}")))?;
-            return follow(sentinels, redis.clone(), pushes).await.map(Self::Sentinel);
+            let followed = follow(sentinels, redis.clone(), pushes).await?;
+            return Ok(Self::new(Link::Sentinel(followed)));
         }
         let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
         if is_cluster(redis, seeds[0]).await.map_err(unreachable)? {
@@ -218,7 +232,7 @@ impl Connection {
             }
             let client = builder.build().map_err(unreachable)?;
             let connection = client.get_async_connection().await.map_err(unreachable)?;
-            return Ok(Self::Cluster(connection));
+            return Ok(Self::new(Link::Cluster(connection)));
         }
         let [seed] = seeds[..] else {
             return Err(DirectoryError(format!(
@@ -227,14 +241,21 @@ impl Connection {
             )));
         };
         let connection = manager(redis, seed, pushes).await.map_err(unreachable)?;
-        Ok(Self::Single(connection))
+        Ok(Self::new(Link::Single(connection)))
+    }
+
+    fn new(link: Link) -> Self {
+        Self {
+            link,
+            runtime: Handle::current(),
+        }
     }
 
     /// The prefix of every key and channel, from the configured one: on a cluster,
     /// inside a hash tag (unless it holds one already).
     pub(super) fn key_prefix(&self, configured: &str) -> String {
-        match self {
-            Self::Cluster(_) if !has_hash_tag(configured) => format!("{{{configured}}}"),
+        match &self.link {
+            Link::Cluster(_) if !has_hash_tag(configured) => format!("{{{configured}}}"),
             _ => configured.to_string(),
         }
     }
@@ -242,10 +263,10 @@ impl Connection {
     /// Subscribes to `channels` (sharded on a cluster), with the pushes going where
     /// [`Connection::open`] was told.
     pub(super) async fn subscribe(&mut self, channels: &[&str]) -> redis::RedisResult<()> {
-        match self {
-            Self::Single(connection) => connection.subscribe(channels).await,
-            Self::Cluster(connection) => connection.ssubscribe(channels).await,
-            Self::Sentinel(followed) => {
+        match &mut self.link {
+            Link::Single(connection) => connection.subscribe(channels).await,
+            Link::Cluster(connection) => connection.ssubscribe(channels).await,
+            Link::Sentinel(followed) => {
                 {
                     let mut known = followed.0.channels.lock();
                     for channel in channels {
@@ -263,10 +284,10 @@ impl Connection {
     /// before it is on the push channel when it returns (Redis sends in order, and
     /// the connection hands pushes on as it reads them).
     pub(super) async fn unsubscribe(&mut self, channels: &[&str]) -> redis::RedisResult<()> {
-        match self {
-            Self::Single(connection) => connection.unsubscribe(channels).await,
-            Self::Cluster(connection) => connection.sunsubscribe(channels).await,
-            Self::Sentinel(followed) => {
+        match &mut self.link {
+            Link::Single(connection) => connection.unsubscribe(channels).await,
+            Link::Cluster(connection) => connection.sunsubscribe(channels).await,
+            Link::Sentinel(followed) => {
                 followed
                     .0
                     .channels
@@ -279,17 +300,17 @@ impl Connection {
 
     /// `PUBLISH`, or `SPUBLISH` on a cluster: answers how many listen.
     pub(super) fn publish(&self) -> Cmd {
-        redis::cmd(match self {
-            Self::Single(_) | Self::Sentinel(_) => "PUBLISH",
-            Self::Cluster(_) => "SPUBLISH",
+        redis::cmd(match &self.link {
+            Link::Single(_) | Link::Sentinel(_) => "PUBLISH",
+            Link::Cluster(_) => "SPUBLISH",
         })
     }
 
     /// How many listen on `channel`.
     pub(super) async fn listeners(&mut self, channel: &str) -> redis::RedisResult<u64> {
-        let question = match self {
-            Self::Single(_) | Self::Sentinel(_) => "NUMSUB",
-            Self::Cluster(_) => "SHARDNUMSUB",
+        let question = match &self.link {
+            Link::Single(_) | Link::Sentinel(_) => "NUMSUB",
+            Link::Cluster(_) => "SHARDNUMSUB",
         };
         let answer: Value = redis::cmd("PUBSUB")
             .arg(question)
@@ -569,10 +590,10 @@ async fn follow(
 /// why nothing did. For `tickrelay --check`.
 pub async fn probe(redis: &RedisAddress) -> Result<&'static str, DirectoryError> {
     let mut connection = Connection::open(redis, None).await?;
-    let what = match connection {
-        Connection::Single(_) => "one Redis server",
-        Connection::Cluster(_) => "a Redis Cluster",
-        Connection::Sentinel(_) => "a primary found through Sentinel",
+    let what = match connection.link {
+        Link::Single(_) => "one Redis server",
+        Link::Cluster(_) => "a Redis Cluster",
+        Link::Sentinel(_) => "a primary found through Sentinel",
     };
     let pong: String = (redis::cmd("PING").query_async(&mut connection).await)
         .map_err(|e| DirectoryError(format!("Redis at {} did not answer PING: {e}", redis.shown())))?;
@@ -614,8 +635,8 @@ fn has_hash_tag(prefix: &str) -> bool {
         .is_some_and(|open| prefix[open + 1..].find('}').is_some_and(|close| close > 0))
 }
 
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+impl Link {
+    fn request<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(connection) => connection.req_packed_command(cmd),
             Self::Cluster(connection) => connection.req_packed_command(cmd),
@@ -626,12 +647,7 @@ impl ConnectionLike for Connection {
         }
     }
 
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
+    fn requests<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
             Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
@@ -641,12 +657,57 @@ impl ConnectionLike for Connection {
             }
         }
     }
+}
+
+impl Connection {
+    /// Whether commands asked here run on the connection's runtime instead: on an
+    /// I/O thread (see [`Connection`]).
+    fn hops() -> bool {
+        pacer::home() != pacer::NO_HOME
+    }
+
+    /// Runs `ask` on the connection's runtime; what it answers wakes the asking task
+    /// (and its I/O thread) at once.
+    fn hop<T: Send + 'static>(
+        &self,
+        ask: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> RedisFuture<'static, T> {
+        let answer = self.runtime.spawn(ask);
+        Box::pin(pacer::poked(async move {
+            answer
+                .await
+                .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))?
+        }))
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if !Self::hops() {
+            return self.link.request(cmd);
+        }
+        let (mut link, cmd) = (self.link.clone(), cmd.clone());
+        self.hop(async move { link.request(&cmd).await })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        if !Self::hops() {
+            return self.link.requests(pipeline, offset, count);
+        }
+        let (mut link, pipeline) = (self.link.clone(), pipeline.clone());
+        self.hop(async move { link.requests(&pipeline, offset, count).await })
+    }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(connection) => connection.get_db(),
-            Self::Cluster(connection) => connection.get_db(),
-            Self::Sentinel(followed) => followed.current().get_db(),
+        match &self.link {
+            Link::Single(connection) => connection.get_db(),
+            Link::Cluster(connection) => connection.get_db(),
+            Link::Sentinel(followed) => followed.current().get_db(),
         }
     }
 }

@@ -25,9 +25,10 @@
 //! and [`Pacer::drain`] (see `transport::io_threads`); nothing here imports tokio.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::Waker;
+use std::task::{Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,49 @@ impl Poker {
 /// The calling I/O thread's [`Poker`] (none on other threads).
 pub fn poker() -> Option<Poker> {
     IO.with(|io| io.borrow().clone().map(Poker))
+}
+
+/// Awaits `work`, which another thread finishes (a Redis command another runtime
+/// runs), so that the wake-up reaches the calling I/O thread at once even while it
+/// sleeps between ticks: the task's waker is wrapped in one that also pokes the
+/// thread. On other threads, `work` as it is.
+pub async fn poked<F: Future>(work: F) -> F::Output {
+    let Some(poker) = poker() else {
+        return work.await;
+    };
+    let mut work = std::pin::pin!(work);
+    // The wrapping waker, made again only when the task's waker changes.
+    let mut wrapped: Option<(Waker, Waker)> = None;
+    std::future::poll_fn(|cx| {
+        if !wrapped.as_ref().is_some_and(|(task, _)| task.will_wake(cx.waker())) {
+            let poking = Arc::new(Poking {
+                task: cx.waker().clone(),
+                poker: poker.clone(),
+            });
+            wrapped = Some((cx.waker().clone(), Waker::from(poking)));
+        }
+        let (_, poking) = wrapped.as_ref().expect("set above");
+        work.as_mut().poll(&mut std::task::Context::from_waker(poking))
+    })
+    .await
+}
+
+/// A task's waker that also pokes its I/O thread ([`poked`]).
+struct Poking {
+    task: Waker,
+    poker: Poker,
+}
+
+impl Wake for Poking {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // The task is queued on its runtime first: the poked thread finds it there.
+        self.task.wake_by_ref();
+        self.poker.poke();
+    }
 }
 
 /// While it lives, the I/O thread that made it is not held (see [`hurry`]).
@@ -448,7 +492,6 @@ impl Drop for Deferral<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
 
     #[derive(Default)]
     struct Count(AtomicUsize);
@@ -610,5 +653,51 @@ mod tests {
         pacer.next_tick(0, Some(Instant::now() + 30 * MS));
         let slept = io.join().expect("the I/O thread");
         assert!(slept < Duration::from_secs(10), "woke for the nearer tick: {slept:?}");
+    }
+
+    /// Work another thread finishes, awaited through [`poked`] on an I/O thread
+    /// asleep until a tick in 50 s: its completion wakes the task and the thread.
+    #[test]
+    fn work_finished_on_another_thread_wakes_a_sleeping_io_thread_when_poked() {
+        let pacer = Arc::new(Pacer::new(1, 1, Duration::from_secs(60)));
+        pacer.next_tick(0, Some(Instant::now() + Duration::from_secs(50)));
+        // The work: done once `done` is set, waking the waker it was polled with.
+        let done: Arc<Mutex<(bool, Option<Waker>)>> = Arc::default();
+        let task = Arc::new(Count::default());
+        let io = std::thread::spawn({
+            let (pacer, done, task) = (pacer.clone(), done.clone(), task.clone());
+            move || {
+                pacer.enter(0);
+                let work = std::future::poll_fn(|cx| {
+                    let mut done = done.lock();
+                    if done.0 {
+                        return std::task::Poll::Ready(());
+                    }
+                    done.1 = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                });
+                let mut awaited = std::pin::pin!(poked(work));
+                let waker = Waker::from(task.clone());
+                let mut cx = std::task::Context::from_waker(&waker);
+                assert!(awaited.as_mut().poll(&mut cx).is_pending());
+                let started = Instant::now();
+                pacer.before_park(0);
+                let slept = started.elapsed();
+                assert!(awaited.as_mut().poll(&mut cx).is_ready());
+                slept
+            }
+        });
+        while pacer.io[0].until.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let waker = {
+            let mut done = done.lock();
+            done.0 = true;
+            done.1.take().expect("polled once")
+        };
+        waker.wake();
+        let slept = io.join().expect("the I/O thread");
+        assert!(slept < Duration::from_secs(10), "woke for the work: {slept:?}");
+        assert_eq!(task.get(), 1, "the task woken");
     }
 }

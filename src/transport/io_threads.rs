@@ -4,8 +4,9 @@
 //! and simulation threads hand each thread its connections' wake-ups in one batch per
 //! turn, which its draining task delivers on the thread itself.
 //!
-//! Everything else (accepting, QUIC, `/metrics` on its own listener, cluster work)
-//! runs on the runtime that runs the server.
+//! Everything else (accepting, QUIC, `/metrics` on its own listener, the cluster's
+//! Redis connections and their commands, whichever task asks) runs on the runtime
+//! that runs the server.
 
 use std::future::Future;
 use std::sync::Arc;
