@@ -930,8 +930,10 @@ impl Cluster {
     }
 
     /// Opens the room here from its checkpoint. A checkpoint that cannot be restored
-    /// is logged, and the room starts empty; a simulation that panicked restoring it
-    /// refuses the join (the checkpoint stays for a later one).
+    /// is logged, and the room starts empty; a simulation that panicked restoring it,
+    /// or a refusal that may pass (a simulation thread's full queue, the room limit,
+    /// shutdown), refuses the join (the checkpoint stays for a later one: the room
+    /// opened empty would overwrite it).
     fn restore(&self, checkpoint: proto::RoomCheckpoint) -> Result<(), PoolError> {
         let room = checkpoint.room.as_str();
         match self.pool.restore(&checkpoint) {
@@ -948,8 +950,10 @@ impl Cluster {
                     "room restored from its checkpoint"
                 );
             }
-            Err(PoolError::SimulationFailed) => return Err(PoolError::SimulationFailed),
-            Err(e) => tracing::warn!(room, "room checkpoint not restored, the room starts empty: {e}"),
+            Err(PoolError::Unrestorable(e)) => {
+                tracing::warn!(room, "room checkpoint not restored, the room starts empty: {e}");
+            }
+            Err(e) => return Err(e),
         }
         Ok(())
     }

@@ -105,13 +105,16 @@ fn with_node_start(body: &str) -> Script {
 /// `{3}` when nobody holds it and it has a checkpoint the claimer did not find (its
 /// node handed it off since the claimer looked): not taken, so that it is not opened
 /// empty; `{4}` when the claimer's copy is out of date, or another start of its node
-/// id holds the room.
+/// id holds the room, or runs (the claimer was cut off past its lease: it takes no
+/// room from then on).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     with_node_start(
         r"
+if not hold_id(ARGV[7], ARGV[1], ARGV[17], ARGV[5], ARGV[2]) then
+  return {4}
+end
 local entry = redis.call('HMGET', KEYS[1], 'node', 'start')
 local owner = entry[1]
-hold_id(ARGV[7], ARGV[1], ARGV[17], ARGV[5], ARGV[2])
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 if owner == ARGV[1] and entry[2] == ARGV[13] then
@@ -210,8 +213,9 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// withdrawn); ARGV\[8\]: the node start's token; ARGV\[9\]: its number (see
 /// [`RedisDirectory::register_node`]; 0: none yet), kept in `node-start:<id>` as long
 /// as the node's lease unless another start of the id holds it (a node cut off past
-/// its lease, whose id a new start took: position 0 in the answer says so, and the
-/// id's URL lease and load are left to that start); the rooms' arguments follow it.
+/// its lease, whose id a new start took: position 0 in the answer says so, every
+/// room is lost, and the id's URL lease and load are left to that start); the rooms'
+/// arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     with_node_start(
         r"
@@ -237,7 +241,7 @@ for i = 2, #KEYS do
   local a = 10 + (i - 2) * 7
   local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
   local entry = redis.call('HMGET', KEYS[i], 'node', 'start')
-  if entry[1] == ARGV[1] and entry[2] == ARGV[8] then
+  if not superseded and entry[1] == ARGV[1] and entry[2] == ARGV[8] then
     load = load + tonumber(ARGV[a + 2])
     if ARGV[a + 3] == '1' then
       redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 4], 'bans', ARGV[a + 6])

@@ -239,6 +239,10 @@ pub enum PoolError {
     /// schema or restoring it): a bug in the game's simulation.
     #[error("the room's simulation failed to start")]
     SimulationFailed,
+    /// Cluster mode: the room's checkpoint cannot be restored (it does not decode, or
+    /// does not fit the room type's schema).
+    #[error("{0}")]
+    Unrestorable(String),
 }
 
 impl PoolError {
@@ -269,7 +273,7 @@ impl PoolError {
             Self::TooManyRooms | Self::Busy => ErrorCode::ServerBusy,
             Self::CreationLimit(_) => ErrorCode::LimitExceeded,
             Self::ShutDown | Self::SimulationFailed => ErrorCode::RoomClosed,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable(_) | Self::Unrestorable(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -979,7 +983,7 @@ impl SimPool {
                     .map_or(Duration::ZERO, |c| c.seat_grace);
                 let seat_ticks = (grace.as_secs_f64() * f64::from(spec.config.tick_rate)).ceil() as Tick;
                 let restored = Room::restore(key, spec.config.clone(), (spec.factory)(), checkpoint, seat_ticks);
-                restored.map_err(|e| PoolError::Unavailable(e.to_string()))
+                restored.map_err(|e| PoolError::Unrestorable(e.to_string()))
             }
         }));
         let room = match built {

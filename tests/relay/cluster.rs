@@ -768,12 +768,15 @@ async fn a_restarted_nodes_earlier_sessions_are_taken_elsewhere() {
 }
 
 /// A node start cut off from Redis past its lease, whose id a new start took, does
-/// not name itself the id's running start when it renews again, nor delete the new
-/// start's keys when it stops: the new start's sessions stay live.
+/// not name itself the id's running start when it renews again, nor renew or claim a
+/// room from then on, nor delete the new start's keys when it stops: the new start's
+/// sessions stay live.
 #[tokio::test]
 async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
     let (server, old, b) = redis().await;
     old.register_node(SESSION_HOLD).await.unwrap();
+    let world = entry("world", 1);
+    assert_eq!(old.claim(&world).await.unwrap(), Claim::Ours);
     let mut connection = raw_connection(&server).await;
     // Its lease lapses (cut off).
     let _: () = redis::cmd("DEL")
@@ -784,7 +787,9 @@ async fn a_start_cut_off_past_its_lease_leaves_its_ids_new_start_alone() {
     let new = redis_node(&server, "a").await;
     let number = start_with_session(&new, "t").await;
     new.renew(&[]).await.unwrap();
-    old.renew(&[]).await.unwrap();
+    assert_eq!(old.renew(std::slice::from_ref(&world)).await.unwrap(), ["world"]);
+    assert_eq!(old.claim(&entry("lobby", 1)).await.unwrap(), Claim::Superseded);
+    assert_eq!(new.claim(&entry("lobby", 1)).await.unwrap(), Claim::Ours);
     assert_eq!(
         b.take_session(number, "t", None, SESSION_HOLD).await.unwrap(),
         SessionTake::Live
