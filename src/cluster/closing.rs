@@ -9,7 +9,9 @@
 //! restore the room as it closed; and the late close would then drop the entry of the
 //! room opened again. So a claim of a room not open here waits until no close of it
 //! is pending ([`Closing::settled`]). Closes are marked by the pool's checkpoint sink
-//! ([`Closing::sink`]), which the pool calls before the room leaves its directory.
+//! ([`Closing::sink`]), which the pool calls before the room leaves its directory;
+//! releases of claims that opened no room, as they are written
+//! ([`Closing::releasing`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +51,15 @@ impl Closing {
         *self.pending.lock().entry(room.clone()).or_default() += 1;
     }
 
+    /// Marks a release of `room`'s claim (a claim no room here followed) as a
+    /// pending close until the guard drops: a claim of the room beginning meanwhile
+    /// waits for the release to be written, so that it does not take the room's entry
+    /// (still this node's) just before the release drops it.
+    pub fn releasing<'a>(&'a self, room: &'a str) -> Releasing<'a> {
+        self.closed(&Arc::from(room));
+        Releasing { closing: self, room }
+    }
+
     /// `closes` closes of `room` were written (or given up).
     pub fn written(&self, room: &str, closes: u32) {
         let mut pending = self.pending.lock();
@@ -75,6 +86,19 @@ impl Closing {
             }
         };
         tokio::time::timeout(wait, settled).await.is_ok()
+    }
+}
+
+/// A release under way ([`Closing::releasing`]).
+#[must_use]
+pub struct Releasing<'a> {
+    closing: &'a Closing,
+    room: &'a str,
+}
+
+impl Drop for Releasing<'_> {
+    fn drop(&mut self) {
+        self.closing.written(self.room, 1);
     }
 }
 
@@ -106,6 +130,15 @@ mod tests {
         tokio::task::yield_now().await;
         closing.written("world", 1);
         assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_claim_waits_for_a_release_under_way() {
+        let closing = Closing::default();
+        let releasing = closing.releasing("world");
+        assert!(!closing.settled("world", WAIT).await, "released meanwhile");
+        drop(releasing);
+        assert!(closing.settled("world", WAIT).await);
     }
 
     #[tokio::test]

@@ -111,34 +111,45 @@ pub struct Cluster {
     unforgotten: parking_lot::Mutex<Vec<String>>,
     /// Rooms not open here that claims are under way for (a restore among them), and
     /// how many: calls from other nodes for them wait (see `cluster::held`).
-    opening: parking_lot::Mutex<HashMap<String, usize>>,
+    opening: Arc<parking_lot::Mutex<HashMap<String, usize>>>,
     /// Set when the inbox took [`Delivery::CallsStopped`]: every call other nodes
     /// published before this node stopped taking them has reached its room.
     calls_drained: AtomicBool,
     calls_drained_notify: Notify,
 }
 
-/// A claim of a room not open here, under way: counted in `Cluster::opening` while
-/// it lives.
-struct Opening<'a> {
-    rooms: &'a parking_lot::Mutex<HashMap<String, usize>>,
-    room: &'a str,
+/// A claim of a room not open here, under way: counted in the cluster's rooms
+/// opening while it lives. A join's claim is held until its session opened the room
+/// (or gave up): until then the room is not released for another join that left
+/// meanwhile, and calls for it wait for it to open.
+pub struct Opening {
+    rooms: Arc<parking_lot::Mutex<HashMap<String, usize>>>,
+    room: String,
 }
 
-impl<'a> Opening<'a> {
-    fn new(rooms: &'a parking_lot::Mutex<HashMap<String, usize>>, room: &'a str) -> Self {
+impl Opening {
+    fn new(rooms: &Arc<parking_lot::Mutex<HashMap<String, usize>>>, room: &str) -> Self {
         *rooms.lock().entry(room.to_string()).or_default() += 1;
-        Self { rooms, room }
+        Self {
+            rooms: rooms.clone(),
+            room: room.to_string(),
+        }
     }
 }
 
-impl Drop for Opening<'_> {
+impl std::fmt::Debug for Opening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Opening").field(&self.room).finish()
+    }
+}
+
+impl Drop for Opening {
     fn drop(&mut self) {
         let mut rooms = self.rooms.lock();
-        if let Some(claims) = rooms.get_mut(self.room) {
+        if let Some(claims) = rooms.get_mut(&self.room) {
             *claims -= 1;
             if *claims == 0 {
-                rooms.remove(self.room);
+                rooms.remove(&self.room);
             }
         }
     }
@@ -356,7 +367,7 @@ impl Cluster {
             sessions: parking_lot::Mutex::default(),
             rewrite_sessions: AtomicBool::new(false),
             unforgotten: parking_lot::Mutex::default(),
-            opening: parking_lot::Mutex::default(),
+            opening: Arc::default(),
             calls_drained: AtomicBool::new(false),
             calls_drained_notify: Notify::new(),
         }
@@ -553,7 +564,10 @@ impl Cluster {
                 request_id,
             } => {
                 let was_open = self.pool.room(&room).is_some();
-                let mut outcome = self.claim(&room, &room_type, listing).await;
+                let (mut outcome, opening) = match self.claim_opening(&room, &room_type, listing).await {
+                    Ok((claim, opening)) => (Ok(claim), opening),
+                    Err(e) => (Err(e), None),
+                };
                 // Closed while the claim ran (the claim renewed its entry, which the
                 // close takes away): not opened anew without it (see the session's
                 // `was_open`), and the claim given back.
@@ -583,6 +597,7 @@ impl Cluster {
                     ticket,
                     seat: carried,
                     request_id,
+                    opening,
                 }
             }
             DirectoryOp::Release { room } => {
@@ -761,6 +776,17 @@ impl Cluster {
     /// Claims a room for this node, or learns who owns it. An unknown room type is
     /// refused before the directory is asked.
     pub async fn claim(&self, room: &str, room_type: &str, listing: ListingState) -> Result<Claim, PoolError> {
+        Ok(self.claim_opening(room, room_type, listing).await?.0)
+    }
+
+    /// [`Cluster::claim`], and the claim counted as opening the room (when it was not
+    /// open here) for as long as the caller keeps it.
+    async fn claim_opening(
+        &self,
+        room: &str,
+        room_type: &str,
+        listing: ListingState,
+    ) -> Result<(Claim, Option<Opening>), PoolError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping());
         }
@@ -768,6 +794,13 @@ impl Cluster {
         // that the claim may restore enters the directory unlisted (a private room is
         // never listed), and as itself once restored. A room that closed here is
         // claimed again once its close is written (see `Closing`).
+        // (Counted as opening before it looks for a close or a release of the room
+        // under way: see `release_unless_open`.)
+        let mut opening = self
+            .pool
+            .room(room)
+            .is_none()
+            .then(|| Opening::new(&self.opening, room));
         let open_here = match self.pool.room(room) {
             Some(handle) => Some(handle),
             None if !self.closing.settled(room, DIRECTORY_TIMEOUT).await => {
@@ -775,7 +808,9 @@ impl Cluster {
             }
             None => self.pool.room(room),
         };
-        let _opening = open_here.is_none().then(|| Opening::new(&self.opening, room));
+        if open_here.is_some() {
+            opening = None;
+        }
         // A failed read is an error, not "no checkpoint": the room would open empty,
         // and its checkpoint be overwritten by the empty room's. A checkpoint written
         // between that read and the claim (its node handed the room off meanwhile)
@@ -801,10 +836,11 @@ impl Cluster {
             let entry = self.entry(room, room_type, listing)?;
             if placed && let Some(node) = self.place(room).await? {
                 self.metrics.redirects.inc();
-                return Ok(Claim::Theirs {
+                let claim = Claim::Theirs {
                     node: node.id,
                     url: Some(node.url),
-                });
+                };
+                return Ok((claim, None));
             }
             // Refused at most once: the second claim knows of the checkpoint.
             let none_found = open_here.is_none() && !may_restore;
@@ -858,7 +894,7 @@ impl Cluster {
             }
             _ => {}
         }
-        Ok(claim)
+        Ok((claim, opening))
     }
 
     /// Gives a claim of `room` back unless the room is open here (a claim that no
@@ -866,6 +902,10 @@ impl Cluster {
     /// opening it (restoring it from its checkpoint, say: it would open without its
     /// lease). `mine`: the caller's own claims under way (counted in `opening`).
     async fn release_unless_open(&self, room: &str, mine: usize) {
+        // Marked first, counted second, while a claim counts itself first and looks
+        // for marks second (both under locks): a claim that began before this look is
+        // counted, one that begins after it waits until the release is written.
+        let _releasing = self.closing.releasing(room);
         let opening = self.opening.lock().get(room).copied().unwrap_or(0);
         if self.pool.room(room).is_none() && opening <= mine {
             let _ = self.call(self.directory.release(room)).await;

@@ -29,6 +29,7 @@ use rustc_hash::FxHashMap;
 
 use crate::clock::Now;
 use crate::cluster::Claim;
+use crate::cluster::node::Opening;
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox, Replay};
 use crate::engine::room::{Joiner, error_message, valid_room_id};
@@ -218,7 +219,7 @@ pub(crate) fn closed_as_joined() -> PoolError {
 
 /// The directory's answer to a [`DirectoryOp`] (a refusal as the [`PoolError`] to
 /// answer with).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum DirectoryReply {
     /// To [`DirectoryOp::Claim`].
     Claim {
@@ -235,6 +236,9 @@ pub enum DirectoryReply {
         seat: Option<proto::Seat>,
         /// The claim's [`DirectoryOp::Claim::request_id`].
         request_id: u64,
+        /// A claim of a room not open here: counted as opening it until the reply is
+        /// done with (the room opened, or given up).
+        opening: Option<Opening>,
     },
     /// To [`DirectoryOp::List`].
     List {
@@ -1248,6 +1252,8 @@ impl Session {
                 ticket,
                 seat,
                 request_id,
+                // Held to the end of this arm: the room is open by then, or given up.
+                opening: _opening,
             } => {
                 let pending = match self.claims.get(&room) {
                     Some(pending) if pending.request_id == request_id => self.claims.remove(&room),

@@ -1157,6 +1157,7 @@ fn claimed_with(
         ticket: if redirected { "ticket".into() } else { String::new() },
         seat: carried,
         request_id,
+        opening: None,
     };
     h.session.on_directory(reply);
 }
@@ -1338,6 +1339,7 @@ fn clustered_a_claim_answers_its_own_join_not_a_later_one() {
         ticket: String::new(),
         seat: None,
         request_id,
+        opening: None,
     };
     h.session.on_directory(ours(1));
     assert_eq!(h.sent(), []);
@@ -1400,6 +1402,7 @@ fn clustered_a_room_that_closed_while_its_claim_ran_is_not_opened_anew() {
         ticket: String::new(),
         seat: None,
         request_id,
+        opening: None,
     };
     h.one(join("gone", 1)).unwrap();
     assert!(matches!(h.session.poll_directory(), Some(DirectoryOp::Claim { .. })));
@@ -1584,6 +1587,7 @@ fn clustered_one_answer_ends_one_of_two_claims_with_the_same_request_id() {
         ticket: String::new(),
         seat: None,
         request_id: 1,
+        opening: None,
     });
     h.replies();
     // One claim still runs: one more fits under the bound of two, a second does not.
