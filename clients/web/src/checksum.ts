@@ -64,10 +64,11 @@ const f32 = new Float32Array(1);
 const f32Bits = new Uint32Array(f32.buffer);
 
 /**
- * The IEEE-754 bits of a float32. A NaN's payload is whatever the engine keeps (V8
- * keeps a quiet NaN's, and quiets a signalling one).
+ * The IEEE-754 bits of a float32; every NaN is 0x7fc00000, as the relay stores it (an
+ * engine may keep or drop a NaN's payload).
  */
 function float32Bits(v: number): number {
+  if (Number.isNaN(v)) return 0x7fc00000;
   f32[0] = v;
   return f32Bits[0]!;
 }

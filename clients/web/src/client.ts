@@ -523,6 +523,10 @@ export class Client {
   #queuedPong: Extract<Outgoing, { case: "pong" }> | undefined;
   #welcomed = false;
   #stopped = false;
+  /** The own connection's close under way (see `close`). */
+  #closing: Promise<void> | undefined;
+  /** `connect()` was called while it was. */
+  #connectAfterClose = false;
   /** The `getToken` ask under way (0: none); an answer to an older one is dropped. */
   #asking = 0;
   #asks = 0;
@@ -616,6 +620,17 @@ export class Client {
 
   /** Starts connecting (and reconnecting until {@link Client.close} or giving up); a no-op while connecting or connected. */
   connect(): void {
+    // Called while `close()` is under way: connects once the close is done (unless
+    // `close()` comes again), rather than not at all.
+    if (this.#stopped && this.#closing !== undefined) {
+      this.#connectAfterClose = true;
+      void this.#closing.then(() => {
+        if (!this.#connectAfterClose) return;
+        this.#connectAfterClose = false;
+        this.connect();
+      });
+      return;
+    }
     if (this.#socket !== undefined || this.#timers.retry !== undefined || (this.#asking !== 0 && !this.#stopped)) return;
     this.#stopped = false;
     this.#attempt = 0;
@@ -955,6 +970,7 @@ export class Client {
 
   #closeOwn(): Promise<void> {
     this.#stopped = true;
+    this.#connectAfterClose = false;
     this.#clearTimers();
     this.#refresh = undefined;
     // The server ends the session at a 1000 close: a later `connect` starts a new one
@@ -972,7 +988,12 @@ export class Client {
       this.#welcomed = false;
       return Promise.resolve();
     }
-    return this.#sendQueued().then(() => this.#closeSocket(socket));
+    const closing = this.#sendQueued().then(() => this.#closeSocket(socket));
+    this.#closing = closing;
+    void closing.then(() => {
+      if (this.#closing === closing) this.#closing = undefined;
+    });
+    return closing;
   }
 
   /**
@@ -1100,14 +1121,19 @@ export class Client {
       }
     }, this.#options.connectTimeoutMs);
     socket.onmessage = (event) => {
-      clearTimeout(connectTimer);
-      const data = event.data as ArrayBuffer;
+      // A text frame is none of the relay's (it sends binary only): ignored, as the
+      // Rust client does, and not taken as a sign of life.
+      if (!(event.data instanceof ArrayBuffer)) return;
+      const data = event.data;
       if (data.byteLength > this.#options.maxMessageBytes) {
         const reason = `a message of ${data.byteLength} bytes, over maxMessageBytes (${this.#options.maxMessageBytes})`;
         this.#drop(socket, reason, MESSAGE_TOO_BIG, MESSAGE_TOO_BIG);
         return;
       }
       this.#inbound(new Uint8Array(data));
+      // Only a welcome ends the wait for one: a relay sending anything else does not
+      // hold the client "connecting" for good.
+      if (this.#welcomed) clearTimeout(connectTimer);
       // Armed after the message is handled: the time this client spent on it is not
       // the server's silence. (Not if handling it ended the connection or the client.)
       if (this.#socket === socket && !this.#stopped) this.#armQuiet(socket);
@@ -1261,7 +1287,10 @@ export class Client {
       return;
     }
     // A node other than home that stops hands its rooms back at once.
-    const willReconnect = reconnectAllowed(code) && (this.#home === this || code !== SHUTTING_DOWN);
+    // (A close the relay did not send, a failed TLS handshake's 1015 among them, is a
+    // lost connection: the next attempt may reach it, or the next URL.)
+    const lost = UNANSWERED_CLOSES.includes(code);
+    const willReconnect = (lost || reconnectAllowed(code)) && (this.#home === this || code !== SHUTTING_DOWN);
     this.#emit("disconnected", { code, reason, willReconnect, ...this.#connection() });
     if (!willReconnect) {
       this.#giveUp(0, `closed by the server with ${code}: ${reason}`);

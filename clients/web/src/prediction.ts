@@ -54,11 +54,14 @@ export interface PredictorOptions<S, I> {
  *
  * Call {@link input} with each input as the connection sends it, and
  * {@link authoritative} with the entity's state after each state frame, in tick order
- * (the `StateMirror` skips late frames), then draw {@link render}:
+ * (the `StateMirror` skips late frames), and the `lastInputSeq` of the client's
+ * `state` event (a number above the inputs sent is none there, as the protocol
+ * says; a frame's own may be anything), then draw {@link render}:
  *
  * ```ts
- * mirror.apply(frame);
- * predictor.authoritative(stateOf(mirror.get(myEntity)!), mirror.lastInputSeq, now);
+ * client.on("state", ({ room, mirror, lastInputSeq }) => {
+ *   predictor.authoritative(stateOf(mirror.get(myEntity)!), lastInputSeq, performance.now());
+ * });
  * ```
  *
  * States are values: `apply` and `smoothing.lerp` return new ones, and the predictor

@@ -24,6 +24,14 @@ test("known answers from docs/PROTOCOL.md", () => {
   assert.equal(entityHash(entity(42n, 7n, 3, fields)), 0xea4ffe671149b47dn);
 });
 
+test("every NaN hashes as the quiet NaN 0x7fc00000, as the relay stores it", () => {
+  const nan = (value: number) => entityHash(entity(1n, 0n, 0, [[1, { case: "float", value }]]));
+  const signalling = new DataView(new ArrayBuffer(4));
+  signalling.setUint32(0, 0x7f800001);
+  assert.equal(nan(NaN), 0xbffed29dcf7b309en);
+  assert.equal(nan(signalling.getFloat32(0)), 0xbffed29dcf7b309en);
+});
+
 test("field type, order and byte boundaries matter", () => {
   const hash = (fields: [number, Value][]) => entityHash(entity(1n, 0n, 0, fields));
   assert.notEqual(hash([[1, { case: "int", value: 1n }]]), hash([[1, { case: "bool", value: true }]]));

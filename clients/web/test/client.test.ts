@@ -331,6 +331,52 @@ test("connect after close starts a new session instead of resuming the closed on
   assert.ok(!events.some((e) => e.startsWith("disconnected") && e.includes("4504")), events.join("\n"));
 });
 
+test("connect right after close (not awaited) connects once the close is done", async () => {
+  const { client: c } = client();
+  c.connect();
+  last().welcome();
+  const closed = c.close();
+  c.connect();
+  assert.equal(FakeSocket.opened.length, 1, "not while the close is under way");
+  last().end(1000);
+  await closed;
+  await Promise.resolve();
+  assert.equal(FakeSocket.opened.length, 2, "connected again");
+  // A close after it wins.
+  last().welcome(false, 8n);
+  const closedAgain = c.close();
+  c.connect();
+  void c.close();
+  last().end(1000);
+  await closedAgain;
+  await Promise.resolve();
+  assert.equal(FakeSocket.opened.length, 2);
+});
+
+test("a text frame is ignored, and only a welcome ends the wait for one", () => {
+  const { client: c, events } = client({ connectTimeoutMs: 1000 });
+  c.connect();
+  const first = last();
+  first.onmessage?.({ data: "2000000000" as unknown as ArrayBuffer });
+  assert.equal(first.closedWith, undefined, "ignored");
+  // Messages that are no welcome do not hold the client connecting for good.
+  for (let t = 0; t < 1200; t += 300) {
+    first.receive([]);
+    mock.timers.tick(300);
+  }
+  assert.ok(events.some((e) => e.startsWith("reconnecting")), events.join("\n"));
+});
+
+test("a failed TLS handshake (1015) is retried, as a lost connection is", () => {
+  const { client: c, events } = client();
+  c.connect();
+  last().end(1015);
+  assert.ok(events.some((e) => e.startsWith("disconnected") && e.includes('"willReconnect":true')), events.join("\n"));
+  assert.ok(!events.some((e) => e.startsWith("gaveUp")), events.join("\n"));
+  mock.timers.tick(1000);
+  assert.equal(FakeSocket.opened.length, 2);
+});
+
 test("getToken is asked before every attempt: a token that expired (4500) is replaced, a failure is an attempt", async () => {
   const settle = () => new Promise((resolve) => setImmediate(resolve));
   let asked = 0;

@@ -91,6 +91,15 @@ mod tests {
         assert_eq!(h, 0xea4f_fe67_1149_b47d);
     }
 
+    /// A NaN hashes as its bits: the world holds every NaN as `0x7fc00000` (see
+    /// `World::spawn`), whose answer is pinned here (and in the browser client's tests).
+    #[test]
+    fn a_nan_hashes_as_its_bits() {
+        let nan = [(1, Value::Float(f32::from_bits(0x7fc0_0000)))];
+        let h = entity_hash(1, 0, 0, nan.iter().map(|(f, v)| (*f, v)));
+        assert_eq!(h, 0xbffe_d29d_cf7b_309e);
+    }
+
     #[test]
     fn field_type_and_order_matter() {
         let int = [(1, Value::Int(1))];

@@ -431,7 +431,7 @@ impl World {
             .into_iter()
             .map(|(id, value)| Field {
                 id,
-                value,
+                value: canonical(value),
                 changed: tick,
                 slot: 0,
                 code: 0,
@@ -621,6 +621,16 @@ pub struct EntityMut<'w> {
     dirty: &'w mut Vec<EntityId>,
 }
 
+/// `value`, a NaN float as the quiet NaN `0x7fc00000`: a NaN's payload does not survive
+/// every client's decoding (a JavaScript engine may quiet or drop it), and the
+/// checksum hashes the bits.
+fn canonical(value: Value) -> Value {
+    match value {
+        Value::Float(v) if v.is_nan() => Value::Float(f32::from_bits(0x7fc0_0000)),
+        value => value,
+    }
+}
+
 impl EntityMut<'_> {
     /// The entity as it is now.
     pub fn get(&self) -> &Entity {
@@ -631,6 +641,7 @@ impl EntityMut<'_> {
     /// writing the same value again is not a change and costs no bytes on the wire.
     /// A value that does not fit the declared field is refused.
     pub fn set(&mut self, field: FieldId, value: Value) -> Result<bool, WorldError> {
+        let value = canonical(value);
         let (value, slot, code) = match self.declared {
             Some(declared) => admit(declared, field, value).map_err(|problem| WorldError::Field {
                 entity: self.entity.id,
@@ -884,6 +895,23 @@ mod tests {
         w.finish_tick();
         check(&w);
         assert_eq!((w.shown_count(), w.own(3).count, w.own(2).count), (0, 0, 1));
+    }
+
+    /// Every NaN is held as the quiet NaN `0x7fc00000` (a browser's engine may quiet a
+    /// signalling one, or drop a payload, and the checksum hashes the bits).
+    #[test]
+    fn a_nan_is_held_as_the_one_quiet_nan() {
+        let mut w = World::new(8);
+        w.begin_tick(1);
+        let signalling = Value::Float(f32::from_bits(0x7f80_0001));
+        w.spawn(1, 0, 0, [(1, signalling.clone())]).unwrap();
+        w.spawn(2, 0, 0, [(1, Value::Float(0.0))]).unwrap();
+        w.set(2, 1, Value::Float(f32::from_bits(0xffc0_1234))).unwrap();
+        let bits = |id| match w.get(id).unwrap().get(1) {
+            Some(Value::Float(v)) => v.to_bits(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((bits(1), bits(2)), (0x7fc0_0000, 0x7fc0_0000));
     }
 
     #[test]

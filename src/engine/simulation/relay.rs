@@ -296,15 +296,23 @@ fn check_declared(world: &World, writes: &EntityWrites, known: impl Fn(&Entity) 
     for create in writes.create.iter().chain(&writes.create_for_room) {
         check(create.id, create.kind, &create.fields)?;
     }
+    // The kinds of the entities this input creates, by id (the first create of an id
+    // counts), made once if an update needs it: not a scan of the creates per update.
+    let mut created: Option<FxHashMap<EntityId, u32>> = None;
     for update in &writes.update {
         // Of an entity that exists, or that this input creates.
         if world.get(update.id).is_some_and(|e| !known(e)) {
             continue;
         }
         let kind = (world.get(update.id).map(Entity::kind)).or_else(|| {
-            (writes.create.iter().chain(&writes.create_for_room))
-                .find(|c| c.id == update.id)
-                .map(|c| c.kind)
+            let created = created.get_or_insert_with(|| {
+                let mut kinds = FxHashMap::default();
+                for c in writes.create.iter().chain(&writes.create_for_room) {
+                    kinds.entry(c.id).or_insert(c.kind);
+                }
+                kinds
+            });
+            created.get(&update.id).copied()
         });
         if let Some(kind) = kind {
             check(update.id, kind, &update.fields)?;
