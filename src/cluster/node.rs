@@ -44,6 +44,7 @@ use crate::clock::unix_micros;
 use crate::config::Placement;
 use crate::engine::listing::{ListingState, Metadata};
 use crate::engine::outbox::RoomKey;
+use crate::engine::pacer;
 use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomShared, Rooms, SimPool};
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
@@ -564,8 +565,10 @@ impl Cluster {
                 request_id,
             } => {
                 let was_open = self.pool.room(&room).is_some();
-                let (mut outcome, opening) = match self.claim_opening(&room, &room_type, listing).await {
-                    Ok((claim, opening)) => (Ok(claim), opening),
+                let (mut outcome, mut opening) = match self.claim_opening(&room, &room_type, listing).await {
+                    // Held on (see `Opening`) only for a room this node is to open.
+                    Ok((claim @ Claim::Ours, opening)) => (Ok(claim), opening),
+                    Ok((claim, _)) => (Ok(claim), None),
                     Err(e) => (Err(e), None),
                 };
                 // Closed while the claim ran (the claim renewed its entry, which the
@@ -573,6 +576,7 @@ impl Cluster {
                 // `was_open`), and the claim given back.
                 if was_open && matches!(outcome, Ok(Claim::Ours)) && self.pool.room(&room).is_none() {
                     outcome = Err(closed_as_joined());
+                    opening = None;
                     self.release_unless_open(&room, 0).await;
                 }
                 // A redirected member's ticket: join with the member id it carries.
@@ -796,14 +800,10 @@ impl Cluster {
         // claimed again once its close is written (see `Closing`).
         // (Counted as opening before it looks for a close or a release of the room
         // under way: see `release_unless_open`.)
-        let mut opening = self
-            .pool
-            .room(room)
-            .is_none()
-            .then(|| Opening::new(&self.opening, room));
+        let mut opening = Some(Opening::new(&self.opening, room));
         let open_here = match self.pool.room(room) {
             Some(handle) => Some(handle),
-            None if !self.closing.settled(room, DIRECTORY_TIMEOUT).await => {
+            None if !pacer::poked(self.closing.settled(room, DIRECTORY_TIMEOUT)).await => {
                 return Err(PoolError::Unavailable("the room is closing; join again".into()));
             }
             None => self.pool.room(room),
@@ -970,8 +970,9 @@ impl Cluster {
     }
 
     /// Opens the room here from its checkpoint. A checkpoint that cannot be restored
-    /// is logged, and the room starts empty; a simulation that panicked restoring it,
-    /// or a refusal that may pass (a simulation thread's full queue, the room limit,
+    /// (it does not decode, or names a room type this node does not have) is logged,
+    /// and the room starts empty; a simulation that panicked restoring it, or a
+    /// refusal that may pass (a simulation thread's full queue, the room limit,
     /// shutdown), refuses the join (the checkpoint stays for a later one: the room
     /// opened empty would overwrite it).
     fn restore(&self, checkpoint: proto::RoomCheckpoint) -> Result<(), PoolError> {
@@ -990,10 +991,14 @@ impl Cluster {
                     "room restored from its checkpoint"
                 );
             }
-            Err(PoolError::Unrestorable(e)) => {
-                tracing::warn!(room, "room checkpoint not restored, the room starts empty: {e}");
-            }
-            Err(e) => return Err(e),
+            Err(
+                e @ (PoolError::Busy
+                | PoolError::TooManyRooms
+                | PoolError::ShutDown
+                | PoolError::SimulationFailed
+                | PoolError::Unavailable(_)),
+            ) => return Err(e),
+            Err(e) => tracing::warn!(room, "room checkpoint not restored, the room starts empty: {e}"),
         }
         Ok(())
     }
@@ -1349,9 +1354,7 @@ impl Cluster {
             // this node has no room for it): not held for nothing.
             Claim::Ours => {
                 // (Unless a join here opened it meanwhile, or is opening it.)
-                if self.pool.room(room).is_none() && !self.opening.lock().contains_key(room) {
-                    let _ = self.call(self.directory.release(room)).await;
-                }
+                self.release_unless_open(room, 0).await;
                 Err(PoolError::Unavailable(
                     "the room could not be restored on this node; retry".into(),
                 ))

@@ -45,6 +45,7 @@ use redis::{
 };
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::directory::DirectoryError;
 use crate::config::{ClusterConfig, ConfigError};
@@ -667,12 +668,13 @@ impl Connection {
     }
 
     /// Runs `ask` on the connection's runtime; what it answers wakes the asking task
-    /// (and its I/O thread) at once.
+    /// (and its I/O thread) at once. Dropped unanswered, it is aborted there, as the
+    /// command's own future would be.
     fn hop<T: Send + 'static>(
         &self,
         ask: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
     ) -> RedisFuture<'static, T> {
-        let answer = self.runtime.spawn(ask);
+        let answer = AbortOnDropHandle::new(self.runtime.spawn(ask));
         Box::pin(pacer::poked(async move {
             answer
                 .await

@@ -418,6 +418,10 @@ pub(crate) async fn serve<T: Transport>(
             }
         }
     };
+    // Directory work still under way is given up here, not when the connection is
+    // done closing: a claim granted after the session ended would hold the room's
+    // entry, and count as opening it, with nothing left to open or release it.
+    drop(directory);
     // A write that failed because the client had just closed normally is not a lost
     // connection.
     let end = match end {

@@ -219,9 +219,13 @@ export class RequestError extends Error {
   }
 }
 
-/** Close codes after which reconnecting makes sense (docs/PROTOCOL.md, "Close codes"). */
+/**
+ * Close codes after which reconnecting makes sense (docs/PROTOCOL.md, "Close codes"),
+ * 1015 among them: a browser's report of a failed TLS handshake, which the next
+ * attempt, or the next URL, may get past.
+ */
 export function reconnectAllowed(code: number): boolean {
-  return [1001, 1006, 1011, 1012, 1013, 1014].includes(code) || (code >= 4500 && code <= 4999);
+  return [1001, 1006, 1011, 1012, 1013, 1014, 1015].includes(code) || (code >= 4500 && code <= 4999);
 }
 
 /** `WebSocket.OPEN`. */
@@ -1123,8 +1127,8 @@ export class Client {
     socket.onmessage = (event) => {
       // A text frame is none of the relay's (it sends binary only): ignored, as the
       // Rust client does, and not taken as a sign of life.
-      if (!(event.data instanceof ArrayBuffer)) return;
-      const data = event.data;
+      if (typeof event.data === "string") return;
+      const data = event.data as ArrayBuffer;
       if (data.byteLength > this.#options.maxMessageBytes) {
         const reason = `a message of ${data.byteLength} bytes, over maxMessageBytes (${this.#options.maxMessageBytes})`;
         this.#drop(socket, reason, MESSAGE_TOO_BIG, MESSAGE_TOO_BIG);
@@ -1287,10 +1291,7 @@ export class Client {
       return;
     }
     // A node other than home that stops hands its rooms back at once.
-    // (A close the relay did not send, a failed TLS handshake's 1015 among them, is a
-    // lost connection: the next attempt may reach it, or the next URL.)
-    const lost = UNANSWERED_CLOSES.includes(code);
-    const willReconnect = (lost || reconnectAllowed(code)) && (this.#home === this || code !== SHUTTING_DOWN);
+    const willReconnect = reconnectAllowed(code) && (this.#home === this || code !== SHUTTING_DOWN);
     this.#emit("disconnected", { code, reason, willReconnect, ...this.#connection() });
     if (!willReconnect) {
       this.#giveUp(0, `closed by the server with ${code}: ${reason}`);
