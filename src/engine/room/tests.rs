@@ -639,6 +639,51 @@ fn events_reach_exactly_their_targets_in_order() {
     assert_eq!(seen[3], vec![("all".to_string(), 1, 1)]);
 }
 
+/// Past the room's bound on waiting events, a member's own burst is refused, and a
+/// member with none of its own waiting still gets one in.
+#[test]
+fn a_members_burst_of_events_cannot_get_another_members_event_refused() {
+    let config = RoomConfig {
+        max_pending_events: 4,
+        ..Default::default()
+    };
+    let mut room = relay_room(config);
+    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    room.tick(0);
+    for c in &mut clients {
+        c.read();
+        c.received.clear();
+    }
+    let event = |kind: &str| SendEvent {
+        room: "room".into(),
+        kind: kind.into(),
+        payload: bytes::Bytes::from_static(b"!"),
+        targets: vec![3],
+    };
+    for _ in 0..6 {
+        room.push_event(1, event("flood"));
+    }
+    room.push_event(2, event("honest"));
+    room.push_event(2, event("honest again"));
+    let refusals = |c: &mut Client| {
+        c.read();
+        (c.take_received().into_iter())
+            .filter(|k| matches!(k, server_message::Kind::Error(e) if e.code == ErrorCode::ServerBusy as i32))
+            .count()
+    };
+    assert_eq!(refusals(&mut clients[0]), 2, "the flood's two past the bound");
+    assert_eq!(refusals(&mut clients[1]), 1, "its second, with its first waiting");
+    room.tick(0);
+    let kinds: Vec<String> = events_read(&mut clients[2])
+        .into_iter()
+        .map(|(kind, ..)| kind)
+        .collect();
+    assert_eq!(kinds, ["flood", "flood", "flood", "flood", "honest"]);
+}
+
 /// An event's targets count once each, and no more of them than the room has seats
 /// (each is looked up for every member).
 #[test]
