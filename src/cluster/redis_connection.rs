@@ -575,7 +575,10 @@ async fn follow(
             match watch.connect(&now, pushes.clone(), &channels).await {
                 Ok(connection) => {
                     let Some(primary) = weak.upgrade() else { return };
-                    *primary.connection.write() = connection;
+                    if let Err(e) = take_over(&primary, connection, channels).await {
+                        tracing::warn!("not following the sentinels to {}:{} yet: {e}", now.0, now.1);
+                        continue;
+                    }
                     tracing::warn!(from = %format!("{}:{}", at.0, at.1), to = %format!("{}:{}", now.0, now.1), "the Redis primary moved (a Sentinel failover): following it");
                     at = now;
                 }
@@ -584,6 +587,39 @@ async fn follow(
         }
     });
     Ok(followed)
+}
+
+/// Puts `connection`, subscribed to `subscribed`, in the place of the primary's: once
+/// it is subscribed to the channels the primary's is (some may have been left or
+/// joined on the old connection while it connected: a stopping node that left its
+/// call channels must not hear calls on the new one). The swap is made under the
+/// channels' lock, which a subscribe or unsubscribe takes before it asks for the
+/// connection.
+async fn take_over(
+    primary: &Primary,
+    mut connection: ConnectionManager,
+    mut subscribed: Vec<String>,
+) -> redis::RedisResult<()> {
+    loop {
+        let (left, joined) = {
+            let channels = primary.channels.lock();
+            let left: Vec<String> = (subscribed.iter()).filter(|c| !channels.contains(c)).cloned().collect();
+            let joined: Vec<String> = (channels.iter()).filter(|c| !subscribed.contains(c)).cloned().collect();
+            if left.is_empty() && joined.is_empty() {
+                *primary.connection.write() = connection;
+                return Ok(());
+            }
+            (left, joined)
+        };
+        if !left.is_empty() {
+            connection.unsubscribe(&left).await?;
+        }
+        if !joined.is_empty() {
+            connection.subscribe(&joined).await?;
+        }
+        subscribed.retain(|c| !left.contains(c));
+        subscribed.extend(joined);
+    }
 }
 
 /// Reaches `redis` as a node's start does and asks it for a `PONG`: what answered
