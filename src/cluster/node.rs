@@ -810,6 +810,20 @@ impl Cluster {
         };
         if open_here.is_some() {
             opening = None;
+        } else if self.pool.is_full() {
+            // No room for it here: not claimed (a claim of a room that cannot open
+            // would keep its number in Redis for as long as a checkpoint). One open
+            // on another node is joined there, as a claim would say.
+            return match self.call(self.directory.locate(room)).await? {
+                Some(node) if node != self.node.id => {
+                    let url = self.call(self.directory.node_url(&node)).await?;
+                    if url.is_some() {
+                        self.metrics.redirects.inc();
+                    }
+                    Ok((Claim::Theirs { node, url }, None))
+                }
+                _ => Err(PoolError::TooManyRooms),
+            };
         }
         // A failed read is an error, not "no checkpoint": the room would open empty,
         // and its checkpoint be overwritten by the empty room's. A checkpoint written

@@ -856,6 +856,11 @@ impl SimPool {
         &self.config
     }
 
+    /// Whether the pool holds its maximum number of rooms (a new one would be refused).
+    pub fn is_full(&self) -> bool {
+        self.directory.lock().len() >= self.config.max_rooms
+    }
+
     /// The room with this id, if open.
     pub fn room(&self, id: &str) -> Option<RoomHandle> {
         self.directory.lock().get(id).cloned()

@@ -1203,6 +1203,38 @@ async fn joins_racing_on_two_nodes_open_each_room_once() {
     assert_eq!(open, rooms.len() as u64);
 }
 
+/// A node holding its maximum of rooms claims no new one in Redis (the claim would
+/// outlive the room that cannot open), and still sends joins of rooms open elsewhere
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_claims_no_room_and_still_redirects() {
+    let cluster = TestCluster::start();
+    let full = cluster.node_with(|c| c.max_rooms = 1).await;
+    let other = cluster.node().await;
+    let mut there = TestClient::connect(&other).await;
+    assert_eq!(join_or_redirect(&mut there, "elsewhere").await, None);
+    let mut here = TestClient::connect(&full).await;
+    assert_eq!(join_or_redirect(&mut here, "mine").await, None);
+    assert_eq!(join_or_redirect(&mut here, "elsewhere").await, Some(node_url(&other)));
+    let request_id = here.send_join("new", "", "").await;
+    let error = here
+        .until(|k| match k {
+            Kind::Error(e) if e.request_id == request_id => Some(e.clone()),
+            Kind::Joined(j) if j.request_id == request_id => panic!("joined a room past max_rooms"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(error.code, ErrorCode::ServerBusy as i32, "{error:?}");
+    let mut redis = raw_connection(&cluster.redis).await;
+    let claims: Vec<String> = redis::cmd("KEYS")
+        .arg("*claim:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(claims.iter().all(|key| !key.ends_with(":new")), "{claims:?}");
+    assert!(claims.iter().any(|key| key.ends_with(":mine")), "{claims:?}");
+}
+
 /// A node that stops releases its rooms: the next join elsewhere opens them at once
 /// (no lease to wait out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
