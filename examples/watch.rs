@@ -105,7 +105,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("connecting to {authority}: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(ServerName::try_from(host.to_string())?, tcp)
-        .await?;
+        .await
+        .map_err(|e| {
+            // A relay run with --insecure-plain answers the TLS handshake in plain HTTP.
+            let plain = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some_and(|e| {
+                matches!(e, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType))
+            });
+            match plain {
+                true => format!("the TLS handshake with {authority} failed ({e}): the server does not speak TLS (a relay run with --insecure-plain?); this example connects over wss:// only"),
+                false => format!("the TLS handshake with {authority} failed: {e}"),
+            }
+        })?;
     let mut request = args.url.as_str().into_client_request()?;
     if let Some(token) = &args.token {
         request

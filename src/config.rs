@@ -1413,7 +1413,7 @@ pub const DEFAULT_CONFIG: &str = r#"# tickrelay configuration (TOML). Every sett
 # --set section.key=VALUE flags (any setting here), the named TICKRELAY_* variables
 # and flags (`tickrelay --help`). `tickrelay --check` checks a configuration.
 
-# HTTPS listener: WebSocket upgrade at /ws, plus /healthz and /metrics.
+# HTTPS listener: WebSocket upgrade at /ws, plus /healthz, /readyz and /metrics.
 listen = "127.0.0.1:7443"
 
 # Simulation threads that tick the rooms; 0 = one per core.

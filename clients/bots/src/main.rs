@@ -181,13 +181,15 @@ async fn main() -> ExitCode {
         0 => bots.div_ceil(per_process).max(1),
         n => n,
     };
+    let rooms = args.rooms;
     eprintln!(
-        "tickrelay-bots: {bots} bots in {} rooms of {} ({}) against {}, {} s, {processes} process(es)",
-        args.rooms,
+        "tickrelay-bots: {bots} bots in {rooms} room{} of {} ({}) against {}, {} s, {processes} process{}",
+        if rooms == 1 { "" } else { "s" },
         args.members,
         args.room_type,
         args.url.join(" "),
-        args.duration_secs
+        args.duration_secs,
+        if processes == 1 { "" } else { "es" },
     );
     let report = if processes == 1 {
         run_scenario(args.scenario(0, 1)).await
