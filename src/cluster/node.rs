@@ -324,6 +324,13 @@ const FORGETS_PER_RENEWAL: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The answer to a claim on a stopping node.
+/// Whether a join creating a room with `listing` may be sent to another node: one
+/// with options (metadata, private) opens here, since the join sent again would not
+/// carry them all (a quick join's metadata is the server's).
+fn placeable(listing: &ListingState) -> bool {
+    listing.metadata.is_empty() && !listing.private
+}
+
 fn stopping() -> PoolError {
     PoolError::Unavailable("this node is stopping; join through another".into())
 }
@@ -813,7 +820,8 @@ impl Cluster {
         } else if self.pool.is_full() {
             // No room for it here: not claimed (a claim of a room that cannot open
             // would keep its number in Redis for as long as a checkpoint). One open
-            // on another node is joined there, as a claim would say.
+            // on another node is joined there, as a claim would say; a new one is
+            // placed on a lighter node if the placement policy places rooms.
             return match self.call(self.directory.locate(room)).await? {
                 Some(node) if node != self.node.id => {
                     let url = self.call(self.directory.node_url(&node)).await?;
@@ -822,7 +830,14 @@ impl Cluster {
                     }
                     Ok((Claim::Theirs { node, url }, None))
                 }
-                _ => Err(PoolError::TooManyRooms),
+                Some(_) => Err(PoolError::TooManyRooms),
+                None if self.settings.placement == Placement::LeastLoaded && placeable(&listing) => {
+                    match self.place(room).await? {
+                        Some(node) => Ok((self.placed_on(node), None)),
+                        None => Err(PoolError::TooManyRooms),
+                    }
+                }
+                None => Err(PoolError::TooManyRooms),
             };
         }
         // A failed read is an error, not "no checkpoint": the room would open empty,
@@ -839,22 +854,13 @@ impl Cluster {
                 },
                 None => listing.clone(),
             };
-            // A join that creates the room with options (metadata, private) opens it
-            // here: the join sent again to another node would not carry them all (a
-            // quick join's metadata is the server's).
             let placed = self.settings.placement == Placement::LeastLoaded
                 && open_here.is_none()
                 && !may_restore
-                && listing.metadata.is_empty()
-                && !listing.private;
+                && placeable(&listing);
             let entry = self.entry(room, room_type, listing)?;
             if placed && let Some(node) = self.place(room).await? {
-                self.metrics.redirects.inc();
-                let claim = Claim::Theirs {
-                    node: node.id,
-                    url: Some(node.url),
-                };
-                return Ok((claim, None));
+                return Ok((self.placed_on(node), None));
             }
             // Refused at most once: the second claim knows of the checkpoint.
             let none_found = open_here.is_none() && !may_restore;
@@ -932,6 +938,15 @@ impl Cluster {
     /// each), drawn at random among those, so that a burst of new rooms does not all
     /// go to one node until its next renewal shows them. None for a room
     /// that a node owns (the claim finds it).
+    /// The redirect of a join to the node [`Self::place`] chose.
+    fn placed_on(&self, node: Node) -> Claim {
+        self.metrics.redirects.inc();
+        Claim::Theirs {
+            node: node.id,
+            url: Some(node.url),
+        }
+    }
+
     async fn place(&self, room: &str) -> Result<Option<Node>, PoolError> {
         let loads = self.call(self.directory.node_loads()).await?;
         let own = (loads.iter())

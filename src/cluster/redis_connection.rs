@@ -35,7 +35,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -44,6 +44,7 @@ use redis::{
     TlsCertificates, Value,
 };
 use tokio::runtime::Handle;
+use tokio::sync::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -177,6 +178,10 @@ pub(super) struct Followed(Arc<Primary>);
 struct Primary {
     connection: RwLock<ConnectionManager>,
     /// What was subscribed to: a new primary's connection subscribes to it at once.
+    /// Held across each subscribe or unsubscribe command, and by the follow task from
+    /// reading it until the new connection took over: a channel left during a
+    /// failover is left on the connection that then hears it (a stopping node that
+    /// left its call channels must hear no call after it).
     channels: Mutex<Vec<String>>,
 }
 
@@ -268,12 +273,10 @@ impl Connection {
             Link::Single(connection) => connection.subscribe(channels).await,
             Link::Cluster(connection) => connection.ssubscribe(channels).await,
             Link::Sentinel(followed) => {
-                {
-                    let mut known = followed.0.channels.lock();
-                    for channel in channels {
-                        if !known.iter().any(|k| k == channel) {
-                            known.push(channel.to_string());
-                        }
+                let mut known = followed.0.channels.lock().await;
+                for channel in channels {
+                    if !known.iter().any(|k| k == channel) {
+                        known.push(channel.to_string());
                     }
                 }
                 followed.current().subscribe(channels).await
@@ -289,11 +292,8 @@ impl Connection {
             Link::Single(connection) => connection.unsubscribe(channels).await,
             Link::Cluster(connection) => connection.sunsubscribe(channels).await,
             Link::Sentinel(followed) => {
-                followed
-                    .0
-                    .channels
-                    .lock()
-                    .retain(|known| !channels.contains(&known.as_str()));
+                let mut known = followed.0.channels.lock().await;
+                known.retain(|known| !channels.contains(&known.as_str()));
                 followed.current().unsubscribe(channels).await
             }
         }
@@ -568,17 +568,13 @@ async fn follow(
             if now == at {
                 continue;
             }
-            let channels = match weak.upgrade() {
-                Some(primary) => primary.channels.lock().clone(),
-                None => return,
-            };
+            let Some(primary) = weak.upgrade() else { return };
+            // No channel joined or left until the new connection took over.
+            let channels = primary.channels.lock().await;
             match watch.connect(&now, pushes.clone(), &channels).await {
                 Ok(connection) => {
-                    let Some(primary) = weak.upgrade() else { return };
-                    if let Err(e) = take_over(&primary, connection, channels).await {
-                        tracing::warn!("not following the sentinels to {}:{} yet: {e}", now.0, now.1);
-                        continue;
-                    }
+                    *primary.connection.write() = connection;
+                    drop(channels);
                     tracing::warn!(from = %format!("{}:{}", at.0, at.1), to = %format!("{}:{}", now.0, now.1), "the Redis primary moved (a Sentinel failover): following it");
                     at = now;
                 }
@@ -587,39 +583,6 @@ async fn follow(
         }
     });
     Ok(followed)
-}
-
-/// Puts `connection`, subscribed to `subscribed`, in the place of the primary's: once
-/// it is subscribed to the channels the primary's is (some may have been left or
-/// joined on the old connection while it connected: a stopping node that left its
-/// call channels must not hear calls on the new one). The swap is made under the
-/// channels' lock, which a subscribe or unsubscribe takes before it asks for the
-/// connection.
-async fn take_over(
-    primary: &Primary,
-    mut connection: ConnectionManager,
-    mut subscribed: Vec<String>,
-) -> redis::RedisResult<()> {
-    loop {
-        let (left, joined) = {
-            let channels = primary.channels.lock();
-            let left: Vec<String> = (subscribed.iter()).filter(|c| !channels.contains(c)).cloned().collect();
-            let joined: Vec<String> = (channels.iter()).filter(|c| !subscribed.contains(c)).cloned().collect();
-            if left.is_empty() && joined.is_empty() {
-                *primary.connection.write() = connection;
-                return Ok(());
-            }
-            (left, joined)
-        };
-        if !left.is_empty() {
-            connection.unsubscribe(&left).await?;
-        }
-        if !joined.is_empty() {
-            connection.subscribe(&joined).await?;
-        }
-        subscribed.retain(|c| !left.contains(c));
-        subscribed.extend(joined);
-    }
 }
 
 /// Reaches `redis` as a node's start does and asks it for a `PONG`: what answered

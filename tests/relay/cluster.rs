@@ -1235,6 +1235,47 @@ async fn a_full_node_claims_no_room_and_still_redirects() {
     assert!(claims.iter().any(|key| key.ends_with(":mine")), "{claims:?}");
 }
 
+/// Under `placement = "least_loaded"`, a node holding its maximum of rooms still
+/// places a new room on a clearly lighter node rather than refusing the join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_places_a_new_room_on_a_lighter_node() {
+    use tickrelay::config::Placement;
+    let cluster = TestCluster::start();
+    let full = (cluster.node_with(|c| {
+        c.max_rooms = 1;
+        c.cluster.placement = Placement::LeastLoaded;
+    }))
+    .await;
+    let light = cluster.node().await;
+    let mut crowd = Vec::new();
+    for _ in 0..10 {
+        let mut member = TestClient::connect(&full).await;
+        assert_eq!(join_or_redirect(&mut member, "crowd").await, None);
+        crowd.push(member);
+    }
+    // Until its next renewal shows its members, the full node refuses new rooms.
+    let mut attempt = 0;
+    let url = eventually("a new room on the full node redirected", || {
+        attempt += 1;
+        let room = format!("fresh-{attempt}");
+        let full = &full;
+        async move {
+            let mut client = TestClient::connect(full).await;
+            let request_id = client.send_join(&room, "", "").await;
+            client
+                .until(|k| match k {
+                    Kind::Redirect(r) if r.request_id == request_id => Some(Ok(r.url.clone())),
+                    Kind::Error(e) if e.request_id == request_id => Some(Err(format!("{room}: {e:?}"))),
+                    Kind::Joined(j) if j.request_id == request_id => panic!("joined a room past max_rooms"),
+                    _ => None,
+                })
+                .await
+        }
+    })
+    .await;
+    assert_eq!(url, node_url(&light));
+}
+
 /// A node that stops releases its rooms: the next join elsewhere opens them at once
 /// (no lease to wait out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1146,7 +1146,8 @@ impl Room {
     /// Queues a room event for relay at the next tick. Events from non-members are
     /// ignored; [`SERVER`] (the HTTP API, the simulation) may always send. Over the
     /// per-room bound the sender gets a `SERVER_BUSY` error (the server's own event is
-    /// dropped and logged).
+    /// dropped and logged), unless none of its own events is waiting: one member's
+    /// event is taken past the bound, so others' bursts cannot get it refused.
     pub fn push_event(&mut self, sender: MemberId, mut event: SendEvent) {
         // A room the simulation closed relays what was queued before, then closes.
         if (sender != SERVER && !self.is_member(sender)) || self.closing.is_some() {
