@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
@@ -512,8 +512,15 @@ pub(crate) async fn publish(req: Request<Incoming>, room: String, http: &Http) -
     if ctx.cluster.is_none() && here().is_none() {
         return not_open(&room, "on this node");
     }
-    // The same bound as a client's message.
+    // The same bound as a client's message. A declared length over it is refused
+    // before anything is read (and no `100 Continue` asks for the upload).
     let limit = ctx.session.settings.max_message_bytes as usize;
+    if req.body().size_hint().lower() > limit as u64 {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the payload is over {limit} bytes\n"),
+        );
+    }
     let upload = tokio::time::timeout(REQUEST_READ_TIMEOUT, Limited::new(req.into_body(), limit).collect());
     let payload: Bytes = match upload.await {
         Ok(Ok(body)) => body.to_bytes(),

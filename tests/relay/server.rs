@@ -806,6 +806,7 @@ async fn two_in_a_room_with_the_api(room: &str) -> (tickrelay_testkit::TestServe
 /// a missing kind and an oversized payload are refused; without a token the API is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_publish_room_events_over_http() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (server, mut a, mut b) = two_in_a_room_with_the_api("pub lobby").await;
     let auth = API_AUTH;
     let post = async |path: &str, headers: &str, body: &[u8]| server.https_request("POST", path, headers, body).await;
@@ -844,6 +845,17 @@ async fn backends_publish_room_events_over_http() {
         post("/rooms/pub%20lobby/events?kind=x", auth, &[0; 64 * 1024]).await.0,
         413
     );
+    // A declared length over the bound is refused before the upload (a client that
+    // waits for `100 Continue` is not asked for it).
+    let mut tls = server.tls_connect().await;
+    let request = format!(
+        "POST /rooms/pub%20lobby/events?kind=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Length: 100000000\r\nExpect: 100-continue\r\n{auth}\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // Events of a room arrive in order: a's next one is this broadcast, not the whisper.
     assert_eq!(post("/rooms/pub%20lobby/events?kind=after", auth, b"").await.0, 202);
     let next = a.next_event().await;

@@ -180,6 +180,9 @@ macro_rules! sim_context {
 struct QueuedEvent {
     sender: MemberId,
     event: SendEvent,
+    /// Once relayed to some of its addressees (numbered then): its message, and the
+    /// members still owed it (sorted), who were over their share of that tick.
+    relayed: Option<(Bytes, Vec<MemberId>)>,
 }
 
 /// Which body a member's frame uses: every member whose delta would hold the same
@@ -1092,6 +1095,14 @@ impl Room {
             self.index.insert(later.id, self.index[&later.id] - 1);
         }
         gone.outbox.leave_room(self.key, gone.join_seq);
+        // Events still owed to it are not, should it join again.
+        for queued in &mut self.events {
+            if let Some((_, owed)) = &mut queued.relayed
+                && let Ok(at) = owed.binary_search(&member)
+            {
+                owed.remove(at);
+            }
+        }
         if self.listing.with(|l| l.owner) == member {
             self.owner_left = true;
             self.presence_due = true;
@@ -1174,11 +1185,16 @@ impl Room {
                 return;
             }
         }
-        // Past the bound, a member with no event of its own waiting still gets one in:
-        // other members' bursts cannot make an honest member's events refused. (The
-        // scan runs only past the bound, for events the rate limits let through.)
-        let full = self.events.len() >= self.config.max_pending_events
-            && (sender == SERVER || self.events.iter().any(|queued| queued.sender == sender));
+        // Past the bound, a member with no event of its own waiting for its first relay
+        // still gets one in: other members' bursts cannot make an honest member's
+        // events refused. (The scan runs only past the bound, for events the rate
+        // limits let through.) Events relayed to some of their addressees, still owed
+        // to members over their share, count up to twice the bound.
+        let waiting = self.events.len();
+        let full = waiting >= 2 * self.config.max_pending_events
+            || (waiting >= self.config.max_pending_events
+                && (sender == SERVER
+                    || (self.events.iter()).any(|queued| queued.sender == sender && queued.relayed.is_none())));
         if full {
             if sender == SERVER {
                 if let Some(suppressed) = DROPPED_PUBLISHES.take(std::time::Instant::now()) {
@@ -1190,7 +1206,11 @@ impl Room {
             self.send_to(sender, error);
             return;
         }
-        self.events.push(QueuedEvent { sender, event });
+        self.events.push(QueuedEvent {
+            sender,
+            event,
+            relayed: None,
+        });
     }
 
     /// Schedules a full snapshot for `member` at the next tick and answers the request
@@ -1492,51 +1512,77 @@ impl Room {
     /// next tick. Senders are each rate-limited, but several of them aiming at one
     /// member within one tick could otherwise fill its queue before it could read
     /// any of it (and close it as a slow consumer).
+    ///
+    /// A member over its share holds back only what is addressed to it: an event
+    /// goes now to its other addressees (encoded and numbered once) and waits for it
+    /// alone, and nothing later goes to it this tick, so each member still gets its
+    /// events in order. Events aimed at one member cannot delay everyone else's.
     fn relay_events(&mut self) {
         if self.events.is_empty() {
             return;
         }
-        // Per member (by position): what it got this tick so far.
+        // Per member (by position): what it got this tick so far, and whether an
+        // event waits for it (nothing later goes to it this tick).
         let mut took = std::mem::take(&mut self.sent_this_tick);
         took.resize(self.members.len(), (0, 0));
-        let mut relayed = 0;
-        for queued in &self.events {
-            let addressed = |m: &Member| {
-                if queued.event.targets.is_empty() {
-                    m.id != queued.sender
+        let mut held = vec![false; self.members.len()];
+        let mut events = std::mem::take(&mut self.events);
+        events.retain_mut(|queued| {
+            let owed = |m: &Member| match &queued.relayed {
+                Some((_, owed)) => owed.binary_search(&m.id).is_ok(),
+                None if queued.event.targets.is_empty() => m.id != queued.sender,
+                None => queued.event.targets.binary_search(&m.id).is_ok(),
+            };
+            let len = match &queued.relayed {
+                Some((message, _)) => message.len(),
+                None => queued.event.payload.len() + queued.event.kind.len() + 8 * queued.event.targets.len(),
+            };
+            let (mut still_owed, mut sending) = (Vec::new(), 0);
+            for ((m, &(messages, bytes)), held) in self.members.iter().zip(&took).zip(&mut held) {
+                if !owed(m) {
+                    continue;
+                }
+                let limits = m.outbox.limits();
+                *held |= messages > 0 && (messages >= limits.max_messages / 4 || bytes + len > limits.max_bytes / 4);
+                if *held {
+                    still_owed.push(m.id);
                 } else {
-                    queued.event.targets.binary_search(&m.id).is_ok()
+                    sending += 1;
+                }
+            }
+            let message = match &queued.relayed {
+                Some((message, _)) => message.clone(),
+                // Not yet numbered while it can go to no one of those owed it.
+                None if sending == 0 && !still_owed.is_empty() => return true,
+                None => {
+                    self.event_seq += 1;
+                    self.stats.events += 1;
+                    encode_message(Kind::Event(RoomEvent {
+                        room: self.id.to_string(),
+                        seq: self.event_seq,
+                        sender: queued.sender,
+                        kind: queued.event.kind.clone(),
+                        payload: queued.event.payload.clone(),
+                        targets: queued.event.targets.clone(),
+                    }))
                 }
             };
-            let len = queued.event.payload.len() + queued.event.kind.len() + 8 * queued.event.targets.len();
-            let over = (self.members.iter().zip(&took)).any(|(m, &(messages, bytes))| {
-                let limits = m.outbox.limits();
-                addressed(m)
-                    && messages > 0
-                    && (messages >= limits.max_messages / 4 || bytes + len > limits.max_bytes / 4)
-            });
-            if over {
-                break;
-            }
-            self.event_seq += 1;
-            self.stats.events += 1;
-            let message = encode_message(Kind::Event(RoomEvent {
-                room: self.id.to_string(),
-                seq: self.event_seq,
-                sender: queued.sender,
-                kind: queued.event.kind.clone(),
-                payload: queued.event.payload.clone(),
-                targets: queued.event.targets.clone(),
-            }));
-            for (m, took) in self.members.iter().zip(&mut took) {
-                if addressed(m) {
+            for ((m, took), &held) in self.members.iter().zip(&mut took).zip(&held) {
+                if owed(m) && !held {
                     *took = (took.0 + 1, took.1 + message.len());
                     let _ = m.outbox.push_reliable(message.clone());
                 }
             }
-            relayed += 1;
-        }
-        self.events.drain(..relayed);
+            if still_owed.is_empty() {
+                return false;
+            }
+            still_owed.sort_unstable();
+            // Its message holds all it needs from now on.
+            queued.event = SendEvent::default();
+            queued.relayed = Some((message, still_owed));
+            true
+        });
+        self.events = events;
         self.sent_this_tick = took;
     }
 

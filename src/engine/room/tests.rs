@@ -196,6 +196,21 @@ fn declared_kind() -> KindSchema {
     KindSchema::new(2, "declared", fields).unwrap()
 }
 
+/// Clients 1 to `n` joined to `room`, past its first tick and with what it sent
+/// them read.
+fn members_past_their_first_tick(room: &mut Room, n: u64) -> Vec<Client> {
+    let mut clients: Vec<Client> = (1..=n).map(Client::new).collect();
+    for c in &clients {
+        join(room, c);
+    }
+    room.tick(0);
+    for c in &mut clients {
+        c.read();
+        c.received.clear();
+    }
+    clients
+}
+
 fn join(room: &mut Room, client: &Client) {
     room.join(
         client.id,
@@ -648,15 +663,7 @@ fn a_members_burst_of_events_cannot_get_another_members_event_refused() {
         ..Default::default()
     };
     let mut room = relay_room(config);
-    let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
-    for c in &clients {
-        join(&mut room, c);
-    }
-    room.tick(0);
-    for c in &mut clients {
-        c.read();
-        c.received.clear();
-    }
+    let mut clients = members_past_their_first_tick(&mut room, 3);
     let event = |kind: &str| SendEvent {
         room: "room".into(),
         kind: kind.into(),
@@ -1179,6 +1186,69 @@ fn a_burst_of_events_at_one_member_is_spread_over_ticks() {
         seqs.extend(got);
     }
     assert_eq!(seqs, (1..=24).collect::<Vec<_>>(), "every event, once, in order");
+}
+
+/// Events over one member's share wait for that member alone: an event to another
+/// member goes at once, a broadcast goes to the others at once (one numbered
+/// message) and to the flooded member after what was queued for it before, in
+/// order; a member that leaves is owed nothing, should it join again.
+#[test]
+fn a_flood_aimed_at_one_member_delays_no_one_else() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut clients = members_past_their_first_tick(&mut room, 4);
+    let event = |kind: String, payload: Vec<u8>, targets: Vec<u64>| SendEvent {
+        room: "room".into(),
+        kind,
+        payload: bytes::Bytes::from(payload),
+        targets,
+    };
+    // Three ticks of member 4's share (four 16 KB events a tick).
+    for n in 0..12u8 {
+        room.push_event(1, event(format!("flood-{n}"), vec![b'a' + n; 16_000], vec![4]));
+    }
+    room.push_event(2, event("dm".into(), b"!".to_vec(), vec![3]));
+    room.push_event(2, event("all".into(), b"!".to_vec(), vec![]));
+    let kinds = |c: &mut Client| -> Vec<(String, u64)> {
+        (events_read(c).into_iter())
+            .map(|(kind, _, seq, _)| (kind, seq))
+            .collect()
+    };
+    room.tick(0);
+    let told = kinds(&mut clients[2]);
+    assert_eq!(told.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["dm", "all"]);
+    let all_seq = told[1].1;
+    assert_eq!(kinds(&mut clients[0]), [("all".to_string(), all_seq)]);
+    let mut flooded = Vec::new();
+    for _ in 0..4 {
+        assert!(!clients[3].outbox.is_overflowed());
+        flooded.extend(kinds(&mut clients[3]));
+        room.tick(0);
+    }
+    flooded.extend(kinds(&mut clients[3]));
+    let expected: Vec<String> = (0..12)
+        .map(|n| format!("flood-{n}"))
+        .chain(["all".to_string()])
+        .collect();
+    assert_eq!(flooded.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), expected);
+    assert_eq!(flooded.last().unwrap().1, all_seq, "the same numbered message");
+    // Owed to a member that leaves: forgotten.
+    for n in 0..8u8 {
+        room.push_event(1, event(format!("again-{n}"), vec![b'a' + n; 16_000], vec![4]));
+    }
+    room.push_event(2, event("bye".into(), b"!".to_vec(), vec![]));
+    room.tick(0);
+    assert_eq!(kinds(&mut clients[0]).len(), 1, "bye");
+    assert!(room.leave(4, 0));
+    // (Joining again waits a second.)
+    for _ in 0..2 * RoomConfig::default().tick_rate {
+        room.tick(0);
+    }
+    join(&mut room, &clients[3]);
+    room.tick(0);
+    room.tick(0);
+    let after: Vec<String> = kinds(&mut clients[3]).into_iter().map(|(k, _)| k).collect();
+    assert!(after.iter().all(|k| k != "bye"), "{after:?}");
+    assert!(room.closing().is_none());
 }
 
 /// Presence and events of one tick share a member's budget (a quarter of its
