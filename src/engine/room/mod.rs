@@ -179,6 +179,9 @@ macro_rules! sim_context {
 
 struct QueuedEvent {
     sender: MemberId,
+    /// Numbered as it is queued: each member gets its events in the queue's order,
+    /// so with ascending numbers, whenever each goes.
+    seq: u64,
     event: SendEvent,
     /// Once relayed to some of its addressees (numbered then): its message, and the
     /// members still owed it (sorted), who were over their share of that tick.
@@ -1206,8 +1209,10 @@ impl Room {
             self.send_to(sender, error);
             return;
         }
+        self.event_seq += 1;
         self.events.push(QueuedEvent {
             sender,
+            seq: self.event_seq,
             event,
             relayed: None,
         });
@@ -1514,7 +1519,7 @@ impl Room {
     /// any of it (and close it as a slow consumer).
     ///
     /// A member over its share holds back only what is addressed to it: an event
-    /// goes now to its other addressees (encoded and numbered once) and waits for it
+    /// goes now to its other addressees (encoded once) and waits for it
     /// alone, and nothing later goes to it this tick, so each member still gets its
     /// events in order. Events aimed at one member cannot delay everyone else's.
     fn relay_events(&mut self) {
@@ -1552,14 +1557,13 @@ impl Room {
             }
             let message = match &queued.relayed {
                 Some((message, _)) => message.clone(),
-                // Not yet numbered while it can go to no one of those owed it.
+                // Not yet encoded while it can go to no one of those owed it.
                 None if sending == 0 && !still_owed.is_empty() => return true,
                 None => {
-                    self.event_seq += 1;
                     self.stats.events += 1;
                     encode_message(Kind::Event(RoomEvent {
                         room: self.id.to_string(),
-                        seq: self.event_seq,
+                        seq: queued.seq,
                         sender: queued.sender,
                         kind: queued.event.kind.clone(),
                         payload: queued.event.payload.clone(),

@@ -1231,6 +1231,10 @@ fn a_flood_aimed_at_one_member_delays_no_one_else() {
         .collect();
     assert_eq!(flooded.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), expected);
     assert_eq!(flooded.last().unwrap().1, all_seq, "the same numbered message");
+    assert!(
+        flooded.windows(2).all(|pair| pair[0].1 < pair[1].1),
+        "numbers ascending: {flooded:?}"
+    );
     // Owed to a member that leaves: forgotten.
     for n in 0..8u8 {
         room.push_event(1, event(format!("again-{n}"), vec![b'a' + n; 16_000], vec![4]));
