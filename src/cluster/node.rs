@@ -323,7 +323,6 @@ const FORGETS_PER_RENEWAL: usize = 64;
 /// How often one node of the cluster sweeps the room indexes.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// The answer to a claim on a stopping node.
 /// Whether a join creating a room with `listing` may be sent to another node: one
 /// with options (metadata, private) opens here, since the join sent again would not
 /// carry them all (a quick join's metadata is the server's).
@@ -331,6 +330,7 @@ fn placeable(listing: &ListingState) -> bool {
     listing.metadata.is_empty() && !listing.private
 }
 
+/// The answer to a claim on a stopping node.
 fn stopping() -> PoolError {
     PoolError::Unavailable("this node is stopping; join through another".into())
 }
@@ -932,12 +932,6 @@ impl Cluster {
         }
     }
 
-    /// Where a room should open under [`Placement::LeastLoaded`], when not here: a
-    /// live node with at least [`PLACEMENT_MARGIN`] and a fifth fewer members than
-    /// this one at the last renewals (plus the rooms placed on it since, one member
-    /// each), drawn at random among those, so that a burst of new rooms does not all
-    /// go to one node until its next renewal shows them. None for a room
-    /// that a node owns (the claim finds it).
     /// The redirect of a join to the node [`Self::place`] chose.
     fn placed_on(&self, node: Node) -> Claim {
         self.metrics.redirects.inc();
@@ -947,6 +941,12 @@ impl Cluster {
         }
     }
 
+    /// Where a room should open under [`Placement::LeastLoaded`], when not here: a
+    /// live node with at least [`PLACEMENT_MARGIN`] and a fifth fewer members than
+    /// this one at the last renewals (plus the rooms placed on it since, one member
+    /// each), drawn at random among those, so that a burst of new rooms does not all
+    /// go to one node until its next renewal shows them. None for a room
+    /// that a node owns (the claim finds it).
     async fn place(&self, room: &str) -> Result<Option<Node>, PoolError> {
         let loads = self.call(self.directory.node_loads()).await?;
         let own = (loads.iter())

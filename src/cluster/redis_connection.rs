@@ -177,12 +177,15 @@ pub(super) struct Followed(Arc<Primary>);
 
 struct Primary {
     connection: RwLock<ConnectionManager>,
-    /// What was subscribed to: a new primary's connection subscribes to it at once.
-    /// Held across each subscribe or unsubscribe command, and by the follow task from
-    /// reading it until the new connection took over: a channel left during a
-    /// failover is left on the connection that then hears it (a stopping node that
-    /// left its call channels must hear no call after it).
-    channels: Mutex<Vec<String>>,
+    /// What was subscribed to, changed before each subscribe or unsubscribe command:
+    /// a new primary's connection subscribes to it.
+    channels: parking_lot::Mutex<Vec<String>>,
+    /// Held across each subscribe or unsubscribe command, and by the follow task
+    /// while it subscribes the new primary's connection and puts it in place: a
+    /// channel left during a failover is left on the connection that then hears it
+    /// (a stopping node that left its call channels must hear no call after). Never
+    /// held across connecting, only across commands (each bounded by [`TIMEOUT`]).
+    switching: Mutex<()>,
 }
 
 impl Followed {
@@ -273,12 +276,15 @@ impl Connection {
             Link::Single(connection) => connection.subscribe(channels).await,
             Link::Cluster(connection) => connection.ssubscribe(channels).await,
             Link::Sentinel(followed) => {
-                let mut known = followed.0.channels.lock().await;
-                for channel in channels {
-                    if !known.iter().any(|k| k == channel) {
-                        known.push(channel.to_string());
+                {
+                    let mut known = followed.0.channels.lock();
+                    for channel in channels {
+                        if !known.iter().any(|k| k == channel) {
+                            known.push(channel.to_string());
+                        }
                     }
                 }
+                let _switching = followed.0.switching.lock().await;
                 followed.current().subscribe(channels).await
             }
         }
@@ -292,8 +298,8 @@ impl Connection {
             Link::Single(connection) => connection.unsubscribe(channels).await,
             Link::Cluster(connection) => connection.sunsubscribe(channels).await,
             Link::Sentinel(followed) => {
-                let mut known = followed.0.channels.lock().await;
-                known.retain(|known| !channels.contains(&known.as_str()));
+                (followed.0.channels.lock()).retain(|known| !channels.contains(&known.as_str()));
+                let _switching = followed.0.switching.lock().await;
                 followed.current().unsubscribe(channels).await
             }
         }
@@ -539,7 +545,8 @@ async fn follow(
     };
     let followed = Followed(Arc::new(Primary {
         connection: RwLock::new(connection),
-        channels: Mutex::default(),
+        channels: parking_lot::Mutex::default(),
+        switching: Mutex::default(),
     }));
     let weak = Arc::downgrade(&followed.0);
     tokio::spawn(async move {
@@ -568,13 +575,13 @@ async fn follow(
             if now == at {
                 continue;
             }
-            let Some(primary) = weak.upgrade() else { return };
-            // No channel joined or left until the new connection took over.
-            let channels = primary.channels.lock().await;
-            match watch.connect(&now, pushes.clone(), &channels).await {
+            match watch.connect(&now, pushes.clone(), &[]).await {
                 Ok(connection) => {
-                    *primary.connection.write() = connection;
-                    drop(channels);
+                    let Some(primary) = weak.upgrade() else { return };
+                    if let Err(e) = take_over(&primary, connection).await {
+                        tracing::warn!("not following the sentinels to {}:{} yet: {e}", now.0, now.1);
+                        continue;
+                    }
                     tracing::warn!(from = %format!("{}:{}", at.0, at.1), to = %format!("{}:{}", now.0, now.1), "the Redis primary moved (a Sentinel failover): following it");
                     at = now;
                 }
@@ -583,6 +590,37 @@ async fn follow(
         }
     });
     Ok(followed)
+}
+
+/// Subscribes `connection` to what the primary's is subscribed to and puts it in its
+/// place, under the switching lock (see [`Primary::switching`]); channels joined or
+/// left meanwhile, whose own commands may have given up waiting for the lock, are
+/// joined or left on it before.
+async fn take_over(primary: &Primary, mut connection: ConnectionManager) -> redis::RedisResult<()> {
+    let _switching = primary.switching.lock().await;
+    let mut subscribed: Vec<String> = Vec::new();
+    loop {
+        let (left, joined) = {
+            let channels = primary.channels.lock();
+            let left: Vec<String> = (subscribed.iter()).filter(|c| !channels.contains(c)).cloned().collect();
+            let joined: Vec<String> = (channels.iter()).filter(|c| !subscribed.contains(c)).cloned().collect();
+            if left.is_empty() && joined.is_empty() {
+                *primary.connection.write() = connection;
+                return Ok(());
+            }
+            (left, joined)
+        };
+        if !left.is_empty() {
+            let left: Vec<&str> = left.iter().map(String::as_str).collect();
+            connection.unsubscribe(&left).await?;
+        }
+        if !joined.is_empty() {
+            let joined: Vec<&str> = joined.iter().map(String::as_str).collect();
+            connection.subscribe(&joined).await?;
+        }
+        subscribed.retain(|c| !left.iter().any(|l| l == c));
+        subscribed.extend(joined);
+    }
 }
 
 /// Reaches `redis` as a node's start does and asks it for a `PONG`: what answered

@@ -63,6 +63,9 @@ pub(super) struct Member {
     ///
     /// [`ListingState::told_digest`]: crate::engine::listing::ListingState::told_digest
     pub listing_told: u64,
+    /// Room events queued and not yet relayed to it: how many, and what they cost
+    /// its share (see `Room::push_event`).
+    pub events_owed: (usize, usize),
 }
 
 impl Member {
@@ -89,6 +92,7 @@ impl Member {
             last_input_tick: 0,
             sent_input: false,
             listing_told: 0,
+            events_owed: (0, 0),
         }
     }
 

@@ -182,11 +182,22 @@ struct QueuedEvent {
     /// Numbered as it is queued: each member gets its events in the queue's order,
     /// so with ascending numbers, whenever each goes.
     seq: u64,
+    /// What relaying it costs a member's share (its payload, kind and targets).
+    cost: usize,
+    /// The members still owed it (sorted): its addressees, less those it went to and
+    /// those that left. A broadcast's are taken at its first relay (every member but
+    /// the sender then: one that joined since it was queued gets it too).
+    owed: Option<Vec<MemberId>>,
+    /// The event, until it first goes out (emptied then).
     event: SendEvent,
-    /// Once relayed to some of its addressees (numbered then): its message, and the
-    /// members still owed it (sorted), who were over their share of that tick.
-    relayed: Option<(Bytes, Vec<MemberId>)>,
+    /// Its message, once it went to some of those owed it.
+    message: Option<Bytes>,
 }
+
+/// Events owed to one member may cost up to this many times its reliable queue's
+/// bounds: past that, an event naming it is refused (it takes them a quarter of its
+/// bounds a tick).
+const OWED_QUEUES: usize = 2;
 
 /// Which body a member's frame uses: every member whose delta would hold the same
 /// changes shares one encoding.
@@ -1100,7 +1111,7 @@ impl Room {
         gone.outbox.leave_room(self.key, gone.join_seq);
         // Events still owed to it are not, should it join again.
         for queued in &mut self.events {
-            if let Some((_, owed)) = &mut queued.relayed
+            if let Some(owed) = &mut queued.owed
                 && let Ok(at) = owed.binary_search(&member)
             {
                 owed.remove(at);
@@ -1158,10 +1169,8 @@ impl Room {
     }
 
     /// Queues a room event for relay at the next tick. Events from non-members are
-    /// ignored; [`SERVER`] (the HTTP API, the simulation) may always send. Over the
-    /// per-room bound the sender gets a `SERVER_BUSY` error (the server's own event is
-    /// dropped and logged), unless none of its own events is waiting: one member's
-    /// event is taken past the bound, so others' bursts cannot get it refused.
+    /// ignored. A refused one (see `event_refusal`) gets its sender a
+    /// `SERVER_BUSY` error (the server's own is dropped and logged).
     pub fn push_event(&mut self, sender: MemberId, mut event: SendEvent) {
         // A room the simulation closed relays what was queued before, then closes.
         if (sender != SERVER && !self.is_member(sender)) || self.closing.is_some() {
@@ -1188,34 +1197,73 @@ impl Room {
                 return;
             }
         }
-        // Past the bound, a member with no event of its own waiting for its first relay
-        // still gets one in: other members' bursts cannot make an honest member's
-        // events refused. (The scan runs only past the bound, for events the rate
-        // limits let through.) Events relayed to some of their addressees, still owed
-        // to members over their share, count up to twice the bound.
-        let waiting = self.events.len();
-        let full = waiting >= 2 * self.config.max_pending_events
-            || (waiting >= self.config.max_pending_events
-                && (sender == SERVER
-                    || (self.events.iter()).any(|queued| queued.sender == sender && queued.relayed.is_none())));
-        if full {
+        // Its targets in the room (a broadcast's: see `QueuedEvent::owed`).
+        let owed: Option<Vec<MemberId>> = (!event.targets.is_empty()).then(|| {
+            (event.targets.iter().copied())
+                .filter(|target| self.index.contains_key(target))
+                .collect()
+        });
+        let cost = event.payload.len() + event.kind.len() + 8 * event.targets.len();
+        let refusal = self.event_refusal(sender, owed.as_deref(), cost);
+        if let Some(why) = refusal {
             if sender == SERVER {
                 if let Some(suppressed) = DROPPED_PUBLISHES.take(std::time::Instant::now()) {
-                    tracing::warn!(room = %self.id, suppressed, "server event dropped: too many events pending in this room");
+                    tracing::warn!(room = %self.id, suppressed, "server event dropped: {why}");
                 }
                 return;
             }
-            let error = self.error(ErrorCode::ServerBusy, "too many events pending in this room", 0);
+            let error = self.error(ErrorCode::ServerBusy, why, 0);
             self.send_to(sender, error);
             return;
+        }
+        for m in &mut self.members {
+            let addressed = match &owed {
+                Some(targets) => targets.binary_search(&m.id).is_ok(),
+                None => m.id != sender,
+            };
+            if addressed {
+                m.events_owed.0 += 1;
+                m.events_owed.1 += cost;
+            }
         }
         self.event_seq += 1;
         self.events.push(QueuedEvent {
             sender,
             seq: self.event_seq,
+            cost,
+            owed,
             event,
-            relayed: None,
+            message: None,
         });
+    }
+
+    /// Why an event is refused, if it is: past twice the room's bound on waiting
+    /// events, any; one naming its targets, when one of them is already owed
+    /// [`OWED_QUEUES`] times its reliable queue's bounds (a flood aimed at a member
+    /// is refused at that member, and delays no one else's events); past the bound,
+    /// a member's with an event of its own not yet relayed to anyone (a member with
+    /// none still gets one in: other members' bursts cannot get an honest member's
+    /// events refused). The server's (the HTTP API, the simulation) only at twice
+    /// the bound.
+    fn event_refusal(&self, sender: MemberId, targets: Option<&[MemberId]>, cost: usize) -> Option<&'static str> {
+        let (waiting, bound) = (self.events.len(), self.config.max_pending_events);
+        if waiting >= 2 * bound {
+            return Some("too many events pending in this room");
+        }
+        if sender == SERVER {
+            return None;
+        }
+        let over = |m: &Member| {
+            let limits = m.outbox.limits();
+            m.events_owed.0 >= OWED_QUEUES * limits.max_messages
+                || m.events_owed.1 + cost > OWED_QUEUES * limits.max_bytes
+        };
+        if targets.is_some_and(|targets| targets.iter().any(|&id| self.member(id).is_some_and(over))) {
+            return Some("too many events waiting for a member it names");
+        }
+        // (The scan runs only past the bound, for events the rate limits let through.)
+        let own_waiting = || (self.events.iter()).any(|queued| queued.sender == sender && queued.message.is_none());
+        (waiting >= bound && own_waiting()).then_some("too many events pending in this room")
     }
 
     /// Schedules a full snapshot for `member` at the next tick and answers the request
@@ -1533,58 +1581,56 @@ impl Room {
         let mut held = vec![false; self.members.len()];
         let mut events = std::mem::take(&mut self.events);
         events.retain_mut(|queued| {
-            let owed = |m: &Member| match &queued.relayed {
-                Some((_, owed)) => owed.binary_search(&m.id).is_ok(),
-                None if queued.event.targets.is_empty() => m.id != queued.sender,
-                None => queued.event.targets.binary_search(&m.id).is_ok(),
-            };
-            let len = match &queued.relayed {
-                Some((message, _)) => message.len(),
-                None => queued.event.payload.len() + queued.event.kind.len() + 8 * queued.event.targets.len(),
-            };
+            let owed = queued.owed.get_or_insert_with(|| {
+                let mut all: Vec<MemberId> = (self.members.iter())
+                    .map(|m| m.id)
+                    .filter(|&id| id != queued.sender)
+                    .collect();
+                all.sort_unstable();
+                all
+            });
             let (mut still_owed, mut sending) = (Vec::new(), 0);
             for ((m, &(messages, bytes)), held) in self.members.iter().zip(&took).zip(&mut held) {
-                if !owed(m) {
+                if owed.binary_search(&m.id).is_err() {
                     continue;
                 }
                 let limits = m.outbox.limits();
-                *held |= messages > 0 && (messages >= limits.max_messages / 4 || bytes + len > limits.max_bytes / 4);
+                *held |=
+                    messages > 0 && (messages >= limits.max_messages / 4 || bytes + queued.cost > limits.max_bytes / 4);
                 if *held {
                     still_owed.push(m.id);
                 } else {
                     sending += 1;
                 }
             }
-            let message = match &queued.relayed {
-                Some((message, _)) => message.clone(),
-                // Not yet encoded while it can go to no one of those owed it.
-                None if sending == 0 && !still_owed.is_empty() => return true,
-                None => {
-                    self.stats.events += 1;
-                    encode_message(Kind::Event(RoomEvent {
-                        room: self.id.to_string(),
-                        seq: queued.seq,
-                        sender: queued.sender,
-                        kind: queued.event.kind.clone(),
-                        payload: queued.event.payload.clone(),
-                        targets: queued.event.targets.clone(),
-                    }))
-                }
-            };
-            for ((m, took), &held) in self.members.iter().zip(&mut took).zip(&held) {
-                if owed(m) && !held {
+            // Not yet encoded while it can go to none of those owed it.
+            if queued.message.is_none() && sending == 0 && !still_owed.is_empty() {
+                return true;
+            }
+            let message = queued.message.get_or_insert_with(|| {
+                self.stats.events += 1;
+                let event = std::mem::take(&mut queued.event);
+                encode_message(Kind::Event(RoomEvent {
+                    room: self.id.to_string(),
+                    seq: queued.seq,
+                    sender: queued.sender,
+                    kind: event.kind,
+                    payload: event.payload,
+                    targets: event.targets,
+                }))
+            });
+            for ((m, took), &held) in self.members.iter_mut().zip(&mut took).zip(&held) {
+                if !held && owed.binary_search(&m.id).is_ok() {
                     *took = (took.0 + 1, took.1 + message.len());
                     let _ = m.outbox.push_reliable(message.clone());
+                    m.events_owed.0 = m.events_owed.0.saturating_sub(1);
+                    m.events_owed.1 = m.events_owed.1.saturating_sub(queued.cost);
                 }
             }
-            if still_owed.is_empty() {
-                return false;
-            }
+            // Members are in join order, not by id.
             still_owed.sort_unstable();
-            // Its message holds all it needs from now on.
-            queued.event = SendEvent::default();
-            queued.relayed = Some((message, still_owed));
-            true
+            *owed = still_owed;
+            !owed.is_empty()
         });
         self.events = events;
         self.sent_this_tick = took;

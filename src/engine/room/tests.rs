@@ -1255,6 +1255,54 @@ fn a_flood_aimed_at_one_member_delays_no_one_else() {
     assert!(room.closing().is_none());
 }
 
+/// A flood aimed at one member (naming its senders too, so that each event also
+/// goes somewhere at once) is refused at that member once it is owed twice its
+/// queue's bounds: the room's queue stays short, and the other members' and the
+/// server's events go at the next tick.
+#[test]
+fn a_flood_aimed_at_one_member_is_refused_at_that_member() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut clients = members_past_their_first_tick(&mut room, 4);
+    let event = |kind: &str, payload: Vec<u8>, targets: Vec<u64>| SendEvent {
+        room: "room".into(),
+        kind: kind.into(),
+        payload: bytes::Bytes::from(payload),
+        targets,
+    };
+    // 1.28 MB at member 4, whose queue holds 256 KiB.
+    for _ in 0..40 {
+        for sender in [1, 2] {
+            room.push_event(sender, event("flood", vec![b'x'; 16_000], vec![sender, 4]));
+        }
+    }
+    let refused = |c: &mut Client| {
+        c.read();
+        (c.take_received().into_iter())
+            .filter(|k| matches!(k, server_message::Kind::Error(e) if e.code == ErrorCode::ServerBusy as i32))
+            .count()
+    };
+    let (one, two) = (refused(&mut clients[0]), refused(&mut clients[1]));
+    assert_eq!(one + two, 80 - 32, "32 of 16 KB are twice 256 KiB");
+    assert_eq!(room.events.len(), 32);
+    room.push_event(4, event("dm", b"!".to_vec(), vec![3]));
+    room.push_event(SERVER, event("news", b"!".to_vec(), vec![]));
+    room.tick(0);
+    let kinds = |c: &mut Client| -> Vec<String> { events_read(c).into_iter().map(|(kind, ..)| kind).collect() };
+    assert_eq!(kinds(&mut clients[2]), ["dm", "news"]);
+    let mut flooded = kinds(&mut clients[3]);
+    for _ in 0..10 {
+        room.tick(0);
+        flooded.extend(kinds(&mut clients[3]));
+    }
+    assert_eq!(flooded.len(), 33);
+    assert_eq!(flooded.last().map(String::as_str), Some("news"));
+    assert!(room.events.is_empty());
+    assert!(
+        room.members.iter().all(|m| m.events_owed == (0, 0)),
+        "every owed event counted off"
+    );
+}
+
 /// Presence and events of one tick share a member's budget (a quarter of its
 /// queue's bounds): with a tick's presence over it, events wait for the next tick.
 #[test]
