@@ -184,7 +184,8 @@ struct Primary {
     /// while it subscribes the new primary's connection and puts it in place: a
     /// channel left during a failover is left on the connection that then hears it
     /// (a stopping node that left its call channels must hear no call after). Never
-    /// held across connecting, only across commands (each bounded by [`TIMEOUT`]).
+    /// held across connecting, only across commands, each given up after
+    /// [`TIMEOUT`] (a connection manager's command first waits for its reconnection).
     switching: Mutex<()>,
 }
 
@@ -285,7 +286,7 @@ impl Connection {
                     }
                 }
                 let _switching = followed.0.switching.lock().await;
-                followed.current().subscribe(channels).await
+                bounded(followed.current().subscribe(channels)).await
             }
         }
     }
@@ -300,7 +301,7 @@ impl Connection {
             Link::Sentinel(followed) => {
                 (followed.0.channels.lock()).retain(|known| !channels.contains(&known.as_str()));
                 let _switching = followed.0.switching.lock().await;
-                followed.current().unsubscribe(channels).await
+                bounded(followed.current().unsubscribe(channels)).await
             }
         }
     }
@@ -592,10 +593,19 @@ async fn follow(
     Ok(followed)
 }
 
+/// `command`, given up after [`TIMEOUT`].
+async fn bounded<T>(command: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    match tokio::time::timeout(TIMEOUT, command).await {
+        Ok(done) => done,
+        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+    }
+}
+
 /// Subscribes `connection` to what the primary's is subscribed to and puts it in its
-/// place, under the switching lock (see [`Primary::switching`]); channels joined or
-/// left meanwhile, whose own commands may have given up waiting for the lock, are
-/// joined or left on it before.
+/// place, under the switching lock (see [`Primary::switching`]); channels joined
+/// meanwhile are joined on it before. A channel left meanwhile gives the connection
+/// up (its follower tries again with a new one): leaving it there would tell the
+/// bus its calls stopped while the old connection, still in place, may hear more.
 async fn take_over(primary: &Primary, mut connection: ConnectionManager) -> redis::RedisResult<()> {
     let _switching = primary.switching.lock().await;
     let mut subscribed: Vec<String> = Vec::new();
@@ -611,14 +621,10 @@ async fn take_over(primary: &Primary, mut connection: ConnectionManager) -> redi
             (left, joined)
         };
         if !left.is_empty() {
-            let left: Vec<&str> = left.iter().map(String::as_str).collect();
-            connection.unsubscribe(&left).await?;
+            return Err(std::io::Error::other("channels left while it subscribed").into());
         }
-        if !joined.is_empty() {
-            let joined: Vec<&str> = joined.iter().map(String::as_str).collect();
-            connection.subscribe(&joined).await?;
-        }
-        subscribed.retain(|c| !left.iter().any(|l| l == c));
+        let joining: Vec<&str> = joined.iter().map(String::as_str).collect();
+        bounded(connection.subscribe(&joining)).await?;
         subscribed.extend(joined);
     }
 }

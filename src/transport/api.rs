@@ -14,8 +14,8 @@
 //! handed to that node over Redis pub/sub; a room no node holds whose checkpoint Redis
 //! keeps is restored on this node first, see `Cluster::route_call`); an event goes out reliably, in order with
 //! the members' own events, at the room's next tick. 202 means queued for the room: a
-//! room already holding its bound of pending events (`max_pending_events`, 1,024 a
-//! tick) drops an event and logs so.
+//! room already holding twice its bound of pending events (`max_pending_events`,
+//! 1,024) drops an event and logs so.
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;

@@ -66,6 +66,10 @@ pub(super) struct Member {
     /// Room events queued and not yet relayed to it: how many, and what they cost
     /// its share (see `Room::push_event`).
     pub events_owed: (usize, usize),
+    /// The room's last event number when it was seated: events numbered up to it
+    /// (broadcasts queued before it came, which it may still get) were not counted
+    /// in `events_owed`.
+    pub events_from: u64,
 }
 
 impl Member {
@@ -93,6 +97,7 @@ impl Member {
             sent_input: false,
             listing_told: 0,
             events_owed: (0, 0),
+            events_from: 0,
         }
     }
 

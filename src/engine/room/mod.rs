@@ -763,6 +763,7 @@ impl Room {
         } else if let Some(seat) = self.take_reserved(member, &user_id) {
             // Back after a restore: the simulation kept what it had for this member.
             let mut seated = Member::new(member, seat.user_id, outbox, join_seq, self.config.input_queue);
+            seated.events_from = self.event_seq;
             seated.resume_after(seat.last_applied);
             seated.last_input_tick = self.world.tick();
             // The simulation knew it away since the restore: back at the next tick.
@@ -788,6 +789,7 @@ impl Room {
         } else {
             self.sim_calls.push(SimCall::Join(member, user_id.clone(), data));
             let mut joining = Member::new(member, user_id, outbox, join_seq, self.config.input_queue);
+            joining.events_from = self.event_seq;
             joining.joined_tick = self.world.tick() + 1;
             joining.last_input_tick = self.world.tick();
             joining.joined_reply = Some(request_id);
@@ -1623,8 +1625,10 @@ impl Room {
                 if !held && owed.binary_search(&m.id).is_ok() {
                     *took = (took.0 + 1, took.1 + message.len());
                     let _ = m.outbox.push_reliable(message.clone());
-                    m.events_owed.0 = m.events_owed.0.saturating_sub(1);
-                    m.events_owed.1 = m.events_owed.1.saturating_sub(queued.cost);
+                    if queued.seq > m.events_from {
+                        m.events_owed.0 = m.events_owed.0.saturating_sub(1);
+                        m.events_owed.1 = m.events_owed.1.saturating_sub(queued.cost);
+                    }
                 }
             }
             // Members are in join order, not by id.

@@ -1303,6 +1303,32 @@ fn a_flood_aimed_at_one_member_is_refused_at_that_member() {
     );
 }
 
+/// A broadcast queued before a member joined still reaches it (it is owed to the
+/// members of its first relay) without counting off what the member is owed since.
+#[test]
+fn a_broadcast_queued_before_a_join_counts_nothing_off_the_joiner() {
+    let mut room = relay_room(RoomConfig::default());
+    members_past_their_first_tick(&mut room, 2);
+    let event = |payload: Vec<u8>, targets: Vec<u64>| SendEvent {
+        room: "room".into(),
+        kind: "x".into(),
+        payload: bytes::Bytes::from(payload),
+        targets,
+    };
+    room.push_event(1, event(vec![b'x'; 16_000], vec![]));
+    let late = Client::new(3);
+    join(&mut room, &late);
+    for _ in 0..12 {
+        room.push_event(2, event(vec![b'y'; 16_000], vec![3]));
+    }
+    room.tick(0);
+    let owed_to_late: (usize, usize) = (room.events.iter())
+        .filter(|queued| queued.owed.as_ref().is_some_and(|owed| owed.contains(&3)))
+        .fold((0, 0), |(n, bytes), queued| (n + 1, bytes + queued.cost));
+    assert!(owed_to_late.0 > 0, "more than a tick of its share");
+    assert_eq!(room.member(3).unwrap().events_owed, owed_to_late);
+}
+
 /// Presence and events of one tick share a member's budget (a quarter of its
 /// queue's bounds): with a tick's presence over it, events wait for the next tick.
 #[test]

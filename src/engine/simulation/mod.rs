@@ -224,8 +224,8 @@ impl SimContext<'_> {
     /// member), reliably and in order with the members' events: it is relayed after
     /// the events members sent before it, at the end of this tick unless those fill
     /// a member's share of its queue for the tick (then at the next ticks, in order).
-    /// A member removed in the same tick gets it before its `Left`. Over the room's
-    /// bound on pending events it is dropped (and logged), like an event the HTTP API
+    /// A member removed in the same tick gets it before its `Left`. Over twice the
+    /// room's bound on pending events it is dropped (and logged), like an event the HTTP API
     /// publishes; so is one with a `kind` over [`MAX_EVENT_KIND_BYTES`] or with
     /// control characters ([`valid_event_kind`]), or a payload over
     /// [`MAX_EVENT_PAYLOAD_BYTES`].
