@@ -3,6 +3,7 @@ import asyncio, os, time
 from common17 import pb, connect, env, join, decode, event, monitor, stat
 
 A, SECS, ROOM = int(os.environ.get("A", "60")), float(os.environ.get("SECS", "30")), os.environ.get("ROOM", "ev17")
+# SELF=1: the attackers name themselves as targets too.
 HRATE = float(os.environ.get("HRATE", "2"))
 PAY = int(os.environ.get("PAY", "16000"))
 st = {"sink_bytes": 0, "busy_att": 0, "h_sent": 0, "h_busy": 0, "h_recv": 0, "delays": [], "closes": {}, "api_sent": 0, "api_recv": 0, "api_codes": {}}
@@ -39,12 +40,14 @@ async def reader(ws, role):
     st["closes"][ws.close_code] = st["closes"].get(ws.close_code, 0) + 1
 
 
-async def attacker(ws, sink, end):
+async def attacker(ws, me, sink, end):
     pay = b"x" * PAY
+    # SELF=1: name the sender too, so each event goes somewhere at once.
+    targets = [sink, me] if os.environ.get("SELF") == "1" else [sink]
     n = 0
     while time.time() < end:
         try:
-            await ws.send(env(event(ROOM, "junk", pay, [sink])))
+            await ws.send(env(event(ROOM, "junk", pay, targets)))
         except Exception:
             return
         n += 1
@@ -91,7 +94,7 @@ async def main():
     ex = lambda: (f"sink={st['sink_bytes']>>20}MiB att_busy={st['busy_att']} h_sent={st['h_sent']} h_busy={st['h_busy']} "
                   f"h_recv={st['h_recv']} h_delay_last={st['delays'][-1] if st['delays'] else 0:.2f}s")
     await asyncio.gather(honest(h_ws, h2, end), api(end), monitor(SECS, "hol", 3, ex),
-                         *[attacker(w, sink, end) for w, _ in atts])
+                         *[attacker(w, me, sink, end) for w, me in atts])
     d = sorted(st["delays"])
     print("RESULT", ex(), "delay p50/max", d[len(d)//2] if d else None, d[-1] if d else None, "closes", st["closes"], "api sent/recv", st["api_sent"], st["api_recv"], st["api_codes"])
 
