@@ -603,30 +603,37 @@ async fn bounded<T>(command: impl Future<Output = redis::RedisResult<T>>) -> red
 
 /// Subscribes `connection` to what the primary's is subscribed to and puts it in its
 /// place, under the switching lock (see [`Primary::switching`]); channels joined
-/// meanwhile are joined on it before. A channel left meanwhile gives the connection
-/// up (its follower tries again with a new one): leaving it there would tell the
-/// bus its calls stopped while the old connection, still in place, may hear more.
+/// meanwhile are joined on it before. Channels left meanwhile are left on it once it
+/// is in place (their own commands, waiting for the lock, may have given up): the
+/// bus then hears that the calls stopped after every call it heard.
 async fn take_over(primary: &Primary, mut connection: ConnectionManager) -> redis::RedisResult<()> {
     let _switching = primary.switching.lock().await;
     let mut subscribed: Vec<String> = Vec::new();
-    loop {
-        let (left, joined) = {
+    let left = loop {
+        let joined: Vec<String> = {
             let channels = primary.channels.lock();
-            let left: Vec<String> = (subscribed.iter()).filter(|c| !channels.contains(c)).cloned().collect();
             let joined: Vec<String> = (channels.iter()).filter(|c| !subscribed.contains(c)).cloned().collect();
-            if left.is_empty() && joined.is_empty() {
-                *primary.connection.write() = connection;
-                return Ok(());
+            if joined.is_empty() {
+                *primary.connection.write() = connection.clone();
+                break (subscribed.iter())
+                    .filter(|c| !channels.contains(c))
+                    .cloned()
+                    .collect::<Vec<_>>();
             }
-            (left, joined)
+            joined
         };
-        if !left.is_empty() {
-            return Err(std::io::Error::other("channels left while it subscribed").into());
-        }
         let joining: Vec<&str> = joined.iter().map(String::as_str).collect();
         bounded(connection.subscribe(&joining)).await?;
         subscribed.extend(joined);
+    };
+    // (In place already: a failure here is the failure of a command on it.)
+    let leaving: Vec<&str> = left.iter().map(String::as_str).collect();
+    if !leaving.is_empty()
+        && let Err(e) = bounded(connection.unsubscribe(&leaving)).await
+    {
+        tracing::warn!("leaving {leaving:?} on the new Redis primary failed: {e}");
     }
+    Ok(())
 }
 
 /// Reaches `redis` as a node's start does and asks it for a `PONG`: what answered
