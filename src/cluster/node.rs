@@ -825,17 +825,13 @@ impl Cluster {
             return match self.call(self.directory.locate(room)).await? {
                 Some(node) if node != self.node.id => {
                     let url = self.call(self.directory.node_url(&node)).await?;
-                    if url.is_some() {
-                        self.metrics.redirects.inc();
-                    }
-                    Ok((Claim::Theirs { node, url }, None))
+                    Ok((self.redirect(node, url), None))
                 }
                 Some(_) => Err(PoolError::TooManyRooms),
                 None if self.settings.placement == Placement::LeastLoaded && placeable(&listing) => {
-                    match self.place(room).await? {
-                        Some(node) => Ok((self.placed_on(node), None)),
-                        None => Err(PoolError::TooManyRooms),
-                    }
+                    let placed = self.place(room).await?;
+                    let placed = placed.map(|node| (self.redirect(node.id, Some(node.url)), None));
+                    placed.ok_or(PoolError::TooManyRooms)
                 }
                 None => Err(PoolError::TooManyRooms),
             };
@@ -860,7 +856,7 @@ impl Cluster {
                 && placeable(&listing);
             let entry = self.entry(room, room_type, listing)?;
             if placed && let Some(node) = self.place(room).await? {
-                return Ok((self.placed_on(node), None));
+                return Ok((self.redirect(node.id, Some(node.url)), None));
             }
             // Refused at most once: the second claim knows of the checkpoint.
             let none_found = open_here.is_none() && !may_restore;
@@ -932,13 +928,13 @@ impl Cluster {
         }
     }
 
-    /// The redirect of a join to the node [`Self::place`] chose.
-    fn placed_on(&self, node: Node) -> Claim {
-        self.metrics.redirects.inc();
-        Claim::Theirs {
-            node: node.id,
-            url: Some(node.url),
+    /// A join sent to `node`, counted when its URL is known (a node whose own lease
+    /// lapsed has none).
+    fn redirect(&self, node: String, url: Option<String>) -> Claim {
+        if url.is_some() {
+            self.metrics.redirects.inc();
         }
+        Claim::Theirs { node, url }
     }
 
     /// Where a room should open under [`Placement::LeastLoaded`], when not here: a
