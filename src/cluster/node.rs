@@ -1082,8 +1082,15 @@ impl Cluster {
     /// Writes one batch.
     async fn write(&self, batch: Pending) -> Written {
         let mut writes = Vec::with_capacity(batch.rooms.len());
-        for (room, checkpoint) in batch.rooms {
-            let data = checkpoint.encode_to_vec();
+        for (room, mut checkpoint) in batch.rooms {
+            let mut data = checkpoint.encode_to_vec();
+            // A hand-off's: without the events owed to members over their share
+            // rather than not at all.
+            if data.len() > self.settings.max_checkpoint_bytes && !checkpoint.pending_events.is_empty() {
+                let events = std::mem::take(&mut checkpoint.pending_events).len();
+                tracing::warn!(%room, events, "stopping: the events still owed to members over their share make the room's checkpoint too large ([cluster] max_checkpoint_bytes); written without them");
+                data = checkpoint.encode_to_vec();
+            }
             if data.len() > self.settings.max_checkpoint_bytes {
                 self.metrics.checkpoints_skipped.inc();
                 if let Some(suppressed) = DIRECTORY_LOGS.take(Instant::now()) {

@@ -194,6 +194,31 @@ struct QueuedEvent {
     message: Option<Bytes>,
 }
 
+/// Events still owed to `member` (it left, or gave up a seat a restore kept) are
+/// not, should it join again.
+fn forget_owed(events: &mut [QueuedEvent], member: MemberId) {
+    for queued in events {
+        if let Some(owed) = &mut queued.owed
+            && let Ok(at) = owed.binary_search(&member)
+        {
+            owed.remove(at);
+        }
+    }
+}
+
+/// A broadcast's addressees (see [`QueuedEvent::owed`]): the members but its sender,
+/// sorted.
+fn everyone_but(members: &[Member], sender: MemberId) -> Vec<MemberId> {
+    let mut all: Vec<MemberId> = (members.iter().map(|m| m.id)).filter(|&id| id != sender).collect();
+    all.sort_unstable();
+    all
+}
+
+/// What relaying `event` costs a member's share of a tick.
+fn event_cost(event: &SendEvent) -> usize {
+    event.payload.len() + event.kind.len() + 8 * event.targets.len()
+}
+
 /// Events owed to one member may cost up to this many times its reliable queue's
 /// bounds: past that, an event naming it is refused (it takes them a quarter of its
 /// bounds a tick).
@@ -396,6 +421,33 @@ impl Room {
             room.roster.set_away(seat.member_id, true);
             room.reserved.insert(seat.member_id, reserved);
         }
+        // Events a stopping node still owed to members over their share: relayed to
+        // them once they take back their seats.
+        for pending in &checkpoint.pending_events {
+            let Some(relayed) = &pending.event else { continue };
+            let mut owed: Vec<MemberId> = (pending.owed.iter().copied())
+                .filter(|member| room.reserved.contains_key(member))
+                .collect();
+            owed.sort_unstable();
+            owed.dedup();
+            if owed.is_empty() {
+                continue;
+            }
+            let event = SendEvent {
+                room: String::new(),
+                kind: relayed.kind.clone(),
+                payload: relayed.payload.clone(),
+                targets: relayed.targets.clone(),
+            };
+            room.events.push(QueuedEvent {
+                sender: relayed.sender,
+                seq: relayed.seq,
+                cost: event_cost(&event),
+                owed: Some(owed),
+                event,
+                message: None,
+            });
+        }
         // (A show of an entity the snapshot lacks is dropped, not the room.)
         for shown in (checkpoint.shown.iter()).filter(|v| room.reserved.contains_key(&v.member)) {
             let _ = room.world.show(shown.id, shown.member);
@@ -481,7 +533,42 @@ impl Room {
             bans: self.bans.to_proto(time_us),
             game_state,
             shown: self.shows(),
+            // (A hand-off's: see `Room::pending_events`.)
+            pending_events: Vec::new(),
         }
+    }
+
+    /// The events not yet relayed to every addressee, in order, with the members
+    /// still owed each: for the checkpoint of a hand-off, after which the room ticks no
+    /// more ([`Room::finish_pending`] first leaves only those owed to members over
+    /// their share). A restore relays them to those members once they take back their
+    /// seats.
+    pub fn pending_events(&self) -> Vec<proto::PendingEvent> {
+        let relayed = |queued: &QueuedEvent| match &queued.message {
+            // (Encoded here: decoding it gives the event back.)
+            Some(message) => match proto::ServerMessage::decode(&message[..]).ok()?.kind? {
+                Kind::Event(event) => Some(event),
+                _ => None,
+            },
+            None => Some(RoomEvent {
+                room: self.id.to_string(),
+                seq: queued.seq,
+                sender: queued.sender,
+                kind: queued.event.kind.clone(),
+                payload: queued.event.payload.clone(),
+                targets: queued.event.targets.clone(),
+            }),
+        };
+        (self.events.iter())
+            .filter_map(|queued| {
+                // A broadcast not relayed yet: as at its first relay.
+                let owed = (queued.owed.clone()).unwrap_or_else(|| everyone_but(&self.members, queued.sender));
+                Some(proto::PendingEvent {
+                    event: Some(relayed(queued)?),
+                    owed,
+                })
+            })
+            .collect()
     }
 
     /// What [`World::shows`] holds, in order.
@@ -1079,6 +1166,7 @@ impl Room {
         if *seat.user_id == *user_id {
             return Some(seat);
         }
+        forget_owed(&mut self.events, member);
         // Another user under the owner's member id does not own the room.
         self.owner_left |= self.listing.with(|l| l.owner) == member;
         self.sim_calls.push(SimCall::Leave(member));
@@ -1111,14 +1199,7 @@ impl Room {
             self.index.insert(later.id, self.index[&later.id] - 1);
         }
         gone.outbox.leave_room(self.key, gone.join_seq);
-        // Events still owed to it are not, should it join again.
-        for queued in &mut self.events {
-            if let Some(owed) = &mut queued.owed
-                && let Ok(at) = owed.binary_search(&member)
-            {
-                owed.remove(at);
-            }
-        }
+        forget_owed(&mut self.events, member);
         if self.listing.with(|l| l.owner) == member {
             self.owner_left = true;
             self.presence_due = true;
@@ -1205,7 +1286,7 @@ impl Room {
                 .filter(|target| self.index.contains_key(target))
                 .collect()
         });
-        let cost = event.payload.len() + event.kind.len() + 8 * event.targets.len();
+        let cost = event_cost(&event);
         let refusal = self.event_refusal(sender, owed.as_deref(), cost);
         if let Some(why) = refusal {
             if sender == SERVER {
@@ -1405,7 +1486,7 @@ impl Room {
         // owner's, a second after the restore, counts as away: see `pass_ownership`).
         if !self.reserved.is_empty() {
             let owner = self.listing.with(|l| l.owner);
-            let (sim_calls, presence_due) = (&mut self.sim_calls, &mut self.presence_due);
+            let (sim_calls, presence_due, events) = (&mut self.sim_calls, &mut self.presence_due, &mut self.events);
             *presence_due |=
                 self.restored_at.is_some_and(|at| tick == at + second) && self.reserved.contains_key(&owner);
             self.reserved.retain(|&member, seat| {
@@ -1413,6 +1494,7 @@ impl Room {
                 if !kept {
                     sim_calls.push(SimCall::Leave(member));
                     *presence_due |= member == owner;
+                    forget_owed(events, member);
                 }
                 kept
             });
@@ -1536,6 +1618,7 @@ impl Room {
             let Some(outbox) = self.member(member).map(|m| m.outbox.clone()) else {
                 if self.reserved.remove(&member).is_some() {
                     self.sim_calls.push(SimCall::Leave(member));
+                    forget_owed(&mut self.events, member);
                 }
                 continue;
             };
@@ -1583,14 +1666,7 @@ impl Room {
         let mut held = vec![false; self.members.len()];
         let mut events = std::mem::take(&mut self.events);
         events.retain_mut(|queued| {
-            let owed = queued.owed.get_or_insert_with(|| {
-                let mut all: Vec<MemberId> = (self.members.iter())
-                    .map(|m| m.id)
-                    .filter(|&id| id != queued.sender)
-                    .collect();
-                all.sort_unstable();
-                all
-            });
+            let owed = (queued.owed).get_or_insert_with(|| everyone_but(&self.members, queued.sender));
             let (mut still_owed, mut sending) = (Vec::new(), 0);
             for ((m, &(messages, bytes)), held) in self.members.iter().zip(&took).zip(&mut held) {
                 if owed.binary_search(&m.id).is_err() {
@@ -1605,9 +1681,16 @@ impl Room {
                     sending += 1;
                 }
             }
-            // Not yet encoded while it can go to none of those owed it.
-            if queued.message.is_none() && sending == 0 && !still_owed.is_empty() {
-                return true;
+            // Seats a restore keeps: their members are owed it once back.
+            if !self.reserved.is_empty() {
+                still_owed.extend(owed.iter().filter(|&id| !self.index.contains_key(id)));
+            }
+            // Members are in join order, not by id.
+            still_owed.sort_unstable();
+            // Not encoded while it can go to none of those owed it.
+            if sending == 0 {
+                *owed = still_owed;
+                return !owed.is_empty();
             }
             let message = queued.message.get_or_insert_with(|| {
                 self.stats.events += 1;
@@ -1631,8 +1714,6 @@ impl Room {
                     }
                 }
             }
-            // Members are in join order, not by id.
-            still_owed.sort_unstable();
             *owed = still_owed;
             !owed.is_empty()
         });

@@ -177,10 +177,14 @@ impl LossyClient {
 /// A relay room whose kind 2 is declared ([`declared_kind`]), and kind 3 alike but
 /// seen by its owner only; kind 1 is free-form.
 fn relay_room(config: RoomConfig) -> Room {
+    Room::new(1, "room".into(), "relay".into(), config, Box::new(relay()))
+}
+
+/// The relay simulation of [`relay_room`].
+fn relay() -> Relay {
     let hidden = KindSchema::new(3, "hidden", declared_kind().fields().to_vec()).unwrap();
     let schema = Schema::new(vec![declared_kind(), hidden.seen_by_owner_only()]).unwrap();
-    let relay = Relay::with_schema(Arc::new(schema));
-    Room::new(1, "room".into(), "relay".into(), config, Box::new(relay))
+    Relay::with_schema(Arc::new(schema))
 }
 
 /// Kind 2: one field of every type (and two float grids).
@@ -1110,6 +1114,68 @@ fn the_simulation_reads_what_a_member_told_as_it_joined() {
     restored.tick(0);
     assert_eq!(said(&mut back), [("restored".to_string(), " ada".to_string())]);
     assert_eq!(&restored.roster.data(1)[..], b"ada");
+}
+
+/// A stopping node's checkpoint carries the events still owed to members over their
+/// share (a flood aimed at them): the room restored elsewhere relays them to a member
+/// once it takes back its seat, in order and with their numbers; those owed only to a
+/// member that does not come back go with its seat.
+#[test]
+fn events_owed_at_a_hand_off_reach_their_member_in_the_restored_room() {
+    let mut room = relay_room(RoomConfig::default());
+    let mut clients = members_past_their_first_tick(&mut room, 4);
+    let event = |kind: String, targets: Vec<u64>| SendEvent {
+        room: "room".into(),
+        kind,
+        payload: bytes::Bytes::from(vec![b'x'; 16_000]),
+        targets,
+    };
+    // Two ticks of members 3's and 4's shares (four 16 KB events a tick), the last
+    // four for member 3 alone.
+    for n in 0..8 {
+        let targets = if n < 4 { vec![3, 4] } else { vec![3] };
+        room.push_event(1, event(format!("flood-{n}"), targets));
+    }
+    room.push_event(2, event("all".into(), vec![]));
+    room.tick(0);
+    let all_seq = events_read(&mut clients[0])[0].2;
+    let kinds = |c: &mut Client| -> Vec<(String, u64)> {
+        (events_read(c).into_iter())
+            .map(|(kind, _, seq, _)| (kind, seq))
+            .collect()
+    };
+    let first = kinds(&mut clients[3]);
+    assert_eq!(first.len(), 4, "{first:?}");
+
+    let mut checkpoint = room.checkpoint(1_234);
+    checkpoint.pending_events = room.pending_events();
+    let owed: Vec<Vec<u64>> = checkpoint.pending_events.iter().map(|p| p.owed.clone()).collect();
+    assert_eq!(
+        owed,
+        [vec![3], vec![3], vec![3], vec![3], vec![3, 4]],
+        "flood-4..7, then all"
+    );
+    let checkpoint = proto::RoomCheckpoint::decode(&checkpoint.encode_to_vec()[..]).unwrap();
+    let seat_ticks = 5;
+    let mut restored = Room::restore(2, RoomConfig::default(), Box::new(relay()), &checkpoint, seat_ticks).unwrap();
+    restored.tick(0);
+    assert_eq!(restored.pending_events().len(), 5, "kept for the seats kept");
+    let mut back = Client::new(4);
+    join(&mut restored, &back);
+    for _ in 0..seat_ticks + 1 {
+        restored.tick(0);
+    }
+    let then = kinds(&mut back);
+    assert_eq!(
+        then,
+        [("all".to_string(), all_seq)],
+        "member 4's last event, as numbered"
+    );
+    assert!(first.last().unwrap().1 < all_seq);
+    assert!(
+        restored.pending_events().is_empty(),
+        "member 3's seat lapsed, and what it was owed with it"
+    );
 }
 
 /// A room of members 1 and 2 running `new()`, restored from its checkpoint with
