@@ -2202,6 +2202,57 @@ async fn rolling_restart(cluster: TestCluster) {
     assert_eq!(mirror.last_input_seq(), 5);
 }
 
+/// Events a stopping node still owes a member flooded past its per-tick share go with
+/// the room: the member gets every one, once and in order, part from the node that
+/// stopped and the rest from the node its room moved to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_owed_at_a_hand_off_follow_the_room() {
+    let cluster = TestCluster::start();
+    let setup = |c: &mut tickrelay::config::Config| {
+        c.api.token = Some("backend-secret".into());
+        // A tick a second: the flood outlasts the hand-off's last ticks.
+        let mut slow = c.room_types["relay"].clone();
+        slow.tick_rate = 1;
+        c.room_types.insert("slow".into(), slow);
+    };
+    let (mut a, b) = (cluster.node_with(setup).await, cluster.node_with(setup).await);
+    let mut player = TestClient::connect(&a).await;
+    let token = player.welcome.resume_token.clone();
+    assert_eq!(join_typed_or_redirect(&mut player, "hall", "slow").await, None);
+    player.frames_in("hall", 1).await;
+    cluster.wait_for_live_nodes(2).await;
+    // 30 of 16 KB, to the one member: four a tick fit its share.
+    const EVENTS: usize = 30;
+    let auth = "Authorization: Bearer backend-secret\r\n";
+    for n in 0..EVENTS {
+        let path = format!("/rooms/hall/events?kind=e{n}");
+        let (status, answer) = a.https_request("POST", &path, auth, &[b'x'; 16 * 1024]).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    a.shutdown.cancel();
+    let mut kinds = Vec::new();
+    loop {
+        match player.next().await.kind {
+            Some(Kind::Event(event)) => kinds.push(event.kind),
+            Some(Kind::GoingAway(_)) => break,
+            _ => {}
+        }
+    }
+    let before = kinds.len();
+    a.task.take().unwrap().await.unwrap();
+    let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
+    assert_eq!(join_typed_or_redirect(&mut back, "hall", "slow").await, None);
+    while kinds.len() < EVENTS {
+        kinds.push(back.next_event().await.kind);
+    }
+    assert!(
+        before < EVENTS,
+        "some were still owed at the hand-off ({before} came before)"
+    );
+    let expected: Vec<String> = (0..EVENTS).map(|n| format!("e{n}")).collect();
+    assert_eq!(kinds, expected);
+}
+
 /// Entities of an owner-only kind move with their room when its node stops: each
 /// member, resumed on the next node, holds its own again and never the other's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
