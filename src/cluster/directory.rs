@@ -163,7 +163,18 @@ pub trait Directory: Send + Sync {
         &self,
         room_type: &str,
         count: usize,
-    ) -> impl Future<Output = Result<Vec<RoomEntry>, DirectoryError>> + Send;
+    ) -> impl Future<Output = Result<Vec<RoomEntry>, DirectoryError>> + Send {
+        async move { Ok(self.open_rooms_from(room_type, 0, count).await?.0) }
+    }
+
+    /// [`Directory::open_rooms`] past the `skip` fullest: those among the next
+    /// `count` that are still open, and whether more may follow.
+    fn open_rooms_from(
+        &self,
+        room_type: &str,
+        skip: usize,
+        count: usize,
+    ) -> impl Future<Output = Result<(Vec<RoomEntry>, bool), DirectoryError>> + Send;
 
     /// Where the node's clients connect, while its lease lives.
     fn node_url(&self, node: &str) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
@@ -308,7 +319,12 @@ impl Directory for MemoryDirectory {
         Ok((page, more))
     }
 
-    async fn open_rooms(&self, room_type: &str, count: usize) -> Result<Vec<RoomEntry>, DirectoryError> {
+    async fn open_rooms_from(
+        &self,
+        room_type: &str,
+        skip: usize,
+        count: usize,
+    ) -> Result<(Vec<RoomEntry>, bool), DirectoryError> {
         let now = self.now();
         let leases = self.leases.lock();
         let mut open: Vec<RoomEntry> = (leases.rooms.values())
@@ -316,7 +332,8 @@ impl Directory for MemoryDirectory {
             .map(|l| l.value.clone())
             .collect();
         open.sort_by_key(|r| std::cmp::Reverse(r.members));
-        Ok(open.into_iter().take(count).collect())
+        let more = open.len() > skip + count;
+        Ok((open.into_iter().skip(skip).take(count).collect(), more))
     }
 
     async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {

@@ -58,9 +58,13 @@ use crate::state::SERVER;
 /// [`Cluster::take_session`]): less than the clients' 5 s for an answer.
 const TAKE_SESSION_WAIT: Duration = Duration::from_secs(4);
 
-/// The open rooms a quick join considers on other nodes, at most (the fullest, read
-/// in one round trip): each entry may hold kilobytes of metadata.
+/// The open rooms of other nodes a quick join reads per round trip (the fullest
+/// first): each entry may hold kilobytes of metadata.
 const QUICK_JOIN_SCAN: usize = 64;
+
+/// ... and at most, in eight round trips: open rooms that do not fit (their
+/// metadata does not match, they ban the user) hide one that does only past this many.
+const QUICK_JOIN_SCAN_MAX: usize = 8 * QUICK_JOIN_SCAN;
 
 /// Directory entries a listing page reads, at most (one round trip): each may hold
 /// kilobytes of metadata, and a search that matches nothing must not read the
@@ -681,14 +685,14 @@ impl Cluster {
     }
 
     /// The fullest open room of `room_type` (empty: the default) on another live node
-    /// whose metadata holds `filters`, not in `skip`, not banning `member`'s user and
-    /// allowed by the token's room `patterns`; with its node's URL. Looks at the
-    /// [`QUICK_JOIN_SCAN`] fullest.
+    /// whose metadata holds `filters`, not in `skip_rooms`, not banning `member`'s
+    /// user and allowed by the token's room `patterns`; with its node's URL. Looks at
+    /// the [`QUICK_JOIN_SCAN_MAX`] fullest at most.
     async fn find_open(
         &self,
         room_type: &str,
         filters: &Metadata,
-        skip: &[String],
+        skip_rooms: &[String],
         member: &proto::Seat,
         patterns: Option<&[String]>,
     ) -> Result<Option<(String, String)>, PoolError> {
@@ -697,23 +701,31 @@ impl Cluster {
             named => named,
         };
         let mut urls: HashMap<String, Option<String>> = HashMap::new();
-        let open = self.call(self.directory.open_rooms(room_type, QUICK_JOIN_SCAN)).await?;
-        for entry in &open {
-            let fits = entry.node != self.node.id
-                && !skip.contains(&entry.room)
-                && !entry.bans(&member.user_id)
-                && room_allowed(patterns, &entry.room)
-                && entry.listing.matches(filters);
-            if !fits {
-                continue;
+        // A round trip per QUICK_JOIN_SCAN rooms: the fullest fitting room is among
+        // the first mostly, but rooms that do not fit (other metadata, say) must
+        // not hide one that does.
+        for skip in (0..QUICK_JOIN_SCAN_MAX).step_by(QUICK_JOIN_SCAN) {
+            let (open, more) = (self.call(self.directory.open_rooms_from(room_type, skip, QUICK_JOIN_SCAN))).await?;
+            for entry in &open {
+                let fits = entry.node != self.node.id
+                    && !skip_rooms.contains(&entry.room)
+                    && !entry.bans(&member.user_id)
+                    && room_allowed(patterns, &entry.room)
+                    && entry.listing.matches(filters);
+                if !fits {
+                    continue;
+                }
+                if !urls.contains_key(&entry.node) {
+                    let url = self.call(self.directory.node_url(&entry.node)).await?;
+                    urls.insert(entry.node.clone(), url);
+                }
+                // A node whose own lease lapsed is dead: its rooms come back elsewhere.
+                if let Some(url) = &urls[&entry.node] {
+                    return Ok(Some((entry.room.clone(), url.clone())));
+                }
             }
-            if !urls.contains_key(&entry.node) {
-                let url = self.call(self.directory.node_url(&entry.node)).await?;
-                urls.insert(entry.node.clone(), url);
-            }
-            // A node whose own lease lapsed is dead: its rooms come back elsewhere.
-            if let Some(url) = &urls[&entry.node] {
-                return Ok(Some((entry.room.clone(), url.clone())));
+            if !more {
+                break;
             }
         }
         Ok(None)

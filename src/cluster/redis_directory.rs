@@ -1173,20 +1173,33 @@ impl Directory for RedisDirectory {
         Ok((page, more))
     }
 
-    async fn open_rooms(&self, room_type: &str, count: usize) -> Result<Vec<RoomEntry>, DirectoryError> {
+    async fn open_rooms_from(
+        &self,
+        room_type: &str,
+        skip: usize,
+        count: usize,
+    ) -> Result<(Vec<RoomEntry>, bool), DirectoryError> {
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let open = self.key("open", room_type);
         let ids: Vec<String> = self
-            .query(redis::cmd("ZRANGE").arg(&open).arg(0).arg(count - 1).arg("REV"))
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(&open)
+                    .arg(skip)
+                    .arg(skip + count - 1)
+                    .arg("REV"),
+            )
             .await?;
+        let more = ids.len() == count;
         // Lapsed rooms (their node died) leave the set as quick joins meet them.
         // An id reused by a room of another type may linger in this set until renewed.
         let entries = self.entries(&ids, &open).await?;
-        Ok((entries.into_iter())
+        let open = (entries.into_iter())
             .filter(|r| r.is_open() && r.room_type == room_type)
-            .collect())
+            .collect();
+        Ok((open, more))
     }
 
     async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {

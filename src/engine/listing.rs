@@ -4,7 +4,7 @@
 //! room directory and the sessions.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -60,6 +60,11 @@ pub struct ListingState {
 }
 
 impl ListingState {
+    /// Neither private nor locked: a quick join may pick the room.
+    fn pickable(&self) -> bool {
+        !self.private && !self.locked
+    }
+
     /// A room's listing of this metadata, neither locked nor private, without an
     /// owner (a room the configuration keeps open).
     pub fn listed_as(metadata: &Metadata) -> Self {
@@ -182,12 +187,20 @@ pub fn check(metadata: &Metadata) -> Result<(), MetadataError> {
 }
 
 /// A room's listing, shared (see the module documentation).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Listing {
     state: Mutex<ListingState>,
     /// Changes of the metadata or the lock so far (the room tells its members of
     /// them: `RoomUpdated`).
     changes: AtomicU64,
+    /// Neither private nor locked (see [`Listing::pickable`]).
+    pickable: AtomicBool,
+}
+
+impl Default for Listing {
+    fn default() -> Self {
+        Self::new(ListingState::default())
+    }
 }
 
 impl Listing {
@@ -201,12 +214,14 @@ impl Listing {
                 owner: 0,
             }),
             changes: AtomicU64::new(0),
+            pickable: AtomicBool::new(true),
         }
     }
 
     /// A listing holding `state`.
     pub fn new(state: ListingState) -> Self {
         Self {
+            pickable: AtomicBool::new(state.pickable()),
             state: Mutex::new(state),
             changes: AtomicU64::new(0),
         }
@@ -226,7 +241,15 @@ impl Listing {
         if state.told_digest() != told {
             self.changes.fetch_add(1, Ordering::Relaxed);
         }
+        self.pickable.store(state.pickable(), Ordering::Relaxed);
         result
+    }
+
+    /// Whether a quick join may pick the room (seats and filters permitting):
+    /// neither private nor locked. Without the listing's lock, for scans of many
+    /// rooms.
+    pub fn pickable(&self) -> bool {
+        self.pickable.load(Ordering::Relaxed)
     }
 
     /// How many times the metadata or the lock changed: the room tells its members

@@ -445,6 +445,12 @@ impl RoomShared {
         self.members.load(Ordering::Acquire) + kept + reserved
     }
 
+    /// Whether a quick join may pick the room, but for its metadata: neither private
+    /// nor locked, with a free seat. Without a lock.
+    fn pickable(&self) -> bool {
+        self.listing.pickable() && self.seats_taken() < self.max_members
+    }
+
     /// Reserves a seat for a quick join, if one is free.
     fn reserve_seat(&self) -> bool {
         (self.reserved)
@@ -550,9 +556,10 @@ pub trait Rooms: Send + Sync {
 
     /// A quick join's pick: of the open rooms of `room_type` (empty: the default
     /// type) whose metadata holds every entry of `filters` and that `skip` does not
-    /// exclude, among the first [`LIST_SCAN`] rooms of the type in id order, the one with the most
-    /// seats taken (the first in id order on a tie), with a seat reserved for the join
-    /// (send it with `reserved: true`).
+    /// exclude, the one with the most seats taken (the first in id order on a tie),
+    /// with a seat reserved for the join (send it with `reserved: true`). It looks at
+    /// [`LIST_SCAN`] rooms of the type at most, among those neither private, locked
+    /// nor full: when there are more, at that many in id order from a random one on.
     fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&RoomShared) -> bool) -> Option<RoomHandle>;
 
     /// The open room with this id, if any (never creates one).
@@ -910,14 +917,27 @@ impl SimPool {
         if !self.config.room_types.contains_key(filter.room_type) {
             return None; // opening one will say why
         }
-        // The rooms of the asked type are looked at as for a listing page, the first
-        // `LIST_SCAN` of them; under the directory's lock (everyone's) only their type
-        // is compared, the filters run outside it.
-        let scan: Vec<RoomHandle> = (self.directory.lock().values())
-            .filter(|h| *h.shared.room_type == *filter.room_type)
-            .take(LIST_SCAN)
-            .cloned()
-            .collect();
+        // Under the directory's lock (everyone's), the rooms of the asked type that
+        // are neither private, locked nor full (told by atomics: however many there are
+        // of those, they take nothing of the scan); `LIST_SCAN` of them from a random
+        // one on, wrapping, so that rooms whose ids sort first cannot hide the others.
+        // The filters run outside the lock.
+        let scan: Vec<RoomHandle> = {
+            let directory = self.directory.lock();
+            let open: Vec<&RoomHandle> = (directory.values())
+                .filter(|h| *h.shared.room_type == *filter.room_type && h.shared.pickable())
+                .collect();
+            let start = if open.len() > LIST_SCAN {
+                fastrand::usize(..open.len())
+            } else {
+                0
+            };
+            let (later, first) = open.split_at(start);
+            (first.iter().chain(later))
+                .take(LIST_SCAN)
+                .map(|&h| h.clone())
+                .collect()
+        };
         let mut open: Vec<(u32, RoomHandle)> = (scan.into_iter())
             .filter(|h| h.shared.listed(&filter) && !skip(&h.shared))
             .map(|h| (h.shared.seats_taken(), h))
@@ -2937,21 +2957,38 @@ mod tests {
         assert_eq!(next.as_deref(), Some(ids[LIST_SCAN - 1].as_str()), "where it stopped");
         let (page, next) = pool.list_rooms(&rare, &ids[LIST_SCAN - 1], 10, usize::MAX);
         assert_eq!((page.len(), page[0].room.as_str(), next), (1, "z", None));
+        // A quick join looks at that many from a random one on: it finds z in time.
         let nothing = |_: &RoomShared| false;
-        assert!(
-            pool.pick("relay", &ctf.metadata, &nothing).is_none(),
-            "z is past the scan"
-        );
-        pool.open("a", "relay", "x", ctf.clone()).unwrap();
-        // Rooms of another type before it in id order do not count.
+        let found = (0..100).find_map(|_| pool.pick("relay", &ctf.metadata, &nothing));
+        assert_eq!(found.map(|r| r.shared.id.to_string()).as_deref(), Some("z"));
+    }
+
+    /// Rooms a quick join could never pick (private, locked or full), however many
+    /// sort before an open one, take nothing of its scan; nor do rooms of other types.
+    #[test]
+    fn rooms_a_quick_join_cannot_pick_do_not_hide_one_it_can() {
+        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let pool = pool(1, rx);
+        let ctf = listed(&[("mode", "ctf")], false);
         for i in 0..=LIST_SCAN {
-            pool.create_persistent(&format!("0-{i}"), "arena", &Metadata::new())
+            let (private, locked, full) = (format!("a-private-{i}"), format!("b-locked-{i}"), format!("c-full-{i}"));
+            pool.open(&private, "relay", &private, listed(&[("mode", "ctf")], true))
+                .unwrap();
+            let locked = pool.open(&locked, "relay", &locked, ctf.clone()).unwrap();
+            locked.shared.listing.set_locked(true);
+            let full = pool.open(&full, "relay", &full, ctf.clone()).unwrap();
+            full.shared.members.store(full.shared.max_members, Ordering::Relaxed);
+        }
+        for i in 0..2 {
+            pool.create_persistent(&format!("0-arena-{i}"), "arena", &ctf.metadata)
                 .unwrap();
         }
-        let picked = pool
-            .pick("relay", &ctf.metadata, &nothing)
-            .map(|r| r.shared.id.to_string());
-        assert_eq!(picked.as_deref(), Some("a"), "within the scan");
+        pool.open("z", "relay", "x", ctf.clone()).unwrap();
+        let nothing = |_: &RoomShared| false;
+        for _ in 0..10 {
+            let picked = pool.pick("relay", &ctf.metadata, &nothing);
+            assert_eq!(picked.map(|r| r.shared.id.to_string()).as_deref(), Some("z"));
+        }
     }
 
     /// Seats a restored room keeps for the members of its checkpoint count as taken:

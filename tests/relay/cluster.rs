@@ -2485,6 +2485,56 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
     assert_ne!(created, ctf);
 }
 
+/// Open rooms on another node that a quick join's filters do not match, more than
+/// the directory gives in one round trip and all ahead in its order, do not hide
+/// one that matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_join_finds_a_match_behind_many_open_rooms_elsewhere() {
+    let cluster = TestCluster::start();
+    let (a, b) = (
+        cluster.node_with(|c| c.room_creation_burst = 100.0).await,
+        cluster.node().await,
+    );
+    let join_with_mode = async |client: &mut TestClient, room: &str, mode: &str| {
+        let request_id = client.request_id();
+        let create = proto::RoomOptions {
+            metadata: [("mode".to_string(), mode.to_string())].into(),
+            ..Default::default()
+        };
+        let join = proto::JoinRoom {
+            request_id,
+            room: room.into(),
+            create: Some(create),
+            ..Default::default()
+        };
+        client.send(vec![proto::client_message::Kind::Join(join)]).await;
+        client
+            .until(|k| match k {
+                Kind::Joined(j) if j.request_id == request_id => Some(()),
+                Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
+                _ => None,
+            })
+            .await;
+    };
+    let mut owner = TestClient::connect(&a).await;
+    join_with_mode(&mut owner, "a-ctf", "ctf").await;
+    // 70 rooms of one member each, as the match: ahead of it (ties go by id,
+    // descending).
+    let mut others = Vec::new();
+    for session in 0..5 {
+        let mut client = TestClient::connect(&a).await;
+        for i in 0..14 {
+            join_with_mode(&mut client, &format!("z-{session}-{i}"), "dm").await;
+        }
+        others.push(client);
+    }
+    // Until a's renewal counts their members (a new room's entry counts none).
+    tokio::time::sleep(LEASE / 2).await;
+    let mut on_b = TestClient::connect(&b).await;
+    let redirect = quick_join_or_redirect(&mut on_b, "ctf").await.unwrap_err();
+    assert_eq!(redirect.room, "a-ctf");
+}
+
 /// A quick join on one node passes over a room on another node that banned its user
 /// (the ban reaches the directory with the owner's next renewal), and creates a room
 /// instead of sending the user to a join that would be refused.
