@@ -461,11 +461,11 @@ fn room_ids_have_no_control_characters_and_room_types_are_bounded() {
 }
 
 #[test]
-fn a_room_id_longer_than_any_is_not_echoed_back() {
+fn a_room_id_longer_than_any_or_with_a_control_character_is_not_echoed_back() {
     let mut h = Harness::new();
     h.replies();
     let long = "x".repeat(16_000);
-    h.send(vec![input(&long, 1), join(&long, 2), input("not-joined", 3)])
+    h.send(vec![input(&long, 1), join("bad\u{1}\n", 2), input("not-joined", 3)])
         .unwrap();
     let rooms: Vec<(i32, String)> = (h.replies().into_iter())
         .filter_map(|k| match k {

@@ -1865,10 +1865,13 @@ pub fn valid_room_id(id: &str) -> bool {
 /// member's queue of events, so four relay as much as the queue holds.
 const FINISH_TICKS: usize = 4;
 
-/// Encodes an `Error` message. A `room` longer than any room id is not echoed (a
-/// client naming a huge one in every message would make the server queue copies).
+/// Encodes an `Error` message. A `room` that is no valid room id is not echoed: one
+/// longer than any (a client naming a huge one in every message would make the server
+/// queue copies), or holding a control character (a client showing or logging the
+/// answer's room would print it).
 pub fn error_message(code: ErrorCode, message: &str, request_id: u64, room: &str) -> Bytes {
-    let room = if room.len() <= MAX_ROOM_ID_BYTES { room } else { "" };
+    let valid = room.len() <= MAX_ROOM_ID_BYTES && !room.chars().any(char::is_control);
+    let room = if valid { room } else { "" };
     encode_message(Kind::Error(proto::Error {
         code: code as i32,
         message: message.to_string(),
