@@ -215,8 +215,8 @@ fn everyone_but(members: &[Member], sender: MemberId) -> Vec<MemberId> {
 }
 
 /// What relaying `event` costs a member's share of a tick.
-fn event_cost(event: &SendEvent) -> usize {
-    event.payload.len() + event.kind.len() + 8 * event.targets.len()
+fn event_cost(kind: &str, payload: &[u8], targets: &[MemberId]) -> usize {
+    payload.len() + kind.len() + 8 * targets.len()
 }
 
 /// Events owed to one member may cost up to this many times its reliable queue's
@@ -433,19 +433,20 @@ impl Room {
             if owed.is_empty() {
                 continue;
             }
-            let event = SendEvent {
-                room: String::new(),
-                kind: relayed.kind.clone(),
-                payload: relayed.payload.clone(),
-                targets: relayed.targets.clone(),
+            // Relayed to some already (numbered and encoded on the node that stopped):
+            // encoded here again, as it was.
+            let cost = event_cost(&relayed.kind, &relayed.payload, &relayed.targets);
+            let event = RoomEvent {
+                room: room.id.to_string(),
+                ..relayed.clone()
             };
             room.events.push(QueuedEvent {
                 sender: relayed.sender,
                 seq: relayed.seq,
-                cost: event_cost(&event),
+                cost,
                 owed: Some(owed),
-                event,
-                message: None,
+                event: SendEvent::default(),
+                message: Some(encode_message(Kind::Event(event))),
             });
         }
         // (A show of an entity the snapshot lacks is dropped, not the room.)
@@ -544,14 +545,18 @@ impl Room {
     /// their share). A restore relays them to those members once they take back their
     /// seats.
     pub fn pending_events(&self) -> Vec<proto::PendingEvent> {
+        // (Without the room's id: the checkpoint's.)
         let relayed = |queued: &QueuedEvent| match &queued.message {
             // (Encoded here: decoding it gives the event back.)
             Some(message) => match proto::ServerMessage::decode(&message[..]).ok()?.kind? {
-                Kind::Event(event) => Some(event),
+                Kind::Event(event) => Some(RoomEvent {
+                    room: String::new(),
+                    ..event
+                }),
                 _ => None,
             },
             None => Some(RoomEvent {
-                room: self.id.to_string(),
+                room: String::new(),
                 seq: queued.seq,
                 sender: queued.sender,
                 kind: queued.event.kind.clone(),
@@ -1286,7 +1291,7 @@ impl Room {
                 .filter(|target| self.index.contains_key(target))
                 .collect()
         });
-        let cost = event_cost(&event);
+        let cost = event_cost(&event.kind, &event.payload, &event.targets);
         let refusal = self.event_refusal(sender, owed.as_deref(), cost);
         if let Some(why) = refusal {
             if sender == SERVER {
@@ -1681,9 +1686,10 @@ impl Room {
                     sending += 1;
                 }
             }
-            // Seats a restore keeps: their members are owed it once back.
-            if !self.reserved.is_empty() {
-                still_owed.extend(owed.iter().filter(|&id| !self.index.contains_key(id)));
+            // Seats a restore keeps: their members are owed it once back (not once
+            // the room closes: it waits for nobody away).
+            if !self.reserved.is_empty() && self.closing.is_none() {
+                still_owed.extend(owed.iter().filter(|&id| self.reserved.contains_key(id)));
             }
             // Members are in join order, not by id.
             still_owed.sort_unstable();

@@ -1178,6 +1178,81 @@ fn events_owed_at_a_hand_off_reach_their_member_in_the_restored_room() {
     );
 }
 
+/// `room`'s hand-off checkpoint (events still owed included), restored with
+/// `config` as room 2 (seats kept 100 ticks).
+fn handed_off(room: &mut Room, config: RoomConfig, sim: Box<dyn Simulation>) -> Room {
+    let mut checkpoint = room.checkpoint(1_234);
+    checkpoint.pending_events = room.pending_events();
+    Room::restore(2, config, sim, &checkpoint, 100).unwrap()
+}
+
+/// Events waiting in a restored room for a member not back yet went to the others on
+/// the node that stopped: they do not count as their senders' own waiting events, so
+/// a member who flooded no one is not refused as the room's queue fills.
+#[test]
+fn events_restored_for_an_absent_member_get_no_other_member_refused() {
+    let config = RoomConfig {
+        max_pending_events: 16,
+        ..Default::default()
+    };
+    let mut room = relay_room(config.clone());
+    let _clients = members_past_their_first_tick(&mut room, 3);
+    let event = |kind: &str, size: usize, targets: Vec<u64>| SendEvent {
+        room: "room".into(),
+        kind: kind.into(),
+        payload: bytes::Bytes::from(vec![b'x'; size]),
+        targets,
+    };
+    for _ in 0..31 {
+        room.push_event(SERVER, event("flood", 16_000, vec![3]));
+    }
+    room.push_event(2, event("all", 1, vec![]));
+    room.finish_pending(0);
+    let mut restored = handed_off(&mut room, config, Box::new(relay()));
+    assert!(restored.pending_events().len() >= 16, "the queue is at its bound");
+    let mut back = Client::new(2);
+    join(&mut restored, &back);
+    restored.tick(0);
+    back.read();
+    back.received.clear();
+    restored.push_event(2, event("next", 1, vec![]));
+    back.read();
+    let refused = (back.take_received().into_iter())
+        .filter(|k| matches!(k, server_message::Kind::Error(e) if e.code == ErrorCode::ServerBusy as i32))
+        .count();
+    assert_eq!(refused, 0);
+}
+
+/// A restored room its simulation closes relays what its members there are owed and
+/// closes: it waits for no kept seat's member.
+#[test]
+fn a_restored_room_closes_without_waiting_for_kept_seats() {
+    let mut room = game_room(Referee);
+    let clients: Vec<Client> = (1..=3).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    room.tick(0);
+    for n in 0..24 {
+        let flood = SendEvent {
+            room: "room".into(),
+            kind: format!("f{n}"),
+            payload: bytes::Bytes::from(vec![b'x'; 16_000]),
+            targets: vec![3],
+        };
+        room.push_event(1, flood);
+    }
+    room.finish_pending(0);
+    let mut restored = handed_off(&mut room, RoomConfig::default(), Box::new(Referee));
+    assert!(!restored.pending_events().is_empty());
+    join(&mut restored, &Client::new(1));
+    restored.tick(0);
+    intent(&mut restored, 1, 1, 2);
+    restored.tick(0);
+    restored.tick(0);
+    assert!(restored.closing().is_some());
+}
+
 /// A room of members 1 and 2 running `new()`, restored from its checkpoint with
 /// `new()` again, and member 1 back in it (member 2's seat kept).
 fn restored_with_one_back<S: Simulation>(new: impl Fn() -> S) -> (Room, Client) {
