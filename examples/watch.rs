@@ -168,7 +168,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     ws.close(None).await?;
                     return Ok(());
                 }
-                // Steer in a circle and measure the round trip.
+                // Steer in a circle (once in the room) and measure the round trip.
+                if member == 0 {
+                    continue;
+                }
                 seq += 1;
                 let angle = seq as f32 * 0.8;
                 let intent = vec![(angle.cos() * 127.0) as i8 as u8, (angle.sin() * 127.0) as i8 as u8];
@@ -200,6 +203,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                                         };
                                         ws.send(envelope(vec![Out::Request(resync)])).await?;
                                     }
+                                }
+                                // Cluster mode: the room lives on another node. (A client
+                                // of the library follows this by itself; this example
+                                // does not.)
+                                Some(In::Redirect(r)) => {
+                                    ws.close(None).await?;
+                                    return Err(format!("room {} lives on another node of the cluster: run again with --url {}", r.room, r.url).into());
                                 }
                                 Some(In::Pong(p)) => rtt_ms = (now_us().saturating_sub(p.ping_sent_time_us)) as f64 / 1000.0,
                                 // The join (request 1) refused: nothing to watch.

@@ -961,7 +961,16 @@ impl Config {
                 ));
             }
             if !self.room_types.contains_key(&room.room_type) {
-                return invalid(format!("room `{}` has unknown type `{}`", room.id, room.room_type));
+                let mut types: Vec<&str> = self.room_types.keys().map(String::as_str).collect();
+                types.sort_unstable();
+                let near = crate::engine::sim_pool::nearest_name(&room.room_type, types.iter().copied());
+                let hint = near.map_or_else(String::new, |near| format!(" (did you mean `{near}`?)"));
+                return invalid(format!(
+                    "room `{}` has unknown type `{}`{hint}; the room types are: {}",
+                    room.id,
+                    room.room_type,
+                    types.join(", ")
+                ));
             }
             if let Err(e) = crate::engine::listing::check(&room.metadata) {
                 return invalid(format!("room `{}`: metadata: {e}", room.id));
@@ -1285,9 +1294,11 @@ impl RoomTypeConfig {
     /// own ([`crate::engine::simulation::Simulation::schema`]).
     pub fn schema(&self) -> Result<Schema, String> {
         match &self.simulation {
-            SimulationKind::Arena | SimulationKind::Registered(_) if !self.kinds.is_empty() => {
-                Err("`kinds` are for relay rooms; the arena and registered simulations declare their own".into())
-            }
+            SimulationKind::Arena | SimulationKind::Registered(_) if !self.kinds.is_empty() => Err(format!(
+                "`kinds` are for relay rooms, and this one runs simulation `{}` (the arena and registered \
+                 simulations declare their own; is that name right?)",
+                String::from(self.simulation.clone())
+            )),
             SimulationKind::Arena => self.arena().schema().map_err(|e| e.to_string()),
             // Declared by the simulation itself (`Simulation::schema`).
             SimulationKind::Registered(_) => Ok(Schema::default()),
@@ -1934,6 +1945,15 @@ mod tests {
         assert!(e.contains("without control characters"), "{e}");
         let e = refused("[[rooms]]\nid = \"a\"\ntype = \"relay\"\nmetadata = { \"\" = \"v\" }\n");
         assert!(e.contains("room `a`: metadata: metadata keys"), "{e}");
+        let e = refused("[[rooms]]\nid = \"a\"\ntype = \"arnea\"\n");
+        assert!(
+            e.contains("unknown type `arnea` (did you mean `arena`?); the room types are: arena, relay"),
+            "{e}"
+        );
+        // A simulation's name mistyped in a type declaring kinds: the message names it.
+        let e =
+            refused("[room_types.duel]\nsimulation = \"relya\"\nkinds = [{ kind = 1, name = \"dot\", fields = [] }]\n");
+        assert!(e.contains("runs simulation `relya`"), "{e}");
         let twice = "max_rooms = 1\n[[rooms]]\nid = \"a\"\ntype = \"relay\"\n[[rooms]]\nid = \"a\"\ntype = \"relay\"\n";
         Config::from_toml(twice).unwrap().validate().unwrap();
     }

@@ -245,14 +245,22 @@ pub enum PoolError {
     Unrestorable(String),
 }
 
+/// Of `known`, the name nearest `name` (at most two letters apart, case aside), if
+/// one is: what a typo of `name` meant.
+pub fn nearest_name<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let distance = |known: &str| strsim::damerau_levenshtein(&known.to_lowercase(), &name.to_lowercase());
+    (known.into_iter())
+        .filter(|k| distance(k) <= 2)
+        .min_by_key(|k| distance(k))
+}
+
 impl PoolError {
     /// A join's room type is not one of `known`: the error names the nearest, if one
     /// is near, and them all.
     pub fn unknown_room_type(name: &str, known: &HashMap<String, RoomType>) -> Self {
         let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
         names.sort_unstable();
-        let distance = |known: &str| strsim::damerau_levenshtein(&known.to_lowercase(), &name.to_lowercase());
-        let near = (names.iter()).filter(|k| distance(k) <= 2).min_by_key(|k| distance(k));
+        let near = nearest_name(name, names.iter().copied());
         let mut hint = near.map_or_else(String::new, |k| format!("; did you mean `{k}`?"));
         // A long list is left out: a room type's name is the game's, not the client's guess.
         if (1..=16).contains(&names.len()) {
