@@ -42,6 +42,37 @@ use crate::session::auth::{AuthMode, Claims, mint_hs256};
 /// plus this is warned about at start.
 const FILE_RESERVE: u64 = 64;
 
+/// Of the variable names `environment`, those that look meant for the relay but are
+/// neither one of its flags' (`TICKRELAY_LISTEN`) nor a file setting's
+/// (`TICKRELAY__SECTION__KEY`): a warning each, for a typo that is otherwise ignored.
+/// (`TICKRELAY_TOKEN` is the clients' and the bots'.)
+fn unknown_variables(environment: impl Iterator<Item = String>) -> Vec<String> {
+    let command = Cli::command();
+    let commands = std::iter::once(&command).chain(command.get_subcommands());
+    let known: Vec<String> = (commands.flat_map(|c| c.get_arguments()))
+        .filter_map(|arg| arg.get_env()?.to_str().map(str::to_owned))
+        .collect();
+    let mut names: Vec<String> = environment
+        .filter(|name| name.starts_with("TICKRELAY_") && !name.starts_with("TICKRELAY__"))
+        .filter(|name| name != "TICKRELAY_TOKEN" && !known.contains(name))
+        .collect();
+    names.sort();
+    (names.into_iter())
+        .map(|name| {
+            let setting = name.contains("__").then(|| {
+                format!(
+                    " (a file setting's is TICKRELAY__ and its keys, two underscores after TICKRELAY too: {})",
+                    name.replacen("TICKRELAY_", "TICKRELAY__", 1)
+                )
+            });
+            format!(
+                "environment variable {name} is not one the relay reads: ignored{}",
+                setting.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "tickrelay", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -455,6 +486,8 @@ pub fn main(simulations: Simulations) -> ExitCode {
         Err(e) => warnings.push(format!("cannot raise the open file limit: {e}")),
     }
     warnings.extend(config.lookalikes.iter().cloned());
+    let environment = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    warnings.extend(unknown_variables(environment));
     if config.naive_fanout {
         warnings
             .push("naive_fanout: a full snapshot per member per tick, encoded per member (benchmark baseline)".into());
@@ -599,4 +632,31 @@ fn own_room_types(names: &[&str]) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_meant_for_the_relay_that_it_does_not_read_are_named() {
+        let names = [
+            "TICKRELAY_LISTEN",
+            "TICKRELAY_TOKEN",
+            "TICKRELAY__SESSION__MAX_ROOMS_PER_SESSION",
+            "TICKRELAY_SESSION__MAX_ROOMS_PER_SESSION",
+            "TICKRELAY_LISTN",
+            "PATH",
+        ];
+        let warned = unknown_variables(names.into_iter().map(String::from));
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(
+            warned[0].contains("TICKRELAY_LISTN is not one the relay reads"),
+            "{warned:?}"
+        );
+        assert!(
+            warned[1].contains("two underscores after TICKRELAY too: TICKRELAY__SESSION__MAX_ROOMS_PER_SESSION"),
+            "{warned:?}"
+        );
+    }
 }
