@@ -1876,8 +1876,7 @@ const FINISH_TICKS: usize = 4;
 /// queue copies), or holding a control character (a client showing or logging the
 /// answer's room would print it).
 pub fn error_message(code: ErrorCode, message: &str, request_id: u64, room: &str) -> Bytes {
-    let valid = room.len() <= MAX_ROOM_ID_BYTES && !room.chars().any(char::is_control);
-    let room = if valid { room } else { "" };
+    let room = if valid_room_id(room) { room } else { "" };
     encode_message(Kind::Error(proto::Error {
         code: code as i32,
         message: message.to_string(),
