@@ -38,7 +38,7 @@
 #   --only LIST          workloads to run, comma-separated: w1a,w1b,w2 (default all)
 #   --servers LIST       servers to run, comma-separated: colyseus,wss,ws,floor,floor-ws
 #                        (default all; the floors take their frame size from the wss
-#                        run of their round)
+#                        run of their round, else the ws run, else an estimate)
 #   --ramp-up SECS       connect the bots over this time (w1: 5, w2: 10)
 #   --settle SECS        wait this long after the ramp-up before the window (default 3)
 #   --verify-share S     tickrelay-bots' share of bots that mirror their room in full and
@@ -213,11 +213,15 @@ run_one() {
                 --warm-up-secs "$warm" --verify-share "$verify" --progress-secs 0 --json "$run/bots.json")
             ;;
         floor | floor-ws)
-            # tickrelay's frame size in this run (its wss row), else an estimate from the
-            # encoding (about 5 bytes per avatar and 4 per NPC, 40 of framing).
-            local frame_bytes flags=() scheme=wss
-            frame_bytes=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["bytes_per_frame"]))' \
-                "$work/$workload-wss-$round/result.json" 2>/dev/null || echo $((members * 5 + npcs * 4 + 40)))
+            # tickrelay's frame size in this run (its wss row, else its ws row), else an
+            # estimate from the encoding (about 5 bytes per avatar and 4 per NPC, 40 of
+            # framing).
+            local frame_bytes="" measured flags=() scheme=wss
+            for measured in wss ws; do
+                frame_bytes=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["bytes_per_frame"]))' \
+                    "$work/$workload-$measured-$round/result.json" 2>/dev/null) && break
+            done
+            [[ -n $frame_bytes ]] || frame_bytes=$((members * 5 + npcs * 4 + 40))
             if [[ $server == floor-ws ]]; then flags=(--plain) scheme=ws; fi
             (cd "$run" && exec "${server_cpu[@]}" "$floor_bin" --listen "127.0.0.1:$port" --tick-rate "$hz" \
                 --frame-bytes "$frame_bytes" --entities $((members + npcs)) --dev-cert-path cert.pem "${flags[@]}") \
