@@ -534,8 +534,8 @@ impl Room {
             bans: self.bans.to_proto(time_us),
             game_state,
             shown: self.shows(),
-            // (A hand-off's: see `Room::pending_events`.)
-            pending_events: Vec::new(),
+            // (A hand-off's hold every event still owed: see `Room::pending_events`.)
+            pending_events: self.owed_to_kept_seats(),
         }
     }
 
@@ -545,6 +545,22 @@ impl Room {
     /// their share). A restore relays them to those members once they take back their
     /// seats.
     pub fn pending_events(&self) -> Vec<proto::PendingEvent> {
+        self.events_owed_to(|_| true)
+    }
+
+    /// The events still owed to seats a restore keeps for members not back yet: in
+    /// every checkpoint, so that the room's node dying before they come back loses
+    /// none of them. (None owed to members here: they may get them any moment, and
+    /// a room restored after a node died would relay them twice.)
+    fn owed_to_kept_seats(&self) -> Vec<proto::PendingEvent> {
+        if self.reserved.is_empty() {
+            return Vec::new();
+        }
+        self.events_owed_to(|member| self.reserved.contains_key(&member))
+    }
+
+    /// [`Room::pending_events`] owed to the members `owed_to` names.
+    fn events_owed_to(&self, owed_to: impl Fn(MemberId) -> bool) -> Vec<proto::PendingEvent> {
         // (Without the room's id: the checkpoint's.)
         let relayed = |queued: &QueuedEvent| match &queued.message {
             // (Encoded here: decoding it gives the event back.)
@@ -567,7 +583,11 @@ impl Room {
         (self.events.iter())
             .filter_map(|queued| {
                 // A broadcast not relayed yet: as at its first relay.
-                let owed = (queued.owed.clone()).unwrap_or_else(|| everyone_but(&self.members, queued.sender));
+                let mut owed = (queued.owed.clone()).unwrap_or_else(|| everyone_but(&self.members, queued.sender));
+                owed.retain(|&member| owed_to(member));
+                if owed.is_empty() {
+                    return None;
+                }
                 Some(proto::PendingEvent {
                     event: Some(relayed(queued)?),
                     owed,
@@ -586,7 +606,8 @@ impl Room {
     }
 
     /// A hash of what a checkpoint holds but its tick and time: the state (its
-    /// checksum), the event numbering, the seats, the shows, the listing and
+    /// checksum), the event numbering, the seats (and the events kept ones are owed),
+    /// the shows, the listing and
     /// `game_state` (what the simulation saves beside the world). Equal between two checkpoints when
     /// nothing a restore would bring back changed.
     pub fn checkpoint_fingerprint(&self, game_state: &[u8]) -> u64 {
@@ -600,6 +621,13 @@ impl Room {
         let mut reserved: Vec<_> = self.reserved.iter().map(|(&id, r)| (id, r.last_applied)).collect();
         reserved.sort_unstable();
         reserved.hash(&mut hasher);
+        // What those seats are owed (see `owed_to_kept_seats`).
+        if !reserved.is_empty() {
+            for queued in &self.events {
+                let kept = (queued.owed.iter().flatten()).filter(|member| self.reserved.contains_key(member));
+                (queued.seq, kept.collect::<Vec<_>>()).hash(&mut hasher);
+            }
+        }
         self.bans.hash_into(&mut hasher);
         for shown in self.shows() {
             (shown.id, shown.member).hash(&mut hasher);

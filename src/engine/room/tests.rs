@@ -1160,6 +1160,10 @@ fn events_owed_at_a_hand_off_reach_their_member_in_the_restored_room() {
     let mut restored = Room::restore(2, RoomConfig::default(), Box::new(relay()), &checkpoint, seat_ticks).unwrap();
     restored.tick(0);
     assert_eq!(restored.pending_events().len(), 5, "kept for the seats kept");
+    // In its periodic checkpoints too: this node dying, the next one relays them.
+    let periodic = checkpoint_of(&mut restored);
+    assert_eq!(periodic.pending_events, checkpoint.pending_events);
+    let mut restored = Room::restore(3, RoomConfig::default(), Box::new(relay()), &periodic, seat_ticks).unwrap();
     let mut back = Client::new(4);
     join(&mut restored, &back);
     for _ in 0..seat_ticks + 1 {
@@ -1176,6 +1180,7 @@ fn events_owed_at_a_hand_off_reach_their_member_in_the_restored_room() {
         restored.pending_events().is_empty(),
         "member 3's seat lapsed, and what it was owed with it"
     );
+    assert!(checkpoint_of(&mut restored).pending_events.is_empty());
 }
 
 /// `room`'s hand-off checkpoint (events still owed included), restored with

@@ -1982,10 +1982,11 @@ export type RoomCheckpoint = Message<"tickrelay.v1.RoomCheckpoint"> & {
   shown: Viewer[];
 
   /**
-   * Only in the checkpoint of a stopping node's hand-off (empty in the periodic
-   * ones): the events taken and not yet relayed to every addressee (each member gets
-   * at most a share of its queue a tick), in order. The room restored elsewhere
-   * relays each to those still owed it once they take back their seats.
+   * The events taken and not yet relayed to every addressee (each member gets at
+   * most a share of its queue a tick), in order: in the checkpoint of a stopping
+   * node's hand-off, all of them; in the periodic ones of a restored room, those
+   * still owed to the seats it keeps for members not back yet. The room restored
+   * elsewhere relays each to those still owed it once they take back their seats.
    *
    * @generated from field: repeated tickrelay.v1.PendingEvent pending_events = 12;
    */
