@@ -164,17 +164,27 @@ pub trait Directory: Send + Sync {
         room_type: &str,
         count: usize,
     ) -> impl Future<Output = Result<Vec<RoomEntry>, DirectoryError>> + Send {
-        async move { Ok(self.open_rooms_from(room_type, 0, count).await?.0) }
+        async move {
+            let ids = self.open_room_ids(room_type, count).await?;
+            self.open_room_entries(room_type, &ids).await
+        }
     }
 
-    /// [`Directory::open_rooms`] past the `skip` fullest: those among the next
-    /// `count` that are still open, and whether more may follow.
-    fn open_rooms_from(
+    /// The ids of the `count` fullest rooms of `room_type` that were open at their
+    /// owners' last renewals, fullest first (ids are small: read in one round trip,
+    /// their entries a few at a time with [`Directory::open_room_entries`]).
+    fn open_room_ids(
         &self,
         room_type: &str,
-        skip: usize,
         count: usize,
-    ) -> impl Future<Output = Result<(Vec<RoomEntry>, bool), DirectoryError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, DirectoryError>> + Send;
+
+    /// The entries of the rooms `ids` of `room_type` still open, in that order.
+    fn open_room_entries(
+        &self,
+        room_type: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<RoomEntry>, DirectoryError>> + Send;
 
     /// Where the node's clients connect, while its lease lives.
     fn node_url(&self, node: &str) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
@@ -319,21 +329,25 @@ impl Directory for MemoryDirectory {
         Ok((page, more))
     }
 
-    async fn open_rooms_from(
-        &self,
-        room_type: &str,
-        skip: usize,
-        count: usize,
-    ) -> Result<(Vec<RoomEntry>, bool), DirectoryError> {
+    async fn open_room_ids(&self, room_type: &str, count: usize) -> Result<Vec<String>, DirectoryError> {
         let now = self.now();
         let leases = self.leases.lock();
-        let mut open: Vec<RoomEntry> = (leases.rooms.values())
+        let mut open: Vec<&RoomEntry> = (leases.rooms.values())
             .filter(|l| l.expires > now && l.value.room_type == room_type && l.value.is_open())
-            .map(|l| l.value.clone())
+            .map(|l| &l.value)
             .collect();
         open.sort_by_key(|r| std::cmp::Reverse(r.members));
-        let more = open.len() > skip + count;
-        Ok((open.into_iter().skip(skip).take(count).collect(), more))
+        Ok(open.into_iter().take(count).map(|r| r.room.clone()).collect())
+    }
+
+    async fn open_room_entries(&self, room_type: &str, ids: &[String]) -> Result<Vec<RoomEntry>, DirectoryError> {
+        let now = self.now();
+        let leases = self.leases.lock();
+        Ok((ids.iter())
+            .filter_map(|id| leases.rooms.get(id))
+            .filter(|l| l.expires > now && l.value.room_type == room_type && l.value.is_open())
+            .map(|l| l.value.clone())
+            .collect())
     }
 
     async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {

@@ -62,9 +62,33 @@ const TAKE_SESSION_WAIT: Duration = Duration::from_secs(4);
 /// first): each entry may hold kilobytes of metadata.
 const QUICK_JOIN_SCAN: usize = 64;
 
-/// ... and at most, in eight round trips: open rooms that do not fit (their
-/// metadata does not match, they ban the user) hide one that does only past this many.
+/// ... and at most (their ids in one round trip, their entries in eight): open rooms
+/// that do not fit (their metadata does not match, they ban the user) hide one that
+/// does only past this many.
 const QUICK_JOIN_SCAN_MAX: usize = 8 * QUICK_JOIN_SCAN;
+
+/// How long a node's quick joins share what they read of the directory's open rooms
+/// (its member counts are a renewal old anyway): however many quick joins a second
+/// come, a node reads the open rooms of a type at most this often.
+const OPEN_ROOMS_FRESH: Duration = Duration::from_millis(500);
+
+/// A quick join's search of other nodes' rooms answers within this (else
+/// `UNAVAILABLE`), under the clients' 5 s wait for an answer.
+const FIND_OPEN_WAIT: Duration = Duration::from_secs(4);
+
+/// What a node read of the directory's open rooms of a type, for its quick joins
+/// (see [`OPEN_ROOMS_FRESH`]).
+struct OpenRooms {
+    read_at: Instant,
+    /// The fullest open rooms' ids, fullest first.
+    ids: Vec<String>,
+    /// How many of them were read on.
+    read: usize,
+    /// The entries of those read, in order (those still open).
+    entries: Vec<RoomEntry>,
+    /// The URLs of the nodes looked up (`None`: dead).
+    urls: HashMap<String, Option<String>>,
+}
 
 /// Directory entries a listing page reads, at most (one round trip): each may hold
 /// kilobytes of metadata, and a search that matches nothing must not read the
@@ -121,6 +145,8 @@ pub struct Cluster {
     /// published before this node stopped taking them has reached its room.
     calls_drained: AtomicBool,
     calls_drained_notify: Notify,
+    /// What this node's quick joins read of other nodes' open rooms, by room type.
+    open_rooms: tokio::sync::Mutex<HashMap<String, OpenRooms>>,
 }
 
 /// A claim of a room not open here, under way: counted in the cluster's rooms
@@ -382,6 +408,7 @@ impl Cluster {
             opening: Arc::default(),
             calls_drained: AtomicBool::new(false),
             calls_drained_notify: Notify::new(),
+            open_rooms: tokio::sync::Mutex::default(),
         }
     }
 
@@ -687,7 +714,8 @@ impl Cluster {
     /// The fullest open room of `room_type` (empty: the default) on another live node
     /// whose metadata holds `filters`, not in `skip_rooms`, not banning `member`'s
     /// user and allowed by the token's room `patterns`; with its node's URL. Looks at
-    /// the [`QUICK_JOIN_SCAN_MAX`] fullest at most.
+    /// the [`QUICK_JOIN_SCAN_MAX`] fullest at most, as read within
+    /// [`OPEN_ROOMS_FRESH`] (by this search or an earlier one).
     async fn find_open(
         &self,
         room_type: &str,
@@ -700,13 +728,40 @@ impl Cluster {
             "" => self.pool.config().default_room_type.as_str(),
             named => named,
         };
-        let mut urls: HashMap<String, Option<String>> = HashMap::new();
-        // A round trip per QUICK_JOIN_SCAN rooms: the fullest fitting room is among
-        // the first mostly, but rooms that do not fit (other metadata, say) must
-        // not hide one that does.
-        for skip in (0..QUICK_JOIN_SCAN_MAX).step_by(QUICK_JOIN_SCAN) {
-            let (open, more) = (self.call(self.directory.open_rooms_from(room_type, skip, QUICK_JOIN_SCAN))).await?;
-            for entry in &open {
+        let search = async {
+            let mut read = self.open_rooms.lock().await;
+            let open = match read.get_mut(room_type) {
+                Some(open) if open.read_at.elapsed() < OPEN_ROOMS_FRESH => open,
+                _ => {
+                    let ids = self
+                        .call(self.directory.open_room_ids(room_type, QUICK_JOIN_SCAN_MAX))
+                        .await?;
+                    let open = OpenRooms {
+                        read_at: Instant::now(),
+                        ids,
+                        read: 0,
+                        entries: Vec::new(),
+                        urls: HashMap::new(),
+                    };
+                    read.entry(room_type.to_string()).insert_entry(open).into_mut()
+                }
+            };
+            let mut next = 0;
+            loop {
+                // The entries in the ids' order, QUICK_JOIN_SCAN a round trip, as far as
+                // a search needs them (most find a fit in the first).
+                if next == open.entries.len() {
+                    let chunk = &open.ids[open.read..(open.read + QUICK_JOIN_SCAN).min(open.ids.len())];
+                    if chunk.is_empty() {
+                        return Ok(None);
+                    }
+                    let entries = self.call(self.directory.open_room_entries(room_type, chunk)).await?;
+                    open.read += chunk.len();
+                    open.entries.extend(entries);
+                    continue;
+                }
+                let entry = &open.entries[next];
+                next += 1;
                 let fits = entry.node != self.node.id
                     && !skip_rooms.contains(&entry.room)
                     && !entry.bans(&member.user_id)
@@ -715,20 +770,21 @@ impl Cluster {
                 if !fits {
                     continue;
                 }
-                if !urls.contains_key(&entry.node) {
-                    let url = self.call(self.directory.node_url(&entry.node)).await?;
-                    urls.insert(entry.node.clone(), url);
+                let (room, node) = (entry.room.clone(), entry.node.clone());
+                if !open.urls.contains_key(&node) {
+                    let url = self.call(self.directory.node_url(&node)).await?;
+                    open.urls.insert(node.clone(), url);
                 }
                 // A node whose own lease lapsed is dead: its rooms come back elsewhere.
-                if let Some(url) = &urls[&entry.node] {
-                    return Ok(Some((entry.room.clone(), url.clone())));
+                if let Some(url) = &open.urls[&node] {
+                    return Ok(Some((room, url.clone())));
                 }
             }
-            if !more {
-                break;
-            }
-        }
-        Ok(None)
+        };
+        let slow = || PoolError::Unavailable("the room directory answers too slowly; try again".into());
+        tokio::time::timeout(FIND_OPEN_WAIT, search)
+            .await
+            .unwrap_or_else(|_| Err(slow()))
     }
 
     /// How long a session record outlives its node's last renewal: a lease (the node

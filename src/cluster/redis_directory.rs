@@ -1173,33 +1173,22 @@ impl Directory for RedisDirectory {
         Ok((page, more))
     }
 
-    async fn open_rooms_from(
-        &self,
-        room_type: &str,
-        skip: usize,
-        count: usize,
-    ) -> Result<(Vec<RoomEntry>, bool), DirectoryError> {
+    async fn open_room_ids(&self, room_type: &str, count: usize) -> Result<Vec<String>, DirectoryError> {
         if count == 0 {
-            return Ok((Vec::new(), false));
+            return Ok(Vec::new());
         }
         let open = self.key("open", room_type);
-        let ids: Vec<String> = self
-            .query(
-                redis::cmd("ZRANGE")
-                    .arg(&open)
-                    .arg(skip)
-                    .arg(skip + count - 1)
-                    .arg("REV"),
-            )
-            .await?;
-        let more = ids.len() == count;
+        self.query(redis::cmd("ZRANGE").arg(&open).arg(0).arg(count - 1).arg("REV"))
+            .await
+    }
+
+    async fn open_room_entries(&self, room_type: &str, ids: &[String]) -> Result<Vec<RoomEntry>, DirectoryError> {
         // Lapsed rooms (their node died) leave the set as quick joins meet them.
         // An id reused by a room of another type may linger in this set until renewed.
-        let entries = self.entries(&ids, &open).await?;
-        let open = (entries.into_iter())
+        let entries = self.entries(ids, &self.key("open", room_type)).await?;
+        Ok((entries.into_iter())
             .filter(|r| r.is_open() && r.room_type == room_type)
-            .collect();
-        Ok((open, more))
+            .collect())
     }
 
     async fn node_url(&self, node: &str) -> Result<Option<String>, DirectoryError> {
