@@ -1,0 +1,21 @@
+import asyncio, os, time
+from lib18 import *
+async def main():
+    a = await C().open(); b = await C().open()
+    room = "rh%d" % int(time.time()*1000)
+    print(await a.join(room, 1)); await b.join(room, 1)
+    await asyncio.sleep(0.3)
+    await b.send(cm(event=pb.SendEvent(room=room, kind="k", payload=b"before")))
+    await asyncio.sleep(0.3)
+    print("a got", [(k, getattr(m,k).payload if k=="event" else "") for t,k,m in a.msgs if k!="state"], a.last_seq)
+    la = a.last_seq; a.abort(); await asyncio.sleep(0.5)
+    for i in range(3): await b.send(cm(event=pb.SendEvent(room=room, kind="k", payload=b"away%d" % i)))
+    await asyncio.sleep(0.5)
+    print("b msgs", [(k, str(getattr(m,k))[:80]) for t,k,m in b.msgs if k not in ("state",)])
+    a2 = await C().open("resume=%s&received=%d" % (a.welcome.resume_token, la))
+    await asyncio.sleep(1.5)
+    print("a2", [(k, getattr(m,k).payload if k=="event" else "") for t,k,m in a2.msgs if k!="state"])
+    await b.send(cm(event=pb.SendEvent(room=room, kind="k", payload=b"live")))
+    await asyncio.sleep(0.5)
+    print("a2", [(k, getattr(m,k).payload if k=="event" else "") for t,k,m in a2.msgs if k!="state"])
+asyncio.run(main())
