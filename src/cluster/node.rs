@@ -1152,11 +1152,13 @@ impl Cluster {
         let mut writes = Vec::with_capacity(batch.rooms.len());
         for (room, mut checkpoint) in batch.rooms {
             let mut data = checkpoint.encode_to_vec();
-            // A hand-off's: without the events owed to members over their share
-            // rather than not at all.
+            // Without the events still owed to members (a hand-off's, or a restored
+            // room's kept seats') rather than not at all.
             if data.len() > self.settings.max_checkpoint_bytes && !checkpoint.pending_events.is_empty() {
                 let events = std::mem::take(&mut checkpoint.pending_events).len();
-                tracing::warn!(%room, events, "stopping: the events still owed to members over their share make the room's checkpoint too large ([cluster] max_checkpoint_bytes); written without them");
+                if let Some(suppressed) = DIRECTORY_LOGS.take(Instant::now()) {
+                    tracing::warn!(%room, events, suppressed, "the events still owed to members make the room's checkpoint larger than [cluster] max_checkpoint_bytes; written without them");
+                }
                 data = checkpoint.encode_to_vec();
             }
             if data.len() > self.settings.max_checkpoint_bytes {
