@@ -1,5 +1,5 @@
 import asyncio, os, sys, time, json
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # procstat.py
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
 from tickrelay.v1 import tickrelay_pb2 as pb
 import websockets
@@ -20,26 +20,32 @@ class C:
         self.events = []
     async def open(self, query="", url=None):
         u = (url or URL) + (("?" + query) if query else "")
-        self.ws = await websockets.connect(u, max_size=64 << 20, open_timeout=10, ping_interval=None, close_timeout=2)
+        kw = {}
+        if u.startswith("wss"):
+            import ssl; ctx = ssl.create_default_context(cafile=os.environ.get("TR_CERT", os.path.join(os.path.dirname(os.path.abspath(__file__)), "tickrelay-dev-cert.pem"))); ctx.check_hostname = False; kw["ssl"] = ctx
+        self.ws = await websockets.connect(u, max_size=64 << 20, open_timeout=10, ping_interval=None, close_timeout=2, **kw)
         s = pb.ServerEnvelope(); s.ParseFromString(await self.ws.recv())
         self.welcome = s.messages[0].welcome
+        self._handle(s)
         self.task = asyncio.create_task(self._read())
         return self
     async def _read(self):
         try:
             async for data in self.ws:
                 s = pb.ServerEnvelope(); s.ParseFromString(data)
-                n = s.first_seq
-                for m in s.messages:
-                    k = m.WhichOneof("kind")
-                    if k not in ("state", "welcome") and n:
-                        self.last_seq = n; n += 1
-                    if k == "state": self.frames += 1
-                    if k == "event": self.events.append((time.time(), m.event))
-                    self.msgs.append((time.time(), k, m))
+                self._handle(s)
         except Exception as e:
             pass
         self.closed = (self.ws.close_code, self.ws.close_reason)
+    def _handle(self, s):
+        n = s.first_seq
+        for m in s.messages:
+            k = m.WhichOneof("kind")
+            if k not in ("state", "welcome") and n:
+                self.last_seq = n; n += 1
+            if k == "state": self.frames += 1
+            if k == "event": self.events.append((time.time(), m.event))
+            if k != "welcome": self.msgs.append((time.time(), k, m))
     async def send(self, *msgs, fes=0):
         await self.ws.send(env(*msgs, fes=fes))
     async def wait(self, pred, timeout=5.0, start=0):

@@ -4,7 +4,7 @@ do honest frames keep flowing, does the relay log a panic?"""
 import asyncio, os, time
 import lib18
 from qc import *
-URL = "wss://127.0.0.1:7971/ws"
+URL = "wss://127.0.0.1:%d/ws" % PORT
 ROOM = "qa%d" % int(time.time())
 async def main():
     lib18.URL = URL

@@ -16,7 +16,7 @@ async def rebind(c, addr):
     await loop.create_datagram_endpoint(lambda: c, sock=sock)
     old.close()
 async def main():
-    h = await lib18.C().open(url="wss://127.0.0.1:7971/ws"); await h.join(ROOM, 1)
+    h = await lib18.C().open(url="wss://127.0.0.1:%d/ws" % PORT); await h.join(ROOM, 1)
     await h.send(lib18.cm(input=lib18.pb.Input(room=ROOM, seq=1, writes=lib18.pb.EntityWrites(create=[lib18.pb.Entity(id=1, fields=[lib18.pb.Field(id=1, int=1)])]))))
     cmgr = quic_connect(); c = await asyncio.wait_for(cmgr.__aenter__(), 15)
     c.send_hello(); await asyncio.wait_for(c.welcome, 10)

@@ -1,5 +1,6 @@
 """Rolling restart as an operator scripts it: n1 serves a room; start n2, wait for its
-/readyz to answer 200, then SIGTERM n1 at once. Does the member get GoingAway (to n2)?"""
+/readyz to answer 200, then SIGTERM n1 (after WAIT seconds, 0 by default). Does the member
+get GoingAway (to n2)?"""
 import asyncio, os, signal, subprocess, time, urllib.request
 from lib18 import *
 async def main():
@@ -12,6 +13,7 @@ async def main():
         except Exception: pass
         await asyncio.sleep(0.02)
     ready = time.time() - t0
+    await asyncio.sleep(float(os.environ.get("WAIT", "0")))
     os.kill(int(open("n1.pid").read()), signal.SIGTERM)
     ga = await v.wait(lambda k, m: k == "going_away", 5)
     await asyncio.sleep(0.5)
