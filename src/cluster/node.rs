@@ -676,7 +676,13 @@ impl Cluster {
                 let outcome = match found {
                     Ok(Some((room, url))) => {
                         self.metrics.redirects.inc();
-                        let seat = self.seat_ticket(&room, &member).await;
+                        // The room's node checks that it still fits (see `Seat.quick_join`).
+                        let picked = proto::Seat {
+                            quick_join: true,
+                            quick_join_filters: filters,
+                            ..member
+                        };
+                        let seat = self.seat_ticket(&room, &picked).await;
                         Ok(Some(Found { room, url, seat }))
                     }
                     Ok(None) => Ok(None),

@@ -3034,6 +3034,7 @@ mod tests {
             user_id: format!("u{member_id}"),
             last_input_seq: 0,
             member_data: Default::default(),
+            ..Default::default()
         };
         let checkpoint = proto::RoomCheckpoint {
             room: "restored".into(),

@@ -154,7 +154,7 @@ pub struct SessionContext {
 /// Work a clustered session needs from the room directory. The driver takes it from
 /// [`Session::poll_directory`], runs it (asynchronously) and hands the answer to
 /// [`Session::on_directory`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DirectoryOp {
     /// Take the room for this node, or learn which node holds it: a join of a room
     /// not open here.
@@ -1100,6 +1100,22 @@ impl Session {
         }
     }
 
+    /// Whether a quick join whose redirect gave `seat` may still take `room`, open
+    /// here: any room, for a seat not from a quick join; one not open here is not
+    /// listed (being opened or restored for this join) and is taken as the directory
+    /// listed it.
+    fn still_picks(&self, room: &str, seat: &proto::Seat) -> bool {
+        let Some(handle) = self.ctx.rooms.find(room).filter(|_| seat.quick_join) else {
+            return true;
+        };
+        let filter = RoomFilter {
+            room_type: "",
+            metadata: &seat.quick_join_filters,
+            open_only: true,
+        };
+        handle.shared.listed(&filter)
+    }
+
     /// This session's member, as a redirect's seat ticket carries it on.
     fn seat(&self) -> proto::Seat {
         proto::Seat {
@@ -1108,6 +1124,7 @@ impl Session {
             last_input_seq: 0,
             // (The client's join on the room's node says it.)
             member_data: Bytes::new(),
+            ..Default::default()
         }
     }
 
@@ -1279,6 +1296,14 @@ impl Session {
                     Ok(Claim::Ours) if was_open && self.ctx.rooms.find(&room).is_none() => {
                         self.pool_error(&closed_as_joined(), request_id, &room);
                         self.release_unopened(room);
+                    }
+                    // A quick join on another node picked the room as the directory
+                    // last listed it (up to a third of a lease old): one locked, filled
+                    // or changed since is not one it may join.
+                    Ok(Claim::Ours) if seat.as_ref().is_some_and(|seat| !self.still_picks(&room, seat)) => {
+                        let message =
+                            "the room a quick join picked was locked, filled or changed since; quick-join again";
+                        self.reply(error_message(ErrorCode::RoomFull, message, request_id, &room));
                     }
                     Ok(Claim::Ours) => {
                         // A redirected member joins with the member id its ticket carries

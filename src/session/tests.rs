@@ -1136,6 +1136,7 @@ fn claimed_with(
         user_id: "anonymous-1".into(),
         last_input_seq: 0,
         member_data: Default::default(),
+        ..Default::default()
     };
     let expected = DirectoryOp::Claim {
         room: room.into(),
@@ -1650,12 +1651,58 @@ fn clustered_a_seat_ticket_joins_as_the_member_it_carries() {
         user_id: "anonymous-9".into(),
         last_input_seq: 0,
         member_data: Default::default(),
+        ..Default::default()
     };
     claimed_with(&mut h, "r", Ok(Claim::Ours), "t", Some(carried));
     let r = h.key("r");
     assert_eq!(h.sent(), [Sent::Join { room: r, join_seq: 1 }]);
     h.one(input("r", 3)).unwrap();
     assert_eq!(h.rooms.members.lock().last(), Some(&42), "inputs go in as member 42");
+}
+
+/// A quick join on another node picked the room as the directory last listed it: its
+/// ticket joins only while the room is still one that quick join could pick.
+#[test]
+fn clustered_a_quick_join_ticket_joins_only_a_room_it_could_still_pick() {
+    let mut h = Harness::clustered();
+    h.replies();
+    let listing = ListingState::listed_as(&meta(&[("mode", "ctf")]));
+    let room = h.rooms.open("r", "", "", listing).unwrap();
+    let picked = proto::Seat {
+        member_id: 42,
+        user_id: "anonymous-9".into(),
+        last_input_seq: 0,
+        member_data: Default::default(),
+        quick_join: true,
+        quick_join_filters: meta(&[("mode", "ctf")]),
+    };
+    let present = |h: &mut Harness, request_id| {
+        h.one(Out::Join(proto::JoinRoom {
+            room: "r".into(),
+            request_id,
+            seat: "t".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        claimed_with(h, "r", Ok(Claim::Ours), "t", Some(picked.clone()));
+    };
+    // Locked since the pick, then changed to other metadata: refused as full.
+    room.shared.listing.update(|l| l.locked = true);
+    present(&mut h, 1);
+    room.shared.listing.update(|l| {
+        l.locked = false;
+        l.metadata = meta(&[("mode", "dm")]);
+    });
+    present(&mut h, 2);
+    assert_eq!(h.errors(), [(ErrorCode::RoomFull, 1), (ErrorCode::RoomFull, 2)]);
+    assert_eq!(h.sent(), []);
+    // As it was picked: joined, as the member the ticket carries.
+    room.shared.listing.update(|l| l.metadata = meta(&[("mode", "ctf")]));
+    present(&mut h, 3);
+    let r = h.key("r");
+    assert_eq!(h.sent(), [Sent::Join { room: r, join_seq: 1 }]);
+    h.one(input("r", 4)).unwrap();
+    assert_eq!(h.rooms.members.lock().last(), Some(&42));
 }
 
 #[test]
@@ -1875,6 +1922,7 @@ fn clustered_a_quick_join_with_nothing_open_here_asks_the_directory() {
         user_id: "anonymous-1".into(),
         last_input_seq: 0,
         member_data: Default::default(),
+        ..Default::default()
     };
     let expected = DirectoryOp::QuickJoin {
         request_id: 2,

@@ -2429,9 +2429,9 @@ async fn quick_join_or_redirect(client: &mut TestClient, mode: &str) -> Result<S
         .await
 }
 
-/// Quick joins find open rooms on other nodes (redirected there with a seat ticket),
-/// create one on the node asked when none matches, and skip rooms locked since;
-/// filtered listings span the nodes.
+/// Quick joins find open rooms on other nodes (redirected there with a seat ticket,
+/// refused there when the room was locked since), create one on the node asked when
+/// none matches, and skip rooms locked since; filtered listings span the nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_joins_and_filtered_listings_span_the_nodes() {
     let cluster = TestCluster::start();
@@ -2469,13 +2469,30 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
     assert_eq!(ids(&rooms), [dm.as_str()]);
     let open = on_b.list_rooms_where(listed("ctf")).await;
     assert_eq!(ids(&open), [ctf.as_str()], "open before the lock");
-    // The owner locks its room: once a renews it, quick joins pass it by.
+    // A redirect to the room, then the owner locks it: the redirect is followed
+    // before the directory knows, and refused as full (a locked room takes no quick
+    // joiner); a plain join by id still goes in.
+    let mut late = TestClient::connect(&b).await;
+    let redirect = quick_join_or_redirect(&mut late, "ctf").await.unwrap_err();
+    assert_eq!(redirect.room, ctf);
     let lock = proto::UpdateRoom {
         room: ctf.clone(),
         lock: proto::RoomLock::Locked as i32,
         ..Default::default()
     };
     assert!(owner.update_room(lock).await.unwrap().locked);
+    let mut following = TestClient::connect(&a).await;
+    let request_id = following.send_join(&ctf, "", &redirect.seat).await;
+    let answer = following
+        .until(|k| match k {
+            Kind::Joined(j) if j.request_id == request_id => Some(Err(j.room.clone())),
+            Kind::Error(e) if e.request_id == request_id => Some(Ok(e.code)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(answer, Ok(proto::ErrorCode::RoomFull as i32));
+    assert_eq!(join_or_redirect(&mut following, &ctf).await, None);
+    // Once a renews it, quick joins pass it by.
     let deadline = Instant::now() + 4 * LEASE;
     while !on_b.list_rooms_where(listed("ctf")).await.is_empty() {
         assert!(Instant::now() < deadline, "the lock never reached the directory");

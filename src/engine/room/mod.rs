@@ -515,12 +515,14 @@ impl Room {
             user_id: m.user_id.to_string(),
             last_input_seq: m.last_applied,
             member_data: self.roster.data(m.id).clone(),
+            ..Default::default()
         });
         let reserved = self.reserved.iter().map(|(&id, r)| proto::Seat {
             member_id: id,
             user_id: r.user_id.to_string(),
             last_input_seq: r.last_applied,
             member_data: self.roster.data(id).clone(),
+            ..Default::default()
         });
         proto::RoomCheckpoint {
             room: self.id.to_string(),
