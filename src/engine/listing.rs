@@ -4,7 +4,9 @@
 //! room directory and the sessions.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -195,6 +197,27 @@ pub struct Listing {
     changes: AtomicU64,
     /// Neither private nor locked (see [`Listing::pickable`]).
     pickable: AtomicBool,
+    /// [`entry_hash`] of each metadata entry, the first `entry_count` (see
+    /// [`Listing::may_match`]).
+    entries: [AtomicU64; MAX_METADATA_ENTRIES],
+    /// How many of `entries` hold the metadata's ([`UNCOUNTED`]: more entries than
+    /// there is room for, which only the server's own changes can set).
+    entry_count: AtomicUsize,
+}
+
+/// An `entry_count` meaning: the entries are not all in `entries`.
+const UNCOUNTED: usize = usize::MAX;
+
+/// A metadata entry's hash (keyed at random per process, so that no one chooses
+/// entries that collide).
+fn entry_hash(key: &str, value: &str) -> u64 {
+    static KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+    KEYS.hash_one((key, value))
+}
+
+/// What [`Listing::may_match`] is given for `filters`.
+pub fn entry_hashes(filters: &Metadata) -> Vec<u64> {
+    filters.iter().map(|(k, v)| entry_hash(k, v)).collect()
 }
 
 impl Default for Listing {
@@ -215,16 +238,37 @@ impl Listing {
             }),
             changes: AtomicU64::new(0),
             pickable: AtomicBool::new(true),
+            entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
+            entry_count: AtomicUsize::new(0),
         }
     }
 
     /// A listing holding `state`.
     pub fn new(state: ListingState) -> Self {
-        Self {
+        let listing = Self {
             pickable: AtomicBool::new(state.pickable()),
             state: Mutex::new(state),
             changes: AtomicU64::new(0),
+            entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
+            entry_count: AtomicUsize::new(0),
+        };
+        listing.publish_entries(&listing.state.lock());
+        listing
+    }
+
+    /// Sets `entries` to `state`'s metadata. A reader during the change may see a mix
+    /// of the old and the new entries: a room whose metadata changes right then may
+    /// or may not match (and [`Listing::may_match`] is only ever a first pass).
+    fn publish_entries(&self, state: &ListingState) {
+        if state.metadata.len() > MAX_METADATA_ENTRIES {
+            self.entry_count.store(UNCOUNTED, Ordering::Release);
+            return;
         }
+        self.entry_count.store(0, Ordering::Release);
+        for (slot, (key, value)) in self.entries.iter().zip(&state.metadata) {
+            slot.store(entry_hash(key, value), Ordering::Relaxed);
+        }
+        self.entry_count.store(state.metadata.len(), Ordering::Release);
     }
 
     /// Reads the listing.
@@ -242,6 +286,7 @@ impl Listing {
             self.changes.fetch_add(1, Ordering::Relaxed);
         }
         self.pickable.store(state.pickable(), Ordering::Relaxed);
+        self.publish_entries(&state);
         result
     }
 
@@ -250,6 +295,20 @@ impl Listing {
     /// rooms.
     pub fn pickable(&self) -> bool {
         self.pickable.load(Ordering::Relaxed)
+    }
+
+    /// Whether the metadata may hold every entry whose [`entry_hashes`] are `wanted`:
+    /// `false` means it does not (but while it changes); `true` is to be checked with
+    /// [`ListingState::matches`]. Without the listing's lock, for scans of many
+    /// rooms.
+    pub fn may_match(&self, wanted: &[u64]) -> bool {
+        let count = self.entry_count.load(Ordering::Acquire);
+        let Some(entries) = self.entries.get(..count) else {
+            return true; // UNCOUNTED
+        };
+        wanted
+            .iter()
+            .all(|w| entries.iter().any(|e| e.load(Ordering::Relaxed) == *w))
     }
 
     /// How many times the metadata or the lock changed: the room tells its members
@@ -283,6 +342,28 @@ mod tests {
 
     fn meta(entries: &[(&str, &str)]) -> Metadata {
         entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn may_match_passes_every_listing_holding_the_entries_and_follows_changes() {
+        let listing = Listing::new(ListingState::listed_as(&meta(&[("map", "dust"), ("mode", "ctf")])));
+        let wanted = |entries| entry_hashes(&meta(entries));
+        assert!(listing.may_match(&wanted(&[])));
+        assert!(listing.may_match(&wanted(&[("mode", "ctf")])));
+        assert!(listing.may_match(&wanted(&[("mode", "ctf"), ("map", "dust")])));
+        assert!(!listing.may_match(&wanted(&[("mode", "dm")])));
+        assert!(!listing.may_match(&wanted(&[("mode", "ctf"), ("map", "mill")])));
+        assert!(!listing.may_match(&wanted(&[("ctf", "mode")])));
+        listing.merge_metadata(&meta(&[("mode", "dm")])).unwrap();
+        assert!(listing.may_match(&wanted(&[("mode", "dm"), ("map", "dust")])));
+        assert!(!listing.may_match(&wanted(&[("mode", "ctf")])));
+        // More entries than it holds hashes of (only the server's own changes can set
+        // them): every filter passes, to be checked exactly.
+        let many: Metadata = (0..=MAX_METADATA_ENTRIES)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        listing.update(|l| l.metadata = many);
+        assert!(listing.may_match(&wanted(&[("mode", "ctf")])));
     }
 
     #[test]

@@ -567,7 +567,8 @@ pub trait Rooms: Send + Sync {
     /// exclude, the one with the most seats taken (the first in id order on a tie),
     /// with a seat reserved for the join (send it with `reserved: true`). It looks at
     /// [`LIST_SCAN`] rooms of the type at most, among those neither private, locked
-    /// nor full: when there are more, at that many in id order from a random one on.
+    /// nor full whose metadata matches: when there are more, at that many in id order
+    /// from a random one on.
     fn pick(&self, room_type: &str, filters: &Metadata, skip: &dyn Fn(&RoomShared) -> bool) -> Option<RoomHandle>;
 
     /// The open room with this id, if any (never creates one).
@@ -926,14 +927,20 @@ impl SimPool {
             return None; // opening one will say why
         }
         // Under the directory's lock (everyone's), the rooms of the asked type that
-        // are neither private, locked nor full (told by atomics: however many there are
-        // of those, they take nothing of the scan); `LIST_SCAN` of them from a random
-        // one on, wrapping, so that rooms whose ids sort first cannot hide the others.
-        // The filters run outside the lock.
+        // are neither private, locked nor full and whose metadata may match the
+        // filters (told by atomics: however many other rooms there are, they take
+        // nothing of the scan); `LIST_SCAN` of them from a random one on, wrapping, so
+        // that rooms whose ids sort first cannot hide the others. The filters run
+        // exactly outside the lock.
+        let wanted = listing::entry_hashes(filters);
         let scan: Vec<RoomHandle> = {
             let directory = self.directory.lock();
             let open: Vec<&RoomHandle> = (directory.values())
-                .filter(|h| *h.shared.room_type == *filter.room_type && h.shared.pickable())
+                .filter(|h| {
+                    *h.shared.room_type == *filter.room_type
+                        && h.shared.pickable()
+                        && h.shared.listing.may_match(&wanted)
+                })
                 .collect();
             let start = if open.len() > LIST_SCAN {
                 fastrand::usize(..open.len())
@@ -2944,7 +2951,7 @@ mod tests {
     }
 
     /// A filtered page looks at so many rooms at most, and says where it stopped; a
-    /// quick join looks at as many.
+    /// quick join looks at as many of those that match.
     #[test]
     fn a_filtered_listing_or_a_quick_join_looks_at_so_many_rooms() {
         let (_gate, rx) = crossbeam_channel::bounded(0);
@@ -2965,17 +2972,43 @@ mod tests {
         assert_eq!(next.as_deref(), Some(ids[LIST_SCAN - 1].as_str()), "where it stopped");
         let (page, next) = pool.list_rooms(&rare, &ids[LIST_SCAN - 1], 10, usize::MAX);
         assert_eq!((page.len(), page[0].room.as_str(), next), (1, "z", None));
-        // A quick join looks at that many from a random one on: some find z (its
-        // seat given back each time), some do not.
+        // A quick join looks at that many of the rooms whose metadata matches: the
+        // others, however many, hide none (nor once one changed to match).
         let nothing = |_: &RoomShared| false;
-        let picks: Vec<Option<String>> = (0..100)
-            .map(|_| {
-                let picked = pool.pick("relay", &ctf.metadata, &nothing)?;
-                picked.shared.reserved.store(0, Ordering::Relaxed);
-                Some(picked.shared.id.to_string())
-            })
-            .collect();
-        assert!(picks.contains(&Some("z".into())) && picks.contains(&None), "{picks:?}");
+        let pick = || {
+            let picked = pool.pick("relay", &ctf.metadata, &nothing)?;
+            picked.shared.reserved.store(0, Ordering::Relaxed); // its seat given back
+            Some(picked.shared.id.to_string())
+        };
+        for _ in 0..10 {
+            assert_eq!(pick().as_deref(), Some("z"));
+        }
+        pool.room("z")
+            .unwrap()
+            .shared
+            .listing
+            .merge_metadata(&listed(&[("mode", "race")], false).metadata)
+            .unwrap();
+        assert_eq!(pick(), None);
+        pool.room(&ids[2])
+            .unwrap()
+            .shared
+            .listing
+            .merge_metadata(&ctf.metadata)
+            .unwrap();
+        assert_eq!(pick(), Some(ids[2].clone()));
+        // With more that match than it looks at, that many from a random one on: the
+        // picks vary.
+        for id in &ids {
+            pool.room(id)
+                .unwrap()
+                .shared
+                .listing
+                .merge_metadata(&ctf.metadata)
+                .unwrap();
+        }
+        let picks: HashSet<Option<String>> = (0..100).map(|_| pick()).collect();
+        assert!(picks.len() > 1, "{picks:?}");
     }
 
     /// Rooms a quick join could never pick (private, locked or full), however many
