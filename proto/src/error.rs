@@ -144,9 +144,10 @@ pub fn fit_close_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
-/// The client-side rule for any close code, including ones this version does not know.
+/// The client-side rule for any close code, including ones this version does not know
+/// (1015: a failed TLS handshake, which the next attempt may get past).
 pub fn reconnect_allowed(code: u16) -> bool {
-    matches!(code, 1001 | 1006 | 1011 | 1012 | 1013 | 1014 | 4500..=4999)
+    matches!(code, 1001 | 1006 | 1011..=1015 | 4500..=4999)
 }
 
 #[cfg(test)]
@@ -180,5 +181,9 @@ mod tests {
         assert!(!CloseReason::Replaced.should_reconnect());
         assert!(!CloseReason::RateLimited.should_reconnect());
         assert!(!CloseReason::Undecodable.should_reconnect());
+        // RFC 6455's codes, as PROTOCOL.md lists them.
+        let after: Vec<u16> = (1000..=1015).filter(|&c| reconnect_allowed(c)).collect();
+        assert_eq!(after, [1001, 1006, 1011, 1012, 1013, 1014, 1015]);
+        assert!(reconnect_allowed(4500) && reconnect_allowed(4999) && !reconnect_allowed(4499));
     }
 }

@@ -47,6 +47,10 @@ struct RoomState {
     joined: bool,
     next_seq: u64,
     unacked: VecDeque<(u64, proto::input::Payload)>,
+    /// The highest input number that may have been sent (queued while the room was
+    /// joined, here or on the connection it came from): inputs above it waited for a
+    /// join's answer and never left the client.
+    sent_upto: u64,
     /// Events for the room sent before its join was answered: they wait for `Joined`
     /// (a redirected join takes them to the room's node).
     held_events: VecDeque<proto::SendEvent>,
@@ -79,6 +83,7 @@ impl RoomState {
             joined: false,
             next_seq: 0,
             unacked: VecDeque::new(),
+            sent_upto: 0,
             held_events: VecDeque::new(),
             applied_tick: 0,
             applied_acked: false,
@@ -102,6 +107,9 @@ impl RoomState {
         if seq >= FIRST_REQUEST_ID || (!renumber && seq > self.next_seq) {
             return;
         }
+        if renumber {
+            self.renumber_unsent_above(seq);
+        }
         while self.unacked.front().is_some_and(|(n, _)| *n <= seq) {
             self.unacked.pop_front();
         }
@@ -110,11 +118,31 @@ impl RoomState {
         }
     }
 
+    /// Inputs that waited for the join and never left the client are not among those
+    /// a seat applied, whatever their numbers: numbered at or below `applied` (the
+    /// seat is an earlier process's, which numbered on before this one started),
+    /// they are numbered on above it, in order, instead of being taken as applied.
+    /// (The numbers `Client::send_input` returned for them are then below the new
+    /// ones: `last_input_seq` passes them once these are applied.)
+    fn renumber_unsent_above(&mut self, applied: u64) {
+        let sent_upto = self.sent_upto;
+        if !self.unacked.iter().any(|(n, _)| (sent_upto + 1..=applied).contains(n)) {
+            return;
+        }
+        let mut next = applied;
+        for (n, _) in self.unacked.iter_mut().filter(|(n, _)| *n > sent_upto) {
+            next += 1;
+            *n = next;
+        }
+        self.next_seq = self.next_seq.max(next);
+    }
+
     /// What a join of the room on another connection continues from.
     fn carried(self, seat: String) -> Carried {
         Carried {
             next_seq: self.next_seq,
             unacked: self.unacked,
+            sent_upto: self.sent_upto,
             events: self.held_events,
             seat,
             create: self.create,
@@ -550,6 +578,7 @@ impl Driver {
                     .entry(room.clone())
                     .or_insert_with(|| RoomState::new(&room_type));
                 state.next_seq = state.next_seq.max(carried.next_seq);
+                state.sent_upto = state.sent_upto.max(carried.sent_upto);
                 // Numbered by the handle, which goes on above what this room took along.
                 self.shared.inputs_above(&room, state.next_seq);
                 if !carried.seat.is_empty() {
@@ -606,6 +635,7 @@ impl Driver {
                 state.unacked.push_back((state.next_seq, payload.clone()));
                 // Until this session's join is answered, inputs wait (sent at `Joined`).
                 state.joined.then(|| {
+                    state.sent_upto = state.next_seq;
                     Out::Input(proto::Input {
                         room,
                         seq: state.next_seq,
@@ -616,8 +646,7 @@ impl Driver {
             Command::Event(event) => self.hold_until_joined(event).map(Out::Event),
             Command::Request { kind, reply } => {
                 let request_id = self.request_id();
-                // Requests whose caller stopped waiting (timed out) are forgotten.
-                self.requests.retain(|_, waiting| !waiting.is_closed());
+                self.drop_abandoned_requests();
                 self.requests.insert(request_id, reply);
                 Some(Out::Request(proto::Request {
                     request_id,
@@ -680,6 +709,7 @@ impl Driver {
         self.queue
             .retain(|m| !matches!(m, Out::Input(input) if input.room == room));
         for (seq, payload) in &state.unacked {
+            state.sent_upto = *seq;
             self.queue.push_back(Out::Input(proto::Input {
                 room: joined.room.clone(),
                 seq: *seq,
@@ -1697,9 +1727,27 @@ impl Driver {
         self.flush(link).await
     }
 
+    /// Forgets the requests whose caller stopped waiting (timed out, and told so), and
+    /// does not send those still waiting to be: an `UpdateRoom` sent after its caller
+    /// was told it failed would still lock the room, say.
+    fn drop_abandoned_requests(&mut self) {
+        let abandoned: HashSet<u64> = (self.requests.iter())
+            .filter(|(_, waiting)| waiting.is_closed())
+            .map(|(&request_id, _)| request_id)
+            .collect();
+        if abandoned.is_empty() {
+            return;
+        }
+        self.requests.retain(|request_id, _| !abandoned.contains(request_id));
+        let unsent = |m: &Out| !matches!(m, Out::Request(r) if abandoned.contains(&r.request_id));
+        self.queue.retain(unsent);
+        self.buffer.retain(unsent);
+    }
+
     /// Sends what the pacers allow now (messages and bytes), as one envelope of at most
     /// `max_batch` messages and `max_batch_bytes`.
     async fn flush(&mut self, link: &mut Link) -> Result<(), Broken> {
+        self.drop_abandoned_requests();
         // A message too large for any envelope the server takes would close the
         // connection (1009) and end the client: it is refused here instead.
         while let Some(message) = self.queue.front()

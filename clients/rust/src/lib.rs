@@ -448,6 +448,8 @@ pub(crate) enum Command {
 pub(crate) struct Carried {
     pub next_seq: u64,
     pub unacked: std::collections::VecDeque<(u64, proto::input::Payload)>,
+    /// The highest input number that may have been sent (see the driver's room state).
+    pub sent_upto: u64,
     /// Events that waited for the join.
     pub events: std::collections::VecDeque<proto::SendEvent>,
     /// A redirect's seat ticket, for the join on the room's node.
@@ -684,7 +686,12 @@ impl Client {
     /// [`Event::Error`] refusing the input carries it as its `request_id`. It is kept
     /// until the server acknowledges it and replayed after a reconnect. None (and
     /// nothing sent) for a room this client has not joined, or has left or been
-    /// refused.
+    /// refused. (One exception to the number: a client continuing an earlier
+    /// process's session ([`ClientConfig::resume_token`]) cannot know how far that
+    /// process numbered, so inputs it sends before the room's `Joined` are sent
+    /// numbered above the seat's last applied input instead, in order; the numbers
+    /// returned for them are below those, and `last_input_seq` passes them once they
+    /// are applied.)
     pub fn send_input(&self, room: &str, payload: proto::input::Payload) -> Option<u64> {
         let mut seqs = self.shared.input_seqs.lock();
         let numbers = seqs.get_mut(room).filter(|n| n.open)?;
@@ -758,7 +765,10 @@ impl Client {
     /// server closed, or removed the client from ([`Event::Left`] with a reason), stays
     /// readable as it was then, its last state (a closed room's last tick arrives
     /// before its `Left`; a client offline then keeps what it had), until the client
-    /// joins it again; the last [`ENDED_MIRRORS_KEPT`] such rooms are kept.
+    /// joins it again; the last [`ENDED_MIRRORS_KEPT`] such rooms are kept. A mirror
+    /// a frame failed to verify ([`Event::Desync`]) is handed as it is until the full
+    /// snapshot the client then asks for arrives: [`StateMirror::is_synced`] is
+    /// false meanwhile (the browser client's `mirror()` returns nothing then).
     pub fn with_mirror<T>(&self, room: &str, read: impl FnOnce(&StateMirror) -> T) -> Option<T> {
         {
             let mirrors = self.shared.mirrors.lock();

@@ -1836,3 +1836,100 @@ async fn member_data_goes_with_every_join_and_quick_join() {
     let ada = Bytes::from_static(b"Ada");
     assert_eq!(seen, [("join", ada.clone()), ("quick join", ada)]);
 }
+
+/// A request whose caller was told it timed out, while the client was offline, is not
+/// sent once it reconnects: a lock sent then would lock the room after the game was
+/// told it had not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_timed_out_offline_is_not_sent_later() {
+    let (requests_tx, mut requests_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |n, _, mut ws| {
+        let requests_tx = requests_tx.clone();
+        async move {
+            if n > 1 {
+                // Welcomed only once the request has timed out.
+                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+            send_welcome(&mut ws, welcome_resuming_after_first(n)).await;
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    let _ = requests_tx.send(matches!(message, Out::Request(_)));
+                }
+            }
+        }
+    })
+    .await;
+    let mut config = config(url);
+    config.request_timeout = Duration::from_millis(200);
+    let (client, mut events) = Client::connect(config).unwrap();
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+    client.drop_connection();
+    until(&mut events, |e| matches!(e, Event::Reconnecting { .. }).then_some(())).await;
+    let lock = proto::UpdateRoom {
+        room: "r".into(),
+        lock: proto::RoomLock::Locked as i32,
+        ..Default::default()
+    };
+    let answer = client.request(proto::request::Kind::UpdateRoom(lock)).await;
+    assert!(
+        matches!(answer, Err(tickrelay_client::ClientError::Timeout)),
+        "{answer:?}"
+    );
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+    // A ping goes out within the heartbeat: whatever was to go with it went before.
+    client.send_event("r", "after", Bytes::new(), vec![]);
+    let mut sent = Vec::new();
+    while let Ok(Some(request)) = tokio::time::timeout(Duration::from_millis(500), requests_rx.recv()).await {
+        sent.push(request);
+    }
+    assert!(!sent.is_empty(), "nothing reached the relay after the reconnect");
+    assert!(!sent.contains(&true), "the timed-out request was sent");
+}
+
+/// A game restarted with its earlier process's resume token joins its room and sends
+/// inputs before the join is answered: the seat applied more inputs than this process
+/// numbered (the earlier one's), and these, which never left the client, are sent
+/// numbered above them instead of being taken as applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_sent_before_an_inherited_seats_joined_are_numbered_above_it() {
+    let (inputs_tx, mut inputs_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let inputs_tx = inputs_tx.clone();
+        async move {
+            send_welcome(
+                &mut ws,
+                proto::Welcome {
+                    resumed: true,
+                    ..welcome("t")
+                },
+            )
+            .await;
+            // Answered late enough that both inputs wait for it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            answer_join(&mut ws, 41).await;
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    if let Out::Input(input) = message {
+                        let _ = inputs_tx.send(input.seq);
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let mut config = config(url);
+    config.resume_token = Some("earlier-process".into());
+    let (client, mut events) = Client::connect(config).unwrap();
+    client.join("r", "relay");
+    let intent = || proto::input::Payload::Intent(Bytes::from_static(&[1]));
+    assert_eq!(client.send_input("r", intent()), Some(1));
+    assert_eq!(client.send_input("r", intent()), Some(2));
+    until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
+    assert_eq!(client.send_input("r", intent()), Some(44));
+    let mut sent = Vec::new();
+    while sent.len() < 3 {
+        let seq = tokio::time::timeout(Duration::from_secs(5), inputs_rx.recv()).await;
+        sent.push(seq.expect("the inputs are sent").unwrap());
+    }
+    assert_eq!(sent, [42, 43, 44]);
+}

@@ -271,6 +271,8 @@ const RESYNC_EVERY_MS = 1000;
 const CLOSE_REASON_CHARS = 40;
 /** Redirects in a row for one room before the client stops following them. */
 const MAX_HOPS = 4;
+/** Rooms left whose input numbering is kept (beyond it, numbering in a room left long ago starts again). */
+const MAX_ROOMS_NUMBERED = 1024;
 /** Reconnection attempts to a node other than the client's own before its rooms go back. */
 const NODE_ATTEMPTS = 3;
 
@@ -347,7 +349,7 @@ function pacing(limits: v1.Limits | undefined): Pacing {
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
 
 /** What a room takes along when it moves to another of the client's connections. */
-type Moving = Pick<RoomState, "nextSeq" | "unacked" | "heldEvents" | "seat" | "create">;
+type Moving = Pick<RoomState, "nextSeq" | "unacked" | "sentUpto" | "heldEvents" | "seat" | "create">;
 
 interface RoomState {
   roomType: string;
@@ -357,6 +359,12 @@ interface RoomState {
   /** The last input the server reported applied (see `acknowledge`). */
   ackedSeq: bigint;
   unacked: { seq: bigint; payload: InputPayload }[];
+  /**
+   * The highest input number that may have been sent (queued while the room was
+   * joined, here or on the connection it came from): inputs above it waited for a
+   * join's answer and never left the client (see `acknowledge`).
+   */
+  sentUpto: bigint;
   /** Events sent before the join was answered: they wait for `Joined` (a redirected join takes them along). */
   heldEvents: Outgoing[];
   /** From the room's `Joined`: frames cannot be decoded without it. */
@@ -402,6 +410,7 @@ function newRoom(roomType: string): RoomState {
     nextSeq: 0n,
     ackedSeq: 0n,
     unacked: [],
+    sentUpto: 0n,
     heldEvents: [],
     schema: undefined,
     wireSchema: [],
@@ -448,6 +457,13 @@ export class Client {
    * unreachable node after another is not followed for ever.
    */
   readonly #hops = new Map<string, number>();
+  /**
+   * Home only: the last input number of each room left (at most
+   * `MAX_ROOMS_NUMBERED`, the oldest forgotten first): joined again, wherever it
+   * lives, a room numbers on, so that a seat that outlived the leave (a restored
+   * room's) does not drop new inputs as ones it applied.
+   */
+  readonly #numbered = new Map<string, bigint>();
   /** Presented on every connection (home's is used): see `Hello.client_id`. */
   readonly #clientId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
   /** Quick joins not answered yet: their room types, by request id. */
@@ -686,7 +702,7 @@ export class Client {
   join(room: string, roomType: string, create?: RoomOptions): void {
     const node = this.#redirected.get(room)?.node;
     if (node !== undefined) return node.join(room, roomType, create);
-    const state = this.#rooms.get(room) ?? newRoom(roomType);
+    const state = this.#rooms.get(room) ?? this.#newRoom(room, roomType);
     if (create !== undefined) state.create = create;
     this.#rooms.set(room, state);
     // A leave of the room before this join is not sent again after a resume: the
@@ -724,8 +740,27 @@ export class Client {
   /** Forgets a room the server removed this client from, or refused, and where it lived (a later join of it starts at home again). */
   #forget(room: string): void {
     clearTimeout(this.#rooms.get(room)?.retryTimer);
-    this.#rooms.delete(room);
+    this.#dropRoom(room);
     if (this.#home.#redirected.get(room)?.node === this) this.#home.#redirected.delete(room);
+  }
+
+  /** A room's state as it starts, numbering inputs on from where it was left. */
+  #newRoom(room: string, roomType: string): RoomState {
+    const state = newRoom(roomType);
+    state.nextSeq = this.#home.#numbered.get(room) ?? 0n;
+    return state;
+  }
+
+  /** Forgets a room's state (its input numbering aside); whether there was one. */
+  #dropRoom(room: string): boolean {
+    const state = this.#rooms.get(room);
+    if (state === undefined) return false;
+    this.#rooms.delete(room);
+    const numbered = this.#home.#numbered;
+    numbered.delete(room); // the newest last
+    numbered.set(room, state.nextSeq);
+    if (numbered.size > MAX_ROOMS_NUMBERED) numbered.delete(numbered.keys().next().value!);
+    return true;
   }
 
   /** The answer to a quick join names its room: from now on one of this client's. */
@@ -733,7 +768,7 @@ export class Client {
     const quick = this.#quickJoins.get(requestId);
     if (quick === undefined) return;
     this.#quickJoins.delete(requestId);
-    if (!this.#rooms.has(room)) this.#rooms.set(room, newRoom(quick.value.roomType ?? ""));
+    if (!this.#rooms.has(room)) this.#rooms.set(room, this.#newRoom(room, quick.value.roomType ?? ""));
   }
 
   /**
@@ -744,7 +779,7 @@ export class Client {
    */
   #tookResumedRoom(joined: v1.Joined): void {
     const leaving = [...this.#leaves.values()].includes(joined.room);
-    if (!this.#issued(joined.requestId) && !leaving && !this.#rooms.has(joined.room)) this.#rooms.set(joined.room, newRoom(joined.roomType));
+    if (!this.#issued(joined.requestId) && !leaving && !this.#rooms.has(joined.room)) this.#rooms.set(joined.room, this.#newRoom(joined.room, joined.roomType));
   }
 
   /** Whether `requestId` is one this client gave. */
@@ -765,7 +800,7 @@ export class Client {
     // earlier page's: it may be in rooms this client has not learnt of yet (their
     // `joined` comes after the resume).
     clearTimeout(this.#rooms.get(room)?.retryTimer);
-    if (!this.#rooms.delete(room) && !this.#inherited) return;
+    if (!this.#dropRoom(room) && !this.#inherited) return;
     const requestId = this.#requestId();
     this.#leaves.set(requestId, room);
     this.#send({ case: "leave", value: { requestId, room } });
@@ -777,7 +812,11 @@ export class Client {
    * acknowledged and replayed after a reconnect. Undefined if the room was not joined,
    * the send queue is full, or (connected) the input is larger than an envelope may
    * carry; each of the last two also emits an `error`. (Offline, an input too large
-   * is refused when it would be sent: an `error` then, and it is not replayed.)
+   * is refused when it would be sent: an `error` then, and it is not replayed.) A
+   * client continuing an earlier page's session (`resumeToken`) cannot know how far
+   * that page numbered: inputs it sends before the room's `joined` are sent numbered
+   * above the seat's last applied input instead, in order (the numbers returned for
+   * them are below those; `lastInputSeq` passes them once they are applied).
    */
   sendInput(room: string, payload: InputPayload): bigint | undefined {
     const node = this.#redirected.get(room)?.node;
@@ -803,7 +842,10 @@ export class Client {
     state.unacked.push({ seq, payload });
     // Offline, or before this session's join is answered, inputs wait in `unacked`:
     // sent at the room's `Joined` (or replayed at the next welcome, when resumed).
-    if (this.#welcomed && state.joined) this.#enqueue(input);
+    if (this.#welcomed && state.joined) {
+      this.#enqueue(input);
+      state.sentUpto = seq;
+    }
     return seq;
   }
 
@@ -1399,7 +1441,7 @@ export class Client {
    */
   #adopt(room: string, roomType: string, moved: Moving): void {
     // The ticket goes with the join (sent at once when connected, else at the welcome).
-    const existing = this.#rooms.get(room) ?? newRoom(roomType);
+    const existing = this.#rooms.get(room) ?? this.#newRoom(room, roomType);
     if (moved.seat !== "") existing.seat = moved.seat;
     this.#rooms.set(room, existing);
     // With its options: the room may have to be created where it lands.
@@ -1407,6 +1449,7 @@ export class Client {
     const state = this.#rooms.get(room);
     if (state === undefined) return;
     if (state.nextSeq < moved.nextSeq) state.nextSeq = moved.nextSeq;
+    if (state.sentUpto < moved.sentUpto) state.sentUpto = moved.sentUpto;
     const newest = state.unacked.at(-1)?.seq ?? 0n;
     state.unacked.push(...moved.unacked.filter((u) => u.seq > newest));
     for (const event of moved.heldEvents) this.#hold(state, event);
@@ -1438,7 +1481,7 @@ export class Client {
       return refuse(v1.ErrorCode.LIMIT_EXCEEDED, `redirected ${MAX_HOPS} times in a row; not following to ${url}`);
     }
     // A redirect keeps the transport's security: never from wss:// to ws://.
-    if (this.#options.url.startsWith("wss:") && !url.startsWith("wss:")) {
+    if (scheme(this.#options.url) === "wss:" && scheme(url) !== "wss:") {
       this.#hops.delete(room);
       return refuse(v1.ErrorCode.FORBIDDEN, `not following a redirect from wss:// to ${url}`);
     }
@@ -1534,7 +1577,7 @@ export class Client {
             this.#joinLater(room, STALE_REDIRECT_WAIT_MS);
             break;
           }
-          this.#rooms.delete(room);
+          this.#dropRoom(room);
           this.#home.#follow(room, state.roomType, { ...state, seat: kind.value.seat }, url, requestId);
           break;
         }
@@ -1778,7 +1821,10 @@ export class Client {
         state.listing = undefined;
         (leaving.has(room) ? joinsAfter : out).push(this.#joinMessage(room, state));
       }
-      if (state.joined) for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
+      if (state.joined) {
+        for (const { seq, payload } of state.unacked) out.push({ case: "input", value: { room, seq, payload } });
+        state.sentUpto = state.unacked.at(-1)?.seq ?? state.sentUpto;
+      }
     }
     // Then what waited offline; events for rooms joined again wait for their `joined`
     // (the room may live on another node now).
@@ -1845,6 +1891,7 @@ export class Client {
     const queuedHere = (m: Outgoing): boolean => m?.case === "input" && m.value.room === joined.room;
     this.#queue = this.#queue.filter((m) => !queuedHere(m));
     for (const { seq, payload } of state.unacked) this.#enqueue({ case: "input", value: { room: joined.room, seq, payload } });
+    state.sentUpto = state.unacked.at(-1)?.seq ?? state.sentUpto;
     for (const event of state.heldEvents.splice(0)) this.#enqueue(event);
     const same = sameKinds(state.wireSchema, joined.schema);
     state.schema = schema;
@@ -2092,12 +2139,39 @@ export class Client {
  */
 function acknowledge(state: RoomState, seq: bigint, renumber: boolean): void {
   if (seq > MAX_INPUT_SEQ || (!renumber && seq > state.nextSeq)) return;
+  if (renumber) renumberUnsentAbove(state, seq);
   if (renumber && state.nextSeq < seq) state.nextSeq = seq;
   state.ackedSeq = seq;
   while (state.unacked.length > 0 && state.unacked[0]!.seq <= seq) state.unacked.shift();
 }
 
+/**
+ * Inputs that waited for the join and never left the client are not among those a
+ * seat applied, whatever their numbers: numbered at or below `applied` (the seat is
+ * an earlier page's, which numbered on before this one started), they are numbered on
+ * above it, in order, instead of being taken as applied. (The numbers `sendInput`
+ * returned for them are then below the new ones: `lastInputSeq` passes them once these
+ * are applied.)
+ */
+function renumberUnsentAbove(state: RoomState, applied: bigint): void {
+  const unsent = state.unacked.filter(({ seq }) => seq > state.sentUpto);
+  if (!unsent.some(({ seq }) => seq <= applied)) return;
+  let next = applied;
+  for (const input of unsent) input.seq = ++next;
+  if (state.nextSeq < next) state.nextSeq = next;
+}
+
+/** `url`'s scheme as `URL.protocol` gives it (lower case, with the colon); "" for no URL. */
+function scheme(url: string): string {
+  try {
+    return new URL(url).protocol;
+  } catch {
+    return "";
+  }
+}
+
 /** Whether two `Joined.schema` lists declare the same kinds (compared encoded). */
+
 function sameKinds(a: v1.KindSchema[], b: v1.KindSchema[]): boolean {
   const encoded = (k: v1.KindSchema) => toBinary(v1.KindSchemaSchema, k).join(",");
   return a.length === b.length && a.every((kind, i) => encoded(kind) === encoded(b[i]!));

@@ -447,6 +447,40 @@ test("getToken: failing after a stable connection goes through the backoff to ga
   assert.equal(FakeSocket.opened.length, 2, "the older ask's answer opened none");
 });
 
+test("inputs sent before an earlier page's seat is joined are numbered above what it applied", () => {
+  const { client: c } = client({ resumeToken: "earlier" });
+  c.join("r", "relay");
+  c.connect();
+  last().receive([{ case: "welcome", value: { sessionId: 7n, resumeToken: "earlier", resumed: true, userId: "ada" } }]);
+  const intent = { case: "intent" as const, value: new Uint8Array([1]) };
+  assert.deepEqual([c.sendInput("r", intent), c.sendInput("r", intent)], [1n, 2n]);
+  const join = last().sent.find((k) => k.case === "join")!.value as v1.JoinRoom;
+  // The seat applied 41 of the earlier page's: these two never left this page.
+  last().receive([{ case: "joined", value: { requestId: join.requestId, room: "r", roomType: "relay", memberId: 7n, lastInputSeq: 41n } }], 1n);
+  assert.equal(c.sendInput("r", intent), 44n);
+  const seqs = last().sent.flatMap((k) => (k.case === "input" ? [k.value.seq] : []));
+  assert.deepEqual(seqs, [42n, 43n, 44n]);
+});
+
+test("a room left and joined again numbers its inputs on", () => {
+  const { client: c } = client();
+  c.join("r", "relay");
+  c.connect();
+  last().welcome();
+  const joined = () => {
+    const join = last().sent.filter((k) => k.case === "join").at(-1)!.value as v1.JoinRoom;
+    last().receive([{ case: "joined", value: { requestId: join.requestId, room: "r", roomType: "relay", memberId: 7n } }]);
+  };
+  joined();
+  const intent = { case: "intent" as const, value: new Uint8Array([1]) };
+  for (let i = 0; i < 5; i++) c.sendInput("r", intent);
+  c.leave("r");
+  c.join("r", "relay");
+  joined();
+  // (A Predictor rewound at the join takes it: numbers only go up.)
+  assert.equal(c.sendInput("r", intent), 6n);
+});
+
 test("a leave made offline goes out when the session resumes, even after a give-up; not after close", async () => {
   const { client: c, events } = client();
   c.join("r", "relay");
@@ -895,13 +929,18 @@ test("a redirected join is joined on the owning node; the room's sends follow it
 });
 
 test("a redirect from wss:// to ws:// is not followed, even with allowInsecure", () => {
-  const { client: c, events } = client({ allowInsecure: true });
-  c.join("r", "arena");
-  c.connect();
-  last().welcome();
-  last().receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "ws://node-b.test/ws", seat: "" } }], 1n);
-  assert.equal(FakeSocket.opened.length, 1, "no connection to the plain URL");
-  assert.ok(events.some((e) => e.startsWith("error") && e.includes("not following")), events.join("\n"));
+  // (Schemes compared as URLs compare them: in any case.)
+  for (const url of ["wss://relay.test/ws", "WSS://relay.test/ws"]) {
+    FakeSocket.opened = [];
+    const { client: c, events } = client({ url, allowInsecure: true });
+    c.join("r", "arena");
+    c.connect();
+    last().welcome();
+    last().receive([{ case: "redirect", value: { requestId: 1n, room: "r", url: "ws://node-b.test/ws", seat: "" } }], 1n);
+    assert.equal(FakeSocket.opened.length, 1, `${url}: no connection to the plain URL`);
+    assert.ok(events.some((e) => e.startsWith("error") && e.includes("not following")), events.join("\n"));
+    c.close();
+  }
 });
 
 test("an event sent while the room's node is down goes home with the room", () => {
