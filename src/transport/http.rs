@@ -395,7 +395,7 @@ fn metrics_response(req: &Request<Incoming>, http: &Http) -> HttpResponse {
     }
     let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    let mut response = text(StatusCode::OK, http.ctx.metrics.render(format));
+    let mut response = text(StatusCode::OK, http.ctx.metrics.rendered(format));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
