@@ -279,6 +279,10 @@ pub struct SessionConfig {
     /// Seconds a write to a client may stay blocked before it is closed as a slow
     /// consumer (4501).
     pub slow_consumer_secs: f64,
+    /// Bytes the writes blocked on clients that do not read (for more than half a
+    /// second) may hold together; a write blocked beyond closes its client at once as
+    /// a slow consumer (4501).
+    pub max_blocked_write_bytes: usize,
     /// Sustained inbound messages per second.
     pub messages_per_second: f64,
     /// Inbound message burst.
@@ -314,6 +318,7 @@ impl Default for SessionConfig {
             heartbeat_timeout_secs: s.heartbeat_timeout.as_secs_f64(),
             resume_grace_secs: s.resume_grace.as_secs_f64(),
             slow_consumer_secs: 5.0,
+            max_blocked_write_bytes: 512 << 20,
             messages_per_second: rate.messages_per_second,
             message_burst: rate.message_burst,
             bytes_per_second: rate.bytes_per_second,
@@ -1560,6 +1565,10 @@ heartbeat_timeout_secs = 5.0
 resume_grace_secs = 20.0
 # Seconds a write may stay blocked before the client is closed as slow (4501).
 slow_consumer_secs = 5.0
+# Bytes the writes blocked on clients that do not read (for more than half a second)
+# may hold together (a full snapshot of a large room is megabytes); a write blocked
+# beyond closes its client as slow (4501) at once.
+max_blocked_write_bytes = 536870912
 # Inbound rate limits per connection (rates and message burst at least 1). Over
 # them: an error with a retry hint; still over them after flood_window_ms: close 1008.
 messages_per_second = 50.0

@@ -528,6 +528,7 @@ impl Server {
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),
             slow_consumer: Duration::from_secs_f64(config.session.slow_consumer_secs),
+            max_blocked_write_bytes: config.session.max_blocked_write_bytes,
             duplicate_sessions: config.auth.duplicate_sessions,
             naive_fanout: config.naive_fanout,
         };

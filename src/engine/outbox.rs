@@ -144,6 +144,14 @@ impl Batch {
         self.welcome.is_none() && self.reliable.is_empty() && self.states.is_empty()
     }
 
+    /// The bytes of its messages (a state frame's shared body counted whole).
+    pub fn bytes(&self) -> usize {
+        let welcome = self.welcome.as_ref().map_or(0, Bytes::len);
+        let reliable: usize = self.reliable.iter().map(Bytes::len).sum();
+        let states: usize = self.states.iter().map(|s| s.body.len() + s.own.len()).sum();
+        welcome + reliable + states
+    }
+
     /// Empties the batch.
     pub fn clear(&mut self) {
         self.welcome = None;

@@ -200,6 +200,9 @@ pub struct Metrics {
     pub messages_lost: Counter,
     /// Sessions currently parked, waiting for a resume.
     pub sessions_parked: Gauge,
+    /// Bytes the writes blocked on clients that do not read hold together (see
+    /// [`crate::transport::context::BlockedWrites`]).
+    pub blocked_write_bytes: Gauge,
     /// The last rendering in each format, and when (see [`Metrics::rendered`]).
     rendered: parking_lot::Mutex<[Option<(Instant, Bytes)>; 2]>,
 }
@@ -249,6 +252,7 @@ impl Metrics {
             messages_replayed: Counter::default(),
             messages_lost: Counter::default(),
             sessions_parked: Gauge::default(),
+            blocked_write_bytes: Gauge::default(),
             rendered: Default::default(),
         };
         let s = &m.sim;
@@ -421,6 +425,11 @@ impl Metrics {
             "sessions_parked",
             "Sessions waiting to be resumed",
             m.sessions_parked.clone(),
+        );
+        registry.register(
+            "blocked_write_bytes",
+            "Bytes held by writes blocked on clients that do not read (at [session] max_blocked_write_bytes a write that blocks closes its connection, 4501)",
+            m.blocked_write_bytes.clone(),
         );
         // Every family is exported from the start, each known label at zero, so a
         // dashboard or alert sees a series before its first event.
@@ -605,14 +614,19 @@ mod tests {
         let metrics = Metrics::new(Default::default(), Gauge::default());
         let resumes = |text: &Bytes| {
             let text = std::str::from_utf8(text).unwrap();
-            text.lines().find_map(|l| l.strip_prefix("tickrelay_resumes_total ")).map(str::to_owned)
+            text.lines()
+                .find_map(|l| l.strip_prefix("tickrelay_resumes_total "))
+                .map(str::to_owned)
         };
         let start = Instant::now();
         let first = metrics.rendered_at(Format::Prometheus, start);
         metrics.resumes.inc();
         let soon = start + RENDERED_FRESH / 2;
         assert_eq!(resumes(&metrics.rendered_at(Format::Prometheus, soon)), resumes(&first));
-        assert!(metrics.rendered_at(Format::OpenMetrics, soon).ends_with(b"# EOF\n"), "its own");
+        assert!(
+            metrics.rendered_at(Format::OpenMetrics, soon).ends_with(b"# EOF\n"),
+            "its own"
+        );
         let later = metrics.rendered_at(Format::Prometheus, start + RENDERED_FRESH);
         assert_eq!(resumes(&later).as_deref(), Some("1"));
     }

@@ -81,6 +81,10 @@ static CONNECTION_LOGS: LogBudget = LogBudget::new("connections", 20);
 /// How long a resume waits for a connection it takes over to park its session.
 const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a write may stay blocked before what it holds counts against
+/// `BlockedWrites` (a large message to a client that reads blocks a moment too).
+const BLOCKED_WRITE_GRACE: Duration = Duration::from_millis(500);
+
 /// Finds the session for a resume token, for the connection that `stop` stops:
 /// parked, or still held by a connection the server has not yet noticed is dead
 /// (that connection is told to end and park it). None: no session has the token here.
@@ -306,7 +310,7 @@ pub(crate) async fn serve<T: Transport>(
     stop.register(stop_woken.waker());
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
-    let end = loop {
+    let end = 'session: loop {
         if let Some(cluster) = &ctx.cluster {
             while let Some(op) = session.poll_directory() {
                 let cluster = cluster.clone();
@@ -391,9 +395,25 @@ pub(crate) async fn serve<T: Transport>(
                         // The socket drains as fast as the network takes it, not once
                         // per tick (see `pacer::hurry`).
                         let _hurry = pacer::hurry();
-                        tokio::select! {
-                            sent = tokio::time::timeout(slow, &mut sending) => sent,
-                            () = stop.registered() => break stopped(&stop),
+                        // Past a moment (a large message to a client that reads takes
+                        // a few writes), what it holds counts against what every blocked
+                        // write may hold together (see `BlockedWrites`).
+                        let blocked_at = tokio::time::Instant::now();
+                        let grace = slow.min(BLOCKED_WRITE_GRACE);
+                        let mut held = None;
+                        loop {
+                            let until = blocked_at + if held.is_some() { slow } else { grace };
+                            let sent = tokio::select! {
+                                sent = tokio::time::timeout_at(until, &mut sending) => sent,
+                                () = stop.registered() => break 'session stopped(&stop),
+                            };
+                            if sent.is_ok() || held.is_some() || grace == slow {
+                                break sent;
+                            }
+                            match ctx.blocked_writes.hold(batch.bytes()) {
+                                Some(holding) => held = Some(holding),
+                                None => break 'session End::Close(CloseReason::SlowConsumer),
+                            }
                         }
                     }
                 };
@@ -795,6 +815,7 @@ mod tests {
         let settings = ConnectionSettings {
             outbox: config.outbox_limits(),
             slow_consumer: Duration::from_secs(5),
+            max_blocked_write_bytes: usize::MAX,
             duplicate_sessions: config.auth.duplicate_sessions,
             naive_fanout: false,
         };

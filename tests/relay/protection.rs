@@ -1116,13 +1116,32 @@ async fn control_and_continuation_frame_floods_are_closed_with_1008() {
     assert!(good.mirrors["calm"].is_synced());
 }
 
+/// An input creating relay entity `id` with 15 fields of 1,000 bytes.
+fn large_entity(id: u64) -> input::Payload {
+    use tickrelay::proto::{Entity, EntityWrites, Field};
+    let fields = (1..=15)
+        .map(|f| Field {
+            id: f,
+            value: Some(tickrelay::state::Value::Bytes(vec![f as u8; 1000].into())),
+        })
+        .collect();
+    input::Payload::Writes(Box::new(EntityWrites {
+        create: vec![Entity {
+            id,
+            owner: 0,
+            kind: 1,
+            fields,
+        }],
+        ..Default::default()
+    }))
+}
+
 /// A relay room whose state is over 1 MiB (the old cap on one WebSocket message)
 /// reaches a new member whole; a write that would take the state past the room's
 /// `max_state_bytes` is refused with `LIMIT_EXCEEDED`, and the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error() {
     use tickrelay::engine::simulation::{ENTITY_COST, field_cost};
-    use tickrelay::proto::{Entity, EntityWrites, Field};
     use tickrelay::state::Value;
 
     // 90 entities of 15 fields of 1,000 bytes fit (over 1.3 MB in a snapshot); a 91st
@@ -1136,23 +1155,7 @@ async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error()
         c.session.byte_burst = 1e8;
     })
     .await;
-    let entity = |id: u64| {
-        let fields = (1..=15)
-            .map(|f| Field {
-                id: f,
-                value: Some(Value::Bytes(vec![f as u8; 1000].into())),
-            })
-            .collect();
-        input::Payload::Writes(Box::new(EntityWrites {
-            create: vec![Entity {
-                id,
-                owner: 0,
-                kind: 1,
-                fields,
-            }],
-            ..Default::default()
-        }))
-    };
+    let entity = large_entity;
     let mut a = TestClient::connect(&server).await;
     a.join("big", "relay").await;
     let mut last = 0;
@@ -1463,4 +1466,50 @@ async fn tls_records_without_data_count_against_the_byte_limit() {
     })
     .await;
     assert!(sent_data < 20 * ping.len(), "closed before the client was done");
+}
+
+/// Writes blocked on clients that do not read hold at most `max_blocked_write_bytes`
+/// together: past it, a write still blocked after a moment closes its client (4501)
+/// at once, long before its own write timeout; a member that reads gets the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_writes_beyond_their_budget_close_their_clients_at_once() {
+    // One full snapshot of the room (about 3 MB: more than a socket's buffers take),
+    // not two.
+    const BUDGET: u64 = 4_000_000;
+    let server = start_with(|c| {
+        c.session.slow_consumer_secs = 600.0;
+        c.session.max_blocked_write_bytes = BUDGET as usize;
+        c.session.bytes_per_second = 1e8;
+        c.session.byte_burst = 1e8;
+    })
+    .await;
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let mut writer = TestClient::connect(&server).await;
+        writer.join("big", "relay").await;
+        let mut last = 0;
+        for id in 1..=64 {
+            last = writer.input("big", large_entity(w * 100 + id)).await;
+        }
+        writer.applied("big", last).await;
+        writers.push(writer);
+    }
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut c = TestClient::connect_with_receive_buffer(&server, 4096).await;
+        c.join("big", "relay").await;
+        stalled.push(c); // its snapshot never read
+    }
+    eventually("a blocked write closed at once", || {
+        let closed = server.metric("tickrelay_closes_total{code=\"4501\"}");
+        let held = server.metric("tickrelay_blocked_write_bytes");
+        assert!(held <= BUDGET, "{held} bytes held");
+        std::future::ready(if closed > 0 { Ok(()) } else { Err(held) })
+    })
+    .await;
+    let mut b = TestClient::connect(&server).await;
+    b.join("big", "relay").await;
+    b.frames_in("big", 2).await;
+    assert_eq!(b.mirrors["big"].world().len(), 3 * 64);
+    drop(stalled);
 }
