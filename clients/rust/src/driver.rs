@@ -200,6 +200,9 @@ struct Driver {
     /// Quick joins not answered yet, by request id: sent again at every `Welcome` (a
     /// resumed session ignores one it took already, a new one runs it).
     quick_joins: BTreeMap<u64, proto::QuickJoin>,
+    /// Quick joins refused for now (`RATE_LIMITED`: they did not run; `UNAVAILABLE`),
+    /// sent again, with their ids, at these times.
+    quick_join_retries: BTreeMap<u64, Instant>,
     /// Leaves not answered yet (room, by request id): sent again after a resume (the
     /// lost connection may not have delivered them; one that did is answered
     /// `NOT_A_MEMBER`, taken as its answer).
@@ -323,6 +326,7 @@ pub(crate) async fn run(
         buffer: VecDeque::new(),
         requests: HashMap::new(),
         quick_joins: BTreeMap::new(),
+        quick_join_retries: BTreeMap::new(),
         leaves: BTreeMap::new(),
         resent_leaves: HashSet::new(),
         refresh: None,
@@ -845,13 +849,15 @@ impl Driver {
                 pace_timer.as_mut().reset(Instant::now() + wait);
                 pace_woken.set();
             }
-            // Joins refused for now (UNAVAILABLE, RATE_LIMITED, a stale redirect) and a
-            // token refresh refused for now (UNAVAILABLE) are tried again then.
+            // Joins and quick joins refused for now (UNAVAILABLE, RATE_LIMITED, a stale
+            // redirect) and a token refresh refused for now (UNAVAILABLE) are tried
+            // again then.
             let refresh_at = self.refresh.as_ref().and_then(|r| r.retry_at);
             let retry = welcomed
                 .then(|| {
                     (self.rooms.values().filter_map(|s| s.retry_join_at))
                         .chain(refresh_at)
+                        .chain(self.quick_join_retries.values().copied())
                         .min()
                 })
                 .flatten();
@@ -863,6 +869,7 @@ impl Driver {
                 () = pace_woken.poll(pace_timer.as_mut()), if pacing => self.flush(&mut link).await,
                 () = retry_woken.poll(retry_timer.as_mut()), if retry.is_some() => {
                     self.retry_joins();
+                    self.retry_quick_joins();
                     self.retry_refresh();
                     self.flush(&mut link).await
                 }
@@ -1188,7 +1195,19 @@ impl Driver {
                     }
                 }
                 In::Error(error) => {
-                    self.quick_joins.remove(&error.request_id);
+                    // Refused for now: the relay's node or directory is away, or the
+                    // session asks too often (it says when to ask again).
+                    let for_now = [proto::ErrorCode::Unavailable, proto::ErrorCode::RateLimited]
+                        .iter()
+                        .any(|&code| error.code == code as i32);
+                    let wait = Duration::from_millis(u64::from(error.retry_after_ms));
+                    let retry_at = Instant::now() + wait.clamp(Duration::from_millis(100), Duration::from_secs(5));
+                    // A quick join refused so did not run: sent again then.
+                    if for_now && self.quick_joins.contains_key(&error.request_id) {
+                        self.quick_join_retries.insert(error.request_id, retry_at);
+                    } else {
+                        self.quick_joins.remove(&error.request_id);
+                    }
                     let not_a_member = error.code == proto::ErrorCode::NotAMember as i32;
                     // A leave sent again after a resume that the lost connection had
                     // delivered: it was done.
@@ -1217,9 +1236,7 @@ impl Driver {
                         // A key the relay does not hold yet (its identity provider's
                         // new one), or refreshes too often: send it again when told.
                         // Refused for good: not.
-                        let later = [proto::ErrorCode::Unavailable, proto::ErrorCode::RateLimited];
-                        if later.iter().any(|&code| error.code == code as i32) {
-                            let wait = Duration::from_millis(u64::from(error.retry_after_ms));
+                        if for_now {
                             let (least, most) = REFRESH_RETRY_WAIT;
                             refresh.retry_at = Some(Instant::now() + wait.clamp(least, most));
                         } else {
@@ -1231,13 +1248,8 @@ impl Driver {
                     }
                     // The room's node is away for now, or this member left the room a
                     // moment ago (one full snapshot per second): the join is tried again.
-                    let later = [proto::ErrorCode::Unavailable, proto::ErrorCode::RateLimited];
-                    if later.iter().any(|&code| error.code == code as i32)
-                        && let Some(state) = self.rooms.get_mut(&error.room).filter(|s| !s.joined)
-                    {
-                        let wait = Duration::from_millis(u64::from(error.retry_after_ms));
-                        let wait = wait.clamp(Duration::from_millis(100), Duration::from_secs(5));
-                        state.retry_join_at = Some(Instant::now() + wait);
+                    if for_now && let Some(state) = self.rooms.get_mut(&error.room).filter(|s| !s.joined) {
+                        state.retry_join_at = Some(retry_at);
                     }
                     // A join sent again (after a resume) while the session's first one is
                     // still being answered: that answer follows, nothing went wrong.
@@ -1252,7 +1264,7 @@ impl Driver {
                     // (Not an error for another message about the room meanwhile.)
                     let refused =
                         (self.rooms.get(&error.room)).is_some_and(|s| !s.joined && s.join_request == error.request_id);
-                    if refused && !later.iter().any(|&code| error.code == code as i32) {
+                    if refused && !for_now {
                         self.forget_room(&error.room);
                     }
                     self.emit(Event::Error(error)).await;
@@ -1343,6 +1355,21 @@ impl Driver {
         for (room, room_type) in due {
             let join = self.join_message(&room, &room_type);
             self.queue.push_back(join);
+        }
+    }
+
+    /// Sends again the quick joins refused for now, once their wait is over.
+    fn retry_quick_joins(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = (self.quick_join_retries.iter())
+            .filter(|(_, at)| **at <= now)
+            .map(|(&request_id, _)| request_id)
+            .collect();
+        for request_id in due {
+            self.quick_join_retries.remove(&request_id);
+            if let Some(quick) = self.quick_joins.get(&request_id) {
+                self.queue.push_back(Out::QuickJoin(quick.clone()));
+            }
         }
     }
 
@@ -1559,6 +1586,8 @@ impl Driver {
             })
             .collect();
         self.resent_leaves = leaves.iter().map(|leave| leave.request_id).collect();
+        // (Those waiting to be sent again go now.)
+        self.quick_join_retries.clear();
         let quick_joins = (self.quick_joins.values()).filter(|quick| !waiting.contains(&quick.request_id));
         let again: Vec<Out> = (leaves.into_iter().map(Out::Leave))
             .chain(quick_joins.cloned().map(Out::QuickJoin))

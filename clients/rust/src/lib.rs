@@ -657,7 +657,9 @@ impl Client {
     /// Joins the fullest open room of `room_type` (empty: the server's default) whose
     /// metadata holds every entry of `filters`, or creates one with `create`'s
     /// metadata plus the filters. Answered with [`Event::Joined`] (its `room` is the
-    /// room chosen, from then on a room like any other) or [`Event::Error`].
+    /// room chosen, from then on a room like any other) or [`Event::Error`]. One
+    /// refused for now (`RATE_LIMITED`, `UNAVAILABLE`: the error event says so) is
+    /// sent again by the client after the wait the relay gave.
     pub fn quick_join(&self, room_type: &str, filters: BTreeMap<String, String>, create: proto::RoomOptions) {
         self.command(Command::QuickJoin(proto::QuickJoin {
             request_id: 0,

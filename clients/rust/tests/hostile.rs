@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -1932,4 +1932,51 @@ async fn inputs_sent_before_an_inherited_seats_joined_are_numbered_above_it() {
         sent.push(seq.expect("the inputs are sent").unwrap());
     }
     assert_eq!(sent, [42, 43, 44]);
+}
+
+/// A quick join refused for now (`RATE_LIMITED` for the room-search rate: it did not
+/// run) is sent again by the client, with its id, after the wait the relay gave; one
+/// refused for good (`BAD_REQUEST`) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_join_refused_for_now_is_sent_again_after_the_wait() {
+    let (quick_tx, mut quick_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let quick_tx = quick_tx.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    let Out::QuickJoin(quick) = message else { continue };
+                    let _ = quick_tx.send((quick.request_id, quick.room_type.clone(), Instant::now()));
+                    let code = match quick.room_type.as_str() {
+                        "arena" => proto::ErrorCode::RateLimited,
+                        _ => proto::ErrorCode::BadRequest,
+                    };
+                    let refused = proto::Error {
+                        retry_after_ms: 300,
+                        ..error(code, quick.request_id, "")
+                    };
+                    ws.send(fake_server_message(In::Error(refused))).await.unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = Client::connect(config(url)).unwrap();
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+    client.quick_join("bad", Default::default(), proto::RoomOptions::default());
+    client.quick_join("arena", Default::default(), proto::RoomOptions::default());
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), quick_rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let (bad, arena) = (next().await, next().await);
+    assert_eq!((bad.1.as_str(), arena.1.as_str()), ("bad", "arena"));
+    let again = next().await;
+    assert_eq!((again.0, again.1.as_str()), (arena.0, "arena"), "the same quick join");
+    assert!(again.2 - arena.2 >= Duration::from_millis(250), "after the wait");
+    // Again and again while refused, never the one refused for good.
+    assert_eq!(next().await.1, "arena");
 }

@@ -469,6 +469,8 @@ export class Client {
   /** Quick joins not answered yet: their room types, by request id. */
   /** Quick joins not answered yet, by request id: sent again at every welcome (a resumed session ignores one it took already, a new one runs it). */
   readonly #quickJoins = new Map<bigint, Outgoing & { case: "quickJoin" }>();
+  /** Quick joins refused for now (RATE_LIMITED: they did not run; UNAVAILABLE), sent again, with their ids, when these fire. */
+  readonly #quickJoinRetries = new Map<bigint, ReturnType<typeof setTimeout>>();
   /** Leaves not answered yet (their rooms, by request id): sent again after a resume (NOT_A_MEMBER then answers one the lost connection had delivered). */
   readonly #leaves = new Map<bigint, string>();
   /** Of those, the ones sent again at the last resume: NOT_A_MEMBER answers one even after the first one's `left` came with the resume. */
@@ -718,7 +720,9 @@ export class Client {
    * metadata holds every entry of `filters`, or creates one holding `create`'s
    * metadata plus the filters. Answered with `joined` (its `room` is the room chosen,
    * from then on a room like any other) or `error`; in a cluster the room may live on
-   * another node, which the client joins by itself (`redirected`).
+   * another node, which the client joins by itself (`redirected`). One refused for
+   * now (RATE_LIMITED, UNAVAILABLE: the `error` event says so) is sent again by the
+   * client after the wait the relay gave.
    */
   quickJoin(roomType: string, filters: Record<string, string> = {}, create?: RoomOptions): void {
     const requestId = this.#requestId();
@@ -1028,6 +1032,8 @@ export class Client {
     this.#unsend((m) => m?.case === "leave" || m?.case === "quickJoin");
     this.#leaves.clear();
     this.#quickJoins.clear();
+    for (const timer of this.#quickJoinRetries.values()) clearTimeout(timer);
+    this.#quickJoinRetries.clear();
     this.#rejectRequests("client closed");
     const socket = this.#socket;
     if (socket === undefined || socket.readyState === socket.CLOSED) {
@@ -1629,7 +1635,22 @@ export class Client {
           this.#requests.delete(kind.value.requestId);
           break;
         case "error": {
-          this.#quickJoins.delete(kind.value.requestId);
+          const { code, room, retryAfterMs, requestId } = kind.value;
+          // Refused for now: the relay's node or directory is away, or the session asks
+          // too often (it says when to ask again).
+          const later = code === v1.ErrorCode.UNAVAILABLE || code === v1.ErrorCode.RATE_LIMITED;
+          const quick = this.#quickJoins.get(requestId);
+          if (quick !== undefined && later) {
+            // It did not run: sent again then.
+            clearTimeout(this.#quickJoinRetries.get(requestId));
+            const retry = () => {
+              this.#quickJoinRetries.delete(requestId);
+              if (this.#quickJoins.get(requestId) === quick) this.#send(quick);
+            };
+            this.#quickJoinRetries.set(requestId, setTimeout(retry, Math.min(5000, Math.max(100, retryAfterMs))));
+          } else {
+            this.#quickJoins.delete(requestId);
+          }
           const notAMember = kind.value.code === v1.ErrorCode.NOT_A_MEMBER;
           // A leave sent again after a resume that the lost connection had delivered: done.
           const leave = this.#leaves.delete(kind.value.requestId);
@@ -1648,7 +1669,6 @@ export class Client {
             this.#requests.delete(kind.value.requestId);
             pending.reject(new RequestError(kind.value.message, kind.value));
           }
-          const { code, room, retryAfterMs } = kind.value;
           const refresh = this.#refresh;
           if (refresh?.requestId === kind.value.requestId) {
             // A key the relay does not hold yet, or refreshes too often: send it again when
@@ -1663,7 +1683,6 @@ export class Client {
           }
           // The room's node died and its lease has not lapsed yet, or Redis is away; or
           // this member left the room a moment ago (one full snapshot per second).
-          const later = code === v1.ErrorCode.UNAVAILABLE || code === v1.ErrorCode.RATE_LIMITED;
           if (later && this.#rooms.get(room)?.joined === false) {
             this.#joinLater(room, Math.min(5000, Math.max(100, retryAfterMs)));
           }
@@ -1795,6 +1814,9 @@ export class Client {
     );
     const leavesAgain = [...this.#leaves].filter(([requestId]) => !waiting.has(requestId));
     this.#resentLeaves = new Set(leavesAgain.map(([requestId]) => requestId));
+    // (Those waiting to be sent again go now.)
+    for (const timer of this.#quickJoinRetries.values()) clearTimeout(timer);
+    this.#quickJoinRetries.clear();
     const quickJoinsAgain = [...this.#quickJoins.values()].filter((m) => !waiting.has(m.value.requestId));
     this.#buffer.unshift(
       ...leavesAgain.map(([requestId, room]): Outgoing => ({ case: "leave", value: { requestId, room } })),

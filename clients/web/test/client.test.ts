@@ -1247,6 +1247,28 @@ test("a quick join's room becomes one of the client's: rejoined by id, with its 
   assert.deepEqual([mine.create?.metadata, mine.create?.private], [{ mode: "dm" }, true]);
 });
 
+test("a quick join refused for now is sent again after the wait, with its id; one refused for good is not", () => {
+  const { client: c } = client();
+  c.connect();
+  last().welcome();
+  c.quickJoin("arena");
+  c.quickJoin("bad");
+  advance(100);
+  const quicks = () => last().sent.flatMap((k) => (k?.case === "quickJoin" ? [k.value] : []));
+  const [arena, bad] = quicks();
+  const refuse = (requestId: bigint, code: v1.ErrorCode) =>
+    last().receive([{ case: "error", value: { requestId, code, retryAfterMs: 300 } }]);
+  refuse(arena!.requestId, v1.ErrorCode.RATE_LIMITED);
+  refuse(bad!.requestId, v1.ErrorCode.BAD_REQUEST);
+  advance(250);
+  assert.equal(quicks().length, 2, "not before the wait");
+  advance(100);
+  assert.deepEqual(quicks().slice(2).map((q) => [q.requestId, q.roomType]), [[arena!.requestId, "arena"]]);
+  last().receive([{ case: "joined", value: { requestId: arena!.requestId, room: "arena-1f", roomType: "arena" } }], 1n);
+  advance(5000);
+  assert.equal(quicks().length, 3, "answered: not sent again");
+});
+
 test("a quick join answered with a redirect is joined on the owning node", () => {
   const { client: c } = client();
   c.connect();
