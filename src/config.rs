@@ -280,8 +280,8 @@ pub struct SessionConfig {
     /// consumer (4501).
     pub slow_consumer_secs: f64,
     /// Bytes the writes blocked on clients that do not read (for more than half a
-    /// second) may hold together; a write blocked beyond closes its client at once as
-    /// a slow consumer (4501).
+    /// second) may hold together, and an eighth of it those of one address; a write
+    /// blocked beyond closes its client at once as a slow consumer (4501).
     pub max_blocked_write_bytes: usize,
     /// Sustained inbound messages per second.
     pub messages_per_second: f64,
@@ -1566,8 +1566,9 @@ resume_grace_secs = 20.0
 # Seconds a write may stay blocked before the client is closed as slow (4501).
 slow_consumer_secs = 5.0
 # Bytes the writes blocked on clients that do not read (for more than half a second)
-# may hold together (a full snapshot of a large room is megabytes); a write blocked
-# beyond closes its client as slow (4501) at once.
+# may hold together, and an eighth of it those of one address (a full snapshot of a
+# large room is megabytes); a write blocked beyond closes its client as slow (4501)
+# at once.
 max_blocked_write_bytes = 536870912
 # Inbound rate limits per connection (rates and message burst at least 1). Over
 # them: an error with a retry hint; still over them after flood_window_ms: close 1008.

@@ -428,7 +428,7 @@ impl Metrics {
         );
         registry.register(
             "blocked_write_bytes",
-            "Bytes held by writes blocked on clients that do not read (at [session] max_blocked_write_bytes a write that blocks closes its connection, 4501)",
+            "Bytes held by writes blocked on clients that do not read (past [session] max_blocked_write_bytes, or an eighth of it for one address, a write that stays blocked closes its connection, 4501)",
             m.blocked_write_bytes.clone(),
         );
         // Every family is exported from the start, each known label at zero, so a

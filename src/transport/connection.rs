@@ -410,7 +410,7 @@ pub(crate) async fn serve<T: Transport>(
                             if sent.is_ok() || held.is_some() || grace == slow {
                                 break sent;
                             }
-                            match ctx.blocked_writes.hold(batch.bytes()) {
+                            match ctx.blocked_writes.hold(peer.ip(), batch.bytes()) {
                                 Some(holding) => held = Some(holding),
                                 None => break 'session End::Close(CloseReason::SlowConsumer),
                             }

@@ -3,10 +3,13 @@
 //! shutdown signal. The server builds one and shares it; nothing here reaches back
 //! into the listener or the configuration.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +18,7 @@ use crate::cluster::Cluster;
 use crate::engine::outbox::OutboxLimits;
 use crate::metrics::Metrics;
 use crate::session::auth::DuplicateSessions;
+use crate::session::limits::address_key;
 use crate::session::{Session, SessionContext};
 use crate::state::MemberId;
 use crate::transport::gate::Gate;
@@ -68,37 +72,57 @@ pub struct Context {
 /// written or its connection closes as a slow consumer, and a few hundred clients
 /// that ask for snapshots and stop reading would otherwise hold gigabytes. A write
 /// still blocked after a moment (see the connection loop) when these hold their limit
-/// (`[session] max_blocked_write_bytes`) closes its connection as a slow consumer.
+/// (`[session] max_blocked_write_bytes`), or those of its client's address an eighth
+/// of it, closes its connection as a slow consumer.
 #[derive(Debug)]
 pub struct BlockedWrites {
-    held: AtomicUsize,
+    held: Mutex<Held>,
     /// The bytes they may hold together (messages counted whole, though connections
     /// share the snapshots in them).
     limit: usize,
-    /// `held`, for `/metrics`.
+    /// What they hold, for `/metrics`.
     gauge: Gauge,
 }
+
+/// What blocked writes hold: together, and by address ([`address_key`]).
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// The share of [`BlockedWrites`]'s limit one address may hold: a client, however many
+/// connections it opens, leaves most of it to the others.
+const ADDRESS_SHARE: usize = 8;
 
 impl BlockedWrites {
     /// None held yet, at most `limit` bytes; `gauge` shows what is.
     pub fn new(limit: usize, gauge: Gauge) -> Self {
         Self {
-            held: AtomicUsize::new(0),
+            held: Mutex::default(),
             limit,
             gauge,
         }
     }
 
-    /// Counts `bytes` a blocked write holds for as long as the guard lives; `None`
-    /// when that would pass the limit.
-    pub fn hold(&self, bytes: usize) -> Option<HeldWrite<'_>> {
-        (self.held)
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|&total| total <= self.limit)
-            })
-            .ok()?;
+    /// Counts `bytes` a blocked write to a client at `ip` holds, for as long as the
+    /// guard lives; `None` when that would pass the limit, or the address's share.
+    pub fn hold(&self, ip: IpAddr, bytes: usize) -> Option<HeldWrite<'_>> {
+        let address = address_key(ip);
+        let mut held = self.held.lock();
+        let of_address = held.by_address.get(&address).copied().unwrap_or(0);
+        let fits = |held: usize, limit: usize| held.checked_add(bytes).is_some_and(|total| total <= limit);
+        if !fits(held.total, self.limit) || !fits(of_address, self.limit / ADDRESS_SHARE) {
+            return None;
+        }
+        held.total += bytes;
+        held.by_address.insert(address, of_address + bytes);
         self.gauge.inc_by(bytes as i64);
-        Some(HeldWrite { of: self, bytes })
+        Some(HeldWrite {
+            of: self,
+            address,
+            bytes,
+        })
     }
 }
 
@@ -106,12 +130,20 @@ impl BlockedWrites {
 #[derive(Debug)]
 pub struct HeldWrite<'a> {
     of: &'a BlockedWrites,
+    address: IpAddr,
     bytes: usize,
 }
 
 impl Drop for HeldWrite<'_> {
     fn drop(&mut self) {
-        self.of.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        let mut held = self.of.held.lock();
+        held.total -= self.bytes;
+        if let Some(of_address) = held.by_address.get_mut(&self.address) {
+            *of_address -= self.bytes;
+            if *of_address == 0 {
+                held.by_address.remove(&self.address);
+            }
+        }
         self.of.gauge.dec_by(self.bytes as i64);
     }
 }
@@ -189,18 +221,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocked_writes_hold_up_to_their_limit_and_give_back_what_they_held() {
+    fn blocked_writes_hold_up_to_their_limit_an_eighth_of_it_per_address_and_give_back_what_they_held() {
         let gauge = Gauge::default();
-        let writes = BlockedWrites::new(100, gauge.clone());
-        let a = writes.hold(60).unwrap();
-        assert!(writes.hold(41).is_none(), "past the limit");
-        let b = writes.hold(40).unwrap();
-        assert_eq!(gauge.get(), 100);
+        let writes = BlockedWrites::new(800, gauge.clone());
+        let ip = |last: u8| IpAddr::from([127, 0, 0, last]);
+        let a = writes.hold(ip(1), 60).unwrap();
+        assert!(writes.hold(ip(1), 41).is_none(), "past the address's share");
+        let b = writes.hold(ip(1), 40).unwrap();
+        let others: Vec<_> = (2..=8).map(|i| writes.hold(ip(i), 100).unwrap()).collect();
+        assert!(writes.hold(ip(9), 1).is_none(), "past the limit");
+        assert_eq!(gauge.get(), 800);
         drop(a);
-        assert_eq!(gauge.get(), 40);
-        assert!(writes.hold(60).is_some());
-        drop(b);
+        assert_eq!(gauge.get(), 740);
+        assert!(writes.hold(ip(9), 60).is_some());
+        drop((b, others));
         assert_eq!(gauge.get(), 0);
-        assert!(writes.hold(usize::MAX).is_none(), "no overflow");
+        assert!(writes.hold(ip(1), usize::MAX).is_none(), "no overflow");
+        // IPv6: one share per /64, as connection caps count.
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, last]);
+        let _held = writes.hold(v6(1), 100).unwrap();
+        assert!(writes.hold(v6(2), 1).is_none());
     }
 }
