@@ -93,9 +93,17 @@ class Raw:
         """The next ServerEnvelope (answers pings), or None at close/timeout."""
         end = time.time() + timeout
         while True:
+            # A wait that times out keeps the frame being read for the next call: one
+            # cancelled half way would lose its header and garble every later read.
+            if getattr(self, "_reading", None) is None:
+                self._reading = asyncio.ensure_future(self.read_frame())
+            done, _ = await asyncio.wait({self._reading}, timeout=max(0.001, end - time.time()))
+            if not done:
+                return None
+            reading, self._reading = self._reading, None
             try:
-                op, data = await asyncio.wait_for(self.read_frame(), max(0.001, end - time.time()))
-            except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                op, data = reading.result()
+            except (asyncio.IncompleteReadError, ConnectionError):
                 return None
             if op == 8:
                 self.closed = (struct.unpack(">H", data[:2])[0] if len(data) >= 2 else None, data[2:].decode("utf8", "replace"))
@@ -115,6 +123,8 @@ class Raw:
         await self.w.drain()
 
     def abort(self):
+        if getattr(self, "_reading", None) is not None:
+            self._reading.cancel()
         try:
             self.w.transport.abort()
         except Exception:
