@@ -203,6 +203,9 @@ pub struct Listing {
     /// How many of `entries` hold the metadata's ([`UNCOUNTED`]: more entries than
     /// there is room for, which only the server's own changes can set).
     entry_count: AtomicUsize,
+    /// Bit `hash % 64` of each entry's hash set: most rooms that do not match are
+    /// told by this one word.
+    entry_bits: AtomicU64,
 }
 
 /// An `entry_count` meaning: the entries are not all in `entries`.
@@ -215,9 +218,25 @@ fn entry_hash(key: &str, value: &str) -> u64 {
     KEYS.hash_one((key, value))
 }
 
-/// What [`Listing::may_match`] is given for `filters`.
-pub fn entry_hashes(filters: &Metadata) -> Vec<u64> {
-    filters.iter().map(|(k, v)| entry_hash(k, v)).collect()
+/// The bit of `hash` in `entry_bits`.
+fn entry_bit(hash: u64) -> u64 {
+    1 << (hash % 64)
+}
+
+/// What [`Listing::may_match`] looks for: the hashes of some filters' entries.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    hashes: Vec<u64>,
+    bits: u64,
+}
+
+impl Wanted {
+    /// The entries of `filters`.
+    pub fn of(filters: &Metadata) -> Self {
+        let hashes: Vec<u64> = filters.iter().map(|(k, v)| entry_hash(k, v)).collect();
+        let bits = hashes.iter().fold(0, |bits, &h| bits | entry_bit(h));
+        Self { hashes, bits }
+    }
 }
 
 impl Default for Listing {
@@ -240,6 +259,7 @@ impl Listing {
             pickable: AtomicBool::new(true),
             entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
             entry_count: AtomicUsize::new(0),
+            entry_bits: AtomicU64::new(0),
         }
     }
 
@@ -251,6 +271,7 @@ impl Listing {
             changes: AtomicU64::new(0),
             entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
             entry_count: AtomicUsize::new(0),
+            entry_bits: AtomicU64::new(0),
         };
         listing.publish_entries(&listing.state.lock());
         listing
@@ -262,12 +283,17 @@ impl Listing {
     fn publish_entries(&self, state: &ListingState) {
         if state.metadata.len() > MAX_METADATA_ENTRIES {
             self.entry_count.store(UNCOUNTED, Ordering::Release);
+            self.entry_bits.store(u64::MAX, Ordering::Release);
             return;
         }
         self.entry_count.store(0, Ordering::Release);
+        let mut bits = 0;
         for (slot, (key, value)) in self.entries.iter().zip(&state.metadata) {
-            slot.store(entry_hash(key, value), Ordering::Relaxed);
+            let hash = entry_hash(key, value);
+            slot.store(hash, Ordering::Relaxed);
+            bits |= entry_bit(hash);
         }
+        self.entry_bits.store(bits, Ordering::Release);
         self.entry_count.store(state.metadata.len(), Ordering::Release);
     }
 
@@ -284,9 +310,9 @@ impl Listing {
         let result = f(&mut state);
         if state.told_digest() != told {
             self.changes.fetch_add(1, Ordering::Relaxed);
+            self.publish_entries(&state);
         }
         self.pickable.store(state.pickable(), Ordering::Relaxed);
-        self.publish_entries(&state);
         result
     }
 
@@ -297,16 +323,20 @@ impl Listing {
         self.pickable.load(Ordering::Relaxed)
     }
 
-    /// Whether the metadata may hold every entry whose [`entry_hashes`] are `wanted`:
+    /// Whether the metadata may hold every entry `wanted` names:
     /// `false` means it does not (but while it changes); `true` is to be checked with
     /// [`ListingState::matches`]. Without the listing's lock, for scans of many
     /// rooms.
-    pub fn may_match(&self, wanted: &[u64]) -> bool {
+    pub fn may_match(&self, wanted: &Wanted) -> bool {
+        if self.entry_bits.load(Ordering::Acquire) & wanted.bits != wanted.bits {
+            return false;
+        }
         let count = self.entry_count.load(Ordering::Acquire);
         let Some(entries) = self.entries.get(..count) else {
             return true; // UNCOUNTED
         };
         wanted
+            .hashes
             .iter()
             .all(|w| entries.iter().any(|e| e.load(Ordering::Relaxed) == *w))
     }
@@ -347,7 +377,7 @@ mod tests {
     #[test]
     fn may_match_passes_every_listing_holding_the_entries_and_follows_changes() {
         let listing = Listing::new(ListingState::listed_as(&meta(&[("map", "dust"), ("mode", "ctf")])));
-        let wanted = |entries| entry_hashes(&meta(entries));
+        let wanted = |entries| Wanted::of(&meta(entries));
         assert!(listing.may_match(&wanted(&[])));
         assert!(listing.may_match(&wanted(&[("mode", "ctf")])));
         assert!(listing.may_match(&wanted(&[("mode", "ctf"), ("map", "dust")])));

@@ -932,7 +932,7 @@ impl SimPool {
         // nothing of the scan); `LIST_SCAN` of them from a random one on, wrapping, so
         // that rooms whose ids sort first cannot hide the others. The filters run
         // exactly outside the lock.
-        let wanted = listing::entry_hashes(filters);
+        let wanted = listing::Wanted::of(filters);
         let scan: Vec<RoomHandle> = {
             let directory = self.directory.lock();
             let open: Vec<&RoomHandle> = (directory.values())

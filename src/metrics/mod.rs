@@ -200,11 +200,11 @@ pub struct Metrics {
     pub messages_lost: Counter,
     /// Sessions currently parked, waiting for a resume.
     pub sessions_parked: Gauge,
-    /// Bytes the writes blocked on clients that do not read hold together (see
-    /// [`crate::transport::context::BlockedWrites`]).
+    /// Bytes the writes blocked on clients that do not read hold together (bounded by
+    /// `[session] max_blocked_write_bytes`).
     pub blocked_write_bytes: Gauge,
     /// The last rendering in each format, and when (see [`Metrics::rendered`]).
-    rendered: parking_lot::Mutex<[Option<(Instant, Bytes)>; 2]>,
+    rendered: [parking_lot::Mutex<Option<(Instant, Bytes)>>; 2],
 }
 
 /// How long one rendering of `/metrics` answers every request for it: a scraper
@@ -489,16 +489,19 @@ impl Metrics {
     }
 
     fn rendered_at(&self, format: Format, now: Instant) -> Bytes {
-        let slot = format as usize;
-        let mut rendered = self.rendered.lock();
-        if let Some((at, text)) = &rendered[slot]
+        let slot = match format {
+            Format::OpenMetrics => 0,
+            Format::Prometheus => 1,
+        };
+        let mut rendered = self.rendered[slot].lock();
+        if let Some((at, text)) = &*rendered
             && now.duration_since(*at) < RENDERED_FRESH
         {
             return text.clone();
         }
         // (Rendered under the lock: requests at the same moment wait for this one.)
         let text = Bytes::from(self.render(format));
-        rendered[slot] = Some((now, text.clone()));
+        *rendered = Some((now, text.clone()));
         text
     }
 

@@ -1287,6 +1287,9 @@ impl Session {
                     }
                     return;
                 };
+                // A redirected member's ticket (with JWT, only the ticket's own user's).
+                let jwt = self.ctx.auth.mode() == AuthMode::Jwt;
+                let seat = seat.filter(|seat| !jwt || *seat.user_id == *self.identity.user_id);
                 match outcome {
                     // It closed since (the directory checks too, as the claim ends):
                     // opened anew here it would run without its entry, which its close
@@ -1306,10 +1309,7 @@ impl Session {
                         self.reply(error_message(ErrorCode::RoomFull, message, request_id, &room));
                     }
                     Ok(Claim::Ours) => {
-                        // A redirected member joins with the member id its ticket carries
-                        // (with JWT, only the ticket's own user).
-                        let jwt = self.ctx.auth.mode() == AuthMode::Jwt;
-                        let seat = seat.filter(|seat| !jwt || *seat.user_id == *self.identity.user_id);
+                        // A redirected member joins with the member id its ticket carries.
                         let (member, user_id) = match seat {
                             Some(seat) => (seat.member_id, Arc::from(seat.user_id)),
                             None => (self.id, self.identity.user_id.clone()),

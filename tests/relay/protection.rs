@@ -1155,12 +1155,11 @@ async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error()
         c.session.byte_burst = 1e8;
     })
     .await;
-    let entity = large_entity;
     let mut a = TestClient::connect(&server).await;
     a.join("big", "relay").await;
     let mut last = 0;
     for id in 1..=90 {
-        last = a.input("big", entity(id)).await;
+        last = a.input("big", large_entity(id)).await;
     }
     a.applied("big", last).await;
 
@@ -1171,7 +1170,7 @@ async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error()
     assert_eq!((snapshot.baseline_tick, snapshot.added.len()), (0, 90));
     assert!(b.mirrors["big"].world().same_state(a.mirrors["big"].world()));
 
-    let refused = a.input("big", entity(91)).await;
+    let refused = a.input("big", large_entity(91)).await;
     let error = a
         .until(|k| match k {
             Kind::Error(e) => Some((e.code, e.request_id)),

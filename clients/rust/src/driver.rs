@@ -200,8 +200,8 @@ struct Driver {
     /// Quick joins not answered yet, by request id: sent again at every `Welcome` (a
     /// resumed session ignores one it took already, a new one runs it).
     quick_joins: BTreeMap<u64, proto::QuickJoin>,
-    /// Quick joins refused for now (`RATE_LIMITED`: they did not run; `UNAVAILABLE`),
-    /// sent again, with their ids, at these times.
+    /// Quick joins refused for now (`RATE_LIMITED`, `UNAVAILABLE`), sent again at these
+    /// times (under new ids).
     quick_join_retries: BTreeMap<u64, Instant>,
     /// Leaves not answered yet (room, by request id): sent again after a resume (the
     /// lost connection may not have delivered them; one that did is answered
@@ -1202,11 +1202,15 @@ impl Driver {
                         .any(|&code| error.code == code as i32);
                     let wait = Duration::from_millis(u64::from(error.retry_after_ms));
                     let retry_at = Instant::now() + wait.clamp(Duration::from_millis(100), Duration::from_secs(5));
-                    // A quick join refused so did not run: sent again then.
-                    if for_now && self.quick_joins.contains_key(&error.request_id) {
-                        self.quick_join_retries.insert(error.request_id, retry_at);
-                    } else {
-                        self.quick_joins.remove(&error.request_id);
+                    // A quick join refused so is sent again then, as a new one (the
+                    // session remembers the ids of those that ran, and one that ran
+                    // before it found the directory away would be ignored).
+                    if let Some(mut quick) = self.quick_joins.remove(&error.request_id)
+                        && for_now
+                    {
+                        quick.request_id = self.request_id();
+                        self.quick_join_retries.insert(quick.request_id, retry_at);
+                        self.quick_joins.insert(quick.request_id, quick);
                     }
                     let not_a_member = error.code == proto::ErrorCode::NotAMember as i32;
                     // A leave sent again after a resume that the lost connection had

@@ -659,7 +659,10 @@ impl Client {
     /// metadata plus the filters. Answered with [`Event::Joined`] (its `room` is the
     /// room chosen, from then on a room like any other) or [`Event::Error`]. One
     /// refused for now (`RATE_LIMITED`, `UNAVAILABLE`: the error event says so) is
-    /// sent again by the client after the wait the relay gave.
+    /// sent again by the client after the wait the relay gave. In a cluster, the room
+    /// picked on another node is joined there ([`Event::Redirected`]), and that join
+    /// may be refused `ROOM_FULL` for the room named (locked, filled or changed since
+    /// the directory listed it): quick-join again.
     pub fn quick_join(&self, room_type: &str, filters: BTreeMap<String, String>, create: proto::RoomOptions) {
         self.command(Command::QuickJoin(proto::QuickJoin {
             request_id: 0,
@@ -721,7 +724,9 @@ impl Client {
         }));
     }
 
-    /// Sends a request and waits for its response (with the configured timeout). A
+    /// Sends a request and waits for its response (with the configured timeout; one
+    /// that timed out before it was sent, offline, is not sent, while one sent may
+    /// still take effect). A
     /// refusal is returned as `Err(ClientError::Server(error))` and, like every
     /// server `Error`, also comes as an [`Event::Error`] (an application that logs
     /// those sees it twice; its `request_id` tells them apart).

@@ -469,7 +469,7 @@ export class Client {
   /** Quick joins not answered yet: their room types, by request id. */
   /** Quick joins not answered yet, by request id: sent again at every welcome (a resumed session ignores one it took already, a new one runs it). */
   readonly #quickJoins = new Map<bigint, Outgoing & { case: "quickJoin" }>();
-  /** Quick joins refused for now (RATE_LIMITED: they did not run; UNAVAILABLE), sent again, with their ids, when these fire. */
+  /** Quick joins refused for now (RATE_LIMITED, UNAVAILABLE), sent again (under new ids) when these fire. */
   readonly #quickJoinRetries = new Map<bigint, ReturnType<typeof setTimeout>>();
   /** Leaves not answered yet (their rooms, by request id): sent again after a resume (NOT_A_MEMBER then answers one the lost connection had delivered). */
   readonly #leaves = new Map<bigint, string>();
@@ -720,9 +720,11 @@ export class Client {
    * metadata holds every entry of `filters`, or creates one holding `create`'s
    * metadata plus the filters. Answered with `joined` (its `room` is the room chosen,
    * from then on a room like any other) or `error`; in a cluster the room may live on
-   * another node, which the client joins by itself (`redirected`). One refused for
-   * now (RATE_LIMITED, UNAVAILABLE: the `error` event says so) is sent again by the
-   * client after the wait the relay gave.
+   * another node, which the client joins by itself (`redirected`; that join may be
+   * refused ROOM_FULL for the room named, locked, filled or changed since the
+   * directory listed it: quick-join again). One refused for now (RATE_LIMITED,
+   * UNAVAILABLE: the `error` event says so) is sent again by the client after the
+   * wait the relay gave.
    */
   quickJoin(roomType: string, filters: Record<string, string> = {}, create?: RoomOptions): void {
     const requestId = this.#requestId();
@@ -1639,17 +1641,19 @@ export class Client {
           // Refused for now: the relay's node or directory is away, or the session asks
           // too often (it says when to ask again).
           const later = code === v1.ErrorCode.UNAVAILABLE || code === v1.ErrorCode.RATE_LIMITED;
+          // A quick join refused so is sent again then, as a new one (the session
+          // remembers the ids of those that ran, and one that ran before it found the
+          // directory away would be ignored).
           const quick = this.#quickJoins.get(requestId);
+          this.#quickJoins.delete(requestId);
           if (quick !== undefined && later) {
-            // It did not run: sent again then.
-            clearTimeout(this.#quickJoinRetries.get(requestId));
+            const again = { ...quick, value: { ...quick.value, requestId: this.#requestId() } };
+            this.#quickJoins.set(again.value.requestId, again);
             const retry = () => {
-              this.#quickJoinRetries.delete(requestId);
-              if (this.#quickJoins.get(requestId) === quick) this.#send(quick);
+              this.#quickJoinRetries.delete(again.value.requestId);
+              if (this.#quickJoins.get(again.value.requestId) === again) this.#send(again);
             };
-            this.#quickJoinRetries.set(requestId, setTimeout(retry, Math.min(5000, Math.max(100, retryAfterMs))));
-          } else {
-            this.#quickJoins.delete(requestId);
+            this.#quickJoinRetries.set(again.value.requestId, setTimeout(retry, Math.min(5000, Math.max(100, retryAfterMs))));
           }
           const notAMember = kind.value.code === v1.ErrorCode.NOT_A_MEMBER;
           // A leave sent again after a resume that the lost connection had delivered: done.
@@ -2193,7 +2197,6 @@ function scheme(url: string): string {
 }
 
 /** Whether two `Joined.schema` lists declare the same kinds (compared encoded). */
-
 function sameKinds(a: v1.KindSchema[], b: v1.KindSchema[]): boolean {
   const encoded = (k: v1.KindSchema) => toBinary(v1.KindSchemaSchema, k).join(",");
   return a.length === b.length && a.every((kind, i) => encoded(kind) === encoded(b[i]!));
