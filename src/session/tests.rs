@@ -1686,7 +1686,8 @@ fn clustered_a_quick_join_ticket_joins_only_a_room_it_could_still_pick() {
         .unwrap();
         claimed_with(h, "r", Ok(Claim::Ours), "t", Some(picked.clone()));
     };
-    // Locked since the pick, then changed to other metadata: refused as full.
+    // Locked since the pick, then changed to other metadata, then filled: refused as
+    // full.
     room.shared.listing.update(|l| l.locked = true);
     present(&mut h, 1);
     room.shared.listing.update(|l| {
@@ -1694,11 +1695,16 @@ fn clustered_a_quick_join_ticket_joins_only_a_room_it_could_still_pick() {
         l.metadata = meta(&[("mode", "dm")]);
     });
     present(&mut h, 2);
-    assert_eq!(h.errors(), [(ErrorCode::RoomFull, 1), (ErrorCode::RoomFull, 2)]);
+    room.shared.listing.update(|l| l.metadata = meta(&[("mode", "ctf")]));
+    let members = &room.shared.members;
+    members.store(room.shared.max_members, std::sync::atomic::Ordering::Relaxed);
+    present(&mut h, 3);
+    let full = ErrorCode::RoomFull;
+    assert_eq!(h.errors(), [(full, 1), (full, 2), (full, 3)]);
     assert_eq!(h.sent(), []);
     // As it was picked: joined, as the member the ticket carries.
-    room.shared.listing.update(|l| l.metadata = meta(&[("mode", "ctf")]));
-    present(&mut h, 3);
+    members.store(0, std::sync::atomic::Ordering::Relaxed);
+    present(&mut h, 4);
     let r = h.key("r");
     assert_eq!(h.sent(), [Sent::Join { room: r, join_seq: 1 }]);
     h.one(input("r", 4)).unwrap();
