@@ -2980,32 +2980,21 @@ mod tests {
             picked.shared.reserved.store(0, Ordering::Relaxed); // its seat given back
             Some(picked.shared.id.to_string())
         };
+        let set_metadata = |id: &str, metadata: &Metadata| {
+            let room = pool.room(id).unwrap();
+            room.shared.listing.merge_metadata(metadata).unwrap();
+        };
         for _ in 0..10 {
             assert_eq!(pick().as_deref(), Some("z"));
         }
-        pool.room("z")
-            .unwrap()
-            .shared
-            .listing
-            .merge_metadata(&listed(&[("mode", "race")], false).metadata)
-            .unwrap();
+        set_metadata("z", &listed(&[("mode", "race")], false).metadata);
         assert_eq!(pick(), None);
-        pool.room(&ids[2])
-            .unwrap()
-            .shared
-            .listing
-            .merge_metadata(&ctf.metadata)
-            .unwrap();
+        set_metadata(&ids[2], &ctf.metadata);
         assert_eq!(pick(), Some(ids[2].clone()));
         // With more that match than it looks at, that many from a random one on: the
         // picks vary.
         for id in &ids {
-            pool.room(id)
-                .unwrap()
-                .shared
-                .listing
-                .merge_metadata(&ctf.metadata)
-                .unwrap();
+            set_metadata(id, &ctf.metadata);
         }
         let picks: HashSet<Option<String>> = (0..100).map(|_| pick()).collect();
         assert!(picks.len() > 1, "{picks:?}");

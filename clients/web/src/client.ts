@@ -466,7 +466,6 @@ export class Client {
   readonly #numbered = new Map<string, bigint>();
   /** Presented on every connection (home's is used): see `Hello.client_id`. */
   readonly #clientId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
-  /** Quick joins not answered yet: their room types, by request id. */
   /** Quick joins not answered yet, by request id: sent again at every welcome (a resumed session ignores one it took already, a new one runs it). */
   readonly #quickJoins = new Map<bigint, Outgoing & { case: "quickJoin" }>();
   /** Quick joins refused for now (RATE_LIMITED, UNAVAILABLE), sent again (under new ids) when these fire. */
@@ -748,6 +747,12 @@ export class Client {
     clearTimeout(this.#rooms.get(room)?.retryTimer);
     this.#dropRoom(room);
     if (this.#home.#redirected.get(room)?.node === this) this.#home.#redirected.delete(room);
+  }
+
+  /** Stops the timers of quick joins waiting to be sent again. */
+  #cancelQuickJoinRetries(): void {
+    for (const timer of this.#quickJoinRetries.values()) clearTimeout(timer);
+    this.#quickJoinRetries.clear();
   }
 
   /** A room's state as it starts, numbering inputs on from where it was left. */
@@ -1034,8 +1039,7 @@ export class Client {
     this.#unsend((m) => m?.case === "leave" || m?.case === "quickJoin");
     this.#leaves.clear();
     this.#quickJoins.clear();
-    for (const timer of this.#quickJoinRetries.values()) clearTimeout(timer);
-    this.#quickJoinRetries.clear();
+    this.#cancelQuickJoinRetries();
     this.#rejectRequests("client closed");
     const socket = this.#socket;
     if (socket === undefined || socket.readyState === socket.CLOSED) {
@@ -1641,6 +1645,7 @@ export class Client {
           // Refused for now: the relay's node or directory is away, or the session asks
           // too often (it says when to ask again).
           const later = code === v1.ErrorCode.UNAVAILABLE || code === v1.ErrorCode.RATE_LIMITED;
+          const retryWaitMs = Math.min(5000, Math.max(100, retryAfterMs));
           // A quick join refused so is sent again then, as a new one (the session
           // remembers the ids of those that ran, and one that ran before it found the
           // directory away would be ignored).
@@ -1653,7 +1658,7 @@ export class Client {
               this.#quickJoinRetries.delete(again.value.requestId);
               if (this.#quickJoins.get(again.value.requestId) === again) this.#send(again);
             };
-            this.#quickJoinRetries.set(again.value.requestId, setTimeout(retry, Math.min(5000, Math.max(100, retryAfterMs))));
+            this.#quickJoinRetries.set(again.value.requestId, setTimeout(retry, retryWaitMs));
           }
           const notAMember = kind.value.code === v1.ErrorCode.NOT_A_MEMBER;
           // A leave sent again after a resume that the lost connection had delivered: done.
@@ -1688,7 +1693,7 @@ export class Client {
           // The room's node died and its lease has not lapsed yet, or Redis is away; or
           // this member left the room a moment ago (one full snapshot per second).
           if (later && this.#rooms.get(room)?.joined === false) {
-            this.#joinLater(room, Math.min(5000, Math.max(100, retryAfterMs)));
+            this.#joinLater(room, retryWaitMs);
           }
           // A join sent again (after a resume) while the session's first one is still
           // being answered: that answer follows, nothing went wrong.
@@ -1819,8 +1824,7 @@ export class Client {
     const leavesAgain = [...this.#leaves].filter(([requestId]) => !waiting.has(requestId));
     this.#resentLeaves = new Set(leavesAgain.map(([requestId]) => requestId));
     // (Those waiting to be sent again go now.)
-    for (const timer of this.#quickJoinRetries.values()) clearTimeout(timer);
-    this.#quickJoinRetries.clear();
+    this.#cancelQuickJoinRetries();
     const quickJoinsAgain = [...this.#quickJoins.values()].filter((m) => !waiting.has(m.value.requestId));
     this.#buffer.unshift(
       ...leavesAgain.map(([requestId, room]): Outgoing => ({ case: "leave", value: { requestId, room } })),
