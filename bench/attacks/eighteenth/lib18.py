@@ -68,5 +68,14 @@ class C:
         try: self.ws.transport.abort()
         except Exception: pass
 
+async def honest_quick_join(url, mode):
+    """A client on `url` quick-joined to a relay room with metadata mode=`mode` (created
+    there when none is open): the client and its room."""
+    host = await C().open(url=url)
+    await host.send(cm(quick_join=pb.QuickJoin(request_id=1, room_type="relay", filters={"mode": mode})))
+    m = await host.wait(lambda k, m: k in ("joined", "error", "redirect"))
+    print("honest room:", m.joined.room, m.WhichOneof("kind"))
+    return host, m.joined.room
+
 def procinfo(pid):
     return cpu_secs(pid), rss_kib(pid)

@@ -7,10 +7,7 @@ N1 = "ws://127.0.0.1:7861/ws"; N2 = "ws://127.0.0.1:7862/ws"
 ATK = int(os.environ.get("ATK", "1")); PER = int(os.environ.get("PER", "2")); T = int(time.time()) % 100000
 async def main():
     mode = "ctf%d" % T
-    host = await C().open(url=N2)
-    await host.send(cm(quick_join=pb.QuickJoin(request_id=1, room_type="relay", filters={"mode": mode})))
-    m = await host.wait(lambda k, m: k in ("joined", "error", "redirect")); hroom = m.joined.room
-    print("honest room on n2:", hroom, m.WhichOneof("kind"))
+    host, hroom = await honest_quick_join(N2, mode)
     atk = []
     if ATK:
         rooms = ["atk%d-%02d" % (T, i) for i in range(64)]

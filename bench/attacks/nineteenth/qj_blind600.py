@@ -10,10 +10,7 @@ async def conn(url, addr):
     c = C(); c.ws = await websockets.connect(url, ping_interval=None, max_size=1<<26, local_addr=(addr, 0)); await c.ws.recv(); c.task = asyncio.create_task(c._read()); return c
 async def main():
     mode = "ctf%d" % T
-    host = await C().open(url=N2)
-    await host.send(cm(quick_join=pb.QuickJoin(request_id=1, room_type="relay", filters={"mode": mode})))
-    m = await host.wait(lambda k, m: k in ("joined", "error", "redirect")); hroom = m.joined.room
-    print("honest room on n2:", hroom, m.WhichOneof("kind"))
+    host, hroom = await honest_quick_join(N2, mode)
     atk = []; url = N1 if ON == "n1" else N2
     rooms = ["zz%05d-%04d" % (T, i) for i in range(ATK)]
     t0 = time.time()
