@@ -22,7 +22,7 @@ use crate::link::{self, Broken, Failure, Link, MESSAGE_FRAMING, Received as Inco
 use crate::numbering::{Arrival, Received};
 use crate::routes::Routes;
 use crate::trust::Tls;
-use crate::{Carried, ClientConfig, Command, Event, RoomTold, Shared};
+use crate::{Carried, ClientConfig, Command, Event, QUICK_JOIN_FULL_TRIES, QuickAsk, RoomTold, Shared};
 
 /// How long a room redirected to a node this client failed over from waits before it
 /// is joined again (the directory names the dead node until its leases lapse).
@@ -74,6 +74,9 @@ struct RoomState {
     /// The request id of this state's first join: a `Joined` with a lower one answers
     /// a join made before the room was left (and joined again), and is not this one's.
     first_join: u64,
+    /// The quick join that picked the room, until its join is answered: a `ROOM_FULL`
+    /// refusal sends it again (see [`QuickAsk`]).
+    quick: Option<QuickAsk>,
 }
 
 impl RoomState {
@@ -93,6 +96,7 @@ impl RoomState {
             create: None,
             join_request: 0,
             first_join: 0,
+            quick: None,
         }
     }
 
@@ -146,6 +150,7 @@ impl RoomState {
             events: self.held_events,
             seat,
             create: self.create,
+            quick: self.quick,
         }
     }
 }
@@ -199,7 +204,7 @@ struct Driver {
     requests: HashMap<u64, Reply>,
     /// Quick joins not answered yet, by request id: sent again at every `Welcome` (a
     /// resumed session ignores one it took already, a new one runs it).
-    quick_joins: BTreeMap<u64, proto::QuickJoin>,
+    quick_joins: BTreeMap<u64, QuickAsk>,
     /// Quick joins refused for now (`RATE_LIMITED`, `UNAVAILABLE`), sent again at these
     /// times (under new ids).
     quick_join_retries: BTreeMap<u64, Instant>,
@@ -591,6 +596,9 @@ impl Driver {
                 if carried.create.is_some() {
                     state.create = carried.create;
                 }
+                if carried.quick.is_some() {
+                    state.quick = carried.quick;
+                }
                 let newest = state.unacked.back().map_or(0, |(seq, _)| *seq);
                 state
                     .unacked
@@ -598,16 +606,19 @@ impl Driver {
                 state.held_events.extend(carried.events);
                 Some(self.join_message(&room, &room_type))
             }
-            Command::QuickJoin(mut quick) => {
+            Command::QuickJoin(mut ask) => {
+                let quick = &mut ask.message;
                 quick.request_id = self.request_id();
                 quick.member_data = self.config.member_data.clone();
-                // Not a room this client is in on another node.
+                // Not a room that refused it, nor one this client is in on another node.
+                quick.exclude = (ask.full_rooms.iter()).filter(|r| !r.is_empty()).cloned().collect();
                 if let Some(routes) = self.routing.routes.upgrade() {
-                    quick.exclude = routes.rooms_elsewhere();
-                    quick.exclude.truncate(proto::MAX_QUICK_JOIN_EXCLUDED);
+                    quick.exclude.extend(routes.rooms_elsewhere());
                 }
-                self.quick_joins.insert(quick.request_id, quick.clone());
-                Some(Out::QuickJoin(quick))
+                quick.exclude.truncate(proto::MAX_QUICK_JOIN_EXCLUDED);
+                let out = Out::QuickJoin(quick.clone());
+                self.quick_joins.insert(quick.request_id, ask);
+                Some(out)
             }
             Command::Leave { room } => {
                 self.shared.forget_room(&room);
@@ -1139,7 +1150,10 @@ impl Driver {
                     if self.issued(joined.request_id)
                         && (self.rooms.get(&joined.room)).is_some_and(|s| joined.request_id < s.first_join) => {}
                 In::Joined(joined) => {
-                    self.took_quick_join(joined.request_id, &joined.room);
+                    self.took_quick_join(joined.request_id, &joined.room, false);
+                    if let Some(state) = self.rooms.get_mut(&joined.room) {
+                        state.quick = None;
+                    }
                     self.took_resumed_room(&joined);
                     self.joined(&joined);
                     if self.rooms.contains_key(&joined.room) {
@@ -1159,7 +1173,7 @@ impl Driver {
                     self.emit(Event::Joined(joined)).await;
                 }
                 In::Redirect(redirect) => {
-                    self.took_quick_join(redirect.request_id, &redirect.room);
+                    self.took_quick_join(redirect.request_id, &redirect.room, true);
                     self.redirected(redirect).await
                 }
                 In::Left(left) => {
@@ -1205,12 +1219,15 @@ impl Driver {
                     // A quick join refused so is sent again then, as a new one (the
                     // session remembers the ids of those that ran, and one that ran
                     // before it found the directory away would be ignored).
-                    if let Some(mut quick) = self.quick_joins.remove(&error.request_id)
-                        && for_now
-                    {
-                        quick.request_id = self.request_id();
-                        self.quick_join_retries.insert(quick.request_id, retry_at);
-                        self.quick_joins.insert(quick.request_id, quick);
+                    let full = error.code == proto::ErrorCode::RoomFull as i32;
+                    if let Some(mut quick) = self.quick_joins.remove(&error.request_id) {
+                        if for_now {
+                            quick.message.request_id = self.request_id();
+                            self.quick_join_retries.insert(quick.message.request_id, retry_at);
+                            self.quick_joins.insert(quick.message.request_id, quick);
+                        } else if full && self.quick_join_again(quick, &error.room) {
+                            continue; // its pick filled before the join
+                        }
                     }
                     let not_a_member = error.code == proto::ErrorCode::NotAMember as i32;
                     // A leave sent again after a resume that the lost connection had
@@ -1269,7 +1286,14 @@ impl Driver {
                     let refused =
                         (self.rooms.get(&error.room)).is_some_and(|s| !s.joined && s.join_request == error.request_id);
                     if refused && !for_now {
+                        let quick = self.rooms.get_mut(&error.room).and_then(|s| s.quick.take());
                         self.forget_room(&error.room);
+                        // A room a quick join picked on another node, refused there.
+                        if let Some(quick) = quick.filter(|_| full)
+                            && self.quick_join_again(quick, &error.room)
+                        {
+                            continue;
+                        }
                     }
                     self.emit(Event::Error(error)).await;
                 }
@@ -1313,10 +1337,35 @@ impl Driver {
 
     /// The answer to a quick join names its room: from now on the room is one of this
     /// client's like any other (joined again by id after a reconnect).
-    fn took_quick_join(&mut self, request_id: u64, room: &str) {
+    /// A `Redirect` keeps the quick join with the room, until the room's node answers
+    /// the join (see [`QuickAsk`]).
+    fn took_quick_join(&mut self, request_id: u64, room: &str, redirected: bool) {
         if let Some(quick) = self.quick_joins.remove(&request_id) {
-            self.take_room(room, &quick.room_type);
+            self.take_room(room, &quick.message.room_type);
+            if let Some(state) = self.rooms.get_mut(room).filter(|_| redirected) {
+                state.quick = Some(quick);
+            }
         }
+    }
+
+    /// A quick join refused `ROOM_FULL` by `room`: sent again, over home, leaving the
+    /// room out, unless it was refused so [`QUICK_JOIN_FULL_TRIES`] times already
+    /// (then false: the refusal is its answer).
+    fn quick_join_again(&mut self, mut quick: QuickAsk, room: &str) -> bool {
+        if quick.full_rooms.len() >= QUICK_JOIN_FULL_TRIES {
+            return false;
+        }
+        quick.full_rooms.push(room.to_string());
+        tracing::debug!(%room, "a quick join's room refused it: quick-joining again");
+        match self.routing.routes.upgrade() {
+            Some(routes) if !self.routing.home => routes.send(Command::QuickJoin(quick)),
+            _ => {
+                if let Some(out) = self.command(Command::QuickJoin(quick)) {
+                    self.queue.push_back(out);
+                }
+            }
+        }
+        true
     }
 
     /// A `Joined` this client did not ask for (sent again at a resume, `request_id`
@@ -1372,7 +1421,7 @@ impl Driver {
         for request_id in due {
             self.quick_join_retries.remove(&request_id);
             if let Some(quick) = self.quick_joins.get(&request_id) {
-                self.queue.push_back(Out::QuickJoin(quick.clone()));
+                self.queue.push_back(Out::QuickJoin(quick.message.clone()));
             }
         }
     }
@@ -1592,9 +1641,9 @@ impl Driver {
         self.resent_leaves = leaves.iter().map(|leave| leave.request_id).collect();
         // (Those waiting to be sent again go now.)
         self.quick_join_retries.clear();
-        let quick_joins = (self.quick_joins.values()).filter(|quick| !waiting.contains(&quick.request_id));
+        let quick_joins = (self.quick_joins.values()).filter(|quick| !waiting.contains(&quick.message.request_id));
         let again: Vec<Out> = (leaves.into_iter().map(Out::Leave))
-            .chain(quick_joins.cloned().map(Out::QuickJoin))
+            .chain(quick_joins.map(|quick| Out::QuickJoin(quick.message.clone())))
             .collect();
         for message in again.into_iter().rev() {
             self.buffer.push_front(message);

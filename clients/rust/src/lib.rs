@@ -420,7 +420,7 @@ pub(crate) enum Command {
         /// the application's joins).
         carried: Carried,
     },
-    QuickJoin(proto::QuickJoin),
+    QuickJoin(QuickAsk),
     Leave {
         room: String,
     },
@@ -441,6 +441,20 @@ pub(crate) enum Command {
     Close(oneshot::Sender<()>),
 }
 
+/// A quick join the application asked for, with the rooms that refused it `ROOM_FULL`
+/// so far (filled, locked or changed between the relay's pick and the join): each try
+/// leaves them out, and after [`QUICK_JOIN_FULL_TRIES`] the refusal is the answer.
+#[derive(Clone, Default)]
+pub(crate) struct QuickAsk {
+    pub message: proto::QuickJoin,
+    pub full_rooms: Vec<String>,
+}
+
+/// How many times a quick join answered `ROOM_FULL` is sent again by the client, each
+/// time leaving out the rooms that refused it, before the refusal goes to the
+/// application.
+pub(crate) const QUICK_JOIN_FULL_TRIES: usize = 3;
+
 /// What a room takes along when it moves between the client's connections: its input
 /// numbering (a seat kept for the session continues it) and the inputs not
 /// acknowledged yet.
@@ -456,6 +470,9 @@ pub(crate) struct Carried {
     pub seat: String,
     /// The room's options, for a join that creates it.
     pub create: Option<proto::RoomOptions>,
+    /// The quick join that picked the room on another node: asked again (over home)
+    /// if the room's node refuses the join `ROOM_FULL`.
+    pub quick: Option<QuickAsk>,
 }
 
 pub(crate) struct Shared {
@@ -660,17 +677,23 @@ impl Client {
     /// room chosen, from then on a room like any other) or [`Event::Error`]. One
     /// refused for now (`RATE_LIMITED`, `UNAVAILABLE`: the error event says so) is
     /// sent again by the client after the wait the relay gave. In a cluster, the room
-    /// picked on another node is joined there ([`Event::Redirected`]), and that join
-    /// may be refused `ROOM_FULL` for the room named (locked, filled or changed since
-    /// the directory listed it): quick-join again.
+    /// picked on another node is joined there ([`Event::Redirected`]). A room that
+    /// refuses the join `ROOM_FULL` (filled, locked or its metadata changed between
+    /// the pick and the join: across nodes the directory's view is up to a third of a
+    /// lease old) is left out and the quick join sent again by the client, up to
+    /// three times (a fourth refusal is the answer). What the application sent to a
+    /// room that refused so is dropped.
     pub fn quick_join(&self, room_type: &str, filters: BTreeMap<String, String>, create: proto::RoomOptions) {
-        self.command(Command::QuickJoin(proto::QuickJoin {
-            request_id: 0,
-            room_type: room_type.into(),
-            filters,
-            create: Some(create),
-            exclude: Vec::new(),
-            member_data: Bytes::new(), // the configuration's, set as it is sent
+        self.command(Command::QuickJoin(QuickAsk {
+            message: proto::QuickJoin {
+                request_id: 0,
+                room_type: room_type.into(),
+                filters,
+                create: Some(create),
+                exclude: Vec::new(),
+                member_data: Bytes::new(), // the configuration's, set as it is sent
+            },
+            full_rooms: Vec::new(),
         }));
     }
 

@@ -1981,3 +1981,53 @@ async fn a_quick_join_refused_for_now_is_sent_again_after_the_wait() {
     // Again and again while refused, never the one refused for good.
     assert_eq!(next().await.1, "arena");
 }
+
+/// A quick join answered `ROOM_FULL` (its pick filled before the join) is sent again
+/// at once by the client, as a new one leaving out each room that refused it; the
+/// fourth refusal is the application's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_join_refused_room_full_is_sent_again_without_that_room() {
+    let (quick_tx, mut quick_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = fake_relay(move |_, _, mut ws| {
+        let quick_tx = quick_tx.clone();
+        async move {
+            send_welcome(&mut ws, welcome("t")).await;
+            let mut picks = 0;
+            while let Some(messages) = next_messages(&mut ws).await {
+                for message in messages {
+                    let Out::QuickJoin(quick) = message else { continue };
+                    let _ = quick_tx.send((quick.request_id, quick.exclude.clone()));
+                    picks += 1;
+                    let refused = error(proto::ErrorCode::RoomFull, quick.request_id, &format!("full-{picks}"));
+                    ws.send(fake_server_message(In::Error(refused))).await.unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    let (client, mut events) = Client::connect(config(url)).unwrap();
+    until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+    client.quick_join("arena", Default::default(), proto::RoomOptions::default());
+    let answer = until(&mut events, |e| match e {
+        Event::Error(e) => Some((e.code, e.room.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(answer, (proto::ErrorCode::RoomFull as i32, "full-4".to_string()));
+    let mut sent = Vec::new();
+    while let Ok(quick) = quick_rx.try_recv() {
+        sent.push(quick);
+    }
+    let excluded: Vec<Vec<String>> = sent.iter().map(|(_, exclude)| exclude.clone()).collect();
+    assert_eq!(
+        excluded,
+        [
+            vec![],
+            vec!["full-1"],
+            vec!["full-1", "full-2"],
+            vec!["full-1", "full-2", "full-3"]
+        ]
+    );
+    let ids: std::collections::BTreeSet<u64> = sent.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 4, "each under a new id");
+}

@@ -349,7 +349,20 @@ function pacing(limits: v1.Limits | undefined): Pacing {
 type Outgoing = MessageInitShape<typeof v1.ClientMessageSchema>["kind"];
 
 /** What a room takes along when it moves to another of the client's connections. */
-type Moving = Pick<RoomState, "nextSeq" | "unacked" | "sentUpto" | "heldEvents" | "seat" | "create">;
+type Moving = Pick<RoomState, "nextSeq" | "unacked" | "sentUpto" | "heldEvents" | "seat" | "create" | "quick">;
+
+/**
+ * A quick join the application asked for, with the rooms that refused it ROOM_FULL so
+ * far (filled, locked or changed between the relay's pick and the join): each try
+ * leaves them out, and after QUICK_JOIN_FULL_TRIES the refusal is the answer.
+ */
+interface QuickAsk {
+  message: Outgoing & { case: "quickJoin" };
+  fullRooms: string[];
+}
+
+/** How many times a quick join answered ROOM_FULL is sent again before the refusal is the answer. */
+const QUICK_JOIN_FULL_TRIES = 3;
 
 interface RoomState {
   roomType: string;
@@ -392,6 +405,8 @@ interface RoomState {
   listing: v1.RoomUpdated | undefined;
   /** A join refused for now, sent again when this fires (see `#joinLater`). */
   retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The quick join that picked the room on another node, until the join there is answered: a ROOM_FULL refusal sends it again (see `QuickAsk`). */
+  quick: QuickAsk | undefined;
 }
 
 /** How a join creates a room: its metadata (listed, matched by quick joins) and privacy. */
@@ -424,6 +439,7 @@ function newRoom(roomType: string): RoomState {
     joinRequest: 0n,
     firstJoin: 0n,
     retryTimer: undefined,
+    quick: undefined,
   };
 }
 
@@ -467,7 +483,7 @@ export class Client {
   /** Presented on every connection (home's is used): see `Hello.client_id`. */
   readonly #clientId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
   /** Quick joins not answered yet, by request id: sent again at every welcome (a resumed session ignores one it took already, a new one runs it). */
-  readonly #quickJoins = new Map<bigint, Outgoing & { case: "quickJoin" }>();
+  readonly #quickJoins = new Map<bigint, QuickAsk>();
   /** Quick joins refused for now (RATE_LIMITED, UNAVAILABLE), sent again (under new ids) when these fire. */
   readonly #quickJoinRetries = new Map<bigint, ReturnType<typeof setTimeout>>();
   /** Leaves not answered yet (their rooms, by request id): sent again after a resume (NOT_A_MEMBER then answers one the lost connection had delivered). */
@@ -719,20 +735,34 @@ export class Client {
    * metadata holds every entry of `filters`, or creates one holding `create`'s
    * metadata plus the filters. Answered with `joined` (its `room` is the room chosen,
    * from then on a room like any other) or `error`; in a cluster the room may live on
-   * another node, which the client joins by itself (`redirected`; that join may be
-   * refused ROOM_FULL for the room named, locked, filled or changed since the
-   * directory listed it: quick-join again). One refused for now (RATE_LIMITED,
-   * UNAVAILABLE: the `error` event says so) is sent again by the client after the
-   * wait the relay gave.
+   * another node, which the client joins by itself (`redirected`). A room that
+   * refuses the join ROOM_FULL (filled, locked or its metadata changed between the
+   * pick and the join: across nodes the directory's view is up to a third of a lease
+   * old) is left out and the quick join sent again by the client, up to three times
+   * (a fourth refusal is the answer); what was sent to a room that refused so is
+   * dropped. One refused for now (RATE_LIMITED, UNAVAILABLE: the `error` event says
+   * so) is sent again by the client after the wait the relay gave.
    */
   quickJoin(roomType: string, filters: Record<string, string> = {}, create?: RoomOptions): void {
+    this.#quickJoin(roomType, filters, create, []);
+  }
+
+  /** Home only: sends a quick join, leaving out `fullRooms` (those that refused it) and the rooms this client is in on other nodes. */
+  #quickJoin(roomType: string, filters: Record<string, string>, create: RoomOptions | undefined, fullRooms: string[]): void {
     const requestId = this.#requestId();
-    // Not a room this client is in on another node.
-    const exclude = [...this.#redirected.keys()].slice(0, 64); // the relay's limit
+    const exclude = [...fullRooms.filter((r) => r !== ""), ...this.#redirected.keys()].slice(0, 64); // the relay's limit
     const memberData = this.#options.memberData;
     const message = { case: "quickJoin" as const, value: { requestId, roomType, filters, create, exclude, memberData } };
-    this.#quickJoins.set(requestId, message);
+    this.#quickJoins.set(requestId, { message, fullRooms });
     this.#send(message);
+  }
+
+  /** A quick join refused ROOM_FULL by `room`: sent again over home, leaving the room out, unless it was refused so QUICK_JOIN_FULL_TRIES times already (then false: the refusal is its answer). */
+  #quickJoinAgain(quick: QuickAsk, room: string): boolean {
+    if (quick.fullRooms.length >= QUICK_JOIN_FULL_TRIES) return false;
+    const { roomType, filters, create } = quick.message.value;
+    this.#home.#quickJoin(roomType ?? "", filters ?? {}, create, [...quick.fullRooms, room]);
+    return true;
   }
 
   #joinMessage(room: string, state: RoomState): Outgoing {
@@ -774,12 +804,13 @@ export class Client {
     return true;
   }
 
-  /** The answer to a quick join names its room: from now on one of this client's. */
-  #tookQuickJoin(requestId: bigint, room: string): void {
+  /** The answer to a quick join names its room: from now on one of this client's. A redirect keeps the quick join with the room until the room's node answers the join (see `QuickAsk`). */
+  #tookQuickJoin(requestId: bigint, room: string, redirected: boolean): void {
     const quick = this.#quickJoins.get(requestId);
     if (quick === undefined) return;
     this.#quickJoins.delete(requestId);
-    if (!this.#rooms.has(room)) this.#rooms.set(room, this.#newRoom(room, quick.value.roomType ?? ""));
+    if (!this.#rooms.has(room)) this.#rooms.set(room, this.#newRoom(room, quick.message.value.roomType ?? ""));
+    if (redirected) this.#rooms.get(room)!.quick = quick;
   }
 
   /**
@@ -1465,6 +1496,7 @@ export class Client {
     const newest = state.unacked.at(-1)?.seq ?? 0n;
     state.unacked.push(...moved.unacked.filter((u) => u.seq > newest));
     for (const event of moved.heldEvents) this.#hold(state, event);
+    if (moved.quick !== undefined) state.quick = moved.quick;
   }
 
   /** Joins `room` again after `delayMs`, if it is still waiting for this session's join (one wait per room). */
@@ -1578,7 +1610,7 @@ export class Client {
           break;
         case "redirect": {
           const { room, url, requestId } = kind.value;
-          this.#tookQuickJoin(requestId, room);
+          this.#tookQuickJoin(requestId, room, true);
           const state = this.#rooms.get(room);
           if (state === undefined) break; // left meanwhile
           // A node this client lost lately (failed over from, or a node connection that
@@ -1600,7 +1632,9 @@ export class Client {
           // is in the room then.)
           const { requestId: answered, room: joinedRoom } = kind.value;
           if (this.#issued(answered) && answered < (this.#rooms.get(joinedRoom)?.firstJoin ?? 0n)) break;
-          this.#tookQuickJoin(kind.value.requestId, kind.value.room);
+          this.#tookQuickJoin(kind.value.requestId, kind.value.room, false);
+          const joinedState = this.#rooms.get(kind.value.room);
+          if (joinedState !== undefined) joinedState.quick = undefined;
           this.#tookResumedRoom(kind.value);
           this.#home.#hops.delete(kind.value.room);
           this.#joinedRoom(kind.value);
@@ -1649,16 +1683,20 @@ export class Client {
           // A quick join refused so is sent again then, as a new one (the session
           // remembers the ids of those that ran, and one that ran before it found the
           // directory away would be ignored).
+          const full = code === v1.ErrorCode.ROOM_FULL;
           const quick = this.#quickJoins.get(requestId);
           this.#quickJoins.delete(requestId);
           if (quick !== undefined && later) {
-            const again = { ...quick, value: { ...quick.value, requestId: this.#requestId() } };
-            this.#quickJoins.set(again.value.requestId, again);
+            const message = { ...quick.message, value: { ...quick.message.value, requestId: this.#requestId() } };
+            const again = { ...quick, message };
+            this.#quickJoins.set(message.value.requestId, again);
             const retry = () => {
-              this.#quickJoinRetries.delete(again.value.requestId);
-              if (this.#quickJoins.get(again.value.requestId) === again) this.#send(again);
+              this.#quickJoinRetries.delete(message.value.requestId);
+              if (this.#quickJoins.get(message.value.requestId) === again) this.#send(message);
             };
-            this.#quickJoinRetries.set(again.value.requestId, setTimeout(retry, retryWaitMs));
+            this.#quickJoinRetries.set(message.value.requestId, setTimeout(retry, retryWaitMs));
+          } else if (quick !== undefined && full && this.#quickJoinAgain(quick, room)) {
+            break; // its pick filled before the join
           }
           const notAMember = kind.value.code === v1.ErrorCode.NOT_A_MEMBER;
           // A leave sent again after a resume that the lost connection had delivered: done.
@@ -1703,7 +1741,11 @@ export class Client {
           // for it, and not joined again at the next connection.
           // (Not an error for another message about the room meanwhile.)
           const pendingJoin = this.#rooms.get(room);
-          if (!later && pendingJoin?.joined === false && pendingJoin.joinRequest === kind.value.requestId) this.#forget(room);
+          if (!later && pendingJoin?.joined === false && pendingJoin.joinRequest === kind.value.requestId) {
+            this.#forget(room);
+            // A room a quick join picked on another node, refused there.
+            if (full && pendingJoin.quick !== undefined && this.#quickJoinAgain(pendingJoin.quick, room)) break;
+          }
           this.#emit("error", kind.value);
           break;
         }
@@ -1825,7 +1867,7 @@ export class Client {
     this.#resentLeaves = new Set(leavesAgain.map(([requestId]) => requestId));
     // (Those waiting to be sent again go now.)
     this.#cancelQuickJoinRetries();
-    const quickJoinsAgain = [...this.#quickJoins.values()].filter((m) => !waiting.has(m.value.requestId));
+    const quickJoinsAgain = [...this.#quickJoins.values()].map((q) => q.message).filter((m) => !waiting.has(m.value.requestId));
     this.#buffer.unshift(
       ...leavesAgain.map(([requestId, room]): Outgoing => ({ case: "leave", value: { requestId, room } })),
       ...quickJoinsAgain,

@@ -1287,6 +1287,53 @@ test("a quick join answered with a redirect is joined on the owning node", () =>
   assert.deepEqual([join.room, join.seat], ["room-9", "ticket-9"]);
 });
 
+test("a quick join refused ROOM_FULL is sent again at once without that room; the fourth refusal is the answer", () => {
+  const { client: c, events } = client();
+  c.connect();
+  last().welcome();
+  c.quickJoin("arena");
+  const quicks = () => last().sent.flatMap((k) => (k?.case === "quickJoin" ? [k.value] : []));
+  for (let refused = 1; refused <= 4; refused++) {
+    advance(100);
+    const quick = quicks().at(-1)!;
+    last().receive([{ case: "error", value: { requestId: quick.requestId, code: v1.ErrorCode.ROOM_FULL, room: `full-${refused}` } }]);
+  }
+  advance(100);
+  assert.deepEqual(
+    quicks().map((q) => q.exclude),
+    [[], ["full-1"], ["full-1", "full-2"], ["full-1", "full-2", "full-3"]],
+  );
+  assert.equal(new Set(quicks().map((q) => q.requestId)).size, 4, "each under a new id");
+  assert.deepEqual(
+    events.filter((e) => e.startsWith("error")).map((e) => JSON.parse(e.slice("error ".length)).room),
+    ["full-4"],
+  );
+});
+
+test("a quick join redirected to a room whose node refuses it ROOM_FULL is sent again over home without that room", () => {
+  const { client: c, events } = client();
+  c.connect();
+  const home = last();
+  home.welcome();
+  c.quickJoin("", { mode: "ctf" });
+  advance(100);
+  const first = home.sent.find((k) => k?.case === "quickJoin")!.value as v1.QuickJoin;
+  home.receive([{ case: "redirect", value: { requestId: first.requestId, room: "room-9", url: "wss://node-b.test/ws", seat: "ticket-9" } }], 1n);
+  const node = last();
+  node.welcome(false, 9n);
+  const join = node.sent.find((k) => k?.case === "join")!.value as v1.JoinRoom;
+  node.receive([{ case: "error", value: { requestId: join.requestId, code: v1.ErrorCode.ROOM_FULL, room: "room-9" } }], 1n);
+  advance(100);
+  const quicks = home.sent.flatMap((k) => (k?.case === "quickJoin" ? [k.value] : []));
+  assert.equal(quicks.length, 2);
+  assert.deepEqual([quicks[1]!.exclude, quicks[1]!.filters], [["room-9"], { mode: "ctf" }]);
+  const joined: string[] = [];
+  c.on("joined", (j) => joined.push(j.room));
+  home.receive([{ case: "joined", value: { requestId: quicks[1]!.requestId, room: "room-10" } }], 2n);
+  assert.deepEqual(events.filter((e) => e.startsWith("error")), [], "the application saw no refusal");
+  assert.deepEqual(joined, ["room-10"]);
+});
+
 // -- a hostile or broken relay (bench/attacks/seventh) ------------------------------------
 
 /** The `reconnecting` events' attempt numbers. */
