@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::engine::listing::ListingState;
+use crate::engine::listing::{ListingState, Metadata};
 use crate::engine::room::user_digest;
 use crate::proto;
 
@@ -165,17 +165,20 @@ pub trait Directory: Send + Sync {
         count: usize,
     ) -> impl Future<Output = Result<Vec<RoomEntry>, DirectoryError>> + Send {
         async move {
-            let ids = self.open_room_ids(room_type, count).await?;
+            let ids = self.open_room_ids(room_type, &Metadata::new(), count).await?;
             self.open_room_entries(room_type, &ids).await
         }
     }
 
     /// The ids of the `count` fullest rooms of `room_type` that were open at their
-    /// owners' last renewals, fullest first (ids are small: read in one round trip,
-    /// their entries a few at a time with [`Directory::open_room_entries`]).
+    /// owners' last renewals, fullest first, whose metadata held every entry of
+    /// `filters` (in Redis: entries with the same digests; see
+    /// [`super::redis_directory::entry_digests`]). Ids are small: read in one round
+    /// trip, their entries a few at a time with [`Directory::open_room_entries`].
     fn open_room_ids(
         &self,
         room_type: &str,
+        filters: &Metadata,
         count: usize,
     ) -> impl Future<Output = Result<Vec<String>, DirectoryError>> + Send;
 
@@ -329,11 +332,17 @@ impl Directory for MemoryDirectory {
         Ok((page, more))
     }
 
-    async fn open_room_ids(&self, room_type: &str, count: usize) -> Result<Vec<String>, DirectoryError> {
+    async fn open_room_ids(
+        &self,
+        room_type: &str,
+        filters: &Metadata,
+        count: usize,
+    ) -> Result<Vec<String>, DirectoryError> {
         let now = self.now();
         let leases = self.leases.lock();
         let mut open: Vec<&RoomEntry> = (leases.rooms.values())
             .filter(|l| l.expires > now && l.value.room_type == room_type && l.value.is_open())
+            .filter(|l| l.value.listing.matches(filters))
             .map(|l| &l.value)
             .collect();
         open.sort_by_key(|r| std::cmp::Reverse(r.members));

@@ -62,22 +62,25 @@ const TAKE_SESSION_WAIT: Duration = Duration::from_secs(4);
 /// first): each entry may hold kilobytes of metadata.
 const QUICK_JOIN_SCAN: usize = 64;
 
-/// ... and at most (their ids in one round trip, their entries in eight): open rooms
-/// that do not fit (their metadata does not match, they ban the user) hide one that
-/// does only past this many.
+/// ... and at most (their ids in one round trip, their entries in eight), among those
+/// whose metadata matches the quick join's filters (the directory's index of open rooms
+/// by metadata entry: rooms of other metadata take nothing of this): matching rooms
+/// that do not fit otherwise (this node's, rooms banning the user or that its token
+/// does not allow) hide one that does only past this many.
 const QUICK_JOIN_SCAN_MAX: usize = 8 * QUICK_JOIN_SCAN;
 
 /// How long a node's quick joins share what they read of the directory's open rooms
 /// (its member counts are a renewal old anyway): however many quick joins a second
-/// come, a node reads the open rooms of a type at most this often.
+/// come, a node reads the open rooms of a type matching the same filters at most this
+/// often.
 const OPEN_ROOMS_FRESH: Duration = Duration::from_millis(500);
 
 /// A quick join's search of other nodes' rooms answers within this (else
 /// `UNAVAILABLE`), under the clients' 5 s wait for an answer.
 const FIND_OPEN_WAIT: Duration = Duration::from_secs(4);
 
-/// What a node read of the directory's open rooms of a type, for its quick joins
-/// (see [`OPEN_ROOMS_FRESH`]).
+/// What a node read of the directory's open rooms of a type matching some filters, for
+/// its quick joins (see [`OPEN_ROOMS_FRESH`]).
 struct OpenRooms {
     read_at: Instant,
     /// The fullest open rooms' ids, fullest first.
@@ -145,8 +148,10 @@ pub struct Cluster {
     /// published before this node stopped taking them has reached its room.
     calls_drained: AtomicBool,
     calls_drained_notify: Notify,
-    /// What this node's quick joins read of other nodes' open rooms, by room type.
-    open_rooms: tokio::sync::Mutex<HashMap<String, OpenRooms>>,
+    /// What this node's quick joins read of other nodes' open rooms, by room type and
+    /// filters (those read within [`OPEN_ROOMS_FRESH`]: older ones go as a read adds
+    /// one).
+    open_rooms: tokio::sync::Mutex<HashMap<(String, Metadata), OpenRooms>>,
 }
 
 /// A claim of a room not open here, under way: counted in the cluster's rooms
@@ -736,12 +741,14 @@ impl Cluster {
         };
         let search = async {
             let mut read = self.open_rooms.lock().await;
-            let open = match read.get_mut(room_type) {
+            let key = (room_type.to_string(), filters.clone());
+            let open = match read.get_mut(&key) {
                 Some(open) if open.read_at.elapsed() < OPEN_ROOMS_FRESH => open,
                 _ => {
                     let ids = self
-                        .call(self.directory.open_room_ids(room_type, QUICK_JOIN_SCAN_MAX))
+                        .call(self.directory.open_room_ids(room_type, filters, QUICK_JOIN_SCAN_MAX))
                         .await?;
+                    read.retain(|_, open| open.read_at.elapsed() < OPEN_ROOMS_FRESH);
                     let open = OpenRooms {
                         read_at: Instant::now(),
                         ids,
@@ -749,7 +756,7 @@ impl Cluster {
                         entries: Vec::new(),
                         urls: HashMap::new(),
                     };
-                    read.entry(room_type.to_string()).insert_entry(open).into_mut()
+                    read.entry(key).insert_entry(open).into_mut()
                 }
             };
             let mut next = 0;

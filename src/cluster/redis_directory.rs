@@ -8,8 +8,10 @@
 //!
 //! | key | value | expires |
 //! |---|---|---|
-//! | `room:<id>` | a hash: `node`, `start` (the token of the node start holding it: see `CLAIM`), `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`) | with the owner's lease |
+//! | `room:<id>` | a hash: `node`, `start` (the token of the node start holding it: see `CLAIM`), `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`), `entries` (its metadata's entry digests: see [`entry_digests`]) | with the owner's lease |
 //! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them, and by the sweep | never |
+//! | `open-entry:<digest>:<type>` | the same, of the rooms whose metadata holds the entry with that digest (see [`entry_digests`]): a quick join with filters reads the smallest of its filters' sets (`OPEN_MATCHING`); the rooms of nodes of an earlier version, which write no `entries`, are in `open:<type>` only | never (empty: gone) |
+//! | `open-entries:<type>` | a set of the digests rooms of that type were listed under, for the sweep | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
 //! | `claim:<id>` | the number of the room's latest claim (a take of the room when no node held it): a node whose copy of the room was claimed before it does not take it back | like the checkpoint |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write or its owner's last renewal |
@@ -41,7 +43,7 @@ use prost::Message;
 
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::redis_connection::{Connection, RedisAddress};
-use crate::engine::listing::ListingState;
+use crate::engine::listing::{ListingState, Metadata};
 use crate::proto;
 
 /// Lua functions for the scripts that deal with a node id's running start (its
@@ -66,9 +68,59 @@ local function hold_id(prefix, id, number, url, lease)
 end
 ";
 
-/// A script whose body uses [`NODE_START_LUA`]'s functions.
-fn with_node_start(body: &str) -> Script {
-    Script::new(&format!("{NODE_START_LUA}{body}"))
+/// Lua functions for the scripts that list a room as open or take it out: while
+/// open, a room is in `open:<type>` and in one `open-entry:<digest>:<type>` set per
+/// entry of its metadata (the digests, see [`entry_digests`], are the `entries` field
+/// of its `room:` hash, space-separated), all scored by its member count; each digest
+/// a room of the type was listed under is in `open-entries:<type>`, for the sweep.
+const OPEN_LUA: &str = r"
+local function entry_set(prefix, room_type, digest)
+  return prefix .. 'open-entry:' .. digest .. ':' .. room_type
+end
+local function leave_entries(prefix, room_type, id, entries)
+  for digest in string.gmatch(entries or '', '%S+') do
+    redis.call('ZREM', entry_set(prefix, room_type, digest), id)
+  end
+end
+local function leave_open(prefix, room_type, id, entries)
+  redis.call('ZREM', prefix .. 'open:' .. room_type, id)
+  leave_entries(prefix, room_type, id, entries)
+end
+local function be_open(prefix, room_type, id, members, entries)
+  redis.call('ZADD', prefix .. 'open:' .. room_type, members, id)
+  for digest in string.gmatch(entries or '', '%S+') do
+    redis.call('ZADD', entry_set(prefix, room_type, digest), members, id)
+    redis.call('SADD', prefix .. 'open-entries:' .. room_type, digest)
+  end
+end
+";
+
+/// A script whose body uses [`NODE_START_LUA`]'s and [`OPEN_LUA`]'s functions.
+fn with_functions(body: &str) -> Script {
+    Script::new(&format!("{NODE_START_LUA}{OPEN_LUA}{body}"))
+}
+
+/// The digests under which a room with this metadata is listed while open, as the
+/// `entries` field holds them: per entry the first 8 bytes of the SHA-256 of its key,
+/// a zero byte and its value, in hex, space-separated (a quick join's filters are
+/// looked up by the same digests: see `OPEN_MATCHING`).
+pub fn entry_digests(metadata: &Metadata) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digests = String::with_capacity(metadata.len() * 17);
+    for (key, value) in metadata {
+        let hash = Sha256::new()
+            .chain_update(key.as_bytes())
+            .chain_update([0])
+            .chain_update(value.as_bytes())
+            .finalize();
+        if !digests.is_empty() {
+            digests.push(' ');
+        }
+        for byte in &hash[..8] {
+            digests.push_str(&format!("{byte:02x}"));
+        }
+    }
+    digests
 }
 
 /// Takes a room unless another node's lease on it lives; refreshes this node's URL
@@ -99,16 +151,17 @@ fn with_node_start(body: &str) -> Script {
 /// none), whether the room runs on the claimer (1 or 0: a number it has is otherwise
 /// not its copy's), how long a checkpoint is kept (ms: the claim number is kept as
 /// long), the node start's number (0: none yet; its URL lease and `node-start:<id>` are
-/// refreshed as [`RENEW`] does, unless another start of the id runs). Returns `{1, claim number}` when taken (or held already: a new number if
-/// Redis lost it), `{0, owner,
-/// owner's url or false}` when another node holds it, `{2}` when it is not settled,
+/// refreshed as [`RENEW`] does, unless another start of the id runs), the digests of
+/// its metadata's entries (see [`OPEN_LUA`]). Returns `{1, claim number}` when taken
+/// (or held already: a new number if Redis lost it), `{0, owner, owner's url or
+/// false}` when another node holds it, `{2}` when it is not settled,
 /// `{3}` when nobody holds it and it has a checkpoint the claimer did not find (its
 /// node handed it off since the claimer looked): not taken, so that it is not opened
 /// empty; `{4}` when the claimer's copy is out of date, or another start of its node
 /// id holds the room, or runs (the claimer was cut off past its lease: it takes no
 /// room from then on).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    with_node_start(
+    with_functions(
         r"
 if not hold_id(ARGV[7], ARGV[1], ARGV[17], ARGV[5], ARGV[2]) then
   return {4}
@@ -167,11 +220,12 @@ if not claim then
 end
 claim = tostring(claim)
 redis.call('SET', KEYS[6], claim, 'PX', ARGV[16])
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'start', ARGV[13], 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8], 'members', 0)
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'start', ARGV[13], 'type', ARGV[3], 'max', ARGV[4], 'listing', ARGV[8],
+  'members', 0, 'entries', ARGV[18])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[6])
 if ARGV[9] == '1' then
-  redis.call('ZADD', KEYS[4], 0, ARGV[6])
+  be_open(ARGV[7], ARGV[3], ARGV[6], 0, ARGV[18])
 end
 return {1, claim}
 ",
@@ -190,10 +244,12 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 
 /// Renews this node's URL lease (KEYS[1]) and the leases of the rooms it owns
 /// (KEYS[2..]), with their member counts and listings, and keeps the open-room sets
-/// current, and records the members of the rooms it holds in the `load` set. ARGV:
-/// node id, lease ms, url, prefix, then per room its id, type, member count, whether
-/// its listing and bans are written (1 or 0: unchanged), the listing, whether it is
-/// open (1 or 0), and its bans (8 bytes per banned user's digest). Returns the
+/// current (see [`OPEN_LUA`]: a room's entry sets are written when its member count or
+/// its listing was, or it was not open), and records the members of the rooms it holds
+/// in the `load` set. ARGV: node id, lease ms, url, prefix, then per room its id, type,
+/// member count, whether its listing, bans and entries are written (1 or 0:
+/// unchanged), the listing, whether it is open (1 or 0), its bans (8 bytes per banned
+/// user's digest), and the digests of its metadata's entries. Returns the
 /// (1-based) positions of the rooms this node start no longer holds (see [`CLAIM`]).
 ///
 /// It also keeps the time of the last renewal by any node (`renewed-at`, Redis's
@@ -217,7 +273,7 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// room is lost, and the id's URL lease and load are left to that start); the rooms'
 /// arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    with_node_start(
+    with_functions(
         r"
 local lost = {}
 local superseded = not hold_id(ARGV[4], ARGV[1], ARGV[9], ARGV[3], ARGV[2])
@@ -238,23 +294,32 @@ end
 redis.call('SET', ARGV[4] .. 'renewed-at', now)
 local load = 0
 for i = 2, #KEYS do
-  local a = 10 + (i - 2) * 7
-  local open = ARGV[4] .. 'open:' .. ARGV[a + 1]
-  local entry = redis.call('HMGET', KEYS[i], 'node', 'start')
+  local a = 10 + (i - 2) * 8
+  local id, room_type, members = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local entry = redis.call('HMGET', KEYS[i], 'node', 'start', 'entries')
   if not superseded and entry[1] == ARGV[1] and entry[2] == ARGV[8] then
-    load = load + tonumber(ARGV[a + 2])
-    if ARGV[a + 3] == '1' then
-      redis.call('HSET', KEYS[i], 'members', ARGV[a + 2], 'listing', ARGV[a + 4], 'bans', ARGV[a + 6])
+    load = load + tonumber(members)
+    local entries = entry[3]
+    local written = ARGV[a + 3] == '1'
+    if written then
+      if entries ~= ARGV[a + 7] then
+        leave_entries(ARGV[4], room_type, id, entries)
+        entries = ARGV[a + 7]
+      end
+      redis.call('HSET', KEYS[i], 'members', members, 'listing', ARGV[a + 4], 'bans', ARGV[a + 6], 'entries', entries)
     else
-      redis.call('HSET', KEYS[i], 'members', ARGV[a + 2])
+      redis.call('HSET', KEYS[i], 'members', members)
     end
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    redis.call('PEXPIRE', ARGV[4] .. 'checkpoint:' .. ARGV[a], ARGV[6])
-    redis.call('PEXPIRE', ARGV[4] .. 'claim:' .. ARGV[a], ARGV[6])
+    redis.call('PEXPIRE', ARGV[4] .. 'checkpoint:' .. id, ARGV[6])
+    redis.call('PEXPIRE', ARGV[4] .. 'claim:' .. id, ARGV[6])
     if ARGV[a + 5] == '1' then
-      redis.call('ZADD', open, ARGV[a + 2], ARGV[a])
+      local score = redis.call('ZSCORE', ARGV[4] .. 'open:' .. room_type, id)
+      if written or not score or tonumber(score) ~= tonumber(members) then
+        be_open(ARGV[4], room_type, id, members, entries)
+      end
     else
-      redis.call('ZREM', open, ARGV[a])
+      leave_open(ARGV[4], room_type, id, entries)
     end
   else
     table.insert(lost, i - 1)
@@ -308,6 +373,19 @@ return removed
     )
 });
 
+/// An entry set left empty leaves the type's registry (unless a room was listed under
+/// it since). KEYS: the entry set, `open-entries:<type>`. ARGV: the digest.
+static FORGET_EMPTY_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('ZCARD', KEYS[1]) == 0 then
+  return redis.call('SREM', KEYS[2], ARGV[1])
+end
+return 0
+",
+    )
+});
+
 /// Takes a session record: HGET and HDEL in one step, so one node only continues a
 /// session; not while the node start holding it lives (its id's URL lease, with its
 /// number in `node-start:<id>`: a later start of the id, restarted in place, leaves
@@ -325,7 +403,7 @@ return removed
 /// numbers in use. ARGV: the resume token, the prefix, this node's id, the number,
 /// ttl ms, the presenting user ('': any).
 static TAKE_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    with_node_start(
+    with_functions(
         r"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[2] .. 'node:' .. holder) == 1
@@ -380,12 +458,12 @@ return saved
 /// rooms, claim number. ARGV: node id, room id, prefix, the node start's token, its
 /// claim number ('' for none).
 static CLOSE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_functions(
         r"
-local entry = redis.call('HMGET', KEYS[1], 'node', 'start', 'type')
+local entry = redis.call('HMGET', KEYS[1], 'node', 'start', 'type', 'entries')
 local ours = entry[1] == ARGV[1] and entry[2] == ARGV[4]
 if ours then
-  redis.call('ZREM', ARGV[3] .. 'open:' .. entry[3], ARGV[2])
+  leave_open(ARGV[3], entry[3], ARGV[2], entry[4])
 end
 local latest = tonumber(redis.call('GET', KEYS[4]))
 local mine = tonumber(ARGV[5])
@@ -403,12 +481,12 @@ return 0
 /// rooms set, this node's key, then one room key per room. ARGV: node id, prefix, the
 /// node start's token, its number, then the room ids.
 static RELEASE_ALL: LazyLock<Script> = LazyLock::new(|| {
-    with_node_start(
+    with_functions(
         r"
 for i = 3, #KEYS do
-  local entry = redis.call('HMGET', KEYS[i], 'node', 'start', 'type')
+  local entry = redis.call('HMGET', KEYS[i], 'node', 'start', 'type', 'entries')
   if entry[1] == ARGV[1] and entry[2] == ARGV[3] then
-    redis.call('ZREM', ARGV[2] .. 'open:' .. entry[3], ARGV[i + 2])
+    leave_open(ARGV[2], entry[3], ARGV[i + 2], entry[4])
     redis.call('DEL', KEYS[i])
     redis.call('ZREM', KEYS[1], ARGV[i + 2])
   end
@@ -427,13 +505,13 @@ return 0
 /// the open sets. KEYS: the load set. ARGV: node id, prefix, the node start's number,
 /// then per room its type and id.
 static WITHDRAW_LOAD: LazyLock<Script> = LazyLock::new(|| {
-    with_node_start(
+    with_functions(
         r"
 if start_is(ARGV[2], ARGV[1], ARGV[3]) then
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
 for i = 4, #ARGV, 2 do
-  redis.call('ZREM', ARGV[2] .. 'open:' .. ARGV[i], ARGV[i + 1])
+  leave_open(ARGV[2], ARGV[i], ARGV[i + 1], redis.call('HGET', ARGV[2] .. 'room:' .. ARGV[i + 1], 'entries'))
 end
 return 0
 ",
@@ -506,11 +584,11 @@ return 0
 /// Deletes a room's entry if this node start holds it. KEYS: room, rooms. ARGV:
 /// node id, room id, prefix, the node start's token.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_functions(
         r"
-local entry = redis.call('HMGET', KEYS[1], 'node', 'start', 'type')
+local entry = redis.call('HMGET', KEYS[1], 'node', 'start', 'type', 'entries')
 if entry[1] == ARGV[1] and entry[2] == ARGV[4] then
-  redis.call('ZREM', ARGV[3] .. 'open:' .. entry[3], ARGV[2])
+  leave_open(ARGV[3], entry[3], ARGV[2], entry[4])
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
@@ -518,6 +596,63 @@ return 0
 ",
     )
 });
+
+/// The ids of the fullest rooms of a type open at their owners' last renewals whose
+/// metadata holds every one of some entries (see [`OPEN_LUA`]), fullest first (ties
+/// by id, descending): read from the smallest of those entries' sets, each id checked
+/// against its room's `entries` (one whose room lapsed, or whose entries no longer
+/// hold the digest, leaves the sets it was found missing from). KEYS: `open:<type>`.
+/// ARGV: prefix, type, how many ids at most, how many ids to look at at most, then the
+/// entries' digests (at least one).
+static OPEN_MATCHING: LazyLock<Script> = LazyLock::new(|| {
+    with_functions(
+        r"
+local prefix, room_type = ARGV[1], ARGV[2]
+local count, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local digests, smallest, size = {}, nil, nil
+for i = 5, #ARGV do
+  local n = redis.call('ZCARD', entry_set(prefix, room_type, ARGV[i]))
+  if n == 0 then
+    return {}
+  end
+  table.insert(digests, ARGV[i])
+  if not size or n < size then
+    smallest, size = ARGV[i], n
+  end
+end
+local found, gone, start = {}, {}, 0
+while #found < count and start < budget do
+  local ids = redis.call('ZRANGE', entry_set(prefix, room_type, smallest), start, start + 127, 'REV')
+  if #ids == 0 then
+    break
+  end
+  start = start + #ids
+  for _, id in ipairs(ids) do
+    local entries = redis.call('HGET', prefix .. 'room:' .. id, 'entries')
+    local held = entries and (' ' .. entries .. ' ')
+    local fits = true
+    for _, digest in ipairs(digests) do
+      if not held or not string.find(held, ' ' .. digest .. ' ', 1, true) then
+        table.insert(gone, {digest, id})
+        fits = false
+      end
+    end
+    if fits and #found < count then
+      table.insert(found, id)
+    end
+  end
+end
+for _, pair in ipairs(gone) do
+  redis.call('ZREM', entry_set(prefix, room_type, pair[1]), pair[2])
+end
+return found
+",
+    )
+});
+
+/// Ids a search of the open rooms by metadata looks at, at most (see
+/// [`OPEN_MATCHING`]): about a millisecond of Redis's time.
+const OPEN_MATCHING_BUDGET: usize = 2_048;
 
 /// What [`RedisDirectory::take_session`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -637,7 +772,12 @@ impl RedisDirectory {
                     .arg(u8::from(!unchanged))
                     .arg(if unchanged { Vec::new() } else { listing })
                     .arg(u8::from(room.is_open() && !withdrawn))
-                    .arg(if unchanged { Vec::new() } else { bans });
+                    .arg(if unchanged { Vec::new() } else { bans })
+                    .arg(if unchanged {
+                        String::new()
+                    } else {
+                        entry_digests(&room.listing.metadata)
+                    });
             }
         }
         let lost: Vec<usize> = invocation
@@ -1081,6 +1221,7 @@ impl RedisDirectory {
             .arg(u8::from(runs_here))
             .arg(self.checkpoint_ttl_ms)
             .arg(self.number.load(Ordering::Relaxed))
+            .arg(entry_digests(&room.listing.metadata))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
@@ -1173,13 +1314,32 @@ impl Directory for RedisDirectory {
         Ok((page, more))
     }
 
-    async fn open_room_ids(&self, room_type: &str, count: usize) -> Result<Vec<String>, DirectoryError> {
+    async fn open_room_ids(
+        &self,
+        room_type: &str,
+        filters: &Metadata,
+        count: usize,
+    ) -> Result<Vec<String>, DirectoryError> {
         if count == 0 {
             return Ok(Vec::new());
         }
         let open = self.key("open", room_type);
-        self.query(redis::cmd("ZRANGE").arg(&open).arg(0).arg(count - 1).arg("REV"))
+        if filters.is_empty() {
+            return self
+                .query(redis::cmd("ZRANGE").arg(&open).arg(0).arg(count - 1).arg("REV"))
+                .await;
+        }
+        let mut invocation = OPEN_MATCHING.key(open);
+        (invocation.arg(&self.prefix).arg(room_type))
+            .arg(count)
+            .arg(OPEN_MATCHING_BUDGET);
+        for digest in entry_digests(filters).split(' ') {
+            invocation.arg(digest);
+        }
+        invocation
+            .invoke_async(&mut self.connection.clone())
             .await
+            .map_err(failed)
     }
 
     async fn open_room_entries(&self, room_type: &str, ids: &[String]) -> Result<Vec<RoomEntry>, DirectoryError> {
@@ -1226,11 +1386,12 @@ impl Directory for RedisDirectory {
 const SWEEP_CHUNK: usize = 256;
 
 impl RedisDirectory {
-    /// Forgets the ids in the room indexes (`rooms`, and `open:<type>` for each of
-    /// `room_types`) whose entry lapsed: the rooms of nodes that died, which no release
-    /// or close removed, and which listings and quick joins meet only when they read
-    /// that far. One node sweeps per `every` (the first to ask); the others return at
-    /// once. Returns the ids forgotten.
+    /// Forgets the ids in the room indexes (`rooms`, and for each of `room_types` its
+    /// `open:<type>` and entry sets, see `OPEN_LUA`) whose entry lapsed: the rooms of
+    /// nodes that died, which no release or close removed, and which listings and
+    /// quick joins meet only when they read that far; an entry set left empty leaves
+    /// `open-entries:<type>`. One node sweeps per `every` (the first to ask); the
+    /// others return at once. Returns the ids forgotten.
     pub async fn sweep(&self, room_types: &[impl AsRef<str>], every: Duration) -> Result<u64, DirectoryError> {
         let mut connection = self.connection.clone();
         let ours: Option<String> = redis::cmd("SET")
@@ -1245,29 +1406,24 @@ impl RedisDirectory {
         if ours.is_none() {
             return Ok(0);
         }
-        let indexes = std::iter::once(format!("{}rooms", self.prefix))
-            .chain(room_types.iter().map(|room_type| self.key("open", room_type.as_ref())));
-        let mut forgotten = 0;
-        for index in indexes {
+        let mut forgotten = self.prune_index(&format!("{}rooms", self.prefix)).await?;
+        for room_type in room_types {
+            let room_type = room_type.as_ref();
+            forgotten += self.prune_index(&self.key("open", room_type)).await?;
+            let registry = self.key("open-entries", room_type);
             let mut cursor = 0u64;
             loop {
-                let (next, scanned): (u64, Vec<String>) = redis::cmd("ZSCAN")
-                    .arg(&index)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(SWEEP_CHUNK)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(failed)?;
-                // Member, score, member, score…
-                let ids: Vec<&String> = scanned.iter().step_by(2).collect();
-                if !ids.is_empty() {
-                    let mut invocation = PRUNE.key(&index);
-                    for id in ids {
-                        invocation.key(self.key("room", id)).arg(id);
-                    }
-                    let removed: u64 = invocation.invoke_async(&mut connection).await.map_err(failed)?;
-                    forgotten += removed;
+                let (next, digests) = self.scan_page("SSCAN", &registry, cursor).await?;
+                for digest in digests {
+                    let set = format!("{}open-entry:{digest}:{room_type}", self.prefix);
+                    forgotten += self.prune_index(&set).await?;
+                    let _: i64 = FORGET_EMPTY_ENTRY
+                        .key(&set)
+                        .key(&registry)
+                        .arg(&digest)
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(failed)?;
                 }
                 if next == 0 {
                     break;
@@ -1276,6 +1432,38 @@ impl RedisDirectory {
             }
         }
         Ok(forgotten)
+    }
+
+    /// One page of `SSCAN` or `ZSCAN` (`command`) of `key` from `cursor`: the next
+    /// cursor (0: done) and what the page holds.
+    async fn scan_page(&self, command: &str, key: &str, cursor: u64) -> Result<(u64, Vec<String>), DirectoryError> {
+        self.query(redis::cmd(command).arg(key).arg(cursor).arg("COUNT").arg(SWEEP_CHUNK))
+            .await
+    }
+
+    /// Forgets the ids of `index` (a sorted set of room ids) whose entry lapsed, a
+    /// `ZSCAN` round trip's worth at a time; returns how many.
+    async fn prune_index(&self, index: &str) -> Result<u64, DirectoryError> {
+        let mut connection = self.connection.clone();
+        let mut forgotten = 0;
+        let mut cursor = 0u64;
+        loop {
+            let (next, scanned) = self.scan_page("ZSCAN", index, cursor).await?;
+            // Member, score, member, score…
+            let ids: Vec<&String> = scanned.iter().step_by(2).collect();
+            if !ids.is_empty() {
+                let mut invocation = PRUNE.key(index);
+                for id in ids {
+                    invocation.key(self.key("room", id)).arg(id);
+                }
+                let removed: u64 = invocation.invoke_async(&mut connection).await.map_err(failed)?;
+                forgotten += removed;
+            }
+            if next == 0 {
+                return Ok(forgotten);
+            }
+            cursor = next;
+        }
     }
 
     /// The entries of the rooms `ids`, in that order; the ids whose entry lapsed are

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tickrelay::cluster::{Claim, Directory, MemoryDirectory, RedisAddress, RedisDirectory, SessionTake, SessionsKept};
+use tickrelay::cluster::{
+    Claim, Directory, MemoryDirectory, RedisAddress, RedisDirectory, RoomEntry, SessionTake, SessionsKept,
+};
 use tickrelay::proto::{self, ErrorCode, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster, jwt_replacing, user_token};
-use tickrelay_testkit::directory::{self, entry, node};
+use tickrelay_testkit::directory::{self, entry, listed, node};
 use tickrelay_testkit::redis::RedisServer;
 use tickrelay_testkit::{TestClient, TestServer, Transport, eventually, many_searches};
 
@@ -173,34 +175,44 @@ async fn a_sweep_forgets_the_ids_of_rooms_whose_node_died() {
     for n in 0..600 {
         assert_eq!(a.claim(&entry(&format!("gone-{n:03}"), 1)).await.unwrap(), Claim::Ours);
     }
+    // One listed under its metadata's entry too.
+    assert_eq!(
+        a.claim(&listed("gone-ctf", 1, "ctf", false)).await.unwrap(),
+        Claim::Ours
+    );
     assert_eq!(c.claim(&entry("kept", 1)).await.unwrap(), Claim::Ours);
     tokio::time::sleep(2 * REDIS_LEASE).await; // a's leases lapse: a "died"
     let mut redis = raw_connection(&server).await;
-    let mut ids = async |index: &str| -> Vec<String> {
-        redis::cmd("ZRANGE")
-            .arg(index)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut redis)
-            .await
-            .unwrap()
+    let mut read = async |command: &str, key: &str| -> Vec<String> {
+        let mut command = redis::cmd(command);
+        command.arg(key);
+        if key.contains("open:") || key.ends_with("rooms") || key.contains("open-entry:") {
+            command.arg(0).arg(-1);
+        }
+        command.query_async(&mut redis).await.unwrap()
     };
     assert_eq!(
-        ids("test:rooms").await.len(),
-        601,
+        read("ZRANGE", "test:rooms").await.len(),
+        602,
         "the dead node's ids are still listed"
     );
-    assert_eq!(ids("test:open:arena").await.len(), 601);
+    assert_eq!(read("ZRANGE", "test:open:arena").await.len(), 602);
+    let digests = read("SMEMBERS", "test:open-entries:arena").await;
+    assert_eq!(digests.len(), 1, "the entry mode=ctf");
+    let entry_set = format!("test:open-entry:{}:arena", digests[0]);
+    assert_eq!(read("ZRANGE", &entry_set).await, ["gone-ctf"]);
 
     let period = Duration::from_secs(60);
-    assert_eq!(b.sweep(&["arena", "lobby"], period).await.unwrap(), 1200);
-    assert_eq!(ids("test:rooms").await, ["kept"]);
-    assert_eq!(ids("test:open:arena").await, ["kept"]);
+    assert_eq!(b.sweep(&["arena", "lobby"], period).await.unwrap(), 1203);
+    assert_eq!(read("ZRANGE", "test:rooms").await, ["kept"]);
+    assert_eq!(read("ZRANGE", "test:open:arena").await, ["kept"]);
+    assert_eq!(read("ZRANGE", &entry_set).await, Vec::<String>::new());
+    assert_eq!(read("SMEMBERS", "test:open-entries:arena").await, Vec::<String>::new());
     // Within the period another node does not sweep again.
     assert_eq!(a.claim(&entry("gone-again", 1)).await.unwrap(), Claim::Ours);
     tokio::time::sleep(2 * REDIS_LEASE).await;
     assert_eq!(c.sweep(&["arena"], period).await.unwrap(), 0);
-    assert_eq!(ids("test:rooms").await, ["gone-again", "kept"]);
+    assert_eq!(read("ZRANGE", "test:rooms").await, ["gone-again", "kept"]);
 }
 
 /// Redis stalls for two leases (every lease lapses, the nodes' too) while a room
@@ -2502,54 +2514,46 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
     assert_ne!(created, ctf);
 }
 
-/// Open rooms on another node that a quick join's filters do not match, more than
-/// the directory gives in one round trip and all ahead in its order, do not hide
-/// one that matches.
+/// Open rooms on other nodes that a quick join's filters do not match, fuller than
+/// the one that does and more than a search reads, do not hide it: the directory
+/// finds open rooms by metadata entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quick_join_finds_a_match_behind_many_open_rooms_elsewhere() {
+async fn a_quick_join_finds_a_match_behind_many_fuller_open_rooms_elsewhere() {
     let cluster = TestCluster::start();
-    let (a, b) = (
-        cluster.node_with(|c| c.room_creation_burst = 100.0).await,
-        cluster.node().await,
-    );
-    let join_with_mode = async |client: &mut TestClient, room: &str, mode: &str| {
-        let request_id = client.request_id();
-        let create = proto::RoomOptions {
-            metadata: [("mode".to_string(), mode.to_string())].into(),
-            ..Default::default()
-        };
-        let join = proto::JoinRoom {
-            request_id,
-            room: room.into(),
-            create: Some(create),
-            ..Default::default()
-        };
-        client.send(vec![proto::client_message::Kind::Join(join)]).await;
-        client
-            .until(|k| match k {
-                Kind::Joined(j) if j.request_id == request_id => Some(()),
-                Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
-                _ => None,
-            })
-            .await;
-    };
+    let (a, b) = (cluster.node().await, cluster.node().await);
     let mut owner = TestClient::connect(&a).await;
-    join_with_mode(&mut owner, "a-ctf", "ctf").await;
-    // 70 rooms of one member each, as the match: ahead of it (ties go by id,
-    // descending).
-    let mut others = Vec::new();
-    for session in 0..5 {
-        let mut client = TestClient::connect(&a).await;
-        for i in 0..14 {
-            join_with_mode(&mut client, &format!("z-{session}-{i}"), "dm").await;
-        }
-        others.push(client);
+    let request_id = owner.request_id();
+    let create = proto::RoomOptions {
+        metadata: [("mode".to_string(), "ctf".to_string())].into(),
+        ..Default::default()
+    };
+    let join = proto::JoinRoom {
+        request_id,
+        room: "a-ctf".into(),
+        create: Some(create),
+        ..Default::default()
+    };
+    owner.send(vec![proto::client_message::Kind::Join(join)]).await;
+    owner.until(|k| matches!(k, Kind::Joined(_)).then_some(())).await;
+    // 600 open rooms of another mode, five members each, on a third node (scenery in
+    // the directory: no relay behind it).
+    let elsewhere = cluster.directory_as("x", "wss://x.test/ws").await;
+    let rooms: Vec<RoomEntry> = (0..600)
+        .map(|n| RoomEntry {
+            room_type: "relay".into(),
+            max_members: 8,
+            ..listed(&format!("x-dm-{n:03}"), 5, "dm", false)
+        })
+        .collect();
+    for room in &rooms {
+        assert_eq!(elsewhere.claim(room).await.unwrap(), Claim::Ours);
     }
-    // Until a's renewal counts their members (a new room's entry counts none).
-    tokio::time::sleep(LEASE / 2).await;
+    elsewhere.renew(&rooms).await.unwrap();
     let mut on_b = TestClient::connect(&b).await;
     let redirect = quick_join_or_redirect(&mut on_b, "ctf").await.unwrap_err();
     assert_eq!(redirect.room, "a-ctf");
+    let dm = quick_join_or_redirect(&mut on_b, "dm").await.unwrap_err();
+    assert!(dm.room.starts_with("x-dm-"), "{}", dm.room);
 }
 
 /// A quick join on one node passes over a room on another node that banned its user

@@ -91,21 +91,27 @@ impl TestCluster {
     /// Waits until `nodes` nodes are live in the directory (each has renewed once since
     /// it started: a stopping node sends its clients only to those).
     pub async fn wait_for_live_nodes(&self, nodes: usize) {
-        let observer = Node {
-            id: "observer".into(),
-            url: String::new(),
-        };
-        let prefix = self.config(|_| {}).cluster.key_prefix;
-        let redis = RedisAddress::from_config(&self.config(|_| {}).cluster).expect("the certificates read");
-        let redis = redis.expect("cluster mode");
-        let directory = RedisDirectory::connect(&redis, observer, LEASE, &prefix)
-            .await
-            .expect("Redis answers");
+        let directory = self.directory_as("observer", "").await;
         crate::eventually("the nodes live in the directory", || async {
             let live = directory.node_loads().await.map_or(0, |loads| loads.len());
             if live == nodes { Ok(()) } else { Err(live) }
         })
         .await;
+    }
+
+    /// The cluster's directory as node `id` at `url` sees it (with leases of
+    /// [`LEASE`]): no relay runs behind it, so what it claims is a test's scenery.
+    pub async fn directory_as(&self, id: &str, url: &str) -> RedisDirectory {
+        let node = Node {
+            id: id.into(),
+            url: url.into(),
+        };
+        let cluster = self.config(|_| {}).cluster;
+        let redis = RedisAddress::from_config(&cluster).expect("the certificates read");
+        let redis = redis.expect("cluster mode");
+        RedisDirectory::connect(&redis, node, LEASE, &cluster.key_prefix)
+            .await
+            .expect("Redis answers")
     }
 
     /// A node's configuration in this cluster, after `adjust`.

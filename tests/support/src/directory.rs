@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tickrelay::cluster::{Claim, Directory, Node, RoomEntry};
-use tickrelay::engine::listing::ListingState;
+use tickrelay::engine::listing::{ListingState, Metadata};
 use tickrelay::engine::room::user_digest;
 
 /// A room entry of type "arena" with room for 8.
@@ -176,19 +176,41 @@ pub async fn open_rooms_are_the_fullest_open_ones<D: Directory>(
         "the fullest first"
     );
     // Their ids first, then their entries a few at a time (as they are now).
-    let open = b.open_room_ids("arena", 10).await.unwrap();
+    let open = b.open_room_ids("arena", &Metadata::new(), 10).await.unwrap();
     assert_eq!(open, ["o2", "o3"]);
     assert_eq!(ids(b.open_room_entries("arena", &open[1..]).await.unwrap()), ["o3"]);
+    // By metadata: only rooms holding every entry asked for.
+    let filters = |entries: &[(&str, &str)]| -> Metadata {
+        (entries.iter()).map(|&(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let matching = async |entries: &[(&str, &str)]| b.open_room_ids("arena", &filters(entries), 10).await.unwrap();
+    assert_eq!(matching(&[("mode", "ctf")]).await, ["o2"], "o1 is locked");
+    assert_eq!(matching(&[("mode", "dm")]).await, ["o3"]);
+    assert_eq!(
+        matching(&[("mode", "ctf"), ("map", "dust")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(matching(&[("mode", "tdm")]).await, Vec::<String>::new());
+    // Metadata changed by a renewal: the room is found under its new entries only.
+    let mut moved = listed("o2", 6, "dm", false);
+    moved.listing.metadata.insert("map".into(), "dust".into());
+    a.renew(&[listed("o1", 5, "ctf", true), moved]).await.unwrap();
+    assert_eq!(matching(&[("mode", "ctf")]).await, Vec::<String>::new());
+    assert_eq!(matching(&[("mode", "dm")]).await, ["o2", "o3"], "the fullest first");
+    assert_eq!(matching(&[("map", "dust"), ("mode", "dm")]).await, ["o2"]);
+    assert_eq!(matching(&[("mode", "dm")]).await.len(), 2, "read again: the same");
     let (listing, _) = b.list("o0", 1).await.unwrap();
     assert_eq!((listing[0].room.as_str(), listing[0].listing.locked), ("o1", true));
     // Full rooms are not open; rooms leave when released; a ban lifted is gone.
     a.renew(&[listed("o1", 5, "ctf", false), listed("o2", 8, "ctf", false)])
         .await
         .unwrap();
+    assert_eq!(matching(&[("mode", "ctf")]).await, ["o1"], "o2 is full");
     let (listing, _) = b.list("o1", 1).await.unwrap();
     assert_eq!((listing[0].room.as_str(), listing[0].bans("ann")), ("o2", false));
     b.release("o3").await.unwrap();
     assert_eq!(ids(a.open_rooms("arena", 10).await.unwrap()), ["o1"]);
+    assert_eq!(matching(&[("mode", "dm")]).await, Vec::<String>::new());
     assert_eq!(a.node_url("b").await.unwrap().as_deref(), Some("wss://b.test/ws"));
     // a stops renewing: its rooms and its URL lapse.
     elapse(lease + lease / 2).await;
