@@ -93,6 +93,16 @@ struct OpenRooms {
     urls: HashMap<String, Option<String>>,
 }
 
+impl OpenRooms {
+    /// Read within [`OPEN_ROOMS_FRESH`].
+    fn fresh(&self) -> bool {
+        self.read_at.elapsed() < OPEN_ROOMS_FRESH
+    }
+}
+
+/// One key's read (none yet, or being made), locked by the search using it.
+type OpenRoomsSlot = Arc<tokio::sync::Mutex<Option<OpenRooms>>>;
+
 /// Directory entries a listing page reads, at most (one round trip): each may hold
 /// kilobytes of metadata, and a search that matches nothing must not read the
 /// whole directory.
@@ -149,9 +159,9 @@ pub struct Cluster {
     calls_drained: AtomicBool,
     calls_drained_notify: Notify,
     /// What this node's quick joins read of other nodes' open rooms, by room type and
-    /// filters (those read within [`OPEN_ROOMS_FRESH`]: older ones go as a read adds
-    /// one).
-    open_rooms: tokio::sync::Mutex<HashMap<(String, Metadata), OpenRooms>>,
+    /// filters: one read at a time per key, searches of other keys not waiting for it
+    /// (older than [`OPEN_ROOMS_FRESH`] and not in use, they go as searches come).
+    open_rooms: parking_lot::Mutex<HashMap<(String, Metadata), OpenRoomsSlot>>,
 }
 
 /// A claim of a room not open here, under way: counted in the cluster's rooms
@@ -413,7 +423,7 @@ impl Cluster {
             opening: Arc::default(),
             calls_drained: AtomicBool::new(false),
             calls_drained_notify: Notify::new(),
-            open_rooms: tokio::sync::Mutex::default(),
+            open_rooms: parking_lot::Mutex::default(),
         }
     }
 
@@ -740,25 +750,29 @@ impl Cluster {
             named => named,
         };
         let search = async {
-            let mut read = self.open_rooms.lock().await;
-            let key = (room_type.to_string(), filters.clone());
-            let open = match read.get_mut(&key) {
-                Some(open) if open.read_at.elapsed() < OPEN_ROOMS_FRESH => open,
-                _ => {
-                    let ids = self
-                        .call(self.directory.open_room_ids(room_type, filters, QUICK_JOIN_SCAN_MAX))
-                        .await?;
-                    read.retain(|_, open| open.read_at.elapsed() < OPEN_ROOMS_FRESH);
-                    let open = OpenRooms {
-                        read_at: Instant::now(),
-                        ids,
-                        read: 0,
-                        entries: Vec::new(),
-                        urls: HashMap::new(),
-                    };
-                    read.entry(key).insert_entry(open).into_mut()
-                }
+            let slot = {
+                let mut slots = self.open_rooms.lock();
+                slots.retain(|_, slot| {
+                    Arc::strong_count(slot) > 1
+                        || (slot.try_lock()).is_ok_and(|read| read.as_ref().is_some_and(OpenRooms::fresh))
+                });
+                let key = (room_type.to_string(), filters.clone());
+                slots.entry(key).or_default().clone()
             };
+            let mut read = slot.lock().await;
+            if !read.as_ref().is_some_and(OpenRooms::fresh) {
+                let ids = self
+                    .call(self.directory.open_room_ids(room_type, filters, QUICK_JOIN_SCAN_MAX))
+                    .await?;
+                *read = Some(OpenRooms {
+                    read_at: Instant::now(),
+                    ids,
+                    read: 0,
+                    entries: Vec::new(),
+                    urls: HashMap::new(),
+                });
+            }
+            let open = read.as_mut().expect("read just now");
             let mut next = 0;
             loop {
                 // The entries in the ids' order, QUICK_JOIN_SCAN a round trip, as far as

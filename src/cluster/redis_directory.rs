@@ -11,7 +11,7 @@
 //! | `room:<id>` | a hash: `node`, `start` (the token of the node start holding it: see `CLAIM`), `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`), `entries` (its metadata's entry digests: see [`entry_digests`]) | with the owner's lease |
 //! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them, and by the sweep | never |
 //! | `open-entry:<digest>:<type>` | the same, of the rooms whose metadata holds the entry with that digest (see [`entry_digests`]): a quick join with filters reads the smallest of its filters' sets (`OPEN_MATCHING`); the rooms of nodes of an earlier version, which write no `entries`, are in `open:<type>` only | never (empty: gone) |
-//! | `open-entries:<type>` | a set of the digests rooms of that type were listed under, for the sweep | never |
+//! | `open-entries:<type>` | a set of the digests of that type's entry sets (while not empty), for the sweep | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
 //! | `claim:<id>` | the number of the room's latest claim (a take of the room when no node held it): a node whose copy of the room was claimed before it does not take it back | like the checkpoint |
 //! | `checkpoint:<id>` | the room's last checkpoint (`RoomCheckpoint`, protobuf) | `[cluster] checkpoint_ttl_secs` after its last write or its owner's last renewal |
@@ -71,15 +71,22 @@ end
 /// Lua functions for the scripts that list a room as open or take it out: while
 /// open, a room is in `open:<type>` and in one `open-entry:<digest>:<type>` set per
 /// entry of its metadata (the digests, see [`entry_digests`], are the `entries` field
-/// of its `room:` hash, space-separated), all scored by its member count; each digest
-/// a room of the type was listed under is in `open-entries:<type>`, for the sweep.
+/// of its `room:` hash, space-separated), all scored by its member count; the digests
+/// of a type's entry sets are in `open-entries:<type>` while their set is not empty,
+/// for the sweep.
 const OPEN_LUA: &str = r"
 local function entry_set(prefix, room_type, digest)
   return prefix .. 'open-entry:' .. digest .. ':' .. room_type
 end
+local function leave_set(prefix, room_type, digest, id)
+  local set = entry_set(prefix, room_type, digest)
+  if redis.call('ZREM', set, id) == 1 and redis.call('EXISTS', set) == 0 then
+    redis.call('SREM', prefix .. 'open-entries:' .. room_type, digest)
+  end
+end
 local function leave_entries(prefix, room_type, id, entries)
   for digest in string.gmatch(entries or '', '%S+') do
-    redis.call('ZREM', entry_set(prefix, room_type, digest), id)
+    leave_set(prefix, room_type, digest, id)
   end
 end
 local function leave_open(prefix, room_type, id, entries)
@@ -373,15 +380,28 @@ return removed
     )
 });
 
-/// An entry set left empty leaves the type's registry (unless a room was listed under
-/// it since). KEYS: the entry set, `open-entries:<type>`. ARGV: the digest.
-static FORGET_EMPTY_ENTRY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// Forgets the ids in some entry sets of a type (see [`OPEN_LUA`]) whose room lapsed;
+/// a set left empty (or found empty) leaves the type's registry. KEYS:
+/// `open-entries:<type>`. ARGV: prefix, type, then the digests. Returns how many ids
+/// it forgot.
+static PRUNE_ENTRY_SETS: LazyLock<Script> = LazyLock::new(|| {
+    with_functions(
         r"
-if redis.call('ZCARD', KEYS[1]) == 0 then
-  return redis.call('SREM', KEYS[2], ARGV[1])
+local prefix, room_type = ARGV[1], ARGV[2]
+local removed = 0
+for i = 3, #ARGV do
+  local set = entry_set(prefix, room_type, ARGV[i])
+  for _, id in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+    if redis.call('EXISTS', prefix .. 'room:' .. id) == 0 then
+      leave_set(prefix, room_type, ARGV[i], id)
+      removed = removed + 1
+    end
+  end
+  if redis.call('EXISTS', set) == 0 then
+    redis.call('SREM', KEYS[1], ARGV[i])
+  end
 end
-return 0
+return removed
 ",
     )
 });
@@ -599,51 +619,48 @@ return 0
 
 /// The ids of the fullest rooms of a type open at their owners' last renewals whose
 /// metadata holds every one of some entries (see [`OPEN_LUA`]), fullest first (ties
-/// by id, descending): read from the smallest of those entries' sets, each id checked
-/// against its room's `entries` (one whose room lapsed, or whose entries no longer
-/// hold the digest, leaves the sets it was found missing from). KEYS: `open:<type>`.
-/// ARGV: prefix, type, how many ids at most, how many ids to look at at most, then the
-/// entries' digests (at least one).
+/// by id, descending): the one entry's set, or the intersection of the entries' sets
+/// (`ZINTER`: as costly as the smallest set times the number of entries, whatever the
+/// others hold). Each id is checked against its room's `entries` (an id whose room
+/// lapsed, or was taken again with other metadata, leaves the sets it should not be
+/// in). KEYS: `open:<type>`. ARGV: prefix, type, how many ids at most, how many ids
+/// to look at at most, then the entries' digests (at least one).
 static OPEN_MATCHING: LazyLock<Script> = LazyLock::new(|| {
     with_functions(
         r"
 local prefix, room_type = ARGV[1], ARGV[2]
 local count, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
-local digests, smallest, size = {}, nil, nil
+local digests, sets = {}, {}
 for i = 5, #ARGV do
-  local n = redis.call('ZCARD', entry_set(prefix, room_type, ARGV[i]))
-  if n == 0 then
-    return {}
-  end
   table.insert(digests, ARGV[i])
-  if not size or n < size then
-    smallest, size = ARGV[i], n
+  table.insert(sets, entry_set(prefix, room_type, ARGV[i]))
+end
+local ids = {}
+if #sets == 1 then
+  ids = redis.call('ZRANGE', sets[1], 0, budget - 1, 'REV')
+else
+  local ascending = redis.call('ZINTER', #sets, unpack(sets))
+  for i = #ascending, math.max(1, #ascending - budget + 1), -1 do
+    table.insert(ids, ascending[i])
   end
 end
-local found, gone, start = {}, {}, 0
-while #found < count and start < budget do
-  local ids = redis.call('ZRANGE', entry_set(prefix, room_type, smallest), start, start + 127, 'REV')
-  if #ids == 0 then
+local found = {}
+for _, id in ipairs(ids) do
+  if #found == count then
     break
   end
-  start = start + #ids
-  for _, id in ipairs(ids) do
-    local entries = redis.call('HGET', prefix .. 'room:' .. id, 'entries')
-    local held = entries and (' ' .. entries .. ' ')
-    local fits = true
-    for _, digest in ipairs(digests) do
-      if not held or not string.find(held, ' ' .. digest .. ' ', 1, true) then
-        table.insert(gone, {digest, id})
-        fits = false
-      end
-    end
-    if fits and #found < count then
-      table.insert(found, id)
+  local entries = redis.call('HGET', prefix .. 'room:' .. id, 'entries')
+  local held = entries and (' ' .. entries .. ' ')
+  local fits = true
+  for i, digest in ipairs(digests) do
+    if not held or not string.find(held, ' ' .. digest .. ' ', 1, true) then
+      leave_set(prefix, room_type, digest, id)
+      fits = false
     end
   end
-end
-for _, pair in ipairs(gone) do
-  redis.call('ZREM', entry_set(prefix, room_type, pair[1]), pair[2])
+  if fits then
+    table.insert(found, id)
+  end
 end
 return found
 ",
@@ -651,7 +668,9 @@ return found
 });
 
 /// Ids a search of the open rooms by metadata looks at, at most (see
-/// [`OPEN_MATCHING`]): about a millisecond of Redis's time.
+/// [`OPEN_MATCHING`]): those of rooms that lapsed or changed their metadata without
+/// their sets being told (their node died; taken again from an older checkpoint) are
+/// passed over, and leave the sets.
 const OPEN_MATCHING_BUDGET: usize = 2_048;
 
 /// What [`RedisDirectory::take_session`] found.
@@ -1414,16 +1433,11 @@ impl RedisDirectory {
             let mut cursor = 0u64;
             loop {
                 let (next, digests) = self.scan_page("SSCAN", &registry, cursor).await?;
-                for digest in digests {
-                    let set = format!("{}open-entry:{digest}:{room_type}", self.prefix);
-                    forgotten += self.prune_index(&set).await?;
-                    let _: i64 = FORGET_EMPTY_ENTRY
-                        .key(&set)
-                        .key(&registry)
-                        .arg(&digest)
-                        .invoke_async(&mut connection)
-                        .await
-                        .map_err(failed)?;
+                if !digests.is_empty() {
+                    let mut invocation = PRUNE_ENTRY_SETS.key(&registry);
+                    invocation.arg(&self.prefix).arg(room_type).arg(digests);
+                    let removed: u64 = invocation.invoke_async(&mut connection).await.map_err(failed)?;
+                    forgotten += removed;
                 }
                 if next == 0 {
                     break;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tickrelay::cluster::{
     Claim, Directory, MemoryDirectory, RedisAddress, RedisDirectory, RoomEntry, SessionTake, SessionsKept,
 };
+use tickrelay::engine::listing::Metadata;
 use tickrelay::proto::{self, ErrorCode, server_message::Kind};
 use tickrelay_testkit::cluster::{LEASE, TestCluster, jwt_replacing, user_token};
 use tickrelay_testkit::directory::{self, entry, listed, node};
@@ -213,6 +214,38 @@ async fn a_sweep_forgets_the_ids_of_rooms_whose_node_died() {
     tokio::time::sleep(2 * REDIS_LEASE).await;
     assert_eq!(c.sweep(&["arena"], period).await.unwrap(), 0);
     assert_eq!(read("ZRANGE", "test:rooms").await, ["gone-again", "kept"]);
+}
+
+/// A room's entry sets follow its metadata: one whose metadata changes again and
+/// again is in its current entries' sets only, and the registry of entry sets the
+/// sweep reads names only sets that hold a room (so churning metadata grows nothing).
+#[tokio::test]
+async fn entry_sets_hold_open_rooms_under_their_current_metadata_only() {
+    let (server, a, b) = redis().await;
+    let mut redis = raw_connection(&server).await;
+    let mut registry = async || -> usize {
+        redis::cmd("SCARD")
+            .arg("test:open-entries:arena")
+            .query_async(&mut redis)
+            .await
+            .unwrap()
+    };
+    let mut room = listed("churned", 1, "mode-0", false);
+    room.listing.metadata.insert("map".into(), "dust".into());
+    assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
+    for n in 1..50 {
+        room.listing.metadata.insert("mode".into(), format!("mode-{n}"));
+        a.renew(std::slice::from_ref(&room)).await.unwrap();
+    }
+    assert_eq!(registry().await, 2, "mode-49 and map=dust");
+    let only = |mode: &str| -> Metadata { [("mode".to_string(), mode.to_string())].into() };
+    assert_eq!(
+        b.open_room_ids("arena", &only("mode-49"), 10).await.unwrap(),
+        ["churned"]
+    );
+    assert!(b.open_room_ids("arena", &only("mode-48"), 10).await.unwrap().is_empty());
+    a.release("churned").await.unwrap();
+    assert_eq!(registry().await, 0, "released: no entry set left");
 }
 
 /// Redis stalls for two leases (every lease lapses, the nodes' too) while a room
@@ -2515,16 +2548,24 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
 }
 
 /// Open rooms on other nodes that a quick join's filters do not match, fuller than
-/// the one that does and more than a search reads, do not hide it: the directory
-/// finds open rooms by metadata entry.
+/// the one that does and more than a search looks at, do not hide it: the directory
+/// finds open rooms by metadata entry, and intersects the entries of several filters
+/// (rooms matching each filter but not all, thousands of each, hide none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_join_finds_a_match_behind_many_fuller_open_rooms_elsewhere() {
     let cluster = TestCluster::start();
     let (a, b) = (cluster.node().await, cluster.node().await);
     let mut owner = TestClient::connect(&a).await;
     let request_id = owner.request_id();
+    let metadata = |mode: &str, map: &str| -> Metadata {
+        [
+            ("mode".to_string(), mode.to_string()),
+            ("map".to_string(), map.to_string()),
+        ]
+        .into()
+    };
     let create = proto::RoomOptions {
-        metadata: [("mode".to_string(), "ctf".to_string())].into(),
+        metadata: metadata("ctf", "canyon"),
         ..Default::default()
     };
     let join = proto::JoinRoom {
@@ -2535,14 +2576,20 @@ async fn a_quick_join_finds_a_match_behind_many_fuller_open_rooms_elsewhere() {
     };
     owner.send(vec![proto::client_message::Kind::Join(join)]).await;
     owner.until(|k| matches!(k, Kind::Joined(_)).then_some(())).await;
-    // 600 open rooms of another mode, five members each, on a third node (scenery in
-    // the directory: no relay behind it).
+    // On a third node (scenery in the directory: no relay behind it), five members
+    // each: 2,100 open rooms of the mode on another map, 2,100 of the map in another
+    // mode.
     let elsewhere = cluster.directory_as("x", "wss://x.test/ws").await;
-    let rooms: Vec<RoomEntry> = (0..600)
-        .map(|n| RoomEntry {
-            room_type: "relay".into(),
-            max_members: 8,
-            ..listed(&format!("x-dm-{n:03}"), 5, "dm", false)
+    let rooms: Vec<RoomEntry> = (0..4_200)
+        .map(|n| {
+            let mut room = listed(&format!("x-{n:04}"), 5, "", false);
+            room.room_type = "relay".into();
+            room.listing.metadata = if n % 2 == 0 {
+                metadata("ctf", "dust")
+            } else {
+                metadata("dm", "canyon")
+            };
+            room
         })
         .collect();
     for room in &rooms {
@@ -2550,10 +2597,26 @@ async fn a_quick_join_finds_a_match_behind_many_fuller_open_rooms_elsewhere() {
     }
     elsewhere.renew(&rooms).await.unwrap();
     let mut on_b = TestClient::connect(&b).await;
-    let redirect = quick_join_or_redirect(&mut on_b, "ctf").await.unwrap_err();
-    assert_eq!(redirect.room, "a-ctf");
-    let dm = quick_join_or_redirect(&mut on_b, "dm").await.unwrap_err();
-    assert!(dm.room.starts_with("x-dm-"), "{}", dm.room);
+    let quick_join = async |client: &mut TestClient, filters: Metadata| {
+        let request_id = client.request_id();
+        let quick = proto::QuickJoin {
+            request_id,
+            filters,
+            ..Default::default()
+        };
+        client.send(vec![proto::client_message::Kind::QuickJoin(quick)]).await;
+        client
+            .until(|k| match k {
+                Kind::Redirect(r) if r.request_id == request_id => Some(r.room.clone()),
+                Kind::Joined(j) if j.request_id == request_id => panic!("created {}", j.room),
+                Kind::Error(e) if e.request_id == request_id => panic!("quick join refused: {e:?}"),
+                _ => None,
+            })
+            .await
+    };
+    assert_eq!(quick_join(&mut on_b, metadata("ctf", "canyon")).await, "a-ctf");
+    let ctf: Metadata = [("mode".to_string(), "ctf".to_string())].into();
+    assert!(quick_join(&mut on_b, ctf).await.starts_with("x-"), "the fullest first");
 }
 
 /// A quick join on one node passes over a room on another node that banned its user
