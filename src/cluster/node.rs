@@ -130,7 +130,9 @@ pub struct Cluster {
     /// Stops the lease task before the hand-off releases the rooms.
     leases_stop: CancellationToken,
     /// Held through each renewal: the hand-off's release waits for one under way.
-    renewing: tokio::sync::Mutex<()>,
+    /// Holds each room's [`Listing::closings`](crate::engine::listing::Listing::closings)
+    /// as of the last renewal.
+    renewing: tokio::sync::Mutex<HashMap<String, u64>>,
     /// Rooms closed here whose close has not reached Redis.
     closing: Arc<Closing>,
     /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
@@ -411,7 +413,7 @@ impl Cluster {
             settings,
             stopping: AtomicBool::new(false),
             leases_stop: CancellationToken::new(),
-            renewing: tokio::sync::Mutex::new(()),
+            renewing: tokio::sync::Mutex::default(),
             closing,
             flushed: AtomicUsize::new(0),
             flush: Notify::new(),
@@ -1721,11 +1723,25 @@ impl Cluster {
     /// ones whose lease lapsed. (The rooms that closed are dropped from the directory
     /// by their closes, see [`Cluster::write_checkpoints`].)
     async fn renew(&self) {
-        let _renewing = self.renewing.lock().await;
+        let mut closings = self.renewing.lock().await;
         if self.leases_stop.is_cancelled() {
             return; // released
         }
-        let rooms: Vec<RoomEntry> = self.pool.all_rooms().iter().map(|r| self.entry_of(r)).collect();
+        // A room locked (or made private) at any moment since the last renewal is
+        // listed locked in this one: one locked but for the moments of its renewals is
+        // never open to quick joins that its node would refuse.
+        let all = self.pool.all_rooms();
+        let mut seen = HashMap::with_capacity(all.len());
+        let rooms: Vec<RoomEntry> = (all.iter())
+            .map(|room| {
+                let mut entry = self.entry_of(room);
+                let now = room.listing.closings();
+                entry.listing.locked |= closings.get(&*room.id).is_some_and(|&then| then != now);
+                seen.insert(room.id.to_string(), now);
+                entry
+            })
+            .collect();
+        *closings = seen;
         if self.stopping.load(Ordering::Acquire) {
             // Held until the hand-off releases them (its last checkpoints are written
             // only while this node holds the rooms), with the node's load withdrawn,

@@ -197,6 +197,8 @@ pub struct Listing {
     changes: AtomicU64,
     /// Neither private nor locked (see [`Listing::pickable`]).
     pickable: AtomicBool,
+    /// Times `pickable` went from true to false (see [`Listing::closings`]).
+    closings: AtomicU64,
     /// [`entry_hash`] of each metadata entry, the first `entry_count` (see
     /// [`Listing::may_match`]).
     entries: [AtomicU64; MAX_METADATA_ENTRIES],
@@ -257,6 +259,7 @@ impl Listing {
             }),
             changes: AtomicU64::new(0),
             pickable: AtomicBool::new(true),
+            closings: AtomicU64::new(0),
             entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
             entry_count: AtomicUsize::new(0),
             entry_bits: AtomicU64::new(0),
@@ -269,6 +272,7 @@ impl Listing {
             pickable: AtomicBool::new(state.pickable()),
             state: Mutex::new(state),
             changes: AtomicU64::new(0),
+            closings: AtomicU64::new(0),
             entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
             entry_count: AtomicUsize::new(0),
             entry_bits: AtomicU64::new(0),
@@ -312,8 +316,19 @@ impl Listing {
             self.changes.fetch_add(1, Ordering::Relaxed);
             self.publish_entries(&state);
         }
-        self.pickable.store(state.pickable(), Ordering::Relaxed);
+        let was_pickable = self.pickable.swap(state.pickable(), Ordering::Relaxed);
+        if was_pickable && !state.pickable() {
+            self.closings.fetch_add(1, Ordering::Relaxed);
+        }
         result
+    }
+
+    /// How many times the room was locked (or made private) so far: a room's node
+    /// tells the cluster's directory it is locked if it was at any moment since its
+    /// last renewal, so that a room locked but for the moments of its renewals is
+    /// never listed open.
+    pub fn closings(&self) -> u64 {
+        self.closings.load(Ordering::Relaxed)
     }
 
     /// Whether a quick join may pick the room (seats and filters permitting):
@@ -488,6 +503,20 @@ mod tests {
         listing.set_locked(true);
         listing.merge_metadata(&meta(&[("map", "")])).unwrap();
         assert_eq!(listing.changes(), 3);
+    }
+
+    #[test]
+    fn closings_count_each_time_the_room_stops_being_pickable() {
+        let listing = Listing::new(ListingState::default());
+        listing.set_locked(false);
+        assert_eq!(listing.closings(), 0);
+        listing.set_locked(true);
+        listing.set_locked(true);
+        assert_eq!(listing.closings(), 1, "locked once");
+        listing.set_locked(false);
+        assert_eq!(listing.closings(), 1, "an unlock is no closing");
+        listing.set_locked(true);
+        assert_eq!(listing.closings(), 2);
     }
 
     #[test]

@@ -2547,6 +2547,52 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
     assert_ne!(created, ctf);
 }
 
+/// A room locked for a moment between two renewals of its node is listed locked at
+/// the next (then open again): one locked but for the moments of its renewals is never
+/// open in the directory, so quick joins elsewhere are not sent to a join it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_locked_between_renewals_is_listed_locked_at_the_next() {
+    let cluster = TestCluster::start();
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let mut owner = TestClient::connect(&a).await;
+    let ctf = owner.quick_join(proto::QuickJoin {
+        filters: [("mode".to_string(), "ctf".to_string())].into(),
+        ..Default::default()
+    });
+    let ctf = ctf.await.unwrap().room;
+    let mut on_b = TestClient::connect(&b).await;
+    let mut locked_in_directory = async || -> bool {
+        let rooms = on_b.list_rooms_where(proto::ListRooms::default()).await;
+        rooms.iter().find(|r| r.room == ctf).expect("listed").locked
+    };
+    let settled = Instant::now() + LEASE;
+    while Instant::now() < settled {
+        assert!(!locked_in_directory().await, "never locked yet");
+        tokio::time::sleep(LEASE / 10).await;
+    }
+    for lock in [proto::RoomLock::Locked, proto::RoomLock::Unlocked] {
+        let update = proto::UpdateRoom {
+            room: ctf.clone(),
+            lock: lock as i32,
+            ..Default::default()
+        };
+        owner.update_room(update).await.unwrap();
+    }
+    let deadline = Instant::now() + 2 * LEASE;
+    while !locked_in_directory().await {
+        assert!(
+            Instant::now() < deadline,
+            "the moment's lock never reached the directory"
+        );
+        tokio::time::sleep(LEASE / 20).await;
+    }
+    let deadline = Instant::now() + 2 * LEASE;
+    while locked_in_directory().await {
+        assert!(Instant::now() < deadline, "listed locked for good");
+        tokio::time::sleep(LEASE / 20).await;
+    }
+}
+
 /// Open rooms on other nodes that a quick join's filters do not match, fuller than
 /// the one that does and more than a search looks at, do not hide it: the directory
 /// finds open rooms by metadata entry, and intersects the entries of several filters
