@@ -4,7 +4,7 @@ counts in ZRANGE REV), placed on node ON (n1 = the asking node itself, or n2), w
 non-matching metadata, hide the honest matching 1-member room on n2 from quick joins on n1."""
 import asyncio, os, time
 from lib18 import *
-N1 = "ws://127.0.0.1:7961/ws"; N2 = "ws://127.0.0.1:7962/ws"
+N1 = os.environ.get("N1", "ws://127.0.0.1:7961/ws"); N2 = os.environ.get("N2", "ws://127.0.0.1:7962/ws")
 ATK = int(os.environ.get("ATK", "600")); ON = os.environ.get("ON", "n1"); T = int(time.time()) % 100000
 async def conn(url, addr):
     c = C(); c.ws = await websockets.connect(url, ping_interval=None, max_size=1<<26, local_addr=(addr, 0)); await c.ws.recv(); c.task = asyncio.create_task(c._read()); return c
