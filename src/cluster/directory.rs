@@ -12,7 +12,7 @@
 //! directory is tested against); [`super::redis_directory::RedisDirectory`] is the cluster's.
 //! Both pass the same checks (`tickrelay_testkit::directory`, run by `tests/relay/cluster.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -51,6 +51,11 @@ pub struct RoomEntry {
     /// The users it banned at the owner's last renewal, as ascending
     /// [`user_digest`]s.
     pub banned: Vec<u64>,
+    /// The metadata keys whose values changed since the owner's renewal before: the
+    /// room is not found by quick joins filtering on them until they hold through a
+    /// renewal period (so that a room whose metadata matches but for the moments of
+    /// its renewals is not sent quick joins it would refuse).
+    pub unsettled_keys: BTreeSet<String>,
 }
 
 impl RoomEntry {
@@ -58,6 +63,20 @@ impl RoomEntry {
     /// seat (as of the owner's last renewal).
     pub fn is_open(&self) -> bool {
         !self.listing.locked && !self.listing.private && self.members < self.max_members
+    }
+
+    /// Whether quick joins with these filters find the room: its metadata holds each,
+    /// none of them on an unsettled key.
+    pub fn found_by(&self, filters: &Metadata) -> bool {
+        self.listing.matches(filters) && filters.keys().all(|key| !self.unsettled_keys.contains(key))
+    }
+
+    /// The metadata entries quick joins find the room by: those on settled keys.
+    pub fn indexed_metadata(&self) -> Metadata {
+        (self.listing.metadata.iter())
+            .filter(|(key, _)| !self.unsettled_keys.contains(*key))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
     }
 
     /// Whether the room banned `user_id` (as of the owner's last renewal).
@@ -342,7 +361,7 @@ impl Directory for MemoryDirectory {
         let leases = self.leases.lock();
         let mut open: Vec<&RoomEntry> = (leases.rooms.values())
             .filter(|l| l.expires > now && l.value.room_type == room_type && l.value.is_open())
-            .filter(|l| l.value.listing.matches(filters))
+            .filter(|l| l.value.found_by(filters))
             .map(|l| &l.value)
             .collect();
         open.sort_by_key(|r| std::cmp::Reverse(r.members));

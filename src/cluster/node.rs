@@ -131,8 +131,8 @@ pub struct Cluster {
     leases_stop: CancellationToken,
     /// Held through each renewal: the hand-off's release waits for one under way.
     /// Holds each room's [`Listing::closings`](crate::engine::listing::Listing::closings)
-    /// as of the last renewal.
-    renewing: tokio::sync::Mutex<HashMap<String, u64>>,
+    /// as of the last renewal, and whether it was locked (or private) then.
+    renewing: tokio::sync::Mutex<HashMap<String, (u64, bool)>>,
     /// Rooms closed here whose close has not reached Redis.
     closing: Arc<Closing>,
     /// [`Checkpoint::Flushed`] markers written, and a wake-up for each.
@@ -1073,6 +1073,7 @@ impl Cluster {
             max_members: room.max_members,
             listing: room.listing.get(),
             banned: room.bans.digests(unix_micros()),
+            unsettled_keys: Default::default(),
         }
     }
 
@@ -1389,6 +1390,7 @@ impl Cluster {
             listing,
             // The renewals list a restored room's bans.
             banned: Vec::new(),
+            unsettled_keys: Default::default(),
         })
     }
 
@@ -1727,17 +1729,26 @@ impl Cluster {
         if self.leases_stop.is_cancelled() {
             return; // released
         }
-        // A room locked (or made private) at any moment since the last renewal is
-        // listed locked in this one: one locked but for the moments of its renewals is
-        // never open to quick joins that its node would refuse.
+        // What held through the whole period since the last renewal only: a room
+        // locked (or made private) at that renewal or at any moment since is listed
+        // locked in this one, and the metadata keys changed since are not indexed; so
+        // that one locked, or not matching, but for the moments of its renewals is
+        // never open to quick joins its node would refuse.
         let all = self.pool.all_rooms();
         let mut seen = HashMap::with_capacity(all.len());
         let rooms: Vec<RoomEntry> = (all.iter())
             .map(|room| {
                 let mut entry = self.entry_of(room);
                 let now = room.listing.closings();
-                entry.listing.locked |= closings.get(&*room.id).is_some_and(|&then| then != now);
-                seen.insert(room.id.to_string(), now);
+                let before = closings.get(&*room.id);
+                let closed = before.is_some_and(|&(then, locked)| locked || then != now);
+                seen.insert(room.id.to_string(), (now, !room.listing.pickable()));
+                entry.listing.locked |= closed;
+                // (A room new since the last renewal was claimed as it is now.)
+                let changed = room.listing.take_changed_keys();
+                if before.is_some() {
+                    entry.unsettled_keys = changed;
+                }
                 entry
             })
             .collect();

@@ -380,17 +380,23 @@ return removed
     )
 });
 
-/// Forgets the ids in some entry sets of a type (see [`OPEN_LUA`]) whose room lapsed;
-/// a set left empty (or found empty) leaves the type's registry. KEYS:
-/// `open-entries:<type>`. ARGV: prefix, type, then the digests. Returns how many ids
-/// it forgot.
+/// Forgets the ids in some entry sets of a type (see [`OPEN_LUA`]) whose room lapsed,
+/// a set left empty (or found empty) leaving the type's registry; as many sets, from
+/// the first, as hold a budget of ids together (so that one call keeps Redis a
+/// millisecond or two). KEYS: `open-entries:<type>`. ARGV: prefix, type, the budget,
+/// then the digests. Returns `{ids forgotten, sets done}`: none done means the first
+/// set alone holds more than the budget (see [`RedisDirectory::sweep`]).
 static PRUNE_ENTRY_SETS: LazyLock<Script> = LazyLock::new(|| {
     with_functions(
         r"
-local prefix, room_type = ARGV[1], ARGV[2]
-local removed = 0
-for i = 3, #ARGV do
+local prefix, room_type, budget = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local removed, done, checked = 0, 0, 0
+for i = 4, #ARGV do
   local set = entry_set(prefix, room_type, ARGV[i])
+  local size = redis.call('ZCARD', set)
+  if checked + size > budget then
+    break
+  end
   for _, id in ipairs(redis.call('ZRANGE', set, 0, -1)) do
     if redis.call('EXISTS', prefix .. 'room:' .. id) == 0 then
       leave_set(prefix, room_type, ARGV[i], id)
@@ -400,8 +406,27 @@ for i = 3, #ARGV do
   if redis.call('EXISTS', set) == 0 then
     redis.call('SREM', KEYS[1], ARGV[i])
   end
+  checked = checked + size
+  done = done + 1
 end
-return removed
+return {removed, done}
+",
+    )
+});
+
+/// Ids a call of [`PRUNE_ENTRY_SETS`] looks at, at most.
+const PRUNE_ENTRY_BUDGET: usize = 2_048;
+
+/// A large entry set, pruned a page at a time by [`RedisDirectory::sweep`], leaves
+/// the type's registry if it is empty now. KEYS: the set, `open-entries:<type>`.
+/// ARGV: the digest.
+static FORGET_EMPTY_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+return 0
 ",
     )
 });
@@ -779,7 +804,7 @@ impl RedisDirectory {
                 let listing = room.listing.to_proto().encode_to_vec();
                 let bans: Vec<u8> = room.banned.iter().flat_map(|digest| digest.to_be_bytes()).collect();
                 let mut hasher = std::hash::DefaultHasher::new();
-                (&listing, &bans).hash(&mut hasher);
+                (&listing, &bans, &room.unsettled_keys).hash(&mut hasher);
                 let hash = hasher.finish();
                 let unchanged = written
                     .get(&room.room)
@@ -795,7 +820,7 @@ impl RedisDirectory {
                     .arg(if unchanged {
                         String::new()
                     } else {
-                        entry_digests(&room.listing.metadata)
+                        entry_digests(&room.indexed_metadata())
                     });
             }
         }
@@ -1240,7 +1265,7 @@ impl RedisDirectory {
             .arg(u8::from(runs_here))
             .arg(self.checkpoint_ttl_ms)
             .arg(self.number.load(Ordering::Relaxed))
-            .arg(entry_digests(&room.listing.metadata))
+            .arg(entry_digests(&room.indexed_metadata()))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(failed)?;
@@ -1433,11 +1458,25 @@ impl RedisDirectory {
             let mut cursor = 0u64;
             loop {
                 let (next, digests) = self.scan_page("SSCAN", &registry, cursor).await?;
-                if !digests.is_empty() {
+                let mut rest = &digests[..];
+                while let Some(first) = rest.first() {
                     let mut invocation = PRUNE_ENTRY_SETS.key(&registry);
-                    invocation.arg(&self.prefix).arg(room_type).arg(digests);
-                    let removed: u64 = invocation.invoke_async(&mut connection).await.map_err(failed)?;
+                    (invocation.arg(&self.prefix).arg(room_type))
+                        .arg(PRUNE_ENTRY_BUDGET)
+                        .arg(rest);
+                    let (removed, mut done): (u64, usize) =
+                        invocation.invoke_async(&mut connection).await.map_err(failed)?;
                     forgotten += removed;
+                    if done == 0 {
+                        // A set of more ids than a call looks at: a page at a time.
+                        let set = format!("{}open-entry:{first}:{room_type}", self.prefix);
+                        forgotten += self.prune_index(&set).await?;
+                        let mut forget = FORGET_EMPTY_ENTRY.key(&set);
+                        forget.key(&registry).arg(first);
+                        let _: i64 = forget.invoke_async(&mut connection).await.map_err(failed)?;
+                        done = 1;
+                    }
+                    rest = &rest[done..];
                 }
                 if next == 0 {
                     break;
@@ -1509,6 +1548,7 @@ impl RedisDirectory {
                     max_members: field("max").parse().unwrap_or(0),
                     listing: listing.as_ref().map(ListingState::from_proto).unwrap_or_default(),
                     banned: hash.get("bans").map(|b| digests(b)).unwrap_or_default(),
+                    unsettled_keys: Default::default(),
                 }),
             }
         }

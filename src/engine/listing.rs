@@ -3,7 +3,7 @@
 //! until ownership passes on; the room's simulation may too). Shared between the room's simulation thread, the
 //! room directory and the sessions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -199,6 +199,8 @@ pub struct Listing {
     pickable: AtomicBool,
     /// Times `pickable` went from true to false (see [`Listing::closings`]).
     closings: AtomicU64,
+    /// The metadata keys changed since [`Listing::take_changed_keys`] last took them.
+    changed_keys: Mutex<BTreeSet<String>>,
     /// [`entry_hash`] of each metadata entry, the first `entry_count` (see
     /// [`Listing::may_match`]).
     entries: [AtomicU64; MAX_METADATA_ENTRIES],
@@ -260,6 +262,7 @@ impl Listing {
             changes: AtomicU64::new(0),
             pickable: AtomicBool::new(true),
             closings: AtomicU64::new(0),
+            changed_keys: Mutex::new(BTreeSet::new()),
             entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
             entry_count: AtomicUsize::new(0),
             entry_bits: AtomicU64::new(0),
@@ -273,6 +276,7 @@ impl Listing {
             state: Mutex::new(state),
             changes: AtomicU64::new(0),
             closings: AtomicU64::new(0),
+            changed_keys: Mutex::new(BTreeSet::new()),
             entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
             entry_count: AtomicUsize::new(0),
             entry_bits: AtomicU64::new(0),
@@ -311,16 +315,28 @@ impl Listing {
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ListingState) -> R) -> R {
         let mut state = self.state.lock();
         let told = state.told_digest();
+        let before = state.metadata.clone();
         let result = f(&mut state);
         if state.told_digest() != told {
             self.changes.fetch_add(1, Ordering::Relaxed);
             self.publish_entries(&state);
+            let after = &state.metadata;
+            let changed = (before.keys().chain(after.keys())).filter(|&k| before.get(k) != after.get(k));
+            self.changed_keys.lock().extend(changed.cloned());
         }
         let was_pickable = self.pickable.swap(state.pickable(), Ordering::Relaxed);
         if was_pickable && !state.pickable() {
             self.closings.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// The metadata keys whose values changed since the last call (a room's node
+    /// indexes a room in the cluster's directory under the entries it held through a
+    /// whole renewal period only: so that one whose metadata matches a search but for
+    /// the moments of its renewals is not sent quick joins it refuses).
+    pub fn take_changed_keys(&self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed_keys.lock())
     }
 
     /// How many times the room was locked (or made private) so far: a room's node
@@ -517,6 +533,26 @@ mod tests {
         assert_eq!(listing.closings(), 1, "an unlock is no closing");
         listing.set_locked(true);
         assert_eq!(listing.closings(), 2);
+    }
+
+    #[test]
+    fn changed_keys_are_those_whose_values_changed_since_last_taken() {
+        let listing = Listing::new(ListingState::listed_as(&meta(&[("mode", "ctf"), ("map", "dust")])));
+        listing.merge_metadata(&meta(&[("map", "dust")])).unwrap();
+        listing.set_locked(true);
+        assert!(listing.take_changed_keys().is_empty(), "the same values, a lock");
+        listing
+            .merge_metadata(&meta(&[("mode", "dm"), ("ready", "3")]))
+            .unwrap();
+        listing.merge_metadata(&meta(&[("mode", "ctf")])).unwrap();
+        let keys: Vec<String> = listing.take_changed_keys().into_iter().collect();
+        assert_eq!(keys, ["mode", "ready"], "changed and back is changed");
+        listing.merge_metadata(&meta(&[("ready", "")])).unwrap();
+        assert_eq!(
+            listing.take_changed_keys().into_iter().collect::<Vec<_>>(),
+            ["ready"],
+            "removed"
+        );
     }
 
     #[test]

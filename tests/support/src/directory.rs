@@ -19,6 +19,7 @@ pub fn entry(room: &str, members: u32) -> RoomEntry {
         max_members: 8,
         listing: ListingState::default(),
         banned: Vec::new(),
+        unsettled_keys: Default::default(),
     }
 }
 
