@@ -277,8 +277,10 @@ fn digests(bytes: &[u8]) -> Vec<u64> {
 /// [`RedisDirectory::register_node`]; 0: none yet), kept in `node-start:<id>` as long
 /// as the node's lease unless another start of the id holds it (a node cut off past
 /// its lease, whose id a new start took: position 0 in the answer says so, every
-/// room is lost, and the id's URL lease and load are left to that start); the rooms'
-/// arguments follow it.
+/// room is lost, and the id's URL lease and load are left to that start); ARGV\[10\]:
+/// the members of the rooms earlier calls of the same renewal kept (a node's rooms are
+/// renewed [`RENEW_CHUNK`] to a call, so that no call keeps Redis long; the load the
+/// last call writes counts them); the rooms' arguments follow it.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     with_functions(
         r"
@@ -299,9 +301,9 @@ elseif now - last > tonumber(ARGV[2]) / 2 then
   redis.call('SET', ARGV[4] .. 'renewing-since', now)
 end
 redis.call('SET', ARGV[4] .. 'renewed-at', now)
-local load = 0
+local load = tonumber(ARGV[10])
 for i = 2, #KEYS do
-  local a = 10 + (i - 2) * 8
+  local a = 11 + (i - 2) * 8
   local id, room_type, members = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local entry = redis.call('HMGET', KEYS[i], 'node', 'start', 'entries')
   if not superseded and entry[1] == ARGV[1] and entry[2] == ARGV[8] then
@@ -787,6 +789,58 @@ impl RedisDirectory {
     /// [`Directory::renew`], telling the node's load (the members of `rooms`) when
     /// `whole`.
     async fn renew_leases(&self, rooms: &[RoomEntry], whole: bool) -> Result<Vec<String>, DirectoryError> {
+        let chunks: Vec<&[RoomEntry]> = if rooms.is_empty() {
+            vec![rooms]
+        } else {
+            rooms.chunks(RENEW_CHUNK).collect()
+        };
+        let mut hashes = Vec::with_capacity(rooms.len());
+        let (mut lost, mut kept_members, mut superseded) = (Vec::new(), 0u64, false);
+        for (n, chunk) in chunks.iter().enumerate() {
+            let last = n + 1 == chunks.len();
+            let positions = self
+                .renew_chunk(chunk, whole && last, kept_members, &mut hashes)
+                .await?;
+            superseded |= positions.contains(&0);
+            for (i, room) in chunk.iter().enumerate() {
+                if positions.contains(&(i + 1)) {
+                    lost.push(room.room.clone());
+                } else {
+                    kept_members += u64::from(room.members);
+                }
+            }
+        }
+        if superseded && !self.superseded.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                node = %self.node.id,
+                "another start of this node id runs (this one was cut off from Redis past its lease): \
+                 its sessions and rooms are its own; stop this process"
+            );
+        }
+        let mut written = self.listings.lock();
+        for (room, (hash, sent)) in rooms.iter().zip(hashes) {
+            let renewals = written.get(&room.room).map_or(0, |&(_, renewals)| renewals + 1);
+            written.insert(room.room.clone(), (hash, if sent { 0 } else { renewals }));
+        }
+        for room in &lost {
+            written.remove(room);
+        }
+        drop(written);
+        self.held_now(rooms, whole);
+        Ok(lost)
+    }
+
+    /// One call of [`RENEW`], for `rooms` (part of a renewal: `whole` when the last of
+    /// a whole one, after rooms with `kept_members` members were kept); pushes each
+    /// room's listing hash, and whether it was written, onto `hashes`. Returns the
+    /// 1-based positions of the rooms this node start no longer holds (0: superseded).
+    async fn renew_chunk(
+        &self,
+        rooms: &[RoomEntry],
+        whole: bool,
+        kept_members: u64,
+        hashes: &mut Vec<(u64, bool)>,
+    ) -> Result<Vec<usize>, DirectoryError> {
         let mut invocation = RENEW.key(self.key("node", &self.node.id));
         (invocation.arg(&self.node.id).arg(self.lease_ms))
             .arg(&self.node.url)
@@ -795,8 +849,8 @@ impl RedisDirectory {
             .arg(self.checkpoint_ttl_ms)
             .arg(u8::from(whole))
             .arg(&self.start)
-            .arg(self.number.load(Ordering::Relaxed));
-        let mut hashes = Vec::with_capacity(rooms.len());
+            .arg(self.number.load(Ordering::Relaxed))
+            .arg(kept_members);
         let withdrawn = self.withdrawn.load(Ordering::Relaxed);
         {
             let written = self.listings.lock();
@@ -829,27 +883,6 @@ impl RedisDirectory {
             .await
             .map_err(failed)?;
         self.renewed.store(true, Ordering::Relaxed);
-        if lost.contains(&0) && !self.superseded.swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                node = %self.node.id,
-                "another start of this node id runs (this one was cut off from Redis past its lease): \
-                 its sessions and rooms are its own; stop this process"
-            );
-        }
-        let lost: Vec<String> = (lost.into_iter())
-            .filter_map(|i| rooms.get(i.checked_sub(1)?))
-            .map(|r| r.room.clone())
-            .collect();
-        let mut written = self.listings.lock();
-        for (room, (hash, sent)) in rooms.iter().zip(hashes) {
-            let renewals = written.get(&room.room).map_or(0, |&(_, renewals)| renewals + 1);
-            written.insert(room.room.clone(), (hash, if sent { 0 } else { renewals }));
-        }
-        for room in &lost {
-            written.remove(room);
-        }
-        drop(written);
-        self.held_now(rooms, whole);
         Ok(lost)
     }
 
@@ -1193,6 +1226,10 @@ impl RedisDirectory {
 /// Renewals in a row that do not write a room's listing because it did not change,
 /// at most: then it is written all the same (a write Redis lost is made good).
 const UNCHANGED_LISTING_RENEWALS: u8 = 9;
+
+/// Rooms a call of [`RENEW`] renews, at most: about 10 ms of Redis's time (rooms of
+/// 16 metadata entries whose listings are written).
+const RENEW_CHUNK: usize = 250;
 
 /// Node numbers (see [`RedisDirectory::register_node`]): 13 bits of a session id.
 const NODE_NUMBERS: u64 = 8191;

@@ -2682,7 +2682,11 @@ async fn a_quick_join_finds_a_match_behind_many_fuller_open_rooms_elsewhere() {
     for room in &rooms {
         assert_eq!(elsewhere.claim(room).await.unwrap(), Claim::Ours);
     }
-    elsewhere.renew(&rooms).await.unwrap();
+    // (Renewed 250 rooms to a script: the node's load counts them all.)
+    assert_eq!(elsewhere.renew(&rooms).await.unwrap(), Vec::<String>::new());
+    let loads = elsewhere.node_loads().await.unwrap();
+    let x = loads.iter().find(|(node, _)| node.id == "x").map(|(_, load)| *load);
+    assert_eq!(x, Some(5 * 4_200));
     let mut on_b = TestClient::connect(&b).await;
     let quick_join = async |client: &mut TestClient, filters: Metadata| {
         let request_id = client.request_id();
