@@ -2474,6 +2474,18 @@ async fn quick_join_or_redirect(client: &mut TestClient, mode: &str) -> Result<S
         .await
 }
 
+/// A client of `node` that quick-joined `mode=ctf` there (none open: it created the
+/// room, and owns it), and the room.
+async fn ctf_room_on(node: &TestServer) -> (TestClient, String) {
+    let mut owner = TestClient::connect(node).await;
+    let quick = proto::QuickJoin {
+        filters: [("mode".to_string(), "ctf".to_string())].into(),
+        ..Default::default()
+    };
+    let room = owner.quick_join(quick).await.unwrap().room;
+    (owner, room)
+}
+
 /// Quick joins find open rooms on other nodes (redirected there with a seat ticket,
 /// refused there when the room was locked since), create one on the node asked when
 /// none matches, and skip rooms locked since; filtered listings span the nodes.
@@ -2481,12 +2493,7 @@ async fn quick_join_or_redirect(client: &mut TestClient, mode: &str) -> Result<S
 async fn quick_joins_and_filtered_listings_span_the_nodes() {
     let cluster = TestCluster::start();
     let (a, b) = (cluster.node().await, cluster.node().await);
-    let mut owner = TestClient::connect(&a).await;
-    let ctf = owner.quick_join(proto::QuickJoin {
-        filters: [("mode".to_string(), "ctf".to_string())].into(),
-        ..Default::default()
-    });
-    let ctf = ctf.await.unwrap().room;
+    let (mut owner, ctf) = ctf_room_on(&a).await;
     // On b: nothing open there, so a's room, through a redirect.
     let mut on_b = TestClient::connect(&b).await;
     let redirect = quick_join_or_redirect(&mut on_b, "ctf").await.unwrap_err();
@@ -2554,12 +2561,7 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
 async fn a_room_locked_between_renewals_is_listed_locked_at_the_next() {
     let cluster = TestCluster::start();
     let (a, b) = (cluster.node().await, cluster.node().await);
-    let mut owner = TestClient::connect(&a).await;
-    let ctf = owner.quick_join(proto::QuickJoin {
-        filters: [("mode".to_string(), "ctf".to_string())].into(),
-        ..Default::default()
-    });
-    let ctf = ctf.await.unwrap().room;
+    let (mut owner, ctf) = ctf_room_on(&a).await;
     let mut on_b = TestClient::connect(&b).await;
     let mut locked_in_directory = async || -> bool {
         let rooms = on_b.list_rooms_where(proto::ListRooms::default()).await;
@@ -2600,13 +2602,8 @@ async fn a_room_locked_between_renewals_is_listed_locked_at_the_next() {
 async fn a_room_whose_metadata_flickers_between_renewals_is_not_found_by_it() {
     let cluster = TestCluster::start();
     let a = cluster.node().await;
-    let mut owner = TestClient::connect(&a).await;
+    let (mut owner, room) = ctf_room_on(&a).await;
     let ctf: Metadata = [("mode".to_string(), "ctf".to_string())].into();
-    let room = owner.quick_join(proto::QuickJoin {
-        filters: ctf.clone(),
-        ..Default::default()
-    });
-    let room = room.await.unwrap().room;
     let observer = cluster.directory_as("observer", "").await;
     let found = async || observer.open_room_ids("relay", &ctf, 10).await.unwrap() == [room.as_str()];
     let settled = Instant::now() + LEASE;
@@ -2718,12 +2715,7 @@ async fn a_quick_join_passes_over_a_room_elsewhere_that_banned_its_user() {
     let cluster = TestCluster::start();
     let with_api = |c: &mut tickrelay::config::Config| c.api.token = Some("backend-secret".into());
     let (a, b) = (cluster.node_with(with_api).await, cluster.node_with(with_api).await);
-    let mut owner = TestClient::connect(&a).await;
-    let ctf = owner.quick_join(proto::QuickJoin {
-        filters: [("mode".to_string(), "ctf".to_string())].into(),
-        ..Default::default()
-    });
-    let ctf = ctf.await.unwrap().room;
+    let (_owner, ctf) = ctf_room_on(&a).await;
     let mut banned = TestClient::connect(&b).await;
     let redirect = quick_join_or_redirect(&mut banned, "ctf").await.unwrap_err();
     assert_eq!(redirect.room, ctf, "before the ban");
