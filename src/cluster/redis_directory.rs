@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `room:<id>` | a hash: `node`, `start` (the token of the node start holding it: see `CLAIM`), `type`, `members`, `max`, `listing` (`Listing`, protobuf: metadata, locked, private), `bans` (the banned users' digests, 8 bytes each: see `user_digest`), `entries` (its metadata's entry digests: see [`entry_digests`]) | with the owner's lease |
 //! | `open:<type>` | a sorted set of the rooms of that type a quick join may pick (not locked, not private, with a free seat), scored by member count, as of the owners' renewals; ids whose `room:` key lapsed are removed as quick joins meet them, and by the sweep | never |
-//! | `open-entry:<digest>:<type>` | the same, of the rooms whose metadata holds the entry with that digest (see [`entry_digests`]): a quick join with filters reads the smallest of its filters' sets (`OPEN_MATCHING`); the rooms of nodes of an earlier version, which write no `entries`, are in `open:<type>` only | never (empty: gone) |
+//! | `open-entry:<digest>:<type>` | the same, of the rooms whose metadata holds the entry with that digest (see [`entry_digests`]): a quick join with filters reads the intersection of its filters' sets (`OPEN_MATCHING`); the rooms of nodes of an earlier version, which write no `entries`, are in `open:<type>` only | never (empty: gone) |
 //! | `open-entries:<type>` | a set of the digests of that type's entry sets (while not empty), for the sweep | never |
 //! | `node:<id>` | the node's public URL | with the node's lease |
 //! | `claim:<id>` | the number of the room's latest claim (a take of the room when no node held it): a node whose copy of the room was claimed before it does not take it back | like the checkpoint |
@@ -113,6 +113,7 @@ fn with_functions(body: &str) -> Script {
 /// looked up by the same digests: see `OPEN_MATCHING`).
 pub fn entry_digests(metadata: &Metadata) -> String {
     use sha2::{Digest, Sha256};
+    use std::fmt::Write;
     let mut digests = String::with_capacity(metadata.len() * 17);
     for (key, value) in metadata {
         let hash = Sha256::new()
@@ -124,7 +125,7 @@ pub fn entry_digests(metadata: &Metadata) -> String {
             digests.push(' ');
         }
         for byte in &hash[..8] {
-            digests.push_str(&format!("{byte:02x}"));
+            let _ = write!(digests, "{byte:02x}"); // (writing to a String cannot fail)
         }
     }
     digests
