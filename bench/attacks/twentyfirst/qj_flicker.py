@@ -4,7 +4,8 @@ around each of n2's renewals (every lease/3 = 2 s), found by polling ListRooms o
 directory always lists them open, while a redirected join finds them locked (ROOM_FULL).
 Honest clients on n1 quick-join {mode: M} as the Rust/browser clients do: follow the redirect
 with the seat ticket, on ROOM_FULL quick-join again excluding the refused rooms, up to 3 times.
-FLICKER=0: control (the attacker rooms stay unlocked)."""
+FLICKER=0: control (the attacker rooms stay unlocked). MODE=meta: the rooms stay unlocked and
+their metadata flickers instead (mode matches only in the windows)."""
 import asyncio, os, time
 from lib18 import *
 N1 = os.environ.get("N1", "ws://127.0.0.1:8121/ws"); N2 = os.environ.get("N2", "ws://127.0.0.1:8122/ws")
@@ -26,9 +27,22 @@ async def main():
         await own.join(r, 1, create=pb.RoomOptions(metadata={"mode": mode})); await guest.join(r, 1)
     pollers = [await conn(N1, "127.61.0.%d" % i) for i in range(1, 5)]
     rid = [10]
-    async def set_lock(locked):
+    MODE = os.environ.get("MODE", "lock")   # lock: the original; meta: flicker the metadata, rooms stay unlocked
+    async def set_lock0(locked):
         for r in ids:
             rid[0] += 1; await own.send(cm(request=pb.Request(request_id=rid[0], update_room=pb.UpdateRoom(room=r, lock=pb.ROOM_LOCK_LOCKED if locked else pb.ROOM_LOCK_UNLOCKED))))
+    async def set_meta(matching):
+        for r in ids:
+            rid[0] += 1; await own.send(cm(request=pb.Request(request_id=rid[0], update_room=pb.UpdateRoom(room=r, metadata={"mode": mode if matching else "x" + mode}))))
+    calls = [0]
+    async def set_lock(locked):
+        calls[0] += 1
+        if MODE == "lock" or calls[0] == 1:
+            await set_lock0(locked)          # phase detection: a plain lock
+        elif calls[0] == 2:
+            await set_meta(True); await set_lock0(False)   # first window: unlocked from now on, metadata matching
+        else:
+            await set_meta(not locked)       # then only the metadata flickers
     listed = []   # (time, locked as the directory lists it)
     async def poll(stop):
         n = 0
