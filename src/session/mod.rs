@@ -1025,14 +1025,15 @@ impl Session {
                 || !self.identity.may_join(id)
                 || room.bans.remaining_us(&self.identity.user_id, now.unix_us).is_some()
         };
-        // A room open here first; in a cluster, then the fullest elsewhere.
+        // A room open here first; in a cluster, then the fullest elsewhere (unless
+        // `local_only`), then a new one here.
         if let Some(handle) = self.ctx.rooms.pick(&quick.room_type, &quick.filters, &skip) {
             let joiner = self.joiner(quick.member_data);
             let id = handle.shared.id.to_string();
             self.join_open(id, handle, quick.request_id, joiner, true);
             return;
         }
-        if !self.ctx.clustered {
+        if !self.ctx.clustered || quick.local_only {
             let pending = PendingQuickJoin {
                 room_type: quick.room_type,
                 metadata,

@@ -374,6 +374,7 @@ fn quick_join(room_type: &str, filters: &[(&str, &str)], create: &[(&str, &str)]
         }),
         exclude: Vec::new(),
         member_data: Default::default(),
+        local_only: false,
     })
 }
 
@@ -2005,6 +2006,43 @@ fn clustered_a_quick_join_nothing_matches_claims_a_new_room_with_its_metadata() 
         outcome: Err(PoolError::Unavailable("down".into())),
     });
     assert_eq!(h.errors(), [(ErrorCode::Unavailable, 3)]);
+}
+
+/// A quick join sent `local_only` (a client's last try after refusals by rooms of
+/// other nodes) takes an open room here, or creates one here: the directory is not
+/// asked.
+#[test]
+fn clustered_a_local_only_quick_join_never_asks_the_directory() {
+    let mut h = Harness::clustered();
+    h.replies();
+    let local_only = |request_id| match quick_join("arena", &[("mode", "ctf")], &[], request_id) {
+        Out::QuickJoin(quick) => Out::QuickJoin(proto::QuickJoin {
+            local_only: true,
+            ..quick
+        }),
+        _ => unreachable!(),
+    };
+    h.one(local_only(2)).unwrap();
+    let Some(DirectoryOp::Claim { room, listing, .. }) = h.session.poll_directory() else {
+        panic!("expected a claim of a new room, not a directory search");
+    };
+    assert_eq!(room, "arena-r4nd0m");
+    assert_eq!(listing.metadata, meta(&[("mode", "ctf")]));
+    // An open room here that matches: taken.
+    let mut h = Harness::clustered();
+    h.replies();
+    let listing = ListingState::listed_as(&meta(&[("mode", "ctf")]));
+    h.rooms.open("here", "arena", "", listing).unwrap();
+    h.one(local_only(3)).unwrap();
+    assert_eq!(h.session.poll_directory(), None);
+    let here = h.key("here");
+    assert_eq!(
+        h.sent(),
+        [Sent::QuickJoin {
+            room: here,
+            join_seq: 1
+        }]
+    );
 }
 
 /// A room the session left a moment ago would refuse it (one full snapshot per

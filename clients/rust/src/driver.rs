@@ -616,6 +616,9 @@ impl Driver {
                     quick.exclude.extend(routes.rooms_elsewhere());
                 }
                 quick.exclude.truncate(proto::MAX_QUICK_JOIN_EXCLUDED);
+                // The last try takes a room of the node asked (or a new one there):
+                // rooms elsewhere that keep changing cannot refuse every try.
+                quick.local_only = ask.full_rooms.len() >= QUICK_JOIN_FULL_TRIES;
                 let out = Out::QuickJoin(quick.clone());
                 self.quick_joins.insert(quick.request_id, ask);
                 Some(out)

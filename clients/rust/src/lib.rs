@@ -443,7 +443,8 @@ pub(crate) enum Command {
 
 /// A quick join the application asked for, with the rooms that refused it `ROOM_FULL`
 /// so far (filled, locked or changed between the relay's pick and the join): each try
-/// leaves them out, and after [`QUICK_JOIN_FULL_TRIES`] the refusal is the answer.
+/// leaves them out, the last (after [`QUICK_JOIN_FULL_TRIES`] refusals) asks for a room
+/// of the node asked only (`QuickJoin.local_only`), and a refusal of that is the answer.
 #[derive(Clone, Default)]
 pub(crate) struct QuickAsk {
     pub message: proto::QuickJoin,
@@ -681,8 +682,8 @@ impl Client {
     /// refuses the join `ROOM_FULL` (filled, locked or its metadata changed between
     /// the pick and the join: across nodes the directory's view is up to a third of a
     /// lease old) is left out and the quick join sent again by the client, up to
-    /// three times (a fourth refusal is the answer). What the application sent to a
-    /// room that refused so is dropped.
+    /// three times, the last for a room of the node asked only (a refusal of that is
+    /// the answer). What the application sent to a room that refused so is dropped.
     pub fn quick_join(&self, room_type: &str, filters: BTreeMap<String, String>, create: proto::RoomOptions) {
         self.command(Command::QuickJoin(QuickAsk {
             message: proto::QuickJoin {
@@ -692,6 +693,7 @@ impl Client {
                 create: Some(create),
                 exclude: Vec::new(),
                 member_data: Bytes::new(), // the configuration's, set as it is sent
+                local_only: false,         // set on the last try
             },
             full_rooms: Vec::new(),
         }));

@@ -1983,8 +1983,9 @@ async fn a_quick_join_refused_for_now_is_sent_again_after_the_wait() {
 }
 
 /// A quick join answered `ROOM_FULL` (its pick filled before the join) is sent again
-/// at once by the client, as a new one leaving out each room that refused it; the
-/// fourth refusal is the application's answer.
+/// at once by the client, as a new one leaving out each room that refused it, the
+/// last time for a room of the node asked only; the fourth refusal is the
+/// application's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_join_refused_room_full_is_sent_again_without_that_room() {
     let (quick_tx, mut quick_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -1996,7 +1997,7 @@ async fn a_quick_join_refused_room_full_is_sent_again_without_that_room() {
             while let Some(messages) = next_messages(&mut ws).await {
                 for message in messages {
                     let Out::QuickJoin(quick) = message else { continue };
-                    let _ = quick_tx.send((quick.request_id, quick.exclude.clone()));
+                    let _ = quick_tx.send((quick.request_id, quick.exclude.clone(), quick.local_only));
                     picks += 1;
                     let refused = error(proto::ErrorCode::RoomFull, quick.request_id, &format!("full-{picks}"));
                     ws.send(fake_server_message(In::Error(refused))).await.unwrap();
@@ -2018,7 +2019,7 @@ async fn a_quick_join_refused_room_full_is_sent_again_without_that_room() {
     while let Ok(quick) = quick_rx.try_recv() {
         sent.push(quick);
     }
-    let excluded: Vec<Vec<String>> = sent.iter().map(|(_, exclude)| exclude.clone()).collect();
+    let excluded: Vec<Vec<String>> = sent.iter().map(|(_, exclude, _)| exclude.clone()).collect();
     assert_eq!(
         excluded,
         [
@@ -2028,6 +2029,8 @@ async fn a_quick_join_refused_room_full_is_sent_again_without_that_room() {
             vec!["full-1", "full-2", "full-3"]
         ]
     );
-    let ids: std::collections::BTreeSet<u64> = sent.iter().map(|(id, _)| *id).collect();
+    let local_only: Vec<bool> = sent.iter().map(|(.., local_only)| *local_only).collect();
+    assert_eq!(local_only, [false, false, false, true]);
+    let ids: std::collections::BTreeSet<u64> = sent.iter().map(|(id, ..)| *id).collect();
     assert_eq!(ids.len(), 4, "each under a new id");
 }

@@ -354,7 +354,8 @@ type Moving = Pick<RoomState, "nextSeq" | "unacked" | "sentUpto" | "heldEvents" 
 /**
  * A quick join the application asked for, with the rooms that refused it ROOM_FULL so
  * far (filled, locked or changed between the relay's pick and the join): each try
- * leaves them out, and after QUICK_JOIN_FULL_TRIES the refusal is the answer.
+ * leaves them out, the last (after QUICK_JOIN_FULL_TRIES refusals) asks for a room of
+ * the node asked only (`localOnly`), and a refusal of that is the answer.
  */
 interface QuickAsk {
   message: Outgoing & { case: "quickJoin" };
@@ -752,7 +753,9 @@ export class Client {
     const requestId = this.#requestId();
     const exclude = [...fullRooms.filter((r) => r !== ""), ...this.#redirected.keys()].slice(0, 64); // the relay's limit
     const memberData = this.#options.memberData;
-    const message = { case: "quickJoin" as const, value: { requestId, roomType, filters, create, exclude, memberData } };
+    // The last try takes a room of the node asked (or a new one there): rooms elsewhere that keep changing cannot refuse every try.
+    const localOnly = fullRooms.length >= QUICK_JOIN_FULL_TRIES;
+    const message = { case: "quickJoin" as const, value: { requestId, roomType, filters, create, exclude, memberData, localOnly } };
     this.#quickJoins.set(requestId, { message, fullRooms });
     this.#send(message);
   }

@@ -1287,7 +1287,7 @@ test("a quick join answered with a redirect is joined on the owning node", () =>
   assert.deepEqual([join.room, join.seat], ["room-9", "ticket-9"]);
 });
 
-test("a quick join refused ROOM_FULL is sent again at once without that room; the fourth refusal is the answer", () => {
+test("a quick join refused ROOM_FULL is sent again at once without that room, the last time for a room of the node asked; the fourth refusal is the answer", () => {
   const { client: c, events } = client();
   c.connect();
   last().welcome();
@@ -1302,6 +1302,10 @@ test("a quick join refused ROOM_FULL is sent again at once without that room; th
   assert.deepEqual(
     quicks().map((q) => q.exclude),
     [[], ["full-1"], ["full-1", "full-2"], ["full-1", "full-2", "full-3"]],
+  );
+  assert.deepEqual(
+    quicks().map((q) => q.localOnly),
+    [false, false, false, true],
   );
   assert.equal(new Set(quicks().map((q) => q.requestId)).size, 4, "each under a new id");
   assert.deepEqual(
