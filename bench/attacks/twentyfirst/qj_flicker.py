@@ -5,7 +5,8 @@ directory always lists them open, while a redirected join finds them locked (ROO
 Honest clients on n1 quick-join {mode: M} as the Rust/browser clients do: follow the redirect
 with the seat ticket, on ROOM_FULL quick-join again excluding the refused rooms, up to 3 times.
 FLICKER=0: control (the attacker rooms stay unlocked). MODE=meta: the rooms stay unlocked and
-their metadata flickers instead (mode matches only in the windows)."""
+their metadata flickers instead (mode matches only in the windows). LOCAL_LAST=1 (default): the
+fourth try is sent `local_only`, as the clients do since the forty-third session (0: as before)."""
 import asyncio, os, time
 from lib18 import *
 N1 = os.environ.get("N1", "ws://127.0.0.1:8121/ws"); N2 = os.environ.get("N2", "ws://127.0.0.1:8122/ws")
@@ -80,10 +81,11 @@ async def main():
         c = await conn(N1, "127.62.%d.%d" % (h // 200 + 1, h % 200 + 1)); excl = []; t = time.time(); out = None
         for attempt in range(4):
             i = len(c.msgs)
-            await c.send(cm(quick_join=pb.QuickJoin(request_id=attempt + 1, room_type="relay", filters={"mode": mode}, exclude=excl)))
+            local = attempt == 3 and os.environ.get("LOCAL_LAST", "1") == "1"
+            await c.send(cm(quick_join=pb.QuickJoin(request_id=attempt + 1, room_type="relay", filters={"mode": mode}, exclude=excl, local_only=local)))
             m = await c.wait(lambda k, m, a=attempt: k in ("joined", "error", "redirect") and getattr(m, k).request_id == a + 1, 6, start=i)
             k = m.WhichOneof("kind") if m else "timeout"
-            if k != "redirect": out = k if k != "joined" else ("joined-new" if m.joined.room not in ids + [H] else "joined"); break
+            if k != "redirect": out = k if k != "joined" else ("joined-new" if m.joined.room not in ids + [H] else "joined") + " (try %d)" % (attempt + 1); break
             r2 = await conn(m.redirect.url, "127.62.%d.%d" % (h // 200 + 1, h % 200 + 1))
             j = await r2.join(m.redirect.room, 1, seat=m.redirect.seat)
             jk = j.WhichOneof("kind") if j else "timeout"
