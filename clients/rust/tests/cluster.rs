@@ -422,8 +422,10 @@ async fn a_quick_join_refused_by_rooms_locked_since_is_sent_again_then_stays_on_
     let (owner, mut owner_events) = Client::connect(config(&a)).unwrap();
     let (client, mut events) = Client::connect(config(&b)).unwrap();
     let ctf: std::collections::BTreeMap<String, String> = [("mode".to_string(), "ctf".to_string())].into();
+    // Every room locked so far: one the directory listed open in a round may be
+    // picked in the next, from what node b read within the last half second.
+    let mut locked = Vec::new();
     for attempt in 0..3 {
-        let mut locked = Vec::new();
         for n in 0..4 {
             let room = format!("match-{attempt}-{n}");
             let create = proto::RoomOptions {
@@ -434,7 +436,7 @@ async fn a_quick_join_refused_by_rooms_locked_since_is_sent_again_then_stays_on_
             joined(&mut owner_events, &room).await;
             locked.push(room);
         }
-        for room in &locked {
+        for room in &locked[locked.len() - 4..] {
             let lock = proto::UpdateRoom {
                 room: room.clone(),
                 lock: proto::RoomLock::Locked as i32,
@@ -450,7 +452,9 @@ async fn a_quick_join_refused_by_rooms_locked_since_is_sent_again_then_stays_on_
             owner.close().await;
             return;
         }
-        // A renewal told the directory of some locks: again, with new rooms.
+        // A renewal told the directory of some locks: again, with new rooms, once
+        // node b's read of the open rooms is stale (half a second).
+        tokio::time::sleep(Duration::from_millis(600)).await;
     }
     panic!("the directory knew the locks before the quick join every time");
 }

@@ -739,9 +739,10 @@ export class Client {
    * another node, which the client joins by itself (`redirected`). A room that
    * refuses the join ROOM_FULL (filled, locked or its metadata changed between the
    * pick and the join: across nodes the directory's view is up to a third of a lease
-   * old) is left out and the quick join sent again by the client, up to three times
-   * (a fourth refusal is the answer); what was sent to a room that refused so is
-   * dropped. One refused for now (RATE_LIMITED, UNAVAILABLE: the `error` event says
+   * old) is left out and the quick join sent again by the client, up to three times,
+   * the last for a room of the node asked only (`localOnly`: rooms elsewhere that keep
+   * changing cannot refuse every try; a refusal of that is the answer); what was sent
+   * to a room that refused so is dropped. One refused for now (RATE_LIMITED, UNAVAILABLE: the `error` event says
    * so) is sent again by the client after the wait the relay gave.
    */
   quickJoin(roomType: string, filters: Record<string, string> = {}, create?: RoomOptions): void {
