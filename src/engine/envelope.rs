@@ -4,6 +4,8 @@
 //! member's `last_input_seq` field (protobuf allows a message's fields to be
 //! concatenated).
 
+use std::collections::VecDeque;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tickrelay_proto::delta;
@@ -168,16 +170,54 @@ pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
 /// order, then the `states`.
 pub fn encode_envelope(reliable: Reliable<'_>, states: &[PendingState], buf: &mut BytesMut) {
     buf.reserve(envelope_len(reliable, states));
+    let mut parts = VecDeque::new();
+    encode_envelope_sharing(reliable, states, buf, &mut parts);
+    for part in parts {
+        buf.put_slice(&part);
+    }
+}
+
+/// State bodies of at least this many bytes are not copied into a connection's own
+/// buffer by [`encode_envelope_sharing`]: a room's full snapshot (up to 4 MiB by
+/// default) is then written from the one copy the room encoded for every member that
+/// gets it in that tick, rather than from a copy per connection.
+pub const SHARED_BODY_BYTES: usize = 64 * 1024;
+
+/// The bytes [`encode_envelope`] writes, with each state body of at least
+/// [`SHARED_BODY_BYTES`] not copied: the bytes before the first such body go into
+/// `buf`, then `parts` gets, in order, each such body as it is (shared with every
+/// other holder) and the bytes between and after them. Writing `buf`, then every
+/// part, writes the envelope. With no large body, `parts` stays empty.
+pub fn encode_envelope_sharing(
+    reliable: Reliable<'_>,
+    states: &[PendingState],
+    buf: &mut BytesMut,
+    parts: &mut VecDeque<Bytes>,
+) {
     reliable.encode(buf);
+    // What follows the last shared body, until the next one (or the end).
+    let mut between = BytesMut::new();
     for state in states {
         let frame_len = frame_len(state);
-        encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
-        encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, buf);
-        encode_key(MESSAGE_STATE, WireType::LengthDelimited, buf);
-        encode_varint(frame_len as u64, buf);
-        buf.put_slice(&state.body);
-        buf.put_slice(&state.own);
-        delta::encode_member_part(state.baseline, state.last_input_seq, buf);
+        let out = if parts.is_empty() { &mut *buf } else { &mut between };
+        encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, out);
+        encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, out);
+        encode_key(MESSAGE_STATE, WireType::LengthDelimited, out);
+        encode_varint(frame_len as u64, out);
+        if state.body.len() >= SHARED_BODY_BYTES {
+            if !between.is_empty() {
+                parts.push_back(between.split().freeze());
+            }
+            parts.push_back(state.body.clone());
+        } else {
+            out.put_slice(&state.body);
+        }
+        let out = if parts.is_empty() { &mut *buf } else { &mut between };
+        out.put_slice(&state.own);
+        delta::encode_member_part(state.baseline, state.last_input_seq, out);
+    }
+    if !between.is_empty() {
+        parts.push_back(between.freeze());
     }
 }
 
@@ -281,6 +321,43 @@ mod tests {
         let seqs: Vec<(usize, u64)> = parts.iter().map(|(r, _)| (r.messages.len(), r.first_seq)).collect();
         assert_eq!(seqs, [(0, 0), (1, 40), (1, 41), (1, 42)]);
         assert_eq!(split_envelopes(reliable, &states, usize::MAX).count(), 1);
+    }
+
+    /// A large state body is not copied: its part is the room's own bytes, and the
+    /// parts after the buffer make the same envelope as one encoded whole.
+    #[test]
+    fn large_bodies_are_shared_not_copied() {
+        let messages = [ping(1)];
+        let reliable = Reliable {
+            welcome: None,
+            messages: &messages,
+            first_seq: 3,
+        };
+        let mut states = [
+            state(1, 100),
+            state(2, SHARED_BODY_BYTES + 10),
+            state(3, 50),
+            state(4, SHARED_BODY_BYTES),
+        ];
+        // (Each with a member part after its body.)
+        states.iter_mut().for_each(|s| s.last_input_seq = 7);
+        let mut whole = BytesMut::new();
+        encode_envelope(reliable, &states, &mut whole);
+        let (mut buf, mut parts) = (BytesMut::new(), VecDeque::new());
+        encode_envelope_sharing(reliable, &states, &mut buf, &mut parts);
+        let shared: Vec<bool> = (parts.iter())
+            .map(|part| states.iter().any(|s| s.body.as_ptr() == part.as_ptr()))
+            .collect();
+        assert_eq!(shared, [true, false, true, false]);
+        assert!(buf.len() < 300, "the buffer holds {} bytes", buf.len());
+        for part in &parts {
+            buf.put_slice(part);
+        }
+        assert_eq!(buf, whole);
+        // Nothing large: nothing apart.
+        let (mut buf, mut parts) = (BytesMut::new(), VecDeque::new());
+        encode_envelope_sharing(reliable, &[state(1, 100), state(3, 50)], &mut buf, &mut parts);
+        assert!(parts.is_empty());
     }
 
     #[test]

@@ -2,15 +2,17 @@
 //! and RFC 6455 close frames carrying the [`CloseReason`]. Frames are read and
 //! written here ([`crate::transport::frame`]) straight on the upgraded stream.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_envelope, split_envelopes};
+use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_envelope_sharing, split_envelopes};
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
@@ -33,6 +35,12 @@ pub(crate) struct WebSocket<S> {
     /// given up half way (a slow reader, a stop) leaves a rest that must go out
     /// before any other frame, or the stream would be garbage.
     unwritten: usize,
+    /// What goes out after `out`, in order: the large state bodies of the message
+    /// under way, written from the room's own copy (see `encode_envelope_sharing`),
+    /// the bytes between them, and control frames queued while they wait.
+    shared: VecDeque<Bytes>,
+    /// Bytes of control frames queued in `shared` (while it holds a message's parts).
+    shared_control: usize,
     /// Bytes of `out` may still sit unflushed (in the TLS layer).
     needs_flush: bool,
     /// The server has queued its close frame: nothing may follow it.
@@ -58,22 +66,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             reader: FrameReader::new(max_message, read_chunk, read),
             out: BytesMut::new(),
             unwritten: 0,
+            shared: VecDeque::new(),
+            shared_control: 0,
             needs_flush: false,
             close_sent: false,
         }
     }
 
-    /// Writes the rest of `out`, if any, and flushes. Cancel-safe: progress is kept
-    /// in `unwritten`.
+    /// Writes the rest of `out` and of `shared`, if any, and flushes. Cancel-safe:
+    /// progress is kept in `unwritten` and `shared`.
     async fn write_rest(&mut self) -> std::io::Result<()> {
         let written = async {
             while self.unwritten < self.out.len() {
-                let n = self.io.write(&self.out[self.unwritten..]).await?;
+                let n = if self.shared.is_empty() {
+                    self.io.write(&self.out[self.unwritten..]).await?
+                } else {
+                    // The message's start and its first shared part in one write.
+                    let parts = [IoSlice::new(&self.out[self.unwritten..]), IoSlice::new(&self.shared[0])];
+                    self.io.write_vectored(&parts).await?
+                };
                 if n == 0 {
                     return Err(std::io::ErrorKind::WriteZero.into());
                 }
-                self.unwritten += n;
+                let in_out = n.min(self.out.len() - self.unwritten);
+                self.unwritten += in_out;
+                self.advance_shared(n - in_out);
             }
+            while let Some(part) = self.shared.front() {
+                let n = self.io.write(part).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                self.advance_shared(n);
+            }
+            self.shared_control = 0;
             self.io.flush().await
         }
         .await;
@@ -84,17 +110,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.needs_flush = false;
         } else {
             (self.unwritten, self.needs_flush) = (self.out.len(), false);
+            (self.shared, self.shared_control) = (VecDeque::new(), 0);
         }
         written
     }
 
+    /// Drops `n` written bytes from the front of `shared`.
+    fn advance_shared(&mut self, mut n: usize) {
+        while n > 0 {
+            let part = self.shared.front_mut().expect("no more written than queued");
+            let taken = n.min(part.len());
+            part.advance(taken);
+            n -= taken;
+            if part.is_empty() {
+                self.shared.pop_front();
+            }
+        }
+    }
+
     /// Writes one binary message whose payload `encode` appends, after room left for
-    /// its frame header (written in place once the length is known).
-    async fn write_message(&mut self, encode: impl FnOnce(&mut BytesMut)) -> Result<Sent, Broken> {
+    /// its frame header (written in place once the length is known), and continues
+    /// with parts it leaves shared (see `shared`).
+    async fn write_message(
+        &mut self,
+        encode: impl FnOnce(&mut BytesMut, &mut VecDeque<Bytes>),
+    ) -> Result<Sent, Broken> {
+        debug_assert!(self.shared.is_empty(), "the message before is written");
         self.out.clear();
         self.out.resize(MAX_HEADER_BYTES, 0);
-        encode(&mut self.out);
-        let len = self.out.len() - MAX_HEADER_BYTES;
+        encode(&mut self.out, &mut self.shared);
+        let len = self.out.len() - MAX_HEADER_BYTES + self.shared.iter().map(Bytes::len).sum::<usize>();
         let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
         self.unwritten = put_header(room, OP_BINARY, len);
         self.needs_flush = true;
@@ -109,6 +154,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Queues a control frame after whatever is still unwritten.
     fn queue_control(&mut self, opcode: u8, payload: &[u8]) {
         if self.close_sent {
+            return;
+        }
+        if !self.shared.is_empty() {
+            // After the parts of the message under way.
+            let mut frame = BytesMut::new();
+            control_frame(&mut frame, opcode, payload);
+            self.shared_control += frame.len();
+            self.shared.push_back(frame.freeze());
+            self.needs_flush = true;
+            self.close_sent = opcode == OP_CLOSE;
             return;
         }
         if self.unwritten == self.out.len() {
@@ -179,7 +234,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 // A client that pings without reading the pongs gets no more of them
                 // while a few are waiting (RFC 6455 §5.5.3 allows answering only the
                 // latest ping): what waits for it stays bounded.
-                if self.out.len() - self.unwritten <= MAX_UNWRITTEN_PONGS {
+                let waiting = match self.shared.is_empty() {
+                    true => self.out.len() - self.unwritten,
+                    false => self.shared_control,
+                };
+                if waiting <= MAX_UNWRITTEN_PONGS {
                     self.queue_control(OP_PONG, &payload);
                 }
                 Received::Other(Inbound::Control(payload.len()))
@@ -241,7 +300,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
 
     /// One binary message, framed here: the envelope is encoded after room for the
     /// frame header, which is then written in place, so the message is copied once
-    /// more only into the TLS record. Control frames still unwritten go out first. A
+    /// more only into the TLS record; a large state body not even once (it is written
+    /// from the room's copy, see `shared`). Control frames still unwritten go out first. A
     /// batch over the split size (rare: full snapshots of several large rooms) goes
     /// out as several messages, each written before the next is encoded, so a
     /// connection whose client does not read holds one of them, not all.
@@ -253,7 +313,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         // One envelope, or several when the batch is over the split size.
         let mut sent = Sent::default();
         for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
-            let one = self.write_message(|out| encode_envelope(reliable, states, out)).await?;
+            let one =
+                (self.write_message(|out, shared| encode_envelope_sharing(reliable, states, out, shared))).await?;
             sent.messages += one.messages;
             sent.bytes += one.bytes;
         }
@@ -443,6 +504,50 @@ mod tests {
         let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
         assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
         assert!(ws.out.len() < 1024 * 1024, "holds {} bytes", ws.out.len());
+    }
+
+    /// A full snapshot over `SHARED_BODY_BYTES` is written from the room's bytes:
+    /// a connection whose client does not read holds the room's copy (shared with
+    /// every member that gets it), not one of its own; pongs and a close queued
+    /// meanwhile go out after it, and the client reads the whole message intact.
+    #[tokio::test]
+    async fn a_large_snapshot_is_written_from_the_rooms_bytes_not_a_copy() {
+        let (mut client, mut ws) = pipe(64 * 1024).await;
+        let snapshot = snapshot(1, 2 << 20);
+        let body = snapshot.body.clone();
+        let batch = Batch {
+            states: vec![snapshot],
+            ..Batch::default()
+        };
+        let outbox = Outbox::new(OutboxLimits::default());
+        let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
+        assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
+        assert!(
+            ws.out.capacity() <= MAX_KEPT_WRITE_BUFFER,
+            "holds {} bytes",
+            ws.out.capacity()
+        );
+        let rest = ws.shared.front().expect("the snapshot's rest waits");
+        let in_body = body.as_ptr_range();
+        assert!(in_body.contains(&rest.as_ptr()), "the rest is the room's own bytes");
+        assert!(matches!(
+            ws.received(Incoming::Ping(vec![9; 4].into())),
+            Received::Other(_)
+        ));
+        let closing = tokio::spawn(async move { ws.close_with(4002, "replaced").await });
+        let Some(Ok(Message::Binary(message))) = client.next().await else {
+            panic!("expected the snapshot");
+        };
+        let mut expected = BytesMut::new();
+        crate::engine::envelope::encode_envelope(Default::default(), &batch.states, &mut expected);
+        assert_eq!(message, expected.freeze());
+        assert!(matches!(client.next().await, Some(Ok(Message::Pong(p))) if *p == [9; 4]));
+        let Some(Ok(Message::Close(Some(frame)))) = client.next().await else {
+            panic!("expected the close frame");
+        };
+        assert_eq!(u16::from(frame.code), 4002);
+        drop(client);
+        closing.await.unwrap();
     }
 
     /// A close for a refused frame (here one over the size limit, refused from its
