@@ -230,6 +230,18 @@ pub fn encode_stream_frame(reliable: Reliable<'_>, states: &[PendingState], buf:
     encode_envelope(reliable, states, buf);
 }
 
+/// [`encode_stream_frame`]'s frame with its large state bodies shared, as
+/// [`encode_envelope_sharing`] leaves them: `buf`, then `parts`.
+pub fn encode_stream_frame_sharing(
+    reliable: Reliable<'_>,
+    states: &[PendingState],
+    buf: &mut BytesMut,
+    parts: &mut VecDeque<Bytes>,
+) {
+    encode_varint(envelope_len(reliable, states) as u64, buf);
+    encode_envelope_sharing(reliable, states, buf, parts);
+}
+
 fn state_message_len(state: &PendingState) -> usize {
     nested_len(MESSAGE_STATE, frame_len(state))
 }

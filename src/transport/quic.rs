@@ -19,6 +19,7 @@
 //! The connection closes with an application error code equal to the WebSocket
 //! close code for the same [`CloseReason`], and the same reason string.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,8 @@ use tokio_util::sync::ReusableBoxFuture;
 
 use crate::clock::unix_micros;
 use crate::engine::envelope::{
-    Reliable, SPLIT_ENVELOPE_BYTES, encode_envelope, encode_stream_frame, split_envelopes, state_envelope_len,
+    Reliable, SPLIT_ENVELOPE_BYTES, encode_envelope, encode_stream_frame, encode_stream_frame_sharing, split_envelopes,
+    state_envelope_len,
 };
 use crate::engine::outbox::{Batch, Delivery, Outbox, PendingState};
 use crate::error::{CloseReason, fit_close_reason};
@@ -348,14 +350,19 @@ impl Quic {
         if self.cut {
             return Err(Broken);
         }
+        let mut parts = VecDeque::new();
         for (reliable, states) in split_envelopes(reliable, &self.on_stream, SPLIT_ENVELOPE_BYTES) {
-            encode_stream_frame(reliable, states, &mut self.outbound);
-            let frame = self.outbound.split().freeze();
-            sent.bytes += frame.len() as u64;
+            // A large state body goes to quinn as the room's bytes, not a copy (quinn
+            // keeps the chunks it is given until the peer acknowledges them).
+            encode_stream_frame_sharing(reliable, states, &mut self.outbound, &mut parts);
+            parts.push_front(self.outbound.split().freeze());
+            sent.bytes += parts.iter().map(|part| part.len() as u64).sum::<u64>();
             sent.messages += 1;
             self.cut = true;
-            self.send.write_chunk(frame).await.map_err(|_| Broken)?;
+            let chunks = parts.make_contiguous();
+            self.send.write_all_chunks(chunks).await.map_err(|_| Broken)?;
             self.cut = false;
+            parts.clear();
         }
         for state in &self.on_stream {
             outbox.ack(state.room, state.tick);

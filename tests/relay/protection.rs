@@ -1137,7 +1137,7 @@ fn large_entity(id: u64) -> input::Payload {
 }
 
 /// A relay room whose state is over 1 MiB (the old cap on one WebSocket message)
-/// reaches a new member whole; a write that would take the state past the room's
+/// reaches a new member whole, over both transports; a write that would take the state past the room's
 /// `max_state_bytes` is refused with `LIMIT_EXCEEDED`, and the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error() {
@@ -1169,6 +1169,13 @@ async fn a_large_room_state_reaches_new_members_and_its_bound_is_a_typed_error()
     let snapshot = &b.frames["big"][0];
     assert_eq!((snapshot.baseline_tick, snapshot.added.len()), (0, 90));
     assert!(b.mirrors["big"].world().same_state(a.mirrors["big"].world()));
+    // Over QUIC too (on the control stream, its body handed to quinn as the room's
+    // bytes).
+    let mut q = TestClient::connect_over(&server, Transport::Quic).await;
+    q.join("big", "relay").await;
+    q.frames_in("big", 1).await;
+    assert_eq!(q.frames["big"][0].baseline_tick, 0);
+    assert!(q.mirrors["big"].world().same_state(a.mirrors["big"].world()));
 
     let refused = a.input("big", large_entity(91)).await;
     let error = a
