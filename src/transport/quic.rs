@@ -355,12 +355,17 @@ impl Quic {
             // A large state body goes to quinn as the room's bytes, not a copy (quinn
             // keeps the chunks it is given until the peer acknowledges them).
             encode_stream_frame_sharing(reliable, states, &mut self.outbound, &mut parts);
-            parts.push_front(self.outbound.split().freeze());
-            sent.bytes += parts.iter().map(|part| part.len() as u64).sum::<u64>();
+            let frame = self.outbound.split().freeze();
+            sent.bytes += (frame.len() + parts.iter().map(Bytes::len).sum::<usize>()) as u64;
             sent.messages += 1;
             self.cut = true;
-            let chunks = parts.make_contiguous();
-            self.send.write_all_chunks(chunks).await.map_err(|_| Broken)?;
+            let written = if parts.is_empty() {
+                self.send.write_chunk(frame).await
+            } else {
+                parts.push_front(frame);
+                self.send.write_all_chunks(parts.make_contiguous()).await
+            };
+            written.map_err(|_| Broken)?;
             self.cut = false;
             parts.clear();
         }
