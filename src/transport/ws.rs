@@ -37,10 +37,11 @@ pub(crate) struct WebSocket<S> {
     unwritten: usize,
     /// What goes out after `out`, in order: the large state bodies of the message
     /// under way, written from the room's own copy (see `encode_envelope_sharing`),
-    /// the bytes between them, and control frames queued while they wait.
+    /// and the bytes between and after them.
     shared: VecDeque<Bytes>,
-    /// Bytes of control frames queued in `shared` (while it holds a message's parts).
-    shared_control: usize,
+    /// Control frames queued while `shared` holds a message's parts: they go out
+    /// after them.
+    after_shared: BytesMut,
     /// Bytes of `out` may still sit unflushed (in the TLS layer).
     needs_flush: bool,
     /// The server has queued its close frame: nothing may follow it.
@@ -49,6 +50,10 @@ pub(crate) struct WebSocket<S> {
 
 /// Bytes of pongs that may wait for a client that does not read them.
 const MAX_UNWRITTEN_PONGS: usize = 1024;
+
+/// Buffers given to one write of a message with shared parts: the rest of its start
+/// and the next parts (the bytes between large bodies are small).
+const WRITE_PARTS: usize = 8;
 
 /// The largest write buffer a connection keeps between writes: room for a state
 /// frame of a busy room. A larger one, grown for a full snapshot, is released once
@@ -67,39 +72,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             out: BytesMut::new(),
             unwritten: 0,
             shared: VecDeque::new(),
-            shared_control: 0,
+            after_shared: BytesMut::new(),
             needs_flush: false,
             close_sent: false,
         }
     }
 
-    /// Writes the rest of `out` and of `shared`, if any, and flushes. Cancel-safe:
-    /// progress is kept in `unwritten` and `shared`.
+    /// Writes the rest of `out`, then of `shared`, then the control frames queued
+    /// behind `shared`, if any, and flushes. Cancel-safe: progress is kept in
+    /// `unwritten` and `shared`.
     async fn write_rest(&mut self) -> std::io::Result<()> {
         let written = async {
-            while self.unwritten < self.out.len() {
-                let n = if self.shared.is_empty() {
-                    self.io.write(&self.out[self.unwritten..]).await?
-                } else {
-                    // The message's start and its first shared part in one write.
-                    let parts = [IoSlice::new(&self.out[self.unwritten..]), IoSlice::new(&self.shared[0])];
-                    self.io.write_vectored(&parts).await?
-                };
-                if n == 0 {
-                    return Err(std::io::ErrorKind::WriteZero.into());
+            loop {
+                while self.unwritten < self.out.len() || !self.shared.is_empty() {
+                    let n = if self.shared.is_empty() {
+                        self.io.write(&self.out[self.unwritten..]).await?
+                    } else {
+                        // The rest of the message's start and its next parts in one write.
+                        let rest = &self.out[self.unwritten..];
+                        let parts: [IoSlice<'_>; WRITE_PARTS] = std::array::from_fn(|i| match i {
+                            0 => IoSlice::new(rest),
+                            i => IoSlice::new(self.shared.get(i - 1).map_or(&[][..], |part| part)),
+                        });
+                        self.io.write_vectored(&parts).await?
+                    };
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::WriteZero.into());
+                    }
+                    let in_out = n.min(self.out.len() - self.unwritten);
+                    self.unwritten += in_out;
+                    self.advance_shared(n - in_out);
                 }
-                let in_out = n.min(self.out.len() - self.unwritten);
-                self.unwritten += in_out;
-                self.advance_shared(n - in_out);
-            }
-            while let Some(part) = self.shared.front() {
-                let n = self.io.write(part).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::WriteZero.into());
+                if self.after_shared.is_empty() {
+                    break;
                 }
-                self.advance_shared(n);
+                // The message is out: the control frames queued behind it follow.
+                std::mem::swap(&mut self.out, &mut self.after_shared);
+                self.after_shared.clear();
+                self.unwritten = 0;
             }
-            self.shared_control = 0;
             self.io.flush().await
         }
         .await;
@@ -110,7 +121,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.needs_flush = false;
         } else {
             (self.unwritten, self.needs_flush) = (self.out.len(), false);
-            (self.shared, self.shared_control) = (VecDeque::new(), 0);
+            self.shared.clear();
+            self.after_shared.clear();
         }
         written
     }
@@ -158,10 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         if !self.shared.is_empty() {
             // After the parts of the message under way.
-            let mut frame = BytesMut::new();
-            control_frame(&mut frame, opcode, payload);
-            self.shared_control += frame.len();
-            self.shared.push_back(frame.freeze());
+            control_frame(&mut self.after_shared, opcode, payload);
             self.needs_flush = true;
             self.close_sent = opcode == OP_CLOSE;
             return;
@@ -236,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 // latest ping): what waits for it stays bounded.
                 let waiting = match self.shared.is_empty() {
                     true => self.out.len() - self.unwritten,
-                    false => self.shared_control,
+                    false => self.after_shared.len(),
                 };
                 if waiting <= MAX_UNWRITTEN_PONGS {
                     self.queue_control(OP_PONG, &payload);
@@ -503,20 +512,22 @@ mod tests {
         let outbox = Outbox::new(OutboxLimits::default());
         let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
         assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
-        assert!(ws.out.len() < 1024 * 1024, "holds {} bytes", ws.out.len());
+        let waiting = ws.out.len() - ws.unwritten + ws.shared.iter().map(Bytes::len).sum::<usize>();
+        assert!(waiting < 1024 * 1024, "one message waits, of {waiting} bytes");
     }
 
-    /// A full snapshot over `SHARED_BODY_BYTES` is written from the room's bytes:
+    /// A full snapshot of `SHARED_BODY_BYTES` or more is written from the room's bytes:
     /// a connection whose client does not read holds the room's copy (shared with
     /// every member that gets it), not one of its own; pongs and a close queued
     /// meanwhile go out after it, and the client reads the whole message intact.
     #[tokio::test]
     async fn a_large_snapshot_is_written_from_the_rooms_bytes_not_a_copy() {
         let (mut client, mut ws) = pipe(64 * 1024).await;
-        let snapshot = snapshot(1, 2 << 20);
-        let body = snapshot.body.clone();
+        // Two large rooms and a small one, in one message.
+        let states = vec![snapshot(1, 400 << 10), snapshot(2, 100), snapshot(3, 500 << 10)];
+        let body = states[0].body.clone();
         let batch = Batch {
-            states: vec![snapshot],
+            states,
             ..Batch::default()
         };
         let outbox = Outbox::new(OutboxLimits::default());
