@@ -170,11 +170,28 @@ pub fn encode_batch(batch: &Batch, buf: &mut BytesMut) {
 /// order, then the `states`.
 pub fn encode_envelope(reliable: Reliable<'_>, states: &[PendingState], buf: &mut BytesMut) {
     buf.reserve(envelope_len(reliable, states));
-    let mut parts = VecDeque::new();
-    encode_envelope_sharing(reliable, states, buf, &mut parts);
-    for part in parts {
-        buf.put_slice(&part);
+    reliable.encode(buf);
+    for state in states {
+        encode_state_head(state, buf);
+        buf.put_slice(&state.body);
+        encode_state_tail(state, buf);
     }
+}
+
+/// A state message's bytes before its shared body: the envelope's and the message's
+/// field keys and lengths.
+fn encode_state_head(state: &PendingState, buf: &mut BytesMut) {
+    let frame_len = frame_len(state);
+    encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, buf);
+    encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, buf);
+    encode_key(MESSAGE_STATE, WireType::LengthDelimited, buf);
+    encode_varint(frame_len as u64, buf);
+}
+
+/// A state message's bytes after its shared body: the member's own part and fields.
+fn encode_state_tail(state: &PendingState, buf: &mut BytesMut) {
+    buf.put_slice(&state.own);
+    delta::encode_member_part(state.baseline, state.last_input_seq, buf);
 }
 
 /// State bodies of at least this many bytes are not copied into a connection's own
@@ -194,16 +211,15 @@ pub fn encode_envelope_sharing(
     buf: &mut BytesMut,
     parts: &mut VecDeque<Bytes>,
 ) {
+    if states.iter().all(|state| state.body.len() < SHARED_BODY_BYTES) {
+        return encode_envelope(reliable, states, buf);
+    }
     reliable.encode(buf);
     // What follows the last shared body, until the next one (or the end).
     let mut between = BytesMut::new();
     for state in states {
-        let frame_len = frame_len(state);
         let out = if parts.is_empty() { &mut *buf } else { &mut between };
-        encode_key(ENVELOPE_MESSAGES, WireType::LengthDelimited, out);
-        encode_varint(nested_len(MESSAGE_STATE, frame_len) as u64, out);
-        encode_key(MESSAGE_STATE, WireType::LengthDelimited, out);
-        encode_varint(frame_len as u64, out);
+        encode_state_head(state, out);
         if state.body.len() >= SHARED_BODY_BYTES {
             if !between.is_empty() {
                 parts.push_back(between.split().freeze());
@@ -213,8 +229,7 @@ pub fn encode_envelope_sharing(
             out.put_slice(&state.body);
         }
         let out = if parts.is_empty() { &mut *buf } else { &mut between };
-        out.put_slice(&state.own);
-        delta::encode_member_part(state.baseline, state.last_input_seq, out);
+        encode_state_tail(state, out);
     }
     if !between.is_empty() {
         parts.push_back(between.freeze());

@@ -12,7 +12,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_envelope_sharing, split_envelopes};
+use crate::engine::envelope::{
+    SHARED_BODY_BYTES, SPLIT_ENVELOPE_BYTES, encode_envelope, encode_envelope_sharing, split_envelopes,
+};
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
@@ -85,17 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let written = async {
             loop {
                 while self.unwritten < self.out.len() || !self.shared.is_empty() {
-                    let n = if self.shared.is_empty() {
-                        self.io.write(&self.out[self.unwritten..]).await?
-                    } else {
-                        // The rest of the message's start and its next parts in one write.
-                        let rest = &self.out[self.unwritten..];
-                        let parts: [IoSlice<'_>; WRITE_PARTS] = std::array::from_fn(|i| match i {
-                            0 => IoSlice::new(rest),
-                            i => IoSlice::new(self.shared.get(i - 1).map_or(&[][..], |part| part)),
-                        });
-                        self.io.write_vectored(&parts).await?
-                    };
+                    let n = std::future::poll_fn(|cx| self.poll_write_some(cx)).await?;
                     if n == 0 {
                         return Err(std::io::ErrorKind::WriteZero.into());
                     }
@@ -125,6 +117,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.after_shared.clear();
         }
         written
+    }
+
+    /// One write of what waits: the rest of `out`, with the next parts of `shared`
+    /// if there are any.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let rest = &self.out[self.unwritten..];
+        if self.shared.is_empty() {
+            return Pin::new(&mut self.io).poll_write(cx, rest);
+        }
+        let parts: [IoSlice<'_>; WRITE_PARTS] = std::array::from_fn(|i| match i {
+            0 => IoSlice::new(rest),
+            i => IoSlice::new(self.shared.get(i - 1).map_or(&[][..], |part| part)),
+        });
+        Pin::new(&mut self.io).poll_write_vectored(cx, &parts)
     }
 
     /// Drops `n` written bytes from the front of `shared`.
@@ -322,8 +328,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         // One envelope, or several when the batch is over the split size.
         let mut sent = Sent::default();
         for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
-            let one =
-                (self.write_message(|out, shared| encode_envelope_sharing(reliable, states, out, shared))).await?;
+            let one = if states.iter().all(|state| state.body.len() < SHARED_BODY_BYTES) {
+                // (Every frame of a room in play: the envelope in one piece.)
+                self.write_message(|out, _| encode_envelope(reliable, states, out))
+                    .await?
+            } else {
+                (self.write_message(|out, shared| encode_envelope_sharing(reliable, states, out, shared))).await?
+            };
             sent.messages += one.messages;
             sent.bytes += one.bytes;
         }
