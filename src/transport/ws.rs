@@ -12,7 +12,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use tickrelay_proto::bucket::TokenBucket;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::engine::envelope::{SPLIT_ENVELOPE_BYTES, encode_envelope_sharing, split_envelopes};
+use crate::engine::envelope::{
+    SHARED_BODY_BYTES, SPLIT_ENVELOPE_BYTES, encode_envelope, encode_envelope_sharing, split_envelopes,
+};
 use crate::engine::outbox::{Batch, Delivery, Outbox};
 use crate::error::{CloseReason, fit_close_reason};
 use crate::session::Inbound;
@@ -326,8 +328,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         // One envelope, or several when the batch is over the split size.
         let mut sent = Sent::default();
         for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
-            let one =
-                (self.write_message(|out, shared| encode_envelope_sharing(reliable, states, out, shared))).await?;
+            let one = if states.iter().all(|state| state.body.len() < SHARED_BODY_BYTES) {
+                // (Every frame of a room in play: the envelope in one piece.)
+                self.write_message(|out, _| encode_envelope(reliable, states, out))
+                    .await?
+            } else {
+                (self.write_message(|out, shared| encode_envelope_sharing(reliable, states, out, shared))).await?
+            };
             sent.messages += one.messages;
             sent.bytes += one.bytes;
         }
