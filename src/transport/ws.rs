@@ -329,7 +329,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
         let mut sent = Sent::default();
         for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
             let one = if states.iter().all(|state| state.body.len() < SHARED_BODY_BYTES) {
-                // (Every frame of a room in play: the envelope in one piece.)
+                // Every frame of a room in play: encoded in one piece here rather than
+                // through `encode_envelope_sharing`'s own fallback, which measured about
+                // 120 more instructions a frame (`bench/instructions.sh`, BENCHMARKS.md).
                 self.write_message(|out, _| encode_envelope(reliable, states, out))
                     .await?
             } else {
