@@ -308,6 +308,15 @@ pub(crate) async fn serve<T: Transport>(
     let task = Woken::task().await;
     let [socket, outbox_woken, timer_woken, stop_woken] = std::array::from_fn(|_| Woken::new(&task));
     stop.register(stop_woken.waker());
+    // The outbox wakes the transport's flusher, when it has one: it writes what it can
+    // without the loop (WebSocket: a tick's frames), and leaves the rest in `handoff`.
+    let flusher = (!naive)
+        .then(|| transport.flusher(outbox_woken.waker(), &outbox, metrics))
+        .flatten();
+    let (outbox_waker, handoff) = match flusher {
+        Some((waker, handoff)) => (waker, Some(handoff)),
+        None => (outbox_woken.waker().clone(), None),
+    };
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = 'session: loop {
@@ -372,7 +381,10 @@ pub(crate) async fn serve<T: Transport>(
                     break End::Close(reason);
                 }
             }
-            () = outbox_woken.poll(std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut batch))) => {
+            () = outbox_woken.poll(std::future::poll_fn(|_| match &handoff {
+                Some(handoff) if handoff.take(&mut batch) => Poll::Ready(()),
+                _ => outbox.poll_drain(&mut std::task::Context::from_waker(&outbox_waker), &mut batch),
+            })) => {
                 if batch.overflowed {
                     break End::Close(CloseReason::SlowConsumer);
                 }
@@ -418,20 +430,7 @@ pub(crate) async fn serve<T: Transport>(
                     }
                 };
                 match sent {
-                    Ok(Ok(sent)) => {
-                        metrics.messages_out.inc_by(sent.messages);
-                        metrics.bytes_out.inc_by(sent.bytes);
-                        metrics.frames_superseded.inc_by(sent.superseded);
-                        // The delay of frames written (a batch whose datagrams were
-                        // dropped is not counted).
-                        if !batch.states.is_empty() && sent.superseded == 0 {
-                            let now_us = unix_micros();
-                            for state in &batch.states {
-                                let delay_us = now_us.saturating_sub(state.server_time_us);
-                                metrics.state_send_delay.observe(delay_us as f64 / 1e6);
-                            }
-                        }
-                    }
+                    Ok(Ok(sent)) => sent.record(metrics, &batch.states),
                     Ok(Err(Broken)) => break End::Lost,
                     Err(_) => break End::Close(CloseReason::SlowConsumer),
                 }
@@ -442,6 +441,9 @@ pub(crate) async fn serve<T: Transport>(
     // done closing: a claim granted after the session ended would hold the room's
     // entry, and count as opening it, with nothing left to open or release it.
     drop(directory);
+    if let Some(handoff) = &handoff {
+        handoff.retire();
+    }
     // A write that failed because the client had just closed normally is not a lost
     // connection.
     let end = match end {

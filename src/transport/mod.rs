@@ -32,10 +32,14 @@ pub mod tls;
 pub(crate) mod ws;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Waker;
 
-use crate::engine::outbox::{Batch, Delivery, Outbox};
+use crate::clock::unix_micros;
+use crate::engine::outbox::{Batch, Delivery, Outbox, PendingState};
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
+use crate::metrics::Metrics;
 use crate::session::Inbound;
 
 /// What a transport read from the peer.
@@ -74,6 +78,24 @@ pub(crate) struct Sent {
     pub superseded: u64,
 }
 
+impl Sent {
+    /// Counts a written batch: its messages and bytes, the frames the transport
+    /// dropped, and the send delay of its state frames `states` (none when it dropped
+    /// some: their datagrams never left).
+    pub(crate) fn record(self, metrics: &Metrics, states: &[PendingState]) {
+        metrics.messages_out.inc_by(self.messages);
+        metrics.bytes_out.inc_by(self.bytes);
+        metrics.frames_superseded.inc_by(self.superseded);
+        if !states.is_empty() && self.superseded == 0 {
+            let now_us = unix_micros();
+            for state in states {
+                let delay_us = now_us.saturating_sub(state.server_time_us);
+                metrics.state_send_delay.observe(delay_us as f64 / 1e6);
+            }
+        }
+    }
+}
+
 /// The write failed: the connection is gone.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Broken;
@@ -105,6 +127,30 @@ pub(crate) trait Transport {
 
     /// Completes a close the peer started.
     async fn finish(&mut self);
+
+    /// For a transport that writes what the outbox holds without the connection loop
+    /// when it can (WebSocket: see `ws`): the waker the loop registers with `outbox`,
+    /// which wakes `loop_waker` for what it leaves, and where the loop finds that.
+    /// None (the default): the loop writes everything.
+    fn flusher(
+        &self,
+        _loop_waker: &Waker,
+        _outbox: &Arc<Outbox>,
+        _metrics: &Arc<Metrics>,
+    ) -> Option<(Waker, Arc<dyn Handoff>)> {
+        None
+    }
+}
+
+/// What a transport's flusher (see [`Transport::flusher`]) left to the connection loop.
+pub(crate) trait Handoff: Send + Sync {
+    /// Moves into `batch` what the flusher drained from the outbox and left to the
+    /// loop to write: a batch, or none (`batch` empty) when what it left is the rest
+    /// of a message it began. False when it left nothing.
+    fn take(&self, batch: &mut Batch) -> bool;
+
+    /// The loop is over: from now on the flusher leaves everything to it.
+    fn retire(&self);
 }
 
 /// Refused connections' lines: at most 5 a second (`suppressed` counts the rest), so

@@ -1,36 +1,54 @@
 //! The WebSocket transport: one binary message per envelope, pings for liveness,
 //! and RFC 6455 close frames carrying the [`CloseReason`]. Frames are read and
 //! written here ([`crate::transport::frame`]) straight on the upgraded stream.
+//!
+//! The frames a connection's rooms send at each tick are written by its [`Flusher`],
+//! the waker its outbox wakes: on the connection's own I/O thread (where the thread's
+//! draining task hands over a simulation turn's wake-ups) it drains the outbox and
+//! writes the frame itself, without waking and polling the connection's task, so one
+//! pass of the draining task writes every connection's frame of that turn. What it
+//! cannot finish at once (a client that does not read, several messages, large
+//! bodies) it leaves to the connection loop, which it then wakes.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::task::{ArcWake, waker_ref};
+use parking_lot::Mutex;
 use tickrelay_proto::bucket::TokenBucket;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::engine::envelope::{
-    SHARED_BODY_BYTES, SPLIT_ENVELOPE_BYTES, encode_envelope, encode_envelope_sharing, split_envelopes,
+    Reliable, SHARED_BODY_BYTES, SPLIT_ENVELOPE_BYTES, encode_envelope, encode_envelope_sharing, split_envelopes,
 };
-use crate::engine::outbox::{Batch, Delivery, Outbox};
+use crate::engine::outbox::{Batch, Delivery, Outbox, PendingState};
 use crate::error::{CloseReason, fit_close_reason};
+use crate::metrics::Metrics;
 use crate::session::Inbound;
 use crate::session::limits::RateLimits;
 use crate::transport::frame::{
     FrameError, FrameReader, Incoming, MAX_HEADER_BYTES, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, close_payload,
     control_frame, put_header,
 };
-use crate::transport::{Broken, Received, Sent, Transport};
+use crate::transport::{Broken, Handoff, Received, Sent, Transport};
 
-/// One upgraded WebSocket connection. The connection loop never reads and writes at
-/// once (a read future is dropped before a write starts; reading is cancel-safe), so
-/// one task owns the whole stream.
+/// One upgraded WebSocket connection. Its task reads; the stream and everything
+/// written to it are in the [`Writer`], which the connection's [`Flusher`] writes
+/// through too. Both run on the connection's thread and lock it for one poll at a
+/// time (never across an `.await`), so the lock is never waited for.
 pub(crate) struct WebSocket<S> {
-    io: S,
     reader: FrameReader,
+    writer: Arc<Mutex<Writer<S>>>,
+}
+
+/// The stream, and what the server writes to it.
+struct Writer<S> {
+    io: S,
     /// What the server writes: a frame of ours, or control frames (pongs, a close).
     out: BytesMut,
     /// Where the unwritten rest of `out` starts (`out.len()`: all written). A write
@@ -48,6 +66,14 @@ pub(crate) struct WebSocket<S> {
     needs_flush: bool,
     /// The server has queued its close frame: nothing may follow it.
     close_sent: bool,
+    /// A write by the flusher failed: the connection is gone.
+    broken: bool,
+    /// What the flusher drained from the outbox; when `handed`, left for the loop to
+    /// write (empty when what is left is the rest of a message it began).
+    hand: Batch,
+    handed: bool,
+    /// The connection loop is over: the flusher writes nothing more.
+    retired: bool,
 }
 
 /// Bytes of pongs that may wait for a client that does not read them.
@@ -63,60 +89,49 @@ const WRITE_PARTS: usize = 8;
 /// it for the connection's life.
 const MAX_KEPT_WRITE_BUFFER: usize = 16 * 1024;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
-    /// A connection over `io`, which has already received `read` (bytes that came
-    /// with the upgrade request), taking messages of up to `max_message` bytes and
-    /// with a read buffer of `read_chunk` bytes between messages.
-    pub(crate) fn new(io: S, read: &[u8], max_message: usize, read_chunk: usize) -> Self {
-        Self {
-            io,
-            reader: FrameReader::new(max_message, read_chunk, read),
-            out: BytesMut::new(),
-            unwritten: 0,
-            shared: VecDeque::new(),
-            after_shared: BytesMut::new(),
-            needs_flush: false,
-            close_sent: false,
-        }
+impl<S: AsyncRead + AsyncWrite + Unpin> Writer<S> {
+    /// Nothing of ours waits to be written, and more may be: a frame can go out now.
+    fn is_idle(&self) -> bool {
+        self.unwritten == self.out.len()
+            && self.shared.is_empty()
+            && self.after_shared.is_empty()
+            && !self.close_sent
+            && !self.broken
     }
 
     /// Writes the rest of `out`, then of `shared`, then the control frames queued
-    /// behind `shared`, if any, and flushes. Cancel-safe: progress is kept in
-    /// `unwritten` and `shared`.
-    async fn write_rest(&mut self) -> std::io::Result<()> {
-        let written = async {
-            loop {
-                while self.unwritten < self.out.len() || !self.shared.is_empty() {
-                    let n = std::future::poll_fn(|cx| self.poll_write_some(cx)).await?;
-                    if n == 0 {
-                        return Err(std::io::ErrorKind::WriteZero.into());
-                    }
-                    let in_out = n.min(self.out.len() - self.unwritten);
-                    self.unwritten += in_out;
-                    self.advance_shared(n - in_out);
+    /// behind `shared`, if any, and flushes. Progress is kept in `unwritten` and
+    /// `shared`: a write given up while pending goes on where it stopped.
+    fn poll_write_rest(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            while self.unwritten < self.out.len() || !self.shared.is_empty() {
+                let n = ready!(self.poll_write_some(cx))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                if self.after_shared.is_empty() {
-                    break;
-                }
-                // The message is out: the control frames queued behind it follow.
-                std::mem::swap(&mut self.out, &mut self.after_shared);
-                self.after_shared.clear();
-                self.unwritten = 0;
+                let in_out = n.min(self.out.len() - self.unwritten);
+                self.unwritten += in_out;
+                self.advance_shared(n - in_out);
             }
-            self.io.flush().await
-        }
-        .await;
-        // Written, or never will be (the connection broke): either way nothing is left
-        // to write, and reading goes on to what the client sent before it broke (a
-        // close, say).
-        if written.is_ok() {
-            self.needs_flush = false;
-        } else {
-            (self.unwritten, self.needs_flush) = (self.out.len(), false);
-            self.shared.clear();
+            if self.after_shared.is_empty() {
+                break;
+            }
+            // The message is out: the control frames queued behind it follow.
+            std::mem::swap(&mut self.out, &mut self.after_shared);
             self.after_shared.clear();
+            self.unwritten = 0;
         }
-        written
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.needs_flush = false;
+        Poll::Ready(Ok(()))
+    }
+
+    /// After a failed write: nothing is left to write, and reading goes on to what
+    /// the client sent before the connection broke (a close, say).
+    fn drop_unwritten(&mut self) {
+        (self.unwritten, self.needs_flush) = (self.out.len(), false);
+        self.shared.clear();
+        self.after_shared.clear();
     }
 
     /// One write of what waits: the rest of `out`, with the next parts of `shared`
@@ -146,13 +161,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// Writes one binary message whose payload `encode` appends, after room left for
-    /// its frame header (written in place once the length is known), and continues
-    /// with parts it leaves shared (see `shared`).
-    async fn write_message(
-        &mut self,
-        encode: impl FnOnce(&mut BytesMut, &mut VecDeque<Bytes>),
-    ) -> Result<Sent, Broken> {
+    /// Queues one binary message whose payload `encode` appends, after room left for
+    /// its frame header (written in place once the length is known), continued with
+    /// the parts it leaves shared (see `shared`).
+    fn queue_message(&mut self, encode: impl FnOnce(&mut BytesMut, &mut VecDeque<Bytes>)) -> Sent {
         debug_assert!(self.shared.is_empty(), "the message before is written");
         self.out.clear();
         self.out.resize(MAX_HEADER_BYTES, 0);
@@ -161,12 +173,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let room: &mut [u8; MAX_HEADER_BYTES] = (&mut self.out[..MAX_HEADER_BYTES]).try_into().expect("header room");
         self.unwritten = put_header(room, OP_BINARY, len);
         self.needs_flush = true;
-        self.write_rest().await.map_err(|_| Broken)?;
-        Ok(Sent {
+        Sent {
             messages: 1,
             bytes: len as u64,
             ..Sent::default()
-        })
+        }
+    }
+
+    /// Queues the one message of `reliable` and `states`, encoded in one piece when
+    /// no state body is large (every frame of a room in play), else with the large
+    /// bodies written from the room's copy (see `shared`).
+    fn queue_envelope(&mut self, reliable: Reliable<'_>, states: &[PendingState]) -> Sent {
+        if states.iter().all(|state| state.body.len() < SHARED_BODY_BYTES) {
+            // Rather than through `encode_envelope_sharing`'s own fallback, which
+            // measured about 120 more instructions a frame (`bench/instructions.sh`,
+            // BENCHMARKS.md).
+            self.queue_message(|out, _| encode_envelope(reliable, states, out))
+        } else {
+            self.queue_message(|out, shared| encode_envelope_sharing(reliable, states, out, shared))
+        }
+    }
+
+    /// A large batch went out: its buffer is not kept for the connection's life.
+    fn shrink_after_large(&mut self) {
+        if self.out.capacity() > MAX_KEPT_WRITE_BUFFER && self.unwritten == self.out.len() {
+            (self.out, self.unwritten) = (BytesMut::with_capacity(MAX_KEPT_WRITE_BUFFER), 0);
+        }
     }
 
     /// Queues a control frame after whatever is still unwritten.
@@ -196,17 +228,114 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.close_sent = opcode == OP_CLOSE;
     }
 
+    /// Bytes of control frames waiting to be written.
+    fn control_waiting(&self) -> usize {
+        match self.shared.is_empty() {
+            true => self.out.len() - self.unwritten,
+            false => self.after_shared.len(),
+        }
+    }
+
+    /// The flusher's write of `hand`, drained just now: written at once, or left to
+    /// the loop: a batch of several messages or with large bodies (written by the
+    /// loop, one message at a time), an overflowed outbox (closed by the loop), or a
+    /// message the socket did not take whole (the loop writes the rest, within its
+    /// bounds for a slow reader).
+    fn write_hand(&mut self, hand: &Batch, cx: &mut Context<'_>) -> Flushed {
+        if hand.overflowed {
+            return Flushed::Left;
+        }
+        let mut envelopes = split_envelopes(hand.reliable_part(), &hand.states, SPLIT_ENVELOPE_BYTES);
+        let Some((reliable, states)) = envelopes.next() else {
+            return Flushed::Written(Sent::default());
+        };
+        if envelopes.next().is_some() || states.iter().any(|state| state.body.len() >= SHARED_BODY_BYTES) {
+            return Flushed::Left;
+        }
+        let sent = self.queue_message(|out, _| encode_envelope(reliable, states, out));
+        match self.poll_write_rest(cx) {
+            Poll::Ready(Ok(())) => Flushed::Written(sent),
+            Poll::Ready(Err(_)) => Flushed::Failed,
+            Poll::Pending => Flushed::Begun(sent),
+        }
+    }
+}
+
+/// How [`Writer::write_hand`] went.
+enum Flushed {
+    /// All of it went out.
+    Written(Sent),
+    /// Nothing was written: the loop writes the batch.
+    Left,
+    /// Its message was begun (and is counted): the loop writes the rest.
+    Begun(Sent),
+    /// The write failed.
+    Failed,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
+    /// A connection over `io`, which has already received `read` (bytes that came
+    /// with the upgrade request), taking messages of up to `max_message` bytes and
+    /// with a read buffer of `read_chunk` bytes between messages.
+    pub(crate) fn new(io: S, read: &[u8], max_message: usize, read_chunk: usize) -> Self {
+        Self {
+            reader: FrameReader::new(max_message, read_chunk, read),
+            writer: Arc::new(Mutex::new(Writer {
+                io,
+                out: BytesMut::new(),
+                unwritten: 0,
+                shared: VecDeque::new(),
+                after_shared: BytesMut::new(),
+                needs_flush: false,
+                close_sent: false,
+                broken: false,
+                hand: Batch::default(),
+                handed: false,
+                retired: false,
+            })),
+        }
+    }
+
+    /// Writes everything queued and flushes (see [`Writer::poll_write_rest`]).
+    /// Cancel-safe.
+    async fn write_rest(&mut self) -> std::io::Result<()> {
+        let written = std::future::poll_fn(|cx| self.writer.lock().poll_write_rest(cx)).await;
+        if written.is_err() {
+            self.writer.lock().drop_unwritten();
+        }
+        written
+    }
+
+    /// Queues one message (see [`Writer::queue_envelope`]) and writes it.
+    async fn write_envelope(&mut self, reliable: Reliable<'_>, states: &[PendingState]) -> Result<Sent, Broken> {
+        let sent = self.writer.lock().queue_envelope(reliable, states);
+        self.write_rest().await.map_err(|_| Broken)?;
+        Ok(sent)
+    }
+
+    /// Reads what the socket has into the reader's buffer: `Ok(0)` at its end.
+    async fn read_some(&mut self) -> std::io::Result<usize> {
+        let Self { reader, writer } = self;
+        let buf = reader.buf();
+        std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut writer.lock().io), cx, &mut *buf)).await
+    }
+
+    /// Shuts the stream down.
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut self.writer.lock().io).poll_shutdown(cx)).await
+    }
+
     /// Closes with `code` and `reason` (cut to 123 bytes), lingering until the client
     /// answers.
     pub(crate) async fn close_with(&mut self, code: u16, reason: &str) {
-        self.queue_control(OP_CLOSE, &close_payload(code, fit_close_reason(reason)));
+        (self.writer.lock()).queue_control(OP_CLOSE, &close_payload(code, fit_close_reason(reason)));
         // A frame of ours cut off half way goes out first; if it cannot, the close
         // frame cannot follow it.
         if !matches!(
             tokio::time::timeout(Duration::from_secs(1), self.write_rest()).await,
             Ok(Ok(()))
         ) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.shutdown()).await;
             return;
         }
         // A lingering close: a TCP socket closed with input unread, or that input reaches
@@ -226,7 +355,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     Received::ProtocolError | Received::Other(Inbound::TooBig) => {
                         // On the heap: in the future, 4 KiB held by every connection.
                         let mut scratch = vec![0u8; 4096];
-                        while matches!(self.io.read(&mut scratch).await, Ok(1..)) {}
+                        while self.read_dropping(&mut scratch).await {}
                         return;
                     }
                     _ => return,
@@ -234,7 +363,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.shutdown()).await;
+    }
+
+    /// Reads into `scratch` and drops it: false at the stream's end or an error.
+    async fn read_dropping(&mut self, scratch: &mut [u8]) -> bool {
+        let mut buf = ReadBuf::new(scratch);
+        let read = std::future::poll_fn(|cx| Pin::new(&mut self.writer.lock().io).poll_read(cx, &mut buf)).await;
+        read.is_ok() && !buf.filled().is_empty()
     }
 
     /// What a whole message or control frame means to the session; pings and closes
@@ -249,12 +385,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 // A client that pings without reading the pongs gets no more of them
                 // while a few are waiting (RFC 6455 §5.5.3 allows answering only the
                 // latest ping): what waits for it stays bounded.
-                let waiting = match self.shared.is_empty() {
-                    true => self.out.len() - self.unwritten,
-                    false => self.after_shared.len(),
-                };
-                if waiting <= MAX_UNWRITTEN_PONGS {
-                    self.queue_control(OP_PONG, &payload);
+                let mut writer = self.writer.lock();
+                if writer.control_waiting() <= MAX_UNWRITTEN_PONGS {
+                    writer.queue_control(OP_PONG, &payload);
                 }
                 Received::Other(Inbound::Control(payload.len()))
             }
@@ -267,7 +400,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     _ => "closed by the client",
                 };
                 let payload = code.map(|code| close_payload(code, reason)).unwrap_or_default();
-                self.queue_control(OP_CLOSE, &payload);
+                self.writer.lock().queue_control(OP_CLOSE, &payload);
                 match code {
                     Some(code) if code != 1000 => Received::ClientLeft(code),
                     _ => Received::ClientClosed,
@@ -277,7 +410,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket<S> {
     const DELIVERY: Delivery = Delivery::Reliable;
     const NAME: &'static str = "websocket";
 
@@ -295,13 +428,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
             // Answers to pings go out as far as the socket takes them now, without
             // holding up reading (a client that does not read is still read); the rest
             // goes at the next message read or frame sent.
-            if self.needs_flush {
-                let written = std::future::poll_fn(|cx| Poll::Ready(std::pin::pin!(self.write_rest()).poll(cx))).await;
-                if let Poll::Ready(Err(_)) = written {
-                    return Received::Lost;
-                }
+            let written = std::future::poll_fn(|cx| {
+                let mut writer = self.writer.lock();
+                Poll::Ready(match writer.needs_flush {
+                    true => writer.poll_write_rest(cx),
+                    false => Poll::Pending,
+                })
+            })
+            .await;
+            if let Poll::Ready(Err(_)) = written {
+                self.writer.lock().drop_unwritten();
+                return Received::Lost;
             }
-            match self.io.read_buf(self.reader.buf()).await {
+            match self.read_some().await {
                 Ok(0) => return Received::Lost,
                 Ok(_) => {}
                 Err(e) if e.get_ref().is_some_and(|e| e.is::<Flooded>()) => return Received::Flood,
@@ -321,34 +460,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     /// out as several messages, each written before the next is encoded, so a
     /// connection whose client does not read holds one of them, not all.
     async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
-        self.write_rest().await.map_err(|_| Broken)?;
-        if self.close_sent {
+        if self.writer.lock().broken {
             return Err(Broken);
+        }
+        self.write_rest().await.map_err(|_| Broken)?;
+        if self.writer.lock().close_sent {
+            return Err(Broken);
+        }
+        if batch.is_empty() {
+            // What the flusher began is out.
+            return Ok(Sent::default());
         }
         // One envelope, or several when the batch is over the split size.
         let mut sent = Sent::default();
         for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
-            let one = if states.iter().all(|state| state.body.len() < SHARED_BODY_BYTES) {
-                // Every frame of a room in play: encoded in one piece here rather than
-                // through `encode_envelope_sharing`'s own fallback, which measured about
-                // 120 more instructions a frame (`bench/instructions.sh`, BENCHMARKS.md).
-                self.write_message(|out, _| encode_envelope(reliable, states, out))
-                    .await?
-            } else {
-                (self.write_message(|out, shared| encode_envelope_sharing(reliable, states, out, shared))).await?
-            };
+            let one = self.write_envelope(reliable, states).await?;
             sent.messages += one.messages;
             sent.bytes += one.bytes;
         }
-        if self.out.capacity() > MAX_KEPT_WRITE_BUFFER {
-            // A large batch went out: do not hold its buffer for the connection's life.
-            (self.out, self.unwritten) = (BytesMut::with_capacity(MAX_KEPT_WRITE_BUFFER), 0);
-        }
+        self.writer.lock().shrink_after_large();
         Ok(sent)
     }
 
     async fn ping(&mut self) -> Result<(), Broken> {
-        self.queue_control(OP_PING, &[]);
+        self.writer.lock().queue_control(OP_PING, &[]);
         self.write_rest().await.map_err(|_| Broken)
     }
 
@@ -361,10 +496,124 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WebSocket<S> {
     async fn finish(&mut self) {
         let finished = async {
             let _ = self.write_rest().await;
-            let _ = self.io.shutdown().await;
+            let _ = self.shutdown().await;
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), finished).await;
     }
+
+    fn flusher(
+        &self,
+        loop_waker: &Waker,
+        outbox: &Arc<Outbox>,
+        metrics: &Arc<Metrics>,
+    ) -> Option<(Waker, Arc<dyn Handoff>)> {
+        let flusher = Arc::new(Flusher {
+            writer: Arc::downgrade(&self.writer),
+            outbox: Arc::downgrade(outbox),
+            loop_waker: loop_waker.clone(),
+            thread: thread_key(),
+            metrics: metrics.clone(),
+        });
+        Some((futures_util::task::waker(flusher), self.writer.clone()))
+    }
+}
+
+impl<S: Send> Handoff for Mutex<Writer<S>> {
+    fn take(&self, batch: &mut Batch) -> bool {
+        let mut writer = self.lock();
+        if !writer.handed {
+            return false;
+        }
+        writer.handed = false;
+        std::mem::swap(&mut writer.hand, batch);
+        true
+    }
+
+    fn retire(&self) {
+        self.lock().retired = true;
+    }
+}
+
+/// The waker of a WebSocket connection's outbox (see the module documentation).
+/// Woken on the connection's thread, it writes what the outbox holds, as the loop
+/// would; woken elsewhere, or when it cannot finish, it wakes the loop.
+struct Flusher<S> {
+    /// Weak, as `outbox`: the outbox holds this waker (and outlives the connection
+    /// when its session is parked).
+    writer: Weak<Mutex<Writer<S>>>,
+    outbox: Weak<Outbox>,
+    /// The loop's waker for its outbox.
+    loop_waker: Waker,
+    /// The thread the connection's task runs on ([`thread_key`]).
+    thread: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ArcWake for Flusher<S> {
+    fn wake_by_ref(me: &Arc<Self>) {
+        if me.thread != thread_key() || !Self::flush(me) {
+            me.loop_waker.wake_by_ref();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Flusher<S> {
+    /// Drains the outbox and writes what it held until it is empty (registering this
+    /// waker again); false when the loop is to go on (something left to it, or the
+    /// connection busy with a write of its own).
+    fn flush(me: &Arc<Self>) -> bool {
+        let (Some(writer), Some(outbox)) = (me.writer.upgrade(), me.outbox.upgrade()) else {
+            return false;
+        };
+        // (Locked only by the loop's task, on this thread, which is not in a poll.)
+        let Some(mut writer) = writer.try_lock() else {
+            return false;
+        };
+        if writer.retired || writer.handed || !writer.is_idle() {
+            return false;
+        }
+        let own = waker_ref(me);
+        loop {
+            if (outbox.poll_drain(&mut Context::from_waker(&own), &mut writer.hand)).is_pending() {
+                return true;
+            }
+            let mut hand = std::mem::take(&mut writer.hand);
+            // The socket wakes the loop when it takes more.
+            let flushed = writer.write_hand(&hand, &mut Context::from_waker(&me.loop_waker));
+            if !matches!(flushed, Flushed::Left) {
+                me.metrics
+                    .frames_superseded
+                    .inc_by(std::mem::take(&mut hand.superseded));
+            }
+            match flushed {
+                Flushed::Written(sent) => {
+                    sent.record(&me.metrics, &hand.states);
+                    writer.hand = hand;
+                    continue;
+                }
+                Flushed::Left => {}
+                Flushed::Begun(sent) => {
+                    sent.record(&me.metrics, &[]);
+                    hand.clear();
+                }
+                Flushed::Failed => {
+                    writer.drop_unwritten();
+                    writer.broken = true;
+                    hand.clear();
+                }
+            }
+            (writer.hand, writer.handed) = (hand, true);
+            return false;
+        }
+    }
+}
+
+/// The calling thread, as a number no other living thread has.
+fn thread_key() -> usize {
+    thread_local! {
+        static KEY: u8 = const { 0 };
+    }
+    KEY.with(|key| std::ptr::from_ref(key) as usize)
 }
 
 /// The raw bytes a WebSocket peer sends, metered before they are parsed: frames that
@@ -493,6 +742,125 @@ mod tests {
         (client, WebSocket::new(server_io, &[], 1 << 16, 1024))
     }
 
+    /// Counts the loop's wake-ups for its outbox.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A connection's flusher as the loop sets it up: registered with `outbox`,
+    /// waking `wakes` for what it leaves (the flusher's waker, the loop's handoff, the
+    /// metrics it counts in).
+    fn flusher(ws: &WebSocket<DuplexStream>, outbox: &Arc<Outbox>) -> (Arc<Wakes>, Flusher_) {
+        let wakes = Arc::new(Wakes(0.into()));
+        let metrics = Arc::new(Metrics::new(Default::default(), Default::default()));
+        let (waker, handoff) = ws
+            .flusher(&Waker::from(wakes.clone()), outbox, &metrics)
+            .expect("a flusher");
+        assert!((outbox.poll_drain(&mut Context::from_waker(&waker), &mut Batch::default())).is_pending());
+        (wakes, (waker, handoff, metrics))
+    }
+
+    type Flusher_ = (Waker, Arc<dyn Handoff>, Arc<Metrics>);
+
+    fn woken(wakes: &Wakes) -> usize {
+        wakes.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// What the outbox holds is written by its waker, on the connection's thread,
+    /// message after message, without the loop being woken; the metrics count it.
+    #[tokio::test]
+    async fn the_flusher_writes_the_outbox_without_waking_the_loop() {
+        let (mut client, ws) = pipe(1 << 16).await;
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        let (wakes, (_, handoff, metrics)) = flusher(&ws, &outbox);
+        for text in [&b"first"[..], b"second"] {
+            outbox.push_reliable(Bytes::copy_from_slice(text)).unwrap();
+            let Some(Ok(Message::Binary(message))) = client.next().await else {
+                panic!("expected a message");
+            };
+            assert!(message.windows(text.len()).any(|w| w == text), "{message:?}");
+        }
+        assert_eq!(woken(&wakes), 0, "the loop was not woken");
+        assert!(!handoff.take(&mut Batch::default()), "nothing was left to it");
+        assert_eq!(metrics.messages_out.get(), 2);
+    }
+
+    /// Woken on another thread, or while the loop has bytes of its own to write, or
+    /// once the loop is over, the flusher leaves everything to the loop: it wakes it
+    /// and takes nothing from the outbox.
+    #[tokio::test]
+    async fn the_flusher_leaves_the_outbox_to_the_loop_off_its_thread_busy_or_retired() {
+        let (_client, ws) = pipe(1 << 16).await;
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        let (wakes, (_, handoff, _)) = flusher(&ws, &outbox);
+        let from_elsewhere = outbox.clone();
+        std::thread::spawn(move || from_elsewhere.push_reliable(Bytes::from_static(b"x")).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(woken(&wakes), 1);
+        let mut batch = Batch::default();
+        assert!(!handoff.take(&mut batch));
+        assert!(outbox.drain(&mut batch), "the message waits in the outbox");
+
+        let leaves: [fn(&mut Writer<DuplexStream>); 2] = [|w| w.queue_control(OP_PONG, b"p"), |w| w.retired = true];
+        for leave in leaves {
+            let (_client, ws) = pipe(1 << 16).await;
+            let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+            let (wakes, (_, handoff, _)) = flusher(&ws, &outbox);
+            leave(&mut ws.writer.lock());
+            outbox.push_reliable(Bytes::from_static(b"y")).unwrap();
+            assert_eq!(woken(&wakes), 1);
+            assert!(!handoff.take(&mut batch));
+            assert!(outbox.drain(&mut batch), "the message waits in the outbox");
+        }
+    }
+
+    /// A message the socket does not take whole is finished by the loop (after
+    /// control frames, nothing), and a batch of two messages is written by the loop,
+    /// one after the other: the client reads every message whole and in order.
+    #[tokio::test]
+    async fn what_the_flusher_cannot_finish_the_loop_writes_in_order() {
+        let (mut client, mut ws) = pipe(64).await;
+        let limits = OutboxLimits {
+            max_messages: 16,
+            max_bytes: 4 << 20,
+        };
+        let outbox = Arc::new(Outbox::new(limits));
+        let (wakes, (waker, handoff, _)) = flusher(&ws, &outbox);
+        outbox.push_reliable(Bytes::from(vec![1u8; 1000])).unwrap();
+        assert_eq!(woken(&wakes), 1, "the socket took 64 bytes: the loop is woken");
+        let mut batch = Batch::default();
+        assert!(handoff.take(&mut batch) && batch.is_empty(), "the rest of a message");
+        let reading = tokio::spawn(async move {
+            let mut lens = Vec::new();
+            while let Some(Ok(Message::Binary(message))) = client.next().await {
+                lens.push(message.len());
+            }
+            lens
+        });
+        ws.send(&batch, &outbox).await.unwrap();
+        // Two messages over the split size (pushed in one turn, then handed over):
+        // the flusher writes neither.
+        outbox.push_reliable(Bytes::from(vec![2u8; 600 << 10])).unwrap();
+        outbox.push_reliable(Bytes::from(vec![3u8; 600 << 10])).unwrap();
+        waker.wake_by_ref();
+        assert_eq!(woken(&wakes), 2);
+        assert!(
+            handoff.take(&mut batch) && batch.reliable.len() == 2,
+            "the batch, whole"
+        );
+        assert!(!handoff.take(&mut batch));
+        assert_eq!(ws.send(&batch, &outbox).await.unwrap().messages, 2);
+        ws.close_with(1000, "bye").await;
+        let lens = reading.await.unwrap();
+        assert_eq!(lens.len(), 3, "{lens:?}");
+        assert!(lens[0] > 1000 && lens[1] > 600 << 10 && lens[2] > 600 << 10, "{lens:?}");
+    }
+
     /// A write that fails because the client went away does not hide what the client
     /// sent before it went: its messages and its close are still read.
     #[tokio::test]
@@ -525,7 +893,8 @@ mod tests {
         let outbox = Outbox::new(OutboxLimits::default());
         let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
         assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
-        let waiting = ws.out.len() - ws.unwritten + ws.shared.iter().map(Bytes::len).sum::<usize>();
+        let w = ws.writer.lock();
+        let waiting = w.out.len() - w.unwritten + w.shared.iter().map(Bytes::len).sum::<usize>();
         assert!(waiting < 1024 * 1024, "one message waits, of {waiting} bytes");
     }
 
@@ -546,14 +915,17 @@ mod tests {
         let outbox = Outbox::new(OutboxLimits::default());
         let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
         assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
-        assert!(
-            ws.out.capacity() <= MAX_KEPT_WRITE_BUFFER,
-            "holds {} bytes",
-            ws.out.capacity()
-        );
-        let rest = ws.shared.front().expect("the snapshot's rest waits");
-        let in_body = body.as_ptr_range();
-        assert!(in_body.contains(&rest.as_ptr()), "the rest is the room's own bytes");
+        {
+            let w = ws.writer.lock();
+            assert!(
+                w.out.capacity() <= MAX_KEPT_WRITE_BUFFER,
+                "holds {} bytes",
+                w.out.capacity()
+            );
+            let rest = w.shared.front().expect("the snapshot's rest waits");
+            let in_body = body.as_ptr_range();
+            assert!(in_body.contains(&rest.as_ptr()), "the rest is the room's own bytes");
+        }
         assert!(matches!(
             ws.received(Incoming::Ping(vec![9; 4].into())),
             Received::Other(_)
@@ -610,11 +982,8 @@ mod tests {
         };
         ws.send(&batch, &Outbox::new(OutboxLimits::default())).await.unwrap();
         assert!(matches!(client.next().await, Some(Ok(Message::Binary(b))) if b.len() > 100 * 1024));
-        assert!(
-            ws.out.capacity() <= MAX_KEPT_WRITE_BUFFER,
-            "keeps {} bytes",
-            ws.out.capacity()
-        );
+        let kept = ws.writer.lock().out.capacity();
+        assert!(kept <= MAX_KEPT_WRITE_BUFFER, "keeps {kept} bytes");
     }
 
     /// A send given up half way (the client stopped reading) is finished before the
@@ -668,7 +1037,8 @@ mod tests {
         let (pings, ws) = read.expect("the message is read").unwrap();
         assert_eq!(pings, 20);
         // What waits for the client stayed bounded (the rest was not answered).
-        let waiting = ws.out.len() - ws.unwritten;
+        let w = ws.writer.lock();
+        let waiting = w.out.len() - w.unwritten;
         assert!(waiting <= MAX_UNWRITTEN_PONGS + 102, "{waiting} bytes waiting");
     }
 
@@ -677,14 +1047,15 @@ mod tests {
     /// than it reads.
     #[tokio::test]
     async fn pongs_queued_behind_a_partly_written_one_drop_what_was_written() {
-        let (_client, mut ws) = pipe(4096).await;
+        let (_client, ws) = pipe(4096).await;
+        let mut w = ws.writer.lock();
         for _ in 0..1000 {
-            ws.queue_control(OP_PONG, &[7; 100]);
+            w.queue_control(OP_PONG, &[7; 100]);
             // The socket took all but a few bytes of what waited.
-            ws.unwritten = ws.out.len() - 3;
+            w.unwritten = w.out.len() - 3;
         }
-        assert!(ws.out.len() < 256, "holds {} bytes", ws.out.len());
-        assert_eq!(&ws.out[ws.unwritten..], &[7, 7, 7], "what is still to go is kept");
+        assert!(w.out.len() < 256, "holds {} bytes", w.out.len());
+        assert_eq!(&w.out[w.unwritten..], &[7, 7, 7], "what is still to go is kept");
     }
 
     /// A client's pings are answered with pongs carrying their payload, and its close
