@@ -1,7 +1,8 @@
 //! The connection loop every transport shares: start or resume the session, feed it
 //! what the peer sends, sleep until its next timer, write everything pending in its
-//! outbox in one go, and end with the session's [`CloseReason`]. A connection that
-//! drops without a close is parked for resume.
+//! outbox in one go (or what the transport's flusher left of it: see
+//! [`Transport::flusher`]), and end with the session's [`CloseReason`]. A connection
+//! that drops without a close is parked for resume.
 //!
 //! A transport ([`Transport`]: WebSocket in `ws`, QUIC in `quic`) only moves bytes:
 //! it reads inbound messages, writes a [`Batch`], pings and closes.
@@ -32,7 +33,7 @@ use crate::state::MemberId;
 use crate::transport::context::Context;
 use crate::transport::gate::Permit;
 use crate::transport::registry::{Owner, Stop, StopReason};
-use crate::transport::{Broken, Received, Sent, Transport};
+use crate::transport::{Broken, Handoff, Received, Sent, Transport};
 
 /// How a session starts, decided when the connection authenticated.
 pub(crate) enum Start {
@@ -422,7 +423,9 @@ pub(crate) async fn serve<T: Transport>(
                             if sent.is_ok() || held.is_some() || grace == slow {
                                 break sent;
                             }
-                            match ctx.blocked_writes.hold(peer.ip(), batch.bytes()) {
+                            // (A write the flusher began holds what it left unwritten.)
+                            let holds = batch.bytes().max(handoff.as_ref().map_or(0, |h| h.unwritten()));
+                            match ctx.blocked_writes.hold(peer.ip(), holds) {
                                 Some(holding) => held = Some(holding),
                                 None => break 'session End::Close(CloseReason::SlowConsumer),
                             }
@@ -455,7 +458,7 @@ pub(crate) async fn serve<T: Transport>(
         && let Some(url) = cluster.destination(session.rooms())
     {
         session.going_away(url);
-        write_pending(&mut transport, &outbox, &mut batch, slow).await;
+        write_pending(&mut transport, &outbox, handoff.as_deref(), &mut batch, slow).await;
     }
     metrics.connections.dec();
     metrics
@@ -593,11 +596,24 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
     End::Lost
 }
 
-/// Writes what the outbox holds now, waiting at most `slow` (before a close): in
-/// several writes when rooms closed while their last frames waited (a drain stops
-/// at each such room's `Left`, [`Outbox::close_room`]), at most [`PENDING_WRITES`].
-async fn write_pending<T: Transport>(transport: &mut T, outbox: &Outbox, batch: &mut Batch, slow: Duration) {
+/// Writes what the outbox holds now, after what the transport's flusher left to the
+/// loop, waiting at most `slow` (before a close): in several writes when rooms closed
+/// while their last frames waited (a drain stops at each such room's `Left`,
+/// [`Outbox::close_room`]), at most [`PENDING_WRITES`].
+async fn write_pending<T: Transport>(
+    transport: &mut T,
+    outbox: &Outbox,
+    handoff: Option<&dyn Handoff>,
+    batch: &mut Batch,
+    slow: Duration,
+) {
     let write = async {
+        if let Some(handoff) = handoff
+            && handoff.take(batch)
+            && (batch.overflowed || transport.send(batch, outbox).await.is_err())
+        {
+            return;
+        }
         for _ in 0..PENDING_WRITES {
             let drained = std::future::poll_fn(|cx| outbox.poll_drain(cx, batch)).now_or_never();
             if drained.is_none() || batch.overflowed || transport.send(batch, outbox).await.is_err() {
@@ -730,6 +746,46 @@ mod tests {
 
         async fn finish(&mut self) {
             let _ = self.closed.send(None);
+        }
+    }
+
+    /// What the transport's flusher left to the loop goes out before what the outbox
+    /// holds when a stopping node writes its last messages (`write_pending`).
+    #[tokio::test]
+    async fn the_last_writes_begin_with_what_the_flusher_left() {
+        struct Left(parking_lot::Mutex<Option<Batch>>);
+        impl Handoff for Left {
+            fn take(&self, batch: &mut Batch) -> bool {
+                self.0.lock().take().map(|left| *batch = left).is_some()
+            }
+            fn unwritten(&self) -> usize {
+                0
+            }
+            fn retire(&self) {}
+        }
+        let error = |request_id| {
+            crate::frame::encode_message(Kind::Error(crate::proto::Error {
+                request_id,
+                ..Default::default()
+            }))
+        };
+        let (mut memory, mut peer) = pair();
+        let outbox = Outbox::new(crate::engine::outbox::OutboxLimits::default());
+        outbox.push_reliable(error(1)).unwrap();
+        let mut left = Batch::default();
+        assert!(outbox.drain(&mut left));
+        outbox.push_reliable(error(2)).unwrap();
+        let handoff = Left(parking_lot::Mutex::new(Some(left)));
+        let mut batch = Batch::default();
+        write_pending(&mut memory, &outbox, Some(&handoff), &mut batch, Duration::from_secs(1)).await;
+        for expected in [1, 2] {
+            let request_id = peer
+                .expect(|kind| match kind {
+                    Kind::Error(e) => Some(e.request_id),
+                    _ => None,
+                })
+                .await;
+            assert_eq!(request_id, expected);
         }
     }
 

@@ -2,7 +2,11 @@
 //! WebSocket connections handed to it, for their whole life. The [`Pacer`] holds each
 //! thread asleep between the ticks while rooms tick (see [`crate::engine::pacer`]),
 //! and simulation threads hand each thread its connections' wake-ups in one batch per
-//! turn, which its draining task delivers on the thread itself.
+//! turn, which its draining task delivers on the thread itself. A WebSocket
+//! connection's wake-up is its outbox's flusher (see `transport::ws`), which writes
+//! the connection's frames then and there: one pass of the draining task writes every
+//! frame of the turn, and the connections' tasks are polled only for what they read
+//! and for what the flusher leaves them.
 //!
 //! Everything else (accepting, QUIC, `/metrics` on its own listener, the cluster's
 //! Redis connections and their commands, whichever task asks) runs on the runtime

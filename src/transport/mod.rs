@@ -149,6 +149,10 @@ pub(crate) trait Handoff: Send + Sync {
     /// of a message it began. False when it left nothing.
     fn take(&self, batch: &mut Batch) -> bool;
 
+    /// Bytes queued on the connection and not yet written (what a write the flusher
+    /// began and left to the loop still holds).
+    fn unwritten(&self) -> usize;
+
     /// The loop is over: from now on the flusher leaves everything to it.
     fn retire(&self);
 }

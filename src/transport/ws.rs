@@ -90,9 +90,12 @@ const WRITE_PARTS: usize = 8;
 const MAX_KEPT_WRITE_BUFFER: usize = 16 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Writer<S> {
-    /// Nothing of ours waits to be written, and more may be: a frame can go out now.
+    /// Nothing of ours waits to be written or flushed (a message the loop is
+    /// writing in several, or bytes the TLS layer took but has not yet written), and
+    /// more may be: a frame can go out now.
     fn is_idle(&self) -> bool {
         self.unwritten == self.out.len()
+            && !self.needs_flush
             && self.shared.is_empty()
             && self.after_shared.is_empty()
             && !self.close_sent
@@ -253,7 +256,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Writer<S> {
             return Flushed::Left;
         }
         let sent = self.queue_message(|out, _| encode_envelope(reliable, states, out));
-        match self.poll_write_rest(cx) {
+        // Outside tokio's budget: it counts every write of the task polled (the I/O
+        // thread's draining task, which runs every connection's flusher), and would
+        // turn all but the first hundred or so writes of a turn into wake-ups of their
+        // connections' tasks.
+        let mut write = std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            self.poll_write_rest(cx)
+        })));
+        match write.as_mut().poll(cx) {
             Poll::Ready(Ok(())) => Flushed::Written(sent),
             Poll::Ready(Err(_)) => Flushed::Failed,
             Poll::Pending => Flushed::Begun(sent),
@@ -469,6 +479,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
         }
         if batch.is_empty() {
             // What the flusher began is out.
+            self.writer.lock().shrink_after_large();
             return Ok(Sent::default());
         }
         // One envelope, or several when the batch is over the split size.
@@ -527,6 +538,11 @@ impl<S: Send> Handoff for Mutex<Writer<S>> {
         writer.handed = false;
         std::mem::swap(&mut writer.hand, batch);
         true
+    }
+
+    fn unwritten(&self) -> usize {
+        let writer = self.lock();
+        writer.out.len() - writer.unwritten + writer.shared.iter().map(Bytes::len).sum::<usize>()
     }
 
     fn retire(&self) {
@@ -588,12 +604,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Flusher<S> {
             match flushed {
                 Flushed::Written(sent) => {
                     sent.record(&me.metrics, &hand.states);
+                    writer.shrink_after_large();
                     writer.hand = hand;
                     continue;
                 }
                 Flushed::Left => {}
                 Flushed::Begun(sent) => {
-                    sent.record(&me.metrics, &[]);
+                    // (Its delay: until the write began.)
+                    sent.record(&me.metrics, &hand.states);
                     hand.clear();
                 }
                 Flushed::Failed => {
@@ -754,7 +772,10 @@ mod tests {
     /// A connection's flusher as the loop sets it up: registered with `outbox`,
     /// waking `wakes` for what it leaves (the flusher's waker, the loop's handoff, the
     /// metrics it counts in).
-    fn flusher(ws: &WebSocket<DuplexStream>, outbox: &Arc<Outbox>) -> (Arc<Wakes>, Flusher_) {
+    fn flusher<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        ws: &WebSocket<S>,
+        outbox: &Arc<Outbox>,
+    ) -> (Arc<Wakes>, Flusher_) {
         let wakes = Arc::new(Wakes(0.into()));
         let metrics = Arc::new(Metrics::new(Default::default(), Default::default()));
         let (waker, handoff) = ws
@@ -816,6 +837,106 @@ mod tests {
             assert_eq!(woken(&wakes), 1);
             assert!(!handoff.take(&mut batch));
             assert!(outbox.drain(&mut batch), "the message waits in the outbox");
+        }
+    }
+
+    /// A stream whose flush of bytes written waits while `hold` is set, as a TLS
+    /// stream's does when it took a message's last bytes into its records but the
+    /// socket is full.
+    struct Unflushed {
+        inner: DuplexStream,
+        hold: Arc<std::sync::atomic::AtomicBool>,
+        written: bool,
+    }
+
+    impl AsyncRead for Unflushed {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Unflushed {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+            self.written = true;
+            Pin::new(&mut self.inner).poll_write(cx, data)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            if self.written && self.hold.load(std::sync::atomic::Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+            self.written = false;
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// While a message the loop wrote is not flushed yet (one of several, say), the
+    /// flusher writes nothing after it: the loop's messages go out first, in order.
+    #[tokio::test]
+    async fn the_flusher_waits_for_a_write_of_the_loops_to_be_flushed() {
+        let (server_io, client_io) = tokio::io::duplex(1 << 16);
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let io = Unflushed {
+            inner: server_io,
+            hold: hold.clone(),
+            written: false,
+        };
+        let mut ws = WebSocket::new(io, &[], 1 << 16, 1024);
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        let (wakes, (_, handoff, _)) = flusher(&ws, &outbox);
+        let batch = Batch {
+            first_seq: 1,
+            reliable: vec![Bytes::from_static(b"loop's")],
+            ..Batch::default()
+        };
+        let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
+        assert!(sent.is_err(), "the flush waits");
+        outbox.push_reliable(Bytes::from_static(b"flusher's")).unwrap();
+        assert_eq!(woken(&wakes), 1, "left to the loop");
+        assert!(!handoff.take(&mut Batch::default()));
+        hold.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut next = Batch::default();
+        assert!(outbox.drain(&mut next), "the message waits in the outbox");
+        ws.send(&next, &outbox).await.unwrap();
+        for text in [&b"loop's"[..], b"flusher's"] {
+            let Some(Ok(Message::Binary(message))) = client.next().await else {
+                panic!("expected a message");
+            };
+            assert!(message.windows(text.len()).any(|w| w == text), "{message:?}");
+        }
+    }
+
+    /// Every connection of a thread is written by its flusher in one pass, however
+    /// many there are: tokio's budget of the task that runs them (its I/O thread's
+    /// draining task) does not turn the writes after the first hundred or so into
+    /// wake-ups of the loops. A frame larger than the buffer a connection keeps
+    /// leaves no such buffer behind.
+    #[tokio::test]
+    async fn the_flushers_of_a_pass_write_past_tokios_budget() {
+        let mut connections = Vec::new();
+        for _ in 0..300 {
+            let (client, ws) = pipe(1 << 16).await;
+            let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+            let (wakes, _) = flusher(&ws, &outbox);
+            connections.push((client, ws, outbox, wakes));
+        }
+        for (_, _, outbox, _) in &connections {
+            outbox.push_reliable(Bytes::from(vec![5u8; 20 * 1024])).unwrap();
+        }
+        for (client, ws, _, wakes) in &mut connections {
+            assert_eq!(woken(wakes), 0, "the loop was not woken");
+            assert!(matches!(client.next().await, Some(Ok(Message::Binary(b))) if b.len() > 20 * 1024));
+            let kept = ws.writer.lock().out.capacity();
+            assert!(kept <= MAX_KEPT_WRITE_BUFFER, "keeps {kept} bytes");
         }
     }
 
