@@ -149,8 +149,9 @@ pub(crate) trait Handoff: Send + Sync {
     /// of a message it began. False when it left nothing.
     fn take(&self, batch: &mut Batch) -> bool;
 
-    /// Bytes queued on the connection and not yet written (what a write the flusher
-    /// began and left to the loop still holds).
+    /// Bytes queued on the connection and not yet written, or not yet flushed: what
+    /// a write the flusher began and left to the loop still holds (a message the TLS
+    /// layer took whole, but could not yet send, counted whole).
     fn unwritten(&self) -> usize;
 
     /// The loop is over: from now on the flusher leaves everything to it.

@@ -68,6 +68,9 @@ struct Writer<S> {
     close_sent: bool,
     /// A write by the flusher failed: the connection is gone.
     broken: bool,
+    /// The bytes of a message the flusher began and left to the loop, until it is
+    /// written and flushed (what the TLS layer took of it is no longer in `out`).
+    begun: usize,
     /// What the flusher drained from the outbox; when `handed`, left for the loop to
     /// write (empty when what is left is the rest of a message it began).
     hand: Batch,
@@ -125,14 +128,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Writer<S> {
             self.unwritten = 0;
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        self.needs_flush = false;
+        (self.needs_flush, self.begun) = (false, 0);
         Poll::Ready(Ok(()))
     }
 
     /// After a failed write: nothing is left to write, and reading goes on to what
     /// the client sent before the connection broke (a close, say).
     fn drop_unwritten(&mut self) {
-        (self.unwritten, self.needs_flush) = (self.out.len(), false);
+        (self.unwritten, self.needs_flush, self.begun) = (self.out.len(), false, 0);
         self.shared.clear();
         self.after_shared.clear();
     }
@@ -299,6 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
                 needs_flush: false,
                 close_sent: false,
                 broken: false,
+                begun: 0,
                 hand: Batch::default(),
                 handed: false,
                 retired: false,
@@ -512,12 +516,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
         let _ = tokio::time::timeout(Duration::from_secs(1), finished).await;
     }
 
+    /// None off a single-threaded runtime: a task that may move between threads
+    /// could run its loop at the same time as a flusher woken on the thread it
+    /// started on.
     fn flusher(
         &self,
         loop_waker: &Waker,
         outbox: &Arc<Outbox>,
         metrics: &Arc<Metrics>,
     ) -> Option<(Waker, Arc<dyn Handoff>)> {
+        let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
+        if flavor != tokio::runtime::RuntimeFlavor::CurrentThread {
+            return None;
+        }
         let flusher = Arc::new(Flusher {
             writer: Arc::downgrade(&self.writer),
             outbox: Arc::downgrade(outbox),
@@ -542,7 +553,8 @@ impl<S: Send> Handoff for Mutex<Writer<S>> {
 
     fn unwritten(&self) -> usize {
         let writer = self.lock();
-        writer.out.len() - writer.unwritten + writer.shared.iter().map(Bytes::len).sum::<usize>()
+        let rest = writer.out.len() - writer.unwritten + writer.shared.iter().map(Bytes::len).sum::<usize>();
+        rest.max(writer.begun)
     }
 
     fn retire(&self) {
@@ -581,7 +593,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Flusher<S> {
         let (Some(writer), Some(outbox)) = (me.writer.upgrade(), me.outbox.upgrade()) else {
             return false;
         };
-        // (Locked only by the loop's task, on this thread, which is not in a poll.)
+        // Locked otherwise only by the loop's task, on this thread, for one poll of the
+        // stream at a time: never held while it wakes this (a reply the session pushes
+        // to its outbox during the loop's poll wakes it at once, with the lock free).
         let Some(mut writer) = writer.try_lock() else {
             return false;
         };
@@ -612,6 +626,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Flusher<S> {
                 Flushed::Begun(sent) => {
                     // (Its delay: until the write began.)
                     sent.record(&me.metrics, &hand.states);
+                    writer.begun = sent.bytes as usize;
                     hand.clear();
                 }
                 Flushed::Failed => {
@@ -878,19 +893,43 @@ mod tests {
         }
     }
 
-    /// While a message the loop wrote is not flushed yet (one of several, say), the
-    /// flusher writes nothing after it: the loop's messages go out first, in order.
-    #[tokio::test]
-    async fn the_flusher_waits_for_a_write_of_the_loops_to_be_flushed() {
+    /// A tungstenite client and the server's end over a stream whose flushes of
+    /// bytes written wait while the flag returned is set (set to begin with).
+    async fn unflushed_pipe() -> (
+        WebSocketStream<DuplexStream>,
+        WebSocket<Unflushed>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let (server_io, client_io) = tokio::io::duplex(1 << 16);
-        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         let hold = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let io = Unflushed {
             inner: server_io,
             hold: hold.clone(),
             written: false,
         };
-        let mut ws = WebSocket::new(io, &[], 1 << 16, 1024);
+        (client, WebSocket::new(io, &[], 1 << 16, 1024), hold)
+    }
+
+    /// A message the flusher began and the TLS layer took whole, but could not send
+    /// yet, counts whole in what the loop's blocked write holds.
+    #[tokio::test]
+    async fn a_begun_write_held_unflushed_counts_whole() {
+        let (_client, ws, _hold) = unflushed_pipe().await;
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        let (wakes, (_, handoff, _)) = flusher(&ws, &outbox);
+        outbox.push_reliable(Bytes::from(vec![6u8; 5000])).unwrap();
+        assert_eq!(woken(&wakes), 1, "the flush waits: left to the loop");
+        let mut batch = Batch::default();
+        assert!(handoff.take(&mut batch) && batch.is_empty(), "the rest of a message");
+        assert!(handoff.unwritten() > 5000, "holds {}", handoff.unwritten());
+    }
+
+    /// While a message the loop wrote is not flushed yet (one of several, say), the
+    /// flusher writes nothing after it: the loop's messages go out first, in order.
+    #[tokio::test]
+    async fn the_flusher_waits_for_a_write_of_the_loops_to_be_flushed() {
+        let (mut client, mut ws, hold) = unflushed_pipe().await;
         let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
         let (wakes, (_, handoff, _)) = flusher(&ws, &outbox);
         let batch = Batch {
@@ -940,9 +979,10 @@ mod tests {
         }
     }
 
-    /// A message the socket does not take whole is finished by the loop (after
-    /// control frames, nothing), and a batch of two messages is written by the loop,
-    /// one after the other: the client reads every message whole and in order.
+    /// A message the socket does not take whole is finished by the loop, and a batch
+    /// of two messages is written by the loop, one after the other; while the loop
+    /// has not taken that batch, the flusher writes nothing after it: the client
+    /// reads every message whole and in order.
     #[tokio::test]
     async fn what_the_flusher_cannot_finish_the_loop_writes_in_order() {
         let (mut client, mut ws) = pipe(64).await;
@@ -970,16 +1010,23 @@ mod tests {
         outbox.push_reliable(Bytes::from(vec![3u8; 600 << 10])).unwrap();
         waker.wake_by_ref();
         assert_eq!(woken(&wakes), 2);
+        // A message after it, handed over before the loop took the batch: left too.
+        outbox.push_reliable(Bytes::from(vec![4u8; 10])).unwrap();
+        waker.wake_by_ref();
+        assert_eq!(woken(&wakes), 3);
         assert!(
             handoff.take(&mut batch) && batch.reliable.len() == 2,
             "the batch, whole"
         );
         assert!(!handoff.take(&mut batch));
         assert_eq!(ws.send(&batch, &outbox).await.unwrap().messages, 2);
+        assert!(outbox.drain(&mut batch), "the message after it waits in the outbox");
+        ws.send(&batch, &outbox).await.unwrap();
         ws.close_with(1000, "bye").await;
         let lens = reading.await.unwrap();
-        assert_eq!(lens.len(), 3, "{lens:?}");
+        assert_eq!(lens.len(), 4, "{lens:?}");
         assert!(lens[0] > 1000 && lens[1] > 600 << 10 && lens[2] > 600 << 10, "{lens:?}");
+        assert!(lens[3] < 100, "{lens:?}");
     }
 
     /// A write that fails because the client went away does not hide what the client
