@@ -258,7 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Writer<S> {
         if envelopes.next().is_some() || states.iter().any(|state| state.body.len() >= SHARED_BODY_BYTES) {
             return Flushed::Left;
         }
-        let sent = self.queue_message(|out, _| encode_envelope(reliable, states, out));
+        let sent = self.queue_envelope(reliable, states);
         // Outside tokio's budget: it counts every write of the task polled (the I/O
         // thread's draining task, which runs every connection's flusher), and would
         // turn all but the first hundred or so writes of a turn into wake-ups of their
@@ -327,11 +327,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
         Ok(sent)
     }
 
-    /// Reads what the socket has into the reader's buffer: `Ok(0)` at its end.
+    /// Writes what waits (answers to pings) as far as the socket takes it now,
+    /// without holding up reading (a client that does not read is still read; the
+    /// rest goes at the next message read or frame sent), then reads what the socket
+    /// has into the reader's buffer: `Ok(0)` at its end, an error also when that
+    /// write failed.
     async fn read_some(&mut self) -> std::io::Result<usize> {
         let Self { reader, writer } = self;
         let buf = reader.buf();
-        std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut writer.lock().io), cx, &mut *buf)).await
+        std::future::poll_fn(|cx| {
+            let mut writer = writer.lock();
+            if writer.needs_flush
+                && let Poll::Ready(Err(e)) = writer.poll_write_rest(cx)
+            {
+                writer.drop_unwritten();
+                return Poll::Ready(Err(e));
+            }
+            tokio_util::io::poll_read_buf(Pin::new(&mut writer.io), cx, &mut *buf)
+        })
+        .await
     }
 
     /// Shuts the stream down.
@@ -438,21 +452,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
                     tracing::debug!("websocket protocol error: {why}");
                     return Received::ProtocolError;
                 }
-            }
-            // Answers to pings go out as far as the socket takes them now, without
-            // holding up reading (a client that does not read is still read); the rest
-            // goes at the next message read or frame sent.
-            let written = std::future::poll_fn(|cx| {
-                let mut writer = self.writer.lock();
-                Poll::Ready(match writer.needs_flush {
-                    true => writer.poll_write_rest(cx),
-                    false => Poll::Pending,
-                })
-            })
-            .await;
-            if let Poll::Ready(Err(_)) = written {
-                self.writer.lock().drop_unwritten();
-                return Received::Lost;
             }
             match self.read_some().await {
                 Ok(0) => return Received::Lost,
