@@ -2763,34 +2763,44 @@ mod tests {
         drop(gate);
     }
 
+    /// Sends member 1's inputs to `room` until its thread refuses one, and returns the
+    /// refusal: once the thread is stuck in the room's step, the 1,024 waiting
+    /// commands of the test pool fill up.
+    fn fill_until_refused(pool: &SimPool, room: &str) -> PoolError {
+        let room = pool.room(room).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for seq in 1.. {
+            let input = Command::Input {
+                room: room.key,
+                member: 1,
+                seq,
+                payload: input::Payload::Intent(Default::default()),
+            };
+            match pool.send(&room, input) {
+                Ok(()) => assert!(Instant::now() < deadline, "never refused"),
+                Err(e) => return e,
+            }
+        }
+        unreachable!("more inputs than a u64 counts")
+    }
+
     #[test]
     fn a_thread_with_its_queue_full_answers_busy_then_recovers() {
         let (gate, rx) = crossbeam_channel::bounded::<()>(0);
         let pool = pool(1, rx);
         let _member = join(&pool, "heavy", "blocking", 1);
-        let room = pool.room("heavy").unwrap();
-        let input = |seq| Command::Input {
-            room: room.key,
-            member: 1,
-            seq,
-            payload: input::Payload::Intent(Default::default()),
-        };
-        // Once the thread is stuck in the room's step, the 1,024 waiting commands of
-        // the test pool fill up.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seq = 0;
-        let refused = loop {
-            seq += 1;
-            match pool.send(&room, input(seq)) {
-                Ok(()) => assert!(Instant::now() < deadline, "never busy"),
-                Err(e) => break e,
-            }
-        };
-        assert_eq!(refused, PoolError::Busy);
+        assert_eq!(fill_until_refused(&pool, "heavy"), PoolError::Busy);
         // Released, the thread works through the queue and takes commands again.
         drop(gate);
+        let room = pool.room("heavy").unwrap();
+        let input = || Command::Input {
+            room: room.key,
+            member: 1,
+            seq: u64::MAX,
+            payload: input::Payload::Intent(Default::default()),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.send(&room, input(seq + 1)).is_err() {
+        while pool.send(&room, input()).is_err() {
             assert!(Instant::now() < deadline, "still busy");
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -3004,28 +3014,39 @@ mod tests {
     /// sort before an open one, take nothing of its scan; nor do rooms of other types.
     #[test]
     fn rooms_a_quick_join_cannot_pick_do_not_hide_one_it_can() {
-        let (_gate, rx) = crossbeam_channel::bounded(0);
+        let (gate, rx) = crossbeam_channel::bounded(0);
         let pool = pool(1, rx);
+        // Dropped before the pool, which waits for its thread, should an assertion fail.
+        let gate = gate;
         let ctf = listed(&[("mode", "ctf")], false);
+        let mut full_rooms = Vec::new();
         for i in 0..=LIST_SCAN {
             let (private, locked, full) = (format!("a-private-{i}"), format!("b-locked-{i}"), format!("c-full-{i}"));
             pool.open(&private, "relay", &private, listed(&[("mode", "ctf")], true))
                 .unwrap();
             let locked = pool.open(&locked, "relay", &locked, ctf.clone()).unwrap();
             locked.shared.listing.set_locked(true);
-            let full = pool.open(&full, "relay", &full, ctf.clone()).unwrap();
-            full.shared.members.store(full.shared.max_members, Ordering::Relaxed);
+            full_rooms.push(pool.open(&full, "relay", &full, ctf.clone()).unwrap());
         }
         for i in 0..2 {
             pool.create_persistent(&format!("0-arena-{i}"), "arena", &ctf.metadata)
                 .unwrap();
         }
         pool.open("z", "relay", "x", ctf.clone()).unwrap();
+        // The rooms are made full only once the thread is stuck in a room's step (the
+        // arenas' ticks stop): its passes over the rooms set their counts back to their
+        // members, none.
+        let _blocked = join(&pool, "stuck", "blocking", 1);
+        assert_eq!(fill_until_refused(&pool, "stuck"), PoolError::Busy);
+        for full in &full_rooms {
+            full.shared.members.store(full.shared.max_members, Ordering::Relaxed);
+        }
         let nothing = |_: &RoomShared| false;
         for _ in 0..10 {
             let picked = pool.pick("relay", &ctf.metadata, &nothing);
             assert_eq!(picked.map(|r| r.shared.id.to_string()).as_deref(), Some("z"));
         }
+        drop(gate);
     }
 
     /// Seats a restored room keeps for the members of its checkpoint count as taken:
