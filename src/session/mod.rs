@@ -60,6 +60,13 @@ pub enum Inbound<'a> {
     Control(usize),
 }
 
+/// A binary message, read: most envelopes are intent inputs (and acks) only, read in
+/// place (see `inputs`).
+enum Read<'a> {
+    InPlace(inputs::InPlace<'a>),
+    Envelope(ClientEnvelope),
+}
+
 /// The largest input sequence number (and event number) accepted: 2^53 - 1, exact in
 /// JavaScript.
 pub const MAX_INPUT_SEQ: u64 = (1 << 53) - 1;
@@ -556,8 +563,6 @@ impl Session {
 
     /// Handles one inbound message. `Err` means: close the connection with this reason.
     pub fn handle(&mut self, inbound: Inbound<'_>, now: Now) -> Result<(), CloseReason> {
-        self.heartbeat.on_inbound(now.instant);
-        self.forget_rooms_left();
         let bytes = match inbound {
             Inbound::Binary(bytes) => bytes,
             Inbound::Text => return Err(CloseReason::TextFrame),
@@ -566,17 +571,13 @@ impl Session {
             // dropped silently (the transport has answered it already) and a flood of
             // them is closed like any other.
             Inbound::Control(len) => {
+                self.on_inbound(now);
                 return match self.limiter.check(1, len, now.instant) {
                     Verdict::Flood => Err(CloseReason::RateLimited),
                     Verdict::Allow | Verdict::Refuse { .. } => Ok(()),
                 };
             }
         };
-        // Most envelopes are intent inputs (and acks) only: read in place (see `inputs`).
-        enum Read<'a> {
-            InPlace(inputs::InPlace<'a>),
-            Envelope(ClientEnvelope),
-        }
         let read = match inputs::read(bytes) {
             Some(in_place) => Read::InPlace(in_place),
             None => match ClientEnvelope::decode(bytes) {
@@ -584,6 +585,29 @@ impl Session {
                 Err(_) => return Err(CloseReason::Undecodable),
             },
         };
+        self.handle_read(read, bytes.len(), now)
+    }
+
+    /// Handles one binary message if it holds inputs and acks only (what a client in a
+    /// room sends at every tick), as [`Session::handle`] would; None, having done
+    /// nothing, for any other message. What it handles makes no directory work and
+    /// brings no timer sooner, so a driver may hand such messages over without
+    /// looking at either again (see `Transport::reader`).
+    pub fn handle_inputs(&mut self, bytes: &[u8], now: Now) -> Option<Result<(), CloseReason>> {
+        let in_place = inputs::read(bytes)?;
+        Some(self.handle_read(Read::InPlace(in_place), bytes.len(), now))
+    }
+
+    /// Any message proves liveness; the rooms the session was removed from are
+    /// forgotten before it is read.
+    fn on_inbound(&mut self, now: Now) {
+        self.heartbeat.on_inbound(now.instant);
+        self.forget_rooms_left();
+    }
+
+    /// [`Session::handle`] of a binary message of `len` bytes, read.
+    fn handle_read(&mut self, read: Read<'_>, len: usize, now: Now) -> Result<(), CloseReason> {
+        self.on_inbound(now);
         let (counted, acks) = match &read {
             Read::InPlace(in_place) => (in_place.inputs(), in_place.acks()),
             Read::Envelope(envelope) => {
@@ -605,7 +629,7 @@ impl Session {
         // it is in to whatever it sends). An envelope over the burst would never fit:
         // it is told so, whatever the bucket holds (at most once per notice, as a
         // refusal is).
-        let verdict = self.limiter.check(charged, bytes.len(), now.instant);
+        let verdict = self.limiter.check(charged, len, now.instant);
         match verdict {
             Verdict::Flood => return Err(CloseReason::RateLimited),
             Verdict::Refuse { notify: false, .. } => return Ok(()),

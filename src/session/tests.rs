@@ -625,6 +625,46 @@ fn acks_riding_with_a_burst_of_inputs_are_not_counted_against_it() {
     assert_eq!(h.sent().len(), 4);
 }
 
+/// A driver hands over inputs-only messages (`handle_inputs`): they are charged and
+/// applied as `handle` does; any other message is left to it untouched (nothing
+/// charged, nothing answered).
+#[test]
+fn only_inputs_and_acks_are_handled_in_place_and_nothing_else_is_touched() {
+    let mut h = Harness::anonymous(strict());
+    h.one(join("a", 1)).unwrap();
+    h.replies();
+    h.sent();
+    h.advance(Duration::from_secs(1)); // the bucket full again: 4 messages
+    let encode = |messages: Vec<Out>| {
+        let messages = messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
+        ClientEnvelope {
+            messages,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let now = h.now();
+    for _ in 0..10 {
+        let other = encode(vec![join("b", 2)]);
+        assert_eq!(h.session.handle_inputs(&other, now), None);
+        assert_eq!(
+            h.session.handle_inputs(&encode(vec![input("a", 1), ping(1)]), now),
+            None
+        );
+    }
+    assert_eq!(h.replies(), []);
+    for seq in 1..=4 {
+        let inputs = encode(vec![input("a", seq), ack("a", seq)]);
+        assert_eq!(h.session.handle_inputs(&inputs, now), Some(Ok(())));
+    }
+    assert_eq!(h.sent().len(), 4);
+    assert_eq!(h.errors(), []);
+    let over = encode(vec![input("a", 5)]);
+    assert_eq!(h.session.handle_inputs(&over, now), Some(Ok(())));
+    assert_eq!(h.errors(), [(ErrorCode::RateLimited, 0)]);
+    assert_eq!(h.sent().len(), 0);
+}
+
 #[test]
 fn acknowledgements_cost_bytes_only() {
     let mut h = Harness::anonymous(strict());

@@ -2,7 +2,9 @@
 //! what the peer sends, sleep until its next timer, write everything pending in its
 //! outbox in one go (or what the transport's flusher left of it: see
 //! [`Transport::flusher`]), and end with the session's [`CloseReason`]. A connection
-//! that drops without a close is parked for resume.
+//! that drops without a close is parked for resume. The session is shared with the
+//! transport's reader, which hands it the client's inputs without the loop (see
+//! [`Transport::reader`]).
 //!
 //! A transport ([`Transport`]: WebSocket in `ws`, QUIC in `quic`) only moves bytes:
 //! it reads inbound messages, writes a [`Batch`], pings and closes.
@@ -11,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +26,7 @@ use crate::engine::outbox::{Batch, Outbox, PendingState};
 use crate::engine::pacer;
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
-use crate::metrics::{CONNECTION_ENDS, EndLabels};
+use crate::metrics::{CONNECTION_ENDS, EndLabels, Metrics};
 use crate::session::auth::{AuthMode, DuplicateSessions, Identity};
 use crate::session::heartbeat::Beat;
 use crate::session::limits::address_key;
@@ -33,7 +35,7 @@ use crate::state::MemberId;
 use crate::transport::context::Context;
 use crate::transport::gate::Permit;
 use crate::transport::registry::{Owner, Stop, StopReason};
-use crate::transport::{Broken, Handoff, Received, Sent, Transport};
+use crate::transport::{Broken, Handoff, Inputs, Received, Sent, Transport};
 
 /// How a session starts, decided when the connection authenticated.
 pub(crate) enum Start {
@@ -248,6 +250,58 @@ async fn open_session<T: Transport>(
     Some(session)
 }
 
+/// The session, as the connection loop and its transport's reader share it (see
+/// [`Transport::reader`]).
+struct Live {
+    session: Session,
+    /// The session's messages refused over the rate limits, as last counted.
+    rate_limited: u64,
+}
+
+impl Live {
+    /// `handled`, a message's result, once the messages the session refused over the
+    /// rate limits meanwhile are counted (looked up only when it moved: the counter
+    /// is a cache line of its own).
+    fn counted(&mut self, metrics: &Metrics, handled: Result<(), CloseReason>) -> Result<(), CloseReason> {
+        let now_limited = self.session.rate_limited();
+        if now_limited != self.rate_limited {
+            metrics.messages_rate_limited.inc_by(now_limited - self.rate_limited);
+            self.rate_limited = now_limited;
+        }
+        handled
+    }
+}
+
+/// Counts a binary message from the client.
+fn count_in(metrics: &Metrics, message: &[u8]) {
+    metrics.messages_in.inc();
+    metrics.bytes_in.inc_by(message.len() as u64);
+}
+
+/// Where the transport's reader hands the client's inputs: to the session, as the
+/// loop would (see [`Session::handle_inputs`]).
+struct Hands {
+    live: std::sync::Weak<parking_lot::Mutex<Live>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Inputs for Hands {
+    fn offer(&self, message: &Bytes) -> Option<Result<(), CloseReason>> {
+        let live = self.live.upgrade()?;
+        let mut live = live.try_lock()?;
+        let handled = live.session.handle_inputs(message, Now::system())?;
+        count_in(&self.metrics, message);
+        Some(live.counted(&self.metrics, handled))
+    }
+}
+
+/// `future`, polled with `waker` whatever the task's (the transport's reader: see
+/// [`Transport::reader`]).
+async fn with_waker<F: Future>(waker: &Waker, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|_| future.as_mut().poll(&mut std::task::Context::from_waker(waker))).await
+}
+
 /// Runs one authenticated connection to its end.
 pub(crate) async fn serve<T: Transport>(
     mut transport: T,
@@ -262,7 +316,7 @@ pub(crate) async fn serve<T: Transport>(
     // the moment a resume takes its session).
     let stop = Stop::new();
     // Boxed: what opening waits on is large, and done with once the session runs.
-    let Some(mut session) = Box::pin(open_session(&mut transport, &ctx, start, &stop)).await else {
+    let Some(session) = Box::pin(open_session(&mut transport, &ctx, start, &stop)).await else {
         return;
     };
     let id = session.id();
@@ -295,7 +349,6 @@ pub(crate) async fn serve<T: Transport>(
     let naive = ctx.settings.naive_fanout;
     let mut batch = Batch::default();
     let mut single = Batch::default();
-    let mut rate_limited = session.rate_limited();
     // One timer for the connection's life too. The session's deadline moves later with
     // every message (the heartbeat), so the timer is moved only when the deadline comes
     // sooner than it; a timer that fires early finds nothing due and is re-armed.
@@ -318,16 +371,33 @@ pub(crate) async fn serve<T: Transport>(
         Some((waker, handoff)) => (waker, Some(handoff)),
         None => (outbox_woken.waker().clone(), None),
     };
+    // The session, shared with the transport's reader when it has one: it hands the
+    // session the client's inputs without the loop (WebSocket: a tick's inputs).
+    let live = Arc::new(parking_lot::Mutex::new(Live {
+        rate_limited: session.rate_limited(),
+        session,
+    }));
+    let inputs = Arc::new(Hands {
+        live: Arc::downgrade(&live),
+        metrics: metrics.clone(),
+    });
+    let read_waker = (!naive)
+        .then(|| transport.reader(socket.waker(), inputs))
+        .flatten()
+        .unwrap_or_else(|| socket.waker().clone());
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = 'session: loop {
-        if let Some(cluster) = &ctx.cluster {
-            while let Some(op) = session.poll_directory() {
-                let cluster = cluster.clone();
-                directory.push(Box::pin(async move { cluster.run(op).await }));
+        let deadline = {
+            let mut live = live.lock();
+            if let Some(cluster) = &ctx.cluster {
+                while let Some(op) = live.session.poll_directory() {
+                    let cluster = cluster.clone();
+                    directory.push(Box::pin(async move { cluster.run(op).await }));
+                }
             }
-        }
-        let deadline = session.poll_timeout().into();
+            live.session.poll_timeout().into()
+        };
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
             timer_woken.set();
@@ -338,8 +408,11 @@ pub(crate) async fn serve<T: Transport>(
             biased;
             () = stop_woken.poll(stop.registered()) => break stopped(&stop),
             () = timer_woken.poll(timer.as_mut()) => {
-                let beat = session.handle_timeout(Instant::now());
-                timer.as_mut().reset(session.poll_timeout().into());
+                let (beat, deadline) = {
+                    let mut live = live.lock();
+                    (live.session.handle_timeout(Instant::now()), live.session.poll_timeout())
+                };
+                timer.as_mut().reset(deadline.into());
                 match beat {
                     // A ping stuck behind a peer that stopped reading gives way to a
                     // resume elsewhere (or shutdown), as a write does.
@@ -355,30 +428,25 @@ pub(crate) async fn serve<T: Transport>(
                     Err(reason) => break End::Close(reason),
                 }
             }
-            Some(reply) = directory.next(), if !directory.is_empty() => session.on_directory(reply),
-            received = socket.poll(transport.recv()) => {
+            Some(reply) = directory.next(), if !directory.is_empty() => live.lock().session.on_directory(reply),
+            received = socket.poll(with_waker(&read_waker, transport.recv())) => {
                 let now = Now::system();
+                let mut live = live.lock();
                 let result = match received {
                     Received::Binary(bytes) => {
-                        metrics.messages_in.inc();
-                        metrics.bytes_in.inc_by(bytes.len() as u64);
-                        session.handle(Inbound::Binary(&bytes), now)
+                        count_in(metrics, &bytes);
+                        live.session.handle(Inbound::Binary(&bytes), now)
                     }
-                    Received::Other(inbound) => session.handle(inbound, now),
+                    Received::Other(inbound) => live.session.handle(inbound, now),
                     Received::ProtocolError => Err(CloseReason::ProtocolError),
                     Received::InvalidPayload => Err(CloseReason::Undecodable),
                     Received::ClientClosed => break End::ClientClosed,
                     Received::ClientLeft(code) => break End::ClientLeft(code),
                     Received::Lost => break End::Lost,
                     Received::Flood => Err(CloseReason::RateLimited),
+                    Received::Ended(reason) => Err(reason),
                 };
-                // Looked up only when it moved: the counter is a cache line of its own.
-                let now_limited = session.rate_limited();
-                if now_limited != rate_limited {
-                    metrics.messages_rate_limited.inc_by(now_limited - rate_limited);
-                    rate_limited = now_limited;
-                }
-                if let Err(reason) = result {
+                if let Err(reason) = live.counted(metrics, result) {
                     break End::Close(reason);
                 }
             }
@@ -447,6 +515,8 @@ pub(crate) async fn serve<T: Transport>(
     if let Some(handoff) = &handoff {
         handoff.retire();
     }
+    // The reader holds the session only while it runs.
+    let Live { mut session, .. } = Arc::into_inner(live).expect("the session is the loop's").into_inner();
     // A write that failed because the client had just closed normally is not a lost
     // connection.
     let end = match end {

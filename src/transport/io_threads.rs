@@ -5,8 +5,10 @@
 //! turn, which its draining task delivers on the thread itself. A WebSocket
 //! connection's wake-up is its outbox's flusher (see `transport::ws`), which writes
 //! the connection's frames then and there: one pass of the draining task writes every
-//! frame of the turn, and the connections' tasks are polled only for what they read
-//! and for what the flusher leaves them.
+//! frame of the turn. Its socket's wake-up is its reader, which hands the session the
+//! inputs the client sent: one turn of the I/O driver reads every input of the tick.
+//! The connections' tasks are polled only for what the flusher and the reader leave
+//! them (joins, pings, timers, a client that does not read).
 //!
 //! Everything else (accepting, QUIC, `/metrics` on its own listener, the cluster's
 //! Redis connections and their commands, whichever task asks) runs on the runtime

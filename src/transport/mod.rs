@@ -64,6 +64,9 @@ pub(crate) enum Received {
     /// The peer sent more raw bytes than the limits allow for longer than the flood
     /// window, below the level of messages (frames that never make one): close 1008.
     Flood,
+    /// A message the transport's reader handed to the session (see
+    /// [`Transport::reader`]) ended it: close with this reason.
+    Ended(CloseReason),
 }
 
 /// A written batch, for the metrics.
@@ -140,6 +143,24 @@ pub(crate) trait Transport {
     ) -> Option<(Waker, Arc<dyn Handoff>)> {
         None
     }
+
+    /// For a transport that hands what the client sends to the session without the
+    /// connection loop when it can (WebSocket: see `ws`): the waker the loop polls
+    /// `recv` with, which offers each message it reads to `inputs` and wakes
+    /// `loop_waker` for the first one `inputs` does not take, or anything else the
+    /// peer sends (`recv` returns that next). None (the default): the loop reads
+    /// everything.
+    fn reader(&self, _loop_waker: &Waker, _inputs: Arc<dyn Inputs>) -> Option<Waker> {
+        None
+    }
+}
+
+/// Where a transport's reader (see [`Transport::reader`]) hands the client's messages.
+pub(crate) trait Inputs: Send + Sync {
+    /// Handles `message` as the loop would, or nothing when it is not a message the
+    /// reader may hand over (None: the loop reads it). `Err`: the session ends with
+    /// this reason.
+    fn offer(&self, message: &bytes::Bytes) -> Option<Result<(), CloseReason>>;
 }
 
 /// What a transport's flusher (see [`Transport::flusher`]) left to the connection loop.

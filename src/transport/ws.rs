@@ -8,7 +8,10 @@
 //! writes the frame itself, without waking and polling the connection's task, so one
 //! pass of the draining task writes every connection's frame of that turn. What it
 //! cannot finish at once (a client that does not read, several messages, large
-//! bodies) it leaves to the connection loop, which it then wakes.
+//! bodies) it leaves to the connection loop, which it then wakes. In the same way the
+//! socket's waker is the connection's [`Reader`]: it reads what the client sent and
+//! hands the inputs to the session (through the loop's [`Inputs`]) without waking the
+//! loop, and leaves it anything else.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -35,20 +38,22 @@ use crate::transport::frame::{
     FrameError, FrameReader, Incoming, MAX_HEADER_BYTES, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, close_payload,
     control_frame, put_header,
 };
-use crate::transport::{Broken, Handoff, Received, Sent, Transport};
+use crate::transport::{Broken, Handoff, Inputs, Received, Sent, Transport};
 
-/// One upgraded WebSocket connection. Its task reads; the stream and everything
-/// written to it are in the [`Writer`], which the connection's [`Flusher`] writes
-/// through too. Both run on the connection's thread and lock it for one poll at a
-/// time (never across an `.await`), so the lock is never waited for.
+/// One upgraded WebSocket connection: the [`Stream`], which the connection's task,
+/// its [`Flusher`] and its [`Reader`] read and write through. All three run on the
+/// connection's thread and lock it for one poll at a time (never across an `.await`),
+/// so the lock is never waited for.
 pub(crate) struct WebSocket<S> {
-    reader: FrameReader,
-    writer: Arc<Mutex<Writer<S>>>,
+    stream: Arc<Mutex<Stream<S>>>,
 }
 
-/// The stream, and what the server writes to it.
-struct Writer<S> {
+/// The stream, what the server reads from it and what it writes to it.
+struct Stream<S> {
     io: S,
+    reader: FrameReader,
+    /// What the [`Reader`] read and left to the loop: the next thing `recv` returns.
+    left: Option<Received>,
     /// What the server writes: a frame of ours, or control frames (pongs, a close).
     out: BytesMut,
     /// Where the unwritten rest of `out` starts (`out.len()`: all written). A write
@@ -75,7 +80,8 @@ struct Writer<S> {
     /// write (empty when what is left is the rest of a message it began).
     hand: Batch,
     handed: bool,
-    /// The connection loop is over: the flusher writes nothing more.
+    /// The connection loop is over: the flusher writes nothing more, the reader
+    /// reads nothing more.
     retired: bool,
 }
 
@@ -92,7 +98,7 @@ const WRITE_PARTS: usize = 8;
 /// it for the connection's life.
 const MAX_KEPT_WRITE_BUFFER: usize = 16 * 1024;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Writer<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
     /// Nothing of ours waits to be written or flushed (a message the loop is
     /// writing in several, or bytes the TLS layer took but has not yet written), and
     /// more may be: a frame can go out now.
@@ -242,6 +248,86 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Writer<S> {
         }
     }
 
+    /// The next message or control frame, reading what the socket has when the
+    /// reader's buffer holds none whole; a message the [`Reader`] left first. The
+    /// loop (`flush`) first writes what waits (answers to pings) as far as the socket
+    /// takes it now, without holding up reading (a client that does not read is still
+    /// read; the rest goes at the next message read or frame sent): never the reader,
+    /// whose waker would then stand in for the loop's as the one a blocked write wakes.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, flush: bool) -> Poll<Received> {
+        if let Some(left) = self.left.take() {
+            return Poll::Ready(left);
+        }
+        loop {
+            match self.reader.next() {
+                Ok(Some(incoming)) => return Poll::Ready(self.received(incoming)),
+                Ok(None) => {}
+                Err(FrameError::TooBig) => return Poll::Ready(Received::Other(Inbound::TooBig)),
+                Err(FrameError::Protocol(why)) => {
+                    tracing::debug!("websocket protocol error: {why}");
+                    return Poll::Ready(Received::ProtocolError);
+                }
+            }
+            let read = if flush
+                && self.needs_flush
+                && let Poll::Ready(Err(e)) = self.poll_write_rest(cx)
+            {
+                self.drop_unwritten();
+                Err(e)
+            } else {
+                ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(&mut self.io),
+                    cx,
+                    self.reader.buf()
+                ))
+            };
+            match read {
+                Ok(0) => return Poll::Ready(Received::Lost),
+                Ok(_) => {}
+                Err(e) if e.get_ref().is_some_and(|e| e.is::<Flooded>()) => return Poll::Ready(Received::Flood),
+                Err(e) => {
+                    tracing::debug!("connection error: {e}");
+                    return Poll::Ready(Received::Lost);
+                }
+            }
+        }
+    }
+
+    /// What a whole message or control frame means to the session; pings and closes
+    /// are answered (the answer goes out before the next frame of ours).
+    fn received(&mut self, incoming: Incoming) -> Received {
+        match incoming {
+            Incoming::Binary(bytes) => Received::Binary(bytes),
+            Incoming::Text { utf8: true } => Received::Other(Inbound::Text),
+            Incoming::Text { utf8: false } => Received::InvalidPayload,
+            // Any frame proves liveness; pings cost a pong and are charged for it.
+            Incoming::Ping(payload) => {
+                // A client that pings without reading the pongs gets no more of them
+                // while a few are waiting (RFC 6455 §5.5.3 allows answering only the
+                // latest ping): what waits for it stays bounded.
+                if self.control_waiting() <= MAX_UNWRITTEN_PONGS {
+                    self.queue_control(OP_PONG, &payload);
+                }
+                Received::Other(Inbound::Control(payload.len()))
+            }
+            Incoming::Pong(len) => Received::Other(Inbound::Control(len)),
+            // The reply echoes the code, with a reason as every close of ours has;
+            // `finish` sends it.
+            Incoming::Close(code) => {
+                let reason = match code {
+                    Some(1000) => CloseReason::Normal.reason(),
+                    _ => "closed by the client",
+                };
+                let payload = code.map(|code| close_payload(code, reason)).unwrap_or_default();
+                self.queue_control(OP_CLOSE, &payload);
+                match code {
+                    Some(code) if code != 1000 => Received::ClientLeft(code),
+                    _ => Received::ClientClosed,
+                }
+            }
+        }
+    }
+
     /// The flusher's write of `hand`, drained just now: written at once, or left to
     /// the loop: a batch of several messages or with large bodies (written by the
     /// loop, one message at a time), an overflowed outbox (closed by the loop), or a
@@ -274,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Writer<S> {
     }
 }
 
-/// How [`Writer::write_hand`] went.
+/// How [`Stream::write_hand`] went.
 enum Flushed {
     /// All of it went out.
     Written(Sent),
@@ -292,9 +378,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
     /// with a read buffer of `read_chunk` bytes between messages.
     pub(crate) fn new(io: S, read: &[u8], max_message: usize, read_chunk: usize) -> Self {
         Self {
-            reader: FrameReader::new(max_message, read_chunk, read),
-            writer: Arc::new(Mutex::new(Writer {
+            stream: Arc::new(Mutex::new(Stream {
                 io,
+                reader: FrameReader::new(max_message, read_chunk, read),
+                left: None,
                 out: BytesMut::new(),
                 unwritten: 0,
                 shared: VecDeque::new(),
@@ -310,53 +397,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
         }
     }
 
-    /// Writes everything queued and flushes (see [`Writer::poll_write_rest`]).
+    /// Writes everything queued and flushes (see [`Stream::poll_write_rest`]).
     /// Cancel-safe.
     async fn write_rest(&mut self) -> std::io::Result<()> {
-        let written = std::future::poll_fn(|cx| self.writer.lock().poll_write_rest(cx)).await;
+        let written = std::future::poll_fn(|cx| self.stream.lock().poll_write_rest(cx)).await;
         if written.is_err() {
-            self.writer.lock().drop_unwritten();
+            self.stream.lock().drop_unwritten();
         }
         written
     }
 
-    /// Queues one message (see [`Writer::queue_envelope`]) and writes it.
+    /// Queues one message (see [`Stream::queue_envelope`]) and writes it.
     async fn write_envelope(&mut self, reliable: Reliable<'_>, states: &[PendingState]) -> Result<Sent, Broken> {
-        let sent = self.writer.lock().queue_envelope(reliable, states);
+        let sent = self.stream.lock().queue_envelope(reliable, states);
         self.write_rest().await.map_err(|_| Broken)?;
         Ok(sent)
     }
 
-    /// Writes what waits (answers to pings) as far as the socket takes it now,
-    /// without holding up reading (a client that does not read is still read; the
-    /// rest goes at the next message read or frame sent), then reads what the socket
-    /// has into the reader's buffer: `Ok(0)` at its end, an error also when that
-    /// write failed.
-    async fn read_some(&mut self) -> std::io::Result<usize> {
-        let Self { reader, writer } = self;
-        let buf = reader.buf();
-        std::future::poll_fn(|cx| {
-            let mut writer = writer.lock();
-            if writer.needs_flush
-                && let Poll::Ready(Err(e)) = writer.poll_write_rest(cx)
-            {
-                writer.drop_unwritten();
-                return Poll::Ready(Err(e));
-            }
-            tokio_util::io::poll_read_buf(Pin::new(&mut writer.io), cx, &mut *buf)
-        })
-        .await
-    }
-
     /// Shuts the stream down.
     async fn shutdown(&mut self) -> std::io::Result<()> {
-        std::future::poll_fn(|cx| Pin::new(&mut self.writer.lock().io).poll_shutdown(cx)).await
+        std::future::poll_fn(|cx| Pin::new(&mut self.stream.lock().io).poll_shutdown(cx)).await
     }
 
     /// Closes with `code` and `reason` (cut to 123 bytes), lingering until the client
     /// answers.
     pub(crate) async fn close_with(&mut self, code: u16, reason: &str) {
-        (self.writer.lock()).queue_control(OP_CLOSE, &close_payload(code, fit_close_reason(reason)));
+        (self.stream.lock()).queue_control(OP_CLOSE, &close_payload(code, fit_close_reason(reason)));
         // A frame of ours cut off half way goes out first; if it cannot, the close
         // frame cannot follow it.
         if !matches!(
@@ -397,44 +463,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
     /// Reads into `scratch` and drops it: false at the stream's end or an error.
     async fn read_dropping(&mut self, scratch: &mut [u8]) -> bool {
         let mut buf = ReadBuf::new(scratch);
-        let read = std::future::poll_fn(|cx| Pin::new(&mut self.writer.lock().io).poll_read(cx, &mut buf)).await;
+        let read = std::future::poll_fn(|cx| Pin::new(&mut self.stream.lock().io).poll_read(cx, &mut buf)).await;
         read.is_ok() && !buf.filled().is_empty()
-    }
-
-    /// What a whole message or control frame means to the session; pings and closes
-    /// are answered (the answer goes out before the next frame of ours).
-    fn received(&mut self, incoming: Incoming) -> Received {
-        match incoming {
-            Incoming::Binary(bytes) => Received::Binary(bytes),
-            Incoming::Text { utf8: true } => Received::Other(Inbound::Text),
-            Incoming::Text { utf8: false } => Received::InvalidPayload,
-            // Any frame proves liveness; pings cost a pong and are charged for it.
-            Incoming::Ping(payload) => {
-                // A client that pings without reading the pongs gets no more of them
-                // while a few are waiting (RFC 6455 §5.5.3 allows answering only the
-                // latest ping): what waits for it stays bounded.
-                let mut writer = self.writer.lock();
-                if writer.control_waiting() <= MAX_UNWRITTEN_PONGS {
-                    writer.queue_control(OP_PONG, &payload);
-                }
-                Received::Other(Inbound::Control(payload.len()))
-            }
-            Incoming::Pong(len) => Received::Other(Inbound::Control(len)),
-            // The reply echoes the code, with a reason as every close of ours has;
-            // `finish` sends it.
-            Incoming::Close(code) => {
-                let reason = match code {
-                    Some(1000) => CloseReason::Normal.reason(),
-                    _ => "closed by the client",
-                };
-                let payload = code.map(|code| close_payload(code, reason)).unwrap_or_default();
-                self.writer.lock().queue_control(OP_CLOSE, &payload);
-                match code {
-                    Some(code) if code != 1000 => Received::ClientLeft(code),
-                    _ => Received::ClientClosed,
-                }
-            }
-        }
     }
 }
 
@@ -443,26 +473,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
     const NAME: &'static str = "websocket";
 
     async fn recv(&mut self) -> Received {
-        loop {
-            match self.reader.next() {
-                Ok(Some(incoming)) => return self.received(incoming),
-                Ok(None) => {}
-                Err(FrameError::TooBig) => return Received::Other(Inbound::TooBig),
-                Err(FrameError::Protocol(why)) => {
-                    tracing::debug!("websocket protocol error: {why}");
-                    return Received::ProtocolError;
-                }
-            }
-            match self.read_some().await {
-                Ok(0) => return Received::Lost,
-                Ok(_) => {}
-                Err(e) if e.get_ref().is_some_and(|e| e.is::<Flooded>()) => return Received::Flood,
-                Err(e) => {
-                    tracing::debug!("connection error: {e}");
-                    return Received::Lost;
-                }
-            }
-        }
+        std::future::poll_fn(|cx| self.stream.lock().poll_recv(cx, true)).await
     }
 
     /// One binary message, framed here: the envelope is encoded after room for the
@@ -473,16 +484,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
     /// out as several messages, each written before the next is encoded, so a
     /// connection whose client does not read holds one of them, not all.
     async fn send(&mut self, batch: &Batch, _: &Outbox) -> Result<Sent, Broken> {
-        if self.writer.lock().broken {
+        if self.stream.lock().broken {
             return Err(Broken);
         }
         self.write_rest().await.map_err(|_| Broken)?;
-        if self.writer.lock().close_sent {
+        if self.stream.lock().close_sent {
             return Err(Broken);
         }
         if batch.is_empty() {
             // What the flusher began is out.
-            self.writer.lock().shrink_after_large();
+            self.stream.lock().shrink_after_large();
             return Ok(Sent::default());
         }
         // One envelope, or several when the batch is over the split size.
@@ -492,12 +503,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
             sent.messages += one.messages;
             sent.bytes += one.bytes;
         }
-        self.writer.lock().shrink_after_large();
+        self.stream.lock().shrink_after_large();
         Ok(sent)
     }
 
     async fn ping(&mut self) -> Result<(), Broken> {
-        self.writer.lock().queue_control(OP_PING, &[]);
+        self.stream.lock().queue_control(OP_PING, &[]);
         self.write_rest().await.map_err(|_| Broken)
     }
 
@@ -515,31 +526,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
         let _ = tokio::time::timeout(Duration::from_secs(1), finished).await;
     }
 
-    /// None off a single-threaded runtime: a task that may move between threads
-    /// could run its loop at the same time as a flusher woken on the thread it
-    /// started on.
+    /// None off a single-threaded runtime (see [`on_one_thread`]).
     fn flusher(
         &self,
         loop_waker: &Waker,
         outbox: &Arc<Outbox>,
         metrics: &Arc<Metrics>,
     ) -> Option<(Waker, Arc<dyn Handoff>)> {
-        let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
-        if flavor != tokio::runtime::RuntimeFlavor::CurrentThread {
+        if !on_one_thread() {
             return None;
         }
         let flusher = Arc::new(Flusher {
-            writer: Arc::downgrade(&self.writer),
+            stream: Arc::downgrade(&self.stream),
             outbox: Arc::downgrade(outbox),
             loop_waker: loop_waker.clone(),
             thread: thread_key(),
             metrics: metrics.clone(),
         });
-        Some((futures_util::task::waker(flusher), self.writer.clone()))
+        Some((futures_util::task::waker(flusher), self.stream.clone()))
+    }
+
+    /// None off a single-threaded runtime (see [`on_one_thread`]).
+    fn reader(&self, loop_waker: &Waker, inputs: Arc<dyn Inputs>) -> Option<Waker> {
+        on_one_thread().then(|| {
+            futures_util::task::waker(Arc::new(Reader {
+                stream: Arc::downgrade(&self.stream),
+                inputs,
+                loop_waker: loop_waker.clone(),
+                thread: thread_key(),
+            }))
+        })
     }
 }
 
-impl<S: Send> Handoff for Mutex<Writer<S>> {
+/// Whether the calling task stays on its thread (it runs on a single-threaded
+/// runtime): a task that may move between threads could run its loop at the same
+/// time as a flusher or reader woken on the thread it started on.
+fn on_one_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
+impl<S: Send> Handoff for Mutex<Stream<S>> {
     fn take(&self, batch: &mut Batch) -> bool {
         let mut writer = self.lock();
         if !writer.handed {
@@ -567,7 +595,7 @@ impl<S: Send> Handoff for Mutex<Writer<S>> {
 struct Flusher<S> {
     /// Weak, as `outbox`: the outbox holds this waker (and outlives the connection
     /// when its session is parked).
-    writer: Weak<Mutex<Writer<S>>>,
+    stream: Weak<Mutex<Stream<S>>>,
     outbox: Weak<Outbox>,
     /// The loop's waker for its outbox.
     loop_waker: Waker,
@@ -589,7 +617,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Flusher<S> {
     /// waker again); false when the loop is to go on (something left to it, or the
     /// connection busy with a write of its own).
     fn flush(me: &Arc<Self>) -> bool {
-        let (Some(writer), Some(outbox)) = (me.writer.upgrade(), me.outbox.upgrade()) else {
+        let (Some(writer), Some(outbox)) = (me.stream.upgrade(), me.outbox.upgrade()) else {
             return false;
         };
         // Locked otherwise only by the loop's task, on this thread, for one poll of the
@@ -635,6 +663,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Flusher<S> {
                 }
             }
             (writer.hand, writer.handed) = (hand, true);
+            return false;
+        }
+    }
+}
+
+/// The waker a WebSocket connection's socket wakes when the client sent something
+/// (the loop polls `recv` with it). Woken on the connection's thread (by the I/O
+/// driver, which at every tick finds the inputs of the connections it serves), it
+/// reads what the socket has and hands the session the messages that are inputs and
+/// acks only, as the loop would, so one turn of the driver applies every
+/// connection's inputs without waking and polling their tasks. It leaves anything
+/// else (the first other message, a control frame, the stream's end) to the loop,
+/// which it then wakes, and never writes.
+struct Reader<S> {
+    /// Weak: the socket holds this waker.
+    stream: Weak<Mutex<Stream<S>>>,
+    inputs: Arc<dyn Inputs>,
+    /// The loop's waker for its socket.
+    loop_waker: Waker,
+    /// The thread the connection's task runs on ([`thread_key`]).
+    thread: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ArcWake for Reader<S> {
+    fn wake_by_ref(me: &Arc<Self>) {
+        if me.thread != thread_key() || !Self::read(me) {
+            me.loop_waker.wake_by_ref();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Reader<S> {
+    /// Reads and hands over messages until the socket has no more (registering this
+    /// waker again); false when the loop is to go on (something left to it).
+    fn read(me: &Arc<Self>) -> bool {
+        let Some(stream) = me.stream.upgrade() else {
+            return false;
+        };
+        let own = waker_ref(me);
+        loop {
+            // Unlocked before the message is handed over: a reply the session queues
+            // wakes the flusher, which locks the stream.
+            let received = {
+                let Some(mut locked) = stream.try_lock() else {
+                    return false;
+                };
+                if locked.retired || locked.left.is_some() {
+                    return false;
+                }
+                match locked.poll_recv(&mut Context::from_waker(&own), false) {
+                    Poll::Pending => return true,
+                    Poll::Ready(received) => received,
+                }
+            };
+            let left = match received {
+                Received::Binary(message) => match me.inputs.offer(&message) {
+                    Some(Ok(())) => continue,
+                    Some(Err(reason)) => Received::Ended(reason),
+                    None => Received::Binary(message),
+                },
+                other => other,
+            };
+            stream.lock().left = Some(left);
             return false;
         }
     }
@@ -841,17 +932,126 @@ mod tests {
         assert!(!handoff.take(&mut batch));
         assert!(outbox.drain(&mut batch), "the message waits in the outbox");
 
-        let leaves: [fn(&mut Writer<DuplexStream>); 2] = [|w| w.queue_control(OP_PONG, b"p"), |w| w.retired = true];
+        let leaves: [fn(&mut Stream<DuplexStream>); 2] = [|w| w.queue_control(OP_PONG, b"p"), |w| w.retired = true];
         for leave in leaves {
             let (_client, ws) = pipe(1 << 16).await;
             let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
             let (wakes, (_, handoff, _)) = flusher(&ws, &outbox);
-            leave(&mut ws.writer.lock());
+            leave(&mut ws.stream.lock());
             outbox.push_reliable(Bytes::from_static(b"y")).unwrap();
             assert_eq!(woken(&wakes), 1);
             assert!(!handoff.take(&mut batch));
             assert!(outbox.drain(&mut batch), "the message waits in the outbox");
         }
+    }
+
+    /// Takes the messages that begin with `in` (ends the session at `end`), and keeps
+    /// every message offered.
+    #[derive(Default)]
+    struct FakeInputs(Mutex<Vec<Bytes>>);
+
+    impl Inputs for FakeInputs {
+        fn offer(&self, message: &Bytes) -> Option<Result<(), CloseReason>> {
+            self.0.lock().push(message.clone());
+            match &message[..] {
+                b"end" => Some(Err(CloseReason::RateLimited)),
+                m if m.starts_with(b"in") => Some(Ok(())),
+                _ => None,
+            }
+        }
+    }
+
+    /// A connection's reader as the loop sets it up: `recv` polled once with it (the
+    /// socket has nothing yet), waking `wakes` for what it leaves.
+    fn reader(ws: &mut WebSocket<DuplexStream>, inputs: &Arc<FakeInputs>) -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes(0.into()));
+        let waker = ws
+            .reader(&Waker::from(wakes.clone()), inputs.clone())
+            .expect("a reader");
+        assert!(poll_recv(ws, &waker).is_pending());
+        (wakes, waker)
+    }
+
+    fn poll_recv(ws: &mut WebSocket<DuplexStream>, waker: &Waker) -> Poll<Received> {
+        std::pin::pin!(ws.recv()).poll(&mut Context::from_waker(waker))
+    }
+
+    /// What the client sends is read by the socket's waker, on the connection's
+    /// thread: inputs are handed over without the loop being woken; the first other
+    /// message is left for the loop's `recv` (and wakes it), as is a control frame and
+    /// a message that ends the session. The reader never writes: the pong it leaves
+    /// queued goes out with the loop's read.
+    #[tokio::test]
+    async fn the_reader_hands_inputs_over_without_waking_the_loop() {
+        use futures_util::SinkExt;
+        let (mut client, mut ws) = pipe(1 << 16).await;
+        let inputs = Arc::new(FakeInputs::default());
+        let (wakes, waker) = reader(&mut ws, &inputs);
+        for message in [&b"in 1"[..], b"in 2"] {
+            client.send(Message::binary(message.to_vec())).await.unwrap();
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(*inputs.0.lock(), [&b"in 1"[..], b"in 2"]);
+        assert_eq!(woken(&wakes), 0, "the loop was not woken");
+
+        client.send(Message::binary(&b"join"[..])).await.unwrap();
+        client.send(Message::binary(&b"in 3"[..])).await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(woken(&wakes), 1);
+        assert_eq!(inputs.0.lock().len(), 3);
+        let Poll::Ready(Received::Binary(left)) = poll_recv(&mut ws, &waker) else {
+            panic!("the loop reads what the reader left");
+        };
+        assert_eq!(left, &b"join"[..]);
+        // (Sent once the reader had left the socket to the loop: the loop reads it.)
+        let Poll::Ready(Received::Binary(next)) = poll_recv(&mut ws, &waker) else {
+            panic!("the loop reads on");
+        };
+        assert_eq!(next, &b"in 3"[..]);
+        assert!(poll_recv(&mut ws, &waker).is_pending());
+        assert_eq!(inputs.0.lock().len(), 3);
+
+        client.send(Message::Ping(vec![7].into())).await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(woken(&wakes), 2);
+        assert!(
+            ws.stream.lock().needs_flush,
+            "the reader queued the pong, and did not write it"
+        );
+        assert!(matches!(
+            poll_recv(&mut ws, &waker),
+            Poll::Ready(Received::Other(Inbound::Control(1)))
+        ));
+        assert!(poll_recv(&mut ws, &waker).is_pending());
+        assert!(matches!(client.next().await, Some(Ok(Message::Pong(p))) if *p == [7]));
+
+        client.send(Message::binary(&b"end"[..])).await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(woken(&wakes), 3);
+        assert!(matches!(
+            poll_recv(&mut ws, &waker),
+            Poll::Ready(Received::Ended(CloseReason::RateLimited))
+        ));
+    }
+
+    /// Woken on another thread, or once the loop is over, the reader reads nothing:
+    /// it wakes the loop.
+    #[tokio::test]
+    async fn the_reader_leaves_the_socket_to_the_loop_off_its_thread_or_retired() {
+        let (_client, mut ws) = pipe(1 << 16).await;
+        let inputs = Arc::new(FakeInputs::default());
+        let (wakes, waker) = reader(&mut ws, &inputs);
+        std::thread::spawn(move || waker.wake()).join().unwrap();
+        assert_eq!(woken(&wakes), 1);
+
+        use futures_util::SinkExt;
+        let (mut client, mut ws) = pipe(1 << 16).await;
+        let (wakes, _) = reader(&mut ws, &inputs);
+        ws.stream.lock().retired = true;
+        client.send(Message::binary(&b"in 1"[..])).await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(woken(&wakes), 1);
+        assert!(inputs.0.lock().is_empty(), "nothing was handed over");
     }
 
     /// A stream whose flush of bytes written waits while `hold` is set, as a TLS
@@ -973,7 +1173,7 @@ mod tests {
         for (client, ws, _, wakes) in &mut connections {
             assert_eq!(woken(wakes), 0, "the loop was not woken");
             assert!(matches!(client.next().await, Some(Ok(Message::Binary(b))) if b.len() > 20 * 1024));
-            let kept = ws.writer.lock().out.capacity();
+            let kept = ws.stream.lock().out.capacity();
             assert!(kept <= MAX_KEPT_WRITE_BUFFER, "keeps {kept} bytes");
         }
     }
@@ -1060,7 +1260,7 @@ mod tests {
         let outbox = Outbox::new(OutboxLimits::default());
         let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
         assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
-        let w = ws.writer.lock();
+        let w = ws.stream.lock();
         let waiting = w.out.len() - w.unwritten + w.shared.iter().map(Bytes::len).sum::<usize>();
         assert!(waiting < 1024 * 1024, "one message waits, of {waiting} bytes");
     }
@@ -1083,7 +1283,7 @@ mod tests {
         let sent = tokio::time::timeout(Duration::from_millis(50), ws.send(&batch, &outbox)).await;
         assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
         {
-            let w = ws.writer.lock();
+            let w = ws.stream.lock();
             assert!(
                 w.out.capacity() <= MAX_KEPT_WRITE_BUFFER,
                 "holds {} bytes",
@@ -1094,7 +1294,7 @@ mod tests {
             assert!(in_body.contains(&rest.as_ptr()), "the rest is the room's own bytes");
         }
         assert!(matches!(
-            ws.received(Incoming::Ping(vec![9; 4].into())),
+            ws.stream.lock().received(Incoming::Ping(vec![9; 4].into())),
             Received::Other(_)
         ));
         let closing = tokio::spawn(async move { ws.close_with(4002, "replaced").await });
@@ -1149,7 +1349,7 @@ mod tests {
         };
         ws.send(&batch, &Outbox::new(OutboxLimits::default())).await.unwrap();
         assert!(matches!(client.next().await, Some(Ok(Message::Binary(b))) if b.len() > 100 * 1024));
-        let kept = ws.writer.lock().out.capacity();
+        let kept = ws.stream.lock().out.capacity();
         assert!(kept <= MAX_KEPT_WRITE_BUFFER, "keeps {kept} bytes");
     }
 
@@ -1204,7 +1404,7 @@ mod tests {
         let (pings, ws) = read.expect("the message is read").unwrap();
         assert_eq!(pings, 20);
         // What waits for the client stayed bounded (the rest was not answered).
-        let w = ws.writer.lock();
+        let w = ws.stream.lock();
         let waiting = w.out.len() - w.unwritten;
         assert!(waiting <= MAX_UNWRITTEN_PONGS + 102, "{waiting} bytes waiting");
     }
@@ -1215,7 +1415,7 @@ mod tests {
     #[tokio::test]
     async fn pongs_queued_behind_a_partly_written_one_drop_what_was_written() {
         let (_client, ws) = pipe(4096).await;
-        let mut w = ws.writer.lock();
+        let mut w = ws.stream.lock();
         for _ in 0..1000 {
             w.queue_control(OP_PONG, &[7; 100]);
             // The socket took all but a few bytes of what waited.
