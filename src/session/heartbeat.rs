@@ -42,6 +42,12 @@ impl Heartbeat {
         self.ping_sent = None;
     }
 
+    /// A ping was sent and nothing came since: the next inbound traffic may bring
+    /// the deadline sooner (when the interval is shorter than the timeout).
+    pub fn pinged(&self) -> bool {
+        self.ping_sent.is_some()
+    }
+
     /// When [`Heartbeat::poll`] has something to do next.
     pub fn deadline(&self) -> Instant {
         match self.ping_sent {

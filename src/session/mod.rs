@@ -590,10 +590,14 @@ impl Session {
 
     /// Handles one binary message if it holds inputs and acks only (what a client in a
     /// room sends at every tick), as [`Session::handle`] would; None, having done
-    /// nothing, for any other message. What it handles makes no directory work and
-    /// brings no timer sooner, so a driver may hand such messages over without
-    /// looking at either again (see `Transport::reader`).
+    /// nothing, for any other message, and for the first message after a ping (the
+    /// heartbeat's next deadline may come sooner then). What it handles makes no
+    /// directory work and brings no timer sooner, so a driver may hand such messages
+    /// over without looking at either again (see `Transport::reader`).
     pub fn handle_inputs(&mut self, bytes: &[u8], now: Now) -> Option<Result<(), CloseReason>> {
+        if self.heartbeat.pinged() {
+            return None;
+        }
         let in_place = inputs::read(bytes)?;
         Some(self.handle_read(Read::InPlace(in_place), bytes.len(), now))
     }

@@ -663,6 +663,17 @@ fn only_inputs_and_acks_are_handled_in_place_and_nothing_else_is_touched() {
     assert_eq!(h.session.handle_inputs(&over, now), Some(Ok(())));
     assert_eq!(h.errors(), [(ErrorCode::RateLimited, 0)]);
     assert_eq!(h.sent().len(), 0);
+
+    // Once pinged, the next message is the driver's (its timer may move sooner).
+    h.advance(Duration::from_secs(601));
+    assert_eq!(h.session.handle_timeout(h.now().instant), Ok(Beat::Ping));
+    let inputs = encode(vec![input("a", 6)]);
+    assert_eq!(h.session.handle_inputs(&inputs, h.now()), None);
+    assert_eq!(h.sent().len(), 0);
+    h.session.handle(Inbound::Binary(&inputs), h.now()).unwrap();
+    assert_eq!(h.sent().len(), 1);
+    let inputs = encode(vec![input("a", 7)]);
+    assert_eq!(h.session.handle_inputs(&inputs, h.now()), Some(Ok(())));
 }
 
 #[test]

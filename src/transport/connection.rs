@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -295,13 +295,6 @@ impl Inputs for Hands {
     }
 }
 
-/// `future`, polled with `waker` whatever the task's (the transport's reader: see
-/// [`Transport::reader`]).
-async fn with_waker<F: Future>(waker: &Waker, future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|_| future.as_mut().poll(&mut std::task::Context::from_waker(waker))).await
-}
-
 /// Runs one authenticated connection to its end.
 pub(crate) async fn serve<T: Transport>(
     mut transport: T,
@@ -381,10 +374,9 @@ pub(crate) async fn serve<T: Transport>(
         live: Arc::downgrade(&live),
         metrics: metrics.clone(),
     });
-    let read_waker = (!naive)
-        .then(|| transport.reader(socket.waker(), inputs))
-        .flatten()
-        .unwrap_or_else(|| socket.waker().clone());
+    if !naive {
+        transport.reader(socket.waker(), inputs);
+    }
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = 'session: loop {
@@ -429,7 +421,7 @@ pub(crate) async fn serve<T: Transport>(
                 }
             }
             Some(reply) = directory.next(), if !directory.is_empty() => live.lock().session.on_directory(reply),
-            received = socket.poll(with_waker(&read_waker, transport.recv())) => {
+            received = socket.poll(transport.recv()) => {
                 let now = Now::system();
                 let mut live = live.lock();
                 let result = match received {

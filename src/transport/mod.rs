@@ -145,14 +145,12 @@ pub(crate) trait Transport {
     }
 
     /// For a transport that hands what the client sends to the session without the
-    /// connection loop when it can (WebSocket: see `ws`): the waker the loop polls
-    /// `recv` with, which offers each message it reads to `inputs` and wakes
-    /// `loop_waker` for the first one `inputs` does not take, or anything else the
-    /// peer sends (`recv` returns that next). None (the default): the loop reads
-    /// everything.
-    fn reader(&self, _loop_waker: &Waker, _inputs: Arc<dyn Inputs>) -> Option<Waker> {
-        None
-    }
+    /// connection loop when it can (WebSocket: see `ws`): from now on what arrives
+    /// wakes the transport's reader, which offers each message it reads to `inputs`
+    /// and wakes `loop_waker` (the waker `recv` is polled with) for the first one
+    /// `inputs` does not take, or anything else the peer sends (`recv` returns that
+    /// next). By default nothing: the loop reads everything.
+    fn reader(&mut self, _loop_waker: &Waker, _inputs: Arc<dyn Inputs>) {}
 }
 
 /// Where a transport's reader (see [`Transport::reader`]) hands the client's messages.

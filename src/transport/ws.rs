@@ -46,6 +46,9 @@ use crate::transport::{Broken, Handoff, Inputs, Received, Sent, Transport};
 /// so the lock is never waited for.
 pub(crate) struct WebSocket<S> {
     stream: Arc<Mutex<Stream<S>>>,
+    /// The [`Reader`]'s waker, once there is one: every read registers it, whichever
+    /// task reads.
+    reader: Option<Waker>,
 }
 
 /// The stream, what the server reads from it and what it writes to it.
@@ -249,12 +252,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
     }
 
     /// The next message or control frame, reading what the socket has when the
-    /// reader's buffer holds none whole; a message the [`Reader`] left first. The
-    /// loop (`flush`) first writes what waits (answers to pings) as far as the socket
-    /// takes it now, without holding up reading (a client that does not read is still
-    /// read; the rest goes at the next message read or frame sent): never the reader,
-    /// whose waker would then stand in for the loop's as the one a blocked write wakes.
-    fn poll_recv(&mut self, cx: &mut Context<'_>, flush: bool) -> Poll<Received> {
+    /// reader's buffer holds none whole (registering `read`, else `cx`'s waker); a
+    /// message the [`Reader`] left first. The loop (`flush`) first writes what waits
+    /// (answers to pings) as far as the socket takes it now, with its own waker, and
+    /// without holding up reading (a client that does not read is still read; the
+    /// rest goes at the next message read or frame sent). The reader never writes:
+    /// its waker would then stand in for the loop's as the one a blocked write wakes.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, flush: bool, read: Option<&Waker>) -> Poll<Received> {
         if let Some(left) = self.left.take() {
             return Poll::Ready(left);
         }
@@ -275,11 +279,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
                 self.drop_unwritten();
                 Err(e)
             } else {
-                ready!(tokio_util::io::poll_read_buf(
-                    Pin::new(&mut self.io),
-                    cx,
-                    self.reader.buf()
-                ))
+                let (io, buf) = (Pin::new(&mut self.io), self.reader.buf());
+                ready!(match read {
+                    Some(read) => tokio_util::io::poll_read_buf(io, &mut Context::from_waker(read), buf),
+                    None => tokio_util::io::poll_read_buf(io, cx, buf),
+                })
             };
             match read {
                 Ok(0) => return Poll::Ready(Received::Lost),
@@ -378,6 +382,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
     /// with a read buffer of `read_chunk` bytes between messages.
     pub(crate) fn new(io: S, read: &[u8], max_message: usize, read_chunk: usize) -> Self {
         Self {
+            reader: None,
             stream: Arc::new(Mutex::new(Stream {
                 io,
                 reader: FrameReader::new(max_message, read_chunk, read),
@@ -473,7 +478,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
     const NAME: &'static str = "websocket";
 
     async fn recv(&mut self) -> Received {
-        std::future::poll_fn(|cx| self.stream.lock().poll_recv(cx, true)).await
+        std::future::poll_fn(|cx| self.stream.lock().poll_recv(cx, true, self.reader.as_ref())).await
     }
 
     /// One binary message, framed here: the envelope is encoded after room for the
@@ -499,6 +504,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
         // One envelope, or several when the batch is over the split size.
         let mut sent = Sent::default();
         for (reliable, states) in split_envelopes(batch.reliable_part(), &batch.states, SPLIT_ENVELOPE_BYTES) {
+            // The reader may have answered the client's close while one was written.
+            if self.stream.lock().close_sent {
+                return Err(Broken);
+            }
             let one = self.write_envelope(reliable, states).await?;
             sent.messages += one.messages;
             sent.bytes += one.bytes;
@@ -547,15 +556,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
     }
 
     /// None off a single-threaded runtime (see [`on_one_thread`]).
-    fn reader(&self, loop_waker: &Waker, inputs: Arc<dyn Inputs>) -> Option<Waker> {
-        on_one_thread().then(|| {
-            futures_util::task::waker(Arc::new(Reader {
+    fn reader(&mut self, loop_waker: &Waker, inputs: Arc<dyn Inputs>) {
+        if on_one_thread() {
+            self.reader = Some(futures_util::task::waker(Arc::new(Reader {
                 stream: Arc::downgrade(&self.stream),
                 inputs,
                 loop_waker: loop_waker.clone(),
                 thread: thread_key(),
-            }))
-        })
+            })));
+        }
     }
 }
 
@@ -688,9 +697,20 @@ struct Reader<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ArcWake for Reader<S> {
     fn wake_by_ref(me: &Arc<Self>) {
-        if me.thread != thread_key() || !Self::read(me) {
-            me.loop_waker.wake_by_ref();
+        if me.thread == thread_key() {
+            // Outside any task (in the I/O driver's turn): a panic here would end the
+            // thread and every connection on it. It ends this connection (1011).
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::read(me))) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(_) => {
+                    if let Some(stream) = me.stream.upgrade() {
+                        stream.lock().left = Some(Received::Ended(CloseReason::InternalError));
+                    }
+                }
+            }
         }
+        me.loop_waker.wake_by_ref();
     }
 }
 
@@ -712,7 +732,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Reader<S> {
                 if locked.retired || locked.left.is_some() {
                     return false;
                 }
-                match locked.poll_recv(&mut Context::from_waker(&own), false) {
+                match locked.poll_recv(&mut Context::from_waker(&own), false, None) {
                     Poll::Pending => return true,
                     Poll::Ready(received) => received,
                 }
@@ -725,7 +745,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Reader<S> {
                 },
                 other => other,
             };
-            stream.lock().left = Some(left);
+            let mut locked = stream.lock();
+            debug_assert!(locked.left.is_none(), "one thing left at a time");
+            locked.left = Some(left);
             return false;
         }
     }
@@ -945,8 +967,8 @@ mod tests {
         }
     }
 
-    /// Takes the messages that begin with `in` (ends the session at `end`), and keeps
-    /// every message offered.
+    /// Takes the messages that begin with `in` (ends the session at `end`, panics at
+    /// `boom`), and keeps every message offered.
     #[derive(Default)]
     struct FakeInputs(Mutex<Vec<Bytes>>);
 
@@ -955,19 +977,21 @@ mod tests {
             self.0.lock().push(message.clone());
             match &message[..] {
                 b"end" => Some(Err(CloseReason::RateLimited)),
+                b"boom" => panic!("a defect in handling a message"),
                 m if m.starts_with(b"in") => Some(Ok(())),
                 _ => None,
             }
         }
     }
 
-    /// A connection's reader as the loop sets it up: `recv` polled once with it (the
-    /// socket has nothing yet), waking `wakes` for what it leaves.
+    /// A connection's reader as the loop sets it up, and `recv` polled once (the
+    /// socket has nothing yet): the reader wakes `wakes`, the loop's waker (also
+    /// returned), for what it leaves.
     fn reader(ws: &mut WebSocket<DuplexStream>, inputs: &Arc<FakeInputs>) -> (Arc<Wakes>, Waker) {
         let wakes = Arc::new(Wakes(0.into()));
-        let waker = ws
-            .reader(&Waker::from(wakes.clone()), inputs.clone())
-            .expect("a reader");
+        let waker = Waker::from(wakes.clone());
+        ws.reader(&waker, inputs.clone());
+        assert!(ws.reader.is_some(), "a reader");
         assert!(poll_recv(ws, &waker).is_pending());
         (wakes, waker)
     }
@@ -1040,7 +1064,8 @@ mod tests {
     async fn the_reader_leaves_the_socket_to_the_loop_off_its_thread_or_retired() {
         let (_client, mut ws) = pipe(1 << 16).await;
         let inputs = Arc::new(FakeInputs::default());
-        let (wakes, waker) = reader(&mut ws, &inputs);
+        let (wakes, _) = reader(&mut ws, &inputs);
+        let waker = ws.reader.clone().unwrap();
         std::thread::spawn(move || waker.wake()).join().unwrap();
         assert_eq!(woken(&wakes), 1);
 
@@ -1052,6 +1077,75 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(woken(&wakes), 1);
         assert!(inputs.0.lock().is_empty(), "nothing was handed over");
+    }
+
+    /// A panic while the reader hands a message over (outside any task: it would end
+    /// the thread and every connection on it) ends this connection only (1011).
+    #[tokio::test]
+    async fn a_panic_in_the_reader_ends_its_connection_only() {
+        use futures_util::SinkExt;
+        let (mut client, mut ws) = pipe(1 << 16).await;
+        let inputs = Arc::new(FakeInputs::default());
+        let (wakes, waker) = reader(&mut ws, &inputs);
+        client.send(Message::binary(&b"boom"[..])).await.unwrap();
+        assert_eq!(woken(&wakes), 1);
+        assert!(matches!(
+            poll_recv(&mut ws, &waker),
+            Poll::Ready(Received::Ended(CloseReason::InternalError))
+        ));
+    }
+
+    /// A pong the socket does not take at once is written by the loop (its `recv`
+    /// flushes it), and the socket then wakes the loop to write the rest, not the
+    /// reader (which never writes).
+    #[tokio::test]
+    async fn a_write_the_socket_holds_up_wakes_the_loop_not_the_reader() {
+        use tokio::io::AsyncReadExt;
+        let (server_io, mut client_io) = tokio::io::duplex(64);
+        let mut ws = WebSocket::new(server_io, &[], 1 << 16, 1024);
+        let inputs = Arc::new(FakeInputs::default());
+        let (wakes, waker) = reader(&mut ws, &inputs);
+        ws.stream.lock().queue_control(OP_PONG, &[0; 100]);
+        assert!(poll_recv(&mut ws, &waker).is_pending());
+        assert!(ws.stream.lock().needs_flush, "the socket took part of it");
+        client_io.read_exact(&mut [0; 64]).await.unwrap();
+        assert_eq!(woken(&wakes), 1, "the loop is woken to write the rest");
+        assert!(poll_recv(&mut ws, &waker).is_pending());
+        assert!(!ws.stream.lock().needs_flush);
+    }
+
+    /// A client's close the reader reads while the loop writes a batch of several
+    /// messages is answered after the message under way, and nothing follows the
+    /// answer: the write ends there.
+    #[tokio::test]
+    async fn nothing_follows_the_answer_to_a_close_read_during_a_write() {
+        use futures_util::SinkExt;
+        let (mut client, mut ws) = pipe(64 * 1024).await;
+        let inputs = Arc::new(FakeInputs::default());
+        let (wakes, _) = reader(&mut ws, &inputs);
+        // Two snapshots over the split size: two messages.
+        let batch = Batch {
+            states: vec![snapshot(1, 700 << 10), snapshot(2, 700 << 10)],
+            ..Batch::default()
+        };
+        let outbox = Outbox::new(OutboxLimits::default());
+        let stream = ws.stream.clone();
+        let mut send = Box::pin(ws.send(&batch, &outbox));
+        let sent = tokio::time::timeout(Duration::from_millis(50), &mut send).await;
+        assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
+        client.send(Message::Close(None)).await.unwrap();
+        assert!(stream.lock().close_sent, "the reader answered the close");
+        assert_eq!(woken(&wakes), 1);
+        let both = async { tokio::join!(send, client.next()) };
+        let (sent, first) = tokio::time::timeout(Duration::from_secs(5), both)
+            .await
+            .expect("the write ends");
+        assert!(sent.is_err(), "the second message was not written");
+        let Some(Ok(Message::Binary(message))) = first else {
+            panic!("expected the first snapshot");
+        };
+        assert!(message.len() > 700 << 10 && message.len() < 800 << 10);
+        assert!(matches!(client.next().await, Some(Ok(Message::Close(_)))));
     }
 
     /// A stream whose flush of bytes written waits while `hold` is set, as a TLS
