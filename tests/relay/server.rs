@@ -115,6 +115,41 @@ async fn arena_members_see_the_same_verified_state(transport: Transport) {
     }
 }
 
+/// Every message a client sends is counted once in `tickrelay_messages_in_total`, and
+/// its bytes in `tickrelay_bytes_in_total`, whether the connection loop read it (a
+/// join) or the I/O thread's reader handed it to the session (inputs, over WebSocket).
+#[tokio::test]
+async fn every_message_in_is_counted_once_with_its_bytes() {
+    let server = start().await;
+    let mut client = TestClient::connect_over(&server, Transport::WebSocket).await;
+    client.join("counted", "arena").await;
+    let (messages, bytes) = (
+        server.metric("tickrelay_messages_in_total"),
+        server.metric("tickrelay_bytes_in_total"),
+    );
+    let mut sent = 0;
+    for _ in 0..20 {
+        let payload = input::Payload::Intent(Bytes::from_static(&[1, 1]));
+        let seq = client.input("counted", payload.clone()).await;
+        let input = proto::Input {
+            room: "counted".into(),
+            seq,
+            payload: Some(payload),
+        };
+        let message = proto::ClientMessage {
+            kind: Some(client_message::Kind::Input(input)),
+        };
+        sent += proto::ClientEnvelope {
+            messages: vec![message],
+            first_event_seq: 0,
+        }
+        .encoded_len() as u64;
+    }
+    client.applied("counted", 20).await;
+    assert_eq!(server.metric("tickrelay_messages_in_total") - messages, 20);
+    assert_eq!(server.metric("tickrelay_bytes_in_total") - bytes, sent);
+}
+
 async fn rooms_are_isolated(transport: Transport) {
     let server = start().await;
     let mut a = TestClient::connect_over(&server, transport).await;
