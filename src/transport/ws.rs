@@ -252,13 +252,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
     }
 
     /// The next message or control frame, reading what the socket has when the
-    /// reader's buffer holds none whole (registering `read`, else `cx`'s waker); a
+    /// reader's buffer holds none whole (registering `read_waker`, else `cx`'s waker); a
     /// message the [`Reader`] left first. The loop (`flush`) first writes what waits
     /// (answers to pings) as far as the socket takes it now, with its own waker, and
     /// without holding up reading (a client that does not read is still read; the
     /// rest goes at the next message read or frame sent). The reader never writes:
     /// its waker would then stand in for the loop's as the one a blocked write wakes.
-    fn poll_recv(&mut self, cx: &mut Context<'_>, flush: bool, read: Option<&Waker>) -> Poll<Received> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>, flush: bool, read_waker: Option<&Waker>) -> Poll<Received> {
         if let Some(left) = self.left.take() {
             return Poll::Ready(left);
         }
@@ -280,8 +280,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
                 Err(e)
             } else {
                 let (io, buf) = (Pin::new(&mut self.io), self.reader.buf());
-                ready!(match read {
-                    Some(read) => tokio_util::io::poll_read_buf(io, &mut Context::from_waker(read), buf),
+                ready!(match read_waker {
+                    Some(waker) => tokio_util::io::poll_read_buf(io, &mut Context::from_waker(waker), buf),
                     None => tokio_util::io::poll_read_buf(io, cx, buf),
                 })
             };
@@ -555,7 +555,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
         Some((futures_util::task::waker(flusher), self.stream.clone()))
     }
 
-    /// None off a single-threaded runtime (see [`on_one_thread`]).
+    /// Not off a single-threaded runtime (see [`on_one_thread`]): there the loop reads everything.
     fn reader(&mut self, loop_waker: &Waker, inputs: Arc<dyn Inputs>) {
         if on_one_thread() {
             self.reader = Some(futures_util::task::waker(Arc::new(Reader {
