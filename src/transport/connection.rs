@@ -652,6 +652,9 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
             Some(Received::Binary(_) | Received::Other(_)) => {}
             Some(Received::ClientClosed) => return End::ClientClosed,
             Some(Received::ClientLeft(code)) => return End::ClientLeft(code),
+            // The session ended itself on a message the reader handed over (a flood,
+            // say) while the loop was writing: that is the end, not a lost connection.
+            Some(Received::Ended(reason)) => return End::Close(reason),
             _ => return End::Lost,
         }
     }
@@ -809,6 +812,27 @@ mod tests {
         async fn finish(&mut self) {
             let _ = self.closed.send(None);
         }
+    }
+
+    /// A write that failed after the transport's reader had ended the session (a flood
+    /// it read during the write) ends with the session's reason, not as a lost
+    /// connection (which would be parked for resume).
+    #[test]
+    fn an_end_the_reader_left_is_not_a_lost_connection() {
+        let (client, inbound) = mpsc::unbounded_channel();
+        let mut memory = Memory {
+            inbound,
+            outbound: mpsc::unbounded_channel().0,
+            closed: mpsc::unbounded_channel().0,
+            close_takes: Duration::ZERO,
+            ping_takes: Duration::ZERO,
+        };
+        client.send(Received::Binary(Bytes::from_static(b"input"))).unwrap();
+        client.send(Received::Ended(CloseReason::RateLimited)).unwrap();
+        assert!(matches!(
+            lost_or_closed_by_client(&mut memory),
+            End::Close(CloseReason::RateLimited)
+        ));
     }
 
     /// What the transport's flusher left to the loop goes out before what the outbox

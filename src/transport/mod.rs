@@ -65,7 +65,8 @@ pub(crate) enum Received {
     /// window, below the level of messages (frames that never make one): close 1008.
     Flood,
     /// A message the transport's reader handed to the session (see
-    /// [`Transport::reader`]) ended it: close with this reason.
+    /// [`Transport::reader`]) ended it, or the reader failed (a panic: 1011): close
+    /// with this reason.
     Ended(CloseReason),
 }
 
@@ -173,7 +174,8 @@ pub(crate) trait Handoff: Send + Sync {
     /// layer took whole, but could not yet send, counted whole).
     fn unwritten(&self) -> usize;
 
-    /// The loop is over: from now on the flusher leaves everything to it.
+    /// The loop is over: from now on the flusher leaves everything to it (and the
+    /// transport's reader, when it has one, reads nothing more).
     fn retire(&self);
 }
 

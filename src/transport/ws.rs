@@ -74,6 +74,9 @@ struct Stream<S> {
     needs_flush: bool,
     /// The server has queued its close frame: nothing may follow it.
     close_sent: bool,
+    /// Bytes of the pongs queued since everything was last written (behind a message
+    /// of ours under way, say: the reader reads pings during a write).
+    pongs: usize,
     /// A write by the flusher failed: the connection is gone.
     broken: bool,
     /// The bytes of a message the flusher began and left to the loop, until it is
@@ -137,13 +140,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
             self.unwritten = 0;
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        (self.needs_flush, self.begun) = (false, 0);
+        (self.needs_flush, self.begun, self.pongs) = (false, 0, 0);
         Poll::Ready(Ok(()))
     }
 
     /// After a failed write: nothing is left to write, and reading goes on to what
     /// the client sent before the connection broke (a close, say).
     fn drop_unwritten(&mut self) {
+        self.pongs = 0;
         (self.unwritten, self.needs_flush, self.begun) = (self.out.len(), false, 0);
         self.shared.clear();
         self.after_shared.clear();
@@ -243,14 +247,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
         self.close_sent = opcode == OP_CLOSE;
     }
 
-    /// Bytes of control frames waiting to be written.
-    fn control_waiting(&self) -> usize {
-        match self.shared.is_empty() {
-            true => self.out.len() - self.unwritten,
-            false => self.after_shared.len(),
-        }
-    }
-
     /// The next message or control frame, reading what the socket has when the
     /// reader's buffer holds none whole (registering `read_waker`, else `cx`'s waker); a
     /// message the [`Reader`] left first. The loop (`flush`) first writes what waits
@@ -309,8 +305,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
                 // A client that pings without reading the pongs gets no more of them
                 // while a few are waiting (RFC 6455 §5.5.3 allows answering only the
                 // latest ping): what waits for it stays bounded.
-                if self.control_waiting() <= MAX_UNWRITTEN_PONGS {
+                if self.pongs <= MAX_UNWRITTEN_PONGS {
                     self.queue_control(OP_PONG, &payload);
+                    self.pongs += 2 + payload.len();
                 }
                 Received::Other(Inbound::Control(payload.len()))
             }
@@ -393,6 +390,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
                 after_shared: BytesMut::new(),
                 needs_flush: false,
                 close_sent: false,
+                pongs: 0,
                 broken: false,
                 begun: 0,
                 hand: Batch::default(),
@@ -445,8 +443,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WebSocket<S> {
         let answered = async {
             loop {
                 match self.recv().await {
+                    // (`Ended`: the reader's end, left to the loop: not the client's answer.)
                     Received::Binary(_)
                     | Received::InvalidPayload
+                    | Received::Ended(_)
                     | Received::Other(Inbound::Control(_) | Inbound::Text) => {}
                     // A refused frame (the reason for this close, often) stays refused:
                     // the frames after it cannot be found. What the client still sends
@@ -629,9 +629,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Flusher<S> {
         let (Some(writer), Some(outbox)) = (me.stream.upgrade(), me.outbox.upgrade()) else {
             return false;
         };
-        // Locked otherwise only by the loop's task, on this thread, for one poll of the
-        // stream at a time: never held while it wakes this (a reply the session pushes
-        // to its outbox during the loop's poll wakes it at once, with the lock free).
+        // Locked otherwise only by the loop's task and the reader, on this thread, for
+        // one poll of the stream at a time: never held while it wakes this (a reply the
+        // session pushes to its outbox during the loop's poll, or as the reader hands it
+        // a message, wakes it at once, with the lock free).
         let Some(mut writer) = writer.try_lock() else {
             return false;
         };
@@ -1112,6 +1113,37 @@ mod tests {
         assert_eq!(woken(&wakes), 1, "the loop is woken to write the rest");
         assert!(poll_recv(&mut ws, &waker).is_pending());
         assert!(!ws.stream.lock().needs_flush);
+    }
+
+    /// A ping the reader reads while a frame of ours waits, partly written, is
+    /// answered once the frame is out, however large the frame.
+    #[tokio::test]
+    async fn a_ping_read_during_a_write_is_answered_after_it() {
+        use futures_util::SinkExt;
+        let (mut client, mut ws) = pipe(1024).await;
+        let inputs = Arc::new(FakeInputs::default());
+        let (wakes, _) = reader(&mut ws, &inputs);
+        let batch = Batch {
+            states: vec![snapshot(1, 20 << 10)],
+            ..Batch::default()
+        };
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut send = Box::pin(ws.send(&batch, &outbox));
+        let sent = tokio::time::timeout(Duration::from_millis(50), &mut send).await;
+        assert!(sent.is_err(), "the client reads nothing yet: the write blocks");
+        client.send(Message::Ping(vec![5].into())).await.unwrap();
+        assert_eq!(woken(&wakes), 1, "the ping is left to the loop");
+        let both = async { tokio::join!(send, client.next()) };
+        let (sent, first) = tokio::time::timeout(Duration::from_secs(5), both)
+            .await
+            .expect("the write ends");
+        assert!(sent.is_ok());
+        assert!(matches!(first, Some(Ok(Message::Binary(m))) if m.len() > 20 << 10));
+        let pong = tokio::time::timeout(Duration::from_secs(1), client.next()).await;
+        assert!(
+            matches!(&pong, Ok(Some(Ok(Message::Pong(p)))) if **p == [5]),
+            "{pong:?}"
+        );
     }
 
     /// A client's close the reader reads while the loop writes a batch of several
