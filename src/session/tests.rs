@@ -303,12 +303,8 @@ impl Harness {
 
     /// Sends one envelope holding `messages`, its events numbered from `first`.
     fn send_numbered(&mut self, first: u64, messages: Vec<Out>) -> Result<(), CloseReason> {
-        let envelope = ClientEnvelope {
-            messages: messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect(),
-            first_event_seq: first,
-        };
         let now = self.now();
-        self.session.handle(Inbound::Binary(&envelope.encode_to_vec()), now)
+        self.session.handle(Inbound::Binary(&envelope(first, messages)), now)
     }
 
     fn one(&mut self, message: Out) -> Result<(), CloseReason> {
@@ -342,6 +338,16 @@ impl Harness {
     fn key(&self, room: &str) -> RoomKey {
         self.rooms.opened.lock()[room].key
     }
+}
+
+/// One envelope holding `messages`, its events numbered from `first`, encoded.
+fn envelope(first: u64, messages: Vec<Out>) -> Vec<u8> {
+    let messages = messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
+    ClientEnvelope {
+        messages,
+        first_event_seq: first,
+    }
+    .encode_to_vec()
 }
 
 fn join(room: &str, request_id: u64) -> Out {
@@ -635,14 +641,7 @@ fn only_inputs_and_acks_are_handled_in_place_and_nothing_else_is_touched() {
     h.replies();
     h.sent();
     h.advance(Duration::from_secs(1)); // the bucket full again: 4 messages
-    let encode = |messages: Vec<Out>| {
-        let messages = messages.into_iter().map(|k| ClientMessage { kind: Some(k) }).collect();
-        ClientEnvelope {
-            messages,
-            ..Default::default()
-        }
-        .encode_to_vec()
-    };
+    let encode = |messages| envelope(0, messages);
     let now = h.now();
     for _ in 0..10 {
         let other = encode(vec![join("b", 2)]);

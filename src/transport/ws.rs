@@ -147,8 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
     /// After a failed write: nothing is left to write, and reading goes on to what
     /// the client sent before the connection broke (a close, say).
     fn drop_unwritten(&mut self) {
-        self.pongs = 0;
-        (self.unwritten, self.needs_flush, self.begun) = (self.out.len(), false, 0);
+        (self.unwritten, self.needs_flush, self.begun, self.pongs) = (self.out.len(), false, 0, 0);
         self.shared.clear();
         self.after_shared.clear();
     }
