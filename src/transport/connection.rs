@@ -509,12 +509,7 @@ pub(crate) async fn serve<T: Transport>(
     }
     // The reader holds the session only while it runs.
     let Live { mut session, .. } = Arc::into_inner(live).expect("the session is the loop's").into_inner();
-    // A write that failed because the client had just closed normally is not a lost
-    // connection.
-    let end = match end {
-        End::Lost => lost_or_closed_by_client(&mut transport),
-        end => end,
-    };
+    let end = as_the_client_ended_it(&mut transport, end);
     // A stopping cluster node's last word: where to continue.
     if let (End::Close(CloseReason::ShuttingDown), Some(cluster)) = (&end, &ctx.cluster)
         && let Some(url) = cluster.destination(session.rooms())
@@ -640,11 +635,20 @@ async fn continue_elsewhere_session<T: Transport>(
     Ok(new_session::<T>(ctx, record.session_id, identity, client, now))
 }
 
-/// How a connection that broke (a failed read, write or ping) ended: a client that
-/// closed it normally (its close already received, behind what it sent before, while
-/// a write failed) is not a lost connection, whose session would be kept for a resume
-/// that never comes.
-fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
+/// How a connection ends that broke (a failed read, write or ping), or that the
+/// server ends for a client that stopped answering or reading (`end`): a client whose
+/// close was already received (behind what it sent before, or read by the
+/// transport's reader while the loop was busy and not yet looked at) closed it
+/// itself, and its session is not kept for a resume that never comes.
+fn as_the_client_ended_it<T: Transport>(transport: &mut T, end: End) -> End {
+    let would_park = match &end {
+        End::Lost => true,
+        End::Close(reason) => matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer),
+        _ => false,
+    };
+    if !would_park {
+        return end;
+    }
     // What is already there, and no more: messages before the close are dropped
     // with the connection.
     for _ in 0..64 {
@@ -653,12 +657,12 @@ fn lost_or_closed_by_client<T: Transport>(transport: &mut T) -> End {
             Some(Received::ClientClosed) => return End::ClientClosed,
             Some(Received::ClientLeft(code)) => return End::ClientLeft(code),
             // The session ended itself on a message the reader handed over (a flood,
-            // say) while the loop was writing: that is the end, not a lost connection.
+            // say) while the loop was busy: that is the end.
             Some(Received::Ended(reason)) => return End::Close(reason),
-            _ => return End::Lost,
+            _ => return end,
         }
     }
-    End::Lost
+    end
 }
 
 /// Writes what the outbox holds now, after what the transport's flusher left to the
@@ -830,7 +834,7 @@ mod tests {
         client.send(Received::Binary(Bytes::from_static(b"input"))).unwrap();
         client.send(Received::Ended(CloseReason::RateLimited)).unwrap();
         assert!(matches!(
-            lost_or_closed_by_client(&mut memory),
+            as_the_client_ended_it(&mut memory, End::Lost),
             End::Close(CloseReason::RateLimited)
         ));
     }
@@ -1181,6 +1185,29 @@ mod tests {
         assert!(after >= Duration::from_millis(200), "closed too early: {after:?}");
         assert!(after < Duration::from_secs(3), "closed late: {after:?}");
         task.await.unwrap();
+    }
+
+    /// A client that closed normally while the loop was busy (here: a ping its
+    /// transport took long to write, after which the heartbeat's timeout is past)
+    /// ended its session: it is not parked for a resume, and its close is answered.
+    #[tokio::test]
+    async fn a_close_received_before_the_heartbeat_ran_out_ends_the_session() {
+        let mut config = Config::default();
+        config.session.heartbeat_interval_secs = 0.05;
+        config.session.heartbeat_timeout_secs = 0.05;
+        let ctx = context_with(config);
+        let (mut server, mut client) = pair();
+        server.ping_takes = Duration::from_millis(300);
+        let task = connect(&ctx, server, anonymous(&ctx));
+        client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
+        tokio::time::sleep(Duration::from_millis(150)).await; // the ping is under way
+        let _ = client.inbound.send(Received::ClientClosed);
+        assert_eq!(client.closed().await, None, "the client's close is answered");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ctx.registry.parked(), 0);
     }
 
     #[tokio::test]
