@@ -259,6 +259,26 @@ struct Live {
 }
 
 impl Live {
+    /// Handles what the client sent: None, or how the connection ends.
+    fn on_received(&mut self, metrics: &Metrics, received: Received) -> Option<End> {
+        let now = Now::system();
+        let result = match received {
+            Received::Binary(bytes) => {
+                count_in(metrics, &bytes);
+                self.session.handle(Inbound::Binary(&bytes), now)
+            }
+            Received::Other(inbound) => self.session.handle(inbound, now),
+            Received::ProtocolError => Err(CloseReason::ProtocolError),
+            Received::InvalidPayload => Err(CloseReason::Undecodable),
+            Received::ClientClosed => return Some(End::ClientClosed),
+            Received::ClientLeft(code) => return Some(End::ClientLeft(code)),
+            Received::Lost => return Some(End::Lost),
+            Received::Flood => Err(CloseReason::RateLimited),
+            Received::Ended(reason) => Err(reason),
+        };
+        self.counted(metrics, result).err().map(End::Close)
+    }
+
     /// `handled`, a message's result, once the messages the session refused over the
     /// rate limits meanwhile are counted (looked up only when it moved: the counter
     /// is a cache line of its own).
@@ -374,9 +394,7 @@ pub(crate) async fn serve<T: Transport>(
         live: Arc::downgrade(&live),
         metrics: metrics.clone(),
     });
-    if !naive {
-        transport.reader(socket.waker(), inputs);
-    }
+    let reader = (!naive).then(|| transport.reader(socket.waker(), inputs)).flatten();
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = 'session: loop {
@@ -422,24 +440,8 @@ pub(crate) async fn serve<T: Transport>(
             }
             Some(reply) = directory.next(), if !directory.is_empty() => live.lock().session.on_directory(reply),
             received = socket.poll(transport.recv()) => {
-                let now = Now::system();
-                let mut live = live.lock();
-                let result = match received {
-                    Received::Binary(bytes) => {
-                        count_in(metrics, &bytes);
-                        live.session.handle(Inbound::Binary(&bytes), now)
-                    }
-                    Received::Other(inbound) => live.session.handle(inbound, now),
-                    Received::ProtocolError => Err(CloseReason::ProtocolError),
-                    Received::InvalidPayload => Err(CloseReason::Undecodable),
-                    Received::ClientClosed => break End::ClientClosed,
-                    Received::ClientLeft(code) => break End::ClientLeft(code),
-                    Received::Lost => break End::Lost,
-                    Received::Flood => Err(CloseReason::RateLimited),
-                    Received::Ended(reason) => Err(reason),
-                };
-                if let Err(reason) = live.counted(metrics, result) {
-                    break End::Close(reason);
+                if let Some(end) = live.lock().on_received(metrics, received) {
+                    break end;
                 }
             }
             () = outbox_woken.poll(std::future::poll_fn(|_| match &handoff {
@@ -479,6 +481,21 @@ pub(crate) async fn serve<T: Transport>(
                             let sent = tokio::select! {
                                 sent = tokio::time::timeout_at(until, &mut sending) => sent,
                                 () = stop.registered() => break 'session stopped(&stop),
+                                // What the reader leaves meanwhile (it wakes the task) is
+                                // handled now: a client that does not read still ends its
+                                // session at once by a close, a fault or a flood.
+                                received = std::future::poll_fn(|_| {
+                                    handoff.as_ref().and_then(|h| h.take_left()).map_or(Poll::Pending, Poll::Ready)
+                                }), if reader.is_some() => {
+                                    if let Some(end) = live.lock().on_received(metrics, received) {
+                                        break 'session end;
+                                    }
+                                    // It stopped at what it left.
+                                    if let Some(reader) = &reader {
+                                        reader.wake_by_ref();
+                                    }
+                                    continue;
+                                }
                             };
                             if sent.is_ok() || held.is_some() || grace == slow {
                                 break sent;
@@ -852,6 +869,9 @@ mod tests {
                 0
             }
             fn retire(&self) {}
+            fn take_left(&self) -> Option<Received> {
+                None
+            }
         }
         let error = |request_id| {
             crate::frame::encode_message(Kind::Error(crate::proto::Error {

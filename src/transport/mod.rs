@@ -150,8 +150,12 @@ pub(crate) trait Transport {
     /// wakes the transport's reader, which offers each message it reads to `inputs`
     /// and wakes `loop_waker` (the waker `recv` is polled with) for the first one
     /// `inputs` does not take, or anything else the peer sends (`recv` returns that
-    /// next). By default nothing: the loop reads everything.
-    fn reader(&mut self, _loop_waker: &Waker, _inputs: Arc<dyn Inputs>) {}
+    /// next). Returns the reader's waker: woken, it reads on (after the loop took
+    /// what it left through [`Handoff::take_left`]). By default nothing: the loop
+    /// reads everything.
+    fn reader(&mut self, _loop_waker: &Waker, _inputs: Arc<dyn Inputs>) -> Option<Waker> {
+        None
+    }
 }
 
 /// Where a transport's reader (see [`Transport::reader`]) hands the client's messages.
@@ -177,6 +181,10 @@ pub(crate) trait Handoff: Send + Sync {
     /// The loop is over: from now on the flusher leaves everything to it (and the
     /// transport's reader, when it has one, reads nothing more).
     fn retire(&self);
+
+    /// What the transport's reader (see [`Transport::reader`]) left to the loop,
+    /// taken (`recv` would return it next): for a loop busy with a write.
+    fn take_left(&self) -> Option<Received>;
 }
 
 /// Refused connections' lines: at most 5 a second (`suppressed` counts the rest), so

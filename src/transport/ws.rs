@@ -555,7 +555,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
     }
 
     /// Not off a single-threaded runtime (see [`on_one_thread`]): there the loop reads everything.
-    fn reader(&mut self, loop_waker: &Waker, inputs: Arc<dyn Inputs>) {
+    fn reader(&mut self, loop_waker: &Waker, inputs: Arc<dyn Inputs>) -> Option<Waker> {
         if on_one_thread() {
             self.reader = Some(futures_util::task::waker(Arc::new(Reader {
                 stream: Arc::downgrade(&self.stream),
@@ -564,6 +564,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WebSocket
                 thread: thread_key(),
             })));
         }
+        self.reader.clone()
     }
 }
 
@@ -594,6 +595,10 @@ impl<S: Send> Handoff for Mutex<Stream<S>> {
 
     fn retire(&self) {
         self.lock().retired = true;
+    }
+
+    fn take_left(&self) -> Option<Received> {
+        self.lock().left.take()
     }
 }
 

@@ -11,7 +11,7 @@ use tickrelay::config::Config;
 use tickrelay::proto::{self, ErrorCode, client_message, input, server_message::Kind};
 use tickrelay::session::auth::{AuthMode, Claims, DuplicateSessions, mint_hs256};
 use tickrelay_testkit::{
-    Incoming, TestClient, Transport, WAIT, both_transports, create_entity, eventually, start, start_with,
+    Incoming, TestClient, TestServer, Transport, WAIT, both_transports, create_entity, eventually, start, start_with,
 };
 
 both_transports!(
@@ -1490,17 +1490,7 @@ async fn blocked_writes_beyond_their_budget_close_their_clients_at_once() {
         c.session.byte_burst = 1e8;
     })
     .await;
-    let mut writers = Vec::new();
-    for w in 0..3 {
-        let mut writer = TestClient::connect(&server).await;
-        writer.join("big", "relay").await;
-        let mut last = 0;
-        for id in 1..=64 {
-            last = writer.input("big", large_entity(w * 100 + id)).await;
-        }
-        writer.applied("big", last).await;
-        writers.push(writer);
-    }
+    let _writers = fill_big_room(&server).await;
     let mut stalled = Vec::new();
     for _ in 0..3 {
         let mut c = TestClient::connect_with_receive_buffer(&server, 4096).await;
@@ -1519,4 +1509,76 @@ async fn blocked_writes_beyond_their_budget_close_their_clients_at_once() {
     b.frames_in("big", 2).await;
     assert_eq!(b.mirrors["big"].world().len(), 3 * 64);
     drop(stalled);
+}
+
+/// Fills the relay room "big" with three members' 64 large entities each: a full
+/// snapshot of about 3 MB, more than a socket's buffers take. The members, who read.
+async fn fill_big_room(server: &TestServer) -> Vec<TestClient> {
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let mut writer = TestClient::connect(server).await;
+        writer.join("big", "relay").await;
+        let mut last = 0;
+        for id in 1..=64 {
+            last = writer.input("big", large_entity(w * 100 + id)).await;
+        }
+        writer.applied("big", last).await;
+        writers.push(writer);
+    }
+    writers
+}
+
+/// A client whose snapshot the relay cannot finish writing (it does not read) is
+/// still read: its inputs are applied, past a ping too, and it ends its session at
+/// once by what it sends: a text frame is closed 1003, a flood 1008, a normal close
+/// ends the session; none of them waits for the write's timeout (here ten minutes),
+/// and none is kept for a resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_blocking_a_write_still_ends_its_session_by_what_it_sends() {
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = start_with(|c| {
+        c.session.slow_consumer_secs = 600.0;
+        c.session.bytes_per_second = 1e8;
+        c.session.byte_burst = 1e8;
+    })
+    .await;
+    let mut writers = fill_big_room(&server).await;
+    let stalled = || async {
+        let mut c = TestClient::connect_with_receive_buffer(&server, 4096).await;
+        c.join("big", "relay").await;
+        c // its snapshot never read
+    };
+    // What the loop handles meanwhile (a ping) does not hold up the inputs after it.
+    let mut pinging = stalled().await;
+    pinging.send_raw(Message::Ping(Default::default())).await;
+    pinging.input("big", create_entity(1_000)).await;
+    let (member, started) = (&mut writers[0], Instant::now());
+    while member.mirrors["big"].world().len() < 3 * 64 + 1 {
+        assert!(started.elapsed() < 2 * WAIT, "an input after a ping not applied");
+        member.frames_in("big", 1).await;
+    }
+
+    let mut text = stalled().await;
+    text.send_raw(Message::Text("hello".into())).await;
+    server.wait_for_metric("tickrelay_closes_total{code=\"1003\"}", 1).await;
+
+    // Over the message rate for longer than the flood window, until it is closed.
+    let mut flood = stalled().await;
+    let flooded = || server.metric("tickrelay_closes_total{code=\"1008\"}");
+    let (started, mut seq) = (Instant::now(), 0);
+    while flooded() == 0 {
+        assert!(started.elapsed() < 4 * WAIT, "a flood not closed");
+        seq += 1;
+        flood.input_with_seq("big", seq, create_entity(seq)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    let mut closing = stalled().await;
+    closing.send_raw(Message::Close(None)).await;
+    server
+        .wait_for_metric("tickrelay_connection_ends_total{end=\"client_normal\"}", 1)
+        .await;
+    assert_eq!(server.metric("tickrelay_sessions_parked"), 0);
+    assert_eq!(server.metric("tickrelay_closes_total{code=\"4501\"}"), 0);
 }
