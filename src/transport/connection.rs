@@ -292,6 +292,30 @@ impl Live {
     }
 }
 
+/// What the transport's reader left to the loop (see [`Handoff::take_left`]), once it
+/// did: for a loop busy with a write (the reader wakes the task when it leaves
+/// something).
+fn left_by_reader(handoff: Option<&dyn Handoff>) -> impl Future<Output = Received> + '_ {
+    std::future::poll_fn(move |_| handoff.and_then(|h| h.take_left()).map_or(Poll::Pending, Poll::Ready))
+}
+
+/// Handles what the reader left while the loop was busy with a write, then sets the
+/// reader reading again (it stopped there): None, or how the connection ends.
+fn handle_left(
+    live: &parking_lot::Mutex<Live>,
+    metrics: &Metrics,
+    received: Received,
+    reader: Option<&std::task::Waker>,
+) -> Option<End> {
+    let end = live.lock().on_received(metrics, received);
+    if end.is_none()
+        && let Some(reader) = reader
+    {
+        reader.wake_by_ref();
+    }
+    end
+}
+
 /// Counts a binary message from the client.
 fn count_in(metrics: &Metrics, message: &[u8]) {
     metrics.messages_in.inc();
@@ -426,14 +450,27 @@ pub(crate) async fn serve<T: Transport>(
                 match beat {
                     // A ping stuck behind a peer that stopped reading gives way to a
                     // resume elsewhere (or shutdown), as a write does.
-                    Ok(Beat::Ping) => match tokio::select! {
-                        pinged = tokio::time::timeout(slow, transport.ping()) => pinged,
-                        () = stop.registered() => break stopped(&stop),
-                    } {
-                        Ok(Ok(())) => {}
-                        Ok(Err(Broken)) => break End::Lost,
-                        Err(_) => break End::Close(CloseReason::SlowConsumer),
-                    },
+                    Ok(Beat::Ping) => {
+                        let ping = tokio::time::timeout(slow, transport.ping());
+                        tokio::pin!(ping);
+                        let pinged = loop {
+                            tokio::select! {
+                                pinged = &mut ping => break pinged,
+                                () = stop.registered() => break 'session stopped(&stop),
+                                // (As during a write of frames, below.)
+                                received = left_by_reader(handoff.as_deref()), if reader.is_some() => {
+                                    if let Some(end) = handle_left(&live, metrics, received, reader.as_ref()) {
+                                        break 'session end;
+                                    }
+                                }
+                            }
+                        };
+                        match pinged {
+                            Ok(Ok(())) => {}
+                            Ok(Err(Broken)) => break End::Lost,
+                            Err(_) => break End::Close(CloseReason::SlowConsumer),
+                        }
+                    }
                     Ok(_) => {}
                     Err(reason) => break End::Close(reason),
                 }
@@ -481,18 +518,12 @@ pub(crate) async fn serve<T: Transport>(
                             let sent = tokio::select! {
                                 sent = tokio::time::timeout_at(until, &mut sending) => sent,
                                 () = stop.registered() => break 'session stopped(&stop),
-                                // What the reader leaves meanwhile (it wakes the task) is
-                                // handled now: a client that does not read still ends its
-                                // session at once by a close, a fault or a flood.
-                                received = std::future::poll_fn(|_| {
-                                    handoff.as_ref().and_then(|h| h.take_left()).map_or(Poll::Pending, Poll::Ready)
-                                }), if reader.is_some() => {
-                                    if let Some(end) = live.lock().on_received(metrics, received) {
+                                // What the reader leaves meanwhile is handled now: a
+                                // client that does not read is still read, and ends its
+                                // session at once by a fault or a flood.
+                                received = left_by_reader(handoff.as_deref()), if reader.is_some() => {
+                                    if let Some(end) = handle_left(&live, metrics, received, reader.as_ref()) {
                                         break 'session end;
-                                    }
-                                    // It stopped at what it left.
-                                    if let Some(reader) = &reader {
-                                        reader.wake_by_ref();
                                     }
                                     continue;
                                 }
@@ -797,6 +828,37 @@ mod tests {
         close_takes: Duration,
         /// How long a ping's write takes (the same).
         ping_takes: Duration,
+        /// Where a reader would leave what it read, as a WebSocket's does (none: the
+        /// loop reads everything).
+        left: Option<Arc<LeftSlot>>,
+    }
+
+    /// What a reader left to the loop, and the loop's waker it wakes then.
+    #[derive(Default)]
+    struct LeftSlot {
+        left: parking_lot::Mutex<Option<Received>>,
+        loop_waker: parking_lot::Mutex<Option<std::task::Waker>>,
+    }
+
+    impl LeftSlot {
+        /// Leaves `received` to the loop, as a reader does.
+        fn leave(&self, received: Received) {
+            *self.left.lock() = Some(received);
+            self.loop_waker.lock().as_ref().expect("a reader").wake_by_ref();
+        }
+    }
+
+    impl Handoff for LeftSlot {
+        fn take(&self, _: &mut Batch) -> bool {
+            false
+        }
+        fn unwritten(&self) -> usize {
+            0
+        }
+        fn retire(&self) {}
+        fn take_left(&self) -> Option<Received> {
+            self.left.lock().take()
+        }
     }
 
     impl Transport for Memory {
@@ -833,6 +895,21 @@ mod tests {
         async fn finish(&mut self) {
             let _ = self.closed.send(None);
         }
+
+        fn flusher(
+            &self,
+            loop_waker: &std::task::Waker,
+            _: &Arc<Outbox>,
+            _: &Arc<Metrics>,
+        ) -> Option<(std::task::Waker, Arc<dyn Handoff>)> {
+            let slot = self.left.clone()?;
+            Some((loop_waker.clone(), slot))
+        }
+
+        fn reader(&mut self, loop_waker: &std::task::Waker, _: Arc<dyn Inputs>) -> Option<std::task::Waker> {
+            *self.left.as_ref()?.loop_waker.lock() = Some(loop_waker.clone());
+            Some(std::task::Waker::noop().clone())
+        }
     }
 
     /// A write that failed after the transport's reader had ended the session (a flood
@@ -847,6 +924,7 @@ mod tests {
             closed: mpsc::unbounded_channel().0,
             close_takes: Duration::ZERO,
             ping_takes: Duration::ZERO,
+            left: None,
         };
         client.send(Received::Binary(Bytes::from_static(b"input"))).unwrap();
         client.send(Received::Ended(CloseReason::RateLimited)).unwrap();
@@ -955,6 +1033,7 @@ mod tests {
             closed: closed_tx,
             close_takes: Duration::ZERO,
             ping_takes: Duration::ZERO,
+            left: None,
         };
         let client = Peer {
             inbound: in_tx,
@@ -1228,6 +1307,29 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(ctx.registry.parked(), 0);
+    }
+
+    /// What the transport's reader leaves while the loop's heartbeat ping is held up
+    /// (a client that does not read) is handled then: a text frame closes with its
+    /// code, not with the heartbeat's once the ping is out.
+    #[tokio::test]
+    async fn what_the_reader_leaves_during_a_held_up_ping_is_handled_then() {
+        let mut config = Config::default();
+        config.session.heartbeat_interval_secs = 0.05;
+        let ctx = context_with(config);
+        let (mut server, mut client) = pair();
+        server.ping_takes = Duration::from_secs(3);
+        let slot = Arc::new(LeftSlot::default());
+        server.left = Some(slot.clone());
+        let task = connect(&ctx, server, anonymous(&ctx));
+        client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // the ping is under way
+        slot.leave(Received::Other(Inbound::Text));
+        assert_eq!(client.closed().await, Some(CloseReason::TextFrame));
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
