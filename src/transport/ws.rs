@@ -11,7 +11,8 @@
 //! bodies) it leaves to the connection loop, which it then wakes. In the same way the
 //! socket's waker is the connection's [`Reader`]: it reads what the client sent and
 //! hands the inputs to the session (through the loop's [`Inputs`]) without waking the
-//! loop, and leaves it anything else.
+//! loop, and leaves it anything else, which the loop takes even while a write of its
+//! own is held up by a client that does not read (`Handoff::take_left`).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
