@@ -345,10 +345,16 @@ impl Quic {
 
     /// Writes `reliable` and the states in `on_stream` on the control stream: one
     /// frame, or several when large (a member of several large rooms). The stream is
-    /// reliable and ordered, so those states count as acknowledged.
+    /// reliable and ordered, so those states count as acknowledged, from now on: the
+    /// frames the rooms encode while a large snapshot is written to a slow client are
+    /// deltas against it, which the client applies once it has it, not more full
+    /// snapshots (each of which took as long to write: the client got nothing else).
     async fn write_stream(&mut self, reliable: Reliable<'_>, outbox: &Outbox, sent: &mut Sent) -> Result<(), Broken> {
         if self.cut {
             return Err(Broken);
+        }
+        for state in &self.on_stream {
+            outbox.ack(state.room, state.tick);
         }
         let mut parts = VecDeque::new();
         for (reliable, states) in split_envelopes(reliable, &self.on_stream, SPLIT_ENVELOPE_BYTES) {
@@ -368,9 +374,6 @@ impl Quic {
             written.map_err(|_| Broken)?;
             self.cut = false;
             parts.clear();
-        }
-        for state in &self.on_stream {
-            outbox.ack(state.room, state.tick);
         }
         Ok(())
     }

@@ -1580,3 +1580,42 @@ async fn a_client_blocking_a_write_still_ends_its_session_by_what_it_sends() {
         .await;
     assert_eq!(server.metric("tickrelay_closes_total{code=\"4501\"}"), 0);
 }
+
+/// A QUIC member whose room's full snapshot takes many ticks to reach it (a large
+/// room, a control stream whose window holds little of it, a client that reads slowly
+/// or a slow path) gets deltas after it, not one full snapshot after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_slow_to_reach_a_quic_member_is_followed_by_deltas() {
+    let server = start_with(|c| {
+        c.session.bytes_per_second = 1e8;
+        c.session.byte_burst = 1e8;
+        // 4 s at 60 Hz: longer than the snapshot takes, whatever else the machine runs.
+        c.room_types.get_mut("relay").unwrap().history = 240;
+    })
+    .await;
+    let mut writers = fill_big_room(&server).await;
+    // The 3 MB snapshot takes many ticks: about half a second.
+    let mut member = TestClient::connect_quic_slowly(&server, 6e6).await;
+    member.join("big", "relay").await;
+    // The room changes at about every tick meanwhile.
+    let mut writer = writers.pop().unwrap();
+    let changing = tokio::spawn(async move {
+        for id in 1_000.. {
+            writer.input("big", create_entity(id)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let (started, mut full) = (Instant::now(), 0);
+    loop {
+        if let Some(Kind::State(frame)) = member.next().await.kind
+            && frame.room == "big"
+        {
+            if frame.baseline_tick != 0 {
+                break;
+            }
+            full += 1;
+        }
+        assert!(started.elapsed() < 2 * WAIT, "{full} full snapshots and no delta");
+    }
+    changing.abort();
+}

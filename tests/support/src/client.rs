@@ -178,6 +178,19 @@ impl TestClient {
         Self::welcomed(conn, None).await
     }
 
+    /// Connects over QUIC, anonymously, as a client on a slow path: it reads its
+    /// control stream at `bytes_per_second`, through a receive window of 256 KiB, so a
+    /// large message takes long to reach it.
+    pub async fn connect_quic_slowly(server: &TestServer, bytes_per_second: f64) -> Self {
+        let mut config = crate::quic::client_config(server);
+        let mut transport = quinn::TransportConfig::default();
+        transport.stream_receive_window((256u32 * 1024).into());
+        config.transport_config(std::sync::Arc::new(transport));
+        let mut conn = QuicConn::open_with(config, server.quic_addr, "", "", u64::MAX).await;
+        conn.read_rate = Some(bytes_per_second);
+        Self::welcomed(Conn::Quic(Box::new(conn)), None).await.expect("Welcome")
+    }
+
     /// Connects with a query string (`token=...`, `resume=...`) and extra request
     /// headers; a refused upgrade returns its HTTP status, a session closed at once
     /// its close code.

@@ -25,6 +25,12 @@ pub struct QuicConn {
     pub send: quinn::SendStream,
     recv: quinn::RecvStream,
     inbound: BytesMut,
+    /// The control stream's bytes read per second, at most (a client on a slow path);
+    /// none: as fast as they come.
+    pub read_rate: Option<f64>,
+    /// Seconds of reading owed to `read_rate`, slept in steps of at least 5 ms (a
+    /// timer's granularity is a millisecond).
+    read_owed: f64,
 }
 
 impl QuicConn {
@@ -32,8 +38,19 @@ impl QuicConn {
     /// for none, and `received` when resuming), through `via`: the server's address,
     /// or a forwarder in front of it.
     pub async fn open(server: &TestServer, via: SocketAddr, token: &str, resume: &str, received: u64) -> Self {
+        Self::open_with(client_config(server), via, token, resume, received).await
+    }
+
+    /// [`QuicConn::open`] with a client configuration of the caller's.
+    pub async fn open_with(
+        config: quinn::ClientConfig,
+        via: SocketAddr,
+        token: &str,
+        resume: &str,
+        received: u64,
+    ) -> Self {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(client_config(server));
+        endpoint.set_default_client_config(config);
         let conn = tokio::time::timeout(WAIT, endpoint.connect(via, "localhost").unwrap())
             .await
             .expect("QUIC handshake within the wait time")
@@ -52,6 +69,8 @@ impl QuicConn {
             send,
             recv,
             inbound: BytesMut::new(),
+            read_rate: None,
+            read_owed: 0.0,
         }
     }
 
@@ -69,7 +88,15 @@ impl QuicConn {
             tokio::select! {
                 biased;
                 chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
-                    Ok(Some(chunk)) => self.inbound.extend_from_slice(&chunk.bytes),
+                    Ok(Some(chunk)) => {
+                        self.inbound.extend_from_slice(&chunk.bytes);
+                        if let Some(rate) = self.read_rate {
+                            self.read_owed += chunk.bytes.len() as f64 / rate;
+                            if self.read_owed >= 0.005 {
+                                tokio::time::sleep(Duration::from_secs_f64(std::mem::take(&mut self.read_owed))).await;
+                            }
+                        }
+                    }
                     Ok(None) => return closed(self.conn.closed().await),
                     Err(quinn::ReadError::ConnectionLost(e)) => return closed(e),
                     Err(e) => return Incoming::Ended(e.to_string()),
