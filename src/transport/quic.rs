@@ -20,11 +20,15 @@
 //! close code for the same [`CloseReason`], and the same reason string.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use futures_util::future::Fuse;
 use prost::Message;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{
@@ -314,6 +318,12 @@ pub(crate) struct Quic {
     cut: bool,
     /// The `Hello` has not been read yet (datagrams are dropped until it is).
     awaiting_hello: bool,
+    /// Once the client finished its control stream: the wait for its close (see
+    /// [`CLOSE_AFTER_FINISH`]), kept from one `recv` to the next as `datagram` is (a
+    /// wait made anew by each `recv` began again whenever the loop wrote a frame, and
+    /// its timer woke nothing once dropped: the connection stayed until its heartbeat
+    /// ran out). Ready once.
+    finishing: Option<Fuse<Pin<Box<dyn Future<Output = Received> + Send>>>>,
 }
 
 /// How long a connection whose client finished its control stream is given for the
@@ -339,6 +349,7 @@ impl Quic {
             last_datagrams: 0,
             cut: false,
             awaiting_hello: true,
+            finishing: None,
             conn,
         }
     }
@@ -416,6 +427,9 @@ impl Transport for Quic {
                 Err(FrameError::TooBig) => return Received::Other(Inbound::TooBig),
                 Err(FrameError::BadLength) => return Received::ProtocolError,
             }
+            if let Some(finishing) = &mut self.finishing {
+                return finishing.await;
+            }
             // Both reads are cancel-safe: a dropped read consumes nothing. The stream
             // first: what the client sent on it before its close is read before the
             // close that the datagram read reports at once.
@@ -427,10 +441,14 @@ impl Transport for Quic {
                     // normal close is an application close with 1000, once the client
                     // knows its last messages were read); without one, it is lost.
                     Ok(None) => {
-                        return match tokio::time::timeout(CLOSE_AFTER_FINISH, self.conn.closed()).await {
-                            Ok(e) => lost(e),
-                            Err(_) => Received::Lost,
-                        };
+                        let conn = self.conn.clone();
+                        let finishing: Pin<Box<dyn Future<Output = Received> + Send>> = Box::pin(async move {
+                            match tokio::time::timeout(CLOSE_AFTER_FINISH, conn.closed()).await {
+                                Ok(e) => lost(e),
+                                Err(_) => Received::Lost,
+                            }
+                        });
+                        self.finishing = Some(finishing.fuse());
                     }
                     Err(ReadError::ConnectionLost(e)) => return lost(e),
                     Err(_) => return Received::Lost,

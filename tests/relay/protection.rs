@@ -1619,3 +1619,20 @@ async fn a_snapshot_slow_to_reach_a_quic_member_is_followed_by_deltas() {
     }
     changing.abort();
 }
+
+/// A QUIC client that finishes its control stream and sends no close is taken for
+/// lost about a second later, as PROTOCOL.md says (its session kept for a resume),
+/// also while its room sends it a frame at every tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_stream_finished_without_a_close_is_a_lost_connection_soon() {
+    let server = start().await;
+    let mut c = TestClient::connect_quic(&server, "", "").await.unwrap();
+    c.join("finished", "arena").await;
+    c.frames_in("finished", 2).await;
+    c.finish_quic_stream();
+    let waited = server
+        .wait_for_metric("tickrelay_connection_ends_total{end=\"lost\"}", 1)
+        .await;
+    assert!(waited < Duration::from_secs(4), "lost after {waited:?}");
+    server.wait_for_metric("tickrelay_sessions_parked", 1).await;
+}

@@ -310,6 +310,14 @@ impl TestClient {
         ws.send(message).await.expect("send");
     }
 
+    /// Finishes the control stream without closing the connection (QUIC only).
+    pub fn finish_quic_stream(&mut self) {
+        let Conn::Quic(q) = &mut self.conn else {
+            panic!("finish_quic_stream is for QUIC clients");
+        };
+        q.send.finish().expect("the stream was open");
+    }
+
     /// Closes normally (1000).
     pub async fn close_normally(self) {
         match self.conn {
