@@ -13,8 +13,8 @@
 //! [`Delivery::Acknowledged`]: the client acknowledges frames it applied (`Ack`, in a
 //! datagram or with its next control-stream message) and its next delta is against
 //! the newest acknowledged tick.
-//! A frame written on the control stream counts as acknowledged once written (the
-//! stream is reliable).
+//! A frame written on the control stream counts as acknowledged from the moment its
+//! write begins (the stream is reliable and ordered).
 //!
 //! The connection closes with an application error code equal to the WebSocket
 //! close code for the same [`CloseReason`], and the same reason string.
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use futures_util::future::Fuse;
+use futures_util::future::{Fuse, FusedFuture};
 use prost::Message;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{
@@ -428,7 +428,12 @@ impl Transport for Quic {
                 Err(FrameError::BadLength) => return Received::ProtocolError,
             }
             if let Some(finishing) = &mut self.finishing {
-                return finishing.await;
+                // (Once it ended the connection, the connection stays lost.)
+                return if finishing.is_terminated() {
+                    Received::Lost
+                } else {
+                    finishing.await
+                };
             }
             // Both reads are cancel-safe: a dropped read consumes nothing. The stream
             // first: what the client sent on it before its close is read before the

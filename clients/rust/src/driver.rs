@@ -1718,6 +1718,8 @@ impl Driver {
             }
             if !synced && mirror.is_synced() {
                 self.shared.previous.lock().remove(&frame.room);
+                // The next time it is out of sync (a rejoin) waits a second again.
+                self.resync_asked.remove(&frame.room);
             }
             result
         };
