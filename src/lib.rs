@@ -4,8 +4,9 @@
 //!
 //! Dependencies run one way, top to bottom: the server builds the transports, a
 //! transport drives sessions, a session sends commands to the room engine, and
-//! everything shares the wire protocol. The engine and the session are sans IO (no
-//! sockets, no clock reads: time is passed in); the transports are thin drivers.
+//! everything shares the wire protocol. The room (`engine::room`) and the session
+//! are sans IO (no sockets, no clock reads: time is passed in); the simulation
+//! threads, the pacer and the transports are the drivers around them.
 //!
 //! - [`server`] — builds everything from the [`config`], accepts connections, shuts down.
 //! - [`transport`] — the connection loop every transport shares and its
@@ -29,7 +30,8 @@
 //!
 //! The wire protocol lives in the `tickrelay-proto` crate, which clients link alone;
 //! its modules are re-exported here: [`proto`] (the generated `tickrelay.v1` types),
-//! [`frame`], [`error`], [`state`], [`delta`], [`mirror`], [`bucket`], [`clock`].
+//! [`frame`], [`error`], [`state`], [`delta`], [`packed`], [`mirror`], [`bucket`],
+//! [`clock`].
 //!
 //! `docs/PROTOCOL.md` is the wire reference.
 

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::bus::{Bus, Delivery};
+use crate::cluster::bus::{Bus, BusMessage};
 use crate::cluster::{
     Claim, Closing, Cluster, DirectoryError, Node, NodeSettings, RedisAddress, RedisDirectory, probe_redis,
 };
@@ -203,7 +203,7 @@ pub struct Server {
 /// Cluster mode: this node, what other nodes send it, and its rooms' checkpoints.
 struct ClusterParts {
     cluster: Arc<Cluster>,
-    inbox: mpsc::UnboundedReceiver<Delivery>,
+    inbox: mpsc::UnboundedReceiver<BusMessage>,
     checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
 }
 
@@ -782,7 +782,7 @@ async fn join_cluster(
     pool: &Arc<SimPool>,
     closing: Arc<Closing>,
     metrics: &Arc<Metrics>,
-) -> Result<(Cluster, mpsc::UnboundedReceiver<Delivery>), ServerError> {
+) -> Result<(Cluster, mpsc::UnboundedReceiver<BusMessage>), ServerError> {
     let c = &config.cluster;
     let scheme = if config.tls.insecure_plain { "ws" } else { "wss" };
     let url = (c.public_url.clone()).unwrap_or_else(|| format!("{scheme}://{local_addr}/ws"));

@@ -31,7 +31,7 @@ use crate::proto::{RoomClose, SendEvent, UserLive, UserRemoval};
 
 /// What arrived for this node.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Delivery {
+pub enum BusMessage {
     /// A room event to publish in a room open here.
     Event(SendEvent),
     /// A room open here to close.
@@ -44,14 +44,14 @@ pub enum Delivery {
     CallsStopped,
 }
 
-impl Delivery {
+impl BusMessage {
     /// The room it is for (none: a user's session going live, for every room).
     pub fn room(&self) -> Option<&str> {
         match self {
-            Delivery::Event(event) => Some(&event.room),
-            Delivery::Close(close) => Some(&close.room),
-            Delivery::Removal(removal) => Some(&removal.room),
-            Delivery::UserLive(_) | Delivery::CallsStopped => None,
+            BusMessage::Event(event) => Some(&event.room),
+            BusMessage::Close(close) => Some(&close.room),
+            BusMessage::Removal(removal) => Some(&removal.room),
+            BusMessage::UserLive(_) | BusMessage::CallsStopped => None,
         }
     }
 }
@@ -84,7 +84,7 @@ impl Bus {
         redis: &RedisAddress,
         prefix: &str,
         node: &str,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<Delivery>), DirectoryError> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<BusMessage>), DirectoryError> {
         let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
         let mut connection = Connection::open(redis, Some(pushes)).await?;
         let prefix = connection.key_prefix(prefix);
@@ -144,7 +144,7 @@ impl Bus {
     /// A node about to hand its rooms off stops taking calls from other nodes (room
     /// events, closes, removals): it unsubscribes from their channels, so a call
     /// published from then on counts no listener and its API answers 503 (retry: the
-    /// room is on its way to another node). [`Delivery::CallsStopped`] follows the
+    /// room is on its way to another node). [`BusMessage::CallsStopped`] follows the
     /// calls published before, which reach the rooms ahead of their last checkpoint:
     /// it is Redis's confirmation that the last of those channels is left, which
     /// comes on the same connection, and the same way, as the calls before it. Tried
@@ -223,13 +223,13 @@ fn node_channel(prefix: &str, node: &str, name: &str) -> String {
 
 /// A pushed message on one of `[inbox, closes, removals, users]`, if it is one this
 /// node understands.
-fn decode(push: PushInfo, [inbox, closes, removals, users]: &[String; 4], stopped: &AtomicBool) -> Option<Delivery> {
+fn decode(push: PushInfo, [inbox, closes, removals, users]: &[String; 4], stopped: &AtomicBool) -> Option<BusMessage> {
     match &push.kind {
         PushKind::Message | PushKind::SMessage => {}
         // Leaving the removals channel, the last of the calls' (see `Bus::stop_calls`).
         PushKind::Unsubscribe | PushKind::SUnsubscribe => {
             let left = matches!(push.data.first(), Some(Value::BulkString(channel)) if channel == removals.as_bytes());
-            return (left && stopped.load(Ordering::Acquire)).then_some(Delivery::CallsStopped);
+            return (left && stopped.load(Ordering::Acquire)).then_some(BusMessage::CallsStopped);
         }
         _ => return None,
     }
@@ -237,13 +237,13 @@ fn decode(push: PushInfo, [inbox, closes, removals, users]: &[String; 4], stoppe
         return None;
     };
     let decoded = if channel == inbox.as_bytes() {
-        SendEvent::decode(&payload[..]).map(Delivery::Event)
+        SendEvent::decode(&payload[..]).map(BusMessage::Event)
     } else if channel == closes.as_bytes() {
-        RoomClose::decode(&payload[..]).map(Delivery::Close)
+        RoomClose::decode(&payload[..]).map(BusMessage::Close)
     } else if channel == removals.as_bytes() {
-        UserRemoval::decode(&payload[..]).map(Delivery::Removal)
+        UserRemoval::decode(&payload[..]).map(BusMessage::Removal)
     } else if channel == users.as_bytes() {
-        UserLive::decode(&payload[..]).map(Delivery::UserLive)
+        UserLive::decode(&payload[..]).map(BusMessage::UserLive)
     } else {
         return None;
     };

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::bus::Delivery;
+use super::bus::BusMessage;
 
 /// How long a call waits for its room to open (a restore takes milliseconds; the
 /// claim that precedes it, a few Redis round trips).
@@ -24,7 +24,7 @@ const MAX_HELD: usize = 1024;
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct Held {
-    calls: VecDeque<(Instant, Delivery)>,
+    calls: VecDeque<(Instant, BusMessage)>,
 }
 
 /// Where a room of held calls stands on this node.
@@ -41,8 +41,8 @@ pub enum RoomState {
 /// What [`Held::take_due`] returns: calls to deliver now, and calls given up.
 #[derive(Debug, Default, PartialEq)]
 pub struct Due {
-    pub deliver: Vec<Delivery>,
-    pub dropped: Vec<Delivery>,
+    pub deliver: Vec<BusMessage>,
+    pub dropped: Vec<BusMessage>,
 }
 
 impl Held {
@@ -57,7 +57,7 @@ impl Held {
     }
 
     /// Holds `call` from `now`; gives it back when [`MAX_HELD`] calls already wait.
-    pub fn hold(&mut self, call: Delivery, now: Instant) -> Result<(), Delivery> {
+    pub fn hold(&mut self, call: BusMessage, now: Instant) -> Result<(), BusMessage> {
         if self.calls.len() >= MAX_HELD {
             return Err(call);
         }
@@ -99,8 +99,8 @@ mod tests {
     use super::*;
     use crate::proto::{RoomClose, SendEvent};
 
-    fn event(room: &str, kind: &str) -> Delivery {
-        Delivery::Event(SendEvent {
+    fn event(room: &str, kind: &str) -> BusMessage {
+        BusMessage::Event(SendEvent {
             room: room.into(),
             kind: kind.into(),
             ..SendEvent::default()
@@ -114,7 +114,7 @@ mod tests {
         let start = Instant::now();
         let mut held = Held::default();
         held.hold(event("a", "1"), start).unwrap();
-        let close = Delivery::Close(RoomClose {
+        let close = BusMessage::Close(RoomClose {
             room: "b".into(),
             reason: String::new(),
         });

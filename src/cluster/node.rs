@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::{Bus, Delivery};
+use super::bus::{Bus, BusMessage};
 use super::closing::Closing;
 use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
 use super::held::{HOLD_FOR, HOLD_POLL, Held, RoomState};
@@ -156,7 +156,7 @@ pub struct Cluster {
     /// Rooms not open here that claims are under way for (a restore among them), and
     /// how many: calls from other nodes for them wait (see `cluster::held`).
     opening: Arc<parking_lot::Mutex<HashMap<String, usize>>>,
-    /// Set when the inbox took [`Delivery::CallsStopped`]: every call other nodes
+    /// Set when the inbox took [`BusMessage::CallsStopped`]: every call other nodes
     /// published before this node stopped taking them has reached its room.
     calls_drained: AtomicBool,
     calls_drained_notify: Notify,
@@ -1533,7 +1533,7 @@ impl Cluster {
     /// for a room not open here yet waits for it a moment (see `cluster::held`).
     pub async fn serve_inbox(
         self: Arc<Self>,
-        mut inbox: mpsc::UnboundedReceiver<Delivery>,
+        mut inbox: mpsc::UnboundedReceiver<BusMessage>,
         on_user_live: impl Fn(UserLive) + Send,
         shutdown: CancellationToken,
     ) {
@@ -1572,7 +1572,7 @@ impl Cluster {
                     continue;
                 }
             };
-            if delivery == Delivery::CallsStopped {
+            if delivery == BusMessage::CallsStopped {
                 match held.is_empty() {
                     true => self.mark_calls_drained(),
                     false => stopped_behind_held = true,
@@ -1609,9 +1609,9 @@ impl Cluster {
     }
 
     /// Does what another node sent: a room that closed meanwhile takes nothing.
-    fn deliver(&self, delivery: Delivery, on_user_live: &impl Fn(UserLive)) {
+    fn deliver(&self, delivery: BusMessage, on_user_live: &impl Fn(UserLive)) {
         match delivery {
-            Delivery::Event(event) => {
+            BusMessage::Event(event) => {
                 let Some(room) = self.pool.room(&event.room) else {
                     tracing::debug!(room = %event.room, "event from another node for a room not open here; dropped");
                     return;
@@ -1632,17 +1632,17 @@ impl Cluster {
                     }
                 }
             }
-            Delivery::Close(close) => {
+            BusMessage::Close(close) => {
                 let taken = self.pool.close(&close.room, ErrorCode::RoomClosed, &close.reason);
                 log_call_from_elsewhere(taken, "close", &close.room);
             }
-            Delivery::Removal(r) => {
+            BusMessage::Removal(r) => {
                 let taken = self.pool.remove_user(&r.room, &r.user_id, &r.reason, r.ban_secs);
                 log_call_from_elsewhere(taken, "user removal", &r.room);
             }
-            Delivery::UserLive(live) => on_user_live(live),
+            BusMessage::UserLive(live) => on_user_live(live),
             // (`serve_inbox` takes it.)
-            Delivery::CallsStopped => {}
+            BusMessage::CallsStopped => {}
         }
     }
 

@@ -1,5 +1,8 @@
-//! Outbound envelopes, encoded without re-encoding anything: [`encode_batch`] turns
-//! an outbox [`Batch`] into one `ServerEnvelope`. Reliable messages are
+//! Outbound envelopes, encoded without re-encoding anything: a transport cuts an
+//! outbox [`Batch`] into `ServerEnvelope`s of a bounded size ([`split_envelopes`]) and
+//! encodes each ([`encode_envelope`], or [`encode_envelope_sharing`], which leaves a
+//! large shared body out of the copy; [`encode_batch`] is the whole batch as one
+//! envelope, for tests and benches). Reliable messages are
 //! already-encoded `ServerMessage`s, and a state frame is its shared body plus the
 //! member's `last_input_seq` field (protobuf allows a message's fields to be
 //! concatenated).
@@ -71,11 +74,6 @@ impl Batch {
             first_seq: self.first_seq,
         }
     }
-}
-
-/// Encoded size of `batch` as a `ServerEnvelope`.
-pub fn batch_len(batch: &Batch) -> usize {
-    envelope_len(batch.reliable_part(), &batch.states)
 }
 
 /// Encoded size of a `ServerEnvelope` holding only `state` (a QUIC datagram).
@@ -440,7 +438,7 @@ mod tests {
         };
         let mut buf = BytesMut::new();
         encode_batch(&batch, &mut buf);
-        assert_eq!(buf.len(), batch_len(&batch));
+        assert_eq!(buf.len(), envelope_len(batch.reliable_part(), &batch.states));
         let envelope = decode_server(&buf).unwrap();
         assert_eq!(envelope.messages.len(), 3);
         assert_eq!(envelope.first_seq, 300);

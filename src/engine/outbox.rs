@@ -55,7 +55,7 @@ impl Default for OutboxLimits {
 }
 
 /// A state frame waiting to be written: the shared encoded body plus the per-member
-/// field, appended at write time by [`crate::engine::envelope::encode_batch`].
+/// field, appended at write time by [`crate::engine::envelope::encode_envelope`].
 #[derive(Debug, Clone)]
 pub struct PendingState {
     /// The room the frame belongs to.

@@ -31,7 +31,7 @@ use crate::clock::unix_micros;
 use crate::engine::listing::{self, Listing, ListingState, Metadata};
 use crate::engine::outbox::{Outbox, RoomKey};
 use crate::engine::pacer::Pacer;
-use crate::engine::room::{Bans, Joiner, Roll, Room, RoomConfig, error_message};
+use crate::engine::room::{Bans, Joiner, Roll, Room, RoomConfig, encode_error, error_message};
 use crate::engine::schedule::TickSchedule;
 use crate::engine::simulation::Simulation;
 use crate::log_budget::LogBudget;
@@ -254,6 +254,9 @@ pub fn nearest_name<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) ->
         .min_by_key(|k| distance(k))
 }
 
+/// `retry_after_ms` of an `UNAVAILABLE` answer.
+pub const UNAVAILABLE_RETRY_MS: u32 = 1_000;
+
 impl PoolError {
     /// A join's room type is not one of `known`: the error names the nearest, if one
     /// is near, and them all.
@@ -283,6 +286,23 @@ impl PoolError {
             Self::ShutDown | Self::SimulationFailed => ErrorCode::RoomClosed,
             Self::Unavailable(_) | Self::Unrestorable(_) => ErrorCode::Unavailable,
         }
+    }
+
+    /// The `Error` message that answers request `request_id` about `room` with this
+    /// error; an `UNAVAILABLE` one carries its retry hint.
+    pub fn message(&self, request_id: u64, room: &str) -> Bytes {
+        // The directory or the room's node usually comes back within a lease.
+        let retry_after_ms = match self {
+            Self::Unavailable(_) => UNAVAILABLE_RETRY_MS,
+            _ => 0,
+        };
+        encode_error(proto::Error {
+            code: self.code() as i32,
+            message: self.to_string(),
+            request_id,
+            room: room.to_string(),
+            retry_after_ms,
+        })
     }
 }
 
@@ -541,6 +561,7 @@ pub struct RoomHandle {
 
 impl RoomHandle {
     /// A handle to a room outside any pool: what a test double of [`Rooms`] hands out.
+    #[cfg(test)]
     pub fn standalone(key: RoomKey, shared: Arc<RoomShared>) -> Self {
         Self { key, shared, thread: 0 }
     }
@@ -631,7 +652,7 @@ pub trait Rooms: Send + Sync {
 
 impl Rooms for SimPool {
     fn open(&self, id: &str, room_type: &str, creator: &str, listing: ListingState) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, false, Some(creator), Opening::New(listing))
+        self.open_room(id, room_type, false, Some(creator), OpenAs::New(listing))
             .map(|(handle, _)| handle)
     }
 
@@ -668,7 +689,7 @@ impl Rooms for SimPool {
 }
 
 /// How [`SimPool::open_room`] opens a room that is not open.
-enum Opening<'a> {
+enum OpenAs<'a> {
     /// A new room with this listing.
     New(ListingState),
     /// As its checkpoint left it.
@@ -676,7 +697,7 @@ enum Opening<'a> {
 }
 
 /// Rooms by id, in id order (so listings page).
-type Directory = BTreeMap<Arc<str>, RoomHandle>;
+type RoomsById = BTreeMap<Arc<str>, RoomHandle>;
 
 /// Payload bytes (inputs, events) that may wait in one simulation thread's queue:
 /// the queue's count bound alone would let large events (published through the HTTP
@@ -755,7 +776,7 @@ impl Worker {
 /// The pool; see the module documentation.
 pub struct SimPool {
     workers: Vec<Worker>,
-    directory: Arc<Mutex<Directory>>,
+    directory: Arc<Mutex<RoomsById>>,
     creators: Arc<Mutex<Creators>>,
     next_key: AtomicU64,
     config: PoolConfig,
@@ -778,7 +799,7 @@ impl SimPool {
     /// Starts the simulation threads.
     pub fn start(config: PoolConfig) -> std::io::Result<Self> {
         let metrics = Arc::new(SimMetrics::default());
-        let directory = Arc::new(Mutex::new(Directory::new()));
+        let directory = Arc::new(Mutex::new(RoomsById::new()));
         let creators = Arc::new(Mutex::new(Creators::new()));
         let workers = (0..config.threads.max(1))
             .map(|i| {
@@ -886,7 +907,7 @@ impl SimPool {
     /// empty) if it does not exist. The new room goes to the least loaded thread.
     /// (Counted against no creator: for the server itself and tests.)
     pub fn get_or_create(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
-        self.open_room(id, room_type, false, None, Opening::New(ListingState::default()))
+        self.open_room(id, room_type, false, None, OpenAs::New(ListingState::default()))
             .map(|(handle, _)| handle)
     }
 
@@ -898,7 +919,7 @@ impl SimPool {
             room_type,
             true,
             None,
-            Opening::New(ListingState::listed_as(metadata)),
+            OpenAs::New(ListingState::listed_as(metadata)),
         )
         .map(|(handle, _)| handle)
     }
@@ -907,7 +928,7 @@ impl SimPool {
     /// died or stopped), unless a room with its id is open already (then `None`: two
     /// joins may race to restore it). Counted against no creator.
     pub fn restore(&self, checkpoint: &proto::RoomCheckpoint) -> Result<Option<RoomHandle>, PoolError> {
-        let opening = Opening::Restore(checkpoint);
+        let opening = OpenAs::Restore(checkpoint);
         let (handle, opened) = self.open_room(&checkpoint.room, &checkpoint.room_type, false, None, opening)?;
         Ok(opened.then_some(handle))
     }
@@ -969,7 +990,7 @@ impl SimPool {
         room_type: &str,
         persistent: bool,
         creator: Option<&str>,
-        opening: Opening<'_>,
+        opening: OpenAs<'_>,
     ) -> Result<(RoomHandle, bool), PoolError> {
         // An open room is joined as it is; a new one is built outside the directory's
         // lock (the simulation's factory, schema and restore may take a while), and
@@ -1004,7 +1025,7 @@ impl SimPool {
         // The simulation's own code runs here (its factory, schema, restore): a panic
         // refuses this join, as a panic in a tick closes only its room.
         let built = catch_unwind(AssertUnwindSafe(|| match opening {
-            Opening::New(listing) => {
+            OpenAs::New(listing) => {
                 let mut room = Room::new(
                     key,
                     id.clone(),
@@ -1015,7 +1036,7 @@ impl SimPool {
                 room.set_listing(listing);
                 Ok(room)
             }
-            Opening::Restore(checkpoint) => {
+            OpenAs::Restore(checkpoint) => {
                 let grace = self
                     .config
                     .checkpoints
@@ -1087,7 +1108,7 @@ impl SimPool {
 
     /// The room `id` if it is open (and `room_type` is its type, or empty), or `None`
     /// if the directory has room for it.
-    fn open_already(&self, directory: &Directory, id: &str, room_type: &str) -> Result<Option<RoomHandle>, PoolError> {
+    fn open_already(&self, directory: &RoomsById, id: &str, room_type: &str) -> Result<Option<RoomHandle>, PoolError> {
         match directory.get(id) {
             // An empty type joins whatever the room is; another type is a mistake to
             // report, not to paper over.
@@ -1386,7 +1407,7 @@ struct SimThread {
     /// Position in `rooms` by room key.
     index: FxHashMap<RoomKey, usize>,
     room_count: Arc<AtomicU32>,
-    directory: Arc<Mutex<Directory>>,
+    directory: Arc<Mutex<RoomsById>>,
     creators: Arc<Mutex<Creators>>,
     metrics: Arc<SimMetrics>,
     max_catch_up: u32,
@@ -1884,11 +1905,6 @@ impl OwnedRoom {
         };
         self.joined |= count > 0;
     }
-}
-
-/// Re-exported for drivers that answer pool errors.
-pub fn pool_error_message(error: &PoolError, request_id: u64, room: &str) -> bytes::Bytes {
-    error_message(error.code(), &error.to_string(), request_id, room)
 }
 
 #[cfg(test)]

@@ -279,9 +279,6 @@ pub struct Found {
     pub seat: String,
 }
 
-/// `retry_after_ms` of an `UNAVAILABLE` answer.
-pub const UNAVAILABLE_RETRY_MS: u32 = 1_000;
-
 /// Listings one session may have waiting for the directory at once.
 const MAX_PENDING_LISTS: usize = 4;
 
@@ -1582,18 +1579,7 @@ impl Session {
     }
 
     fn pool_error(&self, error: &PoolError, request_id: u64, room: &str) {
-        // The directory or the room's node usually comes back within a lease.
-        let retry_after_ms = match error {
-            PoolError::Unavailable(_) => UNAVAILABLE_RETRY_MS,
-            _ => 0,
-        };
-        self.reply(encode_message(Kind::Error(proto::Error {
-            code: error.code() as i32,
-            message: error.to_string(),
-            request_id,
-            room: room.to_string(),
-            retry_after_ms,
-        })));
+        self.reply(error.message(request_id, room));
     }
 
     fn not_a_member(&self, room: &str, request_id: u64) {

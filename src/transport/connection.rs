@@ -6,8 +6,10 @@
 //! transport's reader, which hands it the client's inputs without the loop (see
 //! [`Transport::reader`]).
 //!
-//! A transport ([`Transport`]: WebSocket in `ws`, QUIC in `quic`) only moves bytes:
-//! it reads inbound messages, writes a [`Batch`], pings and closes.
+//! A transport ([`Transport`]: WebSocket in `ws`, QUIC in `quic`) moves bytes: it
+//! reads inbound messages, writes a [`Batch`], pings and closes; the WebSocket one
+//! also drains the outbox and hands inputs to the session on its own (its flusher
+//! and reader).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -252,13 +254,13 @@ async fn open_session<T: Transport>(
 
 /// The session, as the connection loop and its transport's reader share it (see
 /// [`Transport::reader`]).
-struct Live {
+struct SharedSession {
     session: Session,
     /// The session's messages refused over the rate limits, as last counted.
     rate_limited: u64,
 }
 
-impl Live {
+impl SharedSession {
     /// Handles what the client sent: None, or how the connection ends.
     fn on_received(&mut self, metrics: &Metrics, received: Received) -> Option<End> {
         let now = Now::system();
@@ -302,7 +304,7 @@ fn left_by_reader(handoff: Option<&dyn Handoff>) -> impl Future<Output = Receive
 /// Handles what the reader left while the loop was busy with a write, then sets the
 /// reader reading again (it stopped there): None, or how the connection ends.
 fn handle_left(
-    live: &parking_lot::Mutex<Live>,
+    live: &parking_lot::Mutex<SharedSession>,
     metrics: &Metrics,
     received: Received,
     reader: Option<&std::task::Waker>,
@@ -324,12 +326,12 @@ fn count_in(metrics: &Metrics, message: &[u8]) {
 
 /// Where the transport's reader hands the client's inputs: to the session, as the
 /// loop would (see [`Session::handle_inputs`]).
-struct Hands {
-    live: std::sync::Weak<parking_lot::Mutex<Live>>,
+struct SessionInputs {
+    live: std::sync::Weak<parking_lot::Mutex<SharedSession>>,
     metrics: Arc<Metrics>,
 }
 
-impl Inputs for Hands {
+impl Inputs for SessionInputs {
     fn offer(&self, message: &Bytes) -> Option<Result<(), CloseReason>> {
         let live = self.live.upgrade()?;
         let mut live = live.try_lock()?;
@@ -410,11 +412,11 @@ pub(crate) async fn serve<T: Transport>(
     };
     // The session, shared with the transport's reader when it has one: it hands the
     // session the client's inputs without the loop (WebSocket: a tick's inputs).
-    let live = Arc::new(parking_lot::Mutex::new(Live {
+    let live = Arc::new(parking_lot::Mutex::new(SharedSession {
         rate_limited: session.rate_limited(),
         session,
     }));
-    let inputs = Arc::new(Hands {
+    let inputs = Arc::new(SessionInputs {
         live: Arc::downgrade(&live),
         metrics: metrics.clone(),
     });
@@ -556,7 +558,7 @@ pub(crate) async fn serve<T: Transport>(
         handoff.retire();
     }
     // The reader holds the session only while it runs.
-    let Live { mut session, .. } = Arc::into_inner(live).expect("the session is the loop's").into_inner();
+    let SharedSession { mut session, .. } = Arc::into_inner(live).expect("the session is the loop's").into_inner();
     let end = as_the_client_ended_it(&mut transport, end);
     // A stopping cluster node's last word: where to continue.
     if let (End::Close(CloseReason::ShuttingDown), Some(cluster)) = (&end, &ctx.cluster)

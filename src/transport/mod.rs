@@ -1,6 +1,8 @@
-//! Transports: how bytes reach a session. Each transport is a thin driver that only
-//! moves bytes (`Transport`); the connection loop (`connection`) around the
-//! session is shared by all of them. Dependencies run one way: the server starts the
+//! Transports: how bytes reach a session. Each transport is a driver (`Transport`)
+//! that moves bytes between its socket and the session's outbox; the connection loop
+//! (`connection`) around the session is shared by all of them. The WebSocket
+//! transport also reads the client's inputs into the session and writes the rooms'
+//! frames on its I/O thread without waking the loop (`ws`). Dependencies run one way: the server starts the
 //! listeners (`http` for WebSocket, [`quic`]), they hand authenticated connections
 //! to `connection::serve`, and that loop reaches the rest of the server only through
 //! its `context::Context`.
@@ -10,7 +12,10 @@
 //! - `io_threads` — the threads that serve WebSocket connections, paced by the ticks.
 //! - `http` — HTTP/1.1 routes (`/ws`, `/healthz`, `/metrics`) and the WebSocket upgrade.
 //! - `jwks` — fetching an identity provider's signing keys (`[auth] jwks_url`).
-//! - `ws` — the WebSocket transport; [`quic`]: the QUIC transport.
+//! - `ws` — the WebSocket transport; `frame`: its frame reader and writer (RFC
+//!   6455); [`quic`]: the QUIC transport.
+//! - `api` — the HTTP API for game backends (`/rooms/...`: publish an event, close a
+//!   room, remove a user, room details and lists).
 //! - [`gate`] — connection caps and handshake rate at the upgrade.
 //! - [`origin`] — the `Origin` allowlist.
 //! - [`tls`] — certificates, including the generated development certificate, and

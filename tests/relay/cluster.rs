@@ -939,7 +939,7 @@ async fn a_node_that_stops_taking_calls_on_a_redis_cluster() {
 }
 
 async fn stop_taking_calls(redis: RedisServer) {
-    use tickrelay::cluster::bus::{Bus, Delivery};
+    use tickrelay::cluster::bus::{Bus, BusMessage};
     let config = tickrelay::config::ClusterConfig {
         redis_url: Some(redis.url()),
         ..Default::default()
@@ -976,8 +976,8 @@ async fn stop_taking_calls(redis: RedisServer) {
             .unwrap()
             .unwrap()
         {
-            Delivery::Removal(r) => received.push(r.user_id),
-            Delivery::CallsStopped => break,
+            BusMessage::Removal(r) => received.push(r.user_id),
+            BusMessage::CallsStopped => break,
             other => panic!("{other:?}"),
         }
     }

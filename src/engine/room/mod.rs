@@ -673,11 +673,6 @@ impl Room {
         &self.world
     }
 
-    /// The last tick run.
-    pub fn tick_number(&self) -> Tick {
-        self.world.tick()
-    }
-
     /// Cumulative counters.
     pub fn stats(&self) -> RoomStats {
         self.stats
@@ -1906,14 +1901,22 @@ const FINISH_TICKS: usize = 4;
 /// queue copies), or holding a control character (a client showing or logging the
 /// answer's room would print it).
 pub fn error_message(code: ErrorCode, message: &str, request_id: u64, room: &str) -> Bytes {
-    let room = if valid_room_id(room) { room } else { "" };
-    encode_message(Kind::Error(proto::Error {
+    encode_error(proto::Error {
         code: code as i32,
         message: message.to_string(),
         request_id,
         room: room.to_string(),
         retry_after_ms: 0,
-    }))
+    })
+}
+
+/// `error` as a `ServerMessage`, its room left empty unless it is a valid room id (as
+/// [`error_message`]).
+pub fn encode_error(mut error: proto::Error) -> Bytes {
+    if !valid_room_id(&error.room) {
+        error.room.clear();
+    }
+    encode_message(Kind::Error(error))
 }
 
 #[cfg(test)]
