@@ -547,7 +547,7 @@ pub fn main(simulations: Simulations) -> ExitCode {
 /// Whether a start failed on its configuration (exit code 2), not on something out
 /// of reach or in use (1).
 fn refuses_configuration(e: &ServerError) -> bool {
-    use crate::engine::sim_pool::PoolError;
+    use crate::engine::rooms::PoolError;
     matches!(
         e,
         ServerError::Config(_) | ServerError::Tls(_) | ServerError::Room(_, PoolError::SimulationFailed)

@@ -968,7 +968,7 @@ impl Config {
             if !self.room_types.contains_key(&room.room_type) {
                 let mut types: Vec<&str> = self.room_types.keys().map(String::as_str).collect();
                 types.sort_unstable();
-                let near = crate::engine::sim_pool::nearest_name(&room.room_type, types.iter().copied());
+                let near = crate::engine::rooms::nearest_name(&room.room_type, types.iter().copied());
                 let hint = near.map_or_else(String::new, |near| format!(" (did you mean `{near}`?)"));
                 return invalid(format!(
                     "room `{}` has unknown type `{}`{hint}; the room types are: {}",

@@ -71,7 +71,7 @@ pub enum ServerError {
     },
     /// A pre-created room could not be created.
     #[error("cannot create room `{0}`: {1}")]
-    Room(String, crate::engine::sim_pool::PoolError),
+    Room(String, crate::engine::rooms::PoolError),
     /// Cluster mode: the room directory (Redis) could not be reached at start.
     #[error("cluster mode: {0} (check `[cluster] redis_url` / --cluster)")]
     Cluster(#[from] DirectoryError),

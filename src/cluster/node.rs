@@ -45,7 +45,8 @@ use crate::config::Placement;
 use crate::engine::listing::{ListingState, Metadata};
 use crate::engine::outbox::RoomKey;
 use crate::engine::pacer;
-use crate::engine::sim_pool::{Checkpoint, Command, PoolError, RoomFilter, RoomShared, Rooms, SimPool};
+use crate::engine::rooms::{Command, PoolError, RoomFilter, RoomShared, Rooms};
+use crate::engine::sim_pool::{Checkpoint, SimPool};
 use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
@@ -1380,7 +1381,7 @@ impl Cluster {
             room_type
         };
         let spec = (config.room_types.get(type_name))
-            .ok_or_else(|| PoolError::unknown_room_type(type_name, &config.room_types))?;
+            .ok_or_else(|| PoolError::unknown_room_type(type_name, config.room_types.keys()))?;
         Ok(RoomEntry {
             room: room.to_string(),
             room_type: type_name.to_string(),

@@ -10,6 +10,8 @@
 //!   re-encoding.
 //! - [`schedule`] — fixed-rate tick scheduling without drift, on an injected clock.
 //! - [`listing`] — what a room shows in listings and quick joins.
+//! - [`rooms`] — how sessions, the cluster and the HTTP API reach rooms: the
+//!   [`rooms::Rooms`] trait, room handles, commands and refusals.
 //! - [`sim_pool`] — the dedicated simulation threads that own and tick the rooms.
 //! - [`pacer`] — I/O threads woken around the ticks rather than by every message.
 
@@ -18,6 +20,7 @@ pub mod listing;
 pub mod outbox;
 pub mod pacer;
 pub mod room;
+pub mod rooms;
 pub mod schedule;
 pub mod sim_pool;
 pub mod simulation;

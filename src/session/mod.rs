@@ -33,7 +33,7 @@ use crate::cluster::node::Opening;
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox, Replay};
 use crate::engine::room::{Joiner, error_message, valid_room_id};
-use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
+use crate::engine::rooms::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter, RoomHandle, RoomShared, Rooms};
 use crate::engine::simulation::{MAX_EVENT_KIND_BYTES, valid_event_kind};
 use crate::error::CloseReason;
 use crate::frame::{encode_message, validate_client};

@@ -9,7 +9,7 @@ use prost::Message;
 use super::*;
 use crate::engine::listing::Listing;
 use crate::engine::outbox::{Batch, OutboxLimits, RoomKey};
-use crate::engine::sim_pool::RoomShared;
+use crate::engine::rooms::RoomShared;
 use crate::proto::{RoomLock, ServerMessage, client_message::Kind as Out};
 use crate::session::auth::{AuthConfig, Claims, mint_hs256};
 
@@ -568,7 +568,7 @@ fn requests_for_rooms_the_session_is_not_in_are_answered() {
 fn room_side_refusals_are_answered_and_not_recorded() {
     let mut h = Harness::new();
     h.replies();
-    *h.rooms.refuse_open.lock() = Some(PoolError::unknown_room_type("nope", &Default::default()));
+    *h.rooms.refuse_open.lock() = Some(PoolError::unknown_room_type("nope", []));
     h.one(join("a", 1)).unwrap();
     assert_eq!(h.errors(), [(ErrorCode::UnknownRoomType, 1)]);
     *h.rooms.refuse_open.lock() = None;

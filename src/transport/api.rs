@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::cluster::Cluster;
 use crate::engine::listing::Metadata;
 use crate::engine::room::{Roll, valid_room_id};
-use crate::engine::sim_pool::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter};
+use crate::engine::rooms::{Command, MAX_ROOMS_PER_PAGE, PoolError, RoomFilter};
 use crate::proto::{ErrorCode, RoomClose, SendEvent, UserRemoval};
 use crate::session::auth::MAX_SUB_BYTES;
 use crate::state::SERVER;
