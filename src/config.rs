@@ -388,7 +388,7 @@ pub struct RoomTypeConfig {
     pub max_fields_per_entity: usize,
     /// Bytes per bytes/string field (relay).
     pub max_field_bytes: usize,
-    /// Bytes of the whole room state as it sits in memory: an entity 128, a field 80
+    /// Bytes of the whole room state as it sits in memory: an entity 128, a field 88
     /// plus its value, each member a hidden entity is shown to 64 (relay).
     pub max_state_bytes: usize,
     /// Arena width (arena).

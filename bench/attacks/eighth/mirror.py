@@ -5,27 +5,27 @@ def mix(x):
     x ^= x >> 30; x = (x * 0xbf58476d1ce4e5b9) & M
     x ^= x >> 27; x = (x * 0x94d049bb133111eb) & M
     return x ^ (x >> 31)
-def ehash(eid, owner, kind, fields):
+def chain(words):
     h = 0x7469636b72656c61
-    def word(w):
-        nonlocal h; h = mix(h ^ (w & M))
-    def byts(b):
-        word(len(b))
-        for i in range(0, len(b), 8):
-            word(int.from_bytes(b[i:i+8].ljust(8, b"\0"), "little"))
-    word(eid); word(owner); word(kind)
+    for w in words:
+        h = mix(h ^ (w & M))
+    return h
+def byts(b):
+    return [len(b)] + [int.from_bytes(b[i:i+8].ljust(8, b"\0"), "little") for i in range(0, len(b), 8)]
+def ehash(eid, owner, kind, fields):
+    h = chain([eid, owner, kind])
     for fid in sorted(fields):
         t, v = fields[fid]
-        word(fid)
-        if t == "int": word(1); word(v & M)
-        elif t == "float": word(2); word(struct.unpack("<I", struct.pack("<f", v))[0])
-        elif t == "bool": word(3); word(1 if v else 0)
-        elif t == "bytes": word(4); byts(v)
-        else: word(5); byts(v.encode())
+        if t == "int": value = [1, v & M]
+        elif t == "float": value = [2, struct.unpack("<I", struct.pack("<f", v))[0]]
+        elif t == "bool": value = [3, 1 if v else 0]
+        elif t == "bytes": value = [4] + byts(v)
+        else: value = [5] + byts(v.encode())
+        h = (h + chain([eid, fid] + value)) & M
     return h
 def f32(x): return struct.unpack("<f", struct.pack("<f", x))[0]
 assert ehash(0,0,0,{}) == 0xe443fe8abfe9a4f7
-assert ehash(42,7,3,{1:("int",-5),2:("float",1.5),3:("bool",True),4:("string","hello, world")}) == 0xea4ffe671149b47d
+assert ehash(42,7,3,{1:("int",-5),2:("float",1.5),3:("bool",True),4:("string","hello, world")}) == 0x68159b01c26d5e5c
 
 class Desync(Exception): pass
 

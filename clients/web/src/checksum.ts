@@ -1,7 +1,8 @@
 /**
  * The state checksum (docs/PROTOCOL.md, "State checksum"; `proto/src/state/checksum.rs`):
- * a wrapping 64-bit sum of per-entity hashes, each a chain of SplitMix64 finalizer
- * rounds over the entity's id, owner, kind and fields.
+ * a wrapping 64-bit sum of per-entity hashes, each the wrapping sum of a hash of the
+ * entity's id, owner and kind ({@link headHash}) and one hash per field
+ * ({@link fieldHash}), each a chain of SplitMix64 finalizer rounds.
  *
  * The hash runs on two unsigned 32-bit halves rather than BigInt: it is computed for
  * every entity that changed in every frame, and the halves are several times faster.
@@ -18,38 +19,50 @@ export interface HashedEntity {
   readonly fields: Iterable<{ readonly id: number; readonly value: Value }>;
 }
 
-/** Hash of one entity's state (the protocol's `entity_hash`). */
+/** Hash of one entity's state (the protocol's `entity_hash`): its head's plus its fields'. */
 export function entityHash(entity: HashedEntity): bigint {
+  let sum = headHash(entity.id, entity.owner, entity.kind);
+  for (const { id, value } of entity.fields) sum = BigInt.asUintN(64, sum + fieldHash(entity.id, id, value));
+  return sum;
+}
+
+/** The part of an entity's hash that is not its fields': its id, owner and kind. */
+export function headHash(id: bigint, owner: bigint, kind: number): bigint {
   const h = new Hasher();
-  h.bigWord(entity.id);
-  h.bigWord(entity.owner);
-  h.word(0, entity.kind);
-  for (const { id, value } of entity.fields) {
-    h.word(0, id);
-    switch (value.case) {
-      case "int":
-        h.word(0, 1);
-        h.bigWord(value.value);
-        break;
-      case "float":
-        h.word(0, 2);
-        h.word(0, float32Bits(value.value));
-        break;
-      case "bool":
-        h.word(0, 3);
-        h.word(0, value.value ? 1 : 0);
-        break;
-      case "bytes":
-        h.word(0, 4);
-        h.bytes(value.value);
-        break;
-      case "string":
-        h.word(0, 5);
-        h.bytes(utf8.encode(value.value));
-        break;
-    }
+  h.bigWord(id);
+  h.bigWord(owner);
+  h.word(0, kind);
+  return h.value();
+}
+
+/** The share of one field in the hash of entity `entity` (the protocol's `field_hash`). */
+export function fieldHash(entity: bigint, field: number, value: Value): bigint {
+  const h = new Hasher();
+  h.bigWord(entity);
+  h.word(0, field);
+  switch (value.case) {
+    case "int":
+      h.word(0, 1);
+      h.bigWord(value.value);
+      break;
+    case "float":
+      h.word(0, 2);
+      h.word(0, float32Bits(value.value));
+      break;
+    case "bool":
+      h.word(0, 3);
+      h.word(0, value.value ? 1 : 0);
+      break;
+    case "bytes":
+      h.word(0, 4);
+      h.bytes(value.value);
+      break;
+    case "string":
+      h.word(0, 5);
+      h.bytes(utf8.encode(value.value));
+      break;
   }
-  return (BigInt(h.hi) << 32n) | BigInt(h.lo);
+  return h.value();
 }
 
 /** Checksum of a whole state: the wrapping sum of its entities' hashes (0 when empty). */
@@ -77,6 +90,11 @@ function float32Bits(v: number): number {
 class Hasher {
   hi = 0x7469636b; // the seed, "tickrela"
   lo = 0x72656c61;
+
+  /** The hash as an exact `bigint`. */
+  value(): bigint {
+    return (BigInt(this.hi) << 32n) | BigInt(this.lo);
+  }
 
   /** `h = mix(h ^ w)` for the word `w = hi·2^32 + lo`. */
   word(hi: number, lo: number): void {

@@ -8,7 +8,8 @@
  *   reports a {@link DesyncError} when the client must ask for a resync.
  * - {@link Schema} — the declared kinds of a room (`Joined.schema`), which packed
  *   blocks need.
- * - {@link entityHash}, {@link stateChecksum} — the protocol's state checksum.
+ * - {@link entityHash}, {@link headHash}, {@link fieldHash}, {@link stateChecksum} — the
+ *   protocol's state checksum.
  *
  * 64-bit integers of the protocol (ids, owners, ticks, sequence numbers, checksums,
  * `int` field values) are `bigint`s; 32-bit ones (kinds, field ids) are numbers.
@@ -16,7 +17,7 @@
  */
 
 export * as v1 from "./gen/tickrelay/v1/tickrelay_pb.js";
-export { entityHash, stateChecksum, type HashedEntity } from "./checksum.js";
+export { entityHash, fieldHash, headHash, stateChecksum, type HashedEntity } from "./checksum.js";
 export { StateMirror, DesyncError, DEFAULT_MAX_ENTITIES, type Desync } from "./mirror.js";
 export { DecodeError, type BlockProblem } from "./packed.js";
 export {

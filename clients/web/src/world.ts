@@ -1,12 +1,12 @@
 /**
  * A room's entities as the client holds them, with the checksum kept up to date
- * incrementally (only entities that changed since the last {@link World.checksum} are
- * hashed again). The client-side part of `proto/src/state/world.rs`: entities of a
+ * incrementally (only the fields that changed since the last {@link World.checksum}
+ * are hashed again). The client-side part of `proto/src/state/world.rs`: entities of a
  * declared kind take only declared fields with values that fit them, floats snapped
  * to their grid, and each such field keeps its code for relative packed values.
  */
 
-import { entityHash } from "./checksum.js";
+import { fieldHash, headHash } from "./checksum.js";
 import type { Field as WireField } from "./gen/tickrelay/v1/tickrelay_pb.js";
 import { admit, type FieldProblem, type KindSchema, type Schema } from "./schema.js";
 
@@ -22,11 +22,15 @@ export interface EntityField {
   readonly value: Value;
 }
 
-/** A field as stored: with its code when its kind is declared (0 otherwise). */
+/**
+ * A field as stored: with its code when its kind is declared (0 otherwise), and its
+ * {@link fieldHash} once the checksum has needed it (undefined since it changed).
+ */
 interface StoredField {
   readonly id: number;
   value: Value;
   code: bigint;
+  hash: bigint | undefined;
 }
 
 /** An entity: id, owner (a member id; 0 = the server), kind and fields. */
@@ -35,7 +39,7 @@ export class Entity {
   readonly declared: KindSchema | undefined;
   /** @internal The fields, sorted by id. */
   readonly stored: StoredField[];
-  /** @internal Cached {@link entityHash}; undefined while the entity is dirty. */
+  /** @internal Cached `entityHash`; undefined while the entity is dirty. */
   hash: bigint | undefined = undefined;
 
   /** @internal */
@@ -131,7 +135,12 @@ export class World {
   /** The checksum of the whole state (docs/PROTOCOL.md, "State checksum"). */
   checksum(): bigint {
     for (const entity of this.#dirty) {
-      entity.hash = entityHash(entity);
+      let hash = headHash(entity.id, entity.owner, entity.kind);
+      for (const f of entity.stored) {
+        f.hash ??= fieldHash(entity.id, f.id, f.value);
+        hash += f.hash;
+      }
+      entity.hash = BigInt.asUintN(64, hash);
       this.#sum = BigInt.asUintN(64, this.#sum + entity.hash);
     }
     this.#dirty.clear();
@@ -171,7 +180,7 @@ export class World {
     const declared = this.schema.kind(kind);
     const stored: StoredField[] = [];
     for (const [field, value] of new Map(fields)) {
-      stored.push({ id: field, value, code: 0n });
+      stored.push({ id: field, value, code: 0n, hash: undefined });
     }
     stored.sort((a, b) => a.id - b.id);
     if (declared !== undefined) {
@@ -205,8 +214,9 @@ export class World {
       const f = entity.stored[i]!;
       f.value = value;
       f.code = code;
+      f.hash = undefined;
     } else {
-      entity.stored.splice(-i - 1, 0, { id: field, value, code });
+      entity.stored.splice(-i - 1, 0, { id: field, value, code, hash: undefined });
     }
     if (entity.hash !== undefined) {
       this.#sum = BigInt.asUintN(64, this.#sum - entity.hash);

@@ -41,8 +41,8 @@ test("a block of added entities decodes owners, masks and absolute values", () =
   const seven = world.get(7n)!;
   assert.equal(seven.owner, 3n);
   assert.deepEqual(seven.fields, [
-    { id: 1, value: { case: "float", value: 50 }, code: 5000n },
-    { id: 3, value: { case: "int", value: 100n }, code: 100n },
+    { id: 1, value: { case: "float", value: 50 }, code: 5000n, hash: undefined },
+    { id: 3, value: { case: "int", value: 100n }, code: 100n, hash: undefined },
   ]);
   assert.deepEqual(world.get(5n)!.get(2), { case: "float", value: 20 });
 });

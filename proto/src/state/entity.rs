@@ -16,6 +16,9 @@ pub struct Field {
     /// from `before_tick` until then ([`Tick::MAX`]: unknown, the field is new).
     pub(crate) before: u64,
     pub(crate) before_tick: Tick,
+    /// [`super::field_hash`] of `value` in its entity: kept with the value, so that
+    /// the entity's hash after a change to another field takes no hashing of this one.
+    pub(crate) hash: u64,
 }
 
 /// `Field::before_tick` of a field that had no value before.

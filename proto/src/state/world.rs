@@ -6,7 +6,8 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::entity::NEVER;
 use super::{
-    Entity, EntityId, Field, FieldId, FieldProblem, KindSchema, MemberId, Schema, Tick, Value, entity_hash, same_value,
+    Entity, EntityId, Field, FieldId, FieldProblem, KindSchema, MemberId, Schema, Tick, Value, field_hash, head_hash,
+    same_value,
 };
 
 /// Why a world mutation was refused.
@@ -246,7 +247,8 @@ impl World {
         for id in self.dirty.drain(..) {
             // An id can be listed twice (created, removed and created again).
             if let Some(e) = self.entities.get_mut(&id).filter(|e| e.dirty) {
-                e.hash = entity_hash(e.id, e.owner, e.kind, e.fields());
+                let head = head_hash(e.id, e.owner, e.kind);
+                e.hash = e.fields.iter().fold(head, |sum, f| sum.wrapping_add(f.hash));
                 e.dirty = false;
                 self.tally.put(e);
             }
@@ -437,6 +439,7 @@ impl World {
                 code: 0,
                 before: 0,
                 before_tick: NEVER,
+                hash: 0,
             })
             .collect();
         // Stable sort, then keep the last of each run of equal ids.
@@ -460,6 +463,9 @@ impl World {
                 })?;
                 (f.value, f.slot, f.code) = (value, slot, code);
             }
+        }
+        for f in &mut fields {
+            f.hash = field_hash(id, f.id, &f.value);
         }
         if self.entities.last().is_some_and(|(&last, _)| last > id) {
             self.sorted = false;
@@ -674,6 +680,7 @@ impl EntityMut<'_> {
                 if f.changed != tick {
                     (f.before, f.before_tick) = (f.code, f.changed);
                 }
+                f.hash = field_hash(entity.id, field, &value);
                 (f.value, f.code, f.changed) = (value, code, tick);
             }
             Err(i) => {
@@ -683,6 +690,7 @@ impl EntityMut<'_> {
                     i,
                     Field {
                         id: field,
+                        hash: field_hash(entity.id, field, &value),
                         value,
                         changed: tick,
                         slot,
@@ -707,7 +715,7 @@ impl EntityMut<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{FieldSpec, FieldType};
+    use crate::state::{FieldSpec, FieldType, entity_hash};
 
     fn full_checksum(world: &World) -> u64 {
         world.entities().fold(0u64, |sum, e| {

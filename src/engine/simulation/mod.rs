@@ -633,7 +633,7 @@ mod tests {
     #[test]
     fn what_an_entity_and_a_field_count_is_what_the_docs_say() {
         assert_eq!((ENTITY_COST, VIEWER_COST), (128, 64));
-        assert_eq!(field_cost(&Value::Bool(true)), 80 + 1);
-        assert_eq!(field_cost(&Value::String("x".repeat(100))), 80 + 100);
+        assert_eq!(field_cost(&Value::Bool(true)), 88 + 1);
+        assert_eq!(field_cost(&Value::String("x".repeat(100))), 88 + 100);
     }
 }
