@@ -171,6 +171,16 @@ enum End {
 }
 
 impl End {
+    /// Whether the session is parked for a resume: the peer stopped answering or
+    /// reading, went away or moved, but lost nothing.
+    fn parks(&self) -> bool {
+        match self {
+            End::Close(reason) => matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer),
+            End::ClientClosed => false,
+            End::ClientLeft(_) | End::Lost | End::TakenOver => true,
+        }
+    }
+
     /// Its label in `tickrelay_connection_ends_total` (one of [`CONNECTION_ENDS`]).
     fn label(&self) -> &'static str {
         let label = match self {
@@ -294,28 +304,48 @@ impl SharedSession {
     }
 }
 
-/// What the transport's reader left to the loop (see [`Handoff::take_left`]), once it
-/// did: for a loop busy with a write (the reader wakes the task when it leaves
-/// something).
-fn left_by_reader(handoff: Option<&dyn Handoff>) -> impl Future<Output = Received> + '_ {
-    std::future::poll_fn(move |_| handoff.and_then(|h| h.take_left()).map_or(Poll::Pending, Poll::Ready))
+/// What the loop waits on beside a ping or a write that is held up (by a client that
+/// does not read): the stop signal (a resume elsewhere, or shutdown, must not wait for
+/// it), and what the transport's reader leaves meanwhile (see [`Handoff::take_left`]):
+/// a client that does not read is still read, and ends its session at once by a fault
+/// or a flood.
+struct Beside<'a> {
+    stop: &'a Stop,
+    handoff: Option<&'a dyn Handoff>,
+    live: &'a parking_lot::Mutex<SharedSession>,
+    metrics: &'a Metrics,
+    reader: Option<&'a std::task::Waker>,
 }
 
-/// Handles what the reader left while the loop was busy with a write, then sets the
-/// reader reading again (it stopped there): None, or how the connection ends.
-fn handle_left(
-    live: &parking_lot::Mutex<SharedSession>,
-    metrics: &Metrics,
-    received: Received,
-    reader: Option<&std::task::Waker>,
-) -> Option<End> {
-    let end = live.lock().on_received(metrics, received);
-    if end.is_none()
-        && let Some(reader) = reader
-    {
-        reader.wake_by_ref();
+impl Beside<'_> {
+    /// `held_up`'s output, or how the connection ended meanwhile.
+    async fn wait<F: Future>(&self, held_up: F) -> Result<F::Output, End> {
+        tokio::pin!(held_up);
+        loop {
+            tokio::select! {
+                output = &mut held_up => return Ok(output),
+                () = self.stop.registered() => return Err(stopped(self.stop)),
+                received = self.left_by_reader(), if self.reader.is_some() => {
+                    // Handled, then the reader is set reading again (it stopped there).
+                    if let Some(end) = self.live.lock().on_received(self.metrics, received) {
+                        return Err(end);
+                    }
+                    if let Some(reader) = self.reader {
+                        reader.wake_by_ref();
+                    }
+                }
+            }
+        }
     }
-    end
+
+    /// What the reader left to the loop, once it did (it wakes the task then).
+    fn left_by_reader(&self) -> impl Future<Output = Received> + '_ {
+        std::future::poll_fn(|_| {
+            self.handoff
+                .and_then(|h| h.take_left())
+                .map_or(Poll::Pending, Poll::Ready)
+        })
+    }
 }
 
 /// Counts a binary message from the client.
@@ -421,6 +451,14 @@ pub(crate) async fn serve<T: Transport>(
         metrics: metrics.clone(),
     });
     let reader = (!naive).then(|| transport.reader(socket.waker(), inputs)).flatten();
+    // What a held-up ping or write waits beside.
+    let beside = Beside {
+        stop: &stop,
+        handoff: handoff.as_deref(),
+        live: &live,
+        metrics,
+        reader: reader.as_ref(),
+    };
     // Cluster mode: the session's directory work under way (claims, listings).
     let mut directory: FuturesUnordered<Pin<Box<dyn Future<Output = DirectoryReply> + Send>>> = FuturesUnordered::new();
     let end = 'session: loop {
@@ -454,18 +492,9 @@ pub(crate) async fn serve<T: Transport>(
                     // resume elsewhere (or shutdown), as a write does.
                     Ok(Beat::Ping) => {
                         let ping = tokio::time::timeout(slow, transport.ping());
-                        tokio::pin!(ping);
-                        let pinged = loop {
-                            tokio::select! {
-                                pinged = &mut ping => break pinged,
-                                () = stop.registered() => break 'session stopped(&stop),
-                                // (As during a write of frames, below.)
-                                received = left_by_reader(handoff.as_deref()), if reader.is_some() => {
-                                    if let Some(end) = handle_left(&live, metrics, received, reader.as_ref()) {
-                                        break 'session end;
-                                    }
-                                }
-                            }
+                        let pinged = match beside.wait(ping).await {
+                            Ok(pinged) => pinged,
+                            Err(end) => break end,
                         };
                         match pinged {
                             Ok(Ok(())) => {}
@@ -517,18 +546,9 @@ pub(crate) async fn serve<T: Transport>(
                         let mut held = None;
                         loop {
                             let until = blocked_at + if held.is_some() { slow } else { grace };
-                            let sent = tokio::select! {
-                                sent = tokio::time::timeout_at(until, &mut sending) => sent,
-                                () = stop.registered() => break 'session stopped(&stop),
-                                // What the reader leaves meanwhile is handled now: a
-                                // client that does not read is still read, and ends its
-                                // session at once by a fault or a flood.
-                                received = left_by_reader(handoff.as_deref()), if reader.is_some() => {
-                                    if let Some(end) = handle_left(&live, metrics, received, reader.as_ref()) {
-                                        break 'session end;
-                                    }
-                                    continue;
-                                }
+                            let sent = match beside.wait(tokio::time::timeout_at(until, &mut sending)).await {
+                                Ok(sent) => sent,
+                                Err(end) => break 'session end,
                             };
                             if sent.is_ok() || held.is_some() || grace == slow {
                                 break sent;
@@ -594,15 +614,8 @@ pub(crate) async fn serve<T: Transport>(
     // The session is parked (or ended) before the transport is closed: a resume
     // taking it over waits for it (`TAKE_OVER_WAIT`), and closing a connection whose
     // peer is gone can take seconds (the close frame's write, then the shutdown).
-    let park = match end {
-        // The peer stopped answering or reading but lost nothing: it may come back on
-        // another connection.
-        End::Close(reason) => matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer),
-        End::ClientClosed => false,
-        End::ClientLeft(_) | End::Lost | End::TakenOver => true,
-    };
     let grace = ctx.session.settings.resume_grace;
-    if !park || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
+    if !end.parks() || grace.is_zero() || outbox.is_overflowed() || ctx.shutdown.is_cancelled() {
         ctx.registry.leave_live(&user, id);
         ctx.end_session(&mut session);
     } else {
@@ -691,12 +704,7 @@ async fn continue_elsewhere_session<T: Transport>(
 /// transport's reader while the loop was busy and not yet looked at) closed it
 /// itself, and its session is not kept for a resume that never comes.
 fn as_the_client_ended_it<T: Transport>(transport: &mut T, end: End) -> End {
-    let would_park = match &end {
-        End::Lost => true,
-        End::Close(reason) => matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer),
-        _ => false,
-    };
-    if !would_park {
+    if !(end.parks() && matches!(end, End::Lost | End::Close(_))) {
         return end;
     }
     // What is already there, and no more: messages before the close are dropped
