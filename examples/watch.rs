@@ -4,7 +4,7 @@
 //! the room's events, errors and its leaving the room as they come.
 //!
 //! ```sh
-//! cargo run --example watch -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
+//! cargo run --release --example watch -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
 //! ```
 //!
 //! `--token JWT` (or `TICKRELAY_TOKEN`) for a relay that requires one; `--help` for the rest.
@@ -23,6 +23,11 @@ use tickrelay::state::Schema;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The join's and the resync's request ids: above every input `seq`, which an input's
+/// refusal names as its request id (docs/PROTOCOL.md, "Numbers that must not collide").
+const JOIN_REQUEST: u64 = 1 << 53;
+const RESYNC_REQUEST: u64 = JOIN_REQUEST + 1;
 
 /// Watch an arena room: join, steer in a circle, print once a second what arrived.
 #[derive(clap::Parser)]
@@ -52,6 +57,24 @@ fn envelope(kinds: Vec<Out>) -> Message {
         first_event_seq: 0,
     };
     Message::Binary(envelope.encode_to_vec().into())
+}
+
+/// Step `seq` of a circle, with a ping to measure the round trip.
+fn steer(room: &str, seq: u64) -> Message {
+    let angle = seq as f32 * 0.8;
+    let intent = vec![(angle.cos() * 127.0) as i8 as u8, (angle.sin() * 127.0) as i8 as u8];
+    envelope(vec![
+        Out::Input(proto::Input {
+            room: room.to_string(),
+            seq,
+            payload: Some(proto::input::Payload::Intent(intent.into())),
+        }),
+        Out::Ping(proto::Ping {
+            nonce: seq,
+            sent_time_us: now_us(),
+            ..Default::default()
+        }),
+    ])
 }
 
 fn now_us() -> u64 {
@@ -138,7 +161,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("connected to {}", args.url);
 
     ws.send(envelope(vec![Out::Join(proto::JoinRoom {
-        request_id: 1,
+        request_id: JOIN_REQUEST,
         room: args.room.clone(),
         room_type: "arena".into(),
         ..Default::default()
@@ -146,7 +169,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     .await?;
 
     let mut mirror = StateMirror::new();
-    let (mut frames, mut bytes, mut seq, mut rtt_ms) = (0u64, 0usize, 0u64, f64::NAN);
+    let (mut frames, mut bytes, mut seq) = (0u64, 0usize, 0u64);
+    let mut rtt = String::from("–");
     let mut member = 0;
     let started = Instant::now();
     let mut second = tokio::time::interval(Duration::from_secs(1));
@@ -158,7 +182,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     let me = mirror.world().entities().find(|e| e.owner() == member);
                     let position = me.map(|e| format!("{:?}", (e.get(1), e.get(2)))).unwrap_or_default();
                     println!(
-                        "t={elapsed}s tick={} entities={} frames={frames} bytes={bytes} checksums_ok={} rtt={rtt_ms:.2}ms avatar={position}",
+                        "t={elapsed}s tick={} entities={} frames={frames} bytes={bytes} checksums_ok={} rtt={rtt} avatar={position}",
                         mirror.tick(), mirror.world().len(), mirror.checksums_verified(),
                     );
                     frames = 0;
@@ -169,16 +193,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     return Ok(());
                 }
                 // Steer in a circle (once in the room) and measure the round trip.
-                if member == 0 {
-                    continue;
+                if member != 0 {
+                    seq += 1;
+                    ws.send(steer(&args.room, seq)).await?;
                 }
-                seq += 1;
-                let angle = seq as f32 * 0.8;
-                let intent = vec![(angle.cos() * 127.0) as i8 as u8, (angle.sin() * 127.0) as i8 as u8];
-                ws.send(envelope(vec![
-                    Out::Input(proto::Input { room: args.room.clone(), seq, payload: Some(proto::input::Payload::Intent(intent.into())) }),
-                    Out::Ping(proto::Ping { nonce: seq, sent_time_us: now_us(), ..Default::default() }),
-                ])).await?;
             }
             message = ws.next() => {
                 let Some(message) = message else { return Err("connection closed".into()) };
@@ -192,13 +210,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                                     // The room's declared kinds decode its packed blocks.
                                     mirror = StateMirror::with_schema(Schema::from_proto(&j.schema)?.into());
                                     println!("joined room {} ({}) as member {} at {} Hz", j.room, j.room_type, j.member_id, j.tick_rate);
+                                    // The first step at once; the next once a second. (Inputs
+                                    // are numbered above what the seat applied before.)
+                                    seq = seq.max(j.last_input_seq) + 1;
+                                    ws.send(steer(&args.room, seq)).await?;
                                 }
                                 Some(In::State(frame)) => {
                                     frames += 1;
                                     if let Err(desync) = mirror.apply(&frame) {
                                         println!("desync: {desync}; asking for a full snapshot");
                                         let resync = proto::Request {
-                                            request_id: 2,
+                                            request_id: RESYNC_REQUEST,
                                             kind: Some(proto::request::Kind::Resync(proto::Resync { room: args.room.clone() })),
                                         };
                                         ws.send(envelope(vec![Out::Request(resync)])).await?;
@@ -211,9 +233,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                                     ws.close(None).await?;
                                     return Err(format!("room {} lives on another node of the cluster: run again with --url {}", r.room, r.url).into());
                                 }
-                                Some(In::Pong(p)) => rtt_ms = (now_us().saturating_sub(p.ping_sent_time_us)) as f64 / 1000.0,
-                                // The join (request 1) refused: nothing to watch.
-                                Some(In::Error(e)) if e.request_id == 1 && member == 0 => {
+                                Some(In::Pong(p)) => rtt = format!("{:.2}ms", now_us().saturating_sub(p.ping_sent_time_us) as f64 / 1000.0),
+                                // The join refused: nothing to watch.
+                                Some(In::Error(e)) if e.request_id == JOIN_REQUEST && member == 0 => {
                                     ws.close(None).await?;
                                     return Err(format!("the relay refused the join: {}: {}", code_name(e.code), e.message).into());
                                 }

@@ -1518,8 +1518,9 @@ algorithm = "HS256"
 # hs256_secret = "change-me"
 # public_key = "/etc/tickrelay/jwt-public.pem"
 # Or the signing keys an identity provider publishes (a JWK set; Auth0, Cognito,
-# Firebase, Keycloak…): the token's `kid` picks the key (without one, each key is
-# tried), and the key's type its algorithm. Fetched at start (a start fails without
+# Firebase, Keycloak…): the token's `kid` picks the key (without one, the set's only
+# key for the token's algorithm; refused when it publishes several), and the key's
+# type its algorithm. Fetched at start (a start fails without
 # them) and every jwks_refresh_secs; a token naming a key not held is refused with
 # HTTP 503 (QUIC: 1013) and the set is fetched again within 30 s; one still missing
 # after two fetches since is refused for good (401). https:// (the system's certificates,

@@ -33,9 +33,12 @@ pub enum CloseReason {
     /// 1013: try again later (cluster mode: the session a resume names is live on
     /// another node).
     TryAgainLater,
-    /// 4000: the token was rejected during the session.
+    /// 4000: the token was refused at the upgrade (WebSocket, to a client that offered
+    /// the `tickrelay.v1` subprotocol) or in a QUIC `Hello`.
     AuthFailed,
-    /// 4001: the token does not allow what the session asked for.
+    /// 4001: the request's `Origin` is not on the allowlist (at the upgrade, to a
+    /// client that offered the `tickrelay.v1` subprotocol). A forbidden request within
+    /// a session is answered with `Error{FORBIDDEN}` instead, and the session goes on.
     Forbidden,
     /// 4002: another connection took this one's place: the session's resume (a
     /// reconnect, another process with its resume token), or a newer session of the

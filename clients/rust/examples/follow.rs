@@ -2,7 +2,7 @@
 //! holds once a second, reconnecting by itself if the connection drops.
 //!
 //! ```sh
-//! cargo run -p tickrelay-client --example follow -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
+//! cargo run --release -p tickrelay-client --example follow -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
 //! ```
 //!
 //! The same options as the server's `watch` example: `--token JWT` (or

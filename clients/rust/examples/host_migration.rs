@@ -4,7 +4,7 @@
 //! same entities on. Two clients in one program, the host and a guest.
 //!
 //! ```sh
-//! cargo run -p tickrelay-client --example host_migration -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
+//! cargo run --release -p tickrelay-client --example host_migration -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
 //! ```
 
 mod common;

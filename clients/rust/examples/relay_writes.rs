@@ -2,7 +2,7 @@
 //! and updates the entities it owns), and reads them back from the verified mirror.
 //!
 //! ```sh
-//! cargo run -p tickrelay-client --example relay_writes -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
+//! cargo run --release -p tickrelay-client --example relay_writes -- --url wss://127.0.0.1:7443/ws --cert tickrelay-dev-cert.pem
 //! ```
 
 use std::time::Duration;
