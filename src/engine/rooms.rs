@@ -283,7 +283,7 @@ pub struct RoomShared {
 
 impl RoomShared {
     /// Members plus reserved seats.
-    pub(crate) fn seats_taken(&self) -> u32 {
+    pub(in crate::engine) fn seats_taken(&self) -> u32 {
         // The thread counts a reserved join (or a kept seat taken back) as a member
         // before it gives the reservation (or the kept seat) back: read in the other
         // order, a seat is never missed (at worst counted twice for a moment).
@@ -294,12 +294,12 @@ impl RoomShared {
 
     /// Whether a quick join may pick the room, but for its metadata: neither private
     /// nor locked, with a free seat. Without a lock.
-    pub(crate) fn pickable(&self) -> bool {
+    pub(in crate::engine) fn pickable(&self) -> bool {
         self.listing.pickable() && self.seats_taken() < self.max_members
     }
 
     /// Reserves a seat for a quick join, if one is free.
-    pub(crate) fn reserve_seat(&self) -> bool {
+    pub(in crate::engine) fn reserve_seat(&self) -> bool {
         (self.reserved)
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |reserved| {
                 let others = self.members.load(Ordering::Acquire) + self.kept.load(Ordering::Acquire);
@@ -375,7 +375,7 @@ pub struct RoomHandle {
     pub key: RoomKey,
     /// Shared facts.
     pub shared: Arc<RoomShared>,
-    pub(crate) thread: usize,
+    pub(in crate::engine) thread: usize,
 }
 
 impl RoomHandle {

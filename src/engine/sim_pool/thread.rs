@@ -23,35 +23,35 @@ use crate::metrics::SimMetrics;
 use crate::proto::{self, ErrorCode};
 
 /// Why a room whose simulation panicked was closed (its members' `Left`).
-pub(super) const PANICKED: &str = "room closed after an internal error";
+const PANICKED: &str = "room closed after an internal error";
 
 /// Logs and counts a simulation that panicked in a running room (which then closes).
-pub(super) fn room_panicked(metrics: &SimMetrics, room: &str) {
+fn room_panicked(metrics: &SimMetrics, room: &str) {
     tracing::error!(room, "simulation panicked; closing the room");
     metrics.room_panics.inc();
 }
 
 /// How long a new room waits for its first member at least, whatever
 /// `empty_room_ttl`: its creator's join follows its creation.
-pub(super) const FIRST_JOIN_WAIT: Duration = Duration::from_secs(1);
+const FIRST_JOIN_WAIT: Duration = Duration::from_secs(1);
 
 pub(super) struct OwnedRoom {
-    pub(super) room: Room,
-    pub(super) shared: Arc<RoomShared>,
+    room: Room,
+    shared: Arc<RoomShared>,
     /// Created from the configuration: stays open while empty.
-    pub(super) persistent: bool,
-    pub(super) schedule: TickSchedule,
-    pub(super) empty_since: Option<Instant>,
+    persistent: bool,
+    schedule: TickSchedule,
+    empty_since: Option<Instant>,
     /// Someone has joined it (until then it waits at least [`FIRST_JOIN_WAIT`] for
     /// its creator's join).
-    pub(super) joined: bool,
+    joined: bool,
     /// Its periodic checkpoints.
-    pub(super) checkpoints: PeriodicCheckpoints,
+    checkpoints: PeriodicCheckpoints,
 }
 
 impl OwnedRoom {
     /// When the room ticks next, if it ticks (it has members).
-    pub(super) fn next_tick(&self) -> Option<Instant> {
+    fn next_tick(&self) -> Option<Instant> {
         (!self.room.is_vacant()).then(|| self.schedule.next_deadline())
     }
 
@@ -60,7 +60,7 @@ impl OwnedRoom {
     /// A checkpoint written soon may be due before either (while the room has work
     /// pending, its ticks write it once that is done: waking for it sooner would find
     /// it still not writable, again and again).
-    pub(super) fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
+    fn wake_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
         let pending = self.room.has_pending_work();
         let wake = match self.empty_since {
             Some(_) if self.room.is_vacant() && !pending => self.expires_at(empty_room_ttl),
@@ -71,7 +71,7 @@ impl OwnedRoom {
 
     /// When the room closes if it stays empty: none while it has members or kept
     /// seats, or when it is persistent.
-    pub(super) fn expires_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
+    fn expires_at(&self, empty_room_ttl: Duration) -> Option<Instant> {
         let since = self.empty_since.filter(|_| !self.persistent && self.room.is_vacant())?;
         let ttl = if self.joined {
             empty_room_ttl
@@ -114,7 +114,7 @@ pub(super) struct SimThread {
 /// the room: refused before (a full room, say) or taken over by another session
 /// (`NOT_A_MEMBER`), or the room closed meanwhile (`ROOM_CLOSED`; the session got
 /// `Left` for it too).
-pub(super) fn answer_not_seated(outbox: &Outbox, room_open: bool, request_id: u64, room_id: &str) {
+fn answer_not_seated(outbox: &Outbox, room_open: bool, request_id: u64, room_id: &str) {
     if request_id == 0 {
         return;
     }
@@ -133,11 +133,11 @@ pub(super) fn answer_not_seated(outbox: &Outbox, room_open: bool, request_id: u6
 /// T4 load run (2,000 members on two cores) the median frame went out 15–25 ms after
 /// its tick, and under 15 ms with eight phases. Eight phases cost at most eight
 /// wake-ups per period.
-pub(super) const TICK_PHASES: u32 = 8;
+const TICK_PHASES: u32 = 8;
 
 /// Commands handled per turn before ticking again, so a command flood cannot starve
 /// the ticks.
-pub(super) const COMMANDS_PER_TURN: usize = 4096;
+const COMMANDS_PER_TURN: usize = 4096;
 
 impl SimThread {
     pub(super) fn run(mut self) {
@@ -148,7 +148,7 @@ impl SimThread {
         }
     }
 
-    pub(super) fn serve(&mut self) {
+    fn serve(&mut self) {
         let (mut backlog, mut received) = (false, None);
         // No rooms yet: nothing to wake for.
         let mut wake_at = None;
@@ -200,7 +200,7 @@ impl SimThread {
 
     /// When the thread must wake next (see `OwnedRoom::wake_at`), and when one of
     /// its rooms ticks next: none for rooms handed off.
-    pub(super) fn next_wakes(&self) -> (Option<Instant>, Option<Instant>) {
+    fn next_wakes(&self) -> (Option<Instant>, Option<Instant>) {
         if self.handed_off {
             return (None, None);
         }
@@ -214,7 +214,7 @@ impl SimThread {
 
     /// Handles the commands waiting, at most [`COMMANDS_PER_TURN`]; whether more
     /// wait, or `None` on shutdown.
-    pub(super) fn take_queued(&mut self) -> Option<bool> {
+    fn take_queued(&mut self) -> Option<bool> {
         for _ in 0..COMMANDS_PER_TURN {
             match self.rx.try_recv() {
                 Ok(command) => {
@@ -230,7 +230,7 @@ impl SimThread {
     }
 
     /// Handles one received command; false on shutdown.
-    pub(super) fn take(&mut self, (command, bytes): Queuing) -> bool {
+    fn take(&mut self, (command, bytes): Queuing) -> bool {
         self.queued.commands.fetch_sub(1, Ordering::AcqRel);
         if bytes > 0 {
             self.queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -242,12 +242,12 @@ impl SimThread {
         true
     }
 
-    pub(super) fn room_mut(&mut self, key: RoomKey) -> Option<&mut OwnedRoom> {
+    fn room_mut(&mut self, key: RoomKey) -> Option<&mut OwnedRoom> {
         let i = *self.index.get(&key)?;
         Some(&mut self.rooms[i])
     }
 
-    pub(super) fn handle(&mut self, command: Command) {
+    fn handle(&mut self, command: Command) {
         match command {
             Command::Create(room, shared, persistent) => {
                 let rate = room.config().tick_rate;
@@ -434,7 +434,7 @@ impl SimThread {
         }
     }
 
-    pub(super) fn tick_due_rooms(&mut self) {
+    fn tick_due_rooms(&mut self) {
         if self.handed_off {
             return;
         }
@@ -516,7 +516,7 @@ impl SimThread {
     }
 
     /// Takes the room at `i` off this thread.
-    pub(super) fn remove_room(&mut self, i: usize) -> OwnedRoom {
+    fn remove_room(&mut self, i: usize) -> OwnedRoom {
         let removed = self.rooms.swap_remove(i);
         self.index.remove(&removed.room.key());
         if let Some(moved) = self.rooms.get(i) {
@@ -527,7 +527,7 @@ impl SimThread {
 
     /// Tells the members why (unless it closed empty), then unlists the room, so
     /// anyone who sees it gone from the directory also finds the `Left` in its outbox.
-    pub(super) fn close_room(&mut self, closed: OwnedRoom, why: Option<(ErrorCode, &str)>) {
+    fn close_room(&mut self, closed: OwnedRoom, why: Option<(ErrorCode, &str)>) {
         let OwnedRoom { room, shared, .. } = closed;
         let key = room.key();
         // (A simulation that panics as it is dropped takes no other room of the
@@ -566,7 +566,7 @@ impl SimThread {
 }
 
 impl OwnedRoom {
-    pub(super) fn sync_members(&mut self, metrics: &SimMetrics) {
+    fn sync_members(&mut self, metrics: &SimMetrics) {
         let count = self.room.member_count() as u32;
         // Members first: a seat moves from kept to taken, and a reader that sees it no
         // longer kept sees it taken (see `RoomShared::seats_taken`).
