@@ -6,8 +6,10 @@
 
 include!(concat!(env!("OUT_DIR"), "/tickrelay.v1.rs"));
 
-/// The protocol version announced in [`Welcome::protocol_version`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version announced in [`Welcome::protocol_version`]: 2 since the state
+/// checksum hashes each field on its own (docs/PROTOCOL.md, "State checksum"); 1
+/// hashed each entity in one chain.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Rooms a [`QuickJoin`] may exclude, at most (the relay refuses more).
 pub const MAX_QUICK_JOIN_EXCLUDED: usize = 64;

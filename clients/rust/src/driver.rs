@@ -1131,6 +1131,19 @@ impl Driver {
                     self.rooms_home(false);
                     return Ok(Some(End::CloseAndStop));
                 }
+                // A relay of another protocol version computes other checksums (every
+                // frame would be a desync): said once, not retried. (0: not announced.)
+                In::Welcome(welcome)
+                    if welcome.protocol_version != 0 && welcome.protocol_version != proto::PROTOCOL_VERSION =>
+                {
+                    let reason = format!(
+                        "the relay speaks protocol version {}, this client version {}: upgrade the older one",
+                        welcome.protocol_version,
+                        proto::PROTOCOL_VERSION
+                    );
+                    self.give_up(0, reason, true).await;
+                    return Ok(Some(End::CloseAndStop));
+                }
                 In::Welcome(welcome) => {
                     *welcomed = true;
                     self.welcomed(welcome, link).await?;

@@ -147,6 +147,36 @@ async fn a_relay_that_closes_right_after_welcoming_is_a_failed_attempt() {
     assert_eq!(connections.load(Ordering::Relaxed), 7);
 }
 
+/// A relay of another protocol version (its checksums differ) is said so once and not
+/// tried again: every frame would be a desync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_of_another_protocol_version_is_left_at_once() {
+    let connections = Arc::new(AtomicU32::new(0));
+    let counted = connections.clone();
+    let url = fake_relay(move |_, _, mut ws| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let older = proto::Welcome {
+                protocol_version: proto::PROTOCOL_VERSION - 1,
+                session_id: 1,
+                ..welcome("t")
+            };
+            ws.send(fake_server_message(In::Welcome(older))).await.unwrap();
+            while next_messages(&mut ws).await.is_some() {}
+        }
+    })
+    .await;
+    let (_client, mut events) = Client::connect(config(url)).unwrap();
+    let reason = until(&mut events, |e| match e {
+        Event::GaveUp { attempts: 0, reason } => Some(reason.clone()),
+        Event::Reconnecting { .. } => panic!("tried again: {e:?}"),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("protocol version 1"), "{reason}");
+    assert_eq!(connections.load(Ordering::Relaxed), 1);
+}
+
 /// 1014 (Bad Gateway, which proxies send) is a close to come back from; the
 /// WebSocket library reports it as a protocol error, which ended the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,11 @@ import { Schema } from "./schema.js";
 
 /** The WebSocket subprotocol the server answers with. */
 export const PROTOCOL = "tickrelay.v1";
+/**
+ * The protocol version this client speaks (`Welcome.protocolVersion`): 2 since the
+ * state checksum hashes each field on its own.
+ */
+export const PROTOCOL_VERSION = 2;
 /** The subprotocol prefix that carries a token (browsers cannot set headers). */
 export const BEARER_PREFIX = "tickrelay.bearer.";
 /** How many ended rooms' mirrors a client keeps readable (`Client.mirror`). */
@@ -1605,6 +1610,13 @@ export class Client {
             // Not something a relay does: each connection has one. A new session instead.
             this.#session = undefined;
             if (this.#socket !== undefined) this.#drop(this.#socket, "a second Welcome on one connection", PROTOCOL_ERROR, PROTOCOL_ERROR);
+            return;
+          }
+          if (kind.value.protocolVersion !== 0 && kind.value.protocolVersion !== PROTOCOL_VERSION) {
+            // Its checksums differ (every frame would be a desync): said once, not retried.
+            const reason = `the relay speaks protocol version ${kind.value.protocolVersion}, this client version ${PROTOCOL_VERSION}: upgrade the older one`;
+            if (this.#socket !== undefined) this.#abandon(this.#socket, reason, 1000);
+            this.#giveUp(0, reason);
             return;
           }
           this.#welcome(kind.value);

@@ -37,6 +37,7 @@ export {
   RequestError,
   reconnectAllowed,
   PROTOCOL,
+  PROTOCOL_VERSION,
   BEARER_PREFIX,
   ENDED_MIRRORS_KEPT,
   type ClientOptions,

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, mock, test } from "node:test";
 
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 
-import { Client, RequestError, type ClientEvents, type ClientOptions } from "../src/client.js";
+import { Client, PROTOCOL_VERSION, RequestError, type ClientEvents, type ClientOptions } from "../src/client.js";
 import { TokenBucket, backoffDelay, DEFAULT_BACKOFF } from "../src/bucket.js";
 import * as v1 from "../src/gen/tickrelay/v1/tickrelay_pb.js";
 
@@ -1735,6 +1735,19 @@ test("a second Welcome on one connection drops it for a new session", () => {
   mock.timers.tick(1000);
   assert.notEqual(last(), first, "reconnected");
   assert.equal(last().url.searchParams.get("resume"), null, "as a new session");
+});
+
+test("a relay of another protocol version is left at once, and not tried again", () => {
+  const { client: c, events } = client();
+  c.connect();
+  const first = last();
+  first.receive([{ case: "welcome", value: { sessionId: 7n, resumeToken: "t", protocolVersion: PROTOCOL_VERSION - 1 } }]);
+  assert.equal(first.closedWith, 1000);
+  mock.timers.tick(5000);
+  assert.equal(last(), first, "not reconnected");
+  const gaveUp = events.filter((e) => e.startsWith("gaveUp"));
+  assert.equal(gaveUp.length, 1, events.join("\n"));
+  assert.ok(gaveUp[0]!.includes("protocol version 1"), gaveUp[0]);
 });
 
 test("a room left and joined again while offline is left, then joined", () => {

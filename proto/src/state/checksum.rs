@@ -26,6 +26,32 @@ impl Hasher {
         self.0 = mix(self.0 ^ w);
     }
 
+    /// A value: its type's number, then its words.
+    fn value(&mut self, value: &Value) {
+        match value {
+            Value::Int(v) => {
+                self.word(1);
+                self.word(*v as u64);
+            }
+            Value::Float(v) => {
+                self.word(2);
+                self.word(u64::from(v.to_bits()));
+            }
+            Value::Bool(v) => {
+                self.word(3);
+                self.word(u64::from(*v));
+            }
+            Value::Bytes(v) => {
+                self.word(4);
+                self.bytes(v);
+            }
+            Value::String(v) => {
+                self.word(5);
+                self.bytes(v.as_bytes());
+            }
+        }
+    }
+
     fn bytes(&mut self, data: &[u8]) {
         self.word(data.len() as u64);
         for chunk in data.chunks(8) {
@@ -49,6 +75,23 @@ pub fn entity_hash<'a>(
     })
 }
 
+/// Hash of one entity by protocol version 1's definition: one chain over its id,
+/// owner, kind and fields (fields in ascending id order). Only for checking a room
+/// checkpoint a version-1 node wrote (a rolling upgrade across the change).
+pub fn chained_entity_hash<'a>(
+    id: EntityId,
+    owner: MemberId,
+    kind: u32,
+    fields: impl Iterator<Item = (FieldId, &'a Value)>,
+) -> u64 {
+    let mut h = Hasher(head_hash(id, owner, kind));
+    for (field, value) in fields {
+        h.word(u64::from(field));
+        h.value(value);
+    }
+    h.0
+}
+
 /// The part of an entity's hash that is not its fields': its id, owner and kind.
 pub fn head_hash(id: EntityId, owner: MemberId, kind: u32) -> u64 {
     let mut h = Hasher(SEED);
@@ -64,28 +107,7 @@ pub fn field_hash(entity: EntityId, field: FieldId, value: &Value) -> u64 {
     let mut h = Hasher(SEED);
     h.word(entity);
     h.word(u64::from(field));
-    match value {
-        Value::Int(v) => {
-            h.word(1);
-            h.word(*v as u64);
-        }
-        Value::Float(v) => {
-            h.word(2);
-            h.word(u64::from(v.to_bits()));
-        }
-        Value::Bool(v) => {
-            h.word(3);
-            h.word(u64::from(*v));
-        }
-        Value::Bytes(v) => {
-            h.word(4);
-            h.bytes(v);
-        }
-        Value::String(v) => {
-            h.word(5);
-            h.bytes(v.as_bytes());
-        }
-    }
+    h.value(value);
     h.0
 }
 
@@ -107,6 +129,20 @@ mod tests {
         ];
         let h = entity_hash(42, 7, 3, fields.iter().map(|(f, v)| (*f, v)));
         assert_eq!(h, 0x6815_9b01_c26d_5e5c);
+    }
+
+    /// Protocol version 1's definition still gives its documented answer (checkpoints
+    /// of version-1 nodes are checked with it).
+    #[test]
+    fn the_chained_definition_keeps_its_known_answer() {
+        let fields = [
+            (1, Value::Int(-5)),
+            (2, Value::Float(1.5)),
+            (3, Value::Bool(true)),
+            (4, Value::String("hello, world".into())),
+        ];
+        let h = chained_entity_hash(42, 7, 3, fields.iter().map(|(f, v)| (*f, v)));
+        assert_eq!(h, 0xea4f_fe67_1149_b47d);
     }
 
     /// A NaN hashes as its bits: the world holds every NaN as `0x7fc00000` (see
@@ -136,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn field_type_and_order_matter() {
+    fn field_type_and_byte_boundaries_matter() {
         let int = [(1, Value::Int(1))];
         let boolean = [(1, Value::Bool(true))];
         let a = entity_hash(1, 0, 0, int.iter().map(|(f, v)| (*f, v)));

@@ -10,7 +10,7 @@ mod entity;
 mod schema;
 mod world;
 
-pub use checksum::{entity_hash, field_hash, head_hash};
+pub use checksum::{chained_entity_hash, entity_hash, field_hash, head_hash};
 pub use entity::{Entity, Field, same_value, value_len};
 pub use schema::{
     FieldProblem, FieldSpec, FieldType, KindSchema, MAX_FIELDS_PER_KIND, MAX_FLOAT_STEPS, Quantizer, Schema,

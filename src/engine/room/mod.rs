@@ -38,7 +38,7 @@ use crate::packed::Values;
 use crate::proto::{
     self, ErrorCode, MemberInfo, Presence, PresenceChange, RoomEvent, SendEvent, input, server_message::Kind,
 };
-use crate::state::{MemberId, Own, SERVER, Tick, World};
+use crate::state::{MemberId, Own, SERVER, Tick, World, chained_entity_hash};
 
 /// The simulation's events over the size limits: one log line a second at most.
 static DROPPED_EVENTS: LogBudget = LogBudget::new("room_events_dropped", 1);
@@ -389,9 +389,23 @@ impl Room {
         let failed = |e: String| RestoreError(e);
         let (id, room_type) = (checkpoint.room.as_str().into(), checkpoint.room_type.as_str().into());
         let mut room = Self::new(key, id, room_type, config, sim);
-        let frame = proto::StateFrame::decode(&checkpoint.state[..]).map_err(|e| failed(e.to_string()))?;
+        let mut frame = proto::StateFrame::decode(&checkpoint.state[..]).map_err(|e| failed(e.to_string()))?;
+        // A node of protocol version 1 (before a rolling upgrade reached it) wrote
+        // its checkpoints' checksums by that version's definition: either is taken.
+        let checksum = frame.checksum.take();
         let mut mirror = StateMirror::with_schema(room.world.schema().clone());
         mirror.apply(&frame).map_err(|e| failed(e.to_string()))?;
+        if let Some(expected) = checksum {
+            let world = mirror.world();
+            let chained = || {
+                (world.entities()).fold(0u64, |sum, e| {
+                    sum.wrapping_add(chained_entity_hash(e.id(), e.owner(), e.kind(), e.fields()))
+                })
+            };
+            if world.checksum() != expected && chained() != expected {
+                return Err(failed(format!("checksum mismatch at tick {}", frame.tick)));
+            }
+        }
         let tick = checkpoint.tick;
         room.world.begin_tick(tick);
         for e in mirror.world().entities() {

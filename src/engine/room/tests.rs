@@ -1001,6 +1001,56 @@ fn a_removal_between_ticks_is_done_before_a_hand_off() {
     assert_eq!(told(&mut a), ["left ERROR_CODE_FORBIDDEN gone"]);
 }
 
+/// A checkpoint a node of protocol version 1 wrote (its snapshot's checksum by that
+/// version's chained definition) restores on a node of this version, as one of this
+/// version does; one whose checksum matches neither definition is refused.
+#[test]
+fn a_checkpoint_checksummed_by_protocol_version_1_restores() {
+    let mut room = relay_room(RoomConfig::default());
+    let a = Client::new(1);
+    join(&mut room, &a);
+    room.push_input(1, 1, create(7, vec![float(1, 2.5), float(2, -1.0)]));
+    room.tick(0);
+    let checkpoint = room.checkpoint(0);
+    let with_checksum = |checksum: Option<u64>| {
+        let mut frame = StateFrame::decode(&checkpoint.state[..]).unwrap();
+        frame.checksum = checksum;
+        proto::RoomCheckpoint {
+            state: frame.encode_to_vec().into(),
+            ..checkpoint.clone()
+        }
+    };
+    let chained = (room.world().entities()).fold(0u64, |sum, e| {
+        sum.wrapping_add(crate::state::chained_entity_hash(
+            e.id(),
+            e.owner(),
+            e.kind(),
+            e.fields(),
+        ))
+    });
+    assert_ne!(chained, room.world().checksum());
+    for checksum in [room.world().checksum(), chained] {
+        let restored = Room::restore(
+            2,
+            RoomConfig::default(),
+            Box::new(relay()),
+            &with_checksum(Some(checksum)),
+            10,
+        );
+        let restored = restored.unwrap_or_else(|e| panic!("checksum {checksum:#x}: {e:?}"));
+        assert_eq!(restored.world().checksum(), room.world().checksum());
+        assert_eq!(restored.world().len(), 1);
+    }
+    let wrong = Room::restore(
+        2,
+        RoomConfig::default(),
+        Box::new(relay()),
+        &with_checksum(Some(chained ^ 1)),
+        10,
+    );
+    assert!(wrong.is_err());
+}
+
 /// Bans move with the room's checkpoint; those over by then are left out.
 #[test]
 fn bans_are_checkpointed_until_they_end() {
