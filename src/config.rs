@@ -6,6 +6,7 @@
 
 mod overrides;
 mod simulations;
+pub(crate) mod urls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -856,7 +857,7 @@ impl Config {
             }
         }
         if let Some(url) = self.cluster.redis_url.as_deref() {
-            table["cluster"]["redis_url"] = crate::cluster::without_credentials(url).into();
+            table["cluster"]["redis_url"] = urls::without_credentials(url).into();
         }
         // The arena's settings only where they apply.
         let types = table.get_mut("room_types").and_then(toml::Value::as_table_mut);
@@ -1137,7 +1138,7 @@ impl Config {
             let rest = url.split_once("://").map_or("", |(_, rest)| rest);
             let path = rest.trim_start_matches(|c| !matches!(c, '/' | '?' | '#'));
             let path = path.split(['?', '#']).next().unwrap_or("");
-            crate::cluster::node::http_base(url).is_none() || path.len() < 2
+            urls::http_base(url).is_none() || path.len() < 2
         }) {
             return invalid(format!(
                 "cluster.public_url `{url}` is not a ws:// or wss:// URL with a host and the WebSocket path (for example wss://node1.example.com/ws)"

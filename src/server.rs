@@ -521,7 +521,7 @@ impl Server {
             auth,
             settings: Arc::new(settings),
             clustered: cluster.is_some(),
-            room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
+            room_ids: Arc::new(crate::session::auth::random_hex::<8>),
             searches: Arc::new(config.search_rate()),
             refreshes: Arc::new(crate::session::limits::refresh_rate()),
         };

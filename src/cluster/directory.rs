@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use crate::engine::listing::{ListingState, Metadata};
 use crate::engine::room::user_digest;
 use crate::proto;
+use crate::session::directory::Claim;
 
 /// A node of the cluster, as clients reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,32 +97,6 @@ impl RoomEntry {
             owner: self.listing.owner,
         }
     }
-}
-
-/// The outcome of a claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// This node owns the room now (or already did).
-    Ours,
-    /// Another node owns it; its URL, if the node is alive (a node whose own lease
-    /// lapsed has no URL until it renews).
-    Theirs {
-        /// The owner's id.
-        node: String,
-        /// Where its clients connect.
-        url: Option<String>,
-    },
-    /// Nobody holds the room's lease, but Redis has just come back from a stall or an
-    /// outage (every lease lapsed) and the room has a checkpoint, or Redis came back
-    /// empty: its node, if alive, takes it back at its next renewal. Ask again in a
-    /// moment.
-    Settling,
-    /// The copy of the room this node runs is out of date: its lease lapsed (the node
-    /// was cut off from the directory) and another claim took the room since, whether
-    /// or not that claim's node still holds it. Or another start of this node's id
-    /// holds the room. Not taken; the copy here must close. (Only the Redis directory
-    /// numbers claims: one process's never answers this.)
-    Superseded,
 }
 
 /// The directory could not be reached or answered nonsense: what needs it is refused

@@ -18,9 +18,9 @@ pub mod node;
 mod redis_connection;
 pub mod redis_directory;
 
+pub use crate::session::directory::Claim;
 pub use closing::Closing;
-pub use directory::{Claim, Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
+pub use directory::{Directory, DirectoryError, MemoryDirectory, Node, RoomEntry};
 pub use node::{Cluster, NodeSettings};
-pub(crate) use redis_connection::without_credentials;
 pub use redis_connection::{RedisAddress, probe as probe_redis};
 pub use redis_directory::{RedisDirectory, SessionTake, SessionsKept};

@@ -37,11 +37,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, BusMessage};
 use super::closing::Closing;
-use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
+use super::directory::{Directory, DirectoryError, Node, RoomEntry};
 use super::held::{HOLD_FOR, HOLD_POLL, Held, RoomState};
 use super::redis_directory::{RedisDirectory, SessionTake, SessionsKept};
 use crate::clock::unix_micros;
 use crate::config::Placement;
+use crate::config::urls::http_base;
 use crate::engine::listing::{ListingState, Metadata};
 use crate::engine::outbox::RoomKey;
 use crate::engine::pacer;
@@ -52,7 +53,7 @@ use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode, RoomClose, SendEvent, UserLive, UserRemoval};
 use crate::session::auth::room_allowed;
-use crate::session::{DirectoryOp, DirectoryReply, Found, closed_as_joined};
+use crate::session::directory::{ANOTHER_START, Claim, DirectoryOp, DirectoryReply, Found, Opening, closed_as_joined};
 use crate::state::SERVER;
 
 /// How long a resume waits for the session's node to be gone (see
@@ -165,43 +166,6 @@ pub struct Cluster {
     /// filters: one read at a time per key, searches of other keys not waiting for it
     /// (older than [`OPEN_ROOMS_FRESH`] and not in use, they go as searches come).
     open_rooms: parking_lot::Mutex<HashMap<(String, Metadata), OpenRoomsSlot>>,
-}
-
-/// A claim of a room not open here, under way: counted in the cluster's rooms
-/// opening while it lives. A join's claim is held until its session opened the room
-/// (or gave up): until then the room is not released for another join that left
-/// meanwhile, and calls for it wait for it to open.
-pub struct Opening {
-    rooms: Arc<parking_lot::Mutex<HashMap<String, usize>>>,
-    room: String,
-}
-
-impl Opening {
-    fn new(rooms: &Arc<parking_lot::Mutex<HashMap<String, usize>>>, room: &str) -> Self {
-        *rooms.lock().entry(room.to_string()).or_default() += 1;
-        Self {
-            rooms: rooms.clone(),
-            room: room.to_string(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Opening {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Opening").field(&self.room).finish()
-    }
-}
-
-impl Drop for Opening {
-    fn drop(&mut self) {
-        let mut rooms = self.rooms.lock();
-        if let Some(claims) = rooms.get_mut(&self.room) {
-            *claims -= 1;
-            if *claims == 0 {
-                rooms.remove(&self.room);
-            }
-        }
-    }
 }
 
 /// How this node takes part in the cluster.
@@ -443,11 +407,7 @@ impl Cluster {
 
     /// A new resume token: this node start's number, a dot, 32 random hex digits.
     pub fn resume_token(&self) -> String {
-        format!(
-            "{}.{}",
-            self.settings.number,
-            crate::transport::registry::resume_token()
-        )
+        format!("{}.{}", self.settings.number, crate::session::auth::resume_token())
     }
 
     /// Records a new session, so that it can continue on another node (written to
@@ -1797,36 +1757,8 @@ impl Cluster {
     }
 }
 
-/// Why a room that another process with this node's id holds is not joined here
-/// ([`Claim::Superseded`] of a room not open here).
-pub(crate) const ANOTHER_START: &str =
-    "another process started with this node's id holds the room (it was cut off from Redis); retry shortly";
-
 /// Why a room whose copy here is out of date ([`Claim::Superseded`]) closes.
 const SUPERSEDED: &str = "this node's copy of the room is out of date: the room was claimed again while the node was cut off from Redis; join it again";
-
-/// The HTTP base of a node's public WebSocket URL: `wss://host:port/ws` →
-/// `https://host:port` (`ws://` → `http://`); behind a proxy routing by path, the
-/// path up to the WebSocket endpoint's own segment stays: `wss://lb/eu-1/ws` →
-/// `https://lb/eu-1` (its API is at `https://lb/eu-1/rooms/…`).
-pub(crate) fn http_base(public_url: &str) -> Option<String> {
-    let (scheme, rest) = public_url.split_once("://")?;
-    let scheme = match scheme {
-        "wss" => "https",
-        "ws" => "http",
-        _ => return None,
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let path = path.trim_end_matches('/');
-    if authority.is_empty() {
-        return None;
-    }
-    let prefix = path.rsplit_once('/').map_or("", |(prefix, _)| prefix);
-    Some(match prefix {
-        "" => format!("{scheme}://{authority}"),
-        prefix => format!("{scheme}://{authority}/{prefix}"),
-    })
-}
 
 /// A room no node holds, whose checkpoint Redis keeps.
 fn between_nodes() -> PoolError {
@@ -1898,32 +1830,6 @@ mod tests {
         assert_eq!(plan.for_rooms([]), Some("b"));
         assert_eq!(plan.for_rooms(["gone", "mid"]), Some("b"));
         assert_eq!(plan.for_rooms(["gone", "small"]), Some("c"));
-    }
-
-    #[test]
-    fn a_nodes_http_base_comes_from_its_public_url() {
-        assert_eq!(
-            http_base("wss://relay-2.example.com:7443/ws").as_deref(),
-            Some("https://relay-2.example.com:7443")
-        );
-        assert_eq!(
-            http_base("ws://10.0.0.2:7443/ws").as_deref(),
-            Some("http://10.0.0.2:7443")
-        );
-        assert_eq!(
-            http_base("wss://lb.example.com/eu-1/ws").as_deref(),
-            Some("https://lb.example.com/eu-1")
-        );
-        assert_eq!(
-            http_base("wss://lb.example.com").as_deref(),
-            Some("https://lb.example.com")
-        );
-        assert_eq!(
-            http_base("wss://lb.example.com/eu-1/ws/").as_deref(),
-            Some("https://lb.example.com/eu-1")
-        );
-        assert_eq!(http_base("quic://10.0.0.2:7443"), None);
-        assert_eq!(http_base("wss:///ws"), None);
     }
 
     #[test]

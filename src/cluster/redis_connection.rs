@@ -49,6 +49,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::directory::DirectoryError;
+use crate::config::urls::without_credentials;
 use crate::config::{ClusterConfig, ConfigError};
 use crate::engine::pacer;
 
@@ -796,39 +797,5 @@ mod tests {
         assert!(!has_hash_tag("{}tickrelay:"));
         assert!(!has_hash_tag("tickrelay:{"));
         assert!(!has_hash_tag("}{"));
-    }
-}
-
-/// `urls` (one, or several separated by commas) with each one's `user:password@`
-/// replaced by `***@`: a password must not reach a log.
-pub(crate) fn without_credentials(urls: &str) -> String {
-    let hide = |url: &str| match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://***{}", &rest[at..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    };
-    urls.split(',').map(hide).collect::<Vec<_>>().join(",")
-}
-
-#[cfg(test)]
-mod credential_tests {
-    use super::without_credentials;
-
-    #[test]
-    fn passwords_never_reach_a_log() {
-        assert_eq!(
-            without_credentials("redis://:hunter2@10.0.0.5:6379/0"),
-            "redis://***@10.0.0.5:6379/0"
-        );
-        assert_eq!(
-            without_credentials("rediss://app:s3cret@a:6380,rediss://app:s3cret@b:6380"),
-            "rediss://***@a:6380,rediss://***@b:6380"
-        );
-        assert_eq!(without_credentials("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

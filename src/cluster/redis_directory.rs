@@ -41,10 +41,11 @@ use redis::{Cmd, FromRedisValue, Script, Value};
 
 use prost::Message;
 
-use super::directory::{Claim, Directory, DirectoryError, Node, RoomEntry};
+use super::directory::{Directory, DirectoryError, Node, RoomEntry};
 use super::redis_connection::{Connection, RedisAddress};
 use crate::engine::listing::{ListingState, Metadata};
 use crate::proto;
+use crate::session::directory::Claim;
 
 /// Lua functions for the scripts that deal with a node id's running start (its
 /// number in `node-start:<id>`, see [`RENEW`]): whether `number` is it (or none is

@@ -823,6 +823,18 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// A fresh resume token: 128 random bits from the operating system, as hex.
+pub fn resume_token() -> String {
+    random_hex::<16>()
+}
+
+/// `N` random bytes from the OS, in hex.
+pub fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1320,5 +1332,12 @@ mod tests {
             &*auth.authenticate(Some("ignored"), NOW).unwrap().user_id,
             "anonymous-2"
         );
+    }
+
+    #[test]
+    fn resume_tokens_are_unique() {
+        let a = resume_token();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, resume_token());
     }
 }

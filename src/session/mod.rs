@@ -10,10 +10,13 @@
 //!
 //! - [`limits`] — token-bucket rate limits and flood detection.
 //! - [`heartbeat`] — ping and timeout decisions.
-//! - [`auth`] — JWT at the upgrade, token refresh, room restrictions.
+//! - [`auth`] — JWT at the upgrade, token refresh, room restrictions, resume tokens.
+//! - [`directory`] — what a clustered session asks of the room directory (claims,
+//!   quick joins elsewhere, listings) and its answers; the cluster runs them.
 //! - [`inputs`] — the common envelope (intent inputs only) read in place.
 
 pub mod auth;
+pub mod directory;
 pub mod heartbeat;
 pub mod inputs;
 pub mod limits;
@@ -28,8 +31,6 @@ use prost::Message;
 use rustc_hash::FxHashMap;
 
 use crate::clock::Now;
-use crate::cluster::Claim;
-use crate::cluster::node::Opening;
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::outbox::{Delivery, Left, Outbox, Replay};
 use crate::engine::room::{Joiner, error_message, valid_room_id};
@@ -42,6 +43,7 @@ use crate::proto::{
     response, server_message::Kind,
 };
 use crate::session::auth::{AuthError, AuthMode, Authenticator, Identity, KEYS_REFETCH};
+use crate::session::directory::{ANOTHER_START, Claim, DirectoryOp, DirectoryReply, Found, closed_as_joined};
 use crate::session::heartbeat::{Beat, Heartbeat};
 use crate::session::limits::{RateLimiter, RateLimits, Verdict};
 use crate::state::MemberId;
@@ -156,127 +158,6 @@ pub struct SessionContext {
     /// Token refreshes (`RefreshToken`), per user: each checks a signature, which
     /// costs far more than the message it comes in ([`limits::refresh_rate`]).
     pub refreshes: Arc<limits::SharedRate>,
-}
-
-/// Work a clustered session needs from the room directory. The driver takes it from
-/// [`Session::poll_directory`], runs it (asynchronously) and hands the answer to
-/// [`Session::on_directory`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum DirectoryOp {
-    /// Take the room for this node, or learn which node holds it: a join of a room
-    /// not open here.
-    Claim {
-        /// The room id.
-        room: String,
-        /// The room type the join named (empty: the default).
-        room_type: String,
-        /// The seat ticket the join presented (empty: none).
-        seat: String,
-        /// Who joins: the member id and user a redirect's ticket carries on.
-        member: proto::Seat,
-        /// The room's listing, should the claim create it.
-        listing: ListingState,
-        /// The join's request id: its answer finishes that join, not a later one.
-        request_id: u64,
-    },
-    /// Find an open room for a quick join on another node (none fit here).
-    QuickJoin {
-        /// The quick join's request id.
-        request_id: u64,
-        /// The room type (empty: the default).
-        room_type: String,
-        /// The metadata the room must hold.
-        filters: Metadata,
-        /// Rooms the session is in (or joining): not these.
-        skip: Vec<String>,
-        /// The token's room patterns (none: any room).
-        allowed: Option<Vec<String>>,
-        /// Who joins: the member id and user the redirect's ticket carries on.
-        member: proto::Seat,
-    },
-    /// Give up a room this node claimed and did not open (the join was refused, or
-    /// left before the claim answered), unless it is open here by then: its entry
-    /// would list a room that runs nowhere.
-    Release {
-        /// The room id.
-        room: String,
-    },
-    /// One page of the cluster's rooms, for `ListRooms`.
-    List {
-        /// The request to answer.
-        request_id: u64,
-        /// List the ids after this one.
-        after: String,
-        /// At most this many.
-        limit: usize,
-        /// Only rooms of this type (empty: any).
-        room_type: String,
-        /// Only rooms whose metadata holds every one of these entries.
-        filters: Metadata,
-        /// Only rooms a quick join may pick.
-        open_only: bool,
-    },
-}
-
-/// The answer to a join whose room, open here as its claim began, closed before the
-/// claim answered.
-pub(crate) fn closed_as_joined() -> PoolError {
-    PoolError::Unavailable("the room closed as you joined; join again".into())
-}
-
-/// The directory's answer to a [`DirectoryOp`] (a refusal as the [`PoolError`] to
-/// answer with).
-#[derive(Debug)]
-pub enum DirectoryReply {
-    /// To [`DirectoryOp::Claim`].
-    Claim {
-        /// The room id.
-        room: String,
-        /// Whether this node owns it now, or which node does.
-        outcome: Result<Claim, PoolError>,
-        /// The room was open here as the claim began (the claim renewed its entry):
-        /// the join must find it still open, not open it anew.
-        was_open: bool,
-        /// Redirected: the seat ticket for the owner (empty: none).
-        ticket: String,
-        /// The seat the join's ticket carried: join as that member.
-        seat: Option<proto::Seat>,
-        /// The claim's [`DirectoryOp::Claim::request_id`].
-        request_id: u64,
-        /// A claim of a room not open here: counted as opening it until the reply is
-        /// done with (the room opened, or given up).
-        opening: Option<Opening>,
-    },
-    /// To [`DirectoryOp::List`].
-    List {
-        /// The request.
-        request_id: u64,
-        /// A page of rooms, and where the next starts (none: this is the last).
-        outcome: Result<(Vec<proto::RoomInfo>, Option<String>), PoolError>,
-    },
-    /// To [`DirectoryOp::QuickJoin`].
-    QuickJoin {
-        /// The quick join's request id.
-        request_id: u64,
-        /// The room found (none: create one), or the refusal.
-        outcome: Result<Option<Found>, PoolError>,
-    },
-    /// To [`DirectoryOp::Release`] (done, or failed: the lease lapses then).
-    Released {
-        /// The room id.
-        room: String,
-    },
-}
-
-/// An open room on another node, for a quick join.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    /// The room id.
-    pub room: String,
-    /// Where the owning node's clients connect.
-    pub url: String,
-    /// The seat ticket for the join there.
-    pub seat: String,
 }
 
 /// Listings one session may have waiting for the directory at once.
@@ -1375,7 +1256,7 @@ impl Session {
                         self.pool_error(&PoolError::Unavailable(message), request_id, &room);
                     }
                     Ok(Claim::Superseded) => {
-                        let message = crate::cluster::node::ANOTHER_START;
+                        let message = ANOTHER_START;
                         self.pool_error(&PoolError::Unavailable(message.into()), request_id, &room);
                     }
                     Ok(Claim::Settling) => {

@@ -30,9 +30,10 @@ use crate::error::CloseReason;
 use crate::log_budget::LogBudget;
 use crate::metrics::{CONNECTION_ENDS, EndLabels, Metrics};
 use crate::session::auth::{AuthMode, DuplicateSessions, Identity};
+use crate::session::directory::DirectoryReply;
 use crate::session::heartbeat::Beat;
 use crate::session::limits::address_key;
-use crate::session::{DirectoryReply, Inbound, Session};
+use crate::session::{Inbound, Session};
 use crate::state::MemberId;
 use crate::transport::context::Context;
 use crate::transport::gate::Permit;
@@ -1065,7 +1066,7 @@ mod tests {
             auth: Arc::new(Authenticator::new(&config.auth).unwrap()),
             settings: Arc::new(config.session_settings()),
             clustered: false,
-            room_ids: Arc::new(crate::transport::registry::random_hex::<8>),
+            room_ids: Arc::new(crate::session::auth::random_hex::<8>),
             searches: Arc::new(config.search_rate()),
             refreshes: Arc::new(crate::session::limits::refresh_rate()),
         };

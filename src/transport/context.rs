@@ -194,7 +194,7 @@ impl Context {
     pub fn new_resume_token(&self) -> String {
         match &self.cluster {
             Some(cluster) => cluster.resume_token(),
-            None => crate::transport::registry::resume_token(),
+            None => crate::session::auth::resume_token(),
         }
     }
 

@@ -505,18 +505,6 @@ fn stop_other_clients(sessions: &mut Vec<Live>, family: u64, since_us: u64) {
     });
 }
 
-/// A fresh resume token: 128 random bits from the operating system, as hex.
-pub fn resume_token() -> String {
-    random_hex::<16>()
-}
-
-/// `N` random bytes from the OS, in hex.
-pub fn random_hex<const N: usize>() -> String {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -756,12 +744,5 @@ mod tests {
             address,
             live,
         }
-    }
-
-    #[test]
-    fn resume_tokens_are_unique() {
-        let a = resume_token();
-        assert_eq!(a.len(), 32);
-        assert_ne!(a, resume_token());
     }
 }
