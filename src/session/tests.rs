@@ -12,6 +12,7 @@ use crate::engine::outbox::{Batch, OutboxLimits, RoomKey};
 use crate::engine::rooms::RoomShared;
 use crate::proto::{RoomLock, ServerMessage, client_message::Kind as Out};
 use crate::session::auth::{AuthConfig, Claims, mint_hs256};
+use crate::session::directory::{Claim, DirectoryReply, Found};
 
 const SECRET: &str = "test-secret";
 /// The manual clock's Unix time at `t0`, in seconds.
