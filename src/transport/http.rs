@@ -40,9 +40,10 @@ use crate::transport::api;
 use crate::transport::connection::{self, Start};
 use crate::transport::context::Context;
 use crate::transport::gate::{Permit, SocketPermit};
+use crate::transport::metered::Metered;
 use crate::transport::origin::OriginConfig;
 use crate::transport::tls::{CountedTcp, ServerTls};
-use crate::transport::ws::{Metered, WebSocket};
+use crate::transport::ws::WebSocket;
 
 /// What the HTTP side needs beyond the connection [`Context`].
 #[derive(Clone)]

@@ -16,6 +16,8 @@
 //!   6455); [`quic`]: the QUIC transport.
 //! - `api` — the HTTP API for game backends (`/rooms/...`: publish an event, close a
 //!   room, remove a user, room details and lists).
+//! - `metered` — a connection's inbound bytes metered before they are parsed (floods
+//!   of frames that never complete a message).
 //! - [`gate`] — connection caps and handshake rate at the upgrade.
 //! - [`origin`] — the `Origin` allowlist.
 //! - [`tls`] — certificates, including the generated development certificate, and
@@ -30,6 +32,7 @@ pub mod gate;
 pub(crate) mod http;
 pub(crate) mod io_threads;
 pub(crate) mod jwks;
+pub(crate) mod metered;
 pub mod origin;
 pub mod quic;
 pub mod registry;

@@ -646,7 +646,7 @@ impl AsyncRead for ServerTls {
         this.data += (buf.filled().len() - before) as u64;
         let tls = this.stream.get_ref().0.read - this.tls_at_start;
         if tls > TLS_SLACK_BYTES + TLS_BYTES_PER_BYTE * this.data {
-            return Poll::Ready(Err(std::io::Error::other(crate::transport::ws::Flooded)));
+            return Poll::Ready(Err(std::io::Error::other(crate::transport::metered::Flooded)));
         }
         read
     }
