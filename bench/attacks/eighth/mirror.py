@@ -16,16 +16,16 @@ def ehash(eid, owner, kind, fields):
     h = chain([eid, owner, kind])
     for fid in sorted(fields):
         t, v = fields[fid]
-        if t == "int": value = [1, v & M]
-        elif t == "float": value = [2, struct.unpack("<I", struct.pack("<f", v))[0]]
-        elif t == "bool": value = [3, 1 if v else 0]
-        elif t == "bytes": value = [4] + byts(v)
-        else: value = [5] + byts(v.encode())
-        h = (h + chain([eid, fid] + value)) & M
+        if t == "int": tn, value = 1, [v & M]
+        elif t == "float": tn, value = 2, [struct.unpack("<I", struct.pack("<f", v))[0]]
+        elif t == "bool": tn, value = 3, [1 if v else 0]
+        elif t == "bytes": tn, value = 4, byts(v)
+        else: tn, value = 5, byts(v.encode())
+        h = (h + chain([eid, (fid << 8) | tn] + value)) & M
     return h
 def f32(x): return struct.unpack("<f", struct.pack("<f", x))[0]
 assert ehash(0,0,0,{}) == 0xe443fe8abfe9a4f7
-assert ehash(42,7,3,{1:("int",-5),2:("float",1.5),3:("bool",True),4:("string","hello, world")}) == 0x68159b01c26d5e5c
+assert ehash(42,7,3,{1:("int",-5),2:("float",1.5),3:("bool",True),4:("string","hello, world")}) == 0xa9c3b24c7f56b61f
 
 class Desync(Exception): pass
 

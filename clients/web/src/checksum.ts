@@ -39,31 +39,30 @@ export function headHash(id: bigint, owner: bigint, kind: number): bigint {
 export function fieldHash(entity: bigint, field: number, value: Value): bigint {
   const h = new Hasher();
   h.bigWord(entity);
-  h.word(0, field);
+  // One word: the field id shifted left by 8, or'ed with the value's type number.
+  h.word(field >>> 24, ((field << 8) | TYPE_NUMBERS[value.case]) >>> 0);
   switch (value.case) {
     case "int":
-      h.word(0, 1);
       h.bigWord(value.value);
       break;
     case "float":
-      h.word(0, 2);
       h.word(0, float32Bits(value.value));
       break;
     case "bool":
-      h.word(0, 3);
       h.word(0, value.value ? 1 : 0);
       break;
     case "bytes":
-      h.word(0, 4);
       h.bytes(value.value);
       break;
     case "string":
-      h.word(0, 5);
       h.bytes(utf8.encode(value.value));
       break;
   }
   return h.value();
 }
+
+/** The number of each value type in the hash. */
+const TYPE_NUMBERS: Record<Value["case"], number> = { int: 1, float: 2, bool: 3, bytes: 4, string: 5 };
 
 /** Checksum of a whole state: the wrapping sum of its entities' hashes (0 when empty). */
 export function stateChecksum(entities: Iterable<HashedEntity>): bigint {

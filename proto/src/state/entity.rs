@@ -53,8 +53,10 @@ pub struct Entity {
     pub(crate) created: Tick,
     /// Highest `changed` tick of any field (or `created`).
     pub(crate) changed: Tick,
-    /// Cached [`super::entity_hash`], valid unless `dirty`.
+    /// Its [`super::entity_hash`], kept up to date by every write and owner change
+    /// (by the field's hash before and after: no other field is hashed again).
     pub(crate) hash: u64,
+    /// Changed this tick: its hash is out of the checksum's sums until the tick ends.
     pub(crate) dirty: bool,
 }
 

@@ -246,9 +246,14 @@ impl World {
         }
         for id in self.dirty.drain(..) {
             // An id can be listed twice (created, removed and created again).
+            // (Its hash is up to date: each write and owner change moved it.)
             if let Some(e) = self.entities.get_mut(&id).filter(|e| e.dirty) {
-                let head = head_hash(e.id, e.owner, e.kind);
-                e.hash = e.fields.iter().fold(head, |sum, f| sum.wrapping_add(f.hash));
+                debug_assert_eq!(
+                    e.hash,
+                    super::entity_hash(e.id, e.owner, e.kind, e.fields()),
+                    "entity {}",
+                    e.id
+                );
                 e.dirty = false;
                 self.tally.put(e);
             }
@@ -464,8 +469,10 @@ impl World {
                 (f.value, f.slot, f.code) = (value, slot, code);
             }
         }
+        let mut hash = head_hash(id, owner, kind);
         for f in &mut fields {
             f.hash = field_hash(id, f.id, &f.value);
+            hash = hash.wrapping_add(f.hash);
         }
         if self.entities.last().is_some_and(|(&last, _)| last > id) {
             self.sorted = false;
@@ -479,7 +486,7 @@ impl World {
             fields,
             created: tick,
             changed: tick,
-            hash: 0,
+            hash,
             dirty: true,
         };
         if owner_only {
@@ -535,6 +542,8 @@ impl World {
             self.dirty.push(id);
         }
         let before = std::mem::replace(&mut entity.owner, owner);
+        let heads = (head_hash(id, before, entity.kind), head_hash(id, owner, entity.kind));
+        entity.hash = entity.hash.wrapping_sub(heads.0).wrapping_add(heads.1);
         entity.created = tick;
         entity.changed = tick;
         if entity.owner_only {
@@ -673,15 +682,17 @@ impl EntityMut<'_> {
     fn write(&mut self, field: FieldId, value: Value, slot: u8, code: u64) -> bool {
         let tick = self.tick;
         let entity = &mut *self.entity;
-        match entity.position(field) {
+        let hash = field_hash(entity.id, field, &value);
+        let moved_by = match entity.position(field) {
             Ok(i) if same_value(&entity.fields[i].value, &value) => return false,
             Ok(i) => {
                 let f = &mut entity.fields[i];
                 if f.changed != tick {
                     (f.before, f.before_tick) = (f.code, f.changed);
                 }
-                f.hash = field_hash(entity.id, field, &value);
+                let old = std::mem::replace(&mut f.hash, hash);
                 (f.value, f.code, f.changed) = (value, code, tick);
+                hash.wrapping_sub(old)
             }
             Err(i) => {
                 // Grown by one, not doubled: the room's state bound counts fields.
@@ -690,7 +701,7 @@ impl EntityMut<'_> {
                     i,
                     Field {
                         id: field,
-                        hash: field_hash(entity.id, field, &value),
+                        hash,
                         value,
                         changed: tick,
                         slot,
@@ -699,8 +710,9 @@ impl EntityMut<'_> {
                         before_tick: NEVER,
                     },
                 );
+                hash
             }
-        }
+        };
         entity.changed = tick;
         self.tally.touch(entity, tick);
         if !entity.dirty {
@@ -708,6 +720,8 @@ impl EntityMut<'_> {
             self.tally.take(entity);
             self.dirty.push(entity.id);
         }
+        // (After its old hash left the tallies.)
+        entity.hash = entity.hash.wrapping_add(moved_by);
         true
     }
 }
