@@ -15,6 +15,10 @@ use crate::state::MemberId;
 
 /// Metadata entries a room holds at most.
 pub const MAX_METADATA_ENTRIES: usize = 16;
+
+/// Changed metadata keys a listing remembers between two takes, at most (see
+/// `Listing::take_changed_keys`).
+const MAX_CHANGED_KEYS: usize = 2 * MAX_METADATA_ENTRIES;
 /// The longest metadata key, in bytes.
 pub const MAX_METADATA_KEY_BYTES: usize = 64;
 /// The longest metadata value, in bytes.
@@ -199,8 +203,11 @@ pub struct Listing {
     pickable: AtomicBool,
     /// Times `pickable` went from true to false (see [`Listing::closings`]).
     closings: AtomicU64,
-    /// The metadata keys changed since [`Listing::take_changed_keys`] last took them.
-    changed_keys: Mutex<BTreeSet<String>>,
+    /// The metadata keys changed since [`Listing::take_changed_keys`] last took them;
+    /// `None`: more than [`MAX_CHANGED_KEYS`] (then every key the metadata holds
+    /// counts as changed). Bounded: only a cluster node's renewals take them, and a
+    /// room whose metadata keys keep changing must not keep every name it ever had.
+    changed_keys: Mutex<Option<BTreeSet<String>>>,
     /// [`entry_hash`] of each metadata entry, the first `entry_count` (see
     /// [`Listing::may_match`]).
     entries: [AtomicU64; MAX_METADATA_ENTRIES],
@@ -262,7 +269,7 @@ impl Listing {
             changes: AtomicU64::new(0),
             pickable: AtomicBool::new(true),
             closings: AtomicU64::new(0),
-            changed_keys: Mutex::new(BTreeSet::new()),
+            changed_keys: Mutex::new(Some(BTreeSet::new())),
             entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
             entry_count: AtomicUsize::new(0),
             entry_bits: AtomicU64::new(0),
@@ -276,7 +283,7 @@ impl Listing {
             state: Mutex::new(state),
             changes: AtomicU64::new(0),
             closings: AtomicU64::new(0),
-            changed_keys: Mutex::new(BTreeSet::new()),
+            changed_keys: Mutex::new(Some(BTreeSet::new())),
             entries: [const { AtomicU64::new(0) }; MAX_METADATA_ENTRIES],
             entry_count: AtomicUsize::new(0),
             entry_bits: AtomicU64::new(0),
@@ -322,7 +329,13 @@ impl Listing {
             self.publish_entries(&state);
             let after = &state.metadata;
             let changed = (before.keys().chain(after.keys())).filter(|&k| before.get(k) != after.get(k));
-            self.changed_keys.lock().extend(changed.cloned());
+            let mut changed_keys = self.changed_keys.lock();
+            if let Some(keys) = changed_keys.as_mut() {
+                keys.extend(changed.cloned());
+                if keys.len() > MAX_CHANGED_KEYS {
+                    *changed_keys = None;
+                }
+            }
         }
         let was_pickable = self.pickable.swap(state.pickable(), Ordering::Relaxed);
         if was_pickable && !state.pickable() {
@@ -336,7 +349,10 @@ impl Listing {
     /// whole renewal period only: so that one whose metadata matches a search but for
     /// the moments of its renewals is not sent quick joins it refuses).
     pub fn take_changed_keys(&self) -> BTreeSet<String> {
-        std::mem::take(&mut self.changed_keys.lock())
+        // (Taken before the state's lock: `update` takes them in the other order.)
+        let taken = self.changed_keys.lock().replace(BTreeSet::new());
+        // More changed than were kept: every key held now.
+        taken.unwrap_or_else(|| self.state.lock().metadata.keys().cloned().collect())
     }
 
     /// How many times the room was locked (or made private) so far: a room's node
@@ -553,6 +569,26 @@ mod tests {
             ["ready"],
             "removed"
         );
+    }
+
+    /// A room whose metadata keys keep changing (new names replacing old ones) keeps
+    /// a bounded record of them between takes (a single node never takes them): past
+    /// the bound, every key it holds counts as changed.
+    #[test]
+    fn changed_keys_are_bounded() {
+        let listing = Listing::new(ListingState::default());
+        for round in 0..1_000 {
+            let previous = format!("key-{}", round);
+            let next = format!("key-{}", round + 1);
+            listing.merge_metadata(&meta(&[(&previous, ""), (&next, "x")])).unwrap();
+            let kept = listing.changed_keys.lock().as_ref().map_or(0, BTreeSet::len);
+            assert!(kept <= MAX_CHANGED_KEYS, "{kept} keys kept");
+        }
+        let keys: Vec<String> = listing.take_changed_keys().into_iter().collect();
+        assert_eq!(keys, ["key-1000"], "every key held now");
+        listing.merge_metadata(&meta(&[("mode", "ctf")])).unwrap();
+        let keys: Vec<String> = listing.take_changed_keys().into_iter().collect();
+        assert_eq!(keys, ["mode"], "counted one by one again");
     }
 
     #[test]
