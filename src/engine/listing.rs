@@ -348,11 +348,10 @@ impl Listing {
     /// indexes a room in the cluster's directory under the entries it held through a
     /// whole renewal period only: so that one whose metadata matches a search but for
     /// the moments of its renewals is not sent quick joins it refuses).
-    pub fn take_changed_keys(&self) -> BTreeSet<String> {
-        // (Taken before the state's lock: `update` takes them in the other order.)
-        let taken = self.changed_keys.lock().replace(BTreeSet::new());
-        // More changed than were kept: every key held now.
-        taken.unwrap_or_else(|| self.state.lock().metadata.keys().cloned().collect())
+    /// `None`: more changed than a listing keeps: every key counts as changed (the
+    /// caller's copy of the metadata says which it holds).
+    pub fn take_changed_keys(&self) -> Option<BTreeSet<String>> {
+        self.changed_keys.lock().replace(BTreeSet::new())
     }
 
     /// How many times the room was locked (or made private) so far: a room's node
@@ -556,16 +555,19 @@ mod tests {
         let listing = Listing::new(ListingState::listed_as(&meta(&[("mode", "ctf"), ("map", "dust")])));
         listing.merge_metadata(&meta(&[("map", "dust")])).unwrap();
         listing.set_locked(true);
-        assert!(listing.take_changed_keys().is_empty(), "the same values, a lock");
+        assert!(
+            listing.take_changed_keys().unwrap().is_empty(),
+            "the same values, a lock"
+        );
         listing
             .merge_metadata(&meta(&[("mode", "dm"), ("ready", "3")]))
             .unwrap();
         listing.merge_metadata(&meta(&[("mode", "ctf")])).unwrap();
-        let keys: Vec<String> = listing.take_changed_keys().into_iter().collect();
+        let keys: Vec<String> = listing.take_changed_keys().unwrap().into_iter().collect();
         assert_eq!(keys, ["mode", "ready"], "changed and back is changed");
         listing.merge_metadata(&meta(&[("ready", "")])).unwrap();
         assert_eq!(
-            listing.take_changed_keys().into_iter().collect::<Vec<_>>(),
+            listing.take_changed_keys().unwrap().into_iter().collect::<Vec<_>>(),
             ["ready"],
             "removed"
         );
@@ -584,10 +586,9 @@ mod tests {
             let kept = listing.changed_keys.lock().as_ref().map_or(0, BTreeSet::len);
             assert!(kept <= MAX_CHANGED_KEYS, "{kept} keys kept");
         }
-        let keys: Vec<String> = listing.take_changed_keys().into_iter().collect();
-        assert_eq!(keys, ["key-1000"], "every key held now");
+        assert_eq!(listing.take_changed_keys(), None, "every key counts as changed");
         listing.merge_metadata(&meta(&[("mode", "ctf")])).unwrap();
-        let keys: Vec<String> = listing.take_changed_keys().into_iter().collect();
+        let keys: Vec<String> = listing.take_changed_keys().unwrap().into_iter().collect();
         assert_eq!(keys, ["mode"], "counted one by one again");
     }
 

@@ -5,7 +5,9 @@
 //! parameter, or a `Sec-WebSocket-Protocol` entry `tickrelay.bearer.<jwt>` (browsers
 //! cannot set headers). The user id is the token's `sub`; `exp` is required and is
 //! enforced during the session too. An optional `rooms` claim restricts which rooms
-//! the token may join (`"match-*"` matches by prefix).
+//! the token may join (`"match-*"` matches by prefix). Also where resume tokens and
+//! random ids are drawn ([`resume_token`], [`random_hex`]: from the operating system;
+//! the session itself draws none).
 //!
 //! Anonymous mode (for local development) accepts every connection.
 

@@ -24,6 +24,11 @@ test("known answers from docs/PROTOCOL.md", () => {
   assert.equal(entityHash(entity(42n, 7n, 3, fields)), 0xa9c3b24c7f56b61fn);
 });
 
+test("field ids of 2^24 and more: the top bits of the word of field id and type", () => {
+  assert.equal(entityHash(entity(1n, 0n, 0, [[0xffffffff, { case: "int", value: 1n }]])), 0x3531d6ef3f08a717n);
+  assert.equal(entityHash(entity(1n, 0n, 0, [[0x01000000, { case: "bool", value: true }]])), 0xab7e7ca153b1ceb2n);
+});
+
 test("every NaN hashes as the quiet NaN 0x7fc00000, as the relay stores it", () => {
   const nan = (value: number) => entityHash(entity(1n, 0n, 0, [[1, { case: "float", value }]]));
   const signalling = new DataView(new ArrayBuffer(4));

@@ -129,6 +129,15 @@ mod tests {
         assert_eq!(h, 0xa9c3_b24c_7f56_b61f);
     }
 
+    /// Field ids of 2^24 and more: the top bits of the word of field id and type
+    /// (where an implementation on 32-bit halves would go wrong).
+    #[test]
+    fn large_field_ids_have_known_answers() {
+        let h = |field, value: Value| entity_hash(1, 0, 0, [(field, &value)].into_iter());
+        assert_eq!(h(0xffff_ffff, Value::Int(1)), 0x3531_d6ef_3f08_a717);
+        assert_eq!(h(0x0100_0000, Value::Bool(true)), 0xab7e_7ca1_53b1_ceb2);
+    }
+
     /// Protocol version 1's definition still gives its documented answer (checkpoints
     /// of version-1 nodes are checked with it).
     #[test]

@@ -682,10 +682,10 @@ impl EntityMut<'_> {
     fn write(&mut self, field: FieldId, value: Value, slot: u8, code: u64) -> bool {
         let tick = self.tick;
         let entity = &mut *self.entity;
-        let hash = field_hash(entity.id, field, &value);
         let moved_by = match entity.position(field) {
             Ok(i) if same_value(&entity.fields[i].value, &value) => return false,
             Ok(i) => {
+                let hash = field_hash(entity.id, field, &value);
                 let f = &mut entity.fields[i];
                 if f.changed != tick {
                     (f.before, f.before_tick) = (f.code, f.changed);
@@ -695,6 +695,7 @@ impl EntityMut<'_> {
                 hash.wrapping_sub(old)
             }
             Err(i) => {
+                let hash = field_hash(entity.id, field, &value);
                 // Grown by one, not doubled: the room's state bound counts fields.
                 entity.fields.reserve_exact(1);
                 entity.fields.insert(

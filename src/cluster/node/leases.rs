@@ -106,7 +106,8 @@ impl Cluster {
                 // (A room new since the last renewal was claimed as it is now.)
                 let changed = room.listing.take_changed_keys();
                 if before.is_some() {
-                    entry.unsettled_keys = changed;
+                    // Too many changed to keep: every key of the metadata published.
+                    entry.unsettled_keys = changed.unwrap_or_else(|| entry.listing.metadata.keys().cloned().collect());
                 }
                 entry
             })
