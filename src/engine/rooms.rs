@@ -282,6 +282,22 @@ pub struct RoomShared {
 }
 
 impl RoomShared {
+    /// What the pool and its thread share of `room` (named `id`, of type
+    /// `room_type`), opened by `creator` when counted against one.
+    pub(in crate::engine) fn of(id: Arc<str>, room_type: Arc<str>, room: &Room, creator: Option<Arc<str>>) -> Self {
+        Self {
+            id,
+            room_type,
+            max_members: room.config().max_members as u32,
+            members: AtomicU32::new(0),
+            creator,
+            listing: room.listing().clone(),
+            reserved: AtomicU32::new(0),
+            kept: AtomicU32::new(room.kept_seats() as u32),
+            bans: room.bans().clone(),
+        }
+    }
+
     /// Members plus reserved seats.
     pub(in crate::engine) fn seats_taken(&self) -> u32 {
         // The thread counts a reserved join (or a kept seat taken back) as a member

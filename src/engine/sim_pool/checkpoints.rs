@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::unix_micros;
+use crate::clock::Now;
 use crate::engine::outbox::RoomKey;
 use crate::engine::room::Room;
 use crate::proto::{self};
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Checkpoints {
 }
 
 /// Checkpoints of an unchanged room not written in a row, at most (see
-/// `SimThread`'s ticks).
+/// `Shard::tick_due_rooms`).
 pub(super) const UNCHANGED_CHECKPOINTS: u32 = 9;
 
 /// What a simulation thread hands the checkpoint sink.
@@ -87,9 +87,9 @@ impl PeriodicCheckpoints {
     /// all the same (a write Redis failed is made good then), and before Redis lets
     /// the last one expire. One that comes due sooner than the last one's size allows
     /// ([`Checkpoints::bytes_per_second`]) waits for the first tick after that.
-    pub(super) fn after_tick(&mut self, room: &mut Room, tick: u64, now: Instant, c: &Checkpoints) {
+    pub(super) fn after_tick(&mut self, room: &mut Room, tick: u64, now: Now, c: &Checkpoints) {
         self.due |= c.every_ticks > 0 && tick.is_multiple_of(u64::from(c.every_ticks));
-        if !self.due || room.has_pending_sim_calls() || self.paced_until.is_some_and(|until| now < until) {
+        if !self.due || room.has_pending_sim_calls() || self.paced_until.is_some_and(|until| now.instant < until) {
             return;
         }
         self.write(room, now, c);
@@ -99,12 +99,12 @@ impl PeriodicCheckpoints {
     /// (a ban, which an empty room keeps without ticking) is written now, or after the
     /// next tick when the room has work pending, or [`SOON_INTERVAL`] after the last
     /// checkpoint when that was less than that ago (periodic checkpoints only).
-    pub(super) fn write_soon(&mut self, room: &mut Room, now: Instant, c: &Checkpoints) {
+    pub(super) fn write_soon(&mut self, room: &mut Room, now: Now, c: &Checkpoints) {
         if c.every_ticks == 0 {
             return;
         }
         let last = self.written.as_ref().map(|&(_, at, _)| at);
-        let soon = last.map_or(now, |at| at + SOON_INTERVAL);
+        let soon = last.map_or(now.instant, |at| at + SOON_INTERVAL);
         self.soon_at = Some(self.soon_at.map_or(soon, |at| at.min(soon)));
         self.when_due(room, now, c);
     }
@@ -112,13 +112,13 @@ impl PeriodicCheckpoints {
     /// Writes what [`PeriodicCheckpoints::write_soon`] left for later, once its time
     /// came and the room has no work pending (its ticks, which do that work, call
     /// this again after each).
-    pub(super) fn when_due(&mut self, room: &mut Room, now: Instant, c: &Checkpoints) {
-        if self.soon_at.is_some_and(|at| now >= at) && !room.has_pending_work() {
+    pub(super) fn when_due(&mut self, room: &mut Room, now: Now, c: &Checkpoints) {
+        if self.soon_at.is_some_and(|at| now.instant >= at) && !room.has_pending_work() {
             self.write(room, now, c);
         }
     }
 
-    pub(super) fn write(&mut self, room: &mut Room, now: Instant, c: &Checkpoints) {
+    pub(super) fn write(&mut self, room: &mut Room, now: Now, c: &Checkpoints) {
         self.due = false;
         self.soon_at = None;
         // (A simulation that panics saving its state fails the room: not written.)
@@ -129,17 +129,17 @@ impl PeriodicCheckpoints {
         let fingerprint = room.checkpoint_fingerprint(&game_state);
         match &mut self.written {
             Some((last, at, skipped))
-                if *last == fingerprint && *skipped < UNCHANGED_CHECKPOINTS && now - *at < c.rewrite_after =>
+                if *last == fingerprint && *skipped < UNCHANGED_CHECKPOINTS && now.instant - *at < c.rewrite_after =>
             {
                 *skipped += 1;
             }
             written => {
-                *written = Some((fingerprint, now, 0));
-                let checkpoint = room.checkpoint_with(unix_micros(), game_state);
+                *written = Some((fingerprint, now.instant, 0));
+                let checkpoint = room.checkpoint_with(now.unix_us, game_state);
                 // (At most `rewrite_after` apart all the same: what the room would lose.)
                 let bytes = prost::Message::encoded_len(&checkpoint) as f64;
                 let apart = Duration::from_secs_f64(bytes / c.bytes_per_second.max(1) as f64);
-                self.paced_until = Some(now + apart.min(c.rewrite_after));
+                self.paced_until = Some(now.instant + apart.min(c.rewrite_after));
                 (c.sink)(Checkpoint::Room(Box::new(checkpoint)));
             }
         }

@@ -14,14 +14,16 @@
 //! heavy room delays only rooms on its own thread, and a panicking simulation takes
 //! down only its own room.
 //!
-//! Here: the pool (opening, finding, listing rooms; sending commands). In `thread`:
-//! one simulation thread's loop; in `checkpoints`: rooms' checkpoints in cluster
-//! mode; in `creation`: the room creation limits per creator. What the pool
-//! offers sessions (the [`Rooms`] trait, handles, commands, errors) is in
+//! Here: the pool (opening, finding, listing rooms; sending commands). In `shard`:
+//! what one simulation thread does with its rooms, sans IO (on a clock passed in);
+//! in `thread`: the thread's loop around it (sleeping, receiving commands); in
+//! `checkpoints`: rooms' checkpoints in cluster mode; in `creation`: the room
+//! creation limits per creator. What the pool offers sessions (the [`Rooms`] trait, handles, commands, errors) is in
 //! [`crate::engine::rooms`].
 
 mod checkpoints;
 mod creation;
+mod shard;
 mod thread;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,6 +52,7 @@ use crate::state::Tick;
 pub use checkpoints::{Checkpoint, Checkpoints};
 pub use creation::CreationLimits;
 use creation::Creators;
+use shard::{Shard, SystemClock};
 use thread::SimThread;
 
 /// Room created and closed lines: at most 20 a second (`suppressed` counts the rest).
@@ -259,9 +262,7 @@ impl SimPool {
                 let (tx, rx) = crossbeam_channel::unbounded();
                 let queued = Arc::new(Queued::default());
                 let rooms = Arc::new(AtomicU32::new(0));
-                let thread = SimThread {
-                    rx,
-                    queued: queued.clone(),
+                let shard = Shard {
                     rooms: Vec::new(),
                     index: FxHashMap::default(),
                     room_count: rooms.clone(),
@@ -274,6 +275,12 @@ impl SimPool {
                     epoch: Instant::now(),
                     next_phase: 0,
                     handed_off: false,
+                    clock: Box::new(SystemClock),
+                };
+                let thread = SimThread {
+                    rx,
+                    queued: queued.clone(),
+                    shard,
                     pacer: config.pacer.clone(),
                     number: i,
                 };
@@ -485,17 +492,7 @@ impl SimPool {
             }
             Err(e) => return refuse(e),
         }
-        let shared = Arc::new(RoomShared {
-            id: id.clone(),
-            room_type: type_name,
-            max_members: spec.config.max_members as u32,
-            members: AtomicU32::new(0),
-            creator: creator.clone(),
-            listing: room.listing().clone(),
-            reserved: AtomicU32::new(0),
-            kept: AtomicU32::new(room.kept_seats() as u32),
-            bans: room.bans().clone(),
-        });
+        let shared = Arc::new(RoomShared::of(id.clone(), type_name, &room, creator.clone()));
         let thread = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].rooms.load(Ordering::Relaxed))
             .unwrap_or(0);
