@@ -839,6 +839,8 @@ mod tests {
         close_takes: Duration,
         /// How long a ping's write takes (the same).
         ping_takes: Duration,
+        /// Told when a ping's write starts.
+        pinging: Arc<tokio::sync::Notify>,
         /// Where a reader would leave what it read, as a WebSocket's does (none: the
         /// loop reads everything).
         left: Option<Arc<LeftSlot>>,
@@ -894,6 +896,7 @@ mod tests {
         }
 
         async fn ping(&mut self) -> Result<(), Broken> {
+            self.pinging.notify_one();
             tokio::time::sleep(self.ping_takes).await;
             Ok(())
         }
@@ -935,6 +938,7 @@ mod tests {
             closed: mpsc::unbounded_channel().0,
             close_takes: Duration::ZERO,
             ping_takes: Duration::ZERO,
+            pinging: Default::default(),
             left: None,
         };
         client.send(Received::Binary(Bytes::from_static(b"input"))).unwrap();
@@ -1044,6 +1048,7 @@ mod tests {
             closed: closed_tx,
             close_takes: Duration::ZERO,
             ping_takes: Duration::ZERO,
+            pinging: Default::default(),
             left: None,
         };
         let client = Peer {
@@ -1266,6 +1271,7 @@ mod tests {
         let ctx = context_with(config);
         let (mut server, mut client) = pair();
         server.ping_takes = TAKE_OVER_WAIT * 3;
+        let pinging = server.pinging.clone();
         connect(&ctx, server, anonymous(&ctx));
         let token = client
             .expect(|k| match k {
@@ -1273,7 +1279,7 @@ mod tests {
                 _ => None,
             })
             .await;
-        tokio::time::sleep(Duration::from_millis(200)).await; // a ping is under way
+        pinging.notified().await; // a ping is under way
         let (_client, resumed) = resume(&ctx, token).await;
         assert!(resumed, "resumed, not refused with 4504");
     }
@@ -1308,9 +1314,10 @@ mod tests {
         let ctx = context_with(config);
         let (mut server, mut client) = pair();
         server.ping_takes = Duration::from_millis(300);
+        let pinging = server.pinging.clone();
         let task = connect(&ctx, server, anonymous(&ctx));
         client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
-        tokio::time::sleep(Duration::from_millis(150)).await; // the ping is under way
+        pinging.notified().await; // the ping is under way
         let _ = client.inbound.send(Received::ClientClosed);
         assert_eq!(client.closed().await, None, "the client's close is answered");
         tokio::time::timeout(Duration::from_secs(10), task)
@@ -1332,9 +1339,10 @@ mod tests {
         server.ping_takes = Duration::from_secs(3);
         let slot = Arc::new(LeftSlot::default());
         server.left = Some(slot.clone());
+        let pinging = server.pinging.clone();
         let task = connect(&ctx, server, anonymous(&ctx));
         client.expect(|k| matches!(k, Kind::Welcome(_)).then_some(())).await;
-        tokio::time::sleep(Duration::from_millis(200)).await; // the ping is under way
+        pinging.notified().await; // the ping is under way
         slot.leave(Received::Other(Inbound::Text));
         assert_eq!(client.closed().await, Some(CloseReason::TextFrame));
         tokio::time::timeout(Duration::from_secs(10), task)

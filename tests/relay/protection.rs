@@ -293,7 +293,8 @@ async fn a_token_restricted_to_rooms_cannot_join_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_is_closed_unless_refreshed() {
     let server = start_with(jwt).await;
-    let short = bearer(&token(SECRET, "carol", 2, None));
+    // (At least three seconds to live: both connections and the refresh come first.)
+    let short = bearer(&token(SECRET, "carol", 4, None));
     let mut lazy = TestClient::connect_with(&server, "", &[("authorization", &short)])
         .await
         .unwrap();

@@ -478,11 +478,12 @@ async fn a_connection_opened_after_set_token_presents_the_new_token() {
     joined(&mut owner_events, "lobby").await;
 
     let mut settings = config(&b);
-    settings.token = Some(user_token_for("erin", 2));
+    // (At least two seconds to live: the connection comes first.)
+    settings.token = Some(user_token_for("erin", 3));
     let (client, mut events) = Client::connect(settings).unwrap();
     until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
     client.set_token(&user_token("erin"));
-    tokio::time::sleep(Duration::from_millis(3_100)).await; // the first token expired
+    tokio::time::sleep(Duration::from_millis(4_100)).await; // the first token expired
     client.join("lobby", "");
     joined(&mut events, "lobby").await;
     client.close().await;

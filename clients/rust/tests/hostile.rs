@@ -1244,7 +1244,13 @@ async fn a_leave_and_a_quick_join_unanswered_on_a_lost_connection_are_sent_again
                 return; // dropped without a close, unanswered
             }
             let refused = error(proto::ErrorCode::NotAMember, leave.unwrap(), "r");
-            ws.send(fake_server_message(In::Error(refused))).await.unwrap();
+            let marker = In::Event(proto::RoomEvent {
+                kind: "marker".into(),
+                ..Default::default()
+            });
+            ws.send(fake_envelope(vec![In::Error(refused), marker], 0))
+                .await
+                .unwrap();
             while next_messages(&mut ws).await.is_some() {}
         }
     })
@@ -1263,11 +1269,18 @@ async fn a_leave_and_a_quick_join_unanswered_on_a_lost_connection_are_sent_again
         matches!(e, Event::Connected { resumed: true, .. }).then_some(())
     })
     .await;
-    let error = tokio::time::timeout(Duration::from_millis(500), async {
-        until(&mut events, |e| matches!(e, Event::Error(_)).then_some(())).await
+    // The relay's next message comes after its answer: no error before it.
+    let first = until(&mut events, |e| match e {
+        Event::Error(error) => Some(Err(error.clone())),
+        Event::RoomEvent(event) => Some(Ok(event.kind.clone())),
+        _ => None,
     })
     .await;
-    assert!(error.is_err(), "NOT_A_MEMBER for a leave sent again is its answer");
+    assert_eq!(
+        first,
+        Ok("marker".into()),
+        "NOT_A_MEMBER for a leave sent again is its answer"
+    );
 }
 
 /// A `Left` the relay sent for a membership that ended while the application left
@@ -1881,12 +1894,13 @@ async fn member_data_goes_with_every_join_and_quick_join() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_timed_out_offline_is_not_sent_later() {
     let (requests_tx, mut requests_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (timed_out, timed_out_rx) = tokio::sync::watch::channel(false);
     let url = fake_relay(move |n, _, mut ws| {
-        let requests_tx = requests_tx.clone();
+        let (requests_tx, mut timed_out) = (requests_tx.clone(), timed_out_rx.clone());
         async move {
             if n > 1 {
                 // Welcomed only once the request has timed out.
-                tokio::time::sleep(Duration::from_millis(600)).await;
+                let _ = timed_out.wait_for(|&out| out).await;
             }
             send_welcome(&mut ws, welcome_resuming_after_first(n)).await;
             while let Some(messages) = next_messages(&mut ws).await {
@@ -1913,6 +1927,7 @@ async fn a_request_that_timed_out_offline_is_not_sent_later() {
         matches!(answer, Err(tickrelay_client::ClientError::Timeout)),
         "{answer:?}"
     );
+    timed_out.send_replace(true);
     until(&mut events, |e| matches!(e, Event::Connected { .. }).then_some(())).await;
     // A ping goes out within the heartbeat: whatever was to go with it went before.
     client.send_event("r", "after", Bytes::new(), vec![]);
@@ -1931,8 +1946,9 @@ async fn a_request_that_timed_out_offline_is_not_sent_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_sent_before_an_inherited_seats_joined_are_numbered_above_it() {
     let (inputs_tx, mut inputs_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (both_sent, both_sent_rx) = tokio::sync::watch::channel(false);
     let url = fake_relay(move |_, _, mut ws| {
-        let inputs_tx = inputs_tx.clone();
+        let (inputs_tx, mut both_sent) = (inputs_tx.clone(), both_sent_rx.clone());
         async move {
             send_welcome(
                 &mut ws,
@@ -1942,8 +1958,8 @@ async fn inputs_sent_before_an_inherited_seats_joined_are_numbered_above_it() {
                 },
             )
             .await;
-            // Answered late enough that both inputs wait for it.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Answered once both inputs wait for it.
+            let _ = both_sent.wait_for(|&sent| sent).await;
             answer_join(&mut ws, 41).await;
             while let Some(messages) = next_messages(&mut ws).await {
                 for message in messages {
@@ -1962,6 +1978,7 @@ async fn inputs_sent_before_an_inherited_seats_joined_are_numbered_above_it() {
     let intent = || proto::input::Payload::Intent(Bytes::from_static(&[1]));
     assert_eq!(client.send_input("r", intent()), Some(1));
     assert_eq!(client.send_input("r", intent()), Some(2));
+    both_sent.send_replace(true);
     until(&mut events, |e| matches!(e, Event::Joined(_)).then_some(())).await;
     assert_eq!(client.send_input("r", intent()), Some(44));
     let mut sent = Vec::new();
