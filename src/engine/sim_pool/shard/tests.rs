@@ -10,7 +10,8 @@ use super::*;
 use crate::engine::outbox::{Batch, OutboxLimits};
 use crate::engine::room::RoomConfig;
 use crate::engine::rooms::RoomHandle;
-use crate::engine::simulation::{Arena, ArenaConfig, Relay, Simulation};
+use crate::engine::simulation::{Arena, ArenaConfig, Relay, SimContext, SimError, Simulation};
+use crate::proto::input;
 use crate::state::MemberId;
 
 /// A clock the test moves by hand.
@@ -442,4 +443,78 @@ fn a_hand_off_checkpoints_the_events_still_owed() {
         assert_eq!(kinds, (relayed..30).map(|n| format!("e{n}")).collect::<Vec<_>>());
         assert!(pending.iter().all(|p| p.owed == [8]));
     }
+}
+
+/// A simulation that panics saving what it keeps beside the world.
+struct Unsavable;
+
+impl Simulation for Unsavable {
+    fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        Ok(())
+    }
+    fn step(&mut self, _: &mut SimContext<'_>) {}
+    fn save(&self) -> Vec<u8> {
+        panic!("simulated game bug in save")
+    }
+}
+
+/// A checkpoint asks the simulation what it saves: one that panics there closes
+/// only its room, as a panic in a tick does, and its members are told; the thread's
+/// other rooms go on. The checkpoint a ban asks between ticks, periodic ones after
+/// ticks, and a hand-off's.
+#[test]
+fn a_simulation_that_panics_saving_closes_only_its_room() {
+    // (Its `Left` waits for the room's last frame: two writes.)
+    let left_of = |outbox: &Outbox| {
+        let mut batch = Batch::default();
+        (0..2).any(|_| {
+            outbox.drain(&mut batch);
+            (batch.reliable.iter()).any(|m| {
+                let message = <proto::ServerMessage as prost::Message>::decode(&m[..]).unwrap();
+                matches!(message.kind, Some(proto::server_message::Kind::Left(_)))
+            })
+        })
+    };
+    // A ban's, between ticks (the periodic ones too far apart).
+    let mut bench = Bench::new(Duration::from_secs(60), Some(100_000));
+    let bad = bench.open("bad", Box::new(Unsavable));
+    let member = bench.join(&bad, 1);
+    bench.run_until(bench.at(20 * MS));
+    bench.ban(&bad, "someone");
+    bench.run_until(bench.at(30 * MS));
+    assert!(!bench.is_open(&bad), "closed");
+    assert!(left_of(&member), "its member told");
+    assert_eq!(bench.shard.metrics.room_panics.get(), 1);
+
+    // Periodic ones, after ticks.
+    let mut bench = Bench::new(Duration::from_secs(60), Some(2));
+    let bad = bench.open("bad", Box::new(Unsavable));
+    let field = bench.open("field", arena());
+    let (_bad_member, _member) = (bench.join(&bad, 1), bench.join(&field, 2));
+    bench.run_until(bench.at(30 * MS));
+    assert!(!bench.is_open(&bad));
+    bench.written();
+    bench.run_until(bench.at(130 * MS));
+    let of_field = bench.written().into_iter().filter(|c| c.room == "field").count();
+    assert!(
+        (4..=6).contains(&of_field),
+        "the other room goes on: {of_field} checkpoints"
+    );
+
+    // A hand-off's: the room is closed, not checkpointed, and the others are.
+    let mut bench = Bench::new(Duration::from_secs(60), Some(0));
+    let bad = bench.open("bad", Box::new(Unsavable));
+    let field = bench.open("field", arena());
+    let (_bad_member, _member) = (bench.join(&bad, 1), bench.join(&field, 2));
+    bench.run_until(bench.at(20 * MS));
+    bench.shard.handle(Command::HandOff);
+    let handed: Vec<Checkpoint> = bench.checkpoints.try_iter().collect();
+    assert!(
+        matches!(&handed[..], [Checkpoint::Closed(id, _), Checkpoint::Room(r), Checkpoint::Flushed]
+            if &**id == "bad" && r.room == "field"),
+        "{handed:?}"
+    );
+    assert!(!bench.is_open(&bad) && bench.is_open(&field));
 }
