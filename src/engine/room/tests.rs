@@ -5,17 +5,20 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use proptest::prelude::*;
+use prost::Message;
 
 use super::*;
 use crate::engine::envelope::encode_batch;
-use crate::engine::outbox::{Batch, Left, OutboxLimits};
+use crate::engine::outbox::{Batch, Left, Outbox, OutboxLimits};
 use crate::engine::simulation::{
     Arena, ArenaConfig, ENTITY_COST, GIVEN_BYTES_PER_SECOND, MAX_EVENT_PAYLOAD_BYTES, Relay, SimError, field_cost,
     state_cost,
 };
 use crate::frame::decode_server;
 use crate::mirror::{Desync, StateMirror};
-use crate::proto::{Entity, EntityUpdate, EntityWrites, Field, ServerMessage, StateFrame, server_message};
+use crate::proto::{
+    Entity, EntityUpdate, EntityWrites, Field, PresenceChange, SendEvent, ServerMessage, StateFrame, server_message,
+};
 use crate::state::{FieldSpec, FieldType, KindSchema, Schema, Value};
 
 /// What one write of `outbox` would carry, as the client decodes it (None: nothing
