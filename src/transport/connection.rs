@@ -610,7 +610,12 @@ pub(crate) async fn serve<T: Transport>(
                 "resumed on another connection",
             ),
         };
-        tracing::info!(%peer, session = id, code, client_code, reason, suppressed, "connection closed");
+        // (Per-address limits stay with the address it connected from.)
+        let now_at = transport
+            .moved_to()
+            .filter(|&at| at != peer)
+            .map(tracing::field::display);
+        tracing::info!(%peer, now_at, session = id, code, client_code, reason, suppressed, "connection closed");
     }
     // The session is parked (or ended) before the transport is closed: a resume
     // taking it over waits for it (`TAKE_OVER_WAIT`), and closing a connection whose

@@ -140,6 +140,12 @@ pub(crate) trait Transport {
     /// Completes a close the peer started.
     async fn finish(&mut self);
 
+    /// Where the peer is now, when it can move (a QUIC connection migrates to a
+    /// new address with the client); none: where it connected from.
+    fn moved_to(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+
     /// For a transport that writes what the outbox holds without the connection loop
     /// when it can (WebSocket: see `ws`): the waker the loop registers with `outbox`,
     /// which wakes `loop_waker` for what it leaves, and where the loop finds that.

@@ -419,6 +419,10 @@ impl Transport for Quic {
     const DELIVERY: Delivery = Delivery::Acknowledged;
     const NAME: &'static str = "quic";
 
+    fn moved_to(&self) -> Option<SocketAddr> {
+        Some(self.conn.remote_address())
+    }
+
     async fn recv(&mut self) -> Received {
         loop {
             match split_stream_frame(&mut self.inbound, self.max_message) {

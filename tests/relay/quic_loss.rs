@@ -1,7 +1,8 @@
-//! QUIC under packet loss: a lossy UDP forwarder on loopback between a client and the
-//! server drops a fixed share of packets in both directions (state datagrams, stream
-//! packets, acknowledgements). The client's mirror must stay correct through
-//! acknowledged-baseline deltas, with full snapshots rare and counted.
+//! QUIC paths: under packet loss, a lossy UDP forwarder on loopback between a client
+//! and the server drops a fixed share of packets in both directions (state
+//! datagrams, stream packets, acknowledgements); the client's mirror must stay
+//! correct through acknowledged-baseline deltas, with full snapshots rare and
+//! counted. A path that stalls, and a client that moves to another address.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -150,4 +151,37 @@ async fn a_path_that_stalled_gets_fresh_frames_not_its_backlog() {
     assert!(fresh >= 60, "{fresh} fresh frames in 3 s");
     assert!(superseded >= 60, "{superseded} datagrams dropped");
     assert!(c.mirrors["stall"].is_synced());
+}
+
+/// A client whose address changes (a phone moving from Wi-Fi to its mobile network:
+/// here its socket rebound to another loopback address) keeps its session: the
+/// relay follows the connection to the new address, frames keep coming and its
+/// inputs are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_moves_to_another_address_keeps_its_session() {
+    let server = start().await;
+    let mut c = TestClient::connect_quic(&server, "", "").await.expect("a QUIC session");
+    c.join("moving", "arena").await;
+    let seq = c
+        .input("moving", input::Payload::Intent(Bytes::from_static(&[127, 64])))
+        .await;
+    c.applied("moving", seq).await;
+    let tickrelay_testkit::Conn::Quic(quic) = &c.conn else {
+        unreachable!("a QUIC session")
+    };
+    let before = quic.conn.stable_id();
+    let moved = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    let new_address = moved.local_addr().unwrap();
+    quic.endpoint.rebind(moved).unwrap();
+    let seq = c
+        .input("moving", input::Payload::Intent(Bytes::from_static(&[0, 64])))
+        .await;
+    c.applied("moving", seq).await;
+    c.frames_in("moving", 20).await;
+    let tickrelay_testkit::Conn::Quic(quic) = &c.conn else {
+        unreachable!("a QUIC session")
+    };
+    assert_eq!(quic.conn.stable_id(), before, "the same connection");
+    assert_eq!(quic.endpoint.local_addr().unwrap(), new_address);
+    assert!(c.mirrors["moving"].is_synced());
 }
