@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
-use rustc_hash::FxHashMap;
 
 use crate::engine::listing::{self, ListingState, Metadata};
 use crate::engine::pacer::Pacer;
@@ -52,7 +51,7 @@ use crate::state::Tick;
 pub use checkpoints::{Checkpoint, Checkpoints};
 pub use creation::CreationLimits;
 use creation::Creators;
-use shard::{Shard, SystemClock};
+use shard::{PoolSide, Shard, SystemClock};
 use thread::SimThread;
 
 /// Room created and closed lines: at most 20 a second (`suppressed` counts the rest).
@@ -262,21 +261,15 @@ impl SimPool {
                 let (tx, rx) = crossbeam_channel::unbounded();
                 let queued = Arc::new(Queued::default());
                 let rooms = Arc::new(AtomicU32::new(0));
-                let shard = Shard {
-                    rooms: Vec::new(),
-                    index: FxHashMap::default(),
+                let pool = PoolSide {
                     room_count: rooms.clone(),
                     directory: directory.clone(),
                     creators: creators.clone(),
                     metrics: metrics.clone(),
-                    max_catch_up: config.max_catch_up,
-                    empty_room_ttl: config.empty_room_ttl,
-                    checkpoints: config.checkpoints.clone(),
-                    epoch: Instant::now(),
-                    next_phase: 0,
-                    handed_off: false,
-                    clock: Box::new(SystemClock),
                 };
+                let (catch_up, ttl, checkpoints) =
+                    (config.max_catch_up, config.empty_room_ttl, config.checkpoints.clone());
+                let shard = Shard::new(pool, catch_up, ttl, checkpoints, Box::new(SystemClock));
                 let thread = SimThread {
                     rx,
                     queued: queued.clone(),

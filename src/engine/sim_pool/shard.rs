@@ -97,31 +97,36 @@ impl Clock for SystemClock {
     }
 }
 
-/// One simulation thread's rooms and what it knows of the pool, sans IO: its driver
-/// hands it commands ([`Shard::handle`]) and asks it to tick ([`Shard::tick_due_rooms`])
-/// and when to wake next ([`Shard::next_wakes`]).
-pub(super) struct Shard {
-    pub(super) rooms: Vec<OwnedRoom>,
-    /// Position in `rooms` by room key.
-    pub(super) index: FxHashMap<RoomKey, usize>,
+/// What a shard shares with the pool and the other threads.
+pub(super) struct PoolSide {
     /// This thread's open rooms, as the pool counts them (it places new rooms on the
     /// thread with fewest).
     pub(super) room_count: Arc<AtomicU32>,
     pub(super) directory: Arc<Mutex<RoomsById>>,
     pub(super) creators: Arc<Creators>,
     pub(super) metrics: Arc<SimMetrics>,
-    pub(super) max_catch_up: u32,
-    pub(super) empty_room_ttl: Duration,
-    pub(super) checkpoints: Option<Checkpoints>,
+}
+
+/// One simulation thread's rooms and what it knows of the pool, sans IO: its driver
+/// hands it commands ([`Shard::handle`]) and asks it to tick ([`Shard::tick_due_rooms`])
+/// and when to wake next ([`Shard::next_wakes`]).
+pub(super) struct Shard {
+    rooms: Vec<OwnedRoom>,
+    /// Position in `rooms` by room key.
+    index: FxHashMap<RoomKey, usize>,
+    pool: PoolSide,
+    max_catch_up: u32,
+    empty_room_ttl: Duration,
+    checkpoints: Option<Checkpoints>,
     /// The grid the rooms' schedules on this thread are laid on: rooms of one tick
     /// rate are due in [`TICK_PHASES`] phases, so the thread wakes at most that many
     /// times per period, not once per room.
-    pub(super) epoch: Instant,
+    epoch: Instant,
     /// The phase the next room created gets (round robin).
-    pub(super) next_phase: u32,
+    next_phase: u32,
     /// Set by [`Command::HandOff`]: the rooms stay as checkpointed.
-    pub(super) handed_off: bool,
-    pub(super) clock: Box<dyn Clock>,
+    handed_off: bool,
+    clock: Box<dyn Clock>,
 }
 
 /// Answers a leave or a resync (if it asks for an answer) of a session not seated in
@@ -150,6 +155,29 @@ fn answer_not_seated(outbox: &Outbox, room_open: bool, request_id: u64, room_id:
 const TICK_PHASES: u32 = 8;
 
 impl Shard {
+    /// A shard with no rooms yet, whose schedules start now; with the pool's
+    /// `max_catch_up`, `empty_room_ttl` and `checkpoints` (see [`PoolConfig`](super::PoolConfig)).
+    pub(super) fn new(
+        pool: PoolSide,
+        max_catch_up: u32,
+        empty_room_ttl: Duration,
+        checkpoints: Option<Checkpoints>,
+        clock: Box<dyn Clock>,
+    ) -> Self {
+        Self {
+            rooms: Vec::new(),
+            index: FxHashMap::default(),
+            pool,
+            max_catch_up,
+            empty_room_ttl,
+            checkpoints,
+            epoch: clock.now().instant,
+            next_phase: 0,
+            handed_off: false,
+            clock,
+        }
+    }
+
     /// When the thread must wake next (see `OwnedRoom::wake_at`), and when one of
     /// its rooms ticks next: none for rooms handed off.
     pub(super) fn next_wakes(&self) -> (Option<Instant>, Option<Instant>) {
@@ -189,7 +217,7 @@ impl Shard {
                     joined: false,
                     checkpoints: PeriodicCheckpoints::default(),
                 });
-                self.metrics.rooms.inc();
+                self.pool.metrics.rooms.inc();
             }
             Command::Join {
                 room,
@@ -210,7 +238,7 @@ impl Shard {
                     };
                     let now = self.clock.now();
                     let _ = (r.room).admit(joiner, outbox, request_id, join_seq, now.unix_us);
-                    r.sync_members(&self.metrics, now.instant);
+                    r.sync_members(&self.pool.metrics, now.instant);
                     if reserved {
                         r.shared.reserved.fetch_sub(1, Ordering::Release);
                     }
@@ -228,7 +256,7 @@ impl Shard {
                 outbox,
                 request_id,
             } => {
-                let (metrics, now) = (self.metrics.clone(), self.clock.now().instant);
+                let (metrics, now) = (self.pool.metrics.clone(), self.clock.now().instant);
                 let left = self.room_mut(room).map(|r| {
                     let left = r.room.leave_session(member, &outbox, request_id);
                     r.sync_members(&metrics, now);
@@ -266,7 +294,7 @@ impl Shard {
                     if joined_too {
                         r.room.send_joined(member);
                     }
-                    self.metrics.resyncs.inc();
+                    self.pool.metrics.resyncs.inc();
                 }
                 r => answer_not_seated(&outbox, r.is_some(), request_id, &room_id),
             },
@@ -320,7 +348,7 @@ impl Shard {
                         // Closed, as after any tick that panics (and its checkpoint
                         // with it: restoring an older one would lose what was
                         // acknowledged since).
-                        room_panicked(&self.metrics, owned.room.id());
+                        room_panicked(&self.pool.metrics, owned.room.id());
                         let closed = self.remove_room(i);
                         self.close_room(closed, Some((ErrorCode::RoomClosed, PANICKED)));
                     }
@@ -380,8 +408,11 @@ impl Shard {
             } else {
                 let (overruns, dropped) = (owned.schedule.overruns(), owned.schedule.dropped());
                 let due = owned.schedule.poll(now);
-                self.metrics.overruns.inc_by(owned.schedule.overruns() - overruns);
-                self.metrics.dropped_ticks.inc_by(owned.schedule.dropped() - dropped);
+                self.pool.metrics.overruns.inc_by(owned.schedule.overruns() - overruns);
+                self.pool
+                    .metrics
+                    .dropped_ticks
+                    .inc_by(owned.schedule.dropped() - dropped);
                 due
             };
             let mut healthy = true;
@@ -396,7 +427,7 @@ impl Shard {
                                 break; // its simulation panicked saving: no more ticks
                             }
                         }
-                        let m = &self.metrics;
+                        let m = &self.pool.metrics;
                         m.ticks.inc();
                         m.tick_duration
                             .observe((self.clock.now().instant - started.instant).as_secs_f64());
@@ -410,7 +441,7 @@ impl Shard {
                         }
                     }
                     Err(_) => {
-                        room_panicked(&self.metrics, owned.room.id());
+                        room_panicked(&self.pool.metrics, owned.room.id());
                         healthy = false;
                         break;
                     }
@@ -422,7 +453,7 @@ impl Shard {
             // A checkpoint (after a tick, or a ban's between ticks) found the
             // simulation panicking as it saved its state.
             if healthy && owned.room.failed() {
-                room_panicked(&self.metrics, owned.room.id());
+                room_panicked(&self.pool.metrics, owned.room.id());
                 healthy = false;
             }
             // Ticks evict members whose session is gone, and kept seats lapse: keep the
@@ -430,7 +461,7 @@ impl Shard {
             if owned.room.member_count() as u32 != owned.shared.members.load(Ordering::Relaxed)
                 || owned.room.kept_seats() as u32 != owned.shared.kept.load(Ordering::Relaxed)
             {
-                owned.sync_members(&self.metrics, now);
+                owned.sync_members(&self.pool.metrics, now);
             }
             let expired = owned.expires_at(self.empty_room_ttl).is_some_and(|at| now >= at);
             let ended = owned.room.closing().map(str::to_string);
@@ -466,31 +497,31 @@ impl Shard {
             None => drop(room),
         }));
         if ended.is_err() {
-            room_panicked(&self.metrics, &shared.id);
+            room_panicked(&self.pool.metrics, &shared.id);
         }
         // The creator's slot and the close first: whoever sees the room gone may
         // count on the slot, and finds the close on its way (a cluster waits for it
         // before it claims the room again).
         if let Some(creator) = &shared.creator {
-            self.creators.release(creator);
+            self.pool.creators.release(creator);
         }
         if let Some(checkpoints) = &self.checkpoints {
             (checkpoints.sink)(Checkpoint::Closed(shared.id.clone(), key));
         }
         {
-            let mut directory = self.directory.lock();
+            let mut directory = self.pool.directory.lock();
             if directory.get(&shared.id).is_some_and(|h| h.key == key) {
                 directory.remove(&shared.id);
             }
         }
-        self.room_count.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.rooms.dec();
+        self.pool.room_count.fetch_sub(1, Ordering::Relaxed);
+        self.pool.metrics.rooms.dec();
         if let Some(suppressed) = ROOM_LOGS.take(self.clock.now().instant) {
             let reason = why.map_or("empty", |(_, message)| message);
             tracing::info!(room = %shared.id, reason, suppressed, "room closed");
         }
         let members = shared.members.load(Ordering::Relaxed);
-        self.metrics.members.dec_by(i64::from(members));
+        self.pool.metrics.members.dec_by(i64::from(members));
     }
 }
 

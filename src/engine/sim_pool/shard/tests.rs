@@ -65,21 +65,13 @@ impl Bench {
             bytes_per_second: u64::MAX,
             sink: Arc::new(move |c| sink.send(c).unwrap()),
         });
-        let shard = Shard {
-            rooms: Vec::new(),
-            index: FxHashMap::default(),
+        let pool = PoolSide {
             room_count: Arc::new(AtomicU32::new(0)),
             directory: Arc::new(Mutex::new(RoomsById::new())),
             creators: Arc::new(Creators::default()),
             metrics: Arc::new(SimMetrics::default()),
-            max_catch_up: 3,
-            empty_room_ttl,
-            checkpoints: checkpoints_config,
-            epoch: start,
-            next_phase: 0,
-            handed_off: false,
-            clock: Box::new(hands.clone()),
         };
+        let shard = Shard::new(pool, 3, empty_room_ttl, checkpoints_config, Box::new(hands.clone()));
         Self {
             shard,
             hands,
@@ -109,8 +101,8 @@ impl Bench {
             shared: shared.clone(),
             thread: 0,
         };
-        self.shard.directory.lock().insert(id.into(), handle.clone());
-        self.shard.room_count.fetch_add(1, Ordering::Relaxed);
+        self.shard.pool.directory.lock().insert(id.into(), handle.clone());
+        self.shard.pool.room_count.fetch_add(1, Ordering::Relaxed);
         self.shard.handle(Command::Create(Box::new(room), shared, false));
         handle
     }
@@ -166,7 +158,7 @@ impl Bench {
 
     fn is_open(&self, room: &RoomHandle) -> bool {
         let open = self.shard.index.contains_key(&room.key);
-        assert_eq!(open, self.shard.directory.lock().contains_key(&room.shared.id));
+        assert_eq!(open, self.shard.pool.directory.lock().contains_key(&room.shared.id));
         open
     }
 
@@ -177,7 +169,7 @@ impl Bench {
 
     /// Ticks run on the shard.
     fn ticks(&self) -> u64 {
-        self.shard.metrics.ticks.get()
+        self.shard.pool.metrics.ticks.get()
     }
 
     /// The checkpoints of rooms written so far, not yet taken.
@@ -226,7 +218,7 @@ fn a_new_room_waits_a_second_for_its_first_join_whatever_the_empty_room_ttl() {
     assert!(wake <= bench.at(1110 * MS), "waits {:?}", wake - bench.at(1100 * MS));
     bench.run_until(wake);
     assert!(!bench.is_open(&left), "an emptied room waited as a new one");
-    assert_eq!(bench.shard.room_count.load(Ordering::Relaxed), 0);
+    assert_eq!(bench.shard.pool.room_count.load(Ordering::Relaxed), 0);
 }
 
 /// An empty room closes `empty_room_ttl` after it emptied, however many commands
@@ -288,7 +280,7 @@ fn empty_rooms_do_not_tick_and_pick_up_their_rate_when_joined() {
     let ran = bench.ticks_of(&room) - ticks;
     assert!((9..=11).contains(&ran), "{ran} ticks in 100 ms after the join");
     assert!(has_frame(&outbox));
-    let m = &bench.shard.metrics;
+    let m = &bench.shard.pool.metrics;
     assert_eq!((m.overruns.get(), m.dropped_ticks.get()), (0, 0));
 }
 
@@ -305,7 +297,7 @@ fn a_late_turn_catches_up_a_bounded_number_of_ticks() {
     bench.hands.set(bench.at(510 * MS));
     bench.shard.tick_due_rooms();
     assert_eq!(bench.ticks() - ticks, 3, "max_catch_up ticks at once");
-    let m = &bench.shard.metrics;
+    let m = &bench.shard.pool.metrics;
     assert!(
         m.overruns.get() >= 1 && m.dropped_ticks.get() >= 40,
         "{} late, {} dropped",
@@ -486,7 +478,7 @@ fn a_simulation_that_panics_saving_closes_only_its_room() {
     bench.run_until(bench.at(30 * MS));
     assert!(!bench.is_open(&bad), "closed");
     assert!(left_of(&member), "its member told");
-    assert_eq!(bench.shard.metrics.room_panics.get(), 1);
+    assert_eq!(bench.shard.pool.metrics.room_panics.get(), 1);
 
     // Periodic ones, after ticks.
     let mut bench = Bench::new(Duration::from_secs(60), Some(2));
