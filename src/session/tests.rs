@@ -2184,7 +2184,7 @@ fn answers_about_a_closed_room_come_after_its_left() {
     let a = h.key("a");
     h.replies();
     // The room's last tick: its frame waits, then the room closes (Room::close).
-    let baseline = h.outbox.supersede_state(a);
+    let baseline = h.outbox.supersede_state(a, u64::MAX).unwrap();
     let frame = PendingState {
         room: a,
         tick: 9,

@@ -31,6 +31,9 @@ pub(super) struct Member {
     /// `last_applied` as of the last frame sent.
     pub last_sent_seq: u64,
     pub needs_full: bool,
+    /// The room changed while a large full snapshot waited for it, untaken (see
+    /// `Room::fan_out`): a frame is owed once it takes that one.
+    pub behind: bool,
     /// The tick of the last new full snapshot it was sent: its first, one a resync
     /// earned, or the first after its session was reset by a resume (0: none yet).
     /// Full snapshots sent again until an unreliable transport's client has one do
@@ -85,6 +88,7 @@ impl Member {
             last_applied: 0,
             last_sent_seq: 0,
             needs_full: true,
+            behind: false,
             last_full: 0,
             joined_tick: 0,
             announced: false,

@@ -180,6 +180,11 @@ mod presence;
 pub use checkpoint::RestoreError;
 use events::{QueuedEvent, forget_owed};
 
+/// A full snapshot waiting untaken in an outbox is replaced by a newer one while
+/// the room's full snapshots are at most this large; past it, once a second (see
+/// `Room::fan_out`).
+const KEEP_FULL_BYTES: usize = 16 << 10;
+
 /// Which body a member's frame uses: every member whose delta would hold the same
 /// changes shares one encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +231,8 @@ pub struct Room {
     encoder: delta::Encoder,
     buf: BytesMut,
     stats: RoomStats,
+    /// The size of the last full snapshot encoded (see [`KEEP_FULL_BYTES`]).
+    full_bytes: usize,
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
     reserved: FxHashMap<MemberId, Reserved>,
@@ -308,6 +315,7 @@ impl Room {
             encoder: delta::Encoder::default(),
             buf: BytesMut::new(),
             stats: RoomStats::default(),
+            full_bytes: 0,
             reserved: FxHashMap::default(),
             left_recently: FxHashMap::default(),
             departed: Vec::new(),
@@ -692,17 +700,29 @@ impl Room {
         let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
         let naive = self.config.naive_fanout;
         let rate = Tick::from(self.config.tick_rate);
+        // A full snapshot waiting untaken (its connection lost, or not reading) is
+        // replaced by the tick's state while that is cheap; a large one is encoded
+        // again a second after it at the earliest, like a new one (encoded every tick
+        // for a member that takes none, a room's megabytes cost a core).
+        let keep_full_from = if self.full_bytes > KEEP_FULL_BYTES {
+            tick.saturating_sub(rate) + 1
+        } else {
+            Tick::MAX
+        };
         self.bodies.clear();
 
         for m in &mut self.members {
             let own = if views { self.world.own(m.id) } else { Own::default() };
-            let news = m.needs_full || m.last_applied != m.last_sent_seq || own.changed == tick;
+            let news = m.needs_full || m.behind || m.last_applied != m.last_sent_seq || own.changed == tick;
             // The outbox's delivery (a lock) is asked only when nothing else sends a frame.
             let idle_acknowledged = || idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged;
             if !(naive || changed || news || idle_frame || idle_acknowledged()) {
                 continue;
             }
-            let found = m.outbox.supersede_state(self.key);
+            let Some(found) = m.outbox.supersede_state(self.key, keep_full_from) else {
+                m.behind = true;
+                continue;
+            };
             let delivered = found.tick;
             let full = naive || m.needs_full || delivered < oldest_baseline;
             // A new full snapshot (not one sent again until the client has it) at
@@ -746,7 +766,7 @@ impl Room {
                     report.encodes += 1;
                     self.stats.bytes_encoded += body.len() as u64;
                     match key {
-                        BodyKey::Full => report.full_bytes = body.len(),
+                        BodyKey::Full => (report.full_bytes, self.full_bytes) = (body.len(), body.len()),
                         BodyKey::Delta(..) => report.delta_bytes = report.delta_bytes.max(body.len()),
                     }
                     self.bodies.push((key, body.clone()));
@@ -783,7 +803,7 @@ impl Room {
                 continue;
             }
             m.last_sent_seq = m.last_applied;
-            m.needs_full = false;
+            (m.needs_full, m.behind) = (false, false);
             if new_full {
                 m.last_full = tick;
             }

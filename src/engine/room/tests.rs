@@ -2539,6 +2539,51 @@ fn resuming_again_and_again_is_granted_a_full_snapshot_at_most_once_per_second()
     assert_eq!(a.read(), 1);
 }
 
+/// A member that takes nothing (its connection lost, or not reading) in a room whose
+/// full snapshot is large: the snapshot waiting for it is encoded again once a
+/// second, not at every change (a dropped member of a room of megabytes cost a
+/// core), and what it takes when it reads again brings it up to date with the next
+/// frame. A small room's waiting snapshot is replaced at every change.
+#[test]
+fn a_large_full_snapshot_waiting_untaken_is_encoded_again_once_a_second() {
+    let string = |n: usize| Field {
+        id: 1,
+        value: Some(Value::String("x".repeat(n))),
+    };
+    for (entities, most_full_encodes) in [(40, 4), (1, 31)] {
+        let mut room = relay_room_at_10_hz();
+        let mut writer = Client::new(1);
+        join(&mut room, &writer);
+        for id in 1..=entities {
+            room.push_input(1, id, create(id, vec![string(1000)]));
+        }
+        let mut seq = entities;
+        room.tick(0);
+        writer.read();
+        let mut idle = Client::new(2);
+        join(&mut room, &idle);
+        let mut full_encodes = 0;
+        // Three seconds, the writer changing the room at every tick.
+        for n in 0..30 {
+            seq += 1;
+            room.push_input(1, seq, update(1, vec![string(n)]));
+            full_encodes += u32::from(room.tick(0).full_bytes > 0);
+            writer.read();
+        }
+        assert!(
+            (3..=most_full_encodes).contains(&full_encodes),
+            "{full_encodes} full snapshots encoded in 30 ticks for {entities} entities"
+        );
+        assert_eq!(idle.read(), 1, "the waiting snapshot");
+        room.tick(0);
+        idle.read();
+        assert!(
+            idle.mirror.world().same_state(room.world()),
+            "up to date at the next frame"
+        );
+    }
+}
+
 /// One resume within a second of the last full snapshot, in a room where nothing
 /// changes: the snapshot it is owed goes as soon as the second is up, not at the
 /// idle frame after (it used to be dropped, and came a second later still).
