@@ -193,6 +193,8 @@ struct Worker {
     tx: Sender<Queuing>,
     queued: Arc<Queued>,
     rooms: Arc<AtomicU32>,
+    /// How busy the thread is (see `PoolSide::load`).
+    load: Arc<AtomicU32>,
     join: Option<JoinHandle<()>>,
     /// Held (read) while an event, a user's removal or a close for this thread is
     /// checked against `SimPool::handed_off` and sent, and (write) while the thread is
@@ -228,6 +230,16 @@ impl Worker {
     }
 }
 
+/// Where a new room goes, of threads given as (load in thousandths of their time,
+/// rooms): the least busy, in tenths of its time (a thread's rooms differ in cost: one
+/// kept busy by a few large rooms would otherwise take the next rooms as readily as
+/// an idle one with more), then the one with fewest rooms, then the first.
+fn least_busy(threads: impl Iterator<Item = (u32, u32)>) -> usize {
+    (threads.enumerate())
+        .min_by_key(|&(i, (load, rooms))| (load / 100, rooms, i))
+        .map_or(0, |(i, _)| i)
+}
+
 /// The pool; see the module documentation.
 pub struct SimPool {
     workers: Vec<Worker>,
@@ -261,11 +273,13 @@ impl SimPool {
                 let (tx, rx) = crossbeam_channel::unbounded();
                 let queued = Arc::new(Queued::default());
                 let rooms = Arc::new(AtomicU32::new(0));
+                let load = Arc::new(AtomicU32::new(0));
                 let pool = PoolSide {
                     room_count: rooms.clone(),
                     directory: directory.clone(),
                     creators: creators.clone(),
                     metrics: metrics.clone(),
+                    load: load.clone(),
                 };
                 let (catch_up, ttl, checkpoints) =
                     (config.max_catch_up, config.empty_room_ttl, config.checkpoints.clone());
@@ -284,6 +298,7 @@ impl SimPool {
                     tx,
                     queued,
                     rooms,
+                    load,
                     join: Some(join),
                     hand_off_gate: RwLock::new(()),
                 })
@@ -321,7 +336,7 @@ impl SimPool {
     }
 
     /// The room with this id, created with `room_type` (or the default type when
-    /// empty) if it does not exist. The new room goes to the least loaded thread.
+    /// empty) if it does not exist. The new room goes to the least busy thread.
     /// (Counted against no creator: for the server itself and tests.)
     pub fn get_or_create(&self, id: &str, room_type: &str) -> Result<RoomHandle, PoolError> {
         self.open_room(id, room_type, false, None, OpenAs::New(ListingState::default()))
@@ -486,9 +501,9 @@ impl SimPool {
             Err(e) => return refuse(e),
         }
         let shared = Arc::new(RoomShared::of(id.clone(), type_name, &room, creator.clone()));
-        let thread = (0..self.workers.len())
-            .min_by_key(|&i| self.workers[i].rooms.load(Ordering::Relaxed))
-            .unwrap_or(0);
+        let thread = least_busy(
+            (self.workers.iter()).map(|w| (w.load.load(Ordering::Relaxed), w.rooms.load(Ordering::Relaxed))),
+        );
         let handle = RoomHandle {
             key,
             shared: shared.clone(),

@@ -105,7 +105,19 @@ pub(super) struct PoolSide {
     pub(super) directory: Arc<Mutex<RoomsById>>,
     pub(super) creators: Arc<Creators>,
     pub(super) metrics: Arc<SimMetrics>,
+    /// The share of its time the thread spent ticking over its last second with
+    /// rooms to tick, in thousandths (the pool places new rooms on the least busy).
+    pub(super) load: Arc<AtomicU32>,
 }
+
+/// Time spent ticking, summed over windows of [`LOAD_WINDOW`].
+struct Busy {
+    since: Instant,
+    spent: Duration,
+}
+
+/// How long a thread's load is measured over before it is published.
+const LOAD_WINDOW: Duration = Duration::from_secs(1);
 
 /// One simulation thread's rooms and what it knows of the pool, sans IO: its driver
 /// hands it commands ([`Shard::handle`]) and asks it to tick ([`Shard::tick_due_rooms`])
@@ -126,6 +138,8 @@ pub(super) struct Shard {
     next_phase: u32,
     /// Set by [`Command::HandOff`]: the rooms stay as checkpointed.
     handed_off: bool,
+    /// Time spent ticking in the current window (see [`PoolSide::load`]).
+    busy: Busy,
     clock: Box<dyn Clock>,
 }
 
@@ -174,6 +188,10 @@ impl Shard {
             epoch: clock.now().instant,
             next_phase: 0,
             handed_off: false,
+            busy: Busy {
+                since: clock.now().instant,
+                spent: Duration::ZERO,
+            },
             clock,
         }
     }
@@ -472,6 +490,30 @@ impl Shard {
             let closed = self.remove_room(i);
             let why = if healthy { ended.as_deref() } else { Some(PANICKED) };
             self.close_room(closed, why.map(|why| (ErrorCode::RoomClosed, why)));
+        }
+        self.measure_load(now);
+    }
+
+    /// Adds the turn that started at `started` to the thread's load, and publishes
+    /// the load once its window is over, or at once as none when no room has members
+    /// (the thread may sleep for long, and would leave its last figure standing).
+    fn measure_load(&mut self, started: Instant) {
+        let now = self.clock.now().instant;
+        let busy = &mut self.busy;
+        busy.spent += now.saturating_duration_since(started);
+        let window = now.saturating_duration_since(busy.since);
+        let idle = self.rooms.iter().all(|r| r.room.is_vacant());
+        if window >= LOAD_WINDOW || idle {
+            let thousandths = if idle {
+                0
+            } else {
+                (busy.spent.as_nanos() * 1000 / window.as_nanos()).min(1000) as u32
+            };
+            self.pool.load.store(thousandths, Ordering::Relaxed);
+            *busy = Busy {
+                since: now,
+                spent: Duration::ZERO,
+            };
         }
     }
 

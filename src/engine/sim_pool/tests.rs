@@ -650,6 +650,18 @@ fn a_blocked_room_does_not_delay_a_room_on_another_thread() {
     assert!(pool.metrics().ticks.get() >= 50);
 }
 
+/// New rooms go to the least busy thread (by tenths of its time), then to the one
+/// with fewest rooms: a thread kept busy by a few large rooms does not take the next
+/// ones as readily as an idle one with more.
+#[test]
+fn new_rooms_go_to_the_least_busy_thread() {
+    assert_eq!(least_busy([(0, 3), (0, 2)].into_iter()), 1, "idle: by room count");
+    assert_eq!(least_busy([(0, 2), (0, 2)].into_iter()), 0, "then the first");
+    assert_eq!(least_busy([(350, 1), (50, 9)].into_iter()), 1, "the less busy");
+    assert_eq!(least_busy([(350, 1), (320, 9)].into_iter()), 0, "as busy in tenths");
+    assert_eq!(least_busy(std::iter::empty()), 0);
+}
+
 /// Sends member 1's inputs to `room`, whose thread is stuck in a step, until one is
 /// refused; the refusal, once the 1,024 waiting commands of the test pool are in.
 fn fill_until_refused(pool: &SimPool, room: &str) -> PoolError {

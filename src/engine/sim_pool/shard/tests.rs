@@ -70,6 +70,7 @@ impl Bench {
             directory: Arc::new(Mutex::new(RoomsById::new())),
             creators: Arc::new(Creators::default()),
             metrics: Arc::new(SimMetrics::default()),
+            load: Arc::new(AtomicU32::new(0)),
         };
         let shard = Shard::new(pool, 3, empty_room_ttl, checkpoints_config, Box::new(hands.clone()));
         Self {
@@ -509,4 +510,48 @@ fn a_simulation_that_panics_saving_closes_only_its_room() {
         "{handed:?}"
     );
     assert!(!bench.is_open(&bad) && bench.is_open(&field));
+}
+
+/// A simulation whose step takes `step` of the hand-moved clock.
+struct Slow {
+    hands: Hands,
+    step: Duration,
+}
+
+impl Simulation for Slow {
+    fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        Ok(())
+    }
+    fn step(&mut self, _: &mut SimContext<'_>) {
+        let now = self.hands.now().instant;
+        self.hands.set(now + self.step);
+    }
+}
+
+/// The thread publishes the share of its time spent ticking, each second (the pool
+/// places new rooms by it), and none at once when its rooms empty.
+#[test]
+fn a_thread_publishes_how_busy_its_ticks_keep_it() {
+    let mut bench = Bench::new(Duration::from_secs(60), None);
+    let slow = Box::new(Slow {
+        hands: bench.hands.clone(),
+        step: 4 * MS,
+    });
+    let room = bench.open("slow", slow);
+    let outbox = bench.join(&room, 1);
+    let published = bench.shard.pool.load.clone();
+    let load = || published.load(Ordering::Relaxed);
+    bench.run_until(bench.at(500 * MS));
+    assert_eq!(load(), 0, "nothing published within the first second");
+    bench.run_until(bench.at(2_500 * MS));
+    assert!(
+        (380..=420).contains(&load()),
+        "4 ms of every 10: {} thousandths",
+        load()
+    );
+    bench.leave(&room, 1, &outbox);
+    bench.run_until(bench.at(2_600 * MS));
+    assert_eq!(load(), 0, "no room to tick");
 }
