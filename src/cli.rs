@@ -86,7 +86,7 @@ struct Cli {
 enum Command {
     /// Run the relay (the default).
     Serve(Box<ServeArgs>),
-    /// Configuration helpers.
+    /// Configuration helpers (`config --print-default`: the only one for now).
     Config {
         /// Print the default configuration file, with every setting explained.
         #[arg(long)]
@@ -486,6 +486,9 @@ pub fn main(simulations: Simulations) -> ExitCode {
         Err(e) => warnings.push(format!("cannot raise the open file limit: {e}")),
     }
     warnings.extend(config.lookalikes.iter().cloned());
+    if (!config.quic.enabled || config.tls.insecure_plain) && config.quic.listen.is_some() {
+        warnings.push("[quic] listen (--quic-listen) is set but QUIC is off: nothing listens there".into());
+    }
     let environment = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
     warnings.extend(unknown_variables(environment));
     if config.naive_fanout {

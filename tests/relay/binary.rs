@@ -510,6 +510,12 @@ fn check_reports_the_configuration_a_start_would_use_and_warns_about_an_address_
     let (code, _, stderr) = check(&[], &["--set", "connections.max_per_ip=0"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("max_per_ip must be at least 1"), "{stderr}");
+    let (code, stdout, _) = check(&[], &["--no-quic", "--quic-listen", "127.0.0.1:9"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warning: [quic] listen (--quic-listen) is set but QUIC is off"),
+        "{stdout}"
+    );
 
     // What the relay would run with, printed as a file (then checked): secrets
     // hidden, and read back it is the same configuration.

@@ -740,6 +740,8 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     let mut sent = 0u64;
     let mut joined = false;
     let mut ever_joined = false;
+    // The relay refused the join (answered, so counted however soon the run ends).
+    let mut join_refused = false;
     // When the bot's first connection was welcomed.
     let mut connected_at: Option<Instant> = None;
     let mut dropping = false;
@@ -903,7 +905,10 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 {
                     removal_refused_ahead = false;
                 }
-                Some(Event::Error(e)) => *fleet.errors.lock().entry(e.code).or_default() += 1,
+                Some(Event::Error(e)) => {
+                    join_refused |= !ever_joined && e.room == room;
+                    *fleet.errors.lock().entry(e.code).or_default() += 1;
+                }
                 Some(Event::GaveUp { reason, .. }) => {
                     fleet.gave_up(reason);
                     break false;
@@ -957,7 +962,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
         };
     }
     // (A player that came in at the very end may not have been answered yet.)
-    if !ever_joined && connected_at.is_some_and(|at| at.elapsed() >= JOIN_WAIT) {
+    if !ever_joined && (join_refused || connected_at.is_some_and(|at| at.elapsed() >= JOIN_WAIT)) {
         c.never_joined.fetch_add(1, Ordering::Relaxed);
     }
     let stats = client.stats();

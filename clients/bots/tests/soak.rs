@@ -115,6 +115,26 @@ async fn bots_removed_from_their_room_say_so() {
     );
 }
 
+/// Bots whose joins are refused (their room is open as another type) count as never
+/// joined however short the run: a refusal is an answer (only a join still waiting
+/// at the end of a run is given the benefit of the doubt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_refused_their_room_count_as_never_joined_in_a_short_run() {
+    let server = tickrelay_testkit::start_with(|c| {
+        c.rooms.push(tickrelay::config::PrecreatedRoom {
+            id: "soak-wss-relay-0".into(),
+            room_type: "arena".into(),
+            metadata: Default::default(),
+        })
+    })
+    .await;
+    let mut bots = scenario(&server.url(Transport::WebSocket), &server.cert_pem, "relay", 1);
+    (bots.members, bots.churn_per_minute) = (3, 0.0);
+    (bots.duration, bots.ramp_up) = (Duration::from_secs(3), Duration::from_secs(2));
+    let report = run_scenario(bots).await;
+    assert_eq!(report.never_joined, 3, "{}", report.table());
+}
+
 /// Two nodes of a cluster, 40 arena bots spread over both, one node killed mid-run:
 /// every invariant holds (no desync, no input lost, no client giving up), the lost
 /// node's connections and the joins refused while its leases lapse are counted
