@@ -18,8 +18,12 @@ use tickrelay_testkit::directory::{self, entry, listed, node};
 use tickrelay_testkit::redis::RedisServer;
 use tickrelay_testkit::{TestClient, TestServer, Transport, eventually, many_searches};
 
-/// Long enough that a loaded machine renews in time, short enough to wait out.
+/// Leases a test waits out (renewed seldom or never): short, so the wait is short.
 const REDIS_LEASE: Duration = Duration::from_millis(600);
+/// Leases a test renews and needs kept meanwhile: renewed every quarter of one, a
+/// renewal may come 1.5 s late (a loaded machine) before a live lease lapses, where
+/// one of `REDIS_LEASE` lapsed 450 ms late. Waiting one out takes that much longer.
+const RENEWED_LEASE: Duration = Duration::from_secs(2);
 const MEMORY_LEASE: Duration = Duration::from_secs(3);
 
 /// Nodes "a" and "b" of one memory directory on a manual clock, and its `elapse`.
@@ -50,7 +54,6 @@ async fn redis_node_under(redis: &RedisServer, id: &str, lease: Duration, prefix
         .unwrap()
 }
 
-/// Nodes "a" and "b" on a fresh Redis; real time passes.
 /// A plain connection to the test Redis, for what a test does behind the nodes' backs.
 async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(server.url()).unwrap();
@@ -68,10 +71,16 @@ async fn next_start_draws(redis: &mut redis::aio::MultiplexedConnection, prefix:
         .unwrap();
 }
 
+/// Nodes "a" and "b" on a fresh Redis, with leases of `REDIS_LEASE`; real time passes.
 async fn redis() -> (RedisServer, RedisDirectory, RedisDirectory) {
+    redis_with(REDIS_LEASE).await
+}
+
+/// The same with leases of `lease`.
+async fn redis_with(lease: Duration) -> (RedisServer, RedisDirectory, RedisDirectory) {
     let server = RedisServer::start();
-    let a = redis_node(&server, "a").await;
-    let b = redis_node(&server, "b").await;
+    let a = redis_node_with(&server, "a", lease).await;
+    let b = redis_node_with(&server, "b", lease).await;
     (server, a, b)
 }
 
@@ -101,14 +110,14 @@ async fn redis_a_room_has_one_owner() {
 
 #[tokio::test]
 async fn redis_leases_lapse_unless_renewed() {
-    let (_redis, a, b) = redis().await;
-    directory::leases_lapse_unless_renewed(&a, &b, REDIS_LEASE, async |d| tokio::time::sleep(d).await).await;
+    let (_redis, a, b) = redis_with(RENEWED_LEASE).await;
+    directory::leases_lapse_unless_renewed(&a, &b, RENEWED_LEASE, async |d| tokio::time::sleep(d).await).await;
 }
 
 #[tokio::test]
 async fn redis_listings_page_and_expire() {
-    let (_redis, a, b) = redis().await;
-    directory::listings_page_and_expire(&a, &b, REDIS_LEASE, async |d| tokio::time::sleep(d).await).await;
+    let (_redis, a, b) = redis_with(RENEWED_LEASE).await;
+    directory::listings_page_and_expire(&a, &b, RENEWED_LEASE, async |d| tokio::time::sleep(d).await).await;
 }
 
 #[tokio::test]
@@ -119,9 +128,9 @@ async fn memory_open_rooms_are_the_fullest_open_ones() {
 
 #[tokio::test]
 async fn redis_open_rooms_are_the_fullest_open_ones() {
-    let (_redis, a, b) = redis().await;
+    let (_redis, a, b) = redis_with(RENEWED_LEASE).await;
     let elapse = async |d| tokio::time::sleep(d).await;
-    directory::open_rooms_are_the_fullest_open_ones(&a, &b, REDIS_LEASE, elapse).await;
+    directory::open_rooms_are_the_fullest_open_ones(&a, &b, RENEWED_LEASE, elapse).await;
 }
 
 #[tokio::test]
@@ -132,9 +141,9 @@ async fn memory_node_loads_follow_renewals() {
 
 #[tokio::test]
 async fn redis_node_loads_follow_renewals() {
-    let (_redis, a, b) = redis().await;
+    let (_redis, a, b) = redis_with(RENEWED_LEASE).await;
     let elapse = async |d| tokio::time::sleep(d).await;
-    directory::node_loads_follow_renewals(&a, &b, REDIS_LEASE, elapse).await;
+    directory::node_loads_follow_renewals(&a, &b, RENEWED_LEASE, elapse).await;
     // A stopping node withdraws its load while its lease still runs: a placement
     // counted on it then does not bring it back.
     a.withdraw_load(&[]).await.unwrap();
@@ -248,14 +257,15 @@ async fn entry_sets_hold_open_rooms_under_their_current_metadata_only() {
     assert_eq!(registry().await, 0, "released: no entry set left");
 }
 
-/// Redis stalls for two leases (every lease lapses, the nodes' too) while a room
+/// Redis stalls past a lease (every lease lapses, the nodes' too) while a room
 /// with a checkpoint runs on a: a claim through b as Redis comes back does not take
 /// it (the renewals have not settled), a takes it back at its next renewal, and then
 /// b is told a holds it. Had a died, b takes the room a lease after the renewals
 /// resumed.
 #[tokio::test]
 async fn a_redis_stall_does_not_hand_a_live_room_to_another_node() {
-    let (server, a, b) = redis().await;
+    // (b's renewals settle the directory only without a gap of half a lease.)
+    let (server, a, b) = redis_with(RENEWED_LEASE).await;
     let room = entry("world", 1);
     assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
     a.renew(std::slice::from_ref(&room)).await.unwrap();
@@ -267,7 +277,7 @@ async fn a_redis_stall_does_not_hand_a_live_room_to_another_node() {
     );
 
     server.freeze();
-    tokio::time::sleep(2 * REDIS_LEASE).await;
+    tokio::time::sleep(RENEWED_LEASE + RENEWED_LEASE / 4).await;
     server.thaw();
     assert_eq!(b.claim(&room).await.unwrap(), Claim::Settling, "b first");
     assert_eq!(a.renew(std::slice::from_ref(&room)).await.unwrap(), ["world"], "lapsed");
@@ -276,10 +286,10 @@ async fn a_redis_stall_does_not_hand_a_live_room_to_another_node() {
 
     // a dies: once renewals (b's) have gone on for a lease, b takes the room.
     server.freeze();
-    tokio::time::sleep(2 * REDIS_LEASE).await;
+    tokio::time::sleep(RENEWED_LEASE + RENEWED_LEASE / 4).await;
     server.thaw();
     assert_eq!(b.claim(&room).await.unwrap(), Claim::Settling);
-    keep_renewing(&b, REDIS_LEASE + REDIS_LEASE / 3).await;
+    keep_renewing(&b, RENEWED_LEASE + RENEWED_LEASE / 4).await;
     assert_eq!(b.claim(&room).await.unwrap(), Claim::Ours);
 }
 
@@ -293,13 +303,15 @@ async fn world_with_checkpoint(node: &RedisDirectory) -> tickrelay::cluster::Roo
     room
 }
 
-/// Renews `node`'s (empty) lease often for `span`: the renewals of a node that
-/// stays in touch with Redis, which settle the directory (see `Claim::Settling`).
+/// Renews `node`'s (empty) lease every 50 ms for `span`: the renewals of a node that
+/// stays in touch with Redis, which settle the directory (see `Claim::Settling`: a
+/// gap of half the node's lease between two unsettles it, so the node's lease should
+/// be `RENEWED_LEASE`, which leaves a renewal 950 ms to be late).
 async fn keep_renewing(node: &RedisDirectory, span: Duration) {
     let until = Instant::now() + span;
     while Instant::now() < until {
         node.renew(&[]).await.unwrap();
-        tokio::time::sleep(REDIS_LEASE / 4).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -309,7 +321,10 @@ async fn keep_renewing(node: &RedisDirectory, span: Duration) {
 /// checkpoint; its copy must close.
 #[tokio::test]
 async fn a_node_cut_off_does_not_take_back_a_room_claimed_since() {
-    let (_server, a, b) = redis().await;
+    // a's lease is waited out; b's renewals must keep the directory settled.
+    let server = RedisServer::start();
+    let a = redis_node(&server, "a").await;
+    let b = redis_node_with(&server, "b", RENEWED_LEASE).await;
     let room = entry("world", 1);
     let ttl = Duration::from_secs(60);
     assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
@@ -371,7 +386,9 @@ async fn a_room_is_taken_back_when_redis_holds_an_older_claim_number() {
 /// and the close of a room nobody claimed since takes the room's checkpoint with it.
 #[tokio::test]
 async fn a_node_cut_off_past_the_checkpoint_ttl_keeps_its_claim_numbers() {
-    let (server, _, b) = redis().await;
+    // a's lease is waited out; b's renewals must keep the directory settled.
+    let server = RedisServer::start();
+    let b = redis_node_with(&server, "b", RENEWED_LEASE).await;
     let ttl = Duration::from_millis(700);
     let a = redis_node(&server, "a").await.with_checkpoint_ttl(ttl);
     let rooms = [entry("world", 1), entry("own", 1)];
@@ -576,7 +593,9 @@ async fn retried<T>(call: impl AsyncFn() -> Result<T, tickrelay::cluster::Direct
 /// it. A room nobody held opens once that lease has passed.
 #[tokio::test]
 async fn a_redis_restart_does_not_hand_a_live_room_to_another_node() {
-    let (mut server, a, b) = redis().await;
+    // (b's claims below must come within its lease of the first: longer than
+    // `REDIS_LEASE`, which a few retries on a loaded machine could outlast.)
+    let (mut server, a, b) = redis_with(RENEWED_LEASE).await;
     let room = entry("world", 1);
     assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
     a.renew(std::slice::from_ref(&room)).await.unwrap();
@@ -593,7 +612,7 @@ async fn a_redis_restart_does_not_hand_a_live_room_to_another_node() {
     assert_eq!(renewed, ["world"], "lapsed");
     assert_eq!(a.retake(&room).await.unwrap(), Claim::Ours);
     assert!(matches!(claim(&b, &room).await, Claim::Theirs { node, .. } if node == "a"));
-    tokio::time::sleep(REDIS_LEASE + REDIS_LEASE / 4).await;
+    tokio::time::sleep(RENEWED_LEASE + RENEWED_LEASE / 4).await;
     assert_eq!(claim(&b, &new).await, Claim::Ours);
 }
 
@@ -646,25 +665,29 @@ async fn renewals_write_a_listing_only_when_it_changed() {
 #[tokio::test]
 async fn redis_cluster_directory_checks() {
     let server = RedisServer::start_cluster();
-    let pair = async |prefix: &str| {
-        let a = redis_node_under(&server, "a", REDIS_LEASE, prefix).await;
-        let b = redis_node_under(&server, "b", REDIS_LEASE, prefix).await;
+    let pair = async |prefix: &str, lease: Duration| {
+        let a = redis_node_under(&server, "a", lease, prefix).await;
+        let b = redis_node_under(&server, "b", lease, prefix).await;
         assert_eq!(a.key_prefix(), format!("{{{prefix}}}"), "a hash tag");
         (a, b)
     };
     let elapse = async |d| tokio::time::sleep(d).await;
-    let (a, b) = pair("owner:").await;
+    let (a, b) = pair("owner:", REDIS_LEASE).await;
     directory::a_room_has_one_owner(&a, &b).await;
-    let (a, b) = pair("leases:").await;
-    directory::leases_lapse_unless_renewed(&a, &b, REDIS_LEASE, elapse).await;
-    let (a, b) = pair("listings:").await;
-    directory::listings_page_and_expire(&a, &b, REDIS_LEASE, elapse).await;
-    let (a, b) = pair("open:").await;
-    directory::open_rooms_are_the_fullest_open_ones(&a, &b, REDIS_LEASE, elapse).await;
-    let (a, b) = pair("loads:").await;
-    directory::node_loads_follow_renewals(&a, &b, REDIS_LEASE, elapse).await;
+    // At once (each has a prefix of its own): each spends most of its time waiting
+    // for leases to lapse.
+    let leases = pair("leases:", RENEWED_LEASE).await;
+    let listings = pair("listings:", RENEWED_LEASE).await;
+    let open = pair("open:", RENEWED_LEASE).await;
+    let loads = pair("loads:", RENEWED_LEASE).await;
+    tokio::join!(
+        directory::leases_lapse_unless_renewed(&leases.0, &leases.1, RENEWED_LEASE, elapse),
+        directory::listings_page_and_expire(&listings.0, &listings.1, RENEWED_LEASE, elapse),
+        directory::open_rooms_are_the_fullest_open_ones(&open.0, &open.1, RENEWED_LEASE, elapse),
+        directory::node_loads_follow_renewals(&loads.0, &loads.1, RENEWED_LEASE, elapse),
+    );
 
-    let (a, b) = pair("sweep:").await;
+    let (a, b) = pair("sweep:", REDIS_LEASE).await;
     let c = redis_node_under(&server, "c", Duration::from_secs(30), "sweep:").await;
     for room in ["gone-1", "gone-2", "gone-3"] {
         assert_eq!(a.claim(&entry(room, 1)).await.unwrap(), Claim::Ours);
