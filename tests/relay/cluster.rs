@@ -1786,6 +1786,37 @@ async fn pause_redis_writes(redis: &RedisServer, pause: Duration) {
         .unwrap();
 }
 
+/// Waits until Redis holds back (see [`pause_redis_writes`]) a command of a client
+/// that `held` picks by the command's name. (A client held is held whole: its later
+/// commands wait behind that one, unread.)
+async fn until_held(redis: &RedisServer, what: &str, held: impl Fn(&str) -> bool) {
+    eventually(what, || async {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut raw_connection(redis).await)
+            .await
+            .unwrap();
+        let field = |client: &str, name: &str| {
+            let mut fields = client.split(' ');
+            fields
+                .find_map(|field| field.strip_prefix(name))
+                .unwrap_or_default()
+                .to_string()
+        };
+        // Flag `b`: blocked, as a client held by a pause is.
+        let commands: Vec<String> = (clients.lines())
+            .filter(|client| field(client, "flags=").contains('b'))
+            .map(|client| field(client, "cmd="))
+            .collect();
+        if commands.iter().any(|command| held(command)) {
+            Ok(())
+        } else {
+            Err(commands)
+        }
+    })
+    .await;
+}
+
 /// A room joined again on its node while its close is on its way to Redis (held back
 /// here: Redis pauses writes, so the node's checkpoint write waits and the close
 /// queues behind it) opens empty and listed: the claim waits for the close, so it
@@ -1794,15 +1825,17 @@ async fn pause_redis_writes(redis: &RedisServer, pause: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_joined_again_while_its_close_is_on_its_way_opens_empty_and_listed() {
     let cluster = TestCluster::start();
-    // Leases long enough that Redis may pause for 1.5 s without the node's own
+    // Leases long enough that Redis may pause for 1.8 s without the node's own
     // renewals lapsing.
     let (a, mut player) = player_in_checkpointed_world(&cluster, |c| c.cluster.lease_ms = 6_000).await;
 
-    let pause = Duration::from_millis(1_500);
+    // Not longer: a join waits at most 2 s for the close (and the node as long for
+    // Redis's answer to the write held), so the close must be written by then.
+    let pause = Duration::from_millis(1_800);
     pause_redis_writes(&cluster.redis, pause).await;
     let paused = Instant::now();
-    // An unchanged room checkpoints every tenth tick: the node's write is waiting now.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // An unchanged room checkpoints every tenth tick: the node's write waits soon.
+    until_held(&cluster.redis, "a write of the node held", |_| true).await;
     leave(&mut player, "world").await;
     eventually("the room closed", || {
         let open = a.metric("tickrelay_rooms");
