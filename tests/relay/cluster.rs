@@ -1881,12 +1881,33 @@ async fn a_claim_landing_as_its_node_stops_is_given_back() {
     // A lease far longer than the test: the entry would not lapse by itself.
     let mut a = cluster.node_with(|c| c.cluster.lease_ms = 20_000).await;
     let mut player = TestClient::connect(&a).await;
+    // The player's session recorded (written in the background, by the connection
+    // the claim takes): the one write of the node that Redis holds below is then the
+    // claim's. (The node renews next 6.7 s after it started.)
+    let prefix = cluster.config(|_| {}).cluster.key_prefix;
+    eventually("the session recorded", || async {
+        let mut redis = raw_connection(&cluster.redis).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}sessions:*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        for key in &keys {
+            // (Its time to live is the pipeline's second write.)
+            let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut redis).await.unwrap();
+            if ttl > 0 {
+                return Ok(());
+            }
+        }
+        Err(keys)
+    })
+    .await;
     pause_redis_writes(&cluster.redis, Duration::from_secs(1)).await;
     player.send_join("late", "", "").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The claim's script held: the node stops with the claim on its way.
+    until_held(&cluster.redis, "the claim held", |command| command.starts_with("eval")).await;
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
-    let prefix = cluster.config(|_| {}).cluster.key_prefix;
     let observer = redis_node_under(&cluster.redis, "observer", LEASE, &prefix).await;
     assert_eq!(
         observer.locate("late").await.unwrap(),
