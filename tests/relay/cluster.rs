@@ -1675,8 +1675,9 @@ async fn backend_calls_follow_a_room_whose_node_stops() {
     create_and_wait(&mut player, "world", 5).await;
     // Bans through b, one after the other, until a has stopped and ten more.
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepted_so_far = Arc::new(AtomicU64::new(0));
     let banning = tokio::spawn({
-        let (b, stopped) = (b.clone(), stopped.clone());
+        let (b, stopped, accepted_so_far) = (b.clone(), stopped.clone(), accepted_so_far.clone());
         async move {
             let auth = "Authorization: Bearer backend-secret\r\n";
             let (mut accepted, mut after_stop) = (Vec::new(), 0);
@@ -1684,7 +1685,10 @@ async fn backend_calls_follow_a_room_whose_node_stops() {
                 let path = format!("/rooms/world/users/u{i}?ban_secs=600");
                 let (status, answer) = b.https_request("DELETE", &path, auth, b"").await;
                 match status {
-                    202 => accepted.push(format!("u{i}")),
+                    202 => {
+                        accepted.push(format!("u{i}"));
+                        accepted_so_far.fetch_add(1, Ordering::Release);
+                    }
                     503 => {}
                     _ => panic!("{status}: {answer}"),
                 }
@@ -1700,7 +1704,12 @@ async fn backend_calls_follow_a_room_whose_node_stops() {
             accepted
         }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Not before a ban was accepted: were every ban refused (503), none could be lost.
+    eventually("a ban accepted before a stops", || {
+        let accepted = accepted_so_far.load(Ordering::Acquire);
+        std::future::ready(if accepted > 0 { Ok(()) } else { Err(accepted) })
+    })
+    .await;
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
     stopped.store(true, Ordering::Release);
