@@ -2833,19 +2833,40 @@ async fn created_past(client: &mut TestClient, passed: &str) -> String {
 /// client following a redirect to another node) are one client's and stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_closes_a_users_older_client_on_every_node_but_not_its_own_sessions() {
+    use futures_util::StreamExt;
     let cluster = TestCluster::start();
-    let (a, b) = (
-        cluster.node_with(jwt_replacing).await,
-        cluster.node_with(jwt_replacing).await,
-    );
+    let replacing = |c: &mut tickrelay::config::Config| {
+        jwt_replacing(c);
+        c.api.token = Some("backend-secret".into());
+    };
+    let (a, b) = (cluster.node_with(replacing).await, cluster.node_with(replacing).await);
+    // The nodes' announcements of sessions going live, heard as the nodes hear them.
+    let prefix = cluster.config(|_| {}).cluster.key_prefix;
+    let client = redis::Client::open(cluster.redis.url()).unwrap();
+    let mut announcements = client.get_async_pubsub().await.unwrap();
+    announcements.subscribe(format!("{prefix}users")).await.unwrap();
+    let mut announcements = announcements.into_on_message();
     let bearer = format!("Bearer {}", user_token("erin"));
     let headers = [("authorization", bearer.as_str())];
     let mut home = TestClient::connect_with(&a, "client=phone", &headers).await.unwrap();
     home.join("here", "").await;
     let mut second = TestClient::connect_with(&b, "client=phone", &headers).await.unwrap();
     second.join("there", "").await;
-    // Time for b's announcement to reach a: it spares the same client's session.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // b's announcement of `second` must reach a (which spares the same client's
+    // session) before `home` joins again. Redis delivers to a subscriber in the order
+    // of publishing, and a handles what it receives in order: once both announcements
+    // are published (heard here), an event published through b reaches `home` only
+    // after a handled them.
+    for _ in 0..2 {
+        let announced = tokio::time::timeout(tickrelay_testkit::WAIT, announcements.next()).await;
+        announced.expect("a session's announcement").expect("subscribed");
+    }
+    let auth = "Authorization: Bearer backend-secret\r\n";
+    let (status, answer) = b
+        .https_request("POST", "/rooms/here/events?kind=after", auth, b"")
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(home.next_event().await.kind, "after");
     home.join("still-here", "").await;
     let mut newer = TestClient::connect_with(&b, "client=laptop", &headers).await.unwrap();
     assert_eq!(home.close_frame().await.0, 4002, "replaced from the other node");
