@@ -2640,20 +2640,32 @@ async fn quick_joins_and_filtered_listings_span_the_nodes() {
     assert_ne!(created, ctf);
 }
 
+/// How often a [`renewing_slowly`] node renews its rooms (a third of its lease).
+const SLOW_RENEWALS: Duration = Duration::from_millis(1_500);
+
+/// A node that renews every [`SLOW_RENEWALS`] rather than every 500 ms: what held
+/// only between two renewals is in the directory from the next renewal to the one
+/// after, and a test polling for it (a round trip and 75 ms a look) must not miss
+/// that on a loaded machine.
+fn renewing_slowly(config: &mut tickrelay::config::Config) {
+    config.cluster.lease_ms = 3 * SLOW_RENEWALS.as_millis() as u64;
+}
+
 /// A room locked for a moment between two renewals of its node is listed locked at
 /// the next (then open again): one locked but for the moments of its renewals is never
 /// open in the directory, so quick joins elsewhere are not sent to a join it refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_locked_between_renewals_is_listed_locked_at_the_next() {
     let cluster = TestCluster::start();
-    let (a, b) = (cluster.node().await, cluster.node().await);
+    let (a, b) = (cluster.node_with(renewing_slowly).await, cluster.node().await);
     let (mut owner, ctf) = ctf_room_on(&a).await;
     let mut on_b = TestClient::connect(&b).await;
     let mut locked_in_directory = async || -> bool {
         let rooms = on_b.list_rooms_where(proto::ListRooms::default()).await;
         rooms.iter().find(|r| r.room == ctf).expect("listed").locked
     };
-    let settled = Instant::now() + LEASE;
+    // Through a renewal at least.
+    let settled = Instant::now() + SLOW_RENEWALS + SLOW_RENEWALS / 4;
     while Instant::now() < settled {
         assert!(!locked_in_directory().await, "never locked yet");
         tokio::time::sleep(LEASE / 10).await;
@@ -2666,7 +2678,7 @@ async fn a_room_locked_between_renewals_is_listed_locked_at_the_next() {
         };
         owner.update_room(update).await.unwrap();
     }
-    let deadline = Instant::now() + 2 * LEASE;
+    let deadline = Instant::now() + 3 * SLOW_RENEWALS;
     while !locked_in_directory().await {
         assert!(
             Instant::now() < deadline,
@@ -2674,7 +2686,7 @@ async fn a_room_locked_between_renewals_is_listed_locked_at_the_next() {
         );
         tokio::time::sleep(LEASE / 20).await;
     }
-    let deadline = Instant::now() + 2 * LEASE;
+    let deadline = Instant::now() + 3 * SLOW_RENEWALS;
     while locked_in_directory().await {
         assert!(Instant::now() < deadline, "listed locked for good");
         tokio::time::sleep(LEASE / 20).await;
@@ -2687,12 +2699,13 @@ async fn a_room_locked_between_renewals_is_listed_locked_at_the_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_whose_metadata_flickers_between_renewals_is_not_found_by_it() {
     let cluster = TestCluster::start();
-    let a = cluster.node().await;
+    let a = cluster.node_with(renewing_slowly).await;
     let (mut owner, room) = ctf_room_on(&a).await;
     let ctf: Metadata = [("mode".to_string(), "ctf".to_string())].into();
     let observer = cluster.directory_as("observer", "").await;
     let found = async || observer.open_room_ids("relay", &ctf, 10).await.unwrap() == [room.as_str()];
-    let settled = Instant::now() + LEASE;
+    // Through a renewal at least.
+    let settled = Instant::now() + SLOW_RENEWALS + SLOW_RENEWALS / 4;
     while Instant::now() < settled {
         assert!(found().await, "found while its metadata holds");
         tokio::time::sleep(LEASE / 10).await;
@@ -2705,12 +2718,12 @@ async fn a_room_whose_metadata_flickers_between_renewals_is_not_found_by_it() {
         };
         owner.update_room(update).await.unwrap();
     }
-    let deadline = Instant::now() + 2 * LEASE;
+    let deadline = Instant::now() + 3 * SLOW_RENEWALS;
     while found().await {
         assert!(Instant::now() < deadline, "still found by the entry that flickered");
         tokio::time::sleep(LEASE / 20).await;
     }
-    let deadline = Instant::now() + 2 * LEASE;
+    let deadline = Instant::now() + 3 * SLOW_RENEWALS;
     while !found().await {
         assert!(Instant::now() < deadline, "never found again");
         tokio::time::sleep(LEASE / 20).await;
