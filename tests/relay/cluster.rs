@@ -497,17 +497,20 @@ async fn a_room_closed_after_its_lease_lapsed_leaves_no_checkpoint() {
 #[tokio::test]
 async fn a_held_rooms_checkpoint_lives_while_its_lease_is_renewed() {
     let server = RedisServer::start();
-    let ttl = Duration::from_millis(600);
-    let a = redis_node(&server, "a").await.with_checkpoint_ttl(ttl);
+    // As long as the lease: renewed every quarter of it, both outlive a late renewal.
+    let ttl = RENEWED_LEASE;
+    let a = redis_node_with(&server, "a", RENEWED_LEASE)
+        .await
+        .with_checkpoint_ttl(ttl);
     let room = entry("world", 1);
     assert_eq!(a.claim(&room).await.unwrap(), Claim::Ours);
     a.save_checkpoints(&[("world".into(), vec![1])], ttl).await.unwrap();
-    for _ in 0..4 {
-        tokio::time::sleep(ttl / 2).await;
+    for _ in 0..5 {
+        tokio::time::sleep(ttl / 4).await;
         a.renew(std::slice::from_ref(&room)).await.unwrap();
     }
     assert!(a.has_checkpoint("world").await.unwrap(), "kept by the renewals");
-    tokio::time::sleep(ttl + ttl / 2).await;
+    tokio::time::sleep(ttl + ttl / 4).await;
     assert!(!a.has_checkpoint("world").await.unwrap(), "gone without them");
 }
 
