@@ -180,10 +180,10 @@ mod presence;
 pub use checkpoint::RestoreError;
 use events::{QueuedEvent, forget_owed};
 
-/// A full snapshot waiting untaken in an outbox is replaced by a newer one while
-/// the room's full snapshots are at most this large; past it, once a second (see
-/// `Room::fan_out`).
-const KEEP_FULL_BYTES: usize = 16 << 10;
+/// A room encodes at most this many bytes of full snapshots a second (see
+/// `Room::fan_out`): a room of the default `max_state_bytes` once a second, one of
+/// up to about 140 KB at 30 Hz at every tick.
+const FULL_BYTES_PER_SECOND: u64 = 4 << 20;
 
 /// Which body a member's frame uses: every member whose delta would hold the same
 /// changes shares one encoding.
@@ -231,8 +231,9 @@ pub struct Room {
     encoder: delta::Encoder,
     buf: BytesMut,
     stats: RoomStats,
-    /// The size of the last full snapshot encoded (see [`KEEP_FULL_BYTES`]).
-    full_bytes: usize,
+    /// The size and tick of the last full snapshot encoded (see
+    /// [`FULL_BYTES_PER_SECOND`]; tick 0: none yet).
+    full_encoded: (usize, Tick),
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
     reserved: FxHashMap<MemberId, Reserved>,
@@ -315,7 +316,7 @@ impl Room {
             encoder: delta::Encoder::default(),
             buf: BytesMut::new(),
             stats: RoomStats::default(),
-            full_bytes: 0,
+            full_encoded: (0, 0),
             reserved: FxHashMap::default(),
             left_recently: FxHashMap::default(),
             departed: Vec::new(),
@@ -700,15 +701,16 @@ impl Room {
         let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
         let naive = self.config.naive_fanout;
         let rate = Tick::from(self.config.tick_rate);
-        // A full snapshot waiting untaken (its connection lost, or not reading) is
-        // replaced by the tick's state while that is cheap; a large one is encoded
-        // again a second after it at the earliest, like a new one (encoded every tick
-        // for a member that takes none, a room's megabytes cost a core).
-        let keep_full_from = if self.full_bytes > KEEP_FULL_BYTES {
-            tick.saturating_sub(rate) + 1
-        } else {
-            Tick::MAX
-        };
+        // Full snapshots are paced by their size (`FULL_BYTES_PER_SECOND`): one
+        // encoding serves every member that needs one at that tick, and between two
+        // the members that need one get nothing (one waiting for a member untaken is
+        // kept). A member that takes none (its connection lost, or not reading) used
+        // to cost a large room a full encoding every tick, and members taking turns
+        // one each.
+        let (full_size, full_at) = self.full_encoded;
+        let full_gap = (full_size as u64 * rate).div_ceil(FULL_BYTES_PER_SECOND).max(1);
+        let full_allowed = naive || full_at == 0 || tick >= full_at + full_gap;
+        let keep_full_from = if full_allowed { Tick::MAX } else { 0 };
         self.bodies.clear();
 
         for m in &mut self.members {
@@ -725,6 +727,10 @@ impl Room {
             };
             let delivered = found.tick;
             let full = naive || m.needs_full || delivered < oldest_baseline;
+            if full && !full_allowed {
+                m.behind = true;
+                continue;
+            }
             // A new full snapshot (not one sent again until the client has it) at
             // most once a second per member, however it was asked for: resumes reset
             // what was delivered, and one a second cannot buy a room's state per tick.
@@ -766,7 +772,7 @@ impl Room {
                     report.encodes += 1;
                     self.stats.bytes_encoded += body.len() as u64;
                     match key {
-                        BodyKey::Full => (report.full_bytes, self.full_bytes) = (body.len(), body.len()),
+                        BodyKey::Full => (report.full_bytes, self.full_encoded) = (body.len(), (body.len(), tick)),
                         BodyKey::Delta(..) => report.delta_bytes = report.delta_bytes.max(body.len()),
                     }
                     self.bodies.push((key, body.clone()));
