@@ -180,10 +180,21 @@ mod presence;
 pub use checkpoint::RestoreError;
 use events::{QueuedEvent, forget_owed};
 
-/// A room encodes at most this many bytes of full snapshots a second (see
+/// A room encodes this many bytes of full snapshots a second on average at most (see
 /// `Room::fan_out`): a room of the default `max_state_bytes` once a second, one of
-/// up to about 140 KB at 30 Hz at every tick.
-const FULL_BYTES_PER_SECOND: u64 = 4 << 20;
+/// up to about 140 KB at 30 Hz at every tick, after a burst of
+/// [`FULL_BURST_BYTES`].
+const FULL_BYTES_PER_SECOND: i64 = 4 << 20;
+
+/// Full snapshot bytes a room may encode at once (four of the largest room): joins
+/// now and then get theirs at once, and only a steady demand is paced.
+const FULL_BURST_BYTES: i64 = 16 << 20;
+
+/// A full snapshot waiting untaken for a member (its connection lost, or not
+/// reading) in a room whose snapshots are larger than this stays as it is: replacing
+/// it at every change would cost the room's whole state a tick, and a member that
+/// takes it late gets a newer one next (see `Room::fan_out`).
+const KEEP_FULL_BYTES: usize = 16 << 10;
 
 /// Which body a member's frame uses: every member whose delta would hold the same
 /// changes shares one encoding.
@@ -231,9 +242,11 @@ pub struct Room {
     encoder: delta::Encoder,
     buf: BytesMut,
     stats: RoomStats,
-    /// The size and tick of the last full snapshot encoded (see
-    /// [`FULL_BYTES_PER_SECOND`]; tick 0: none yet).
-    full_encoded: (usize, Tick),
+    /// Full snapshot bytes the room may encode now (see [`FULL_BYTES_PER_SECOND`];
+    /// below zero after a large one: none until it is paid back).
+    full_budget: i64,
+    /// The size of the last full snapshot encoded (see [`KEEP_FULL_BYTES`]).
+    full_size: usize,
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
     reserved: FxHashMap<MemberId, Reserved>,
@@ -316,7 +329,8 @@ impl Room {
             encoder: delta::Encoder::default(),
             buf: BytesMut::new(),
             stats: RoomStats::default(),
-            full_encoded: (0, 0),
+            full_budget: FULL_BURST_BYTES,
+            full_size: 0,
             reserved: FxHashMap::default(),
             left_recently: FxHashMap::default(),
             departed: Vec::new(),
@@ -701,16 +715,21 @@ impl Room {
         let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
         let naive = self.config.naive_fanout;
         let rate = Tick::from(self.config.tick_rate);
-        // Full snapshots are paced by their size (`FULL_BYTES_PER_SECOND`): one
-        // encoding serves every member that needs one at that tick, and between two
-        // the members that need one get nothing (one waiting for a member untaken is
-        // kept). A member that takes none (its connection lost, or not reading) used
+        // Full snapshots are paced by their size (`FULL_BYTES_PER_SECOND`, after a
+        // burst): one encoding serves every member that needs one at that tick, and
+        // while the budget is spent the members that need one get nothing. One
+        // waiting for a member untaken is kept then, and always in a room of large
+        // snapshots (`KEEP_FULL_BYTES`). A member that takes none (its connection lost, or not reading) used
         // to cost a large room a full encoding every tick, and members taking turns
         // one each.
-        let (full_size, full_at) = self.full_encoded;
-        let full_gap = (full_size as u64 * rate).div_ceil(FULL_BYTES_PER_SECOND).max(1);
-        let full_allowed = naive || full_at == 0 || tick >= full_at + full_gap;
-        let keep_full_from = if full_allowed { Tick::MAX } else { 0 };
+        let refill = FULL_BYTES_PER_SECOND / i64::from(self.config.tick_rate.max(1));
+        self.full_budget = (self.full_budget + refill).min(FULL_BURST_BYTES);
+        let full_allowed = naive || self.full_budget > 0;
+        let keep_full_from = if full_allowed && self.full_size <= KEEP_FULL_BYTES {
+            Tick::MAX
+        } else {
+            0
+        };
         self.bodies.clear();
 
         for m in &mut self.members {
@@ -772,7 +791,10 @@ impl Room {
                     report.encodes += 1;
                     self.stats.bytes_encoded += body.len() as u64;
                     match key {
-                        BodyKey::Full => (report.full_bytes, self.full_encoded) = (body.len(), (body.len(), tick)),
+                        BodyKey::Full => {
+                            (report.full_bytes, self.full_size) = (body.len(), body.len());
+                            self.full_budget -= body.len() as i64;
+                        }
                         BodyKey::Delta(..) => report.delta_bytes = report.delta_bytes.max(body.len()),
                     }
                     self.bodies.push((key, body.clone()));
