@@ -719,10 +719,10 @@ impl Room {
         // burst): one encoding serves every member that needs one at that tick, and
         // while the budget is spent the members that need one get nothing. One
         // waiting for a member untaken is kept then, and always in a room of large
-        // snapshots (`KEEP_FULL_BYTES`). A member that takes none (its connection lost, or not reading) used
-        // to cost a large room a full encoding every tick, and members taking turns
-        // one each.
-        let refill = FULL_BYTES_PER_SECOND / i64::from(self.config.tick_rate.max(1));
+        // snapshots (`KEEP_FULL_BYTES`). A member that takes none (its connection
+        // lost, or not reading) used to cost a large room a full encoding every tick,
+        // and members taking turns one each.
+        let refill = FULL_BYTES_PER_SECOND / rate.max(1) as i64;
         self.full_budget = (self.full_budget + refill).min(FULL_BURST_BYTES);
         let full_allowed = naive || self.full_budget > 0;
         let keep_full_from = if full_allowed && self.full_size <= KEEP_FULL_BYTES {
