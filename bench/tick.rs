@@ -45,7 +45,7 @@ use prost::Message;
 use tickrelay::config::Config;
 use tickrelay::delta::{self, FrameMeta};
 use tickrelay::engine::listing::{ListingState, Metadata};
-use tickrelay::engine::outbox::{Batch, Outbox, OutboxLimits, PendingState};
+use tickrelay::engine::outbox::{Batch, Keep, Outbox, OutboxLimits, PendingState};
 use tickrelay::engine::room::{Room, RoomConfig, TickReport};
 use tickrelay::engine::rooms::{RoomFilter, Rooms};
 use tickrelay::engine::sim_pool::SimPool;
@@ -495,7 +495,7 @@ fn t2_fanout(c: &mut Criterion) {
                     tick += 1;
                     let start = Instant::now();
                     for outbox in &outboxes {
-                        let baseline = outbox.supersede_state(1, u64::MAX).expect("nothing kept");
+                        let baseline = outbox.supersede_state(1, Keep::NOTHING).expect("nothing kept");
                         let state = PendingState {
                             room: 1,
                             tick,

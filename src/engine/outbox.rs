@@ -93,6 +93,33 @@ pub struct Baseline {
     epoch: u64,
 }
 
+/// Which waiting (untaken) state frame [`Outbox::supersede_state`] keeps as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// A full snapshot.
+    pub full: bool,
+    /// A delta, when the client's baseline is older than this tick: the client can
+    /// still apply it, and its replacement would have to be a full snapshot.
+    pub delta_before: Tick,
+}
+
+impl Keep {
+    /// Every waiting frame is replaced.
+    pub const NOTHING: Keep = Keep {
+        full: false,
+        delta_before: 0,
+    };
+}
+
+/// The waiting frame [`Outbox::supersede_state`] kept (see [`Keep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// A full snapshot.
+    Full,
+    /// A delta on a baseline older than [`Keep::delta_before`].
+    Delta,
+}
+
 /// How state frames reach the client, which decides what its baseline is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Delivery {
@@ -378,25 +405,28 @@ impl Outbox {
     /// (untaken) frame, if any, and returns the baseline the next frame must be
     /// encoded against: the client's baseline for that room (see [`Delivery`]), or 0
     /// (a full snapshot) when there is none or when the dropped frame was itself a
-    /// full snapshot (the client is waiting for one). A full snapshot of tick
-    /// `keep_full_from` or later that waits untaken is kept instead, and `None`
-    /// returned: a connection that does not take it (lost, or not reading) would
-    /// otherwise cost its room a new one at every change. Follow with
-    /// [`Outbox::push_state`], passing the returned [`Baseline`].
-    pub fn supersede_state(&self, room: RoomKey, keep_full_from: Tick) -> Option<Baseline> {
+    /// full snapshot (the client is waiting for one). A waiting frame that `keep`
+    /// names is kept instead, and `Err` returned: a connection that does not take it
+    /// (lost, or not reading) would otherwise cost its room a new full snapshot at
+    /// every change. Follow with [`Outbox::push_state`], passing the returned
+    /// [`Baseline`].
+    pub fn supersede_state(&self, room: RoomKey, keep: Keep) -> Result<Baseline, Kept> {
         let mut inner = self.inner.lock();
         let mut dropped_full = false;
         if let Some(i) = inner.states.iter().position(|s| s.room == room) {
-            let waiting = &inner.states[i];
-            if waiting.baseline == 0 && waiting.tick >= keep_full_from {
-                return None;
+            if inner.states[i].baseline == 0 {
+                if keep.full {
+                    return Err(Kept::Full);
+                }
+            } else if inner.record(room).is_some_and(|r| r.baseline < keep.delta_before) {
+                return Err(Kept::Delta);
             }
             dropped_full = inner.states.swap_remove(i).baseline == 0;
             inner.states_at.swap_remove(i);
             inner.superseded += 1;
         }
         let record = inner.record(room);
-        Some(Baseline {
+        Ok(Baseline {
             tick: if dropped_full {
                 0
             } else {
@@ -682,9 +712,6 @@ fn wake(mut inner: MutexGuard<'_, Inner>) {
 mod tests {
     use super::*;
 
-    /// Replaces whatever waits, a full snapshot too.
-    const REPLACE: Tick = Tick::MAX;
-
     fn state(room: RoomKey, tick: Tick, baseline: Tick) -> PendingState {
         PendingState {
             room,
@@ -701,7 +728,7 @@ mod tests {
     fn state_frames_are_superseded_against_the_delivered_tick() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert_eq!(b.tick, 0);
         assert!(outbox.push_state(state(1, 1, 0), b));
         assert!(outbox.drain(&mut batch));
@@ -709,7 +736,7 @@ mod tests {
 
         // The client stops reading: ticks 2..=50 each replace the previous one.
         for tick in 2..=50 {
-            let b = outbox.supersede_state(1, REPLACE).unwrap();
+            let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
             assert_eq!(b.tick, 1, "baseline stays at what was taken");
             assert!(outbox.push_state(state(1, tick, 1), b));
         }
@@ -721,25 +748,45 @@ mod tests {
         assert_eq!(outbox.delivered(1), 50);
     }
 
-    /// A full snapshot waiting untaken is kept when it is of `keep_full_from` or
-    /// later (the room encodes no new one), and replaced when older; a delta waiting
-    /// is always replaced.
+    /// A full snapshot waiting untaken is kept when asked; a delta waiting is kept
+    /// when the client's baseline is older than the tick asked, and replaced
+    /// otherwise.
     #[test]
-    fn a_waiting_full_snapshot_is_kept_from_the_tick_asked() {
+    fn a_waiting_frame_is_kept_when_asked() {
         let outbox = Outbox::new(OutboxLimits::default());
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let keep_full = Keep {
+            full: true,
+            ..Keep::NOTHING
+        };
+        let b = outbox.supersede_state(1, keep_full).unwrap();
         assert!(outbox.push_state(state(1, 10, 0), b));
-        assert_eq!(outbox.supersede_state(1, 10), None, "kept");
+        assert_eq!(outbox.supersede_state(1, keep_full), Err(Kept::Full));
         assert_eq!(outbox.take_superseded(), 0);
-        let b = outbox.supersede_state(1, 11).expect("replaced: older than asked");
+        let b = outbox.supersede_state(1, Keep::NOTHING).expect("replaced");
         assert_eq!((b.tick, b.fresh), (0, false), "a full snapshot again, not a new one");
         assert!(outbox.push_state(state(1, 11, 0), b));
         let mut batch = Batch::default();
         assert!(outbox.drain(&mut batch));
         assert_eq!(batch.states[0].tick, 11);
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+
+        let keep_old_deltas = Keep {
+            full: true,
+            delta_before: 11,
+        };
+        let b = outbox.supersede_state(1, keep_old_deltas).unwrap();
         assert!(outbox.push_state(state(1, 12, 11), b));
-        assert!(outbox.supersede_state(1, 0).is_some(), "a delta is replaced");
+        let b = outbox
+            .supersede_state(1, keep_old_deltas)
+            .expect("a delta on a baseline asked is replaced");
+        assert_eq!(b.tick, 11);
+        assert!(outbox.push_state(state(1, 13, 11), b));
+        let keep_old_deltas = Keep {
+            full: false,
+            delta_before: 12,
+        };
+        assert_eq!(outbox.supersede_state(1, keep_old_deltas), Err(Kept::Delta));
+        assert!(outbox.drain(&mut batch));
+        assert_eq!(batch.states[0].tick, 13, "the kept delta is taken");
     }
 
     /// A room closed while its last frame waits: the frame is taken first, then the
@@ -749,7 +796,7 @@ mod tests {
     fn a_closed_rooms_last_frame_goes_before_its_left() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
         outbox.close_room(2, 4, Bytes::from_static(b"left 2")).unwrap();
@@ -779,12 +826,12 @@ mod tests {
     fn a_frame_never_goes_before_the_joined_queued_before_it() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
         // Room 2's tick: the Joined, then the first full snapshot.
         outbox.push_reliable(Bytes::from_static(b"joined 2")).unwrap();
-        let b = outbox.supersede_state(2, REPLACE).unwrap();
+        let b = outbox.supersede_state(2, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(2, 40, 0), b));
         assert!(outbox.drain(&mut batch));
         let frames: Vec<RoomKey> = batch.states.iter().map(|s| s.room).collect();
@@ -802,16 +849,16 @@ mod tests {
     fn a_rooms_event_never_goes_after_the_frame_of_its_tick() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(2, REPLACE).unwrap();
+        let b = outbox.supersede_state(2, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(2, 40, 0), b));
         assert!(outbox.drain(&mut batch));
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
         outbox
             .push_reliable(Bytes::from_static(b"event of room 2, tick 41"))
             .unwrap();
-        let b = outbox.supersede_state(2, REPLACE).unwrap();
+        let b = outbox.supersede_state(2, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(2, 41, 40), b));
         assert!(outbox.drain(&mut batch));
         let frame_41 = batch.states.iter().any(|s| s.room == 2);
@@ -828,7 +875,7 @@ mod tests {
     fn a_closed_rooms_frame_dropped_holds_nothing_back() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
         outbox.push_reliable(Bytes::from_static(b"after")).unwrap();
@@ -847,7 +894,7 @@ mod tests {
     fn a_reset_queues_the_left_of_a_closed_room_at_once() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left")).unwrap();
         outbox.reset_delivered(Delivery::Reliable);
@@ -860,14 +907,14 @@ mod tests {
     fn an_untaken_full_snapshot_is_only_replaced_by_a_full_snapshot() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 1, 0), b));
         outbox.drain(&mut batch);
         // A resync queues a full snapshot at tick 2, not taken before tick 3.
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 2, 0), b));
         assert_eq!(
-            outbox.supersede_state(1, REPLACE).unwrap().tick,
+            outbox.supersede_state(1, Keep::NOTHING).unwrap().tick,
             0,
             "tick 3 must be full too"
         );
@@ -877,29 +924,29 @@ mod tests {
     fn a_reset_between_the_halves_refuses_a_stale_delta() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 1, 0), b));
         outbox.drain(&mut batch);
-        let stale = outbox.supersede_state(1, REPLACE).unwrap();
+        let stale = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert_eq!(stale.tick, 1);
         outbox.reset_delivered(Delivery::Reliable); // a resume, on another thread
         assert!(!outbox.push_state(state(1, 2, 1), stale));
-        assert_eq!(outbox.supersede_state(1, REPLACE).unwrap().tick, 0);
+        assert_eq!(outbox.supersede_state(1, Keep::NOTHING).unwrap().tick, 0);
     }
 
     #[test]
     fn acknowledged_delivery_uses_the_last_acknowledged_tick() {
         let outbox = Outbox::with_delivery(OutboxLimits::default(), Delivery::Acknowledged);
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 10, 0), b));
         outbox.drain(&mut batch);
         // Taken but not acknowledged: still no baseline, the next frame is full too.
-        assert_eq!(outbox.supersede_state(1, REPLACE).unwrap().tick, 0);
+        assert_eq!(outbox.supersede_state(1, Keep::NOTHING).unwrap().tick, 0);
         outbox.ack(1, 10);
         assert_eq!(outbox.delivered(1), 10);
         for tick in 11..=14 {
-            let b = outbox.supersede_state(1, REPLACE).unwrap();
+            let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
             assert_eq!(b.tick, 10);
             assert!(outbox.push_state(state(1, tick, 10), b));
             outbox.drain(&mut batch);
@@ -914,7 +961,7 @@ mod tests {
 
         // A full snapshot (a resync) restarts the mirror: older acknowledgements
         // that arrive afterwards do not count.
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 15, 0), b));
         outbox.drain(&mut batch);
         assert_eq!(outbox.delivered(1), 0);
@@ -926,11 +973,11 @@ mod tests {
         // A round trip longer than a tick: full snapshots go out every tick until one
         // is acknowledged, and an acknowledgement of any of them counts (one of the
         // first only arrives after the next was taken).
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 20, 0), b));
         outbox.drain(&mut batch);
         for tick in 21..=23 {
-            let b = outbox.supersede_state(1, REPLACE).unwrap();
+            let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
             assert_eq!(b.tick, 0, "no baseline yet: another full snapshot");
             assert!(outbox.push_state(state(1, tick, 0), b));
             outbox.drain(&mut batch);
@@ -945,14 +992,14 @@ mod tests {
     fn reliable_delivery_ignores_acknowledgements() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 3, 0), b));
         outbox.drain(&mut batch);
         outbox.ack(1, 2);
         assert_eq!(outbox.delivered(1), 3);
         // A resume over a lossy transport switches the rule.
         outbox.reset_delivered(Delivery::Acknowledged);
-        let b = outbox.supersede_state(1, REPLACE).unwrap();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
         assert!(outbox.push_state(state(1, 4, 0), b));
         outbox.drain(&mut batch);
         assert_eq!(outbox.delivered(1), 0);

@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::*;
 use crate::engine::listing::Listing;
-use crate::engine::outbox::{Batch, OutboxLimits, RoomKey};
+use crate::engine::outbox::{Batch, Keep, OutboxLimits, RoomKey};
 use crate::engine::rooms::RoomShared;
 use crate::proto::{RoomLock, ServerMessage, client_message::Kind as Out};
 use crate::session::auth::{AuthConfig, Claims, mint_hs256};
@@ -2184,7 +2184,7 @@ fn answers_about_a_closed_room_come_after_its_left() {
     let a = h.key("a");
     h.replies();
     // The room's last tick: its frame waits, then the room closes (Room::close).
-    let baseline = h.outbox.supersede_state(a, u64::MAX).unwrap();
+    let baseline = h.outbox.supersede_state(a, Keep::NOTHING).unwrap();
     let frame = PendingState {
         room: a,
         tick: 9,

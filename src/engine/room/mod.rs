@@ -11,7 +11,7 @@
 //! Nothing here blocks, sleeps or reads a clock: the
 //! driver ([`crate::engine::sim_pool`]) calls [`Room::tick`] when the tick is due.
 //!
-//! Here: the room, its tick and fan-out. In `membership`: joins, leaves, removals,
+//! Here: the room and its tick. In `fan_out`: the state frames; in `membership`: joins, leaves, removals,
 //! resyncs; in `presence`: what members are told of each other and of the listing;
 //! in `events`: events queued, owed and relayed; in `checkpoint`: checkpoints and
 //! restores; `member`, `bans` and `config` as named.
@@ -29,17 +29,16 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 
-use crate::delta::{self, FrameMeta, View};
+use crate::delta::{self};
 use crate::engine::listing::{Listing, ListingState};
-use crate::engine::outbox::{Delivery, PendingState, RoomKey};
+use crate::engine::outbox::RoomKey;
 use crate::engine::simulation::{
     MAX_EVENT_KIND_BYTES, MAX_EVENT_PAYLOAD_BYTES, Requests, Roster, SimContext, Simulation, valid_event_kind,
 };
 use crate::frame::encode_message;
 use crate::log_budget::LogBudget;
-use crate::packed::Values;
 use crate::proto::{self, ErrorCode, MemberInfo, input, server_message::Kind};
-use crate::state::{MemberId, Own, SERVER, Tick, World};
+use crate::state::{MemberId, SERVER, Tick, World};
 
 /// The simulation's events over the size limits: one log line a second at most.
 static DROPPED_EVENTS: LogBudget = LogBudget::new("room_events_dropped", 1);
@@ -174,38 +173,13 @@ macro_rules! sim_context {
 
 mod checkpoint;
 mod events;
+mod fan_out;
 mod membership;
 mod presence;
 
 pub use checkpoint::RestoreError;
 use events::{QueuedEvent, forget_owed};
-
-/// A room encodes this many bytes of full snapshots a second on average at most (see
-/// `Room::fan_out`): a room of the default `max_state_bytes` once a second, one of
-/// up to about 140 KB at 30 Hz at every tick, after a burst of
-/// [`FULL_BURST_BYTES`].
-const FULL_BYTES_PER_SECOND: i64 = 4 << 20;
-
-/// Full snapshot bytes a room may encode at once (four of the largest room): joins
-/// now and then get theirs at once, and only a steady demand is paced.
-const FULL_BURST_BYTES: i64 = 16 << 20;
-
-/// A full snapshot waiting untaken for a member (its connection lost, or not
-/// reading) in a room whose snapshots are larger than this stays as it is: replacing
-/// it at every change would cost the room's whole state a tick, and a member that
-/// takes it late gets a newer one next (see `Room::fan_out`).
-const KEEP_FULL_BYTES: usize = 16 << 10;
-
-/// Which body a member's frame uses: every member whose delta would hold the same
-/// changes shares one encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyKey {
-    Full,
-    /// Number of change ticks after the baseline: deltas against two baselines with no
-    /// change between them are identical, so they share this key (if their numbers
-    /// are sent the same way).
-    Delta(usize, Values),
-}
+use fan_out::{BodyKey, FULL_BURST_BYTES};
 
 /// One room: see the module documentation.
 pub struct Room {
@@ -242,11 +216,14 @@ pub struct Room {
     encoder: delta::Encoder,
     buf: BytesMut,
     stats: RoomStats,
-    /// Full snapshot bytes the room may encode now (see [`FULL_BYTES_PER_SECOND`];
+    /// Full snapshot bytes the room may encode now (see `fan_out::FULL_BYTES_PER_SECOND`;
     /// below zero after a large one: none until it is paid back).
     full_budget: i64,
-    /// The size of the last full snapshot encoded (see [`KEEP_FULL_BYTES`]).
+    /// The size of the last full snapshot encoded (see `fan_out::KEEP_FULL_BYTES`).
     full_size: usize,
+    /// Members whose full snapshot waits untaken, kept this tick (see
+    /// `Room::fan_out`); kept between ticks (no allocation).
+    kept_full: Vec<usize>,
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
     reserved: FxHashMap<MemberId, Reserved>,
@@ -331,6 +308,7 @@ impl Room {
             stats: RoomStats::default(),
             full_budget: FULL_BURST_BYTES,
             full_size: 0,
+            kept_full: Vec::new(),
             reserved: FxHashMap::default(),
             left_recently: FxHashMap::default(),
             departed: Vec::new(),
@@ -697,151 +675,6 @@ impl Room {
     /// events queued before are relayed: the driver then closes it with that reason.
     pub fn closing(&self) -> Option<&str> {
         self.closing.as_deref().filter(|_| self.events.is_empty())
-    }
-
-    fn fan_out(&mut self, tick: Tick, changed: bool, server_time_us: u64) -> TickReport {
-        let mut report = TickReport {
-            tick,
-            ..Default::default()
-        };
-        let idle_frame = tick.is_multiple_of(self.config.idle_frame_interval());
-        // A member whose baseline advances only when it acknowledges (QUIC datagrams)
-        // gets them twice as often: an idle frame still unacknowledged when the window
-        // moves past the one before would cost it a full snapshot at the next change.
-        let idle_frame_acknowledged = tick.is_multiple_of((self.config.idle_frame_interval() / 2).max(1));
-        let with_checksum = idle_frame || tick.is_multiple_of(self.config.checksum_interval);
-        let checksum = self.world.shared_checksum();
-        let views = self.world.has_owner_only_kinds();
-        let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
-        let naive = self.config.naive_fanout;
-        let rate = Tick::from(self.config.tick_rate);
-        // Full snapshots are paced by their size (`FULL_BYTES_PER_SECOND`, after a
-        // burst): one encoding serves every member that needs one at that tick, and
-        // while the budget is spent the members that need one get nothing. One
-        // waiting for a member untaken is kept then, and always in a room of large
-        // snapshots (`KEEP_FULL_BYTES`). A member that takes none (its connection
-        // lost, or not reading) used to cost a large room a full encoding every tick,
-        // and members taking turns one each.
-        let refill = FULL_BYTES_PER_SECOND / rate.max(1) as i64;
-        self.full_budget = (self.full_budget + refill).min(FULL_BURST_BYTES);
-        let full_allowed = naive || self.full_budget > 0;
-        let keep_full_from = if full_allowed && self.full_size <= KEEP_FULL_BYTES {
-            Tick::MAX
-        } else {
-            0
-        };
-        self.bodies.clear();
-
-        for m in &mut self.members {
-            let own = if views { self.world.own(m.id) } else { Own::default() };
-            let news = m.needs_full || m.behind || m.last_applied != m.last_sent_seq || own.changed == tick;
-            // The outbox's delivery (a lock) is asked only when nothing else sends a frame.
-            let idle_acknowledged = || idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged;
-            if !(naive || changed || news || idle_frame || idle_acknowledged()) {
-                continue;
-            }
-            let Some(found) = m.outbox.supersede_state(self.key, keep_full_from) else {
-                m.behind = true;
-                continue;
-            };
-            let delivered = found.tick;
-            let full = naive || m.needs_full || delivered < oldest_baseline;
-            if full && !full_allowed {
-                m.behind = true;
-                continue;
-            }
-            // A new full snapshot (not one sent again until the client has it) at
-            // most once a second per member, however it was asked for: resumes reset
-            // what was delivered, and one a second cannot buy a room's state per tick.
-            // The first is never held back.
-            let new_full = full && !naive && (m.needs_full || found.fresh);
-            if new_full && m.last_full != 0 && tick < m.last_full + rate {
-                continue;
-            }
-            // Numbers relative to the baseline need a client whose state is the
-            // baseline's; over QUIC datagrams it may be ahead of it.
-            let values = match found.delivery {
-                Delivery::Reliable => Values::AgainstBaseline,
-                Delivery::Acknowledged => Values::Absolute,
-            };
-            let checksum_sent = full || with_checksum;
-            let (key, baseline) = if full {
-                (BodyKey::Full, 0)
-            } else {
-                let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
-                (BodyKey::Delta(changes, values), delivered)
-            };
-            // The naive baseline shares nothing: one encoding per member.
-            let shared = if naive {
-                None
-            } else {
-                self.bodies.iter().find(|(k, _)| *k == key)
-            };
-            let body = match shared {
-                Some((_, body)) => body.clone(),
-                None => {
-                    let meta = FrameMeta {
-                        room: &self.id,
-                        server_time_us,
-                        checksum: checksum_sent.then_some(checksum),
-                    };
-                    self.encoder
-                        .encode(&self.world, baseline, values, View::Shared, meta, &mut self.buf);
-                    let body = self.buf.split().freeze();
-                    report.encodes += 1;
-                    self.stats.bytes_encoded += body.len() as u64;
-                    match key {
-                        BodyKey::Full => {
-                            (report.full_bytes, self.full_size) = (body.len(), body.len());
-                            self.full_budget -= body.len() as i64;
-                        }
-                        BodyKey::Delta(..) => report.delta_bytes = report.delta_bytes.max(body.len()),
-                    }
-                    self.bodies.push((key, body.clone()));
-                    body
-                }
-            };
-            // What this member sees beyond the shared body: its own entities of
-            // owner-only kinds (added, changed or lost since the baseline), and its
-            // view's checksum when the frame carries one.
-            let own_part = if own.changed > baseline || (own.count > 0 && checksum_sent) {
-                let checksum = checksum_sent.then(|| checksum.wrapping_add(own.checksum));
-                (self.encoder).encode_own(&self.world, m.id, baseline, values, checksum, &mut self.buf);
-                report.own_bytes += self.buf.len();
-                self.stats.bytes_encoded += self.buf.len() as u64;
-                self.buf.split().freeze()
-            } else {
-                Bytes::new()
-            };
-            let pushed = m.outbox.push_state(
-                PendingState {
-                    room: self.key,
-                    tick,
-                    baseline,
-                    body,
-                    own: own_part,
-                    last_input_seq: m.last_applied,
-                    server_time_us,
-                },
-                found,
-            );
-            if !pushed {
-                // The session was reset (resumed) meanwhile: a full snapshot next tick.
-                m.needs_full = true;
-                continue;
-            }
-            m.last_sent_seq = m.last_applied;
-            (m.needs_full, m.behind) = (false, false);
-            if new_full {
-                m.last_full = tick;
-            }
-            report.frames += 1;
-            report.full_frames += u32::from(full);
-        }
-        self.stats.frames += u64::from(report.frames);
-        self.stats.full_frames += u64::from(report.full_frames);
-        self.stats.encodes += u64::from(report.encodes);
-        report
     }
 
     fn send_to(&self, member: MemberId, message: Bytes) {

@@ -8,8 +8,9 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
+use crate::delta::FrameMeta;
 use crate::engine::envelope::encode_batch;
-use crate::engine::outbox::{Batch, Left, Outbox, OutboxLimits};
+use crate::engine::outbox::{Batch, Delivery, Left, Outbox, OutboxLimits};
 use crate::engine::simulation::{
     Arena, ArenaConfig, ENTITY_COST, GIVEN_BYTES_PER_SECOND, MAX_EVENT_PAYLOAD_BYTES, Relay, SimError, field_cost,
     state_cost,
@@ -2539,6 +2540,29 @@ fn resuming_again_and_again_is_granted_a_full_snapshot_at_most_once_per_second()
     assert_eq!(a.read(), 1);
 }
 
+/// A string field of `n` bytes.
+fn string(id: u32, n: usize) -> Field {
+    Field {
+        id,
+        value: Some(Value::String("x".repeat(n))),
+    }
+}
+
+/// A relay room at 10 Hz in which its first member (returned, as the last sequence
+/// number it used) created `entities` entities of `fields` strings of 1,000 bytes.
+fn filled_room_at_10_hz(entities: u64, fields: u32) -> (Room, Client, u64) {
+    let mut room = relay_room_at_10_hz();
+    let mut writer = Client::new(1);
+    join(&mut room, &writer);
+    for id in 1..=entities {
+        let all = (1..=fields).map(|f| string(f, 1000)).collect();
+        room.push_input(1, id, create(id, all));
+        room.tick(0);
+        writer.read();
+    }
+    (room, writer, entities)
+}
+
 /// Full snapshots are paced by their size: 4 MiB a second after a burst of 16 MiB.
 /// In a room of about 2 MB at 10 Hz, a joiner gets its snapshot at once; members
 /// that take nothing (their connections lost, or not reading), joining a tick apart,
@@ -2549,21 +2573,8 @@ fn resuming_again_and_again_is_granted_a_full_snapshot_at_most_once_per_second()
 /// encoded whenever one is needed.
 #[test]
 fn full_snapshots_are_paced_by_their_size_whoever_needs_them() {
-    let string = |id: u32, n: usize| Field {
-        id,
-        value: Some(Value::String("x".repeat(n))),
-    };
     for (entities, fields, steady_most) in [(64, 32, 7), (1, 1, 30)] {
-        let mut room = relay_room_at_10_hz();
-        let mut writer = Client::new(1);
-        join(&mut room, &writer);
-        for id in 1..=entities {
-            let all = (1..=fields).map(|f| string(f, 1000)).collect();
-            room.push_input(1, id, create(id, all));
-            room.tick(0);
-            writer.read();
-        }
-        let mut seq = entities;
+        let (mut room, mut writer, mut seq) = filled_room_at_10_hz(entities, fields);
         let mut joiner = Client::new(99);
         join(&mut room, &joiner);
         room.tick(0);
@@ -2612,6 +2623,74 @@ fn full_snapshots_are_paced_by_their_size_whoever_needs_them() {
             assert!(c.mirror.world().same_state(room.world()), "member {} up to date", c.id);
         }
     }
+}
+
+/// A member that takes nothing (its connection lost, or not reading) for longer than
+/// the history window costs a room of large snapshots no full snapshot: the delta
+/// waiting for it is kept (it used to be replaced by a full snapshot, every tick
+/// until the budget was spent and then whenever it allowed). Reading again, it takes
+/// that delta, and a full snapshot at the next tick.
+#[test]
+fn a_member_that_takes_nothing_costs_a_large_room_no_full_snapshot() {
+    let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
+    let mut away = Client::new(2);
+    join(&mut room, &away);
+    room.tick(0);
+    writer.read();
+    assert_eq!(away.read(), 1);
+    let took = room.world().tick();
+    for n in 0..100 {
+        seq += 1;
+        room.push_input(1, seq, update(1, vec![string(1, n)]));
+        assert_eq!(
+            room.tick(0).full_bytes,
+            0,
+            "no full snapshot at tick {}",
+            room.world().tick()
+        );
+        writer.read();
+    }
+    assert_eq!(away.read(), 1);
+    let kept = last_state(&mut away);
+    assert_eq!(kept.baseline_tick, took, "the delta kept, on what it took last");
+    assert_eq!(
+        kept.tick,
+        took + room.config.history,
+        "the last one its baseline allowed"
+    );
+    seq += 1;
+    room.push_input(1, seq, update(1, vec![string(1, 100)]));
+    assert!(room.tick(0).full_bytes > 0);
+    assert_eq!(away.read(), 1);
+    assert_eq!(last_state(&mut away).baseline_tick, 0);
+    assert!(away.mirror.world().same_state(room.world()));
+}
+
+/// Members that take nothing, joining a tick apart in a room of large snapshots,
+/// hold one copy of its state between them: each full snapshot encoded replaces the
+/// older ones waiting for them (each kept its own, one copy per encoding).
+#[test]
+fn members_that_take_nothing_share_one_copy_of_a_large_snapshot() {
+    let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
+    let idle: Vec<Client> = (2..=31).map(Client::new).collect();
+    let mut encodings = 0;
+    for (n, member) in idle.iter().enumerate() {
+        join(&mut room, member);
+        seq += 1;
+        room.push_input(1, seq, update(1, vec![string(1, n)]));
+        encodings += u32::from(room.tick(0).full_bytes > 0);
+        writer.read();
+    }
+    assert!(encodings >= 3, "{encodings} full snapshots encoded");
+    let mut bodies = Vec::new();
+    for c in &idle {
+        let mut batch = Batch::default();
+        if c.outbox.drain(&mut batch) {
+            bodies.extend(batch.states.iter().map(|s| (s.tick, s.body.as_ptr())));
+        }
+    }
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "one snapshot waits for all of them: {bodies:?}");
 }
 
 /// One resume within a second of the last full snapshot, in a room where nothing

@@ -1,0 +1,246 @@
+//! The fan-out, the last step of a tick: each member's state frame, one encoding per
+//! distinct body, shared by every member it fits.
+
+use bytes::Bytes;
+
+use super::{Room, TickReport};
+use crate::delta::{FrameMeta, View};
+use crate::engine::outbox::{Delivery, Keep, Kept, PendingState};
+use crate::packed::Values;
+use crate::state::{Own, Tick};
+
+/// A room encodes this many bytes of full snapshots a second on average at most (see
+/// `Room::fan_out`): a room of the default `max_state_bytes` once a second, one of
+/// up to about 140 KB at 30 Hz at every tick, after a burst of
+/// [`FULL_BURST_BYTES`].
+const FULL_BYTES_PER_SECOND: i64 = 4 << 20;
+
+/// Full snapshot bytes a room may encode at once (four of the largest room): joins
+/// now and then get theirs at once, and only a steady demand is paced.
+pub(super) const FULL_BURST_BYTES: i64 = 16 << 20;
+
+/// A full snapshot waiting untaken for a member (its connection lost, or not
+/// reading) in a room whose snapshots are larger than this stays as it is: replacing
+/// it at every change would cost the room's whole state a tick, and a member that
+/// takes it late gets a newer one next (see `Room::fan_out`).
+const KEEP_FULL_BYTES: usize = 16 << 10;
+
+/// Which body a member's frame uses: every member whose delta would hold the same
+/// changes shares one encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyKey {
+    Full,
+    /// Number of change ticks after the baseline: deltas against two baselines with no
+    /// change between them are identical, so they share this key (if their numbers
+    /// are sent the same way).
+    Delta(usize, Values),
+}
+
+/// What a tick's fan-out knows before it looks at any member.
+struct Pass {
+    tick: Tick,
+    server_time_us: u64,
+    checksum: u64,
+    /// Whether frames that are not full snapshots carry the checksum.
+    with_checksum: bool,
+    /// The world has kinds of entities only their owner sees.
+    views: bool,
+    oldest_baseline: Tick,
+    naive: bool,
+    /// A full snapshot may be encoded this tick (the room's budget is not spent).
+    full_allowed: bool,
+    /// Which waiting untaken frames stay as they are.
+    keep: Keep,
+}
+
+impl Room {
+    pub(super) fn fan_out(&mut self, tick: Tick, changed: bool, server_time_us: u64) -> TickReport {
+        let mut report = TickReport {
+            tick,
+            ..Default::default()
+        };
+        let idle_frame = tick.is_multiple_of(self.config.idle_frame_interval());
+        // A member whose baseline advances only when it acknowledges (QUIC datagrams)
+        // gets them twice as often: an idle frame still unacknowledged when the window
+        // moves past the one before would cost it a full snapshot at the next change.
+        let idle_frame_acknowledged = tick.is_multiple_of((self.config.idle_frame_interval() / 2).max(1));
+        let naive = self.config.naive_fanout;
+        // Full snapshots are paced by their size (`FULL_BYTES_PER_SECOND`, after a
+        // burst): one encoding serves every member that needs one at that tick, and
+        // while the budget is spent the members that need one get nothing. While it
+        // is spent, and always in a room of large snapshots (`KEEP_FULL_BYTES`), what
+        // waits untaken for a member (its connection lost, or not reading) is kept
+        // when replacing it would cost a full snapshot: a full snapshot, or a delta
+        // whose baseline left the window (the client can still apply it; a full
+        // snapshot follows once it is taken).
+        let refill = FULL_BYTES_PER_SECOND / i64::from(self.config.tick_rate.max(1));
+        self.full_budget = (self.full_budget + refill).min(FULL_BURST_BYTES);
+        let full_allowed = naive || self.full_budget > 0;
+        let oldest_baseline = tick.saturating_sub(self.config.history).max(1);
+        let mut pass = Pass {
+            tick,
+            server_time_us,
+            checksum: self.world.shared_checksum(),
+            with_checksum: idle_frame || tick.is_multiple_of(self.config.checksum_interval),
+            views: self.world.has_owner_only_kinds(),
+            oldest_baseline,
+            naive,
+            full_allowed,
+            keep: Keep::NOTHING,
+        };
+        if !full_allowed || self.full_size > KEEP_FULL_BYTES {
+            pass.keep = Keep {
+                full: true,
+                delta_before: oldest_baseline,
+            };
+        }
+        self.bodies.clear();
+
+        for i in 0..self.members.len() {
+            let m = &self.members[i];
+            let own = if pass.views {
+                self.world.own(m.id)
+            } else {
+                Own::default()
+            };
+            let news = m.needs_full || m.behind || m.last_applied != m.last_sent_seq || own.changed == tick;
+            // The outbox's delivery (a lock) is asked only when nothing else sends a frame.
+            let idle_acknowledged = || idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged;
+            if !(naive || changed || news || idle_frame || idle_acknowledged()) {
+                continue;
+            }
+            if self.send_state(i, own, &pass, &mut report) == Some(Kept::Full) {
+                self.kept_full.push(i);
+            }
+        }
+        // A full snapshot encoded this tick replaces those kept from earlier ticks:
+        // members that take nothing then hold one copy of the room's state between
+        // them, not one each.
+        let mut kept_full = std::mem::take(&mut self.kept_full);
+        if !naive && self.bodies.iter().any(|(key, _)| *key == BodyKey::Full) {
+            pass.keep.full = false;
+            for &i in &kept_full {
+                let own = if pass.views {
+                    self.world.own(self.members[i].id)
+                } else {
+                    Own::default()
+                };
+                let _ = self.send_state(i, own, &pass, &mut report);
+            }
+        }
+        kept_full.clear();
+        self.kept_full = kept_full;
+        self.stats.frames += u64::from(report.frames);
+        self.stats.full_frames += u64::from(report.full_frames);
+        self.stats.encodes += u64::from(report.encodes);
+        report
+    }
+
+    /// Hands the member at `i` this tick's state frame, encoding its body unless a
+    /// member before it had the same; returns the waiting frame it kept instead, if
+    /// any (see [`Keep`]).
+    fn send_state(&mut self, i: usize, own: Own, pass: &Pass, report: &mut TickReport) -> Option<Kept> {
+        let m = &mut self.members[i];
+        let keep = if m.needs_full { Keep::NOTHING } else { pass.keep };
+        let found = match m.outbox.supersede_state(self.key, keep) {
+            Ok(found) => found,
+            Err(kept) => {
+                m.behind = true;
+                return Some(kept);
+            }
+        };
+        let delivered = found.tick;
+        let full = pass.naive || m.needs_full || delivered < pass.oldest_baseline;
+        if full && !pass.full_allowed {
+            m.behind = true;
+            return None;
+        }
+        // A new full snapshot (not one sent again until the client has it) at most
+        // once a second per member, however it was asked for: resumes reset what was
+        // delivered, and one a second cannot buy a room's state per tick. The first
+        // is never held back.
+        let new_full = full && !pass.naive && (m.needs_full || found.fresh);
+        if new_full && m.last_full != 0 && pass.tick < m.last_full + Tick::from(self.config.tick_rate) {
+            return None;
+        }
+        // Numbers relative to the baseline need a client whose state is the
+        // baseline's; over QUIC datagrams it may be ahead of it.
+        let values = match found.delivery {
+            Delivery::Reliable => Values::AgainstBaseline,
+            Delivery::Acknowledged => Values::Absolute,
+        };
+        let checksum_sent = full || pass.with_checksum;
+        let (key, baseline) = if full {
+            (BodyKey::Full, 0)
+        } else {
+            let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
+            (BodyKey::Delta(changes, values), delivered)
+        };
+        // The naive baseline shares nothing: one encoding per member.
+        let shared = if pass.naive {
+            None
+        } else {
+            self.bodies.iter().find(|(k, _)| *k == key)
+        };
+        let body = match shared {
+            Some((_, body)) => body.clone(),
+            None => {
+                let meta = FrameMeta {
+                    room: &self.id,
+                    server_time_us: pass.server_time_us,
+                    checksum: checksum_sent.then_some(pass.checksum),
+                };
+                (self.encoder).encode(&self.world, baseline, values, View::Shared, meta, &mut self.buf);
+                let body = self.buf.split().freeze();
+                report.encodes += 1;
+                self.stats.bytes_encoded += body.len() as u64;
+                match key {
+                    BodyKey::Full => {
+                        (report.full_bytes, self.full_size) = (body.len(), body.len());
+                        self.full_budget -= body.len() as i64;
+                    }
+                    BodyKey::Delta(..) => report.delta_bytes = report.delta_bytes.max(body.len()),
+                }
+                self.bodies.push((key, body.clone()));
+                body
+            }
+        };
+        // What this member sees beyond the shared body: its own entities of
+        // owner-only kinds (added, changed or lost since the baseline), and its
+        // view's checksum when the frame carries one.
+        let own_part = if own.changed > baseline || (own.count > 0 && checksum_sent) {
+            let checksum = checksum_sent.then(|| pass.checksum.wrapping_add(own.checksum));
+            (self.encoder).encode_own(&self.world, m.id, baseline, values, checksum, &mut self.buf);
+            report.own_bytes += self.buf.len();
+            self.stats.bytes_encoded += self.buf.len() as u64;
+            self.buf.split().freeze()
+        } else {
+            Bytes::new()
+        };
+        let pushed = m.outbox.push_state(
+            PendingState {
+                room: self.key,
+                tick: pass.tick,
+                baseline,
+                body,
+                own: own_part,
+                last_input_seq: m.last_applied,
+                server_time_us: pass.server_time_us,
+            },
+            found,
+        );
+        if !pushed {
+            // The session was reset (resumed) meanwhile: a full snapshot next tick.
+            m.needs_full = true;
+            return None;
+        }
+        m.last_sent_seq = m.last_applied;
+        (m.needs_full, m.behind) = (false, false);
+        if new_full {
+            m.last_full = pass.tick;
+        }
+        report.frames += 1;
+        report.full_frames += u32::from(full);
+        None
+    }
+}
