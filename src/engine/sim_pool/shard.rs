@@ -413,6 +413,8 @@ impl Shard {
         }
         let turn = self.clock.now();
         let now = turn.instant;
+        // Whether a room this turn leaves has members.
+        let mut occupied = false;
         let mut i = 0;
         while i < self.rooms.len() {
             let owned = &mut self.rooms[i];
@@ -484,6 +486,7 @@ impl Shard {
             let expired = owned.expires_at(self.empty_room_ttl).is_some_and(|at| now >= at);
             let ended = owned.room.closing().map(str::to_string);
             if healthy && !expired && ended.is_none() {
+                occupied |= !owned.room.is_vacant();
                 i += 1;
                 continue;
             }
@@ -491,18 +494,18 @@ impl Shard {
             let why = if healthy { ended.as_deref() } else { Some(PANICKED) };
             self.close_room(closed, why.map(|why| (ErrorCode::RoomClosed, why)));
         }
-        self.measure_load(now);
+        self.measure_load(now, !occupied);
     }
 
     /// Adds the turn that started at `started` to the thread's load, and publishes
     /// the load once its window is over, or at once as none when no room has members
-    /// (the thread may sleep for long, and would leave its last figure standing).
-    fn measure_load(&mut self, started: Instant) {
+    /// (`idle`: the thread may sleep for long, and would leave its last figure
+    /// standing).
+    fn measure_load(&mut self, started: Instant, idle: bool) {
         let now = self.clock.now().instant;
         let busy = &mut self.busy;
         busy.spent += now.saturating_duration_since(started);
         let window = now.saturating_duration_since(busy.since);
-        let idle = self.rooms.iter().all(|r| r.room.is_vacant());
         if window >= LOAD_WINDOW || idle {
             let thousandths = if idle {
                 0
