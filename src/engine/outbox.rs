@@ -116,8 +116,12 @@ impl Keep {
 pub enum Kept {
     /// A full snapshot.
     Full,
-    /// A delta on a baseline older than [`Keep::delta_before`].
-    Delta,
+    /// A delta on a baseline older than [`Keep::delta_before`], of this many bytes
+    /// (its body may be shared with other members').
+    Delta {
+        /// Its body's and own part's length.
+        bytes: usize,
+    },
 }
 
 /// How state frames reach the client, which decides what its baseline is.
@@ -419,7 +423,10 @@ impl Outbox {
                     return Err(Kept::Full);
                 }
             } else if inner.record(room).is_some_and(|r| r.baseline < keep.delta_before) {
-                return Err(Kept::Delta);
+                let waiting = &inner.states[i];
+                return Err(Kept::Delta {
+                    bytes: waiting.body.len() + waiting.own.len(),
+                });
             }
             dropped_full = inner.states.swap_remove(i).baseline == 0;
             inner.states_at.swap_remove(i);
@@ -496,8 +503,9 @@ impl Outbox {
     /// The room closed: as [`Outbox::leave_room`] then [`Outbox::push_reliable`] of
     /// `left` (the member's `Left`), under one lock (nothing the session answers can
     /// go before the `Left`), except that the room's waiting frame (the state of its
-    /// last tick) is still delivered, with the messages before the `Left` only, so
-    /// the client has the room's final state before it hears the room closed.
+    /// last tick, or an older one kept for a client that took nothing: see
+    /// [`Keep`]) is still delivered, with the messages before the `Left` only, so the
+    /// client has the room's latest state it was sent before it hears the room closed.
     pub fn close_room(&self, room: RoomKey, join_seq: u64, left: Bytes) -> Result<(), Overflow> {
         let mut inner = self.inner.lock();
         if inner.states.iter().any(|s| s.room == room) {
@@ -779,14 +787,51 @@ mod tests {
             .supersede_state(1, keep_old_deltas)
             .expect("a delta on a baseline asked is replaced");
         assert_eq!(b.tick, 11);
-        assert!(outbox.push_state(state(1, 13, 11), b));
+        let delta = PendingState {
+            body: Bytes::from_static(b"delta"),
+            ..state(1, 13, 11)
+        };
+        assert!(outbox.push_state(delta, b));
         let keep_old_deltas = Keep {
             full: false,
             delta_before: 12,
         };
-        assert_eq!(outbox.supersede_state(1, keep_old_deltas), Err(Kept::Delta));
+        assert_eq!(
+            outbox.supersede_state(1, keep_old_deltas),
+            Err(Kept::Delta { bytes: 5 })
+        );
         assert!(outbox.drain(&mut batch));
         assert_eq!(batch.states[0].tick, 13, "the kept delta is taken");
+    }
+
+    /// With acknowledged delivery, what decides is the baseline acknowledgements
+    /// moved to, not the one the waiting delta was encoded against.
+    #[test]
+    fn a_waiting_delta_is_kept_by_the_acknowledged_baseline() {
+        let outbox = Outbox::with_delivery(OutboxLimits::default(), Delivery::Acknowledged);
+        let mut batch = Batch::default();
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        assert!(outbox.push_state(state(1, 10, 0), b));
+        assert!(outbox.drain(&mut batch));
+        outbox.ack(1, 10);
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        assert!(outbox.push_state(state(1, 11, 10), b));
+        assert!(outbox.drain(&mut batch));
+        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        assert!(outbox.push_state(state(1, 12, 10), b));
+        let keep_old_deltas = Keep {
+            full: true,
+            delta_before: 11,
+        };
+        assert!(matches!(
+            outbox.supersede_state(1, keep_old_deltas),
+            Err(Kept::Delta { .. })
+        ));
+        outbox.ack(1, 11); // the frame taken before arrived
+        let b = outbox
+            .supersede_state(1, keep_old_deltas)
+            .expect("its baseline moved: replaced");
+        assert_eq!(b.tick, 11);
     }
 
     /// A room closed while its last frame waits: the frame is taken first, then the

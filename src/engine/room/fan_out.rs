@@ -7,7 +7,7 @@ use super::{Room, TickReport};
 use crate::delta::{FrameMeta, View};
 use crate::engine::outbox::{Delivery, Keep, Kept, PendingState};
 use crate::packed::Values;
-use crate::state::{Own, Tick};
+use crate::state::{MemberId, Own, Tick};
 
 /// A room encodes this many bytes of full snapshots a second on average at most (see
 /// `Room::fan_out`): a room of the default `max_state_bytes` once a second, one of
@@ -96,44 +96,55 @@ impl Room {
         }
         self.bodies.clear();
 
+        let mut kept = std::mem::take(&mut self.kept);
+        let mut kept_delta_bytes = 0;
         for i in 0..self.members.len() {
             let m = &self.members[i];
-            let own = if pass.views {
-                self.world.own(m.id)
-            } else {
-                Own::default()
-            };
+            let own = self.own(&pass, m.id);
             let news = m.needs_full || m.behind || m.last_applied != m.last_sent_seq || own.changed == tick;
             // The outbox's delivery (a lock) is asked only when nothing else sends a frame.
             let idle_acknowledged = || idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged;
             if !(naive || changed || news || idle_frame || idle_acknowledged()) {
                 continue;
             }
-            if self.send_state(i, own, &pass, &mut report) == Some(Kept::Full) {
-                self.kept_full.push(i);
+            match self.send_state(i, own, &pass, &mut report) {
+                Some(Kept::Full) => kept.push(i),
+                Some(Kept::Delta { bytes }) => {
+                    kept.push(i);
+                    kept_delta_bytes += bytes;
+                }
+                None => {}
             }
         }
-        // A full snapshot encoded this tick replaces those kept from earlier ticks:
-        // members that take nothing then hold one copy of the room's state between
-        // them, not one each.
-        let mut kept_full = std::mem::take(&mut self.kept_full);
-        if !naive && self.bodies.iter().any(|(key, _)| *key == BodyKey::Full) {
-            pass.keep.full = false;
-            for &i in &kept_full {
-                let own = if pass.views {
-                    self.world.own(self.members[i].id)
-                } else {
-                    Own::default()
-                };
+        // What is kept for members that take nothing is replaced by a full snapshot
+        // when the tick encoded one anyway, or when their deltas together outgrow one
+        // (each member's is its own, as large as the changes since it stopped; counted
+        // once per member, shared or not): they then hold one copy of the room's
+        // state between them.
+        let full_encoded = self.bodies.iter().any(|(key, _)| *key == BodyKey::Full);
+        if !naive && (full_encoded || (full_allowed && kept_delta_bytes > self.full_size)) {
+            pass.keep = Keep::NOTHING;
+            for &i in &kept {
+                let own = self.own(&pass, self.members[i].id);
                 let _ = self.send_state(i, own, &pass, &mut report);
             }
         }
-        kept_full.clear();
-        self.kept_full = kept_full;
+        kept.clear();
+        self.kept = kept;
         self.stats.frames += u64::from(report.frames);
         self.stats.full_frames += u64::from(report.full_frames);
         self.stats.encodes += u64::from(report.encodes);
         report
+    }
+
+    /// What of the world only `member` sees (no lookup in a room without owner-only
+    /// kinds: most).
+    fn own(&self, pass: &Pass, member: MemberId) -> Own {
+        if pass.views {
+            self.world.own(member)
+        } else {
+            Own::default()
+        }
     }
 
     /// Hands the member at `i` this tick's state frame, encoding its body unless a

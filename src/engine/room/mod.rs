@@ -11,10 +11,10 @@
 //! Nothing here blocks, sleeps or reads a clock: the
 //! driver ([`crate::engine::sim_pool`]) calls [`Room::tick`] when the tick is due.
 //!
-//! Here: the room and its tick. In `fan_out`: the state frames; in `membership`: joins, leaves, removals,
-//! resyncs; in `presence`: what members are told of each other and of the listing;
-//! in `events`: events queued, owed and relayed; in `checkpoint`: checkpoints and
-//! restores; `member`, `bans` and `config` as named.
+//! Here: the room and its tick. In `fan_out`: the state frames; in `membership`:
+//! joins, leaves, removals, resyncs; in `presence`: what members are told of each
+//! other and of the listing; in `events`: events queued, owed and relayed; in
+//! `checkpoint`: checkpoints and restores; `member`, `bans` and `config` as named.
 
 mod bans;
 mod config;
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 
-use crate::delta::{self};
+use crate::delta;
 use crate::engine::listing::{Listing, ListingState};
 use crate::engine::outbox::RoomKey;
 use crate::engine::simulation::{
@@ -221,9 +221,9 @@ pub struct Room {
     full_budget: i64,
     /// The size of the last full snapshot encoded (see `fan_out::KEEP_FULL_BYTES`).
     full_size: usize,
-    /// Members whose full snapshot waits untaken, kept this tick (see
-    /// `Room::fan_out`); kept between ticks (no allocation).
-    kept_full: Vec<usize>,
+    /// Members whose waiting untaken frame was kept this tick (see `Room::fan_out`);
+    /// kept between ticks (no allocation).
+    kept: Vec<usize>,
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
     reserved: FxHashMap<MemberId, Reserved>,
@@ -308,7 +308,7 @@ impl Room {
             stats: RoomStats::default(),
             full_budget: FULL_BURST_BYTES,
             full_size: 0,
-            kept_full: Vec::new(),
+            kept: Vec::new(),
             reserved: FxHashMap::default(),
             left_recently: FxHashMap::default(),
             departed: Vec::new(),
