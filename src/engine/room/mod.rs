@@ -179,7 +179,7 @@ mod presence;
 
 pub use checkpoint::RestoreError;
 use events::{QueuedEvent, forget_owed};
-use fan_out::{BodyKey, FULL_BURST_BYTES};
+use fan_out::{BodyKey, FULL_BURST_BYTES, RecentFull};
 
 /// One room: see the module documentation.
 pub struct Room {
@@ -224,6 +224,9 @@ pub struct Room {
     /// Members whose waiting untaken frame was kept this tick (see `Room::fan_out`);
     /// kept between ticks (no allocation).
     kept: Vec<usize>,
+    /// The last full snapshot encoded, while it is within the history window (see
+    /// `Room::send_state`).
+    recent_full: Option<RecentFull>,
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
     reserved: FxHashMap<MemberId, Reserved>,
@@ -309,6 +312,7 @@ impl Room {
             full_budget: FULL_BURST_BYTES,
             full_size: 0,
             kept: Vec::new(),
+            recent_full: None,
             reserved: FxHashMap::default(),
             left_recently: FxHashMap::default(),
             departed: Vec::new(),

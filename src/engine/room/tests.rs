@@ -2625,6 +2625,53 @@ fn full_snapshots_are_paced_by_their_size_whoever_needs_them() {
     }
 }
 
+/// While a room's full snapshot budget is spent, a new member gets the last full
+/// snapshot the room encoded, if it is still within the history window, at once, and
+/// the next frame (a delta against it) brings it up to date; joiners of a large room
+/// used to wait for the budget (about half a second in a steady stream). One that
+/// already had an input applied waits: the frame's `last_input_seq` would be ahead of
+/// its state.
+#[test]
+fn a_joiner_gets_the_recent_full_snapshot_while_the_budget_is_spent() {
+    let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
+    let mut change = |room: &mut Room| {
+        seq += 1;
+        room.push_input(1, seq, update(1, vec![string(1, seq as usize % 7)]));
+    };
+    // Members that never read, joining a tick apart, spend the budget.
+    let mut spenders = Vec::new();
+    for id in 2.. {
+        let member = Client::new(id);
+        join(&mut room, &member);
+        spenders.push(member);
+        change(&mut room);
+        if room.tick(0).full_bytes == 0 {
+            break;
+        }
+        writer.read();
+        assert!(id < 30, "the budget is never spent");
+    }
+    writer.read();
+    let mut joiner = Client::new(100);
+    let mut eager = Client::new(101);
+    join(&mut room, &joiner);
+    join(&mut room, &eager);
+    room.push_input(101, 1, update(1, vec![string(2, 3)]));
+    change(&mut room);
+    let report = room.tick(0);
+    assert_eq!(report.full_bytes, 0, "no full snapshot encoded");
+    assert_eq!(joiner.read(), 1, "the recent one at once");
+    let first = last_state(&mut joiner);
+    assert_eq!(first.baseline_tick, 0);
+    assert!(first.tick < room.world().tick(), "of an earlier tick");
+    assert_eq!(eager.read(), 0, "one with an input applied waits for the budget");
+    change(&mut room);
+    room.tick(0);
+    assert_eq!(joiner.read(), 1);
+    assert_eq!(last_state(&mut joiner).baseline_tick, first.tick);
+    assert!(joiner.mirror.world().same_state(room.world()));
+}
+
 /// A member that takes nothing (its connection lost, or not reading) for longer than
 /// the history window costs a room of large snapshots no full snapshot: the delta
 /// waiting for it is kept (it used to be replaced by a full snapshot, every tick
