@@ -502,12 +502,12 @@ impl Session {
             return Ok(());
         }
         // Like an input's `seq`: one huge number would swallow every later event. So
-        // would the numbers the envelope's events take after it.
+        // would the numbers the envelope's events take after it. (An envelope with no
+        // event numbers nothing.)
         let events = (envelope.messages.iter())
             .filter(|m| matches!(m.kind, Some(client_message::Kind::Event(_))))
             .count() as u64;
-        let last_event_seq = (envelope.first_event_seq).saturating_add(events.saturating_sub(1));
-        if last_event_seq > MAX_INPUT_SEQ {
+        if events > 0 && envelope.first_event_seq.saturating_add(events - 1) > MAX_INPUT_SEQ {
             let message = format!("events must be numbered at most {MAX_INPUT_SEQ} (2^53 - 1)");
             self.reply(error_message(ErrorCode::BadRequest, &message, 0, ""));
             return Ok(());

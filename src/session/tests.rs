@@ -1024,6 +1024,12 @@ fn numbered_events_are_taken_once_and_acknowledged() {
     assert_eq!(h.errors(), []);
     h.one(ping(6)).unwrap();
     assert!(matches!(&h.replies()[..], [Kind::Pong(p)] if p.events_received == MAX_INPUT_SEQ));
+    // An envelope with no event numbers none: its first number is not looked at.
+    h.send_numbered(u64::MAX, vec![ping(7)]).unwrap();
+    assert!(
+        matches!(&h.replies()[..], [Kind::Pong(p)] if p.nonce == 7),
+        "answered, no error"
+    );
 }
 
 /// Once the node's rooms are handed off (the node stopping), events are not taken:
