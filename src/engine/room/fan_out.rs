@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::{Room, TickReport};
 use crate::delta::{FrameMeta, View};
-use crate::engine::outbox::{Delivery, Keep, Kept, PendingState};
+use crate::engine::outbox::{Baseline, Delivery, Keep, Kept, PendingState};
 use crate::packed::Values;
 use crate::state::{MemberId, Own, Tick};
 
@@ -95,7 +95,9 @@ impl Room {
             };
         }
         self.bodies.clear();
-        if self.recent_full.as_ref().is_some_and(|r| r.tick < oldest_baseline) {
+        // A joiner's next frame is a delta against the snapshot it got: its tick must
+        // still be in the window then.
+        if self.recent_full.as_ref().is_some_and(|r| r.tick <= oldest_baseline) {
             self.recent_full = None;
         }
 
@@ -173,120 +175,146 @@ impl Room {
         if new_full && m.last_full != 0 && pass.tick < m.last_full + Tick::from(self.config.tick_rate) {
             return None;
         }
-        let frame = if full && !pass.full_allowed {
+        if full && !pass.full_allowed {
             // While the budget is spent, a new member with nothing of the room yet
-            // gets the room's last full snapshot if it is still within the window
-            // (its next frame is a delta against it): a steady stream of joiners
-            // waits for nothing. (Not to one that sees entities of owner-only kinds:
-            // its own part would be of another tick; nor after an input: the frame's
-            // `last_input_seq` would be ahead of its state.)
-            let nothing_own = own.count == 0 && own.changed == 0;
-            let recent = (self.recent_full.as_ref())
-                .filter(|r| found.fresh && m.last_applied == 0 && nothing_own && r.tick >= pass.oldest_baseline);
-            let Some(recent) = recent else {
+            // gets the room's last full snapshot (still within the window: see
+            // `fan_out`) and a delta against it at the next tick: a steady stream of
+            // joiners waits for nothing. Not one that sees entities of owner-only
+            // kinds (`changed` is set when it gains one: its own part would be of
+            // another tick), nor after an input was applied (the frame's
+            // `last_input_seq` would be ahead of its state).
+            let fits = found.fresh && m.last_applied == 0 && own.changed == 0;
+            let Some(recent) = self.recent_full.as_ref().filter(|_| fits) else {
                 m.behind = true;
                 return None;
             };
-            PendingState {
+            let frame = PendingState {
                 room: self.key,
                 tick: recent.tick,
                 baseline: 0,
                 body: recent.body.clone(),
                 own: Bytes::new(),
                 last_input_seq: 0,
-                server_time_us: recent.server_time_us,
-            }
-        } else {
-            // Numbers relative to the baseline need a client whose state is the
-            // baseline's; over QUIC datagrams it may be ahead of it.
-            let values = match found.delivery {
-                Delivery::Reliable => Values::AgainstBaseline,
-                Delivery::Acknowledged => Values::Absolute,
-            };
-            let checksum_sent = full || pass.with_checksum;
-            let (key, baseline) = if full {
-                (BodyKey::Full, 0)
-            } else {
-                let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
-                (BodyKey::Delta(changes, values), delivered)
-            };
-            // The naive baseline shares nothing: one encoding per member.
-            let shared = if pass.naive {
-                None
-            } else {
-                self.bodies.iter().find(|(k, _)| *k == key)
-            };
-            let body = match shared {
-                Some((_, body)) => body.clone(),
-                None => {
-                    let meta = FrameMeta {
-                        room: &self.id,
-                        server_time_us: pass.server_time_us,
-                        checksum: checksum_sent.then_some(pass.checksum),
-                    };
-                    (self.encoder).encode(&self.world, baseline, values, View::Shared, meta, &mut self.buf);
-                    let body = self.buf.split().freeze();
-                    report.encodes += 1;
-                    self.stats.bytes_encoded += body.len() as u64;
-                    match key {
-                        BodyKey::Full => {
-                            (report.full_bytes, self.full_size) = (body.len(), body.len());
-                            self.full_budget -= body.len() as i64;
-                            if !pass.naive {
-                                self.recent_full = Some(RecentFull {
-                                    tick: pass.tick,
-                                    server_time_us: pass.server_time_us,
-                                    body: body.clone(),
-                                });
-                            }
-                        }
-                        BodyKey::Delta(..) => report.delta_bytes = report.delta_bytes.max(body.len()),
-                    }
-                    self.bodies.push((key, body.clone()));
-                    body
-                }
-            };
-            // What this member sees beyond the shared body: its own entities of
-            // owner-only kinds (added, changed or lost since the baseline), and its
-            // view's checksum when the frame carries one.
-            let own_part = if own.changed > baseline || (own.count > 0 && checksum_sent) {
-                let checksum = checksum_sent.then(|| pass.checksum.wrapping_add(own.checksum));
-                (self.encoder).encode_own(&self.world, m.id, baseline, values, checksum, &mut self.buf);
-                report.own_bytes += self.buf.len();
-                self.stats.bytes_encoded += self.buf.len() as u64;
-                self.buf.split().freeze()
-            } else {
-                Bytes::new()
-            };
-            PendingState {
-                room: self.key,
-                tick: pass.tick,
-                baseline,
-                body,
-                own: own_part,
-                last_input_seq: m.last_applied,
                 server_time_us: pass.server_time_us,
+            };
+            // Owed a frame at the next tick if the room changed since.
+            let behind = recent.tick < self.world.last_shared_change();
+            self.push_state(i, frame, found, new_full, behind, report);
+            return None;
+        }
+        // Numbers relative to the baseline need a client whose state is the
+        // baseline's; over QUIC datagrams it may be ahead of it.
+        let values = match found.delivery {
+            Delivery::Reliable => Values::AgainstBaseline,
+            Delivery::Acknowledged => Values::Absolute,
+        };
+        let checksum_sent = full || pass.with_checksum;
+        let (key, baseline) = if full {
+            (BodyKey::Full, 0)
+        } else {
+            let changes = self.change_ticks.iter().rev().take_while(|&&t| t > delivered).count();
+            (BodyKey::Delta(changes, values), delivered)
+        };
+        // The naive baseline shares nothing: one encoding per member.
+        let shared = if pass.naive {
+            None
+        } else {
+            self.bodies.iter().find(|(k, _)| *k == key)
+        };
+        let body = match shared {
+            Some((_, body)) => body.clone(),
+            None => {
+                let meta = FrameMeta {
+                    room: &self.id,
+                    server_time_us: pass.server_time_us,
+                    checksum: checksum_sent.then_some(pass.checksum),
+                };
+                (self.encoder).encode(&self.world, baseline, values, View::Shared, meta, &mut self.buf);
+                let body = self.buf.split().freeze();
+                report.encodes += 1;
+                self.stats.bytes_encoded += body.len() as u64;
+                match key {
+                    BodyKey::Full => {
+                        (report.full_bytes, self.full_size) = (body.len(), body.len());
+                        self.full_budget -= body.len() as i64;
+                        // Kept for joiners only once the budget could not pay for
+                        // another: until then they get a new one.
+                        self.recent_full = (!pass.naive && self.full_budget < body.len() as i64).then(|| RecentFull {
+                            tick: pass.tick,
+                            body: body.clone(),
+                        });
+                    }
+                    BodyKey::Delta(..) => report.delta_bytes = report.delta_bytes.max(body.len()),
+                }
+                self.bodies.push((key, body.clone()));
+                body
             }
         };
+        // What this member sees beyond the shared body: its own entities of
+        // owner-only kinds (added, changed or lost since the baseline), and its
+        // view's checksum when the frame carries one.
+        let own_part = if own.changed > baseline || (own.count > 0 && checksum_sent) {
+            let checksum = checksum_sent.then(|| pass.checksum.wrapping_add(own.checksum));
+            (self.encoder).encode_own(
+                &self.world,
+                self.members[i].id,
+                baseline,
+                values,
+                checksum,
+                &mut self.buf,
+            );
+            report.own_bytes += self.buf.len();
+            self.stats.bytes_encoded += self.buf.len() as u64;
+            self.buf.split().freeze()
+        } else {
+            Bytes::new()
+        };
+        let frame = PendingState {
+            room: self.key,
+            tick: pass.tick,
+            baseline,
+            body,
+            own: own_part,
+            last_input_seq: self.members[i].last_applied,
+            server_time_us: pass.server_time_us,
+        };
+        self.push_state(i, frame, found, new_full, false, report);
+        None
+    }
+
+    /// Queues `frame` for the member at `i`, against the baseline
+    /// `Outbox::supersede_state` found; `new_full`: it is a new full snapshot (see
+    /// `Member::last_full`); `behind`: a frame is owed at the next tick however little
+    /// changes.
+    fn push_state(
+        &mut self,
+        i: usize,
+        frame: PendingState,
+        found: Baseline,
+        new_full: bool,
+        behind: bool,
+        report: &mut TickReport,
+    ) {
+        let m = &mut self.members[i];
+        let full = frame.baseline == 0;
         if !m.outbox.push_state(frame, found) {
             // The session was reset (resumed) meanwhile: a full snapshot next tick.
             m.needs_full = true;
-            return None;
+            return;
         }
         m.last_sent_seq = m.last_applied;
-        (m.needs_full, m.behind) = (false, false);
+        (m.needs_full, m.behind) = (false, behind);
         if new_full {
-            m.last_full = pass.tick;
+            m.last_full = self.world.tick();
         }
         report.frames += 1;
         report.full_frames += u32::from(full);
-        None
     }
 }
 
-/// The last full snapshot a room encoded (see `Room::send_state`).
+/// The last full snapshot a room encoded, once its budget could not pay for another
+/// (see `Room::send_state`).
 pub(super) struct RecentFull {
     tick: Tick,
-    server_time_us: u64,
     body: Bytes,
 }

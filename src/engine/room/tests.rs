@@ -2634,24 +2634,11 @@ fn full_snapshots_are_paced_by_their_size_whoever_needs_them() {
 #[test]
 fn a_joiner_gets_the_recent_full_snapshot_while_the_budget_is_spent() {
     let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
+    let _spenders = spend_the_budget(&mut room, &mut writer, &mut seq);
     let mut change = |room: &mut Room| {
         seq += 1;
         room.push_input(1, seq, update(1, vec![string(1, seq as usize % 7)]));
     };
-    // Members that never read, joining a tick apart, spend the budget.
-    let mut spenders = Vec::new();
-    for id in 2.. {
-        let member = Client::new(id);
-        join(&mut room, &member);
-        spenders.push(member);
-        change(&mut room);
-        if room.tick(0).full_bytes == 0 {
-            break;
-        }
-        writer.read();
-        assert!(id < 30, "the budget is never spent");
-    }
-    writer.read();
     let mut joiner = Client::new(100);
     let mut eager = Client::new(101);
     join(&mut room, &joiner);
@@ -2670,6 +2657,94 @@ fn a_joiner_gets_the_recent_full_snapshot_while_the_budget_is_spent() {
     assert_eq!(joiner.read(), 1);
     assert_eq!(last_state(&mut joiner).baseline_tick, first.tick);
     assert!(joiner.mirror.world().same_state(room.world()));
+}
+
+/// The members of a room filled by [`filled_room_at_10_hz`] that join a tick apart
+/// (the room changing at each) and never read, until its full snapshot budget is
+/// spent (a tick encodes none).
+fn spend_the_budget(room: &mut Room, writer: &mut Client, seq: &mut u64) -> Vec<Client> {
+    let mut spenders = Vec::new();
+    for id in 2..30 {
+        let member = Client::new(id);
+        join(room, &member);
+        spenders.push(member);
+        *seq += 1;
+        room.push_input(1, *seq, update(1, vec![string(1, *seq as usize % 7)]));
+        let spent = room.tick(0).full_bytes == 0;
+        writer.read();
+        if spent {
+            return spenders;
+        }
+    }
+    panic!("the budget is never spent");
+}
+
+/// A joiner given the room's last full snapshot, in a room that changed after it and
+/// then stays still, is brought up to date at the next tick (it used to wait for the
+/// next change or idle frame, holding a state the checksum could not tell was old).
+#[test]
+fn a_joiner_given_an_older_snapshot_of_a_still_room_is_brought_up_to_date_next() {
+    let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
+    let _spenders = spend_the_budget(&mut room, &mut writer, &mut seq);
+    let mut joiner = Client::new(100);
+    join(&mut room, &joiner);
+    assert_eq!(room.tick(0).full_bytes, 0);
+    assert_eq!(joiner.read(), 1);
+    assert!(last_state(&mut joiner).tick < room.world().last_shared_change());
+    room.tick(0); // nothing changes
+    assert_eq!(joiner.read(), 1);
+    assert!(joiner.mirror.world().same_state(room.world()));
+}
+
+/// The snapshot a joiner is given is one whose tick is still in the window at the
+/// next tick, so that the frame after it is a delta, not a full snapshot waiting for
+/// the budget: with a window of 7 ticks in a room changing at every tick, a probe
+/// joining at each tick gets a frame at the tick after it joined.
+#[test]
+fn a_joiners_older_snapshot_is_followed_by_a_delta_at_the_next_tick() {
+    let mut room = relay_room(RoomConfig {
+        tick_rate: 10,
+        history: 7,
+        max_members: 512,
+        ..Default::default()
+    });
+    let (mut writer, mut second) = (Client::new(1), Client::new(2000));
+    join(&mut room, &writer);
+    join(&mut room, &second);
+    for id in 1..=112 {
+        let all = (1..=32).map(|f| string(f, 1000)).collect();
+        let (member, seq) = if id <= 64 { (1, id) } else { (2000, id - 64) };
+        room.push_input(member, seq, create(id, all));
+        room.tick(0);
+        writer.read();
+        second.read();
+    }
+    let mut seq = 112;
+    let mut idle = Vec::new();
+    let mut probes: Vec<(Client, Tick)> = Vec::new();
+    let mut given_older = 0;
+    for id in 2..80 {
+        let (member, probe) = (Client::new(id), Client::new(1000 + id));
+        join(&mut room, &member);
+        join(&mut room, &probe);
+        idle.push(member);
+        seq += 1;
+        room.push_input(1, seq, update(1, vec![string(1, seq as usize % 7)]));
+        room.tick(0);
+        let now = room.world().tick();
+        writer.read();
+        second.read();
+        for (probe, joined) in &mut probes {
+            let frames = probe.read();
+            assert!(*joined + 1 != now || frames == 1, "probe {} joined at {joined}: no frame at {now}", probe.id);
+        }
+        let mut probe = probe;
+        if probe.read() == 1 {
+            given_older += u32::from(last_state(&mut probe).tick < now);
+            probes.push((probe, now));
+        }
+    }
+    assert!(given_older > 10, "{given_older} probes given an older snapshot");
 }
 
 /// A member that takes nothing (its connection lost, or not reading) for longer than
