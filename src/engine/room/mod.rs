@@ -224,8 +224,8 @@ pub struct Room {
     /// Members whose waiting untaken frame was kept this tick (see `Room::fan_out`);
     /// kept between ticks (no allocation).
     kept: Vec<usize>,
-    /// The last full snapshot encoded, while it is within the history window (see
-    /// `Room::send_state`).
+    /// The last full snapshot encoded if the budget could not pay for another then,
+    /// while joiners may still get it (see `Room::send_state`).
     recent_full: Option<RecentFull>,
     /// A restored room's members, by member id: their seats (and entities) are kept
     /// until the tick given, for their sessions to take back.
