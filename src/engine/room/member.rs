@@ -31,8 +31,9 @@ pub(super) struct Member {
     /// `last_applied` as of the last frame sent.
     pub last_sent_seq: u64,
     pub needs_full: bool,
-    /// The room changed while a large full snapshot waited for it, untaken (see
-    /// `Room::fan_out`): a frame is owed once it takes that one.
+    /// A frame is owed at the next tick, however little changes (see
+    /// `Room::fan_out`): what waited for it untaken was kept, or its full snapshot
+    /// waits for the room's budget, or it was given a snapshot of an earlier tick.
     pub behind: bool,
     /// The tick of the last new full snapshot it was sent: its first, one a resync
     /// earned, or the first after its session was reset by a resume (0: none yet).

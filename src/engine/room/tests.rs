@@ -2736,7 +2736,11 @@ fn a_joiners_older_snapshot_is_followed_by_a_delta_at_the_next_tick() {
         second.read();
         for (probe, joined) in &mut probes {
             let frames = probe.read();
-            assert!(*joined + 1 != now || frames == 1, "probe {} joined at {joined}: no frame at {now}", probe.id);
+            assert!(
+                *joined + 1 != now || frames == 1,
+                "probe {} joined at {joined}: no frame at {now}",
+                probe.id
+            );
         }
         let mut probe = probe;
         if probe.read() == 1 {
