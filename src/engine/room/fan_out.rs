@@ -19,10 +19,10 @@ const FULL_BYTES_PER_SECOND: i64 = 4 << 20;
 /// now and then get theirs at once, and only a steady demand is paced.
 pub(super) const FULL_BURST_BYTES: i64 = 16 << 20;
 
-/// A full snapshot waiting untaken for a member (its connection lost, or not
-/// reading) in a room whose snapshots are larger than this stays as it is: replacing
-/// it at every change would cost the room's whole state a tick, and a member that
-/// takes it late gets a newer one next (see `Room::fan_out`).
+/// What waits untaken for a member (its connection lost, or not reading) in a room
+/// whose full snapshots are larger than this stays as it is when replacing it would
+/// cost a full snapshot (a full snapshot, or a delta whose baseline left the window),
+/// until a full snapshot the room encodes replaces it (see `Room::fan_out`).
 const KEEP_FULL_BYTES: usize = 16 << 10;
 
 /// Which body a member's frame uses: every member whose delta would hold the same
@@ -67,7 +67,8 @@ impl Room {
         let naive = self.config.naive_fanout;
         // Full snapshots are paced by their size (`FULL_BYTES_PER_SECOND`, after a
         // burst): one encoding serves every member that needs one at that tick, and
-        // while the budget is spent the members that need one get nothing. While it
+        // while the budget is spent the members that need one get nothing, except new
+        // members, given the last one encoded (see `send_state`). While it
         // is spent, and always in a room of large snapshots (`KEEP_FULL_BYTES`), what
         // waits untaken for a member (its connection lost, or not reading) is kept
         // when replacing it would cost a full snapshot: a full snapshot, or a delta
@@ -152,9 +153,10 @@ impl Room {
         }
     }
 
-    /// Hands the member at `i` this tick's state frame, encoding its body unless a
-    /// member before it had the same; returns the waiting frame it kept instead, if
-    /// any (see [`Keep`]).
+    /// Hands the member at `i` this tick's state frame (or, while the budget is spent,
+    /// the room's last full snapshot; or nothing, when its full snapshot must wait),
+    /// encoding its body unless a member before it had the same; returns the waiting
+    /// frame it kept instead, if any (see [`Keep`]).
     fn send_state(&mut self, i: usize, own: Own, pass: &Pass, report: &mut TickReport) -> Option<Kept> {
         let m = &mut self.members[i];
         let keep = if m.needs_full { Keep::NOTHING } else { pass.keep };
@@ -176,10 +178,11 @@ impl Room {
             return None;
         }
         if full && !pass.full_allowed {
-            // While the budget is spent, a new member with nothing of the room yet
-            // gets the room's last full snapshot (still within the window: see
-            // `fan_out`) and a delta against it at the next tick: a steady stream of
-            // joiners waits for nothing. Not one that sees entities of owner-only
+            // While the budget is spent, a member with nothing of the room on this
+            // connection (a new one, or a session reset by a resume) gets the room's
+            // last full snapshot (still within the window: see `fan_out`) and, if the
+            // room changed since, a delta against it at the next tick: a steady
+            // stream of joiners waits for nothing. Not one that sees entities of owner-only
             // kinds (`changed` is set when it gains one: its own part would be of
             // another tick), nor after an input was applied (the frame's
             // `last_input_seq` would be ahead of its state).

@@ -35,7 +35,8 @@ pub(super) struct Member {
     /// `Room::fan_out`): what waited for it untaken was kept, or its full snapshot
     /// waits for the room's budget, or it was given a snapshot of an earlier tick.
     pub behind: bool,
-    /// The tick of the last new full snapshot it was sent: its first, one a resync
+    /// The tick at which it was last sent a new full snapshot (whatever that
+    /// snapshot's tick): its first, one a resync
     /// earned, or the first after its session was reset by a resume (0: none yet).
     /// Full snapshots sent again until an unreliable transport's client has one do
     /// not count.

@@ -413,7 +413,7 @@ impl Shard {
         }
         let turn = self.clock.now();
         let now = turn.instant;
-        // Whether a room this turn leaves has members.
+        // Whether a room still on this thread after this turn has members.
         let mut occupied = false;
         let mut i = 0;
         while i < self.rooms.len() {
