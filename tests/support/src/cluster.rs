@@ -15,6 +15,9 @@ use crate::server::{TestServer, start_config};
 /// renews in time (every third of it).
 pub const LEASE: Duration = Duration::from_millis(1_500);
 
+/// The leases of [`TestCluster::directory_as`]: longer than any test.
+pub const SCENERY_LEASE: Duration = Duration::from_secs(120);
+
 /// See the module documentation.
 pub struct TestCluster {
     /// The directory's Redis.
@@ -99,8 +102,10 @@ impl TestCluster {
         .await;
     }
 
-    /// The cluster's directory as node `id` at `url` sees it (with leases of
-    /// [`LEASE`]): no relay runs behind it, so what it claims is a test's scenery.
+    /// The cluster's directory as node `id` at `url` sees it: no relay runs behind it,
+    /// so what it claims is a test's scenery, and it never renews; its leases of
+    /// [`SCENERY_LEASE`] stand for a node that does, however long a loaded machine
+    /// takes to set the scene.
     pub async fn directory_as(&self, id: &str, url: &str) -> RedisDirectory {
         let node = Node {
             id: id.into(),
@@ -109,7 +114,7 @@ impl TestCluster {
         let cluster = self.config(|_| {}).cluster;
         let redis = RedisAddress::from_config(&cluster).expect("the certificates read");
         let redis = redis.expect("cluster mode");
-        RedisDirectory::connect(&redis, node, LEASE, &cluster.key_prefix)
+        RedisDirectory::connect(&redis, node, SCENERY_LEASE, &cluster.key_prefix)
             .await
             .expect("Redis answers")
     }
