@@ -980,21 +980,29 @@ async fn stop_taking_calls(redis: RedisServer) {
     };
     // Calls published while the node stops taking them: each one that counted a
     // listener must come before the marker, none after.
-    let publisher = tokio::spawn(async move {
-        let mut counted = Vec::new();
-        for i in 0.. {
-            match other.send_removal("a", &removal(i)).await.unwrap() {
-                true => counted.push(format!("u{i}")),
-                false => break,
+    let under_way = Arc::new(AtomicU64::new(0));
+    let publisher = tokio::spawn({
+        let under_way = under_way.clone();
+        async move {
+            let mut counted = Vec::new();
+            for i in 0.. {
+                match other.send_removal("a", &removal(i)).await.unwrap() {
+                    true => counted.push(format!("u{i}")),
+                    false => break,
+                }
+                under_way.store(counted.len() as u64, Ordering::Release);
             }
+            (counted, other)
         }
-        (counted, other)
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the publisher under way", || {
+        let sent = under_way.load(Ordering::Acquire);
+        std::future::ready(if sent > 10 { Ok(()) } else { Err(sent) })
+    })
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     stopping.stop_calls(deadline).await.unwrap();
     let (counted, other) = publisher.await.unwrap();
-    assert!(counted.len() > 10, "the publisher was under way: {}", counted.len());
     let mut received = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(5), inbox.recv())
@@ -1076,6 +1084,35 @@ async fn join_typed_or_redirect(client: &mut TestClient, room: &str, room_type: 
         .await
 }
 
+/// [`join_or_redirect`] of a room another node handed off as it stopped, asked again
+/// while the answer is UNAVAILABLE: a claim of a room with a checkpoint and no lease
+/// waits for renewals to settle, and after a hand-off one renewal late on a loaded
+/// machine reads as a Redis stall (a gap of half a lease), for a lease.
+async fn join_handed_off(client: &mut TestClient, room: &str, room_type: &str) -> Option<String> {
+    let started = Instant::now();
+    loop {
+        let request_id = client.send_join(room, room_type, "").await;
+        let answer = client
+            .until(|k| match k {
+                Kind::Joined(j) if j.request_id == request_id => Some(Some(None)),
+                Kind::Redirect(r) if r.request_id == request_id => Some(Some(Some(r.url.clone()))),
+                Kind::Error(e) if e.request_id == request_id && e.code == ErrorCode::Unavailable as i32 => Some(None),
+                Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
+                _ => None,
+            })
+            .await;
+        if let Some(answer) = answer {
+            return answer;
+        }
+        assert!(
+            started.elapsed() < 5 * LEASE,
+            "still UNAVAILABLE after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(LEASE / 10).await;
+    }
+}
+
 fn node_url(node: &TestServer) -> String {
     format!("wss://{}/ws", node.addr)
 }
@@ -1144,9 +1181,16 @@ async fn a_new_room_opens_on_the_least_loaded_node() {
     use tickrelay::config::Placement;
     let cluster = TestCluster::start();
     let least_loaded = |c: &mut tickrelay::config::Config| c.cluster.placement = Placement::LeastLoaded;
+    // b renews slowly, so that the burst below, on a loaded machine too, places
+    // rooms faster than b's renewals.
     let (a, b) = (
         cluster.node_with(least_loaded).await,
-        cluster.node_with(least_loaded).await,
+        cluster
+            .node_with(|c| {
+                least_loaded(c);
+                renewing_slowly(c);
+            })
+            .await,
     );
     let mut crowd = Vec::new();
     for _ in 0..12 {
@@ -1357,10 +1401,10 @@ async fn a_node_that_stops_releases_its_rooms() {
     join_or_redirect(&mut on_a, "lobby").await;
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
+    let observer = cluster.directory_as("observer", "").await;
+    assert_eq!(observer.locate("lobby").await.unwrap(), None, "no lease to wait out");
     let mut on_b = TestClient::connect(&b).await;
-    let started = Instant::now();
-    assert_eq!(join_or_redirect(&mut on_b, "lobby").await, None);
-    assert!(started.elapsed() < LEASE, "joined without waiting for the lease");
+    assert_eq!(join_handed_off(&mut on_b, "lobby", "").await, None);
 }
 
 /// Redis lost: rooms open here keep running and their members keep playing; what
@@ -1622,8 +1666,10 @@ async fn create_and_wait(client: &mut TestClient, room: &str, id: u64) {
 }
 
 /// Joins `room` until a node answers `Joined` (not redirected, not UNAVAILABLE), as
-/// a client retrying after its node died would; returns the time it took.
-async fn join_until_open(client: &mut TestClient, room: &str) -> Duration {
+/// a client retrying after its node died would; fails the test after five leases
+/// (a failover takes one or two: the dead node's leases lapse, then renewals settle,
+/// and a loaded machine's late renewals may add one).
+async fn join_until_open(client: &mut TestClient, room: &str) {
     let started = Instant::now();
     loop {
         let request_id = client.send_join(room, "", "").await;
@@ -1637,7 +1683,7 @@ async fn join_until_open(client: &mut TestClient, room: &str) -> Duration {
             })
             .await;
         if joined {
-            return started.elapsed();
+            return;
         }
         assert!(started.elapsed() < 5 * LEASE, "the room never opened again");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1656,7 +1702,7 @@ async fn a_room_moves_with_its_state_when_its_node_stops() {
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
     let mut back = TestClient::connect(&b).await;
-    assert_eq!(join_or_redirect(&mut back, "world").await, None);
+    assert_eq!(join_handed_off(&mut back, "world", "").await, None);
     back.frames_in("world", 1).await;
     let entities: Vec<u64> = back.mirrors["world"].world().entities().map(|e| e.id()).collect();
     assert_eq!(entities, [5], "the entity moved with the room");
@@ -1718,8 +1764,15 @@ async fn backend_calls_follow_a_room_whose_node_stops() {
     stopped.store(true, Ordering::Release);
     let accepted = banning.await.unwrap();
     let auth = "Authorization: Bearer backend-secret\r\n";
-    let (status, body) = b.https_request("GET", "/rooms/world", auth, b"").await;
-    assert_eq!(status, 200, "{body}");
+    // (503 while b's claim of the handed-off room waits for renewals to settle: see
+    // `join_handed_off`.)
+    let body = eventually("b opens the room", || async {
+        match b.https_request("GET", "/rooms/world", auth, b"").await {
+            (200, body) => Ok(body),
+            other => Err(other),
+        }
+    })
+    .await;
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     let banned: Vec<&str> = (view["bans"].as_array().unwrap().iter())
         .map(|ban| ban["user_id"].as_str().unwrap())
@@ -2226,7 +2279,7 @@ async fn survive_a_kill(cluster: TestCluster) {
     assert_eq!((back.welcome.session_id, back.welcome.resumed), (session_id, false));
     assert_ne!(back.welcome.resume_token, token, "a token of b's");
     assert_eq!(b.metric("tickrelay_sessions_moved_total"), 1);
-    let failover = join_until_open(&mut back, "world").await;
+    join_until_open(&mut back, "world").await;
     back.frames_in("world", 1).await;
     let world = back.mirrors["world"].world();
     let entities: Vec<(u64, u64)> = world.entities().map(|e| (e.id(), e.owner())).collect();
@@ -2237,7 +2290,6 @@ async fn survive_a_kill(cluster: TestCluster) {
         "its seat, with its applied input"
     );
     assert_eq!(b.metric("tickrelay_rooms_restored_total"), 1);
-    assert!(failover < 3 * LEASE, "open again {failover:?} after the kill");
     // It goes on playing: its next input (seq 2) creates an entity it owns.
     let seq = back
         .input_with_seq("world", 2, tickrelay_testkit::create_entity(6))
@@ -2321,11 +2373,7 @@ async fn rolling_restart(cluster: TestCluster) {
 
     let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
     assert_eq!(back.welcome.session_id, session_id);
-    assert_eq!(
-        join_or_redirect(&mut back, "world").await,
-        None,
-        "restored on b at once"
-    );
+    assert_eq!(join_handed_off(&mut back, "world", "").await, None, "restored on b");
     back.frames_in("world", 1).await;
     let mirror = &back.mirrors["world"];
     let owned: Vec<u64> = (mirror.world().entities())
@@ -2375,7 +2423,7 @@ async fn events_owed_at_a_hand_off_follow_the_room() {
     let before = kinds.len();
     a.task.take().unwrap().await.unwrap();
     let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
-    assert_eq!(join_typed_or_redirect(&mut back, "hall", "slow").await, None);
+    assert_eq!(join_handed_off(&mut back, "hall", "slow").await, None);
     while kinds.len() < EVENTS {
         kinds.push(back.next_event().await.kind);
     }
@@ -2418,7 +2466,7 @@ async fn hidden_entities_move_with_their_room_and_stay_hidden() {
     for ((session_id, token), card) in tokens.into_iter().zip([7, 8]) {
         let mut back = TestClient::resume_over(&b, Transport::WebSocket, &token).await.unwrap();
         assert_eq!(back.welcome.session_id, session_id);
-        assert_eq!(join_or_redirect(&mut back, "table").await, None, "restored on b");
+        assert_eq!(join_handed_off(&mut back, "table", "").await, None, "restored on b");
         back.frames_in("table", 1).await;
         let mirror = &back.mirrors["table"];
         let held: Vec<u64> = mirror.world().entities().map(|e| e.id()).collect();
@@ -2533,7 +2581,7 @@ async fn a_configured_room_stays_persistent_when_it_moves() {
     a.shutdown.cancel();
     a.task.take().unwrap().await.unwrap();
     let mut player = TestClient::connect(&b).await;
-    assert_eq!(join_or_redirect(&mut player, "lobby").await, None);
+    assert_eq!(join_handed_off(&mut player, "lobby", "").await, None);
     player.close_normally().await;
     // Empty for twice its empty-room TTL: this sleep is the scenario.
     tokio::time::sleep(Duration::from_millis(2_500)).await;

@@ -641,7 +641,7 @@ async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transp
     // The 1 s flood window, with slack for a busy machine.
     let elapsed = told.elapsed();
     assert!(
-        elapsed < Duration::from_millis(2000),
+        elapsed < Duration::from_millis(4000),
         "closed {elapsed:?} after the first RATE_LIMITED"
     );
     good.frames_in("busy", 60).await;
@@ -649,8 +649,8 @@ async fn a_flood_is_closed_with_1008_and_others_are_unaffected(transport: Transp
     assert!(server.metric("tickrelay_messages_rate_limited_total") > 0);
 }
 
-/// One input per message, 200 a second, arriving 8 at a time every 40 ms (as a client
-/// with Nagle's algorithm on sends them): each bunch finds a few tokens refilled and
+/// One input per message, 200 a second, arriving in bunches (8 every 40 ms, as a
+/// client with Nagle's algorithm on sends them): each bunch finds a few tokens refilled and
 /// gets some through, and the flood is closed with 1008 all the same.
 async fn a_flood_in_bunches_is_closed_with_1008(transport: Transport) {
     let server = start_with(|_| {}).await;
@@ -660,7 +660,10 @@ async fn a_flood_in_bunches_is_closed_with_1008(transport: Transport) {
     let mut seq = 0u64;
     let close = 'flood: loop {
         assert!(started.elapsed() < Duration::from_secs(5), "not closed within 5 s");
-        for _ in 0..8 {
+        // 200 a second however slowly this loop turns on a busy machine: a bunch is
+        // every message due by now (8 when the loop keeps its 40 ms).
+        let due = (started.elapsed().as_secs_f64() * 200.0) as u64 + 8;
+        while seq < due {
             seq += 1;
             let input = proto::Input {
                 room: "bunched".into(),
@@ -1108,7 +1111,7 @@ async fn control_and_continuation_frame_floods_are_closed_with_1008() {
         flood.abort();
         assert_eq!(close, 1008, "{name}");
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_millis(4500),
             "{name}: closed after {:?}",
             started.elapsed()
         );

@@ -130,12 +130,16 @@ async fn a_path_that_stalled_gets_fresh_frames_not_its_backlog() {
     forwarder.counters.stalled.store(false, Ordering::Relaxed);
     let recovered_us = unix_micros();
 
-    // For 3 s after (the relay's next loss probe may come a second or two after the
-    // path recovered, and with its acknowledgement its sending): frames made more
-    // than 250 ms before the path recovered are the backlog.
+    // Until 60 fresh frames came (the relay's next loss probe may come a second or
+    // two after the path recovered, and with its acknowledgement its sending; a
+    // loaded machine may take longer): frames made more than 250 ms before the path
+    // recovered are the backlog.
     let (mut late, mut fresh) = (0, 0);
-    let until = tokio::time::Instant::now() + Duration::from_secs(3);
-    while let Ok(message) = tokio::time::timeout_at(until, c.next()).await {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fresh < 60 {
+        let Ok(message) = tokio::time::timeout_at(until, c.next()).await else {
+            panic!("{fresh} fresh frames in 10 s");
+        };
         if let Some(Kind::State(frame)) = message.kind {
             if frame.server_time_us + 250_000 < recovered_us {
                 late += 1;
@@ -148,7 +152,6 @@ async fn a_path_that_stalled_gets_fresh_frames_not_its_backlog() {
     eprintln!("after the stall: {late} late frames, {fresh} fresh; {superseded} dropped as superseded");
     // At 60 Hz the stall's 180 ticks would otherwise arrive late, the most of them.
     assert!(late <= 12, "{late} frames of the stall's backlog arrived after it");
-    assert!(fresh >= 60, "{fresh} fresh frames in 3 s");
     assert!(superseded >= 60, "{superseded} datagrams dropped");
     assert!(c.mirrors["stall"].is_synced());
 }

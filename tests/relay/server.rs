@@ -1017,12 +1017,14 @@ async fn backends_remove_users_over_http() {
     };
     let (code, retry_after_ms) = rejoin(&mut a).await.unwrap_err();
     assert_eq!(code, ErrorCode::Forbidden as i32);
-    assert!((599_000..=600_000).contains(&retry_after_ms), "{retry_after_ms}");
+    // (600 s less the time since the ban: a loaded machine may take seconds.)
+    assert!((590_000..=600_000).contains(&retry_after_ms), "{retry_after_ms}");
     let (status, body) = get("/rooms/arena%203", API_AUTH).await;
     assert_eq!(status, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["bans"][0]["user_id"].as_str(), Some(&*a.welcome.user_id), "{body}");
-    assert_eq!(view["bans"][0]["remaining_secs"].as_u64(), Some(600), "{body}");
+    let remaining = view["bans"][0]["remaining_secs"].as_u64();
+    assert!(remaining.is_some_and(|secs| (590..=600).contains(&secs)), "{body}");
     // A user may be called `events`.
     assert_eq!(delete("/rooms/arena%203/users/events", API_AUTH).await.0, 202);
     assert_eq!(
@@ -1048,7 +1050,7 @@ async fn a_draining_relay_answers_not_ready_and_then_stops() {
     let server = tickrelay::server::Server::bind(tickrelay::config::Config::loopback(60))
         .await
         .unwrap()
-        .drain(std::time::Duration::from_millis(1500));
+        .drain(std::time::Duration::from_secs(5));
     let cert_pem = server.dev_certificate().unwrap().to_string();
     let mut server = tickrelay_testkit::serve(server, cert_pem);
     let mut client = TestClient::connect(&server).await;
@@ -1057,7 +1059,7 @@ async fn a_draining_relay_answers_not_ready_and_then_stops() {
     server.shutdown.cancel();
     let started = std::time::Instant::now();
     while server.https_get("/readyz").await.0 != 503 {
-        assert!(started.elapsed() < std::time::Duration::from_secs(1), "never draining");
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "never draining");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(server.https_get("/healthz").await.0, 200, "still serving");
@@ -1065,7 +1067,7 @@ async fn a_draining_relay_answers_not_ready_and_then_stops() {
     // Then the stop: the session closes with 1001.
     assert_eq!(client.close_frame().await.0, 1001);
     assert!(
-        started.elapsed() >= std::time::Duration::from_millis(1400),
+        started.elapsed() >= std::time::Duration::from_millis(4900),
         "{:?}",
         started.elapsed()
     );

@@ -259,12 +259,12 @@ async fn a_configured_room_opens_again_when_its_game_ends(transport: Transport) 
 }
 
 async fn a_game_removes_the_players_it_wants_gone(transport: Transport) {
-    let server = tag_server("idle_secs = 0.5\n", &[]).await;
+    let server = tag_server("idle_secs = 1.5\n", &[]).await;
     let (mut a, _, mut b, b_id) = two_players(&server, transport).await;
     // The first player keeps playing; the second sends nothing and is removed.
     let stay = input::Payload::Intent(Bytes::from_static(&[0, 0]));
     let mut keep_playing = tokio::time::interval(std::time::Duration::from_millis(100));
-    let removed = (ErrorCode::Forbidden as i32, "no input for 0.5 s".to_string());
+    let removed = (ErrorCode::Forbidden as i32, "no input for 1.5 s".to_string());
     let mut b_left = std::pin::pin!(left_yard(&mut b));
     let told = loop {
         tokio::select! {
