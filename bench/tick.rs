@@ -495,7 +495,7 @@ fn t2_fanout(c: &mut Criterion) {
                     tick += 1;
                     let start = Instant::now();
                     for outbox in &outboxes {
-                        let baseline = outbox.supersede_state(1, Keep::NOTHING).expect("nothing kept");
+                        let baseline = outbox.supersede_state(1, Keep::Nothing).expect("nothing kept");
                         let state = PendingState {
                             room: 1,
                             tick,

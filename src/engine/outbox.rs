@@ -95,20 +95,13 @@ pub struct Baseline {
 
 /// Which waiting (untaken) state frame [`Outbox::supersede_state`] keeps as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keep {
-    /// A full snapshot.
-    pub full: bool,
-    /// A delta, when the client's baseline is older than this tick: the client can
-    /// still apply it, and its replacement would have to be a full snapshot.
-    pub delta_before: Tick,
-}
-
-impl Keep {
+pub enum Keep {
     /// Every waiting frame is replaced.
-    pub const NOTHING: Keep = Keep {
-        full: false,
-        delta_before: 0,
-    };
+    Nothing,
+    /// A full snapshot, and a delta when the client's baseline is older than this
+    /// tick: the client can still apply it, and its replacement would have to be a
+    /// full snapshot.
+    FullOrDeltaBefore(Tick),
 }
 
 /// The waiting frame [`Outbox::supersede_state`] kept (see [`Keep`]).
@@ -116,8 +109,8 @@ impl Keep {
 pub enum Kept {
     /// A full snapshot.
     Full,
-    /// A delta on a baseline older than [`Keep::delta_before`], of this many bytes
-    /// (its body may be shared with other members').
+    /// A delta on a baseline older than [`Keep::FullOrDeltaBefore`]'s tick, of this
+    /// many bytes (its body may be shared with other members').
     Delta {
         /// Its body's and own part's length.
         bytes: usize,
@@ -418,15 +411,16 @@ impl Outbox {
         let mut inner = self.inner.lock();
         let mut dropped_full = false;
         if let Some(i) = inner.states.iter().position(|s| s.room == room) {
-            if inner.states[i].baseline == 0 {
-                if keep.full {
+            if let Keep::FullOrDeltaBefore(tick) = keep {
+                let waiting = &inner.states[i];
+                if waiting.baseline == 0 {
                     return Err(Kept::Full);
                 }
-            } else if inner.record(room).is_some_and(|r| r.baseline < keep.delta_before) {
-                let waiting = &inner.states[i];
-                return Err(Kept::Delta {
-                    bytes: waiting.body.len() + waiting.own.len(),
-                });
+                if inner.record(room).is_some_and(|r| r.baseline < tick) {
+                    return Err(Kept::Delta {
+                        bytes: waiting.body.len() + waiting.own.len(),
+                    });
+                }
             }
             dropped_full = inner.states.swap_remove(i).baseline == 0;
             inner.states_at.swap_remove(i);
@@ -736,7 +730,7 @@ mod tests {
     fn state_frames_are_superseded_against_the_delivered_tick() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert_eq!(b.tick, 0);
         assert!(outbox.push_state(state(1, 1, 0), b));
         assert!(outbox.drain(&mut batch));
@@ -744,7 +738,7 @@ mod tests {
 
         // The client stops reading: ticks 2..=50 each replace the previous one.
         for tick in 2..=50 {
-            let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+            let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
             assert_eq!(b.tick, 1, "baseline stays at what was taken");
             assert!(outbox.push_state(state(1, tick, 1), b));
         }
@@ -762,25 +756,19 @@ mod tests {
     #[test]
     fn a_waiting_frame_is_kept_when_asked() {
         let outbox = Outbox::new(OutboxLimits::default());
-        let keep_full = Keep {
-            full: true,
-            ..Keep::NOTHING
-        };
+        let keep_full = Keep::FullOrDeltaBefore(0);
         let b = outbox.supersede_state(1, keep_full).unwrap();
         assert!(outbox.push_state(state(1, 10, 0), b));
         assert_eq!(outbox.supersede_state(1, keep_full), Err(Kept::Full));
         assert_eq!(outbox.take_superseded(), 0);
-        let b = outbox.supersede_state(1, Keep::NOTHING).expect("replaced");
+        let b = outbox.supersede_state(1, Keep::Nothing).expect("replaced");
         assert_eq!((b.tick, b.fresh), (0, false), "a full snapshot again, not a new one");
         assert!(outbox.push_state(state(1, 11, 0), b));
         let mut batch = Batch::default();
         assert!(outbox.drain(&mut batch));
         assert_eq!(batch.states[0].tick, 11);
 
-        let keep_old_deltas = Keep {
-            full: true,
-            delta_before: 11,
-        };
+        let keep_old_deltas = Keep::FullOrDeltaBefore(11);
         let b = outbox.supersede_state(1, keep_old_deltas).unwrap();
         assert!(outbox.push_state(state(1, 12, 11), b));
         let b = outbox
@@ -792,10 +780,7 @@ mod tests {
             ..state(1, 13, 11)
         };
         assert!(outbox.push_state(delta, b));
-        let keep_old_deltas = Keep {
-            full: false,
-            delta_before: 12,
-        };
+        let keep_old_deltas = Keep::FullOrDeltaBefore(12);
         assert_eq!(
             outbox.supersede_state(1, keep_old_deltas),
             Err(Kept::Delta { bytes: 5 })
@@ -810,19 +795,16 @@ mod tests {
     fn a_waiting_delta_is_kept_by_the_acknowledged_baseline() {
         let outbox = Outbox::with_delivery(OutboxLimits::default(), Delivery::Acknowledged);
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 10, 0), b));
         assert!(outbox.drain(&mut batch));
         outbox.ack(1, 10);
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 11, 10), b));
         assert!(outbox.drain(&mut batch));
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 12, 10), b));
-        let keep_old_deltas = Keep {
-            full: true,
-            delta_before: 11,
-        };
+        let keep_old_deltas = Keep::FullOrDeltaBefore(11);
         assert!(matches!(
             outbox.supersede_state(1, keep_old_deltas),
             Err(Kept::Delta { .. })
@@ -841,7 +823,7 @@ mod tests {
     fn a_closed_rooms_last_frame_goes_before_its_left() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
         outbox.close_room(2, 4, Bytes::from_static(b"left 2")).unwrap();
@@ -871,12 +853,12 @@ mod tests {
     fn a_frame_never_goes_before_the_joined_queued_before_it() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
         // Room 2's tick: the Joined, then the first full snapshot.
         outbox.push_reliable(Bytes::from_static(b"joined 2")).unwrap();
-        let b = outbox.supersede_state(2, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(2, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(2, 40, 0), b));
         assert!(outbox.drain(&mut batch));
         let frames: Vec<RoomKey> = batch.states.iter().map(|s| s.room).collect();
@@ -894,16 +876,16 @@ mod tests {
     fn a_rooms_event_never_goes_after_the_frame_of_its_tick() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(2, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(2, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(2, 40, 0), b));
         assert!(outbox.drain(&mut batch));
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
         outbox
             .push_reliable(Bytes::from_static(b"event of room 2, tick 41"))
             .unwrap();
-        let b = outbox.supersede_state(2, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(2, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(2, 41, 40), b));
         assert!(outbox.drain(&mut batch));
         let frame_41 = batch.states.iter().any(|s| s.room == 2);
@@ -920,7 +902,7 @@ mod tests {
     fn a_closed_rooms_frame_dropped_holds_nothing_back() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left 1")).unwrap();
         outbox.push_reliable(Bytes::from_static(b"after")).unwrap();
@@ -939,7 +921,7 @@ mod tests {
     fn a_reset_queues_the_left_of_a_closed_room_at_once() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 7, 0), b));
         outbox.close_room(1, 3, Bytes::from_static(b"left")).unwrap();
         outbox.reset_delivered(Delivery::Reliable);
@@ -952,14 +934,14 @@ mod tests {
     fn an_untaken_full_snapshot_is_only_replaced_by_a_full_snapshot() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 1, 0), b));
         outbox.drain(&mut batch);
         // A resync queues a full snapshot at tick 2, not taken before tick 3.
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 2, 0), b));
         assert_eq!(
-            outbox.supersede_state(1, Keep::NOTHING).unwrap().tick,
+            outbox.supersede_state(1, Keep::Nothing).unwrap().tick,
             0,
             "tick 3 must be full too"
         );
@@ -969,29 +951,29 @@ mod tests {
     fn a_reset_between_the_halves_refuses_a_stale_delta() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 1, 0), b));
         outbox.drain(&mut batch);
-        let stale = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let stale = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert_eq!(stale.tick, 1);
         outbox.reset_delivered(Delivery::Reliable); // a resume, on another thread
         assert!(!outbox.push_state(state(1, 2, 1), stale));
-        assert_eq!(outbox.supersede_state(1, Keep::NOTHING).unwrap().tick, 0);
+        assert_eq!(outbox.supersede_state(1, Keep::Nothing).unwrap().tick, 0);
     }
 
     #[test]
     fn acknowledged_delivery_uses_the_last_acknowledged_tick() {
         let outbox = Outbox::with_delivery(OutboxLimits::default(), Delivery::Acknowledged);
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 10, 0), b));
         outbox.drain(&mut batch);
         // Taken but not acknowledged: still no baseline, the next frame is full too.
-        assert_eq!(outbox.supersede_state(1, Keep::NOTHING).unwrap().tick, 0);
+        assert_eq!(outbox.supersede_state(1, Keep::Nothing).unwrap().tick, 0);
         outbox.ack(1, 10);
         assert_eq!(outbox.delivered(1), 10);
         for tick in 11..=14 {
-            let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+            let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
             assert_eq!(b.tick, 10);
             assert!(outbox.push_state(state(1, tick, 10), b));
             outbox.drain(&mut batch);
@@ -1006,7 +988,7 @@ mod tests {
 
         // A full snapshot (a resync) restarts the mirror: older acknowledgements
         // that arrive afterwards do not count.
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 15, 0), b));
         outbox.drain(&mut batch);
         assert_eq!(outbox.delivered(1), 0);
@@ -1018,11 +1000,11 @@ mod tests {
         // A round trip longer than a tick: full snapshots go out every tick until one
         // is acknowledged, and an acknowledgement of any of them counts (one of the
         // first only arrives after the next was taken).
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 20, 0), b));
         outbox.drain(&mut batch);
         for tick in 21..=23 {
-            let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+            let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
             assert_eq!(b.tick, 0, "no baseline yet: another full snapshot");
             assert!(outbox.push_state(state(1, tick, 0), b));
             outbox.drain(&mut batch);
@@ -1037,14 +1019,14 @@ mod tests {
     fn reliable_delivery_ignores_acknowledgements() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 3, 0), b));
         outbox.drain(&mut batch);
         outbox.ack(1, 2);
         assert_eq!(outbox.delivered(1), 3);
         // A resume over a lossy transport switches the rule.
         outbox.reset_delivered(Delivery::Acknowledged);
-        let b = outbox.supersede_state(1, Keep::NOTHING).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 4, 0), b));
         outbox.drain(&mut batch);
         assert_eq!(outbox.delivered(1), 0);

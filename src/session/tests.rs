@@ -2190,7 +2190,7 @@ fn answers_about_a_closed_room_come_after_its_left() {
     let a = h.key("a");
     h.replies();
     // The room's last tick: its frame waits, then the room closes (Room::close).
-    let baseline = h.outbox.supersede_state(a, Keep::NOTHING).unwrap();
+    let baseline = h.outbox.supersede_state(a, Keep::Nothing).unwrap();
     let frame = PendingState {
         room: a,
         tick: 9,

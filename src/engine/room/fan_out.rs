@@ -87,13 +87,10 @@ impl Room {
             oldest_baseline,
             naive,
             full_allowed,
-            keep: Keep::NOTHING,
+            keep: Keep::Nothing,
         };
         if !full_allowed || self.full_size > KEEP_FULL_BYTES {
-            pass.keep = Keep {
-                full: true,
-                delta_before: oldest_baseline,
-            };
+            pass.keep = Keep::FullOrDeltaBefore(oldest_baseline);
         }
         self.bodies.clear();
         // A joiner's next frame is a delta against the snapshot it got: its tick must
@@ -129,7 +126,7 @@ impl Room {
         // state between them.
         let full_encoded = self.bodies.iter().any(|(key, _)| *key == BodyKey::Full);
         if !naive && (full_encoded || (full_allowed && kept_delta_bytes > self.full_size)) {
-            pass.keep = Keep::NOTHING;
+            pass.keep = Keep::Nothing;
             for &i in &kept {
                 let own = self.own(&pass, self.members[i].id);
                 let _ = self.send_state(i, own, &pass, &mut report);
@@ -159,7 +156,7 @@ impl Room {
     /// frame it kept instead, if any (see [`Keep`]).
     fn send_state(&mut self, i: usize, own: Own, pass: &Pass, report: &mut TickReport) -> Option<Kept> {
         let m = &mut self.members[i];
-        let keep = if m.needs_full { Keep::NOTHING } else { pass.keep };
+        let keep = if m.needs_full { Keep::Nothing } else { pass.keep };
         let found = match m.outbox.supersede_state(self.key, keep) {
             Ok(found) => found,
             Err(kept) => {
