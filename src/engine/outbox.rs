@@ -105,15 +105,16 @@ pub enum Keep {
 }
 
 /// The waiting frame [`Outbox::supersede_state`] kept (see [`Keep`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kept {
     /// A full snapshot.
     Full,
-    /// A delta on a baseline older than [`Keep::FullOrDeltaBefore`]'s tick, of this
-    /// many bytes (its body may be shared with other members').
+    /// A delta on a baseline older than [`Keep::FullOrDeltaBefore`]'s tick.
     Delta {
-        /// Its body's and own part's length.
-        bytes: usize,
+        /// Its body (which other members' frames may share).
+        body: Bytes,
+        /// Its own part's length.
+        own: usize,
     },
 }
 
@@ -391,6 +392,12 @@ impl Outbox {
         self.inner.lock().delivery
     }
 
+    /// Whether a full snapshot of `room` waits untaken.
+    pub fn waits_full(&self, room: RoomKey) -> bool {
+        let inner = self.inner.lock();
+        inner.states.iter().any(|s| s.room == room && s.baseline == 0)
+    }
+
     /// An empty outbox for a transport with the given delivery.
     pub fn with_delivery(limits: OutboxLimits, delivery: Delivery) -> Self {
         let outbox = Self::new(limits);
@@ -418,7 +425,8 @@ impl Outbox {
                 }
                 if inner.record(room).is_some_and(|r| r.baseline < tick) {
                     return Err(Kept::Delta {
-                        bytes: waiting.body.len() + waiting.own.len(),
+                        body: waiting.body.clone(),
+                        own: waiting.own.len(),
                     });
                 }
             }
@@ -783,7 +791,10 @@ mod tests {
         let keep_old_deltas = Keep::FullOrDeltaBefore(12);
         assert_eq!(
             outbox.supersede_state(1, keep_old_deltas),
-            Err(Kept::Delta { bytes: 5 })
+            Err(Kept::Delta {
+                body: Bytes::from_static(b"delta"),
+                own: 0
+            })
         );
         assert!(outbox.drain(&mut batch));
         assert_eq!(batch.states[0].tick, 13, "the kept delta is taken");

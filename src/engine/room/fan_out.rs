@@ -22,7 +22,8 @@ pub(super) const FULL_BURST_BYTES: i64 = 16 << 20;
 /// What waits untaken for a member (its connection lost, or not reading) in a room
 /// whose full snapshots are larger than this stays as it is when replacing it would
 /// cost a full snapshot (a full snapshot, or a delta whose baseline left the window),
-/// until a full snapshot the room encodes replaces it (see `Room::fan_out`).
+/// until a full snapshot the room encodes replaces it, or one encoded because what
+/// its members keep outgrew one (see `Room::fan_out`).
 const KEEP_FULL_BYTES: usize = 16 << 10;
 
 /// Which body a member's frame uses: every member whose delta would hold the same
@@ -66,14 +67,10 @@ impl Room {
         let idle_frame_acknowledged = tick.is_multiple_of((self.config.idle_frame_interval() / 2).max(1));
         let naive = self.config.naive_fanout;
         // Full snapshots are paced by their size (`FULL_BYTES_PER_SECOND`, after a
-        // burst): one encoding serves every member that needs one at that tick, and
-        // while the budget is spent the members that need one get nothing, except new
-        // members, given the last one encoded (see `send_state`). While it
-        // is spent, and always in a room of large snapshots (`KEEP_FULL_BYTES`), what
-        // waits untaken for a member (its connection lost, or not reading) is kept
-        // when replacing it would cost a full snapshot: a full snapshot, or a delta
-        // whose baseline left the window (the client can still apply it; a full
-        // snapshot follows once it is taken).
+        // burst): one encoding serves every member that needs one at that tick; while
+        // the budget is spent the members that need one get nothing, except new
+        // members, given the last one encoded (see `send_state`), and what waits
+        // untaken is kept as in a room of large snapshots (`KEEP_FULL_BYTES`).
         let refill = FULL_BYTES_PER_SECOND / i64::from(self.config.tick_rate.max(1));
         self.full_budget = (self.full_budget + refill).min(FULL_BURST_BYTES);
         let full_allowed = naive || self.full_budget > 0;
@@ -99,8 +96,11 @@ impl Room {
             self.recent_full = None;
         }
 
+        let keeping = pass.keep != Keep::Nothing;
         let mut kept = std::mem::take(&mut self.kept);
-        let mut kept_delta_bytes = 0;
+        // The kept deltas' bodies (address, length), each counted once however many
+        // members share it, and their own parts.
+        let (mut kept_bodies, mut kept_own_bytes) = (Vec::new(), 0);
         for i in 0..self.members.len() {
             let m = &self.members[i];
             let own = self.own(&pass, m.id);
@@ -112,20 +112,39 @@ impl Room {
             }
             match self.send_state(i, own, &pass, &mut report) {
                 Some(Kept::Full) => kept.push(i),
-                Some(Kept::Delta { bytes }) => {
+                Some(Kept::Delta { body, own }) => {
                     kept.push(i);
-                    kept_delta_bytes += bytes;
+                    kept_bodies.push((body.as_ptr() as usize, body.len()));
+                    kept_own_bytes += own;
                 }
                 None => {}
             }
         }
         // What is kept for members that take nothing is replaced by a full snapshot
         // when the tick encoded one anyway, or when their deltas together outgrow one
-        // (each member's is its own, as large as the changes since it stopped; counted
-        // once per member, shared or not): they then hold one copy of the room's
-        // state between them.
+        // (a member's is as large as the changes since it stopped, and members that
+        // stopped at different ticks hold different ones): they then hold one copy
+        // of the room's state between them. So is an older full snapshot still
+        // waiting for a member not visited this tick (the room did not change since:
+        // members given one a tick apart that never read).
         let full_encoded = self.bodies.iter().any(|(key, _)| *key == BodyKey::Full);
-        if !naive && (full_encoded || (full_allowed && kept_delta_bytes > self.full_size)) {
+        let mut outgrown = || {
+            kept_bodies.sort_unstable();
+            kept_bodies.dedup();
+            kept_own_bytes + kept_bodies.iter().map(|&(_, len)| len).sum::<usize>() > self.full_size
+        };
+        if !naive && (full_encoded || (full_allowed && outgrown())) {
+            if full_encoded && keeping {
+                let untaken: Vec<usize> = (self.members.iter().enumerate())
+                    .filter(|&(i, m)| {
+                        (m.full_queued != 0 && m.full_queued < tick)
+                            && kept.binary_search(&i).is_err()
+                            && m.outbox.waits_full(self.key)
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                kept.extend(untaken);
+            }
             pass.keep = Keep::Nothing;
             for &i in &kept {
                 let own = self.own(&pass, self.members[i].id);
@@ -304,6 +323,7 @@ impl Room {
         }
         m.last_sent_seq = m.last_applied;
         (m.needs_full, m.behind) = (false, behind);
+        m.full_queued = if full { self.world.tick() } else { 0 };
         if new_full {
             m.last_full = self.world.tick();
         }

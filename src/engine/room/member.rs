@@ -41,6 +41,10 @@ pub(super) struct Member {
     /// Full snapshots sent again until an unreliable transport's client has one do
     /// not count.
     pub last_full: Tick,
+    /// The tick at which a full snapshot was last queued for it, if no frame was
+    /// queued since (0 otherwise): it may still wait untaken, and a full snapshot the
+    /// room encodes later replaces it (see `Room::fan_out`).
+    pub full_queued: Tick,
     /// The tick of its first frame (0: seated by a restore): leaving sooner than a
     /// second after it counts like leaving after a full snapshot, so joining and
     /// leaving cannot be cycled (each costs every member a presence message).
@@ -92,6 +96,7 @@ impl Member {
             needs_full: true,
             behind: false,
             last_full: 0,
+            full_queued: 0,
             joined_tick: 0,
             announced: false,
             joined_reply: None,

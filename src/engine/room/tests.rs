@@ -2875,6 +2875,67 @@ fn deltas_kept_for_members_that_take_nothing_stay_within_a_snapshot() {
     );
 }
 
+/// Members joining a tick apart an idle room of large snapshots, and never reading,
+/// hold one copy of the room's state between them: each join's full snapshot
+/// replaces the ones waiting for the members before, who are not visited otherwise
+/// (nothing changed for them). They used to hold one each (4 of 2 MB here).
+#[test]
+fn members_joining_an_idle_room_and_never_reading_hold_one_snapshot() {
+    let (mut room, mut writer, _) = filled_room_at_10_hz(64, 32);
+    let idle: Vec<Client> = (2..=5).map(Client::new).collect();
+    let mut encodings = 0;
+    for member in &idle {
+        join(&mut room, member);
+        encodings += u32::from(room.tick(0).full_bytes > 0);
+        writer.read();
+    }
+    assert_eq!(encodings, 4, "one new snapshot each, within the burst");
+    for _ in 0..40 {
+        room.tick(0);
+        writer.read();
+    }
+    let held = waiting_bodies(&idle);
+    assert_eq!(held.frames, idle.len(), "a frame waits for each");
+    assert_eq!(held.distinct.len(), 1, "{:?} bytes held", held.distinct);
+}
+
+/// Members that stop reading at the same tick share one kept delta: counted once,
+/// it does not outgrow a full snapshot however many share it, and no snapshot is
+/// encoded to replace it.
+#[test]
+fn a_delta_kept_for_many_members_is_counted_once() {
+    let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
+    let mut idle: Vec<Client> = (2..=41).map(Client::new).collect();
+    for c in &idle {
+        join(&mut room, c);
+    }
+    let full = room.tick(0).full_bytes;
+    for c in &mut idle {
+        assert_eq!(c.read(), 1);
+    }
+    writer.read();
+    // They all stop reading; the writer rewrites a 32 KB entity, a different one
+    // at each tick, until the window has passed their baseline.
+    let mut encoded = 0;
+    for n in 0..40 {
+        seq += 1;
+        let all = (1..=32).map(|f| string(f, 1000 - n % 2)).collect();
+        room.push_input(1, seq, update(n as u64 % 64 + 1, all));
+        encoded += room.tick(0).full_bytes;
+        writer.read();
+    }
+    let held = waiting_bodies(&idle);
+    assert_eq!(held.frames, idle.len(), "a frame waits for each");
+    assert_eq!(held.distinct.len(), 1, "one delta, shared: {:?}", held.distinct);
+    let bytes: usize = held.distinct.iter().sum();
+    assert!(
+        bytes * idle.len() > full && bytes < full,
+        "counted per member it would outgrow the snapshot: {bytes} bytes × {} against {full}",
+        idle.len()
+    );
+    assert_eq!(encoded, 0, "no full snapshot encoded");
+}
+
 /// Over QUIC (acknowledged delivery), a member that took nothing for longer than the
 /// window in a room of large snapshots takes the delta kept for it, then a full
 /// snapshot, and has the room's state.
