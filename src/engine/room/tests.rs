@@ -2837,6 +2837,25 @@ fn waiting_bodies(members: &[Client]) -> Held {
     }
 }
 
+/// Members `ids` joined to `room` at one tick, each having taken that tick's full
+/// snapshot (its size returned).
+fn members_with_the_snapshot(
+    room: &mut Room,
+    writer: &mut Client,
+    ids: std::ops::RangeInclusive<u64>,
+) -> (Vec<Client>, usize) {
+    let mut members: Vec<Client> = ids.map(Client::new).collect();
+    for c in &members {
+        join(room, c);
+    }
+    let full = room.tick(0).full_bytes;
+    for c in &mut members {
+        assert_eq!(c.read(), 1);
+    }
+    writer.read();
+    (members, full)
+}
+
 /// Members that take nothing, stopping a tick apart in a room of large snapshots
 /// whose writer rewrites a 32 KB entity at every tick, each keep a delta of their
 /// own, as large as the changes since they stopped: once those outgrow a full
@@ -2845,15 +2864,7 @@ fn waiting_bodies(members: &[Client]) -> Held {
 #[test]
 fn deltas_kept_for_members_that_take_nothing_stay_within_a_snapshot() {
     let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
-    let mut idle: Vec<Client> = (2..=31).map(Client::new).collect();
-    for c in &idle {
-        join(&mut room, c);
-    }
-    let full = room.tick(0).full_bytes;
-    for c in &mut idle {
-        assert_eq!(c.read(), 1);
-    }
-    writer.read();
+    let (mut idle, full) = members_with_the_snapshot(&mut room, &mut writer, 2..=31);
     // Member n stops reading at tick n.
     for n in 0..80 {
         seq += 1;
@@ -2905,15 +2916,7 @@ fn members_joining_an_idle_room_and_never_reading_hold_one_snapshot() {
 #[test]
 fn a_delta_kept_for_many_members_is_counted_once() {
     let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
-    let mut idle: Vec<Client> = (2..=41).map(Client::new).collect();
-    for c in &idle {
-        join(&mut room, c);
-    }
-    let full = room.tick(0).full_bytes;
-    for c in &mut idle {
-        assert_eq!(c.read(), 1);
-    }
-    writer.read();
+    let (idle, full) = members_with_the_snapshot(&mut room, &mut writer, 2..=41);
     // They all stop reading; the writer rewrites a 32 KB entity, a different one
     // at each tick, until the window has passed their baseline.
     let mut encoded = 0;
