@@ -46,8 +46,11 @@ pub struct Scenario {
     pub rooms: usize,
     /// Bots per room.
     pub members: usize,
-    /// Room type (`arena` or `relay`).
+    /// Room type (`arena`, `relay`, or any the relay's configuration names).
     pub room_type: String,
+    /// Bots write entities (the input of a room type whose simulation is `relay`)
+    /// rather than send two-byte movement intents (arena, and games such as tag).
+    pub writes: bool,
     /// Room ids are `<prefix>-<n>`.
     pub room_prefix: String,
     /// Inputs per second per bot (0: idle bots).
@@ -203,6 +206,9 @@ pub struct Report {
     pub unexpected_closes: BTreeMap<u16, u64>,
     /// Error messages from the server, by error code.
     pub errors: BTreeMap<i32, u64>,
+    /// The first error message's text for each code.
+    #[serde(default)]
+    pub error_texts: BTreeMap<i32, String>,
     /// Bots the server removed from their room (`Left` with a reason: the room
     /// closed, or the game removed the member), by that reason; such a bot stops
     /// playing.
@@ -276,6 +282,9 @@ impl Report {
         }
         for (k, v) in &other.errors {
             *self.errors.entry(*k).or_default() += v;
+        }
+        for (k, text) in &other.error_texts {
+            self.error_texts.entry(*k).or_insert_with(|| text.clone());
         }
         for (k, v) in &other.removed {
             *self.removed.entry(*k).or_default() += v;
@@ -356,6 +365,10 @@ impl Report {
         let errors: u64 = self.errors.values().sum();
         if errors > duplicates + refusals {
             v.push(format!("server errors {}", named_codes(&self.errors)));
+            v.extend(self.error_texts.iter().map(|(&code, text)| {
+                let hint = error_hint(code).map(|hint| format!(" ({hint})")).unwrap_or_default();
+                format!("  {}: \"{text}\"{hint}", code_name(code))
+            }));
         }
         let removed: u64 = self.removed.values().sum();
         if removed > 0 {
@@ -503,6 +516,7 @@ struct Fleet {
     recovery: Mutex<Histogram<u64>>,
     closes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<BTreeMap<i32, u64>>,
+    error_texts: Mutex<BTreeMap<i32, String>>,
     removed: Mutex<BTreeMap<i32, u64>>,
     gave_up_reasons: Mutex<BTreeMap<String, u64>>,
     failed_attempts: Mutex<BTreeMap<String, u64>>,
@@ -580,6 +594,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         recovery: Mutex::new(new_histogram()),
         closes: Mutex::new(BTreeMap::new()),
         errors: Mutex::new(BTreeMap::new()),
+        error_texts: Mutex::new(BTreeMap::new()),
         removed: Mutex::new(BTreeMap::new()),
         gave_up_reasons: Mutex::new(BTreeMap::new()),
         failed_attempts: Mutex::new(BTreeMap::new()),
@@ -657,6 +672,7 @@ pub async fn run_scenario(scenario: Scenario) -> Report {
         replaced_players: c.replaced_players.load(Ordering::Relaxed),
         unexpected_closes: fleet.closes.lock().clone(),
         errors: fleet.errors.lock().clone(),
+        error_texts: fleet.error_texts.lock().clone(),
         removed: fleet.removed.lock().clone(),
         latency: merged(&fleet.latency),
         input_latency: merged(&fleet.input_latency),
@@ -735,7 +751,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
     // Churn is decided once a second: probability churn_per_minute / 60.
     let mut churn_clock = tokio::time::interval(Duration::from_secs(1));
     churn_clock.tick().await;
-    let relay = s.room_type == "relay";
+    let relay = s.writes;
     let entity_base = ((index as u64) << 32) | (generation << 24);
     let mut sent = 0u64;
     let mut joined = false;
@@ -908,6 +924,7 @@ async fn bot(fleet: &Fleet, index: usize, generation: u64) -> bool {
                 Some(Event::Error(e)) => {
                     join_refused |= !ever_joined && e.room == room;
                     *fleet.errors.lock().entry(e.code).or_default() += 1;
+                    (fleet.error_texts.lock().entry(e.code)).or_insert_with(|| e.message.clone());
                 }
                 Some(Event::GaveUp { reason, .. }) => {
                     fleet.gave_up(reason);
@@ -994,13 +1011,30 @@ fn removed_from(room: &str, left: &proto::Left) -> bool {
 /// Counts by error code, named as PROTOCOL.md lists them (`{ROOM_FULL: 2}`).
 fn named_codes(counts: &BTreeMap<i32, u64>) -> String {
     let named: Vec<String> = (counts.iter())
-        .map(|(&code, &n)| {
-            let name = (proto::ErrorCode::try_from(code).map(|c| c.as_str_name()))
-                .map_or("UNKNOWN", |name| name.trim_start_matches("ERROR_CODE_"));
-            format!("{name}: {n}")
-        })
+        .map(|(&code, &n)| format!("{}: {n}", code_name(code)))
         .collect();
     format!("{{{}}}", named.join(", "))
+}
+
+/// An error code's name without its prefix (`ROOM_FULL`).
+fn code_name(code: i32) -> &'static str {
+    (proto::ErrorCode::try_from(code).map(|c| c.as_str_name()))
+        .map_or("UNKNOWN", |name| name.trim_start_matches("ERROR_CODE_"))
+}
+
+/// What a user running the bots may change when the server answers `code`.
+fn error_hint(code: i32) -> Option<&'static str> {
+    use proto::ErrorCode;
+    Some(match ErrorCode::try_from(code).ok()? {
+        ErrorCode::WrongPayload => {
+            "the room's simulation takes the other kind of input: --payload writes for a room type whose simulation is relay, --payload intents otherwise"
+        }
+        ErrorCode::RoomTypeMismatch => "the rooms exist with another type: pick another --room-prefix",
+        ErrorCode::UnknownRoomType => "--room-type names a type the relay's configuration does not have",
+        ErrorCode::Forbidden => "the token's rooms do not cover PREFIX-N: see --room-prefix",
+        ErrorCode::RoomFull => "more --members than the room type's seats",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -1073,6 +1107,7 @@ mod tests {
                 rooms: 3,
                 members,
                 room_type: "arena".into(),
+                writes: false,
                 room_prefix: "r".into(),
                 input_rate: 0.0,
                 duration: Duration::ZERO,
@@ -1124,6 +1159,24 @@ mod tests {
             "{}",
             r.table()
         );
+    }
+
+    /// The server's first message for each code comes with the counts, with what the
+    /// user may change, and survives the merge of worker reports.
+    #[test]
+    fn server_errors_come_with_their_first_message_and_a_hint() {
+        let mut worker = report();
+        let code = proto::ErrorCode::WrongPayload as i32;
+        worker.errors.insert(code, 258);
+        worker.error_texts.insert(code, "relay rooms take entity writes".into());
+        let mut merged = report();
+        merged.merge(&worker);
+        let violations = merged.violations().join("\n");
+        assert!(
+            violations.contains("WRONG_PAYLOAD: \"relay rooms take entity writes\" (the room's simulation"),
+            "{violations}"
+        );
+        assert!(violations.contains("--payload writes"), "{violations}");
     }
 
     /// A game's refusals of random intents are no violation when expected, and

@@ -70,9 +70,14 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     members: usize,
     /// Room type: relay (entity writes), or any other (arena, or a game's own such as
-    /// tag: two-byte movement intents).
+    /// tag: two-byte movement intents; see --payload).
     #[arg(long, default_value = "arena")]
     room_type: String,
+    /// What the bots send: entity writes for a room type whose simulation is relay
+    /// (`writes`), two-byte movement intents for the others (`intents`), or by the
+    /// type's name (`auto`: writes for `relay` only).
+    #[arg(long, value_enum, default_value_t = Payload::Auto)]
+    payload: Payload,
     /// Room ids are PREFIX-N.
     #[arg(long, default_value = "bots")]
     room_prefix: String,
@@ -133,6 +138,11 @@ impl Args {
             rooms: self.rooms,
             members: self.members,
             room_type: self.room_type.clone(),
+            writes: match self.payload {
+                Payload::Auto => self.room_type == "relay",
+                Payload::Writes => true,
+                Payload::Intents => false,
+            },
             room_prefix: self.room_prefix.clone(),
             input_rate: self.input_rate,
             duration: Duration::from_secs_f64(self.duration_secs),
@@ -148,6 +158,14 @@ impl Args {
     }
 }
 
+/// See `Args::payload`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum Payload {
+    Auto,
+    Writes,
+    Intents,
+}
+
 fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -155,11 +173,39 @@ fn share(text: &str) -> Result<f64, String> {
     }
 }
 
+impl Args {
+    /// Mistakes a run would otherwise report only at its end.
+    fn check(&self) -> Result<(), String> {
+        if self.rooms == 0 || self.members == 0 {
+            return Err("--rooms and --members must be at least 1".into());
+        }
+        if self.duration_secs <= 0.0 {
+            return Err("--duration-secs must be more than 0".into());
+        }
+        if self.warm_up_secs > 0.0 && self.warm_up_secs >= self.duration_secs {
+            return Err("--warm-up-secs must be shorter than --duration-secs".into());
+        }
+        let plain_only = self.url.iter().all(|url| url.starts_with("ws://"));
+        if self.fingerprint.is_none()
+            && !plain_only
+            && let Err(e) = std::fs::metadata(&self.cert)
+        {
+            return Err(format!(
+                "cannot read the certificate to trust, {}: {e}; run where the relay made \
+                 its development certificate (the directory it started in), or pass \
+                 --cert PATH or --fingerprint HEX (the relay logs both as it starts)",
+                self.cert.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if args.warm_up_secs > 0.0 && args.warm_up_secs >= args.duration_secs {
-        eprintln!("tickrelay-bots: --warm-up-secs must be shorter than --duration-secs");
+    if let Err(usage) = args.check() {
+        eprintln!("tickrelay-bots: {usage}");
         return ExitCode::from(2);
     }
     // Every bot holds a socket: raise the soft limit, and fit the bots per process to it.

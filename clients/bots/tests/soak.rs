@@ -26,6 +26,7 @@ fn scenario(url: &str, cert: &str, room_type: &str, rooms: usize) -> Scenario {
         rooms,
         members: 20,
         room_type: room_type.into(),
+        writes: room_type == "relay",
         room_prefix: format!("soak-{transport}-{room_type}"),
         input_rate: 10.0,
         duration: Duration::from_secs(30),
