@@ -134,7 +134,8 @@ impl Room {
             kept_own_bytes + kept_bodies.iter().map(|&(_, len)| len).sum::<usize>() > self.full_size
         };
         if !naive && (full_encoded || (full_allowed && outgrown())) {
-            if full_encoded && keeping {
+            // (The snapshot shared below: encoded this tick, or about to be.)
+            if keeping {
                 let untaken: Vec<usize> = (self.members.iter().enumerate())
                     .filter(|&(i, m)| {
                         (m.full_queued != 0 && m.full_queued < tick)

@@ -2551,7 +2551,11 @@ fn string(id: u32, n: usize) -> Field {
 /// A relay room at 10 Hz in which its first member (returned, as the last sequence
 /// number it used) created `entities` entities of `fields` strings of 1,000 bytes.
 fn filled_room_at_10_hz(entities: u64, fields: u32) -> (Room, Client, u64) {
-    let mut room = relay_room_at_10_hz();
+    filled_room(relay_room_at_10_hz(), entities, fields)
+}
+
+/// [`filled_room_at_10_hz`] in `room`.
+fn filled_room(mut room: Room, entities: u64, fields: u32) -> (Room, Client, u64) {
     let mut writer = Client::new(1);
     join(&mut room, &writer);
     for id in 1..=entities {
@@ -2908,6 +2912,52 @@ fn members_joining_an_idle_room_and_never_reading_hold_one_snapshot() {
     let held = waiting_bodies(&idle);
     assert_eq!(held.frames, idle.len(), "a frame waits for each");
     assert_eq!(held.distinct.len(), 1, "{:?} bytes held", held.distinct);
+}
+
+/// A full snapshot encoded because the deltas kept for members that take nothing
+/// outgrew one also replaces the older one waiting for a joiner that never read (not
+/// visited since: the room has not changed, and no idle frame came).
+#[test]
+fn a_snapshot_for_outgrown_deltas_replaces_an_untaken_joiners_one() {
+    let rare_idle_frames = relay_room(RoomConfig {
+        tick_rate: 10,
+        idle_frame_every: 32,
+        max_members: 128,
+        ..Default::default()
+    });
+    let (mut room, mut writer, mut seq) = filled_room(rare_idle_frames, 64, 32);
+    let (mut idle, _) = members_with_the_snapshot(&mut room, &mut writer, 2..=31);
+    // Member n stops reading at tick n, the writer rewriting a 32 KB entity each tick.
+    for n in 0..30 {
+        seq += 1;
+        let all = (1..=32).map(|f| string(f, 1000 - n % 2)).collect();
+        room.push_input(1, seq, update(n as u64 % 64 + 1, all));
+        room.tick(0);
+        writer.read();
+        for c in idle.iter_mut().skip(n + 1) {
+            c.read();
+        }
+    }
+    // The writer stops; a member joins and never reads.
+    let joiner = Client::new(99);
+    join(&mut room, &joiner);
+    assert!(room.tick(0).full_bytes > 0, "the joiner's snapshot");
+    writer.read();
+    // The members that take nothing send inputs the room refuses: news for them (so
+    // visited, their deltas kept), and no change.
+    let outgrown = (1..=12).any(|their_seq| {
+        for c in &idle {
+            room.push_input(c.id, their_seq, update(1, vec![string(1, 1)]));
+        }
+        writer.read();
+        room.tick(0).full_bytes > 0
+    });
+    assert!(outgrown, "the kept deltas outgrew a full snapshot");
+    let now = room.world().tick();
+    let mut batch = Batch::default();
+    assert!(joiner.outbox.drain(&mut batch));
+    let waiting = &batch.states[0];
+    assert_eq!((waiting.baseline, waiting.tick), (0, now), "replaced");
 }
 
 /// Members that stop reading at the same tick share one kept delta: counted once,
