@@ -140,7 +140,7 @@ struct ServeArgs {
     #[arg(long)]
     print_config: bool,
     /// Address to listen on (HTTPS: /ws, /healthz, /readyz, /metrics) [default: 127.0.0.1:7443].
-    #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR", value_parser = socket_address)]
     listen: Option<SocketAddr>,
     /// PEM certificate chain (needs --tls-key). Without both, a development
     /// certificate is generated. Both files are read again every 60 s
@@ -163,7 +163,7 @@ struct ServeArgs {
     #[arg(long, env = "TICKRELAY_NO_QUIC", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     no_quic: Option<bool>,
     /// UDP address for QUIC [default: the address and port of --listen].
-    #[arg(long, env = "TICKRELAY_QUIC_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "TICKRELAY_QUIC_LISTEN", value_name = "ADDR", value_parser = socket_address)]
     quic_listen: Option<SocketAddr>,
     /// Simulation threads; 0 = one per core [default: 0].
     #[arg(long, env = "TICKRELAY_SIM_THREADS", value_name = "N")]
@@ -184,9 +184,10 @@ struct ServeArgs {
     /// HS256 shared secret for JWT authentication (prefer the environment variable).
     #[arg(long, env = "TICKRELAY_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// Serve /metrics (and /healthz, /readyz) on this address instead, over plain HTTP (for a
-    /// scraper on a private network) [default: on --listen].
-    #[arg(long, env = "TICKRELAY_METRICS_LISTEN", value_name = "ADDR")]
+    /// Serve /metrics on this address instead of --listen (which then answers 404 for
+    /// it), over plain HTTP, for a scraper on a private network; /healthz and /readyz
+    /// answer on both [default: on --listen].
+    #[arg(long, env = "TICKRELAY_METRICS_LISTEN", value_name = "ADDR", value_parser = socket_address)]
     metrics_listen: Option<SocketAddr>,
     /// Require `Authorization: Bearer TOKEN` to read /metrics (prefer the environment
     /// variable).
@@ -337,6 +338,13 @@ impl ServeArgs {
 
 /// `--help` names each option's variable (`[env: TICKRELAY_LISTEN]`) without its value:
 /// clap would print an unset one as `TICKRELAY_LISTEN=`, and a set one in full.
+/// An `IP:PORT` address, with a hint when it is not one (a host name, a port alone).
+fn socket_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        "expected IP:PORT, such as 127.0.0.1:7443, 0.0.0.0:7443 or [::1]:7443 (a host name is not resolved)".into()
+    })
+}
+
 fn hide_env_values(command: clap::Command) -> clap::Command {
     command
         .mut_args(|arg| arg.hide_env_values(true))

@@ -8,11 +8,21 @@ use super::{
 };
 
 impl Config {
+    /// What follows the naming of an unknown room type `name`: the nearest type, if
+    /// one is near, and every type.
+    fn room_type_hint(&self, name: &str) -> String {
+        let mut types: Vec<&str> = self.room_types.keys().map(String::as_str).collect();
+        types.sort_unstable();
+        let near = crate::engine::rooms::nearest_name(name, types.iter().copied());
+        let near = near.map_or_else(String::new, |near| format!(" (did you mean `{near}`?)"));
+        format!("{near}; the room types are: {}", types.join(", "))
+    }
+
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return invalid("tls.cert and tls.key must be given together".into());
+            return invalid("tls.cert and tls.key (--tls-cert and --tls-key) must be given together".into());
         }
         if !(self.room_creations_per_minute > 0.0 && self.room_creation_burst >= 1.0) {
             return invalid("room_creations_per_minute must be > 0 and room_creation_burst >= 1".into());
@@ -25,8 +35,9 @@ impl Config {
         }
         if !self.room_types.contains_key(&self.default_room_type) {
             return invalid(format!(
-                "default_room_type `{}` is not in room_types",
-                self.default_room_type
+                "default_room_type `{}` is not a room type{}",
+                self.default_room_type,
+                self.room_type_hint(&self.default_room_type)
             ));
         }
         let at_least_one = [
@@ -95,15 +106,11 @@ impl Config {
                 ));
             }
             if !self.room_types.contains_key(&room.room_type) {
-                let mut types: Vec<&str> = self.room_types.keys().map(String::as_str).collect();
-                types.sort_unstable();
-                let near = crate::engine::rooms::nearest_name(&room.room_type, types.iter().copied());
-                let hint = near.map_or_else(String::new, |near| format!(" (did you mean `{near}`?)"));
                 return invalid(format!(
-                    "room `{}` has unknown type `{}`{hint}; the room types are: {}",
+                    "room `{}` has unknown type `{}`{}",
                     room.id,
                     room.room_type,
-                    types.join(", ")
+                    self.room_type_hint(&room.room_type)
                 ));
             }
             if let Err(e) = crate::engine::listing::check(&room.metadata) {

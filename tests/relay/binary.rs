@@ -256,7 +256,7 @@ fn the_tag_example_is_the_relay_with_a_room_type_of_its_own() {
     let stderr = String::from_utf8_lossy(&plain.stderr);
     assert!(!plain.status.success(), "{stderr}");
     assert!(
-        stderr.contains("default_room_type `tag` is not in room_types"),
+        stderr.contains("default_room_type `tag` is not a room type; the room types are: arena, relay"),
         "{stderr}"
     );
     // Its help and its default configuration name its own room type.
