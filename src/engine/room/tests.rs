@@ -2860,6 +2860,22 @@ fn members_with_the_snapshot(
     (members, full)
 }
 
+/// For `ticks` ticks, the writer rewrites a 32 KB entity of a room filled by
+/// [`filled_room`] (a different one each tick), and member n of `idle` stops reading
+/// at tick n.
+fn stop_reading_a_tick_apart(room: &mut Room, writer: &mut Client, seq: &mut u64, idle: &mut [Client], ticks: usize) {
+    for n in 0..ticks {
+        *seq += 1;
+        let all = (1..=32).map(|f| string(f, 1000 - n % 2)).collect();
+        room.push_input(1, *seq, update(n as u64 % 64 + 1, all));
+        room.tick(0);
+        writer.read();
+        for c in idle.iter_mut().skip(n + 1) {
+            c.read();
+        }
+    }
+}
+
 /// Members that take nothing, stopping a tick apart in a room of large snapshots
 /// whose writer rewrites a 32 KB entity at every tick, each keep a delta of their
 /// own, as large as the changes since they stopped: once those outgrow a full
@@ -2870,16 +2886,7 @@ fn deltas_kept_for_members_that_take_nothing_stay_within_a_snapshot() {
     let (mut room, mut writer, mut seq) = filled_room_at_10_hz(64, 32);
     let (mut idle, full) = members_with_the_snapshot(&mut room, &mut writer, 2..=31);
     // Member n stops reading at tick n.
-    for n in 0..80 {
-        seq += 1;
-        let all = (1..=32).map(|f| string(f, 1000 - n % 2)).collect();
-        room.push_input(1, seq, update(n as u64 % 64 + 1, all));
-        room.tick(0);
-        writer.read();
-        for c in idle.iter_mut().skip(n + 1) {
-            c.read();
-        }
-    }
+    stop_reading_a_tick_apart(&mut room, &mut writer, &mut seq, &mut idle, 80);
     let held = waiting_bodies(&idle);
     assert_eq!(held.frames, idle.len(), "a frame waits for each");
     let bytes: usize = held.distinct.iter().sum();
@@ -2927,17 +2934,7 @@ fn a_snapshot_for_outgrown_deltas_replaces_an_untaken_joiners_one() {
     });
     let (mut room, mut writer, mut seq) = filled_room(rare_idle_frames, 64, 32);
     let (mut idle, _) = members_with_the_snapshot(&mut room, &mut writer, 2..=31);
-    // Member n stops reading at tick n, the writer rewriting a 32 KB entity each tick.
-    for n in 0..30 {
-        seq += 1;
-        let all = (1..=32).map(|f| string(f, 1000 - n % 2)).collect();
-        room.push_input(1, seq, update(n as u64 % 64 + 1, all));
-        room.tick(0);
-        writer.read();
-        for c in idle.iter_mut().skip(n + 1) {
-            c.read();
-        }
-    }
+    stop_reading_a_tick_apart(&mut room, &mut writer, &mut seq, &mut idle, 30);
     // The writer stops; a member joins and never reads.
     let joiner = Client::new(99);
     join(&mut room, &joiner);
