@@ -346,13 +346,17 @@ fn route(req: Request<Incoming>, peer: SocketAddr, http: Arc<Http>) -> HttpRespo
         method => method.clone(),
     };
     match (&method, path) {
-        _ if !served && ws && path.starts_with("/demo") => text(
+        _ if !served && ws && !demo && path.starts_with("/demo") => text(
             StatusCode::NOT_FOUND,
             "not found; the browser demo is served with --demo (`demo = true`)\n",
         ),
         _ if !served && ws && path == "/metrics" => text(
             StatusCode::NOT_FOUND,
             "not found; /metrics is served on the `[metrics] listen` address\n",
+        ),
+        _ if !served && demo => text(
+            StatusCode::NOT_FOUND,
+            "not found; the browser demo is at /demo/, the WebSocket endpoint at /ws\n",
         ),
         _ if !served && ws => text(StatusCode::NOT_FOUND, "not found; the WebSocket endpoint is /ws\n"),
         _ if !served => text(StatusCode::NOT_FOUND, "not found; this listener serves /metrics\n"),

@@ -1090,7 +1090,9 @@ async fn the_demo_page_is_served_only_with_demo() {
     let (status, script) = server.https_get("/demo/demo.js").await;
     assert_eq!(status, 200);
     assert!(script.len() > 10_000, "the bundled client");
-    assert_eq!(server.https_get("/demo/other.js").await.0, 404);
+    let (status, answer) = server.https_get("/demo/other.js").await;
+    assert_eq!(status, 404);
+    assert!(answer.contains("the browser demo is at /demo/"), "{answer}");
 }
 
 /// HEAD is answered as GET without a body (load balancers' probes); other methods get
