@@ -100,7 +100,7 @@ impl Room {
         let mut kept = std::mem::take(&mut self.kept);
         // The kept deltas' bodies (address, length), each counted once however many
         // members share it, and their own parts.
-        let (mut kept_bodies, mut kept_own_bytes) = (Vec::new(), 0);
+        let (mut kept_bodies, mut kept_own_bytes) = (std::mem::take(&mut self.kept_bodies), 0);
         for i in 0..self.members.len() {
             let m = &self.members[i];
             let own = self.own(&pass, m.id);
@@ -136,15 +136,16 @@ impl Room {
         if !naive && (full_encoded || (full_allowed && outgrown())) {
             // (The snapshot shared below: encoded this tick, or about to be.)
             if keeping {
-                let untaken: Vec<usize> = (self.members.iter().enumerate())
-                    .filter(|&(i, m)| {
-                        (m.full_queued != 0 && m.full_queued < tick)
-                            && kept.binary_search(&i).is_err()
-                            && m.outbox.waits_full(self.key)
-                    })
-                    .map(|(i, _)| i)
-                    .collect();
-                kept.extend(untaken);
+                // (`kept` is in member order so far.)
+                let visited = kept.len();
+                for (i, m) in self.members.iter().enumerate() {
+                    if (m.full_queued != 0 && m.full_queued < tick)
+                        && kept[..visited].binary_search(&i).is_err()
+                        && m.outbox.waits_full(self.key)
+                    {
+                        kept.push(i);
+                    }
+                }
             }
             pass.keep = Keep::Nothing;
             for &i in &kept {
@@ -154,6 +155,8 @@ impl Room {
         }
         kept.clear();
         self.kept = kept;
+        kept_bodies.clear();
+        self.kept_bodies = kept_bodies;
         self.stats.frames += u64::from(report.frames);
         self.stats.full_frames += u64::from(report.full_frames);
         self.stats.encodes += u64::from(report.encodes);

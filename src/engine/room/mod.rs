@@ -224,6 +224,9 @@ pub struct Room {
     /// Members whose waiting untaken frame was kept this tick (see `Room::fan_out`);
     /// kept between ticks (no allocation).
     kept: Vec<usize>,
+    /// The bodies of the deltas kept this tick (see `Room::fan_out`); kept between
+    /// ticks likewise.
+    kept_bodies: Vec<(usize, usize)>,
     /// The last full snapshot encoded if the budget could not pay for another then,
     /// while joiners may still get it (see `Room::send_state`).
     recent_full: Option<RecentFull>,
@@ -312,6 +315,7 @@ impl Room {
             full_budget: FULL_BURST_BYTES,
             full_size: 0,
             kept: Vec::new(),
+            kept_bodies: Vec::new(),
             recent_full: None,
             reserved: FxHashMap::default(),
             left_recently: FxHashMap::default(),
