@@ -1094,11 +1094,20 @@ async fn join_or_redirect(client: &mut TestClient, room: &str) -> Option<String>
 
 /// [`join_or_redirect`] with a room type.
 async fn join_typed_or_redirect(client: &mut TestClient, room: &str, room_type: &str) -> Option<String> {
+    join_answer(client, room, room_type)
+        .await
+        .unwrap_or_else(|| panic!("join refused: UNAVAILABLE"))
+}
+
+/// The answer to a join of `room`: `Some(None)` when joined, `Some(Some(url))` when
+/// redirected, `None` when UNAVAILABLE (try again); any other error fails the test.
+async fn join_answer(client: &mut TestClient, room: &str, room_type: &str) -> Option<Option<String>> {
     let request_id = client.send_join(room, room_type, "").await;
     client
         .until(|k| match k {
-            Kind::Joined(j) if j.request_id == request_id => Some(None),
-            Kind::Redirect(r) if r.request_id == request_id => Some(Some(r.url.clone())),
+            Kind::Joined(j) if j.request_id == request_id => Some(Some(None)),
+            Kind::Redirect(r) if r.request_id == request_id => Some(Some(Some(r.url.clone()))),
+            Kind::Error(e) if e.request_id == request_id && e.code == ErrorCode::Unavailable as i32 => Some(None),
             Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
             _ => None,
         })
@@ -1112,17 +1121,7 @@ async fn join_typed_or_redirect(client: &mut TestClient, room: &str, room_type: 
 async fn join_handed_off(client: &mut TestClient, room: &str, room_type: &str) -> Option<String> {
     let started = Instant::now();
     loop {
-        let request_id = client.send_join(room, room_type, "").await;
-        let answer = client
-            .until(|k| match k {
-                Kind::Joined(j) if j.request_id == request_id => Some(Some(None)),
-                Kind::Redirect(r) if r.request_id == request_id => Some(Some(Some(r.url.clone()))),
-                Kind::Error(e) if e.request_id == request_id && e.code == ErrorCode::Unavailable as i32 => Some(None),
-                Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
-                _ => None,
-            })
-            .await;
-        if let Some(answer) = answer {
+        if let Some(answer) = join_answer(client, room, room_type).await {
             return answer;
         }
         assert!(
@@ -1693,17 +1692,7 @@ async fn create_and_wait(client: &mut TestClient, room: &str, id: u64) {
 async fn join_until_open(client: &mut TestClient, room: &str) {
     let started = Instant::now();
     loop {
-        let request_id = client.send_join(room, "", "").await;
-        let joined = client
-            .until(|k| match k {
-                Kind::Joined(j) if j.request_id == request_id => Some(true),
-                Kind::Redirect(r) if r.request_id == request_id => Some(false),
-                Kind::Error(e) if e.request_id == request_id && e.code == ErrorCode::Unavailable as i32 => Some(false),
-                Kind::Error(e) if e.request_id == request_id => panic!("join refused: {e:?}"),
-                _ => None,
-            })
-            .await;
-        if joined {
+        if join_answer(client, room, "").await == Some(None) {
             return;
         }
         assert!(started.elapsed() < 5 * LEASE, "the room never opened again");
