@@ -23,7 +23,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, DEFAULT_CONFIG, Override, Simulations};
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG, Override, Simulations, parse_socket_address};
 use crate::server::{Server, ServerError};
 use crate::session::auth::{AuthMode, Claims, mint_hs256};
 
@@ -140,7 +140,7 @@ struct ServeArgs {
     #[arg(long)]
     print_config: bool,
     /// Address to listen on (HTTPS: /ws, /healthz, /readyz, /metrics) [default: 127.0.0.1:7443].
-    #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR", value_parser = socket_address)]
+    #[arg(long, env = "TICKRELAY_LISTEN", value_name = "ADDR", value_parser = parse_socket_address)]
     listen: Option<SocketAddr>,
     /// PEM certificate chain (needs --tls-key). Without both, a development
     /// certificate is generated. Both files are read again every 60 s
@@ -163,7 +163,7 @@ struct ServeArgs {
     #[arg(long, env = "TICKRELAY_NO_QUIC", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     no_quic: Option<bool>,
     /// UDP address for QUIC [default: the address and port of --listen].
-    #[arg(long, env = "TICKRELAY_QUIC_LISTEN", value_name = "ADDR", value_parser = socket_address)]
+    #[arg(long, env = "TICKRELAY_QUIC_LISTEN", value_name = "ADDR", value_parser = parse_socket_address)]
     quic_listen: Option<SocketAddr>,
     /// Simulation threads; 0 = one per core [default: 0].
     #[arg(long, env = "TICKRELAY_SIM_THREADS", value_name = "N")]
@@ -187,7 +187,7 @@ struct ServeArgs {
     /// Serve /metrics on this address instead of --listen (which then answers 404 for
     /// it), over plain HTTP, for a scraper on a private network; /healthz and /readyz
     /// answer on both [default: on --listen].
-    #[arg(long, env = "TICKRELAY_METRICS_LISTEN", value_name = "ADDR", value_parser = socket_address)]
+    #[arg(long, env = "TICKRELAY_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_socket_address)]
     metrics_listen: Option<SocketAddr>,
     /// Require `Authorization: Bearer TOKEN` to read /metrics (prefer the environment
     /// variable).
@@ -338,13 +338,6 @@ impl ServeArgs {
 
 /// `--help` names each option's variable (`[env: TICKRELAY_LISTEN]`) without its value:
 /// clap would print an unset one as `TICKRELAY_LISTEN=`, and a set one in full.
-/// An `IP:PORT` address, with a hint when it is not one (a host name, a port alone).
-fn socket_address(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        "expected IP:PORT, such as 127.0.0.1:7443, 0.0.0.0:7443 or [::1]:7443 (a host name is not resolved)".into()
-    })
-}
-
 fn hide_env_values(command: clap::Command) -> clap::Command {
     command
         .mut_args(|arg| arg.hide_env_values(true))

@@ -43,11 +43,31 @@ const PRESENCE_MAX_BYTES: usize = crate::engine::room::MAX_ROOM_ID_BYTES + crate
 pub use crate::transport::quic::QuicConfig;
 pub use crate::transport::tls::TlsConfig;
 
+/// An `IP:PORT` address, with a hint when it is not one (a host name, a port alone):
+/// what `listen`, `quic.listen` and `metrics.listen` take, in a file and on the command
+/// line alike.
+pub fn parse_socket_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        "expected IP:PORT, such as 127.0.0.1:7443, 0.0.0.0:7443 or [::1]:7443 (a host name is not resolved)".into()
+    })
+}
+
+fn socket_address<'de, D: serde::Deserializer<'de>>(text: D) -> Result<SocketAddr, D::Error> {
+    parse_socket_address(&String::deserialize(text)?).map_err(serde::de::Error::custom)
+}
+
+pub(crate) fn optional_socket_address<'de, D: serde::Deserializer<'de>>(
+    text: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    socket_address(text).map(Some)
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address of the HTTPS listener (WebSocket at `/ws`, `/healthz`, `/metrics`).
+    #[serde(deserialize_with = "socket_address")]
     pub listen: SocketAddr,
     /// TLS settings.
     pub tls: TlsConfig,
@@ -130,6 +150,7 @@ pub struct Config {
 pub struct MetricsConfig {
     /// Serve `/metrics` (and `/healthz`) on this address instead, over plain HTTP (for
     /// a scraper on a private network); the main listener then answers 404 there.
+    #[serde(deserialize_with = "optional_socket_address")]
     pub listen: Option<SocketAddr>,
     /// Require `Authorization: Bearer <token>` to read `/metrics` (401 otherwise).
     pub token: Option<String>,

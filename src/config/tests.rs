@@ -601,3 +601,23 @@ fn relay_kinds_are_declared_in_toml_and_checked() {
     let e = kinds("ship", "ship").unwrap_err().to_string();
     assert!(e.contains("two kinds have one name"), "{e}");
 }
+
+/// Every address setting read from a file says what it expects, as its flag does: a
+/// host name or a port alone is the likely mistake.
+#[test]
+fn a_file_address_that_is_not_ip_and_port_says_what_is_expected() {
+    for toml in [
+        "listen = \"localhost:7443\"\n",
+        "[quic]\nlisten = \"7443\"\n",
+        "[metrics]\nlisten = \"metrics.internal:9100\"\n",
+    ] {
+        let e = Config::from_toml(toml).unwrap_err().to_string();
+        assert!(
+            e.contains("expected IP:PORT") && e.contains("host name is not resolved"),
+            "{toml}: {e}"
+        );
+    }
+    let c = Config::from_toml("[quic]\nlisten = \"[::1]:7444\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n").unwrap();
+    assert_eq!(c.quic.listen, Some("[::1]:7444".parse().unwrap()));
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
+}

@@ -63,6 +63,7 @@ pub struct QuicConfig {
     /// Serve QUIC (needs TLS: off with `tls.insecure_plain`).
     pub enabled: bool,
     /// UDP address; unset means the same address and port as `listen`.
+    #[serde(deserialize_with = "crate::config::optional_socket_address")]
     pub listen: Option<SocketAddr>,
     /// Outbound datagram bytes a connection may buffer; older datagrams are dropped
     /// first when it is full (they hold superseded state anyway). State datagrams that
