@@ -225,6 +225,14 @@ impl Room {
             self.push_state(i, frame, found, new_full, behind, report);
             return None;
         }
+        // A full snapshot's own part is encoded for its member alone: paced with the
+        // room's snapshots, member by member (a member that entities of owner-only
+        // kinds were shown to can be a room's worth; shown to every member, every
+        // member's own part would be).
+        if full && !pass.naive && own.count > 0 && self.full_budget <= 0 {
+            m.behind = true;
+            return None;
+        }
         // Numbers relative to the baseline need a client whose state is the
         // baseline's; over QUIC datagrams it may be ahead of it.
         let values = match found.delivery {
@@ -288,6 +296,9 @@ impl Room {
             );
             report.own_bytes += self.buf.len();
             self.stats.bytes_encoded += self.buf.len() as u64;
+            if full && !pass.naive {
+                self.full_budget -= self.buf.len() as i64;
+            }
             self.buf.split().freeze()
         } else {
             Bytes::new()

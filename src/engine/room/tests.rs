@@ -4822,3 +4822,98 @@ fn a_room_joined_again_after_a_close_is_applied_by_the_client() {
         "frames (tick, baseline, applied) do not apply: {results:?}"
     );
 }
+
+/// A simulation that opens with 8 entities of an owner-only kind (kind 4, 32 fields
+/// of 1,000 bytes: about 256 KB together) and shows each to every member that
+/// joins: every member's view is all of them, carried in its own part of a frame.
+struct Spotlight;
+
+impl Simulation for Spotlight {
+    fn schema(&self) -> Arc<Schema> {
+        let fields = (0..32)
+            .map(|id| FieldSpec::new(id, "text", FieldType::String { max_len: 1024 }))
+            .collect();
+        let kind = KindSchema::new(4, "secret", fields).unwrap().seen_by_owner_only();
+        Arc::new(Schema::new(vec![kind]).unwrap())
+    }
+    fn start(&mut self, ctx: &mut SimContext<'_>) {
+        for id in 1..=8 {
+            let fields = (0..32).map(|f| (f, Value::String("x".repeat(1000))));
+            ctx.world.spawn(id, SERVER, 4, fields).unwrap();
+        }
+    }
+    fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        for id in 1..=8 {
+            ctx.world.show(id, member).unwrap();
+        }
+    }
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        Ok(())
+    }
+    fn step(&mut self, _: &mut SimContext<'_>) {}
+}
+
+/// A full snapshot's own part is encoded for its member alone, so it is paced with
+/// the room's full snapshots (4 MiB a second after a burst of 16 MiB): 40 members
+/// each shown about 256 KB, asking for a full snapshot every second, are given
+/// about 4 MiB of them a second, not 10; each still gets its snapshot, and every
+/// view is whole once they stop asking. (Own parts used to be encoded whatever the
+/// budget said: 10 MiB a second here, as much as the members asked.)
+#[test]
+fn full_snapshots_own_parts_are_paced_with_the_rooms_snapshots() {
+    let mut room = Room::new(
+        1,
+        "room".into(),
+        "game".into(),
+        RoomConfig {
+            tick_rate: 10,
+            ..Default::default()
+        },
+        Box::new(Spotlight),
+    );
+    let mut clients: Vec<Client> = (1..=40).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    let mut own_bytes = 0;
+    let mut got_full = vec![0u32; clients.len()];
+    for tick in 0..60 {
+        if tick % 10 == 9 {
+            for c in &clients {
+                room.resync(c.id, 1);
+            }
+        }
+        own_bytes += room.tick(0).own_bytes;
+        for (n, c) in clients.iter_mut().enumerate() {
+            c.read();
+            let received = c.take_received();
+            got_full[n] += (received.iter())
+                .filter(|k| matches!(k, server_message::Kind::State(s) if s.baseline_tick == 0))
+                .count() as u32;
+        }
+    }
+    // Six seconds: the burst and six seconds' worth, and one member's own part over.
+    let most = (16 << 20) + 6 * (4 << 20) + (300 << 10);
+    assert!(
+        own_bytes <= most,
+        "{own_bytes} bytes of own parts in 6 s (at most {most})"
+    );
+    assert!(
+        got_full.iter().all(|&n| n >= 1),
+        "every member got a snapshot: {got_full:?}"
+    );
+    for _ in 0..50 {
+        room.tick(0);
+        for c in &mut clients {
+            c.read();
+        }
+    }
+    for c in &clients {
+        assert!(
+            holds_the_view_of(c.mirror.world(), room.world(), c.id),
+            "member {}",
+            c.id
+        );
+    }
+}
