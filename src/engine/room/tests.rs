@@ -3500,6 +3500,60 @@ proptest! {
         }
     }
 
+    /// The same in a room whose full snapshot is over 16 KiB, where what waits for a
+    /// member that did not read stays as it is (a full snapshot, or a delta kept
+    /// until its baseline leaves the window, shared by members that stopped at the
+    /// same tick; replaced when the room encodes a full snapshot): every frame a
+    /// member takes applies and verifies, however late, and a member that reads
+    /// again is up to date once it has read at two ticks in a row.
+    #[test]
+    fn members_of_a_large_room_reading_at_random_times_catch_up(
+        ticks in proptest::collection::vec((proptest::collection::vec(op(), 0..6), any::<[bool; 3]>()), 1..60),
+    ) {
+        let config = RoomConfig { history: 5, ..Default::default() };
+        let mut room = relay_room(config);
+        owned_by(&mut room, 1);
+        let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
+        for c in &clients {
+            join(&mut room, c);
+        }
+        let mut seqs = [0u64; 3];
+        // 20 KB the operations leave alone (their ids are below 24).
+        for id in 100..120 {
+            seqs[0] += 1;
+            room.push_input(1, seqs[0], create(id, vec![string(1, 1000)]));
+        }
+        room.tick(0);
+        let outboxes: Vec<Arc<Outbox>> = clients.iter().map(|c| c.outbox.clone()).collect();
+        let mut read_before = [false; 3];
+        for (ops, reads) in &ticks {
+            for op in ops {
+                do_op(&mut room, &mut seqs, &outboxes, op);
+            }
+            room.tick(0);
+            for (n, (c, read)) in clients.iter_mut().zip(reads).enumerate() {
+                let in_room = room.is_member(c.id);
+                if *read && in_room {
+                    c.read();
+                    c.received.clear();
+                    if read_before[n] {
+                        prop_assert!(holds_the_view_of(c.mirror.world(), room.world(), c.id), "member {}", c.id);
+                    }
+                }
+                read_before[n] = *read && in_room;
+            }
+        }
+        for _ in 0..2 {
+            room.tick(0);
+            for c in &mut clients {
+                c.read();
+            }
+        }
+        for c in clients.iter().filter(|c| room.is_member(c.id)) {
+            prop_assert!(holds_the_view_of(c.mirror.world(), room.world(), c.id), "member {}", c.id);
+        }
+    }
+
     /// Over a lossy transport (QUIC datagrams), with frames dropped, delayed past
     /// later ones and duplicated, and acknowledgements dropped too, every frame a
     /// mirror applies reproduces the room's state at that tick exactly (the
