@@ -101,7 +101,12 @@ impl Room {
         // The kept deltas' bodies (address, length), each counted once however many
         // members share it, and their own parts.
         let (mut kept_bodies, mut kept_own_bytes) = (std::mem::take(&mut self.kept_bodies), 0);
-        for i in 0..self.members.len() {
+        // Visited from another member each tick, so that while the full snapshot
+        // budget is spent, the members whose snapshots it holds back (see
+        // `send_state`) are not always the same ones.
+        let n = self.members.len();
+        let first = if n == 0 { 0 } else { (tick % n as Tick) as usize };
+        for i in (first..n).chain(0..first) {
             let m = &self.members[i];
             let own = self.own(&pass, m.id);
             let news = m.needs_full || m.behind || m.last_applied != m.last_sent_seq || own.changed == tick;
@@ -136,8 +141,8 @@ impl Room {
         if !naive && (full_encoded || (full_allowed && outgrown())) {
             // (The snapshot shared below: encoded this tick, or about to be.)
             if keeping {
-                // (`kept` is in member order so far.)
                 let visited = kept.len();
+                kept.sort_unstable();
                 for (i, m) in self.members.iter().enumerate() {
                     if (m.full_queued != 0 && m.full_queued < tick)
                         && kept[..visited].binary_search(&i).is_err()
