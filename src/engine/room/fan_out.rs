@@ -115,14 +115,16 @@ impl Room {
             if !(naive || changed || news || idle_frame || idle_acknowledged()) {
                 continue;
             }
+            // (What is kept for a member with a large own part stays kept: see below.)
+            let replaceable = m.own_full_bytes <= KEEP_FULL_BYTES;
             match self.send_state(i, own, &pass, &mut report) {
-                Some(Kept::Full) => kept.push(i),
-                Some(Kept::Delta { body, own }) => {
+                Some(Kept::Full) if replaceable => kept.push(i),
+                Some(Kept::Delta { body, own }) if replaceable => {
                     kept.push(i);
                     kept_bodies.push((body.as_ptr() as usize, body.len()));
                     kept_own_bytes += own;
                 }
-                None => {}
+                _ => {}
             }
         }
         // What is kept for members that take nothing is replaced by a full snapshot
@@ -131,7 +133,10 @@ impl Room {
         // stopped at different ticks hold different ones): they then hold one copy
         // of the room's state between them. So is an older full snapshot still
         // waiting for a member not visited this tick (the room did not change since:
-        // members given one a tick apart that never read).
+        // members given one a tick apart that never read). Not what waits for a member
+        // whose own part (entities of owner-only kinds it sees) is large: its full
+        // snapshot is mostly its own, so replacing it would share little and cost an
+        // encoding of that part each time.
         let full_encoded = self.bodies.iter().any(|(key, _)| *key == BodyKey::Full);
         let mut outgrown = || {
             kept_bodies.sort_unstable();
@@ -145,6 +150,7 @@ impl Room {
                 kept.sort_unstable();
                 for (i, m) in self.members.iter().enumerate() {
                     if (m.full_queued != 0 && m.full_queued < tick)
+                        && m.own_full_bytes <= KEEP_FULL_BYTES
                         && kept[..visited].binary_search(&i).is_err()
                         && m.outbox.waits_full(self.key)
                     {
@@ -184,7 +190,17 @@ impl Room {
     /// frame it kept instead, if any (see [`Keep`]).
     fn send_state(&mut self, i: usize, own: Own, pass: &Pass, report: &mut TickReport) -> Option<Kept> {
         let m = &mut self.members[i];
-        let keep = if m.needs_full { Keep::Nothing } else { pass.keep };
+        // A member whose own part of a full snapshot is large keeps what waits for it
+        // as a large room's members do; so does any member with an own part while
+        // the budget is spent (a new snapshot would wait for it anyway, below).
+        let own_keeps = !pass.naive
+            && own.count > 0
+            && (self.full_budget <= 0 || self.full_size + m.own_full_bytes > KEEP_FULL_BYTES);
+        let keep = match pass.keep {
+            _ if m.needs_full => Keep::Nothing,
+            Keep::Nothing if own_keeps => Keep::FullOrDeltaBefore(pass.oldest_baseline),
+            keep => keep,
+        };
         let found = match m.outbox.supersede_state(self.key, keep) {
             Ok(found) => found,
             Err(kept) => {
@@ -308,6 +324,9 @@ impl Room {
         } else {
             Bytes::new()
         };
+        if full {
+            self.members[i].own_full_bytes = own_part.len();
+        }
         let frame = PendingState {
             room: self.key,
             tick: pass.tick,

@@ -45,6 +45,10 @@ pub(super) struct Member {
     /// queued since (0 otherwise): it may still wait untaken, and a full snapshot the
     /// room encodes later replaces it (see `Room::fan_out`).
     pub full_queued: Tick,
+    /// The size of the own part (entities of owner-only kinds it sees) of the last
+    /// full snapshot encoded for it: its full snapshot is that much larger than the
+    /// room's, and the part is encoded for it alone (see `Room::fan_out`).
+    pub own_full_bytes: usize,
     /// The tick of its first frame (0: seated by a restore): leaving sooner than a
     /// second after it counts like leaving after a full snapshot, so joining and
     /// leaving cannot be cycled (each costs every member a presence message).
@@ -97,6 +101,7 @@ impl Member {
             behind: false,
             last_full: 0,
             full_queued: 0,
+            own_full_bytes: 0,
             joined_tick: 0,
             announced: false,
             joined_reply: None,

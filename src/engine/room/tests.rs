@@ -4880,6 +4880,7 @@ fn a_room_joined_again_after_a_close_is_applied_by_the_client() {
 /// A simulation that opens with 8 entities of an owner-only kind (kind 4, 32 fields
 /// of 1,000 bytes: about 256 KB together) and shows each to every member that
 /// joins: every member's view is all of them, carried in its own part of a frame.
+/// A small shared entity (id 9) counts the ticks.
 struct Spotlight;
 
 impl Simulation for Spotlight {
@@ -4895,6 +4896,7 @@ impl Simulation for Spotlight {
             let fields = (0..32).map(|f| (f, Value::String("x".repeat(1000))));
             ctx.world.spawn(id, SERVER, 4, fields).unwrap();
         }
+        ctx.world.spawn(9, SERVER, 1, [(1, Value::Int(0))]).unwrap();
     }
     fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
         for id in 1..=8 {
@@ -4905,7 +4907,24 @@ impl Simulation for Spotlight {
     fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
         Ok(())
     }
-    fn step(&mut self, _: &mut SimContext<'_>) {}
+    fn step(&mut self, ctx: &mut SimContext<'_>) {
+        let tick = ctx.tick as i64;
+        ctx.world.entity_mut(9).unwrap().set(1, Value::Int(tick)).unwrap();
+    }
+}
+
+/// A 10 Hz room of [`Spotlight`].
+fn spotlight_room() -> Room {
+    Room::new(
+        1,
+        "room".into(),
+        "game".into(),
+        RoomConfig {
+            tick_rate: 10,
+            ..Default::default()
+        },
+        Box::new(Spotlight),
+    )
 }
 
 /// A full snapshot's own part is encoded for its member alone, so it is paced with
@@ -4916,16 +4935,7 @@ impl Simulation for Spotlight {
 /// budget said: 10 MiB a second here, as much as the members asked.)
 #[test]
 fn full_snapshots_own_parts_are_paced_with_the_rooms_snapshots() {
-    let mut room = Room::new(
-        1,
-        "room".into(),
-        "game".into(),
-        RoomConfig {
-            tick_rate: 10,
-            ..Default::default()
-        },
-        Box::new(Spotlight),
-    );
+    let mut room = spotlight_room();
     let mut clients: Vec<Client> = (1..=40).map(Client::new).collect();
     for c in &clients {
         join(&mut room, c);
@@ -4978,16 +4988,7 @@ fn full_snapshots_own_parts_are_paced_with_the_rooms_snapshots() {
 /// (it did: here the joiner waited more than 15 s).
 #[test]
 fn a_joiner_behind_members_spending_the_budget_gets_its_snapshot_in_turn() {
-    let mut room = Room::new(
-        1,
-        "room".into(),
-        "game".into(),
-        RoomConfig {
-            tick_rate: 10,
-            ..Default::default()
-        },
-        Box::new(Spotlight),
-    );
+    let mut room = spotlight_room();
     let mut clients: Vec<Client> = (1..=39).map(Client::new).collect();
     for c in &clients {
         join(&mut room, c);
@@ -5016,4 +5017,51 @@ fn a_joiner_behind_members_spending_the_budget_gets_its_snapshot_in_turn() {
     let waited = waited.expect("the late joiner got no snapshot in 3 s");
     assert!(waited <= 20, "waited {waited} ticks");
     assert!(holds_the_view_of(late.mirror.world(), room.world(), 40));
+}
+
+/// Members that take nothing (their connections lost, their seats held for a
+/// resume) in a room where every member sees a large part of its own cost the room
+/// one full snapshot each once their baseline has left the window, which then waits
+/// for them as it is; an honest member asking for one every 1.1 s gets it at the next
+/// tick. (Their waiting snapshots used to be dropped and encoded again whenever the
+/// budget allowed: the room spent its whole budget on them, 16 MiB and 4 MiB a
+/// second, and the honest member's snapshots waited seconds.)
+#[test]
+fn members_that_take_nothing_keep_a_large_own_snapshot_waiting() {
+    let mut room = spotlight_room();
+    let mut clients: Vec<Client> = (1..=32).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    for _ in 0..2 {
+        room.tick(0);
+        for c in &mut clients {
+            c.read();
+        }
+    }
+    // 31 take nothing from now on; the last one reads and asks for snapshots.
+    let honest = clients.last_mut().unwrap();
+    honest.take_received();
+    let (mut own_bytes, mut asked, mut waits) = (0, None, Vec::new());
+    for tick in 1..=100 {
+        if tick % 11 == 0 {
+            room.resync(32, 1);
+            asked = Some(tick);
+        }
+        own_bytes += room.tick(0).own_bytes;
+        honest.read();
+        let full = (honest.take_received().iter())
+            .any(|k| matches!(k, server_message::Kind::State(s) if s.baseline_tick == 0));
+        if let Some(at) = asked.filter(|_| full) {
+            waits.push(tick - at);
+            asked = None;
+        }
+    }
+    // One snapshot for each that takes nothing, and the honest member's nine.
+    let most = 41 * (270 << 10);
+    assert!(
+        own_bytes <= most,
+        "{own_bytes} bytes of own parts in 10 s (at most {most})"
+    );
+    assert_eq!(waits, [0; 9], "ticks each resync waited");
 }
