@@ -157,6 +157,9 @@ pub struct Batch {
     pub first_seq: u64,
     /// At most one state frame per room.
     pub states: Vec<PendingState>,
+    /// The rooms of `states` that closed: their frame is the room's last, and the
+    /// member's `Left` follows it (see [`Outbox::close_room`]).
+    pub closing: Vec<RoomKey>,
     /// State frames replaced before they were taken, since the last drain.
     pub superseded: u64,
     /// The reliable queue went over its bound: close the session as a slow consumer.
@@ -183,6 +186,7 @@ impl Batch {
         self.reliable.clear();
         self.first_seq = 0;
         self.states.clear();
+        self.closing.clear();
         self.superseded = 0;
         self.overflowed = false;
     }
@@ -242,6 +246,9 @@ struct Inner {
     /// number of their `Left`: a drain that takes the frame takes no message from
     /// that number on.
     closing: Vec<(RoomKey, u64)>,
+    /// Rooms whose waiting (or next) frame is their last: the room closes after it
+    /// ([`Outbox::mark_last`], [`Outbox::close_room`]; see [`Batch::closing`]).
+    last: Vec<RoomKey>,
     /// Incremented by [`Outbox::reset_delivered`]: a frame encoded against a baseline
     /// read before a reset must not be delivered after it.
     epoch: u64,
@@ -498,6 +505,7 @@ impl Outbox {
             inner.states_at.swap_remove(i);
         }
         inner.rooms.retain(|r| r.room != room);
+        inner.last.retain(|&r| r != room);
         inner.left.push(Left { room, join_seq });
         self.left_pending.store(true, Ordering::Release);
     }
@@ -513,12 +521,26 @@ impl Outbox {
         if inner.states.iter().any(|s| s.room == room) {
             let left_seq = inner.next_seq;
             inner.closing.push((room, left_seq));
+            if !inner.last.contains(&room) {
+                inner.last.push(room);
+            }
         } else {
+            inner.last.retain(|&r| r != room);
             inner.rooms.retain(|r| r.room != room);
         }
         inner.left.push(Left { room, join_seq });
         self.left_pending.store(true, Ordering::Release);
         self.push_locked(inner, left)
+    }
+
+    /// The room's next state frame is its last (the room closes after this tick,
+    /// [`Outbox::close_room`] follows): a transport that could deliver it after the
+    /// `Left` (QUIC datagrams) sends it in order instead ([`Batch::closing`]).
+    pub fn mark_last(&self, room: RoomKey) {
+        let mut inner = self.inner.lock();
+        if !inner.last.contains(&room) {
+            inner.last.push(room);
+        }
     }
 
     /// Moves the rooms left since the last call into `out` (cleared first).
@@ -538,6 +560,7 @@ impl Outbox {
     pub fn reset_delivered(&self, delivery: Delivery) {
         let mut inner = self.inner.lock();
         inner.closing.clear();
+        inner.last.clear();
         inner.rooms.clear();
         inner.states.clear();
         inner.states_at.clear();
@@ -660,6 +683,13 @@ impl Outbox {
                     r.floor = state.tick;
                 }
                 r.baseline = 0;
+            }
+        }
+        if !inner.last.is_empty() {
+            for state in &batch.states {
+                if let Some(i) = inner.last.iter().position(|&room| room == state.room) {
+                    batch.closing.push(inner.last.swap_remove(i));
+                }
             }
         }
         // Closed rooms whose last frame was taken (or dropped) are done with.
@@ -844,6 +874,7 @@ mod tests {
         assert_eq!(rooms, [1, 2], "the session learns of both at once");
         assert!(outbox.drain(&mut batch));
         assert_eq!((batch.states.len(), batch.states[0].tick), (1, 7));
+        assert_eq!(batch.closing, [1], "the room's last frame");
         assert!(batch.reliable.is_empty(), "nothing from the Left on");
         assert!(outbox.drain(&mut batch), "the Lefts wait for the next write");
         assert_eq!(
@@ -909,6 +940,26 @@ mod tests {
 
     /// A closed room's frame dropped without being taken (the member left it again,
     /// say) holds nothing back: its `Left` and what follows go at the next drain.
+    /// A frame marked as its room's last is told as such however soon it is taken
+    /// (before the room's close is queued, even), and only that frame.
+    #[test]
+    fn a_frame_marked_last_is_told_as_its_rooms_last() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let mut batch = Batch::default();
+        for room in [1, 2] {
+            let b = outbox.supersede_state(room, Keep::Nothing).unwrap();
+            assert!(outbox.push_state(state(room, 7, 0), b));
+        }
+        outbox.mark_last(2);
+        assert!(outbox.drain(&mut batch));
+        assert_eq!((batch.states.len(), &batch.closing[..]), (2, &[2][..]));
+        outbox.close_room(2, 3, Bytes::from_static(b"left 2")).unwrap();
+        let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
+        assert!(outbox.push_state(state(1, 8, 7), b));
+        assert!(outbox.drain(&mut batch));
+        assert_eq!((batch.states.len(), batch.closing.len()), (1, 0), "{:?}", batch.closing);
+    }
+
     #[test]
     fn a_closed_rooms_frame_dropped_holds_nothing_back() {
         let outbox = Outbox::new(OutboxLimits::default());

@@ -9,7 +9,8 @@
 //!
 //! State frames travel as **datagrams** (one `ServerEnvelope` holding one
 //! `StateFrame`) when they fit the connection's maximum datagram size, otherwise on
-//! the control stream. Datagrams may be lost or reordered, so the outbox runs with
+//! the control stream (so do full snapshots written with reliable messages, and a
+//! closed room's last frame: see `send`). Datagrams may be lost or reordered, so the outbox runs with
 //! [`Delivery::Acknowledged`]: the client acknowledges frames it applied (`Ack`, in a
 //! datagram or with its next control-stream message) and its next delta is against
 //! the newest acknowledged tick.
@@ -485,10 +486,15 @@ impl Transport for Quic {
         // On the stream: frames too big for a datagram, and full snapshots written
         // with reliable messages, which they must not overtake (a room's first frame
         // is useless to a client before its `Joined`, a resume's before its
-        // `Welcome`; quinn puts datagrams ahead of stream data in a packet).
+        // `Welcome`; quinn puts datagrams ahead of stream data in a packet), and a
+        // closed room's last frame, which its `Left` on the stream must not overtake
+        // (a client ignores frames of rooms it is not in).
         let reliable = batch.welcome.is_some() || !batch.reliable.is_empty();
-        let on_stream =
-            |state: &PendingState| (reliable && state.baseline == 0) || state_envelope_len(state) > max_datagram;
+        let on_stream = |state: &PendingState| {
+            (reliable && state.baseline == 0)
+                || state_envelope_len(state) > max_datagram
+                || batch.closing.contains(&state.room)
+        };
         self.on_stream.clear();
         self.on_stream
             .extend(batch.states.iter().filter(|s| on_stream(s)).cloned());

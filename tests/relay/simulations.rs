@@ -224,10 +224,8 @@ async fn a_game_ends_its_room_when_it_is_won(transport: Transport) {
         let why = (ErrorCode::RoomClosed as i32, "game over after tag 1".to_string());
         assert_eq!(left_yard(client).await, why);
         // The tag was the closing tick's: its state came before the Left (over QUIC
-        // a datagram, which may be lost).
-        if transport == Transport::WebSocket {
-            assert_eq!(is_it(client, "yard", b_id), Some(true), "the final state");
-        }
+        // on the stream, not as a datagram that the Left could overtake).
+        assert_eq!(is_it(client, "yard", b_id), Some(true), "the final state");
     }
     // The room is gone: joining its id opens a new game, with the joiner "it".
     let rejoined = a.join("yard", "tag").await;

@@ -353,8 +353,12 @@ impl Room {
         behind: bool,
         report: &mut TickReport,
     ) {
+        let last = self.closing().is_some();
         let m = &mut self.members[i];
         let full = frame.baseline == 0;
+        if last {
+            m.outbox.mark_last(self.key);
+        }
         if !m.outbox.push_state(frame, found) {
             // The session was reset (resumed) meanwhile: a full snapshot next tick.
             m.needs_full = true;
