@@ -548,6 +548,13 @@ impl Room {
             self.presence_due = quiet && (self.members.iter()).any(|m| m.id != owner && !m.away && self.lively(m));
         }
         self.sent_this_tick.clear();
+        // The room starts before its first `Joined`s go: the listing the simulation
+        // sets then is in them.
+        if !self.started {
+            self.started = true;
+            self.world.begin_tick(tick);
+            self.sim.start(&mut sim_context!(self, tick));
+        }
         self.tell_listing(tick);
         self.announce();
         if !self.left_recently.is_empty() {
@@ -582,10 +589,6 @@ impl Room {
     }
 
     fn run_simulation(&mut self, tick: Tick) {
-        if !self.started {
-            self.started = true;
-            self.sim.start(&mut sim_context!(self, tick));
-        }
         // The roster changes between these calls: a member is in it for its join and
         // its leave.
         for call in self.sim_calls.drain(..) {

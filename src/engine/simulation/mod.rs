@@ -503,7 +503,15 @@ pub trait Simulation: Send + 'static {
     /// [`Simulation::join`]. `ctx.room` is its id and `ctx.listing` holds what the
     /// join that created it asked for (`RoomOptions.metadata`: the map or the mode a
     /// player chose; for a room the configuration keeps open, its `metadata`). A game
-    /// sets its world up here. Nothing by default.
+    /// sets its world up here; the listing it sets is in its first members' `Joined`.
+    /// Nothing by default.
+    ///
+    /// A room is started once: one whose members all left stays open, empty, for
+    /// `empty_room_ttl_secs` (30 s by default), and a join or a quick
+    /// join in that time finds it as the last members left it, simulation and world
+    /// alike. A game played in rounds resets itself in [`Simulation::join`] when the
+    /// room was empty, or closes the room ([`SimContext::close_room`]) when a round
+    /// ends, so the next players start a new one.
     fn start(&mut self, ctx: &mut SimContext<'_>) {
         let _ = ctx;
     }
