@@ -5,6 +5,7 @@
 //! `CancellationToken`, and every live connection's stop signal: each session closes
 //! with 1001), then wait for all of them with a deadline (a `TaskTracker`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,9 @@ use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+/// What stops [`Server::run`] (`tokio_util`'s, re-exported so that a program that
+/// embeds the relay needs no dependency of its own for it).
+pub use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bus::{Bus, BusMessage};
 use crate::cluster::{
@@ -27,6 +30,7 @@ use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
 use crate::session::auth::{AuthMode, Authenticator};
+use crate::state::Schema;
 use crate::transport::context::{ConnectionSettings, Context};
 use crate::transport::gate::Gate;
 use crate::transport::http::{self, Http, Routes};
@@ -124,14 +128,18 @@ fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
 /// The room types whose simulation panics as it is made (its constructor, or its
 /// `schema`, refuses the type's params), a warning each: no room of such a type can
 /// open. An error when `[[rooms]]` keeps one open: the relay would not start.
-fn unmakeable_simulations(config: &Config, pool: &PoolConfig) -> Result<Vec<String>, ConfigError> {
-    let mut warnings = Vec::new();
+fn unmakeable_simulations(
+    config: &Config,
+    pool: &PoolConfig,
+) -> Result<(Vec<String>, BTreeMap<String, Arc<Schema>>), ConfigError> {
+    let (mut warnings, mut schemas) = (Vec::new(), BTreeMap::new());
     let mut names: Vec<&String> = pool.room_types.keys().collect();
     names.sort();
     for name in names {
         let room_type = &pool.room_types[name];
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (room_type.factory)().schema()));
-        if made.is_ok() {
+        if let Ok(schema) = made {
+            schemas.insert(name.clone(), schema);
             continue;
         }
         let why = format!("room type `{name}`: its simulation panicked as it was made (above): no room of it can open");
@@ -145,7 +153,7 @@ fn unmakeable_simulations(config: &Config, pool: &PoolConfig) -> Result<Vec<Stri
             None => warnings.push(why),
         }
     }
-    Ok(warnings)
+    Ok((warnings, schemas))
 }
 
 /// The URL a node's clients are sent to: `[cluster] public_url`, or `scheme://` at
@@ -232,7 +240,8 @@ impl Server {
     pub async fn check(mut config: Config, simulations: &Simulations) -> Result<Vec<String>, ServerError> {
         let pool = settled(&mut config, simulations)?;
         let (mut lines, mut warnings) = (Vec::new(), Vec::new());
-        warnings.extend(unmakeable_simulations(&config, &pool)?);
+        let (unmakeable, schemas) = unmakeable_simulations(&config, &pool)?;
+        warnings.extend(unmakeable);
         let scheme = if config.tls.insecure_plain { "ws" } else { "wss" };
         lines.push(format!("listen: {scheme}://{}/ws", config.listen));
         lines.push(match (config.tls.insecure_plain, config.quic.enabled) {
@@ -294,9 +303,8 @@ impl Server {
             types.join(", "),
             config.default_room_type
         ));
-        for (name, t) in &config.room_types {
-            // Settled above: every type's declaration is valid.
-            let schema = t.schema().map_err(ConfigError::Invalid)?;
+        // As each simulation declares them (a relay room's, from the configuration).
+        for (name, schema) in &schemas {
             let kinds: Vec<String> = (schema.kinds().iter())
                 .map(|kind| {
                     let fields: Vec<String> = (kind.fields().iter())

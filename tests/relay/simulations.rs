@@ -292,3 +292,16 @@ fn tag_saves_the_tags_so_far_for_a_restore() {
     let fresh = game::Tag::new(&game::TagParams::default());
     assert_eq!(fresh.save(), 0u32.to_le_bytes());
 }
+
+/// `--check` lists the kinds a game's own simulation declares, as it lists the
+/// arena's and the configuration's.
+#[tokio::test]
+async fn the_check_lists_the_kinds_a_game_declares() {
+    let simulations = Simulations::new().add_with_params("tag", game::Tag::new);
+    let lines = tickrelay::server::Server::check(Config::loopback(60), &simulations)
+        .await
+        .unwrap();
+    let kinds = lines.iter().find(|l| l.starts_with("kinds of tag: "));
+    assert!(kinds.is_some_and(|k| k.contains("player")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with("kinds of arena: ")), "{lines:#?}");
+}
