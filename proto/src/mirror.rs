@@ -143,7 +143,10 @@ impl StateMirror {
         self.last_input_seq
     }
 
-    /// How many frames carried a checksum that matched.
+    /// How many frames carried a checksum that matched, since this mirror began: a
+    /// client starts a room's mirror again at each `Joined` (a resume's included), so
+    /// for a running count over connections use the client's statistics (the Rust
+    /// client's `Stats::checksums`).
     pub fn checksums_verified(&self) -> u64 {
         self.checksums_verified
     }

@@ -372,7 +372,9 @@ pub struct Stats {
     pub resumes: AtomicU64,
     /// Mirror desyncs detected.
     pub desyncs: AtomicU64,
-    /// Checksums verified.
+    /// Checksums verified, over every connection and mirror of the client (a room's
+    /// `StateMirror::checksums_verified` counts since its mirror began: its last
+    /// `Joined`).
     pub checksums: AtomicU64,
     /// Entity updates in the applied state frames: entities added, changed or
     /// removed, summed over frames (a full snapshot adds every entity).
