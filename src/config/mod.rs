@@ -434,6 +434,21 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Removes the `tickrelay-PID` directories [`Config::loopback`] made in `temp` for
+/// processes that are no longer running (on Linux, where `/proc` tells).
+fn remove_ended_processes_dirs(temp: &std::path::Path) {
+    let (Ok(entries), true) = (std::fs::read_dir(temp), std::path::Path::new("/proc/self").exists()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("tickrelay-"));
+        if pid.is_some_and(|pid| pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The least `owner_quiet_ms` a room type may set (0 aside: off).
 pub const MIN_OWNER_QUIET_MS: u64 = 100;
 
@@ -442,9 +457,14 @@ impl Config {
     /// port), two simulation threads, the built-in room types at `tick_rate`, and a
     /// development certificate in this process's directory under the system's
     /// temporary directory (one for every such configuration of the process: a
-    /// directory per configuration left thousands behind after a test run).
+    /// directory per configuration left thousands behind after a test run). On Linux
+    /// the directories of processes that ended are removed as the next one is made.
     pub fn loopback(tick_rate: u32) -> Self {
-        let dir = std::env::temp_dir().join(format!("tickrelay-{}", std::process::id()));
+        let temp = std::env::temp_dir();
+        let dir = temp.join(format!("tickrelay-{}", std::process::id()));
+        if !dir.exists() {
+            remove_ended_processes_dirs(&temp);
+        }
         let _ = std::fs::create_dir_all(&dir);
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),

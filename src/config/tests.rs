@@ -621,3 +621,21 @@ fn a_file_address_that_is_not_ip_and_port_says_what_is_expected() {
     assert_eq!(c.quic.listen, Some("[::1]:7444".parse().unwrap()));
     assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
 }
+
+/// The development certificate directories of test processes that ended are
+/// removed as a process makes its own; a running process's is kept.
+#[test]
+fn loopback_configurations_remove_the_directories_of_ended_processes() {
+    let temp = std::env::temp_dir();
+    // A pid no process has (above Linux's largest), and this process's parent.
+    let ended = temp.join("tickrelay-4294967295");
+    let running = temp.join(format!("tickrelay-{}", std::os::unix::process::parent_id()));
+    for dir in [&ended, &running] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), "x").unwrap();
+    }
+    super::remove_ended_processes_dirs(&temp);
+    assert!(!ended.exists(), "an ended process's directory is removed");
+    assert!(running.join("cert.pem").exists(), "a running process's is kept");
+    let _ = std::fs::remove_dir_all(&running);
+}
