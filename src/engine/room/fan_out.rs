@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::member::Member;
 use super::{Room, TickReport};
 use crate::delta::{FrameMeta, View};
 use crate::engine::outbox::{Baseline, Delivery, Keep, Kept, PendingState};
@@ -115,8 +116,8 @@ impl Room {
             if !(naive || changed || news || idle_frame || idle_acknowledged()) {
                 continue;
             }
-            // (What is kept for a member with a large own part stays kept: see below.)
-            let replaceable = m.own_full_bytes <= KEEP_FULL_BYTES;
+            // (What is kept for its own part stays kept: see below.)
+            let replaceable = !self.own_keeps(m, own, &pass);
             match self.send_state(i, own, &pass, &mut report) {
                 Some(Kept::Full) if replaceable => kept.push(i),
                 Some(Kept::Delta { body, own }) if replaceable => {
@@ -134,9 +135,8 @@ impl Room {
         // of the room's state between them. So is an older full snapshot still
         // waiting for a member not visited this tick (the room did not change since:
         // members given one a tick apart that never read). Not what waits for a member
-        // whose own part (entities of owner-only kinds it sees) is large: its full
-        // snapshot is mostly its own, so replacing it would share little and cost an
-        // encoding of that part each time.
+        // for its own part (see `own_keeps`): replacing it would share little and
+        // cost an encoding of that part each time.
         let full_encoded = self.bodies.iter().any(|(key, _)| *key == BodyKey::Full);
         let mut outgrown = || {
             kept_bodies.sort_unstable();
@@ -150,7 +150,7 @@ impl Room {
                 kept.sort_unstable();
                 for (i, m) in self.members.iter().enumerate() {
                     if (m.full_queued != 0 && m.full_queued < tick)
-                        && m.own_full_bytes <= KEEP_FULL_BYTES
+                        && !(pass.views && self.own_keeps(m, self.own(&pass, m.id), &pass))
                         && kept[..visited].binary_search(&i).is_err()
                         && m.outbox.waits_full(self.key)
                     {
@@ -184,18 +184,22 @@ impl Room {
         }
     }
 
+    /// Whether what waits untaken for `m` stays as it is for the sake of its own part
+    /// (what it sees of owner-only kinds, `own`), in a room whose snapshots would not
+    /// keep it: that part of its last full snapshot was over 16 KiB (encoded for it
+    /// alone, so a new one costs as a large room's snapshot does), or the budget is
+    /// spent (a new snapshot would wait anyway, see `send_state`).
+    fn own_keeps(&self, m: &Member, own: Own, pass: &Pass) -> bool {
+        !pass.naive && own.count > 0 && (self.full_budget <= 0 || m.own_full_bytes > KEEP_FULL_BYTES)
+    }
+
     /// Hands the member at `i` this tick's state frame (or, while the budget is spent,
     /// the room's last full snapshot; or nothing, when its full snapshot must wait),
     /// encoding its body unless a member before it had the same; returns the waiting
     /// frame it kept instead, if any (see [`Keep`]).
     fn send_state(&mut self, i: usize, own: Own, pass: &Pass, report: &mut TickReport) -> Option<Kept> {
+        let own_keeps = self.own_keeps(&self.members[i], own, pass);
         let m = &mut self.members[i];
-        // A member whose own part of a full snapshot is large keeps what waits for it
-        // as a large room's members do; so does any member with an own part while
-        // the budget is spent (a new snapshot would wait for it anyway, below).
-        let own_keeps = !pass.naive
-            && own.count > 0
-            && (self.full_budget <= 0 || self.full_size + m.own_full_bytes > KEEP_FULL_BYTES);
         let keep = match pass.keep {
             _ if m.needs_full => Keep::Nothing,
             Keep::Nothing if own_keeps => Keep::FullOrDeltaBefore(pass.oldest_baseline),
@@ -319,6 +323,15 @@ impl Room {
             self.stats.bytes_encoded += self.buf.len() as u64;
             if full && !pass.naive {
                 self.full_budget -= self.buf.len() as i64;
+                // Kept for joiners with no own part once the budget cannot pay for
+                // another (as when the shared body was encoded, above).
+                if self.full_budget < body.len() as i64 && self.recent_full.as_ref().is_none_or(|r| r.tick < pass.tick)
+                {
+                    self.recent_full = Some(RecentFull {
+                        tick: pass.tick,
+                        body: body.clone(),
+                    });
+                }
             }
             self.buf.split().freeze()
         } else {

@@ -5064,3 +5064,133 @@ fn members_that_take_nothing_keep_a_large_own_snapshot_waiting() {
     );
     assert_eq!(waits, [0; 9], "ticks each resync waited");
 }
+
+/// Members with a small part of their own (an entity of an owner-only kind each)
+/// that take nothing in a room over 16 KiB have what waits for them replaced once by
+/// a full snapshot, as other members that take nothing: the room does not encode a
+/// full snapshot at every tick for them. (Their deltas, kept for their own part but
+/// counted as the room's to replace, outgrew a snapshot at every tick: 100 full
+/// snapshots in 100 ticks.)
+#[test]
+fn members_with_a_small_own_part_that_take_nothing_cost_one_snapshot() {
+    let mut room = relay_room_at_10_hz();
+    let mut clients: Vec<Client> = (1..=4).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    let mut seqs = [0u64; 4];
+    // Member 1: 20 entities of 1,000 bytes; members 2 and 3: a hidden entity each.
+    for id in 100..120 {
+        seqs[0] += 1;
+        room.push_input(1, seqs[0], create(id, vec![string(1, 1000)]));
+    }
+    for m in [2, 3] {
+        seqs[m - 1] += 1;
+        room.push_input(m as MemberId, seqs[m - 1], create_of(3, m as u64, vec![]));
+    }
+    room.tick(0);
+    for c in &mut clients {
+        c.read();
+    }
+    let mut full_ticks = 0;
+    for tick in 0..200u32 {
+        // Member 1 writes every entity at every tick.
+        for id in 100..120 {
+            seqs[0] += 1;
+            let text = format!("{:04}", tick % 10_000).repeat(250);
+            let field = Field {
+                id: 1,
+                value: Some(Value::String(text)),
+            };
+            room.push_input(1, seqs[0], update(id, vec![field]));
+        }
+        let report = room.tick(0);
+        full_ticks += u32::from(tick >= 100 && report.full_bytes > 0);
+        clients[0].read();
+        // 2 stops reading at once, 3 and 4 (nothing of its own) two ticks later.
+        if tick < 2 {
+            clients[2].read();
+            clients[3].read();
+        }
+    }
+    assert!(full_ticks <= 1, "full snapshots at {full_ticks} of 100 ticks");
+}
+
+/// [`Spotlight`]'s 8 secrets and 24 more (about 1 MB), shown to members below 100
+/// only: one of 100 or above sees nothing of its own.
+struct SpotlightForSome;
+
+impl Simulation for SpotlightForSome {
+    fn schema(&self) -> Arc<Schema> {
+        Spotlight.schema()
+    }
+    fn start(&mut self, ctx: &mut SimContext<'_>) {
+        Spotlight.start(ctx);
+        for id in 10..=33 {
+            let fields = (0..32).map(|f| (f, Value::String("x".repeat(1000))));
+            ctx.world.spawn(id, SERVER, 4, fields).unwrap();
+        }
+    }
+    fn join(&mut self, ctx: &mut SimContext<'_>, member: MemberId) {
+        if member < 100 {
+            for id in (1..=8).chain(10..=33) {
+                ctx.world.show(id, member).unwrap();
+            }
+        }
+    }
+    fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+    fn input(&mut self, _: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+        Ok(())
+    }
+    fn step(&mut self, ctx: &mut SimContext<'_>) {
+        Spotlight.step(ctx)
+    }
+}
+
+/// While members' own parts keep the budget spent, a joiner that sees nothing of its
+/// own and applied no input still gets the room's last full snapshot at once (it
+/// waited 2 to 6 ticks: the snapshot was kept only when the shared body alone
+/// spent the budget).
+#[test]
+fn a_joiner_without_an_own_part_waits_for_nothing_while_own_parts_spend_the_budget() {
+    let mut room = Room::new(
+        1,
+        "room".into(),
+        "game".into(),
+        RoomConfig::default(),
+        Box::new(SpotlightForSome),
+    );
+    let mut clients: Vec<Client> = (1..=40).map(Client::new).collect();
+    for c in &clients {
+        join(&mut room, c);
+    }
+    let mut joiners: Vec<(Client, Tick, Option<Tick>)> = Vec::new();
+    for tick in 0..300u64 {
+        if tick % 30 == 29 {
+            for c in &clients {
+                room.resync(c.id, 1);
+            }
+        }
+        // From the third second on, a joiner every 11 ticks.
+        if tick >= 60 && tick % 11 == 0 {
+            let c = Client::new(100 + tick);
+            join(&mut room, &c);
+            joiners.push((c, tick, None));
+        }
+        room.tick(0);
+        for c in &mut clients {
+            c.read();
+            c.take_received();
+        }
+        for (c, at, got) in &mut joiners {
+            if c.read() > 0 && got.is_none() {
+                *got = Some(tick - *at);
+            }
+        }
+    }
+    let waits: Vec<Option<Tick>> = joiners.iter().map(|j| j.2).collect();
+    assert!(
+        waits.iter().all(|w| *w == Some(0)),
+        "ticks each joiner waited: {waits:?}"
+    );
+}
