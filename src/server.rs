@@ -125,13 +125,14 @@ fn weak_secrets(config: &Config, auth: &Authenticator) -> Vec<String> {
     weak
 }
 
-/// The room types whose simulation panics as it is made (its constructor, or its
-/// `schema`, refuses the type's params), a warning each: no room of such a type can
-/// open. An error when `[[rooms]]` keeps one open: the relay would not start.
-fn unmakeable_simulations(
-    config: &Config,
-    pool: &PoolConfig,
-) -> Result<(Vec<String>, BTreeMap<String, Arc<Schema>>), ConfigError> {
+/// The kinds each room type's simulation declares, by room type.
+type Schemas = BTreeMap<String, Arc<Schema>>;
+
+/// Makes a simulation of each room type: the room types whose simulation panics as it
+/// is made (its constructor, or its `schema`, refuses the type's params), a warning
+/// each (no room of such a type can open), and the others' declared kinds. An error
+/// when `[[rooms]]` keeps one that panics open: the relay would not start.
+fn unmakeable_simulations(config: &Config, pool: &PoolConfig) -> Result<(Vec<String>, Schemas), ConfigError> {
     let (mut warnings, mut schemas) = (Vec::new(), BTreeMap::new());
     let mut names: Vec<&String> = pool.room_types.keys().collect();
     names.sort();
