@@ -434,16 +434,36 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Removes the `tickrelay-PID` directories [`Config::loopback`] made in `temp` for
-/// processes that are no longer running (on Linux, where `/proc` tells).
-fn remove_ended_processes_dirs(temp: &std::path::Path) {
-    let (Ok(entries), true) = (std::fs::read_dir(temp), std::path::Path::new("/proc/self").exists()) else {
+/// The lock [`Config::loopback`]'s process holds on a file of its directory while it
+/// runs (across PID namespaces too: a container sharing the temporary directory
+/// cannot tell from its `/proc` whether another's process runs).
+static LOOPBACK_LOCK: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+const LOOPBACK_LOCK_FILE: &str = "running.lock";
+/// A directory changed more recently than this is left alone (its process may be
+/// between making it and locking its file).
+const LOOPBACK_DIR_QUIET: Duration = Duration::from_secs(60);
+
+/// Removes the `tickrelay-PID` directories [`Config::loopback`] made in `temp` whose
+/// process ended: its lock file free, and nothing in it changed for `quiet`.
+fn remove_ended_processes_dirs(temp: &std::path::Path, quiet: Duration) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let pid = name.to_str().and_then(|n| n.strip_prefix("tickrelay-"));
-        if pid.is_some_and(|pid| pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists()) {
+        if !pid.is_some_and(|pid| pid.parse::<u32>().is_ok()) {
+            continue;
+        }
+        let lock = std::fs::File::open(entry.path().join(LOOPBACK_LOCK_FILE));
+        let changed = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let quiet_since = [entry.path(), entry.path().join(LOOPBACK_LOCK_FILE)]
+            .iter()
+            .filter_map(|path| changed(path))
+            .max()
+            .and_then(|at| at.elapsed().ok());
+        let ended = lock.is_ok_and(|lock| lock.try_lock().is_ok());
+        if ended && quiet_since.is_some_and(|since| since >= quiet) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -457,14 +477,18 @@ impl Config {
     /// port), two simulation threads, the built-in room types at `tick_rate`, and a
     /// development certificate in this process's directory under the system's
     /// temporary directory (one for every such configuration of the process: a
-    /// directory per configuration left thousands behind after a test run). On Linux
-    /// the directories of processes that ended are removed as the next one is made.
+    /// directory per configuration left thousands behind after a test run). The
+    /// process holds a lock on a file in it while it runs; the directories of
+    /// processes that ended (their lock free) are removed as the next one is made.
     pub fn loopback(tick_rate: u32) -> Self {
         let temp = std::env::temp_dir();
         let dir = temp.join(format!("tickrelay-{}", std::process::id()));
-        if !dir.exists() {
-            remove_ended_processes_dirs(&temp);
-        }
+        LOOPBACK_LOCK.get_or_init(|| {
+            remove_ended_processes_dirs(&temp, LOOPBACK_DIR_QUIET);
+            let _ = std::fs::create_dir_all(&dir);
+            let lock = std::fs::File::create(dir.join(LOOPBACK_LOCK_FILE)).ok()?;
+            lock.lock().ok().map(|()| lock)
+        });
         let _ = std::fs::create_dir_all(&dir);
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -622,20 +622,27 @@ fn a_file_address_that_is_not_ip_and_port_says_what_is_expected() {
     assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
 }
 
-/// The development certificate directories of test processes that ended are
-/// removed as a process makes its own; a running process's is kept.
+/// The development certificate directories of test processes that ended (their
+/// lock file free) are removed as a process makes its own; one whose process holds
+/// its lock is kept, whatever `/proc` says (a process in another PID namespace), and
+/// so is one changed within the quiet time.
 #[test]
 fn loopback_configurations_remove_the_directories_of_ended_processes() {
     let temp = std::env::temp_dir();
-    // A pid no process has (above Linux's largest), and this process's parent.
-    let ended = temp.join("tickrelay-4294967295");
-    let running = temp.join(format!("tickrelay-{}", std::os::unix::process::parent_id()));
-    for dir in [&ended, &running] {
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("cert.pem"), "x").unwrap();
-    }
-    super::remove_ended_processes_dirs(&temp);
+    let dir = |pid: u32| {
+        let dir = temp.join(format!("tickrelay-{pid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::File::create(dir.join(super::LOOPBACK_LOCK_FILE)).unwrap();
+        dir
+    };
+    let (ended, running) = (dir(4_294_967_295), dir(4_294_967_294));
+    let held = std::fs::File::open(running.join(super::LOOPBACK_LOCK_FILE)).unwrap();
+    held.lock().unwrap();
+    super::remove_ended_processes_dirs(&temp, Duration::from_secs(3600));
+    assert!(ended.exists(), "changed within the quiet time: kept");
+    super::remove_ended_processes_dirs(&temp, Duration::ZERO);
     assert!(!ended.exists(), "an ended process's directory is removed");
-    assert!(running.join("cert.pem").exists(), "a running process's is kept");
+    assert!(running.exists(), "a running process's is kept");
+    drop(held);
     let _ = std::fs::remove_dir_all(&running);
 }
