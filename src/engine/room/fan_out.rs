@@ -67,6 +67,7 @@ impl Room {
         // moves past the one before would cost it a full snapshot at the next change.
         let idle_frame_acknowledged = tick.is_multiple_of((self.config.idle_frame_interval() / 2).max(1));
         let naive = self.config.naive_fanout;
+        let closing = self.closing().is_some();
         // Full snapshots are paced by their size (`FULL_BYTES_PER_SECOND`, after a
         // burst): one encoding serves every member that needs one at that tick; while
         // the budget is spent the members that need one get nothing, except new
@@ -113,7 +114,9 @@ impl Room {
             let news = m.needs_full || m.behind || m.last_applied != m.last_sent_seq || own.changed == tick;
             // The outbox's delivery (a lock) is asked only when nothing else sends a frame.
             let idle_acknowledged = || idle_frame_acknowledged && m.outbox.delivery() == Delivery::Acknowledged;
-            if !(naive || changed || news || idle_frame || idle_acknowledged()) {
+            // A closing room sends everyone a frame, marked as its last (see
+            // `push_state`), even when nothing changed since the one before.
+            if !(naive || changed || news || idle_frame || closing || idle_acknowledged()) {
                 continue;
             }
             // (What is kept for its own part stays kept: see below.)
@@ -366,7 +369,8 @@ impl Room {
         behind: bool,
         report: &mut TickReport,
     ) {
-        let last = self.closing().is_some();
+        // (While the events queued before the close wait, every frame may be the last.)
+        let last = self.closing.is_some();
         let m = &mut self.members[i];
         let full = frame.baseline == 0;
         if last {

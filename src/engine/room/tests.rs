@@ -5194,3 +5194,97 @@ fn a_joiner_without_an_own_part_waits_for_nothing_while_own_parts_spend_the_budg
         "ticks each joiner waited: {waits:?}"
     );
 }
+
+/// A game that ends its room at a tick gets that tick's state frame marked as the
+/// room's last (QUIC puts it on the control stream, ahead of the `Left`), however
+/// many events it sent as it ended: 3 fit the member's share of the tick, 4 (16 KiB
+/// each, over a quarter of the default 256 KiB) wait a tick. (With 4, the frame went
+/// unmarked: the room said it closed only at the next tick.)
+#[test]
+fn a_games_last_frame_is_marked_last_when_its_final_events_take_two_ticks() {
+    struct Finale(usize);
+    impl Simulation for Finale {
+        fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn input(&mut self, ctx: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+            // The winning move: the final state, the scores, the end.
+            ctx.world.spawn(99, SERVER, 1, [(1, Value::Int(1))]).unwrap();
+            for _ in 0..self.0 {
+                ctx.send_event("score", vec![0; MAX_EVENT_PAYLOAD_BYTES], &[]);
+            }
+            ctx.close_room("game over");
+            Ok(())
+        }
+        fn step(&mut self, _: &mut SimContext<'_>) {}
+    }
+    for events in [3, 4] {
+        let mut room = game_room(Finale(events));
+        let client = Client::new(1);
+        join(&mut room, &client);
+        room.tick(0);
+        intent(&mut room, 1, 1, 1);
+        let last_frame = last_frame_before_the_close(room, &client, "game over");
+        assert_eq!(
+            last_frame.map(|(_, marked)| marked),
+            Some(true),
+            "{events} events: {last_frame:?}"
+        );
+    }
+}
+
+/// A game that ends its room at the tick after its last change (a round's end seen
+/// in `step`) sends the members a frame at the closing tick, marked as the last:
+/// over QUIC the one before, a datagram, may not have arrived. (The closing tick
+/// sent none: the final state had gone unmarked a tick before.)
+#[test]
+fn a_games_final_state_is_marked_last_when_it_ends_the_tick_after_its_last_change() {
+    struct Timeout(bool);
+    impl Simulation for Timeout {
+        fn join(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn leave(&mut self, _: &mut SimContext<'_>, _: MemberId) {}
+        fn input(&mut self, ctx: &mut SimContext<'_>, _: MemberId, _: &input::Payload) -> Result<(), SimError> {
+            ctx.world.spawn(99, SERVER, 1, [(1, Value::Int(1))]).unwrap();
+            self.0 = true;
+            Ok(())
+        }
+        fn step(&mut self, ctx: &mut SimContext<'_>) {
+            if self.0 && ctx.world.tick() > 2 {
+                ctx.close_room("time is up");
+            }
+        }
+    }
+    let mut room = game_room(Timeout(false));
+    let client = Client {
+        outbox: Arc::new(Outbox::with_delivery(OutboxLimits::default(), Delivery::Acknowledged)),
+        ..Client::new(1)
+    };
+    join(&mut room, &client);
+    room.tick(0);
+    intent(&mut room, 1, 1, 1);
+    let last_frame = last_frame_before_the_close(room, &client, "time is up");
+    assert_eq!(last_frame.map(|(_, marked)| marked), Some(true), "{last_frame:?}");
+}
+
+/// Ticks `room` as its shard does until it says it closes (the transport taking each
+/// tick's output as it goes), closes it, and returns the last state frame `client`
+/// was sent before its `Left`: (tick, marked as the room's last).
+fn last_frame_before_the_close(mut room: Room, client: &Client, why: &str) -> Option<(Tick, bool)> {
+    let mut batch = Batch::default();
+    let mut last_frame = None;
+    for _ in 0..10 {
+        room.tick(0);
+        if client.outbox.drain(&mut batch) {
+            for s in &batch.states {
+                last_frame = Some((s.tick, batch.closing.contains(&s.room)));
+            }
+        }
+        if room.closing().is_some() {
+            break;
+        }
+    }
+    assert_eq!(room.closing(), Some(why));
+    room.close(ErrorCode::RoomClosed, why);
+    assert!(client.outbox.drain(&mut batch));
+    assert!(batch.states.is_empty(), "the Left alone: {:?}", batch.states);
+    last_frame
+}
