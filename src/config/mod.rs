@@ -452,7 +452,7 @@ fn remove_ended_processes_dirs(temp: &std::path::Path, quiet: Duration) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let pid = name.to_str().and_then(|n| n.strip_prefix("tickrelay-"));
-        if !pid.is_some_and(|pid| pid.parse::<u32>().is_ok()) {
+        if pid.is_none_or(|pid| pid.parse::<u32>().is_err()) {
             continue;
         }
         let lock = std::fs::File::open(entry.path().join(LOOPBACK_LOCK_FILE));
