@@ -504,6 +504,7 @@ fn t2_fanout(c: &mut Criterion) {
                             own: Bytes::new(),
                             last_input_seq: tick,
                             server_time_us: 0,
+                            last: false,
                         };
                         black_box(outbox.push_state(state, baseline));
                     }

@@ -299,6 +299,7 @@ mod tests {
             own: Bytes::new(),
             last_input_seq: 0,
             server_time_us: 0,
+            last: false,
         }
     }
 
@@ -433,6 +434,7 @@ mod tests {
                 own: Bytes::new(),
                 last_input_seq: 300,
                 server_time_us: 0,
+                last: false,
             }],
             ..Batch::default()
         };

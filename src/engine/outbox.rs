@@ -75,6 +75,11 @@ pub struct PendingState {
     /// The tick's server time stamp (microseconds since the Unix epoch), to measure
     /// how long the frame took to reach the transport.
     pub server_time_us: u64,
+    /// The room closes after this frame: the member's `Left` follows it (a transport
+    /// that could deliver it after the `Left`, QUIC datagrams, sends it in order
+    /// instead). Set by the room on the frames of its closing tick, and by
+    /// [`Outbox::close_room`] on a frame still waiting.
+    pub last: bool,
 }
 
 /// What [`Outbox::supersede_state`] found: the tick to encode against, and the
@@ -157,9 +162,6 @@ pub struct Batch {
     pub first_seq: u64,
     /// At most one state frame per room.
     pub states: Vec<PendingState>,
-    /// The rooms of `states` that closed: their frame is the room's last, and the
-    /// member's `Left` follows it (see [`Outbox::close_room`]).
-    pub closing: Vec<RoomKey>,
     /// State frames replaced before they were taken, since the last drain.
     pub superseded: u64,
     /// The reliable queue went over its bound: close the session as a slow consumer.
@@ -186,7 +188,6 @@ impl Batch {
         self.reliable.clear();
         self.first_seq = 0;
         self.states.clear();
-        self.closing.clear();
         self.superseded = 0;
         self.overflowed = false;
     }
@@ -246,9 +247,6 @@ struct Inner {
     /// number of their `Left`: a drain that takes the frame takes no message from
     /// that number on.
     closing: Vec<(RoomKey, u64)>,
-    /// Rooms whose waiting (or next) frame is their last: the room closes after it
-    /// ([`Outbox::mark_last`], [`Outbox::close_room`]; see [`Batch::closing`]).
-    last: Vec<RoomKey>,
     /// Incremented by [`Outbox::reset_delivered`]: a frame encoded against a baseline
     /// read before a reset must not be delivered after it.
     epoch: u64,
@@ -505,7 +503,6 @@ impl Outbox {
             inner.states_at.swap_remove(i);
         }
         inner.rooms.retain(|r| r.room != room);
-        inner.last.retain(|&r| r != room);
         inner.left.push(Left { room, join_seq });
         self.left_pending.store(true, Ordering::Release);
     }
@@ -518,29 +515,16 @@ impl Outbox {
     /// client has the room's latest state it was sent before it hears the room closed.
     pub fn close_room(&self, room: RoomKey, join_seq: u64, left: Bytes) -> Result<(), Overflow> {
         let mut inner = self.inner.lock();
-        if inner.states.iter().any(|s| s.room == room) {
+        if let Some(waiting) = inner.states.iter_mut().find(|s| s.room == room) {
+            waiting.last = true;
             let left_seq = inner.next_seq;
             inner.closing.push((room, left_seq));
-            if !inner.last.contains(&room) {
-                inner.last.push(room);
-            }
         } else {
-            inner.last.retain(|&r| r != room);
             inner.rooms.retain(|r| r.room != room);
         }
         inner.left.push(Left { room, join_seq });
         self.left_pending.store(true, Ordering::Release);
         self.push_locked(inner, left)
-    }
-
-    /// The room's next state frame is its last (the room closes after this tick,
-    /// [`Outbox::close_room`] follows): a transport that could deliver it after the
-    /// `Left` (QUIC datagrams) sends it in order instead ([`Batch::closing`]).
-    pub fn mark_last(&self, room: RoomKey) {
-        let mut inner = self.inner.lock();
-        if !inner.last.contains(&room) {
-            inner.last.push(room);
-        }
     }
 
     /// Moves the rooms left since the last call into `out` (cleared first).
@@ -560,7 +544,6 @@ impl Outbox {
     pub fn reset_delivered(&self, delivery: Delivery) {
         let mut inner = self.inner.lock();
         inner.closing.clear();
-        inner.last.clear();
         inner.rooms.clear();
         inner.states.clear();
         inner.states_at.clear();
@@ -685,13 +668,6 @@ impl Outbox {
                 r.baseline = 0;
             }
         }
-        if !inner.last.is_empty() {
-            for state in &batch.states {
-                if let Some(i) = inner.last.iter().position(|&room| room == state.room) {
-                    batch.closing.push(inner.last.swap_remove(i));
-                }
-            }
-        }
         // Closed rooms whose last frame was taken (or dropped) are done with.
         if !inner.closing.is_empty() {
             let Inner {
@@ -761,6 +737,7 @@ mod tests {
             own: Bytes::new(),
             last_input_seq: 0,
             server_time_us: 0,
+            last: false,
         }
     }
 
@@ -874,7 +851,7 @@ mod tests {
         assert_eq!(rooms, [1, 2], "the session learns of both at once");
         assert!(outbox.drain(&mut batch));
         assert_eq!((batch.states.len(), batch.states[0].tick), (1, 7));
-        assert_eq!(batch.closing, [1], "the room's last frame");
+        assert!(batch.states[0].last, "the room's last frame");
         assert!(batch.reliable.is_empty(), "nothing from the Left on");
         assert!(outbox.drain(&mut batch), "the Lefts wait for the next write");
         assert_eq!(
@@ -938,28 +915,36 @@ mod tests {
         );
     }
 
-    /// A closed room's frame dropped without being taken (the member left it again,
-    /// say) holds nothing back: its `Left` and what follows go at the next drain.
-    /// A frame marked as its room's last is told as such however soon it is taken
-    /// (before the room's close is queued, even), and only that frame.
+    /// A frame pushed as its room's last is taken as such however soon (before the
+    /// room's close is queued, even), and only that frame.
     #[test]
     fn a_frame_marked_last_is_told_as_its_rooms_last() {
         let outbox = Outbox::new(OutboxLimits::default());
         let mut batch = Batch::default();
         for room in [1, 2] {
             let b = outbox.supersede_state(room, Keep::Nothing).unwrap();
-            assert!(outbox.push_state(state(room, 7, 0), b));
+            let last = room == 2;
+            assert!(outbox.push_state(
+                PendingState {
+                    last,
+                    ..state(room, 7, 0)
+                },
+                b
+            ));
         }
-        outbox.mark_last(2);
         assert!(outbox.drain(&mut batch));
-        assert_eq!((batch.states.len(), &batch.closing[..]), (2, &[2][..]));
+        let marked: Vec<RoomKey> = batch.states.iter().filter(|s| s.last).map(|s| s.room).collect();
+        assert_eq!((batch.states.len(), &marked[..]), (2, &[2][..]));
         outbox.close_room(2, 3, Bytes::from_static(b"left 2")).unwrap();
         let b = outbox.supersede_state(1, Keep::Nothing).unwrap();
         assert!(outbox.push_state(state(1, 8, 7), b));
         assert!(outbox.drain(&mut batch));
-        assert_eq!((batch.states.len(), batch.closing.len()), (1, 0), "{:?}", batch.closing);
+        let marked = batch.states.iter().filter(|s| s.last).count();
+        assert_eq!((batch.states.len(), marked), (1, 0), "{:?}", batch.states);
     }
 
+    /// A closed room's frame dropped without being taken (the member left it again,
+    /// say) holds nothing back: its `Left` and what follows go at the next drain.
     #[test]
     fn a_closed_rooms_frame_dropped_holds_nothing_back() {
         let outbox = Outbox::new(OutboxLimits::default());

@@ -2199,6 +2199,7 @@ fn answers_about_a_closed_room_come_after_its_left() {
         own: Bytes::new(),
         last_input_seq: 0,
         server_time_us: 0,
+        last: false,
     };
     assert!(h.outbox.push_state(frame, baseline));
     let left = encode_message(Kind::Left(proto::Left {

@@ -10,10 +10,10 @@
 //! State frames travel as **datagrams** (one `ServerEnvelope` holding one
 //! `StateFrame`) when they fit the connection's maximum datagram size, otherwise on
 //! the control stream (so do full snapshots written with reliable messages, and a
-//! closed room's last frame: see `send`). Datagrams may be lost or reordered, so the outbox runs with
-//! [`Delivery::Acknowledged`]: the client acknowledges frames it applied (`Ack`, in a
-//! datagram or with its next control-stream message) and its next delta is against
-//! the newest acknowledged tick.
+//! closed room's last frame: see `send`). Datagrams may be lost or reordered, so the
+//! outbox runs with [`Delivery::Acknowledged`]: the client acknowledges frames it
+//! applied (`Ack`, in a datagram or with its next control-stream message) and its
+//! next delta is against the newest acknowledged tick.
 //! A frame written on the control stream counts as acknowledged from the moment its
 //! write begins (the stream is reliable and ordered).
 //!
@@ -491,9 +491,7 @@ impl Transport for Quic {
         // (a client ignores frames of rooms it is not in).
         let reliable = batch.welcome.is_some() || !batch.reliable.is_empty();
         let on_stream = |state: &PendingState| {
-            (reliable && state.baseline == 0)
-                || state_envelope_len(state) > max_datagram
-                || batch.closing.contains(&state.room)
+            (reliable && state.baseline == 0) || state_envelope_len(state) > max_datagram || state.last
         };
         self.on_stream.clear();
         self.on_stream

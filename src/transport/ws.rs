@@ -790,6 +790,7 @@ mod tests {
             own: Bytes::new(),
             last_input_seq: 0,
             server_time_us: 0,
+            last: false,
         }
     }
 

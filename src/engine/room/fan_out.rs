@@ -247,6 +247,7 @@ impl Room {
                 own: Bytes::new(),
                 last_input_seq: 0,
                 server_time_us: pass.server_time_us,
+                last: false,
             };
             // Owed a frame at the next tick if the room changed since.
             let behind = recent.tick < self.world.last_shared_change();
@@ -351,6 +352,7 @@ impl Room {
             own: own_part,
             last_input_seq: self.members[i].last_applied,
             server_time_us: pass.server_time_us,
+            last: false,
         };
         self.push_state(i, frame, found, new_full, false, report);
         None
@@ -363,19 +365,16 @@ impl Room {
     fn push_state(
         &mut self,
         i: usize,
-        frame: PendingState,
+        mut frame: PendingState,
         found: Baseline,
         new_full: bool,
         behind: bool,
         report: &mut TickReport,
     ) {
         // (While the events queued before the close wait, every frame may be the last.)
-        let last = self.closing.is_some();
+        frame.last = self.closing.is_some();
         let m = &mut self.members[i];
         let full = frame.baseline == 0;
-        if last {
-            m.outbox.mark_last(self.key);
-        }
         if !m.outbox.push_state(frame, found) {
             // The session was reset (resumed) meanwhile: a full snapshot next tick.
             m.needs_full = true;

@@ -5275,7 +5275,7 @@ fn last_frame_before_the_close(mut room: Room, client: &Client, why: &str) -> Op
         room.tick(0);
         if client.outbox.drain(&mut batch) {
             for s in &batch.states {
-                last_frame = Some((s.tick, batch.closing.contains(&s.room)));
+                last_frame = Some((s.tick, s.last));
             }
         }
         if room.closing().is_some() {
