@@ -132,7 +132,7 @@ type Schemas = BTreeMap<String, Arc<Schema>>;
 /// is made (its constructor, or its `schema`, refuses the type's params), a warning
 /// each (no room of such a type can open), and the others' declared kinds. An error
 /// when `[[rooms]]` keeps one that panics open: the relay would not start.
-fn unmakeable_simulations(config: &Config, pool: &PoolConfig) -> Result<(Vec<String>, Schemas), ConfigError> {
+fn make_each_simulation(config: &Config, pool: &PoolConfig) -> Result<(Vec<String>, Schemas), ConfigError> {
     let (mut warnings, mut schemas) = (Vec::new(), BTreeMap::new());
     let mut names: Vec<&String> = pool.room_types.keys().collect();
     names.sort();
@@ -241,7 +241,7 @@ impl Server {
     pub async fn check(mut config: Config, simulations: &Simulations) -> Result<Vec<String>, ServerError> {
         let pool = settled(&mut config, simulations)?;
         let (mut lines, mut warnings) = (Vec::new(), Vec::new());
-        let (unmakeable, schemas) = unmakeable_simulations(&config, &pool)?;
+        let (unmakeable, schemas) = make_each_simulation(&config, &pool)?;
         warnings.extend(unmakeable);
         let scheme = if config.tls.insecure_plain { "ws" } else { "wss" };
         lines.push(format!("listen: {scheme}://{}/ws", config.listen));

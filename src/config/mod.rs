@@ -455,16 +455,17 @@ fn remove_ended_processes_dirs(temp: &std::path::Path, quiet: Duration) {
         if pid.is_none_or(|pid| pid.parse::<u32>().is_err()) {
             continue;
         }
-        let lock = std::fs::File::open(entry.path().join(LOOPBACK_LOCK_FILE));
-        let changed = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let quiet_since = [entry.path(), entry.path().join(LOOPBACK_LOCK_FILE)]
-            .iter()
-            .filter_map(|path| changed(path))
-            .max()
-            .and_then(|at| at.elapsed().ok());
-        let ended = lock.is_ok_and(|lock| lock.try_lock().is_ok());
-        if ended && quiet_since.is_some_and(|since| since >= quiet) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        let (dir, lock) = (entry.path(), entry.path().join(LOOPBACK_LOCK_FILE));
+        let ended = std::fs::File::open(&lock).is_ok_and(|file| file.try_lock().is_ok());
+        let quiet_for = |path: &std::path::Path| {
+            let changed = std::fs::metadata(path).and_then(|m| m.modified());
+            changed
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|since| since >= quiet)
+        };
+        if ended && quiet_for(&dir) && quiet_for(&lock) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
